@@ -1,0 +1,34 @@
+"""The exceptions every smtpcore machine raises.
+
+Modelled on h11: a ``LocalProtocolError`` means *this* side (the
+application) tried something the protocol forbids, and the machine is left
+unchanged; a ``RemoteProtocolError`` means the peer broke the protocol beyond
+repair, and the machine moves to a sticky ERROR state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["LocalProtocolError", "ProtocolError", "RemoteProtocolError"]
+
+
+class ProtocolError(Exception):
+    """Base class of every protocol error smtpcore raises.
+
+    ``reply_hint`` is the event the application should send before it closes
+    the connection (an SMTP ``Reply`` or a POP3 ``Err``), or ``None`` when
+    there is nothing useful to say.
+    """
+
+    def __init__(self, message: str, *, reply_hint: Any = None) -> None:
+        super().__init__(message)
+        self.reply_hint: Any = reply_hint
+
+
+class LocalProtocolError(ProtocolError):
+    """The application asked for something the protocol does not allow."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the machine cannot recover from."""
