@@ -1,0 +1,39 @@
+"""Suite-wide pytest setup: the ``interop`` marker and the Hypothesis profiles.
+
+``CI=true`` selects the ``ci`` profile; ``HYPOTHESIS_PROFILE`` overrides the choice.
+Both profiles have no deadline: a loaded 2-core machine must not turn a slow
+example into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "dev",
+    max_examples=60,
+    deadline=None,
+)
+settings.register_profile(
+    "ci",
+    max_examples=60,
+    deadline=None,
+    derandomize=False,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev")
+)
+
+_INTEROP_MARKER = "interop: talks to a real peer program on loopback"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pyproject.toml declares it too; registering here keeps --strict-markers happy
+    # if the suite is run with another configuration file.
+    if not any(line.startswith("interop:") for line in config.getini("markers")):
+        config.addinivalue_line("markers", _INTEROP_MARKER)

@@ -1,0 +1,386 @@
+"""Helpers for tests that run a real peer program (Postfix, swaks, Dovecot, ...) on loopback.
+
+A peer that is missing skips the test on a developer's machine but fails it
+when ``CI=true``: CI must never pass by skipping the interop tests.
+``scripts/test`` installs every peer on Debian when it runs as root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+__all__ = [
+    "RawSmtpSession",
+    "RunningProcess",
+    "SinkMessage",
+    "SmtpSink",
+    "free_port",
+    "in_ci",
+    "missing_peer",
+    "raw_smtp_session",
+    "require_program",
+    "run_process",
+    "smtp_sink",
+    "smtp_sink_path",
+    "smtp_source_path",
+    "wait_for_port",
+]
+
+LOOPBACK = "127.0.0.1"
+
+#: Where Debian and other distributions put daemons and Postfix's test tools;
+#: these are often not on a non-root user's PATH.
+SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/lib/postfix/sbin")
+
+
+def in_ci() -> bool:
+    """True when running under CI, where a missing peer is an error, not a skip."""
+    return os.environ.get("CI") == "true"
+
+
+def missing_peer(reason: str) -> NoReturn:
+    """Skip the test on a developer machine, fail it under CI."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: a missing peer is a failure)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_program(name: str) -> str:
+    """Return the path of the program ``name``, or skip/fail the test if it is absent."""
+    path = shutil.which(name)
+    if path is None:
+        for directory in SBIN_DIRS:
+            candidate = Path(directory) / name
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                path = str(candidate)
+                break
+    if path is None:
+        missing_peer(f"peer program {name!r} not found (scripts/test installs it on Debian)")
+    return path
+
+
+def smtp_sink_path() -> str:
+    """Postfix's ``smtp-sink`` test server (Debian package ``postfix``)."""
+    return require_program("smtp-sink")
+
+
+def smtp_source_path() -> str:
+    """Postfix's ``smtp-source`` load generator (Debian package ``postfix``)."""
+    return require_program("smtp-source")
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that was free a moment ago (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(
+    host: str,
+    port: int,
+    timeout: float = 10.0,
+    *,
+    process: RunningProcess | None = None,
+) -> None:
+    """Block until something accepts TCP connections on ``host:port``.
+
+    If ``process`` is given and exits first, raise at once with its output,
+    rather than waiting out the timeout for a server that already died.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.popen.poll() is not None:
+            raise RuntimeError(
+                f"{process.argv[0]} exited with {process.popen.returncode} before "
+                f"listening on {host}:{port}:\n{process.output()}"
+            )
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"nothing listening on {host}:{port} after {timeout}s"
+                ) from None
+            time.sleep(0.02)
+
+
+@dataclass
+class RunningProcess:
+    """A subprocess started by :func:`run_process`, its stdout and stderr in ``log_path``."""
+
+    argv: tuple[str, ...]
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        """Everything the process wrote so far to stdout and stderr."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+def _signal_group(popen: subprocess.Popen[bytes], signum: signal.Signals) -> None:
+    # The child leads its own session, so its process group holds it and its children.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(popen.pid, signum)
+
+
+@contextlib.contextmanager
+def run_process(
+    argv: Sequence[str],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: int | None = subprocess.DEVNULL,
+    terminate_timeout: float = 5.0,
+) -> Iterator[RunningProcess]:
+    """Run ``argv`` for the duration of the block; always stop it, children included.
+
+    The process gets its own session so that a daemon's worker processes are
+    signalled with it: SIGTERM first, SIGKILL after ``terminate_timeout``.
+    Output goes to a temporary file (never a pipe that could fill and block
+    the peer); read it with :meth:`RunningProcess.output`.
+    """
+    fd, log_name = tempfile.mkstemp(prefix="peer-", suffix=".log")
+    log_path = Path(log_name)
+    try:
+        popen = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=None if env is None else dict(env),
+            stdin=stdin,
+            stdout=fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(fd)
+        log_path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    running = RunningProcess(tuple(argv), popen, log_path)
+    try:
+        yield running
+    finally:
+        _signal_group(popen, signal.SIGTERM)
+        try:
+            popen.wait(timeout=terminate_timeout)
+        except subprocess.TimeoutExpired:
+            _signal_group(popen, signal.SIGKILL)
+            popen.wait()
+        # Workers that outlived their leader are still in the group.
+        _signal_group(popen, signal.SIGKILL)
+        log_path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class SinkMessage:
+    """One mail transaction as ``smtp-sink -d`` dumped it (see ``man 1 smtp-sink``).
+
+    ``content`` is the message as received after dot-unstuffing, with the
+    dump's LF line ends (smtp-sink does not keep the CRLFs).
+    """
+
+    client_proto: str
+    helo: str | None
+    mail_args: str
+    rcpt_args: tuple[str, ...]
+    content: bytes
+
+
+def _parse_sink_dump(data: bytes) -> SinkMessage:
+    lines = data.split(b"\n")
+    fields: dict[str, list[str]] = {}
+    index = 0
+    while index < len(lines) and not lines[index].startswith(b"Received: "):
+        name, _, value = lines[index].decode("utf-8", "replace").partition(": ")
+        fields.setdefault(name, []).append(value)
+        index += 1
+    # The Received: header smtp-sink adds is three lines long; what follows is ours.
+    content = b"\n".join(lines[index + 3 :])
+    if content.endswith(b"\n\n"):
+        content = content[:-1]
+    return SinkMessage(
+        client_proto=fields.get("X-Client-Proto", [""])[0],
+        helo=fields.get("X-Helo-Args", [None])[0],
+        mail_args=fields.get("X-Mail-Args", [""])[0],
+        rcpt_args=tuple(fields.get("X-Rcpt-Args", [])),
+        content=content,
+    )
+
+
+@dataclass(frozen=True)
+class SmtpSink:
+    """A running ``smtp-sink``; ``messages()`` reads back what it captured."""
+
+    host: str
+    port: int
+    dump_dir: Path | None
+    process: RunningProcess = field(repr=False)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    def messages(self) -> list[SinkMessage]:
+        """The transactions dumped so far, oldest first (by file time)."""
+        if self.dump_dir is None:
+            raise RuntimeError("smtp_sink() was started without dump_dir")
+        files = sorted(
+            (p for p in self.dump_dir.iterdir() if p.is_file()),
+            key=lambda p: (p.stat().st_mtime_ns, p.name),
+        )
+        return [_parse_sink_dump(p.read_bytes()) for p in files]
+
+
+@contextlib.contextmanager
+def smtp_sink(
+    *,
+    dump_dir: Path | None = None,
+    hostname: str = "sink.test",
+    lmtp: bool = False,
+    extra_args: Sequence[str] = (),
+    host: str = LOOPBACK,
+    startup_timeout: float = 10.0,
+) -> Iterator[SmtpSink]:
+    """Run Postfix's ``smtp-sink`` on a free loopback port, accepting every message.
+
+    With ``dump_dir``, each transaction is written to its own file there
+    (``-d``) and :meth:`SmtpSink.messages` parses them. ``extra_args`` go
+    before the address (for example ``("-f", "RCPT")`` to reject recipients,
+    ``-p`` to hide PIPELINING, ``-E`` to hide ENHANCEDSTATUSCODES).
+    """
+    sink = smtp_sink_path()
+    options: list[str] = ["-h", hostname]
+    if os.geteuid() == 0:
+        # smtp-sink refuses to run as root without -u; it only binds loopback here.
+        options += ["-u", "root"]
+    if lmtp:
+        options.append("-L")
+    if dump_dir is not None:
+        dump_dir.mkdir(parents=True, exist_ok=True)
+        # The template is expanded by strftime(3), so a literal % must be doubled.
+        options += ["-d", str(dump_dir.resolve()).replace("%", "%%") + "/msg."]
+    options += list(extra_args)
+    last_error: Exception | None = None
+    for _attempt in range(3):
+        port = free_port(host)
+        with run_process([sink, *options, f"{host}:{port}", "128"]) as process:
+            try:
+                wait_for_port(host, port, startup_timeout, process=process)
+            except RuntimeError as exc:
+                # Most likely another process took the port in between: try another.
+                last_error = exc
+                continue
+            yield SmtpSink(host, port, dump_dir, process)
+            return
+    raise RuntimeError(f"smtp-sink did not start: {last_error}")
+
+
+class RawSmtpSession:
+    """A blocking socket to an SMTP server that frames replies and nothing else.
+
+    Interop tests use it to drive the sans-I/O machines against real servers
+    without the adapters: ``recv_some()`` gives raw bytes to feed a machine,
+    ``recv_reply()`` reads exactly one (possibly multi-line) reply, keeping any
+    pipelined bytes that follow for the next call.
+    """
+
+    #: A reply longer than this is a broken server, not a reason to eat memory.
+    MAX_REPLY = 1 << 20
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = bytearray()
+
+    @classmethod
+    def connect(cls, host: str, port: int, *, timeout: float = 10.0) -> RawSmtpSession:
+        sock = socket.create_connection((host, port), timeout=timeout)
+        # Small writes must not wait on delayed ACKs (a command written in two pieces).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(sock)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"peer closed the connection; unread: {bytes(self._buffer)!r}")
+        self._buffer += chunk
+        if len(self._buffer) > self.MAX_REPLY:
+            raise ConnectionError(f"reply over {self.MAX_REPLY} bytes")
+
+    def recv_some(self) -> bytes:
+        """Buffered bytes if any, else the next chunk from the socket (``b""`` at EOF)."""
+        if self._buffer:
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            return data
+        return self.sock.recv(65536)
+
+    def recv_line(self) -> bytes:
+        """One line, with its line end (CRLF, or a bare LF from a sloppy peer)."""
+        start = 0
+        while (end := self._buffer.find(b"\n", start)) < 0:
+            start = len(self._buffer)
+            self._fill()
+        line = bytes(self._buffer[: end + 1])
+        del self._buffer[: end + 1]
+        return line
+
+    def recv_reply(self) -> bytes:
+        """One whole reply: ``xyz-`` lines, then the final ``xyz[ text]`` line (RFC 5321 §4.2)."""
+        lines: list[bytes] = []
+        while True:
+            line = self.recv_line()
+            lines.append(line)
+            if line[3:4] != b"-":
+                return b"".join(lines)
+            if sum(map(len, lines)) > self.MAX_REPLY:
+                raise ConnectionError(f"reply over {self.MAX_REPLY} bytes")
+
+    def command(self, line: bytes) -> bytes:
+        """Send one command line (CRLF added) and return its reply."""
+        self.send(line + b"\r\n")
+        return self.recv_reply()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawSmtpSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def raw_smtp_session(host: str, port: int, *, timeout: float = 10.0) -> Iterator[RawSmtpSession]:
+    """Connect a :class:`RawSmtpSession` for the block and close it afterwards."""
+    session = RawSmtpSession.connect(host, port, timeout=timeout)
+    try:
+        yield session
+    finally:
+        session.close()

@@ -1,0 +1,182 @@
+"""The peer programs the interop tests rely on are installed and start, and the helpers work.
+
+Under CI a missing peer fails here first, with a plain message, rather than
+deep inside an interop test.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from peers import (
+    RawSmtpSession,
+    SmtpSink,
+    free_port,
+    raw_smtp_session,
+    require_program,
+    run_process,
+    smtp_sink,
+    smtp_source_path,
+    wait_for_port,
+)
+
+#: program, arguments that make it print its version and exit, text expected in the output.
+VERSION_COMMANDS = [
+    ("swaks", ["--version"], "swaks version"),
+    ("dnsmasq", ["--version"], "Dnsmasq version"),
+    ("fetchmail", ["--version"], "fetchmail release"),
+    ("getmail", ["--version"], "getmail"),
+    ("mpop", ["--version"], "mpop version"),
+    ("dovecot", ["--version"], "."),
+]
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize(
+    ("program", "args", "expected"), VERSION_COMMANDS, ids=[c[0] for c in VERSION_COMMANDS]
+)
+def test_peer_program_starts(program: str, args: list[str], expected: str) -> None:
+    path = require_program(program)
+    result = subprocess.run(
+        [path, *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    output = (result.stdout + result.stderr).decode("utf-8", "replace")
+    assert result.returncode == 0, output
+    assert expected in output
+
+
+@pytest.mark.interop
+def test_smtp_source_present() -> None:
+    # smtp-source has no --version: run without arguments, it prints its usage and fails.
+    result = subprocess.run(
+        [smtp_source_path()], stdin=subprocess.DEVNULL, capture_output=True, timeout=30
+    )
+    assert b"usage" in result.stdout + result.stderr
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[SmtpSink]:
+    with smtp_sink(dump_dir=tmp_path / "sink") as running:
+        yield running
+
+
+@pytest.mark.interop
+def test_smtp_sink_accepts_mail_from_smtplib(sink: SmtpSink) -> None:
+    body = b"Subject: smoke\r\n\r\n.a line with a leading dot\r\nlast line\r\n"
+    with smtplib.SMTP(sink.host, sink.port, local_hostname="client.test", timeout=10) as client:
+        code, _ = client.ehlo()
+        assert code == 250
+        refused = client.sendmail(
+            "alice@abc.example", ["bob@pqr.example", "carol@pqr.example"], body
+        )
+        assert refused == {}
+    [message] = sink.messages()
+    assert message.client_proto == "ESMTP"
+    assert message.helo == "client.test"
+    assert message.mail_args == "<alice@abc.example>"
+    assert message.rcpt_args == ("<bob@pqr.example>", "<carol@pqr.example>")
+    assert message.content == body.replace(b"\r\n", b"\n")
+
+
+@pytest.mark.interop
+def test_raw_session_frames_replies_against_smtp_sink(sink: SmtpSink) -> None:
+    with raw_smtp_session(sink.host, sink.port) as session:
+        assert session.recv_reply().startswith(b"220 ")
+        ehlo = session.command(b"EHLO client.test")
+        lines = ehlo.split(b"\r\n")
+        assert lines[0].startswith(b"250-") and lines[-2].startswith(b"250 ")
+        assert b"250-PIPELINING" in ehlo
+        # Pipelined commands in one write; their replies come back in order, one per call.
+        session.send(b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\nRSET\r\n")
+        assert [session.recv_reply()[:3] for _ in range(3)] == [b"250", b"250", b"250"]
+        assert session.command(b"QUIT").startswith(b"221")
+        assert session.recv_some() == b""
+    assert sink.messages() == []
+
+
+def _serve_chunks(server: socket.socket, chunks: list[bytes]) -> None:
+    with server:
+        for chunk in chunks:
+            server.sendall(chunk)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 5, 1000])
+def test_raw_session_reply_framing(chunk_size: int) -> None:
+    wire = b"220 hi\r\n250-one\r\n250-two\r\n250 three\r\n354\r\n221 bye\r\n"
+    chunks = [wire[i : i + chunk_size] for i in range(0, len(wire), chunk_size)]
+    ours, theirs = socket.socketpair()
+    writer = threading.Thread(target=_serve_chunks, args=(theirs, chunks))
+    writer.start()
+    with RawSmtpSession(ours) as session:
+        assert session.recv_reply() == b"220 hi\r\n"
+        assert session.recv_reply() == b"250-one\r\n250-two\r\n250 three\r\n"
+        assert session.recv_reply() == b"354\r\n"
+        assert session.recv_reply() == b"221 bye\r\n"
+        with pytest.raises(ConnectionError):
+            session.recv_reply()
+    writer.join()
+
+
+def test_wait_for_port_and_free_port() -> None:
+    port = free_port()
+    with pytest.raises(TimeoutError):
+        wait_for_port("127.0.0.1", port, timeout=0.2)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        wait_for_port("127.0.0.1", port, timeout=5)
+
+
+def test_run_process_stops_the_process_and_its_children() -> None:
+    # The child starts a grandchild; both must be gone once the block ends.
+    script = (
+        "import subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    with run_process([sys.executable, "-c", script]) as process:
+        for _ in range(500):
+            if process.output().strip():
+                break
+            time.sleep(0.01)
+        grandchild = int(process.output().split()[0])
+        assert process.popen.poll() is None
+    assert process.popen.returncode is not None
+    assert _is_gone(grandchild)
+
+
+def _is_gone(pid: int, timeout: float = 5.0) -> bool:
+    """True once ``pid`` no longer exists or is a zombie waiting for init to reap it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(") ")[2][:1]
+        except FileNotFoundError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_require_program_skips_or_fails_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        require_program("no-such-program-smtpcore")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception):
+        require_program("no-such-program-smtpcore")
