@@ -1,0 +1,480 @@
+"""Envelope addresses: RFC 5321 Mailbox and Path syntax, with the RFC 6531 UTF-8 additions.
+
+This is the one place where text from ``MAIL FROM:``, ``RCPT TO:`` and ``EHLO`` becomes a
+value, so every rule that keeps an address safe to write back on the wire lives here:
+the grammar of RFC 5321 §4.1.2 and §4.1.3, the size limits of §4.5.3.1, and the
+UTF8-non-ascii extensions of RFC 6531 §3.3 (non-ASCII in atext, qtextSMTP and U-labels).
+
+Limitation: internationalized domain labels are checked and converted with the standard
+library's ``encodings.idna``, which implements IDNA 2003 (RFC 3490), not IDNA 2008
+(RFC 5891). To avoid the two standards silently naming different hosts, a U-label that
+IDNA 2003 would map to another string (``ß`` to ``ss``, final sigma, soft hyphen,
+uppercase aside) is rejected instead of converted.
+"""
+
+from __future__ import annotations
+
+import encodings.idna
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from smtpcore._errors import LocalProtocolError
+
+__all__ = [
+    "MAX_DOMAIN_OCTETS",
+    "MAX_LABEL_OCTETS",
+    "MAX_LOCAL_PART_OCTETS",
+    "MAX_PATH_OCTETS",
+    "AddressError",
+    "Mailbox",
+    "format_path",
+    "is_address_literal",
+    "normalize_domain",
+    "parse_address_literal",
+    "parse_domain",
+    "parse_mailbox",
+    "parse_path",
+    "quote_local_part",
+    "split_path",
+]
+
+MAX_LOCAL_PART_OCTETS = 64  # RFC 5321 §4.5.3.1.1
+MAX_DOMAIN_OCTETS = 255  # RFC 5321 §4.5.3.1.2
+MAX_PATH_OCTETS = 256  # RFC 5321 §4.5.3.1.3, brackets included
+MAX_LABEL_OCTETS = 63  # RFC 1035 §2.3.4
+
+# Grammar, named after the RFC 5321 §4.1.2 / §4.1.3 rules. UTF8-non-ascii (RFC 6531 §3.3)
+# is "any non-ASCII character"; control and surrogate code points are refused up front
+# by _FORBIDDEN, so the classes below may simply include the whole non-ASCII range.
+_UTF8_NON_ASCII = "\u0080-\U0010ffff"
+_ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~" + _UTF8_NON_ASCII
+_ATOM = f"[{_ATEXT}]+"
+_DOT_STRING = re.compile(f"{_ATOM}(?:\\.{_ATOM})*")
+_LDH_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")  # sub-domain
+_LDH_STR = re.compile(r"[A-Za-z0-9-]*[A-Za-z0-9]")  # Standardized-tag
+_DCONTENT = re.compile(r"[!-Z^-~]+")  # %d33-90 / %d94-126
+_IPV4_LITERAL = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
+_IPV6_ADDR = re.compile(r"[0-9A-Fa-f:.]+")
+# C0 controls, DEL, C1 controls and lone surrogates: never valid in any SMTP address.
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Label separators that IDNA 2003 treats as dots (RFC 3490 §3.1); "." is the only one we
+# accept, so these must not hide inside a label.
+_IDEOGRAPHIC_DOTS = frozenset("\u3002\uff0e\uff61")
+_CHAR_NAMES = {"\r": "CR", "\n": "LF", "\x00": "NUL", "\t": "TAB"}
+
+_IPAddress: TypeAlias = "ipaddress.IPv4Address | ipaddress.IPv6Address"
+
+
+class AddressError(LocalProtocolError, ValueError):
+    """An address, path or domain breaks RFC 5321 / RFC 6531 syntax or limits.
+
+    It is a ``LocalProtocolError`` so that an application building a bad ``Mailbox``
+    gets the error DESIGN.md promises; a server machine catches it while parsing peer
+    input and answers 501 instead.
+    """
+
+
+def _show(text: str) -> str:
+    """Repr of ``text`` cut short, so error messages stay one readable line."""
+    return repr(text) if len(text) <= 80 else repr(text[:77]) + "..."
+
+
+def _check_chars(text: str, what: str) -> None:
+    """Refuse CR, LF, NUL and every other control or surrogate (RFC 5321 §4.1.2 grammar).
+
+    Run first on every input so that later steps (UTF-8 length, IDNA) never see a code
+    point they cannot encode.
+    """
+    m = _FORBIDDEN.search(text)
+    if m is not None:
+        char = m.group()
+        name = _CHAR_NAMES.get(char, f"control character U+{ord(char):04X}")
+        if "\ud800" <= char <= "\udfff":
+            name = f"lone surrogate U+{ord(char):04X}"
+        raise AddressError(f"{what} contains {name} at index {m.start()}")
+
+
+def _octets(text: str) -> int:
+    """Length in octets on the wire (UTF-8, RFC 6531 §3.3); text already passed _check_chars."""
+    return len(text.encode("utf-8"))
+
+
+def quote_local_part(local_part: str) -> str:
+    """The wire form of a local part: as is when a Dot-string, else a Quoted-string.
+
+    RFC 5321 §4.1.2 asks senders not to quote needlessly, so only the two characters that
+    qtextSMTP excludes (``"`` and ``\\``) are escaped as quoted-pairs.
+    """
+    if _DOT_STRING.fullmatch(local_part):
+        return local_part
+    escaped = local_part.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _check_local_part(local_part: str) -> None:
+    if not local_part:
+        raise AddressError("empty local part")
+    _check_chars(local_part, "local part")
+    size = _octets(quote_local_part(local_part))
+    if size > MAX_LOCAL_PART_OCTETS:
+        raise AddressError(
+            f"local part is {size} octets on the wire, over the limit of "
+            f"{MAX_LOCAL_PART_OCTETS} (RFC 5321 §4.5.3.1.1)"
+        )
+
+
+def _label_to_ascii(label: str, domain: str) -> str:
+    """One label in lowercase LDH / A-label form, or AddressError (RFC 5321 §4.1.2, RFC 5890)."""
+    if not label:
+        raise AddressError(f"empty label in domain {_show(domain)}")
+    if label.isascii():
+        if len(label) > MAX_LABEL_OCTETS:
+            raise AddressError(
+                f"label {_show(label)} is {len(label)} octets, over {MAX_LABEL_OCTETS}"
+            )
+        if not _LDH_LABEL.fullmatch(label):
+            raise AddressError(
+                f"label {_show(label)} in domain {_show(domain)} is not letters, digits and "
+                "inner hyphens (RFC 5321 §4.1.2 sub-domain)"
+            )
+        return label.lower()
+    if _IDEOGRAPHIC_DOTS.intersection(label):
+        raise AddressError(f"label {_show(label)} contains a non-ASCII full stop")
+    if label.startswith("-") or label.endswith("-"):
+        raise AddressError(f"label {_show(label)} starts or ends with a hyphen")
+    try:
+        mapped = encodings.idna.nameprep(label)
+        alabel = encodings.idna.ToASCII(label).decode("ascii")
+    except (UnicodeError, ValueError) as exc:
+        raise AddressError(f"label {_show(label)} is not a valid IDNA label: {exc}") from None
+    if mapped != label.lower():
+        raise AddressError(
+            f"label {_show(label)} is not in normalized form: IDNA 2003 would turn it "
+            f"into {_show(mapped)}"
+        )
+    if not alabel.startswith("xn--") or not _LDH_LABEL.fullmatch(alabel):
+        raise AddressError(f"label {_show(label)} does not convert to an LDH A-label")
+    return alabel.lower()
+
+
+def _format_ipv6(addr: ipaddress.IPv6Address) -> str:
+    """RFC 5952 text form; IPv4-mapped addresses keep their dotted tail (§5) on every Python."""
+    mapped = addr.ipv4_mapped
+    return f"::ffff:{mapped}" if mapped is not None else addr.compressed
+
+
+def _parse_literal(text: str) -> tuple[str, _IPAddress | None]:
+    """Validate an address literal (RFC 5321 §4.1.3); return its normal form and address."""
+    _check_chars(text, "address literal")
+    if len(text) < 3 or not text.startswith("[") or not text.endswith("]"):
+        raise AddressError(f"{_show(text)} is not a bracketed address literal")
+    if _octets(text) > MAX_DOMAIN_OCTETS:
+        raise AddressError(f"address literal is over {MAX_DOMAIN_OCTETS} octets")
+    body = text[1:-1]
+    if _IPV4_LITERAL.fullmatch(body):
+        try:
+            v4 = ipaddress.IPv4Address(body)
+        except ValueError as exc:
+            raise AddressError(f"invalid IPv4 address literal {_show(text)}: {exc}") from None
+        return f"[{v4}]", v4
+    tag, colon, content = body.partition(":")
+    if not colon:
+        raise AddressError(f"{_show(text)} is neither an IPv4 literal nor [tag:content]")
+    if tag.lower() == "ipv6":  # ABNF literal strings are case-insensitive
+        if not _IPV6_ADDR.fullmatch(content):
+            raise AddressError(f"invalid IPv6 address literal {_show(text)}")
+        try:
+            v6 = ipaddress.IPv6Address(content)
+        except ValueError as exc:
+            raise AddressError(f"invalid IPv6 address literal {_show(text)}: {exc}") from None
+        if "::" in content:
+            groups = [g for g in content.split(":") if g]
+            count = len(groups) + (1 if "." in content else 0)
+            if count > 6:
+                raise AddressError(
+                    f"{_show(text)}: '::' must stand for at least two zero groups "
+                    "(RFC 5321 §4.1.3 IPv6-comp)"
+                )
+        return f"[IPv6:{_format_ipv6(v6)}]", v6
+    if not _LDH_STR.fullmatch(tag) or not _DCONTENT.fullmatch(content):
+        raise AddressError(
+            f"invalid general address literal {_show(text)} (RFC 5321 §4.1.3: "
+            "Standardized-tag ':' printable ASCII other than '[', '\\', ']')"
+        )
+    return text, None
+
+
+def _validate_domain(text: str, *, allow_trailing_dot: bool) -> str:
+    """Check a Domain or address-literal; return lowercase A-label (or normalized literal) form."""
+    if not text:
+        raise AddressError("empty domain")
+    _check_chars(text, "domain")
+    if text.startswith("["):
+        return _parse_literal(text)[0]
+    size = _octets(text)
+    if size > MAX_DOMAIN_OCTETS:
+        raise AddressError(
+            f"domain is {size} octets, over the limit of {MAX_DOMAIN_OCTETS} (RFC 5321 §4.5.3.1.2)"
+        )
+    name = text[:-1] if allow_trailing_dot and text.endswith(".") else text
+    labels = [_label_to_ascii(label, text) for label in name.split(".")]
+    if labels[-1].isdigit():
+        raise AddressError(
+            f"domain {_show(text)} has an all-numeric top label; write an IP address as "
+            "an address literal such as [192.0.2.1] (RFC 5321 §4.1.3)"
+        )
+    ascii_name = ".".join(labels)
+    if len(ascii_name) > MAX_DOMAIN_OCTETS:
+        raise AddressError(f"domain in A-label form is over {MAX_DOMAIN_OCTETS} octets")
+    return ascii_name
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    """An envelope mailbox, ``local_part@domain`` (RFC 5321 §4.1.2, RFC 6531 §3.3).
+
+    ``local_part`` is the unquoted value (``john doe``, not ``"john doe"``); ``domain``
+    is a domain name (U-labels allowed) or an address literal, both kept as given.
+    ``domain == ""`` is allowed only for the ``RCPT TO:<Postmaster>`` form (§4.1.1.3).
+    Construction enforces the limits of §4.5.3.1, including that the mailbox fits in a
+    256-octet path, so every Mailbox can be sent.
+    """
+
+    local_part: str
+    domain: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.local_part, str) or not isinstance(self.domain, str):
+            raise TypeError("Mailbox local_part and domain must be str")
+        _check_local_part(self.local_part)
+        if not self.domain:
+            if self.local_part.lower() != "postmaster":
+                raise AddressError(
+                    "empty domain: only Postmaster may be given without one (RFC 5321 §4.1.1.3)"
+                )
+            return
+        _validate_domain(self.domain, allow_trailing_dot=False)
+        size = _octets(str(self)) + 2
+        if size > MAX_PATH_OCTETS:
+            raise AddressError(
+                f"mailbox makes a {size}-octet path, over the limit of {MAX_PATH_OCTETS} "
+                "(RFC 5321 §4.5.3.1.3)"
+            )
+
+    def __str__(self) -> str:
+        if not self.domain:
+            return self.local_part
+        return f"{quote_local_part(self.local_part)}@{self.domain}"
+
+    @property
+    def is_ascii(self) -> bool:
+        """False when the mailbox can only be sent with SMTPUTF8 (RFC 6531 §3.4)."""
+        return self.local_part.isascii() and self.domain.isascii()
+
+    @property
+    def is_address_literal(self) -> bool:
+        return self.domain.startswith("[")
+
+    @property
+    def ascii_domain(self) -> str:
+        """The domain as DNS wants it: lowercase, A-labels; literals and "" unchanged."""
+        if not self.domain or self.is_address_literal:
+            return self.domain
+        if self.domain.isascii():
+            return self.domain.lower()
+        return _validate_domain(self.domain, allow_trailing_dot=False)
+
+
+def _dot_string_problem(local: str) -> str:
+    if local.startswith("."):
+        return "starts with a dot"
+    if local.endswith("."):
+        return "ends with a dot"
+    if ".." in local:
+        return "has two dots in a row"
+    for char in local:
+        if char != "." and not _DOT_STRING.fullmatch(char):
+            what = "whitespace" if char.isspace() else repr(char)
+            return f"contains {what}, which must be quoted"
+    return "is not a Dot-string"  # pragma: no cover - every failure is named above
+
+
+def _scan_quoted(text: str) -> tuple[str, int]:
+    """Read the Quoted-string at the start of ``text``; return its value and end index."""
+    out: list[str] = []
+    i = 1
+    while i < len(text):
+        char = text[i]
+        if char == '"':
+            return "".join(out), i + 1
+        if char == "\\":
+            if i + 1 >= len(text):
+                break
+            escaped = text[i + 1]
+            if not " " <= escaped <= "~":
+                raise AddressError(
+                    "a backslash in a quoted local part must be followed by printable "
+                    "ASCII or space (RFC 5321 quoted-pairSMTP)"
+                )
+            out.append(escaped)
+            i += 2
+            continue
+        out.append(char)
+        i += 1
+    raise AddressError(f"unterminated quoted local part in {_show(text)}")
+
+
+def parse_mailbox(text: str) -> Mailbox:
+    """Parse ``Local-part "@" ( Domain / address-literal )`` without angle brackets.
+
+    RFC 5321 §4.1.2 with RFC 6531 §3.3. A quoted local part is unquoted, so
+    ``"john"@x.example`` and ``john@x.example`` give equal mailboxes.
+    """
+    _check_chars(text, "mailbox")
+    if text.startswith('"'):
+        local, end = _scan_quoted(text)
+        if not text.startswith("@", end):
+            raise AddressError(f"expected '@' after the quoted local part in {_show(text)}")
+        domain = text[end + 1 :]
+    else:
+        local, at, domain = text.partition("@")
+        if not at:
+            raise AddressError(f"missing '@' in {_show(text)}")
+        if not local:
+            raise AddressError(f"empty local part in {_show(text)}")
+        if not _DOT_STRING.fullmatch(local):
+            problem = _dot_string_problem(local)
+            raise AddressError(f"unquoted local part {_show(local)} {problem}")
+    if not domain:
+        raise AddressError(f"missing domain after '@' in {_show(text)}")
+    if "@" in domain and not domain.startswith("["):
+        raise AddressError(f"more than one unquoted '@' in {_show(text)}")
+    return Mailbox(local, domain)
+
+
+def _skip_source_route(inner: str) -> str:
+    """Check and drop an A-d-l source route, return the mailbox after it (§4.1.2, App. C).
+
+    The route MUST be accepted and SHOULD be ignored; At-domain holds a Domain, never a
+    literal, so the first ':' ends it.
+    """
+    route, colon, rest = inner.partition(":")
+    if not colon:
+        raise AddressError("source route is not ended by ':'")
+    for at_domain in route.split(","):
+        if not at_domain.startswith("@"):
+            raise AddressError(f"source route element {_show(at_domain)} does not start with '@'")
+        if at_domain.startswith("@["):
+            raise AddressError("a source route names domains, not address literals")
+        try:
+            _validate_domain(at_domain[1:], allow_trailing_dot=False)
+        except AddressError as exc:
+            raise AddressError(f"invalid domain in source route: {exc}") from None
+    return rest
+
+
+def parse_path(
+    text: str, *, allow_null: bool = True, allow_postmaster: bool = False
+) -> Mailbox | None:
+    """Parse the ``<...>`` after ``MAIL FROM:`` or ``RCPT TO:`` (RFC 5321 §4.1.2).
+
+    ``<>`` (the null reverse-path) gives None when ``allow_null``; ``<Postmaster>``
+    without a domain is allowed by ``allow_postmaster`` (RCPT TO, §4.1.1.3). A source
+    route is checked and dropped. ``text`` must be the whole path: use ``split_path``
+    to cut the ESMTP parameters off first.
+    """
+    _check_chars(text, "path")
+    if len(text) < 2 or not text.startswith("<") or not text.endswith(">"):
+        raise AddressError(f"path {_show(text)} is not enclosed in angle brackets")
+    size = _octets(text)
+    if size > MAX_PATH_OCTETS:
+        raise AddressError(
+            f"path is {size} octets, over the limit of {MAX_PATH_OCTETS} (RFC 5321 §4.5.3.1.3)"
+        )
+    inner = text[1:-1]
+    if not inner:
+        if allow_null:
+            return None
+        raise AddressError("the null path <> is not allowed here")
+    if inner.startswith("@"):
+        inner = _skip_source_route(inner)
+    elif inner.lower() == "postmaster":
+        if allow_postmaster:
+            return Mailbox(inner, "")
+        raise AddressError("<postmaster> without a domain is only allowed in RCPT TO")
+    return parse_mailbox(inner)
+
+
+def split_path(text: str) -> tuple[str, str]:
+    """Split ``"<a@b> SIZE=10"`` into ``("<a@b>", "SIZE=10")``.
+
+    The path ends at the first '>' outside a quoted string or an address literal (a
+    General-address-literal may hold '>'). Parameters must follow after a space
+    (RFC 5321 §4.1.1.2 ``[SP Mail-parameters]``).
+    """
+    if not text.startswith("<"):
+        raise AddressError(f"expected a path starting with '<' in {_show(text)}")
+    in_quotes = False
+    i = 1
+    while i < len(text):
+        char = text[i]
+        if in_quotes:
+            if char == "\\":
+                i += 1
+            elif char == '"':
+                in_quotes = False
+        elif char == '"':
+            in_quotes = True
+        elif char == "[":
+            close = text.find("]", i)
+            if close < 0:
+                break
+            i = close
+        elif char == ">":
+            path, rest = text[: i + 1], text[i + 1 :]
+            if rest and not rest.startswith(" "):
+                raise AddressError(f"expected a space after the path in {_show(text)}")
+            return path, rest.lstrip(" ")
+        i += 1
+    raise AddressError(f"no closing '>' for the path in {_show(text)}")
+
+
+def format_path(mailbox: Mailbox | None) -> str:
+    """The wire form of a path: ``<>`` for None, else ``<mailbox>``."""
+    return "<>" if mailbox is None else f"<{mailbox}>"
+
+
+def parse_domain(text: str) -> str:
+    """Validate the Domain or address-literal of EHLO/HELO and return it unchanged.
+
+    RFC 5321 §4.1.1.1 with U-labels (RFC 6531 §3.3). One trailing root dot is tolerated.
+    """
+    _validate_domain(text, allow_trailing_dot=True)
+    return text
+
+
+def normalize_domain(text: str) -> str:
+    """Lowercase A-label form without a trailing dot, for comparing and resolving domains.
+
+    Address literals come back in canonical form (``[IPv6:2001:db8::1]``); general
+    literals unchanged.
+    """
+    return _validate_domain(text, allow_trailing_dot=True)
+
+
+def is_address_literal(text: str) -> bool:
+    """True when ``text`` is a valid address literal (RFC 5321 §4.1.3)."""
+    if not text.startswith("["):
+        return False
+    try:
+        _parse_literal(text)
+    except AddressError:
+        return False
+    return True
+
+
+def parse_address_literal(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address of ``[192.0.2.1]`` or ``[IPv6:...]``; None for a general literal."""
+    return _parse_literal(text)[1]

@@ -1,0 +1,530 @@
+"""Tests for smtpcore.address: RFC 5321 §4.1.2 / §4.1.3 / §4.5.3.1 and RFC 6531 §3.3."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import smtpcore.address as address
+from smtpcore import LocalProtocolError
+from smtpcore.address import (
+    AddressError,
+    Mailbox,
+    format_path,
+    is_address_literal,
+    normalize_domain,
+    parse_address_literal,
+    parse_domain,
+    parse_mailbox,
+    parse_path,
+    quote_local_part,
+    split_path,
+)
+
+L63 = "a" * 63
+DOMAIN_255 = ".".join([L63] * 4)  # 63*4 + 3 dots
+DOMAIN_256 = "b" + DOMAIN_255
+DOMAIN_189 = f"{L63}.{L63}.{'c' * 61}"
+DOMAIN_190 = DOMAIN_189 + "c"
+
+
+def test_all_is_exported() -> None:
+    for name in address.__all__:
+        assert hasattr(address, name), name
+
+
+def test_address_error_is_local_protocol_error_and_value_error() -> None:
+    with pytest.raises(LocalProtocolError):
+        Mailbox("a b\r", "example.com")
+    assert issubclass(AddressError, ValueError)
+
+
+# --- parse_mailbox ----------------------------------------------------------------------
+
+VALID_MAILBOXES = [
+    ("user@example.com", Mailbox("user", "example.com")),
+    ("first.last@sub.example.org", Mailbox("first.last", "sub.example.org")),
+    ("User@EXAMPLE.COM", Mailbox("User", "EXAMPLE.COM")),
+    ("!#$%&'*+-/=?^_`{|}~@example.com", Mailbox("!#$%&'*+-/=?^_`{|}~", "example.com")),
+    ("a@localhost", Mailbox("a", "localhost")),
+    ("a@x-1.example", Mailbox("a", "x-1.example")),
+    ("a@123.example", Mailbox("a", "123.example")),
+    ('"john doe"@x.example', Mailbox("john doe", "x.example")),
+    ('"john"@x.example', Mailbox("john", "x.example")),
+    ('"a\\"b"@x.example', Mailbox('a"b', "x.example")),
+    ('"a\\\\b"@x.example', Mailbox("a\\b", "x.example")),
+    ('"\\a\\ b"@x.example', Mailbox("a b", "x.example")),
+    ('"a@b"@x.example', Mailbox("a@b", "x.example")),
+    ('"a..b."@x.example', Mailbox("a..b.", "x.example")),
+    ('" "@x.example', Mailbox(" ", "x.example")),
+    ('"<>[]:,;"@x.example', Mailbox("<>[]:,;", "x.example")),
+    ("jöhn@bücher.example", Mailbox("jöhn", "bücher.example")),
+    ("用户@例子.广告", Mailbox("用户", "例子.广告")),
+    ('"ü ü"@x.example', Mailbox("ü ü", "x.example")),
+    ("a@xn--bcher-kva.example", Mailbox("a", "xn--bcher-kva.example")),
+    ("user@[192.0.2.1]", Mailbox("user", "[192.0.2.1]")),
+    ("user@[IPv6:2001:db8::1]", Mailbox("user", "[IPv6:2001:db8::1]")),
+    ("user@[ipv6:2001:DB8:0:0:0:0:0:1]", Mailbox("user", "[ipv6:2001:DB8:0:0:0:0:0:1]")),
+    ("user@[IPv6:::ffff:192.0.2.1]", Mailbox("user", "[IPv6:::ffff:192.0.2.1]")),
+    ("user@[IPv6:1:2:3:4:5:6:192.0.2.1]", Mailbox("user", "[IPv6:1:2:3:4:5:6:192.0.2.1]")),
+    ("user@[x-tag:a>b@c]", Mailbox("user", "[x-tag:a>b@c]")),
+    ("a" * 64 + "@x.example", Mailbox("a" * 64, "x.example")),
+    ("é" * 32 + "@x.example", Mailbox("é" * 32, "x.example")),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), VALID_MAILBOXES)
+def test_parse_mailbox_valid(text: str, expected: Mailbox) -> None:
+    assert parse_mailbox(text) == expected
+
+
+INVALID_MAILBOXES = [
+    ("", "missing '@'"),
+    ("user", "missing '@'"),
+    ("@x.example", "empty local part"),
+    ('""@x.example', "empty local part"),
+    ("user@", "missing domain"),
+    (".user@x.example", "starts with a dot"),
+    ("user.@x.example", "ends with a dot"),
+    ("us..er@x.example", "two dots"),
+    ("a b@x.example", "whitespace"),
+    ("a(b)@x.example", "'('"),
+    ("a@b@x.example", "more than one"),
+    ('"a@x.example', "unterminated"),
+    ('"a\\', "unterminated"),
+    ('"a"b@x.example', "expected '@'"),
+    ('"a\\é"@x.example', "backslash"),
+    ("a@b c.example", "sub-domain"),
+    ("a@-b.example", "sub-domain"),
+    ("a@b-.example", "sub-domain"),
+    ("a@ex_ample.com", "sub-domain"),
+    ("a@b..example", "empty label"),
+    ("a@.example", "empty label"),
+    ("a@example.", "empty label"),
+    ("a@1.2.3.4", "all-numeric"),
+    ("a@example.123", "all-numeric"),
+    ("a@straße.example", "normalized"),
+    ("a@a\u3002b.example", "full stop"),
+    ("a@ü-.example", "hyphen"),
+    ("a@xn--ü.example", "IDNA"),
+    ("a@ü_x.example", "A-label"),
+    ("a@x\u00a0y.example", "IDNA"),
+    ("a@" + "b" * 64 + ".example", "over 63"),
+    ("a@[300.1.1.1]", "IPv4"),
+    ("a@[1.2.3]", "neither"),
+    ("a@[001.2.3.4]", "IPv4"),
+    ("a@[IPv6:zz]", "IPv6"),
+    ("a@[IPv6:2001:db8::1%eth0]", "IPv6"),
+    ("a@[IPv6:1:2:3:4:5:6:7::]", "at least two"),
+    ("a@[IPv6:1:2:3:4:5::1.2.3.4]", "at least two"),
+    ("a@[IPv6:12345::]", "IPv6"),
+    ("a@[]", "bracketed"),
+    ("a@[192.0.2.1", "bracketed"),
+    ("a@[tag:con[tent]", "general"),
+    ("a@[:content]", "general"),
+    ("a@[-:content]", "general"),
+    ("a@[tag:]", "general"),
+    ("a@[tag:a b]", "general"),
+    ("a\t@x.example", "TAB"),
+    ("a\x7f@x.example", "U+007F"),
+    ("a\u0085@x.example", "U+0085"),
+    ("a\ud800@x.example", "surrogate"),
+    ("a" * 65 + "@x.example", "64"),
+    ("é" * 32 + "a@x.example", "64"),
+    ('"' + "a" * 62 + ' "@x.example', "64"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), INVALID_MAILBOXES)
+def test_parse_mailbox_invalid(text: str, message: str) -> None:
+    with pytest.raises(AddressError) as info:
+        parse_mailbox(text)
+    assert message in str(info.value)
+
+
+# --- Mailbox ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mailbox", "wire"),
+    [
+        (Mailbox("user", "example.com"), "user@example.com"),
+        (Mailbox("john doe", "x.example"), '"john doe"@x.example'),
+        (Mailbox('a"b\\c', "x.example"), '"a\\"b\\\\c"@x.example'),
+        (Mailbox(".a", "x.example"), '".a"@x.example'),
+        (Mailbox("jöhn", "bücher.example"), "jöhn@bücher.example"),
+        (Mailbox("Postmaster", ""), "Postmaster"),
+        (Mailbox("postmaster", "x.example"), "postmaster@x.example"),
+        (Mailbox("a", "[IPv6:::1]"), "a@[IPv6:::1]"),
+    ],
+)
+def test_mailbox_str(mailbox: Mailbox, wire: str) -> None:
+    assert str(mailbox) == wire
+
+
+@pytest.mark.parametrize(
+    ("mailbox", "is_ascii", "ascii_domain", "literal"),
+    [
+        (Mailbox("user", "Example.COM"), True, "example.com", False),
+        (Mailbox("jöhn", "example.com"), False, "example.com", False),
+        (Mailbox("john", "Bücher.example"), False, "xn--bcher-kva.example", False),
+        (Mailbox("a", "[IPv6:2001:DB8::1]"), True, "[IPv6:2001:DB8::1]", True),
+        (Mailbox("a", "[192.0.2.1]"), True, "[192.0.2.1]", True),
+        (Mailbox("postmaster", ""), True, "", False),
+    ],
+)
+def test_mailbox_properties(
+    mailbox: Mailbox, is_ascii: bool, ascii_domain: str, literal: bool
+) -> None:
+    assert mailbox.is_ascii is is_ascii
+    assert mailbox.ascii_domain == ascii_domain
+    assert mailbox.is_address_literal is literal
+
+
+@pytest.mark.parametrize(
+    ("local", "domain"),
+    [
+        ("", "x.example"),
+        ("user", ""),
+        ("a\rb", "x.example"),
+        ("a", "x\n.example"),
+        ("a", "x.example."),
+        ("a" * 65, "x.example"),
+        ("a" * 62 + " ", "x.example"),  # 65 octets once quoted
+        ("a", DOMAIN_256),
+        ("a", DOMAIN_255),  # valid domain, but the path would exceed 256 octets
+        ("a", "[IPv6:zz]"),
+    ],
+)
+def test_mailbox_invalid(local: str, domain: str) -> None:
+    with pytest.raises(AddressError):
+        Mailbox(local, domain)
+
+
+def test_mailbox_rejects_non_str() -> None:
+    with pytest.raises(TypeError):
+        Mailbox(1, "x.example")  # type: ignore[arg-type]  # deliberate misuse
+
+
+def test_mailbox_limit_boundaries() -> None:
+    Mailbox("a" * 64, "x.example")
+    Mailbox("a" * 61 + " ", "x.example")  # 64 octets quoted
+    assert len(str(Mailbox("a" * 64, DOMAIN_189))) == 254
+    with pytest.raises(AddressError, match="256"):
+        Mailbox("a" * 64, DOMAIN_190)
+
+
+def test_domain_too_long_message_names_the_domain() -> None:
+    with pytest.raises(AddressError, match="domain is 256 octets"):
+        Mailbox("a", DOMAIN_256)
+
+
+@pytest.mark.parametrize(
+    ("local", "quoted"),
+    [
+        ("a.b", "a.b"),
+        ("a b", '"a b"'),
+        ("a..b", '"a..b"'),
+        ('"', '"\\""'),
+        ("ü", "ü"),
+    ],
+)
+def test_quote_local_part(local: str, quoted: str) -> None:
+    assert quote_local_part(local) == quoted
+
+
+# --- parse_path ---------------------------------------------------------------------------
+
+VALID_PATHS: list[tuple[str, dict[str, bool], Mailbox | None]] = [
+    ("<>", {}, None),
+    ("<user@example.com>", {}, Mailbox("user", "example.com")),
+    ('<"a>b"@x.example>', {}, Mailbox("a>b", "x.example")),
+    ("<user@[tag:a>b]>", {}, Mailbox("user", "[tag:a>b]")),
+    ("<@a.example:user@c.example>", {}, Mailbox("user", "c.example")),
+    ("<@a.example,@b.example:user@c.example>", {}, Mailbox("user", "c.example")),
+    ("<@bücher.example:jöhn@c.example>", {}, Mailbox("jöhn", "c.example")),
+    ("<postmaster>", {"allow_postmaster": True}, Mailbox("postmaster", "")),
+    ("<PostMaster>", {"allow_postmaster": True}, Mailbox("PostMaster", "")),
+    ("<Postmaster@example.com>", {}, Mailbox("Postmaster", "example.com")),
+    ("<>", {"allow_postmaster": True}, None),
+    (f"<{'a' * 64}@{DOMAIN_189}>", {}, Mailbox("a" * 64, DOMAIN_189)),
+]
+
+
+@pytest.mark.parametrize(("text", "options", "expected"), VALID_PATHS)
+def test_parse_path_valid(text: str, options: dict[str, bool], expected: Mailbox | None) -> None:
+    assert parse_path(text, **options) == expected
+
+
+INVALID_PATHS: list[tuple[str, dict[str, bool], str]] = [
+    ("<>", {"allow_null": False}, "null path"),
+    ("", {}, "angle brackets"),
+    ("<", {}, "angle brackets"),
+    (">", {}, "angle brackets"),
+    ("user@example.com", {}, "angle brackets"),
+    ("<user@example.com", {}, "angle brackets"),
+    ("user@example.com>", {}, "angle brackets"),
+    ("<user@example.com> ", {}, "angle brackets"),
+    ("<user@example.com> SIZE=1", {}, "angle brackets"),
+    ("<<user@example.com>>", {}, ""),
+    ("< user@example.com>", {}, "whitespace"),
+    ("<postmaster>", {}, "only allowed in RCPT"),
+    ("<@a.example:postmaster>", {"allow_postmaster": True}, "missing '@'"),
+    ("<@a..example:user@c.example>", {}, "source route"),
+    ("<@a.example,user@c.example>", {}, "not ended"),
+    ("<@a.example,b.example:user@c.example>", {}, "does not start with '@'"),
+    ("<@:user@c.example>", {}, "source route"),
+    ("<@a.example,:user@c.example>", {}, "does not start with '@'"),
+    ("<@[192.0.2.1]:user@c.example>", {}, "literals"),
+    ("<a.example:user@c.example>", {}, "':'"),
+    ("<user@[300.1.1.1]>", {}, "IPv4"),
+    (f"<{'a' * 64}@{DOMAIN_190}>", {}, "257 octets"),
+    (f"<{'a' * 65}@x.example>", {}, "64"),
+    (f"<a@{DOMAIN_256}>", {}, "path is"),
+    ("<a@" + "é" * 130 + ".example>", {}, "path is"),
+]
+
+
+@pytest.mark.parametrize(("text", "options", "message"), INVALID_PATHS)
+def test_parse_path_invalid(text: str, options: dict[str, bool], message: str) -> None:
+    with pytest.raises(AddressError) as info:
+        parse_path(text, **options)
+    assert message in str(info.value)
+
+
+def test_path_boundary_is_256_octets() -> None:
+    text = f"<{'a' * 64}@{DOMAIN_189}>"
+    assert len(text.encode()) == 256
+    assert parse_path(text) is not None
+    longer = f"<{'a' * 64}@{DOMAIN_190}>"
+    with pytest.raises(AddressError, match="over the limit of 256"):
+        parse_path(longer)
+
+
+@pytest.mark.parametrize("char", ["\r", "\n", "\x00"])
+def test_cr_lf_nul_anywhere_raise(char: str) -> None:
+    path = '<@a.example:"j d"@x.example>'
+    for i in range(len(path) + 1):
+        text = path[:i] + char + path[i:]
+        with pytest.raises(AddressError):
+            parse_path(text)
+        with pytest.raises(AddressError):
+            parse_mailbox(text[1:-1])
+    domain = "mx.example"
+    for i in range(len(domain) + 1):
+        with pytest.raises(AddressError):
+            parse_domain(domain[:i] + char + domain[i:])
+        with pytest.raises(AddressError):
+            normalize_domain(domain[:i] + char + domain[i:])
+        with pytest.raises(AddressError):
+            Mailbox("a", domain[:i] + char + domain[i:])
+        with pytest.raises(AddressError):
+            Mailbox("a" + char + "b", domain)
+
+
+# --- split_path / format_path ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "rest"),
+    [
+        ("<a@b.example> SIZE=10", "<a@b.example>", "SIZE=10"),
+        ("<a@b.example>", "<a@b.example>", ""),
+        ("<>", "<>", ""),
+        ("<> SIZE=1 BODY=8BITMIME", "<>", "SIZE=1 BODY=8BITMIME"),
+        ("<a@b.example>    BODY=8BITMIME  SIZE=1", "<a@b.example>", "BODY=8BITMIME  SIZE=1"),
+        ('<"x>y"@b.example> SIZE=1', '<"x>y"@b.example>', "SIZE=1"),
+        ('<"x\\"> y"@b.example> A', '<"x\\"> y"@b.example>', "A"),
+        ("<u@[tag:a>b]> X", "<u@[tag:a>b]>", "X"),
+        ("<a@b.example> ", "<a@b.example>", ""),
+    ],
+)
+def test_split_path(text: str, path: str, rest: str) -> None:
+    assert split_path(text) == (path, rest)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "a@b.example", " <a@b.example>", "<a@b.example", '<"a>@b.example', "<a@[x:y"]
+)
+def test_split_path_invalid(text: str) -> None:
+    with pytest.raises(AddressError):
+        split_path(text)
+
+
+def test_split_path_needs_space_before_parameters() -> None:
+    with pytest.raises(AddressError, match="space"):
+        split_path("<a@b.example>SIZE=1")
+
+
+def test_format_path() -> None:
+    assert format_path(None) == "<>"
+    assert format_path(Mailbox("john doe", "x.example")) == '<"john doe"@x.example>'
+
+
+# --- domains and literals -----------------------------------------------------------------
+
+VALID_DOMAINS = [
+    "example.com",
+    "EXAMPLE.com.",
+    "localhost",
+    "a.b-c.d1",
+    "xn--bcher-kva.example",
+    "bücher.example",
+    "例子.广告",
+    f"{L63}.example",
+    DOMAIN_255,
+    DOMAIN_255[:-1] + ".",
+    "[192.0.2.1]",
+    "[IPv6:::1]",
+    "[IPv6:2001:db8::192.0.2.1]",
+    "[x-tag:anything]",
+]
+
+
+@pytest.mark.parametrize("text", VALID_DOMAINS)
+def test_parse_domain_valid(text: str) -> None:
+    assert parse_domain(text) == text
+
+
+INVALID_DOMAINS = [
+    "",
+    ".",
+    "..",
+    "a..b",
+    ".a",
+    "-a.example",
+    "a-.example",
+    "a_b.example",
+    "exa mple.com",
+    "a@b.example",
+    "1.2.3.4",
+    "192.0.2.1.",
+    "b" * 64,
+    f"b{L63}.example",
+    DOMAIN_256,
+    "straße.de",
+    "[]",
+    "[192.0.2.1",
+    "192.0.2.1]",
+    "[300.1.1.1]",
+    "[IPv6:zz]",
+    "[IPv6:1.2.3.4]",
+    "[example.com]",
+    "a\r\nb",
+]
+
+
+@pytest.mark.parametrize("text", INVALID_DOMAINS)
+def test_parse_domain_invalid(text: str) -> None:
+    with pytest.raises(AddressError):
+        parse_domain(text)
+    with pytest.raises(AddressError):
+        normalize_domain(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "normal"),
+    [
+        ("Example.COM.", "example.com"),
+        ("Bücher.Example", "xn--bcher-kva.example"),
+        ("例子.广告", "xn--fsqu00a.xn--4rr70v"),
+        ("XN--BCHER-KVA.example", "xn--bcher-kva.example"),
+        ("[192.0.2.1]", "[192.0.2.1]"),
+        ("[IPv6:2001:DB8:0:0:0:0:0:1]", "[IPv6:2001:db8::1]"),
+        ("[ipv6:::FFFF:192.0.2.1]", "[IPv6:::ffff:192.0.2.1]"),
+        ("[IPv6:0:0:0:0:0:0:0:1]", "[IPv6:::1]"),
+        ("[x-tag:Foo]", "[x-tag:Foo]"),
+    ],
+)
+def test_normalize_domain(text: str, normal: str) -> None:
+    assert normalize_domain(text) == normal
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[192.0.2.1]", ipaddress.IPv4Address("192.0.2.1")),
+        ("[IPv6:2001:db8::1]", ipaddress.IPv6Address("2001:db8::1")),
+        ("[IPv6:::ffff:192.0.2.1]", ipaddress.IPv6Address("::ffff:192.0.2.1")),
+        ("[x-tag:anything]", None),
+    ],
+)
+def test_parse_address_literal(
+    text: str, expected: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+) -> None:
+    assert parse_address_literal(text) == expected
+    assert is_address_literal(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["192.0.2.1", "example.com", "[300.1.1.1]", "[IPv6:zz]", "[]", "[a]", "", "[1.2.3.4"]
+)
+def test_not_address_literal(text: str) -> None:
+    assert not is_address_literal(text)
+    with pytest.raises(AddressError):
+        parse_address_literal(text)
+
+
+# --- properties ---------------------------------------------------------------------------
+
+_ATEXT = "abcXYZ019!#$%&'*+-/=?^_`{|}~äé日"
+_QTEXT_EXTRA = ' ."\\@<>[]:,;()ü'
+_atom = st.text(_ATEXT, min_size=1, max_size=6)
+_dot_atom = st.lists(_atom, min_size=1, max_size=3).map(".".join)
+_quoted = st.text(_ATEXT + _QTEXT_EXTRA, min_size=1, max_size=20)
+_local = st.one_of(_dot_atom, _quoted, st.sampled_from(["postmaster", "a", '"']))
+
+_label = st.from_regex(
+    r"[abcxyz0189äöüé日本]([abcxyz0189äöüé日本-]{0,10}[abcxyz0189äöüé日本])?", fullmatch=True
+)
+_top = st.from_regex(r"[a-zäü日]([a-z0-9äü日-]{0,6}[a-zäü日])?", fullmatch=True)
+_name = st.builds(lambda ls, t: ".".join([*ls, t]), st.lists(_label, max_size=3), _top)
+_literal = st.one_of(
+    st.ip_addresses(v=4).map(lambda a: f"[{a}]"),
+    st.ip_addresses(v=6).map(lambda a: f"[IPv6:{a}]"),
+    st.from_regex(r"\[[a-z0-9]([a-z0-9-]{0,4}[a-z0-9])?:[!-Z^-~]{1,10}\]", fullmatch=True),
+)
+_domain = st.one_of(_name, _literal)
+
+
+# The generators stay well inside the size limits, so every pair is a valid Mailbox.
+mailboxes = st.builds(Mailbox, _local, _domain)
+
+
+@given(local=_local, domain=_domain)
+def test_generated_parts_are_valid(local: str, domain: str) -> None:
+    assert normalize_domain(domain) == normalize_domain(normalize_domain(domain))
+    Mailbox(local, domain)
+
+
+@given(mailboxes)
+def test_round_trip(mailbox: Mailbox) -> None:
+    assert parse_mailbox(str(mailbox)) == mailbox
+    assert parse_path("<" + str(mailbox) + ">") == mailbox
+    assert parse_path(format_path(mailbox), allow_null=False) == mailbox
+    assert split_path(format_path(mailbox) + " SIZE=1") == (format_path(mailbox), "SIZE=1")
+    assert mailbox.ascii_domain.isascii()
+
+
+_NASTY_PIECES = [*'<>@"\\[]:,. a.Zü日\r\n\x00\t\x7f\ud800ß', "IPv6:", "xn--", "postmaster"]
+_nasty = st.lists(st.sampled_from(_NASTY_PIECES), max_size=30).map("".join)
+
+
+@settings(max_examples=200)
+@given(st.one_of(st.text(max_size=80), _nasty, _nasty.map(lambda s: f"<{s}>")), st.booleans())
+def test_arbitrary_text_raises_only_address_error(text: str, flag: bool) -> None:
+    for call in (
+        lambda: parse_path(text, allow_null=flag, allow_postmaster=not flag),
+        lambda: parse_mailbox(text),
+        lambda: parse_domain(text),
+        lambda: normalize_domain(text),
+        lambda: split_path(text),
+        lambda: parse_address_literal(text),
+    ):
+        with contextlib.suppress(AddressError):
+            call()
+    assert isinstance(is_address_literal(text), bool)
