@@ -1,0 +1,148 @@
+"""Streaming dot-stuffing and unstuffing (RFC 5321 §4.5.2, RFC 1939 §3).
+
+SMTP DATA content and POP3 multi-line responses share one framing: lines end
+in CRLF, a line that starts with "." gets a second "." in front of it, and the
+content ends with CRLF "." CRLF. Both classes here work on whole chunks with
+``bytes.find``/``count``/``replace`` and hold back only the few bytes at a
+chunk's end that could be the start of a line ending or of the terminator, so
+the chunk boundaries may fall anywhere.
+"""
+
+from __future__ import annotations
+
+from smtpcore._lines import FramingPolicy, line_length_exceeded
+
+__all__ = ["DotDecoder", "DotEncoder", "TERMINATOR"]
+
+TERMINATOR = b"\r\n.\r\n"
+
+
+class DotDecoder:
+    """Reads dot-stuffed content up to CRLF.CRLF and unstuffs it.
+
+    The content ends only at CRLF "." CRLF (or "." CRLF as the very first
+    line), whatever the policy: LF.LF, CR.CR, LF.CRLF and the other smuggling
+    sequences are content. Policy breaches (bare CR or LF, an over-long line)
+    do not stop the reading; they set ``bad_line_ending`` or
+    ``line_too_long`` so the caller can refuse the content once it has been
+    read to its real end.
+    """
+
+    __slots__ = (
+        "_allow_bare_cr",
+        "_allow_bare_lf",
+        "_at_line_start",
+        "_line_length",
+        "_max_line_length",
+        "bad_line_ending",
+        "line_too_long",
+    )
+
+    def __init__(
+        self, policy: FramingPolicy | None = None, *, max_line_length: int | None = None
+    ) -> None:
+        policy = policy or FramingPolicy()
+        self._allow_bare_lf = policy.bare_lf_in_content
+        self._allow_bare_cr = policy.bare_cr_in_content
+        self._max_line_length = max_line_length
+        self._at_line_start = True
+        self._line_length = 0
+        self.bad_line_ending = False
+        self.line_too_long = False
+
+    def decode(self, buf: bytes | bytearray) -> tuple[bytes, int, bool]:
+        """Decode what ``buf`` holds: (unstuffed content, bytes consumed, ended).
+
+        Bytes not consumed must be offered again, with more behind them.
+        """
+        start = 0
+        if self._at_line_start and buf[:1] == b".":
+            if buf[:3] == b".\r\n":
+                return b"", 3, True
+            if len(buf) < 3 and b".\r\n".startswith(buf):
+                return b"", 0, False
+            start = 1  # the stuffed dot of the first line
+        end = buf.find(TERMINATOR, start)
+        if end >= 0:
+            content_end = end + 2
+            consumed = end + 5
+        else:
+            content_end = len(buf) - _unsafe_tail(buf)
+            consumed = content_end
+        raw = bytes(buf[start:content_end])
+        if raw:
+            self._check(raw, start)
+            self._at_line_start = raw.endswith(b"\r\n")
+        return raw.replace(b"\r\n.", b"\r\n"), consumed, end >= 0
+
+    def _check(self, raw: bytes, stuffed: int) -> None:
+        crlf = raw.count(b"\r\n")
+        if (not self._allow_bare_lf and raw.count(b"\n") != crlf) or (
+            not self._allow_bare_cr and raw.count(b"\r") != crlf
+        ):
+            self.bad_line_ending = True
+        if self._max_line_length is not None:
+            carried = 0 if self._at_line_start else self._line_length
+            exceeded, self._line_length = line_length_exceeded(
+                raw, self._max_line_length, carried + stuffed
+            )
+            if exceeded:
+                self.line_too_long = True
+
+
+def _unsafe_tail(buf: bytes | bytearray) -> int:
+    """How many trailing bytes may belong to a CRLF or terminator still arriving."""
+    if buf.endswith(b"\r"):
+        return 2 if buf.endswith(b"\r\n.\r") else 1
+    if buf.endswith(b"\r\n."):
+        return 1
+    return 0
+
+
+class DotEncoder:
+    """Dot-stuffs content for the wire and writes the terminator.
+
+    With ``normalize`` on (the default, as smtplib does), bare CR and bare LF
+    become CRLF, so that nothing we send can be read as a line ending by one
+    server and as content by another. A trailing CR is held back until the
+    next chunk shows whether an LF follows it.
+    """
+
+    __slots__ = ("_at_line_start", "_ends_in_cr", "_normalize", "_pending_cr")
+
+    def __init__(self, *, normalize: bool = True) -> None:
+        self._normalize = normalize
+        self._at_line_start = True
+        self._pending_cr = False
+        self._ends_in_cr = False
+
+    def encode(self, chunk: bytes) -> bytes:
+        """Return the wire bytes for one chunk of content."""
+        if not chunk:
+            return b""
+        if self._pending_cr:
+            chunk = b"\r" + chunk
+            self._pending_cr = False
+        if self._normalize:
+            if chunk.endswith(b"\r"):
+                chunk = chunk[:-1]
+                self._pending_cr = True
+                if not chunk:
+                    return b""
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+        if self._ends_in_cr and chunk[:1] == b"\n":
+            out = (b"\r" + chunk).replace(b"\r\n.", b"\r\n..")[1:]
+        else:
+            out = chunk.replace(b"\r\n.", b"\r\n..")
+        if self._at_line_start and out[:1] == b".":
+            out = b"." + out
+        self._at_line_start = out.endswith(b"\r\n")
+        self._ends_in_cr = out.endswith(b"\r")
+        return out
+
+    def end(self) -> bytes:
+        """Return the bytes that close the content: CRLF.CRLF, or .CRLF after a CRLF."""
+        if self._pending_cr:
+            self._pending_cr = False
+            return TERMINATOR
+        return b".\r\n" if self._at_line_start else TERMINATOR

@@ -1,0 +1,162 @@
+"""CRLF line framing shared by SMTP and POP3.
+
+Commands and replies are lines ending in CRLF (RFC 5321 §2.3.8, RFC 1939 §3).
+This module owns the receive buffer both protocols read lines from, the hard
+bound on how long an unfinished line may grow, and the policy that says what
+to do with a bare CR or bare LF, the raw material of SMTP smuggling.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final, Literal
+
+__all__ = [
+    "LINE_TOO_LONG",
+    "FramingPolicy",
+    "LineTooLong",
+    "ReceiveBuffer",
+    "line_length_exceeded",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FramingPolicy:
+    """How strictly line endings are enforced; strict by default.
+
+    RFC 5321 §2.3.8 allows only CRLF. Servers that treat a bare LF or bare CR
+    as a line ending disagree with their peers about where a message ends,
+    which is how SMTP smuggling works. Each leniency below is a named opt-in
+    for a known class of broken client; none of them changes where a message
+    ends: content ends only at CRLF.CRLF, under every policy.
+    """
+
+    lf_ends_command: bool = False
+    """Accept a command line that ends in a bare LF (old Unix scripts)."""
+
+    bare_lf_in_content: bool = False
+    """Accept a message that contains a bare LF (passed on unchanged)."""
+
+    bare_cr_in_content: bool = False
+    """Accept a message that contains a bare CR (passed on unchanged)."""
+
+    @classmethod
+    def strict(cls) -> FramingPolicy:
+        """CRLF only, everywhere: the default, as Postfix 3.9 recommends."""
+        return cls()
+
+    @classmethod
+    def lenient(cls) -> FramingPolicy:
+        """Every leniency on, for talking to clients that cannot be fixed."""
+        return cls(lf_ends_command=True, bare_lf_in_content=True, bare_cr_in_content=True)
+
+
+class LineTooLong(enum.Enum):
+    """Returned by :meth:`ReceiveBuffer.next_line` for a line over the limit."""
+
+    LINE_TOO_LONG = "LINE_TOO_LONG"
+
+
+LINE_TOO_LONG: Final = LineTooLong.LINE_TOO_LONG
+
+
+class ReceiveBuffer:
+    """Bytes received from the peer and not yet consumed.
+
+    ``next_line`` remembers how far it has already searched, so feeding a
+    long line byte by byte stays linear. An over-long line is never held:
+    its bytes are dropped as they arrive, and once its end is seen the caller
+    gets ``LINE_TOO_LONG`` in the line's place, so that the reply to it stays
+    in order with the replies to the lines around it.
+    """
+
+    __slots__ = ("_data", "_discarding", "_searched")
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._searched = 0
+        self._discarding = False
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __bool__(self) -> bool:
+        return bool(self._data)
+
+    def feed(self, data: bytes) -> None:
+        self._data += data
+
+    def next_line(self, limit: int) -> bytes | LineTooLong | None:
+        """Return the next line, LF included, or ``None`` if it is not complete.
+
+        ``limit`` counts every octet of the line, its CRLF included.
+        """
+        data = self._data
+        end = data.find(b"\n", self._searched)
+        if end < 0:
+            if len(data) > limit or self._discarding:
+                # Keep a trailing CR: it may be half of the CRLF to come.
+                keep = 1 if data.endswith(b"\r") else 0
+                del data[: len(data) - keep]
+                self._discarding = True
+            self._searched = len(data)
+            return None
+        self._searched = 0
+        if self._discarding or end >= limit:
+            del data[: end + 1]
+            self._discarding = False
+            return LINE_TOO_LONG
+        line = bytes(data[: end + 1])
+        del data[: end + 1]
+        return line
+
+    def take(self, size: int | None = None) -> bytes:
+        """Remove and return up to ``size`` bytes (all of them by default)."""
+        data = self._data
+        if size is None or size >= len(data):
+            out = bytes(data)
+            data.clear()
+        else:
+            out = bytes(data[:size])
+            del data[:size]
+        self._searched = 0
+        return out
+
+    def view(self) -> bytearray:
+        """The buffered bytes, for framing code that consumes them in place."""
+        return self._data
+
+    def consume(self, size: int) -> None:
+        """Drop ``size`` bytes from the front (after working on ``view()``)."""
+        del self._data[:size]
+        self._searched = 0
+
+    def clear(self) -> None:
+        self._data.clear()
+        self._searched = 0
+        self._discarding = False
+
+
+def line_length_exceeded(chunk: bytes, limit: int, carried: int) -> tuple[bool, int]:
+    """Tell whether any line in ``chunk`` is longer than ``limit`` octets.
+
+    ``carried`` is the length of the line left unfinished by the previous
+    chunk. Returns (exceeded, length of the line this chunk leaves
+    unfinished). Instead of visiting every line, it jumps a whole window of
+    ``limit`` octets at a time with ``rfind``: the last LF in the window
+    proves that every line before it was short enough, so a chunk of short
+    lines costs one C-level search per ``limit`` octets.
+    """
+    size = len(chunk)
+    line_start = -carried
+    while True:
+        window_end = line_start + limit
+        if window_end > size:
+            last = chunk.rfind(b"\n", max(line_start, 0))
+            return False, size - (last + 1 if last >= 0 else line_start)
+        newline = chunk.rfind(b"\n", max(line_start, 0), window_end)
+        if newline < 0:
+            return True, 0
+        line_start = newline + 1
+

@@ -1,0 +1,62 @@
+"""SMTP (RFC 5321) and LMTP (RFC 2033) as sans-I/O state machines."""
+
+from smtpcore.smtp._events import (
+    Auth,
+    AuthResponse,
+    BadCommand,
+    Bdat,
+    Command,
+    ConnectionClosed,
+    Data,
+    Ehlo,
+    EndOfMessage,
+    Event,
+    Expn,
+    Helo,
+    Help,
+    Lhlo,
+    Mail,
+    MessageData,
+    Noop,
+    Quit,
+    Rcpt,
+    RejectedMessage,
+    Rset,
+    StartTls,
+    Vrfy,
+)
+from smtpcore.smtp._params import Parameters
+from smtpcore.smtp._replies import EnhancedStatus, Reply
+from smtpcore.smtp._server import ServerConnection
+from smtpcore.smtp._state import State
+
+__all__ = [
+    "Auth",
+    "AuthResponse",
+    "BadCommand",
+    "Bdat",
+    "Command",
+    "ConnectionClosed",
+    "Data",
+    "Ehlo",
+    "EndOfMessage",
+    "EnhancedStatus",
+    "Event",
+    "Expn",
+    "Helo",
+    "Help",
+    "Lhlo",
+    "Mail",
+    "MessageData",
+    "Noop",
+    "Parameters",
+    "Quit",
+    "Rcpt",
+    "RejectedMessage",
+    "Reply",
+    "Rset",
+    "ServerConnection",
+    "StartTls",
+    "State",
+    "Vrfy",
+]

@@ -1,0 +1,241 @@
+"""Reading command lines into events and writing events as command lines.
+
+RFC 5321 §4.1.1 fixes each command's syntax. Parsing is a table from verb to
+a small function; every function either returns the event or raises
+:class:`CommandSyntaxError` carrying the reply the RFC names for the fault.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable
+from typing import Final
+
+from smtpcore._errors import LocalProtocolError
+from smtpcore.address import AddressError, format_path, parse_path, split_path
+from smtpcore.smtp._events import (
+    Auth,
+    AuthResponse,
+    Bdat,
+    Command,
+    Data,
+    Ehlo,
+    Event,
+    Expn,
+    Helo,
+    Help,
+    Lhlo,
+    Mail,
+    Noop,
+    Quit,
+    Rcpt,
+    Rset,
+    StartTls,
+    Vrfy,
+)
+from smtpcore.smtp._params import Parameters, parse_parameters
+from smtpcore.smtp._replies import EnhancedStatus, Reply
+
+__all__ = [
+    "CommandSyntaxError",
+    "VERBS",
+    "format_auth_response",
+    "format_command",
+    "parse_auth_response",
+    "parse_command_line",
+    "reply",
+]
+
+
+def reply(code: int, status: str, text: str) -> Reply:
+    """Build a reply with its enhanced status, briefly."""
+    return Reply(code, text, EnhancedStatus.parse(status))
+
+
+class CommandSyntaxError(Exception):
+    """A command line that cannot become an event; ``reply`` is the answer."""
+
+    def __init__(self, answer: Reply) -> None:
+        super().__init__(str(answer))
+        self.reply = answer
+
+
+def _syntax(text: str) -> CommandSyntaxError:
+    return CommandSyntaxError(reply(501, "5.5.4", f"Syntax: {text}"))
+
+
+def _no_argument(event: Command) -> Callable[[str], Command]:
+    def parse(argument: str) -> Command:
+        if argument:
+            raise _syntax(event.verb)
+        return event
+
+    return parse
+
+
+def _hello(cls: type[Ehlo | Helo | Lhlo]) -> Callable[[str], Command]:
+    def parse(argument: str) -> Command:
+        if not argument or " " in argument:
+            raise _syntax(f"{cls.verb} hostname")
+        return cls(argument)
+
+    return parse
+
+
+_FROM_RE: Final = re.compile(r"FROM: *", re.IGNORECASE)
+_TO_RE: Final = re.compile(r"TO: *", re.IGNORECASE)
+
+
+def _envelope(argument: str, prefix: re.Pattern[str], usage: str) -> tuple[str, str]:
+    match = prefix.match(argument)
+    if match is None:
+        raise _syntax(usage)
+    return split_path(argument[match.end() :])
+
+
+def _parse_mail(argument: str) -> Command:
+    try:
+        path, rest = _envelope(argument, _FROM_RE, "MAIL FROM:<address>")
+        sender = parse_path(path, allow_null=True)
+    except AddressError as exc:
+        raise CommandSyntaxError(reply(501, "5.1.7", f"Bad sender address syntax: {exc}"))
+    return Mail(sender, _parameters(rest))
+
+
+def _parse_rcpt(argument: str) -> Command:
+    try:
+        path, rest = _envelope(argument, _TO_RE, "RCPT TO:<address>")
+        recipient = parse_path(path, allow_null=False, allow_postmaster=True)
+    except AddressError as exc:
+        raise CommandSyntaxError(reply(501, "5.1.3", f"Bad recipient address syntax: {exc}"))
+    assert recipient is not None  # allow_null=False
+    return Rcpt(recipient, _parameters(rest))
+
+
+def _parameters(text: str) -> Parameters:
+    try:
+        return parse_parameters(text)
+    except LocalProtocolError as exc:
+        raise CommandSyntaxError(reply(501, "5.5.4", f"Bad parameter syntax: {exc}"))
+
+
+def _parse_bdat(argument: str) -> Command:
+    words = argument.split(" ")
+    if not 1 <= len(words) <= 2 or not words[0].isdigit() or len(words[0]) > 18:
+        raise _syntax("BDAT size [LAST]")
+    if len(words) == 2 and words[1].upper() != "LAST":
+        raise _syntax("BDAT size [LAST]")
+    return Bdat(int(words[0]), len(words) == 2)
+
+
+def _required(cls: type[Vrfy | Expn]) -> Callable[[str], Command]:
+    def parse(argument: str) -> Command:
+        if not argument:
+            raise _syntax(f"{cls.verb} string")
+        return cls(argument)
+
+    return parse
+
+
+def _decode_base64(text: str) -> bytes:
+    if text == "=":
+        return b""
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise CommandSyntaxError(reply(501, "5.5.2", "Invalid base64 data")) from None
+
+
+def _parse_auth(argument: str) -> Command:
+    words = argument.split(" ")
+    if not argument or len(words) > 2:
+        raise _syntax("AUTH mechanism [initial-response]")
+    try:
+        mechanism = words[0].upper()
+        initial = _decode_base64(words[1]) if len(words) == 2 else None
+        return Auth(mechanism, initial)
+    except LocalProtocolError:
+        raise CommandSyntaxError(reply(504, "5.5.4", "Unrecognized authentication type"))
+
+
+VERBS: Final[dict[str, Callable[[str], Command]]] = {
+    "EHLO": _hello(Ehlo),
+    "HELO": _hello(Helo),
+    "LHLO": _hello(Lhlo),
+    "MAIL": _parse_mail,
+    "RCPT": _parse_rcpt,
+    "DATA": _no_argument(Data()),
+    "BDAT": _parse_bdat,
+    "RSET": _no_argument(Rset()),
+    "NOOP": Noop,
+    "QUIT": _no_argument(Quit()),
+    "VRFY": _required(Vrfy),
+    "EXPN": _required(Expn),
+    "HELP": Help,
+    "STARTTLS": _no_argument(StartTls()),
+    "AUTH": _parse_auth,
+}
+"""Verb -> parser of the text after it. A server narrows this to what it serves."""
+
+_CONTROL_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def parse_command_line(text: str, verbs: dict[str, Callable[[str], Command]]) -> Command:
+    """Parse one command line (CRLF removed, decoded as UTF-8)."""
+    verb, _, argument = text.partition(" ")
+    parser = verbs.get(verb.upper())
+    if parser is None:
+        raise CommandSyntaxError(reply(500, "5.5.2", "Command unrecognized"))
+    if _CONTROL_RE.search(argument):
+        raise CommandSyntaxError(reply(501, "5.5.2", "Control character in command"))
+    try:
+        return parser(argument.strip(" "))
+    except CommandSyntaxError:
+        raise
+    except LocalProtocolError:
+        raise _syntax(verb.upper()) from None
+
+
+def parse_auth_response(text: str) -> AuthResponse:
+    """Parse a line answering a 334 challenge: base64, or ``*`` to cancel."""
+    if text == "*":
+        return AuthResponse(cancel=True)
+    return AuthResponse(_decode_base64(text))
+
+
+def format_auth_response(event: AuthResponse) -> bytes:
+    if event.cancel:
+        return b"*\r\n"
+    return base64.b64encode(event.data) + b"\r\n"
+
+
+def format_command(event: Event) -> bytes:
+    """The wire form of a command event, CRLF included."""
+    if isinstance(event, (Ehlo, Helo, Lhlo)):
+        text = f"{event.verb} {event.domain}"
+    elif isinstance(event, Mail):
+        text = f"MAIL FROM:{format_path(event.sender)}"
+        if event.params:
+            text += f" {event.params}"
+    elif isinstance(event, Rcpt):
+        text = f"RCPT TO:{format_path(event.recipient)}"
+        if event.params:
+            text += f" {event.params}"
+    elif isinstance(event, Bdat):
+        text = f"BDAT {event.size}{' LAST' if event.last else ''}"
+    elif isinstance(event, (Noop, Help, Vrfy, Expn)):
+        text = f"{event.verb} {event.argument}" if event.argument else event.verb
+    elif isinstance(event, Auth):
+        text = f"AUTH {event.mechanism.upper()}"
+        if event.initial_response is not None:
+            encoded = base64.b64encode(event.initial_response).decode("ascii")
+            text += f" {encoded or '='}"
+    elif isinstance(event, AuthResponse):
+        return format_auth_response(event)
+    elif isinstance(event, Command):
+        text = event.verb
+    else:
+        raise LocalProtocolError(f"{type(event).__name__} is not a command")
+    return text.encode("utf-8") + b"\r\n"

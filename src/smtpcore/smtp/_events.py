@@ -1,0 +1,298 @@
+"""The events of an SMTP session, shared by both roles.
+
+The client sends commands and receives replies; the server receives
+commands and sends replies. Every event validates its fields when it is
+built, so an event that would serialize wrongly (a CR or LF inside an
+argument, the start of a command injection) cannot exist.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Final
+
+from smtpcore._errors import LocalProtocolError
+from smtpcore.address import Mailbox
+from smtpcore.smtp._params import Parameters, ParametersLike
+from smtpcore.smtp._replies import Reply
+
+__all__ = [
+    "Auth",
+    "AuthResponse",
+    "BadCommand",
+    "Bdat",
+    "Command",
+    "ConnectionClosed",
+    "Data",
+    "Ehlo",
+    "EndOfMessage",
+    "Event",
+    "Expn",
+    "Helo",
+    "Help",
+    "Lhlo",
+    "Mail",
+    "MessageData",
+    "Noop",
+    "Quit",
+    "Rcpt",
+    "RejectedMessage",
+    "Rset",
+    "StartTls",
+    "Vrfy",
+]
+
+# Any printable character or non-ASCII text, no controls; spaces only inside.
+_ARGUMENT_RE: Final = re.compile(r"[^\x00-\x1f\x7f]*")
+_WORD_RE: Final = re.compile(r"[^\x00-\x20\x7f]+")
+_MECHANISM_RE: Final = re.compile(r"[A-Z0-9_-]{1,20}")
+
+
+def _check_argument(name: str, value: str, *, word: bool = False, empty: bool = True) -> None:
+    if not isinstance(value, str):
+        raise LocalProtocolError(f"{name} must be a str, not {type(value).__name__}")
+    if not value and not empty:
+        raise LocalProtocolError(f"{name} may not be empty")
+    pattern = _WORD_RE if word and value else _ARGUMENT_RE
+    if not pattern.fullmatch(value):
+        raise LocalProtocolError(f"{name} holds a forbidden character: {value!r}")
+
+
+class Event:
+    """Base class of every SMTP event."""
+
+    __slots__ = ()
+
+
+class Command(Event):
+    """Base class of the events a client sends and a server receives."""
+
+    __slots__ = ()
+
+    verb: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Ehlo(Command):
+    """``EHLO domain``: start an extended session (RFC 5321 §4.1.1.1)."""
+
+    domain: str
+    verb = "EHLO"
+
+    def __post_init__(self) -> None:
+        _check_argument("EHLO domain", self.domain, word=True, empty=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Helo(Command):
+    """``HELO domain``: start a plain session, without extensions."""
+
+    domain: str
+    verb = "HELO"
+
+    def __post_init__(self) -> None:
+        _check_argument("HELO domain", self.domain, word=True, empty=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Lhlo(Command):
+    """``LHLO domain``: the LMTP greeting (RFC 2033 §4.1)."""
+
+    domain: str
+    verb = "LHLO"
+
+    def __post_init__(self) -> None:
+        _check_argument("LHLO domain", self.domain, word=True, empty=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Mail(Command):
+    """``MAIL FROM:<sender> params``; ``sender`` None is the null path ``<>``."""
+
+    sender: Mailbox | None
+    params: Parameters = field(default_factory=Parameters)
+    verb = "MAIL"
+
+    def __init__(self, sender: Mailbox | None, params: ParametersLike = None) -> None:
+        if sender is not None and not isinstance(sender, Mailbox):
+            raise LocalProtocolError("MAIL sender must be a Mailbox or None")
+        object.__setattr__(self, "sender", sender)
+        object.__setattr__(self, "params", Parameters.coerce(params))
+
+
+@dataclass(frozen=True, slots=True)
+class Rcpt(Command):
+    """``RCPT TO:<recipient> params``."""
+
+    recipient: Mailbox
+    params: Parameters = field(default_factory=Parameters)
+    verb = "RCPT"
+
+    def __init__(self, recipient: Mailbox, params: ParametersLike = None) -> None:
+        if not isinstance(recipient, Mailbox):
+            raise LocalProtocolError("RCPT recipient must be a Mailbox")
+        object.__setattr__(self, "recipient", recipient)
+        object.__setattr__(self, "params", Parameters.coerce(params))
+
+
+@dataclass(frozen=True, slots=True)
+class Data(Command):
+    """``DATA``: content follows the 354 reply, dot-stuffed."""
+
+    verb = "DATA"
+
+
+@dataclass(frozen=True, slots=True)
+class Bdat(Command):
+    """``BDAT size [LAST]``: a chunk of exactly ``size`` octets (RFC 3030)."""
+
+    size: int
+    last: bool = False
+    verb = "BDAT"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.size, int) or self.size < 0:
+            raise LocalProtocolError(f"BDAT size must be a non-negative int: {self.size!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Rset(Command):
+    """``RSET``: abandon the current transaction."""
+
+    verb = "RSET"
+
+
+@dataclass(frozen=True, slots=True)
+class Noop(Command):
+    """``NOOP``: do nothing, answer 250."""
+
+    argument: str = ""
+    verb = "NOOP"
+
+    def __post_init__(self) -> None:
+        _check_argument("NOOP argument", self.argument)
+
+
+@dataclass(frozen=True, slots=True)
+class Quit(Command):
+    """``QUIT``: the server answers 221 and closes."""
+
+    verb = "QUIT"
+
+
+@dataclass(frozen=True, slots=True)
+class Vrfy(Command):
+    """``VRFY string``: ask whether a user or mailbox exists."""
+
+    argument: str
+    verb = "VRFY"
+
+    def __post_init__(self) -> None:
+        _check_argument("VRFY argument", self.argument, empty=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Expn(Command):
+    """``EXPN string``: ask for the members of a mailing list."""
+
+    argument: str
+    verb = "EXPN"
+
+    def __post_init__(self) -> None:
+        _check_argument("EXPN argument", self.argument, empty=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Help(Command):
+    """``HELP [string]``."""
+
+    argument: str = ""
+    verb = "HELP"
+
+    def __post_init__(self) -> None:
+        _check_argument("HELP argument", self.argument)
+
+
+@dataclass(frozen=True, slots=True)
+class StartTls(Command):
+    """``STARTTLS`` (RFC 3207): upgrade the connection after a 220."""
+
+    verb = "STARTTLS"
+
+
+@dataclass(frozen=True, slots=True)
+class Auth(Command):
+    """``AUTH mechanism [initial-response]`` (RFC 4954).
+
+    ``initial_response`` holds the decoded bytes: ``None`` when none was
+    sent, ``b""`` for the empty response ``=``.
+    """
+
+    mechanism: str
+    initial_response: bytes | None = None
+    verb = "AUTH"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mechanism, str) or not _MECHANISM_RE.fullmatch(
+            self.mechanism.upper()
+        ):
+            raise LocalProtocolError(f"invalid SASL mechanism name {self.mechanism!r}")
+        if self.initial_response is not None and not isinstance(self.initial_response, bytes):
+            raise LocalProtocolError("AUTH initial response must be bytes or None")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResponse(Event):
+    """A client's answer to a 334 challenge (decoded), or ``*`` when ``cancel``."""
+
+    data: bytes = b""
+    cancel: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, bytes):
+            raise LocalProtocolError("AUTH response data must be bytes")
+        if self.cancel and self.data:
+            raise LocalProtocolError("a cancelled AUTH response carries no data")
+
+
+@dataclass(frozen=True, slots=True)
+class MessageData(Event):
+    """A chunk of message content, without dot-stuffing."""
+
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, bytes):
+            raise LocalProtocolError("MessageData holds bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfMessage(Event):
+    """The content is complete; the server's answer decides its fate."""
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedMessage(Event):
+    """The content was read to its end but breaks the server's policy.
+
+    The machine stops passing content on as soon as it notices (a bare CR
+    or LF under the strict policy, an over-long line, too many octets) and
+    gives this event in place of :class:`EndOfMessage`: the application
+    must drop what it collected and send ``reply`` (or another 4xx/5xx).
+    """
+
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class BadCommand(Event):
+    """A command line the machine could not accept, with the reply it suggests."""
+
+    line: bytes
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed(Event):
+    """The peer closed its side of the connection."""

@@ -1,0 +1,95 @@
+"""ESMTP parameters of MAIL and RCPT (RFC 5321 §4.1.2, RFC 6531 §3.3).
+
+``Mail-parameters = esmtp-param *(SP esmtp-param)``, where
+``esmtp-param = esmtp-keyword ["=" esmtp-value]``. Keywords are
+case-insensitive, so :class:`Parameters` stores them upper-cased.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Final, Union
+
+from smtpcore._errors import LocalProtocolError
+
+__all__ = ["Parameters", "ParametersLike", "parse_parameters"]
+
+_KEYWORD_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+# esmtp-value: %d33-60 / %d62-126, and UTF-8 beyond ASCII (RFC 6531 §3.3).
+_VALUE_RE: Final = re.compile(r"[\x21-\x3c\x3e-\x7e\u0080-\U0010ffff]+")
+
+ParametersLike = Union["Parameters", Mapping[str, Union[str, None]], None]
+
+
+class Parameters(Mapping[str, Union[str, None]]):
+    """An immutable, ordered, case-insensitive map of ESMTP parameters.
+
+    ``None`` is the value of a keyword given without ``=value``
+    (``SMTPUTF8``). Every keyword and value is checked on construction.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str | None] | Iterable[tuple[str, str | None]] = ()):
+        pairs = items.items() if isinstance(items, Mapping) else items
+        checked: dict[str, str | None] = {}
+        for keyword, value in pairs:
+            if not isinstance(keyword, str) or not _KEYWORD_RE.fullmatch(keyword):
+                raise LocalProtocolError(f"invalid ESMTP keyword {keyword!r}")
+            if value is not None and (
+                not isinstance(value, str) or not _VALUE_RE.fullmatch(value)
+            ):
+                raise LocalProtocolError(f"invalid value for {keyword}: {value!r}")
+            upper = keyword.upper()
+            if upper in checked:
+                raise LocalProtocolError(f"ESMTP keyword {keyword} given twice")
+            checked[upper] = value
+        self._items: tuple[tuple[str, str | None], ...] = tuple(checked.items())
+
+    @classmethod
+    def coerce(cls, value: ParametersLike) -> Parameters:
+        if isinstance(value, Parameters):
+            return value
+        return cls(value or ())
+
+    def __getitem__(self, keyword: str) -> str | None:
+        upper = keyword.upper()
+        for key, value in self._items:
+            if key == upper:
+                return value
+        raise KeyError(keyword)
+
+    def __iter__(self) -> Iterator[str]:
+        return (key for key, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Parameters):
+            return self._items == other._items
+        if isinstance(other, Mapping):
+            return dict(self._items) == {str(k).upper(): v for k, v in other.items()}
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __repr__(self) -> str:
+        return f"Parameters({dict(self._items)!r})"
+
+    def __str__(self) -> str:
+        """The wire form: ``SIZE=1000 BODY=8BITMIME``."""
+        return " ".join(key if value is None else f"{key}={value}" for key, value in self._items)
+
+
+def parse_parameters(text: str) -> Parameters:
+    """Parse the parameters after a path; raises ``LocalProtocolError`` if malformed."""
+    items: list[tuple[str, str | None]] = []
+    for word in text.split(" "):
+        if not word:
+            continue
+        keyword, sep, value = word.partition("=")
+        items.append((keyword, value if sep else None))
+    return Parameters(items)

@@ -1,0 +1,196 @@
+"""SMTP replies and enhanced status codes (RFC 5321 §4.2, RFC 3463, RFC 2034).
+
+A :class:`Reply` is the one event a server sends and a client receives. It
+knows how to write itself as reply lines; :class:`ReplyParser` reads them
+back, bounded in line length and line count.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._lines import LINE_TOO_LONG, ReceiveBuffer
+
+__all__ = ["EnhancedStatus", "Reply", "ReplyParser"]
+
+_STATUS_RE: Final = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})")
+_FORBIDDEN_IN_TEXT: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class EnhancedStatus:
+    """A class.subject.detail code (RFC 3463), such as ``5.1.1``."""
+
+    class_code: int
+    subject: int
+    detail: int
+
+    def __post_init__(self) -> None:
+        if self.class_code not in (2, 4, 5):
+            raise LocalProtocolError(f"enhanced status class must be 2, 4 or 5: {self}")
+        if not (0 <= self.subject <= 999 and 0 <= self.detail <= 999):
+            raise LocalProtocolError(f"enhanced status out of range: {self}")
+
+    def __str__(self) -> str:
+        return f"{self.class_code}.{self.subject}.{self.detail}"
+
+    @classmethod
+    def parse(cls, text: str) -> EnhancedStatus:
+        """Parse ``"5.1.1"``; raises ``ValueError`` on anything else."""
+        match = _STATUS_RE.fullmatch(text)
+        if match is None:
+            raise ValueError(f"not an enhanced status code: {text!r}")
+        return cls(int(match[1]), int(match[2]), int(match[3]))
+
+
+def _as_status(value: EnhancedStatus | str | None) -> EnhancedStatus | None:
+    if isinstance(value, str):
+        try:
+            return EnhancedStatus.parse(value)
+        except ValueError as exc:
+            raise LocalProtocolError(str(exc)) from None
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A reply: a three-digit code, text lines, and an optional enhanced status.
+
+    ``text`` may be one string or a sequence of lines; :attr:`lines` always
+    gives the lines. ``status`` also accepts a string such as ``"2.1.0"``.
+    Text holding CR, LF or another control character cannot be built, so a
+    reply can never smuggle an extra line onto the wire.
+    """
+
+    code: int
+    text: str | tuple[str, ...] = ""
+    status: EnhancedStatus | None = None
+    lines: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        code = self.code
+        if not (200 <= code <= 599 and (code // 10) % 10 <= 5):
+            raise LocalProtocolError(f"invalid reply code {code!r}")
+        text = self.text
+        if isinstance(text, str):
+            lines: tuple[str, ...] = (text,)
+        else:
+            lines = tuple(text)
+            object.__setattr__(self, "text", lines)
+            if not lines:
+                lines = ("",)
+        for line in lines:
+            if not isinstance(line, str) or _FORBIDDEN_IN_TEXT.search(line):
+                raise LocalProtocolError(f"reply text may not hold control characters: {line!r}")
+        object.__setattr__(self, "lines", lines)
+        status = _as_status(self.status)
+        object.__setattr__(self, "status", status)
+        if status is not None and status.class_code != code // 100:
+            raise LocalProtocolError(f"status {status} does not match reply code {code}")
+
+    @property
+    def is_positive(self) -> bool:
+        """2yz: the command was accepted."""
+        return 200 <= self.code < 300
+
+    @property
+    def is_intermediate(self) -> bool:
+        """3yz: the server waits for more (354 for DATA, 334 for AUTH)."""
+        return 300 <= self.code < 400
+
+    @property
+    def is_transient(self) -> bool:
+        """4yz: try again later."""
+        return 400 <= self.code < 500
+
+    @property
+    def is_permanent(self) -> bool:
+        """5yz: do not try again as it is."""
+        return self.code >= 500
+
+    @property
+    def message(self) -> str:
+        """The text lines joined by newlines, for logs and error messages."""
+        return "\n".join(self.lines)
+
+    def __str__(self) -> str:
+        status = f"{self.status} " if self.status is not None else ""
+        return f"{self.code} {status}{self.message}"
+
+    def to_bytes(self, status: EnhancedStatus | None = None) -> bytes:
+        """The reply as wire lines, each prefixed with ``status`` if given."""
+        prefix = f"{status} " if status is not None else ""
+        last = len(self.lines) - 1
+        out = []
+        for index, line in enumerate(self.lines):
+            sep = " " if index == last else "-"
+            text = prefix + line
+            out.append(f"{self.code}{sep}{text}\r\n" if text else f"{self.code}{sep}\r\n")
+        return "".join(out).encode("utf-8")
+
+
+_REPLY_LINE_RE: Final = re.compile(rb"([2-5][0-5][0-9])([ -]|\r?\n)")
+
+
+class ReplyParser:
+    """Reads replies from bytes, for the client side.
+
+    A reply line longer than ``max_line_length`` or a reply of more than
+    ``max_lines`` lines raises :class:`RemoteProtocolError`: a server that
+    never ends a line or a reply cannot grow the client's memory. Enhanced
+    status codes are split off the text when ``enhanced`` is true and every
+    line carries the same code (RFC 2034 §3).
+    """
+
+    def __init__(self, *, max_line_length: int = 2048, max_lines: int = 200) -> None:
+        self.max_line_length = max_line_length
+        self.max_lines = max_lines
+        self._lines: list[str] = []
+        self._code: int | None = None
+
+    def next_reply(self, buffer: ReceiveBuffer, *, enhanced: bool) -> Reply | None:
+        """Return the next complete reply from ``buffer``, or None if not complete."""
+        while True:
+            line = buffer.next_line(self.max_line_length)
+            if line is None:
+                return None
+            if line is LINE_TOO_LONG:
+                raise RemoteProtocolError("reply line too long")
+            match = _REPLY_LINE_RE.match(line)
+            if match is None:
+                raise RemoteProtocolError(f"malformed reply line {line[:80]!r}")
+            code = int(match[1])
+            if self._code is not None and code != self._code:
+                raise RemoteProtocolError("reply code changed inside a multi-line reply")
+            self._code = code
+            if not line.endswith(b"\r\n"):
+                raise RemoteProtocolError("reply line not ended by CRLF")
+            try:
+                text = line[4:-2].decode("utf-8") if len(line) > 5 else ""
+            except UnicodeDecodeError:
+                text = line[4:-2].decode("latin-1")
+            if _FORBIDDEN_IN_TEXT.search(text):
+                text = _FORBIDDEN_IN_TEXT.sub("?", text)
+            self._lines.append(text)
+            if len(self._lines) > self.max_lines:
+                raise RemoteProtocolError("reply has too many lines")
+            if match[2] != b"-":
+                lines, self._lines, self._code = self._lines, [], None
+                return _build_reply(code, lines, enhanced)
+
+
+def _build_reply(code: int, lines: Sequence[str], enhanced: bool) -> Reply:
+    status = None
+    if enhanced:
+        statuses = {line.split(" ", 1)[0] for line in lines}
+        if len(statuses) == 1:
+            (candidate,) = statuses
+            match = _STATUS_RE.fullmatch(candidate)
+            if match is not None and int(match[1]) == code // 100:
+                status = EnhancedStatus(int(match[1]), int(match[2]), int(match[3]))
+                lines = [line[len(candidate) + 1 :] for line in lines]
+    return Reply(code, tuple(lines), status)

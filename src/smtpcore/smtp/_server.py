@@ -1,0 +1,478 @@
+"""The server side of an SMTP session, with no I/O (RFC 5321, RFC 2033 LMTP).
+
+Feed it the client's bytes with :meth:`ServerConnection.receive_data`, take
+events from :meth:`ServerConnection.next_event`, answer each command with a
+:class:`Reply` through :meth:`ServerConnection.send` and write the bytes it
+returns. The machine parses one command at a time and pauses until it has
+been answered, so pipelined commands (RFC 2920) are answered in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from smtpcore._dotstuff import DotDecoder
+from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
+from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
+from smtpcore.smtp._commands import VERBS, CommandSyntaxError, parse_command_line, reply
+from smtpcore.smtp._events import (
+    BadCommand,
+    Command,
+    ConnectionClosed,
+    Data,
+    Ehlo,
+    EndOfMessage,
+    Event,
+    Helo,
+    Lhlo,
+    Mail,
+    MessageData,
+    Quit,
+    Rcpt,
+    RejectedMessage,
+    StartTls,
+)
+from smtpcore.smtp._replies import EnhancedStatus, Reply
+from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, State, next_state
+
+__all__ = ["ServerConnection"]
+
+_BODY_TYPES: Final = frozenset({"7BIT", "8BITMIME"})
+_CONTENT: Final = (EndOfMessage, RejectedMessage)
+
+# The enhanced status a positive reply gets when the application gave none.
+_SUCCESS_STATUS: Final[dict[type[Event], EnhancedStatus]] = {
+    Mail: EnhancedStatus(2, 1, 0),
+    Rcpt: EnhancedStatus(2, 1, 5),
+}
+_DEFAULT_STATUS: Final = {
+    2: EnhancedStatus(2, 0, 0),
+    4: EnhancedStatus(4, 0, 0),
+    5: EnhancedStatus(5, 0, 0),
+}
+# Replies that never carry an enhanced status (RFC 2034 §3).
+_NO_STATUS_EVENTS: Final = (Ehlo, Helo, Lhlo)
+
+_SEQUENCE_ERRORS: Final[dict[tuple[str, State], Reply]] = {
+    ("MAIL", State.HELLO): reply(503, "5.5.1", "Send EHLO or HELO first"),
+    ("MAIL", State.MAIL): reply(503, "5.5.1", "Nested MAIL command"),
+    ("MAIL", State.RCPT): reply(503, "5.5.1", "Nested MAIL command"),
+    ("DATA", State.MAIL): reply(554, "5.5.1", "No valid recipients"),
+    ("STARTTLS", State.HELLO): reply(503, "5.5.1", "Send EHLO first"),
+    ("AUTH", State.HELLO): reply(503, "5.5.1", "Send EHLO first"),
+    ("AUTH", State.MAIL): reply(503, "5.5.1", "AUTH not allowed in a mail transaction"),
+    ("AUTH", State.RCPT): reply(503, "5.5.1", "AUTH not allowed in a mail transaction"),
+}
+_NEED_MAIL: Final = reply(503, "5.5.1", "Need MAIL command")
+_OUT_OF_SEQUENCE: Final = reply(503, "5.5.1", "Bad sequence of commands")
+
+
+class ServerConnection:
+    """A sans-I/O SMTP (or LMTP) server session.
+
+    ``hostname`` is this host's own name, used where the machine writes a
+    reply itself. Every limit and extension is a keyword argument with a
+    safe default; the ``EHLO`` reply lists the extensions switched on.
+    """
+
+    def __init__(
+        self,
+        hostname: str,
+        *,
+        lmtp: bool = False,
+        max_command_line: int = 512,
+        max_text_line: int | None = 1000,
+        max_recipients: int = 100,
+        max_message_size: int | None = 10_240_000,
+        max_errors: int = 20,
+        max_bad_commands: int = 10,
+        framing: FramingPolicy | None = None,
+        pipelining: bool = True,
+        eight_bit_mime: bool = True,
+        enhanced_status_codes: bool = True,
+        smtputf8: bool = True,
+        starttls: bool = False,
+        require_tls: bool = False,
+        reject_early_content: bool = True,
+        extra_extensions: Sequence[str] = (),
+    ) -> None:
+        self.hostname = hostname
+        self.lmtp = lmtp
+        self.max_command_line = max_command_line
+        self.max_text_line = max_text_line
+        self.max_recipients = max_recipients
+        self.max_message_size = max_message_size
+        self.max_errors = max_errors
+        self.max_bad_commands = max_bad_commands
+        self.framing = framing or FramingPolicy()
+        self.pipelining = pipelining
+        self.eight_bit_mime = eight_bit_mime
+        self.enhanced_status_codes = enhanced_status_codes
+        self.smtputf8 = smtputf8
+        self.starttls = starttls
+        self.require_tls = require_tls
+        self.reject_early_content = reject_early_content
+        self.extra_extensions = tuple(extra_extensions)
+
+        hello = "LHLO" if lmtp else "EHLO"
+        excluded = {"EHLO", "HELO"} if lmtp else {"LHLO"}
+        excluded |= {"BDAT", "AUTH"}  # served once CHUNKING and AUTH are configured
+        if not starttls:
+            excluded.add("STARTTLS")
+        self._verbs: dict[str, Callable[[str], Command]] = {
+            verb: parse for verb, parse in VERBS.items() if verb not in excluded
+        }
+        self._hello_verb = hello
+
+        self._buffer = ReceiveBuffer()
+        self._state = State.GREETING
+        self._pending: Event | None = None
+        self._peer_closed = False
+        self._error: RemoteProtocolError | None = None
+        self.tls = False
+        self.helo_name: str | None = None
+        self.extended = False
+        self._errors = 0
+        self._bad_commands = 0
+        # The open transaction.
+        self._utf8_transaction = False
+        self._accepted = 0
+        self._lmtp_replies_due = 0
+        # The content being read.
+        self._decoder: DotDecoder | None = None
+        self._received = 0
+        self._refusal: Reply | None = None
+        self._content_ended = False
+
+    # -- the four verbs -------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def accepted_recipients(self) -> int:
+        """How many RCPTs of the open transaction were accepted."""
+        return self._accepted
+
+    def receive_data(self, data: bytes) -> None:
+        """Buffer bytes from the client; ``b""`` means it closed its side."""
+        if self._peer_closed and data:
+            raise LocalProtocolError("received data after the peer closed")
+        if not data:
+            self._peer_closed = True
+        elif self._state is not State.TLS_PENDING:
+            self._buffer.feed(data)
+        # In TLS_PENDING, bytes are plaintext from before the handshake: dropped.
+
+    def next_event(self) -> Event | NoEvent:
+        """The next event from the client, ``NEED_DATA`` or ``PAUSED``."""
+        state = self._state
+        if state is State.ERROR:
+            raise RemoteProtocolError(
+                "the connection is in the ERROR state",
+                reply_hint=self._error.reply_hint if self._error else None,
+            )
+        if state is State.CLOSED:
+            return ConnectionClosed()
+        if self._pending is not None or state in (State.GREETING, State.TLS_PENDING):
+            return PAUSED
+        if state is State.DATA:
+            return self._next_content()
+        return self._next_command()
+
+    def send(self, event: Event) -> bytes:
+        """Check ``event`` against the state, apply it, and return its bytes."""
+        if not isinstance(event, Reply):
+            raise LocalProtocolError(f"a server sends Reply events, not {type(event).__name__}")
+        state = self._state
+        if state is State.ERROR:
+            return event.to_bytes(self._status_for(None, event))
+        if state is State.CLOSED:
+            raise LocalProtocolError("the session is closed")
+        if event.code == 421:
+            return self._close_with(event)
+        if state is State.GREETING:
+            return self._greet(event)
+        pending = self._pending
+        if pending is None:
+            raise LocalProtocolError("there is no command to answer")
+        if isinstance(pending, BadCommand):
+            if event.code < 400:
+                raise LocalProtocolError("a bad command must be answered with 4xx or 5xx")
+            self._pending = None
+            return self._finish(pending, event)
+        if isinstance(pending, _CONTENT):
+            return self._answer_content(pending, event)
+        assert isinstance(pending, Command)
+        return self._answer_command(pending, event)
+
+    def send_failed(self) -> None:
+        """The bytes of the last ``send`` never reached the client."""
+        self._state = State.ERROR
+
+    def tls_started(self) -> None:
+        """The TLS handshake after STARTTLS is done: restart at EHLO (RFC 3207 §4.2)."""
+        if self._state is not State.TLS_PENDING:
+            raise LocalProtocolError("tls_started() outside the TLS_PENDING state")
+        self._buffer.clear()
+        self.tls = True
+        self.helo_name = None
+        self.extended = False
+        self._reset_transaction()
+        self._state = State.HELLO
+
+    # -- reading commands -----------------------------------------------
+
+    def _next_command(self) -> Event | NoEvent:
+        line = self._buffer.next_line(self.max_command_line)
+        if line is None:
+            if self._peer_closed:
+                self._state = State.CLOSED
+                return ConnectionClosed()
+            return NEED_DATA
+        if line is LINE_TOO_LONG:
+            return self._bad(b"", reply(500, "5.5.6", "Line too long"))
+        if self._errors >= self.max_errors:
+            return self._bad(line, reply(421, "4.7.0", f"{self.hostname} Too many errors"))
+        if not line.endswith(b"\r\n") and not self.framing.lf_ends_command:
+            return self._bad(line, reply(500, "5.5.2", "Bare LF in command; use CRLF"))
+        try:
+            text = line.rstrip(b"\n").removesuffix(b"\r").decode("utf-8")
+        except UnicodeDecodeError:
+            return self._bad(line, reply(500, "5.5.2", "Invalid UTF-8 in command"))
+        try:
+            command = parse_command_line(text, self._verbs)
+        except CommandSyntaxError as exc:
+            if exc.reply.code == 500:
+                self._bad_commands += 1
+                if self._bad_commands >= self.max_bad_commands:
+                    answer = reply(421, "4.7.0", f"{self.hostname} Too many unknown commands")
+                    return self._bad(line, answer)
+            return self._bad(line, exc.reply)
+        problem = self._check(command)
+        if problem is not None:
+            return self._bad(line, problem)
+        self._pending = command
+        return command
+
+    def _bad(self, line: bytes, answer: Reply) -> BadCommand:
+        event = BadCommand(line, answer)
+        self._pending = event
+        return event
+
+    def _check(self, command: Command) -> Reply | None:
+        """The reply that refuses ``command`` here, or None if it may proceed."""
+        state = self._state
+        rule = RULES[type(command)]
+        if state not in rule.allowed:
+            if state is State.NO_SERVICE:
+                return reply(503, "5.5.1", "No service here; send QUIT")
+            return _SEQUENCE_ERRORS.get((command.verb, state), _NEED_MAIL)
+        if isinstance(command, StartTls) and self.tls:
+            return reply(503, "5.5.1", "TLS already active")
+        if isinstance(command, Mail):
+            return self._check_mail(command)
+        if isinstance(command, Rcpt):
+            return self._check_rcpt(command)
+        return None
+
+    def _check_mail(self, command: Mail) -> Reply | None:
+        if self.require_tls and not self.tls:
+            return reply(530, "5.7.0", "Must issue a STARTTLS command first")
+        if command.params and not self.extended:
+            return reply(555, "5.5.4", "MAIL parameters need EHLO")
+        utf8 = False
+        for keyword, value in command.params.items():
+            if keyword == "SIZE":
+                if value is None or not value.isdigit() or len(value) > 20:
+                    return reply(501, "5.5.4", "Bad SIZE value")
+                if self.max_message_size is not None and int(value) > self.max_message_size:
+                    return reply(552, "5.3.4", "Message size exceeds fixed limit")
+            elif keyword == "BODY" and self.eight_bit_mime:
+                if value is None or value.upper() not in _BODY_TYPES:
+                    return reply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME")
+            elif keyword == "SMTPUTF8" and self.smtputf8 and value is None:
+                utf8 = True
+            else:
+                return reply(555, "5.5.4", f"Unsupported parameter {keyword}")
+        if command.sender is not None and not command.sender.is_ascii and not utf8:
+            return reply(553, "5.6.7", "Non-ASCII sender address needs SMTPUTF8")
+        return None
+
+    def _check_rcpt(self, command: Rcpt) -> Reply | None:
+        if self._accepted >= self.max_recipients:
+            return reply(452, "4.5.3", "Too many recipients")
+        if command.params:
+            keyword = next(iter(command.params))
+            return reply(555, "5.5.4", f"Unsupported parameter {keyword}")
+        if not command.recipient.is_ascii and not self._utf8_transaction:
+            return reply(553, "5.6.7", "Non-ASCII recipient address needs SMTPUTF8")
+        return None
+
+    # -- reading content ------------------------------------------------
+
+    def _next_content(self) -> Event | NoEvent:
+        if self._content_ended:
+            return self._end_content()
+        decoder = self._decoder
+        assert decoder is not None
+        while self._buffer:
+            data, consumed, ended = decoder.decode(self._buffer.view())
+            self._buffer.consume(consumed)
+            if self._refusal is None:
+                self._received += len(data)
+                self._refusal = self._content_refusal(decoder)
+            if ended:
+                self._content_ended = True
+                if data and self._refusal is None:
+                    return MessageData(data)
+                return self._end_content()
+            if data and self._refusal is None:
+                return MessageData(data)
+            if not consumed:
+                break
+        if self._peer_closed:
+            self._state = State.CLOSED
+            return ConnectionClosed()
+        return NEED_DATA
+
+    def _content_refusal(self, decoder: DotDecoder) -> Reply | None:
+        if self.max_message_size is not None and self._received > self.max_message_size:
+            return reply(552, "5.3.4", "Message size exceeds fixed limit")
+        if decoder.bad_line_ending:
+            return reply(550, "5.5.2", "Message contains bare CR or LF; use CRLF")
+        if decoder.line_too_long:
+            return reply(500, "5.5.6", "Message line too long")
+        return None
+
+    def _end_content(self) -> Event:
+        refusal = self._refusal
+        event: Event = EndOfMessage() if refusal is None else RejectedMessage(refusal)
+        self._decoder = None
+        self._content_ended = False
+        self._lmtp_replies_due = self._accepted if self.lmtp else 1
+        self._pending = event
+        return event
+
+    # -- answering ------------------------------------------------------
+
+    def _greet(self, event: Reply) -> bytes:
+        if event.code == 220:
+            self._state = State.HELLO
+        elif event.code == 554:
+            self._state = State.NO_SERVICE
+        else:
+            raise LocalProtocolError("the greeting must be 220, 554 or 421")
+        return event.to_bytes()
+
+    def _close_with(self, event: Reply) -> bytes:
+        self._state = State.CLOSED
+        self._pending = None
+        return event.to_bytes(self._status_for(None, event))
+
+    def _answer_command(self, command: Command, event: Reply) -> bytes:
+        rule = RULES[type(command)]
+        code = event.code
+        if not rule.accepts(code):
+            raise LocalProtocolError(f"{code} is not an answer to {command.verb}")
+        self._state = next_state(rule, code, self._state)
+        self._pending = None
+        positive = code in rule.success_codes
+        if positive:
+            if isinstance(command, (Ehlo, Helo, Lhlo)):
+                self.helo_name = command.domain
+                self.extended = not isinstance(command, Helo)
+                self._reset_transaction()
+            elif isinstance(command, Mail):
+                self._reset_transaction()
+                self._utf8_transaction = "SMTPUTF8" in command.params
+            elif isinstance(command, Rcpt):
+                self._accepted += 1
+            elif isinstance(command, Data):
+                return self._start_content(event)
+            elif isinstance(command, StartTls):
+                self._buffer.clear()
+            elif not isinstance(command, Quit) and self._state in (State.READY, State.HELLO):
+                self._reset_transaction()  # RSET
+        if positive and isinstance(command, (Ehlo, Lhlo)):
+            return self._ehlo_reply(event)
+        return self._finish(command, event)
+
+    def _start_content(self, event: Reply) -> bytes:
+        if self._buffer and self.reject_early_content:
+            self._state = State.ERROR
+            self._error = RemoteProtocolError(
+                "message content arrived before the 354 reply (RFC 2920 §3.1)",
+                reply_hint=reply(554, "5.5.0", "Pipelining error: data sent before 354"),
+            )
+        self._decoder = DotDecoder(self.framing, max_line_length=self.max_text_line)
+        self._received = 0
+        self._refusal = None
+        return event.to_bytes()
+
+    def _answer_content(self, pending: Event, event: Reply) -> bytes:
+        if event.is_intermediate:
+            raise LocalProtocolError("the end of a message is answered with 2xx, 4xx or 5xx")
+        if isinstance(pending, RejectedMessage) and event.is_positive:
+            raise LocalProtocolError("a rejected message cannot be accepted")
+        self._lmtp_replies_due -= 1
+        if self._lmtp_replies_due <= 0:
+            self._pending = None
+            self._state = next_state(END_OF_DATA_RULE, event.code, self._state)
+            self._reset_transaction()
+        return self._finish(pending, event)
+
+    def _finish(self, answered: Event, event: Reply) -> bytes:
+        if event.code >= 400:
+            self._errors += 1
+        if event.code == 421:
+            self._state = State.CLOSED
+        return event.to_bytes(self._status_for(answered, event))
+
+    def _status_for(self, answered: Event | None, event: Reply) -> EnhancedStatus | None:
+        if not self.enhanced_status_codes or event.is_intermediate:
+            return None
+        if isinstance(answered, _NO_STATUS_EVENTS) and event.is_positive:
+            return None
+        if event.status is not None:
+            return event.status
+        if event.is_positive and answered is not None:
+            status = _SUCCESS_STATUS.get(type(answered))
+            if status is not None:
+                return status
+        return _DEFAULT_STATUS[event.code // 100]
+
+    def _ehlo_reply(self, event: Reply) -> bytes:
+        first = list(event.lines)
+        if first == [""]:
+            first = [self.hostname]
+        return Reply(250, [*first, *self.extensions()]).to_bytes()
+
+    def extensions(self) -> list[str]:
+        """The EHLO keywords this session offers now (RFC 5321 §4.1.1.1)."""
+        lines = []
+        if self.max_message_size is not None:
+            lines.append(f"SIZE {self.max_message_size}")
+        else:
+            lines.append("SIZE")
+        if self.eight_bit_mime:
+            lines.append("8BITMIME")
+        if self.pipelining:
+            lines.append("PIPELINING")
+        if self.enhanced_status_codes:
+            lines.append("ENHANCEDSTATUSCODES")
+        if self.smtputf8:
+            lines.append("SMTPUTF8")
+        if self.starttls and not self.tls:
+            lines.append("STARTTLS")
+        lines.extend(self.extra_extensions)
+        return lines
+
+    def _reset_transaction(self) -> None:
+        self._utf8_transaction = False
+        self._accepted = 0
+
+

@@ -1,0 +1,143 @@
+"""The legal moves of an SMTP session, as data (RFC 5321 §4.1.4, §4.3.2).
+
+One table serves both roles, as h11's ``_state.py`` does: the server checks
+the commands it receives against it, the client the commands it sends, and
+both move on the same reply codes. Each rule names the states a command is
+allowed in, the reply codes that count as success, and where success and
+failure lead.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+from smtpcore.smtp._events import (
+    Auth,
+    Bdat,
+    Command,
+    Data,
+    Ehlo,
+    Expn,
+    Helo,
+    Help,
+    Lhlo,
+    Mail,
+    Noop,
+    Quit,
+    Rcpt,
+    Rset,
+    StartTls,
+    Vrfy,
+)
+
+__all__ = [
+    "END_OF_DATA_RULE",
+    "KEEP",
+    "RESET",
+    "RULES",
+    "SESSION",
+    "Rule",
+    "State",
+    "next_state",
+]
+
+
+class State(enum.Enum):
+    """Where a session stands."""
+
+    GREETING = "GREETING"
+    """Connected; the server has not greeted yet."""
+    NO_SERVICE = "NO_SERVICE"
+    """Greeted with 554: only QUIT is served (RFC 5321 §3.1)."""
+    HELLO = "HELLO"
+    """Greeted; waiting for EHLO, HELO or LHLO (also right after STARTTLS)."""
+    READY = "READY"
+    """Hello done, no mail transaction open."""
+    MAIL = "MAIL"
+    """MAIL accepted, no recipient yet."""
+    RCPT = "RCPT"
+    """At least one recipient accepted."""
+    DATA = "DATA"
+    """354 sent: message content flows until CRLF.CRLF."""
+    BDAT = "BDAT"
+    """Inside a BDAT transaction (RFC 3030): chunks flow, each answered."""
+    AUTH = "AUTH"
+    """A SASL exchange is under way (RFC 4954)."""
+    TLS_PENDING = "TLS_PENDING"
+    """STARTTLS accepted; nothing more is read until the handshake is done."""
+    CLOSED = "CLOSED"
+    """The session is over (221 or 421 sent, or the peer went away)."""
+    ERROR = "ERROR"
+    """The protocol broke down; sticky, as in h11."""
+
+
+class _Marker(enum.Enum):
+    KEEP = "KEEP"
+    RESET = "RESET"
+
+
+KEEP: Final = _Marker.KEEP
+"""Stay in the current state."""
+RESET: Final = _Marker.RESET
+"""Abandon the transaction: back to READY, or stay in HELLO before a hello."""
+
+SESSION: Final = frozenset({State.HELLO, State.READY, State.MAIL, State.RCPT})
+"""States in which a new command may start."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    allowed: frozenset[State]
+    success_codes: frozenset[int]
+    on_success: State | _Marker
+    on_failure: State | _Marker = KEEP
+    intermediate: frozenset[int] = frozenset()
+
+    def accepts(self, code: int) -> bool:
+        return code in self.success_codes or code in self.intermediate or code >= 400
+
+
+_OK: Final = frozenset({250})
+_HELLO_RULE: Final = Rule(SESSION, _OK, State.READY)
+_ANYTIME: Final = frozenset(range(200, 300))
+
+RULES: Final[dict[type[Command], Rule]] = {
+    Ehlo: _HELLO_RULE,
+    Helo: _HELLO_RULE,
+    Lhlo: _HELLO_RULE,
+    Mail: Rule(frozenset({State.READY}), _OK, State.MAIL),
+    Rcpt: Rule(frozenset({State.MAIL, State.RCPT}), frozenset({250, 251, 252}), State.RCPT),
+    Data: Rule(frozenset({State.RCPT}), frozenset({354}), State.DATA),
+    Bdat: Rule(frozenset({State.RCPT, State.BDAT}), _OK, State.BDAT, RESET),
+    Rset: Rule(SESSION, _OK, RESET),
+    Noop: Rule(SESSION, _OK, KEEP),
+    Vrfy: Rule(SESSION, _ANYTIME, KEEP),
+    Expn: Rule(SESSION, _ANYTIME, KEEP),
+    Help: Rule(SESSION, frozenset({211, 214}), KEEP),
+    Quit: Rule(SESSION | {State.NO_SERVICE}, frozenset({221}), State.CLOSED),
+    StartTls: Rule(frozenset({State.READY}), frozenset({220}), State.TLS_PENDING),
+    Auth: Rule(
+        frozenset({State.READY}), frozenset({235}), State.READY, intermediate=frozenset({334})
+    ),
+}
+"""Command type -> rule. The end of message content answers like a command
+whose success and failure both lead back to READY."""
+
+END_OF_DATA_RULE: Final = Rule(frozenset({State.DATA, State.BDAT}), _OK, State.READY, State.READY)
+
+
+def next_state(rule: Rule, code: int, current: State) -> State:
+    """Where the session goes when ``code`` answers a command under ``rule``."""
+    if code == 421:
+        return State.CLOSED
+    if code in rule.intermediate:
+        return State.AUTH
+    target = rule.on_success if code in rule.success_codes else rule.on_failure
+    if target is KEEP:
+        return current
+    if target is RESET:
+        return State.HELLO if current is State.HELLO else State.READY
+    return target
+
