@@ -1,0 +1,191 @@
+"""From a domain to the addresses to try: the one place where routing awaits DNS.
+
+The order itself comes from the pure ``order_exchangers``; this module only
+gathers the resolver's answers and turns every way a lookup can end into
+either a list of ``Attempt`` or a ``Rejected`` that the SMTP server can send
+as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Literal
+
+from smtpcore.address import is_address_literal, normalize_domain, parse_address_literal
+from smtpcore.routing import _outcomes as out
+from smtpcore.routing._mx import FailedExchangers, MXRecord, RandomSource, order_exchangers
+from smtpcore.routing._outcomes import Attempt, Rejected
+from smtpcore.routing._resolver import NXDomain, Resolver, TemporaryDNSError
+
+__all__ = ["AddressPreference", "order_addresses", "resolve_exchangers", "resolve_host"]
+
+IPAddress = IPv4Address | IPv6Address
+AddressPreference = Literal["ipv6", "ipv4", "any"]
+
+DEFAULT_MAX_ATTEMPTS = 5
+
+
+def order_addresses(
+    addresses: Iterable[IPAddress], preference: AddressPreference, rng: RandomSource
+) -> list[IPAddress]:
+    """Order one host's addresses by family, keeping the resolver's order inside a family.
+
+    RFC 5321 section 5.1 leaves the order of a multihomed host's addresses to
+    the resolver interface. ``"ipv6"`` (the default, as RFC 6724 prefers) or
+    ``"ipv4"`` puts that family first; ``"any"`` shuffles both together, like
+    Postfix's ``smtp_address_preference = any``. Duplicates are dropped.
+    """
+    unique = list(dict.fromkeys(addresses))
+    if preference == "any":
+        for i in range(len(unique) - 1, 0, -1):
+            j = rng.randrange(i + 1) % (i + 1)
+            unique[i], unique[j] = unique[j], unique[i]
+        return unique
+    first = 6 if preference == "ipv6" else 4
+    return sorted(unique, key=lambda a: a.version != first)
+
+
+def _unmapped(address: IPAddress) -> IPAddress:
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _literal_attempt(
+    literal: str, local_addresses: Collection[IPAddress], port: int
+) -> tuple[Attempt, ...] | Rejected:
+    address = parse_address_literal(literal)
+    if address is None:
+        # A general address literal (RFC 5321 section 4.1.3) names no IP host.
+        return out.no_route(literal)
+    if _unmapped(address) in local_addresses:
+        return out.routing_loop(literal)
+    return (Attempt(literal, address, port, 0),)
+
+
+async def resolve_exchangers(
+    domain: str,
+    resolver: Resolver,
+    *,
+    rng: RandomSource,
+    local_names: Iterable[str] = (),
+    local_addresses: Iterable[IPAddress | str] = (),
+    failures: FailedExchangers | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    port: int = 25,
+    address_preference: AddressPreference = "ipv6",
+) -> tuple[Attempt, ...] | Rejected:
+    """Find where mail for ``domain`` goes: addresses to try in order, or why not.
+
+    Follows RFC 5321 section 5.1: MX records sorted by preference with
+    equal ones shuffled; implicit MX (the domain's own AAAA and A) only when
+    the domain has no MX record; an exchanger with no address is skipped.
+    This host, recognised by one of ``local_names`` or by one of
+    ``local_addresses``, drops itself and every exchanger not more preferred
+    than itself. At most ``max_attempts`` addresses are returned (RFC 5321
+    asks that at least two be tried when there are two).
+
+    The outcomes the server maps to replies:
+
+    - a non-empty tuple of ``Attempt``;
+    - ``Rejected`` 556 5.1.10, a null MX (RFC 7505);
+    - ``Rejected`` 550 5.1.2, the domain does not exist;
+    - ``Rejected`` 451 4.4.3, a temporary DNS failure left no address;
+    - ``Rejected`` 550 5.4.4, no exchanger has an address;
+    - ``Rejected`` 550 5.4.6, this host is the best exchanger: a loop.
+    """
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    own_addresses = {_unmapped(ip_address(a)) for a in local_addresses}
+    if is_address_literal(domain):
+        return _literal_attempt(domain, own_addresses, port)
+    domain = normalize_domain(domain)
+    try:
+        records: Sequence[MXRecord] = await resolver.mx(domain)
+    except NXDomain:
+        return out.no_such_domain(domain)
+    except TemporaryDNSError:
+        return out.dns_temporary(domain)
+    if records and all(record.is_null for record in records):
+        return out.null_mx(domain)
+    if not records:
+        records = [MXRecord(0, domain)]
+    exchangers = order_exchangers(records, rng, local_names=local_names, failures=failures)
+    if not exchangers:
+        # Only null records are dropped silently, and those were handled
+        # above: an empty order means a local name was the best exchanger.
+        return out.routing_loop(domain)
+
+    attempts: list[Attempt] = []
+    failed_levels: set[int] = set()
+    cutoff: int | None = None
+    for exchanger in exchangers:
+        if len(attempts) >= max_attempts and exchanger.preference > attempts[-1].preference:
+            break
+        try:
+            found = await resolver.addresses(exchanger.exchange)
+        except NXDomain:
+            continue
+        except TemporaryDNSError:
+            failed_levels.add(exchanger.preference)
+            continue
+        if any(_unmapped(a) in own_addresses for a in found):
+            cutoff = exchanger.preference
+            attempts = [a for a in attempts if a.preference < cutoff]
+            break
+        for address in order_addresses(found, address_preference, rng):
+            attempts.append(Attempt(exchanger.exchange, address, port, exchanger.preference))
+
+    attempts = _first_of_each(attempts)[:max_attempts]
+    if attempts:
+        return tuple(attempts)
+    if cutoff is not None and exchangers[0].preference >= cutoff:
+        return out.routing_loop(domain)
+    if any(cutoff is None or level < cutoff for level in failed_levels):
+        return out.dns_temporary(domain)
+    return out.no_route(domain)
+
+
+def _first_of_each(attempts: list[Attempt]) -> list[Attempt]:
+    seen: set[IPAddress] = set()
+    kept: list[Attempt] = []
+    for attempt in attempts:
+        if attempt.address not in seen:
+            seen.add(attempt.address)
+            kept.append(attempt)
+    return kept
+
+
+async def resolve_host(
+    host: str,
+    port: int,
+    resolver: Resolver,
+    *,
+    rng: RandomSource,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    address_preference: AddressPreference = "ipv6",
+) -> tuple[Attempt, ...] | Rejected:
+    """Find the addresses of a smart host, without any MX lookup.
+
+    This is Postfix's ``relayhost = [host]:port``. A smart host that cannot be
+    resolved is a configuration problem of this host, not of the recipient,
+    so every failure here is temporary (451 4.3.5 or 451 4.4.3): the queue
+    keeps the mail until the administrator fixes it.
+    """
+    try:
+        literal = ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        pass
+    else:
+        return (Attempt(host, literal, port, 0),)
+    try:
+        found = await resolver.addresses(normalize_domain(host))
+    except NXDomain:
+        return out.smart_host_failure(host)
+    except TemporaryDNSError:
+        return out.dns_temporary(host)
+    ordered = order_addresses(found, address_preference, rng)[:max_attempts]
+    if not ordered:
+        return out.smart_host_failure(host)
+    return tuple(Attempt(host, address, port, 0) for address in ordered)
