@@ -1,0 +1,88 @@
+"""Sans-I/O SASL mechanisms (RFC 4422), client and server side.
+
+Shared by SMTP AUTH (RFC 4954) and POP3 AUTH (RFC 5034). Payloads are raw
+octets: base64 and the ``*`` cancel belong to the protocol machines. A
+server mechanism answers :meth:`~ServerMechanism.start` and
+:meth:`~ServerMechanism.step` with a :class:`Challenge`, :class:`Success` or
+:class:`Failure`; a client mechanism answers challenges with
+:meth:`~ClientMechanism.respond` and accepts the outcome with
+:meth:`~ClientMechanism.verify_success`.
+"""
+
+from smtpcore.sasl._base import (
+    DEFAULT_MAX_RESPONSE_SIZE,
+    Authorize,
+    Challenge,
+    ClientMechanism,
+    CredentialsUnavailable,
+    Failure,
+    SASLError,
+    ServerMechanism,
+    Step,
+    Success,
+)
+from smtpcore.sasl._crammd5 import CramMD5Client, CramMD5Server, GetPassword
+from smtpcore.sasl._oauth import (
+    CheckToken,
+    OAuthBearerClient,
+    OAuthBearerServer,
+    XOAuth2Client,
+    XOAuth2Server,
+)
+from smtpcore.sasl._plaintext import (
+    CheckPassword,
+    LoginClient,
+    LoginServer,
+    PlainClient,
+    PlainServer,
+)
+from smtpcore.sasl._registry import (
+    CLIENT_MECHANISMS,
+    PREFERENCE,
+    SERVER_MECHANISMS,
+    choose_mechanism,
+)
+from smtpcore.sasl._saslprep import saslprep
+from smtpcore.sasl._scram import (
+    GetCredentials,
+    ScramCredentials,
+    ScramSHA256Client,
+    ScramSHA256Server,
+    derive_scram_credentials,
+)
+
+__all__ = [
+    "CLIENT_MECHANISMS",
+    "DEFAULT_MAX_RESPONSE_SIZE",
+    "PREFERENCE",
+    "SERVER_MECHANISMS",
+    "Authorize",
+    "Challenge",
+    "CheckPassword",
+    "CheckToken",
+    "ClientMechanism",
+    "CramMD5Client",
+    "CramMD5Server",
+    "CredentialsUnavailable",
+    "Failure",
+    "GetCredentials",
+    "GetPassword",
+    "LoginClient",
+    "LoginServer",
+    "OAuthBearerClient",
+    "OAuthBearerServer",
+    "PlainClient",
+    "PlainServer",
+    "SASLError",
+    "ScramCredentials",
+    "ScramSHA256Client",
+    "ScramSHA256Server",
+    "ServerMechanism",
+    "Step",
+    "Success",
+    "XOAuth2Client",
+    "XOAuth2Server",
+    "choose_mechanism",
+    "derive_scram_credentials",
+    "saslprep",
+]

@@ -1,0 +1,303 @@
+"""What every SASL mechanism shares: the server's steps, the two base classes, errors.
+
+A mechanism here is one exchange of RFC 4422 §3: the client side turns
+challenges into responses, the server side turns responses into the next
+:class:`Challenge` or an outcome. Payloads are raw octets; the base64 layer of
+SMTP AUTH (RFC 4954 §4) and POP3 AUTH (RFC 5034 §4) belongs to the protocol
+machines, and so does the ``*`` that cancels an exchange.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Final, TypeAlias
+
+from smtpcore._errors import LocalProtocolError, ProtocolError
+
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_SIZE",
+    "Authorize",
+    "Challenge",
+    "ClientMechanism",
+    "CredentialsUnavailable",
+    "Failure",
+    "SASLError",
+    "ServerMechanism",
+    "Step",
+    "Success",
+]
+
+DEFAULT_MAX_RESPONSE_SIZE: Final = 12288
+"""Octets a server accepts in one decoded response: RFC 4954 §4 lets a server
+limit an AUTH line to 12288 octets, which bounds what one response may hold."""
+
+Authorize: TypeAlias = Callable[[str, str], bool]
+"""``authorize(authzid, authcid)``: may ``authcid`` act as someone else?"""
+
+
+class SASLError(ProtocolError):
+    """The server's side of the exchange is malformed or cannot be verified.
+
+    Raised by client mechanisms only. The protocol machine should cancel the
+    exchange (``*`` in SMTP and POP3, RFC 4954 §4) and must not treat the
+    session as authenticated.
+    """
+
+
+class CredentialsUnavailable(Exception):
+    """Raise it from a credential callback when the credential store is down.
+
+    The server mechanism turns it into ``Failure(..., temporary=True)``, which
+    SMTP answers with 454 4.7.0 (RFC 4954 §6) instead of a permanent 535.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """Send ``data`` to the client and feed its answer to ``step()``."""
+
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, bytes):
+            raise TypeError("Challenge.data must be bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    """The client authenticated as ``authcid`` and acts as ``authzid``.
+
+    ``data`` is the mechanism's additional data with success (RFC 4422 §3.6),
+    for example SCRAM's server-final message: it must reach the client, in a
+    last 334 challenge answered by an empty response or, where the protocol
+    allows, with the success reply.
+    """
+
+    authzid: str
+    authcid: str
+    data: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """The exchange failed; ``temporary`` when retrying later may help."""
+
+    reason: str
+    temporary: bool = False
+
+
+Step: TypeAlias = Challenge | Success | Failure
+"""What a server mechanism answers to ``start()`` and ``step()``."""
+
+
+class _Reject(Exception):
+    """Raised inside a server mechanism to end the exchange with a Failure."""
+
+
+class _Progress(enum.Enum):
+    FRESH = "fresh"
+    RUNNING = "running"
+    DONE = "done"
+
+
+def decode_utf8(data: bytes, what: str) -> str:
+    """UTF-8 (RFC 3629) as SASL mechanisms require: no surrogates, no overlongs."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Reject(f"{what} is not valid UTF-8") from None
+
+
+def encode_utf8(text: str, what: str) -> bytes:
+    """Encode a credential given to a client; lone surrogates are the caller's bug."""
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a str")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LocalProtocolError(f"{what} cannot be encoded in UTF-8") from None
+
+
+def escape_saslname(name: str) -> str:
+    """RFC 5802 §5.1 / RFC 5801 §4 saslname: "=" as "=3D", "," as "=2C"."""
+    return name.replace("=", "=3D").replace(",", "=2C")
+
+
+def unescape_saslname(value: str) -> str | None:
+    """Undo :func:`escape_saslname`; ``None`` for any other "=" or for a NUL."""
+    head, *rest = value.split("=")
+    parts = [head]
+    for part in rest:
+        if part.startswith("2C"):
+            parts.append("," + part[2:])
+        elif part.startswith("3D"):
+            parts.append("=" + part[2:])
+        else:
+            return None
+    name = "".join(parts)
+    return None if "\x00" in name else name
+
+
+def default_authorize(authzid: str, authcid: str) -> bool:
+    """Nobody may act as somebody else unless the application says so."""
+    return authzid == authcid
+
+
+class ServerMechanism(abc.ABC):
+    """The server side of one exchange: create one instance per AUTH command.
+
+    ``start()`` takes the client's initial response (``None`` when the client
+    sent none), ``step()`` each later response. Both return a :data:`Step`;
+    after a :class:`Success` or :class:`Failure` the exchange is over. Any
+    malformed or oversized response is a :class:`Failure`, never an exception.
+
+    ``authorize(authzid, authcid)`` decides whether a client that proved it
+    is ``authcid`` may act as a different ``authzid``; by default it may not.
+    An empty authzid always means "myself" (RFC 4422 §3.4.1).
+    """
+
+    name: ClassVar[str]
+    """The IANA SASL mechanism name."""
+    plaintext: ClassVar[bool] = False
+    """True when the mechanism shows the password itself to the server."""
+    requires_tls: ClassVar[bool] = False
+    """True when a passive eavesdropper could reuse what is sent: offer the
+    mechanism only over TLS (RFC 4954 §4, RFC 4616 §6, RFC 7628 §5)."""
+
+    def __init__(
+        self,
+        *,
+        authorize: Authorize | None = None,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
+    ) -> None:
+        if max_response_size < 1:
+            raise ValueError("max_response_size must be positive")
+        self._authorize: Authorize = authorize or default_authorize
+        self.max_response_size: Final = max_response_size
+        self._progress = _Progress.FRESH
+
+    @property
+    def done(self) -> bool:
+        """True once the exchange has ended in a Success or a Failure."""
+        return self._progress is _Progress.DONE
+
+    def start(self, initial_response: bytes | None) -> Step:
+        """Begin the exchange (RFC 4422 §5), with the initial response if any."""
+        if self._progress is not _Progress.FRESH:
+            raise LocalProtocolError(f"{self.name} exchange already started")
+        self._progress = _Progress.RUNNING
+        if initial_response is not None:
+            _check_bytes(initial_response)
+        return self._run(initial_response, lambda: self._start(initial_response))
+
+    def step(self, response: bytes) -> Step:
+        """Feed the client's response to the last :class:`Challenge`."""
+        if self._progress is _Progress.FRESH:
+            raise LocalProtocolError(f"{self.name} exchange not started")
+        if self._progress is _Progress.DONE:
+            raise LocalProtocolError(f"{self.name} exchange already finished")
+        _check_bytes(response)
+        return self._run(response, lambda: self._step(response))
+
+    def _run(self, data: bytes | None, handler: Callable[[], Step]) -> Step:
+        result: Step
+        if data is not None and len(data) > self.max_response_size:
+            result = Failure(f"response longer than {self.max_response_size} octets")
+        else:
+            try:
+                result = handler()
+            except _Reject as exc:
+                result = Failure(str(exc))
+            except CredentialsUnavailable as exc:
+                result = Failure(str(exc) or "credentials unavailable", temporary=True)
+        if not isinstance(result, Challenge):
+            self._progress = _Progress.DONE
+        return result
+
+    def _succeed(self, authzid: str, authcid: str, data: bytes | None = None) -> Success:
+        """Apply the authorization rule once the client has proved ``authcid``."""
+        if authzid and authzid != authcid and not self._authorize(authzid, authcid):
+            raise _Reject(f"{authcid!r} may not act as {authzid!r}")
+        return Success(authzid or authcid, authcid, data)
+
+    @abc.abstractmethod
+    def _start(self, initial_response: bytes | None) -> Step: ...
+
+    @abc.abstractmethod
+    def _step(self, response: bytes) -> Step: ...
+
+
+def _check_bytes(data: object) -> None:
+    if not isinstance(data, bytes):
+        raise TypeError("SASL payloads are bytes (base64 is the protocol machine's job)")
+
+
+class ClientMechanism(abc.ABC):
+    """The client side of one exchange: create one instance per AUTH command.
+
+    Send ``initial_response()`` with the command when it is not ``None`` (and
+    fits the line), answer each server challenge with ``respond()``, and when
+    the server reports success call ``verify_success()`` with the additional
+    data, if any: only then is the client authenticated (``complete``). A
+    mechanism that authenticates the server (SCRAM) raises :class:`SASLError`
+    there if the server never proved itself.
+    """
+
+    name: ClassVar[str]
+    plaintext: ClassVar[bool] = False
+    requires_tls: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self._complete = False
+        self._failed = False
+
+    @property
+    def complete(self) -> bool:
+        """True once ``verify_success()`` has accepted the server's success."""
+        return self._complete
+
+    def initial_response(self) -> bytes | None:
+        """The initial response (RFC 4422 §3.3), or ``None`` if there is none.
+
+        Calling it changes nothing: if the protocol machine ends up not sending
+        it, the server's empty challenge makes ``respond(b"")`` return it.
+        """
+        return None
+
+    def respond(self, challenge: bytes) -> bytes:
+        """The response to a server challenge; :class:`SASLError` if it is bad."""
+        _check_bytes(challenge)
+        self._check_usable()
+        try:
+            return self._respond(challenge)
+        except SASLError:
+            self._failed = True
+            raise
+
+    def verify_success(self, data: bytes | None = None) -> None:
+        """Accept the server's success, checking its additional data, if any."""
+        if data is not None:
+            _check_bytes(data)
+        self._check_usable()
+        try:
+            self._verify_success(data)
+        except SASLError:
+            self._failed = True
+            raise
+        self._complete = True
+
+    def _check_usable(self) -> None:
+        if self._failed:
+            raise LocalProtocolError(f"{self.name} exchange already failed")
+        if self._complete:
+            raise LocalProtocolError(f"{self.name} exchange already complete")
+
+    @abc.abstractmethod
+    def _respond(self, challenge: bytes) -> bytes: ...
+
+    def _verify_success(self, data: bytes | None) -> None:
+        if data:
+            raise SASLError(f"{self.name} defines no additional data with success")

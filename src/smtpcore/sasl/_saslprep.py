@@ -1,0 +1,62 @@
+"""SASLprep (RFC 4013), the stringprep profile (RFC 3454) for user names and passwords.
+
+The standard library's :mod:`stringprep` holds RFC 3454's tables, which are
+bound to Unicode 3.2, so normalization uses the matching Unicode 3.2 database
+(``unicodedata.ucd_3_2_0``) rather than the interpreter's newer one: that is
+what makes two implementations agree on the same password.
+"""
+
+from __future__ import annotations
+
+import stringprep
+import unicodedata
+from collections.abc import Callable
+
+__all__ = ["saslprep"]
+
+_PROHIBITED: tuple[Callable[[str], bool], ...] = (
+    stringprep.in_table_c12,  # non-ASCII space characters
+    stringprep.in_table_c21,  # ASCII control characters
+    stringprep.in_table_c22,  # non-ASCII control characters
+    stringprep.in_table_c3,  # private use
+    stringprep.in_table_c4,  # non-character code points
+    stringprep.in_table_c5,  # surrogate code points
+    stringprep.in_table_c6,  # inappropriate for plain text
+    stringprep.in_table_c7,  # inappropriate for canonical representation
+    stringprep.in_table_c8,  # change display properties or deprecated
+    stringprep.in_table_c9,  # tagging characters
+)
+
+
+def saslprep(text: str, *, allow_unassigned: bool = False) -> str:
+    """Prepare ``text`` as RFC 4013 says; raise :class:`ValueError` if it is prohibited.
+
+    Steps (RFC 4013 §2): map non-ASCII spaces to SPACE and the "commonly
+    mapped to nothing" characters (table B.1, such as SOFT HYPHEN) to nothing;
+    normalize with NFKC; refuse the prohibited output of §2.3 (controls,
+    private use, non-characters, surrogates, ...); apply the bidirectional
+    rule of RFC 3454 §6; and refuse unassigned code points unless
+    ``allow_unassigned`` (RFC 3454 §7: true for queries such as a SCRAM user
+    name, false for stored strings such as a password). Case is preserved.
+    """
+    if text.isascii() and text.isprintable():
+        return text  # nothing in printable ASCII is mapped, normalized or prohibited
+    if not allow_unassigned:
+        for char in text:
+            if stringprep.in_table_a1(char):
+                raise ValueError(f"unassigned code point U+{ord(char):04X}")
+    mapped = "".join(
+        " " if stringprep.in_table_c12(char) else char
+        for char in text
+        if not stringprep.in_table_b1(char)
+    )
+    prepared = unicodedata.ucd_3_2_0.normalize("NFKC", mapped)
+    for char in prepared:
+        if any(table(char) for table in _PROHIBITED):
+            raise ValueError(f"prohibited code point U+{ord(char):04X}")
+    if any(stringprep.in_table_d1(char) for char in prepared):
+        if any(stringprep.in_table_d2(char) for char in prepared):
+            raise ValueError("mixes right-to-left and left-to-right characters")
+        if not (stringprep.in_table_d1(prepared[0]) and stringprep.in_table_d1(prepared[-1])):
+            raise ValueError("right-to-left text must start and end right-to-left")
+    return prepared

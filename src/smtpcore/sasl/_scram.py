@@ -1,0 +1,429 @@
+"""SCRAM-SHA-256 (RFC 5802 with RFC 7677's hash), without channel binding.
+
+Both sides prove knowledge of the salted password without sending it, and
+the server keeps only ``StoredKey`` and ``ServerKey`` (RFC 5802 §3), from
+which the password cannot be recovered nor a client impersonated. The
+client checks the server's signature: a server that never sends a valid
+``v=`` has not authenticated, and ``verify_success()`` says so.
+
+Channel binding (the ``-PLUS`` variant) needs the TLS layer, which lives in
+the adapters, so the gs2 header is ``n,,`` ("client does not support
+channel binding"); a server also accepts ``y,,`` ("client does, but thinks
+the server does not"), which is correct because no ``-PLUS`` is offered
+(RFC 5802 §6).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+from smtpcore._errors import LocalProtocolError
+from smtpcore.sasl._base import (
+    DEFAULT_MAX_RESPONSE_SIZE,
+    Authorize,
+    Challenge,
+    ClientMechanism,
+    SASLError,
+    ServerMechanism,
+    Step,
+    _Reject,
+    decode_utf8,
+    escape_saslname,
+    unescape_saslname,
+)
+from smtpcore.sasl._saslprep import saslprep
+
+__all__ = [
+    "GetCredentials",
+    "ScramCredentials",
+    "ScramSHA256Client",
+    "ScramSHA256Server",
+    "derive_scram_credentials",
+]
+
+_HASH: Final = "sha256"
+_KEY_SIZE: Final = 32
+_TEXT_PREFIX: Final = "SCRAM-SHA-256$"
+DEFAULT_ITERATIONS: Final = 4096
+"""RFC 7677 §4: the iteration count SHOULD be at least 4096."""
+DEFAULT_MAX_ITERATIONS: Final = 1_000_000
+_NONCE: Final = re.compile(r"[!-+\--~]+")  # printable ASCII except "," (RFC 5802 §7)
+_ITERATIONS: Final = re.compile(r"[1-9][0-9]{0,9}")
+# Fabricated credentials for unknown users derive from this secret, so that the
+# same unknown name always gets the same salt within a process.
+_PROCESS_SECRET: Final = secrets.token_bytes(32)
+
+
+def _hmac(key: bytes, message: bytes) -> bytes:
+    return hmac.digest(key, message, _HASH)
+
+
+def _h(data: bytes) -> bytes:
+    return hashlib.new(_HASH, data).digest()
+
+
+def _xor(left: bytes, right: bytes) -> bytes:
+    value = int.from_bytes(left, "big") ^ int.from_bytes(right, "big")
+    return value.to_bytes(len(left), "big")
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.b64encode(data)
+
+
+def _unb64(text: str) -> bytes | None:
+    """Strict base64 (RFC 4648 §4, padding required) or ``None``."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:  # binascii.Error, or a non-ASCII str
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ScramCredentials:
+    """What a SCRAM-SHA-256 server stores for one user (RFC 5802 §3).
+
+    ``stored_key`` is H(ClientKey) and ``server_key`` is HMAC(SaltedPassword,
+    "Server Key"); neither reveals the password, and a thief of both still
+    cannot log in as the user (though he can pose as the server). Build them
+    with :func:`derive_scram_credentials`; keep them with :meth:`to_text`.
+    """
+
+    salt: bytes
+    iterations: int
+    stored_key: bytes
+    server_key: bytes
+
+    def __post_init__(self) -> None:
+        if not self.salt:
+            raise ValueError("SCRAM salt may not be empty")
+        if not 1 <= self.iterations <= 0xFFFFFFFF:
+            raise ValueError("SCRAM iteration count out of range")
+        if len(self.stored_key) != _KEY_SIZE or len(self.server_key) != _KEY_SIZE:
+            raise ValueError(f"SCRAM-SHA-256 keys are {_KEY_SIZE} octets")
+
+    def to_text(self) -> str:
+        """``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>``, base64 inside.
+
+        The layout of RFC 5803 §3 (as PostgreSQL also stores it), so a
+        credentials file can hold one line per user and no password.
+        """
+        salt, stored, server = (
+            _b64(value).decode("ascii") for value in (self.salt, self.stored_key, self.server_key)
+        )
+        return f"{_TEXT_PREFIX}{self.iterations}:{salt}${stored}:{server}"
+
+    @classmethod
+    def from_text(cls, text: str) -> ScramCredentials:
+        """Parse :meth:`to_text`'s form; :class:`ValueError` if it is not that."""
+        if not text.startswith(_TEXT_PREFIX):
+            raise ValueError(f"SCRAM credentials must start with {_TEXT_PREFIX!r}")
+        match = re.fullmatch(r"([0-9]+):([^$:]+)\$([^$:]+):([^$:]+)", text[len(_TEXT_PREFIX) :])
+        if match is None:
+            raise ValueError("malformed SCRAM credentials")
+        iterations, *encoded = match.groups()
+        salt, stored, server = (_unb64(value) for value in encoded)
+        if salt is None or stored is None or server is None:
+            raise ValueError("malformed base64 in SCRAM credentials")
+        return cls(salt, int(iterations), stored, server)
+
+
+GetCredentials: TypeAlias = Callable[[str], ScramCredentials | None]
+"""``get_credentials(username)``: the stored keys, or ``None`` for an unknown user."""
+
+
+def _prepare_password(password: str) -> bytes:
+    """RFC 5802 §2.2 Normalize(): SASLprep as a stored string, then UTF-8."""
+    prepared = saslprep(password)
+    if not prepared:
+        raise ValueError("SCRAM password is empty after SASLprep")
+    return prepared.encode("utf-8")
+
+
+def _salted_password(prepared: bytes, salt: bytes, iterations: int) -> bytes:
+    """RFC 5802 §2.2 Hi(), which is PBKDF2 (RFC 8018) with HMAC-SHA-256."""
+    return hashlib.pbkdf2_hmac(_HASH, prepared, salt, iterations)
+
+
+def _client_key(salted: bytes) -> bytes:
+    return _hmac(salted, b"Client Key")
+
+
+def _server_key(salted: bytes) -> bytes:
+    return _hmac(salted, b"Server Key")
+
+
+def derive_scram_credentials(
+    password: str, *, salt: bytes | None = None, iterations: int = DEFAULT_ITERATIONS
+) -> ScramCredentials:
+    """The keys a server stores for ``password`` (RFC 5802 §3).
+
+    The password is prepared with SASLprep (RFC 4013) as a stored string, as
+    RFC 5802 §2.2 requires; :class:`ValueError` if it holds prohibited or
+    unassigned characters or nothing is left. ``salt`` defaults to 16 random
+    octets; pass one only to reproduce known keys.
+    """
+    if salt is None:
+        salt = secrets.token_bytes(16)
+    if not 1 <= iterations <= 0xFFFFFFFF:
+        raise ValueError("SCRAM iteration count out of range")
+    salted = _salted_password(_prepare_password(password), salt, iterations)
+    return ScramCredentials(salt, iterations, _h(_client_key(salted)), _server_key(salted))
+
+
+def _default_nonce() -> str:
+    return base64.b64encode(secrets.token_bytes(18)).decode("ascii")
+
+
+def _check_nonce(nonce: str) -> str:
+    if not _NONCE.fullmatch(nonce):
+        raise LocalProtocolError("SCRAM nonce must be printable ASCII without ','")
+    return nonce
+
+
+class ScramSHA256Client(ClientMechanism):
+    """SCRAM-SHA-256, client side (RFC 5802 §5, RFC 7677).
+
+    The user name is prepared with SASLprep as a query and the password as
+    a stored string (RFC 5802 §5.1, §2.2); :class:`LocalProtocolError` if
+    either is refused. The server's iteration count must lie between
+    ``min_iterations`` (RFC 7677 §4's 4096 by default, so a man in the
+    middle cannot make a captured proof cheap to attack) and
+    ``max_iterations`` (so a hostile server cannot make the client burn CPU).
+    """
+
+    name = "SCRAM-SHA-256"
+
+    def __init__(
+        self,
+        username: str,
+        password: str,
+        *,
+        authzid: str = "",
+        nonce: str | None = None,
+        min_iterations: int = DEFAULT_ITERATIONS,
+        max_iterations: int = DEFAULT_MAX_ITERATIONS,
+    ) -> None:
+        super().__init__()
+        try:
+            user = saslprep(username, allow_unassigned=True)
+            self._password = _prepare_password(password)
+        except ValueError as exc:
+            raise LocalProtocolError(f"SCRAM credentials refused by SASLprep: {exc}") from None
+        if not user:
+            raise LocalProtocolError("SCRAM username is empty after SASLprep")
+        if "\x00" in authzid:
+            raise LocalProtocolError("SCRAM authzid may not contain NUL")
+        self._nonce = _check_nonce(_default_nonce() if nonce is None else nonce)
+        self._min_iterations = min_iterations
+        self._max_iterations = max_iterations
+        authz = f"a={escape_saslname(authzid)}" if authzid else ""
+        self._gs2_header = f"n,{authz},".encode()
+        self._first_bare = f"n={escape_saslname(user)},r={self._nonce}".encode()
+        self._state = "start"
+        self._server_signature = b""
+
+    def initial_response(self) -> bytes:
+        """The client-first-message: the gs2 header and ``n=user,r=nonce``."""
+        return self._gs2_header + self._first_bare
+
+    def _respond(self, challenge: bytes) -> bytes:
+        if self._state == "start" and not challenge:
+            self._state = "first-sent"
+            return self.initial_response()
+        if self._state in ("start", "first-sent"):
+            self._state = "final-sent"
+            return self._client_final(challenge)
+        if self._state == "final-sent":
+            self._check_server_final(challenge)
+            self._state = "verified"
+            return b""
+        raise SASLError("SCRAM server sent a challenge after its final message")
+
+    def _client_final(self, server_first: bytes) -> bytes:
+        """Parse server-first-message (RFC 5802 §7) and prove the password."""
+        text = _decode(server_first)
+        fields = text.split(",")
+        if fields[0].startswith("m="):
+            raise SASLError("SCRAM server requires an unsupported extension")
+        if len(fields) < 3 or not all(
+            field.startswith(prefix)
+            for field, prefix in zip(fields[:3], ("r=", "s=", "i="), strict=True)
+        ):
+            raise SASLError("SCRAM server-first-message is malformed")
+        nonce, salt_text, iterations_text = (field[2:] for field in fields[:3])
+        if not _NONCE.fullmatch(nonce) or not nonce.startswith(self._nonce):
+            raise SASLError("SCRAM server nonce does not extend the client's")
+        if len(nonce) == len(self._nonce):
+            raise SASLError("SCRAM server added no nonce of its own")
+        salt = _unb64(salt_text)
+        if not salt:
+            raise SASLError("SCRAM salt is not base64")
+        if not _ITERATIONS.fullmatch(iterations_text):
+            raise SASLError("SCRAM iteration count is malformed")
+        iterations = int(iterations_text)
+        if not self._min_iterations <= iterations <= self._max_iterations:
+            raise SASLError(f"SCRAM iteration count {iterations} outside the accepted range")
+        salted = _salted_password(self._password, salt, iterations)
+        client_key = _client_key(salted)
+        without_proof = b"c=" + _b64(self._gs2_header) + b",r=" + nonce.encode("ascii")
+        auth_message = self._first_bare + b"," + server_first + b"," + without_proof
+        proof = _xor(client_key, _hmac(_h(client_key), auth_message))
+        self._server_signature = _hmac(_server_key(salted), auth_message)
+        return without_proof + b",p=" + _b64(proof)
+
+    def _check_server_final(self, server_final: bytes) -> None:
+        """Check server-final-message's ``v=`` (RFC 5802 §7); ``e=`` is a refusal."""
+        first = _decode(server_final).split(",", 1)[0]
+        if first.startswith("e="):
+            raise SASLError(f"SCRAM server refused: {first[2:]}")
+        signature = _unb64(first[2:]) if first.startswith("v=") else None
+        if signature is None:
+            raise SASLError("SCRAM server-final-message is malformed")
+        if not hmac.compare_digest(signature, self._server_signature):
+            raise SASLError("SCRAM server signature does not match: not the real server")
+
+    def _verify_success(self, data: bytes | None) -> None:
+        if data and self._state in ("final-sent", "verified"):
+            self._check_server_final(data)
+            self._state = "verified"
+        elif data:
+            raise SASLError("SCRAM success before the client's proof")
+        elif self._state != "verified":
+            raise SASLError("SCRAM server reported success without proving its identity")
+
+
+def _decode(message: bytes) -> str:
+    try:
+        return message.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SASLError("SCRAM message is not valid UTF-8") from None
+
+
+class ScramSHA256Server(ServerMechanism):
+    """SCRAM-SHA-256, server side (RFC 5802 §5, RFC 7677), from stored keys only.
+
+    ``get_credentials(username)`` returns the user's :class:`ScramCredentials`
+    or ``None``. For an unknown user the server goes on with fabricated
+    credentials (a salt derived from the name and ``mock_secret``, so that it
+    does not change between attempts, and ``mock_iterations``), and the
+    exchange fails at the proof, exactly as with a wrong password. Several
+    processes serving the same users should share one ``mock_secret`` and
+    set ``mock_iterations`` to the count real users have.
+
+    The user name is used as the client sent it (RFC 5802 §5.1 has the
+    client apply SASLprep); a ``Success`` carries the server-final message
+    (``v=...``), which must reach the client.
+    """
+
+    name = "SCRAM-SHA-256"
+
+    def __init__(
+        self,
+        get_credentials: GetCredentials,
+        *,
+        nonce: str | None = None,
+        authorize: Authorize | None = None,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
+        mock_secret: bytes | None = None,
+        mock_iterations: int = DEFAULT_ITERATIONS,
+    ) -> None:
+        super().__init__(authorize=authorize, max_response_size=max_response_size)
+        self._get_credentials = get_credentials
+        self._server_nonce = _check_nonce(_default_nonce() if nonce is None else nonce)
+        self._mock_secret = _PROCESS_SECRET if mock_secret is None else mock_secret
+        self._mock_iterations = mock_iterations
+        self._credentials: ScramCredentials | None = None
+        self._known_user = False
+        self._username = ""
+        self._authzid = ""
+        self._gs2_header = b""
+        self._nonce = ""
+        self._auth_prefix = b""
+
+    def _start(self, initial_response: bytes | None) -> Step:
+        if initial_response is None:
+            return Challenge(b"")
+        return self._server_first(initial_response)
+
+    def _step(self, response: bytes) -> Step:
+        if self._credentials is None:
+            return self._server_first(response)
+        return self._finish(response, self._credentials)
+
+    def _server_first(self, client_first: bytes) -> Step:
+        """Parse client-first-message (RFC 5802 §7) and send salt and nonce."""
+        text = decode_utf8(client_first, "SCRAM client-first-message")
+        parts = text.split(",", 2)
+        if len(parts) != 3:
+            raise _Reject("SCRAM client-first-message is malformed")
+        flag, authz, bare = parts
+        if flag.startswith("p="):
+            raise _Reject("SCRAM channel binding is not supported")
+        if flag not in ("n", "y"):
+            raise _Reject("SCRAM gs2 header is malformed")
+        if authz:
+            authzid = unescape_saslname(authz[2:]) if authz.startswith("a=") else None
+            if not authzid:
+                raise _Reject("SCRAM authzid is malformed")
+            self._authzid = authzid
+        fields = bare.split(",")
+        if fields[0].startswith("m="):
+            raise _Reject("SCRAM extensions-not-supported")
+        if len(fields) < 2 or not (fields[0].startswith("n=") and fields[1].startswith("r=")):
+            raise _Reject("SCRAM client-first-message is malformed")
+        username = unescape_saslname(fields[0][2:])
+        client_nonce = fields[1][2:]
+        if not username or not _NONCE.fullmatch(client_nonce):
+            raise _Reject("SCRAM username or nonce is malformed")
+        credentials = self._get_credentials(username)
+        self._known_user = credentials is not None
+        if credentials is None:
+            credentials = self._mock_credentials(username)
+        self._credentials = credentials
+        self._username = username
+        self._gs2_header = f"{flag},{authz},".encode()
+        self._nonce = client_nonce + self._server_nonce
+        salt = _b64(credentials.salt).decode("ascii")
+        server_first = f"r={self._nonce},s={salt},i={credentials.iterations}".encode("ascii")
+        self._auth_prefix = bare.encode("utf-8") + b"," + server_first + b","
+        return Challenge(server_first)
+
+    def _mock_credentials(self, username: str) -> ScramCredentials:
+        seed = _hmac(self._mock_secret, username.encode("utf-8"))
+        return ScramCredentials(
+            salt=_hmac(seed, b"salt")[:16],
+            iterations=self._mock_iterations,
+            stored_key=_hmac(seed, b"stored key"),
+            server_key=_hmac(seed, b"server key"),
+        )
+
+    def _finish(self, client_final: bytes, credentials: ScramCredentials) -> Step:
+        """Check client-final-message's binding, nonce and proof (RFC 5802 §7)."""
+        text = decode_utf8(client_final, "SCRAM client-final-message")
+        without_proof, separator, proof_text = text.rpartition(",p=")
+        fields = without_proof.split(",")
+        if not separator or len(fields) < 2 or "," in proof_text:
+            raise _Reject("SCRAM client-final-message is malformed")
+        binding = _unb64(fields[0][2:]) if fields[0].startswith("c=") else None
+        if binding != self._gs2_header:
+            raise _Reject("SCRAM channel binding does not match the gs2 header")
+        if fields[1] != f"r={self._nonce}":
+            raise _Reject("SCRAM nonce does not match")
+        proof = _unb64(proof_text)
+        if proof is None or len(proof) != _KEY_SIZE:
+            raise _Reject("SCRAM proof is malformed")
+        auth_message = self._auth_prefix + without_proof.encode("utf-8")
+        client_key = _xor(proof, _hmac(credentials.stored_key, auth_message))
+        proven = hmac.compare_digest(_h(client_key), credentials.stored_key)
+        if not (proven and self._known_user):
+            raise _Reject("SCRAM invalid-proof")
+        signature = _hmac(credentials.server_key, auth_message)
+        return self._succeed(self._authzid, self._username, b"v=" + _b64(signature))
