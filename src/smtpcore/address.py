@@ -218,7 +218,11 @@ def _validate_domain(text: str, *, allow_trailing_dot: bool) -> str:
         raise AddressError(
             f"domain is {size} octets, over the limit of {MAX_DOMAIN_OCTETS} (RFC 5321 §4.5.3.1.2)"
         )
-    name = text[:-1] if allow_trailing_dot and text.endswith(".") else text
+    name = text
+    if text.endswith(".") and text != ".":
+        if not allow_trailing_dot:
+            raise AddressError(f"domain {_show(text)} ends with a dot (RFC 5321 §4.1.2)")
+        name = text[:-1]
     labels = [_label_to_ascii(label, text) for label in name.split(".")]
     if labels[-1].isdigit():
         raise AddressError(
