@@ -211,8 +211,12 @@ def _parse_line(tokens: list[str]) -> tuple[str, str, StaticRecord | None]:
         raise ValueError(f"{kind} needs exactly one value")
     if kind == "CNAME":
         return name, kind, CNAME(data[0])
-    if kind == "A":
-        return name, kind, IPv4Address(data[0])
-    if kind == "AAAA":
-        return name, kind, IPv6Address(data[0])
+    try:
+        if kind == "A":
+            return name, kind, IPv4Address(data[0])
+        if kind == "AAAA":
+            return name, kind, IPv6Address(data[0])
+    except ValueError:
+        family = "IPv4" if kind == "A" else "IPv6"
+        raise ValueError(f"{kind} needs an {family} address") from None
     raise ValueError(f"unsupported record type {kind}")

@@ -1,0 +1,418 @@
+"""From a domain to the addresses to try: the RFC 5321 section 5.1 and RFC 7505 cases.
+
+Every case runs under asyncio and under trio, against ``StaticResolver``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import TypeVar
+
+import pytest
+import trio
+
+from smtpcore.address import parse_mailbox
+from smtpcore.routing import (
+    Attempt,
+    FailedExchangers,
+    MXRecord,
+    Rejected,
+    RejectReason,
+    RemoteDelivery,
+    Resolver,
+    Router,
+    StaticResolver,
+    TemporaryDNSError,
+    resolve_exchangers,
+    resolve_host,
+)
+
+T = TypeVar("T")
+
+LIBRARIES = ["asyncio", "trio"]
+
+
+def run(library: str, make: Callable[[], Awaitable[T]]) -> T:
+    async def main() -> T:
+        return await make()
+
+    if library == "asyncio":
+        return asyncio.run(main())
+    return trio.run(main)
+
+
+ZONE = StaticResolver.from_zone_text(
+    """
+    # plain: two preference levels
+    plain.example        MX 10 mx1.plain.example
+    plain.example        MX 20 mx2.plain.example
+    mx1.plain.example    AAAA 2001:db8::11
+    mx1.plain.example    A    192.0.2.11
+    mx2.plain.example    A    192.0.2.12
+
+    # equal preferences
+    equal.example        MX 10 a.equal.example
+    equal.example        MX 10 b.equal.example
+    a.equal.example      A 192.0.2.21
+    b.equal.example      A 192.0.2.22
+
+    # no MX at all: implicit MX, AAAA and A both looked up
+    implicit.example     AAAA 2001:db8::31
+    implicit.example     A    192.0.2.31
+
+    # neither MX nor address
+    bare.example         EXISTS
+
+    # RFC 7505 null MX, with an address that must not be used
+    nullmx.example       MX 0 .
+    nullmx.example       A  192.0.2.41
+
+    # a null record beside a real one: the real one is used
+    halfnull.example     MX 0 .
+    halfnull.example     MX 10 mx.halfnull.example
+    mx.halfnull.example  A  192.0.2.42
+
+    # the first exchanger has no address, the second has
+    skip.example         MX 10 ghost.skip.example
+    skip.example         MX 20 mx.skip.example
+    mx.skip.example      A 192.0.2.51
+
+    # MX records present, none usable: no fallback to the domain's own A
+    unusable.example     MX 10 ghost.unusable.example
+    unusable.example     MX 20 empty.unusable.example
+    empty.unusable.example EXISTS
+    unusable.example     A 192.0.2.61
+
+    # the exchanger's address lookup fails temporarily
+    tempmx.example       MX 10 mx.broken.example
+    halftemp.example     MX 10 mx.broken.example
+    halftemp.example     MX 20 mx2.plain.example
+    mx.broken.example    SERVFAIL
+    servfail.example     SERVFAIL
+
+    # CNAMEs: for the domain, and for the exchanger
+    alias.example        CNAME plain.example
+    mxalias.example      MX 10 cname.mxalias.example
+    cname.mxalias.example CNAME mx2.plain.example
+
+    # this host (mx.abc.example, 192.0.2.99) in other domains' lists
+    backup.example       MX 10 mx.backup.example
+    backup.example       MX 20 mx.abc.example
+    backup.example       MX 30 mx3.backup.example
+    mx.backup.example    A 192.0.2.71
+    mx3.backup.example   A 192.0.2.73
+    best.example         MX 10 mx.abc.example
+    best.example         MX 20 mx.backup.example
+    peer.example         MX 10 mx.abc.example
+    peer.example         MX 10 mx.backup.example
+    byaddr.example       MX 10 mx.backup.example
+    byaddr.example       MX 20 other-name.abc.example
+    byaddr.example       MX 30 mx3.backup.example
+    selfaddr.example     MX 10 other-name.abc.example
+    selfaddr.example     MX 20 mx.backup.example
+    selfimplicit.example A 192.0.2.99
+    mx.abc.example       A 192.0.2.99
+    other-name.abc.example A 192.0.2.99
+
+    # one address under two names
+    twice.example        MX 10 one.twice.example
+    twice.example        MX 20 two.twice.example
+    one.twice.example    A 192.0.2.81
+    two.twice.example    A 192.0.2.81
+    two.twice.example    A 192.0.2.82
+
+    # many addresses
+    wide.example         MX 10 mx.wide.example
+    wide.example         MX 20 mx2.plain.example
+    mx.wide.example      A 192.0.2.1
+    mx.wide.example      A 192.0.2.2
+    mx.wide.example      A 192.0.2.3
+    mx.wide.example      A 192.0.2.4
+    """
+)
+
+LOCAL_NAMES = ["mx.abc.example"]
+LOCAL_ADDRESSES = ["192.0.2.99"]
+
+Outcome = list[tuple[str, str]] | RejectReason
+
+# (domain, expected attempts as (host, address) in order, or the reason)
+RFC_CASES: list[tuple[str, Outcome]] = [
+    (
+        "plain.example",
+        [
+            ("mx1.plain.example", "2001:db8::11"),
+            ("mx1.plain.example", "192.0.2.11"),
+            ("mx2.plain.example", "192.0.2.12"),
+        ],
+    ),
+    (
+        "implicit.example",
+        [("implicit.example", "2001:db8::31"), ("implicit.example", "192.0.2.31")],
+    ),
+    (
+        "IMPLICIT.Example",
+        [("implicit.example", "2001:db8::31"), ("implicit.example", "192.0.2.31")],
+    ),
+    ("bare.example", RejectReason.NO_ROUTE),
+    ("nullmx.example", RejectReason.NULL_MX),
+    ("halfnull.example", [("mx.halfnull.example", "192.0.2.42")]),
+    ("nxdomain.example", RejectReason.NO_SUCH_DOMAIN),
+    ("servfail.example", RejectReason.DNS_TEMPORARY),
+    ("skip.example", [("mx.skip.example", "192.0.2.51")]),
+    ("unusable.example", RejectReason.NO_ROUTE),
+    ("tempmx.example", RejectReason.DNS_TEMPORARY),
+    ("halftemp.example", [("mx2.plain.example", "192.0.2.12")]),
+    (
+        "alias.example",
+        [
+            ("mx1.plain.example", "2001:db8::11"),
+            ("mx1.plain.example", "192.0.2.11"),
+            ("mx2.plain.example", "192.0.2.12"),
+        ],
+    ),
+    ("mxalias.example", [("cname.mxalias.example", "192.0.2.12")]),
+    ("backup.example", [("mx.backup.example", "192.0.2.71")]),
+    ("best.example", RejectReason.ROUTING_LOOP),
+    ("peer.example", RejectReason.ROUTING_LOOP),
+    ("byaddr.example", [("mx.backup.example", "192.0.2.71")]),
+    ("selfaddr.example", RejectReason.ROUTING_LOOP),
+    ("selfimplicit.example", RejectReason.ROUTING_LOOP),
+    ("twice.example", [("one.twice.example", "192.0.2.81"), ("two.twice.example", "192.0.2.82")]),
+    ("[192.0.2.5]", [("[192.0.2.5]", "192.0.2.5")]),
+    ("[IPv6:2001:db8::5]", [("[IPv6:2001:db8::5]", "2001:db8::5")]),
+    ("[192.0.2.99]", RejectReason.ROUTING_LOOP),
+]
+
+REPLIES = {
+    RejectReason.NULL_MX: (556, "5.1.10"),
+    RejectReason.NO_SUCH_DOMAIN: (550, "5.1.2"),
+    RejectReason.DNS_TEMPORARY: (451, "4.4.3"),
+    RejectReason.NO_ROUTE: (550, "5.4.4"),
+    RejectReason.ROUTING_LOOP: (550, "5.4.6"),
+}
+
+
+def simplify(result: tuple[Attempt, ...] | Rejected) -> Outcome:
+    if isinstance(result, Rejected):
+        assert (result.code, result.status) == REPLIES[result.reason]
+        assert result.temporary == (result.code < 500)
+        return result.reason
+    assert result, "an empty tuple of attempts is never returned"
+    return [(a.host, str(a.address)) for a in result]
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize(("domain", "expected"), RFC_CASES)
+def test_rfc_cases(library: str, domain: str, expected: Outcome) -> None:
+    result = run(
+        library,
+        lambda: resolve_exchangers(
+            domain,
+            ZONE,
+            rng=random.Random(0),
+            local_names=LOCAL_NAMES,
+            local_addresses=LOCAL_ADDRESSES,
+        ),
+    )
+    assert simplify(result) == expected
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_equal_preferences_are_both_tried_in_random_order(library: str) -> None:
+    seen = set()
+    for seed in range(16):
+        result = run(
+            library, partial(resolve_exchangers, "equal.example", ZONE, rng=random.Random(seed))
+        )
+        assert isinstance(result, tuple)
+        assert {a.host for a in result} == {"a.equal.example", "b.equal.example"}
+        seen.add(result[0].host)
+    assert seen == {"a.equal.example", "b.equal.example"}
+
+
+@pytest.mark.parametrize(("limit", "count"), [(1, 1), (2, 2), (4, 4), (5, 5), (10, 5)])
+def test_attempts_are_capped(limit: int, count: int) -> None:
+    result = run(
+        "asyncio",
+        lambda: resolve_exchangers("wide.example", ZONE, rng=random.Random(0), max_attempts=limit),
+    )
+    assert isinstance(result, tuple)
+    assert len(result) == count
+    assert [a.preference for a in result] == sorted(a.preference for a in result)
+
+
+def test_max_attempts_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        run(
+            "asyncio",
+            lambda: resolve_exchangers(
+                "plain.example", ZONE, rng=random.Random(0), max_attempts=0
+            ),
+        )
+
+
+def test_port_and_preference_are_carried() -> None:
+    result = run(
+        "trio", lambda: resolve_exchangers("plain.example", ZONE, rng=random.Random(0), port=2525)
+    )
+    assert isinstance(result, tuple)
+    assert {a.port for a in result} == {2525}
+    assert [a.preference for a in result] == [10, 10, 20]
+
+
+def test_ipv4_preference() -> None:
+    result = run(
+        "asyncio",
+        lambda: resolve_exchangers(
+            "implicit.example", ZONE, rng=random.Random(0), address_preference="ipv4"
+        ),
+    )
+    assert isinstance(result, tuple)
+    assert [a.address.version for a in result] == [4, 6]
+
+
+def test_failed_exchanger_is_tried_last_in_its_level() -> None:
+    failures = FailedExchangers(lambda: 0.0)
+    failures.mark_bad("a.equal.example")
+    for seed in range(8):
+        result = run(
+            "asyncio",
+            partial(
+                resolve_exchangers,
+                "equal.example",
+                ZONE,
+                rng=random.Random(seed),
+                failures=failures,
+            ),
+        )
+        assert isinstance(result, tuple)
+        assert [a.host for a in result] == ["b.equal.example", "a.equal.example"]
+
+
+class Recording:
+    """Counts the address lookups a resolution makes."""
+
+    def __init__(self, inner: StaticResolver) -> None:
+        self.inner = inner
+        self.asked: list[str] = []
+
+    async def mx(self, domain: str) -> Sequence[MXRecord]:
+        return await self.inner.mx(domain)
+
+    async def addresses(self, host: str) -> Sequence[IPv4Address | IPv6Address]:
+        self.asked.append(host)
+        return await self.inner.addresses(host)
+
+
+def test_lookups_stop_once_enough_addresses_are_found() -> None:
+    recording = Recording(ZONE)
+    assert isinstance(recording, Resolver)
+    result = run(
+        "asyncio",
+        lambda: resolve_exchangers(
+            "wide.example", recording, rng=random.Random(0), max_attempts=2
+        ),
+    )
+    assert isinstance(result, tuple)
+    assert recording.asked == ["mx.wide.example"]
+
+
+class Flaky:
+    async def mx(self, domain: str) -> Sequence[MXRecord]:
+        raise TemporaryDNSError(domain, "timed out")
+
+    async def addresses(self, host: str) -> Sequence[IPv4Address | IPv6Address]:
+        raise AssertionError("not reached")
+
+
+def test_a_custom_resolver_fits_the_protocol() -> None:
+    result = run("trio", lambda: resolve_exchangers("x.example", Flaky(), rng=random.Random(0)))
+    assert isinstance(result, Rejected)
+    assert result.temporary
+
+
+# --- Router.resolve: MX lookup or smart host --------------------------------
+
+
+def remote(domain: str, smart_host: tuple[str, int] | None = None) -> RemoteDelivery:
+    return RemoteDelivery(parse_mailbox(f"user@{domain}"), domain, smart_host)
+
+
+def test_router_resolve_uses_its_own_names_and_port() -> None:
+    router = Router(["abc.example"], hostnames=LOCAL_NAMES, port=2525, max_attempts=1)
+    result = run(
+        "asyncio", lambda: router.resolve(remote("backup.example"), ZONE, rng=random.Random(0))
+    )
+    assert isinstance(result, tuple)
+    assert [(a.host, a.port) for a in result] == [("mx.backup.example", 2525)]
+    result = run(
+        "trio", lambda: router.resolve(remote("best.example"), ZONE, rng=random.Random(0))
+    )
+    assert isinstance(result, Rejected)
+    assert result.reason is RejectReason.ROUTING_LOOP
+
+
+@pytest.mark.parametrize(
+    ("smart_host", "expected"),
+    [
+        (("mx2.plain.example", 587), [("mx2.plain.example", "192.0.2.12", 587)]),
+        (
+            ("MX1.plain.example.", 25),
+            [("mx1.plain.example", "2001:db8::11", 25), ("mx1.plain.example", "192.0.2.11", 25)],
+        ),
+        (("192.0.2.200", 2525), [("192.0.2.200", "192.0.2.200", 2525)]),
+        (("[192.0.2.200]", 2525), [("[192.0.2.200]", "192.0.2.200", 2525)]),
+        (("[2001:db8::200]", 25), [("[2001:db8::200]", "2001:db8::200", 25)]),
+    ],
+)
+def test_smart_host(smart_host: tuple[str, int], expected: list[tuple[str, str, int]]) -> None:
+    router = Router(["abc.example"], smart_host=smart_host)
+    delivery = router.route(parse_mailbox("user@nullmx.example"), authenticated=True)
+    assert isinstance(delivery, RemoteDelivery)
+    assert delivery.smart_host is not None
+    result = run("asyncio", lambda: router.resolve(delivery, ZONE, rng=random.Random(0)))
+    assert isinstance(result, tuple)
+    assert [(a.host, str(a.address), a.port) for a in result] == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "reason", "status"),
+    [
+        ("nxdomain.example", RejectReason.SMART_HOST_FAILURE, "4.3.5"),
+        ("bare.example", RejectReason.SMART_HOST_FAILURE, "4.3.5"),
+        ("servfail.example", RejectReason.DNS_TEMPORARY, "4.4.3"),
+    ],
+)
+def test_smart_host_failures_are_temporary(host: str, reason: RejectReason, status: str) -> None:
+    result = run("trio", lambda: resolve_host(host, 25, ZONE, rng=random.Random(0)))
+    assert isinstance(result, Rejected)
+    assert (result.reason, result.code, result.status) == (reason, 451, status)
+
+
+# --- Rejected and Attempt ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "text"),
+    [
+        (250, "2.0.0", "ok"),
+        (550, "4.1.1", "class mismatch"),
+        (451, "4.4", "short status"),
+        (550, "5.01.1", "leading zero"),
+        (550, "5.1.1", "two\r\nlines"),
+        (550, "5.1.1", "tab\tinside"),
+    ],
+)
+def test_rejected_is_validated(code: int, status: str, text: str) -> None:
+    with pytest.raises(ValueError):
+        Rejected(code, status, text, RejectReason.NO_ROUTE)
+
+
+def test_attempt_port_is_validated() -> None:
+    with pytest.raises(ValueError):
+        Attempt("mx.example", ip_address("192.0.2.1"), 0)
