@@ -1,0 +1,331 @@
+"""Client mechanisms: a bad or unverifiable server is a SASLError, never a login."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smtpcore import LocalProtocolError, ProtocolError
+from smtpcore.sasl import (
+    ClientMechanism,
+    CramMD5Client,
+    LoginClient,
+    OAuthBearerClient,
+    PlainClient,
+    SASLError,
+    ScramSHA256Client,
+    XOAuth2Client,
+)
+
+NONCE = "rOprNGfwEbeRWgbNEkqO"
+SERVER_FIRST = (
+    b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+)
+SERVER_FINAL = b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+
+
+def scram_client(
+    *, min_iterations: int = 4096, max_iterations: int = 1_000_000
+) -> ScramSHA256Client:
+    return ScramSHA256Client(
+        "user",
+        "pencil",
+        nonce=NONCE,
+        min_iterations=min_iterations,
+        max_iterations=max_iterations,
+    )
+
+
+def test_sasl_error_is_a_protocol_error() -> None:
+    assert issubclass(SASLError, ProtocolError)
+
+
+@pytest.mark.parametrize(
+    "server_first",
+    [
+        b"m=ext,r=rOprNGfwEbeRWgbNEkqOxyz,s=QQ==,i=4096",  # mandatory extension
+        b"r=rOprNGfwEbeRWgbNEkqO,s=QQ==,i=4096",  # the server added no nonce
+        b"r=somebodyelse,s=QQ==,i=4096",  # nonce does not extend ours
+        b"r=rOprNGfwEbeRWgbNEkqOx y,s=QQ==,i=4096",  # space in nonce
+        b"s=QQ==,r=rOprNGfwEbeRWgbNEkqOxyz,i=4096",  # wrong order
+        b"r=rOprNGfwEbeRWgbNEkqOxyz,s=!!,i=4096",  # salt not base64
+        b"r=rOprNGfwEbeRWgbNEkqOxyz,s=,i=4096",  # empty salt
+        b"r=rOprNGfwEbeRWgbNEkqOxyz,s=QQ==,i=0",
+        b"r=rOprNGfwEbeRWgbNEkqOxyz,s=QQ==,i=04096",
+        b"r=rOprNGfwEbeRWgbNEkqOxyz,s=QQ==,i=-1",
+        b"r=rOprNGfwEbeRWgbNEkqOxyz,s=QQ==,i=4095",  # under RFC 7677's 4096
+        b"r=rOprNGfwEbeRWgbNEkqOxyz,s=QQ==,i=99999999999",  # absurdly many
+        b"r=rOprNGfwEbeRWgbNEkqOxyz,s=QQ==",  # no count
+        b"\xff",
+    ],
+)
+def test_scram_bad_server_first(server_first: bytes) -> None:
+    client = scram_client()
+    client.initial_response()
+    with pytest.raises(SASLError):
+        client.respond(server_first)
+    with pytest.raises(LocalProtocolError):  # a failed exchange stays failed
+        client.respond(SERVER_FIRST)
+
+
+@pytest.mark.parametrize(
+    "server_final",
+    [
+        b"v=AAAAZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",  # wrong signature
+        b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4",  # not padded base64
+        b"v=",
+        b"e=invalid-proof",
+        b"x=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=",
+        b"\xff",
+    ],
+)
+def test_scram_bad_server_final(server_final: bytes) -> None:
+    client = scram_client()
+    client.respond(SERVER_FIRST)
+    with pytest.raises(SASLError):
+        client.respond(server_final)
+    assert not client.complete
+    client = scram_client()
+    client.respond(SERVER_FIRST)
+    with pytest.raises(SASLError):
+        client.verify_success(server_final)
+    assert not client.complete
+
+
+def test_scram_server_error_is_reported() -> None:
+    client = scram_client()
+    client.respond(SERVER_FIRST)
+    with pytest.raises(SASLError, match="invalid-proof"):
+        client.respond(b"e=invalid-proof")
+
+
+def test_scram_success_without_server_signature_is_refused() -> None:
+    client = scram_client()
+    client.respond(SERVER_FIRST)
+    with pytest.raises(SASLError, match="without proving"):
+        client.verify_success(None)
+    assert not client.complete
+
+
+def test_scram_success_before_the_proof_is_refused() -> None:
+    client = scram_client()
+    client.initial_response()
+    with pytest.raises(SASLError):
+        client.verify_success(SERVER_FINAL)
+    client = scram_client()
+    with pytest.raises(SASLError):
+        client.verify_success(None)
+
+
+def test_scram_server_final_as_challenge_then_success() -> None:
+    client = scram_client()
+    client.respond(SERVER_FIRST)
+    assert client.respond(SERVER_FINAL) == b""
+    client.verify_success(None)
+    assert client.complete
+    with pytest.raises(LocalProtocolError):
+        client.verify_success(None)
+
+
+def test_scram_nothing_may_follow_the_server_final_message() -> None:
+    client = scram_client()
+    client.respond(SERVER_FIRST)
+    client.respond(SERVER_FINAL)
+    with pytest.raises(SASLError):
+        client.respond(b"more")
+
+
+def test_scram_without_initial_response() -> None:
+    client = scram_client()
+    assert client.respond(b"") == b"n,,n=user,r=" + NONCE.encode()
+    assert client.respond(SERVER_FIRST).startswith(b"c=biws,")
+
+
+def test_scram_iteration_bounds_are_options() -> None:
+    client = scram_client(min_iterations=1)
+    client.respond(b"r=rOprNGfwEbeRWgbNEkqOxyz,s=QQ==,i=1")
+    client = scram_client(max_iterations=4095)
+    with pytest.raises(SASLError, match="outside"):
+        client.respond(SERVER_FIRST)
+
+
+def test_scram_escapes_names_and_sends_authzid() -> None:
+    client = ScramSHA256Client("a=b,c", "pw", authzid="x,y=z", nonce="n")
+    assert client.initial_response() == b"n,a=x=2Cy=3Dz,n=a=3Db=2Cc,r=n"
+
+
+def test_scram_prepares_names() -> None:
+    client = ScramSHA256Client("I\u00adX", "pencil", nonce="n")
+    assert client.initial_response() == b"n,,n=IX,r=n"
+
+
+def test_scram_default_nonce_is_random_and_valid() -> None:
+    first = ScramSHA256Client("user", "pencil").initial_response()
+    second = ScramSHA256Client("user", "pencil").initial_response()
+    assert first != second
+    assert len(first.split(b",r=")[1]) >= 24
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "nonce", "authzid"),
+    [
+        ("", "pencil", None, ""),
+        ("\u00ad", "pencil", None, ""),  # nothing left after SASLprep
+        ("user", "\u0007", None, ""),  # prohibited
+        ("user", "\u0627\u0031", None, ""),  # bidi
+        ("user", "\U000e0001x", None, ""),  # tagging character
+        ("user", "\u0221", None, ""),  # unassigned in Unicode 3.2
+        ("user", "", None, ""),
+        ("user", "pencil", "a,b", ""),
+        ("user", "pencil", "", ""),
+        ("user", "pencil", None, "a\x00"),
+    ],
+)
+def test_scram_refuses_bad_local_credentials(
+    username: str, password: str, nonce: str | None, authzid: str
+) -> None:
+    with pytest.raises(LocalProtocolError):
+        ScramSHA256Client(username, password, nonce=nonce, authzid=authzid)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: PlainClient("", "pw"),
+        lambda: PlainClient("tim", ""),
+        lambda: PlainClient("t\x00m", "pw"),
+        lambda: PlainClient("tim", "pw", "a\x00"),
+        lambda: PlainClient("tim", "\ud800"),
+        lambda: LoginClient("", "pw"),
+        lambda: LoginClient("tim", "p\x00w"),
+        lambda: CramMD5Client("", "pw"),
+        lambda: XOAuth2Client("", "token"),
+        lambda: XOAuth2Client("a\x01b", "token"),
+        lambda: XOAuth2Client("a", "to ken"),
+        lambda: XOAuth2Client("a", ""),
+        lambda: OAuthBearerClient("a", "tok\x01en"),
+        lambda: OAuthBearerClient("a", "token", port=0),
+        lambda: OAuthBearerClient("a", "token", host="a b"),
+        lambda: OAuthBearerClient("a\x00", "token"),
+    ],
+)
+def test_clients_refuse_bad_local_credentials(make: object) -> None:
+    with pytest.raises(LocalProtocolError):
+        make()  # type: ignore[operator]
+
+
+def test_plain_client_sequence() -> None:
+    client = PlainClient("tim", "pw")
+    assert client.respond(b"") == b"\x00tim\x00pw"  # the empty challenge asks for it
+    with pytest.raises(SASLError):
+        client.respond(b"")
+    client = PlainClient("tim", "pw")
+    with pytest.raises(SASLError):
+        client.respond(b"unexpected")
+    client = PlainClient("tim", "pw")
+    with pytest.raises(SASLError):  # PLAIN has no additional data with success
+        client.verify_success(b"data")
+    client = PlainClient("tim", "pw")
+    client.verify_success(b"")
+    assert client.complete
+
+
+def test_login_client_sequence() -> None:
+    client = LoginClient("tim", "pw")
+    assert client.initial_response() is None
+    assert client.respond(b"VXNlcm5hbWU6") == b"tim"  # prompt text is ignored
+    assert client.respond(b"Password:") == b"pw"
+    with pytest.raises(SASLError):
+        client.respond(b"What else?")
+
+
+def test_cram_md5_client_sequence() -> None:
+    client = CramMD5Client("tim", "pw")
+    assert client.initial_response() is None
+    with pytest.raises(SASLError):
+        client.respond(b"")
+    client = CramMD5Client("tim", "pw")
+    client.respond(b"<1.2@mx>")
+    with pytest.raises(SASLError):
+        client.respond(b"<1.2@mx>")
+
+
+@pytest.mark.parametrize(
+    ("client", "dummy"),
+    [(XOAuth2Client("u", "t"), b""), (OAuthBearerClient("u", "t"), b"\x01")],
+)
+def test_token_client_error_sequence(client: ClientMechanism, dummy: bytes) -> None:
+    assert client.respond(b'{"status":"401"}') == dummy
+    with pytest.raises(SASLError):  # only one error challenge
+        client.respond(b"{}")
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: XOAuth2Client("u", "t"), lambda: OAuthBearerClient("u", "t")]
+)
+def test_token_client_refuses_success_after_error(make: object) -> None:
+    client: XOAuth2Client | OAuthBearerClient = make()  # type: ignore[operator]
+    client.respond(b"not json")
+    assert client.error == "not json"
+    assert client.error_details == {}
+    with pytest.raises(SASLError):
+        client.verify_success(None)
+
+
+def test_oauthbearer_without_user() -> None:
+    client = OAuthBearerClient("", "t")
+    assert client.initial_response() == b"n,,\x01auth=Bearer t\x01\x01"
+    assert client.respond(b"") == client.initial_response()
+
+
+clients = st.sampled_from(
+    [
+        lambda: PlainClient("tim", "pw"),
+        lambda: LoginClient("tim", "pw"),
+        lambda: CramMD5Client("tim", "pw"),
+        lambda: ScramSHA256Client("user", "pencil", nonce=NONCE, min_iterations=1),
+        lambda: XOAuth2Client("u", "t"),
+        lambda: OAuthBearerClient("u", "t"),
+    ]
+)
+scram_like = st.lists(
+    st.sampled_from(
+        [
+            "r=" + NONCE + "x",
+            "r=" + NONCE,
+            "s=QQ==",
+            "s=",
+            "i=1",
+            "i=x",
+            "v=AAAA",
+            "e=x",
+            "m=1",
+            "",
+            "\x00",
+        ]
+    ),
+    max_size=5,
+).map(lambda fields: ",".join(fields).encode())
+
+
+@settings(max_examples=200)
+@given(clients, st.lists(st.one_of(st.binary(max_size=48), scram_like), max_size=4))
+def test_fuzzed_challenges_give_bytes_or_sasl_error(make: object, challenges: list[bytes]) -> None:
+    client: ClientMechanism = make()  # type: ignore[operator]
+    for challenge in challenges:
+        try:
+            assert isinstance(client.respond(challenge), bytes)
+        except SASLError:
+            return
+        except LocalProtocolError:
+            raise AssertionError("a live exchange never raises LocalProtocolError") from None
+
+
+def test_base64_is_not_this_layers_job() -> None:
+    client = PlainClient("tim", "pw")
+    assert base64.b64encode(client.initial_response()) == b"AHRpbQBwdw=="
+    with pytest.raises(TypeError):
+        client.respond("")  # type: ignore[arg-type]

@@ -1,0 +1,345 @@
+"""Whatever a client sends, a server mechanism answers with a Step, never an exception."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smtpcore import LocalProtocolError
+from smtpcore.sasl import (
+    Challenge,
+    CramMD5Server,
+    CredentialsUnavailable,
+    Failure,
+    LoginServer,
+    OAuthBearerServer,
+    PlainServer,
+    ScramSHA256Client,
+    ScramSHA256Server,
+    ServerMechanism,
+    Success,
+    XOAuth2Server,
+    derive_scram_credentials,
+)
+
+CREDENTIALS = derive_scram_credentials("pencil", salt=b"salt", iterations=4096)
+SCRAM_FIRST = b"n,,n=user,r=abc"
+
+
+def plain() -> ServerMechanism:
+    return PlainServer(lambda authzid, authcid, password: (authcid, password) == ("tim", "pw"))
+
+
+def login() -> ServerMechanism:
+    return LoginServer(lambda authzid, authcid, password: (authcid, password) == ("tim", "pw"))
+
+
+def cram() -> ServerMechanism:
+    return CramMD5Server({"tim": "pw"}.get, "mx.example", nonce="1.2")
+
+
+def scram() -> ServerMechanism:
+    return ScramSHA256Server({"user": CREDENTIALS}.get, nonce="XYZ")
+
+
+def xoauth2() -> ServerMechanism:
+    return XOAuth2Server(lambda user, token: token == "good")
+
+
+def oauthbearer() -> ServerMechanism:
+    return OAuthBearerServer(lambda user, token: token == "good")
+
+
+FACTORIES: dict[str, Callable[[], ServerMechanism]] = {
+    "PLAIN": plain,
+    "LOGIN": login,
+    "CRAM-MD5": cram,
+    "SCRAM-SHA-256": scram,
+    "XOAUTH2": xoauth2,
+    "OAUTHBEARER": oauthbearer,
+}
+
+
+def scram_final(client_final: str) -> bytes:
+    """Play a valid client-first, then send ``client_final`` (str.format'ed)."""
+    return client_final.format(
+        cbind=base64.b64encode(b"n,,").decode(), nonce="abcXYZ", proof="A" * 43 + "="
+    ).encode()
+
+
+MALFORMED_START: list[tuple[str, bytes]] = [
+    ("PLAIN", b"\xff\x00tim\x00pw"),  # bad UTF-8
+    ("PLAIN", b"\x00tim\x00\xc0\xaf"),  # overlong UTF-8
+    ("PLAIN", b"\x00tim\x00\xed\xa0\x80"),  # UTF-8 surrogate
+    ("PLAIN", b"timpw"),  # no NUL
+    ("PLAIN", b"tim\x00pw"),  # one NUL
+    ("PLAIN", b"\x00tim\x00pw\x00"),  # three NULs
+    ("PLAIN", b"\x00\x00pw"),  # empty authcid
+    ("PLAIN", b"\x00tim\x00"),  # empty password
+    ("PLAIN", b"\x00tim\x00wrong"),  # wrong password
+    ("PLAIN", b"\x00nobody\x00pw"),  # unknown user
+    ("PLAIN", b"ursel\x00tim\x00pw"),  # unauthorized authzid
+    ("LOGIN", b"\xfftim"),
+    ("LOGIN", b"ti\x00m"),
+    ("CRAM-MD5", b"tim 0123456789abcdef0123456789abcdef"),  # initial response
+    ("CRAM-MD5", b""),  # even an empty one
+    ("SCRAM-SHA-256", b""),  # nothing at all
+    ("SCRAM-SHA-256", b"\xff,,n=user,r=abc"),
+    ("SCRAM-SHA-256", b"x,,n=user,r=abc"),  # wrong gs2 flag
+    ("SCRAM-SHA-256", b"p=tls-unique,,n=user,r=abc"),  # channel binding
+    ("SCRAM-SHA-256", b"n,n=user,r=abc"),  # gs2 header too short
+    ("SCRAM-SHA-256", b"n,b=x,n=user,r=abc"),  # not an authzid
+    ("SCRAM-SHA-256", b"n,a=,n=user,r=abc"),  # empty authzid
+    ("SCRAM-SHA-256", b"n,,m=ext,n=user,r=abc"),  # mandatory extension
+    ("SCRAM-SHA-256", b"n,,r=abc,n=user"),  # wrong order
+    ("SCRAM-SHA-256", b"n,,n=user"),  # no nonce
+    ("SCRAM-SHA-256", b"n,,n=us=3Xer,r=abc"),  # bad saslname escape
+    ("SCRAM-SHA-256", b"n,,n=us=er,r=abc"),  # bare "="
+    ("SCRAM-SHA-256", b"n,,n=,r=abc"),  # empty name
+    ("SCRAM-SHA-256", b"n,,n=user,r="),  # empty nonce
+    ("SCRAM-SHA-256", b"n,,n=user,r=a b"),  # space in nonce
+    ("SCRAM-SHA-256", b"n,,n=us\x00er,r=abc"),  # NUL
+    ("XOAUTH2", b"user=a\x01auth=Bearer good"),  # no final separators
+    ("XOAUTH2", b"user=a\x01\x01"),  # no auth
+    ("XOAUTH2", b"auth=Bearer good\x01\x01"),  # no user
+    ("XOAUTH2", b"user=\x01auth=Bearer good\x01\x01"),  # empty user
+    ("XOAUTH2", b"user=a\x01auth=Basic good\x01\x01"),  # not Bearer
+    ("XOAUTH2", b"user=a\x01auth=Bearer \x01\x01"),  # empty token
+    ("XOAUTH2", b"user=a\x01user=b\x01auth=Bearer good\x01\x01"),  # duplicate key
+    ("XOAUTH2", b"user=\xff\x01auth=Bearer good\x01\x01"),  # bad UTF-8
+    ("XOAUTH2", b"user=a\x01auth=Bearer g\x00od\x01\x01"),  # NUL in token
+    ("XOAUTH2", b"user=a\x01auth\x01\x01"),  # no "="
+    ("OAUTHBEARER", b"n,,auth=Bearer good\x01\x01"),  # no separator after gs2 header
+    ("OAUTHBEARER", b"p=tls-unique,,\x01auth=Bearer good\x01\x01"),  # channel binding
+    ("OAUTHBEARER", b"n,a=u\x01auth=Bearer good\x01\x01"),  # gs2 header unterminated
+    ("OAUTHBEARER", b"n,a=u=2,\x01auth=Bearer good\x01\x01"),  # bad escape
+    ("OAUTHBEARER", b"n,,\x01\x01"),  # no auth
+    ("OAUTHBEARER", b"n,,\x01h0st=x\x01auth=Bearer good\x01\x01"),  # bad key
+    ("OAUTHBEARER", b"n,,\x01host=\x00\x01auth=Bearer good\x01\x01"),  # bad value
+    ("OAUTHBEARER", b"n,,\x01auth=Bearer good\x01"),  # one final separator
+    ("OAUTHBEARER", b"n,,\xff\x01auth=Bearer good\x01\x01"),  # bad UTF-8
+    ("OAUTHBEARER", b"n,,\x01auth=Bearer good\x01auth=Bearer good\x01\x01"),  # duplicate
+    ("OAUTHBEARER", b"n,,\x01auth=Bearer good\x01\x01"),  # valid token, but nobody named
+]
+
+
+@pytest.mark.parametrize(("mechanism", "response"), MALFORMED_START)
+def test_malformed_initial_response_fails(mechanism: str, response: bytes) -> None:
+    server = FACTORIES[mechanism]()
+    step = server.start(response)
+    if mechanism == "LOGIN":  # the initial response is the user name; the password follows
+        step = step if isinstance(step, Failure) else server.step(b"pw")
+    assert isinstance(step, Failure), step
+    assert not step.temporary
+    assert server.done
+
+
+MALFORMED_FINAL: list[bytes] = [
+    scram_final("c={cbind},r={nonce}"),  # no proof
+    scram_final("c=eSws,r={nonce},p={proof}"),  # binding says "y,,", header said "n,,"
+    scram_final("c=!!!!,r={nonce},p={proof}"),  # binding not base64
+    scram_final("r={nonce},c={cbind},p={proof}"),  # wrong order
+    scram_final("c={cbind},r=abcXYZW,p={proof}"),  # nonce mismatch
+    scram_final("c={cbind},r=abc,p={proof}"),  # client nonce only
+    scram_final("c={cbind},r={nonce},p=AAAA"),  # proof too short
+    scram_final("c={cbind},r={nonce},p=not base64"),
+    scram_final("c={cbind},r={nonce},p={proof},x=1"),  # something after the proof
+    scram_final("c={cbind},r={nonce},p={proof}"),  # well formed, wrong proof
+    b"c=biws,r=abcXYZ,p=\xff",  # bad UTF-8
+    b"",
+]
+
+
+@pytest.mark.parametrize("response", MALFORMED_FINAL)
+def test_malformed_scram_final_fails(response: bytes) -> None:
+    server = scram()
+    assert isinstance(server.start(SCRAM_FIRST), Challenge)
+    step = server.step(response)
+    assert isinstance(step, Failure), step
+
+
+@pytest.mark.parametrize(
+    "response",
+    [b"tim", b"tim xyz", b"tim " + b"0" * 31, b" " + b"0" * 32, b"\xff " + b"0" * 32, b""],
+)
+def test_malformed_cram_md5_fails(response: bytes) -> None:
+    server = cram()
+    assert isinstance(server.start(None), Challenge)
+    assert isinstance(server.step(response), Failure)
+
+
+def test_cram_md5_accepts_upper_case_digest() -> None:
+    server = CramMD5Server(
+        {"tim": "tanstaaftanstaaf"}.get, "postoffice.reston.mci.net", nonce="1896.697170952"
+    )
+    server.start(None)
+    assert server.step(b"tim B913A602C7EDA7A495B4E6E7334D3890") == Success("tim", "tim")
+
+
+@pytest.mark.parametrize("mechanism", sorted(FACTORIES))
+def test_over_long_response_fails(mechanism: str) -> None:
+    server = FACTORIES[mechanism]()
+    limit = server.max_response_size
+    assert limit == 12288
+    if mechanism == "CRAM-MD5":
+        server.start(None)
+        step = server.step(b"x" * (limit + 1))
+    else:
+        step = server.start(b"x" * (limit + 1))
+    assert isinstance(step, Failure)
+    assert "longer" in step.reason
+
+
+def test_response_size_is_configurable() -> None:
+    server = PlainServer(lambda z, c, p: True, max_response_size=7)
+    assert isinstance(server.start(b"\x00tim\x00pw"), Success)
+    server = PlainServer(lambda z, c, p: True, max_response_size=6)
+    assert isinstance(server.start(b"\x00tim\x00pw"), Failure)
+    with pytest.raises(ValueError):
+        PlainServer(lambda z, c, p: True, max_response_size=0)
+
+
+def test_login_over_long_password_fails() -> None:
+    server = LoginServer(lambda z, c, p: True, max_response_size=16)
+    assert server.start(None) == Challenge(b"Username:")
+    assert server.step(b"tim") == Challenge(b"Password:")
+    assert isinstance(server.step(b"p" * 17), Failure)
+
+
+@settings(max_examples=200)
+@given(
+    st.sampled_from(sorted(FACTORIES)), st.lists(st.binary(max_size=64), max_size=4), st.booleans()
+)
+def test_fuzzed_responses_never_raise(
+    mechanism: str, responses: list[bytes], initial: bool
+) -> None:
+    server = FACTORIES[mechanism]()
+    first = responses[0] if responses and initial else None
+    step = server.start(first)
+    for response in responses[1 if first is not None else 0 :]:
+        if not isinstance(step, Challenge):
+            break
+        step = server.step(response)
+    assert isinstance(step, Challenge | Success | Failure)
+
+
+scram_tails = st.lists(
+    st.sampled_from(
+        [
+            "c=biws",
+            "c=eSws",
+            "r=abcXYZ",
+            "r=abc",
+            "p=",
+            "p=" + "A" * 43 + "=",
+            "x=y",
+            "=",
+            ",",
+            "m=1",
+            "\x00",
+        ]
+    ),
+    max_size=6,
+).map(",".join)
+
+
+@settings(max_examples=200)
+@given(scram_tails)
+def test_fuzzed_scram_final_never_raises(tail: str) -> None:
+    server = scram()
+    server.start(SCRAM_FIRST)
+    assert isinstance(server.step(tail.encode()), Failure)
+
+
+def test_unknown_user_is_like_a_wrong_password_scram() -> None:
+    def exchange(user: str, password: str) -> tuple[bytes, Failure | Success]:
+        client = ScramSHA256Client(user, password, nonce="abc")
+        server = ScramSHA256Server({"user": CREDENTIALS}.get, nonce="XYZ", mock_secret=b"k")
+        first = server.start(client.initial_response())
+        assert isinstance(first, Challenge)
+        outcome = server.step(client.respond(first.data))
+        assert not isinstance(outcome, Challenge)
+        return first.data, outcome
+
+    _, wrong_password = exchange("user", "wrong")
+    server_first, unknown_user = exchange("nobody", "wrong")
+    assert wrong_password == unknown_user
+    assert server_first.endswith(b",i=4096")
+    # The fabricated salt does not change between attempts: no telltale.
+    assert exchange("nobody", "other")[0] == server_first
+    assert exchange("nobody2", "wrong")[0] != server_first
+
+
+def test_unknown_user_is_like_a_wrong_password_cram_md5() -> None:
+    def outcome(response: bytes) -> Failure | Success:
+        server = cram()
+        server.start(None)
+        step = server.step(response)
+        assert not isinstance(step, Challenge)
+        return step
+
+    digest = b"0123456789abcdef0123456789abcdef"
+    assert outcome(b"tim " + digest) == outcome(b"nobody " + digest)
+
+
+def test_unknown_user_fails_even_with_a_valid_proof(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fabricated keys are not H(ClientKey) of anything; even if they were, no login."""
+    server = ScramSHA256Server(lambda user: None, nonce="XYZ")
+    monkeypatch.setattr(server, "_mock_credentials", lambda user: CREDENTIALS)
+    client = ScramSHA256Client("ghost", "pencil", nonce="abc")
+    first = server.start(client.initial_response())
+    assert isinstance(first, Challenge)
+    assert server.step(client.respond(first.data)) == Failure("SCRAM invalid-proof")
+
+
+@pytest.mark.parametrize("mechanism", sorted(FACTORIES))
+def test_credential_store_down_is_a_temporary_failure(mechanism: str) -> None:
+    def down(*args: object) -> bool:
+        raise CredentialsUnavailable("store down")
+
+    servers: dict[str, ServerMechanism] = {
+        "PLAIN": PlainServer(down),
+        "LOGIN": LoginServer(down),
+        "CRAM-MD5": CramMD5Server(down, "mx.example"),  # type: ignore[arg-type]  # raises anyway
+        "SCRAM-SHA-256": ScramSHA256Server(down),  # type: ignore[arg-type]  # raises anyway
+        "XOAUTH2": XOAuth2Server(down),
+        "OAUTHBEARER": OAuthBearerServer(down),
+    }
+    responses = {
+        "PLAIN": [b"\x00tim\x00pw"],
+        "LOGIN": [b"tim", b"pw"],
+        "CRAM-MD5": [b"tim 0123456789abcdef0123456789abcdef"],
+        "SCRAM-SHA-256": [SCRAM_FIRST],
+        "XOAUTH2": [b"user=a\x01auth=Bearer t\x01\x01"],
+        "OAUTHBEARER": [b"n,a=a,\x01auth=Bearer t\x01\x01"],
+    }
+    server = servers[mechanism]
+    step = server.start(None)
+    for response in responses[mechanism]:
+        assert isinstance(step, Challenge)
+        step = server.step(response)
+    assert step == Failure("store down", temporary=True)
+
+
+@pytest.mark.parametrize("mechanism", sorted(FACTORIES))
+def test_misuse_raises_local_protocol_error(mechanism: str) -> None:
+    server = FACTORIES[mechanism]()
+    with pytest.raises(LocalProtocolError):
+        server.step(b"")
+    server.start(b"\x00" * 20000)  # over the limit: ends the exchange
+    assert server.done
+    with pytest.raises(LocalProtocolError):
+        server.step(b"")
+    with pytest.raises(LocalProtocolError):
+        server.start(None)
+
+
+def test_payloads_must_be_bytes() -> None:
+    with pytest.raises(TypeError):
+        plain().start("\x00tim\x00pw")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        Challenge("text")  # type: ignore[arg-type]

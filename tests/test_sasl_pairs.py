@@ -1,0 +1,211 @@
+"""Every client against its server, over many credentials (Hypothesis).
+
+The driver below plays the protocol machine: initial response or not,
+challenges to the client, responses to the server, and on success the
+server's additional data to ``verify_success()``, as SMTP's 235 would, or
+through one more ``respond()``, as SMTP's last 334 would.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from smtpcore.sasl import (
+    Challenge,
+    ClientMechanism,
+    CramMD5Client,
+    CramMD5Server,
+    Failure,
+    LoginClient,
+    LoginServer,
+    OAuthBearerClient,
+    OAuthBearerServer,
+    PlainClient,
+    PlainServer,
+    ScramCredentials,
+    ScramSHA256Client,
+    ScramSHA256Server,
+    ServerMechanism,
+    Step,
+    Success,
+    XOAuth2Client,
+    XOAuth2Server,
+    derive_scram_credentials,
+    saslprep,
+)
+
+names = st.text(st.characters(blacklist_characters="\x00", codec="utf-8"), min_size=1, max_size=24)
+# Printable ASCII and a few characters SASLprep maps, normalizes or keeps:
+# NO-BREAK SPACE, SOFT HYPHEN, FEMININE ORDINAL, ROMAN NUMERAL NINE, e + acute,
+# e-acute, sharp s, Cyrillic and CJK letters.
+prep_chars = st.sampled_from(
+    [chr(c) for c in range(0x20, 0x7F)]
+    + ["\u00a0", "\u00ad", "\u00aa", "\u2168", "\u0301", "\u00e9", "\u00df", "\u0436", "\u4e2d"]
+)
+prep_names = st.text(prep_chars, min_size=1, max_size=16)
+tokens = st.from_regex(r"[\x21-\x7e]{1,40}", fullmatch=True)
+
+
+def run(
+    client: ClientMechanism,
+    server: ServerMechanism,
+    *,
+    initial_response: bool,
+    success_data_as_challenge: bool = False,
+) -> Step:
+    """Drive one exchange to its end, as a protocol machine would."""
+    step = server.start(client.initial_response() if initial_response else None)
+    for _ in range(8):
+        if not isinstance(step, Challenge):
+            break
+        step = server.step(client.respond(step.data))
+    if isinstance(step, Success):
+        if success_data_as_challenge and step.data is not None:
+            assert client.respond(step.data) == b""
+            client.verify_success(None)
+        else:
+            client.verify_success(step.data)
+        assert client.complete
+    return step
+
+
+def check_password(users: dict[str, str]) -> Callable[[str, str, str], bool]:
+    def check(authzid: str, authcid: str, password: str) -> bool:
+        expected = users.get(authcid)
+        return expected is not None and hmac.compare_digest(
+            expected.encode("utf-8"), password.encode("utf-8")
+        )
+
+    return check
+
+
+@settings(max_examples=60)
+@given(names, names, st.one_of(st.just(""), names), st.booleans())
+def test_plain(user: str, password: str, authzid: str, initial: bool) -> None:
+    users = {user: password}
+    server = PlainServer(check_password(users), authorize=lambda z, c: True)
+    step = run(PlainClient(user, password, authzid), server, initial_response=initial)
+    assert step == Success(authzid or user, user)
+    wrong = run(
+        PlainClient(user, password + "x"),
+        PlainServer(check_password(users)),
+        initial_response=initial,
+    )
+    assert isinstance(wrong, Failure)
+
+
+@settings(max_examples=60)
+@given(names, names, st.booleans())
+def test_login(user: str, password: str, initial: bool) -> None:
+    users = {user: password}
+    step = run(
+        LoginClient(user, password), LoginServer(check_password(users)), initial_response=initial
+    )
+    assert step == Success(user, user)
+    wrong = run(
+        LoginClient(user + "x", password),
+        LoginServer(check_password(users)),
+        initial_response=initial,
+    )
+    assert isinstance(wrong, Failure)
+
+
+@settings(max_examples=60)
+@given(
+    names,
+    st.text(st.characters(codec="utf-8"), max_size=24),
+    st.from_regex(r"[0-9]{1,8}\.[a-z]{1,8}", fullmatch=True),
+)
+def test_cram_md5(user: str, password: str, nonce: str) -> None:
+    server = CramMD5Server({user: password}.get, "mx.example", nonce=nonce)
+    assert run(CramMD5Client(user, password), server, initial_response=False) == Success(
+        user, user
+    )
+    server = CramMD5Server({user: password}.get, "mx.example", nonce=nonce)
+    wrong = run(CramMD5Client(user, password + "x"), server, initial_response=False)
+    assert isinstance(wrong, Failure)
+
+
+def _prepared(text: str) -> str | None:
+    try:
+        return saslprep(text)
+    except ValueError:
+        return None
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    prep_names,
+    prep_names,
+    st.one_of(st.just(""), names),
+    st.binary(min_size=1, max_size=24),
+    st.integers(1, 8),
+    st.booleans(),
+    st.booleans(),
+)
+def test_scram(
+    user: str,
+    password: str,
+    authzid: str,
+    salt: bytes,
+    iterations: int,
+    initial: bool,
+    as_challenge: bool,
+) -> None:
+    prepared_user = _prepared(user)
+    assume(prepared_user and _prepared(password))
+    assert prepared_user is not None
+    credentials = derive_scram_credentials(password, salt=salt, iterations=iterations)
+    store: dict[str, ScramCredentials] = {prepared_user: credentials}
+    client = ScramSHA256Client(user, password, authzid=authzid, min_iterations=1)
+    server = ScramSHA256Server(store.get, authorize=lambda z, c: True)
+    step = run(client, server, initial_response=initial, success_data_as_challenge=as_challenge)
+    assert isinstance(step, Success)
+    assert (step.authzid, step.authcid) == (authzid or prepared_user, prepared_user)
+    assert step.data is not None and step.data.startswith(b"v=")
+    wrong = ScramSHA256Client(user, password + "x", min_iterations=1)
+    step = run(wrong, ScramSHA256Server(store.get), initial_response=initial)
+    assert isinstance(step, Failure)
+    assert not wrong.complete
+
+
+@settings(max_examples=60)
+@given(names.filter(lambda name: "\x01" not in name), tokens, st.booleans())
+def test_xoauth2(user: str, token: str, initial: bool) -> None:
+    def check(who: str, presented: str) -> bool:
+        return who == user and presented == token
+
+    step = run(XOAuth2Client(user, token), XOAuth2Server(check), initial_response=initial)
+    assert step == Success(user, user)
+    client = XOAuth2Client(user, token + "x")
+    assert isinstance(run(client, XOAuth2Server(check), initial_response=initial), Failure)
+    assert client.error is not None
+
+
+@settings(max_examples=60)
+@given(
+    st.one_of(st.just(""), names),
+    tokens,
+    st.one_of(st.none(), st.from_regex(r"[a-z]{1,10}\.example", fullmatch=True)),
+    st.one_of(st.none(), st.integers(1, 65535)),
+    st.booleans(),
+)
+def test_oauthbearer(
+    user: str, token: str, host: str | None, port: int | None, initial: bool
+) -> None:
+    def check(who: str, presented: str) -> bool | str:
+        return presented == token and "owner"
+
+    step = run(
+        OAuthBearerClient(user, token, host=host, port=port),
+        OAuthBearerServer(check, authorize=lambda z, c: True),
+        initial_response=initial,
+    )
+    assert step == Success(user or "owner", "owner")
+    client = OAuthBearerClient(user, token + "x")
+    assert isinstance(run(client, OAuthBearerServer(check), initial_response=initial), Failure)
+    assert client.error_details.get("status") == "invalid_token"
