@@ -1,0 +1,271 @@
+"""The dnspython resolver against a real DNS server (dnsmasq) on loopback.
+
+The server holds a small zone with every case routing must tell apart:
+plain MX, equal-preference MX, no MX, null MX (RFC 7505), CNAME'd names,
+a domain that does not exist (dnsmasq answers NXDOMAIN with authority for
+names under ``--local=/example/``), and one whose server never answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from importlib.util import find_spec
+from ipaddress import ip_address
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import trio
+
+from smtpcore.routing import (
+    MXRecord,
+    NXDomain,
+    Rejected,
+    RejectReason,
+    Resolver,
+    TemporaryDNSError,
+    resolve_exchangers,
+)
+
+pytestmark = pytest.mark.interop
+
+T = TypeVar("T")
+
+LIBRARIES = ["asyncio", "trio"]
+
+
+def missing(reason: str) -> None:
+    """Skip on a developer's machine, but fail in CI, which must never pass by skipping."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def find_program(name: str, package: str) -> str:
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    path = shutil.which(name, path=search)
+    if path is None:
+        missing(f"{name} is not installed (Debian package {package})")
+        raise AssertionError("not reached")
+    return path
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (dnsmasq listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port: int = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port on 127.0.0.1")
+
+
+ZONE = [
+    "--mx-host=plain.example,mx1.plain.example,10",
+    "--mx-host=plain.example,mx2.plain.example,20",
+    "--host-record=mx1.plain.example,192.0.2.11,2001:db8::11",
+    "--host-record=mx2.plain.example,192.0.2.12",
+    "--mx-host=equal.example,a.equal.example,10",
+    "--mx-host=equal.example,b.equal.example,10",
+    "--host-record=a.equal.example,192.0.2.21",
+    "--host-record=b.equal.example,192.0.2.22",
+    "--host-record=aonly.example,192.0.2.31,2001:db8::31",
+    "--mx-host=nullmx.example,.,0",
+    "--host-record=nullmx.example,192.0.2.41",
+    "--cname=alias.example,plain.example",
+    "--mx-host=mxalias.example,cname.mxalias.example,10",
+    "--cname=cname.mxalias.example,mx2.plain.example",
+    "--mx-host=ghost.example,nohost.example,10",
+]
+
+
+@pytest.fixture(scope="module")
+def dns_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    if find_spec("dns") is None:
+        missing("dnspython is not installed (the 'dns' extra)")
+    dnsmasq = find_program("dnsmasq", "dnsmasq-base")
+    workdir = tmp_path_factory.mktemp("dnsmasq")
+    port = free_port()
+    dead_port = free_port()
+    command = [
+        dnsmasq,
+        "--keep-in-foreground",
+        "--no-resolv",
+        "--no-hosts",
+        "--conf-file=/dev/null",
+        "--bind-interfaces",
+        "--listen-address=127.0.0.1",
+        f"--port={port}",
+        f"--pid-file={workdir / 'dnsmasq.pid'}",
+        "--log-facility=-",
+        "--log-queries",
+        "--local=/example/",
+        # Nothing listens on dead_port: lookups under broken.example time out.
+        f"--server=/broken.example/127.0.0.1#{dead_port}",
+        *ZONE,
+    ]
+    log = (workdir / "dnsmasq.log").open("w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until_answering(process, port, workdir / "dnsmasq.log")
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def wait_until_answering(process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+    from smtpcore.routing.dnspython import DNSPythonResolver
+
+    resolver = DNSPythonResolver("127.0.0.1", port, timeout=0.2)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"dnsmasq exited with {process.returncode}; see {log_path}")
+        try:
+            asyncio.run(resolver.addresses("mx2.plain.example"))
+        except TemporaryDNSError:
+            continue
+        return
+    raise RuntimeError(f"dnsmasq did not answer within 10 s; see {log_path}")
+
+
+def run(library: str, make: Callable[[], Awaitable[T]]) -> T:
+    async def main() -> T:
+        return await make()
+
+    if library == "asyncio":
+        return asyncio.run(main())
+    return trio.run(main)
+
+
+def resolver_for(port: int, timeout: float = 2.0) -> Resolver:
+    from smtpcore.routing.dnspython import DNSPythonResolver
+
+    resolver = DNSPythonResolver("127.0.0.1", port, timeout=timeout)
+    assert isinstance(resolver, Resolver)
+    return resolver
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_plain_mx(dns_port: int, library: str) -> None:
+    records = run(library, lambda: resolver_for(dns_port).mx("plain.example"))
+    assert sorted(records, key=lambda r: r.preference) == [
+        MXRecord(10, "mx1.plain.example"),
+        MXRecord(20, "mx2.plain.example"),
+    ]
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_equal_preference_mx(dns_port: int, library: str) -> None:
+    records = run(library, lambda: resolver_for(dns_port).mx("Equal.Example."))
+    assert sorted(records, key=lambda r: r.exchange) == [
+        MXRecord(10, "a.equal.example"),
+        MXRecord(10, "b.equal.example"),
+    ]
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_no_mx_is_an_empty_list_and_both_families_are_looked_up(
+    dns_port: int, library: str
+) -> None:
+    resolver = resolver_for(dns_port)
+    assert run(library, lambda: resolver.mx("aonly.example")) == []
+    assert sorted(map(str, run(library, lambda: resolver.addresses("aonly.example")))) == [
+        "192.0.2.31",
+        "2001:db8::31",
+    ]
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_null_mx(dns_port: int, library: str) -> None:
+    assert run(library, lambda: resolver_for(dns_port).mx("nullmx.example")) == [MXRecord(0, ".")]
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_cname_domain_and_cname_exchanger(dns_port: int, library: str) -> None:
+    resolver = resolver_for(dns_port)
+    assert sorted(run(library, lambda: resolver.mx("alias.example")), key=str) == sorted(
+        run(library, lambda: resolver.mx("plain.example")), key=str
+    )
+    assert run(library, lambda: resolver.addresses("cname.mxalias.example")) == [
+        ip_address("192.0.2.12")
+    ]
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_nonexistent_domain(dns_port: int, library: str) -> None:
+    resolver = resolver_for(dns_port)
+    with pytest.raises(NXDomain):
+        run(library, lambda: resolver.mx("nope.example"))
+    with pytest.raises(NXDomain):
+        run(library, lambda: resolver.addresses("nope.example"))
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_unanswered_lookup_is_temporary(dns_port: int, library: str) -> None:
+    resolver = resolver_for(dns_port, timeout=0.3)
+    with pytest.raises(TemporaryDNSError):
+        run(library, lambda: resolver.mx("broken.example"))
+
+
+# (domain, expected (host, address) attempts in order, or the reason)
+END_TO_END: list[tuple[str, list[tuple[str, str]] | RejectReason]] = [
+    (
+        "plain.example",
+        [
+            ("mx1.plain.example", "2001:db8::11"),
+            ("mx1.plain.example", "192.0.2.11"),
+            ("mx2.plain.example", "192.0.2.12"),
+        ],
+    ),
+    ("aonly.example", [("aonly.example", "2001:db8::31"), ("aonly.example", "192.0.2.31")]),
+    ("mxalias.example", [("cname.mxalias.example", "192.0.2.12")]),
+    ("nullmx.example", RejectReason.NULL_MX),
+    ("nope.example", RejectReason.NO_SUCH_DOMAIN),
+    ("ghost.example", RejectReason.NO_ROUTE),
+]
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize(("domain", "expected"), END_TO_END)
+def test_resolve_exchangers_over_real_dns(
+    dns_port: int,
+    library: str,
+    domain: str,
+    expected: list[tuple[str, str]] | RejectReason,
+) -> None:
+    result = run(
+        library,
+        lambda: resolve_exchangers(domain, resolver_for(dns_port), rng=random.Random(0)),
+    )
+    if isinstance(expected, RejectReason):
+        assert isinstance(result, Rejected)
+        assert result.reason is expected
+    else:
+        assert isinstance(result, tuple)
+        assert [(a.host, str(a.address)) for a in result] == expected
+
+
+def test_several_nameservers(dns_port: int) -> None:
+    from smtpcore.routing.dnspython import DNSPythonResolver
+
+    resolver = DNSPythonResolver(["127.0.0.1", "127.0.0.1"], dns_port, timeout=2)
+    assert asyncio.run(resolver.mx("aonly.example")) == []
