@@ -62,25 +62,36 @@ class DotDecoder:
             if len(buf) < 3 and b".\r\n".startswith(buf):
                 return b"", 0, False
             start = 1  # the stuffed dot of the first line
-        end = buf.find(TERMINATOR, start)
-        if end >= 0:
-            content_end = end + 2
-            consumed = end + 5
+        raw = bytes(buf[start:])
+        # One pass finds every line that starts with a dot: the stuffed
+        # lines and the terminator. Most chunks have none or a few.
+        pieces = raw.split(b"\r\n.")
+        ended = len(pieces) > 1 and any(piece[:2] == b"\r\n" for piece in pieces[1:])
+        if ended:
+            end = raw.find(TERMINATOR) + 2
+            raw = raw[:end]
+            consumed = start + end + 3
+            content = raw.replace(b"\r\n.", b"\r\n")
         else:
-            content_end = len(buf) - _unsafe_tail(buf)
-            consumed = content_end
-        raw = bytes(buf[start:content_end])
+            tail = _unsafe_tail(raw)
+            if tail:
+                raw = raw[:-tail]
+                content = raw.replace(b"\r\n.", b"\r\n")
+            else:
+                content = b"\r\n".join(pieces) if len(pieces) > 1 else raw
+            consumed = start + len(raw)
         if raw:
             self._check(raw, start)
             self._at_line_start = raw.endswith(b"\r\n")
-        return raw.replace(b"\r\n.", b"\r\n"), consumed, end >= 0
+        return content, consumed, ended
 
     def _check(self, raw: bytes, stuffed: int) -> None:
-        crlf = raw.count(b"\r\n")
-        if (not self._allow_bare_lf and raw.count(b"\n") != crlf) or (
-            not self._allow_bare_cr and raw.count(b"\r") != crlf
-        ):
-            self.bad_line_ending = True
+        if not (self._allow_bare_lf and self._allow_bare_cr):
+            rest = raw.replace(b"\r\n", b"")
+            if (not self._allow_bare_lf and b"\n" in rest) or (
+                not self._allow_bare_cr and b"\r" in rest
+            ):
+                self.bad_line_ending = True
         if self._max_line_length is not None:
             carried = 0 if self._at_line_start else self._line_length
             exceeded, self._line_length = line_length_exceeded(
@@ -136,7 +147,8 @@ class DotEncoder:
             out = chunk.replace(b"\r\n.", b"\r\n..")
         if self._at_line_start and out[:1] == b".":
             out = b"." + out
-        self._at_line_start = out.endswith(b"\r\n")
+        last_two = (b"\r" if self._ends_in_cr else b"") + out[-2:]
+        self._at_line_start = last_two.endswith(b"\r\n")
         self._ends_in_cr = out.endswith(b"\r")
         return out
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
 
 __all__ = [
     "LINE_TOO_LONG",
@@ -159,4 +159,3 @@ def line_length_exceeded(chunk: bytes, limit: int, carried: int) -> tuple[bool, 
         if newline < 0:
             return True, 0
         line_start = newline + 1
-

@@ -100,7 +100,9 @@ def _parse_mail(argument: str) -> Command:
         path, rest = _envelope(argument, _FROM_RE, "MAIL FROM:<address>")
         sender = parse_path(path, allow_null=True)
     except AddressError as exc:
-        raise CommandSyntaxError(reply(501, "5.1.7", f"Bad sender address syntax: {exc}"))
+        raise CommandSyntaxError(
+            reply(501, "5.1.7", f"Bad sender address syntax: {exc}")
+        ) from None
     return Mail(sender, _parameters(rest))
 
 
@@ -109,7 +111,9 @@ def _parse_rcpt(argument: str) -> Command:
         path, rest = _envelope(argument, _TO_RE, "RCPT TO:<address>")
         recipient = parse_path(path, allow_null=False, allow_postmaster=True)
     except AddressError as exc:
-        raise CommandSyntaxError(reply(501, "5.1.3", f"Bad recipient address syntax: {exc}"))
+        raise CommandSyntaxError(
+            reply(501, "5.1.3", f"Bad recipient address syntax: {exc}")
+        ) from None
     assert recipient is not None  # allow_null=False
     return Rcpt(recipient, _parameters(rest))
 
@@ -118,7 +122,7 @@ def _parameters(text: str) -> Parameters:
     try:
         return parse_parameters(text)
     except LocalProtocolError as exc:
-        raise CommandSyntaxError(reply(501, "5.5.4", f"Bad parameter syntax: {exc}"))
+        raise CommandSyntaxError(reply(501, "5.5.4", f"Bad parameter syntax: {exc}")) from None
 
 
 def _parse_bdat(argument: str) -> Command:
@@ -157,7 +161,7 @@ def _parse_auth(argument: str) -> Command:
         initial = _decode_base64(words[1]) if len(words) == 2 else None
         return Auth(mechanism, initial)
     except LocalProtocolError:
-        raise CommandSyntaxError(reply(504, "5.5.4", "Unrecognized authentication type"))
+        raise CommandSyntaxError(reply(504, "5.5.4", "Unrecognized authentication type")) from None
 
 
 VERBS: Final[dict[str, Callable[[str], Command]]] = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Final, Union
+from typing import Final
 
 from smtpcore._errors import LocalProtocolError
 
@@ -19,10 +19,8 @@ _KEYWORD_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 # esmtp-value: %d33-60 / %d62-126, and UTF-8 beyond ASCII (RFC 6531 §3.3).
 _VALUE_RE: Final = re.compile(r"[\x21-\x3c\x3e-\x7e\u0080-\U0010ffff]+")
 
-ParametersLike = Union["Parameters", Mapping[str, Union[str, None]], None]
 
-
-class Parameters(Mapping[str, Union[str, None]]):
+class Parameters(Mapping[str, "str | None"]):
     """An immutable, ordered, case-insensitive map of ESMTP parameters.
 
     ``None`` is the value of a keyword given without ``=value``
@@ -82,6 +80,10 @@ class Parameters(Mapping[str, Union[str, None]]):
     def __str__(self) -> str:
         """The wire form: ``SIZE=1000 BODY=8BITMIME``."""
         return " ".join(key if value is None else f"{key}={value}" for key, value in self._items)
+
+
+ParametersLike = Parameters | Mapping[str, str | None] | None
+"""What event constructors accept for ``params``."""
 
 
 def parse_parameters(text: str) -> Parameters:

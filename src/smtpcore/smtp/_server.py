@@ -449,7 +449,7 @@ class ServerConnection:
         first = list(event.lines)
         if first == [""]:
             first = [self.hostname]
-        return Reply(250, [*first, *self.extensions()]).to_bytes()
+        return Reply(250, (*first, *self.extensions())).to_bytes()
 
     def extensions(self) -> list[str]:
         """The EHLO keywords this session offers now (RFC 5321 §4.1.1.1)."""
@@ -474,5 +474,3 @@ class ServerConnection:
     def _reset_transaction(self) -> None:
         self._utf8_transaction = False
         self._accepted = 0
-
-

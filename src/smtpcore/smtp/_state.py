@@ -140,4 +140,3 @@ def next_state(rule: Rule, code: int, current: State) -> State:
     if target is RESET:
         return State.HELLO if current is State.HELLO else State.READY
     return target
-

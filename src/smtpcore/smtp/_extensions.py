@@ -1,0 +1,133 @@
+"""What a server offers in its EHLO or LHLO reply (RFC 5321 §4.1.1.1).
+
+The first line of a positive EHLO reply names the server; every later line
+is ``ehlo-keyword *(SP ehlo-param)``. The client machine reads them once into
+a :class:`ServerExtensions` and consults it before each command it sends.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from smtpcore.smtp._replies import Reply
+
+__all__ = ["ServerExtensions"]
+
+_KEYWORD_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerExtensions(Mapping[str, tuple[str, ...]]):
+    """The extensions a server offered: upper-cased keyword -> its parameters.
+
+    Keywords are case-insensitive (``"pipelining" in extensions`` works).
+    Lines that are not a valid ``ehlo-keyword`` are skipped rather than
+    refused, because real servers send such lines (an empty last line, for
+    one) and the client must still be able to talk to them. The legacy
+    ``AUTH=PLAIN LOGIN`` form that some servers add counts as ``AUTH``.
+    An empty instance stands for a session opened with HELO, or not yet
+    opened: nothing beyond RFC 5321 may be used.
+    """
+
+    domain: str = ""
+    """The server's name, the first word of the reply's first line."""
+    offered: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """The keywords in the order the server listed them, with their parameters."""
+
+    @classmethod
+    def from_reply(cls, reply: Reply) -> ServerExtensions:
+        """Read a positive EHLO or LHLO reply."""
+        first, *rest = reply.lines
+        domain = first.split(" ", 1)[0]
+        found: dict[str, list[str]] = {}
+        for line in rest:
+            words = line.split()
+            if not words:
+                continue
+            keyword = words[0].upper()
+            params = words[1:]
+            if keyword.startswith("AUTH="):
+                params = [keyword[5:], *params]
+                keyword = "AUTH"
+            if not _KEYWORD_RE.fullmatch(keyword):
+                continue
+            merged = found.setdefault(keyword, [])
+            merged.extend(param for param in params if param not in merged)
+        return cls(domain, tuple((key, tuple(params)) for key, params in found.items()))
+
+    def __getitem__(self, keyword: str) -> tuple[str, ...]:
+        upper = keyword.upper()
+        for key, params in self.offered:
+            if key == upper:
+                return params
+        raise KeyError(keyword)
+
+    def __iter__(self) -> Iterator[str]:
+        return (key for key, _ in self.offered)
+
+    def __len__(self) -> int:
+        return len(self.offered)
+
+    def __contains__(self, keyword: object) -> bool:
+        return isinstance(keyword, str) and any(key == keyword.upper() for key, _ in self.offered)
+
+    @property
+    def size(self) -> int | None:
+        """The fixed message size limit (RFC 1870 §4); None when there is none.
+
+        ``SIZE`` alone, ``SIZE 0`` and an unreadable value all mean that the
+        server announced no limit.
+        """
+        params = self.get("SIZE", ())
+        if len(params) == 1 and params[0].isdigit() and params[0].isascii():
+            limit = int(params[0])
+            return limit or None
+        return None
+
+    @property
+    def auth(self) -> frozenset[str]:
+        """The SASL mechanisms offered with AUTH (RFC 4954 §3), upper-cased."""
+        return frozenset(mechanism.upper() for mechanism in self.get("AUTH", ()))
+
+    @property
+    def pipelining(self) -> bool:
+        """RFC 2920: commands may be sent in groups without waiting."""
+        return "PIPELINING" in self
+
+    @property
+    def eight_bit_mime(self) -> bool:
+        """RFC 6152: content may hold octets over 127 (``BODY=8BITMIME``)."""
+        return "8BITMIME" in self
+
+    @property
+    def binary_mime(self) -> bool:
+        """RFC 3030 §3: binary content may be sent with BDAT (``BODY=BINARYMIME``)."""
+        return "BINARYMIME" in self
+
+    @property
+    def smtputf8(self) -> bool:
+        """RFC 6531: UTF-8 addresses, in a transaction whose MAIL says SMTPUTF8."""
+        return "SMTPUTF8" in self
+
+    @property
+    def chunking(self) -> bool:
+        """RFC 3030: content may be sent with BDAT instead of DATA."""
+        return "CHUNKING" in self
+
+    @property
+    def dsn(self) -> bool:
+        """RFC 3461: the RET, ENVID, NOTIFY and ORCPT parameters."""
+        return "DSN" in self
+
+    @property
+    def starttls(self) -> bool:
+        """RFC 3207: the session may be upgraded to TLS."""
+        return "STARTTLS" in self
+
+    @property
+    def enhanced_status_codes(self) -> bool:
+        """RFC 2034: replies carry class.subject.detail codes after the reply code."""
+        return "ENHANCEDSTATUSCODES" in self

@@ -1,0 +1,181 @@
+"""Line framing and dot-stuffing, the primitives SMTP and POP3 share."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtpcore._dotstuff import DotDecoder, DotEncoder
+from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer, line_length_exceeded
+
+
+def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({min(max(cut, 0), len(data)) for cut in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+def decode_all(
+    wire: bytes, cuts: list[int], decoder: DotDecoder | None = None
+) -> tuple[bytes, bool, bytes]:
+    """Feed ``wire`` in pieces; return (content, ended, bytes left after the end)."""
+    decoder = decoder or DotDecoder()
+    buf = bytearray()
+    out = []
+    for piece in split_at(wire, cuts):
+        buf += piece
+        while True:
+            data, consumed, ended = decoder.decode(buf)
+            del buf[:consumed]
+            out.append(data)
+            if ended:
+                return b"".join(out), True, bytes(buf)
+            if not consumed:
+                break
+    return b"".join(out), False, bytes(buf)
+
+
+def reference_unstuff(wire: bytes) -> tuple[bytes, bool]:
+    """A per-line reference reading of RFC 5321 §4.5.2."""
+    lines = wire.split(b"\r\n")
+    out: list[bytes] = []
+    for line in lines[:-1]:
+        if line == b".":
+            return b"".join(out), True
+        out.append((line[1:] if line.startswith(b".") else line) + b"\r\n")
+    return b"".join(out), False
+
+
+def encode_all(content: bytes, cuts: list[int], *, normalize: bool = True) -> bytes:
+    encoder = DotEncoder(normalize=normalize)
+    return b"".join(encoder.encode(piece) for piece in split_at(content, cuts)) + encoder.end()
+
+
+crlf_text = st.lists(
+    st.sampled_from([b"a", b".", b"..", b"\r\n", b" ", b"x.y", b"\x00", b"\xff"]), max_size=60
+).map(b"".join)
+any_text = st.lists(
+    st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n", b"\n.", b"\r.", b"\x00"]), max_size=60
+).map(b"".join)
+cuts = st.lists(st.integers(0, 400), max_size=12)
+
+
+@given(any_text, cuts, cuts)
+def test_encode_then_decode_is_identity_up_to_line_endings(
+    content: bytes, enc_cuts: list[int], dec_cuts: list[int]
+) -> None:
+    wire = encode_all(content, enc_cuts)
+    decoded, ended, rest = decode_all(wire, dec_cuts)
+    assert ended and rest == b""
+    normalized = content.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    if normalized and not normalized.endswith(b"\r\n"):
+        normalized += b"\r\n"
+    assert decoded == normalized
+
+
+@given(crlf_text, cuts, cuts)
+def test_encoding_without_normalizing_keeps_crlf_content(
+    content: bytes, enc_cuts: list[int], dec_cuts: list[int]
+) -> None:
+    wire = encode_all(content, enc_cuts, normalize=False)
+    decoded, ended, _ = decode_all(wire, dec_cuts)
+    expected = content if not content or content.endswith(b"\r\n") else content + b"\r\n"
+    assert ended and decoded == expected
+
+
+@given(any_text, cuts)
+def test_decoder_matches_the_per_line_reference(wire: bytes, dec_cuts: list[int]) -> None:
+    wire += b"\r\n.\r\nMORE"
+    decoded, ended, rest = decode_all(wire, dec_cuts, DotDecoder(FramingPolicy.lenient()))
+    expected, expected_end = reference_unstuff(wire)
+    assert (decoded, ended) == (expected, expected_end)
+    assert ended and rest.endswith(b"MORE")
+
+
+@pytest.mark.parametrize(
+    "smuggled",
+    [b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r\n.\n", b"\r\n.\r", b"\r\n\x00.\r\n", b"\r\n.\x00\r\n"],
+)
+@pytest.mark.parametrize("policy", [FramingPolicy.strict(), FramingPolicy.lenient()])
+def test_smuggling_sequences_never_end_content(smuggled: bytes, policy: FramingPolicy) -> None:
+    wire = b"Subject: x\r\n\r\nhello" + smuggled + b"MAIL FROM:<evil@example.com>\r\n"
+    for step in (1, 2, 3, len(wire)):
+        decoded, ended, _ = decode_all(wire, list(range(0, len(wire), step)), DotDecoder(policy))
+        assert not ended
+        assert b"MAIL FROM" in decoded or len(decoded) < len(wire) - 4
+
+
+@pytest.mark.parametrize(
+    ("content", "bad"),
+    [
+        (b"ok\r\nfine\r\n", False),
+        (b"bare\nlf\r\n", True),
+        (b"bare\rcr\r\n", True),
+        (b"a\rb\nc\r\n", True),
+        (b"trailing\r", False),  # held back: may be half of a CRLF
+    ],
+)
+def test_strict_policy_flags_bare_line_endings(content: bytes, bad: bool) -> None:
+    decoder = DotDecoder(FramingPolicy.strict())
+    decoder.decode(content)
+    assert decoder.bad_line_ending is bad
+
+
+def test_bare_line_ending_split_across_chunks_is_seen() -> None:
+    decoded, ended, _ = decode_all(b"abc\r", [])
+    decoder = DotDecoder()
+    decode_all(b"abc\rdef\r\n.\r\n", [4], decoder)
+    assert decoder.bad_line_ending
+    assert not ended and decoded == b"abc"
+
+
+@given(st.integers(1, 40), st.lists(st.integers(1, 60), min_size=1, max_size=30), cuts)
+def test_line_length_check_matches_a_per_line_count(
+    limit: int, lengths: list[int], dec_cuts: list[int]
+) -> None:
+    content = b"".join(b"x" * (n - 1) + b"\n" for n in lengths)
+    exceeded = False
+    carried = 0
+    for piece in split_at(content, dec_cuts):
+        hit, carried = line_length_exceeded(piece, limit, carried)
+        exceeded = exceeded or hit
+    assert exceeded == (max(lengths) > limit)
+
+
+def test_line_length_counts_the_unfinished_line() -> None:
+    assert line_length_exceeded(b"abc", 10, 0) == (False, 3)
+    assert line_length_exceeded(b"a\nbcd", 10, 0) == (False, 3)
+    assert line_length_exceeded(b"defg", 5, 3) == (True, 0)
+
+
+def test_receive_buffer_returns_lines_and_bounds_long_ones() -> None:
+    buf = ReceiveBuffer()
+    buf.feed(b"HELO a\r\nNO")
+    assert buf.next_line(512) == b"HELO a\r\n"
+    assert buf.next_line(512) is None
+    buf.feed(b"OP\r\n")
+    assert buf.next_line(512) == b"NOOP\r\n"
+    for _ in range(100):
+        buf.feed(b"x" * 1000)
+        assert buf.next_line(512) is None
+        assert len(buf) <= 1000
+    buf.feed(b"\r\nQUIT\r\n")
+    assert buf.next_line(512) is LINE_TOO_LONG
+    assert buf.next_line(512) == b"QUIT\r\n"
+
+
+def test_line_exactly_at_the_limit_is_accepted() -> None:
+    buf = ReceiveBuffer()
+    buf.feed(b"x" * 510 + b"\r\n" + b"y" * 511 + b"\r\n")
+    assert buf.next_line(512) == b"x" * 510 + b"\r\n"
+    assert buf.next_line(512) is LINE_TOO_LONG
+
+
+def test_encoder_stuffs_leading_dots_across_chunk_boundaries() -> None:
+    assert encode_all(b".a\r\n.b\r\n", [1, 2, 5, 6]) == b"..a\r\n..b\r\n.\r\n"
+    assert encode_all(b"a\r", [2]) == b"a\r\n.\r\n"
+    assert encode_all(b"", []) == b".\r\n"
+    assert encode_all(b"x\n.\n", [2]) == b"x\r\n..\r\n.\r\n"
+    assert encode_all(b"a\r\n.b", [2, 3], normalize=False) == b"a\r\n..b\r\n.\r\n"
