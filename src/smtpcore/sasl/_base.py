@@ -31,8 +31,8 @@ __all__ = [
 ]
 
 DEFAULT_MAX_RESPONSE_SIZE: Final = 12288
-"""Octets a server accepts in one decoded response: RFC 4954 §4 lets a server
-limit an AUTH line to 12288 octets, which bounds what one response may hold."""
+"""Octets a server accepts in one decoded response: RFC 4954 §4 deems a line
+of 12288 octets sufficient for the authentication mechanisms deployed."""
 
 Authorize: TypeAlias = Callable[[str, str], bool]
 """``authorize(authzid, authcid)``: may ``authcid`` act as someone else?"""
@@ -70,7 +70,7 @@ class Challenge:
 class Success:
     """The client authenticated as ``authcid`` and acts as ``authzid``.
 
-    ``data`` is the mechanism's additional data with success (RFC 4422 §3.6),
+    ``data`` is the mechanism's additional data with success (RFC 4422),
     for example SCRAM's server-final message: it must reach the client, in a
     last 334 challenge answered by an empty response or, where the protocol
     allows, with the success reply.
@@ -164,8 +164,8 @@ class ServerMechanism(abc.ABC):
     plaintext: ClassVar[bool] = False
     """True when the mechanism shows the password itself to the server."""
     requires_tls: ClassVar[bool] = False
-    """True when a passive eavesdropper could reuse what is sent: offer the
-    mechanism only over TLS (RFC 4954 §4, RFC 4616 §6, RFC 7628 §5)."""
+    """True when an eavesdropper could reuse what is sent, so the mechanism
+    is to be offered only over TLS (RFC 4616 §5, RFC 7628 §5)."""
 
     def __init__(
         self,
@@ -185,7 +185,7 @@ class ServerMechanism(abc.ABC):
         return self._progress is _Progress.DONE
 
     def start(self, initial_response: bytes | None) -> Step:
-        """Begin the exchange (RFC 4422 §5), with the initial response if any."""
+        """Begin the exchange, with the initial response if any (RFC 4954 §4)."""
         if self._progress is not _Progress.FRESH:
             raise LocalProtocolError(f"{self.name} exchange already started")
         self._progress = _Progress.RUNNING
@@ -247,8 +247,11 @@ class ClientMechanism(abc.ABC):
     """
 
     name: ClassVar[str]
+    """The IANA SASL mechanism name."""
     plaintext: ClassVar[bool] = False
+    """True when the mechanism shows the password itself to the server."""
     requires_tls: ClassVar[bool] = False
+    """True when an eavesdropper could reuse what is sent: use it only over TLS."""
 
     def __init__(self) -> None:
         self._complete = False
@@ -260,7 +263,7 @@ class ClientMechanism(abc.ABC):
         return self._complete
 
     def initial_response(self) -> bytes | None:
-        """The initial response (RFC 4422 §3.3), or ``None`` if there is none.
+        """The initial response (RFC 4954 §4), or ``None`` if there is none.
 
         Calling it changes nothing: if the protocol machine ends up not sending
         it, the server's empty challenge makes ``respond(b"")`` return it.

@@ -75,7 +75,7 @@ class CramMD5Server(ServerMechanism):
     which this layer does not read) and is injectable for tests. The
     response is the user name, a space and 32 hex digits (matched without
     regard to case, in constant time). CRAM-MD5 is server-first: an initial
-    response ends the exchange (RFC 4422 §3.3).
+    response ends the exchange (RFC 4954 §4 answers it with 501).
     """
 
     name = "CRAM-MD5"

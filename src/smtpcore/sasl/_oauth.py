@@ -145,7 +145,7 @@ class _BearerServer(ServerMechanism):
 
     def _start(self, initial_response: bytes | None) -> Step:
         if initial_response is None:
-            return Challenge(b"")  # RFC 4422 §5: ask for the initial response
+            return Challenge(b"")  # RFC 4954 §4: ask for the initial response
         return self._step(initial_response)
 
     def _step(self, response: bytes) -> Step:

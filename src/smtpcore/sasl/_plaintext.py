@@ -1,8 +1,8 @@
 """PLAIN (RFC 4616) and LOGIN (draft-murchison-sasl-login): the password in the clear.
 
 Both show the password itself to the server, so both are ``plaintext`` and
-``requires_tls``: RFC 4616 §6 and RFC 4954 §4 say not to offer or use them
-without a security layer such as TLS.
+``requires_tls``: RFC 4616 §5 says not to offer or use them without a
+security layer such as TLS.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class PlainClient(ClientMechanism):
         return self._message
 
     def _respond(self, challenge: bytes) -> bytes:
-        # RFC 4422 §5: a client-first mechanism whose initial response was not
+        # RFC 4954 §4: a client-first mechanism whose initial response was not
         # sent gets an empty challenge, answered with that response.
         if self._sent or challenge:
             raise SASLError("PLAIN expects no challenge but an empty one")
