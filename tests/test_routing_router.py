@@ -86,6 +86,8 @@ def test_bad_configuration_is_refused() -> None:
     with pytest.raises(ValueError):
         Router(["abc.example"], smart_host=("relay.example", 0))
     with pytest.raises(ValueError):
+        Router(["abc.example"], smart_host=("[not an address]", 25))
+    with pytest.raises(ValueError):
         Router(["abc.example"], max_attempts=0)
 
 

@@ -59,6 +59,23 @@ def _as_address(value: IPAddress | str) -> IPAddress:
     return address
 
 
+def _smart_host_name(host: str) -> str:
+    """An IP address as text, or a canonical host name.
+
+    Postfix's brackets (``[relay.example]``, ``[192.0.2.1]``) are accepted and
+    mean what they mean there, no MX lookup, which is how a smart host is
+    always looked up here.
+    """
+    address = parse_address_literal(host) if is_address_literal(host) else None
+    if address is not None:
+        return str(address)
+    inner = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return str(ip_address(inner))
+    except ValueError:
+        return normalize_domain(inner)
+
+
 class Router:
     """Decides, for each recipient, local delivery, relaying, or refusal.
 
@@ -119,12 +136,7 @@ class Router:
             host, smart_port = smart_host
             if not 0 < smart_port < 65536:
                 raise ValueError(f"smart host port {smart_port} out of range")
-            if not host.startswith("["):
-                try:
-                    ip_address(host)
-                except ValueError:
-                    host = normalize_domain(host)
-            smart_host = (host, smart_port)
+            smart_host = (_smart_host_name(host), smart_port)
         self.smart_host = smart_host
         if not 0 < port < 65536:
             raise ValueError(f"port {port} out of range")
