@@ -9,8 +9,10 @@ through one more ``respond()``, as SMTP's last 334 would.
 from __future__ import annotations
 
 import hmac
+import itertools
 from collections.abc import Callable
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +28,7 @@ from smtpcore.sasl import (
     OAuthBearerServer,
     PlainClient,
     PlainServer,
+    SASLError,
     ScramCredentials,
     ScramSHA256Client,
     ScramSHA256Server,
@@ -209,3 +212,52 @@ def test_oauthbearer(
     client = OAuthBearerClient(user, token + "x")
     assert isinstance(run(client, OAuthBearerServer(check), initial_response=initial), Failure)
     assert client.error_details.get("status") == "invalid_token"
+
+
+CLIENTS: dict[str, Callable[[], ClientMechanism]] = {
+    "PLAIN": lambda: PlainClient("tim", "pw"),
+    "LOGIN": lambda: LoginClient("tim", "pw"),
+    "CRAM-MD5": lambda: CramMD5Client("tim", "pw"),
+    "SCRAM-SHA-256": lambda: ScramSHA256Client("tim", "pw", min_iterations=1),
+    "XOAUTH2": lambda: XOAuth2Client("tim", "pw"),
+    "OAUTHBEARER": lambda: OAuthBearerClient("tim", "pw"),
+}
+SCRAM_TIM = derive_scram_credentials("pw", iterations=2)
+
+
+def permissive_password(authzid: str, authcid: str, password: str) -> bool:
+    return True
+
+
+SERVERS: dict[str, Callable[[], ServerMechanism]] = {
+    "PLAIN": lambda: PlainServer(permissive_password),
+    "LOGIN": lambda: LoginServer(permissive_password),
+    "CRAM-MD5": lambda: CramMD5Server({"tim": "pw"}.get, "mx.example"),
+    "SCRAM-SHA-256": lambda: ScramSHA256Server({"tim": SCRAM_TIM}.get),
+    "XOAUTH2": lambda: XOAuth2Server(lambda user, token: True),
+    "OAUTHBEARER": lambda: OAuthBearerServer(lambda user, token: True),
+}
+
+
+@pytest.mark.parametrize(
+    ("client_name", "server_name"),
+    [pair for pair in itertools.product(CLIENTS, SERVERS) if pair[0] != pair[1]],
+)
+@pytest.mark.parametrize("initial", [True, False])
+def test_mismatched_mechanisms_never_succeed(
+    client_name: str, server_name: str, initial: bool
+) -> None:
+    """A client speaking another mechanism fails cleanly, even to a lax server."""
+    try:
+        step = run(CLIENTS[client_name](), SERVERS[server_name](), initial_response=initial)
+    except SASLError:
+        return
+    assert isinstance(step, Failure | Challenge)
+
+
+@pytest.mark.parametrize("name", sorted(CLIENTS))
+@pytest.mark.parametrize("initial", [True, False])
+def test_matched_mechanisms_succeed(name: str, initial: bool) -> None:
+    step = run(CLIENTS[name](), SERVERS[name](), initial_response=initial)
+    assert isinstance(step, Success)
+    assert step.authcid == "tim"

@@ -188,9 +188,9 @@ class ServerMechanism(abc.ABC):
         """Begin the exchange, with the initial response if any (RFC 4954 §4)."""
         if self._progress is not _Progress.FRESH:
             raise LocalProtocolError(f"{self.name} exchange already started")
-        self._progress = _Progress.RUNNING
         if initial_response is not None:
             _check_bytes(initial_response)
+        self._progress = _Progress.RUNNING
         return self._run(initial_response, lambda: self._start(initial_response))
 
     def step(self, response: bytes) -> Step:
