@@ -23,15 +23,16 @@ def decode_all(
     """Feed ``wire`` in pieces; return (content, ended, bytes left after the end)."""
     decoder = decoder or DotDecoder()
     buf = bytearray()
-    out = []
-    for piece in split_at(wire, cuts):
+    out: list[bytes] = []
+    pieces = split_at(wire, cuts)
+    for index, piece in enumerate(pieces):
         buf += piece
         while True:
             data, consumed, ended = decoder.decode(buf)
             del buf[:consumed]
             out.append(data)
             if ended:
-                return b"".join(out), True, bytes(buf)
+                return b"".join(out), True, bytes(buf) + b"".join(pieces[index + 1 :])
             if not consumed:
                 break
     return b"".join(out), False, bytes(buf)

@@ -14,6 +14,7 @@ from typing import Final
 
 from smtpcore._errors import LocalProtocolError
 from smtpcore.address import Mailbox
+from smtpcore.smtp._base import Event
 from smtpcore.smtp._params import Parameters, ParametersLike
 from smtpcore.smtp._replies import Reply
 
@@ -57,12 +58,6 @@ def _check_argument(name: str, value: str, *, word: bool = False, empty: bool = 
     pattern = _WORD_RE if word and value else _ARGUMENT_RE
     if not pattern.fullmatch(value):
         raise LocalProtocolError(f"{name} holds a forbidden character: {value!r}")
-
-
-class Event:
-    """Base class of every SMTP event."""
-
-    __slots__ = ()
 
 
 class Command(Event):

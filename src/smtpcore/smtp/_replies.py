@@ -14,6 +14,7 @@ from typing import Final
 
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import LINE_TOO_LONG, ReceiveBuffer
+from smtpcore.smtp._base import Event
 
 __all__ = ["EnhancedStatus", "Reply", "ReplyParser"]
 
@@ -56,8 +57,8 @@ def _as_status(value: EnhancedStatus | str | None) -> EnhancedStatus | None:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+@dataclass(frozen=True, slots=True, init=False)
+class Reply(Event):
     """A reply: a three-digit code, text lines, and an optional enhanced status.
 
     ``text`` may be one string or a sequence of lines; :attr:`lines` always
@@ -67,28 +68,32 @@ class Reply:
     """
 
     code: int
-    text: str | tuple[str, ...] = ""
-    status: EnhancedStatus | None = None
-    lines: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    text: str | tuple[str, ...]
+    status: EnhancedStatus | None
+    lines: tuple[str, ...] = field(repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        code = self.code
-        if not (200 <= code <= 599 and (code // 10) % 10 <= 5):
+    def __init__(
+        self,
+        code: int,
+        text: str | Sequence[str] = "",
+        status: EnhancedStatus | str | None = None,
+    ) -> None:
+        if not isinstance(code, int) or not (200 <= code <= 599 and (code // 10) % 10 <= 5):
             raise LocalProtocolError(f"invalid reply code {code!r}")
-        text = self.text
         if isinstance(text, str):
             lines: tuple[str, ...] = (text,)
         else:
-            lines = tuple(text)
-            object.__setattr__(self, "text", lines)
+            text = lines = tuple(text)
             if not lines:
                 lines = ("",)
         for line in lines:
             if not isinstance(line, str) or _FORBIDDEN_IN_TEXT.search(line):
                 raise LocalProtocolError(f"reply text may not hold control characters: {line!r}")
-        object.__setattr__(self, "lines", lines)
-        status = _as_status(self.status)
+        status = _as_status(status)
+        object.__setattr__(self, "code", code)
+        object.__setattr__(self, "text", text)
         object.__setattr__(self, "status", status)
+        object.__setattr__(self, "lines", lines)
         if status is not None and status.class_code != code // 100:
             raise LocalProtocolError(f"status {status} does not match reply code {code}")
 

@@ -397,8 +397,8 @@ class ServerConnection:
                 self._buffer.clear()
             elif not isinstance(command, Quit) and self._state in (State.READY, State.HELLO):
                 self._reset_transaction()  # RSET
-        if positive and isinstance(command, (Ehlo, Lhlo)):
-            return self._ehlo_reply(event)
+        if positive and isinstance(command, (Ehlo, Helo, Lhlo)):
+            return self._hello_reply(event, extended=self.extended)
         return self._finish(command, event)
 
     def _start_content(self, event: Reply) -> bytes:
@@ -445,11 +445,13 @@ class ServerConnection:
                 return status
         return _DEFAULT_STATUS[event.code // 100]
 
-    def _ehlo_reply(self, event: Reply) -> bytes:
-        first = list(event.lines)
-        if first == [""]:
-            first = [self.hostname]
-        return Reply(250, (*first, *self.extensions())).to_bytes()
+    def _hello_reply(self, event: Reply, *, extended: bool) -> bytes:
+        """RFC 5321 §4.1.1.1: the first line names this host; EHLO adds keywords."""
+        first, *rest = event.lines
+        if first.split(" ", 1)[0].lower() != self.hostname.lower():
+            first = f"{self.hostname} {first}".rstrip()
+        keywords = self.extensions() if extended else []
+        return Reply(250, (first, *rest, *keywords)).to_bytes()
 
     def extensions(self) -> list[str]:
         """The EHLO keywords this session offers now (RFC 5321 §4.1.1.1)."""

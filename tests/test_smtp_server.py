@@ -1,0 +1,594 @@
+"""The SMTP server machine, command by command and state by state."""
+
+from __future__ import annotations
+
+import pytest
+
+from smtp_helpers import EHLO, ENVELOPE, codes, content_of, greeted, run
+from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError
+from smtpcore._lines import FramingPolicy
+from smtpcore.address import Mailbox
+from smtpcore.smtp import (
+    BadCommand,
+    ConnectionClosed,
+    Data,
+    Ehlo,
+    EndOfMessage,
+    Expn,
+    Helo,
+    Help,
+    Lhlo,
+    Mail,
+    MessageData,
+    Noop,
+    Quit,
+    Rcpt,
+    RejectedMessage,
+    Reply,
+    Rset,
+    ServerConnection,
+    State,
+    Vrfy,
+)
+
+# -- greeting -------------------------------------------------------------
+
+
+def test_server_waits_for_its_greeting_before_reading() -> None:
+    conn = ServerConnection("mx.pqr.example")
+    conn.receive_data(EHLO)
+    assert conn.state is State.GREETING
+    assert conn.next_event() is PAUSED
+    assert conn.send(Reply(220, "mx.pqr.example ESMTP")) == b"220 mx.pqr.example ESMTP\r\n"
+    assert conn.next_event() == Ehlo("client.abc.example")
+
+
+def test_refusing_greeting_serves_only_quit() -> None:
+    conn = ServerConnection("mx.pqr.example")
+    assert conn.send(Reply(554, "No SMTP service here")) == b"554 No SMTP service here\r\n"
+    _events, out = run(conn, EHLO + b"MAIL FROM:<a@b.example>\r\nQUIT\r\n")
+    assert codes(out) == ["503 5.5.1", "503 5.5.1", "221 2.0.0"]
+    assert conn.state is State.CLOSED
+
+
+def test_greeting_of_421_closes() -> None:
+    conn = ServerConnection("mx.pqr.example")
+    conn.send(Reply(421, "busy"))
+    assert conn.state is State.CLOSED
+    assert isinstance(conn.next_event(), ConnectionClosed)
+
+
+def test_greeting_must_be_220_554_or_421() -> None:
+    conn = ServerConnection("mx.pqr.example")
+    with pytest.raises(LocalProtocolError):
+        conn.send(Reply(250, "hello"))
+    assert conn.state is State.GREETING
+
+
+# -- EHLO, HELO and the extension list -------------------------------------------
+
+
+def test_ehlo_reply_lists_configured_extensions() -> None:
+    conn = greeted(max_message_size=1000, starttls=True)
+    _, out = run(conn, EHLO)
+    assert out == (
+        b"250-mx.pqr.example OK\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-PIPELINING\r\n"
+        b"250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 STARTTLS\r\n"
+    )
+    assert conn.state is State.READY and conn.extended
+
+
+def test_extensions_can_be_switched_off() -> None:
+    conn = greeted(
+        max_message_size=None,
+        eight_bit_mime=False,
+        pipelining=False,
+        enhanced_status_codes=False,
+        smtputf8=False,
+        extra_extensions=["HELP"],
+    )
+    _, out = run(conn, EHLO + b"MAIL FROM:<a@b.example>\r\n")
+    assert out == b"250-mx.pqr.example OK\r\n250-SIZE\r\n250 HELP\r\n250 OK\r\n"
+
+
+def test_helo_gets_a_plain_reply_and_no_extensions() -> None:
+    conn = greeted()
+    events, out = run(conn, b"HELO client.abc.example\r\n")
+    assert events == [Helo("client.abc.example")]
+    assert out == b"250 mx.pqr.example OK\r\n"
+    assert not conn.extended
+
+
+def test_ehlo_text_given_by_the_application_comes_first() -> None:
+    conn = greeted(extra_extensions=())
+    conn.receive_data(EHLO)
+    assert isinstance(conn.next_event(), Ehlo)
+    out = conn.send(Reply(250, ["mx.pqr.example greets client.abc.example"]))
+    assert out.startswith(b"250-mx.pqr.example greets client.abc.example\r\n250-SIZE")
+
+
+@pytest.mark.parametrize("line", [b"EHLO\r\n", b"EHLO a b\r\n", b"HELO\r\n"])
+def test_hello_without_a_name_is_a_syntax_error(line: bytes) -> None:
+    _, out = run(greeted(), line)
+    assert codes(out) == ["501 5.5.4"]
+
+
+def test_verbs_are_case_insensitive() -> None:
+    events, out = run(
+        greeted(), b"ehlo a.example\r\nmail from:<a@b.example>\r\nRcPt To:<c@d.example>\r\n"
+    )
+    assert [type(event) for event in events] == [Ehlo, Mail, Rcpt]
+    assert codes(out)[1:] == ["250 2.1.0", "250 2.1.5"]
+
+
+# -- ordering rules (RFC 5321 §4.1.4) -------------------------------------------------
+
+SEQUENCE_CASES = [
+    (b"MAIL FROM:<a@b.example>\r\n", "503 5.5.1"),
+    (EHLO + b"RCPT TO:<a@b.example>\r\n", "503 5.5.1"),
+    (EHLO + b"DATA\r\n", "503 5.5.1"),
+    (EHLO + b"MAIL FROM:<a@b.example>\r\nDATA\r\n", "554 5.5.1"),
+    (EHLO + b"MAIL FROM:<a@b.example>\r\nMAIL FROM:<a@b.example>\r\n", "503 5.5.1"),
+    (EHLO + b"BOGUS\r\n", "500 5.5.2"),
+    (EHLO + b"STARTTLS\r\n", "500 5.5.2"),  # not offered: unknown
+    (EHLO + b"AUTH PLAIN\r\n", "500 5.5.2"),  # not offered: unknown
+    (b"RSET\r\n", "250 2.0.0"),
+    (b"NOOP\r\n", "250 2.0.0"),
+    (b"VRFY john\r\n", "250 2.0.0"),
+    (b"HELP\r\n", "214 2.0.0"),
+]
+
+
+@pytest.mark.parametrize(("data", "last_reply"), SEQUENCE_CASES)
+def test_sequence_rules(data: bytes, last_reply: str) -> None:
+    _, out = run(greeted(), data)
+    assert codes(out)[-1] == last_reply
+
+
+def test_rset_abandons_the_transaction() -> None:
+    conn = greeted()
+    run(conn, ENVELOPE + b"RSET\r\n")
+    assert conn.state is State.READY and conn.accepted_recipients == 0
+    _, out = run(conn, b"DATA\r\n")
+    assert codes(out) == ["503 5.5.1"]
+
+
+def test_ehlo_resets_the_transaction() -> None:
+    conn = greeted()
+    run(conn, ENVELOPE + EHLO)
+    assert conn.state is State.READY and conn.accepted_recipients == 0
+
+
+def test_failed_mail_leaves_no_transaction() -> None:
+    conn = greeted()
+    run(conn, EHLO)
+    conn.receive_data(b"MAIL FROM:<a@b.example>\r\n")
+    assert isinstance(conn.next_event(), Mail)
+    conn.send(Reply(550, "go away"))
+    assert conn.state is State.READY
+
+
+def test_other_commands_parse_into_their_events() -> None:
+    events, out = run(
+        greeted(), EHLO + b"VRFY john\r\nEXPN staff\r\nHELP MAIL\r\nNOOP hi\r\nRSET\r\nQUIT\r\n"
+    )
+    assert events[1:-1] == [Vrfy("john"), Expn("staff"), Help("MAIL"), Noop("hi"), Rset(), Quit()]
+    assert isinstance(events[-1], ConnectionClosed)
+    assert codes(out)[-1] == "221 2.0.0"
+
+
+@pytest.mark.parametrize("line", [b"VRFY\r\n", b"EXPN\r\n", b"DATA x\r\n", b"QUIT now\r\n"])
+def test_argument_errors(line: bytes) -> None:
+    _, out = run(greeted(), EHLO + line)
+    assert codes(out)[-1] == "501 5.5.4"
+
+
+# -- MAIL and RCPT ----------------------------------------------------------------
+
+MAIL_CASES = [
+    (b"MAIL FROM:<>\r\n", "250 2.1.0"),
+    (b"MAIL FROM: <john@abc.example>\r\n", "250 2.1.0"),
+    (b"MAIL FROM:<@relay.example:john@abc.example>\r\n", "250 2.1.0"),
+    (b"MAIL FROM:<john@[192.0.2.1]>\r\n", "250 2.1.0"),
+    (b"MAIL FROM:<john@[IPv6:2001:db8::1]>\r\n", "250 2.1.0"),
+    (b'MAIL FROM:<"john doe"@abc.example>\r\n', "250 2.1.0"),
+    (b"MAIL FROM:<john@abc.example> SIZE=1000 BODY=8BITMIME\r\n", "250 2.1.0"),
+    (b"MAIL FROM:<john@abc.example> BODY=7BIT\r\n", "250 2.1.0"),
+    (b"MAIL FROM:john@abc.example\r\n", "501 5.1.7"),
+    (b"MAIL FROM:<john@@abc.example>\r\n", "501 5.1.7"),
+    (b"MAIL FROM:<john@abc.example\r\n", "501 5.1.7"),
+    (b"MAIL TO:<john@abc.example>\r\n", "501 5.5.4"),
+    (b"MAIL\r\n", "501 5.5.4"),
+    (b"MAIL FROM:<john@abc.example> SIZE=99999999999\r\n", "552 5.3.4"),
+    (b"MAIL FROM:<john@abc.example> SIZE=abc\r\n", "501 5.5.4"),
+    (b"MAIL FROM:<john@abc.example> BODY=BINARYMIME\r\n", "501 5.5.4"),
+    (b"MAIL FROM:<john@abc.example> FOO=BAR\r\n", "555 5.5.4"),
+    (b"MAIL FROM:<john@abc.example> =BAR\r\n", "501 5.5.4"),
+    (b"MAIL FROM:<john@abc.example> SIZE=1 SIZE=2\r\n", "501 5.5.4"),
+    ("MAIL FROM:<jöhn@abc.example>\r\n".encode(), "553 5.6.7"),
+    ("MAIL FROM:<jöhn@abc.example> SMTPUTF8\r\n".encode(), "250 2.1.0"),
+    (b"MAIL FROM:<john@abc.example> SMTPUTF8=yes\r\n", "555 5.5.4"),
+    (b"MAIL FROM:<j\xffhn@abc.example>\r\n", "500 5.5.2"),
+    (b"MAIL FROM:<john@abc.example>\x00\r\n", "501 5.5.2"),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), MAIL_CASES)
+def test_mail_command(line: bytes, expected: str) -> None:
+    _, out = run(greeted(), EHLO + line)
+    assert codes(out)[-1] == expected
+
+
+def test_mail_parameters_reach_the_application() -> None:
+    events, _ = run(greeted(), EHLO + b"MAIL FROM:<john@abc.example> size=10 Body=8BITMIME\r\n")
+    mail = events[-1]
+    assert isinstance(mail, Mail)
+    assert mail.sender == Mailbox("john", "abc.example")
+    assert dict(mail.params) == {"SIZE": "10", "BODY": "8BITMIME"}
+    assert mail.params["size"] == "10"
+
+
+def test_mail_parameters_need_ehlo() -> None:
+    _, out = run(greeted(), b"HELO a.example\r\nMAIL FROM:<a@b.example> SIZE=10\r\n")
+    assert codes(out)[-1] == "555 5.5.4"
+
+
+RCPT_CASES = [
+    (b"RCPT TO:<brendon@pqr.example>\r\n", "250 2.1.5"),
+    (b"RCPT TO:<Postmaster>\r\n", "250 2.1.5"),
+    (b"RCPT TO:<>\r\n", "501 5.1.3"),
+    (b"RCPT TO:brendon@pqr.example\r\n", "501 5.1.3"),
+    (b"RCPT FROM:<brendon@pqr.example>\r\n", "501 5.5.4"),
+    (b"RCPT TO:<brendon@pqr.example> NOTIFY=NEVER\r\n", "555 5.5.4"),
+    ("RCPT TO:<brëndon@pqr.example>\r\n".encode(), "553 5.6.7"),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), RCPT_CASES)
+def test_rcpt_command(line: bytes, expected: str) -> None:
+    _, out = run(greeted(), EHLO + b"MAIL FROM:<john@abc.example>\r\n" + line)
+    assert codes(out)[-1] == expected
+
+
+def test_utf8_recipient_allowed_in_a_smtputf8_transaction() -> None:
+    data = "MAIL FROM:<john@abc.example> SMTPUTF8\r\nRCPT TO:<brëndon@pqr.example>\r\n"
+    _, out = run(greeted(), EHLO + data.encode())
+    assert codes(out)[-1] == "250 2.1.5"
+
+
+def test_recipient_limit() -> None:
+    conn = greeted(max_recipients=2)
+    rcpts = b"".join(b"RCPT TO:<r%d@pqr.example>\r\n" % n for n in range(3))
+    _, out = run(conn, EHLO + b"MAIL FROM:<a@b.example>\r\n" + rcpts)
+    assert codes(out)[-3:] == ["250 2.1.5", "250 2.1.5", "452 4.5.3"]
+    assert conn.accepted_recipients == 2
+
+
+def test_rejected_recipients_do_not_count() -> None:
+    conn = greeted()
+    run(conn, EHLO + b"MAIL FROM:<a@b.example>\r\n")
+    conn.receive_data(b"RCPT TO:<nobody@pqr.example>\r\n")
+    assert isinstance(conn.next_event(), Rcpt)
+    assert conn.send(Reply(550, "No such user")) == b"550 5.0.0 No such user\r\n"
+    assert conn.state is State.MAIL and conn.accepted_recipients == 0
+
+
+# -- DATA ---------------------------------------------------------------------------
+
+
+def test_pipelined_envelope_and_content() -> None:
+    conn = greeted()
+    events, out = run(conn, ENVELOPE + b"DATA\r\n")
+    assert isinstance(events[-1], Data)
+    assert conn.state is State.DATA
+    events, out2 = run(conn, b"Subject: hi\r\n\r\n..leading dot\r\n.\r\nQUIT\r\n")
+    assert content_of(events) == b"Subject: hi\r\n\r\n.leading dot\r\n"
+    assert isinstance(events[-3], EndOfMessage) and isinstance(events[-2], Quit)
+    assert codes(out + out2) == ["250", "250 2.1.0", "250 2.1.5", "354", "250 2.0.0", "221 2.0.0"]
+
+
+def test_empty_message() -> None:
+    conn = greeted()
+    run(conn, ENVELOPE + b"DATA\r\n")
+    events, _ = run(conn, b".\r\n")
+    assert events == [EndOfMessage()]
+
+
+def test_content_sent_before_354_is_a_pipelining_violation() -> None:
+    conn = greeted()
+    conn.receive_data(ENVELOPE + b"DATA\r\nSubject: smuggled\r\n\r\nbody\r\n.\r\n")
+    for _ in range(3):
+        conn.send(Reply(250, "OK") if not isinstance(conn.next_event(), Data) else Reply(250))
+    assert isinstance(conn.next_event(), Data)
+    conn.send(Reply(354, "go ahead"))
+    with pytest.raises(RemoteProtocolError) as info:
+        conn.next_event()
+    assert info.value.reply_hint == Reply(554, "Pipelining error: data sent before 354", "5.5.0")
+    assert conn.state is State.ERROR
+    assert conn.send(info.value.reply_hint).startswith(b"554 5.5.0")
+    with pytest.raises(RemoteProtocolError):
+        conn.next_event()
+
+
+def test_early_content_can_be_allowed() -> None:
+    conn = greeted(reject_early_content=False)
+    events, _ = run(conn, ENVELOPE + b"DATA\r\nbody\r\n.\r\n")
+    assert content_of(events) == b"body\r\n" and isinstance(events[-1], EndOfMessage)
+
+
+@pytest.mark.parametrize("content", [b"bare\nLF\r\n", b"bare\rCR\r\n", b"x\r\n\n.\n"])
+def test_bare_line_endings_reject_the_message_after_its_end(content: bytes) -> None:
+    conn = greeted()
+    run(conn, ENVELOPE + b"DATA\r\n")
+    events, out = run(conn, content + b"more\r\n.\r\nRSET\r\n")
+    assert isinstance(events[-2], RejectedMessage)
+    assert codes(out) == ["550 5.5.2", "250 2.0.0"]
+    assert conn.state is State.READY
+
+
+def test_lenient_policy_accepts_bare_line_endings() -> None:
+    conn = greeted(framing=FramingPolicy.lenient())
+    run(conn, ENVELOPE + b"DATA\r\n")
+    events, _ = run(conn, b"bare\nLF and bare\rCR\r\n.\r\n")
+    assert content_of(events) == b"bare\nLF and bare\rCR\r\n"
+
+
+@pytest.mark.parametrize("smuggle", [b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r\n.\n", b"\r\n.\r"])
+@pytest.mark.parametrize("framing", [FramingPolicy.strict(), FramingPolicy.lenient()])
+def test_smuggling_never_starts_a_second_transaction(
+    smuggle: bytes, framing: FramingPolicy
+) -> None:
+    conn = greeted(framing=framing)
+    run(conn, ENVELOPE + b"DATA\r\n")
+    injected = b"MAIL FROM:<admin@pqr.example>\r\nRCPT TO:<victim@pqr.example>\r\nDATA\r\n"
+    events, _ = run(conn, b"Subject: a\r\n\r\nhi" + smuggle + injected + b"evil\r\n.\r\n")
+    assert [type(e) for e in events if not isinstance(e, MessageData)] == [
+        RejectedMessage if framing == FramingPolicy.strict() else EndOfMessage
+    ]
+    assert not any(isinstance(e, Mail | Rcpt) for e in events)
+
+
+def test_message_size_limit_is_enforced_after_the_end() -> None:
+    conn = greeted(max_message_size=100)
+    run(conn, ENVELOPE + b"DATA\r\n")
+    events, out = run(conn, b"x" * 60 + b"\r\n" + b"y" * 60 + b"\r\n.\r\n")
+    assert isinstance(events[-1], RejectedMessage)
+    assert codes(out) == ["552 5.3.4"]
+    assert sum(len(e.data) for e in events if isinstance(e, MessageData)) <= 100
+
+
+def test_long_text_line_rejects_the_message() -> None:
+    conn = greeted(max_text_line=1000)
+    run(conn, ENVELOPE + b"DATA\r\n")
+    _events, out = run(conn, b"a" * 998 + b"\r\n" + b"b" * 999 + b"\r\n.\r\n")
+    assert codes(out) == ["500 5.5.6"]
+
+
+def test_rejected_message_cannot_be_accepted() -> None:
+    conn = greeted(max_message_size=5)
+    run(conn, ENVELOPE + b"DATA\r\n")
+    conn.receive_data(b"too long\r\n.\r\n")
+    assert isinstance(conn.next_event(), RejectedMessage)
+    with pytest.raises(LocalProtocolError):
+        conn.send(Reply(250, "ok"))
+    assert conn.send(Reply(554, "no")).startswith(b"554")
+
+
+def test_data_reply_must_be_354_or_failure() -> None:
+    conn = greeted()
+    run(conn, ENVELOPE)
+    conn.receive_data(b"DATA\r\n")
+    assert isinstance(conn.next_event(), Data)
+    with pytest.raises(LocalProtocolError):
+        conn.send(Reply(250, "ok"))
+    assert conn.send(Reply(451, "try later")) == b"451 4.0.0 try later\r\n"
+    assert conn.state is State.RCPT
+
+
+def test_peer_closing_mid_data_is_reported() -> None:
+    conn = greeted()
+    run(conn, ENVELOPE + b"DATA\r\n")
+    conn.receive_data(b"partial")
+    conn.receive_data(b"")
+    events, _ = run(conn)
+    assert isinstance(events[-1], ConnectionClosed)
+    assert not any(isinstance(e, EndOfMessage) for e in events)
+    assert conn.state is State.CLOSED
+
+
+# -- framing of command lines ------------------------------------------------------------
+
+
+def test_overlong_command_line_gets_500_and_memory_stays_bounded() -> None:
+    conn = greeted()
+    run(conn, EHLO)
+    for _ in range(200):
+        conn.receive_data(b"A" * 4096)
+        assert conn.next_event() is NEED_DATA
+        assert len(conn._buffer) <= 4096 + 512
+    _events, out = run(conn, b"\r\nNOOP\r\n")
+    assert codes(out) == ["500 5.5.6", "250 2.0.0"]
+
+
+def test_bare_lf_command_is_refused_under_the_strict_policy() -> None:
+    _, out = run(greeted(), b"EHLO a.example\nNOOP\r\n")
+    assert codes(out) == ["500 5.5.2", "250 2.0.0"]
+
+
+def test_bare_lf_command_accepted_when_allowed() -> None:
+    events, _ = run(greeted(framing=FramingPolicy(lf_ends_command=True)), b"NOOP\n")
+    assert events == [Noop()]
+
+
+def test_too_many_errors_closes_with_421() -> None:
+    conn = greeted(max_errors=3)
+    _, out = run(conn, b"MAIL FROM:<x@y.example>\r\n" * 4)
+    assert codes(out) == ["503 5.5.1"] * 3 + ["421 4.7.0"]
+    assert conn.state is State.CLOSED
+
+
+def test_too_many_unknown_commands_closes_with_421() -> None:
+    conn = greeted(max_bad_commands=2, max_errors=100)
+    _, out = run(conn, b"FOO\r\nBAR\r\n")
+    assert codes(out) == ["500 5.5.2", "421 4.7.0"]
+    assert conn.state is State.CLOSED
+
+
+# -- STARTTLS (RFC 3207) ---------------------------------------------------------------------
+
+
+def test_starttls_discards_pipelined_plaintext() -> None:
+    conn = greeted(starttls=True)
+    _, out = run(conn, EHLO + b"STARTTLS\r\nMAIL FROM:<evil@x.example>\r\n")
+    assert conn.state is State.TLS_PENDING
+    assert codes(out)[-1] == "220 2.0.0"
+    conn.receive_data(b"RCPT TO:<more@x.example>\r\n")  # still plaintext: dropped
+    assert conn.next_event() is PAUSED
+    conn.tls_started()
+    assert conn.state.name == "HELLO" and conn.tls  # .name: mypy kept the earlier narrowing
+    _events, out = run(conn, b"MAIL FROM:<a@b.example>\r\n")
+    assert codes(out) == ["503 5.5.1"]  # session restarted: EHLO needed
+    _, out = run(conn, EHLO)
+    assert b"STARTTLS" not in out
+    _, out = run(conn, b"STARTTLS\r\n")
+    assert codes(out) == ["503 5.5.1"]
+
+
+def test_require_tls_before_mail() -> None:
+    conn = greeted(starttls=True, require_tls=True)
+    _, out = run(conn, EHLO + b"MAIL FROM:<a@b.example>\r\n")
+    assert codes(out)[-1] == "530 5.7.0"
+
+
+def test_starttls_refused_keeps_plaintext_session() -> None:
+    conn = greeted(starttls=True)
+    run(conn, EHLO)
+    conn.receive_data(b"STARTTLS\r\n")
+    conn.next_event()
+    conn.send(Reply(454, "TLS not available"))
+    assert conn.state is State.READY
+
+
+def test_tls_started_only_when_pending() -> None:
+    with pytest.raises(LocalProtocolError):
+        greeted().tls_started()
+
+
+# -- LMTP (RFC 2033) -------------------------------------------------------------------
+
+
+def test_lmtp_gives_one_reply_per_accepted_recipient() -> None:
+    conn = greeted(lmtp=True)
+    data = (
+        b"LHLO a.example\r\nMAIL FROM:<a@b.example>\r\n"
+        b"RCPT TO:<one@pqr.example>\r\nRCPT TO:<two@pqr.example>\r\nDATA\r\n"
+    )
+    events, _out = run(conn, data)
+    assert isinstance(events[0], Lhlo)
+    events, out2 = run(conn, b"hi\r\n.\r\n")
+    assert codes(out2) == ["250 2.0.0", "250 2.0.0"]
+    assert conn.state is State.READY
+
+
+def test_lmtp_refuses_ehlo() -> None:
+    _, out = run(greeted(lmtp=True), EHLO)
+    assert codes(out) == ["500 5.5.2"]
+
+
+def test_smtp_refuses_lhlo() -> None:
+    _, out = run(greeted(), b"LHLO a.example\r\n")
+    assert codes(out) == ["500 5.5.2"]
+
+
+# -- replies and application misuse ------------------------------------------------------
+
+
+def test_application_status_and_multiline_replies() -> None:
+    conn = greeted()
+    run(conn, EHLO)
+    conn.receive_data(b"HELP\r\n")
+    conn.next_event()
+    out = conn.send(Reply(214, ["Commands:", "EHLO MAIL RCPT DATA"], "2.0.0"))
+    assert out == b"214-2.0.0 Commands:\r\n214 2.0.0 EHLO MAIL RCPT DATA\r\n"
+
+
+def test_enhanced_status_codes_off_strips_them() -> None:
+    conn = greeted(enhanced_status_codes=False)
+    run(conn, EHLO)
+    conn.receive_data(b"MAIL FROM:<a@b.example>\r\n")
+    conn.next_event()
+    assert conn.send(Reply(550, "no", "5.7.1")) == b"550 no\r\n"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda: Reply(250, "a\r\nb"),
+        lambda: Reply(250, ["a", "b\n"]),
+        lambda: Reply(199, "x"),
+        lambda: Reply(550, "x", "2.0.0"),
+        lambda: Reply(250, "x", "9.9.9"),
+    ],
+)
+def test_replies_that_would_serialize_wrongly_cannot_be_built(bad: object) -> None:
+    with pytest.raises(LocalProtocolError):
+        bad()  # type: ignore[operator]  # a lambda from the table
+
+
+def test_misuse_leaves_the_machine_unchanged() -> None:
+    conn = greeted()
+    with pytest.raises(LocalProtocolError):
+        conn.send(Reply(250, "nothing to answer"))
+    with pytest.raises(LocalProtocolError):
+        conn.send(Noop())
+    conn.receive_data(EHLO)
+    assert isinstance(conn.next_event(), Ehlo)
+    with pytest.raises(LocalProtocolError):
+        conn.send(Reply(354, "wrong"))
+    assert conn.state is State.HELLO
+    conn.send(Reply(250, "ok"))
+    assert conn.state.name == "READY"
+
+
+def test_421_can_be_sent_at_any_time() -> None:
+    conn = greeted()
+    run(conn, ENVELOPE + b"DATA\r\n")
+    assert conn.send(Reply(421, "shutting down")) == b"421 4.0.0 shutting down\r\n"
+    assert conn.state is State.CLOSED
+
+
+def test_quit_closes() -> None:
+    conn = greeted()
+    _events, out = run(conn, b"QUIT\r\nNOOP\r\n")
+    assert conn.state is State.CLOSED
+    assert codes(out) == ["221 2.0.0"]
+    assert isinstance(conn.next_event(), ConnectionClosed)
+    with pytest.raises(LocalProtocolError):
+        conn.send(Reply(250, "ok"))
+
+
+def test_peer_close_gives_connection_closed() -> None:
+    conn = greeted()
+    conn.receive_data(b"NOO")
+    conn.receive_data(b"")
+    assert isinstance(conn.next_event(), ConnectionClosed)
+    with pytest.raises(LocalProtocolError):
+        conn.receive_data(b"more")
+
+
+def test_send_failed_moves_to_error() -> None:
+    conn = greeted()
+    conn.send_failed()
+    assert conn.state is State.ERROR
+    with pytest.raises(RemoteProtocolError):
+        conn.next_event()
+
+
+def test_bad_command_reply_may_be_replaced_but_not_by_success() -> None:
+    conn = greeted()
+    conn.receive_data(b"BOGUS\r\n")
+    event = conn.next_event()
+    assert isinstance(event, BadCommand) and event.line == b"BOGUS\r\n"
+    with pytest.raises(LocalProtocolError):
+        conn.send(Reply(250, "fine"))
+    assert conn.send(Reply(502, "Not implemented", "5.5.1")) == b"502 5.5.1 Not implemented\r\n"
