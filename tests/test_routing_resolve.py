@@ -125,6 +125,12 @@ ZONE = StaticResolver.from_zone_text(
     two.twice.example    A 192.0.2.81
     two.twice.example    A 192.0.2.82
 
+    # a repeated address does not use up an attempt
+    repeat.example       MX 10 one.twice.example
+    repeat.example       MX 20 alias.repeat.example
+    repeat.example       MX 30 two.twice.example
+    alias.repeat.example CNAME one.twice.example
+
     # many addresses
     wide.example         MX 10 mx.wide.example
     wide.example         MX 20 mx2.plain.example
@@ -244,6 +250,18 @@ def test_attempts_are_capped(limit: int, count: int) -> None:
     assert isinstance(result, tuple)
     assert len(result) == count
     assert [a.preference for a in result] == sorted(a.preference for a in result)
+
+
+def test_repeated_addresses_do_not_count_against_the_cap() -> None:
+    result = run(
+        "asyncio",
+        lambda: resolve_exchangers("repeat.example", ZONE, rng=random.Random(0), max_attempts=2),
+    )
+    assert isinstance(result, tuple)
+    assert [(a.host, str(a.address)) for a in result] == [
+        ("one.twice.example", "192.0.2.81"),
+        ("two.twice.example", "192.0.2.82"),
+    ]
 
 
 def test_max_attempts_must_be_positive() -> None:

@@ -94,6 +94,8 @@ async def resolve_exchangers(
     - ``Rejected`` 451 4.4.3, a temporary DNS failure left no address;
     - ``Rejected`` 550 5.4.4, no exchanger has an address;
     - ``Rejected`` 550 5.4.6, this host is the best exchanger: a loop.
+
+    Raises ``AddressError`` when ``domain`` is not a domain name at all.
     """
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
@@ -134,10 +136,14 @@ async def resolve_exchangers(
             cutoff = exchanger.preference
             attempts = [a for a in attempts if a.preference < cutoff]
             break
-        for address in order_addresses(found, address_preference, rng):
-            attempts.append(Attempt(exchanger.exchange, address, port, exchanger.preference))
+        listed = {a.address for a in attempts}
+        attempts.extend(
+            Attempt(exchanger.exchange, address, port, exchanger.preference)
+            for address in order_addresses(found, address_preference, rng)
+            if address not in listed
+        )
 
-    attempts = _first_of_each(attempts)[:max_attempts]
+    attempts = attempts[:max_attempts]
     if attempts:
         return tuple(attempts)
     if cutoff is not None and exchangers[0].preference >= cutoff:
@@ -145,16 +151,6 @@ async def resolve_exchangers(
     if any(cutoff is None or level < cutoff for level in failed_levels):
         return out.dns_temporary(domain)
     return out.no_route(domain)
-
-
-def _first_of_each(attempts: list[Attempt]) -> list[Attempt]:
-    seen: set[IPAddress] = set()
-    kept: list[Attempt] = []
-    for attempt in attempts:
-        if attempt.address not in seen:
-            seen.add(attempt.address)
-            kept.append(attempt)
-    return kept
 
 
 async def resolve_host(
