@@ -1,0 +1,337 @@
+"""The client side of a POP3 session, with no I/O (RFC 1939 and its extensions).
+
+Send commands with :meth:`ClientConnection.send` and write the bytes it
+returns; feed what the server sends to :meth:`ClientConnection.receive_data`
+and take ``Ok``, ``Err`` or ``Continue`` events from
+:meth:`ClientConnection.next_event`. The machine knows from each command
+whether a ``+OK`` opens multi-line content, which it unstuffs and streams as
+``ResponseData`` chunks ending with ``EndOfResponse``: no message is held
+whole, and a server that never ends a line or a response cannot grow memory.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Final
+
+from smtpcore._dotstuff import DotDecoder
+from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
+from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
+from smtpcore.pop3._apop import find_apop_timestamp
+from smtpcore.pop3._commands import format_command
+from smtpcore.pop3._events import (
+    Auth,
+    AuthResponse,
+    Capa,
+    Command,
+    ConnectionClosed,
+    Continue,
+    EndOfResponse,
+    Err,
+    Event,
+    Ok,
+    Response,
+    ResponseData,
+    Stls,
+    Utf8,
+)
+from smtpcore.pop3._responses import parse_capabilities, parse_status_line
+from smtpcore.pop3._state import COMMAND_STATES, MOVES, Move, State
+
+__all__ = ["ClientConnection"]
+
+_MAX_CAPABILITIES: Final = 16384
+"""Octets of CAPA content the machine keeps to learn about PIPELINING."""
+
+Sent = Command | AuthResponse
+
+
+class ClientConnection:
+    """A sans-I/O POP3 client session.
+
+    ``hostname`` is this host's own name (POP3 never sends it; it is kept for
+    logs and for symmetry with SMTP). ``pipelining`` forces RFC 2449
+    pipelining on or off; by default it is used once CAPA lists PIPELINING.
+    """
+
+    def __init__(
+        self,
+        hostname: str,
+        *,
+        max_response_line: int = 2048,
+        max_command_line: int = 255,
+        max_auth_line: int = 12288,
+        pipelining: bool | None = None,
+    ) -> None:
+        self.hostname = hostname
+        self.max_response_line = max_response_line
+        self.max_command_line = max_command_line
+        self.max_auth_line = max_auth_line
+        self._pipelining = pipelining
+
+        self._buffer = ReceiveBuffer()
+        self._state = State.GREETING
+        self._outstanding: deque[Sent] = deque()
+        self._head_move: Move | None = None
+        self._decoder: DotDecoder | None = None
+        self._content_ended = False
+        self._capa: bytearray | None = None
+        self._peer_closed = False
+        self._error: RemoteProtocolError | None = None
+        self.tls = False
+        """Whether TLS is active (set by :meth:`tls_started`)."""
+        self.utf8 = False
+        """Whether the server accepted UTF8 (RFC 6856)."""
+        self.capabilities: dict[str, tuple[str, ...]] | None = None
+        """What the last CAPA answer listed; ``None`` before CAPA and after STLS."""
+        self.apop_timestamp: str | None = None
+        """The ``<...@...>`` timestamp of the greeting, for :func:`apop_digest`."""
+        self.answered: Sent | None = None
+        """The command the last ``Ok``, ``Err`` or ``Continue`` answered."""
+
+    # -- the four verbs -------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def pipelining(self) -> bool:
+        """Whether commands may be sent before the previous ones are answered."""
+        if self._pipelining is not None:
+            return self._pipelining
+        return self.capabilities is not None and "PIPELINING" in self.capabilities
+
+    @property
+    def outstanding(self) -> tuple[Sent, ...]:
+        """The commands sent and not yet (completely) answered, oldest first."""
+        return tuple(self._outstanding)
+
+    def receive_data(self, data: bytes) -> None:
+        """Buffer bytes from the server; ``b""`` means it closed its side."""
+        if self._peer_closed and data:
+            raise LocalProtocolError("received data after the peer closed")
+        if not data:
+            self._peer_closed = True
+        elif self._state not in (State.TLS_PENDING, State.CLOSED):
+            self._buffer.feed(data)
+        # In TLS_PENDING, bytes are plaintext from before the handshake: a
+        # man in the middle's injected responses (RFC 2595 §4). Dropped.
+
+    def next_event(self) -> Event | NoEvent:
+        """The next event from the server, ``NEED_DATA`` or ``PAUSED``.
+
+        ``PAUSED`` means nothing is outstanding: send a command first.
+        """
+        if self._state is State.ERROR:
+            raise RemoteProtocolError("the connection is in the ERROR state")
+        try:
+            return self._next_event()
+        except RemoteProtocolError as exc:
+            self._state = State.ERROR
+            self._error = exc
+            raise
+
+    def send(self, event: Event) -> bytes:
+        """Check ``event`` against the state, queue it, and return its bytes."""
+        if isinstance(event, AuthResponse):
+            return self._send_auth_response(event)
+        if not isinstance(event, Command):
+            raise LocalProtocolError(f"a client does not send {type(event).__name__}")
+        state = self._state
+        if state not in COMMAND_STATES:
+            raise LocalProtocolError(f"no command may be sent in the {state.name} state")
+        if not self._outstanding and self._decoder is None and self._buffer:
+            self._state = State.ERROR
+            self._error = RemoteProtocolError("the server sent a response no command asked for")
+            raise self._error
+        if (self._outstanding or self._decoder is not None) and not self.pipelining:
+            raise LocalProtocolError(
+                "wait for the answer first: the server did not list PIPELINING (RFC 2449 §6.6)"
+            )
+        possible = self._possible_states()
+        if not possible <= COMMAND_STATES:
+            head = self._outstanding[-1]
+            raise LocalProtocolError(f"nothing may be pipelined behind {type(head).__name__}")
+        if not any((s, type(event)) in MOVES for s in possible):
+            raise LocalProtocolError(f"{event.keyword} is not valid in the {state.name} state")
+        data = format_command(event)
+        if len(data) > self.max_command_line:
+            raise LocalProtocolError(
+                f"a command line is at most {self.max_command_line} octets (RFC 2449 §4)"
+            )
+        self._outstanding.append(event)
+        if len(self._outstanding) == 1:
+            self._enter_head()
+        return data
+
+    def send_failed(self) -> None:
+        """The bytes of the last ``send`` never reached the server."""
+        self._state = State.ERROR
+
+    def tls_started(self) -> None:
+        """The TLS handshake after STLS is done: capabilities must be asked again."""
+        if self._state is not State.TLS_PENDING:
+            raise LocalProtocolError("tls_started() outside the TLS_PENDING state")
+        self._buffer.clear()
+        self.tls = True
+        self.capabilities = None
+        self._state = State.AUTHORIZATION
+
+    # -- sending --------------------------------------------------------
+
+    def _send_auth_response(self, event: AuthResponse) -> bytes:
+        if self._state is not State.SASL or self._outstanding:
+            raise LocalProtocolError("an AUTH response answers a continuation")
+        data = format_command(event)
+        if len(data) > self.max_auth_line:
+            raise LocalProtocolError(f"an AUTH response line is at most {self.max_auth_line}")
+        self._outstanding.append(event)
+        self._enter_head()
+        return data
+
+    def _possible_states(self) -> set[State]:
+        """Every state the outstanding commands may leave the session in."""
+        states = {self._state}
+        for index, command in enumerate(self._outstanding):
+            following: set[State] = set()
+            for state in states:
+                move = (self._head_move if index == 0 else None) or MOVES.get(
+                    (state, type(command))
+                )
+                if move is None:
+                    following.add(state)
+                    continue
+                following.add(move.on_ok or state)
+                following.add(move.on_err or state)
+                if move.on_continue is not None:
+                    following.add(move.on_continue)
+            states = following
+        return states
+
+    def _enter_head(self) -> None:
+        """The oldest outstanding command is the one the next answer is for."""
+        if not self._outstanding:
+            self._head_move = None
+            return
+        move = MOVES.get((self._state, type(self._outstanding[0])))
+        self._head_move = move
+        if move is not None and move.during is not None:
+            self._state = move.during
+
+    # -- reading --------------------------------------------------------
+
+    def _next_event(self) -> Event | NoEvent:
+        state = self._state
+        if state is State.CLOSED:
+            return ConnectionClosed()
+        if state is State.TLS_PENDING:
+            return PAUSED
+        if self._decoder is not None:
+            return self._next_content()
+        if state is not State.GREETING and not self._outstanding:
+            if self._buffer:
+                raise RemoteProtocolError("the server sent a response no command asked for")
+            if self._peer_closed:
+                self._state = State.CLOSED
+                return ConnectionClosed()
+            return PAUSED
+        head = self._outstanding[0] if self._outstanding else None
+        sasl = isinstance(head, (Auth, AuthResponse))
+        line = self._next_line(self.max_auth_line if sasl else self.max_response_line)
+        if line is None:
+            if self._peer_closed:
+                if self._buffer:
+                    raise RemoteProtocolError("the server closed in the middle of a line")
+                self._state = State.CLOSED
+                return ConnectionClosed()
+            return NEED_DATA
+        response = parse_status_line(line, continuation=sasl)
+        if head is None:
+            return self._greeted(response)
+        return self._answered(head, response)
+
+    def _next_line(self, limit: int) -> bytes | None:
+        view = self._buffer.view()
+        if len(view) > limit and view.find(b"\n", 0, limit) < 0:
+            raise RemoteProtocolError(f"a response line is longer than {limit} octets")
+        line = self._buffer.next_line(limit)
+        if line is LINE_TOO_LONG:
+            raise RemoteProtocolError(f"a response line is longer than {limit} octets")
+        if line is None:
+            return None
+        return line[:-2] if line.endswith(b"\r\n") else line[:-1]
+
+    def _greeted(self, response: Response) -> Event:
+        if isinstance(response, Ok):
+            self._state = State.AUTHORIZATION
+            self.apop_timestamp = find_apop_timestamp(response.text)
+        else:
+            self._state = State.CLOSED
+        return response
+
+    def _answered(self, head: Sent, response: Response) -> Event:
+        move = self._head_move
+        self._head_move = None
+        self._outstanding.popleft()
+        self.answered = head
+        if isinstance(response, Continue):
+            assert move is not None and move.on_continue is not None
+            self._state = move.on_continue
+            self._enter_head()
+            return response
+        if isinstance(response, Err):
+            if move is not None and move.on_err is not None:
+                self._state = move.on_err
+            self._enter_head()
+            return response
+        assert isinstance(response, Ok)
+        if move is None:
+            raise RemoteProtocolError(
+                f"+OK to {type(head).__name__}, which is not valid in the {self._state.name} state"
+            )
+        if move.on_ok is not None:
+            self._state = move.on_ok
+        if isinstance(head, Stls):
+            # Anything already behind the +OK was injected before TLS (RFC 2595 §4).
+            self._buffer.clear()
+        elif isinstance(head, Utf8):
+            self.utf8 = True
+        if isinstance(head, Command) and head.multiline:
+            self._decoder = DotDecoder(FramingPolicy.lenient())
+            self._capa = bytearray() if isinstance(head, Capa) else None
+        else:
+            self._enter_head()
+        return response
+
+    def _next_content(self) -> Event | NoEvent:
+        if self._content_ended:
+            return self._end_content()
+        decoder = self._decoder
+        assert decoder is not None
+        while self._buffer:
+            data, consumed, ended = decoder.decode(self._buffer.view())
+            self._buffer.consume(consumed)
+            capa = self._capa
+            if capa is not None and len(capa) < _MAX_CAPABILITIES:
+                capa += data[: _MAX_CAPABILITIES - len(capa)]
+            if ended:
+                self._content_ended = True
+                return ResponseData(data) if data else self._end_content()
+            if data:
+                return ResponseData(data)
+            if not consumed:
+                break
+        if self._peer_closed:
+            raise RemoteProtocolError("the server closed in the middle of a multi-line response")
+        return NEED_DATA
+
+    def _end_content(self) -> Event:
+        self._decoder = None
+        self._content_ended = False
+        if self._capa is not None:
+            self.capabilities = parse_capabilities(bytes(self._capa))
+            self._capa = None
+        self._enter_head()
+        return EndOfResponse()

@@ -1,0 +1,124 @@
+"""Reading status lines, and the content helpers both sides use.
+
+A client reads ``+OK``, ``-ERR`` and ``+`` status lines (RFC 1939 §3,
+RFC 5034 §4) into events. The other functions here turn the text of common
+answers into values (STAT, scan and unique-id listings, CAPA) or values into
+response lines, so that applications do not each write their own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Final
+
+from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore.pop3._commands import CommandSyntaxError, decode_base64
+from smtpcore.pop3._events import Continue, Err, Ok, Response
+
+__all__ = [
+    "format_lines",
+    "parse_capabilities",
+    "parse_listing",
+    "parse_stat",
+    "parse_status_line",
+    "parse_uid_listing",
+]
+
+_CONTROL_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_STATUS_RE: Final = re.compile(r"(\+OK|-ERR)(?: (.*)|)", re.IGNORECASE | re.DOTALL)
+_UNIQUE_ID_RE: Final = re.compile(r"[\x21-\x7e]{1,70}")
+
+
+def parse_status_line(line: bytes, *, continuation: bool = False) -> Response:
+    """Read one status line, line ending removed, into ``Ok``, ``Err`` or ``Continue``.
+
+    ``continuation`` allows ``+ base64`` (an AUTH exchange is under way).
+    Text that is not UTF-8 or holds control characters is kept readable
+    (replacement characters) rather than refused: it is only text.
+    """
+    text = line.decode("utf-8", "replace")
+    match = _STATUS_RE.fullmatch(text)
+    if match is not None:
+        rest = _CONTROL_RE.sub("\ufffd", match[2] or "")
+        return Ok(rest) if match[1][0] == "+" else Err(rest)
+    if continuation and (text == "+" or text.startswith("+ ")):
+        try:
+            return Continue(decode_base64(text[2:].strip(" ")))
+        except CommandSyntaxError:
+            raise RemoteProtocolError("invalid base64 in an AUTH challenge") from None
+    raise RemoteProtocolError(f"not a POP3 status line: {text[:80]!r}")
+
+
+def _text(data: bytes | str) -> str:
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+
+
+def _count(word: str, what: str) -> int:
+    if not word.isascii() or not word.isdigit():
+        raise RemoteProtocolError(f"{what} is not a number: {word[:20]!r}")
+    return int(word)
+
+
+def parse_stat(text: str) -> tuple[int, int]:
+    """``(count, size)`` from the text of a ``+OK`` answering STAT (RFC 1939 §5)."""
+    words = text.split()
+    if len(words) < 2:
+        raise RemoteProtocolError(f"not a drop listing: {text[:80]!r}")
+    return _count(words[0], "message count"), _count(words[1], "maildrop size")
+
+
+def parse_listing(data: bytes | str) -> list[tuple[int, int]]:
+    """``(number, size)`` pairs from LIST content, or from the text of ``+OK`` to ``LIST n``.
+
+    RFC 1939 §5 lets anything follow the size; it is ignored.
+    """
+    pairs = []
+    for line in _text(data).splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if len(words) < 2:
+            raise RemoteProtocolError(f"not a scan listing: {line[:80]!r}")
+        pairs.append((_count(words[0], "message number"), _count(words[1], "message size")))
+    return pairs
+
+
+def parse_uid_listing(data: bytes | str) -> list[tuple[int, str]]:
+    """``(number, unique-id)`` pairs from UIDL content, or from ``+OK`` to ``UIDL n``.
+
+    A unique-id is 1 to 70 printable ASCII characters (RFC 1939 §7).
+    """
+    pairs = []
+    for line in _text(data).splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if len(words) < 2 or not _UNIQUE_ID_RE.fullmatch(words[1]):
+            raise RemoteProtocolError(f"not a unique-id listing: {line[:80]!r}")
+        pairs.append((_count(words[0], "message number"), words[1]))
+    return pairs
+
+
+def parse_capabilities(data: bytes | str) -> dict[str, tuple[str, ...]]:
+    """Capability tag (upper-cased) -> its arguments, from CAPA content (RFC 2449 §6)."""
+    capabilities: dict[str, tuple[str, ...]] = {}
+    for line in _text(data).splitlines():
+        words = line.split()
+        if words:
+            capabilities[words[0].upper()] = tuple(words[1:])
+    return capabilities
+
+
+def format_lines(lines: Iterable[str]) -> bytes:
+    """Multi-line content from text lines, each ended with CRLF, for :class:`ResponseData`.
+
+    A line holding CR, LF or another control character is refused: it would
+    make lines of its own (RFC 1939 §3).
+    """
+    out = []
+    for line in lines:
+        if not isinstance(line, str) or _CONTROL_RE.search(line):
+            raise LocalProtocolError(f"a response line holds a control character: {line!r}")
+        out.append(line.encode("utf-8") + b"\r\n")
+    return b"".join(out)

@@ -1,0 +1,407 @@
+"""The server side of a POP3 session, with no I/O (RFC 1939 and its extensions).
+
+Feed it the client's bytes with :meth:`ServerConnection.receive_data`, take
+commands from :meth:`ServerConnection.next_event`, answer each with ``Ok`` or
+``Err`` (then, for a multi-line command, ``ResponseData`` chunks and
+``EndOfResponse``) through :meth:`ServerConnection.send`, and write the bytes
+it returns. The machine parses one command at a time and pauses until it has
+been answered, so pipelined commands (RFC 2449 §6.6) are answered in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from smtpcore._dotstuff import DotEncoder
+from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
+from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
+from smtpcore.pop3._apop import find_apop_timestamp
+from smtpcore.pop3._commands import (
+    KEYWORDS,
+    CommandSyntaxError,
+    Parser,
+    parse_auth_response,
+    parse_command_line,
+)
+from smtpcore.pop3._events import (
+    Apop,
+    Auth,
+    AuthResponse,
+    BadCommand,
+    Command,
+    ConnectionClosed,
+    Continue,
+    EndOfResponse,
+    Err,
+    Event,
+    Ok,
+    Pass,
+    ResponseData,
+    Stls,
+    User,
+    Utf8,
+)
+from smtpcore.pop3._state import MOVES, Move, State
+
+__all__ = ["ServerConnection"]
+
+_AUTHORIZATION: Final = frozenset({State.AUTHORIZATION, State.USER})
+_NEED_TLS: Final = Err("Authentication needs TLS: send STLS first", code="AUTH")
+_SEQUENCE_ERRORS: Final[dict[tuple[str, State], Err]] = {
+    ("PASS", State.AUTHORIZATION): Err("Send USER first"),
+    ("PASS", State.TRANSACTION): Err("Already logged in"),
+    ("USER", State.TRANSACTION): Err("Already logged in"),
+    ("APOP", State.TRANSACTION): Err("Already logged in"),
+    ("AUTH", State.TRANSACTION): Err("Already logged in"),
+    ("STLS", State.TRANSACTION): Err("STLS is only valid before logging in"),
+    ("UTF8", State.TRANSACTION): Err("UTF8 is only valid before logging in"),
+}
+_NOT_LOGGED_IN: Final = Err("Not logged in")
+_WRONG_STATE: Final = Err("Command not valid in this state")
+
+
+class ServerConnection:
+    """A sans-I/O POP3 server session.
+
+    ``hostname`` is this host's own name. Every limit and extension is a
+    keyword argument with a safe default; :meth:`capabilities` lists what is
+    switched on, for the answer to CAPA.
+    """
+
+    def __init__(
+        self,
+        hostname: str,
+        *,
+        max_command_line: int = 255,
+        max_auth_line: int = 12288,
+        max_response_line: int = 512,
+        max_bad_commands: int = 10,
+        framing: FramingPolicy | None = None,
+        user: bool = True,
+        apop: bool = True,
+        sasl_mechanisms: Sequence[str] = (),
+        stls: bool = False,
+        require_tls: bool = False,
+        top: bool = True,
+        uidl: bool = True,
+        utf8: bool = False,
+        pipelining: bool = True,
+        resp_codes: bool = True,
+        expire: str | None = None,
+        login_delay: str | None = None,
+        implementation: str | None = None,
+        extra_capabilities: Sequence[str] = (),
+    ) -> None:
+        self.hostname = hostname
+        self.max_command_line = max_command_line
+        self.max_auth_line = max_auth_line
+        self.max_response_line = max_response_line
+        self.max_bad_commands = max_bad_commands
+        self.framing = framing or FramingPolicy()
+        self.sasl_mechanisms = tuple(m.upper() for m in sasl_mechanisms)
+        self.stls = stls
+        self.require_tls = require_tls
+        self.pipelining = pipelining
+        self.resp_codes = resp_codes
+        self.expire = expire
+        self.login_delay = login_delay
+        self.implementation = implementation
+        self.extra_capabilities = tuple(extra_capabilities)
+
+        excluded = set()
+        if not user:
+            excluded |= {"USER", "PASS"}
+        if not apop:
+            excluded.add("APOP")
+        if not self.sasl_mechanisms:
+            excluded.add("AUTH")
+        if not stls:
+            excluded.add("STLS")
+        if not top:
+            excluded.add("TOP")
+        if not uidl:
+            excluded.add("UIDL")
+        if not utf8:
+            excluded.add("UTF8")
+        self._keywords: dict[str, Parser] = {
+            keyword: parse for keyword, parse in KEYWORDS.items() if keyword not in excluded
+        }
+
+        self._buffer = ReceiveBuffer()
+        self._state = State.GREETING
+        self._pending: Event | None = None
+        self._move: Move | None = None
+        self._encoder: DotEncoder | None = None
+        self._peer_closed = False
+        self._error: RemoteProtocolError | None = None
+        self._bad_commands = 0
+        self.tls = False
+        """Whether TLS is active (set by :meth:`tls_started`)."""
+        self.utf8 = False
+        """Whether the client switched the session to UTF-8 (RFC 6856)."""
+        self.user: str | None = None
+        """The name of the USER command that got ``+OK``, for checking PASS."""
+        self.apop_timestamp: str | None = None
+        """The ``<...@...>`` timestamp of the greeting, when APOP is served."""
+
+    # -- the four verbs -------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def receive_data(self, data: bytes) -> None:
+        """Buffer bytes from the client; ``b""`` means it closed its side."""
+        if self._peer_closed and data:
+            raise LocalProtocolError("received data after the peer closed")
+        if not data:
+            self._peer_closed = True
+        elif self._state is not State.TLS_PENDING:
+            self._buffer.feed(data)
+        # In TLS_PENDING, bytes are plaintext from before the handshake: dropped.
+
+    def next_event(self) -> Event | NoEvent:
+        """The next event from the client, ``NEED_DATA`` or ``PAUSED``.
+
+        While ``PAUSED`` (a command awaits its answer), an I/O loop should
+        stop reading, so that a client cannot fill the buffer with commands.
+        """
+        state = self._state
+        if state is State.ERROR:
+            raise RemoteProtocolError(
+                "the connection is in the ERROR state",
+                reply_hint=self._error.reply_hint if self._error else None,
+            )
+        if state is State.CLOSED:
+            return ConnectionClosed()
+        if (
+            self._pending is not None
+            or self._encoder is not None
+            or state in (State.GREETING, State.TLS_PENDING)
+        ):
+            return PAUSED
+        if state is State.SASL:
+            return self._next_auth_response()
+        return self._next_command()
+
+    def send(self, event: Event) -> bytes:
+        """Check ``event`` against the state, apply it, and return its bytes."""
+        if not isinstance(event, (Ok, Err, Continue, ResponseData, EndOfResponse)):
+            raise LocalProtocolError(f"a server does not send {type(event).__name__}")
+        state = self._state
+        if state is State.ERROR:
+            if isinstance(event, (Ok, Err)):
+                return event.to_bytes()  # the reply_hint, before closing
+            raise LocalProtocolError("the connection is in the ERROR state")
+        if state is State.CLOSED:
+            raise LocalProtocolError("the session is closed")
+        if self._encoder is not None:
+            return self._send_content(event)
+        if isinstance(event, (ResponseData, EndOfResponse)):
+            raise LocalProtocolError("content follows only a +OK to a multi-line command")
+        if isinstance(event, (Ok, Err)):
+            line = event.to_bytes()
+            if len(line) > self.max_response_line:
+                raise LocalProtocolError(
+                    f"a status line is at most {self.max_response_line} octets (RFC 2449 §4)"
+                )
+        if state is State.GREETING:
+            return self._greet(event)
+        pending, move = self._pending, self._move
+        if pending is None or move is None:
+            raise LocalProtocolError("there is no command to answer")
+        if isinstance(event, Continue):
+            return self._continue(pending, move, event)
+        if isinstance(pending, BadCommand) and not isinstance(event, Err):
+            raise LocalProtocolError("a bad command is answered with -ERR")
+        if isinstance(pending, AuthResponse) and pending.cancel and isinstance(event, Ok):
+            raise LocalProtocolError("a cancelled AUTH exchange is answered with -ERR")
+        self._pending = self._move = None
+        if isinstance(event, Ok):
+            self._accepted(pending)
+            target = move.on_ok
+        else:
+            target = move.on_err
+        if target is not None:
+            self._state = target
+            if target is State.AUTHORIZATION:
+                self.user = None
+        return event.to_bytes()
+
+    def send_failed(self) -> None:
+        """The bytes of the last ``send`` never reached the client."""
+        self._state = State.ERROR
+
+    def tls_started(self) -> None:
+        """The TLS handshake after STLS is done: back to AUTHORIZATION (RFC 2595 §4)."""
+        if self._state is not State.TLS_PENDING:
+            raise LocalProtocolError("tls_started() outside the TLS_PENDING state")
+        self._buffer.clear()
+        self.tls = True
+        self.user = None
+        self._state = State.AUTHORIZATION
+
+    # -- capabilities ---------------------------------------------------
+
+    def capabilities(self) -> list[str]:
+        """The CAPA lines for this session as it stands (RFC 2449 §6).
+
+        Answer :class:`Capa` with ``Ok``, then
+        ``ResponseData(format_lines(conn.capabilities()))``, then ``EndOfResponse``.
+        """
+        login_allowed = self.tls or not self.require_tls
+        lines = []
+        if "TOP" in self._keywords:
+            lines.append("TOP")
+        if "USER" in self._keywords and login_allowed:
+            lines.append("USER")
+        if self.sasl_mechanisms and login_allowed:
+            lines.append("SASL " + " ".join(self.sasl_mechanisms))
+        if self.resp_codes:
+            lines += ["RESP-CODES", "AUTH-RESP-CODE"]
+        if self.pipelining:
+            lines.append("PIPELINING")
+        if "UIDL" in self._keywords:
+            lines.append("UIDL")
+        if self.stls and not self.tls and self._state in _AUTHORIZATION:
+            lines.append("STLS")
+        if "UTF8" in self._keywords:
+            lines.append("UTF8")
+        if self.expire is not None:
+            lines.append(f"EXPIRE {self.expire}")
+        if self.login_delay is not None:
+            lines.append(f"LOGIN-DELAY {self.login_delay}")
+        if self.implementation is not None:
+            lines.append(f"IMPLEMENTATION {self.implementation}")
+        lines.extend(self.extra_capabilities)
+        return lines
+
+    # -- reading commands -----------------------------------------------
+
+    def _next_command(self) -> Event | NoEvent:
+        auth_allowed = "AUTH" in self._keywords and self._state in _AUTHORIZATION
+        limit = max(self.max_command_line, self.max_auth_line if auth_allowed else 0)
+        line = self._buffer.next_line(limit)
+        if line is None:
+            return self._no_line()
+        if line is LINE_TOO_LONG:
+            return self._bad(b"", Err("Line too long"))
+        text = self._decode(line)
+        if isinstance(text, BadCommand):
+            return text
+        if len(line) > self.max_command_line and text[:5].upper() != "AUTH ":
+            # RFC 5034 §4 lets only an AUTH line with its initial response run longer.
+            return self._bad(line, Err("Line too long"))
+        try:
+            command = parse_command_line(text, self._keywords)
+        except CommandSyntaxError as exc:
+            return self._bad(line, exc.response)
+        problem = self._check(command)
+        if problem is not None:
+            return self._bad(line, problem)
+        move = MOVES[(self._state, type(command))]
+        if move.during is not None:
+            self._state = move.during
+        self._pending, self._move = command, move
+        return command
+
+    def _next_auth_response(self) -> Event | NoEvent:
+        line = self._buffer.next_line(self.max_auth_line)
+        if line is None:
+            return self._no_line()
+        if line is LINE_TOO_LONG:
+            return self._bad(b"", Err("Line too long"))
+        text = self._decode(line)
+        if isinstance(text, BadCommand):
+            return text
+        try:
+            event = parse_auth_response(text.strip(" "))
+        except CommandSyntaxError as exc:
+            return self._bad(line, exc.response)
+        self._pending, self._move = event, MOVES[(State.SASL, AuthResponse)]
+        return event
+
+    def _no_line(self) -> Event | NoEvent:
+        if self._peer_closed:
+            self._state = State.CLOSED
+            return ConnectionClosed()
+        return NEED_DATA
+
+    def _decode(self, line: bytes) -> str | BadCommand:
+        if not line.endswith(b"\r\n") and not self.framing.lf_ends_command:
+            return self._bad(line, Err("Command must end with CRLF"))
+        try:
+            return line.rstrip(b"\n").removesuffix(b"\r").decode("utf-8")
+        except UnicodeDecodeError:
+            return self._bad(line, Err("Invalid UTF-8 in command", code="UTF8"))
+
+    def _bad(self, line: bytes, response: Err) -> BadCommand:
+        self._bad_commands += 1
+        if self._bad_commands >= self.max_bad_commands:
+            self._state = State.ERROR
+            self._error = RemoteProtocolError(
+                "too many bad commands", reply_hint=Err("Too many bad commands, closing")
+            )
+            raise self._error
+        event = BadCommand(line, response)
+        self._pending = event
+        self._move = MOVES.get((self._state, BadCommand), Move())
+        return event
+
+    def _check(self, command: Command) -> Err | None:
+        """The -ERR that refuses ``command`` here, or None if it may proceed."""
+        state = self._state
+        if (state, type(command)) not in MOVES:
+            default = _NOT_LOGGED_IN if state in _AUTHORIZATION else _WRONG_STATE
+            return _SEQUENCE_ERRORS.get((command.keyword, state), default)
+        if isinstance(command, (User, Pass, Apop, Auth)) and self.require_tls and not self.tls:
+            return _NEED_TLS
+        if isinstance(command, Apop) and self.apop_timestamp is None:
+            return Err("APOP not available: no timestamp in the greeting")
+        if isinstance(command, Auth) and command.mechanism not in self.sasl_mechanisms:
+            return Err("Unsupported authentication mechanism")
+        if isinstance(command, Stls) and self.tls:
+            return Err("TLS already active")
+        return None
+
+    # -- answering ------------------------------------------------------
+
+    def _greet(self, event: Event) -> bytes:
+        if isinstance(event, Ok):
+            self._state = State.AUTHORIZATION
+            if "APOP" in self._keywords:
+                self.apop_timestamp = find_apop_timestamp(event.text)
+            return event.to_bytes()
+        if isinstance(event, Err):
+            self._state = State.CLOSED
+            return event.to_bytes()
+        raise LocalProtocolError("the greeting is +OK (or -ERR before closing)")
+
+    def _continue(self, pending: Event, move: Move, event: Continue) -> bytes:
+        if move.on_continue is None or (isinstance(pending, AuthResponse) and pending.cancel):
+            raise LocalProtocolError("a continuation answers only AUTH or an AUTH response")
+        self._pending = self._move = None
+        self._state = move.on_continue
+        return event.to_bytes()
+
+    def _accepted(self, command: Event) -> None:
+        if isinstance(command, User):
+            self.user = command.name
+        elif isinstance(command, Stls):
+            self._buffer.clear()  # plaintext pipelined behind STLS is never read
+        elif isinstance(command, Utf8):
+            self.utf8 = True
+        if isinstance(command, Command) and command.multiline:
+            self._encoder = DotEncoder()
+
+    def _send_content(self, event: Event) -> bytes:
+        encoder = self._encoder
+        assert encoder is not None
+        if isinstance(event, ResponseData):
+            return encoder.encode(event.data)
+        if isinstance(event, EndOfResponse):
+            self._encoder = None
+            return encoder.end()
+        raise LocalProtocolError("finish the multi-line response with EndOfResponse first")
