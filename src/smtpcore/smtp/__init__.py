@@ -1,5 +1,6 @@
 """SMTP (RFC 5321) and LMTP (RFC 2033) as sans-I/O state machines."""
 
+from smtpcore.smtp._base import Event
 from smtpcore.smtp._events import (
     Auth,
     AuthResponse,
@@ -10,7 +11,6 @@ from smtpcore.smtp._events import (
     Data,
     Ehlo,
     EndOfMessage,
-    Event,
     Expn,
     Helo,
     Help,
