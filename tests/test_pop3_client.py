@@ -1,0 +1,471 @@
+"""The POP3 client machine: responses, multi-line content, pipelining, STLS, limits."""
+
+# mypy narrows `conn.state` after an assert and does not see that send() changes it.
+# mypy: disable-error-code="comparison-overlap"
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError
+from smtpcore.pop3 import (
+    Apop,
+    Auth,
+    AuthResponse,
+    Capa,
+    ClientConnection,
+    Command,
+    ConnectionClosed,
+    Continue,
+    Dele,
+    EndOfResponse,
+    Err,
+    Event,
+    List,
+    Noop,
+    Ok,
+    Pass,
+    Quit,
+    ResponseData,
+    Retr,
+    Rset,
+    Stat,
+    State,
+    Stls,
+    Top,
+    Uidl,
+    User,
+    Utf8,
+    apop_digest,
+)
+
+
+def greeted(**options: Any) -> ClientConnection:
+    conn = ClientConnection("client.abc.example", **options)
+    assert conn.next_event() is NEED_DATA
+    conn.receive_data(b"+OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>\r\n")
+    assert conn.next_event() == Ok("POP3 server ready <1896.697170952@dbc.mtview.ca.us>")
+    assert conn.state is State.AUTHORIZATION
+    return conn
+
+
+def drain(conn: ClientConnection) -> list[Event]:
+    """Every event available now, multi-line content merged into one chunk."""
+    out: list[Event] = []
+    while True:
+        event = conn.next_event()
+        if event is NEED_DATA or event is PAUSED:
+            return out
+        if isinstance(event, ConnectionClosed):
+            out.append(event)
+            return out
+        if isinstance(event, ResponseData) and out and isinstance(out[-1], ResponseData):
+            out[-1] = ResponseData(out[-1].data + event.data)
+        else:
+            out.append(event)
+
+
+def exchange(conn: ClientConnection, command: Event, answer: bytes) -> list[Event]:
+    conn.send(command)
+    conn.receive_data(answer)
+    return drain(conn)
+
+
+def logged_in(**options: Any) -> ClientConnection:
+    conn = greeted(**options)
+    assert exchange(conn, User("mrose"), b"+OK\r\n") == [Ok()]
+    assert exchange(conn, Pass("secret"), b"+OK ready\r\n") == [Ok("ready")]
+    assert conn.state is State.TRANSACTION
+    return conn
+
+
+class TestGreeting:
+    def test_apop_timestamp(self) -> None:
+        conn = greeted()
+        assert conn.apop_timestamp == "<1896.697170952@dbc.mtview.ca.us>"
+        digest = apop_digest(conn.apop_timestamp, "tanstaaf")
+        assert digest == "c4c9334bac560ecc979e58001b3e22fb"
+        assert conn.send(Apop("mrose", digest)) == (
+            b"APOP mrose c4c9334bac560ecc979e58001b3e22fb\r\n"
+        )
+
+    def test_no_command_before_the_greeting(self) -> None:
+        conn = ClientConnection("client.abc.example")
+        with pytest.raises(LocalProtocolError):
+            conn.send(Capa())
+
+    def test_err_greeting(self) -> None:
+        conn = ClientConnection("client.abc.example")
+        conn.receive_data(b"-ERR [SYS/TEMP] too busy\r\n")
+        assert conn.next_event() == Err("too busy", code="SYS/TEMP")
+        assert conn.state is State.CLOSED
+        assert conn.next_event() == ConnectionClosed()
+
+    @pytest.mark.parametrize("line", [b"* OK IMAP4rev1\r\n", b"220 mx ESMTP\r\n", b"+OKAY\r\n"])
+    def test_not_a_pop3_server(self, line: bytes) -> None:
+        conn = ClientConnection("client.abc.example")
+        conn.receive_data(line)
+        with pytest.raises(RemoteProtocolError):
+            conn.next_event()
+        assert conn.state is State.ERROR
+        with pytest.raises(RemoteProtocolError):
+            conn.next_event()
+
+
+MULTILINE = [Capa(), List(), Uidl(), Retr(1), Top(1, 0)]
+SINGLE = [Stat(), List(1), Uidl(1), Dele(1), Noop(), Rset()]
+
+
+@pytest.mark.parametrize("command", MULTILINE, ids=repr)
+def test_multiline_answers(command: Command) -> None:
+    conn = logged_in()
+    events = exchange(conn, command, b"+OK\r\n1 abc\r\n..dot\r\n.\r\n")
+    assert events == [Ok(), ResponseData(b"1 abc\r\n.dot\r\n"), EndOfResponse()]
+    assert conn.next_event() is PAUSED
+
+
+@pytest.mark.parametrize("command", SINGLE, ids=repr)
+def test_single_line_answers(command: Command) -> None:
+    conn = logged_in()
+    assert exchange(conn, command, b"+OK 1 120\r\n") == [Ok("1 120")]
+    assert conn.next_event() is PAUSED
+
+
+@pytest.mark.parametrize("command", [*MULTILINE, *SINGLE], ids=repr)
+def test_err_answers_are_single_lines(command: Command) -> None:
+    conn = logged_in()
+    assert exchange(conn, command, b"-ERR no such message\r\n") == [Err("no such message")]
+    assert conn.state is State.TRANSACTION
+
+
+def test_response_codes() -> None:
+    conn = greeted()
+    assert exchange(conn, User("mrose"), b"+OK\r\n") == [Ok()]
+    events = exchange(
+        conn, Pass("x"), b"-ERR [IN-USE] Do you have another POP session running?\r\n"
+    )
+    assert events == [Err("Do you have another POP session running?", code="IN-USE")]
+    assert conn.state is State.AUTHORIZATION
+
+
+def test_content_split_anywhere_and_dot_lines() -> None:
+    conn = logged_in()
+    conn.send(Retr(1))
+    wire = b"+OK 2 octets\r\n\r\n..\r\n...x\r\n.\r\n"
+    out = b""
+    events = []
+    for i in range(len(wire)):
+        conn.receive_data(wire[i : i + 1])
+        for event in drain(conn):
+            if isinstance(event, ResponseData):
+                out += event.data
+            else:
+                events.append(event)
+    assert events == [Ok("2 octets"), EndOfResponse()]
+    assert out == b"\r\n.\r\n..x\r\n"
+
+
+def test_empty_content() -> None:
+    conn = logged_in()
+    assert exchange(conn, List(), b"+OK 0 messages\r\n.\r\n") == [
+        Ok("0 messages"),
+        EndOfResponse(),
+    ]
+
+
+def test_status_lines_ending_in_lf_alone_are_read() -> None:
+    conn = logged_in()
+    assert exchange(conn, Stat(), b"+OK 2 320\n") == [Ok("2 320")]
+
+
+def test_unreadable_text_is_kept_readable() -> None:
+    conn = logged_in()
+    assert exchange(conn, Noop(), b"+OK caf\xe9\x07 ok\r\n") == [Ok("caf\ufffd\ufffd ok")]
+
+
+class TestPipelining:
+    def test_one_at_a_time_without_pipelining(self) -> None:
+        conn = logged_in()
+        conn.send(Stat())
+        with pytest.raises(LocalProtocolError):
+            conn.send(Stat())
+        conn.receive_data(b"+OK 0 0\r\n")
+        assert drain(conn) == [Ok("0 0")]
+        conn.send(Retr(1))
+        conn.receive_data(b"+OK\r\npart")
+        assert drain(conn) == [Ok(), ResponseData(b"part")]
+        with pytest.raises(LocalProtocolError):
+            conn.send(Stat())  # the content is still coming
+
+    def test_capa_turns_pipelining_on(self) -> None:
+        conn = greeted()
+        assert not conn.pipelining
+        events = exchange(conn, Capa(), b"+OK\r\nTOP\r\nPIPELINING\r\nSASL PLAIN LOGIN\r\n.\r\n")
+        assert events[-1] == EndOfResponse()
+        assert conn.capabilities == {"TOP": (), "PIPELINING": (), "SASL": ("PLAIN", "LOGIN")}
+        assert conn.pipelining
+        wire = conn.send(User("mrose")) + conn.send(Pass("secret"))
+        assert wire == b"USER mrose\r\nPASS secret\r\n"
+        conn.receive_data(b"+OK\r\n+OK logged in\r\n")
+        assert drain(conn) == [Ok(), Ok("logged in")]
+        assert conn.state is State.TRANSACTION
+        wire = b"".join(conn.send(c) for c in (Stat(), Retr(1), Dele(1), Retr(2), Quit()))
+        assert wire == b"STAT\r\nRETR 1\r\nDELE 1\r\nRETR 2\r\nQUIT\r\n"
+        assert len(conn.outstanding) == 5
+        conn.receive_data(b"+OK 2 9\r\n+OK\r\nfirst\r\n.\r\n+OK\r\n-ERR no\r\n+OK bye\r\n")
+        events = drain(conn)
+        assert events == [
+            Ok("2 9"),
+            Ok(),
+            ResponseData(b"first\r\n"),
+            EndOfResponse(),
+            Ok(),
+            Err("no"),
+            Ok("bye"),
+            ConnectionClosed(),
+        ]
+        assert conn.answered == Quit()
+        assert conn.state is State.CLOSED
+
+    def test_forced_off(self) -> None:
+        conn = greeted(pipelining=False)
+        exchange(conn, Capa(), b"+OK\r\nPIPELINING\r\n.\r\n")
+        assert not conn.pipelining
+        conn.send(User("u"))
+        with pytest.raises(LocalProtocolError):
+            conn.send(Pass("p"))
+
+    @pytest.mark.parametrize("barrier", [Stls(), Auth("PLAIN"), Quit()], ids=repr)
+    def test_nothing_behind_a_state_changing_barrier(self, barrier: Command) -> None:
+        """RFC 2449 §6.6: STLS, AUTH and QUIT end a pipeline."""
+        conn = greeted(pipelining=True)
+        conn.send(barrier)
+        with pytest.raises(LocalProtocolError):
+            conn.send(Capa())
+
+    def test_server_answering_ok_where_it_should_not(self) -> None:
+        conn = greeted(pipelining=True)
+        conn.send(User("mrose"))
+        conn.send(Pass("secret"))
+        conn.receive_data(b"-ERR no such user\r\n+OK logged in anyway\r\n")
+        assert conn.next_event() == Err("no such user")
+        with pytest.raises(RemoteProtocolError):
+            conn.next_event()
+
+
+class TestStates:
+    @pytest.mark.parametrize(
+        "command", [Pass("x"), Stat(), List(), Retr(1), Dele(1), Noop(), Rset(), Top(1, 1)]
+    )
+    def test_not_before_login(self, command: Command) -> None:
+        conn = greeted()
+        with pytest.raises(LocalProtocolError):
+            conn.send(command)
+        assert conn.outstanding == ()
+
+    @pytest.mark.parametrize(
+        "command", [User("x"), Pass("x"), Apop("x", "0" * 32), Auth("PLAIN"), Stls(), Utf8()]
+    )
+    def test_not_after_login(self, command: Command) -> None:
+        conn = logged_in()
+        with pytest.raises(LocalProtocolError):
+            conn.send(command)
+
+    def test_quit_enters_update_until_answered(self) -> None:
+        conn = logged_in()
+        conn.send(Quit())
+        assert conn.state is State.UPDATE
+        conn.receive_data(b"+OK bye\r\n")
+        assert conn.next_event() == Ok("bye")
+        assert conn.state is State.CLOSED
+
+    def test_command_line_limit(self) -> None:
+        conn = greeted()
+        with pytest.raises(LocalProtocolError):
+            conn.send(User("u" * 260))
+        assert conn.outstanding == ()
+
+    def test_utf8(self) -> None:
+        conn = greeted()
+        exchange(conn, Utf8(), b"+OK UTF8 enabled\r\n")
+        assert conn.utf8
+
+    def test_only_commands_are_sent(self) -> None:
+        conn = greeted()
+        with pytest.raises(LocalProtocolError):
+            conn.send(Ok())
+
+    def test_send_failed(self) -> None:
+        conn = greeted()
+        conn.send_failed()
+        assert conn.state is State.ERROR
+
+
+class TestAuth:
+    def test_exchange(self) -> None:
+        conn = greeted()
+        assert conn.send(Auth("LOGIN")) == b"AUTH LOGIN\r\n"
+        with pytest.raises(LocalProtocolError):
+            conn.send(AuthResponse(b"early"))
+        conn.receive_data(b"+ VXNlcm5hbWU6\r\n")
+        assert conn.next_event() == Continue(b"Username:")
+        assert conn.state is State.SASL
+        assert conn.next_event() is PAUSED
+        with pytest.raises(LocalProtocolError):
+            conn.send(Stat())
+        assert conn.send(AuthResponse(b"mrose")) == b"bXJvc2U=\r\n"
+        with pytest.raises(LocalProtocolError):
+            conn.send(AuthResponse(b"twice"))
+        conn.receive_data(b"+\r\n")
+        assert conn.next_event() == Continue(b"")
+        conn.send(AuthResponse(b"secret"))
+        conn.receive_data(b"+OK logged in\r\n")
+        assert conn.next_event() == Ok("logged in")
+        assert conn.state is State.TRANSACTION
+
+    def test_cancel(self) -> None:
+        conn = greeted()
+        conn.send(Auth("PLAIN"))
+        conn.receive_data(b"+ \r\n")
+        assert conn.next_event() == Continue(b"")
+        assert conn.send(AuthResponse(cancel=True)) == b"*\r\n"
+        conn.receive_data(b"-ERR [AUTH] cancelled\r\n")
+        assert conn.next_event() == Err("cancelled", code="AUTH")
+        assert conn.state is State.AUTHORIZATION
+
+    def test_initial_response(self) -> None:
+        conn = greeted()
+        assert conn.send(Auth("PLAIN", b"\x00u\x00p")) == b"AUTH PLAIN AHUAcA==\r\n"
+        conn.receive_data(b"+OK\r\n")
+        assert conn.next_event() == Ok()
+        assert conn.state is State.TRANSACTION
+
+    def test_invalid_challenge(self) -> None:
+        conn = greeted()
+        conn.send(Auth("PLAIN"))
+        conn.receive_data(b"+ !!!\r\n")
+        with pytest.raises(RemoteProtocolError):
+            conn.next_event()
+
+    def test_continuation_outside_auth(self) -> None:
+        conn = logged_in()
+        conn.send(Stat())
+        conn.receive_data(b"+ abcd\r\n")
+        with pytest.raises(RemoteProtocolError):
+            conn.next_event()
+
+
+class TestStls:
+    def test_injected_responses_after_stls_are_discarded(self) -> None:
+        """RFC 2595 §4: a response queued behind the STLS +OK came from before TLS."""
+        conn = greeted()
+        conn.send(Stls())
+        conn.receive_data(b"+OK Begin TLS\r\n+OK 99 injected\r\n-ERR x\r\n")
+        assert conn.next_event() == Ok("Begin TLS")
+        assert conn.state is State.TLS_PENDING
+        assert conn.next_event() is PAUSED
+        conn.receive_data(b"+OK more plaintext\r\n")
+        with pytest.raises(LocalProtocolError):
+            conn.send(Capa())
+        conn.tls_started()
+        assert conn.tls
+        assert conn.state is State.AUTHORIZATION
+        assert conn.next_event() is PAUSED
+        assert exchange(conn, Capa(), b"+OK\r\nUSER\r\n.\r\n")[0] == Ok()
+
+    def test_capabilities_are_forgotten(self) -> None:
+        conn = greeted()
+        exchange(conn, Capa(), b"+OK\r\nSTLS\r\nPIPELINING\r\n.\r\n")
+        assert conn.capabilities is not None
+        exchange(conn, Stls(), b"+OK\r\n")
+        conn.tls_started()
+        assert conn.capabilities is None
+        assert not conn.pipelining
+
+    def test_refused_stls(self) -> None:
+        conn = greeted()
+        assert exchange(conn, Stls(), b"-ERR not now\r\n") == [Err("not now")]
+        assert conn.state is State.AUTHORIZATION
+        with pytest.raises(LocalProtocolError):
+            conn.tls_started()
+
+
+class TestHostileServers:
+    def test_unsolicited_response(self) -> None:
+        conn = logged_in()
+        conn.receive_data(b"+OK nobody asked\r\n")
+        with pytest.raises(RemoteProtocolError):
+            conn.next_event()
+
+    def test_unsolicited_response_noticed_on_send(self) -> None:
+        """A response that arrived before the command must not answer it."""
+        conn = logged_in()
+        conn.receive_data(b"+OK 1 1\r\n")
+        with pytest.raises(RemoteProtocolError):
+            conn.send(Stat())
+        assert conn.state is State.ERROR
+
+    def test_extra_response_behind_the_real_one(self) -> None:
+        conn = logged_in()
+        assert exchange(conn, Noop(), b"+OK\r\n")[0] == Ok()
+        conn.send(Noop())
+        conn.receive_data(b"+OK\r\n+OK extra\r\n")
+        assert conn.next_event() == Ok()
+        with pytest.raises(RemoteProtocolError):
+            conn.next_event()
+
+    def test_over_long_status_line_is_refused_before_its_end(self) -> None:
+        conn = logged_in()
+        conn.send(Stat())
+        conn.receive_data(b"+OK " + b"9" * 1000)
+        assert conn.next_event() is NEED_DATA
+        conn.receive_data(b"9" * 2000)
+        with pytest.raises(RemoteProtocolError):
+            conn.next_event()
+
+    def test_status_line_limit_is_configurable(self) -> None:
+        conn = logged_in(max_response_line=64)
+        conn.send(Stat())
+        conn.receive_data(b"+OK " + b"1" * 70 + b"\r\n")
+        with pytest.raises(RemoteProtocolError):
+            conn.next_event()
+
+    def test_endless_content_stays_bounded(self) -> None:
+        conn = logged_in()
+        conn.send(Retr(1))
+        conn.receive_data(b"+OK\r\n")
+        assert conn.next_event() == Ok()
+        total = 0
+        for _ in range(200):
+            conn.receive_data(b"x" * 50_000)  # one endless line, no terminator
+            event = conn.next_event()
+            assert isinstance(event, ResponseData)
+            total += len(event.data)
+            assert conn.next_event() is NEED_DATA
+            assert len(conn._buffer) < 8
+        assert total == 200 * 50_000
+
+    def test_close_in_the_middle_of_content(self) -> None:
+        conn = logged_in()
+        conn.send(Retr(1))
+        conn.receive_data(b"+OK\r\nhalf a message\r\n")
+        drain(conn)
+        conn.receive_data(b"")
+        with pytest.raises(RemoteProtocolError):
+            conn.next_event()
+
+    def test_close_in_the_middle_of_a_line(self) -> None:
+        conn = logged_in()
+        conn.send(Stat())
+        conn.receive_data(b"+OK 1")
+        conn.receive_data(b"")
+        with pytest.raises(RemoteProtocolError):
+            conn.next_event()
+
+    def test_close_between_responses(self) -> None:
+        conn = logged_in()
+        conn.receive_data(b"")
+        assert conn.next_event() == ConnectionClosed()
+        assert conn.state is State.CLOSED

@@ -1,0 +1,152 @@
+"""Command lines into events and back (RFC 1939 §3-§7, RFC 2449, RFC 5034 §4)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtpcore.pop3 import (
+    MAX_MESSAGE_NUMBER,
+    Apop,
+    Auth,
+    AuthResponse,
+    Capa,
+    Command,
+    Dele,
+    List,
+    Noop,
+    Pass,
+    Quit,
+    Retr,
+    Rset,
+    Stat,
+    Stls,
+    Top,
+    Uidl,
+    User,
+    Utf8,
+)
+from smtpcore.pop3._commands import (
+    KEYWORDS,
+    CommandSyntaxError,
+    format_command,
+    parse_auth_response,
+    parse_command_line,
+)
+
+GOOD = [
+    ("USER mrose", User("mrose")),
+    ("user mrose", User("mrose")),
+    ("USER  mrose ", User("mrose")),
+    ("USER john smith", User("john smith")),
+    ("PASS secret", Pass("secret")),
+    ("PASS two words ", Pass("two words ")),
+    ("PASS  leading", Pass(" leading")),
+    (
+        "APOP mrose c4c9334bac560ecc979e58001b3e22fb",
+        Apop("mrose", "c4c9334bac560ecc979e58001b3e22fb"),
+    ),
+    (
+        "APOP mrose C4C9334BAC560ECC979E58001B3E22FB",
+        Apop("mrose", "c4c9334bac560ecc979e58001b3e22fb"),
+    ),
+    ("AUTH PLAIN", Auth("PLAIN")),
+    ("auth plain", Auth("PLAIN")),
+    ("AUTH PLAIN =", Auth("PLAIN", b"")),
+    ("AUTH PLAIN AHRlc3QAdGVzdA==", Auth("PLAIN", b"\x00test\x00test")),
+    ("CAPA", Capa()),
+    ("STLS", Stls()),
+    ("UTF8", Utf8()),
+    ("STAT", Stat()),
+    ("stat ", Stat()),
+    ("LIST", List()),
+    ("LIST 2", List(2)),
+    ("LIST 02", List(2)),
+    (f"LIST {MAX_MESSAGE_NUMBER}", List(MAX_MESSAGE_NUMBER)),
+    ("RETR 1", Retr(1)),
+    ("DELE 12", Dele(12)),
+    ("NOOP", Noop()),
+    ("RSET", Rset()),
+    ("TOP 1 0", Top(1, 0)),
+    ("TOP 10 20", Top(10, 20)),
+    ("UIDL", Uidl()),
+    ("UIDL 3", Uidl(3)),
+    ("QUIT", Quit()),
+]
+
+
+@pytest.mark.parametrize(("line", "event"), GOOD, ids=[line for line, _ in GOOD])
+def test_command_lines_parse(line: str, event: Command) -> None:
+    assert parse_command_line(line, KEYWORDS) == event
+
+
+BAD = [
+    ("", "Unknown command"),
+    ("HELO x", "Unknown command"),
+    ("RETRIEVE 1", "Unknown command"),
+    ("USER", "Syntax"),
+    ("USER  ", "Syntax"),
+    ("PASS", "Syntax"),
+    ("PASS ", "Syntax"),
+    ("APOP mrose", "Syntax"),
+    ("APOP c4c9334bac560ecc979e58001b3e22fb", "Syntax"),
+    ("APOP mrose xyz", "Syntax"),
+    ("AUTH", "Syntax"),
+    ("AUTH PLAIN a b", "Syntax"),
+    ("AUTH PLAIN !!!", "Invalid base64"),
+    ("AUTH PLAIN AHRlc3QAdGVzdA", "Invalid base64"),
+    ("AUTH NOT/A/MECH", "Unsupported"),
+    ("STAT 1", "Syntax"),
+    ("CAPA x", "Syntax"),
+    ("RETR", "Syntax"),
+    ("RETR 0", "Invalid message number"),
+    ("RETR -1", "Invalid message number"),
+    ("RETR +1", "Invalid message number"),
+    ("RETR one", "Invalid message number"),
+    ("RETR 1.5", "Invalid message number"),
+    ("RETR \u0661", "Invalid message number"),  # an Arabic-Indic digit is not a POP3 digit
+    (f"RETR {MAX_MESSAGE_NUMBER + 1}", "Invalid message number"),
+    ("RETR 99999999999999999999", "Invalid message number"),
+    ("RETR 1 2", "Syntax"),
+    ("DELE", "Syntax"),
+    ("DELE 0", "Invalid message number"),
+    ("LIST 0", "Invalid message number"),
+    ("LIST 1 2", "Syntax"),
+    ("UIDL x", "Invalid message number"),
+    ("TOP 1", "Syntax"),
+    ("TOP 1 -1", "Invalid line count"),
+    ("TOP 0 1", "Invalid message number"),
+    ("TOP 1 2 3", "Syntax"),
+    ("USER a\x00b", "Control character"),
+    ("PASS a\x1bb", "Control character"),
+]
+
+
+@pytest.mark.parametrize(("line", "why"), BAD, ids=[repr(line) for line, _ in BAD])
+def test_bad_command_lines_carry_an_err(line: str, why: str) -> None:
+    with pytest.raises(CommandSyntaxError) as info:
+        parse_command_line(line, KEYWORDS)
+    assert why in info.value.response.text
+
+
+@pytest.mark.parametrize(("line", "event"), GOOD, ids=[line for line, _ in GOOD])
+def test_formatting_parses_back(line: str, event: Command) -> None:
+    wire = format_command(event)
+    assert wire.endswith(b"\r\n")
+    assert parse_command_line(wire[:-2].decode(), KEYWORDS) == event
+
+
+@given(st.binary(max_size=300), st.booleans())
+def test_auth_responses_round_trip(data: bytes, cancel: bool) -> None:
+    event = AuthResponse(b"" if cancel else data, cancel=cancel)
+    wire = format_command(event)
+    assert parse_auth_response(wire[:-2].decode()) == event
+
+
+def test_empty_auth_response_is_an_empty_line() -> None:
+    """RFC 5034 §4: an empty response is an empty line (and ``=`` is accepted too)."""
+    assert format_command(AuthResponse(b"")) == b"\r\n"
+    assert parse_auth_response("") == AuthResponse(b"")
+    assert parse_auth_response("=") == AuthResponse(b"")
+    assert parse_auth_response("*") == AuthResponse(cancel=True)

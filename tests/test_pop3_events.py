@@ -1,0 +1,143 @@
+"""POP3 events: what they accept, what they refuse, and how they write themselves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from smtpcore import LocalProtocolError
+from smtpcore.pop3 import (
+    MAX_MESSAGE_NUMBER,
+    Apop,
+    Auth,
+    AuthResponse,
+    Capa,
+    Continue,
+    Dele,
+    Err,
+    List,
+    Noop,
+    Ok,
+    Pass,
+    Quit,
+    ResponseData,
+    Retr,
+    Rset,
+    Stat,
+    Stls,
+    Top,
+    Uidl,
+    User,
+    Utf8,
+)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: User(""),
+        lambda: User("bob\r\nDELE 1"),
+        lambda: User(" bob"),
+        lambda: User("bob\n"),
+        lambda: Pass(""),
+        lambda: Pass("x\r\nQUIT"),
+        lambda: Pass("a\x00b"),
+        lambda: Apop("mrose", "C4C9334BAC560ECC979E58001B3E22FB"),
+        lambda: Apop("mrose", "c4c9334bac560ecc979e58001b3e22f"),
+        lambda: Apop("", "c4c9334bac560ecc979e58001b3e22fb"),
+        lambda: Auth("plain"),
+        lambda: Auth("PLAIN X"),
+        lambda: Auth("A" * 21),
+        lambda: Auth("PLAIN", "text"),  # type: ignore[arg-type]
+        lambda: AuthResponse(b"x", cancel=True),
+        lambda: AuthResponse("x"),  # type: ignore[arg-type]
+        lambda: List(0),
+        lambda: List(-1),
+        lambda: List(True),
+        lambda: Uidl(MAX_MESSAGE_NUMBER + 1),
+        lambda: Retr(0),
+        lambda: Retr("1"),  # type: ignore[arg-type]
+        lambda: Dele(1.0),  # type: ignore[arg-type]
+        lambda: Top(1, -1),
+        lambda: Top(0, 0),
+        lambda: Ok("a\r\n+OK injected"),
+        lambda: Ok("bell\x07"),
+        lambda: Err("a\nb"),
+        lambda: Err("x", code="IN USE"),
+        lambda: Err("x", code="[IN-USE]"),
+        lambda: Err("x", code=""),
+        lambda: Err("x", code="SYS/"),
+        lambda: Continue("x"),  # type: ignore[arg-type]
+        lambda: ResponseData("text"),  # type: ignore[arg-type]
+    ],
+)
+def test_events_refuse_what_would_serialize_wrongly(build: Any) -> None:
+    with pytest.raises(LocalProtocolError):
+        build()
+
+
+@pytest.mark.parametrize(
+    ("event", "wire"),
+    [
+        (Ok(), b"+OK\r\n"),
+        (Ok("2 320"), b"+OK 2 320\r\n"),
+        (Ok("tab\tok"), b"+OK tab\tok\r\n"),
+        (Ok("gr\u00fc\u00df"), "+OK gr\u00fc\u00df\r\n".encode()),
+        (Err(), b"-ERR\r\n"),
+        (Err("no such message"), b"-ERR no such message\r\n"),
+        (Err("locked", code="IN-USE"), b"-ERR [IN-USE] locked\r\n"),
+        (Err(code="SYS/TEMP"), b"-ERR [SYS/TEMP]\r\n"),
+        (Err("bad", code="AUTH"), b"-ERR [AUTH] bad\r\n"),
+        (Continue(), b"+ \r\n"),
+        (Continue(b"\x00hi"), b"+ AGhp\r\n"),
+    ],
+)
+def test_responses_write_themselves(event: Ok | Err | Continue, wire: bytes) -> None:
+    assert event.to_bytes() == wire
+
+
+def test_err_splits_a_leading_code_from_its_text() -> None:
+    assert Err("[IN-USE] maildrop locked") == Err("maildrop locked", code="IN-USE")
+    assert Err("[LOGIN-DELAY]") == Err("", code="LOGIN-DELAY")
+    assert Err("[SYS/PERM] gone").code == "SYS/PERM"
+    # Not a code: no closing bracket, or text glued to it.
+    assert Err("[oops").code is None
+    assert Err("[A]b").code is None
+
+
+@pytest.mark.parametrize(
+    ("command", "multiline"),
+    [
+        (Capa(), True),
+        (Retr(1), True),
+        (Top(1, 0), True),
+        (List(), True),
+        (List(3), False),
+        (Uidl(), True),
+        (Uidl(3), False),
+        (Stat(), False),
+        (Dele(1), False),
+        (Noop(), False),
+        (Rset(), False),
+        (Quit(), False),
+        (Stls(), False),
+        (Utf8(), False),
+        (User("u"), False),
+        (Pass("p"), False),
+        (Auth("PLAIN"), False),
+    ],
+)
+def test_which_commands_have_multiline_answers(command: Any, multiline: bool) -> None:
+    """RFC 1939 §3, §5, §7 and RFC 2449 §5: the client knows from the command alone."""
+    assert command.multiline is multiline
+
+
+def test_password_stays_out_of_repr() -> None:
+    assert "hunter2" not in repr(Pass("hunter2"))
+
+
+def test_events_are_frozen() -> None:
+    event = Retr(1)
+    with pytest.raises(AttributeError):
+        event.message = 2  # type: ignore[misc]

@@ -1,0 +1,140 @@
+"""The small POP3 helpers: APOP, listings, capabilities, message numbers, the package."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+import smtpcore.pop3
+from smtpcore import LocalProtocolError, RemoteProtocolError
+from smtpcore.pop3 import (
+    Err,
+    MessageNumbers,
+    apop_digest,
+    apop_matches,
+    apop_timestamp,
+    find_apop_timestamp,
+    format_lines,
+    parse_capabilities,
+    parse_listing,
+    parse_stat,
+    parse_uid_listing,
+)
+
+
+class TestApop:
+    def test_rfc1939_example(self) -> None:
+        """RFC 1939 §7: the example digest of ``tanstaaf``."""
+        timestamp = apop_timestamp(1896, 697170952, "dbc.mtview.ca.us")
+        assert timestamp == "<1896.697170952@dbc.mtview.ca.us>"
+        assert apop_digest(timestamp, "tanstaaf") == "c4c9334bac560ecc979e58001b3e22fb"
+        assert apop_matches(timestamp, "tanstaaf", "C4C9334BAC560ECC979E58001B3E22FB")
+        assert not apop_matches(timestamp, "tanstaa", "c4c9334bac560ecc979e58001b3e22fb")
+
+    @pytest.mark.parametrize(
+        ("process", "clock", "host"), [("1 2", 3, "h"), (1, 2, "a@b"), (1, 2, "h>"), ("", 2, "h")]
+    )
+    def test_timestamp_parts_are_checked(self, process: object, clock: object, host: str) -> None:
+        with pytest.raises(LocalProtocolError):
+            apop_timestamp(process, clock, host)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize(
+        ("greeting", "timestamp"),
+        [
+            (
+                "POP3 server ready <1896.697170952@dbc.mtview.ca.us>",
+                "<1896.697170952@dbc.mtview.ca.us>",
+            ),
+            ("<a@b> ready", "<a@b>"),
+            ("Dovecot ready.", None),
+            ("<no-at-sign> ready", None),
+            ("<a b@c>", None),
+        ],
+    )
+    def test_find_timestamp(self, greeting: str, timestamp: str | None) -> None:
+        assert find_apop_timestamp(greeting) == timestamp
+
+
+class TestListings:
+    def test_stat(self) -> None:
+        assert parse_stat("2 320") == (2, 320)
+        assert parse_stat("0 0 more text") == (0, 0)
+        for bad in ("", "2", "two 320", "2 -1", "\u0662 3"):
+            with pytest.raises(RemoteProtocolError):
+                parse_stat(bad)
+
+    def test_scan_listing(self) -> None:
+        assert parse_listing(b"1 120\r\n2 200\r\n") == [(1, 120), (2, 200)]
+        assert parse_listing("2 200") == [(2, 200)]  # the +OK text of LIST 2
+        assert parse_listing(b"1 120 extra\r\n\r\n") == [(1, 120)]
+        assert parse_listing(b"") == []
+        with pytest.raises(RemoteProtocolError):
+            parse_listing(b"1\r\n")
+
+    def test_unique_id_listing(self) -> None:
+        assert parse_uid_listing(b"1 whqtswO00WBw418f9t5JxYwZ\r\n2 QhdPYR:00WBw1Ph7x7\r\n") == [
+            (1, "whqtswO00WBw418f9t5JxYwZ"),
+            (2, "QhdPYR:00WBw1Ph7x7"),
+        ]
+        with pytest.raises(RemoteProtocolError):
+            parse_uid_listing(b"1 " + b"x" * 71 + b"\r\n")
+        with pytest.raises(RemoteProtocolError):
+            parse_uid_listing(b"x abc\r\n")
+
+    def test_capabilities(self) -> None:
+        data = (
+            b"TOP\r\nuser\r\nSASL PLAIN LOGIN\r\nEXPIRE 30 USER\r\n"
+            b"IMPLEMENTATION Shlemazle-Plotz-v302\r\n"
+        )
+        assert parse_capabilities(data) == {
+            "TOP": (),
+            "USER": (),
+            "SASL": ("PLAIN", "LOGIN"),
+            "EXPIRE": ("30", "USER"),
+            "IMPLEMENTATION": ("Shlemazle-Plotz-v302",),
+        }
+
+    def test_format_lines(self) -> None:
+        assert format_lines(["1 120", "2 200"]) == b"1 120\r\n2 200\r\n"
+        assert format_lines([]) == b""
+        with pytest.raises(LocalProtocolError):
+            format_lines(["1 120\r\n.\r\n+OK injected"])
+
+
+class TestMessageNumbers:
+    def test_check_delete_reset(self) -> None:
+        numbers = MessageNumbers(3)
+        assert numbers.check(1) is None
+        assert isinstance(numbers.check(0), Err)
+        assert isinstance(numbers.check(4), Err)
+        assert numbers.delete(2) is None
+        problem = numbers.delete(2)
+        assert problem is not None and "deleted" in problem.text
+        assert numbers.deleted == {2}
+        assert list(numbers) == [1, 3]
+        assert len(numbers) == 2
+        numbers.reset()
+        assert list(numbers) == [1, 2, 3]
+        assert numbers.count == 3
+
+    def test_count_is_checked(self) -> None:
+        with pytest.raises(LocalProtocolError):
+            MessageNumbers(-1)
+
+
+def test_all_lists_the_public_names() -> None:
+    exported = smtpcore.pop3.__all__
+    assert len(exported) == len(set(exported))
+    public = {
+        name
+        for name, value in vars(smtpcore.pop3).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public == set(exported)
+    for name in (
+        *("ServerConnection", "ClientConnection", "User", "Pass", "Apop", "Auth", "Capa"),
+        *("Stls", "Stat", "List", "Retr", "Dele", "Noop", "Rset", "Top", "Uidl", "Quit"),
+        *("Utf8", "Ok", "Err", "ResponseData", "EndOfResponse", "ConnectionClosed"),
+    ):
+        assert name in exported, name

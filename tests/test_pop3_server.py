@@ -1,0 +1,621 @@
+"""The POP3 server machine: states, commands, answers, limits (RFC 1939, 2449, 2595, 5034)."""
+
+# mypy narrows `conn.state` after an assert and does not see that send() changes it.
+# mypy: disable-error-code="comparison-overlap"
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError
+from smtpcore._lines import FramingPolicy
+from smtpcore.pop3 import (
+    Apop,
+    Auth,
+    AuthResponse,
+    BadCommand,
+    Capa,
+    Command,
+    ConnectionClosed,
+    Continue,
+    Dele,
+    EndOfResponse,
+    Err,
+    Event,
+    List,
+    Noop,
+    Ok,
+    Pass,
+    Quit,
+    ResponseData,
+    Retr,
+    ServerConnection,
+    Stat,
+    State,
+    Stls,
+    User,
+    Utf8,
+    apop_digest,
+    format_lines,
+)
+
+TIMESTAMP = "<1896.697170952@dbc.mtview.ca.us>"
+
+
+def greeted(**options: Any) -> ServerConnection:
+    conn = ServerConnection("pop.pqr.example", **options)
+    assert conn.next_event() is PAUSED  # the server speaks first
+    assert conn.send(Ok(f"POP3 server ready {TIMESTAMP}")) == (
+        f"+OK POP3 server ready {TIMESTAMP}\r\n".encode()
+    )
+    return conn
+
+
+def receive(conn: ServerConnection, line: bytes) -> Event:
+    conn.receive_data(line)
+    event = conn.next_event()
+    assert isinstance(event, Event), event
+    return event
+
+
+def logged_in(**options: Any) -> ServerConnection:
+    conn = greeted(**options)
+    assert receive(conn, b"USER mrose\r\n") == User("mrose")
+    conn.send(Ok())
+    assert receive(conn, b"PASS secret\r\n") == Pass("secret")
+    conn.send(Ok("mrose's maildrop has 2 messages (320 octets)"))
+    assert conn.state is State.TRANSACTION
+    return conn
+
+
+def in_state(state: State) -> ServerConnection:
+    if state is State.TRANSACTION:
+        return logged_in(sasl_mechanisms=["PLAIN"], stls=True, utf8=True)
+    conn = greeted(sasl_mechanisms=["PLAIN"], stls=True, utf8=True)
+    if state is State.USER:
+        receive(conn, b"USER mrose\r\n")
+        conn.send(Ok())
+    assert conn.state is state
+    return conn
+
+
+DIGEST = apop_digest(TIMESTAMP, "tanstaaf")
+ALL_LINES = [
+    b"USER mrose",
+    b"PASS secret",
+    f"APOP mrose {DIGEST}".encode(),
+    b"AUTH PLAIN",
+    b"CAPA",
+    b"STLS",
+    b"UTF8",
+    b"STAT",
+    b"LIST",
+    b"LIST 1",
+    b"RETR 1",
+    b"DELE 1",
+    b"NOOP",
+    b"RSET",
+    b"TOP 1 10",
+    b"UIDL",
+    b"UIDL 1",
+    b"QUIT",
+]
+ALLOWED = {
+    State.AUTHORIZATION: {b"USER", b"APOP", b"AUTH", b"CAPA", b"STLS", b"UTF8", b"QUIT"},
+    State.USER: {b"USER", b"PASS", b"APOP", b"AUTH", b"CAPA", b"UTF8", b"QUIT"},
+    State.TRANSACTION: {
+        *(b"STAT", b"LIST", b"RETR", b"DELE", b"NOOP", b"RSET", b"TOP", b"UIDL"),
+        *(b"CAPA", b"QUIT"),
+    },
+}
+STATE_CASES = [(state, line) for state in ALLOWED for line in ALL_LINES]
+
+
+@pytest.mark.parametrize(
+    ("state", "line"), STATE_CASES, ids=[f"{s.name}-{line.decode()}" for s, line in STATE_CASES]
+)
+def test_commands_per_state(state: State, line: bytes) -> None:
+    """RFC 1939 §4-§6: each command is valid in its states and gets -ERR elsewhere."""
+    conn = in_state(state)
+    event = receive(conn, line + b"\r\n")
+    if line.split()[0] in ALLOWED[state]:
+        assert isinstance(event, Command), event
+    else:
+        assert isinstance(event, BadCommand)
+        assert event.line == line + b"\r\n"
+        assert conn.send(event.response).startswith(b"-ERR ")
+        # The session goes on where it was.
+        assert conn.state is state
+        assert conn.next_event() is NEED_DATA
+
+
+def test_greeting() -> None:
+    conn = ServerConnection("pop.pqr.example")
+    with pytest.raises(LocalProtocolError):
+        conn.send(Continue(b""))
+    with pytest.raises(LocalProtocolError):
+        conn.send(ResponseData(b"x"))
+    conn.send(Ok(f"ready {TIMESTAMP}"))
+    assert conn.state is State.AUTHORIZATION
+    assert conn.apop_timestamp == TIMESTAMP
+
+
+def test_err_greeting_closes() -> None:
+    conn = ServerConnection("pop.pqr.example")
+    assert conn.send(Err("go away", code="SYS/TEMP")) == b"-ERR [SYS/TEMP] go away\r\n"
+    assert conn.state is State.CLOSED
+    assert conn.next_event() == ConnectionClosed()
+
+
+def test_commands_before_the_greeting_wait() -> None:
+    conn = ServerConnection("pop.pqr.example")
+    conn.receive_data(b"CAPA\r\n")
+    assert conn.next_event() is PAUSED
+    conn.send(Ok())
+    assert conn.next_event() == Capa()
+
+
+class TestUserPass:
+    def test_login(self) -> None:
+        conn = greeted()
+        assert receive(conn, b"USER mrose\r\n") == User("mrose")
+        assert (
+            conn.send(Ok("mrose is a real hoopy frood")) == b"+OK mrose is a real hoopy frood\r\n"
+        )
+        assert conn.state is State.USER
+        assert conn.user == "mrose"
+        assert receive(conn, b"PASS tan staaf\r\n") == Pass("tan staaf")
+        conn.send(Ok("maildrop locked and ready"))
+        assert conn.state is State.TRANSACTION
+
+    def test_pass_needs_an_accepted_user(self) -> None:
+        conn = greeted()
+        event = receive(conn, b"PASS secret\r\n")
+        assert isinstance(event, BadCommand)
+        conn.send(event.response)
+        receive(conn, b"USER frated\r\n")
+        conn.send(Err("sorry, no mailbox for frated here"))
+        assert conn.state is State.AUTHORIZATION
+        assert conn.user is None
+        assert isinstance(receive(conn, b"PASS secret\r\n"), BadCommand)
+
+    def test_failed_pass_returns_to_the_start(self) -> None:
+        """RFC 1939 §7: after a failed PASS, USER must be given again."""
+        conn = greeted()
+        receive(conn, b"USER mrose\r\n")
+        conn.send(Ok())
+        receive(conn, b"PASS wrong\r\n")
+        conn.send(Err("invalid password", code="AUTH"))
+        assert conn.state is State.AUTHORIZATION
+        assert conn.user is None
+        event = receive(conn, b"PASS again\r\n")
+        assert isinstance(event, BadCommand)
+        assert "USER" in event.response.text
+
+    def test_user_can_be_switched_off(self) -> None:
+        conn = greeted(user=False)
+        event = receive(conn, b"USER mrose\r\n")
+        assert isinstance(event, BadCommand)
+        assert event.response.text == "Unknown command"
+        assert "USER" not in conn.capabilities()
+
+    def test_require_tls_refuses_login_in_plaintext(self) -> None:
+        conn = greeted(stls=True, require_tls=True)
+        event = receive(conn, b"USER mrose\r\n")
+        assert isinstance(event, BadCommand)
+        assert event.response.code == "AUTH"
+        assert "USER" not in conn.capabilities()
+        conn.send(event.response)
+        receive(conn, b"STLS\r\n")
+        conn.send(Ok())
+        conn.tls_started()
+        assert "USER" in conn.capabilities()
+        assert receive(conn, b"USER mrose\r\n") == User("mrose")
+
+
+class TestApop:
+    def test_rfc1939_example(self) -> None:
+        conn = greeted()
+        event = receive(conn, b"APOP mrose c4c9334bac560ecc979e58001b3e22fb\r\n")
+        assert event == Apop("mrose", "c4c9334bac560ecc979e58001b3e22fb")
+        assert event.digest == apop_digest(conn.apop_timestamp or "", "tanstaaf")
+        conn.send(Ok("maildrop has 1 message (369 octets)"))
+        assert conn.state is State.TRANSACTION
+
+    def test_failed_apop(self) -> None:
+        conn = greeted()
+        receive(conn, f"APOP mrose {'0' * 32}\r\n".encode())
+        conn.send(Err("permission denied", code="AUTH"))
+        assert conn.state is State.AUTHORIZATION
+
+    def test_no_timestamp_no_apop(self) -> None:
+        conn = ServerConnection("pop.pqr.example")
+        conn.send(Ok("POP3 server ready"))
+        event = receive(conn, f"APOP mrose {DIGEST}\r\n".encode())
+        assert isinstance(event, BadCommand)
+        assert "APOP" in event.response.text
+
+    def test_apop_can_be_switched_off(self) -> None:
+        conn = greeted(apop=False)
+        assert conn.apop_timestamp is None
+        event = receive(conn, f"APOP mrose {DIGEST}\r\n".encode())
+        assert isinstance(event, BadCommand)
+        assert event.response.text == "Unknown command"
+
+
+class TestAuth:
+    def test_exchange_with_continuations(self) -> None:
+        conn = greeted(sasl_mechanisms=["plain", "SCRAM-SHA-256"])
+        assert "SASL PLAIN SCRAM-SHA-256" in conn.capabilities()
+        assert receive(conn, b"AUTH PLAIN\r\n") == Auth("PLAIN")
+        assert conn.send(Continue(b"")) == b"+ \r\n"
+        assert conn.state is State.SASL
+        event = receive(conn, b"AHRlc3QAdGVzdA==\r\n")
+        assert event == AuthResponse(b"\x00test\x00test")
+        assert conn.next_event() is PAUSED
+        conn.send(Ok("logged in"))
+        assert conn.state is State.TRANSACTION
+
+    def test_several_rounds_then_failure(self) -> None:
+        conn = greeted(sasl_mechanisms=["SCRAM-SHA-256"])
+        receive(conn, b"AUTH SCRAM-SHA-256 =\r\n")
+        conn.send(Continue(b"r=abc"))
+        receive(conn, b"\r\n")
+        conn.send(Continue(b"v=xyz"))
+        assert receive(conn, b"\r\n") == AuthResponse(b"")
+        conn.send(Err("authentication failed", code="AUTH"))
+        assert conn.state is State.AUTHORIZATION
+
+    def test_initial_response_completes_at_once(self) -> None:
+        conn = greeted(sasl_mechanisms=["PLAIN"])
+        event = receive(conn, b"AUTH PLAIN AHRlc3QAdGVzdA==\r\n")
+        assert event == Auth("PLAIN", b"\x00test\x00test")
+        conn.send(Ok())
+        assert conn.state is State.TRANSACTION
+
+    def test_cancel_must_be_refused(self) -> None:
+        """RFC 5034 §4: ``*`` cancels, and the server answers -ERR."""
+        conn = greeted(sasl_mechanisms=["LOGIN"])
+        receive(conn, b"AUTH LOGIN\r\n")
+        conn.send(Continue(b"Username:"))
+        assert receive(conn, b"*\r\n") == AuthResponse(cancel=True)
+        with pytest.raises(LocalProtocolError):
+            conn.send(Ok())
+        with pytest.raises(LocalProtocolError):
+            conn.send(Continue(b"Password:"))
+        conn.send(Err("authentication cancelled"))
+        assert conn.state is State.AUTHORIZATION
+
+    def test_invalid_base64_ends_the_exchange(self) -> None:
+        conn = greeted(sasl_mechanisms=["LOGIN"])
+        receive(conn, b"AUTH LOGIN\r\n")
+        conn.send(Continue(b"Username:"))
+        event = receive(conn, b"RETR 1\r\n")  # pipelined behind AUTH: not base64
+        assert isinstance(event, BadCommand)
+        conn.send(event.response)
+        assert conn.state is State.AUTHORIZATION
+
+    def test_unsupported_mechanism(self) -> None:
+        conn = greeted(sasl_mechanisms=["PLAIN"])
+        event = receive(conn, b"AUTH GSSAPI\r\n")
+        assert isinstance(event, BadCommand)
+        assert "mechanism" in event.response.text
+
+    def test_without_mechanisms_auth_is_unknown(self) -> None:
+        conn = greeted()
+        event = receive(conn, b"AUTH PLAIN\r\n")
+        assert isinstance(event, BadCommand)
+        assert event.response.text == "Unknown command"
+
+    def test_continuation_only_answers_auth(self) -> None:
+        conn = logged_in()
+        receive(conn, b"STAT\r\n")
+        with pytest.raises(LocalProtocolError):
+            conn.send(Continue(b"x"))
+        assert conn.send(Ok("0 0")) == b"+OK 0 0\r\n"
+
+    def test_long_initial_response_and_long_responses(self) -> None:
+        """RFC 5034 §4: only AUTH (and SASL responses) may pass the 255-octet limit."""
+        conn = greeted(sasl_mechanisms=["XOAUTH2"])
+        token = b"A" * 2000
+        assert receive(conn, b"AUTH XOAUTH2 " + token + b"\r\n") == Auth("XOAUTH2", b"\x00" * 1500)
+        conn.send(Continue(b""))
+        assert receive(conn, token + b"\r\n") == AuthResponse(b"\x00" * 1500)
+        conn.send(Err())
+        event = receive(conn, b"USER " + b"u" * 300 + b"\r\n")
+        assert isinstance(event, BadCommand)
+        assert event.response.text == "Line too long"
+
+
+class TestStls:
+    def test_plaintext_pipelined_behind_stls_is_never_executed(self) -> None:
+        """RFC 2595 §4 and the CVE-2011-0411 class: commands sent with STLS are dropped."""
+        conn = greeted(stls=True)
+        conn.receive_data(b"STLS\r\nUSER evil\r\nPASS evil\r\nDELE 1\r\n")
+        assert conn.next_event() == Stls()
+        assert conn.next_event() is PAUSED
+        conn.send(Ok("Begin TLS negotiation"))
+        assert conn.state is State.TLS_PENDING
+        assert conn.next_event() is PAUSED
+        conn.receive_data(b"RETR 1\r\n")  # still plaintext, before the handshake
+        assert conn.next_event() is PAUSED
+        conn.tls_started()
+        assert conn.tls
+        assert conn.state is State.AUTHORIZATION
+        assert conn.next_event() is NEED_DATA
+        assert receive(conn, b"CAPA\r\n") == Capa()
+
+    def test_refused_stls_keeps_the_plaintext_session(self) -> None:
+        conn = greeted(stls=True)
+        conn.receive_data(b"STLS\r\nCAPA\r\n")
+        assert conn.next_event() == Stls()
+        conn.send(Err("TLS not available now"))
+        assert conn.state is State.AUTHORIZATION
+        assert conn.next_event() == Capa()
+
+    def test_stls_once_and_only_before_login(self) -> None:
+        conn = greeted(stls=True)
+        assert "STLS" in conn.capabilities()
+        receive(conn, b"STLS\r\n")
+        conn.send(Ok())
+        conn.tls_started()
+        assert "STLS" not in conn.capabilities()
+        event = receive(conn, b"STLS\r\n")
+        assert isinstance(event, BadCommand)
+        assert "TLS" in event.response.text
+
+    def test_stls_must_be_configured(self) -> None:
+        conn = greeted()
+        event = receive(conn, b"STLS\r\n")
+        assert isinstance(event, BadCommand)
+        assert "STLS" not in conn.capabilities()
+
+    def test_tls_started_only_when_pending(self) -> None:
+        conn = greeted(stls=True)
+        with pytest.raises(LocalProtocolError):
+            conn.tls_started()
+        assert conn.state is State.AUTHORIZATION
+
+
+class TestMultiline:
+    def test_retr_streams_dot_stuffed_content(self) -> None:
+        conn = logged_in()
+        assert receive(conn, b"RETR 1\r\n") == Retr(1)
+        assert conn.send(Ok("120 octets")) == b"+OK 120 octets\r\n"
+        assert conn.next_event() is PAUSED
+        with pytest.raises(LocalProtocolError):
+            conn.send(Ok())
+        out = conn.send(ResponseData(b".starts with a dot\r\nline\r"))
+        out += conn.send(ResponseData(b"\n.\r\n"))
+        out += conn.send(EndOfResponse())
+        assert out == b"..starts with a dot\r\nline\r\n..\r\n.\r\n"
+        assert conn.next_event() is NEED_DATA
+
+    def test_bare_lf_content_becomes_crlf(self) -> None:
+        """A Maildir stores LF line ends; the wire wants CRLF (RFC 1939 §3)."""
+        conn = logged_in()
+        receive(conn, b"TOP 1 0\r\n")
+        conn.send(Ok())
+        out = conn.send(ResponseData(b"Subject: x\n\n")) + conn.send(EndOfResponse())
+        assert out == b"Subject: x\r\n\r\n.\r\n"
+
+    def test_content_without_final_crlf_gets_one(self) -> None:
+        conn = logged_in()
+        receive(conn, b"RETR 1\r\n")
+        conn.send(Ok())
+        assert conn.send(ResponseData(b"no newline")) + conn.send(EndOfResponse()) == (
+            b"no newline\r\n.\r\n"
+        )
+
+    def test_err_to_a_multiline_command_has_no_content(self) -> None:
+        conn = logged_in()
+        receive(conn, b"RETR 9\r\n")
+        conn.send(Err("no such message"))
+        with pytest.raises(LocalProtocolError):
+            conn.send(ResponseData(b"x"))
+        with pytest.raises(LocalProtocolError):
+            conn.send(EndOfResponse())
+        assert conn.next_event() is NEED_DATA
+
+    def test_single_line_commands_get_no_content(self) -> None:
+        conn = logged_in()
+        receive(conn, b"LIST 1\r\n")
+        conn.send(Ok("1 120"))
+        with pytest.raises(LocalProtocolError):
+            conn.send(ResponseData(b"2 200\r\n"))
+
+    def test_capa(self) -> None:
+        conn = greeted(
+            stls=True,
+            utf8=True,
+            sasl_mechanisms=["PLAIN"],
+            expire="NEVER",
+            login_delay="900",
+            implementation="smtpcore",
+            extra_capabilities=["X-EXAMPLE"],
+        )
+        receive(conn, b"CAPA\r\n")
+        out = conn.send(Ok("Capability list follows"))
+        out += conn.send(ResponseData(format_lines(conn.capabilities())))
+        out += conn.send(EndOfResponse())
+        assert out == (
+            b"+OK Capability list follows\r\n"
+            b"TOP\r\nUSER\r\nSASL PLAIN\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n"
+            b"UIDL\r\nSTLS\r\nUTF8\r\nEXPIRE NEVER\r\nLOGIN-DELAY 900\r\n"
+            b"IMPLEMENTATION smtpcore\r\nX-EXAMPLE\r\n.\r\n"
+        )
+
+    def test_optional_commands_can_be_switched_off(self) -> None:
+        conn = logged_in(top=False, uidl=False)
+        assert conn.capabilities() == ["USER", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
+        for line in (b"TOP 1 1\r\n", b"UIDL\r\n"):
+            event = receive(conn, line)
+            assert isinstance(event, BadCommand)
+            conn.send(event.response)
+
+
+class TestQuit:
+    def test_quit_in_transaction_enters_update(self) -> None:
+        """RFC 1939 §6: deletions happen in UPDATE, after QUIT, before the +OK."""
+        conn = logged_in()
+        assert receive(conn, b"QUIT\r\n") == Quit()
+        assert conn.state is State.UPDATE
+        assert conn.send(Ok("dewey POP3 server signing off")) == (
+            b"+OK dewey POP3 server signing off\r\n"
+        )
+        assert conn.state is State.CLOSED
+        assert conn.next_event() == ConnectionClosed()
+        with pytest.raises(LocalProtocolError):
+            conn.send(Ok())
+
+    def test_failed_update_still_closes(self) -> None:
+        conn = logged_in()
+        receive(conn, b"QUIT\r\n")
+        conn.send(Err("some deleted messages not removed"))
+        assert conn.state is State.CLOSED
+
+    def test_quit_in_authorization_skips_update(self) -> None:
+        conn = greeted()
+        receive(conn, b"QUIT\r\n")
+        assert conn.state is State.AUTHORIZATION
+        conn.send(Ok("bye"))
+        assert conn.state is State.CLOSED
+
+    def test_client_going_away_never_enters_update(self) -> None:
+        conn = logged_in()
+        conn.receive_data(b"DELE 1\r\nQU")
+        assert conn.next_event() == Dele(1)
+        conn.send(Ok("message 1 deleted"))
+        conn.receive_data(b"")
+        assert conn.next_event() == ConnectionClosed()
+        assert conn.state is State.CLOSED  # not UPDATE: the deletion must not happen
+
+
+def test_pipelined_commands_are_answered_in_order() -> None:
+    """RFC 2449 §6.6: one command at a time, each paused until answered."""
+    conn = logged_in()
+    conn.receive_data(b"STAT\r\nLIST\r\nRETR 1\r\nDELE 1\r\nQUIT\r\n")
+    wire = b""
+    assert conn.next_event() == Stat()
+    assert conn.next_event() is PAUSED
+    wire += conn.send(Ok("1 5"))
+    assert conn.next_event() == List()
+    wire += conn.send(Ok())
+    assert conn.next_event() is PAUSED
+    wire += conn.send(ResponseData(b"1 5\r\n"))
+    assert conn.next_event() is PAUSED
+    wire += conn.send(EndOfResponse())
+    assert conn.next_event() == Retr(1)
+    wire += conn.send(Ok()) + conn.send(ResponseData(b"hello\r\n")) + conn.send(EndOfResponse())
+    assert conn.next_event() == Dele(1)
+    wire += conn.send(Ok())
+    assert conn.next_event() == Quit()
+    wire += conn.send(Ok())
+    assert wire == (b"+OK 1 5\r\n+OK\r\n1 5\r\n.\r\n+OK\r\nhello\r\n.\r\n+OK\r\n+OK\r\n")
+
+
+class TestLimits:
+    def test_command_line_limit(self) -> None:
+        """RFC 2449 §4: commands are at most 255 octets; longer ones get -ERR."""
+        conn = logged_in()
+        line = b"RETR " + b"1" * 248 + b"\r\n"
+        assert len(line) == 255
+        event = receive(conn, line)
+        assert isinstance(event, BadCommand)
+        assert "Invalid message number" in event.response.text
+        conn.send(event.response)
+        event = receive(conn, b"NOOP " + b"x" * 300 + b"\r\n")
+        assert event == BadCommand(b"", Err("Line too long"))
+        conn.send(event.response)
+        assert receive(conn, b"NOOP\r\n") == Noop()
+
+    def test_configurable_command_line_limit(self) -> None:
+        conn = logged_in(max_command_line=13)
+        event = receive(conn, b"RETR 1234567\r\n")
+        assert isinstance(event, BadCommand)
+
+    def test_an_unterminated_line_does_not_grow_memory(self) -> None:
+        conn = logged_in()
+        for _ in range(100):
+            conn.receive_data(b"x" * 10_000)
+            assert conn.next_event() is NEED_DATA
+            assert len(conn._buffer) < 300
+        event = receive(conn, b"\r\n")
+        assert isinstance(event, BadCommand)
+
+    def test_too_many_bad_commands(self) -> None:
+        conn = logged_in(max_bad_commands=3)
+        for _ in range(2):
+            event = receive(conn, b"FOO\r\n")
+            assert isinstance(event, BadCommand)
+            conn.send(event.response)
+        conn.receive_data(b"FOO\r\n")
+        with pytest.raises(RemoteProtocolError) as info:
+            conn.next_event()
+        assert conn.state is State.ERROR
+        hint = info.value.reply_hint
+        assert isinstance(hint, Err)
+        assert conn.send(hint).startswith(b"-ERR ")
+        with pytest.raises(RemoteProtocolError):
+            conn.next_event()
+
+    def test_status_line_limit(self) -> None:
+        conn = logged_in()
+        receive(conn, b"NOOP\r\n")
+        with pytest.raises(LocalProtocolError):
+            conn.send(Ok("x" * 600))
+        assert conn.send(Ok()) == b"+OK\r\n"
+
+
+class TestFraming:
+    def test_bare_lf_command_is_refused_by_default(self) -> None:
+        conn = logged_in()
+        event = receive(conn, b"STAT\n")
+        assert isinstance(event, BadCommand)
+        assert "CRLF" in event.response.text
+
+    def test_bare_lf_command_with_a_lenient_policy(self) -> None:
+        conn = logged_in(framing=FramingPolicy(lf_ends_command=True))
+        assert receive(conn, b"STAT\n") == Stat()
+
+    def test_invalid_utf8(self) -> None:
+        conn = greeted()
+        event = receive(conn, b"USER \xff\r\n")
+        assert isinstance(event, BadCommand)
+        assert event.response.code == "UTF8"
+
+    def test_utf8_user_names(self) -> None:
+        conn = greeted(utf8=True)
+        assert receive(conn, b"UTF8\r\n") == Utf8()
+        conn.send(Ok())
+        assert conn.utf8
+        assert receive(conn, "USER j\u00fcrgen\r\n".encode()) == User("j\u00fcrgen")
+
+
+class TestApplicationMistakes:
+    def test_answer_without_a_command(self) -> None:
+        conn = logged_in()
+        with pytest.raises(LocalProtocolError):
+            conn.send(Ok())
+
+    def test_bad_command_needs_an_err(self) -> None:
+        conn = logged_in()
+        event = receive(conn, b"FOO\r\n")
+        with pytest.raises(LocalProtocolError):
+            conn.send(Ok())
+        assert isinstance(event, BadCommand)
+        conn.send(event.response)
+
+    def test_commands_are_not_sent_by_a_server(self) -> None:
+        conn = logged_in()
+        with pytest.raises(LocalProtocolError):
+            conn.send(Stat())
+
+    def test_send_failed_is_sticky(self) -> None:
+        conn = logged_in()
+        conn.send_failed()
+        assert conn.state is State.ERROR
+        with pytest.raises(RemoteProtocolError):
+            conn.next_event()
