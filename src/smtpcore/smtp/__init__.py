@@ -1,6 +1,7 @@
 """SMTP (RFC 5321) and LMTP (RFC 2033) as sans-I/O state machines."""
 
 from smtpcore.smtp._base import Event
+from smtpcore.smtp._client import ClientConnection
 from smtpcore.smtp._events import (
     Auth,
     AuthResponse,
@@ -25,16 +26,19 @@ from smtpcore.smtp._events import (
     StartTls,
     Vrfy,
 )
+from smtpcore.smtp._extensions import ServerExtensions
 from smtpcore.smtp._params import Parameters
 from smtpcore.smtp._replies import EnhancedStatus, Reply
 from smtpcore.smtp._server import ServerConnection
 from smtpcore.smtp._state import State
+from smtpcore.smtp._transaction import RecipientResult, TransactionResult
 
 __all__ = [
     "Auth",
     "AuthResponse",
     "BadCommand",
     "Bdat",
+    "ClientConnection",
     "Command",
     "ConnectionClosed",
     "Data",
@@ -52,11 +56,14 @@ __all__ = [
     "Parameters",
     "Quit",
     "Rcpt",
+    "RecipientResult",
     "RejectedMessage",
     "Reply",
     "Rset",
     "ServerConnection",
+    "ServerExtensions",
     "StartTls",
     "State",
+    "TransactionResult",
     "Vrfy",
 ]

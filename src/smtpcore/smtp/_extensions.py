@@ -27,7 +27,8 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
     Lines that are not a valid ``ehlo-keyword`` are skipped rather than
     refused, because real servers send such lines (an empty last line, for
     one) and the client must still be able to talk to them. The legacy
-    ``AUTH=PLAIN LOGIN`` form that some servers add counts as ``AUTH``.
+    ``AUTH=PLAIN LOGIN`` form that some servers add counts as ``AUTH``, and
+    SASL mechanism names are upper-cased, as they are case-insensitive.
     An empty instance stands for a session opened with HELO, or not yet
     opened: nothing beyond RFC 5321 may be used.
     """
@@ -52,6 +53,8 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
             if keyword.startswith("AUTH="):
                 params = [keyword[5:], *params]
                 keyword = "AUTH"
+            if keyword == "AUTH":
+                params = [mechanism.upper() for mechanism in params]  # RFC 4422 §3.1
             if not _KEYWORD_RE.fullmatch(keyword):
                 continue
             merged = found.setdefault(keyword, [])

@@ -64,13 +64,14 @@ class Reply(Event):
     ``text`` may be one string or a sequence of lines; :attr:`lines` always
     gives the lines. ``status`` also accepts a string such as ``"2.1.0"``.
     Text holding CR, LF or another control character cannot be built, so a
-    reply can never smuggle an extra line onto the wire.
+    reply can never smuggle an extra line onto the wire. Replies compare by
+    code, status and lines, so ``Reply(250, "ok")`` equals a parsed ``250 ok``.
     """
 
     code: int
-    text: str | tuple[str, ...]
+    text: str | tuple[str, ...] = field(compare=False)
     status: EnhancedStatus | None
-    lines: tuple[str, ...] = field(repr=False, compare=False)
+    lines: tuple[str, ...] = field(repr=False)
 
     def __init__(
         self,

@@ -1,0 +1,638 @@
+"""The client side of an SMTP session, with no I/O (RFC 5321, RFC 2033 LMTP).
+
+Send commands with :meth:`ClientConnection.send` and write the bytes it
+returns; feed what the server answers to :meth:`ClientConnection.receive_data`
+and take :class:`Reply` events from :meth:`ClientConnection.next_event`. The
+machine keeps the commands that still wait for a reply in order, so each
+reply is matched to the command it answers, whether the commands went out
+one at a time or in a pipelined group (RFC 2920).
+
+The legal moves come from the table in ``_state.py`` that the server machine
+uses too: a command is checked against the state the session will be in once
+every command before it has succeeded, and the state moves only on the reply
+codes the server sends.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Final
+
+from smtpcore._dotstuff import DotEncoder
+from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._lines import ReceiveBuffer
+from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
+from smtpcore.address import Mailbox
+from smtpcore.smtp._commands import format_command
+from smtpcore.smtp._events import (
+    Auth,
+    AuthResponse,
+    Bdat,
+    Command,
+    ConnectionClosed,
+    Data,
+    Ehlo,
+    EndOfMessage,
+    Event,
+    Expn,
+    Helo,
+    Help,
+    Lhlo,
+    Mail,
+    MessageData,
+    Noop,
+    Quit,
+    Rcpt,
+    Rset,
+    StartTls,
+    Vrfy,
+)
+from smtpcore.smtp._extensions import ServerExtensions
+from smtpcore.smtp._params import Parameters
+from smtpcore.smtp._replies import Reply, ReplyParser
+from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, Rule, State, next_state
+from smtpcore.smtp._transaction import TransactionResult, _Transaction
+
+__all__ = ["ClientConnection"]
+
+# Commands after which more commands may follow in the same pipelined group
+# (RFC 2920 §3.1, RFC 3030 §4.2). Every other command must be the last of its
+# group, since the client has to see its reply first. Content is "the first
+# command of a group", so the end of the content may be followed at once.
+_GROUP_CONTINUES: Final = (Mail, Rcpt, Rset, Bdat, EndOfMessage)
+
+# The EHLO keyword an ESMTP parameter of MAIL or RCPT depends on.
+_PARAMETER_EXTENSIONS: Final[dict[str, str]] = {
+    "SIZE": "SIZE",  # RFC 1870
+    "SMTPUTF8": "SMTPUTF8",  # RFC 6531
+    "RET": "DSN",  # RFC 3461
+    "ENVID": "DSN",
+    "NOTIFY": "DSN",
+    "ORCPT": "DSN",
+    "AUTH": "AUTH",  # RFC 4954 §5
+    "REQUIRETLS": "REQUIRETLS",  # RFC 8689
+    "MT-PRIORITY": "MT-PRIORITY",  # RFC 6710
+}
+_BODY_EXTENSIONS: Final[dict[str, str]] = {
+    "7BIT": "8BITMIME",  # RFC 6152 §2
+    "8BITMIME": "8BITMIME",
+    "BINARYMIME": "BINARYMIME",  # RFC 3030 §3
+}
+_TRANSACTION_EVENTS: Final = (Mail, Rcpt, Data, Bdat, EndOfMessage)
+_SESSION_RESETS: Final = (Rset, Ehlo, Helo, Lhlo, Quit)
+
+
+@dataclass(slots=True)
+class _Awaited:
+    """An event that still waits for its reply (or replies, for LMTP content)."""
+
+    event: Event | None
+    """None stands for the server's greeting."""
+    rule: Rule
+    transaction: _Transaction | None = None
+    recipient: int = -1
+    """For RCPT, the recipient's index in the transaction."""
+    replies_due: int = 0
+    """For the end of the content in LMTP: replies still to come, once known."""
+
+
+_GREETING_RULE: Final = Rule(frozenset({State.GREETING}), frozenset({220}), State.HELLO)
+
+
+def _name(event: Event | None) -> str:
+    if event is None:
+        return "the greeting"
+    if isinstance(event, Command):
+        return event.verb
+    if isinstance(event, EndOfMessage):
+        return "the end of the content"
+    return type(event).__name__
+
+
+class ClientConnection:
+    """A sans-I/O SMTP (or LMTP) client session.
+
+    ``hostname`` is this host's own name, for ``Ehlo(conn.hostname)``. The
+    first event :meth:`next_event` gives is the server's greeting. Each
+    :class:`Reply` it returns answers the event in :attr:`answered`; the
+    envelope and the fate of the message, recipient by recipient, are in
+    :attr:`transaction`.
+
+    Reply lines longer than ``max_reply_line`` octets (CRLF included) and
+    replies of more than ``max_reply_lines`` lines are a
+    :class:`RemoteProtocolError`, so a server cannot grow the client's memory
+    without bound. With ``normalize_line_endings`` (the default) a bare CR or
+    bare LF in the content is sent as CRLF, so that no server can read a
+    message boundary the client did not mean (SMTP smuggling); turn it off
+    only for content known to be in canonical CRLF form.
+    """
+
+    def __init__(
+        self,
+        hostname: str,
+        *,
+        lmtp: bool = False,
+        max_reply_line: int = 4096,
+        max_reply_lines: int = 100,
+        normalize_line_endings: bool = True,
+    ) -> None:
+        self.hostname = hostname
+        self.lmtp = lmtp
+        self.max_reply_line = max_reply_line
+        self.max_reply_lines = max_reply_lines
+        self.normalize_line_endings = normalize_line_endings
+
+        self._buffer = ReceiveBuffer()
+        self._parser = ReplyParser(max_line_length=max_reply_line, max_lines=max_reply_lines)
+        self._state = State.GREETING
+        self._peer_closed = False
+        self._queue: deque[_Awaited] = deque([_Awaited(None, _GREETING_RULE)])
+        self._extensions = ServerExtensions()
+        self._extended = False
+        self._tls = False
+        self._greeting: Reply | None = None
+        self._answered: Event | None = None
+        self._answered_recipient: Mailbox | None = None
+        self._last_transaction: _Transaction | None = None
+        # What the commands sent so far are building.
+        self._transaction: _Transaction | None = None
+        self._encoder: DotEncoder | None = None
+        self._content_transaction: _Transaction | None = None
+        self._bdat_due = 0
+
+    # -- what the application reads -------------------------------------
+
+    @property
+    def state(self) -> State:
+        """Where the session stands, by the replies received so far.
+
+        Commands sent but not answered yet have not moved it: see
+        :attr:`pending`.
+        """
+        return self._state
+
+    @property
+    def extensions(self) -> ServerExtensions:
+        """What the server offered in its last positive EHLO or LHLO reply.
+
+        Empty before that reply, after HELO, and again after
+        :meth:`tls_started` (RFC 3207 §4.2: forget what was learnt in clear).
+        """
+        return self._extensions
+
+    @property
+    def extended(self) -> bool:
+        """True once EHLO or LHLO was accepted: ESMTP parameters may be used."""
+        return self._extended
+
+    @property
+    def tls(self) -> bool:
+        """True after :meth:`tls_started`."""
+        return self._tls
+
+    @property
+    def greeting(self) -> Reply | None:
+        """The server's greeting, once received."""
+        return self._greeting
+
+    @property
+    def pending(self) -> tuple[Event, ...]:
+        """The events sent that still wait for a reply, oldest first."""
+        return tuple(entry.event for entry in self._queue if entry.event is not None)
+
+    @property
+    def answered(self) -> Event | None:
+        """The event the reply last returned by :meth:`next_event` answers.
+
+        A command, :class:`AuthResponse`, or :class:`EndOfMessage` for a reply
+        after the content; None for the greeting and for a 421 the server sent
+        on its own.
+        """
+        return self._answered
+
+    @property
+    def answered_recipient(self) -> Mailbox | None:
+        """The recipient the last reply is about: an RCPT's, or in LMTP the
+        recipient a reply after the content belongs to (RFC 2033 §4.2)."""
+        return self._answered_recipient
+
+    @property
+    def transaction(self) -> TransactionResult | None:
+        """The mail transaction the last reply belonging to one was part of.
+
+        A snapshot, taken when this property is read. It stays on that
+        transaction while replies outside any transaction (RSET, NOOP) come
+        in, and moves on with the first reply to the next ``MAIL``.
+        """
+        if self._last_transaction is None:
+            return None
+        return self._last_transaction.snapshot()
+
+    # -- the four verbs -------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Buffer bytes from the server; ``b""`` means it closed its side.
+
+        Bytes that arrive while the machine waits for the TLS handshake are
+        plaintext that came before it, and are dropped (RFC 3207 §6).
+        """
+        if not data:
+            self._peer_closed = True
+            return
+        if self._peer_closed:
+            raise LocalProtocolError("received data after the peer closed")
+        if self._state not in (State.TLS_PENDING, State.CLOSED, State.ERROR):
+            self._buffer.feed(data)
+
+    def next_event(self) -> Reply | ConnectionClosed | NoEvent:
+        """The next reply from the server, or ``NEED_DATA``, or ``PAUSED``.
+
+        ``PAUSED`` means it is the application's turn: no reply is awaited
+        and no bytes are waiting (send the next command), or, after the
+        reply to STARTTLS, the TLS handshake is due. Once the session has
+        ended (221, 421, or the server closed), ``ConnectionClosed()``.
+        """
+        state = self._state
+        if state is State.ERROR:
+            raise RemoteProtocolError("the connection is in the ERROR state")
+        if state is State.CLOSED:
+            return ConnectionClosed()
+        if state is State.TLS_PENDING:
+            return PAUSED
+        try:
+            reply = self._read_reply()
+            if reply is not None:
+                self._dispatch(reply)
+        except RemoteProtocolError:
+            self._state = State.ERROR
+            raise
+        if reply is not None:
+            return reply
+        if self._peer_closed:
+            self._close()
+            return ConnectionClosed()
+        if not self._queue and not self._buffer:
+            return PAUSED
+        return NEED_DATA
+
+    def send(self, event: Event) -> bytes:
+        """Check ``event`` against the session, record it, and return its bytes.
+
+        Raises :class:`LocalProtocolError`, leaving the machine unchanged,
+        for anything the server would have to refuse or could misread: a
+        command the shared state table does not allow once the commands
+        before it have succeeded, a second command without PIPELINING, a
+        parameter or address the server's extensions do not cover, 8-bit
+        content without 8BITMIME, content before the 354.
+        """
+        state = self._state
+        if state is State.ERROR:
+            raise LocalProtocolError("the connection is in the ERROR state")
+        if state is State.CLOSED:
+            raise LocalProtocolError("the session is closed")
+        if state is State.TLS_PENDING:
+            raise LocalProtocolError("finish the TLS handshake and call tls_started() first")
+        if isinstance(event, MessageData):
+            return self._send_content(event.data)
+        if isinstance(event, EndOfMessage):
+            return self._send_end()
+        if isinstance(event, AuthResponse):
+            return self._send_auth_response(event)
+        if isinstance(event, Command):
+            return self._send_command(event)
+        raise LocalProtocolError(f"a client sends commands and content, not {_name(event)}")
+
+    def send_failed(self) -> None:
+        """The bytes of the last ``send`` never reached the server."""
+        self._state = State.ERROR
+
+    def tls_started(self) -> None:
+        """The TLS handshake after STARTTLS is done: say EHLO again (RFC 3207 §4.2)."""
+        if self._state is not State.TLS_PENDING:
+            raise LocalProtocolError("tls_started() outside the TLS_PENDING state")
+        self._buffer.clear()
+        self._parser = ReplyParser(
+            max_line_length=self.max_reply_line, max_lines=self.max_reply_lines
+        )
+        self._tls = True
+        self._extensions = ServerExtensions()
+        self._extended = False
+        self._transaction = None
+        self._state = State.HELLO
+
+    # -- sending --------------------------------------------------------
+
+    def _send_command(self, command: Command) -> bytes:
+        if self._bdat_due:
+            raise LocalProtocolError(f"{self._bdat_due} octets of BDAT content are still due")
+        self._check_group(command.verb)
+        rule = RULES[type(command)]
+        projected = self._projected_state()
+        if projected not in rule.allowed:
+            raise LocalProtocolError(
+                f"{command.verb} is not allowed in the {projected.name} state"
+            )
+        self._check_command(command)
+        data = format_command(command)
+        entry = _Awaited(command, rule)
+        if isinstance(command, Mail):
+            params = command.params
+            body = (params.get("BODY") or "").upper()
+            self._transaction = _Transaction(
+                command.sender, utf8="SMTPUTF8" in params, binary=body == "BINARYMIME"
+            )
+        elif isinstance(command, _SESSION_RESETS):
+            self._transaction = None
+        if isinstance(command, _TRANSACTION_EVENTS):
+            entry.transaction = self._transaction
+        if isinstance(command, Rcpt):
+            assert self._transaction is not None  # the MAIL state implies a MAIL sent
+            entry.recipient = self._transaction.add_recipient(command.recipient)
+        elif isinstance(command, Bdat):
+            self._bdat_due = command.size
+            if command.last:
+                entry.rule = END_OF_DATA_RULE
+        self._queue.append(entry)
+        return data
+
+    def _check_group(self, verb: str) -> None:
+        """One command at a time, unless the server offered PIPELINING (RFC 2920 §3.1)."""
+        if not self._queue:
+            return
+        last = self._queue[-1].event
+        if last is None:
+            raise LocalProtocolError("wait for the server's greeting")
+        if not self._extensions.pipelining:
+            raise LocalProtocolError(
+                f"the server did not offer PIPELINING: wait for the reply to {_name(last)} "
+                f"before sending {verb}"
+            )
+        if not isinstance(last, _GROUP_CONTINUES):
+            raise LocalProtocolError(
+                f"{_name(last)} ends a pipelined group (RFC 2920 §3.1): wait for its reply "
+                f"before sending {verb}"
+            )
+
+    def _projected_state(self) -> State:
+        """The state once every command awaiting a reply has succeeded."""
+        state = self._state
+        for entry in self._queue:
+            rule = entry.rule
+            if entry.event is None:
+                state = State.HELLO
+            elif rule is END_OF_DATA_RULE or isinstance(entry.event, AuthResponse):
+                state = State.READY
+            elif state in rule.allowed:
+                state = next_state(rule, min(rule.success_codes), state)
+        return state
+
+    def _check_command(self, command: Command) -> None:
+        extensions = self._extensions
+        if isinstance(command, (Ehlo, Helo, Lhlo)):
+            if isinstance(command, Lhlo) != self.lmtp:
+                expected = "LHLO" if self.lmtp else "EHLO or HELO"
+                raise LocalProtocolError(f"this session opens with {expected}")
+            if not command.domain.isascii():
+                raise LocalProtocolError("the hello domain must be ASCII (use A-labels)")
+        elif isinstance(command, Mail):
+            self._check_mail(command)
+        elif isinstance(command, Rcpt):
+            self._check_parameters(command.params)
+            transaction = self._transaction
+            if not command.recipient.is_ascii and not (transaction and transaction.utf8):
+                raise LocalProtocolError(
+                    "a UTF-8 recipient needs a MAIL with the SMTPUTF8 parameter (RFC 6531 §3.4)"
+                )
+        elif isinstance(command, Data):
+            if self._transaction is not None and self._transaction.binary:
+                raise LocalProtocolError("BODY=BINARYMIME content must be sent with BDAT")
+        elif isinstance(command, Bdat):
+            if not extensions.chunking:
+                raise LocalProtocolError("the server did not offer CHUNKING (BDAT)")
+        elif isinstance(command, StartTls):
+            if self._tls:
+                raise LocalProtocolError("TLS is already active")
+            if not extensions.starttls:
+                raise LocalProtocolError("the server did not offer STARTTLS")
+        elif isinstance(command, Auth):
+            if "AUTH" not in extensions:
+                raise LocalProtocolError("the server did not offer AUTH")
+            offered = extensions.auth
+            if offered and command.mechanism.upper() not in offered:
+                raise LocalProtocolError(f"the server did not offer AUTH {command.mechanism}")
+        elif (
+            isinstance(command, (Vrfy, Expn, Help, Noop))
+            and not command.argument.isascii()
+            and not extensions.smtputf8
+        ):
+            raise LocalProtocolError(f"a UTF-8 {command.verb} argument needs SMTPUTF8")
+
+    def _check_mail(self, command: Mail) -> None:
+        extensions = self._extensions
+        params = command.params
+        self._check_parameters(params)
+        if "SIZE" in params:
+            value = params["SIZE"] or ""
+            if not (value.isascii() and value.isdigit()):
+                raise LocalProtocolError(f"SIZE must be a number of octets: {value!r}")
+            limit = extensions.size
+            if limit is not None and int(value) > limit:
+                raise LocalProtocolError(
+                    f"the declared SIZE {value} is over the server's limit of {limit} "
+                    "(RFC 1870 §6)"
+                )
+        if "BODY" in params:
+            body = (params["BODY"] or "").upper()
+            needed = _BODY_EXTENSIONS.get(body)
+            if needed is None:
+                raise LocalProtocolError(f"unknown BODY type {params['BODY']!r}")
+            if needed not in extensions:
+                raise LocalProtocolError(f"BODY={body} needs the server to offer {needed}")
+        sender = command.sender
+        if sender is not None and not sender.is_ascii and "SMTPUTF8" not in params:
+            raise LocalProtocolError(
+                "a UTF-8 sender needs the SMTPUTF8 parameter, and the server to offer it "
+                "(RFC 6531 §3.4)"
+            )
+
+    def _check_parameters(self, params: Parameters) -> None:
+        if not params:
+            return
+        if not self._extended:
+            raise LocalProtocolError("ESMTP parameters need a session opened with EHLO")
+        for keyword in params:
+            needed = _PARAMETER_EXTENSIONS.get(keyword)
+            if needed is not None and needed not in self._extensions:
+                raise LocalProtocolError(f"{keyword} needs the server to offer {needed}")
+
+    def _check_eight_bit(self, data: bytes) -> None:
+        if data.isascii():
+            return
+        extensions = self._extensions
+        if not (extensions.eight_bit_mime or extensions.binary_mime):
+            raise LocalProtocolError(
+                "8-bit content needs the server to offer 8BITMIME (RFC 6152); "
+                "encode it as 7-bit MIME instead"
+            )
+
+    def _send_content(self, data: bytes) -> bytes:
+        if self._bdat_due:
+            if len(data) > self._bdat_due:
+                raise LocalProtocolError(
+                    f"{len(data)} octets of content, but BDAT announced only {self._bdat_due} more"
+                )
+            self._check_eight_bit(data)
+            self._bdat_due -= len(data)
+            return data
+        encoder = self._content_encoder()
+        self._check_eight_bit(data)
+        return encoder.encode(data)
+
+    def _send_end(self) -> bytes:
+        encoder = self._content_encoder()
+        self._encoder = None
+        entry = _Awaited(EndOfMessage(), END_OF_DATA_RULE, self._content_transaction)
+        self._queue.append(entry)
+        return encoder.end()
+
+    def _content_encoder(self) -> DotEncoder:
+        encoder = self._encoder
+        if encoder is None or self._queue or self._state is not State.DATA:
+            raise LocalProtocolError(
+                "message content goes after the 354 reply to DATA (or right after a BDAT)"
+            )
+        return encoder
+
+    def _send_auth_response(self, event: AuthResponse) -> bytes:
+        if self._state is not State.AUTH or self._queue:
+            raise LocalProtocolError("an AUTH response answers a 334 challenge")
+        self._queue.append(_Awaited(event, RULES[Auth]))
+        return format_command(event)
+
+    # -- receiving ------------------------------------------------------
+
+    def _read_reply(self) -> Reply | None:
+        view = self._buffer.view()
+        if not view:
+            return None
+        if not self._queue and not b"421".startswith(bytes(view[:3])):
+            raise RemoteProtocolError(f"unsolicited reply {bytes(view[:80])!r}")
+        limit = self.max_reply_line
+        if len(view) >= limit and view.find(b"\n", 0, limit) < 0:
+            raise RemoteProtocolError(f"reply line longer than {limit} octets")
+        return self._parser.next_reply(
+            self._buffer, enhanced=self._extensions.enhanced_status_codes
+        )
+
+    def _dispatch(self, reply: Reply) -> None:
+        self._answered_recipient = None
+        if not self._queue:
+            if reply.code != 421:
+                raise RemoteProtocolError(f"unsolicited reply {reply}")
+            self._answered = None
+            self._close()
+            return
+        entry = self._queue[0]
+        event = entry.event
+        if event is None:
+            self._answer_greeting(reply)
+            return
+        code = reply.code
+        if not entry.rule.accepts(code):
+            raise RemoteProtocolError(f"{code} is not a reply to {_name(event)}")
+        if (
+            isinstance(event, Data)
+            and code == 354
+            and self.lmtp
+            and entry.transaction is not None
+            and not entry.transaction.accepted_indexes()
+        ):
+            raise RemoteProtocolError("354 to DATA with no accepted recipient (RFC 2033 §4.2)")
+        self._answered = event
+        if entry.transaction is not None:
+            self._last_transaction = entry.transaction
+        if entry.rule is END_OF_DATA_RULE:
+            self._answer_end(entry, reply)
+        else:
+            self._queue.popleft()
+            current = State.READY if isinstance(event, AuthResponse) else self._state
+            self._state = next_state(entry.rule, code, current)
+            self._answer_command(entry, reply)
+        if code == 421:
+            self._close()
+
+    def _answer_greeting(self, reply: Reply) -> None:
+        greeted = {220: State.HELLO, 554: State.NO_SERVICE, 421: State.CLOSED}.get(reply.code)
+        if greeted is None:
+            raise RemoteProtocolError(f"{reply.code} is not a greeting (RFC 5321 §4.3.1)")
+        self._queue.popleft()
+        self._greeting = reply
+        self._answered = None
+        self._state = greeted
+        if greeted is State.CLOSED:
+            self._close()
+
+    def _answer_command(self, entry: _Awaited, reply: Reply) -> None:
+        command = entry.event
+        transaction = entry.transaction
+        positive = reply.is_positive
+        if isinstance(command, (Ehlo, Lhlo)) and positive:
+            self._extensions = ServerExtensions.from_reply(reply)
+            self._extended = True
+        elif isinstance(command, Helo) and positive:
+            self._extensions = ServerExtensions()
+            self._extended = False
+        elif isinstance(command, StartTls) and reply.code == 220:
+            # Anything behind the 220 was sent in clear before the handshake:
+            # never let it pass for a reply inside TLS (response injection).
+            self._buffer.clear()
+        if isinstance(command, _SESSION_RESETS) and self._last_transaction is not None:
+            self._last_transaction.complete = True
+        if transaction is None:
+            return
+        if isinstance(command, Mail):
+            transaction.mail_reply = reply
+            transaction.complete = not positive
+        elif isinstance(command, Rcpt):
+            transaction.answer_recipient(entry.recipient, reply)
+            self._answered_recipient = command.recipient
+        elif isinstance(command, (Data, Bdat)):
+            transaction.data_reply = reply
+            if reply.code == 354:
+                self._encoder = DotEncoder(normalize=self.normalize_line_endings)
+                self._content_transaction = transaction
+            elif not positive:
+                transaction.complete = True
+
+    def _answer_end(self, entry: _Awaited, reply: Reply) -> None:
+        """A reply after the content: one in SMTP, one per accepted recipient in LMTP."""
+        transaction = entry.transaction
+        assert transaction is not None
+        accepted = transaction.accepted_indexes()
+        if not entry.replies_due:
+            entry.replies_due = max(len(accepted), 1) if self.lmtp else 1
+        if self.lmtp:
+            position = len(transaction.end_replies)
+            if position < len(accepted):
+                index = accepted[position]
+                transaction.deliver(index, reply)
+                self._answered_recipient = transaction.recipients[index].recipient
+        else:
+            for index in accepted:
+                transaction.deliver(index, reply)
+        transaction.end_replies.append(reply)
+        entry.replies_due -= 1
+        if entry.replies_due == 0 or reply.code == 421:
+            self._queue.popleft()
+            transaction.complete = True
+            self._state = next_state(END_OF_DATA_RULE, reply.code, self._state)
+
+    def _close(self) -> None:
+        self._state = State.CLOSED
+        for entry in self._queue:
+            if entry.transaction is not None:
+                entry.transaction.complete = True
+        if self._last_transaction is not None:
+            self._last_transaction.complete = True
+        self._encoder = None

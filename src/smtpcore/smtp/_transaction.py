@@ -1,0 +1,125 @@
+"""The outcome of one mail transaction, as the client machine saw it.
+
+RFC 5321 §3.3 lets a server accept some recipients and refuse others, and
+RFC 2033 §4.2 gives each accepted recipient its own reply after the content
+in LMTP. A :class:`TransactionResult` keeps every reply next to the envelope
+part it answers, so that partial acceptance is a loop over ``recipients``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from smtpcore.address import Mailbox
+from smtpcore.smtp._replies import Reply
+
+__all__ = ["RecipientResult", "TransactionResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    """One ``RCPT``: the recipient, its reply, and the reply after the content.
+
+    ``delivery`` is the reply that decided the message's fate for this
+    recipient: the one reply after the content in SMTP, this recipient's own
+    reply in LMTP. It stays None for a refused recipient and until it arrives.
+    """
+
+    recipient: Mailbox
+    reply: Reply | None = None
+    delivery: Reply | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """The server accepted the recipient (250, 251 or 252)."""
+        return self.reply is not None and self.reply.is_positive
+
+    @property
+    def refused(self) -> bool:
+        """The server answered the ``RCPT`` with 4xx or 5xx."""
+        return self.reply is not None and not self.reply.is_positive
+
+    @property
+    def delivered(self) -> bool:
+        """The server took responsibility for the message for this recipient."""
+        return self.accepted and self.delivery is not None and self.delivery.is_positive
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionResult:
+    """A snapshot of a mail transaction (``MAIL``, ``RCPT``..., content)."""
+
+    sender: Mailbox | None
+    """The reverse path; None for the null path ``<>``."""
+    mail_reply: Reply | None
+    """The reply to ``MAIL``, None while it is awaited."""
+    recipients: tuple[RecipientResult, ...]
+    """One entry per ``RCPT`` sent, in order."""
+    data_reply: Reply | None
+    """The reply to ``DATA`` (354 or a refusal), or to the last ``BDAT`` chunk
+    that was not the last one."""
+    end_replies: tuple[Reply, ...]
+    """The replies after the content: one in SMTP, one per accepted recipient in LMTP."""
+    complete: bool
+    """No further reply will come for this transaction: it was refused, ended,
+    abandoned with RSET, or the connection closed."""
+
+    @property
+    def accepted(self) -> tuple[RecipientResult, ...]:
+        return tuple(result for result in self.recipients if result.accepted)
+
+    @property
+    def refused(self) -> tuple[RecipientResult, ...]:
+        return tuple(result for result in self.recipients if result.refused)
+
+    @property
+    def delivered(self) -> tuple[RecipientResult, ...]:
+        return tuple(result for result in self.recipients if result.delivered)
+
+
+class _Transaction:
+    """The mutable record behind :class:`TransactionResult` snapshots."""
+
+    __slots__ = (
+        "binary",
+        "complete",
+        "data_reply",
+        "end_replies",
+        "mail_reply",
+        "recipients",
+        "sender",
+        "utf8",
+    )
+
+    def __init__(self, sender: Mailbox | None, *, utf8: bool, binary: bool) -> None:
+        self.sender = sender
+        self.utf8 = utf8
+        self.binary = binary
+        self.mail_reply: Reply | None = None
+        self.recipients: list[RecipientResult] = []
+        self.data_reply: Reply | None = None
+        self.end_replies: list[Reply] = []
+        self.complete = False
+
+    def add_recipient(self, recipient: Mailbox) -> int:
+        self.recipients.append(RecipientResult(recipient))
+        return len(self.recipients) - 1
+
+    def answer_recipient(self, index: int, reply: Reply) -> None:
+        self.recipients[index] = replace(self.recipients[index], reply=reply)
+
+    def accepted_indexes(self) -> list[int]:
+        return [index for index, result in enumerate(self.recipients) if result.accepted]
+
+    def deliver(self, index: int, reply: Reply) -> None:
+        self.recipients[index] = replace(self.recipients[index], delivery=reply)
+
+    def snapshot(self) -> TransactionResult:
+        return TransactionResult(
+            self.sender,
+            self.mail_reply,
+            tuple(self.recipients),
+            self.data_reply,
+            tuple(self.end_replies),
+            self.complete,
+        )

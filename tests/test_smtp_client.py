@@ -1,0 +1,878 @@
+"""The SMTP client machine on its own: replies in, commands out, every refusal.
+
+The server side is played by hand-written reply bytes, so that each test
+can send exactly the broken or surprising reply it is about.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError
+from smtpcore.address import Mailbox, parse_mailbox
+from smtpcore.smtp import (
+    Auth,
+    AuthResponse,
+    Bdat,
+    ClientConnection,
+    ConnectionClosed,
+    Data,
+    Ehlo,
+    EndOfMessage,
+    EnhancedStatus,
+    Event,
+    Helo,
+    Lhlo,
+    Mail,
+    MessageData,
+    Noop,
+    Quit,
+    Rcpt,
+    Reply,
+    Rset,
+    ServerExtensions,
+    StartTls,
+    State,
+    Vrfy,
+)
+
+EHLO_FULL = (
+    b"250-mx.test Hello client.test\r\n"
+    b"250-SIZE 1000\r\n"
+    b"250-8BITMIME\r\n"
+    b"250-PIPELINING\r\n"
+    b"250-ENHANCEDSTATUSCODES\r\n"
+    b"250-SMTPUTF8\r\n"
+    b"250-CHUNKING\r\n"
+    b"250-DSN\r\n"
+    b"250-STARTTLS\r\n"
+    b"250-AUTH PLAIN LOGIN\r\n"
+    b"250 HELP\r\n"
+)
+EHLO_PIPELINING = b"250-mx.test\r\n250 PIPELINING\r\n"
+EHLO_BARE = b"250 mx.test\r\n"
+
+ALICE = parse_mailbox("alice@abc.example")
+BOB = parse_mailbox("bob@pqr.example")
+CAROL = parse_mailbox("carol@pqr.example")
+PELE = parse_mailbox("pelé@exämple.test")
+
+
+def feed(conn: ClientConnection, data: bytes) -> list[Reply]:
+    """Give ``data`` to the machine and return every reply it yields."""
+    conn.receive_data(data)
+    return drain(conn)
+
+
+def drain(conn: ClientConnection) -> list[Reply]:
+    replies: list[Reply] = []
+    while True:
+        event = conn.next_event()
+        if event is NEED_DATA or event is PAUSED or isinstance(event, ConnectionClosed):
+            return replies
+        replies.append(event)
+
+
+def state(conn: ClientConnection) -> State:
+    """The machine's state, read through a call so that mypy does not pin it."""
+    return conn.state
+
+
+def codes(replies: list[Reply]) -> list[int]:
+    return [reply.code for reply in replies]
+
+
+def session(
+    ehlo: bytes = EHLO_FULL,
+    *,
+    lmtp: bool = False,
+    max_reply_line: int = 4096,
+    max_reply_lines: int = 100,
+) -> ClientConnection:
+    """A client that was greeted and whose EHLO (or LHLO) got ``ehlo``."""
+    conn = ClientConnection(
+        "client.test", lmtp=lmtp, max_reply_line=max_reply_line, max_reply_lines=max_reply_lines
+    )
+    assert codes(feed(conn, b"220 mx.test ESMTP\r\n")) == [220]
+    conn.send(Lhlo("client.test") if lmtp else Ehlo("client.test"))
+    assert codes(feed(conn, ehlo)) == [250]
+    assert state(conn) is State.READY
+    return conn
+
+
+def in_data(ehlo: bytes = EHLO_FULL) -> ClientConnection:
+    """A client whose DATA got its 354."""
+    conn = session(ehlo)
+    for event in (Mail(ALICE), Rcpt(BOB), Data()):
+        conn.send(event)
+        feed(conn, b"354 go ahead\r\n" if isinstance(event, Data) else b"250 ok\r\n")
+    assert state(conn) is State.DATA
+    return conn
+
+
+# -- greeting -----------------------------------------------------------------
+
+
+def test_greeting_is_the_first_event() -> None:
+    conn = ClientConnection("client.test")
+    assert state(conn) is State.GREETING
+    assert conn.next_event() is NEED_DATA
+    assert feed(conn, b"220-mx.test ESMTP\r\n") == []
+    [greeting] = feed(conn, b"220 ready\r\n")
+    assert greeting.lines == ("mx.test ESMTP", "ready")
+    assert conn.greeting == greeting
+    assert conn.answered is None
+    assert state(conn) is State.HELLO
+    assert conn.next_event() is PAUSED
+
+
+def test_nothing_may_be_sent_before_the_greeting() -> None:
+    conn = ClientConnection("client.test")
+    with pytest.raises(LocalProtocolError, match="greeting"):
+        conn.send(Ehlo("client.test"))
+    assert state(conn) is State.GREETING
+
+
+def test_554_greeting_allows_only_quit() -> None:
+    conn = ClientConnection("client.test")
+    feed(conn, b"554 no service\r\n")
+    assert state(conn) is State.NO_SERVICE
+    with pytest.raises(LocalProtocolError):
+        conn.send(Ehlo("client.test"))
+    assert conn.send(Quit()) == b"QUIT\r\n"
+    feed(conn, b"221 bye\r\n")
+    assert state(conn) is State.CLOSED
+    assert isinstance(conn.next_event(), ConnectionClosed)
+
+
+def test_421_greeting_closes() -> None:
+    conn = ClientConnection("client.test")
+    assert codes(feed(conn, b"421 busy\r\n")) == [421]
+    assert state(conn) is State.CLOSED
+    assert isinstance(conn.next_event(), ConnectionClosed)
+    with pytest.raises(LocalProtocolError):
+        conn.send(Quit())
+
+
+def test_greeting_with_another_code_is_a_protocol_error() -> None:
+    conn = ClientConnection("client.test")
+    conn.receive_data(b"250 hello\r\n")
+    with pytest.raises(RemoteProtocolError, match="greeting"):
+        conn.next_event()
+    assert state(conn) is State.ERROR
+
+
+# -- EHLO and its extensions ---------------------------------------------------
+
+
+def test_ehlo_reply_becomes_extensions() -> None:
+    conn = session()
+    ext = conn.extensions
+    assert conn.extended
+    assert ext.domain == "mx.test"
+    assert ext.size == 1000
+    assert ext.auth == frozenset({"PLAIN", "LOGIN"})
+    assert ext.pipelining and ext.eight_bit_mime and ext.smtputf8 and ext.chunking
+    assert ext.dsn and ext.starttls and ext.enhanced_status_codes
+    assert not ext.binary_mime
+    assert "help" in ext and ext["size"] == ("1000",)
+    assert conn.answered == Ehlo("client.test")
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (["mx"], {}),
+        (["mx", "SIZE"], {"SIZE": ()}),
+        (["mx", "size 0", "pipelining"], {"SIZE": ("0",), "PIPELINING": ()}),
+        (
+            ["mx", "AUTH=LOGIN PLAIN", "AUTH plain cram-md5"],
+            {"AUTH": ("LOGIN", "PLAIN", "CRAM-MD5")},
+        ),
+        (["mx", "", "X-EXT a  b", "bad_keyword", "-dash"], {"X-EXT": ("a", "b")}),
+    ],
+)
+def test_extension_lines(lines: list[str], expected: dict[str, tuple[str, ...]]) -> None:
+    ext = ServerExtensions.from_reply(Reply(250, lines))
+    assert dict(ext) == expected
+    assert ext.domain == "mx"
+
+
+@pytest.mark.parametrize(
+    ("line", "size"),
+    [("SIZE", None), ("SIZE 0", None), ("SIZE 35882577", 35882577), ("SIZE lots", None)],
+)
+def test_size_limit(line: str, size: int | None) -> None:
+    assert ServerExtensions.from_reply(Reply(250, ["mx", line])).size == size
+
+
+def test_extensions_are_immutable_values() -> None:
+    one = ServerExtensions.from_reply(Reply(250, ["mx", "PIPELINING"]))
+    two = ServerExtensions.from_reply(Reply(250, ["mx", "pipelining"]))
+    assert one == two and hash(one) == hash(two)
+    with pytest.raises(AttributeError):
+        one.domain = "other"  # type: ignore[misc]  # the point: frozen
+
+
+def test_ehlo_refused_then_helo() -> None:
+    conn = ClientConnection("client.test")
+    feed(conn, b"220 old.test\r\n")
+    conn.send(Ehlo("client.test"))
+    assert codes(feed(conn, b"502 5.5.2 what?\r\n")) == [502]
+    assert state(conn) is State.HELLO
+    assert conn.send(Helo("client.test")) == b"HELO client.test\r\n"
+    feed(conn, b"250 old.test\r\n")
+    assert state(conn) is State.READY
+    assert not conn.extended and len(conn.extensions) == 0
+    with pytest.raises(LocalProtocolError, match="EHLO"):
+        conn.send(Mail(ALICE, {"SIZE": "10"}))
+    assert conn.send(Mail(ALICE)) == b"MAIL FROM:<alice@abc.example>\r\n"
+
+
+def test_enhanced_status_split_only_once_offered() -> None:
+    conn = session(EHLO_PIPELINING)
+    conn.send(Noop())
+    [reply] = feed(conn, b"250 2.0.0 ok\r\n")
+    assert reply.status is None and reply.lines == ("2.0.0 ok",)
+    conn = session()
+    conn.send(Noop())
+    [reply] = feed(conn, b"250 2.0.0 ok\r\n")
+    assert reply.status == EnhancedStatus(2, 0, 0) and reply.lines == ("ok",)
+
+
+# -- a transaction, one command at a time and pipelined ------------------------
+
+
+def test_one_command_at_a_time_without_pipelining() -> None:
+    conn = session(EHLO_BARE)
+    conn.send(Mail(ALICE))
+    with pytest.raises(LocalProtocolError, match="PIPELINING"):
+        conn.send(Rcpt(BOB))
+    assert conn.pending == (Mail(ALICE),)
+    feed(conn, b"250 ok\r\n")
+    assert state(conn) is State.MAIL
+    assert conn.send(Rcpt(BOB)) == b"RCPT TO:<bob@pqr.example>\r\n"
+
+
+def test_pipelined_transaction_with_partial_acceptance() -> None:
+    conn = session()
+    events: list[Event] = [Mail(ALICE, {"SMTPUTF8": None}), Rcpt(BOB), Rcpt(CAROL), Rcpt(PELE)]
+    wire = b"".join(conn.send(event) for event in [*events, Data()])
+    assert (
+        wire
+        == (
+            "MAIL FROM:<alice@abc.example> SMTPUTF8\r\n"
+            "RCPT TO:<bob@pqr.example>\r\n"
+            "RCPT TO:<carol@pqr.example>\r\n"
+            "RCPT TO:<pelé@exämple.test>\r\n"
+            "DATA\r\n"
+        ).encode()
+    )
+    assert state(conn) is State.READY  # nothing answered yet
+    assert len(conn.pending) == 5
+    answered: list[tuple[Event | None, Mailbox | None, int]] = []
+    conn.receive_data(
+        b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 no such user\r\n251 2.1.5 forwarded\r\n"
+        b"354 go ahead\r\n"
+    )
+    while isinstance(event := conn.next_event(), Reply):
+        answered.append((conn.answered, conn.answered_recipient, event.code))
+    assert event is PAUSED
+    assert answered == [
+        (events[0], None, 250),
+        (events[1], BOB, 250),
+        (events[2], CAROL, 550),
+        (events[3], PELE, 251),
+        (Data(), None, 354),
+    ]
+    result = conn.transaction
+    assert result is not None and not result.complete
+    assert [r.recipient for r in result.accepted] == [BOB, PELE]
+    assert [r.recipient for r in result.refused] == [CAROL]
+    assert result.refused[0].reply == Reply(550, "no such user", "5.1.1")
+    assert conn.send(MessageData(b"Subject: hi\r\n\r\n.dot\r\n")) == (
+        b"Subject: hi\r\n\r\n..dot\r\n"
+    )
+    assert conn.send(EndOfMessage()) == b".\r\n"
+    feed(conn, b"250 2.0.0 queued as 1234\r\n")
+    assert conn.answered == EndOfMessage()
+    result = conn.transaction
+    assert result is not None and result.complete
+    assert [r.recipient for r in result.delivered] == [BOB, PELE]
+    assert result.end_replies == (Reply(250, "queued as 1234", "2.0.0"),)
+    assert state(conn) is State.READY
+
+
+def test_refused_mail_in_a_pipelined_group() -> None:
+    conn = session()
+    for event in (Mail(ALICE), Rcpt(BOB), Data()):
+        conn.send(event)
+    replies = feed(conn, b"550 5.7.1 go away\r\n503 5.5.1 need MAIL\r\n503 5.5.1 need RCPT\r\n")
+    assert codes(replies) == [550, 503, 503]
+    assert state(conn) is State.READY
+    result = conn.transaction
+    assert result is not None and result.complete and not result.accepted
+    assert conn.send(Mail(ALICE)) == b"MAIL FROM:<alice@abc.example>\r\n"
+
+
+def test_data_accepted_after_every_recipient_was_refused() -> None:
+    # RFC 2920 §3.1: the client must then send a lone dot.
+    conn = session()
+    for event in (Mail(ALICE), Rcpt(BOB), Data()):
+        conn.send(event)
+    feed(conn, b"250 ok\r\n550 no\r\n354 go\r\n")
+    assert state(conn) is State.DATA
+    assert conn.send(EndOfMessage()) == b".\r\n"
+    feed(conn, b"554 5.5.1 no valid recipients\r\n")
+    result = conn.transaction
+    assert result is not None and result.complete and not result.delivered
+    assert state(conn) is State.READY
+
+
+def test_next_transaction_may_follow_the_content_at_once() -> None:
+    conn = in_data()
+    wire = conn.send(EndOfMessage()) + conn.send(Mail(BOB)) + conn.send(Rcpt(ALICE))
+    assert wire == b".\r\nMAIL FROM:<bob@pqr.example>\r\nRCPT TO:<alice@abc.example>\r\n"
+    feed(conn, b"250 queued\r\n")
+    first = conn.transaction
+    assert first is not None and first.complete and first.sender == ALICE
+    feed(conn, b"250 ok\r\n250 ok\r\n")
+    second = conn.transaction
+    assert second is not None and second.sender == BOB and not second.complete
+    assert state(conn) is State.RCPT
+
+
+@pytest.mark.parametrize("last", [Data(), Noop(), Vrfy("bob"), Quit(), Ehlo("client.test")])
+def test_group_ending_commands(last: Event) -> None:
+    conn = session()
+    if not isinstance(last, (Ehlo, Vrfy, Quit, Noop)):
+        conn.send(Mail(ALICE))
+        conn.send(Rcpt(BOB))
+    conn.send(last)
+    with pytest.raises(LocalProtocolError, match="ends a pipelined group"):
+        conn.send(Rset())
+
+
+def test_rset_may_be_pipelined_and_ends_the_transaction() -> None:
+    conn = session()
+    wire = b"".join(conn.send(e) for e in (Mail(ALICE), Rcpt(BOB), Rset(), Mail(CAROL)))
+    assert wire.endswith(b"RSET\r\nMAIL FROM:<carol@pqr.example>\r\n")
+    feed(conn, b"250 ok\r\n450 try later\r\n")
+    first = conn.transaction
+    assert first is not None and first.sender == ALICE and not first.complete
+    feed(conn, b"250 reset\r\n")
+    first = conn.transaction
+    assert first is not None and first.sender == ALICE and first.complete
+    feed(conn, b"250 ok\r\n")
+    assert state(conn) is State.MAIL
+    second = conn.transaction
+    assert second is not None and second.sender == CAROL
+
+
+# -- what the machine refuses to send ------------------------------------------
+
+
+def _ready() -> ClientConnection:
+    return session()
+
+
+def _plain() -> ClientConnection:
+    return session(EHLO_PIPELINING)
+
+
+def _helo() -> ClientConnection:
+    conn = ClientConnection("client.test")
+    feed(conn, b"220 mx.test\r\n")
+    conn.send(Helo("client.test"))
+    feed(conn, b"250 mx.test\r\n")
+    return conn
+
+
+def _lmtp() -> ClientConnection:
+    return session(EHLO_FULL, lmtp=True)
+
+
+def _after_ascii_mail() -> ClientConnection:
+    conn = session()
+    conn.send(Mail(ALICE))
+    feed(conn, b"250 ok\r\n")
+    return conn
+
+
+def _before_354() -> ClientConnection:
+    conn = session()
+    for event in (Mail(ALICE), Rcpt(BOB), Data()):
+        conn.send(event)
+    return conn
+
+
+def _in_bdat() -> ClientConnection:
+    conn = session()
+    for event in (Mail(ALICE), Rcpt(BOB), Bdat(5)):
+        conn.send(event)
+    return conn
+
+
+def _greeted(*, lmtp: bool = False) -> ClientConnection:
+    conn = ClientConnection("client.test", lmtp=lmtp)
+    feed(conn, b"220 mx.test\r\n")
+    return conn
+
+
+def _binary_mail() -> ClientConnection:
+    conn = session(EHLO_FULL.replace(b"250 HELP", b"250 BINARYMIME"))
+    for event in (Mail(ALICE, {"BODY": "BINARYMIME"}), Rcpt(BOB)):
+        conn.send(event)
+    feed(conn, b"250 ok\r\n250 ok\r\n")
+    return conn
+
+
+REFUSALS: list[tuple[str, Callable[[], ClientConnection], Event, str]] = [
+    ("utf8 sender, no SMTPUTF8 offered", _plain, Mail(PELE, {"SMTPUTF8": None}), "SMTPUTF8"),
+    ("utf8 sender, no SMTPUTF8 parameter", _ready, Mail(PELE), "SMTPUTF8"),
+    ("utf8 recipient, ascii MAIL", _after_ascii_mail, Rcpt(PELE), "SMTPUTF8"),
+    ("size over the limit", _ready, Mail(ALICE, {"SIZE": "1001"}), "limit of 1000"),
+    ("size not a number", _ready, Mail(ALICE, {"SIZE": "lots"}), "SIZE"),
+    ("size not offered", _plain, Mail(ALICE, {"SIZE": "10"}), "SIZE"),
+    ("8bitmime not offered", _plain, Mail(ALICE, {"BODY": "8BITMIME"}), "8BITMIME"),
+    ("unknown body", _ready, Mail(ALICE, {"BODY": "9BIT"}), "BODY"),
+    ("dsn not offered", _plain, Mail(ALICE, {"RET": "HDRS"}), "DSN"),
+    ("parameters after HELO", _helo, Mail(ALICE, {"X-FOO": "1"}), "EHLO"),
+    ("8-bit content", lambda: in_data(EHLO_PIPELINING), MessageData(b"caf\xc3\xa9"), "8BITMIME"),
+    ("content before DATA", _ready, MessageData(b"x"), "354"),
+    ("content before 354", _before_354, MessageData(b"x"), "354"),
+    ("end before 354", _before_354, EndOfMessage(), "354"),
+    ("BDAT without CHUNKING", lambda: _no_chunking(), Bdat(3, last=True), "CHUNKING"),
+    ("STARTTLS not offered", _plain, StartTls(), "STARTTLS"),
+    ("AUTH not offered", _plain, Auth("PLAIN"), "AUTH"),
+    ("AUTH mechanism not offered", _ready, Auth("CRAM-MD5"), "CRAM-MD5"),
+    ("AUTH response without 334", _ready, AuthResponse(b"x"), "334"),
+    ("LHLO in SMTP", _greeted, Lhlo("client.test"), "EHLO"),
+    ("EHLO in LMTP", lambda: _greeted(lmtp=True), Ehlo("client.test"), "LHLO"),
+    ("non-ASCII EHLO", _greeted, Ehlo("exämple.test"), "ASCII"),
+    ("RCPT before MAIL", _ready, Rcpt(BOB), "READY"),
+    ("DATA before RCPT", _after_ascii_mail, Data(), "MAIL"),
+    ("MAIL before EHLO", _greeted, Mail(ALICE), "HELLO"),
+    ("nested MAIL, pipelined", lambda: _pipelined(Mail(ALICE)), Mail(BOB), "MAIL state"),
+    ("second EHLO before the first reply", lambda: _pipelined(Noop()), Ehlo("c.test"), "NOOP"),
+    ("after DATA", _before_354, Rset(), "DATA ends"),
+    ("command while BDAT content is due", _in_bdat, Rset(), "BDAT content"),
+    ("more BDAT content than announced", _in_bdat, MessageData(b"123456"), "only 5"),
+    ("DATA with BINARYMIME", _binary_mail, Data(), "BDAT"),
+    ("UTF-8 VRFY without SMTPUTF8", _plain, Vrfy("pelé"), "SMTPUTF8"),
+    ("a reply", _ready, Reply(250, "ok"), "not Reply"),
+]
+
+
+def _pipelined(*events: Event) -> ClientConnection:
+    conn = session()
+    for event in events:
+        conn.send(event)
+    return conn
+
+
+def _no_chunking() -> ClientConnection:
+    conn = session(EHLO_PIPELINING)
+    conn.send(Mail(ALICE))
+    conn.send(Rcpt(BOB))
+    return conn
+
+
+@pytest.mark.parametrize(
+    ("make", "event", "match"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS]
+)
+def test_refusals_leave_the_machine_unchanged(
+    make: Callable[[], ClientConnection], event: Event, match: str
+) -> None:
+    conn = make()
+    before = (conn.state, conn.pending, conn.transaction, conn.extensions)
+    with pytest.raises(LocalProtocolError, match=match):
+        conn.send(event)
+    assert (conn.state, conn.pending, conn.transaction, conn.extensions) == before
+
+
+def test_refused_content_does_not_disturb_the_encoder() -> None:
+    conn = in_data(EHLO_PIPELINING)
+    assert conn.send(MessageData(b"a\r")) == b"a"
+    with pytest.raises(LocalProtocolError):
+        conn.send(MessageData(b"\xff"))
+    assert conn.send(MessageData(b"\n.b")) == b"\r\n..b"
+
+
+# -- content ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("chunks", "wire"),
+    [
+        ([b""], b".\r\n"),
+        ([b"a\r\n"], b"a\r\n.\r\n"),
+        ([b"a"], b"a\r\n.\r\n"),
+        ([b".a\r\n.\r\n"], b"..a\r\n..\r\n.\r\n"),
+        ([b"a\r", b"\n", b".", b"b"], b"a\r\n..b\r\n.\r\n"),
+        ([b"a\n.b\rc"], b"a\r\n..b\r\nc\r\n.\r\n"),
+        ([b"a\r"], b"a\r\n.\r\n"),
+        ([b"a\r", b"\r\n.\n"], b"a\r\n\r\n..\r\n.\r\n"),
+        ([b"line\r\n", b".", b"\r\n"], b"line\r\n..\r\n.\r\n"),
+    ],
+)
+def test_content_is_dot_stuffed_and_normalised(chunks: list[bytes], wire: bytes) -> None:
+    conn = in_data()
+    out = b"".join(conn.send(MessageData(chunk)) for chunk in chunks)
+    assert out + conn.send(EndOfMessage()) == wire
+
+
+def test_content_without_normalisation() -> None:
+    conn = ClientConnection("client.test", normalize_line_endings=False)
+    feed(conn, b"220 mx\r\n")
+    for event, answer in (
+        (Ehlo("c.test"), b"250 mx\r\n"),
+        (Mail(ALICE), b"250 ok\r\n"),
+        (Rcpt(BOB), b"250 ok\r\n"),
+        (Data(), b"354 go\r\n"),
+    ):
+        conn.send(event)
+        feed(conn, answer)
+    out = conn.send(MessageData(b"a\n.b\r\n.c")) + conn.send(EndOfMessage())
+    assert out == b"a\n.b\r\n..c\r\n.\r\n"
+
+
+# -- replies that break the protocol ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"hello\r\n", "malformed"),
+        (b"199 odd\r\n", "malformed"),
+        (b"2500 ok\r\n", "malformed"),
+        (b"250-one\r\n251 two\r\n", "changed"),
+        (b"250 ok\n", "CRLF"),
+        (b"250 " + b"x" * 5000, "longer than 4096"),
+        (b"250 " + b"x" * 5000 + b"\r\n", "longer than 4096"),
+        (b"250-x\r\n" * 101, "too many lines"),
+        (b"354 go on\r\n", "not a reply to NOOP"),
+        (b"221 bye\r\n", "not a reply to NOOP"),
+    ],
+)
+def test_broken_replies_are_fatal_and_sticky(data: bytes, match: str) -> None:
+    conn = session()
+    conn.send(Noop())
+    conn.receive_data(data)
+    with pytest.raises(RemoteProtocolError, match=match):
+        conn.next_event()
+    assert state(conn) is State.ERROR
+    with pytest.raises(RemoteProtocolError):
+        conn.next_event()
+    with pytest.raises(LocalProtocolError):
+        conn.send(Quit())
+
+
+@pytest.mark.parametrize(
+    ("events", "answers", "match"),
+    [
+        ([Mail(ALICE), Rcpt(BOB), Data()], b"250 ok\r\n250 ok\r\n250 ok\r\n", "DATA"),
+        ([Mail(ALICE)], b"354 go\r\n", "MAIL"),
+        ([Ehlo("c.test")], b"220 hi\r\n", "EHLO"),
+        ([Rset()], b"251 hmm\r\n", "RSET"),
+    ],
+)
+def test_reply_code_must_fit_the_command(events: list[Event], answers: bytes, match: str) -> None:
+    conn = session()
+    for event in events:
+        conn.send(event)
+    conn.receive_data(answers)
+    with pytest.raises(RemoteProtocolError, match=f"not a reply to {match}"):
+        drain(conn)
+    assert state(conn) is State.ERROR
+
+
+def test_line_limits_are_options() -> None:
+    conn = session(EHLO_PIPELINING, max_reply_line=64, max_reply_lines=3)
+    conn.send(Noop())
+    conn.receive_data(b"250-a\r\n250-b\r\n250-c\r\n250-d\r\n")
+    with pytest.raises(RemoteProtocolError, match="too many lines"):
+        drain(conn)
+    conn = session(max_reply_line=64)
+    conn.send(Noop())
+    conn.receive_data(b"250 " + b"x" * 60)
+    with pytest.raises(RemoteProtocolError, match="longer than 64"):
+        drain(conn)
+
+
+def test_unsolicited_reply_is_an_error() -> None:
+    conn = session()
+    conn.receive_data(b"250 surprise\r\n")
+    with pytest.raises(RemoteProtocolError, match="unsolicited"):
+        conn.next_event()
+    # Caught from the first bytes, before the line ends.
+    conn = session()
+    conn.receive_data(b"25")
+    with pytest.raises(RemoteProtocolError, match="unsolicited"):
+        conn.next_event()
+
+
+def test_unsolicited_reply_during_content_is_an_error() -> None:
+    conn = in_data()
+    conn.send(MessageData(b"hello\r\n"))
+    conn.receive_data(b"550 stop\r\n")
+    with pytest.raises(RemoteProtocolError, match="unsolicited"):
+        conn.next_event()
+
+
+@pytest.mark.parametrize("make", [_ready, in_data])
+def test_unsolicited_421_closes(make: Callable[[], ClientConnection]) -> None:
+    conn = make()
+    conn.receive_data(b"42")
+    assert conn.next_event() is NEED_DATA
+    [reply] = feed(conn, b"1 4.4.2 idle too long\r\n")
+    assert reply.code == 421 and conn.answered is None
+    assert state(conn) is State.CLOSED
+    assert isinstance(conn.next_event(), ConnectionClosed)
+
+
+def test_421_answering_a_command_drops_the_rest() -> None:
+    conn = session()
+    for event in (Mail(ALICE), Rcpt(BOB), Data()):
+        conn.send(event)
+    replies = feed(conn, b"250 ok\r\n421 4.3.2 shutting down\r\n")
+    assert codes(replies) == [250, 421]
+    assert conn.answered == Rcpt(BOB)
+    assert state(conn) is State.CLOSED
+    result = conn.transaction
+    assert result is not None and result.complete and not result.accepted
+    assert isinstance(conn.next_event(), ConnectionClosed)
+
+
+def test_server_closing_ends_the_session() -> None:
+    conn = session()
+    conn.send(Noop())
+    conn.receive_data(b"250 o")
+    conn.receive_data(b"")
+    assert isinstance(conn.next_event(), ConnectionClosed)
+    assert state(conn) is State.CLOSED
+    assert conn.pending == (Noop(),)
+    with pytest.raises(LocalProtocolError):
+        conn.receive_data(b"more")
+
+
+def test_quit() -> None:
+    conn = session()
+    assert conn.send(Quit()) == b"QUIT\r\n"
+    feed(conn, b"221 2.0.0 bye\r\n")
+    assert state(conn) is State.CLOSED
+    assert isinstance(conn.next_event(), ConnectionClosed)
+    conn.receive_data(b"ignored")
+    assert isinstance(conn.next_event(), ConnectionClosed)
+
+
+def test_send_failed_is_an_error() -> None:
+    conn = session()
+    conn.send(Noop())
+    conn.send_failed()
+    assert state(conn) is State.ERROR
+    with pytest.raises(LocalProtocolError):
+        conn.send(Noop())
+
+
+# -- STARTTLS -----------------------------------------------------------------
+
+
+def test_starttls_discards_injected_replies() -> None:
+    conn = session()
+    assert conn.send(StartTls()) == b"STARTTLS\r\n"
+    # A man in the middle appends a reply in clear behind the 220.
+    replies = feed(conn, b"220 2.0.0 go ahead\r\n250 2.0.0 injected\r\n")
+    assert codes(replies) == [220]
+    assert state(conn) is State.TLS_PENDING
+    assert conn.next_event() is PAUSED
+    conn.receive_data(b"250 also injected\r\n")
+    with pytest.raises(LocalProtocolError, match="tls_started"):
+        conn.send(Ehlo("client.test"))
+    conn.tls_started()
+    assert conn.tls and state(conn) is State.HELLO
+    assert len(conn.extensions) == 0 and not conn.extended
+    assert conn.next_event() is PAUSED
+    conn.send(Ehlo("client.test"))
+    feed(conn, EHLO_FULL)
+    assert state(conn) is State.READY
+    with pytest.raises(LocalProtocolError, match="already"):
+        conn.send(StartTls())
+
+
+def test_starttls_refused_keeps_the_session() -> None:
+    conn = session()
+    conn.send(StartTls())
+    feed(conn, b"454 4.7.0 TLS not available\r\n")
+    assert state(conn) is State.READY
+    with pytest.raises(LocalProtocolError):
+        conn.tls_started()
+
+
+# -- AUTH ---------------------------------------------------------------------
+
+
+def test_auth_exchange() -> None:
+    conn = session()
+    assert conn.send(Auth("LOGIN")) == b"AUTH LOGIN\r\n"
+    feed(conn, b"334 VXNlcm5hbWU6\r\n")
+    assert state(conn) is State.AUTH
+    assert conn.send(AuthResponse(b"alice")) == b"YWxpY2U=\r\n"
+    feed(conn, b"334 UGFzc3dvcmQ6\r\n")
+    conn.send(AuthResponse(b"secret"))
+    feed(conn, b"235 2.7.0 ok\r\n")
+    assert state(conn) is State.READY
+    assert conn.answered == AuthResponse(b"secret")
+
+
+def test_auth_failure_returns_to_ready() -> None:
+    conn = session()
+    conn.send(Auth("PLAIN", b"\0alice\0wrong"))
+    feed(conn, b"535 5.7.8 bad credentials\r\n")
+    assert state(conn) is State.READY
+    conn.send(Auth("PLAIN"))
+    feed(conn, b"334 \r\n")
+    conn.send(AuthResponse(cancel=True))
+    feed(conn, b"501 5.7.0 cancelled\r\n")
+    assert state(conn) is State.READY
+
+
+# -- LMTP ---------------------------------------------------------------------
+
+
+def test_lmtp_one_reply_per_accepted_recipient() -> None:
+    conn = session(lmtp=True)
+    assert not conn.pending
+    for event in (Mail(ALICE), Rcpt(BOB), Rcpt(parse_mailbox("x@pqr.example")), Rcpt(CAROL)):
+        conn.send(event)
+    feed(conn, b"250 ok\r\n250 ok\r\n550 5.1.1 unknown\r\n250 ok\r\n")
+    conn.send(Data())
+    feed(conn, b"354 go\r\n")
+    conn.send(MessageData(b"hi\r\n"))
+    conn.send(EndOfMessage())
+    [first] = feed(conn, b"250 2.0.0 bob ok\r\n")
+    assert conn.answered == EndOfMessage() and conn.answered_recipient == BOB
+    assert state(conn) is State.DATA and conn.pending == (EndOfMessage(),)
+    [second] = feed(conn, b"452 4.2.2 carol over quota\r\n")
+    assert conn.answered_recipient == CAROL
+    assert state(conn) is State.READY and not conn.pending
+    result = conn.transaction
+    assert result is not None and result.complete
+    assert [r.recipient for r in result.delivered] == [BOB]
+    assert [(r.recipient, r.delivery) for r in result.accepted] == [(BOB, first), (CAROL, second)]
+    assert result.end_replies == (first, second)
+
+
+def test_lmtp_354_without_recipients_is_an_error() -> None:
+    conn = session(lmtp=True)
+    for event in (Mail(ALICE), Rcpt(BOB), Data()):
+        conn.send(event)
+    conn.receive_data(b"250 ok\r\n550 no\r\n354 go\r\n")
+    with pytest.raises(RemoteProtocolError, match="RFC 2033"):
+        drain(conn)
+
+
+def test_lmtp_421_among_the_final_replies() -> None:
+    conn = session(lmtp=True)
+    for event in (Mail(ALICE), Rcpt(BOB), Rcpt(CAROL), Data()):
+        conn.send(event)
+    feed(conn, b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+    conn.send(EndOfMessage())
+    assert codes(feed(conn, b"250 ok\r\n421 4.3.0 bye\r\n")) == [250, 421]
+    assert state(conn) is State.CLOSED
+
+
+# -- BDAT ---------------------------------------------------------------------
+
+
+def test_bdat_chunks() -> None:
+    conn = session()
+    wire = b"".join(conn.send(e) for e in (Mail(ALICE), Rcpt(BOB), Bdat(5)))
+    assert wire.endswith(b"BDAT 5\r\n")
+    # Content is sent as it is: no dot-stuffing, no line-ending changes.
+    assert conn.send(MessageData(b".\n")) == b".\n"
+    assert conn.send(MessageData(b"abc")) == b"abc"
+    assert conn.send(Bdat(2, last=True)) == b"BDAT 2 LAST\r\n"
+    conn.send(MessageData(b"\r\n"))
+    feed(conn, b"250 ok\r\n250 ok\r\n250 2.0.0 chunk\r\n")
+    assert state(conn) is State.BDAT
+    [final] = feed(conn, b"250 2.0.0 message queued\r\n")
+    assert state(conn) is State.READY
+    result = conn.transaction
+    assert result is not None and result.complete
+    assert result.data_reply == Reply(250, "chunk", "2.0.0")
+    assert result.end_replies == (final,) and result.delivered[0].delivery == final
+
+
+def test_bdat_refused_ends_the_transaction() -> None:
+    conn = session()
+    for event in (Mail(ALICE), Rcpt(BOB), Bdat(0)):
+        conn.send(event)
+    feed(conn, b"250 ok\r\n250 ok\r\n552 5.3.4 too big\r\n")
+    assert state(conn) is State.READY
+    result = conn.transaction
+    assert result is not None and result.complete and not result.delivered
+
+
+# -- properties ---------------------------------------------------------------
+
+SCRIPT: list[tuple[list[Event], bytes]] = [
+    ([], b"220-mx.test ESMTP\r\n220 welcome\r\n"),
+    ([Ehlo("client.test")], EHLO_FULL),
+    (
+        [Mail(ALICE), Rcpt(BOB), Rcpt(CAROL), Data()],
+        b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 no\r\n354 go\r\n",
+    ),
+    ([MessageData(b"hi\r\n"), EndOfMessage()], b"250 2.0.0 queued\r\n"),
+    ([Quit()], b"221 2.0.0 bye\r\n"),
+]
+
+
+def _play(cuts: list[int]) -> list[tuple[Reply, Event | None, Mailbox | None]]:
+    """Run a fixed session, each answer of the server cut at ``cuts``."""
+    conn = ClientConnection("client.test")
+    seen = []
+    for commands, answer in SCRIPT:
+        for command in commands:
+            conn.send(command)
+        for piece in _split(answer, cuts):
+            conn.receive_data(piece)
+            while isinstance(event := conn.next_event(), Reply):
+                seen.append((event, conn.answered, conn.answered_recipient))
+            assert event is NEED_DATA or event is PAUSED or isinstance(event, ConnectionClosed)
+    assert state(conn) is State.CLOSED
+    return seen
+
+
+def _split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({cut % len(data) for cut in cuts} | {0, len(data)})
+    return [data[start:end] for start, end in itertools.pairwise(points)]
+
+
+@given(st.lists(st.integers(min_value=0, max_value=1000), max_size=40))
+def test_any_split_of_the_replies_gives_the_same_events(cuts: list[int]) -> None:
+    whole = _play([])
+    assert _play(cuts) == whole
+    assert [reply.code for reply, _, _ in whole] == [220, 250, 250, 250, 550, 354, 250, 221]
+    assert [recipient for _, _, recipient in whole if recipient] == [BOB, CAROL]
+
+
+@given(st.lists(st.binary(min_size=1, max_size=300), max_size=20))
+def test_arbitrary_replies_raise_only_protocol_errors(chunks: list[bytes]) -> None:
+    conn = session(max_reply_line=128, max_reply_lines=12)
+    conn.send(Mail(ALICE))
+    conn.send(Rcpt(BOB))
+    conn.send(Data())
+    try:
+        for chunk in chunks:
+            conn.receive_data(chunk)
+            drain(conn)
+            # Only an unfinished line stays buffered, and it is bounded.
+            assert len(conn._buffer) < 128
+    except RemoteProtocolError:
+        assert state(conn) is State.ERROR
