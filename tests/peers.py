@@ -384,3 +384,181 @@ def raw_smtp_session(host: str, port: int, *, timeout: float = 10.0) -> Iterator
         yield session
     finally:
         session.close()
+
+
+# -- smtpcore's own adapters, run in a thread for blocking clients ------------------------
+# (Appended with its own imports, so that the helpers above stay untouched.)
+
+import ssl  # noqa: E402
+from collections.abc import Awaitable, Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+#: The adapters the adapter and interop suites are parametrised over.
+ADAPTERS = ("asyncio", "trio")
+
+
+@dataclass
+class RunningSMTPServer:
+    """An ``smtpcore.<adapter>.SMTPServer`` serving from its own thread and event loop.
+
+    ``call(fn)`` runs the coroutine function ``fn`` in the server's loop and
+    returns its result, so a test can shut the server down (``server.aclose``)
+    while blocking clients hold sessions open.
+    """
+
+    adapter: str
+    server: Any
+    call: Callable[[Callable[[], Awaitable[Any]]], Any]
+
+    @property
+    def host(self) -> str:
+        return LOOPBACK
+
+    @property
+    def port(self) -> int:
+        port: int = self.server.port
+        return port
+
+    @property
+    def active_sessions(self) -> int:
+        count: int = self.server.active_sessions
+        return count
+
+    def wait_for_sessions(self, count: int, timeout: float = 5.0) -> None:
+        """Block until exactly ``count`` sessions are live, or fail."""
+        deadline = time.monotonic() + timeout
+        while self.active_sessions != count:
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{self.active_sessions} sessions live, expected {count}")
+            time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def running_smtp_server(
+    adapter: str, handler: Any, *, startup_timeout: float = 10.0, **options: Any
+) -> Iterator[RunningSMTPServer]:
+    """Serve ``handler`` on a loopback port with ``smtpcore.<adapter>`` for the block.
+
+    The server runs in a thread with its own event loop, so tests drive it
+    with blocking clients (smtplib, raw sockets, peer programs). Leaving the
+    block shuts it down gracefully and re-raises any error the loop died of.
+    """
+    import importlib
+    import queue
+    import threading
+
+    module = importlib.import_module(f"smtpcore.{adapter}")
+    options.setdefault("hostname", "mx.test")
+    ready: queue.Queue[tuple[Any, Callable[[], object], Any] | BaseException] = queue.Queue()
+    failure: list[BaseException] = []
+
+    def run_asyncio() -> None:
+        import asyncio
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            def call(fn: Callable[[], Awaitable[Any]]) -> Any:
+                async def wrapper() -> Any:
+                    return await fn()
+
+                return asyncio.run_coroutine_threadsafe(wrapper(), loop).result(60)
+
+            async with module.SMTPServer(handler, LOOPBACK, 0, **options) as server:
+                ready.put((server, lambda: loop.call_soon_threadsafe(stop.set), call))
+                await stop.wait()
+
+        asyncio.run(main())
+
+    def run_trio() -> None:
+        import trio
+
+        async def main() -> None:
+            stop = trio.Event()
+            token = trio.lowlevel.current_trio_token()
+
+            def call(fn: Callable[[], Awaitable[Any]]) -> Any:
+                return trio.from_thread.run(fn, trio_token=token)
+
+            async with module.SMTPServer(handler, LOOPBACK, 0, **options) as server:
+                ready.put(
+                    (server, lambda: trio.from_thread.run_sync(stop.set, trio_token=token), call)
+                )
+                await stop.wait()
+
+        trio.run(main)
+
+    def target() -> None:
+        try:
+            run_asyncio() if adapter == "asyncio" else run_trio()
+        except BaseException as exc:
+            failure.append(exc)
+            ready.put(exc)
+
+    thread = threading.Thread(target=target, name=f"smtp-{adapter}", daemon=True)
+    thread.start()
+    item = ready.get(timeout=startup_timeout)
+    if isinstance(item, BaseException):
+        thread.join()
+        raise item
+    server, stop, call = item
+    try:
+        yield RunningSMTPServer(adapter, server, call)
+    finally:
+        with contextlib.suppress(RuntimeError):  # the loop may have ended already
+            stop()
+        thread.join(60)
+    if thread.is_alive():
+        raise RuntimeError(f"the {adapter} server thread did not stop")
+    if failure:
+        raise failure[0]
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """A throwaway CA and a server certificate for 127.0.0.1 and localhost (``trustme``)."""
+
+    server_context: ssl.SSLContext
+    client_context: ssl.SSLContext
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+def make_tls_files(directory: Path) -> TLSFiles:
+    """Make a CA and a server certificate, with contexts and PEM files for peer programs."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost", "mx.test")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    ca_file = directory / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert_file = directory / "server.pem"
+    key_file = directory / "server.key"
+    cert.private_key_pem.write_to_path(str(key_file))
+    with cert_file.open("wb") as out:
+        for blob in cert.cert_chain_pems:
+            out.write(blob.bytes())
+    return TLSFiles(server_context, client_context, ca_file, cert_file, key_file)
+
+
+def open_fd_count() -> int:
+    """File descriptors this process holds now (Linux), to catch leaked sockets."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise the soft RLIMIT_NOFILE towards ``wanted`` (up to the hard limit); return it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft

@@ -1,0 +1,569 @@
+"""The one SMTP server session loop, shared by the asyncio and trio adapters.
+
+:class:`ServerSession` drives a :class:`~smtpcore.smtp.ServerConnection` over
+a :class:`~smtpcore._driver.Transport` and asks a
+:class:`~smtpcore.handler.Handler` what to answer. At heart it is h11's
+loop: take events until ``NEED_DATA``, answer each, write the replies in one
+piece, read more. Replies to pipelined commands are written together, once
+the commands already received are answered (RFC 2920 §3.1).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Deadline, Timeouts
+from smtpcore._driver._transport import Transport, address
+from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._lines import FramingPolicy
+from smtpcore._sentinels import NEED_DATA, PAUSED
+from smtpcore.handler import Envelope, Handler, MessageReply, Recipient, Session
+from smtpcore.smtp import (
+    BadCommand,
+    Command,
+    ConnectionClosed,
+    Data,
+    Ehlo,
+    EndOfMessage,
+    Event,
+    Expn,
+    Helo,
+    Help,
+    Lhlo,
+    Mail,
+    MessageData,
+    Noop,
+    Quit,
+    Rcpt,
+    RejectedMessage,
+    Reply,
+    Rset,
+    ServerConnection,
+    StartTls,
+    State,
+    Vrfy,
+)
+
+__all__ = ["BaseSMTPServer", "ServerOptions", "ServerSession", "ServerState"]
+
+logger = logging.getLogger("smtpcore.server")
+
+READ_SIZE: Final = 65536
+"""Bytes asked of the transport per read: big enough for a pipelined batch, small
+enough that unstuffing a chunk stays in the CPU cache."""
+
+_LOCAL_ERROR: Final = Reply(451, "Local error in processing", "4.3.0")
+_IDLE_STATES: Final = frozenset({State.HELLO, State.READY, State.NO_SERVICE})
+_HELP: Final = Reply(214, "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """How a server runs its sessions; the adapters' ``SMTPServer`` takes these as keywords."""
+
+    hostname: str = field(default_factory=socket.getfqdn)
+    """This host's name, in the greeting and the EHLO reply."""
+    ssl_context: ssl.SSLContext | None = None
+    """With a context, STARTTLS is offered (RFC 3207), or TLS starts on connect."""
+    require_tls: bool = False
+    """Refuse MAIL with ``530 5.7.0`` until TLS is up (RFC 3207 §4)."""
+    tls_on_connect: bool = False
+    """Implicit TLS: the handshake comes before the greeting (RFC 8314 §3.3, port 465)."""
+    timeouts: Timeouts = DEFAULT_TIMEOUTS
+    max_sessions: int = 2000
+    """Sessions served at once; past that a client gets ``421 4.7.0`` and is closed."""
+    max_message_size: int | None = 10_240_000
+    max_recipients: int = 100
+    lmtp: bool = False
+    """Speak LMTP (RFC 2033): LHLO, and one reply per recipient after the content."""
+    framing: FramingPolicy | None = None
+    connection_factory: Callable[[ServerOptions], ServerConnection] | None = None
+    """Builds the machine of each session, to set the machine options not listed here."""
+
+    def __post_init__(self) -> None:
+        if self.tls_on_connect and self.ssl_context is None:
+            raise ValueError("tls_on_connect needs an ssl_context")
+        if self.max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
+
+    def new_connection(self) -> ServerConnection:
+        if self.connection_factory is not None:
+            return self.connection_factory(self)
+        return ServerConnection(
+            self.hostname,
+            lmtp=self.lmtp,
+            max_recipients=self.max_recipients,
+            max_message_size=self.max_message_size,
+            framing=self.framing,
+            starttls=self.ssl_context is not None and not self.tls_on_connect,
+            require_tls=self.require_tls,
+        )
+
+
+class ServerState:
+    """What the sessions of one server share: options, handler, the live sessions and
+    whether the server is shutting down."""
+
+    def __init__(self, handler: Handler, options: ServerOptions) -> None:
+        self.handler = handler
+        self.options = options
+        self.sessions: set[ServerSession] = set()
+        self.stopping = False
+        self.on_empty: Callable[[], None] | None = None
+        """Called when the last session ends while the server is stopping."""
+        overridden = {
+            name
+            for name in vars(Handler)
+            if name.startswith("handle_")
+            and getattr(type(handler), name) is not vars(Handler)[name]
+        }
+        # Hooks left as the base class wrote them are answered without a call.
+        self.overridden: frozenset[str] = frozenset(overridden)
+        busy = Reply(421, f"{options.hostname} Too many connections, try again later", "4.7.0")
+        # On a TLS-on-connect port a plaintext reply would be noise: just close.
+        self.busy_reply: bytes = b"" if options.tls_on_connect else busy.to_bytes(busy.status)
+
+    @property
+    def full(self) -> bool:
+        """No room for one more session: refuse the connection."""
+        return len(self.sessions) >= self.options.max_sessions or self.stopping
+
+    def admit(self, transport: Transport) -> ServerSession | None:
+        """A session for a new connection, counted from now on; None when full."""
+        if self.full:
+            return None
+        session = ServerSession(transport, self)
+        self.sessions.add(session)
+        return session
+
+    def begin_shutdown(self) -> None:
+        """Stop taking work: idle sessions get 421 now, busy ones when their message is done."""
+        self.stopping = True
+        for session in list(self.sessions):
+            session.wake_if_idle()
+        if not self.sessions and self.on_empty is not None:
+            self.on_empty()
+
+    def remove(self, session: ServerSession) -> None:
+        """Stop counting ``session`` (it ended, or its task never ran)."""
+        self.sessions.discard(session)
+        if self.stopping and not self.sessions and self.on_empty is not None:
+            self.on_empty()
+
+
+class _ConnectionLost(Exception):
+    """The transport failed; the session ends without another word."""
+
+
+class ServerSession:
+    """One connection, from greeting to close."""
+
+    def __init__(self, transport: Transport, state: ServerState) -> None:
+        self.transport = transport
+        self.state = state
+        self.options = state.options
+        self.handler = state.handler
+        self.conn = state.options.new_connection()
+        self.session = Session(
+            hostname=self.options.hostname,
+            peer=transport.peer_address,
+            local=transport.local_address,
+        )
+        self._out: list[bytes] = []
+        self._idle_deadline: Deadline | None = None
+        self._chunk_failed = False
+
+    # -- the loop ---------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the connection to its end; never raises but for cancellation."""
+        self.state.sessions.add(self)
+        try:
+            await self._serve()
+        except _ConnectionLost:
+            pass
+        except Exception:
+            logger.exception("SMTP session with %s failed", self.session.peer)
+        finally:
+            self.state.remove(self)
+            try:
+                await self._end_transaction()
+                await self._call(self.handler.handle_close(self.session))
+            finally:
+                await self.transport.aclose()
+
+    async def _serve(self) -> None:
+        conn = self.conn
+        timeouts = self.options.timeouts
+        if self.options.tls_on_connect:
+            await self._handshake()
+            conn.tls = True
+        greeting = None
+        if "handle_connect" in self.state.overridden:
+            try:
+                async with self.transport.deadline(timeouts.greeting):
+                    greeting = await self.handler.handle_connect(self.session)
+            except Exception:
+                logger.exception("handle_connect failed")
+                greeting = Reply(421, f"{self.options.hostname} Service not available", "4.3.0")
+        if self.state.stopping:
+            greeting = Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2")
+        unavailable = Reply(421, f"{self.options.hostname} Service not available", "4.3.0")
+        self._answer(
+            greeting or Reply(220, f"{self.options.hostname} ESMTP smtpcore"), unavailable
+        )
+        while conn.state is not State.CLOSED:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                if isinstance(exc.reply_hint, Reply):
+                    self._out.append(conn.send(exc.reply_hint))
+                break
+            if event is NEED_DATA:
+                await self._read()
+            elif event is PAUSED:  # pragma: no cover - every event is answered at once
+                raise RuntimeError(f"machine paused in {conn.state}")
+            elif isinstance(event, ConnectionClosed):
+                break
+            else:
+                await self._dispatch(event)
+        try:
+            await self._flush()
+        except TimeoutError:
+            raise _ConnectionLost from None
+
+    async def _read(self) -> None:
+        """Write the replies due, then wait for more from the client, under one deadline."""
+        conn = self.conn
+        idle = conn.state in _IDLE_STATES
+        if idle and self.state.stopping:
+            self._answer(Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2"))
+            return
+        timeouts = self.options.timeouts
+        seconds = timeouts.data_block if conn.state is State.DATA else timeouts.command
+        try:
+            async with self.transport.deadline(seconds) as deadline:
+                if idle:
+                    self._idle_deadline = deadline
+                if self._out:
+                    await self._write_out()
+                data = await self.transport.receive_some(READ_SIZE)
+        except TimeoutError:
+            if idle and self.state.stopping:
+                reply = Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2")
+            else:
+                reply = Reply(421, f"{self.options.hostname} Timeout exceeded", "4.4.2")
+            self._answer(reply)
+            return
+        except OSError:
+            data = b""
+        finally:
+            self._idle_deadline = None
+        conn.receive_data(data)
+
+    def wake_if_idle(self) -> None:
+        """Interrupt a wait for the next command (graceful shutdown)."""
+        deadline = self._idle_deadline
+        if deadline is not None:
+            deadline.expire()
+
+    async def _flush(self) -> None:
+        """Write the replies due, under the command timeout."""
+        if self._out:
+            async with self.transport.deadline(self.options.timeouts.command):
+                await self._write_out()
+
+    async def _write_out(self) -> None:
+        out = self._out
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        try:
+            await self.transport.send_all(data)
+        except OSError:
+            self.conn.send_failed()
+            raise _ConnectionLost from None
+
+    def _answer(self, reply: Reply, fallback: Reply = _LOCAL_ERROR) -> Reply:
+        """Send ``reply`` through the machine; a reply it refuses becomes ``fallback``."""
+        try:
+            self._out.append(self.conn.send(reply))
+        except LocalProtocolError:
+            logger.exception("the handler's reply %s is not legal here", reply)
+            reply = fallback
+            self._out.append(self.conn.send(reply))
+        return reply
+
+    async def _ask(
+        self, hook: str, call: Callable[[], Awaitable[Reply | None]], default: Reply
+    ) -> Reply:
+        """The handler's reply, or ``default`` when the hook is not overridden or says None."""
+        if hook not in self.state.overridden:
+            return default
+        try:
+            async with self.transport.deadline(self.options.timeouts.command):
+                reply = await call()
+        except Exception:
+            logger.exception("%s failed", hook)
+            return _LOCAL_ERROR
+        return default if reply is None else reply
+
+    async def _call(self, call: Awaitable[None]) -> None:
+        try:
+            await call
+        except Exception:
+            logger.exception("handler hook failed")
+
+    # -- events -------------------------------------------------------------
+
+    async def _dispatch(self, event: Event) -> None:
+        if isinstance(event, MessageData):
+            await self._content(event.data)
+        elif isinstance(event, Command):
+            await self._command(event)
+        elif isinstance(event, BadCommand):
+            self._answer(event.reply)
+        elif isinstance(event, EndOfMessage):
+            await self._end_of_message()
+        elif isinstance(event, RejectedMessage):
+            await self._end_transaction()
+            for _ in range(self._replies_due()):
+                self._answer(event.reply)
+        else:  # pragma: no cover - the machine gives no other event to a server
+            raise RuntimeError(f"unexpected event {event!r}")
+
+    async def _command(self, command: Command) -> None:
+        handler = self.handler
+        session = self.session
+        hostname = self.options.hostname
+        if isinstance(command, (Ehlo, Helo, Lhlo)):
+            reply = await self._ask(
+                "handle_hello",
+                lambda: handler.handle_hello(session, command),
+                Reply(250, hostname),
+            )
+            if self._answer(reply).is_positive:
+                await self._end_transaction()
+                session.helo_name = command.domain
+                session.extended = not isinstance(command, Helo)
+        elif isinstance(command, Mail):
+            reply = await self._ask(
+                "handle_mail", lambda: handler.handle_mail(session, command), Reply(250, "OK")
+            )
+            if self._answer(reply).is_positive:
+                session.envelope = Envelope(command.sender, command.params)
+        elif isinstance(command, Rcpt):
+            await self._rcpt(command)
+        elif isinstance(command, Data):
+            envelope = session.envelope
+            assert envelope is not None
+            reply = await self._ask(
+                "handle_data",
+                lambda: handler.handle_data(session, envelope),
+                Reply(354, "End data with <CR><LF>.<CR><LF>"),
+            )
+            self._chunk_failed = False
+            self._answer(reply)  # a refusal keeps the transaction open (RFC 5321 §4.1.1.4)
+        elif isinstance(command, Rset):
+            self._answer(Reply(250, "OK"))
+            await self._end_transaction()
+        elif isinstance(command, Noop):
+            self._answer(Reply(250, "OK"))
+        elif isinstance(command, Quit):
+            self._answer(Reply(221, f"{hostname} Bye"))
+        elif isinstance(command, StartTls):
+            await self._starttls()
+        elif isinstance(command, Vrfy):
+            reply = await self._ask(
+                "handle_vrfy",
+                lambda: handler.handle_vrfy(session, command.argument),
+                Reply(252, "Cannot VRFY user, but will accept message and attempt delivery"),
+            )
+            self._answer(reply)
+        elif isinstance(command, Expn):
+            self._answer(Reply(502, "EXPN not available", "5.5.1"))
+        elif isinstance(command, Help):
+            self._answer(_HELP)
+        else:
+            self._answer(Reply(502, "Command not implemented", "5.5.1"))
+
+    async def _rcpt(self, command: Rcpt) -> None:
+        session = self.session
+        envelope = session.envelope
+        assert envelope is not None
+        refusal = Reply(550, "Mailbox unavailable", "5.1.1")
+        reply = await self._ask(
+            "handle_rcpt",
+            lambda: self.handler.handle_rcpt(session, envelope, command),
+            refusal,
+        )
+        if self._answer(reply).is_positive:
+            envelope.recipients.append(Recipient(command.recipient, command.params))
+
+    async def _starttls(self) -> None:
+        self._answer(Reply(220, "Ready to start TLS"))
+        try:
+            await self._flush()
+        except TimeoutError:
+            raise _ConnectionLost from None
+        await self._handshake()
+        self.conn.tls_started()
+        self.session.helo_name = None
+        self.session.extended = False
+
+    async def _handshake(self) -> None:
+        context = self.options.ssl_context
+        assert context is not None
+        try:
+            async with self.transport.deadline(self.options.timeouts.tls_handshake):
+                await self.transport.start_tls(context, server_side=True)
+        except (OSError, TimeoutError) as exc:
+            logger.info("TLS handshake with %s failed: %s", self.session.peer, exc)
+            raise _ConnectionLost from None
+        self.session.tls = self.transport.tls
+
+    # -- content --------------------------------------------------------------
+
+    async def _content(self, data: bytes) -> None:
+        envelope = self.session.envelope
+        assert envelope is not None
+        envelope.size += len(data)
+        if "handle_data_chunk" not in self.state.overridden:
+            envelope.chunks.append(data)
+            return
+        if self._chunk_failed:
+            return
+        try:
+            async with self.transport.deadline(self.options.timeouts.data_block):
+                await self.handler.handle_data_chunk(self.session, envelope, data)
+        except Exception:
+            logger.exception("handle_data_chunk failed")
+            self._chunk_failed = True
+
+    async def _end_of_message(self) -> None:
+        session = self.session
+        envelope = session.envelope
+        assert envelope is not None
+        due = self._replies_due()
+        session.transactions += 1
+        if self._chunk_failed:
+            await self._end_transaction()
+            replies: Sequence[Reply] = [_LOCAL_ERROR] * due
+        else:
+            if envelope.chunks:
+                envelope.content = b"".join(envelope.chunks)
+                envelope.chunks.clear()
+            replies = await self._message_replies(envelope, due)
+            session.envelope = None
+        for reply in replies:
+            self._answer(reply)
+
+    async def _message_replies(self, envelope: Envelope, due: int) -> Sequence[Reply]:
+        result: MessageReply = None
+        if "handle_message" in self.state.overridden:
+            try:
+                async with self.transport.deadline(self.options.timeouts.data_termination):
+                    result = await self.handler.handle_message(self.session, envelope)
+            except Exception:
+                logger.exception("handle_message failed")
+                result = _LOCAL_ERROR
+        if result is None:
+            return [Reply(250, "OK: message accepted")] * due
+        if isinstance(result, Reply):
+            return [result] * due
+        replies = list(result)
+        if len(replies) != due:
+            logger.error("handle_message gave %d replies for %d recipients", len(replies), due)
+            return [_LOCAL_ERROR] * due
+        return replies
+
+    def _replies_due(self) -> int:
+        """One reply ends a message; LMTP gives one per accepted recipient (RFC 2033 §4.2)."""
+        return self.conn.accepted_recipients if self.options.lmtp else 1
+
+    async def _end_transaction(self) -> None:
+        """Drop the open transaction, telling the handler if there was one."""
+        envelope = self.session.envelope
+        if envelope is None:
+            return
+        self.session.envelope = None
+        envelope.chunks.clear()
+        if "handle_reset" in self.state.overridden:
+            await self._call(self.handler.handle_reset(self.session, envelope))
+
+
+class BaseSMTPServer:
+    """What the asyncio and trio ``SMTPServer`` share: options, state and addresses.
+
+    ``handler`` answers for every session. The server listens on ``host`` and
+    ``port`` (port 0 picks a free one; read :attr:`port`), or on ``sock``, a
+    socket already bound and listening. ``hostname`` is this host's name in
+    the greeting (the FQDN by default). With ``ssl_context`` the server
+    offers STARTTLS, or, with ``tls_on_connect``, speaks TLS from the first
+    byte (port 465). The other keywords are those of :class:`ServerOptions`.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        host: str | None = "127.0.0.1",
+        port: int = 0,
+        *,
+        sock: socket.socket | None = None,
+        hostname: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        require_tls: bool = False,
+        tls_on_connect: bool = False,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        max_sessions: int = 2000,
+        max_message_size: int | None = 10_240_000,
+        max_recipients: int = 100,
+        lmtp: bool = False,
+        framing: FramingPolicy | None = None,
+        connection_factory: Callable[[ServerOptions], ServerConnection] | None = None,
+        backlog: int = 1024,
+    ) -> None:
+        self.host = host
+        self.requested_port = port
+        self.sock = sock
+        self.backlog = backlog
+        self.options = ServerOptions(
+            hostname=hostname or socket.getfqdn(),
+            ssl_context=ssl_context,
+            require_tls=require_tls,
+            tls_on_connect=tls_on_connect,
+            timeouts=timeouts,
+            max_sessions=max_sessions,
+            max_message_size=max_message_size,
+            max_recipients=max_recipients,
+            lmtp=lmtp,
+            framing=framing,
+            connection_factory=connection_factory,
+        )
+        self.state = ServerState(handler, self.options)
+
+    @property
+    def active_sessions(self) -> int:
+        """Sessions being served now."""
+        return len(self.state.sessions)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The (host, port) pairs the server listens on."""
+        return [addr for name in self._listening_addresses() if (addr := address(name))]
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the first one, if several)."""
+        addresses = self.addresses
+        if not addresses:
+            raise RuntimeError("the server is not listening")
+        return addresses[0][1]
+
+    def _listening_addresses(self) -> list[object]:
+        """The socket names of the listening sockets (the adapter knows them)."""
+        raise NotImplementedError

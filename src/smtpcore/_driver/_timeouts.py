@@ -1,0 +1,68 @@
+"""Timeouts, and the framework-neutral deadline a transport supplies (RFC 5321 §4.5.3.2).
+
+The machines never look at a clock; the shared driver does, through
+:meth:`Transport.deadline <smtpcore._driver.Transport.deadline>`, which each
+adapter implements with its own framework's cancellation (``asyncio.timeout``
+or a trio cancel scope).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+__all__ = ["DEFAULT_TIMEOUTS", "Deadline", "DeadlineFactory", "Timeouts"]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Timeouts in seconds; ``None`` waits forever. The defaults are RFC 5321 §4.5.3.2's.
+
+    The RFC states most of them for the client; the server uses ``command``
+    while it waits for the next command (§4.5.3.2.7), ``data_block`` while
+    it waits for the next piece of message content, and ``data_termination``
+    as the time the handler may take to answer a message, so that the reply
+    arrives before the client's own 10 minutes run out.
+    """
+
+    connect: float | None = 30.0
+    """Client: opening the TCP connection (not in the RFC)."""
+    greeting: float | None = 300.0
+    """Client: waiting for the 220 greeting (§4.5.3.2.1); server: the connect hook."""
+    command: float | None = 300.0
+    """Server: waiting for a command; client: the reply to MAIL, RCPT and the others
+    (§4.5.3.2.2, §4.5.3.2.3). Also bounds each write of replies or commands."""
+    data_initiation: float | None = 120.0
+    """Client: waiting for the 354 reply to DATA (§4.5.3.2.4)."""
+    data_block: float | None = 180.0
+    """Each block of message content read or written (§4.5.3.2.5)."""
+    data_termination: float | None = 600.0
+    """Client: the reply after the final dot (§4.5.3.2.6); server: the handler's answer."""
+    tls_handshake: float | None = 60.0
+    """The TLS handshake, after STARTTLS or on connect."""
+
+    @classmethod
+    def uniform(cls, seconds: float | None) -> Timeouts:
+        """The same timeout everywhere, for tests and tight deployments."""
+        return cls(seconds, seconds, seconds, seconds, seconds, seconds, seconds)
+
+
+DEFAULT_TIMEOUTS: Final = Timeouts()
+
+
+class Deadline(Protocol):
+    """An armed deadline, as entered; :meth:`expire` makes it pass at once."""
+
+    def expire(self) -> None:
+        """Time out now: the operation waiting under this deadline raises ``TimeoutError``.
+
+        Graceful shutdown uses it to wake sessions that wait idle for a command.
+        """
+
+
+class DeadlineFactory(Protocol):
+    """``async with factory(seconds) as deadline:`` raises ``TimeoutError`` once the
+    block has run ``seconds`` (never if ``None``)."""
+
+    def __call__(self, seconds: float | None) -> AbstractAsyncContextManager[Deadline]: ...

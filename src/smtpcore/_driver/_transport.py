@@ -1,0 +1,99 @@
+"""The transport interface the shared driver is written against.
+
+A transport is one connected byte stream: read some, write all, upgrade to
+TLS in place, close. It also supplies deadlines, since only the framework
+that owns the event loop can interrupt a wait. The asyncio and trio
+adapters each implement it once; a new framework needs only this.
+"""
+
+from __future__ import annotations
+
+import ssl
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from smtpcore._driver._timeouts import Deadline
+from smtpcore.handler import TLSInfo
+
+__all__ = ["Transport", "address", "tls_info"]
+
+
+class Transport(Protocol):
+    """One connected byte stream, as the driver needs it.
+
+    Errors of the connection itself (reset, broken pipe, a failed TLS
+    handshake) are raised as :class:`OSError` (``ssl.SSLError`` is one).
+    """
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` bytes, waiting for at least one; ``b""`` once the peer
+        closed its side."""
+        ...
+
+    async def send_all(self, data: bytes) -> None:
+        """Write all of ``data``, waiting while the peer is slow to read."""
+        ...
+
+    async def start_tls(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+    ) -> None:
+        """Run the TLS handshake over this stream (RFC 3207 §4, RFC 8314 §3.3).
+
+        Bytes received before the handshake and not yet read are dropped:
+        they came in plaintext and must never be taken as protected.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Close the stream; bounded in time, and safe to call twice."""
+        ...
+
+    def deadline(self, seconds: float | None) -> AbstractAsyncContextManager[Deadline]:
+        """A block that raises ``TimeoutError`` after ``seconds`` (never if ``None``)."""
+        ...
+
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        """The remote host and port."""
+        ...
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        """The local host and port."""
+        ...
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        """The TLS state once a handshake is done, else ``None``."""
+        ...
+
+
+def tls_info(ssl_object: Any) -> TLSInfo | None:
+    """Describe a finished handshake, for :attr:`Transport.tls`.
+
+    ``ssl_object`` is an :class:`ssl.SSLObject`, or anything with its
+    ``version()``, ``cipher()`` and ``getpeercert()`` (a ``trio.SSLStream``).
+    """
+    if ssl_object is None:
+        return None
+    cipher = ssl_object.cipher()
+    try:
+        certificate = ssl_object.getpeercert() or None
+    except ValueError:  # handshake not done
+        certificate = None
+    return TLSInfo(
+        version=ssl_object.version(),
+        cipher=cipher[0] if cipher else None,
+        peer_certificate=dict(certificate) if certificate else None,
+    )
+
+
+def address(value: object) -> tuple[str, int] | None:
+    """(host, port) out of a socket address of any family."""
+    if isinstance(value, tuple) and len(value) >= 2:
+        return (str(value[0]), int(value[1]))
+    return None

@@ -1,0 +1,395 @@
+"""SMTP over asyncio: a server for a :class:`~smtpcore.handler.Handler`, and a client.
+
+Only the transport and the task plumbing live here; the sessions themselves
+run in the driver shared with :mod:`smtpcore.trio`. The transport is a small
+:class:`asyncio.Protocol` rather than asyncio streams: it hands the driver
+the bytes the event loop read without copying them again, and upgrades to
+TLS in place with :meth:`asyncio.loop.start_tls`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import socket
+import ssl
+import sys
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Final
+
+from smtpcore._driver import BaseSMTPServer, ServerSession, Timeouts, address, tls_info
+from smtpcore.handler import Envelope, Handler, Recipient, Session, TLSInfo
+
+__all__ = [
+    "AsyncioTransport",
+    "Envelope",
+    "Handler",
+    "Recipient",
+    "SMTPServer",
+    "Session",
+    "TLSInfo",
+    "Timeouts",
+    "serve",
+]
+
+logger = logging.getLogger("smtpcore.server")
+
+_HIGH_WATER: Final = 1 << 20
+"""Unread bytes past which the transport stops reading from the socket."""
+_CLOSE_TIMEOUT: Final = 5.0
+
+
+def _set_nodelay(transport: asyncio.BaseTransport) -> None:
+    """TCP_NODELAY: a reply written in two pieces must not wait ~40 ms for a delayed ACK."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _Deadline:
+    """A cancel scope for asyncio: a timer cancels the task, the exit turns that into
+    ``TimeoutError`` (what ``asyncio.timeout`` does from 3.11 on, plus :meth:`expire`)."""
+
+    __slots__ = ("_cancelling", "_fired", "_handle", "_seconds", "_task")
+
+    def __init__(self, seconds: float | None) -> None:
+        self._seconds = seconds
+        self._task: asyncio.Task[object] | None = None
+        self._handle: asyncio.Handle | None = None
+        self._fired = False
+        self._cancelling = 0
+
+    async def __aenter__(self) -> _Deadline:
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - always inside a task
+            raise RuntimeError("a deadline needs a running task")
+        self._task = task
+        if sys.version_info >= (3, 11):
+            self._cancelling = task.cancelling()
+        if self._seconds is not None:
+            self._handle = asyncio.get_running_loop().call_later(self._seconds, self._fire)
+        return self
+
+    def _fire(self) -> None:
+        if self._task is not None and not self._fired:
+            self._fired = True
+            self._task.cancel()
+
+    def expire(self) -> None:
+        self._fire()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        task, self._task = self._task, None
+        if not self._fired or task is None:
+            return
+        ours = True
+        if sys.version_info >= (3, 11):
+            ours = task.uncancel() <= self._cancelling
+        if exc_type is asyncio.CancelledError:
+            if ours:
+                raise TimeoutError from exc
+            return
+        if exc_type is None and ours:
+            # The timer fired after the operation finished but before the task
+            # resumed: the cancellation is still pending; absorb it here.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0)
+
+
+class AsyncioTransport(asyncio.Protocol):
+    """The driver's :class:`~smtpcore._driver.Transport` on an asyncio connection."""
+
+    def __init__(self, on_connect: Callable[[AsyncioTransport], None] | None = None) -> None:
+        self._on_connect = on_connect
+        self._transport: asyncio.Transport | None = None
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._offset = 0
+        self._buffered = 0
+        self._eof = False
+        self._lost = False
+        self._reading_paused = False
+        self._writing_paused = False
+        self._reader: asyncio.Future[None] | None = None
+        self._writer: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # -- asyncio.Protocol -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        _set_nodelay(transport)
+        if self._on_connect is not None:
+            self._on_connect(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > _HIGH_WATER and not self._reading_paused:
+            assert self._transport is not None
+            self._transport.pause_reading()
+            self._reading_paused = True
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake_reader()
+        return True  # stay open: the replies still have to go out
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = self._eof = True
+        self._wake_reader()
+        self._wake_writer()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._wake_writer()
+
+    def _wake_reader(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.set_result(None)
+
+    def _wake_writer(self) -> None:
+        if self._writer is not None and not self._writer.done():
+            self._writer.set_result(None)
+
+    # -- Transport ------------------------------------------------------------
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        chunks = self._chunks
+        while not chunks:
+            if self._eof:
+                return b""
+            self._reader = asyncio.get_running_loop().create_future()
+            try:
+                await self._reader
+            finally:
+                self._reader = None
+        first = chunks[0]
+        offset = self._offset
+        if offset == 0 and len(first) <= max_bytes:
+            chunks.popleft()
+            data = first
+        else:
+            data = first[offset : offset + max_bytes]
+            if offset + len(data) >= len(first):
+                chunks.popleft()
+                self._offset = 0
+            else:
+                self._offset = offset + len(data)
+        self._buffered -= len(data)
+        if self._reading_paused and self._buffered <= _HIGH_WATER // 4:
+            self._reading_paused = False
+            if self._transport is not None and not self._lost:
+                self._transport.resume_reading()
+        return data
+
+    async def send_all(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None or self._lost or transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        transport.write(data)
+        while self._writing_paused and not self._lost:
+            self._writer = asyncio.get_running_loop().create_future()
+            try:
+                await self._writer
+            finally:
+                self._writer = None
+        if self._lost:
+            raise ConnectionResetError("the connection was lost while writing")
+
+    async def start_tls(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+    ) -> None:
+        transport = self._transport
+        if transport is None or self._lost:
+            raise ConnectionResetError("the connection is closed")
+        # What is buffered came in plaintext before the handshake (RFC 3207 §4.2).
+        self._chunks.clear()
+        self._offset = self._buffered = 0
+        self._reading_paused = False
+        loop = asyncio.get_running_loop()
+        new = await loop.start_tls(
+            transport,
+            self,
+            context,
+            server_side=server_side,
+            server_hostname=server_hostname,
+        )
+        if new is None:  # pragma: no cover - only for a closing transport
+            raise ConnectionResetError("the connection closed during the TLS handshake")
+        self._transport = new
+
+    async def aclose(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        if not transport.is_closing():
+            transport.close()
+        if self._lost:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._closed), _CLOSE_TIMEOUT)
+        except asyncio.TimeoutError:
+            transport.abort()
+        except asyncio.CancelledError:
+            transport.abort()
+            raise
+
+    def refuse(self, reply: bytes) -> None:
+        """Write ``reply`` and close, without a session (the server is full)."""
+        if self._transport is not None and not self._lost:
+            if reply:
+                self._transport.write(reply)
+            self._transport.close()
+
+    def deadline(self, seconds: float | None) -> _Deadline:
+        return _Deadline(seconds)
+
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        return (
+            None
+            if self._transport is None
+            else address(self._transport.get_extra_info("peername"))
+        )
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        return (
+            None
+            if self._transport is None
+            else address(self._transport.get_extra_info("sockname"))
+        )
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        if self._transport is None:
+            return None
+        return tls_info(self._transport.get_extra_info("ssl_object"))
+
+
+class SMTPServer(BaseSMTPServer):
+    """An SMTP server on asyncio; use as ``async with SMTPServer(handler, ...) as server:``.
+
+    Leaving the block (or :meth:`aclose`) shuts down gracefully: the server
+    stops listening, idle sessions get ``421 4.3.2`` at once, sessions in
+    the middle of a message finish it first, and whatever is left after
+    ``grace`` seconds is cut off.
+    """
+
+    _server: asyncio.Server | None = None
+    _tasks: set[asyncio.Task[None]]
+    _stopped: asyncio.Event
+
+    async def start(self) -> None:
+        """Listen and serve in the background."""
+        loop = asyncio.get_running_loop()
+        self._tasks = set()
+        self._stopped = asyncio.Event()
+        if self.sock is not None:
+            self._server = await loop.create_server(
+                self._protocol, sock=self.sock, backlog=self.backlog
+            )
+        else:
+            self._server = await loop.create_server(
+                self._protocol,
+                self.host,
+                self.requested_port,
+                backlog=self.backlog,
+                reuse_address=True,
+            )
+
+    def _protocol(self) -> AsyncioTransport:
+        return AsyncioTransport(self._connected)
+
+    def _connected(self, transport: AsyncioTransport) -> None:
+        session = self.state.admit(transport)
+        if session is None:
+            transport.refuse(self.state.busy_reply)
+            return
+        task = asyncio.get_running_loop().create_task(session.run())
+        self._tasks.add(task)
+        task.add_done_callback(lambda task: self._ended(task, session))
+
+    def _ended(self, task: asyncio.Task[None], session: ServerSession) -> None:
+        self._tasks.discard(task)
+        self.state.remove(session)  # in case the task was cancelled before it ran
+
+    def _listening_addresses(self) -> list[object]:
+        if self._server is None:
+            return []
+        return [sock.getsockname() for sock in self._server.sockets]
+
+    async def serve_forever(self) -> None:
+        """Wait until the server is closed (by :meth:`aclose` or leaving its block)."""
+        await self._stopped.wait()
+
+    async def aclose(self, grace: float | None = 30.0) -> None:
+        """Shut down gracefully, cutting off sessions still running after ``grace`` seconds."""
+        server = self._server
+        if server is None:
+            return
+        server.close()
+        self.state.begin_shutdown()
+        tasks = set(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        await server.wait_closed()
+        self._server = None
+        self._stopped.set()
+
+    async def __aenter__(self) -> SMTPServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def serve(
+    handler: Handler,
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    *,
+    started: Callable[[SMTPServer], None] | None = None,
+    **options: Any,
+) -> None:
+    """Serve until cancelled, then shut down gracefully.
+
+    ``started`` is called with the server once it listens. The other
+    keywords are :class:`SMTPServer`'s.
+    """
+    async with SMTPServer(handler, host, port, **options) as server:
+        if started is not None:
+            started(server)
+        await server.serve_forever()

@@ -1,0 +1,290 @@
+"""SMTP over trio: a server for a :class:`~smtpcore.handler.Handler`, and a client.
+
+Needs the ``trio`` extra. Only the transport and the task plumbing live
+here; the sessions run in the driver shared with :mod:`smtpcore.asyncio`,
+and the public API has the same shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import math
+import socket
+import ssl
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Final
+
+import trio
+
+from smtpcore._driver import BaseSMTPServer, Timeouts, address, tls_info
+from smtpcore.handler import Envelope, Handler, Recipient, Session, TLSInfo
+
+__all__ = [
+    "Envelope",
+    "Handler",
+    "Recipient",
+    "SMTPServer",
+    "Session",
+    "TLSInfo",
+    "Timeouts",
+    "TrioTransport",
+    "serve",
+]
+
+logger = logging.getLogger("smtpcore.server")
+
+_CLOSE_TIMEOUT: Final = 5.0
+_REFUSE_TIMEOUT: Final = 1.0
+# accept() errors that mean "out of resources for now", not "the listener is broken".
+_ACCEPT_RETRY: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+class _Deadline:
+    """A trio cancel scope that raises ``TimeoutError`` rather than ``trio.TooSlowError``."""
+
+    __slots__ = ("_scope", "_seconds")
+
+    def __init__(self, seconds: float | None) -> None:
+        self._seconds = seconds
+        self._scope = trio.CancelScope()
+
+    async def __aenter__(self) -> _Deadline:
+        if self._seconds is not None:
+            self._scope.deadline = trio.current_time() + self._seconds
+        self._scope.__enter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        suppressed = bool(self._scope.__exit__(exc_type, exc, tb))
+        if self._scope.cancelled_caught:
+            raise TimeoutError
+        return suppressed
+
+    def expire(self) -> None:
+        self._scope.cancel()
+
+
+class TrioTransport:
+    """The driver's :class:`~smtpcore._driver.Transport` on a ``trio.SocketStream``."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._socket_stream = stream
+        self._stream: trio.abc.Stream = stream
+        self._ssl: trio.SSLStream[trio.SocketStream] | None = None
+        self._closed = False
+        with contextlib.suppress(OSError):  # TCP_NODELAY, as trio sets it already
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        try:
+            return bytes(await self._stream.receive_some(max_bytes))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ConnectionResetError(str(exc) or "connection lost") from exc
+
+    async def send_all(self, data: bytes) -> None:
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ConnectionResetError(str(exc) or "connection lost") from exc
+
+    async def start_tls(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+    ) -> None:
+        # A SocketStream keeps no read buffer of its own: any plaintext sent
+        # after STARTTLS is still in the kernel, and the TLS layer refuses it.
+        stream = trio.SSLStream(
+            self._socket_stream,
+            context,
+            server_side=server_side,
+            server_hostname=server_hostname,
+            https_compatible=True,  # SMTP frames its own end, so a bare TCP close is EOF
+        )
+        try:
+            await stream.do_handshake()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError):
+                raise cause from exc
+            raise ConnectionResetError(str(exc) or "TLS handshake failed") from exc
+        self._ssl = stream
+        self._stream = stream
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with trio.move_on_after(_CLOSE_TIMEOUT) as scope:
+            scope.shield = True
+            try:
+                await self._stream.aclose()
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+        await trio.aclose_forcefully(self._socket_stream)
+
+    def deadline(self, seconds: float | None) -> _Deadline:
+        return _Deadline(seconds)
+
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        try:
+            return address(self._socket_stream.socket.getpeername())
+        except OSError:
+            return None
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        try:
+            return address(self._socket_stream.socket.getsockname())
+        except OSError:
+            return None
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        return None if self._ssl is None else tls_info(self._ssl)
+
+
+class SMTPServer(BaseSMTPServer):
+    """An SMTP server on trio; use as ``async with SMTPServer(handler, ...) as server:``.
+
+    Leaving the block (or :meth:`aclose`) shuts down gracefully, even when
+    the block is cancelled: the server stops listening, idle sessions get
+    ``421 4.3.2`` at once, sessions in the middle of a message finish it
+    first, and whatever is left after ``grace`` seconds is cut off.
+    """
+
+    _listeners: Sequence[trio.SocketListener] = ()
+    _nursery: trio.Nursery
+    _accepting: trio.CancelScope
+    _sessions_scope: trio.CancelScope
+    _all_done: trio.Event
+    _stopped: trio.Event
+
+    async def _open_listeners(self) -> list[trio.SocketListener]:
+        if self.sock is not None:
+            return [trio.SocketListener(trio.socket.from_stdlib_socket(self.sock))]
+        return await trio.open_tcp_listeners(
+            self.requested_port, host=self.host, backlog=self.backlog
+        )
+
+    async def __aenter__(self) -> SMTPServer:
+        self._listeners = await self._open_listeners()
+        self._accepting = trio.CancelScope()
+        self._sessions_scope = trio.CancelScope(shield=True)
+        self._all_done = trio.Event()
+        self._stopped = trio.Event()
+        self.state.on_empty = self._all_done.set
+        self._nursery_manager = trio.open_nursery()
+        nursery = await self._nursery_manager.__aenter__()
+        try:
+            await nursery.start(self._run)
+        except BaseException:
+            await self._nursery_manager.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self.aclose()
+        finally:
+            await self._nursery_manager.__aexit__(None, None, None)
+
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # Shielded: sessions outlive a cancellation of the surrounding code until
+        # aclose() has given them their grace period.
+        with self._sessions_scope:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._accept_all)
+                task_status.started()
+
+    async def _accept_all(self) -> None:
+        try:
+            with self._accepting:
+                async with trio.open_nursery() as nursery:
+                    for listener in self._listeners:
+                        nursery.start_soon(self._accept_loop, listener)
+        finally:
+            for listener in self._listeners:
+                await trio.aclose_forcefully(listener)
+
+    async def _accept_loop(self, listener: trio.SocketListener) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_RETRY:
+                    raise
+                logger.warning("accept() failed, retrying soon: %s", exc)
+                await trio.sleep(0.1)
+                continue
+            transport = TrioTransport(stream)
+            session = self.state.admit(transport)
+            if session is None:
+                self._nursery.start_soon(self._refuse, stream)
+            else:
+                self._nursery.start_soon(session.run)
+
+    async def _refuse(self, stream: trio.SocketStream) -> None:
+        with trio.move_on_after(_REFUSE_TIMEOUT):
+            try:
+                if self.state.busy_reply:
+                    await stream.send_all(self.state.busy_reply)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        await trio.aclose_forcefully(stream)
+
+    def _listening_addresses(self) -> list[object]:
+        return [listener.socket.getsockname() for listener in self._listeners]
+
+    async def serve_forever(self) -> None:
+        """Wait until the server is closed (by :meth:`aclose` or leaving its block)."""
+        await self._stopped.wait()
+
+    async def aclose(self, grace: float | None = 30.0) -> None:
+        """Shut down gracefully, cutting off sessions still running after ``grace`` seconds."""
+        if self._stopped.is_set():
+            return
+        self._accepting.cancel()
+        self.state.begin_shutdown()
+        with trio.move_on_after(math.inf if grace is None else grace) as scope:
+            scope.shield = True
+            await self._all_done.wait()
+        if not self._all_done.is_set():
+            self._sessions_scope.cancel()
+        self._stopped.set()
+
+
+async def serve(
+    handler: Handler,
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    *,
+    task_status: trio.TaskStatus[SMTPServer] = trio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Serve until cancelled, then shut down gracefully.
+
+    Use ``server = await nursery.start(serve, handler, host, port)`` to get
+    the server once it listens. The other keywords are :class:`SMTPServer`'s.
+    """
+    async with SMTPServer(handler, host, port, **options) as server:
+        task_status.started(server)
+        await server.serve_forever()

@@ -1,0 +1,593 @@
+"""The SMTP server of both adapters, one suite run on asyncio and on trio.
+
+Each test serves a handler from a thread (``peers.running_smtp_server``) and
+talks to it with blocking clients: smtplib, or raw sockets where the bytes
+on the wire are the point (pipelining, STARTTLS injection, a peer that
+vanishes mid-command).
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import struct
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from peers import (
+    ADAPTERS,
+    RawSmtpSession,
+    TLSFiles,
+    make_tls_files,
+    open_fd_count,
+    raise_fd_limit,
+    raw_smtp_session,
+    running_smtp_server,
+)
+from smtpcore._driver import Timeouts
+from smtpcore.handler import Envelope, Handler, MessageReply, Session
+from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Rcpt, Reply
+
+MESSAGE = b"Subject: test\r\n\r\n.a line that starts with a dot\r\nlast line\r\n"
+
+
+class Recorder(Handler):
+    """Accepts recipients at pqr.example, records what it sees, thread-safely enough."""
+
+    def __init__(self) -> None:
+        self.messages: list[Envelope] = []
+        self.events: list[str] = []
+        self.sessions: list[Session] = []
+        self.closed = threading.Event()
+        self.closed_count = 0
+
+    async def handle_connect(self, session: Session) -> Reply | None:
+        self.sessions.append(session)
+        return None
+
+    async def handle_hello(self, session: Session, command: Ehlo | Helo | Lhlo) -> Reply | None:
+        self.events.append(f"hello {command.domain}")
+        return None
+
+    async def handle_mail(self, session: Session, command: Mail) -> Reply | None:
+        self.events.append(f"mail {command.sender}")
+        return None
+
+    async def handle_rcpt(
+        self, session: Session, envelope: Envelope, command: Rcpt
+    ) -> Reply | None:
+        if command.recipient.domain == "pqr.example":
+            return Reply(250, "OK")
+        return await super().handle_rcpt(session, envelope, command)
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        self.messages.append(envelope)
+        return None
+
+    async def handle_reset(self, session: Session, envelope: Envelope) -> None:
+        self.events.append("reset")
+
+    async def handle_close(self, session: Session) -> None:
+        self.closed_count += 1
+        self.closed.set()
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+def wait_until(condition: object, timeout: float = 5.0) -> None:
+    assert callable(condition)
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+# -- a plain session ---------------------------------------------------------------
+
+
+def test_smtplib_delivers_and_refused_recipients_are_reported(adapter: str) -> None:
+    handler = Recorder()
+    with (
+        running_smtp_server(adapter, handler) as server,
+        smtplib.SMTP(server.host, server.port, local_hostname="client.test") as client,
+    ):
+        refused = client.sendmail(
+            "alice@abc.example", ["bob@pqr.example", "eve@xyz.example"], MESSAGE
+        )
+        assert set(refused) == {"eve@xyz.example"}
+        assert refused["eve@xyz.example"][0] == 550
+    [envelope] = handler.messages
+    assert str(envelope.sender) == "alice@abc.example"
+    assert [str(r.mailbox) for r in envelope.recipients] == ["bob@pqr.example"]
+    assert envelope.content == MESSAGE
+    assert envelope.size == len(MESSAGE)
+    session = handler.sessions[0]
+    assert session.helo_name == "client.test" and session.extended
+    assert session.peer is not None and session.peer[0] == "127.0.0.1"
+    assert session.tls is None and session.authenticated is None
+
+
+def test_default_handler_refuses_every_recipient(adapter: str) -> None:
+    with (
+        running_smtp_server(adapter, Handler()) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        assert s.recv_reply().startswith(b"220 mx.test")
+        s.command(b"EHLO client.test")
+        assert s.command(b"MAIL FROM:<a@abc.example>").startswith(b"250 2.1.0")
+        assert s.command(b"RCPT TO:<b@pqr.example>").startswith(b"550 5.1.1")
+        assert s.command(b"DATA").startswith(b"554")
+        assert s.command(b"QUIT").startswith(b"221")
+
+
+def test_pipelined_commands_are_answered_in_order_in_one_write(adapter: str) -> None:
+    handler = Recorder()
+    with (
+        running_smtp_server(adapter, handler) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        ehlo = s.command(b"EHLO client.test")
+        assert b"250-PIPELINING" in ehlo and b"STARTTLS" not in ehlo
+        s.send(
+            b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\n"
+            b"RCPT TO:<c@xyz.example>\r\nRCPT TO:<d@pqr.example>\r\nDATA\r\n"
+        )
+        codes = [s.recv_reply()[:3] for _ in range(5)]
+        assert codes == [b"250", b"250", b"550", b"250", b"354"]
+        s.send(MESSAGE.replace(b"\r\n.", b"\r\n..") + b".\r\nRSET\r\nNOOP\r\n")
+        assert [s.recv_reply()[:3] for _ in range(3)] == [b"250", b"250", b"250"]
+        assert s.command(b"QUIT").startswith(b"221")
+    [envelope] = handler.messages
+    assert [r.mailbox.local_part for r in envelope.recipients] == ["b", "d"]
+    assert envelope.content == MESSAGE
+
+
+def test_bad_commands_get_the_machines_reply_and_the_session_goes_on(adapter: str) -> None:
+    with (
+        running_smtp_server(adapter, Recorder()) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        assert s.command(b"FROB").startswith(b"500 5.5.2")
+        assert s.command(b"MAIL FROM:<a@abc.example>").startswith(b"503")
+        assert s.command(b"EHLO client.test").startswith(b"250-mx.test")
+        assert s.command(b"MAIL FROM:<not an address>").startswith(b"501")
+        assert s.command(b"VRFY bob").startswith(b"252")
+        assert s.command(b"EXPN staff").startswith(b"502")
+        assert s.command(b"HELP").startswith(b"214")
+        assert s.command(b"STARTTLS").startswith(b"500")  # not offered without a context
+        assert s.command(b"NOOP").startswith(b"250")
+
+
+def test_oversized_message_is_read_to_its_end_then_refused(adapter: str) -> None:
+    handler = Recorder()
+    with (
+        running_smtp_server(adapter, handler, max_message_size=1000) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.command(b"EHLO client.test")
+        assert s.command(b"MAIL FROM:<a@abc.example> SIZE=5000").startswith(b"552")
+        s.send(b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\nDATA\r\n")
+        assert [s.recv_reply()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+        s.send((b"y" * 78 + b"\r\n") * 60 + b".\r\n")
+        assert s.recv_reply().startswith(b"552 5.3.4")
+        with smtplib.SMTP(server.host, server.port) as client:
+            assert client.sendmail("a@abc.example", ["b@pqr.example"], MESSAGE) == {}
+    assert [e.content for e in handler.messages] == [MESSAGE]
+    assert "reset" in handler.events
+
+
+class Failing(Recorder):
+    async def handle_mail(self, session: Session, command: Mail) -> Reply | None:
+        if command.sender is not None and command.sender.local_part == "boom":
+            raise RuntimeError("a bug in the handler")
+        return None
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        return Reply(354, "not a legal answer to the end of a message")
+
+
+def test_a_failing_hook_becomes_451_and_the_session_goes_on(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        running_smtp_server(adapter, Failing()) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.command(b"EHLO client.test")
+        assert s.command(b"MAIL FROM:<boom@abc.example>").startswith(b"451 4.3.0")
+        assert s.command(b"MAIL FROM:<ok@abc.example>").startswith(b"250")
+        assert s.command(b"RCPT TO:<b@pqr.example>").startswith(b"250")
+        assert s.command(b"DATA").startswith(b"354")
+        assert s.command(b"hello\r\n.").startswith(b"451 4.3.0")
+        assert s.command(b"QUIT").startswith(b"221")
+    assert "a bug in the handler" in caplog.text
+
+
+class NoService(Handler):
+    async def handle_connect(self, session: Session) -> Reply | None:
+        return Reply(554, "No SMTP service here")
+
+
+def test_a_554_greeting_serves_only_quit(adapter: str) -> None:
+    with (
+        running_smtp_server(adapter, NoService()) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        assert s.recv_reply().startswith(b"554")
+        assert s.command(b"EHLO client.test").startswith(b"503")
+        assert s.command(b"QUIT").startswith(b"221")
+
+
+class Streaming(Recorder):
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        self.directory = directory
+        self.chunk_sizes: list[int] = []
+
+    async def handle_data_chunk(self, session: Session, envelope: Envelope, data: bytes) -> None:
+        self.chunk_sizes.append(len(data))
+        with (self.directory / "message").open("ab") as out:
+            out.write(data)
+
+
+def test_streaming_handler_gets_chunks_and_nothing_is_collected(
+    adapter: str, tmp_path: Path
+) -> None:
+    handler = Streaming(tmp_path)
+    body = b"Subject: large\r\n\r\n" + b"".join(
+        b"%07d " % n + b"z" * 70 + b"\r\n" for n in range(40_000)
+    )
+    with (
+        running_smtp_server(adapter, handler, max_message_size=None) as server,
+        smtplib.SMTP(server.host, server.port) as client,
+    ):
+        assert client.sendmail("a@abc.example", ["b@pqr.example"], body) == {}
+    [envelope] = handler.messages
+    assert envelope.content == b"" and envelope.size == len(body)
+    assert (tmp_path / "message").read_bytes() == body
+    assert len(handler.chunk_sizes) > 1 and max(handler.chunk_sizes) <= 65536
+
+
+class Lmtp(Recorder):
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        return [
+            Reply(250, "delivered") if r.mailbox.local_part != "full" else Reply(452, "full")
+            for r in envelope.recipients
+        ]
+
+
+def test_lmtp_answers_once_per_recipient(adapter: str) -> None:
+    with (
+        running_smtp_server(adapter, Lmtp(), lmtp=True) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        assert s.command(b"LHLO client.test").startswith(b"250-mx.test")
+        s.send(b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\n")
+        s.send(b"RCPT TO:<full@pqr.example>\r\nDATA\r\n")
+        assert [s.recv_reply()[:3] for _ in range(4)] == [b"250", b"250", b"250", b"354"]
+        s.send(b"hi\r\n.\r\n")
+        assert [s.recv_reply()[:3] for _ in range(2)] == [b"250", b"452"]
+
+
+# -- TLS ---------------------------------------------------------------------------
+
+
+def test_starttls_with_smtplib_restarts_the_session(adapter: str, tls: TLSFiles) -> None:
+    handler = Recorder()
+    with (
+        running_smtp_server(adapter, handler, ssl_context=tls.server_context) as server,
+        smtplib.SMTP(server.host, server.port, local_hostname="client.test") as client,
+    ):
+        code, text = client.ehlo()
+        assert code == 250 and b"STARTTLS" in text
+        assert client.starttls(context=tls.client_context)[0] == 220
+        code, text = client.ehlo()
+        assert code == 250 and b"STARTTLS" not in text
+        assert client.sendmail("a@abc.example", ["b@pqr.example"], MESSAGE) == {}
+    [session] = handler.sessions
+    assert session.tls is not None and session.tls.version in ("TLSv1.2", "TLSv1.3")
+    assert handler.events.count("hello client.test") == 2
+    assert handler.messages[0].content == MESSAGE
+
+
+def test_require_tls_refuses_mail_in_plaintext(adapter: str, tls: TLSFiles) -> None:
+    with (
+        running_smtp_server(
+            adapter, Recorder(), ssl_context=tls.server_context, require_tls=True
+        ) as server,
+        smtplib.SMTP(server.host, server.port) as client,
+    ):
+        client.ehlo()
+        assert client.mail("a@abc.example")[0] == 530
+        client.rset()
+        client.starttls(context=tls.client_context)
+        client.ehlo()
+        assert client.mail("a@abc.example")[0] == 250
+
+
+def test_plaintext_pipelined_behind_starttls_is_never_executed(
+    adapter: str, tls: TLSFiles
+) -> None:
+    handler = Recorder()
+    with (
+        running_smtp_server(adapter, handler, ssl_context=tls.server_context) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.command(b"EHLO client.test")
+        # CVE-2011-0411: the injected MAIL arrives with STARTTLS, in plaintext.
+        s.send(b"STARTTLS\r\nMAIL FROM:<injected@evil.example>\r\n")
+        assert s.recv_reply().startswith(b"220")
+        secure = tls.client_context.wrap_socket(s.sock, server_hostname="127.0.0.1")
+        with RawSmtpSession(secure) as t:
+            assert t.command(b"RCPT TO:<b@pqr.example>").startswith(b"503")
+            assert t.command(b"MAIL FROM:<a@abc.example>").startswith(b"503")  # no EHLO
+            assert t.command(b"EHLO client.test").startswith(b"250")
+            assert t.command(b"STARTTLS").startswith(b"503")
+    assert not any("injected" in event for event in handler.events)
+
+
+def test_tls_on_connect(adapter: str, tls: TLSFiles) -> None:
+    handler = Recorder()
+    with (
+        running_smtp_server(
+            adapter, handler, ssl_context=tls.server_context, tls_on_connect=True
+        ) as server,
+        smtplib.SMTP_SSL(server.host, server.port, context=tls.client_context) as client,
+    ):
+        code, text = client.ehlo()
+        assert code == 250 and b"STARTTLS" not in text
+        assert client.sendmail("a@abc.example", ["b@pqr.example"], MESSAGE) == {}
+    assert handler.sessions[0].tls is not None
+
+
+def test_failed_handshake_ends_the_session(adapter: str, tls: TLSFiles) -> None:
+    handler = Recorder()
+    with (
+        running_smtp_server(adapter, handler, ssl_context=tls.server_context) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.command(b"EHLO client.test")
+        assert s.command(b"STARTTLS").startswith(b"220")
+        s.send(b"this is not a TLS ClientHello\r\n" * 4)
+        # The server may send a TLS alert; then it closes.
+        for _ in range(10):
+            if s.recv_some() == b"":
+                break
+        else:
+            raise AssertionError("the server kept the connection open")
+        assert handler.closed.wait(5)
+        server.wait_for_sessions(0)
+
+
+# -- timeouts, limits, shutdown and vanishing peers ------------------------------------
+
+
+def test_command_timeout_sends_421_and_closes(adapter: str) -> None:
+    handler = Recorder()
+    timeouts = Timeouts(command=0.3)
+    with (
+        running_smtp_server(adapter, handler, timeouts=timeouts) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        started = time.monotonic()
+        assert s.recv_reply().startswith(b"421 4.4.2")
+        assert 0.2 < time.monotonic() - started < 3
+        assert s.recv_some() == b""
+        server.wait_for_sessions(0)
+
+
+def test_data_block_timeout_abandons_the_transaction(adapter: str) -> None:
+    handler = Recorder()
+    timeouts = Timeouts(data_block=0.3)
+    with (
+        running_smtp_server(adapter, handler, timeouts=timeouts) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.command(b"EHLO client.test")
+        s.send(b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\nDATA\r\n")
+        assert [s.recv_reply()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+        s.send(b"Subject: half a message\r\n")
+        assert s.recv_reply().startswith(b"421 4.4.2")
+        server.wait_for_sessions(0)
+    assert handler.events[-1] == "reset" and handler.messages == []
+
+
+def test_sessions_past_the_limit_get_421(adapter: str) -> None:
+    with running_smtp_server(adapter, Recorder(), max_sessions=2) as server:
+        with (
+            raw_smtp_session(server.host, server.port) as a,
+            raw_smtp_session(server.host, server.port) as b,
+        ):
+            assert a.recv_reply().startswith(b"220") and b.recv_reply().startswith(b"220")
+            with raw_smtp_session(server.host, server.port) as c:
+                assert c.recv_reply().startswith(b"421 4.7.0")
+                assert c.recv_some() == b""
+        server.wait_for_sessions(0)
+        with raw_smtp_session(server.host, server.port) as d:
+            assert d.recv_reply().startswith(b"220")
+
+
+IDLE_CLIENTS = 1000
+
+
+def test_a_thousand_idle_sessions_and_a_new_client_is_still_served_at_once(
+    adapter: str,
+) -> None:
+    raise_fd_limit(4 * IDLE_CLIENTS + 256)
+    handler = Recorder()
+    idle: list[socket.socket] = []
+    with running_smtp_server(adapter, handler) as server:
+        try:
+            for _ in range(IDLE_CLIENTS):
+                sock = socket.create_connection((server.host, server.port), timeout=10)
+                idle.append(sock)
+            server.wait_for_sessions(IDLE_CLIENTS, timeout=20)
+            started = time.monotonic()
+            with smtplib.SMTP(server.host, server.port, timeout=10) as client:
+                assert client.sendmail("a@abc.example", ["b@pqr.example"], MESSAGE) == {}
+            assert time.monotonic() - started < 1.0
+            # Every idle client was greeted too.
+            for sock in idle[:: IDLE_CLIENTS // 20]:
+                assert sock.recv(100).startswith(b"220 ")
+        finally:
+            for sock in idle:
+                sock.close()
+        server.wait_for_sessions(0, timeout=20)
+
+
+def _vanish(sock: socket.socket) -> None:
+    """Close with RST, as a crashed or unplugged peer does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        pytest.param([b"EHLO client.test\r\n", b"MAIL FROM:<a@ab"], id="mid-command"),
+        pytest.param(
+            [
+                b"EHLO client.test\r\n",
+                b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\nDATA\r\n",
+                b"Subject: x\r\n\r\n" + b"y" * 100_000,
+            ],
+            id="mid-data",
+        ),
+    ],
+)
+@pytest.mark.parametrize("rst", [False, True], ids=["fin", "rst"])
+def test_a_vanishing_peer_leaks_no_session_task_or_socket(
+    adapter: str, script: list[bytes], rst: bool
+) -> None:
+    handler = Recorder()
+    with running_smtp_server(adapter, handler) as server:
+        baseline = open_fd_count()
+        for _ in range(5):
+            sock = socket.create_connection((server.host, server.port), timeout=10)
+            sock.recv(100)
+            for data in script:
+                sock.sendall(data)
+                time.sleep(0.01)
+            _vanish(sock) if rst else sock.close()
+        server.wait_for_sessions(0)
+        wait_until(lambda: handler.closed_count == 5)
+        wait_until(lambda: open_fd_count() <= baseline)
+    if len(script) == 3:
+        assert handler.events.count("reset") == 5
+    assert handler.messages == []
+
+
+def test_graceful_shutdown_finishes_messages_in_flight(adapter: str) -> None:
+    handler = Recorder()
+    with running_smtp_server(adapter, handler) as server:
+        port = server.port
+        idle = RawSmtpSession.connect(server.host, server.port)
+        busy = RawSmtpSession.connect(server.host, server.port)
+        with idle, busy:
+            idle.recv_reply()
+            idle.command(b"EHLO idle.test")
+            busy.recv_reply()
+            busy.command(b"EHLO busy.test")
+            busy.send(b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\nDATA\r\n")
+            assert [busy.recv_reply()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+            busy.send(b"Subject: in flight\r\n")
+            stopping = threading.Thread(target=server.call, args=(server.server.aclose,))
+            stopping.start()
+            assert idle.recv_reply().startswith(b"421 4.3.2")
+            assert idle.recv_some() == b""
+            time.sleep(0.1)
+            busy.send(b"\r\nbody\r\n.\r\n")
+            assert busy.recv_reply().startswith(b"250")
+            assert busy.recv_reply().startswith(b"421 4.3.2")
+            stopping.join(10)
+            assert not stopping.is_alive()
+            with pytest.raises(OSError):
+                socket.create_connection((server.host, port), timeout=2).close()
+    [envelope] = handler.messages
+    assert envelope.content == b"Subject: in flight\r\n\r\nbody\r\n"
+
+
+def test_shutdown_cuts_off_sessions_after_the_grace_period(adapter: str) -> None:
+    handler = Recorder()
+    with (
+        running_smtp_server(adapter, handler) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.command(b"EHLO client.test")
+        s.send(b"MAIL FROM:<a@abc.example>\r\n")
+        s.recv_reply()
+        started = time.monotonic()
+
+        async def close() -> None:
+            await server.server.aclose(grace=0.3)
+
+        server.call(close)
+        assert time.monotonic() - started < 5
+        assert s.recv_some() == b""
+        assert server.active_sessions == 0
+    assert handler.events[-1] == "reset"
+
+
+# -- the transports themselves ----------------------------------------------------------
+
+
+def test_server_sockets_have_tcp_nodelay(adapter: str) -> None:
+    seen: list[int] = []
+
+    class Probe(Handler):
+        async def handle_connect(self, session: Session) -> Reply | None:
+            return None
+
+    with running_smtp_server(adapter, Probe()) as server:
+
+        async def probe() -> None:
+            for session in server.server.state.sessions:
+                transport = session.transport
+                raw = getattr(transport, "_transport", None)  # asyncio
+                sock = raw.get_extra_info("socket") if raw else transport._socket_stream.socket
+                seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+        with raw_smtp_session(server.host, server.port) as s:
+            s.recv_reply()
+            server.call(probe)
+    assert seen and all(seen)
+
+
+def test_tls_context_without_tls_on_connect_is_starttls_only(adapter: str, tls: TLSFiles) -> None:
+    with (
+        running_smtp_server(adapter, Recorder(), ssl_context=tls.server_context) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        assert b"STARTTLS" in s.command(b"EHLO client.test")
+        s.command(b"QUIT")
+
+
+def test_tls_on_connect_needs_a_context() -> None:
+    with pytest.raises(ValueError, match="ssl_context"):
+        from smtpcore.asyncio import SMTPServer
+
+        SMTPServer(Handler(), tls_on_connect=True)
