@@ -229,6 +229,21 @@ class TestPipelining:
         assert conn.answered == Quit()
         assert conn.state is State.CLOSED
 
+    def test_quit_pipelined_while_content_streams(self) -> None:
+        conn = logged_in(pipelining=True)
+        conn.send(Retr(1))
+        conn.receive_data(b"+OK\r\nhalf")
+        assert drain(conn) == [Ok(), ResponseData(b"half")]
+        conn.send(Quit())
+        assert conn.state is State.TRANSACTION  # QUIT is not answered next: RETR's end is
+        conn.receive_data(b"\r\n.\r\n+OK bye\r\n")
+        assert drain(conn) == [
+            ResponseData(b"\r\n"),
+            EndOfResponse(),
+            Ok("bye"),
+            ConnectionClosed(),
+        ]
+
     def test_forced_off(self) -> None:
         conn = greeted(pipelining=False)
         exchange(conn, Capa(), b"+OK\r\nPIPELINING\r\n.\r\n")

@@ -46,7 +46,6 @@ from smtpcore.pop3 import (
         lambda: Apop("mrose", "C4C9334BAC560ECC979E58001B3E22FB"),
         lambda: Apop("mrose", "c4c9334bac560ecc979e58001b3e22f"),
         lambda: Apop("", "c4c9334bac560ecc979e58001b3e22fb"),
-        lambda: Auth("plain"),
         lambda: Auth("PLAIN X"),
         lambda: Auth("A" * 21),
         lambda: Auth("PLAIN", "text"),  # type: ignore[arg-type]
@@ -131,6 +130,10 @@ def test_err_splits_a_leading_code_from_its_text() -> None:
 def test_which_commands_have_multiline_answers(command: Any, multiline: bool) -> None:
     """RFC 1939 §3, §5, §7 and RFC 2449 §5: the client knows from the command alone."""
     assert command.multiline is multiline
+
+
+def test_mechanism_names_are_upper_cased() -> None:
+    assert Auth("scram-sha-256") == Auth("SCRAM-SHA-256")
 
 
 def test_password_stays_out_of_repr() -> None:

@@ -162,7 +162,7 @@ class ClientConnection:
                 f"a command line is at most {self.max_command_line} octets (RFC 2449 §4)"
             )
         self._outstanding.append(event)
-        if len(self._outstanding) == 1:
+        if len(self._outstanding) == 1 and self._decoder is None:
             self._enter_head()
         return data
 

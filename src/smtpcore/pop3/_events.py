@@ -142,7 +142,8 @@ class Apop(Command):
 class Auth(Command):
     """``AUTH mechanism [initial-response]`` (RFC 5034 §4).
 
-    ``initial_response`` holds the decoded octets: ``None`` when none was
+    SASL mechanism names are case-insensitive (RFC 4422 §3.1); ``mechanism``
+    is kept upper-cased. ``initial_response`` holds the decoded octets: ``None`` when none was
     sent, ``b""`` for the empty response ``=``.
     """
 
@@ -151,6 +152,8 @@ class Auth(Command):
     keyword: ClassVar[str] = "AUTH"
 
     def __post_init__(self) -> None:
+        if isinstance(self.mechanism, str):
+            object.__setattr__(self, "mechanism", self.mechanism.upper())
         if not isinstance(self.mechanism, str) or not _MECHANISM_RE.fullmatch(self.mechanism):
             raise LocalProtocolError(
                 f"a SASL mechanism name is 1 to 20 of A-Z 0-9 - _: {self.mechanism!r}"
