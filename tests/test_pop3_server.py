@@ -142,6 +142,16 @@ def test_greeting() -> None:
     assert conn.apop_timestamp == TIMESTAMP
 
 
+def test_greeting_helper() -> None:
+    conn = ServerConnection("pop.pqr.example")
+    assert conn.greeting() == Ok("pop.pqr.example POP3 server ready")
+    greeting = conn.greeting(4242, 17)
+    assert greeting == Ok("pop.pqr.example POP3 server ready <4242.17@pop.pqr.example>")
+    conn.send(greeting)
+    assert conn.apop_timestamp == "<4242.17@pop.pqr.example>"
+    assert ServerConnection("h", apop=False).greeting(1, 2) == Ok("h POP3 server ready")
+
+
 def test_err_greeting_closes() -> None:
     conn = ServerConnection("pop.pqr.example")
     assert conn.send(Err("go away", code="SYS/TEMP")) == b"-ERR [SYS/TEMP] go away\r\n"

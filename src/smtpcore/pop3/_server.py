@@ -17,7 +17,7 @@ from smtpcore._dotstuff import DotEncoder
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
-from smtpcore.pop3._apop import find_apop_timestamp
+from smtpcore.pop3._apop import apop_timestamp, find_apop_timestamp
 from smtpcore.pop3._commands import (
     KEYWORDS,
     CommandSyntaxError,
@@ -242,6 +242,18 @@ class ServerConnection:
         self.tls = True
         self.user = None
         self._state = State.AUTHORIZATION
+
+    def greeting(self, process: int | str | None = None, clock: int | str | None = None) -> Ok:
+        """A greeting naming this host, with an APOP timestamp when both values are given.
+
+        ``process`` and ``clock`` must make the timestamp unique to this
+        greeting (RFC 1939 §7): a process id and a counter or clock reading
+        that the application supplies, since the machine has neither.
+        """
+        text = f"{self.hostname} POP3 server ready"
+        if process is not None and clock is not None and "APOP" in self._keywords:
+            text += " " + apop_timestamp(process, clock, self.hostname)
+        return Ok(text)
 
     # -- capabilities ---------------------------------------------------
 
