@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import email.message
 import logging
 import socket
 import ssl
@@ -20,10 +21,40 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final
 
-from smtpcore._driver import BaseSMTPServer, ServerSession, Timeouts, address, tls_info
+from smtpcore._driver import (
+    BaseSMTPClient,
+    BaseSMTPServer,
+    MessageRefused,
+    RecipientsRefused,
+    SenderRefused,
+    ServerSession,
+    SMTPConnectionError,
+    SMTPError,
+    SMTPProtocolError,
+    SMTPReplyError,
+    SMTPTimeout,
+    Timeouts,
+    TLSNotAvailable,
+    address,
+    tls_info,
+)
+from smtpcore._driver._smtp_client import Recipients
+from smtpcore.address import Mailbox
 from smtpcore.handler import Envelope, Handler, Recipient, Session, TLSInfo
+from smtpcore.smtp import TransactionResult
 
 __all__ = [
+    "MessageRefused",
+    "RecipientsRefused",
+    "SMTPClient",
+    "SMTPConnectionError",
+    "SMTPError",
+    "SMTPProtocolError",
+    "SMTPReplyError",
+    "SMTPTimeout",
+    "SenderRefused",
+    "TLSNotAvailable",
+    "send_message",
     "AsyncioTransport",
     "Envelope",
     "Handler",
@@ -393,3 +424,40 @@ async def serve(
         if started is not None:
             started(server)
         await server.serve_forever()
+
+
+class SMTPClient(BaseSMTPClient):
+    """An SMTP client session on asyncio; ``async with SMTPClient(host) as client:``.
+
+    Send several messages over one session with :meth:`send_message`; the
+    keywords are those of :class:`~smtpcore._driver.BaseSMTPClient`.
+    """
+
+    async def _open(self, host: str, port: int) -> AsyncioTransport:
+        loop = asyncio.get_running_loop()
+        async with _Deadline(self.timeouts.connect):
+            _, protocol = await loop.create_connection(AsyncioTransport, host, port)
+        return protocol
+
+    async def __aenter__(self) -> SMTPClient:
+        await self.connect()
+        return self
+
+
+async def send_message(
+    message: bytes | email.message.EmailMessage,
+    sender: str | Mailbox | None = None,
+    recipients: Recipients | None = None,
+    *,
+    host: str,
+    port: int | None = None,
+    **options: Any,
+) -> TransactionResult:
+    """Connect, send one message, say QUIT; returns each recipient's fate.
+
+    The keywords are :class:`SMTPClient`'s; see
+    :meth:`SMTPClient.send_message <smtpcore._driver.BaseSMTPClient.send_message>`
+    for the errors raised.
+    """
+    async with SMTPClient(host, port, **options) as client:
+        return await client.send_message(message, sender, recipients)

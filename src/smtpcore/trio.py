@@ -8,6 +8,7 @@ and the public API has the same shape.
 from __future__ import annotations
 
 import contextlib
+import email.message
 import errno
 import logging
 import math
@@ -19,10 +20,39 @@ from typing import Any, Final
 
 import trio
 
-from smtpcore._driver import BaseSMTPServer, Timeouts, address, tls_info
+from smtpcore._driver import (
+    BaseSMTPClient,
+    BaseSMTPServer,
+    MessageRefused,
+    RecipientsRefused,
+    SenderRefused,
+    SMTPConnectionError,
+    SMTPError,
+    SMTPProtocolError,
+    SMTPReplyError,
+    SMTPTimeout,
+    Timeouts,
+    TLSNotAvailable,
+    address,
+    tls_info,
+)
+from smtpcore._driver._smtp_client import Recipients
+from smtpcore.address import Mailbox
 from smtpcore.handler import Envelope, Handler, Recipient, Session, TLSInfo
+from smtpcore.smtp import TransactionResult
 
 __all__ = [
+    "MessageRefused",
+    "RecipientsRefused",
+    "SMTPClient",
+    "SMTPConnectionError",
+    "SMTPError",
+    "SMTPProtocolError",
+    "SMTPReplyError",
+    "SMTPTimeout",
+    "SenderRefused",
+    "TLSNotAvailable",
+    "send_message",
     "Envelope",
     "Handler",
     "Recipient",
@@ -288,3 +318,39 @@ async def serve(
     async with SMTPServer(handler, host, port, **options) as server:
         task_status.started(server)
         await server.serve_forever()
+
+
+class SMTPClient(BaseSMTPClient):
+    """An SMTP client session on trio; ``async with SMTPClient(host) as client:``.
+
+    Send several messages over one session with :meth:`send_message`; the
+    keywords are those of :class:`~smtpcore._driver.BaseSMTPClient`.
+    """
+
+    async def _open(self, host: str, port: int) -> TrioTransport:
+        async with _Deadline(self.timeouts.connect):
+            stream = await trio.open_tcp_stream(host, port)
+        return TrioTransport(stream)
+
+    async def __aenter__(self) -> SMTPClient:
+        await self.connect()
+        return self
+
+
+async def send_message(
+    message: bytes | email.message.EmailMessage,
+    sender: str | Mailbox | None = None,
+    recipients: Recipients | None = None,
+    *,
+    host: str,
+    port: int | None = None,
+    **options: Any,
+) -> TransactionResult:
+    """Connect, send one message, say QUIT; returns each recipient's fate.
+
+    The keywords are :class:`SMTPClient`'s; see
+    :meth:`SMTPClient.send_message <smtpcore._driver.BaseSMTPClient.send_message>`
+    for the errors raised.
+    """
+    async with SMTPClient(host, port, **options) as client:
+        return await client.send_message(message, sender, recipients)

@@ -1,0 +1,445 @@
+"""The one SMTP client session, shared by the asyncio and trio adapters.
+
+:class:`BaseSMTPClient` drives a :class:`~smtpcore.smtp.ClientConnection`
+over a :class:`~smtpcore._driver.Transport` the adapter opens: greeting,
+EHLO (HELO if refused), STARTTLS, then per message ``MAIL``, every ``RCPT``
+and ``DATA`` in one write when the server offers PIPELINING (RFC 2920),
+the content, and ``RSET`` before the next message of a reused session.
+"""
+
+from __future__ import annotations
+
+import copy
+import email.message
+import email.utils
+import socket
+import ssl
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Final
+
+from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts
+from smtpcore._driver._transport import Transport
+from smtpcore._errors import RemoteProtocolError
+from smtpcore._sentinels import NEED_DATA, PAUSED
+from smtpcore.address import Mailbox, parse_mailbox
+from smtpcore.smtp import (
+    ClientConnection,
+    ConnectionClosed,
+    Data,
+    Ehlo,
+    EndOfMessage,
+    Helo,
+    Lhlo,
+    Mail,
+    MessageData,
+    Quit,
+    Rcpt,
+    Reply,
+    Rset,
+    StartTls,
+    TransactionResult,
+)
+
+__all__ = [
+    "BaseSMTPClient",
+    "MessageRefused",
+    "RecipientsRefused",
+    "SMTPConnectionError",
+    "SMTPError",
+    "SMTPProtocolError",
+    "SMTPReplyError",
+    "SMTPTimeout",
+    "SenderRefused",
+    "TLSNotAvailable",
+]
+
+_CHUNK: Final = 65536
+
+
+class SMTPError(Exception):
+    """Base class of the client's errors; ``reply`` is the server's, when there is one."""
+
+    def __init__(self, message: str, reply: Reply | None = None) -> None:
+        super().__init__(message if reply is None else f"{message}: {reply}")
+        self.reply = reply
+
+
+class SMTPReplyError(SMTPError):
+    """The server refused a command; ``reply`` says why, ``command`` which."""
+
+    reply: Reply
+
+    def __init__(self, command: str, reply: Reply) -> None:
+        super().__init__(f"{command} refused", reply)
+        self.command = command
+
+
+class SenderRefused(SMTPReplyError):
+    """``MAIL FROM`` was refused."""
+
+
+class RecipientsRefused(SMTPReplyError):
+    """Every recipient was refused; ``result`` holds each one's reply."""
+
+    def __init__(self, reply: Reply, result: TransactionResult) -> None:
+        super().__init__("RCPT", reply)
+        self.result = result
+
+
+class MessageRefused(SMTPReplyError):
+    """``DATA`` or the message itself was refused (for every recipient, in LMTP)."""
+
+    def __init__(self, command: str, reply: Reply, result: TransactionResult | None) -> None:
+        super().__init__(command, reply)
+        self.result = result
+
+
+class TLSNotAvailable(SMTPError):
+    """STARTTLS was required but the server does not offer it (RFC 3207 §4)."""
+
+
+class SMTPConnectionError(SMTPError, ConnectionError):
+    """The connection failed or closed (``reply`` is the 421, if the server sent one)."""
+
+
+class SMTPTimeout(SMTPError, TimeoutError):
+    """The server did not answer in time (RFC 5321 §4.5.3.2)."""
+
+
+class SMTPProtocolError(SMTPError):
+    """The server broke the protocol beyond repair."""
+
+
+Recipients = str | Mailbox | Iterable[str | Mailbox]
+
+
+def _mailbox(value: str | Mailbox) -> Mailbox:
+    return value if isinstance(value, Mailbox) else parse_mailbox(value)
+
+
+def _from_email(
+    message: email.message.EmailMessage,
+    sender: str | Mailbox | None,
+    recipients: Recipients | None,
+) -> tuple[bytes, str | Mailbox | None, Recipients]:
+    """Envelope and wire bytes of an EmailMessage, as smtplib.send_message derives them."""
+    if sender is None:
+        header = message["Sender"] or message["From"]
+        if header is None:
+            raise ValueError("no sender given and the message has no From or Sender header")
+        sender = email.utils.getaddresses([str(header)])[0][1]
+    if recipients is None:
+        fields = [str(v) for name in ("To", "Cc", "Bcc") for v in message.get_all(name, [])]
+        recipients = [address for _, address in email.utils.getaddresses(fields) if address]
+    outgoing = copy.copy(message)  # RFC 5322 §3.6.3: Bcc recipients stay hidden
+    del outgoing["Bcc"]
+    del outgoing["Resent-Bcc"]
+    return outgoing.as_bytes(policy=message.policy.clone(linesep="\r\n")), sender, recipients
+
+
+class BaseSMTPClient:
+    """An SMTP client session to ``host``; the adapters add how to open a connection.
+
+    ``tls_on_connect`` speaks TLS from the first byte (port 465, RFC 8314).
+    ``starttls``: True requires STARTTLS, None (the default) uses it when the
+    server offers it, False never does. Certificates are checked against
+    ``host`` (or ``server_hostname``) with ``ssl_context``, by default
+    :func:`ssl.create_default_context`, which verifies them.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int | None = None,
+        *,
+        hostname: str | None = None,
+        tls_on_connect: bool = False,
+        starttls: bool | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        lmtp: bool = False,
+    ) -> None:
+        self.host = host
+        self.port = port if port is not None else (465 if tls_on_connect else 25)
+        self.hostname = hostname or socket.getfqdn()
+        self.tls_on_connect = tls_on_connect
+        self.starttls = starttls
+        self.ssl_context = ssl_context
+        self.server_hostname = server_hostname or host
+        self.timeouts = timeouts
+        self.lmtp = lmtp
+        self._transport: Transport | None = None
+        self._conn: ClientConnection | None = None
+        self._sent_messages = 0
+
+    async def _open(self, host: str, port: int) -> Transport:
+        """A plain TCP connection (the adapter's job), under the connect timeout."""
+        raise NotImplementedError
+
+    @property
+    def connection(self) -> ClientConnection:
+        """The machine of the open session."""
+        if self._conn is None:
+            raise SMTPConnectionError("not connected")
+        return self._conn
+
+    def _context(self) -> ssl.SSLContext:
+        if self.ssl_context is None:
+            self.ssl_context = ssl.create_default_context()
+        return self.ssl_context
+
+    # -- session ------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connect, read the greeting, say EHLO, and start TLS as configured."""
+        try:
+            self._transport = await self._open(self.host, self.port)
+        except TimeoutError as exc:
+            raise SMTPTimeout(f"connecting to {self.host}:{self.port} timed out") from exc
+        except OSError as exc:
+            raise SMTPConnectionError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+        try:
+            if self.tls_on_connect:
+                await self._handshake()
+            self._conn = ClientConnection(self.hostname, lmtp=self.lmtp)
+            greeting = await self._reply(self.timeouts.greeting)
+            if greeting.code != 220:
+                raise SMTPReplyError("connection", greeting)
+            await self._hello()
+            conn = self._conn
+            if self.starttls is not False and not conn.tls:
+                if conn.extensions.starttls:
+                    await self._starttls()
+                elif self.starttls:
+                    raise TLSNotAvailable("the server does not offer STARTTLS")
+        except BaseException:
+            await self._abort()
+            raise
+
+    async def _hello(self) -> None:
+        conn = self.connection
+        hello = Lhlo(self.hostname) if self.lmtp else Ehlo(self.hostname)
+        reply = await self._command(hello, self.timeouts.command)
+        if not reply.is_positive and not self.lmtp and reply.code in (500, 501, 502, 504):
+            reply = await self._command(Helo(self.hostname), self.timeouts.command)
+        if not reply.is_positive:
+            raise SMTPReplyError(type(hello).__name__.upper(), reply)
+        assert conn is self._conn
+
+    async def _starttls(self) -> None:
+        reply = await self._command(StartTls(), self.timeouts.command)
+        if reply.code != 220:
+            raise SMTPReplyError("STARTTLS", reply)
+        await self._handshake()
+        # Bytes that came with the 220 arrived before the handshake: the machine drops them.
+        self.connection.tls_started()
+        await self._hello()
+
+    async def _handshake(self) -> None:
+        transport = self._transport
+        assert transport is not None
+        try:
+            async with transport.deadline(self.timeouts.tls_handshake):
+                await transport.start_tls(
+                    self._context(), server_side=False, server_hostname=self.server_hostname
+                )
+        except TimeoutError as exc:
+            raise SMTPTimeout("TLS handshake timed out") from exc
+        except OSError as exc:  # ssl.SSLCertVerificationError is one
+            raise SMTPConnectionError(f"TLS handshake failed: {exc}") from exc
+
+    async def quit(self) -> None:
+        """Say QUIT and close; a server that is already gone is not an error."""
+        conn = self._conn
+        try:
+            if conn is not None and self._transport is not None and not conn.pending:
+                await self._command(Quit(), self.timeouts.command)
+        except SMTPError:
+            pass
+        finally:
+            await self._abort()
+
+    async def _abort(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.aclose()
+
+    async def __aenter__(self) -> BaseSMTPClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            await self.quit()
+        else:
+            await self._abort()
+
+    # -- messages -------------------------------------------------------------
+
+    async def send_message(
+        self,
+        message: bytes | email.message.EmailMessage,
+        sender: str | Mailbox | None = None,
+        recipients: Recipients | None = None,
+    ) -> TransactionResult:
+        """Send one message over this session; returns each recipient's fate.
+
+        ``message`` is the content as bytes (CRLF line ends; others are made
+        CRLF), or an :class:`~email.message.EmailMessage`, whose headers give
+        the sender and recipients when they are not passed and whose Bcc
+        header is not sent. Raises :class:`SenderRefused`,
+        :class:`RecipientsRefused` when no recipient is accepted, or
+        :class:`MessageRefused`; a partial success returns, with the refused
+        recipients in ``result.refused``.
+        """
+        if isinstance(message, email.message.EmailMessage):
+            content, sender, recipients = _from_email(message, sender, recipients)
+        else:
+            content = bytes(message)
+            if recipients is None:
+                raise ValueError("recipients are needed with bytes content")
+        if sender is None:
+            raise ValueError("a sender is needed with bytes content ('' for the null path)")
+        from_ = None if sender == "" else _mailbox(sender)
+        if isinstance(recipients, (str, Mailbox)):
+            recipients = [recipients]
+        rcpts = [_mailbox(r) for r in recipients]
+        if not rcpts:
+            raise ValueError("no recipients")
+        return await self._transaction(from_, rcpts, content)
+
+    def _mail_params(
+        self, sender: Mailbox | None, rcpts: Sequence[Mailbox], content: bytes
+    ) -> dict[str, str | None]:
+        extensions = self.connection.extensions
+        params: dict[str, str | None] = {}
+        if extensions.size is not None or "SIZE" in extensions:
+            params["SIZE"] = str(len(content))
+        if not content.isascii() and extensions.eight_bit_mime:
+            params["BODY"] = "8BITMIME"
+        needs_utf8 = (sender is not None and not sender.is_ascii) or any(
+            not r.is_ascii for r in rcpts
+        )
+        if needs_utf8 and extensions.smtputf8:
+            params["SMTPUTF8"] = None
+        return params
+
+    async def _transaction(
+        self, sender: Mailbox | None, rcpts: Sequence[Mailbox], content: bytes
+    ) -> TransactionResult:
+        conn = self.connection
+        timeouts = self.timeouts
+        pipelining = conn.extensions.pipelining
+        mail = Mail(sender, self._mail_params(sender, rcpts, content))
+        commands: list[Rset | Mail | Rcpt | Data] = []
+        if self._sent_messages:
+            commands.append(Rset())
+        self._sent_messages += 1
+        commands += [mail, *(Rcpt(r) for r in rcpts), Data()]
+        replies: list[Reply] = []
+        if pipelining:
+            await self._write(b"".join(conn.send(c) for c in commands), timeouts.command)
+            for command in commands:
+                timeout = (
+                    timeouts.data_initiation if isinstance(command, Data) else timeouts.command
+                )
+                replies.append(await self._reply(timeout))
+        else:
+            accepted = 0
+            for command in commands:
+                mail_refused = isinstance(conn.answered, Mail) and not replies[-1].is_positive
+                if isinstance(command, Rcpt) and mail_refused:
+                    break
+                if isinstance(command, Data) and accepted == 0:
+                    break
+                timeout = (
+                    timeouts.data_initiation if isinstance(command, Data) else timeouts.command
+                )
+                reply = await self._command(command, timeout)
+                replies.append(reply)
+                accepted += isinstance(command, Rcpt) and reply.is_positive
+        offset = 1 if isinstance(commands[0], Rset) else 0
+        mail_reply = replies[offset]
+        if not mail_reply.is_positive:
+            raise SenderRefused("MAIL", mail_reply)
+        result = conn.transaction
+        assert result is not None
+        if not result.accepted:
+            raise RecipientsRefused(result.recipients[-1].reply or mail_reply, result)
+        data_reply = replies[-1] if len(replies) == len(commands) else None
+        if data_reply is None or data_reply.code != 354:
+            raise MessageRefused("DATA", data_reply or mail_reply, conn.transaction)
+        view = memoryview(content)
+        for start in range(0, len(content), _CHUNK):
+            chunk = bytes(view[start : start + _CHUNK])
+            await self._write(conn.send(MessageData(chunk)), timeouts.data_block)
+        await self._write(conn.send(EndOfMessage()), timeouts.data_block)
+        due = len(conn.transaction.accepted) if self.lmtp and conn.transaction else 1
+        last = None
+        for _ in range(due):
+            last = await self._reply(timeouts.data_termination)
+        result = conn.transaction
+        assert result is not None and last is not None
+        if not result.delivered:
+            raise MessageRefused("end of data", last, result)
+        return result
+
+    # -- I/O ------------------------------------------------------------------
+
+    async def _command(
+        self,
+        command: Ehlo | Helo | Lhlo | StartTls | Quit | Mail | Rcpt | Data | Rset,
+        timeout: float | None,
+    ) -> Reply:
+        await self._write(self.connection.send(command), timeout)
+        return await self._reply(timeout)
+
+    async def _write(self, data: bytes, timeout: float | None) -> None:
+        transport = self._transport
+        if transport is None:
+            raise SMTPConnectionError("not connected")
+        try:
+            async with transport.deadline(timeout):
+                await transport.send_all(data)
+        except TimeoutError as exc:
+            self.connection.send_failed()
+            raise SMTPTimeout("the server stopped reading") from exc
+        except OSError as exc:
+            self.connection.send_failed()
+            raise SMTPConnectionError(f"connection lost: {exc}") from exc
+
+    async def _reply(self, timeout: float | None) -> Reply:
+        """The next reply, reading as needed under ``timeout``."""
+        conn = self.connection
+        transport = self._transport
+        if transport is None:
+            raise SMTPConnectionError("not connected")
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                raise SMTPProtocolError(str(exc)) from exc
+            if isinstance(event, Reply):
+                if event.code == 421:
+                    raise SMTPConnectionError("the server is closing the session", event)
+                return event
+            if isinstance(event, ConnectionClosed):
+                raise SMTPConnectionError("the server closed the connection")
+            if event is PAUSED:
+                raise SMTPProtocolError("no reply is awaited")
+            assert event is NEED_DATA
+            try:
+                async with transport.deadline(timeout):
+                    data = await transport.receive_some(_CHUNK)
+            except TimeoutError as exc:
+                raise SMTPTimeout(f"no reply within {timeout} s") from exc
+            except OSError:
+                data = b""
+            conn.receive_data(data)

@@ -1,0 +1,329 @@
+"""The SMTP client of both adapters, one suite run on asyncio and on trio.
+
+The client runs in the test's thread under ``asyncio.run`` or ``trio.run``;
+the server it talks to is ours (``peers.running_smtp_server``) or a scripted
+socket where the bytes on the wire are the point (response injection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.message
+import importlib
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+import trio
+
+from peers import ADAPTERS, TLSFiles, make_tls_files, running_smtp_server
+from smtpcore._driver import Timeouts
+from smtpcore.handler import Envelope, Handler, MessageReply, Session
+from smtpcore.smtp import Mail, Rcpt, Reply
+
+T = TypeVar("T")
+MESSAGE = b"Subject: client test\r\n\r\n.leading dot\r\nbody\r\n"
+
+
+def run(adapter: str, fn: Callable[[], Awaitable[T]]) -> T:
+    """Run ``fn`` to completion under the adapter's framework."""
+    if adapter == "asyncio":
+
+        async def main() -> T:
+            return await fn()
+
+        return asyncio.run(main())
+    return trio.run(fn)
+
+
+def module(adapter: str) -> Any:
+    return importlib.import_module(f"smtpcore.{adapter}")
+
+
+class Sink(Handler):
+    def __init__(self, *, refuse_mail: bool = False, refuse_message: bool = False) -> None:
+        self.messages: list[Envelope] = []
+        self.sessions: list[Session] = []
+        self.refuse_mail = refuse_mail
+        self.refuse_message = refuse_message
+
+    async def handle_connect(self, session: Session) -> Reply | None:
+        self.sessions.append(session)
+        return None
+
+    async def handle_mail(self, session: Session, command: Mail) -> Reply | None:
+        return Reply(550, "not from you", "5.7.1") if self.refuse_mail else None
+
+    async def handle_rcpt(
+        self, session: Session, envelope: Envelope, command: Rcpt
+    ) -> Reply | None:
+        if command.recipient.domain == "pqr.example":
+            return Reply(250, "OK")
+        return Reply(550, "no such user", "5.1.1")
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        if self.refuse_message:
+            return Reply(554, "looks like spam", "5.7.1")
+        self.messages.append(envelope)
+        return None
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+def test_send_bytes_returns_per_recipient_results(adapter: str) -> None:
+    handler = Sink()
+    with running_smtp_server(adapter, handler) as server:
+        result = run(
+            adapter,
+            lambda: module(adapter).send_message(
+                MESSAGE,
+                "alice@abc.example",
+                ["bob@pqr.example", "eve@xyz.example"],
+                host=server.host,
+                port=server.port,
+                hostname="client.test",
+            ),
+        )
+    assert [r.recipient.local_part for r in result.delivered] == ["bob"]
+    [refused] = result.refused
+    assert refused.reply is not None and refused.reply.code == 550
+    [envelope] = handler.messages
+    assert envelope.content == MESSAGE
+    assert envelope.mail_params["SIZE"] == str(len(MESSAGE))
+    assert handler.sessions[0].helo_name == "client.test"
+
+
+def test_send_email_message_uses_its_headers_and_hides_bcc(adapter: str) -> None:
+    handler = Sink()
+    message = email.message.EmailMessage()
+    message["From"] = "Alice <alice@abc.example>"
+    message["To"] = "bob@pqr.example"
+    message["Cc"] = "Carol <carol@pqr.example>"
+    message["Bcc"] = "dave@pqr.example"
+    message["Subject"] = "hello"
+    message.set_content("line one\n.line two\n")
+    with running_smtp_server(adapter, handler) as server:
+        run(
+            adapter,
+            lambda: module(adapter).send_message(message, host=server.host, port=server.port),
+        )
+    [envelope] = handler.messages
+    assert str(envelope.sender) == "alice@abc.example"
+    assert [str(r.mailbox) for r in envelope.recipients] == [
+        "bob@pqr.example",
+        "carol@pqr.example",
+        "dave@pqr.example",
+    ]
+    assert b"Bcc" not in envelope.content and b"dave" not in envelope.content
+    assert b"\r\n.line two\r\n" in envelope.content
+    assert b"\n" not in envelope.content.replace(b"\r\n", b"")
+
+
+@pytest.mark.parametrize(
+    ("sink", "recipients", "error", "code"),
+    [
+        (Sink(refuse_mail=True), ["bob@pqr.example"], "SenderRefused", 550),
+        (Sink(), ["eve@xyz.example"], "RecipientsRefused", 550),
+        (Sink(refuse_message=True), ["bob@pqr.example"], "MessageRefused", 554),
+    ],
+    ids=["sender", "recipients", "message"],
+)
+def test_refusals_raise_typed_errors_carrying_the_reply(
+    adapter: str, sink: Sink, recipients: list[str], error: str, code: int
+) -> None:
+    with (
+        running_smtp_server(adapter, sink) as server,
+        pytest.raises(getattr(module(adapter), error)) as info,
+    ):
+        run(
+            adapter,
+            lambda: module(adapter).send_message(
+                MESSAGE, "a@abc.example", recipients, host=server.host, port=server.port
+            ),
+        )
+    assert info.value.reply.code == code
+    assert isinstance(info.value, module(adapter).SMTPError)
+
+
+def test_one_session_carries_several_messages(adapter: str) -> None:
+    handler = Sink()
+
+    async def send_three(port: int) -> list[int]:
+        delivered = []
+        async with module(adapter).SMTPClient("127.0.0.1", port) as client:
+            for n in range(3):
+                body = b"Subject: %d\r\n\r\nbody\r\n" % n
+                result = await client.send_message(body, "a@abc.example", "bob@pqr.example")
+                delivered.append(len(result.delivered))
+            with pytest.raises(module(adapter).RecipientsRefused):
+                await client.send_message(MESSAGE, "a@abc.example", "eve@xyz.example")
+            result = await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+            delivered.append(len(result.delivered))
+        return delivered
+
+    with running_smtp_server(adapter, handler) as server:
+        assert run(adapter, lambda: send_three(server.port)) == [1, 1, 1, 1]
+    assert len(handler.sessions) == 1
+    assert [e.content[:11] for e in handler.messages[:3]] == [
+        b"Subject: 0\r",
+        b"Subject: 1\r",
+        b"Subject: 2\r",
+    ]
+
+
+def test_starttls_verifies_the_certificate(adapter: str, tls: TLSFiles) -> None:
+    handler = Sink()
+    with running_smtp_server(adapter, handler, ssl_context=tls.server_context) as server:
+        run(
+            adapter,
+            lambda: module(adapter).send_message(
+                MESSAGE,
+                "a@abc.example",
+                "bob@pqr.example",
+                host="127.0.0.1",
+                port=server.port,
+                ssl_context=tls.client_context,
+                starttls=True,
+            ),
+        )
+        assert handler.sessions[0].tls is not None
+        # The default context trusts the system's CAs only: our test CA is refused.
+        with pytest.raises(module(adapter).SMTPConnectionError, match="certificate"):
+            run(
+                adapter,
+                lambda: module(adapter).send_message(
+                    MESSAGE, "a@abc.example", "bob@pqr.example", host="127.0.0.1", port=server.port
+                ),
+            )
+    assert len(handler.messages) == 1
+
+
+def test_starttls_required_but_not_offered(adapter: str) -> None:
+    with (
+        running_smtp_server(adapter, Sink()) as server,
+        pytest.raises(module(adapter).TLSNotAvailable),
+    ):
+        run(
+            adapter,
+            lambda: module(adapter).send_message(
+                MESSAGE,
+                "a@abc.example",
+                "b@pqr.example",
+                host=server.host,
+                port=server.port,
+                starttls=True,
+            ),
+        )
+
+
+def test_implicit_tls(adapter: str, tls: TLSFiles) -> None:
+    handler = Sink()
+    with running_smtp_server(
+        adapter, handler, ssl_context=tls.server_context, tls_on_connect=True
+    ) as server:
+        run(
+            adapter,
+            lambda: module(adapter).send_message(
+                MESSAGE,
+                "a@abc.example",
+                "bob@pqr.example",
+                host="127.0.0.1",
+                port=server.port,
+                ssl_context=tls.client_context,
+                tls_on_connect=True,
+            ),
+        )
+    assert handler.sessions[0].tls is not None and len(handler.messages) == 1
+
+
+@pytest.fixture
+def scripted_server() -> Iterator[tuple[socket.socket, list[BaseException]]]:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    errors: list[BaseException] = []
+    with listener:
+        yield listener, errors
+
+
+def _injecting_server(listener: socket.socket, tls: TLSFiles, errors: list[BaseException]) -> None:
+    """Answers STARTTLS with the 220 and, in the same write, a forged EHLO reply."""
+    try:
+        conn, _ = listener.accept()
+        with conn:
+            stream = conn.makefile("rb")
+            conn.sendall(b"220 fake.test ESMTP\r\n")
+            stream.readline()
+            conn.sendall(b"250-fake.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n")
+            assert stream.readline() == b"STARTTLS\r\n"
+            conn.sendall(b"220 2.0.0 go ahead\r\n250-fake.test\r\n250 AUTH PLAIN\r\n")
+            secure = tls.server_context.wrap_socket(conn, server_side=True)
+            stream = secure.makefile("rb")
+            assert stream.readline().startswith(b"EHLO ")
+            secure.sendall(b"250-fake.test\r\n250 SIZE 1000\r\n")
+            assert stream.readline() == b"QUIT\r\n"
+            secure.sendall(b"221 bye\r\n")
+    except BaseException as exc:
+        errors.append(exc)
+
+
+def test_starttls_ignores_replies_injected_before_the_handshake(
+    adapter: str, tls: TLSFiles, scripted_server: tuple[socket.socket, list[BaseException]]
+) -> None:
+    listener, errors = scripted_server
+    thread = threading.Thread(target=_injecting_server, args=(listener, tls, errors))
+    thread.start()
+
+    async def session() -> dict[str, tuple[str, ...]]:
+        client = module(adapter).SMTPClient(
+            "127.0.0.1", listener.getsockname()[1], ssl_context=tls.client_context
+        )
+        async with client:
+            return dict(client.connection.extensions)
+
+    extensions = run(adapter, session)
+    thread.join(10)
+    assert not errors
+    assert "SIZE" in extensions and "AUTH" not in extensions
+
+
+def test_greeting_timeout(
+    adapter: str, scripted_server: tuple[socket.socket, list[BaseException]]
+) -> None:
+    listener, _ = scripted_server
+    with pytest.raises(module(adapter).SMTPTimeout):
+        run(
+            adapter,
+            lambda: module(adapter).send_message(
+                MESSAGE,
+                "a@abc.example",
+                "b@pqr.example",
+                host="127.0.0.1",
+                port=listener.getsockname()[1],
+                timeouts=Timeouts(greeting=0.3),
+            ),
+        )
+
+
+def test_connection_refused(adapter: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(module(adapter).SMTPConnectionError):
+        run(
+            adapter,
+            lambda: module(adapter).send_message(
+                MESSAGE, "a@abc.example", "b@pqr.example", host="127.0.0.1", port=port
+            ),
+        )
