@@ -1,0 +1,250 @@
+"""End-to-end loopback throughput of the asyncio and trio adapters, beside aiosmtpd.
+
+    .venv/bin/python benchmarks/adapters_smtp.py [--messages 10000] [--large-mb 100]
+
+Each server runs in its own process and gets the same three loads from the
+same clients, in the same run:
+
+* ``pipelined``: one session, 1 KB messages, the next envelope pipelined
+  behind each final dot (RFC 2920), from a small blocking client here;
+* ``smtp-source``: Postfix's load generator, 20 concurrent reused sessions,
+  1 KB messages;
+* ``large``: one message of ``--large-mb`` MB sent as raw bytes.
+
+Every load is bounded and every server is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+SERVERS = ("smtpcore.asyncio", "smtpcore.trio", "aiosmtpd")
+LINE = b"x" * 76 + b"\r\n"
+BODY_1K = b"Subject: bench\r\n\r\n" + LINE * 13
+
+
+def serve(kind: str, port: int) -> None:
+    """Run one server until SIGTERM (the child process)."""
+    if kind == "aiosmtpd":
+        import asyncio
+
+        from aiosmtpd.smtp import SMTP
+
+        class Sink:
+            async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+                return "250 OK"
+
+        async def main_aiosmtpd() -> None:
+            loop = asyncio.get_running_loop()
+            server = await loop.create_server(
+                lambda: SMTP(Sink(), hostname="mx.test", data_size_limit=None),
+                "127.0.0.1",
+                port,
+            )
+            print("ready", flush=True)
+            await server.serve_forever()
+
+        asyncio.run(main_aiosmtpd())
+        return
+
+    from smtpcore.handler import Envelope, Handler, Session
+    from smtpcore.smtp import Rcpt, Reply
+
+    class Accept(Handler):
+        async def handle_rcpt(
+            self, session: Session, envelope: Envelope, command: Rcpt
+        ) -> Reply | None:
+            return Reply(250, "OK")
+
+    options = {"hostname": "mx.test", "max_message_size": None, "max_sessions": 1000}
+    if kind == "smtpcore.asyncio":
+        import asyncio
+
+        from smtpcore.asyncio import SMTPServer as AsyncioServer
+
+        async def main_asyncio() -> None:
+            async with AsyncioServer(Accept(), "127.0.0.1", port, **options) as server:
+                print("ready", flush=True)
+                await server.serve_forever()
+
+        asyncio.run(main_asyncio())
+    else:
+        import trio
+
+        from smtpcore.trio import SMTPServer as TrioServer
+
+        async def main_trio() -> None:
+            async with TrioServer(Accept(), "127.0.0.1", port, **options) as server:
+                print("ready", flush=True)
+                await server.serve_forever()
+
+        trio.run(main_trio)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Client:
+    """A blocking SMTP client that reads replies and nothing else."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=120)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+
+    def replies(self, count: int) -> list[bytes]:
+        """``count`` replies (their last lines)."""
+        found: list[bytes] = []
+        while len(found) < count:
+            end = self.buffer.find(b"\r\n")
+            if end < 0:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("server closed")
+                self.buffer += chunk
+                continue
+            line, self.buffer = self.buffer[:end], self.buffer[end + 2 :]
+            if line[3:4] != b"-":
+                found.append(line)
+        return found
+
+    def expect(self, count: int, codes: bytes = b"2") -> None:
+        for line in self.replies(count):
+            if line[:1] not in codes:
+                raise RuntimeError(f"unexpected reply {line!r}")
+
+    def close(self) -> None:
+        self.sock.sendall(b"QUIT\r\n")
+        self.replies(1)
+        self.sock.close()
+
+
+ENVELOPE = b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\nDATA\r\n"
+
+
+def pipelined(port: int, messages: int) -> float:
+    """Messages per second over one session, the next envelope behind each dot."""
+    client = Client(port)
+    client.expect(1)
+    client.sock.sendall(b"EHLO bench.test\r\n")
+    client.expect(1)
+    started = time.perf_counter()
+    client.sock.sendall(ENVELOPE)
+    client.expect(2)
+    client.expect(1, b"3")
+    for n in range(messages):
+        last = n == messages - 1
+        client.sock.sendall(BODY_1K + b".\r\n" + (b"" if last else ENVELOPE))
+        client.expect(1 if last else 3)
+        if not last:
+            client.expect(1, b"3")
+    elapsed = time.perf_counter() - started
+    client.close()
+    return messages / elapsed
+
+
+def smtp_source(port: int, messages: int, sessions: int = 20) -> float:
+    """Messages per second from smtp-source with ``sessions`` reused sessions."""
+    program = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            *(program, "-s", str(sessions), "-m", str(messages), "-l", "1024", "-d"),
+            *("-f", "a@abc.example", "-t", "b@pqr.example", f"127.0.0.1:{port}"),
+        ],
+        check=True,
+        timeout=600,
+    )
+    return messages / (time.perf_counter() - started)
+
+
+def large(port: int, megabytes: int) -> float:
+    """MB/s for one message of ``megabytes`` MB (from the 354 to the final reply)."""
+    block = LINE * (65536 // len(LINE))
+    count = megabytes * 1024 * 1024 // len(block)
+    client = Client(port)
+    client.expect(1)
+    client.sock.sendall(b"EHLO bench.test\r\n")
+    client.expect(1)
+    client.sock.sendall(ENVELOPE)
+    client.expect(2)
+    client.expect(1, b"3")
+    started = time.perf_counter()
+    for _ in range(count):
+        client.sock.sendall(block)
+    client.sock.sendall(b".\r\n")
+    client.expect(1)
+    elapsed = time.perf_counter() - started
+    client.close()
+    return count * len(block) / elapsed / 1e6
+
+
+def run_server(kind: str, measure: Callable[[int], float]) -> float:
+    port = free_port()
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--serve", kind, str(port)],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert child.stdout is not None
+        if child.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"{kind} did not start")
+        return measure(port)
+    finally:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--pipelined-messages", type=int, default=5_000)
+    parser.add_argument("--large-mb", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per figure (median)")
+    parser.add_argument("--serve", nargs=2, metavar=("KIND", "PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve[0], int(args.serve[1]))
+        return
+    loads: dict[str, tuple[str, Callable[[int], float]]] = {
+        "pipelined 1 KB (msg/s)": ("msg/s", lambda p: pipelined(p, args.pipelined_messages)),
+        "smtp-source x20 1 KB (msg/s)": ("msg/s", lambda p: smtp_source(p, args.messages)),
+        f"one {args.large_mb} MB message (MB/s)": ("MB/s", lambda p: large(p, args.large_mb)),
+    }
+    table: dict[str, dict[str, float]] = {}
+    for load, (_, measure) in loads.items():
+        for kind in SERVERS:
+            runs = [run_server(kind, measure) for _ in range(args.repeat)]
+            table.setdefault(load, {})[kind] = statistics.median(runs)
+            print(f"  {load:34} {kind:18} {table[load][kind]:10.1f}", file=sys.stderr)
+    print(f"\n{'load':34} {'server':18} {'figure':>10} {'vs aiosmtpd':>12}")
+    for load, figures in table.items():
+        base = figures["aiosmtpd"]
+        for kind, value in figures.items():
+            print(f"{load:34} {kind:18} {value:10.1f} {value / base:11.2f}x")
+
+
+if __name__ == "__main__":
+    main()
