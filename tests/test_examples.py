@@ -1,0 +1,69 @@
+"""The examples the tutorials quote, run for real."""
+
+from __future__ import annotations
+
+import importlib.util
+import smtplib
+import socket
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import smtpcore.__main__ as cli
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_threaded_server_example_talks_to_smtplib(capsys: pytest.CaptureFixture[str]) -> None:
+    example = load("threaded_server")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def accept_one() -> None:
+        client, _ = listener.accept()
+        example.serve_client(client)
+
+    thread = threading.Thread(target=accept_one)
+    thread.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            refused = smtp.sendmail(
+                "john@abc.example",
+                ["brendon@pqr.example"],
+                b"Subject: hi\r\n\r\n.leading dot\r\nbye\r\n",
+            )
+            assert refused == {}
+            with pytest.raises(smtplib.SMTPRecipientsRefused):
+                smtp.sendmail("john@abc.example", ["x@elsewhere.example"], b"no")
+    finally:
+        thread.join(timeout=10)
+        listener.close()
+    printed = capsys.readouterr().out
+    assert ".leading dot\nbye" in printed.replace("\r\n", "\n")
+
+
+def test_scripted_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo", "--scripted"]) == 0
+    out = capsys.readouterr().out
+    assert "S: 220 mx.pqr.example" in out and "550 5.5.2" in out
+
+
+def test_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "MessageData(data=b'Subject: hi\\r\\n\\r\\n.a leading dot\\r\\n')" in out
+    assert "250 2.0.0 Queued" in out
