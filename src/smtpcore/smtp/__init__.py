@@ -1,5 +1,6 @@
 """SMTP (RFC 5321) and LMTP (RFC 2033) as sans-I/O state machines."""
 
+from smtpcore.smtp._auth import AuthenticationFailed, ClientAuth, ServerAuth
 from smtpcore.smtp._base import Event
 from smtpcore.smtp._client import ClientConnection
 from smtpcore.smtp._events import (
@@ -35,9 +36,11 @@ from smtpcore.smtp._transaction import RecipientResult, TransactionResult
 
 __all__ = [
     "Auth",
+    "AuthenticationFailed",
     "AuthResponse",
     "BadCommand",
     "Bdat",
+    "ClientAuth",
     "ClientConnection",
     "Command",
     "ConnectionClosed",
@@ -60,6 +63,7 @@ __all__ = [
     "RejectedMessage",
     "Reply",
     "Rset",
+    "ServerAuth",
     "ServerConnection",
     "ServerExtensions",
     "StartTls",

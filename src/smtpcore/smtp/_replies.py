@@ -7,6 +7,7 @@ back, bounded in line length and line count.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -123,6 +124,21 @@ class Reply(Event):
         """The text lines joined by newlines, for logs and error messages."""
         return "\n".join(self.lines)
 
+    @classmethod
+    def challenge(cls, data: bytes) -> Reply:
+        """A ``334`` carrying a SASL challenge, base64-encoded (RFC 4954 §4)."""
+        return cls(334, base64.b64encode(data).decode("ascii"))
+
+    def challenge_data(self) -> bytes:
+        """The decoded SASL challenge of a ``334``; ``RemoteProtocolError`` if malformed."""
+        if self.code != 334:
+            raise LocalProtocolError(f"a {self.code} reply carries no SASL challenge")
+        text = self.lines[0].strip()
+        try:
+            return base64.b64decode(text.encode("ascii"), validate=True)
+        except (ValueError, UnicodeEncodeError):
+            raise RemoteProtocolError(f"334 challenge is not base64: {text[:40]!r}") from None
+
     def __str__(self) -> str:
         status = f"{self.status} " if self.status is not None else ""
         return f"{self.code} {status}{self.message}"
@@ -135,7 +151,11 @@ class Reply(Event):
         for index, line in enumerate(self.lines):
             sep = " " if index == last else "-"
             text = prefix + line
-            out.append(f"{self.code}{sep}{text}\r\n" if text else f"{self.code}{sep}\r\n")
+            # RFC 4954 §4: "334" SP [base64], the space even when empty.
+            if text or self.code == 334:
+                out.append(f"{self.code}{sep}{text}\r\n")
+            else:
+                out.append(f"{self.code}{sep}\r\n")
         return "".join(out).encode("utf-8")
 
 

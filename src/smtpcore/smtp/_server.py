@@ -16,8 +16,17 @@ from smtpcore._dotstuff import DotDecoder
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
-from smtpcore.smtp._commands import VERBS, CommandSyntaxError, parse_command_line, reply
+from smtpcore.sasl import SERVER_MECHANISMS
+from smtpcore.smtp._commands import (
+    VERBS,
+    CommandSyntaxError,
+    parse_auth_response,
+    parse_command_line,
+    reply,
+)
 from smtpcore.smtp._events import (
+    Auth,
+    AuthResponse,
     BadCommand,
     Command,
     ConnectionClosed,
@@ -46,6 +55,15 @@ _CONTENT: Final = (EndOfMessage, RejectedMessage)
 _SUCCESS_STATUS: Final[dict[type[Event], EnhancedStatus]] = {
     Mail: EnhancedStatus(2, 1, 0),
     Rcpt: EnhancedStatus(2, 1, 5),
+    Auth: EnhancedStatus(2, 7, 0),
+    AuthResponse: EnhancedStatus(2, 7, 0),
+}
+# RFC 4954 §6: the enhanced codes of the AUTH failure replies.
+_AUTH_FAILURE_STATUS: Final = {
+    454: EnhancedStatus(4, 7, 0),
+    534: EnhancedStatus(5, 7, 9),
+    535: EnhancedStatus(5, 7, 8),
+    538: EnhancedStatus(5, 7, 11),
 }
 _DEFAULT_STATUS: Final = {
     2: EnhancedStatus(2, 0, 0),
@@ -95,6 +113,11 @@ class ServerConnection:
         smtputf8: bool = True,
         starttls: bool = False,
         require_tls: bool = False,
+        auth_mechanisms: Sequence[str] = (),
+        auth_require_tls: bool = True,
+        require_auth: bool = False,
+        max_auth_failures: int = 3,
+        max_auth_line: int = 12288,
         reject_early_content: bool = True,
         extra_extensions: Sequence[str] = (),
     ) -> None:
@@ -113,12 +136,19 @@ class ServerConnection:
         self.smtputf8 = smtputf8
         self.starttls = starttls
         self.require_tls = require_tls
+        self.auth_mechanisms = tuple(name.upper() for name in auth_mechanisms)
+        self.auth_require_tls = auth_require_tls
+        self.require_auth = require_auth
+        self.max_auth_failures = max_auth_failures
+        self.max_auth_line = max_auth_line
         self.reject_early_content = reject_early_content
         self.extra_extensions = tuple(extra_extensions)
 
         hello = "LHLO" if lmtp else "EHLO"
         excluded = {"EHLO", "HELO"} if lmtp else {"LHLO"}
-        excluded |= {"BDAT", "AUTH"}  # served once CHUNKING and AUTH are configured
+        excluded.add("BDAT")  # served once CHUNKING is
+        if not self.auth_mechanisms:
+            excluded.add("AUTH")
         if not starttls:
             excluded.add("STARTTLS")
         self._verbs: dict[str, Callable[[str], Command]] = {
@@ -134,6 +164,8 @@ class ServerConnection:
         self.tls = False
         self.helo_name: str | None = None
         self.extended = False
+        self.authenticated = False
+        self._auth_failures = 0
         self._errors = 0
         self._bad_commands = 0
         # The open transaction.
@@ -206,7 +238,7 @@ class ServerConnection:
             return self._finish(pending, event)
         if isinstance(pending, _CONTENT):
             return self._answer_content(pending, event)
-        assert isinstance(pending, Command)
+        assert isinstance(pending, Command | AuthResponse)
         return self._answer_command(pending, event)
 
     def send_failed(self) -> None:
@@ -227,13 +259,17 @@ class ServerConnection:
     # -- reading commands -----------------------------------------------
 
     def _next_command(self) -> Event | NoEvent:
-        line = self._buffer.next_line(self.max_command_line)
+        in_auth = self._state is State.AUTH
+        line = self._buffer.next_line(self.max_auth_line if in_auth else self.max_command_line)
         if line is None:
             if self._peer_closed:
                 self._state = State.CLOSED
                 return ConnectionClosed()
             return NEED_DATA
         if line is LINE_TOO_LONG:
+            if in_auth:
+                self._state = State.READY
+                return self._bad(b"", reply(500, "5.5.6", "Authentication exchange line too long"))
             return self._bad(b"", reply(500, "5.5.6", "Line too long"))
         if self._errors >= self.max_errors:
             return self._bad(line, reply(421, "4.7.0", f"{self.hostname} Too many errors"))
@@ -243,6 +279,8 @@ class ServerConnection:
             text = line.rstrip(b"\n").removesuffix(b"\r").decode("utf-8")
         except UnicodeDecodeError:
             return self._bad(line, reply(500, "5.5.2", "Invalid UTF-8 in command"))
+        if in_auth:
+            return self._auth_response(line, text)
         try:
             command = parse_command_line(text, self._verbs)
         except CommandSyntaxError as exc:
@@ -257,6 +295,16 @@ class ServerConnection:
             return self._bad(line, problem)
         self._pending = command
         return command
+
+    def _auth_response(self, line: bytes, text: str) -> Event:
+        """A line answering a 334 challenge: base64, or ``*`` to cancel (RFC 4954 §4)."""
+        try:
+            event = parse_auth_response(text)
+        except CommandSyntaxError as exc:
+            self._state = State.READY  # the exchange is over
+            return self._bad(line, exc.reply)
+        self._pending = event
+        return event
 
     def _bad(self, line: bytes, answer: Reply) -> BadCommand:
         event = BadCommand(line, answer)
@@ -273,15 +321,40 @@ class ServerConnection:
             return _SEQUENCE_ERRORS.get((command.verb, state), _NEED_MAIL)
         if isinstance(command, StartTls) and self.tls:
             return reply(503, "5.5.1", "TLS already active")
+        if isinstance(command, Auth):
+            return self._check_auth(command)
         if isinstance(command, Mail):
             return self._check_mail(command)
         if isinstance(command, Rcpt):
             return self._check_rcpt(command)
         return None
 
+    def _check_auth(self, command: Auth) -> Reply | None:
+        if self.authenticated:
+            return reply(503, "5.5.1", "Already authenticated")
+        if self._auth_failures >= self.max_auth_failures:
+            return reply(421, "4.7.0", f"{self.hostname} Too many failed authentications")
+        if command.mechanism not in self.auth_mechanisms:
+            return reply(504, "5.5.4", "Unrecognized authentication type")
+        if command.mechanism not in self.offered_auth_mechanisms():
+            return reply(538, "5.7.11", "Encryption required for requested mechanism")
+        return None
+
+    def offered_auth_mechanisms(self) -> list[str]:
+        """The SASL mechanisms the EHLO reply lists now.
+
+        Mechanisms that send a reusable secret (PLAIN, LOGIN and the bearer
+        tokens) are offered only under TLS unless ``auth_require_tls`` is off.
+        """
+        if self.tls or not self.auth_require_tls:
+            return list(self.auth_mechanisms)
+        return [name for name in self.auth_mechanisms if not _needs_tls(name)]
+
     def _check_mail(self, command: Mail) -> Reply | None:
         if self.require_tls and not self.tls:
             return reply(530, "5.7.0", "Must issue a STARTTLS command first")
+        if self.require_auth and not self.authenticated:
+            return reply(530, "5.7.0", "Authentication required")
         if command.params and not self.extended:
             return reply(555, "5.5.4", "MAIL parameters need EHLO")
         utf8 = False
@@ -296,6 +369,8 @@ class ServerConnection:
                     return reply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME")
             elif keyword == "SMTPUTF8" and self.smtputf8 and value is None:
                 utf8 = True
+            elif keyword == "AUTH" and self.auth_mechanisms and value is not None:
+                pass  # RFC 4954 §5: the submitter's identity, the application's to trust
             else:
                 return reply(555, "5.5.4", f"Unsupported parameter {keyword}")
         if command.sender is not None and not command.sender.is_ascii and not utf8:
@@ -373,11 +448,11 @@ class ServerConnection:
         self._pending = None
         return event.to_bytes(self._status_for(None, event))
 
-    def _answer_command(self, command: Command, event: Reply) -> bytes:
-        rule = RULES[type(command)]
+    def _answer_command(self, command: Command | AuthResponse, event: Reply) -> bytes:
+        rule = RULES[Auth if isinstance(command, AuthResponse) else type(command)]
         code = event.code
         if not rule.accepts(code):
-            raise LocalProtocolError(f"{code} is not an answer to {command.verb}")
+            raise LocalProtocolError(f"{code} is not an answer to {type(command).__name__}")
         self._state = next_state(rule, code, self._state)
         self._pending = None
         positive = code in rule.success_codes
@@ -395,8 +470,14 @@ class ServerConnection:
                 return self._start_content(event)
             elif isinstance(command, StartTls):
                 self._buffer.clear()
+            elif isinstance(command, Auth | AuthResponse):
+                self.authenticated = True
             elif not isinstance(command, Quit) and self._state in (State.READY, State.HELLO):
                 self._reset_transaction()  # RSET
+        if isinstance(command, Auth | AuthResponse) and code in _AUTH_FAILURE_STATUS:
+            self._auth_failures += code == 535
+            if event.status is None and self.enhanced_status_codes:
+                return self._finish(command, Reply(code, event.text, _AUTH_FAILURE_STATUS[code]))
         if positive and isinstance(command, (Ehlo, Helo, Lhlo)):
             return self._hello_reply(event, extended=self.extended)
         return self._finish(command, event)
@@ -470,9 +551,17 @@ class ServerConnection:
             lines.append("SMTPUTF8")
         if self.starttls and not self.tls:
             lines.append("STARTTLS")
+        mechanisms = self.offered_auth_mechanisms()
+        if mechanisms:
+            lines.append("AUTH " + " ".join(mechanisms))
         lines.extend(self.extra_extensions)
         return lines
 
     def _reset_transaction(self) -> None:
         self._utf8_transaction = False
         self._accepted = 0
+
+
+def _needs_tls(mechanism: str) -> bool:
+    known = SERVER_MECHANISMS.get(mechanism)
+    return known is None or known.requires_tls

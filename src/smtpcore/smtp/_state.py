@@ -119,11 +119,16 @@ RULES: Final[dict[type[Command], Rule]] = {
     Quit: Rule(SESSION | {State.NO_SERVICE}, frozenset({221}), State.CLOSED),
     StartTls: Rule(frozenset({State.READY}), frozenset({220}), State.TLS_PENDING),
     Auth: Rule(
-        frozenset({State.READY}), frozenset({235}), State.READY, intermediate=frozenset({334})
+        frozenset({State.READY}),
+        frozenset({235}),
+        State.READY,
+        State.READY,
+        intermediate=frozenset({334}),
     ),
 }
 """Command type -> rule. The end of message content answers like a command
-whose success and failure both lead back to READY."""
+whose success and failure both lead back to READY; the client's answers to
+334 challenges (``AuthResponse``) are answered under the ``Auth`` rule."""
 
 END_OF_DATA_RULE: Final = Rule(frozenset({State.DATA, State.BDAT}), _OK, State.READY, State.READY)
 

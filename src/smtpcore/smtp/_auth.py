@@ -1,0 +1,127 @@
+"""SMTP AUTH (RFC 4954): one SASL exchange between the machines and a mechanism.
+
+The machines carry ``AUTH``, 334 challenges and the client's answers; the
+:mod:`smtpcore.sasl` mechanisms know nothing of SMTP. These two small classes
+translate between them, so that every server and client (the adapters, an
+embedder's own loop) runs an exchange the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore.sasl import (
+    Challenge,
+    ClientMechanism,
+    Failure,
+    SASLError,
+    ServerMechanism,
+    Step,
+    Success,
+)
+from smtpcore.smtp._events import Auth, AuthResponse
+from smtpcore.smtp._replies import Reply
+
+__all__ = ["AuthenticationFailed", "ClientAuth", "ServerAuth"]
+
+MechanismFactory = Callable[[], ServerMechanism]
+
+
+class ServerAuth:
+    """Answers the ``Auth`` and ``AuthResponse`` events of one server session.
+
+    ``mechanisms`` maps each mechanism name the server offers to a factory
+    that builds a fresh :class:`~smtpcore.sasl.ServerMechanism` (one per
+    ``AUTH`` command). After a 235, :attr:`success` holds the outcome with
+    the authenticated identity.
+    """
+
+    def __init__(self, mechanisms: Mapping[str, MechanismFactory]) -> None:
+        self.mechanisms = {name.upper(): factory for name, factory in mechanisms.items()}
+        self.success: Success | None = None
+        self._mechanism: ServerMechanism | None = None
+        self._final_data_sent: Success | None = None
+
+    def start(self, event: Auth) -> Reply:
+        """The reply to ``AUTH mechanism [initial-response]``."""
+        factory = self.mechanisms.get(event.mechanism.upper())
+        if factory is None:
+            return Reply(504, "Unrecognized authentication type", "5.5.4")
+        self._mechanism = factory()
+        self._final_data_sent = None
+        return self._reply(self._mechanism.start(event.initial_response))
+
+    def step(self, event: AuthResponse) -> Reply:
+        """The reply to a line answering a 334 challenge."""
+        if self._mechanism is None:
+            raise LocalProtocolError("no AUTH exchange is under way")
+        if event.cancel:
+            self._mechanism = None
+            return Reply(501, "Authentication cancelled", "5.0.0")
+        if self._final_data_sent is not None:
+            # RFC 4954 §4: success data went out in a 334; the answer is empty.
+            success, self._final_data_sent = self._final_data_sent, None
+            return self._succeed(success)
+        return self._reply(self._mechanism.step(event.data))
+
+    def _reply(self, step: Step) -> Reply:
+        if isinstance(step, Challenge):
+            return Reply.challenge(step.data)
+        if isinstance(step, Failure):
+            self._mechanism = None
+            if step.temporary:
+                return Reply(454, "Temporary authentication failure", "4.7.0")
+            return Reply(535, "Authentication credentials invalid", "5.7.8")
+        if step.data is not None:
+            self._final_data_sent = step
+            return Reply.challenge(step.data)
+        return self._succeed(step)
+
+    def _succeed(self, success: Success) -> Reply:
+        self.success = success
+        self._mechanism = None
+        return Reply(235, "Authentication successful", "2.7.0")
+
+
+class AuthenticationFailed(RemoteProtocolError):
+    """The server refused the credentials, or could not prove itself (SCRAM)."""
+
+    def __init__(self, message: str, reply: Reply | None = None) -> None:
+        super().__init__(message)
+        self.reply = reply
+
+
+class ClientAuth:
+    """Drives one client mechanism through the client machine.
+
+    Send :meth:`start`'s event; answer each 334 with :meth:`respond`; hand the
+    final reply to :meth:`finish`, which raises :class:`AuthenticationFailed`
+    unless the server accepted and (for SCRAM) proved its own identity.
+    """
+
+    def __init__(self, mechanism: ClientMechanism, *, max_line: int = 12288) -> None:
+        self.mechanism = mechanism
+        self.max_line = max_line
+
+    def start(self) -> Auth:
+        initial = self.mechanism.initial_response()
+        # RFC 4954 §4: an initial response that would make the line too long
+        # is sent after an empty challenge instead.
+        if initial is not None and (len(initial) * 4) // 3 + 30 > self.max_line:
+            initial = None
+        return Auth(self.mechanism.name, initial)
+
+    def respond(self, reply: Reply) -> AuthResponse:
+        try:
+            return AuthResponse(self.mechanism.respond(reply.challenge_data()))
+        except SASLError:
+            return AuthResponse(cancel=True)
+
+    def finish(self, reply: Reply) -> None:
+        if reply.code != 235:
+            raise AuthenticationFailed(f"authentication refused: {reply}", reply)
+        try:
+            self.mechanism.verify_success(None)
+        except SASLError as exc:
+            raise AuthenticationFailed(f"server failed to prove itself: {exc}", reply) from None

@@ -1,0 +1,338 @@
+"""SMTP AUTH (RFC 4954) in the server machine, the client machine and between them."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import smtplib
+import socket
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from smtp_helpers import EHLO, codes, greeted, run
+from smtpcore import NEED_DATA, PAUSED
+from smtpcore.sasl import (
+    ClientMechanism,
+    CramMD5Client,
+    CramMD5Server,
+    LoginClient,
+    LoginServer,
+    OAuthBearerClient,
+    OAuthBearerServer,
+    PlainClient,
+    PlainServer,
+    ScramSHA256Client,
+    ScramSHA256Server,
+    ServerMechanism,
+    XOAuth2Client,
+    XOAuth2Server,
+    derive_scram_credentials,
+)
+from smtpcore.smtp import (
+    Auth,
+    AuthenticationFailed,
+    AuthResponse,
+    BadCommand,
+    ClientAuth,
+    ClientConnection,
+    ConnectionClosed,
+    Ehlo,
+    Event,
+    Mail,
+    Quit,
+    Reply,
+    ServerAuth,
+    ServerConnection,
+    State,
+)
+
+USERS = {"john@abc.example": "correct horse"}
+SCRAM = {name: derive_scram_credentials(pw) for name, pw in USERS.items()}
+
+
+def check_password(authzid: str, authcid: str, password: str) -> bool:
+    return USERS.get(authcid) == password
+
+
+def check_token(user: str, token: str) -> bool:
+    return user in USERS and token == "token-" + user
+
+
+SERVER_FACTORIES: dict[str, Callable[[], ServerMechanism]] = {
+    "PLAIN": lambda: PlainServer(check_password),
+    "LOGIN": lambda: LoginServer(check_password),
+    "CRAM-MD5": lambda: CramMD5Server(USERS.get, "mx.pqr.example"),
+    "SCRAM-SHA-256": lambda: ScramSHA256Server(SCRAM.get),
+    "XOAUTH2": lambda: XOAuth2Server(check_token),
+    "OAUTHBEARER": lambda: OAuthBearerServer(check_token),
+}
+
+
+def client_mechanism(name: str, user: str, secret: str) -> ClientMechanism:
+    token = "token-" + user if secret == USERS.get(user) else "bad"
+    factories: dict[str, Callable[[], ClientMechanism]] = {
+        "PLAIN": lambda: PlainClient(user, secret),
+        "LOGIN": lambda: LoginClient(user, secret),
+        "CRAM-MD5": lambda: CramMD5Client(user, secret),
+        "SCRAM-SHA-256": lambda: ScramSHA256Client(user, secret),
+        "XOAUTH2": lambda: XOAuth2Client(user, token),
+        "OAUTHBEARER": lambda: OAuthBearerClient(user, token),
+    }
+    return factories[name]()
+
+
+def auth_server(**options: object) -> ServerConnection:
+    return greeted(auth_mechanisms=list(SERVER_FACTORIES), **options)
+
+
+# -- the server machine --------------------------------------------------------------
+
+
+def test_plaintext_mechanisms_are_offered_only_under_tls() -> None:
+    _, out = run(auth_server(), EHLO)
+    assert b"250-AUTH CRAM-MD5 SCRAM-SHA-256\r\n" in out or b"250 AUTH CRAM-MD5 SCRAM" in out
+    _, out = run(auth_server(auth_require_tls=False), EHLO)
+    assert b"AUTH PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER" in out
+    conn = auth_server(starttls=True)
+    run(conn, EHLO + b"STARTTLS\r\n")
+    conn.tls_started()
+    _, out = run(conn, EHLO)
+    assert b"AUTH PLAIN LOGIN CRAM-MD5" in out
+
+
+def plain(user: str, password: str) -> bytes:
+    return base64.b64encode(f"\0{user}\0{password}".encode())
+
+
+def answer_with(auth: ServerAuth) -> Callable[[Event], Reply | None]:
+    def answer(event: Event) -> Reply | None:
+        if isinstance(event, Auth):
+            return auth.start(event)
+        if isinstance(event, AuthResponse):
+            return auth.step(event)
+        return None
+
+    return answer
+
+
+def drive(conn: ServerConnection, data: bytes, auth: ServerAuth) -> bytes:
+    """Feed ``data``; answer AUTH through ``auth`` and everything else by default."""
+    answer = answer_with(auth)
+    conn.receive_data(data)
+    out = b""
+    while True:
+        event = conn.next_event()
+        if event is NEED_DATA or event is PAUSED or isinstance(event, ConnectionClosed):
+            return out
+        reply = answer(event)
+        if reply is None:
+            reply = event.reply if isinstance(event, BadCommand) else Reply(250, "OK")
+            if isinstance(event, Quit):
+                reply = Reply(221, "Bye")
+        out += conn.send(reply)
+
+
+def test_plain_with_initial_response() -> None:
+    conn = auth_server(auth_require_tls=False)
+    auth = ServerAuth(SERVER_FACTORIES)
+    out = drive(
+        conn, EHLO + b"AUTH PLAIN " + plain("john@abc.example", "correct horse") + b"\r\n", auth
+    )
+    assert codes(out)[-1] == "235 2.7.0"
+    assert conn.authenticated
+    assert auth.success is not None and auth.success.authcid == "john@abc.example"
+    out = drive(conn, b"AUTH PLAIN " + plain("john@abc.example", "correct horse") + b"\r\n", auth)
+    assert codes(out) == ["503 5.5.1"]
+
+
+def test_login_challenges_and_wrong_password() -> None:
+    conn = auth_server(auth_require_tls=False)
+    auth = ServerAuth(SERVER_FACTORIES)
+    out = drive(conn, EHLO + b"AUTH LOGIN\r\n", auth)
+    assert out.endswith(b"334 VXNlcm5hbWU6\r\n")  # "Username:"
+    assert conn.state is State.AUTH
+    out = drive(conn, base64.b64encode(b"john@abc.example") + b"\r\n", auth)
+    assert out == b"334 UGFzc3dvcmQ6\r\n"
+    out = drive(conn, base64.b64encode(b"wrong") + b"\r\n", auth)
+    assert codes(out) == ["535 5.7.8"]
+    assert conn.state.name == "READY" and not conn.authenticated
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        ([b"AUTH PLAIN !!!notbase64\r\n"], "501 5.5.2"),
+        ([b"AUTH LOGIN\r\n", b"@@@\r\n"], "501 5.5.2"),
+        ([b"AUTH LOGIN\r\n", b"*\r\n"], "501 5.0.0"),
+        ([b"AUTH GSSAPI\r\n"], "504 5.5.4"),
+        ([b"AUTH\r\n"], "501 5.5.4"),
+        ([b"MAIL FROM:<a@b.example>\r\n", b"AUTH PLAIN =\r\n"], "503 5.5.1"),
+        ([b"AUTH LOGIN\r\n", b"A" * 13000 + b"\r\n"], "500 5.5.6"),
+    ],
+)
+def test_bad_input_gets_its_rfc_reply_and_the_session_goes_on(
+    lines: list[bytes], expected: str
+) -> None:
+    conn = auth_server(auth_require_tls=False)
+    auth = ServerAuth(SERVER_FACTORIES)
+    out = drive(conn, EHLO, auth)
+    for line in lines:
+        out = drive(conn, line, auth)
+    assert codes(out)[-1] == expected
+    assert codes(drive(conn, b"NOOP\r\n", auth)) == ["250 2.0.0"]
+
+
+def test_plaintext_mechanism_without_tls_gets_538() -> None:
+    out = drive(auth_server(), EHLO + b"AUTH PLAIN =\r\n", ServerAuth(SERVER_FACTORIES))
+    assert codes(out)[-1] == "538 5.7.11"
+
+
+def test_failed_attempts_are_limited() -> None:
+    conn = auth_server(auth_require_tls=False, max_auth_failures=2)
+    auth = ServerAuth(SERVER_FACTORIES)
+    bad = b"AUTH PLAIN " + plain("john@abc.example", "nope") + b"\r\n"
+    out = drive(conn, EHLO + bad * 3, auth)
+    assert codes(out)[1:] == ["535 5.7.8", "535 5.7.8", "421 4.7.0"]
+    assert conn.state is State.CLOSED
+
+
+def test_require_auth_before_mail_and_auth_parameter() -> None:
+    conn = auth_server(auth_require_tls=False, require_auth=True)
+    auth = ServerAuth(SERVER_FACTORIES)
+    out = drive(conn, EHLO + b"MAIL FROM:<john@abc.example>\r\n", auth)
+    assert codes(out)[-1] == "530 5.7.0"
+    drive(conn, b"AUTH PLAIN " + plain("john@abc.example", "correct horse") + b"\r\n", auth)
+    conn.receive_data(b"MAIL FROM:<john@abc.example> AUTH=<>\r\n")
+    event = conn.next_event()
+    assert isinstance(event, Mail) and event.params["AUTH"] == "<>"
+
+
+def test_auth_parameter_unknown_without_auth() -> None:
+    _, out = run(greeted(), EHLO + b"MAIL FROM:<a@b.example> AUTH=<>\r\n")
+    assert codes(out)[-1] == "555 5.5.4"
+
+
+# -- the two machines back to back -------------------------------------------------
+
+
+def exchange(
+    name: str, user: str, secret: str
+) -> tuple[ServerConnection, ServerAuth, ClientConnection, Reply]:
+    server = ServerConnection(
+        "mx.pqr.example", auth_mechanisms=list(SERVER_FACTORIES), auth_require_tls=False
+    )
+    client = ClientConnection("mail.abc.example")
+    server_auth = ServerAuth(SERVER_FACTORIES)
+    answer = answer_with(server_auth)
+
+    def pump(data: bytes) -> Reply:
+        server.receive_data(data)
+        while True:
+            event = server.next_event()
+            if event is NEED_DATA or event is PAUSED:
+                break
+            assert not isinstance(event, ConnectionClosed | BadCommand), event
+            reply = answer(event) or Reply(250, "OK")
+            client.receive_data(server.send(reply))
+        answer_read = client.next_event()
+        assert isinstance(answer_read, Reply)
+        return answer_read
+
+    client.receive_data(server.send(Reply(220, "mx.pqr.example ESMTP")))
+    assert isinstance(client.next_event(), Reply)
+    pump(client.send(Ehlo("mail.abc.example")))
+    assert name in client.extensions.auth
+    flow = ClientAuth(client_mechanism(name, user, secret))
+    reply = pump(client.send(flow.start()))
+    while reply.code == 334:
+        reply = pump(client.send(flow.respond(reply)))
+    with contextlib.suppress(AuthenticationFailed):
+        flow.finish(reply)
+    return server, server_auth, client, reply
+
+
+@pytest.mark.parametrize("name", list(SERVER_FACTORIES))
+def test_every_mechanism_authenticates_between_the_machines(name: str) -> None:
+    server, auth, client, reply = exchange(name, "john@abc.example", "correct horse")
+    assert reply.code == 235 and server.authenticated
+    assert auth.success is not None and auth.success.authcid == "john@abc.example"
+    assert client.state is State.READY
+
+
+@pytest.mark.parametrize("name", list(SERVER_FACTORIES))
+def test_every_mechanism_refuses_a_wrong_secret(name: str) -> None:
+    server, auth, client, reply = exchange(name, "john@abc.example", "wrong")
+    assert reply.code in (535, 501) and not server.authenticated
+    assert auth.success is None
+    assert server.state is State.READY and client.state is State.READY
+
+
+def test_client_finish_raises_on_refusal() -> None:
+    flow = ClientAuth(PlainClient("john@abc.example", "x"))
+    with pytest.raises(AuthenticationFailed) as info:
+        flow.finish(Reply(535, "no", "5.7.8"))
+    assert info.value.reply == Reply(535, "no", "5.7.8")
+
+
+# -- a real client: smtplib --------------------------------------------------------
+
+
+def serve_one(sock: socket.socket) -> None:
+    conn = ServerConnection(
+        "mx.pqr.example", auth_mechanisms=list(SERVER_FACTORIES), auth_require_tls=False
+    )
+    auth = ServerAuth(SERVER_FACTORIES)
+    answer = answer_with(auth)
+    with sock:
+        sock.sendall(conn.send(Reply(220, "mx.pqr.example ESMTP")))
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                data = sock.recv(65536)
+                conn.receive_data(data)
+                continue
+            if event is PAUSED or isinstance(event, ConnectionClosed):
+                return
+            reply = answer(event)
+            if reply is None:
+                reply = event.reply if isinstance(event, BadCommand) else Reply(250, "OK")
+                if isinstance(event, Quit):
+                    reply = Reply(221, "Bye")
+            sock.sendall(conn.send(reply))
+            if conn.state is State.CLOSED:
+                return
+
+
+@pytest.mark.parametrize("method", ["PLAIN", "LOGIN", "CRAM-MD5"])
+@pytest.mark.parametrize("password", ["correct horse", "wrong"])
+def test_smtplib_login(method: str, password: str) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def accept() -> None:
+        sock, _ = listener.accept()
+        serve_one(sock)
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            smtp.ehlo("mail.abc.example")
+            if password == "wrong":
+                with pytest.raises(smtplib.SMTPAuthenticationError) as info:
+                    smtp.login("john@abc.example", password, initial_response_ok=True)
+                assert info.value.smtp_code == 535
+                smtp.user, smtp.password = "", ""
+            else:
+                smtp.user, smtp.password = "john@abc.example", password
+                code, _ = smtp.auth(
+                    method,
+                    getattr(smtp, "auth_" + method.lower().replace("-", "_")),
+                    initial_response_ok=True,
+                )
+                assert code == 235
+    finally:
+        thread.join(timeout=10)
+        listener.close()
