@@ -10,6 +10,8 @@ the chunk boundaries may fall anywhere.
 
 from __future__ import annotations
 
+import io
+
 from smtpcore._lines import FramingPolicy, line_length_exceeded
 
 __all__ = ["DotDecoder", "DotEncoder", "TERMINATOR"]
@@ -116,16 +118,20 @@ class DotEncoder:
     With ``normalize`` on (the default, as smtplib does), bare CR and bare LF
     become CRLF, so that nothing we send can be read as a line ending by one
     server and as content by another. A trailing CR is held back until the
-    next chunk shows whether an LF follows it.
+    next chunk shows whether an LF follows it. Whether a chunk needs
+    normalising at all is asked of the standard library's newline decoder,
+    which notes the kinds of line ending it sees in one C-level pass; content
+    that is CRLF already (the usual case) is then only dot-stuffed.
     """
 
-    __slots__ = ("_at_line_start", "_ends_in_cr", "_normalize", "_pending_cr")
+    __slots__ = ("_at_line_start", "_ends_in_cr", "_newlines", "_normalize", "_pending_cr")
 
     def __init__(self, *, normalize: bool = True) -> None:
         self._normalize = normalize
         self._at_line_start = True
         self._pending_cr = False
         self._ends_in_cr = False
+        self._newlines = io.IncrementalNewlineDecoder(None, translate=False)
 
     def encode(self, chunk: bytes) -> bytes:
         """Return the wire bytes for one chunk of content."""
@@ -140,17 +146,29 @@ class DotEncoder:
                 self._pending_cr = True
                 if not chunk:
                     return b""
-            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+            if not self._crlf_only(chunk):
+                # bytes.splitlines breaks at CRLF, CR and LF alone, and nothing else.
+                lines = chunk.splitlines()
+                ends_a_line = chunk.endswith((b"\n", b"\r"))
+                chunk = b"\r\n".join(lines) + b"\r\n" if ends_a_line else b"\r\n".join(lines)
+        # split and join: one search for a rare pattern, where replace() makes two.
         if self._ends_in_cr and chunk[:1] == b"\n":
-            out = (b"\r" + chunk).replace(b"\r\n.", b"\r\n..")[1:]
+            out = b"\r\n..".join((b"\r" + chunk).split(b"\r\n."))[1:]
         else:
-            out = chunk.replace(b"\r\n.", b"\r\n..")
+            out = b"\r\n..".join(chunk.split(b"\r\n."))
         if self._at_line_start and out[:1] == b".":
             out = b"." + out
         last_two = (b"\r" if self._ends_in_cr else b"") + out[-2:]
         self._at_line_start = last_two.endswith(b"\r\n")
         self._ends_in_cr = out.endswith(b"\r")
         return out
+
+    def _crlf_only(self, chunk: bytes) -> bool:
+        """True when every CR and LF in ``chunk`` is part of a CRLF."""
+        newlines = self._newlines
+        newlines.reset()
+        newlines.decode(chunk.decode("latin-1"), True)
+        return newlines.newlines in (None, "\r\n")
 
     def end(self) -> bytes:
         """Return the bytes that close the content: CRLF.CRLF, or .CRLF after a CRLF."""
