@@ -496,6 +496,24 @@ def test_refusals_leave_the_machine_unchanged(
     assert (conn.state, conn.pending, conn.transaction, conn.extensions) == before
 
 
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Vrfy("bob\r\nRCPT TO:<eve@evil.example>"),
+        lambda: Noop("x\nQUIT"),
+        lambda: Ehlo("client.test\r\nMAIL FROM:<a@b>"),
+        lambda: Mail(ALICE, {"X-FOO": "1\r\nRSET"}),
+        lambda: Rcpt(Mailbox("bob\r\nDATA", "pqr.example")),
+        lambda: Rcpt(Mailbox("bob", "pqr.example\x00")),
+        lambda: AuthResponse("text"),  # type: ignore[arg-type]  # the point: not bytes
+    ],
+)
+def test_command_injection_cannot_be_built(build: Callable[[], Event]) -> None:
+    # The smtplib CRLF-injection class: the event itself refuses to exist.
+    with pytest.raises(LocalProtocolError):
+        build()
+
+
 def test_refused_content_does_not_disturb_the_encoder() -> None:
     conn = in_data(EHLO_PIPELINING)
     assert conn.send(MessageData(b"a\r")) == b"a"

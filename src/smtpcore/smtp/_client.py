@@ -183,7 +183,7 @@ class ClientConnection:
 
     @property
     def extended(self) -> bool:
-        """True once EHLO or LHLO was accepted: ESMTP parameters may be used."""
+        """Whether EHLO or LHLO was accepted, so that ESMTP parameters may be used."""
         return self._extended
 
     @property
@@ -213,8 +213,11 @@ class ClientConnection:
 
     @property
     def answered_recipient(self) -> Mailbox | None:
-        """The recipient the last reply is about: an RCPT's, or in LMTP the
-        recipient a reply after the content belongs to (RFC 2033 §4.2)."""
+        """The recipient the last reply is about, or None.
+
+        Set for the reply to an RCPT, and in LMTP for each reply after the
+        content, which belongs to one accepted recipient (RFC 2033 §4.2).
+        """
         return self._answered_recipient
 
     @property

@@ -97,40 +97,40 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
 
     @property
     def pipelining(self) -> bool:
-        """RFC 2920: commands may be sent in groups without waiting."""
+        """Commands may be sent in groups without waiting (RFC 2920)."""
         return "PIPELINING" in self
 
     @property
     def eight_bit_mime(self) -> bool:
-        """RFC 6152: content may hold octets over 127 (``BODY=8BITMIME``)."""
+        """Content may hold octets over 127, with ``BODY=8BITMIME`` (RFC 6152)."""
         return "8BITMIME" in self
 
     @property
     def binary_mime(self) -> bool:
-        """RFC 3030 §3: binary content may be sent with BDAT (``BODY=BINARYMIME``)."""
+        """Binary content may be sent with BDAT, ``BODY=BINARYMIME`` (RFC 3030 §3)."""
         return "BINARYMIME" in self
 
     @property
     def smtputf8(self) -> bool:
-        """RFC 6531: UTF-8 addresses, in a transaction whose MAIL says SMTPUTF8."""
+        """UTF-8 addresses, in a transaction whose MAIL says SMTPUTF8 (RFC 6531)."""
         return "SMTPUTF8" in self
 
     @property
     def chunking(self) -> bool:
-        """RFC 3030: content may be sent with BDAT instead of DATA."""
+        """Content may be sent with BDAT instead of DATA (RFC 3030)."""
         return "CHUNKING" in self
 
     @property
     def dsn(self) -> bool:
-        """RFC 3461: the RET, ENVID, NOTIFY and ORCPT parameters."""
+        """The RET, ENVID, NOTIFY and ORCPT parameters may be used (RFC 3461)."""
         return "DSN" in self
 
     @property
     def starttls(self) -> bool:
-        """RFC 3207: the session may be upgraded to TLS."""
+        """The session may be upgraded to TLS (RFC 3207)."""
         return "STARTTLS" in self
 
     @property
     def enhanced_status_codes(self) -> bool:
-        """RFC 2034: replies carry class.subject.detail codes after the reply code."""
+        """Replies carry class.subject.detail codes after the reply code (RFC 2034)."""
         return "ENHANCEDSTATUSCODES" in self

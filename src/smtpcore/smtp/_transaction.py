@@ -59,10 +59,10 @@ class TransactionResult:
     """The reply to ``DATA`` (354 or a refusal), or to the last ``BDAT`` chunk
     that was not the last one."""
     end_replies: tuple[Reply, ...]
-    """The replies after the content: one in SMTP, one per accepted recipient in LMTP."""
+    """The replies after the content (one in SMTP, one per accepted recipient in LMTP)."""
     complete: bool
-    """No further reply will come for this transaction: it was refused, ended,
-    abandoned with RSET, or the connection closed."""
+    """True once no further reply will come for this transaction (refused, ended,
+    abandoned with RSET, or the connection closed)."""
 
     @property
     def accepted(self) -> tuple[RecipientResult, ...]:
