@@ -35,21 +35,16 @@ from smtpcore.smtp._events import (
     Ehlo,
     EndOfMessage,
     Event,
-    Expn,
     Helo,
-    Help,
     Lhlo,
     Mail,
     MessageData,
-    Noop,
     Quit,
     Rcpt,
     Rset,
     StartTls,
-    Vrfy,
 )
-from smtpcore.smtp._extensions import ServerExtensions
-from smtpcore.smtp._params import Parameters
+from smtpcore.smtp._extensions import ServerExtensions, check_command, check_content
 from smtpcore.smtp._replies import Reply, ReplyParser
 from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, Rule, State, next_state
 from smtpcore.smtp._transaction import TransactionResult, _Transaction
@@ -62,23 +57,6 @@ __all__ = ["ClientConnection"]
 # command of a group", so the end of the content may be followed at once.
 _GROUP_CONTINUES: Final = (Mail, Rcpt, Rset, Bdat, EndOfMessage)
 
-# The EHLO keyword an ESMTP parameter of MAIL or RCPT depends on.
-_PARAMETER_EXTENSIONS: Final[dict[str, str]] = {
-    "SIZE": "SIZE",  # RFC 1870
-    "SMTPUTF8": "SMTPUTF8",  # RFC 6531
-    "RET": "DSN",  # RFC 3461
-    "ENVID": "DSN",
-    "NOTIFY": "DSN",
-    "ORCPT": "DSN",
-    "AUTH": "AUTH",  # RFC 4954 §5
-    "REQUIRETLS": "REQUIRETLS",  # RFC 8689
-    "MT-PRIORITY": "MT-PRIORITY",  # RFC 6710
-}
-_BODY_EXTENSIONS: Final[dict[str, str]] = {
-    "7BIT": "8BITMIME",  # RFC 6152 §2
-    "8BITMIME": "8BITMIME",
-    "BINARYMIME": "BINARYMIME",  # RFC 3030 §3
-}
 _TRANSACTION_EVENTS: Final = (Mail, Rcpt, Data, Bdat, EndOfMessage)
 _SESSION_RESETS: Final = (Rset, Ehlo, Helo, Lhlo, Quit)
 
@@ -391,93 +369,22 @@ class ClientConnection:
         return state
 
     def _check_command(self, command: Command) -> None:
-        extensions = self._extensions
         if isinstance(command, (Ehlo, Helo, Lhlo)):
             if isinstance(command, Lhlo) != self.lmtp:
                 expected = "LHLO" if self.lmtp else "EHLO or HELO"
                 raise LocalProtocolError(f"this session opens with {expected}")
             if not command.domain.isascii():
                 raise LocalProtocolError("the hello domain must be ASCII (use A-labels)")
-        elif isinstance(command, Mail):
-            self._check_mail(command)
-        elif isinstance(command, Rcpt):
-            self._check_parameters(command.params)
-            transaction = self._transaction
-            if not command.recipient.is_ascii and not (transaction and transaction.utf8):
-                raise LocalProtocolError(
-                    "a UTF-8 recipient needs a MAIL with the SMTPUTF8 parameter (RFC 6531 §3.4)"
-                )
-        elif isinstance(command, Data):
-            if self._transaction is not None and self._transaction.binary:
-                raise LocalProtocolError("BODY=BINARYMIME content must be sent with BDAT")
-        elif isinstance(command, Bdat):
-            if not extensions.chunking:
-                raise LocalProtocolError("the server did not offer CHUNKING (BDAT)")
-        elif isinstance(command, StartTls):
-            if self._tls:
-                raise LocalProtocolError("TLS is already active")
-            if not extensions.starttls:
-                raise LocalProtocolError("the server did not offer STARTTLS")
-        elif isinstance(command, Auth):
-            if "AUTH" not in extensions:
-                raise LocalProtocolError("the server did not offer AUTH")
-            offered = extensions.auth
-            if offered and command.mechanism.upper() not in offered:
-                raise LocalProtocolError(f"the server did not offer AUTH {command.mechanism}")
-        elif (
-            isinstance(command, (Vrfy, Expn, Help, Noop))
-            and not command.argument.isascii()
-            and not extensions.smtputf8
-        ):
-            raise LocalProtocolError(f"a UTF-8 {command.verb} argument needs SMTPUTF8")
-
-    def _check_mail(self, command: Mail) -> None:
-        extensions = self._extensions
-        params = command.params
-        self._check_parameters(params)
-        if "SIZE" in params:
-            value = params["SIZE"] or ""
-            if not (value.isascii() and value.isdigit()):
-                raise LocalProtocolError(f"SIZE must be a number of octets: {value!r}")
-            limit = extensions.size
-            if limit is not None and int(value) > limit:
-                raise LocalProtocolError(
-                    f"the declared SIZE {value} is over the server's limit of {limit} "
-                    "(RFC 1870 §6)"
-                )
-        if "BODY" in params:
-            body = (params["BODY"] or "").upper()
-            needed = _BODY_EXTENSIONS.get(body)
-            if needed is None:
-                raise LocalProtocolError(f"unknown BODY type {params['BODY']!r}")
-            if needed not in extensions:
-                raise LocalProtocolError(f"BODY={body} needs the server to offer {needed}")
-        sender = command.sender
-        if sender is not None and not sender.is_ascii and "SMTPUTF8" not in params:
-            raise LocalProtocolError(
-                "a UTF-8 sender needs the SMTPUTF8 parameter, and the server to offer it "
-                "(RFC 6531 §3.4)"
-            )
-
-    def _check_parameters(self, params: Parameters) -> None:
-        if not params:
-            return
-        if not self._extended:
-            raise LocalProtocolError("ESMTP parameters need a session opened with EHLO")
-        for keyword in params:
-            needed = _PARAMETER_EXTENSIONS.get(keyword)
-            if needed is not None and needed not in self._extensions:
-                raise LocalProtocolError(f"{keyword} needs the server to offer {needed}")
-
-    def _check_eight_bit(self, data: bytes) -> None:
-        if data.isascii():
-            return
-        extensions = self._extensions
-        if not (extensions.eight_bit_mime or extensions.binary_mime):
-            raise LocalProtocolError(
-                "8-bit content needs the server to offer 8BITMIME (RFC 6152); "
-                "encode it as 7-bit MIME instead"
-            )
+        elif isinstance(command, StartTls) and self._tls:
+            raise LocalProtocolError("TLS is already active")
+        transaction = self._transaction
+        check_command(
+            self._extensions,
+            command,
+            extended=self._extended,
+            utf8=transaction is not None and transaction.utf8,
+            binary=transaction is not None and transaction.binary,
+        )
 
     def _send_content(self, data: bytes) -> bytes:
         if self._bdat_due:
@@ -485,11 +392,11 @@ class ClientConnection:
                 raise LocalProtocolError(
                     f"{len(data)} octets of content, but BDAT announced only {self._bdat_due} more"
                 )
-            self._check_eight_bit(data)
+            check_content(self._extensions, data)
             self._bdat_due -= len(data)
             return data
         encoder = self._content_encoder()
-        self._check_eight_bit(data)
+        check_content(self._extensions, data)
         return encoder.encode(data)
 
     def _send_end(self) -> bytes:
