@@ -654,7 +654,7 @@ def test_unsolicited_421_closes(make: Callable[[], ClientConnection]) -> None:
     assert isinstance(conn.next_event(), ConnectionClosed)
 
 
-def test_421_answering_a_command_drops_the_rest() -> None:
+def test_421_answering_a_command_leaves_the_rest_unanswered() -> None:
     conn = session()
     for event in (Mail(ALICE), Rcpt(BOB), Data()):
         conn.send(event)
@@ -662,6 +662,7 @@ def test_421_answering_a_command_drops_the_rest() -> None:
     assert codes(replies) == [250, 421]
     assert conn.answered == Rcpt(BOB)
     assert state(conn) is State.CLOSED
+    assert conn.pending == (Data(),)
     result = conn.transaction
     assert result is not None and result.complete and not result.accepted
     assert isinstance(conn.next_event(), ConnectionClosed)

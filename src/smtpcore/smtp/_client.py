@@ -176,7 +176,10 @@ class ClientConnection:
 
     @property
     def pending(self) -> tuple[Event, ...]:
-        """The events sent that still wait for a reply, oldest first."""
+        """The events sent that still wait for a reply, oldest first.
+
+        Once the session has closed, what is left here was never answered.
+        """
         return tuple(entry.event for entry in self._queue if entry.event is not None)
 
     @property
