@@ -19,7 +19,7 @@ import ssl
 import sys
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from smtpcore._driver import (
     BaseSMTPClient,
@@ -38,6 +38,7 @@ from smtpcore._driver import (
     address,
     tls_info,
 )
+from smtpcore._driver._listener import BaseListener, ListenedSession
 from smtpcore._driver._smtp_client import Recipients
 from smtpcore.address import Mailbox
 from smtpcore.handler import Envelope, Handler, Recipient, Session, TLSInfo
@@ -67,6 +68,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("smtpcore.server")
+
+_S = TypeVar("_S", bound=ListenedSession)
+_L = TypeVar("_L", bound="_Listener[Any]")
 
 _HIGH_WATER: Final = 1 << 20
 """Unread bytes past which the transport stops reading from the socket."""
@@ -320,14 +324,8 @@ class AsyncioTransport(asyncio.Protocol):
         return tls_info(self._transport.get_extra_info("ssl_object"))
 
 
-class SMTPServer(BaseSMTPServer):
-    """An SMTP server on asyncio; use as ``async with SMTPServer(handler, ...) as server:``.
-
-    Leaving the block (or :meth:`aclose`) shuts down gracefully: the server
-    stops listening, idle sessions get ``421 4.3.2`` at once, sessions in
-    the middle of a message finish it first, and whatever is left after
-    ``grace`` seconds is cut off.
-    """
+class _Listener(BaseListener[_S]):
+    """The accept loop and graceful shutdown of a server on asyncio, for any protocol."""
 
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]]
@@ -363,7 +361,7 @@ class SMTPServer(BaseSMTPServer):
         self._tasks.add(task)
         task.add_done_callback(lambda task: self._ended(task, session))
 
-    def _ended(self, task: asyncio.Task[None], session: ServerSession) -> None:
+    def _ended(self, task: asyncio.Task[None], session: _S) -> None:
         self._tasks.discard(task)
         self.state.remove(session)  # in case the task was cancelled before it ran
 
@@ -394,7 +392,7 @@ class SMTPServer(BaseSMTPServer):
         self._server = None
         self._stopped.set()
 
-    async def __aenter__(self) -> SMTPServer:
+    async def __aenter__(self: _L) -> _L:
         await self.start()
         return self
 
@@ -405,6 +403,16 @@ class SMTPServer(BaseSMTPServer):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+class SMTPServer(_Listener[ServerSession], BaseSMTPServer):
+    """An SMTP server on asyncio; use as ``async with SMTPServer(handler, ...) as server:``.
+
+    Leaving the block (or :meth:`aclose`) shuts down gracefully: the server
+    stops listening, idle sessions get ``421 4.3.2`` at once, sessions in
+    the middle of a message finish it first, and whatever is left after
+    ``grace`` seconds is cut off.
+    """
 
 
 async def serve(

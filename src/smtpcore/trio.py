@@ -16,7 +16,7 @@ import socket
 import ssl
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import trio
 
@@ -26,6 +26,7 @@ from smtpcore._driver import (
     MessageRefused,
     RecipientsRefused,
     SenderRefused,
+    ServerSession,
     SMTPConnectionError,
     SMTPError,
     SMTPProtocolError,
@@ -36,6 +37,7 @@ from smtpcore._driver import (
     address,
     tls_info,
 )
+from smtpcore._driver._listener import BaseListener, ListenedSession
 from smtpcore._driver._smtp_client import Recipients
 from smtpcore.address import Mailbox
 from smtpcore.handler import Envelope, Handler, Recipient, Session, TLSInfo
@@ -65,6 +67,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("smtpcore.server")
+
+_S = TypeVar("_S", bound=ListenedSession)
+_L = TypeVar("_L", bound="_Listener[Any]")
 
 _CLOSE_TIMEOUT: Final = 5.0
 _REFUSE_TIMEOUT: Final = 1.0
@@ -186,14 +191,8 @@ class TrioTransport:
         return None if self._ssl is None else tls_info(self._ssl)
 
 
-class SMTPServer(BaseSMTPServer):
-    """An SMTP server on trio; use as ``async with SMTPServer(handler, ...) as server:``.
-
-    Leaving the block (or :meth:`aclose`) shuts down gracefully, even when
-    the block is cancelled: the server stops listening, idle sessions get
-    ``421 4.3.2`` at once, sessions in the middle of a message finish it
-    first, and whatever is left after ``grace`` seconds is cut off.
-    """
+class _Listener(BaseListener[_S]):
+    """The accept loop and graceful shutdown of a server on trio, for any protocol."""
 
     _listeners: Sequence[trio.SocketListener] = ()
     _nursery: trio.Nursery
@@ -209,7 +208,7 @@ class SMTPServer(BaseSMTPServer):
             self.requested_port, host=self.host, backlog=self.backlog
         )
 
-    async def __aenter__(self) -> SMTPServer:
+    async def __aenter__(self: _L) -> _L:
         self._listeners = await self._open_listeners()
         self._accepting = trio.CancelScope()
         self._sessions_scope = trio.CancelScope(shield=True)
@@ -300,6 +299,16 @@ class SMTPServer(BaseSMTPServer):
         if not self._all_done.is_set():
             self._sessions_scope.cancel()
         self._stopped.set()
+
+
+class SMTPServer(_Listener[ServerSession], BaseSMTPServer):
+    """An SMTP server on trio; use as ``async with SMTPServer(handler, ...) as server:``.
+
+    Leaving the block (or :meth:`aclose`) shuts down gracefully, even when
+    the block is cancelled: the server stops listening, idle sessions get
+    ``421 4.3.2`` at once, sessions in the middle of a message finish it
+    first, and whatever is left after ``grace`` seconds is cut off.
+    """
 
 
 async def serve(

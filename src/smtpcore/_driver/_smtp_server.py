@@ -17,8 +17,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from smtpcore._driver._listener import BaseListener, SessionRegistry
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Deadline, Timeouts
-from smtpcore._driver._transport import Transport, address
+from smtpcore._driver._transport import Transport
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import FramingPolicy
 from smtpcore._sentinels import NEED_DATA, PAUSED
@@ -105,17 +106,19 @@ class ServerOptions:
         )
 
 
-class ServerState:
+class ServerState(SessionRegistry["ServerSession"]):
     """What the sessions of one server share: options, handler, the live sessions and
-    whether the server is shutting down."""
+    whether the server is shutting down (idle sessions get 421 at once, busy ones
+    when their message is done)."""
 
     def __init__(self, handler: Handler, options: ServerOptions) -> None:
+        busy = Reply(421, f"{options.hostname} Too many connections, try again later", "4.7.0")
+        # On a TLS-on-connect port a plaintext reply would be noise: just close.
+        super().__init__(
+            options.max_sessions, b"" if options.tls_on_connect else busy.to_bytes(busy.status)
+        )
         self.handler = handler
         self.options = options
-        self.sessions: set[ServerSession] = set()
-        self.stopping = False
-        self.on_empty: Callable[[], None] | None = None
-        """Called when the last session ends while the server is stopping."""
         overridden = {
             name
             for name in vars(Handler)
@@ -124,36 +127,9 @@ class ServerState:
         }
         # Hooks left as the base class wrote them are answered without a call.
         self.overridden: frozenset[str] = frozenset(overridden)
-        busy = Reply(421, f"{options.hostname} Too many connections, try again later", "4.7.0")
-        # On a TLS-on-connect port a plaintext reply would be noise: just close.
-        self.busy_reply: bytes = b"" if options.tls_on_connect else busy.to_bytes(busy.status)
 
-    @property
-    def full(self) -> bool:
-        """No room for one more session: refuse the connection."""
-        return len(self.sessions) >= self.options.max_sessions or self.stopping
-
-    def admit(self, transport: Transport) -> ServerSession | None:
-        """A session for a new connection, counted from now on; None when full."""
-        if self.full:
-            return None
-        session = ServerSession(transport, self)
-        self.sessions.add(session)
-        return session
-
-    def begin_shutdown(self) -> None:
-        """Stop taking work: idle sessions get 421 now, busy ones when their message is done."""
-        self.stopping = True
-        for session in list(self.sessions):
-            session.wake_if_idle()
-        if not self.sessions and self.on_empty is not None:
-            self.on_empty()
-
-    def remove(self, session: ServerSession) -> None:
-        """Stop counting ``session`` (it ended, or its task never ran)."""
-        self.sessions.discard(session)
-        if self.stopping and not self.sessions and self.on_empty is not None:
-            self.on_empty()
+    def new_session(self, transport: Transport) -> ServerSession:
+        return ServerSession(transport, self)
 
 
 class _ConnectionLost(Exception):
@@ -496,7 +472,7 @@ class ServerSession:
             await self._call(self.handler.handle_reset(self.session, envelope))
 
 
-class BaseSMTPServer:
+class BaseSMTPServer(BaseListener[ServerSession]):
     """What the asyncio and trio ``SMTPServer`` share: options, state and addresses.
 
     ``handler`` answers for every session. The server listens on ``host`` and
@@ -527,10 +503,7 @@ class BaseSMTPServer:
         connection_factory: Callable[[ServerOptions], ServerConnection] | None = None,
         backlog: int = 1024,
     ) -> None:
-        self.host = host
-        self.requested_port = port
-        self.sock = sock
-        self.backlog = backlog
+        super().__init__(host, port, sock=sock, backlog=backlog)
         self.options = ServerOptions(
             hostname=hostname or socket.getfqdn(),
             ssl_context=ssl_context,
@@ -545,25 +518,3 @@ class BaseSMTPServer:
             connection_factory=connection_factory,
         )
         self.state = ServerState(handler, self.options)
-
-    @property
-    def active_sessions(self) -> int:
-        """Sessions being served now."""
-        return len(self.state.sessions)
-
-    @property
-    def addresses(self) -> list[tuple[str, int]]:
-        """The (host, port) pairs the server listens on."""
-        return [addr for name in self._listening_addresses() if (addr := address(name))]
-
-    @property
-    def port(self) -> int:
-        """The port listened on (the first one, if several)."""
-        addresses = self.addresses
-        if not addresses:
-            raise RuntimeError("the server is not listening")
-        return addresses[0][1]
-
-    def _listening_addresses(self) -> list[object]:
-        """The socket names of the listening sockets (the adapter knows them)."""
-        raise NotImplementedError

@@ -1,0 +1,128 @@
+"""What every server shares, whatever its protocol: the live sessions and the listening socket.
+
+SMTP and POP3 sessions differ; counting them, refusing one past the limit,
+and waking idle ones for a graceful shutdown do not. The adapters' accept
+loops are written against :class:`SessionRegistry` and :class:`BaseListener`
+only, so one accept loop per framework serves both protocols.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+from smtpcore._driver._transport import Transport, address
+
+__all__ = ["BaseListener", "ListenedSession", "SessionRegistry"]
+
+
+class ListenedSession(Protocol):
+    """A session as the accept loop sees it: run it, or wake it when shutting down."""
+
+    async def run(self) -> None:
+        """Serve the connection to its end; never raises but for cancellation."""
+        ...
+
+    def wake_if_idle(self) -> None:
+        """Interrupt a wait for the next command (graceful shutdown)."""
+        ...
+
+
+S = TypeVar("S", bound=ListenedSession)
+
+
+class SessionRegistry(Generic[S]):
+    """The live sessions of one server, its session limit, and whether it is stopping.
+
+    A subclass says how to build a session for a connection
+    (:meth:`new_session`) and what to write to a client turned away
+    (``busy_reply``: ``b""`` just closes, as a TLS-on-connect port must).
+    """
+
+    def __init__(self, max_sessions: int, busy_reply: bytes) -> None:
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
+        self.max_sessions = max_sessions
+        self.busy_reply = busy_reply
+        self.sessions: set[S] = set()
+        self.stopping = False
+        self.on_empty: Callable[[], None] | None = None
+        """Called when the last session ends while the server is stopping."""
+
+    def new_session(self, transport: Transport) -> S:
+        """A session for a connection just accepted."""
+        raise NotImplementedError
+
+    @property
+    def full(self) -> bool:
+        """No room for one more session: refuse the connection."""
+        return len(self.sessions) >= self.max_sessions or self.stopping
+
+    def admit(self, transport: Transport) -> S | None:
+        """A session for a new connection, counted from now on; None when full."""
+        if self.full:
+            return None
+        session = self.new_session(transport)
+        self.sessions.add(session)
+        return session
+
+    def begin_shutdown(self) -> None:
+        """Stop taking work; idle sessions are woken to say goodbye now."""
+        self.stopping = True
+        for session in list(self.sessions):
+            session.wake_if_idle()
+        if not self.sessions and self.on_empty is not None:
+            self.on_empty()
+
+    def remove(self, session: S) -> None:
+        """Stop counting ``session`` (it ended, or its task never ran)."""
+        self.sessions.discard(session)
+        if self.stopping and not self.sessions and self.on_empty is not None:
+            self.on_empty()
+
+
+class BaseListener(Generic[S]):
+    """Where a server listens, and what it reports about itself.
+
+    The server listens on ``host`` and ``port`` (port 0 picks a free one;
+    read :attr:`port`), or on ``sock``, a socket already bound and
+    listening. The adapter's server class adds the accept loop.
+    """
+
+    state: SessionRegistry[S]
+
+    def __init__(
+        self,
+        host: str | None,
+        port: int,
+        *,
+        sock: socket.socket | None,
+        backlog: int,
+    ) -> None:
+        self.host = host
+        self.requested_port = port
+        self.sock = sock
+        self.backlog = backlog
+
+    @property
+    def active_sessions(self) -> int:
+        """Sessions being served now."""
+        return len(self.state.sessions)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The (host, port) pairs the server listens on."""
+        return [addr for name in self._listening_addresses() if (addr := address(name))]
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the first one, if several)."""
+        addresses = self.addresses
+        if not addresses:
+            raise RuntimeError("the server is not listening")
+        return addresses[0][1]
+
+    def _listening_addresses(self) -> list[object]:
+        """The socket names of the listening sockets (the adapter knows them)."""
+        raise NotImplementedError
