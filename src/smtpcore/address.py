@@ -64,6 +64,16 @@ _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _IDEOGRAPHIC_DOTS = frozenset("\u3002\uff0e\uff61")
 _CHAR_NAMES = {"\r": "CR", "\n": "LF", "\x00": "NUL", "\t": "TAB"}
 
+# The common case, checked with two compiled patterns before the full rules run:
+# an ASCII dot-atom local part and an ASCII LDH host name.
+_SIMPLE_LOCAL = re.compile(
+    r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(?:\.[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*"
+)
+_SIMPLE_DOMAIN = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+)
+
 _IPAddress: TypeAlias = "ipaddress.IPv4Address | ipaddress.IPv6Address"
 
 
@@ -252,6 +262,8 @@ class Mailbox:
     def __post_init__(self) -> None:
         if not isinstance(self.local_part, str) or not isinstance(self.domain, str):
             raise TypeError("Mailbox local_part and domain must be str")
+        if _is_simple(self.local_part, self.domain):
+            return
         _check_local_part(self.local_part)
         if not self.domain:
             if self.local_part.lower() != "postmaster":
@@ -289,6 +301,17 @@ class Mailbox:
         if self.domain.isascii():
             return self.domain.lower()
         return _validate_domain(self.domain, allow_trailing_dot=False)
+
+
+def _is_simple(local: str, domain: str) -> bool:
+    """True for the everyday ASCII mailbox that the full checks would accept."""
+    return (
+        len(local) <= MAX_LOCAL_PART_OCTETS
+        and len(local) + len(domain) <= MAX_PATH_OCTETS - 3
+        and _SIMPLE_LOCAL.fullmatch(local) is not None
+        and _SIMPLE_DOMAIN.fullmatch(domain) is not None
+        and not domain.rpartition(".")[2].isdigit()
+    )
 
 
 def _dot_string_problem(local: str) -> str:
@@ -420,6 +443,9 @@ def split_path(text: str) -> tuple[str, str]:
     """
     if not text.startswith("<"):
         raise AddressError(f"expected a path starting with '<' in {_show(text)}")
+    close = text.find(">")
+    if close > 0 and '"' not in text[:close] and "[" not in text[:close]:
+        return _cut_after(text, close)  # nothing quoted or bracketed before it
     in_quotes = False
     i = 1
     while i < len(text):
@@ -437,12 +463,16 @@ def split_path(text: str) -> tuple[str, str]:
                 break
             i = close
         elif char == ">":
-            path, rest = text[: i + 1], text[i + 1 :]
-            if rest and not rest.startswith(" "):
-                raise AddressError(f"expected a space after the path in {_show(text)}")
-            return path, rest.lstrip(" ")
+            return _cut_after(text, i)
         i += 1
     raise AddressError(f"no closing '>' for the path in {_show(text)}")
+
+
+def _cut_after(text: str, close: int) -> tuple[str, str]:
+    path, rest = text[: close + 1], text[close + 1 :]
+    if rest and not rest.startswith(" "):
+        raise AddressError(f"expected a space after the path in {_show(text)}")
+    return path, rest.lstrip(" ")
 
 
 def format_path(mailbox: Mailbox | None) -> str:

@@ -146,17 +146,20 @@ class Reply(Event):
     def to_bytes(self, status: EnhancedStatus | None = None) -> bytes:
         """The reply as wire lines, each prefixed with ``status`` if given."""
         prefix = f"{status} " if status is not None else ""
-        last = len(self.lines) - 1
-        out = []
-        for index, line in enumerate(self.lines):
-            sep = " " if index == last else "-"
-            text = prefix + line
+        lines = self.lines
+        if len(lines) == 1:
+            text = prefix + lines[0]
             # RFC 4954 §4: "334" SP [base64], the space even when empty.
             if text or self.code == 334:
-                out.append(f"{self.code}{sep}{text}\r\n")
-            else:
-                out.append(f"{self.code}{sep}\r\n")
-        return "".join(out).encode("utf-8")
+                return f"{self.code} {text}\r\n".encode()
+            return f"{self.code}\r\n".encode()
+        last = len(lines) - 1
+        out = []
+        for index, line in enumerate(lines):
+            sep = " " if index == last else "-"
+            text = prefix + line
+            out.append(f"{self.code}{sep}{text}\r\n" if text else f"{self.code}{sep}\r\n")
+        return "".join(out).encode()
 
 
 _REPLY_LINE_RE: Final = re.compile(rb"([2-5][0-5][0-9])([ -]|\r?\n)")

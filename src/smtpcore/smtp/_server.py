@@ -112,6 +112,7 @@ class ServerConnection:
         enhanced_status_codes: bool = True,
         smtputf8: bool = True,
         starttls: bool = False,
+        tls: bool = False,
         require_tls: bool = False,
         auth_mechanisms: Sequence[str] = (),
         auth_require_tls: bool = True,
@@ -161,7 +162,9 @@ class ServerConnection:
         self._pending: Event | None = None
         self._peer_closed = False
         self._error: RemoteProtocolError | None = None
-        self.tls = False
+        self.tls = tls
+        """True once the session runs over TLS: implicit TLS (``tls=True``, the
+        port-465 style of RFC 8314) or after STARTTLS."""
         self.helo_name: str | None = None
         self.extended = False
         self.authenticated = False
