@@ -39,12 +39,28 @@ from smtpcore._driver import (
     tls_info,
 )
 from smtpcore._driver._listener import BaseListener, ListenedSession
-from smtpcore._driver._smtp_client import Recipients
+from smtpcore._driver._smtp_client import (
+    AuthenticationError,
+    AuthenticationNotAvailable,
+    Recipients,
+)
 from smtpcore.address import Mailbox
-from smtpcore.handler import Envelope, Handler, Recipient, Session, TLSInfo
+from smtpcore.handler import (
+    Authenticator,
+    AuthIdentity,
+    Envelope,
+    Handler,
+    Recipient,
+    Session,
+    TLSInfo,
+)
 from smtpcore.smtp import TransactionResult
 
 __all__ = [
+    "AuthIdentity",
+    "AuthenticationError",
+    "AuthenticationNotAvailable",
+    "Authenticator",
     "MessageRefused",
     "RecipientsRefused",
     "SMTPClient",

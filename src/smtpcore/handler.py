@@ -7,24 +7,183 @@ default. The defaults accept a session, a sender and a message, but refuse
 every recipient: a server that accepts every recipient is an open relay, so
 the application has to say which recipients it takes (RFC 5321 §7.1).
 
+SMTP AUTH (RFC 4954) is configured on the server with an
+:class:`Authenticator`, which turns the application's credential checks into
+:mod:`smtpcore.sasl` mechanisms; a successful AUTH leaves an
+:class:`AuthIdentity` in :attr:`Session.authenticated`.
+
 This module does no I/O and imports no framework: one handler class serves
 both adapters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hmac
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from smtpcore.address import Mailbox
+from smtpcore.sasl import (
+    PREFERENCE,
+    Authorize,
+    CheckToken,
+    CramMD5Server,
+    GetCredentials,
+    GetPassword,
+    LoginServer,
+    OAuthBearerServer,
+    PlainServer,
+    ScramSHA256Server,
+    ServerMechanism,
+    XOAuth2Server,
+)
 from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Parameters, Rcpt, Reply
 
-__all__ = ["Envelope", "Handler", "MessageReply", "Recipient", "Session", "TLSInfo"]
+__all__ = [
+    "AuthIdentity",
+    "Authenticator",
+    "Envelope",
+    "Handler",
+    "MechanismFactory",
+    "MessageReply",
+    "Recipient",
+    "Session",
+    "TLSInfo",
+]
 
 MessageReply: TypeAlias = "Reply | Sequence[Reply] | None"
 """What :meth:`Handler.handle_message` returns: one reply, one per recipient
 (LMTP, RFC 2033 §4.2), or None for the default."""
+
+MechanismFactory: TypeAlias = Callable[[], ServerMechanism]
+"""Builds a fresh server mechanism for one ``AUTH`` command."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthIdentity:
+    """Who the client proved to be with ``AUTH`` (RFC 4954, RFC 4422 §3.4).
+
+    ``str()`` gives :attr:`authzid`, the identity to apply policy to.
+    """
+
+    authcid: str
+    """The name whose credentials were checked."""
+    authzid: str
+    """The identity the client acts as: :attr:`authcid` itself unless the client
+    asked for another and the :class:`Authenticator`'s ``authorize`` allowed it."""
+    mechanism: str
+    """The SASL mechanism used, such as ``"PLAIN"``."""
+
+    def __str__(self) -> str:
+        return self.authzid
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticator:
+    """The credential checks of a server that offers SMTP AUTH (RFC 4954).
+
+    Give the callables your user store can answer; each one enables the
+    mechanisms that need it, and the server offers them strongest first:
+
+    - ``check_password(username, password) -> bool``: PLAIN and LOGIN.
+    - ``get_scram_credentials(username) -> ScramCredentials | None``:
+      SCRAM-SHA-256 from stored keys (see
+      :func:`~smtpcore.sasl.derive_scram_credentials`); the password never
+      crosses the wire and the server never stores it.
+    - ``get_password(username) -> str | None``: the password in the clear, for
+      CRAM-MD5; it also serves PLAIN and LOGIN when ``check_password`` is not
+      given. Only for stores that must keep passwords anyway.
+    - ``check_token(username, token) -> bool | str``: OAuth 2.0 bearer
+      tokens, OAUTHBEARER (RFC 7628) and XOAUTH2.
+
+    ``authorize(authzid, authcid) -> bool`` decides whether a client that
+    proved it is ``authcid`` may act as another ``authzid``; by default
+    nobody may. ``mechanisms`` offers only the names listed, in that order.
+
+    The callables run in the event loop, one at a time: keep them quick (an
+    in-memory lookup, a hash check), compare secrets with
+    :func:`hmac.compare_digest`, take as long for an unknown user as for a
+    wrong password, and raise :class:`~smtpcore.sasl.CredentialsUnavailable`
+    when the store cannot answer (the client gets ``454 4.7.0``).
+    """
+
+    check_password: Callable[[str, str], bool] | None = None
+    get_scram_credentials: GetCredentials | None = None
+    get_password: GetPassword | None = None
+    check_token: CheckToken | None = None
+    authorize: Authorize | None = None
+    mechanisms: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        available = self._available()
+        if not available:
+            raise ValueError("an Authenticator needs at least one credential check")
+        if self.mechanisms is not None:
+            for name in self.mechanisms:
+                if name.upper() not in available:
+                    raise ValueError(f"{name} needs a credential check the Authenticator lacks")
+
+    def _available(self) -> list[str]:
+        names = set()
+        if self.check_password is not None or self.get_password is not None:
+            names |= {"PLAIN", "LOGIN"}
+        if self.get_password is not None:
+            names.add("CRAM-MD5")
+        if self.get_scram_credentials is not None:
+            names.add("SCRAM-SHA-256")
+        if self.check_token is not None:
+            names |= {"OAUTHBEARER", "XOAUTH2"}
+        return [name for name in PREFERENCE if name in names]
+
+    def server_mechanisms(self, hostname: str) -> dict[str, MechanismFactory]:
+        """The mechanisms to offer, by name, each with its factory.
+
+        ``hostname`` goes into the CRAM-MD5 challenge (RFC 2195 §2), so it
+        must be a domain name or an address literal when CRAM-MD5 is offered.
+        """
+        names = self._available()
+        if self.mechanisms is not None:
+            names = [name.upper() for name in self.mechanisms]
+        factories = {name: self._factory(name, hostname) for name in names}
+        if "CRAM-MD5" in factories:
+            factories["CRAM-MD5"]()  # checks the hostname now, not at the first AUTH
+        return factories
+
+    def _factory(self, name: str, hostname: str) -> MechanismFactory:
+        authorize = self.authorize
+        if name in ("PLAIN", "LOGIN"):
+            check = self._password_check()
+            if name == "LOGIN":
+                return lambda: LoginServer(check)
+            return lambda: PlainServer(check, authorize=authorize)
+        if name == "CRAM-MD5":
+            get_password = self.get_password
+            assert get_password is not None
+            return lambda: CramMD5Server(get_password, hostname)
+        if name == "SCRAM-SHA-256":
+            get_credentials = self.get_scram_credentials
+            assert get_credentials is not None
+            return lambda: ScramSHA256Server(get_credentials, authorize=authorize)
+        check_token = self.check_token
+        assert check_token is not None
+        if name == "OAUTHBEARER":
+            return lambda: OAuthBearerServer(check_token, authorize=authorize)
+        return lambda: XOAuth2Server(check_token, authorize=authorize)
+
+    def _password_check(self) -> Callable[[str, str, str], bool]:
+        check_password = self.check_password
+        if check_password is not None:
+            return lambda authzid, authcid, password: check_password(authcid, password)
+        get_password = self.get_password
+        assert get_password is not None
+
+        def check(authzid: str, authcid: str, password: str) -> bool:
+            stored = get_password(authcid)
+            ok = hmac.compare_digest((stored or "").encode(), password.encode())
+            return ok and stored is not None
+
+        return check
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +219,14 @@ class Envelope:
     sender: Mailbox | None
     """The reverse-path; ``None`` is the null path ``<>`` of a bounce (RFC 5321 §4.5.5)."""
     mail_params: Parameters = field(default_factory=Parameters)
+    submitter: str | None = None
+    """The ``AUTH=`` mailbox of ``MAIL`` (xtext-decoded), from an authenticated client only.
+
+    ``None`` when the client gave ``AUTH=<>``, no ``AUTH=``, or has not
+    authenticated: RFC 4954 §5 then has the server act as if ``AUTH=<>``
+    was given. Whether to trust the authenticated client's word is the
+    handler's decision (``mail_params`` keeps the raw value for logging).
+    """
     recipients: list[Recipient] = field(default_factory=list)
     content: bytes = b""
     """The message as received, once :meth:`Handler.handle_message` is called."""
@@ -85,8 +252,9 @@ class Session:
     """True after EHLO or LHLO, False after HELO."""
     tls: TLSInfo | None = None
     """Set once TLS is up, by STARTTLS or on connect."""
-    authenticated: str | None = None
-    """The authenticated identity; ``None`` until AUTH succeeds (RFC 4954)."""
+    authenticated: AuthIdentity | None = None
+    """Who the client proved to be; ``None`` until AUTH succeeds (RFC 4954), and again
+    after STARTTLS (RFC 3207 §4.2)."""
     envelope: Envelope | None = None
     """The open mail transaction, if any."""
     transactions: int = 0
@@ -117,6 +285,15 @@ class Handler:
 
     async def handle_hello(self, session: Session, command: Ehlo | Helo | Lhlo) -> Reply | None:
         """EHLO, HELO or LHLO. A positive reply gets the extension lines added."""
+        return None
+
+    async def handle_auth(self, session: Session, identity: AuthIdentity) -> Reply | None:
+        """AUTH succeeded as ``identity``: ``None`` answers ``235 2.7.0``.
+
+        A veto (``Reply(535, ..., "5.7.8")``, say, for a disabled account, or
+        ``454 4.7.0`` for a temporary problem) keeps the session
+        unauthenticated; a 535 counts as a failed attempt.
+        """
         return None
 
     async def handle_mail(self, session: Session, command: Mail) -> Reply | None:

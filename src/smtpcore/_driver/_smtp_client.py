@@ -2,9 +2,10 @@
 
 :class:`BaseSMTPClient` drives a :class:`~smtpcore.smtp.ClientConnection`
 over a :class:`~smtpcore._driver.Transport` the adapter opens: greeting,
-EHLO (HELO if refused), STARTTLS, then per message ``MAIL``, every ``RCPT``
-and ``DATA`` in one write when the server offers PIPELINING (RFC 2920),
-the content, and ``RSET`` before the next message of a reused session.
+EHLO (HELO if refused), STARTTLS, AUTH (RFC 4954) when given credentials,
+then per message ``MAIL``, every ``RCPT`` and ``DATA`` in one write when the
+server offers PIPELINING (RFC 2920), the content, and ``RSET`` before the
+next message of a reused session.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import email.message
 import email.utils
 import socket
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Final
 
@@ -23,8 +24,24 @@ from smtpcore._driver._transport import Transport
 from smtpcore._errors import RemoteProtocolError
 from smtpcore._sentinels import NEED_DATA, PAUSED
 from smtpcore.address import Mailbox, parse_mailbox
+from smtpcore.sasl import (
+    CLIENT_MECHANISMS,
+    PREFERENCE,
+    ClientMechanism,
+    CramMD5Client,
+    LoginClient,
+    OAuthBearerClient,
+    PlainClient,
+    ScramSHA256Client,
+    XOAuth2Client,
+    choose_mechanism,
+)
 from smtpcore.smtp import (
+    AuthenticationFailed,
+    AuthResponse,
+    ClientAuth,
     ClientConnection,
+    Command,
     ConnectionClosed,
     Data,
     Ehlo,
@@ -42,6 +59,8 @@ from smtpcore.smtp import (
 )
 
 __all__ = [
+    "AuthenticationError",
+    "AuthenticationNotAvailable",
     "BaseSMTPClient",
     "MessageRefused",
     "RecipientsRefused",
@@ -99,6 +118,21 @@ class TLSNotAvailable(SMTPError):
     """STARTTLS was required but the server does not offer it (RFC 3207 §4)."""
 
 
+class AuthenticationError(SMTPReplyError):
+    """AUTH failed: the server refused the credentials (``reply`` says how: 535 5.7.8,
+    454 4.7.0, ...), or a SCRAM server could not prove it holds the user's keys."""
+
+    def __init__(self, command: str, reply: Reply, message: str | None = None) -> None:
+        super().__init__(command, reply)
+        if message is not None:
+            self.args = (f"{message}: {reply}",)
+
+
+class AuthenticationNotAvailable(SMTPError):
+    """Credentials were given but no mechanism can be used: the server offers no AUTH,
+    none the client can do, or only ones that need TLS on a plaintext connection."""
+
+
 class SMTPConnectionError(SMTPError, ConnectionError):
     """The connection failed or closed (``reply`` is the 421, if the server sent one)."""
 
@@ -112,6 +146,13 @@ class SMTPProtocolError(SMTPError):
 
 
 Recipients = str | Mailbox | Iterable[str | Mailbox]
+
+_PASSWORD_MECHANISMS: Final[dict[str, Callable[[str, str], ClientMechanism]]] = {
+    "SCRAM-SHA-256": ScramSHA256Client,
+    "CRAM-MD5": CramMD5Client,
+    "PLAIN": PlainClient,
+    "LOGIN": LoginClient,
+}
 
 
 def _mailbox(value: str | Mailbox) -> Mailbox:
@@ -146,6 +187,15 @@ class BaseSMTPClient:
     server offers it, False never does. Certificates are checked against
     ``host`` (or ``server_hostname``) with ``ssl_context``, by default
     :func:`ssl.create_default_context`, which verifies them.
+
+    With ``username`` and ``password`` (or ``oauth_token``) the client
+    authenticates after EHLO and STARTTLS, with the strongest mechanism both
+    sides have (:func:`~smtpcore.sasl.choose_mechanism`), limited to
+    ``auth_mechanisms`` if given; ``sasl_mechanism`` supplies a client
+    mechanism instead (a factory of one, for a client that connects more
+    than once). Mechanisms that show a reusable
+    secret (PLAIN, LOGIN, bearer tokens) are used only under TLS unless
+    ``allow_plaintext_auth`` is true.
     """
 
     def __init__(
@@ -160,7 +210,17 @@ class BaseSMTPClient:
         server_hostname: str | None = None,
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
         lmtp: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+        oauth_token: str | None = None,
+        auth_mechanisms: Sequence[str] | None = None,
+        sasl_mechanism: ClientMechanism | Callable[[], ClientMechanism] | None = None,
+        allow_plaintext_auth: bool = False,
     ) -> None:
+        if (password is not None or oauth_token is not None) and not username:
+            raise ValueError("a password or an oauth_token needs a username")
+        if username is not None and password is None and oauth_token is None:
+            raise ValueError("a username needs a password or an oauth_token")
         self.host = host
         self.port = port if port is not None else (465 if tls_on_connect else 25)
         self.hostname = hostname or socket.getfqdn()
@@ -170,6 +230,16 @@ class BaseSMTPClient:
         self.server_hostname = server_hostname or host
         self.timeouts = timeouts
         self.lmtp = lmtp
+        self.username = username
+        self.password = password
+        self.oauth_token = oauth_token
+        self.auth_mechanisms = (
+            None if auth_mechanisms is None else [name.upper() for name in auth_mechanisms]
+        )
+        self.sasl_mechanism = sasl_mechanism
+        self.allow_plaintext_auth = allow_plaintext_auth
+        self.authenticated_with: str | None = None
+        """The mechanism the session authenticated with, once it has."""
         self._transport: Transport | None = None
         self._conn: ClientConnection | None = None
         self._sent_messages = 0
@@ -214,6 +284,8 @@ class BaseSMTPClient:
                     await self._starttls()
                 elif self.starttls:
                     raise TLSNotAvailable("the server does not offer STARTTLS")
+            if self.username is not None or self.sasl_mechanism is not None:
+                await self._authenticate()
         except BaseException:
             await self._abort()
             raise
@@ -236,6 +308,76 @@ class BaseSMTPClient:
         # Bytes that came with the 220 arrived before the handshake: the machine drops them.
         self.connection.tls_started()
         await self._hello()
+
+    # -- AUTH ---------------------------------------------------------------
+
+    def _mechanism(self) -> ClientMechanism:
+        """The client mechanism to run: the one given, or the strongest both sides have."""
+        conn = self.connection
+        if "AUTH" not in conn.extensions:
+            raise AuthenticationNotAvailable("the server does not offer AUTH")
+        offered = conn.extensions.auth
+        secure = conn.tls or self.allow_plaintext_auth
+        given = self.sasl_mechanism
+        if given is not None:
+            mechanism = given if isinstance(given, ClientMechanism) else given()
+            if mechanism.name.upper() not in offered:
+                raise AuthenticationNotAvailable(f"the server does not offer {mechanism.name}")
+            if mechanism.requires_tls and not secure:
+                raise AuthenticationNotAvailable(f"{mechanism.name} needs TLS")
+            return mechanism
+        names = list(_PASSWORD_MECHANISMS) if self.password is not None else []
+        if self.oauth_token is not None:
+            names += ["OAUTHBEARER", "XOAUTH2"]
+        if self.auth_mechanisms is not None:
+            names = [name for name in names if name in self.auth_mechanisms]
+        usable = [name for name in names if secure or not CLIENT_MECHANISMS[name].requires_tls]
+        name = choose_mechanism(offered, usable)
+        if name is None:
+            shared = [name for name in PREFERENCE if name in offered and name in names]
+            detail = "needs TLS" if len(shared) == 1 else "need TLS"
+            raise AuthenticationNotAvailable(
+                f"{', '.join(shared)} {detail} (allow_plaintext_auth=True to send anyway)"
+                if shared
+                else f"no mechanism in common: the server offers {' '.join(sorted(offered))}"
+            )
+        assert self.username is not None
+        if name in _PASSWORD_MECHANISMS:
+            assert self.password is not None
+            return _PASSWORD_MECHANISMS[name](self.username, self.password)
+        assert self.oauth_token is not None
+        if name == "XOAUTH2":
+            return XOAuth2Client(self.username, self.oauth_token)
+        host = self.server_hostname if self.server_hostname.isascii() else None
+        return OAuthBearerClient(self.username, self.oauth_token, host=host, port=self.port)
+
+    async def _authenticate(self) -> None:
+        """Run one AUTH exchange (RFC 4954 §4); raise unless the server accepted."""
+        flow = ClientAuth(self._mechanism())
+        command = f"AUTH {flow.mechanism.name}"
+        timeout = self.timeouts.command
+        reply = await self._command(flow.start(), timeout)
+        cancelled = False
+        while reply.code == 334 and not cancelled:
+            try:
+                response = flow.respond(reply)
+            except RemoteProtocolError:  # a challenge that is not base64
+                response = AuthResponse(cancel=True)
+            cancelled = response.cancel
+            reply = await self._command(response, timeout)
+        if cancelled:
+            # RFC 4954 §4: "*" ends the exchange, whatever the server answers.
+            message = (
+                f"{command} cancelled by the client: a malformed challenge, "
+                "or a server that could not prove it holds the user's keys"
+            )
+            raise AuthenticationError(command, reply, message)
+        try:
+            flow.finish(reply)
+        except AuthenticationFailed as exc:
+            detail = None if reply.code != 235 else f"{command}: {exc}"
+            raise AuthenticationError(command, reply, detail) from exc
+        self.authenticated_with = flow.mechanism.name
 
     async def _handshake(self) -> None:
         transport = self._transport
@@ -395,7 +537,7 @@ class BaseSMTPClient:
 
     async def _command(
         self,
-        command: Ehlo | Helo | Lhlo | StartTls | Quit | Mail | Rcpt | Data | Rset,
+        command: Command | AuthResponse,
         timeout: float | None,
     ) -> Reply:
         await self._write(self.connection.send(command), timeout)

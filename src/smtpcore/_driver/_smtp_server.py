@@ -11,9 +11,10 @@ the commands already received are answered (RFC 2920 §3.1).
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -23,8 +24,20 @@ from smtpcore._driver._transport import Transport
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import FramingPolicy
 from smtpcore._sentinels import NEED_DATA, PAUSED
-from smtpcore.handler import Envelope, Handler, MessageReply, Recipient, Session
+from smtpcore.handler import (
+    Authenticator,
+    AuthIdentity,
+    Envelope,
+    Handler,
+    MechanismFactory,
+    MessageReply,
+    Recipient,
+    Session,
+)
+from smtpcore.sasl import SERVER_MECHANISMS
 from smtpcore.smtp import (
+    Auth,
+    AuthResponse,
     BadCommand,
     Command,
     ConnectionClosed,
@@ -44,6 +57,7 @@ from smtpcore.smtp import (
     RejectedMessage,
     Reply,
     Rset,
+    ServerAuth,
     ServerConnection,
     StartTls,
     State,
@@ -61,6 +75,20 @@ enough that unstuffing a chunk stays in the CPU cache."""
 _LOCAL_ERROR: Final = Reply(451, "Local error in processing", "4.3.0")
 _IDLE_STATES: Final = frozenset({State.HELLO, State.READY, State.NO_SERVICE})
 _HELP: Final = Reply(214, "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY")
+_AUTH_UNAVAILABLE: Final = Reply(454, "Temporary authentication failure", "4.7.0")
+_XTEXT_HEX: Final = re.compile(r"\+([0-9A-F]{2})")
+
+AuthConfig = Authenticator | Mapping[str, MechanismFactory]
+"""What ``auth=`` takes: an :class:`~smtpcore.handler.Authenticator`, or the mechanisms
+to offer by name, each with a factory of :class:`~smtpcore.sasl.ServerMechanism`."""
+
+
+def _submitter(value: str | None) -> str | None:
+    """The mailbox of ``AUTH=xtext`` (RFC 4954 §5, xtext of RFC 3461 §4); None for ``<>``."""
+    if value is None or value == "<>":
+        return None
+    text = _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), value)
+    return text or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +113,41 @@ class ServerOptions:
     framing: FramingPolicy | None = None
     connection_factory: Callable[[ServerOptions], ServerConnection] | None = None
     """Builds the machine of each session, to set the machine options not listed here."""
+    auth: AuthConfig | None = None
+    """Offers SMTP AUTH (RFC 4954) with these credential checks or mechanisms."""
+    auth_require_tls: bool = True
+    """Offer mechanisms that show a reusable secret (PLAIN, LOGIN, bearer tokens) only
+    under TLS (RFC 4954 §4, RFC 4616 §5)."""
+    require_auth: bool = False
+    """Refuse ``MAIL`` with ``530 5.7.0`` until AUTH succeeds (a submission server)."""
+    max_auth_failures: int = 3
+    """Failed AUTH attempts per session; the next one gets ``421 4.7.0`` and a close."""
+    auth_mechanisms: Mapping[str, MechanismFactory] = field(init=False, repr=False, compare=False)
+    """The mechanisms offered, by name, as ``auth`` gives them."""
 
     def __post_init__(self) -> None:
         if self.tls_on_connect and self.ssl_context is None:
             raise ValueError("tls_on_connect needs an ssl_context")
         if self.max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
+        auth = self.auth
+        if isinstance(auth, Authenticator):
+            mechanisms = auth.server_mechanisms(self.hostname)
+        else:
+            mechanisms = {name.upper(): factory for name, factory in (auth or {}).items()}
+        object.__setattr__(self, "auth_mechanisms", mechanisms)
+        if self.require_auth and not mechanisms:
+            raise ValueError("require_auth needs auth")
+        in_plaintext = [
+            name
+            for name in mechanisms
+            if name in SERVER_MECHANISMS and not SERVER_MECHANISMS[name].requires_tls
+        ]
+        if mechanisms and not in_plaintext and self.auth_require_tls and not self.ssl_context:
+            raise ValueError(
+                f"{', '.join(mechanisms)} need TLS, and there is no ssl_context: "
+                "give one, or pass auth_require_tls=False to offer them in plaintext"
+            )
 
     def new_connection(self) -> ServerConnection:
         if self.connection_factory is not None:
@@ -103,6 +160,10 @@ class ServerOptions:
             framing=self.framing,
             starttls=self.ssl_context is not None and not self.tls_on_connect,
             require_tls=self.require_tls,
+            auth_mechanisms=list(self.auth_mechanisms),
+            auth_require_tls=self.auth_require_tls,
+            require_auth=self.require_auth,
+            max_auth_failures=self.max_auth_failures,
         )
 
 
@@ -153,6 +214,8 @@ class ServerSession:
         self._out: list[bytes] = []
         self._idle_deadline: Deadline | None = None
         self._chunk_failed = False
+        self._auth = ServerAuth(self.options.auth_mechanisms)
+        self._auth_mechanism = ""
 
     # -- the loop ---------------------------------------------------------
 
@@ -299,6 +362,8 @@ class ServerSession:
     async def _dispatch(self, event: Event) -> None:
         if isinstance(event, MessageData):
             await self._content(event.data)
+        elif isinstance(event, (Auth, AuthResponse)):
+            await self._authenticate(event)
         elif isinstance(event, Command):
             await self._command(event)
         elif isinstance(event, BadCommand):
@@ -331,7 +396,10 @@ class ServerSession:
                 "handle_mail", lambda: handler.handle_mail(session, command), Reply(250, "OK")
             )
             if self._answer(reply).is_positive:
-                session.envelope = Envelope(command.sender, command.params)
+                submitter = None
+                if session.authenticated is not None:
+                    submitter = _submitter(command.params.get("AUTH"))
+                session.envelope = Envelope(command.sender, command.params, submitter=submitter)
         elif isinstance(command, Rcpt):
             await self._rcpt(command)
         elif isinstance(command, Data):
@@ -390,6 +458,10 @@ class ServerSession:
         self.conn.tls_started()
         self.session.helo_name = None
         self.session.extended = False
+        # RFC 3207 §4.2: nothing learnt before TLS stands, the identity included.
+        self.conn.authenticated = False
+        self.session.authenticated = None
+        self._auth = ServerAuth(self.options.auth_mechanisms)
 
     async def _handshake(self) -> None:
         context = self.options.ssl_context
@@ -401,6 +473,36 @@ class ServerSession:
             logger.info("TLS handshake with %s failed: %s", self.session.peer, exc)
             raise _ConnectionLost from None
         self.session.tls = self.transport.tls
+
+    # -- AUTH -----------------------------------------------------------------
+
+    async def _authenticate(self, event: Auth | AuthResponse) -> None:
+        """One step of an AUTH exchange (RFC 4954 §4); the handler may veto a success."""
+        flow = self._auth
+        if isinstance(event, Auth):
+            self._auth_mechanism = event.mechanism.upper()
+        try:
+            reply = flow.start(event) if isinstance(event, Auth) else flow.step(event)
+        except Exception:
+            logger.exception("AUTH %s failed", self._auth_mechanism)
+            reply = _AUTH_UNAVAILABLE
+        session = self.session
+        success = flow.success
+        if reply.code != 235 or success is None:
+            if reply.code >= 500 and reply.code != 504:
+                logger.info(
+                    "AUTH %s from %s failed: %s", self._auth_mechanism, session.peer, reply
+                )
+            self._answer(reply)
+            return
+        flow.success = None
+        identity = AuthIdentity(success.authcid, success.authzid, self._auth_mechanism)
+        reply = await self._ask(
+            "handle_auth", lambda: self.handler.handle_auth(session, identity), reply
+        )
+        if self._answer(reply).code == 235:
+            session.authenticated = identity
+            logger.info("AUTH %s from %s as %s", identity.mechanism, session.peer, identity)
 
     # -- content --------------------------------------------------------------
 
@@ -480,7 +582,8 @@ class BaseSMTPServer(BaseListener[ServerSession]):
     socket already bound and listening. ``hostname`` is this host's name in
     the greeting (the FQDN by default). With ``ssl_context`` the server
     offers STARTTLS, or, with ``tls_on_connect``, speaks TLS from the first
-    byte (port 465). The other keywords are those of :class:`ServerOptions`.
+    byte (port 465). With ``auth`` (an :class:`~smtpcore.handler.Authenticator`)
+    it offers SMTP AUTH. The other keywords are those of :class:`ServerOptions`.
     """
 
     def __init__(
@@ -502,6 +605,10 @@ class BaseSMTPServer(BaseListener[ServerSession]):
         framing: FramingPolicy | None = None,
         connection_factory: Callable[[ServerOptions], ServerConnection] | None = None,
         backlog: int = 1024,
+        auth: AuthConfig | None = None,
+        auth_require_tls: bool = True,
+        require_auth: bool = False,
+        max_auth_failures: int = 3,
     ) -> None:
         super().__init__(host, port, sock=sock, backlog=backlog)
         self.options = ServerOptions(
@@ -516,5 +623,9 @@ class BaseSMTPServer(BaseListener[ServerSession]):
             lmtp=lmtp,
             framing=framing,
             connection_factory=connection_factory,
+            auth=auth,
+            auth_require_tls=auth_require_tls,
+            require_auth=require_auth,
+            max_auth_failures=max_auth_failures,
         )
         self.state = ServerState(handler, self.options)

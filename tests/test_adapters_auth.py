@@ -1,0 +1,606 @@
+"""SMTP AUTH (RFC 4954) in both adapters, one suite run on asyncio and on trio.
+
+Our client against our server with every mechanism; the server's policy
+(TLS for PLAIN and LOGIN, AUTH before MAIL, failed attempts, bad input, a
+handler's veto, STARTTLS forgetting the identity); real clients against our
+server (smtplib, aiosmtplib, swaks); our client against aiosmtpd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hmac
+import smtplib
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import aiosmtplib
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from peers import (
+    ADAPTERS,
+    TLSFiles,
+    free_port,
+    make_tls_files,
+    missing_peer,
+    raw_smtp_session,
+    require_program,
+    running_smtp_server,
+)
+from smtpcore.handler import Authenticator, AuthIdentity, Envelope, Handler, MessageReply, Session
+from smtpcore.sasl import ScramSHA256Server, derive_scram_credentials
+from smtpcore.smtp import Mail, Rcpt, Reply
+from test_adapters_client import module, run
+
+USER = "john@abc.example"
+PASSWORD = "correct horse"
+TOKEN = "ya29.token-for-john"
+MESSAGE = b"Subject: auth\r\n\r\nbody\r\n"
+MECHANISMS = ["SCRAM-SHA-256", "OAUTHBEARER", "XOAUTH2", "CRAM-MD5", "PLAIN", "LOGIN"]
+TOKEN_MECHANISMS = {"OAUTHBEARER", "XOAUTH2"}
+SCRAM = {USER: derive_scram_credentials(PASSWORD)}
+
+
+def check_password(username: str, password: str) -> bool:
+    return hmac.compare_digest(password.encode(), PASSWORD.encode()) and username == USER
+
+
+def get_password(username: str) -> str | None:
+    return PASSWORD if username == USER else None
+
+
+def check_token(username: str, token: str) -> bool | str:
+    return username == USER and hmac.compare_digest(token.encode(), TOKEN.encode())
+
+
+def authenticator(*mechanisms: str) -> Authenticator:
+    return Authenticator(
+        check_password=check_password,
+        get_scram_credentials=SCRAM.get,
+        get_password=get_password,
+        check_token=check_token,
+        authorize=lambda authzid, authcid: authzid == "postmaster@abc.example",
+        mechanisms=mechanisms or None,
+    )
+
+
+class Submission(Handler):
+    """Records who authenticated and what MAIL saw; refuses one account in handle_auth."""
+
+    def __init__(self) -> None:
+        self.identities: list[AuthIdentity] = []
+        self.mail_identities: list[AuthIdentity | None] = []
+        self.messages: list[Envelope] = []
+
+    async def handle_auth(self, session: Session, identity: AuthIdentity) -> Reply | None:
+        self.identities.append(identity)
+        if identity.authzid == "postmaster@abc.example" and session.tls is None:
+            return Reply(535, "Not for postmaster without TLS", "5.7.8")
+        return None
+
+    async def handle_mail(self, session: Session, command: Mail) -> Reply | None:
+        self.mail_identities.append(session.authenticated)
+        return None
+
+    async def handle_rcpt(
+        self, session: Session, envelope: Envelope, command: Rcpt
+    ) -> Reply | None:
+        return Reply(250, "OK")
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        self.messages.append(envelope)
+        return None
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+def credentials(mechanism: str, secret: str = PASSWORD) -> dict[str, Any]:
+    """The client keywords that log in as USER with ``mechanism`` only."""
+    options: dict[str, Any] = {"username": USER, "auth_mechanisms": [mechanism]}
+    if mechanism in TOKEN_MECHANISMS:
+        options["oauth_token"] = TOKEN if secret == PASSWORD else "wrong-token"
+    else:
+        options["password"] = secret
+    return options
+
+
+async def login_and_send(adapter: str, port: int, **options: Any) -> str | None:
+    """Connect our client, authenticate, send MESSAGE; return the mechanism used."""
+    async with module(adapter).SMTPClient(
+        "127.0.0.1", port, hostname="client.test", **options
+    ) as c:
+        await c.send_message(MESSAGE, USER, ["bob@pqr.example"])
+        used: str | None = c.authenticated_with
+        return used
+
+
+# -- our client against our server ---------------------------------------------------
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_our_client_authenticates_with_each_mechanism(
+    adapter: str, tls: TLSFiles, mechanism: str
+) -> None:
+    handler = Submission()
+    with running_smtp_server(
+        adapter,
+        handler,
+        ssl_context=tls.server_context,
+        auth=authenticator(),
+        require_auth=True,
+    ) as server:
+        used = run(
+            adapter,
+            lambda: login_and_send(
+                adapter, server.port, ssl_context=tls.client_context, **credentials(mechanism)
+            ),
+        )
+    assert used == mechanism
+    assert handler.identities == [AuthIdentity(USER, USER, mechanism)]
+    assert handler.mail_identities == handler.identities
+    [envelope] = handler.messages
+    assert envelope.content == MESSAGE and envelope.submitter is None
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_a_wrong_secret_raises_authentication_error(
+    adapter: str, tls: TLSFiles, mechanism: str
+) -> None:
+    handler = Submission()
+    errors = module(adapter)
+    with (
+        running_smtp_server(
+            adapter, handler, ssl_context=tls.server_context, auth=authenticator()
+        ) as server,
+        pytest.raises(errors.AuthenticationError) as info,
+    ):
+        run(
+            adapter,
+            lambda: login_and_send(
+                adapter,
+                server.port,
+                ssl_context=tls.client_context,
+                **credentials(mechanism, "wrong password"),
+            ),
+        )
+    assert info.value.reply.code == 535
+    assert str(info.value.reply.status) == "5.7.8"
+    assert handler.identities == [] and handler.messages == []
+
+
+def test_the_strongest_shared_mechanism_is_chosen(adapter: str, tls: TLSFiles) -> None:
+    with running_smtp_server(
+        adapter,
+        Submission(),
+        ssl_context=tls.server_context,
+        auth=authenticator("PLAIN", "CRAM-MD5", "LOGIN"),
+    ) as server:
+        used = run(
+            adapter,
+            lambda: login_and_send(
+                adapter,
+                server.port,
+                ssl_context=tls.client_context,
+                username=USER,
+                password=PASSWORD,
+            ),
+        )
+    assert used == "CRAM-MD5"
+
+
+def test_auth_is_required_before_mail(adapter: str, tls: TLSFiles) -> None:
+    errors = module(adapter)
+    with running_smtp_server(
+        adapter,
+        Submission(),
+        ssl_context=tls.server_context,
+        auth=authenticator(),
+        require_auth=True,
+    ) as server:
+        with pytest.raises(errors.SenderRefused) as info:
+            run(
+                adapter,
+                lambda: login_and_send(adapter, server.port, ssl_context=tls.client_context),
+            )
+        assert info.value.reply.code == 530 and str(info.value.reply.status) == "5.7.0"
+        with raw_smtp_session(server.host, server.port) as s:
+            s.recv_reply()
+            s.command(b"EHLO client.test")
+            assert s.command(b"MAIL FROM:<a@abc.example>").startswith(b"530 5.7.0")
+            assert s.command(b"NOOP").startswith(b"250")
+
+
+def test_plain_is_offered_only_after_starttls(adapter: str, tls: TLSFiles) -> None:
+    with (
+        running_smtp_server(
+            adapter,
+            Submission(),
+            ssl_context=tls.server_context,
+            auth=Authenticator(check_password=check_password),
+        ) as server,
+        smtplib.SMTP(server.host, server.port, local_hostname="client.test") as client,
+    ):
+        client.ehlo()
+        assert not client.has_extn("auth")
+        initial = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()
+        code, text = client.docmd("AUTH", f"PLAIN {initial}")
+        assert (code, text[:6]) == (538, b"5.7.11")
+        client.starttls(context=tls.client_context)
+        client.ehlo()
+        assert client.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"]
+        assert client.login(USER, PASSWORD)[0] == 235
+
+
+def test_our_client_keeps_passwords_off_plaintext(adapter: str) -> None:
+    """A server that offers PLAIN without TLS gets it only with allow_plaintext_auth."""
+    errors = module(adapter)
+    handler = Submission()
+    auth = Authenticator(check_password=check_password)
+    with running_smtp_server(adapter, handler, auth=auth, auth_require_tls=False) as server:
+        with pytest.raises(errors.AuthenticationNotAvailable, match="need TLS"):
+            run(
+                adapter,
+                lambda: login_and_send(adapter, server.port, username=USER, password=PASSWORD),
+            )
+        assert handler.identities == []
+        used = run(
+            adapter,
+            lambda: login_and_send(
+                adapter,
+                server.port,
+                username=USER,
+                password=PASSWORD,
+                allow_plaintext_auth=True,
+            ),
+        )
+    assert used == "PLAIN"
+    assert [i.mechanism for i in handler.identities] == ["PLAIN"]
+
+
+def test_send_message_takes_credentials(adapter: str, tls: TLSFiles) -> None:
+    handler = Submission()
+    with running_smtp_server(
+        adapter, handler, ssl_context=tls.server_context, auth=authenticator()
+    ) as server:
+        result = run(
+            adapter,
+            lambda: module(adapter).send_message(
+                MESSAGE,
+                USER,
+                ["bob@pqr.example"],
+                host="127.0.0.1",
+                port=server.port,
+                ssl_context=tls.client_context,
+                username=USER,
+                password=PASSWORD,
+            ),
+        )
+    assert len(result.delivered) == 1
+    assert [i.mechanism for i in handler.identities] == ["SCRAM-SHA-256"]
+
+
+def test_a_scram_server_that_cannot_prove_itself_is_refused(adapter: str, tls: TLSFiles) -> None:
+    """The mapping form of ``auth=``; a server with the wrong ServerKey sends a bad ``v=``."""
+    forged = dataclasses.replace(SCRAM[USER], server_key=bytes(32))
+    auth = {"SCRAM-SHA-256": lambda: ScramSHA256Server({USER: forged}.get)}
+    with (
+        running_smtp_server(adapter, Submission(), ssl_context=tls.server_context, auth=auth) as s,
+        pytest.raises(module(adapter).AuthenticationError, match="could not prove") as info,
+    ):
+        run(
+            adapter,
+            lambda: login_and_send(
+                adapter, s.port, ssl_context=tls.client_context, username=USER, password=PASSWORD
+            ),
+        )
+    assert info.value.reply.code == 501  # the client's "*" (RFC 4954 §4)
+
+
+def test_server_options_are_checked() -> None:
+    from smtpcore.asyncio import SMTPServer
+
+    with pytest.raises(ValueError, match="need TLS"):
+        SMTPServer(Handler(), auth=Authenticator(check_password=check_password))
+    with pytest.raises(ValueError, match="require_auth needs auth"):
+        SMTPServer(Handler(), require_auth=True)
+    with pytest.raises(ValueError, match="credential check"):
+        Authenticator(check_password=check_password, mechanisms=["CRAM-MD5"])
+    server = SMTPServer(Handler(), auth=authenticator(), auth_require_tls=False)
+    assert list(server.options.auth_mechanisms) == MECHANISMS
+
+
+# -- the server's policy, on the wire ---------------------------------------------------
+
+
+def plain(authcid: str, password: str, authzid: str = "") -> bytes:
+    return base64.b64encode(f"{authzid}\0{authcid}\0{password}".encode())
+
+
+def test_identity_authzid_veto_and_auth_parameter(adapter: str) -> None:
+    handler = Submission()
+    with (
+        running_smtp_server(adapter, handler, auth=authenticator(), auth_require_tls=False) as s,
+        raw_smtp_session(s.host, s.port) as c,
+    ):
+        c.recv_reply()
+        c.command(b"EHLO client.test")
+        # Acting as postmaster is authorized, but the handler wants TLS for it.
+        reply = c.command(b"AUTH PLAIN " + plain(USER, PASSWORD, "postmaster@abc.example"))
+        assert reply.startswith(b"535 5.7.8 Not for postmaster")
+        assert c.command(b"MAIL FROM:<a@abc.example> AUTH=<>").startswith(b"250")
+        assert c.command(b"RSET").startswith(b"250")
+        assert c.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"235 2.7.0")
+        assert c.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"503 5.5.1")
+        c.send(b"MAIL FROM:<a@abc.example> AUTH=j+2Bx@abc.example\r\nRCPT TO:<b@pqr.example>\r\n")
+        assert [c.recv_reply()[:3] for _ in range(2)] == [b"250", b"250"]
+        assert c.command(b"DATA").startswith(b"354")
+        assert c.command(b"hi\r\n.").startswith(b"250")
+    assert [(i.authzid, i.authcid) for i in handler.identities] == [
+        ("postmaster@abc.example", USER),
+        (USER, USER),
+    ]
+    assert handler.mail_identities == [None, AuthIdentity(USER, USER, "PLAIN")]
+    [envelope] = handler.messages
+    assert envelope.submitter == "j+x@abc.example"
+    assert envelope.mail_params["AUTH"] == "j+2Bx@abc.example"
+
+
+def test_bad_input_and_the_failure_limit(adapter: str) -> None:
+    with (
+        running_smtp_server(
+            adapter,
+            Submission(),
+            auth=authenticator(),
+            auth_require_tls=False,
+            max_auth_failures=2,
+        ) as server,
+        raw_smtp_session(server.host, server.port) as c,
+    ):
+        c.recv_reply()
+        c.command(b"EHLO client.test")
+        assert c.command(b"AUTH PLAIN !!!").startswith(b"501 5.5.2")
+        assert c.command(b"AUTH LOGIN").startswith(b"334 VXNlcm5hbWU6")
+        assert c.command(b"*").startswith(b"501 5.0.0")
+        assert c.command(b"AUTH LOGIN").startswith(b"334")
+        assert c.command(b"A" * 13000).startswith(b"500 5.5.6")
+        assert c.command(b"AUTH GSSAPI").startswith(b"504 5.5.4")
+        assert c.command(b"NOOP").startswith(b"250")
+        for _ in range(2):
+            assert c.command(b"AUTH PLAIN " + plain(USER, "nope")).startswith(b"535 5.7.8")
+        assert c.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"421 4.7.0")
+        assert c.recv_some() == b""
+
+
+def test_starttls_forgets_the_identity(adapter: str, tls: TLSFiles) -> None:
+    handler = Submission()
+    with (
+        running_smtp_server(
+            adapter,
+            handler,
+            ssl_context=tls.server_context,
+            auth=authenticator(),
+            require_auth=True,
+        ) as server,
+        smtplib.SMTP(server.host, server.port, local_hostname="client.test") as client,
+    ):
+        client.ehlo()
+        client.user, client.password = USER, PASSWORD
+        assert client.auth("CRAM-MD5", client.auth_cram_md5)[0] == 235
+        client.starttls(context=tls.client_context)
+        client.ehlo()
+        assert client.mail(USER)[0] == 530
+        assert client.login(USER, PASSWORD)[0] == 235
+        assert client.sendmail(USER, ["bob@pqr.example"], MESSAGE) == {}
+    assert [i.mechanism for i in handler.identities] == ["CRAM-MD5", "CRAM-MD5"]
+    assert handler.mail_identities == [AuthIdentity(USER, USER, "CRAM-MD5")]
+
+
+# -- real clients against our server -------------------------------------------------------
+
+
+SMTPLIB_METHODS = ["CRAM-MD5", "PLAIN", "LOGIN"]
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("call", ["login", "auth"])
+@pytest.mark.parametrize("method", SMTPLIB_METHODS)
+def test_smtplib_over_starttls(adapter: str, tls: TLSFiles, method: str, call: str) -> None:
+    handler = Submission()
+    with (
+        running_smtp_server(
+            adapter,
+            handler,
+            ssl_context=tls.server_context,
+            auth=authenticator(method),
+            require_auth=True,
+        ) as server,
+        smtplib.SMTP(server.host, server.port, local_hostname="client.test") as client,
+    ):
+        client.starttls(context=tls.client_context)
+        if call == "login":
+            assert client.login(USER, PASSWORD)[0] == 235
+        else:
+            # auth() without an initial response: PLAIN answers an empty 334.
+            client.ehlo()
+            client.user, client.password = USER, PASSWORD
+            auth_object = getattr(client, "auth_" + method.lower().replace("-", "_"))
+            assert client.auth(method, auth_object, initial_response_ok=False)[0] == 235
+        assert client.sendmail(USER, ["bob@pqr.example"], MESSAGE) == {}
+    assert handler.identities == [AuthIdentity(USER, USER, method)]
+    assert len(handler.messages) == 1
+
+
+@pytest.mark.interop
+def test_smtplib_login_with_a_wrong_password(adapter: str, tls: TLSFiles) -> None:
+    with (
+        running_smtp_server(
+            adapter, Submission(), ssl_context=tls.server_context, auth=authenticator()
+        ) as server,
+        smtplib.SMTP(server.host, server.port, local_hostname="client.test") as client,
+    ):
+        client.starttls(context=tls.client_context)
+        with pytest.raises(smtplib.SMTPAuthenticationError) as info:
+            client.login(USER, "wrong")  # tries CRAM-MD5, PLAIN and LOGIN in turn
+        assert info.value.smtp_code == 535
+        assert client.noop()[0] == 250
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("method", SMTPLIB_METHODS)
+def test_aiosmtplib_login(adapter: str, tls: TLSFiles, method: str) -> None:
+    handler = Submission()
+    with running_smtp_server(
+        adapter,
+        handler,
+        ssl_context=tls.server_context,
+        auth=authenticator(method),
+        require_auth=True,
+    ) as server:
+
+        async def send(password: str) -> Any:
+            return await aiosmtplib.send(
+                MESSAGE,
+                sender=USER,
+                recipients=["bob@pqr.example"],
+                hostname="127.0.0.1",
+                port=server.port,
+                start_tls=True,
+                tls_context=tls.client_context,
+                username=USER,
+                password=password,
+            )
+
+        errors, _ = asyncio.run(send(PASSWORD))
+        with pytest.raises(aiosmtplib.SMTPAuthenticationError):
+            asyncio.run(send("wrong"))
+    assert errors == {}
+    assert handler.identities == [AuthIdentity(USER, USER, method)]
+    assert len(handler.messages) == 1
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize(
+    ("method", "password"),
+    [("PLAIN", PASSWORD), ("LOGIN", PASSWORD), ("CRAM-MD5", PASSWORD), ("PLAIN", "wrong")],
+)
+def test_swaks_auth(adapter: str, tls: TLSFiles, method: str, password: str) -> None:
+    swaks = require_program("swaks")
+    handler = Submission()
+    with running_smtp_server(
+        adapter,
+        handler,
+        ssl_context=tls.server_context,
+        auth=authenticator(method),
+        require_auth=True,
+    ) as server:
+        argv = [
+            swaks,
+            "--server",
+            f"127.0.0.1:{server.port}",
+            "--from",
+            USER,
+            "--to",
+            "bob@pqr.example",
+            "--helo",
+            "client.test",
+            "--tls",
+            "--tls-verify",
+            "--tls-ca-path",
+            str(tls.ca_file),
+            "--tls-sni",
+            "localhost",
+            "--auth",
+            method,
+            "--auth-user",
+            USER,
+            "--auth-password",
+            password,
+        ]
+        result = subprocess.run(argv, capture_output=True, timeout=60, check=False)
+    output = (result.stdout + result.stderr).decode("utf-8", "replace")
+    if "requires Net::SSLeay" in output:
+        missing_peer("swaks --tls needs Perl's Net::SSLeay (Debian: libnet-ssleay-perl)")
+    if password != PASSWORD:
+        assert result.returncode != 0 and "535 5.7.8" in output, output
+        assert handler.identities == [] and handler.messages == []
+        return
+    assert result.returncode == 0, output
+    assert "235 2.7.0" in output
+    assert handler.identities == [AuthIdentity(USER, USER, method)]
+    assert len(handler.messages) == 1
+
+
+# -- our client against aiosmtpd ---------------------------------------------------------
+
+
+class AiosmtpdAccounts:
+    """aiosmtpd's authenticator callback over the one test account; a sink for messages."""
+
+    def __init__(self) -> None:
+        self.logins: list[str] = []
+        self.envelopes: list[Any] = []
+
+    def __call__(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        assert isinstance(auth_data, LoginPassword)
+        ok = auth_data.login == USER.encode() and hmac.compare_digest(
+            auth_data.password, PASSWORD.encode()
+        )
+        if ok:
+            self.logins.append(mechanism)
+        return AuthResult(success=ok, handled=False)  # handled=True would send no reply
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.envelopes.append(envelope)
+        return "250 OK"
+
+
+@pytest.fixture
+def aiosmtpd_with_auth() -> Iterator[tuple[AiosmtpdAccounts, int]]:
+    accounts = AiosmtpdAccounts()
+    controller = Controller(
+        accounts,
+        hostname="127.0.0.1",
+        port=free_port(),
+        authenticator=accounts,
+        auth_require_tls=False,
+        auth_required=True,
+    )
+    controller.start()
+    try:
+        yield accounts, controller.port
+    finally:
+        controller.stop()
+
+
+@pytest.mark.interop
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_our_client_against_aiosmtpd(
+    adapter: str, aiosmtpd_with_auth: tuple[AiosmtpdAccounts, int], mechanism: str
+) -> None:
+    accounts, port = aiosmtpd_with_auth
+    options = {"allow_plaintext_auth": True, "auth_mechanisms": [mechanism], "username": USER}
+    used = run(adapter, lambda: login_and_send(adapter, port, password=PASSWORD, **options))
+    assert used == mechanism
+    with pytest.raises(module(adapter).AuthenticationError) as info:
+        run(adapter, lambda: login_and_send(adapter, port, password="wrong", **options))
+    assert info.value.reply.code == 535
+    assert accounts.logins == [mechanism]
+    [envelope] = accounts.envelopes
+    assert envelope.mail_from == USER and envelope.original_content == MESSAGE
