@@ -7,6 +7,7 @@ import re
 from smtpcore import NEED_DATA, PAUSED
 from smtpcore.smtp import (
     BadCommand,
+    Bdat,
     ConnectionClosed,
     Data,
     EndOfMessage,
@@ -53,12 +54,16 @@ def run(conn: ServerConnection, data: bytes = b"") -> tuple[list[Event], bytes]:
     out = b""
     while True:
         event = conn.next_event()
+        if event is PAUSED and isinstance(conn.pending, Bdat):
+            # A BDAT chunk is answered once its octets are in (RFC 3030 §2).
+            out += conn.send(Reply(250, "Chunk accepted"))
+            continue
         if event is NEED_DATA or event is PAUSED:
             return events, out
         events.append(event)
         if isinstance(event, ConnectionClosed):
             return events, out
-        if isinstance(event, MessageData):
+        if isinstance(event, Bdat | MessageData):
             continue
         if isinstance(event, EndOfMessage) and conn.lmtp:
             for _ in range(conn.accepted_recipients):

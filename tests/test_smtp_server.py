@@ -10,10 +10,12 @@ from smtpcore._lines import FramingPolicy
 from smtpcore.address import Mailbox
 from smtpcore.smtp import (
     BadCommand,
+    Bdat,
     ConnectionClosed,
     Data,
     Ehlo,
     EndOfMessage,
+    Event,
     Expn,
     Helo,
     Help,
@@ -73,7 +75,7 @@ def test_ehlo_reply_lists_configured_extensions() -> None:
     _, out = run(conn, EHLO)
     assert out == (
         b"250-mx.pqr.example OK\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-PIPELINING\r\n"
-        b"250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 STARTTLS\r\n"
+        b"250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250 STARTTLS\r\n"
     )
     assert conn.state is State.READY and conn.extended
 
@@ -85,6 +87,7 @@ def test_extensions_can_be_switched_off() -> None:
         pipelining=False,
         enhanced_status_codes=False,
         smtputf8=False,
+        chunking=False,
         extra_extensions=["HELP"],
     )
     _, out = run(conn, EHLO + b"MAIL FROM:<a@b.example>\r\n")
@@ -592,3 +595,94 @@ def test_bad_command_reply_may_be_replaced_but_not_by_success() -> None:
     with pytest.raises(LocalProtocolError):
         conn.send(Reply(250, "fine"))
     assert conn.send(Reply(502, "Not implemented", "5.5.1")) == b"502 5.5.1 Not implemented\r\n"
+
+
+# -- BDAT (RFC 3030) ---------------------------------------------------------------------
+
+
+def test_chunking_is_offered_and_bdat_streams_raw_octets() -> None:
+    conn = greeted()
+    _, out = run(conn, ENVELOPE)
+    assert b"250-CHUNKING\r\n" in out or b"250 CHUNKING\r\n" in out
+    chunk = b"Subject: x\r\n\r\n.no stuffing\n\r\n.\r\n"
+    events, out = run(conn, b"BDAT %d\r\n" % len(chunk) + chunk + b"BDAT 4 LAST\r\nend\n")
+    assert content_of(events) == chunk + b"end\n"
+    assert [type(e) for e in events if not isinstance(e, MessageData)] == [
+        Bdat,
+        Bdat,
+        EndOfMessage,
+    ]
+    assert codes(out) == ["250 2.0.0", "250 2.0.0"]
+    assert conn.state is State.READY
+
+
+def test_bdat_chunks_arriving_byte_by_byte() -> None:
+    conn = greeted()
+    run(conn, ENVELOPE)
+    data = b"BDAT 5\r\nhelloBDAT 0 LAST\r\nNOOP\r\n"
+    events: list[Event] = []
+    out = b""
+    for byte in data:
+        new, written = run(conn, bytes([byte]))
+        events += new
+        out += written
+    assert content_of(events) == b"hello"
+    assert codes(out) == ["250 2.0.0", "250 2.0.0", "250 2.0.0"]
+
+
+def test_bdat_out_of_sequence_skips_its_chunk() -> None:
+    conn = greeted()
+    _, out = run(conn, EHLO + b"BDAT 10\r\nRCPT TO:<>NOOP\r\n")
+    assert codes(out)[1:] == ["503 5.5.1", "250 2.0.0"]
+
+
+def test_bdat_size_limit_rejects_at_last() -> None:
+    conn = greeted(max_message_size=10)
+    run(conn, ENVELOPE)
+    events, out = run(conn, b"BDAT 8\r\n12345678BDAT 8 LAST\r\n12345678")
+    assert isinstance(events[-1], RejectedMessage)
+    assert codes(out) == ["250 2.0.0", "552 5.3.4"]
+
+
+def test_bdat_is_answered_only_after_its_octets() -> None:
+    conn = greeted()
+    run(conn, ENVELOPE)
+    conn.receive_data(b"BDAT 10\r\nhalf")
+    assert isinstance(conn.next_event(), Bdat)
+    with pytest.raises(LocalProtocolError):
+        conn.send(Reply(250, "too early"))
+    assert conn.next_event() == MessageData(b"half")
+    assert conn.next_event() is NEED_DATA
+
+
+def test_failed_bdat_chunk_aborts_the_transaction() -> None:
+    conn = greeted()
+    run(conn, ENVELOPE)
+    conn.receive_data(b"BDAT 2\r\nab")
+    assert isinstance(conn.next_event(), Bdat)
+    assert conn.next_event() == MessageData(b"ab")
+    assert conn.next_event() is PAUSED
+    conn.send(Reply(452, "No room"))
+    assert conn.state is State.READY
+    _, out = run(conn, b"BDAT 1 LAST\r\nx")
+    assert codes(out) == ["503 5.5.1"]
+
+
+def test_data_after_bdat_is_out_of_sequence() -> None:
+    conn = greeted()
+    _, out = run(conn, ENVELOPE + b"BDAT 1\r\nxDATA\r\n")
+    assert codes(out)[-1] == "503 5.5.1"
+
+
+def test_bdat_in_lmtp_gives_one_reply_per_recipient() -> None:
+    conn = greeted(lmtp=True)
+    data = b"LHLO a.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<one@x.example>\r\n"
+    data += b"RCPT TO:<two@x.example>\r\nBDAT 3 LAST\r\nhi\n"
+    _, out = run(conn, data)
+    assert codes(out)[-2:] == ["250 2.0.0", "250 2.0.0"]
+
+
+def test_chunking_can_be_switched_off() -> None:
+    _, out = run(greeted(chunking=False), EHLO + b"BDAT 1 LAST\r\n")
+    assert b"CHUNKING" not in out
+    assert codes(out)[-1] == "500 5.5.2"

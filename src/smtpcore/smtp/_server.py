@@ -28,6 +28,7 @@ from smtpcore.smtp._events import (
     Auth,
     AuthResponse,
     BadCommand,
+    Bdat,
     Command,
     ConnectionClosed,
     Data,
@@ -111,6 +112,7 @@ class ServerConnection:
         eight_bit_mime: bool = True,
         enhanced_status_codes: bool = True,
         smtputf8: bool = True,
+        chunking: bool = True,
         starttls: bool = False,
         tls: bool = False,
         require_tls: bool = False,
@@ -135,6 +137,7 @@ class ServerConnection:
         self.eight_bit_mime = eight_bit_mime
         self.enhanced_status_codes = enhanced_status_codes
         self.smtputf8 = smtputf8
+        self.chunking = chunking
         self.starttls = starttls
         self.require_tls = require_tls
         self.auth_mechanisms = tuple(name.upper() for name in auth_mechanisms)
@@ -147,7 +150,8 @@ class ServerConnection:
 
         hello = "LHLO" if lmtp else "EHLO"
         excluded = {"EHLO", "HELO"} if lmtp else {"LHLO"}
-        excluded.add("BDAT")  # served once CHUNKING is
+        if not chunking:
+            excluded.add("BDAT")
         if not self.auth_mechanisms:
             excluded.add("AUTH")
         if not starttls:
@@ -180,12 +184,28 @@ class ServerConnection:
         self._received = 0
         self._refusal: Reply | None = None
         self._content_ended = False
+        # BDAT (RFC 3030): octets of the current chunk still to come, and
+        # octets of a refused chunk to skip before the next command.
+        self._chunk_left = 0
+        self._chunk_last = False
+        self._skip = 0
 
     # -- the four verbs -------------------------------------------------
 
     @property
     def state(self) -> State:
         return self._state
+
+    @property
+    def pending(self) -> Event | None:
+        """The event waiting for the application's reply, if any.
+
+        After a non-final ``Bdat`` and its ``MessageData``, ``next_event``
+        returns ``PAUSED`` with the ``Bdat`` here: the chunk is in, answer it.
+        """
+        if isinstance(self._pending, Bdat) and (self._chunk_left or self._chunk_last):
+            return None
+        return self._pending
 
     @property
     def accepted_recipients(self) -> int:
@@ -212,6 +232,8 @@ class ServerConnection:
             )
         if state is State.CLOSED:
             return ConnectionClosed()
+        if isinstance(self._pending, Bdat) and (self._chunk_left or self._chunk_last):
+            return self._next_chunk_data()
         if self._pending is not None or state in (State.GREETING, State.TLS_PENDING):
             return PAUSED
         if state is State.DATA:
@@ -242,6 +264,8 @@ class ServerConnection:
         if isinstance(pending, _CONTENT):
             return self._answer_content(pending, event)
         assert isinstance(pending, Command | AuthResponse)
+        if isinstance(pending, Bdat) and (self._chunk_left or self._chunk_last):
+            raise LocalProtocolError("a BDAT chunk is answered once all its octets are read")
         return self._answer_command(pending, event)
 
     def send_failed(self) -> None:
@@ -262,13 +286,14 @@ class ServerConnection:
     # -- reading commands -----------------------------------------------
 
     def _next_command(self) -> Event | NoEvent:
+        if self._skip:
+            self._skip -= len(self._buffer.take(self._skip))
+            if self._skip:
+                return self._closed_or_need_data()
         in_auth = self._state is State.AUTH
         line = self._buffer.next_line(self.max_auth_line if in_auth else self.max_command_line)
         if line is None:
-            if self._peer_closed:
-                self._state = State.CLOSED
-                return ConnectionClosed()
-            return NEED_DATA
+            return self._closed_or_need_data()
         if line is LINE_TOO_LONG:
             if in_auth:
                 self._state = State.READY
@@ -295,7 +320,11 @@ class ServerConnection:
             return self._bad(line, exc.reply)
         problem = self._check(command)
         if problem is not None:
+            if isinstance(command, Bdat):
+                self._skip = command.size  # the chunk follows the command regardless
             return self._bad(line, problem)
+        if isinstance(command, Bdat):
+            self._start_chunk(command)
         self._pending = command
         return command
 
@@ -412,14 +441,45 @@ class ServerConnection:
                 return MessageData(data)
             if not consumed:
                 break
+        return self._closed_or_need_data()
+
+    def _start_chunk(self, command: Bdat) -> None:
+        if self._state is State.RCPT:  # the first chunk of the message
+            self._received = 0
+            self._refusal = None
+        self._chunk_left = command.size
+        self._chunk_last = command.last
+
+    def _next_chunk_data(self) -> Event | NoEvent:
+        """The octets of a BDAT chunk: counted, never unstuffed (RFC 3030 §2)."""
+        if self._chunk_left:
+            data = self._buffer.take(self._chunk_left)
+            if not data:
+                return self._closed_or_need_data()
+            self._chunk_left -= len(data)
+            self._received += len(data)
+            if self._refusal is None:
+                self._refusal = self._content_refusal(None)
+                if self._refusal is None:
+                    return MessageData(data)
+            if self._chunk_left:
+                return self._closed_or_need_data()
+        if not self._chunk_last:
+            return PAUSED  # the chunk is in: the application answers its BDAT
+        self._chunk_last = False
+        return self._end_content()
+
+    def _closed_or_need_data(self) -> Event | NoEvent:
         if self._peer_closed:
             self._state = State.CLOSED
             return ConnectionClosed()
         return NEED_DATA
 
-    def _content_refusal(self, decoder: DotDecoder) -> Reply | None:
+    def _content_refusal(self, decoder: DotDecoder | None) -> Reply | None:
         if self.max_message_size is not None and self._received > self.max_message_size:
             return reply(552, "5.3.4", "Message size exceeds fixed limit")
+        if decoder is None:
+            return None
         if decoder.bad_line_ending:
             return reply(550, "5.5.2", "Message contains bare CR or LF; use CRLF")
         if decoder.line_too_long:
@@ -552,6 +612,8 @@ class ServerConnection:
             lines.append("ENHANCEDSTATUSCODES")
         if self.smtputf8:
             lines.append("SMTPUTF8")
+        if self.chunking:
+            lines.append("CHUNKING")
         if self.starttls and not self.tls:
             lines.append("STARTTLS")
         mechanisms = self.offered_auth_mechanisms()

@@ -83,8 +83,8 @@ KEEP: Final = _Marker.KEEP
 RESET: Final = _Marker.RESET
 """Abandon the transaction: back to READY, or stay in HELLO before a hello."""
 
-SESSION: Final = frozenset({State.HELLO, State.READY, State.MAIL, State.RCPT})
-"""States in which a new command may start."""
+SESSION: Final = frozenset({State.HELLO, State.READY, State.MAIL, State.RCPT, State.BDAT})
+"""States in which a new command may start (BDAT: between two chunks)."""
 
 
 @dataclass(frozen=True, slots=True)
