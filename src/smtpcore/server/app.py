@@ -1,0 +1,425 @@
+"""The SMTP side of the reference server: what each listener accepts, and where it goes.
+
+Three handlers share one way of receiving a message:
+
+- ``smtp`` (:class:`InboundHandler`): mail for the local domains from
+  anyone, no AUTH; it never relays (``550 5.7.1``), and a local recipient
+  without a mailbox gets ``550 5.1.1``.
+- ``submission`` and ``smtps`` (:class:`SubmissionHandler`, RFC 6409 and
+  RFC 8314): AUTH first, then local and remote recipients.
+- ``lmtp`` (:class:`LMTPHandler`, RFC 2033): local recipients only, one reply
+  per recipient after the content.
+
+The content is streamed to a spool file in the queue as it arrives, after
+our ``Received:`` line. At the end of the message, local recipients get
+their Maildir copy (with ``Return-Path:``) and remote ones a queue entry,
+all written and synced first and made visible by renames after; only then
+is the 250 sent (RFC 5321 §6.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from smtpcore.handler import Envelope, Handler, MessageReply, Session
+from smtpcore.routing import LocalDelivery, Rejected, Router
+from smtpcore.server.config import ServerConfig
+from smtpcore.server.delivery import DeliveryWorker
+from smtpcore.server.log import delivery_line, logger, peer_text
+from smtpcore.server.mailboxes import LocalMailboxes
+from smtpcore.server.maildir import StagedMessage
+from smtpcore.server.queue import PreparedEntry, Queue, QueueEntry, Spool
+from smtpcore.server.trace import count_received, protocol_name, received_header
+from smtpcore.smtp import Mail, Rcpt, Reply
+
+__all__ = [
+    "Accepted",
+    "InboundHandler",
+    "LMTPHandler",
+    "MAX_HOPS",
+    "MailStore",
+    "SubmissionHandler",
+]
+
+MAX_HOPS: Final = 50
+"""Received lines past which a message is refused as looping (Postfix's
+``hop_count_limit``; RFC 5321 §6.3)."""
+
+_HEADER_SCAN_LIMIT: Final = 256 * 1024
+_LOCAL_ERROR: Final = Reply(451, "Local error in processing; try again later", "4.3.0")
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What became of a message: its queue id, the Maildir files, the queue entry."""
+
+    queue_id: str
+    delivered: dict[str, Path]
+    """Mailbox key to the file delivered into its ``new/``."""
+    queued: QueueEntry | None
+
+
+class MailStore:
+    """Where accepted mail goes: the local Maildirs and the outbound queue.
+
+    :meth:`accept` is the commit point of a message; it blocks on the disk
+    and runs in a thread.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        queue: Queue,
+        mailboxes: LocalMailboxes,
+        worker: DeliveryWorker | None,
+        *,
+        on_delivery: Callable[[str, Path], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.queue = queue
+        self.mailboxes = mailboxes
+        self.worker = worker
+        self.on_delivery = on_delivery
+
+    def accept(
+        self,
+        spool: Spool,
+        sender: str,
+        local: dict[str, str],
+        remote: Sequence[str],
+        *,
+        client: str,
+    ) -> Accepted:
+        """Stage every copy, synced, then rename them all into place.
+
+        ``local`` maps each local recipient to its mailbox key. If anything
+        fails before the renames, nothing is delivered and the caller answers
+        451; the renames themselves do not fail short of a broken disk.
+        """
+        spool.finish()
+        staged: list[StagedMessage] = []
+        prepared: PreparedEntry | None = None
+        try:
+            keys = list(dict.fromkeys(local.values()))
+            staged = self.mailboxes.stage(keys, sender, b"", spool.path)
+            if remote:
+                prepared = self.queue.prepare(spool, sender, remote, client=client)
+        except BaseException:
+            for message in staged:
+                message.discard()
+            if prepared is not None:
+                prepared.discard()
+            spool.discard()
+            raise
+        queued = prepared.commit() if prepared is not None else None
+        delivered = {}
+        for key, message in zip(keys, staged, strict=True):
+            delivered[key] = message.commit()
+        if prepared is None:
+            spool.discard()
+        return Accepted(spool.id, delivered, queued)
+
+
+@dataclass(slots=True)
+class _Stats:
+    """One session's counts, for its log line."""
+
+    start: float = field(default_factory=time.monotonic)
+    mail: int = 0
+    rcpt: int = 0
+    accepted: int = 0
+    queue_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Incoming:
+    """The message being received: its spool file and what the header scan found."""
+
+    spool: Spool
+    header: bytearray = field(default_factory=bytearray)
+    header_done: bool = False
+    hops: int = 0
+
+    def scan(self, data: bytes) -> None:
+        """Count Received lines in the header, which ends at the first empty line."""
+        if self.header_done:
+            return
+        self.header += data
+        end = self.header.find(b"\r\n\r\n")
+        if end >= 0 or len(self.header) > _HEADER_SCAN_LIMIT or self.header.startswith(b"\r\n"):
+            self.header_done = True
+            self.hops = count_received(bytes(self.header[: end if end >= 0 else None]))
+            self.header = bytearray()
+
+
+class _MailHandler(Handler):
+    """What the three listeners share: routing, spooling, committing, logging."""
+
+    listener = "smtp"
+    lmtp = False
+
+    def __init__(self, store: MailStore, router: Router) -> None:
+        self.store = store
+        self.router = router
+        self.config = store.config
+
+    # -- session ---------------------------------------------------------------
+
+    async def handle_connect(self, session: Session) -> Reply | None:
+        session.extra["stats"] = _Stats()
+        return None
+
+    async def handle_close(self, session: Session) -> None:
+        stats: _Stats = session.extra.get("stats") or _Stats()
+        tls = session.tls.version if session.tls is not None else "no"
+        auth = session.authenticated
+        logger.info(
+            "%s: disconnect from %s helo=%s tls=%s auth=%s mail=%d rcpt=%d/%d messages=%d%s "
+            "duration=%.2fs",
+            self.listener,
+            peer_text(session.peer),
+            session.helo_name or "-",
+            tls,
+            "-" if auth is None else str(auth),
+            stats.mail,
+            stats.accepted,
+            stats.rcpt,
+            len(stats.queue_ids),
+            f" ({','.join(stats.queue_ids)})" if stats.queue_ids else "",
+            time.monotonic() - stats.start,
+        )
+
+    def _stats(self, session: Session) -> _Stats:
+        stats = session.extra.get("stats")
+        if not isinstance(stats, _Stats):
+            stats = session.extra["stats"] = _Stats()
+        return stats
+
+    # -- envelope --------------------------------------------------------------
+
+    async def handle_mail(self, session: Session, command: Mail) -> Reply | None:
+        self._stats(session).mail += 1
+        session.extra["routes"] = {}
+        return None
+
+    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
+        stats = self._stats(session)
+        stats.rcpt += 1
+        decision = self.router.route(
+            command.recipient, authenticated=session.authenticated is not None
+        )
+        if isinstance(decision, Rejected):
+            return Reply(decision.code, decision.text, decision.status)
+        routes: dict[str, str | None] = session.extra.setdefault("routes", {})
+        if isinstance(decision, LocalDelivery):
+            key = self.store.mailboxes.lookup(command.recipient)
+            if key is None:
+                return Reply(
+                    550, f"<{command.recipient}>: no such mailbox here (user unknown)", "5.1.1"
+                )
+            routes[str(command.recipient)] = key
+        else:
+            routes[str(command.recipient)] = None
+        stats.accepted += 1
+        return Reply(250, "OK", "2.1.5")
+
+    # -- content ---------------------------------------------------------------
+
+    async def handle_data(self, session: Session, envelope: Envelope) -> Reply | None:
+        try:
+            spool = self.store.queue.spool()
+        except OSError:
+            logger.exception("cannot create a spool file")
+            return _LOCAL_ERROR
+        incoming = _Incoming(spool)
+        session.extra["incoming"] = incoming
+        utf8 = "SMTPUTF8" in envelope.mail_params
+        recipients = envelope.recipients
+        tls = session.tls
+        header = received_header(
+            helo=session.helo_name,
+            peer=session.peer,
+            by=self.config.hostname,
+            protocol=protocol_name(
+                lmtp=self.lmtp,
+                extended=session.extended,
+                tls=tls is not None,
+                auth=session.authenticated is not None,
+                utf8=utf8,
+            ),
+            queue_id=spool.id,
+            recipient=str(recipients[0].mailbox) if len(recipients) == 1 else None,
+            when=time.time(),
+            tls=None if tls is None else f"{tls.version} with cipher {tls.cipher}",
+        )
+        spool.write(header)
+        return None
+
+    async def handle_data_chunk(self, session: Session, envelope: Envelope, data: bytes) -> None:
+        incoming = session.extra.get("incoming")
+        if isinstance(incoming, _Incoming):
+            incoming.scan(data)
+            incoming.spool.write(data)
+
+    async def handle_reset(self, session: Session, envelope: Envelope) -> None:
+        incoming = session.extra.pop("incoming", None)
+        if isinstance(incoming, _Incoming):
+            incoming.spool.discard()
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        incoming = session.extra.pop("incoming", None)
+        due = len(envelope.recipients) if self.lmtp else 1
+        if not isinstance(incoming, _Incoming):
+            return _LOCAL_ERROR
+        if not incoming.header_done:
+            incoming.scan(b"\r\n\r\n")
+        if incoming.hops >= MAX_HOPS:
+            incoming.spool.discard()
+            logger.info(
+                "%s: reject: too many hops (%d Received lines) from %s",
+                incoming.spool.id,
+                incoming.hops,
+                peer_text(session.peer),
+            )
+            return Reply(554, "Too many hops: is there a mail loop?", "5.4.6")
+        return await self._commit(session, envelope, incoming.spool, due)
+
+    async def _commit(
+        self, session: Session, envelope: Envelope, spool: Spool, due: int
+    ) -> MessageReply:
+        sender = "" if envelope.sender is None else str(envelope.sender)
+        routes: dict[str, str | None] = session.extra.get("routes", {})
+        local: dict[str, str] = {}
+        remote: list[str] = []
+        for recipient in envelope.recipients:
+            address = str(recipient.mailbox)
+            key = routes.get(address)
+            if key is None:
+                remote.append(address)
+            else:
+                local[address] = key
+        client = f"{peer_text(session.peer)} helo={session.helo_name or '-'}"
+        size = spool.size
+        try:
+            accepted = await asyncio.to_thread(
+                self.store.accept, spool, sender, local, remote, client=client
+            )
+        except Exception:
+            logger.exception("%s: cannot store the message", spool.id)
+            return _LOCAL_ERROR
+        self._accepted(session, accepted, sender, size, local, client)
+        return Reply(250, f"Ok: queued as {accepted.queue_id}", "2.0.0")
+
+    def _accepted(
+        self,
+        session: Session,
+        accepted: Accepted,
+        sender: str,
+        size: int,
+        local: dict[str, str],
+        client: str,
+    ) -> None:
+        self._stats(session).queue_ids.append(accepted.queue_id)
+        nrcpt = len(local) + (len(accepted.queued.recipients) if accepted.queued else 0)
+        auth = session.authenticated
+        logger.info(
+            "%s: from=<%s>, size=%d, nrcpt=%d, client=%s%s",
+            accepted.queue_id,
+            sender,
+            size,
+            nrcpt,
+            client,
+            "" if auth is None else f", sasl_username={auth}",
+        )
+        for address, key in local.items():
+            path = accepted.delivered[key]
+            logger.info(
+                delivery_line(
+                    accepted.queue_id,
+                    address,
+                    relay="local",
+                    delay=0.0,
+                    dsn="2.0.0",
+                    status="sent",
+                    detail=f"delivered to maildir {path}",
+                )
+            )
+            if self.store.on_delivery is not None:
+                self.store.on_delivery(key, path)
+        if accepted.queued is not None and self.store.worker is not None:
+            self.store.worker.schedule(accepted.queued)
+
+
+class InboundHandler(_MailHandler):
+    """The ``smtp`` listener: mail for our domains from anyone; never a relay."""
+
+    listener = "smtp"
+
+
+class SubmissionHandler(_MailHandler):
+    """The ``submission`` and ``smtps`` listeners: AUTH before MAIL (RFC 6409 §4.3,
+    RFC 4954 §6), then any recipient."""
+
+    listener = "submission"
+
+    def __init__(self, store: MailStore, router: Router, listener: str = "submission") -> None:
+        super().__init__(store, router)
+        self.listener = listener
+
+    async def handle_mail(self, session: Session, command: Mail) -> Reply | None:
+        if session.authenticated is None:
+            self._stats(session).mail += 1
+            return Reply(530, "Authentication required", "5.7.0")
+        return await super().handle_mail(session, command)
+
+
+class LMTPHandler(_MailHandler):
+    """The ``lmtp`` listener: final delivery into local mailboxes, one reply per
+    recipient (RFC 2033 §4.2); no queue, no relaying."""
+
+    listener = "lmtp"
+    lmtp = True
+
+    async def _commit(
+        self, session: Session, envelope: Envelope, spool: Spool, due: int
+    ) -> MessageReply:
+        sender = "" if envelope.sender is None else str(envelope.sender)
+        routes: dict[str, str | None] = session.extra.get("routes", {})
+        client = f"{peer_text(session.peer)} helo={session.helo_name or '-'}"
+        replies: list[Reply] = []
+        size = spool.size
+        try:
+            await asyncio.to_thread(spool.finish)
+        except OSError:
+            logger.exception("%s: cannot store the message", spool.id)
+            spool.discard()
+            return [_LOCAL_ERROR] * due
+        delivered: dict[str, str] = {}
+        paths: dict[str, Path] = {}
+        for recipient in envelope.recipients:
+            address = str(recipient.mailbox)
+            key = routes.get(address)
+            if key is None:  # pragma: no cover - the router refuses remote recipients
+                replies.append(Reply(550, "Not a local recipient", "5.1.1"))
+                continue
+            try:
+                if key not in paths:
+                    paths[key] = await asyncio.to_thread(
+                        self.store.mailboxes.deliver_file, key, sender, spool.path
+                    )
+            except Exception:
+                logger.exception("%s: delivery to %s failed", spool.id, key)
+                replies.append(_LOCAL_ERROR)
+                continue
+            delivered[address] = key
+            replies.append(Reply(250, f"<{address}> delivered as {spool.id}", "2.0.0"))
+        spool.discard()
+        if delivered:
+            accepted = Accepted(spool.id, paths, None)
+            self._accepted(session, accepted, sender, size, delivered, client)
+        return replies

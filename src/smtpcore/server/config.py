@@ -1,0 +1,232 @@
+"""What ``python -m smtpcore serve`` is told: domains, users, ports, paths and policy.
+
+Everything the command line and the users file say is checked here, once,
+so that a mistake stops the server before it binds a port, with a message
+that names the option or the line at fault.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
+
+__all__ = [
+    "ConfigError",
+    "ServerConfig",
+    "mailbox_key",
+    "parse_duration",
+    "parse_host_port",
+    "parse_size",
+    "parse_user",
+    "read_users_file",
+]
+
+DEFAULT_MAX_QUEUE_AGE = 5 * 86400.0
+"""Five days, as Postfix's ``maximal_queue_lifetime`` (RFC 5321 §4.5.4.1 asks for 4-5)."""
+
+
+class ConfigError(ValueError):
+    """A configuration mistake, worded for the operator."""
+
+
+def mailbox_key(mailbox: Mailbox) -> str:
+    """The name a mailbox is known by here: ``local@domain``, lowercase, A-label domain.
+
+    Local parts are compared without regard to case, as almost every mail
+    server does, although RFC 5321 §2.4 lets the host decide.
+    """
+    domain = mailbox.domain if mailbox.is_address_literal else normalize_domain(mailbox.domain)
+    return f"{mailbox.local_part.lower()}@{domain}"
+
+
+def _check_path_safe(key: str, where: str) -> None:
+    """A mailbox name becomes a directory name: keep it to one harmless path component."""
+    if "/" in key or "\\" in key or "\0" in key or key.startswith("."):
+        raise ConfigError(f"{where}: {key!r} cannot name a mailbox directory")
+
+
+def parse_user(text: str, where: str = "--user") -> tuple[str, str]:
+    """``ADDRESS:PASSWORD`` into the mailbox key and the password."""
+    address, sep, password = text.strip().partition(":")
+    if not sep or not password:
+        raise ConfigError(f"{where}: expected ADDRESS:PASSWORD, got {text.strip()!r}")
+    try:
+        mailbox = parse_mailbox(address.strip())
+    except AddressError as exc:
+        raise ConfigError(f"{where}: {address.strip()!r} is not a mail address: {exc}") from None
+    if not mailbox.domain:
+        raise ConfigError(
+            f"{where}: {address.strip()!r} needs a domain (the login is the address)"
+        )
+    key = mailbox_key(mailbox)
+    _check_path_safe(key, where)
+    return key, password
+
+
+def read_users_file(path: Path) -> dict[str, str]:
+    """One ``ADDRESS:PASSWORD`` a line; blank lines and ``#`` comments are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--users-file: cannot read {path}: {exc.strerror}") from None
+    users: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, password = parse_user(line, f"{path}:{number}")
+        users[key] = password
+    return users
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*\Z", re.IGNORECASE)
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds, or a number with a unit as Postfix writes them: ``90s``, ``30m``, ``5d``."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration (seconds, or like 30m, 12h, 5d)")
+    return float(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+_SIZE = re.compile(r"\s*(\d+)\s*([kmg]?)i?b?\s*\Z", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Octets, or with a binary suffix: ``512k``, ``10M``, ``1G``."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a size (octets, or like 512k, 10M)")
+    exponent = " kmg".index(match.group(2).lower() or " ")
+    number: int = int(match.group(1)) * 1024**exponent
+    return number
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[HOST]:PORT`` or ``[IPv6]:PORT``; the brackets of a name are kept,
+    since to a smart host they mean "no MX lookup" as in Postfix."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    number = int(port)
+    if not 0 < number < 65536:
+        raise ValueError(f"port {number} out of range")
+    if host.startswith("[") and host.endswith("]") and ":" in host:
+        host = host[1:-1]  # an IPv6 address in brackets
+    return host, number
+
+
+def _check_port(name: str, port: int) -> None:
+    if not 0 <= port < 65536:
+        raise ConfigError(f"--{name}-port: {port} is not a port (0 turns the listener off)")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """One mail server: its domains and mailboxes, listeners, storage and relay policy.
+
+    ``users`` maps each mailbox key (:func:`mailbox_key`) to its password;
+    the key is also the login name for AUTH and POP3. Each user's mailbox is
+    a Maildir at ``data_dir/mailboxes/KEY/``. A port of 0 turns its listener
+    off.
+    """
+
+    domains: tuple[str, ...] = ("localhost",)
+    users: Mapping[str, str] = field(default_factory=dict)
+    data_dir: Path = Path("smtpcore-data")
+    hostname: str = field(default_factory=socket.getfqdn)
+    host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    submission_port: int = 2587
+    pop3_port: int = 2110
+    lmtp_port: int = 0
+    smtps_port: int = 0
+    pop3s_port: int = 0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_message_size: int = 10_240_000
+    max_recipients: int = 100
+    resolver: str = "system"
+    """``system``, ``static:FILE`` or ``dns:HOST:PORT``."""
+    remote_port: int = 25
+    """The port relayed mail goes to on every exchanger (Postfix's ``smtp_tcp_port``)."""
+    relay_host: tuple[str, int] | None = None
+    retry_after: float = 300.0
+    """Seconds before the first retry of a temporary failure; the wait doubles after."""
+    max_queue_age: float = DEFAULT_MAX_QUEUE_AGE
+
+    def __post_init__(self) -> None:
+        if not self.domains:
+            raise ConfigError("--domain: at least one local domain is needed")
+        try:
+            domains = tuple(dict.fromkeys(normalize_domain(d) for d in self.domains))
+        except AddressError as exc:
+            raise ConfigError(f"--domain: {exc}") from None
+        object.__setattr__(self, "domains", domains)
+        for key in self.users:
+            if key.rpartition("@")[2] not in domains:
+                raise ConfigError(
+                    f"user {key}: {key.rpartition('@')[2]} is not a local domain "
+                    f"(add --domain {key.rpartition('@')[2]})"
+                )
+        object.__setattr__(self, "users", MappingProxyType(dict(self.users)))
+        for name in ("smtp", "submission", "pop3", "lmtp", "smtps", "pop3s"):
+            _check_port(name, getattr(self, f"{name}_port"))
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        if self.tls_cert is None and (self.smtps_port or self.pop3s_port):
+            raise ConfigError("--smtps-port and --pop3s-port need --tls-cert and --tls-key")
+        if not 0 < self.remote_port < 65536:
+            raise ConfigError(f"--remote-port: {self.remote_port} is not a port")
+        if self.retry_after <= 0:
+            raise ConfigError("--retry-after must be positive")
+        if self.max_queue_age <= 0:
+            raise ConfigError("--max-queue-age must be positive")
+        if self.max_message_size < 1:
+            raise ConfigError("--max-message-size must be positive")
+        if self.max_recipients < 1:
+            raise ConfigError("--max-recipients must be at least 1")
+        kind = self.resolver.partition(":")[0]
+        if kind not in ("system", "static", "dns") or (kind != "system") != (":" in self.resolver):
+            raise ConfigError(
+                f"--resolver: {self.resolver!r}; use system, static:FILE or dns:HOST:PORT"
+            )
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def mailboxes_dir(self) -> Path:
+        return self.data_dir / "mailboxes"
+
+    @property
+    def queue_dir(self) -> Path:
+        return self.data_dir / "queue"
+
+    def mailbox_path(self, key: str) -> Path:
+        """Where the Maildir of mailbox ``key`` lives."""
+        return self.mailboxes_dir / key
+
+    def postmaster_key(self, domain: str) -> str:
+        """The mailbox that receives ``postmaster`` mail for ``domain`` (RFC 5321 §4.5.1).
+
+        ``postmaster@domain`` when it is a user, else the postmaster of the
+        first domain, whose Maildir is created even without a user to read it.
+        """
+        own = f"postmaster@{domain}"
+        return own if own in self.users else f"postmaster@{self.domains[0]}"
+
+    def listeners(self) -> Iterable[tuple[str, int]]:
+        """(name, port) of every listener that is on."""
+        for name in ("smtp", "submission", "smtps", "lmtp", "pop3", "pop3s"):
+            port: int = getattr(self, f"{name}_port")
+            if port:
+                yield name, port

@@ -1,0 +1,46 @@
+"""The mail log: one line per session, per accepted message and per delivery attempt.
+
+The lines read like Postfix's, which is what a mail administrator already
+knows how to grep: a queue id first, then ``key=value`` fields, the outcome
+last with the reply in parentheses::
+
+    3F2A1B0C9D: from=<john@abc.example>, size=412, nrcpt=1, client=[127.0.0.1]:40312
+    3F2A1B0C9D: to=<brendon@pqr.example>, relay=mx.pqr.example[127.0.0.1]:2525,
+        delay=0.05, tls=yes, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 7C81D0E2AA)
+
+They go to the ``smtpcore.mail`` logger at INFO level.
+"""
+
+from __future__ import annotations
+
+import logging
+
+__all__ = ["logger", "peer_text", "delivery_line"]
+
+logger = logging.getLogger("smtpcore.mail")
+
+
+def peer_text(peer: tuple[str, int] | None) -> str:
+    """``[127.0.0.1]:40312``, or ``[unknown]``."""
+    if peer is None:
+        return "[unknown]"
+    return f"[{peer[0]}]:{peer[1]}"
+
+
+def delivery_line(
+    queue_id: str,
+    recipient: str,
+    *,
+    relay: str,
+    delay: float,
+    dsn: str,
+    status: str,
+    detail: str,
+    tls: bool | None = None,
+) -> str:
+    """One recipient's outcome of one delivery attempt."""
+    tls_field = "" if tls is None else f", tls={'yes' if tls else 'no'}"
+    return (
+        f"{queue_id}: to=<{recipient}>, relay={relay}, delay={delay:.2f}{tls_field}, "
+        f"dsn={dsn}, status={status} ({detail})"
+    )

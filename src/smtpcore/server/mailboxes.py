@@ -1,0 +1,77 @@
+"""The local mailboxes: which recipients exist here, and delivery into their Maildirs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from smtpcore.address import Mailbox, normalize_domain
+from smtpcore.server.config import ServerConfig
+from smtpcore.server.maildir import Maildir, StagedMessage
+from smtpcore.server.trace import return_path_header
+
+__all__ = ["LocalMailboxes"]
+
+
+class LocalMailboxes:
+    """The configured users' Maildirs, under ``data_dir/mailboxes/``."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+
+    def create_all(self) -> None:
+        """Create every user's Maildir (and the postmaster's), so that mail tools and the
+        POP3 server find them before the first message."""
+        keys = set(self.config.users)
+        keys.update(self.config.postmaster_key(domain) for domain in self.config.domains)
+        for key in keys:
+            self.maildir(key).create()
+
+    def lookup(self, mailbox: Mailbox) -> str | None:
+        """The mailbox key of a recipient at a local domain, or None: no such user.
+
+        ``postmaster`` at any local domain, and the bare ``postmaster``, always
+        exist (RFC 5321 §4.5.1).
+        """
+        domain = normalize_domain(mailbox.domain) if mailbox.domain else ""
+        if mailbox.local_part.lower() == "postmaster":
+            return self.config.postmaster_key(domain or self.config.domains[0])
+        if mailbox.is_address_literal:
+            return None
+        key = f"{mailbox.local_part.lower()}@{domain}"
+        return key if key in self.config.users else None
+
+    def maildir(self, key: str) -> Maildir:
+        return Maildir(self.config.mailbox_path(key))
+
+    def stage(
+        self, keys: Iterable[str], sender: str, prefix: bytes, source: Path
+    ) -> list[StagedMessage]:
+        """Write the message for each mailbox into its ``tmp/``, synced, not yet visible.
+
+        Each copy starts with ``Return-Path`` (final delivery, RFC 5321 §4.4),
+        then ``prefix`` (the Received line when not already in ``source``),
+        then the content of ``source``. On failure nothing is left staged.
+        """
+        staged: list[StagedMessage] = []
+        head = return_path_header(sender) + prefix
+        try:
+            for key in dict.fromkeys(keys):
+                with source.open("rb") as content:
+                    staged.append(self.maildir(key).stage(head, content))
+        except BaseException:
+            for message in staged:
+                message.discard()
+            raise
+        return staged
+
+    def deliver_file(self, key: str, sender: str, source: Path) -> Path:
+        """Deliver the content of ``source`` (trace headers included) into one mailbox."""
+        with source.open("rb") as content:
+            return self.maildir(key).deliver(return_path_header(sender), content)
+
+    def deliver(self, key: str, sender: str, content: bytes | BinaryIO) -> Path:
+        """Deliver one message made or queued here (its trace headers included)."""
+        chunks: Sequence[bytes] | BinaryIO = [content] if isinstance(content, bytes) else content
+        return self.maildir(key).deliver(return_path_header(sender), chunks)

@@ -1,0 +1,188 @@
+"""Maildir delivery: write to ``tmp``, fsync, rename into ``new``.
+
+The layout is the one qmail introduced and every Maildir reader knows
+(https://cr.yp.to/proto/maildir.html): a message is written under a unique
+name in ``tmp/``, flushed to disk, then renamed into ``new/``, where a reader
+can never see it half-written. Lines end in LF, as Unix mail stores them;
+POP3 puts the CRLF back on the wire (RFC 1939 §3).
+
+Delivery is in two steps so that a message for several mailboxes is either
+in all of them or in none: :meth:`Maildir.stage` writes and fsyncs the file
+in ``tmp/``; :meth:`StagedMessage.commit` renames it (and fsyncs ``new/``, so
+the rename survives a crash), :meth:`StagedMessage.discard` removes it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Final
+
+__all__ = ["LFWriter", "Maildir", "StagedMessage", "fsync_directory"]
+
+_COPY_SIZE: Final = 65536
+_counter = itertools.count(1)
+
+
+def fsync_directory(path: Path) -> None:
+    """Make the renames and creations inside ``path`` durable (POSIX needs the directory
+    itself synced; Windows cannot open a directory and does not need it)."""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _host_part() -> str:
+    """The host in a Maildir name, with ``/`` and ``:`` escaped as the spec asks."""
+    return socket.gethostname().replace("/", r"\057").replace(":", r"\072") or "localhost"
+
+
+def unique_name() -> str:
+    """``seconds.M<usec>P<pid>Q<n>R<random>.host``: unique without locking, as the
+    Maildir spec's "modern" names are."""
+    now = time.time()
+    seconds = int(now)
+    micro = int((now - seconds) * 1_000_000)
+    return (
+        f"{seconds}.M{micro}P{os.getpid()}Q{next(_counter)}R{secrets.token_hex(4)}.{_host_part()}"
+    )
+
+
+class LFWriter:
+    """Streams CRLF content into a file as LF lines, whatever the chunk boundaries.
+
+    A CR at the end of a chunk waits for the next one to see whether an LF
+    follows; a bare CR is kept as it is. ``size`` counts the octets written
+    and ``wire_size`` the octets the content has with CRLF line ends.
+    """
+
+    __slots__ = ("_file", "_pending_cr", "size", "wire_size")
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._pending_cr = False
+        self.size = 0
+        self.wire_size = 0
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._pending_cr:
+            data = b"\r" + data
+        self._pending_cr = data.endswith(b"\r")
+        if self._pending_cr:
+            data = data[:-1]
+        out = data.replace(b"\r\n", b"\n")
+        self._file.write(out)
+        self.size += len(out)
+        self.wire_size += len(out) + out.count(b"\n")
+
+    def close(self) -> None:
+        """Write a CR still waiting at the end."""
+        if self._pending_cr:
+            self._file.write(b"\r")
+            self.size += 1
+            self.wire_size += 1
+            self._pending_cr = False
+
+
+@dataclass(frozen=True, slots=True)
+class StagedMessage:
+    """A message written and synced in ``tmp/``, not yet visible to readers."""
+
+    maildir: Maildir
+    name: str
+    size: int
+    """Octets on disk (LF line ends)."""
+
+    @property
+    def tmp_path(self) -> Path:
+        return self.maildir.path / "tmp" / self.name
+
+    @property
+    def new_path(self) -> Path:
+        return self.maildir.path / "new" / self.name
+
+    def commit(self, *, sync: bool = True) -> Path:
+        """Rename into ``new/``; with ``sync``, fsync ``new/`` so the rename is durable."""
+        os.replace(self.tmp_path, self.new_path)
+        if sync:
+            fsync_directory(self.new_path.parent)
+        return self.new_path
+
+    def discard(self) -> None:
+        self.tmp_path.unlink(missing_ok=True)
+
+
+class Maildir:
+    """A Maildir at ``path``: ``tmp``, ``new`` and ``cur``, created on demand."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"Maildir({str(self.path)!r})"
+
+    def create(self) -> None:
+        """Make the three directories (mode 0700: mail is private)."""
+        for sub in ("tmp", "new", "cur"):
+            (self.path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def exists(self) -> bool:
+        return all((self.path / sub).is_dir() for sub in ("tmp", "new", "cur"))
+
+    def stage(self, prefix: bytes, content: BinaryIO | Iterable[bytes]) -> StagedMessage:
+        """Write ``prefix`` (trace headers) then ``content`` (CRLF wire form) into
+        ``tmp/`` with LF line ends, and fsync the file.
+
+        ``content`` is a binary file, copied from where it stands to its end,
+        or an iterable of chunks.
+        """
+        self.create()
+        base = unique_name()
+        tmp = self.path / "tmp" / base
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                writer = LFWriter(file)
+                writer.write(prefix)
+                chunks = (
+                    iter(lambda: content.read(_COPY_SIZE), b"")
+                    if hasattr(content, "read")
+                    else content
+                )
+                for chunk in chunks:
+                    writer.write(chunk)
+                writer.close()
+                file.flush()
+                os.fsync(file.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        # Dovecot's size fields: S= octets on disk, W= octets on the wire (CRLF).
+        name = f"{base},S={writer.size},W={writer.wire_size}"
+        os.replace(tmp, self.path / "tmp" / name)
+        return StagedMessage(self, name, writer.size)
+
+    def deliver(self, prefix: bytes, content: BinaryIO | Iterable[bytes]) -> Path:
+        """Stage and commit at once: the path of the new message."""
+        return self.stage(prefix, content).commit()
+
+    def messages(self) -> list[Path]:
+        """Messages in ``new/`` and ``cur/``, oldest name first."""
+        found: list[Path] = []
+        for sub in ("new", "cur"):
+            directory = self.path / sub
+            if directory.is_dir():
+                found += [p for p in directory.iterdir() if not p.name.startswith(".")]
+        return sorted(found, key=lambda p: p.name)

@@ -1,0 +1,271 @@
+"""One running mail server: its listeners, its queue and its delivery worker.
+
+:class:`MailServer` is what ``python -m smtpcore serve`` runs and what the
+demo runs twice; it takes a :class:`~smtpcore.server.config.ServerConfig`
+and assembles the library's parts around the Maildirs and the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import socket
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+from smtpcore.address import AddressError, parse_mailbox
+from smtpcore.asyncio import SMTPServer
+from smtpcore.handler import Authenticator, Handler
+from smtpcore.routing import Resolver, Router
+from smtpcore.sasl import ScramCredentials, derive_scram_credentials
+from smtpcore.server.app import InboundHandler, LMTPHandler, MailStore, SubmissionHandler
+from smtpcore.server.config import ConfigError, ServerConfig, mailbox_key
+from smtpcore.server.delivery import ClientFactory, DeliveryWorker
+from smtpcore.server.log import logger
+from smtpcore.server.mailboxes import LocalMailboxes
+from smtpcore.server.queue import Queue
+from smtpcore.server.resolvers import make_resolver
+
+__all__ = ["Listener", "MailServer", "server_tls_context"]
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """A bound listener: its name (``smtp``, ``submission``...) and address."""
+
+    name: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.name} listening on {host}:{self.port}"
+
+
+def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """The server side of STARTTLS, STLS and the implicit-TLS ports (TLS 1.2 at least)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"--tls-cert/--tls-key: cannot load {cert} and {key}: {exc}") from None
+    return context
+
+
+class _Credentials:
+    """The users' passwords as the SASL mechanisms ask for them; the login is the address."""
+
+    def __init__(self, users: Mapping[str, str]) -> None:
+        self.users = users
+        self._scram: dict[str, ScramCredentials] = {}
+
+    def _key(self, username: str) -> str | None:
+        try:
+            return mailbox_key(parse_mailbox(username))
+        except (AddressError, ValueError):
+            return None
+
+    def get_password(self, username: str) -> str | None:
+        key = self._key(username)
+        return None if key is None else self.users.get(key)
+
+    def check_password(self, username: str, password: str) -> bool:
+        stored = self.get_password(username)
+        ok = hmac.compare_digest((stored or "").encode(), password.encode())
+        return ok and stored is not None
+
+    def get_scram(self, username: str) -> ScramCredentials | None:
+        key = self._key(username)
+        if key is None or key not in self.users:
+            return None
+        if key not in self._scram:
+            self._scram[key] = derive_scram_credentials(self.users[key])
+        return self._scram[key]
+
+
+class MailServer:
+    """Listeners, queue and worker for one :class:`ServerConfig`.
+
+    ``resolver`` replaces the one ``config.resolver`` names (the demo passes
+    a :class:`~smtpcore.routing.StaticResolver`). ``sockets`` gives
+    listeners already-bound sockets by name, which is how a test or the demo
+    gets free ports without a race. ``on_delivery(key, path)`` is called
+    after each local delivery. ``client_factory`` builds the relay's SMTP
+    clients.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        resolver: Resolver | None = None,
+        sockets: Mapping[str, socket.socket] | None = None,
+        on_delivery: Callable[[str, Path], None] | None = None,
+        client_factory: ClientFactory | None = None,
+    ) -> None:
+        self.config = config
+        self.sockets = dict(sockets or {})
+        self.resolver = resolver if resolver is not None else make_resolver(config.resolver)
+        self.tls_context = (
+            server_tls_context(config.tls_cert, config.tls_key)
+            if config.tls_cert is not None and config.tls_key is not None
+            else None
+        )
+        self.queue = Queue(config.queue_dir)
+        self.mailboxes = LocalMailboxes(config)
+        worker_options: dict[str, Any] = {}
+        if client_factory is not None:
+            worker_options["client_factory"] = client_factory
+        self.worker = DeliveryWorker(
+            self.queue,
+            router=self.relay_router(),
+            resolver=self.resolver,
+            mailboxes=self.mailboxes,
+            hostname=config.hostname,
+            retry_after=config.retry_after,
+            max_queue_age=config.max_queue_age,
+            **worker_options,
+        )
+        self.store = MailStore(
+            config, self.queue, self.mailboxes, self.worker, on_delivery=on_delivery
+        )
+        self.credentials = _Credentials(config.users)
+        self.listeners: list[Listener] = []
+        self._servers: list[SMTPServer] = []
+        self._worker_task: asyncio.Task[None] | None = None
+
+    # -- routers ----------------------------------------------------------------
+
+    def _local_addresses(self) -> list[str]:
+        """Our own address counts for MX self-detection only where the relay would reach
+        this very server: our SMTP port is the remote port (routing's advice for several
+        servers sharing one address)."""
+        host = self.config.host
+        try:
+            address = ip_address(host)
+        except ValueError:
+            return []
+        if address.is_unspecified or self.config.smtp_port != self.config.remote_port:
+            return []
+        return [host]
+
+    def relay_router(self) -> Router:
+        """The delivery worker's router: MX lookups on ``remote_port``, or the smart host."""
+        return Router(
+            self.config.domains,
+            hostnames=[self.config.hostname],
+            local_addresses=self._local_addresses(),
+            trusted_networks=(),
+            smart_host=self.config.relay_host,
+            port=self.config.remote_port,
+        )
+
+    def inbound_router(self) -> Router:
+        """The ``smtp`` and ``lmtp`` listeners' router: local domains only, never a relay."""
+        return Router(
+            self.config.domains,
+            hostnames=[self.config.hostname],
+            trusted_networks=(),
+            relay_for_authenticated=False,
+        )
+
+    def submission_router(self) -> Router:
+        """The submission router: an authenticated client may send anywhere."""
+        return Router(
+            self.config.domains,
+            hostnames=[self.config.hostname],
+            trusted_networks=(),
+            relay_for_authenticated=True,
+        )
+
+    def authenticator(self) -> Authenticator:
+        credentials = self.credentials
+        return Authenticator(
+            check_password=credentials.check_password,
+            get_password=credentials.get_password,
+            get_scram_credentials=credentials.get_scram,
+        )
+
+    # -- running ----------------------------------------------------------------
+
+    async def start(self) -> list[Listener]:
+        """Open the queue, create the mailboxes, bind every listener, start the worker."""
+        entries = await asyncio.to_thread(self._prepare_storage)
+        for entry in entries:
+            self.worker.schedule(entry)
+        if entries:
+            logger.info("queue: %d messages waiting from before", len(entries))
+        try:
+            for name, port in self.config.listeners():
+                await self._listen(name, port)
+        except BaseException:
+            await self.aclose(grace=0)
+            raise
+        self._worker_task = asyncio.get_running_loop().create_task(self.worker.run())
+        return list(self.listeners)
+
+    def _prepare_storage(self) -> list[Any]:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.mailboxes.create_all()
+        return self.queue.open()
+
+    def _smtp_handler(self, name: str) -> tuple[Handler, dict[str, Any]]:
+        config = self.config
+        options: dict[str, Any] = {
+            "hostname": config.hostname,
+            "max_message_size": config.max_message_size,
+            "max_recipients": config.max_recipients,
+            "ssl_context": self.tls_context,
+        }
+        if name == "smtp":
+            return InboundHandler(self.store, self.inbound_router()), options
+        if name == "lmtp":
+            options["lmtp"] = True
+            options["ssl_context"] = None
+            return LMTPHandler(self.store, self.inbound_router()), options
+        options["auth"] = self.authenticator()
+        options["require_auth"] = True
+        # Passwords go only over TLS when there is TLS; without, the operator chose plaintext.
+        options["auth_require_tls"] = self.tls_context is not None
+        if name == "smtps":
+            options["tls_on_connect"] = True
+        return SubmissionHandler(self.store, self.submission_router(), name), options
+
+    async def _listen(self, name: str, port: int) -> None:
+        if name in ("pop3", "pop3s"):
+            await self._listen_pop3(name, port)
+            return
+        handler, options = self._smtp_handler(name)
+        sock = self.sockets.get(name)
+        server = SMTPServer(handler, self.config.host, port, sock=sock, **options)
+        await server.start()
+        self._servers.append(server)
+        host, bound = server.addresses[0]
+        self.listeners.append(Listener(name, host, bound))
+
+    async def _listen_pop3(self, name: str, port: int) -> None:
+        logger.warning("%s: no POP3 server in this build yet; listener %d not opened", name, port)
+
+    async def aclose(self, grace: float = 10.0) -> None:
+        """Stop listening, let sessions and deliveries finish within ``grace``, stop."""
+        servers, self._servers = self._servers, []
+        await asyncio.gather(*(server.aclose(grace) for server in servers))
+        task, self._worker_task = self._worker_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.worker.aclose(grace)
+
+    async def __aenter__(self) -> MailServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

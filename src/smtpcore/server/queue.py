@@ -1,0 +1,326 @@
+"""The outbound queue: messages accepted for relay, kept on disk until done.
+
+RFC 5321 §6.1: once a server has answered 250 to the end of a message it
+must deliver it or report its failure, even across a crash. So a message
+for remote recipients is on disk, content and envelope, synced, before the
+250 goes out, and the delivery worker finds it there after a restart.
+
+Layout under the queue directory, all on one file system::
+
+    tmp/            messages being received, envelopes being rewritten
+    messages/ID     the content, in wire form (CRLF), our Received header first
+    envelopes/ID    sender, recipients and each recipient's state, as JSON
+
+Creating ``envelopes/ID`` (by a rename, after ``messages/ID`` is in place)
+is what commits an entry; removing it is what ends one. A content file with
+no envelope is what a crash left half-done, and :meth:`Queue.open` removes
+it; files in ``tmp/`` likewise.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, BinaryIO, Final
+
+from smtpcore.server.maildir import fsync_directory
+
+__all__ = [
+    "PreparedEntry",
+    "Queue",
+    "QueueEntry",
+    "QueuedRecipient",
+    "RecipientStatus",
+    "Spool",
+    "new_queue_id",
+]
+
+_FORMAT: Final = 1
+
+
+def new_queue_id() -> str:
+    """Ten hexadecimal digits, as Postfix's short queue ids look."""
+    return secrets.token_hex(5).upper()
+
+
+class RecipientStatus(enum.Enum):
+    """Where one recipient of a queued message stands."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    """Refused for good, or expired; a bounce was made (unless the sender was null)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRecipient:
+    """One recipient of a queued message and what its last attempt said."""
+
+    address: str
+    """The mailbox in its wire form."""
+    status: RecipientStatus = RecipientStatus.PENDING
+    reply: str | None = None
+    """The last reply or error, one line, for logs and bounces."""
+    dsn: str | None = None
+    """The enhanced status (RFC 3463) that goes with ``reply``."""
+    remote_mta: str | None = None
+    """The exchanger that gave ``reply``, if one did."""
+
+    @property
+    def pending(self) -> bool:
+        return self.status is RecipientStatus.PENDING
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """A queued message's envelope and delivery state (not its content)."""
+
+    id: str
+    sender: str
+    """The reverse path, ``""`` for the null path of a bounce."""
+    recipients: tuple[QueuedRecipient, ...]
+    created: float
+    """When the message was accepted (seconds since the epoch)."""
+    size: int = 0
+    attempts: int = 0
+    """Delivery rounds that left recipients pending."""
+    next_attempt: float = 0.0
+    client: str = ""
+    """Where the message came from, for logs and bounces."""
+    params: tuple[tuple[str, str | None], ...] = field(default=())
+    """MAIL parameters worth keeping (RFC 6531 SMTPUTF8, RFC 6152 BODY)."""
+
+    @property
+    def pending(self) -> tuple[QueuedRecipient, ...]:
+        return tuple(r for r in self.recipients if r.pending)
+
+    def with_recipients(self, updates: Mapping[str, QueuedRecipient]) -> QueueEntry:
+        """This entry with the recipients named in ``updates`` replaced."""
+        return replace(self, recipients=tuple(updates.get(r.address, r) for r in self.recipients))
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {
+            "format": _FORMAT,
+            "id": self.id,
+            "sender": self.sender,
+            "created": self.created,
+            "size": self.size,
+            "attempts": self.attempts,
+            "next_attempt": self.next_attempt,
+            "client": self.client,
+            "params": [list(p) for p in self.params],
+            "recipients": [
+                {
+                    "address": r.address,
+                    "status": r.status.value,
+                    "reply": r.reply,
+                    "dsn": r.dsn,
+                    "remote_mta": r.remote_mta,
+                }
+                for r in self.recipients
+            ],
+        }
+        return json.dumps(data, ensure_ascii=False, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> QueueEntry:
+        data = json.loads(text)
+        if data.get("format") != _FORMAT:
+            raise ValueError(f"unknown queue file format {data.get('format')!r}")
+        return cls(
+            id=str(data["id"]),
+            sender=str(data["sender"]),
+            created=float(data["created"]),
+            size=int(data["size"]),
+            attempts=int(data["attempts"]),
+            next_attempt=float(data["next_attempt"]),
+            client=str(data["client"]),
+            params=tuple((str(k), None if v is None else str(v)) for k, v in data["params"]),
+            recipients=tuple(
+                QueuedRecipient(
+                    address=str(r["address"]),
+                    status=RecipientStatus(r["status"]),
+                    reply=r["reply"],
+                    dsn=r["dsn"],
+                    remote_mta=r["remote_mta"],
+                )
+                for r in data["recipients"]
+            ),
+        )
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """A message being received, written as it arrives into the queue's ``tmp/``.
+
+    It gets its queue id at once, so that the Received header and the logs
+    can name it; it becomes a queue entry only through :meth:`Queue.prepare`.
+    """
+
+    def __init__(self, queue_id: str, path: Path) -> None:
+        self.id = queue_id
+        self.path = path
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._file: BinaryIO = os.fdopen(fd, "wb")
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self.size += len(data)
+
+    def finish(self) -> None:
+        """Flush and fsync; the file can then be read and renamed."""
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def open(self) -> BinaryIO:
+        """The content, for reading (after :meth:`finish`)."""
+        return self.path.open("rb")
+
+    def discard(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEntry:
+    """Content and envelope on disk and synced, one rename away from being queued."""
+
+    queue: Queue
+    entry: QueueEntry
+    content_tmp: Path
+    envelope_tmp: Path
+
+    def commit(self) -> QueueEntry:
+        """Move the content, then the envelope (the commit point), into place."""
+        queue = self.queue
+        os.replace(self.content_tmp, queue.content_path(self.entry.id))
+        fsync_directory(queue.directory / "messages")
+        os.replace(self.envelope_tmp, queue.envelope_path(self.entry.id))
+        fsync_directory(queue.directory / "envelopes")
+        return self.entry
+
+    def discard(self) -> None:
+        self.envelope_tmp.unlink(missing_ok=True)
+        self.content_tmp.unlink(missing_ok=True)
+
+
+class Queue:
+    """The queue directory. Its methods block on the disk: call them from a thread
+    when an event loop must keep running."""
+
+    def __init__(self, directory: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.directory = directory
+        self.clock = clock
+
+    def content_path(self, queue_id: str) -> Path:
+        return self.directory / "messages" / queue_id
+
+    def envelope_path(self, queue_id: str) -> Path:
+        return self.directory / "envelopes" / queue_id
+
+    def open(self) -> list[QueueEntry]:
+        """Create the directories, clear what a crash left half-done, return the entries."""
+        for sub in ("tmp", "messages", "envelopes"):
+            (self.directory / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        for leftover in (self.directory / "tmp").iterdir():
+            leftover.unlink(missing_ok=True)
+        entries = []
+        for path in sorted((self.directory / "envelopes").iterdir()):
+            if not self.content_path(path.name).exists():
+                path.unlink()  # pragma: no cover - only a hand-edited queue gets here
+                continue
+            entries.append(QueueEntry.from_json(path.read_text(encoding="utf-8")))
+        known = {entry.id for entry in entries}
+        for path in (self.directory / "messages").iterdir():
+            if path.name not in known:
+                path.unlink()
+        return entries
+
+    def _unused_id(self) -> str:
+        while True:
+            queue_id = new_queue_id()
+            if not (
+                self.envelope_path(queue_id).exists()
+                or self.content_path(queue_id).exists()
+                or (self.directory / "tmp" / queue_id).exists()
+            ):
+                return queue_id
+
+    def spool(self) -> Spool:
+        """Start receiving a message."""
+        queue_id = self._unused_id()
+        return Spool(queue_id, self.directory / "tmp" / queue_id)
+
+    def prepare(
+        self,
+        spool: Spool,
+        sender: str,
+        recipients: Sequence[str],
+        *,
+        client: str = "",
+        params: Iterable[tuple[str, str | None]] = (),
+    ) -> PreparedEntry:
+        """Sync the spooled content and write the envelope beside it, not yet committed."""
+        spool.finish()
+        entry = QueueEntry(
+            id=spool.id,
+            sender=sender,
+            recipients=tuple(QueuedRecipient(r) for r in dict.fromkeys(recipients)),
+            created=self.clock(),
+            size=spool.size,
+            client=client,
+            params=tuple(params),
+        )
+        envelope_tmp = self.directory / "tmp" / f"{spool.id}.envelope"
+        _write_synced(envelope_tmp, entry.to_json().encode("utf-8"))
+        return PreparedEntry(self, entry, spool.path, envelope_tmp)
+
+    def add(self, content: bytes, sender: str, recipients: Sequence[str]) -> QueueEntry:
+        """Queue a message made here (a bounce) in one go."""
+        spool = self.spool()
+        try:
+            spool.write(content)
+            prepared = self.prepare(spool, sender, recipients, client="local")
+        except BaseException:
+            spool.discard()
+            raise
+        return prepared.commit()
+
+    def load(self, queue_id: str) -> QueueEntry:
+        return QueueEntry.from_json(self.envelope_path(queue_id).read_text(encoding="utf-8"))
+
+    def read_content(self, queue_id: str) -> bytes:
+        return self.content_path(queue_id).read_bytes()
+
+    def update(self, entry: QueueEntry) -> None:
+        """Replace an entry's envelope atomically (write, fsync, rename, fsync)."""
+        tmp = self.directory / "tmp" / f"{entry.id}.update"
+        _write_synced(tmp, entry.to_json().encode("utf-8"))
+        os.replace(tmp, self.envelope_path(entry.id))
+        fsync_directory(self.directory / "envelopes")
+
+    def remove(self, queue_id: str) -> None:
+        """End an entry: the envelope goes first, so a crash leaves only an orphan."""
+        self.envelope_path(queue_id).unlink(missing_ok=True)
+        fsync_directory(self.directory / "envelopes")
+        self.content_path(queue_id).unlink(missing_ok=True)

@@ -1,0 +1,267 @@
+"""The reference server in one process: listeners, local delivery, submission, relay, LMTP."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import email
+import email.policy
+import logging
+import smtplib
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from smtpcore.asyncio import SMTPClient
+from smtpcore.routing import StaticResolver
+from smtpcore.server import MailServer, ServerConfig
+from smtpcore.server.app import MAX_HOPS
+from smtpcore.server.maildir import Maildir
+from smtpcore.server.queue import Queue
+from smtpcore.smtp import Reply
+
+LOOPBACK = "127.0.0.1"
+T = TypeVar("T")
+
+
+def _listening() -> socket.socket:
+    sock = socket.create_server((LOOPBACK, 0))
+    return sock
+
+
+def _config(tmp_path: Path, domain: str, users: dict[str, str], **options: Any) -> ServerConfig:
+    return ServerConfig(
+        domains=(domain,),
+        users=users,
+        data_dir=tmp_path / domain,
+        hostname=f"mx.{domain}",
+        **{"pop3_port": 0, "retry_after": 0.2, **options},
+    )
+
+
+def _messages(config: ServerConfig, key: str) -> list[bytes]:
+    return [p.read_bytes() for p in Maildir(config.mailbox_path(key)).messages()]
+
+
+async def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def wait() -> None:
+        while not check():
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(wait(), timeout)
+
+
+def _run(main: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def _port(server: MailServer, name: str) -> int:
+    return next(listener.port for listener in server.listeners if listener.name == name)
+
+
+def test_inbound_mail_is_delivered_and_nothing_is_relayed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    config = _config(tmp_path, "pqr.example", {"brendon@pqr.example": "pw"})
+
+    def client(port: int) -> list[object]:
+        outcomes: list[object] = []
+        with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+            outcomes.append(
+                smtp.sendmail(
+                    "john@abc.example", ["Brendon@PQR.example"], b"Subject: hi\r\n\r\nx\r\n"
+                )
+            )
+            for rcpt in ("nobody@pqr.example", "x@elsewhere.example", "a%b@pqr.example"):
+                try:
+                    smtp.sendmail("john@abc.example", [rcpt], b"x")
+                except smtplib.SMTPRecipientsRefused as exc:
+                    outcomes.append(exc.recipients[rcpt])
+            outcomes.append(smtp.sendmail("", ["postmaster@pqr.example"], b"Subject: pm\r\n\r\n"))
+        return outcomes
+
+    async def main() -> list[object]:
+        sockets = {"smtp": _listening(), "submission": _listening()}
+        async with MailServer(config, sockets=sockets) as server:
+            assert [str(listener).split(" on ")[0] for listener in server.listeners] == [
+                "smtp listening",
+                "submission listening",
+            ]
+            return await asyncio.to_thread(client, _port(server, "smtp"))
+
+    ok, unknown, relay, trick, postmaster = _run(main)
+    assert ok == {} and postmaster == {}
+    assert unknown[0] == 550 and unknown[1].startswith(b"5.1.1")  # type: ignore[index]
+    assert relay[0] == 550 and relay[1].startswith(b"5.7.1")  # type: ignore[index]
+    assert trick[0] == 550 and trick[1].startswith(b"5.7.1")  # type: ignore[index]
+    (stored,) = _messages(config, "brendon@pqr.example")
+    assert stored.startswith(b"Return-Path: <john@abc.example>\nReceived: from [127.0.0.1]")
+    assert b"\tby mx.pqr.example (smtpcore) with ESMTP id " in stored
+    assert b"\tfor <Brendon@PQR.example>; " in stored
+    assert stored.endswith(b"\nSubject: hi\n\nx\n")
+    (to_postmaster,) = _messages(config, "postmaster@pqr.example")
+    assert to_postmaster.startswith(b"Return-Path: <>\n")
+    assert list((config.queue_dir / "envelopes").iterdir()) == []
+    log = [r.getMessage() for r in caplog.records]
+    assert any(
+        "relay=local" in line and "status=sent (delivered to maildir" in line for line in log
+    )
+    assert any(
+        line.startswith("smtp: disconnect from [127.0.0.1]:") and "rcpt=2/5 messages=2" in line
+        for line in log
+    )
+
+
+def test_submission_needs_auth_then_relays_to_the_other_server(tmp_path: Path) -> None:
+    pqr = _config(tmp_path, "pqr.example", {"brendon@pqr.example": "pw"}, submission_port=0)
+    message = b"From: john@abc.example\r\nTo: brendon@pqr.example\r\nSubject: hi\r\n\r\n.dot\r\n"
+
+    def submit(port: int) -> tuple[int, dict[str, tuple[int, bytes]]]:
+        with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+            smtp.ehlo()
+            code, _ = smtp.mail("john@abc.example")
+            smtp.rset()
+            smtp.login("JOHN@abc.example", "secret")
+            refused = smtp.sendmail(
+                "john@abc.example", ["brendon@pqr.example", "local@abc.example"], message
+            )
+        return code, refused
+
+    async def main() -> tuple[int, dict[str, tuple[int, bytes]]]:
+        pqr_smtp = _listening()
+        zone = (
+            "pqr.example MX 10 mx.pqr.example\nmx.pqr.example A 127.0.0.1\n"
+            "abc.example MX 10 mx.abc.example\nmx.abc.example A 127.0.0.1\n"
+        )
+        abc = _config(
+            tmp_path,
+            "abc.example",
+            {"john@abc.example": "secret", "local@abc.example": "pw"},
+            smtp_port=0,
+            remote_port=pqr_smtp.getsockname()[1],
+        )
+        resolver = StaticResolver.from_zone_text(zone)
+        async with (
+            MailServer(pqr, sockets={"smtp": pqr_smtp}, resolver=resolver),
+            MailServer(abc, sockets={"submission": _listening()}, resolver=resolver) as sender,
+        ):
+            result = await asyncio.to_thread(submit, _port(sender, "submission"))
+            await _eventually(lambda: bool(_messages(pqr, "brendon@pqr.example")))
+            await _eventually(lambda: not any((abc.queue_dir / "envelopes").iterdir()))
+            assert len(_messages(abc, "local@abc.example")) == 1
+            return result
+
+    mail_code, refused = _run(main)
+    assert mail_code == 530 and refused == {}
+    (stored,) = _messages(pqr, "brendon@pqr.example")
+    parsed = email.message_from_bytes(stored, policy=email.policy.default)
+    received = parsed.get_all("Received")
+    assert received is not None and len(received) == 2
+    assert "by mx.pqr.example" in received[0] and "with ESMTP " in received[0]
+    assert "by mx.abc.example" in received[1] and "with ESMTPA " in received[1]
+    assert stored.endswith(b"Subject: hi\n\n.dot\n")
+
+
+def test_lmtp_answers_each_recipient(tmp_path: Path) -> None:
+    config = _config(
+        tmp_path,
+        "pqr.example",
+        {"a@pqr.example": "x", "b@pqr.example": "y"},
+        smtp_port=0,
+        submission_port=0,
+        lmtp_port=1,  # on; the socket below replaces the port
+    )
+
+    async def main() -> list[tuple[str, int]]:
+        sockets = {"lmtp": _listening()}
+        async with MailServer(config, sockets=sockets) as server:
+            client = SMTPClient(LOOPBACK, _port(server, "lmtp"), lmtp=True, hostname="client")
+            async with client:
+                result = await client.send_message(
+                    b"Subject: l\r\n\r\n",
+                    "john@abc.example",
+                    ["a@pqr.example", "c@pqr.example", "b@pqr.example"],
+                )
+        return [
+            (str(r.recipient), (r.delivery or r.reply or Reply(0, "")).code)
+            for r in result.recipients
+        ]
+
+    assert _run(main) == [("a@pqr.example", 250), ("c@pqr.example", 550), ("b@pqr.example", 250)]
+    assert len(_messages(config, "a@pqr.example")) == len(_messages(config, "b@pqr.example")) == 1
+    assert b"with LMTP id" in _messages(config, "a@pqr.example")[0]
+
+
+def test_a_looping_message_is_refused(tmp_path: Path) -> None:
+    config = _config(tmp_path, "pqr.example", {"b@pqr.example": "x"}, submission_port=0)
+    looping = b"".join(b"Received: from x by y; date\r\n" for _ in range(MAX_HOPS)) + b"\r\nhi\r\n"
+
+    def send(port: int) -> object:
+        with smtplib.SMTP(LOOPBACK, port) as smtp:
+            try:
+                smtp.sendmail("a@abc.example", ["b@pqr.example"], looping)
+            except smtplib.SMTPDataError as exc:
+                return exc.smtp_code, exc.smtp_error
+        return None
+
+    async def main() -> object:
+        async with MailServer(config, sockets={"smtp": _listening()}) as server:
+            return await asyncio.to_thread(send, _port(server, "smtp"))
+
+    assert _run(main) == (554, b"5.4.6 Too many hops: is there a mail loop?")
+    assert _messages(config, "b@pqr.example") == []
+    assert list((config.queue_dir / "tmp").iterdir()) == []
+
+
+def test_the_queue_is_picked_up_after_a_restart(tmp_path: Path) -> None:
+    """A message queued by a server that stopped is delivered by the next one."""
+    pqr = _config(tmp_path, "pqr.example", {"brendon@pqr.example": "pw"}, submission_port=0)
+    with socket.socket() as unused:
+        unused.bind((LOOPBACK, 0))
+        port = unused.getsockname()[1]
+    zone = f"pqr.example MX 10 mx.pqr.example\nmx.pqr.example A {LOOPBACK}\n"
+    abc = _config(
+        tmp_path,
+        "abc.example",
+        {"john@abc.example": "secret"},
+        smtp_port=0,
+        remote_port=port,
+        retry_after=3600,
+    )
+
+    def submit(submission: int) -> None:
+        with smtplib.SMTP(LOOPBACK, submission) as smtp:
+            smtp.login("john@abc.example", "secret")
+            smtp.sendmail("john@abc.example", ["brendon@pqr.example"], b"Subject: q\r\n\r\n")
+
+    async def main() -> None:
+        resolver = StaticResolver.from_zone_text(zone)
+        async with MailServer(abc, sockets={"submission": _listening()}, resolver=resolver) as a:
+            await asyncio.to_thread(submit, _port(a, "submission"))
+            await _eventually(lambda: "attempts" in _envelope_text(abc) and _attempts(abc) == 1)
+        pqr_smtp = socket.create_server((LOOPBACK, port))
+        async with (
+            MailServer(pqr, sockets={"smtp": pqr_smtp}, resolver=resolver),
+            MailServer(abc, sockets={"submission": _listening()}, resolver=resolver) as again,
+        ):
+            # Due in an hour: make it due now, as a restart after the wait would.
+            for entry in again.queue.open():
+                again.worker.schedule(dataclasses.replace(entry, next_attempt=0))
+            await _eventually(lambda: bool(_messages(pqr, "brendon@pqr.example")))
+            await _eventually(lambda: not any((abc.queue_dir / "envelopes").iterdir()))
+
+    _run(main)
+    assert len(_messages(pqr, "brendon@pqr.example")) == 1
+
+
+def _envelope_text(config: ServerConfig) -> str:
+    return "".join(p.read_text() for p in (config.queue_dir / "envelopes").iterdir())
+
+
+def _attempts(config: ServerConfig) -> int:
+    (entry,) = Queue(config.queue_dir).open()
+    return entry.attempts

@@ -1,0 +1,210 @@
+"""The reference server's configuration, bounces and resolvers, without a network."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from smtpcore.routing import StaticResolver
+from smtpcore.server.bounce import MAX_RETURNED_MESSAGE, FailedRecipient, build_bounce
+from smtpcore.server.config import (
+    ConfigError,
+    ServerConfig,
+    parse_duration,
+    parse_host_port,
+    parse_size,
+    parse_user,
+    read_users_file,
+)
+from smtpcore.server.resolvers import SystemResolver, make_resolver
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("300", 300.0),
+        ("90s", 90.0),
+        ("30m", 1800.0),
+        ("12h", 43200.0),
+        ("5d", 432000.0),
+        ("1w", 604800.0),
+        ("0.5", 0.5),
+        (" 2 D ", 172800.0),
+    ],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5 days", "-1", "1y", "d"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("1000", 1000), ("512k", 524288), ("10M", 10485760), ("1GiB", 1 << 30)]
+)
+def test_sizes(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize(
+    ("text", "result"),
+    [
+        ("relay.example:587", ("relay.example", 587)),
+        ("[relay.example]:25", ("[relay.example]", 25)),
+        ("[2001:db8::1]:25", ("2001:db8::1", 25)),
+        ("127.0.0.1:2525", ("127.0.0.1", 2525)),
+    ],
+)
+def test_host_ports(text: str, result: tuple[str, int]) -> None:
+    assert parse_host_port(text) == result
+
+
+@pytest.mark.parametrize("text", ["relay.example", ":25", "host:0", "host:99999", "host:x"])
+def test_bad_host_ports(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_host_port(text)
+
+
+def test_users() -> None:
+    assert parse_user("John@ABC.example:s3:cret") == ("john@abc.example", "s3:cret")
+    for bad in ("john@abc.example", "john@abc.example:", "john:pw", "not an address:pw"):
+        with pytest.raises(ConfigError):
+            parse_user(bad)
+    with pytest.raises(ConfigError, match="mailbox directory"):
+        parse_user("a/b@abc.example:pw")
+
+
+def test_users_file(tmp_path: Path) -> None:
+    path = tmp_path / "users"
+    path.write_text(
+        "# the users\n\njohn@abc.example:one\n  # indented comment\nmary@abc.example:two\n"
+    )
+    assert read_users_file(path) == {"john@abc.example": "one", "mary@abc.example": "two"}
+    path.write_text("john@abc.example:one\nbroken line\n")
+    with pytest.raises(ConfigError, match=r"users:2"):
+        read_users_file(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_users_file(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"domains": ()}, "at least one"),
+        ({"users": {"a@elsewhere.example": "pw"}}, "not a local domain"),
+        ({"smtp_port": 70000}, "--smtp-port"),
+        ({"tls_cert": Path("cert.pem")}, "go together"),
+        ({"smtps_port": 4465}, "need --tls-cert"),
+        ({"remote_port": 0}, "--remote-port"),
+        ({"retry_after": 0}, "--retry-after"),
+        ({"max_queue_age": -1}, "--max-queue-age"),
+        ({"resolver": "static"}, "--resolver"),
+        ({"resolver": "system:x"}, "--resolver"),
+        ({"resolver": "bind:x"}, "--resolver"),
+    ],
+)
+def test_config_mistakes(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ServerConfig(**options)  # type: ignore[arg-type]  # the table mixes field types
+
+
+def test_config_defaults_and_listeners() -> None:
+    config = ServerConfig(domains=("PQR.example.", "pqr.example"), users={"b@pqr.example": "x"})
+    assert config.domains == ("pqr.example",)
+    assert list(config.listeners()) == [("smtp", 2525), ("submission", 2587), ("pop3", 2110)]
+    assert config.postmaster_key("pqr.example") == "postmaster@pqr.example"
+    assert config.mailbox_path("b@pqr.example") == Path("smtpcore-data/mailboxes/b@pqr.example")
+
+
+def test_resolver_specs(tmp_path: Path) -> None:
+    zone = tmp_path / "zone"
+    zone.write_text("pqr.example MX 10 mx.pqr.example\nmx.pqr.example A 127.0.0.1\n")
+    assert isinstance(make_resolver(f"static:{zone}"), StaticResolver)
+    assert isinstance(make_resolver("system"), SystemResolver)
+    assert type(make_resolver("dns:127.0.0.1:53")).__name__ == "DNSPythonResolver"
+    zone.write_text("pqr.example MX ten mx\n")
+    with pytest.raises(ConfigError, match="zone"):
+        make_resolver(f"static:{zone}")
+    with pytest.raises(ConfigError, match="cannot read"):
+        make_resolver(f"static:{tmp_path / 'missing'}")
+    with pytest.raises(ConfigError):
+        make_resolver("dns:nowhere")
+
+
+# -- bounces ----------------------------------------------------------------------------
+
+ORIGINAL = b"From: john@abc.example\r\nSubject: hello\r\n\r\nbody\r\n"
+
+
+def _parse(raw: bytes) -> EmailMessage:
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def test_bounce_is_a_delivery_status_report() -> None:
+    raw = build_bounce(
+        reporting_mta="mx.abc.example",
+        recipient="john@abc.example",
+        queue_id="8452DE06F8",
+        arrival=0.0,
+        now=60.0,
+        failed=[
+            FailedRecipient(
+                "nobody@pqr.example", "5.1.1", "550 5.1.1 no such user", "mx.pqr.example", True
+            ),
+            FailedRecipient("jörg@pqr.example", "4.4.7", "message expired after 5 days"),
+        ],
+        original=ORIGINAL,
+    )
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    message = _parse(raw)
+    assert message.get_content_type() == "multipart/report"
+    assert message.get_param("report-type") == "delivery-status"
+    assert message["To"] == "john@abc.example" and message["Auto-Submitted"] == "auto-replied"
+    text, status, returned = message.iter_parts()
+    assert "nobody@pqr.example" in text.get_content()
+    assert status.get_content_type() == "message/delivery-status"
+    report = raw.split(b"Content-Type: message/delivery-status", 1)[1].decode()
+    assert "Reporting-MTA: dns; mx.abc.example" in report
+    assert (
+        "Final-Recipient: rfc822; nobody@pqr.example\r\nAction: failed\r\nStatus: 5.1.1" in report
+    )
+    assert "Remote-MTA: dns; mx.pqr.example" in report
+    assert "Diagnostic-Code: smtp; 550 5.1.1 no such user" in report
+    assert "Final-Recipient: utf-8; jörg@pqr.example" in report
+    assert "Diagnostic-Code: x-local; message expired" in report
+    assert returned.get_content_type() == "message/rfc822"
+    assert ORIGINAL in raw
+
+
+def test_a_large_message_comes_back_as_its_header() -> None:
+    original = b"Subject: big\r\n\r\n" + b"x" * 998 * 2 + b"\r\n" * (MAX_RETURNED_MESSAGE // 2)
+    raw = build_bounce(
+        reporting_mta="mx",
+        recipient="a@b.example",
+        queue_id="Q",
+        arrival=0.0,
+        now=0.0,
+        failed=[FailedRecipient("c@d.example", "5.0.0", "refused")],
+        original=original,
+    )
+    assert b"Content-Type: text/rfc822-headers" in raw
+    assert b"Subject: big\r\n" in raw and b"xxxx" not in raw
+    with pytest.raises(ValueError):
+        build_bounce(
+            reporting_mta="mx",
+            recipient="a@b.example",
+            queue_id="Q",
+            arrival=0.0,
+            now=0.0,
+            failed=[],
+            original=b"",
+        )

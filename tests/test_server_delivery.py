@@ -1,0 +1,386 @@
+"""The delivery worker against scripted exchangers: retries, bounces, expiry, MX order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email
+import email.policy
+import logging
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from smtpcore.routing import Router, StaticResolver
+from smtpcore.server.config import ServerConfig
+from smtpcore.server.delivery import MAX_BACKOFF, DeliveryWorker, backoff
+from smtpcore.server.mailboxes import LocalMailboxes
+from smtpcore.server.maildir import Maildir
+from smtpcore.server.queue import Queue, QueueEntry
+
+LOOPBACK = "127.0.0.1"
+MESSAGE = b"From: john@abc.example\r\nSubject: hello\r\n\r\n.leading dot\r\nbody\r\n"
+
+
+@dataclass
+class Transaction:
+    sender: str
+    recipients: list[str]
+    content: bytes
+    reply: bytes
+
+
+@dataclass
+class ScriptedSMTP:
+    """A tiny SMTP server on loopback that answers from a script, in its own threads.
+
+    ``data_replies`` answer the end of each message in turn (the last one
+    repeats); ``rcpt_replies`` answer RCPT for the recipients named.
+    Transactions that reached the end of their content are recorded.
+    """
+
+    data_replies: list[bytes]
+    rcpt_replies: dict[str, bytes] = field(default_factory=dict)
+    transactions: list[Transaction] = field(default_factory=list)
+    connections: int = 0
+
+    def __post_init__(self) -> None:
+        self.listener = socket.create_server((LOOPBACK, 0))
+        self.port: int = self.listener.getsockname()[1]
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with self._lock:
+            self.connections += 1
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 scripted ESMTP\r\n")
+            sender, recipients = "", list[str]()
+            for line in lines:
+                verb = line[:4].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    conn.sendall(b"250-scripted\r\n250 8BITMIME\r\n")
+                elif verb == b"MAIL":
+                    sender = line.decode().split(":", 1)[1].strip().split()[0].strip("<>")
+                    recipients = []
+                    conn.sendall(b"250 2.1.0 ok\r\n")
+                elif verb == b"RCPT":
+                    address = line.decode().split(":", 1)[1].strip().strip("<>")
+                    reply = self.rcpt_replies.get(address, b"250 2.1.5 ok")
+                    if reply.startswith(b"2"):
+                        recipients.append(address)
+                    conn.sendall(reply + b"\r\n")
+                elif verb == b"DATA":
+                    conn.sendall(b"354 go on\r\n")
+                    content = b""
+                    for data_line in lines:
+                        if data_line == b".\r\n":
+                            break
+                        content += data_line[1:] if data_line.startswith(b".") else data_line
+                    with self._lock:
+                        index = min(len(self.transactions), len(self.data_replies) - 1)
+                        reply = self.data_replies[index]
+                        self.transactions.append(Transaction(sender, recipients, content, reply))
+                    conn.sendall(reply + b"\r\n")
+                elif verb == b"QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    conn.sendall(b"250 ok\r\n")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        self.listener.close()
+        self._accepting.join(5)
+        for thread in self._threads:
+            thread.join(5)
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[..., ScriptedSMTP]]:
+    servers: list[ScriptedSMTP] = []
+
+    def start(
+        data_replies: list[bytes], rcpt_replies: dict[str, bytes] | None = None
+    ) -> ScriptedSMTP:
+        server = ScriptedSMTP(data_replies, rcpt_replies or {})
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@dataclass
+class Setup:
+    queue: Queue
+    worker: DeliveryWorker
+    mailboxes: LocalMailboxes
+
+    def raw_bounces(self) -> list[bytes]:
+        box = Maildir(self.mailboxes.config.mailbox_path("john@abc.example"))
+        return [path.read_bytes() for path in box.messages()]
+
+    def bounces(self) -> list[email.message.Message]:
+        return [
+            email.message_from_bytes(raw, policy=email.policy.default)
+            for raw in self.raw_bounces()
+        ]
+
+
+def _setup(
+    tmp_path: Path,
+    zone: str,
+    port: int,
+    *,
+    retry_after: float = 0.1,
+    max_queue_age: float = 60.0,
+    clock: Callable[[], float] | None = None,
+) -> Setup:
+    config = ServerConfig(
+        domains=("abc.example",),
+        users={"john@abc.example": "pw"},
+        data_dir=tmp_path,
+        hostname="mx.abc.example",
+    )
+    queue = Queue(config.queue_dir) if clock is None else Queue(config.queue_dir, clock=clock)
+    queue.open()
+    mailboxes = LocalMailboxes(config)
+    mailboxes.create_all()
+    options = {} if clock is None else {"clock": clock}
+    worker = DeliveryWorker(
+        queue,
+        router=Router(["abc.example"], hostnames=["mx.abc.example"], port=port),
+        resolver=StaticResolver.from_zone_text(zone),
+        mailboxes=mailboxes,
+        hostname="mx.abc.example",
+        retry_after=retry_after,
+        max_queue_age=max_queue_age,
+        **options,  # type: ignore[arg-type]  # only the clock
+    )
+    return Setup(queue, worker, mailboxes)
+
+
+ZONE = "pqr.example MX 10 mx.pqr.example\nmx.pqr.example A 127.0.0.1\n"
+
+
+async def _until(done: Callable[[], bool]) -> None:
+    while not done():
+        await asyncio.sleep(0.02)
+
+
+async def _run_until(setup: Setup, done: Callable[[], bool], timeout: float = 10.0) -> None:
+    task = asyncio.get_running_loop().create_task(setup.worker.run())
+    try:
+        await asyncio.wait_for(_until(done), timeout)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await setup.worker.aclose(1.0)
+
+
+def _enqueue(setup: Setup, sender: str, recipients: list[str]) -> QueueEntry:
+    entry = setup.queue.add(MESSAGE, sender, recipients)
+    setup.worker.schedule(entry)
+    return entry
+
+
+def _queue_empty(setup: Setup) -> bool:
+    return not any((setup.queue.directory / "envelopes").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("attempts", "wait"),
+    [(0, 300.0), (1, 300.0), (2, 600.0), (3, 1200.0), (4, 2400.0), (5, MAX_BACKOFF), (20, 4000.0)],
+)
+def test_backoff_doubles_up_to_a_ceiling(attempts: int, wait: float) -> None:
+    assert backoff(300.0, attempts) == wait
+    assert backoff(10_000.0, 3) == 10_000.0
+
+
+def test_4xx_then_250_is_retried_and_delivered_once(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    server = scripted([b"451 4.3.0 try again later", b"250 2.0.0 queued as X"])
+    setup = _setup(tmp_path, ZONE, server.port)
+
+    async def main() -> None:
+        _enqueue(setup, "john@abc.example", ["brendon@pqr.example"])
+        await _run_until(setup, lambda: _queue_empty(setup))
+
+    asyncio.run(main())
+    assert [t.reply[:3] for t in server.transactions] == [b"451", b"250"]
+    delivered = server.transactions[-1]
+    assert delivered.content == MESSAGE and delivered.sender == "john@abc.example"
+    assert setup.bounces() == []
+    lines = [
+        r.getMessage() for r in caplog.records if "to=<brendon@pqr.example>" in r.getMessage()
+    ]
+    assert "status=deferred (451 4.3.0 try again later)" in lines[0]
+    assert re.search(r"relay=mx\.pqr\.example\[127\.0\.0\.1\]:\d+, delay=[\d.]+, tls=no", lines[1])
+    assert "dsn=2.0.0, status=sent (250 2.0.0 queued as X)" in lines[1]
+
+
+def test_5xx_bounces_to_a_local_sender(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP]
+) -> None:
+    server = scripted([b"250 ok"], rcpt_replies={"nobody@pqr.example": b"550 5.1.1 no such user"})
+    setup = _setup(tmp_path, ZONE, server.port)
+
+    async def main() -> None:
+        _enqueue(setup, "john@abc.example", ["brendon@pqr.example", "nobody@pqr.example"])
+        await _run_until(setup, lambda: _queue_empty(setup))
+
+    asyncio.run(main())
+    assert [t.recipients for t in server.transactions] == [["brendon@pqr.example"]]
+    (bounce,) = setup.bounces()
+    assert bounce["Return-Path"] == "<>"
+    assert bounce.get_content_type() == "multipart/report"
+    (raw,) = setup.raw_bounces()
+    assert b"Final-Recipient: rfc822; nobody@pqr.example" in raw
+    assert b"Status: 5.1.1" in raw and b"Diagnostic-Code: smtp; 550 5.1.1 no such user" in raw
+    assert b"brendon@pqr.example" not in raw.split(b"message/delivery-status")[1].split(b"--")[0]
+
+
+def test_5xx_at_end_of_data_bounces_every_recipient(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP]
+) -> None:
+    server = scripted([b"554 5.6.0 content refused"])
+    setup = _setup(tmp_path, ZONE, server.port)
+
+    async def main() -> None:
+        _enqueue(setup, "john@abc.example", ["a@pqr.example", "b@pqr.example"])
+        await _run_until(setup, lambda: _queue_empty(setup))
+
+    asyncio.run(main())
+    (raw,) = setup.raw_bounces()
+    assert raw.count(b"Status: 5.6.0") == 2
+
+
+def test_no_bounce_for_the_null_sender(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    server = scripted([b"550 5.7.1 go away"])
+    setup = _setup(tmp_path, ZONE, server.port)
+
+    async def main() -> None:
+        _enqueue(setup, "", ["brendon@pqr.example"])
+        await _run_until(setup, lambda: _queue_empty(setup))
+
+    asyncio.run(main())
+    assert setup.bounces() == []
+    assert any("null sender: no bounce" in r.getMessage() for r in caplog.records)
+
+
+def test_a_remote_sender_gets_its_bounce_queued(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP]
+) -> None:
+    server = scripted([b"550 5.1.1 unknown"])
+    zone = ZONE + "xyz.example MX 10 mx.pqr.example\n"
+    setup = _setup(tmp_path, zone, server.port)
+
+    async def main() -> None:
+        _enqueue(setup, "mary@xyz.example", ["brendon@pqr.example"])
+        await _run_until(setup, lambda: len(server.transactions) == 2 and _queue_empty(setup))
+
+    asyncio.run(main())
+    _, bounce = server.transactions
+    assert bounce.sender == "" and bounce.recipients == ["mary@xyz.example"]
+    assert b"multipart/report" in bounce.content
+
+
+def test_the_next_exchanger_is_tried_when_one_is_down(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP]
+) -> None:
+    server = scripted([b"250 ok"])
+    # The preferred exchanger's address has nothing listening on the port.
+    zone = (
+        "pqr.example MX 10 dead.pqr.example\n"
+        "pqr.example MX 20 mx.pqr.example\n"
+        "dead.pqr.example A 127.0.0.254\n"
+        "mx.pqr.example A 127.0.0.1\n"
+    )
+    setup = _setup(tmp_path, zone, server.port)
+
+    async def main() -> None:
+        _enqueue(setup, "john@abc.example", ["brendon@pqr.example"])
+        await _run_until(setup, lambda: _queue_empty(setup))
+
+    asyncio.run(main())
+    assert len(server.transactions) == 1
+    assert setup.bounces() == []
+
+
+def test_unreachable_mail_expires_into_a_bounce(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with socket.socket() as unused:
+        unused.bind((LOOPBACK, 0))
+        port = unused.getsockname()[1]
+    now = [1000.0]
+    setup = _setup(
+        tmp_path, ZONE, port, retry_after=0.05, max_queue_age=3600, clock=lambda: now[0]
+    )
+
+    async def main() -> None:
+        _enqueue(setup, "john@abc.example", ["brendon@pqr.example"])
+        task = asyncio.get_running_loop().create_task(setup.worker.run())
+        try:
+            while not any("status=deferred" in r.getMessage() for r in caplog.records):
+                await asyncio.sleep(0.02)
+            now[0] += 7200  # two hours later: past the queue lifetime
+            setup.worker.schedule(setup.queue.open()[0])
+            while not _queue_empty(setup):
+                await asyncio.sleep(0.02)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await setup.worker.aclose(1.0)
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+    (raw,) = setup.raw_bounces()
+    assert b"message expired after 1h in the queue; last error:" in raw
+    assert b"Action: failed\nStatus: 4.4.1" in raw  # a Maildir file has LF line ends
+    assert b"last error: connect to mx.pqr.example[127.0.0.1]" in raw
+
+
+def test_dns_failures(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """No such domain bounces; a temporary DNS failure defers."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    zone = "flaky.example SERVFAIL\nother.example EXISTS\n"
+    setup = _setup(tmp_path, zone, 25)
+
+    async def main() -> None:
+        _enqueue(setup, "john@abc.example", ["x@nowhere.example", "y@flaky.example"])
+        await _run_until(
+            setup, lambda: any("status=deferred" in r.getMessage() for r in caplog.records)
+        )
+
+    asyncio.run(main())
+    (raw,) = setup.raw_bounces()
+    assert b"Status: 5.1.2" in raw
+    (entry,) = setup.queue.open()
+    assert [r.address for r in entry.pending] == ["y@flaky.example"]
+    assert entry.attempts == 1 and entry.pending[0].dsn == "4.4.3"

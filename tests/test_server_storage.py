@@ -1,0 +1,264 @@
+"""The reference server's storage: Maildir delivery and the outbound queue."""
+
+from __future__ import annotations
+
+import io
+import mailbox
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtpcore.server.maildir import LFWriter, Maildir
+from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
+from smtpcore.server.trace import (
+    count_received,
+    protocol_name,
+    received_header,
+    return_path_header,
+)
+
+# -- the CRLF to LF writer ------------------------------------------------------
+
+
+@given(
+    content=st.lists(st.sampled_from([b"a", b"\r\n", b"\r", b"\n", b".", b"xyz"]), max_size=40),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=8),
+)
+def test_lf_writer_is_chunking_independent(content: list[bytes], cuts: list[int]) -> None:
+    data = b"".join(content)
+    out = io.BytesIO()
+    writer = LFWriter(out)
+    last = 0
+    for cut in sorted(c for c in cuts if c <= len(data)):
+        writer.write(data[last:cut])
+        last = cut
+    writer.write(data[last:])
+    writer.close()
+    expected = data.replace(b"\r\n", b"\n")
+    assert out.getvalue() == expected
+    assert writer.size == len(expected)
+    assert writer.wire_size == len(expected) + expected.count(b"\n")
+
+
+@pytest.mark.parametrize(
+    ("chunks", "stored"),
+    [
+        ([b"a\r\nb\r\n"], b"a\nb\n"),
+        ([b"a\r", b"\nb"], b"a\nb"),
+        ([b"bare\rcr\r"], b"bare\rcr\r"),
+        ([b"bare\nlf"], b"bare\nlf"),
+        ([b"", b"x"], b"x"),
+    ],
+)
+def test_lf_writer_table(chunks: list[bytes], stored: bytes) -> None:
+    out = io.BytesIO()
+    writer = LFWriter(out)
+    for chunk in chunks:
+        writer.write(chunk)
+    writer.close()
+    assert out.getvalue() == stored
+
+
+# -- Maildir ------------------------------------------------------------------------
+
+
+def test_stage_then_commit_makes_a_standard_maildir_message(tmp_path: Path) -> None:
+    box = Maildir(tmp_path / "brendon@pqr.example")
+    staged = box.stage(b"Return-Path: <john@abc.example>\r\n", [b"Subject: hi\r\n\r\nbody\r\n"])
+    assert staged.tmp_path.exists() and not staged.new_path.exists()
+    assert list((box.path / "new").iterdir()) == []
+    path = staged.commit()
+    assert path.parent == box.path / "new" and not staged.tmp_path.exists()
+    assert path.read_bytes() == b"Return-Path: <john@abc.example>\nSubject: hi\n\nbody\n"
+    assert f",S={path.stat().st_size}," in path.name
+    assert path.name.endswith(",W=54")  # four LFs become CRLF on the wire
+    # Python's own Maildir reader sees it.
+    reader = mailbox.Maildir(box.path, create=False)
+    (message,) = list(reader)
+    assert message["Subject"] == "hi"
+    assert box.messages() == [path]
+
+
+def test_discard_leaves_nothing(tmp_path: Path) -> None:
+    box = Maildir(tmp_path / "m")
+    staged = box.stage(b"", io.BytesIO(b"x\r\n"))
+    staged.discard()
+    staged.discard()
+    assert list((box.path / "tmp").iterdir()) == []
+    assert box.exists()
+
+
+def test_unique_names(tmp_path: Path) -> None:
+    box = Maildir(tmp_path / "m")
+    names = {box.deliver(b"", [b"x"]).name for _ in range(50)}
+    assert len(names) == 50
+
+
+def test_a_failed_write_leaves_no_tmp_file(tmp_path: Path) -> None:
+    box = Maildir(tmp_path / "m")
+
+    def broken() -> list[bytes]:
+        raise OSError("disk full")
+
+    class Chunks:
+        def __iter__(self) -> object:
+            yield b"start"
+            broken()
+
+    with pytest.raises(OSError):
+        box.stage(b"", Chunks())  # type: ignore[arg-type]  # an iterable that fails midway
+    assert list((box.path / "tmp").iterdir()) == []
+
+
+# -- trace headers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "name"),
+    [
+        ({"lmtp": False, "extended": False, "tls": False, "auth": False, "utf8": False}, "SMTP"),
+        ({"lmtp": False, "extended": True, "tls": False, "auth": False, "utf8": False}, "ESMTP"),
+        ({"lmtp": False, "extended": True, "tls": True, "auth": True, "utf8": False}, "ESMTPSA"),
+        ({"lmtp": False, "extended": True, "tls": False, "auth": True, "utf8": False}, "ESMTPA"),
+        ({"lmtp": False, "extended": False, "tls": True, "auth": False, "utf8": False}, "ESMTPS"),
+        ({"lmtp": True, "extended": True, "tls": False, "auth": False, "utf8": False}, "LMTP"),
+        ({"lmtp": False, "extended": True, "tls": True, "auth": False, "utf8": True}, "UTF8SMTPS"),
+        ({"lmtp": True, "extended": True, "tls": False, "auth": True, "utf8": True}, "UTF8LMTPA"),
+    ],
+)
+def test_protocol_names(options: dict[str, bool], name: str) -> None:
+    assert protocol_name(**options) == name
+
+
+def test_received_header_shape() -> None:
+    header = received_header(
+        helo="mail.abc.example",
+        peer=("::ffff:127.0.0.1", 4000),
+        by="mx.pqr.example",
+        protocol="ESMTPS",
+        queue_id="ABCDEF0123",
+        recipient="brendon@pqr.example",
+        when=0.0,
+        tls="TLSv1.3 with cipher TLS_AES_256_GCM_SHA384",
+    )
+    text = header.decode()
+    assert text.startswith("Received: from mail.abc.example ([127.0.0.1])\r\n\t(using TLSv1.3")
+    assert "\tby mx.pqr.example (smtpcore) with ESMTPS id ABCDEF0123\r\n" in text
+    assert "\tfor <brendon@pqr.example>; " in text and text.endswith("\r\n")
+    several = received_header(
+        helo=None,
+        peer=("2001:db8::1", 25),
+        by="mx",
+        protocol="ESMTP",
+        queue_id="Q",
+        recipient=None,
+        when=0.0,
+    ).decode()
+    assert several.startswith("Received: from [IPv6:2001:db8::1] ([IPv6:2001:db8::1])")
+    assert "for <" not in several and "id Q;\r\n\t" in several
+
+
+def test_return_path_and_hop_count() -> None:
+    assert return_path_header("") == b"Return-Path: <>\r\n"
+    header = b"Received: a\r\nreceived: b\r\n\tRECEIVED: folded\r\nSubject: Received: no\r\n"
+    assert count_received(header) == 2
+
+
+# -- the queue ------------------------------------------------------------------------
+
+
+def _queue(tmp_path: Path, now: float = 1000.0) -> Queue:
+    queue = Queue(tmp_path / "queue", clock=lambda: now)
+    assert queue.open() == []
+    return queue
+
+
+def test_a_committed_entry_survives_a_restart(tmp_path: Path) -> None:
+    queue = _queue(tmp_path)
+    spool = queue.spool()
+    spool.write(b"Subject: x\r\n\r\n")
+    spool.write(b"body\r\n")
+    prepared = queue.prepare(
+        spool,
+        "john@abc.example",
+        ["brendon@pqr.example", "b@pqr.example", "brendon@pqr.example"],
+        client="[127.0.0.1]:1",
+        params=[("SMTPUTF8", None), ("BODY", "8BITMIME")],
+    )
+    assert not queue.envelope_path(spool.id).exists()
+    entry = prepared.commit()
+    assert [r.address for r in entry.recipients] == ["brendon@pqr.example", "b@pqr.example"]
+    assert entry.size == len(b"Subject: x\r\n\r\nbody\r\n") and entry.created == 1000.0
+    again = Queue(tmp_path / "queue").open()
+    assert again == [entry]
+    assert queue.read_content(entry.id) == b"Subject: x\r\n\r\nbody\r\n"
+
+
+def test_open_clears_what_a_crash_left(tmp_path: Path) -> None:
+    queue = _queue(tmp_path)
+    half = queue.spool()
+    half.write(b"half a message")
+    spool = queue.spool()
+    spool.write(b"x")
+    prepared = queue.prepare(spool, "", ["a@b.example"])
+    # The content rename happened, the envelope one did not: an orphan.
+    Path(prepared.content_tmp).replace(queue.content_path(spool.id))
+    assert Queue(tmp_path / "queue").open() == []
+    assert list((tmp_path / "queue" / "tmp").iterdir()) == []
+    assert list((tmp_path / "queue" / "messages").iterdir()) == []
+
+
+def test_update_and_remove(tmp_path: Path) -> None:
+    queue = _queue(tmp_path)
+    entry = queue.add(b"bounce\r\n", "", ["john@abc.example"])
+    assert entry.sender == "" and entry.client == "local"
+    sent = QueuedRecipient("john@abc.example", RecipientStatus.SENT, "250 ok", "2.0.0", "mx")
+    updated = entry.with_recipients({"john@abc.example": sent})
+    assert updated.pending == ()
+    queue.update(updated)
+    assert queue.load(entry.id) == updated
+    queue.remove(entry.id)
+    assert Queue(tmp_path / "queue").open() == []
+
+
+def test_discarded_spool_and_prepared(tmp_path: Path) -> None:
+    queue = _queue(tmp_path)
+    spool = queue.spool()
+    spool.write(b"x")
+    spool.discard()
+    assert not spool.path.exists()
+    spool = queue.spool()
+    prepared = queue.prepare(spool, "a@b.example", ["c@d.example"])
+    prepared.discard()
+    assert list((tmp_path / "queue" / "tmp").iterdir()) == []
+
+
+@given(
+    sender=st.sampled_from(["", "john@abc.example", "jöhn@äbc.example"]),
+    statuses=st.lists(st.sampled_from(list(RecipientStatus)), min_size=1, max_size=4),
+    reply=st.none() | st.text(max_size=30),
+)
+def test_entry_json_round_trip(
+    sender: str, statuses: list[RecipientStatus], reply: str | None
+) -> None:
+    entry = QueueEntry(
+        id="0123456789",
+        sender=sender,
+        recipients=tuple(
+            QueuedRecipient(f"r{i}@x.example", status, reply, "4.0.0", None)
+            for i, status in enumerate(statuses)
+        ),
+        created=12.5,
+        size=3,
+        attempts=2,
+        next_attempt=99.0,
+        params=(("SMTPUTF8", None),),
+    )
+    assert QueueEntry.from_json(entry.to_json()) == entry
+
+
+def test_unknown_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="format"):
+        QueueEntry.from_json('{"format": 99}')
