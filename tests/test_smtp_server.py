@@ -686,3 +686,11 @@ def test_chunking_can_be_switched_off() -> None:
     _, out = run(greeted(chunking=False), EHLO + b"BDAT 1 LAST\r\n")
     assert b"CHUNKING" not in out
     assert codes(out)[-1] == "500 5.5.2"
+
+
+def test_end_of_data_followed_by_a_dot_is_still_the_end() -> None:
+    conn = greeted()
+    run(conn, ENVELOPE + b"DATA\r\n")
+    events, out = run(conn, b"body\r\n.\r\n.RSET\r\nNOOP\r\n")
+    assert content_of(events) == b"body\r\n"
+    assert codes(out) == ["250 2.0.0", "500 5.5.2", "250 2.0.0"]

@@ -180,3 +180,20 @@ def test_encoder_stuffs_leading_dots_across_chunk_boundaries() -> None:
     assert encode_all(b"", []) == b".\r\n"
     assert encode_all(b"x\n.\n", [2]) == b"x\r\n..\r\n.\r\n"
     assert encode_all(b"a\r\n.b", [2, 3], normalize=False) == b"a\r\n..b\r\n.\r\n"
+
+
+@pytest.mark.parametrize(
+    ("wire", "content", "rest"),
+    [
+        (b"hi\r\n.\r\n.MAIL FROM:<a@b.example>\r\n", b"hi\r\n", b".MAIL FROM:<a@b.example>\r\n"),
+        (b"\r\n.\r\n.", b"\r\n", b"."),
+        (b".\r\n.\r\n", b"", b".\r\n"),
+        (b"a\r\n..\r\n.\r\n", b"a\r\n.\r\n", b""),
+    ],
+)
+def test_terminator_followed_by_a_dot_still_ends_the_content(
+    wire: bytes, content: bytes, rest: bytes
+) -> None:
+    for step in (1, 2, len(wire)):
+        decoded, ended, left = decode_all(wire, list(range(0, len(wire), step)))
+        assert (decoded, ended, left) == (content, True, rest)

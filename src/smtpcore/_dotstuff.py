@@ -68,7 +68,7 @@ class DotDecoder:
         # One pass finds every line that starts with a dot: the stuffed
         # lines and the terminator. Most chunks have none or a few.
         pieces = raw.split(b"\r\n.")
-        ended = len(pieces) > 1 and any(piece[:2] == b"\r\n" for piece in pieces[1:])
+        ended = len(pieces) > 1 and _holds_terminator(pieces)
         if ended:
             end = raw.find(TERMINATOR) + 2
             raw = raw[:end]
@@ -101,6 +101,21 @@ class DotDecoder:
             )
             if exceeded:
                 self.line_too_long = True
+
+
+def _holds_terminator(pieces: list[bytes]) -> bool:
+    """Whether the text that ``split(b"\\r\\n.")`` cut into ``pieces`` holds CRLF.CRLF.
+
+    The terminator shows as a piece after a cut that starts with CRLF, or, when
+    the terminator is itself followed by a dot ("\\r\\n.\\r\\n."), as an empty
+    piece between two cuts.
+    """
+    last = len(pieces) - 1
+    for index in range(1, last + 1):
+        piece = pieces[index]
+        if piece[:2] == b"\r\n" or (not piece and index < last):
+            return True
+    return False
 
 
 def _unsafe_tail(buf: bytes | bytearray) -> int:
