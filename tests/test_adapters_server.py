@@ -156,6 +156,25 @@ def test_pipelined_commands_are_answered_in_order_in_one_write(adapter: str) -> 
     assert envelope.content == MESSAGE
 
 
+def test_bdat_chunks_are_delivered(adapter: str) -> None:
+    handler = Recorder()
+    with (
+        running_smtp_server(adapter, handler) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        assert b"CHUNKING" in s.command(b"EHLO client.test")
+        first, second = MESSAGE[:20], MESSAGE[20:]
+        s.send(b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\n")
+        s.send(b"BDAT %d\r\n" % len(first) + first + b"BDAT %d LAST\r\n" % len(second))
+        s.send(second)
+        codes = [s.recv_reply()[:3] for _ in range(4)]
+        assert codes == [b"250", b"250", b"250", b"250"]
+        assert s.command(b"QUIT").startswith(b"221")
+    [envelope] = handler.messages
+    assert envelope.content == MESSAGE
+
+
 def test_bad_commands_get_the_machines_reply_and_the_session_goes_on(adapter: str) -> None:
     with (
         running_smtp_server(adapter, Recorder()) as server,

@@ -39,6 +39,7 @@ from smtpcore.smtp import (
     Auth,
     AuthResponse,
     BadCommand,
+    Bdat,
     Command,
     ConnectionClosed,
     Data,
@@ -265,8 +266,12 @@ class ServerSession:
                 break
             if event is NEED_DATA:
                 await self._read()
-            elif event is PAUSED:  # pragma: no cover - every event is answered at once
-                raise RuntimeError(f"machine paused in {conn.state}")
+            elif event is PAUSED:
+                # Every event is answered at once, but for a BDAT chunk: the
+                # machine pauses once its octets are in (RFC 3030 §2).
+                if not isinstance(conn.pending, Bdat):  # pragma: no cover
+                    raise RuntimeError(f"machine paused in {conn.state}")
+                await self._chunk_received(conn.pending)
             elif isinstance(event, ConnectionClosed):
                 break
             else:
@@ -284,7 +289,8 @@ class ServerSession:
             self._answer(Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2"))
             return
         timeouts = self.options.timeouts
-        seconds = timeouts.data_block if conn.state is State.DATA else timeouts.command
+        in_content = conn.state is State.DATA or isinstance(conn.pending, Bdat)
+        seconds = timeouts.data_block if in_content else timeouts.command
         try:
             async with self.transport.deadline(seconds) as deadline:
                 if idle:
@@ -412,6 +418,11 @@ class ServerSession:
             )
             self._chunk_failed = False
             self._answer(reply)  # a refusal keeps the transaction open (RFC 5321 §4.1.1.4)
+        elif isinstance(command, Bdat):
+            if self.conn.state is State.RCPT:  # the first chunk of the message
+                self._chunk_failed = False
+            # Answered once its octets are in (see _chunk_received), or with
+            # the message itself when it is the last chunk.
         elif isinstance(command, Rset):
             self._answer(Reply(250, "OK"))
             await self._end_transaction()
@@ -505,6 +516,14 @@ class ServerSession:
             logger.info("AUTH %s from %s as %s", identity.mechanism, session.peer, identity)
 
     # -- content --------------------------------------------------------------
+
+    async def _chunk_received(self, command: Bdat) -> None:
+        """Answer a BDAT chunk that is not the last (RFC 3030 §2)."""
+        if self._chunk_failed:
+            self._answer(_LOCAL_ERROR)  # the machine abandons the transaction
+            await self._end_transaction()
+        else:
+            self._answer(Reply(250, f"{command.size} octets received"))
 
     async def _content(self, data: bytes) -> None:
         envelope = self.session.envelope
