@@ -280,6 +280,7 @@ class ServerConnection:
         self.tls = True
         self.helo_name = None
         self.extended = False
+        self.authenticated = False  # RFC 3207 §4.2: forget what plaintext taught
         self._reset_transaction()
         self._state = State.HELLO
 
