@@ -265,3 +265,43 @@ def _envelope_text(config: ServerConfig) -> str:
 def _attempts(config: ServerConfig) -> int:
     (entry,) = Queue(config.queue_dir).open()
     return entry.attempts
+
+
+def test_bdat_chunks_are_delivered(tmp_path: Path) -> None:
+    """CHUNKING (RFC 3030): no DATA command, the spool opens with the first chunk."""
+    config = _config(tmp_path, "pqr.example", {"b@pqr.example": "x"}, submission_port=0)
+    chunks = [b"Subject: bdat\r\n", b"\r\nfirst\r\n.second\r\n"]
+
+    def send(port: int) -> list[bytes]:
+        replies = []
+        with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+            file = sock.makefile("rb")
+
+            def reply() -> bytes:
+                lines = [file.readline()]
+                while lines[-1][3:4] == b"-":
+                    lines.append(file.readline())
+                return lines[-1]
+
+            reply()
+            for command in (b"EHLO client.example\r\n", b"MAIL FROM:<a@abc.example>\r\n"):
+                sock.sendall(command)
+                reply()
+            sock.sendall(b"RCPT TO:<b@pqr.example>\r\n")
+            reply()
+            sock.sendall(b"BDAT %d\r\n%s" % (len(chunks[0]), chunks[0]))
+            replies.append(reply())
+            sock.sendall(b"BDAT %d LAST\r\n%s" % (len(chunks[1]), chunks[1]))
+            replies.append(reply())
+            sock.sendall(b"QUIT\r\n")
+            reply()
+        return replies
+
+    async def main() -> list[bytes]:
+        async with MailServer(config, sockets={"smtp": _listening()}) as server:
+            return await asyncio.to_thread(send, _port(server, "smtp"))
+
+    first, last = _run(main)
+    assert first.startswith(b"250") and last.startswith(b"250 2.0.0 Ok: queued as ")
+    (stored,) = _messages(config, "b@pqr.example")
+    assert stored.endswith(b"\nSubject: bdat\n\nfirst\n.second\n")

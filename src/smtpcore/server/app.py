@@ -232,10 +232,19 @@ class _MailHandler(Handler):
 
     async def handle_data(self, session: Session, envelope: Envelope) -> Reply | None:
         try:
-            spool = self.store.queue.spool()
+            self._incoming(session, envelope)
         except OSError:
             logger.exception("cannot create a spool file")
             return _LOCAL_ERROR
+        return None
+
+    def _incoming(self, session: Session, envelope: Envelope) -> _Incoming:
+        """The spool of the message being received, opened with our Received line at the
+        first sign of content (DATA, or the first BDAT chunk of RFC 3030)."""
+        incoming = session.extra.get("incoming")
+        if isinstance(incoming, _Incoming):
+            return incoming
+        spool = self.store.queue.spool()
         incoming = _Incoming(spool)
         session.extra["incoming"] = incoming
         utf8 = "SMTPUTF8" in envelope.mail_params
@@ -258,13 +267,12 @@ class _MailHandler(Handler):
             tls=None if tls is None else f"{tls.version} with cipher {tls.cipher}",
         )
         spool.write(header)
-        return None
+        return incoming
 
     async def handle_data_chunk(self, session: Session, envelope: Envelope, data: bytes) -> None:
-        incoming = session.extra.get("incoming")
-        if isinstance(incoming, _Incoming):
-            incoming.scan(data)
-            incoming.spool.write(data)
+        incoming = self._incoming(session, envelope)
+        incoming.scan(data)
+        incoming.spool.write(data)
 
     async def handle_reset(self, session: Session, envelope: Envelope) -> None:
         incoming = session.extra.pop("incoming", None)
@@ -272,10 +280,13 @@ class _MailHandler(Handler):
             incoming.spool.discard()
 
     async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
-        incoming = session.extra.pop("incoming", None)
         due = len(envelope.recipients) if self.lmtp else 1
-        if not isinstance(incoming, _Incoming):
+        try:
+            incoming = self._incoming(session, envelope)  # an empty BDAT LAST has no chunk
+        except OSError:
+            logger.exception("cannot create a spool file")
             return _LOCAL_ERROR
+        del session.extra["incoming"]
         if not incoming.header_done:
             incoming.scan(b"\r\n\r\n")
         if incoming.hops >= MAX_HOPS:
