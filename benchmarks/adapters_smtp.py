@@ -2,6 +2,9 @@
 
     .venv/bin/python benchmarks/adapters_smtp.py [--messages 10000] [--large-mb 100]
 
+Twisted's ESMTP server joins the table when Twisted is installed
+(``pip install -e '.[bench]'``).
+
 Each server runs in its own process and gets the same three loads from the
 same clients, in the same run:
 
@@ -28,13 +31,57 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-SERVERS = ("smtpcore.asyncio", "smtpcore.trio", "aiosmtpd")
+SERVERS = ("smtpcore.asyncio", "smtpcore.trio", "aiosmtpd", "twisted")
 LINE = b"x" * 76 + b"\r\n"
 BODY_1K = b"Subject: bench\r\n\r\n" + LINE * 13
 
 
+def serve_twisted(port: int) -> None:
+    """Twisted's ESMTP server, accepting everything and keeping nothing."""
+    from twisted.internet import defer, reactor
+    from twisted.mail import smtp
+    from zope.interface import implementer
+
+    @implementer(smtp.IMessage)
+    class Discard:
+        def lineReceived(self, line: bytes) -> None:
+            pass
+
+        def eomReceived(self) -> defer.Deferred[None]:
+            return defer.succeed(None)
+
+        def connectionLost(self) -> None:
+            pass
+
+    @implementer(smtp.IMessageDelivery)
+    class Delivery:
+        def receivedHeader(self, helo: object, origin: object, recipients: object) -> None:
+            return None
+
+        def validateFrom(self, helo: object, origin: object) -> object:
+            return origin
+
+        def validateTo(self, user: object) -> object:
+            return Discard
+
+    class Factory(smtp.SMTPFactory):
+        protocol = smtp.ESMTP
+
+        def buildProtocol(self, addr: object) -> smtp.ESMTP:
+            protocol = super().buildProtocol(addr)
+            protocol.delivery = Delivery()
+            return protocol
+
+    reactor.listenTCP(port, Factory(), interface="127.0.0.1")  # type: ignore[attr-defined]  # reactor is a module-level proxy
+    print("ready", flush=True)
+    reactor.run()  # type: ignore[attr-defined]  # as above
+
+
 def serve(kind: str, port: int) -> None:
     """Run one server until SIGTERM (the child process)."""
+    if kind == "twisted":
+        serve_twisted(port)
+        return
     if kind == "aiosmtpd":
         import asyncio
 
@@ -233,9 +280,10 @@ def main() -> None:
         "smtp-source x20 1 KB (msg/s)": ("msg/s", lambda p: smtp_source(p, args.messages)),
         f"one {args.large_mb} MB message (MB/s)": ("MB/s", lambda p: large(p, args.large_mb)),
     }
+    servers = [kind for kind in SERVERS if kind != "twisted" or _have_twisted()]
     table: dict[str, dict[str, float]] = {}
     for load, (_, measure) in loads.items():
-        for kind in SERVERS:
+        for kind in servers:
             runs = [run_server(kind, measure) for _ in range(args.repeat)]
             table.setdefault(load, {})[kind] = statistics.median(runs)
             print(f"  {load:34} {kind:18} {table[load][kind]:10.1f}", file=sys.stderr)
@@ -244,6 +292,15 @@ def main() -> None:
         base = figures["aiosmtpd"]
         for kind, value in figures.items():
             print(f"{load:34} {kind:18} {value:10.1f} {value / base:11.2f}x")
+
+
+def _have_twisted() -> bool:
+    try:
+        import twisted.mail  # noqa: F401
+    except ImportError:
+        print("(Twisted not installed: its column is left out)", file=sys.stderr)
+        return False
+    return True
 
 
 if __name__ == "__main__":
