@@ -89,6 +89,8 @@ class Reply(Event):
             if not lines:
                 lines = ("",)
         for line in lines:
+            if isinstance(line, str) and line.isprintable():
+                continue  # the everyday case, checked in C
             if not isinstance(line, str) or _FORBIDDEN_IN_TEXT.search(line):
                 raise LocalProtocolError(f"reply text may not hold control characters: {line!r}")
         status = _as_status(status)

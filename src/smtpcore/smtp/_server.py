@@ -10,7 +10,7 @@ been answered, so pipelined commands (RFC 2920) are answered in order.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Any, Final
 
 from smtpcore._dotstuff import DotDecoder
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
@@ -39,9 +39,9 @@ from smtpcore.smtp._events import (
     Lhlo,
     Mail,
     MessageData,
-    Quit,
     Rcpt,
     RejectedMessage,
+    Rset,
     StartTls,
 )
 from smtpcore.smtp._replies import EnhancedStatus, Reply
@@ -71,8 +71,6 @@ _DEFAULT_STATUS: Final = {
     4: EnhancedStatus(4, 0, 0),
     5: EnhancedStatus(5, 0, 0),
 }
-# Replies that never carry an enhanced status (RFC 2034 §3).
-_NO_STATUS_EVENTS: Final = (Ehlo, Helo, Lhlo)
 
 _SEQUENCE_ERRORS: Final[dict[tuple[str, State], Reply]] = {
     ("MAIL", State.HELLO): reply(503, "5.5.1", "Send EHLO or HELO first"),
@@ -519,34 +517,50 @@ class ServerConnection:
             raise LocalProtocolError(f"{code} is not an answer to {type(command).__name__}")
         self._state = next_state(rule, code, self._state)
         self._pending = None
-        positive = code in rule.success_codes
-        if positive:
-            if isinstance(command, (Ehlo, Helo, Lhlo)):
-                self.helo_name = command.domain
-                self.extended = not isinstance(command, Helo)
-                self._reset_transaction()
-            elif isinstance(command, Mail):
-                self._reset_transaction()
-                self._utf8_transaction = "SMTPUTF8" in command.params
-            elif isinstance(command, Rcpt):
-                self._accepted += 1
-            elif isinstance(command, Data):
-                return self._start_content(event)
-            elif isinstance(command, StartTls):
-                self._buffer.clear()
-            elif isinstance(command, Auth | AuthResponse):
-                self.authenticated = True
-            elif not isinstance(command, Quit) and self._state in (State.READY, State.HELLO):
-                self._reset_transaction()  # RSET
-        if isinstance(command, Auth | AuthResponse) and code in _AUTH_FAILURE_STATUS:
-            self._auth_failures += code == 535
-            if event.status is None and self.enhanced_status_codes:
-                return self._finish(command, Reply(code, event.text, _AUTH_FAILURE_STATUS[code]))
-        if positive and isinstance(command, (Ehlo, Helo, Lhlo)):
-            return self._hello_reply(event, extended=self.extended)
+        if code in rule.success_codes:
+            on_accept = _ON_ACCEPT.get(type(command))
+            if on_accept is not None:
+                return on_accept(self, command, event)
+        elif code in _AUTH_FAILURE_STATUS and isinstance(command, Auth | AuthResponse):
+            return self._auth_refused(command, event)
         return self._finish(command, event)
 
-    def _start_content(self, event: Reply) -> bytes:
+    # What an accepted command changes, one method per command (see _ON_ACCEPT).
+
+    def _hello_accepted(self, command: Ehlo | Helo | Lhlo, event: Reply) -> bytes:
+        self.helo_name = command.domain
+        self.extended = not isinstance(command, Helo)
+        self._reset_transaction()
+        return self._hello_reply(event, extended=self.extended)
+
+    def _mail_accepted(self, command: Mail, event: Reply) -> bytes:
+        self._reset_transaction()
+        self._utf8_transaction = "SMTPUTF8" in command.params
+        return self._finish(command, event)
+
+    def _rcpt_accepted(self, command: Rcpt, event: Reply) -> bytes:
+        self._accepted += 1
+        return self._finish(command, event)
+
+    def _rset_accepted(self, command: Rset, event: Reply) -> bytes:
+        self._reset_transaction()
+        return self._finish(command, event)
+
+    def _starttls_accepted(self, command: StartTls, event: Reply) -> bytes:
+        self._buffer.clear()  # plaintext pipelined behind STARTTLS: never read
+        return self._finish(command, event)
+
+    def _auth_accepted(self, command: Auth | AuthResponse, event: Reply) -> bytes:
+        self.authenticated = True
+        return self._finish(command, event)
+
+    def _auth_refused(self, command: Auth | AuthResponse, event: Reply) -> bytes:
+        self._auth_failures += event.code == 535
+        if event.status is None and self.enhanced_status_codes:
+            event = Reply(event.code, event.text, _AUTH_FAILURE_STATUS[event.code])
+        return self._finish(command, event)
+
+    def _start_content(self, command: Data, event: Reply) -> bytes:
         if self._buffer and self.reject_early_content:
             self._state = State.ERROR
             self._error = RemoteProtocolError(
@@ -579,8 +593,6 @@ class ServerConnection:
 
     def _status_for(self, answered: Event | None, event: Reply) -> EnhancedStatus | None:
         if not self.enhanced_status_codes or event.is_intermediate:
-            return None
-        if isinstance(answered, _NO_STATUS_EVENTS) and event.is_positive:
             return None
         if event.status is not None:
             return event.status
@@ -631,3 +643,18 @@ class ServerConnection:
 def _needs_tls(mechanism: str) -> bool:
     known = SERVER_MECHANISMS.get(mechanism)
     return known is None or known.requires_tls
+
+
+_ON_ACCEPT: Final[dict[type[Event], Callable[[ServerConnection, Any, Reply], bytes]]] = {
+    Ehlo: ServerConnection._hello_accepted,
+    Helo: ServerConnection._hello_accepted,
+    Lhlo: ServerConnection._hello_accepted,
+    Mail: ServerConnection._mail_accepted,
+    Rcpt: ServerConnection._rcpt_accepted,
+    Data: ServerConnection._start_content,
+    Rset: ServerConnection._rset_accepted,
+    StartTls: ServerConnection._starttls_accepted,
+    Auth: ServerConnection._auth_accepted,
+    AuthResponse: ServerConnection._auth_accepted,
+}
+"""Command type -> what a positive reply to it changes in the session."""
