@@ -562,3 +562,253 @@ def raise_fd_limit(wanted: int) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         return target
     return soft
+
+
+# -- POP3: smtpcore's POP3 server in a thread, Maildirs, Dovecot ---------------------------
+# (Appended with its own imports, so that the helpers above stay untouched.)
+
+import hashlib  # noqa: E402
+import pwd  # noqa: E402
+
+
+def _serve_in_thread(
+    adapter: str, class_name: str, first: Any, startup_timeout: float, options: dict[str, Any]
+) -> Iterator[RunningSMTPServer]:
+    """Run ``smtpcore.<adapter>.<class_name>(first, LOOPBACK, 0, **options)`` in a thread."""
+    import importlib
+    import queue
+    import threading
+
+    module = importlib.import_module(f"smtpcore.{adapter}")
+    server_class = getattr(module, class_name)
+    ready: queue.Queue[tuple[Any, Callable[[], object], Any] | BaseException] = queue.Queue()
+    failure: list[BaseException] = []
+
+    def run_asyncio() -> None:
+        import asyncio
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            def call(fn: Callable[[], Awaitable[Any]]) -> Any:
+                async def wrapper() -> Any:
+                    return await fn()
+
+                return asyncio.run_coroutine_threadsafe(wrapper(), loop).result(60)
+
+            async with server_class(first, LOOPBACK, 0, **options) as server:
+                ready.put((server, lambda: loop.call_soon_threadsafe(stop.set), call))
+                await stop.wait()
+
+        asyncio.run(main())
+
+    def run_trio() -> None:
+        import trio
+
+        async def main() -> None:
+            stop = trio.Event()
+            token = trio.lowlevel.current_trio_token()
+
+            def call(fn: Callable[[], Awaitable[Any]]) -> Any:
+                return trio.from_thread.run(fn, trio_token=token)
+
+            async with server_class(first, LOOPBACK, 0, **options) as server:
+                ready.put(
+                    (server, lambda: trio.from_thread.run_sync(stop.set, trio_token=token), call)
+                )
+                await stop.wait()
+
+        trio.run(main)
+
+    def target() -> None:
+        try:
+            run_asyncio() if adapter == "asyncio" else run_trio()
+        except BaseException as exc:
+            failure.append(exc)
+            ready.put(exc)
+
+    thread = threading.Thread(target=target, name=f"{class_name}-{adapter}", daemon=True)
+    thread.start()
+    item = ready.get(timeout=startup_timeout)
+    if isinstance(item, BaseException):
+        thread.join()
+        raise item
+    server, stop, call = item
+    try:
+        yield RunningSMTPServer(adapter, server, call)
+    finally:
+        with contextlib.suppress(RuntimeError):  # the loop may have ended already
+            stop()
+        thread.join(60)
+    if thread.is_alive():
+        raise RuntimeError(f"the {adapter} server thread did not stop")
+    if failure:
+        raise failure[0]
+
+
+@contextlib.contextmanager
+def running_pop3_server(
+    adapter: str, store: Any, *, startup_timeout: float = 10.0, **options: Any
+) -> Iterator[RunningSMTPServer]:
+    """Serve the mailstore ``store`` over POP3 with ``smtpcore.<adapter>`` for the block.
+
+    As :func:`running_smtp_server`: the server runs in a thread with its own
+    event loop, for blocking clients (poplib, fetchmail, ...).
+    """
+    options.setdefault("hostname", "pop.test")
+    yield from _serve_in_thread(adapter, "POP3Server", store, startup_timeout, options)
+
+
+def write_maildir(path: Path, messages: Sequence[bytes], *, subdir: str = "new") -> list[Path]:
+    """Make the Maildir ``path`` (tmp, new, cur) holding ``messages``, in order.
+
+    Names are ``<seq>.M<n>P<pid>.test``, so delivery order is the listing order.
+    """
+    for sub in ("tmp", "new", "cur"):
+        (path / sub).mkdir(parents=True, exist_ok=True)
+    paths = []
+    for number, content in enumerate(messages, 1):
+        name = f"{1_700_000_000 + number}.M{number}P{os.getpid()}.test"
+        if subdir == "cur":
+            name += ":2,"
+        target = path / subdir / name
+        target.write_bytes(content)
+        paths.append(target)
+    return paths
+
+
+def copy_maildir(source: Path, target: Path) -> None:
+    """A copy of the Maildir ``source`` made of hard links: quick for 1,000 messages."""
+    for sub in ("tmp", "new", "cur"):
+        (target / sub).mkdir(parents=True, exist_ok=True)
+        directory = source / sub
+        if directory.is_dir():
+            for entry in os.scandir(directory):
+                os.link(entry.path, target / sub / entry.name)
+
+
+def maildir_contents(path: Path) -> list[bytes]:
+    """The messages of the Maildir ``path`` (new and cur), ordered by content digest."""
+    found = []
+    for sub in ("new", "cur"):
+        directory = path / sub
+        if directory.is_dir():
+            found += [p.read_bytes() for p in directory.iterdir() if p.is_file()]
+    return sorted(found, key=lambda data: hashlib.sha256(data).digest())
+
+
+@dataclass(frozen=True)
+class Dovecot:
+    """A ``dovecot -F`` serving POP3 on a loopback port from Maildirs under ``mail_root``."""
+
+    port: int
+    mail_root: Path
+    process: RunningProcess = field(repr=False)
+
+    def maildir(self, user: str) -> Path:
+        return self.mail_root / user
+
+
+@contextlib.contextmanager
+def dovecot_pop3(
+    directory: Path,
+    users: Mapping[str, str],
+    *,
+    startup_timeout: float = 15.0,
+    tls: TLSFiles | None = None,
+) -> Iterator[Dovecot]:
+    """Run Dovecot's POP3 server (Debian ``dovecot-pop3d``) in the foreground for the block.
+
+    Everything lives under ``directory``: the configuration, a passwd-file
+    with ``users`` (name to plaintext password), the runtime directories and
+    the Maildirs (``mail_root/<user>``, which the caller fills). The master
+    runs as the current user; as root, Dovecot will not run its login and
+    mail processes as root, so they run as the package's ``dovenull`` and
+    ``dovecot`` users and the Maildirs are handed to the ``dovecot`` user.
+    With ``tls``, STLS is offered with that certificate.
+    """
+    dovecot = require_program("dovecot")
+    mail_root = directory / "mail"
+    mail_root.mkdir(parents=True, exist_ok=True)
+    for sub in ("run", "state"):
+        (directory / sub).mkdir(exist_ok=True)
+    passwd = directory / "passwd"
+    passwd.write_text("".join(f"{user}:{{PLAIN}}{secret}\n" for user, secret in users.items()))
+    if os.geteuid() == 0:
+        try:
+            mail_user = pwd.getpwnam("dovecot")
+            pwd.getpwnam("dovenull")
+        except KeyError:
+            missing_peer("Dovecot's system users (dovecot, dovenull) are missing")
+        internal, login = "dovecot", "dovenull"
+        uid, gid = mail_user.pw_uid, mail_user.pw_gid
+    else:
+        me = pwd.getpwuid(os.geteuid())
+        internal = login = me.pw_name
+        uid, gid = me.pw_uid, me.pw_gid
+    ssl_lines = "ssl = no\n"
+    if tls is not None:
+        ssl_lines = (
+            f"ssl = yes\nssl_cert = <{tls.cert_file}\nssl_key = <{tls.key_file}\n"
+            "ssl_min_protocol = TLSv1.2\n"
+        )
+    port = free_port()
+    config = directory / "dovecot.conf"
+    config.write_text(
+        f"""base_dir = {directory}/run
+state_dir = {directory}/state
+instance_name = smtpcore-test-{port}
+log_path = /dev/stderr
+protocols = pop3
+listen = 127.0.0.1
+{ssl_lines}disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_internal_user = {internal}
+default_internal_group = {internal}
+default_login_user = {login}
+first_valid_uid = {uid}
+first_valid_gid = {gid}
+mail_location = maildir:{mail_root}/%u
+pop3_uidl_format = %f
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {passwd}
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={mail_root}/%u
+}}
+service pop3-login {{
+  chroot =
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+service stats {{
+  inet_listener http {{
+    port = 0
+  }}
+}}
+"""
+    )
+    os.chown(mail_root, uid, gid)
+    with run_process([dovecot, "-F", "-c", str(config)]) as process:
+        wait_for_port(LOOPBACK, port, startup_timeout, process=process)
+        yield Dovecot(port, mail_root, process)
+
+
+def hand_to_dovecot(dovecot: Dovecot, path: Path) -> None:
+    """Give a Maildir the test made to the user Dovecot's mail processes run as."""
+    owner = dovecot.mail_root.stat()
+    for root, _dirs, files in os.walk(path):
+        os.chown(root, owner.st_uid, owner.st_gid)
+        for name in files:
+            os.chown(os.path.join(root, name), owner.st_uid, owner.st_gid)

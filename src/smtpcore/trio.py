@@ -38,11 +38,24 @@ from smtpcore._driver import (
     tls_info,
 )
 from smtpcore._driver._listener import BaseListener, ListenedSession
+from smtpcore._driver._pop3_client import (
+    BasePOP3Client,
+    MessageListing,
+    POP3AuthenticationError,
+    POP3ConnectionError,
+    POP3Error,
+    POP3ProtocolError,
+    POP3ResponseError,
+    POP3Timeout,
+    POP3TLSNotAvailable,
+)
+from smtpcore._driver._pop3_server import BasePOP3Server, POP3ServerSession
 from smtpcore._driver._smtp_client import (
     AuthenticationError,
     AuthenticationNotAvailable,
     Recipients,
 )
+from smtpcore._driver._timeouts import POP3Timeouts
 from smtpcore.address import Mailbox
 from smtpcore.handler import (
     Authenticator,
@@ -52,6 +65,17 @@ from smtpcore.handler import (
     Recipient,
     Session,
     TLSInfo,
+)
+from smtpcore.maildrop import (
+    Maildir,
+    MaildirStore,
+    Maildrop,
+    MaildropError,
+    MaildropInUse,
+    Mailstore,
+    MessageInfo,
+    MessageUnavailable,
+    POP3Session,
 )
 from smtpcore.smtp import TransactionResult
 
@@ -80,6 +104,27 @@ __all__ = [
     "Timeouts",
     "TrioTransport",
     "serve",
+    "Maildir",
+    "MaildirStore",
+    "Maildrop",
+    "MaildropError",
+    "MaildropInUse",
+    "Mailstore",
+    "MessageInfo",
+    "MessageListing",
+    "MessageUnavailable",
+    "POP3AuthenticationError",
+    "POP3Client",
+    "POP3ConnectionError",
+    "POP3Error",
+    "POP3ProtocolError",
+    "POP3ResponseError",
+    "POP3Server",
+    "POP3Session",
+    "POP3TLSNotAvailable",
+    "POP3Timeout",
+    "POP3Timeouts",
+    "serve_pop3",
 ]
 
 logger = logging.getLogger("smtpcore.server")
@@ -379,3 +424,48 @@ async def send_message(
     """
     async with SMTPClient(host, port, **options) as client:
         return await client.send_message(message, sender, recipients)
+
+
+# -- POP3 -------------------------------------------------------------------------
+
+
+class POP3Server(_Listener[POP3ServerSession], BasePOP3Server):
+    """A POP3 server on trio; use as ``async with POP3Server(store, ...) as server:``.
+
+    ``store`` is a :class:`~smtpcore.maildrop.Mailstore`, such as a
+    :class:`~smtpcore.maildrop.MaildirStore`. Leaving the block (or
+    :meth:`aclose`) shuts down gracefully, even when the block is cancelled:
+    the server stops listening, idle sessions get ``-ERR [SYS/TEMP]`` at once
+    and lose their marks (they did not say QUIT), a response being sent is
+    finished first, and whatever is left after ``grace`` seconds is cut off.
+    """
+
+
+async def serve_pop3(
+    store: Mailstore,
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    *,
+    task_status: trio.TaskStatus[POP3Server] = trio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Serve POP3 until cancelled, then shut down gracefully.
+
+    Use ``server = await nursery.start(serve_pop3, store, host, port)`` to
+    get the server once it listens. The other keywords are :class:`POP3Server`'s.
+    """
+    async with POP3Server(store, host, port, **options) as server:
+        task_status.started(server)
+        await server.serve_forever()
+
+
+class POP3Client(BasePOP3Client):
+    """A POP3 client session on trio; ``async with POP3Client(host) as client:``.
+
+    The keywords are those of :class:`~smtpcore._driver.BasePOP3Client`.
+    """
+
+    async def _open(self, host: str, port: int) -> TrioTransport:
+        async with _Deadline(self.timeouts.connect):
+            stream = await trio.open_tcp_stream(host, port)
+        return TrioTransport(stream)

@@ -4,6 +4,23 @@ Everything here is written against :class:`Transport`; the adapters supply
 one and the task plumbing, nothing else.
 """
 
+from smtpcore._driver._pop3_client import (
+    BasePOP3Client,
+    MessageListing,
+    POP3AuthenticationError,
+    POP3ConnectionError,
+    POP3Error,
+    POP3ProtocolError,
+    POP3ResponseError,
+    POP3Timeout,
+    POP3TLSNotAvailable,
+)
+from smtpcore._driver._pop3_server import (
+    BasePOP3Server,
+    POP3ServerOptions,
+    POP3ServerSession,
+    POP3ServerState,
+)
 from smtpcore._driver._smtp_client import (
     BaseSMTPClient,
     MessageRefused,
@@ -22,10 +39,31 @@ from smtpcore._driver._smtp_server import (
     ServerSession,
     ServerState,
 )
-from smtpcore._driver._timeouts import Deadline, DeadlineFactory, Timeouts
+from smtpcore._driver._timeouts import (
+    DEFAULT_POP3_TIMEOUTS,
+    Deadline,
+    DeadlineFactory,
+    POP3Timeouts,
+    Timeouts,
+)
 from smtpcore._driver._transport import Transport, address, tls_info
 
 __all__ = [
+    "BasePOP3Client",
+    "BasePOP3Server",
+    "DEFAULT_POP3_TIMEOUTS",
+    "MessageListing",
+    "POP3AuthenticationError",
+    "POP3ConnectionError",
+    "POP3Error",
+    "POP3ProtocolError",
+    "POP3ResponseError",
+    "POP3ServerOptions",
+    "POP3ServerSession",
+    "POP3ServerState",
+    "POP3TLSNotAvailable",
+    "POP3Timeout",
+    "POP3Timeouts",
     "BaseSMTPClient",
     "BaseSMTPServer",
     "MessageRefused",

@@ -12,7 +12,14 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-__all__ = ["DEFAULT_TIMEOUTS", "Deadline", "DeadlineFactory", "Timeouts"]
+__all__ = [
+    "DEFAULT_POP3_TIMEOUTS",
+    "DEFAULT_TIMEOUTS",
+    "Deadline",
+    "DeadlineFactory",
+    "POP3Timeouts",
+    "Timeouts",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +73,37 @@ class DeadlineFactory(Protocol):
     block has run ``seconds`` (never if ``None``)."""
 
     def __call__(self, seconds: float | None) -> AbstractAsyncContextManager[Deadline]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class POP3Timeouts:
+    """Timeouts of a POP3 session in seconds; ``None`` waits forever.
+
+    RFC 1939 §3 sets only the server's autologout timer, at 10 minutes or
+    more; the others bound what the RFC leaves open, as Dovecot does.
+    """
+
+    connect: float | None = 30.0
+    """Client: opening the TCP connection."""
+    greeting: float | None = 60.0
+    """Client: waiting for the greeting."""
+    autologout: float | None = 600.0
+    """Server: waiting for the next command; then the connection is closed without a
+    response and without entering UPDATE (RFC 1939 §3)."""
+    response: float | None = 300.0
+    """Client: waiting for a status line, or for the next block of multi-line content."""
+    send: float | None = 300.0
+    """Either side: each write, while the peer is slow to read."""
+    store: float | None = 120.0
+    """Server: each call to the mailstore (a login check, opening or updating the
+    maildrop, reading a chunk of a message)."""
+    tls_handshake: float | None = 60.0
+    """The TLS handshake, after STLS or on connect."""
+
+    @classmethod
+    def uniform(cls, seconds: float | None) -> POP3Timeouts:
+        """The same timeout everywhere, for tests and tight deployments."""
+        return cls(seconds, seconds, seconds, seconds, seconds, seconds, seconds)
+
+
+DEFAULT_POP3_TIMEOUTS: Final = POP3Timeouts()

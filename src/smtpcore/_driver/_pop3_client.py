@@ -1,0 +1,573 @@
+"""The one POP3 client session, shared by the asyncio and trio adapters.
+
+:class:`BasePOP3Client` drives a :class:`~smtpcore.pop3.ClientConnection`
+over a :class:`~smtpcore._driver.Transport` the adapter opens: greeting,
+CAPA, STLS (RFC 2595), a login (USER/PASS, APOP or SASL), then the fetch
+commands. Messages are streamed in chunks; when the server lists PIPELINING,
+a listing asks LIST and UIDL together and :meth:`~BasePOP3Client.retrieve_many`
+keeps several RETR commands in flight (RFC 2449 §6.6).
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts
+from smtpcore._driver._transport import Transport
+from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._sentinels import NEED_DATA, PAUSED
+from smtpcore.pop3 import (
+    Apop,
+    Auth,
+    AuthResponse,
+    Capa,
+    ClientConnection,
+    Command,
+    ConnectionClosed,
+    Continue,
+    Dele,
+    EndOfResponse,
+    Err,
+    Event,
+    List,
+    Noop,
+    Ok,
+    Pass,
+    Quit,
+    ResponseData,
+    Retr,
+    Rset,
+    Stat,
+    State,
+    Stls,
+    Top,
+    Uidl,
+    User,
+    apop_digest,
+    parse_listing,
+    parse_stat,
+    parse_uid_listing,
+)
+from smtpcore.sasl import ClientMechanism, SASLError
+
+__all__ = [
+    "BasePOP3Client",
+    "MessageListing",
+    "POP3AuthenticationError",
+    "POP3ConnectionError",
+    "POP3Error",
+    "POP3ProtocolError",
+    "POP3ResponseError",
+    "POP3TLSNotAvailable",
+    "POP3Timeout",
+]
+
+_READ_SIZE: Final = 262144
+_WINDOW: Final = 32
+"""RETR commands kept in flight by :meth:`BasePOP3Client.retrieve_many`."""
+
+_C = TypeVar("_C", bound="BasePOP3Client")
+
+
+class POP3Error(Exception):
+    """Base class of the client's errors; ``response`` is the server's ``-ERR``, if any."""
+
+    def __init__(self, message: str, response: Err | None = None) -> None:
+        if response is not None:
+            message = f"{message}: {response.to_bytes().decode('utf-8', 'replace').strip()}"
+        super().__init__(message)
+        self.response = response
+
+
+class POP3ResponseError(POP3Error):
+    """The server answered ``-ERR``; ``command`` says to what.
+
+    ``code`` is the RFC 2449 §8 response code, such as ``"IN-USE"`` or
+    ``"SYS/TEMP"``, or ``None``.
+    """
+
+    response: Err
+
+    def __init__(self, command: str, response: Err) -> None:
+        super().__init__(f"{command} refused", response)
+        self.command = command
+
+    @property
+    def code(self) -> str | None:
+        return self.response.code
+
+
+class POP3AuthenticationError(POP3ResponseError):
+    """The login was refused (a wrong password, or a maildrop that cannot be opened)."""
+
+
+class POP3TLSNotAvailable(POP3Error):
+    """STLS was required but the server does not offer it (RFC 2595 §4)."""
+
+
+class POP3ConnectionError(POP3Error, ConnectionError):
+    """The connection failed or closed."""
+
+
+class POP3Timeout(POP3Error, TimeoutError):
+    """The server did not answer in time."""
+
+
+class POP3ProtocolError(POP3Error):
+    """The server broke the protocol beyond repair (or the SASL exchange failed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageListing:
+    """One message of the maildrop: its number in this session, size and unique-id."""
+
+    number: int
+    size: int
+    """Octets as the server counts them (RFC 1939 §5)."""
+    uid: str | None
+    """The unique-id (RFC 1939 §7), or ``None`` if the server has no UIDL."""
+
+
+class BasePOP3Client:
+    """A POP3 client session to ``host``; the adapters add how to open a connection.
+
+    ``tls_on_connect`` speaks TLS from the first byte (port 995, RFC 8314).
+    ``stls``: True requires STLS, None (the default) uses it when the server
+    offers it, False never does. Certificates are checked against ``host``
+    (or ``server_hostname``) with ``ssl_context``, by default
+    :func:`ssl.create_default_context`, which verifies them. ``pipelining``
+    forces RFC 2449 pipelining on or off; by default it follows CAPA.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int | None = None,
+        *,
+        tls_on_connect: bool = False,
+        stls: bool | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        timeouts: POP3Timeouts = DEFAULT_POP3_TIMEOUTS,
+        pipelining: bool | None = None,
+        hostname: str | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port if port is not None else (995 if tls_on_connect else 110)
+        self.tls_on_connect = tls_on_connect
+        self.stls = stls
+        self.ssl_context = ssl_context
+        self.server_hostname = server_hostname or host
+        self.timeouts = timeouts
+        self.pipelining = pipelining
+        self.hostname = hostname or socket.gethostname()
+        self.greeting: Ok | None = None
+        """The server's greeting."""
+        self._transport: Transport | None = None
+        self._conn: ClientConnection | None = None
+        self._streaming = False
+
+    async def _open(self, host: str, port: int) -> Transport:
+        """A plain TCP connection (the adapter's job), under the connect timeout."""
+        raise NotImplementedError
+
+    @property
+    def connection(self) -> ClientConnection:
+        """The machine of the open session."""
+        if self._conn is None:
+            raise POP3ConnectionError("not connected")
+        return self._conn
+
+    @property
+    def capabilities(self) -> dict[str, tuple[str, ...]]:
+        """What the server's last CAPA answer listed (empty if it has no CAPA)."""
+        return dict(self.connection.capabilities or {})
+
+    @property
+    def tls(self) -> bool:
+        """Whether the session is protected by TLS."""
+        return self._conn is not None and self._conn.tls
+
+    def _context(self) -> ssl.SSLContext:
+        if self.ssl_context is None:
+            self.ssl_context = ssl.create_default_context()
+        return self.ssl_context
+
+    # -- session ------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connect, read the greeting, ask CAPA, and start TLS as configured."""
+        try:
+            self._transport = await self._open(self.host, self.port)
+        except TimeoutError as exc:
+            raise POP3Timeout(f"connecting to {self.host}:{self.port} timed out") from exc
+        except OSError as exc:
+            raise POP3ConnectionError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+        try:
+            if self.tls_on_connect:
+                await self._handshake()
+            conn = self._conn = ClientConnection(self.hostname, pipelining=self.pipelining)
+            conn.tls = self.tls_on_connect
+            greeting = await self._status(self.timeouts.greeting)
+            if isinstance(greeting, Err):
+                raise POP3ResponseError("connection", greeting)
+            if not isinstance(greeting, Ok):
+                raise POP3ProtocolError(f"unexpected greeting {greeting!r}")
+            self.greeting = greeting
+            await self._capa()
+            if self.stls is not False and not conn.tls:
+                if "STLS" in (conn.capabilities or {}):
+                    await self._stls()
+                elif self.stls:
+                    raise POP3TLSNotAvailable("the server does not offer STLS")
+        except BaseException:
+            await self._abort()
+            raise
+
+    async def _capa(self) -> None:
+        await self._ask(Capa())
+        await self._drain()
+
+    async def _stls(self) -> None:
+        await self._command(Stls())
+        await self._handshake()
+        self.connection.tls_started()
+        await self._capa()
+
+    async def _handshake(self) -> None:
+        transport = self._transport
+        assert transport is not None
+        try:
+            async with transport.deadline(self.timeouts.tls_handshake):
+                await transport.start_tls(
+                    self._context(), server_side=False, server_hostname=self.server_hostname
+                )
+        except TimeoutError as exc:
+            raise POP3Timeout("TLS handshake timed out") from exc
+        except OSError as exc:  # ssl.SSLCertVerificationError is one
+            raise POP3ConnectionError(f"TLS handshake failed: {exc}") from exc
+
+    async def login(self, user: str, password: str, *, apop: bool = False) -> None:
+        """Log in with USER and PASS, or with APOP when ``apop`` is set (RFC 1939 §7).
+
+        APOP sends a digest rather than the password; it needs a server that
+        put a timestamp in its greeting (:class:`POP3Error` if it did not).
+        Raises :class:`POP3AuthenticationError` when refused.
+        """
+        conn = self.connection
+        try:
+            if apop:
+                if conn.apop_timestamp is None:
+                    raise POP3Error("the server offers no APOP (no timestamp in its greeting)")
+                digest = apop_digest(conn.apop_timestamp, password)
+                await self._command(Apop(user, digest), error=POP3AuthenticationError)
+            else:
+                await self._command(User(user), error=POP3AuthenticationError)
+                await self._command(Pass(password), error=POP3AuthenticationError)
+        except LocalProtocolError as exc:
+            raise POP3Error(f"cannot log in: {exc}") from exc
+        if conn.capabilities is not None:
+            await self._capa()  # RFC 2449 §5: the list may change after login
+
+    async def authenticate(self, mechanism: ClientMechanism) -> None:
+        """Log in with a SASL mechanism (RFC 5034), such as
+        :class:`~smtpcore.sasl.ScramSHA256Client`.
+
+        Raises :class:`POP3AuthenticationError` when refused, and
+        :class:`POP3ProtocolError` when the server fails to prove itself (SCRAM).
+        """
+        initial = mechanism.initial_response()
+        # RFC 5034 §4: an initial response that would make the line too long
+        # is sent after an empty challenge instead.
+        if initial is not None and (len(initial) * 4) // 3 + 30 > 255:
+            initial = None
+        response = await self._ask(Auth(mechanism.name, initial))
+        try:
+            while isinstance(response, Continue):
+                try:
+                    answer = AuthResponse(mechanism.respond(response.data))
+                except SASLError:
+                    await self._write(self.connection.send(AuthResponse(cancel=True)))
+                    await self._status(self.timeouts.response)
+                    raise
+                await self._write(self.connection.send(answer))
+                response = await self._status(self.timeouts.response)
+            if isinstance(response, Err):
+                raise POP3AuthenticationError(f"AUTH {mechanism.name}", response)
+            mechanism.verify_success(None)
+        except SASLError as exc:
+            raise POP3ProtocolError(f"AUTH {mechanism.name}: {exc}") from exc
+        if self.connection.capabilities is not None:
+            await self._capa()
+
+    async def quit(self) -> None:
+        """Say QUIT and close. In TRANSACTION this commits the deletions (RFC 1939 §6):
+        :class:`POP3ResponseError` if the server could not remove them all."""
+        conn = self._conn
+        try:
+            open_states = (State.AUTHORIZATION, State.USER, State.TRANSACTION)
+            if conn is not None and self._transport is not None and conn.state in open_states:
+                await self._drain()
+                await self._command(Quit())
+        finally:
+            await self._abort()
+
+    async def close(self) -> None:
+        """Close without QUIT: nothing marked deleted is removed."""
+        await self._abort()
+
+    async def _abort(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.aclose()
+
+    async def __aenter__(self: _C) -> _C:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            await self.quit()
+        else:
+            await self._abort()
+
+    # -- the transaction -------------------------------------------------------
+
+    async def stat(self) -> tuple[int, int]:
+        """``(count, size)`` of the maildrop, messages marked deleted left out."""
+        response = await self._command(Stat())
+        return _parse(parse_stat, response.text)
+
+    async def list(self) -> list[MessageListing]:
+        """Every message not marked deleted, with its size and (if offered) unique-id.
+
+        With PIPELINING, LIST and UIDL go out together.
+        """
+        conn = self.connection
+        with_uids = conn.capabilities is None or "UIDL" in conn.capabilities
+        if with_uids and conn.pipelining:
+            await self._drain()
+            await self._write(conn.send(List()) + conn.send(Uidl()))
+            sizes = _parse(parse_listing, await self._multiline("LIST"))
+            uids = await self._uids("UIDL")
+        else:
+            sizes = _parse(parse_listing, await self._content(List()))
+            uids = None
+            if with_uids:
+                await self._drain()
+                await self._write(conn.send(Uidl()))
+                uids = await self._uids("UIDL")
+        return [MessageListing(n, size, (uids or {}).get(n)) for n, size in sizes]
+
+    async def _uids(self, what: str) -> dict[int, str] | None:
+        response = await self._status(self.timeouts.response)
+        if isinstance(response, Err):
+            return None
+        return dict(_parse(parse_uid_listing, await self._collect()))
+
+    async def retrieve_chunks(self, number: int) -> AsyncIterator[bytes]:
+        """Message ``number`` in chunks as they arrive, dot-stuffing removed.
+
+        Leaving the loop early is allowed: the rest is read and dropped before
+        the next command.
+        """
+        await self._command(Retr(number))
+        async for chunk in self._stream():
+            yield chunk
+
+    async def retrieve(self, number: int) -> bytes:
+        """Message ``number`` whole."""
+        await self._command(Retr(number))
+        return await self._collect()
+
+    async def retrieve_many(self, numbers: Iterable[int]) -> AsyncIterator[tuple[int, bytes]]:
+        """``(number, message)`` for each of ``numbers``, in order.
+
+        With PIPELINING up to 32 RETR commands are in flight at once, so a
+        mailbox of small messages costs one round trip, not one per message.
+        A message the server refuses raises :class:`POP3ResponseError`.
+        """
+        conn = self.connection
+        await self._drain()
+        pending = iter(numbers)
+        window = _WINDOW if conn.pipelining else 1
+        in_flight: deque[int] = deque()
+        while True:
+            batch = []
+            while len(in_flight) < window:
+                number = next(pending, None)
+                if number is None:
+                    break
+                batch.append(conn.send(Retr(number)))
+                in_flight.append(number)
+            if batch:
+                await self._write(b"".join(batch))
+            if not in_flight:
+                return
+            number = in_flight.popleft()
+            response = await self._status(self.timeouts.response)
+            if isinstance(response, Err):
+                await self._drain_all(len(in_flight))
+                raise POP3ResponseError(f"RETR {number}", response)
+            yield number, await self._collect()
+
+    async def top(self, number: int, lines: int) -> bytes:
+        """The header of message ``number`` and its first ``lines`` body lines."""
+        await self._command(Top(number, lines))
+        return await self._collect()
+
+    async def uid(self, number: int) -> str:
+        """The unique-id of message ``number``."""
+        response = await self._command(Uidl(number))
+        return _parse(parse_uid_listing, response.text)[0][1]
+
+    async def delete(self, number: int) -> None:
+        """Mark message ``number`` deleted; it goes when :meth:`quit` ends the session."""
+        await self._command(Dele(number))
+
+    async def reset(self) -> None:
+        """Unmark every message marked deleted (RSET)."""
+        await self._command(Rset())
+
+    async def noop(self) -> None:
+        """NOOP: keeps the session from the server's autologout timer."""
+        await self._command(Noop())
+
+    # -- I/O ------------------------------------------------------------------
+
+    async def _ask(self, command: Command) -> Ok | Err | Continue:
+        """Send ``command`` and read its status line."""
+        conn = self.connection
+        await self._drain()
+        try:
+            data = conn.send(command)
+        except LocalProtocolError as exc:
+            raise POP3Error(f"{command.keyword} not possible now: {exc}") from exc
+        await self._write(data)
+        response = await self._status(self.timeouts.response)
+        if isinstance(response, Ok) and command.multiline:
+            self._streaming = True
+        return response
+
+    async def _command(
+        self, command: Command, *, error: type[POP3ResponseError] = POP3ResponseError
+    ) -> Ok:
+        """Send ``command`` and read its status line; ``-ERR`` raises ``error``."""
+        response = await self._ask(command)
+        if isinstance(response, Err):
+            raise error(command.keyword, response)
+        if not isinstance(response, Ok):
+            raise POP3ProtocolError(f"unexpected {response!r} to {command.keyword}")
+        return response
+
+    async def _content(self, command: Command) -> bytes:
+        await self._command(command)
+        return await self._collect()
+
+    async def _multiline(self, what: str) -> bytes:
+        response = await self._status(self.timeouts.response)
+        if isinstance(response, Err):
+            raise POP3ResponseError(what, response)
+        return await self._collect()
+
+    async def _collect(self) -> bytes:
+        self._streaming = True
+        chunks = [chunk async for chunk in self._stream()]
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _stream(self) -> AsyncIterator[bytes]:
+        """The content of the multi-line response under way."""
+        self._streaming = True
+        while True:
+            event = await self._event(self.timeouts.response)
+            if isinstance(event, ResponseData):
+                yield event.data
+            elif isinstance(event, EndOfResponse):
+                self._streaming = False
+                return
+            else:
+                raise POP3ProtocolError(f"unexpected {event!r} in a multi-line response")
+
+    async def _drain(self) -> None:
+        """Read and drop the rest of a multi-line response the caller left unread."""
+        if self._streaming:
+            async for _ in self._stream():
+                pass
+
+    async def _drain_all(self, answers: int) -> None:
+        """Read and drop the answers to ``answers`` pipelined commands."""
+        await self._drain()
+        for _ in range(answers):
+            if isinstance(await self._status(self.timeouts.response), Ok):
+                self._streaming = True
+                await self._drain()
+
+    async def _write(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None:
+            raise POP3ConnectionError("not connected")
+        try:
+            async with transport.deadline(self.timeouts.send):
+                await transport.send_all(data)
+        except TimeoutError as exc:
+            self.connection.send_failed()
+            raise POP3Timeout("the server stopped reading") from exc
+        except OSError as exc:
+            self.connection.send_failed()
+            raise POP3ConnectionError(f"connection lost: {exc}") from exc
+
+    async def _status(self, timeout: float | None) -> Ok | Err | Continue:
+        event = await self._event(timeout)
+        if not isinstance(event, (Ok, Err, Continue)):
+            raise POP3ProtocolError(f"expected a status line, got {event!r}")
+        return event
+
+    async def _event(self, timeout: float | None) -> Event:
+        """The next event, reading as needed under ``timeout``."""
+        conn = self.connection
+        transport = self._transport
+        if transport is None:
+            raise POP3ConnectionError("not connected")
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                raise POP3ProtocolError(str(exc)) from exc
+            if event is NEED_DATA:
+                try:
+                    async with transport.deadline(timeout):
+                        data = await transport.receive_some(_READ_SIZE)
+                except TimeoutError as exc:
+                    raise POP3Timeout(f"no answer within {timeout} s") from exc
+                except OSError:
+                    data = b""
+                conn.receive_data(data)
+                continue
+            if event is PAUSED:
+                raise POP3ProtocolError("no answer is awaited")
+            if isinstance(event, ConnectionClosed):
+                raise POP3ConnectionError("the server closed the connection")
+            assert isinstance(event, Event)
+            return event
+
+
+_R = TypeVar("_R")
+
+
+def _parse(parser: Callable[[Any], _R], text: bytes | str) -> _R:
+    """A listing parsed, its errors turned into the client's."""
+    try:
+        return parser(text)
+    except RemoteProtocolError as exc:
+        raise POP3ProtocolError(str(exc)) from exc

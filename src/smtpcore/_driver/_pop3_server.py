@@ -1,0 +1,776 @@
+"""The one POP3 server session loop, shared by the asyncio and trio adapters.
+
+:class:`POP3ServerSession` drives a :class:`~smtpcore.pop3.ServerConnection`
+over a :class:`~smtpcore._driver.Transport` and serves the maildrop a
+:class:`~smtpcore.maildrop.Mailstore` opens. Answers to pipelined commands
+(RFC 2449 §6.6) are written together once the commands already received are
+answered; a message is streamed from the maildrop in chunks, never held whole.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import logging
+import os
+import re
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final, TypeVar
+
+from smtpcore._driver._listener import BaseListener, SessionRegistry
+from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, Deadline, POP3Timeouts
+from smtpcore._driver._transport import Transport
+from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._sentinels import NEED_DATA, PAUSED
+from smtpcore.maildrop import (
+    Maildrop,
+    MaildropError,
+    Mailstore,
+    MechanismFactory,
+    MessageInfo,
+    POP3Session,
+)
+from smtpcore.pop3 import (
+    Apop,
+    Auth,
+    AuthResponse,
+    BadCommand,
+    Capa,
+    ConnectionClosed,
+    Continue,
+    Dele,
+    EndOfResponse,
+    Err,
+    Event,
+    List,
+    MessageNumbers,
+    Noop,
+    Ok,
+    Pass,
+    Quit,
+    ResponseData,
+    Retr,
+    Rset,
+    ServerConnection,
+    Stat,
+    State,
+    Stls,
+    Top,
+    Uidl,
+    User,
+    Utf8,
+    apop_matches,
+    format_lines,
+)
+from smtpcore.sasl import Challenge, Failure, ServerMechanism, Success
+
+__all__ = ["BasePOP3Server", "POP3ServerOptions", "POP3ServerSession", "POP3ServerState"]
+
+logger = logging.getLogger("smtpcore.pop3.server")
+
+READ_SIZE: Final = 65536
+_WRITE_SIZE: Final = 262144
+"""Bytes of answers gathered before a write: a listing or a message goes out in
+pieces this big, and many small pipelined answers in one."""
+
+_TEMP_ERROR: Final = Err("Internal error, try again later", code="SYS/TEMP")
+_SHUTTING_DOWN: Final = Err("Server shutting down", code="SYS/TEMP")
+_AUTH_FAILED: Final = Err("Authentication failed", code="AUTH")
+_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]+")
+_greetings = itertools.count(1)
+
+T = TypeVar("T")
+
+
+def _text(message: object) -> str:
+    """An error message fit for a status line."""
+    return _CONTROL_RE.sub(" ", str(message)).strip()[:200]
+
+
+def _is_loopback(peer: tuple[str, int] | None) -> bool:
+    if peer is None:
+        return False
+    try:
+        return ipaddress.ip_address(peer[0].split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class POP3ServerOptions:
+    """How a POP3 server runs its sessions; the adapters' ``POP3Server`` takes these as
+    keywords."""
+
+    hostname: str = field(default_factory=socket.getfqdn)
+    """This host's name, in the greeting and the APOP timestamp."""
+    ssl_context: ssl.SSLContext | None = None
+    """With a context, STLS is offered (RFC 2595 §4), or TLS starts on connect."""
+    tls_on_connect: bool = False
+    """Implicit TLS: the handshake comes before the greeting (RFC 8314 §3.3, port 995)."""
+    require_tls: bool | None = None
+    """Refuse every login until TLS is up (RFC 2595 §4). ``None``: when STLS is offered,
+    except to a client on loopback, as Dovecot's ``disable_plaintext_auth`` does."""
+    timeouts: POP3Timeouts = DEFAULT_POP3_TIMEOUTS
+    max_sessions: int = 1000
+    """Sessions served at once; past that a client gets ``-ERR [SYS/TEMP]`` and is closed."""
+    max_auth_failures: int = 3
+    """Failed logins per session; the last one closes the connection."""
+    utf8: bool = False
+    """Offer UTF8 (RFC 6856)."""
+    pipelining: bool = True
+    """List PIPELINING in CAPA (RFC 2449 §6.6); answers are in order either way."""
+    expire: str | None = None
+    """The EXPIRE capability's argument (RFC 2449 §6.7), such as ``"NEVER"`` or ``"30"``."""
+    login_delay: str | None = None
+    """The LOGIN-DELAY capability's argument (RFC 2449 §6.8), in seconds."""
+    implementation: str | None = None
+    """The IMPLEMENTATION capability's argument (RFC 2449 §6.9)."""
+    connection_factory: Callable[[POP3ServerOptions], ServerConnection] | None = None
+    """Builds the machine of each session, to set the machine options not listed here."""
+
+    def __post_init__(self) -> None:
+        if self.tls_on_connect and self.ssl_context is None:
+            raise ValueError("tls_on_connect needs an ssl_context")
+        if self.max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
+        if self.max_auth_failures < 1:
+            raise ValueError("max_auth_failures must be at least 1")
+
+
+class POP3ServerState(SessionRegistry["POP3ServerSession"]):
+    """What the sessions of one POP3 server share: options, the mailstore, the live
+    sessions, and whether the server is shutting down."""
+
+    def __init__(self, store: Mailstore, options: POP3ServerOptions) -> None:
+        busy = Err("Too many connections, try again later", code="SYS/TEMP")
+        # On a TLS-on-connect port a plaintext answer would be noise: just close.
+        super().__init__(options.max_sessions, b"" if options.tls_on_connect else busy.to_bytes())
+        self.store = store
+        self.options = options
+        kind = type(store)
+        self.user_login = kind.check_password is not Mailstore.check_password
+        self.apop_login = kind.apop_secret is not Mailstore.apop_secret
+        self.sasl_login = kind.sasl_mechanisms is not Mailstore.sasl_mechanisms
+
+    def new_session(self, transport: Transport) -> POP3ServerSession:
+        return POP3ServerSession(transport, self)
+
+
+class _ConnectionLost(Exception):
+    """The transport failed or the session must end; close without another word."""
+
+
+class _Top:
+    """Cuts content after the header and ``lines`` body lines (RFC 1939 §7, TOP).
+
+    Fed content whose line ends are LF alone (the caller folds CRLF and CR).
+    """
+
+    __slots__ = ("_body_lines", "_last", "_lines")
+
+    def __init__(self, lines: int) -> None:
+        self._lines = lines
+        self._body_lines: int | None = None
+        self._last = b"\n"
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """The part of ``data`` to send, and whether the cut is reached."""
+        start = 0
+        if self._body_lines is None:
+            index = (self._last + data).find(b"\n\n")
+            if index < 0:
+                self._last = data[-1:] or self._last
+                return data, False
+            start = index + 1
+            self._body_lines = 0
+        position = start
+        while self._body_lines < self._lines:
+            newline = data.find(b"\n", position)
+            if newline < 0:
+                self._last = data[-1:] or self._last
+                return data, False
+            self._body_lines += 1
+            position = newline + 1
+        return data[:position], True
+
+
+async def _top_chunks(chunks: AsyncIterator[bytes], lines: int) -> AsyncIterator[bytes]:
+    cutter = _Top(lines)
+    pending_cr = False
+    async for raw in chunks:
+        chunk = b"\r" + raw if pending_cr else raw
+        pending_cr = chunk.endswith(b"\r")
+        if pending_cr:
+            chunk = chunk[:-1]
+        data, done = cutter.feed(chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
+        if data:
+            yield data
+        if done:
+            return
+    if pending_cr:
+        data, _ = cutter.feed(b"\n")
+        if data:
+            yield data
+
+
+class POP3ServerSession:
+    """One connection, from greeting to close."""
+
+    def __init__(self, transport: Transport, state: POP3ServerState) -> None:
+        self.transport = transport
+        self.state = state
+        self.options = options = state.options
+        self.store = state.store
+        self.session = POP3Session(
+            hostname=options.hostname,
+            peer=transport.peer_address,
+            local=transport.local_address,
+        )
+        self.conn: ServerConnection | None = None
+        self.maildrop: Maildrop | None = None
+        self.listing: Sequence[MessageInfo] = ()
+        self.numbers = MessageNumbers(0)
+        self.retrieved: set[int] = set()
+        self._mechanisms: dict[str, MechanismFactory] = {}
+        self._sasl: ServerMechanism | None = None
+        self._sasl_name = ""
+        self._sasl_final: Success | None = None
+        self._failures = 0
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._idle_deadline: Deadline | None = None
+        self._closing = False
+
+    # -- the loop ---------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the connection to its end; never raises but for cancellation."""
+        self.state.sessions.add(self)
+        try:
+            await self._serve()
+        except _ConnectionLost:
+            pass
+        except Exception:
+            logger.exception("POP3 session with %s failed", self.session.peer)
+        finally:
+            self.state.remove(self)
+            try:
+                await self._release()
+            finally:
+                await self.transport.aclose()
+
+    async def _release(self) -> None:
+        maildrop, self.maildrop = self.maildrop, None
+        if maildrop is not None:
+            try:
+                await maildrop.close()
+            except Exception:
+                logger.exception("closing the maildrop of %s failed", self.session.user)
+
+    def _new_connection(self) -> ServerConnection:
+        options = self.options
+        if options.connection_factory is not None:
+            return options.connection_factory(options)
+        self._mechanisms = self._offered_mechanisms()
+        names = tuple(self._mechanisms)
+        stls = options.ssl_context is not None and not options.tls_on_connect
+        require_tls = options.require_tls
+        if require_tls is None:
+            require_tls = stls and not _is_loopback(self.session.peer)
+        conn = ServerConnection(
+            options.hostname,
+            user=self.state.user_login,
+            apop=self.state.apop_login,
+            # The AUTH keyword is switched on at construction; a store may offer
+            # mechanisms only once TLS is up, so the list is set just after.
+            sasl_mechanisms=names or (("PLAIN",) if self.state.sasl_login else ()),
+            stls=stls,
+            require_tls=require_tls,
+            utf8=options.utf8,
+            pipelining=options.pipelining,
+            expire=options.expire,
+            login_delay=options.login_delay,
+            implementation=options.implementation,
+        )
+        conn.sasl_mechanisms = names
+        return conn
+
+    def _offered_mechanisms(self) -> dict[str, MechanismFactory]:
+        if not self.state.sasl_login:
+            return {}
+        try:
+            offered = self.store.sasl_mechanisms(self.session)
+        except Exception:
+            logger.exception("sasl_mechanisms failed")
+            return {}
+        return {name.upper(): factory for name, factory in offered.items()}
+
+    async def _serve(self) -> None:
+        options = self.options
+        if options.tls_on_connect:
+            await self._handshake()
+        conn = self.conn = self._new_connection()
+        conn.tls = self.session.tls is not None
+        if self.state.stopping:
+            self._answer(_SHUTTING_DOWN)
+        else:
+            try:
+                greeting = conn.greeting(os.getpid(), f"{time.time_ns()}.{next(_greetings)}")
+            except LocalProtocolError:  # a host name unfit for the APOP timestamp
+                greeting = conn.greeting()
+            self._answer(greeting)
+        while conn.state is not State.CLOSED and not self._closing:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                if isinstance(exc.reply_hint, Err):
+                    self._out.append(conn.send(exc.reply_hint))
+                break
+            if event is NEED_DATA:
+                await self._read()
+            elif event is PAUSED:  # pragma: no cover - every event is answered at once
+                raise RuntimeError(f"machine paused in {conn.state}")
+            elif isinstance(event, ConnectionClosed):
+                break
+            else:
+                await self._dispatch(event)
+        await self._flush()
+
+    async def _read(self) -> None:
+        """Write the answers due, then wait for the next command under the autologout timer."""
+        conn = self.conn
+        assert conn is not None
+        if self.state.stopping:
+            self._goodbye(_SHUTTING_DOWN)
+            return
+        try:
+            async with self.transport.deadline(self.options.timeouts.autologout) as deadline:
+                self._idle_deadline = deadline
+                if self._out:
+                    await self._write_out()
+                data = await self.transport.receive_some(READ_SIZE)
+        except TimeoutError:
+            if self.state.stopping:
+                self._goodbye(_SHUTTING_DOWN)
+                return
+            # RFC 1939 §3: the autologout timer closes without a response, and
+            # without entering UPDATE.
+            raise _ConnectionLost from None
+        except OSError:
+            data = b""
+        finally:
+            self._idle_deadline = None
+        conn.receive_data(data)
+
+    def wake_if_idle(self) -> None:
+        """Interrupt a wait for the next command (graceful shutdown)."""
+        deadline = self._idle_deadline
+        if deadline is not None:
+            deadline.expire()
+
+    def _goodbye(self, response: Err) -> None:
+        """Answer, then end the session (nothing is deleted: there was no QUIT)."""
+        assert self.conn is not None
+        self._out.append(response.to_bytes())
+        self._closing = True
+
+    async def _flush(self) -> None:
+        if self._out:
+            await self._write_out()
+
+    async def _write_out(self) -> None:
+        out = self._out
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self._out_size = 0
+        try:
+            async with self.transport.deadline(self.options.timeouts.send):
+                await self.transport.send_all(data)
+        except (OSError, TimeoutError):
+            if self.conn is not None:
+                self.conn.send_failed()
+            raise _ConnectionLost from None
+
+    async def _emit(self, data: bytes) -> None:
+        """Queue bytes for the client, writing once enough has gathered."""
+        self._out.append(data)
+        self._out_size += len(data)
+        if self._out_size >= _WRITE_SIZE:
+            await self._write_out()
+
+    def _answer(self, response: Ok | Err | Continue) -> bool:
+        """Send ``response`` through the machine; True if it went out as given."""
+        assert self.conn is not None
+        try:
+            self._out.append(self.conn.send(response))
+            return True
+        except LocalProtocolError:
+            logger.exception("the answer %r is not legal here", response)
+            self._out.append(self.conn.send(_TEMP_ERROR))
+            return False
+
+    async def _store(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A mailstore call under the store timeout."""
+        async with self.transport.deadline(self.options.timeouts.store):
+            return await call()
+
+    # -- commands ---------------------------------------------------------
+
+    async def _dispatch(self, event: Event) -> None:
+        conn = self.conn
+        assert conn is not None
+        if isinstance(event, BadCommand):
+            self._sasl = self._sasl_final = None  # an unreadable SASL answer ends the exchange
+            self._answer(event.response)
+        elif isinstance(event, Capa):
+            await self._capa()
+        elif isinstance(event, User):
+            self._answer(Ok("Send PASS"))  # the same for every name: no user probing
+        elif isinstance(event, Pass):
+            await self._pass(event)
+        elif isinstance(event, Apop):
+            await self._apop(event)
+        elif isinstance(event, Auth):
+            await self._auth(event)
+        elif isinstance(event, AuthResponse):
+            await self._auth_response(event)
+        elif isinstance(event, Stls):
+            await self._stls()
+        elif isinstance(event, Utf8):
+            self._answer(Ok("UTF8 enabled"))
+        elif isinstance(event, Quit):
+            await self._quit()
+        else:
+            await self._transaction(event)
+
+    async def _capa(self) -> None:
+        conn = self.conn
+        assert conn is not None
+        self._answer(Ok("Capability list follows"))
+        lines = ["CAPA", *conn.capabilities()]
+        self._out.append(conn.send(ResponseData(format_lines(lines))))
+        self._out.append(conn.send(EndOfResponse()))
+
+    async def _stls(self) -> None:
+        conn = self.conn
+        assert conn is not None
+        self._answer(Ok("Begin TLS negotiation"))
+        await self._flush()
+        await self._handshake()
+        conn.tls_started()
+        if self.state.sasl_login and self.options.connection_factory is None:
+            self._mechanisms = self._offered_mechanisms()
+            conn.sasl_mechanisms = tuple(self._mechanisms)
+
+    async def _handshake(self) -> None:
+        context = self.options.ssl_context
+        assert context is not None
+        try:
+            async with self.transport.deadline(self.options.timeouts.tls_handshake):
+                await self.transport.start_tls(context, server_side=True)
+        except (OSError, TimeoutError) as exc:
+            logger.info("TLS handshake with %s failed: %s", self.session.peer, exc)
+            raise _ConnectionLost from None
+        self.session.tls = self.transport.tls
+
+    # -- logging in -------------------------------------------------------
+
+    async def _pass(self, event: Pass) -> None:
+        user = self.conn.user if self.conn is not None else None
+        assert user is not None
+        try:
+            ok = await self._store(
+                lambda: self.store.check_password(self.session, user, event.password)
+            )
+        except Exception:
+            logger.exception("check_password failed")
+            self._answer(_TEMP_ERROR)
+            return
+        if ok:
+            await self._login(user, "USER")
+        else:
+            self._failed()
+
+    async def _apop(self, event: Apop) -> None:
+        conn = self.conn
+        assert conn is not None and conn.apop_timestamp is not None
+        timestamp = conn.apop_timestamp
+        try:
+            secret = await self._store(lambda: self.store.apop_secret(self.session, event.name))
+        except Exception:
+            logger.exception("apop_secret failed")
+            self._answer(_TEMP_ERROR)
+            return
+        if secret is not None and apop_matches(timestamp, secret, event.digest):
+            await self._login(event.name, "APOP")
+        else:
+            self._failed()
+
+    async def _auth(self, event: Auth) -> None:
+        factory = self._mechanisms.get(event.mechanism)
+        if factory is None:
+            self._answer(Err("Unsupported authentication mechanism"))
+            return
+        try:
+            mechanism = factory()
+            step = mechanism.start(event.initial_response)
+        except Exception:
+            logger.exception("starting SASL %s failed", event.mechanism)
+            self._answer(_TEMP_ERROR)
+            return
+        self._sasl, self._sasl_name, self._sasl_final = mechanism, event.mechanism, None
+        await self._sasl_step(step)
+
+    async def _auth_response(self, event: AuthResponse) -> None:
+        mechanism = self._sasl
+        if event.cancel or mechanism is None:
+            self._sasl = self._sasl_final = None
+            self._answer(Err("Authentication cancelled"))
+            return
+        final = self._sasl_final
+        if final is not None:
+            # RFC 5034 §4: the success data went out in a "+" line; its answer is empty.
+            self._sasl_final = None
+            await self._sasl_step(final if not event.data else Failure("unexpected data"))
+            return
+        try:
+            step = mechanism.step(event.data)
+        except Exception:
+            logger.exception("SASL %s failed", self._sasl_name)
+            step = Failure("internal error", temporary=True)
+        await self._sasl_step(step)
+
+    async def _sasl_step(self, step: Challenge | Success | Failure) -> None:
+        if isinstance(step, Challenge):
+            self._answer(Continue(step.data))
+        elif isinstance(step, Success) and step.data is not None and self._sasl_final is None:
+            self._sasl_final = Success(step.authzid, step.authcid)
+            self._answer(Continue(step.data))
+        elif isinstance(step, Success):
+            self._sasl = None
+            await self._login(step.authzid, self._sasl_name)
+        else:
+            self._sasl = None
+            if step.temporary:
+                self._answer(Err("Temporary authentication failure", code="SYS/TEMP"))
+            else:
+                self._failed()
+
+    def _failed(self) -> None:
+        self._failures += 1
+        if self._failures >= self.options.max_auth_failures:
+            self._answer(Err("Authentication failed, too many attempts", code="AUTH"))
+            self._closing = True
+        else:
+            self._answer(_AUTH_FAILED)
+
+    async def _login(self, user: str, mechanism: str) -> None:
+        """Open and lock the maildrop; then the session is in TRANSACTION (RFC 1939 §4)."""
+        session = self.session
+        try:
+            maildrop = await self._store(lambda: self.store.open_maildrop(session, user))
+        except MaildropError as exc:
+            self._answer(Err(_text(exc), code=exc.code))
+            return
+        except Exception:
+            logger.exception("open_maildrop(%r) failed", user)
+            self._answer(_TEMP_ERROR)
+            return
+        self.maildrop = maildrop
+        try:
+            listing = list(await self._store(maildrop.messages))
+        except Exception as exc:
+            await self._release()
+            if isinstance(exc, MaildropError):
+                self._answer(Err(_text(exc), code=exc.code))
+            else:
+                logger.exception("listing the maildrop of %r failed", user)
+                self._answer(_TEMP_ERROR)
+            return
+        self.listing = listing
+        self.numbers = MessageNumbers(len(listing))
+        session.user, session.mechanism = user, mechanism
+        count, size = self._totals()
+        if not self._answer(Ok(f"Logged in, {count} messages ({size} octets)")):
+            await self._release()
+
+    def _totals(self) -> tuple[int, int]:
+        listing = self.listing
+        numbers = self.numbers
+        return len(numbers), sum(listing[n - 1].size for n in numbers)
+
+    # -- the transaction ---------------------------------------------------
+
+    async def _transaction(self, event: Event) -> None:
+        numbers = self.numbers
+        conn = self.conn
+        assert conn is not None
+        if isinstance(event, Stat):
+            count, size = self._totals()
+            self._answer(Ok(f"{count} {size}"))
+        elif isinstance(event, (List, Uidl)):
+            await self._listing(event)
+        elif isinstance(event, (Retr, Top)):
+            problem = numbers.check(event.message)
+            if problem is not None:
+                self._answer(problem)
+            else:
+                await self._send_message(event)
+        elif isinstance(event, Dele):
+            problem = numbers.delete(event.message)
+            self._answer(problem or Ok(f"Message {event.message} deleted"))
+        elif isinstance(event, Noop):
+            self._answer(Ok())
+        elif isinstance(event, Rset):
+            numbers.reset()
+            count, size = self._totals()
+            self._answer(Ok(f"Maildrop has {count} messages ({size} octets)"))
+        else:  # pragma: no cover - the machine gives no other command
+            self._answer(Err("Command not implemented"))
+
+    async def _listing(self, event: List | Uidl) -> None:
+        conn = self.conn
+        assert conn is not None
+        listing = self.listing
+
+        def line(number: int) -> str:
+            info = listing[number - 1]
+            return f"{number} {info.size}" if isinstance(event, List) else f"{number} {info.uid}"
+
+        if event.message is not None:
+            problem = self.numbers.check(event.message)
+            self._answer(problem or Ok(line(event.message)))
+            return
+        count, size = self._totals()
+        self._answer(Ok(f"{count} messages ({size} octets)"))
+        batch: list[str] = []
+        for number in self.numbers:
+            batch.append(line(number))
+            if len(batch) == 4096:
+                await self._emit(conn.send(ResponseData(format_lines(batch))))
+                batch.clear()
+        if batch:
+            await self._emit(conn.send(ResponseData(format_lines(batch))))
+        self._out.append(conn.send(EndOfResponse()))
+
+    async def _send_message(self, event: Retr | Top) -> None:
+        """Stream one message; the first chunk is read before ``+OK``, so that a message
+        that cannot be read is answered with ``-ERR``."""
+        conn, maildrop = self.conn, self.maildrop
+        assert conn is not None and maildrop is not None
+        number = event.message
+        raw = chunks = maildrop.open(number)
+        if isinstance(event, Top):
+            chunks = _top_chunks(raw, event.lines)
+        try:
+            try:
+                first: bytes | None = await self._store(lambda: anext(chunks))
+            except StopAsyncIteration:
+                first = None
+            except MaildropError as exc:
+                self._answer(Err(_text(exc), code=exc.code))
+                return
+            except Exception:
+                logger.exception("reading message %d of %r failed", number, self.session.user)
+                self._answer(_TEMP_ERROR)
+                return
+            size = self.listing[number - 1].size
+            self._answer(Ok(f"{size} octets" if isinstance(event, Retr) else "Top of message"))
+            chunk = first
+            while chunk is not None:
+                await self._emit(conn.send(ResponseData(chunk)))
+                try:
+                    chunk = await self._store(lambda: anext(chunks))
+                except StopAsyncIteration:
+                    chunk = None
+                except Exception:
+                    # Half a message is out: the only honest end is to close.
+                    logger.exception("message %d of %r broke off", number, self.session.user)
+                    raise _ConnectionLost from None
+            self._out.append(conn.send(EndOfResponse()))
+            if isinstance(event, Retr):
+                self.retrieved.add(number)
+        finally:
+            for generator in (chunks, raw):
+                aclose = getattr(generator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+    async def _quit(self) -> None:
+        conn = self.conn
+        assert conn is not None
+        hostname = self.options.hostname
+        if conn.state is not State.UPDATE:
+            self._answer(Ok(f"{hostname} POP3 server signing off"))
+            return
+        maildrop = self.maildrop
+        assert maildrop is not None
+        deleted = self.numbers.deleted
+        try:
+            await self._store(lambda: maildrop.update(deleted, frozenset(self.retrieved)))
+        except MaildropError as exc:
+            self._answer(Err(_text(exc), code=exc.code))
+            return
+        except Exception:
+            logger.exception("UPDATE of %r failed", self.session.user)
+            self._answer(Err("Some deleted messages were not removed", code="SYS/TEMP"))
+            return
+        left = len(self.numbers)
+        self._answer(Ok(f"{hostname} POP3 server signing off ({left} messages left)"))
+
+
+class BasePOP3Server(BaseListener[POP3ServerSession]):
+    """What the asyncio and trio ``POP3Server`` share: options, state and addresses.
+
+    ``store`` logs users in and opens their maildrops. The server listens on
+    ``host`` and ``port`` (port 0 picks a free one; read :attr:`port`), or on
+    ``sock``, a socket already bound and listening. ``hostname`` is this
+    host's name in the greeting (the FQDN by default). With ``ssl_context``
+    the server offers STLS, or, with ``tls_on_connect``, speaks TLS from the
+    first byte (port 995). The other keywords are those of
+    :class:`POP3ServerOptions`.
+    """
+
+    def __init__(
+        self,
+        store: Mailstore,
+        host: str | None = "127.0.0.1",
+        port: int = 0,
+        *,
+        sock: socket.socket | None = None,
+        hostname: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        tls_on_connect: bool = False,
+        require_tls: bool | None = None,
+        timeouts: POP3Timeouts = DEFAULT_POP3_TIMEOUTS,
+        max_sessions: int = 1000,
+        max_auth_failures: int = 3,
+        utf8: bool = False,
+        pipelining: bool = True,
+        expire: str | None = None,
+        login_delay: str | None = None,
+        implementation: str | None = None,
+        connection_factory: Callable[[POP3ServerOptions], ServerConnection] | None = None,
+        backlog: int = 1024,
+    ) -> None:
+        super().__init__(host, port, sock=sock, backlog=backlog)
+        self.options = POP3ServerOptions(
+            hostname=hostname or socket.getfqdn(),
+            ssl_context=ssl_context,
+            tls_on_connect=tls_on_connect,
+            require_tls=require_tls,
+            timeouts=timeouts,
+            max_sessions=max_sessions,
+            max_auth_failures=max_auth_failures,
+            utf8=utf8,
+            pipelining=pipelining,
+            expire=expire,
+            login_delay=login_delay,
+            implementation=implementation,
+            connection_factory=connection_factory,
+        )
+        self.state = POP3ServerState(store, self.options)

@@ -1,0 +1,494 @@
+"""What a POP3 server serves: the :class:`Mailstore` an application writes, and Maildir.
+
+The asyncio and trio POP3 servers drive a :class:`~smtpcore.pop3.ServerConnection`
+and ask a :class:`Mailstore` two things: who the client is (USER/PASS, APOP,
+or a SASL mechanism, RFC 1939 §7 and RFC 5034) and, once it has logged in,
+for the user's :class:`Maildrop`, locked for the session (RFC 1939 §4). The
+maildrop lists its messages with their sizes and unique ids, streams one in
+chunks, and removes the ones marked deleted in the UPDATE state, which only a
+QUIT reaches (RFC 1939 §6): a connection that drops deletes nothing.
+
+:class:`MaildirStore` serves one Maildir per user (the tmp/new/cur layout of
+qmail, read the way Dovecot reads it), and :class:`Maildir` is that
+maildrop. This module imports no framework: one store serves both adapters.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import errno
+import fcntl
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeAlias
+
+from smtpcore.handler import TLSInfo
+from smtpcore.sasl import (
+    CramMD5Server,
+    LoginServer,
+    PlainServer,
+    ScramCredentials,
+    ScramSHA256Server,
+    ServerMechanism,
+    derive_scram_credentials,
+)
+
+__all__ = [
+    "READ_SIZE",
+    "Maildir",
+    "MaildirStore",
+    "Maildrop",
+    "MaildropError",
+    "MaildropInUse",
+    "Mailstore",
+    "MechanismFactory",
+    "MessageInfo",
+    "MessageUnavailable",
+    "POP3Session",
+    "pop3_size",
+]
+
+MechanismFactory: TypeAlias = Callable[[], ServerMechanism]
+"""Builds a fresh server mechanism for one ``AUTH`` command."""
+
+READ_SIZE: Final = 131072
+"""Bytes read from a message file at a time: one chunk of a streamed RETR."""
+
+_UID_RE: Final = re.compile(r"[\x21-\x7e]{1,70}")
+_LOCK_NAME: Final = "smtpcore-pop3.lock"
+_VSIZE_RE: Final = re.compile(r",W=([0-9]{1,15})(?:,|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class MessageInfo:
+    """One message of a maildrop as LIST and UIDL show it (RFC 1939 §5, §7)."""
+
+    size: int
+    """Octets as the message goes over POP3: CRLF line ends, before dot-stuffing."""
+    uid: str
+    """The unique-id listing: 1 to 70 printable ASCII characters, the same in every
+    session for as long as the message exists (RFC 1939 §7)."""
+
+    def __post_init__(self) -> None:
+        if type(self.size) is not int or self.size < 0:
+            raise ValueError(f"a message size is a non-negative int: {self.size!r}")
+        if not isinstance(self.uid, str) or not _UID_RE.fullmatch(self.uid):
+            raise ValueError(f"a unique-id is 1 to 70 printable ASCII characters: {self.uid!r}")
+
+
+class MaildropError(Exception):
+    """The maildrop cannot serve the session; the client gets ``-ERR [code] message``.
+
+    ``code`` is an RFC 2449 §8 response code: ``SYS/TEMP`` (the default: try
+    again later), ``SYS/PERM``, ``IN-USE`` or ``LOGIN-DELAY``, or ``None``.
+    """
+
+    def __init__(self, message: str, code: str | None = "SYS/TEMP") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class MaildropInUse(MaildropError):
+    """Another session holds the maildrop's lock (RFC 1939 §8, RFC 2449 §8.1.1)."""
+
+    def __init__(self, message: str = "Maildrop already locked by another session") -> None:
+        super().__init__(message, "IN-USE")
+
+
+class MessageUnavailable(MaildropError):
+    """The message went away since the listing (another program removed it)."""
+
+    def __init__(self, message: str = "Message no longer available") -> None:
+        super().__init__(message, None)
+
+
+@dataclass(slots=True, eq=False)
+class POP3Session:
+    """One POP3 connection, as far as the :class:`Mailstore` needs to know it."""
+
+    hostname: str
+    """This server's own name, as used in the greeting."""
+    peer: tuple[str, int] | None = None
+    """The client's address and port."""
+    local: tuple[str, int] | None = None
+    """The address and port the client connected to."""
+    tls: TLSInfo | None = None
+    """Set once TLS is up, by STLS or on connect."""
+    user: str | None = None
+    """The user logged in as; ``None`` until a login succeeds."""
+    mechanism: str | None = None
+    """How the user logged in: ``"USER"``, ``"APOP"`` or a SASL mechanism name."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Room for the application's own state about this session."""
+
+
+class Maildrop(abc.ABC):
+    """One user's messages, opened and locked for one session.
+
+    The server lists the messages once, at login: message ``n`` of the
+    session is ``messages()[n - 1]`` until the session ends, whatever
+    arrives meanwhile (RFC 1939 §5). :meth:`close` is always called at the
+    end, after :meth:`update` if the client said QUIT, and alone if not.
+    """
+
+    @abc.abstractmethod
+    async def messages(self) -> Sequence[MessageInfo]:
+        """The messages, in order; called once per session."""
+
+    @abc.abstractmethod
+    def open(self, number: int) -> AsyncIterator[bytes]:
+        """Message ``number`` (1-based) as chunks of its content (an async generator).
+
+        Line ends may be CRLF or bare LF: the server machine sends every line
+        end as CRLF, and :func:`pop3_size` counts the size the same way. The
+        server takes the first chunk before it answers ``+OK``, so an error
+        raised there (:class:`MessageUnavailable`) becomes ``-ERR``.
+        """
+
+    @abc.abstractmethod
+    async def update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
+        """The UPDATE state (RFC 1939 §6): remove the messages numbered ``deleted``.
+
+        Called only after QUIT in the TRANSACTION state. ``retrieved`` are
+        the messages sent whole by RETR, for a store that marks them seen.
+        Raise :class:`MaildropError` if some could not be removed.
+        """
+
+    async def close(self) -> None:  # noqa: B027 - a maildrop without a lock needs nothing
+        """Release the lock; the session is over."""
+
+
+class Mailstore:
+    """Base class of what a POP3 server serves: override the hooks you need.
+
+    Each way of logging in is offered only when its hook is overridden:
+    :meth:`check_password` offers USER/PASS, :meth:`apop_secret` offers
+    APOP, and :meth:`sasl_mechanisms` offers AUTH. :meth:`open_maildrop`
+    is required. Hooks run in the event loop, one at a time per session.
+    """
+
+    async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
+        """USER/PASS (RFC 1939 §7): is ``password`` right for ``user``?"""
+        return False
+
+    async def apop_secret(self, session: POP3Session, user: str) -> str | None:
+        """APOP (RFC 1939 §7): the secret shared with ``user`` in the clear, or ``None``.
+
+        APOP proves knowledge of the secret with an MD5 digest, so the server
+        must hold the plaintext secret: offer it only from a store that does.
+        """
+        return None
+
+    def sasl_mechanisms(self, session: POP3Session) -> Mapping[str, MechanismFactory]:
+        """AUTH (RFC 5034): the SASL mechanisms to offer, by name, strongest first.
+
+        An :class:`~smtpcore.handler.Authenticator`'s ``server_mechanisms(hostname)``
+        is one answer. A successful exchange logs in as its ``authzid``.
+        """
+        return {}
+
+    @abc.abstractmethod
+    async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
+        """The maildrop of ``user``, who just logged in, locked for this session.
+
+        Raise :class:`MaildropInUse` when another session holds it, or
+        :class:`MaildropError` when it cannot be opened.
+        """
+
+
+def pop3_size(chunks: Sequence[bytes] | Any) -> int:
+    """Octets of content as a POP3 server sends it: each line end CRLF (RFC 1939 §3).
+
+    A bare CR or bare LF becomes CRLF on the wire, and content that does not
+    end with a line end gets one; the count follows the same rule as the
+    server machine, so that LIST's size is what RETR delivers.
+    """
+    total = 0
+    last = b""
+    pending_cr = False
+    for chunk in chunks:
+        if not chunk:
+            continue
+        total += len(chunk)
+        crlf = chunk.count(b"\r\n")
+        if pending_cr and chunk[:1] == b"\n":
+            crlf += 1
+        total += chunk.count(b"\r") + chunk.count(b"\n") - 2 * crlf
+        pending_cr = chunk[-1:] == b"\r"
+        last = chunk[-1:]
+    if last and last not in (b"\n", b"\r"):
+        total += 2
+    return total
+
+
+def _read_chunks(path: Path) -> Any:
+    with path.open("rb") as file:
+        while chunk := file.read(READ_SIZE):
+            yield chunk
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    path: Path
+    info: MessageInfo
+
+
+def _uid(base: str) -> str:
+    """The unique-id of a Maildir file: its unique name (what precedes ``:2,``).
+
+    A name that is not a valid unique-id (longer than 70 characters, say) is
+    replaced by its MD5, which is just as stable.
+    """
+    if _UID_RE.fullmatch(base):
+        return base
+    return hashlib.md5(base.encode("utf-8", "surrogateescape"), usedforsecurity=False).hexdigest()
+
+
+def _order(name: str) -> tuple[int, str]:
+    """Delivery order: a Maildir unique name starts with the delivery time in seconds."""
+    head = name.split(".", 1)[0]
+    return (int(head) if head.isdigit() else 0, name)
+
+
+class Maildir(Maildrop):
+    """A Maildir (``tmp``, ``new``, ``cur``) as a POP3 maildrop.
+
+    Opening takes an exclusive ``flock`` on ``smtpcore-pop3.lock`` in the
+    Maildir, so a second session (in this process or another) gets
+    ``-ERR [IN-USE]``; the kernel drops the lock if the process dies. The
+    listing is taken once, from ``new`` and ``cur``. Sizes come from
+    Dovecot's ``,W=`` field when the name has one, else from reading the
+    file once (remembered in ``size_cache`` by inode, size and mtime).
+
+    Files are never renamed or removed before UPDATE: then the messages
+    marked deleted are removed, and the rest of ``new`` moves to ``cur``,
+    with the ``S`` (seen) flag on those retrieved, as Dovecot does.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        size_cache: dict[tuple[int, int, int, int], int] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._size_cache = {} if size_cache is None else size_cache
+        self._lock_fd: int | None = None
+        self._entries: list[_Entry] | None = None
+
+    # -- session --------------------------------------------------------
+
+    def lock(self) -> None:
+        """Take the maildrop's lock, or raise :class:`MaildropInUse`."""
+        if self._lock_fd is not None:
+            return
+        try:
+            fd = os.open(self.path / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise MaildropError(f"Cannot open the maildrop: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise MaildropInUse() from None
+            raise MaildropError(f"Cannot lock the maildrop: {exc.strerror}") from exc
+        self._lock_fd = fd
+
+    async def close(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    # -- listing --------------------------------------------------------
+
+    async def messages(self) -> Sequence[MessageInfo]:
+        if self._entries is None:
+            self._entries = self._scan()
+        return [entry.info for entry in self._entries]
+
+    def _scan(self) -> list[_Entry]:
+        found: list[tuple[tuple[int, str], Path, str]] = []
+        for sub in ("cur", "new"):
+            directory = self.path / sub
+            try:
+                names = os.listdir(directory)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise MaildropError(f"Cannot read the maildrop: {exc.strerror}") from exc
+            for name in names:
+                if name.startswith("."):
+                    continue
+                base = name.split(":", 1)[0]
+                found.append((_order(base), directory / name, base))
+        found.sort(key=lambda item: item[0])
+        entries = []
+        seen: set[str] = set()
+        for _, path, base in found:
+            uid = _uid(base)
+            if uid in seen:  # the same message in new/ and cur/ mid-rename
+                continue
+            size = self._size(path, base)
+            if size is None:
+                continue
+            seen.add(uid)
+            entries.append(_Entry(path, MessageInfo(size, uid)))
+        return entries
+
+    def _size(self, path: Path, base: str) -> int | None:
+        match = _VSIZE_RE.search(base)
+        if match is not None:
+            return int(match[1])
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None  # removed by another program since listdir
+        except OSError as exc:
+            raise MaildropError(f"Cannot read the maildrop: {exc.strerror}") from exc
+        key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        size = self._size_cache.get(key)
+        if size is None:
+            try:
+                size = pop3_size(_read_chunks(path))
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise MaildropError(f"Cannot read the maildrop: {exc.strerror}") from exc
+            self._size_cache[key] = size
+        return size
+
+    def _entry(self, number: int) -> _Entry:
+        entries = self._entries
+        if entries is None or not 1 <= number <= len(entries):
+            raise MessageUnavailable(f"No such message: {number}")
+        return entries[number - 1]
+
+    # -- content --------------------------------------------------------
+
+    async def open(self, number: int) -> AsyncIterator[bytes]:
+        path = self._entry(number).path
+        try:
+            file = path.open("rb")
+        except FileNotFoundError:
+            raise MessageUnavailable() from None
+        except OSError as exc:
+            raise MaildropError(f"Cannot read the message: {exc.strerror}") from exc
+        with file:
+            while chunk := file.read(READ_SIZE):
+                yield chunk
+
+    # -- UPDATE ---------------------------------------------------------
+
+    async def update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
+        entries = self._entries or []
+        failed = 0
+        for number, entry in enumerate(entries, 1):
+            try:
+                if number in deleted:
+                    entry.path.unlink(missing_ok=True)
+                else:
+                    self._mark(entry.path, seen=number in retrieved)
+            except OSError:
+                failed += number in deleted
+        if failed:
+            raise MaildropError(f"{failed} deleted messages could not be removed")
+
+    def _mark(self, path: Path, *, seen: bool) -> None:
+        """Move a message from new to cur, adding the S flag if ``seen`` (Maildir info 2)."""
+        name = path.name
+        base, _, info = name.partition(":")
+        flags = info[2:] if info.startswith("2,") else ""
+        if seen and "S" not in flags:
+            flags = "".join(sorted(flags + "S"))
+        target = self.path / "cur" / f"{base}:2,{flags}"
+        if target != path:
+            with contextlib.suppress(FileNotFoundError):
+                path.rename(target)
+
+
+class MaildirStore(Mailstore):
+    """Each user's Maildir under ``root`` (``root/<user>``), with passwords in memory.
+
+    ``passwords`` maps user names to their secrets, which serve USER/PASS,
+    APOP, and the SASL mechanisms PLAIN and LOGIN (offered under TLS
+    only unless ``plaintext_sasl``), CRAM-MD5 and SCRAM-SHA-256. ``apop``
+    turns APOP off. A reference implementation: subclass it, or write a
+    :class:`Mailstore`, to check credentials against a real user database.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        passwords: Mapping[str, str],
+        *,
+        apop: bool = True,
+        plaintext_sasl: bool = False,
+    ) -> None:
+        self.root = Path(root)
+        self.passwords = dict(passwords)
+        self.apop = apop
+        self.plaintext_sasl = plaintext_sasl
+        self.size_cache: dict[tuple[int, int, int, int], int] = {}
+        self._scram: dict[str, ScramCredentials] = {}
+
+    def _user_ok(self, user: str) -> bool:
+        return bool(user) and "/" not in user and user not in (".", "..") and "\x00" not in user
+
+    async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
+        stored = self.passwords.get(user) if self._user_ok(user) else None
+        match = hmac.compare_digest((stored or "").encode(), password.encode())
+        return match and stored is not None
+
+    async def apop_secret(self, session: POP3Session, user: str) -> str | None:
+        return self.passwords.get(user) if self.apop and self._user_ok(user) else None
+
+    def sasl_mechanisms(self, session: POP3Session) -> Mapping[str, MechanismFactory]:
+        def check(authzid: str, authcid: str, password: str) -> bool:
+            stored = self.passwords.get(authcid)
+            match = hmac.compare_digest((stored or "").encode(), password.encode())
+            return match and stored is not None
+
+        def scram(user: str) -> ScramCredentials | None:
+            secret = self.passwords.get(user)
+            if secret is None:
+                return None
+            if user not in self._scram:
+                self._scram[user] = derive_scram_credentials(secret)
+            return self._scram[user]
+
+        mechanisms: dict[str, MechanismFactory] = {
+            "SCRAM-SHA-256": lambda: ScramSHA256Server(scram),
+            "CRAM-MD5": lambda: CramMD5Server(self.passwords.get, session.hostname),
+        }
+        if session.tls is not None or self.plaintext_sasl:
+            mechanisms["PLAIN"] = lambda: PlainServer(check)
+            mechanisms["LOGIN"] = lambda: LoginServer(check)
+        return mechanisms
+
+    def maildir(self, user: str) -> Maildir:
+        """The Maildir of ``user`` (not yet locked)."""
+        return Maildir(self.root / user, size_cache=self.size_cache)
+
+    async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
+        if not self._user_ok(user):
+            raise MaildropError("No such maildrop", "SYS/PERM")
+        maildrop = self.maildir(user)
+        try:  # a user with no mail yet has an empty maildrop
+            for sub in ("tmp", "new", "cur"):
+                (maildrop.path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MaildropError(f"Cannot open the maildrop: {exc.strerror}") from exc
+        maildrop.lock()
+        try:
+            await maildrop.messages()
+        except BaseException:
+            await maildrop.close()
+            raise
+        return maildrop

@@ -1,0 +1,163 @@
+"""smtpcore.maildrop: the Maildir maildrop and the store, without a network.
+
+Sizes must be what the server machine sends (CRLF line ends), the listing
+must be stable, the lock exclusive, and nothing may change on disk before
+UPDATE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from peers import write_maildir
+from smtpcore._dotstuff import DotEncoder
+from smtpcore.maildrop import (
+    Maildir,
+    MaildirStore,
+    MaildropError,
+    MaildropInUse,
+    MessageInfo,
+    MessageUnavailable,
+    POP3Session,
+    pop3_size,
+)
+
+T = TypeVar("T")
+SESSION = POP3Session("pop.test")
+
+
+def run(awaitable: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await awaitable
+
+    return asyncio.run(main())
+
+
+def wire_size(content: bytes, chunks: list[bytes]) -> int:
+    """Octets the server machine sends for ``content``, without the final ``.`` line."""
+    encoder = DotEncoder()
+    out = b"".join(encoder.encode(chunk) for chunk in chunks) + encoder.end()
+    return len(out.replace(b"\r\n..", b"\r\n.")) - 3 - (out.startswith(b"..") and 1)
+
+
+@given(
+    st.lists(st.sampled_from([b"a", b"\r", b"\n", b"\r\n", b"xy", b"."]), max_size=30), st.data()
+)
+def test_pop3_size_counts_what_the_machine_sends(parts: list[bytes], data: st.DataObject) -> None:
+    content = b"".join(parts)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(content)), max_size=4)))
+    chunks = [content[a:b] for a, b in zip([0, *cuts], [*cuts, len(content)], strict=True)]
+    assert pop3_size(chunks) == wire_size(content, chunks)
+
+
+@pytest.mark.parametrize(
+    ("content", "size"),
+    [
+        (b"", 0),
+        (b"a\r\n", 3),
+        (b"a\n", 3),
+        (b"a", 3),
+        (b"a\rb\n", 6),
+        (b"\n\n", 4),
+    ],
+)
+def test_pop3_size_table(content: bytes, size: int) -> None:
+    assert pop3_size([content]) == size
+
+
+def test_message_info_checks_its_fields() -> None:
+    MessageInfo(0, "a" * 70)
+    for size, uid in [(-1, "a"), (1, ""), (1, "a" * 71), (1, "a b"), (1, "é")]:
+        with pytest.raises(ValueError):
+            MessageInfo(size, uid)
+
+
+def test_listing_sizes_uids_and_order(tmp_path: Path) -> None:
+    path = tmp_path / "alice"
+    write_maildir(path, [b"Subject: 1\n\nbody\n", b"Subject: 2\r\n\r\nbody\r\n"])
+    # A Dovecot-style name with its virtual size, in cur with flags.
+    (path / "cur" / "1800000000.M9P1.test,S=5,W=7:2,S").write_bytes(b"x\ny\nz")
+    (path / "new" / ".hidden").write_bytes(b"not a message")
+    maildir = Maildir(path)
+    listing = run(maildir.messages())
+    assert [m.size for m in listing] == [20, 20, 7]
+    assert listing[0].uid.startswith("1700000001.")
+    assert listing[2].uid == "1800000000.M9P1.test,S=5,W=7"
+    long_name = "1900000000." + "x" * 80
+    (path / "new" / long_name).write_bytes(b"m\n")
+    uid = run(Maildir(path).messages())[-1].uid
+    assert len(uid) == 32 and uid.isalnum()
+
+
+def test_open_streams_and_a_vanished_file_is_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "alice"
+    [_, second] = write_maildir(path, [b"a" * 300_000, b"b\n"])
+    maildir = Maildir(path)
+    run(maildir.messages())
+
+    async def read(number: int) -> list[bytes]:
+        return [chunk async for chunk in maildir.open(number)]
+
+    chunks = run(read(1))
+    assert len(chunks) > 1 and b"".join(chunks) == b"a" * 300_000
+    second.unlink()
+    with pytest.raises(MessageUnavailable):
+        run(read(2))
+    with pytest.raises(MessageUnavailable):
+        run(read(3))
+
+
+def test_update_deletes_marks_seen_and_moves_new_to_cur(tmp_path: Path) -> None:
+    path = tmp_path / "alice"
+    write_maildir(path, [b"1\n", b"2\n", b"3\n"])
+    (path / "cur" / "1700000009.M9P1.test:2,F").write_bytes(b"4\n")
+    maildir = Maildir(path)
+    uids = [m.uid for m in run(maildir.messages())]
+    run(maildir.update(deleted={1}, retrieved={2, 4}))
+    assert sorted(os.listdir(path / "new")) == []
+    assert sorted(os.listdir(path / "cur")) == sorted(
+        [f"{uids[1]}:2,S", f"{uids[2]}:2,", f"{uids[3]}:2,FS"]
+    )
+    assert [m.uid for m in run(Maildir(path).messages())] == uids[1:]
+
+
+def test_nothing_changes_on_disk_without_update(tmp_path: Path) -> None:
+    path = tmp_path / "alice"
+    write_maildir(path, [b"1\n", b"2\n"])
+    before = sorted(os.listdir(path / "new"))
+    store = MaildirStore(tmp_path, {"alice": "pw"})
+    maildrop = run(store.open_maildrop(SESSION, "alice"))
+    run(maildrop.close())
+    assert sorted(os.listdir(path / "new")) == before
+
+
+def test_the_lock_is_exclusive_until_closed(tmp_path: Path) -> None:
+    store = MaildirStore(tmp_path, {"alice": "pw"})
+    first = run(store.open_maildrop(SESSION, "alice"))
+    with pytest.raises(MaildropInUse) as info:
+        run(store.open_maildrop(SESSION, "alice"))
+    assert info.value.code == "IN-USE"
+    run(first.close())
+    run(run(store.open_maildrop(SESSION, "alice")).close())
+
+
+def test_store_credentials_and_mechanisms(tmp_path: Path) -> None:
+    store = MaildirStore(tmp_path, {"alice": "pw"}, apop=False)
+    assert run(store.check_password(SESSION, "alice", "pw"))
+    assert not run(store.check_password(SESSION, "alice", "PW"))
+    assert not run(store.check_password(SESSION, "bob", ""))
+    assert run(store.apop_secret(SESSION, "alice")) is None
+    assert list(store.sasl_mechanisms(SESSION)) == ["SCRAM-SHA-256", "CRAM-MD5"]
+    secure = POP3Session("pop.test", tls=object())  # type: ignore[arg-type]  # any TLS state
+    assert "PLAIN" in store.sasl_mechanisms(secure)
+    for user in ("../etc", "", ".."):
+        with pytest.raises(MaildropError):
+            run(store.open_maildrop(SESSION, user))

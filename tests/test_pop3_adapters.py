@@ -1,0 +1,369 @@
+"""The POP3 server and client of both adapters, one suite run on asyncio and on trio.
+
+The server serves a :class:`~smtpcore.maildrop.MaildirStore` from a thread
+(``peers.running_pop3_server``); poplib, raw sockets (where the bytes on the
+wire are the point) and our own client talk to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import poplib
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peers import (
+    ADAPTERS,
+    TLSFiles,
+    make_tls_files,
+    open_fd_count,
+    running_pop3_server,
+    write_maildir,
+)
+from smtpcore._driver import POP3Timeouts
+from smtpcore.maildrop import MaildirStore
+from smtpcore.sasl import CramMD5Client, PlainClient, ScramSHA256Client
+from test_adapters_client import run
+
+PASSWORDS = {"alice": "wonderland", "bob": "builder"}
+MESSAGES = [
+    b"Subject: one\r\n\r\n.leading dot\r\n..two dots\r\n.\r\nlast\r\n",
+    b"Subject: two\n\nunix line ends\n",
+    b"Subject: three\r\nX-Long: yes\r\n\r\n" + b"z" * 998 + b"\r\n" + b"\xe9\xff 8bit\r\n",
+]
+BIG = b"Subject: big\r\n\r\n" + b"".join(b".%07d line\r\n" % n for n in range(200_000))
+
+
+def crlf(content: bytes) -> bytes:
+    return content.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def module(adapter: str) -> Any:
+    return importlib.import_module(f"smtpcore.{adapter}")
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> MaildirStore:
+    write_maildir(tmp_path / "mail" / "alice", MESSAGES)
+    return MaildirStore(tmp_path / "mail", PASSWORDS)
+
+
+def maildir_count(store: MaildirStore, user: str = "alice") -> int:
+    path = store.root / user
+    return sum(len(list((path / sub).iterdir())) for sub in ("new", "cur"))
+
+
+@contextlib.contextmanager
+def raw(port: int) -> Iterator[socket.socket]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        yield sock
+
+
+def read_until(sock: socket.socket, ending: bytes, limit: int = 1 << 20) -> bytes:
+    data = b""
+    while not data.endswith(ending):
+        chunk = sock.recv(65536)
+        if not chunk or len(data) > limit:
+            break
+        data += chunk
+    return data
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+# -- real clients: poplib ----------------------------------------------------------
+
+
+def test_poplib_session_and_deletion_only_after_quit(adapter: str, store: MaildirStore) -> None:
+    with running_pop3_server(
+        adapter, store, expire="NEVER", login_delay="0", implementation="smtpcore"
+    ) as server:
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        welcome = client.getwelcome()
+        assert welcome.startswith(b"+OK pop.test") and b"@pop.test>" in welcome
+        capa = client.capa()
+        for tag in ("TOP", "USER", "RESP-CODES", "PIPELINING", "UIDL", "CAPA"):
+            assert tag in capa
+        assert capa["SASL"] == ["SCRAM-SHA-256", "CRAM-MD5"]  # PLAIN only under TLS
+        assert capa["EXPIRE"] == ["NEVER"] and capa["LOGIN-DELAY"] == ["0"]
+        assert capa["IMPLEMENTATION"] == ["smtpcore"]
+        assert "STLS" not in capa
+        client.user("alice")
+        client.pass_("wonderland")
+        sizes = [len(crlf(m)) for m in MESSAGES]
+        assert client.stat() == (3, sum(sizes))
+        _, listing, _ = client.list()
+        assert listing == [b"%d %d" % (n, s) for n, s in enumerate(sizes, 1)]
+        _, uids, _ = client.uidl()
+        assert len({line.split()[1] for line in uids}) == 3
+        for number, message in enumerate(MESSAGES, 1):
+            _, lines, octets = client.retr(number)
+            assert b"\r\n".join(lines) + b"\r\n" == crlf(message)
+            assert octets == len(crlf(message))
+        assert client.top(1, 1)[1] == [b"Subject: one", b"", b".leading dot"]
+        client.dele(1)
+        assert client.stat() == (2, sum(sizes[1:]))
+        with pytest.raises(poplib.error_proto, match="already deleted"):
+            client.retr(1)
+        with pytest.raises(poplib.error_proto, match="No such message"):
+            client.retr(4)
+        client.rset()
+        client.noop()
+        client.dele(2)
+        assert maildir_count(store) == 3
+        assert b"signing off" in client.quit()
+    assert maildir_count(store) == 2
+
+
+def test_poplib_apop_and_wrong_passwords(adapter: str, store: MaildirStore) -> None:
+    with running_pop3_server(adapter, store, max_auth_failures=2) as server:
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+            client.apop("alice", "not it")
+        client.apop("alice", "wonderland")
+        assert client.stat()[0] == 3
+        client.quit()
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("alice")
+        with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+            client.pass_("nope")
+        client.user("nobody")
+        with pytest.raises(poplib.error_proto, match="too many"):
+            client.pass_("nope")
+        with pytest.raises((poplib.error_proto, OSError)):
+            client.noop()
+
+
+def test_poplib_stls_and_login_refused_before_tls(
+    adapter: str, store: MaildirStore, tls: TLSFiles
+) -> None:
+    with running_pop3_server(
+        adapter, store, ssl_context=tls.server_context, require_tls=True
+    ) as server:
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        capa = client.capa()
+        assert "STLS" in capa and "USER" not in capa and "SASL" not in capa
+        with pytest.raises(poplib.error_proto, match="TLS"):
+            client.user("alice")
+        client.stls(tls.client_context)
+        capa = client.capa()
+        assert "STLS" not in capa and "PLAIN" in capa["SASL"]
+        client.user("alice")
+        client.pass_("wonderland")
+        assert client.retr(2)[1] == [b"Subject: two", b"", b"unix line ends"]
+        client.quit()
+
+
+def test_poplib_implicit_tls(adapter: str, store: MaildirStore, tls: TLSFiles) -> None:
+    with running_pop3_server(
+        adapter, store, ssl_context=tls.server_context, tls_on_connect=True
+    ) as server:
+        client = poplib.POP3_SSL("127.0.0.1", server.port, context=tls.client_context)
+        assert "STLS" not in client.capa()
+        client.user("alice")
+        client.pass_("wonderland")
+        assert client.stat()[0] == 3
+        client.quit()
+
+
+# -- the server's rules ------------------------------------------------------------------
+
+
+def test_a_dropped_connection_deletes_nothing_and_frees_the_lock(
+    adapter: str, store: MaildirStore
+) -> None:
+    with running_pop3_server(adapter, store) as server:
+        first = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        first.user("alice")
+        first.pass_("wonderland")
+        first.dele(1)
+        second = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        second.user("alice")
+        with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
+            second.pass_("wonderland")
+        first.sock.close()
+        first.file.close()
+        server.wait_for_sessions(1)
+        second.user("alice")
+        second.pass_("wonderland")
+        assert second.stat()[0] == 3
+        second.quit()
+    assert maildir_count(store) == 3
+
+
+def test_pipelined_commands_are_answered_in_order(adapter: str, store: MaildirStore) -> None:
+    with running_pop3_server(adapter, store) as server, raw(server.port) as sock:
+        read_until(sock, b"\r\n")
+        sock.sendall(b"USER alice\r\nPASS wonderland\r\nSTAT\r\nDELE 1\r\nNOOP\r\nLIST 9\r\n")
+        answers = read_until(sock, b"No such message: 9\r\n")
+        lines = answers.split(b"\r\n")
+        assert [line[:3] for line in lines[:6]] == [b"+OK"] * 5 + [b"-ER"]
+        assert lines[2].startswith(b"+OK 3 ")
+
+
+def test_autologout_closes_silently_without_update(adapter: str, store: MaildirStore) -> None:
+    timeouts = POP3Timeouts(autologout=0.3)
+    with (
+        running_pop3_server(adapter, store, timeouts=timeouts) as server,
+        raw(server.port) as sock,
+    ):
+        read_until(sock, b"\r\n")
+        sock.sendall(b"USER alice\r\nPASS wonderland\r\nDELE 1\r\n")
+        assert read_until(sock, b"deleted\r\n").endswith(b"deleted\r\n")
+        assert sock.recv(100) == b""  # closed with no response (RFC 1939 §3)
+        server.wait_for_sessions(0)
+    assert maildir_count(store) == 3
+
+
+def test_session_limit_and_graceful_shutdown(adapter: str, store: MaildirStore) -> None:
+    with (
+        running_pop3_server(adapter, store, max_sessions=1) as server,
+        raw(server.port) as first,
+    ):
+        assert read_until(first, b"\r\n").startswith(b"+OK")
+        server.wait_for_sessions(1)
+        with raw(server.port) as second:
+            assert read_until(second, b"\r\n").startswith(b"-ERR [SYS/TEMP]")
+        first.sendall(b"USER alice\r\nPASS wonderland\r\nDELE 1\r\n")
+        read_until(first, b"deleted\r\n")
+        server.call(server.server.aclose)
+        assert read_until(first, b"\r\n") == b"-ERR [SYS/TEMP] Server shutting down\r\n"
+        assert first.recv(100) == b""
+    assert maildir_count(store) == 3
+
+
+def test_a_peer_that_vanishes_mid_message_leaks_nothing(adapter: str, tmp_path: Path) -> None:
+    write_maildir(tmp_path / "alice", [BIG])
+    store = MaildirStore(tmp_path, PASSWORDS)
+    with running_pop3_server(adapter, store) as server:
+        with raw(server.port) as sock:  # a first session, so lazy imports are done
+            read_until(sock, b"\r\n")
+        server.wait_for_sessions(0)
+        before = open_fd_count()
+        for _ in range(3):
+            with raw(server.port) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                read_until(sock, b"\r\n")
+                sock.sendall(b"USER alice\r\nPASS wonderland\r\nRETR 1\r\n")
+                sock.recv(4096)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            server.wait_for_sessions(0)
+        wait_until(lambda: open_fd_count() <= before)
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("alice")
+        client.pass_("wonderland")  # the lock was released
+        client.quit()
+
+
+# -- our client -----------------------------------------------------------------------
+
+
+def test_our_client_fetches_streams_and_deletes(adapter: str, tmp_path: Path) -> None:
+    write_maildir(tmp_path / "alice", [*MESSAGES, BIG])
+    store = MaildirStore(tmp_path, PASSWORDS)
+
+    async def session(port: int) -> None:
+        async with module(adapter).POP3Client("127.0.0.1", port) as client:
+            assert "PIPELINING" in client.capabilities
+            await client.login("alice", "wonderland")
+            listing = await client.list()
+            assert [m.number for m in listing] == [1, 2, 3, 4]
+            assert [m.size for m in listing] == [len(crlf(m)) for m in [*MESSAGES, BIG]]
+            assert all(m.uid for m in listing)
+            assert await client.stat() == (4, sum(m.size for m in listing))
+            chunks = [chunk async for chunk in client.retrieve_chunks(4)]
+            assert len(chunks) > 2 and b"".join(chunks) == BIG
+            async for chunk in client.retrieve_chunks(4):
+                assert chunk
+                break  # the rest is drained before the next command
+            assert await client.retrieve(2) == crlf(MESSAGES[1])
+            fetched = [item async for item in client.retrieve_many([1, 2, 3])]
+            assert fetched == [(n, crlf(m)) for n, m in enumerate(MESSAGES, 1)]
+            assert await client.top(3, 0) == b"Subject: three\r\nX-Long: yes\r\n\r\n"
+            assert await client.uid(1) == listing[0].uid
+            await client.delete(1)
+            await client.noop()
+            with pytest.raises(module(adapter).POP3ResponseError) as info:
+                await client.retrieve(1)
+            assert "already deleted" in str(info.value)
+            await client.delete(4)
+
+    with running_pop3_server(adapter, store) as server:
+        run(adapter, lambda: session(server.port))
+    assert maildir_count(store) == 2
+
+
+def test_our_client_logins_and_typed_errors(
+    adapter: str, store: MaildirStore, tls: TLSFiles
+) -> None:
+    mod = module(adapter)
+
+    async def session(port: int) -> None:
+        client = mod.POP3Client("127.0.0.1", port, ssl_context=tls.client_context)
+        async with client:
+            assert client.tls  # STLS was offered, so it was used
+            with pytest.raises(mod.POP3AuthenticationError) as info:
+                await client.login("alice", "wrong")
+            assert info.value.code == "AUTH"
+            await client.authenticate(ScramSHA256Client("alice", "wonderland"))
+            assert (await client.stat())[0] == 3
+            other = mod.POP3Client("127.0.0.1", port, ssl_context=tls.client_context)
+            async with other:
+                with pytest.raises(mod.POP3ResponseError) as in_use:
+                    await other.authenticate(PlainClient("alice", "wonderland"))
+                assert in_use.value.code == "IN-USE"
+                await other.authenticate(CramMD5Client("bob", "builder"))
+        async with mod.POP3Client("127.0.0.1", port, stls=False) as plain:
+            assert not plain.tls
+            await plain.login("alice", "wonderland", apop=True)
+        with pytest.raises(mod.POP3ConnectionError, match="TLS handshake failed"):
+            async with mod.POP3Client("127.0.0.1", port):  # the test CA is not trusted
+                pass
+
+    with running_pop3_server(adapter, store, ssl_context=tls.server_context) as server:
+        run(adapter, lambda: session(server.port))
+
+
+def test_our_client_requires_what_it_is_told_to(adapter: str, store: MaildirStore) -> None:
+    mod = module(adapter)
+
+    async def session(port: int) -> None:
+        with pytest.raises(mod.POP3TLSNotAvailable):
+            async with mod.POP3Client("127.0.0.1", port, stls=True):
+                pass
+        with pytest.raises(mod.POP3ConnectionError):
+            async with mod.POP3Client("127.0.0.1", 1):
+                pass
+        timeouts = POP3Timeouts.uniform(0.3)
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen()
+            with pytest.raises(mod.POP3Timeout):
+                async with mod.POP3Client("127.0.0.1", silent.getsockname()[1], timeouts=timeouts):
+                    pass
+
+    with running_pop3_server(adapter, store) as server:
+        run(adapter, lambda: session(server.port))
