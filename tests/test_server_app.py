@@ -17,7 +17,7 @@ import pytest
 
 from smtpcore.asyncio import SMTPClient
 from smtpcore.routing import StaticResolver
-from smtpcore.server import MailServer, ServerConfig
+from smtpcore.server import ConfigError, MailServer, ServerConfig
 from smtpcore.server.app import MAX_HOPS
 from smtpcore.server.maildir import Maildir
 from smtpcore.server.queue import Queue
@@ -305,3 +305,16 @@ def test_bdat_chunks_are_delivered(tmp_path: Path) -> None:
     assert first.startswith(b"250") and last.startswith(b"250 2.0.0 Ok: queued as ")
     (stored,) = _messages(config, "b@pqr.example")
     assert stored.endswith(b"\nSubject: bdat\n\nfirst\n.second\n")
+
+
+def test_one_server_per_data_directory(tmp_path: Path) -> None:
+    config = _config(tmp_path, "pqr.example", {}, submission_port=0)
+
+    async def main() -> None:
+        async with MailServer(config, sockets={"smtp": _listening()}):
+            with pytest.raises(ConfigError, match="in use by another smtpcore server"):
+                await MailServer(config, sockets={"smtp": _listening()}).start()
+        async with MailServer(config, sockets={"smtp": _listening()}):
+            pass  # free again once the first one stopped
+
+    _run(main)

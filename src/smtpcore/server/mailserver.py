@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hmac
+import os
 import socket
 import ssl
 from collections.abc import Callable, Mapping
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from smtpcore.address import AddressError, parse_mailbox
-from smtpcore.asyncio import SMTPServer
+from smtpcore.asyncio import POP3Server, SMTPServer
 from smtpcore.handler import Authenticator, Handler
 from smtpcore.routing import Resolver, Router
 from smtpcore.sasl import ScramCredentials, derive_scram_credentials
@@ -28,6 +30,7 @@ from smtpcore.server.config import ConfigError, ServerConfig, mailbox_key
 from smtpcore.server.delivery import ClientFactory, DeliveryWorker
 from smtpcore.server.log import logger
 from smtpcore.server.mailboxes import LocalMailboxes
+from smtpcore.server.pop3 import POP3Store
 from smtpcore.server.queue import Queue
 from smtpcore.server.resolvers import make_resolver
 
@@ -137,8 +140,9 @@ class MailServer:
         )
         self.credentials = _Credentials(config.users)
         self.listeners: list[Listener] = []
-        self._servers: list[SMTPServer] = []
+        self._servers: list[SMTPServer | POP3Server] = []
         self._worker_task: asyncio.Task[None] | None = None
+        self._lock_fd: int | None = None
 
     # -- routers ----------------------------------------------------------------
 
@@ -212,8 +216,22 @@ class MailServer:
 
     def _prepare_storage(self) -> list[Any]:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_data_dir()
         self.mailboxes.create_all()
         return self.queue.open()
+
+    def _lock_data_dir(self) -> None:
+        """One server per data directory: two would deliver each other's queue twice."""
+        path = self.config.data_dir / "smtpcore.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError(
+                f"--data-dir: {self.config.data_dir} is in use by another smtpcore server"
+            ) from None
+        self._lock_fd = fd
 
     def _smtp_handler(self, name: str) -> tuple[Handler, dict[str, Any]]:
         config = self.config
@@ -250,7 +268,19 @@ class MailServer:
         self.listeners.append(Listener(name, host, bound))
 
     async def _listen_pop3(self, name: str, port: int) -> None:
-        logger.warning("%s: no POP3 server in this build yet; listener %d not opened", name, port)
+        server = POP3Server(
+            POP3Store(self.config, self.authenticator(), name),
+            self.config.host,
+            port,
+            sock=self.sockets.get(name),
+            hostname=self.config.hostname,
+            ssl_context=self.tls_context,
+            tls_on_connect=name == "pop3s",
+        )
+        await server.start()
+        self._servers.append(server)
+        host, bound = server.addresses[0]
+        self.listeners.append(Listener(name, host, bound))
 
     async def aclose(self, grace: float = 10.0) -> None:
         """Stop listening, let sessions and deliveries finish within ``grace``, stop."""
@@ -262,6 +292,9 @@ class MailServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.worker.aclose(grace)
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
 
     async def __aenter__(self) -> MailServer:
         await self.start()

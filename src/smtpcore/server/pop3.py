@@ -1,0 +1,126 @@
+"""The POP3 side of the reference server: the users' Maildirs as maildrops.
+
+:class:`~smtpcore.maildrop.MaildirStore` does the POP3 work; this store adds
+what the reference server promises: the login is the full address, in any
+case (as for SMTP AUTH), and each session that opened a maildrop leaves one
+line in the mail log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Mapping, Sequence
+
+from smtpcore.address import AddressError, parse_mailbox
+from smtpcore.handler import Authenticator
+from smtpcore.maildrop import (
+    Maildir,
+    MaildirStore,
+    Maildrop,
+    MaildropError,
+    MechanismFactory,
+    MessageInfo,
+    POP3Session,
+)
+from smtpcore.server.config import ServerConfig, mailbox_key
+from smtpcore.server.log import logger, peer_text
+
+__all__ = ["POP3Store"]
+
+_PLAINTEXT_SECRETS = frozenset({"PLAIN", "LOGIN"})
+
+
+class _LoggedMaildir(Maildir):
+    """A maildrop that logs its session when it closes."""
+
+    def __init__(self, store: POP3Store, session: POP3Session, key: str, **options: object):
+        super().__init__(store.root / key, **options)  # type: ignore[arg-type]  # size_cache
+        self._session = session
+        self._key = key
+        self._listener = store.listener
+        self._start = time.monotonic()
+        self._deleted = 0
+        self._retrieved = 0
+        self._quit = False
+        self._count = 0
+
+    async def messages(self) -> Sequence[MessageInfo]:
+        listing = await super().messages()
+        self._count = len(listing)
+        return listing
+
+    async def update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
+        self._quit = True
+        self._deleted, self._retrieved = len(deleted), len(retrieved)
+        await super().update(deleted, retrieved)
+
+    async def close(self) -> None:
+        await super().close()
+        session = self._session
+        logger.info(
+            "%s: disconnect from %s user=%s method=%s tls=%s messages=%d retrieved=%d "
+            "deleted=%d%s duration=%.2fs",
+            self._listener,
+            peer_text(session.peer),
+            self._key,
+            session.mechanism or "-",
+            session.tls.version if session.tls is not None else "no",
+            self._count,
+            self._retrieved,
+            self._deleted,
+            "" if self._quit else " (no QUIT: nothing deleted)",
+            time.monotonic() - self._start,
+        )
+
+
+class POP3Store(MaildirStore):
+    """Each local user's Maildir under ``data_dir/mailboxes/``, logged in by address."""
+
+    def __init__(
+        self, config: ServerConfig, authenticator: Authenticator, listener: str = "pop3"
+    ) -> None:
+        super().__init__(config.mailboxes_dir, config.users, plaintext_sasl=not config.tls)
+        self.config = config
+        self.authenticator = authenticator
+        self.listener = listener
+
+    def _key(self, user: str) -> str:
+        """The mailbox key for a login name; an unknown or malformed name gives one that
+        matches no user, so that it fails like a wrong password."""
+        try:
+            key = mailbox_key(parse_mailbox(user))
+        except (AddressError, ValueError):
+            return ""
+        return key if key in self.config.users else ""
+
+    async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
+        return await super().check_password(session, self._key(user), password)
+
+    async def apop_secret(self, session: POP3Session, user: str) -> str | None:
+        return await super().apop_secret(session, self._key(user))
+
+    def sasl_mechanisms(self, session: POP3Session) -> Mapping[str, MechanismFactory]:
+        """The same mechanisms as SMTP AUTH; PLAIN and LOGIN only under TLS when the server
+        has TLS (RFC 2595 §6 asks that passwords not cross in the clear)."""
+        mechanisms = self.authenticator.server_mechanisms(session.hostname)
+        if session.tls is None and self.config.tls:
+            return {k: v for k, v in mechanisms.items() if k not in _PLAINTEXT_SECRETS}
+        return mechanisms
+
+    async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
+        key = self._key(user)
+        if not key:
+            raise MaildropError("No such maildrop", "SYS/PERM")
+        maildrop = _LoggedMaildir(self, session, key, size_cache=self.size_cache)
+        try:
+            for sub in ("tmp", "new", "cur"):
+                (maildrop.path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MaildropError(f"Cannot open the maildrop: {exc.strerror}") from exc
+        maildrop.lock()
+        try:
+            await maildrop.messages()
+        except BaseException:
+            await maildrop.close()
+            raise
+        return maildrop
