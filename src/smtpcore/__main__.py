@@ -1,35 +1,16 @@
-"""``python -m smtpcore``: the command line.
+"""``python -m smtpcore``: ``serve``, ``send``, ``fetch`` and ``demo``.
 
-``demo`` plays a scripted session through the SMTP server machine and prints
-the transcript.
+The commands live in :mod:`smtpcore.server.cli`; ``demo --scripted`` plays a
+scripted session through the SMTP server machine alone.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Sequence
 
-from smtpcore._scripted import play_scripted_session
+from smtpcore.server.cli import main
 
 __all__ = ["main"]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smtpcore", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="play an SMTP session through the server machine")
-    demo.add_argument(
-        "--scripted",
-        action="store_true",
-        help="play the scripted session through the machine alone (no sockets)",
-    )
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        return 0 if play_scripted_session() else 1
-    parser.error(f"unknown command {args.command}")
-    return 2
-
 
 if __name__ == "__main__":
     sys.exit(main())

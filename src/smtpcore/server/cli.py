@@ -1,0 +1,371 @@
+"""``python -m smtpcore``: ``serve``, ``send``, ``fetch`` and ``demo``.
+
+``serve`` runs the reference mail server; ``send`` submits a message over
+SMTP (to a server, or straight to the recipients' exchangers); ``fetch``
+retrieves a mailbox over POP3; ``demo`` plays the whole story on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from smtpcore._version import __version__
+from smtpcore.server.config import (
+    DEFAULT_MAX_QUEUE_AGE,
+    ConfigError,
+    ServerConfig,
+    parse_duration,
+    parse_host_port,
+    parse_size,
+    parse_user,
+    read_users_file,
+)
+
+__all__ = ["build_parser", "main"]
+
+T = TypeVar("T")
+
+
+def _arg(convert: Callable[[str], T], what: str) -> Callable[[str], T]:
+    """An argparse type whose errors read well."""
+
+    def parse(text: str) -> T:
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc) or f"bad {what}: {text!r}") from None
+
+    parse.__name__ = what
+    return parse
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port < 65536:
+        raise ValueError(f"{port} is not a port")
+    return port
+
+
+def _add_serve(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the mail server",
+        description="Run the reference mail server: SMTP in, submission, relay, POP3 out.",
+    )
+    ports = serve.add_argument_group("listeners (port 0 turns one off)")
+    for name, default, what in (
+        ("smtp", 2525, "inbound mail for the local domains (no AUTH, never relays)"),
+        ("submission", 2587, "mail from local users (AUTH required), any recipient"),
+        ("pop3", 2110, "POP3 for the local mailboxes"),
+        ("lmtp", 0, "LMTP final delivery into the local mailboxes"),
+        ("smtps", 0, "submission over implicit TLS (RFC 8314); needs --tls-cert"),
+        ("pop3s", 0, "POP3 over implicit TLS; needs --tls-cert"),
+    ):
+        ports.add_argument(
+            f"--{name}-port",
+            type=_arg(_port, "port"),
+            default=default,
+            metavar="PORT",
+            help=f"{what} (default {default or 'off'})",
+        )
+    ports.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    mail = serve.add_argument_group("domains and mailboxes")
+    mail.add_argument(
+        "--domain",
+        action="append",
+        metavar="NAME",
+        help="a local domain (repeatable; default localhost)",
+    )
+    mail.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        metavar="ADDRESS:PASSWORD",
+        help="a local mailbox and its password (repeatable); the login is the address",
+    )
+    mail.add_argument(
+        "--users-file",
+        type=Path,
+        metavar="FILE",
+        help="more users, one ADDRESS:PASSWORD a line, # comments",
+    )
+    mail.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("smtpcore-data"),
+        metavar="DIR",
+        help="mailboxes (Maildirs in DIR/mailboxes/ADDRESS/) and queue (default ./smtpcore-data)",
+    )
+    mail.add_argument(
+        "--hostname",
+        help="this server's name in greetings, Received lines and bounces (default: the FQDN)",
+    )
+    tls = serve.add_argument_group("TLS")
+    tls.add_argument("--tls-cert", type=Path, metavar="FILE", help="certificate chain (PEM)")
+    tls.add_argument("--tls-key", type=Path, metavar="FILE", help="private key (PEM)")
+    limits = serve.add_argument_group("limits")
+    limits.add_argument(
+        "--max-message-size",
+        type=_arg(parse_size, "size"),
+        default=10_240_000,
+        metavar="SIZE",
+        help="largest message accepted, in octets or like 10M (default 10240000)",
+    )
+    limits.add_argument(
+        "--max-recipients",
+        type=_arg(int, "number"),
+        default=100,
+        metavar="N",
+        help="recipients per message (default 100)",
+    )
+    relay = serve.add_argument_group("relaying")
+    relay.add_argument(
+        "--resolver",
+        default="system",
+        metavar="system|static:FILE|dns:HOST:PORT",
+        help="where MX and address lookups go (default system)",
+    )
+    relay.add_argument(
+        "--remote-port",
+        type=_arg(_port, "port"),
+        default=25,
+        metavar="PORT",
+        help="port relayed mail goes to on every exchanger (default 25)",
+    )
+    relay.add_argument(
+        "--relay-host",
+        type=_arg(parse_host_port, "HOST:PORT"),
+        metavar="HOST:PORT",
+        help="send all remote mail through this smart host instead of MX lookups",
+    )
+    relay.add_argument(
+        "--retry-after",
+        type=_arg(parse_duration, "duration"),
+        default=300.0,
+        metavar="SECONDS",
+        help="first retry of a temporary failure, doubling after (default 300)",
+    )
+    relay.add_argument(
+        "--max-queue-age",
+        type=_arg(parse_duration, "duration"),
+        default=DEFAULT_MAX_QUEUE_AGE,
+        metavar="DURATION",
+        help="bounce what is still undelivered after this long (default 5d)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="what goes to the log on stderr (default info)",
+    )
+
+
+def _add_send(commands: Any) -> None:
+    send = commands.add_parser(
+        "send",
+        help="submit a message over SMTP",
+        description="Submit a message to a server, or straight to the recipients' exchangers.",
+    )
+    send.add_argument("--server", type=_arg(parse_host_port, "HOST:PORT"), metavar="HOST:PORT")
+    send.add_argument("--from", dest="sender", required=True, metavar="ADDR")
+    send.add_argument("--to", dest="recipients", action="append", required=True, metavar="ADDR")
+    security = send.add_mutually_exclusive_group()
+    security.add_argument("--starttls", action="store_true", help="require STARTTLS")
+    security.add_argument("--tls", action="store_true", help="implicit TLS (port 465 style)")
+    send.add_argument("--user", metavar="NAME", help="log in with AUTH as NAME")
+    send.add_argument("--password", metavar="PW")
+    send.add_argument(
+        "--cafile", type=Path, metavar="FILE", help="trust this CA for the server's certificate"
+    )
+    send.add_argument(
+        "--insecure", action="store_true", help="do not check the server's certificate"
+    )
+    send.add_argument("--subject", default="smtpcore test message")
+    send.add_argument("--body", default="This is a test message sent by smtpcore.\n")
+    send.add_argument("--helo", metavar="NAME", help="the name to give in EHLO")
+    send.add_argument(
+        "--resolver",
+        default="system",
+        metavar="system|static:FILE|dns:HOST:PORT",
+        help="for MX lookups without --server (default system)",
+    )
+    send.add_argument(
+        "--remote-port",
+        type=_arg(_port, "port"),
+        default=25,
+        metavar="PORT",
+        help="port of the exchangers without --server (default 25)",
+    )
+    send.add_argument(
+        "message",
+        nargs="?",
+        metavar="FILE|-",
+        help="the message (RFC 5322); - reads stdin; none sends a test message",
+    )
+
+
+def _add_fetch(commands: Any) -> None:
+    fetch = commands.add_parser(
+        "fetch",
+        help="retrieve a mailbox over POP3",
+        description="Retrieve every message over POP3 and print a line about each.",
+    )
+    fetch.add_argument(
+        "--server", type=_arg(parse_host_port, "HOST:PORT"), required=True, metavar="HOST:PORT"
+    )
+    fetch.add_argument("--user", required=True, metavar="NAME")
+    fetch.add_argument("--password", required=True, metavar="PW")
+    security = fetch.add_mutually_exclusive_group()
+    security.add_argument("--stls", action="store_true", help="require STLS (RFC 2595)")
+    security.add_argument("--tls", action="store_true", help="implicit TLS (port 995 style)")
+    fetch.add_argument("--cafile", type=Path, metavar="FILE")
+    fetch.add_argument("--insecure", action="store_true")
+    fetch.add_argument("--delete", action="store_true", help="delete what was retrieved")
+    fetch.add_argument(
+        "--to-maildir", type=Path, metavar="DIR", help="store the messages in this Maildir"
+    )
+
+
+def _add_demo(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="play the whole story on loopback: submit, relay, deliver, fetch",
+        description=(
+            "john@abc.example writes to brendon@pqr.example: two servers on loopback, "
+            "a relay by MX lookup, delivery into a Maildir, and a POP3 fetch."
+        ),
+    )
+    demo.add_argument(
+        "--keep", type=Path, metavar="DIR", help="keep both servers' data in DIR (made anew)"
+    )
+    demo.add_argument(
+        "--scripted",
+        action="store_true",
+        help="play a scripted session through the SMTP machine alone (no sockets)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m smtpcore",
+        description="smtpcore's reference mail server and tools.",
+    )
+    parser.add_argument("--version", action="version", version=f"smtpcore {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(commands)
+    _add_send(commands)
+    _add_fetch(commands)
+    _add_demo(commands)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """The :class:`ServerConfig` that ``serve``'s options describe."""
+    users: dict[str, str] = {}
+    if args.users_file is not None:
+        users.update(read_users_file(args.users_file))
+    for text in args.user:
+        key, password = parse_user(text)
+        users[key] = password
+    options: dict[str, Any] = {}
+    if args.hostname:
+        options["hostname"] = args.hostname
+    return ServerConfig(
+        domains=tuple(args.domain or ("localhost",)),
+        users=users,
+        data_dir=args.data_dir,
+        host=args.host,
+        smtp_port=args.smtp_port,
+        submission_port=args.submission_port,
+        pop3_port=args.pop3_port,
+        lmtp_port=args.lmtp_port,
+        smtps_port=args.smtps_port,
+        pop3s_port=args.pop3s_port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        max_message_size=args.max_message_size,
+        max_recipients=args.max_recipients,
+        resolver=args.resolver,
+        remote_port=args.remote_port,
+        relay_host=args.relay_host,
+        retry_after=args.retry_after,
+        max_queue_age=args.max_queue_age,
+        **options,
+    )
+
+
+async def _serve(config: ServerConfig) -> int:
+    from smtpcore.server.mailserver import MailServer
+
+    log = logging.getLogger("smtpcore.mail")
+    server = MailServer(config)
+    try:
+        listeners = await server.start()
+    except OSError as exc:
+        print(f"smtpcore serve: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    for listener in listeners:
+        print(listener, flush=True)
+    if not config.tls and config.host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("no TLS: passwords cross the network in the clear (give --tls-cert)")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Windows
+            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        await server.aclose()
+        log.info("stopped")
+    return 0
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    config = config_from_args(args)
+    return asyncio.run(_serve(config))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _run_serve(args)
+        if args.command == "send":
+            from smtpcore.server.tools import run_send
+
+            return run_send(args)
+        if args.command == "fetch":
+            from smtpcore.server.tools import run_fetch
+
+            return run_fetch(args)
+        if args.scripted:
+            from smtpcore._scripted import play_scripted_session
+
+            return 0 if play_scripted_session() else 1
+        from smtpcore.server.demo import run_demo
+
+        return run_demo(args.keep)
+    except ConfigError as exc:
+        print(f"smtpcore {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

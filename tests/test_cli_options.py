@@ -1,0 +1,58 @@
+"""The command line: ``python -m smtpcore`` options as the issue lists them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from smtpcore.server.cli import build_parser, config_from_args
+
+
+def test_serve_options_as_the_issue_lists_them(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    users.write_text("mary@pqr.example:two\n")
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--domain",
+            "pqr.example",
+            "--domain",
+            "abc.example",
+            "--user",
+            "brendon@pqr.example:pw",
+            "--users-file",
+            str(users),
+            "--data-dir",
+            str(tmp_path),
+            "--smtp-port",
+            "0",
+            "--lmtp-port",
+            "2424",
+            "--max-message-size",
+            "1M",
+            "--max-recipients",
+            "5",
+            "--resolver",
+            "dns:127.0.0.1:5353",
+            "--remote-port",
+            "2525",
+            "--relay-host",
+            "[smart.example]:587",
+            "--retry-after",
+            "1",
+            "--max-queue-age",
+            "2h",
+        ]
+    )
+    config = config_from_args(args)
+    assert config.domains == ("pqr.example", "abc.example")
+    assert dict(config.users) == {"brendon@pqr.example": "pw", "mary@pqr.example": "two"}
+    assert [name for name, _ in config.listeners()] == ["submission", "lmtp", "pop3"]
+    assert config.max_message_size == 1 << 20 and config.max_recipients == 5
+    assert config.relay_host == ("[smart.example]", 587)
+    assert (config.retry_after, config.max_queue_age, config.remote_port) == (1.0, 7200.0, 2525)
+    defaults = config_from_args(build_parser().parse_args(["serve"]))
+    assert defaults.domains == ("localhost",) and defaults.host == "127.0.0.1"
+    assert (defaults.smtp_port, defaults.submission_port, defaults.pop3_port) == (2525, 2587, 2110)
+    assert (defaults.lmtp_port, defaults.smtps_port, defaults.pop3s_port) == (0, 0, 0)
+    assert defaults.data_dir == Path("smtpcore-data") and defaults.remote_port == 25
+    assert defaults.retry_after == 300 and defaults.max_queue_age == 5 * 86400

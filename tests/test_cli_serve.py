@@ -1,0 +1,298 @@
+"""``python -m smtpcore serve`` end to end, in subprocesses, with the standard library's
+clients: submission with AUTH, relay between two servers, POP3, restarts, retries, bounces."""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import email.policy
+import os
+import poplib
+import signal
+import smtplib
+import ssl
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from peers import RunningProcess, free_port, make_tls_files, run_process
+from smtpcore.server.maildir import Maildir
+from test_server_delivery import ScriptedSMTP
+
+LOOPBACK = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Served:
+    """A running ``serve`` process and the ports it listens on."""
+
+    process: RunningProcess
+    ports: dict[str, int]
+    data_dir: Path
+    saved_log: str | None = None
+
+    def mailbox(self, address: str) -> list[bytes]:
+        return [p.read_bytes() for p in Maildir(self.data_dir / "mailboxes" / address).messages()]
+
+    def queued(self) -> int:
+        return len(list((self.data_dir / "queue" / "envelopes").iterdir()))
+
+    def log(self) -> str:
+        """What it wrote to stdout and stderr (kept once the process is gone)."""
+        return self.process.output() if self.saved_log is None else self.saved_log
+
+    def stop(self) -> int:
+        """SIGTERM, as an init system stops it; the exit status."""
+        self.process.popen.send_signal(signal.SIGTERM)
+        return self.process.popen.wait(10)
+
+
+def _until(check: Callable[[], bool], what: str, served: Served, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; log:\n{served.log()}")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def serve(
+    data_dir: Path,
+    domain: str,
+    users: list[str],
+    *,
+    listeners: tuple[str, ...] = ("smtp", "submission", "pop3"),
+    ports: dict[str, int] | None = None,
+    extra: tuple[str, ...] = (),
+) -> Iterator[Served]:
+    ports = dict(ports or {})
+    for name in listeners:
+        ports.setdefault(name, free_port())
+    argv = [sys.executable, "-m", "smtpcore", "serve", "--data-dir", str(data_dir)]
+    argv += ["--domain", domain, "--hostname", f"mx.{domain}", "--retry-after", "0.3"]
+    for user in users:
+        argv += ["--user", user]
+    for name in ("smtp", "submission", "pop3", "lmtp", "smtps", "pop3s"):
+        argv += [f"--{name}-port", str(ports.get(name, 0))]
+    argv += list(extra)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    with run_process(argv, env=env) as process:
+        served = Served(process, ports, data_dir)
+        expected = [f"{name} listening on {LOOPBACK}:{ports[name]}" for name in ports]
+        _until(
+            lambda: (
+                all(line in process.output() for line in expected)
+                or process.popen.poll() is not None
+            ),
+            "the listeners",
+            served,
+        )
+        assert process.popen.poll() is None, process.output()
+        try:
+            yield served
+        finally:
+            served.saved_log = process.output()
+
+
+ZONE = (
+    "abc.example MX 10 mx.abc.example\nmx.abc.example A 127.0.0.1\n"
+    "pqr.example MX 10 mx.pqr.example\nmx.pqr.example A 127.0.0.1\n"
+)
+MESSAGE = (
+    b"From: john@abc.example\r\nTo: brendon@pqr.example\r\nSubject: through two servers\r\n"
+    b"\r\n.a dot first\r\nbye\r\n"
+)
+
+
+@pytest.fixture
+def zone(tmp_path: Path) -> Path:
+    path = tmp_path / "zone.txt"
+    path.write_text(ZONE)
+    return path
+
+
+def _submit(port: int, message: bytes = MESSAGE, rcpts: tuple[str, ...] = ()) -> None:
+    with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+        smtp.login("john@abc.example", "john-pw")
+        refused = smtp.sendmail(
+            "john@abc.example", list(rcpts or ("brendon@pqr.example",)), message
+        )
+        assert refused == {}
+
+
+def _pop3(port: int, user: str, password: str) -> list[bytes]:
+    client = poplib.POP3(LOOPBACK, port, timeout=10)
+    try:
+        client.user(user)
+        client.pass_(password)
+        count, _ = client.stat()
+        messages = [b"\r\n".join(client.retr(i + 1)[1]) + b"\r\n" for i in range(count)]
+        for i in range(count):
+            client.dele(i + 1)
+    finally:
+        client.quit()
+    return messages
+
+
+def test_two_servers_relay_and_poplib_fetches(tmp_path: Path, zone: Path) -> None:
+    with serve(tmp_path / "pqr", "pqr.example", ["brendon@pqr.example:brendon-pw"]) as pqr:
+        resolver = ("--resolver", f"static:{zone}", "--remote-port", str(pqr.ports["smtp"]))
+        with serve(
+            tmp_path / "abc", "abc.example", ["john@abc.example:john-pw"], extra=resolver
+        ) as abc:
+            with smtplib.SMTP(LOOPBACK, abc.ports["submission"], timeout=10) as smtp:
+                smtp.ehlo()
+                assert smtp.mail("john@abc.example")[0] == 530  # AUTH first
+                smtp.rset()
+                with pytest.raises(smtplib.SMTPAuthenticationError):
+                    smtp.login("john@abc.example", "wrong")
+            _submit(abc.ports["submission"])
+            _until(lambda: bool(pqr.mailbox("brendon@pqr.example")), "the relay", pqr)
+            _until(lambda: abc.queued() == 0, "the queue to empty", abc)
+            fetched = _pop3(pqr.ports["pop3"], "brendon@pqr.example", "brendon-pw")
+            assert abc.stop() == 0
+            assert "stopped" in abc.log()
+        assert pqr.stop() == 0
+    (message,) = fetched
+    parsed = email.message_from_bytes(message, policy=email.policy.default)
+    assert parsed["Return-Path"] == "<john@abc.example>"
+    assert len(parsed.get_all("Received") or []) == 2
+    assert message.endswith(MESSAGE)
+    assert "status=sent" in abc.log() and "relay=mx.pqr.example[127.0.0.1]" in abc.log()
+    assert "pop3: disconnect from [127.0.0.1]" in pqr.log() and "deleted=1" in pqr.log()
+    assert pqr.mailbox("brendon@pqr.example") == []
+
+
+def test_a_restart_in_the_middle_of_a_queued_relay_delivers_once(
+    tmp_path: Path, zone: Path
+) -> None:
+    pqr_ports = {"smtp": free_port()}
+    resolver = ("--resolver", f"static:{zone}", "--remote-port", str(pqr_ports["smtp"]))
+    users = ["john@abc.example:john-pw"]
+    with serve(
+        tmp_path / "abc", "abc.example", users, listeners=("submission",), extra=resolver
+    ) as abc:
+        _submit(abc.ports["submission"])
+        _until(lambda: "status=deferred" in abc.log(), "a deferral (pqr is down)", abc)
+        assert abc.stop() == 0
+    assert abc.queued() == 1
+    with (
+        serve(
+            tmp_path / "pqr",
+            "pqr.example",
+            ["brendon@pqr.example:pw"],
+            ports=pqr_ports,
+            listeners=("smtp",),
+        ) as pqr,
+        serve(
+            tmp_path / "abc", "abc.example", users, listeners=("submission",), extra=resolver
+        ) as again,
+    ):
+        assert "queue: 1 messages waiting from before" in again.log()
+        _until(lambda: again.queued() == 0, "the queue to empty", again)
+        time.sleep(1.0)  # more than three retry periods: nothing more may arrive
+        assert len(pqr.mailbox("brendon@pqr.example")) == 1
+        assert again.log().count("status=sent") == 1
+
+
+def test_4xx_then_250_is_retried(tmp_path: Path, zone: Path) -> None:
+    remote = ScriptedSMTP([b"451 4.3.0 busy, try later", b"250 2.0.0 ok"])
+    try:
+        resolver = ("--resolver", f"static:{zone}", "--remote-port", str(remote.port))
+        with serve(
+            tmp_path / "abc", "abc.example", ["john@abc.example:john-pw"], extra=resolver
+        ) as abc:
+            _submit(abc.ports["submission"])
+            _until(lambda: abc.queued() == 0 and len(remote.transactions) == 2, "retry", abc)
+            log = abc.log()
+    finally:
+        remote.close()
+    assert [t.reply[:3] for t in remote.transactions] == [b"451", b"250"]
+    assert remote.transactions[1].content.endswith(MESSAGE)
+    deferred = log.index("status=deferred (451 4.3.0 busy, try later)")
+    assert log.index("status=sent (250 2.0.0 ok)") > deferred
+    assert abc.mailbox("john@abc.example") == []  # no bounce
+
+
+def test_5xx_puts_a_bounce_in_the_senders_mailbox(tmp_path: Path, zone: Path) -> None:
+    remote = ScriptedSMTP([b"250 ok"], {"brendon@pqr.example": b"550 5.1.1 no such user here"})
+    try:
+        resolver = ("--resolver", f"static:{zone}", "--remote-port", str(remote.port))
+        with serve(
+            tmp_path / "abc", "abc.example", ["john@abc.example:john-pw"], extra=resolver
+        ) as abc:
+            _submit(abc.ports["submission"])
+            _until(lambda: bool(abc.mailbox("john@abc.example")), "the bounce", abc)
+            (bounce,) = _pop3(abc.ports["pop3"], "john@abc.example", "john-pw")
+    finally:
+        remote.close()
+    parsed = email.message_from_bytes(bounce, policy=email.policy.default)
+    assert parsed.get_content_type() == "multipart/report"
+    assert parsed["Return-Path"] == "<>"
+    assert b"Final-Recipient: rfc822; brendon@pqr.example\r\nAction: failed" in bounce
+    assert b"Status: 5.1.1" in bounce
+    assert b"Diagnostic-Code: smtp; 550 5.1.1 no such user here" in bounce
+
+
+def test_tls_everywhere(tmp_path: Path, zone: Path) -> None:
+    """STARTTLS on submission, implicit TLS on smtps and pop3s, opportunistic TLS on relay."""
+    tls = make_tls_files(tmp_path)
+    tls_options = ("--tls-cert", str(tls.cert_file), "--tls-key", str(tls.key_file))
+    listeners = ("smtp", "submission", "smtps", "pop3", "pop3s")
+    with serve(
+        tmp_path / "pqr",
+        "pqr.example",
+        ["brendon@pqr.example:pw"],
+        listeners=listeners,
+        extra=tls_options,
+    ) as pqr:
+        resolver = ("--resolver", f"static:{zone}", "--remote-port", str(pqr.ports["smtp"]))
+        with serve(
+            tmp_path / "abc",
+            "abc.example",
+            ["john@abc.example:john-pw"],
+            listeners=("submission", "smtps"),
+            extra=tls_options + resolver,
+        ) as abc:
+            context = tls.client_context
+            with smtplib.SMTP(LOOPBACK, abc.ports["submission"], timeout=10) as smtp:
+                smtp.ehlo()
+                # Before TLS only mechanisms that never show the password (RFC 4954 §4).
+                assert "PLAIN" not in smtp.esmtp_features.get("auth", "")
+                smtp.starttls(context=context)
+                smtp.login("john@abc.example", "john-pw")
+                smtp.sendmail("john@abc.example", ["brendon@pqr.example"], MESSAGE)
+            with smtplib.SMTP_SSL(LOOPBACK, abc.ports["smtps"], timeout=10, context=context) as s:
+                s.login("john@abc.example", "john-pw")
+                s.sendmail("john@abc.example", ["brendon@pqr.example"], MESSAGE)
+            _until(lambda: len(pqr.mailbox("brendon@pqr.example")) == 2, "two relays", pqr)
+            assert abc.log().count("tls=yes, dsn=2.0.0, status=sent") == 2
+        client = poplib.POP3_SSL(LOOPBACK, pqr.ports["pop3s"], timeout=10, context=context)
+        client.user("brendon@pqr.example")
+        client.pass_("pw")
+        assert client.stat()[0] == 2
+        client.quit()
+        plain = poplib.POP3(LOOPBACK, pqr.ports["pop3"], timeout=10)
+        plain.stls(context=context)
+        plain.user("brendon@pqr.example")
+        plain.pass_("pw")
+        plain.quit()
+    assert "with ESMTPSA" in pqr.mailbox("brendon@pqr.example")[0].decode()
+    assert ssl.OPENSSL_VERSION  # the handshake above used the system's OpenSSL
+
+
+def test_bad_configuration_exits_2(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "smtpcore", "serve", "--data-dir", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    import subprocess
+
+    result = subprocess.run(
+        [*argv, "--user", "x@elsewhere.example:pw"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "not a local domain (add --domain elsewhere.example)" in result.stderr

@@ -1,0 +1,116 @@
+"""``python -m smtpcore send`` and ``fetch`` against a running ``serve``."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+import smtpcore.__main__ as cli
+from peers import make_tls_files
+from smtpcore.server.maildir import Maildir
+from test_cli_serve import serve
+
+USERS = ["john@abc.example:john-pw", "mary@abc.example:mary-pw"]
+
+
+def test_send_then_fetch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with serve(tmp_path / "abc", "abc.example", USERS) as abc:
+        server = f"127.0.0.1:{abc.ports['submission']}"
+        login = ["--user", "john@abc.example", "--password", "john-pw"]
+        sent = cli.main(
+            [
+                *("send", "--server", server, "--from", "john@abc.example"),
+                *("--to", "mary@abc.example", "--subject", "Grüße", "--body", "first\n.second"),
+                *login,
+            ]
+        )
+        out = capsys.readouterr().out
+        assert sent == 0
+        assert out.startswith("<mary@abc.example>: accepted by 127.0.0.1:")
+        assert "250 2.0.0 Ok: queued as " in out
+        refused = cli.main(
+            [
+                *("send", "--server", server, "--from", "john@abc.example"),
+                *("--to", "mary@abc.example", "--to", "nobody@abc.example"),
+                *login,
+            ]
+        )
+        out = capsys.readouterr().out
+        assert refused == 1
+        assert "<nobody@abc.example>: refused by 127.0.0.1:" in out and "550 5.1.1" in out
+        assert "<mary@abc.example>: accepted" in out
+        unauthenticated = cli.main(
+            ["send", "--server", server, "--from", "john@abc.example", "--to", "mary@abc.example"]
+        )
+        assert unauthenticated == 1 and "530 5.7.0" in capsys.readouterr().out
+
+        pop3 = f"127.0.0.1:{abc.ports['pop3']}"
+        target = tmp_path / "fetched"
+        fetched = cli.main(
+            [
+                *("fetch", "--server", pop3, "--user", "Mary@abc.example"),
+                *("--password", "mary-pw", "--delete", "--to-maildir", str(target)),
+            ]
+        )
+        out = capsys.readouterr().out
+        assert fetched == 0
+        lines = out.splitlines()
+        assert lines[0].startswith("1: ") and "from john@abc.example" in lines[0]
+        assert "'Grüße'" in lines[0]
+        assert lines[-1].startswith("2 messages, ") and "deleted from the server" in lines[-1]
+        stored = [p.read_bytes() for p in Maildir(target).messages()]
+        assert len(stored) == 2 and b"\nfirst\n.second\n" in stored[0]
+        assert abc.mailbox("mary@abc.example") == []
+        wrong = cli.main(
+            ["fetch", "--server", pop3, "--user", "mary@abc.example", "--password", "nope"]
+        )
+        assert wrong == 1 and "fetch:" in capsys.readouterr().out
+
+
+def test_send_from_stdin_by_mx_and_over_tls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    zone = tmp_path / "zone"
+    zone.write_text("pqr.example MX 10 mx.test\nmx.test A 127.0.0.1\n")  # the name certified
+    tls = make_tls_files(tmp_path)
+    options = ("--tls-cert", str(tls.cert_file), "--tls-key", str(tls.key_file))
+    listeners = ("smtp", "submission", "smtps", "pop3", "pop3s")
+    with serve(
+        tmp_path / "pqr", "pqr.example", ["b@pqr.example:pw"], listeners=listeners, extra=options
+    ) as pqr:
+        message = b"From: john@abc.example\r\nSubject: by MX\r\n\r\nhello\r\n"
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(message)))
+        by_mx = cli.main(
+            [
+                *("send", "--from", "john@abc.example", "--to", "b@pqr.example", "-"),
+                *("--resolver", f"static:{zone}", "--remote-port", str(pqr.ports["smtp"])),
+                *("--starttls", "--cafile", str(tls.ca_file)),
+            ]
+        )
+        out = capsys.readouterr().out
+        assert by_mx == 0, out
+        assert "accepted by mx.test[127.0.0.1]:" in out
+        smtps = cli.main(
+            [
+                *("send", "--server", f"127.0.0.1:{pqr.ports['smtps']}", "--tls", "--insecure"),
+                *("--from", "b@pqr.example", "--to", "b@pqr.example"),
+                *("--user", "b@pqr.example", "--password", "pw"),
+            ]
+        )
+        assert smtps == 0, capsys.readouterr().out
+        fetched = cli.main(
+            [
+                *("fetch", "--server", f"127.0.0.1:{pqr.ports['pop3s']}", "--tls"),
+                *("--cafile", str(tls.ca_file), "--user", "b@pqr.example", "--password", "pw"),
+            ]
+        )
+        out = capsys.readouterr().out
+        assert fetched == 0 and out.splitlines()[-1].startswith("2 messages")
+        assert "left on the server" in out
+    first = email.message_from_bytes(pqr.mailbox("b@pqr.example")[0], policy=email.policy.default)
+    assert "with ESMTPS" in str(first["Received"])
