@@ -46,9 +46,9 @@ class Served:
         """What it wrote to stdout and stderr (kept once the process is gone)."""
         return self.process.output() if self.saved_log is None else self.saved_log
 
-    def stop(self) -> int:
-        """SIGTERM, as an init system stops it; the exit status."""
-        self.process.popen.send_signal(signal.SIGTERM)
+    def stop(self, signum: signal.Signals = signal.SIGTERM) -> int:
+        """SIGTERM, as an init system stops it (or Control-C's SIGINT); the exit status."""
+        self.process.popen.send_signal(signum)
         return self.process.popen.wait(10)
 
 
@@ -157,7 +157,7 @@ def test_two_servers_relay_and_poplib_fetches(tmp_path: Path, zone: Path) -> Non
             fetched = _pop3(pqr.ports["pop3"], "brendon@pqr.example", "brendon-pw")
             assert abc.stop() == 0
             assert "stopped" in abc.log()
-        assert pqr.stop() == 0
+        assert pqr.stop(signal.SIGINT) == 0
     (message,) = fetched
     parsed = email.message_from_bytes(message, policy=email.policy.default)
     assert parsed["Return-Path"] == "<john@abc.example>"

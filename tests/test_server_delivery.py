@@ -384,3 +384,18 @@ def test_dns_failures(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (entry,) = setup.queue.open()
     assert [r.address for r in entry.pending] == ["y@flaky.example"]
     assert entry.attempts == 1 and entry.pending[0].dsn == "4.4.3"
+
+
+def test_an_entry_removed_by_hand_is_forgotten(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    setup = _setup(tmp_path, ZONE, 25)
+    entry = setup.queue.add(MESSAGE, "john@abc.example", ["brendon@pqr.example"])
+    setup.queue.remove(entry.id)
+
+    async def main() -> None:
+        setup.worker.schedule(entry)
+        await _run_until(setup, lambda: "forgotten" in caplog.text)
+
+    asyncio.run(main())
+    assert setup.worker.queued == 0

@@ -271,6 +271,8 @@ class DeliveryWorker:
             await self._deliver(queue_id)
         except asyncio.CancelledError:
             raise
+        except FileNotFoundError:
+            logger.warning("%s: gone from the queue directory; forgotten", queue_id)
         except Exception:
             logger.exception("%s: delivery failed; retrying later", queue_id)
             self._due[queue_id] = self.clock() + self.retry_after
