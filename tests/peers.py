@@ -764,6 +764,7 @@ protocols = pop3
 listen = 127.0.0.1
 {ssl_lines}disable_plaintext_auth = no
 auth_mechanisms = plain login
+auth_failure_delay = 0
 default_internal_user = {internal}
 default_internal_group = {internal}
 default_login_user = {login}

@@ -1,0 +1,336 @@
+"""Real POP3 peers on loopback: clients against our server, our client against Dovecot.
+
+Every client retrieves the same prepared mailbox, 1,000 messages of about
+2 KB plus one of 20 MB, and must deliver every byte (line ends aside: a
+client that writes a Unix mailbox stores LF), and the server must remove the
+messages only once the client said QUIT. Each run gets a hard-linked copy of
+the mailbox, prepared once per test session. Our client fetches the same
+mailbox from Dovecot's POP3 server. A missing program skips on a developer's
+machine and fails under CI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import poplib
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.lmtp import LMTP
+
+from peers import (
+    ADAPTERS,
+    Dovecot,
+    TLSFiles,
+    copy_maildir,
+    dovecot_pop3,
+    free_port,
+    hand_to_dovecot,
+    make_tls_files,
+    require_program,
+    running_pop3_server,
+    write_maildir,
+)
+from smtpcore.maildrop import MaildirStore
+from smtpcore.sasl import PlainClient
+from test_adapters_client import run
+
+pytestmark = pytest.mark.interop
+
+#: Messages in the prepared mailbox besides the large one; the benchmark
+#: (benchmarks/pop3_adapters.py) fetches the same count, of 10 KB each.
+MESSAGES = 1000
+LARGE_SIZE = 20 * 1024 * 1024
+PASSWORD = "correct horse"
+
+
+def make_message(number: int) -> bytes:
+    """A message of about 2 KB with the lines dot-stuffing must get right."""
+    lines = [
+        f"Subject: message {number}",
+        "From: sender@abc.example",
+        "To: alice@pqr.example",
+        f"Message-ID: <{number}@abc.example>",
+        "",
+        f"Body of message {number}.",
+        ".a line with a leading dot",
+        "..two leading dots",
+        ".",
+        "",
+        *(f"line {n} " + "x" * (n % 70) for n in range(40)),
+    ]
+    text = "\n".join(lines).encode() + b"\n\xe9\xe8 latin-1 bytes\n"
+    # Half stored with Unix line ends, as Maildir delivery writes them; half with CRLF.
+    return text if number % 2 else text.replace(b"\n", b"\r\n")
+
+
+def make_large() -> bytes:
+    line = b"." + bytes(range(0x21, 0x7F)) * 2 + b"\r\n"  # 192 octets, a leading dot
+    header = b"Subject: large\r\nFrom: sender@abc.example\r\n\r\n"
+    body = line * ((LARGE_SIZE - len(header)) // len(line))
+    return header + body + b"end\r\n"
+
+
+def lf(content: bytes) -> bytes:
+    return content.replace(b"\r\n", b"\n")
+
+
+def digests(messages: Iterator[bytes] | list[bytes]) -> list[str]:
+    """The mailbox as a sorted list of digests of its messages, line ends as LF."""
+    return sorted(hashlib.sha256(lf(m)).hexdigest() for m in messages)
+
+
+class Mailbox:
+    """The prepared mailbox: a template Maildir and what a client must end up with."""
+
+    def __init__(self, template: Path, contents: list[bytes]) -> None:
+        self.template = template
+        self.expected = digests(contents)
+        self.count = len(contents)
+        self.large = contents[-1]
+
+    def copy(self, target: Path) -> Path:
+        copy_maildir(self.template, target)
+        return target
+
+
+@pytest.fixture(scope="session")
+def mailbox(tmp_path_factory: pytest.TempPathFactory) -> Mailbox:
+    contents = [make_message(n) for n in range(MESSAGES)] + [make_large()]
+    template = tmp_path_factory.mktemp("pop3-mailbox") / "template"
+    write_maildir(template, contents)
+    return Mailbox(template, contents)
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+def served(mailbox: Mailbox, tmp_path: Path) -> MaildirStore:
+    mailbox.copy(tmp_path / "mail" / "alice")
+    return MaildirStore(tmp_path / "mail", {"alice": PASSWORD})
+
+
+def left_in(store: MaildirStore) -> int:
+    path = store.root / "alice"
+    return sum(len(os.listdir(path / sub)) for sub in ("new", "cur"))
+
+
+def files_in(directory: Path) -> list[bytes]:
+    return [p.read_bytes() for p in directory.rglob("*") if p.is_file()]
+
+
+def check_run(result: subprocess.CompletedProcess[bytes], what: str) -> None:
+    output = (result.stdout + result.stderr).decode("utf-8", "replace")
+    assert result.returncode == 0, f"{what} failed ({result.returncode}):\n{output[-3000:]}"
+
+
+# -- real clients against our server --------------------------------------------------
+
+
+def test_poplib_retrieves_everything_and_quit_deletes(
+    adapter: str, mailbox: Mailbox, tmp_path: Path
+) -> None:
+    store = served(mailbox, tmp_path)
+    with running_pop3_server(adapter, store) as server:
+        client = poplib.POP3("127.0.0.1", server.port, timeout=30)
+        client.user("alice")
+        client.pass_(PASSWORD)
+        count, _ = client.stat()
+        assert count == mailbox.count
+        fetched = []
+        for number in range(1, count + 1):
+            _, lines, _ = client.retr(number)
+            fetched.append(b"\n".join(lines) + b"\n")
+            client.dele(number)
+        assert left_in(store) == mailbox.count  # marked, not removed
+        client.quit()
+    assert digests(fetched) == mailbox.expected
+    assert left_in(store) == 0
+
+
+def parse_bsmtp(data: bytes) -> list[bytes]:
+    """The messages of a batch-SMTP file: the content after each DATA, unstuffed."""
+    messages: list[bytes] = []
+    content: list[bytes] | None = None
+    for line in data.splitlines(keepends=True):
+        if content is None:
+            if line.rstrip(b"\r\n") == b"DATA":
+                content = []
+        elif line.rstrip(b"\r\n") == b".":
+            messages.append(b"".join(content))
+            content = None
+        else:
+            content.append(line[1:] if line.startswith(b".") else line)
+    return messages
+
+
+def test_fetchmail(adapter: str, mailbox: Mailbox, tmp_path: Path) -> None:
+    # Delivery to a batch-SMTP file: an MDA would cost a process per message.
+    fetchmail = require_program("fetchmail")
+    store = served(mailbox, tmp_path)
+    out = tmp_path / "delivered.bsmtp"
+    with running_pop3_server(adapter, store) as server:
+        rc = tmp_path / "fetchmailrc"
+        rc.write_text(
+            "set no syslog\n"
+            "set invisible\n"  # no Received: line of its own
+            f"poll 127.0.0.1 service {server.port} protocol pop3\n"
+            f'  user "alice" there with password "{PASSWORD}" is "alice" here\n'
+            '  options fetchall no keep no rewrite sslproto ""\n'
+            f'  bsmtp "{out}"\n'
+        )
+        rc.chmod(0o600)
+        result = subprocess.run(
+            [fetchmail, "-f", str(rc), "--nodetach", "-N", "--pidfile", str(tmp_path / "pid")],
+            capture_output=True,
+            timeout=120,
+            env={**os.environ, "HOME": str(tmp_path), "FETCHMAILHOME": str(tmp_path)},
+            check=False,
+        )
+    check_run(result, "fetchmail")
+    assert digests(parse_bsmtp(out.read_bytes())) == mailbox.expected
+    assert left_in(store) == 0
+
+
+class _LMTPSink:
+    def __init__(self) -> None:
+        self.contents: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.contents.append(envelope.original_content)
+        return "250 OK"
+
+
+class _LMTPController(Controller):
+    def factory(self) -> Any:
+        return LMTP(self.handler, data_size_limit=None)
+
+
+def test_getmail(adapter: str, mailbox: Mailbox, tmp_path: Path) -> None:
+    # getmail's Maildir and mbox destinations fork a child per message (and
+    # refuse to run as root); its LMTP destination hands each message to
+    # aiosmtpd in this process instead, quickly and as it was retrieved.
+    getmail = require_program("getmail")
+    store = served(mailbox, tmp_path)
+    sink = _LMTPSink()
+    lmtp = _LMTPController(sink, hostname="127.0.0.1", port=free_port())
+    lmtp.start()
+    try:
+        with running_pop3_server(adapter, store) as server:
+            rc = tmp_path / "getmailrc"
+            rc.write_text(
+                "[retriever]\n"
+                "type = SimplePOP3Retriever\n"
+                f"server = 127.0.0.1\nport = {server.port}\n"
+                f"username = alice\npassword = {PASSWORD}\n"
+                "[destination]\n"
+                f"type = MDA_lmtp\nhost = 127.0.0.1\nport = {lmtp.port}\n"
+                "override = alice@pqr.example\n"
+                "[options]\n"
+                "delete = true\nread_all = true\nverbose = 0\n"
+                "delivered_to = false\nreceived = false\n"
+            )
+            result = subprocess.run(
+                [getmail, "--getmaildir", str(tmp_path), "--rcfile", str(rc)],
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
+    finally:
+        lmtp.stop()
+    check_run(result, "getmail")
+    assert digests(sink.contents) == mailbox.expected
+    assert left_in(store) == 0
+
+
+def test_mpop(adapter: str, mailbox: Mailbox, tmp_path: Path) -> None:
+    mpop = require_program("mpop")
+    store = served(mailbox, tmp_path)
+    out = tmp_path / "delivered"
+    for sub in ("tmp", "new", "cur"):
+        (out / sub).mkdir(parents=True)
+    with running_pop3_server(adapter, store) as server:
+        rc = tmp_path / "mpoprc"
+        rc.write_text(
+            "account test\n"
+            f"host 127.0.0.1\nport {server.port}\n"
+            f"user alice\npassword {PASSWORD}\nauth user\ntls off\n"
+            f"delivery maildir {out}\n"
+            "keep off\nonly_new off\nreceived_header off\n"
+            f"uidls_file {tmp_path / 'uidls'}\n"
+        )
+        rc.chmod(0o600)
+        result = subprocess.run(
+            [mpop, "-q", "-C", str(rc), "test"], capture_output=True, timeout=120, check=False
+        )
+    check_run(result, "mpop")
+    assert digests(files_in(out)) == mailbox.expected
+    assert left_in(store) == 0
+
+
+# -- our client against Dovecot ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dovecot(tls: TLSFiles) -> Iterator[Dovecot]:
+    users = {f"alice-{adapter}": PASSWORD for adapter in ADAPTERS}
+    # Not under pytest's private (0700) temporary directory: Dovecot's
+    # unprivileged processes must reach the passwd-file and the Maildirs.
+    with tempfile.TemporaryDirectory(prefix="smtpcore-dovecot-") as directory:
+        os.chmod(directory, 0o755)
+        with dovecot_pop3(Path(directory), users, tls=tls) as server:
+            yield server
+
+
+def test_our_client_against_dovecot(
+    adapter: str, mailbox: Mailbox, dovecot: Dovecot, tls: TLSFiles
+) -> None:
+    user = f"alice-{adapter}"
+    hand_to_dovecot(dovecot, mailbox.copy(dovecot.maildir(user)))
+    mod = importlib.import_module(f"smtpcore.{adapter}")
+
+    async def fetch() -> tuple[list[bytes], bytes, int]:
+        client = mod.POP3Client("127.0.0.1", dovecot.port, ssl_context=tls.client_context)
+        async with client:
+            assert client.tls  # STLS, certificate verified
+            # (No wrong password here: Dovecot would slow down every later login.)
+            await client.authenticate(PlainClient(user, PASSWORD))
+            listing = await client.list()
+            assert len(listing) == mailbox.count and all(m.uid for m in listing)
+            with pytest.raises(mod.POP3ResponseError) as info:
+                await client.retrieve(mailbox.count + 1)
+            assert info.value.command == "RETR" and info.value.response.text
+            numbers = [m.number for m in listing]
+            fetched = [message async for _, message in client.retrieve_many(numbers[:-1])]
+            chunks = [chunk async for chunk in client.retrieve_chunks(numbers[-1])]
+            assert len(chunks) > 1
+            assert listing[-1].size == len(mailbox.large)
+            whole = await client.retrieve(1)
+            assert await client.top(1, 0) == whole[: whole.index(b"\r\n\r\n") + 4]
+            for number in numbers:
+                await client.delete(number)
+            maildir = dovecot.maildir(user)
+            marked = sum(len(os.listdir(maildir / sub)) for sub in ("new", "cur"))
+            return fetched, b"".join(chunks), marked
+
+    fetched, large, marked = run(adapter, fetch)
+    assert digests([*fetched, large]) == mailbox.expected
+    assert large == mailbox.large
+    assert marked == mailbox.count  # marked deleted, removed only by QUIT
+    maildir = dovecot.maildir(user)
+    assert os.listdir(maildir / "new") == [] and os.listdir(maildir / "cur") == []
