@@ -4,9 +4,11 @@ Every client retrieves the same prepared mailbox, 1,000 messages of about
 2 KB plus one of 20 MB, and must deliver every byte (line ends aside: a
 client that writes a Unix mailbox stores LF), and the server must remove the
 messages only once the client said QUIT. Each run gets a hard-linked copy of
-the mailbox, prepared once per test session. Our client fetches the same
-mailbox from Dovecot's POP3 server. A missing program skips on a developer's
-machine and fails under CI.
+the mailbox, prepared once per test session. fetchmail and mpop also fetch
+over STLS with the certificate checked, keeping the mail, and mpop then
+fetches only what is new by its UIDL. Our client fetches the same mailbox
+from Dovecot's POP3 server. A missing program skips on a developer's machine
+and fails under CI.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hashlib
 import importlib
 import os
 import poplib
+import ssl
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
 
@@ -281,6 +285,87 @@ def test_mpop(adapter: str, mailbox: Mailbox, tmp_path: Path) -> None:
     check_run(result, "mpop")
     assert digests(files_in(out)) == mailbox.expected
     assert left_in(store) == 0
+
+
+@pytest.fixture(scope="module")
+def named_tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
+    """A server context and CA file whose certificate also has a common name (fetchmail
+    checks the name there, and with ``sslcommonname`` rather than the address)."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1", common_name="localhost")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    ca_file = tmp_path_factory.mktemp("named-tls") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return context, ca_file
+
+
+def test_fetchmail_over_stls_keeping_messages(
+    adapter: str, tmp_path: Path, named_tls: tuple[ssl.SSLContext, Path]
+) -> None:
+    fetchmail = require_program("fetchmail")
+    context, ca_file = named_tls
+    contents = [make_message(n) for n in range(20)]
+    write_maildir(tmp_path / "mail" / "alice", contents)
+    store = MaildirStore(tmp_path / "mail", {"alice": PASSWORD})
+    out = tmp_path / "delivered.bsmtp"
+    with running_pop3_server(adapter, store, ssl_context=context) as server:
+        rc = tmp_path / "fetchmailrc"
+        rc.write_text(
+            "set no syslog\nset invisible\n"
+            f"poll 127.0.0.1 service {server.port} protocol pop3\n"
+            f'  user "alice" there with password "{PASSWORD}" is "alice" here\n'
+            '  options fetchall keep no rewrite sslproto "TLS1.2+" sslcertck\n'
+            f'  sslcommonname "localhost" sslcertfile "{ca_file}"\n'
+            f'  bsmtp "{out}"\n'
+        )
+        rc.chmod(0o600)
+        result = subprocess.run(
+            [fetchmail, "-v", "-f", str(rc), "--nodetach", "-N", "--pidfile", str(tmp_path / "p")],
+            capture_output=True,
+            timeout=60,
+            env={**os.environ, "HOME": str(tmp_path), "FETCHMAILHOME": str(tmp_path)},
+            check=False,
+        )
+    check_run(result, "fetchmail")
+    assert b"POP3> STLS" in result.stdout + result.stderr
+    assert digests(parse_bsmtp(out.read_bytes())) == digests(contents)
+    assert left_in(store) == len(contents)  # "keep": nothing deleted
+
+
+def test_mpop_over_stls_fetches_only_new_mail_by_uidl(
+    adapter: str, tmp_path: Path, tls: TLSFiles
+) -> None:
+    mpop = require_program("mpop")
+    contents = [make_message(n) for n in range(20)]
+    write_maildir(tmp_path / "mail" / "alice", contents[:15])
+    store = MaildirStore(tmp_path / "mail", {"alice": PASSWORD})
+    out = tmp_path / "delivered"
+    for sub in ("tmp", "new", "cur"):
+        (out / sub).mkdir(parents=True)
+    rc = tmp_path / "mpoprc"
+    with running_pop3_server(adapter, store, ssl_context=tls.server_context) as server:
+        rc.write_text(
+            "account test\n"
+            f"host 127.0.0.1\nport {server.port}\n"
+            f"user alice\npassword {PASSWORD}\nauth plain\n"
+            f"tls on\ntls_starttls on\ntls_trust_file {tls.ca_file}\n"
+            f"delivery maildir {out}\n"
+            "keep on\nonly_new on\nreceived_header off\n"
+            f"uidls_file {tmp_path / 'uidls'}\n"
+        )
+        rc.chmod(0o600)
+        argv = [mpop, "-q", "-C", str(rc), "test"]
+        check_run(subprocess.run(argv, capture_output=True, timeout=60, check=False), "mpop")
+        assert digests(files_in(out)) == digests(contents[:15])
+        # Five more arrive; the next session fetches only those, by their UIDL.
+        for number, content in enumerate(contents[15:], 100):
+            (
+                store.root / "alice" / "new" / f"{1_800_000_000 + number}.M{number}.test"
+            ).write_bytes(content)
+        check_run(subprocess.run(argv, capture_output=True, timeout=60, check=False), "mpop")
+    assert digests(files_in(out)) == digests(contents)
+    assert left_in(store) == len(contents)
 
 
 # -- our client against Dovecot ----------------------------------------------------

@@ -367,3 +367,37 @@ def test_our_client_requires_what_it_is_told_to(adapter: str, store: MaildirStor
 
     with running_pop3_server(adapter, store) as server:
         run(adapter, lambda: session(server.port))
+
+
+def test_plaintext_pipelined_behind_stls_is_never_executed(
+    adapter: str, store: MaildirStore, tls: TLSFiles
+) -> None:
+    with running_pop3_server(adapter, store, ssl_context=tls.server_context) as server:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        read_until(sock, b"\r\n")
+        sock.sendall(b"STLS\r\nUSER alice\r\nPASS wonderland\r\nDELE 1\r\nQUIT\r\n")
+        assert read_until(sock, b"\r\n").startswith(b"+OK")
+        with tls.client_context.wrap_socket(sock, server_hostname="localhost") as secure:
+            secure.sendall(b"NOOP\r\n")
+            # Had the plaintext run, the session would be logged in and NOOP accepted.
+            assert read_until(secure, b"\r\n").startswith(b"-ERR")
+            secure.sendall(b"QUIT\r\n")
+            assert read_until(secure, b"\r\n").startswith(b"+OK")
+    assert maildir_count(store) == 3
+
+
+def test_utf8_and_tcp_nodelay(adapter: str, store: MaildirStore) -> None:
+    with running_pop3_server(adapter, store, utf8=True) as server:
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        assert "UTF8" in client.capa()
+        assert client.utf8().startswith(b"+OK")
+        client.user("alice")
+        client.pass_("wonderland")
+        [session] = server.server.state.sessions
+        transport = session.transport
+        if adapter == "asyncio":
+            sock = transport._transport.get_extra_info("socket")
+        else:
+            sock = transport._socket_stream.socket
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        client.quit()
