@@ -17,11 +17,12 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
 from smtpcore._driver._listener import BaseListener, SessionRegistry
+from smtpcore._driver._pop3_exchange import SASLExchange, top_chunks
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, Deadline, POP3Timeouts
 from smtpcore._driver._transport import Transport
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
@@ -66,7 +67,7 @@ from smtpcore.pop3 import (
     apop_matches,
     format_lines,
 )
-from smtpcore.sasl import Challenge, Failure, ServerMechanism, Success
+from smtpcore.sasl import Failure, Success
 
 __all__ = ["BasePOP3Server", "POP3ServerOptions", "POP3ServerSession", "POP3ServerState"]
 
@@ -164,59 +165,6 @@ class _ConnectionLost(Exception):
     """The transport failed or the session must end; close without another word."""
 
 
-class _Top:
-    """Cuts content after the header and ``lines`` body lines (RFC 1939 §7, TOP).
-
-    Fed content whose line ends are LF alone (the caller folds CRLF and CR).
-    """
-
-    __slots__ = ("_body_lines", "_last", "_lines")
-
-    def __init__(self, lines: int) -> None:
-        self._lines = lines
-        self._body_lines: int | None = None
-        self._last = b"\n"
-
-    def feed(self, data: bytes) -> tuple[bytes, bool]:
-        """The part of ``data`` to send, and whether the cut is reached."""
-        start = 0
-        if self._body_lines is None:
-            index = (self._last + data).find(b"\n\n")
-            if index < 0:
-                self._last = data[-1:] or self._last
-                return data, False
-            start = index + 1
-            self._body_lines = 0
-        position = start
-        while self._body_lines < self._lines:
-            newline = data.find(b"\n", position)
-            if newline < 0:
-                self._last = data[-1:] or self._last
-                return data, False
-            self._body_lines += 1
-            position = newline + 1
-        return data[:position], True
-
-
-async def _top_chunks(chunks: AsyncIterator[bytes], lines: int) -> AsyncIterator[bytes]:
-    cutter = _Top(lines)
-    pending_cr = False
-    async for raw in chunks:
-        chunk = b"\r" + raw if pending_cr else raw
-        pending_cr = chunk.endswith(b"\r")
-        if pending_cr:
-            chunk = chunk[:-1]
-        data, done = cutter.feed(chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
-        if data:
-            yield data
-        if done:
-            return
-    if pending_cr:
-        data, _ = cutter.feed(b"\n")
-        if data:
-            yield data
-
-
 class POP3ServerSession:
     """One connection, from greeting to close."""
 
@@ -235,10 +183,7 @@ class POP3ServerSession:
         self.listing: Sequence[MessageInfo] = ()
         self.numbers = MessageNumbers(0)
         self.retrieved: set[int] = set()
-        self._mechanisms: dict[str, MechanismFactory] = {}
-        self._sasl: ServerMechanism | None = None
-        self._sasl_name = ""
-        self._sasl_final: Success | None = None
+        self._sasl = SASLExchange({})
         self._failures = 0
         self._out: list[bytes] = []
         self._out_size = 0
@@ -275,8 +220,8 @@ class POP3ServerSession:
         options = self.options
         if options.connection_factory is not None:
             return options.connection_factory(options)
-        self._mechanisms = self._offered_mechanisms()
-        names = tuple(self._mechanisms)
+        self._sasl.mechanisms = self._offered_mechanisms()
+        names = tuple(self._sasl.mechanisms)
         stls = options.ssl_context is not None and not options.tls_on_connect
         require_tls = options.require_tls
         if require_tls is None:
@@ -424,7 +369,7 @@ class POP3ServerSession:
         conn = self.conn
         assert conn is not None
         if isinstance(event, BadCommand):
-            self._sasl = self._sasl_final = None  # an unreadable SASL answer ends the exchange
+            self._sasl.reset()  # an unreadable SASL answer ends the exchange
             self._answer(event.response)
         elif isinstance(event, Capa):
             await self._capa()
@@ -463,8 +408,8 @@ class POP3ServerSession:
         await self._handshake()
         conn.tls_started()
         if self.state.sasl_login and self.options.connection_factory is None:
-            self._mechanisms = self._offered_mechanisms()
-            conn.sasl_mechanisms = tuple(self._mechanisms)
+            self._sasl.mechanisms = self._offered_mechanisms()
+            conn.sasl_mechanisms = tuple(self._sasl.mechanisms)
 
     async def _handshake(self) -> None:
         context = self.options.ssl_context
@@ -511,54 +456,18 @@ class POP3ServerSession:
             self._failed()
 
     async def _auth(self, event: Auth) -> None:
-        factory = self._mechanisms.get(event.mechanism)
-        if factory is None:
-            self._answer(Err("Unsupported authentication mechanism"))
-            return
-        try:
-            mechanism = factory()
-            step = mechanism.start(event.initial_response)
-        except Exception:
-            logger.exception("starting SASL %s failed", event.mechanism)
-            self._answer(_TEMP_ERROR)
-            return
-        self._sasl, self._sasl_name, self._sasl_final = mechanism, event.mechanism, None
-        await self._sasl_step(step)
+        await self._sasl_answer(self._sasl.start(event))
 
     async def _auth_response(self, event: AuthResponse) -> None:
-        mechanism = self._sasl
-        if event.cancel or mechanism is None:
-            self._sasl = self._sasl_final = None
-            self._answer(Err("Authentication cancelled"))
-            return
-        final = self._sasl_final
-        if final is not None:
-            # RFC 5034 §4: the success data went out in a "+" line; its answer is empty.
-            self._sasl_final = None
-            await self._sasl_step(final if not event.data else Failure("unexpected data"))
-            return
-        try:
-            step = mechanism.step(event.data)
-        except Exception:
-            logger.exception("SASL %s failed", self._sasl_name)
-            step = Failure("internal error", temporary=True)
-        await self._sasl_step(step)
+        await self._sasl_answer(self._sasl.step(event))
 
-    async def _sasl_step(self, step: Challenge | Success | Failure) -> None:
-        if isinstance(step, Challenge):
-            self._answer(Continue(step.data))
-        elif isinstance(step, Success) and step.data is not None and self._sasl_final is None:
-            self._sasl_final = Success(step.authzid, step.authcid)
-            self._answer(Continue(step.data))
-        elif isinstance(step, Success):
-            self._sasl = None
-            await self._login(step.authzid, self._sasl_name)
+    async def _sasl_answer(self, answer: Continue | Err | Success | Failure) -> None:
+        if isinstance(answer, Success):
+            await self._login(answer.authzid, self._sasl.name)
+        elif isinstance(answer, Failure):
+            self._failed()
         else:
-            self._sasl = None
-            if step.temporary:
-                self._answer(Err("Temporary authentication failure", code="SYS/TEMP"))
-            else:
-                self._failed()
+            self._answer(answer)
 
     def _failed(self) -> None:
         self._failures += 1
@@ -658,39 +567,53 @@ class POP3ServerSession:
         self._out.append(conn.send(EndOfResponse()))
 
     async def _send_message(self, event: Retr | Top) -> None:
-        """Stream one message; the first chunk is read before ``+OK``, so that a message
-        that cannot be read is answered with ``-ERR``."""
+        """Stream one message. The first chunk is read before ``+OK``, so that a message
+        that cannot be read is answered with ``-ERR``; after that a failure can only
+        close the connection. Chunks are read under one ``store`` deadline per write,
+        not one per chunk: a small message costs one deadline."""
         conn, maildrop = self.conn, self.maildrop
         assert conn is not None and maildrop is not None
         number = event.message
         raw = chunks = maildrop.open(number)
         if isinstance(event, Top):
-            chunks = _top_chunks(raw, event.lines)
+            chunks = top_chunks(raw, event.lines)
+        size = self.listing[number - 1].size
+        ok = Ok(f"{size} octets" if isinstance(event, Retr) else "Top of message")
+        answered = done = False
         try:
-            try:
-                first: bytes | None = await self._store(lambda: anext(chunks))
-            except StopAsyncIteration:
-                first = None
-            except MaildropError as exc:
-                self._answer(Err(_text(exc), code=exc.code))
-                return
-            except Exception:
-                logger.exception("reading message %d of %r failed", number, self.session.user)
-                self._answer(_TEMP_ERROR)
-                return
-            size = self.listing[number - 1].size
-            self._answer(Ok(f"{size} octets" if isinstance(event, Retr) else "Top of message"))
-            chunk = first
-            while chunk is not None:
-                await self._emit(conn.send(ResponseData(chunk)))
+            while not done:
                 try:
-                    chunk = await self._store(lambda: anext(chunks))
-                except StopAsyncIteration:
-                    chunk = None
-                except Exception:
-                    # Half a message is out: the only honest end is to close.
-                    logger.exception("message %d of %r broke off", number, self.session.user)
-                    raise _ConnectionLost from None
+                    async with self.transport.deadline(self.options.timeouts.store):
+                        while self._out_size < _WRITE_SIZE:
+                            try:
+                                chunk = await anext(chunks)
+                            except StopAsyncIteration:
+                                done = True
+                                break
+                            if not answered:
+                                answered = self._answer(ok)
+                                if not answered:
+                                    return
+                            data = conn.send(ResponseData(chunk))
+                            self._out.append(data)
+                            self._out_size += len(data)
+                except Exception as exc:
+                    if answered:
+                        # Half a message is out: the only honest end is to close.
+                        logger.exception("message %d of %r broke off", number, self.session.user)
+                        raise _ConnectionLost from None
+                    if isinstance(exc, MaildropError):
+                        self._answer(Err(_text(exc), code=exc.code))
+                    else:
+                        logger.exception(
+                            "reading message %d of %r failed", number, self.session.user
+                        )
+                        self._answer(_TEMP_ERROR)
+                    return
+                if not done:
+                    await self._write_out()
+            if not answered and not self._answer(ok):  # an empty message
+                return
             self._out.append(conn.send(EndOfResponse()))
             if isinstance(event, Retr):
                 self.retrieved.add(number)

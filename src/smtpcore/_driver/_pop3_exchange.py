@@ -1,0 +1,143 @@
+"""Two small pieces of the POP3 server session: the SASL exchange and the TOP cut.
+
+:class:`SASLExchange` runs one ``AUTH`` (RFC 5034) between the machine's
+events and an :mod:`smtpcore.sasl` server mechanism; :func:`top_chunks`
+cuts a message after its header and ``n`` body lines (RFC 1939 §7, TOP).
+Neither does any I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Final
+
+from smtpcore.maildrop import MechanismFactory
+from smtpcore.pop3 import Auth, AuthResponse, Continue, Err
+from smtpcore.sasl import Challenge, Failure, ServerMechanism, Step, Success
+
+__all__ = ["SASLExchange", "top_chunks"]
+
+logger = logging.getLogger("smtpcore.pop3.server")
+
+_TEMPORARY: Final = Err("Temporary authentication failure", code="SYS/TEMP")
+
+
+class SASLExchange:
+    """One session's AUTH exchanges: each answer is a ``Continue`` to send, an ``Err``
+    to send, a :class:`~smtpcore.sasl.Success` (log the user in) or a
+    :class:`~smtpcore.sasl.Failure` (a failed login).
+
+    Additional data with success (SCRAM's server-final message) cannot ride
+    on POP3's ``+OK``: it goes out in a last ``+`` line, whose answer must be
+    empty (RFC 5034 §4).
+    """
+
+    def __init__(self, mechanisms: Mapping[str, MechanismFactory]) -> None:
+        self.mechanisms = dict(mechanisms)
+        self.name = ""
+        """The mechanism of the exchange under way, or of the last one."""
+        self._mechanism: ServerMechanism | None = None
+        self._final: Success | None = None
+
+    def start(self, event: Auth) -> Continue | Err | Success | Failure:
+        """The answer to ``AUTH mechanism [initial-response]``."""
+        factory = self.mechanisms.get(event.mechanism)
+        if factory is None:
+            return Err("Unsupported authentication mechanism")
+        self.name, self._final = event.mechanism, None
+        try:
+            self._mechanism = factory()
+            step = self._mechanism.start(event.initial_response)
+        except Exception:
+            logger.exception("starting SASL %s failed", event.mechanism)
+            self._mechanism = None
+            return _TEMPORARY
+        return self._answer(step)
+
+    def step(self, event: AuthResponse) -> Continue | Err | Success | Failure:
+        """The answer to a line that answers a ``+`` challenge."""
+        mechanism = self._mechanism
+        if event.cancel or mechanism is None:
+            self.reset()
+            return Err("Authentication cancelled")
+        final = self._final
+        if final is not None:
+            self._final = None
+            return self._answer(final if not event.data else Failure("unexpected data"))
+        try:
+            step = mechanism.step(event.data)
+        except Exception:
+            logger.exception("SASL %s failed", self.name)
+            step = Failure("internal error", temporary=True)
+        return self._answer(step)
+
+    def reset(self) -> None:
+        """Forget the exchange under way (the client's answer was unreadable)."""
+        self._mechanism = self._final = None
+
+    def _answer(self, step: Step) -> Continue | Err | Success | Failure:
+        if isinstance(step, Challenge):
+            return Continue(step.data)
+        if isinstance(step, Success) and step.data is not None:
+            self._final = Success(step.authzid, step.authcid)
+            return Continue(step.data)
+        self._mechanism = None
+        if isinstance(step, Failure) and step.temporary:
+            return _TEMPORARY
+        return step
+
+
+class _Top:
+    """Cuts content after the header and ``lines`` body lines, fed content whose line
+    ends are LF alone (the caller folds CRLF and CR)."""
+
+    __slots__ = ("_body_lines", "_last", "_lines")
+
+    def __init__(self, lines: int) -> None:
+        self._lines = lines
+        self._body_lines: int | None = None
+        self._last = b"\n"
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """The part of ``data`` to send, and whether the cut is reached."""
+        start = 0
+        if self._body_lines is None:
+            index = (self._last + data).find(b"\n\n")
+            if index < 0:
+                self._last = data[-1:] or self._last
+                return data, False
+            start = index + 1
+            self._body_lines = 0
+        position = start
+        while self._body_lines < self._lines:
+            newline = data.find(b"\n", position)
+            if newline < 0:
+                self._last = data[-1:] or self._last
+                return data, False
+            self._body_lines += 1
+            position = newline + 1
+        return data[:position], True
+
+
+async def top_chunks(chunks: AsyncIterator[bytes], lines: int) -> AsyncIterator[bytes]:
+    """The header of a message and its first ``lines`` body lines (RFC 1939 §7).
+
+    Line ends come out as LF; the server machine sends them as CRLF.
+    """
+    cutter = _Top(lines)
+    pending_cr = False
+    async for raw in chunks:
+        chunk = b"\r" + raw if pending_cr else raw
+        pending_cr = chunk.endswith(b"\r")
+        if pending_cr:
+            chunk = chunk[:-1]
+        data, done = cutter.feed(chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
+        if data:
+            yield data
+        if done:
+            return
+    if pending_cr:
+        data, _ = cutter.feed(b"\n")
+        if data:
+            yield data

@@ -1,0 +1,105 @@
+"""The POP3 server session's small parts: the TOP cut and the SASL exchange."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtpcore._driver._pop3_exchange import SASLExchange, top_chunks
+from smtpcore.pop3 import Auth, AuthResponse, Continue, Err
+from smtpcore.sasl import (
+    Failure,
+    PlainServer,
+    ScramSHA256Client,
+    ScramSHA256Server,
+    Success,
+    derive_scram_credentials,
+)
+
+
+def reference_top(content: bytes, lines: int) -> bytes:
+    """TOP by the book: LF line ends, the header, the blank line, ``lines`` body lines."""
+    text = content.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if text.startswith(b"\n"):
+        header, body = b"", text[1:]
+        cut = b"\n"
+    elif b"\n\n" in text:
+        header, body = text.split(b"\n\n", 1)
+        cut = header + b"\n\n"
+    else:
+        return text
+    kept = body.split(b"\n")
+    if lines >= len(kept) - (1 if body.endswith(b"\n") else 0):
+        return cut + body
+    return cut + b"".join(line + b"\n" for line in kept[:lines])
+
+
+def cut(content: bytes, lines: int, sizes: list[int]) -> bytes:
+    async def chunks() -> AsyncIterator[bytes]:
+        position = 0
+        for size in sizes:
+            yield content[position : position + size]
+            position += size
+        yield content[position:]
+
+    async def collect() -> bytes:
+        return b"".join([chunk async for chunk in top_chunks(chunks(), lines)])
+
+    return asyncio.run(collect())
+
+
+@given(
+    st.lists(st.sampled_from([b"H: v", b"x", b"\r\n", b"\n", b"\r", b""]), max_size=20),
+    st.integers(0, 4),
+    st.lists(st.integers(0, 6), max_size=5),
+)
+def test_top_cuts_like_the_reference(parts: list[bytes], lines: int, sizes: list[int]) -> None:
+    content = b"".join(parts)
+    assert cut(content, lines, sizes) == reference_top(content, lines)
+
+
+@pytest.mark.parametrize(
+    ("content", "lines", "expected"),
+    [
+        (b"A: 1\r\nB: 2\r\n\r\nl1\r\nl2\r\n", 0, b"A: 1\nB: 2\n\n"),
+        (b"A: 1\r\n\r\nl1\r\nl2\r\n", 1, b"A: 1\n\nl1\n"),
+        (b"A: 1\r\n\r\nl1\r\nl2\r\n", 5, b"A: 1\n\nl1\nl2\n"),
+        (b"A: 1\r\nno body\r\n", 3, b"A: 1\nno body\n"),
+        (b"\r\nbody first\r\n", 0, b"\n"),
+    ],
+)
+def test_top_table(content: bytes, lines: int, expected: bytes) -> None:
+    assert cut(content, lines, [3, 3]) == expected
+
+
+def test_sasl_exchange_scram_sends_its_proof_in_a_last_challenge() -> None:
+    keys = derive_scram_credentials("pw", salt=b"s" * 16)
+    exchange = SASLExchange({"SCRAM-SHA-256": lambda: ScramSHA256Server({"bob": keys}.get)})
+    client = ScramSHA256Client("bob", "pw")
+    answer = exchange.start(Auth("SCRAM-SHA-256", client.initial_response()))
+    assert isinstance(answer, Continue)
+    answer = exchange.step(AuthResponse(client.respond(answer.data)))
+    assert isinstance(answer, Continue)  # v=..., the server's proof
+    client.verify_success(answer.data)
+    assert exchange.step(AuthResponse(b"")) == Success("bob", "bob")
+    assert exchange.name == "SCRAM-SHA-256"
+
+
+def test_sasl_exchange_refusals() -> None:
+    exchange = SASLExchange({"PLAIN": lambda: PlainServer(lambda z, c, p: p == "pw")})
+    assert exchange.start(Auth("LOGIN")) == Err("Unsupported authentication mechanism")
+    assert isinstance(exchange.start(Auth("PLAIN", b"\0bob\0no")), Failure)
+    assert exchange.start(Auth("PLAIN")) == Continue(b"")
+    assert exchange.step(AuthResponse(cancel=True)) == Err("Authentication cancelled")
+    assert exchange.step(AuthResponse(b"late")) == Err("Authentication cancelled")
+    assert exchange.start(Auth("PLAIN", b"\0bob\0pw")) == Success("bob", "bob")
+
+    def broken() -> PlainServer:
+        raise RuntimeError("store down")
+
+    answer = SASLExchange({"PLAIN": broken}).start(Auth("PLAIN"))
+    assert isinstance(answer, Err) and answer.code == "SYS/TEMP"
