@@ -146,14 +146,66 @@ def _set_nodelay(transport: asyncio.BaseTransport) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+class _Alarm:
+    """One timer per connection, moved lazily.
+
+    A session enters a deadline around every read, and a loop timer made and
+    cancelled each time costs more than the read. Arming the alarm only
+    records when the current deadline ends; the loop timer, once scheduled,
+    stays, and when it rings before that time it schedules itself again for
+    it. A busy session thus sees one timer ring per timeout period.
+    """
+
+    __slots__ = ("_handle", "_loop", "_when", "deadline")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._handle: asyncio.TimerHandle | None = None
+        self._when = 0.0
+        self.deadline: _Deadline | None = None
+
+    def arm(self, deadline: _Deadline, seconds: float) -> None:
+        self.deadline = deadline
+        self._when = when = self._loop.time() + seconds
+        handle = self._handle
+        if handle is None or handle.when() > when:
+            if handle is not None:
+                handle.cancel()
+            self._handle = self._loop.call_at(when, self._ring)
+
+    def disarm(self) -> None:
+        self.deadline = None
+
+    def close(self) -> None:
+        """The connection is gone: drop the loop timer now rather than when it rings."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _ring(self) -> None:
+        self._handle = None
+        deadline = self.deadline
+        if deadline is None:
+            return
+        if self._loop.time() < self._when:
+            self._handle = self._loop.call_at(self._when, self._ring)
+            return
+        deadline.expire()
+
+
 class _Deadline:
     """A cancel scope for asyncio: a timer cancels the task, the exit turns that into
-    ``TimeoutError`` (what ``asyncio.timeout`` does from 3.11 on, plus :meth:`expire`)."""
+    ``TimeoutError`` (what ``asyncio.timeout`` does from 3.11 on, plus :meth:`expire`).
 
-    __slots__ = ("_cancelling", "_fired", "_handle", "_seconds", "_task")
+    Given the connection's :class:`_Alarm`, it uses that instead of a timer of its
+    own, unless another deadline holds the alarm already.
+    """
 
-    def __init__(self, seconds: float | None) -> None:
+    __slots__ = ("_alarm", "_cancelling", "_fired", "_handle", "_seconds", "_task")
+
+    def __init__(self, seconds: float | None, alarm: _Alarm | None = None) -> None:
         self._seconds = seconds
+        self._alarm = alarm
         self._task: asyncio.Task[object] | None = None
         self._handle: asyncio.Handle | None = None
         self._fired = False
@@ -167,7 +219,12 @@ class _Deadline:
         if sys.version_info >= (3, 11):
             self._cancelling = task.cancelling()
         if self._seconds is not None:
-            self._handle = asyncio.get_running_loop().call_later(self._seconds, self._fire)
+            alarm = self._alarm
+            if alarm is not None and alarm.deadline is None:
+                alarm.arm(self, self._seconds)
+            else:
+                self._alarm = None
+                self._handle = asyncio.get_running_loop().call_later(self._seconds, self._fire)
         return self
 
     def _fire(self) -> None:
@@ -186,6 +243,8 @@ class _Deadline:
     ) -> None:
         if self._handle is not None:
             self._handle.cancel()
+        elif self._alarm is not None and self._alarm.deadline is self:
+            self._alarm.disarm()
         task, self._task = self._task, None
         if not self._fired or task is None:
             return
@@ -219,6 +278,7 @@ class AsyncioTransport(asyncio.Protocol):
         self._reader: asyncio.Future[None] | None = None
         self._writer: asyncio.Future[None] | None = None
         self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._alarm = _Alarm(asyncio.get_running_loop())
 
     # -- asyncio.Protocol -------------------------------------------------
 
@@ -244,6 +304,7 @@ class AsyncioTransport(asyncio.Protocol):
         return True  # stay open: the replies still have to go out
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._alarm.close()
         self._lost = self._eof = True
         self._wake_reader()
         self._wake_writer()
@@ -360,7 +421,7 @@ class AsyncioTransport(asyncio.Protocol):
             self._transport.close()
 
     def deadline(self, seconds: float | None) -> _Deadline:
-        return _Deadline(seconds)
+        return _Deadline(seconds, self._alarm)
 
     @property
     def peer_address(self) -> tuple[str, int] | None:
