@@ -74,6 +74,8 @@ _SIMPLE_DOMAIN = re.compile(
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 )
 
+_SIMPLE_PATH = re.compile(f"<({_SIMPLE_LOCAL.pattern})@({_SIMPLE_DOMAIN.pattern})>")
+
 _IPAddress: TypeAlias = "ipaddress.IPv4Address | ipaddress.IPv6Address"
 
 
@@ -412,6 +414,9 @@ def parse_path(
     route is checked and dropped. ``text`` must be the whole path: use ``split_path``
     to cut the ESMTP parameters off first.
     """
+    simple = _SIMPLE_PATH.fullmatch(text)
+    if simple is not None and _is_simple(simple[1], simple[2]):
+        return Mailbox(simple[1], simple[2])  # the everyday path, checked in one match
     _check_chars(text, "path")
     if len(text) < 2 or not text.startswith("<") or not text.endswith(">"):
         raise AddressError(f"path {_show(text)} is not enclosed in angle brackets")

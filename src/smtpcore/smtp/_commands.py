@@ -118,7 +118,12 @@ def _parse_rcpt(argument: str) -> Command:
     return Rcpt(recipient, _parameters(rest))
 
 
+_NO_PARAMETERS: Final = Parameters()
+
+
 def _parameters(text: str) -> Parameters:
+    if not text:
+        return _NO_PARAMETERS
     try:
         return parse_parameters(text)
     except LocalProtocolError as exc:
