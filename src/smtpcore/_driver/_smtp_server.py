@@ -77,6 +77,11 @@ _LOCAL_ERROR: Final = Reply(451, "Local error in processing", "4.3.0")
 _IDLE_STATES: Final = frozenset({State.HELLO, State.READY, State.NO_SERVICE})
 _HELP: Final = Reply(214, "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY")
 _AUTH_UNAVAILABLE: Final = Reply(454, "Temporary authentication failure", "4.7.0")
+# The everyday answers, built once: replies are immutable.
+_OK: Final = Reply(250, "OK")
+_START_DATA: Final = Reply(354, "End data with <CR><LF>.<CR><LF>")
+_ACCEPTED: Final = Reply(250, "OK: message accepted")
+_CANNOT_VRFY: Final = Reply(252, "Cannot VRFY user, but will accept message and attempt delivery")
 _XTEXT_HEX: Final = re.compile(r"\+([0-9A-F]{2})")
 
 AuthConfig = Authenticator | Mapping[str, MechanismFactory]
@@ -399,7 +404,7 @@ class ServerSession:
                 session.extended = not isinstance(command, Helo)
         elif isinstance(command, Mail):
             reply = await self._ask(
-                "handle_mail", lambda: handler.handle_mail(session, command), Reply(250, "OK")
+                "handle_mail", lambda: handler.handle_mail(session, command), _OK
             )
             if self._answer(reply).is_positive:
                 submitter = None
@@ -414,7 +419,7 @@ class ServerSession:
             reply = await self._ask(
                 "handle_data",
                 lambda: handler.handle_data(session, envelope),
-                Reply(354, "End data with <CR><LF>.<CR><LF>"),
+                _START_DATA,
             )
             self._chunk_failed = False
             self._answer(reply)  # a refusal keeps the transaction open (RFC 5321 §4.1.1.4)
@@ -424,10 +429,10 @@ class ServerSession:
             # Answered once its octets are in (see _chunk_received), or with
             # the message itself when it is the last chunk.
         elif isinstance(command, Rset):
-            self._answer(Reply(250, "OK"))
+            self._answer(_OK)
             await self._end_transaction()
         elif isinstance(command, Noop):
-            self._answer(Reply(250, "OK"))
+            self._answer(_OK)
         elif isinstance(command, Quit):
             self._answer(Reply(221, f"{hostname} Bye"))
         elif isinstance(command, StartTls):
@@ -436,7 +441,7 @@ class ServerSession:
             reply = await self._ask(
                 "handle_vrfy",
                 lambda: handler.handle_vrfy(session, command.argument),
-                Reply(252, "Cannot VRFY user, but will accept message and attempt delivery"),
+                _CANNOT_VRFY,
             )
             self._answer(reply)
         elif isinstance(command, Expn):
@@ -569,7 +574,7 @@ class ServerSession:
                 logger.exception("handle_message failed")
                 result = _LOCAL_ERROR
         if result is None:
-            return [Reply(250, "OK: message accepted")] * due
+            return [_ACCEPTED] * due
         if isinstance(result, Reply):
             return [result] * due
         replies = list(result)
