@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import poplib
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -401,3 +402,90 @@ def test_utf8_and_tcp_nodelay(adapter: str, store: MaildirStore) -> None:
             sock = transport._socket_stream.socket
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         client.quit()
+
+
+@contextlib.contextmanager
+def scripted_server(answers: dict[bytes, bytes], close_after: bytes = b"QUIT") -> Iterator[int]:
+    """A one-connection POP3 server that answers each command line from ``answers``
+    (keyed by the line without CRLF), read one line at a time, and closes after
+    answering ``close_after``."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"+OK scripted\r\n")
+            buffer = b""
+            while True:
+                while b"\r\n" not in buffer:
+                    data = conn.recv(4096)
+                    if not data:
+                        return
+                    buffer += data
+                line, buffer = buffer.split(b"\r\n", 1)
+                conn.sendall(answers.get(line, b"-ERR unknown\r\n"))
+                if line == close_after:
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        thread.join(10)
+
+
+def test_our_client_keeps_answers_in_step_when_a_pipelined_listing_fails(adapter: str) -> None:
+    mod = module(adapter)
+    answers = {
+        b"CAPA": b"+OK\r\nPIPELINING\r\nUIDL\r\nUSER\r\n.\r\n",
+        b"USER u": b"+OK\r\n",
+        b"PASS p": b"+OK\r\n",
+        b"LIST": b"-ERR [SYS/TEMP] listing unavailable\r\n",
+        b"UIDL": b"+OK\r\n1 abc\r\n.\r\n",
+        b"STAT": b"+OK 1 10\r\n",
+        b"QUIT": b"+OK bye\r\n",
+    }
+
+    async def session(port: int) -> None:
+        async with mod.POP3Client("127.0.0.1", port) as client:
+            await client.login("u", "p")
+            with pytest.raises(mod.POP3ResponseError) as info:
+                await client.list()
+            assert info.value.code == "SYS/TEMP" and info.value.command == "LIST"
+            assert await client.stat() == (1, 10)
+
+    with scripted_server(answers) as port:
+        run(adapter, lambda: session(port))
+
+
+def test_our_client_bounds_what_a_broken_server_sends(adapter: str) -> None:
+    mod = module(adapter)
+    answers = {
+        b"CAPA": b"-ERR no CAPA here\r\n",
+        b"USER u": b"+OK\r\n",
+        b"PASS p": b"+OK\r\n",
+        b"RETR 1": b"+OK\r\n" + b"x" * 100 + b"\r\n",  # and then the server goes away
+        b"NOOP": b"+OK " + b"y" * 5000 + b"\r\n",
+    }
+
+    async def session(port: int) -> None:
+        timeouts = POP3Timeouts.uniform(10)
+        async with mod.POP3Client("127.0.0.1", port, timeouts=timeouts) as client:
+            assert client.capabilities == {}
+            await client.login("u", "p")
+            with pytest.raises(mod.POP3ProtocolError):
+                await client.noop()  # a status line over 2048 octets
+
+    async def cut_off(port: int) -> None:
+        timeouts = POP3Timeouts.uniform(10)
+        async with mod.POP3Client("127.0.0.1", port, timeouts=timeouts) as client:
+            await client.login("u", "p")
+            with pytest.raises(mod.POP3ConnectionError, match="closed"):
+                await client.retrieve(1)
+
+    with scripted_server(answers) as port:
+        run(adapter, lambda: session(port))
+    with scripted_server(answers, close_after=b"RETR 1") as port:
+        run(adapter, lambda: cut_off(port))

@@ -174,6 +174,7 @@ class BasePOP3Client:
         self._transport: Transport | None = None
         self._conn: ClientConnection | None = None
         self._streaming = False
+        self._peer_closed = False
 
     async def _open(self, host: str, port: int) -> Transport:
         """A plain TCP connection (the adapter's job), under the connect timeout."""
@@ -361,18 +362,22 @@ class BasePOP3Client:
         if with_uids and conn.pipelining:
             await self._drain()
             await self._write(conn.send(List()) + conn.send(Uidl()))
-            sizes = _parse(parse_listing, await self._multiline("LIST"))
-            uids = await self._uids("UIDL")
+            response = await self._status(self.timeouts.response)
+            if isinstance(response, Err):
+                await self._drain_all(1)  # UIDL's answer must not pass for the next one's
+                raise POP3ResponseError("LIST", response)
+            sizes = _parse(parse_listing, await self._collect())
+            uids = await self._uids()
         else:
             sizes = _parse(parse_listing, await self._content(List()))
             uids = None
             if with_uids:
                 await self._drain()
                 await self._write(conn.send(Uidl()))
-                uids = await self._uids("UIDL")
+                uids = await self._uids()
         return [MessageListing(n, size, (uids or {}).get(n)) for n, size in sizes]
 
-    async def _uids(self, what: str) -> dict[int, str] | None:
+    async def _uids(self) -> dict[int, str] | None:
         response = await self._status(self.timeouts.response)
         if isinstance(response, Err):
             return None
@@ -478,12 +483,6 @@ class BasePOP3Client:
         await self._command(command)
         return await self._collect()
 
-    async def _multiline(self, what: str) -> bytes:
-        response = await self._status(self.timeouts.response)
-        if isinstance(response, Err):
-            raise POP3ResponseError(what, response)
-        return await self._collect()
-
     async def _collect(self) -> bytes:
         self._streaming = True
         chunks = [chunk async for chunk in self._stream()]
@@ -546,6 +545,8 @@ class BasePOP3Client:
             try:
                 event = conn.next_event()
             except RemoteProtocolError as exc:
+                if self._peer_closed:  # gone in the middle of an answer
+                    raise POP3ConnectionError(f"the server closed the connection: {exc}") from exc
                 raise POP3ProtocolError(str(exc)) from exc
             if event is NEED_DATA:
                 try:
@@ -555,6 +556,7 @@ class BasePOP3Client:
                     raise POP3Timeout(f"no answer within {timeout} s") from exc
                 except OSError:
                     data = b""
+                self._peer_closed = not data
                 conn.receive_data(data)
                 continue
             if event is PAUSED:
