@@ -489,3 +489,22 @@ def test_our_client_bounds_what_a_broken_server_sends(adapter: str) -> None:
         run(adapter, lambda: session(port))
     with scripted_server(answers, close_after=b"RETR 1") as port:
         run(adapter, lambda: cut_off(port))
+
+
+def test_our_client_with_implicit_tls(adapter: str, store: MaildirStore, tls: TLSFiles) -> None:
+    mod = module(adapter)
+
+    async def session(port: int) -> bytes:
+        client = mod.POP3Client(
+            "127.0.0.1", port, tls_on_connect=True, ssl_context=tls.client_context
+        )
+        async with client:
+            assert client.tls and "STLS" not in client.capabilities
+            await client.authenticate(PlainClient("alice", "wonderland"))
+            content: bytes = await client.retrieve(2)
+            return content
+
+    with running_pop3_server(
+        adapter, store, ssl_context=tls.server_context, tls_on_connect=True
+    ) as server:
+        assert run(adapter, lambda: session(server.port)) == crlf(MESSAGES[1])

@@ -301,7 +301,10 @@ class AsyncioTransport(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof = True
         self._wake_reader()
-        return True  # stay open: the replies still have to go out
+        # Stay open: the replies still have to go out. Under TLS asyncio closes
+        # anyway, and logs a warning if asked not to.
+        transport = self._transport
+        return transport is None or transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._alarm.close()
