@@ -1,15 +1,19 @@
-"""The POP3 server session's small parts: the TOP cut and the SASL exchange."""
+"""The POP3 server session's small parts: the TOP cut, the SASL exchange, the TLS rule."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from smtpcore._driver._pop3_exchange import SASLExchange, top_chunks
+from smtpcore._driver._pop3_server import POP3ServerOptions, POP3ServerState
+from smtpcore.maildrop import MaildirStore
 from smtpcore.pop3 import Auth, AuthResponse, Continue, Err
 from smtpcore.sasl import (
     Failure,
@@ -103,3 +107,33 @@ def test_sasl_exchange_refusals() -> None:
 
     answer = SASLExchange({"PLAIN": broken}).start(Auth("PLAIN"))
     assert isinstance(answer, Err) and answer.code == "SYS/TEMP"
+
+
+class _FakeTransport:
+    """Only the addresses a session reads when it is built; no I/O happens."""
+
+    def __init__(self, peer: tuple[str, int]) -> None:
+        self.peer_address = peer
+        self.local_address = ("127.0.0.1", 110)
+
+
+@pytest.mark.parametrize(
+    ("peer", "stls", "required"),
+    [
+        (("192.0.2.7", 5000), True, True),
+        (("2001:db8::7", 5000), True, True),
+        (("127.0.0.1", 5000), True, False),
+        (("::1", 5000), True, False),
+        (("192.0.2.7", 5000), False, False),
+    ],
+)
+def test_plaintext_logins_are_refused_off_loopback_when_stls_is_offered(
+    tmp_path: Path, peer: tuple[str, int], stls: bool, required: bool
+) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH) if stls else None
+    options = POP3ServerOptions(hostname="pop.test", ssl_context=context)
+    state = POP3ServerState(MaildirStore(tmp_path, {"a": "b"}), options)
+    session = state.new_session(_FakeTransport(peer))  # type: ignore[arg-type]  # a stand-in
+    conn = session._new_connection()
+    assert conn.require_tls is required
+    assert ("USER" in conn.capabilities()) is not required
