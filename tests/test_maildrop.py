@@ -161,3 +161,19 @@ def test_store_credentials_and_mechanisms(tmp_path: Path) -> None:
     for user in ("../etc", "", ".."):
         with pytest.raises(MaildropError):
             run(store.open_maildrop(SESSION, user))
+
+
+def test_delivery_order_compares_numbers_as_numbers(tmp_path: Path) -> None:
+    # Two deliveries in one second: microseconds and counters are not zero-padded.
+    names = [
+        "1700000000.M99999P7Q9R1.host",
+        "1700000000.M123456P7Q10R2.host",
+        "1700000001.M5P7Q11R3.host",
+        "999999999.M1P1.host",
+    ]
+    path = tmp_path / "alice"
+    write_maildir(path, [])
+    for name in reversed(names):
+        (path / "new" / name).write_bytes(name.encode() + b"\n")
+    listing = run(Maildir(path).messages())
+    assert [m.uid for m in listing] == [names[3], *names[:3]]

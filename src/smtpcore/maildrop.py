@@ -63,6 +63,7 @@ READ_SIZE: Final = 131072
 _UID_RE: Final = re.compile(r"[\x21-\x7e]{1,70}")
 _LOCK_NAME: Final = "smtpcore-pop3.lock"
 _VSIZE_RE: Final = re.compile(r",W=([0-9]{1,15})(?:,|$)")
+_DIGITS_RE: Final = re.compile(r"([0-9]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,10 +251,15 @@ def _uid(base: str) -> str:
     return hashlib.md5(base.encode("utf-8", "surrogateescape"), usedforsecurity=False).hexdigest()
 
 
-def _order(name: str) -> tuple[int, str]:
-    """Delivery order: a Maildir unique name starts with the delivery time in seconds."""
-    head = name.split(".", 1)[0]
-    return (int(head) if head.isdigit() else 0, name)
+def _order(name: str) -> list[tuple[int, int, str]]:
+    """Delivery order: a Maildir unique name starts with the delivery time in seconds,
+    often followed by microseconds and a counter (``M<usec>``, ``Q<n>``) that are not
+    zero-padded, so numbers compare as numbers."""
+    return [
+        (0, int(part), "") if part.isdigit() else (1, 0, part)
+        for part in _DIGITS_RE.split(name)
+        if part
+    ]
 
 
 class Maildir(Maildrop):
@@ -314,7 +320,7 @@ class Maildir(Maildrop):
         return [entry.info for entry in self._entries]
 
     def _scan(self) -> list[_Entry]:
-        found: list[tuple[tuple[int, str], Path, str]] = []
+        found: list[tuple[list[tuple[int, int, str]], Path, str]] = []
         for sub in ("cur", "new"):
             directory = self.path / sub
             try:
