@@ -294,9 +294,9 @@ class POP3ServerSession:
             return
         try:
             async with self.transport.deadline(self.options.timeouts.autologout) as deadline:
-                self._idle_deadline = deadline
                 if self._out:
                     await self._write_out()
+                self._idle_deadline = deadline  # a shutdown may wake the wait, not the write
                 data = await self.transport.receive_some(READ_SIZE)
         except TimeoutError:
             if self.state.stopping:
