@@ -64,7 +64,7 @@ class DotDecoder:
             if len(buf) < 3 and b".\r\n".startswith(buf):
                 return b"", 0, False
             start = 1  # the stuffed dot of the first line
-        raw = bytes(buf[start:])
+        raw = bytes(memoryview(buf)[start:]) if isinstance(buf, bytearray) else buf[start:]
         # One pass finds every line that starts with a dot: the stuffed
         # lines and the terminator. Most chunks have none or a few.
         pieces = raw.split(b"\r\n.")
@@ -88,7 +88,10 @@ class DotDecoder:
         return content, consumed, ended
 
     def _check(self, raw: bytes, stuffed: int) -> None:
-        if not (self._allow_bare_lf and self._allow_bare_cr):
+        if not (self._allow_bare_lf or self._allow_bare_cr):
+            if not _only_crlf(raw):
+                self.bad_line_ending = True
+        elif not (self._allow_bare_lf and self._allow_bare_cr):
             rest = raw.replace(b"\r\n", b"")
             if (not self._allow_bare_lf and b"\n" in rest) or (
                 not self._allow_bare_cr and b"\r" in rest
@@ -101,6 +104,21 @@ class DotDecoder:
             )
             if exceeded:
                 self.line_too_long = True
+
+
+_NOT_CR_OR_LF = bytes(byte for byte in range(256) if byte not in (10, 13))
+
+
+def _only_crlf(raw: bytes) -> bool:
+    """True when every CR and every LF in ``raw`` stands in a CRLF pair.
+
+    Deleting everything else leaves the line endings in order: they must
+    read CRLF CRLF ..., and as many CRLF pairs must stand in ``raw`` itself
+    (which rules out a bare CR and a bare LF far apart, "a\\rb\\nc").
+    """
+    endings = raw.translate(None, _NOT_CR_OR_LF)
+    pairs = len(endings) // 2
+    return endings == b"\r\n" * pairs and raw.count(b"\r\n") == pairs
 
 
 def _holds_terminator(pieces: list[bytes]) -> bool:
