@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 from hypothesis import given
@@ -197,3 +198,15 @@ def test_terminator_followed_by_a_dot_still_ends_the_content(
     for step in (1, 2, len(wire)):
         decoded, ended, left = decode_all(wire, list(range(0, len(wire), step)))
         assert (decoded, ended, left) == (content, True, rest)
+
+
+@given(any_text, cuts)
+def test_strict_check_matches_a_regex_reference(content: bytes, dec_cuts: list[int]) -> None:
+    wire = content + b"\r\n.\r\n"
+    # The content starts as if after a CRLF: ".\r\n" first is the terminator too.
+    end = (b"\r\n" + wire).find(b"\r\n.\r\n")
+    decoder = DotDecoder(FramingPolicy.strict())
+    _, ended, _ = decode_all(wire, dec_cuts, decoder)
+    assert ended
+    bare = re.search(rb"\r(?!\n)|(?<!\r)\n", wire[:end]) is not None
+    assert decoder.bad_line_ending is bare
