@@ -389,6 +389,8 @@ class Maildir(Maildrop):
         with file:
             while chunk := file.read(READ_SIZE):
                 yield chunk
+                if len(chunk) < READ_SIZE:
+                    break  # a buffered read is short only at the end: save a call
 
     # -- UPDATE ---------------------------------------------------------
 
