@@ -415,9 +415,8 @@ def parse_path(
     to cut the ESMTP parameters off first.
     """
     simple = _SIMPLE_PATH.fullmatch(text)
-    if simple is not None:
-        # The everyday path; Mailbox still checks its limits (lengths, numeric TLD).
-        return Mailbox(simple[1], simple[2])
+    if simple is not None and _is_simple(simple[1], simple[2]):
+        return Mailbox(simple[1], simple[2])  # the everyday path, checked in one match
     _check_chars(text, "path")
     if len(text) < 2 or not text.startswith("<") or not text.endswith(">"):
         raise AddressError(f"path {_show(text)} is not enclosed in angle brackets")
