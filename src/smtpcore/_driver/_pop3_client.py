@@ -15,9 +15,9 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Final, TypeVar
 
+from smtpcore._driver._client_base import BaseClient
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts
 from smtpcore._driver._transport import Transport
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
@@ -136,7 +136,7 @@ class MessageListing:
     """The unique-id (RFC 1939 §7), or ``None`` if the server has no UIDL."""
 
 
-class BasePOP3Client:
+class BasePOP3Client(BaseClient):
     """A POP3 client session to ``host``; the adapters add how to open a connection.
 
     ``tls_on_connect`` speaks TLS from the first byte (port 995, RFC 8314).
@@ -146,6 +146,10 @@ class BasePOP3Client:
     :func:`ssl.create_default_context`, which verifies them. ``pipelining``
     forces RFC 2449 pipelining on or off; by default it follows CAPA.
     """
+
+    connection_error = POP3ConnectionError
+    timeout_error = POP3Timeout
+    timeouts: POP3Timeouts
 
     def __init__(
         self,
@@ -176,10 +180,6 @@ class BasePOP3Client:
         self._streaming = False
         self._peer_closed = False
 
-    async def _open(self, host: str, port: int) -> Transport:
-        """A plain TCP connection (the adapter's job), under the connect timeout."""
-        raise NotImplementedError
-
     @property
     def connection(self) -> ClientConnection:
         """The machine of the open session."""
@@ -197,21 +197,11 @@ class BasePOP3Client:
         """Whether the session is protected by TLS."""
         return self._conn is not None and self._conn.tls
 
-    def _context(self) -> ssl.SSLContext:
-        if self.ssl_context is None:
-            self.ssl_context = ssl.create_default_context()
-        return self.ssl_context
-
     # -- session ------------------------------------------------------------
 
     async def connect(self) -> None:
         """Connect, read the greeting, ask CAPA, and start TLS as configured."""
-        try:
-            self._transport = await self._open(self.host, self.port)
-        except TimeoutError as exc:
-            raise POP3Timeout(f"connecting to {self.host}:{self.port} timed out") from exc
-        except OSError as exc:
-            raise POP3ConnectionError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+        await self._open_transport()
         try:
             if self.tls_on_connect:
                 await self._handshake()
@@ -242,19 +232,6 @@ class BasePOP3Client:
         await self._handshake()
         self.connection.tls_started()
         await self._capa()
-
-    async def _handshake(self) -> None:
-        transport = self._transport
-        assert transport is not None
-        try:
-            async with transport.deadline(self.timeouts.tls_handshake):
-                await transport.start_tls(
-                    self._context(), server_side=False, server_hostname=self.server_hostname
-                )
-        except TimeoutError as exc:
-            raise POP3Timeout("TLS handshake timed out") from exc
-        except OSError as exc:  # ssl.SSLCertVerificationError is one
-            raise POP3ConnectionError(f"TLS handshake failed: {exc}") from exc
 
     async def login(self, user: str, password: str, *, apop: bool = False) -> None:
         """Log in with USER and PASS, or with APOP when ``apop`` is set (RFC 1939 §7).
@@ -324,26 +301,6 @@ class BasePOP3Client:
     async def close(self) -> None:
         """Close without QUIT: nothing marked deleted is removed."""
         await self._abort()
-
-    async def _abort(self) -> None:
-        transport, self._transport = self._transport, None
-        if transport is not None:
-            await transport.aclose()
-
-    async def __aenter__(self: _C) -> _C:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            await self.quit()
-        else:
-            await self._abort()
 
     # -- the transaction -------------------------------------------------------
 

@@ -16,9 +16,9 @@ import email.utils
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Sequence
-from types import TracebackType
 from typing import Final
 
+from smtpcore._driver._client_base import BaseClient
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts
 from smtpcore._driver._transport import Transport
 from smtpcore._errors import RemoteProtocolError
@@ -179,7 +179,7 @@ def _from_email(
     return outgoing.as_bytes(policy=message.policy.clone(linesep="\r\n")), sender, recipients
 
 
-class BaseSMTPClient:
+class BaseSMTPClient(BaseClient):
     """An SMTP client session to ``host``; the adapters add how to open a connection.
 
     ``tls_on_connect`` speaks TLS from the first byte (port 465, RFC 8314).
@@ -197,6 +197,10 @@ class BaseSMTPClient:
     secret (PLAIN, LOGIN, bearer tokens) are used only under TLS unless
     ``allow_plaintext_auth`` is true.
     """
+
+    connection_error = SMTPConnectionError
+    timeout_error = SMTPTimeout
+    timeouts: Timeouts
 
     def __init__(
         self,
@@ -244,10 +248,6 @@ class BaseSMTPClient:
         self._conn: ClientConnection | None = None
         self._sent_messages = 0
 
-    async def _open(self, host: str, port: int) -> Transport:
-        """A plain TCP connection (the adapter's job), under the connect timeout."""
-        raise NotImplementedError
-
     @property
     def connection(self) -> ClientConnection:
         """The machine of the open session."""
@@ -255,21 +255,11 @@ class BaseSMTPClient:
             raise SMTPConnectionError("not connected")
         return self._conn
 
-    def _context(self) -> ssl.SSLContext:
-        if self.ssl_context is None:
-            self.ssl_context = ssl.create_default_context()
-        return self.ssl_context
-
     # -- session ------------------------------------------------------------
 
     async def connect(self) -> None:
         """Connect, read the greeting, say EHLO, and start TLS as configured."""
-        try:
-            self._transport = await self._open(self.host, self.port)
-        except TimeoutError as exc:
-            raise SMTPTimeout(f"connecting to {self.host}:{self.port} timed out") from exc
-        except OSError as exc:
-            raise SMTPConnectionError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+        await self._open_transport()
         try:
             if self.tls_on_connect:
                 await self._handshake()
@@ -379,19 +369,6 @@ class BaseSMTPClient:
             raise AuthenticationError(command, reply, detail) from exc
         self.authenticated_with = flow.mechanism.name
 
-    async def _handshake(self) -> None:
-        transport = self._transport
-        assert transport is not None
-        try:
-            async with transport.deadline(self.timeouts.tls_handshake):
-                await transport.start_tls(
-                    self._context(), server_side=False, server_hostname=self.server_hostname
-                )
-        except TimeoutError as exc:
-            raise SMTPTimeout("TLS handshake timed out") from exc
-        except OSError as exc:  # ssl.SSLCertVerificationError is one
-            raise SMTPConnectionError(f"TLS handshake failed: {exc}") from exc
-
     async def quit(self) -> None:
         """Say QUIT and close; a server that is already gone is not an error."""
         conn = self._conn
@@ -401,26 +378,6 @@ class BaseSMTPClient:
         except SMTPError:
             pass
         finally:
-            await self._abort()
-
-    async def _abort(self) -> None:
-        transport, self._transport = self._transport, None
-        if transport is not None:
-            await transport.aclose()
-
-    async def __aenter__(self) -> BaseSMTPClient:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            await self.quit()
-        else:
             await self._abort()
 
     # -- messages -------------------------------------------------------------

@@ -1,0 +1,100 @@
+"""What an SMTP client session and a POP3 client session share.
+
+Both open one connection through the adapter's ``_open``, may run the TLS
+handshake on it (at once, or after STARTTLS / STLS), and close it; only the
+errors they raise differ, and each subclass names its own.
+"""
+
+from __future__ import annotations
+
+import ssl
+from types import TracebackType
+from typing import ClassVar, Protocol, TypeVar
+
+from smtpcore._driver._transport import Transport
+
+__all__ = ["BaseClient"]
+
+_C = TypeVar("_C", bound="BaseClient")
+
+
+class _ClientTimeouts(Protocol):
+    @property
+    def tls_handshake(self) -> float | None: ...
+
+
+class BaseClient:
+    """The connection of one client session; subclasses speak the protocol."""
+
+    connection_error: ClassVar[type[Exception]] = ConnectionError
+    """Raised when the connection cannot be opened or the handshake fails."""
+    timeout_error: ClassVar[type[Exception]] = TimeoutError
+    """Raised when opening the connection or the handshake takes too long."""
+
+    host: str
+    port: int
+    ssl_context: ssl.SSLContext | None
+    server_hostname: str
+    timeouts: _ClientTimeouts
+    _transport: Transport | None
+
+    async def _open(self, host: str, port: int) -> Transport:
+        """A plain TCP connection (the adapter's job), under the connect timeout."""
+        raise NotImplementedError
+
+    async def connect(self) -> None:
+        """Open the session: connect, read the greeting, and so on."""
+        raise NotImplementedError
+
+    async def quit(self) -> None:
+        """End the session politely and close the connection."""
+        raise NotImplementedError
+
+    def _context(self) -> ssl.SSLContext:
+        if self.ssl_context is None:
+            self.ssl_context = ssl.create_default_context()
+        return self.ssl_context
+
+    async def _open_transport(self) -> None:
+        """Open the connection, turning failures into the protocol's own errors."""
+        try:
+            self._transport = await self._open(self.host, self.port)
+        except TimeoutError as exc:
+            raise self.timeout_error(f"connecting to {self.host}:{self.port} timed out") from exc
+        except OSError as exc:
+            raise self.connection_error(
+                f"cannot connect to {self.host}:{self.port}: {exc}"
+            ) from exc
+
+    async def _handshake(self) -> None:
+        transport = self._transport
+        assert transport is not None
+        try:
+            async with transport.deadline(self.timeouts.tls_handshake):
+                await transport.start_tls(
+                    self._context(), server_side=False, server_hostname=self.server_hostname
+                )
+        except TimeoutError as exc:
+            raise self.timeout_error("TLS handshake timed out") from exc
+        except OSError as exc:  # ssl.SSLCertVerificationError is one
+            raise self.connection_error(f"TLS handshake failed: {exc}") from exc
+
+    async def _abort(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.aclose()
+
+    async def __aenter__(self: _C) -> _C:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            await self.quit()
+        else:
+            await self._abort()
