@@ -74,8 +74,6 @@ _WINDOW: Final = 8
 the server busy while the client reads; the machine's pipelining check costs
 grow with it."""
 
-_C = TypeVar("_C", bound="BasePOP3Client")
-
 
 class POP3Error(Exception):
     """Base class of the client's errors; ``response`` is the server's ``-ERR``, if any."""
