@@ -197,7 +197,7 @@ def parse_command_line(text: str, verbs: dict[str, Callable[[str], Command]]) ->
     parser = verbs.get(verb.upper())
     if parser is None:
         raise CommandSyntaxError(reply(500, "5.5.2", "Command unrecognized"))
-    if _CONTROL_RE.search(argument):
+    if not argument.isprintable() and _CONTROL_RE.search(argument):
         raise CommandSyntaxError(reply(501, "5.5.2", "Control character in command"))
     try:
         return parser(argument.strip(" "))

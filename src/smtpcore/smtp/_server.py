@@ -592,11 +592,12 @@ class ServerConnection:
         return event.to_bytes(self._status_for(answered, event))
 
     def _status_for(self, answered: Event | None, event: Reply) -> EnhancedStatus | None:
-        if not self.enhanced_status_codes or event.is_intermediate:
+        code = event.code
+        if not self.enhanced_status_codes or 300 <= code < 400:
             return None
         if event.status is not None:
             return event.status
-        if event.is_positive and answered is not None:
+        if code < 300 and answered is not None:
             status = _SUCCESS_STATUS.get(type(answered))
             if status is not None:
                 return status
