@@ -58,6 +58,12 @@ class Parameters(Mapping[str, "str | None"]):
                 return value
         raise KeyError(keyword)
 
+    def __contains__(self, keyword: object) -> bool:
+        if not isinstance(keyword, str):
+            return False
+        upper = keyword.upper()
+        return any(key == upper for key, _ in self._items)
+
     def __iter__(self) -> Iterator[str]:
         return (key for key, _ in self._items)
 
