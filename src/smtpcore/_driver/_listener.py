@@ -8,13 +8,21 @@ only, so one accept loop per framework serves both protocols.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from smtpcore._driver._timeouts import Deadline
 from smtpcore._driver._transport import Transport, address
 
-__all__ = ["BaseListener", "ListenedSession", "SessionRegistry"]
+__all__ = [
+    "BaseListener",
+    "ConnectionLost",
+    "ListenedSession",
+    "ServedSession",
+    "SessionRegistry",
+]
 
 
 class ListenedSession(Protocol):
@@ -126,3 +134,53 @@ class BaseListener(Generic[S]):
     def _listening_addresses(self) -> list[object]:
         """The socket names of the listening sockets (the adapter knows them)."""
         raise NotImplementedError
+
+
+class ConnectionLost(Exception):
+    """The transport failed or the session must end: close without another word."""
+
+
+class ServedSession:
+    """The life of one accepted connection, the same for SMTP and POP3.
+
+    :meth:`run` serves it, logs a failure, leaves the registry, lets the
+    protocol tidy up (:meth:`_ended`: an abandoned transaction, a maildrop
+    lock) and closes the transport, whatever happened.
+    """
+
+    logger: ClassVar[logging.Logger] = logging.getLogger("smtpcore")
+    protocol: ClassVar[str] = ""
+
+    transport: Transport
+    state: SessionRegistry[Any]
+    _idle_deadline: Deadline | None
+
+    async def run(self) -> None:
+        """Serve the connection to its end; never raises but for cancellation."""
+        self.state.sessions.add(self)
+        try:
+            await self._serve()
+        except ConnectionLost:
+            pass
+        except Exception:
+            self.logger.exception(
+                "%s session with %s failed", self.protocol, self.transport.peer_address
+            )
+        finally:
+            self.state.remove(self)
+            try:
+                await self._ended()
+            finally:
+                await self.transport.aclose()
+
+    def wake_if_idle(self) -> None:
+        """Interrupt a wait for the next command (graceful shutdown)."""
+        deadline = self._idle_deadline
+        if deadline is not None:
+            deadline.expire()
+
+    async def _serve(self) -> None:
+        raise NotImplementedError
+
+    async def _ended(self) -> None:
+        """Tidy up after the session, before the transport closes."""

@@ -21,7 +21,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
-from smtpcore._driver._listener import BaseListener, SessionRegistry
+from smtpcore._driver._listener import (
+    BaseListener,
+    ConnectionLost,
+    ServedSession,
+    SessionRegistry,
+)
 from smtpcore._driver._pop3_exchange import SASLExchange, top_chunks
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, Deadline, POP3Timeouts
 from smtpcore._driver._transport import Transport
@@ -161,12 +166,15 @@ class POP3ServerState(SessionRegistry["POP3ServerSession"]):
         return POP3ServerSession(transport, self)
 
 
-class _ConnectionLost(Exception):
-    """The transport failed or the session must end; close without another word."""
+_ConnectionLost = ConnectionLost
 
 
-class POP3ServerSession:
+class POP3ServerSession(ServedSession):
     """One connection, from greeting to close."""
+
+    logger = logger
+    protocol = "POP3"
+    state: POP3ServerState
 
     def __init__(self, transport: Transport, state: POP3ServerState) -> None:
         self.transport = transport
@@ -192,21 +200,8 @@ class POP3ServerSession:
 
     # -- the loop ---------------------------------------------------------
 
-    async def run(self) -> None:
-        """Serve the connection to its end; never raises but for cancellation."""
-        self.state.sessions.add(self)
-        try:
-            await self._serve()
-        except _ConnectionLost:
-            pass
-        except Exception:
-            logger.exception("POP3 session with %s failed", self.session.peer)
-        finally:
-            self.state.remove(self)
-            try:
-                await self._release()
-            finally:
-                await self.transport.aclose()
+    async def _ended(self) -> None:
+        await self._release()
 
     async def _release(self) -> None:
         maildrop, self.maildrop = self.maildrop, None
@@ -310,12 +305,6 @@ class POP3ServerSession:
         finally:
             self._idle_deadline = None
         conn.receive_data(data)
-
-    def wake_if_idle(self) -> None:
-        """Interrupt a wait for the next command (graceful shutdown)."""
-        deadline = self._idle_deadline
-        if deadline is not None:
-            deadline.expire()
 
     def _goodbye(self, response: Err) -> None:
         """Answer, then end the session (nothing is deleted: there was no QUIT)."""

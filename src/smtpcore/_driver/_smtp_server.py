@@ -18,7 +18,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from smtpcore._driver._listener import BaseListener, SessionRegistry
+from smtpcore._driver._listener import (
+    BaseListener,
+    ConnectionLost,
+    ServedSession,
+    SessionRegistry,
+)
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Deadline, Timeouts
 from smtpcore._driver._transport import Transport
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
@@ -199,12 +204,15 @@ class ServerState(SessionRegistry["ServerSession"]):
         return ServerSession(transport, self)
 
 
-class _ConnectionLost(Exception):
-    """The transport failed; the session ends without another word."""
+_ConnectionLost = ConnectionLost
 
 
-class ServerSession:
+class ServerSession(ServedSession):
     """One connection, from greeting to close."""
+
+    logger = logger
+    protocol = "SMTP"
+    state: ServerState
 
     def __init__(self, transport: Transport, state: ServerState) -> None:
         self.transport = transport
@@ -225,22 +233,9 @@ class ServerSession:
 
     # -- the loop ---------------------------------------------------------
 
-    async def run(self) -> None:
-        """Serve the connection to its end; never raises but for cancellation."""
-        self.state.sessions.add(self)
-        try:
-            await self._serve()
-        except _ConnectionLost:
-            pass
-        except Exception:
-            logger.exception("SMTP session with %s failed", self.session.peer)
-        finally:
-            self.state.remove(self)
-            try:
-                await self._end_transaction()
-                await self._call(self.handler.handle_close(self.session))
-            finally:
-                await self.transport.aclose()
+    async def _ended(self) -> None:
+        await self._end_transaction()
+        await self._call(self.handler.handle_close(self.session))
 
     async def _serve(self) -> None:
         conn = self.conn
@@ -315,12 +310,6 @@ class ServerSession:
         finally:
             self._idle_deadline = None
         conn.receive_data(data)
-
-    def wake_if_idle(self) -> None:
-        """Interrupt a wait for the next command (graceful shutdown)."""
-        deadline = self._idle_deadline
-        if deadline is not None:
-            deadline.expire()
 
     async def _flush(self) -> None:
         """Write the replies due, under the command timeout."""
