@@ -694,3 +694,47 @@ def test_end_of_data_followed_by_a_dot_is_still_the_end() -> None:
     events, out = run(conn, b"body\r\n.\r\n.RSET\r\nNOOP\r\n")
     assert content_of(events) == b"body\r\n"
     assert codes(out) == ["250 2.0.0", "500 5.5.2", "250 2.0.0"]
+
+
+# -- DSN parameters (RFC 3461) -----------------------------------------------------------
+
+DSN_CASES = [
+    (b"MAIL FROM:<a@b.example> RET=HDRS ENVID=QQ314159\r\n", "250 2.1.0"),
+    (b"MAIL FROM:<a@b.example> RET=full\r\n", "250 2.1.0"),
+    (b"MAIL FROM:<a@b.example> RET=ALL\r\n", "501 5.5.4"),
+    (b"MAIL FROM:<a@b.example> ENVID=a+2Bb\r\n", "250 2.1.0"),
+    (b"MAIL FROM:<a@b.example> ENVID=a+zz\r\n", "501 5.5.4"),
+    (b"MAIL FROM:<a@b.example> RET\r\n", "501 5.5.4"),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), DSN_CASES)
+def test_dsn_mail_parameters(line: bytes, expected: str) -> None:
+    conn = greeted(dsn=True)
+    _, out = run(conn, EHLO + line)
+    assert b"DSN" in out
+    assert codes(out)[-1] == expected
+
+
+RCPT_DSN_CASES = [
+    (b"RCPT TO:<c@d.example> NOTIFY=SUCCESS,FAILURE\r\n", "250 2.1.5"),
+    (b"RCPT TO:<c@d.example> NOTIFY=NEVER\r\n", "250 2.1.5"),
+    (b"RCPT TO:<c@d.example> NOTIFY=NEVER,DELAY\r\n", "501 5.5.4"),
+    (b"RCPT TO:<c@d.example> NOTIFY=SOMETIMES\r\n", "501 5.5.4"),
+    (b"RCPT TO:<c@d.example> ORCPT=rfc822;c+40d.example\r\n", "250 2.1.5"),
+    (b"RCPT TO:<c@d.example> ORCPT=c@d.example\r\n", "501 5.5.4"),
+    (b"RCPT TO:<c@d.example> FOO=1\r\n", "555 5.5.4"),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), RCPT_DSN_CASES)
+def test_dsn_rcpt_parameters(line: bytes, expected: str) -> None:
+    conn = greeted(dsn=True)
+    _, out = run(conn, EHLO + b"MAIL FROM:<a@b.example>\r\n" + line)
+    assert codes(out)[-1] == expected
+
+
+def test_dsn_parameters_refused_when_dsn_is_off() -> None:
+    _, out = run(greeted(), EHLO + b"MAIL FROM:<a@b.example> RET=HDRS\r\n")
+    assert b"DSN" not in out
+    assert codes(out)[-1] == "555 5.5.4"

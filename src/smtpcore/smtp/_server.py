@@ -24,6 +24,7 @@ from smtpcore.smtp._commands import (
     parse_command_line,
     reply,
 )
+from smtpcore.smtp._dsn import dsn_mail_problem, dsn_rcpt_problem
 from smtpcore.smtp._events import (
     Auth,
     AuthResponse,
@@ -111,6 +112,7 @@ class ServerConnection:
         enhanced_status_codes: bool = True,
         smtputf8: bool = True,
         chunking: bool = True,
+        dsn: bool = False,
         starttls: bool = False,
         tls: bool = False,
         require_tls: bool = False,
@@ -136,6 +138,7 @@ class ServerConnection:
         self.enhanced_status_codes = enhanced_status_codes
         self.smtputf8 = smtputf8
         self.chunking = chunking
+        self.dsn = dsn
         self.starttls = starttls
         self.require_tls = require_tls
         self.auth_mechanisms = tuple(name.upper() for name in auth_mechanisms)
@@ -402,6 +405,10 @@ class ServerConnection:
                 utf8 = True
             elif keyword == "AUTH" and self.auth_mechanisms and value is not None:
                 pass  # RFC 4954 §5: the submitter's identity, the application's to trust
+            elif keyword in ("RET", "ENVID") and self.dsn:
+                problem = dsn_mail_problem(keyword, value)
+                if problem is not None:
+                    return reply(501, "5.5.4", problem)
             else:
                 return reply(555, "5.5.4", f"Unsupported parameter {keyword}")
         if command.sender is not None and not command.sender.is_ascii and not utf8:
@@ -411,9 +418,12 @@ class ServerConnection:
     def _check_rcpt(self, command: Rcpt) -> Reply | None:
         if self._accepted >= self.max_recipients:
             return reply(452, "4.5.3", "Too many recipients")
-        if command.params:
-            keyword = next(iter(command.params))
-            return reply(555, "5.5.4", f"Unsupported parameter {keyword}")
+        for keyword, value in command.params.items():
+            if keyword not in ("NOTIFY", "ORCPT") or not self.dsn:
+                return reply(555, "5.5.4", f"Unsupported parameter {keyword}")
+            problem = dsn_rcpt_problem(keyword, value)
+            if problem is not None:
+                return reply(501, "5.5.4", problem)
         if not command.recipient.is_ascii and not self._utf8_transaction:
             return reply(553, "5.6.7", "Non-ASCII recipient address needs SMTPUTF8")
         return None
@@ -628,6 +638,8 @@ class ServerConnection:
             lines.append("SMTPUTF8")
         if self.chunking:
             lines.append("CHUNKING")
+        if self.dsn:
+            lines.append("DSN")
         if self.starttls and not self.tls:
             lines.append("STARTTLS")
         mechanisms = self.offered_auth_mechanisms()
