@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Callable
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from smtpcore.sasl import (
@@ -197,6 +197,7 @@ def test_xoauth2(user: str, token: str, initial: bool) -> None:
     st.one_of(st.none(), st.integers(1, 65535)),
     st.booleans(),
 )
+@example("\x01", "0", None, None, False)  # an authzid holding the kvsep (RFC 5801 allows it)
 def test_oauthbearer(
     user: str, token: str, host: str | None, port: int | None, initial: bool
 ) -> None:

@@ -299,11 +299,17 @@ class OAuthBearerServer(_BearerServer):
         """The client's key=value pairs (``host``, ``port``, ``auth``, ...)."""
 
     def _parse(self, response: bytes) -> tuple[str, str]:
-        header, separator, rest = response.partition(b"\x01")
-        if not separator or not rest.endswith(b"\x01\x01"):
+        # The gs2 header ends at its second comma (an authzid escapes its own
+        # commas as =2C, RFC 5801 §4), and may itself hold %x01 (RFC 5801's
+        # UTF8-1-safe), so it is cut by commas, not at the first kvsep.
+        first = response.find(b",")
+        second = response.find(b",", first + 1) if first >= 0 else -1
+        rest = response[second + 1 :] if second >= 0 else b""
+        if not rest.startswith(b"\x01") or len(rest) < 2 or not rest.endswith(b"\x01\x01"):
             raise _Reject("OAUTHBEARER message is malformed")
+        header = response[: second + 1]
         user = self._gs2_authzid(decode_utf8(header, "OAUTHBEARER gs2 header"))
-        self.fields = _key_values(rest[:-2])
+        self.fields = _key_values(rest[1:-2])
         if "auth" not in self.fields:
             raise _Reject("OAUTHBEARER message has no auth")
         return user, _bearer_token(self.fields["auth"])
