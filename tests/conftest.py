@@ -1,6 +1,7 @@
 """Suite-wide pytest setup: the ``interop`` marker and the Hypothesis profiles.
 
-``CI=true`` selects the ``ci`` profile; ``HYPOTHESIS_PROFILE`` overrides the choice.
+``CI=true`` selects the ``ci`` profile (derandomized); ``HYPOTHESIS_PROFILE=deep``
+explores a thousand examples a test; ``HYPOTHESIS_PROFILE`` overrides the choice.
 Both profiles have no deadline: a loaded 2-core machine must not turn a slow
 example into a failure.
 """
@@ -21,8 +22,17 @@ settings.register_profile(
     "ci",
     max_examples=60,
     deadline=None,
-    derandomize=False,
+    # CI gates landing: the same examples every run, so a submission never
+    # fails on a draw that the previous run did not make. Exploration is the
+    # "dev" and "deep" profiles' job.
+    derandomize=True,
     print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "deep",
+    max_examples=1000,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(
