@@ -443,76 +443,8 @@ def running_smtp_server(
     with blocking clients (smtplib, raw sockets, peer programs). Leaving the
     block shuts it down gracefully and re-raises any error the loop died of.
     """
-    import importlib
-    import queue
-    import threading
-
-    module = importlib.import_module(f"smtpcore.{adapter}")
     options.setdefault("hostname", "mx.test")
-    ready: queue.Queue[tuple[Any, Callable[[], object], Any] | BaseException] = queue.Queue()
-    failure: list[BaseException] = []
-
-    def run_asyncio() -> None:
-        import asyncio
-
-        async def main() -> None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-
-            def call(fn: Callable[[], Awaitable[Any]]) -> Any:
-                async def wrapper() -> Any:
-                    return await fn()
-
-                return asyncio.run_coroutine_threadsafe(wrapper(), loop).result(60)
-
-            async with module.SMTPServer(handler, LOOPBACK, 0, **options) as server:
-                ready.put((server, lambda: loop.call_soon_threadsafe(stop.set), call))
-                await stop.wait()
-
-        asyncio.run(main())
-
-    def run_trio() -> None:
-        import trio
-
-        async def main() -> None:
-            stop = trio.Event()
-            token = trio.lowlevel.current_trio_token()
-
-            def call(fn: Callable[[], Awaitable[Any]]) -> Any:
-                return trio.from_thread.run(fn, trio_token=token)
-
-            async with module.SMTPServer(handler, LOOPBACK, 0, **options) as server:
-                ready.put(
-                    (server, lambda: trio.from_thread.run_sync(stop.set, trio_token=token), call)
-                )
-                await stop.wait()
-
-        trio.run(main)
-
-    def target() -> None:
-        try:
-            run_asyncio() if adapter == "asyncio" else run_trio()
-        except BaseException as exc:
-            failure.append(exc)
-            ready.put(exc)
-
-    thread = threading.Thread(target=target, name=f"smtp-{adapter}", daemon=True)
-    thread.start()
-    item = ready.get(timeout=startup_timeout)
-    if isinstance(item, BaseException):
-        thread.join()
-        raise item
-    server, stop, call = item
-    try:
-        yield RunningSMTPServer(adapter, server, call)
-    finally:
-        with contextlib.suppress(RuntimeError):  # the loop may have ended already
-            stop()
-        thread.join(60)
-    if thread.is_alive():
-        raise RuntimeError(f"the {adapter} server thread did not stop")
-    if failure:
-        raise failure[0]
+    yield from _serve_in_thread(adapter, "SMTPServer", handler, startup_timeout, options)
 
 
 @dataclass(frozen=True)
