@@ -308,12 +308,27 @@ class Mailbox:
 def _is_simple(local: str, domain: str) -> bool:
     """True for the everyday ASCII mailbox that the full checks would accept."""
     return (
+        _SIMPLE_LOCAL.fullmatch(local) is not None
+        and _SIMPLE_DOMAIN.fullmatch(domain) is not None
+        and _simple_fits(local, domain)
+    )
+
+
+def _simple_fits(local: str, domain: str) -> bool:
+    """The limits a mailbox made of the simple patterns can still break."""
+    return (
         len(local) <= MAX_LOCAL_PART_OCTETS
         and len(local) + len(domain) <= MAX_PATH_OCTETS - 3
-        and _SIMPLE_LOCAL.fullmatch(local) is not None
-        and _SIMPLE_DOMAIN.fullmatch(domain) is not None
         and not domain.rpartition(".")[2].isdigit()
     )
+
+
+def _checked_mailbox(local: str, domain: str) -> Mailbox:
+    """A Mailbox whose parts the caller has already validated (skips ``__post_init__``)."""
+    mailbox = object.__new__(Mailbox)
+    object.__setattr__(mailbox, "local_part", local)
+    object.__setattr__(mailbox, "domain", domain)
+    return mailbox
 
 
 def _dot_string_problem(local: str) -> str:
@@ -415,8 +430,10 @@ def parse_path(
     to cut the ESMTP parameters off first.
     """
     simple = _SIMPLE_PATH.fullmatch(text)
-    if simple is not None and _is_simple(simple[1], simple[2]):
-        return Mailbox(simple[1], simple[2])  # the everyday path, checked in one match
+    if simple is not None:
+        local, domain = simple.groups()
+        if _simple_fits(local, domain):
+            return _checked_mailbox(local, domain)  # the everyday path, checked in one match
     _check_chars(text, "path")
     if len(text) < 2 or not text.startswith("<") or not text.endswith(">"):
         raise AddressError(f"path {_show(text)} is not enclosed in angle brackets")

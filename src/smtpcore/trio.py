@@ -12,6 +12,7 @@ import email.message
 import errno
 import logging
 import math
+import os
 import socket
 import ssl
 from collections.abc import Sequence
@@ -186,6 +187,18 @@ class TrioTransport:
             raise ConnectionResetError(str(exc) or "connection lost") from exc
 
     async def send_all(self, data: bytes) -> None:
+        if self._ssl is None and not self._closed:
+            # A reply usually fits in the socket buffer: hand it to the kernel
+            # now rather than through trio's send, which passes through the
+            # scheduler even when it need not wait. The session's next read is
+            # the checkpoint. What the kernel does not take waits below.
+            try:
+                sent = os.write(self._socket_stream.socket.fileno(), data)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
         try:
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:

@@ -40,6 +40,10 @@ __all__ = ["COMMAND_STATES", "MOVES", "Move", "State", "allowed_in"]
 class State(enum.Enum):
     """Where a session stands (RFC 1939 §3)."""
 
+    # Identity hashing, in C: states are looked up in sets on every command, and
+    # Enum.__hash__ (hashing the name) is Python code.
+    __hash__ = object.__hash__
+
     GREETING = "GREETING"
     """Connected; the server has not greeted yet."""
     AUTHORIZATION = "AUTHORIZATION"

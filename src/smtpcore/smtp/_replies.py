@@ -73,6 +73,11 @@ class Reply(Event):
     text: str | tuple[str, ...] = field(compare=False)
     status: EnhancedStatus | None
     lines: tuple[str, ...] = field(repr=False)
+    _wire: tuple[EnhancedStatus | None, bytes] | None = field(
+        init=False, repr=False, compare=False
+    )
+    """The last :meth:`to_bytes` result and its status: the everyday replies are
+    module constants, written again and again."""
 
     def __init__(
         self,
@@ -98,6 +103,7 @@ class Reply(Event):
         object.__setattr__(self, "text", text)
         object.__setattr__(self, "status", status)
         object.__setattr__(self, "lines", lines)
+        object.__setattr__(self, "_wire", None)
         if status is not None and status.class_code != code // 100:
             raise LocalProtocolError(f"status {status} does not match reply code {code}")
 
@@ -147,6 +153,14 @@ class Reply(Event):
 
     def to_bytes(self, status: EnhancedStatus | None = None) -> bytes:
         """The reply as wire lines, each prefixed with ``status`` if given."""
+        wire = self._wire
+        if wire is not None and wire[0] is status:
+            return wire[1]
+        data = self._format(status)
+        object.__setattr__(self, "_wire", (status, data))
+        return data
+
+    def _format(self, status: EnhancedStatus | None) -> bytes:
         prefix = f"{status} " if status is not None else ""
         lines = self.lines
         if len(lines) == 1:

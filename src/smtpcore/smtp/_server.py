@@ -40,13 +40,14 @@ from smtpcore.smtp._events import (
     Lhlo,
     Mail,
     MessageData,
+    Noop,
     Rcpt,
     RejectedMessage,
     Rset,
     StartTls,
 )
 from smtpcore.smtp._replies import EnhancedStatus, Reply
-from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, State, next_state
+from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, Rule, State, next_state
 
 __all__ = ["ServerConnection"]
 
@@ -83,6 +84,10 @@ _SEQUENCE_ERRORS: Final[dict[tuple[str, State], Reply]] = {
     ("AUTH", State.MAIL): reply(503, "5.5.1", "AUTH not allowed in a mail transaction"),
     ("AUTH", State.RCPT): reply(503, "5.5.1", "AUTH not allowed in a mail transaction"),
 }
+_READING_COMMANDS: Final = frozenset(
+    {State.NO_SERVICE, State.HELLO, State.READY, State.MAIL, State.RCPT, State.BDAT, State.AUTH}
+)
+"""States in which, with no command pending, the next line is a command (or an AUTH line)."""
 _NEED_MAIL: Final = reply(503, "5.5.1", "Need MAIL command")
 _OUT_OF_SEQUENCE: Final = reply(503, "5.5.1", "Bad sequence of commands")
 
@@ -226,6 +231,11 @@ class ServerConnection:
     def next_event(self) -> Event | NoEvent:
         """The next event from the client, ``NEED_DATA`` or ``PAUSED``."""
         state = self._state
+        if self._pending is None:  # the everyday case first: nothing awaits an answer
+            if state is State.DATA:
+                return self._next_content()
+            if state in _READING_COMMANDS:
+                return self._next_command()
         if state is State.ERROR:
             raise RemoteProtocolError(
                 "the connection is in the ERROR state",
@@ -245,6 +255,10 @@ class ServerConnection:
         """Check ``event`` against the state, apply it, and return its bytes."""
         if not isinstance(event, Reply):
             raise LocalProtocolError(f"a server sends Reply events, not {type(event).__name__}")
+        pending = self._pending
+        rule = _FAST_RULES.get(type(pending))
+        if rule is not None and self._state in rule.allowed and event.code != 421:
+            return self._answer_command(pending, rule, event)  # type: ignore[arg-type]
         state = self._state
         if state is State.ERROR:
             return event.to_bytes(self._status_for(None, event))
@@ -267,7 +281,8 @@ class ServerConnection:
         assert isinstance(pending, Command | AuthResponse)
         if isinstance(pending, Bdat) and (self._chunk_left or self._chunk_last):
             raise LocalProtocolError("a BDAT chunk is answered once all its octets are read")
-        return self._answer_command(pending, event)
+        rule = RULES[Auth if isinstance(pending, AuthResponse) else type(pending)]
+        return self._answer_command(pending, rule, event)
 
     def send_failed(self) -> None:
         """The bytes of the last ``send`` never reached the client."""
@@ -520,8 +535,7 @@ class ServerConnection:
         self._pending = None
         return event.to_bytes(self._status_for(None, event))
 
-    def _answer_command(self, command: Command | AuthResponse, event: Reply) -> bytes:
-        rule = RULES[Auth if isinstance(command, AuthResponse) else type(command)]
+    def _answer_command(self, command: Command | AuthResponse, rule: Rule, event: Reply) -> bytes:
         code = event.code
         if not rule.accepts(code):
             raise LocalProtocolError(f"{code} is not an answer to {type(command).__name__}")
@@ -657,6 +671,13 @@ def _needs_tls(mechanism: str) -> bool:
     known = SERVER_MECHANISMS.get(mechanism)
     return known is None or known.requires_tls
 
+
+_FAST_RULES: Final[dict[type[object], Rule]] = {
+    command: RULES[command] for command in (Mail, Rcpt, Data, Rset, Noop)
+}
+"""The commands :meth:`ServerConnection.send` answers without its general checks: each
+is pending only after the machine checked it against its rule, and answering one
+needs nothing but the rule."""
 
 _ON_ACCEPT: Final[dict[type[Event], Callable[[ServerConnection, Any, Reply], bytes]]] = {
     Ehlo: ServerConnection._hello_accepted,

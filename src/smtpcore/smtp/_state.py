@@ -47,6 +47,10 @@ __all__ = [
 class State(enum.Enum):
     """Where a session stands."""
 
+    # Identity hashing, in C: states are looked up in sets on every command, and
+    # Enum.__hash__ (hashing the name) is Python code.
+    __hash__ = object.__hash__
+
     GREETING = "GREETING"
     """Connected; the server has not greeted yet."""
     NO_SERVICE = "NO_SERVICE"
