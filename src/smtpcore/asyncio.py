@@ -360,6 +360,15 @@ class AsyncioTransport(asyncio.Protocol):
                 self._transport.resume_reading()
         return data
 
+    def send_nowait(self, data: bytes) -> int:
+        transport = self._transport
+        if transport is None or self._lost or transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        if self._writing_paused:
+            return 0
+        transport.write(data)  # asyncio buffers what the socket does not take
+        return len(data)
+
     async def send_all(self, data: bytes) -> None:
         transport = self._transport
         if transport is None or self._lost or transport.is_closing():

@@ -150,7 +150,9 @@ class _Deadline:
 
     async def __aenter__(self) -> _Deadline:
         if self._seconds is not None:
-            self._scope.deadline = trio.current_time() + self._seconds
+            # A new scope rather than a deadline set on the old one: setting it
+            # is a context manager of its own, and this runs for every read.
+            self._scope = trio.CancelScope(deadline=trio.current_time() + self._seconds)
         self._scope.__enter__()
         return self
 
@@ -186,19 +188,23 @@ class TrioTransport:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ConnectionResetError(str(exc) or "connection lost") from exc
 
+    def send_nowait(self, data: bytes) -> int:
+        if self._closed:
+            raise ConnectionResetError("the connection is closed")
+        if self._ssl is not None:
+            return 0  # TLS records go through the SSLStream
+        # Straight to the kernel: trio's send passes through the scheduler even
+        # when it need not wait. The session's next read is its checkpoint.
+        try:
+            return os.write(self._socket_stream.socket.fileno(), data)
+        except BlockingIOError:
+            return 0
+
     async def send_all(self, data: bytes) -> None:
-        if self._ssl is None and not self._closed:
-            # A reply usually fits in the socket buffer: hand it to the kernel
-            # now rather than through trio's send, which passes through the
-            # scheduler even when it need not wait. The session's next read is
-            # the checkpoint. What the kernel does not take waits below.
-            try:
-                sent = os.write(self._socket_stream.socket.fileno(), data)
-            except BlockingIOError:
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
+        sent = self.send_nowait(data)  # a reply usually fits in the socket buffer
+        if sent == len(data):
+            return
+        data = data[sent:]
         try:
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:

@@ -322,8 +322,10 @@ class POP3ServerSession(ServedSession):
         out.clear()
         self._out_size = 0
         try:
-            async with self.transport.deadline(self.options.timeouts.send):
-                await self.transport.send_all(data)
+            sent = self.transport.send_nowait(data)
+            if sent < len(data):
+                async with self.transport.deadline(self.options.timeouts.send):
+                    await self.transport.send_all(data[sent:])
         except (OSError, TimeoutError):
             if self.conn is not None:
                 self.conn.send_failed()

@@ -34,6 +34,14 @@ class Transport(Protocol):
         """Write all of ``data``, waiting while the peer is slow to read."""
         ...
 
+    def send_nowait(self, data: bytes) -> int:
+        """Write what can be written without waiting; return how many bytes that was.
+
+        A reply usually goes out whole at once, so the driver tries this first
+        and enters a deadline (a cancel scope under trio) only for the rest.
+        """
+        ...
+
     async def start_tls(
         self,
         context: ssl.SSLContext,

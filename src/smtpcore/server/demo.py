@@ -112,6 +112,9 @@ class _Tap:
         self._show(data, outgoing=True)
         await self.inner.send_all(data)
 
+    def send_nowait(self, data: bytes) -> int:
+        return 0  # everything goes through send_all, to be shown once
+
     async def start_tls(
         self, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
     ) -> None:
