@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import trio
 
+from smtpcore._driver._timeouts import deadline_when_waiting
 from smtpcore.asyncio import AsyncioTransport
 from smtpcore.trio import TrioTransport
 
 Deadline = Callable[[float | None], Any]
+T = TypeVar("T")
 
 
 def deadline_factory(framework: str) -> Deadline:
@@ -123,5 +125,103 @@ def test_asyncio_deadline_due_as_the_operation_completes_leaks_no_cancellation()
                 outcomes.add("timeout")
             await asyncio.sleep(0.001)  # a leaked cancellation would land here
         assert outcomes
+
+    asyncio.run(body())
+
+
+def within(framework: str) -> Callable[[float | None, Awaitable[T]], Awaitable[T]]:
+    """The transport's ``within``; neither transport touches its stream for it."""
+    if framework == "asyncio":
+        return AsyncioTransport().within
+    return object.__new__(TrioTransport).within  # deadlines need no stream
+
+
+def test_asyncio_within_enters_no_deadline_for_a_call_that_does_not_wait() -> None:
+    entered: list[float | None] = []
+
+    def counting(seconds: float | None) -> Any:
+        entered.append(seconds)
+        return AsyncioTransport().deadline(seconds)
+
+    async def answer() -> str:
+        return "250 OK"
+
+    async def fails() -> str:
+        raise ValueError("the handler broke")
+
+    async def waits() -> str:
+        await asyncio.sleep(0.001)
+        return "later"
+
+    async def body() -> None:
+        assert await deadline_when_waiting(counting, 5, answer()) == "250 OK"
+        with pytest.raises(ValueError, match="the handler broke"):
+            await deadline_when_waiting(counting, 5, fails())
+        assert entered == []
+        assert await deadline_when_waiting(counting, 5, waits()) == "later"
+        assert entered == [5]
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_within_bounds_a_call_that_waits(framework: str) -> None:
+    finished: list[str] = []
+
+    async def waits(seconds: float) -> str:
+        try:
+            await sleep(framework, seconds)  # trio.sleep opens a cancel scope of its own
+            await sleep(framework, 0)
+            return "done"
+        finally:
+            finished.append("cleanup")
+
+    async def body() -> None:
+        assert await within(framework)(5, waits(0.01)) == "done"
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await within(framework)(0.05, waits(10))
+        assert time.monotonic() - started < 2
+        assert finished == ["cleanup", "cleanup"]  # the timed-out call saw its cancellation
+        await sleep(framework, 0.01)  # no cancellation left pending
+
+    run(framework, body)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_within_passes_on_the_call_s_own_errors(framework: str) -> None:
+    async def breaks_at_once() -> str:
+        raise KeyError("at once")
+
+    async def breaks_later() -> str:
+        await sleep(framework, 0.001)
+        raise LookupError("no such mailbox")
+
+    async def body() -> None:
+        with pytest.raises(KeyError, match="at once"):
+            await within(framework)(5, breaks_at_once())
+        with pytest.raises(LookupError, match="no such mailbox"):
+            await within(framework)(5, breaks_later())
+
+    run(framework, body)
+
+
+def test_asyncio_within_lets_an_outer_cancellation_through_to_the_call() -> None:
+    seen: list[str] = []
+
+    async def waits() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    async def body() -> None:
+        task = asyncio.get_running_loop().create_task(AsyncioTransport().within(10, waits()))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert seen == ["cancelled"]
 
     asyncio.run(body())

@@ -17,7 +17,7 @@ import logging
 import socket
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
@@ -56,7 +56,7 @@ from smtpcore._driver._smtp_client import (
     AuthenticationNotAvailable,
     Recipients,
 )
-from smtpcore._driver._timeouts import POP3Timeouts
+from smtpcore._driver._timeouts import POP3Timeouts, deadline_when_waiting
 from smtpcore.address import Mailbox
 from smtpcore.handler import (
     Authenticator,
@@ -131,6 +131,7 @@ __all__ = [
 logger = logging.getLogger("smtpcore.server")
 
 _S = TypeVar("_S", bound=ListenedSession)
+_T = TypeVar("_T")
 _L = TypeVar("_L", bound="_Listener[Any]")
 
 _HIGH_WATER: Final = 1 << 20
@@ -434,6 +435,9 @@ class AsyncioTransport(asyncio.Protocol):
 
     def deadline(self, seconds: float | None) -> _Deadline:
         return _Deadline(seconds, self._alarm)
+
+    async def within(self, seconds: float | None, call: Awaitable[_T]) -> _T:
+        return await deadline_when_waiting(self.deadline, seconds, call)
 
     @property
     def peer_address(self) -> tuple[str, int] | None:

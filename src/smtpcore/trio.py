@@ -15,7 +15,7 @@ import math
 import os
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
@@ -131,6 +131,7 @@ __all__ = [
 logger = logging.getLogger("smtpcore.server")
 
 _S = TypeVar("_S", bound=ListenedSession)
+_T = TypeVar("_T")
 _L = TypeVar("_L", bound="_Listener[Any]")
 
 _CLOSE_TIMEOUT: Final = 5.0
@@ -251,6 +252,11 @@ class TrioTransport:
 
     def deadline(self, seconds: float | None) -> _Deadline:
         return _Deadline(seconds)
+
+    async def within(self, seconds: float | None, call: Awaitable[_T]) -> _T:
+        async with self.deadline(seconds):  # trio's scopes must nest: enter it first
+            result = await call
+        return result
 
     @property
     def peer_address(self) -> tuple[str, int] | None:

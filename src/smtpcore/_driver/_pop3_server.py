@@ -17,7 +17,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
@@ -351,8 +351,7 @@ class POP3ServerSession(ServedSession):
 
     async def _store(self, call: Callable[[], Awaitable[T]]) -> T:
         """A mailstore call under the store timeout."""
-        async with self.transport.deadline(self.options.timeouts.store):
-            return await call()
+        return await self.transport.within(self.options.timeouts.store, call())
 
     # -- commands ---------------------------------------------------------
 
@@ -560,8 +559,8 @@ class POP3ServerSession(ServedSession):
     async def _send_message(self, event: Retr | Top) -> None:
         """Stream one message. The first chunk is read before ``+OK``, so that a message
         that cannot be read is answered with ``-ERR``; after that a failure can only
-        close the connection. Chunks are read under one ``store`` deadline per write,
-        not one per chunk: a small message costs one deadline."""
+        close the connection. Chunks are read a write's worth at a time, under one
+        ``store`` deadline (entered only when the reading has to wait)."""
         conn, maildrop = self.conn, self.maildrop
         assert conn is not None and maildrop is not None
         number = event.message
@@ -574,20 +573,9 @@ class POP3ServerSession(ServedSession):
         try:
             while not done:
                 try:
-                    async with self.transport.deadline(self.options.timeouts.store):
-                        while self._out_size < _WRITE_SIZE:
-                            try:
-                                chunk = await anext(chunks)
-                            except StopAsyncIteration:
-                                done = True
-                                break
-                            if not answered:
-                                answered = self._answer(ok)
-                                if not answered:
-                                    return
-                            data = conn.send(ResponseData(chunk))
-                            self._out.append(data)
-                            self._out_size += len(data)
+                    batch, done = await self.transport.within(
+                        self.options.timeouts.store, self._read_chunks(chunks)
+                    )
                 except Exception as exc:
                     if answered:
                         # Half a message is out: the only honest end is to close.
@@ -601,6 +589,14 @@ class POP3ServerSession(ServedSession):
                         )
                         self._answer(_TEMP_ERROR)
                     return
+                for chunk in batch:
+                    if not answered:
+                        answered = self._answer(ok)
+                        if not answered:
+                            return
+                    data = conn.send(ResponseData(chunk))
+                    self._out.append(data)
+                    self._out_size += len(data)
                 if not done:
                     await self._write_out()
             if not answered and not self._answer(ok):  # an empty message
@@ -613,6 +609,19 @@ class POP3ServerSession(ServedSession):
                 aclose = getattr(generator, "aclose", None)
                 if aclose is not None:
                     await aclose()
+
+    async def _read_chunks(self, chunks: AsyncIterator[bytes]) -> tuple[list[bytes], bool]:
+        """The next chunks of a message, up to a write's worth; True once it is all read."""
+        batch: list[bytes] = []
+        size = self._out_size
+        while size < _WRITE_SIZE:
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return batch, True
+            batch.append(chunk)
+            size += len(chunk)
+        return batch, False
 
     async def _quit(self) -> None:
         conn = self.conn

@@ -86,6 +86,8 @@ _AUTH_UNAVAILABLE: Final = Reply(454, "Temporary authentication failure", "4.7.0
 _OK: Final = Reply(250, "OK")
 _START_DATA: Final = Reply(354, "End data with <CR><LF>.<CR><LF>")
 _ACCEPTED: Final = Reply(250, "OK: message accepted")
+_NO_MAILBOX: Final = Reply(550, "Mailbox unavailable", "5.1.1")
+"""What RCPT gets when the handler does not say: accepting everything is not a default."""
 _CANNOT_VRFY: Final = Reply(252, "Cannot VRFY user, but will accept message and attempt delivery")
 _XTEXT_HEX: Final = re.compile(r"\+([0-9A-F]{2})")
 
@@ -246,8 +248,10 @@ class ServerSession(ServedSession):
         greeting = None
         if "handle_connect" in self.state.overridden:
             try:
-                async with self.transport.deadline(timeouts.greeting):
-                    greeting = await self.handler.handle_connect(self.session)
+                greeting = await self.transport.within(
+                    timeouts.greeting,
+                    self.handler.handle_connect(self.session),
+                )
             except Exception:
                 logger.exception("handle_connect failed")
                 greeting = Reply(421, f"{self.options.hostname} Service not available", "4.3.0")
@@ -344,8 +348,7 @@ class ServerSession(ServedSession):
         if hook not in self.state.overridden:
             return default
         try:
-            async with self.transport.deadline(self.options.timeouts.command):
-                reply = await call()
+            reply = await self.transport.within(self.options.timeouts.command, call())
         except Exception:
             logger.exception("%s failed", hook)
             return _LOCAL_ERROR
@@ -444,11 +447,10 @@ class ServerSession(ServedSession):
         session = self.session
         envelope = session.envelope
         assert envelope is not None
-        refusal = Reply(550, "Mailbox unavailable", "5.1.1")
         reply = await self._ask(
             "handle_rcpt",
             lambda: self.handler.handle_rcpt(session, envelope, command),
-            refusal,
+            _NO_MAILBOX,
         )
         if self._answer(reply).is_positive:
             envelope.recipients.append(Recipient(command.recipient, command.params))
@@ -529,8 +531,10 @@ class ServerSession(ServedSession):
         if self._chunk_failed:
             return
         try:
-            async with self.transport.deadline(self.options.timeouts.data_block):
-                await self.handler.handle_data_chunk(self.session, envelope, data)
+            await self.transport.within(
+                self.options.timeouts.data_block,
+                self.handler.handle_data_chunk(self.session, envelope, data),
+            )
         except Exception:
             logger.exception("handle_data_chunk failed")
             self._chunk_failed = True
@@ -557,8 +561,10 @@ class ServerSession(ServedSession):
         result: MessageReply = None
         if "handle_message" in self.state.overridden:
             try:
-                async with self.transport.deadline(self.options.timeouts.data_termination):
-                    result = await self.handler.handle_message(self.session, envelope)
+                result = await self.transport.within(
+                    self.options.timeouts.data_termination,
+                    self.handler.handle_message(self.session, envelope),
+                )
             except Exception:
                 logger.exception("handle_message failed")
                 result = _LOCAL_ERROR

@@ -8,9 +8,11 @@ or a trio cancel scope).
 
 from __future__ import annotations
 
+import types
+from collections.abc import Awaitable, Generator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 __all__ = [
     "DEFAULT_POP3_TIMEOUTS",
@@ -19,7 +21,10 @@ __all__ = [
     "DeadlineFactory",
     "POP3Timeouts",
     "Timeouts",
+    "deadline_when_waiting",
 ]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,56 @@ class DeadlineFactory(Protocol):
     block has run ``seconds`` (never if ``None``)."""
 
     def __call__(self, seconds: float | None) -> AbstractAsyncContextManager[Deadline]: ...
+
+
+async def deadline_when_waiting(
+    deadline: DeadlineFactory, seconds: float | None, call: Awaitable[T]
+) -> T:
+    """Await ``call`` under ``deadline(seconds)``, entering the deadline only if it waits.
+
+    Most handler hooks and mailstore calls answer without waiting for anything,
+    and entering a deadline costs more than such a call. So the call runs
+    first; only when it yields, waiting on its framework, does the deadline
+    start, around the rest of it. Time spent before that first wait runs
+    without a deadline, as it could not be interrupted anyway.
+
+    Only for frameworks whose deadlines may start while a call is under way,
+    as asyncio's task cancellation may. Not for trio: a cancel scope entered
+    here would sit inside the scopes the call has open at its first wait, and
+    trio requires scopes to nest.
+    """
+    steps = call.__await__()
+    try:
+        waiting_on = steps.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    async with deadline(seconds):
+        return await _rest_of(steps, waiting_on)
+
+
+@types.coroutine
+def _rest_of(steps: Generator[Any, Any, T], waiting_on: Any) -> Generator[Any, Any, T]:
+    """Carry on a started call: what it waits on goes to the framework, and what the
+    framework sends or throws back goes to it (what ``await`` does from its start)."""
+    while True:
+        try:
+            sent = yield waiting_on
+        except GeneratorExit:
+            steps.close()
+            raise
+        except BaseException as exc:  # cancellation too: the call must see it
+            try:
+                waiting_on = steps.throw(exc)
+            except StopIteration as done:
+                result: T = done.value
+                return result
+        else:
+            try:
+                waiting_on = steps.send(sent)
+            except StopIteration as done:
+                result = done.value
+                return result
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,13 +9,16 @@ adapters each implement it once; a new framework needs only this.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from smtpcore._driver._timeouts import Deadline
 from smtpcore.handler import TLSInfo
 
 __all__ = ["Transport", "address", "tls_info"]
+
+T = TypeVar("T")
 
 
 class Transport(Protocol):
@@ -62,6 +65,15 @@ class Transport(Protocol):
 
     def deadline(self, seconds: float | None) -> AbstractAsyncContextManager[Deadline]:
         """A block that raises ``TimeoutError`` after ``seconds`` (never if ``None``)."""
+        ...
+
+    async def within(self, seconds: float | None, call: Awaitable[T]) -> T:
+        """Await ``call``, raising ``TimeoutError`` if it takes over ``seconds``.
+
+        ``async with self.deadline(seconds): return await call`` is always
+        correct; asyncio's transport enters its deadline only once the call
+        waits (:func:`~smtpcore._driver._timeouts.deadline_when_waiting`).
+        """
         ...
 
     @property

@@ -20,11 +20,11 @@ import shutil
 import socket
 import ssl
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from smtpcore._driver import BaseSMTPClient, Deadline, Transport
 from smtpcore.address import parse_mailbox
@@ -85,6 +85,9 @@ def strip_trace_headers(message: bytes) -> tuple[bytes, int]:
     return rest, count
 
 
+_T = TypeVar("_T")
+
+
 class _Tap:
     """A transport that prints every line it carries, then passes it on."""
 
@@ -128,6 +131,9 @@ class _Tap:
 
     def deadline(self, seconds: float | None) -> AbstractAsyncContextManager[Deadline]:
         return self.inner.deadline(seconds)
+
+    async def within(self, seconds: float | None, call: Awaitable[_T]) -> _T:
+        return await self.inner.within(seconds, call)
 
     @property
     def peer_address(self) -> tuple[str, int] | None:
