@@ -79,3 +79,30 @@ def test_trio_send_nowait_takes_what_the_kernel_takes() -> None:
     trio.run(main)
     reader.close()
     assert bytes(reader.received) == PAYLOAD
+
+
+def test_trio_receive_waits_for_data_then_sees_the_end() -> None:
+    with socket.create_server((LOOPBACK, 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def peer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b"+OK ")
+                threading.Event().wait(0.05)  # the reader must wait for the rest
+                conn.sendall(b"ready\r\n")
+
+        thread = threading.Thread(target=peer, daemon=True)
+        thread.start()
+
+        async def main() -> bytes:
+            with trio.fail_after(30):
+                transport = TrioTransport(await trio.open_tcp_stream(LOOPBACK, port))
+                received = b""
+                while chunk := await transport.receive_some(65536):
+                    received += chunk
+                await transport.aclose()
+                return received
+
+        assert trio.run(main) == b"+OK ready\r\n"
+        thread.join(10)
