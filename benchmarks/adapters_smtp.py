@@ -283,9 +283,14 @@ def main() -> None:
     servers = [kind for kind in SERVERS if kind != "twisted" or _have_twisted()]
     table: dict[str, dict[str, float]] = {}
     for load, (_, measure) in loads.items():
+        # Each repeat visits every server in turn: on a shared machine, a slow
+        # spell then costs every server alike.
+        runs: dict[str, list[float]] = {kind: [] for kind in servers}
+        for _ in range(args.repeat):
+            for kind in servers:
+                runs[kind].append(run_server(kind, measure))
         for kind in servers:
-            runs = [run_server(kind, measure) for _ in range(args.repeat)]
-            table.setdefault(load, {})[kind] = statistics.median(runs)
+            table.setdefault(load, {})[kind] = statistics.median(runs[kind])
             print(f"  {load:34} {kind:18} {table[load][kind]:10.1f}", file=sys.stderr)
     print(f"\n{'load':34} {'server':18} {'figure':>10} {'vs aiosmtpd':>12}")
     for load, figures in table.items():
