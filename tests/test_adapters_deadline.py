@@ -225,3 +225,61 @@ def test_asyncio_within_lets_an_outer_cancellation_through_to_the_call() -> None
         assert seen == ["cancelled"]
 
     asyncio.run(body())
+
+
+def watchdog_factory(framework: str) -> Any:
+    if framework == "asyncio":
+        return AsyncioTransport().watchdog()
+    return object.__new__(TrioTransport).watchdog()  # the watchdog needs no stream
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_the_watchdog_goes_off_only_while_armed(framework: str) -> None:
+    async def body() -> None:
+        async with watchdog_factory(framework) as watchdog:
+            watchdog.arm(0.05)
+            await sleep(framework, 0.01)
+            watchdog.disarm()
+            await sleep(framework, 0.1)  # past the time it was armed for: disarmed
+            watchdog.arm(None)
+            await sleep(framework, 0.01)
+        assert not watchdog.expired
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with watchdog_factory(framework) as watchdog:
+                watchdog.arm(0.05)
+                await sleep(framework, 5)
+        assert watchdog.expired
+        assert time.monotonic() - started < 2
+        await sleep(framework, 0.01)  # no cancellation left pending
+
+    run(framework, body)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_expiring_the_watchdog_ends_the_wait_at_once(framework: str) -> None:
+    async def body() -> None:
+        armed: list[Any] = []
+
+        async def waiter() -> None:
+            with pytest.raises(TimeoutError):
+                async with watchdog_factory(framework) as watchdog:
+                    armed.append(watchdog)
+                    watchdog.arm(None)
+                    await sleep(framework, 10)
+
+        started = time.monotonic()
+        if framework == "asyncio":
+            task = asyncio.get_running_loop().create_task(waiter())
+            await asyncio.sleep(0.01)
+            armed[0].expire()
+            await task
+        else:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiter)
+                await trio.sleep(0.01)
+                armed[0].expire()
+        assert armed[0].expired
+        assert time.monotonic() - started < 2
+
+    run(framework, body)

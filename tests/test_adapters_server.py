@@ -239,6 +239,56 @@ def test_a_failing_hook_becomes_451_and_the_session_goes_on(
     assert "a bug in the handler" in caplog.text
 
 
+class Slow(Handler):
+    """Answers RCPT after ``seconds`` (waiting with the adapter's own sleep)."""
+
+    def __init__(self, adapter: str, seconds: float) -> None:
+        self.adapter = adapter
+        self.seconds = seconds
+
+    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
+        if self.adapter == "asyncio":
+            import asyncio
+
+            await asyncio.sleep(self.seconds)
+        else:
+            import trio
+
+            await trio.sleep(self.seconds)
+        return Reply(250, "OK")
+
+
+def test_a_hook_past_the_command_timeout_becomes_451_and_the_session_goes_on(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    timeouts = Timeouts(command=0.3)
+    with (
+        running_smtp_server(adapter, Slow(adapter, 10), timeouts=timeouts) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.command(b"EHLO client.test")
+        s.command(b"MAIL FROM:<a@abc.example>")
+        started = time.monotonic()
+        assert s.command(b"RCPT TO:<b@pqr.example>").startswith(b"451 4.3.0")
+        assert 0.2 < time.monotonic() - started < 3
+        assert s.command(b"NOOP").startswith(b"250")
+        assert s.command(b"QUIT").startswith(b"221")
+    assert "handle_rcpt failed" in caplog.text
+
+
+def test_a_hook_that_waits_within_its_timeout_is_answered(adapter: str) -> None:
+    with (
+        running_smtp_server(adapter, Slow(adapter, 0.05), timeouts=Timeouts(command=5)) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.command(b"EHLO client.test")
+        s.command(b"MAIL FROM:<a@abc.example>")
+        assert s.command(b"RCPT TO:<b@pqr.example>").startswith(b"250")
+        assert s.command(b"QUIT").startswith(b"221")
+
+
 class NoService(Handler):
     async def handle_connect(self, session: Session) -> Reply | None:
         return Reply(554, "No SMTP service here")

@@ -263,6 +263,33 @@ class _Deadline:
                 await asyncio.sleep(0)
 
 
+class _Watchdog(_Deadline):
+    """The session's :class:`~smtpcore._driver._timeouts.Watchdog`: a deadline entered
+    once, that holds the connection's alarm only while armed."""
+
+    __slots__ = ()
+
+    def __init__(self, alarm: _Alarm) -> None:
+        super().__init__(None, alarm)
+
+    async def __aenter__(self) -> _Watchdog:
+        await super().__aenter__()
+        return self
+
+    def arm(self, seconds: float | None) -> None:
+        # Armed only around a wait for the client, when no other deadline is open.
+        if seconds is not None and self._alarm is not None:
+            self._alarm.arm(self, seconds)
+
+    def disarm(self) -> None:
+        if self._alarm is not None and self._alarm.deadline is self:
+            self._alarm.disarm()
+
+    @property
+    def expired(self) -> bool:
+        return self._fired
+
+
 class AsyncioTransport(asyncio.Protocol):
     """The driver's :class:`~smtpcore._driver.Transport` on an asyncio connection."""
 
@@ -435,6 +462,9 @@ class AsyncioTransport(asyncio.Protocol):
 
     def deadline(self, seconds: float | None) -> _Deadline:
         return _Deadline(seconds, self._alarm)
+
+    def watchdog(self) -> _Watchdog:
+        return _Watchdog(self._alarm)
 
     async def within(self, seconds: float | None, call: Awaitable[_T]) -> _T:
         return await deadline_when_waiting(self.deadline, seconds, call)

@@ -172,6 +172,44 @@ class _Deadline:
         self._scope.cancel()
 
 
+class _Watchdog:
+    """The session's :class:`~smtpcore._driver._timeouts.Watchdog`: one cancel scope
+    for the whole session, whose deadline moves, rather than a scope per read."""
+
+    __slots__ = ("_scope",)
+
+    def __init__(self) -> None:
+        self._scope = trio.CancelScope()
+
+    async def __aenter__(self) -> _Watchdog:
+        self._scope.__enter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        suppressed = bool(self._scope.__exit__(exc_type, exc, tb))
+        if self._scope.cancelled_caught:
+            raise TimeoutError
+        return suppressed
+
+    def arm(self, seconds: float | None) -> None:
+        self._scope.deadline = math.inf if seconds is None else trio.current_time() + seconds
+
+    def disarm(self) -> None:
+        self._scope.deadline = math.inf
+
+    def expire(self) -> None:
+        self._scope.cancel()
+
+    @property
+    def expired(self) -> bool:
+        return self._scope.cancelled_caught
+
+
 class TrioTransport:
     """The driver's :class:`~smtpcore._driver.Transport` on a ``trio.SocketStream``."""
 
@@ -275,6 +313,9 @@ class TrioTransport:
 
     def deadline(self, seconds: float | None) -> _Deadline:
         return _Deadline(seconds)
+
+    def watchdog(self) -> _Watchdog:
+        return _Watchdog()
 
     async def within(self, seconds: float | None, call: Awaitable[_T]) -> _T:
         if seconds is None:

@@ -13,7 +13,7 @@ import socket
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from smtpcore._driver._timeouts import Deadline
+from smtpcore._driver._timeouts import Watchdog
 from smtpcore._driver._transport import Transport, address
 
 __all__ = [
@@ -153,7 +153,10 @@ class ServedSession:
 
     transport: Transport
     state: SessionRegistry[Any]
-    _idle_deadline: Deadline | None
+    _watchdog: Watchdog
+    """The timer of the waits for the client; the protocol enters it around its loop."""
+    _waiting_idle: bool = False
+    """True while the session waits for a command outside a transaction."""
 
     async def run(self) -> None:
         """Serve the connection to its end; never raises but for cancellation."""
@@ -175,9 +178,8 @@ class ServedSession:
 
     def wake_if_idle(self) -> None:
         """Interrupt a wait for the next command (graceful shutdown)."""
-        deadline = self._idle_deadline
-        if deadline is not None:
-            deadline.expire()
+        if self._waiting_idle:
+            self._watchdog.expire()
 
     async def _serve(self) -> None:
         raise NotImplementedError

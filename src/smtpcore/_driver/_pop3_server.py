@@ -28,7 +28,7 @@ from smtpcore._driver._listener import (
     SessionRegistry,
 )
 from smtpcore._driver._pop3_exchange import SASLExchange, top_chunks
-from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, Deadline, POP3Timeouts
+from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts
 from smtpcore._driver._transport import Transport
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._sentinels import NEED_DATA, PAUSED
@@ -195,7 +195,6 @@ class POP3ServerSession(ServedSession):
         self._failures = 0
         self._out: list[bytes] = []
         self._out_size = 0
-        self._idle_deadline: Deadline | None = None
         self._closing = False
 
     # -- the loop ---------------------------------------------------------
@@ -263,6 +262,22 @@ class POP3ServerSession(ServedSession):
             except LocalProtocolError:  # a host name unfit for the APOP timestamp
                 greeting = conn.greeting()
             self._answer(greeting)
+        try:
+            async with self.transport.watchdog() as self._watchdog:
+                await self._take_events()
+        except TimeoutError:
+            if not self._watchdog.expired:
+                raise
+            if not self.state.stopping:
+                # RFC 1939 §3: the autologout timer closes without a response, and
+                # without entering UPDATE.
+                raise _ConnectionLost from None
+            self._goodbye(_SHUTTING_DOWN)
+        await self._flush()
+
+    async def _take_events(self) -> None:
+        conn = self.conn
+        assert conn is not None
         while conn.state is not State.CLOSED and not self._closing:
             try:
                 event = conn.next_event()
@@ -278,32 +293,27 @@ class POP3ServerSession(ServedSession):
                 break
             else:
                 await self._dispatch(event)
-        await self._flush()
 
     async def _read(self) -> None:
-        """Write the answers due, then wait for the next command under the autologout timer."""
+        """Write the answers due, then wait for the next command under the autologout
+        timer (the watchdog: when it goes off, :meth:`_serve` closes)."""
         conn = self.conn
         assert conn is not None
         if self.state.stopping:
             self._goodbye(_SHUTTING_DOWN)
             return
+        watchdog = self._watchdog
+        watchdog.arm(self.options.timeouts.autologout)
         try:
-            async with self.transport.deadline(self.options.timeouts.autologout) as deadline:
-                if self._out:
-                    await self._write_out()
-                self._idle_deadline = deadline  # a shutdown may wake the wait, not the write
-                data = await self.transport.receive_some(READ_SIZE)
-        except TimeoutError:
-            if self.state.stopping:
-                self._goodbye(_SHUTTING_DOWN)
-                return
-            # RFC 1939 §3: the autologout timer closes without a response, and
-            # without entering UPDATE.
-            raise _ConnectionLost from None
+            if self._out:
+                await self._write_out()
+            self._waiting_idle = True  # a shutdown may wake the wait, not the write
+            data = await self.transport.receive_some(READ_SIZE)
         except OSError:
             data = b""
         finally:
-            self._idle_deadline = None
+            self._waiting_idle = False
+            watchdog.disarm()
         conn.receive_data(data)
 
     def _goodbye(self, response: Err) -> None:

@@ -24,7 +24,7 @@ from smtpcore._driver._listener import (
     ServedSession,
     SessionRegistry,
 )
-from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Deadline, Timeouts
+from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts
 from smtpcore._driver._transport import Transport
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import FramingPolicy
@@ -228,7 +228,8 @@ class ServerSession(ServedSession):
             local=transport.local_address,
         )
         self._out: list[bytes] = []
-        self._idle_deadline: Deadline | None = None
+        self._waited_idle = False
+        """Whether the last wait for the client was between transactions."""
         self._chunk_failed = False
         self._auth = ServerAuth(self.options.auth_mechanisms)
         self._auth_mechanism = ""
@@ -261,6 +262,25 @@ class ServerSession(ServedSession):
         self._answer(
             greeting or Reply(220, f"{self.options.hostname} ESMTP smtpcore"), unavailable
         )
+        try:
+            async with self.transport.watchdog() as self._watchdog:
+                await self._take_events()
+        except TimeoutError:
+            if not self._watchdog.expired:
+                raise
+            if self._waited_idle and self.state.stopping:
+                reply = Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2")
+            else:
+                reply = Reply(421, f"{self.options.hostname} Timeout exceeded", "4.4.2")
+            self._answer(reply)
+        try:
+            await self._flush()
+        except TimeoutError:
+            raise _ConnectionLost from None
+
+    async def _take_events(self) -> None:
+        """Answer the client's events until the session ends (h11's loop)."""
+        conn = self.conn
         while conn.state is not State.CLOSED:
             try:
                 event = conn.next_event()
@@ -280,13 +300,12 @@ class ServerSession(ServedSession):
                 break
             else:
                 await self._dispatch(event)
-        try:
-            await self._flush()
-        except TimeoutError:
-            raise _ConnectionLost from None
 
     async def _read(self) -> None:
-        """Write the replies due, then wait for more from the client, under one deadline."""
+        """Write the replies due, then wait for more from the client, under the watchdog.
+
+        When it goes off, the wait is interrupted and :meth:`_serve` answers 421.
+        """
         conn = self.conn
         idle = conn.state in _IDLE_STATES
         if idle and self.state.stopping:
@@ -294,25 +313,18 @@ class ServerSession(ServedSession):
             return
         timeouts = self.options.timeouts
         in_content = conn.state is State.DATA or isinstance(conn.pending, Bdat)
-        seconds = timeouts.data_block if in_content else timeouts.command
+        watchdog = self._watchdog
+        watchdog.arm(timeouts.data_block if in_content else timeouts.command)
+        self._waited_idle = self._waiting_idle = idle
         try:
-            async with self.transport.deadline(seconds) as deadline:
-                if idle:
-                    self._idle_deadline = deadline
-                if self._out:
-                    await self._write_out()
-                data = await self.transport.receive_some(READ_SIZE)
-        except TimeoutError:
-            if idle and self.state.stopping:
-                reply = Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2")
-            else:
-                reply = Reply(421, f"{self.options.hostname} Timeout exceeded", "4.4.2")
-            self._answer(reply)
-            return
+            if self._out:
+                await self._write_out()
+            data = await self.transport.receive_some(READ_SIZE)
         except OSError:
             data = b""
         finally:
-            self._idle_deadline = None
+            self._waiting_idle = False
+            watchdog.disarm()
         conn.receive_data(data)
 
     async def _flush(self) -> None:

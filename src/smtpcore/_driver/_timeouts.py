@@ -21,6 +21,7 @@ __all__ = [
     "DeadlineFactory",
     "POP3Timeouts",
     "Timeouts",
+    "Watchdog",
     "deadline_when_waiting",
 ]
 
@@ -71,6 +72,31 @@ class Deadline(Protocol):
 
         Graceful shutdown uses it to wake sessions that wait idle for a command.
         """
+
+
+class Watchdog(Protocol):
+    """A timer over the waits of a whole session, entered once and armed per wait.
+
+    ``async with transport.watchdog() as watchdog:`` wraps a session's event
+    loop; :meth:`arm` starts the timer before each wait for the client and
+    :meth:`disarm` stops it after. If it goes off, whatever the session was
+    waiting for is interrupted and the block raises ``TimeoutError`` at its
+    end. One long-lived timer costs far less than a deadline entered for
+    every read (a cancel scope, under trio), and the reads are the hot path.
+    """
+
+    def arm(self, seconds: float | None) -> None:
+        """Go off ``seconds`` from now (never, for ``None``)."""
+
+    def disarm(self) -> None:
+        """Do not go off (until armed again)."""
+
+    def expire(self) -> None:
+        """Go off now (graceful shutdown wakes idle sessions with it)."""
+
+    @property
+    def expired(self) -> bool:
+        """True once the watchdog ended its block."""
 
 
 class DeadlineFactory(Protocol):

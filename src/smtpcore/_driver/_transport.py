@@ -13,7 +13,7 @@ from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
-from smtpcore._driver._timeouts import Deadline
+from smtpcore._driver._timeouts import Deadline, Watchdog
 from smtpcore.handler import TLSInfo
 
 __all__ = ["Transport", "address", "tls_info"]
@@ -65,6 +65,10 @@ class Transport(Protocol):
 
     def deadline(self, seconds: float | None) -> AbstractAsyncContextManager[Deadline]:
         """A block that raises ``TimeoutError`` after ``seconds`` (never if ``None``)."""
+        ...
+
+    def watchdog(self) -> AbstractAsyncContextManager[Watchdog]:
+        """The timer of a session's waits for its client (see :class:`Watchdog`)."""
         ...
 
     async def within(self, seconds: float | None, call: Awaitable[T]) -> T:

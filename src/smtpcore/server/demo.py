@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from smtpcore._driver import BaseSMTPClient, Deadline, Transport
+from smtpcore._driver._timeouts import Watchdog
 from smtpcore.address import parse_mailbox
 from smtpcore.asyncio import POP3Client, SMTPClient
 from smtpcore.handler import TLSInfo
@@ -131,6 +132,9 @@ class _Tap:
 
     def deadline(self, seconds: float | None) -> AbstractAsyncContextManager[Deadline]:
         return self.inner.deadline(seconds)
+
+    def watchdog(self) -> AbstractAsyncContextManager[Watchdog]:
+        return self.inner.watchdog()
 
     async def within(self, seconds: float | None, call: Awaitable[_T]) -> _T:
         return await self.inner.within(seconds, call)
