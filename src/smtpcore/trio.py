@@ -218,6 +218,7 @@ class TrioTransport:
         self._stream: trio.abc.Stream = stream
         self._ssl: trio.SSLStream[trio.SocketStream] | None = None
         self._closed = False
+        self._wait_first = False
         with contextlib.suppress(OSError):  # TCP_NODELAY, as trio sets it already
             stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
 
@@ -230,25 +231,34 @@ class TrioTransport:
             raise ConnectionResetError(str(exc) or "connection lost") from exc
 
     async def _receive_plain(self, max_bytes: int) -> bytes:
-        """Read the socket itself, with the two checkpoints trio's own read makes
-        but without its layers, which cost more than the read on a busy session."""
+        """Read the socket itself, with the checkpoint trio's own read makes but
+        without its layers, which cost more than the read on a busy session.
+
+        A session that trades command for reply finds nothing to read right
+        after it answered, so once a read had to wait, the next one waits
+        first (a read that fills the buffer means a bulk transfer: try first
+        again); a failed attempt is a system call and an exception.
+        """
         fd = self._socket_stream.socket.fileno()
-        try:
-            data = os.read(fd, max_bytes)
-        except BlockingIOError:
-            pass
-        else:
-            await trio.lowlevel.checkpoint()  # a read is a checkpoint, waiting or not
-            return data
+        if not self._wait_first:
+            try:
+                data = os.read(fd, max_bytes)
+            except BlockingIOError:
+                self._wait_first = True
+            else:
+                await trio.lowlevel.checkpoint()  # a read is a checkpoint, waiting or not
+                return data
         while True:
             try:
                 await trio.lowlevel.wait_readable(fd)
             except trio.ClosedResourceError as exc:  # closed by another task meanwhile
                 raise ConnectionResetError("the connection is closed") from exc
             try:
-                return os.read(fd, max_bytes)
+                data = os.read(fd, max_bytes)
             except BlockingIOError:  # pragma: no cover - a spurious wake-up
                 continue
+            self._wait_first = len(data) < max_bytes
+            return data
 
     def send_nowait(self, data: bytes) -> int:
         if self._closed:
