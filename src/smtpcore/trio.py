@@ -172,38 +172,24 @@ class _Deadline:
         self._scope.cancel()
 
 
-class _Watchdog:
+class _Watchdog(_Deadline):
     """The session's :class:`~smtpcore._driver._timeouts.Watchdog`: one cancel scope
     for the whole session, whose deadline moves, rather than a scope per read."""
 
-    __slots__ = ("_scope",)
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self._scope = trio.CancelScope()
+        super().__init__(None)
 
     async def __aenter__(self) -> _Watchdog:
-        self._scope.__enter__()
+        await super().__aenter__()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        suppressed = bool(self._scope.__exit__(exc_type, exc, tb))
-        if self._scope.cancelled_caught:
-            raise TimeoutError
-        return suppressed
 
     def arm(self, seconds: float | None) -> None:
         self._scope.deadline = math.inf if seconds is None else trio.current_time() + seconds
 
     def disarm(self) -> None:
         self._scope.deadline = math.inf
-
-    def expire(self) -> None:
-        self._scope.cancel()
 
     @property
     def expired(self) -> bool:

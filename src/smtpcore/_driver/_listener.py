@@ -184,5 +184,21 @@ class ServedSession:
     async def _serve(self) -> None:
         raise NotImplementedError
 
+    async def _take_events(self) -> None:
+        """Answer the client until the session ends, calling :meth:`_read` to wait."""
+        raise NotImplementedError
+
+    async def _take_events_watched(self) -> bool:
+        """:meth:`_take_events` under the watchdog; True if it went off (a wait for
+        the client timed out, or a shutdown woke an idle session)."""
+        try:
+            async with self.transport.watchdog() as self._watchdog:
+                await self._take_events()
+        except TimeoutError:
+            if not self._watchdog.expired:
+                raise
+            return True
+        return False
+
     async def _ended(self) -> None:
         """Tidy up after the session, before the transport closes."""

@@ -262,12 +262,7 @@ class POP3ServerSession(ServedSession):
             except LocalProtocolError:  # a host name unfit for the APOP timestamp
                 greeting = conn.greeting()
             self._answer(greeting)
-        try:
-            async with self.transport.watchdog() as self._watchdog:
-                await self._take_events()
-        except TimeoutError:
-            if not self._watchdog.expired:
-                raise
+        if await self._take_events_watched():
             if not self.state.stopping:
                 # RFC 1939 §3: the autologout timer closes without a response, and
                 # without entering UPDATE.

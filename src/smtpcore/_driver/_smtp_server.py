@@ -262,12 +262,7 @@ class ServerSession(ServedSession):
         self._answer(
             greeting or Reply(220, f"{self.options.hostname} ESMTP smtpcore"), unavailable
         )
-        try:
-            async with self.transport.watchdog() as self._watchdog:
-                await self._take_events()
-        except TimeoutError:
-            if not self._watchdog.expired:
-                raise
+        if await self._take_events_watched():
             if self._waited_idle and self.state.stopping:
                 reply = Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2")
             else:
