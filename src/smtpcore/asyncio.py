@@ -338,9 +338,11 @@ class AsyncioTransport(asyncio.BufferedProtocol):
             self._on_connect(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        """Where the event loop reads: this thread's one read buffer."""
         return _read_buffer.view
 
     def buffer_updated(self, nbytes: int) -> None:
+        """The event loop read ``nbytes`` into the buffer: keep a copy for the driver."""
         self._received(bytes(_read_buffer.view[:nbytes]))
 
     def _received(self, data: bytes) -> None:
