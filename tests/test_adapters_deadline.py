@@ -27,7 +27,7 @@ def deadline_factory(framework: str) -> Deadline:
     if framework == "asyncio":
         return lambda seconds: AsyncioTransport().deadline(seconds)
     # The trio transport's deadline does not touch its stream.
-    return lambda seconds: TrioTransport.deadline(None, seconds)  # type: ignore[arg-type]
+    return object.__new__(TrioTransport).deadline
 
 
 def run(framework: str, fn: Callable[[], Awaitable[None]]) -> None:
@@ -227,22 +227,37 @@ def test_asyncio_within_lets_an_outer_cancellation_through_to_the_call() -> None
     asyncio.run(body())
 
 
-def watchdog_factory(framework: str) -> Any:
+def transport_for(framework: str) -> Any:
     if framework == "asyncio":
-        return AsyncioTransport().watchdog()
-    return object.__new__(TrioTransport).watchdog()  # the watchdog needs no stream
+        return AsyncioTransport()
+    return object.__new__(TrioTransport)  # timers need no stream
+
+
+def watchdog_factory(framework: str) -> Any:
+    return transport_for(framework).watchdog()
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_the_watchdog_goes_off_only_while_armed(framework: str) -> None:
+    """Disarmed, it lets the session wait in ``within`` and under ``deadline`` as long
+    as those allow (trio's watchdog stays set until then: only they may wait)."""
+
     async def body() -> None:
-        async with watchdog_factory(framework) as watchdog:
+        transport = transport_for(framework)
+        async with transport.watchdog() as watchdog:
             watchdog.arm(0.05)
             await sleep(framework, 0.01)
             watchdog.disarm()
-            await sleep(framework, 0.1)  # past the time it was armed for: disarmed
+            await transport.within(5, sleep(framework, 0.1))  # past the armed time
+            watchdog.arm(0.05)
+            watchdog.disarm()
+            async with transport.deadline(5):
+                await sleep(framework, 0.1)
+            watchdog.arm(0.05)
+            watchdog.disarm()
+            await transport.within(None, sleep(framework, 0.1))
             watchdog.arm(None)
-            await sleep(framework, 0.01)
+            await sleep(framework, 0.1)
         assert not watchdog.expired
         started = time.monotonic()
         with pytest.raises(TimeoutError):
