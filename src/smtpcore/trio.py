@@ -174,7 +174,16 @@ class _Deadline:
 
 class _Watchdog(_Deadline):
     """The session's :class:`~smtpcore._driver._timeouts.Watchdog`: one cancel scope
-    for the whole session, whose deadline moves, rather than a scope per read."""
+    for the whole session, whose deadline moves, rather than a scope per read.
+
+    Moving a deadline is itself costly in trio, and a busy session waits a
+    few thousand times a second, so the deadline moves lazily. Arming keeps
+    the deadline already set when it is no more than a hundredth of the
+    timeout early. Disarming leaves it set: a cancellation is delivered only
+    where the task waits, and between two reads the session waits only in
+    the transport's :meth:`~TrioTransport.within` and
+    :meth:`~TrioTransport.deadline`, which quiet the watchdog first.
+    """
 
     __slots__ = ()
 
@@ -186,10 +195,20 @@ class _Watchdog(_Deadline):
         return self
 
     def arm(self, seconds: float | None) -> None:
-        self._scope.deadline = math.inf if seconds is None else trio.current_time() + seconds
+        if seconds is None:
+            self.quiet()
+            return
+        due = trio.current_time() + seconds
+        if not due - seconds / 100 <= self._scope.deadline <= due:
+            self._scope.deadline = due
 
     def disarm(self) -> None:
-        self._scope.deadline = math.inf
+        pass  # left set until something other than a read may wait: see quiet()
+
+    def quiet(self) -> None:
+        """Take the deadline off, before a wait that is not a wait for the client."""
+        if self._scope.deadline != math.inf:
+            self._scope.deadline = math.inf
 
     @property
     def expired(self) -> bool:
@@ -199,12 +218,16 @@ class _Watchdog(_Deadline):
 class TrioTransport:
     """The driver's :class:`~smtpcore._driver.Transport` on a ``trio.SocketStream``."""
 
+    _watchdog: _Watchdog | None = None
+    """The watchdog of the session on this stream, quieted before other waits."""
+
     def __init__(self, stream: trio.SocketStream) -> None:
         self._socket_stream = stream
         self._stream: trio.abc.Stream = stream
         self._ssl: trio.SSLStream[trio.SocketStream] | None = None
         self._closed = False
         self._wait_first = False
+        self._fd = stream.socket.fileno()  # for the plain-TCP reads and writes
         with contextlib.suppress(OSError):  # TCP_NODELAY, as trio sets it already
             stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
 
@@ -225,7 +248,7 @@ class TrioTransport:
         first (a read that fills the buffer means a bulk transfer: try first
         again); a failed attempt is a system call and an exception.
         """
-        fd = self._socket_stream.socket.fileno()
+        fd = self._fd
         if not self._wait_first:
             try:
                 data = os.read(fd, max_bytes)
@@ -254,7 +277,7 @@ class TrioTransport:
         # Straight to the kernel: trio's send passes through the scheduler even
         # when it need not wait. The session's next read is its checkpoint.
         try:
-            return os.write(self._socket_stream.socket.fileno(), data)
+            return os.write(self._fd, data)
         except BlockingIOError:
             return 0
 
@@ -308,12 +331,17 @@ class TrioTransport:
         await trio.aclose_forcefully(self._socket_stream)
 
     def deadline(self, seconds: float | None) -> _Deadline:
+        if self._watchdog is not None:
+            self._watchdog.quiet()
         return _Deadline(seconds)
 
     def watchdog(self) -> _Watchdog:
-        return _Watchdog()
+        self._watchdog = _Watchdog()
+        return self._watchdog
 
     async def within(self, seconds: float | None, call: Awaitable[_T]) -> _T:
+        if self._watchdog is not None:
+            self._watchdog.quiet()
         if seconds is None:
             return await call
         # The scope is entered before the call starts: trio's scopes must nest.

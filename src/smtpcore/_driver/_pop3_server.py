@@ -613,7 +613,7 @@ class POP3ServerSession(ServedSession):
             for generator in (chunks, raw):
                 aclose = getattr(generator, "aclose", None)
                 if aclose is not None:
-                    await aclose()
+                    await self.transport.within(None, aclose())
 
     async def _read_chunks(self, chunks: AsyncIterator[bytes]) -> tuple[list[bytes], bool]:
         """The next chunks of a message, up to a write's worth; True once it is all read."""

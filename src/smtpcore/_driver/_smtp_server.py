@@ -363,7 +363,7 @@ class ServerSession(ServedSession):
 
     async def _call(self, call: Awaitable[None]) -> None:
         try:
-            await call
+            await self.transport.within(None, call)  # a hook without a time limit
         except Exception:
             logger.exception("handler hook failed")
 

@@ -89,7 +89,9 @@ class Watchdog(Protocol):
         """Go off ``seconds`` from now (never, for ``None``)."""
 
     def disarm(self) -> None:
-        """Do not go off (until armed again)."""
+        """Do not go off (until armed again) during the transport's ``within`` and
+        ``deadline`` blocks. A transport may leave the timer running otherwise (trio's
+        does, as moving it costs), so a session waits for nothing outside those."""
 
     def expire(self) -> None:
         """Go off now (graceful shutdown wakes idle sessions with it)."""
