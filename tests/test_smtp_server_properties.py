@@ -11,6 +11,7 @@ from smtp_helpers import greeted, run
 from smtpcore import ProtocolError
 from smtpcore._lines import ReceiveBuffer
 from smtpcore.smtp import Data, EnhancedStatus, Event, MessageData, Reply
+from smtpcore.smtp._commands import VERBS, parse_command_line, parse_everyday_line
 from smtpcore.smtp._replies import ReplyParser
 
 COMMANDS = [
@@ -136,3 +137,64 @@ def test_replies_survive_a_serialize_parse_round_trip(
     parsed = ReplyParser().next_reply(buffer, enhanced=status is not None)
     assert parsed == reply
     assert len(buffer) == 0
+
+
+LOCAL_CHARS = st.sampled_from([*"aZ09.-_+!#'~", "\u00e9", " ", '"', "@"])
+DOMAIN_CHARS = st.sampled_from([*"aZ09.-", "\u00e9", "[", "]", ":", "@"])
+DOT_ATOM = st.from_regex(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,70}(\.[A-Za-z0-9-]{1,5}){0,3}", fullmatch=True
+)
+HOST_NAME = st.one_of(
+    st.from_regex(r"([A-Za-z0-9-]{1,64}\.){0,4}[A-Za-z0-9-]{1,64}", fullmatch=True),
+    st.from_regex(r"[a-z]{1,10}\.[0-9]{1,3}", fullmatch=True),  # a numeric top label
+)
+LOCAL_PART = st.one_of(DOT_ATOM, st.text(LOCAL_CHARS, max_size=70))
+DOMAIN = st.one_of(HOST_NAME, st.text(DOMAIN_CHARS, max_size=70))
+PLAIN_LINES = st.builds(
+    lambda verb, local, domain: f"{verb}:<{local}@{domain}>\r\n".encode(),
+    st.sampled_from(["MAIL FROM", "RCPT TO", "mail from", "rcpt To"]),
+    DOT_ATOM,
+    HOST_NAME,
+)
+EVERYDAY_LIKE = st.builds(
+    lambda verb, colon, local, domain, tail: f"{verb}{colon}<{local}@{domain}>{tail}".encode(
+        "utf-8", "surrogateescape"
+    ),
+    st.sampled_from(["MAIL FROM", "mail from", "RCPT TO", "Rcpt To", "DATA", "MAIL TO"]),
+    st.sampled_from([":", ":", ":", ": ", ""]),
+    LOCAL_PART,
+    DOMAIN,
+    st.sampled_from(["\r\n", "\r\n", "\r\n", "\n", " SIZE=1\r\n", " \r\n", ""]),
+)
+
+
+@given(
+    st.one_of(
+        PLAIN_LINES, EVERYDAY_LIKE, st.sampled_from([b"DATA\r\n", b"data\r\n", b"DATA \r\n"])
+    )
+)
+def test_the_everyday_line_parser_agrees_with_the_full_one(line: bytes) -> None:
+    """Where the hot path recognises a line, the full parser gives the same event."""
+    command = parse_everyday_line(line)
+    if command is None:
+        return
+    assert line.endswith(b"\r\n")
+    assert parse_command_line(line[:-2].decode("utf-8"), VERBS) == command
+
+
+def test_the_everyday_line_parser_takes_the_everyday_lines() -> None:
+    mail = parse_everyday_line(b"MAIL FROM:<john@abc.example>\r\n")
+    assert mail == parse_command_line("MAIL FROM:<john@abc.example>", VERBS)
+    assert parse_everyday_line(b"rcpt to:<Brendon@PQR.example>\r\n") == parse_command_line(
+        "RCPT TO:<Brendon@PQR.example>", VERBS
+    )
+    assert parse_everyday_line(b"DATA\r\n") == parse_command_line("DATA", VERBS)
+    for other in (
+        b"MAIL FROM:<john@abc.example> SIZE=10\r\n",
+        b"MAIL FROM: <john@abc.example>\r\n",
+        b"MAIL FROM:<>\r\n",
+        b"RCPT TO:<a@192.0.2.1>\r\n",  # a numeric top label: the full rules refuse it
+        b"RCPT TO:<" + b"x" * 65 + b"@abc.example>\r\n",  # a local part over 64 octets
+        b"MAIL FROM:<john@abc.example>\n",
+    ):
+        assert parse_everyday_line(other) is None

@@ -18,7 +18,7 @@ import encodings.idna
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 from smtpcore._errors import LocalProtocolError
 
@@ -74,7 +74,10 @@ _SIMPLE_DOMAIN = re.compile(
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 )
 
-_SIMPLE_PATH = re.compile(f"<({_SIMPLE_LOCAL.pattern})@({_SIMPLE_DOMAIN.pattern})>")
+SIMPLE_PATH_PATTERN: Final = f"<({_SIMPLE_LOCAL.pattern})@({_SIMPLE_DOMAIN.pattern})>"
+"""The everyday path (ASCII dot-atom local part, LDH host name), its parts in two groups;
+for the hot paths that recognise whole lines. Not exported: internal to the package."""
+_SIMPLE_PATH = re.compile(SIMPLE_PATH_PATTERN)
 
 _IPAddress: TypeAlias = "ipaddress.IPv4Address | ipaddress.IPv6Address"
 
@@ -321,6 +324,12 @@ def _simple_fits(local: str, domain: str) -> bool:
         and len(local) + len(domain) <= MAX_PATH_OCTETS - 3
         and not domain.rpartition(".")[2].isdigit()
     )
+
+
+def simple_mailbox(local: str, domain: str) -> Mailbox | None:
+    """The mailbox of parts that matched the simple patterns (``SIMPLE_PATH_PATTERN``),
+    or None when it breaks a length limit or its domain ends in a numeric label."""
+    return _checked_mailbox(local, domain) if _simple_fits(local, domain) else None
 
 
 def _checked_mailbox(local: str, domain: str) -> Mailbox:

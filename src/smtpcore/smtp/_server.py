@@ -22,6 +22,7 @@ from smtpcore.smtp._commands import (
     CommandSyntaxError,
     parse_auth_response,
     parse_command_line,
+    parse_everyday_line,
     reply,
 )
 from smtpcore.smtp._dsn import dsn_mail_problem, dsn_rcpt_problem
@@ -318,6 +319,10 @@ class ServerConnection:
             return self._bad(b"", reply(500, "5.5.6", "Line too long"))
         if self._errors >= self.max_errors:
             return self._bad(line, reply(421, "4.7.0", f"{self.hostname} Too many errors"))
+        if not in_auth:
+            everyday = parse_everyday_line(line)
+            if everyday is not None and everyday.verb in self._verbs:
+                return self._take_command(line, everyday)
         if not line.endswith(b"\r\n") and not self.framing.lf_ends_command:
             return self._bad(line, reply(500, "5.5.2", "Bare LF in command; use CRLF"))
         try:
@@ -335,6 +340,10 @@ class ServerConnection:
                     answer = reply(421, "4.7.0", f"{self.hostname} Too many unknown commands")
                     return self._bad(line, answer)
             return self._bad(line, exc.reply)
+        return self._take_command(line, command)
+
+    def _take_command(self, line: bytes, command: Command) -> Event:
+        """A parsed command: refused here (a ``BadCommand``), or pending its answer."""
         problem = self._check(command)
         if problem is not None:
             if isinstance(command, Bdat):
