@@ -59,7 +59,7 @@ class Parameters(Mapping[str, "str | None"]):
         raise KeyError(keyword)
 
     def __contains__(self, keyword: object) -> bool:
-        if not isinstance(keyword, str):
+        if not self._items or not isinstance(keyword, str):
             return False
         upper = keyword.upper()
         return any(key == upper for key, _ in self._items)

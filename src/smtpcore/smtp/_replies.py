@@ -73,11 +73,12 @@ class Reply(Event):
     text: str | tuple[str, ...] = field(compare=False)
     status: EnhancedStatus | None
     lines: tuple[str, ...] = field(repr=False)
-    _wire: tuple[EnhancedStatus | None, bytes] | None = field(
+    _wire: tuple[tuple[EnhancedStatus | None, bytes], ...] = field(
         init=False, repr=False, compare=False
     )
-    """The last :meth:`to_bytes` result and its status: the everyday replies are
-    module constants, written again and again."""
+    """The last few :meth:`to_bytes` results, with their statuses: the everyday
+    replies are module constants, written again and again (``250 OK`` answers
+    MAIL with 2.1.0 and RSET with 2.0.0)."""
 
     def __init__(
         self,
@@ -103,7 +104,7 @@ class Reply(Event):
         object.__setattr__(self, "text", text)
         object.__setattr__(self, "status", status)
         object.__setattr__(self, "lines", lines)
-        object.__setattr__(self, "_wire", None)
+        object.__setattr__(self, "_wire", ())
         if status is not None and status.class_code != code // 100:
             raise LocalProtocolError(f"status {status} does not match reply code {code}")
 
@@ -153,11 +154,11 @@ class Reply(Event):
 
     def to_bytes(self, status: EnhancedStatus | None = None) -> bytes:
         """The reply as wire lines, each prefixed with ``status`` if given."""
-        wire = self._wire
-        if wire is not None and wire[0] is status:
-            return wire[1]
+        for known, data in self._wire:
+            if known is status:
+                return data
         data = self._format(status)
-        object.__setattr__(self, "_wire", (status, data))
+        object.__setattr__(self, "_wire", (*self._wire[-2:], (status, data)))
         return data
 
     def _format(self, status: EnhancedStatus | None) -> bytes:
