@@ -177,12 +177,14 @@ class _Watchdog(_Deadline):
     for the whole session, whose deadline moves, rather than a scope per read.
 
     Moving a deadline is itself costly in trio, and a busy session waits a
-    few thousand times a second, so the deadline moves lazily. Arming keeps
-    the deadline already set when it is no more than a hundredth of the
-    timeout early. Disarming leaves it set: a cancellation is delivered only
-    where the task waits, and between two reads the session waits only in
-    the transport's :meth:`~TrioTransport.within` and
-    :meth:`~TrioTransport.deadline`, which quiet the watchdog first.
+    few thousand times a second, so the deadline moves lazily. Arming sets it
+    a hundredth of the timeout late, and keeps a deadline already set that is
+    not early and at most a fiftieth late: RFC 5321 §4.5.3.2 timeouts are
+    minimums. Disarming leaves it set: a cancellation is delivered only where
+    the task waits, and between two reads the session waits only in the
+    transport's :meth:`~TrioTransport.within` and
+    :meth:`~TrioTransport.deadline`, which quiet the watchdog first when it
+    would end before them.
     """
 
     __slots__ = ()
@@ -196,18 +198,20 @@ class _Watchdog(_Deadline):
 
     def arm(self, seconds: float | None) -> None:
         if seconds is None:
-            self.quiet()
+            self.quiet(None)
             return
         due = trio.current_time() + seconds
-        if not due - seconds / 100 <= self._scope.deadline <= due:
-            self._scope.deadline = due
+        if not due <= self._scope.deadline <= due + seconds / 50:
+            self._scope.deadline = due + seconds / 100
 
     def disarm(self) -> None:
         pass  # left set until something other than a read may wait: see quiet()
 
-    def quiet(self) -> None:
-        """Take the deadline off, before a wait that is not a wait for the client."""
-        if self._scope.deadline != math.inf:
+    def quiet(self, seconds: float | None) -> None:
+        """Before a wait of up to ``seconds`` that is not a wait for the client: take
+        the deadline off unless that wait's own deadline comes first."""
+        deadline = self._scope.deadline
+        if deadline != math.inf and (seconds is None or deadline < trio.current_time() + seconds):
             self._scope.deadline = math.inf
 
     @property
@@ -332,7 +336,7 @@ class TrioTransport:
 
     def deadline(self, seconds: float | None) -> _Deadline:
         if self._watchdog is not None:
-            self._watchdog.quiet()
+            self._watchdog.quiet(seconds)
         return _Deadline(seconds)
 
     def watchdog(self) -> _Watchdog:
@@ -341,7 +345,7 @@ class TrioTransport:
 
     async def within(self, seconds: float | None, call: Awaitable[_T]) -> _T:
         if self._watchdog is not None:
-            self._watchdog.quiet()
+            self._watchdog.quiet(seconds)
         if seconds is None:
             return await call
         # The scope is entered before the call starts: trio's scopes must nest.
