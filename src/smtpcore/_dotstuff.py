@@ -179,7 +179,10 @@ class DotEncoder:
                 self._pending_cr = True
                 if not chunk:
                     return b""
-            if not self._crlf_only(chunk):
+            if b"\r" not in chunk:
+                # LF line ends, as a Maildir file has them: one C-level pass.
+                chunk = chunk.replace(b"\n", b"\r\n")
+            elif not self._crlf_only(chunk):
                 # bytes.splitlines breaks at CRLF, CR and LF alone, and nothing else.
                 lines = chunk.splitlines()
                 ends_a_line = chunk.endswith((b"\n", b"\r"))
