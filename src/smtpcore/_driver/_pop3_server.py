@@ -610,7 +610,7 @@ class POP3ServerSession(ServedSession):
             if isinstance(event, Retr):
                 self.retrieved.add(number)
         finally:
-            for generator in (chunks, raw):
+            for generator in (chunks,) if chunks is raw else (chunks, raw):
                 aclose = getattr(generator, "aclose", None)
                 if aclose is not None:
                     await self.transport.within(None, aclose())
