@@ -8,7 +8,7 @@ case-insensitive, so :class:`Parameters` stores them upper-cased.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, Mapping
 from typing import Final
 
 from smtpcore._errors import LocalProtocolError
@@ -63,6 +63,11 @@ class Parameters(Mapping[str, "str | None"]):
             return False
         upper = keyword.upper()
         return any(key == upper for key, _ in self._items)
+
+    def items(self) -> ItemsView[str, str | None]:
+        """The keyword-value pairs in order, as a dict view: the Mapping default
+        iterates through ``__getitem__`` in Python, once per keyword."""
+        return dict(self._items).items()
 
     def __iter__(self) -> Iterator[str]:
         return (key for key, _ in self._items)

@@ -416,8 +416,7 @@ class ServerConnection:
         if command.params and not self.extended:
             return reply(555, "5.5.4", "MAIL parameters need EHLO")
         utf8 = False
-        # "if params": iterating an empty Parameters' items() still runs Python code.
-        for keyword, value in command.params.items() if command.params else ():
+        for keyword, value in command.params.items():
             if keyword == "SIZE":
                 if value is None or not value.isdigit() or len(value) > 20:
                     return reply(501, "5.5.4", "Bad SIZE value")
@@ -443,7 +442,7 @@ class ServerConnection:
     def _check_rcpt(self, command: Rcpt) -> Reply | None:
         if self._accepted >= self.max_recipients:
             return reply(452, "4.5.3", "Too many recipients")
-        for keyword, value in command.params.items() if command.params else ():
+        for keyword, value in command.params.items():
             if keyword not in ("NOTIFY", "ORCPT") or not self.dsn:
                 return reply(555, "5.5.4", f"Unsupported parameter {keyword}")
             problem = dsn_rcpt_problem(keyword, value)
