@@ -12,6 +12,8 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
+from smtpcore._errors import LocalProtocolError
+
 __all__ = [
     "LINE_TOO_LONG",
     "FramingPolicy",
@@ -69,14 +71,18 @@ class ReceiveBuffer:
     its bytes are dropped as they arrive, and once its end is seen the caller
     gets ``LINE_TOO_LONG`` in the line's place, so that the reply to it stays
     in order with the replies to the lines around it.
+
+    It also remembers whether the peer closed its side (:meth:`receive` with
+    ``b""``), which every machine needs to tell ``NEED_DATA`` from the end.
     """
 
-    __slots__ = ("_data", "_discarding", "_searched")
+    __slots__ = ("_data", "_discarding", "_searched", "peer_closed")
 
     def __init__(self) -> None:
         self._data = bytearray()
         self._searched = 0
         self._discarding = False
+        self.peer_closed = False
 
     def __len__(self) -> int:
         return len(self._data)
@@ -86,6 +92,19 @@ class ReceiveBuffer:
 
     def feed(self, data: bytes) -> None:
         self._data += data
+
+    def receive(self, data: bytes, *, discard: bool = False) -> None:
+        """Take bytes from the peer, ``b""`` meaning it closed its side.
+
+        ``discard`` drops them: a machine waiting for the TLS handshake must
+        never read plaintext that came before it (RFC 3207 §4.2, RFC 2595 §4).
+        """
+        if not data:
+            self.peer_closed = True
+        elif self.peer_closed:
+            raise LocalProtocolError("received data after the peer closed")
+        elif not discard:
+            self._data += data
 
     def next_line(self, limit: int) -> bytes | LineTooLong | None:
         """Return the next line, LF included, or ``None`` if it is not complete.

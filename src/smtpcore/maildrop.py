@@ -487,7 +487,10 @@ class MaildirStore(Mailstore):
     async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
         if not self._user_ok(user):
             raise MaildropError("No such maildrop", "SYS/PERM")
-        maildrop = self.maildir(user)
+        return await self._open(self.maildir(user))
+
+    async def _open(self, maildrop: Maildir) -> Maildir:
+        """Create the Maildir's folders if need be, lock it and take its listing."""
         try:  # a user with no mail yet has an empty maildrop
             for sub in ("tmp", "new", "cur"):
                 (maildrop.path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)

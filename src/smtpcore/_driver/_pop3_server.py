@@ -166,9 +166,6 @@ class POP3ServerState(SessionRegistry["POP3ServerSession"]):
         return POP3ServerSession(transport, self)
 
 
-_ConnectionLost = ConnectionLost
-
-
 class POP3ServerSession(ServedSession):
     """One connection, from greeting to close."""
 
@@ -266,7 +263,7 @@ class POP3ServerSession(ServedSession):
             if not self.state.stopping:
                 # RFC 1939 §3: the autologout timer closes without a response, and
                 # without entering UPDATE.
-                raise _ConnectionLost from None
+                raise ConnectionLost from None
             self._goodbye(_SHUTTING_DOWN)
         await self._flush()
 
@@ -334,7 +331,7 @@ class POP3ServerSession(ServedSession):
         except (OSError, TimeoutError):
             if self.conn is not None:
                 self.conn.send_failed()
-            raise _ConnectionLost from None
+            raise ConnectionLost from None
 
     async def _emit(self, data: bytes) -> None:
         """Queue bytes for the client, writing once enough has gathered."""
@@ -414,7 +411,7 @@ class POP3ServerSession(ServedSession):
                 await self.transport.start_tls(context, server_side=True)
         except (OSError, TimeoutError) as exc:
             logger.info("TLS handshake with %s failed: %s", self.session.peer, exc)
-            raise _ConnectionLost from None
+            raise ConnectionLost from None
         self.session.tls = self.transport.tls
 
     # -- logging in -------------------------------------------------------
@@ -585,7 +582,7 @@ class POP3ServerSession(ServedSession):
                     if answered:
                         # Half a message is out: the only honest end is to close.
                         logger.exception("message %d of %r broke off", number, self.session.user)
-                        raise _ConnectionLost from None
+                        raise ConnectionLost from None
                     if isinstance(exc, MaildropError):
                         self._answer(Err(_text(exc), code=exc.code))
                     else:

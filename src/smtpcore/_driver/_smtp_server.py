@@ -206,9 +206,6 @@ class ServerState(SessionRegistry["ServerSession"]):
         return ServerSession(transport, self)
 
 
-_ConnectionLost = ConnectionLost
-
-
 class ServerSession(ServedSession):
     """One connection, from greeting to close."""
 
@@ -271,7 +268,7 @@ class ServerSession(ServedSession):
         try:
             await self._flush()
         except TimeoutError:
-            raise _ConnectionLost from None
+            raise ConnectionLost from None
 
     async def _take_events(self) -> None:
         """Answer the client's events until the session ends (h11's loop)."""
@@ -336,7 +333,7 @@ class ServerSession(ServedSession):
             await self.transport.send_all(data)
         except OSError:
             self.conn.send_failed()
-            raise _ConnectionLost from None
+            raise ConnectionLost from None
 
     def _answer(self, reply: Reply, fallback: Reply = _LOCAL_ERROR) -> Reply:
         """Send ``reply`` through the machine; a reply it refuses becomes ``fallback``."""
@@ -467,7 +464,7 @@ class ServerSession(ServedSession):
         try:
             await self._flush()
         except TimeoutError:
-            raise _ConnectionLost from None
+            raise ConnectionLost from None
         await self._handshake()
         self.conn.tls_started()
         self.session.helo_name = None
@@ -485,7 +482,7 @@ class ServerSession(ServedSession):
                 await self.transport.start_tls(context, server_side=True)
         except (OSError, TimeoutError) as exc:
             logger.info("TLS handshake with %s failed: %s", self.session.peer, exc)
-            raise _ConnectionLost from None
+            raise ConnectionLost from None
         self.session.tls = self.transport.tls
 
     # -- AUTH -----------------------------------------------------------------

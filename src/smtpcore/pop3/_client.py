@@ -77,7 +77,6 @@ class ClientConnection:
         self._decoder: DotDecoder | None = None
         self._content_ended = False
         self._capa: bytearray | None = None
-        self._peer_closed = False
         self._error: RemoteProtocolError | None = None
         self.tls = False
         """Whether TLS is active (set by :meth:`tls_started`)."""
@@ -109,15 +108,12 @@ class ClientConnection:
         return tuple(self._outstanding)
 
     def receive_data(self, data: bytes) -> None:
-        """Buffer bytes from the server; ``b""`` means it closed its side."""
-        if self._peer_closed and data:
-            raise LocalProtocolError("received data after the peer closed")
-        if not data:
-            self._peer_closed = True
-        elif self._state not in (State.TLS_PENDING, State.CLOSED):
-            self._buffer.feed(data)
-        # In TLS_PENDING, bytes are plaintext from before the handshake: a
-        # man in the middle's injected responses (RFC 2595 §4). Dropped.
+        """Buffer bytes from the server; ``b""`` means it closed its side.
+
+        In TLS_PENDING, bytes are plaintext from before the handshake: a man
+        in the middle's injected responses (RFC 2595 §4). Dropped.
+        """
+        self._buffer.receive(data, discard=self._state in (State.TLS_PENDING, State.CLOSED))
 
     def next_event(self) -> Event | NoEvent:
         """The next event from the server, ``NEED_DATA`` or ``PAUSED``.
@@ -233,7 +229,7 @@ class ClientConnection:
         if state is not State.GREETING and not self._outstanding:
             if self._buffer:
                 raise RemoteProtocolError("the server sent a response no command asked for")
-            if self._peer_closed:
+            if self._buffer.peer_closed:
                 self._state = State.CLOSED
                 return ConnectionClosed()
             return PAUSED
@@ -241,7 +237,7 @@ class ClientConnection:
         sasl = isinstance(head, (Auth, AuthResponse))
         line = self._next_line(self.max_auth_line if sasl else self.max_response_line)
         if line is None:
-            if self._peer_closed:
+            if self._buffer.peer_closed:
                 if self._buffer:
                     raise RemoteProtocolError("the server closed in the middle of a line")
                 self._state = State.CLOSED
@@ -323,7 +319,7 @@ class ClientConnection:
                 return ResponseData(data)
             if not consumed:
                 break
-        if self._peer_closed:
+        if self._buffer.peer_closed:
             raise RemoteProtocolError("the server closed in the middle of a multi-line response")
         return NEED_DATA
 

@@ -134,7 +134,6 @@ class ServerConnection:
         self._pending: Event | None = None
         self._move: Move | None = None
         self._encoder: DotEncoder | None = None
-        self._peer_closed = False
         self._error: RemoteProtocolError | None = None
         self._bad_commands = 0
         self.tls = False
@@ -153,14 +152,11 @@ class ServerConnection:
         return self._state
 
     def receive_data(self, data: bytes) -> None:
-        """Buffer bytes from the client; ``b""`` means it closed its side."""
-        if self._peer_closed and data:
-            raise LocalProtocolError("received data after the peer closed")
-        if not data:
-            self._peer_closed = True
-        elif self._state is not State.TLS_PENDING:
-            self._buffer.feed(data)
-        # In TLS_PENDING, bytes are plaintext from before the handshake: dropped.
+        """Buffer bytes from the client; ``b""`` means it closed its side.
+
+        In TLS_PENDING, bytes are plaintext from before the handshake: dropped.
+        """
+        self._buffer.receive(data, discard=self._state is State.TLS_PENDING)
 
     def next_event(self) -> Event | NoEvent:
         """The next event from the client, ``NEED_DATA`` or ``PAUSED``.
@@ -336,7 +332,7 @@ class ServerConnection:
         return event
 
     def _no_line(self) -> Event | NoEvent:
-        if self._peer_closed:
+        if self._buffer.peer_closed:
             self._state = State.CLOSED
             return ConnectionClosed()
         return NEED_DATA

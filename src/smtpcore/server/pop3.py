@@ -111,16 +111,4 @@ class POP3Store(MaildirStore):
         key = self._key(user)
         if not key:
             raise MaildropError("No such maildrop", "SYS/PERM")
-        maildrop = _LoggedMaildir(self, session, key, size_cache=self.size_cache)
-        try:
-            for sub in ("tmp", "new", "cur"):
-                (maildrop.path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise MaildropError(f"Cannot open the maildrop: {exc.strerror}") from exc
-        maildrop.lock()
-        try:
-            await maildrop.messages()
-        except BaseException:
-            await maildrop.close()
-            raise
-        return maildrop
+        return await self._open(_LoggedMaildir(self, session, key, size_cache=self.size_cache))

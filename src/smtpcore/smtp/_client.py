@@ -124,7 +124,6 @@ class ClientConnection:
         self._buffer = ReceiveBuffer()
         self._parser = ReplyParser(max_line_length=max_reply_line, max_lines=max_reply_lines)
         self._state = State.GREETING
-        self._peer_closed = False
         self._queue: deque[_Awaited] = deque([_Awaited(None, _GREETING_RULE)])
         self._extensions = ServerExtensions()
         self._extended = False
@@ -221,13 +220,9 @@ class ClientConnection:
         Bytes that arrive while the machine waits for the TLS handshake are
         plaintext that came before it, and are dropped (RFC 3207 §6).
         """
-        if not data:
-            self._peer_closed = True
-            return
-        if self._peer_closed:
-            raise LocalProtocolError("received data after the peer closed")
-        if self._state not in (State.TLS_PENDING, State.CLOSED, State.ERROR):
-            self._buffer.feed(data)
+        self._buffer.receive(
+            data, discard=self._state in (State.TLS_PENDING, State.CLOSED, State.ERROR)
+        )
 
     def next_event(self) -> Reply | ConnectionClosed | NoEvent:
         """The next reply from the server, or ``NEED_DATA``, or ``PAUSED``.
@@ -253,7 +248,7 @@ class ClientConnection:
             raise
         if reply is not None:
             return reply
-        if self._peer_closed:
+        if self._buffer.peer_closed:
             self._close()
             return ConnectionClosed()
         if not self._queue and not self._buffer:

@@ -171,7 +171,6 @@ class ServerConnection:
         self._buffer = ReceiveBuffer()
         self._state = State.GREETING
         self._pending: Event | None = None
-        self._peer_closed = False
         self._error: RemoteProtocolError | None = None
         self.tls = tls
         """True once the session runs over TLS: implicit TLS (``tls=True``, the
@@ -220,14 +219,11 @@ class ServerConnection:
         return self._accepted
 
     def receive_data(self, data: bytes) -> None:
-        """Buffer bytes from the client; ``b""`` means it closed its side."""
-        if self._peer_closed and data:
-            raise LocalProtocolError("received data after the peer closed")
-        if not data:
-            self._peer_closed = True
-        elif self._state is not State.TLS_PENDING:
-            self._buffer.feed(data)
-        # In TLS_PENDING, bytes are plaintext from before the handshake: dropped.
+        """Buffer bytes from the client; ``b""`` means it closed its side.
+
+        In TLS_PENDING, bytes are plaintext from before the handshake: dropped.
+        """
+        self._buffer.receive(data, discard=self._state is State.TLS_PENDING)
 
     def next_event(self) -> Event | NoEvent:
         """The next event from the client, ``NEED_DATA`` or ``PAUSED``."""
@@ -503,7 +499,7 @@ class ServerConnection:
         return self._end_content()
 
     def _closed_or_need_data(self) -> Event | NoEvent:
-        if self._peer_closed:
+        if self._buffer.peer_closed:
             self._state = State.CLOSED
             return ConnectionClosed()
         return NEED_DATA
