@@ -240,7 +240,7 @@ def watchdog_factory(framework: str) -> Any:
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_the_watchdog_goes_off_only_while_armed(framework: str) -> None:
     """Disarmed, it lets the session wait in ``within`` and under ``deadline`` as long
-    as those allow (trio's watchdog stays set until then: only they may wait)."""
+    as those allow, and in plain waits too."""
 
     async def body() -> None:
         transport = transport_for(framework)
@@ -267,6 +267,59 @@ def test_the_watchdog_goes_off_only_while_armed(framework: str) -> None:
         assert watchdog.expired
         assert time.monotonic() - started < 2
         await sleep(framework, 0.01)  # no cancellation left pending
+
+    run(framework, body)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_each_arming_times_its_own_wait(framework: str) -> None:
+    """A wait is timed from its own ``arm``, not from an earlier one: a session armed
+    again and again within the timeout never goes off, however long it lives."""
+
+    async def body() -> None:
+        transport = transport_for(framework)
+        async with transport.watchdog() as watchdog:
+            for _ in range(6):
+                watchdog.arm(0.2)
+                await sleep(framework, 0.05)
+                watchdog.disarm()
+            watchdog.arm(0.2)
+            watchdog.disarm()
+            await sleep(framework, 0.3)
+        assert not watchdog.expired
+
+    run(framework, body)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_short_timeout_among_long_ones_goes_off_in_time(framework: str) -> None:
+    """Sessions with long timeouts do not make a short one late (trio's timer ticks
+    by the shortest timeout armed)."""
+
+    async def body() -> None:
+        outcome: list[float] = []
+
+        async def patient(watchdog_seconds: float, wait: float) -> None:
+            started = time.monotonic()
+            try:
+                async with transport_for(framework).watchdog() as watchdog:
+                    watchdog.arm(watchdog_seconds)
+                    await sleep(framework, wait)
+            except TimeoutError:
+                outcome.append(time.monotonic() - started)
+
+        if framework == "asyncio":
+            long_one = asyncio.get_running_loop().create_task(patient(600, 0.6))
+            await asyncio.sleep(0.01)
+            await patient(0.1, 5)
+            await long_one
+        else:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(patient, 600, 0.6)
+                await trio.sleep(0.01)
+                await patient(0.1, 5)
+        assert len(outcome) == 1
+        assert 0.1 <= outcome[0] < 0.5
 
     run(framework, body)
 

@@ -137,6 +137,8 @@ _L = TypeVar("_L", bound="_Listener[Any]")
 _CLOSE_TIMEOUT: Final = 5.0
 _REFUSE_TIMEOUT: Final = 1.0
 # accept() errors that mean "out of resources for now", not "the listener is broken".
+_WAITS_AFTER_A_MISS: Final = 8
+"""Reads that wait first after one that tried and found nothing."""
 _ACCEPT_RETRY: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
@@ -174,63 +176,129 @@ class _Deadline:
 
 class _Watchdog(_Deadline):
     """The session's :class:`~smtpcore._driver._timeouts.Watchdog`: one cancel scope
-    for the whole session, whose deadline moves, rather than a scope per read.
+    around the whole session, without a deadline of its own, that the run's
+    :class:`_WatchdogTimer` cancels once a wait has lasted its timeout.
 
-    Moving a deadline is itself costly in trio, and a busy session waits a
-    few thousand times a second, so the deadline moves lazily. Arming sets it
-    a hundredth of the timeout late, and keeps a deadline already set that is
-    not early and at most a fiftieth late: RFC 5321 §4.5.3.2 timeouts are
-    minimums. Disarming leaves it set: a cancellation is delivered only where
-    the task waits, and between two reads the session waits only in the
-    transport's :meth:`~TrioTransport.within` and
-    :meth:`~TrioTransport.deadline`, which quiet the watchdog first when it
-    would end before them.
+    A busy session waits for its client a few thousand times a second, and
+    moving a trio deadline that often costs more than the reads. Arming
+    only records the timeout and counts the wait; the timer, waking a
+    hundredth of the shortest timeout apart, notices the count change and
+    times the wait from there. So a wait times out at most two timer ticks
+    late (2%, or 2 seconds, whichever is less): RFC 5321 §4.5.3.2 timeouts
+    are minimums.
     """
 
-    __slots__ = ()
+    __slots__ = ("_due", "_seconds", "_timed_waits", "_timer", "_waits")
 
     def __init__(self) -> None:
         super().__init__(None)
+        self._timer: _WatchdogTimer | None = None
+        self._seconds: float | None = None
+        """The timeout of the wait under way; None when disarmed."""
+        self._waits = 0
+        """Waits armed so far: the timer sees a new wait when this moves."""
+        self._timed_waits = 0
+        self._due = math.inf
 
     async def __aenter__(self) -> _Watchdog:
         await super().__aenter__()
+        self._timer = _WatchdogTimer.of_this_run()
+        self._timer.watchdogs.add(self)
         return self
 
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if self._timer is not None:
+            self._timer.watchdogs.discard(self)
+        return await super().__aexit__(exc_type, exc, tb)
+
     def arm(self, seconds: float | None) -> None:
-        if seconds is None:
-            self.quiet(None)
-            return
-        due = trio.current_time() + seconds
-        if not due <= self._scope.deadline <= due + seconds / 50:
-            self._scope.deadline = due + seconds / 100
+        self._seconds = seconds
+        self._waits += 1
+        timer = self._timer
+        if seconds is not None and timer is not None and seconds < timer.shortest:
+            timer.shorten(seconds)
 
     def disarm(self) -> None:
-        pass  # left set until something other than a read may wait: see quiet()
+        self._seconds = None
 
-    def quiet(self, seconds: float | None) -> None:
-        """Before a wait of up to ``seconds`` that is not a wait for the client: take
-        the deadline off unless that wait's own deadline comes first."""
-        deadline = self._scope.deadline
-        if deadline != math.inf and (seconds is None or deadline < trio.current_time() + seconds):
-            self._scope.deadline = math.inf
+    def check(self, now: float) -> None:
+        """The timer's tick: start timing a new wait, or end one that is overdue."""
+        seconds = self._seconds
+        if seconds is None:
+            return
+        if self._timed_waits != self._waits:
+            self._timed_waits = self._waits
+            self._due = now + seconds
+        elif now >= self._due:
+            self._scope.cancel()
 
     @property
     def expired(self) -> bool:
         return self._scope.cancelled_caught
 
 
+class _WatchdogTimer:
+    """The one task of a trio run that times the watchdogs of all its sessions.
+
+    A system task, started with the first watchdog and ended with the last,
+    so it never keeps a run alive. It ticks every hundredth of the shortest
+    timeout armed (at most a second, at least 5 ms apart).
+    """
+
+    def __init__(self) -> None:
+        self.watchdogs: set[_Watchdog] = set()
+        self.shortest = math.inf
+        """The shortest timeout armed so far: a longer one needs no faster tick."""
+        self._tick = 1.0
+        self._nap = trio.CancelScope()
+
+    @classmethod
+    def of_this_run(cls) -> _WatchdogTimer:
+        timer = _WATCHDOG_TIMER.get()
+        if timer is None:
+            timer = cls()
+            _WATCHDOG_TIMER.set(timer)
+            trio.lowlevel.spawn_system_task(timer._run, name="smtpcore watchdog timer")
+        return timer
+
+    def shorten(self, seconds: float) -> None:
+        """A wait with a shorter timeout than any before: tick faster, from now."""
+        self.shortest = seconds
+        tick = min(1.0, max(0.005, seconds / 100))
+        if tick < self._tick:
+            self._tick = tick
+            self._nap.cancel()
+
+    async def _run(self) -> None:
+        while self.watchdogs:
+            with trio.CancelScope() as self._nap:
+                await trio.sleep(self._tick)
+            now = trio.current_time()
+            for watchdog in list(self.watchdogs):
+                watchdog.check(now)
+        _WATCHDOG_TIMER.set(None)
+
+
+_WATCHDOG_TIMER: Final[trio.lowlevel.RunVar[_WatchdogTimer | None]] = trio.lowlevel.RunVar(
+    "smtpcore_watchdog_timer", None
+)
+
+
 class TrioTransport:
     """The driver's :class:`~smtpcore._driver.Transport` on a ``trio.SocketStream``."""
-
-    _watchdog: _Watchdog | None = None
-    """The watchdog of the session on this stream, quieted before other waits."""
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self._socket_stream = stream
         self._stream: trio.abc.Stream = stream
         self._ssl: trio.SSLStream[trio.SocketStream] | None = None
         self._closed = False
-        self._wait_first = False
+        self._waits_first = 0
+        """Reads left that wait for the socket before trying it (see _receive_plain)."""
         self._fd = stream.socket.fileno()  # for the plain-TCP reads and writes
         with contextlib.suppress(OSError):  # TCP_NODELAY, as trio sets it already
             stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
@@ -247,31 +315,31 @@ class TrioTransport:
         """Read the socket itself, with the checkpoint trio's own read makes but
         without its layers, which cost more than the read on a busy session.
 
-        A session that trades command for reply finds nothing to read right
-        after it answered, so once a read had to wait, the next one waits
-        first (a read that fills the buffer means a bulk transfer: try first
-        again); a failed attempt is a system call and an exception.
+        The checkpoint comes first: while the other sessions take their turn,
+        this one's client usually sends its next command, and a read that
+        finds it costs far less than registering with epoll to wait for it.
+        A session alone with its client finds nothing that way, so after a
+        read that found nothing the next few wait first (a failed attempt is
+        a system call and an exception).
         """
         fd = self._fd
-        if not self._wait_first:
+        if self._waits_first:
+            self._waits_first -= 1
+        else:
+            await trio.lowlevel.checkpoint()  # a read is a checkpoint, waiting or not
             try:
-                data = os.read(fd, max_bytes)
+                return os.read(fd, max_bytes)
             except BlockingIOError:
-                self._wait_first = True
-            else:
-                await trio.lowlevel.checkpoint()  # a read is a checkpoint, waiting or not
-                return data
+                self._waits_first = _WAITS_AFTER_A_MISS
         while True:
             try:
                 await trio.lowlevel.wait_readable(fd)
             except trio.ClosedResourceError as exc:  # closed by another task meanwhile
                 raise ConnectionResetError("the connection is closed") from exc
             try:
-                data = os.read(fd, max_bytes)
+                return os.read(fd, max_bytes)
             except BlockingIOError:  # pragma: no cover - a spurious wake-up
                 continue
-            self._wait_first = len(data) < max_bytes
-            return data
 
     def send_nowait(self, data: bytes) -> int:
         if self._closed:
@@ -335,17 +403,12 @@ class TrioTransport:
         await trio.aclose_forcefully(self._socket_stream)
 
     def deadline(self, seconds: float | None) -> _Deadline:
-        if self._watchdog is not None:
-            self._watchdog.quiet(seconds)
         return _Deadline(seconds)
 
     def watchdog(self) -> _Watchdog:
-        self._watchdog = _Watchdog()
-        return self._watchdog
+        return _Watchdog()
 
     async def within(self, seconds: float | None, call: Awaitable[_T]) -> _T:
-        if self._watchdog is not None:
-            self._watchdog.quiet(seconds)
         if seconds is None:
             return await call
         # The scope is entered before the call starts: trio's scopes must nest.

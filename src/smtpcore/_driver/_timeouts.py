@@ -83,15 +83,14 @@ class Watchdog(Protocol):
     waiting for is interrupted and the block raises ``TimeoutError`` at its
     end. One long-lived timer costs far less than a deadline entered for
     every read (a cancel scope, under trio), and the reads are the hot path.
+    It may go off a little late (a timeout is a minimum), never early.
     """
 
     def arm(self, seconds: float | None) -> None:
         """Go off ``seconds`` from now (never, for ``None``)."""
 
     def disarm(self) -> None:
-        """Do not go off (until armed again) during the transport's ``within`` and
-        ``deadline`` blocks. A transport may leave the timer running otherwise (trio's
-        does, as moving it costs), so a session waits for nothing outside those."""
+        """Do not go off until armed again: the session is not waiting for its client."""
 
     def expire(self) -> None:
         """Go off now (graceful shutdown wakes idle sessions with it)."""
