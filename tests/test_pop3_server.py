@@ -319,6 +319,23 @@ class TestAuth:
         assert isinstance(event, BadCommand)
         assert event.response.text == "Unknown command"
 
+    def test_mechanisms_offered_later_turn_auth_on(self) -> None:
+        """A store may offer mechanisms only under TLS (RFC 2595 §6): setting them
+        mid-session makes AUTH a command and lists them in CAPA, and clearing them
+        turns it off again."""
+        conn = greeted()
+        assert not any(line.startswith("SASL") for line in conn.capabilities())
+        conn.sasl_mechanisms = ["plain", "SCRAM-SHA-256"]
+        assert conn.sasl_mechanisms == ("PLAIN", "SCRAM-SHA-256")
+        assert "SASL PLAIN SCRAM-SHA-256" in conn.capabilities()
+        event = receive(conn, b"AUTH PLAIN\r\n")
+        assert isinstance(event, Auth)
+        conn.send(Err("not now"))
+        conn.sasl_mechanisms = ()
+        event = receive(conn, b"AUTH PLAIN\r\n")
+        assert isinstance(event, BadCommand)
+        assert event.response.text == "Unknown command"
+
     def test_continuation_only_answers_auth(self) -> None:
         conn = logged_in()
         receive(conn, b"STAT\r\n")

@@ -217,13 +217,11 @@ class POP3ServerSession(ServedSession):
         require_tls = options.require_tls
         if require_tls is None:
             require_tls = stls and not _is_loopback(self.session.peer)
-        conn = ServerConnection(
+        return ServerConnection(
             options.hostname,
             user=self.state.user_login,
             apop=self.state.apop_login,
-            # The AUTH keyword is switched on at construction; a store may offer
-            # mechanisms only once TLS is up, so the list is set just after.
-            sasl_mechanisms=names or (("PLAIN",) if self.state.sasl_login else ()),
+            sasl_mechanisms=names,  # a store may offer more once TLS is up: see _stls
             stls=stls,
             require_tls=require_tls,
             utf8=options.utf8,
@@ -232,8 +230,6 @@ class POP3ServerSession(ServedSession):
             login_delay=options.login_delay,
             implementation=options.implementation,
         )
-        conn.sasl_mechanisms = names
-        return conn
 
     def _offered_mechanisms(self) -> dict[str, MechanismFactory]:
         if not self.state.sasl_login:

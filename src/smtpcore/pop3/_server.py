@@ -100,7 +100,6 @@ class ServerConnection:
         self.max_response_line = max_response_line
         self.max_bad_commands = max_bad_commands
         self.framing = framing or FramingPolicy()
-        self.sasl_mechanisms = tuple(m.upper() for m in sasl_mechanisms)
         self.stls = stls
         self.require_tls = require_tls
         self.pipelining = pipelining
@@ -115,8 +114,6 @@ class ServerConnection:
             excluded |= {"USER", "PASS"}
         if not apop:
             excluded.add("APOP")
-        if not self.sasl_mechanisms:
-            excluded.add("AUTH")
         if not stls:
             excluded.add("STLS")
         if not top:
@@ -128,6 +125,7 @@ class ServerConnection:
         self._keywords: dict[str, Parser] = {
             keyword: parse for keyword, parse in KEYWORDS.items() if keyword not in excluded
         }
+        self.sasl_mechanisms = sasl_mechanisms  # AUTH is a command only with mechanisms
 
         self._buffer = ReceiveBuffer()
         self._state = State.GREETING
@@ -357,6 +355,23 @@ class ServerConnection:
         self._pending = event
         self._move = MOVES.get((self._state, BadCommand), Move())
         return event
+
+    @property
+    def sasl_mechanisms(self) -> tuple[str, ...]:
+        """The SASL mechanisms AUTH offers (RFC 5034), upper case; none turns AUTH off.
+
+        May change during a session: a server may offer the mechanisms that
+        show a password only once TLS is up (RFC 2595 §6).
+        """
+        return self._sasl_mechanisms
+
+    @sasl_mechanisms.setter
+    def sasl_mechanisms(self, names: Sequence[str]) -> None:
+        self._sasl_mechanisms = tuple(name.upper() for name in names)
+        if self._sasl_mechanisms:
+            self._keywords["AUTH"] = KEYWORDS["AUTH"]
+        else:
+            self._keywords.pop("AUTH", None)
 
     def _check(self, command: Command) -> Err | None:
         """The -ERR that refuses ``command`` here, or None if it may proceed."""
