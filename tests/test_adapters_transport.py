@@ -10,6 +10,7 @@ import threading
 import pytest
 import trio
 
+from smtpcore._driver._transport import YieldFirst
 from smtpcore.asyncio import AsyncioTransport
 from smtpcore.trio import TrioTransport
 
@@ -106,3 +107,79 @@ def test_trio_receive_waits_for_data_then_sees_the_end() -> None:
 
         assert trio.run(main) == b"+OK ready\r\n"
         thread.join(10)
+
+
+def test_yield_first_waits_at_once_for_a_few_reads_after_a_miss() -> None:
+    policy = YieldFirst()
+    assert policy.now()
+    policy.missed()
+    assert [policy.now() for _ in range(YieldFirst.WAITS_AFTER_A_MISS)] == [False] * 8
+    assert policy.now()  # then it tries again
+    assert policy.now()  # and keeps trying while it finds something
+
+
+def echo_peer(listener: socket.socket, rounds: int) -> threading.Thread:
+    """Answers each line with ``ok N``, sometimes at once, sometimes after a pause."""
+
+    def peer() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            for number in range(rounds):
+                if not lines.readline():
+                    return
+                if number % 5 == 0:
+                    threading.Event().wait(0.01)
+                conn.sendall(b"ok %d\r\n" % number)
+
+    thread = threading.Thread(target=peer, daemon=True)
+    thread.start()
+    return thread
+
+
+ROUNDS = 40
+EXPECTED = b"".join(b"ok %d\r\n" % number for number in range(ROUNDS))
+
+
+async def exchange_asyncio(port: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    _, transport = await loop.create_connection(AsyncioTransport, LOOPBACK, port)
+    received = b""
+    for number in range(ROUNDS):
+        await transport.send_all(b"line %d\r\n" % number)
+        while not received.endswith(b"ok %d\r\n" % number):
+            received += await transport.receive_some(65536)
+    assert await transport.receive_some(65536) == b""
+    await transport.aclose()
+    return received
+
+
+async def exchange_trio(port: int) -> bytes:
+    transport = TrioTransport(await trio.open_tcp_stream(LOOPBACK, port))
+    received = b""
+    for number in range(ROUNDS):
+        await transport.send_all(b"line %d\r\n" % number)
+        while not received.endswith(b"ok %d\r\n" % number):
+            received += await transport.receive_some(65536)
+    assert await transport.receive_some(65536) == b""
+    await transport.aclose()
+    return received
+
+
+@pytest.mark.parametrize("framework", ["asyncio", "trio"])
+def test_reads_that_yield_first_lose_and_repeat_nothing(framework: str) -> None:
+    """A read yields before it waits (YieldFirst): the bytes that came meanwhile, and
+    those that come only after it gave up and waited, arrive once and in order."""
+    with socket.create_server((LOOPBACK, 0)) as listener:
+        port = listener.getsockname()[1]
+        thread = echo_peer(listener, ROUNDS)
+        if framework == "asyncio":
+            received = asyncio.run(asyncio.wait_for(exchange_asyncio(port), 30))
+        else:
+
+            async def main() -> bytes:
+                with trio.fail_after(30):
+                    return await exchange_trio(port)
+
+            received = trio.run(main)
+        thread.join(10)
+    assert received == EXPECTED

@@ -58,6 +58,7 @@ from smtpcore._driver._smtp_client import (
     Recipients,
 )
 from smtpcore._driver._timeouts import POP3Timeouts, deadline_when_waiting
+from smtpcore._driver._transport import YieldFirst
 from smtpcore.address import Mailbox
 from smtpcore.handler import (
     Authenticator,
@@ -325,8 +326,10 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         self._writing_paused = False
         self._reader: asyncio.Future[None] | None = None
         self._writer: asyncio.Future[None] | None = None
-        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._alarm = _Alarm(asyncio.get_running_loop())
+        self._loop = asyncio.get_running_loop()
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._alarm = _Alarm(self._loop)
+        self._yield_first = YieldFirst()
 
     # -- asyncio.BufferedProtocol -------------------------------------------
 
@@ -389,10 +392,14 @@ class AsyncioTransport(asyncio.BufferedProtocol):
 
     async def receive_some(self, max_bytes: int) -> bytes:
         chunks = self._chunks
+        if not chunks and not self._eof and self._yield_first.now():
+            await asyncio.sleep(0)  # the peer's next bytes may come meanwhile
+            if not chunks:
+                self._yield_first.missed()
         while not chunks:
             if self._eof:
                 return b""
-            self._reader = asyncio.get_running_loop().create_future()
+            self._reader = self._loop.create_future()
             try:
                 await self._reader
             finally:
@@ -431,7 +438,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
             raise ConnectionResetError("the connection is closed")
         transport.write(data)
         while self._writing_paused and not self._lost:
-            self._writer = asyncio.get_running_loop().create_future()
+            self._writer = self._loop.create_future()
             try:
                 await self._writer
             finally:

@@ -57,6 +57,7 @@ from smtpcore._driver._smtp_client import (
     Recipients,
 )
 from smtpcore._driver._timeouts import POP3Timeouts
+from smtpcore._driver._transport import YieldFirst
 from smtpcore.address import Mailbox
 from smtpcore.handler import (
     Authenticator,
@@ -137,8 +138,6 @@ _L = TypeVar("_L", bound="_Listener[Any]")
 _CLOSE_TIMEOUT: Final = 5.0
 _REFUSE_TIMEOUT: Final = 1.0
 # accept() errors that mean "out of resources for now", not "the listener is broken".
-_WAITS_AFTER_A_MISS: Final = 8
-"""Reads that wait first after one that tried and found nothing."""
 _ACCEPT_RETRY: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
@@ -297,8 +296,7 @@ class TrioTransport:
         self._stream: trio.abc.Stream = stream
         self._ssl: trio.SSLStream[trio.SocketStream] | None = None
         self._closed = False
-        self._waits_first = 0
-        """Reads left that wait for the socket before trying it (see _receive_plain)."""
+        self._yield_first = YieldFirst()
         self._fd = stream.socket.fileno()  # for the plain-TCP reads and writes
         with contextlib.suppress(OSError):  # TCP_NODELAY, as trio sets it already
             stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
@@ -315,22 +313,17 @@ class TrioTransport:
         """Read the socket itself, with the checkpoint trio's own read makes but
         without its layers, which cost more than the read on a busy session.
 
-        The checkpoint comes first: while the other sessions take their turn,
-        this one's client usually sends its next command, and a read that
-        finds it costs far less than registering with epoll to wait for it.
-        A session alone with its client finds nothing that way, so after a
-        read that found nothing the next few wait first (a failed attempt is
-        a system call and an exception).
+        The checkpoint comes first, and the read then often finds the
+        client's next command without registering with epoll to wait for it
+        (see :class:`~smtpcore._driver._transport.YieldFirst`).
         """
         fd = self._fd
-        if self._waits_first:
-            self._waits_first -= 1
-        else:
+        if self._yield_first.now():
             await trio.lowlevel.checkpoint()  # a read is a checkpoint, waiting or not
             try:
                 return os.read(fd, max_bytes)
             except BlockingIOError:
-                self._waits_first = _WAITS_AFTER_A_MISS
+                self._yield_first.missed()
         while True:
             try:
                 await trio.lowlevel.wait_readable(fd)
