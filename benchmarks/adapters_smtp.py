@@ -14,7 +14,10 @@ same clients, in the same run:
   1 KB messages;
 * ``large``: one message of ``--large-mb`` MB sent as raw bytes.
 
-Every load is bounded and every server is stopped at the end.
+Every load is bounded and every server is stopped at the end. On Linux the
+table also shows the server process's CPU time (user and system) per message
+or per MB: on a shared machine, whose speed drifts from minute to minute, it
+is a steadier figure than the rate.
 """
 
 from __future__ import annotations
@@ -240,7 +243,18 @@ def large(port: int, megabytes: int) -> float:
     return count * len(block) / elapsed / 1e6
 
 
-def run_server(kind: str, measure: Callable[[int], float]) -> float:
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of process ``pid`` so far (None without /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_server(kind: str, measure: Callable[[int], float]) -> tuple[float, float | None]:
+    """The load's figure against a fresh ``kind`` server, and the server's CPU seconds."""
     port = free_port()
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parent.parent / "src")
@@ -254,7 +268,12 @@ def run_server(kind: str, measure: Callable[[int], float]) -> float:
         assert child.stdout is not None
         if child.stdout.readline().strip() != b"ready":
             raise RuntimeError(f"{kind} did not start")
-        return measure(port)
+        before = cpu_seconds(child.pid)
+        figure = measure(port)
+        after = cpu_seconds(child.pid)
+        if before is None or after is None:
+            return figure, None
+        return figure, after - before
     finally:
         child.send_signal(signal.SIGTERM)
         try:
@@ -275,28 +294,46 @@ def main() -> None:
     if args.serve:
         serve(args.serve[0], int(args.serve[1]))
         return
-    loads: dict[str, tuple[str, Callable[[int], float]]] = {
-        "pipelined 1 KB (msg/s)": ("msg/s", lambda p: pipelined(p, args.pipelined_messages)),
-        "smtp-source x20 1 KB (msg/s)": ("msg/s", lambda p: smtp_source(p, args.messages)),
-        f"one {args.large_mb} MB message (MB/s)": ("MB/s", lambda p: large(p, args.large_mb)),
+    # load -> (what the CPU time is divided by, its unit, how to measure)
+    loads: dict[str, tuple[int, str, Callable[[int], float]]] = {
+        "pipelined 1 KB (msg/s)": (
+            args.pipelined_messages,
+            "us/msg",
+            lambda p: pipelined(p, args.pipelined_messages),
+        ),
+        "smtp-source x20 1 KB (msg/s)": (
+            args.messages,
+            "us/msg",
+            lambda p: smtp_source(p, args.messages),
+        ),
+        f"one {args.large_mb} MB message (MB/s)": (
+            args.large_mb,
+            "us/MB",
+            lambda p: large(p, args.large_mb),
+        ),
     }
     servers = [kind for kind in SERVERS if kind != "twisted" or _have_twisted()]
-    table: dict[str, dict[str, float]] = {}
-    for load, (_, measure) in loads.items():
+    table: dict[str, dict[str, tuple[float, float | None]]] = {}
+    for load, (work, _, measure) in loads.items():
         # Each repeat visits every server in turn: on a shared machine, a slow
         # spell then costs every server alike.
-        runs: dict[str, list[float]] = {kind: [] for kind in servers}
+        runs: dict[str, list[tuple[float, float | None]]] = {kind: [] for kind in servers}
         for _ in range(args.repeat):
             for kind in servers:
                 runs[kind].append(run_server(kind, measure))
         for kind in servers:
-            table.setdefault(load, {})[kind] = statistics.median(runs[kind])
-            print(f"  {load:34} {kind:18} {table[load][kind]:10.1f}", file=sys.stderr)
-    print(f"\n{'load':34} {'server':18} {'figure':>10} {'vs aiosmtpd':>12}")
+            figure = statistics.median(run[0] for run in runs[kind])
+            cpus = [run[1] for run in runs[kind] if run[1] is not None]
+            cpu = statistics.median(cpus) * 1e6 / work if cpus else None
+            table.setdefault(load, {})[kind] = (figure, cpu)
+            print(f"  {load:34} {kind:18} {figure:10.1f}", file=sys.stderr)
+    print(f"\n{'load':34} {'server':18} {'figure':>10} {'vs aiosmtpd':>12} {'server CPU':>14}")
     for load, figures in table.items():
-        base = figures["aiosmtpd"]
-        for kind, value in figures.items():
-            print(f"{load:34} {kind:18} {value:10.1f} {value / base:11.2f}x")
+        unit = loads[load][1]
+        base = figures["aiosmtpd"][0]
+        for kind, (value, cpu) in figures.items():
+            cpu_text = f"{cpu:8.0f} {unit}" if cpu is not None else ""
+            print(f"{load:34} {kind:18} {value:10.1f} {value / base:11.2f}x {cpu_text:>14}")
 
 
 def _have_twisted() -> bool:

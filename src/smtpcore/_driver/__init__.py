@@ -46,7 +46,7 @@ from smtpcore._driver._timeouts import (
     POP3Timeouts,
     Timeouts,
 )
-from smtpcore._driver._transport import Transport, address, tls_info
+from smtpcore._driver._transport import Transport, YieldFirst, address, tls_info
 
 __all__ = [
     "BasePOP3Client",
@@ -82,6 +82,7 @@ __all__ = [
     "ServerState",
     "Timeouts",
     "Transport",
+    "YieldFirst",
     "address",
     "tls_info",
 ]
