@@ -8,12 +8,13 @@ wire are the point) and our own client talk to it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import poplib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,14 @@ from peers import (
     write_maildir,
 )
 from smtpcore._driver import POP3Timeouts
-from smtpcore.maildrop import MaildirStore
+from smtpcore.maildrop import (
+    MaildirStore,
+    Maildrop,
+    Mailstore,
+    MessageInfo,
+    MessageUnavailable,
+    POP3Session,
+)
 from smtpcore.sasl import CramMD5Client, PlainClient, ScramSHA256Client
 from test_adapters_client import run
 
@@ -508,3 +516,77 @@ def test_our_client_with_implicit_tls(adapter: str, store: MaildirStore, tls: TL
         adapter, store, ssl_context=tls.server_context, tls_on_connect=True
     ) as server:
         assert run(adapter, lambda: session(server.port)) == crlf(MESSAGES[1])
+
+
+# -- a maildrop that reads asynchronously ----------------------------------------------
+
+
+class SlowDrop(Maildrop):
+    """Messages read by an async generator that waits on the loop between chunks;
+    message 2 vanishes, message 3 takes longer than any store timeout."""
+
+    def __init__(self, adapter: str) -> None:
+        self.pause: Callable[[float], Awaitable[None]] = module_sleep(adapter)
+
+    async def messages(self) -> list[MessageInfo]:
+        return [
+            MessageInfo(len(crlf(BIG)), "big"),
+            MessageInfo(10, "gone"),
+            MessageInfo(5, "slow"),
+        ]
+
+    async def open(self, number: int) -> AsyncIterator[bytes]:
+        if number == 2:
+            raise MessageUnavailable("Message vanished")
+        await self.pause(30 if number == 3 else 0)
+        for start in range(0, len(BIG), 100_000):
+            await self.pause(0)
+            yield BIG[start : start + 100_000]
+
+    async def update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
+        pass
+
+
+def module_sleep(adapter: str) -> Callable[[float], Awaitable[None]]:
+    if adapter == "asyncio":
+        import asyncio
+
+        return asyncio.sleep
+    import trio
+
+    return trio.sleep
+
+
+class SlowStore(Mailstore):
+    def __init__(self, adapter: str) -> None:
+        self.adapter = adapter
+
+    async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
+        return password == "wonderland"
+
+    async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
+        return SlowDrop(self.adapter)
+
+
+def test_an_async_maildrop_streams_under_the_store_timeout(adapter: str) -> None:
+    """``Maildrop.open`` may be an async generator that waits: RETR and TOP stream
+    it whole, an error before its first chunk is ``-ERR``, and a read past the
+    ``store`` timeout ends in ``-ERR [SYS/TEMP]`` with the session going on."""
+    timeouts = POP3Timeouts.uniform(10.0)
+    timeouts = dataclasses.replace(timeouts, store=0.3)
+    with running_pop3_server(adapter, SlowStore(adapter), timeouts=timeouts) as server:
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("alice")
+        client.pass_("wonderland")
+        _, lines, octets = client.retr(1)
+        assert b"\r\n".join(lines) + b"\r\n" == crlf(BIG)
+        assert octets == len(crlf(BIG))
+        assert client.top(1, 2)[1] == [b"Subject: big", b"", b".0000000 line", b".0000001 line"]
+        with pytest.raises(poplib.error_proto, match="vanished"):
+            client.retr(2)
+        started = time.monotonic()
+        with pytest.raises(poplib.error_proto, match=r"SYS/TEMP"):
+            client.retr(3)
+        assert time.monotonic() - started < 5
+        assert client.noop().startswith(b"+OK")
+        client.quit()

@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeAlias
@@ -143,8 +143,15 @@ class Maildrop(abc.ABC):
         """The messages, in order; called once per session."""
 
     @abc.abstractmethod
-    def open(self, number: int) -> AsyncIterator[bytes]:
-        """Message ``number`` (1-based) as chunks of its content (an async generator).
+    def open(self, number: int) -> AsyncIterator[bytes] | Iterator[bytes]:
+        """Message ``number`` (1-based) as chunks of its content.
+
+        An async generator when reading may wait on the event loop (a
+        network store): the server reads it under the ``store`` timeout. A
+        plain generator when reading never waits for the loop (a file on a
+        local disk, as :class:`Maildir` reads): the server then reads it as
+        it comes, without the cost of a deadline, since a blocking read could
+        not be interrupted anyway.
 
         Line ends may be CRLF or bare LF: the server machine sends every line
         end as CRLF, and :func:`pop3_size` counts the size the same way. The
@@ -378,7 +385,8 @@ class Maildir(Maildrop):
 
     # -- content --------------------------------------------------------
 
-    async def open(self, number: int) -> AsyncIterator[bytes]:
+    def open(self, number: int) -> Iterator[bytes]:
+        """The message's file in chunks of :data:`READ_SIZE` (blocking reads)."""
         path = self._entry(number).path
         try:
             file = path.open("rb")

@@ -9,14 +9,14 @@ Neither does any I/O.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Final
 
 from smtpcore.maildrop import MechanismFactory
 from smtpcore.pop3 import Auth, AuthResponse, Continue, Err
 from smtpcore.sasl import Challenge, Failure, ServerMechanism, Step, Success
 
-__all__ = ["SASLExchange", "top_chunks"]
+__all__ = ["SASLExchange", "top_chunks", "top_chunks_now"]
 
 logger = logging.getLogger("smtpcore.pop3.server")
 
@@ -120,24 +120,50 @@ class _Top:
         return data[:position], True
 
 
+class _TopReader:
+    """Cuts raw message chunks (any line ends) at the end of ``TOP``'s body lines."""
+
+    def __init__(self, lines: int) -> None:
+        self._cutter = _Top(lines)
+        self._pending_cr = False
+
+    def feed(self, raw: bytes) -> tuple[bytes, bool]:
+        """The part of ``raw`` to send, line ends as LF, and whether the cut is reached."""
+        chunk = b"\r" + raw if self._pending_cr else raw
+        self._pending_cr = chunk.endswith(b"\r")  # maybe half of a CRLF
+        if self._pending_cr:
+            chunk = chunk[:-1]
+        return self._cutter.feed(chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
+
+    def finish(self) -> bytes:
+        """What is left once the message ended before the cut (a last bare CR)."""
+        return self._cutter.feed(b"\n")[0] if self._pending_cr else b""
+
+
 async def top_chunks(chunks: AsyncIterator[bytes], lines: int) -> AsyncIterator[bytes]:
     """The header of a message and its first ``lines`` body lines (RFC 1939 §7).
 
     Line ends come out as LF; the server machine sends them as CRLF.
     """
-    cutter = _Top(lines)
-    pending_cr = False
+    reader = _TopReader(lines)
     async for raw in chunks:
-        chunk = b"\r" + raw if pending_cr else raw
-        pending_cr = chunk.endswith(b"\r")
-        if pending_cr:
-            chunk = chunk[:-1]
-        data, done = cutter.feed(chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
+        data, done = reader.feed(raw)
         if data:
             yield data
         if done:
             return
-    if pending_cr:
-        data, _ = cutter.feed(b"\n")
+    if last := reader.finish():
+        yield last
+
+
+def top_chunks_now(chunks: Iterator[bytes], lines: int) -> Iterator[bytes]:
+    """:func:`top_chunks` of a message read without waiting (a plain iterator)."""
+    reader = _TopReader(lines)
+    for raw in chunks:
+        data, done = reader.feed(raw)
         if data:
             yield data
+        if done:
+            return
+    if last := reader.finish():
+        yield last

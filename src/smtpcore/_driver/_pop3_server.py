@@ -17,7 +17,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
@@ -27,7 +27,7 @@ from smtpcore._driver._listener import (
     ServedSession,
     SessionRegistry,
 )
-from smtpcore._driver._pop3_exchange import SASLExchange, top_chunks
+from smtpcore._driver._pop3_exchange import SASLExchange, top_chunks, top_chunks_now
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts
 from smtpcore._driver._transport import Transport
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
@@ -557,23 +557,32 @@ class POP3ServerSession(ServedSession):
     async def _send_message(self, event: Retr | Top) -> None:
         """Stream one message. The first chunk is read before ``+OK``, so that a message
         that cannot be read is answered with ``-ERR``; after that a failure can only
-        close the connection. Chunks are read a write's worth at a time, under one
-        ``store`` deadline (entered only when the reading has to wait)."""
+        close the connection. Chunks are read a write's worth at a time: from an
+        async iterator under one ``store`` deadline (entered only when the reading
+        has to wait), from a plain one as they come (a read that blocks could not
+        be interrupted anyway)."""
         conn, maildrop = self.conn, self.maildrop
         assert conn is not None and maildrop is not None
         number = event.message
-        raw = chunks = maildrop.open(number)
+        raw = maildrop.open(number)
+        chunks: AsyncIterator[bytes] | Iterator[bytes] = raw
         if isinstance(event, Top):
-            chunks = top_chunks(raw, event.lines)
+            if isinstance(raw, AsyncIterator):
+                chunks = top_chunks(raw, event.lines)
+            else:
+                chunks = top_chunks_now(raw, event.lines)
         size = self.listing[number - 1].size
         ok = Ok(f"{size} octets" if isinstance(event, Retr) else "Top of message")
         answered = done = False
         try:
             while not done:
                 try:
-                    batch, done = await self.transport.within(
-                        self.options.timeouts.store, self._read_chunks(chunks)
-                    )
+                    if isinstance(chunks, AsyncIterator):
+                        batch, done = await self.transport.within(
+                            self.options.timeouts.store, self._read_chunks(chunks)
+                        )
+                    else:
+                        batch, done = self._read_chunks_now(chunks)
                 except Exception as exc:
                     if answered:
                         # Half a message is out: the only honest end is to close.
@@ -604,9 +613,14 @@ class POP3ServerSession(ServedSession):
                 self.retrieved.add(number)
         finally:
             for generator in (chunks,) if chunks is raw else (chunks, raw):
-                aclose = getattr(generator, "aclose", None)
-                if aclose is not None:
-                    await self.transport.within(None, aclose())
+                if isinstance(generator, AsyncIterator):
+                    aclose = getattr(generator, "aclose", None)
+                    if aclose is not None:
+                        await self.transport.within(None, aclose())
+                else:
+                    close = getattr(generator, "close", None)
+                    if close is not None:
+                        close()
 
     async def _read_chunks(self, chunks: AsyncIterator[bytes]) -> tuple[list[bytes], bool]:
         """The next chunks of a message, up to a write's worth; True once it is all read."""
@@ -616,6 +630,18 @@ class POP3ServerSession(ServedSession):
             try:
                 chunk = await anext(chunks)
             except StopAsyncIteration:
+                return batch, True
+            batch.append(chunk)
+            size += len(chunk)
+        return batch, False
+
+    def _read_chunks_now(self, chunks: Iterator[bytes]) -> tuple[list[bytes], bool]:
+        """:meth:`_read_chunks` of a plain iterator."""
+        batch: list[bytes] = []
+        size = self._out_size
+        while size < _WRITE_SIZE:
+            chunk = next(chunks, None)
+            if chunk is None:
                 return batch, True
             batch.append(chunk)
             size += len(chunk)
