@@ -16,7 +16,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from smtpcore._driver._listener import (
     BaseListener,
@@ -367,85 +367,86 @@ class ServerSession(ServedSession):
     # -- events -------------------------------------------------------------
 
     async def _dispatch(self, event: Event) -> None:
-        if isinstance(event, MessageData):
-            await self._content(event.data)
-        elif isinstance(event, (Auth, AuthResponse)):
-            await self._authenticate(event)
-        elif isinstance(event, Command):
-            await self._command(event)
-        elif isinstance(event, BadCommand):
-            self._answer(event.reply)
-        elif isinstance(event, EndOfMessage):
-            await self._end_of_message()
-        elif isinstance(event, RejectedMessage):
-            await self._end_transaction()
-            for _ in range(self._replies_due()):
-                self._answer(event.reply)
-        else:  # pragma: no cover - the machine gives no other event to a server
+        """Answer one event, by its type (see ``_ANSWERS`` at the end of the module)."""
+        answer = _ANSWERS.get(type(event))
+        if answer is None:  # pragma: no cover - the machine gives no other event to a server
+            if isinstance(event, Command):
+                self._answer(Reply(502, "Command not implemented", "5.5.1"))
+                return
             raise RuntimeError(f"unexpected event {event!r}")
+        await answer(self, event)
 
-    async def _command(self, command: Command) -> None:
-        handler = self.handler
+    async def _bad_command(self, event: BadCommand) -> None:
+        self._answer(event.reply)
+
+    async def _rejected(self, event: RejectedMessage) -> None:
+        await self._end_transaction()
+        for _ in range(self._replies_due()):
+            self._answer(event.reply)
+
+    async def _hello(self, command: Ehlo | Helo | Lhlo) -> None:
         session = self.session
-        hostname = self.options.hostname
-        if isinstance(command, (Ehlo, Helo, Lhlo)):
-            reply = await self._ask(
-                "handle_hello",
-                lambda: handler.handle_hello(session, command),
-                Reply(250, hostname),
-            )
-            if self._answer(reply).is_positive:
-                await self._end_transaction()
-                session.helo_name = command.domain
-                session.extended = not isinstance(command, Helo)
-        elif isinstance(command, Mail):
-            reply = await self._ask(
-                "handle_mail", lambda: handler.handle_mail(session, command), _OK
-            )
-            if self._answer(reply).is_positive:
-                submitter = None
-                if session.authenticated is not None:
-                    submitter = _submitter(command.params.get("AUTH"))
-                session.envelope = Envelope(command.sender, command.params, submitter=submitter)
-        elif isinstance(command, Rcpt):
-            await self._rcpt(command)
-        elif isinstance(command, Data):
-            envelope = session.envelope
-            assert envelope is not None
-            reply = await self._ask(
-                "handle_data",
-                lambda: handler.handle_data(session, envelope),
-                _START_DATA,
-            )
-            self._chunk_failed = False
-            self._answer(reply)  # a refusal keeps the transaction open (RFC 5321 §4.1.1.4)
-        elif isinstance(command, Bdat):
-            if self.conn.state is State.RCPT:  # the first chunk of the message
-                self._chunk_failed = False
-            # Answered once its octets are in (see _chunk_received), or with
-            # the message itself when it is the last chunk.
-        elif isinstance(command, Rset):
-            self._answer(_OK)
+        reply = await self._ask(
+            "handle_hello",
+            lambda: self.handler.handle_hello(session, command),
+            Reply(250, self.options.hostname),
+        )
+        if self._answer(reply).is_positive:
             await self._end_transaction()
-        elif isinstance(command, Noop):
-            self._answer(_OK)
-        elif isinstance(command, Quit):
-            self._answer(Reply(221, f"{hostname} Bye"))
-        elif isinstance(command, StartTls):
-            await self._starttls()
-        elif isinstance(command, Vrfy):
-            reply = await self._ask(
-                "handle_vrfy",
-                lambda: handler.handle_vrfy(session, command.argument),
-                _CANNOT_VRFY,
-            )
-            self._answer(reply)
-        elif isinstance(command, Expn):
-            self._answer(Reply(502, "EXPN not available", "5.5.1"))
-        elif isinstance(command, Help):
-            self._answer(_HELP)
-        else:
-            self._answer(Reply(502, "Command not implemented", "5.5.1"))
+            session.helo_name = command.domain
+            session.extended = not isinstance(command, Helo)
+
+    async def _mail(self, command: Mail) -> None:
+        session = self.session
+        reply = await self._ask(
+            "handle_mail", lambda: self.handler.handle_mail(session, command), _OK
+        )
+        if self._answer(reply).is_positive:
+            submitter = None
+            if session.authenticated is not None:
+                submitter = _submitter(command.params.get("AUTH"))
+            session.envelope = Envelope(command.sender, command.params, submitter=submitter)
+
+    async def _data(self, command: Data) -> None:
+        session = self.session
+        envelope = session.envelope
+        assert envelope is not None
+        reply = await self._ask(
+            "handle_data", lambda: self.handler.handle_data(session, envelope), _START_DATA
+        )
+        self._chunk_failed = False
+        self._answer(reply)  # a refusal keeps the transaction open (RFC 5321 §4.1.1.4)
+
+    async def _bdat(self, command: Bdat) -> None:
+        if self.conn.state is State.RCPT:  # the first chunk of the message
+            self._chunk_failed = False
+        # Answered once its octets are in (see _chunk_received), or with the
+        # message itself when it is the last chunk.
+
+    async def _rset(self, command: Rset) -> None:
+        self._answer(_OK)
+        await self._end_transaction()
+
+    async def _noop(self, command: Noop) -> None:
+        self._answer(_OK)
+
+    async def _quit(self, command: Quit) -> None:
+        self._answer(Reply(221, f"{self.options.hostname} Bye"))
+
+    async def _vrfy(self, command: Vrfy) -> None:
+        session = self.session
+        reply = await self._ask(
+            "handle_vrfy",
+            lambda: self.handler.handle_vrfy(session, command.argument),
+            _CANNOT_VRFY,
+        )
+        self._answer(reply)
+
+    async def _expn(self, command: Expn) -> None:
+        self._answer(Reply(502, "EXPN not available", "5.5.1"))
+
+    async def _help(self, command: Help) -> None:
+        self._answer(_HELP)
 
     async def _rcpt(self, command: Rcpt) -> None:
         session = self.session
@@ -459,7 +460,7 @@ class ServerSession(ServedSession):
         if self._answer(reply).is_positive:
             envelope.recipients.append(Recipient(command.recipient, command.params))
 
-    async def _starttls(self) -> None:
+    async def _starttls(self, command: StartTls) -> None:
         self._answer(Reply(220, "Ready to start TLS"))
         try:
             await self._flush()
@@ -525,7 +526,8 @@ class ServerSession(ServedSession):
         else:
             self._answer(Reply(250, f"{command.size} octets received"))
 
-    async def _content(self, data: bytes) -> None:
+    async def _content(self, event: MessageData) -> None:
+        data = event.data
         envelope = self.session.envelope
         assert envelope is not None
         envelope.size += len(data)
@@ -543,7 +545,7 @@ class ServerSession(ServedSession):
             logger.exception("handle_data_chunk failed")
             self._chunk_failed = True
 
-    async def _end_of_message(self) -> None:
+    async def _end_of_message(self, event: EndOfMessage) -> None:
         session = self.session
         envelope = session.envelope
         assert envelope is not None
@@ -652,3 +654,29 @@ class BaseSMTPServer(BaseListener[ServerSession]):
             max_auth_failures=max_auth_failures,
         )
         self.state = ServerState(handler, self.options)
+
+
+_ANSWERS: Final[dict[type[Event], Callable[[ServerSession, Any], Awaitable[None]]]] = {
+    MessageData: ServerSession._content,
+    EndOfMessage: ServerSession._end_of_message,
+    RejectedMessage: ServerSession._rejected,
+    BadCommand: ServerSession._bad_command,
+    Auth: ServerSession._authenticate,
+    AuthResponse: ServerSession._authenticate,
+    Ehlo: ServerSession._hello,
+    Helo: ServerSession._hello,
+    Lhlo: ServerSession._hello,
+    Mail: ServerSession._mail,
+    Rcpt: ServerSession._rcpt,
+    Data: ServerSession._data,
+    Bdat: ServerSession._bdat,
+    Rset: ServerSession._rset,
+    Noop: ServerSession._noop,
+    Quit: ServerSession._quit,
+    StartTls: ServerSession._starttls,
+    Vrfy: ServerSession._vrfy,
+    Expn: ServerSession._expn,
+    Help: ServerSession._help,
+}
+"""Event type -> how a session answers it: one method per event, as the machine has
+one rule per command."""
