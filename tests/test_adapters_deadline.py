@@ -17,7 +17,7 @@ import trio
 
 from smtpcore._driver._timeouts import deadline_when_waiting
 from smtpcore.asyncio import AsyncioTransport
-from smtpcore.trio import TrioTransport
+from smtpcore.trio import TrioTransport, _CallHabits, _habits
 
 Deadline = Callable[[float | None], Any]
 T = TypeVar("T")
@@ -351,3 +351,96 @@ def test_expiring_the_watchdog_ends_the_wait_at_once(framework: str) -> None:
         assert time.monotonic() - started < 2
 
     run(framework, body)
+
+
+# -- trio: a deadline entered only once a practised call waits --------------------------
+
+
+def practise(transport: Any, hook: Callable[[bool], Awaitable[int]]) -> Awaitable[None]:
+    """Await ``hook(False)`` (answers at once) until ``within`` starts it without a scope."""
+
+    async def body() -> None:
+        for _ in range(_CallHabits.AT_ONCE_BEFORE_LAZY):
+            assert await transport.within(5, hook(False)) == 1
+        assert _habits.answers_at_once(hook.__code__)
+
+    return body()
+
+
+def test_trio_a_practised_call_gets_its_scope_when_it_first_waits() -> None:
+    async def hook(wait: bool) -> int:
+        if wait:
+            await trio.Event().wait()  # waits for ever, with no cancel scope of its own
+        return 1
+
+    async def body() -> None:
+        transport = transport_for("trio")
+        await practise(transport, hook)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await transport.within(0.05, hook(True))
+        assert time.monotonic() - started < 2
+        assert not _habits.answers_at_once(hook.__code__)  # its scope first again
+        with pytest.raises(TimeoutError):
+            await transport.within(0.05, hook(True))
+
+    trio.run(body)
+
+
+def test_trio_a_practised_call_that_waits_in_its_own_scope_is_bounded_by_the_watchdog(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its scope opened before its first wait: ours cannot nest around it any more,
+    so the session's watchdog bounds the wait (and ends the session)."""
+
+    async def hook(wait: bool) -> int:
+        if wait:
+            with trio.CancelScope():
+                await trio.sleep_forever()
+        return 1
+
+    async def body() -> None:
+        transport = transport_for("trio")
+        await practise(transport, hook)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with transport.watchdog() as watchdog:
+                await transport.within(0.1, hook(True))
+        assert watchdog.expired
+        assert time.monotonic() - started < 2
+        await trio.sleep(0.01)  # nothing left cancelled
+
+    trio.run(body)
+    assert "waited inside a cancel scope of its own" in caplog.text
+
+
+def test_trio_a_practised_call_passes_errors_and_outer_cancellation_through() -> None:
+    async def hook(wait: bool) -> int:
+        if wait:
+            await trio.sleep(0)
+            raise ValueError("after a wait")
+        return 1
+
+    async def failing(wait: bool) -> int:
+        if wait:
+            raise KeyError("at once")
+        return 1
+
+    async def sleeper(wait: bool) -> int:
+        if wait:
+            await trio.Event().wait()
+        return 1
+
+    async def body() -> None:
+        transport = transport_for("trio")
+        for practised in (hook, failing, sleeper):
+            await practise(transport, practised)
+        with pytest.raises(ValueError, match="after a wait"):
+            await transport.within(5, hook(True))
+        with pytest.raises(KeyError):
+            await transport.within(5, failing(True))
+        with trio.move_on_after(0.05) as outer:  # not the call's deadline: no TimeoutError
+            await transport.within(5, sleeper(True))
+        assert outer.cancelled_caught
+
+    trio.run(body)

@@ -289,6 +289,48 @@ def test_a_hook_that_waits_within_its_timeout_is_answered(adapter: str) -> None:
         assert s.command(b"QUIT").startswith(b"221")
 
 
+class Moody(Handler):
+    """Answers RCPT at once, but waits (with no cancel scope of its own) for ``slow@``."""
+
+    def __init__(self, adapter: str) -> None:
+        self.adapter = adapter
+
+    async def handle_rcpt(
+        self, session: Session, envelope: Envelope, command: Rcpt
+    ) -> Reply | None:
+        if command.recipient.local_part == "slow":
+            if self.adapter == "asyncio":
+                import asyncio
+
+                await asyncio.Event().wait()
+            else:
+                import trio
+
+                await trio.Event().wait()
+        return Reply(250, "OK")
+
+
+def test_a_hook_that_answered_at_once_many_times_is_still_timed_when_it_waits(
+    adapter: str,
+) -> None:
+    """On trio the deadline of a practised hook starts only at its first wait: it
+    must still end it with 451, and the session go on."""
+    with (
+        running_smtp_server(adapter, Moody(adapter), timeouts=Timeouts(command=0.3)) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.command(b"EHLO client.test")
+        s.command(b"MAIL FROM:<a@abc.example>")
+        for number in range(20):
+            assert s.command(b"RCPT TO:<b%d@pqr.example>" % number).startswith(b"250")
+        started = time.monotonic()
+        assert s.command(b"RCPT TO:<slow@pqr.example>").startswith(b"451 4.3.0")
+        assert 0.2 < time.monotonic() - started < 3
+        assert s.command(b"RCPT TO:<b@pqr.example>").startswith(b"250")
+        assert s.command(b"QUIT").startswith(b"221")
+
+
 class NoService(Handler):
     async def handle_connect(self, session: Session) -> Reply | None:
         return Reply(554, "No SMTP service here")

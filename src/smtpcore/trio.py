@@ -16,7 +16,7 @@ import os
 import socket
 import ssl
 from collections.abc import Awaitable, Sequence
-from types import TracebackType
+from types import CodeType, TracebackType
 from typing import Any, Final, TypeVar
 
 import trio
@@ -56,7 +56,7 @@ from smtpcore._driver._smtp_client import (
     AuthenticationNotAvailable,
     Recipients,
 )
-from smtpcore._driver._timeouts import POP3Timeouts
+from smtpcore._driver._timeouts import POP3Timeouts, rest_of
 from smtpcore._driver._transport import YieldFirst
 from smtpcore.address import Mailbox
 from smtpcore.handler import (
@@ -288,8 +288,49 @@ _WATCHDOG_TIMER: Final[trio.lowlevel.RunVar[_WatchdogTimer | None]] = trio.lowle
 )
 
 
+class _CallHabits:
+    """Which coroutines (by code object: a handler's hook, a store's method) have
+    answered without waiting every time they were awaited under a deadline.
+
+    A cancel scope is entered before a call starts, as trio's scopes must
+    nest, and entering one costs more than a hook that answers at once. So
+    a coroutine seen answering at once :attr:`AT_ONCE_BEFORE_LAZY` times in
+    a row gets its scope only if it waits (``TrioTransport._within_lazily``);
+    one seen waiting gets its scope first again. Whether a cancel scope is
+    open is read from ``Task._cancel_status``, there since trio 0.11: trio
+    has no public way to ask. Without it, every call gets its scope first.
+    """
+
+    AT_ONCE_BEFORE_LAZY: Final = 16
+    _LIMIT: Final = 4096
+    """Code objects remembered: hooks and store methods are few; past this, forget."""
+
+    def __init__(self) -> None:
+        self._at_once: dict[CodeType, int] = {}
+        self.possible = hasattr(trio.lowlevel.Task, "_cancel_status")
+
+    def answers_at_once(self, code: CodeType) -> bool:
+        return self._at_once.get(code, 0) >= self.AT_ONCE_BEFORE_LAZY
+
+    def answered_at_once(self, code: CodeType) -> None:
+        if not self.possible:
+            return
+        if len(self._at_once) >= self._LIMIT and code not in self._at_once:
+            self._at_once.clear()
+        self._at_once[code] = self._at_once.get(code, 0) + 1
+
+    def waited(self, code: CodeType) -> None:
+        self._at_once.pop(code, None)
+
+
+_habits = _CallHabits()
+
+
 class TrioTransport:
     """The driver's :class:`~smtpcore._driver.Transport` on a ``trio.SocketStream``."""
+
+    _watchdog: _Watchdog | None = None
+    """The watchdog of the session on this stream, if it has one (see within)."""
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self._socket_stream = stream
@@ -399,16 +440,71 @@ class TrioTransport:
         return _Deadline(seconds)
 
     def watchdog(self) -> _Watchdog:
-        return _Watchdog()
+        self._watchdog = _Watchdog()
+        return self._watchdog
 
     async def within(self, seconds: float | None, call: Awaitable[_T]) -> _T:
+        """Await ``call`` under a cancel scope of ``seconds``, entered before the call
+        starts, or, for a coroutine that has always answered without waiting, only
+        once it waits (see :class:`_CallHabits`)."""
         if seconds is None:
             return await call
-        # The scope is entered before the call starts: trio's scopes must nest.
+        code = getattr(call, "cr_code", None)
+        if code is not None and _habits.answers_at_once(code):
+            return await self._within_lazily(seconds, call, code)
+        steps = call.__await__()
+        # Entered before the call starts: trio's cancel scopes must nest.
         with trio.CancelScope(deadline=trio.current_time() + seconds) as scope:
-            return await call
+            try:
+                waiting_on = steps.send(None)
+            except StopIteration as done:
+                if code is not None:
+                    _habits.answered_at_once(code)
+                result: _T = done.value
+                return result
+            if code is not None:
+                _habits.waited(code)
+            return await rest_of(steps, waiting_on)
         assert scope.cancelled_caught  # only its own cancellation ends the block early
         raise TimeoutError
+
+    async def _within_lazily(self, seconds: float, call: Awaitable[_T], code: CodeType) -> _T:
+        """Run ``call`` without a scope until it waits, then enter one around the rest:
+        a cancel scope costs far more than a hook that answers at once.
+
+        That is right only if the call has no cancel scope of its own open at
+        its first wait: ours would not nest otherwise. If it has one (it
+        changed its habits), its wait is bounded by the session's watchdog
+        instead: a timeout then ends the session rather than the call.
+        """
+        task = trio.lowlevel.current_task()
+        status = task._cancel_status
+        steps = call.__await__()
+        try:
+            waiting_on = steps.send(None)
+        except StopIteration as done:
+            result: _T = done.value
+            return result
+        _habits.waited(code)  # from now on, its scope first
+        if task._cancel_status is status:
+            with trio.CancelScope(deadline=trio.current_time() + seconds) as scope:
+                return await rest_of(steps, waiting_on)
+            assert scope.cancelled_caught
+            raise TimeoutError
+        logger.warning(
+            "%s waited inside a cancel scope of its own after answering at once %d times: "
+            "bounded by the session timeout this time",
+            code.co_name,
+            _CallHabits.AT_ONCE_BEFORE_LAZY,
+        )
+        watchdog = self._watchdog
+        if watchdog is None:
+            return await rest_of(steps, waiting_on)
+        watchdog.arm(seconds)
+        try:
+            return await rest_of(steps, waiting_on)
+        finally:
+            watchdog.disarm()
 
     @property
     def peer_address(self) -> tuple[str, int] | None:

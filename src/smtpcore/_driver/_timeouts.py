@@ -23,6 +23,7 @@ __all__ = [
     "Timeouts",
     "Watchdog",
     "deadline_when_waiting",
+    "rest_of",
 ]
 
 T = TypeVar("T")
@@ -130,11 +131,11 @@ async def deadline_when_waiting(
         result: T = done.value
         return result
     async with deadline(seconds):
-        return await _rest_of(steps, waiting_on)
+        return await rest_of(steps, waiting_on)
 
 
 @types.coroutine
-def _rest_of(steps: Generator[Any, Any, T], waiting_on: Any) -> Generator[Any, Any, T]:
+def rest_of(steps: Generator[Any, Any, T], waiting_on: Any) -> Generator[Any, Any, T]:
     """Carry on a started call: what it waits on goes to the framework, and what the
     framework sends or throws back goes to it (what ``await`` does from its start)."""
     while True:
