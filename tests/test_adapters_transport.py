@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import threading
 
 import pytest
@@ -183,3 +184,21 @@ def test_reads_that_yield_first_lose_and_repeat_nothing(framework: str) -> None:
             received = trio.run(main)
         thread.join(10)
     assert received == EXPECTED
+
+
+def test_trio_send_all_to_a_vanished_peer_raises_an_os_error() -> None:
+    with socket.create_server((LOOPBACK, 0)) as listener:
+        port = listener.getsockname()[1]
+
+        async def main() -> None:
+            with trio.fail_after(30):
+                transport = TrioTransport(await trio.open_tcp_stream(LOOPBACK, port))
+                conn, _ = listener.accept()
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()  # a reset: the next writes fail
+                with pytest.raises(OSError):
+                    for _ in range(100):
+                        await transport.send_all(PAYLOAD)
+                await transport.aclose()
+
+        trio.run(main)

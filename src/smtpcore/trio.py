@@ -388,14 +388,31 @@ class TrioTransport:
             return 0
 
     async def send_all(self, data: bytes) -> None:
-        sent = self.send_nowait(data)  # a reply usually fits in the socket buffer
-        if sent == len(data):
+        if self._ssl is None and not self._closed:
+            await self._send_plain(data)
             return
-        data = data[sent:]
         try:
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ConnectionResetError(str(exc) or "connection lost") from exc
+
+    async def _send_plain(self, data: bytes) -> None:
+        """Write to the socket itself, as :meth:`_receive_plain` reads: write what the
+        kernel takes, and wait for room only when it took nothing. (trio's stream
+        tries again before each wait, and the driver has usually just tried.)"""
+        fd = self._fd
+        view = memoryview(data)
+        sent = 0
+        while sent < len(view):
+            try:
+                sent += os.write(fd, view[sent:])
+                continue
+            except BlockingIOError:
+                pass
+            try:
+                await trio.lowlevel.wait_writable(fd)
+            except trio.ClosedResourceError as exc:  # closed by another task meanwhile
+                raise ConnectionResetError("the connection is closed") from exc
 
     async def start_tls(
         self,
