@@ -19,9 +19,10 @@ import pytest
 import trio
 
 from peers import ADAPTERS, TLSFiles, make_tls_files, running_smtp_server
+from smtpcore import LocalProtocolError
 from smtpcore._driver import Timeouts
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
-from smtpcore.smtp import Mail, Rcpt, Reply
+from smtpcore.smtp import Mail, Rcpt, Reply, xtext
 
 T = TypeVar("T")
 MESSAGE = b"Subject: client test\r\n\r\n.leading dot\r\nbody\r\n"
@@ -327,3 +328,109 @@ def test_connection_refused(adapter: str) -> None:
                 MESSAGE, "a@abc.example", "b@pqr.example", host="127.0.0.1", port=port
             ),
         )
+
+
+def dsn_connection(options: Any) -> Any:
+    from smtpcore.smtp import ServerConnection
+
+    return ServerConnection(options.hostname, dsn=True)
+
+
+def test_mail_and_rcpt_parameters_reach_the_server(adapter: str) -> None:
+    """DSN parameters (RFC 3461) as smtplib's mail_options and rcpt_options: the
+    same for every RCPT, or per recipient through a function."""
+    handler = Sink()
+    with running_smtp_server(adapter, handler, connection_factory=dsn_connection) as server:
+        run(
+            adapter,
+            lambda: module(adapter).send_message(
+                MESSAGE,
+                "alice@abc.example",
+                ["bob@pqr.example", "carol@pqr.example"],
+                host=server.host,
+                port=server.port,
+                mail_params={"RET": "HDRS", "ENVID": "QQ314159"},
+                rcpt_params=lambda rcpt: {
+                    "NOTIFY": "FAILURE,DELAY",
+                    "ORCPT": "rfc822;" + xtext(f"{rcpt.local_part}+tag@pqr.example"),
+                },
+            ),
+        )
+    [envelope] = handler.messages
+    assert dict(envelope.mail_params) == {
+        "SIZE": str(len(MESSAGE)),  # the client's own, beside the given ones
+        "RET": "HDRS",
+        "ENVID": "QQ314159",
+    }
+    assert [dict(r.params) for r in envelope.recipients] == [
+        {"NOTIFY": "FAILURE,DELAY", "ORCPT": "rfc822;bob+2Btag@pqr.example"},
+        {"NOTIFY": "FAILURE,DELAY", "ORCPT": "rfc822;carol+2Btag@pqr.example"},
+    ]
+
+
+def test_parameters_the_server_was_not_offered_or_malformed_are_never_sent(
+    adapter: str,
+) -> None:
+    """RFC 5321 §2.2.2: no parameter of an extension the server did not offer; and no
+    value that could smuggle a line. Both fail before MAIL, and the session goes on."""
+    handler = Sink()
+
+    async def attempts(port: int) -> list[str]:
+        errors = module(adapter)
+        seen = []
+        async with errors.SMTPClient("127.0.0.1", port) as client:
+            with pytest.raises(errors.ExtensionNotOffered) as refused:
+                await client.send_message(
+                    MESSAGE, "a@abc.example", "bob@pqr.example", rcpt_params={"NOTIFY": "NEVER"}
+                )
+            seen.append(refused.value.extension)
+            for bad in ({"X-TAG": "a\r\nRCPT TO:<eve@xyz.example>"}, {"X TAG": None}):
+                with pytest.raises(LocalProtocolError):
+                    await client.send_message(
+                        MESSAGE, "a@abc.example", "bob@pqr.example", mail_params=bad
+                    )
+            result = await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+            seen.append(str(len(result.delivered)))
+        return seen
+
+    with running_smtp_server(adapter, handler) as server:  # no DSN offered
+        assert run(adapter, lambda: attempts(server.port)) == ["DSN", "1"]
+    [envelope] = handler.messages  # only the last one: nothing else reached MAIL
+    assert "NOTIFY" not in envelope.recipients[0].params
+
+
+def test_malformed_dsn_values_are_refused_before_mail(adapter: str) -> None:
+    async def attempt(port: int) -> None:
+        async with module(adapter).SMTPClient("127.0.0.1", port) as client:
+            with pytest.raises(LocalProtocolError, match="NOTIFY"):
+                await client.send_message(
+                    MESSAGE,
+                    "a@abc.example",
+                    "bob@pqr.example",
+                    rcpt_params={"NOTIFY": "NEVER,SUCCESS"},
+                )
+            with pytest.raises(LocalProtocolError, match="RET"):
+                await client.send_message(
+                    MESSAGE, "a@abc.example", "bob@pqr.example", mail_params={"RET": "ALL"}
+                )
+
+    with running_smtp_server(adapter, Sink(), connection_factory=dsn_connection) as server:
+        run(adapter, lambda: attempt(server.port))
+
+
+def test_given_parameters_take_the_place_of_the_clients_own(adapter: str) -> None:
+    handler = Sink()
+    with running_smtp_server(adapter, handler) as server:
+        run(
+            adapter,
+            lambda: module(adapter).send_message(
+                MESSAGE,
+                "alice@abc.example",
+                "bob@pqr.example",
+                host=server.host,
+                port=server.port,
+                mail_params={"size": "99999", "BODY": "8BITMIME"},
+            ),
+        )
+    [envelope] = handler.messages
+    assert dict(envelope.mail_params) == {"SIZE": "99999", "BODY": "8BITMIME"}

@@ -24,6 +24,7 @@ import trio
 from smtpcore._driver import (
     BaseSMTPClient,
     BaseSMTPServer,
+    ExtensionNotOffered,
     MessageRefused,
     RecipientsRefused,
     SenderRefused,
@@ -54,6 +55,7 @@ from smtpcore._driver._pop3_server import BasePOP3Server, POP3ServerSession
 from smtpcore._driver._smtp_client import (
     AuthenticationError,
     AuthenticationNotAvailable,
+    RecipientParameters,
     Recipients,
 )
 from smtpcore._driver._timeouts import POP3Timeouts, rest_of
@@ -80,12 +82,14 @@ from smtpcore.maildrop import (
     POP3Session,
 )
 from smtpcore.smtp import TransactionResult
+from smtpcore.smtp._params import ParametersLike
 
 __all__ = [
     "AuthIdentity",
     "AuthenticationError",
     "AuthenticationNotAvailable",
     "Authenticator",
+    "ExtensionNotOffered",
     "MessageRefused",
     "RecipientsRefused",
     "SMTPClient",
@@ -704,6 +708,8 @@ async def send_message(
     *,
     host: str,
     port: int | None = None,
+    mail_params: ParametersLike = None,
+    rcpt_params: RecipientParameters = None,
     **options: Any,
 ) -> TransactionResult:
     """Connect, send one message, say QUIT; returns each recipient's fate.
@@ -713,7 +719,9 @@ async def send_message(
     for the errors raised.
     """
     async with SMTPClient(host, port, **options) as client:
-        return await client.send_message(message, sender, recipients)
+        return await client.send_message(
+            message, sender, recipients, mail_params=mail_params, rcpt_params=rcpt_params
+        )
 
 
 # -- POP3 -------------------------------------------------------------------------

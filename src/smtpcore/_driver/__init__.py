@@ -23,6 +23,7 @@ from smtpcore._driver._pop3_server import (
 )
 from smtpcore._driver._smtp_client import (
     BaseSMTPClient,
+    ExtensionNotOffered,
     MessageRefused,
     RecipientsRefused,
     SenderRefused,
@@ -77,6 +78,7 @@ __all__ = [
     "TLSNotAvailable",
     "Deadline",
     "DeadlineFactory",
+    "ExtensionNotOffered",
     "ServerOptions",
     "ServerSession",
     "ServerState",

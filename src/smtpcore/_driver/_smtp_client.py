@@ -16,12 +16,12 @@ import email.utils
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final
+from typing import Final, TypeAlias
 
 from smtpcore._driver._client_base import BaseClient
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts
 from smtpcore._driver._transport import Transport
-from smtpcore._errors import RemoteProtocolError
+from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._sentinels import NEED_DATA, PAUSED
 from smtpcore.address import Mailbox, parse_mailbox
 from smtpcore.sasl import (
@@ -50,6 +50,7 @@ from smtpcore.smtp import (
     Lhlo,
     Mail,
     MessageData,
+    Parameters,
     Quit,
     Rcpt,
     Reply,
@@ -57,6 +58,8 @@ from smtpcore.smtp import (
     StartTls,
     TransactionResult,
 )
+from smtpcore.smtp._dsn import dsn_mail_problem, dsn_rcpt_problem
+from smtpcore.smtp._params import ParametersLike
 
 __all__ = [
     "AuthenticationError",
@@ -114,6 +117,18 @@ class MessageRefused(SMTPReplyError):
         self.result = result
 
 
+class ExtensionNotOffered(SMTPError):
+    """A MAIL or RCPT parameter needs an extension the server did not list in its
+    EHLO reply, and a client must not use one it was not offered (RFC 5321
+    §2.2.2): ``RET`` or ``NOTIFY`` without DSN, say. Raised before the
+    transaction starts; the session can go on."""
+
+    def __init__(self, keyword: str, extension: str) -> None:
+        super().__init__(f"the server does not offer {extension}, which {keyword} needs")
+        self.keyword = keyword
+        self.extension = extension
+
+
 class TLSNotAvailable(SMTPError):
     """STARTTLS was required but the server does not offer it (RFC 3207 §4)."""
 
@@ -147,6 +162,28 @@ class SMTPProtocolError(SMTPError):
 
 Recipients = str | Mailbox | Iterable[str | Mailbox]
 
+RecipientParameters: TypeAlias = ParametersLike | Callable[[Mailbox], ParametersLike]
+"""What ``rcpt_params`` takes: the parameters of every RCPT, or a function giving
+each recipient its own (an ``ORCPT``, say)."""
+
+_PARAMETER_EXTENSIONS: Final[dict[str, str]] = {
+    "SIZE": "SIZE",
+    "BODY": "8BITMIME",
+    "SMTPUTF8": "SMTPUTF8",
+    "RET": "DSN",
+    "ENVID": "DSN",
+    "NOTIFY": "DSN",
+    "ORCPT": "DSN",
+    "AUTH": "AUTH",
+    "REQUIRETLS": "REQUIRETLS",
+    "MT-PRIORITY": "MT-PRIORITY",
+    "BY": "DELIVERBY",
+    "HOLDFOR": "FUTURERELEASE",
+    "HOLDUNTIL": "FUTURERELEASE",
+}
+"""The parameters of the extensions the client knows, by keyword; others are sent
+as given, the server being the judge."""
+
 _PASSWORD_MECHANISMS: Final[dict[str, Callable[[str, str], ClientMechanism]]] = {
     "SCRAM-SHA-256": ScramSHA256Client,
     "CRAM-MD5": CramMD5Client,
@@ -177,6 +214,10 @@ def _from_email(
     del outgoing["Bcc"]
     del outgoing["Resent-Bcc"]
     return outgoing.as_bytes(policy=message.policy.clone(linesep="\r\n")), sender, recipients
+
+
+def _params_of(given: RecipientParameters, recipient: Mailbox) -> Parameters:
+    return Parameters.coerce(given(recipient) if callable(given) else given)
 
 
 class BaseSMTPClient(BaseClient):
@@ -387,6 +428,9 @@ class BaseSMTPClient(BaseClient):
         message: bytes | email.message.EmailMessage,
         sender: str | Mailbox | None = None,
         recipients: Recipients | None = None,
+        *,
+        mail_params: ParametersLike = None,
+        rcpt_params: RecipientParameters = None,
     ) -> TransactionResult:
         """Send one message over this session; returns each recipient's fate.
 
@@ -397,6 +441,14 @@ class BaseSMTPClient(BaseClient):
         :class:`RecipientsRefused` when no recipient is accepted, or
         :class:`MessageRefused`; a partial success returns, with the refused
         recipients in ``result.refused``.
+
+        ``mail_params`` adds ESMTP parameters to MAIL (``{"RET": "HDRS"}``);
+        ``SIZE``, ``BODY`` and ``SMTPUTF8`` are added by the client unless
+        given. ``rcpt_params`` adds parameters to every RCPT
+        (``{"NOTIFY": "FAILURE,DELAY"}``), or is a function giving each
+        recipient's. A parameter of an extension the server did not offer
+        raises :class:`ExtensionNotOffered`, and a malformed one
+        :class:`~smtpcore.LocalProtocolError`, before anything is sent.
         """
         if isinstance(message, email.message.EmailMessage):
             content, sender, recipients = _from_email(message, sender, recipients)
@@ -412,13 +464,38 @@ class BaseSMTPClient(BaseClient):
         rcpts = [_mailbox(r) for r in recipients]
         if not rcpts:
             raise ValueError("no recipients")
-        return await self._transaction(from_, rcpts, content)
+        given = Parameters.coerce(mail_params)
+        mail = Mail(from_, {**self._mail_params(from_, rcpts, content, given), **given})
+        commands = [Rcpt(r, _params_of(rcpt_params, r)) for r in rcpts]
+        self._check_offered(mail, commands)
+        return await self._transaction(mail, commands, content)
+
+    def _check_offered(self, mail: Mail, rcpts: Sequence[Rcpt]) -> None:
+        extensions = self.connection.extensions
+        commands: list[Mail | Rcpt] = [mail, *rcpts]
+        for command in commands:
+            for keyword, value in command.params.items():
+                extension = _PARAMETER_EXTENSIONS.get(keyword)
+                if extension is not None and extension not in extensions:
+                    raise ExtensionNotOffered(keyword, extension)
+                if keyword in ("RET", "ENVID"):
+                    problem = dsn_mail_problem(keyword, value)
+                elif keyword in ("NOTIFY", "ORCPT"):
+                    problem = dsn_rcpt_problem(keyword, value)
+                else:
+                    continue
+                if problem is not None:
+                    raise LocalProtocolError(problem)
 
     def _mail_params(
-        self, sender: Mailbox | None, rcpts: Sequence[Mailbox], content: bytes
+        self, sender: Mailbox | None, rcpts: Sequence[Mailbox], content: bytes, given: Parameters
     ) -> dict[str, str | None]:
+        """SIZE, BODY and SMTPUTF8, where the server offers them and ``given`` does not
+        say otherwise."""
         extensions = self.connection.extensions
         params: dict[str, str | None] = {}
+        if "BODY" in given:
+            params["BODY"] = given["BODY"]
         if extensions.size is not None or "SIZE" in extensions:
             params["SIZE"] = str(len(content))
         if not content.isascii() and extensions.eight_bit_mime:
@@ -428,20 +505,19 @@ class BaseSMTPClient(BaseClient):
         )
         if needs_utf8 and extensions.smtputf8:
             params["SMTPUTF8"] = None
-        return params
+        return {keyword: value for keyword, value in params.items() if keyword not in given}
 
     async def _transaction(
-        self, sender: Mailbox | None, rcpts: Sequence[Mailbox], content: bytes
+        self, mail: Mail, rcpts: Sequence[Rcpt], content: bytes
     ) -> TransactionResult:
         conn = self.connection
         timeouts = self.timeouts
         pipelining = conn.extensions.pipelining
-        mail = Mail(sender, self._mail_params(sender, rcpts, content))
         commands: list[Rset | Mail | Rcpt | Data] = []
         if self._sent_messages:
             commands.append(Rset())
         self._sent_messages += 1
-        commands += [mail, *(Rcpt(r) for r in rcpts), Data()]
+        commands += [mail, *rcpts, Data()]
         replies: list[Reply] = []
         if pipelining:
             await self._write(b"".join(conn.send(c) for c in commands), timeouts.command)

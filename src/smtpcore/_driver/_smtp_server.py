@@ -11,7 +11,6 @@ the commands already received are answered (RFC 2920 §3.1).
 from __future__ import annotations
 
 import logging
-import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -68,6 +67,7 @@ from smtpcore.smtp import (
     StartTls,
     State,
     Vrfy,
+    decode_xtext,
 )
 
 __all__ = ["BaseSMTPServer", "ServerOptions", "ServerSession", "ServerState"]
@@ -89,7 +89,6 @@ _ACCEPTED: Final = Reply(250, "OK: message accepted")
 _NO_MAILBOX: Final = Reply(550, "Mailbox unavailable", "5.1.1")
 """What RCPT gets when the handler does not say: accepting everything is not a default."""
 _CANNOT_VRFY: Final = Reply(252, "Cannot VRFY user, but will accept message and attempt delivery")
-_XTEXT_HEX: Final = re.compile(r"\+([0-9A-F]{2})")
 
 AuthConfig = Authenticator | Mapping[str, MechanismFactory]
 """What ``auth=`` takes: an :class:`~smtpcore.handler.Authenticator`, or the mechanisms
@@ -100,8 +99,7 @@ def _submitter(value: str | None) -> str | None:
     """The mailbox of ``AUTH=xtext`` (RFC 4954 §5, xtext of RFC 3461 §4); None for ``<>``."""
     if value is None or value == "<>":
         return None
-    text = _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), value)
-    return text or None
+    return decode_xtext(value) or None
 
 
 @dataclass(frozen=True, slots=True)

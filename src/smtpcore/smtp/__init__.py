@@ -3,6 +3,7 @@
 from smtpcore.smtp._auth import AuthenticationFailed, ClientAuth, ServerAuth
 from smtpcore.smtp._base import Event
 from smtpcore.smtp._client import ClientConnection
+from smtpcore.smtp._dsn import decode_xtext, xtext
 from smtpcore.smtp._events import (
     Auth,
     AuthResponse,
@@ -70,4 +71,6 @@ __all__ = [
     "State",
     "TransactionResult",
     "Vrfy",
+    "decode_xtext",
+    "xtext",
 ]

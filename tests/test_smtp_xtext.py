@@ -1,0 +1,33 @@
+"""xtext (RFC 3461 §4): how ENVID, ORCPT and AUTH= carry any text in a parameter."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtpcore.smtp import Parameters, decode_xtext, xtext
+from smtpcore.smtp._dsn import dsn_mail_problem, dsn_rcpt_problem
+
+
+def test_plus_equals_space_and_controls_are_hex_escaped() -> None:
+    assert xtext("bob+tag@pqr.example") == "bob+2Btag@pqr.example"
+    assert xtext("a=b c\r\n") == "a+3Db+20c+0D+0A"
+    assert xtext("jörg@abc.example") == "j+C3+B6rg@abc.example"  # UTF-8 octets
+    assert decode_xtext("j+C3+B6rg@abc.example") == "jörg@abc.example"
+
+
+def test_decoding_tolerates_lower_case_hex_and_bad_utf8() -> None:
+    assert decode_xtext("a+2bb") == "a+b"
+    assert decode_xtext("+FF") == "\ufffd"
+
+
+@given(st.text(max_size=80))
+def test_any_text_survives_a_round_trip_and_makes_a_valid_parameter(text: str) -> None:
+    encoded = xtext(text)
+    assert decode_xtext(encoded) == text
+    if encoded:
+        Parameters({"ENVID": encoded})  # no character a parameter may not hold
+        if len(encoded) <= 100:
+            assert dsn_mail_problem("ENVID", encoded) is None
+        if len(encoded) <= 490:
+            assert dsn_rcpt_problem("ORCPT", "rfc822;" + encoded) is None
