@@ -319,3 +319,65 @@ def test_one_server_per_data_directory(tmp_path: Path) -> None:
             pass  # free again once the first one stopped
 
     _run(main)
+
+
+def test_dsn_requests_are_passed_on_and_answered(tmp_path: Path) -> None:
+    """RFC 3461 end to end: the submission server offers DSN and passes NOTIFY, ORCPT,
+    RET and ENVID to the next hop, which speaks DSN too; each server reports the
+    deliveries it made itself ("delivered"), and nothing is reported twice."""
+    pqr = _config(tmp_path, "pqr.example", {"brendon@pqr.example": "pw"})
+    message = b"From: john@abc.example\r\nSubject: dsn\r\n\r\nbody\r\n"
+
+    def submit(port: int) -> dict[str, tuple[int, bytes]]:
+        with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+            smtp.login("john@abc.example", "secret")
+            assert smtp.has_extn("dsn")
+            return smtp.sendmail(
+                "john@abc.example",
+                ["brendon@pqr.example", "local@abc.example"],
+                message,
+                mail_options=["RET=HDRS", "ENVID=QQ+2B314"],
+                rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;team+2Bdsn@abc.example"],
+            )
+
+    pqr_smtp, abc_smtp = _listening(), _listening()
+    abc = _config(
+        tmp_path,
+        "abc.example",
+        {"john@abc.example": "secret", "local@abc.example": "pw"},
+        remote_port=pqr_smtp.getsockname()[1],
+    )
+    pqr_to_abc = dataclasses.replace(pqr, remote_port=abc_smtp.getsockname()[1])
+
+    async def main() -> None:
+        zone = (
+            "pqr.example MX 10 mx.pqr.example\nmx.pqr.example A 127.0.0.1\n"
+            "abc.example MX 10 mx.abc.example\nmx.abc.example A 127.0.0.1\n"
+        )
+        resolver = StaticResolver.from_zone_text(zone)
+        async with (
+            MailServer(pqr_to_abc, sockets={"smtp": pqr_smtp}, resolver=resolver),
+            MailServer(
+                abc, sockets={"submission": _listening(), "smtp": abc_smtp}, resolver=resolver
+            ) as sender,
+        ):
+            assert await asyncio.to_thread(submit, _port(sender, "submission")) == {}
+            await _eventually(lambda: len(_messages(abc, "john@abc.example")) == 2)
+            await _eventually(lambda: not any((pqr.queue_dir / "envelopes").iterdir()))
+            await _eventually(lambda: not any((abc.queue_dir / "envelopes").iterdir()))
+
+    _run(main)
+    assert len(_messages(pqr, "brendon@pqr.example")) == 1
+    reports = sorted(_messages(abc, "john@abc.example"))
+    assert len(reports) == 2  # one per server: abc delivered local@, pqr delivered brendon@
+    for raw in reports:
+        report = email.message_from_bytes(raw, policy=email.policy.default)
+        assert report["Subject"] == "Successful Mail Delivery Report"
+        assert report.get_content_type() == "multipart/report"
+        assert b"Action: delivered" in raw and b"Action: relayed" not in raw
+        assert b"Original-Envelope-Id: QQ+314" in raw
+        assert b"Original-Recipient: rfc822; team+dsn@abc.example" in raw
+        assert b"Content-Type: text/rfc822-headers" in raw
+        assert b"Subject: dsn" in raw and b"\nbody\n" not in raw
+    assert any(b"Final-Recipient: rfc822; brendon@pqr.example" in raw for raw in reports)
+    assert any(b"Final-Recipient: rfc822; local@abc.example" in raw for raw in reports)

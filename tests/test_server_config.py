@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from smtpcore.routing import StaticResolver
-from smtpcore.server.bounce import MAX_RETURNED_MESSAGE, FailedRecipient, build_bounce
+from smtpcore.server.bounce import (
+    MAX_RETURNED_MESSAGE,
+    FailedRecipient,
+    ReportedRecipient,
+    build_bounce,
+    build_success_report,
+)
 from smtpcore.server.config import (
     ConfigError,
     ServerConfig,
@@ -208,3 +214,31 @@ def test_a_large_message_comes_back_as_its_header() -> None:
             failed=[],
             original=b"",
         )
+
+
+def test_a_success_report_returns_only_the_header() -> None:
+    raw = build_success_report(
+        reporting_mta="mx.abc.example",
+        recipient="john@abc.example",
+        queue_id="Q1",
+        arrival=0.0,
+        now=60.0,
+        reported=[
+            ReportedRecipient(
+                "brendon@pqr.example",
+                "2.0.0",
+                "250 2.0.0 queued as X",
+                "mx.pqr.example",
+                from_remote=True,
+                action="relayed",
+                original_recipient="rfc822;b+2Bx@pqr.example",
+            )
+        ],
+        original=b"Subject: hi\r\n\r\nsecret body\r\n",
+        envid="E+3D1",
+    )
+    assert b"Subject: Successful Mail Delivery Report" in raw
+    assert b"Original-Envelope-Id: E=1" in raw
+    assert b"Original-Recipient: rfc822; b+x@pqr.example" in raw
+    assert b"Action: relayed" in raw and b"Last-Attempt-Date" not in raw
+    assert b"Content-Type: text/rfc822-headers" in raw and b"secret body" not in raw

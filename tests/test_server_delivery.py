@@ -21,7 +21,7 @@ from smtpcore.server.config import ServerConfig
 from smtpcore.server.delivery import MAX_BACKOFF, DeliveryWorker, backoff
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
-from smtpcore.server.queue import Queue, QueueEntry
+from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry
 
 LOOPBACK = "127.0.0.1"
 MESSAGE = b"From: john@abc.example\r\nSubject: hello\r\n\r\n.leading dot\r\nbody\r\n"
@@ -33,6 +33,8 @@ class Transaction:
     recipients: list[str]
     content: bytes
     reply: bytes
+    mail_line: bytes = b""
+    rcpt_lines: list[bytes] = field(default_factory=list)
 
 
 @dataclass
@@ -46,6 +48,8 @@ class ScriptedSMTP:
 
     data_replies: list[bytes]
     rcpt_replies: dict[str, bytes] = field(default_factory=dict)
+    dsn: bool = False
+    """Offer DSN in the EHLO reply."""
     transactions: list[Transaction] = field(default_factory=list)
     connections: int = 0
 
@@ -73,16 +77,19 @@ class ScriptedSMTP:
         with conn, conn.makefile("rb") as lines:
             conn.sendall(b"220 scripted ESMTP\r\n")
             sender, recipients = "", list[str]()
+            mail_line, rcpt_lines = b"", list[bytes]()
             for line in lines:
                 verb = line[:4].upper()
                 if verb in (b"EHLO", b"HELO"):
-                    conn.sendall(b"250-scripted\r\n250 8BITMIME\r\n")
+                    extra = b"250-DSN\r\n" if self.dsn else b""
+                    conn.sendall(b"250-scripted\r\n" + extra + b"250 8BITMIME\r\n")
                 elif verb == b"MAIL":
                     sender = line.decode().split(":", 1)[1].strip().split()[0].strip("<>")
-                    recipients = []
+                    recipients, mail_line, rcpt_lines = [], line, []
                     conn.sendall(b"250 2.1.0 ok\r\n")
                 elif verb == b"RCPT":
-                    address = line.decode().split(":", 1)[1].strip().strip("<>")
+                    rcpt_lines.append(line)
+                    address = line.decode().split(":", 1)[1].strip().split()[0].strip("<>")
                     reply = self.rcpt_replies.get(address, b"250 2.1.5 ok")
                     if reply.startswith(b"2"):
                         recipients.append(address)
@@ -97,7 +104,9 @@ class ScriptedSMTP:
                     with self._lock:
                         index = min(len(self.transactions), len(self.data_replies) - 1)
                         reply = self.data_replies[index]
-                        self.transactions.append(Transaction(sender, recipients, content, reply))
+                        self.transactions.append(
+                            Transaction(sender, recipients, content, reply, mail_line, rcpt_lines)
+                        )
                     conn.sendall(reply + b"\r\n")
                 elif verb == b"QUIT":
                     conn.sendall(b"221 bye\r\n")
@@ -119,9 +128,9 @@ def scripted() -> Iterator[Callable[..., ScriptedSMTP]]:
     servers: list[ScriptedSMTP] = []
 
     def start(
-        data_replies: list[bytes], rcpt_replies: dict[str, bytes] | None = None
+        data_replies: list[bytes], rcpt_replies: dict[str, bytes] | None = None, dsn: bool = False
     ) -> ScriptedSMTP:
-        server = ScriptedSMTP(data_replies, rcpt_replies or {})
+        server = ScriptedSMTP(data_replies, rcpt_replies or {}, dsn)
         servers.append(server)
         return server
 
@@ -200,6 +209,19 @@ async def _run_until(setup: Setup, done: Callable[[], bool], timeout: float = 10
 
 def _enqueue(setup: Setup, sender: str, recipients: list[str]) -> QueueEntry:
     entry = setup.queue.add(MESSAGE, sender, recipients)
+    setup.worker.schedule(entry)
+    return entry
+
+
+def _enqueue_dsn(
+    setup: Setup,
+    recipients: list[QueuedRecipient],
+    params: tuple[tuple[str, str | None], ...] = (),
+) -> QueueEntry:
+    """Queue MESSAGE from john@abc.example as the SMTP listener does, DSN parameters kept."""
+    spool = setup.queue.spool()
+    spool.write(MESSAGE)
+    entry = setup.queue.prepare(spool, "john@abc.example", recipients, params=params).commit()
     setup.worker.schedule(entry)
     return entry
 
@@ -401,3 +423,101 @@ def test_an_entry_removed_by_hand_is_forgotten(
 
     asyncio.run(main())
     assert setup.worker.queued == 0
+
+
+# -- delivery status notifications (RFC 3461) ---------------------------------------------
+
+
+def test_notify_never_and_notify_without_failure_get_no_bounce(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    server = scripted([b"550 5.7.1 go away"])
+    setup = _setup(tmp_path, ZONE, server.port)
+
+    async def main() -> None:
+        _enqueue_dsn(
+            setup,
+            [
+                QueuedRecipient("a@pqr.example", notify="NEVER"),
+                QueuedRecipient("b@pqr.example", notify="SUCCESS,DELAY"),
+            ],
+        )
+        await _run_until(setup, lambda: _queue_empty(setup))
+
+    asyncio.run(main())
+    assert setup.bounces() == []
+    assert any("no bounce for 2 recipients: NOTIFY" in r.getMessage() for r in caplog.records)
+
+
+def test_a_bounce_honours_ret_hdrs_envid_and_orcpt(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP]
+) -> None:
+    server = scripted([b"250 ok"], rcpt_replies={"nobody@pqr.example": b"550 5.1.1 no such user"})
+    setup = _setup(tmp_path, ZONE, server.port)
+
+    async def main() -> None:
+        _enqueue_dsn(
+            setup,
+            [
+                QueuedRecipient(
+                    "nobody@pqr.example", notify="FAILURE", orcpt="rfc822;nb+2Bx@q.example"
+                )
+            ],
+            params=(("RET", "HDRS"), ("ENVID", "ID+3D1")),
+        )
+        await _run_until(setup, lambda: _queue_empty(setup))
+
+    asyncio.run(main())
+    (raw,) = setup.raw_bounces()
+    assert b"Original-Envelope-Id: ID=1" in raw
+    assert b"Original-Recipient: rfc822; nb+x@q.example" in raw
+    assert b"Content-Type: text/rfc822-headers" in raw and b".leading dot" not in raw
+
+
+def test_notify_success_to_a_server_without_dsn_is_reported_relayed(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP]
+) -> None:
+    server = scripted([b"250 2.0.0 queued as X"])
+    setup = _setup(tmp_path, ZONE, server.port)
+
+    async def main() -> None:
+        _enqueue_dsn(setup, [QueuedRecipient("brendon@pqr.example", notify="SUCCESS")])
+        await _run_until(setup, lambda: _queue_empty(setup) and bool(setup.raw_bounces()))
+
+    asyncio.run(main())
+    (raw,) = setup.raw_bounces()
+    assert b"Subject: Successful Mail Delivery Report" in raw
+    assert b"Action: relayed" in raw and b"Status: 2.0.0" in raw
+    assert b"Remote-MTA: dns; mx.pqr.example" in raw
+    [transaction] = server.transactions
+    assert b"NOTIFY" not in transaction.rcpt_lines[0]  # the server does not speak DSN
+
+
+def test_dsn_parameters_go_on_to_a_server_that_speaks_dsn(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP]
+) -> None:
+    """RFC 3461 §6.2: the next hop reports now; this one says nothing."""
+    server = scripted([b"250 2.0.0 queued as X"], dsn=True)
+    setup = _setup(tmp_path, ZONE, server.port)
+
+    async def main() -> None:
+        _enqueue_dsn(
+            setup,
+            [
+                QueuedRecipient(
+                    "a@pqr.example", notify="SUCCESS,FAILURE", orcpt="rfc822;a@x.example"
+                ),
+                QueuedRecipient("b@pqr.example"),
+            ],
+            params=(("RET", "HDRS"), ("ENVID", "QQ314")),
+        )
+        await _run_until(setup, lambda: _queue_empty(setup))
+
+    asyncio.run(main())
+    assert setup.bounces() == []
+    [transaction] = server.transactions
+    assert b" RET=HDRS" in transaction.mail_line and b" ENVID=QQ314" in transaction.mail_line
+    a_line, b_line = transaction.rcpt_lines
+    assert b"NOTIFY=SUCCESS,FAILURE" in a_line and b"ORCPT=rfc822;a@x.example" in a_line
+    assert b"NOTIFY" not in b_line and b"ORCPT" not in b_line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import mailbox
 from pathlib import Path
 
@@ -262,3 +263,24 @@ def test_entry_json_round_trip(
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="format"):
         QueueEntry.from_json('{"format": 99}')
+
+
+def test_dsn_parameters_survive_the_queue_file_and_older_files_still_load() -> None:
+    entry = QueueEntry(
+        id="Q1",
+        sender="john@abc.example",
+        recipients=(
+            QueuedRecipient("a@pqr.example", notify="SUCCESS,FAILURE", orcpt="rfc822;a@x.example"),
+            QueuedRecipient("b@pqr.example"),
+        ),
+        created=1.0,
+        params=(("RET", "HDRS"), ("ENVID", "QQ314")),
+    )
+    again = QueueEntry.from_json(entry.to_json())
+    assert again == entry
+    assert again.param("RET") == "HDRS" and again.param("SIZE") is None
+    older = json.loads(entry.to_json())
+    for recipient in older["recipients"]:
+        del recipient["notify"], recipient["orcpt"]
+    loaded = QueueEntry.from_json(json.dumps(older))
+    assert [(r.notify, r.orcpt) for r in loaded.recipients] == [(None, None), (None, None)]

@@ -121,6 +121,9 @@ class ServerOptions:
     max_recipients: int = 100
     lmtp: bool = False
     """Speak LMTP (RFC 2033): LHLO, and one reply per recipient after the content."""
+    dsn: bool = False
+    """Offer DSN (RFC 3461): the machine checks RET, ENVID, NOTIFY and ORCPT; honouring
+    them (the reports they ask for) is the handler's part."""
     framing: FramingPolicy | None = None
     connection_factory: Callable[[ServerOptions], ServerConnection] | None = None
     """Builds the machine of each session, to set the machine options not listed here."""
@@ -166,6 +169,7 @@ class ServerOptions:
         return ServerConnection(
             self.hostname,
             lmtp=self.lmtp,
+            dsn=self.dsn,
             max_recipients=self.max_recipients,
             max_message_size=self.max_message_size,
             framing=self.framing,
@@ -625,6 +629,7 @@ class BaseSMTPServer(BaseListener[ServerSession]):
         max_message_size: int | None = 10_240_000,
         max_recipients: int = 100,
         lmtp: bool = False,
+        dsn: bool = False,
         framing: FramingPolicy | None = None,
         connection_factory: Callable[[ServerOptions], ServerConnection] | None = None,
         backlog: int = 1024,
@@ -644,6 +649,7 @@ class BaseSMTPServer(BaseListener[ServerSession]):
             max_message_size=max_message_size,
             max_recipients=max_recipients,
             lmtp=lmtp,
+            dsn=dsn,
             framing=framing,
             connection_factory=connection_factory,
             auth=auth,

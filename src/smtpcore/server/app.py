@@ -26,14 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from smtpcore.handler import Envelope, Handler, MessageReply, Session
+from smtpcore.handler import Envelope, Handler, MessageReply, Recipient, Session
 from smtpcore.routing import LocalDelivery, Rejected, Router
+from smtpcore.server.bounce import ReportedRecipient, build_success_report
 from smtpcore.server.config import ServerConfig
 from smtpcore.server.delivery import DeliveryWorker
 from smtpcore.server.log import delivery_line, logger, peer_text
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import StagedMessage
-from smtpcore.server.queue import PreparedEntry, Queue, QueueEntry, Spool
+from smtpcore.server.queue import PreparedEntry, Queue, QueuedRecipient, QueueEntry, Spool
 from smtpcore.server.trace import count_received, protocol_name, received_header
 from smtpcore.smtp import Mail, Rcpt, Reply
 
@@ -91,9 +92,10 @@ class MailStore:
         spool: Spool,
         sender: str,
         local: dict[str, str],
-        remote: Sequence[str],
+        remote: Sequence[str | QueuedRecipient],
         *,
         client: str,
+        params: Sequence[tuple[str, str | None]] = (),
     ) -> Accepted:
         """Stage every copy, synced, then rename them all into place.
 
@@ -108,7 +110,7 @@ class MailStore:
             keys = list(dict.fromkeys(local.values()))
             staged = self.mailboxes.stage(keys, sender, b"", spool.path)
             if remote:
-                prepared = self.queue.prepare(spool, sender, remote, client=client)
+                prepared = self.queue.prepare(spool, sender, remote, client=client, params=params)
         except BaseException:
             for message in staged:
                 message.discard()
@@ -306,25 +308,80 @@ class _MailHandler(Handler):
         sender = "" if envelope.sender is None else str(envelope.sender)
         routes: dict[str, str | None] = session.extra.get("routes", {})
         local: dict[str, str] = {}
-        remote: list[str] = []
+        remote: list[QueuedRecipient] = []
+        notify_success: list[Recipient] = []
         for recipient in envelope.recipients:
             address = str(recipient.mailbox)
+            notify = recipient.params.get("NOTIFY")
             key = routes.get(address)
             if key is None:
-                remote.append(address)
+                orcpt = recipient.params.get("ORCPT")
+                remote.append(QueuedRecipient(address, notify=_upper(notify), orcpt=orcpt))
             else:
                 local[address] = key
+                if notify is not None and "SUCCESS" in notify.upper().split(","):
+                    notify_success.append(recipient)
+        params = [(k, v) for k, v in envelope.mail_params.items() if k in ("RET", "ENVID")]
         client = f"{peer_text(session.peer)} helo={session.helo_name or '-'}"
         size = spool.size
         try:
             accepted = await asyncio.to_thread(
-                self.store.accept, spool, sender, local, remote, client=client
+                self.store.accept, spool, sender, local, remote, client=client, params=params
             )
         except Exception:
             logger.exception("%s: cannot store the message", spool.id)
             return _LOCAL_ERROR
         self._accepted(session, accepted, sender, size, local, client)
+        if notify_success and sender:
+            await self._report_delivered(accepted, envelope, sender, notify_success, routes)
         return Reply(250, f"Ok: queued as {accepted.queue_id}", "2.0.0")
+
+    async def _report_delivered(
+        self,
+        accepted: Accepted,
+        envelope: Envelope,
+        sender: str,
+        recipients: Sequence[Recipient],
+        routes: dict[str, str | None],
+    ) -> None:
+        """The report ``NOTIFY=SUCCESS`` asks for, for recipients delivered here
+        (RFC 3461 §4.1); one that cannot be made is logged, the mail stays delivered."""
+        worker = self.store.worker
+        if worker is None:
+            logger.info("%s: no delivery worker: no success notification", accepted.queue_id)
+            return
+        reported = []
+        header = b""
+        for recipient in recipients:
+            address = str(recipient.mailbox)
+            key = routes[address]
+            assert key is not None
+            path = accepted.delivered[key]
+            if not header:
+                header = await asyncio.to_thread(_read_header, path)
+            reported.append(
+                ReportedRecipient(
+                    address,
+                    "2.0.0",
+                    f"delivered to maildir {path.name}",
+                    action="delivered",
+                    original_recipient=recipient.params.get("ORCPT"),
+                )
+            )
+        report = build_success_report(
+            reporting_mta=self.store.config.hostname,
+            recipient=sender,
+            queue_id=accepted.queue_id,
+            arrival=time.time(),
+            now=time.time(),
+            reported=reported,
+            original=header,
+            envid=envelope.mail_params.get("ENVID"),
+        )
+        try:
+            await worker.send_report(accepted.queue_id, sender, report, "success")
+        except Exception:
+            logger.exception("%s: cannot send the success notification", accepted.queue_id)
 
     def _accepted(
         self,
@@ -434,3 +491,20 @@ class LMTPHandler(_MailHandler):
             accepted = Accepted(spool.id, paths, None)
             self._accepted(session, accepted, sender, size, delivered, client)
         return replies
+
+
+def _upper(value: str | None) -> str | None:
+    return None if value is None else value.upper()
+
+
+_HEADER_LIMIT: Final = 65536
+
+
+def _read_header(path: Path) -> bytes:
+    """The header of the message stored at ``path`` (at most 64 KiB of it), in wire
+    form: a Maildir file has LF line ends."""
+    with path.open("rb") as file:
+        start = file.read(_HEADER_LIMIT).replace(b"\r\n", b"\n")
+    end = start.find(b"\n\n")
+    header = start if end < 0 else start[: end + 1]
+    return header.replace(b"\n", b"\r\n")

@@ -1,10 +1,11 @@
-"""Bounces: delivery status notifications for mail that could not be delivered.
+"""Delivery status notifications: bounces, and the success reports DSN asks for.
 
-A bounce is a ``multipart/report`` message (RFC 6522) of report type
+A report is a ``multipart/report`` message (RFC 6522) of report type
 ``delivery-status`` (RFC 3464): a text part for people, a
-``message/delivery-status`` part for programs, and the returned message (or
-only its header, when it is large). It goes to the original sender with
-the null reverse path, so that it can never cause a bounce of its own
+``message/delivery-status`` part for programs, and the message (or only
+its header: when it is large, when the sender asked ``RET=HDRS``, and
+always in a success report, RFC 3461 §4.3). It goes to the original sender
+with the null reverse path, so that it can never cause a report of its own
 (RFC 5321 §4.5.5); mail that arrived with the null sender gets none.
 """
 
@@ -17,15 +18,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["FailedRecipient", "build_bounce", "MAX_RETURNED_MESSAGE"]
+from smtpcore.smtp import decode_xtext
+
+__all__ = [
+    "FailedRecipient",
+    "MAX_RETURNED_MESSAGE",
+    "ReportedRecipient",
+    "build_bounce",
+    "build_success_report",
+]
 
 MAX_RETURNED_MESSAGE: Final = 256 * 1024
 """A larger message comes back as its header only (``text/rfc822-headers``)."""
 
 
 @dataclass(frozen=True, slots=True)
-class FailedRecipient:
-    """One recipient the message could not reach, and why."""
+class ReportedRecipient:
+    """One recipient in a report: what became of the message for it, and why."""
 
     address: str
     status: str
@@ -33,12 +42,22 @@ class FailedRecipient:
     diagnostic: str
     """The remote reply (``550 5.1.1 no such user``) or a local explanation."""
     remote_mta: str | None = None
-    """The exchanger that refused, if one did."""
+    """The exchanger that answered, if one did."""
     from_remote: bool = False
     """True when ``diagnostic`` is the remote server's SMTP reply."""
+    action: str = "failed"
+    """RFC 3464 §2.3.3: ``failed``, or in a success report ``delivered`` (into a
+    mailbox here) or ``relayed`` (to a server that does not speak DSN)."""
+    original_recipient: str | None = None
+    """The recipient's ``ORCPT`` parameter as it came (RFC 3461 §4.2)."""
+
+
+FailedRecipient = ReportedRecipient
+"""What a bounce lists: a :class:`ReportedRecipient` whose action is ``failed``."""
 
 
 def _one_line(text: str, limit: int = 900) -> str:
+    """Text fit for one header field: ASCII, no line breaks, not too long."""
     text = " ".join(text.split())
     text = text.encode("ascii", "backslashreplace").decode("ascii")
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -62,23 +81,99 @@ def build_bounce(
     queue_id: str,
     arrival: float,
     now: float,
-    failed: Sequence[FailedRecipient],
+    failed: Sequence[ReportedRecipient],
     original: bytes,
+    envid: str | None = None,
+    headers_only: bool = False,
 ) -> bytes:
     """The bounce for ``failed``, addressed to ``recipient`` (the original sender).
 
     ``original`` is the message as queued (wire form); ``arrival`` and
-    ``now`` are seconds since the epoch. Returns the message in wire form.
+    ``now`` are seconds since the epoch; ``envid`` is the sender's ``ENVID``
+    (xtext, RFC 3461 §4.4) and ``headers_only`` its ``RET=HDRS``. Returns the
+    message in wire form.
     """
     if not failed:
         raise ValueError("a bounce needs at least one failed recipient")
+    explanation = (
+        f"This is the mail system at {reporting_mta}. Your message (queue id {queue_id}, "
+        f"received {email.utils.formatdate(arrival, localtime=True)}) could not be "
+        "delivered to the recipients below, and no further attempt will be made."
+    )
+    returned, kind, description = original, "message/rfc822", "Undelivered message"
+    if headers_only or len(original) > MAX_RETURNED_MESSAGE:
+        returned = _header_part(original)
+        kind, description = "text/rfc822-headers", "Undelivered message headers"
+    return _build_report(
+        subject="Undelivered Mail Returned to Sender",
+        explanation=explanation,
+        reporting_mta=reporting_mta,
+        recipient=recipient,
+        queue_id=queue_id,
+        arrival=arrival,
+        now=now,
+        reported=failed,
+        envid=envid,
+        returned=(returned, kind, description),
+    )
+
+
+def build_success_report(
+    *,
+    reporting_mta: str,
+    recipient: str,
+    queue_id: str,
+    arrival: float,
+    now: float,
+    reported: Sequence[ReportedRecipient],
+    original: bytes,
+    envid: str | None = None,
+) -> bytes:
+    """The report asked for with ``NOTIFY=SUCCESS`` (RFC 3461 §4.1): ``reported`` were
+    ``delivered`` here, or ``relayed`` to a server that does not speak DSN. Only the
+    message's header comes back."""
+    if not reported:
+        raise ValueError("a report needs at least one recipient")
+    explanation = (
+        f"This is the mail system at {reporting_mta}. Your message (queue id {queue_id}, "
+        f"received {email.utils.formatdate(arrival, localtime=True)}) was delivered to "
+        "the mailboxes below, or passed on to a system that does not report delivery, "
+        "as you asked."
+    )
+    return _build_report(
+        subject="Successful Mail Delivery Report",
+        explanation=explanation,
+        reporting_mta=reporting_mta,
+        recipient=recipient,
+        queue_id=queue_id,
+        arrival=arrival,
+        now=now,
+        reported=reported,
+        envid=envid,
+        returned=(_header_part(original), "text/rfc822-headers", "Message headers"),
+    )
+
+
+def _build_report(
+    *,
+    subject: str,
+    explanation: str,
+    reporting_mta: str,
+    recipient: str,
+    queue_id: str,
+    arrival: float,
+    now: float,
+    reported: Sequence[ReportedRecipient],
+    envid: str | None,
+    returned: tuple[bytes, str, str],
+) -> bytes:
     boundary = f"{queue_id}.{secrets.token_hex(8)}/{reporting_mta}"
     arrival_date = email.utils.formatdate(arrival, localtime=True)
     date = email.utils.formatdate(now, localtime=True)
     lines = [
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
         f"To: <{recipient}>",
-        "Subject: Undelivered Mail Returned to Sender",
+        f"Subject: {subject}",
         f"Date: {date}",
         f"Message-ID: <{queue_id}.{secrets.token_hex(6)}@{reporting_mta}>",
         "Auto-Submitted: auto-replied",  # RFC 3834 §5: no automatic answer to this
@@ -93,13 +188,8 @@ def build_bounce(
         "Content-Description: Notification",
         "",
     ]
-    explanation = (
-        f"This is the mail system at {reporting_mta}. Your message (queue id {queue_id}, "
-        f"received {arrival_date}) could not be delivered to the recipients below, and "
-        "no further attempt will be made."
-    )
     lines += textwrap.wrap(explanation, 72)
-    for item in failed:
+    for item in reported:
         lines.append("")
         where = f"host {item.remote_mta} said" if item.remote_mta and item.from_remote else ""
         lines += textwrap.wrap(
@@ -117,36 +207,38 @@ def build_bounce(
         "Content-Type: message/delivery-status",
         "Content-Description: Delivery report",
         "",
+    ]
+    if envid is not None:  # RFC 3464 §2.2.1, decoded from xtext (RFC 3461 §6.3)
+        lines.append(f"Original-Envelope-Id: {_one_line(decode_xtext(envid))}")
+    lines += [
         f"Reporting-MTA: dns; {reporting_mta}",
         f"X-Queue-ID: {queue_id}",
         f"Arrival-Date: {arrival_date}",
     ]
-    for item in failed:
+    for item in reported:
+        lines.append("")
+        if item.original_recipient is not None:
+            addr_type, _, address = item.original_recipient.partition(";")
+            lines.append(f"Original-Recipient: {addr_type}; {_one_line(decode_xtext(address))}")
         lines += [
-            "",
             f"Final-Recipient: {_address_field(item.address)}",
-            "Action: failed",
+            f"Action: {item.action}",
             f"Status: {item.status}",
         ]
         if item.remote_mta:
             lines.append(f"Remote-MTA: dns; {item.remote_mta}")
         kind = "smtp" if item.from_remote else "x-local"
         lines.append(f"Diagnostic-Code: {kind}; {_one_line(item.diagnostic)}")
-        lines.append(f"Last-Attempt-Date: {date}")
+        if item.action == "failed":
+            lines.append(f"Last-Attempt-Date: {date}")
     lines.append("")
-    returned = original
-    if len(original) > MAX_RETURNED_MESSAGE:
-        kind = "text/rfc822-headers"
-        returned = _header_part(original)
-        description = "Undelivered message headers"
-    else:
-        kind = "message/rfc822"
-        description = "Undelivered message"
-    lines += [f"--{boundary}", f"Content-Type: {kind}", f"Content-Description: {description}"]
-    if not returned.isascii():
+    content, content_type, description = returned
+    lines += [f"--{boundary}", f"Content-Type: {content_type}"]
+    lines.append(f"Content-Description: {description}")
+    if not content.isascii():
         lines.append("Content-Transfer-Encoding: 8bit")
     lines.append("")
     head = ("\r\n".join(lines) + "\r\n").encode("utf-8")
-    if returned and not returned.endswith(b"\r\n"):
-        returned += b"\r\n"
-    return head + returned + f"\r\n--{boundary}--\r\n".encode("ascii")
+    if content and not content.endswith(b"\r\n"):
+        content += b"\r\n"
+    return head + content + f"\r\n--{boundary}--\r\n".encode("ascii")

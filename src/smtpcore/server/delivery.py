@@ -51,7 +51,11 @@ from smtpcore.routing import (
     Resolver,
     Router,
 )
-from smtpcore.server.bounce import FailedRecipient, build_bounce
+from smtpcore.server.bounce import (
+    ReportedRecipient,
+    build_bounce,
+    build_success_report,
+)
 from smtpcore.server.log import delivery_line, logger
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
@@ -153,6 +157,16 @@ class _Outcome:
     remote_mta: str | None = None
     from_remote: bool = False
     tls: bool | None = None
+    dsn_passed: bool = False
+    """The next hop took the DSN parameters: reporting success is its job now."""
+
+
+def _notify(recipient: QueuedRecipient, event: str) -> bool:
+    """Whether the sender asked to hear of ``event`` for ``recipient`` (RFC 3461 §4.1;
+    without NOTIFY, failures only)."""
+    if recipient.notify is None:
+        return event == "FAILURE"
+    return event in recipient.notify.split(",")
 
 
 class _TryNext(Exception):
@@ -206,6 +220,8 @@ class DeliveryWorker:
         self.tls_context = opportunistic_tls_context()
         self._due: dict[str, float] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._succeeded: dict[str, dict[str, _Outcome]] = {}
+        """Per message in a round: recipients whose sender asked NOTIFY=SUCCESS."""
         self._wakeup: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
 
@@ -276,6 +292,8 @@ class DeliveryWorker:
         except Exception:
             logger.exception("%s: delivery failed; retrying later", queue_id)
             self._due[queue_id] = self.clock() + self.retry_after
+        finally:
+            self._succeeded.pop(queue_id, None)  # reported at the end of a whole round only
 
     async def _deliver(self, queue_id: str) -> None:
         entry = await asyncio.to_thread(self.queue.load, queue_id)
@@ -285,6 +303,7 @@ class DeliveryWorker:
             return
         failed: dict[str, _Outcome] = {}
         deferred: dict[str, _Outcome] = {}
+        self._succeeded[entry.id] = {}
         groups: dict[tuple[str, tuple[str, int] | None], dict[str, RemoteDelivery]] = {}
         for recipient in entry.pending:
             decision = self._route(recipient.address)
@@ -326,6 +345,8 @@ class DeliveryWorker:
         """Log each outcome and record what was sent at once (never twice after a crash);
         failures wait for the bounce at the end of the round."""
         sent: dict[str, QueuedRecipient] = {}
+        recipients = {r.address: r for r in entry.recipients}
+        succeeded = self._succeeded.setdefault(entry.id, {})
         delay = self.clock() - entry.created
         for address, outcome in outcomes.items():
             label = {
@@ -346,9 +367,9 @@ class DeliveryWorker:
                 )
             )
             if outcome.status is RecipientStatus.SENT:
-                sent[address] = QueuedRecipient(
-                    address, RecipientStatus.SENT, outcome.detail, outcome.dsn, outcome.remote_mta
-                )
+                sent[address] = _updated(recipients[address], outcome)
+                if _notify(recipients[address], "SUCCESS") and not outcome.dsn_passed:
+                    succeeded[address] = outcome
             elif outcome.status is RecipientStatus.FAILED:
                 failed[address] = outcome
             else:
@@ -367,10 +388,12 @@ class DeliveryWorker:
     ) -> None:
         if failed:
             await self._bounce(entry, content, failed)
+        succeeded = self._succeeded.pop(entry.id, {})
+        if succeeded:
+            await self._report_success(entry, content, succeeded)
+        recipients = {r.address: r for r in entry.recipients}
         updates = {
-            address: QueuedRecipient(
-                address, outcome.status, outcome.detail, outcome.dsn, outcome.remote_mta
-            )
+            address: _updated(recipients[address], outcome)
             for address, outcome in {**failed, **deferred}.items()
         }
         entry = entry.with_recipients(updates)
@@ -514,11 +537,32 @@ class DeliveryWorker:
                 attempt.host,
                 from_remote=True,
                 tls=tls,
+                dsn_passed=passed,
             )
 
         sender: Mailbox | str = "" if not entry.sender else parse_mailbox(entry.sender)
+        # RFC 3461 §6.2: to a server that speaks DSN, the parameters go on with the message.
+        passed = client.connection.extensions.dsn
+        mail_params: dict[str, str | None] = {}
+        rcpt_params: dict[Mailbox, dict[str, str | None]] = {}
+        if passed:
+            mail_params = {k: v for k, v in entry.params if k in ("RET", "ENVID")}
+            queued = {r.address: r for r in entry.recipients}
+            for address, delivery in deliveries.items():
+                recipient = queued[address]
+                params = rcpt_params.setdefault(delivery.mailbox, {})
+                if recipient.notify is not None:
+                    params["NOTIFY"] = recipient.notify
+                if recipient.orcpt is not None:
+                    params["ORCPT"] = recipient.orcpt
         try:
-            result = await client.send_message(content, sender, rcpts)
+            result = await client.send_message(
+                content,
+                sender,
+                rcpts,
+                mail_params=mail_params,
+                rcpt_params=lambda mailbox: rcpt_params.get(mailbox, {}),
+            )
         except SenderRefused as exc:
             await client.quit()
             if exc.reply.code < 500:
@@ -550,9 +594,20 @@ class DeliveryWorker:
     async def _bounce(
         self, entry: QueueEntry, content: bytes, failed: Mapping[str, _Outcome]
     ) -> None:
-        """Tell the sender, unless it is the null sender (RFC 5321 §4.5.5)."""
+        """Tell the sender, unless it is the null sender (RFC 5321 §4.5.5) or asked not
+        to hear of these failures (``NOTIFY``, RFC 3461 §4.1)."""
         if not entry.sender:
             logger.info("%s: null sender: no bounce for %d recipients", entry.id, len(failed))
+            return
+        recipients = {r.address: r for r in entry.recipients}
+        wanted = {a: o for a, o in failed.items() if _notify(recipients[a], "FAILURE")}
+        if len(wanted) < len(failed):
+            logger.info(
+                "%s: no bounce for %d recipients: NOTIFY did not ask for one",
+                entry.id,
+                len(failed) - len(wanted),
+            )
+        if not wanted:
             return
         bounce = build_bounce(
             reporting_mta=self.hostname,
@@ -561,28 +616,76 @@ class DeliveryWorker:
             arrival=entry.created,
             now=self.clock(),
             failed=[
-                FailedRecipient(
+                ReportedRecipient(
                     address,
                     outcome.dsn if outcome.dsn[0] in "45" else "5.0.0",
                     outcome.detail,
                     outcome.remote_mta,
                     outcome.from_remote,
+                    original_recipient=recipients[address].orcpt,
                 )
-                for address, outcome in failed.items()
+                for address, outcome in wanted.items()
             ],
             original=content,
+            envid=entry.param("ENVID"),
+            headers_only=(entry.param("RET") or "").upper() == "HDRS",
         )
-        decision = self._route(entry.sender)
+        await self.send_report(entry.id, entry.sender, bounce, "non-delivery")
+
+    async def _report_success(
+        self, entry: QueueEntry, content: bytes, succeeded: Mapping[str, _Outcome]
+    ) -> None:
+        """The report ``NOTIFY=SUCCESS`` asked for: delivered here, or relayed to a
+        server that does not speak DSN (RFC 3461 §6.2)."""
+        if not entry.sender:
+            return
+        recipients = {r.address: r for r in entry.recipients}
+        report = build_success_report(
+            reporting_mta=self.hostname,
+            recipient=entry.sender,
+            queue_id=entry.id,
+            arrival=entry.created,
+            now=self.clock(),
+            reported=[
+                ReportedRecipient(
+                    address,
+                    outcome.dsn if outcome.dsn[:1] == "2" else "2.0.0",
+                    outcome.detail,
+                    outcome.remote_mta,
+                    outcome.from_remote,
+                    action="delivered" if outcome.relay == "local" else "relayed",
+                    original_recipient=recipients[address].orcpt,
+                )
+                for address, outcome in succeeded.items()
+            ],
+            original=content,
+            envid=entry.param("ENVID"),
+        )
+        await self.send_report(entry.id, entry.sender, report, "success")
+
+    async def send_report(self, queue_id: str, sender: str, report: bytes, kind: str) -> None:
+        """Hand a delivery status notification to ``sender``: into its mailbox when it
+        is local (a postmaster's when it has none), else into the queue, from ``<>``."""
+        decision = self._route(sender)
         if isinstance(decision, LocalDelivery):
             key = self.mailboxes.lookup(decision.mailbox)
             if key is None:
                 key = self.mailboxes.config.postmaster_key(self.mailboxes.config.domains[0])
-                logger.info(
-                    "%s: sender <%s> has no mailbox; bounce to %s", entry.id, entry.sender, key
-                )
-            path = await asyncio.to_thread(self.mailboxes.deliver, key, "", bounce)
-            logger.info("%s: sender non-delivery notification: delivered to %s", entry.id, path)
+                logger.info("%s: sender <%s> has no mailbox; report to %s", queue_id, sender, key)
+            path = await asyncio.to_thread(self.mailboxes.deliver, key, "", report)
+            logger.info("%s: sender %s notification: delivered to %s", queue_id, kind, path)
             return
-        queued = await asyncio.to_thread(self.queue.add, bounce, "", [entry.sender])
-        logger.info("%s: sender non-delivery notification: %s", entry.id, queued.id)
+        queued = await asyncio.to_thread(self.queue.add, report, "", [sender])
+        logger.info("%s: sender %s notification: %s", queue_id, kind, queued.id)
         self.schedule(queued)
+
+
+def _updated(recipient: QueuedRecipient, outcome: _Outcome) -> QueuedRecipient:
+    """``recipient`` as ``outcome`` leaves it; its DSN parameters stay."""
+    return replace(
+        recipient,
+        status=outcome.status,
+        reply=outcome.detail,
+        dsn=outcome.dsn,
+        remote_mta=outcome.remote_mta,
+    )

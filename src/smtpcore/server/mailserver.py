@@ -241,10 +241,12 @@ class MailServer:
             "max_recipients": config.max_recipients,
             "ssl_context": self.tls_context,
         }
+        options["dsn"] = True  # reports as RFC 3461 asks: see the delivery worker
         if name == "smtp":
             return InboundHandler(self.store, self.inbound_router()), options
         if name == "lmtp":
             options["lmtp"] = True
+            options["dsn"] = False  # final delivery, reported by the LMTP client
             options["ssl_context"] = None
             return LMTPHandler(self.store, self.inbound_router()), options
         options["auth"] = self.authenticator()

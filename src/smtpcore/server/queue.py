@@ -71,6 +71,10 @@ class QueuedRecipient:
     """The enhanced status (RFC 3463) that goes with ``reply``."""
     remote_mta: str | None = None
     """The exchanger that gave ``reply``, if one did."""
+    notify: str | None = None
+    """The sender's ``NOTIFY`` for this recipient (RFC 3461 §4.1), upper case."""
+    orcpt: str | None = None
+    """The ``ORCPT`` it came with (RFC 3461 §4.2), passed on and reported."""
 
     @property
     def pending(self) -> bool:
@@ -94,7 +98,14 @@ class QueueEntry:
     client: str = ""
     """Where the message came from, for logs and bounces."""
     params: tuple[tuple[str, str | None], ...] = field(default=())
-    """MAIL parameters worth keeping (RFC 6531 SMTPUTF8, RFC 6152 BODY)."""
+    """MAIL parameters worth keeping: DSN's ``RET`` and ``ENVID`` (RFC 3461 §4.3, §4.4)."""
+
+    def param(self, keyword: str) -> str | None:
+        """The MAIL parameter ``keyword``'s value, None when absent."""
+        for key, value in self.params:
+            if key == keyword:
+                return value
+        return None
 
     @property
     def pending(self) -> tuple[QueuedRecipient, ...]:
@@ -122,6 +133,8 @@ class QueueEntry:
                     "reply": r.reply,
                     "dsn": r.dsn,
                     "remote_mta": r.remote_mta,
+                    "notify": r.notify,
+                    "orcpt": r.orcpt,
                 }
                 for r in self.recipients
             ],
@@ -149,6 +162,8 @@ class QueueEntry:
                     reply=r["reply"],
                     dsn=r["dsn"],
                     remote_mta=r["remote_mta"],
+                    notify=r.get("notify"),  # absent from files of earlier versions
+                    orcpt=r.get("orcpt"),
                 )
                 for r in data["recipients"]
             ),
@@ -275,17 +290,24 @@ class Queue:
         self,
         spool: Spool,
         sender: str,
-        recipients: Sequence[str],
+        recipients: Sequence[str | QueuedRecipient],
         *,
         client: str = "",
         params: Iterable[tuple[str, str | None]] = (),
     ) -> PreparedEntry:
-        """Sync the spooled content and write the envelope beside it, not yet committed."""
+        """Sync the spooled content and write the envelope beside it, not yet committed.
+
+        A recipient given as a :class:`QueuedRecipient` keeps its DSN parameters."""
         spool.finish()
+        unique: dict[str, QueuedRecipient] = {}
+        for recipient in recipients:
+            if isinstance(recipient, str):
+                recipient = QueuedRecipient(recipient)
+            unique.setdefault(recipient.address, recipient)
         entry = QueueEntry(
             id=spool.id,
             sender=sender,
-            recipients=tuple(QueuedRecipient(r) for r in dict.fromkeys(recipients)),
+            recipients=tuple(unique.values()),
             created=self.clock(),
             size=spool.size,
             client=client,
