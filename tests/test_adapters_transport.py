@@ -7,6 +7,7 @@ import asyncio
 import socket
 import struct
 import threading
+from typing import Any
 
 import pytest
 import trio
@@ -141,29 +142,26 @@ ROUNDS = 40
 EXPECTED = b"".join(b"ok %d\r\n" % number for number in range(ROUNDS))
 
 
+async def exchange_lines(transport: Any) -> bytes:
+    """Send each line and read to its answer; then the end. The same on both transports."""
+    received = b""
+    for number in range(ROUNDS):
+        await transport.send_all(b"line %d\r\n" % number)
+        while not received.endswith(b"ok %d\r\n" % number):
+            received += await transport.receive_some(65536)
+    assert await transport.receive_some(65536) == b""
+    await transport.aclose()
+    return received
+
+
 async def exchange_asyncio(port: int) -> bytes:
     loop = asyncio.get_running_loop()
     _, transport = await loop.create_connection(AsyncioTransport, LOOPBACK, port)
-    received = b""
-    for number in range(ROUNDS):
-        await transport.send_all(b"line %d\r\n" % number)
-        while not received.endswith(b"ok %d\r\n" % number):
-            received += await transport.receive_some(65536)
-    assert await transport.receive_some(65536) == b""
-    await transport.aclose()
-    return received
+    return await exchange_lines(transport)
 
 
 async def exchange_trio(port: int) -> bytes:
-    transport = TrioTransport(await trio.open_tcp_stream(LOOPBACK, port))
-    received = b""
-    for number in range(ROUNDS):
-        await transport.send_all(b"line %d\r\n" % number)
-        while not received.endswith(b"ok %d\r\n" % number):
-            received += await transport.receive_some(65536)
-    assert await transport.receive_some(65536) == b""
-    await transport.aclose()
-    return received
+    return await exchange_lines(TrioTransport(await trio.open_tcp_stream(LOOPBACK, port)))
 
 
 @pytest.mark.parametrize("framework", ["asyncio", "trio"])
