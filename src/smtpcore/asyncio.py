@@ -60,7 +60,6 @@ from smtpcore._driver._smtp_client import (
     Recipients,
 )
 from smtpcore._driver._timeouts import POP3Timeouts, deadline_when_waiting
-from smtpcore._driver._transport import YieldFirst
 from smtpcore.address import Mailbox
 from smtpcore.handler import (
     Authenticator,
@@ -333,7 +332,6 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._alarm = _Alarm(self._loop)
-        self._yield_first = YieldFirst()
 
     # -- asyncio.BufferedProtocol -------------------------------------------
 
@@ -396,10 +394,8 @@ class AsyncioTransport(asyncio.BufferedProtocol):
 
     async def receive_some(self, max_bytes: int) -> bytes:
         chunks = self._chunks
-        if not chunks and not self._eof and self._yield_first.now():
-            await asyncio.sleep(0)  # the peer's next bytes may come meanwhile
-            if not chunks:
-                self._yield_first.missed()
+        # No yield before waiting (see YieldFirst): asyncio runs a task that yielded
+        # before the reads of the same pass, so it would find nothing.
         while not chunks:
             if self._eof:
                 return b""
