@@ -273,9 +273,11 @@ class ServerSession(ServedSession):
             raise ConnectionLost from None
 
     async def _take_events(self) -> None:
-        """Answer the client's events until the session ends (h11's loop)."""
+        """Answer the client's events until the session ends (h11's loop); a closed
+        session gives ``ConnectionClosed``."""
         conn = self.conn
-        while conn.state is not State.CLOSED:
+        dispatch = self._dispatch
+        while True:
             try:
                 event = conn.next_event()
             except RemoteProtocolError as exc:
@@ -293,7 +295,7 @@ class ServerSession(ServedSession):
             elif isinstance(event, ConnectionClosed):
                 break
             else:
-                await self._dispatch(event)
+                await dispatch(event)
 
     async def _read(self) -> None:
         """Write the replies due, then wait for more from the client, under the watchdog.
