@@ -18,7 +18,7 @@ import socket
 import ssl
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
@@ -501,8 +501,9 @@ class AsyncioTransport(asyncio.BufferedProtocol):
     def watchdog(self) -> _Watchdog:
         return _Watchdog(self._alarm)
 
-    async def within(self, seconds: float | None, call: Awaitable[_T]) -> _T:
-        return await deadline_when_waiting(self.deadline, seconds, call)
+    def within(self, seconds: float | None, call: Awaitable[_T]) -> Coroutine[Any, Any, _T]:
+        # The coroutine itself, not one awaiting it: a hook call is the hot path.
+        return deadline_when_waiting(self.deadline, seconds, call)
 
     @property
     def peer_address(self) -> tuple[str, int] | None:

@@ -276,7 +276,7 @@ class ServerSession(ServedSession):
         """Answer the client's events until the session ends (h11's loop); a closed
         session gives ``ConnectionClosed``."""
         conn = self.conn
-        dispatch = self._dispatch
+        answers = _ANSWERS
         while True:
             try:
                 event = conn.next_event()
@@ -295,7 +295,11 @@ class ServerSession(ServedSession):
             elif isinstance(event, ConnectionClosed):
                 break
             else:
-                await dispatch(event)
+                answer = answers.get(type(event))
+                if answer is None:  # pragma: no cover - no other event reaches a server
+                    await self._dispatch(event)
+                else:
+                    await answer(self, event)
 
     async def _read(self) -> None:
         """Write the replies due, then wait for more from the client, under the watchdog.
@@ -371,14 +375,12 @@ class ServerSession(ServedSession):
     # -- events -------------------------------------------------------------
 
     async def _dispatch(self, event: Event) -> None:
-        """Answer one event, by its type (see ``_ANSWERS`` at the end of the module)."""
-        answer = _ANSWERS.get(type(event))
-        if answer is None:  # pragma: no cover - the machine gives no other event to a server
-            if isinstance(event, Command):
-                self._answer(Reply(502, "Command not implemented", "5.5.1"))
-                return
-            raise RuntimeError(f"unexpected event {event!r}")
-        await answer(self, event)
+        """Answer an event ``_ANSWERS`` has no method for: a command a custom machine
+        (``connection_factory``) knows, say."""
+        if isinstance(event, Command):
+            self._answer(Reply(502, "Command not implemented", "5.5.1"))
+            return
+        raise RuntimeError(f"unexpected event {event!r}")
 
     async def _bad_command(self, event: BadCommand) -> None:
         self._answer(event.reply)
