@@ -319,7 +319,7 @@ def test_a_short_timeout_among_long_ones_goes_off_in_time(framework: str) -> Non
                 await trio.sleep(0.01)
                 await patient(0.1, 5)
         assert len(outcome) == 1
-        assert 0.1 <= outcome[0] < 0.5
+        assert 0.1 <= outcome[0] < 2  # not held back to the long timeouts (600 s)
 
     run(framework, body)
 
