@@ -133,7 +133,7 @@ def test_replies_survive_a_serialize_parse_round_trip(
     lines = [line.lstrip("0123456789.") for line in lines]
     reply = Reply(code, tuple(lines), status)
     buffer = ReceiveBuffer()
-    buffer.feed(reply.to_bytes(status))
+    buffer.receive(reply.to_bytes(status))
     parsed = ReplyParser().next_reply(buffer, enhanced=status is not None)
     assert parsed == reply
     assert len(buffer) == 0

@@ -154,23 +154,23 @@ def test_line_length_counts_the_unfinished_line() -> None:
 
 def test_receive_buffer_returns_lines_and_bounds_long_ones() -> None:
     buf = ReceiveBuffer()
-    buf.feed(b"HELO a\r\nNO")
+    buf.receive(b"HELO a\r\nNO")
     assert buf.next_line(512) == b"HELO a\r\n"
     assert buf.next_line(512) is None
-    buf.feed(b"OP\r\n")
+    buf.receive(b"OP\r\n")
     assert buf.next_line(512) == b"NOOP\r\n"
     for _ in range(100):
-        buf.feed(b"x" * 1000)
+        buf.receive(b"x" * 1000)
         assert buf.next_line(512) is None
         assert len(buf) <= 1000
-    buf.feed(b"\r\nQUIT\r\n")
+    buf.receive(b"\r\nQUIT\r\n")
     assert buf.next_line(512) is LINE_TOO_LONG
     assert buf.next_line(512) == b"QUIT\r\n"
 
 
 def test_line_exactly_at_the_limit_is_accepted() -> None:
     buf = ReceiveBuffer()
-    buf.feed(b"x" * 510 + b"\r\n" + b"y" * 511 + b"\r\n")
+    buf.receive(b"x" * 510 + b"\r\n" + b"y" * 511 + b"\r\n")
     assert buf.next_line(512) == b"x" * 510 + b"\r\n"
     assert buf.next_line(512) is LINE_TOO_LONG
 

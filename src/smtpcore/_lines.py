@@ -90,9 +90,6 @@ class ReceiveBuffer:
     def __bool__(self) -> bool:
         return bool(self._data)
 
-    def feed(self, data: bytes) -> None:
-        self._data += data
-
     def receive(self, data: bytes, *, discard: bool = False) -> None:
         """Take bytes from the peer, ``b""`` meaning it closed its side.
 

@@ -156,8 +156,8 @@ class _Deadline:
 
     async def __aenter__(self) -> _Deadline:
         if self._seconds is not None:
-            # A new scope rather than a deadline set on the old one: setting it
-            # is a context manager of its own, and this runs for every read.
+            # A new scope rather than a deadline set on the old one: setting a
+            # deadline is a context manager of its own in trio.
             self._scope = trio.CancelScope(deadline=trio.current_time() + self._seconds)
         self._scope.__enter__()
         return self
@@ -519,7 +519,7 @@ class TrioTransport:
             _CallHabits.AT_ONCE_BEFORE_LAZY,
         )
         watchdog = self._watchdog
-        if watchdog is None:
+        if watchdog is None:  # not a served session's transport: the warning is all
             return await rest_of(steps, waiting_on)
         watchdog.arm(seconds)
         try:

@@ -296,8 +296,8 @@ class ServerSession(ServedSession):
                 break
             else:
                 answer = answers.get(type(event))
-                if answer is None:  # pragma: no cover - no other event reaches a server
-                    await self._dispatch(event)
+                if answer is None:
+                    self._unanswered(event)
                 else:
                     await answer(self, event)
 
@@ -374,13 +374,13 @@ class ServerSession(ServedSession):
 
     # -- events -------------------------------------------------------------
 
-    async def _dispatch(self, event: Event) -> None:
+    def _unanswered(self, event: Event) -> None:
         """Answer an event ``_ANSWERS`` has no method for: a command a custom machine
         (``connection_factory``) knows, say."""
         if isinstance(event, Command):
             self._answer(Reply(502, "Command not implemented", "5.5.1"))
             return
-        raise RuntimeError(f"unexpected event {event!r}")
+        raise RuntimeError(f"unexpected event {event!r}")  # pragma: no cover
 
     async def _bad_command(self, event: BadCommand) -> None:
         self._answer(event.reply)

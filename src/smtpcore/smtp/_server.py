@@ -265,7 +265,6 @@ class ServerConnection:
             return self._close_with(event)
         if state is State.GREETING:
             return self._greet(event)
-        pending = self._pending
         if pending is None:
             raise LocalProtocolError("there is no command to answer")
         if isinstance(pending, BadCommand):
