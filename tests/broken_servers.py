@@ -1,0 +1,547 @@
+"""Small SMTP servers, each correct but for one planted defect, for the checks to find.
+
+:class:`SmallServer` is a deliberately plain SMTP server session written by
+hand (not with smtpcore's machines, which would not have the defects): it
+speaks EHLO, MAIL, RCPT, DATA, BDAT, RSET, NOOP, VRFY, HELP, QUIT and, when
+given a TLS context, STARTTLS, and keeps the limits RFC 5321 names. Each
+subclass below plants one defect that a published bug class has shown in
+real servers:
+
+- :class:`LfDotLfServer` ends DATA on ``LF.LF`` as well as ``CRLF.CRLF``
+  (SMTP smuggling);
+- :class:`EagerBdatServer` answers ``BDAT`` before it has read the chunk's
+  octets (RFC 3030 §2 says the reply follows the chunk);
+- :class:`NonAsciiDigitServer` parses numbers with ``str.isdigit()`` and
+  ``int()``, so ``SIZE=²`` crashes the session;
+- :class:`OutOfOrderServer` answers commands that arrived together out of
+  order (refusals after acceptances; RFC 2920 §3.1 wants them in order);
+- :class:`SplitCommandServer` takes whatever one read returned as a whole
+  command (the same session gives other replies when the network splits it);
+- :class:`PlaintextAfterStartTlsServer` runs commands that were pipelined
+  behind ``STARTTLS`` after the handshake (CVE-2011-0411);
+- :class:`LongLineTailServer` cuts an over-long command line at the limit
+  and runs the rest as a command of its own;
+- :class:`FewRecipientsServer` refuses the eleventh recipient with ``550``
+  (RFC 5321 §4.5.3.1.8 wants 100, and ``452`` for too many);
+- :class:`SizeIgnoringServer` offers ``SIZE 10000`` and accepts anything.
+
+Two ways to run one:
+
+- in-process, with no socket: ``session = LfDotLfServer()``, write
+  ``session.greeting()``, then for each piece the client sends,
+  ``session.receive(piece)`` returns the bytes the server answers (the
+  :class:`NonAsciiDigitServer` raises ``ValueError`` from it, as its crash);
+  ``session.closed`` tells when it hung up and ``session.messages`` holds
+  the messages it took, so a smuggled second message shows there;
+- on a loopback port, a thread per connection:
+  ``with serve(LfDotLfServer) as server:`` then connect to
+  ``(server.host, server.port)``; ``server.sessions`` and ``server.crashes``
+  say what happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Final
+
+__all__ = [
+    "BROKEN_SERVERS",
+    "EagerBdatServer",
+    "FewRecipientsServer",
+    "LfDotLfServer",
+    "LongLineTailServer",
+    "NonAsciiDigitServer",
+    "OutOfOrderServer",
+    "PlaintextAfterStartTlsServer",
+    "RunningServer",
+    "SizeIgnoringServer",
+    "SmallServer",
+    "SplitCommandServer",
+    "serve",
+]
+
+HOSTNAME: Final = "broken.test"
+
+
+def _reply(code: int, text: str) -> bytes:
+    return f"{code} {text}\r\n".encode()
+
+
+class SmallServer:
+    """One SMTP server session, sans-I/O and correct: the base of the broken ones.
+
+    ``receive(data)`` takes the client's bytes and returns the server's
+    answer; after ``220`` to STARTTLS, ``start_tls`` is True until the runner
+    calls :meth:`tls_started`. Limits: command lines of 512 octets, 100
+    recipients, messages of ``max_size`` octets (offered as ``SIZE``).
+    """
+
+    max_line = 512
+    max_recipients = 100
+    max_size = 10_000
+
+    def __init__(self, *, starttls: bool = False) -> None:
+        self.offers_starttls = starttls
+        self.buffer = bytearray()
+        self.mode = "command"  # or "data", "bdat"
+        self.discarding = False
+        self.closed = False
+        self.start_tls = False
+        self.tls = False
+        self.hello: str | None = None
+        self.in_transaction = False
+        self.recipients = 0
+        self.chunk_left = 0
+        self.chunk_last = False
+        self.chunk_refusal: bytes | None = None
+        self.content = bytearray()
+        self.messages: list[bytes] = []
+        self.commands: list[bytes] = []
+
+    # -- the runner's side --------------------------------------------
+
+    def greeting(self) -> bytes:
+        return _reply(220, f"{HOSTNAME} ESMTP broken on purpose")
+
+    def receive(self, data: bytes) -> bytes:
+        """Take bytes from the client (``b""``: none, just work on what is buffered)."""
+        self.buffer += data
+        replies: list[bytes] = []
+        while not self.closed and not self.start_tls:
+            answer = self.step()
+            if answer is None:
+                break
+            replies.append(answer)
+        return self.emit(replies)
+
+    def emit(self, replies: list[bytes]) -> bytes:
+        """The bytes to write for the replies one ``receive`` produced, in order."""
+        return b"".join(replies)
+
+    def tls_started(self) -> None:
+        self.start_tls = False
+        self.tls = True
+        self.hello = None
+        self.reset()
+
+    # -- reading --------------------------------------------------------
+
+    def step(self) -> bytes | None:
+        if self.mode == "data":
+            return self.read_content()
+        if self.mode == "bdat":
+            return self.read_chunk()
+        line = self.next_line()
+        if line is None:
+            return None
+        return self.command(line)
+
+    def next_line(self) -> bytes | None:
+        end = self.buffer.find(b"\n")
+        if end < 0:
+            if len(self.buffer) > self.max_line:
+                del self.buffer[:-1]
+                self.discarding = True
+            return None
+        line = bytes(self.buffer[: end + 1])
+        del self.buffer[: end + 1]
+        if self.discarding or len(line) > self.max_line:
+            self.discarding = False
+            return b""  # stands for "too long"
+        return line
+
+    def find_end_of_data(self) -> tuple[int, int] | None:
+        """Where the content ends: (index, length of the terminator), or None yet."""
+        if self.buffer.startswith(b".\r\n"):
+            return 0, 3
+        index = self.buffer.find(b"\r\n.\r\n")
+        return None if index < 0 else (index + 2, 3)
+
+    def read_content(self) -> bytes | None:
+        found = self.find_end_of_data()
+        if found is None:
+            return None
+        index, length = found
+        raw = bytes(self.buffer[:index])
+        del self.buffer[: index + length]
+        self.mode = "command"
+        lines = raw.split(b"\r\n")
+        content = b"\r\n".join(line[1:] if line.startswith(b".") else line for line in lines)
+        return self.end_of_message(content)
+
+    def read_chunk(self) -> bytes | None:
+        taken = bytes(self.buffer[: self.chunk_left])
+        del self.buffer[: self.chunk_left]
+        self.content += taken
+        self.chunk_left -= len(taken)
+        if self.chunk_left:
+            return None
+        self.mode = "command"
+        return self.chunk_done()
+
+    def chunk_done(self) -> bytes:
+        refusal, self.chunk_refusal = self.chunk_refusal, None
+        if refusal is not None:
+            self.content.clear()
+            return refusal
+        if not self.chunk_last:
+            return _reply(250, f"2.0.0 {len(self.content)} octets received")
+        content = bytes(self.content)
+        self.content.clear()
+        return self.end_of_message(content)
+
+    def end_of_message(self, content: bytes) -> bytes:
+        self.reset()
+        if len(content) > self.max_size:
+            return _reply(552, "5.3.4 Message too big")
+        self.messages.append(content)
+        return _reply(250, f"2.0.0 Message {len(self.messages)} accepted")
+
+    # -- commands -------------------------------------------------------
+
+    def parse_number(self, text: str) -> int | None:
+        """A decimal number on the wire: ASCII digits only."""
+        if text.isascii() and text.isdigit() and len(text) <= 20:
+            return int(text)
+        return None
+
+    def command(self, line: bytes) -> bytes:
+        self.commands.append(line)
+        if not line:
+            return _reply(500, "5.5.6 Line too long")
+        if not line.endswith(b"\r\n"):
+            return _reply(500, "5.5.2 Bare LF in command")
+        try:
+            text = line[:-2].decode()
+        except UnicodeDecodeError:
+            return _reply(500, "5.5.2 Invalid UTF-8")
+        verb, _, argument = text.partition(" ")
+        verb = verb.upper()
+        if verb in ("EHLO", "HELO"):
+            if not argument:
+                return _reply(501, "5.5.4 Domain needed")
+            self.hello = argument
+            self.reset()
+            if verb == "HELO":
+                return _reply(250, HOSTNAME)
+            keywords = [HOSTNAME, "PIPELINING", f"SIZE {self.max_size}", "CHUNKING"]
+            keywords += ["8BITMIME", "ENHANCEDSTATUSCODES"]
+            if self.offers_starttls and not self.tls:
+                keywords.append("STARTTLS")
+            lines = [f"250-{word}" for word in keywords[:-1]] + [f"250 {keywords[-1]}"]
+            return "".join(line + "\r\n" for line in lines).encode()
+        if verb == "MAIL":
+            return self.mail(argument)
+        if verb == "RCPT":
+            return self.rcpt(argument)
+        if verb == "DATA":
+            if self.recipients == 0:
+                return _reply(503 if not self.in_transaction else 554, "5.5.1 No recipients")
+            self.mode = "data"
+            return _reply(354, "End data with <CR><LF>.<CR><LF>")
+        if verb == "BDAT":
+            return self.bdat(argument)
+        if verb == "RSET":
+            self.reset()
+            return _reply(250, "2.0.0 OK")
+        if verb == "NOOP":
+            return _reply(250, "2.0.0 OK")
+        if verb == "VRFY":
+            return _reply(252, "2.5.0 Cannot VRFY")
+        if verb == "HELP":
+            return _reply(214, "2.0.0 See RFC 5321")
+        if verb == "QUIT":
+            self.closed = True
+            return _reply(221, "2.0.0 Bye")
+        if verb == "STARTTLS" and self.offers_starttls and not self.tls:
+            self.start_tls = True
+            self.forget_plaintext()
+            return _reply(220, "2.0.0 Ready to start TLS")
+        return _reply(500, "5.5.2 Command unrecognized")
+
+    def forget_plaintext(self) -> None:
+        """Bytes behind STARTTLS came before the handshake: never read them."""
+        self.buffer.clear()
+
+    def mail(self, argument: str) -> bytes:
+        if self.hello is None:
+            return _reply(503, "5.5.1 Send EHLO first")
+        if self.in_transaction:
+            return _reply(503, "5.5.1 Nested MAIL")
+        if not argument.upper().startswith("FROM:<") or ">" not in argument:
+            return _reply(501, "5.5.4 Syntax: MAIL FROM:<address>")
+        for param in argument.split(">", 1)[1].split():
+            keyword, _, value = param.partition("=")
+            if keyword.upper() == "SIZE":
+                answer = self.check_size(value)
+                if answer is not None:
+                    return answer
+            elif keyword.upper() != "BODY":
+                return _reply(555, f"5.5.4 Unsupported parameter {keyword}")
+        self.in_transaction = True
+        return _reply(250, "2.1.0 OK")
+
+    def check_size(self, value: str) -> bytes | None:
+        size = self.parse_number(value)
+        if size is None:
+            return _reply(501, "5.5.4 Bad SIZE value")
+        if size > self.max_size:
+            return _reply(552, "5.3.4 Message too big")
+        return None
+
+    def rcpt(self, argument: str) -> bytes:
+        if not self.in_transaction:
+            return _reply(503, "5.5.1 Need MAIL first")
+        if not argument.upper().startswith("TO:<") or ">" not in argument:
+            return _reply(501, "5.5.4 Syntax: RCPT TO:<address>")
+        if self.recipients >= self.max_recipients:
+            return _reply(452, "4.5.3 Too many recipients")
+        self.recipients += 1
+        return _reply(250, "2.1.5 OK")
+
+    def bdat(self, argument: str) -> bytes:
+        words = argument.split()
+        size = self.parse_number(words[0]) if words else None
+        last = len(words) == 2 and words[1].upper() == "LAST"
+        if size is None or len(words) > 2 or (len(words) == 2 and not last):
+            return _reply(501, "5.5.4 Syntax: BDAT size [LAST]")
+        self.chunk_left, self.chunk_last = size, last
+        self.mode = "bdat"
+        if self.recipients == 0:  # read the chunk, then refuse it
+            self.chunk_refusal = _reply(503, "5.5.1 No valid recipients")
+        return self.after_bdat_command() or b""
+
+    def after_bdat_command(self) -> bytes | None:
+        """Nothing yet: the reply to BDAT follows its octets (RFC 3030 §2)."""
+        return None
+
+    def reset(self) -> None:
+        self.in_transaction = False
+        self.recipients = 0
+        self.content.clear()
+
+
+# -- the planted defects ------------------------------------------------------------------
+
+
+class LfDotLfServer(SmallServer):
+    """Ends DATA at ``LF.LF`` too: a message can hide a second one (SMTP smuggling)."""
+
+    def find_end_of_data(self) -> tuple[int, int] | None:
+        found = super().find_end_of_data()
+        index = self.buffer.find(b"\n.\n")
+        if index >= 0 and (found is None or index + 1 < found[0]):
+            return index + 1, 2
+        return found
+
+
+class EagerBdatServer(SmallServer):
+    """Answers ``BDAT`` as soon as the command line is in, before the chunk's octets."""
+
+    def after_bdat_command(self) -> bytes | None:
+        if self.chunk_refusal is not None:
+            return self.chunk_refusal
+        if not self.chunk_last:
+            return _reply(250, "2.0.0 Chunk accepted")
+        return _reply(250, f"2.0.0 Message {len(self.messages) + 1} accepted")
+
+    def chunk_done(self) -> bytes:
+        super().chunk_done()  # keeps the message; the reply went out already
+        return b""
+
+
+class NonAsciiDigitServer(SmallServer):
+    """Trusts ``str.isdigit()``: ``int("²")`` raises, and the session dies with it."""
+
+    def parse_number(self, text: str) -> int | None:
+        if text.isdigit():
+            return int(text)
+        return None
+
+
+class OutOfOrderServer(SmallServer):
+    """Of the commands that arrived together, answers the refused ones last."""
+
+    def emit(self, replies: list[bytes]) -> bytes:
+        good = [answer for answer in replies if answer[:1] in (b"2", b"3")]
+        bad = [answer for answer in replies if answer[:1] not in (b"2", b"3")]
+        return b"".join(good + bad)
+
+
+class SplitCommandServer(SmallServer):
+    """Takes the end of each read as the end of a command line, CRLF or not."""
+
+    def receive(self, data: bytes) -> bytes:
+        if self.mode == "command" and data and not data.endswith(b"\n"):
+            data += b"\r\n"
+        return super().receive(data)
+
+
+class PlaintextAfterStartTlsServer(SmallServer):
+    """Keeps commands pipelined behind ``STARTTLS`` and runs them over TLS."""
+
+    def forget_plaintext(self) -> None:
+        pass
+
+
+class LongLineTailServer(SmallServer):
+    """Cuts an over-long line at the limit and reads the rest as a line of its own."""
+
+    def next_line(self) -> bytes | None:
+        end = self.buffer.find(b"\n")
+        if end < 0 and len(self.buffer) <= self.max_line:
+            return None
+        if end < 0 or end >= self.max_line:
+            line = bytes(self.buffer[: self.max_line])
+            del self.buffer[: self.max_line]
+            return line + b"\r\n"
+        return super().next_line()
+
+
+class FewRecipientsServer(SmallServer):
+    """Refuses every recipient after the tenth with ``550`` (too few, and the wrong code)."""
+
+    def rcpt(self, argument: str) -> bytes:
+        if self.in_transaction and self.recipients >= 10:
+            return _reply(550, "5.5.3 Too many recipients")
+        return super().rcpt(argument)
+
+
+class SizeIgnoringServer(SmallServer):
+    """Offers ``SIZE 10000`` but takes a bigger ``SIZE=`` and a bigger message."""
+
+    def check_size(self, value: str) -> bytes | None:
+        return None if self.parse_number(value) is not None else _reply(501, "5.5.4 Bad SIZE")
+
+    def end_of_message(self, content: bytes) -> bytes:
+        self.reset()
+        self.messages.append(content)
+        return _reply(250, f"2.0.0 Message {len(self.messages)} accepted")
+
+
+BROKEN_SERVERS: Final[tuple[type[SmallServer], ...]] = (
+    LfDotLfServer,
+    EagerBdatServer,
+    NonAsciiDigitServer,
+    OutOfOrderServer,
+    SplitCommandServer,
+    PlaintextAfterStartTlsServer,
+    LongLineTailServer,
+    FewRecipientsServer,
+    SizeIgnoringServer,
+)
+"""Every server with a planted defect (not :class:`SmallServer` itself)."""
+
+
+# -- serving one on a loopback port -------------------------------------------------------
+
+
+@dataclass
+class RunningServer:
+    """A :func:`serve` in progress: where it listens and what its sessions did."""
+
+    host: str
+    port: int
+    sessions: list[SmallServer] = field(default_factory=list)
+    crashes: list[BaseException] = field(default_factory=list)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    @property
+    def messages(self) -> list[bytes]:
+        """Every message every session accepted, in session order."""
+        return [message for session in self.sessions for message in session.messages]
+
+
+def _run_session(
+    sock: socket.socket,
+    session: SmallServer,
+    tls: ssl.SSLContext | None,
+    running: RunningServer,
+) -> None:
+    try:
+        sock.sendall(session.greeting())
+        while not session.closed:
+            data = sock.recv(65536)
+            if not data:
+                return
+            answer = session.receive(data)
+            if answer:
+                sock.sendall(answer)
+            if session.start_tls:
+                assert tls is not None
+                sock = tls.wrap_socket(sock, server_side=True)
+                session.tls_started()
+                answer = session.receive(b"")
+                if answer:
+                    sock.sendall(answer)
+    except OSError:
+        pass  # the client went away
+    except Exception as exc:  # the planted crash: the worker dies, the connection drops
+        running.crashes.append(exc)
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+@contextlib.contextmanager
+def serve(
+    factory: Callable[..., SmallServer],
+    *,
+    tls: ssl.SSLContext | None = None,
+    host: str = "127.0.0.1",
+) -> Iterator[RunningServer]:
+    """Serve a fresh ``factory()`` session per connection on a free loopback port.
+
+    With ``tls`` (a server-side context), STARTTLS is offered. Leaving the
+    block stops listening, cuts the connections still open and joins every
+    thread.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind((host, 0))
+    listener.listen(16)
+    listener.settimeout(0.05)
+    running = RunningServer(host, listener.getsockname()[1])
+    stop = threading.Event()
+    workers: list[threading.Thread] = []
+    connections: list[socket.socket] = []
+
+    def accept_loop() -> None:
+        while not stop.is_set():
+            try:
+                sock, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            sock.settimeout(30)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            session = factory(starttls=tls is not None)
+            running.sessions.append(session)
+            connections.append(sock)
+            worker = threading.Thread(
+                target=_run_session, args=(sock, session, tls, running), daemon=True
+            )
+            workers.append(worker)
+            worker.start()
+
+    acceptor = threading.Thread(target=accept_loop, name=f"serve-{factory}", daemon=True)
+    acceptor.start()
+    try:
+        yield running
+    finally:
+        stop.set()
+        acceptor.join()
+        listener.close()
+        for sock in connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for worker in workers:
+            worker.join(10)
