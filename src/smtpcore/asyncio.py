@@ -171,8 +171,12 @@ class _Alarm:
         self.deadline: _Deadline | None = None
 
     def arm(self, deadline: _Deadline, seconds: float) -> None:
+        self.arm_at(deadline, self._loop.time() + seconds)
+
+    def arm_at(self, deadline: _Deadline, when: float) -> None:
+        """Ring for ``deadline`` at ``when``, in the loop's time."""
         self.deadline = deadline
-        self._when = when = self._loop.time() + seconds
+        self._when = when
         handle = self._handle
         if handle is None or handle.when() > when:
             if handle is not None:
@@ -270,21 +274,46 @@ class _Deadline:
 
 class _Watchdog(_Deadline):
     """The session's :class:`~smtpcore._driver._timeouts.Watchdog`: a deadline entered
-    once, that holds the connection's alarm only while armed."""
+    once, that holds the connection's alarm only while armed.
 
-    __slots__ = ()
+    It keeps the end of the wait under way itself, as another deadline (a
+    hook's) may hold the alarm between two reads of the same wait.
+    """
+
+    __slots__ = ("_limit", "_rate", "_until")
 
     def __init__(self, alarm: _Alarm) -> None:
         super().__init__(None, alarm)
+        self._limit = 0.0
+        self._rate: float | None = None
+        self._until: float | None = None
+        """When the wait under way ends, in the loop's time; None: never."""
 
     async def __aenter__(self) -> _Watchdog:
         await super().__aenter__()
         return self
 
-    def arm(self, seconds: float | None) -> None:
+    def arm(self, seconds: float | None, min_rate: float | None = None) -> None:
         # Armed only around a wait for the client, when no other deadline is open.
-        if seconds is not None and self._alarm is not None:
-            self._alarm.arm(self, seconds)
+        alarm = self._alarm
+        if seconds is None or alarm is None:
+            self._until = None
+            return
+        self._limit = seconds
+        self._rate = min_rate
+        self._until = until = alarm._loop.time() + seconds
+        alarm.arm_at(self, until)
+
+    def resume(self, received: int = 0) -> None:
+        until = self._until
+        alarm = self._alarm
+        if until is None or alarm is None:
+            return
+        if received and self._rate:
+            now = alarm._loop.time()
+            # Time spent answering (not waiting) is not held against the client.
+            until = self._until = min(now + self._limit, max(until, now) + received / self._rate)
+        alarm.arm_at(self, until)
 
     def disarm(self) -> None:
         if self._alarm is not None and self._alarm.deadline is self:
@@ -558,8 +587,8 @@ class _Listener(BaseListener[_S]):
 
     def _connected(self, transport: AsyncioTransport) -> None:
         session = self.state.admit(transport)
-        if session is None:
-            transport.refuse(self.state.busy_reply)
+        if isinstance(session, bytes):
+            transport.refuse(session)
             return
         task = asyncio.get_running_loop().create_task(session.run())
         self._tasks.add(task)

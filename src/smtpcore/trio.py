@@ -191,16 +191,32 @@ class _Watchdog(_Deadline):
     are minimums.
     """
 
-    __slots__ = ("_due", "_seconds", "_timed_waits", "_timer", "_waits")
+    __slots__ = (
+        "_armed",
+        "_credited",
+        "_due",
+        "_limit",
+        "_rate",
+        "_received",
+        "_timed_waits",
+        "_timer",
+        "_waits",
+    )
 
     def __init__(self) -> None:
         super().__init__(None)
         self._timer: _WatchdogTimer | None = None
-        self._seconds: float | None = None
-        """The timeout of the wait under way; None when disarmed."""
+        self._armed = False
+        """True while the session waits for its client."""
+        self._limit: float | None = None
+        """The timeout of the wait under way."""
+        self._rate: float | None = None
         self._waits = 0
         """Waits armed so far: the timer sees a new wait when this moves."""
         self._timed_waits = 0
+        self._received = 0
+        """Octets the wait under way has received (counted only with a rate)."""
+        self._credited = 0
         self._due = math.inf
 
     async def __aenter__(self) -> _Watchdog:
@@ -219,26 +235,53 @@ class _Watchdog(_Deadline):
             self._timer.watchdogs.discard(self)
         return await super().__aexit__(exc_type, exc, tb)
 
-    def arm(self, seconds: float | None) -> None:
-        self._seconds = seconds
+    def arm(self, seconds: float | None, min_rate: float | None = None) -> None:
+        self._limit = seconds
+        self._rate = min_rate
+        self._armed = True
         self._waits += 1
         timer = self._timer
         if seconds is not None and timer is not None and seconds < timer.shortest:
             timer.shorten(seconds)
 
+    def resume(self, received: int = 0) -> None:
+        self._armed = True
+        self._received += received
+
     def disarm(self) -> None:
-        self._seconds = None
+        self._armed = False
 
     def check(self, now: float) -> None:
-        """The timer's tick: start timing a new wait, or end one that is overdue."""
-        seconds = self._seconds
-        if seconds is None:
+        """The timer's tick: start timing a new wait, credit what a wait received
+        (with a rate), or end one that is overdue."""
+        limit = self._limit
+        if not self._armed or limit is None:
             return
         if self._timed_waits != self._waits:
             self._timed_waits = self._waits
-            self._due = now + seconds
-        elif now >= self._due:
+            self._due = now + limit
+            self._credited = self._received
+            return
+        rate = self._rate
+        if rate and self._received != self._credited:
+            gained = (self._received - self._credited) / rate
+            self._credited = self._received
+            # Time spent answering (not waiting) is not held against the client.
+            self._due = min(now + limit, max(self._due, now) + gained)
+        if now >= self._due:
             self._scope.cancel()
+
+    def borrow(self, seconds: float) -> tuple[Any, ...]:
+        """Time something else than the session's wait (see ``_within_lazily``);
+        give what this returns back to :meth:`give_back` after."""
+        saved = (self._limit, self._rate, self._due, self._received, self._credited)
+        self.arm(seconds)
+        return saved
+
+    def give_back(self, saved: tuple[Any, ...]) -> None:
+        self._armed = False
+        self._limit, self._rate, self._due, self._received, self._credited = saved
+        self._timed_waits = self._waits  # the wait goes on with its own end
 
     @property
     def expired(self) -> bool:
@@ -521,11 +564,11 @@ class TrioTransport:
         watchdog = self._watchdog
         if watchdog is None:  # not a served session's transport: the warning is all
             return await rest_of(steps, waiting_on)
-        watchdog.arm(seconds)
+        saved = watchdog.borrow(seconds)
         try:
             return await rest_of(steps, waiting_on)
         finally:
-            watchdog.disarm()
+            watchdog.give_back(saved)
 
     @property
     def peer_address(self) -> tuple[str, int] | None:
@@ -621,16 +664,16 @@ class _Listener(BaseListener[_S]):
                 continue
             transport = TrioTransport(stream)
             session = self.state.admit(transport)
-            if session is None:
-                self._nursery.start_soon(self._refuse, stream)
+            if isinstance(session, bytes):
+                self._nursery.start_soon(self._refuse, stream, session)
             else:
                 self._nursery.start_soon(session.run)
 
-    async def _refuse(self, stream: trio.SocketStream) -> None:
+    async def _refuse(self, stream: trio.SocketStream, reply: bytes) -> None:
         with trio.move_on_after(_REFUSE_TIMEOUT):
             try:
-                if self.state.busy_reply:
-                    await stream.send_all(self.state.busy_reply)
+                if reply:
+                    await stream.send_all(reply)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
         await trio.aclose_forcefully(stream)

@@ -41,19 +41,40 @@ S = TypeVar("S", bound=ListenedSession)
 
 
 class SessionRegistry(Generic[S]):
-    """The live sessions of one server, its session limit, and whether it is stopping.
+    """The live sessions of one server, its session limits, and whether it is stopping.
 
     A subclass says how to build a session for a connection
     (:meth:`new_session`) and what to write to a client turned away
-    (``busy_reply``: ``b""`` just closes, as a TLS-on-connect port must).
+    (``busy_reply`` when the server is full, ``address_busy_reply`` when the
+    client's address has its share already; ``b""`` just closes, as a
+    TLS-on-connect port must).
+
+    ``max_per_address`` keeps one address from taking every slot, as Postfix's
+    ``smtpd_client_connection_count_limit`` does: sessions are counted by the
+    peer's IP address (a connection without one, over a Unix socket say, is
+    not counted).
     """
 
-    def __init__(self, max_sessions: int, busy_reply: bytes) -> None:
+    def __init__(
+        self,
+        max_sessions: int,
+        busy_reply: bytes,
+        *,
+        max_per_address: int | None = None,
+        address_busy_reply: bytes = b"",
+    ) -> None:
         if max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
+        if max_per_address is not None and max_per_address < 1:
+            raise ValueError("max_sessions_per_address must be at least 1 (or None)")
         self.max_sessions = max_sessions
         self.busy_reply = busy_reply
+        self.max_per_address = max_per_address
+        self.address_busy_reply = address_busy_reply
         self.sessions: set[S] = set()
+        self.per_address: dict[str, int] = {}
+        """Live sessions by peer address (only with ``max_per_address``)."""
+        self._address_of: dict[S, str] = {}
         self.stopping = False
         self.on_empty: Callable[[], None] | None = None
         """Called when the last session ends while the server is stopping."""
@@ -67,11 +88,22 @@ class SessionRegistry(Generic[S]):
         """No room for one more session: refuse the connection."""
         return len(self.sessions) >= self.max_sessions or self.stopping
 
-    def admit(self, transport: Transport) -> S | None:
-        """A session for a new connection, counted from now on; None when full."""
+    def admit(self, transport: Transport) -> S | bytes:
+        """A session for a new connection, counted from now on; or, when there is no
+        room for it, what to write to the client before closing."""
         if self.full:
-            return None
-        session = self.new_session(transport)
+            return self.busy_reply
+        limit = self.max_per_address
+        if limit is not None and (peer := transport.peer_address) is not None:
+            host = peer[0]
+            count = self.per_address.get(host, 0)
+            if count >= limit:
+                return self.address_busy_reply
+            session = self.new_session(transport)
+            self.per_address[host] = count + 1
+            self._address_of[session] = host
+        else:
+            session = self.new_session(transport)
         self.sessions.add(session)
         return session
 
@@ -84,8 +116,15 @@ class SessionRegistry(Generic[S]):
             self.on_empty()
 
     def remove(self, session: S) -> None:
-        """Stop counting ``session`` (it ended, or its task never ran)."""
+        """Stop counting ``session`` (it ended, or its task never ran); safe twice."""
         self.sessions.discard(session)
+        host = self._address_of.pop(session, None)
+        if host is not None:
+            left = self.per_address[host] - 1
+            if left:
+                self.per_address[host] = left
+            else:
+                del self.per_address[host]
         if self.stopping and not self.sessions and self.on_empty is not None:
             self.on_empty()
 

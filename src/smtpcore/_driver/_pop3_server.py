@@ -123,6 +123,10 @@ class POP3ServerOptions:
     timeouts: POP3Timeouts = DEFAULT_POP3_TIMEOUTS
     max_sessions: int = 1000
     """Sessions served at once; past that a client gets ``-ERR [SYS/TEMP]`` and is closed."""
+    max_sessions_per_address: int | None = 50
+    """Sessions served at once for one client IP address, so that one address cannot
+    take every slot; past that the client gets ``-ERR [SYS/TEMP]`` and is closed.
+    ``None``: no limit."""
     max_auth_failures: int = 3
     """Failed logins per session; the last one closes the connection."""
     utf8: bool = False
@@ -143,6 +147,8 @@ class POP3ServerOptions:
             raise ValueError("tls_on_connect needs an ssl_context")
         if self.max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
+        if self.max_sessions_per_address is not None and self.max_sessions_per_address < 1:
+            raise ValueError("max_sessions_per_address must be at least 1 (or None)")
         if self.max_auth_failures < 1:
             raise ValueError("max_auth_failures must be at least 1")
 
@@ -153,8 +159,15 @@ class POP3ServerState(SessionRegistry["POP3ServerSession"]):
 
     def __init__(self, store: Mailstore, options: POP3ServerOptions) -> None:
         busy = Err("Too many connections, try again later", code="SYS/TEMP")
+        address_busy = Err("Too many connections from your address", code="SYS/TEMP")
         # On a TLS-on-connect port a plaintext answer would be noise: just close.
-        super().__init__(options.max_sessions, b"" if options.tls_on_connect else busy.to_bytes())
+        plain = not options.tls_on_connect
+        super().__init__(
+            options.max_sessions,
+            busy.to_bytes() if plain else b"",
+            max_per_address=options.max_sessions_per_address,
+            address_busy_reply=address_busy.to_bytes() if plain else b"",
+        )
         self.store = store
         self.options = options
         kind = type(store)
@@ -266,6 +279,7 @@ class POP3ServerSession(ServedSession):
     async def _take_events(self) -> None:
         conn = self.conn
         assert conn is not None
+        new_wait = True  # the next read starts a wait for a new command
         while conn.state is not State.CLOSED and not self._closing:
             try:
                 event = conn.next_event()
@@ -274,24 +288,35 @@ class POP3ServerSession(ServedSession):
                     self._out.append(conn.send(exc.reply_hint))
                 break
             if event is NEED_DATA:
-                await self._read()
+                await self._read(new_wait)
+                new_wait = False
             elif event is PAUSED:  # pragma: no cover - every event is answered at once
                 raise RuntimeError(f"machine paused in {conn.state}")
             elif isinstance(event, ConnectionClosed):
                 break
             else:
+                new_wait = True
                 await self._dispatch(event)
 
-    async def _read(self) -> None:
+    async def _read(self, new_wait: bool) -> None:
         """Write the answers due, then wait for the next command under the autologout
-        timer (the watchdog: when it goes off, :meth:`_serve` closes)."""
+        timer (the watchdog: when it goes off, :meth:`_serve` closes).
+
+        The timer runs from the start of the wait for a command until its line
+        is complete, however many reads it takes (``new_wait`` is true for the
+        first): a client that trickles a byte at a time cannot hold a session
+        forever.
+        """
         conn = self.conn
         assert conn is not None
         if self.state.stopping:
             self._goodbye(_SHUTTING_DOWN)
             return
         watchdog = self._watchdog
-        watchdog.arm(self.options.timeouts.autologout)
+        if new_wait:
+            watchdog.arm(self.options.timeouts.autologout)
+        else:
+            watchdog.resume()
         try:
             if self._out:
                 await self._write_out()
@@ -695,6 +720,7 @@ class BasePOP3Server(BaseListener[POP3ServerSession]):
         require_tls: bool | None = None,
         timeouts: POP3Timeouts = DEFAULT_POP3_TIMEOUTS,
         max_sessions: int = 1000,
+        max_sessions_per_address: int | None = 50,
         max_auth_failures: int = 3,
         utf8: bool = False,
         pipelining: bool = True,
@@ -712,6 +738,7 @@ class BasePOP3Server(BaseListener[POP3ServerSession]):
             require_tls=require_tls,
             timeouts=timeouts,
             max_sessions=max_sessions,
+            max_sessions_per_address=max_sessions_per_address,
             max_auth_failures=max_auth_failures,
             utf8=utf8,
             pipelining=pipelining,

@@ -117,6 +117,10 @@ class ServerOptions:
     timeouts: Timeouts = DEFAULT_TIMEOUTS
     max_sessions: int = 2000
     """Sessions served at once; past that a client gets ``421 4.7.0`` and is closed."""
+    max_sessions_per_address: int | None = 50
+    """Sessions served at once for one client IP address (Postfix's
+    ``smtpd_client_connection_count_limit``), so that one address cannot take every
+    slot; past that the client gets ``421 4.7.0`` and is closed. ``None``: no limit."""
     max_message_size: int | None = 10_240_000
     max_recipients: int = 100
     lmtp: bool = False
@@ -144,6 +148,8 @@ class ServerOptions:
             raise ValueError("tls_on_connect needs an ssl_context")
         if self.max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
+        if self.max_sessions_per_address is not None and self.max_sessions_per_address < 1:
+            raise ValueError("max_sessions_per_address must be at least 1 (or None)")
         auth = self.auth
         if isinstance(auth, Authenticator):
             mechanisms = auth.server_mechanisms(self.hostname)
@@ -189,9 +195,16 @@ class ServerState(SessionRegistry["ServerSession"]):
 
     def __init__(self, handler: Handler, options: ServerOptions) -> None:
         busy = Reply(421, f"{options.hostname} Too many connections, try again later", "4.7.0")
+        address_busy = Reply(
+            421, f"{options.hostname} Too many connections from your address", "4.7.0"
+        )
         # On a TLS-on-connect port a plaintext reply would be noise: just close.
+        plain = not options.tls_on_connect
         super().__init__(
-            options.max_sessions, b"" if options.tls_on_connect else busy.to_bytes(busy.status)
+            options.max_sessions,
+            busy.to_bytes(busy.status) if plain else b"",
+            max_per_address=options.max_sessions_per_address,
+            address_busy_reply=address_busy.to_bytes(address_busy.status) if plain else b"",
         )
         self.handler = handler
         self.options = options
@@ -227,6 +240,11 @@ class ServerSession(ServedSession):
             local=transport.local_address,
         )
         self._out: list[bytes] = []
+        self._content_wait = False
+        """Whether the wait under way is for message content."""
+        self._in_chunk = False
+        """Whether the octets of a BDAT chunk are being read."""
+        self._last_read = 0
         self._waited_idle = False
         """Whether the last wait for the client was between transactions."""
         self._chunk_failed = False
@@ -277,6 +295,7 @@ class ServerSession(ServedSession):
         session gives ``ConnectionClosed``."""
         conn = self.conn
         answers = _ANSWERS
+        new_wait = True  # the next read starts a wait for a new command
         while True:
             try:
                 event = conn.next_event()
@@ -285,36 +304,53 @@ class ServerSession(ServedSession):
                     self._out.append(conn.send(exc.reply_hint))
                 break
             if event is NEED_DATA:
-                await self._read()
+                await self._read(new_wait)
+                new_wait = False
             elif event is PAUSED:
                 # Every event is answered at once, but for a BDAT chunk: the
                 # machine pauses once its octets are in (RFC 3030 §2).
                 if not isinstance(conn.pending, Bdat):  # pragma: no cover
                     raise RuntimeError(f"machine paused in {conn.state}")
+                new_wait = True
                 await self._chunk_received(conn.pending)
             elif isinstance(event, ConnectionClosed):
                 break
             else:
+                new_wait = True
                 answer = answers.get(type(event))
                 if answer is None:
                     self._unanswered(event)
                 else:
                     await answer(self, event)
 
-    async def _read(self) -> None:
+    async def _read(self, new_wait: bool) -> None:
         """Write the replies due, then wait for more from the client, under the watchdog.
 
-        When it goes off, the wait is interrupted and :meth:`_serve` answers 421.
+        A command line has ``command`` seconds to arrive from the start of the
+        wait for it, however many reads it takes (``new_wait`` is true for the
+        first); content has ``data_block`` seconds plus what ``min_data_rate``
+        credits for each read (Postfix's per-request deadline and minimum data
+        rate). So a client that trickles a byte at a time cannot hold a session
+        forever. When the watchdog goes off, :meth:`_serve` answers 421.
         """
         conn = self.conn
         idle = conn.state in _IDLE_STATES
         if idle and self.state.stopping:
             self._answer(Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2"))
             return
-        timeouts = self.options.timeouts
-        in_content = conn.state is State.DATA or isinstance(conn.pending, Bdat)
         watchdog = self._watchdog
-        watchdog.arm(timeouts.data_block if in_content else timeouts.command)
+        if conn.state is State.DATA or self._in_chunk:
+            timeouts = self.options.timeouts
+            if self._content_wait and timeouts.min_data_rate:
+                watchdog.resume(self._last_read)
+            else:
+                watchdog.arm(timeouts.data_block, timeouts.min_data_rate)
+                self._content_wait = True
+        elif new_wait or self._content_wait:
+            watchdog.arm(self.options.timeouts.command)
+            self._content_wait = False
+        else:
+            watchdog.resume()
         self._waited_idle = self._waiting_idle = idle
         try:
             if self._out:
@@ -325,6 +361,7 @@ class ServerSession(ServedSession):
         finally:
             self._waiting_idle = False
             watchdog.disarm()
+        self._last_read = len(data)
         conn.receive_data(data)
 
     async def _flush(self) -> None:
@@ -386,6 +423,7 @@ class ServerSession(ServedSession):
         self._answer(event.reply)
 
     async def _rejected(self, event: RejectedMessage) -> None:
+        self._in_chunk = False
         await self._end_transaction()
         for _ in range(self._replies_due()):
             self._answer(event.reply)
@@ -426,6 +464,7 @@ class ServerSession(ServedSession):
     async def _bdat(self, command: Bdat) -> None:
         if self.conn.state is State.RCPT:  # the first chunk of the message
             self._chunk_failed = False
+        self._in_chunk = True
         # Answered once its octets are in (see _chunk_received), or with the
         # message itself when it is the last chunk.
 
@@ -526,6 +565,7 @@ class ServerSession(ServedSession):
 
     async def _chunk_received(self, command: Bdat) -> None:
         """Answer a BDAT chunk that is not the last (RFC 3030 §2)."""
+        self._in_chunk = False
         if self._chunk_failed:
             self._answer(_LOCAL_ERROR)  # the machine abandons the transaction
             await self._end_transaction()
@@ -556,6 +596,7 @@ class ServerSession(ServedSession):
         envelope = session.envelope
         assert envelope is not None
         due = self._replies_due()
+        self._in_chunk = False
         session.transactions += 1
         if self._chunk_failed:
             await self._end_transaction()
@@ -630,6 +671,7 @@ class BaseSMTPServer(BaseListener[ServerSession]):
         tls_on_connect: bool = False,
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
         max_sessions: int = 2000,
+        max_sessions_per_address: int | None = 50,
         max_message_size: int | None = 10_240_000,
         max_recipients: int = 100,
         lmtp: bool = False,
@@ -650,6 +692,7 @@ class BaseSMTPServer(BaseListener[ServerSession]):
             tls_on_connect=tls_on_connect,
             timeouts=timeouts,
             max_sessions=max_sessions,
+            max_sessions_per_address=max_sessions_per_address,
             max_message_size=max_message_size,
             max_recipients=max_recipients,
             lmtp=lmtp,

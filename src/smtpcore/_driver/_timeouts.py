@@ -34,10 +34,16 @@ class Timeouts:
     """Timeouts in seconds; ``None`` waits forever. The defaults are RFC 5321 §4.5.3.2's.
 
     The RFC states most of them for the client; the server uses ``command``
-    while it waits for the next command (§4.5.3.2.7), ``data_block`` while
-    it waits for the next piece of message content, and ``data_termination``
-    as the time the handler may take to answer a message, so that the reply
-    arrives before the client's own 10 minutes run out.
+    as the time a whole command line may take to arrive (§4.5.3.2.7),
+    ``data_block`` and ``min_data_rate`` for message content, and
+    ``data_termination`` as the time the handler may take to answer a
+    message, so that the reply arrives before the client's own 10 minutes
+    run out.
+
+    The server's limits hold however slowly the client trickles its bytes,
+    as Postfix's ``smtpd_per_request_deadline`` and ``smtpd_min_data_rate``
+    do: a timeout per read would let a client that sends a byte a minute
+    hold its session forever.
     """
 
     connect: float | None = 30.0
@@ -45,16 +51,26 @@ class Timeouts:
     greeting: float | None = 300.0
     """Client: waiting for the 220 greeting (§4.5.3.2.1); server: the connect hook."""
     command: float | None = 300.0
-    """Server: waiting for a command; client: the reply to MAIL, RCPT and the others
-    (§4.5.3.2.2, §4.5.3.2.3). Also bounds each write of replies or commands."""
+    """Server: the time from the start of the wait for a command until its line is
+    complete, however many reads it takes; client: the reply to MAIL, RCPT and the
+    others (§4.5.3.2.2, §4.5.3.2.3). Also bounds each write of replies or commands."""
     data_initiation: float | None = 120.0
     """Client: waiting for the 354 reply to DATA (§4.5.3.2.4)."""
     data_block: float | None = 180.0
-    """Each block of message content read or written (§4.5.3.2.5)."""
+    """Client: each block of message content written (§4.5.3.2.5); server: the longest
+    the content may be waited for, less the credit ``min_data_rate`` gives."""
     data_termination: float | None = 600.0
     """Client: the reply after the final dot (§4.5.3.2.6); server: the handler's answer."""
     tls_handshake: float | None = 60.0
     """The TLS handshake, after STARTTLS or on connect."""
+    min_data_rate: float | None = 500.0
+    """Server: octets per second a client must keep up while it sends message content
+    (DATA or BDAT), as Postfix's ``smtpd_min_data_rate``. The content starts with
+    ``data_block`` seconds to arrive in; each read of ``n`` octets adds ``n /
+    min_data_rate`` seconds, but never more than ``data_block`` from now. So a
+    client that sends at this rate or faster is never cut off, and one that
+    trickles is cut off after about ``data_block`` seconds. ``None``: no credit,
+    and ``data_block`` bounds each read (a trickling client is never cut off)."""
 
     @classmethod
     def uniform(cls, seconds: float | None) -> Timeouts:
@@ -79,19 +95,29 @@ class Watchdog(Protocol):
     """A timer over the waits of a whole session, entered once and armed per wait.
 
     ``async with transport.watchdog() as watchdog:`` wraps a session's event
-    loop; :meth:`arm` starts the timer before each wait for the client and
-    :meth:`disarm` stops it after. If it goes off, whatever the session was
-    waiting for is interrupted and the block raises ``TimeoutError`` at its
-    end. One long-lived timer costs far less than a deadline entered for
-    every read (a cancel scope, under trio), and the reads are the hot path.
-    It may go off a little late (a timeout is a minimum), never early.
+    loop. A wait for the client (a command line, or a message's content) may
+    take several reads: :meth:`arm` starts timing it before its first read,
+    :meth:`resume` carries on timing it before each further read, and
+    :meth:`disarm` stops the timer after each read. If it goes off, whatever
+    the session was waiting for is interrupted and the block raises
+    ``TimeoutError`` at its end. One long-lived timer costs far less than a
+    deadline entered for every read (a cancel scope, under trio), and the
+    reads are the hot path. It may go off a little late (a timeout is a
+    minimum), never early; disarming after it went off is harmless.
     """
 
-    def arm(self, seconds: float | None) -> None:
-        """Go off ``seconds`` from now (never, for ``None``)."""
+    def arm(self, seconds: float | None, min_rate: float | None = None) -> None:
+        """A new wait: go off ``seconds`` from now (never, for ``None``). With
+        ``min_rate`` (octets a second), each :meth:`resume` earns more time."""
+
+    def resume(self, received: int = 0) -> None:
+        """The wait armed last goes on, its time still running, after a read of
+        ``received`` octets. With a ``min_rate``, the time left grows by
+        ``received / min_rate`` seconds, to at most the armed ``seconds``."""
 
     def disarm(self) -> None:
-        """Do not go off until armed again: the session is not waiting for its client."""
+        """Do not go off until armed or resumed: the session is not waiting for its
+        client."""
 
     def expire(self) -> None:
         """Go off now (graceful shutdown wakes idle sessions with it)."""

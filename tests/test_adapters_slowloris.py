@@ -1,0 +1,211 @@
+"""Slow clients cannot hold sessions forever, nor one address take every slot (issue 12).
+
+A command line must be whole within the command timeout however it trickles
+in; message content must keep a minimum rate (Postfix's
+``smtpd_per_request_deadline`` and ``smtpd_min_data_rate``); and sessions are
+limited per client address beside ``max_sessions``. Run on both adapters,
+with short timeouts and generous bounds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from peers import ADAPTERS, RawSmtpSession, running_pop3_server, running_smtp_server
+from smtpcore.asyncio import POP3Timeouts, Timeouts
+from smtpcore.handler import Envelope, Handler, MessageReply, Session
+from smtpcore.maildrop import MaildirStore
+from smtpcore.smtp import Rcpt, Reply
+
+TRICKLE_FOR = 15.0
+"""How long a trickling client keeps going before the test gives up on the server."""
+
+
+class Accepting(Handler):
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
+        return Reply(250, "OK")
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        self.messages.append(envelope.content)
+        return None
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@contextlib.contextmanager
+def connect(port: int, source: str = "127.0.0.1") -> Iterator[socket.socket]:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with sock:
+        yield sock
+
+
+def trickle(sock: socket.socket, data: bytes, pause: float) -> bytes:
+    """Send ``data`` a byte at a time, ``pause`` seconds apart, over and over, until the
+    server answers or closes (its answer is returned) or :data:`TRICKLE_FOR` runs out."""
+    sock.settimeout(pause)
+    ends = time.monotonic() + TRICKLE_FOR
+    while time.monotonic() < ends:
+        for byte in data:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:  # closed by the server
+                return b""
+            try:
+                return sock.recv(4096)
+            except TimeoutError:
+                continue
+    raise AssertionError(f"the server still reads a trickle after {TRICKLE_FOR} s")
+
+
+def test_a_trickling_command_line_gets_421_within_the_command_timeout(adapter: str) -> None:
+    timeouts = Timeouts(command=0.5)
+    with (
+        running_smtp_server(adapter, Accepting(), timeouts=timeouts) as server,
+        connect(server.port) as sock,
+    ):
+        session = RawSmtpSession(sock)
+        assert session.recv_reply().startswith(b"220")
+        # A byte every 0.1 s: each read comes well within the timeout.
+        started = time.monotonic()
+        answer = trickle(sock, b"EHLO " + b"x" * 400, 0.1)
+        assert answer.startswith(b"421 4.4.2"), answer
+        assert time.monotonic() - started < 10
+        server.wait_for_sessions(0)
+
+
+def test_trickling_content_is_cut_off(adapter: str) -> None:
+    handler = Accepting()
+    timeouts = Timeouts(data_block=0.5, min_data_rate=100)
+    with (
+        running_smtp_server(adapter, handler, timeouts=timeouts) as server,
+        connect(server.port) as sock,
+    ):
+        session = RawSmtpSession(sock)
+        assert session.recv_reply().startswith(b"220")
+        session.command(b"EHLO client.test")
+        sock.sendall(b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\nDATA\r\n")
+        assert [session.recv_reply()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+        # 10 octets a second, each read well within data_block: under the rate.
+        answer = trickle(sock, b"a trickled line\r\n", 0.1)
+        assert answer.startswith(b"421 4.4.2"), answer
+        server.wait_for_sessions(0)
+    assert handler.messages == []
+
+
+def test_trickling_bdat_content_is_cut_off(adapter: str) -> None:
+    handler = Accepting()
+    timeouts = Timeouts(data_block=0.5, min_data_rate=100)
+    with (
+        running_smtp_server(adapter, handler, timeouts=timeouts) as server,
+        connect(server.port) as sock,
+    ):
+        session = RawSmtpSession(sock)
+        assert session.recv_reply().startswith(b"220")
+        session.command(b"EHLO client.test")
+        sock.sendall(b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\n")
+        assert [session.recv_reply()[:3] for _ in range(2)] == [b"250", b"250"]
+        sock.sendall(b"BDAT 100000 LAST\r\n")
+        answer = trickle(sock, b"a trickled line\r\n", 0.1)
+        assert answer.startswith(b"421 4.4.2"), answer
+        server.wait_for_sessions(0)
+    assert handler.messages == []
+
+
+def test_content_at_the_minimum_rate_may_take_longer_than_data_block(adapter: str) -> None:
+    handler = Accepting()
+    timeouts = Timeouts(data_block=1.0, min_data_rate=100)
+    with (
+        running_smtp_server(adapter, handler, timeouts=timeouts) as server,
+        connect(server.port) as sock,
+    ):
+        session = RawSmtpSession(sock)
+        assert session.recv_reply().startswith(b"220")
+        session.command(b"EHLO client.test")
+        sock.sendall(b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\nDATA\r\n")
+        assert [session.recv_reply()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+        # 200 octets every 0.1 s (2,000 a second) for 2.5 s in all.
+        line = b"x" * 198 + b"\r\n"
+        for _ in range(25):
+            sock.sendall(line)
+            time.sleep(0.1)
+        assert session.command(b".").startswith(b"250")
+        assert session.command(b"QUIT").startswith(b"221")
+    assert handler.messages == [line * 25]
+
+
+def test_one_address_cannot_take_every_session(adapter: str) -> None:
+    with running_smtp_server(
+        adapter, Accepting(), max_sessions=10, max_sessions_per_address=2
+    ) as server:
+        with connect(server.port) as a, connect(server.port) as b:
+            for sock in (a, b):
+                assert RawSmtpSession(sock).recv_reply().startswith(b"220")
+            with connect(server.port) as c:
+                refused = RawSmtpSession(c)
+                assert refused.recv_reply().startswith(b"421 4.7.0")
+                assert refused.recv_some() == b""
+            # Another address is still served.
+            with connect(server.port, source="127.0.0.2") as d:
+                other = RawSmtpSession(d)
+                assert other.recv_reply().startswith(b"220")
+                assert other.command(b"QUIT").startswith(b"221")
+        server.wait_for_sessions(0)
+        with connect(server.port) as e:  # the address has its share back
+            assert RawSmtpSession(e).recv_reply().startswith(b"220")
+
+
+def test_max_sessions_per_address_must_be_positive() -> None:
+    from smtpcore.asyncio import SMTPServer
+
+    with pytest.raises(ValueError, match="max_sessions_per_address"):
+        SMTPServer(Handler(), max_sessions_per_address=0)
+
+
+# -- POP3 -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> MaildirStore:
+    (tmp_path / "mail" / "alice").mkdir(parents=True)
+    return MaildirStore(tmp_path / "mail", {"alice": "wonderland"})
+
+
+def test_pop3_a_trickling_command_line_is_logged_out(adapter: str, store: MaildirStore) -> None:
+    timeouts = POP3Timeouts(autologout=0.5)
+    with (
+        running_pop3_server(adapter, store, timeouts=timeouts) as server,
+        connect(server.port) as sock,
+    ):
+        assert sock.recv(4096).startswith(b"+OK")
+        started = time.monotonic()
+        # RFC 1939 §3: the autologout timer closes without a response.
+        assert trickle(sock, b"USER " + b"x" * 200, 0.1) == b""
+        assert time.monotonic() - started < 10
+        server.wait_for_sessions(0)
+
+
+def test_pop3_one_address_cannot_take_every_session(adapter: str, store: MaildirStore) -> None:
+    with (
+        running_pop3_server(adapter, store, max_sessions=10, max_sessions_per_address=1) as server,
+        connect(server.port) as a,
+    ):
+        assert a.recv(4096).startswith(b"+OK")
+        with connect(server.port) as b:
+            assert b.recv(4096).startswith(b"-ERR [SYS/TEMP]")
+            assert b.recv(4096) == b""
+        with connect(server.port, source="127.0.0.2") as c:
+            assert c.recv(4096).startswith(b"+OK")
