@@ -192,6 +192,32 @@ def test_bad_commands_get_the_machines_reply_and_the_session_goes_on(adapter: st
         assert s.command(b"NOOP").startswith(b"250")
 
 
+class Expander(Recorder):
+    async def handle_expn(self, session: Session, argument: str) -> Reply | None:
+        if argument == "staff":
+            return Reply(250, ["Alice <alice@pqr.example>", "Bob <bob@pqr.example>"])
+        return None
+
+
+def test_help_lists_this_sessions_commands_and_expn_has_a_hook(adapter: str) -> None:
+    with (
+        running_smtp_server(adapter, Expander()) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        assert s.command(b"HELO client.test").startswith(b"250")
+        helo_help = s.command(b"HELP")
+        assert helo_help.startswith(b"214") and b"MAIL" in helo_help
+        assert b"BDAT" not in helo_help  # a HELO session has no extension
+        assert s.command(b"BDAT 1 LAST").startswith(b"500")
+        assert s.command(b"EHLO client.test").startswith(b"250-mx.test")
+        assert b"BDAT" in s.command(b"HELP")
+        assert s.command(b"EXPN staff") == (
+            b"250-2.0.0 Alice <alice@pqr.example>\r\n250 2.0.0 Bob <bob@pqr.example>\r\n"
+        )
+        assert s.command(b"EXPN nobody").startswith(b"502 5.5.1")
+
+
 def test_oversized_message_is_read_to_its_end_then_refused(adapter: str) -> None:
     handler = Recorder()
     with (

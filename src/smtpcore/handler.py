@@ -329,5 +329,11 @@ class Handler:
         """``VRFY``: the default neither confirms nor denies (RFC 5321 §3.5.3)."""
         return None
 
+    async def handle_expn(self, session: Session, argument: str) -> Reply | None:
+        """``EXPN``: the default refuses with ``502 5.5.1``, as most servers do
+        (RFC 5321 §3.5.2, §7.3: a list's members are not for strangers). Return a
+        reply, ``250`` with one mailbox a line, to expand ``argument``."""
+        return None
+
     async def handle_close(self, session: Session) -> None:
         """The connection is gone, whatever the reason."""

@@ -58,7 +58,7 @@ from smtpcore.smtp import (
     StartTls,
     TransactionResult,
 )
-from smtpcore.smtp._dsn import dsn_mail_problem, dsn_rcpt_problem
+from smtpcore.smtp._extensions import parameter_problem, unoffered_parameter
 from smtpcore.smtp._params import ParametersLike
 
 __all__ = [
@@ -165,24 +165,6 @@ Recipients = str | Mailbox | Iterable[str | Mailbox]
 RecipientParameters: TypeAlias = ParametersLike | Callable[[Mailbox], ParametersLike]
 """What ``rcpt_params`` takes: the parameters of every RCPT, or a function giving
 each recipient its own (an ``ORCPT``, say)."""
-
-_PARAMETER_EXTENSIONS: Final[dict[str, str]] = {
-    "SIZE": "SIZE",
-    "BODY": "8BITMIME",
-    "SMTPUTF8": "SMTPUTF8",
-    "RET": "DSN",
-    "ENVID": "DSN",
-    "NOTIFY": "DSN",
-    "ORCPT": "DSN",
-    "AUTH": "AUTH",
-    "REQUIRETLS": "REQUIRETLS",
-    "MT-PRIORITY": "MT-PRIORITY",
-    "BY": "DELIVERBY",
-    "HOLDFOR": "FUTURERELEASE",
-    "HOLDUNTIL": "FUTURERELEASE",
-}
-"""The parameters of the extensions the client knows, by keyword; others are sent
-as given, the server being the judge."""
 
 _PASSWORD_MECHANISMS: Final[dict[str, Callable[[str, str], ClientMechanism]]] = {
     "SCRAM-SHA-256": ScramSHA256Client,
@@ -475,15 +457,10 @@ class BaseSMTPClient(BaseClient):
         commands: list[Mail | Rcpt] = [mail, *rcpts]
         for command in commands:
             for keyword, value in command.params.items():
-                extension = _PARAMETER_EXTENSIONS.get(keyword)
-                if extension is not None and extension not in extensions:
+                extension = unoffered_parameter(extensions, keyword, value)
+                if extension is not None:
                     raise ExtensionNotOffered(keyword, extension)
-                if keyword in ("RET", "ENVID"):
-                    problem = dsn_mail_problem(keyword, value)
-                elif keyword in ("NOTIFY", "ORCPT"):
-                    problem = dsn_rcpt_problem(keyword, value)
-                else:
-                    continue
+                problem = parameter_problem(extensions, keyword, value)
                 if problem is not None:
                     raise LocalProtocolError(problem)
 

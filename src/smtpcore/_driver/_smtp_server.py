@@ -80,7 +80,6 @@ enough that unstuffing a chunk stays in the CPU cache."""
 
 _LOCAL_ERROR: Final = Reply(451, "Local error in processing", "4.3.0")
 _IDLE_STATES: Final = frozenset({State.HELLO, State.READY, State.NO_SERVICE})
-_HELP: Final = Reply(214, "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY")
 _AUTH_UNAVAILABLE: Final = Reply(454, "Temporary authentication failure", "4.7.0")
 # The everyday answers, built once: replies are immutable.
 _OK: Final = Reply(250, "OK")
@@ -89,6 +88,7 @@ _ACCEPTED: Final = Reply(250, "OK: message accepted")
 _NO_MAILBOX: Final = Reply(550, "Mailbox unavailable", "5.1.1")
 """What RCPT gets when the handler does not say: accepting everything is not a default."""
 _CANNOT_VRFY: Final = Reply(252, "Cannot VRFY user, but will accept message and attempt delivery")
+_NO_EXPN: Final = Reply(502, "EXPN not available", "5.5.1")
 
 AuthConfig = Authenticator | Mapping[str, MechanismFactory]
 """What ``auth=`` takes: an :class:`~smtpcore.handler.Authenticator`, or the mechanisms
@@ -488,10 +488,17 @@ class ServerSession(ServedSession):
         self._answer(reply)
 
     async def _expn(self, command: Expn) -> None:
-        self._answer(Reply(502, "EXPN not available", "5.5.1"))
+        session = self.session
+        reply = await self._ask(
+            "handle_expn",
+            lambda: self.handler.handle_expn(session, command.argument),
+            _NO_EXPN,
+        )
+        self._answer(reply)
 
     async def _help(self, command: Help) -> None:
-        self._answer(_HELP)
+        """RFC 5321 §4.1.1.8: the commands this session knows now, extensions' included."""
+        self._answer(Reply(214, f"Commands: {' '.join(self.conn.commands())}"))
 
     async def _rcpt(self, command: Rcpt) -> None:
         session = self.session

@@ -3,7 +3,15 @@
 from smtpcore.smtp._auth import AuthenticationFailed, ClientAuth, ServerAuth
 from smtpcore.smtp._base import Event
 from smtpcore.smtp._client import ClientConnection
-from smtpcore.smtp._dsn import decode_xtext, xtext
+from smtpcore.smtp._dsn import (
+    DSNError,
+    EnvelopeId,
+    Notify,
+    OriginalRecipient,
+    Ret,
+    decode_xtext,
+    xtext,
+)
 from smtpcore.smtp._events import (
     Auth,
     AuthResponse,
@@ -28,6 +36,8 @@ from smtpcore.smtp._events import (
     StartTls,
     Vrfy,
 )
+from smtpcore.smtp._ext import Body
+from smtpcore.smtp._extension import Extension, Parameter, ParameterError, Requirement
 from smtpcore.smtp._extensions import ServerExtensions
 from smtpcore.smtp._params import Parameters
 from smtpcore.smtp._replies import EnhancedStatus, Reply
@@ -37,6 +47,16 @@ from smtpcore.smtp._transaction import RecipientResult, TransactionResult
 
 __all__ = [
     "Auth",
+    "Body",
+    "DSNError",
+    "EnvelopeId",
+    "Extension",
+    "Notify",
+    "OriginalRecipient",
+    "Parameter",
+    "ParameterError",
+    "Requirement",
+    "Ret",
     "AuthenticationFailed",
     "AuthResponse",
     "BadCommand",

@@ -1,56 +1,215 @@
-"""Checking the DSN parameters of MAIL and RCPT (RFC 3461 §4).
+"""The DSN parameters of MAIL and RCPT as typed values (RFC 3461 §4, RFC 6533 §3).
 
-``RET`` and ``ENVID`` go with MAIL, ``NOTIFY`` and ``ORCPT`` with RCPT. The
-machine only checks their syntax; what to report, and when, is the
-application's (the reference server's bounces follow RFC 3464).
+``RET`` and ``ENVID`` go with MAIL, ``NOTIFY`` and ``ORCPT`` with RCPT. Each
+has a parser that refuses what the RFC's grammar refuses and a wire form
+that the parser reads back to the same value. What to report, and when, is
+the application's (the reference server's bounces follow RFC 3464).
 """
 
 from __future__ import annotations
 
+import enum
 import re
+from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["decode_xtext", "dsn_mail_problem", "dsn_rcpt_problem", "xtext"]
+__all__ = [
+    "DSNError",
+    "EnvelopeId",
+    "Notify",
+    "OriginalRecipient",
+    "Ret",
+    "decode_xtext",
+    "dsn_mail_problem",
+    "dsn_rcpt_problem",
+    "xtext",
+]
 
 # xtext (RFC 3461 §4): printable ASCII but "+" and "=", and "+" 2HEXDIGIT.
 _XTEXT: Final = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})+")
 _ADDR_TYPE: Final = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+")
-_NOTIFY_EVENTS: Final = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 _XTEXT_HEX: Final = re.compile(rb"\+([0-9A-Fa-f]{2})")
+# RFC 6533 §3: QCHAR is printable ASCII but "+", "=" and "\"; QUCHAR adds any
+# non-ASCII character; EmbeddedUnicodeChar is "\x{HEXPOINT}", a code point in
+# upper-case hex without leading zeros, and two digits only for the ASCII
+# characters QCHAR leaves out or for U+0080 to U+00FF.
+_HEXPOINT: Final = (
+    r"(?:0[1-9]|1[0-9]|20|2B|3D|5C|7F|[89A-F][0-9A-F]"
+    r"|[1-9A-F][0-9A-F]{2}|[1-9A-CE-F][0-9A-F]{3}|D[0-7][0-9A-F]{2}"
+    r"|[1-9A-F][0-9A-F]{4}|10[0-9A-F]{4})"
+)
+_EMBEDDED: Final = rf"\\x\{{{_HEXPOINT}\}}"
+_UTF8_XTEXT: Final = re.compile(rf"(?:[!-*,-<>-\[\]-~]|{_EMBEDDED})+")
+_UTF8_UNITEXT: Final = re.compile(rf"(?:[!-*,-<>-\[\]-~\u0080-\U0010ffff]|{_EMBEDDED})+")
+_EMBEDDED_ONE: Final = re.compile(r"\\x\{([0-9A-F]+)\}")
 MAX_ENVID: Final = 100
 MAX_ORCPT: Final = 500
+
+
+class DSNError(ValueError):
+    """A DSN parameter value the RFC's grammar refuses."""
+
+
+class Ret(enum.Enum):
+    """``RET=``: what a failure report returns of the message (RFC 3461 §4.3)."""
+
+    FULL = "FULL"
+    HDRS = "HDRS"
+
+    @classmethod
+    def parse(cls, value: str) -> Ret:
+        try:
+            return cls(value.upper())
+        except ValueError:
+            raise DSNError("RET must be FULL or HDRS") from None
+
+    def to_parameter(self) -> str:
+        return self.value
+
+
+class Notify(enum.Flag):
+    """``NOTIFY=``: which events get a report (RFC 3461 §4.1).
+
+    ``Notify.NEVER`` (no flag) asks for none; otherwise any of SUCCESS,
+    FAILURE and DELAY: ``Notify.FAILURE | Notify.DELAY``.
+    """
+
+    NEVER = 0
+    SUCCESS = 1
+    FAILURE = 2
+    DELAY = 4
+
+    @classmethod
+    def parse(cls, value: str) -> Notify:
+        words = value.upper().split(",")
+        if words == ["NEVER"]:
+            return cls.NEVER
+        flags = cls.NEVER
+        for word in words:
+            flag = cls.__members__.get(word)
+            if flag is None or flag is cls.NEVER or flag in flags:
+                raise DSNError("NOTIFY must be NEVER, or a list of SUCCESS, FAILURE and DELAY")
+            flags |= flag
+        return flags
+
+    def to_parameter(self) -> str:
+        events = (Notify.SUCCESS, Notify.FAILURE, Notify.DELAY)
+        return ",".join(str(event.name) for event in events if event in self) or "NEVER"
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeId:
+    """``ENVID=``: the sender's identifier for the transaction (RFC 3461 §4.4), as text."""
+
+    text: str
+
+    def __post_init__(self) -> None:
+        if not self.text or len(xtext(self.text)) > MAX_ENVID:
+            raise DSNError("ENVID must be xtext of 1 to 100 characters")
+
+    @classmethod
+    def parse(cls, value: str) -> EnvelopeId:
+        if len(value) > MAX_ENVID or not _XTEXT.fullmatch(value):
+            raise DSNError("ENVID must be xtext of at most 100 characters")
+        return cls(_decode_strict(value, "ENVID"))
+
+    def to_parameter(self) -> str:
+        return xtext(self.text)
+
+
+@dataclass(frozen=True, slots=True)
+class OriginalRecipient:
+    """``ORCPT=``: the recipient as the original sender gave it (RFC 3461 §4.2).
+
+    ``addr_type`` is ``"rfc822"`` for an ASCII address, ``"utf-8"`` for an
+    internationalized one (RFC 6533 §3; :meth:`of` chooses), or another type;
+    ``address`` is the decoded text. The wire form of a ``utf-8`` address is
+    ``utf-8-addr-xtext``, which any server may be sent; a server reads the
+    ``utf-8-addr-unitext`` form too, in an SMTPUTF8 transaction.
+    """
+
+    addr_type: str
+    address: str
+
+    def __post_init__(self) -> None:
+        if not _ADDR_TYPE.fullmatch(self.addr_type):
+            raise DSNError(f"invalid ORCPT address type {self.addr_type!r}")
+        if not self.address:
+            raise DSNError("ORCPT needs an address")
+        if self.addr_type.lower() == "utf-8" and not _UTF8_XTEXT.fullmatch(
+            utf8_addr_xtext(self.address)
+        ):
+            raise DSNError("a utf-8 ORCPT address holds a character RFC 6533 cannot carry")
+        if len(self.to_parameter()) > MAX_ORCPT:
+            raise DSNError("ORCPT is longer than 500 characters")
+
+    @classmethod
+    def of(cls, address: str) -> OriginalRecipient:
+        """``rfc822`` for an ASCII address, ``utf-8`` otherwise."""
+        return cls("rfc822" if address.isascii() else "utf-8", address)
+
+    @classmethod
+    def parse(cls, value: str, *, utf8: bool = False) -> OriginalRecipient:
+        """Read ``addr-type;address``; ``utf8`` allows raw UTF-8 in a ``utf-8`` address
+        (``utf-8-addr-unitext``, only in an SMTPUTF8 transaction)."""
+        addr_type, semicolon, encoded = value.partition(";")
+        if not semicolon or not _ADDR_TYPE.fullmatch(addr_type) or len(value) > MAX_ORCPT:
+            raise DSNError("ORCPT must be addr-type;xtext")
+        if addr_type.lower() == "utf-8":
+            pattern = _UTF8_UNITEXT if utf8 else _UTF8_XTEXT
+            if not pattern.fullmatch(encoded):
+                raise DSNError("a utf-8 ORCPT must be utf-8-addr-xtext (RFC 6533 §3)")
+            return cls(addr_type, _decode_utf8_addr(encoded))
+        if not _XTEXT.fullmatch(encoded):
+            raise DSNError("ORCPT must be addr-type;xtext")
+        return cls(addr_type, _decode_strict(encoded, "ORCPT"))
+
+    def to_parameter(self) -> str:
+        if self.addr_type.lower() == "utf-8":
+            return f"{self.addr_type};{utf8_addr_xtext(self.address)}"
+        return f"{self.addr_type};{xtext(self.address)}"
+
+
+def _decode_strict(value: str, keyword: str) -> str:
+    raw = _XTEXT_HEX.sub(lambda m: bytes([int(m.group(1), 16)]), value.encode("ascii"))
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DSNError(f"{keyword} must be UTF-8 text in xtext") from None
+
+
+def _decode_utf8_addr(encoded: str) -> str:
+    return _EMBEDDED_ONE.sub(lambda m: chr(int(m.group(1), 16)), encoded)
+
+
+def utf8_addr_xtext(address: str) -> str:
+    """``address`` as RFC 6533's ``utf-8-addr-xtext``: printable ASCII but "+", "="
+    and "\\" as it is, anything else as ``\\x{HEX}``."""
+    return "".join(
+        char if "!" <= char <= "~" and char not in "+=\\" else f"\\x{{{ord(char):02X}}}"
+        for char in address
+    )
 
 
 def dsn_mail_problem(keyword: str, value: str | None) -> str | None:
     """What is wrong with a ``RET`` or ``ENVID`` value, or None."""
     if value is None:
         return f"{keyword} needs a value"
-    if keyword == "RET":
-        return None if value.upper() in ("FULL", "HDRS") else "RET must be FULL or HDRS"
-    if len(value) > MAX_ENVID or not _XTEXT.fullmatch(value):
-        return "ENVID must be xtext of at most 100 characters"
+    try:
+        Ret.parse(value) if keyword == "RET" else EnvelopeId.parse(value)
+    except DSNError as exc:
+        return str(exc)
     return None
 
 
-def dsn_rcpt_problem(keyword: str, value: str | None) -> str | None:
+def dsn_rcpt_problem(keyword: str, value: str | None, *, utf8: bool = False) -> str | None:
     """What is wrong with a ``NOTIFY`` or ``ORCPT`` value, or None."""
     if value is None:
         return f"{keyword} needs a value"
-    if keyword == "NOTIFY":
-        events = value.upper().split(",")
-        if events == ["NEVER"]:
-            return None
-        if len(set(events)) == len(events) and set(events) <= _NOTIFY_EVENTS:
-            return None
-        return "NOTIFY must be NEVER, or a list of SUCCESS, FAILURE and DELAY"
-    addr_type, semicolon, address = value.partition(";")
-    if (
-        not semicolon
-        or not _ADDR_TYPE.fullmatch(addr_type)
-        or len(value) > MAX_ORCPT
-        or not _XTEXT.fullmatch(address)
-    ):
-        return "ORCPT must be addr-type;xtext"
+    try:
+        Notify.parse(value) if keyword == "NOTIFY" else OriginalRecipient.parse(value, utf8=utf8)
+    except DSNError as exc:
+        return str(exc)
     return None
 
 

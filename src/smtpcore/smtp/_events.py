@@ -15,6 +15,7 @@ from typing import Final
 from smtpcore._errors import LocalProtocolError
 from smtpcore.address import Mailbox
 from smtpcore.smtp._base import Event
+from smtpcore.smtp._dsn import EnvelopeId, Notify, OriginalRecipient, Ret
 from smtpcore.smtp._params import Parameters, ParametersLike
 from smtpcore.smtp._replies import Reply
 
@@ -115,6 +116,21 @@ class Mail(Command):
         object.__setattr__(self, "sender", sender)
         object.__setattr__(self, "params", Parameters.coerce(params))
 
+    # Typed views of the DSN parameters (RFC 3461 §4.3, §4.4); a malformed value
+    # raises DSNError. A server machine with DSN on has already refused those.
+
+    @property
+    def ret(self) -> Ret | None:
+        """``RET=``: what a failure report returns of the message."""
+        value = self.params.get("RET")
+        return None if value is None else Ret.parse(value)
+
+    @property
+    def envid(self) -> EnvelopeId | None:
+        """``ENVID=``: the sender's identifier for this transaction."""
+        value = self.params.get("ENVID")
+        return None if value is None else EnvelopeId.parse(value)
+
 
 @dataclass(frozen=True, slots=True)
 class Rcpt(Command):
@@ -129,6 +145,18 @@ class Rcpt(Command):
             raise LocalProtocolError("RCPT recipient must be a Mailbox")
         object.__setattr__(self, "recipient", recipient)
         object.__setattr__(self, "params", Parameters.coerce(params))
+
+    @property
+    def notify(self) -> Notify | None:
+        """``NOTIFY=`` (RFC 3461 §4.1); a malformed value raises DSNError."""
+        value = self.params.get("NOTIFY")
+        return None if value is None else Notify.parse(value)
+
+    @property
+    def orcpt(self) -> OriginalRecipient | None:
+        """``ORCPT=`` (RFC 3461 §4.2, RFC 6533 §3); a malformed value raises DSNError."""
+        value = self.params.get("ORCPT")
+        return None if value is None else OriginalRecipient.parse(value, utf8=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ whether the server offered what that needs.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -28,10 +29,19 @@ from smtpcore.smtp._events import (
     StartTls,
     Vrfy,
 )
+from smtpcore.smtp._ext import owner_of_parameter, owner_of_verb
+from smtpcore.smtp._extension import ParameterError
 from smtpcore.smtp._params import Parameters
 from smtpcore.smtp._replies import Reply
 
-__all__ = ["ServerExtensions", "check_command", "check_content"]
+__all__ = [
+    "ServerExtensions",
+    "check_command",
+    "check_content",
+    "check_parameters",
+    "parameter_problem",
+    "unoffered_parameter",
+]
 
 _KEYWORD_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 
@@ -153,25 +163,6 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
         return "ENHANCEDSTATUSCODES" in self
 
 
-# The EHLO keyword an ESMTP parameter of MAIL or RCPT depends on.
-_PARAMETER_EXTENSIONS: Final[dict[str, str]] = {
-    "SIZE": "SIZE",  # RFC 1870
-    "SMTPUTF8": "SMTPUTF8",  # RFC 6531
-    "RET": "DSN",  # RFC 3461
-    "ENVID": "DSN",
-    "NOTIFY": "DSN",
-    "ORCPT": "DSN",
-    "AUTH": "AUTH",  # RFC 4954 §5
-    "REQUIRETLS": "REQUIRETLS",  # RFC 8689
-    "MT-PRIORITY": "MT-PRIORITY",  # RFC 6710
-}
-_BODY_EXTENSIONS: Final[dict[str, str]] = {
-    "7BIT": "8BITMIME",  # RFC 6152 §2
-    "8BITMIME": "8BITMIME",
-    "BINARYMIME": "BINARYMIME",  # RFC 3030 §3
-}
-
-
 def check_command(
     offered: ServerExtensions, command: Command, *, extended: bool, utf8: bool, binary: bool
 ) -> None:
@@ -179,12 +170,19 @@ def check_command(
 
     ``extended`` says the session was opened with EHLO or LHLO; ``utf8`` and
     ``binary`` that the open transaction's MAIL carried SMTPUTF8 or
-    ``BODY=BINARYMIME``. Raises :class:`LocalProtocolError`.
+    ``BODY=BINARYMIME``. What each extension needs comes from its entry
+    (``smtp/_ext/``). Raises :class:`LocalProtocolError`.
     """
     if isinstance(command, Mail):
-        _check_mail(offered, command, extended=extended)
+        check_parameters(offered, command.params, extended=extended)
+        sender = command.sender
+        if sender is not None and not sender.is_ascii and "SMTPUTF8" not in command.params:
+            raise LocalProtocolError(
+                "a UTF-8 sender needs the SMTPUTF8 parameter, and the server to offer it "
+                "(RFC 6531 §3.4)"
+            )
     elif isinstance(command, Rcpt):
-        _check_parameters(offered, command.params, extended=extended)
+        check_parameters(offered, command.params, extended=extended)
         if not command.recipient.is_ascii and not utf8:
             raise LocalProtocolError(
                 "a UTF-8 recipient needs a MAIL with the SMTPUTF8 parameter (RFC 6531 §3.4)"
@@ -192,17 +190,18 @@ def check_command(
     elif isinstance(command, Data):
         if binary:
             raise LocalProtocolError("BODY=BINARYMIME content must be sent with BDAT")
-    elif isinstance(command, Bdat):
-        if not offered.chunking:
-            raise LocalProtocolError("the server did not offer CHUNKING (BDAT)")
-    elif isinstance(command, StartTls):
-        if not offered.starttls:
-            raise LocalProtocolError("the server did not offer STARTTLS")
-    elif isinstance(command, Auth):
-        if "AUTH" not in offered:
-            raise LocalProtocolError("the server did not offer AUTH")
-        if offered.auth and command.mechanism.upper() not in offered.auth:
-            raise LocalProtocolError(f"the server did not offer AUTH {command.mechanism}")
+    elif isinstance(command, (Bdat, StartTls, Auth)):
+        owner = owner_of_verb(command.verb)
+        assert owner is not None
+        if owner.keyword not in offered:
+            raise LocalProtocolError(
+                f"the server did not offer {owner.keyword} ({command.verb})"
+                if owner.keyword != command.verb
+                else f"the server did not offer {owner.keyword}"
+            )
+        problem = owner.client_check(offered, command) if owner.client_check else None
+        if problem is not None:
+            raise LocalProtocolError(problem)
     elif (
         isinstance(command, (Vrfy, Expn, Help, Noop))
         and not command.argument.isascii()
@@ -220,39 +219,47 @@ def check_content(offered: ServerExtensions, data: bytes) -> None:
         )
 
 
-def _check_mail(offered: ServerExtensions, command: Mail, *, extended: bool) -> None:
-    params = command.params
-    _check_parameters(offered, params, extended=extended)
-    if "SIZE" in params:
-        value = params["SIZE"] or ""
-        if not (value.isascii() and value.isdigit()):
-            raise LocalProtocolError(f"SIZE must be a number of octets: {value!r}")
-        limit = offered.size
-        if limit is not None and int(value) > limit:
-            raise LocalProtocolError(
-                f"the declared SIZE {value} is over the server's limit of {limit} (RFC 1870 §6)"
-            )
-    if "BODY" in params:
-        body = (params["BODY"] or "").upper()
-        needed = _BODY_EXTENSIONS.get(body)
-        if needed is None:
-            raise LocalProtocolError(f"unknown BODY type {params['BODY']!r}")
-        if needed not in offered:
-            raise LocalProtocolError(f"BODY={body} needs the server to offer {needed}")
-    sender = command.sender
-    if sender is not None and not sender.is_ascii and "SMTPUTF8" not in params:
-        raise LocalProtocolError(
-            "a UTF-8 sender needs the SMTPUTF8 parameter, and the server to offer it "
-            "(RFC 6531 §3.4)"
-        )
+def unoffered_parameter(offered: ServerExtensions, keyword: str, value: str | None) -> str | None:
+    """The EHLO keyword a known parameter needs and the server did not offer, or None.
+
+    A client must not use an extension it was not offered (RFC 5321 §2.2.2).
+    Parameters of extensions smtpcore does not know are the server's to judge.
+    """
+    known = owner_of_parameter(keyword)
+    if known is None:
+        return None
+    extension, parameter = known
+    needed = extension.keyword
+    if parameter.needs is not None and value is not None:
+        with contextlib.suppress(ParameterError):  # parameter_problem says what is wrong
+            needed = parameter.needs(parameter.parse(value)) or needed
+    return None if needed in offered else needed
 
 
-def _check_parameters(offered: ServerExtensions, params: Parameters, *, extended: bool) -> None:
+def check_parameters(offered: ServerExtensions, params: Parameters, *, extended: bool) -> None:
+    """Refuse parameters the server was not offered, or whose values their extension
+    cannot read or the server's EHLO reply rules out (SIZE over its limit)."""
     if not params:
         return
     if not extended:
         raise LocalProtocolError("ESMTP parameters need a session opened with EHLO")
-    for keyword in params:
-        needed = _PARAMETER_EXTENSIONS.get(keyword)
-        if needed is not None and needed not in offered:
+    for keyword, value in params.items():
+        needed = unoffered_parameter(offered, keyword, value)
+        if needed is not None:
             raise LocalProtocolError(f"{keyword} needs the server to offer {needed}")
+        problem = parameter_problem(offered, keyword, value)
+        if problem is not None:
+            raise LocalProtocolError(problem)
+
+
+def parameter_problem(offered: ServerExtensions, keyword: str, value: str | None) -> str | None:
+    """What is wrong with a known parameter's value, for this server; None if nothing."""
+    known = owner_of_parameter(keyword)
+    if known is None:
+        return None
+    parameter = known[1]
+    try:
+        typed = parameter.parse(value)
+    except ParameterError as exc:
+        return str(exc)
+    return parameter.client_check(offered, typed)

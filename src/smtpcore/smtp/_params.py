@@ -9,15 +9,41 @@ from __future__ import annotations
 
 import re
 from collections.abc import ItemsView, Iterable, Iterator, Mapping
-from typing import Final
+from typing import Final, Protocol, TypeAlias
 
 from smtpcore._errors import LocalProtocolError
 
-__all__ = ["Parameters", "ParametersLike", "parse_parameters"]
+__all__ = ["ParameterValue", "Parameters", "ParametersLike", "parse_parameters"]
 
 _KEYWORD_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 # esmtp-value: %d33-60 / %d62-126, and UTF-8 beyond ASCII (RFC 6531 §3.3).
 _VALUE_RE: Final = re.compile(r"[\x21-\x3c\x3e-\x7e\u0080-\U0010ffff]+")
+
+
+class ParameterValue(Protocol):
+    """A typed parameter value (:class:`~smtpcore.smtp.Notify`, say) that writes its
+    own wire form."""
+
+    def to_parameter(self) -> str | None: ...
+
+
+GivenValue: TypeAlias = "str | int | ParameterValue | None"
+"""A value as :class:`Parameters` takes it: the wire text, a number, a typed value,
+``True`` or None for a keyword without a value."""
+
+
+def _wire_value(value: GivenValue) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if value is True:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    to_parameter = getattr(value, "to_parameter", None)
+    if to_parameter is None:
+        raise LocalProtocolError(f"not a parameter value: {value!r}")
+    written: str | None = to_parameter()
+    return written
 
 
 class Parameters(Mapping[str, "str | None"]):
@@ -25,14 +51,19 @@ class Parameters(Mapping[str, "str | None"]):
 
     ``None`` is the value of a keyword given without ``=value``
     (``SMTPUTF8``). Every keyword and value is checked on construction.
+    Values may be given typed (``{"NOTIFY": Notify.FAILURE, "SIZE": 1200,
+    "SMTPUTF8": True}``); they are kept in their wire form.
     """
 
     __slots__ = ("_items",)
 
-    def __init__(self, items: Mapping[str, str | None] | Iterable[tuple[str, str | None]] = ()):
+    def __init__(
+        self, items: Mapping[str, GivenValue] | Iterable[tuple[str, GivenValue]] = ()
+    ) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
         checked: dict[str, str | None] = {}
-        for keyword, value in pairs:
+        for keyword, given in pairs:
+            value = _wire_value(given)
             if not isinstance(keyword, str) or not _KEYWORD_RE.fullmatch(keyword):
                 raise LocalProtocolError(f"invalid ESMTP keyword {keyword!r}")
             if value is not None and (
@@ -93,7 +124,7 @@ class Parameters(Mapping[str, "str | None"]):
         return " ".join(key if value is None else f"{key}={value}" for key, value in self._items)
 
 
-ParametersLike = Parameters | Mapping[str, str | None] | None
+ParametersLike = Parameters | Mapping[str, GivenValue] | None
 """What event constructors accept for ``params``."""
 
 

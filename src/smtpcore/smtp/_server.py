@@ -25,7 +25,6 @@ from smtpcore.smtp._commands import (
     parse_everyday_line,
     reply,
 )
-from smtpcore.smtp._dsn import dsn_mail_problem, dsn_rcpt_problem
 from smtpcore.smtp._events import (
     Auth,
     AuthResponse,
@@ -47,12 +46,14 @@ from smtpcore.smtp._events import (
     Rset,
     StartTls,
 )
+from smtpcore.smtp._ext import BUILTIN, Body
+from smtpcore.smtp._extension import Extension, Parameter, ParameterError
+from smtpcore.smtp._params import Parameters
 from smtpcore.smtp._replies import EnhancedStatus, Reply
 from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, Rule, State, next_state
 
 __all__ = ["ServerConnection"]
 
-_BODY_TYPES: Final = frozenset({"7BIT", "8BITMIME"})
 _CONTENT: Final = (EndOfMessage, RejectedMessage)
 
 # The enhanced status a positive reply gets when the application gave none.
@@ -80,8 +81,6 @@ _SEQUENCE_ERRORS: Final[dict[tuple[str, State], Reply]] = {
     ("MAIL", State.MAIL): reply(503, "5.5.1", "Nested MAIL command"),
     ("MAIL", State.RCPT): reply(503, "5.5.1", "Nested MAIL command"),
     ("DATA", State.MAIL): reply(554, "5.5.1", "No valid recipients"),
-    ("STARTTLS", State.HELLO): reply(503, "5.5.1", "Send EHLO first"),
-    ("AUTH", State.HELLO): reply(503, "5.5.1", "Send EHLO first"),
     ("AUTH", State.MAIL): reply(503, "5.5.1", "AUTH not allowed in a mail transaction"),
     ("AUTH", State.RCPT): reply(503, "5.5.1", "AUTH not allowed in a mail transaction"),
 }
@@ -91,6 +90,8 @@ _READING_COMMANDS: Final = frozenset(
 """States in which, with no command pending, the next line is a command (or an AUTH line)."""
 _NEED_MAIL: Final = reply(503, "5.5.1", "Need MAIL command")
 _OUT_OF_SEQUENCE: Final = reply(503, "5.5.1", "Bad sequence of commands")
+_BINARY_NEEDS_BDAT: Final = reply(503, "5.5.1", "BINARYMIME content must be sent with BDAT")
+_HELLO_VERBS: Final = frozenset({"EHLO", "HELO", "LHLO"})
 
 
 class ServerConnection:
@@ -99,6 +100,12 @@ class ServerConnection:
     ``hostname`` is this host's own name, used where the machine writes a
     reply itself. Every limit and extension is a keyword argument with a
     safe default; the ``EHLO`` reply lists the extensions switched on.
+
+    Each extension is one entry (``smtp/_ext/``) whose ``option`` is the keyword
+    here that turns it on. ``extra_extensions`` adds entries of the
+    application's own, or EHLO lines (``"HELP"``) that bring no parameters
+    or commands; naming a built-in extension there is a ``ValueError``, since
+    the machine would refuse what it listed: use its option instead.
     """
 
     def __init__(
@@ -118,6 +125,8 @@ class ServerConnection:
         enhanced_status_codes: bool = True,
         smtputf8: bool = True,
         chunking: bool = True,
+        binarymime: bool = False,
+        size: bool = True,
         dsn: bool = False,
         starttls: bool = False,
         tls: bool = False,
@@ -128,7 +137,7 @@ class ServerConnection:
         max_auth_failures: int = 3,
         max_auth_line: int = 12288,
         reject_early_content: bool = True,
-        extra_extensions: Sequence[str] = (),
+        extra_extensions: Sequence[str | Extension] = (),
     ) -> None:
         self.hostname = hostname
         self.lmtp = lmtp
@@ -144,6 +153,8 @@ class ServerConnection:
         self.enhanced_status_codes = enhanced_status_codes
         self.smtputf8 = smtputf8
         self.chunking = chunking
+        self.binarymime = binarymime
+        self.size = size
         self.dsn = dsn
         self.starttls = starttls
         self.require_tls = require_tls
@@ -154,19 +165,26 @@ class ServerConnection:
         self.max_auth_line = max_auth_line
         self.reject_early_content = reject_early_content
         self.extra_extensions = tuple(extra_extensions)
-
-        hello = "LHLO" if lmtp else "EHLO"
+        self._offerable = (
+            *(entry for entry in BUILTIN if getattr(self, entry.option or "", False)),
+            *(_extra(entry) for entry in extra_extensions),
+        )
+        self._mail_readers = _readers(self._offerable, mail=True)
+        self._rcpt_readers = _readers(self._offerable, mail=False)
+        self._verb_owner = {verb: entry for entry in self._offerable for verb in entry.verbs}
+        extension_verbs = {verb for entry in BUILTIN for verb in entry.verbs}
         excluded = {"EHLO", "HELO"} if lmtp else {"LHLO"}
-        if not chunking:
-            excluded.add("BDAT")
-        if not self.auth_mechanisms:
-            excluded.add("AUTH")
-        if not starttls:
-            excluded.add("STARTTLS")
-        self._verbs: dict[str, Callable[[str], Command]] = {
-            verb: parse for verb, parse in VERBS.items() if verb not in excluded
+        self._plain_verbs: dict[str, Callable[[str], Command]] = {
+            verb: parse
+            for verb, parse in VERBS.items()
+            if verb not in excluded and verb not in extension_verbs
         }
-        self._hello_verb = hello
+        self._extended_verbs = {
+            **self._plain_verbs,
+            **{verb: VERBS[verb] for verb in self._verb_owner if verb in VERBS},
+        }
+        self._verbs = self._plain_verbs
+        """The commands known now: those of the extensions in force only after EHLO."""
 
         self._buffer = ReceiveBuffer()
         self._state = State.GREETING
@@ -183,6 +201,7 @@ class ServerConnection:
         self._bad_commands = 0
         # The open transaction.
         self._utf8_transaction = False
+        self._binary_transaction = False
         self._accepted = 0
         self._lmtp_replies_due = 0
         # The content being read.
@@ -292,6 +311,7 @@ class ServerConnection:
         self.tls = True
         self.helo_name = None
         self.extended = False
+        self._verbs = self._plain_verbs
         self.authenticated = False  # RFC 3207 §4.2: forget what plaintext taught
         self._reset_transaction()
         self._state = State.HELLO
@@ -372,8 +392,13 @@ class ServerConnection:
             if state is State.NO_SERVICE:
                 return reply(503, "5.5.1", "No service here; send QUIT")
             return _SEQUENCE_ERRORS.get((command.verb, state), _NEED_MAIL)
-        if isinstance(command, StartTls) and self.tls:
-            return reply(503, "5.5.1", "TLS already active")
+        owner = self._verb_owner.get(command.verb)
+        if owner is not None:
+            unmet = owner.unmet(self)
+            if unmet is not None:
+                return unmet.refusal
+        if isinstance(command, Data) and self._binary_transaction:
+            return _BINARY_NEEDS_BDAT  # RFC 3030 §3
         if isinstance(command, Auth):
             return self._check_auth(command)
         if isinstance(command, Mail):
@@ -408,44 +433,77 @@ class ServerConnection:
             return reply(530, "5.7.0", "Must issue a STARTTLS command first")
         if self.require_auth and not self.authenticated:
             return reply(530, "5.7.0", "Authentication required")
-        if command.params and not self.extended:
-            return reply(555, "5.5.4", "MAIL parameters need EHLO")
-        utf8 = False
-        for keyword, value in command.params.items():
-            if keyword == "SIZE":
-                if value is None or not value.isdigit() or len(value) > 20:
-                    return reply(501, "5.5.4", "Bad SIZE value")
-                if self.max_message_size is not None and int(value) > self.max_message_size:
-                    return reply(552, "5.3.4", "Message size exceeds fixed limit")
-            elif keyword == "BODY" and self.eight_bit_mime:
-                if value is None or value.upper() not in _BODY_TYPES:
-                    return reply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME")
-            elif keyword == "SMTPUTF8" and self.smtputf8 and value is None:
-                utf8 = True
-            elif keyword == "AUTH" and self.auth_mechanisms and value is not None:
-                pass  # RFC 4954 §5: the submitter's identity, the application's to trust
-            elif keyword in ("RET", "ENVID") and self.dsn:
-                problem = dsn_mail_problem(keyword, value)
-                if problem is not None:
-                    return reply(501, "5.5.4", problem)
-            else:
-                return reply(555, "5.5.4", f"Unsupported parameter {keyword}")
-        if command.sender is not None and not command.sender.is_ascii and not utf8:
+        params = command.params
+        if params:
+            if not self.extended:
+                return reply(555, "5.5.4", "MAIL parameters need EHLO")
+            problem = self._check_parameters(params, self._mail_readers, "SMTPUTF8" in params)
+            if problem is not None:
+                return problem
+        if command.sender is not None and not command.sender.is_ascii and "SMTPUTF8" not in params:
             return reply(553, "5.6.7", "Non-ASCII sender address needs SMTPUTF8")
         return None
 
     def _check_rcpt(self, command: Rcpt) -> Reply | None:
         if self._accepted >= self.max_recipients:
             return reply(452, "4.5.3", "Too many recipients")
-        for keyword, value in command.params.items():
-            if keyword not in ("NOTIFY", "ORCPT") or not self.dsn:
-                return reply(555, "5.5.4", f"Unsupported parameter {keyword}")
-            problem = dsn_rcpt_problem(keyword, value)
+        if command.params:
+            problem = self._check_parameters(
+                command.params, self._rcpt_readers, self._utf8_transaction
+            )
             if problem is not None:
-                return reply(501, "5.5.4", problem)
+                return problem
         if not command.recipient.is_ascii and not self._utf8_transaction:
             return reply(553, "5.6.7", "Non-ASCII recipient address needs SMTPUTF8")
         return None
+
+    def _check_parameters(self, params: Parameters, readers: _Readers, utf8: bool) -> Reply | None:
+        """Each parameter read by the entry it belongs to, if that is in force (RFC 5321
+        §4.1.2: 555 for one the server does not know); UTF-8 in a value only in an
+        SMTPUTF8 transaction (RFC 6531 §3.3)."""
+        for keyword, value in params.items():
+            known = readers.get(keyword)
+            if known is None or not self.in_force(known[0].keyword):
+                return reply(555, "5.5.4", f"Unsupported parameter {keyword}")
+            if value is not None and not utf8 and not value.isascii():
+                return reply(501, "5.5.4", f"Non-ASCII {keyword} value needs SMTPUTF8")
+            parameter = known[1]
+            try:
+                typed = parameter.parse(value)
+            except ParameterError as exc:
+                return exc.reply
+            problem = parameter.check(self, typed)
+            if problem is not None:
+                return problem
+        return None
+
+    def in_force(self, keyword: str) -> bool:
+        """Whether the extension ``keyword`` is in force in this session now: offered
+        by this server, the session opened with EHLO or LHLO, and its requirements
+        met (STARTTLS only before TLS, say)."""
+        if not self.extended:
+            return False
+        for entry in self._offerable:
+            if entry.keyword == keyword:
+                return entry.unmet(self) is None and all(
+                    self.in_force(needed) for needed in entry.depends
+                )
+        return False
+
+    @property
+    def binary_transaction(self) -> bool:
+        """The open transaction's MAIL said ``BODY=BINARYMIME`` (RFC 3030 §3): its
+        content is octets with no line rules, and comes only in BDAT chunks."""
+        return self._binary_transaction
+
+    def commands(self) -> list[str]:
+        """The commands this session knows now, for HELP: those of RFC 5321 and of the
+        extensions in force."""
+        return [
+            verb
+            for verb in self._verbs
+            if verb not in self._verb_owner or self.in_force(self._verb_owner[verb].keyword)
+        ]
 
     # -- reading content ------------------------------------------------
 
@@ -558,12 +616,17 @@ class ServerConnection:
     def _hello_accepted(self, command: Ehlo | Helo | Lhlo, event: Reply) -> bytes:
         self.helo_name = command.domain
         self.extended = not isinstance(command, Helo)
+        self._verbs = self._extended_verbs if self.extended else self._plain_verbs
         self._reset_transaction()
         return self._hello_reply(event, extended=self.extended)
 
     def _mail_accepted(self, command: Mail, event: Reply) -> bytes:
         self._reset_transaction()
-        self._utf8_transaction = "SMTPUTF8" in command.params
+        params = command.params
+        if params:
+            self._utf8_transaction = "SMTPUTF8" in params
+            body = params.get("BODY")
+            self._binary_transaction = body is not None and body.upper() == Body.BINARYMIME.value
         return self._finish(command, event)
 
     def _rcpt_accepted(self, command: Rcpt, event: Reply) -> bytes:
@@ -640,35 +703,41 @@ class ServerConnection:
         return Reply(250, (first, *rest, *keywords)).to_bytes()
 
     def extensions(self) -> list[str]:
-        """The EHLO keywords this session offers now (RFC 5321 §4.1.1.1)."""
+        """The EHLO keywords this session offers now (RFC 5321 §4.1.1.1), one line each."""
         lines = []
-        if self.max_message_size is not None:
-            lines.append(f"SIZE {self.max_message_size}")
-        else:
-            lines.append("SIZE")
-        if self.eight_bit_mime:
-            lines.append("8BITMIME")
-        if self.pipelining:
-            lines.append("PIPELINING")
-        if self.enhanced_status_codes:
-            lines.append("ENHANCEDSTATUSCODES")
-        if self.smtputf8:
-            lines.append("SMTPUTF8")
-        if self.chunking:
-            lines.append("CHUNKING")
-        if self.dsn:
-            lines.append("DSN")
-        if self.starttls and not self.tls:
-            lines.append("STARTTLS")
-        mechanisms = self.offered_auth_mechanisms()
-        if mechanisms:
-            lines.append("AUTH " + " ".join(mechanisms))
-        lines.extend(self.extra_extensions)
+        for entry in self._offerable:
+            line = entry.ehlo_line(self)
+            if line is not None:
+                lines.append(line)
         return lines
 
     def _reset_transaction(self) -> None:
         self._utf8_transaction = False
+        self._binary_transaction = False
         self._accepted = 0
+
+
+_Readers = dict[str, tuple[Extension, Parameter[object]]]
+
+
+def _readers(entries: Sequence[Extension], *, mail: bool) -> _Readers:
+    """Parameter keyword -> the entry that brings it, and its reader."""
+    return {
+        parameter.keyword: (entry, parameter)
+        for entry in entries
+        for parameter in (entry.mail_parameters if mail else entry.rcpt_parameters)
+    }
+
+
+def _extra(entry: str | Extension) -> Extension:
+    """An ``extra_extensions`` item as an entry; a built-in keyword is refused."""
+    extension = entry if isinstance(entry, Extension) else Extension.plain(entry)
+    for builtin in BUILTIN:
+        if builtin.keyword == extension.keyword:
+            raise ValueError(
+                f"{builtin.keyword} is built in: turn it on with the {builtin.option} option"
+            )
+    return extension
 
 
 def _needs_tls(mechanism: str) -> bool:

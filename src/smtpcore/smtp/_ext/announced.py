@@ -1,0 +1,67 @@
+"""Extensions the client knows the parameters of but the server machine cannot offer.
+
+A client must not use a parameter of an extension the server did not list
+(RFC 5321 §2.2.2); these entries let it check that for MAIL parameters it is
+given to pass on. Their values are read just enough to be passed on intact.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Literal
+
+from smtpcore.smtp._extension import Extension, Parameter, ParameterError
+
+__all__ = ["DELIVERBY", "FUTURERELEASE", "MT_PRIORITY", "REQUIRETLS"]
+
+
+def _bare(keyword: str) -> Parameter[Literal[True]]:
+    def parse(value: str | None) -> Literal[True]:
+        if value is not None:
+            raise ParameterError(f"{keyword} takes no value")
+        return True
+
+    def format(value: Literal[True]) -> None:
+        return None
+
+    return Parameter(keyword, parse, format)
+
+
+def _matching(keyword: str, pattern: str) -> Parameter[str]:
+    compiled = re.compile(pattern)
+
+    def parse(value: str | None) -> str:
+        if value is None or not compiled.fullmatch(value):
+            raise ParameterError(f"malformed {keyword} value")
+        return value
+
+    return Parameter(keyword, parse, str)
+
+
+REQUIRETLS: Final = Extension(
+    "REQUIRETLS",
+    "RFC 8689",
+    "the message may be relayed only over verified TLS",
+    mail_parameters=(_bare("REQUIRETLS"),),
+)
+MT_PRIORITY: Final = Extension(
+    "MT-PRIORITY",
+    "RFC 6710",
+    "a transfer priority from -9 to 9",
+    mail_parameters=(_matching("MT-PRIORITY", r"[+-]?[0-9]"),),
+)
+DELIVERBY: Final = Extension(
+    "DELIVERBY",
+    "RFC 2852",
+    "deliver by a time, or report or return",
+    mail_parameters=(_matching("BY", r"[+-]?[0-9]{1,9};[NnRr][Tt]?"),),
+)
+FUTURERELEASE: Final = Extension(
+    "FUTURERELEASE",
+    "RFC 4865",
+    "hold the message for a time or until a date",
+    mail_parameters=(
+        _matching("HOLDFOR", r"[0-9]{1,9}"),
+        _matching("HOLDUNTIL", r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9:.]+(?:[Zz]|[+-][0-9:]+)"),
+    ),
+)

@@ -1,0 +1,52 @@
+"""AUTH (RFC 4954): SASL authentication, and the submitter a MAIL names with ``AUTH=``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from smtpcore.smtp._dsn import decode_xtext, xtext
+from smtpcore.smtp._events import Auth
+from smtpcore.smtp._extension import Extension, Parameter, ParameterError, ServerFacts
+from smtpcore.smtp._replies import EnhancedStatus, Reply
+
+if TYPE_CHECKING:
+    from smtpcore.smtp._extensions import ServerExtensions
+
+__all__ = ["AUTH"]
+
+_NEEDS_VALUE: Final = Reply(555, "Unsupported parameter AUTH", EnhancedStatus(5, 5, 4))
+
+
+def _parse(value: str | None) -> str:
+    """``AUTH=<>`` or ``AUTH=xtext`` (RFC 4954 §5): the submitter's mailbox, "" for
+    ``<>``. Whether to trust it is the application's business."""
+    if value is None:
+        raise ParameterError("AUTH= needs a value", _NEEDS_VALUE)
+    return "" if value == "<>" else decode_xtext(value)
+
+
+def _format(submitter: str) -> str:
+    return xtext(submitter) if submitter else "<>"
+
+
+def _mechanisms(facts: ServerFacts) -> str | None:
+    offered = facts.offered_auth_mechanisms()
+    return " ".join(offered) if offered else None
+
+
+def _mechanism_offered(offered: ServerExtensions, command: Auth) -> str | None:
+    if offered.auth and command.mechanism.upper() not in offered.auth:
+        return f"the server did not offer AUTH {command.mechanism}"
+    return None
+
+
+AUTH: Final = Extension(
+    "AUTH",
+    "RFC 4954",
+    "SASL authentication; MAIL may name the submitter (AUTH=)",
+    option="auth_mechanisms",
+    arguments=_mechanisms,
+    mail_parameters=(Parameter("AUTH", _parse, _format),),
+    verbs=("AUTH",),
+    client_check=_mechanism_offered,
+)

@@ -1,0 +1,59 @@
+"""8BITMIME (RFC 6152): content with octets over 127, declared with ``BODY=``.
+
+BODY belongs here; its BINARYMIME value (RFC 3030 §3) needs the BINARYMIME
+entry in force too, on both sides.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+from smtpcore.smtp._extension import Extension, Parameter, ParameterError, ServerFacts
+from smtpcore.smtp._replies import EnhancedStatus, Reply
+
+__all__ = ["EIGHTBITMIME", "Body"]
+
+
+class Body(enum.Enum):
+    """The ``BODY=`` types: 7BIT and 8BITMIME (RFC 6152 §2), BINARYMIME (RFC 3030 §3)."""
+
+    SEVEN_BIT = "7BIT"
+    EIGHT_BIT_MIME = "8BITMIME"
+    BINARYMIME = "BINARYMIME"
+
+    def to_parameter(self) -> str:
+        return self.value
+
+
+_BAD_BODY: Final = Reply(501, "BODY must be 7BIT or 8BITMIME", EnhancedStatus(5, 5, 4))
+
+
+def _parse(value: str | None) -> Body:
+    try:
+        return Body((value or "").upper())
+    except ValueError:
+        raise ParameterError("BODY must be 7BIT or 8BITMIME", _BAD_BODY) from None
+
+
+def _format(body: Body) -> str:
+    return body.value
+
+
+def _binary_in_force(facts: ServerFacts, body: Body) -> Reply | None:
+    if body is Body.BINARYMIME and not facts.in_force("BINARYMIME"):
+        return _BAD_BODY
+    return None
+
+
+def _needs(body: Body) -> str:
+    return "BINARYMIME" if body is Body.BINARYMIME else "8BITMIME"
+
+
+EIGHTBITMIME: Final = Extension(
+    "8BITMIME",
+    "RFC 6152",
+    "content may hold octets over 127 (BODY=8BITMIME)",
+    option="eight_bit_mime",
+    mail_parameters=(Parameter("BODY", _parse, _format, check=_binary_in_force, needs=_needs),),
+)

@@ -1,0 +1,53 @@
+"""SIZE (RFC 1870): the server's message size limit, and the size a client declares."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Final
+
+from smtpcore.smtp._extension import Extension, Parameter, ParameterError, ServerFacts
+from smtpcore.smtp._replies import EnhancedStatus, Reply
+
+if TYPE_CHECKING:
+    from smtpcore.smtp._extensions import ServerExtensions
+
+__all__ = ["SIZE"]
+
+_DIGITS: Final = re.compile(r"[0-9]{1,20}")
+_TOO_BIG: Final = Reply(552, "Message size exceeds fixed limit", EnhancedStatus(5, 3, 4))
+
+
+def _parse(value: str | None) -> int:
+    """``SIZE=`` is ``1*20DIGIT`` (RFC 1870 §3), ASCII digits only."""
+    if value is None or not _DIGITS.fullmatch(value):
+        raise ParameterError("Bad SIZE value")
+    return int(value)
+
+
+def _over_limit(facts: ServerFacts, size: int) -> Reply | None:
+    limit = facts.max_message_size
+    return _TOO_BIG if limit is not None and size > limit else None
+
+
+def _client_over_limit(offered: ServerExtensions, size: int) -> str | None:
+    limit = offered.size
+    if limit is not None and size > limit:
+        return f"the declared SIZE {size} is over the server's limit of {limit} (RFC 1870 §6)"
+    return None
+
+
+def _arguments(facts: ServerFacts) -> str:
+    limit = facts.max_message_size
+    return "" if limit is None else str(limit)
+
+
+SIZE: Final = Extension(
+    "SIZE",
+    "RFC 1870",
+    "the message size limit; MAIL declares the size",
+    option="size",
+    arguments=_arguments,
+    mail_parameters=(
+        Parameter("SIZE", _parse, str, check=_over_limit, client_check=_client_over_limit),
+    ),
+)

@@ -1,0 +1,32 @@
+"""SMTPUTF8 (RFC 6531): UTF-8 addresses in a transaction whose MAIL says so."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+from smtpcore.smtp._extension import Extension, Parameter, ParameterError
+from smtpcore.smtp._replies import EnhancedStatus, Reply
+
+__all__ = ["SMTPUTF8"]
+
+_TAKES_NO_VALUE: Final = Reply(555, "Unsupported parameter SMTPUTF8", EnhancedStatus(5, 5, 4))
+
+
+def _parse(value: str | None) -> Literal[True]:
+    """``SMTPUTF8`` has no value (RFC 6531 §3.4)."""
+    if value is not None:
+        raise ParameterError("SMTPUTF8 takes no value", _TAKES_NO_VALUE)
+    return True
+
+
+def _format(value: Literal[True]) -> None:
+    return None
+
+
+SMTPUTF8: Final = Extension(
+    "SMTPUTF8",
+    "RFC 6531",
+    "UTF-8 addresses and headers in a transaction whose MAIL has SMTPUTF8",
+    option="smtputf8",
+    mail_parameters=(Parameter("SMTPUTF8", _parse, _format),),
+)

@@ -1,0 +1,182 @@
+"""What an ESMTP extension is, as data (RFC 5321 §2.2, §4.1.1.1).
+
+An extension is one :class:`Extension` entry: its EHLO keyword and the
+argument it is listed with, the MAIL and RCPT parameters it brings (each a
+:class:`Parameter` with a typed parser), the commands that exist only with
+it, what it needs of the session, and the server option that turns it on.
+The server machine lists, accepts and refuses from these entries; the client
+machine and the client adapter check what they send against them; HELP reads
+them. The built-in entries live one per module in ``smtp/_ext/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from smtpcore.smtp._replies import EnhancedStatus, Reply
+
+if TYPE_CHECKING:
+    from smtpcore.smtp._extensions import ServerExtensions
+
+__all__ = [
+    "AUTHENTICATED",
+    "NOT_TLS",
+    "TLS",
+    "Extension",
+    "Parameter",
+    "ParameterError",
+    "Requirement",
+    "ServerFacts",
+]
+
+T = TypeVar("T")
+
+
+def _reply(code: int, status: str, text: str) -> Reply:
+    return Reply(code, text, EnhancedStatus.parse(status))
+
+
+class ParameterError(ValueError):
+    """A parameter value its extension cannot read; ``reply`` is what a server answers."""
+
+    def __init__(self, message: str, reply: Reply | None = None) -> None:
+        super().__init__(message)
+        self.reply = reply if reply is not None else _reply(501, "5.5.4", message)
+
+
+class ServerFacts(Protocol):
+    """What an entry may ask of the server session it is offered in."""
+
+    @property
+    def tls(self) -> bool: ...
+    @property
+    def authenticated(self) -> bool: ...
+    @property
+    def max_message_size(self) -> int | None: ...
+    def offered_auth_mechanisms(self) -> list[str]: ...
+    def in_force(self, keyword: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """Something the session must have for an extension to be offered and used.
+
+    Every extension needs a session opened with EHLO or LHLO; requirements add
+    to that. A command of the extension sent while one does not hold gets
+    ``refusal``.
+    """
+
+    name: str
+    holds: Callable[[ServerFacts], bool]
+    refusal: Reply
+
+
+TLS = Requirement(
+    "TLS", lambda facts: facts.tls, _reply(530, "5.7.0", "Must issue a STARTTLS command first")
+)
+"""Offered only over TLS (REQUIRETLS, RFC 8689 §4)."""
+NOT_TLS = Requirement(
+    "no TLS yet", lambda facts: not facts.tls, _reply(503, "5.5.1", "TLS already active")
+)
+"""Offered only before TLS starts (STARTTLS, RFC 3207 §4.2)."""
+AUTHENTICATED = Requirement(
+    "authentication",
+    lambda facts: facts.authenticated,
+    _reply(530, "5.7.0", "Authentication required"),
+)
+"""Offered only to an authenticated client."""
+
+
+def _no_check(facts: ServerFacts, value: Any) -> Reply | None:
+    return None
+
+
+def _no_client_check(offered: ServerExtensions, value: Any) -> str | None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Parameter(Generic[T]):
+    """A MAIL or RCPT parameter (``KEYWORD[=value]``) an extension brings.
+
+    ``parse`` turns the wire value (None for a bare keyword) into a typed
+    value or raises :class:`ParameterError`; ``format`` is its inverse, for a
+    client. ``check`` is the server's policy on a well-formed value (SIZE over
+    the limit), ``client_check`` what a client must verify against the EHLO
+    reply before sending it (a problem as text, or None). ``needs`` names the
+    EHLO keyword a value needs when that is not its own extension's
+    (``BODY=BINARYMIME`` needs BINARYMIME).
+    """
+
+    keyword: str
+    parse: Callable[[str | None], T]
+    format: Callable[[T], str | None]
+    check: Callable[[ServerFacts, T], Reply | None] = _no_check
+    client_check: Callable[[ServerExtensions, T], str | None] = _no_client_check
+    needs: Callable[[T], str | None] | None = None
+
+
+def _bare(facts: ServerFacts) -> str | None:
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """One ESMTP extension: everything the library knows about it, in one place.
+
+    ``arguments`` gives the text after the keyword in the EHLO reply ("" for a
+    bare keyword), or None when the session cannot be offered the extension
+    now (AUTH with no mechanism usable in plaintext). ``option`` is the
+    :class:`~smtpcore.smtp.ServerConnection` keyword that turns it on; None
+    for an extension the server machine cannot offer, which the client still
+    knows the parameters of. ``verbs`` are the commands that exist only while
+    it is in force: without it they are unknown commands. ``depends`` names
+    extensions that must be in force too (BINARYMIME needs CHUNKING).
+    """
+
+    keyword: str
+    rfc: str
+    summary: str
+    option: str | None = None
+    arguments: Callable[[ServerFacts], str | None] = _bare
+    mail_parameters: tuple[Parameter[Any], ...] = ()
+    rcpt_parameters: tuple[Parameter[Any], ...] = ()
+    verbs: tuple[str, ...] = ()
+    requires: tuple[Requirement, ...] = ()
+    depends: tuple[str, ...] = ()
+    client_check: Callable[[ServerExtensions, Any], str | None] | None = field(
+        default=None, compare=False
+    )
+    """For a command in ``verbs``: what the client must verify before sending it
+    (AUTH: the mechanism was offered); a problem as text, or None."""
+
+    def __post_init__(self) -> None:
+        if self.keyword != self.keyword.upper() or not self.keyword:
+            raise ValueError(f"an EHLO keyword is given upper-cased: {self.keyword!r}")
+
+    def unmet(self, facts: ServerFacts) -> Requirement | None:
+        """The first requirement the session does not meet, or None."""
+        for requirement in self.requires:
+            if not requirement.holds(facts):
+                return requirement
+        return None
+
+    def ehlo_line(self, facts: ServerFacts) -> str | None:
+        """The line this extension adds to the EHLO reply now, or None."""
+        if self.unmet(facts) is not None:
+            return None
+        if any(not facts.in_force(keyword) for keyword in self.depends):
+            return None
+        arguments = self.arguments(facts)
+        if arguments is None:
+            return None
+        return f"{self.keyword} {arguments}" if arguments else self.keyword
+
+    @classmethod
+    def plain(cls, line: str) -> Extension:
+        """An extension known only by its EHLO line (``"HELP"``, ``"X-FOO 1"``): it is
+        listed as given and brings no parameters or commands."""
+        keyword, _, arguments = line.strip().partition(" ")
+        return cls(keyword.upper(), "", "listed as configured", arguments=lambda facts: arguments)

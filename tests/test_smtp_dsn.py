@@ -1,0 +1,168 @@
+"""DSN parameters as typed values (RFC 3461 §4, RFC 6533 §3), on both sides."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtp_helpers import EHLO, codes, greeted, run
+from smtpcore import LocalProtocolError
+from smtpcore.address import Mailbox
+from smtpcore.smtp import (
+    ClientConnection,
+    DSNError,
+    Ehlo,
+    EnvelopeId,
+    Mail,
+    Notify,
+    OriginalRecipient,
+    Parameters,
+    Rcpt,
+    Reply,
+    Ret,
+    xtext,
+)
+from smtpcore.smtp._dsn import utf8_addr_xtext
+
+notifies = st.sampled_from([Notify.NEVER]) | st.sets(
+    st.sampled_from([Notify.SUCCESS, Notify.FAILURE, Notify.DELAY]), min_size=1
+).map(lambda flags: Notify(sum(flag.value for flag in flags)))
+# Code points RFC 6533 §3 can carry: no NUL, no surrogates, no controls it leaves out.
+_carried = st.characters(
+    exclude_categories=["Cs"],
+    exclude_characters="".join(map(chr, [0, *range(0x0A, 0x10), *range(0x1A, 0x20)])),
+)
+addresses = st.text(_carried, min_size=1, max_size=40)
+
+
+@given(notifies)
+def test_notify_round_trips(notify: Notify) -> None:
+    assert Notify.parse(notify.to_parameter()) == notify
+    assert Notify.parse(notify.to_parameter().lower()) == notify
+
+
+@pytest.mark.parametrize("value", ["NEVER,FAILURE", "", "SUCCESS,SUCCESS", "SOMETIMES", "NEVER,"])
+def test_bad_notify_values(value: str) -> None:
+    with pytest.raises(DSNError):
+        Notify.parse(value)
+
+
+@given(st.sampled_from(Ret))
+def test_ret_round_trips(ret: Ret) -> None:
+    assert Ret.parse(ret.to_parameter().lower()) is ret
+
+
+@given(st.text(min_size=1, max_size=30))
+def test_envid_round_trips(text: str) -> None:
+    if len(xtext(text)) > 100:
+        with pytest.raises(DSNError):
+            EnvelopeId(text)
+        return
+    envid = EnvelopeId(text)
+    wire = envid.to_parameter()
+    Parameters({"ENVID": wire})
+    assert EnvelopeId.parse(wire) == envid
+
+
+@given(addresses)
+def test_utf8_orcpt_round_trips_in_both_forms(address: str) -> None:
+    orcpt = OriginalRecipient("utf-8", address)
+    wire = orcpt.to_parameter()
+    assert wire.isascii()  # utf-8-addr-xtext: safe without SMTPUTF8
+    Parameters({"ORCPT": wire})
+    assert OriginalRecipient.parse(wire) == orcpt
+    unitext = "utf-8;" + "".join(c if not c.isascii() else utf8_addr_xtext(c) for c in address)
+    assert OriginalRecipient.parse(unitext, utf8=True) == orcpt
+
+
+@given(st.text(min_size=1, max_size=60))
+def test_rfc822_orcpt_round_trips(address: str) -> None:
+    orcpt = OriginalRecipient("rfc822", address)
+    assert OriginalRecipient.parse(orcpt.to_parameter()) == orcpt
+
+
+def test_utf8_orcpt_forms() -> None:
+    assert OriginalRecipient.of("bob@abc.example").addr_type == "rfc822"
+    orcpt = OriginalRecipient.of("jörg+x@abc.example")
+    assert orcpt.to_parameter() == "utf-8;j\\x{F6}rg\\x{2B}x@abc.example"
+    unitext = "utf-8;jörg\\x{2B}x@abc.example"
+    with pytest.raises(DSNError):
+        OriginalRecipient.parse(unitext)  # raw UTF-8 needs an SMTPUTF8 transaction
+    assert OriginalRecipient.parse(unitext, utf8=True) == orcpt
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "utf-8;a+b@c",  # "+" is not QCHAR
+        "utf-8;a\\x{2b}b@c",  # lower-case hex
+        "utf-8;a\\x{41}b@c",  # "A" must not be escaped
+        "utf-8;a\\x{0041}b@c",  # leading zeros
+        "utf-8;a\\x{D800}b@c",  # a surrogate
+        "utf-8;a\\b@c",  # a bare backslash
+        "rfc822;a+zz@c",  # bad xtext
+        "rfc822;+FF",  # not UTF-8
+        "rfc822",
+        ";a@b",
+    ],
+)
+def test_bad_orcpt_values(value: str) -> None:
+    with pytest.raises(DSNError):
+        OriginalRecipient.parse(value)
+
+
+# -- the server machine ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mail", "rcpt", "expected"),
+    [
+        (b"", b"ORCPT=utf-8;j\\x{F6}rg@d.example", "250 2.1.5"),
+        (b"", b"ORCPT=utf-8;j\xc3\xb6rg@d.example", "501 5.5.4"),  # unitext without SMTPUTF8
+        (b" SMTPUTF8", b"ORCPT=utf-8;j\xc3\xb6rg@d.example", "250 2.1.5"),
+        (b"", b"ORCPT=utf-8;a+b@d.example", "501 5.5.4"),
+        (b"", b"NOTIFY=failure,delay ORCPT=rfc822;c@d.example", "250 2.1.5"),
+    ],
+)
+def test_server_reads_orcpt_forms(mail: bytes, rcpt: bytes, expected: str) -> None:
+    conn = greeted(dsn=True)
+    _, out = run(
+        conn,
+        EHLO + b"MAIL FROM:<a@b.example>" + mail + b"\r\nRCPT TO:<c@d.example> " + rcpt + b"\r\n",
+    )
+    assert codes(out)[-1] == expected
+
+
+# -- the client: typed values in, the same values out at the server ------------------------
+
+
+def _client(lines: list[str]) -> ClientConnection:
+    conn = ClientConnection("client.abc.example")
+    conn.receive_data(b"220 mx ESMTP\r\n")
+    conn.next_event()
+    conn.send(Ehlo("client.abc.example"))
+    conn.receive_data(Reply(250, ["mx", *lines]).to_bytes())
+    conn.next_event()
+    return conn
+
+
+@given(notifies, addresses, st.sampled_from(Ret), st.text(min_size=1, max_size=20))
+def test_typed_values_cross_the_wire(notify: Notify, address: str, ret: Ret, envid: str) -> None:
+    client = _client(["DSN", "PIPELINING"])
+    orcpt = OriginalRecipient("utf-8", address)
+    wire = client.send(Mail(Mailbox("a", "b.example"), {"RET": ret, "ENVID": EnvelopeId(envid)}))
+    wire += client.send(Rcpt(Mailbox("c", "d.example"), {"NOTIFY": notify, "ORCPT": orcpt}))
+    server = greeted(dsn=True)
+    events, out = run(server, EHLO + wire)
+    assert codes(out)[1:] == ["250 2.1.0", "250 2.1.5"]
+    mail, rcpt = events[1], events[2]
+    assert isinstance(mail, Mail) and isinstance(rcpt, Rcpt)
+    assert mail.ret is ret and mail.envid == EnvelopeId(envid)
+    assert rcpt.notify == notify and rcpt.orcpt == orcpt
+
+
+def test_client_refuses_dsn_when_not_offered() -> None:
+    client = _client(["PIPELINING"])
+    with pytest.raises(LocalProtocolError, match="DSN"):
+        client.send(Mail(Mailbox("a", "b.example"), {"RET": Ret.HDRS}))

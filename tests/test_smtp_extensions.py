@@ -1,0 +1,193 @@
+"""Extensions as entries (smtp/_ext/): one place each, read by every role."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtp_helpers import EHLO, codes, greeted, run
+from smtpcore import LocalProtocolError
+from smtpcore.address import Mailbox
+from smtpcore.smtp import (
+    Bdat,
+    ClientConnection,
+    Data,
+    Ehlo,
+    Extension,
+    Mail,
+    Parameter,
+    ParameterError,
+    Rcpt,
+    Reply,
+    ServerExtensions,
+    StartTls,
+)
+from smtpcore.smtp._ext import BUILTIN, KNOWN, owner_of_parameter, owner_of_verb
+
+HELO = b"HELO client.abc.example\r\n"
+ALL_ON = {
+    "dsn": True,
+    "starttls": True,
+    "binarymime": True,
+    "auth_mechanisms": ["CRAM-MD5"],
+}
+
+
+# -- the entries -----------------------------------------------------------------------
+
+
+def test_every_parameter_and_command_has_one_owner() -> None:
+    keywords = [p.keyword for e in KNOWN for p in (*e.mail_parameters, *e.rcpt_parameters)]
+    assert len(keywords) == len(set(keywords))
+    chunking = owner_of_verb("bdat")
+    assert chunking is not None and chunking.keyword == "CHUNKING"
+    dsn = owner_of_parameter("orcpt")
+    assert dsn is not None and dsn[0].keyword == "DSN"
+
+
+def test_every_builtin_entry_is_an_option_of_the_server() -> None:
+    conn = greeted(**ALL_ON)
+    for entry in BUILTIN:
+        assert entry.option is not None and hasattr(conn, entry.option), entry.keyword
+
+
+def test_the_ehlo_reply_lists_every_entry_switched_on() -> None:
+    conn = greeted(**ALL_ON)
+    _, out = run(conn, EHLO)
+    listed = [line[4:].split(" ")[0] for line in out.decode().splitlines()[1:]]
+    assert listed == [entry.keyword for entry in BUILTIN]
+
+
+# -- commands of an extension exist only while it is in force ----------------------------
+
+
+@pytest.mark.parametrize("line", [b"BDAT 1 LAST\r\nx", b"STARTTLS\r\n", b"AUTH CRAM-MD5\r\n"])
+def test_extension_commands_are_unknown_after_helo(line: bytes) -> None:
+    conn = greeted(**ALL_ON)
+    _, out = run(conn, HELO + b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n" + line)
+    assert codes(out)[-1] == "500 5.5.2"
+    assert not {"BDAT", "STARTTLS", "AUTH"} & set(conn.commands())
+
+
+@pytest.mark.parametrize("line", [b"STARTTLS\r\n", b"AUTH CRAM-MD5\r\n"])
+def test_extension_commands_are_unknown_before_any_hello(line: bytes) -> None:
+    _, out = run(greeted(**ALL_ON), line)
+    assert codes(out) == ["500 5.5.2"]
+
+
+def test_commands_follow_what_is_in_force() -> None:
+    conn = greeted(**ALL_ON)
+    assert not {"BDAT", "STARTTLS", "AUTH"} & set(conn.commands())
+    run(conn, EHLO)
+    assert {"BDAT", "STARTTLS", "AUTH"} <= set(conn.commands())
+    run(conn, b"STARTTLS\r\n")
+    conn.tls_started()
+    run(conn, EHLO)
+    assert "STARTTLS" not in conn.commands() and "BDAT" in conn.commands()
+
+
+# -- extra_extensions lists nothing the machine then refuses ----------------------------
+
+
+@pytest.mark.parametrize("line", ["CHUNKING", "dsn", "SIZE 100", "AUTH PLAIN"])
+def test_extra_extensions_may_not_name_a_builtin(line: str) -> None:
+    with pytest.raises(ValueError, match="built in"):
+        greeted(extra_extensions=[line])
+
+
+def _priority(value: str | None) -> int:
+    if value is None or value not in {str(n) for n in range(-9, 10)}:
+        raise ParameterError("MT-PRIORITY is -9 to 9")
+    return int(value)
+
+
+def test_an_extra_entry_brings_its_parameters() -> None:
+    priority = Extension(
+        "MT-PRIORITY",
+        "RFC 6710",
+        "priorities",
+        arguments=lambda facts: "MIXER",
+        mail_parameters=(Parameter("MT-PRIORITY", _priority, str),),
+    )
+    conn = greeted(extra_extensions=[priority, "HELP"])
+    _, out = run(conn, EHLO + b"MAIL FROM:<a@b.example> MT-PRIORITY=3\r\nRSET\r\n")
+    assert b"250-MT-PRIORITY MIXER\r\n" in out and b"250 HELP\r\n" in out
+    assert codes(out)[-2:] == ["250 2.1.0", "250 2.0.0"]
+    _, out = run(conn, b"MAIL FROM:<a@b.example> MT-PRIORITY=12\r\n")
+    assert codes(out) == ["501 5.5.4"]
+    _, out = run(conn, b"HELO a.example\r\nMAIL FROM:<a@b.example> MT-PRIORITY=3\r\n")
+    assert codes(out)[-1] == "555 5.5.4"
+
+
+def test_a_parameter_value_in_utf8_needs_smtputf8() -> None:
+    conn = greeted(dsn=True)
+    base = (
+        EHLO + b"MAIL FROM:<a@b.example>%s\r\nRCPT TO:<c@d.example> ORCPT=utf-8;j\xc3\xb6rg@d\r\n"
+    )
+    _, out = run(conn, base % b"")
+    assert codes(out)[-1] == "501 5.5.4"
+    _, out = run(greeted(dsn=True), base % b" SMTPUTF8")
+    assert codes(out)[-1] == "250 2.1.5"
+
+
+# -- the client reads the same entries ---------------------------------------------------
+
+
+def _client(ehlo_lines: list[str]) -> ClientConnection:
+    conn = ClientConnection("client.abc.example")
+    conn.receive_data(b"220 mx ESMTP\r\n")
+    conn.next_event()
+    conn.send(Ehlo("client.abc.example"))
+    conn.receive_data(Reply(250, ["mx", *ehlo_lines]).to_bytes())
+    conn.next_event()
+    return conn
+
+
+SENDER = Mailbox("a", "b.example")
+
+
+@pytest.mark.parametrize(
+    ("offered", "params", "message"),
+    [
+        ([], {"BODY": "8BITMIME"}, "needs the server to offer 8BITMIME"),
+        (["8BITMIME"], {"BODY": "BINARYMIME"}, "offer BINARYMIME"),
+        (["DSN"], {"RET": "SOME"}, "RET must be FULL or HDRS"),
+        ([], {"MT-PRIORITY": "3"}, "offer MT-PRIORITY"),
+        ([], {"HOLDFOR": "30"}, "offer FUTURERELEASE"),
+        (["SIZE 10"], {"SIZE": "11"}, "limit of 10"),
+    ],
+)
+def test_the_client_machine_refuses_what_was_not_offered(
+    offered: list[str], params: dict[str, str], message: str
+) -> None:
+    conn = _client(offered)
+    with pytest.raises(LocalProtocolError, match=message):
+        conn.send(Mail(SENDER, params))
+
+
+def test_commands_of_an_extension_need_it_offered() -> None:
+    conn = _client(["8BITMIME", "PIPELINING"])
+    with pytest.raises(LocalProtocolError, match="STARTTLS"):
+        conn.send(StartTls())
+    conn.send(Mail(SENDER))
+    conn.send(Rcpt(Mailbox("c", "d.example")))
+    with pytest.raises(LocalProtocolError, match="CHUNKING"):
+        conn.send(Bdat(1, last=True))
+
+
+def test_binarymime_content_needs_bdat() -> None:
+    conn = _client(["8BITMIME", "CHUNKING", "BINARYMIME", "PIPELINING"])
+    conn.send(Mail(SENDER, {"BODY": "BINARYMIME"}))
+    conn.send(Rcpt(Mailbox("c", "d.example")))
+    with pytest.raises(LocalProtocolError, match="BDAT"):
+        conn.send(Data())
+
+
+@given(st.sampled_from([e for e in KNOWN if e.mail_parameters or e.rcpt_parameters]))
+def test_client_and_server_agree_on_owners(entry: Extension) -> None:
+    offered = ServerExtensions.from_reply(Reply(250, ["mx", entry.keyword]))
+    assert entry.keyword in offered
+    for parameter in (*entry.mail_parameters, *entry.rcpt_parameters):
+        found = owner_of_parameter(parameter.keyword)
+        assert found is not None and found[0] is entry
