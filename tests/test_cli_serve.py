@@ -271,7 +271,7 @@ def test_tls_everywhere(tmp_path: Path, zone: Path) -> None:
                 s.login("john@abc.example", "john-pw")
                 s.sendmail("john@abc.example", ["brendon@pqr.example"], MESSAGE)
             _until(lambda: len(pqr.mailbox("brendon@pqr.example")) == 2, "two relays", pqr)
-            assert abc.log().count("tls=yes, dsn=2.0.0, status=sent") == 2
+            assert abc.log().count("tls=yes, tls_policy=may, dsn=2.0.0, status=sent") == 2
         client = poplib.POP3_SSL(LOOPBACK, pqr.ports["pop3s"], timeout=10, context=context)
         client.user("brendon@pqr.example")
         client.pass_("pw")

@@ -15,7 +15,7 @@ import email.utils
 import secrets
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from smtpcore.smtp import decode_xtext
@@ -25,6 +25,7 @@ __all__ = [
     "MAX_RETURNED_MESSAGE",
     "ReportedRecipient",
     "build_bounce",
+    "build_delay_notice",
     "build_success_report",
 ]
 
@@ -46,8 +47,9 @@ class ReportedRecipient:
     from_remote: bool = False
     """True when ``diagnostic`` is the remote server's SMTP reply."""
     action: str = "failed"
-    """RFC 3464 §2.3.3: ``failed``, or in a success report ``delivered`` (into a
-    mailbox here) or ``relayed`` (to a server that does not speak DSN)."""
+    """RFC 3464 §2.3.3: ``failed``; ``delayed`` in a delay notice; in a success report
+    ``delivered`` (into a mailbox here) or ``relayed`` (to a server that does not speak
+    DSN)."""
     original_recipient: str | None = None
     """The recipient's ``ORCPT`` parameter as it came (RFC 3461 §4.2)."""
 
@@ -85,13 +87,16 @@ def build_bounce(
     original: bytes,
     envid: str | None = None,
     headers_only: bool = False,
+    expired_after: str | None = None,
 ) -> bytes:
     """The bounce for ``failed``, addressed to ``recipient`` (the original sender).
 
     ``original`` is the message as queued (wire form); ``arrival`` and
     ``now`` are seconds since the epoch; ``envid`` is the sender's ``ENVID``
-    (xtext, RFC 3461 §4.4) and ``headers_only`` its ``RET=HDRS``. Returns the
-    message in wire form.
+    (xtext, RFC 3461 §4.4) and ``headers_only`` its ``RET=HDRS``.
+    ``expired_after`` (``5d``) says the message spent that long in the queue;
+    each recipient's diagnostic is then its last error. Returns the message
+    in wire form.
     """
     if not failed:
         raise ValueError("a bounce needs at least one failed recipient")
@@ -100,6 +105,11 @@ def build_bounce(
         f"received {email.utils.formatdate(arrival, localtime=True)}) could not be "
         "delivered to the recipients below, and no further attempt will be made."
     )
+    if expired_after is not None:
+        explanation += (
+            f" It was retried for {expired_after} without success; the last error "
+            "for each recipient is below."
+        )
     returned, kind, description = original, "message/rfc822", "Undelivered message"
     if headers_only or len(original) > MAX_RETURNED_MESSAGE:
         returned = _header_part(original)
@@ -154,6 +164,47 @@ def build_success_report(
     )
 
 
+def build_delay_notice(
+    *,
+    reporting_mta: str,
+    recipient: str,
+    queue_id: str,
+    arrival: float,
+    now: float,
+    delayed: Sequence[ReportedRecipient],
+    original: bytes,
+    retry_until: float,
+    envid: str | None = None,
+) -> bytes:
+    """The warning that mail is still waiting (RFC 3464 §2.3.3 ``Action: delayed``),
+    sent once, as Postfix's ``delay_warning_time`` does: each of ``delayed`` with its
+    last error and ``Will-Retry-Until`` (§2.3.7). Only the message's header comes
+    back; the message itself stays queued."""
+    if not delayed:
+        raise ValueError("a delay notice needs at least one recipient")
+    until = email.utils.formatdate(retry_until, localtime=True)
+    explanation = (
+        f"This is the mail system at {reporting_mta}. Your message (queue id {queue_id}, "
+        f"received {email.utils.formatdate(arrival, localtime=True)}) has not yet been "
+        f"delivered to the recipients below. Delivery will be retried until {until}; "
+        "you do not need to send it again. If it cannot be delivered by then, "
+        "you will be told."
+    )
+    return _build_report(
+        subject="Delayed Mail (still being retried)",
+        explanation=explanation,
+        reporting_mta=reporting_mta,
+        recipient=recipient,
+        queue_id=queue_id,
+        arrival=arrival,
+        now=now,
+        reported=[replace(item, action="delayed") for item in delayed],
+        envid=envid,
+        returned=(_header_part(original), "text/rfc822-headers", "Message headers"),
+        retry_until=until,
+    )
+
+
 def _build_report(
     *,
     subject: str,
@@ -166,6 +217,7 @@ def _build_report(
     reported: Sequence[ReportedRecipient],
     envid: str | None,
     returned: tuple[bytes, str, str],
+    retry_until: str | None = None,
 ) -> bytes:
     boundary = f"{queue_id}.{secrets.token_hex(8)}/{reporting_mta}"
     arrival_date = email.utils.formatdate(arrival, localtime=True)
@@ -229,8 +281,10 @@ def _build_report(
             lines.append(f"Remote-MTA: dns; {item.remote_mta}")
         kind = "smtp" if item.from_remote else "x-local"
         lines.append(f"Diagnostic-Code: {kind}; {_one_line(item.diagnostic)}")
-        if item.action == "failed":
+        if item.action in ("failed", "delayed"):
             lines.append(f"Last-Attempt-Date: {date}")
+        if item.action == "delayed" and retry_until is not None:
+            lines.append(f"Will-Retry-Until: {retry_until}")
     lines.append("")
     content, content_type, description = returned
     lines += [f"--{boundary}", f"Content-Type: {content_type}"]

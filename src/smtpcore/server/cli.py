@@ -151,8 +151,15 @@ def _add_serve(commands: Any) -> None:
         "--retry-after",
         type=_arg(parse_duration, "duration"),
         default=300.0,
-        metavar="SECONDS",
-        help="first retry of a temporary failure, doubling after (default 300)",
+        metavar="DURATION",
+        help="first retry of a temporary failure, doubling after, with jitter (default 300s)",
+    )
+    relay.add_argument(
+        "--max-retry-after",
+        type=_arg(parse_duration, "duration"),
+        default=4000.0,
+        metavar="DURATION",
+        help="longest wait between two attempts (default 4000s, Postfix's maximal_backoff_time)",
     )
     relay.add_argument(
         "--max-queue-age",
@@ -160,6 +167,26 @@ def _add_serve(commands: Any) -> None:
         default=DEFAULT_MAX_QUEUE_AGE,
         metavar="DURATION",
         help="bounce what is still undelivered after this long (default 5d)",
+    )
+    relay.add_argument(
+        "--delay-warning",
+        type=_arg(parse_duration, "duration"),
+        default=None,
+        metavar="DURATION",
+        help="tell the sender once when mail has waited this long, like 4h (default: never)",
+    )
+    relay.add_argument(
+        "--relay-tls",
+        choices=["may", "encrypt", "verify"],
+        default="may",
+        help="may: TLS when offered, plaintext if it fails; encrypt: never plaintext; "
+        "verify: encrypt and check the certificate against the MX name (default may)",
+    )
+    relay.add_argument(
+        "--relay-ca",
+        type=Path,
+        metavar="FILE",
+        help="CA certificates for --relay-tls verify (default: the system's trust store)",
     )
     serve.add_argument(
         "--log-level",
@@ -298,7 +325,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         remote_port=args.remote_port,
         relay_host=args.relay_host,
         retry_after=args.retry_after,
+        max_retry_after=max(args.max_retry_after, args.retry_after),
         max_queue_age=args.max_queue_age,
+        delay_warning=args.delay_warning,
+        relay_tls=args.relay_tls,
+        relay_ca=args.relay_ca,
         **options,
     )
 

@@ -159,8 +159,18 @@ class ServerConfig:
     """The port relayed mail goes to on every exchanger (Postfix's ``smtp_tcp_port``)."""
     relay_host: tuple[str, int] | None = None
     retry_after: float = 300.0
-    """Seconds before the first retry of a temporary failure; the wait doubles after."""
+    """Seconds before the first retry of a temporary failure; the wait doubles after
+    (Postfix's ``minimal_backoff_time``)."""
+    max_retry_after: float = 4000.0
+    """The longest wait between two attempts (Postfix's ``maximal_backoff_time``)."""
     max_queue_age: float = DEFAULT_MAX_QUEUE_AGE
+    delay_warning: float | None = None
+    """Warn the sender once when mail has waited this long (Postfix's
+    ``delay_warning_time``); None, the default, never warns."""
+    relay_tls: str = "may"
+    """``may``, ``encrypt`` or ``verify``: see :mod:`smtpcore.server.relay_tls`."""
+    relay_ca: Path | None = None
+    """CA certificates for ``relay_tls="verify"``, instead of the system's trust store."""
 
     def __post_init__(self) -> None:
         if not self.domains:
@@ -187,8 +197,16 @@ class ServerConfig:
             raise ConfigError(f"--remote-port: {self.remote_port} is not a port")
         if self.retry_after <= 0:
             raise ConfigError("--retry-after must be positive")
+        if self.max_retry_after < self.retry_after:
+            raise ConfigError("--max-retry-after must not be shorter than --retry-after")
         if self.max_queue_age <= 0:
             raise ConfigError("--max-queue-age must be positive")
+        if self.delay_warning is not None and self.delay_warning <= 0:
+            raise ConfigError("--delay-warning must be positive (leave it out for none)")
+        if self.relay_tls not in ("may", "encrypt", "verify"):
+            raise ConfigError(f"--relay-tls: {self.relay_tls!r}; use may, encrypt or verify")
+        if self.relay_ca is not None and not self.relay_ca.is_file():
+            raise ConfigError(f"--relay-ca: {self.relay_ca} is not a file")
         if self.max_message_size < 1:
             raise ConfigError("--max-message-size must be positive")
         if self.max_recipients < 1:

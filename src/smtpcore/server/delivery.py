@@ -3,16 +3,23 @@
 For each queued message whose time has come, every pending recipient is
 routed (:mod:`smtpcore.routing`), the recipients of one domain go together
 to that domain's exchangers, tried in the order RFC 5321 §5.1 gives, with
-STARTTLS when the exchanger offers it (opportunistic, RFC 7435: the
-certificate is not checked, as Postfix's ``may`` level does not). Then each
+TLS as the relay policy says (:mod:`smtpcore.server.relay_tls`). Then each
 recipient is:
 
 - sent, and recorded so at once, so that a restart cannot send it twice;
-- refused for good (5xx), and given back to the sender in a bounce
-  (:mod:`smtpcore.server.bounce`);
-- or deferred (4xx, no exchanger reachable, DNS trouble), and retried after
-  ``retry_after`` seconds, then twice as long each time (RFC 5321 §4.5.4.1),
-  until the message is ``max_queue_age`` old and bounces as expired.
+- refused for good, and given back to the sender in a bounce at once
+  (:mod:`smtpcore.server.bounce`), with the remote's own words: every 5xx
+  reply, and what the exchanger's announcements rule out before a word of
+  the message is sent (a message over its SIZE, ``552 5.3.4``; UTF-8 to a
+  server without SMTPUTF8, ``553 5.6.7``; 8-bit content without 8BITMIME,
+  ``554 5.6.3``);
+- or deferred (4xx, a connection lost or refused, DNS trouble), and retried
+  with exponential backoff and jitter between ``retry_after`` and
+  ``max_retry_after`` (Postfix's ``minimal_backoff_time`` and
+  ``maximal_backoff_time``; RFC 5321 §4.5.4.1), the sender warned once after
+  ``delay_warning`` if asked (Postfix's ``delay_warning_time``), until the
+  message is ``max_queue_age`` old and bounces with each recipient's last
+  error.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Final, Protocol
 
 from smtpcore._driver import (
@@ -37,6 +45,7 @@ from smtpcore._driver import (
     SMTPError,
     SMTPReplyError,
     Timeouts,
+    TLSNotAvailable,
 )
 from smtpcore.address import AddressError, Mailbox, parse_mailbox
 from smtpcore.asyncio import SMTPClient
@@ -54,18 +63,26 @@ from smtpcore.routing import (
 from smtpcore.server.bounce import (
     ReportedRecipient,
     build_bounce,
+    build_delay_notice,
     build_success_report,
 )
 from smtpcore.server.log import delivery_line, logger
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
+from smtpcore.server.relay_tls import RelayTLS, relay_tls_context
 from smtpcore.smtp import Reply
 
-__all__ = ["ClientFactory", "DeliveryWorker", "backoff", "opportunistic_tls_context"]
+__all__ = [
+    "ClientFactory",
+    "DeliveryWorker",
+    "MAX_BACKOFF",
+    "backoff",
+    "opportunistic_tls_context",
+]
 
 MAX_BACKOFF: Final = 4000.0
-"""The longest wait between two attempts (Postfix's ``maximal_backoff_time``), unless
-``retry_after`` itself is longer."""
+"""The longest wait between two attempts by default (Postfix's ``maximal_backoff_time``),
+unless ``retry_after`` itself is longer."""
 
 
 class ClientFactory(Protocol):
@@ -108,15 +125,31 @@ def _default_client(
 def opportunistic_tls_context() -> ssl.SSLContext:
     """TLS that encrypts without checking who answers (RFC 7435 opportunistic security):
     MX records are not authenticated, so a name check would prove nothing."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
+    return relay_tls_context(RelayTLS.MAY)
 
 
-def backoff(retry_after: float, attempts: int) -> float:
-    """Seconds to wait after the ``attempts``-th failed round: ``retry_after``, doubling."""
-    return min(retry_after * 2.0 ** max(attempts - 1, 0), max(retry_after, MAX_BACKOFF))
+def backoff(
+    retry_after: float,
+    attempts: int,
+    *,
+    cap: float = MAX_BACKOFF,
+    rng: RandomSource | None = None,
+) -> float:
+    """Seconds to wait after the ``attempts``-th failed round.
+
+    ``retry_after``, doubling each round, up to ``cap`` (or ``retry_after``
+    when that is longer), as Postfix's ``minimal_backoff_time`` and
+    ``maximal_backoff_time``. With ``rng``, the wait is drawn between half
+    that and all of it, never below ``retry_after``: messages deferred
+    together by one outage do not all come back in the same second.
+    """
+    ceiling = max(retry_after, cap)
+    wait = min(retry_after * 2.0 ** max(attempts - 1, 0), ceiling)
+    if rng is None:
+        return wait
+    low = max(retry_after, wait / 2)
+    steps = int((wait - low) * 1000)
+    return low + (rng.randrange(steps + 1) / 1000 if steps > 0 else 0.0)
 
 
 def _duration_text(seconds: float) -> str:
@@ -156,7 +189,9 @@ class _Outcome:
     relay: str = "none"
     remote_mta: str | None = None
     from_remote: bool = False
-    tls: bool | None = None
+    tls: str | None = None
+    """``no``, ``yes`` or ``verified``: see ``DeliveryWorker._tls_field``."""
+    tls_policy: str | None = None
     dsn_passed: bool = False
     """The next hop took the DSN parameters: reporting success is its job now."""
 
@@ -179,6 +214,86 @@ class _TryNext(Exception):
         self.reply = reply
 
 
+def _tls_reason(exc: SMTPError) -> str:
+    if isinstance(exc, SMTPReplyError):
+        return f"STARTTLS refused: {_reply_text(exc.reply)}"
+    return f"TLS handshake failed: {exc.__cause__ or exc}"
+
+
+class _TLSFailed(Exception):
+    """STARTTLS was refused or its handshake failed; ``may`` goes on in plaintext."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def _tls_failure(exc: SMTPError) -> bool:
+    """Whether ``exc`` means STARTTLS failed: refused, or a handshake that went wrong."""
+    if isinstance(exc, SMTPReplyError):
+        return exc.command == "STARTTLS"
+    cause: BaseException | None = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            return True
+        cause = cause.__cause__
+    return "TLS handshake" in str(exc)
+
+
+def _announced_refusal(
+    client: BaseSMTPClient, entry: QueueEntry, rcpts: list[Mailbox], content: bytes
+) -> Reply | None:
+    """What the exchanger's EHLO reply rules out before MAIL, as the reply to bounce with.
+
+    RFC 1870 §6: a message over the announced SIZE (Postfix checks this too,
+    before MAIL); RFC 6531 §3.4: a message that needs SMTPUTF8 (a UTF-8 address,
+    or the sender's SMTPUTF8 with UTF-8 in the header) to a server without it;
+    RFC 6152 §3: 8-bit content to a server without 8BITMIME (Postfix converts it
+    to quoted-printable; this server returns it, which RFC 6152 also allows).
+    """
+    extensions = client.connection.extensions
+    limit = extensions.size
+    if limit and len(content) > limit:
+        return Reply(
+            552,
+            f"message size {len(content)} exceeds the size limit {limit} the exchanger announced",
+            "5.3.4",
+        )
+    if not extensions.smtputf8:
+        addresses = [entry.sender, *(str(r) for r in rcpts)]
+        header = content.split(b"\r\n\r\n", 1)[0]
+        utf8_header = "SMTPUTF8" in dict(entry.params)
+        if not all(a.isascii() for a in addresses) or (utf8_header and not header.isascii()):
+            return Reply(
+                553,
+                "the message needs SMTPUTF8 (RFC 6531) and the exchanger does not offer it",
+                "5.6.7",
+            )
+    if not content.isascii() and not extensions.eight_bit_mime:
+        return Reply(
+            554,
+            "8-bit content and the exchanger does not offer 8BITMIME (RFC 6152)",
+            "5.6.3",
+        )
+    return None
+
+
+def _forwarded_mail_params(client: BaseSMTPClient, entry: QueueEntry) -> dict[str, str | None]:
+    """The queued MAIL parameters the exchanger can take: SMTPUTF8 and BODY where it
+    offers them, RET and ENVID where it speaks DSN (RFC 3461 §6.2)."""
+    extensions = client.connection.extensions
+    params: dict[str, str | None] = {}
+    for keyword, value in entry.params:
+        if keyword == "SMTPUTF8" and extensions.smtputf8:
+            params[keyword] = None
+        elif keyword == "BODY" and (value or "").upper() == "8BITMIME":
+            if extensions.eight_bit_mime:  # the relay sends with DATA: 7BIT or 8BITMIME
+                params[keyword] = "8BITMIME"
+        elif keyword in ("RET", "ENVID") and extensions.dsn:
+            params[keyword] = value
+    return params
+
+
 class DeliveryWorker:
     """Delivers the queue in the background; :meth:`run` until cancelled or :meth:`aclose`.
 
@@ -197,7 +312,11 @@ class DeliveryWorker:
         mailboxes: LocalMailboxes,
         hostname: str,
         retry_after: float = 300.0,
+        max_retry_after: float = MAX_BACKOFF,
         max_queue_age: float = 5 * 86400.0,
+        delay_warning: float | None = None,
+        relay_tls: RelayTLS = RelayTLS.MAY,
+        relay_ca: Path | None = None,
         client_factory: ClientFactory = _default_client,
         timeouts: Timeouts | None = None,
         concurrency: int = 20,
@@ -210,14 +329,18 @@ class DeliveryWorker:
         self.mailboxes = mailboxes
         self.hostname = hostname
         self.retry_after = retry_after
+        self.max_retry_after = max_retry_after
         self.max_queue_age = max_queue_age
+        self.delay_warning = delay_warning
+        """Seconds after which the sender hears once that mail waits; None: never."""
+        self.relay_tls = relay_tls
         self.client_factory = client_factory
         self.timeouts = timeouts or Timeouts()
         self.concurrency = concurrency
         self.clock = clock
         self.rng: RandomSource = rng or random.SystemRandom()
         self.failures = FailedExchangers(time.monotonic)
-        self.tls_context = opportunistic_tls_context()
+        self.tls_context = relay_tls_context(relay_tls, relay_ca)
         self._due: dict[str, float] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._succeeded: dict[str, dict[str, _Outcome]] = {}
@@ -282,6 +405,10 @@ class DeliveryWorker:
 
     # -- one message ----------------------------------------------------------
 
+    def next_wait(self, attempts: int) -> float:
+        """Seconds until the next round after ``attempts`` rounds left mail pending."""
+        return backoff(self.retry_after, attempts, cap=self.max_retry_after, rng=self.rng)
+
     async def _process(self, queue_id: str) -> None:
         try:
             await self._deliver(queue_id)
@@ -289,11 +416,33 @@ class DeliveryWorker:
             raise
         except FileNotFoundError:
             logger.warning("%s: gone from the queue directory; forgotten", queue_id)
-        except Exception:
+        except Exception as exc:
             logger.exception("%s: delivery failed; retrying later", queue_id)
-            self._due[queue_id] = self.clock() + self.retry_after
+            await self._record_local_error(queue_id, exc)
         finally:
             self._succeeded.pop(queue_id, None)  # reported at the end of a whole round only
+
+    async def _record_local_error(self, queue_id: str, exc: Exception) -> None:
+        """A round that broke on our side: its error is every pending recipient's last
+        error (so an expiry bounce says what it was), and the backoff goes on."""
+        detail = f"local error in delivery: {type(exc).__name__}: {exc}"
+        try:
+            entry = await asyncio.to_thread(self.queue.load, queue_id)
+            updates = {
+                r.address: replace(r, reply=detail, dsn="4.3.0", from_remote=False)
+                for r in entry.pending
+            }
+            attempts = entry.attempts + 1
+            entry = replace(
+                entry.with_recipients(updates),
+                attempts=attempts,
+                next_attempt=self.clock() + self.next_wait(attempts),
+            )
+            await asyncio.to_thread(self.queue.update, entry)
+            self.schedule(entry)
+        except Exception:
+            logger.exception("%s: cannot record the failed round", queue_id)
+            self._due[queue_id] = self.clock() + self.next_wait(1)
 
     async def _deliver(self, queue_id: str) -> None:
         entry = await asyncio.to_thread(self.queue.load, queue_id)
@@ -364,6 +513,7 @@ class DeliveryWorker:
                     status=label,
                     detail=outcome.detail,
                     tls=outcome.tls,
+                    tls_policy=outcome.tls_policy,
                 )
             )
             if outcome.status is RecipientStatus.SENT:
@@ -385,9 +535,11 @@ class DeliveryWorker:
         content: bytes,
         failed: Mapping[str, _Outcome],
         deferred: Mapping[str, _Outcome],
+        *,
+        expired: bool = False,
     ) -> None:
         if failed:
-            await self._bounce(entry, content, failed)
+            await self._bounce(entry, content, failed, expired=expired)
         succeeded = self._succeeded.pop(entry.id, {})
         if succeeded:
             await self._report_success(entry, content, succeeded)
@@ -402,27 +554,71 @@ class DeliveryWorker:
             logger.info("%s: removed", entry.id)
             return
         attempts = entry.attempts + 1
-        entry = replace(
-            entry,
-            attempts=attempts,
-            next_attempt=self.clock() + backoff(self.retry_after, attempts),
-        )
+        wait = self.next_wait(attempts)
+        entry = replace(entry, attempts=attempts, next_attempt=self.clock() + wait)
+        if self._delay_warning_due(entry):
+            await self._warn_delay(entry, content)
+            entry = replace(entry, delay_warned=True)
         await asyncio.to_thread(self.queue.update, entry)
+        logger.info(
+            "%s: %d recipients deferred; next attempt in %.1fs", entry.id, len(entry.pending), wait
+        )
         self.schedule(entry)
 
     async def _expire(self, entry: QueueEntry, content: bytes) -> None:
-        age = _duration_text(self.max_queue_age)
+        """Bounce what is still pending, each recipient with its last real error (its
+        code and text, and the exchanger that gave it), as Postfix does."""
         failed = {}
         for recipient in entry.pending:
-            last = recipient.reply or "no attempt succeeded"
             failed[recipient.address] = _Outcome(
                 RecipientStatus.FAILED,
                 recipient.dsn if recipient.dsn and recipient.dsn[0] == "4" else "4.4.7",
-                f"message expired after {age} in the queue; last error: {last}",
+                recipient.reply or "no delivery attempt was made before the message expired",
                 remote_mta=recipient.remote_mta,
+                from_remote=recipient.from_remote,
             )
         await self._settle(entry, failed, {}, {})
-        await self._finish_round(entry, content, failed, {})
+        await self._finish_round(entry, content, failed, {}, expired=True)
+
+    # -- delay notices ------------------------------------------------------------
+
+    def _delay_warning_due(self, entry: QueueEntry) -> bool:
+        return (
+            self.delay_warning is not None
+            and not entry.delay_warned
+            and bool(entry.sender)
+            and self.clock() - entry.created >= self.delay_warning
+        )
+
+    async def _warn_delay(self, entry: QueueEntry, content: bytes) -> None:
+        """Tell the sender, once, which recipients are still waiting and why (RFC 3464
+        ``Action: delayed``); recipients whose NOTIFY leaves out DELAY are not listed
+        (RFC 3461 §4.1; without NOTIFY, Postfix warns, and so does this)."""
+        delayed = [r for r in entry.pending if r.notify is None or _notify(r, "DELAY")]
+        if not delayed:
+            return
+        notice = build_delay_notice(
+            reporting_mta=self.hostname,
+            recipient=entry.sender,
+            queue_id=entry.id,
+            arrival=entry.created,
+            now=self.clock(),
+            delayed=[
+                ReportedRecipient(
+                    r.address,
+                    r.dsn if r.dsn and r.dsn[0] == "4" else "4.0.0",
+                    r.reply or "not yet attempted",
+                    r.remote_mta,
+                    r.from_remote,
+                    original_recipient=r.orcpt,
+                )
+                for r in delayed
+            ],
+            original=content,
+            retry_until=entry.created + self.max_queue_age,
+            envid=entry.param("ENVID"),
+        )
+        await self.send_report(entry.id, entry.sender, notice, "delay")
 
     # -- local ------------------------------------------------------------------
 
@@ -485,19 +681,34 @@ class DeliveryWorker:
         )
 
     async def _connect(self, attempt: Attempt, relay: str) -> BaseSMTPClient:
-        client = self._client(attempt, None)
+        """A session with the exchanger, TLS as the policy says (module docstring of
+        :mod:`smtpcore.server.relay_tls`)."""
+        policy = self.relay_tls
+        try:
+            return await self._open(attempt, relay, None if policy is RelayTLS.MAY else True)
+        except _TLSFailed as failure:
+            if policy.required:
+                detail = f"{relay}: TLS is required ({policy.value}): {failure.detail}"
+                raise _TryNext(detail, "4.7.5") from failure
+            # Opportunistic TLS goes on in plaintext (RFC 7435 §3), as Postfix's "may".
+            logger.info("%s: %s; trying again without TLS (policy may)", relay, failure.detail)
+        try:
+            return await self._open(attempt, relay, False)
+        except _TLSFailed as failure:  # pragma: no cover - no STARTTLS is attempted
+            raise _TryNext(f"{relay}: {failure.detail}") from None
+
+    async def _open(self, attempt: Attempt, relay: str, starttls: bool | None) -> BaseSMTPClient:
+        client = self._client(attempt, starttls)
         try:
             await client.connect()
-            return client
+        except TLSNotAvailable as exc:
+            raise _TryNext(
+                f"TLS is required ({self.relay_tls.value}), but was not offered by host {relay}",
+                "4.7.4",
+            ) from exc
         except SMTPError as exc:
-            if not isinstance(exc.__cause__, ssl.SSLError):
-                raise _TryNext(self._error_text(exc, relay), reply=exc.reply) from exc
-            logger.info("%s: TLS failed (%s); trying without TLS", relay, exc)
-        # Opportunistic TLS falls back to plaintext when the handshake fails (RFC 7435 §3).
-        client = self._client(attempt, False)
-        try:
-            await client.connect()
-        except SMTPError as exc:
+            if starttls is not False and _tls_failure(exc):
+                raise _TLSFailed(_tls_reason(exc)) from exc
             raise _TryNext(self._error_text(exc, relay), reply=exc.reply) from exc
         return client
 
@@ -509,6 +720,13 @@ class DeliveryWorker:
             return f"connect to {relay}: {os.strerror(cause.errno)}"
         return f"{relay}: {exc}"
 
+    def _tls_field(self, client: BaseSMTPClient) -> str:
+        """What the delivery log says of TLS: ``no``, ``yes`` (encrypted, the certificate
+        not checked) or ``verified``."""
+        if not client.connection.tls:
+            return "no"
+        return "verified" if self.relay_tls is RelayTLS.VERIFY else "yes"
+
     async def _transaction(
         self,
         attempt: Attempt,
@@ -518,11 +736,27 @@ class DeliveryWorker:
         content: bytes,
     ) -> dict[str, _Outcome]:
         client = await self._connect(attempt, relay)
-        tls = client.connection.tls
+        try:
+            return await self._send(client, attempt, relay, entry, deliveries, content)
+        finally:
+            await client.quit()  # closes the connection on every way out
+
+    async def _send(
+        self,
+        client: BaseSMTPClient,
+        attempt: Attempt,
+        relay: str,
+        entry: QueueEntry,
+        deliveries: Mapping[str, RemoteDelivery],
+        content: bytes,
+    ) -> dict[str, _Outcome]:
+        tls = self._tls_field(client)
         addresses = list(deliveries)
         rcpts = [d.mailbox for d in deliveries.values()]
+        # RFC 3461 §6.2: to a server that speaks DSN, the parameters go on with the message.
+        passed = client.connection.extensions.dsn
 
-        def outcome(reply: Reply) -> _Outcome:
+        def outcome(reply: Reply, *, from_remote: bool = True) -> _Outcome:
             if reply.is_positive:
                 status = RecipientStatus.SENT
             elif reply.code >= 500:
@@ -535,18 +769,19 @@ class DeliveryWorker:
                 _reply_text(reply),
                 relay,
                 attempt.host,
-                from_remote=True,
+                from_remote=from_remote,
                 tls=tls,
+                tls_policy=self.relay_tls.value,
                 dsn_passed=passed,
             )
 
+        refusal = _announced_refusal(client, entry, rcpts, content)
+        if refusal is not None:
+            return dict.fromkeys(addresses, outcome(refusal, from_remote=False))
         sender: Mailbox | str = "" if not entry.sender else parse_mailbox(entry.sender)
-        # RFC 3461 §6.2: to a server that speaks DSN, the parameters go on with the message.
-        passed = client.connection.extensions.dsn
-        mail_params: dict[str, str | None] = {}
+        mail_params = _forwarded_mail_params(client, entry)
         rcpt_params: dict[Mailbox, dict[str, str | None]] = {}
         if passed:
-            mail_params = {k: v for k, v in entry.params if k in ("RET", "ENVID")}
             queued = {r.address: r for r in entry.recipients}
             for address, delivery in deliveries.items():
                 recipient = queued[address]
@@ -564,14 +799,12 @@ class DeliveryWorker:
                 rcpt_params=lambda mailbox: rcpt_params.get(mailbox, {}),
             )
         except SenderRefused as exc:
-            await client.quit()
             if exc.reply.code < 500:
                 raise _TryNext(
                     self._error_text(exc, relay), _reply_dsn(exc.reply), exc.reply
                 ) from exc
             return dict.fromkeys(addresses, outcome(exc.reply))
         except (RecipientsRefused, MessageRefused) as exc:
-            await client.quit()
             outcomes = dict.fromkeys(addresses, outcome(exc.reply))
             if exc.result is not None:
                 for address, item in zip(addresses, exc.result.recipients, strict=False):
@@ -579,9 +812,13 @@ class DeliveryWorker:
                         outcomes[address] = outcome(item.reply)
             return outcomes
         except SMTPError as exc:
-            await client.quit()
-            raise _TryNext(self._error_text(exc, relay), reply=exc.reply) from exc
-        await client.quit()
+            reply = exc.reply
+            if reply is not None and 500 <= reply.code < 600:
+                # Refused for good, by the exchanger or for what it announced: bounce now.
+                return dict.fromkeys(
+                    addresses, outcome(reply, from_remote=isinstance(exc, SMTPReplyError))
+                )
+            raise _TryNext(self._error_text(exc, relay), reply=reply) from exc
         outcomes = {}
         for address, item in zip(addresses, result.recipients, strict=True):
             reply = item.delivery if item.accepted else item.reply
@@ -592,7 +829,12 @@ class DeliveryWorker:
     # -- bounces ----------------------------------------------------------------
 
     async def _bounce(
-        self, entry: QueueEntry, content: bytes, failed: Mapping[str, _Outcome]
+        self,
+        entry: QueueEntry,
+        content: bytes,
+        failed: Mapping[str, _Outcome],
+        *,
+        expired: bool = False,
     ) -> None:
         """Tell the sender, unless it is the null sender (RFC 5321 §4.5.5) or asked not
         to hear of these failures (``NOTIFY``, RFC 3461 §4.1)."""
@@ -629,6 +871,7 @@ class DeliveryWorker:
             original=content,
             envid=entry.param("ENVID"),
             headers_only=(entry.param("RET") or "").upper() == "HDRS",
+            expired_after=_duration_text(self.max_queue_age) if expired else None,
         )
         await self.send_report(entry.id, entry.sender, bounce, "non-delivery")
 
@@ -688,4 +931,5 @@ def _updated(recipient: QueuedRecipient, outcome: _Outcome) -> QueuedRecipient:
         reply=outcome.detail,
         dsn=outcome.dsn,
         remote_mta=outcome.remote_mta,
+        from_remote=outcome.from_remote,
     )

@@ -6,7 +6,8 @@ last with the reply in parentheses::
 
     3F2A1B0C9D: from=<john@abc.example>, size=412, nrcpt=1, client=[127.0.0.1]:40312
     3F2A1B0C9D: to=<brendon@pqr.example>, relay=mx.pqr.example[127.0.0.1]:2525,
-        delay=0.05, tls=yes, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 7C81D0E2AA)
+        delay=0.05, tls=yes, tls_policy=may, dsn=2.0.0,
+        status=sent (250 2.0.0 Ok: queued as 7C81D0E2AA)
 
 They go to the ``smtpcore.mail`` logger at INFO level.
 """
@@ -36,10 +37,16 @@ def delivery_line(
     dsn: str,
     status: str,
     detail: str,
-    tls: bool | None = None,
+    tls: str | bool | None = None,
+    tls_policy: str | None = None,
 ) -> str:
-    """One recipient's outcome of one delivery attempt."""
-    tls_field = "" if tls is None else f", tls={'yes' if tls else 'no'}"
+    """One recipient's outcome of one delivery attempt; ``tls`` is ``no``, ``yes``
+    (encrypted) or ``verified``, and ``tls_policy`` the relay's ``--relay-tls``."""
+    if isinstance(tls, bool):
+        tls = "yes" if tls else "no"
+    tls_field = "" if tls is None else f", tls={tls}"
+    if tls_policy is not None:
+        tls_field += f", tls_policy={tls_policy}"
     return (
         f"{queue_id}: to=<{recipient}>, relay={relay}, delay={delay:.2f}{tls_field}, "
         f"dsn={dsn}, status={status} ({detail})"

@@ -32,7 +32,8 @@ from smtpcore.server.log import logger
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.pop3 import POP3Store
 from smtpcore.server.queue import Queue
-from smtpcore.server.resolvers import make_resolver
+from smtpcore.server.relay_tls import RelayTLS
+from smtpcore.server.resolvers import check_remote_delivery, make_resolver
 
 __all__ = ["Listener", "MailServer", "server_tls_context"]
 
@@ -115,6 +116,7 @@ class MailServer:
         self.config = config
         self.sockets = dict(sockets or {})
         self.resolver = resolver if resolver is not None else make_resolver(config.resolver)
+        check_remote_delivery(self.resolver, config.relay_host)
         self.tls_context = (
             server_tls_context(config.tls_cert, config.tls_key)
             if config.tls_cert is not None and config.tls_key is not None
@@ -132,7 +134,11 @@ class MailServer:
             mailboxes=self.mailboxes,
             hostname=config.hostname,
             retry_after=config.retry_after,
+            max_retry_after=config.max_retry_after,
             max_queue_age=config.max_queue_age,
+            delay_warning=config.delay_warning,
+            relay_tls=RelayTLS(config.relay_tls),
+            relay_ca=config.relay_ca,
             **worker_options,
         )
         self.store = MailStore(

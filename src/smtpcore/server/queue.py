@@ -75,6 +75,8 @@ class QueuedRecipient:
     """The sender's ``NOTIFY`` for this recipient (RFC 3461 §4.1), upper case."""
     orcpt: str | None = None
     """The ``ORCPT`` it came with (RFC 3461 §4.2), passed on and reported."""
+    from_remote: bool = False
+    """True when ``reply`` is the remote server's own SMTP reply (not our words)."""
 
     @property
     def pending(self) -> bool:
@@ -98,7 +100,10 @@ class QueueEntry:
     client: str = ""
     """Where the message came from, for logs and bounces."""
     params: tuple[tuple[str, str | None], ...] = field(default=())
-    """MAIL parameters worth keeping: DSN's ``RET`` and ``ENVID`` (RFC 3461 §4.3, §4.4)."""
+    """MAIL parameters that matter downstream: ``SMTPUTF8`` (RFC 6531), ``BODY``
+    (RFC 6152, RFC 3030), and DSN's ``RET`` and ``ENVID`` (RFC 3461 §4.3, §4.4)."""
+    delay_warned: bool = False
+    """The sender was told once that the message is delayed (``Action: delayed``)."""
 
     def param(self, keyword: str) -> str | None:
         """The MAIL parameter ``keyword``'s value, None when absent."""
@@ -126,6 +131,7 @@ class QueueEntry:
             "next_attempt": self.next_attempt,
             "client": self.client,
             "params": [list(p) for p in self.params],
+            "delay_warned": self.delay_warned,
             "recipients": [
                 {
                     "address": r.address,
@@ -135,6 +141,7 @@ class QueueEntry:
                     "remote_mta": r.remote_mta,
                     "notify": r.notify,
                     "orcpt": r.orcpt,
+                    "from_remote": r.from_remote,
                 }
                 for r in self.recipients
             ],
@@ -155,6 +162,7 @@ class QueueEntry:
             next_attempt=float(data["next_attempt"]),
             client=str(data["client"]),
             params=tuple((str(k), None if v is None else str(v)) for k, v in data["params"]),
+            delay_warned=bool(data.get("delay_warned", False)),  # absent from older files
             recipients=tuple(
                 QueuedRecipient(
                     address=str(r["address"]),
@@ -164,6 +172,7 @@ class QueueEntry:
                     remote_mta=r["remote_mta"],
                     notify=r.get("notify"),  # absent from files of earlier versions
                     orcpt=r.get("orcpt"),
+                    from_remote=bool(r.get("from_remote", False)),
                 )
                 for r in data["recipients"]
             ),

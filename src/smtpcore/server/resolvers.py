@@ -11,7 +11,13 @@ from pathlib import Path
 from smtpcore.routing import MXRecord, NXDomain, Resolver, StaticResolver, TemporaryDNSError
 from smtpcore.server.config import ConfigError, parse_host_port
 
-__all__ = ["SystemResolver", "make_resolver"]
+__all__ = ["NO_MX_LOOKUPS", "SystemResolver", "check_remote_delivery", "make_resolver"]
+
+NO_MX_LOOKUPS = (
+    "remote delivery needs MX lookups, and they need dnspython, which is not installed. "
+    "Either install it (pip install smtpcore[dns]), or send all remote mail through a "
+    "smart host (--relay-host HOST:PORT) or resolve from a zone file (--resolver static:FILE)"
+)
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -24,6 +30,11 @@ class SystemResolver:
     def __init__(self) -> None:
         self._dns: Resolver | None = None
         self._loaded = False
+
+    @property
+    def can_look_up_mx(self) -> bool:
+        """Whether MX lookups work here (dnspython is installed)."""
+        return self._dnspython() is not None
 
     def _dnspython(self) -> Resolver | None:
         if not self._loaded:
@@ -83,3 +94,13 @@ def make_resolver(spec: str) -> Resolver:
             ) from None
         return DNSPythonResolver(host, port)
     raise ConfigError(f"--resolver: {spec!r}; use system, static:FILE or dns:HOST:PORT")
+
+
+def check_remote_delivery(resolver: Resolver, relay_host: tuple[str, int] | None) -> None:
+    """Refuse to start a server whose remote mail could only wait and expire: MX lookups
+    that cannot work and no smart host (issue: mail deferred for days as "temporary
+    DNS failure"). A smart host needs addresses only, which ``getaddrinfo`` gives."""
+    if relay_host is not None:
+        return
+    if isinstance(resolver, SystemResolver) and not resolver.can_look_up_mx:
+        raise ConfigError(NO_MX_LOOKUPS)

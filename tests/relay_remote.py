@@ -1,0 +1,189 @@
+"""A scripted remote exchanger for the relay's tests: what it offers and refuses is set
+per test (SIZE, STARTTLS refused with 454 or a real handshake, SMTPUTF8, 8BITMIME,
+per-recipient replies, a connection dropped in the middle of DATA).
+
+It runs in threads on loopback, records each transaction and counts the
+connections the client has not closed yet, so a test can check that the relay
+closes every connection on every path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class RemoteTransaction:
+    mail_line: bytes
+    rcpt_lines: list[bytes]
+    recipients: list[str]
+    content: bytes
+    tls: bool
+
+
+@dataclass
+class ScriptedRemote:
+    """One scripted exchanger; ``start()`` it, ``close()`` it (or use :func:`remote`)."""
+
+    size: int | None = None
+    """Announce ``SIZE n``."""
+    starttls: str = "none"
+    """``none`` (not offered), ``refuse`` (offered, answered 454) or ``tls`` (a handshake
+    with ``tls_context``)."""
+    tls_context: ssl.SSLContext | None = None
+    smtputf8: bool = False
+    eight_bit: bool = True
+    dsn: bool = False
+    rcpt_replies: dict[str, bytes] = field(default_factory=dict)
+    data_reply: bytes = b"250 2.0.0 queued"
+    drop_in_data: bool = False
+    """Close the connection after the first line of content."""
+    transactions: list[RemoteTransaction] = field(default_factory=list)
+    mail_lines: list[bytes] = field(default_factory=list)
+    connections: int = 0
+    open_connections: int = 0
+
+    def start(self) -> ScriptedRemote:
+        self.listener = socket.create_server((LOOPBACK, 0))
+        self.port: int = self.listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
+        return self
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+                self.open_connections += 1
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _ehlo(self, tls: bool) -> bytes:
+        lines = [b"scripted.example"]
+        if self.size is not None:
+            lines.append(b"SIZE %d" % self.size)
+        if self.eight_bit:
+            lines.append(b"8BITMIME")
+        if self.smtputf8:
+            lines.append(b"SMTPUTF8")
+        if self.dsn:
+            lines.append(b"DSN")
+        if self.starttls != "none" and not tls:
+            lines.append(b"STARTTLS")
+        lines.append(b"ENHANCEDSTATUSCODES")
+        out = b"".join(b"250-" + line + b"\r\n" for line in lines[:-1])
+        return out + b"250 " + lines[-1] + b"\r\n"
+
+    def _serve(self, conn: socket.socket) -> None:
+        sockets = [conn]
+        try:
+            self._session(sockets)
+        except (OSError, ValueError):
+            pass
+        finally:
+            for sock in sockets:
+                with contextlib.suppress(OSError):
+                    sock.close()
+            self._closed()
+
+    def _session(self, sockets: list[socket.socket]) -> None:
+        sock = sockets[0]
+        tls = False
+        lines: BinaryIO = sock.makefile("rb")
+        sock.sendall(b"220 scripted ESMTP\r\n")
+        recipients: list[str] = []
+        mail_line, rcpt_lines = b"", list[bytes]()
+        while True:
+            line = lines.readline()
+            if not line:
+                return
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO"):
+                sock.sendall(self._ehlo(tls))
+            elif verb == b"STAR":
+                if self.starttls == "refuse":
+                    sock.sendall(b"454 4.7.0 TLS not available due to temporary reason\r\n")
+                    continue
+                assert self.tls_context is not None
+                sock.sendall(b"220 2.0.0 ready\r\n")
+                sock = self.tls_context.wrap_socket(sock, server_side=True)
+                sockets.append(sock)
+                lines = sock.makefile("rb")
+                tls = True
+            elif verb == b"MAIL":
+                recipients, mail_line, rcpt_lines = [], line, []
+                with self._lock:
+                    self.mail_lines.append(line)
+                sock.sendall(b"250 2.1.0 ok\r\n")
+            elif verb == b"RCPT":
+                rcpt_lines.append(line)
+                address = line.decode().split(":", 1)[1].strip().split()[0].strip("<>")
+                reply = self.rcpt_replies.get(address, b"250 2.1.5 ok")
+                if reply.startswith(b"2"):
+                    recipients.append(address)
+                sock.sendall(reply + b"\r\n")
+            elif verb == b"DATA":
+                if not recipients:
+                    sock.sendall(b"554 5.5.1 no valid recipients\r\n")
+                    continue
+                sock.sendall(b"354 go on\r\n")
+                content = b""
+                for data_line in lines:
+                    if self.drop_in_data:
+                        sock.shutdown(socket.SHUT_RDWR)
+                        return
+                    if data_line == b".\r\n":
+                        break
+                    content += data_line[1:] if data_line.startswith(b".") else data_line
+                with self._lock:
+                    self.transactions.append(
+                        RemoteTransaction(mail_line, rcpt_lines, recipients, content, tls)
+                    )
+                sock.sendall(self.data_reply + b"\r\n")
+            elif verb == b"QUIT":
+                sock.sendall(b"221 2.0.0 bye\r\n")
+                # Wait for the client to close its side: it must, on every path.
+                while lines.readline():
+                    pass
+                return
+            elif verb == b"RSET" or verb == b"NOOP":
+                sock.sendall(b"250 2.0.0 ok\r\n")
+            else:
+                sock.sendall(b"502 5.5.2 not here\r\n")
+
+    def _closed(self) -> None:
+        with self._lock:
+            self.open_connections -= 1
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self._accepting.join(5)
+        for thread in self._threads:
+            thread.join(5)
+
+
+@contextlib.contextmanager
+def remote(**options: object) -> Iterator[ScriptedRemote]:
+    """A started :class:`ScriptedRemote` for the block."""
+    server = ScriptedRemote(**options).start()  # type: ignore[arg-type]  # the fields
+    try:
+        yield server
+    finally:
+        server.close()

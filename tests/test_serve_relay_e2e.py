@@ -1,0 +1,95 @@
+"""The relay end to end through ``python -m smtpcore serve`` against scripted remotes
+(issue 13): a remote whose SIZE is smaller than the message, one that answers STARTTLS
+with 454, per-recipient 550 and 452, a connection dropped in the middle of DATA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from relay_remote import remote
+from test_cli_serve import _submit, _until, serve
+
+ZONE = "pqr.example MX 10 mx.pqr.example\nmx.pqr.example A 127.0.0.1\n"
+BIG = b"From: john@abc.example\r\nTo: b@pqr.example\r\nSubject: big\r\n\r\n" + b"x" * 500 + b"\r\n"
+
+
+def _relay_options(tmp_path: Path, port: int, *extra: str) -> tuple[str, ...]:
+    zone = tmp_path / "zone.txt"
+    zone.write_text(ZONE)
+    return ("--resolver", f"static:{zone}", "--remote-port", str(port), *extra)
+
+
+def test_serve_bounces_a_message_over_the_remote_size_at_once(tmp_path: Path) -> None:
+    with remote(size=100) as server:
+        options = _relay_options(tmp_path, server.port)
+        with serve(
+            tmp_path / "abc",
+            "abc.example",
+            ["john@abc.example:john-pw"],
+            listeners=("submission",),
+            extra=options,
+        ) as abc:
+            _submit(abc.ports["submission"], BIG, ("b@pqr.example",))
+            _until(lambda: bool(abc.mailbox("john@abc.example")), "the bounce", abc)
+            _until(lambda: abc.queued() == 0, "the queue to empty", abc)
+            _until(lambda: server.open_connections == 0, "the connection closed", abc)
+            assert abc.stop() == 0
+    (bounce,) = abc.mailbox("john@abc.example")
+    assert b"Status: 5.3.4" in bounce
+    assert server.connections == 1 and server.mail_lines == []
+    log = abc.log()
+    assert "status=bounced (552 5.3.4" in log and "Traceback" not in log
+
+
+def test_serve_goes_on_in_plaintext_after_starttls_454_and_per_recipient_replies(
+    tmp_path: Path,
+) -> None:
+    replies = {
+        "gone@pqr.example": b"550 5.1.1 user unknown",
+        "full@pqr.example": b"452 4.2.2 mailbox full",
+    }
+    with remote(starttls="refuse", rcpt_replies=replies) as server:
+        options = _relay_options(tmp_path, server.port)
+        with serve(
+            tmp_path / "abc",
+            "abc.example",
+            ["john@abc.example:john-pw"],
+            listeners=("submission",),
+            extra=options,
+        ) as abc:
+            rcpts = ("ok@pqr.example", "gone@pqr.example", "full@pqr.example")
+            _submit(abc.ports["submission"], rcpts=rcpts)
+            _until(lambda: bool(abc.mailbox("john@abc.example")), "the bounce", abc)
+            _until(lambda: "to=<full@pqr.example>" in abc.log(), "the 452", abc)
+            assert abc.queued() == 1  # full@ waits; gone@ bounced at once
+            server.rcpt_replies.pop("full@pqr.example")
+            _until(lambda: abc.queued() == 0, "the retry", abc)
+            assert abc.stop() == 0
+    (bounce,) = abc.mailbox("john@abc.example")
+    assert b"Diagnostic-Code: smtp; 550 5.1.1 user unknown" in bounce
+    assert [t.recipients for t in server.transactions] == [
+        ["ok@pqr.example"],
+        ["full@pqr.example"],
+    ]
+    assert not any(t.tls for t in server.transactions)
+    log = abc.log()
+    assert "STARTTLS refused: 454 4.7.0" in log
+    assert log.count("tls=no, tls_policy=may, dsn=2.") == 2
+
+
+def test_serve_retries_a_connection_dropped_in_data(tmp_path: Path) -> None:
+    with remote(drop_in_data=True) as server:
+        options = _relay_options(tmp_path, server.port)
+        with serve(
+            tmp_path / "abc",
+            "abc.example",
+            ["john@abc.example:john-pw"],
+            listeners=("submission",),
+            extra=options,
+        ) as abc:
+            _submit(abc.ports["submission"])
+            _until(lambda: "status=deferred" in abc.log(), "a deferral", abc)
+            server.drop_in_data = False
+            _until(lambda: abc.queued() == 0, "the retry", abc)
+            assert abc.stop() == 0
+    assert len(server.transactions) == 1 and abc.mailbox("john@abc.example") == []

@@ -1,0 +1,454 @@
+"""The relay as an operator trusts it (issue 13): permanent refusals bounce at once with
+the remote's words, temporary ones back off with jitter, TLS policy, the envelope's
+parameters kept through the queue, a delay notice, the resolver check."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relay_remote import ScriptedRemote, remote
+from smtpcore.routing import Router, StaticResolver
+from smtpcore.server.config import ConfigError, ServerConfig
+from smtpcore.server.delivery import MAX_BACKOFF, DeliveryWorker, backoff
+from smtpcore.server.mailboxes import LocalMailboxes
+from smtpcore.server.maildir import Maildir
+from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry
+from smtpcore.server.relay_tls import RelayTLS
+from smtpcore.server.resolvers import SystemResolver, check_remote_delivery
+
+ZONE = "pqr.example MX 10 mx.pqr.example\nmx.pqr.example A 127.0.0.1\n"
+MESSAGE = b"From: john@abc.example\r\nSubject: hello\r\n\r\nbody line\r\n"
+
+
+@dataclass
+class Relay:
+    queue: Queue
+    worker: DeliveryWorker
+    mailboxes: LocalMailboxes
+
+    def reports(self) -> list[bytes]:
+        box = Maildir(self.mailboxes.config.mailbox_path("john@abc.example"))
+        return [path.read_bytes() for path in box.messages()]
+
+    def entries(self) -> list[QueueEntry]:
+        return [self.queue.load(p.name) for p in (self.queue.directory / "envelopes").iterdir()]
+
+    def empty(self) -> bool:
+        return not self.entries()
+
+    def enqueue(
+        self,
+        recipients: list[str | QueuedRecipient],
+        *,
+        content: bytes = MESSAGE,
+        params: tuple[tuple[str, str | None], ...] = (),
+        sender: str = "john@abc.example",
+    ) -> QueueEntry:
+        spool = self.queue.spool()
+        spool.write(content)
+        entry = self.queue.prepare(spool, sender, recipients, params=params).commit()
+        self.worker.schedule(entry)
+        return entry
+
+
+def _relay(
+    tmp_path: Path,
+    port: int,
+    *,
+    clock: Callable[[], float] | None = None,
+    **options: object,
+) -> Relay:
+    config = ServerConfig(
+        domains=("abc.example",),
+        users={"john@abc.example": "pw"},
+        data_dir=tmp_path,
+        hostname="mx.abc.example",
+    )
+    queue = Queue(config.queue_dir) if clock is None else Queue(config.queue_dir, clock=clock)
+    queue.open()
+    mailboxes = LocalMailboxes(config)
+    mailboxes.create_all()
+    if clock is not None:
+        options["clock"] = clock
+    options.setdefault("retry_after", 0.05)
+    worker = DeliveryWorker(
+        queue,
+        router=Router(["abc.example"], hostnames=["mx.abc.example"], port=port),
+        resolver=StaticResolver.from_zone_text(ZONE),
+        mailboxes=mailboxes,
+        hostname="mx.abc.example",
+        rng=random.Random(7),
+        **options,  # type: ignore[arg-type]  # keyword options of the worker
+    )
+    return Relay(queue, worker, mailboxes)
+
+
+async def _until(done: Callable[[], bool]) -> None:
+    while not done():
+        await asyncio.sleep(0.02)
+
+
+def _run(relay: Relay, done: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def main() -> None:
+        task = asyncio.get_running_loop().create_task(relay.worker.run())
+        try:
+            await asyncio.wait_for(_until(done), timeout)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await relay.worker.aclose(1.0)
+
+    asyncio.run(main())
+
+
+def _wait_closed(server: ScriptedRemote) -> None:
+    """Every connection the relay opened, it closed (the remote saw its side end)."""
+    asyncio.run(asyncio.wait_for(_until(lambda: server.open_connections == 0), 5))
+
+
+def _lines(caplog: pytest.LogCaptureFixture, needle: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if needle in r.getMessage()]
+
+
+# -- permanent refusals bounce at once ------------------------------------------------------
+
+
+def test_a_message_over_the_remote_size_bounces_at_once_with_552_5_3_4(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(size=20) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(server)
+        assert server.connections == 1 and server.mail_lines == []
+    (raw,) = relay.reports()
+    assert b"Status: 5.3.4" in raw
+    assert b"exceeds the size limit 20 the exchanger announced" in raw
+    assert _lines(caplog, "status=bounced (552 5.3.4 message size")
+    assert not _lines(caplog, "Traceback") and not _lines(caplog, "delivery failed")
+
+
+def test_a_utf8_recipient_to_a_server_without_smtputf8_bounces_with_553_5_6_7(
+    tmp_path: Path,
+) -> None:
+    with remote(smtputf8=False) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["jörg@pqr.example"], params=(("SMTPUTF8", None),))
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(server)
+        assert server.mail_lines == []
+    (raw,) = relay.reports()
+    assert b"Status: 5.6.7" in raw and b"needs SMTPUTF8" in raw
+
+
+def test_550_bounces_at_once_and_452_is_retried(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    replies = {
+        "gone@pqr.example": b"550 5.1.1 <gone@pqr.example>: user unknown",
+        "full@pqr.example": b"452 4.2.2 mailbox full",
+    }
+    with remote(rcpt_replies=replies) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["gone@pqr.example", "full@pqr.example", "ok@pqr.example"])
+        _run(relay, lambda: bool(relay.reports()) and len(_lines(caplog, "full@")) >= 2)
+        _wait_closed(server)
+        # The bounce for the 550 came after the first round, with the remote's words.
+        (raw,) = relay.reports()
+        assert b"Diagnostic-Code: smtp; 550 5.1.1 <gone@pqr.example>: user unknown" in raw
+        assert b"full@pqr.example" not in raw.split(b"delivery-status")[1].split(b"\n--")[0]
+        (entry,) = relay.entries()
+        assert [r.address for r in entry.pending] == ["full@pqr.example"]
+        assert entry.pending[0].reply == "452 4.2.2 mailbox full"
+        # The remote's mailbox empties: the retry delivers.
+        server.rcpt_replies.pop("full@pqr.example")
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert [t.recipients for t in server.transactions][-1] == ["full@pqr.example"]
+
+
+def test_a_connection_dropped_in_data_is_deferred_then_delivered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(drop_in_data=True) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: bool(_lines(caplog, "status=deferred")))
+        assert relay.reports() == [] and len(relay.entries()) == 1
+        server.drop_in_data = False
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert len(server.transactions) == 1 and relay.reports() == []
+
+
+def test_expiry_bounce_carries_the_last_remote_reply(tmp_path: Path) -> None:
+    now = [1000.0]
+    with remote(rcpt_replies={"brendon@pqr.example": b"451 4.3.2 system busy"}) as server:
+        relay = _relay(tmp_path, server.port, clock=lambda: now[0], max_queue_age=3600)
+        entry = relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: relay.entries()[0].attempts >= 1)
+        now[0] += 7200
+        relay.worker.schedule(relay.queue.load(entry.id))
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    (raw,) = relay.reports()
+    assert b"Status: 4.3.2" in raw
+    assert b"Diagnostic-Code: smtp; 451 4.3.2 system busy" in raw
+    assert b"Remote-MTA: dns; mx.pqr.example" in raw
+    assert b"no attempt succeeded" not in raw
+
+
+# -- backoff ----------------------------------------------------------------------------------
+
+
+@given(
+    retry_after=st.floats(1, 10_000),
+    cap=st.floats(1, 100_000),
+    attempts=st.integers(0, 64),
+    seed=st.integers(0, 2**32),
+)
+def test_backoff_with_jitter_stays_between_the_minimum_and_the_cap(
+    retry_after: float, cap: float, attempts: int, seed: int
+) -> None:
+    wait = backoff(retry_after, attempts, cap=cap, rng=random.Random(seed))
+    assert retry_after <= wait <= max(retry_after, cap)
+    plain = backoff(retry_after, attempts, cap=cap)
+    assert wait <= plain and wait >= plain / 2
+
+
+def test_backoff_jitter_spreads_retries() -> None:
+    rng = random.Random(1)
+    waits = {backoff(300.0, 5, rng=rng) for _ in range(50)}
+    assert len(waits) > 10 and min(waits) >= MAX_BACKOFF / 2 and max(waits) <= MAX_BACKOFF
+
+
+# -- delay notice ----------------------------------------------------------------------------
+
+
+def test_a_delay_notice_goes_once_after_the_warning_time(tmp_path: Path) -> None:
+    now = [1000.0]
+    with remote(rcpt_replies={"brendon@pqr.example": b"450 4.2.1 try later"}) as server:
+        relay = _relay(tmp_path, server.port, clock=lambda: now[0], delay_warning=600.0)
+        entry = relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: relay.entries()[0].attempts >= 1)
+        assert relay.reports() == []  # not yet: the warning time has not passed
+        for _ in range(3):
+            now[0] += 700
+            relay.worker.schedule(relay.queue.load(entry.id))
+            attempts = relay.entries()[0].attempts
+            _run(relay, lambda a=attempts: relay.entries()[0].attempts > a)  # type: ignore[misc]
+        _wait_closed(server)
+    (raw,) = relay.reports()
+    assert b"Subject: Delayed Mail (still being retried)" in raw
+    assert b"Action: delayed" in raw and b"Status: 4.2.1" in raw
+    assert b"Will-Retry-Until: " in raw
+    assert relay.entries()[0].delay_warned
+
+
+def test_no_delay_notice_by_default(tmp_path: Path) -> None:
+    now = [1000.0]
+    with remote(rcpt_replies={"brendon@pqr.example": b"450 4.2.1 try later"}) as server:
+        relay = _relay(tmp_path, server.port, clock=lambda: now[0])
+        entry = relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: relay.entries()[0].attempts >= 1)
+        now[0] += 86400
+        relay.worker.schedule(relay.queue.load(entry.id))
+        _run(relay, lambda: relay.entries()[0].attempts >= 2)
+    assert relay.reports() == []
+
+
+# -- TLS policy ------------------------------------------------------------------------------
+
+
+def test_starttls_refused_with_454_goes_on_in_plaintext_under_may(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(starttls="refuse") as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert len(server.transactions) == 1 and not server.transactions[0].tls
+    (line,) = _lines(caplog, "status=sent")
+    assert "tls=no, tls_policy=may" in line
+    assert _lines(caplog, "STARTTLS refused: 454 4.7.0")
+
+
+def test_starttls_refused_under_encrypt_defers_without_sending(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(starttls="refuse") as server:
+        relay = _relay(tmp_path, server.port, relay_tls=RelayTLS.ENCRYPT)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: bool(_lines(caplog, "status=deferred")))
+        _wait_closed(server)
+    assert server.mail_lines == []
+    (line,) = _lines(caplog, "status=deferred")
+    assert "dsn=4.7.5" in line and "TLS is required (encrypt)" in line
+
+
+def test_no_starttls_under_encrypt_defers_with_4_7_4(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote() as server:
+        relay = _relay(tmp_path, server.port, relay_tls=RelayTLS.ENCRYPT)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: bool(_lines(caplog, "status=deferred")))
+        _wait_closed(server)
+    assert server.mail_lines == []
+    (line,) = _lines(caplog, "status=deferred")
+    assert "dsn=4.7.4" in line and "not offered" in line
+
+
+@pytest.fixture(scope="module")
+def mx_tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path, Path]:
+    """A server context for ``mx.pqr.example``, its CA's file, and another CA's file."""
+    import trustme
+
+    directory = tmp_path_factory.mktemp("mx-tls")
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("mx.pqr.example").configure_cert(context)
+    ca_file = directory / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    other = directory / "other.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    return context, ca_file, other
+
+
+def test_verify_checks_the_certificate_against_the_mx_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mx_tls: tuple[ssl.SSLContext, Path, Path]
+) -> None:
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    context, ca_file, _ = mx_tls
+    with remote(starttls="tls", tls_context=context) as server:
+        relay = _relay(tmp_path, server.port, relay_tls=RelayTLS.VERIFY, relay_ca=ca_file)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert server.transactions[0].tls
+    (line,) = _lines(caplog, "status=sent")
+    assert "tls=verified, tls_policy=verify" in line
+
+
+def test_verify_defers_when_the_certificate_is_not_trusted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mx_tls: tuple[ssl.SSLContext, Path, Path]
+) -> None:
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    context, _, other = mx_tls
+    with remote(starttls="tls", tls_context=context) as server:
+        relay = _relay(tmp_path, server.port, relay_tls=RelayTLS.VERIFY, relay_ca=other)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: bool(_lines(caplog, "status=deferred")))
+        _wait_closed(server)
+    assert server.mail_lines == []
+    (line,) = _lines(caplog, "status=deferred")
+    assert "dsn=4.7.5" in line and "TLS handshake failed" in line
+
+
+def test_may_encrypts_without_checking_the_certificate(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mx_tls: tuple[ssl.SSLContext, Path, Path]
+) -> None:
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    context, _, _ = mx_tls
+    with remote(starttls="tls", tls_context=context) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert server.transactions[0].tls
+    assert "tls=yes, tls_policy=may" in _lines(caplog, "status=sent")[0]
+
+
+# -- the envelope's parameters through the queue -------------------------------------------
+
+
+def test_smtputf8_and_body_go_on_with_an_ascii_envelope(tmp_path: Path) -> None:
+    content = "From: Jörg <john@abc.example>\r\nSubject: grüße\r\n\r\nbody\r\n".encode()
+    with remote(smtputf8=True, dsn=True) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(
+            [QueuedRecipient("brendon@pqr.example", notify="FAILURE", orcpt="rfc822;b@x.example")],
+            content=content,
+            params=(("SMTPUTF8", None), ("BODY", "8BITMIME"), ("RET", "HDRS"), ("ENVID", "E1")),
+        )
+        _run(relay, relay.empty)
+    (transaction,) = server.transactions
+    mail = transaction.mail_line
+    assert b" SMTPUTF8" in mail and b" BODY=8BITMIME" in mail
+    assert b" RET=HDRS" in mail and b" ENVID=E1" in mail
+    assert b"NOTIFY=FAILURE" in transaction.rcpt_lines[0]
+    assert b"ORCPT=rfc822;b@x.example" in transaction.rcpt_lines[0]
+    assert transaction.content == content
+
+
+def test_utf8_headers_under_smtputf8_to_a_server_without_it_bounce(tmp_path: Path) -> None:
+    """RFC 6531 §3.4, and what Postfix does: the message needs SMTPUTF8 as its sender said."""
+    content = "From: john@abc.example\r\nSubject: grüße\r\n\r\nbody\r\n".encode()
+    with remote(smtputf8=False) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"], content=content, params=(("SMTPUTF8", None),))
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+    assert server.mail_lines == []
+    (raw,) = relay.reports()
+    assert b"Status: 5.6.7" in raw
+
+
+def test_the_submission_listener_queues_smtputf8_and_body(tmp_path: Path) -> None:
+    from smtpcore.server.app import _KEPT_MAIL_PARAMS
+
+    assert set(_KEPT_MAIL_PARAMS) == {"SMTPUTF8", "BODY", "RET", "ENVID"}
+
+
+# -- no resolver, no silent deferral ----------------------------------------------------------
+
+
+def test_serve_refuses_to_start_without_mx_lookups_naming_both_fixes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    resolver = SystemResolver()
+    monkeypatch.setattr(resolver, "_dnspython", lambda: None)
+    with pytest.raises(ConfigError) as caught:
+        check_remote_delivery(resolver, None)
+    message = str(caught.value)
+    assert "pip install smtpcore[dns]" in message
+    assert "--relay-host" in message and "--resolver static:FILE" in message
+    check_remote_delivery(resolver, ("[relay.example]", 25))  # a smart host needs no MX
+    check_remote_delivery(StaticResolver.from_zone_text(ZONE), None)
+
+
+def test_relay_options_on_the_command_line(tmp_path: Path) -> None:
+    from smtpcore.server.cli import build_parser, config_from_args
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    argv = ["serve", "--relay-tls", "verify", "--relay-ca", str(ca), "--delay-warning", "4h"]
+    argv += ["--retry-after", "5m", "--max-retry-after", "2h"]
+    config = config_from_args(build_parser().parse_args(argv))
+    assert (config.relay_tls, config.relay_ca) == ("verify", ca)
+    assert (config.retry_after, config.max_retry_after) == (300.0, 7200.0)
+    assert config.delay_warning == 4 * 3600.0
+    defaults = config_from_args(build_parser().parse_args(["serve"]))
+    assert defaults.relay_tls == "may" and defaults.delay_warning is None
+    assert defaults.max_retry_after == MAX_BACKOFF
+    with pytest.raises(ConfigError, match="--relay-ca"):
+        ServerConfig(relay_ca=tmp_path / "missing.pem")
+    with pytest.raises(ConfigError, match="--relay-tls"):
+        ServerConfig(relay_tls="sometimes")
