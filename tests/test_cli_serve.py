@@ -69,12 +69,15 @@ def serve(
     listeners: tuple[str, ...] = ("smtp", "submission", "pop3"),
     ports: dict[str, int] | None = None,
     extra: tuple[str, ...] = (),
+    allow_internal_relay: bool = True,
 ) -> Iterator[Served]:
     ports = dict(ports or {})
     for name in listeners:
         ports.setdefault(name, free_port())
     argv = [sys.executable, "-m", "smtpcore", "serve", "--data-dir", str(data_dir)]
     argv += ["--domain", domain, "--hostname", f"mx.{domain}", "--retry-after", "0.3"]
+    if allow_internal_relay:
+        argv += ["--allow-internal-relay"]  # the servers and remotes here share loopback
     for user in users:
         argv += ["--user", user]
     for name in ("smtp", "submission", "pop3", "lmtp", "smtps", "pop3s"):

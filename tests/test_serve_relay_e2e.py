@@ -4,9 +4,10 @@ with 454, per-recipient 550 and 452, a connection dropped in the middle of DATA.
 
 from __future__ import annotations
 
+import smtplib
 from pathlib import Path
 
-from relay_remote import remote
+from relay_remote import LOOPBACK, remote
 from test_cli_serve import _submit, _until, serve
 
 ZONE = "pqr.example MX 10 mx.pqr.example\nmx.pqr.example A 127.0.0.1\n"
@@ -93,3 +94,30 @@ def test_serve_retries_a_connection_dropped_in_data(tmp_path: Path) -> None:
             _until(lambda: abc.queued() == 0, "the retry", abc)
             assert abc.stop() == 0
     assert len(server.transactions) == 1 and abc.mailbox("john@abc.example") == []
+
+
+def test_serve_refuses_relay_to_internal_address_literals_by_default(tmp_path: Path) -> None:
+    with remote() as server:
+        options = _relay_options(tmp_path, server.port)
+        with serve(
+            tmp_path / "abc",
+            "abc.example",
+            ["john@abc.example:john-pw"],
+            listeners=("submission",),
+            extra=options,
+            allow_internal_relay=False,
+        ) as abc:
+            with smtplib.SMTP(LOOPBACK, abc.ports["submission"], timeout=10) as smtp:
+                smtp.login("john@abc.example", "john-pw")
+                smtp.mail("john@abc.example")
+                for literal in ("[127.0.0.1]", "[10.0.0.1]", "[IPv6:::1]"):
+                    code, text = smtp.rcpt(f"x@{literal}")
+                    assert (code, text[:5]) == (550, b"5.7.1"), text
+                # An MX on loopback: accepted, then bounced without a connection.
+                assert smtp.rcpt("b@pqr.example")[0] == 250
+                smtp.data(b"Subject: hi\r\n\r\nhello\r\n")
+            _until(lambda: bool(abc.mailbox("john@abc.example")), "the bounce", abc)
+            assert abc.stop() == 0
+    assert server.connections == 0
+    (bounce,) = abc.mailbox("john@abc.example")
+    assert b"Status: 5.4.4" in bounce

@@ -19,6 +19,7 @@ import pytest
 from smtpcore.routing import Router, StaticResolver
 from smtpcore.server.config import ServerConfig
 from smtpcore.server.delivery import MAX_BACKOFF, DeliveryWorker, backoff
+from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
 from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry
@@ -182,6 +183,7 @@ def _setup(
         resolver=StaticResolver.from_zone_text(zone),
         mailboxes=mailboxes,
         hostname="mx.abc.example",
+        internal=InternalAddresses(allowed=True),  # the scripted exchangers are on loopback
         retry_after=retry_after,
         max_queue_age=max_queue_age,
         **options,  # type: ignore[arg-type]  # only the clock

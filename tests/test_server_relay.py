@@ -20,6 +20,7 @@ from relay_remote import ScriptedRemote, remote
 from smtpcore.routing import Router, StaticResolver
 from smtpcore.server.config import ConfigError, ServerConfig
 from smtpcore.server.delivery import MAX_BACKOFF, DeliveryWorker, backoff
+from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
 from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry
@@ -81,6 +82,7 @@ def _relay(
     if clock is not None:
         options["clock"] = clock
     options.setdefault("retry_after", 0.05)
+    options.setdefault("internal", InternalAddresses(allowed=True))  # remotes on loopback
     worker = DeliveryWorker(
         queue,
         router=Router(["abc.example"], hostnames=["mx.abc.example"], port=port),
@@ -452,3 +454,44 @@ def test_relay_options_on_the_command_line(tmp_path: Path) -> None:
         ServerConfig(relay_ca=tmp_path / "missing.pem")
     with pytest.raises(ConfigError, match="--relay-tls"):
         ServerConfig(relay_tls="sometimes")
+
+
+# -- relay to internal networks ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "internal"),
+    [
+        ("127.0.0.1", True),
+        ("10.0.0.1", True),
+        ("172.16.5.4", True),
+        ("192.168.1.1", True),
+        ("169.254.1.1", True),
+        ("0.0.0.0", True),
+        ("::1", True),
+        ("fe80::1", True),
+        ("fd00::1", True),
+        ("::ffff:10.0.0.1", True),
+        ("8.8.8.8", False),
+        ("2a00:1450:4001:80b::200e", False),
+    ],
+)
+def test_internal_addresses(text: str, internal: bool) -> None:
+    from ipaddress import ip_address
+
+    from smtpcore.server.internal import is_internal_address
+
+    assert is_internal_address(ip_address(text)) is internal
+    assert InternalAddresses().refused(ip_address(text)) is internal
+    assert not InternalAddresses(allowed=True).refused(ip_address(text))
+    assert InternalAddresses(["8.8.8.8"]).refused(ip_address("8.8.8.8"))
+
+
+def test_mx_hosts_on_internal_addresses_bounce_without_a_connection(tmp_path: Path) -> None:
+    with remote() as server:
+        relay = _relay(tmp_path, server.port, internal=InternalAddresses())
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+    assert server.connections == 0
+    (raw,) = relay.reports()
+    assert b"Status: 5.4.4" in raw and b"internal addresses" in raw

@@ -26,12 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from smtpcore.address import AddressError, Mailbox, parse_mailbox
 from smtpcore.handler import Envelope, Handler, MessageReply, Recipient, Session
-from smtpcore.routing import LocalDelivery, Rejected, Router
+from smtpcore.routing import LocalDelivery, Rejected, RemoteDelivery, Router
 from smtpcore.server.bounce import ReportedRecipient, build_success_report
-from smtpcore.server.config import ServerConfig
+from smtpcore.server.config import ServerConfig, mailbox_key
 from smtpcore.server.delivery import DeliveryWorker
-from smtpcore.server.log import delivery_line, logger, peer_text
+from smtpcore.server.internal import InternalAddresses
+from smtpcore.server.log import delivery_line, logger, peer_text, refusal_line
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import StagedMessage
 from smtpcore.server.queue import PreparedEntry, Queue, QueuedRecipient, QueueEntry, Spool
@@ -200,6 +202,32 @@ class _MailHandler(Handler):
             time.monotonic() - stats.start,
         )
 
+    def _refuse(
+        self,
+        session: Session,
+        command: str,
+        reply: Reply,
+        *,
+        sender: str | None = None,
+        recipient: object = None,
+        queue_id: str | None = None,
+    ) -> Reply:
+        """Log a refusal, one line at INFO with the client and the reply, and return it."""
+        logger.info(
+            refusal_line(
+                self.listener,
+                session.peer,
+                command,
+                reply,
+                queue_id=queue_id,
+                sender=sender,
+                recipient=None if recipient is None else str(recipient),
+                helo=session.helo_name,
+                user=None if session.authenticated is None else str(session.authenticated),
+            )
+        )
+        return reply
+
     def _stats(self, session: Session) -> _Stats:
         stats = session.extra.get("stats")
         if not isinstance(stats, _Stats):
@@ -220,13 +248,27 @@ class _MailHandler(Handler):
             command.recipient, authenticated=session.authenticated is not None
         )
         if isinstance(decision, Rejected):
-            return Reply(decision.code, decision.text, decision.status)
+            reply = Reply(decision.code, decision.text, decision.status)
+            return self._refuse(
+                session,
+                "RCPT",
+                reply,
+                sender=_path_text(envelope.sender),
+                recipient=command.recipient,
+            )
         routes: dict[str, str | None] = session.extra.setdefault("routes", {})
         if isinstance(decision, LocalDelivery):
             key = self.store.mailboxes.lookup(command.recipient)
             if key is None:
-                return Reply(
+                reply = Reply(
                     550, f"<{command.recipient}>: no such mailbox here (user unknown)", "5.1.1"
+                )
+                return self._refuse(
+                    session,
+                    "RCPT",
+                    reply,
+                    sender=_path_text(envelope.sender),
+                    recipient=command.recipient,
                 )
             routes[str(command.recipient)] = key
         else:
@@ -297,13 +339,14 @@ class _MailHandler(Handler):
             incoming.scan(b"\r\n\r\n")
         if incoming.hops >= MAX_HOPS:
             incoming.spool.discard()
-            logger.info(
-                "%s: reject: too many hops (%d Received lines) from %s",
-                incoming.spool.id,
-                incoming.hops,
-                peer_text(session.peer),
+            reply = Reply(554, "Too many hops: is there a mail loop?", "5.4.6")
+            return self._refuse(
+                session,
+                "DATA",
+                reply,
+                sender=_path_text(envelope.sender),
+                queue_id=incoming.spool.id,
             )
-            return Reply(554, "Too many hops: is there a mail loop?", "5.4.6")
         return await self._commit(session, envelope, incoming.spool, due)
 
     async def _commit(
@@ -439,15 +482,66 @@ class SubmissionHandler(_MailHandler):
 
     listener = "submission"
 
-    def __init__(self, store: MailStore, router: Router, listener: str = "submission") -> None:
+    def __init__(
+        self,
+        store: MailStore,
+        router: Router,
+        listener: str = "submission",
+        *,
+        internal: InternalAddresses | None = None,
+    ) -> None:
         super().__init__(store, router)
         self.listener = listener
+        self.internal = internal if internal is not None else InternalAddresses()
+
+    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
+        """An address literal naming an internal address is not relayed to
+        (``smtpcore.server.internal``)."""
+        address = self.internal.refused_literal(command.recipient)
+        decision = self.router.route(command.recipient, authenticated=True)
+        if address is not None and isinstance(decision, RemoteDelivery):
+            self._stats(session).rcpt += 1
+            reply = Reply(
+                550, f"<{command.recipient}>: relay to internal address {address} refused", "5.7.1"
+            )
+            return self._refuse(
+                session,
+                "RCPT",
+                reply,
+                sender=_path_text(envelope.sender),
+                recipient=command.recipient,
+            )
+        return await super().handle_rcpt(session, envelope, command)
 
     async def handle_mail(self, session: Session, command: Mail) -> Reply | None:
         if session.authenticated is None:
             self._stats(session).mail += 1
-            return Reply(530, "Authentication required", "5.7.0")
+            reply = Reply(530, "Authentication required", "5.7.0")
+            return self._refuse(session, "MAIL", reply, sender=_path_text(command.sender))
+        if not self._may_send_as(str(session.authenticated), command.sender):
+            self._stats(session).mail += 1
+            reply = Reply(
+                553,
+                f"<{command.sender}>: Sender address rejected: not owned by user "
+                f"{session.authenticated}",
+                "5.7.1",
+            )
+            return self._refuse(session, "MAIL", reply, sender=_path_text(command.sender))
         return await super().handle_mail(session, command)
+
+    def _may_send_as(self, login: str, sender: Mailbox | None) -> bool:
+        """Whether ``login`` may use ``sender`` as MAIL FROM: its own address, or an alias
+        the users file grants it (Postfix's ``reject_sender_login_mismatch``). The null
+        sender is allowed, as Postfix allows it."""
+        config = self.config
+        if sender is None or not config.sender_login_match:
+            return True
+        try:
+            login_key = mailbox_key(parse_mailbox(login))
+        except (AddressError, ValueError):
+            return False
+        sender_key = mailbox_key(sender) if sender.domain else sender.local_part.lower()
+        return sender_key == login_key or login_key in config.sender_aliases.get(sender_key, ())
 
 
 class LMTPHandler(_MailHandler):
@@ -495,6 +589,11 @@ class LMTPHandler(_MailHandler):
             accepted = Accepted(spool.id, paths, None)
             self._accepted(session, accepted, sender, size, delivered, client)
         return replies
+
+
+def _path_text(path: Mailbox | None) -> str:
+    """A reverse path for the log: the address, or empty for the null path."""
+    return "" if path is None else str(path)
 
 
 def _upper(value: str | None) -> str | None:

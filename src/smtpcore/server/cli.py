@@ -25,7 +25,7 @@ from smtpcore.server.config import (
     parse_host_port,
     parse_size,
     parse_user,
-    read_users_file,
+    read_users_and_aliases,
 )
 
 __all__ = ["build_parser", "main"]
@@ -96,7 +96,15 @@ def _add_serve(commands: Any) -> None:
         "--users-file",
         type=Path,
         metavar="FILE",
-        help="more users, one ADDRESS:PASSWORD a line, # comments",
+        help="users, one ADDRESS:PASSWORD a line (or ADDRESS:SCRAM-SHA-256$... keys), "
+        "and sender aliases, one ADDRESS -> LOGIN[, LOGIN] a line; # comments",
+    )
+    mail.add_argument(
+        "--no-sender-login-match",
+        dest="sender_login_match",
+        action="store_false",
+        help="let a submission user send as any address (by default MAIL FROM must be "
+        "the login's own address or an alias the users file grants it)",
     )
     mail.add_argument(
         "--data-dir",
@@ -181,6 +189,12 @@ def _add_serve(commands: Any) -> None:
         default="may",
         help="may: TLS when offered, plaintext if it fails; encrypt: never plaintext; "
         "verify: encrypt and check the certificate against the MX name (default may)",
+    )
+    relay.add_argument(
+        "--allow-internal-relay",
+        action="store_true",
+        help="let relayed mail go to loopback, private and link-local addresses and this "
+        "server's own (address literals and MX hosts); off by default",
     )
     relay.add_argument(
         "--relay-ca",
@@ -298,8 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """The :class:`ServerConfig` that ``serve``'s options describe."""
     users: dict[str, str] = {}
+    aliases: dict[str, tuple[str, ...]] = {}
     if args.users_file is not None:
-        users.update(read_users_file(args.users_file))
+        users, aliases = read_users_and_aliases(args.users_file)
     for text in args.user:
         key, password = parse_user(text)
         users[key] = password
@@ -330,6 +345,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         delay_warning=args.delay_warning,
         relay_tls=args.relay_tls,
         relay_ca=args.relay_ca,
+        allow_internal_relay=args.allow_internal_relay,
+        sender_login_match=args.sender_login_match,
+        sender_aliases=aliases,
         **options,
     )
 

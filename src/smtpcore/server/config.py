@@ -25,6 +25,7 @@ __all__ = [
     "parse_size",
     "parse_user",
     "read_users_file",
+    "read_users_and_aliases",
 ]
 
 DEFAULT_MAX_QUEUE_AGE = 5 * 86400.0
@@ -70,18 +71,58 @@ def parse_user(text: str, where: str = "--user") -> tuple[str, str]:
 
 
 def read_users_file(path: Path) -> dict[str, str]:
-    """One ``ADDRESS:PASSWORD`` a line; blank lines and ``#`` comments are skipped."""
+    """The users of :func:`read_users_and_aliases`, without the sender aliases."""
+    return read_users_and_aliases(path)[0]
+
+
+def _is_alias_line(line: str) -> bool:
+    arrow = line.find("->")
+    colon = line.find(":")
+    return arrow >= 0 and (colon < 0 or arrow < colon)
+
+
+def _mailbox_key_of(text: str, where: str) -> str:
+    try:
+        mailbox = parse_mailbox(text.strip())
+    except AddressError as exc:
+        raise ConfigError(f"{where}: {text.strip()!r} is not a mail address: {exc}") from None
+    if not mailbox.domain:
+        raise ConfigError(f"{where}: {text.strip()!r} needs a domain")
+    return mailbox_key(mailbox)
+
+
+def read_users_and_aliases(path: Path) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """The users file: one ``ADDRESS:PASSWORD`` a line, the password in the clear or as
+    SCRAM-SHA-256 keys (``SCRAM-SHA-256$4096:salt$StoredKey:ServerKey``, RFC 5803, as
+    ``python -m smtpcore hash-password`` prints them); and sender aliases, one
+    ``ADDRESS -> LOGIN, LOGIN...`` a line: the logins that may send as ADDRESS on the
+    submission listener (Postfix's ``smtpd_sender_login_maps``). Blank lines and ``#``
+    comments are skipped."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"--users-file: cannot read {path}: {exc.strerror}") from None
     users: dict[str, str] = {}
+    aliases: dict[str, tuple[str, ...]] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        key, password = parse_user(line, f"{path}:{number}")
+        where = f"{path}:{number}"
+        if _is_alias_line(line):
+            alias, _, owners = line.partition("->")
+            logins = tuple(_mailbox_key_of(o, where) for o in owners.split(",") if o.strip())
+            if not logins:
+                raise ConfigError(f"{where}: expected ADDRESS -> LOGIN[, LOGIN...]")
+            key = _mailbox_key_of(alias, where)
+            aliases[key] = tuple(dict.fromkeys(aliases.get(key, ()) + logins))
+            continue
+        key, password = parse_user(line, where)
         users[key] = password
-    return users
+    for alias, logins in aliases.items():
+        for login in logins:
+            if login not in users:
+                raise ConfigError(f"{path}: {alias} -> {login}: {login} is not a user here")
+    return users, aliases
 
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*\Z", re.IGNORECASE)
@@ -171,6 +212,14 @@ class ServerConfig:
     """``may``, ``encrypt`` or ``verify``: see :mod:`smtpcore.server.relay_tls`."""
     relay_ca: Path | None = None
     """CA certificates for ``relay_tls="verify"``, instead of the system's trust store."""
+    allow_internal_relay: bool = False
+    sender_login_match: bool = True
+    """On submission, MAIL FROM must be the login's own address or one of its
+    ``sender_aliases`` (Postfix's ``reject_sender_login_mismatch``)."""
+    sender_aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Sender address (mailbox key) to the logins that may also send as it."""
+    """Let the relay reach loopback, private and link-local addresses and the server's
+    own (``smtpcore.server.internal``); two servers on one machine need it."""
 
     def __post_init__(self) -> None:
         if not self.domains:
@@ -187,6 +236,11 @@ class ServerConfig:
                     f"(add --domain {key.rpartition('@')[2]})"
                 )
         object.__setattr__(self, "users", MappingProxyType(dict(self.users)))
+        for alias, logins in self.sender_aliases.items():
+            for login in logins:
+                if login not in self.users:
+                    raise ConfigError(f"sender alias {alias}: {login} is not a user here")
+        object.__setattr__(self, "sender_aliases", MappingProxyType(dict(self.sender_aliases)))
         for name in ("smtp", "submission", "pop3", "lmtp", "smtps", "pop3s"):
             _check_port(name, getattr(self, f"{name}_port"))
         if (self.tls_cert is None) != (self.tls_key is None):

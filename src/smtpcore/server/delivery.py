@@ -66,6 +66,7 @@ from smtpcore.server.bounce import (
     build_delay_notice,
     build_success_report,
 )
+from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import delivery_line, logger
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
@@ -317,6 +318,7 @@ class DeliveryWorker:
         delay_warning: float | None = None,
         relay_tls: RelayTLS = RelayTLS.MAY,
         relay_ca: Path | None = None,
+        internal: InternalAddresses | None = None,
         client_factory: ClientFactory = _default_client,
         timeouts: Timeouts | None = None,
         concurrency: int = 20,
@@ -334,6 +336,8 @@ class DeliveryWorker:
         self.delay_warning = delay_warning
         """Seconds after which the sender hears once that mail waits; None: never."""
         self.relay_tls = relay_tls
+        self.internal = internal if internal is not None else InternalAddresses()
+        """Which addresses the relay must not connect to (none allowed by default)."""
         self.client_factory = client_factory
         self.timeouts = timeouts or Timeouts()
         self.concurrency = concurrency
@@ -646,6 +650,21 @@ class DeliveryWorker:
         if isinstance(attempts, Rejected):
             outcome = self._rejected_outcome(attempts)
             return dict.fromkeys(addresses, outcome)
+        refused = [a for a in attempts if self.internal.refused(a.address)]
+        if refused:
+            attempts = tuple(a for a in attempts if not self.internal.refused(a.address))
+            names = ", ".join(sorted({f"{a.host}[{a.address}]" for a in refused}))
+            logger.info("%s: not connecting to internal addresses: %s", entry.id, names)
+            if not attempts:
+                return dict.fromkeys(
+                    addresses,
+                    _Outcome(
+                        RecipientStatus.FAILED,
+                        "5.4.4",
+                        f"554 5.4.4 the exchangers resolve only to internal addresses ({names});"
+                        " relay to internal networks is not allowed here",
+                    ),
+                )
         last = _TryNext("no exchanger to try")
         relay = "none"
         for number, attempt in enumerate(attempts, 1):

@@ -252,6 +252,7 @@ class _Story:
             pop3_port=0,
             remote_port=_port(self.smtp),
             retry_after=1,
+            allow_internal_relay=True,  # the two servers share loopback
         )
         self.base = base
 

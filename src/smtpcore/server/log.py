@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["logger", "peer_text", "delivery_line"]
+__all__ = ["delivery_line", "logger", "peer_text", "refusal_line"]
 
 logger = logging.getLogger("smtpcore.mail")
 
@@ -26,6 +26,38 @@ def peer_text(peer: tuple[str, int] | None) -> str:
     if peer is None:
         return "[unknown]"
     return f"[{peer[0]}]:{peer[1]}"
+
+
+def refusal_line(
+    listener: str,
+    peer: tuple[str, int] | None,
+    command: str,
+    reply: object,
+    *,
+    queue_id: str | None = None,
+    sender: str | None = None,
+    recipient: str | None = None,
+    helo: str | None = None,
+    user: str | None = None,
+) -> str:
+    """One refused command, as Postfix's ``reject:`` lines read (and fail2ban's filters
+    expect): ``NOQUEUE: reject: RCPT from [192.0.2.1]:40312: 550 5.1.1 <x@y>: no such
+    mailbox here; listener=smtp from=<a@b> to=<x@y> helo=<h>``. ``reply`` prints as its
+    wire form without the line breaks."""
+    fields = [f"listener={listener}"]
+    if sender is not None:
+        fields.append(f"from=<{sender}>")
+    if recipient is not None:
+        fields.append(f"to=<{recipient}>")
+    if user is not None:
+        fields.append(f"user=<{user}>")
+    if helo is not None:
+        fields.append(f"helo=<{helo}>")
+    text = " ".join(str(reply).split())
+    return (
+        f"{queue_id or 'NOQUEUE'}: reject: {command} from {peer_text(peer)}: {text}; "
+        + " ".join(fields)
+    )
 
 
 def delivery_line(

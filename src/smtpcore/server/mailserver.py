@@ -28,6 +28,7 @@ from smtpcore.sasl import ScramCredentials, derive_scram_credentials
 from smtpcore.server.app import InboundHandler, LMTPHandler, MailStore, SubmissionHandler
 from smtpcore.server.config import ConfigError, ServerConfig, mailbox_key
 from smtpcore.server.delivery import ClientFactory, DeliveryWorker
+from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import logger
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.pop3 import POP3Store
@@ -123,6 +124,7 @@ class MailServer:
             else None
         )
         self.queue = Queue(config.queue_dir)
+        self.internal = InternalAddresses([config.host], allowed=config.allow_internal_relay)
         self.mailboxes = LocalMailboxes(config)
         worker_options: dict[str, Any] = {}
         if client_factory is not None:
@@ -139,6 +141,7 @@ class MailServer:
             delay_warning=config.delay_warning,
             relay_tls=RelayTLS(config.relay_tls),
             relay_ca=config.relay_ca,
+            internal=self.internal,
             **worker_options,
         )
         self.store = MailStore(
@@ -261,7 +264,10 @@ class MailServer:
         options["auth_require_tls"] = self.tls_context is not None
         if name == "smtps":
             options["tls_on_connect"] = True
-        return SubmissionHandler(self.store, self.submission_router(), name), options
+        handler = SubmissionHandler(
+            self.store, self.submission_router(), name, internal=self.internal
+        )
+        return handler, options
 
     async def _listen(self, name: str, port: int) -> None:
         if name in ("pop3", "pop3s"):

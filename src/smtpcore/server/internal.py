@@ -1,0 +1,64 @@
+"""Relay to internal networks: refused unless the operator allows it (``--allow-internal-relay``).
+
+An authenticated user must not be able to make the server connect to
+services behind it: ``user@[127.0.0.1]``, ``user@[10.0.0.1]``, or a domain
+whose MX records point at such addresses (a form of server-side request
+forgery). So an address literal recipient that names an internal address is
+refused at RCPT (``550 5.7.1``), and the delivery worker never connects to
+an internal address: if every address a domain's exchangers have is
+internal, its recipients bounce (``554 5.4.4``, unable to route). Internal
+means loopback, private (RFC 1918, RFC 4193), link-local, unspecified,
+multicast, reserved, or one of the server's own addresses.
+
+Tests and the demo, which relay between servers on loopback, allow it
+explicitly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from smtpcore.address import Mailbox, parse_address_literal
+
+__all__ = ["InternalAddresses", "is_internal_address"]
+
+IPAddress = IPv4Address | IPv6Address
+
+
+def is_internal_address(address: IPAddress) -> bool:
+    """Whether ``address`` is one no relay from the Internet should reach."""
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return (
+        address.is_loopback
+        or address.is_private
+        or address.is_link_local
+        or address.is_unspecified
+        or address.is_multicast
+        or address.is_reserved
+    )
+
+
+class InternalAddresses:
+    """The relay's rule: internal addresses, and the server's own, unless ``allowed``."""
+
+    def __init__(self, own: Iterable[str] = (), *, allowed: bool = False) -> None:
+        self.allowed = allowed
+        self.own: set[IPAddress] = set()
+        for text in own:
+            try:
+                self.own.add(ip_address(text))
+            except ValueError:
+                continue
+
+    def refused(self, address: IPAddress) -> bool:
+        """Whether the relay must not connect to ``address``."""
+        return not self.allowed and (address in self.own or is_internal_address(address))
+
+    def refused_literal(self, mailbox: Mailbox) -> IPAddress | None:
+        """The internal address a recipient's address literal names, if it is refused."""
+        if not mailbox.is_address_literal:
+            return None
+        address = parse_address_literal(mailbox.domain)
+        return address if address is not None and self.refused(address) else None

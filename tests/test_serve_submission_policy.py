@@ -1,0 +1,90 @@
+"""The submission listener's sender policy end to end through ``python -m smtpcore serve``
+(issue 13 item 8): a login sends as itself or as an alias the users file grants it,
+553 5.7.1 otherwise, logged; ``--no-sender-login-match`` turns the check off."""
+
+from __future__ import annotations
+
+import smtplib
+from pathlib import Path
+
+import pytest
+
+from smtpcore.server.config import ConfigError, read_users_and_aliases
+from test_cli_serve import LOOPBACK, serve
+
+USERS = """\
+john@abc.example:john-pw
+mary@abc.example:mary-pw
+# sales@ is john's and mary's to send as
+sales@abc.example -> john@abc.example, Mary@abc.example
+"""
+
+
+def test_the_users_file_grants_sender_aliases(tmp_path: Path) -> None:
+    path = tmp_path / "users"
+    path.write_text(USERS)
+    users, aliases = read_users_and_aliases(path)
+    assert set(users) == {"john@abc.example", "mary@abc.example"}
+    assert aliases == {"sales@abc.example": ("john@abc.example", "mary@abc.example")}
+    path.write_text(USERS + "info@abc.example -> nobody@abc.example\n")
+    with pytest.raises(ConfigError, match=r"nobody@abc\.example is not a user"):
+        read_users_and_aliases(path)
+
+
+def _mail_from(port: int, login: str, password: str, senders: list[str]) -> list[int]:
+    codes = []
+    with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+        smtp.login(login, password)
+        for sender in senders:
+            codes.append(smtp.mail(sender)[0])
+            smtp.rset()
+    return codes
+
+
+def test_a_login_sends_as_itself_or_its_aliases_only(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    users.write_text(USERS)
+    with serve(
+        tmp_path / "abc",
+        "abc.example",
+        [],
+        listeners=("submission",),
+        extra=("--users-file", str(users)),
+    ) as abc:
+        port = abc.ports["submission"]
+        senders = [
+            "john@abc.example",
+            "JOHN@ABC.example",
+            "sales@abc.example",
+            "",
+            "mary@abc.example",
+        ]
+        assert _mail_from(port, "john@abc.example", "john-pw", senders) == [
+            250,
+            250,
+            250,
+            250,
+            553,
+        ]
+        assert _mail_from(port, "mary@abc.example", "mary-pw", ["john@elsewhere.example"]) == [553]
+        assert abc.stop() == 0
+    log = abc.log()
+    assert (
+        "NOQUEUE: reject: MAIL from [127.0.0.1]:" in log
+        and "553 5.7.1 <mary@abc.example>: Sender address rejected: not owned by user "
+        "john@abc.example; listener=submission from=<mary@abc.example> user=<john@abc.example>"
+        in log
+    )
+
+
+def test_the_operator_can_turn_the_sender_check_off(tmp_path: Path) -> None:
+    with serve(
+        tmp_path / "abc",
+        "abc.example",
+        ["john@abc.example:john-pw"],
+        listeners=("submission",),
+        extra=("--no-sender-login-match",),
+    ) as abc:
+        port = abc.ports["submission"]
+        assert _mail_from(port, "john@abc.example", "john-pw", ["boss@abc.example"]) == [250]
+        assert abc.stop() == 0
