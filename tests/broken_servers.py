@@ -21,6 +21,8 @@ real servers:
   behind ``STARTTLS`` after the handshake (CVE-2011-0411);
 - :class:`LongLineTailServer` cuts an over-long command line at the limit
   and runs the rest as a command of its own;
+- :class:`LongTextLineServer` folds message lines at 1000 octets, so the
+  tail of a long line can be a lone dot that ends the message;
 - :class:`FewRecipientsServer` refuses the eleventh recipient with ``550``
   (RFC 5321 §4.5.3.1.8 wants 100, and ``452`` for too many);
 - :class:`SizeIgnoringServer` offers ``SIZE 10000`` and accepts anything.
@@ -55,6 +57,7 @@ __all__ = [
     "FewRecipientsServer",
     "LfDotLfServer",
     "LongLineTailServer",
+    "LongTextLineServer",
     "NonAsciiDigitServer",
     "OutOfOrderServer",
     "PlaintextAfterStartTlsServer",
@@ -403,6 +406,25 @@ class LongLineTailServer(SmallServer):
         return super().next_line()
 
 
+def _fold(data: bytes, width: int) -> bytes:
+    lines = data.split(b"\n")
+    out = []
+    for line in lines:
+        end = b"\r" if line.endswith(b"\r") else b""
+        body = line[: len(line) - len(end)]
+        pieces = [body[i : i + width] for i in range(0, len(body), width)] or [b""]
+        out.append(b"\r\n".join(pieces) + end)
+    return b"\n".join(out)
+
+
+class LongTextLineServer(SmallServer):
+    """Folds message lines at 1000 octets: a long line's tail can be a lone dot."""
+
+    def find_end_of_data(self) -> tuple[int, int] | None:
+        self.buffer[:] = _fold(bytes(self.buffer), 1000)
+        return super().find_end_of_data()
+
+
 class FewRecipientsServer(SmallServer):
     """Refuses every recipient after the tenth with ``550`` (too few, and the wrong code)."""
 
@@ -432,6 +454,7 @@ BROKEN_SERVERS: Final[tuple[type[SmallServer], ...]] = (
     SplitCommandServer,
     PlaintextAfterStartTlsServer,
     LongLineTailServer,
+    LongTextLineServer,
     FewRecipientsServer,
     SizeIgnoringServer,
 )

@@ -17,6 +17,7 @@ from broken_servers import (
     FewRecipientsServer,
     LfDotLfServer,
     LongLineTailServer,
+    LongTextLineServer,
     NonAsciiDigitServer,
     OutOfOrderServer,
     PlaintextAfterStartTlsServer,
@@ -141,3 +142,12 @@ def test_serve_runs_a_session_per_connection_and_records_crashes() -> None:
                 assert reader.readline() == b""  # the session died without a word
     assert len(server.sessions) == 2
     assert [type(crash) for crash in server.crashes] == [ValueError, ValueError]
+
+
+def test_long_text_line_server_ends_a_message_at_a_folded_dot() -> None:
+    content = b"x" * 1000 + b".\r\nNOOP\r\n"
+    good, bad = SmallServer(), LongTextLineServer()
+    assert replies(good, SETUP, b"DATA\r\n", content)[2] == b""
+    assert replies(bad, SETUP, b"DATA\r\n", content)[2] == (
+        b"250 2.0.0 Message 1 accepted\r\n250 2.0.0 OK\r\n"
+    )

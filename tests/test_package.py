@@ -30,6 +30,10 @@ IO_MODULES: tuple[str, ...] = (
     "smtpcore.server*",
     "smtpcore.__main__",
     "smtpcore.routing.dnspython",
+    # Tools that talk to servers over sockets, or drive a fuzzer's clock and randomness.
+    "smtpcore.testing.check",
+    "smtpcore.testing._wire",
+    "smtpcore.testing.__main__",
 )
 
 #: Standard-library modules the sans-I/O layers must not import (time and

@@ -1,0 +1,225 @@
+"""A blocking SMTP client socket that keeps a byte-exact transcript, for the checks.
+
+The checks talk to servers written in any language, so they speak raw bytes
+rather than through smtpcore's client machine (which would refuse to send
+the broken input the checks are made of). Every byte sent and received is
+recorded in order, each write and each read as its own entry, so a failure
+can be shown exactly as it happened on the wire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+__all__ = ["Exchange", "ServerReply", "WireClient", "format_transcript"]
+
+#: A reply longer than this is a broken server, not a reason to eat memory.
+MAX_REPLY: Final = 1 << 20
+
+_STATUS: Final = re.compile(rb"^[245]\.\d{1,3}\.\d{1,3}")
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One write by the client or one read from the server, as bytes on the wire.
+
+    ``note`` marks what is not bytes: a TLS handshake, a half-close, a
+    timeout, a new connection.
+    """
+
+    side: Literal["client", "server", "note"]
+    data: bytes = b""
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerReply:
+    """One whole reply (RFC 5321 §4.2): its code and its raw bytes, every line."""
+
+    code: int
+    """The reply code, or 0 when the first line does not start with three digits."""
+    raw: bytes
+
+    @property
+    def status(self) -> str | None:
+        """The enhanced status code of the last line (RFC 3463), if it has one."""
+        last = self.raw.rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
+        found = _STATUS.match(last[4:])
+        return found.group().decode() if found else None
+
+    @property
+    def lines(self) -> list[bytes]:
+        """The text of each line, without the code and separator."""
+        return [line[4:].rstrip(b"\r") for line in self.raw.rstrip(b"\n").split(b"\n")]
+
+    def __str__(self) -> str:
+        return self.raw.decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", " | ")
+
+
+def _code(line: bytes) -> int:
+    digits = line[:3]
+    if len(digits) == 3 and digits.isdigit() and digits.isascii():
+        return int(digits)
+    return 0
+
+
+class WireClient:
+    """One connection to an SMTP server, written to and read from as bytes.
+
+    ``pause`` is slept between the pieces of a chunked write, so that the
+    server's reads see the pieces apart (a hint, not a guarantee: TCP may
+    still join them).
+    """
+
+    def __init__(self, host: str, port: int, *, timeout: float, pause: float = 0.0) -> None:
+        self.host = host
+        self.timeout = timeout
+        self.pause = pause
+        self.transcript: list[Exchange] = [Exchange("note", note=f"connect to {host}:{port}")]
+        self.closed = False
+        self._buffer = bytearray()
+        self.sock: socket.socket | ssl.SSLSocket = socket.create_connection(
+            (host, port), timeout=timeout
+        )
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    # -- writing ----------------------------------------------------------
+
+    def send(self, data: bytes, pieces: Sequence[bytes] | None = None) -> None:
+        """Write ``data``, in ``pieces`` (which join to ``data``) if given."""
+        if pieces is None:
+            pieces = [data]
+        assert b"".join(pieces) == data
+        for index, piece in enumerate(pieces):
+            if index and self.pause:
+                time.sleep(self.pause)
+            self.transcript.append(Exchange("client", piece))
+            try:
+                self.sock.sendall(piece)
+            except OSError as exc:
+                self.transcript.append(Exchange("note", note=f"write failed: {exc}"))
+                self.closed = True
+                return
+
+    def shutdown_write(self) -> None:
+        """Half-close: tell the server nothing more is coming (TCP FIN)."""
+        self.transcript.append(Exchange("note", note="client half-closes (no more data)"))
+        try:
+            if isinstance(self.sock, ssl.SSLSocket):
+                self.sock = self.sock.unwrap()
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def start_tls(self, context: ssl.SSLContext) -> None:
+        """The TLS handshake (raises ``ssl.SSLError`` or ``OSError`` if it fails)."""
+        self.transcript.append(Exchange("note", note="TLS handshake"))
+        if self._buffer:
+            # The server wrote after its 220: plaintext that came before the handshake.
+            self.transcript.append(Exchange("note", note="plaintext left unread before TLS"))
+        self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
+        self.transcript.append(Exchange("note", note=f"TLS up ({self.sock.version()})"))
+
+    # -- reading ----------------------------------------------------------
+
+    def _fill(self) -> bool:
+        """Read once more; False when the server closed (or reset) the connection."""
+        if self.closed:
+            return False
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            self.transcript.append(Exchange("note", note=f"no reply within {self.timeout:g} s"))
+            raise
+        except OSError as exc:  # a reset is a close, for what the checks need
+            self.transcript.append(Exchange("note", note=f"connection lost: {exc}"))
+            data = b""
+        if not data:
+            self.transcript.append(Exchange("note", note="server closed the connection"))
+            self.closed = True
+            return False
+        self.transcript.append(Exchange("server", data))
+        self._buffer += data
+        if len(self._buffer) > MAX_REPLY:
+            raise ConnectionError(f"a reply over {MAX_REPLY} octets")
+        return True
+
+    @property
+    def unread(self) -> bytes:
+        """Bytes received and not yet taken as a reply."""
+        return bytes(self._buffer)
+
+    def read_reply(self) -> ServerReply | None:
+        """The next whole reply, or None if the server closed first.
+
+        Raises ``TimeoutError`` if the server says nothing for ``timeout``.
+        """
+        start = 0
+        while True:
+            end = self._buffer.find(b"\n", start)
+            while end >= 0:
+                line = self._buffer[start : end + 1]
+                if line[3:4] != b"-":
+                    raw = bytes(self._buffer[: end + 1])
+                    del self._buffer[: end + 1]
+                    return ServerReply(_code(raw), raw)
+                start = end + 1
+                end = self._buffer.find(b"\n", start)
+            if not self._fill():
+                return None
+
+    def read_replies(self, count: int) -> list[ServerReply]:
+        """Up to ``count`` replies: fewer if the server closes first."""
+        replies = []
+        for _ in range(count):
+            answer = self.read_reply()
+            if answer is None:
+                break
+            replies.append(answer)
+        return replies
+
+    def command(self, line: bytes) -> ServerReply | None:
+        """Send one line (CRLF added) and read its reply."""
+        self.send(line + b"\r\n")
+        return self.read_reply()
+
+    def read_until_closed(self) -> list[ServerReply]:
+        """Every reply until the server closes, or stays silent for ``timeout``."""
+        replies: list[ServerReply] = []
+        while True:
+            try:
+                answer = self.read_reply()
+            except TimeoutError:
+                return replies
+            if answer is None:
+                return replies
+            replies.append(answer)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def format_transcript(transcript: Sequence[Exchange]) -> str:
+    """The transcript as text: ``C:`` and ``S:`` lines holding each write and read as a
+    Python bytes literal (exact, CR, LF and NUL included), and ``--`` notes."""
+    out = []
+    for entry in transcript:
+        if entry.side == "note":
+            out.append(f"-- {entry.note}")
+        else:
+            mark = "C:" if entry.side == "client" else "S:"
+            data = entry.data
+            if len(data) > 400:
+                shown = f"{data[:200]!r} ... ({len(data) - 300} octets) ... {data[-100:]!r}"
+            else:
+                shown = repr(data)
+            out.append(f"{mark} {shown}")
+    return "\n".join(out)

@@ -1,0 +1,748 @@
+"""Check any SMTP server, in any language, for the bugs that split two readers of a session.
+
+:func:`check_server` connects to a host and port; :func:`check_handler`
+first serves an smtpcore :class:`~smtpcore.handler.Handler` with the asyncio
+adapter on a loopback port. Either runs a battery of checks (:data:`CHECKS`)
+over real sockets, each on fresh connections, and returns a
+:class:`CheckReport`: every check passed, failed or skipped (an extension the
+server does not offer), and every failure carries the transcript that shows
+it, byte for byte.
+
+The checks send ordinary mail (to ``recipient``, from ``sender``): point them
+at a server whose recipient is a sink. Every check ends its sessions with
+``QUIT`` and reads until the server closes, so a reply the server owes no one
+(the mark of a command read from inside a message, a line or a chunk) is
+counted, not missed. Nothing here needs Hypothesis; the checks are
+deterministic but for the seed of the chunkings they try.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import itertools
+import random
+import ssl
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from smtpcore.testing._wire import Exchange, ServerReply, WireClient, format_transcript
+
+if TYPE_CHECKING:
+    from smtpcore.handler import Handler
+
+__all__ = [
+    "CHECKS",
+    "SMUGGLING_ENDINGS",
+    "CheckReport",
+    "CheckResult",
+    "Exchange",
+    "Outcome",
+    "ServerReply",
+    "check_handler",
+    "check_server",
+]
+
+
+class Outcome(enum.Enum):
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What one check found: its outcome, a one-line summary and the wire transcript."""
+
+    name: str
+    outcome: Outcome
+    summary: str
+    transcript: tuple[Exchange, ...] = ()
+    """Every write and read of the connections the check made, in order (for a
+    failure, the connection that shows it)."""
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome is Outcome.PASSED
+
+    def transcript_text(self) -> str:
+        """The transcript as ``C:``/``S:`` lines of exact bytes (see :attr:`transcript`)."""
+        return format_transcript(self.transcript)
+
+    def __str__(self) -> str:
+        return f"{self.outcome.value.upper():7} {self.name}: {self.summary}"
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """The results of a battery, in the order the checks ran."""
+
+    target: str
+    results: tuple[CheckResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when no check failed (skipped checks do not count against)."""
+        return not self.failures
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [result for result in self.results if result.outcome is Outcome.FAILED]
+
+    def __getitem__(self, name: str) -> CheckResult:
+        for result in self.results:
+            if result.name == name:
+                return result
+        raise KeyError(name)
+
+    def format(self, *, transcripts: bool = True) -> str:
+        """A human-readable report; each failure followed by its transcript."""
+        lines = [f"smtpcore check of {self.target}"]
+        for result in self.results:
+            lines.append(str(result))
+            if transcripts and result.outcome is Outcome.FAILED and result.transcript:
+                lines += ["    " + line for line in result.transcript_text().splitlines()]
+        counts = {outcome: 0 for outcome in Outcome}
+        for result in self.results:
+            counts[result.outcome] += 1
+        lines.append(
+            f"{counts[Outcome.PASSED]} passed, {counts[Outcome.FAILED]} failed, "
+            f"{counts[Outcome.SKIPPED]} skipped"
+        )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+class _Failed(Exception):
+    pass
+
+
+class _Skipped(Exception):
+    pass
+
+
+@dataclass
+class Probe:
+    """What a check needs: where the server is, what to say, and the connections made.
+
+    A check function gets one of these, opens connections with
+    :meth:`connect`, and raises to fail or skip; its connections' transcripts
+    become the result's.
+    """
+
+    host: str
+    port: int
+    helo: str = "check.smtpcore.test"
+    sender: str = "check@smtpcore.test"
+    recipient: str = "postmaster@smtpcore.test"
+    timeout: float = 10.0
+    pause: float = 0.002
+    seed: int = 0
+    tls_context: ssl.SSLContext | None = None
+    max_size_probe: int = 2 << 20
+    clients: list[WireClient] = field(default_factory=list)
+
+    def connect(self) -> WireClient:
+        """A new connection, its 220 greeting read (anything else fails the check)."""
+        client = WireClient(self.host, self.port, timeout=self.timeout, pause=self.pause)
+        self.clients.append(client)
+        greeting = client.read_reply()
+        if greeting is None or greeting.code != 220:
+            raise _Failed(f"the greeting was {greeting} rather than 220")
+        return client
+
+    def hello(self) -> tuple[WireClient, dict[str, str]]:
+        """A new connection after EHLO: the client and the offered extensions."""
+        client = self.connect()
+        answer = client.command(b"EHLO " + self.helo.encode())
+        if answer is None or answer.code != 250:
+            raise _Failed(f"EHLO was answered {answer}")
+        return client, extensions(answer)
+
+    def transaction(self, client: WireClient) -> None:
+        """MAIL and RCPT, one at a time; a refusal skips the check (wrong recipient)."""
+        for line in (self.mail_line(), self.rcpt_line()):
+            answer = client.command(line)
+            if answer is None or answer.code // 100 != 2:
+                raise _Skipped(
+                    f"{line.decode()!r} was answered {answer}: give a sender and a "
+                    "recipient the server accepts"
+                )
+
+    def mail_line(self, params: str = "") -> bytes:
+        return f"MAIL FROM:<{self.sender}>{params}".encode()
+
+    def rcpt_line(self) -> bytes:
+        return f"RCPT TO:<{self.recipient}>".encode()
+
+    def transcript(self) -> tuple[Exchange, ...]:
+        out: list[Exchange] = []
+        for number, client in enumerate(self.clients, 1):
+            if len(self.clients) > 1:
+                out.append(Exchange("note", note=f"connection {number}"))
+            out += client.transcript
+        return tuple(out)
+
+    def close(self) -> None:
+        """Close every connection (their transcripts stay for the result)."""
+        for client in self.clients:
+            client.close()
+
+    def forget(self) -> None:
+        """Close every connection and drop its transcript: it showed nothing wrong."""
+        self.close()
+        self.clients.clear()
+
+
+def extensions(ehlo: ServerReply) -> dict[str, str]:
+    """The EHLO keywords (upper case) and their parameters (RFC 5321 §4.1.1.1)."""
+    found = {}
+    for line in ehlo.lines[1:]:
+        keyword, _, rest = line.decode("ascii", "replace").partition(" ")
+        found[keyword.upper()] = rest.strip()
+    return found
+
+
+def _codes(replies: Sequence[ServerReply]) -> list[int]:
+    return [answer.code for answer in replies]
+
+
+def _show(codes: Sequence[int]) -> str:
+    """Reply codes for a summary line: a long run is cut in the middle."""
+    if len(codes) <= 16:
+        return str(list(codes))
+    middle = len(codes) - 12
+    return f"[{', '.join(map(str, codes[:8]))}, ... ({middle} more) ..., " + (
+        f"{', '.join(map(str, codes[-4:]))}] ({len(codes)} replies)"
+    )
+
+
+def _quit(client: WireClient) -> list[ServerReply]:
+    """QUIT, and every reply until the server closes (an owed-to-no-one reply shows here)."""
+    client.send(b"QUIT\r\n")
+    return client.read_until_closed()
+
+
+# -- the checks ----------------------------------------------------------------------------
+
+_CONTENT: Final = (
+    b"From: <check@smtpcore.test>\r\n"
+    b"Subject: smtpcore check\r\n"
+    b"\r\n"
+    b"..a line that starts with a dot\r\n"
+    b"..\r\n"
+    b"last line\r\n"
+    b".\r\n"
+)
+
+
+def _session_steps(probe: Probe) -> list[bytes]:
+    """A whole session, one item per lock-step write (each answered by one reply)."""
+    return [
+        b"EHLO " + probe.helo.encode() + b"\r\n",
+        probe.mail_line() + b"\r\n",
+        probe.rcpt_line() + b"\r\n",
+        b"DATA\r\n",
+        _CONTENT,
+        b"RSET\r\n",
+        b"NOOP\r\n",
+        b"QUIT\r\n",
+    ]
+
+
+def _cut(data: bytes, points: Sequence[int]) -> list[bytes]:
+    edges = sorted({0, len(data), *(p for p in points if 0 < p < len(data))})
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
+
+
+def _chunkings(seed: int) -> dict[str, Callable[[bytes], list[bytes]]]:
+    rng = random.Random(seed)
+
+    def at_random(data: bytes) -> list[bytes]:
+        return _cut(data, rng.sample(range(1, max(len(data), 2)), min(3, len(data) - 1)))
+
+    return {
+        "one byte at a time": lambda data: [data[i : i + 1] for i in range(len(data))],
+        "split inside every CRLF": lambda data: _cut(
+            data, [i + 1 for i in range(len(data)) if data[i : i + 2] == b"\r\n"]
+        ),
+        f"three random splits a write (seed {seed})": at_random,
+        "a split after every line's first octet": lambda data: _cut(
+            data, [1, *(i + 2 for i in range(len(data)) if data[i : i + 1] == b"\n")]
+        ),
+    }
+
+
+def _run_chunked(probe: Probe, chunking: Callable[[bytes], list[bytes]] | None) -> list[int]:
+    client = probe.connect()
+    codes = []
+    for step in _session_steps(probe)[:-1]:
+        pieces = chunking(step) if chunking else None
+        client.send(step, pieces)
+        answer = client.read_reply()
+        codes.append(answer.code if answer else -1)
+        if answer is None:
+            break
+    return codes + _codes(_quit(client))
+
+
+def check_chunking(probe: Probe) -> str:
+    """The same session gives the same replies however the network splits it.
+
+    A server that takes one read for one command, or loses a CR at a read's
+    end, answers differently when a command arrives in pieces (RFC 5321
+    §2.3.8: only CRLF ends a line, wherever the reads fall).
+    """
+    reference = _run_chunked(probe, None)
+    if any(code // 100 not in (2, 3) for code in reference[:-1]):
+        raise _Skipped(f"the unsplit session was refused (codes {reference}): check the recipient")
+    for name, chunking in _chunkings(probe.seed).items():
+        probe.close()
+        codes = _run_chunked(probe, chunking)
+        if codes == reference:
+            del probe.clients[1:]  # keep the unsplit run, to compare with a failing one
+        if codes != reference:
+            raise _Failed(
+                f"written {name}, the session got {_show(codes)} instead of {_show(reference)}"
+            )
+    return f"{len(_chunkings(0))} chunkings gave the replies {reference}"
+
+
+SMUGGLING_ENDINGS: Final[Mapping[str, bytes]] = {
+    "LF.LF": b"\n.\n",
+    "CR.CR": b"\r.\r",
+    "LF.CRLF": b"\n.\r\n",
+    "CRLF.LF": b"\r\n.\n",
+    "CR.CRLF": b"\r.\r\n",
+    "CRLF.CR": b"\r\n.\r",
+    "LF.CR": b"\n.\r",
+    "CRLF NUL.CRLF": b"\r\n\x00.\r\n",
+    "CRLF.NUL CRLF": b"\r\n.\x00\r\n",
+    "LF NUL.LF": b"\n\x00.\n",
+}
+"""End-of-data look-alikes that a server must not take for ``CRLF.CRLF``
+(SMTP smuggling: a second reader of the same message ends it elsewhere)."""
+
+_MARKER: Final = b"NOOP smtpcore-smuggling-marker\r\n"
+
+
+def check_smuggling(probe: Probe) -> str:
+    """No end-of-data look-alike ends a message (SMTP smuggling).
+
+    For each sequence in :data:`SMUGGLING_ENDINGS`, a message holds the
+    sequence followed by a ``NOOP`` marker line, then ends properly, and
+    ``QUIT`` follows. A server that ended the message at the look-alike
+    answers the marker (and the rest) as commands: more than two replies.
+    Refusing the message (RFC 5321 §4.1.1.4 allows only CRLF.CRLF; Postfix
+    replies 550 or 521 for a bare LF) is fine.
+    """
+    failed = []
+    for name, ending in SMUGGLING_ENDINGS.items():
+        client, _ = probe.hello()
+        probe.transaction(client)
+        answer = client.command(b"DATA")
+        if answer is None or answer.code != 354:
+            raise _Skipped(f"DATA was answered {answer}")
+        content = b"Subject: smtpcore smuggling check\r\n\r\nbefore" + ending + _MARKER
+        client.send(content + b"after\r\n.\r\n" + b"QUIT\r\n")
+        replies = client.read_until_closed()
+        if len(replies) > 2:
+            failed.append(f"{name} ({len(replies)} replies: {_show(_codes(replies))})")
+            probe.close()
+        else:
+            probe.clients.remove(client)
+            client.close()
+    if failed:
+        raise _Failed(
+            "a message and QUIT got more than two replies, so the message ended early and "
+            f"the marker line after the look-alike was run as a command: {'; '.join(failed)}"
+        )
+    return f"none of {len(SMUGGLING_ENDINGS)} look-alikes ended a message"
+
+
+def check_pipelining(probe: Probe) -> str:
+    """Pipelined commands get one reply each, in order (RFC 2920 §3.1).
+
+    A group mixing accepted and refused commands is sent one command at a
+    time on one connection and in a single write on another; both must get
+    the same codes.
+    """
+    client, offered = probe.hello()
+    if "PIPELINING" not in offered:
+        raise _Skipped("PIPELINING is not offered")
+    group = [
+        probe.mail_line(),
+        b"RCPT TO:<no-closing-bracket@smtpcore.test",
+        probe.rcpt_line(),
+        b"RSET",
+        probe.rcpt_line(),  # no MAIL: refused
+        probe.mail_line(),
+        b"RSET",
+        b"NOOP",
+    ]
+    one_by_one = [client.command(line) for line in group]
+    lock_step = _codes([answer for answer in one_by_one if answer is not None])
+    lock_step += _codes(_quit(client))
+    client, _ = probe.hello()
+    client.send(b"".join(line + b"\r\n" for line in group))
+    pipelined = _codes(client.read_replies(len(group))) + _codes(_quit(client))
+    if pipelined != lock_step:
+        raise _Failed(
+            f"pipelined, the group got {_show(pipelined)}; one at a time it got {_show(lock_step)}"
+        )
+    return f"one reply per command, in order: {pipelined}"
+
+
+def check_starttls_injection(probe: Probe) -> str:
+    """Commands pipelined behind STARTTLS are never run (CVE-2011-0411, RFC 3207 §4.2).
+
+    ``STARTTLS`` and an unknown command go in one write; after the
+    handshake, ``NOOP`` must get the first reply, and ``QUIT`` the second.
+    """
+    context = probe.tls_context or _insecure_context()
+    client, offered = probe.hello()
+    if "STARTTLS" not in offered:
+        raise _Skipped("STARTTLS is not offered")
+    client.send(b"STARTTLS\r\nXSMTPCORE-INJECTED\r\n")
+    answer = client.read_reply()
+    if answer is None or answer.code != 220:
+        raise _Skipped(f"STARTTLS was answered {answer}")
+    if client.unread:
+        raise _Failed(f"the server answered in plaintext after its 220: {client.unread!r}")
+    try:
+        client.start_tls(context)
+    except (OSError, ssl.SSLError) as exc:
+        # Fine if the server dropped the session, unless TLS does not work at all.
+        probe.close()
+        clean, _ = probe.hello()
+        clean.send(b"STARTTLS\r\n")
+        if (clean.read_reply() or ServerReply(0, b"")).code != 220:
+            raise _Skipped("a clean STARTTLS is refused too") from None
+        try:
+            clean.start_tls(context)
+        except (OSError, ssl.SSLError) as clean_exc:
+            raise _Skipped(
+                f"the TLS handshake fails even without injection: {clean_exc}"
+            ) from None
+        return f"the server ended the injected session at the handshake ({exc})"
+    client.send(b"NOOP\r\n")
+    replies = client.read_replies(1) + _quit(client)
+    if _codes(replies) != [250, 221]:
+        raise _Failed(
+            f"over TLS, NOOP and QUIT got {_codes(replies)}: the command pipelined in "
+            "plaintext behind STARTTLS was run after the handshake"
+        )
+    return "the plaintext behind STARTTLS was dropped"
+
+
+def check_command_line_length(probe: Probe) -> str:
+    """An over-long command line is one line: one reply, 250 or 500 (RFC 5321 §4.5.3.1.4).
+
+    A 10,000-octet ``NOOP`` line, then ``NOOP`` and ``QUIT``; a server that
+    cuts the line at its limit and reads the rest as more commands answers
+    too often.
+    """
+    client = probe.connect()
+    client.send(b"NOOP " + b"x" * 9993 + b"\r\n")
+    first = client.read_reply()
+    client.send(b"NOOP\r\n")
+    replies = ([first] if first else []) + client.read_replies(1) + _quit(client)
+    codes = _codes(replies)
+    if len(codes) != 3 or codes[1:] != [250, 221]:
+        raise _Failed(f"a long line, NOOP and QUIT got {_show(codes)}, not one reply each")
+    if codes[0] not in (250, 500):
+        raise _Failed(f"the long line was answered {codes[0]}, not 500 (or 250)")
+    return f"the 10,000-octet line got {codes[0]}"
+
+
+def check_text_line_length(probe: Probe) -> str:
+    """A long text line never ends a message (RFC 5321 §4.5.3.1.6).
+
+    Each long line ends in a dot at the limits servers cut at (512, 1000,
+    1024, 2048, 4096, 8192 octets): a server that cut there would read a
+    lone dot and end the message, then run the rest as commands.
+    """
+    client, _ = probe.hello()
+    probe.transaction(client)
+    answer = client.command(b"DATA")
+    if answer is None or answer.code != 354:
+        raise _Skipped(f"DATA was answered {answer}")
+    lines = [b"x" * cut + b".\r\n" for cut in (510, 512, 998, 1000, 1022, 1024, 2046, 2048)]
+    lines += [b"x" * cut + b".\r\n" for cut in (4094, 4096, 8190, 8192)]
+    client.send(b"Subject: long lines\r\n\r\n" + b"".join(lines) + b".\r\n" + b"QUIT\r\n")
+    replies = client.read_until_closed()
+    codes = _codes(replies)
+    if len(codes) > 2:
+        raise _Failed(f"a message of long lines and QUIT got {_show(codes)}: a cut line ended it")
+    if codes[:1] == [221] or codes[1:] not in ([], [221]):
+        raise _Failed(f"a message of long lines and QUIT got {codes}, out of order")
+    if codes and codes[0] != 250 and codes[0] // 100 != 5:
+        raise _Failed(f"the message of long lines was answered {codes[0]}")
+    return f"the message of long lines got {codes[0] if codes else 'no reply'}"
+
+
+def check_recipient_limit(probe: Probe) -> str:
+    """100 recipients are taken; the 101st gets 2xx, 452 or 552 (RFC 5321 §4.5.3.1.8, .10)."""
+    client, offered = probe.hello()
+    answer = client.command(probe.mail_line())
+    if answer is None or answer.code // 100 != 2:
+        raise _Skipped(f"MAIL was answered {answer}")
+    rcpt = probe.rcpt_line() + b"\r\n"
+    if "PIPELINING" in offered:
+        client.send(rcpt * 101)
+        replies = client.read_replies(101)
+    else:
+        replies = [r for r in (client.command(rcpt[:-2]) for _ in range(101)) if r]
+    codes = _codes(replies)
+    after = _quit(client)
+    if len(codes) < 101 or len(after) != 1:
+        raise _Failed(f"101 RCPTs and QUIT got {len(codes) + len(after)} replies")
+    if codes[0] // 100 != 2:
+        raise _Skipped(f"the recipient was refused ({codes[0]}): give one the server accepts")
+    refused = [(n, code) for n, code in enumerate(codes[:100], 1) if code // 100 != 2]
+    if refused:
+        number, code = refused[0]
+        raise _Failed(f"recipient {number} of 100 was refused with {code}")
+    if codes[100] // 100 != 2 and codes[100] not in (452, 552):
+        raise _Failed(f"the 101st recipient got {codes[100]}, not 452")
+    return f"100 recipients taken; the 101st got {codes[100]}"
+
+
+def check_size_limit(probe: Probe) -> str:
+    """Beyond the SIZE it offers, a server answers 552 (RFC 1870 §6.1, §6.3).
+
+    ``MAIL ... SIZE=`` one over the limit; then, when the limit is at most
+    ``max_size_probe``, a message that is too big: one 552 after its end.
+    """
+    client, offered = probe.hello()
+    words = offered.get("SIZE", "").split()
+    if not words or not words[0].isascii() or not words[0].isdigit() or int(words[0]) == 0:
+        raise _Skipped("no SIZE limit is offered")
+    limit = int(words[0])
+    answer = client.command(probe.mail_line(f" SIZE={limit + 1}"))
+    if answer is None or answer.code != 552:
+        raise _Failed(f"MAIL with SIZE={limit + 1} over the offered {limit} got {answer}")
+    _quit(client)
+    if limit > probe.max_size_probe:
+        return f"SIZE={limit + 1} got 552 (a {limit}-octet message is too big to send)"
+    client, _ = probe.hello()
+    probe.transaction(client)
+    answer = client.command(b"DATA")
+    if answer is None or answer.code != 354:
+        raise _Skipped(f"DATA was answered {answer}")
+    line = b"x" * 78 + b"\r\n"
+    client.send(b"Subject: too big\r\n\r\n" + line * (limit // len(line) + 20) + b".\r\n")
+    answer = client.read_reply()
+    after = _quit(client)
+    if answer is None or answer.code != 552 or len(after) != 1:
+        raise _Failed(f"a message over {limit} octets got {answer}, then QUIT got {_codes(after)}")
+    return "SIZE= over the limit and a message over it both got 552"
+
+
+def check_ascii_digits(probe: Probe) -> str:
+    """Numbers on the wire are ASCII digits (RFC 5234's DIGIT is %x30-39).
+
+    ``SIZE=²`` (a superscript two, which ``str.isdigit()`` accepts and
+    ``int()`` does not), ``SIZE=`` ten in Arabic-Indic digits (which ``int()``
+    reads), the same with SMTPUTF8 when offered and, with CHUNKING,
+    ``BDAT ²`` must each get a 5xx refusal, not a crash and not a size.
+    """
+    client, offered = probe.hello()
+    lines = [probe.mail_line(" SIZE=²"), probe.mail_line(" SIZE=\u0661\u0660")]
+    if "SMTPUTF8" in offered:  # where non-ASCII is allowed, it still is no digit
+        lines.append(probe.mail_line(" SMTPUTF8 SIZE=²"))
+    if "CHUNKING" in offered:
+        lines.append(b"BDAT \xc2\xb2 LAST")  # the superscript two, with no octets after
+    for line in lines:
+        text = line.decode()
+        answer = client.command(line)
+        if answer is None:
+            raise _Failed(f"{text!r} was answered by a dropped connection")
+        if answer.code // 100 != 5:
+            raise _Failed(f"{text!r} was answered {answer}, not a 5xx refusal")
+        if client.command(b"RSET") is None:
+            # Closing after a refusal is fine: after a bad BDAT size, no one
+            # knows where the chunk would end.
+            return "non-ASCII digits were refused with 5xx (then the server closed)"
+    after = _quit(client)
+    if _codes(after) != [221]:
+        raise _Failed(f"QUIT after the refusals got {_codes(after)}")
+    return "non-ASCII digits were refused with 5xx"
+
+
+def check_bdat_octets(probe: Probe) -> str:
+    """BDAT is answered only once all its octets are in (RFC 3030 §2).
+
+    ``BDAT 20 LAST`` and 5 octets, then the client closes its side: the
+    server never got the chunk, so a 2xx for it is a message accepted
+    before it arrived.
+    """
+    client, offered = probe.hello()
+    if "CHUNKING" not in offered:
+        raise _Skipped("CHUNKING is not offered")
+    probe.transaction(client)
+    client.send(b"BDAT 20 LAST\r\nhello")
+    client.shutdown_write()
+    replies = client.read_until_closed()
+    if any(answer.code // 100 == 2 for answer in replies):
+        raise _Failed(
+            f"BDAT 20 LAST with 5 of its octets got {_codes(replies)}: answered before "
+            "the chunk was in"
+        )
+    return f"an unfinished chunk got {_codes(replies) or 'no reply'}"
+
+
+CHECKS: Final[Mapping[str, Callable[[Probe], str]]] = {
+    "chunking": check_chunking,
+    "smuggling": check_smuggling,
+    "pipelining": check_pipelining,
+    "starttls-injection": check_starttls_injection,
+    "command-line-length": check_command_line_length,
+    "text-line-length": check_text_line_length,
+    "recipient-limit": check_recipient_limit,
+    "size-limit": check_size_limit,
+    "ascii-digits": check_ascii_digits,
+    "bdat-octets": check_bdat_octets,
+}
+"""The battery, by name, in the order it runs. Each check returns a summary, or
+raises to fail or be skipped; :func:`check_server` runs them."""
+
+
+def _insecure_context() -> ssl.SSLContext:
+    """TLS without certificate checks: the checks test the protocol, not the PKI."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _run_one(name: str, function: Callable[[Probe], str], probe: Probe) -> CheckResult:
+    try:
+        summary = function(probe)
+    except _Failed as exc:
+        return CheckResult(name, Outcome.FAILED, str(exc), probe.transcript())
+    except _Skipped as exc:
+        return CheckResult(name, Outcome.SKIPPED, str(exc), probe.transcript())
+    except TimeoutError:
+        return CheckResult(
+            name,
+            Outcome.FAILED,
+            f"the server said nothing for {probe.timeout:g} s where a reply was due",
+            probe.transcript(),
+        )
+    except (OSError, ssl.SSLError) as exc:
+        return CheckResult(name, Outcome.FAILED, f"connection error: {exc}", probe.transcript())
+    finally:
+        probe.close()
+    return CheckResult(name, Outcome.PASSED, summary, probe.transcript())
+
+
+def check_server(
+    host: str,
+    port: int,
+    *,
+    checks: Sequence[str] | None = None,
+    helo: str = "check.smtpcore.test",
+    sender: str = "check@smtpcore.test",
+    recipient: str = "postmaster@smtpcore.test",
+    timeout: float = 10.0,
+    pause: float = 0.002,
+    seed: int = 0,
+    tls_context: ssl.SSLContext | None = None,
+    max_size_probe: int = 2 << 20,
+) -> CheckReport:
+    """Run the checks named in ``checks`` (all of :data:`CHECKS` by default) against
+    the SMTP server at ``host:port``.
+
+    ``recipient`` must be an address the server accepts (a sink: the checks
+    send a few small messages to it). ``timeout`` bounds each wait for a
+    reply; ``pause`` is slept between the pieces of a chunked write;
+    ``seed`` picks the random chunkings; ``tls_context`` is used for
+    STARTTLS (by default, one that checks no certificate);
+    ``max_size_probe`` is the largest SIZE limit the size check sends a
+    whole message over.
+    """
+    names = list(CHECKS) if checks is None else list(checks)
+    for name in names:
+        if name not in CHECKS:
+            raise ValueError(f"no check named {name!r} (known: {', '.join(CHECKS)})")
+    results = []
+    for name in names:
+        probe = Probe(
+            host,
+            port,
+            helo=helo,
+            sender=sender,
+            recipient=recipient,
+            timeout=timeout,
+            pause=pause,
+            seed=seed,
+            tls_context=tls_context,
+            max_size_probe=max_size_probe,
+        )
+        results.append(_run_one(name, CHECKS[name], probe))
+    return CheckReport(f"{host}:{port}", tuple(results))
+
+
+@contextlib.contextmanager
+def serving(handler: Handler, **server_options: Any) -> Iterator[tuple[str, int]]:
+    """Serve ``handler`` with :class:`smtpcore.asyncio.SMTPServer` on a loopback port,
+    from a thread with its own event loop, for the block; yields (host, port)."""
+    import asyncio
+
+    from smtpcore.asyncio import SMTPServer
+
+    server_options.setdefault("hostname", "check.smtpcore.test")
+    started: list[tuple[str, int]] = []
+    failure: list[BaseException] = []
+    ready = threading.Event()
+    loop_box: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        async with SMTPServer(handler, "127.0.0.1", 0, **server_options) as server:
+            loop_box.append((asyncio.get_running_loop(), stop))
+            started.append(("127.0.0.1", server.port))
+            ready.set()
+            await stop.wait()
+
+    def run() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=run, name="smtpcore-check-server", daemon=True)
+    thread.start()
+    ready.wait()
+    if not started:
+        thread.join()
+        raise RuntimeError("the handler's server did not start") from (
+            failure[0] if failure else None
+        )
+    try:
+        yield started[0]
+    finally:
+        loop, stop = loop_box[0]
+        loop.call_soon_threadsafe(stop.set)
+        thread.join()
+
+
+def check_handler(
+    handler: Handler, *, server_options: Mapping[str, Any] | None = None, **options: Any
+) -> CheckReport:
+    """Serve ``handler`` in-process (asyncio, loopback) and run :func:`check_server` on it.
+
+    ``server_options`` go to :class:`smtpcore.asyncio.SMTPServer` (for
+    example ``ssl_context`` to offer STARTTLS); ``options`` to
+    :func:`check_server`.
+    """
+    with serving(handler, **dict(server_options or {})) as (host, port):
+        report = check_server(host, port, **options)
+    return CheckReport(f"handler {type(handler).__name__} at {host}:{port}", report.results)

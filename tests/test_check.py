@@ -1,0 +1,256 @@
+"""smtpcore.testing.check: each check finds its planted defect, and what it finds in real servers.
+
+The broken servers of tests/broken_servers.py each carry one defect; every
+check must fail on the server made for it and pass on the correct
+:class:`~broken_servers.SmallServer`. Then the battery runs against
+smtpcore's own asyncio server, aiosmtpd and a private Postfix, and the
+tests pin what it finds there (docs/testing-check.rst records it).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broken_servers import (
+    EagerBdatServer,
+    FewRecipientsServer,
+    LfDotLfServer,
+    LongLineTailServer,
+    LongTextLineServer,
+    NonAsciiDigitServer,
+    OutOfOrderServer,
+    PlaintextAfterStartTlsServer,
+    SizeIgnoringServer,
+    SmallServer,
+    SplitCommandServer,
+    serve,
+)
+from peers import TLSFiles, free_port, make_tls_files
+from private_postfix import private_postfix
+from smtpcore.handler import Envelope, Handler, Session
+from smtpcore.smtp import Rcpt, Reply
+from smtpcore.testing.__main__ import main
+from smtpcore.testing.check import CHECKS, Outcome, check_handler, check_server
+
+PLANTED = [
+    (LfDotLfServer, "smuggling"),
+    (EagerBdatServer, "bdat-octets"),
+    (NonAsciiDigitServer, "ascii-digits"),
+    (OutOfOrderServer, "pipelining"),
+    (SplitCommandServer, "chunking"),
+    (PlaintextAfterStartTlsServer, "starttls-injection"),
+    (LongLineTailServer, "command-line-length"),
+    (LongTextLineServer, "text-line-length"),
+    (FewRecipientsServer, "recipient-limit"),
+    (SizeIgnoringServer, "size-limit"),
+]
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+def test_every_check_has_a_planted_defect() -> None:
+    assert sorted(name for _, name in PLANTED) == sorted(CHECKS)
+
+
+@pytest.mark.parametrize(("server_class", "name"), PLANTED, ids=[n for _, n in PLANTED])
+def test_each_check_finds_its_planted_defect(
+    server_class: type[SmallServer], name: str, tls: TLSFiles
+) -> None:
+    with serve(server_class, tls=tls.server_context) as server:
+        report = check_server(server.host, server.port, checks=[name], timeout=5)
+    result = report[name]
+    assert result.outcome is Outcome.FAILED, result
+    # The transcript holds the exact bytes, both ways.
+    assert any(entry.side == "client" for entry in result.transcript)
+    assert any(entry.side == "server" for entry in result.transcript)
+    assert str(result) in report.format()
+
+
+def test_the_correct_server_passes_every_check(tls: TLSFiles) -> None:
+    with serve(SmallServer, tls=tls.server_context) as server:
+        report = check_server(server.host, server.port, timeout=5)
+    assert report.ok, report.format()
+    assert [r.outcome for r in report.results] == [Outcome.PASSED] * len(CHECKS)
+    assert not server.crashes
+
+
+def test_a_smuggling_failure_shows_the_bytes_and_every_look_alike() -> None:
+    with serve(LfDotLfServer) as server:
+        report = check_server(server.host, server.port, checks=["smuggling"], timeout=5)
+    result = report["smuggling"]
+    assert "LF.LF" in result.summary and "CR.CR" not in result.summary
+    sent = b"".join(e.data for e in result.transcript if e.side == "client")
+    assert b"before\n.\nNOOP smtpcore-smuggling-marker\r\n" in sent
+    assert r"before\n.\nNOOP smtpcore-smuggling-marker\r\n" in result.transcript_text()
+    # The server took the marker for a command: the smuggled part became a session of its own.
+    assert server.sessions[0].commands[-4:] == [
+        b"NOOP smtpcore-smuggling-marker\r\n",
+        b"after\r\n",
+        b".\r\n",
+        b"QUIT\r\n",
+    ]
+
+
+def test_a_crash_is_a_dropped_connection_in_the_transcript() -> None:
+    with serve(NonAsciiDigitServer) as server:
+        report = check_server(server.host, server.port, checks=["ascii-digits"], timeout=5)
+    result = report["ascii-digits"]
+    assert "dropped connection" in result.summary
+    assert "SIZE=\\xc2\\xb2" in result.transcript_text()
+    assert "-- server closed the connection" in result.transcript_text()
+    assert [type(crash) for crash in server.crashes] == [ValueError]
+
+
+def test_checks_skip_what_the_server_does_not_offer() -> None:
+    with serve(SmallServer) as server:  # no TLS context: no STARTTLS
+        report = check_server(server.host, server.port, checks=["starttls-injection"])
+    assert report["starttls-injection"].outcome is Outcome.SKIPPED
+    assert report.ok
+
+
+def test_an_unknown_check_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="no check named"):
+        check_server("127.0.0.1", 1, checks=["nope"])
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+def test_cli_exits_non_zero_and_prints_the_failure(capsys: pytest.CaptureFixture[str]) -> None:
+    with serve(OutOfOrderServer) as server:
+        status = main(["check", f"{server.host}:{server.port}", "--only", "pipelining"])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "FAILED  pipelining: pipelined, the group got" in out
+    assert "C: b'MAIL FROM:<check@smtpcore.test>\\r\\nRCPT TO:<no-closing-bracket" in out
+    assert "0 passed, 1 failed, 0 skipped" in out
+
+
+def test_cli_runs_as_a_module_and_exits_zero_on_a_good_server() -> None:
+    with serve(SmallServer) as server:
+        done = subprocess.run(
+            [sys.executable, "-m", "smtpcore.testing", "check", f"{server.host}:{server.port}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{len(CHECKS) - 1} passed, 0 failed, 1 skipped" in done.stdout
+
+
+# -- real servers ---------------------------------------------------------------------------
+
+
+class Sink(Handler):
+    """Takes every recipient and message."""
+
+    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
+        return Reply(250, "OK")
+
+
+def test_what_the_checks_find_in_smtpcore_asyncio_server(tls: TLSFiles) -> None:
+    report = check_handler(
+        Sink(),
+        server_options={"ssl_context": tls.server_context, "max_message_size": 100_000},
+        timeout=10,
+    )
+    assert {result.name for result in report.results if not result.passed} <= {"ascii-digits"}
+    assert report.target.startswith("handler Sink at 127.0.0.1:")
+
+
+@pytest.fixture
+def aiosmtpd_server(tls: TLSFiles) -> Iterator[int]:
+    from aiosmtpd.controller import Controller
+
+    class Accept:
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+            return "250 OK"
+
+    controller = Controller(
+        Accept(),
+        hostname="127.0.0.1",
+        port=free_port(),
+        data_size_limit=100_000,
+        tls_context=tls.server_context,
+    )
+    controller.start()
+    try:
+        yield controller.port
+    finally:
+        controller.stop()
+
+
+@pytest.mark.interop
+def test_what_the_checks_find_in_aiosmtpd(aiosmtpd_server: int) -> None:
+    report = check_server("127.0.0.1", aiosmtpd_server, timeout=10)
+    outcomes = {result.name: result.outcome for result in report.results}
+    # aiosmtpd offers neither PIPELINING nor CHUNKING.
+    assert outcomes.pop("pipelining") is Outcome.SKIPPED
+    assert outcomes.pop("bdat-octets") is Outcome.SKIPPED
+    # It takes SIZE= in Arabic-Indic digits as a size: int() reads them.
+    assert outcomes.pop("ascii-digits") is Outcome.FAILED
+    assert "SIZE=\u0661\u0660' was answered 250" in report["ascii-digits"].summary
+    assert set(outcomes.values()) == {Outcome.PASSED}, report.format()
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("forbid_bare_newline", [False, True], ids=["default", "forbid"])
+def test_what_the_checks_find_in_postfix(tls: TLSFiles, forbid_bare_newline: bool) -> None:
+    main_cf = {
+        "smtpd_tls_cert_file": str(tls.cert_file),
+        "smtpd_tls_key_file": str(tls.key_file),
+        "smtpd_tls_security_level": "may",
+    }
+    if forbid_bare_newline:
+        # The exclusions default to $mynetworks, which holds loopback.
+        main_cf |= {
+            "smtpd_forbid_bare_newline": "yes",
+            "smtpd_forbid_bare_newline_exclusions": "",
+        }
+    with private_postfix(main_cf=main_cf) as postfix:
+        report = check_server(postfix.host, postfix.port, timeout=10)
+        log = postfix.log()
+    if not forbid_bare_newline:
+        # Postfix before 3.9 reads a bare LF as a line end, also in DATA.
+        assert [result.name for result in report.failures] == ["smuggling"], report.format()
+        summary = report["smuggling"].summary
+        assert "LF.LF" in summary and "LF.CRLF" in summary and "CRLF.LF" in summary
+        assert "CR.CR" not in summary and "NUL" not in summary
+    else:
+        assert report.ok, report.format() + "\n" + log
+    assert all(result.outcome is not Outcome.SKIPPED for result in report.results)
+
+
+def python_blocks(page: Path) -> list[str]:
+    """The ``.. code-block:: python`` blocks of a reStructuredText page, dedented."""
+    import textwrap
+
+    blocks, lines = [], page.read_text().splitlines()
+    for index, line in enumerate(lines):
+        if line.strip() == ".. code-block:: python":
+            body = []
+            for following in lines[index + 2 :]:
+                if following and not following.startswith(" "):
+                    break
+                body.append(following)
+            blocks.append(textwrap.dedent("\n".join(body)))
+    return blocks
+
+
+def test_the_docs_page_python_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    page = Path(__file__).parent.parent / "docs" / "testing-check.rst"
+    blocks = python_blocks(page)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), {"__name__": "docs"})
+    out = capsys.readouterr().out
+    assert "PASSED  chunking" in out and "smuggling" in out
