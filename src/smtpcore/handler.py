@@ -1,11 +1,18 @@
 """What an application writes to receive mail: a :class:`Handler` and the objects it sees.
 
 The asyncio and trio adapters drive a :class:`~smtpcore.smtp.ServerConnection`
-and call the handler's hooks at each step of a session (RFC 5321 §3). Every
-hook may answer with a :class:`~smtpcore.smtp.Reply`; ``None`` takes the
-default. The defaults accept a session, a sender and a message, but refuse
-every recipient: a server that accepts every recipient is an open relay, so
-the application has to say which recipients it takes (RFC 5321 §7.1).
+and call the handler's hooks at each step of a session (RFC 5321 §3).
+
+The contract is one rule: **what a hook returns is the answer**. A hook
+returns the :class:`~smtpcore.smtp.Reply` to send, or ``None``, which stands
+for what :class:`Handler`'s own hook returns: ``return None`` and
+``return await super().handle_mail(session, command)`` are the same answer.
+The defaults live in :class:`Handler` alone (the adapters hold none of their
+own), so which hooks a subclass overrides never changes a session, only what
+they return does. The defaults accept a session, a sender and a message, but
+refuse every recipient: a server that accepts every recipient is an open
+relay, so the application has to say which recipients it takes (RFC 5321
+§7.1).
 
 SMTP AUTH (RFC 4954) is configured on the server with an
 :class:`Authenticator`, which turns the application's credential checks into
@@ -21,7 +28,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from smtpcore.address import Mailbox
 from smtpcore.sasl import (
@@ -266,74 +273,97 @@ class Session:
 class Handler:
     """Base class of an application's mail handling; override the hooks you need.
 
-    Hooks are coroutines, called one at a time per session, in the order of
-    the client's commands. An exception in a hook is logged and the client
-    gets ``451 4.3.0`` (a transient local error), so a bug never loses a
-    message silently.
+    Each hook's docstring says what :class:`Handler` answers; a hook that
+    returns ``None`` gets that answer (see the module's rule above). Hooks are
+    coroutines, called one at a time per session, in the order of the
+    client's commands. An exception in a hook is logged and the client gets
+    ``451 4.3.0`` (a transient local error; ``421`` from
+    :meth:`handle_connect`), so a bug never loses a message silently.
 
-    Message content reaches the handler in one of two ways. By default the
-    adapter collects it in :attr:`Envelope.content` (bounded by the server's
-    size limit) before :meth:`handle_message`. A handler that overrides
-    :meth:`handle_data_chunk` gets each chunk as it arrives instead, so that
-    a large message can go to disk with flat memory.
+    Message content reaches the handler through :meth:`handle_data_chunk`,
+    one unstuffed chunk at a time. :class:`Handler`'s own keeps the chunks
+    in :attr:`Envelope.chunks` (bounded by the server's size limit), which
+    the adapter joins into :attr:`Envelope.content` before
+    :meth:`handle_message`. A handler that writes each chunk elsewhere (to
+    disk, say) and does not call ``super()`` streams the message with flat
+    memory; :attr:`Envelope.content` then stays empty.
     """
 
     async def handle_connect(self, session: Session) -> Reply | None:
-        """A client connected: ``None`` greets it with 220, ``Reply(554, ...)`` refuses
-        service (RFC 5321 §3.1), ``Reply(421, ...)`` closes at once."""
-        return None
+        """A client connected: ``220 <hostname> ESMTP smtpcore`` greets it.
+
+        ``Reply(554, ...)`` refuses service (RFC 5321 §3.1), and ``Reply(421, ...)``
+        closes at once.
+        """
+        return Reply(220, f"{session.hostname} ESMTP smtpcore")
 
     async def handle_hello(self, session: Session, command: Ehlo | Helo | Lhlo) -> Reply | None:
-        """EHLO, HELO or LHLO. A positive reply gets the extension lines added."""
-        return None
+        """EHLO, HELO or LHLO: ``250 <hostname>``. A positive reply gets the extension
+        lines added."""
+        return Reply(250, session.hostname)
 
     async def handle_auth(self, session: Session, identity: AuthIdentity) -> Reply | None:
-        """AUTH succeeded as ``identity``: ``None`` answers ``235 2.7.0``.
+        """AUTH succeeded as ``identity``: ``235 2.7.0`` accepts it.
 
         A veto (``Reply(535, ..., "5.7.8")``, say, for a disabled account, or
         ``454 4.7.0`` for a temporary problem) keeps the session
         unauthenticated; a 535 counts as a failed attempt.
         """
-        return None
+        return _AUTHENTICATED
 
     async def handle_mail(self, session: Session, command: Mail) -> Reply | None:
-        """``MAIL FROM``: the default accepts any sender."""
-        return None
+        """``MAIL FROM``: ``250 OK`` accepts any sender."""
+        return _OK
 
     async def handle_rcpt(
         self, session: Session, envelope: Envelope, command: Rcpt
     ) -> Reply | None:
-        """``RCPT TO``: the default refuses, so no server relays by accident.
+        """``RCPT TO``: ``550 5.1.1`` refuses, so no server relays by accident.
 
         Return ``Reply(250, "OK")`` for a recipient you take.
         """
-        return Reply(550, "Mailbox unavailable", "5.1.1")
+        return _NO_MAILBOX
 
     async def handle_data(self, session: Session, envelope: Envelope) -> Reply | None:
-        """``DATA``: ``None`` answers 354 and content follows."""
-        return None
+        """``DATA``: ``354`` lets the content follow; a 4xx or 5xx refuses it and keeps
+        the transaction open (RFC 5321 §4.1.1.4)."""
+        return _START_DATA
 
     async def handle_data_chunk(self, session: Session, envelope: Envelope, data: bytes) -> None:
-        """A chunk of content, unstuffed. The default keeps it in memory."""
+        """A chunk of content, unstuffed: kept in :attr:`Envelope.chunks`."""
         envelope.chunks.append(data)
 
     async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
-        """The content ended and is within policy: ``None`` accepts it with 250."""
-        return None
+        """The content ended and is within policy: ``250 OK: message accepted``.
+
+        In LMTP one reply stands for every recipient, or return one per
+        accepted recipient, in their order (RFC 2033 §4.2).
+        """
+        return _ACCEPTED
 
     async def handle_reset(self, session: Session, envelope: Envelope) -> None:
         """A transaction ended without delivery: RSET, a new EHLO, STARTTLS, a refused or
         broken message, or the client left. A streaming handler drops what it wrote."""
 
     async def handle_vrfy(self, session: Session, argument: str) -> Reply | None:
-        """``VRFY``: the default neither confirms nor denies (RFC 5321 §3.5.3)."""
-        return None
+        """``VRFY``: ``252`` neither confirms nor denies (RFC 5321 §3.5.3)."""
+        return _CANNOT_VRFY
 
     async def handle_expn(self, session: Session, argument: str) -> Reply | None:
-        """``EXPN``: the default refuses with ``502 5.5.1``, as most servers do
-        (RFC 5321 §3.5.2, §7.3: a list's members are not for strangers). Return a
-        reply, ``250`` with one mailbox a line, to expand ``argument``."""
-        return None
+        """``EXPN``: ``502 5.5.1`` refuses, as most servers do (RFC 5321 §3.5.2,
+        §7.3: a list's members are not for strangers). Return a reply, ``250`` with
+        one mailbox a line, to expand ``argument``."""
+        return _NO_EXPN
 
     async def handle_close(self, session: Session) -> None:
         """The connection is gone, whatever the reason."""
+
+
+# Handler's answers, built once: replies are immutable.
+_AUTHENTICATED: Final = Reply(235, "Authentication successful", "2.7.0")
+_OK: Final = Reply(250, "OK")
+_NO_MAILBOX: Final = Reply(550, "Mailbox unavailable", "5.1.1")
+_START_DATA: Final = Reply(354, "End data with <CR><LF>.<CR><LF>")
+_ACCEPTED: Final = Reply(250, "OK: message accepted")
+_CANNOT_VRFY: Final = Reply(252, "Cannot VRFY user, but will accept message and attempt delivery")
+_NO_EXPN: Final = Reply(502, "EXPN not available", "5.5.1")

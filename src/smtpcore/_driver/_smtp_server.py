@@ -81,14 +81,10 @@ enough that unstuffing a chunk stays in the CPU cache."""
 _LOCAL_ERROR: Final = Reply(451, "Local error in processing", "4.3.0")
 _IDLE_STATES: Final = frozenset({State.HELLO, State.READY, State.NO_SERVICE})
 _AUTH_UNAVAILABLE: Final = Reply(454, "Temporary authentication failure", "4.7.0")
-# The everyday answers, built once: replies are immutable.
 _OK: Final = Reply(250, "OK")
-_START_DATA: Final = Reply(354, "End data with <CR><LF>.<CR><LF>")
-_ACCEPTED: Final = Reply(250, "OK: message accepted")
-_NO_MAILBOX: Final = Reply(550, "Mailbox unavailable", "5.1.1")
-"""What RCPT gets when the handler does not say: accepting everything is not a default."""
-_CANNOT_VRFY: Final = Reply(252, "Cannot VRFY user, but will accept message and attempt delivery")
-_NO_EXPN: Final = Reply(502, "EXPN not available", "5.5.1")
+_HANDLER: Final = Handler()
+"""Handler's own hooks: they answer for a hook a handler leaves as it is or answers None
+to, so that the defaults live in :class:`~smtpcore.handler.Handler` alone."""
 
 AuthConfig = Authenticator | Mapping[str, MechanismFactory]
 """What ``auth=`` takes: an :class:`~smtpcore.handler.Authenticator`, or the mechanisms
@@ -214,7 +210,7 @@ class ServerState(SessionRegistry["ServerSession"]):
             if name.startswith("handle_")
             and getattr(type(handler), name) is not vars(Handler)[name]
         }
-        # Hooks left as the base class wrote them are answered without a call.
+        # Handler's own hooks answer at once and never fail: they run without a deadline.
         self.overridden: frozenset[str] = frozenset(overridden)
 
     def new_session(self, transport: Transport) -> ServerSession:
@@ -255,7 +251,7 @@ class ServerSession(ServedSession):
 
     async def _ended(self) -> None:
         await self._end_transaction()
-        await self._call(self.handler.handle_close(self.session))
+        await self._call("handle_close", lambda handler: handler.handle_close(self.session))
 
     async def _serve(self) -> None:
         conn = self.conn
@@ -263,22 +259,16 @@ class ServerSession(ServedSession):
         if self.options.tls_on_connect:
             await self._handshake()
             conn.tls = True
-        greeting = None
-        if "handle_connect" in self.state.overridden:
-            try:
-                greeting = await self.transport.within(
-                    timeouts.greeting,
-                    self.handler.handle_connect(self.session),
-                )
-            except Exception:
-                logger.exception("handle_connect failed")
-                greeting = Reply(421, f"{self.options.hostname} Service not available", "4.3.0")
+        unavailable = Reply(421, f"{self.options.hostname} Service not available", "4.3.0")
+        greeting = await self._ask(
+            "handle_connect",
+            lambda handler: handler.handle_connect(self.session),
+            timeouts.greeting,
+            failed=unavailable,
+        )
         if self.state.stopping:
             greeting = Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2")
-        unavailable = Reply(421, f"{self.options.hostname} Service not available", "4.3.0")
-        self._answer(
-            greeting or Reply(220, f"{self.options.hostname} ESMTP smtpcore"), unavailable
-        )
+        self._answer(greeting, unavailable)
         if await self._take_events_watched():
             if self._waited_idle and self.state.stopping:
                 reply = Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2")
@@ -391,23 +381,39 @@ class ServerSession(ServedSession):
         return reply
 
     async def _ask(
-        self, hook: str, call: Callable[[], Awaitable[Reply | None]], default: Reply
+        self,
+        hook: str,
+        call: Callable[[Handler], Awaitable[Reply | None]],
+        seconds: float | None,
+        *,
+        failed: Reply = _LOCAL_ERROR,
     ) -> Reply:
-        """The handler's reply, or ``default`` when the hook is not overridden or says None."""
+        """What the handler's ``hook`` answers (``call`` calls it), within ``seconds``.
+
+        ``None`` stands for what :class:`~smtpcore.handler.Handler`'s own hook
+        answers, and an exception for ``failed``.
+        """
+        reply = None
+        if hook in self.state.overridden:
+            try:
+                reply = await self.transport.within(seconds, call(self.handler))
+            except Exception:
+                logger.exception("%s failed", hook)
+                return failed
+        if reply is None:
+            reply = await call(_HANDLER)
+            assert reply is not None, f"Handler.{hook} answers"
+        return reply
+
+    async def _call(self, hook: str, call: Callable[[Handler], Awaitable[None]]) -> None:
+        """Tell the handler's ``hook`` (``call`` calls it), with no time limit."""
         if hook not in self.state.overridden:
-            return default
+            await call(_HANDLER)
+            return
         try:
-            reply = await self.transport.within(self.options.timeouts.command, call())
+            await self.transport.within(None, call(self.handler))
         except Exception:
             logger.exception("%s failed", hook)
-            return _LOCAL_ERROR
-        return default if reply is None else reply
-
-    async def _call(self, call: Awaitable[None]) -> None:
-        try:
-            await self.transport.within(None, call)  # a hook without a time limit
-        except Exception:
-            logger.exception("handler hook failed")
 
     # -- events -------------------------------------------------------------
 
@@ -432,8 +438,8 @@ class ServerSession(ServedSession):
         session = self.session
         reply = await self._ask(
             "handle_hello",
-            lambda: self.handler.handle_hello(session, command),
-            Reply(250, self.options.hostname),
+            lambda handler: handler.handle_hello(session, command),
+            self.options.timeouts.command,
         )
         if self._answer(reply).is_positive:
             await self._end_transaction()
@@ -443,7 +449,9 @@ class ServerSession(ServedSession):
     async def _mail(self, command: Mail) -> None:
         session = self.session
         reply = await self._ask(
-            "handle_mail", lambda: self.handler.handle_mail(session, command), _OK
+            "handle_mail",
+            lambda handler: handler.handle_mail(session, command),
+            self.options.timeouts.command,
         )
         if self._answer(reply).is_positive:
             submitter = None
@@ -456,7 +464,9 @@ class ServerSession(ServedSession):
         envelope = session.envelope
         assert envelope is not None
         reply = await self._ask(
-            "handle_data", lambda: self.handler.handle_data(session, envelope), _START_DATA
+            "handle_data",
+            lambda handler: handler.handle_data(session, envelope),
+            self.options.timeouts.command,
         )
         self._chunk_failed = False
         self._answer(reply)  # a refusal keeps the transaction open (RFC 5321 §4.1.1.4)
@@ -482,8 +492,8 @@ class ServerSession(ServedSession):
         session = self.session
         reply = await self._ask(
             "handle_vrfy",
-            lambda: self.handler.handle_vrfy(session, command.argument),
-            _CANNOT_VRFY,
+            lambda handler: handler.handle_vrfy(session, command.argument),
+            self.options.timeouts.command,
         )
         self._answer(reply)
 
@@ -491,8 +501,8 @@ class ServerSession(ServedSession):
         session = self.session
         reply = await self._ask(
             "handle_expn",
-            lambda: self.handler.handle_expn(session, command.argument),
-            _NO_EXPN,
+            lambda handler: handler.handle_expn(session, command.argument),
+            self.options.timeouts.command,
         )
         self._answer(reply)
 
@@ -506,8 +516,8 @@ class ServerSession(ServedSession):
         assert envelope is not None
         reply = await self._ask(
             "handle_rcpt",
-            lambda: self.handler.handle_rcpt(session, envelope, command),
-            _NO_MAILBOX,
+            lambda handler: handler.handle_rcpt(session, envelope, command),
+            self.options.timeouts.command,
         )
         if self._answer(reply).is_positive:
             envelope.recipients.append(Recipient(command.recipient, command.params))
@@ -562,7 +572,9 @@ class ServerSession(ServedSession):
         flow.success = None
         identity = AuthIdentity(success.authcid, success.authzid, self._auth_mechanism)
         reply = await self._ask(
-            "handle_auth", lambda: self.handler.handle_auth(session, identity), reply
+            "handle_auth",
+            lambda handler: handler.handle_auth(session, identity),
+            self.options.timeouts.command,
         )
         if self._answer(reply).code == 235:
             session.authenticated = identity
@@ -585,7 +597,7 @@ class ServerSession(ServedSession):
         assert envelope is not None
         envelope.size += len(data)
         if "handle_data_chunk" not in self.state.overridden:
-            envelope.chunks.append(data)
+            await _HANDLER.handle_data_chunk(self.session, envelope, data)
             return
         if self._chunk_failed:
             return
@@ -619,7 +631,7 @@ class ServerSession(ServedSession):
 
     async def _message_replies(self, envelope: Envelope, due: int) -> Sequence[Reply]:
         result: MessageReply = None
-        if "handle_message" in self.state.overridden:
+        if "handle_message" in self.state.overridden:  # as _ask does, but for LMTP's lists
             try:
                 result = await self.transport.within(
                     self.options.timeouts.data_termination,
@@ -629,7 +641,8 @@ class ServerSession(ServedSession):
                 logger.exception("handle_message failed")
                 result = _LOCAL_ERROR
         if result is None:
-            return [_ACCEPTED] * due
+            result = await _HANDLER.handle_message(self.session, envelope)
+            assert result is not None, "Handler.handle_message answers"
         if isinstance(result, Reply):
             return [result] * due
         replies = list(result)
@@ -649,8 +662,9 @@ class ServerSession(ServedSession):
             return
         self.session.envelope = None
         envelope.chunks.clear()
-        if "handle_reset" in self.state.overridden:
-            await self._call(self.handler.handle_reset(self.session, envelope))
+        await self._call(
+            "handle_reset", lambda handler: handler.handle_reset(self.session, envelope)
+        )
 
 
 class BaseSMTPServer(BaseListener[ServerSession]):

@@ -1,0 +1,260 @@
+"""The handler contract (issue 15 item 7): a hook's return value decides.
+
+``None`` from a hook stands for what :class:`Handler`'s own hook returns, so
+a handler that overrides every hook and answers ``None`` (or calls
+``super()``) runs exactly the sessions a handler that overrides none does;
+and the adapters hold no default of their own: change one of Handler's
+hooks and every handler that does not say otherwise answers with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import pytest
+
+from peers import ADAPTERS, raw_smtp_session, running_smtp_server
+from smtpcore.address import parse_mailbox
+from smtpcore.handler import (
+    Authenticator,
+    AuthIdentity,
+    Envelope,
+    Handler,
+    MessageReply,
+    Session,
+)
+from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Rcpt, Reply
+
+CONTENT = b"Subject: contract\r\n\r\n..a stuffed line\r\nlast\r\n"
+PLAIN = base64.b64encode(b"\0john\0john-pw")
+
+#: A session touching every hook: AUTH, VRFY, DATA, BDAT, a refused
+#: recipient, RSET, NOOP. Each item is sent whole, and gets one reply.
+SCRIPT: list[bytes] = [
+    b"EHLO client.test\r\n",
+    b"AUTH PLAIN " + PLAIN + b"\r\n",
+    b"VRFY john\r\n",
+    b"EXPN staff\r\n",
+    b"MAIL FROM:<john@abc.example>\r\n",
+    b"RCPT TO:<brendon@pqr.example>\r\n",
+    b"RCPT TO:<x@elsewhere.example>\r\n",
+    b"DATA\r\n",
+    CONTENT + b".\r\n",
+    b"MAIL FROM:<john@abc.example>\r\n",
+    b"RCPT TO:<brendon@pqr.example>\r\n",
+    b"BDAT 10\r\nSubject: c",
+    b"BDAT 10 LAST\r\nhunked\r\n\r\n",
+    b"MAIL FROM:<john@abc.example>\r\n",
+    b"RSET\r\n",
+    b"NOOP\r\n",
+    b"QUIT\r\n",
+]
+
+
+class Taking(Handler):
+    """Takes mail for pqr.example and keeps each envelope it saw; nothing else."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[Envelope] = []
+
+    async def handle_rcpt(
+        self, session: Session, envelope: Envelope, command: Rcpt
+    ) -> Reply | None:
+        if envelope not in self.envelopes:
+            self.envelopes.append(envelope)
+        if command.recipient.domain == "pqr.example":
+            return Reply(250, "OK")
+        return None
+
+
+class AnswersNone(Taking):
+    """Overrides every other hook, answering None: the same sessions as Taking."""
+
+    async def handle_connect(self, session: Session) -> Reply | None:
+        return None
+
+    async def handle_hello(self, session: Session, command: Ehlo | Helo | Lhlo) -> Reply | None:
+        return None
+
+    async def handle_auth(self, session: Session, identity: AuthIdentity) -> Reply | None:
+        return None
+
+    async def handle_mail(self, session: Session, command: Mail) -> Reply | None:
+        return None
+
+    async def handle_data(self, session: Session, envelope: Envelope) -> Reply | None:
+        return None
+
+    async def handle_data_chunk(self, session: Session, envelope: Envelope, data: bytes) -> None:
+        await super().handle_data_chunk(session, envelope, data)
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        return None
+
+    async def handle_reset(self, session: Session, envelope: Envelope) -> None:
+        return None
+
+    async def handle_vrfy(self, session: Session, argument: str) -> Reply | None:
+        return None
+
+    async def handle_expn(self, session: Session, argument: str) -> Reply | None:
+        return None
+
+    async def handle_close(self, session: Session) -> None:
+        return None
+
+
+class CallsSuper(Taking):
+    """Overrides every other hook with a call to Handler's: the same sessions again."""
+
+    async def handle_connect(self, session: Session) -> Reply | None:
+        return await super().handle_connect(session)
+
+    async def handle_hello(self, session: Session, command: Ehlo | Helo | Lhlo) -> Reply | None:
+        return await super().handle_hello(session, command)
+
+    async def handle_auth(self, session: Session, identity: AuthIdentity) -> Reply | None:
+        return await super().handle_auth(session, identity)
+
+    async def handle_mail(self, session: Session, command: Mail) -> Reply | None:
+        return await super().handle_mail(session, command)
+
+    async def handle_data(self, session: Session, envelope: Envelope) -> Reply | None:
+        return await super().handle_data(session, envelope)
+
+    async def handle_data_chunk(self, session: Session, envelope: Envelope, data: bytes) -> None:
+        await super().handle_data_chunk(session, envelope, data)
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        return await super().handle_message(session, envelope)
+
+    async def handle_reset(self, session: Session, envelope: Envelope) -> None:
+        await super().handle_reset(session, envelope)
+
+    async def handle_vrfy(self, session: Session, argument: str) -> Reply | None:
+        return await super().handle_vrfy(session, argument)
+
+    async def handle_expn(self, session: Session, argument: str) -> Reply | None:
+        return await super().handle_expn(session, argument)
+
+    async def handle_close(self, session: Session) -> None:
+        await super().handle_close(session)
+
+
+AUTH = Authenticator(check_password=lambda user, password: (user, password) == ("john", "john-pw"))
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+def transcript(adapter: str, handler: Handler, script: list[bytes] = SCRIPT) -> list[bytes]:
+    """The greeting and the reply to each item of ``script``."""
+    with (
+        running_smtp_server(adapter, handler, auth=AUTH, auth_require_tls=False) as server,
+        raw_smtp_session(server.host, server.port) as client,
+    ):
+        replies = [client.recv_reply()]
+        for item in script:
+            client.send(item)
+            replies.append(client.recv_reply())
+    return replies
+
+
+@pytest.fixture(scope="module")
+def expected() -> list[bytes]:
+    """What a handler that overrides only RCPT gets (checked below)."""
+    return transcript("asyncio", Taking())
+
+
+def test_a_handler_overriding_nothing_but_rcpt(expected: list[bytes]) -> None:
+    codes = [reply[:3] for reply in expected]
+    assert codes == [
+        b"220", b"250", b"235", b"252", b"502", b"250", b"250", b"550", b"354", b"250",
+        b"250", b"250", b"250", b"250", b"250", b"250", b"250", b"221",
+    ]  # fmt: skip
+    assert expected[0] == b"220 mx.test ESMTP smtpcore\r\n"
+    assert expected[-1].startswith(b"221")
+
+
+@pytest.mark.parametrize("kind", [Taking, AnswersNone, CallsSuper])
+def test_none_and_super_answer_as_handler_does(
+    adapter: str, kind: type[Taking], expected: list[bytes]
+) -> None:
+    handler = kind()
+    assert transcript(adapter, handler) == expected
+    first, second = handler.envelopes
+    assert first.content == CONTENT.replace(b"\r\n..", b"\r\n.")
+    assert second.content == b"Subject: chunked\r\n\r\n"
+
+
+def test_rcpt_answering_none_refuses_as_handler_does(adapter: str) -> None:
+    class Silent(Handler):
+        async def handle_rcpt(
+            self, session: Session, envelope: Envelope, command: Rcpt
+        ) -> Reply | None:
+            return None
+
+    script = [b"EHLO client.test\r\n", b"MAIL FROM:<>\r\n", b"RCPT TO:<a@pqr.example>\r\n"]
+    assert transcript(adapter, Silent(), script) == transcript(adapter, Handler(), script)
+    assert transcript(adapter, Handler(), script)[-1].startswith(b"550 5.1.1")
+
+
+def test_the_defaults_live_in_handler_alone(adapter: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Change Handler's own answers: handlers that do not say otherwise follow."""
+
+    async def refuse_data(self: Handler, session: Session, envelope: Envelope) -> Reply | None:
+        return Reply(554, "No content today", "5.3.0")
+
+    async def deny_vrfy(self: Handler, session: Session, argument: str) -> Reply | None:
+        return Reply(550, "No such user", "5.1.1")
+
+    async def greet(self: Handler, session: Session) -> Reply | None:
+        return Reply(220, "changed greeting")
+
+    monkeypatch.setattr(Handler, "handle_data", refuse_data)
+    monkeypatch.setattr(Handler, "handle_vrfy", deny_vrfy)
+    monkeypatch.setattr(Handler, "handle_connect", greet)
+    for handler in (Taking(), AnswersNone()):
+        replies = transcript(adapter, handler, SCRIPT[:9])
+        assert replies[0] == b"220 changed greeting\r\n"
+        assert replies[3].startswith(b"550 5.1.1 No such user")
+        assert replies[8].startswith(b"554 5.3.0 No content today")
+
+
+def test_handler_answers_what_its_docstrings_say() -> None:
+    session = Session(hostname="mx.pqr.example")
+    envelope = Envelope(sender=None)
+    mailbox = parse_mailbox("brendon@pqr.example")
+    handler = Handler()
+
+    async def answers() -> list[object]:
+        return [
+            await handler.handle_connect(session),
+            await handler.handle_hello(session, Ehlo("client.test")),
+            await handler.handle_auth(session, AuthIdentity("john", "john", "PLAIN")),
+            await handler.handle_mail(session, Mail(None)),
+            await handler.handle_rcpt(session, envelope, Rcpt(mailbox)),
+            await handler.handle_data(session, envelope),
+            await handler.handle_message(session, envelope),
+            await handler.handle_vrfy(session, "john"),
+            await handler.handle_expn(session, "staff"),
+        ]
+
+    replies = asyncio.run(answers())
+    assert all(isinstance(reply, Reply) for reply in replies)
+    assert [reply.code for reply in replies if isinstance(reply, Reply)] == [
+        220, 250, 235, 250, 550, 354, 250, 252, 502,
+    ]  # fmt: skip
+    assert replies[0] == Reply(220, "mx.pqr.example ESMTP smtpcore")
+    assert replies[1] == Reply(250, "mx.pqr.example")
+
+
+def test_every_hook_is_in_the_contract_tests() -> None:
+    """A new hook joins AnswersNone and CallsSuper, so the rule is checked for it too."""
+    hooks = {name for name in vars(Handler) if name.startswith("handle_")}
+    assert hooks - {"handle_rcpt"} == {n for n in vars(AnswersNone) if n.startswith("handle_")}
+    assert hooks - {"handle_rcpt"} == {n for n in vars(CallsSuper) if n.startswith("handle_")}
