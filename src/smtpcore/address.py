@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from smtpcore._errors import LocalProtocolError
+from smtpcore._numbers import is_digits
 
 __all__ = [
     "MAX_DOMAIN_OCTETS",
@@ -239,7 +240,7 @@ def _validate_domain(text: str, *, allow_trailing_dot: bool) -> str:
             raise AddressError(f"domain {_show(text)} ends with a dot (RFC 5321 §4.1.2)")
         name = text[:-1]
     labels = [_label_to_ascii(label, text) for label in name.split(".")]
-    if labels[-1].isdigit():
+    if is_digits(labels[-1]):
         raise AddressError(
             f"domain {_show(text)} has an all-numeric top label; write an IP address as "
             "an address literal such as [192.0.2.1] (RFC 5321 §4.1.3)"
@@ -322,7 +323,7 @@ def _simple_fits(local: str, domain: str) -> bool:
     return (
         len(local) <= MAX_LOCAL_PART_OCTETS
         and len(local) + len(domain) <= MAX_PATH_OCTETS - 3
-        and not domain.rpartition(".")[2].isdigit()
+        and not is_digits(domain.rpartition(".")[2])
     )
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Final
 
 from smtpcore._errors import LocalProtocolError
+from smtpcore._numbers import parse_number
 from smtpcore.pop3._events import (
     MAX_MESSAGE_NUMBER,
     Apop,
@@ -63,13 +64,11 @@ def _syntax(usage: str) -> CommandSyntaxError:
     return CommandSyntaxError(Err(f"Syntax: {usage}"))
 
 
-_NUMBER_RE: Final = re.compile(r"[0-9]{1,10}")
-
-
 def _number(word: str, *, minimum: int = 1, what: str = "message number") -> int:
-    if not _NUMBER_RE.fullmatch(word) or not minimum <= int(word) <= MAX_MESSAGE_NUMBER:
+    number = parse_number(word, max_digits=10)
+    if number is None or not minimum <= number <= MAX_MESSAGE_NUMBER:
         raise CommandSyntaxError(Err(f"Invalid {what}: {word[:20]}"))
-    return int(word)
+    return number
 
 
 def _no_argument(event: Command) -> Parser:

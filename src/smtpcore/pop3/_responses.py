@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._numbers import parse_number
 from smtpcore.pop3._commands import CommandSyntaxError, decode_base64
 from smtpcore.pop3._events import Continue, Err, Ok, Response
 
@@ -55,9 +56,10 @@ def _text(data: bytes | str) -> str:
 
 
 def _count(word: str, what: str) -> int:
-    if not word.isascii() or not word.isdigit():
+    number = parse_number(word, max_digits=20)
+    if number is None:
         raise RemoteProtocolError(f"{what} is not a number: {word[:20]!r}")
-    return int(word)
+    return number
 
 
 def parse_stat(text: str) -> tuple[int, int]:

@@ -166,7 +166,7 @@ def _reply_text(reply: Reply) -> str:
     return f"{reply.code}{status} {' '.join(reply.lines)}".strip()
 
 
-_STATUS_TEXT: Final = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
+_STATUS_TEXT: Final = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?:\s|$)")
 
 
 def _reply_dsn(reply: Reply) -> str:

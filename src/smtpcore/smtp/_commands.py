@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Final
 
 from smtpcore._errors import LocalProtocolError
+from smtpcore._numbers import parse_number
 from smtpcore.address import (
     SIMPLE_PATH_PATTERN,
     AddressError,
@@ -140,11 +141,10 @@ def _parameters(text: str) -> Parameters:
 
 def _parse_bdat(argument: str) -> Command:
     words = argument.split(" ")
-    if not 1 <= len(words) <= 2 or not words[0].isdigit() or len(words[0]) > 18:
+    size = parse_number(words[0], max_digits=18)
+    if size is None or len(words) > 2 or (len(words) == 2 and words[1].upper() != "LAST"):
         raise _syntax("BDAT size [LAST]")
-    if len(words) == 2 and words[1].upper() != "LAST":
-        raise _syntax("BDAT size [LAST]")
-    return Bdat(int(words[0]), len(words) == 2)
+    return Bdat(size, len(words) == 2)
 
 
 def _required(cls: type[Vrfy | Expn]) -> Callable[[str], Command]:

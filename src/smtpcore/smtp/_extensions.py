@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from smtpcore._errors import LocalProtocolError
+from smtpcore._numbers import parse_number
 from smtpcore.smtp._events import (
     Auth,
     Bdat,
@@ -112,10 +113,8 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
         server announced no limit.
         """
         params = self.get("SIZE", ())
-        if len(params) == 1 and params[0].isdigit() and params[0].isascii():
-            limit = int(params[0])
-            return limit or None
-        return None
+        limit = parse_number(params[0], max_digits=20) if len(params) == 1 else None
+        return limit or None
 
     @property
     def auth(self) -> frozenset[str]:

@@ -19,7 +19,8 @@ from smtpcore.smtp._base import Event
 
 __all__ = ["EnhancedStatus", "Reply", "ReplyParser"]
 
-_STATUS_RE: Final = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})")
+# [0-9], not \d: a str pattern's \d matches any Unicode digit (RFC 3463 §2: ASCII).
+_STATUS_RE: Final = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})")
 _FORBIDDEN_IN_TEXT: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Final
 
+from smtpcore._numbers import parse_number
 from smtpcore.smtp._extension import Extension, Parameter, ParameterError, ServerFacts
 from smtpcore.smtp._replies import EnhancedStatus, Reply
 
@@ -13,15 +13,15 @@ if TYPE_CHECKING:
 
 __all__ = ["SIZE"]
 
-_DIGITS: Final = re.compile(r"[0-9]{1,20}")
 _TOO_BIG: Final = Reply(552, "Message size exceeds fixed limit", EnhancedStatus(5, 3, 4))
 
 
 def _parse(value: str | None) -> int:
     """``SIZE=`` is ``1*20DIGIT`` (RFC 1870 §3), ASCII digits only."""
-    if value is None or not _DIGITS.fullmatch(value):
+    size = parse_number(value or "", max_digits=20)
+    if size is None:
         raise ParameterError("Bad SIZE value")
-    return int(value)
+    return size
 
 
 def _over_limit(facts: ServerFacts, size: int) -> Reply | None:

@@ -1,0 +1,212 @@
+"""Hostile wire input for fuzzing the four machines (SMTP and POP3, both roles).
+
+The bytes are built from pieces a real peer sends (command verbs, reply codes,
+parameters, paths) mixed with what broke machines before: digits that are not
+ASCII (superscript two, Arabic-Indic and fullwidth digits), NUL, bare CR and
+bare LF, dots at line starts and the content terminator, and raw octets. Real
+pieces make the machines go deep into their states; the rest is what they must
+refuse without an exception outside the ``ProtocolError`` family.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import strategies as st
+
+__all__ = ["POP3_COMMANDS", "POP3_RESPONSES", "SMTP_COMMANDS", "SMTP_REPLIES", "hostile_bytes"]
+
+SMTP_COMMANDS = (
+    "EHLO a.example",
+    "HELO a.example",
+    "LHLO a.example",
+    "MAIL FROM:<a@b.example>",
+    "MAIL FROM:<>",
+    "RCPT TO:<c@d.example>",
+    "RCPT TO:<postmaster>",
+    "DATA",
+    "BDAT ",
+    "LAST",
+    "RSET",
+    "NOOP",
+    "QUIT",
+    "VRFY x",
+    "EXPN x",
+    "HELP",
+    "STARTTLS",
+    "AUTH PLAIN",
+    "AUTH LOGIN",
+    "AGFiYwBhYmM=",
+    "*",
+    "=",
+    "MAIL FROM:<a@b.example> SIZE=",
+    " BODY=8BITMIME",
+    " SMTPUTF8",
+    " NOTIFY=SUCCESS",
+    " RET=FULL",
+)
+SMTP_REPLIES = (
+    "220 ",
+    "221 ",
+    "235 ",
+    "250 ",
+    "250-",
+    "251 ",
+    "252 ",
+    "334 ",
+    "354 ",
+    "421 ",
+    "452 ",
+    "500 ",
+    "535 ",
+    "550 ",
+    "554 ",
+    "2.1.0 ",
+    "5.1.1 ",
+    "4.5.3 ",
+    "250-SIZE ",
+    "250 2.",
+    "550 5.1.",
+    "250 SIZE ",
+    "PIPELINING",
+    "CHUNKING",
+    "ENHANCEDSTATUSCODES",
+    "8BITMIME",
+    "STARTTLS",
+    "AUTH PLAIN",
+    "SMTPUTF8",
+    "DSN",
+    "mx.example",
+)
+POP3_COMMANDS = (
+    "USER a",
+    "PASS b",
+    "APOP a 0123456789abcdef0123456789abcdef",
+    "AUTH PLAIN",
+    "CAPA",
+    "STLS",
+    "STAT",
+    "LIST",
+    "LIST ",
+    "RETR ",
+    "DELE ",
+    "NOOP",
+    "RSET",
+    "TOP ",
+    "UIDL",
+    "UIDL ",
+    "QUIT",
+    "UTF8",
+    "*",
+    "AGFiYwBhYmM=",
+)
+POP3_RESPONSES = (
+    "+OK ",
+    "-ERR ",
+    "+ ",
+    "+OK 2 320",
+    "+OK 2 ",
+    "1 120",
+    "1 ",
+    "2 200",
+    "1 whqtswO00WBw418f9t5JxYwZ",
+    "[IN-USE] ",
+    "PIPELINING",
+    "STLS",
+    "SASL PLAIN",
+    "USER",
+    "TOP",
+    "UIDL",
+    "UTF8",
+    "octets",
+    "<1896.697170952@dbc.mtview.ca.us>",
+)
+
+_TRICKY = (
+    "\u00b2",
+    "\u0661\u0662",
+    "\u0661",
+    "\uff11\uff12",
+    "\u07c1",
+    "\u0663",
+    "0",
+    "1",
+    "12",
+    "99999999999999999999999",
+    "\x00",
+    "\r",
+    "\n",
+    "\r\n",
+    "\r\n.\r\n",
+    ".\r\n",
+    ".",
+    "..",
+    " ",
+    ":",
+    "=",
+    "<",
+    ">",
+    "@",
+    "\r\n\x00.\r\n",
+    "\r\n.\x00\r\n",
+    "\n.\n",
+    "\r.\r",
+    "é",
+    "\ufeff",
+)
+
+
+_NUMBERS = (
+    "\u00b2",
+    "\u0661\u0662",
+    "\uff11\uff12",
+    "\u07c1",
+    "12",
+    "0",
+    "1_2",
+    "+1",
+    " 1",
+    "99999999999999999999999",
+)
+
+
+def hostile_bytes(words: tuple[str, ...], *, max_lines: int = 12) -> st.SearchStrategy[bytes]:
+    """Lines of ``words`` (a protocol's vocabulary) with tricky arguments, and raw octets.
+
+    Most lines start with a real word, take a few tricky pieces as arguments
+    and end in CRLF, so that a machine reads them as the command or reply they
+    nearly are; some end in a bare LF or CR, or not at all.
+    """
+    tricky = st.one_of(
+        st.sampled_from(_TRICKY + words),
+        st.text(st.characters(categories=["Nd"]), min_size=1, max_size=4),
+    ).map(lambda text: text.encode("utf-8"))
+    ending = st.sampled_from([b"\r\n"] * 6 + [b"\n", b"\r", b""])
+    line = st.tuples(
+        st.sampled_from(words).map(lambda text: text.encode("utf-8")),
+        st.lists(tricky, max_size=3).map(b"".join),
+        ending,
+    ).map(b"".join)
+    number = st.one_of(
+        st.sampled_from(_NUMBERS),
+        st.text(st.characters(categories=["Nd"]), min_size=1, max_size=4),
+    ).map(lambda text: text.encode("utf-8"))
+    numbered = st.tuples(
+        st.sampled_from([word for word in words if word.endswith((" ", "="))]).map(
+            lambda text: text.encode("utf-8")
+        ),
+        number,
+        ending,
+    ).map(b"".join)
+    piece = st.one_of(line, line, numbered, tricky, st.binary(max_size=6))
+    return st.lists(piece, max_size=max_lines).map(b"".join)
+
+
+def split_points(data: bytes) -> st.SearchStrategy[list[bytes]]:
+    """``data`` cut into chunks at drawn places (the wire may cut anywhere)."""
+
+    def cut(cuts: list[int]) -> list[bytes]:
+        edges = [0, *sorted(cuts), len(data)]
+        return [data[a:b] for a, b in itertools.pairwise(edges)]
+
+    return st.lists(st.integers(0, len(data)), max_size=4).map(cut)
