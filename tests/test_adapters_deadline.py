@@ -1,4 +1,4 @@
-"""The deadlines each transport supplies to the shared driver (RFC 5321 §4.5.3.2 timeouts).
+"""The deadlines each framework's clock supplies to the shared driver (RFC 5321 §4.5.3.2).
 
 The driver relies on three properties on both frameworks: a block that runs
 too long raises ``TimeoutError``; ``expire()`` ends a wait at once (graceful
@@ -16,8 +16,8 @@ import pytest
 import trio
 
 from smtpcore._driver._timeouts import deadline_when_waiting
-from smtpcore.asyncio import AsyncioTransport
-from smtpcore.trio import TrioTransport, _CallHabits, _habits
+from smtpcore.asyncio import AsyncioClock
+from smtpcore.trio import TrioClock, _CallHabits, _habits
 
 Deadline = Callable[[float | None], Any]
 T = TypeVar("T")
@@ -25,9 +25,8 @@ T = TypeVar("T")
 
 def deadline_factory(framework: str) -> Deadline:
     if framework == "asyncio":
-        return lambda seconds: AsyncioTransport().deadline(seconds)
-    # The trio transport's deadline does not touch its stream.
-    return object.__new__(TrioTransport).deadline
+        return lambda seconds: AsyncioClock().deadline(seconds)
+    return TrioClock().deadline
 
 
 def run(framework: str, fn: Callable[[], Awaitable[None]]) -> None:
@@ -96,7 +95,7 @@ def test_asyncio_deadline_does_not_swallow_an_outer_cancellation() -> None:
         entered = asyncio.Event()
 
         async def inner() -> None:
-            async with AsyncioTransport().deadline(10):
+            async with AsyncioClock().deadline(10):
                 entered.set()
                 await asyncio.sleep(10)
 
@@ -116,7 +115,7 @@ def test_asyncio_deadline_due_as_the_operation_completes_leaks_no_cancellation()
         for _ in range(20):
             future: asyncio.Future[None] = loop.create_future()
             try:
-                async with AsyncioTransport().deadline(0.001):
+                async with AsyncioClock().deadline(0.001):
                     loop.call_soon(future.set_result, None)
                     time.sleep(0.002)  # the timer and the result are due together
                     await future
@@ -130,10 +129,10 @@ def test_asyncio_deadline_due_as_the_operation_completes_leaks_no_cancellation()
 
 
 def within(framework: str) -> Callable[[float | None, Awaitable[T]], Awaitable[T]]:
-    """The transport's ``within``; neither transport touches its stream for it."""
+    """The clock's ``within``."""
     if framework == "asyncio":
-        return AsyncioTransport().within
-    return object.__new__(TrioTransport).within  # deadlines need no stream
+        return AsyncioClock().within
+    return TrioClock().within  # deadlines need no stream
 
 
 def test_asyncio_within_enters_no_deadline_for_a_call_that_does_not_wait() -> None:
@@ -141,7 +140,7 @@ def test_asyncio_within_enters_no_deadline_for_a_call_that_does_not_wait() -> No
 
     def counting(seconds: float | None) -> Any:
         entered.append(seconds)
-        return AsyncioTransport().deadline(seconds)
+        return AsyncioClock().deadline(seconds)
 
     async def answer() -> str:
         return "250 OK"
@@ -217,7 +216,7 @@ def test_asyncio_within_lets_an_outer_cancellation_through_to_the_call() -> None
             raise
 
     async def body() -> None:
-        task = asyncio.get_running_loop().create_task(AsyncioTransport().within(10, waits()))
+        task = asyncio.get_running_loop().create_task(AsyncioClock().within(10, waits()))
         await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -227,14 +226,14 @@ def test_asyncio_within_lets_an_outer_cancellation_through_to_the_call() -> None
     asyncio.run(body())
 
 
-def transport_for(framework: str) -> Any:
+def clock_for(framework: str) -> Any:
     if framework == "asyncio":
-        return AsyncioTransport()
-    return object.__new__(TrioTransport)  # timers need no stream
+        return AsyncioClock()
+    return TrioClock()
 
 
 def watchdog_factory(framework: str) -> Any:
-    return transport_for(framework).watchdog()
+    return clock_for(framework).watchdog()
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -243,19 +242,19 @@ def test_the_watchdog_goes_off_only_while_armed(framework: str) -> None:
     as those allow, and in plain waits too."""
 
     async def body() -> None:
-        transport = transport_for(framework)
-        async with transport.watchdog() as watchdog:
+        clock = clock_for(framework)
+        async with clock.watchdog() as watchdog:
             watchdog.arm(0.05)
             await sleep(framework, 0.01)
             watchdog.disarm()
-            await transport.within(5, sleep(framework, 0.1))  # past the armed time
+            await clock.within(5, sleep(framework, 0.1))  # past the armed time
             watchdog.arm(0.05)
             watchdog.disarm()
-            async with transport.deadline(5):
+            async with clock.deadline(5):
                 await sleep(framework, 0.1)
             watchdog.arm(0.05)
             watchdog.disarm()
-            await transport.within(None, sleep(framework, 0.1))
+            await clock.within(None, sleep(framework, 0.1))
             watchdog.arm(None)
             await sleep(framework, 0.1)
         assert not watchdog.expired
@@ -277,8 +276,8 @@ def test_each_arming_times_its_own_wait(framework: str) -> None:
     again and again within the timeout never goes off, however long it lives."""
 
     async def body() -> None:
-        transport = transport_for(framework)
-        async with transport.watchdog() as watchdog:
+        clock = clock_for(framework)
+        async with clock.watchdog() as watchdog:
             for _ in range(6):
                 watchdog.arm(0.2)
                 await sleep(framework, 0.05)
@@ -302,7 +301,7 @@ def test_a_short_timeout_among_long_ones_goes_off_in_time(framework: str) -> Non
         async def patient(watchdog_seconds: float, wait: float) -> None:
             started = time.monotonic()
             try:
-                async with transport_for(framework).watchdog() as watchdog:
+                async with clock_for(framework).watchdog() as watchdog:
                     watchdog.arm(watchdog_seconds)
                     await sleep(framework, wait)
             except TimeoutError:
@@ -356,12 +355,12 @@ def test_expiring_the_watchdog_ends_the_wait_at_once(framework: str) -> None:
 # -- trio: a deadline entered only once a practised call waits --------------------------
 
 
-def practise(transport: Any, hook: Callable[[bool], Awaitable[int]]) -> Awaitable[None]:
+def practise(clock: Any, hook: Callable[[bool], Awaitable[int]]) -> Awaitable[None]:
     """Await ``hook(False)`` (answers at once) until ``within`` starts it without a scope."""
 
     async def body() -> None:
         for _ in range(_CallHabits.AT_ONCE_BEFORE_LAZY):
-            assert await transport.within(5, hook(False)) == 1
+            assert await clock.within(5, hook(False)) == 1
         assert _habits.answers_at_once(hook.__code__)
 
     return body()
@@ -374,15 +373,15 @@ def test_trio_a_practised_call_gets_its_scope_when_it_first_waits() -> None:
         return 1
 
     async def body() -> None:
-        transport = transport_for("trio")
-        await practise(transport, hook)
+        clock = clock_for("trio")
+        await practise(clock, hook)
         started = time.monotonic()
         with pytest.raises(TimeoutError):
-            await transport.within(0.05, hook(True))
+            await clock.within(0.05, hook(True))
         assert time.monotonic() - started < 2
         assert not _habits.answers_at_once(hook.__code__)  # its scope first again
         with pytest.raises(TimeoutError):
-            await transport.within(0.05, hook(True))
+            await clock.within(0.05, hook(True))
 
     trio.run(body)
 
@@ -400,12 +399,12 @@ def test_trio_a_practised_call_that_waits_in_its_own_scope_is_bounded_by_the_wat
         return 1
 
     async def body() -> None:
-        transport = transport_for("trio")
-        await practise(transport, hook)
+        clock = clock_for("trio")
+        await practise(clock, hook)
         started = time.monotonic()
         with pytest.raises(TimeoutError):
-            async with transport.watchdog() as watchdog:
-                await transport.within(0.1, hook(True))
+            async with clock.watchdog() as watchdog:
+                await clock.within(0.1, hook(True))
         assert watchdog.expired
         assert time.monotonic() - started < 2
         await trio.sleep(0.01)  # nothing left cancelled
@@ -432,15 +431,81 @@ def test_trio_a_practised_call_passes_errors_and_outer_cancellation_through() ->
         return 1
 
     async def body() -> None:
-        transport = transport_for("trio")
+        clock = clock_for("trio")
         for practised in (hook, failing, sleeper):
-            await practise(transport, practised)
+            await practise(clock, practised)
         with pytest.raises(ValueError, match="after a wait"):
-            await transport.within(5, hook(True))
+            await clock.within(5, hook(True))
         with pytest.raises(KeyError):
-            await transport.within(5, failing(True))
+            await clock.within(5, failing(True))
         with trio.move_on_after(0.05) as outer:  # not the call's deadline: no TimeoutError
-            await transport.within(5, sleeper(True))
+            await clock.within(5, sleeper(True))
         assert outer.cancelled_caught
+
+    trio.run(body)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_resumed_wait_keeps_its_end(framework: str) -> None:
+    """A wait resumed read after read (a command line trickling in) ends when armed,
+    not a timeout after its last read."""
+
+    async def body() -> None:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with clock_for(framework).watchdog() as watchdog:
+                watchdog.arm(0.3)
+                while time.monotonic() - started < 10:
+                    await sleep(framework, 0.05)
+                    watchdog.disarm()
+                    watchdog.resume()
+        assert watchdog.expired
+        assert time.monotonic() - started < 5
+
+    run(framework, body)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_wait_with_a_minimum_rate_goes_on_while_the_rate_is_kept(framework: str) -> None:
+    async def body() -> None:
+        started = time.monotonic()
+        async with clock_for(framework).watchdog() as watchdog:
+            watchdog.arm(0.3, min_rate=100)
+            while time.monotonic() - started < 1.2:  # four times the armed time
+                await sleep(framework, 0.05)
+                watchdog.disarm()
+                watchdog.resume(100)  # a second earned each time, capped at 0.3
+        assert not watchdog.expired
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with clock_for(framework).watchdog() as watchdog:
+                watchdog.arm(0.3, min_rate=100)
+                while time.monotonic() - started < 10:
+                    await sleep(framework, 0.05)
+                    watchdog.disarm()
+                    watchdog.resume(1)  # 20 octets a second: under the rate
+        assert time.monotonic() - started < 5
+
+    run(framework, body)
+
+
+def test_trio_cancel_status_still_tells_cancel_scopes_apart() -> None:
+    """The trio clock reads trio's private ``Task._cancel_status`` (in one place,
+    ``smtpcore.trio.cancel_status``) to run practised hooks without a scope. If trio
+    renames or changes it, smtpcore falls back to a scope for every call, and this
+    test says so loudly."""
+    from smtpcore.trio import cancel_status, cancel_status_readable
+
+    assert cancel_status_readable(), "trio.lowlevel.Task._cancel_status is gone"
+    assert _habits.possible
+
+    async def body() -> None:
+        task = trio.lowlevel.current_task()
+        outside = cancel_status(task)
+        assert outside is not None
+        with trio.CancelScope():
+            inside = cancel_status(task)
+            assert inside is not outside, "a cancel scope no longer changes _cancel_status"
+        assert cancel_status(task) is outside
 
     trio.run(body)

@@ -705,9 +705,9 @@ def test_server_sockets_have_tcp_nodelay(adapter: str) -> None:
 
         async def probe() -> None:
             for session in server.server.state.sessions:
-                transport = session.transport
+                transport = session.transport.transport
                 raw = getattr(transport, "_transport", None)  # asyncio
-                sock = raw.get_extra_info("socket") if raw else transport._socket_stream.socket
+                sock = raw.get_extra_info("socket") if raw else transport._base.socket
                 seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
         with raw_smtp_session(server.host, server.port) as s:

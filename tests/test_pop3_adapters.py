@@ -403,11 +403,11 @@ def test_utf8_and_tcp_nodelay(adapter: str, store: MaildirStore) -> None:
         client.user("alice")
         client.pass_("wonderland")
         [session] = server.server.state.sessions
-        transport = session.transport
+        transport: Any = session.transport.transport
         if adapter == "asyncio":
             sock = transport._transport.get_extra_info("socket")
         else:
-            sock = transport._socket_stream.socket
+            sock = transport._base.socket
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         client.quit()
 

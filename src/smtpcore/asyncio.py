@@ -60,6 +60,7 @@ from smtpcore._driver._smtp_client import (
     Recipients,
 )
 from smtpcore._driver._timeouts import POP3Timeouts, deadline_when_waiting
+from smtpcore._driver._transport import Link
 from smtpcore.address import Mailbox
 from smtpcore.handler import (
     Authenticator,
@@ -83,6 +84,7 @@ from smtpcore.maildrop import (
 )
 from smtpcore.smtp import TransactionResult
 from smtpcore.smtp._params import ParametersLike
+from smtpcore.transport import Transport
 
 __all__ = [
     "AuthIdentity",
@@ -343,8 +345,35 @@ class _ReadBuffer(threading.local):
 _read_buffer = _ReadBuffer()
 
 
+class AsyncioClock:
+    """asyncio's timing for one session (the driver's ``Clock``): deadlines cancel the
+    session's task, and share one loop timer per connection (see :class:`_Alarm`)."""
+
+    __slots__ = ("_alarm",)
+
+    def __init__(self) -> None:
+        self._alarm = _Alarm(asyncio.get_running_loop())
+
+    def deadline(self, seconds: float | None) -> _Deadline:
+        return _Deadline(seconds, self._alarm)
+
+    def watchdog(self) -> _Watchdog:
+        return _Watchdog(self._alarm)
+
+    def within(self, seconds: float | None, call: Awaitable[_T]) -> Coroutine[Any, Any, _T]:
+        # The coroutine itself, not one awaiting it: a hook call is the hot path.
+        return deadline_when_waiting(self.deadline, seconds, call)
+
+    def close(self) -> None:
+        self._alarm.close()
+
+
+def _link(transport: Transport) -> Link:
+    return Link(transport, AsyncioClock())
+
+
 class AsyncioTransport(asyncio.BufferedProtocol):
-    """The driver's :class:`~smtpcore._driver.Transport` on an asyncio connection."""
+    """A :class:`~smtpcore.transport.Transport` on an asyncio connection."""
 
     def __init__(self, on_connect: Callable[[AsyncioTransport], None] | None = None) -> None:
         self._on_connect = on_connect
@@ -360,7 +389,6 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         self._writer: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
         self._closed: asyncio.Future[None] = self._loop.create_future()
-        self._alarm = _Alarm(self._loop)
 
     # -- asyncio.BufferedProtocol -------------------------------------------
 
@@ -397,7 +425,6 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         return transport is None or transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._alarm.close()
         self._lost = self._eof = True
         self._wake_reader()
         self._wake_writer()
@@ -524,16 +551,6 @@ class AsyncioTransport(asyncio.BufferedProtocol):
                 self._transport.write(reply)
             self._transport.close()
 
-    def deadline(self, seconds: float | None) -> _Deadline:
-        return _Deadline(seconds, self._alarm)
-
-    def watchdog(self) -> _Watchdog:
-        return _Watchdog(self._alarm)
-
-    def within(self, seconds: float | None, call: Awaitable[_T]) -> Coroutine[Any, Any, _T]:
-        # The coroutine itself, not one awaiting it: a hook call is the hot path.
-        return deadline_when_waiting(self.deadline, seconds, call)
-
     @property
     def peer_address(self) -> tuple[str, int] | None:
         return (
@@ -586,7 +603,7 @@ class _Listener(BaseListener[_S]):
         return AsyncioTransport(self._connected)
 
     def _connected(self, transport: AsyncioTransport) -> None:
-        session = self.state.admit(transport)
+        session = self.state.admit(_link(transport))
         if isinstance(session, bytes):
             transport.refuse(session)
             return
@@ -674,11 +691,11 @@ class SMTPClient(BaseSMTPClient):
     keywords are those of :class:`~smtpcore._driver.BaseSMTPClient`.
     """
 
-    async def _open(self, host: str, port: int) -> AsyncioTransport:
+    async def _open(self, host: str, port: int) -> Link:
         loop = asyncio.get_running_loop()
         async with _Deadline(self.timeouts.connect):
             _, protocol = await loop.create_connection(AsyncioTransport, host, port)
-        return protocol
+        return _link(protocol)
 
     async def __aenter__(self) -> SMTPClient:
         await self.connect()
@@ -748,8 +765,8 @@ class POP3Client(BasePOP3Client):
     The keywords are those of :class:`~smtpcore._driver.BasePOP3Client`.
     """
 
-    async def _open(self, host: str, port: int) -> AsyncioTransport:
+    async def _open(self, host: str, port: int) -> Link:
         loop = asyncio.get_running_loop()
         async with _Deadline(self.timeouts.connect):
             _, protocol = await loop.create_connection(AsyncioTransport, host, port)
-        return protocol
+        return _link(protocol)

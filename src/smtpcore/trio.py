@@ -59,7 +59,7 @@ from smtpcore._driver._smtp_client import (
     Recipients,
 )
 from smtpcore._driver._timeouts import POP3Timeouts, rest_of
-from smtpcore._driver._transport import YieldFirst
+from smtpcore._driver._transport import Link, YieldFirst
 from smtpcore.address import Mailbox
 from smtpcore.handler import (
     Authenticator,
@@ -83,6 +83,7 @@ from smtpcore.maildrop import (
 )
 from smtpcore.smtp import TransactionResult
 from smtpcore.smtp._params import ParametersLike
+from smtpcore.transport import Transport
 
 __all__ = [
     "AuthIdentity",
@@ -354,7 +355,7 @@ class _CallHabits:
 
     def __init__(self) -> None:
         self._at_once: dict[CodeType, int] = {}
-        self.possible = hasattr(trio.lowlevel.Task, "_cancel_status")
+        self.possible = cancel_status_readable()
 
     def answers_at_once(self, code: CodeType) -> bool:
         return self._at_once.get(code, 0) >= self.AT_ONCE_BEFORE_LAZY
@@ -370,135 +371,34 @@ class _CallHabits:
         self._at_once.pop(code, None)
 
 
+def cancel_status(task: trio.lowlevel.Task) -> object:
+    """What identifies the innermost cancel scope ``task`` has open: the one place
+    smtpcore reads trio's private ``Task._cancel_status`` (trio has no public way to
+    ask). :func:`cancel_status_readable` says whether it can be trusted."""
+    return getattr(task, "_cancel_status", None)
+
+
+def cancel_status_readable() -> bool:
+    """Whether :func:`cancel_status` can be read on this trio. Without it smtpcore
+    enters every scope first (correct, only slower); a test in
+    ``tests/test_adapters_deadline.py`` checks that it still tells scopes apart, and
+    fails loudly when trio changes it."""
+    return hasattr(trio.lowlevel.Task, "_cancel_status")
+
+
 _habits = _CallHabits()
 
 
-class TrioTransport:
-    """The driver's :class:`~smtpcore._driver.Transport` on a ``trio.SocketStream``."""
+class TrioClock:
+    """trio's timing for one session (the driver's ``Clock``): deadlines are cancel
+    scopes, and the session's watchdog one long-lived scope that the run's
+    :class:`_WatchdogTimer` cancels."""
 
-    _watchdog: _Watchdog | None = None
-    """The watchdog of the session on this stream, if it has one (see within)."""
+    __slots__ = ("_watchdog",)
 
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self._socket_stream = stream
-        self._stream: trio.abc.Stream = stream
-        self._ssl: trio.SSLStream[trio.SocketStream] | None = None
-        self._closed = False
-        self._yield_first = YieldFirst()
-        self._fd = stream.socket.fileno()  # for the plain-TCP reads and writes
-        with contextlib.suppress(OSError):  # TCP_NODELAY, as trio sets it already
-            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-
-    async def receive_some(self, max_bytes: int) -> bytes:
-        if self._ssl is None and not self._closed:
-            return await self._receive_plain(max_bytes)
-        try:
-            return bytes(await self._stream.receive_some(max_bytes))
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise ConnectionResetError(str(exc) or "connection lost") from exc
-
-    async def _receive_plain(self, max_bytes: int) -> bytes:
-        """Read the socket itself, with the checkpoint trio's own read makes but
-        without its layers, which cost more than the read on a busy session.
-
-        The checkpoint comes first, and the read then often finds the
-        client's next command without registering with epoll to wait for it
-        (see :class:`~smtpcore._driver._transport.YieldFirst`).
-        """
-        fd = self._fd
-        if self._yield_first.now():
-            await trio.lowlevel.checkpoint()  # a read is a checkpoint, waiting or not
-            try:
-                return os.read(fd, max_bytes)
-            except BlockingIOError:
-                self._yield_first.missed()
-        while True:
-            try:
-                await trio.lowlevel.wait_readable(fd)
-            except trio.ClosedResourceError as exc:  # closed by another task meanwhile
-                raise ConnectionResetError("the connection is closed") from exc
-            try:
-                return os.read(fd, max_bytes)
-            except BlockingIOError:  # pragma: no cover - a spurious wake-up
-                continue
-
-    def send_nowait(self, data: bytes) -> int:
-        if self._closed:
-            raise ConnectionResetError("the connection is closed")
-        if self._ssl is not None:
-            return 0  # TLS records go through the SSLStream
-        # Straight to the kernel: trio's send passes through the scheduler even
-        # when it need not wait. The session's next read is its checkpoint.
-        try:
-            return os.write(self._fd, data)
-        except BlockingIOError:
-            return 0
-
-    async def send_all(self, data: bytes) -> None:
-        if self._ssl is None and not self._closed:
-            await self._send_plain(data)
-            return
-        try:
-            await self._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise ConnectionResetError(str(exc) or "connection lost") from exc
-
-    async def _send_plain(self, data: bytes) -> None:
-        """Write to the socket itself, as :meth:`_receive_plain` reads: write what the
-        kernel takes, and wait for room only when it took nothing. (trio's stream
-        tries again before each wait, and the driver has usually just tried.)"""
-        fd = self._fd
-        view = memoryview(data)
-        sent = 0
-        while sent < len(view):
-            try:
-                sent += os.write(fd, view[sent:])
-                continue
-            except BlockingIOError:
-                pass
-            try:
-                await trio.lowlevel.wait_writable(fd)
-            except trio.ClosedResourceError as exc:  # closed by another task meanwhile
-                raise ConnectionResetError("the connection is closed") from exc
-
-    async def start_tls(
-        self,
-        context: ssl.SSLContext,
-        *,
-        server_side: bool,
-        server_hostname: str | None = None,
-    ) -> None:
-        # A SocketStream keeps no read buffer of its own: any plaintext sent
-        # after STARTTLS is still in the kernel, and the TLS layer refuses it.
-        stream = trio.SSLStream(
-            self._socket_stream,
-            context,
-            server_side=server_side,
-            server_hostname=server_hostname,
-            https_compatible=True,  # SMTP frames its own end, so a bare TCP close is EOF
-        )
-        try:
-            await stream.do_handshake()
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            cause = exc.__cause__
-            if isinstance(cause, OSError):
-                raise cause from exc
-            raise ConnectionResetError(str(exc) or "TLS handshake failed") from exc
-        self._ssl = stream
-        self._stream = stream
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        with trio.move_on_after(_CLOSE_TIMEOUT) as scope:
-            scope.shield = True
-            try:
-                await self._stream.aclose()
-                return
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
-        await trio.aclose_forcefully(self._socket_stream)
+    def __init__(self) -> None:
+        self._watchdog: _Watchdog | None = None
+        """The watchdog of the session, once it has one (see _within_lazily)."""
 
     def deadline(self, seconds: float | None) -> _Deadline:
         return _Deadline(seconds)
@@ -506,6 +406,9 @@ class TrioTransport:
     def watchdog(self) -> _Watchdog:
         self._watchdog = _Watchdog()
         return self._watchdog
+
+    def close(self) -> None:
+        """Nothing to drop: the run's one timer forgets a watchdog when its block ends."""
 
     async def within(self, seconds: float | None, call: Awaitable[_T]) -> _T:
         """Await ``call`` under a cancel scope of ``seconds``, entered before the call
@@ -542,7 +445,7 @@ class TrioTransport:
         instead: a timeout then ends the session rather than the call.
         """
         task = trio.lowlevel.current_task()
-        status = task._cancel_status
+        status = cancel_status(task)
         steps = call.__await__()
         try:
             waiting_on = steps.send(None)
@@ -550,7 +453,7 @@ class TrioTransport:
             result: _T = done.value
             return result
         _habits.waited(code)  # from now on, its scope first
-        if task._cancel_status is status:
+        if cancel_status(task) is status:
             with trio.CancelScope(deadline=trio.current_time() + seconds) as scope:
                 return await rest_of(steps, waiting_on)
             assert scope.cancelled_caught
@@ -562,7 +465,7 @@ class TrioTransport:
             _CallHabits.AT_ONCE_BEFORE_LAZY,
         )
         watchdog = self._watchdog
-        if watchdog is None:  # not a served session's transport: the warning is all
+        if watchdog is None:  # not a served session's clock: the warning is all
             return await rest_of(steps, waiting_on)
         saved = watchdog.borrow(seconds)
         try:
@@ -570,17 +473,173 @@ class TrioTransport:
         finally:
             watchdog.give_back(saved)
 
+
+def _link(transport: Transport) -> Link:
+    return Link(transport, TrioClock())
+
+
+def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
+    """The socket under ``stream``, through TLS layers, if there is one."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    return stream.socket if isinstance(stream, trio.SocketStream) else None
+
+
+class TrioTransport:
+    """A :class:`~smtpcore.transport.Transport` over any ``trio.abc.Stream``.
+
+    A ``trio.SocketStream`` is read and written through its socket directly
+    while in plaintext (trio's layers cost more than the read on a busy
+    session); any other stream (a ``trio.SSLStream``, a memory stream, a
+    user's own) through its own methods. ``start_tls`` wraps the stream in a
+    ``trio.SSLStream``.
+    """
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._base = stream
+        self._stream: trio.abc.Stream = stream
+        self._ssl: trio.SSLStream[trio.abc.Stream] | None = (
+            stream if isinstance(stream, trio.SSLStream) else None
+        )
+        self._closed = False
+        self._yield_first = YieldFirst()
+        self._fd = -1
+        """The socket's descriptor while plain-TCP reads and writes go to it."""
+        if isinstance(stream, trio.SocketStream):
+            self._fd = stream.socket.fileno()
+            if stream.socket.family in (socket.AF_INET, socket.AF_INET6):
+                with contextlib.suppress(OSError):  # TCP_NODELAY, as trio sets it already
+                    stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        if self._fd >= 0 and not self._closed:
+            return await self._receive_plain(max_bytes)
+        try:
+            return bytes(await self._stream.receive_some(max_bytes))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ConnectionResetError(str(exc) or "connection lost") from exc
+
+    async def _receive_plain(self, max_bytes: int) -> bytes:
+        """Read the socket itself, with the checkpoint trio's own read makes but
+        without its layers, which cost more than the read on a busy session.
+
+        The checkpoint comes first, and the read then often finds the
+        client's next command without registering with epoll to wait for it
+        (see :class:`~smtpcore._driver._transport.YieldFirst`).
+        """
+        fd = self._fd
+        if self._yield_first.now():
+            await trio.lowlevel.checkpoint()  # a read is a checkpoint, waiting or not
+            try:
+                return os.read(fd, max_bytes)
+            except BlockingIOError:
+                self._yield_first.missed()
+        while True:
+            try:
+                await trio.lowlevel.wait_readable(fd)
+            except trio.ClosedResourceError as exc:  # closed by another task meanwhile
+                raise ConnectionResetError("the connection is closed") from exc
+            try:
+                return os.read(fd, max_bytes)
+            except BlockingIOError:  # pragma: no cover - a spurious wake-up
+                continue
+
+    def send_nowait(self, data: bytes) -> int:
+        """Write what the kernel takes at once (plain TCP only; else ``0``)."""
+        if self._closed:
+            raise ConnectionResetError("the connection is closed")
+        if self._fd < 0:
+            return 0  # TLS records and other streams go through send_all
+        # Straight to the kernel: trio's send passes through the scheduler even
+        # when it need not wait. The session's next read is its checkpoint.
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+
+    async def send_all(self, data: bytes) -> None:
+        if self._fd >= 0 and not self._closed:
+            await self._send_plain(data)
+            return
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ConnectionResetError(str(exc) or "connection lost") from exc
+
+    async def _send_plain(self, data: bytes) -> None:
+        """Write to the socket itself, as :meth:`_receive_plain` reads: write what the
+        kernel takes, and wait for room only when it took nothing. (trio's stream
+        tries again before each wait, and the driver has usually just tried.)"""
+        fd = self._fd
+        view = memoryview(data)
+        sent = 0
+        while sent < len(view):
+            try:
+                sent += os.write(fd, view[sent:])
+                continue
+            except BlockingIOError:
+                pass
+            try:
+                await trio.lowlevel.wait_writable(fd)
+            except trio.ClosedResourceError as exc:  # closed by another task meanwhile
+                raise ConnectionResetError("the connection is closed") from exc
+
+    async def start_tls(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+    ) -> None:
+        # A SocketStream keeps no read buffer of its own: any plaintext sent
+        # after STARTTLS is still in the kernel, and the TLS layer refuses it.
+        # So does it what another stream had buffered.
+        if self._ssl is not None:
+            raise ConnectionResetError("TLS is already up on this stream")
+        stream = trio.SSLStream(
+            self._stream,
+            context,
+            server_side=server_side,
+            server_hostname=server_hostname,
+            https_compatible=True,  # SMTP frames its own end, so a bare TCP close is EOF
+        )
+        try:
+            await stream.do_handshake()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError):
+                raise cause from exc
+            raise ConnectionResetError(str(exc) or "TLS handshake failed") from exc
+        self._ssl = stream
+        self._stream = stream
+        self._fd = -1
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with trio.move_on_after(_CLOSE_TIMEOUT) as scope:
+            scope.shield = True
+            try:
+                await self._stream.aclose()
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+        await trio.aclose_forcefully(self._base)
+
     @property
     def peer_address(self) -> tuple[str, int] | None:
+        sock = _socket_of(self._base)
         try:
-            return address(self._socket_stream.socket.getpeername())
+            return None if sock is None else address(sock.getpeername())
         except OSError:
             return None
 
     @property
     def local_address(self) -> tuple[str, int] | None:
+        sock = _socket_of(self._base)
         try:
-            return address(self._socket_stream.socket.getsockname())
+            return None if sock is None else address(sock.getsockname())
         except OSError:
             return None
 
@@ -662,8 +721,7 @@ class _Listener(BaseListener[_S]):
                 logger.warning("accept() failed, retrying soon: %s", exc)
                 await trio.sleep(0.1)
                 continue
-            transport = TrioTransport(stream)
-            session = self.state.admit(transport)
+            session = self.state.admit(_link(TrioTransport(stream)))
             if isinstance(session, bytes):
                 self._nursery.start_soon(self._refuse, stream, session)
             else:
@@ -734,10 +792,10 @@ class SMTPClient(BaseSMTPClient):
     keywords are those of :class:`~smtpcore._driver.BaseSMTPClient`.
     """
 
-    async def _open(self, host: str, port: int) -> TrioTransport:
+    async def _open(self, host: str, port: int) -> Link:
         async with _Deadline(self.timeouts.connect):
             stream = await trio.open_tcp_stream(host, port)
-        return TrioTransport(stream)
+        return _link(TrioTransport(stream))
 
     async def __aenter__(self) -> SMTPClient:
         await self.connect()
@@ -806,7 +864,7 @@ class POP3Client(BasePOP3Client):
     The keywords are those of :class:`~smtpcore._driver.BasePOP3Client`.
     """
 
-    async def _open(self, host: str, port: int) -> TrioTransport:
+    async def _open(self, host: str, port: int) -> Link:
         async with _Deadline(self.timeouts.connect):
             stream = await trio.open_tcp_stream(host, port)
-        return TrioTransport(stream)
+        return _link(TrioTransport(stream))

@@ -1,7 +1,9 @@
 """The shared async driver behind :mod:`smtpcore.asyncio` and :mod:`smtpcore.trio`.
 
-Everything here is written against :class:`Transport`; the adapters supply
-one and the task plumbing, nothing else.
+Everything here runs over a :class:`Link`: a :class:`~smtpcore.transport.Transport`
+(the bytes) joined with the :class:`Clock` of the framework that runs the
+session (the time). The adapters supply both and the task plumbing, nothing
+else.
 """
 
 from smtpcore._driver._pop3_client import (
@@ -42,12 +44,13 @@ from smtpcore._driver._smtp_server import (
 )
 from smtpcore._driver._timeouts import (
     DEFAULT_POP3_TIMEOUTS,
+    Clock,
     Deadline,
     DeadlineFactory,
     POP3Timeouts,
     Timeouts,
 )
-from smtpcore._driver._transport import Transport, YieldFirst, address, tls_info
+from smtpcore._driver._transport import Link, Transport, YieldFirst, address, tls_info
 
 __all__ = [
     "BasePOP3Client",
@@ -76,12 +79,14 @@ __all__ = [
     "SMTPTimeout",
     "SenderRefused",
     "TLSNotAvailable",
+    "Clock",
     "Deadline",
     "DeadlineFactory",
     "ExtensionNotOffered",
     "ServerOptions",
     "ServerSession",
     "ServerState",
+    "Link",
     "Timeouts",
     "Transport",
     "YieldFirst",

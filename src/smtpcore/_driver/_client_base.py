@@ -11,7 +11,7 @@ import ssl
 from types import TracebackType
 from typing import ClassVar, Protocol, TypeVar
 
-from smtpcore._driver._transport import Transport
+from smtpcore._driver._transport import Link
 
 __all__ = ["BaseClient"]
 
@@ -36,9 +36,9 @@ class BaseClient:
     ssl_context: ssl.SSLContext | None
     server_hostname: str
     timeouts: _ClientTimeouts
-    _transport: Transport | None
+    _transport: Link | None
 
-    async def _open(self, host: str, port: int) -> Transport:
+    async def _open(self, host: str, port: int) -> Link:
         """A plain TCP connection (the adapter's job), under the connect timeout."""
         raise NotImplementedError
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from smtpcore._driver._timeouts import Watchdog
-from smtpcore._driver._transport import Transport, address
+from smtpcore._driver._transport import Link, address
 
 __all__ = [
     "BaseListener",
@@ -79,7 +79,7 @@ class SessionRegistry(Generic[S]):
         self.on_empty: Callable[[], None] | None = None
         """Called when the last session ends while the server is stopping."""
 
-    def new_session(self, transport: Transport) -> S:
+    def new_session(self, transport: Link) -> S:
         """A session for a connection just accepted."""
         raise NotImplementedError
 
@@ -88,7 +88,7 @@ class SessionRegistry(Generic[S]):
         """No room for one more session: refuse the connection."""
         return len(self.sessions) >= self.max_sessions or self.stopping
 
-    def admit(self, transport: Transport) -> S | bytes:
+    def admit(self, transport: Link) -> S | bytes:
         """A session for a new connection, counted from now on; or, when there is no
         room for it, what to write to the client before closing."""
         if self.full:
@@ -190,7 +190,7 @@ class ServedSession:
     logger: ClassVar[logging.Logger] = logging.getLogger("smtpcore")
     protocol: ClassVar[str] = ""
 
-    transport: Transport
+    transport: Link
     state: SessionRegistry[Any]
     _watchdog: Watchdog
     """The timer of the waits for the client; the protocol enters it around its loop."""

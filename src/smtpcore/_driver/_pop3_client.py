@@ -19,7 +19,7 @@ from typing import Any, Final, TypeVar
 
 from smtpcore._driver._client_base import BaseClient
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts
-from smtpcore._driver._transport import Transport
+from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._sentinels import NEED_DATA, PAUSED
 from smtpcore.pop3 import (
@@ -173,7 +173,7 @@ class BasePOP3Client(BaseClient):
         self.hostname = hostname or socket.gethostname()
         self.greeting: Ok | None = None
         """The server's greeting."""
-        self._transport: Transport | None = None
+        self._transport: Link | None = None
         self._conn: ClientConnection | None = None
         self._streaming = False
         self._peer_closed = False

@@ -29,7 +29,7 @@ from smtpcore._driver._listener import (
 )
 from smtpcore._driver._pop3_exchange import SASLExchange, top_chunks, top_chunks_now
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts
-from smtpcore._driver._transport import Transport
+from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._sentinels import NEED_DATA, PAUSED
 from smtpcore.maildrop import (
@@ -175,7 +175,7 @@ class POP3ServerState(SessionRegistry["POP3ServerSession"]):
         self.apop_login = kind.apop_secret is not Mailstore.apop_secret
         self.sasl_login = kind.sasl_mechanisms is not Mailstore.sasl_mechanisms
 
-    def new_session(self, transport: Transport) -> POP3ServerSession:
+    def new_session(self, transport: Link) -> POP3ServerSession:
         return POP3ServerSession(transport, self)
 
 
@@ -186,7 +186,7 @@ class POP3ServerSession(ServedSession):
     protocol = "POP3"
     state: POP3ServerState
 
-    def __init__(self, transport: Transport, state: POP3ServerState) -> None:
+    def __init__(self, transport: Link, state: POP3ServerState) -> None:
         self.transport = transport
         self.state = state
         self.options = options = state.options

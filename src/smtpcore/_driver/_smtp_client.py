@@ -20,7 +20,7 @@ from typing import Final, TypeAlias
 
 from smtpcore._driver._client_base import BaseClient
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts
-from smtpcore._driver._transport import Transport
+from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._sentinels import NEED_DATA, PAUSED
 from smtpcore.address import Mailbox, parse_mailbox
@@ -267,7 +267,7 @@ class BaseSMTPClient(BaseClient):
         self.allow_plaintext_auth = allow_plaintext_auth
         self.authenticated_with: str | None = None
         """The mechanism the session authenticated with, once it has."""
-        self._transport: Transport | None = None
+        self._transport: Link | None = None
         self._conn: ClientConnection | None = None
         self._sent_messages = 0
 

@@ -24,7 +24,7 @@ from smtpcore._driver._listener import (
     SessionRegistry,
 )
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts
-from smtpcore._driver._transport import Transport
+from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import FramingPolicy
 from smtpcore._sentinels import NEED_DATA, PAUSED
@@ -213,7 +213,7 @@ class ServerState(SessionRegistry["ServerSession"]):
         # Handler's own hooks answer at once and never fail: they run without a deadline.
         self.overridden: frozenset[str] = frozenset(overridden)
 
-    def new_session(self, transport: Transport) -> ServerSession:
+    def new_session(self, transport: Link) -> ServerSession:
         return ServerSession(transport, self)
 
 
@@ -224,7 +224,7 @@ class ServerSession(ServedSession):
     protocol = "SMTP"
     state: ServerState
 
-    def __init__(self, transport: Transport, state: ServerState) -> None:
+    def __init__(self, transport: Link, state: ServerState) -> None:
         self.transport = transport
         self.state = state
         self.options = state.options

@@ -1,9 +1,10 @@
-"""Timeouts, and the framework-neutral deadline a transport supplies (RFC 5321 §4.5.3.2).
+"""Timeouts, and the clock each framework adapter supplies (RFC 5321 §4.5.3.2).
 
-The machines never look at a clock; the shared driver does, through
-:meth:`Transport.deadline <smtpcore._driver.Transport.deadline>`, which each
-adapter implements with its own framework's cancellation (``asyncio.timeout``
-or a trio cancel scope).
+The machines never look at a clock, and neither does a transport: the
+shared driver does, through the :class:`Clock` of the framework that runs
+the session, which implements deadlines and the session watchdog with its
+own cancellation (a task cancelled by a loop timer on asyncio, cancel
+scopes on trio).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
 __all__ = [
+    "Clock",
     "DEFAULT_POP3_TIMEOUTS",
     "DEFAULT_TIMEOUTS",
     "Deadline",
@@ -22,6 +24,7 @@ __all__ = [
     "POP3Timeouts",
     "Timeouts",
     "Watchdog",
+    "Within",
     "deadline_when_waiting",
     "rest_of",
 ]
@@ -132,6 +135,43 @@ class DeadlineFactory(Protocol):
     block has run ``seconds`` (never if ``None``)."""
 
     def __call__(self, seconds: float | None) -> AbstractAsyncContextManager[Deadline]: ...
+
+
+class Within(Protocol):
+    """``await within(seconds, call)``: ``call``'s result, or ``TimeoutError`` once it
+    has run ``seconds`` (never for ``None``)."""
+
+    def __call__(self, seconds: float | None, call: Awaitable[T]) -> Awaitable[T]: ...
+
+
+class Clock(Protocol):
+    """The timing of one connection's session, supplied by the framework adapter that
+    runs it (never by the transport): one implementation per framework.
+
+    Its waits are the framework's own, so it can interrupt whatever the
+    session waits on, a transport's read included.
+    """
+
+    def deadline(self, seconds: float | None) -> AbstractAsyncContextManager[Deadline]:
+        """A block that raises ``TimeoutError`` after ``seconds`` (never if ``None``)."""
+        ...
+
+    def watchdog(self) -> AbstractAsyncContextManager[Watchdog]:
+        """The timer of a session's waits for its peer (see :class:`Watchdog`)."""
+        ...
+
+    def within(self, seconds: float | None, call: Awaitable[T]) -> Awaitable[T]:
+        """Await ``call``, raising ``TimeoutError`` if it takes over ``seconds``.
+
+        ``async with self.deadline(seconds): return await call`` is always
+        correct; the adapters enter the deadline only once the call waits,
+        where their framework allows it (:func:`deadline_when_waiting`).
+        """
+        ...
+
+    def close(self) -> None:
+        """The connection is gone: drop any timer still scheduled for it."""
+        ...
 
 
 async def deadline_when_waiting(

@@ -1,24 +1,21 @@
-"""The transport interface the shared driver is written against.
+"""What the shared driver runs a session over: a transport and the framework's clock.
 
-A transport is one connected byte stream: read some, write all, upgrade to
-TLS in place, close. It also supplies deadlines, since only the framework
-that owns the event loop can interrupt a wait. The asyncio and trio
-adapters each implement it once; a new framework needs only this.
+A :class:`~smtpcore.transport.Transport` is a byte stream and nothing more;
+timing belongs to the framework adapter that runs the session, which supplies
+a :class:`~smtpcore._driver._timeouts.Clock`. A :class:`Link` joins the two
+for one connection, so the sessions and clients have one object to talk to.
 """
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol, TypeVar
 
-from smtpcore._driver._timeouts import Deadline, Watchdog
+from smtpcore._driver._timeouts import Clock, Deadline, Watchdog, Within
 from smtpcore.handler import TLSInfo
+from smtpcore.transport import Transport, tls_info
 
-__all__ = ["Transport", "YieldFirst", "address", "tls_info"]
-
-T = TypeVar("T")
+__all__ = ["Link", "Transport", "YieldFirst", "address", "tls_info"]
 
 
 class YieldFirst:
@@ -55,99 +52,71 @@ class YieldFirst:
         self._waits_left = self.WAITS_AFTER_A_MISS
 
 
-class Transport(Protocol):
-    """One connected byte stream, as the driver needs it.
+def _cannot_send_now(data: bytes) -> int:
+    return 0
 
-    Errors of the connection itself (reset, broken pipe, a failed TLS
-    handshake) are raised as :class:`OSError` (``ssl.SSLError`` is one).
+
+class Link:
+    """One connection as a session sees it: a transport's bytes and a clock's time.
+
+    The transport's and the clock's methods are kept as bound methods in
+    slots, so a read through the link costs what a read on the transport
+    costs: the link adds no call of its own on the hot path.
     """
 
-    async def receive_some(self, max_bytes: int) -> bytes:
-        """Up to ``max_bytes`` bytes, waiting for at least one; ``b""`` once the peer
-        closed its side."""
-        ...
+    __slots__ = (
+        "_close_clock",
+        "aclose_transport",
+        "deadline",
+        "receive_some",
+        "send_all",
+        "send_nowait",
+        "start_tls",
+        "transport",
+        "watchdog",
+        "within",
+    )
 
-    async def send_all(self, data: bytes) -> None:
-        """Write all of ``data``, waiting while the peer is slow to read."""
-        ...
+    receive_some: Callable[[int], Awaitable[bytes]]
+    send_all: Callable[[bytes], Awaitable[None]]
+    send_nowait: Callable[[bytes], int]
+    """Write what can go out without waiting; how many bytes that was (``0`` when
+    the transport has no such method: the driver then waits for the rest)."""
+    start_tls: Callable[..., Awaitable[None]]
+    deadline: Callable[[float | None], AbstractAsyncContextManager[Deadline]]
+    watchdog: Callable[[], AbstractAsyncContextManager[Watchdog]]
+    within: Within
 
-    def send_nowait(self, data: bytes) -> int:
-        """Write what can be written without waiting; return how many bytes that was.
-
-        A reply usually goes out whole at once, so the driver tries this first
-        and enters a deadline (a cancel scope under trio) only for the rest.
-        """
-        ...
-
-    async def start_tls(
-        self,
-        context: ssl.SSLContext,
-        *,
-        server_side: bool,
-        server_hostname: str | None = None,
-    ) -> None:
-        """Run the TLS handshake over this stream (RFC 3207 §4, RFC 8314 §3.3).
-
-        Bytes received before the handshake and not yet read are dropped:
-        they came in plaintext and must never be taken as protected.
-        """
-        ...
+    def __init__(self, transport: Transport, clock: Clock) -> None:
+        self.transport = transport
+        self.receive_some = transport.receive_some
+        self.send_all = transport.send_all
+        self.send_nowait = getattr(transport, "send_nowait", _cannot_send_now)
+        self.start_tls = transport.start_tls
+        self.aclose_transport = transport.aclose
+        self.deadline = clock.deadline
+        self.watchdog = clock.watchdog
+        self.within = clock.within
+        self._close_clock = clock.close
 
     async def aclose(self) -> None:
-        """Close the stream; bounded in time, and safe to call twice."""
-        ...
-
-    def deadline(self, seconds: float | None) -> AbstractAsyncContextManager[Deadline]:
-        """A block that raises ``TimeoutError`` after ``seconds`` (never if ``None``)."""
-        ...
-
-    def watchdog(self) -> AbstractAsyncContextManager[Watchdog]:
-        """The timer of a session's waits for its client (see :class:`Watchdog`)."""
-        ...
-
-    async def within(self, seconds: float | None, call: Awaitable[T]) -> T:
-        """Await ``call``, raising ``TimeoutError`` if it takes over ``seconds``.
-
-        ``async with self.deadline(seconds): return await call`` is always
-        correct; asyncio's transport enters its deadline only once the call
-        waits (:func:`~smtpcore._driver._timeouts.deadline_when_waiting`).
-        """
-        ...
+        """Close the transport, then the clock (its timers go with the connection)."""
+        try:
+            await self.aclose_transport()
+        finally:
+            self._close_clock()
 
     @property
     def peer_address(self) -> tuple[str, int] | None:
-        """The remote host and port."""
-        ...
+        return self.transport.peer_address
 
     @property
     def local_address(self) -> tuple[str, int] | None:
-        """The local host and port."""
-        ...
+        return self.transport.local_address
 
     @property
     def tls(self) -> TLSInfo | None:
-        """The TLS state once a handshake is done, else ``None``."""
-        ...
-
-
-def tls_info(ssl_object: Any) -> TLSInfo | None:
-    """Describe a finished handshake, for :attr:`Transport.tls`.
-
-    ``ssl_object`` is an :class:`ssl.SSLObject`, or anything with its
-    ``version()``, ``cipher()`` and ``getpeercert()`` (a ``trio.SSLStream``).
-    """
-    if ssl_object is None:
-        return None
-    cipher = ssl_object.cipher()
-    try:
-        certificate = ssl_object.getpeercert() or None
-    except ValueError:  # handshake not done
-        certificate = None
-    return TLSInfo(
-        version=ssl_object.version(),
-        cipher=cipher[0] if cipher else None,
-        peer_certificate=dict(certificate) if certificate else None,
-    )
+        return self.transport.tls
 
 
 def address(value: object) -> tuple[str, int] | None:

@@ -26,7 +26,7 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from smtpcore._driver import BaseSMTPClient, Deadline, Transport
+from smtpcore._driver import BaseSMTPClient, Deadline, Link
 from smtpcore._driver._timeouts import Watchdog
 from smtpcore.address import parse_mailbox
 from smtpcore.asyncio import POP3Client, SMTPClient
@@ -92,7 +92,7 @@ _T = TypeVar("_T")
 class _Tap:
     """A transport that prints every line it carries, then passes it on."""
 
-    def __init__(self, inner: Transport, say: Callable[[str], None], me: str, peer: str) -> None:
+    def __init__(self, inner: Link, say: Callable[[str], None], me: str, peer: str) -> None:
         self.inner = inner
         self.say = say
         width = max(len(me), len(peer))

@@ -1,0 +1,106 @@
+"""The byte stream a mail session runs over, for authors of new transports.
+
+A :class:`Transport` is one connected byte stream and nothing more: receive
+some bytes, send all of them, start TLS in place, close, and say who is at
+either end. Everything else is shared: the protocol lives in the machines,
+the sessions in the adapters' one driver, and timing (every deadline, and
+the watchdog that ends a session whose client went quiet) in the framework
+adapter that runs the session. A transport never looks at a clock: its
+waits are interrupted by the framework's own cancellation, from outside.
+
+So to serve SMTP over something the adapters do not know (a socket library,
+a tunnel, a test harness), write a :class:`Transport` whose waits are the
+framework's own waits, and hand it to that framework's adapter::
+
+    await server.serve_transport(MyTransport(...))       # smtpcore.asyncio or smtpcore.trio
+    client = SMTPClient.over_transport(MyTransport(...), ...)
+
+``docs/tutorials/transport.rst`` walks through one.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any, Protocol, runtime_checkable
+
+from smtpcore.handler import TLSInfo
+
+__all__ = ["TLSInfo", "Transport", "tls_info"]
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """One connected byte stream, as a session needs it.
+
+    Errors of the connection itself (reset, broken pipe, a failed TLS
+    handshake) are raised as :class:`OSError` (``ssl.SSLError`` is one), so
+    that a session tells a broken connection from a bug. Every wait must be
+    one the framework can cancel: that is how timeouts reach a transport.
+    """
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` bytes, waiting for at least one; ``b""`` once the peer
+        closed its side."""
+        ...
+
+    async def send_all(self, data: bytes) -> None:
+        """Write all of ``data``, waiting while the peer is slow to read."""
+        ...
+
+    async def start_tls(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+    ) -> None:
+        """Run the TLS handshake over this stream (RFC 3207 §4, RFC 8314 §3.3); from
+        then on, bytes go through TLS.
+
+        Bytes received before the handshake and not yet returned by
+        :meth:`receive_some` must be dropped: they came in plaintext and must
+        never be taken as protected (RFC 3207 §6). A stream that cannot be
+        upgraded raises :class:`OSError`.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Close the stream; safe to call twice, and bounded in time even when the peer
+        does not read."""
+        ...
+
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        """The remote host and port; ``None`` where there is none (a pipe)."""
+        ...
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        """The local host and port; ``None`` where there is none."""
+        ...
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        """The TLS state once a handshake is done, else ``None``."""
+        ...
+
+
+def tls_info(ssl_object: Any) -> TLSInfo | None:
+    """Describe a finished handshake, for :attr:`Transport.tls`.
+
+    ``ssl_object`` is an :class:`ssl.SSLObject` or :class:`ssl.SSLSocket`, or
+    anything with their ``version()``, ``cipher()`` and ``getpeercert()`` (a
+    ``trio.SSLStream``); ``None`` gives ``None``.
+    """
+    if ssl_object is None:
+        return None
+    cipher = ssl_object.cipher()
+    try:
+        certificate = ssl_object.getpeercert() or None
+    except ValueError:  # handshake not done
+        certificate = None
+    return TLSInfo(
+        version=ssl_object.version(),
+        cipher=cipher[0] if cipher else None,
+        peer_certificate=dict(certificate) if certificate else None,
+    )
