@@ -56,6 +56,8 @@ from smtpcore._driver._pop3_server import BasePOP3Server, POP3ServerSession
 from smtpcore._driver._smtp_client import (
     AuthenticationError,
     AuthenticationNotAvailable,
+    HelloRefused,
+    MessageTooLarge,
     RecipientParameters,
     Recipients,
 )
@@ -92,7 +94,9 @@ __all__ = [
     "AuthenticationNotAvailable",
     "Authenticator",
     "ExtensionNotOffered",
+    "HelloRefused",
     "MessageRefused",
+    "MessageTooLarge",
     "RecipientsRefused",
     "SMTPClient",
     "SMTPConnectionError",

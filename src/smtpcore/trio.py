@@ -55,6 +55,8 @@ from smtpcore._driver._pop3_server import BasePOP3Server, POP3ServerSession
 from smtpcore._driver._smtp_client import (
     AuthenticationError,
     AuthenticationNotAvailable,
+    HelloRefused,
+    MessageTooLarge,
     RecipientParameters,
     Recipients,
 )
@@ -91,7 +93,9 @@ __all__ = [
     "AuthenticationNotAvailable",
     "Authenticator",
     "ExtensionNotOffered",
+    "HelloRefused",
     "MessageRefused",
+    "MessageTooLarge",
     "RecipientsRefused",
     "SMTPClient",
     "SMTPConnectionError",

@@ -479,10 +479,16 @@ class BasePOP3Client(BaseClient):
                 await transport.send_all(data)
         except TimeoutError as exc:
             self.connection.send_failed()
+            await self._abort()
             raise POP3Timeout("the server stopped reading") from exc
         except OSError as exc:
             self.connection.send_failed()
+            await self._abort()
             raise POP3ConnectionError(f"connection lost: {exc}") from exc
+        except BaseException:  # cancelled half-way: the session cannot go on
+            self.connection.send_failed()
+            await self._abort()
+            raise
 
     async def _status(self, timeout: float | None) -> Ok | Err | Continue:
         event = await self._event(timeout)
@@ -491,7 +497,19 @@ class BasePOP3Client(BaseClient):
         return event
 
     async def _event(self, timeout: float | None) -> Event:
-        """The next event, reading as needed under ``timeout``."""
+        """The next event, reading as needed under ``timeout``.
+
+        Whatever stops it (a lost connection, a timeout, a broken answer,
+        cancellation) leaves the session where nobody can say, so the
+        connection is closed before the error goes on.
+        """
+        try:
+            return await self._read_event(timeout)
+        except BaseException:
+            await self._abort()
+            raise
+
+    async def _read_event(self, timeout: float | None) -> Event:
         conn = self.connection
         transport = self._transport
         if transport is None:

@@ -15,13 +15,30 @@ import email.message
 import email.utils
 import socket
 import ssl
-from collections.abc import Callable, Iterable, Sequence
-from typing import Final, TypeAlias
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Final, TypeAlias, TypeVar
 
 from smtpcore._driver._client_base import BaseClient
+from smtpcore._driver._smtp_errors import (
+    AuthenticationError,
+    AuthenticationNotAvailable,
+    ExtensionNotOffered,
+    HelloRefused,
+    MessageRefused,
+    MessageTooLarge,
+    RecipientsRefused,
+    SenderRefused,
+    SMTPConnectionError,
+    SMTPError,
+    SMTPProtocolError,
+    SMTPReplyError,
+    SMTPTimeout,
+    TLSNotAvailable,
+)
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._numbers import parse_number
 from smtpcore._sentinels import NEED_DATA, PAUSED
 from smtpcore.address import Mailbox, parse_mailbox
 from smtpcore.sasl import (
@@ -60,12 +77,16 @@ from smtpcore.smtp import (
 )
 from smtpcore.smtp._extensions import parameter_problem, unoffered_parameter
 from smtpcore.smtp._params import ParametersLike
+from smtpcore.smtp._state import RULES
 
 __all__ = [
     "AuthenticationError",
     "AuthenticationNotAvailable",
     "BaseSMTPClient",
+    "ExtensionNotOffered",
+    "HelloRefused",
     "MessageRefused",
+    "MessageTooLarge",
     "RecipientsRefused",
     "SMTPConnectionError",
     "SMTPError",
@@ -76,88 +97,10 @@ __all__ = [
     "TLSNotAvailable",
 ]
 
+T = TypeVar("T")
+
 _CHUNK: Final = 65536
-
-
-class SMTPError(Exception):
-    """Base class of the client's errors; ``reply`` is the server's, when there is one."""
-
-    def __init__(self, message: str, reply: Reply | None = None) -> None:
-        super().__init__(message if reply is None else f"{message}: {reply}")
-        self.reply = reply
-
-
-class SMTPReplyError(SMTPError):
-    """The server refused a command; ``reply`` says why, ``command`` which."""
-
-    reply: Reply
-
-    def __init__(self, command: str, reply: Reply) -> None:
-        super().__init__(f"{command} refused", reply)
-        self.command = command
-
-
-class SenderRefused(SMTPReplyError):
-    """``MAIL FROM`` was refused."""
-
-
-class RecipientsRefused(SMTPReplyError):
-    """Every recipient was refused; ``result`` holds each one's reply."""
-
-    def __init__(self, reply: Reply, result: TransactionResult) -> None:
-        super().__init__("RCPT", reply)
-        self.result = result
-
-
-class MessageRefused(SMTPReplyError):
-    """``DATA`` or the message itself was refused (for every recipient, in LMTP)."""
-
-    def __init__(self, command: str, reply: Reply, result: TransactionResult | None) -> None:
-        super().__init__(command, reply)
-        self.result = result
-
-
-class ExtensionNotOffered(SMTPError):
-    """A MAIL or RCPT parameter needs an extension the server did not list in its
-    EHLO reply, and a client must not use one it was not offered (RFC 5321
-    §2.2.2): ``RET`` or ``NOTIFY`` without DSN, say. Raised before the
-    transaction starts; the session can go on."""
-
-    def __init__(self, keyword: str, extension: str) -> None:
-        super().__init__(f"the server does not offer {extension}, which {keyword} needs")
-        self.keyword = keyword
-        self.extension = extension
-
-
-class TLSNotAvailable(SMTPError):
-    """STARTTLS was required but the server does not offer it (RFC 3207 §4)."""
-
-
-class AuthenticationError(SMTPReplyError):
-    """AUTH failed: the server refused the credentials (``reply`` says how: 535 5.7.8,
-    454 4.7.0, ...), or a SCRAM server could not prove it holds the user's keys."""
-
-    def __init__(self, command: str, reply: Reply, message: str | None = None) -> None:
-        super().__init__(command, reply)
-        if message is not None:
-            self.args = (f"{message}: {reply}",)
-
-
-class AuthenticationNotAvailable(SMTPError):
-    """Credentials were given but no mechanism can be used: the server offers no AUTH,
-    none the client can do, or only ones that need TLS on a plaintext connection."""
-
-
-class SMTPConnectionError(SMTPError, ConnectionError):
-    """The connection failed or closed (``reply`` is the 421, if the server sent one)."""
-
-
-class SMTPTimeout(SMTPError, TimeoutError):
-    """The server did not answer in time (RFC 5321 §4.5.3.2)."""
-
-
-class SMTPProtocolError(SMTPError):
-    """The server broke the protocol beyond repair."""
+_QUIT_STATES: Final = RULES[Quit].allowed
 
 
 Recipients = str | Mailbox | Iterable[str | Mailbox]
@@ -289,7 +232,8 @@ class BaseSMTPClient(BaseClient):
             self._conn = ClientConnection(self.hostname, lmtp=self.lmtp)
             greeting = await self._reply(self.timeouts.greeting)
             if greeting.code != 220:
-                raise SMTPReplyError("connection", greeting)
+                await self.quit()  # RFC 5321 §3.1: after a 554 greeting, QUIT
+                raise HelloRefused("greeting", greeting)
             await self._hello()
             conn = self._conn
             if self.starttls is not False and not conn.tls:
@@ -310,7 +254,7 @@ class BaseSMTPClient(BaseClient):
         if not reply.is_positive and not self.lmtp and reply.code in (500, 501, 502, 504):
             reply = await self._command(Helo(self.hostname), self.timeouts.command)
         if not reply.is_positive:
-            raise SMTPReplyError(type(hello).__name__.upper(), reply)
+            raise HelloRefused(type(hello).__name__.upper(), reply)
         assert conn is self._conn
 
     async def _starttls(self) -> None:
@@ -337,7 +281,7 @@ class BaseSMTPClient(BaseClient):
             if mechanism.name.upper() not in offered:
                 raise AuthenticationNotAvailable(f"the server does not offer {mechanism.name}")
             if mechanism.requires_tls and not secure:
-                raise AuthenticationNotAvailable(f"{mechanism.name} needs TLS")
+                raise AuthenticationNotAvailable(f"{mechanism.name} needs TLS", needs_tls=True)
             return mechanism
         names = list(_PASSWORD_MECHANISMS) if self.password is not None else []
         if self.oauth_token is not None:
@@ -349,10 +293,13 @@ class BaseSMTPClient(BaseClient):
         if name is None:
             shared = [name for name in PREFERENCE if name in offered and name in names]
             detail = "needs TLS" if len(shared) == 1 else "need TLS"
+            if shared:
+                raise AuthenticationNotAvailable(
+                    f"{', '.join(shared)} {detail} (allow_plaintext_auth=True to send anyway)",
+                    needs_tls=True,
+                )
             raise AuthenticationNotAvailable(
-                f"{', '.join(shared)} {detail} (allow_plaintext_auth=True to send anyway)"
-                if shared
-                else f"no mechanism in common: the server offers {' '.join(sorted(offered))}"
+                f"no mechanism in common: the server offers {' '.join(sorted(offered))}"
             )
         assert self.username is not None
         if name in _PASSWORD_MECHANISMS:
@@ -393,10 +340,20 @@ class BaseSMTPClient(BaseClient):
         self.authenticated_with = flow.mechanism.name
 
     async def quit(self) -> None:
-        """Say QUIT and close; a server that is already gone is not an error."""
+        """Say QUIT and close; a server that is already gone is not an error.
+
+        QUIT goes out only where the session can take it (not in the middle
+        of a message, not after the session broke down); the connection is
+        closed in every case.
+        """
         conn = self._conn
         try:
-            if conn is not None and self._transport is not None and not conn.pending:
+            if (
+                conn is not None
+                and self._transport is not None
+                and not conn.pending
+                and conn.state in _QUIT_STATES
+            ):
                 await self._command(Quit(), self.timeouts.command)
         except SMTPError:
             pass
@@ -431,6 +388,13 @@ class BaseSMTPClient(BaseClient):
         recipient's. A parameter of an extension the server did not offer
         raises :class:`ExtensionNotOffered`, and a malformed one
         :class:`~smtpcore.LocalProtocolError`, before anything is sent.
+
+        A message the server has said it cannot take is refused before
+        ``MAIL``, with the reply RFC 3463 names: :class:`MessageTooLarge`
+        (``552 5.3.4``) over its ``SIZE``, :class:`ExtensionNotOffered` for a
+        UTF-8 address without ``SMTPUTF8`` (``553 5.6.7``) or 8-bit content
+        without ``8BITMIME`` (``554 5.6.3``). After any other error than a
+        refusal the connection is closed.
         """
         if isinstance(message, email.message.EmailMessage):
             content, sender, recipients = _from_email(message, sender, recipients)
@@ -449,8 +413,35 @@ class BaseSMTPClient(BaseClient):
         given = Parameters.coerce(mail_params)
         mail = Mail(from_, {**self._mail_params(from_, rcpts, content, given), **given})
         commands = [Rcpt(r, _params_of(rcpt_params, r)) for r in rcpts]
+        self._check_sendable(mail, commands, content)
         self._check_offered(mail, commands)
-        return await self._transaction(mail, commands, content)
+        return await self._closing_unless_refused(self._transaction(mail, commands, content))
+
+    def _check_sendable(self, mail: Mail, rcpts: Sequence[Rcpt], content: bytes) -> None:
+        """Refuse, before MAIL, a message this server has said it cannot take."""
+        extensions = self.connection.extensions
+        addresses = [r.recipient for r in rcpts]
+        if mail.sender is not None:
+            addresses.append(mail.sender)
+        if not extensions.smtputf8 and not all(a.is_ascii for a in addresses):
+            address = next(a for a in addresses if not a.is_ascii)
+            # RFC 6531 §3.2 (no internationalized message to a server without
+            # SMTPUTF8), with the status RFC 6531 §3.6 / RFC 3463 name for it.
+            reply = Reply(
+                553, f"the server does not offer SMTPUTF8, needed for {address}", "5.6.7"
+            )
+            raise ExtensionNotOffered(None, "SMTPUTF8", reply)
+        if not content.isascii() and not (extensions.eight_bit_mime or extensions.binary_mime):
+            reply = Reply(
+                554, "the server does not offer 8BITMIME, needed for 8-bit content", "5.6.3"
+            )
+            raise ExtensionNotOffered(None, "8BITMIME", reply)
+        limit = extensions.size
+        declared = mail.params.get("SIZE")
+        size = parse_number(declared, max_digits=20) if declared else None
+        size = len(content) if size is None else size
+        if limit is not None and size > limit:
+            raise MessageTooLarge(size, limit)
 
     def _check_offered(self, mail: Mail, rcpts: Sequence[Rcpt]) -> None:
         extensions = self.connection.extensions
@@ -523,9 +514,14 @@ class BaseSMTPClient(BaseClient):
             raise SenderRefused("MAIL", mail_reply)
         result = conn.transaction
         assert result is not None
-        if not result.accepted:
-            raise RecipientsRefused(result.recipients[-1].reply or mail_reply, result)
         data_reply = replies[-1] if len(replies) == len(commands) else None
+        if not result.accepted:
+            if data_reply is not None and data_reply.code == 354:
+                # Every RCPT refused, yet a pipelined DATA got its 354 (RFC 2920 §3.1
+                # allows it): end the empty message so the session can go on.
+                await self._write(conn.send(EndOfMessage()), timeouts.data_block)
+                await self._reply(timeouts.data_termination)
+            raise RecipientsRefused(result.recipients[-1].reply or mail_reply, result)
         if data_reply is None or data_reply.code != 354:
             raise MessageRefused("DATA", data_reply or mail_reply, conn.transaction)
         view = memoryview(content)
@@ -542,6 +538,22 @@ class BaseSMTPClient(BaseClient):
         if not result.delivered:
             raise MessageRefused("end of data", last, result)
         return result
+
+    async def _closing_unless_refused(self, call: Awaitable[T]) -> T:
+        """Await ``call``; close the connection if it fails other than by a refusal.
+
+        After a refusal (an :class:`SMTPReplyError`) the session goes on;
+        after anything else (a lost connection, a timeout, a broken reply,
+        cancellation) nobody can say where it stands, so it ends here rather
+        than leave a socket open behind an exception.
+        """
+        try:
+            return await call
+        except SMTPReplyError:
+            raise
+        except BaseException:
+            await self._abort()
+            raise
 
     # -- I/O ------------------------------------------------------------------
 

@@ -1,0 +1,196 @@
+"""What the SMTP clients raise: one hierarchy, every refusal carrying its reply.
+
+Modelled on what smtplib and aiosmtplib users already catch
+(``SMTPResponseException``, ``SMTPSenderRefused``, ``SMTPRecipientsRefused``,
+``SMTPDataError``): everything the server or the session refuses is an
+:class:`SMTPError`, and a refusal is an :class:`SMTPReplyError` whose
+``reply`` has the code, the enhanced status (RFC 3463) and the text. When the
+client refuses on the server's behalf, before sending anything (a message
+over the server's SIZE, a UTF-8 address to a server without SMTPUTF8), the
+reply is the one the RFCs name for the case and ``local`` is true.
+:class:`~smtpcore.LocalProtocolError` is kept for the caller's own mistakes.
+"""
+
+from __future__ import annotations
+
+from smtpcore.smtp import EnhancedStatus, Reply, TransactionResult
+
+__all__ = [
+    "AuthenticationError",
+    "AuthenticationNotAvailable",
+    "ExtensionNotOffered",
+    "HelloRefused",
+    "MessageRefused",
+    "MessageTooLarge",
+    "RecipientsRefused",
+    "SMTPConnectionError",
+    "SMTPError",
+    "SMTPProtocolError",
+    "SMTPReplyError",
+    "SMTPTimeout",
+    "SenderRefused",
+    "TLSNotAvailable",
+]
+
+
+class SMTPError(Exception):
+    """Base class of the client's errors; ``reply`` is the server's, when there is one.
+
+    ``code``, ``status`` and ``text`` read the reply (``None``, ``None`` and
+    the message when there is none: a lost connection, a timeout).
+    """
+
+    local = False
+    """True when the client refused on the server's behalf and sent nothing: the
+    reply is the one the RFC names for the case, not one the server wrote."""
+
+    def __init__(self, message: str, reply: Reply | None = None) -> None:
+        super().__init__(message if reply is None else f"{message}: {reply}")
+        self.reply = reply
+
+    @property
+    def code(self) -> int | None:
+        """The reply code (``550``), if there is a reply."""
+        return None if self.reply is None else self.reply.code
+
+    @property
+    def status(self) -> EnhancedStatus | None:
+        """The enhanced status code (``5.1.1``, RFC 3463), if the reply has one."""
+        return None if self.reply is None else self.reply.status
+
+    @property
+    def text(self) -> str:
+        """The reply's text lines joined by newlines, or the error's message."""
+        return str(self) if self.reply is None else self.reply.message
+
+
+class SMTPReplyError(SMTPError):
+    """A command was refused; ``reply`` says why, ``command`` which (``"MAIL"``).
+
+    smtplib's ``SMTPResponseException``: ``code`` and ``text`` are its
+    ``smtp_code`` and ``smtp_error``.
+    """
+
+    reply: Reply
+
+    def __init__(self, command: str, reply: Reply, *, local: bool = False) -> None:
+        what = f"{command} not sent" if local else f"{command} refused"
+        super().__init__(what, reply)
+        self.command = command
+        self.local = local
+
+
+class HelloRefused(SMTPReplyError):
+    """The greeting was not 220 (``command`` is ``"greeting"``), or the server refused
+    EHLO and then HELO (or LHLO)."""
+
+
+class SenderRefused(SMTPReplyError):
+    """``MAIL FROM`` was refused."""
+
+
+class RecipientsRefused(SMTPReplyError):
+    """Every recipient was refused; ``result`` holds each one's reply, and ``reply``
+    is the last of them."""
+
+    def __init__(self, reply: Reply, result: TransactionResult) -> None:
+        super().__init__("RCPT", reply)
+        self.result = result
+
+
+class MessageRefused(SMTPReplyError):
+    """``DATA`` or the message itself was refused (for every recipient, in LMTP).
+
+    ``result`` holds each recipient's fate when the transaction got that far,
+    and is ``None`` when the client refused the message before ``MAIL``.
+    """
+
+    def __init__(
+        self,
+        command: str,
+        reply: Reply,
+        result: TransactionResult | None,
+        *,
+        local: bool = False,
+    ) -> None:
+        super().__init__(command, reply, local=local)
+        self.result = result
+
+
+class MessageTooLarge(MessageRefused):
+    """The message is larger than the server's SIZE limit (RFC 1870 §6), so the
+    client did not send it: ``552 5.3.4`` (RFC 3463), raised before ``MAIL``.
+    ``size`` and ``limit`` are in octets."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        reply = Reply(
+            552,
+            f"message size {size} exceeds the server's limit of {limit} octets",
+            "5.3.4",
+        )
+        super().__init__("MAIL", reply, None, local=True)
+        self.size = size
+        self.limit = limit
+
+
+class ExtensionNotOffered(MessageRefused):
+    """The message needs an extension the server did not list in its EHLO reply,
+    and a client must not use one it was not offered (RFC 5321 §2.2.2), so it
+    was not sent; raised before ``MAIL``, and the session can go on.
+
+    ``extension`` names it; ``keyword`` is the MAIL or RCPT parameter that
+    needs it, or ``None`` when the message itself does. The reply is the one
+    RFC 3463 names: ``553 5.6.7`` for a UTF-8 address without SMTPUTF8 (RFC
+    6531 §3.4), ``554 5.6.3`` for 8-bit content without 8BITMIME (RFC 6152),
+    ``555 5.5.4`` for a parameter (``RET`` without DSN, say).
+    """
+
+    def __init__(self, keyword: str | None, extension: str, reply: Reply | None = None) -> None:
+        if reply is None:
+            reply = Reply(
+                555, f"the server does not offer {extension}, which {keyword} needs", "5.5.4"
+            )
+        super().__init__("MAIL", reply, None, local=True)
+        self.keyword = keyword
+        self.extension = extension
+
+
+class TLSNotAvailable(SMTPReplyError):
+    """STARTTLS was required but the server does not offer it (RFC 3207 §4):
+    ``454 4.7.4`` (security feature not supported, RFC 3463), as a client that
+    insists on TLS defers the message."""
+
+    def __init__(self, message: str = "the server does not offer STARTTLS") -> None:
+        super().__init__("STARTTLS", Reply(454, message, "4.7.4"), local=True)
+
+
+class AuthenticationError(SMTPReplyError):
+    """AUTH failed: the server refused the credentials (``reply`` says how: 535 5.7.8,
+    454 4.7.0, ...), or a SCRAM server could not prove it holds the user's keys."""
+
+    def __init__(self, command: str, reply: Reply, message: str | None = None) -> None:
+        super().__init__(command, reply)
+        if message is not None:
+            self.args = (f"{message}: {reply}",)
+
+
+class AuthenticationNotAvailable(SMTPReplyError):
+    """Credentials were given but no mechanism can be used: the server offers no AUTH
+    or none the client can do (``504 5.5.4``, RFC 4954 §6), or only ones that need
+    TLS on a plaintext connection (``538 5.7.11``)."""
+
+    def __init__(self, message: str, *, needs_tls: bool = False) -> None:
+        reply = Reply(538, message, "5.7.11") if needs_tls else Reply(504, message, "5.5.4")
+        super().__init__("AUTH", reply, local=True)
+
+
+class SMTPConnectionError(SMTPError, ConnectionError):
+    """The connection failed or closed (``reply`` is the 421, if the server sent one)."""
+
+
+class SMTPTimeout(SMTPError, TimeoutError):
+    """The server did not answer in time (RFC 5321 §4.5.3.2)."""
+
+
+class SMTPProtocolError(SMTPError):
+    """The server broke the protocol beyond repair."""

@@ -1,0 +1,458 @@
+"""What the SMTP and POP3 clients raise, and that no path leaves a connection open.
+
+Every refusal is an ``SMTPError`` carrying a code, an enhanced status and
+text; the refusals the client makes on the server's behalf (SIZE, SMTPUTF8,
+8BITMIME) are raised before MAIL with the reply RFC 3463 names. The file
+descriptor counts run against scripted servers whose sockets are all closed
+before counting, with the client objects still referenced, so that no
+garbage collection can hide a leak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+import trio
+
+from peers import ADAPTERS, open_fd_count, running_smtp_server
+from scripted_smtp import EHLO_PLAIN, Peer, scripted_server
+from smtpcore import LocalProtocolError
+from smtpcore.handler import Envelope, Handler, MessageReply, Session
+from smtpcore.smtp import EnhancedStatus, Mail, Rcpt, Reply
+
+T = TypeVar("T")
+MESSAGE = b"Subject: errors\r\n\r\nbody\r\n"
+
+
+def run(adapter: str, fn: Callable[[], Awaitable[T]]) -> T:
+    if adapter == "asyncio":
+
+        async def main() -> T:
+            return await fn()
+
+        return asyncio.run(main())
+    return trio.run(fn)
+
+
+def module(adapter: str) -> Any:
+    return importlib.import_module(f"smtpcore.{adapter}")
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+class Recorder(Handler):
+    def __init__(self) -> None:
+        self.mails: list[Mail] = []
+        self.messages: list[Envelope] = []
+
+    async def handle_mail(self, session: Session, command: Mail) -> Reply | None:
+        self.mails.append(command)
+        return None
+
+    async def handle_rcpt(
+        self, session: Session, envelope: Envelope, command: Rcpt
+    ) -> Reply | None:
+        return Reply(250, "OK")
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        self.messages.append(envelope)
+        return None
+
+
+def test_the_hierarchy_matches_what_smtplib_users_catch() -> None:
+    from smtpcore import asyncio as client
+
+    refusals = (
+        client.HelloRefused,
+        client.SenderRefused,
+        client.RecipientsRefused,
+        client.MessageRefused,
+        client.MessageTooLarge,
+        client.ExtensionNotOffered,
+        client.AuthenticationError,
+        client.AuthenticationNotAvailable,
+        client.TLSNotAvailable,
+    )
+    for cls in refusals:
+        assert issubclass(cls, client.SMTPReplyError) and issubclass(cls, client.SMTPError)
+    assert issubclass(client.MessageTooLarge, client.MessageRefused)
+    assert issubclass(client.ExtensionNotOffered, client.MessageRefused)
+    assert issubclass(client.SMTPConnectionError, ConnectionError)
+    assert issubclass(client.SMTPTimeout, TimeoutError)
+    assert not issubclass(client.SMTPError, LocalProtocolError)
+
+
+def test_a_message_over_the_servers_size_is_refused_before_mail(adapter: str) -> None:
+    handler = Recorder()
+    big = b"Subject: big\r\n\r\n" + b"x" * 200 + b"\r\n"
+
+    async def attempt(port: int) -> Any:
+        async with module(adapter).SMTPClient("127.0.0.1", port) as client:
+            with pytest.raises(module(adapter).MessageTooLarge) as refused:
+                await client.send_message(big, "a@abc.example", "bob@pqr.example")
+            # Nothing was sent: the session goes on.
+            await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+            return refused.value
+
+    with running_smtp_server(adapter, handler, max_message_size=100) as server:
+        error = run(adapter, lambda: attempt(server.port))
+    assert isinstance(error, module(adapter).SMTPError)
+    assert (error.code, error.status, error.local) == (552, EnhancedStatus(5, 3, 4), True)
+    assert (error.size, error.limit) == (len(big), 100)
+    assert error.result is None and "100" in error.text
+    assert len(handler.mails) == 1 and handler.messages[0].content == MESSAGE
+
+
+def _no_extensions(peer: Peer) -> None:
+    peer.greet(EHLO_PLAIN)
+    peer.expect(b"MAIL FROM:<a@abc.example>")  # the ASCII message that follows
+    peer.expect(b"RCPT TO:<bob@pqr.example>")
+    peer.expect(b"DATA")
+    peer.send(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n")
+    peer.content()
+    peer.send(b"250 2.0.0 queued\r\n")
+    peer.expect(b"QUIT")
+    peer.send(b"221 2.0.0 bye\r\n")
+
+
+@pytest.mark.parametrize(
+    ("sender", "recipient", "content", "extension", "code", "status"),
+    [
+        ("a@abc.example", "jösé@pqr.example", MESSAGE, "SMTPUTF8", 553, "5.6.7"),
+        ("jösé@abc.example", "bob@pqr.example", MESSAGE, "SMTPUTF8", 553, "5.6.7"),
+        (
+            "a@abc.example",
+            "bob@pqr.example",
+            "Subject: é\r\n\r\n".encode(),
+            "8BITMIME",
+            554,
+            "5.6.3",
+        ),
+    ],
+    ids=["utf8-recipient", "utf8-sender", "8bit-content"],
+)
+def test_what_the_server_did_not_offer_is_refused_before_mail(
+    adapter: str,
+    sender: str,
+    recipient: str,
+    content: bytes,
+    extension: str,
+    code: int,
+    status: str,
+) -> None:
+    async def attempt(port: int) -> Any:
+        async with module(adapter).SMTPClient("127.0.0.1", port) as client:
+            with pytest.raises(module(adapter).ExtensionNotOffered) as refused:
+                await client.send_message(content, sender, recipient)
+            await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+            return refused.value
+
+    with scripted_server(_no_extensions) as server:
+        error = run(adapter, lambda: attempt(server.port))
+        server.join()
+    assert isinstance(error, module(adapter).MessageRefused)
+    assert (error.extension, error.keyword, error.code) == (extension, None, code)
+    assert str(error.status) == status and error.local
+    [peer] = server.peers
+    assert not any(b"\xc3" in line for line in peer.received)
+
+
+def test_refusals_carry_code_status_and_text(adapter: str) -> None:
+    def refusing(peer: Peer) -> None:
+        peer.greet()
+        peer.expect(b"MAIL")
+        peer.expect(b"RCPT")
+        peer.expect(b"DATA")
+        peer.send(
+            b"550 5.7.1 not from you\r\n554 5.5.1 no valid recipients\r\n"
+            b"554 5.5.1 no valid recipients\r\n"
+        )
+        peer.expect(b"RSET")
+        peer.expect(b"MAIL")
+        peer.expect(b"RCPT")
+        peer.expect(b"DATA")
+        peer.send(
+            b"250 2.0.0 ok\r\n250 2.1.0 ok\r\n"
+            b"550-5.1.1 no such\r\n550 5.1.1 user\r\n554 5.5.1 none\r\n"
+        )
+        peer.expect(b"QUIT")
+        peer.send(b"221 bye\r\n")
+
+    async def attempt(port: int) -> list[Any]:
+        errors = []
+        mod = module(adapter)
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            with pytest.raises(mod.SenderRefused) as sender:
+                await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+            errors.append(sender.value)
+            with pytest.raises(mod.RecipientsRefused) as recipients:
+                await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+            errors.append(recipients.value)
+        return errors
+
+    with scripted_server(refusing) as server:
+        sender, recipients = run(adapter, lambda: attempt(server.port))
+        server.join()
+    assert (sender.command, sender.code, str(sender.status)) == ("MAIL", 550, "5.7.1")
+    assert sender.text == "not from you" and not sender.local
+    assert (recipients.code, str(recipients.status)) == (550, "5.1.1")
+    assert recipients.text == "no such\nuser"
+    assert [r.reply.code for r in recipients.result.recipients] == [550]
+
+
+def test_every_recipient_refused_but_data_accepted_ends_the_empty_message(adapter: str) -> None:
+    """RFC 2920 §3.1: a server may answer a pipelined DATA with 354 after refusing
+    every RCPT; the client sends the lone dot, and the session goes on."""
+
+    def lenient(peer: Peer) -> None:
+        peer.greet()
+        peer.expect(b"MAIL")
+        peer.expect(b"RCPT")
+        peer.expect(b"DATA")
+        peer.send(b"250 2.1.0 ok\r\n550 5.1.1 no such user\r\n354 go ahead\r\n")
+        assert peer.content() == b""
+        peer.send(b"554 5.5.1 no valid recipients\r\n")
+        peer.expect(b"RSET")
+        peer.expect(b"MAIL")
+        peer.expect(b"RCPT")
+        peer.expect(b"DATA")
+        peer.send(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+        peer.content()
+        peer.send(b"250 2.0.0 queued\r\n")
+        peer.expect(b"QUIT")
+        peer.send(b"221 bye\r\n")
+
+    async def attempt(port: int) -> int:
+        mod = module(adapter)
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            with pytest.raises(mod.RecipientsRefused):
+                await client.send_message(MESSAGE, "a@abc.example", "nobody@pqr.example")
+            result = await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+            return len(result.delivered)
+
+    with scripted_server(lenient) as server:
+        assert run(adapter, lambda: attempt(server.port)) == 1
+        server.join()
+
+
+def test_a_greeting_other_than_220_is_hello_refused(adapter: str) -> None:
+    def busy(peer: Peer) -> None:
+        peer.send(b"554 5.3.2 no service for you\r\n")
+        peer.expect(b"QUIT")
+        peer.send(b"221 bye\r\n")
+
+    mod = module(adapter)
+    with scripted_server(busy) as server:
+        with pytest.raises(mod.HelloRefused) as refused:
+            run(adapter, lambda: mod.SMTPClient("127.0.0.1", server.port).connect())
+        server.join()
+    assert (refused.value.command, refused.value.code) == ("greeting", 554)
+
+
+# -- every connection closed on every path ------------------------------------------
+
+
+def _mid_data_close(peer: Peer) -> None:
+    peer.greet()
+    peer.expect(b"MAIL")
+    peer.expect(b"RCPT")
+    peer.expect(b"DATA")
+    peer.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    peer.line()
+
+
+def _garbage(peer: Peer) -> None:
+    peer.greet()
+    peer.expect(b"MAIL")
+    peer.send(b"hello there\r\n")
+    peer.line()
+
+
+def _closing_421(peer: Peer) -> None:
+    peer.greet()
+    peer.expect(b"MAIL")
+    peer.send(b"421 4.3.2 going down\r\n")
+    peer.line()
+
+
+def _silent(peer: Peer) -> None:
+    peer.greet()
+    peer.expect(b"MAIL")
+    while peer.line():  # until the client gives up and closes
+        pass
+
+
+def _greeting_554(peer: Peer) -> None:
+    peer.send(b"554 no\r\n")
+    peer.line()
+
+
+def _no_starttls(peer: Peer) -> None:
+    peer.greet()
+    peer.line()
+
+
+def _refusing_mail(peer: Peer) -> None:
+    peer.greet()
+    peer.expect(b"MAIL")
+    peer.send(b"550 5.7.1 no\r\n503 5.5.1 no\r\n503 5.5.1 no\r\n")
+    peer.line()
+
+
+CASES: dict[str, tuple[Callable[[Peer], None], str, dict[str, Any]]] = {
+    "closed-mid-data": (_mid_data_close, "SMTPConnectionError", {}),
+    "garbage-reply": (_garbage, "SMTPProtocolError", {}),
+    "421": (_closing_421, "SMTPConnectionError", {}),
+    "timeout": (_silent, "SMTPTimeout", {"command": 0.2}),
+    "greeting-554": (_greeting_554, "HelloRefused", {}),
+    "starttls-required": (_no_starttls, "TLSNotAvailable", {"starttls": True}),
+    "auth-not-offered": (_no_starttls, "AuthenticationNotAvailable", {"auth": True}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_no_connection_is_left_open_after_a_failure(adapter: str, case: str) -> None:
+    script, error_name, options = CASES[case]
+    mod = module(adapter)
+    kwargs: dict[str, Any] = {}
+    if "command" in options:
+        kwargs["timeouts"] = mod.Timeouts(command=options["command"])
+    if "starttls" in options:
+        kwargs["starttls"] = True
+    if "auth" in options:
+        kwargs.update(username="u", password="p", allow_plaintext_auth=True)
+    kept: list[Any] = []
+    before = open_fd_count()
+    with scripted_server(script) as server:
+
+        async def go() -> None:
+            client = mod.SMTPClient("127.0.0.1", server.port, **kwargs)
+            kept.append(client)  # a reference, so that no finalizer closes the socket
+            await client.connect()
+            await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+
+        with pytest.raises(getattr(mod, error_name)) as raised:
+            run(adapter, go)
+        server.join()
+    assert isinstance(raised.value, mod.SMTPError)
+    assert kept and open_fd_count() == before
+
+
+def test_a_refusal_inside_async_with_closes_on_the_way_out(adapter: str) -> None:
+    mod = module(adapter)
+    kept: list[Any] = []
+    before = open_fd_count()
+    with scripted_server(_refusing_mail) as server:
+
+        async def go() -> None:
+            async with mod.SMTPClient("127.0.0.1", server.port) as client:
+                kept.append(client)
+                await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+
+        with pytest.raises(mod.SenderRefused):
+            run(adapter, go)
+        server.join()
+    assert kept and open_fd_count() == before
+
+
+def test_cancellation_in_the_middle_of_a_message_closes_the_connection(adapter: str) -> None:
+    mod = module(adapter)
+    kept: list[Any] = []
+    before = open_fd_count()
+    with scripted_server(_silent) as server:
+
+        async def send(client: Any) -> None:
+            await client.connect()
+            await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+
+        async def go_asyncio() -> None:
+            client = mod.SMTPClient("127.0.0.1", server.port)
+            kept.append(client)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(send(client), 0.3)
+
+        async def go_trio() -> None:
+            client = mod.SMTPClient("127.0.0.1", server.port)
+            kept.append(client)
+            with trio.move_on_after(0.3) as scope:
+                await send(client)
+            assert scope.cancelled_caught
+
+        run(adapter, go_asyncio if adapter == "asyncio" else go_trio)
+        server.join()
+    assert kept and open_fd_count() == before
+
+
+def test_connection_refused_leaves_nothing_open(adapter: str) -> None:
+    import socket
+
+    mod = module(adapter)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    before = open_fd_count()
+    kept: list[Any] = []
+
+    async def go() -> None:
+        client = mod.SMTPClient("127.0.0.1", port)
+        kept.append(client)
+        await client.connect()
+
+    with pytest.raises(mod.SMTPConnectionError):
+        run(adapter, go)
+    assert open_fd_count() == before
+
+
+def test_pop3_client_closes_when_the_server_breaks_off(adapter: str) -> None:
+    def pop3(peer: Peer) -> None:
+        peer.send(b"+OK ready\r\n")
+        peer.expect(b"CAPA")
+        peer.send(b"+OK\r\nUSER\r\n.\r\n")
+        peer.expect(b"USER")
+        peer.send(b"+OK\r\n")
+        peer.expect(b"PASS")
+        peer.send(b"+OK in\r\n")
+        peer.expect(b"CAPA")
+        peer.send(b"+OK\r\nUSER\r\n.\r\n")
+        peer.expect(b"RETR")
+        peer.send(b"+OK\r\nhalf a mess")  # and the connection drops
+
+    mod = module(adapter)
+    kept: list[Any] = []
+    before = open_fd_count()
+    with scripted_server(pop3) as server:
+
+        async def go() -> None:
+            client = mod.POP3Client("127.0.0.1", server.port)
+            kept.append(client)
+            await client.connect()
+            await client.login("u", "p")
+            await client.retrieve(1)
+
+        with pytest.raises(mod.POP3ConnectionError):
+            run(adapter, go)
+        server.join()
+    assert kept and open_fd_count() == before
+
+
+def test_quit_after_a_broken_session_closes_without_raising(adapter: str) -> None:
+    mod = module(adapter)
+    with scripted_server(_mid_data_close) as server:
+
+        async def go() -> None:
+            client = mod.SMTPClient("127.0.0.1", server.port)
+            await client.connect()
+            with pytest.raises(mod.SMTPConnectionError):
+                await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+            await client.quit()
+
+        run(adapter, go)
+        server.join()
