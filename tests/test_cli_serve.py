@@ -274,7 +274,9 @@ def test_tls_everywhere(tmp_path: Path, zone: Path) -> None:
                 s.login("john@abc.example", "john-pw")
                 s.sendmail("john@abc.example", ["brendon@pqr.example"], MESSAGE)
             _until(lambda: len(pqr.mailbox("brendon@pqr.example")) == 2, "two relays", pqr)
-            assert abc.log().count("tls=yes, tls_policy=may, dsn=2.0.0, status=sent") == 2
+            # The remote stores a message before the relay logs its 250: wait for both lines.
+            sent = "tls=yes, tls_policy=may, dsn=2.0.0, status=sent"
+            _until(lambda: abc.log().count(sent) == 2, "two relay log lines", abc)
         client = poplib.POP3_SSL(LOOPBACK, pqr.ports["pop3s"], timeout=10, context=context)
         client.user("brendon@pqr.example")
         client.pass_("pw")

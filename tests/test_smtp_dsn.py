@@ -147,7 +147,12 @@ def _client(lines: list[str]) -> ClientConnection:
     return conn
 
 
-@given(notifies, addresses, st.sampled_from(Ret), st.text(min_size=1, max_size=20))
+@given(
+    notifies,
+    addresses,
+    st.sampled_from(Ret),
+    st.text(min_size=1, max_size=20).filter(lambda text: len(xtext(text)) <= 100),
+)
 def test_typed_values_cross_the_wire(notify: Notify, address: str, ret: Ret, envid: str) -> None:
     client = _client(["DSN", "PIPELINING"])
     orcpt = OriginalRecipient("utf-8", address)
