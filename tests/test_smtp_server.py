@@ -604,9 +604,9 @@ def test_chunking_is_offered_and_bdat_streams_raw_octets() -> None:
     conn = greeted()
     _, out = run(conn, ENVELOPE)
     assert b"250-CHUNKING\r\n" in out or b"250 CHUNKING\r\n" in out
-    chunk = b"Subject: x\r\n\r\n.no stuffing\n\r\n.\r\n"
-    events, out = run(conn, b"BDAT %d\r\n" % len(chunk) + chunk + b"BDAT 4 LAST\r\nend\n")
-    assert content_of(events) == chunk + b"end\n"
+    chunk = b"Subject: x\r\n\r\n.no stuffing\r\n.\r\n"
+    events, out = run(conn, b"BDAT %d\r\n" % len(chunk) + chunk + b"BDAT 5 LAST\r\nend\r\n")
+    assert content_of(events) == chunk + b"end\r\n"
     assert [type(e) for e in events if not isinstance(e, MessageData)] == [
         Bdat,
         Bdat,
@@ -677,7 +677,7 @@ def test_data_after_bdat_is_out_of_sequence() -> None:
 def test_bdat_in_lmtp_gives_one_reply_per_recipient() -> None:
     conn = greeted(lmtp=True)
     data = b"LHLO a.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<one@x.example>\r\n"
-    data += b"RCPT TO:<two@x.example>\r\nBDAT 3 LAST\r\nhi\n"
+    data += b"RCPT TO:<two@x.example>\r\nBDAT 4 LAST\r\nhi\r\n"
     _, out = run(conn, data)
     assert codes(out)[-2:] == ["250 2.0.0", "250 2.0.0"]
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import io
 
-from smtpcore._lines import FramingPolicy, line_length_exceeded
+from smtpcore._content import ContentFilter
+from smtpcore._lines import FramingPolicy
 
 __all__ = ["DotDecoder", "DotEncoder", "TERMINATOR"]
 
@@ -24,33 +25,29 @@ class DotDecoder:
 
     The content ends only at CRLF "." CRLF (or "." CRLF as the very first
     line), whatever the policy: LF.LF, CR.CR, LF.CRLF and the other smuggling
-    sequences are content. Policy breaches (bare CR or LF, an over-long line)
-    do not stop the reading; they set ``bad_line_ending`` or
-    ``line_too_long`` so the caller can refuse the content once it has been
-    read to its real end.
+    sequences are content. The unstuffed content then goes through a
+    :class:`~smtpcore._content.ContentFilter` (the same one BDAT content goes
+    through), so policy breaches (bare CR or LF, NUL, a line over
+    ``max_line_length`` not counting its stuffing dot) do not stop the
+    reading; they show in ``content`` so the caller can refuse the message
+    once it has been read to its real end.
     """
 
-    __slots__ = (
-        "_allow_bare_cr",
-        "_allow_bare_lf",
-        "_at_line_start",
-        "_line_length",
-        "_max_line_length",
-        "bad_line_ending",
-        "line_too_long",
-    )
+    __slots__ = ("_at_line_start", "content")
 
     def __init__(
         self, policy: FramingPolicy | None = None, *, max_line_length: int | None = None
     ) -> None:
-        policy = policy or FramingPolicy()
-        self._allow_bare_lf = policy.bare_lf_in_content
-        self._allow_bare_cr = policy.bare_cr_in_content
-        self._max_line_length = max_line_length
+        self.content = ContentFilter(policy, max_line_length=max_line_length)
         self._at_line_start = True
-        self._line_length = 0
-        self.bad_line_ending = False
-        self.line_too_long = False
+
+    @property
+    def bad_line_ending(self) -> bool:
+        return self.content.bad_line_ending
+
+    @property
+    def line_too_long(self) -> bool:
+        return self.content.line_too_long
 
     def decode(self, buf: bytes | bytearray) -> tuple[bytes, int, bool]:
         """Decode what ``buf`` holds: (unstuffed content, bytes consumed, ended).
@@ -60,7 +57,7 @@ class DotDecoder:
         start = 0
         if self._at_line_start and buf[:1] == b".":
             if buf[:3] == b".\r\n":
-                return b"", 3, True
+                return self.content.end(), 3, True
             if len(buf) < 3 and b".\r\n".startswith(buf):
                 return b"", 0, False
             start = 1  # the stuffed dot of the first line
@@ -83,42 +80,13 @@ class DotDecoder:
                 content = b"\r\n".join(pieces) if len(pieces) > 1 else raw
             consumed = start + len(raw)
         if raw:
-            self._check(raw, start)
+            content = self.content.feed(content)
             self._at_line_start = raw.endswith(b"\r\n")
+        if ended:
+            held = self.content.end()
+            if held:
+                content += held
         return content, consumed, ended
-
-    def _check(self, raw: bytes, stuffed: int) -> None:
-        if not (self._allow_bare_lf or self._allow_bare_cr):
-            if not _only_crlf(raw):
-                self.bad_line_ending = True
-        elif not (self._allow_bare_lf and self._allow_bare_cr):
-            rest = raw.replace(b"\r\n", b"")
-            if (not self._allow_bare_lf and b"\n" in rest) or (
-                not self._allow_bare_cr and b"\r" in rest
-            ):
-                self.bad_line_ending = True
-        if self._max_line_length is not None:
-            carried = 0 if self._at_line_start else self._line_length
-            exceeded, self._line_length = line_length_exceeded(
-                raw, self._max_line_length, carried + stuffed
-            )
-            if exceeded:
-                self.line_too_long = True
-
-
-_NOT_CR_OR_LF = bytes(byte for byte in range(256) if byte not in (10, 13))
-
-
-def _only_crlf(raw: bytes) -> bool:
-    """True when every CR and every LF in ``raw`` stands in a CRLF pair.
-
-    Deleting everything else leaves the line endings in order: they must
-    read CRLF CRLF ..., and as many CRLF pairs must stand in ``raw`` itself
-    (which rules out a bare CR and a bare LF far apart, "a\\rb\\nc").
-    """
-    endings = raw.translate(None, _NOT_CR_OR_LF)
-    pairs = len(endings) // 2
-    return endings == b"\r\n" * pairs and raw.count(b"\r\n") == pairs
 
 
 def _holds_terminator(pieces: list[bytes]) -> bool:

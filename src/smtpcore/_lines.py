@@ -25,13 +25,15 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class FramingPolicy:
-    """How strictly line endings are enforced; strict by default.
+    """How strictly line endings (and NUL) are enforced; strict by default.
 
     RFC 5321 §2.3.8 allows only CRLF. Servers that treat a bare LF or bare CR
     as a line ending disagree with their peers about where a message ends,
     which is how SMTP smuggling works. Each leniency below is a named opt-in
     for a known class of broken client; none of them changes where a message
-    ends: content ends only at CRLF.CRLF, under every policy.
+    ends: content ends only at CRLF.CRLF, under every policy. The content
+    rules hold for DATA and for BDAT alike (not for BODY=BINARYMIME, whose
+    octets are arbitrary by definition, RFC 3030 §3).
     """
 
     lf_ends_command: bool = False
@@ -43,15 +45,35 @@ class FramingPolicy:
     bare_cr_in_content: bool = False
     """Accept a message that contains a bare CR (passed on unchanged)."""
 
+    nul_in_content: bool = False
+    """Accept a message that contains NUL octets (RFC 5322 §2.1 and RFC 6152 §3
+    allow none; smuggling checkers try ``CRLF NUL . CRLF``)."""
+
+    normalize_content: bool = False
+    """Accept bare CR and bare LF in a message and store each as CRLF, so that
+    what is stored and relayed holds none (as Postfix's
+    ``smtpd_forbid_bare_newline = normalize`` does for LF). Overrides
+    ``bare_lf_in_content`` and ``bare_cr_in_content``."""
+
     @classmethod
     def strict(cls) -> FramingPolicy:
         """CRLF only, everywhere: the default, as Postfix 3.9 recommends."""
         return cls()
 
     @classmethod
+    def normalizing(cls) -> FramingPolicy:
+        """Take bare LF as a line ending, in commands and content, and store CRLF only."""
+        return cls(lf_ends_command=True, normalize_content=True)
+
+    @classmethod
     def lenient(cls) -> FramingPolicy:
         """Every leniency on, for talking to clients that cannot be fixed."""
-        return cls(lf_ends_command=True, bare_lf_in_content=True, bare_cr_in_content=True)
+        return cls(
+            lf_ends_command=True,
+            bare_lf_in_content=True,
+            bare_cr_in_content=True,
+            nul_in_content=True,
+        )
 
 
 class LineTooLong(enum.Enum):

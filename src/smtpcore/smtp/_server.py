@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from smtpcore._content import ContentFilter
 from smtpcore._dotstuff import DotDecoder
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
@@ -206,6 +207,8 @@ class ServerConnection:
         self._lmtp_replies_due = 0
         # The content being read.
         self._decoder: DotDecoder | None = None
+        self._content: ContentFilter | None = None
+        """The framing policy's checks on the message being read, DATA or BDAT."""
         self._received = 0
         self._refusal: Reply | None = None
         self._content_ended = False
@@ -517,7 +520,7 @@ class ServerConnection:
             self._buffer.consume(consumed)
             if self._refusal is None:
                 self._received += len(data)
-                self._refusal = self._content_refusal(decoder)
+                self._refusal = self._content_refusal()
             if ended:
                 self._content_ended = True
                 if data and self._refusal is None:
@@ -533,11 +536,19 @@ class ServerConnection:
         if self._state is State.RCPT:  # the first chunk of the message
             self._received = 0
             self._refusal = None
+            # BODY=BINARYMIME content is arbitrary octets (RFC 3030 §3): no text rules.
+            self._content = (
+                None
+                if self._binary_transaction
+                else ContentFilter(self.framing, max_line_length=self.max_text_line)
+            )
         self._chunk_left = command.size
         self._chunk_last = command.last
 
     def _next_chunk_data(self) -> Event | NoEvent:
-        """The octets of a BDAT chunk: counted, never unstuffed (RFC 3030 §2)."""
+        """The octets of a BDAT chunk: counted, never unstuffed (RFC 3030 §2), and
+        held to the framing policy as DATA content is, unless BINARYMIME."""
+        content = self._content
         if self._chunk_left:
             data = self._buffer.take(self._chunk_left)
             if not data:
@@ -545,13 +556,22 @@ class ServerConnection:
             self._chunk_left -= len(data)
             self._received += len(data)
             if self._refusal is None:
-                self._refusal = self._content_refusal(None)
-                if self._refusal is None:
+                if content is not None:
+                    data = content.feed(data)
+                self._refusal = self._content_refusal()
+                if self._refusal is None and data:
                     return MessageData(data)
             if self._chunk_left:
                 return self._closed_or_need_data()
         if not self._chunk_last:
             return PAUSED  # the chunk is in: the application answers its BDAT
+        if content is not None:
+            tail = content.end()  # judges a CR that ended the last chunk
+            if self._refusal is None:
+                self._refusal = self._content_refusal()
+            self._content = None
+            if tail and self._refusal is None:
+                return MessageData(tail)
         self._chunk_last = False
         return self._end_content()
 
@@ -561,21 +581,23 @@ class ServerConnection:
             return ConnectionClosed()
         return NEED_DATA
 
-    def _content_refusal(self, decoder: DotDecoder | None) -> Reply | None:
+    def _content_refusal(self) -> Reply | None:
         if self.max_message_size is not None and self._received > self.max_message_size:
             return reply(552, "5.3.4", "Message size exceeds fixed limit")
-        if decoder is None:
+        content = self._content
+        if content is None or not content.refused:
             return None
-        if decoder.bad_line_ending:
+        if content.bad_line_ending:
             return reply(550, "5.5.2", "Message contains bare CR or LF; use CRLF")
-        if decoder.line_too_long:
-            return reply(500, "5.5.6", "Message line too long")
-        return None
+        if content.nul:
+            return reply(550, "5.6.0", "Message contains NUL octets")
+        return reply(500, "5.5.6", "Message line too long")
 
     def _end_content(self) -> Event:
         refusal = self._refusal
         event: Event = EndOfMessage() if refusal is None else RejectedMessage(refusal)
         self._decoder = None
+        self._content = None
         self._content_ended = False
         self._lmtp_replies_due = self._accepted if self.lmtp else 1
         self._pending = event
@@ -659,6 +681,7 @@ class ServerConnection:
                 reply_hint=reply(554, "5.5.0", "Pipelining error: data sent before 354"),
             )
         self._decoder = DotDecoder(self.framing, max_line_length=self.max_text_line)
+        self._content = self._decoder.content
         self._received = 0
         self._refusal = None
         return event.to_bytes()
