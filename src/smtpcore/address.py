@@ -41,10 +41,14 @@ __all__ = [
     "split_path",
 ]
 
-MAX_LOCAL_PART_OCTETS = 64  # RFC 5321 §4.5.3.1.1
-MAX_DOMAIN_OCTETS = 255  # RFC 5321 §4.5.3.1.2
-MAX_PATH_OCTETS = 256  # RFC 5321 §4.5.3.1.3, brackets included
-MAX_LABEL_OCTETS = 63  # RFC 1035 §2.3.4
+MAX_LOCAL_PART_OCTETS = 64
+"""The longest local part, in octets (RFC 5321 §4.5.3.1.1)."""
+MAX_DOMAIN_OCTETS = 255
+"""The longest domain, in octets (RFC 5321 §4.5.3.1.2)."""
+MAX_PATH_OCTETS = 256
+"""The longest path, angle brackets included (RFC 5321 §4.5.3.1.3)."""
+MAX_LABEL_OCTETS = 63
+"""The longest label of a domain, in octets (RFC 1035 §2.3.4)."""
 
 # Grammar, named after the RFC 5321 §4.1.2 / §4.1.3 rules. UTF8-non-ascii (RFC 6531 §3.3)
 # is "any non-ASCII character"; control and surrogate code points are refused up front

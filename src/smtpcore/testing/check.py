@@ -47,6 +47,8 @@ __all__ = [
 
 
 class Outcome(enum.Enum):
+    """How a check ended; ``SKIPPED`` when the server does not offer what it tests."""
+
     PASSED = "passed"
     FAILED = "failed"
     SKIPPED = "skipped"
