@@ -20,7 +20,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from smtpcore._driver import (
     BaseSMTPClient,
@@ -60,6 +60,7 @@ from smtpcore._driver._smtp_client import (
     MessageTooLarge,
     RecipientParameters,
     Recipients,
+    SMTPClientOptions,
 )
 from smtpcore._driver._timeouts import POP3Timeouts, deadline_when_waiting
 from smtpcore._driver._transport import Link
@@ -87,6 +88,9 @@ from smtpcore.maildrop import (
 from smtpcore.smtp import TransactionResult
 from smtpcore.smtp._params import ParametersLike
 from smtpcore.transport import Transport
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "AuthIdentity",
@@ -715,7 +719,7 @@ async def send_message(
     port: int | None = None,
     mail_params: ParametersLike = None,
     rcpt_params: RecipientParameters = None,
-    **options: Any,
+    **options: Unpack[SMTPClientOptions],
 ) -> TransactionResult:
     """Connect, send one message, say QUIT; returns each recipient's fate.
 

@@ -17,7 +17,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Sequence
 from types import CodeType, TracebackType
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import trio
 
@@ -59,6 +59,7 @@ from smtpcore._driver._smtp_client import (
     MessageTooLarge,
     RecipientParameters,
     Recipients,
+    SMTPClientOptions,
 )
 from smtpcore._driver._timeouts import POP3Timeouts, rest_of
 from smtpcore._driver._transport import Link, YieldFirst
@@ -86,6 +87,9 @@ from smtpcore.maildrop import (
 from smtpcore.smtp import TransactionResult
 from smtpcore.smtp._params import ParametersLike
 from smtpcore.transport import Transport
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "AuthIdentity",
@@ -815,7 +819,7 @@ async def send_message(
     port: int | None = None,
     mail_params: ParametersLike = None,
     rcpt_params: RecipientParameters = None,
-    **options: Any,
+    **options: Unpack[SMTPClientOptions],
 ) -> TransactionResult:
     """Connect, send one message, say QUIT; returns each recipient's fate.
 

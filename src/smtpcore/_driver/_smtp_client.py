@@ -1,24 +1,30 @@
-"""The one SMTP client session, shared by the asyncio and trio adapters.
+"""The one SMTP client session, shared by the asyncio, trio and blocking clients.
 
 :class:`BaseSMTPClient` drives a :class:`~smtpcore.smtp.ClientConnection`
-over a :class:`~smtpcore._driver.Transport` the adapter opens: greeting,
+over a :class:`~smtpcore._driver.Link` the adapter opens: greeting,
 EHLO (HELO if refused), STARTTLS, AUTH (RFC 4954) when given credentials,
 then per message ``MAIL``, every ``RCPT`` and ``DATA`` in one write when the
 server offers PIPELINING (RFC 2920), the content, and ``RSET`` before the
-next message of a reused session.
+next message of a reused session. The low-level commands (``ehlo``,
+``noop``, ``rset``, ``verify``, ``command``, ``starttls``, ``login``) are
+public for those who drive a session by hand, as smtplib users do.
 """
 
 from __future__ import annotations
 
-import copy
 import email.message
-import email.utils
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Final, TypeAlias, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, TypedDict, TypeVar
 
 from smtpcore._driver._client_base import BaseClient
+from smtpcore._driver._smtp_credentials import Credentials
+from smtpcore._driver._smtp_envelope import (
+    RecipientParameters,
+    Recipients,
+    build_envelope,
+)
 from smtpcore._driver._smtp_errors import (
     AuthenticationError,
     AuthenticationNotAvailable,
@@ -36,24 +42,14 @@ from smtpcore._driver._smtp_errors import (
     TLSNotAvailable,
 )
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts
+from smtpcore._driver._trace import MASK, Trace, WireTrace
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
-from smtpcore._numbers import parse_number
 from smtpcore._sentinels import NEED_DATA, PAUSED
-from smtpcore.address import Mailbox, parse_mailbox
-from smtpcore.sasl import (
-    CLIENT_MECHANISMS,
-    PREFERENCE,
-    ClientMechanism,
-    CramMD5Client,
-    LoginClient,
-    OAuthBearerClient,
-    PlainClient,
-    ScramSHA256Client,
-    XOAuth2Client,
-    choose_mechanism,
-)
+from smtpcore.address import Mailbox
+from smtpcore.sasl import ClientMechanism
 from smtpcore.smtp import (
+    Auth,
     AuthenticationFailed,
     AuthResponse,
     ClientAuth,
@@ -63,19 +59,20 @@ from smtpcore.smtp import (
     Data,
     Ehlo,
     EndOfMessage,
+    Event,
     Helo,
     Lhlo,
     Mail,
     MessageData,
-    Parameters,
+    Noop,
     Quit,
     Rcpt,
     Reply,
     Rset,
     StartTls,
     TransactionResult,
+    Vrfy,
 )
-from smtpcore.smtp._extensions import parameter_problem, unoffered_parameter
 from smtpcore.smtp._params import ParametersLike
 from smtpcore.smtp._state import RULES
 
@@ -87,7 +84,10 @@ __all__ = [
     "HelloRefused",
     "MessageRefused",
     "MessageTooLarge",
+    "RecipientParameters",
+    "Recipients",
     "RecipientsRefused",
+    "SMTPClientOptions",
     "SMTPConnectionError",
     "SMTPError",
     "SMTPProtocolError",
@@ -103,46 +103,24 @@ _CHUNK: Final = 65536
 _QUIT_STATES: Final = RULES[Quit].allowed
 
 
-Recipients = str | Mailbox | Iterable[str | Mailbox]
+class SMTPClientOptions(TypedDict, total=False):
+    """The keyword options of an SMTP client, for functions that pass them on
+    (``send_message(..., **options)``): a misspelt one fails type checking."""
 
-RecipientParameters: TypeAlias = ParametersLike | Callable[[Mailbox], ParametersLike]
-"""What ``rcpt_params`` takes: the parameters of every RCPT, or a function giving
-each recipient its own (an ``ORCPT``, say)."""
-
-_PASSWORD_MECHANISMS: Final[dict[str, Callable[[str, str], ClientMechanism]]] = {
-    "SCRAM-SHA-256": ScramSHA256Client,
-    "CRAM-MD5": CramMD5Client,
-    "PLAIN": PlainClient,
-    "LOGIN": LoginClient,
-}
-
-
-def _mailbox(value: str | Mailbox) -> Mailbox:
-    return value if isinstance(value, Mailbox) else parse_mailbox(value)
-
-
-def _from_email(
-    message: email.message.EmailMessage,
-    sender: str | Mailbox | None,
-    recipients: Recipients | None,
-) -> tuple[bytes, str | Mailbox | None, Recipients]:
-    """Envelope and wire bytes of an EmailMessage, as smtplib.send_message derives them."""
-    if sender is None:
-        header = message["Sender"] or message["From"]
-        if header is None:
-            raise ValueError("no sender given and the message has no From or Sender header")
-        sender = email.utils.getaddresses([str(header)])[0][1]
-    if recipients is None:
-        fields = [str(v) for name in ("To", "Cc", "Bcc") for v in message.get_all(name, [])]
-        recipients = [address for _, address in email.utils.getaddresses(fields) if address]
-    outgoing = copy.copy(message)  # RFC 5322 §3.6.3: Bcc recipients stay hidden
-    del outgoing["Bcc"]
-    del outgoing["Resent-Bcc"]
-    return outgoing.as_bytes(policy=message.policy.clone(linesep="\r\n")), sender, recipients
-
-
-def _params_of(given: RecipientParameters, recipient: Mailbox) -> Parameters:
-    return Parameters.coerce(given(recipient) if callable(given) else given)
+    hostname: str | None
+    tls_on_connect: bool
+    starttls: bool | None
+    ssl_context: ssl.SSLContext | None
+    server_hostname: str | None
+    timeouts: Timeouts
+    lmtp: bool
+    username: str | None
+    password: str | None
+    oauth_token: str | None
+    auth_mechanisms: Sequence[str] | None
+    sasl_mechanism: ClientMechanism | Callable[[], ClientMechanism] | None
+    allow_plaintext_auth: bool
+    trace: Trace | None
 
 
 class BaseSMTPClient(BaseClient):
@@ -162,6 +140,10 @@ class BaseSMTPClient(BaseClient):
     than once). Mechanisms that show a reusable
     secret (PLAIN, LOGIN, bearer tokens) are used only under TLS unless
     ``allow_plaintext_auth`` is true.
+
+    ``trace`` receives every line of the session both ways, AUTH secrets
+    masked: a callback ``trace(direction, line)`` (``"C"`` or ``"S"``), or a
+    :class:`logging.Logger`, which gets them at DEBUG.
     """
 
     connection_error = SMTPConnectionError
@@ -186,30 +168,29 @@ class BaseSMTPClient(BaseClient):
         auth_mechanisms: Sequence[str] | None = None,
         sasl_mechanism: ClientMechanism | Callable[[], ClientMechanism] | None = None,
         allow_plaintext_auth: bool = False,
+        trace: Trace | None = None,
     ) -> None:
-        if (password is not None or oauth_token is not None) and not username:
-            raise ValueError("a password or an oauth_token needs a username")
-        if username is not None and password is None and oauth_token is None:
-            raise ValueError("a username needs a password or an oauth_token")
+        self._credentials = Credentials(
+            username,
+            password,
+            oauth_token,
+            sasl_mechanism,
+            None if auth_mechanisms is None else [name.upper() for name in auth_mechanisms],
+            allow_plaintext_auth,
+        )
         self.host = host
         self.port = port if port is not None else (465 if tls_on_connect else 25)
         self.hostname = hostname or socket.getfqdn()
         self.tls_on_connect = tls_on_connect
-        self.starttls = starttls
+        self.use_starttls = starttls
+        """The ``starttls`` option: True requires it, None uses it if offered, False never."""
         self.ssl_context = ssl_context
         self.server_hostname = server_hostname or host
         self.timeouts = timeouts
         self.lmtp = lmtp
-        self.username = username
-        self.password = password
-        self.oauth_token = oauth_token
-        self.auth_mechanisms = (
-            None if auth_mechanisms is None else [name.upper() for name in auth_mechanisms]
-        )
-        self.sasl_mechanism = sasl_mechanism
-        self.allow_plaintext_auth = allow_plaintext_auth
         self.authenticated_with: str | None = None
         """The mechanism the session authenticated with, once it has."""
+        self._trace = None if trace is None else WireTrace(trace)
         self._transport: Link | None = None
         self._conn: ClientConnection | None = None
         self._sent_messages = 0
@@ -224,7 +205,10 @@ class BaseSMTPClient(BaseClient):
     # -- session ------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Connect, read the greeting, say EHLO, and start TLS as configured."""
+        """Connect, read the greeting, say EHLO, start TLS and authenticate as
+        configured. Raises :class:`HelloRefused` for a greeting other than 220
+        (after saying QUIT, RFC 5321 §3.1); the connection is closed on every
+        error."""
         await self._open_transport()
         try:
             if self.tls_on_connect:
@@ -232,30 +216,131 @@ class BaseSMTPClient(BaseClient):
             self._conn = ClientConnection(self.hostname, lmtp=self.lmtp)
             greeting = await self._reply(self.timeouts.greeting)
             if greeting.code != 220:
-                await self.quit()  # RFC 5321 §3.1: after a 554 greeting, QUIT
+                await self.quit()
                 raise HelloRefused("greeting", greeting)
-            await self._hello()
+            await self._hello(self.hostname)
             conn = self._conn
-            if self.starttls is not False and not conn.tls:
+            if self.use_starttls is not False and not conn.tls:
                 if conn.extensions.starttls:
                     await self._starttls()
-                elif self.starttls:
-                    raise TLSNotAvailable("the server does not offer STARTTLS")
-            if self.username is not None or self.sasl_mechanism is not None:
-                await self._authenticate()
+                elif self.use_starttls:
+                    raise TLSNotAvailable()
+            if self._credentials.given:
+                await self._authenticate(self._mechanism())
         except BaseException:
             await self._abort()
             raise
 
-    async def _hello(self) -> None:
+    async def quit(self) -> None:
+        """Say QUIT and close; a server that is already gone is not an error.
+
+        QUIT goes out only where the session can take it (not in the middle
+        of a message, not after the session broke down); the connection is
+        closed in every case.
+        """
+        conn = self._conn
+        try:
+            if (
+                conn is not None
+                and self._transport is not None
+                and not conn.pending
+                and conn.state in _QUIT_STATES
+            ):
+                await self._command(Quit(), self.timeouts.command)
+        except SMTPError:
+            pass
+        finally:
+            await self._abort()
+
+    async def close(self) -> None:
+        """Close the connection without QUIT."""
+        await self._abort()
+
+    # -- low-level commands ---------------------------------------------------
+
+    async def ehlo(self, hostname: str | None = None) -> Reply:
+        """Say EHLO (LHLO in LMTP) again, as after a change on the server's side;
+        :attr:`connection`'s ``extensions`` are what this reply lists. Falls back
+        to HELO if EHLO is refused as unknown; :class:`HelloRefused` if refused."""
+        return await self._closing_unless_refused(self._hello(hostname or self.hostname))
+
+    async def noop(self) -> Reply:
+        """NOOP (RFC 5321 §4.1.1.9): keeps the session alive; :class:`SMTPReplyError`
+        unless the server answers 250."""
+        return await self._simple(Noop(), "NOOP")
+
+    async def rset(self) -> Reply:
+        """RSET (RFC 5321 §4.1.1.5): abandon the mail transaction under way, if any."""
+        return await self._simple(Rset(), "RSET")
+
+    async def verify(self, address: str) -> Reply:
+        """VRFY (RFC 5321 §3.5.1): ask the server about a user or mailbox.
+
+        Returns the 250, 251 or 252 reply (252: "cannot verify, but will
+        accept", what most servers say); any other answer raises
+        :class:`SMTPReplyError` (502 where VRFY is turned off, 550 for an
+        unknown user).
+        """
+        return await self._simple(Vrfy(address), "VRFY")
+
+    async def command(self, command: Command) -> Reply:
+        """Send any command event and return its reply, whatever its code.
+
+        The machine checks the command first, as for every other method
+        (:class:`~smtpcore.LocalProtocolError` for one the session cannot
+        take now); only a 421, which ends the session, raises
+        (:class:`SMTPConnectionError`). For ``EHLO``, ``STARTTLS``, ``AUTH``
+        and the message commands, use the methods that follow them through.
+        """
+        return await self._closing_unless_refused(
+            self._command(command, self._timeout_for(command))
+        )
+
+    async def starttls(self) -> None:
+        """STARTTLS (RFC 3207), the handshake, and EHLO again; :class:`TLSNotAvailable`
+        if the server does not offer it, :class:`SMTPReplyError` if it refuses."""
         conn = self.connection
-        hello = Lhlo(self.hostname) if self.lmtp else Ehlo(self.hostname)
+        if not conn.extensions.starttls:
+            raise TLSNotAvailable()
+        await self._closing_unless_refused(self._starttls())
+
+    async def login(self, username: str, password: str) -> None:
+        """AUTH with a password, by the strongest mechanism both sides have (RFC 4954);
+        :class:`AuthenticationError` if refused, :class:`AuthenticationNotAvailable`
+        if no mechanism fits."""
+        self._credentials = Credentials(
+            username,
+            password,
+            None,
+            None,
+            self._credentials.allowed,
+            self._credentials.allow_plaintext,
+        )
+        await self.authenticate(self._mechanism())
+
+    async def authenticate(self, mechanism: ClientMechanism) -> None:
+        """AUTH with a ready SASL mechanism (see :mod:`smtpcore.sasl`)."""
+        await self._closing_unless_refused(self._authenticate(mechanism))
+
+    async def _simple(self, command: Command, verb: str) -> Reply:
+        reply = await self.command(command)
+        if not reply.is_positive:
+            raise SMTPReplyError(verb, reply)
+        return reply
+
+    def _timeout_for(self, command: Command) -> float | None:
+        return (
+            self.timeouts.data_initiation if isinstance(command, Data) else self.timeouts.command
+        )
+
+    async def _hello(self, hostname: str) -> Reply:
+        hello = Lhlo(hostname) if self.lmtp else Ehlo(hostname)
         reply = await self._command(hello, self.timeouts.command)
         if not reply.is_positive and not self.lmtp and reply.code in (500, 501, 502, 504):
-            reply = await self._command(Helo(self.hostname), self.timeouts.command)
+            reply = await self._command(Helo(hostname), self.timeouts.command)
         if not reply.is_positive:
-            raise HelloRefused(type(hello).__name__.upper(), reply)
-        assert conn is self._conn
+            raise HelloRefused(hello.verb, reply)
+        return reply
 
     async def _starttls(self) -> None:
         reply = await self._command(StartTls(), self.timeouts.command)
@@ -264,56 +349,20 @@ class BaseSMTPClient(BaseClient):
         await self._handshake()
         # Bytes that came with the 220 arrived before the handshake: the machine drops them.
         self.connection.tls_started()
-        await self._hello()
+        await self._hello(self.hostname)
 
     # -- AUTH ---------------------------------------------------------------
 
     def _mechanism(self) -> ClientMechanism:
         """The client mechanism to run: the one given, or the strongest both sides have."""
         conn = self.connection
-        if "AUTH" not in conn.extensions:
-            raise AuthenticationNotAvailable("the server does not offer AUTH")
-        offered = conn.extensions.auth
-        secure = conn.tls or self.allow_plaintext_auth
-        given = self.sasl_mechanism
-        if given is not None:
-            mechanism = given if isinstance(given, ClientMechanism) else given()
-            if mechanism.name.upper() not in offered:
-                raise AuthenticationNotAvailable(f"the server does not offer {mechanism.name}")
-            if mechanism.requires_tls and not secure:
-                raise AuthenticationNotAvailable(f"{mechanism.name} needs TLS", needs_tls=True)
-            return mechanism
-        names = list(_PASSWORD_MECHANISMS) if self.password is not None else []
-        if self.oauth_token is not None:
-            names += ["OAUTHBEARER", "XOAUTH2"]
-        if self.auth_mechanisms is not None:
-            names = [name for name in names if name in self.auth_mechanisms]
-        usable = [name for name in names if secure or not CLIENT_MECHANISMS[name].requires_tls]
-        name = choose_mechanism(offered, usable)
-        if name is None:
-            shared = [name for name in PREFERENCE if name in offered and name in names]
-            detail = "needs TLS" if len(shared) == 1 else "need TLS"
-            if shared:
-                raise AuthenticationNotAvailable(
-                    f"{', '.join(shared)} {detail} (allow_plaintext_auth=True to send anyway)",
-                    needs_tls=True,
-                )
-            raise AuthenticationNotAvailable(
-                f"no mechanism in common: the server offers {' '.join(sorted(offered))}"
-            )
-        assert self.username is not None
-        if name in _PASSWORD_MECHANISMS:
-            assert self.password is not None
-            return _PASSWORD_MECHANISMS[name](self.username, self.password)
-        assert self.oauth_token is not None
-        if name == "XOAUTH2":
-            return XOAuth2Client(self.username, self.oauth_token)
-        host = self.server_hostname if self.server_hostname.isascii() else None
-        return OAuthBearerClient(self.username, self.oauth_token, host=host, port=self.port)
+        return self._credentials.choose(
+            conn.extensions, tls=conn.tls, host=self.server_hostname, port=self.port
+        )
 
-    async def _authenticate(self) -> None:
+    async def _authenticate(self, mechanism: ClientMechanism) -> None:
         """Run one AUTH exchange (RFC 4954 §4); raise unless the server accepted."""
-        flow = ClientAuth(self._mechanism())
+        flow = ClientAuth(mechanism)
         command = f"AUTH {flow.mechanism.name}"
         timeout = self.timeouts.command
         reply = await self._command(flow.start(), timeout)
@@ -338,27 +387,6 @@ class BaseSMTPClient(BaseClient):
             detail = None if reply.code != 235 else f"{command}: {exc}"
             raise AuthenticationError(command, reply, detail) from exc
         self.authenticated_with = flow.mechanism.name
-
-    async def quit(self) -> None:
-        """Say QUIT and close; a server that is already gone is not an error.
-
-        QUIT goes out only where the session can take it (not in the middle
-        of a message, not after the session broke down); the connection is
-        closed in every case.
-        """
-        conn = self._conn
-        try:
-            if (
-                conn is not None
-                and self._transport is not None
-                and not conn.pending
-                and conn.state in _QUIT_STATES
-            ):
-                await self._command(Quit(), self.timeouts.command)
-        except SMTPError:
-            pass
-        finally:
-            await self._abort()
 
     # -- messages -------------------------------------------------------------
 
@@ -396,84 +424,12 @@ class BaseSMTPClient(BaseClient):
         without ``8BITMIME`` (``554 5.6.3``). After any other error than a
         refusal the connection is closed.
         """
-        if isinstance(message, email.message.EmailMessage):
-            content, sender, recipients = _from_email(message, sender, recipients)
-        else:
-            content = bytes(message)
-            if recipients is None:
-                raise ValueError("recipients are needed with bytes content")
-        if sender is None:
-            raise ValueError("a sender is needed with bytes content ('' for the null path)")
-        from_ = None if sender == "" else _mailbox(sender)
-        if isinstance(recipients, (str, Mailbox)):
-            recipients = [recipients]
-        rcpts = [_mailbox(r) for r in recipients]
-        if not rcpts:
-            raise ValueError("no recipients")
-        given = Parameters.coerce(mail_params)
-        mail = Mail(from_, {**self._mail_params(from_, rcpts, content, given), **given})
-        commands = [Rcpt(r, _params_of(rcpt_params, r)) for r in rcpts]
-        self._check_sendable(mail, commands, content)
-        self._check_offered(mail, commands)
-        return await self._closing_unless_refused(self._transaction(mail, commands, content))
-
-    def _check_sendable(self, mail: Mail, rcpts: Sequence[Rcpt], content: bytes) -> None:
-        """Refuse, before MAIL, a message this server has said it cannot take."""
-        extensions = self.connection.extensions
-        addresses = [r.recipient for r in rcpts]
-        if mail.sender is not None:
-            addresses.append(mail.sender)
-        if not extensions.smtputf8 and not all(a.is_ascii for a in addresses):
-            address = next(a for a in addresses if not a.is_ascii)
-            # RFC 6531 §3.2 (no internationalized message to a server without
-            # SMTPUTF8), with the status RFC 6531 §3.6 / RFC 3463 name for it.
-            reply = Reply(
-                553, f"the server does not offer SMTPUTF8, needed for {address}", "5.6.7"
-            )
-            raise ExtensionNotOffered(None, "SMTPUTF8", reply)
-        if not content.isascii() and not (extensions.eight_bit_mime or extensions.binary_mime):
-            reply = Reply(
-                554, "the server does not offer 8BITMIME, needed for 8-bit content", "5.6.3"
-            )
-            raise ExtensionNotOffered(None, "8BITMIME", reply)
-        limit = extensions.size
-        declared = mail.params.get("SIZE")
-        size = parse_number(declared, max_digits=20) if declared else None
-        size = len(content) if size is None else size
-        if limit is not None and size > limit:
-            raise MessageTooLarge(size, limit)
-
-    def _check_offered(self, mail: Mail, rcpts: Sequence[Rcpt]) -> None:
-        extensions = self.connection.extensions
-        commands: list[Mail | Rcpt] = [mail, *rcpts]
-        for command in commands:
-            for keyword, value in command.params.items():
-                extension = unoffered_parameter(extensions, keyword, value)
-                if extension is not None:
-                    raise ExtensionNotOffered(keyword, extension)
-                problem = parameter_problem(extensions, keyword, value)
-                if problem is not None:
-                    raise LocalProtocolError(problem)
-
-    def _mail_params(
-        self, sender: Mailbox | None, rcpts: Sequence[Mailbox], content: bytes, given: Parameters
-    ) -> dict[str, str | None]:
-        """SIZE, BODY and SMTPUTF8, where the server offers them and ``given`` does not
-        say otherwise."""
-        extensions = self.connection.extensions
-        params: dict[str, str | None] = {}
-        if "BODY" in given:
-            params["BODY"] = given["BODY"]
-        if extensions.size is not None or "SIZE" in extensions:
-            params["SIZE"] = str(len(content))
-        if not content.isascii() and extensions.eight_bit_mime:
-            params["BODY"] = "8BITMIME"
-        needs_utf8 = (sender is not None and not sender.is_ascii) or any(
-            not r.is_ascii for r in rcpts
+        envelope = build_envelope(
+            self.connection.extensions, message, sender, recipients, mail_params, rcpt_params
         )
-        if needs_utf8 and extensions.smtputf8:
-            params["SMTPUTF8"] = None
-        return {keyword: value for keyword, value in params.items() if keyword not in given}
+        return await self._closing_unless_refused(
+            self._transaction(envelope.mail, envelope.rcpts, envelope.content)
+        )
 
     async def _transaction(
         self, mail: Mail, rcpts: Sequence[Rcpt], content: bytes
@@ -488,7 +444,7 @@ class BaseSMTPClient(BaseClient):
         commands += [mail, *rcpts, Data()]
         replies: list[Reply] = []
         if pipelining:
-            await self._write(b"".join(conn.send(c) for c in commands), timeouts.command)
+            await self._write(self._send(*commands), timeouts.command)
             for command in commands:
                 timeout = (
                     timeouts.data_initiation if isinstance(command, Data) else timeouts.command
@@ -519,7 +475,7 @@ class BaseSMTPClient(BaseClient):
             if data_reply is not None and data_reply.code == 354:
                 # Every RCPT refused, yet a pipelined DATA got its 354 (RFC 2920 §3.1
                 # allows it): end the empty message so the session can go on.
-                await self._write(conn.send(EndOfMessage()), timeouts.data_block)
+                await self._write(self._send(EndOfMessage()), timeouts.data_block)
                 await self._reply(timeouts.data_termination)
             raise RecipientsRefused(result.recipients[-1].reply or mail_reply, result)
         if data_reply is None or data_reply.code != 354:
@@ -527,8 +483,8 @@ class BaseSMTPClient(BaseClient):
         view = memoryview(content)
         for start in range(0, len(content), _CHUNK):
             chunk = bytes(view[start : start + _CHUNK])
-            await self._write(conn.send(MessageData(chunk)), timeouts.data_block)
-        await self._write(conn.send(EndOfMessage()), timeouts.data_block)
+            await self._write(self._send(MessageData(chunk)), timeouts.data_block)
+        await self._write(self._send(EndOfMessage()), timeouts.data_block)
         due = len(conn.transaction.accepted) if self.lmtp and conn.transaction else 1
         last = None
         for _ in range(due):
@@ -551,18 +507,39 @@ class BaseSMTPClient(BaseClient):
             return await call
         except SMTPReplyError:
             raise
+        except LocalProtocolError:
+            # The caller's mistake, refused by the machine before anything went out,
+            # leaves the session as it was (unless half a pipelined group was built).
+            if self._conn is None or self._conn.pending:
+                await self._abort()
+            raise
         except BaseException:
             await self._abort()
             raise
 
     # -- I/O ------------------------------------------------------------------
 
+    def _send(self, *events: Event) -> bytes:
+        """The bytes of ``events``, checked by the machine, and traced."""
+        conn = self.connection
+        trace = self._trace
+        if trace is None:
+            if len(events) == 1:
+                return conn.send(events[0])
+            return b"".join(conn.send(event) for event in events)
+        chunks = []
+        for event in events:
+            data = conn.send(event)
+            trace.sent(data, shown=_masked(event))
+            chunks.append(data)
+        return b"".join(chunks)
+
     async def _command(
         self,
         command: Command | AuthResponse,
         timeout: float | None,
     ) -> Reply:
-        await self._write(self.connection.send(command), timeout)
+        await self._write(self._send(command), timeout)
         return await self._reply(timeout)
 
     async def _write(self, data: bytes, timeout: float | None) -> None:
@@ -606,4 +583,16 @@ class BaseSMTPClient(BaseClient):
                 raise SMTPTimeout(f"no reply within {timeout} s") from exc
             except OSError:
                 data = b""
+            if self._trace is not None:
+                self._trace.received(data)
             conn.receive_data(data)
+
+
+def _masked(event: Event) -> str | None:
+    """The line a trace shows for an event that carries a secret, else None: the
+    AUTH initial response and every answer to a 334 (RFC 4954 §4)."""
+    if isinstance(event, Auth) and event.initial_response is not None:
+        return f"AUTH {event.mechanism} {MASK}"
+    if isinstance(event, AuthResponse):
+        return "*" if event.cancel else MASK
+    return None

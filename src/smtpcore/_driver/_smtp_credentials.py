@@ -1,0 +1,105 @@
+"""Which SASL mechanism an SMTP client runs, from its credentials and the server's offer.
+
+The strongest mechanism both sides have (:func:`~smtpcore.sasl.choose_mechanism`),
+never one that shows a reusable secret (PLAIN, LOGIN, bearer tokens) on a
+plaintext connection unless the caller allows it (RFC 4954 §4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from smtpcore._driver._smtp_errors import AuthenticationNotAvailable
+from smtpcore.sasl import (
+    CLIENT_MECHANISMS,
+    PREFERENCE,
+    ClientMechanism,
+    CramMD5Client,
+    LoginClient,
+    OAuthBearerClient,
+    PlainClient,
+    ScramSHA256Client,
+    XOAuth2Client,
+    choose_mechanism,
+)
+from smtpcore.smtp import ServerExtensions
+
+__all__ = ["Credentials"]
+
+_PASSWORD_MECHANISMS: Final[dict[str, Callable[[str, str], ClientMechanism]]] = {
+    "SCRAM-SHA-256": ScramSHA256Client,
+    "CRAM-MD5": CramMD5Client,
+    "PLAIN": PlainClient,
+    "LOGIN": LoginClient,
+}
+
+
+@dataclass(slots=True)
+class Credentials:
+    """What a client may authenticate with: a password, an OAuth token, or a ready
+    mechanism (or a factory of one, for a client that connects more than once)."""
+
+    username: str | None = None
+    password: str | None = None
+    oauth_token: str | None = None
+    mechanism: ClientMechanism | Callable[[], ClientMechanism] | None = None
+    allowed: Sequence[str] | None = None
+    """Mechanism names to choose from (upper case), or None for any."""
+    allow_plaintext: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.password is not None or self.oauth_token is not None) and not self.username:
+            raise ValueError("a password or an oauth_token needs a username")
+        if self.username is not None and self.password is None and self.oauth_token is None:
+            raise ValueError("a username needs a password or an oauth_token")
+
+    @property
+    def given(self) -> bool:
+        return self.username is not None or self.mechanism is not None
+
+    def choose(
+        self, extensions: ServerExtensions, *, tls: bool, host: str, port: int
+    ) -> ClientMechanism:
+        """The mechanism to run with a server that offered ``extensions``; raises
+        :class:`AuthenticationNotAvailable` when there is none."""
+        if "AUTH" not in extensions:
+            raise AuthenticationNotAvailable("the server does not offer AUTH")
+        offered = extensions.auth
+        secure = tls or self.allow_plaintext
+        given = self.mechanism
+        if given is not None:
+            mechanism = given if isinstance(given, ClientMechanism) else given()
+            if mechanism.name.upper() not in offered:
+                raise AuthenticationNotAvailable(f"the server does not offer {mechanism.name}")
+            if mechanism.requires_tls and not secure:
+                raise AuthenticationNotAvailable(f"{mechanism.name} needs TLS", needs_tls=True)
+            return mechanism
+        names = list(_PASSWORD_MECHANISMS) if self.password is not None else []
+        if self.oauth_token is not None:
+            names += ["OAUTHBEARER", "XOAUTH2"]
+        if self.allowed is not None:
+            names = [name for name in names if name in self.allowed]
+        usable = [name for name in names if secure or not CLIENT_MECHANISMS[name].requires_tls]
+        name = choose_mechanism(offered, usable)
+        if name is None:
+            shared = [name for name in PREFERENCE if name in offered and name in names]
+            if shared:
+                detail = "needs TLS" if len(shared) == 1 else "need TLS"
+                raise AuthenticationNotAvailable(
+                    f"{', '.join(shared)} {detail} (allow_plaintext_auth=True to send anyway)",
+                    needs_tls=True,
+                )
+            raise AuthenticationNotAvailable(
+                f"no mechanism in common: the server offers {' '.join(sorted(offered))}"
+            )
+        assert self.username is not None
+        if name in _PASSWORD_MECHANISMS:
+            assert self.password is not None
+            return _PASSWORD_MECHANISMS[name](self.username, self.password)
+        assert self.oauth_token is not None
+        if name == "XOAUTH2":
+            return XOAuth2Client(self.username, self.oauth_token)
+        oauth_host = host if host.isascii() else None
+        return OAuthBearerClient(self.username, self.oauth_token, host=oauth_host, port=port)

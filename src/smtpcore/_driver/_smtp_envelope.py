@@ -1,0 +1,174 @@
+"""What an SMTP client sends for one message, decided before the first command.
+
+:func:`build_envelope` turns what the caller gave (bytes or an
+:class:`~email.message.EmailMessage`, sender, recipients, parameters) into
+the ``MAIL`` and ``RCPT`` commands and the content, adding ``SIZE``,
+``BODY`` and ``SMTPUTF8`` where the server offers them, and refuses, before
+anything is sent, what the server's EHLO reply rules out (RFC 5321 §2.2.2,
+RFC 1870 §6, RFC 6531 §3.2, RFC 6152 §3).
+"""
+
+from __future__ import annotations
+
+import copy
+import email.message
+import email.utils
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from smtpcore._driver._smtp_errors import ExtensionNotOffered, MessageTooLarge
+from smtpcore._errors import LocalProtocolError
+from smtpcore._numbers import parse_number
+from smtpcore.address import Mailbox, parse_mailbox
+from smtpcore.smtp import Mail, Parameters, Rcpt, Reply, ServerExtensions
+from smtpcore.smtp._extensions import parameter_problem, unoffered_parameter
+from smtpcore.smtp._params import ParametersLike
+
+__all__ = ["Envelope", "RecipientParameters", "Recipients", "build_envelope"]
+
+Recipients: TypeAlias = str | Mailbox | Iterable[str | Mailbox]
+"""One recipient, or several: addresses as text or as :class:`~smtpcore.address.Mailbox`."""
+
+RecipientParameters: TypeAlias = ParametersLike | Callable[[Mailbox], ParametersLike]
+"""What ``rcpt_params`` takes: the parameters of every RCPT, or a function giving
+each recipient its own (an ``ORCPT``, say)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The commands and content of one message, checked against the server's offer."""
+
+    mail: Mail
+    rcpts: Sequence[Rcpt]
+    content: bytes
+
+
+def build_envelope(
+    extensions: ServerExtensions,
+    message: bytes | email.message.EmailMessage,
+    sender: str | Mailbox | None,
+    recipients: Recipients | None,
+    mail_params: ParametersLike,
+    rcpt_params: RecipientParameters,
+) -> Envelope:
+    """The envelope of ``message`` for a server that offered ``extensions``.
+
+    Raises :class:`ValueError` or :class:`~smtpcore.LocalProtocolError` for
+    the caller's own mistakes, and the refusals of
+    :func:`check_sendable` and :func:`check_offered` for what this server
+    cannot take.
+    """
+    if isinstance(message, email.message.EmailMessage):
+        content, sender, recipients = _from_email(message, sender, recipients)
+    else:
+        content = bytes(message)
+        if recipients is None:
+            raise ValueError("recipients are needed with bytes content")
+    if sender is None:
+        raise ValueError("a sender is needed with bytes content ('' for the null path)")
+    from_ = None if sender == "" else _mailbox(sender)
+    if isinstance(recipients, (str, Mailbox)):
+        recipients = [recipients]
+    rcpts = [_mailbox(r) for r in recipients]
+    if not rcpts:
+        raise ValueError("no recipients")
+    given = Parameters.coerce(mail_params)
+    added = _added_mail_params(extensions, from_, rcpts, content, given)
+    mail = Mail(from_, {**added, **given})
+    commands = [Rcpt(r, _params_of(rcpt_params, r)) for r in rcpts]
+    check_sendable(extensions, mail, commands, content)
+    check_offered(extensions, mail, commands)
+    return Envelope(mail, commands, content)
+
+
+def check_sendable(
+    extensions: ServerExtensions, mail: Mail, rcpts: Sequence[Rcpt], content: bytes
+) -> None:
+    """Refuse a message the server has said it cannot take, with the reply RFC 3463
+    names: a UTF-8 address or ``SMTPUTF8`` without the extension (``553 5.6.7``),
+    8-bit content without 8BITMIME (``554 5.6.3``), a size over ``SIZE``
+    (``552 5.3.4``)."""
+    if not extensions.smtputf8:
+        addresses = [r.recipient for r in rcpts]
+        if mail.sender is not None:
+            addresses.append(mail.sender)
+        wide = next((a for a in addresses if not a.is_ascii), None)
+        if wide is not None or "SMTPUTF8" in mail.params:
+            # RFC 6531 §3.2: no internationalized message to a server without SMTPUTF8.
+            needed = f"for {wide}" if wide is not None else "for this message"
+            reply = Reply(553, f"the server does not offer SMTPUTF8, needed {needed}", "5.6.7")
+            raise ExtensionNotOffered(None if wide else "SMTPUTF8", "SMTPUTF8", reply)
+    if not content.isascii() and not (extensions.eight_bit_mime or extensions.binary_mime):
+        reply = Reply(554, "the server does not offer 8BITMIME, needed for 8-bit content", "5.6.3")
+        raise ExtensionNotOffered(None, "8BITMIME", reply)
+    limit = extensions.size
+    declared = mail.params.get("SIZE")
+    size = parse_number(declared, max_digits=20) if declared else None
+    size = len(content) if size is None else size
+    if limit is not None and size > limit:
+        raise MessageTooLarge(size, limit)
+
+
+def check_offered(extensions: ServerExtensions, mail: Mail, rcpts: Sequence[Rcpt]) -> None:
+    """Refuse a parameter whose extension was not offered (RFC 5321 §2.2.2), and
+    a malformed one (the caller's mistake: :class:`~smtpcore.LocalProtocolError`)."""
+    commands: list[Mail | Rcpt] = [mail, *rcpts]
+    for command in commands:
+        for keyword, value in command.params.items():
+            extension = unoffered_parameter(extensions, keyword, value)
+            if extension is not None:
+                raise ExtensionNotOffered(keyword, extension)
+            problem = parameter_problem(extensions, keyword, value)
+            if problem is not None:
+                raise LocalProtocolError(problem)
+
+
+def _added_mail_params(
+    extensions: ServerExtensions,
+    sender: Mailbox | None,
+    rcpts: Sequence[Mailbox],
+    content: bytes,
+    given: Parameters,
+) -> dict[str, str | None]:
+    """SIZE, BODY and SMTPUTF8, where the server offers them and ``given`` does not
+    say otherwise."""
+    params: dict[str, str | None] = {}
+    if "BODY" in given:
+        params["BODY"] = given["BODY"]
+    if extensions.size is not None or "SIZE" in extensions:
+        params["SIZE"] = str(len(content))
+    if not content.isascii() and extensions.eight_bit_mime:
+        params["BODY"] = "8BITMIME"
+    needs_utf8 = (sender is not None and not sender.is_ascii) or any(not r.is_ascii for r in rcpts)
+    if needs_utf8 and extensions.smtputf8:
+        params["SMTPUTF8"] = None
+    return {keyword: value for keyword, value in params.items() if keyword not in given}
+
+
+def _mailbox(value: str | Mailbox) -> Mailbox:
+    return value if isinstance(value, Mailbox) else parse_mailbox(value)
+
+
+def _from_email(
+    message: email.message.EmailMessage,
+    sender: str | Mailbox | None,
+    recipients: Recipients | None,
+) -> tuple[bytes, str | Mailbox | None, Recipients]:
+    """Envelope and wire bytes of an EmailMessage, as smtplib.send_message derives them."""
+    if sender is None:
+        header = message["Sender"] or message["From"]
+        if header is None:
+            raise ValueError("no sender given and the message has no From or Sender header")
+        sender = email.utils.getaddresses([str(header)])[0][1]
+    if recipients is None:
+        fields = [str(v) for name in ("To", "Cc", "Bcc") for v in message.get_all(name, [])]
+        recipients = [address for _, address in email.utils.getaddresses(fields) if address]
+    outgoing = copy.copy(message)  # RFC 5322 §3.6.3: Bcc recipients stay hidden
+    del outgoing["Bcc"]
+    del outgoing["Resent-Bcc"]
+    return outgoing.as_bytes(policy=message.policy.clone(linesep="\r\n")), sender, recipients
+
+
+def _params_of(given: RecipientParameters, recipient: Mailbox) -> Parameters:
+    return Parameters.coerce(given(recipient) if callable(given) else given)
