@@ -25,6 +25,7 @@ PACKAGE_DIR = Path(smtpcore.__file__).resolve().parent
 IO_MODULES: tuple[str, ...] = (
     "smtpcore.asyncio",
     "smtpcore.trio",
+    "smtpcore.sync",
     "smtpcore.transport",
     "smtpcore._driver*",
     "smtpcore.adapters*",

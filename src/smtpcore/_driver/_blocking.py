@@ -1,0 +1,206 @@
+"""The shared client driver run without an event loop, for :mod:`smtpcore.sync`.
+
+The driver's sessions are coroutines, written against a
+:class:`~smtpcore.transport.Transport` and a clock. Over a blocking socket
+no coroutine ever has to wait on a loop: every read and write blocks the
+thread instead, under a socket timeout the clock sets. Such a coroutine
+runs to its end on its first step, so :func:`run` drives it with one
+``send(None)``, and the blocking clients share every line of protocol
+code with the asyncio and trio ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Coroutine
+from types import TracebackType
+from typing import Any, TypeVar
+
+from smtpcore._driver._transport import Link, address
+from smtpcore.handler import TLSInfo
+from smtpcore.transport import tls_info
+
+__all__ = ["SocketClock", "SocketTransport", "open_link", "run"]
+
+T = TypeVar("T")
+
+
+def run(call: Coroutine[Any, Any, T]) -> T:
+    """The result of ``call``, a coroutine whose every wait blocks the thread."""
+    try:
+        call.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    call.close()
+    raise RuntimeError("a blocking session tried to wait on an event loop")
+
+
+class _Deadline:
+    """One ``async with clock.deadline(seconds)`` block: the socket's waits inside it
+    end by ``TimeoutError`` once it is due."""
+
+    __slots__ = ("_clock", "due")
+
+    def __init__(self, clock: SocketClock, seconds: float | None) -> None:
+        self._clock = clock
+        self.due = math.inf if seconds is None else time.monotonic() + seconds
+
+    def expire(self) -> None:
+        self.due = -math.inf
+
+    async def __aenter__(self) -> _Deadline:
+        self._clock._deadlines.append(self)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._clock._deadlines.remove(self)
+
+
+class _Watchdog:
+    """The session watchdog of the driver's clock contract, on the same socket timeouts."""
+
+    __slots__ = ("_clock", "_min_rate", "_seconds", "_started", "due", "expired")
+
+    def __init__(self, clock: SocketClock) -> None:
+        self._clock = clock
+        self._seconds: float | None = None
+        self._min_rate: float | None = None
+        self._started = 0.0
+        self.due = math.inf
+        self.expired = False
+
+    def arm(self, seconds: float | None, min_rate: float | None = None) -> None:
+        self._seconds, self._min_rate = seconds, min_rate
+        self._started = time.monotonic()
+        self.due = math.inf if seconds is None else self._started + seconds
+
+    def resume(self, received: int = 0) -> None:
+        if self._seconds is None:
+            return
+        if self._min_rate and received:
+            now = time.monotonic()
+            self.due = min(self.due + received / self._min_rate, now + self._seconds)
+
+    def disarm(self) -> None:
+        self.due = math.inf
+
+    def expire(self) -> None:
+        self.due = -math.inf
+
+    async def __aenter__(self) -> _Watchdog:
+        self._clock._watchdog = self
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._clock._watchdog = None
+        if isinstance(exc, TimeoutError):
+            self.expired = True
+
+
+class SocketClock:
+    """The driver's clock for a blocking socket: deadlines become socket timeouts."""
+
+    def __init__(self) -> None:
+        self._deadlines: list[_Deadline] = []
+        self._watchdog: _Watchdog | None = None
+
+    def deadline(self, seconds: float | None) -> _Deadline:
+        return _Deadline(self, seconds)
+
+    def watchdog(self) -> _Watchdog:
+        return _Watchdog(self)
+
+    async def within(self, seconds: float | None, call: Awaitable[T]) -> T:
+        async with self.deadline(seconds):
+            return await call
+
+    def close(self) -> None:
+        self._deadlines.clear()
+
+    def timeout(self) -> float | None:
+        """Seconds the next wait may take (``None``: no limit); ``TimeoutError`` when a
+        deadline has passed already."""
+        due = min((d.due for d in self._deadlines), default=math.inf)
+        if self._watchdog is not None:
+            due = min(due, self._watchdog.due)
+        if due == math.inf:
+            return None
+        left = due - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("deadline passed")
+        return left
+
+
+class SocketTransport:
+    """A :class:`~smtpcore.transport.Transport` on a connected blocking socket."""
+
+    def __init__(self, sock: socket.socket, clock: SocketClock) -> None:
+        self._sock = sock
+        self._clock = clock
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        self._sock.settimeout(self._clock.timeout())
+        return self._sock.recv(max_bytes)
+
+    async def send_all(self, data: bytes) -> None:
+        self._sock.settimeout(self._clock.timeout())
+        self._sock.sendall(data)
+
+    async def start_tls(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+    ) -> None:
+        # Nothing is buffered here: bytes still in the kernel go to the handshake,
+        # which fails on them rather than read them as protected (RFC 3207 §6).
+        self._sock.settimeout(self._clock.timeout())
+        self._sock = context.wrap_socket(
+            self._sock, server_side=server_side, server_hostname=server_hostname
+        )
+
+    async def aclose(self) -> None:
+        self._sock.close()
+
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        try:
+            return address(self._sock.getpeername())
+        except OSError:
+            return None
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        try:
+            return address(self._sock.getsockname())
+        except OSError:
+            return None
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        return tls_info(self._sock) if isinstance(self._sock, ssl.SSLSocket) else None
+
+
+def open_link(host: str, port: int, timeout: float | None) -> Link:
+    """A TCP connection to ``host:port`` (``TimeoutError`` after ``timeout``)."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    with contextlib.suppress(OSError):  # not every socket family has it
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    clock = SocketClock()
+    return Link(SocketTransport(sock, clock), clock)

@@ -1,0 +1,388 @@
+"""Blocking mail clients over a plain socket, for scripts and threads.
+
+:class:`SMTPClient` is what smtplib's ``SMTP`` is, built on smtpcore's
+client machine and on the very session code of the asyncio and trio
+clients: the same pipelining, STARTTLS, AUTH, refusals raised as
+:class:`SMTPError` subclasses, wire trace and timeouts, with no event loop::
+
+    from smtpcore.sync import SMTPClient
+
+    with SMTPClient("mx.pqr.example", 587, username="john", password="...") as client:
+        client.send_message(message)
+
+:class:`POP3Client` does the same for POP3, as poplib's ``POP3`` does. The
+errors are the asyncio module's (they are one hierarchy for every client),
+re-exported here.
+"""
+
+from __future__ import annotations
+
+import email.message
+from collections.abc import AsyncIterator, Iterable, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from smtpcore._driver._blocking import open_link, run
+from smtpcore._driver._pop3_client import (
+    BasePOP3Client,
+    MessageListing,
+    POP3AuthenticationError,
+    POP3ConnectionError,
+    POP3Error,
+    POP3ProtocolError,
+    POP3ResponseError,
+    POP3Timeout,
+    POP3TLSNotAvailable,
+)
+from smtpcore._driver._smtp_client import (
+    AuthenticationError,
+    AuthenticationNotAvailable,
+    BaseSMTPClient,
+    ExtensionNotOffered,
+    HelloRefused,
+    MessageRefused,
+    MessageTooLarge,
+    RecipientParameters,
+    Recipients,
+    RecipientsRefused,
+    SenderRefused,
+    SMTPClientOptions,
+    SMTPConnectionError,
+    SMTPError,
+    SMTPProtocolError,
+    SMTPReplyError,
+    SMTPTimeout,
+    TLSNotAvailable,
+)
+from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts, Timeouts
+from smtpcore._driver._transport import Link
+from smtpcore.address import Mailbox
+from smtpcore.sasl import ClientMechanism
+from smtpcore.smtp import ClientConnection, Command, Reply, TransactionResult
+from smtpcore.smtp._params import ParametersLike
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = [
+    "AuthenticationError",
+    "AuthenticationNotAvailable",
+    "ExtensionNotOffered",
+    "HelloRefused",
+    "MessageListing",
+    "MessageRefused",
+    "MessageTooLarge",
+    "POP3AuthenticationError",
+    "POP3Client",
+    "POP3ConnectionError",
+    "POP3Error",
+    "POP3ProtocolError",
+    "POP3ResponseError",
+    "POP3TLSNotAvailable",
+    "POP3Timeout",
+    "POP3Timeouts",
+    "RecipientsRefused",
+    "SMTPClient",
+    "SMTPConnectionError",
+    "SMTPError",
+    "SMTPProtocolError",
+    "SMTPReplyError",
+    "SMTPTimeout",
+    "SenderRefused",
+    "TLSNotAvailable",
+    "Timeouts",
+    "send_message",
+]
+
+T = TypeVar("T")
+
+
+class _SMTPSession(BaseSMTPClient):
+    async def _open(self, host: str, port: int) -> Link:
+        return open_link(host, port, self.timeouts.connect)
+
+
+class _POP3Session(BasePOP3Client):
+    async def _open(self, host: str, port: int) -> Link:
+        return open_link(host, port, self.timeouts.connect)
+
+
+def _timeouts(timeout: float | None, options: SMTPClientOptions) -> Timeouts:
+    given = options.get("timeouts")
+    if timeout is None:
+        return Timeouts() if given is None else given
+    if given is not None:
+        raise ValueError("give timeout (one for every wait) or timeouts, not both")
+    return Timeouts.uniform(timeout)
+
+
+class SMTPClient:
+    """A blocking SMTP (or LMTP) client session to ``host``.
+
+    ``with SMTPClient(host, port, ...) as client:`` connects, reads the
+    greeting, says EHLO, starts TLS when offered and authenticates when
+    given credentials; leaving the block says QUIT (or, on an exception,
+    just closes). The keywords are those of the asyncio
+    :class:`~smtpcore.asyncio.SMTPClient`; ``timeout`` is one limit in
+    seconds for every wait (connecting, each reply, each write), as
+    smtplib's, instead of the RFC 5321 §4.5.3.2 ``timeouts``.
+
+    Every method blocks the calling thread. One client is one session:
+    use it from one thread at a time.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int | None = None,
+        *,
+        timeout: float | None = None,
+        **options: Unpack[SMTPClientOptions],
+    ) -> None:
+        options["timeouts"] = _timeouts(timeout, options)
+        self._session = _SMTPSession(host, port, **options)
+
+    @property
+    def host(self) -> str:
+        """The server's host name or address."""
+        return self._session.host
+
+    @property
+    def port(self) -> int:
+        """The server's port (25 by default, 465 with ``tls_on_connect``)."""
+        return self._session.port
+
+    @property
+    def connection(self) -> ClientConnection:
+        """The machine of the open session (its ``extensions``, ``tls``, ``state``)."""
+        return self._session.connection
+
+    @property
+    def authenticated_with(self) -> str | None:
+        """The SASL mechanism the session authenticated with, once it has."""
+        return self._session.authenticated_with
+
+    def connect(self) -> None:
+        """Connect, read the greeting, say EHLO, start TLS and authenticate as
+        configured; the connection is closed on every error."""
+        run(self._session.connect())
+
+    def send_message(
+        self,
+        message: bytes | email.message.EmailMessage,
+        sender: str | Mailbox | None = None,
+        recipients: Recipients | None = None,
+        *,
+        mail_params: ParametersLike = None,
+        rcpt_params: RecipientParameters = None,
+    ) -> TransactionResult:
+        """Send one message; returns each recipient's fate (see the asyncio client's
+        :meth:`~smtpcore.asyncio.SMTPClient.send_message` for the options and errors)."""
+        return run(
+            self._session.send_message(
+                message, sender, recipients, mail_params=mail_params, rcpt_params=rcpt_params
+            )
+        )
+
+    def ehlo(self, hostname: str | None = None) -> Reply:
+        """Say EHLO again (LHLO in LMTP); returns the reply, whose extensions
+        ``connection.extensions`` now lists."""
+        return run(self._session.ehlo(hostname))
+
+    def noop(self) -> Reply:
+        """NOOP; :class:`SMTPReplyError` unless the server answers 250."""
+        return run(self._session.noop())
+
+    def rset(self) -> Reply:
+        """RSET: abandon the mail transaction under way, if any."""
+        return run(self._session.rset())
+
+    def verify(self, address: str) -> Reply:
+        """VRFY: the 250, 251 or 252 reply; :class:`SMTPReplyError` for any other."""
+        return run(self._session.verify(address))
+
+    def command(self, command: Command) -> Reply:
+        """Send any command event (``Help()``, ``Expn("staff")``) and return its reply,
+        whatever its code (only a 421 raises)."""
+        return run(self._session.command(command))
+
+    def starttls(self) -> None:
+        """STARTTLS, the handshake and EHLO again (for a client made with
+        ``starttls=False``, or one that wants TLS on its own terms)."""
+        run(self._session.starttls())
+
+    def login(self, username: str, password: str) -> None:
+        """AUTH with a password, by the strongest mechanism both sides have."""
+        run(self._session.login(username, password))
+
+    def authenticate(self, mechanism: ClientMechanism) -> None:
+        """AUTH with a ready SASL mechanism (see :mod:`smtpcore.sasl`)."""
+        run(self._session.authenticate(mechanism))
+
+    def quit(self) -> None:
+        """Say QUIT and close; a server that is already gone is not an error."""
+        run(self._session.quit())
+
+    def close(self) -> None:
+        """Close the connection without QUIT."""
+        run(self._session.close())
+
+    def __enter__(self) -> SMTPClient:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.quit()
+        else:
+            self.close()
+
+
+def send_message(
+    message: bytes | email.message.EmailMessage,
+    sender: str | Mailbox | None = None,
+    recipients: Recipients | None = None,
+    *,
+    host: str,
+    port: int | None = None,
+    mail_params: ParametersLike = None,
+    rcpt_params: RecipientParameters = None,
+    timeout: float | None = None,
+    **options: Unpack[SMTPClientOptions],
+) -> TransactionResult:
+    """Connect, send one message, say QUIT; returns each recipient's fate.
+
+    The keywords are :class:`SMTPClient`'s.
+    """
+    with SMTPClient(host, port, timeout=timeout, **options) as client:
+        return client.send_message(
+            message, sender, recipients, mail_params=mail_params, rcpt_params=rcpt_params
+        )
+
+
+def _each(items: AsyncIterator[T]) -> Iterator[T]:
+    """A blocking iterator over an async one whose waits block the thread."""
+    while True:
+        try:
+            yield run(_anext(items))
+        except StopAsyncIteration:
+            return
+
+
+async def _anext(chunks: AsyncIterator[T]) -> T:
+    return await chunks.__anext__()
+
+
+class POP3Client:
+    """A blocking POP3 client session, as poplib's ``POP3``.
+
+    ``with POP3Client(host, ...) as client:`` connects, reads the greeting,
+    asks CAPA and starts TLS (STLS) when offered; leaving the block says
+    QUIT, which removes the messages marked deleted (RFC 1939 §6). The
+    keywords are those of the asyncio :class:`~smtpcore.asyncio.POP3Client`,
+    and ``timeout``, one limit in seconds for every wait.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int | None = None,
+        *,
+        timeout: float | None = None,
+        timeouts: POP3Timeouts | None = None,
+        **options: Any,
+    ) -> None:
+        if timeout is not None and timeouts is not None:
+            raise ValueError("give timeout (one for every wait) or timeouts, not both")
+        if timeout is not None:
+            timeouts = POP3Timeouts.uniform(timeout)
+        self._session = _POP3Session(
+            host, port, timeouts=timeouts or DEFAULT_POP3_TIMEOUTS, **options
+        )
+
+    @property
+    def capabilities(self) -> dict[str, tuple[str, ...]]:
+        """What the server's last CAPA answer listed."""
+        return self._session.capabilities
+
+    @property
+    def tls(self) -> bool:
+        """Whether the session is protected by TLS."""
+        return self._session.tls
+
+    def connect(self) -> None:
+        """Connect, read the greeting, ask CAPA and start TLS as configured."""
+        run(self._session.connect())
+
+    def login(self, user: str, password: str, *, apop: bool = False) -> None:
+        """USER and PASS, or APOP (RFC 1939 §7); :class:`POP3AuthenticationError`."""
+        run(self._session.login(user, password, apop=apop))
+
+    def authenticate(self, mechanism: ClientMechanism) -> None:
+        """AUTH with a SASL mechanism (RFC 5034)."""
+        run(self._session.authenticate(mechanism))
+
+    def stat(self) -> tuple[int, int]:
+        """``(count, size)`` of the maildrop."""
+        return run(self._session.stat())
+
+    def list(self) -> list[MessageListing]:
+        """Every message with its number, size and unique-id."""
+        return run(self._session.list())
+
+    def retrieve(self, number: int) -> bytes:
+        """Message ``number`` whole, dot-stuffing removed."""
+        return run(self._session.retrieve(number))
+
+    def retrieve_many(self, numbers: Iterable[int]) -> Iterator[tuple[int, bytes]]:
+        """``(number, message)`` for each of ``numbers`` as they arrive, several RETR
+        in flight when the server offers PIPELINING."""
+        return _each(self._session.retrieve_many(numbers))
+
+    def top(self, number: int, lines: int) -> bytes:
+        """The header of message ``number`` and its first ``lines`` body lines."""
+        return run(self._session.top(number, lines))
+
+    def uid(self, number: int) -> str:
+        """The unique-id of message ``number`` (UIDL, RFC 1939 §7)."""
+        return run(self._session.uid(number))
+
+    def delete(self, number: int) -> None:
+        """Mark message ``number`` deleted; it goes at QUIT."""
+        run(self._session.delete(number))
+
+    def reset(self) -> None:
+        """Unmark every message marked deleted (RSET)."""
+        run(self._session.reset())
+
+    def noop(self) -> None:
+        """NOOP: keeps the session from the server's autologout timer."""
+        run(self._session.noop())
+
+    def quit(self) -> None:
+        """QUIT (committing the deletions) and close."""
+        run(self._session.quit())
+
+    def close(self) -> None:
+        """Close without QUIT: nothing marked deleted is removed."""
+        run(self._session.close())
+
+    def __enter__(self) -> POP3Client:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.quit()
+        else:
+            self.close()

@@ -1,0 +1,267 @@
+"""smtpcore.sync: the blocking clients, against our server, aiosmtpd, Postfix's
+smtp-sink and the reference server, and their wire trace."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from peers import (
+    TLSFiles,
+    free_port,
+    make_tls_files,
+    open_fd_count,
+    running_smtp_server,
+    smtp_sink,
+)
+from scripted_smtp import Peer, scripted_server
+from smtpcore import LocalProtocolError, sync
+from smtpcore.smtp import Data, Expn, Help, Noop, Reply, Vrfy
+from test_adapters_auth import PASSWORD, USER, AiosmtpdAccounts, Submission, authenticator
+from test_client_errors import Recorder
+
+MESSAGE = b"Subject: sync\r\n\r\n.leading dot\r\nbody\r\n"
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+def test_one_session_several_messages_and_the_low_level_commands() -> None:
+    handler = Recorder()
+    with (
+        running_smtp_server("asyncio", handler) as server,
+        sync.SMTPClient("127.0.0.1", server.port, hostname="client.test", timeout=10) as c,
+    ):
+        assert c.connection.extensions.pipelining
+        first = c.send_message(MESSAGE, "a@abc.example", ["bob@pqr.example", "eve@pqr.example"])
+        assert len(first.delivered) == 2
+        assert c.noop().code == 250
+        assert c.rset().code == 250
+        assert c.ehlo().code == 250 and c.connection.extensions.size is not None
+        help_reply = c.command(Help())
+        assert help_reply.code in (211, 214)
+        verify = c.command(Vrfy("bob"))
+        assert verify.code in (250, 251, 252, 502)
+        c.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+    assert [m.content for m in handler.messages] == [MESSAGE, MESSAGE]
+
+
+def test_verify_raises_for_a_refusal_and_command_returns_it() -> None:
+    def vrfy(peer: Peer) -> None:
+        peer.greet()
+        peer.expect(b"VRFY nobody")
+        peer.send(b"550 5.1.1 no such user\r\n")
+        peer.expect(b"VRFY bob")
+        peer.send(b"252 2.1.5 send some mail, I'll try\r\n")
+        peer.expect(b"EXPN staff")
+        peer.send(b"502 5.5.1 not here\r\n")
+        peer.expect(b"NOOP")
+        peer.send(b"250 2.0.0 ok\r\n")
+        peer.expect(b"QUIT")
+        peer.send(b"221 bye\r\n")
+
+    with scripted_server(vrfy) as server:
+        with sync.SMTPClient("127.0.0.1", server.port, timeout=10) as client:
+            with pytest.raises(sync.SMTPReplyError) as refused:
+                client.verify("nobody")
+            assert (refused.value.command, refused.value.code) == ("VRFY", 550)
+            assert client.verify("bob").code == 252
+            assert client.command(Expn("staff")) == Reply(502, "not here", "5.5.1")
+            assert client.command(Noop()).code == 250
+        server.join()
+
+
+def test_starttls_and_login_against_our_server(tls: TLSFiles) -> None:
+    handler = Submission()
+    with running_smtp_server(
+        "asyncio", handler, ssl_context=tls.server_context, auth=authenticator()
+    ) as server:
+        client = sync.SMTPClient(
+            "127.0.0.1", server.port, starttls=False, ssl_context=tls.client_context, timeout=10
+        )
+        with client:
+            assert not client.connection.tls
+            client.starttls()
+            assert client.connection.tls
+            with pytest.raises(sync.AuthenticationError) as refused:
+                client.login(USER, "wrong")
+            assert refused.value.code == 535
+            client.login(USER, PASSWORD)
+            assert client.authenticated_with == "SCRAM-SHA-256"
+            client.send_message(MESSAGE, USER, "bob@pqr.example")
+    assert len(handler.messages) == 1
+
+
+def test_a_misused_session_is_the_callers_mistake() -> None:
+    with (
+        running_smtp_server("asyncio", Recorder()) as server,
+        sync.SMTPClient("127.0.0.1", server.port, timeout=10) as client,
+    ):
+        with pytest.raises(LocalProtocolError):
+            client.command(Data())  # before MAIL: the machine refuses, nothing is sent
+        with pytest.raises(LocalProtocolError):
+            client.command(Vrfy("a\r\nRSET"))  # cannot even be built
+        assert client.noop().code == 250  # the session goes on
+
+
+@pytest.fixture
+def aiosmtpd() -> Iterator[tuple[AiosmtpdAccounts, int]]:
+    accounts = AiosmtpdAccounts()
+    controller = Controller(
+        accounts,
+        hostname="127.0.0.1",
+        port=free_port(),
+        authenticator=accounts,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        yield accounts, controller.port
+    finally:
+        controller.stop()
+
+
+@pytest.mark.interop
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_against_aiosmtpd_with_a_masked_trace(
+    aiosmtpd: tuple[AiosmtpdAccounts, int], mechanism: str
+) -> None:
+    accounts, port = aiosmtpd
+    lines: list[tuple[str, str]] = []
+    with sync.SMTPClient(
+        "127.0.0.1",
+        port,
+        timeout=10,
+        username=USER,
+        password=PASSWORD,
+        auth_mechanisms=[mechanism],
+        allow_plaintext_auth=True,
+        trace=lambda direction, line: lines.append((direction, line)),
+    ) as client:
+        client.send_message(MESSAGE, USER, "bob@pqr.example")
+    [envelope] = accounts.envelopes
+    assert envelope.original_content == MESSAGE
+    sent = [line for direction, line in lines if direction == "C"]
+    assert sent[0].startswith("EHLO ") and sent[-1] == "QUIT"
+    assert "..leading dot" in sent  # the content, as written: dot-stuffed
+    if mechanism == "PLAIN":
+        assert "AUTH PLAIN ****" in sent
+    else:
+        assert sent[sent.index("AUTH LOGIN") + 1 : sent.index("AUTH LOGIN") + 3] == ["****"] * 2
+    assert ("S", "235 2.7.0 Authentication successful") in lines
+    assert not any(PASSWORD in line or "Y29ycmVjdCBob3JzZQ" in line for _, line in lines)
+
+
+@pytest.mark.interop
+def test_against_postfix_smtp_sink(tmp_path: Path) -> None:
+    with smtp_sink(dump_dir=tmp_path / "dump") as sink:
+        with sync.SMTPClient(sink.host, sink.port, hostname="client.test", timeout=10) as client:
+            for n in range(3):
+                client.send_message(MESSAGE, f"a{n}@abc.example", "bob@pqr.example")
+            assert client.noop().code == 250
+        dumped = sink.messages()
+    assert len(dumped) == 3
+    assert all(m.content.endswith(b".leading dot\nbody\n") for m in dumped)
+    assert dumped[0].helo == "client.test"
+
+
+def test_the_reference_server_submission_and_pop3(tmp_path: Path) -> None:
+    from test_cli_serve import _until, serve
+
+    tls = make_tls_files(tmp_path)
+    options = ("--tls-cert", str(tls.cert_file), "--tls-key", str(tls.key_file))
+    with serve(tmp_path / "pqr", "pqr.example", ["bob@pqr.example:pw"], extra=options) as pqr:
+        with sync.SMTPClient(
+            "127.0.0.1",
+            pqr.ports["submission"],
+            ssl_context=tls.client_context,
+            username="bob@pqr.example",
+            password="pw",
+            timeout=10,
+        ) as client:
+            assert client.connection.tls and client.authenticated_with is not None
+            client.send_message(MESSAGE, "bob@pqr.example", "bob@pqr.example")
+        _until(lambda: len(pqr.mailbox("bob@pqr.example")) == 1, "delivery", pqr)
+        with sync.POP3Client(
+            "127.0.0.1", pqr.ports["pop3"], ssl_context=tls.client_context, timeout=10
+        ) as pop:
+            assert pop.tls
+            pop.login("bob@pqr.example", "pw")
+            [listing] = pop.list()
+            [(number, message)] = list(pop.retrieve_many([listing.number]))
+            assert message.endswith(b".leading dot\r\nbody\r\n")
+            pop.delete(number)
+
+
+def test_timeouts_and_closed_connections_leave_nothing_open() -> None:
+    def silent(peer: Peer) -> None:
+        peer.greet()
+        while peer.line():
+            pass
+
+    before = open_fd_count()
+    with scripted_server(silent) as server:
+        client = sync.SMTPClient("127.0.0.1", server.port, timeout=0.3)
+        client.connect()
+        with pytest.raises(sync.SMTPTimeout):
+            client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+        server.join()
+    assert open_fd_count() == before
+    client.quit()  # harmless after the session ended
+
+
+def test_connection_refused() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(sync.SMTPConnectionError):
+        sync.send_message(MESSAGE, "a@abc.example", "b@pqr.example", host="127.0.0.1", port=port)
+
+
+def test_one_client_per_thread() -> None:
+    handler = Recorder()
+    errors: list[BaseException] = []
+
+    def send(port: int, n: int) -> None:
+        try:
+            sync.send_message(
+                MESSAGE, f"a{n}@abc.example", "bob@pqr.example", host="127.0.0.1", port=port
+            )
+        except BaseException as exc:
+            errors.append(exc)
+
+    with running_smtp_server("trio", handler) as server:
+        threads = [threading.Thread(target=send, args=(server.port, n)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert not errors and len(handler.messages) == 4
+
+
+def test_timeout_and_timeouts_are_exclusive() -> None:
+    options: Any = {"timeouts": sync.Timeouts()}
+    with pytest.raises(ValueError, match="not both"):
+        sync.SMTPClient("127.0.0.1", 25, timeout=1, **options)
+
+
+def test_the_typed_options_are_the_constructors_keywords() -> None:
+    import inspect
+
+    from smtpcore._driver._smtp_client import BaseSMTPClient, SMTPClientOptions
+
+    keywords = {
+        name
+        for name, parameter in inspect.signature(BaseSMTPClient).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    assert set(SMTPClientOptions.__annotations__) == keywords

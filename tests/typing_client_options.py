@@ -1,0 +1,48 @@
+"""Checked by the suite's ``mypy --strict`` run, never executed: every client
+option is a typed keyword, so a misspelt or mistyped one is an error.
+
+Each ``type: ignore`` below must be needed: ``--strict`` turns on
+``warn_unused_ignores``, so if the call it sits on ever type-checks (an
+option typed ``Any`` again), mypy fails the suite.
+"""
+
+from __future__ import annotations
+
+import smtpcore.asyncio
+import smtpcore.sync
+import smtpcore.trio
+from smtpcore.smtp import TransactionResult
+
+
+async def asyncio_options() -> TransactionResult:
+    await smtpcore.asyncio.send_message(
+        b"x", "a@b.example", "c@d.example", host="h", starttls=True
+    )
+    await smtpcore.asyncio.send_message(
+        b"x",
+        "a@b.example",
+        "c@d.example",
+        host="h",
+        start_tls=True,  # type: ignore[call-arg]
+    )
+    return await smtpcore.asyncio.send_message(
+        b"x",
+        "a@b.example",
+        "c@d.example",
+        host="h",
+        lmtp="yes",  # type: ignore[arg-type]
+    )
+
+
+async def trio_options() -> TransactionResult:
+    await smtpcore.trio.send_message(b"x", "a@b.example", "c@d.example", host="h", usrname="u")  # type: ignore[call-arg]
+    return await smtpcore.trio.send_message(
+        b"x", "a@b.example", "c@d.example", host="h", mail_params={"RET": "HDRS"}
+    )
+
+
+def sync_options() -> TransactionResult:
+    smtpcore.sync.send_message(b"x", "a@b.example", "c@d.example", host="h", timeuot=5)  # type: ignore[call-arg]
+    with smtpcore.sync.SMTPClient("h", pasword="p") as client:  # type: ignore[call-arg]
+        client.noop()
+    return smtpcore.sync.send_message(b"x", "a@b.example", "c@d.example", host="h", timeout=5)
