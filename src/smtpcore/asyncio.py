@@ -14,6 +14,7 @@ import collections
 import contextlib
 import email.message
 import logging
+import os
 import socket
 import ssl
 import sys
@@ -112,6 +113,7 @@ __all__ = [
     "TLSNotAvailable",
     "send_message",
     "AsyncioTransport",
+    "StreamTransport",
     "Envelope",
     "Handler",
     "Recipient",
@@ -152,6 +154,7 @@ _L = TypeVar("_L", bound="_Listener[Any]")
 _HIGH_WATER: Final = 1 << 20
 """Unread bytes past which the transport stops reading from the socket."""
 _CLOSE_TIMEOUT: Final = 5.0
+_REFUSE_TIMEOUT: Final = 1.0
 
 
 def _set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -380,6 +383,19 @@ def _link(transport: Transport) -> Link:
     return Link(transport, AsyncioClock())
 
 
+async def _connect(
+    timeout: float | None, host: str, port: int, unix_path: str | None
+) -> AsyncioTransport:
+    """A client's connection: TCP to ``host`` and ``port``, or the Unix socket."""
+    loop = asyncio.get_running_loop()
+    async with _Deadline(timeout):
+        if unix_path is not None:
+            _, protocol = await loop.create_unix_connection(AsyncioTransport, unix_path)
+        else:
+            _, protocol = await loop.create_connection(AsyncioTransport, host, port)
+    return protocol
+
+
 class AsyncioTransport(asyncio.BufferedProtocol):
     """A :class:`~smtpcore.transport.Transport` on an asyncio connection."""
 
@@ -582,6 +598,96 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         return tls_info(self._transport.get_extra_info("ssl_object"))
 
 
+def _drop_buffered(reader: asyncio.StreamReader) -> None:
+    """Forget what ``reader`` holds unread: plaintext from before a TLS handshake
+    (RFC 3207 §6). asyncio has no public way, so this is the one place that
+    touches ``StreamReader._buffer``; if it is gone, the upgrade is refused."""
+    buffer = getattr(reader, "_buffer", None)
+    if not isinstance(buffer, bytearray):
+        raise ConnectionResetError("cannot drop plaintext buffered before TLS on this Python")
+    buffer.clear()
+
+
+class StreamTransport:
+    """A :class:`~smtpcore.transport.Transport` over an asyncio stream pair.
+
+    TLS starts in place with :meth:`asyncio.loop.start_tls`, on either side,
+    where the pair runs over a transport that supports it (a socket); any
+    plaintext the reader holds from before the handshake is dropped.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._transport: asyncio.BaseTransport = writer.transport
+        self._closed = False
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        return await self._reader.read(max_bytes)
+
+    async def send_all(self, data: bytes) -> None:
+        transport = self._transport
+        if self._closed or transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(data)
+        await self._writer.drain()  # the protocol's flow control, TLS or not
+
+    async def start_tls(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+    ) -> None:
+        transport = self._transport
+        if self._closed or transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        _drop_buffered(self._reader)
+        loop = asyncio.get_running_loop()
+        try:
+            new = await loop.start_tls(
+                transport,
+                transport.get_protocol(),
+                context,
+                server_side=server_side,
+                server_hostname=server_hostname,
+            )
+        except (TypeError, NotImplementedError, RuntimeError) as exc:  # a pipe, say
+            raise ConnectionResetError(f"this stream cannot start TLS: {exc}") from exc
+        if new is None:  # pragma: no cover - only for a closing transport
+            raise ConnectionResetError("the connection closed during the TLS handshake")
+        self._transport = new
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        transport = self._transport
+        transport.close()
+        try:
+            await asyncio.wait_for(self._writer.wait_closed(), _CLOSE_TIMEOUT)
+        except (OSError, asyncio.TimeoutError):
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.abort()
+        except asyncio.CancelledError:
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.abort()
+            raise
+
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        return address(self._transport.get_extra_info("peername"))
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        return address(self._transport.get_extra_info("sockname"))
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        return tls_info(self._transport.get_extra_info("ssl_object"))
+
+
 class _Listener(BaseListener[_S]):
     """The accept loop and graceful shutdown of a server on asyncio, for any protocol."""
 
@@ -594,9 +700,10 @@ class _Listener(BaseListener[_S]):
         loop = asyncio.get_running_loop()
         self._tasks = set()
         self._stopped = asyncio.Event()
-        if self.sock is not None:
+        if self.sock is not None or self.unix_path is not None:
+            sock = self._unix_socket() if self.sock is None else self.sock
             self._server = await loop.create_server(
-                self._protocol, sock=self.sock, backlog=self.backlog
+                self._protocol, sock=sock, backlog=self.backlog
             )
         else:
             self._server = await loop.create_server(
@@ -623,6 +730,44 @@ class _Listener(BaseListener[_S]):
         self._tasks.discard(task)
         self.state.remove(session)  # in case the task was cancelled before it ran
 
+    async def serve_transport(self, transport: Transport) -> None:
+        """Serve one session over ``transport`` (a :class:`~smtpcore.transport.Transport`
+        whose waits are asyncio's), in this task, until it ends.
+
+        It counts toward the session limits like an accepted connection (a
+        refused one gets the busy reply and is closed), gets the same
+        timeouts, and, once the server has started, the same graceful
+        shutdown: the task is cancelled if the session outlives the grace
+        period. The server need not listen anywhere for this.
+        """
+        session = self.state.admit(_link(transport))
+        if isinstance(session, bytes):
+            try:
+                if session:
+                    async with _Deadline(_REFUSE_TIMEOUT):
+                        await transport.send_all(session)
+            except (OSError, TimeoutError):
+                pass
+            finally:
+                await transport.aclose()
+            return
+        task = asyncio.current_task() if self._server is not None else None
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await session.run()
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def serve_stream(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Serve one session over an asyncio stream pair (from ``asyncio.start_unix_server``,
+        ``open_connection``, a subprocess's pipes...), as :meth:`serve_transport` does:
+        ``asyncio.start_server(server.serve_stream, ...)`` works as it is."""
+        await self.serve_transport(StreamTransport(reader, writer))
+
     def _listening_addresses(self) -> list[object]:
         if self._server is None:
             return []
@@ -647,6 +792,8 @@ class _Listener(BaseListener[_S]):
             if pending:
                 await asyncio.wait(pending)
         await server.wait_closed()
+        if self.sock is None:
+            self._unix_socket_closed()
         self._server = None
         self._stopped.set()
 
@@ -699,11 +846,40 @@ class SMTPClient(BaseSMTPClient):
     keywords are those of :class:`~smtpcore._driver.BaseSMTPClient`.
     """
 
+    _given: Transport | None = None
+    _unix_path: str | None = None
+
+    @classmethod
+    def over_transport(cls, transport: Transport, **options: Any) -> SMTPClient:
+        """A client whose session runs over ``transport`` (a
+        :class:`~smtpcore.transport.Transport` whose waits are asyncio's) instead of a
+        TCP connection it opens. ``host`` names the server (for TLS, and in errors);
+        the other keywords are the constructor's."""
+        client = cls(options.pop("host", None) or "localhost", **options)
+        client._given = transport
+        return client
+
+    @classmethod
+    def over_stream(
+        cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, **options: Any
+    ) -> SMTPClient:
+        """A client whose session runs over an asyncio stream pair (see
+        :class:`StreamTransport`); keywords as for :meth:`over_transport`."""
+        return cls.over_transport(StreamTransport(reader, writer), **options)
+
+    @classmethod
+    def over_unix_socket(cls, path: str | os.PathLike[str], **options: Any) -> SMTPClient:
+        """A client that connects to the Unix socket ``path`` (LMTP to a delivery
+        agent, say); keywords as for :meth:`over_transport`."""
+        client = cls(options.pop("host", None) or "localhost", **options)
+        client._unix_path = os.fspath(path)
+        return client
+
     async def _open(self, host: str, port: int) -> Link:
-        loop = asyncio.get_running_loop()
-        async with _Deadline(self.timeouts.connect):
-            _, protocol = await loop.create_connection(AsyncioTransport, host, port)
-        return _link(protocol)
+        given, self._given = self._given, None
+        if given is not None:
+            return _link(given)
+        return _link(await _connect(self.timeouts.connect, host, port, self._unix_path))
 
     async def __aenter__(self) -> SMTPClient:
         await self.connect()
@@ -773,8 +949,37 @@ class POP3Client(BasePOP3Client):
     The keywords are those of :class:`~smtpcore._driver.BasePOP3Client`.
     """
 
+    _given: Transport | None = None
+    _unix_path: str | None = None
+
+    @classmethod
+    def over_transport(cls, transport: Transport, **options: Any) -> POP3Client:
+        """A client whose session runs over ``transport`` (a
+        :class:`~smtpcore.transport.Transport` whose waits are asyncio's) instead of a
+        TCP connection it opens. ``host`` names the server (for TLS, and in errors);
+        the other keywords are the constructor's."""
+        client = cls(options.pop("host", None) or "localhost", **options)
+        client._given = transport
+        return client
+
+    @classmethod
+    def over_stream(
+        cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, **options: Any
+    ) -> POP3Client:
+        """A client whose session runs over an asyncio stream pair (see
+        :class:`StreamTransport`); keywords as for :meth:`over_transport`."""
+        return cls.over_transport(StreamTransport(reader, writer), **options)
+
+    @classmethod
+    def over_unix_socket(cls, path: str | os.PathLike[str], **options: Any) -> POP3Client:
+        """A client that connects to the Unix socket ``path`` (LMTP to a delivery
+        agent, say); keywords as for :meth:`over_transport`."""
+        client = cls(options.pop("host", None) or "localhost", **options)
+        client._unix_path = os.fspath(path)
+        return client
+
     async def _open(self, host: str, port: int) -> Link:
-        loop = asyncio.get_running_loop()
-        async with _Deadline(self.timeouts.connect):
-            _, protocol = await loop.create_connection(AsyncioTransport, host, port)
-        return _link(protocol)
+        given, self._given = self._given, None
+        if given is not None:
+            return _link(given)
+        return _link(await _connect(self.timeouts.connect, host, port, self._unix_path))

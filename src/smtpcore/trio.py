@@ -666,9 +666,13 @@ class _Listener(BaseListener[_S]):
     _all_done: trio.Event
     _stopped: trio.Event
 
+    _stream_scopes: set[trio.CancelScope] | None = None
+    """The scopes of sessions run by serve_transport in their callers' tasks."""
+
     async def _open_listeners(self) -> list[trio.SocketListener]:
-        if self.sock is not None:
-            return [trio.SocketListener(trio.socket.from_stdlib_socket(self.sock))]
+        if self.sock is not None or self.unix_path is not None:
+            sock = self._unix_socket() if self.sock is None else self.sock
+            return [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
         return await trio.open_tcp_listeners(
             self.requested_port, host=self.host, backlog=self.backlog
         )
@@ -718,6 +722,8 @@ class _Listener(BaseListener[_S]):
         finally:
             for listener in self._listeners:
                 await trio.aclose_forcefully(listener)
+            if self.sock is None:
+                self._unix_socket_closed()
 
     async def _accept_loop(self, listener: trio.SocketListener) -> None:
         while True:
@@ -747,6 +753,43 @@ class _Listener(BaseListener[_S]):
     def _listening_addresses(self) -> list[object]:
         return [listener.socket.getsockname() for listener in self._listeners]
 
+    async def serve_transport(self, transport: Transport) -> None:
+        """Serve one session over ``transport`` (a :class:`~smtpcore.transport.Transport`
+        whose waits are trio's), in this task, until it ends.
+
+        It counts toward the session limits like an accepted connection (a
+        refused one gets the busy reply and is closed), gets the same
+        timeouts, and the same graceful shutdown: it is cancelled if it
+        outlives the grace period. The server need not listen anywhere for
+        this (it need not even be entered).
+        """
+        session = self.state.admit(_link(transport))
+        if isinstance(session, bytes):
+            with trio.move_on_after(_REFUSE_TIMEOUT):
+                try:
+                    if session:
+                        await transport.send_all(session)
+                except OSError:
+                    pass
+            await transport.aclose()
+            return
+        scopes = self._stream_scopes
+        if scopes is None:
+            scopes = self._stream_scopes = set()
+        with trio.CancelScope() as scope:
+            scopes.add(scope)
+            try:
+                await session.run()
+            finally:
+                scopes.discard(scope)
+
+    async def serve_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one session over any ``trio.abc.Stream`` (a ``trio.SocketStream``, a
+        ``trio.SSLStream``, one end of ``trio.testing.memory_stream_pair()``...), as
+        :meth:`serve_transport` does: ``trio.serve_tcp(server.serve_stream, ...)``
+        works as it is."""
+        await self.serve_transport(TrioTransport(stream))
+
     async def serve_forever(self) -> None:
         """Wait until the server is closed (by :meth:`aclose` or leaving its block)."""
         await self._stopped.wait()
@@ -762,6 +805,8 @@ class _Listener(BaseListener[_S]):
             await self._all_done.wait()
         if not self._all_done.is_set():
             self._sessions_scope.cancel()
+            for scope in list(self._stream_scopes or ()):
+                scope.cancel()
         self._stopped.set()
 
 
@@ -800,9 +845,42 @@ class SMTPClient(BaseSMTPClient):
     keywords are those of :class:`~smtpcore._driver.BaseSMTPClient`.
     """
 
+    _given: Transport | None = None
+    _unix_path: str | None = None
+
+    @classmethod
+    def over_transport(cls, transport: Transport, **options: Any) -> SMTPClient:
+        """A client whose session runs over ``transport`` (a
+        :class:`~smtpcore.transport.Transport` whose waits are trio's) instead of a
+        TCP connection it opens. ``host`` names the server (for TLS, and in errors);
+        the other keywords are the constructor's."""
+        client = cls(options.pop("host", None) or "localhost", **options)
+        client._given = transport
+        return client
+
+    @classmethod
+    def over_stream(cls, stream: trio.abc.Stream, **options: Any) -> SMTPClient:
+        """A client whose session runs over any ``trio.abc.Stream``; keywords as for
+        :meth:`over_transport`."""
+        return cls.over_transport(TrioTransport(stream), **options)
+
+    @classmethod
+    def over_unix_socket(cls, path: str | os.PathLike[str], **options: Any) -> SMTPClient:
+        """A client that connects to the Unix socket ``path`` (LMTP to a delivery
+        agent, say); keywords as for :meth:`over_transport`."""
+        client = cls(options.pop("host", None) or "localhost", **options)
+        client._unix_path = os.fspath(path)
+        return client
+
     async def _open(self, host: str, port: int) -> Link:
+        given, self._given = self._given, None
+        if given is not None:
+            return _link(given)
         async with _Deadline(self.timeouts.connect):
-            stream = await trio.open_tcp_stream(host, port)
+            if self._unix_path is not None:
+                stream: trio.abc.Stream = await trio.open_unix_socket(self._unix_path)
+            else:
+                stream = await trio.open_tcp_stream(host, port)
         return _link(TrioTransport(stream))
 
     async def __aenter__(self) -> SMTPClient:
@@ -872,7 +950,40 @@ class POP3Client(BasePOP3Client):
     The keywords are those of :class:`~smtpcore._driver.BasePOP3Client`.
     """
 
+    _given: Transport | None = None
+    _unix_path: str | None = None
+
+    @classmethod
+    def over_transport(cls, transport: Transport, **options: Any) -> POP3Client:
+        """A client whose session runs over ``transport`` (a
+        :class:`~smtpcore.transport.Transport` whose waits are trio's) instead of a
+        TCP connection it opens. ``host`` names the server (for TLS, and in errors);
+        the other keywords are the constructor's."""
+        client = cls(options.pop("host", None) or "localhost", **options)
+        client._given = transport
+        return client
+
+    @classmethod
+    def over_stream(cls, stream: trio.abc.Stream, **options: Any) -> POP3Client:
+        """A client whose session runs over any ``trio.abc.Stream``; keywords as for
+        :meth:`over_transport`."""
+        return cls.over_transport(TrioTransport(stream), **options)
+
+    @classmethod
+    def over_unix_socket(cls, path: str | os.PathLike[str], **options: Any) -> POP3Client:
+        """A client that connects to the Unix socket ``path`` (LMTP to a delivery
+        agent, say); keywords as for :meth:`over_transport`."""
+        client = cls(options.pop("host", None) or "localhost", **options)
+        client._unix_path = os.fspath(path)
+        return client
+
     async def _open(self, host: str, port: int) -> Link:
+        given, self._given = self._given, None
+        if given is not None:
+            return _link(given)
         async with _Deadline(self.timeouts.connect):
-            stream = await trio.open_tcp_stream(host, port)
+            if self._unix_path is not None:
+                stream: trio.abc.Stream = await trio.open_unix_socket(self._unix_path)
+            else:
+                stream = await trio.open_tcp_stream(host, port)
         return _link(TrioTransport(stream))

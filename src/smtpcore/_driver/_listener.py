@@ -8,8 +8,11 @@ only, so one accept loop per framework serves both protocols.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import socket
+import stat
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -134,7 +137,9 @@ class BaseListener(Generic[S]):
 
     The server listens on ``host`` and ``port`` (port 0 picks a free one;
     read :attr:`port`), or on ``sock``, a socket already bound and
-    listening. The adapter's server class adds the accept loop.
+    listening, or on the Unix socket ``unix_path`` (a stale socket file
+    there is replaced, and the file is removed when the server closes). The
+    adapter's server class adds the accept loop.
     """
 
     state: SessionRegistry[S]
@@ -145,12 +150,38 @@ class BaseListener(Generic[S]):
         port: int,
         *,
         sock: socket.socket | None,
+        unix_path: str | os.PathLike[str] | None = None,
         backlog: int,
     ) -> None:
         self.host = host
         self.requested_port = port
         self.sock = sock
+        self.unix_path = None if unix_path is None else os.fspath(unix_path)
+        """The Unix socket path listened on, if any."""
         self.backlog = backlog
+
+    def _unix_socket(self) -> socket.socket:
+        """A listening socket bound to :attr:`unix_path`, replacing a stale socket file."""
+        path = self.unix_path
+        assert path is not None
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            sock.listen(self.backlog)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _unix_socket_closed(self) -> None:
+        """Remove the socket file once the server no longer listens on it."""
+        if self.unix_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.unix_path)
 
     @property
     def active_sessions(self) -> int:

@@ -700,7 +700,8 @@ class BasePOP3Server(BaseListener[POP3ServerSession]):
 
     ``store`` logs users in and opens their maildrops. The server listens on
     ``host`` and ``port`` (port 0 picks a free one; read :attr:`port`), or on
-    ``sock``, a socket already bound and listening. ``hostname`` is this
+    ``sock``, a socket already bound and listening, or on the Unix socket
+    ``unix_path``. ``hostname`` is this
     host's name in the greeting (the FQDN by default). With ``ssl_context``
     the server offers STLS, or, with ``tls_on_connect``, speaks TLS from the
     first byte (port 995). The other keywords are those of
@@ -714,6 +715,7 @@ class BasePOP3Server(BaseListener[POP3ServerSession]):
         port: int = 0,
         *,
         sock: socket.socket | None = None,
+        unix_path: str | os.PathLike[str] | None = None,
         hostname: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         tls_on_connect: bool = False,
@@ -730,7 +732,7 @@ class BasePOP3Server(BaseListener[POP3ServerSession]):
         connection_factory: Callable[[POP3ServerOptions], ServerConnection] | None = None,
         backlog: int = 1024,
     ) -> None:
-        super().__init__(host, port, sock=sock, backlog=backlog)
+        super().__init__(host, port, sock=sock, unix_path=unix_path, backlog=backlog)
         self.options = POP3ServerOptions(
             hostname=hostname or socket.getfqdn(),
             ssl_context=ssl_context,

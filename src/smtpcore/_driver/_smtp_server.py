@@ -11,6 +11,7 @@ the commands already received are answered (RFC 2920 §3.1).
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -672,11 +673,12 @@ class BaseSMTPServer(BaseListener[ServerSession]):
 
     ``handler`` answers for every session. The server listens on ``host`` and
     ``port`` (port 0 picks a free one; read :attr:`port`), or on ``sock``, a
-    socket already bound and listening. ``hostname`` is this host's name in
-    the greeting (the FQDN by default). With ``ssl_context`` the server
-    offers STARTTLS, or, with ``tls_on_connect``, speaks TLS from the first
-    byte (port 465). With ``auth`` (an :class:`~smtpcore.handler.Authenticator`)
-    it offers SMTP AUTH. The other keywords are those of :class:`ServerOptions`.
+    socket already bound and listening, or on the Unix socket ``unix_path``.
+    ``hostname`` is this host's name in the greeting (the FQDN by default).
+    With ``ssl_context`` the server offers STARTTLS, or, with
+    ``tls_on_connect``, speaks TLS from the first byte (port 465). With
+    ``auth`` (an :class:`~smtpcore.handler.Authenticator`) it offers SMTP AUTH.
+    The other keywords are those of :class:`ServerOptions`.
     """
 
     def __init__(
@@ -686,6 +688,7 @@ class BaseSMTPServer(BaseListener[ServerSession]):
         port: int = 0,
         *,
         sock: socket.socket | None = None,
+        unix_path: str | os.PathLike[str] | None = None,
         hostname: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         require_tls: bool = False,
@@ -705,7 +708,7 @@ class BaseSMTPServer(BaseListener[ServerSession]):
         require_auth: bool = False,
         max_auth_failures: int = 3,
     ) -> None:
-        super().__init__(host, port, sock=sock, backlog=backlog)
+        super().__init__(host, port, sock=sock, unix_path=unix_path, backlog=backlog)
         self.options = ServerOptions(
             hostname=hostname or socket.getfqdn(),
             ssl_context=ssl_context,
