@@ -113,7 +113,6 @@ __all__ = [
     "TLSNotAvailable",
     "send_message",
     "AsyncioTransport",
-    "StreamTransport",
     "Envelope",
     "Handler",
     "Recipient",
