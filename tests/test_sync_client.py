@@ -265,3 +265,89 @@ def test_the_typed_options_are_the_constructors_keywords() -> None:
         if parameter.kind is inspect.Parameter.KEYWORD_ONLY
     }
     assert set(SMTPClientOptions.__annotations__) == keywords
+
+
+def test_implicit_tls(tls: TLSFiles) -> None:
+    handler = Recorder()
+    with running_smtp_server(
+        "asyncio", handler, ssl_context=tls.server_context, tls_on_connect=True
+    ) as server:
+        sync.send_message(
+            MESSAGE,
+            "a@abc.example",
+            "bob@pqr.example",
+            host="127.0.0.1",
+            port=server.port,
+            ssl_context=tls.client_context,
+            tls_on_connect=True,
+            timeout=10,
+        )
+    assert len(handler.messages) == 1
+
+
+def test_a_certificate_that_does_not_verify_fails_and_closes(tls: TLSFiles) -> None:
+    handler = Recorder()
+    before = open_fd_count()
+    with running_smtp_server("asyncio", handler, ssl_context=tls.server_context) as server:
+        with pytest.raises(sync.SMTPConnectionError, match="TLS handshake failed"):
+            sync.SMTPClient("127.0.0.1", server.port, timeout=10).connect()  # system CAs
+        server.wait_for_sessions(0)
+    assert open_fd_count() == before and not handler.messages
+
+
+def test_starttls_ignores_replies_injected_before_the_handshake(tls: TLSFiles) -> None:
+    from test_adapters_client import _injecting_server
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    errors: list[BaseException] = []
+    thread = threading.Thread(target=_injecting_server, args=(listener, tls, errors))
+    thread.start()
+    try:
+        port = listener.getsockname()[1]
+        with sync.SMTPClient("127.0.0.1", port, ssl_context=tls.client_context, timeout=10) as c:
+            extensions = dict(c.connection.extensions)
+    finally:
+        thread.join(10)
+        listener.close()
+    assert not errors
+    assert "SIZE" in extensions and "AUTH" not in extensions
+
+
+def test_pop3_trace_masks_the_password_and_sasl(tmp_path: Path) -> None:
+    from peers import running_pop3_server, write_maildir
+    from smtpcore.maildrop import MaildirStore
+    from smtpcore.sasl import ScramSHA256Client
+
+    write_maildir(tmp_path / "mail" / "alice", [b"Subject: one\r\n\r\nhi\r\n"])
+    store = MaildirStore(tmp_path / "mail", {"alice": "wonderland"})
+    lines: list[tuple[str, str]] = []
+
+    def trace(direction: str, line: str) -> None:
+        lines.append((direction, line))
+
+    with running_pop3_server("trio", store) as server:
+        with sync.POP3Client("127.0.0.1", server.port, timeout=10, trace=trace) as pop:
+            pop.login("alice", "wonderland")
+            assert pop.retrieve(1).startswith(b"Subject: one")
+        with sync.POP3Client("127.0.0.1", server.port, timeout=10, trace=trace) as pop:
+            pop.authenticate(ScramSHA256Client("alice", "wonderland"))
+            assert pop.stat()[0] == 1
+    sent = [line for direction, line in lines if direction == "C"]
+    assert "USER alice" in sent and "PASS ****" in sent
+    auth = sent.index("AUTH SCRAM-SHA-256 ****")
+    assert sent[auth + 1] == "****"
+    assert ("S", "Subject: one") in lines and sent[-1] == "QUIT"
+    assert not any("wonderland" in line or "n,,n=" in line for _, line in lines)
+
+
+def test_the_typed_pop3_options_are_the_constructors_keywords() -> None:
+    import inspect
+
+    from smtpcore._driver._pop3_client import BasePOP3Client, POP3ClientOptions
+
+    keywords = {
+        name
+        for name, parameter in inspect.signature(BasePOP3Client).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name != "timeouts"
+    }
+    assert set(POP3ClientOptions.__annotations__) == keywords

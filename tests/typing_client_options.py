@@ -46,3 +46,8 @@ def sync_options() -> TransactionResult:
     with smtpcore.sync.SMTPClient("h", pasword="p") as client:  # type: ignore[call-arg]
         client.noop()
     return smtpcore.sync.send_message(b"x", "a@b.example", "c@d.example", host="h", timeout=5)
+
+
+def sync_pop3_options() -> None:
+    smtpcore.sync.POP3Client("h", stls=True, pipelining=None).close()
+    smtpcore.sync.POP3Client("h", tls=True).close()  # type: ignore[call-arg]

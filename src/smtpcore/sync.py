@@ -20,13 +20,14 @@ from __future__ import annotations
 import email.message
 from collections.abc import AsyncIterator, Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from smtpcore._driver._blocking import open_link, run
 from smtpcore._driver._pop3_client import (
     BasePOP3Client,
     MessageListing,
     POP3AuthenticationError,
+    POP3ClientOptions,
     POP3ConnectionError,
     POP3Error,
     POP3ProtocolError,
@@ -295,7 +296,7 @@ class POP3Client:
         *,
         timeout: float | None = None,
         timeouts: POP3Timeouts | None = None,
-        **options: Any,
+        **options: Unpack[POP3ClientOptions],
     ) -> None:
         if timeout is not None and timeouts is not None:
             raise ValueError("give timeout (one for every wait) or timeouts, not both")

@@ -15,10 +15,11 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypedDict, TypeVar
 
 from smtpcore._driver._client_base import BaseClient
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts
+from smtpcore._driver._trace import MASK, Trace, WireTrace
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._sentinels import NEED_DATA, PAUSED
@@ -60,6 +61,7 @@ __all__ = [
     "BasePOP3Client",
     "MessageListing",
     "POP3AuthenticationError",
+    "POP3ClientOptions",
     "POP3ConnectionError",
     "POP3Error",
     "POP3ProtocolError",
@@ -123,6 +125,19 @@ class POP3ProtocolError(POP3Error):
     """The server broke the protocol beyond repair (or the SASL exchange failed)."""
 
 
+class POP3ClientOptions(TypedDict, total=False):
+    """The keyword options of a POP3 client but ``timeouts``, for functions that pass
+    them on: a misspelt one fails type checking."""
+
+    tls_on_connect: bool
+    stls: bool | None
+    ssl_context: ssl.SSLContext | None
+    server_hostname: str | None
+    pipelining: bool | None
+    hostname: str | None
+    trace: Trace | None
+
+
 @dataclass(frozen=True, slots=True)
 class MessageListing:
     """One message of the maildrop: its number in this session, size and unique-id."""
@@ -143,6 +158,11 @@ class BasePOP3Client(BaseClient):
     (or ``server_hostname``) with ``ssl_context``, by default
     :func:`ssl.create_default_context`, which verifies them. ``pipelining``
     forces RFC 2449 pipelining on or off; by default it follows CAPA.
+
+    ``trace`` receives every line of the session both ways, as the SMTP
+    clients' does: a callback ``trace(direction, line)`` or a
+    :class:`logging.Logger`; the PASS argument, the APOP digest, the AUTH
+    initial response and every SASL answer show as ``****``.
     """
 
     connection_error = POP3ConnectionError
@@ -161,6 +181,7 @@ class BasePOP3Client(BaseClient):
         timeouts: POP3Timeouts = DEFAULT_POP3_TIMEOUTS,
         pipelining: bool | None = None,
         hostname: str | None = None,
+        trace: Trace | None = None,
     ) -> None:
         self.host = host
         self.port = port if port is not None else (995 if tls_on_connect else 110)
@@ -173,6 +194,7 @@ class BasePOP3Client(BaseClient):
         self.hostname = hostname or socket.gethostname()
         self.greeting: Ok | None = None
         """The server's greeting."""
+        self._trace = None if trace is None else WireTrace(trace)
         self._transport: Link | None = None
         self._conn: ClientConnection | None = None
         self._streaming = False
@@ -271,10 +293,10 @@ class BasePOP3Client(BaseClient):
                 try:
                     answer = AuthResponse(mechanism.respond(response.data))
                 except SASLError:
-                    await self._write(self.connection.send(AuthResponse(cancel=True)))
+                    await self._write(self._send(AuthResponse(cancel=True)))
                     await self._status(self.timeouts.response)
                     raise
-                await self._write(self.connection.send(answer))
+                await self._write(self._send(answer))
                 response = await self._status(self.timeouts.response)
             if isinstance(response, Err):
                 raise POP3AuthenticationError(f"AUTH {mechanism.name}", response)
@@ -316,7 +338,7 @@ class BasePOP3Client(BaseClient):
         with_uids = conn.capabilities is None or "UIDL" in conn.capabilities
         if with_uids and conn.pipelining:
             await self._drain()
-            await self._write(conn.send(List()) + conn.send(Uidl()))
+            await self._write(self._send(List()) + self._send(Uidl()))
             response = await self._status(self.timeouts.response)
             if isinstance(response, Err):
                 await self._drain_all(1)  # UIDL's answer must not pass for the next one's
@@ -328,7 +350,7 @@ class BasePOP3Client(BaseClient):
             uids = None
             if with_uids:
                 await self._drain()
-                await self._write(conn.send(Uidl()))
+                await self._write(self._send(Uidl()))
                 uids = await self._uids()
         return [MessageListing(n, size, (uids or {}).get(n)) for n, size in sizes]
 
@@ -372,7 +394,7 @@ class BasePOP3Client(BaseClient):
                 number = next(pending, None)
                 if number is None:
                     break
-                batch.append(conn.send(Retr(number)))
+                batch.append(self._send(Retr(number)))
                 in_flight.append(number)
             if batch:
                 await self._write(b"".join(batch))
@@ -411,10 +433,9 @@ class BasePOP3Client(BaseClient):
 
     async def _ask(self, command: Command) -> Ok | Err | Continue:
         """Send ``command`` and read its status line."""
-        conn = self.connection
         await self._drain()
         try:
-            data = conn.send(command)
+            data = self._send(command)
         except LocalProtocolError as exc:
             raise POP3Error(f"{command.keyword} not possible now: {exc}") from exc
         await self._write(data)
@@ -469,6 +490,13 @@ class BasePOP3Client(BaseClient):
             if isinstance(await self._status(self.timeouts.response), Ok):
                 self._streaming = True
                 await self._drain()
+
+    def _send(self, event: Command | AuthResponse) -> bytes:
+        """The bytes of ``event``, checked by the machine, and traced."""
+        data = self.connection.send(event)
+        if self._trace is not None:
+            self._trace.sent(data, shown=_masked(event))
+        return data
 
     async def _write(self, data: bytes) -> None:
         transport = self._transport
@@ -530,6 +558,8 @@ class BasePOP3Client(BaseClient):
                 except OSError:
                     data = b""
                 self._peer_closed = not data
+                if self._trace is not None:
+                    self._trace.received(data)
                 conn.receive_data(data)
                 continue
             if event is PAUSED:
@@ -541,6 +571,19 @@ class BasePOP3Client(BaseClient):
 
 
 _R = TypeVar("_R")
+
+
+def _masked(event: Command | AuthResponse) -> str | None:
+    """The line a trace shows for an event that carries a secret, else None."""
+    if isinstance(event, Pass):
+        return f"PASS {MASK}"
+    if isinstance(event, Apop):
+        return f"APOP {event.name} {MASK}"
+    if isinstance(event, Auth) and event.initial_response is not None:
+        return f"AUTH {event.mechanism} {MASK}"
+    if isinstance(event, AuthResponse):
+        return "*" if event.cancel else MASK
+    return None
 
 
 def _parse(parser: Callable[[Any], _R], text: bytes | str) -> _R:
