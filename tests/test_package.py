@@ -36,6 +36,7 @@ IO_MODULES: tuple[str, ...] = (
     "smtpcore.testing.check",
     "smtpcore.testing._wire",
     "smtpcore.testing.__main__",
+    "smtpcore.testing.fuzz",
 )
 
 #: Standard-library modules the sans-I/O layers must not import (time and

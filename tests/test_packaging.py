@@ -86,3 +86,10 @@ def test_metadata_says_what_users_look_for(wheel: zipfile.ZipFile) -> None:
     urls = {line.split(",", 1)[0] for line in meta.get_all("Project-URL") or []}
     assert {"Source", "Documentation", "Changelog", "Issues"} <= urls
     assert meta["Requires-Python"] == ">=3.10"
+
+
+def test_wheel_ships_the_fuzz_seed_corpus(wheel: zipfile.ZipFile) -> None:
+    """``python -m smtpcore.testing fuzz`` reads its seeds from package data."""
+    names = wheel.namelist()
+    for target in ("smtp-server", "smtp-client", "pop3-server", "pop3-client"):
+        assert any(name.startswith(f"smtpcore/testing/corpus/{target}/") for name in names)

@@ -2,13 +2,20 @@
 
 ``check HOST:PORT`` runs :mod:`smtpcore.testing.check`'s battery and prints
 a report; the exit status is 1 when a check failed.
+
+``fuzz TARGET`` fuzzes one machine (:mod:`smtpcore.testing.fuzz`) under
+atheris when it is installed, else with the pure-Python mutator; the exit
+status is 1 when it found a crash. ``fuzz TARGET --reproduce FILE`` runs one
+crash file again.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 __all__ = ["main"]
 
@@ -25,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="python -m smtpcore.testing",
-        description="Check an SMTP server for smuggling, pipelining, STARTTLS and limit bugs.",
+        description="Check an SMTP server for smuggling, pipelining, STARTTLS and limit "
+        "bugs, or fuzz smtpcore's machines.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser(
@@ -46,7 +54,90 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--no-transcripts", action="store_true", help="do not print failures' transcripts"
     )
+    from smtpcore.testing.fuzz import TARGETS
+
+    fuzz = commands.add_parser(
+        "fuzz",
+        help="fuzz one of smtpcore's machines",
+        description="Fuzz a machine with the seed corpus shipped in the package: under "
+        "atheris when it is installed (coverage-guided), else with a pure-Python mutator "
+        "(deterministic for a seed). Crashing inputs are written to --crash-dir.",
+    )
+    fuzz.add_argument("target", choices=list(TARGETS))
+    fuzz.add_argument("--runs", type=int, help="inputs to try (pure default: 10000)")
+    fuzz.add_argument("--seconds", type=float, help="stop after this long")
+    fuzz.add_argument(
+        "--seed", type=int, default=0, help="of the pure mutator; under atheris, 0 lets it pick"
+    )
+    fuzz.add_argument("--crash-dir", default=".", help="where crash files go (default: .)")
+    fuzz.add_argument(
+        "--engine",
+        choices=("auto", "atheris", "pure"),
+        default="auto",
+        help="auto: atheris if installed, else pure",
+    )
+    fuzz.add_argument(
+        "--machine",
+        metavar="MODULE:NAME",
+        help="a callable that builds the machine to fuzz (a subclass, other options)",
+    )
+    fuzz.add_argument("--reproduce", metavar="FILE", help="run one crash file and report")
     return parser
+
+
+def _load(spec: str) -> Callable[[], Any]:
+    module_name, sep, name = spec.partition(":")
+    if not sep:
+        raise SystemExit(f"--machine wants MODULE:NAME, not {spec!r}")
+    factory: Callable[[], Any] = getattr(importlib.import_module(module_name), name)
+    return factory
+
+
+def _fuzz(args: argparse.Namespace) -> int:
+    from smtpcore.testing import fuzz
+
+    machine = _load(args.machine) if args.machine else None
+    if args.reproduce:
+        crash = fuzz.reproduce(args.target, args.reproduce, machine=machine)
+        if crash is None:
+            print(f"{args.reproduce}: no crash")
+            return 0
+        print(f"{args.reproduce}: reproduced {crash.describe()}")
+        return 1
+    engine = args.engine
+    if engine == "auto":
+        engine = "atheris" if fuzz.atheris_available() else "pure"
+    if engine == "atheris":
+        fuzz.run_atheris(
+            args.target,
+            runs=args.runs,
+            seconds=args.seconds,
+            seed=args.seed,
+            crash_dir=args.crash_dir,
+            machine=machine,
+        )
+        return 0
+    runs = args.runs if args.runs is not None or args.seconds is not None else 10_000
+
+    def report(crash: fuzz.Crash) -> None:
+        print(f"crash: {crash.signature}, written to {crash.path}", flush=True)
+
+    result = fuzz.fuzz(
+        args.target,
+        runs=runs,
+        seconds=args.seconds,
+        seed=args.seed,
+        crash_dir=args.crash_dir,
+        machine=machine,
+        on_crash=report,
+    )
+    print(
+        f"{result.target}: {result.runs} inputs, corpus of {result.corpus_size}, "
+        f"{len(result.crashes)} crash(es)"
+    )
+    for crash in result.crashes:
+        print(f"  {crash.path}: {crash.signature}: {crash.error}")
+    return 1 if result.crashes else 0
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -69,6 +160,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "fuzz":
+        return _fuzz(args)
     return _check(args)
 
 

@@ -1,0 +1,412 @@
+"""The four machines as fuzz targets: one input in, every event answered, bounds checked.
+
+An input is the peer's bytes with a one-octet header: its value is the size
+of the pieces they are fed in (0: all at once), so the fuzzer explores the
+network's chunkings along with the bytes. The machine's own side of the
+conversation is played by a permissive application (every command accepted,
+every reply followed by the next command of a fixed script), so that any
+path the peer's bytes open is walked. After every piece, the machine's
+receive buffer must stay within its line limit plus the piece: a buffer that
+grows with its input is a crash like an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, ProtocolError, pop3, smtp
+from smtpcore.address import parse_mailbox
+
+__all__ = ["TARGETS", "BufferOverrun", "Target", "pieces"]
+
+#: Slack on top of a machine's line limit and the piece just fed (a kept CR, a
+#: partial terminator).
+_SLACK: Final = 64
+
+
+class BufferOverrun(Exception):
+    """A machine held more received bytes than its limits allow."""
+
+
+def pieces(data: bytes) -> tuple[int, Iterator[bytes]]:
+    """The piece size an input asks for, and its body cut into pieces of that size."""
+    if not data:
+        return 0, iter(())
+    size, body = data[0], data[1:]
+    if size == 0:
+        return len(body), iter([body] if body else [])
+    return size, (body[i : i + size] for i in range(0, len(body), size))
+
+
+def buffered(conn: Any) -> int:
+    """How many received bytes ``conn`` holds, not yet turned into events."""
+    return len(conn._buffer)
+
+
+def _check_bound(conn: Any, limit: int, piece: int) -> None:
+    held = buffered(conn)
+    if held > limit + piece + _SLACK:
+        raise BufferOverrun(
+            f"{type(conn).__name__} holds {held} received octets; its limit is {limit} "
+            f"and the last piece was {piece}"
+        )
+
+
+# -- SMTP server ----------------------------------------------------------------------------
+
+
+def smtp_server_machine() -> smtp.ServerConnection:
+    """An SMTP server with most options on, so the fuzzer reaches them."""
+    return smtp.ServerConnection(
+        "fuzz.test",
+        starttls=True,
+        dsn=True,
+        auth_mechanisms=("PLAIN", "LOGIN"),
+        auth_require_tls=False,
+        max_message_size=100_000,
+    )
+
+
+def _smtp_answer(conn: smtp.ServerConnection, event: smtp.Event) -> smtp.Reply | None:
+    if isinstance(event, smtp.BadCommand | smtp.RejectedMessage):
+        return event.reply
+    if isinstance(event, smtp.MessageData):
+        return None
+    if isinstance(event, smtp.Data):
+        return smtp.Reply(354, "End data with <CR><LF>.<CR><LF>")
+    if isinstance(event, smtp.Quit):
+        return smtp.Reply(221, "Bye")
+    if isinstance(event, smtp.StartTls):
+        return smtp.Reply(220, "Ready to start TLS")
+    if isinstance(event, smtp.Help):
+        return smtp.Reply(214, "See RFC 5321")
+    if isinstance(event, smtp.Auth | smtp.AuthResponse):
+        return smtp.Reply(235, "Authentication succeeded")
+    return smtp.Reply(250, "OK")
+
+
+def _drive_smtp_server(conn: smtp.ServerConnection, data: bytes) -> None:
+    limit = max(conn.max_command_line, conn.max_auth_line, conn.max_text_line or 0)
+    conn.send(smtp.Reply(220, "fuzz.test ESMTP"))
+    size, chunks = pieces(data)
+    for chunk in [*chunks, b""]:
+        conn.receive_data(chunk)
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                break
+            if event is PAUSED:
+                if isinstance(conn.pending, smtp.Bdat):
+                    conn.send(smtp.Reply(250, "Chunk accepted"))
+                    continue
+                if conn.state is smtp.State.TLS_PENDING:
+                    conn.tls_started()  # as if the handshake went through
+                    continue
+                return
+            if isinstance(event, smtp.ConnectionClosed):
+                return
+            answer = _smtp_answer(conn, event)
+            if answer is not None:
+                conn.send(answer)
+        _check_bound(conn, limit, size)
+
+
+# -- SMTP client ----------------------------------------------------------------------------
+
+
+def smtp_client_machine() -> smtp.ClientConnection:
+    return smtp.ClientConnection("fuzz.test")
+
+
+def _smtp_script() -> list[smtp.Event]:
+    sender = parse_mailbox("sender@fuzz.test")
+    recipient = parse_mailbox("rcpt@fuzz.test")
+    return [
+        smtp.Ehlo("fuzz.test"),
+        smtp.StartTls(),
+        smtp.Ehlo("fuzz.test"),
+        smtp.Mail(sender),
+        smtp.Rcpt(recipient),
+        smtp.Rcpt(recipient),
+        smtp.Data(),
+        smtp.MessageData(b"Subject: fuzz\r\n\r\n.a dot\r\n"),
+        smtp.EndOfMessage(),
+        smtp.Mail(sender),
+        smtp.Rcpt(recipient),
+        smtp.Bdat(5),
+        smtp.MessageData(b"hello"),
+        smtp.Bdat(0, last=True),
+        smtp.EndOfMessage(),
+        smtp.Rset(),
+        smtp.Noop(),
+        smtp.Quit(),
+    ]
+
+
+def _send_next(conn: Any, script: list[Any]) -> None:
+    """Send the next scripted events the machine takes now; skip those it refuses."""
+    while script:
+        try:
+            conn.send(script[0])
+        except LocalProtocolError:
+            if conn.pending if isinstance(conn, smtp.ClientConnection) else conn.outstanding:
+                return  # wait for the replies due first
+            script.pop(0)
+            continue
+        script.pop(0)
+
+
+def _drive_client(conn: Any, data: bytes, limit: int, script: list[Any]) -> None:
+    """Feed a client machine the server's bytes, sending the script as replies allow."""
+    size, chunks = pieces(data)
+    for chunk in [*chunks, b""]:
+        conn.receive_data(chunk)
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                break
+            if isinstance(event, smtp.ConnectionClosed | pop3.ConnectionClosed):
+                return
+            if conn.state in (smtp.State.TLS_PENDING, pop3.State.TLS_PENDING):
+                conn.tls_started()  # as if the handshake went through
+            before = len(script)
+            _send_next(conn, script)
+            if event is PAUSED and len(script) == before:
+                return
+        _check_bound(conn, limit, size)
+
+
+def _drive_smtp_client(conn: smtp.ClientConnection, data: bytes) -> None:
+    _drive_client(conn, data, conn.max_reply_line, _smtp_script())
+
+
+# -- POP3 server ----------------------------------------------------------------------------
+
+
+def pop3_server_machine() -> pop3.ServerConnection:
+    return pop3.ServerConnection("fuzz.test", stls=True, utf8=True, sasl_mechanisms=("PLAIN",))
+
+
+_CAPABILITIES: Final = b"USER\r\nTOP\r\nUIDL\r\nPIPELINING\r\nSTLS\r\nSASL PLAIN\r\n"
+
+
+def _pop3_answer(event: pop3.Event) -> list[pop3.Event]:
+    if isinstance(event, pop3.BadCommand):
+        return [event.response]
+    if isinstance(event, pop3.Stat):
+        return [pop3.Ok("1 120")]
+    if isinstance(event, pop3.Capa):
+        return [pop3.Ok("Capability list follows"), pop3.ResponseData(_CAPABILITIES)]
+    if isinstance(event, pop3.Command) and event.multiline:
+        body = b"1 120\r\n"
+        if isinstance(event, pop3.Retr | pop3.Top):
+            body = b"Subject: hi\r\n\r\n.leading dot\r\n"
+        return [pop3.Ok(), pop3.ResponseData(body)]
+    return [pop3.Ok()]
+
+
+def _drive_pop3_server(conn: pop3.ServerConnection, data: bytes) -> None:
+    limit = max(conn.max_command_line, conn.max_auth_line)
+    conn.send(conn.greeting(1, 1))
+    size, chunks = pieces(data)
+    for chunk in [*chunks, b""]:
+        conn.receive_data(chunk)
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                break
+            if event is PAUSED:
+                if conn.state is pop3.State.TLS_PENDING:
+                    conn.tls_started()
+                    continue
+                return
+            if isinstance(event, pop3.ConnectionClosed):
+                return
+            answers = _pop3_answer(event)
+            for answer in answers:
+                conn.send(answer)
+            if isinstance(answers[-1], pop3.ResponseData):
+                conn.send(pop3.EndOfResponse())
+        _check_bound(conn, limit, size)
+
+
+# -- POP3 client ----------------------------------------------------------------------------
+
+
+def pop3_client_machine() -> pop3.ClientConnection:
+    return pop3.ClientConnection("fuzz.test")
+
+
+def _pop3_script() -> list[pop3.Event]:
+    return [
+        pop3.Capa(),
+        pop3.Stls(),
+        pop3.Capa(),
+        pop3.User("user"),
+        pop3.Pass("secret"),
+        pop3.Stat(),
+        pop3.List(),
+        pop3.List(1),
+        pop3.Uidl(),
+        pop3.Retr(1),
+        pop3.Top(1, 0),
+        pop3.Dele(1),
+        pop3.Noop(),
+        pop3.Rset(),
+        pop3.Quit(),
+    ]
+
+
+def _drive_pop3_client(conn: pop3.ClientConnection, data: bytes) -> None:
+    _drive_client(conn, data, max(conn.max_response_line, conn.max_auth_line), _pop3_script())
+
+
+# -- the table ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """One machine to fuzz: how to build it and how to drive it with one input."""
+
+    name: str
+    machine: Callable[[], Any]
+    drive: Callable[[Any, bytes], None]
+    dictionary: tuple[bytes, ...]
+    """Tokens the mutator splices in: the protocol's words and its tricky bytes."""
+
+    def run(self, data: bytes, machine: Callable[[], Any] | None = None) -> BaseException | None:
+        """Run one input; the exception it raised outside ProtocolError, or None."""
+        conn = (machine or self.machine)()
+        try:
+            self.drive(conn, data)
+        except ProtocolError:
+            return None
+        except Exception as exc:  # anything else is what we look for
+            return exc
+        return None
+
+
+_TRICKY: Final = (
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"\x00",
+    b".",
+    b"\r\n.\r\n",
+    b"\n.\n",
+    b"\r.\r",
+    b"\xc2\xb2",  # a superscript two: str.isdigit() says yes, int() says no
+    b"\xd9\xa1\xd9\xa0",  # ten in Arabic-Indic digits: int() reads them
+    b"\xff",
+    b"\xe2\x80\xa8",
+    b" ",
+    b"-",
+    b"99999999999999999999999",
+    b"A" * 600,
+)
+
+
+def _dictionary(*words: str) -> tuple[bytes, ...]:
+    return (*_TRICKY, *(word.encode() for word in words))
+
+
+TARGETS: Final[dict[str, Target]] = {
+    "smtp-server": Target(
+        "smtp-server",
+        smtp_server_machine,
+        _drive_smtp_server,
+        _dictionary(
+            "EHLO x ",
+            "HELO x ",
+            "LHLO x ",
+            "MAIL FROM:<a@b.test> ",
+            "RCPT TO:<c@d.test> ",
+            "DATA ",
+            "BDAT 5 ",
+            "BDAT 0 LAST ",
+            "RSET ",
+            "NOOP ",
+            "VRFY x ",
+            "EXPN x ",
+            "HELP ",
+            "QUIT ",
+            "STARTTLS ",
+            "AUTH PLAIN ",
+            "AUTH LOGIN ",
+            "SIZE=",
+            "BODY=8BITMIME ",
+            "SMTPUTF8 ",
+            "NOTIFY=SUCCESS ",
+            "ORCPT=rfc822;x@y ",
+            "RET=HDRS ",
+            "ENVID=x ",
+        ),
+    ),
+    "smtp-client": Target(
+        "smtp-client",
+        smtp_client_machine,
+        _drive_smtp_client,
+        _dictionary(
+            "220 ",
+            "250-",
+            "250 ",
+            "354 ",
+            "421 ",
+            "452 ",
+            "550 ",
+            "221 ",
+            "334 ",
+            "2.1.0 ",
+            "PIPELINING",
+            "CHUNKING",
+            "STARTTLS",
+            "SIZE 1000",
+            "AUTH PLAIN",
+            "SMTPUTF8",
+        ),
+    ),
+    "pop3-server": Target(
+        "pop3-server",
+        pop3_server_machine,
+        _drive_pop3_server,
+        _dictionary(
+            "USER u ",
+            "PASS p ",
+            "APOP u 0123456789abcdef0123456789abcdef ",
+            "AUTH PLAIN ",
+            "CAPA ",
+            "STLS ",
+            "UTF8 ",
+            "STAT ",
+            "LIST ",
+            "RETR 1 ",
+            "DELE 1 ",
+            "TOP 1 0 ",
+            "UIDL ",
+            "NOOP ",
+            "RSET ",
+            "QUIT ",
+            "* ",
+        ),
+    ),
+    "pop3-client": Target(
+        "pop3-client",
+        pop3_client_machine,
+        _drive_pop3_client,
+        _dictionary(
+            "+OK ",
+            "-ERR ",
+            "+ ",
+            "[AUTH] ",
+            "[IN-USE] ",
+            "<1.2@fuzz.test>",
+            "1 120",
+            "PIPELINING",
+            "SASL PLAIN",
+            "STLS",
+        ),
+    ),
+}
+"""The fuzz targets by name, as ``python -m smtpcore.testing fuzz NAME`` takes them."""

@@ -1,0 +1,40 @@
+"""smtpcore machines with a defect planted on purpose, for the fuzzer's tests to find.
+
+``python -m smtpcore.testing fuzz smtp-server --machine planted_defects:nul_crash_server``
+fuzzes one of them (with tests/ on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+from smtpcore import NEED_DATA
+from smtpcore._sentinels import NoEvent
+from smtpcore.smtp import BadCommand, Event, ServerConnection
+
+__all__ = ["NulCrashServer", "StallingServer", "nul_crash_server", "stalling_server"]
+
+
+class NulCrashServer(ServerConnection):
+    """Crashes on a refused command line holding a NUL (as C string code might)."""
+
+    def next_event(self) -> Event | NoEvent:
+        event = super().next_event()
+        if isinstance(event, BadCommand) and b"\x00" in event.line:
+            raise ZeroDivisionError("planted: a NUL in a refused command line")
+        return event
+
+
+class StallingServer(ServerConnection):
+    """Stops reading once a command line says XSTALL, and keeps buffering what comes."""
+
+    def next_event(self) -> Event | NoEvent:
+        if b"XSTALL" in self._buffer.view():
+            return NEED_DATA
+        return super().next_event()
+
+
+def nul_crash_server() -> NulCrashServer:
+    return NulCrashServer("fuzz.test")
+
+
+def stalling_server() -> StallingServer:
+    return StallingServer("fuzz.test")

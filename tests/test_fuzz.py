@@ -1,0 +1,144 @@
+"""smtpcore.testing.fuzz: a bounded run finds planted defects, writing files that reproduce."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from peers import missing_peer
+from planted_defects import nul_crash_server, stalling_server
+from smtpcore.testing import fuzz
+from smtpcore.testing.__main__ import main
+from smtpcore.testing.fuzz import TARGETS, BufferOverrun, seed_corpus
+
+TESTS = Path(__file__).parent
+#: Enough inputs for the pure mutator to plant a NUL in a refused command line.
+RUNS = 3000
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_every_target_ships_seeds_that_run_clean(target: str) -> None:
+    seeds = seed_corpus(target)
+    assert len(seeds) >= 3
+    for data in seeds:
+        assert TARGETS[target].run(data) is None
+
+
+@pytest.mark.parametrize("target", ["smtp-client", "pop3-server", "pop3-client"])
+def test_a_short_run_over_each_machine_finds_nothing(target: str, tmp_path: Path) -> None:
+    result = fuzz.fuzz(target, runs=300, crash_dir=tmp_path)
+    assert result.runs == 300
+    assert result.corpus_size > len(seed_corpus(target))  # new paths were kept
+    assert result.crashes == [], [crash.describe() for crash in result.crashes]
+
+
+def test_the_pure_fuzzer_finds_a_planted_crash_and_its_file_reproduces(tmp_path: Path) -> None:
+    result = fuzz.fuzz("smtp-server", runs=RUNS, machine=nul_crash_server, crash_dir=tmp_path)
+    planted = [c for c in result.crashes if isinstance(c.error, ZeroDivisionError)]
+    assert len(planted) == 1, [crash.signature for crash in result.crashes]
+    crash = planted[0]
+    assert crash.path is not None and crash.path.read_bytes() == crash.data
+    assert crash.path.parent == tmp_path and crash.path.name.startswith("crash-smtp-server-")
+    again = fuzz.reproduce("smtp-server", crash.path, machine=nul_crash_server)
+    assert again is not None and isinstance(again.error, ZeroDivisionError)
+    assert again.signature == crash.signature
+    # The defect is the subclass's: the real machine takes the same input calmly.
+    plain = fuzz.reproduce("smtp-server", crash.path)
+    assert plain is None or not isinstance(plain.error, ZeroDivisionError)
+
+
+def test_the_pure_fuzzer_is_deterministic_for_a_seed(tmp_path: Path) -> None:
+    runs = [
+        fuzz.fuzz(
+            "smtp-server",
+            runs=RUNS,
+            seed=7,
+            machine=nul_crash_server,
+            crash_dir=tmp_path / str(n),
+            stop_on_crash=True,
+        )
+        for n in range(2)
+    ]
+    assert runs[0].runs == runs[1].runs
+    assert [c.data for c in runs[0].crashes] == [c.data for c in runs[1].crashes]
+
+
+def test_a_buffer_past_its_bound_is_a_crash(tmp_path: Path) -> None:
+    # In pieces of 16 octets: the machine may hold its longest line (12,288 octets for
+    # AUTH) plus one piece, not the 18,000 octets that follow XSTALL.
+    stall = b"\x10EHLO x\r\nXSTALL\r\n" + b"NOOP\r\n" * 3000
+    assert isinstance(TARGETS["smtp-server"].run(stall, stalling_server), BufferOverrun)
+    result = fuzz.fuzz(
+        "smtp-server", runs=1, corpus=[stall], machine=stalling_server, crash_dir=tmp_path
+    )
+    [crash] = result.crashes
+    assert isinstance(crash.error, BufferOverrun)
+    assert "holds" in str(crash.error) and crash.path is not None
+    again = fuzz.reproduce("smtp-server", crash.path, machine=stalling_server)
+    assert again is not None and isinstance(again.error, BufferOverrun)
+    # The real machine stays bounded.
+    assert TARGETS["smtp-server"].run(stall) is None
+
+
+def test_the_cli_fuzzes_and_reproduces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    machine = "planted_defects:nul_crash_server"
+    args = ["fuzz", "smtp-server", "--engine", "pure", "--runs", str(RUNS), "--machine", machine]
+    assert main([*args, "--crash-dir", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "crash: ZeroDivisionError at planted_defects.py" in out
+    assert f"smtp-server: {RUNS} inputs" in out
+    files = sorted(tmp_path.glob("crash-smtp-server-*"))
+    planted = [
+        path
+        for path in files
+        if (crash := fuzz.reproduce("smtp-server", path, machine=nul_crash_server))
+        and isinstance(crash.error, ZeroDivisionError)
+    ]
+    assert len(planted) == 1
+    status = main(["fuzz", "smtp-server", "--machine", machine, "--reproduce", str(planted[0])])
+    assert status == 1
+    assert "reproduced ZeroDivisionError" in capsys.readouterr().out
+    clean = tmp_path / "clean"
+    clean.write_bytes(seed_corpus("smtp-server")[0])
+    assert main(["fuzz", "smtp-server", "--reproduce", str(clean)]) == 0
+    assert "no crash" in capsys.readouterr().out
+
+
+def test_atheris_finds_the_planted_crash(tmp_path: Path) -> None:
+    if not fuzz.atheris_available():
+        missing_peer("atheris is not installed (pip install smtpcore[fuzz])")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(TESTS.parent / "src"), str(TESTS), env.get("PYTHONPATH", "")]
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "smtpcore.testing",
+            "fuzz",
+            "smtp-server",
+            "--engine",
+            "atheris",
+            "--runs",
+            "200000",
+            "--machine",
+            "planted_defects:nul_crash_server",
+            "--crash-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    crashes = sorted(tmp_path.glob("crash-*"))
+    assert crashes, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.returncode != 0
+    again = fuzz.reproduce("smtp-server", crashes[0], machine=nul_crash_server)
+    assert again is not None, crashes[0].read_bytes()
