@@ -216,6 +216,7 @@ def _key(name: str, value: object) -> object:
     return (name, id(value))
 
 
+@pytest.mark.timeout(900)  # the documentation is built first: slow on a loaded machine
 def test_every_public_name_is_on_an_api_page(documented: set[str]) -> None:
     paths: dict[object, set[str]] = {}
     for module, name, value in public_names():
