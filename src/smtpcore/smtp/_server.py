@@ -37,7 +37,9 @@ from smtpcore.smtp._events import (
     Ehlo,
     EndOfMessage,
     Event,
+    Expn,
     Helo,
+    Help,
     Lhlo,
     Mail,
     MessageData,
@@ -46,6 +48,7 @@ from smtpcore.smtp._events import (
     RejectedMessage,
     Rset,
     StartTls,
+    Vrfy,
 )
 from smtpcore.smtp._ext import BUILTIN, Body
 from smtpcore.smtp._extension import Extension, Parameter, ParameterError
@@ -90,6 +93,13 @@ _READING_COMMANDS: Final = frozenset(
 )
 """States in which, with no command pending, the next line is a command (or an AUTH line)."""
 _NEED_MAIL: Final = reply(503, "5.5.1", "Need MAIL command")
+_TOO_MANY_RECIPIENTS: Final = reply(452, "4.5.3", "Too many recipients")
+JUNK_COMMANDS: Final[frozenset[type[Command]]] = frozenset(
+    {Ehlo, Helo, Lhlo, Rset, Noop, Vrfy, Expn, Help}
+)
+"""Commands that move no mail forward: the ones Postfix counts toward
+``smtpd_junk_command_limit`` (HELO, EHLO, RSET, NOOP, VRFY), and EXPN and HELP,
+which Postfix does not serve at all (they count as errors there)."""
 _OUT_OF_SEQUENCE: Final = reply(503, "5.5.1", "Bad sequence of commands")
 _BINARY_NEEDS_BDAT: Final = reply(503, "5.5.1", "BINARYMIME content must be sent with BDAT")
 _HELLO_VERBS: Final = frozenset({"EHLO", "HELO", "LHLO"})
@@ -120,6 +130,8 @@ class ServerConnection:
         max_message_size: int | None = 10_240_000,
         max_errors: int = 20,
         max_bad_commands: int = 10,
+        max_junk_commands: int = 100,
+        max_recipient_overshoot: int = 1000,
         framing: FramingPolicy | None = None,
         pipelining: bool = True,
         eight_bit_mime: bool = True,
@@ -148,6 +160,15 @@ class ServerConnection:
         self.max_message_size = max_message_size
         self.max_errors = max_errors
         self.max_bad_commands = max_bad_commands
+        self.max_junk_commands = max_junk_commands
+        """Commands that move no mail forward (:data:`JUNK_COMMANDS`) a session may
+        send before it gets ``421 4.7.0`` and is closed; a message accepted
+        starts the count again (Postfix's ``smtpd_junk_command_limit``)."""
+        self.max_recipient_overshoot = max_recipient_overshoot
+        """Recipients past ``max_recipients`` in one transaction that are refused
+        with ``452 4.5.3`` without counting toward ``max_errors`` (RFC 5321
+        §4.5.3.1.10 expects the client to go on; Postfix's
+        ``smtpd_recipient_overshoot_limit``); each one past this counts."""
         self.framing = framing or FramingPolicy()
         self.pipelining = pipelining
         self.eight_bit_mime = eight_bit_mime
@@ -199,6 +220,10 @@ class ServerConnection:
         self.authenticated = False
         self._auth_failures = 0
         self._errors = 0
+        self._junk_commands = 0
+        self._overshoot = 0
+        self._forgiven: BadCommand | None = None
+        """The pending refusal of an excess recipient, which counts as no error."""
         self._bad_commands = 0
         # The open transaction.
         self._utf8_transaction = False
@@ -299,6 +324,10 @@ class ServerConnection:
         assert isinstance(pending, Command | AuthResponse)
         if isinstance(pending, Bdat) and (self._chunk_left or self._chunk_last):
             raise LocalProtocolError("a BDAT chunk is answered once all its octets are read")
+        if isinstance(pending, AuthResponse) and pending.cancel and event.code < 400:
+            raise LocalProtocolError(
+                "a cancelled AUTH exchange is answered with 501 (RFC 4954 §4)"
+            )
         rule = RULES[Auth if isinstance(pending, AuthResponse) else type(pending)]
         return self._answer_command(pending, rule, event)
 
@@ -362,11 +391,20 @@ class ServerConnection:
 
     def _take_command(self, line: bytes, command: Command) -> Event:
         """A parsed command: refused here (a ``BadCommand``), or pending its answer."""
+        if type(command) in JUNK_COMMANDS:
+            self._junk_commands += 1
+            if self._junk_commands > self.max_junk_commands:
+                return self._bad(line, reply(421, "4.7.0", f"{self.hostname} Too many commands"))
         problem = self._check(command)
         if problem is not None:
             if isinstance(command, Bdat):
                 self._skip = command.size  # the chunk follows the command regardless
-            return self._bad(line, problem)
+            bad = self._bad(line, problem)
+            if problem is _TOO_MANY_RECIPIENTS:
+                self._overshoot += 1
+                if self._overshoot <= self.max_recipient_overshoot:
+                    self._forgiven = bad
+            return bad
         if isinstance(command, Bdat):
             self._start_chunk(command)
         self._pending = command
@@ -449,7 +487,7 @@ class ServerConnection:
 
     def _check_rcpt(self, command: Rcpt) -> Reply | None:
         if self._accepted >= self.max_recipients:
-            return reply(452, "4.5.3", "Too many recipients")
+            return _TOO_MANY_RECIPIENTS
         if command.params:
             problem = self._check_parameters(
                 command.params, self._rcpt_readers, self._utf8_transaction
@@ -691,6 +729,10 @@ class ServerConnection:
             raise LocalProtocolError("the end of a message is answered with 2xx, 4xx or 5xx")
         if isinstance(pending, RejectedMessage) and event.is_positive:
             raise LocalProtocolError("a rejected message cannot be accepted")
+        if event.is_positive:
+            # A message accepted forgives what came before (Postfix resets its error
+            # and junk command counts when a message is queued).
+            self._errors = self._junk_commands = 0
         self._lmtp_replies_due -= 1
         if self._lmtp_replies_due <= 0:
             self._pending = None
@@ -699,7 +741,7 @@ class ServerConnection:
         return self._finish(pending, event)
 
     def _finish(self, answered: Event, event: Reply) -> bytes:
-        if event.code >= 400:
+        if event.code >= 400 and answered is not self._forgiven:
             self._errors += 1
         if event.code == 421:
             self._state = State.CLOSED
@@ -738,6 +780,7 @@ class ServerConnection:
         self._utf8_transaction = False
         self._binary_transaction = False
         self._accepted = 0
+        self._overshoot = 0
 
 
 _Readers = dict[str, tuple[Extension, Parameter[object]]]

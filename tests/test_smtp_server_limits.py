@@ -1,0 +1,147 @@
+# mypy narrows `conn.state` after an assert and does not see that send() changes it.
+# mypy: disable-error-code="comparison-overlap"
+
+"""Session limits of the SMTP server machine that count what Postfix counts (issue 12 items 4-6).
+
+Excess recipients are not errors up to an overshoot limit; commands that move
+no mail forward are junk and end the session past a limit; a cancelled AUTH
+cannot be answered with 235.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from smtp_helpers import EHLO, ENVELOPE, codes, content_of, greeted, run
+from smtpcore import LocalProtocolError
+from smtpcore.smtp import (
+    AuthResponse,
+    BadCommand,
+    ConnectionClosed,
+    EndOfMessage,
+    Reply,
+    State,
+)
+
+# -- excess recipients (RFC 5321 §4.5.3.1.10) ---------------------------------------
+
+
+def recipients(count: int) -> bytes:
+    return b"".join(b"RCPT TO:<r%d@pqr.example>\r\n" % n for n in range(count))
+
+
+@pytest.mark.parametrize("count", [121, 300])
+def test_a_pipelining_client_over_the_recipient_limit_still_delivers(count: int) -> None:
+    conn = greeted()
+    envelope = EHLO + b"MAIL FROM:<john@abc.example>\r\n" + recipients(count) + b"DATA\r\n"
+    _, out = run(conn, envelope)
+    replies = codes(out)
+    assert replies[2:102] == ["250 2.1.5"] * 100
+    assert replies[102:-1] == ["452 4.5.3"] * (count - 100)
+    assert replies[-1] == "354"
+    events, out = run(conn, b"Subject: many\r\n\r\nhi\r\n.\r\n")
+    assert isinstance(events[-1], EndOfMessage)
+    assert content_of(events) == b"Subject: many\r\n\r\nhi\r\n"
+    assert codes(out) == ["250 2.0.0"]
+
+
+def test_excess_recipients_past_the_overshoot_limit_count_as_errors() -> None:
+    conn = greeted(max_recipients=2, max_recipient_overshoot=3, max_errors=5)
+    _, out = run(conn, EHLO + b"MAIL FROM:<john@abc.example>\r\n" + recipients(12))
+    replies = codes(out)
+    # 2 accepted, 3 forgiven, then 5 errors and the 421 for the next command.
+    assert replies[2:4] == ["250 2.1.5"] * 2
+    assert replies[4:10] == ["452 4.5.3"] * 6  # 3 forgiven, 3 counted
+    assert replies[10:] == ["452 4.5.3", "452 4.5.3", "421 4.7.0"][: len(replies) - 10]
+    assert conn.state is State.CLOSED
+
+
+def test_the_overshoot_count_is_per_transaction() -> None:
+    conn = greeted(max_recipients=1, max_recipient_overshoot=2, max_errors=3)
+    message = b"MAIL FROM:<john@abc.example>\r\n" + recipients(3) + b"RSET\r\n"
+    _, out = run(conn, EHLO + message * 5)
+    assert "421 4.7.0" not in codes(out)
+    assert conn.state is State.READY
+
+
+# -- junk commands (Postfix smtpd_junk_command_limit) ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "junk", [b"NOOP\r\n", b"RSET\r\n", b"VRFY x\r\n", b"EXPN x\r\n", b"HELP\r\n", EHLO]
+)
+def test_junk_commands_past_the_limit_close_the_session(junk: bytes) -> None:
+    conn = greeted(max_junk_commands=100)
+    events, out = run(conn, EHLO + junk * 5000)
+    replies = codes(out)
+    assert len(replies) == 100 + 1  # EHLO counts as junk too, from the first one
+    assert replies[-1] == "421 4.7.0"
+    assert isinstance(events[-2], BadCommand) and events[-2].reply.code == 421
+    assert conn.state is State.CLOSED
+    assert isinstance(conn.next_event(), ConnectionClosed)
+
+
+def test_the_default_junk_limit_is_100() -> None:
+    conn = greeted()
+    _, out = run(conn, b"NOOP\r\n" * 101)
+    assert codes(out)[-2:] == ["250 2.0.0", "421 4.7.0"]
+    assert len(codes(out)) == 101
+
+
+def test_a_message_delivered_starts_the_junk_count_again() -> None:
+    conn = greeted(max_junk_commands=10)
+    message = b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\nDATA\r\n"
+    run(conn, EHLO)
+    for _ in range(5):
+        _, out = run(conn, b"NOOP\r\n" * 8 + message)
+        assert codes(out)[-1] == "354"
+        events, _ = run(conn, b"x\r\n.\r\n")
+        assert isinstance(events[-1], EndOfMessage)
+    assert conn.state is State.READY
+
+
+def test_a_refused_message_does_not_start_the_count_again() -> None:
+    conn = greeted(max_junk_commands=10)
+    run(conn, b"NOOP\r\n" * 8 + ENVELOPE + b"DATA\r\n")  # EHLO is the 9th
+    run(conn, b"bare\nLF\r\n.\r\n")  # refused by the framing policy
+    _, out = run(conn, b"NOOP\r\n" * 3)
+    assert codes(out) == ["250 2.0.0", "421 4.7.0"]
+
+
+def test_mail_commands_are_not_junk() -> None:
+    conn = greeted(max_junk_commands=2)
+    message = b"MAIL FROM:<a@abc.example>\r\n" + recipients(50) + b"DATA\r\n"
+    _, out = run(conn, b"EHLO a.example\r\n" + message)
+    assert "421 4.7.0" not in codes(out)
+
+
+def test_errors_are_forgiven_once_a_message_is_delivered() -> None:
+    """Postfix resets its error count when a message is queued."""
+    conn = greeted(max_errors=3)
+    for _ in range(4):
+        bad = b"MAIL FROM:<john@@abc.example>\r\n" * 2
+        _, out = run(conn, EHLO + bad + ENVELOPE[len(EHLO) :] + b"DATA\r\n")
+        assert codes(out)[-1] == "354"
+        run(conn, b"x\r\n.\r\n")
+    assert conn.state is State.READY
+
+
+# -- AUTH cancelled (RFC 4954 §4) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("answer", [Reply(235, "ok"), Reply.challenge(b"more")])
+def test_a_cancelled_auth_cannot_be_accepted(answer: Reply) -> None:
+    conn = greeted(auth_mechanisms=["PLAIN"], auth_require_tls=False)
+    run(conn, EHLO)
+    conn.receive_data(b"AUTH PLAIN\r\n")
+    conn.next_event()
+    conn.send(Reply.challenge(b""))
+    conn.receive_data(b"*\r\n")
+    event = conn.next_event()
+    assert event == AuthResponse(cancel=True)
+    with pytest.raises(LocalProtocolError):
+        conn.send(answer)
+    assert conn.state is State.AUTH and conn.pending == event  # unchanged
+    assert not conn.authenticated
+    assert conn.send(Reply(501, "cancelled")).startswith(b"501 5.")
+    assert conn.state is State.READY and not conn.authenticated
