@@ -502,6 +502,22 @@ class AsyncioTransport(asyncio.BufferedProtocol):
                 self._transport.resume_reading()
         return data
 
+    def receive_nowait(self, max_bytes: int) -> bytes | None:
+        """What the event loop has already read, without waiting (``max_bytes`` aside:
+        a client calls this rarely, to see whether anything came unasked); ``None``
+        when nothing has, ``b""`` once the peer has closed."""
+        chunks = self._chunks
+        if not chunks:
+            return b"" if self._eof else None
+        data = b"".join(chunks)[self._offset :]
+        chunks.clear()
+        self._offset = self._buffered = 0
+        if self._reading_paused:
+            self._reading_paused = False
+            if self._transport is not None and not self._lost:
+                self._transport.resume_reading()
+        return data
+
     def send_nowait(self, data: bytes) -> int:
         transport = self._transport
         if transport is None or self._lost or transport.is_closing():

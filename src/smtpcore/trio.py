@@ -552,6 +552,17 @@ class TrioTransport:
             except BlockingIOError:  # pragma: no cover - a spurious wake-up
                 continue
 
+    def receive_nowait(self, max_bytes: int) -> bytes | None:
+        """What the kernel holds already, without waiting (plain TCP only: a TLS
+        stream's records cannot be read without waiting, so ``None``, as when
+        nothing has arrived; ``b""`` once the peer has closed)."""
+        if self._fd < 0 or self._closed:
+            return None
+        try:
+            return os.read(self._fd, max_bytes)
+        except BlockingIOError:
+            return None
+
     def send_nowait(self, data: bytes) -> int:
         """Write what the kernel takes at once (plain TCP only; else ``0``)."""
         if self._closed:

@@ -434,6 +434,7 @@ class BaseSMTPClient(BaseClient):
     async def _transaction(
         self, mail: Mail, rcpts: Sequence[Rcpt], content: bytes
     ) -> TransactionResult:
+        await self._take_unasked()
         conn = self.connection
         timeouts = self.timeouts
         pipelining = conn.extensions.pipelining
@@ -539,8 +540,38 @@ class BaseSMTPClient(BaseClient):
         command: Command | AuthResponse,
         timeout: float | None,
     ) -> Reply:
+        await self._take_unasked()
         await self._write(self._send(command), timeout)
         return await self._reply(timeout)
+
+    async def _take_unasked(self) -> None:
+        """Read what the server sent while no reply was due, before the next command.
+
+        A reply nobody asked for would be paired with the next command and every
+        later reply with the wrong one (a refused recipient read as accepted): the
+        machine turns it into an error here, and a ``421`` into the end of the
+        session (RFC 5321 §3.8).
+        """
+        conn = self.connection
+        transport = self._transport
+        if transport is None or conn.pending:
+            return
+        while (data := transport.receive_nowait(_CHUNK)) is not None:
+            if self._trace is not None:
+                self._trace.received(data)
+            conn.receive_data(data)
+            if not data:
+                break
+        try:
+            event = conn.next_event()
+        except RemoteProtocolError as exc:
+            raise SMTPProtocolError(str(exc)) from exc
+        if event is NEED_DATA:  # part of a reply, maybe a 421: read the rest
+            event = await self._reply(self.timeouts.command)
+        if isinstance(event, Reply):
+            raise SMTPConnectionError("the server is closing the session", event)
+        if isinstance(event, ConnectionClosed):
+            raise SMTPConnectionError("the server closed the connection")
 
     async def _write(self, data: bytes, timeout: float | None) -> None:
         transport = self._transport

@@ -56,6 +56,10 @@ def _cannot_send_now(data: bytes) -> int:
     return 0
 
 
+def _cannot_receive_now(max_bytes: int) -> bytes | None:
+    return None
+
+
 class Link:
     """One connection as a session sees it: a transport's bytes and a clock's time.
 
@@ -68,6 +72,7 @@ class Link:
         "_close_clock",
         "aclose_transport",
         "deadline",
+        "receive_nowait",
         "receive_some",
         "send_all",
         "send_nowait",
@@ -78,6 +83,10 @@ class Link:
     )
 
     receive_some: Callable[[int], Awaitable[bytes]]
+    receive_nowait: Callable[[int], bytes | None]
+    """What has already arrived, without waiting: ``None`` when nothing has (or
+    the transport cannot tell: it has no such method), ``b""`` once the peer has
+    closed. A client reads it before writing a command while no reply is due."""
     send_all: Callable[[bytes], Awaitable[None]]
     send_nowait: Callable[[bytes], int]
     """Write what can go out without waiting; how many bytes that was (``0`` when
@@ -90,6 +99,7 @@ class Link:
     def __init__(self, transport: Transport, clock: Clock) -> None:
         self.transport = transport
         self.receive_some = transport.receive_some
+        self.receive_nowait = getattr(transport, "receive_nowait", _cannot_receive_now)
         self.send_all = transport.send_all
         self.send_nowait = getattr(transport, "send_nowait", _cannot_send_now)
         self.start_tls = transport.start_tls

@@ -264,6 +264,13 @@ class ClientConnection:
         before it have succeeded, a second command without PIPELINING, a
         parameter or address the server's extensions do not cover, 8-bit
         content without 8BITMIME, content before the 354.
+
+        Bytes the server sent while no reply was awaited are a reply no command
+        asked for: sent now, the command would be paired with it and every
+        later reply with the wrong command. Unless they may be a ``421`` (the
+        server may announce its shutdown at any time, RFC 5321 §3.8; read it
+        with :meth:`next_event`, which raises :class:`LocalProtocolError`
+        meanwhile), that is :class:`RemoteProtocolError` and the ERROR state.
         """
         state = self._state
         if state is State.ERROR:
@@ -272,6 +279,8 @@ class ClientConnection:
             raise LocalProtocolError("the session is closed")
         if state is State.TLS_PENDING:
             raise LocalProtocolError("finish the TLS handshake and call tls_started() first")
+        if self._buffer and not self._queue:
+            self._refuse_stale_reply()
         if isinstance(event, MessageData):
             return self._send_content(event.data)
         if isinstance(event, EndOfMessage):
@@ -281,6 +290,14 @@ class ClientConnection:
         if isinstance(event, Command):
             return self._send_command(event)
         raise LocalProtocolError(f"a client sends commands and content, not {_name(event)}")
+
+    def _refuse_stale_reply(self) -> None:
+        """Bytes are buffered and no reply is awaited: see :meth:`send`."""
+        start = bytes(self._buffer.view()[:80])
+        if b"421".startswith(start[:3]):
+            raise LocalProtocolError("the server sent a reply: read it with next_event() first")
+        self._state = State.ERROR
+        raise RemoteProtocolError(f"the server sent a reply no command asked for: {start!r}")
 
     def send_failed(self) -> None:
         """The bytes of the last ``send`` never reached the server."""

@@ -1,0 +1,165 @@
+# mypy narrows `conn.state` after an assert and does not see that next_event() changes it.
+# mypy: disable-error-code="comparison-overlap"
+
+"""A reply nobody asked for ends the client session instead of shifting replies (issue 12 item 7).
+
+A server that writes ``250 unsolicited`` while the client is idle once had
+that line taken as the reply to the next MAIL, so that every later reply was
+paired with the wrong command and a refused recipient counted as accepted.
+The client machine now refuses to send while unread reply bytes wait, and both
+client adapters read what has arrived before they write the next command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import select
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+import trio
+
+from peers import ADAPTERS
+from smtpcore import LocalProtocolError, RemoteProtocolError
+from smtpcore.address import parse_mailbox
+from smtpcore.smtp import ClientConnection, Ehlo, Mail, Rcpt, Reply, State
+
+T = TypeVar("T")
+ALICE = parse_mailbox("alice@abc.example")
+BOB = parse_mailbox("bob@pqr.example")
+
+# -- the machine -----------------------------------------------------------------------
+
+
+def idle_client() -> ClientConnection:
+    conn = ClientConnection("client.abc.example")
+    conn.receive_data(b"220 mx.pqr.example\r\n")
+    assert isinstance(conn.next_event(), Reply)
+    conn.send(Ehlo("client.abc.example"))
+    conn.receive_data(b"250-mx.pqr.example\r\n250 PIPELINING\r\n")
+    assert isinstance(conn.next_event(), Reply)
+    return conn
+
+
+@pytest.mark.parametrize("stale", [b"250 unsolicited\r\n", b"250 unsol", b"5"])
+def test_the_machine_refuses_to_send_behind_an_unread_reply(stale: bytes) -> None:
+    conn = idle_client()
+    conn.receive_data(stale)
+    with pytest.raises(RemoteProtocolError):
+        conn.send(Mail(ALICE))
+    assert conn.state is State.ERROR
+
+
+def test_an_unread_421_is_to_be_read_first() -> None:
+    """RFC 5321 §3.8: a server may announce its shutdown with 421 at any time."""
+    conn = idle_client()
+    conn.receive_data(b"421 4.3.2 shutting down\r\n")
+    with pytest.raises(LocalProtocolError):
+        conn.send(Mail(ALICE))
+    assert conn.state is State.READY  # unchanged
+    reply = conn.next_event()
+    assert isinstance(reply, Reply) and reply.code == 421
+    assert conn.state is State.CLOSED
+
+
+def test_replies_to_pipelined_commands_are_not_stale() -> None:
+    conn = idle_client()
+    conn.send(Mail(ALICE))
+    conn.receive_data(b"250 ok\r\n")  # buffered, and awaited: more may be pipelined
+    conn.send(Rcpt(BOB))
+    assert conn.pending == (Mail(ALICE), Rcpt(BOB))
+    reply = conn.next_event()
+    assert isinstance(reply, Reply) and conn.answered == Mail(ALICE)
+
+
+# -- both adapters ---------------------------------------------------------------------
+
+
+def run(adapter: str, fn: Callable[[], Awaitable[T]]) -> T:
+    if adapter == "asyncio":
+
+        async def main() -> T:
+            return await fn()
+
+        return asyncio.run(main())
+    return trio.run(fn)
+
+
+async def until_arrived(adapter: str, client: Any, sent: threading.Event) -> None:
+    """Wait until the server has written the unasked reply and it has reached the
+    client's side (the event loop's buffer, or the kernel's under trio), so that
+    the client is idle with it there when it starts the next command."""
+    if adapter == "asyncio":
+        await asyncio.to_thread(sent.wait, 10)
+    else:
+        await trio.to_thread.run_sync(sent.wait, 10)
+    transport = client._transport.transport
+    for _ in range(1000):
+        if adapter == "asyncio":
+            if transport._chunks:
+                return
+            await asyncio.sleep(0.01)
+        else:
+            if select.select([transport._fd], [], [], 0)[0]:
+                return
+            await trio.sleep(0.01)
+    raise AssertionError("the unasked reply never reached the client")
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    sock = socket.create_server(("127.0.0.1", 0))
+    with sock:
+        yield sock
+
+
+def _serve(
+    listener: socket.socket, unasked: bytes, sent: threading.Event, seen: list[bytes]
+) -> None:
+    """Greet, answer EHLO, write ``unasked`` while the client is idle, then answer
+    whatever comes as a server would (MAIL accepted, RCPT refused, DATA refused)."""
+    conn, _ = listener.accept()
+    with conn:
+        stream = conn.makefile("rb")
+        conn.sendall(b"220 mx.pqr.example ESMTP\r\n")
+        seen.append(stream.readline())
+        conn.sendall(b"250-mx.pqr.example\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n")
+        conn.sendall(unasked)
+        sent.set()
+        answers = {b"MAIL": b"250 2.1.0 ok\r\n", b"RCPT": b"550 5.1.1 no such user\r\n"}
+        while line := stream.readline():
+            seen.append(line)
+            conn.sendall(answers.get(line[:4], b"554 5.5.1 no valid recipients\r\n"))
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+@pytest.mark.parametrize(
+    ("unasked", "error"),
+    [
+        (b"250 unsolicited\r\n", "SMTPProtocolError"),
+        (b"421 4.3.2 going down\r\n", "SMTPConnectionError"),
+    ],
+)
+def test_a_reply_written_while_the_client_is_idle_ends_the_session(
+    adapter: str, listener: socket.socket, unasked: bytes, error: str
+) -> None:
+    sent = threading.Event()
+    seen: list[bytes] = []
+    thread = threading.Thread(target=_serve, args=(listener, unasked, sent, seen))
+    thread.start()
+    module: Any = importlib.import_module(f"smtpcore.{adapter}")
+
+    async def session() -> None:
+        client = module.SMTPClient("127.0.0.1", listener.getsockname()[1])
+        async with client:
+            await until_arrived(adapter, client, sent)
+            await client.send_message(b"Subject: x\r\n\r\nx\r\n", "a@abc.example", "b@pqr.example")
+
+    with pytest.raises(getattr(module, error)):
+        run(adapter, session)
+    thread.join(10)
+    assert [line[:4] for line in seen] == [b"EHLO"]  # no MAIL was paired with the stale reply
