@@ -112,6 +112,12 @@ class _Tap:
         self._show(data, outgoing=False)
         return data
 
+    def receive_nowait(self, max_bytes: int) -> bytes | None:
+        data = self.inner.receive_nowait(max_bytes)
+        if data:
+            self._show(data, outgoing=False)
+        return data
+
     async def send_all(self, data: bytes) -> None:
         self._show(data, outgoing=True)
         await self.inner.send_all(data)
