@@ -348,6 +348,6 @@ def test_the_typed_pop3_options_are_the_constructors_keywords() -> None:
     keywords = {
         name
         for name, parameter in inspect.signature(BasePOP3Client).parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name != "timeouts"
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
     }
     assert set(POP3ClientOptions.__annotations__) == keywords

@@ -8,6 +8,8 @@ option typed ``Any`` again), mypy fails the suite.
 
 from __future__ import annotations
 
+import asyncio
+
 import smtpcore.asyncio
 import smtpcore.sync
 import smtpcore.trio
@@ -51,3 +53,9 @@ def sync_options() -> TransactionResult:
 def sync_pop3_options() -> None:
     smtpcore.sync.POP3Client("h", stls=True, pipelining=None).close()
     smtpcore.sync.POP3Client("h", tls=True).close()  # type: ignore[call-arg]
+
+
+def stream_options(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    smtpcore.asyncio.SMTPClient.over_stream(reader, writer, host="mx.test", lmtp=True)
+    smtpcore.asyncio.SMTPClient.over_stream(reader, writer, lmpt=True)  # type: ignore[call-arg]
+    smtpcore.trio.POP3Client.over_unix_socket("/run/pop3", stsl=False)  # type: ignore[call-arg]

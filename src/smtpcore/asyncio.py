@@ -46,6 +46,7 @@ from smtpcore._driver._pop3_client import (
     BasePOP3Client,
     MessageListing,
     POP3AuthenticationError,
+    POP3ClientOptions,
     POP3ConnectionError,
     POP3Error,
     POP3ProtocolError,
@@ -865,28 +866,41 @@ class SMTPClient(BaseSMTPClient):
     _unix_path: str | None = None
 
     @classmethod
-    def over_transport(cls, transport: Transport, **options: Any) -> SMTPClient:
+    def over_transport(
+        cls, transport: Transport, *, host: str = "localhost", **options: Unpack[SMTPClientOptions]
+    ) -> SMTPClient:
         """A client whose session runs over ``transport`` (a
         :class:`~smtpcore.transport.Transport` whose waits are asyncio's) instead of a
         TCP connection it opens. ``host`` names the server (for TLS, and in errors);
         the other keywords are the constructor's."""
-        client = cls(options.pop("host", None) or "localhost", **options)
+        client = cls(host, **options)
         client._given = transport
         return client
 
     @classmethod
     def over_stream(
-        cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, **options: Any
+        cls,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        host: str = "localhost",
+        **options: Unpack[SMTPClientOptions],
     ) -> SMTPClient:
         """A client whose session runs over an asyncio stream pair (see
         :class:`StreamTransport`); keywords as for :meth:`over_transport`."""
-        return cls.over_transport(StreamTransport(reader, writer), **options)
+        return cls.over_transport(StreamTransport(reader, writer), host=host, **options)
 
     @classmethod
-    def over_unix_socket(cls, path: str | os.PathLike[str], **options: Any) -> SMTPClient:
+    def over_unix_socket(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        host: str = "localhost",
+        **options: Unpack[SMTPClientOptions],
+    ) -> SMTPClient:
         """A client that connects to the Unix socket ``path`` (LMTP to a delivery
         agent, say); keywords as for :meth:`over_transport`."""
-        client = cls(options.pop("host", None) or "localhost", **options)
+        client = cls(host, **options)
         client._unix_path = os.fspath(path)
         return client
 
@@ -968,28 +982,41 @@ class POP3Client(BasePOP3Client):
     _unix_path: str | None = None
 
     @classmethod
-    def over_transport(cls, transport: Transport, **options: Any) -> POP3Client:
+    def over_transport(
+        cls, transport: Transport, *, host: str = "localhost", **options: Unpack[POP3ClientOptions]
+    ) -> POP3Client:
         """A client whose session runs over ``transport`` (a
         :class:`~smtpcore.transport.Transport` whose waits are asyncio's) instead of a
         TCP connection it opens. ``host`` names the server (for TLS, and in errors);
         the other keywords are the constructor's."""
-        client = cls(options.pop("host", None) or "localhost", **options)
+        client = cls(host, **options)
         client._given = transport
         return client
 
     @classmethod
     def over_stream(
-        cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, **options: Any
+        cls,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        host: str = "localhost",
+        **options: Unpack[POP3ClientOptions],
     ) -> POP3Client:
         """A client whose session runs over an asyncio stream pair (see
         :class:`StreamTransport`); keywords as for :meth:`over_transport`."""
-        return cls.over_transport(StreamTransport(reader, writer), **options)
+        return cls.over_transport(StreamTransport(reader, writer), host=host, **options)
 
     @classmethod
-    def over_unix_socket(cls, path: str | os.PathLike[str], **options: Any) -> POP3Client:
+    def over_unix_socket(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        host: str = "localhost",
+        **options: Unpack[POP3ClientOptions],
+    ) -> POP3Client:
         """A client that connects to the Unix socket ``path`` (LMTP to a delivery
         agent, say); keywords as for :meth:`over_transport`."""
-        client = cls(options.pop("host", None) or "localhost", **options)
+        client = cls(host, **options)
         client._unix_path = os.fspath(path)
         return client
 

@@ -55,7 +55,7 @@ from smtpcore._driver._smtp_client import (
     SMTPTimeout,
     TLSNotAvailable,
 )
-from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts, Timeouts
+from smtpcore._driver._timeouts import POP3Timeouts, Timeouts
 from smtpcore._driver._transport import Link
 from smtpcore.address import Mailbox
 from smtpcore.sasl import ClientMechanism
@@ -295,16 +295,14 @@ class POP3Client:
         port: int | None = None,
         *,
         timeout: float | None = None,
-        timeouts: POP3Timeouts | None = None,
         **options: Unpack[POP3ClientOptions],
     ) -> None:
-        if timeout is not None and timeouts is not None:
+        given = options.get("timeouts")
+        if timeout is not None and given is not None:
             raise ValueError("give timeout (one for every wait) or timeouts, not both")
         if timeout is not None:
-            timeouts = POP3Timeouts.uniform(timeout)
-        self._session = _POP3Session(
-            host, port, timeouts=timeouts or DEFAULT_POP3_TIMEOUTS, **options
-        )
+            options["timeouts"] = POP3Timeouts.uniform(timeout)
+        self._session = _POP3Session(host, port, **options)
 
     @property
     def capabilities(self) -> dict[str, tuple[str, ...]]:

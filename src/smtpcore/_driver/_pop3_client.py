@@ -126,13 +126,14 @@ class POP3ProtocolError(POP3Error):
 
 
 class POP3ClientOptions(TypedDict, total=False):
-    """The keyword options of a POP3 client but ``timeouts``, for functions that pass
-    them on: a misspelt one fails type checking."""
+    """The keyword options of a POP3 client, for functions that pass them on: a
+    misspelt one fails type checking."""
 
     tls_on_connect: bool
     stls: bool | None
     ssl_context: ssl.SSLContext | None
     server_hostname: str | None
+    timeouts: POP3Timeouts
     pipelining: bool | None
     hostname: str | None
     trace: Trace | None
