@@ -186,13 +186,13 @@ def test_the_reference_server_submission_and_pop3(tmp_path: Path) -> None:
             ssl_context=tls.client_context,
             username="bob@pqr.example",
             password="pw",
-            timeout=10,
+            timeout=60,
         ) as client:
             assert client.connection.tls and client.authenticated_with is not None
             client.send_message(MESSAGE, "bob@pqr.example", "bob@pqr.example")
         _until(lambda: len(pqr.mailbox("bob@pqr.example")) == 1, "delivery", pqr)
         with sync.POP3Client(
-            "127.0.0.1", pqr.ports["pop3"], ssl_context=tls.client_context, timeout=10
+            "127.0.0.1", pqr.ports["pop3"], ssl_context=tls.client_context, timeout=60
         ) as pop:
             assert pop.tls
             pop.login("bob@pqr.example", "pw")
