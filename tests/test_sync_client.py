@@ -351,3 +351,35 @@ def test_the_typed_pop3_options_are_the_constructors_keywords() -> None:
         if parameter.kind is inspect.Parameter.KEYWORD_ONLY
     }
     assert set(POP3ClientOptions.__annotations__) == keywords
+
+
+@pytest.mark.parametrize(
+    ("unasked", "error"),
+    [
+        (b"250 unsolicited\r\n", "SMTPProtocolError"),
+        (b"421 4.3.2 going down\r\n", "SMTPConnectionError"),
+    ],
+)
+def test_a_reply_written_while_the_client_is_idle_ends_the_session(
+    unasked: bytes, error: str
+) -> None:
+    import select
+
+    from test_client_stale_reply import _serve
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    sent = threading.Event()
+    seen: list[bytes] = []
+    thread = threading.Thread(target=_serve, args=(listener, unasked, sent, seen))
+    thread.start()
+    try:
+        client = sync.SMTPClient("127.0.0.1", listener.getsockname()[1], timeout=10)
+        with client, pytest.raises(getattr(sync, error)):
+            assert sent.wait(10)
+            sock = client._session._transport.transport._sock  # type: ignore[union-attr]
+            assert select.select([sock], [], [], 10)[0]  # the reply is in the kernel's buffer
+            client.send_message(MESSAGE, "a@abc.example", "b@pqr.example")
+    finally:
+        thread.join(10)
+        listener.close()
+    assert [line[:4] for line in seen] == [b"EHLO"]  # no MAIL was paired with it

@@ -157,6 +157,16 @@ class SocketTransport:
         self._sock.settimeout(self._clock.timeout())
         return self._sock.recv(max_bytes)
 
+    def receive_nowait(self, max_bytes: int) -> bytes | None:
+        """What has already arrived (``b""`` once the peer closed), or ``None``."""
+        self._sock.setblocking(False)
+        try:
+            return self._sock.recv(max_bytes)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return None
+        except OSError:  # reset: the next wait says so
+            return None
+
     async def send_all(self, data: bytes) -> None:
         self._sock.settimeout(self._clock.timeout())
         self._sock.sendall(data)
