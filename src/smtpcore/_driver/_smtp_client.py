@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, TypedDict, TypeVar
 
 from smtpcore._driver._client_base import BaseClient
+from smtpcore._driver._content import Content, CRLFNormalizer, content_chunks
 from smtpcore._driver._smtp_credentials import Credentials
 from smtpcore._driver._smtp_envelope import (
     RecipientParameters,
@@ -52,6 +53,8 @@ from smtpcore.smtp import (
     Auth,
     AuthenticationFailed,
     AuthResponse,
+    Bdat,
+    Body,
     ClientAuth,
     ClientConnection,
     Command,
@@ -121,6 +124,8 @@ class SMTPClientOptions(TypedDict, total=False):
     sasl_mechanism: ClientMechanism | Callable[[], ClientMechanism] | None
     allow_plaintext_auth: bool
     trace: Trace | None
+    chunking: bool | None
+    chunk_size: int
 
 
 class BaseSMTPClient(BaseClient):
@@ -144,6 +149,11 @@ class BaseSMTPClient(BaseClient):
     ``trace`` receives every line of the session both ways, AUTH secrets
     masked: a callback ``trace(direction, line)`` (``"C"`` or ``"S"``), or a
     :class:`logging.Logger`, which gets them at DEBUG.
+
+    ``chunking``: None (the default) sends content with BDAT when the server
+    offers CHUNKING (RFC 3030), True requires it, False always uses DATA;
+    ``BODY=BINARYMIME`` content goes with BDAT whatever it says. Content is
+    read and sent in pieces of ``chunk_size`` octets (a BDAT chunk each).
     """
 
     connection_error = SMTPConnectionError
@@ -169,6 +179,8 @@ class BaseSMTPClient(BaseClient):
         sasl_mechanism: ClientMechanism | Callable[[], ClientMechanism] | None = None,
         allow_plaintext_auth: bool = False,
         trace: Trace | None = None,
+        chunking: bool | None = None,
+        chunk_size: int = _CHUNK,
     ) -> None:
         self._credentials = Credentials(
             username,
@@ -188,6 +200,10 @@ class BaseSMTPClient(BaseClient):
         self.server_hostname = server_hostname or host
         self.timeouts = timeouts
         self.lmtp = lmtp
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        self.chunking = chunking
+        self.chunk_size = chunk_size
         self.authenticated_with: str | None = None
         """The mechanism the session authenticated with, once it has."""
         self._trace = None if trace is None else WireTrace(trace)
@@ -392,7 +408,7 @@ class BaseSMTPClient(BaseClient):
 
     async def send_message(
         self,
-        message: bytes | email.message.EmailMessage,
+        message: Content | email.message.EmailMessage,
         sender: str | Mailbox | None = None,
         recipients: Recipients | None = None,
         *,
@@ -402,9 +418,13 @@ class BaseSMTPClient(BaseClient):
         """Send one message over this session; returns each recipient's fate.
 
         ``message`` is the content as bytes (CRLF line ends; others are made
-        CRLF), or an :class:`~email.message.EmailMessage`, whose headers give
+        CRLF), a file opened in binary mode, a sync or async iterable of
+        bytes (read ``chunk_size`` octets at a time, never whole), or an
+        :class:`~email.message.EmailMessage`, whose headers give
         the sender and recipients when they are not passed and whose Bcc
-        header is not sent. Raises :class:`SenderRefused`,
+        header is not sent. Content whose 8-bit-ness cannot be seen before
+        it is sent (a file, an iterable) is declared ``BODY=8BITMIME`` when
+        the server offers 8BITMIME. Raises :class:`SenderRefused`,
         :class:`RecipientsRefused` when no recipient is accepted, or
         :class:`MessageRefused`; a partial success returns, with the refused
         recipients in ``result.refused``.
@@ -427,12 +447,24 @@ class BaseSMTPClient(BaseClient):
         envelope = build_envelope(
             self.connection.extensions, message, sender, recipients, mail_params, rcpt_params
         )
+        chunked = self._uses_bdat(envelope.mail)
         return await self._closing_unless_refused(
-            self._transaction(envelope.mail, envelope.rcpts, envelope.content)
+            self._transaction(envelope.mail, envelope.rcpts, envelope.content, chunked=chunked)
         )
 
+    def _uses_bdat(self, mail: Mail) -> bool:
+        """BDAT for this message: BINARYMIME content must (RFC 3030 §3); otherwise as
+        ``chunking`` says and the server offers."""
+        if (mail.params.get("BODY") or "").upper() == Body.BINARYMIME.value:
+            return True
+        offered = self.connection.extensions.chunking
+        if self.chunking and not offered:
+            reply = Reply(502, "the server does not offer CHUNKING, needed for BDAT", "5.5.1")
+            raise ExtensionNotOffered(None, "CHUNKING", reply)
+        return offered and self.chunking is not False
+
     async def _transaction(
-        self, mail: Mail, rcpts: Sequence[Rcpt], content: bytes
+        self, mail: Mail, rcpts: Sequence[Rcpt], content: Content, *, chunked: bool
     ) -> TransactionResult:
         await self._take_unasked()
         conn = self.connection
@@ -442,7 +474,9 @@ class BaseSMTPClient(BaseClient):
         if self._sent_messages:
             commands.append(Rset())
         self._sent_messages += 1
-        commands += [mail, *rcpts, Data()]
+        commands += [mail, *rcpts]
+        if not chunked:
+            commands.append(Data())
         replies: list[Reply] = []
         if pipelining:
             await self._write(self._send(*commands), timeouts.command)
@@ -471,27 +505,27 @@ class BaseSMTPClient(BaseClient):
             raise SenderRefused("MAIL", mail_reply)
         result = conn.transaction
         assert result is not None
-        data_reply = replies[-1] if len(replies) == len(commands) else None
         if not result.accepted:
+            data_reply = replies[-1] if len(replies) == len(commands) else None
             if data_reply is not None and data_reply.code == 354:
                 # Every RCPT refused, yet a pipelined DATA got its 354 (RFC 2920 §3.1
                 # allows it): end the empty message so the session can go on.
                 await self._write(self._send(EndOfMessage()), timeouts.data_block)
                 await self._reply(timeouts.data_termination)
             raise RecipientsRefused(result.recipients[-1].reply or mail_reply, result)
-        if data_reply is None or data_reply.code != 354:
-            raise MessageRefused("DATA", data_reply or mail_reply, conn.transaction)
-        view = memoryview(content)
-        for start in range(0, len(content), _CHUNK):
-            chunk = bytes(view[start : start + _CHUNK])
-            await self._write(self._send(MessageData(chunk)), timeouts.data_block)
-        await self._write(self._send(EndOfMessage()), timeouts.data_block)
-        due = len(conn.transaction.accepted) if self.lmtp and conn.transaction else 1
-        last = None
-        for _ in range(due):
-            last = await self._reply(timeouts.data_termination)
+        if chunked:
+            binary = (mail.params.get("BODY") or "").upper() == Body.BINARYMIME.value
+            last = await self._send_chunks(content, binary=binary)
+        else:
+            data_reply = replies[-1] if len(replies) == len(commands) else None
+            if data_reply is None or data_reply.code != 354:
+                raise MessageRefused("DATA", data_reply or mail_reply, conn.transaction)
+            async for chunk in content_chunks(content, self.chunk_size):
+                await self._write(self._send(MessageData(chunk)), timeouts.data_block)
+            await self._write(self._send(EndOfMessage()), timeouts.data_block)
+            last = await self._final_replies()
         result = conn.transaction
-        assert result is not None and last is not None
+        assert result is not None
         if not result.delivered:
             raise MessageRefused("end of data", last, result)
         return result
@@ -517,6 +551,47 @@ class BaseSMTPClient(BaseClient):
         except BaseException:
             await self._abort()
             raise
+
+    async def _final_replies(self) -> Reply:
+        """The reply to the end of the content; in LMTP one per accepted recipient
+        (RFC 2033 §4.2), of which the last is returned."""
+        conn = self.connection
+        due = len(conn.transaction.accepted) if self.lmtp and conn.transaction else 1
+        last = None
+        for _ in range(due):
+            last = await self._reply(self.timeouts.data_termination)
+        assert last is not None
+        return last
+
+    async def _send_chunks(self, content: Content, *, binary: bool) -> Reply:
+        """The content in BDAT chunks (RFC 3030 §2): each chunk of at most
+        ``chunk_size`` octets read (twice that once line endings are made CRLF),
+        written and answered before the next is read; the last is ``BDAT n LAST``.
+        BINARYMIME content is sent as it is; other content gets CRLF line endings."""
+        normalizer = None if binary else CRLFNormalizer()
+        pending: bytes | None = None
+        async for piece in content_chunks(content, self.chunk_size):
+            data = piece if normalizer is None else normalizer.feed(piece)
+            if not data:
+                continue
+            if pending is not None:
+                await self._send_chunk(pending, last=False)
+            pending = data
+        tail = b"" if normalizer is None else normalizer.end()
+        return await self._send_chunk((pending or b"") + tail, last=True)
+
+    async def _send_chunk(self, data: bytes, *, last: bool) -> Reply:
+        conn = self.connection
+        wire = self._send(Bdat(len(data), last))
+        if data:
+            wire += self._send(MessageData(data))
+        await self._write(wire, self.timeouts.data_block)
+        if last:
+            return await self._final_replies()
+        reply = await self._reply(self.timeouts.data_block)
+        if not reply.is_positive:
+            raise MessageRefused("BDAT", reply, conn.transaction)
+        return reply
 
     # -- I/O ------------------------------------------------------------------
 

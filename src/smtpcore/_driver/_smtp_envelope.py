@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from smtpcore._driver._content import Content, known_size
 from smtpcore._driver._smtp_errors import ExtensionNotOffered, MessageTooLarge
 from smtpcore._errors import LocalProtocolError
 from smtpcore._numbers import parse_number
@@ -41,12 +42,12 @@ class Envelope:
 
     mail: Mail
     rcpts: Sequence[Rcpt]
-    content: bytes
+    content: Content
 
 
 def build_envelope(
     extensions: ServerExtensions,
-    message: bytes | email.message.EmailMessage,
+    message: Content | email.message.EmailMessage,
     sender: str | Mailbox | None,
     recipients: Recipients | None,
     mail_params: ParametersLike,
@@ -59,10 +60,11 @@ def build_envelope(
     :func:`check_sendable` and :func:`check_offered` for what this server
     cannot take.
     """
+    content: Content
     if isinstance(message, email.message.EmailMessage):
         content, sender, recipients = _from_email(message, sender, recipients)
     else:
-        content = bytes(message)
+        content = bytes(message) if isinstance(message, (bytearray, memoryview)) else message
         if recipients is None:
             raise ValueError("recipients are needed with bytes content")
     if sender is None:
@@ -83,7 +85,7 @@ def build_envelope(
 
 
 def check_sendable(
-    extensions: ServerExtensions, mail: Mail, rcpts: Sequence[Rcpt], content: bytes
+    extensions: ServerExtensions, mail: Mail, rcpts: Sequence[Rcpt], content: Content
 ) -> None:
     """Refuse a message the server has said it cannot take, with the reply RFC 3463
     names: a UTF-8 address or ``SMTPUTF8`` without the extension (``553 5.6.7``),
@@ -99,14 +101,15 @@ def check_sendable(
             needed = f"for {wide}" if wide is not None else "for this message"
             reply = Reply(553, f"the server does not offer SMTPUTF8, needed {needed}", "5.6.7")
             raise ExtensionNotOffered(None if wide else "SMTPUTF8", "SMTPUTF8", reply)
-    if not content.isascii() and not (extensions.eight_bit_mime or extensions.binary_mime):
+    eight_bit = isinstance(content, bytes) and not content.isascii()  # others: as they are read
+    if eight_bit and not (extensions.eight_bit_mime or extensions.binary_mime):
         reply = Reply(554, "the server does not offer 8BITMIME, needed for 8-bit content", "5.6.3")
         raise ExtensionNotOffered(None, "8BITMIME", reply)
     limit = extensions.size
     declared = mail.params.get("SIZE")
     size = parse_number(declared, max_digits=20) if declared else None
-    size = len(content) if size is None else size
-    if limit is not None and size > limit:
+    size = known_size(content) if size is None else size
+    if limit is not None and size is not None and size > limit:
         raise MessageTooLarge(size, limit)
 
 
@@ -128,7 +131,7 @@ def _added_mail_params(
     extensions: ServerExtensions,
     sender: Mailbox | None,
     rcpts: Sequence[Mailbox],
-    content: bytes,
+    content: Content,
     given: Parameters,
 ) -> dict[str, str | None]:
     """SIZE, BODY and SMTPUTF8, where the server offers them and ``given`` does not
@@ -136,9 +139,11 @@ def _added_mail_params(
     params: dict[str, str | None] = {}
     if "BODY" in given:
         params["BODY"] = given["BODY"]
-    if extensions.size is not None or "SIZE" in extensions:
-        params["SIZE"] = str(len(content))
-    if not content.isascii() and extensions.eight_bit_mime:
+    size = known_size(content)
+    if size is not None and (extensions.size is not None or "SIZE" in extensions):
+        params["SIZE"] = str(size)
+    # Content that is not bytes cannot be looked at before it is sent: 8-bit, maybe.
+    if (not isinstance(content, bytes) or not content.isascii()) and extensions.eight_bit_mime:
         params["BODY"] = "8BITMIME"
     needs_utf8 = (sender is not None and not sender.is_ascii) or any(not r.is_ascii for r in rcpts)
     if needs_utf8 and extensions.smtputf8:

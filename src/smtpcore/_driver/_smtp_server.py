@@ -125,6 +125,8 @@ class ServerOptions:
     dsn: bool = False
     """Offer DSN (RFC 3461): the machine checks RET, ENVID, NOTIFY and ORCPT; honouring
     them (the reports they ask for) is the handler's part."""
+    binarymime: bool = False
+    """Offer BINARYMIME (RFC 3030 §3) beside CHUNKING: binary content, sent with BDAT only."""
     framing: FramingPolicy | None = None
     connection_factory: Callable[[ServerOptions], ServerConnection] | None = None
     """Builds the machine of each session, to set the machine options not listed here."""
@@ -173,6 +175,7 @@ class ServerOptions:
             self.hostname,
             lmtp=self.lmtp,
             dsn=self.dsn,
+            binarymime=self.binarymime,
             max_recipients=self.max_recipients,
             max_message_size=self.max_message_size,
             framing=self.framing,
@@ -700,6 +703,7 @@ class BaseSMTPServer(BaseListener[ServerSession]):
         max_recipients: int = 100,
         lmtp: bool = False,
         dsn: bool = False,
+        binarymime: bool = False,
         framing: FramingPolicy | None = None,
         connection_factory: Callable[[ServerOptions], ServerConnection] | None = None,
         backlog: int = 1024,
@@ -721,6 +725,7 @@ class BaseSMTPServer(BaseListener[ServerSession]):
             max_recipients=max_recipients,
             lmtp=lmtp,
             dsn=dsn,
+            binarymime=binarymime,
             framing=framing,
             connection_factory=connection_factory,
             auth=auth,

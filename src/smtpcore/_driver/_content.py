@@ -1,0 +1,114 @@
+"""Message content for the SMTP client, read in bounded chunks whatever its source.
+
+``send_message`` takes bytes, a binary file, or a sync or async iterable of
+bytes. :func:`content_chunks` reads any of them in pieces of at most
+``chunk_size`` octets, so a message never has to be in memory whole;
+:func:`known_size` says how long it is when that can be known without
+reading it (for ``SIZE``, RFC 1870). :class:`CRLFNormalizer` makes line
+endings CRLF across chunk boundaries for BDAT content, which is not
+dot-stuffed (RFC 3030 §2) but must still be canonical unless it is
+``BODY=BINARYMIME`` (RFC 3030 §3).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from stat import S_ISREG
+from typing import BinaryIO, TypeAlias
+
+__all__ = ["Content", "CRLFNormalizer", "content_chunks", "known_size"]
+
+Content: TypeAlias = (
+    bytes | bytearray | memoryview | BinaryIO | Iterable[bytes] | AsyncIterable[bytes]
+)
+"""What ``send_message`` sends: the octets, a file opened in binary mode, or an
+iterable (sync or async) of byte strings."""
+
+
+def known_size(content: Content) -> int | None:
+    """The octets ``content`` holds, if known without reading it: the length of
+    bytes, or what is left of a regular file; None for an iterator."""
+    if isinstance(content, (bytes, bytearray)):
+        return len(content)
+    if isinstance(content, memoryview):
+        return content.nbytes
+    fileno = getattr(content, "fileno", None)
+    tell = getattr(content, "tell", None)
+    if fileno is None or tell is None:
+        return None
+    try:
+        stat = os.fstat(fileno())
+        position: int = tell()
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None
+    if not S_ISREG(stat.st_mode):
+        return None
+    return max(stat.st_size - position, 0)
+
+
+async def content_chunks(content: Content, chunk_size: int) -> AsyncIterator[bytes]:
+    """``content`` in pieces of at most ``chunk_size`` octets (none empty)."""
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    if isinstance(content, (bytes, bytearray, memoryview)):
+        view = memoryview(content).cast("B")
+        for start in range(0, len(view), chunk_size):
+            yield bytes(view[start : start + chunk_size])
+        return
+    read = getattr(content, "read", None)
+    if read is not None:
+        while piece := read(chunk_size):
+            yield bytes(piece)
+        return
+    if isinstance(content, AsyncIterable):
+        async for piece in content:
+            for part in _split(piece, chunk_size):
+                yield part
+        return
+    for piece in content:
+        for part in _split(piece, chunk_size):
+            yield part
+
+
+def _split(piece: bytes, chunk_size: int) -> Iterable[bytes]:
+    if not isinstance(piece, (bytes, bytearray, memoryview)):
+        raise TypeError(f"content iterables give bytes, not {type(piece).__name__}")
+    view = memoryview(piece).cast("B")
+    for start in range(0, len(view), chunk_size):
+        yield bytes(view[start : start + chunk_size])
+
+
+class CRLFNormalizer:
+    """Makes every bare CR and bare LF a CRLF, across chunk boundaries.
+
+    A chunk that ends in CR is held back by one octet until the next chunk
+    (or the end) shows whether an LF follows. The same rule the DATA encoder
+    applies, without the dot-stuffing BDAT does not have.
+    """
+
+    __slots__ = ("_pending_cr",)
+
+    def __init__(self) -> None:
+        self._pending_cr = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._pending_cr:
+            chunk = b"\r" + chunk
+            self._pending_cr = False
+        if chunk.endswith(b"\r"):
+            chunk = chunk[:-1]
+            self._pending_cr = True
+        if b"\r" not in chunk:
+            return chunk.replace(b"\n", b"\r\n")
+        lines = chunk.splitlines()
+        joined = b"\r\n".join(lines)
+        return joined + b"\r\n" if chunk.endswith((b"\n", b"\r")) else joined
+
+    def end(self) -> bytes:
+        """What is still held back: a last CR, made CRLF."""
+        if self._pending_cr:
+            self._pending_cr = False
+            return b"\r\n"
+        return b""

@@ -1,0 +1,161 @@
+"""CHUNKING and BINARYMIME (RFC 3030) through both adapters: the client sends BDAT
+when the server offers CHUNKING (or must, for BINARYMIME), streaming content from
+bytes, a file, or a sync or async iterator in chunks of a configurable size."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peers import ADAPTERS, running_smtp_server
+from smtpcore import NEED_DATA, PAUSED
+from smtpcore._driver._content import CRLFNormalizer, known_size
+from smtpcore.handler import Envelope, Handler, MessageReply, Session
+from smtpcore.smtp import Bdat, Body, Data, Event, Rcpt, Reply, ServerConnection
+from test_adapters_client import module, run
+
+TEXT = b"Subject: chunks\r\n\r\n" + b"".join(b".line %d\n" % n for n in range(200))
+BINARY = bytes(range(256)) * 40 + b"\r\n.\r\n\n\r"
+
+
+class Sink(Handler):
+    def __init__(self) -> None:
+        self.messages: list[Envelope] = []
+
+    async def handle_rcpt(
+        self, session: Session, envelope: Envelope, command: Rcpt
+    ) -> Reply | None:
+        return Reply(250, "OK")
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        self.messages.append(envelope)
+        return None
+
+
+class Recording(ServerConnection):
+    """A server machine that remembers which commands it read."""
+
+    seen: list[type[Event]]
+
+    def next_event(self) -> Any:
+        event = super().next_event()
+        if event is not NEED_DATA and event is not PAUSED:
+            self.seen.append(type(event))
+        return event
+
+
+def recording_factory(seen: list[type[Event]], **options: Any) -> Any:
+    def factory(server_options: Any) -> ServerConnection:
+        conn = Recording(server_options.hostname, **options)
+        conn.seen = seen
+        return conn
+
+    return factory
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+def send(adapter: str, server: Any, content: Any, **options: Any) -> None:
+    mail_params = options.pop("mail_params", None)
+
+    async def go() -> None:
+        client = module(adapter).SMTPClient(server.host, server.port, **options)
+        async with client:
+            await client.send_message(
+                content, "a@abc.example", ["b@pqr.example"], mail_params=mail_params
+            )
+
+    run(adapter, go)
+
+
+def normalized(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+def test_bdat_when_chunking_is_offered(adapter: str) -> None:
+    handler = Sink()
+    seen: list[type[Event]] = []
+    with running_smtp_server(adapter, handler, connection_factory=recording_factory(seen)) as s:
+        send(adapter, s, TEXT, chunk_size=100)
+    assert Bdat in seen and Data not in seen
+    assert seen.count(Bdat) == len(TEXT) // 100 + 1  # one chunk per 100 octets read
+    assert handler.messages[0].content == normalized(TEXT)  # CRLF, never dot-stuffed
+
+
+def test_data_when_chunking_is_off_or_not_offered(adapter: str) -> None:
+    handler = Sink()
+    seen: list[type[Event]] = []
+    factory = recording_factory(seen)
+    with running_smtp_server(adapter, handler, connection_factory=factory) as s:
+        send(adapter, s, TEXT, chunking=False)
+    assert Data in seen and Bdat not in seen
+    seen.clear()
+    factory = recording_factory(seen, chunking=False)
+    with running_smtp_server(adapter, handler, connection_factory=factory) as s:
+        send(adapter, s, TEXT)
+        errors = module(adapter)
+        with pytest.raises(errors.ExtensionNotOffered, match="CHUNKING"):
+            send(adapter, s, TEXT, chunking=True)
+    assert Bdat not in seen
+    assert [m.content for m in handler.messages] == [normalized(TEXT)] * 2
+
+
+def test_binarymime_goes_with_bdat_octet_for_octet(adapter: str) -> None:
+    handler = Sink()
+    with running_smtp_server(adapter, handler, binarymime=True) as s:
+        send(
+            adapter,
+            s,
+            BINARY,
+            chunking=False,
+            chunk_size=1000,
+            mail_params={"BODY": Body.BINARYMIME},
+        )
+    [message] = handler.messages
+    assert message.content == BINARY
+    assert message.mail_params["BODY"] == "BINARYMIME"
+
+
+def test_content_streams_from_files_and_iterators(adapter: str, tmp_path: Path) -> None:
+    path = tmp_path / "message.eml"
+    path.write_bytes(TEXT)
+
+    def pieces() -> Iterator[bytes]:
+        for n in range(0, len(TEXT), 7):
+            yield TEXT[n : n + 7]
+
+    async def async_pieces() -> AsyncIterator[bytes]:
+        for piece in pieces():
+            yield piece
+
+    handler = Sink()
+    with running_smtp_server(adapter, handler) as s:
+        with path.open("rb") as file:
+            send(adapter, s, file, chunk_size=64)
+        send(adapter, s, pieces(), chunk_size=50)
+        send(adapter, s, async_pieces(), chunk_size=50, chunking=False)
+    assert [m.content for m in handler.messages] == [normalized(TEXT)] * 3
+    assert handler.messages[0].mail_params["SIZE"] == str(len(TEXT))  # a file's size is known
+    assert "SIZE" not in handler.messages[1].mail_params  # an iterator's is not
+
+
+def test_crlf_normalizer_across_any_chunk_boundary() -> None:
+    data = b"a\rb\nc\r\nd\r\r\n\n\re\r"
+    for size in range(1, len(data) + 1):
+        normalizer = CRLFNormalizer()
+        out = b"".join(normalizer.feed(data[n : n + size]) for n in range(0, len(data), size))
+        assert out + normalizer.end() == normalized(data), size
+
+
+def test_known_size() -> None:
+    assert known_size(b"abc") == 3
+    assert known_size(io.BytesIO(b"abc")) is None  # no file descriptor
+    assert known_size(iter([b"abc"])) is None
