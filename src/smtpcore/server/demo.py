@@ -341,6 +341,7 @@ class _Story:
             starttls=False,
             username=JOHN,
             password=PASSWORDS[JOHN],
+            chunking=False,  # DATA, to show the dot-stuffing; the relay uses BDAT
         )
         async with client:
             await client.send_message(MESSAGE, JOHN, [BRENDON])
