@@ -31,6 +31,7 @@ ALL_ON = {
     "starttls": True,
     "binarymime": True,
     "auth_mechanisms": ["CRAM-MD5"],
+    "limits": True,
 }
 
 

@@ -128,6 +128,14 @@ class SMTPClientOptions(TypedDict, total=False):
     chunk_size: int
 
 
+def _replayable(content: Content) -> bool:
+    """Whether ``content`` can be sent again: bytes, or a file that can seek."""
+    if isinstance(content, bytes):
+        return True
+    seekable = getattr(content, "seekable", None)
+    return seekable is not None and bool(seekable()) and hasattr(content, "tell")
+
+
 class BaseSMTPClient(BaseClient):
     """An SMTP client session to ``host``; the adapters add how to open a connection.
 
@@ -448,9 +456,59 @@ class BaseSMTPClient(BaseClient):
             self.connection.extensions, message, sender, recipients, mail_params, rcpt_params
         )
         chunked = self._uses_bdat(envelope.mail)
+        batches = self._batches(envelope.rcpts, envelope.content)
+        if len(batches) > 1:
+            return await self._closing_unless_refused(
+                self._transactions(envelope.mail, batches, envelope.content, chunked=chunked)
+            )
         return await self._closing_unless_refused(
             self._transaction(envelope.mail, envelope.rcpts, envelope.content, chunked=chunked)
         )
+
+    def _batches(self, rcpts: Sequence[Rcpt], content: Content) -> list[list[Rcpt]]:
+        """The RCPTs in groups the server's LIMITS allow in one transaction (RFC 9422
+        §5.2: RCPTMAX, §5.3: RCPTDOMAINMAX); one group when it announced none."""
+        groups = self.connection.extensions.limits.split([rcpt.recipient for rcpt in rcpts])
+        if len(groups) == 1:
+            return [list(rcpts)]
+        if not _replayable(content):
+            raise ValueError(
+                f"the server takes {len(groups[0])} recipients a transaction (LIMITS), "
+                "so the content is sent more than once: give bytes or a seekable file"
+            )
+        remaining = iter(rcpts)
+        return [[next(remaining) for _ in group] for group in groups]
+
+    async def _transactions(
+        self, mail: Mail, batches: Sequence[Sequence[Rcpt]], content: Content, *, chunked: bool
+    ) -> TransactionResult:
+        """One transaction per batch of recipients, the content sent again for each
+        (RFC 9422 §5.2); their results in one. A batch refused whole does not stop
+        the others; if none is delivered, the last refusal is raised."""
+        start = None if isinstance(content, bytes) else content.tell()  # type: ignore[union-attr]  # _replayable
+        results: list[TransactionResult] = []
+        refusal: RecipientsRefused | MessageRefused | None = None
+        for batch in batches:
+            if start is not None:
+                content.seek(start)  # type: ignore[union-attr]  # _replayable
+            try:
+                results.append(await self._transaction(mail, batch, content, chunked=chunked))
+            except (RecipientsRefused, MessageRefused) as exc:
+                if exc.result is None:
+                    raise
+                refusal = exc
+                results.append(exc.result)
+        merged = TransactionResult(
+            mail.sender,
+            results[0].mail_reply,
+            tuple(recipient for result in results for recipient in result.recipients),
+            results[-1].data_reply,
+            tuple(reply for result in results for reply in result.end_replies),
+            complete=True,
+        )
+        if not merged.delivered and refusal is not None:
+            raise refusal
+        return merged
 
     def _uses_bdat(self, mail: Mail) -> bool:
         """BDAT for this message: BINARYMIME content must (RFC 3030 §3); otherwise as

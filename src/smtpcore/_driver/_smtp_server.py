@@ -127,6 +127,8 @@ class ServerOptions:
     them (the reports they ask for) is the handler's part."""
     binarymime: bool = False
     """Offer BINARYMIME (RFC 3030 §3) beside CHUNKING: binary content, sent with BDAT only."""
+    limits: bool = False
+    """Announce LIMITS (RFC 9422): ``RCPTMAX`` is ``max_recipients``."""
     framing: FramingPolicy | None = None
     connection_factory: Callable[[ServerOptions], ServerConnection] | None = None
     """Builds the machine of each session, to set the machine options not listed here."""
@@ -176,6 +178,7 @@ class ServerOptions:
             lmtp=self.lmtp,
             dsn=self.dsn,
             binarymime=self.binarymime,
+            limits=self.limits,
             max_recipients=self.max_recipients,
             max_message_size=self.max_message_size,
             framing=self.framing,
@@ -704,6 +707,7 @@ class BaseSMTPServer(BaseListener[ServerSession]):
         lmtp: bool = False,
         dsn: bool = False,
         binarymime: bool = False,
+        limits: bool = False,
         framing: FramingPolicy | None = None,
         connection_factory: Callable[[ServerOptions], ServerConnection] | None = None,
         backlog: int = 1024,
@@ -726,6 +730,7 @@ class BaseSMTPServer(BaseListener[ServerSession]):
             lmtp=lmtp,
             dsn=dsn,
             binarymime=binarymime,
+            limits=limits,
             framing=framing,
             connection_factory=connection_factory,
             auth=auth,

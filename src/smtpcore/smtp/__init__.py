@@ -36,7 +36,7 @@ from smtpcore.smtp._events import (
     StartTls,
     Vrfy,
 )
-from smtpcore.smtp._ext import Body
+from smtpcore.smtp._ext import Body, Limits
 from smtpcore.smtp._extension import Extension, Parameter, ParameterError, Requirement
 from smtpcore.smtp._extensions import ServerExtensions
 from smtpcore.smtp._params import Parameters
@@ -74,6 +74,7 @@ __all__ = [
     "Helo",
     "Help",
     "Lhlo",
+    "Limits",
     "Mail",
     "MessageData",
     "Noop",

@@ -30,7 +30,7 @@ from smtpcore.smtp._events import (
     StartTls,
     Vrfy,
 )
-from smtpcore.smtp._ext import owner_of_parameter, owner_of_verb
+from smtpcore.smtp._ext import Limits, owner_of_parameter, owner_of_verb
 from smtpcore.smtp._extension import ParameterError
 from smtpcore.smtp._params import Parameters
 from smtpcore.smtp._replies import Reply
@@ -155,6 +155,12 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
     def starttls(self) -> bool:
         """The session may be upgraded to TLS (RFC 3207)."""
         return "STARTTLS" in self
+
+    @property
+    def limits(self) -> Limits:
+        """The limits the server will apply in this session (RFC 9422), as far as
+        they are registered and readable; all None without LIMITS."""
+        return Limits.parse(self.get("LIMITS", ()))
 
     @property
     def enhanced_status_codes(self) -> bool:

@@ -140,6 +140,7 @@ class ServerConnection:
         chunking: bool = True,
         binarymime: bool = False,
         size: bool = True,
+        limits: bool = False,
         dsn: bool = False,
         starttls: bool = False,
         tls: bool = False,
@@ -177,6 +178,7 @@ class ServerConnection:
         self.chunking = chunking
         self.binarymime = binarymime
         self.size = size
+        self.limits = limits
         self.dsn = dsn
         self.starttls = starttls
         self.require_tls = require_tls

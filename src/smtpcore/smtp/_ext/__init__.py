@@ -16,13 +16,14 @@ from smtpcore.smtp._ext.chunking import CHUNKING
 from smtpcore.smtp._ext.dsn import DSN
 from smtpcore.smtp._ext.eightbitmime import EIGHTBITMIME, Body
 from smtpcore.smtp._ext.enhancedstatuscodes import ENHANCEDSTATUSCODES
+from smtpcore.smtp._ext.limits import LIMITS, Limits
 from smtpcore.smtp._ext.pipelining import PIPELINING
 from smtpcore.smtp._ext.size import SIZE
 from smtpcore.smtp._ext.smtputf8 import SMTPUTF8
 from smtpcore.smtp._ext.starttls import STARTTLS
 from smtpcore.smtp._extension import Extension, Parameter
 
-__all__ = ["BUILTIN", "Body", "KNOWN", "owner_of_parameter", "owner_of_verb"]
+__all__ = ["BUILTIN", "KNOWN", "Body", "Limits", "owner_of_parameter", "owner_of_verb"]
 
 BUILTIN: Final[tuple[Extension, ...]] = (
     SIZE,
@@ -35,6 +36,7 @@ BUILTIN: Final[tuple[Extension, ...]] = (
     DSN,
     STARTTLS,
     AUTH,
+    LIMITS,
 )
 """What the server machine can offer, in the order its EHLO reply lists them."""
 

@@ -1,0 +1,75 @@
+"""LIMITS (RFC 9422) through both adapters: a client splits a transaction that would
+pass the server's RCPTMAX into several, the content sent again for each."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from peers import ADAPTERS, running_smtp_server
+from smtpcore.handler import Envelope, Handler, MessageReply, Session
+from smtpcore.smtp import Rcpt, Reply
+from test_adapters_client import module, run
+
+MESSAGE = b"Subject: many\r\n\r\nto many recipients\r\n"
+RECIPIENTS = [f"user{n}@pqr.example" for n in range(5)]
+
+
+class Sink(Handler):
+    def __init__(self) -> None:
+        self.messages: list[Envelope] = []
+
+    async def handle_rcpt(
+        self, session: Session, envelope: Envelope, command: Rcpt
+    ) -> Reply | None:
+        if command.recipient.local_part == "user3":
+            return Reply(550, "no such user", "5.1.1")
+        return Reply(250, "OK")
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        self.messages.append(envelope)
+        return None
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+def send(adapter: str, port: int, content: Any) -> Any:
+    async def go() -> Any:
+        async with module(adapter).SMTPClient("127.0.0.1", port) as client:
+            assert client.connection.extensions.limits.rcpt_max == 2
+            return await client.send_message(content, "a@abc.example", RECIPIENTS)
+
+    return run(adapter, go)
+
+
+def test_recipients_over_rcptmax_go_in_several_transactions(adapter: str) -> None:
+    handler = Sink()
+    with running_smtp_server(adapter, handler, limits=True, max_recipients=2) as server:
+        result = send(adapter, server.port, MESSAGE)
+        file_result = send(adapter, server.port, io.BytesIO(MESSAGE))
+    for outcome in (result, file_result):
+        assert [str(r.recipient) for r in outcome.recipients] == RECIPIENTS
+        assert [str(r.recipient) for r in outcome.refused] == ["user3@pqr.example"]
+        assert len(outcome.delivered) == 4
+    assert [len(m.recipients) for m in handler.messages] == [2, 1, 1] * 2
+    assert all(m.content == MESSAGE for m in handler.messages)
+
+
+def test_content_that_cannot_be_sent_twice_is_refused_before_mail(adapter: str) -> None:
+    def pieces() -> Iterator[bytes]:
+        yield MESSAGE
+
+    handler = Sink()
+    with (
+        running_smtp_server(adapter, handler, limits=True, max_recipients=2) as server,
+        pytest.raises(ValueError, match="LIMITS"),
+    ):
+        send(adapter, server.port, pieces())
+    assert handler.messages == []
