@@ -32,6 +32,7 @@ ALL_ON = {
     "binarymime": True,
     "auth_mechanisms": ["CRAM-MD5"],
     "limits": True,
+    "requiretls": True,
 }
 
 
@@ -57,7 +58,8 @@ def test_the_ehlo_reply_lists_every_entry_switched_on() -> None:
     conn = greeted(**ALL_ON)
     _, out = run(conn, EHLO)
     listed = [line[4:].split(" ")[0] for line in out.decode().splitlines()[1:]]
-    assert listed == [entry.keyword for entry in BUILTIN]
+    # REQUIRETLS needs TLS, STARTTLS its absence: see the REQUIRETLS tests below.
+    assert listed == [entry.keyword for entry in BUILTIN if entry.keyword != "REQUIRETLS"]
 
 
 # -- commands of an extension exist only while it is in force ----------------------------
@@ -192,3 +194,28 @@ def test_client_and_server_agree_on_owners(entry: Extension) -> None:
     for parameter in (*entry.mail_parameters, *entry.rcpt_parameters):
         found = owner_of_parameter(parameter.keyword)
         assert found is not None and found[0] is entry
+
+
+# -- REQUIRETLS (RFC 8689): an entry that needs TLS -------------------------------------
+
+
+def test_requiretls_is_offered_and_read_only_over_tls() -> None:
+    plain = greeted(requiretls=True)
+    _, out = run(plain, EHLO + b"MAIL FROM:<a@b.example> REQUIRETLS\r\n")
+    assert b"250 REQUIRETLS" not in out and b"250-REQUIRETLS" not in out
+    assert codes(out)[-1] == "555 5.5.4"
+    secure = greeted(requiretls=True, tls=True)
+    events, out = run(secure, EHLO + b"MAIL FROM:<a@b.example> REQUIRETLS\r\n")
+    assert b"250 REQUIRETLS\r\n" in out
+    assert codes(out)[-1] == "250 2.1.0"
+    mail = events[-1]
+    assert isinstance(mail, Mail) and "REQUIRETLS" in mail.params
+    _, out = run(secure, b"RSET\r\nMAIL FROM:<a@b.example> REQUIRETLS=yes\r\n")
+    assert codes(out)[-1] == "501 5.5.4"
+
+
+def test_the_client_sends_requiretls_only_where_offered() -> None:
+    with pytest.raises(LocalProtocolError, match="REQUIRETLS"):
+        _client(["PIPELINING"]).send(Mail(SENDER, {"REQUIRETLS": True}))
+    conn = _client(["REQUIRETLS"])
+    assert conn.send(Mail(SENDER, {"REQUIRETLS": True})).endswith(b" REQUIRETLS\r\n")

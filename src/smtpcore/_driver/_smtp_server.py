@@ -129,6 +129,9 @@ class ServerOptions:
     """Offer BINARYMIME (RFC 3030 §3) beside CHUNKING: binary content, sent with BDAT only."""
     limits: bool = False
     """Announce LIMITS (RFC 9422): ``RCPTMAX`` is ``max_recipients``."""
+    requiretls: bool = False
+    """Offer REQUIRETLS (RFC 8689) over TLS; the handler finds it in ``mail_params`` and
+    must then keep the message to verified TLS, or return it."""
     framing: FramingPolicy | None = None
     connection_factory: Callable[[ServerOptions], ServerConnection] | None = None
     """Builds the machine of each session, to set the machine options not listed here."""
@@ -179,6 +182,7 @@ class ServerOptions:
             dsn=self.dsn,
             binarymime=self.binarymime,
             limits=self.limits,
+            requiretls=self.requiretls,
             max_recipients=self.max_recipients,
             max_message_size=self.max_message_size,
             framing=self.framing,
@@ -708,6 +712,7 @@ class BaseSMTPServer(BaseListener[ServerSession]):
         dsn: bool = False,
         binarymime: bool = False,
         limits: bool = False,
+        requiretls: bool = False,
         framing: FramingPolicy | None = None,
         connection_factory: Callable[[ServerOptions], ServerConnection] | None = None,
         backlog: int = 1024,
@@ -731,6 +736,7 @@ class BaseSMTPServer(BaseListener[ServerSession]):
             dsn=dsn,
             binarymime=binarymime,
             limits=limits,
+            requiretls=requiretls,
             framing=framing,
             connection_factory=connection_factory,
             auth=auth,

@@ -141,6 +141,7 @@ class ServerConnection:
         binarymime: bool = False,
         size: bool = True,
         limits: bool = False,
+        requiretls: bool = False,
         dsn: bool = False,
         starttls: bool = False,
         tls: bool = False,
@@ -179,6 +180,7 @@ class ServerConnection:
         self.binarymime = binarymime
         self.size = size
         self.limits = limits
+        self.requiretls = requiretls
         self.dsn = dsn
         self.starttls = starttls
         self.require_tls = require_tls

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from smtpcore.smtp._ext.announced import DELIVERBY, FUTURERELEASE, MT_PRIORITY, REQUIRETLS
+from smtpcore.smtp._ext.announced import DELIVERBY, FUTURERELEASE, MT_PRIORITY
 from smtpcore.smtp._ext.auth import AUTH
 from smtpcore.smtp._ext.binarymime import BINARYMIME
 from smtpcore.smtp._ext.chunking import CHUNKING
@@ -18,6 +18,7 @@ from smtpcore.smtp._ext.eightbitmime import EIGHTBITMIME, Body
 from smtpcore.smtp._ext.enhancedstatuscodes import ENHANCEDSTATUSCODES
 from smtpcore.smtp._ext.limits import LIMITS, Limits
 from smtpcore.smtp._ext.pipelining import PIPELINING
+from smtpcore.smtp._ext.requiretls import REQUIRETLS
 from smtpcore.smtp._ext.size import SIZE
 from smtpcore.smtp._ext.smtputf8 import SMTPUTF8
 from smtpcore.smtp._ext.starttls import STARTTLS
@@ -37,10 +38,11 @@ BUILTIN: Final[tuple[Extension, ...]] = (
     STARTTLS,
     AUTH,
     LIMITS,
+    REQUIRETLS,
 )
 """What the server machine can offer, in the order its EHLO reply lists them."""
 
-KNOWN: Final[tuple[Extension, ...]] = (*BUILTIN, REQUIRETLS, MT_PRIORITY, DELIVERBY, FUTURERELEASE)
+KNOWN: Final[tuple[Extension, ...]] = (*BUILTIN, MT_PRIORITY, DELIVERBY, FUTURERELEASE)
 """Every extension the client checks parameters and commands against."""
 
 _PARAMETERS: Final[dict[str, tuple[Extension, Parameter[object]]]] = {

@@ -8,23 +8,11 @@ given to pass on. Their values are read just enough to be passed on intact.
 from __future__ import annotations
 
 import re
-from typing import Final, Literal
+from typing import Final
 
 from smtpcore.smtp._extension import Extension, Parameter, ParameterError
 
-__all__ = ["DELIVERBY", "FUTURERELEASE", "MT_PRIORITY", "REQUIRETLS"]
-
-
-def _bare(keyword: str) -> Parameter[Literal[True]]:
-    def parse(value: str | None) -> Literal[True]:
-        if value is not None:
-            raise ParameterError(f"{keyword} takes no value")
-        return True
-
-    def format(value: Literal[True]) -> None:
-        return None
-
-    return Parameter(keyword, parse, format)
+__all__ = ["DELIVERBY", "FUTURERELEASE", "MT_PRIORITY"]
 
 
 def _matching(keyword: str, pattern: str) -> Parameter[str]:
@@ -38,12 +26,6 @@ def _matching(keyword: str, pattern: str) -> Parameter[str]:
     return Parameter(keyword, parse, str)
 
 
-REQUIRETLS: Final = Extension(
-    "REQUIRETLS",
-    "RFC 8689",
-    "the message may be relayed only over verified TLS",
-    mail_parameters=(_bare("REQUIRETLS"),),
-)
 MT_PRIORITY: Final = Extension(
     "MT-PRIORITY",
     "RFC 6710",
