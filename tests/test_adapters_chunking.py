@@ -159,3 +159,16 @@ def test_known_size() -> None:
     assert known_size(b"abc") == 3
     assert known_size(io.BytesIO(b"abc")) is None  # no file descriptor
     assert known_size(iter([b"abc"])) is None
+
+
+def test_the_trace_shows_bdat_and_its_content(adapter: str) -> None:
+    lines: list[tuple[str, str]] = []
+    with running_smtp_server(adapter, Sink()) as s:
+        send(
+            adapter,
+            s,
+            b"Subject: t\r\n\r\nbody\r\n",
+            trace=lambda d, line: lines.append((d, line)),
+        )
+    sent = [line for direction, line in lines if direction == "C"]
+    assert "BDAT 20 LAST" in sent and "Subject: t" in sent and "." not in sent

@@ -84,6 +84,7 @@ def test_trace_shows_every_line_with_auth_masked(
             port,
             ssl_context=tls.client_context,
             trace=lambda direction, line: lines.append((direction, line)),
+            chunking=False,  # DATA, whose content and "." the trace shows line by line
             **credentials(mechanism),
         ) as client:
             await client.send_message(MESSAGE, USER, "bob@pqr.example")
