@@ -1,9 +1,9 @@
 """Exim as a peer, without installing it (the issue on extensions says why).
 
 Debian's Exim package conflicts with Postfix's, so nothing here installs it:
-``apt-get download`` fetches the .deb, ``dpkg -x`` unpacks it into a cache
-directory of the tests' own, and the binary runs with a configuration file
-the test writes (``exim -C FILE``). Exim looks up its compiled-in user
+``deb_peer.unpacked`` fetches and unpacks the .deb into a cache directory of
+the tests' own, and the binary runs with a configuration file the test
+writes (``exim -C FILE``). Exim looks up its compiled-in user
 ``Debian-exim`` and re-executes itself from ``/usr/sbin/exim4``; neither
 exists here, so each Exim process runs in a private mount namespace
 (``unshare --mount``) where a copy of ``/etc/passwd`` with that user and a
@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from deb_peer import unpacked
 from peers import LOOPBACK, RunningProcess, free_port, missing_peer, run_process, wait_for_port
 
 __all__ = ["Exim", "exim"]
@@ -38,30 +39,11 @@ _NAMESPACE_SCRIPT = (
 
 
 def _exim_binary() -> Path:
-    """The unpacked ``exim4`` binary, downloaded once into a cache directory."""
-    if os.geteuid() != 0:
-        missing_peer("Exim runs in a private mount namespace, which needs root")
-    for tool in ("apt-get", "dpkg", "unshare"):
-        if shutil.which(tool) is None:
-            missing_peer(f"{tool} is needed to fetch and run Exim")
-    cache = Path(tempfile.gettempdir()) / "smtpcore-peers" / "exim"
-    binary = cache / "root" / "usr" / "sbin" / "exim4"
-    if binary.is_file():
-        return binary
-    cache.mkdir(parents=True, exist_ok=True)
-    download = subprocess.run(
-        ["apt-get", "download", "exim4-daemon-light"],
-        cwd=cache,
-        capture_output=True,
-        timeout=300,
-    )
-    debs = sorted(cache.glob("exim4-daemon-light_*.deb"))
-    if download.returncode != 0 or not debs:
-        missing_peer(f"apt-get download exim4-daemon-light failed: {download.stderr!r}")
-    subprocess.run(["dpkg", "-x", str(debs[-1]), str(cache / "root")], check=True, timeout=120)
-    if not binary.is_file():
-        missing_peer("the exim4-daemon-light package holds no usr/sbin/exim4")
-    return binary
+    """The unpacked ``exim4`` binary."""
+    if shutil.which("unshare") is None:
+        missing_peer("unshare is needed to run Exim")
+    root = unpacked("exim", ["exim4-daemon-light"], "usr/sbin/exim4")
+    return root / "usr" / "sbin" / "exim4"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ the commands already received are answered (RFC 2920 §3.1).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
@@ -39,6 +40,7 @@ from smtpcore.handler import (
     Recipient,
     Session,
 )
+from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
 from smtpcore.sasl import SERVER_MECHANISMS
 from smtpcore.smtp import (
     Auth,
@@ -144,7 +146,15 @@ class ServerOptions:
     """Refuse ``MAIL`` with ``530 5.7.0`` until AUTH succeeds (a submission server)."""
     max_auth_failures: int = 3
     """Failed AUTH attempts per session; the next one gets ``421 4.7.0`` and a close."""
+    proxy_protocol_from: Sequence[str] = ()
+    """Read HAProxy's PROXY protocol header (v1 or v2, :mod:`smtpcore.proxy`) before the
+    greeting and take the client's address from it. Each connection must come from
+    one of these addresses or networks (``"127.0.0.1"``, ``"10.0.0.0/8"``) and start
+    with a valid header; any other is closed at once."""
     auth_mechanisms: Mapping[str, MechanismFactory] = field(init=False, repr=False, compare=False)
+    proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        init=False, repr=False, compare=False
+    )
     """The mechanisms offered, by name, as ``auth`` gives them."""
 
     def __post_init__(self) -> None:
@@ -160,6 +170,8 @@ class ServerOptions:
         else:
             mechanisms = {name.upper(): factory for name, factory in (auth or {}).items()}
         object.__setattr__(self, "auth_mechanisms", mechanisms)
+        networks = tuple(ipaddress.ip_network(n, strict=False) for n in self.proxy_protocol_from)
+        object.__setattr__(self, "proxy_networks", networks)
         if self.require_auth and not mechanisms:
             raise ValueError("require_auth needs auth")
         in_plaintext = [
@@ -193,6 +205,19 @@ class ServerOptions:
             require_auth=self.require_auth,
             max_auth_failures=self.max_auth_failures,
         )
+
+
+def _trusted_proxy(
+    peer: tuple[str, int] | None,
+    networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> bool:
+    if peer is None:
+        return False
+    try:
+        address = ipaddress.ip_address(peer[0])
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 class ServerState(SessionRegistry["ServerSession"]):
@@ -267,6 +292,8 @@ class ServerSession(ServedSession):
     async def _serve(self) -> None:
         conn = self.conn
         timeouts = self.options.timeouts
+        if self.options.proxy_networks:
+            await self._proxy_header()
         if self.options.tls_on_connect:
             await self._handshake()
             conn.tls = True
@@ -548,6 +575,29 @@ class ServerSession(ServedSession):
         self.session.authenticated = None
         self._auth = ServerAuth(self.options.auth_mechanisms)
 
+    async def _proxy_header(self) -> None:
+        """The PROXY header a trusted proxy opens the connection with; the client it
+        names becomes the session's peer. Read to its last octet and not one more
+        (what follows may be a TLS handshake), within the greeting timeout."""
+        peer = self.transport.peer_address
+        if not _trusted_proxy(peer, self.options.proxy_networks):
+            logger.info("connection from %s, which is not a trusted proxy: closed", peer)
+            raise ConnectionLost
+        data = b""
+        try:
+            async with self.transport.deadline(self.options.timeouts.greeting):
+                while not isinstance(header := parse_proxy_header(data), ProxyHeader):
+                    chunk = await self.transport.receive_some(header)
+                    if not chunk:
+                        raise ConnectionLost
+                    data += chunk
+        except (ProxyProtocolError, OSError, TimeoutError) as exc:
+            logger.info("bad PROXY header from %s: %s", peer, exc or "timeout")
+            raise ConnectionLost from None
+        if header.source is not None:
+            self.session.peer = header.source
+            self.session.local = header.destination
+
     async def _handshake(self) -> None:
         context = self.options.ssl_context
         assert context is not None
@@ -713,6 +763,7 @@ class BaseSMTPServer(BaseListener[ServerSession]):
         binarymime: bool = False,
         limits: bool = False,
         requiretls: bool = False,
+        proxy_protocol_from: Sequence[str] = (),
         framing: FramingPolicy | None = None,
         connection_factory: Callable[[ServerOptions], ServerConnection] | None = None,
         backlog: int = 1024,
@@ -737,6 +788,7 @@ class BaseSMTPServer(BaseListener[ServerSession]):
             binarymime=binarymime,
             limits=limits,
             requiretls=requiretls,
+            proxy_protocol_from=proxy_protocol_from,
             framing=framing,
             connection_factory=connection_factory,
             auth=auth,

@@ -1,0 +1,177 @@
+"""The PROXY protocol header (HAProxy's proxy-protocol.txt, versions 1 and 2), sans I/O.
+
+A proxy in front of a server (HAProxy with ``send-proxy`` or
+``send-proxy-v2``) opens each connection with one header that tells the
+server who the client really is. :func:`parse_proxy_header` reads it from
+the first bytes of a connection: it returns the :class:`ProxyHeader`, or how
+many more bytes it needs at least, so a caller can read exactly the header
+and not a byte of what follows; a malformed header raises
+:class:`ProxyProtocolError`. Version 1 is one text line of at most 107
+octets (``PROXY TCP4 src dst sport dport``, TCP6 or UNKNOWN); version 2 a
+binary block with a 12-octet signature, addresses of the INET, INET6 or
+UNIX family, and type-length-value fields (TLVs) after them.
+
+Only headers from a proxy the server trusts may be believed: anyone can
+write one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["ProxyHeader", "ProxyProtocolError", "parse_proxy_header"]
+
+V1_PREFIX: Final = b"PROXY "
+V1_MAX: Final = 107
+"""The longest version 1 line, CRLF included (proxy-protocol.txt §2.1)."""
+V2_SIGNATURE: Final = b"\r\n\r\n\x00\r\nQUIT\n"
+_V2_FIXED: Final = 16
+_PORT: Final = re.compile(r"0|[1-9][0-9]{0,4}")
+_ADDRESS_LENGTHS: Final = {1: 12, 2: 36, 3: 216}
+"""Version 2 family -> the octets of its address block (INET, INET6, UNIX)."""
+
+
+class ProxyProtocolError(ValueError):
+    """A header that breaks the PROXY protocol: close the connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyHeader:
+    """What a PROXY header says about the connection.
+
+    ``source`` and ``destination`` are ``(address, port)`` for TCP over
+    IPv4 or IPv6, or ``(path, 0)`` for a Unix socket; both are None when the
+    proxy did not say (version 1 ``UNKNOWN``, a version 2 ``LOCAL``
+    connection such as the proxy's own health check, or an unspecified
+    family): the connection's own addresses then stand. ``tlvs`` are the
+    version 2 type-length-value fields, in order.
+    """
+
+    version: int
+    source: tuple[str, int] | None
+    destination: tuple[str, int] | None
+    length: int
+    """The octets of the header: what follows it is the client's."""
+    local: bool = False
+    """A version 2 LOCAL command: the proxy speaking for itself."""
+    tlvs: tuple[tuple[int, bytes], ...] = ()
+
+
+def parse_proxy_header(data: bytes) -> ProxyHeader | int:
+    """The header at the start of ``data``, or how many more octets it needs at least.
+
+    Raises :class:`ProxyProtocolError` as soon as ``data`` cannot be the
+    start of a header.
+    """
+    if len(data) < len(V1_PREFIX):
+        if not (V1_PREFIX.startswith(data) or V2_SIGNATURE.startswith(data)):
+            raise ProxyProtocolError("not a PROXY protocol header")
+        return len(V1_PREFIX) - len(data)
+    if data.startswith(V1_PREFIX):
+        return _parse_v1(data)
+    if V2_SIGNATURE.startswith(data[: len(V2_SIGNATURE)]):
+        return _parse_v2(data)
+    raise ProxyProtocolError("not a PROXY protocol header")
+
+
+def _parse_v1(data: bytes) -> ProxyHeader | int:
+    end = data.find(b"\r\n", 0, V1_MAX)
+    if end < 0:
+        if len(data) >= V1_MAX or b"\n" in data[:V1_MAX]:
+            raise ProxyProtocolError("PROXY v1 line without CRLF within 107 octets")
+        return 1
+    try:
+        line = data[:end].decode("ascii")
+    except UnicodeDecodeError:
+        raise ProxyProtocolError("PROXY v1 line is not ASCII") from None
+    words = line.split(" ")
+    length = end + 2
+    if words[1:2] == ["UNKNOWN"]:
+        return ProxyHeader(1, None, None, length)
+    if len(words) != 6 or words[1] not in ("TCP4", "TCP6"):
+        raise ProxyProtocolError(f"malformed PROXY v1 line {line!r}")
+    _, family, source, destination, source_port, destination_port = words
+    version = 4 if family == "TCP4" else 6
+    return ProxyHeader(
+        1,
+        (_ip(source, version), _port(source_port)),
+        (_ip(destination, version), _port(destination_port)),
+        length,
+    )
+
+
+def _ip(text: str, version: int) -> str:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise ProxyProtocolError(f"not an IP address: {text!r}") from None
+    if address.version != version:
+        raise ProxyProtocolError(f"not an IPv{version} address: {text!r}")
+    return str(address)
+
+
+def _port(text: str) -> int:
+    if not _PORT.fullmatch(text) or int(text) > 65535:
+        raise ProxyProtocolError(f"not a port: {text!r}")
+    return int(text)
+
+
+def _parse_v2(data: bytes) -> ProxyHeader | int:
+    if len(data) < _V2_FIXED:
+        return _V2_FIXED - len(data)
+    version_command, family_transport, size = struct.unpack_from("!BBH", data, 12)
+    if version_command >> 4 != 2:
+        raise ProxyProtocolError("PROXY v2 header of another version")
+    command = version_command & 0x0F
+    if command > 1:
+        raise ProxyProtocolError(f"unknown PROXY v2 command {command}")
+    length = _V2_FIXED + int(size)
+    if len(data) < length:
+        return length - len(data)
+    family, transport = family_transport >> 4, family_transport & 0x0F
+    if family > 3 or transport > 2:
+        raise ProxyProtocolError("unknown PROXY v2 address family or transport")
+    body = data[_V2_FIXED:length]
+    address_length = _ADDRESS_LENGTHS.get(family, 0)
+    if len(body) < address_length:
+        raise ProxyProtocolError("PROXY v2 address block too short for its family")
+    tlvs = _tlvs(body[address_length:])
+    if command == 0:  # LOCAL: the proxy's own connection; the block is ignored
+        return ProxyHeader(2, None, None, length, local=True, tlvs=tlvs)
+    if family == 0 or transport == 0:
+        return ProxyHeader(2, None, None, length, tlvs=tlvs)
+    source, destination = _addresses(family, body[:address_length])
+    return ProxyHeader(2, source, destination, length, tlvs=tlvs)
+
+
+def _addresses(family: int, block: bytes) -> tuple[tuple[str, int], tuple[str, int]]:
+    if family == 3:
+        return (_unix_path(block[:108]), 0), (_unix_path(block[108:216]), 0)
+    size = 4 if family == 1 else 16
+    source = str(ipaddress.ip_address(block[:size]))
+    destination = str(ipaddress.ip_address(block[size : 2 * size]))
+    source_port, destination_port = struct.unpack_from("!HH", block, 2 * size)
+    return (source, source_port), (destination, destination_port)
+
+
+def _unix_path(raw: bytes) -> str:
+    return raw.split(b"\x00", 1)[0].decode("utf-8", "replace")
+
+
+def _tlvs(data: bytes) -> tuple[tuple[int, bytes], ...]:
+    found = []
+    offset = 0
+    while offset < len(data):
+        if len(data) - offset < 3:
+            raise ProxyProtocolError("PROXY v2 TLV cut short")
+        kind, size = struct.unpack_from("!BH", data, offset)
+        offset += 3
+        if len(data) - offset < size:
+            raise ProxyProtocolError("PROXY v2 TLV longer than the header")
+        found.append((kind, data[offset : offset + size]))
+        offset += size
+    return tuple(found)

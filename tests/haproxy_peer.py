@@ -1,0 +1,58 @@
+"""HAProxy as a peer, unpacked from its Debian package (see deb_peer.py): installing
+it would start a system service."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from deb_peer import library_path, unpacked
+from peers import LOOPBACK, free_port, run_process, wait_for_port
+
+__all__ = ["haproxy"]
+
+_PACKAGES = ["haproxy", "liblua5.3-0", "libopentracing-c-wrapper0", "libopentracing1"]
+
+_CONFIG = """\
+global
+  maxconn 100
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend v1
+  bind {loopback}:{v1_port}
+  default_backend send_proxy
+frontend v2
+  bind {loopback}:{v2_port}
+  default_backend send_proxy_v2
+backend send_proxy
+  server smtp {loopback}:{server_port} send-proxy
+backend send_proxy_v2
+  server smtp {loopback}:{server_port} send-proxy-v2
+"""
+
+
+@contextlib.contextmanager
+def haproxy(server_port: int) -> Iterator[tuple[int, int]]:
+    """HAProxy in front of ``server_port`` for the block: the ports where it sends
+    a version 1 and a version 2 PROXY header before relaying a connection."""
+    root = unpacked("haproxy", _PACKAGES, "usr/sbin/haproxy")
+    v1_port, v2_port = free_port(), free_port()
+    with tempfile.TemporaryDirectory(prefix="smtpcore-haproxy-") as name:
+        config = Path(name) / "haproxy.cfg"
+        config.write_text(
+            _CONFIG.format(
+                loopback=LOOPBACK, v1_port=v1_port, v2_port=v2_port, server_port=server_port
+            )
+        )
+        env = {**os.environ, "LD_LIBRARY_PATH": library_path(root)}
+        argv = [str(root / "usr/sbin/haproxy"), "-db", "-f", str(config)]
+        with run_process(argv, env=env) as process:
+            wait_for_port(LOOPBACK, v1_port, 20.0, process=process)
+            wait_for_port(LOOPBACK, v2_port, 20.0, process=process)
+            yield v1_port, v2_port

@@ -1,0 +1,107 @@
+"""The PROXY protocol option of the server adapters (proxy_protocol_from): the
+client's address comes from a trusted proxy's header; anything else is closed.
+HAProxy in front of our server with send-proxy and send-proxy-v2."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+
+from haproxy_peer import haproxy
+from peers import ADAPTERS, running_smtp_server
+from smtpcore.handler import Handler, Session
+from smtpcore.smtp import Reply
+
+
+class Recorder(Handler):
+    def __init__(self) -> None:
+        self.peers: list[tuple[str, int] | None] = []
+
+    async def handle_connect(self, session: Session) -> Reply | None:
+        self.peers.append(session.peer)
+        return None
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+def greeting_after(port: int, header: bytes) -> bytes:
+    """Send ``header``, then read what the server says (b"" if it closed, or reset the
+    connection for the bytes it left unread)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(header)
+        data = b""
+        try:
+            while not data.endswith(b"\r\n"):
+                chunk = sock.recv(1024)
+                if not chunk:
+                    break
+                data += chunk
+        except ConnectionResetError:
+            return b""
+        if data:
+            sock.sendall(b"QUIT\r\n")
+            sock.recv(1024)
+        return data
+
+
+V2 = (
+    b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c"
+    + socket.inet_aton("203.0.113.9")
+    + socket.inet_aton("127.0.0.1")
+    + struct.pack("!HH", 51000, 25)
+)
+
+
+def test_the_peer_comes_from_the_header(adapter: str) -> None:
+    handler = Recorder()
+    with running_smtp_server(adapter, handler, proxy_protocol_from=["127.0.0.0/8"]) as server:
+        v1 = b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 25\r\n"
+        assert greeting_after(server.port, v1).startswith(b"220 ")
+        assert greeting_after(server.port, V2).startswith(b"220 ")
+        assert greeting_after(server.port, b"PROXY UNKNOWN\r\n").startswith(b"220 ")
+    assert handler.peers[:2] == [("192.0.2.7", 40000), ("203.0.113.9", 51000)]
+    assert handler.peers[2] is not None and handler.peers[2][0] == "127.0.0.1"  # its own
+
+
+@pytest.mark.parametrize("header", [b"EHLO a.example\r\n", b"PROXY TCP4 1.2.3.4\r\n", b"PROXY "])
+def test_a_bad_header_closes_the_connection(adapter: str, header: bytes) -> None:
+    handler = Recorder()
+    with running_smtp_server(adapter, handler, proxy_protocol_from=["127.0.0.1"]) as server:
+        if header == b"PROXY ":
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(header)
+                sock.shutdown(socket.SHUT_WR)  # and nothing more
+                assert sock.recv(1024) == b""
+        else:
+            assert greeting_after(server.port, header) == b""
+    assert handler.peers == []
+
+
+def test_a_connection_not_from_a_trusted_proxy_is_closed(adapter: str) -> None:
+    handler = Recorder()
+    with running_smtp_server(adapter, handler, proxy_protocol_from=["10.0.0.0/8"]) as server:
+        assert greeting_after(server.port, b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 25\r\n") == b""
+    assert handler.peers == []
+
+
+def test_haproxy_in_front(adapter: str) -> None:
+    handler = Recorder()
+    with (
+        running_smtp_server(adapter, handler, proxy_protocol_from=["127.0.0.1"]) as server,
+        haproxy(server.port) as (v1_port, v2_port),
+    ):
+        clients = []
+        for port in (v1_port, v2_port):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                clients.append(sock.getsockname())
+                assert sock.recv(1024).startswith(b"220 ")
+                sock.sendall(b"QUIT\r\n")
+                assert sock.recv(1024).startswith(b"221 ")
+    # The checks that HAProxy listens made connections too, in any order.
+    assert {tuple(address) for address in clients} <= set(handler.peers)

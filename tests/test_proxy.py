@@ -1,0 +1,128 @@
+"""The PROXY protocol header parser (smtpcore.proxy): v1 text, v2 binary, read exactly."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
+
+SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def v2(
+    command: int,
+    family: int,
+    block: bytes,
+    tlvs: list[tuple[int, bytes]] = (),  # type: ignore[assignment]  # a read-only default
+    transport: int = 1,
+) -> bytes:
+    tail = block + b"".join(struct.pack("!BH", kind, len(value)) + value for kind, value in tlvs)
+    return (
+        SIGNATURE + struct.pack("!BBH", 0x20 | command, family << 4 | transport, len(tail)) + tail
+    )
+
+
+def read_exactly(header: bytes, after: bytes = b"") -> ProxyHeader:
+    """Feed as a careful reader does: only as many more octets as the parser asks."""
+    stream = header + after
+    data = b""
+    while not isinstance(result := parse_proxy_header(data), ProxyHeader):
+        assert result >= 1
+        data += stream[len(data) : len(data) + result]
+        assert len(data) <= len(header)  # never a byte past the header
+    assert result.length == len(header) == len(data)
+    return result
+
+
+def test_v1_tcp4_tcp6_and_unknown() -> None:
+    header = read_exactly(b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 25\r\n", b"EHLO x\r\n")
+    assert header.source == ("192.0.2.7", 40000)
+    assert header.destination == ("198.51.100.1", 25)
+    header = read_exactly(b"PROXY TCP6 2001:DB8::7 2001:db8::1 1 65535\r\n")
+    assert header.source == ("2001:db8::7", 1) and header.version == 1
+    header = read_exactly(b"PROXY UNKNOWN ffff::1 ::1 1 2\r\n")
+    assert header.source is None and header.destination is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"EHLO a.example\r\n",
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 40000\r\n",
+        b"PROXY TCP4 2001:db8::1 198.51.100.1 1 2\r\n",
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 040000 25\r\n",
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 65536 25\r\n",
+        b"PROXY TCP4 192.0.2.07 198.51.100.1 1 25\r\n",
+        b"PROXY TCP5 192.0.2.7 198.51.100.1 1 25\r\n",
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 1 25\n",
+        b"PROXY " + b"x" * 120,
+        v2(2, 1, bytes(12)),
+        SIGNATURE + b"\x11\x11\x00\x0c" + bytes(12),  # version 1 in a v2 header
+        v2(1, 1, bytes(8)),  # INET block cut short
+        SIGNATURE + b"\x21\x11\x00\x11" + bytes(12) + b"\x01\x00\x05ab",  # TLV past the end
+    ],
+)
+def test_malformed_headers_raise(data: bytes) -> None:
+    with pytest.raises(ProxyProtocolError):
+        parse_proxy_header(data)
+
+
+def test_v2_local_and_unspecified() -> None:
+    header = read_exactly(v2(0, 1, bytes(12)))
+    assert header.local and header.source is None
+    header = read_exactly(v2(1, 0, b"", transport=0))
+    assert not header.local and header.source is None
+
+
+def test_v2_unix() -> None:
+    block = b"/run/client.sock".ljust(108, b"\x00") + b"/run/smtp.sock".ljust(108, b"\x00")
+    header = read_exactly(v2(1, 3, block))
+    assert header.source == ("/run/client.sock", 0)
+    assert header.destination == ("/run/smtp.sock", 0)
+
+
+ports = st.integers(0, 65535)
+tlvs = st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=40)), max_size=4)
+
+
+@given(st.ip_addresses(v=4), st.ip_addresses(v=4), ports, ports, tlvs)
+def test_v2_inet_round_trip(
+    source: ipaddress.IPv4Address,
+    destination: ipaddress.IPv4Address,
+    source_port: int,
+    destination_port: int,
+    fields: list[tuple[int, bytes]],
+) -> None:
+    block = source.packed + destination.packed + struct.pack("!HH", source_port, destination_port)
+    header = read_exactly(v2(1, 1, block, fields), b"220 after")
+    assert header.source == (str(source), source_port)
+    assert header.destination == (str(destination), destination_port)
+    assert list(header.tlvs) == fields
+
+
+@given(st.ip_addresses(v=6), st.ip_addresses(v=6), ports, ports)
+def test_v1_and_v2_inet6_agree(
+    source: ipaddress.IPv6Address,
+    destination: ipaddress.IPv6Address,
+    source_port: int,
+    destination_port: int,
+) -> None:
+    line = f"PROXY TCP6 {source} {destination} {source_port} {destination_port}\r\n"
+    block = source.packed + destination.packed + struct.pack("!HH", source_port, destination_port)
+    one, two = read_exactly(line.encode()), read_exactly(v2(1, 2, block))
+    assert (one.source, one.destination) == (two.source, two.destination)
+    assert one.source == (str(source), source_port)
+
+
+@given(st.binary(max_size=40))
+def test_any_bytes_give_a_header_a_count_or_an_error(data: bytes) -> None:
+    try:
+        result = parse_proxy_header(data)
+    except ProxyProtocolError:
+        return
+    assert isinstance(result, ProxyHeader) or result >= 1
