@@ -10,15 +10,23 @@ cannot be answered with 235.
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import importlib
+from typing import Any
 
+import pytest
+import trio
+
+from peers import ADAPTERS, running_smtp_server
 from smtp_helpers import EHLO, ENVELOPE, codes, content_of, greeted, run
 from smtpcore import LocalProtocolError
+from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import (
     AuthResponse,
     BadCommand,
     ConnectionClosed,
     EndOfMessage,
+    Rcpt,
     Reply,
     State,
 )
@@ -145,3 +153,44 @@ def test_a_cancelled_auth_cannot_be_accepted(answer: Reply) -> None:
     assert not conn.authenticated
     assert conn.send(Reply(501, "cancelled")).startswith(b"501 5.")
     assert conn.state is State.READY and not conn.authenticated
+
+
+# -- end to end: a pipelining client with more recipients than the server takes --------
+
+
+class _Collect(Handler):
+    def __init__(self) -> None:
+        self.messages: list[Envelope] = []
+
+    async def handle_rcpt(
+        self, session: Session, envelope: Envelope, command: Rcpt
+    ) -> Reply | None:
+        return Reply(250, "OK")
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        self.messages.append(envelope)
+        return None
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_the_first_100_of_121_pipelined_recipients_get_the_message(adapter: str) -> None:
+    handler = _Collect()
+    module: Any = importlib.import_module(f"smtpcore.{adapter}")
+    recipients = [f"r{n}@pqr.example" for n in range(121)]
+    with running_smtp_server(adapter, handler) as server:
+
+        async def send() -> Any:
+            return await module.send_message(
+                b"Subject: many\r\n\r\nhi\r\n",
+                "john@abc.example",
+                recipients,
+                host=server.host,
+                port=server.port,
+            )
+
+        result = asyncio.run(send()) if adapter == "asyncio" else trio.run(send)
+    assert [str(r.recipient) for r in result.delivered] == recipients[:100]
+    assert {r.reply.code for r in result.refused if r.reply is not None} == {452}
+    assert len(result.refused) == 21
+    [envelope] = handler.messages
+    assert [str(r.mailbox) for r in envelope.recipients] == recipients[:100]
