@@ -689,7 +689,9 @@ class BaseSMTPClient(BaseClient):
         transport = self._transport
         if transport is None or conn.pending:
             return
-        while (data := transport.receive_nowait(_CHUNK)) is not None:
+        # A stand-in for a Link (a wrapper that shows the wire) may not have it.
+        receive_nowait = getattr(transport, "receive_nowait", None)
+        while receive_nowait is not None and (data := receive_nowait(_CHUNK)) is not None:
             if self._trace is not None:
                 self._trace.received(data)
             conn.receive_data(data)
