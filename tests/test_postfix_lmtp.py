@@ -15,6 +15,7 @@ import os
 import pwd
 import shutil
 import smtplib
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -118,10 +119,14 @@ def adapter(request: pytest.FixtureRequest) -> str:
 @contextlib.contextmanager
 def private_postfix(socket_path: Path, port: int) -> Iterator[Path]:
     """A Postfix instance of this test's own, relaying everything to ``socket_path``."""
-    master = require_program("master")
-    daemons = str(Path(master).parent)
-    if not Path(daemons, "lmtp").exists():
-        missing_peer(f"{master} is not Postfix's master")
+    postconf = require_program("postconf")
+    found = subprocess.run(
+        [postconf, "-d", "-h", "daemon_directory"], capture_output=True, text=True, check=False
+    )
+    daemons = found.stdout.strip()
+    master = str(Path(daemons, "master"))
+    if found.returncode != 0 or not Path(daemons, "lmtp").exists():
+        missing_peer(f"no Postfix daemons where postconf says ({daemons!r})")
     if os.geteuid() != 0:
         missing_peer("a private Postfix needs root (its daemons run as the postfix user)")
     try:
