@@ -456,3 +456,28 @@ def test_quit_after_a_broken_session_closes_without_raising(adapter: str) -> Non
 
         run(adapter, go)
         server.join()
+
+
+def test_an_smtputf8_message_to_a_server_without_it_is_refused_before_mail(adapter: str) -> None:
+    """The caller asks for SMTPUTF8 (UTF-8 in the header, say): the message needs the
+    extension even with ASCII addresses (RFC 6531 §3.2)."""
+
+    async def attempt(port: int) -> Any:
+        mod = module(adapter)
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            with pytest.raises(mod.ExtensionNotOffered) as refused:
+                await client.send_message(
+                    MESSAGE, "a@abc.example", "bob@pqr.example", mail_params={"SMTPUTF8": None}
+                )
+            await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+            return refused.value
+
+    with scripted_server(_no_extensions) as server:
+        error = run(adapter, lambda: attempt(server.port))
+        server.join()
+    assert (error.keyword, error.extension, error.code, str(error.status)) == (
+        "SMTPUTF8",
+        "SMTPUTF8",
+        553,
+        "5.6.7",
+    )

@@ -383,3 +383,15 @@ def test_a_reply_written_while_the_client_is_idle_ends_the_session(
         thread.join(10)
         listener.close()
     assert [line[:4] for line in seen] == [b"EHLO"]  # no MAIL was paired with it
+
+
+def test_a_session_that_would_wait_on_an_event_loop_is_refused() -> None:
+    import asyncio
+
+    from smtpcore._driver._blocking import run
+
+    async def waits() -> None:
+        await asyncio.sleep(0)
+
+    with pytest.raises(RuntimeError, match="event loop"):
+        run(waits())
