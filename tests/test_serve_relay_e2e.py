@@ -121,3 +121,32 @@ def test_serve_refuses_relay_to_internal_address_literals_by_default(tmp_path: P
     assert server.connections == 0
     (bounce,) = abc.mailbox("john@abc.example")
     assert b"Status: 5.4.4" in bounce
+
+
+def test_serve_accepts_a_utf8_orcpt_under_smtputf8_and_reports_per_rfc_6533(
+    tmp_path: Path,
+) -> None:
+    with serve(
+        tmp_path / "abc",
+        "abc.example",
+        ["john@abc.example:john-pw", "mary@abc.example:mary-pw"],
+        listeners=("submission",),
+    ) as abc:
+        with smtplib.SMTP(LOOPBACK, abc.ports["submission"], timeout=10) as smtp:
+            smtp.login("john@abc.example", "john-pw")
+            refused = smtp.sendmail(
+                "john@abc.example",
+                ["mary@abc.example"],
+                "Subject: grüße\r\n\r\nhallo\r\n".encode(),
+                mail_options=["SMTPUTF8", "BODY=8BITMIME"],
+                rcpt_options=["NOTIFY=SUCCESS", "ORCPT=utf-8;jösé@abc.example"],
+            )
+            assert refused == {}
+        _until(lambda: bool(abc.mailbox("john@abc.example")), "the success report", abc)
+        assert abc.stop() == 0
+    (report,) = abc.mailbox("john@abc.example")
+    text = report.decode("utf-8")
+    assert "Content-Type: message/global-delivery-status" in text
+    assert "Content-Type: message/global-headers" in text
+    assert "Original-Recipient: utf-8; jösé@abc.example" in text
+    assert "Action: delivered" in text and "\\x" not in text

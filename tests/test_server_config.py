@@ -177,8 +177,9 @@ def test_bounce_is_a_delivery_status_report() -> None:
     assert message["To"] == "john@abc.example" and message["Auto-Submitted"] == "auto-replied"
     text, status, returned = message.iter_parts()
     assert "nobody@pqr.example" in text.get_content()
-    assert status.get_content_type() == "message/delivery-status"
-    report = raw.split(b"Content-Type: message/delivery-status", 1)[1].decode()
+    # A UTF-8 address makes it an RFC 6533 report.
+    assert status.get_content_type() == "message/global-delivery-status"
+    report = raw.split(b"Content-Type: message/global-delivery-status", 1)[1].decode()
     assert "Reporting-MTA: dns; mx.abc.example" in report
     assert (
         "Final-Recipient: rfc822; nobody@pqr.example\r\nAction: failed\r\nStatus: 5.1.1" in report
@@ -187,7 +188,7 @@ def test_bounce_is_a_delivery_status_report() -> None:
     assert "Diagnostic-Code: smtp; 550 5.1.1 no such user" in report
     assert "Final-Recipient: utf-8; jörg@pqr.example" in report
     assert "Diagnostic-Code: x-local; message expired" in report
-    assert returned.get_content_type() == "message/rfc822"
+    assert returned.get_content_type() == "message/global"
     assert ORIGINAL in raw
 
 

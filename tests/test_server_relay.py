@@ -495,3 +495,73 @@ def test_mx_hosts_on_internal_addresses_bounce_without_a_connection(tmp_path: Pa
     assert server.connections == 0
     (raw,) = relay.reports()
     assert b"Status: 5.4.4" in raw and b"internal addresses" in raw
+
+
+# -- RFC 6533 reports ----------------------------------------------------------------------
+
+
+def _report(**options: object) -> bytes:
+    from smtpcore.server.bounce import ReportedRecipient, build_bounce
+
+    defaults: dict[str, object] = {
+        "reporting_mta": "mx.abc.example",
+        "recipient": "john@abc.example",
+        "queue_id": "Q1",
+        "arrival": 0.0,
+        "now": 60.0,
+        "failed": [ReportedRecipient("b@pqr.example", "5.1.1", "550 5.1.1 jösé unknown")],
+        "original": "Subject: grüße\r\n\r\nbody\r\n".encode(),
+    }
+    return build_bounce(**{**defaults, **options})  # type: ignore[arg-type]  # the table
+
+
+def test_a_report_on_smtputf8_mail_is_global_with_raw_utf8() -> None:
+    from smtpcore.server.bounce import ReportedRecipient
+
+    failed = [
+        ReportedRecipient(
+            "jösé@pqr.example",
+            "5.1.1",
+            "550 5.1.1 <jösé@pqr.example> unknown",
+            original_recipient="utf-8;jösé@pqr.example",
+        ),
+        ReportedRecipient(
+            "b@pqr.example",
+            "5.1.1",
+            "550 no",
+            original_recipient="utf-8;j\\x{F6}s\\x{E9}@x.example",
+        ),
+    ]
+    raw = _report(failed=failed, utf8=True, headers_only=True)
+    text = raw.decode("utf-8")
+    assert "Content-Type: message/global-delivery-status" in text
+    assert "Content-Type: message/global-headers" in text
+    assert "Final-Recipient: utf-8; jösé@pqr.example" in text
+    assert "Original-Recipient: utf-8; jösé@pqr.example" in text
+    assert "Original-Recipient: utf-8; jösé@x.example" in text
+    assert "Diagnostic-Code: x-local; 550 5.1.1 <jösé@pqr.example> unknown" in text
+    assert "\\xf6" not in text and "\\x{" not in text
+
+
+def test_an_ascii_report_writes_utf8_as_rfc_6533_escapes_never_python_ones() -> None:
+    raw = _report()
+    assert b"Content-Type: message/delivery-status" in raw
+    assert b"Content-Type: message/rfc822" in raw
+    assert b"Diagnostic-Code: x-local; 550 5.1.1 j\\x{F6}s\\x{E9} unknown" in raw
+    assert b"\\xf6" not in raw
+
+
+def test_a_bounce_of_smtputf8_mail_through_the_relay_is_global(tmp_path: Path) -> None:
+    with remote(smtputf8=True, rcpt_replies={"jösé@pqr.example": b"550 5.1.1 unknown"}) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(
+            [QueuedRecipient("jösé@pqr.example", orcpt="utf-8;jösé@pqr.example")],
+            params=(("SMTPUTF8", None),),
+        )
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+    (raw,) = relay.reports()
+    text = raw.decode("utf-8")
+    assert "Content-Type: message/global-delivery-status" in text
+    assert "Final-Recipient: utf-8; jösé@pqr.example" in text
+    assert "Original-Recipient: utf-8; jösé@pqr.example" in text
+    assert "ORCPT" not in server.mail_lines[0].decode()  # no DSN offered: nothing passed on

@@ -424,6 +424,7 @@ class _MailHandler(Handler):
             reported=reported,
             original=header,
             envid=envelope.mail_params.get("ENVID"),
+            utf8="SMTPUTF8" in envelope.mail_params,
         )
         try:
             await worker.send_report(accepted.queue_id, sender, report, "success")

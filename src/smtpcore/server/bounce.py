@@ -4,7 +4,10 @@ A report is a ``multipart/report`` message (RFC 6522) of report type
 ``delivery-status`` (RFC 3464): a text part for people, a
 ``message/delivery-status`` part for programs, and the message (or only
 its header: when it is large, when the sender asked ``RET=HDRS``, and
-always in a success report, RFC 3461 §4.3). It goes to the original sender
+always in a success report, RFC 3461 §4.3). A report on an
+internationalised message (SMTPUTF8, or a UTF-8 address) follows RFC 6533:
+``message/global-delivery-status`` with UTF-8 fields, ``message/global``
+or ``message/global-headers``, and addresses in ``utf-8;`` form. It goes to the original sender
 with the null reverse path, so that it can never cause a report of its own
 (RFC 5321 §4.5.5); mail that arrived with the null sender gets none.
 """
@@ -18,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
-from smtpcore.smtp import decode_xtext
+from smtpcore.smtp import OriginalRecipient, decode_xtext
 
 __all__ = [
     "FailedRecipient",
@@ -58,17 +61,51 @@ FailedRecipient = ReportedRecipient
 """What a bounce lists: a :class:`ReportedRecipient` whose action is ``failed``."""
 
 
-def _one_line(text: str, limit: int = 900) -> str:
-    """Text fit for one header field: ASCII, no line breaks, not too long."""
+def _embedded(text: str) -> str:
+    """RFC 6533 §3's ASCII form of UTF-8 text (``utf-8-addr-xtext``): printable ASCII but
+    "+", "=" and "\\" as it is, anything else as ``\\x{HEX}``; never Python's escapes."""
+    return "".join(
+        char if "!" <= char <= "~" and char not in "+=\\" else f"\\x{{{ord(char):02X}}}"
+        for char in text
+    )
+
+
+def _one_line(text: str, utf8: bool, limit: int = 900) -> str:
+    """Text fit for one header field: no line breaks, not too long, and ASCII (UTF-8 as
+    ``\\x{HEX}``) unless the report is a ``message/global-delivery-status`` one."""
     text = " ".join(text.split())
-    text = text.encode("ascii", "backslashreplace").decode("ascii")
+    if not utf8 and not text.isascii():
+        text = "".join(char if char.isascii() else f"\\x{{{ord(char):02X}}}" for char in text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _address_field(address: str) -> str:
-    """``rfc822;`` for an ASCII address, ``utf-8;`` for an internationalised one (RFC 6533)."""
-    kind = "rfc822" if address.isascii() else "utf-8"
-    return f"{kind}; {address}"
+def _address_field(address: str, utf8: bool) -> str:
+    """``rfc822;`` for an ASCII address; ``utf-8;`` for an internationalised one, raw in
+    a global report and as ``utf-8-addr-xtext`` in an ASCII one (RFC 6533 §3)."""
+    if address.isascii():
+        return f"rfc822; {address}"
+    return f"utf-8; {address if utf8 else _embedded(address)}"
+
+
+def _original_recipient(orcpt: str, utf8: bool) -> str:
+    """An ``ORCPT`` as it came (``rfc822;xtext``, or ``utf-8;`` in either RFC 6533 form),
+    decoded and written back for the report."""
+    try:
+        original = OriginalRecipient.parse(orcpt, utf8=True)
+    except ValueError:
+        addr_type, _, address = orcpt.partition(";")
+        return f"{addr_type}; {_one_line(decode_xtext(address), utf8)}"
+    if original.addr_type.lower() == "utf-8":
+        return _address_field(original.address, utf8).replace("rfc822;", "utf-8;", 1)
+    return f"{original.addr_type}; {_one_line(original.address, utf8)}"
+
+
+_GLOBAL_TYPES: Final = {
+    "message/rfc822": "message/global",
+    "text/rfc822-headers": "message/global-headers",
+    "message/delivery-status": "message/global-delivery-status",
+}
+"""RFC 6533 §6: the media types of a report on an internationalised message."""
 
 
 def _header_part(message: bytes) -> bytes:
@@ -88,6 +125,7 @@ def build_bounce(
     envid: str | None = None,
     headers_only: bool = False,
     expired_after: str | None = None,
+    utf8: bool = False,
 ) -> bytes:
     """The bounce for ``failed``, addressed to ``recipient`` (the original sender).
 
@@ -95,8 +133,9 @@ def build_bounce(
     ``now`` are seconds since the epoch; ``envid`` is the sender's ``ENVID``
     (xtext, RFC 3461 §4.4) and ``headers_only`` its ``RET=HDRS``.
     ``expired_after`` (``5d``) says the message spent that long in the queue;
-    each recipient's diagnostic is then its last error. Returns the message
-    in wire form.
+    each recipient's diagnostic is then its last error. ``utf8`` (the message
+    came with SMTPUTF8) makes an RFC 6533 report, as any non-ASCII address does.
+    Returns the message in wire form.
     """
     if not failed:
         raise ValueError("a bounce needs at least one failed recipient")
@@ -125,6 +164,7 @@ def build_bounce(
         reported=failed,
         envid=envid,
         returned=(returned, kind, description),
+        utf8=utf8,
     )
 
 
@@ -138,6 +178,7 @@ def build_success_report(
     reported: Sequence[ReportedRecipient],
     original: bytes,
     envid: str | None = None,
+    utf8: bool = False,
 ) -> bytes:
     """The report asked for with ``NOTIFY=SUCCESS`` (RFC 3461 §4.1): ``reported`` were
     ``delivered`` here, or ``relayed`` to a server that does not speak DSN. Only the
@@ -161,6 +202,7 @@ def build_success_report(
         reported=reported,
         envid=envid,
         returned=(_header_part(original), "text/rfc822-headers", "Message headers"),
+        utf8=utf8,
     )
 
 
@@ -175,6 +217,7 @@ def build_delay_notice(
     original: bytes,
     retry_until: float,
     envid: str | None = None,
+    utf8: bool = False,
 ) -> bytes:
     """The warning that mail is still waiting (RFC 3464 §2.3.3 ``Action: delayed``),
     sent once, as Postfix's ``delay_warning_time`` does: each of ``delayed`` with its
@@ -202,6 +245,7 @@ def build_delay_notice(
         envid=envid,
         returned=(_header_part(original), "text/rfc822-headers", "Message headers"),
         retry_until=until,
+        utf8=utf8,
     )
 
 
@@ -218,7 +262,9 @@ def _build_report(
     envid: str | None,
     returned: tuple[bytes, str, str],
     retry_until: str | None = None,
+    utf8: bool = False,
 ) -> bytes:
+    utf8 = utf8 or not recipient.isascii() or any(not r.address.isascii() for r in reported)
     boundary = f"{queue_id}.{secrets.token_hex(8)}/{reporting_mta}"
     arrival_date = email.utils.formatdate(arrival, localtime=True)
     date = email.utils.formatdate(now, localtime=True)
@@ -245,23 +291,26 @@ def _build_report(
         lines.append("")
         where = f"host {item.remote_mta} said" if item.remote_mta and item.from_remote else ""
         lines += textwrap.wrap(
-            f"<{item.address}>: {where + ': ' if where else ''}{_one_line(item.diagnostic)}",
+            f"<{item.address}>: {where + ': ' if where else ''}{_one_line(item.diagnostic, utf8)}",
             72,
             subsequent_indent="    ",
             break_long_words=False,
             break_on_hyphens=False,
         )
+    status_type = "message/delivery-status"
+    if utf8:
+        status_type = _GLOBAL_TYPES[status_type]
     lines += [
         "",
         "The delivery report and your message follow.",
         "",
         f"--{boundary}",
-        "Content-Type: message/delivery-status",
+        f"Content-Type: {status_type}",
         "Content-Description: Delivery report",
         "",
     ]
     if envid is not None:  # RFC 3464 §2.2.1, decoded from xtext (RFC 3461 §6.3)
-        lines.append(f"Original-Envelope-Id: {_one_line(decode_xtext(envid))}")
+        lines.append(f"Original-Envelope-Id: {_one_line(decode_xtext(envid), utf8)}")
     lines += [
         f"Reporting-MTA: dns; {reporting_mta}",
         f"X-Queue-ID: {queue_id}",
@@ -270,23 +319,25 @@ def _build_report(
     for item in reported:
         lines.append("")
         if item.original_recipient is not None:
-            addr_type, _, address = item.original_recipient.partition(";")
-            lines.append(f"Original-Recipient: {addr_type}; {_one_line(decode_xtext(address))}")
+            original = _original_recipient(item.original_recipient, utf8)
+            lines.append(f"Original-Recipient: {original}")
         lines += [
-            f"Final-Recipient: {_address_field(item.address)}",
+            f"Final-Recipient: {_address_field(item.address, utf8)}",
             f"Action: {item.action}",
             f"Status: {item.status}",
         ]
         if item.remote_mta:
             lines.append(f"Remote-MTA: dns; {item.remote_mta}")
         kind = "smtp" if item.from_remote else "x-local"
-        lines.append(f"Diagnostic-Code: {kind}; {_one_line(item.diagnostic)}")
+        lines.append(f"Diagnostic-Code: {kind}; {_one_line(item.diagnostic, utf8)}")
         if item.action in ("failed", "delayed"):
             lines.append(f"Last-Attempt-Date: {date}")
         if item.action == "delayed" and retry_until is not None:
             lines.append(f"Will-Retry-Until: {retry_until}")
     lines.append("")
     content, content_type, description = returned
+    if utf8:
+        content_type = _GLOBAL_TYPES[content_type]
     lines += [f"--{boundary}", f"Content-Type: {content_type}"]
     lines.append(f"Content-Description: {description}")
     if not content.isascii():

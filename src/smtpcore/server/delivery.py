@@ -621,6 +621,7 @@ class DeliveryWorker:
             original=content,
             retry_until=entry.created + self.max_queue_age,
             envid=entry.param("ENVID"),
+            utf8=_is_utf8(entry),
         )
         await self.send_report(entry.id, entry.sender, notice, "delay")
 
@@ -891,6 +892,7 @@ class DeliveryWorker:
             envid=entry.param("ENVID"),
             headers_only=(entry.param("RET") or "").upper() == "HDRS",
             expired_after=_duration_text(self.max_queue_age) if expired else None,
+            utf8=_is_utf8(entry),
         )
         await self.send_report(entry.id, entry.sender, bounce, "non-delivery")
 
@@ -922,6 +924,7 @@ class DeliveryWorker:
             ],
             original=content,
             envid=entry.param("ENVID"),
+            utf8=_is_utf8(entry),
         )
         await self.send_report(entry.id, entry.sender, report, "success")
 
@@ -937,9 +940,20 @@ class DeliveryWorker:
             path = await asyncio.to_thread(self.mailboxes.deliver, key, "", report)
             logger.info("%s: sender %s notification: delivered to %s", queue_id, kind, path)
             return
-        queued = await asyncio.to_thread(self.queue.add, report, "", [sender])
+        # An RFC 6533 report, or one to a UTF-8 address, needs SMTPUTF8 on the next hop.
+        params: list[tuple[str, str | None]] = []
+        if not report.isascii():
+            params.append(("BODY", "8BITMIME"))
+        if not sender.isascii() or b"Content-Type: message/global" in report:
+            params.append(("SMTPUTF8", None))
+        queued = await asyncio.to_thread(self.queue.add, report, "", [sender], params=params)
         logger.info("%s: sender %s notification: %s", queue_id, kind, queued.id)
         self.schedule(queued)
+
+
+def _is_utf8(entry: QueueEntry) -> bool:
+    """Whether reports on ``entry`` follow RFC 6533: it came with SMTPUTF8."""
+    return "SMTPUTF8" in dict(entry.params)
 
 
 def _updated(recipient: QueuedRecipient, outcome: _Outcome) -> QueuedRecipient:

@@ -326,12 +326,19 @@ class Queue:
         _write_synced(envelope_tmp, entry.to_json().encode("utf-8"))
         return PreparedEntry(self, entry, spool.path, envelope_tmp)
 
-    def add(self, content: bytes, sender: str, recipients: Sequence[str]) -> QueueEntry:
+    def add(
+        self,
+        content: bytes,
+        sender: str,
+        recipients: Sequence[str],
+        *,
+        params: Iterable[tuple[str, str | None]] = (),
+    ) -> QueueEntry:
         """Queue a message made here (a bounce) in one go."""
         spool = self.spool()
         try:
             spool.write(content)
-            prepared = self.prepare(spool, sender, recipients, client="local")
+            prepared = self.prepare(spool, sender, recipients, client="local", params=params)
         except BaseException:
             spool.discard()
             raise
