@@ -431,7 +431,9 @@ class POP3ServerSession(ServedSession):
             async with self.transport.deadline(self.options.timeouts.tls_handshake):
                 await self.transport.start_tls(context, server_side=True)
         except (OSError, TimeoutError) as exc:
-            logger.info("TLS handshake with %s failed: %s", self.session.peer, exc)
+            peer = self.session.peer
+            where = "[unknown]" if peer is None else f"[{peer[0]}]:{peer[1]}"
+            logger.info("TLS handshake with %s failed: %s", where, exc)
             raise ConnectionLost from None
         self.session.tls = self.transport.tls
 
@@ -451,7 +453,7 @@ class POP3ServerSession(ServedSession):
         if ok:
             await self._login(user, "USER")
         else:
-            self._failed()
+            self._failed("PASS", user)
 
     async def _apop(self, event: Apop) -> None:
         conn = self.conn
@@ -466,7 +468,7 @@ class POP3ServerSession(ServedSession):
         if secret is not None and apop_matches(timestamp, secret, event.digest):
             await self._login(event.name, "APOP")
         else:
-            self._failed()
+            self._failed("APOP", event.name)
 
     async def _auth(self, event: Auth) -> None:
         await self._sasl_answer(self._sasl.start(event))
@@ -478,17 +480,26 @@ class POP3ServerSession(ServedSession):
         if isinstance(answer, Success):
             await self._login(answer.authzid, self._sasl.name)
         elif isinstance(answer, Failure):
-            self._failed()
+            self._failed("AUTH", None)
         else:
             self._answer(answer)
 
-    def _failed(self) -> None:
+    def _failed(self, command: str, user: str | None) -> None:
         self._failures += 1
+        answer = _AUTH_FAILED
         if self._failures >= self.options.max_auth_failures:
-            self._answer(Err("Authentication failed, too many attempts", code="AUTH"))
+            answer = Err("Authentication failed, too many attempts", code="AUTH")
             self._closing = True
-        else:
-            self._answer(_AUTH_FAILED)
+        self._answer(answer)
+        peer = self.session.peer
+        logger.info(
+            "pop3: reject: %s from %s: -ERR [%s] %s; user=<%s>",
+            command,
+            "[unknown]" if peer is None else f"[{peer[0]}]:{peer[1]}",
+            answer.code,
+            answer.text,
+            user or "",
+        )
 
     async def _login(self, user: str, mechanism: str) -> None:
         """Open and lock the maildrop; then the session is in TRANSACTION (RFC 1939 §4)."""

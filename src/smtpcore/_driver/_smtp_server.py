@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -76,6 +77,15 @@ from smtpcore.smtp import (
 __all__ = ["BaseSMTPServer", "ServerOptions", "ServerSession", "ServerState"]
 
 logger = logging.getLogger("smtpcore.server")
+
+
+_VERB: Final = re.compile(rb"[A-Za-z]{1,12}(?![A-Za-z])")
+
+
+def _peer_text(peer: tuple[str, int] | None) -> str:
+    """``[192.0.2.1]:40312`` for the log (what fail2ban's ``<HOST>`` matches)."""
+    return "[unknown]" if peer is None else f"[{peer[0]}]:{peer[1]}"
+
 
 READ_SIZE: Final = 65536
 """Bytes asked of the transport per read: big enough for a pipelined batch, small
@@ -464,9 +474,21 @@ class ServerSession(ServedSession):
         raise RuntimeError(f"unexpected event {event!r}")  # pragma: no cover
 
     async def _bad_command(self, event: BadCommand) -> None:
+        verb = _VERB.match(event.line)
+        logger.info(
+            "NOQUEUE: reject: %s from %s: %s",
+            verb.group().decode("ascii").upper() if verb else "command",
+            _peer_text(self.session.peer),
+            " ".join(str(event.reply).split()),
+        )
         self._answer(event.reply)
 
     async def _rejected(self, event: RejectedMessage) -> None:
+        logger.info(
+            "NOQUEUE: reject: DATA from %s: %s",
+            _peer_text(self.session.peer),
+            " ".join(str(event.reply).split()),
+        )
         self._in_chunk = False
         await self._end_transaction()
         for _ in range(self._replies_due()):
@@ -605,7 +627,7 @@ class ServerSession(ServedSession):
             async with self.transport.deadline(self.options.timeouts.tls_handshake):
                 await self.transport.start_tls(context, server_side=True)
         except (OSError, TimeoutError) as exc:
-            logger.info("TLS handshake with %s failed: %s", self.session.peer, exc)
+            logger.info("TLS handshake with %s failed: %s", _peer_text(self.session.peer), exc)
             raise ConnectionLost from None
         self.session.tls = self.transport.tls
 
@@ -626,7 +648,10 @@ class ServerSession(ServedSession):
         if reply.code != 235 or success is None:
             if reply.code >= 500 and reply.code != 504:
                 logger.info(
-                    "AUTH %s from %s failed: %s", self._auth_mechanism, session.peer, reply
+                    "NOQUEUE: reject: AUTH from %s: %s; mechanism=%s",
+                    _peer_text(session.peer),
+                    " ".join(str(reply).split()),
+                    self._auth_mechanism,
                 )
             self._answer(reply)
             return
@@ -639,7 +664,9 @@ class ServerSession(ServedSession):
         )
         if self._answer(reply).code == 235:
             session.authenticated = identity
-            logger.info("AUTH %s from %s as %s", identity.mechanism, session.peer, identity)
+            logger.info(
+                "AUTH %s from %s as %s", identity.mechanism, _peer_text(session.peer), identity
+            )
 
     # -- content --------------------------------------------------------------
 

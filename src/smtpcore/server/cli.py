@@ -360,7 +360,7 @@ async def _serve(config: ServerConfig) -> int:
     try:
         listeners = await server.start()
     except OSError as exc:
-        print(f"smtpcore serve: cannot listen: {exc}", file=sys.stderr)
+        print(f"smtpcore serve: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1
     for listener in listeners:
         print(listener, flush=True)

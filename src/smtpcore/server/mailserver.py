@@ -216,7 +216,13 @@ class MailServer:
             logger.info("queue: %d messages waiting from before", len(entries))
         try:
             for name, port in self.config.listeners():
-                await self._listen(name, port)
+                try:
+                    await self._listen(name, port)
+                except OSError as exc:
+                    host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+                    raise OSError(
+                        exc.errno, f"{name} listener on {host}:{port}: {exc.strerror or exc}"
+                    ) from exc
         except BaseException:
             await self.aclose(grace=0)
             raise

@@ -1,0 +1,113 @@
+"""The fail2ban filter shipped in docs/fail2ban/smtpcore.conf against the lines a running
+``python -m smtpcore serve`` writes (issue 13 item 10): every refusal is one line with
+the client's address, and the filter finds the address in each, and in nothing else.
+
+fail2ban itself is not needed: its configuration is read with ``configparser`` as
+fail2ban reads it, the date is cut off as its ``datepattern`` says, and ``<HOST>``
+becomes an address group, as fail2ban substitutes it.
+"""
+
+from __future__ import annotations
+
+import configparser
+import poplib
+import re
+import smtplib
+from pathlib import Path
+
+import pytest
+
+from test_cli_serve import LOOPBACK, serve
+
+ROOT = Path(__file__).resolve().parent.parent
+FILTER = ROOT / "docs" / "fail2ban" / "smtpcore.conf"
+HOST = r"(?P<host>[0-9A-Fa-f.:]+)"
+
+
+def _filter() -> tuple[re.Pattern[str], list[re.Pattern[str]]]:
+    parser = configparser.ConfigParser()
+    parser.read(FILTER, encoding="utf-8")
+    definition = parser["Definition"]
+    date = definition["datepattern"]
+    for token, regex in (("%Y", r"\d{4}"), ("%m", r"\d\d"), ("%d", r"\d\d"), ("%H", r"\d\d")):
+        date = date.replace(token, regex)
+    date = date.replace("%M", r"\d\d").replace("%S", r"\d\d").replace("%f", r"\d+")
+    fail = [
+        re.compile(line.strip().replace("<HOST>", HOST))
+        for line in definition["failregex"].splitlines()
+        if line.strip()
+    ]
+    return re.compile(date), fail
+
+
+def _hosts(log: str) -> list[tuple[str, str]]:
+    """(host, line) for each line of ``log`` the filter matches."""
+    date, fail = _filter()
+    found = []
+    for line in log.splitlines():
+        stamp = date.match(line)
+        if stamp is None:
+            continue
+        rest = line[stamp.end() :]
+        for regex in fail:
+            match = regex.search(rest)
+            if match is not None:
+                found.append((match.group("host"), line))
+                break
+    return found
+
+
+def test_the_filter_parses_as_fail2ban_reads_it() -> None:
+    date, fail = _filter()
+    assert len(fail) == 2 and date.match("2026-12-03 14:43:07,530 x")
+
+
+def test_every_refusal_is_one_line_the_filter_bans_and_nothing_else(tmp_path: Path) -> None:
+    with serve(
+        tmp_path / "abc",
+        "abc.example",
+        ["john@abc.example:john-pw"],
+        extra=("--max-message-size", "2000"),
+    ) as abc:
+        ports = abc.ports
+        with smtplib.SMTP(LOOPBACK, ports["smtp"], timeout=10) as smtp:
+            smtp.ehlo()
+            smtp.mail("x@elsewhere.example")
+            assert smtp.rcpt("nobody@abc.example")[0] == 550  # unknown user
+            assert smtp.rcpt("someone@pqr.example")[0] == 550  # relay denied
+            assert smtp.rcpt("john@abc.example")[0] == 250
+            code, _ = smtp.data(b"Subject: big\r\n\r\n" + b"x" * 3000 + b"\r\n")
+            assert code == 552  # too big
+        with smtplib.SMTP(LOOPBACK, ports["submission"], timeout=10) as smtp:
+            smtp.ehlo()
+            assert smtp.mail("john@abc.example")[0] == 530  # AUTH first
+            smtp.rset()
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                smtp.login("john@abc.example", "wrong")
+        with smtplib.SMTP(LOOPBACK, ports["submission"], timeout=10) as smtp:
+            smtp.login("john@abc.example", "john-pw")
+            assert smtp.mail("mary@abc.example")[0] == 553  # not his address
+            smtp.rset()
+            smtp.sendmail("john@abc.example", ["john@abc.example"], b"Subject: ok\r\n\r\nok\r\n")
+        client = poplib.POP3(LOOPBACK, ports["pop3"], timeout=10)
+        client.user("john@abc.example")
+        with pytest.raises(poplib.error_proto):
+            client.pass_("wrong")
+        client.quit()
+        assert abc.stop() == 0
+    log = abc.log()
+    found = _hosts(log)
+    assert {host for host, _ in found} == {"127.0.0.1"}
+    kinds = [re.search(r"reject: (\w+) from", line).group(1) for _, line in found]  # type: ignore[union-attr]
+    # smtplib tries each mechanism the server offers: one AUTH line or more.
+    assert sorted(set(kinds)) == ["AUTH", "DATA", "MAIL", "PASS", "RCPT"]
+    assert (kinds.count("RCPT"), kinds.count("MAIL"), kinds.count("DATA")) == (2, 2, 1), log
+    codes = "\n".join(line for _, line in found)
+    for text in ("550 5.1.1", "550 5.7.1", "552 5.3.4", "530 5.7.0", "535", "553 5.7.1"):
+        assert text in codes, (text, codes)
+    assert "-ERR [AUTH]" in codes
+    # Nothing else: sessions, accepted messages and deliveries are not refusals.
+    assert all("reject:" in line for _, line in found)
+    assert "status=sent" in log and "disconnect from [127.0.0.1]" in log
+    # Addresses print as addresses, never as Python tuples.
+    assert "('127.0.0.1'" not in log
