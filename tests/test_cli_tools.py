@@ -60,8 +60,8 @@ def test_send_then_fetch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         out = capsys.readouterr().out
         assert fetched == 0
         lines = out.splitlines()
-        assert lines[0].startswith("1: ") and "from john@abc.example" in lines[0]
-        assert "'Grüße'" in lines[0]
+        assert lines[0].startswith("1: ") and "from <john@abc.example>" in lines[0]
+        assert '"Grüße"' in lines[0]
         assert lines[-1].startswith("2 messages, ") and "deleted from the server" in lines[-1]
         stored = [p.read_bytes() for p in Maildir(target).messages()]
         assert len(stored) == 2 and b"\nfirst\n.second\n" in stored[0]

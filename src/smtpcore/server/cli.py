@@ -27,6 +27,8 @@ from smtpcore.server.config import (
     parse_user,
     read_users_and_aliases,
 )
+from smtpcore.server.credentials import is_hashed
+from smtpcore.server.tools import AUTH_CHOICES
 
 __all__ = ["build_parser", "main"]
 
@@ -90,7 +92,9 @@ def _add_serve(commands: Any) -> None:
         action="append",
         default=[],
         metavar="ADDRESS:PASSWORD",
-        help="a local mailbox and its password (repeatable); the login is the address",
+        help="a local mailbox and its password (repeatable; the login is the address). "
+        "A password here shows in ps: prefer --users-file, or give SCRAM keys "
+        "from hash-password",
     )
     mail.add_argument(
         "--users-file",
@@ -217,13 +221,34 @@ def _add_send(commands: Any) -> None:
         description="Submit a message to a server, or straight to the recipients' exchangers.",
     )
     send.add_argument("--server", type=_arg(parse_host_port, "HOST:PORT"), metavar="HOST:PORT")
-    send.add_argument("--from", dest="sender", required=True, metavar="ADDR")
-    send.add_argument("--to", dest="recipients", action="append", required=True, metavar="ADDR")
+    send.add_argument(
+        "--from", dest="sender", metavar="ADDR", help="default: the message's From header"
+    )
+    send.add_argument(
+        "--to",
+        dest="recipients",
+        action="append",
+        metavar="ADDR",
+        help="repeatable; default: the message's To, Cc and Bcc (Bcc is removed)",
+    )
     security = send.add_mutually_exclusive_group()
-    security.add_argument("--starttls", action="store_true", help="require STARTTLS")
+    security.add_argument(
+        "--starttls", action="store_true", help="require STARTTLS (used when offered anyway)"
+    )
+    security.add_argument(
+        "--no-starttls", action="store_true", help="never use STARTTLS, even when offered"
+    )
     security.add_argument("--tls", action="store_true", help="implicit TLS (port 465 style)")
     send.add_argument("--user", metavar="NAME", help="log in with AUTH as NAME")
-    send.add_argument("--password", metavar="PW")
+    send.add_argument(
+        "--password", metavar="PW", help="shows in ps: prefer --password-file or the prompt"
+    )
+    send.add_argument(
+        "--password-file",
+        type=Path,
+        metavar="FILE",
+        help="read the password from FILE's first line (else $SMTPCORE_PASSWORD, else a prompt)",
+    )
     send.add_argument(
         "--cafile", type=Path, metavar="FILE", help="trust this CA for the server's certificate"
     )
@@ -264,12 +289,27 @@ def _add_fetch(commands: Any) -> None:
         "--server", type=_arg(parse_host_port, "HOST:PORT"), required=True, metavar="HOST:PORT"
     )
     fetch.add_argument("--user", required=True, metavar="NAME")
-    fetch.add_argument("--password", required=True, metavar="PW")
+    fetch.add_argument(
+        "--password", metavar="PW", help="shows in ps: prefer --password-file or the prompt"
+    )
+    fetch.add_argument(
+        "--password-file",
+        type=Path,
+        metavar="FILE",
+        help="read the password from FILE's first line (else $SMTPCORE_PASSWORD, else a prompt)",
+    )
     security = fetch.add_mutually_exclusive_group()
     security.add_argument("--stls", action="store_true", help="require STLS (RFC 2595)")
     security.add_argument("--tls", action="store_true", help="implicit TLS (port 995 style)")
     fetch.add_argument("--cafile", type=Path, metavar="FILE")
     fetch.add_argument("--insecure", action="store_true")
+    fetch.add_argument(
+        "--auth",
+        choices=AUTH_CHOICES,
+        default="auto",
+        help="how to log in (default auto: without TLS, SCRAM-SHA-256, APOP or CRAM-MD5 "
+        "when offered, so the password does not cross in the clear; else USER/PASS)",
+    )
     fetch.add_argument("--delete", action="store_true", help="delete what was retrieved")
     fetch.add_argument(
         "--to-maildir", type=Path, metavar="DIR", help="store the messages in this Maildir"
@@ -295,6 +335,17 @@ def _add_demo(commands: Any) -> None:
     )
 
 
+def _add_hash_password(commands: Any) -> None:
+    commands.add_parser(
+        "hash-password",
+        help="print SCRAM-SHA-256 keys for a password, for --users-file",
+        description=(
+            "Read a password (asked twice on a terminal, else one line of standard input) "
+            "and print the SCRAM-SHA-256 keys to put after ADDRESS: in --users-file."
+        ),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m smtpcore",
@@ -306,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_send(commands)
     _add_fetch(commands)
     _add_demo(commands)
+    _add_hash_password(commands)
     return parser
 
 
@@ -318,6 +370,13 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     for text in args.user:
         key, password = parse_user(text)
         users[key] = password
+        if not is_hashed(password):
+            print(
+                f"smtpcore serve: warning: --user gives the password of {key} on the command "
+                "line, where `ps` shows it to every user of this machine; put it in "
+                "--users-file (as SCRAM keys from `python -m smtpcore hash-password`)",
+                file=sys.stderr,
+            )
     options: dict[str, Any] = {}
     if args.hostname:
         options["hostname"] = args.hostname
@@ -392,6 +451,26 @@ def _run_serve(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(config))
 
 
+def _run_hash_password() -> int:
+    import getpass
+
+    from smtpcore.server.credentials import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("smtpcore hash-password: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        print(hash_password(password))
+    except ValueError as exc:
+        print(f"smtpcore hash-password: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -402,6 +481,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from smtpcore.server.tools import run_send
 
             return run_send(args)
+        if args.command == "hash-password":
+            return _run_hash_password()
         if args.command == "fetch":
             from smtpcore.server.tools import run_fetch
 

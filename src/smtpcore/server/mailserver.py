@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import hmac
 import os
 import socket
 import ssl
@@ -20,13 +19,12 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
-from smtpcore.address import AddressError, parse_mailbox
 from smtpcore.asyncio import POP3Server, SMTPServer
 from smtpcore.handler import Authenticator, Handler
 from smtpcore.routing import Resolver, Router
-from smtpcore.sasl import ScramCredentials, derive_scram_credentials
 from smtpcore.server.app import InboundHandler, LMTPHandler, MailStore, SubmissionHandler
-from smtpcore.server.config import ConfigError, ServerConfig, mailbox_key
+from smtpcore.server.config import ConfigError, ServerConfig
+from smtpcore.server.credentials import Credentials
 from smtpcore.server.delivery import ClientFactory, DeliveryWorker
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import logger
@@ -61,37 +59,6 @@ def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"--tls-cert/--tls-key: cannot load {cert} and {key}: {exc}") from None
     return context
-
-
-class _Credentials:
-    """The users' passwords as the SASL mechanisms ask for them; the login is the address."""
-
-    def __init__(self, users: Mapping[str, str]) -> None:
-        self.users = users
-        self._scram: dict[str, ScramCredentials] = {}
-
-    def _key(self, username: str) -> str | None:
-        try:
-            return mailbox_key(parse_mailbox(username))
-        except (AddressError, ValueError):
-            return None
-
-    def get_password(self, username: str) -> str | None:
-        key = self._key(username)
-        return None if key is None else self.users.get(key)
-
-    def check_password(self, username: str, password: str) -> bool:
-        stored = self.get_password(username)
-        ok = hmac.compare_digest((stored or "").encode(), password.encode())
-        return ok and stored is not None
-
-    def get_scram(self, username: str) -> ScramCredentials | None:
-        key = self._key(username)
-        if key is None or key not in self.users:
-            return None
-        if key not in self._scram:
-            self._scram[key] = derive_scram_credentials(self.users[key])
-        return self._scram[key]
 
 
 class MailServer:
@@ -147,7 +114,7 @@ class MailServer:
         self.store = MailStore(
             config, self.queue, self.mailboxes, self.worker, on_delivery=on_delivery
         )
-        self.credentials = _Credentials(config.users)
+        self.credentials = Credentials(config.users)
         self.listeners: list[Listener] = []
         self._servers: list[SMTPServer | POP3Server] = []
         self._worker_task: asyncio.Task[None] | None = None
@@ -289,7 +256,7 @@ class MailServer:
 
     async def _listen_pop3(self, name: str, port: int) -> None:
         server = POP3Server(
-            POP3Store(self.config, self.authenticator(), name),
+            POP3Store(self.config, self.authenticator(), name, credentials=self.credentials),
             self.config.host,
             port,
             sock=self.sockets.get(name),

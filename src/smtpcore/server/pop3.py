@@ -23,6 +23,7 @@ from smtpcore.maildrop import (
     POP3Session,
 )
 from smtpcore.server.config import ServerConfig, mailbox_key
+from smtpcore.server.credentials import Credentials
 from smtpcore.server.log import logger, peer_text
 
 __all__ = ["POP3Store"]
@@ -77,12 +78,18 @@ class POP3Store(MaildirStore):
     """Each local user's Maildir under ``data_dir/mailboxes/``, logged in by address."""
 
     def __init__(
-        self, config: ServerConfig, authenticator: Authenticator, listener: str = "pop3"
+        self,
+        config: ServerConfig,
+        authenticator: Authenticator,
+        listener: str = "pop3",
+        *,
+        credentials: Credentials | None = None,
     ) -> None:
         super().__init__(config.mailboxes_dir, config.users, plaintext_sasl=not config.tls)
         self.config = config
         self.authenticator = authenticator
         self.listener = listener
+        self.credentials = credentials or Credentials(config.users)
 
     def _key(self, user: str) -> str:
         """The mailbox key for a login name; an unknown or malformed name gives one that
@@ -94,10 +101,13 @@ class POP3Store(MaildirStore):
         return key if key in self.config.users else ""
 
     async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
-        return await super().check_password(session, self._key(user), password)
+        """USER/PASS against the password or the stored SCRAM keys."""
+        return bool(self._key(user)) and self.credentials.check_password(user, password)
 
     async def apop_secret(self, session: POP3Session, user: str) -> str | None:
-        return await super().apop_secret(session, self._key(user))
+        """APOP needs the password in the clear: none for a user with stored keys."""
+        key = self._key(user)
+        return self.credentials.get_password(key) if key and self.apop else None
 
     def sasl_mechanisms(self, session: POP3Session) -> Mapping[str, MechanismFactory]:
         """The same mechanisms as SMTP AUTH; PLAIN and LOGIN only under TLS when the server

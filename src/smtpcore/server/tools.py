@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email.header
+import email.message
 import email.parser
 import email.policy
 import email.utils
 import random
+import re
 import socket
 import ssl
 import sys
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smtpcore import ProtocolError
 from smtpcore._driver import (
     BaseSMTPClient,
     MessageRefused,
@@ -26,10 +30,17 @@ from smtpcore._driver import (
 from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
 from smtpcore.asyncio import POP3Client, POP3Error, SMTPClient
 from smtpcore.routing import Rejected, resolve_exchangers
-from smtpcore.sasl import ScramSHA256Client
+from smtpcore.sasl import (
+    ClientMechanism,
+    CramMD5Client,
+    LoginClient,
+    PlainClient,
+    ScramSHA256Client,
+)
 from smtpcore.server.config import ConfigError
 from smtpcore.server.maildir import Maildir
-from smtpcore.server.resolvers import make_resolver
+from smtpcore.server.passwords import read_password
+from smtpcore.server.resolvers import check_remote_delivery, make_resolver
 from smtpcore.smtp import Reply, TransactionResult
 
 __all__ = ["client_tls_context", "make_test_message", "run_fetch", "run_send"]
@@ -44,11 +55,29 @@ def client_tls_context(cafile: Path | None, insecure: bool) -> ssl.SSLContext:
     return context
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def check_header_text(option: str, text: str) -> str:
+    """``text`` for a header field, or a :class:`ConfigError` if it holds a control
+    character: a CR or LF would end the field and start another (header injection)."""
+    found = _CONTROL.search(text)
+    if found is not None:
+        raise ConfigError(
+            f"{option}: control character {found.group()!r} not allowed in a header field"
+        )
+    return text
+
+
 def make_test_message(
     sender: str, recipients: Sequence[str], subject: str, body: str, hostname: str
 ) -> bytes:
-    """A small RFC 5322 message for ``send`` without a file."""
+    """A small RFC 5322 message for ``send`` without a file; a UTF-8 subject is
+    encoded as RFC 2047 says, so the header stays ASCII."""
+    check_header_text("--subject", subject)
     text = body if body.endswith("\n") else body + "\n"
+    if not subject.isascii():
+        subject = email.header.Header(subject, "utf-8").encode()
     headers = [
         f"From: <{sender}>",
         f"To: {', '.join(f'<{r}>' for r in recipients)}",
@@ -102,25 +131,36 @@ async def _submit(
         return [_Fate(str(r), False, text) for r in rcpts]
     except SMTPError as exc:
         return [_Fate(str(r), False, f"{where}: {exc}") for r in rcpts]
+    except (ProtocolError, ValueError) as exc:  # what the server's extensions rule out
+        return [_Fate(str(r), False, f"{where}: cannot send: {exc}") for r in rcpts]
     finally:
         await client.quit()
     return _fates(result, where)
 
 
-def _client(args: argparse.Namespace, host: str, port: int, server_hostname: str) -> SMTPClient:
+def _client(
+    args: argparse.Namespace, host: str, port: int, server_hostname: str, *, exchanger: bool
+) -> SMTPClient:
+    """STARTTLS whenever offered unless ``--no-starttls``; required with ``--starttls``.
+    The certificate is checked, except for an exchanger found by MX lookup without
+    ``--starttls`` (opportunistic, RFC 7435, as the relay's ``may``)."""
     options: dict[str, Any] = {}
     if args.user is not None:
-        if args.password is None:
-            raise ConfigError("--user needs --password")
         options["username"] = args.user
         options["password"] = args.password
+    starttls: bool | None = None
+    if args.tls or args.no_starttls:
+        starttls = False
+    elif args.starttls:
+        starttls = True
+    insecure = args.insecure or (exchanger and not args.starttls)
     return SMTPClient(
         host,
         port,
         hostname=args.helo or socket.getfqdn(),
         tls_on_connect=args.tls,
-        starttls=None if args.tls else bool(args.starttls),
-        ssl_context=client_tls_context(args.cafile, args.insecure),
+        starttls=starttls,
+        ssl_context=client_tls_context(args.cafile, insecure),
         server_hostname=server_hostname,
         **options,
     )
@@ -131,7 +171,7 @@ async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) 
     if args.server is not None:
         host, port = args.server
         where = f"{host}:{port}"
-        client = _client(args, host, port, host)
+        client = _client(args, host, port, host, exchanger=False)
         try:
             await client.connect()
         except SMTPError as exc:
@@ -153,7 +193,9 @@ async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) 
         last = f"{domain}: no exchanger answered"
         for attempt in attempts:
             where = f"{attempt.host}[{attempt.address}]:{attempt.port}"
-            client = _client(args, str(attempt.address), attempt.port, attempt.host)
+            client = _client(
+                args, str(attempt.address), attempt.port, attempt.host, exchanger=True
+            )
             try:
                 await client.connect()
             except SMTPError as exc:
@@ -166,39 +208,121 @@ async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) 
     return fates
 
 
+def _envelope_from_headers(content: bytes) -> tuple[str | None, list[str], bytes]:
+    """``From`` (or ``Sender``) and the ``To``, ``Cc`` and ``Bcc`` addresses of a message,
+    as ``sendmail -t`` takes them, and the message without its ``Bcc`` field (which
+    would tell every recipient who else got it)."""
+    end = content.find(b"\r\n\r\n")
+    if end < 0:
+        end = content.find(b"\n\n")
+    head = content if end < 0 else content[:end]
+    header = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
+    senders = email.utils.getaddresses(header.get_all("Sender", []) + header.get_all("From", []))
+    sender = next((address for _, address in senders if address), None)
+    fields = header.get_all("To", []) + header.get_all("Cc", []) + header.get_all("Bcc", [])
+    recipients = [address for _, address in email.utils.getaddresses(fields) if address]
+    if header.get_all("Bcc"):
+        kept: list[bytes] = []
+        dropping = False
+        lines = head.splitlines(keepends=True)
+        for line in lines:
+            if line[:1] in (b" ", b"\t") and dropping:
+                continue
+            dropping = line[:4].lower() == b"bcc:"
+            if not dropping:
+                kept.append(line)
+        content = b"".join(kept) + content[len(head) :]
+    return sender, recipients, content
+
+
+def _read_message(args: argparse.Namespace) -> bytes | None:
+    if args.message is None:
+        return None
+    if args.message == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(args.message).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {args.message}: {exc.strerror}") from None
+
+
 def run_send(args: argparse.Namespace) -> int:
-    """``send``: prints each recipient's fate; 0 only when every one was accepted."""
+    """``send``: prints each recipient's fate; 0 only when every one was accepted, and a
+    one-line error with status 1 (2 for a usage mistake) for anything else."""
+    for option, value in (("--subject", args.subject), ("--helo", args.helo or "")):
+        check_header_text(option, value)
+    for value in [args.sender or "", *(args.recipients or [])]:
+        check_header_text("--from/--to", value)
+    content = _read_message(args)
+    if content is not None and (args.sender is None or not args.recipients):
+        sender, recipients, content = _envelope_from_headers(content)
+        if args.sender is None:
+            args.sender = sender
+        if not args.recipients:
+            args.recipients = recipients
+    if args.sender is None:
+        raise ConfigError("no sender: give --from, or a message with a From header")
+    if not args.recipients:
+        raise ConfigError("no recipients: give --to, or a message with To, Cc or Bcc")
     try:
         rcpts = [parse_mailbox(r) for r in args.recipients]
         if args.sender:
             parse_mailbox(args.sender)
     except AddressError as exc:
         raise ConfigError(str(exc)) from None
-    if args.message is None:
+    if args.user is not None:
+        args.password = read_password(
+            given=args.password, password_file=args.password_file, user=args.user
+        )
+    if content is None:
         content = make_test_message(
             args.sender, args.recipients, args.subject, args.body, args.helo or socket.getfqdn()
         )
-    elif args.message == "-":
-        content = sys.stdin.buffer.read()
-    else:
-        try:
-            content = Path(args.message).read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read {args.message}: {exc.strerror}") from None
-    fates = asyncio.run(_send(args, content, rcpts))
+    if args.server is None:
+        resolver = make_resolver(args.resolver)
+        check_remote_delivery(resolver, None)
+    try:
+        fates = asyncio.run(_send(args, content, rcpts))
+    except (OSError, ProtocolError, ValueError, SMTPError) as exc:
+        print(f"smtpcore send: {exc}", file=sys.stderr)
+        return 1
     for fate in fates:
         print(f"<{fate.recipient}>: {'accepted' if fate.accepted else 'refused'} by {fate.text}")
     return 0 if fates and all(f.accepted for f in fates) else 1
 
 
+_UNPRINTABLE = re.compile(
+    r"[^\S ]|[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters, escape sequences and bidi
+    controls shown as ``\\x1b`` and the like, never sent raw."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def _summary(number: int, content: bytes) -> str:
     """``3: 1234 octets, from <...>, "subject"``: one line per fetched message."""
-    header = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(content)
-    sender = str(header.get("From", "(no From)"))
-    subject = str(header.get("Subject", "(no Subject)"))
-    date = str(header.get("Date", ""))
+    header = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(content)
+    sender = printable(_header_text(header, "From") or "(no From)")
+    subject = printable(_header_text(header, "Subject") or "(no Subject)")
+    date = printable(_header_text(header, "Date"))
     when = f", {date}" if date else ""
-    return f"{number}: {len(content)} octets, from {sender}{when}: {subject!r}"
+    return f'{number}: {len(content)} octets, from {sender}{when}: "{subject}"'
+
+
+def _header_text(header: email.message.Message, name: str) -> str:
+    """A field's text as it came, RFC 2047 words decoded (what they decode to is
+    escaped by :func:`printable` like the rest)."""
+    raw = header.get(name)
+    if raw is None:
+        return ""
+    text = str(raw)
+    try:
+        return str(email.header.make_header(email.header.decode_header(text)))
+    except (ValueError, LookupError, UnicodeError):  # a malformed or unknown encoding
+        return text
 
 
 async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
@@ -213,12 +337,7 @@ async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     target = Maildir(args.to_maildir) if args.to_maildir is not None else None
     try:
         async with client:
-            offered = client.capabilities.get("SASL", ())
-            if not client.tls and "SCRAM-SHA-256" in offered:
-                # No password on the wire in the clear when the server can do better.
-                await client.authenticate(ScramSHA256Client(args.user, args.password))
-            else:
-                await client.login(args.user, args.password)
+            await _log_in(client, args)
             listing = await client.list()
             total = 0
             for item in listing:
@@ -238,6 +357,53 @@ async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     return 0
 
 
+_SASL_CLIENTS: dict[str, Callable[[str, str], ClientMechanism]] = {
+    "scram-sha-256": ScramSHA256Client,
+    "cram-md5": CramMD5Client,
+    "plain": PlainClient,
+    "login": LoginClient,
+}
+AUTH_CHOICES = ("auto", "user", "apop", *_SASL_CLIENTS)
+"""``fetch --auth``: how to log in; ``auto`` chooses as :func:`_log_in` says."""
+
+
+def _auto_method(client: POP3Client) -> str:
+    """Without TLS, a method that does not send the password in the clear when the
+    server offers one: SCRAM-SHA-256, then APOP, then CRAM-MD5; else USER/PASS."""
+    if client.tls:
+        return "user"
+    offered = {name.upper() for name in client.capabilities.get("SASL", ())}
+    if "SCRAM-SHA-256" in offered:
+        return "scram-sha-256"
+    if client.connection.apop_timestamp is not None:
+        return "apop"
+    if "CRAM-MD5" in offered:
+        return "cram-md5"
+    return "user"
+
+
+async def _log_in(client: POP3Client, args: argparse.Namespace) -> None:
+    method = args.auth if args.auth != "auto" else _auto_method(client)
+    if method in ("user", "apop"):
+        if method == "user" and not client.tls:
+            print(
+                "smtpcore fetch: warning: the password crosses the network in the clear "
+                "(USER/PASS); use --stls or --tls",
+                file=sys.stderr,
+            )
+        await client.login(args.user, args.password, apop=method == "apop")
+        return
+    await client.authenticate(_SASL_CLIENTS[method](args.user, args.password))
+
+
 def run_fetch(args: argparse.Namespace, say: Callable[[str], None] = print) -> int:
-    """``fetch``: a line per message; 0 when every message was retrieved."""
-    return asyncio.run(_fetch(args, say))
+    """``fetch``: a line per message; 0 when every message was retrieved, else a one-line
+    error and 1."""
+    args.password = read_password(
+        given=args.password, password_file=args.password_file, user=args.user
+    )
+    try:
+        return asyncio.run(_fetch(args, say))
+    except (OSError, ProtocolError, ValueError) as exc:
+        say(f"fetch: {exc}")
+        return 1

@@ -1,0 +1,60 @@
+"""Passwords for ``send``, ``fetch`` and ``hash-password``, kept off the command line.
+
+Whatever is on a command line shows in ``ps`` to every user of the machine.
+So a password comes, in this order, from ``--password-file`` (its first
+line), the ``SMTPCORE_PASSWORD`` environment variable, or a prompt when
+standard input is a terminal; ``--password`` still works, with a warning.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from smtpcore.server.config import ConfigError
+
+__all__ = ["ENVIRONMENT_VARIABLE", "ARGV_WARNING", "read_password"]
+
+ENVIRONMENT_VARIABLE = "SMTPCORE_PASSWORD"
+ARGV_WARNING = (
+    "warning: a password on the command line shows in `ps` to every user of this "
+    "machine; use --password-file, the SMTPCORE_PASSWORD environment variable or the prompt"
+)
+
+
+def read_password(
+    *,
+    given: str | None,
+    password_file: Path | None,
+    user: str,
+    environ: Mapping[str, str] = os.environ,
+    interactive: Callable[[], bool] = lambda: sys.stdin.isatty(),
+    prompt: Callable[[str], str] = getpass.getpass,
+    warn: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
+) -> str:
+    """The password for ``user``, from where the module docstring says."""
+    if given is not None:
+        warn(f"smtpcore: {ARGV_WARNING}")
+        return given
+    if password_file is not None:
+        try:
+            text = password_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                f"--password-file: cannot read {password_file}: {exc.strerror}"
+            ) from None
+        password = text.splitlines()[0] if text else ""
+        if not password:
+            raise ConfigError(f"--password-file: {password_file} is empty")
+        return password
+    if environ.get(ENVIRONMENT_VARIABLE):
+        return environ[ENVIRONMENT_VARIABLE]
+    if interactive():
+        return prompt(f"Password for {user}: ")
+    raise ConfigError(
+        f"no password for {user}: give --password-file FILE, set {ENVIRONMENT_VARIABLE}, "
+        "or run on a terminal to be asked"
+    )

@@ -1,0 +1,239 @@
+"""Secrets off the command line, and ``send`` and ``fetch`` as safe tools (issue 13,
+items 13, 14, 15): hashed passwords in the users file, ``hash-password``, passwords
+from a file, the environment or a prompt; header injection refused; the envelope from
+the message's headers; STARTTLS when offered; one-line errors; a terminal never gets
+raw control characters from a fetched header; ``fetch --auth``."""
+
+from __future__ import annotations
+
+import io
+import os
+import smtplib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import smtpcore.__main__ as cli
+from peers import make_tls_files
+from smtpcore.server.config import ConfigError
+from smtpcore.server.credentials import Credentials, hash_password, is_hashed
+from smtpcore.server.passwords import ENVIRONMENT_VARIABLE, read_password
+from smtpcore.server.tools import printable
+from test_cli_serve import LOOPBACK, ROOT, serve
+
+
+def _run(*argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env.pop(ENVIRONMENT_VARIABLE, None)
+    return subprocess.run(
+        [sys.executable, "-m", "smtpcore", *argv],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+# -- item 13: secrets ------------------------------------------------------------------------
+
+
+def test_stored_scram_keys_check_passwords_without_holding_them() -> None:
+    keys = hash_password("s3cret")
+    assert is_hashed(keys) and "s3cret" not in keys
+    credentials = Credentials({"john@abc.example": keys, "mary@abc.example": "plain"})
+    assert credentials.check_password("John@abc.example", "s3cret")
+    assert not credentials.check_password("john@abc.example", "wrong")
+    assert credentials.get_password("john@abc.example") is None  # no CRAM-MD5, no APOP
+    assert credentials.get_scram("john@abc.example") is not None
+    assert credentials.check_password("mary@abc.example", "plain")
+    assert credentials.get_password("mary@abc.example") == "plain"
+    assert not credentials.check_password("nobody@abc.example", "")
+
+
+def test_hash_password_reads_stdin_and_serve_logs_in_with_the_keys(tmp_path: Path) -> None:
+    result = _run("hash-password", stdin="john-pw\n")
+    assert result.returncode == 0, result.stderr
+    keys = result.stdout.strip()
+    assert keys.startswith("SCRAM-SHA-256$") and "john-pw" not in keys
+    users = tmp_path / "users"
+    users.write_text(f"john@abc.example:{keys}\n")
+    with serve(
+        tmp_path / "abc",
+        "abc.example",
+        [],
+        listeners=("submission", "pop3"),
+        extra=("--users-file", str(users)),
+    ) as abc:
+        with smtplib.SMTP(LOOPBACK, abc.ports["submission"], timeout=10) as smtp:
+            smtp.ehlo()
+            smtp.user, smtp.password = "john@abc.example", "john-pw"
+            assert smtp.auth("PLAIN", smtp.auth_plain)[0] == 235
+        with smtplib.SMTP(LOOPBACK, abc.ports["submission"], timeout=10) as smtp:
+            smtp.ehlo()
+            smtp.user, smtp.password = "john@abc.example", "john-pw"
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                smtp.auth("CRAM-MD5", smtp.auth_cram_md5)  # needs the password itself
+        args = ("--server", f"{LOOPBACK}:{abc.ports['pop3']}", "--user", "john@abc.example")
+        password = tmp_path / "pw"
+        password.write_text("john-pw\n")
+        for auth in ("user", "scram-sha-256", "plain"):
+            fetched = _run("fetch", *args, "--password-file", str(password), "--auth", auth)
+            assert fetched.returncode == 0, (auth, fetched.stdout, fetched.stderr)
+        assert abc.stop() == 0
+    assert "warning: --user" not in abc.log()
+
+
+def test_a_plaintext_password_in_serve_argv_is_warned_about(tmp_path: Path) -> None:
+    with serve(tmp_path / "abc", "abc.example", ["john@abc.example:pw"]) as abc:
+        assert abc.stop() == 0
+    assert "warning: --user gives the password of john@abc.example on the command line" in (
+        abc.log()
+    )
+
+
+def test_read_password_order() -> None:
+    warned: list[str] = []
+
+    def never() -> bool:
+        return False
+
+    assert read_password(given="pw", password_file=None, user="u", warn=warned.append) == "pw"
+    assert warned and "shows in `ps`" in warned[0]
+    environ = {ENVIRONMENT_VARIABLE: "from-env"}
+    assert read_password(given=None, password_file=None, user="u", environ=environ) == "from-env"
+    asked = read_password(
+        given=None,
+        password_file=None,
+        user="u",
+        environ={},
+        interactive=lambda: True,
+        prompt=lambda text: f"typed for {text}",
+    )
+    assert asked == "typed for Password for u: "
+    with pytest.raises(ConfigError, match="--password-file"):
+        read_password(given=None, password_file=None, user="u", environ={}, interactive=never)
+
+
+def test_send_and_fetch_without_a_password_anywhere_fail_with_one_line(tmp_path: Path) -> None:
+    for argv in (
+        ("send", "--server", "127.0.0.1:9", "--from", "a@b.example", "--to", "c@d.example"),
+        ("fetch", "--server", "127.0.0.1:9"),
+    ):
+        result = _run(*argv, "--user", "a@b.example")
+        assert result.returncode == 2
+        assert result.stderr.count("\n") == 1 and "--password-file" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+# -- item 14: send -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ("--subject", "x\r\nBcc: victim@example.com"),
+        ("--subject", "x\nBcc: y"),
+        ("--subject", "bell\x07"),
+        ("--helo", "a\r\nb"),
+    ],
+)
+def test_send_refuses_control_characters_in_header_options(option: tuple[str, str]) -> None:
+    result = _run(
+        "send", "--server", "127.0.0.1:9", "--from", "a@b.example", "--to", "c@d.example", *option
+    )
+    assert result.returncode == 2
+    assert "control character" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_send_takes_the_envelope_from_the_headers_and_drops_bcc(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = ["john@abc.example:john-pw", "mary@abc.example:m", "ann@abc.example:a"]
+    with serve(tmp_path / "abc", "abc.example", users, listeners=("submission",)) as abc:
+        message = (
+            b"From: John <john@abc.example>\r\nTo: Mary <mary@abc.example>\r\n"
+            b"Bcc: ann@abc.example,\r\n  secret@abc.example\r\nSubject: hi\r\n\r\nhello\r\n"
+        )
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(message)))
+        monkeypatch.setenv(ENVIRONMENT_VARIABLE, "john-pw")
+        status = cli.main(
+            [
+                *("send", "--server", f"127.0.0.1:{abc.ports['submission']}"),
+                *("--user", "john@abc.example", "-"),
+            ]
+        )
+        out = capsys.readouterr().out
+        assert status == 1  # secret@ has no mailbox
+        assert "<mary@abc.example>: accepted" in out and "<ann@abc.example>: accepted" in out
+        assert "<secret@abc.example>: refused" in out and "550 5.1.1" in out
+        for user in ("mary@abc.example", "ann@abc.example"):
+            (stored,) = abc.mailbox(user)
+            assert b"Bcc" not in stored and b"secret@" not in stored
+        assert abc.stop() == 0
+
+
+def test_send_uses_starttls_when_offered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tls = make_tls_files(tmp_path)
+    options = ("--tls-cert", str(tls.cert_file), "--tls-key", str(tls.key_file))
+    with serve(tmp_path / "abc", "abc.example", ["john@abc.example:pw"], extra=options) as abc:
+        server = f"127.0.0.1:{abc.ports['smtp']}"
+        base = ["send", "--server", server, "--from", "x@y.example", "--to", "john@abc.example"]
+        assert cli.main([*base, "--cafile", str(tls.ca_file)]) == 0
+        assert cli.main([*base, "--no-starttls"]) == 0
+        # Offered but not trusted: a one-line refusal, not a plaintext fallback.
+        assert cli.main(base) == 1
+        out = capsys.readouterr().out
+        assert "refused by" in out and "Traceback" not in out
+        first, second = (m.decode() for m in abc.mailbox("john@abc.example"))
+        assert {"with ESMTPS" in first, "with ESMTPS" in second} == {True, False}
+        assert abc.stop() == 0
+
+
+def test_send_to_a_server_that_is_down_is_one_line() -> None:
+    result = _run(
+        "send", "--server", "127.0.0.1:9", "--from", "a@b.example", "--to", "c@d.example"
+    )
+    assert result.returncode == 1
+    assert "refused by 127.0.0.1:9" in result.stdout and "Traceback" not in result.stderr
+
+
+# -- item 15: fetch ----------------------------------------------------------------------------
+
+
+def test_printable_escapes_what_a_terminal_would_obey() -> None:
+    assert printable("Mallory \x1b]0;pwned\x07<m@x>") == "Mallory \\x1b]0;pwned\\x07<m@x>"
+    assert printable("a\rb\nc\td\x9b") == "a\\rb\\nc\\td\\x9b"
+    assert printable("Jörg \u202eevil") == "Jörg \\u202eevil"
+    assert printable("plain text") == "plain text"
+
+
+def test_fetch_shows_header_control_characters_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with serve(
+        tmp_path / "abc", "abc.example", ["john@abc.example:pw"], listeners=("smtp", "pop3")
+    ) as abc:
+        with smtplib.SMTP(LOOPBACK, abc.ports["smtp"], timeout=10) as smtp:
+            smtp.sendmail(
+                "m@x.example",
+                ["john@abc.example"],
+                b"From: \x1b[2J\x1b]0;owned\x07 <m@x.example>\r\nSubject: \x1b[31mred\r\n"
+                b"Date: \x07\r\n\r\nbody\r\n",
+            )
+        for auth in ("auto", "apop", "cram-md5", "user"):
+            status = cli.main(
+                [
+                    *("fetch", "--server", f"127.0.0.1:{abc.ports['pop3']}"),
+                    *("--user", "john@abc.example", "--password", "pw", "--auth", auth),
+                ]
+            )
+            out = capsys.readouterr().out
+            assert status == 0, (auth, out)
+            assert "\x1b" not in out and "\x07" not in out
+            assert "\\x1b[2J" in out and "\\x1b[31mred" in out
+        assert abc.stop() == 0
