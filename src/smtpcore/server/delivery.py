@@ -10,9 +10,9 @@ recipient is:
 - refused for good, and given back to the sender in a bounce at once
   (:mod:`smtpcore.server.bounce`), with the remote's own words: every 5xx
   reply, and what the exchanger's announcements rule out before a word of
-  the message is sent (a message over its SIZE, ``552 5.3.4``; UTF-8 to a
-  server without SMTPUTF8, ``553 5.6.7``; 8-bit content without 8BITMIME,
-  ``554 5.6.3``);
+  the message is sent, which the client refuses with the reply RFC 3463
+  names (a message over its SIZE, ``552 5.3.4``; UTF-8 to a server without
+  SMTPUTF8, ``553 5.6.7``; 8-bit content without 8BITMIME, ``554 5.6.3``);
 - or deferred (4xx, a connection lost or refused, DNS trouble), and retried
   with exponential backoff and jitter between ``retry_after`` and
   ``max_retry_after`` (Postfix's ``minimal_backoff_time`` and
@@ -241,42 +241,19 @@ def _tls_failure(exc: SMTPError) -> bool:
     return "TLS handshake" in str(exc)
 
 
-def _announced_refusal(
-    client: BaseSMTPClient, entry: QueueEntry, rcpts: list[Mailbox], content: bytes
-) -> Reply | None:
-    """What the exchanger's EHLO reply rules out before MAIL, as the reply to bounce with.
-
-    RFC 1870 §6: a message over the announced SIZE (Postfix checks this too,
-    before MAIL); RFC 6531 §3.4: a message that needs SMTPUTF8 (a UTF-8 address,
-    or the sender's SMTPUTF8 with UTF-8 in the header) to a server without it;
-    RFC 6152 §3: 8-bit content to a server without 8BITMIME (Postfix converts it
-    to quoted-printable; this server returns it, which RFC 6152 also allows).
-    """
-    extensions = client.connection.extensions
-    limit = extensions.size
-    if limit and len(content) > limit:
-        return Reply(
-            552,
-            f"message size {len(content)} exceeds the size limit {limit} the exchanger announced",
-            "5.3.4",
-        )
-    if not extensions.smtputf8:
-        addresses = [entry.sender, *(str(r) for r in rcpts)]
-        header = content.split(b"\r\n\r\n", 1)[0]
-        utf8_header = "SMTPUTF8" in dict(entry.params)
-        if not all(a.isascii() for a in addresses) or (utf8_header and not header.isascii()):
-            return Reply(
-                553,
-                "the message needs SMTPUTF8 (RFC 6531) and the exchanger does not offer it",
-                "5.6.7",
-            )
-    if not content.isascii() and not extensions.eight_bit_mime:
-        return Reply(
-            554,
-            "8-bit content and the exchanger does not offer 8BITMIME (RFC 6152)",
-            "5.6.3",
-        )
-    return None
+def _needs_smtputf8(client: BaseSMTPClient, entry: QueueEntry, content: bytes) -> Reply | None:
+    """RFC 6531 §3.4, as Postfix does: a message its sender sent with SMTPUTF8 and that
+    has UTF-8 in its header cannot go to an exchanger without SMTPUTF8, even with an
+    ASCII envelope (the client refuses UTF-8 addresses, a SIZE overrun and 8-bit
+    content without 8BITMIME itself, before MAIL)."""
+    if client.connection.extensions.smtputf8 or "SMTPUTF8" not in dict(entry.params):
+        return None
+    end = content.find(b"\r\n\r\n")
+    if content[: end if end >= 0 else None].isascii():
+        return None
+    return Reply(
+        553, "the message needs SMTPUTF8 (RFC 6531) and the exchanger does not offer it", "5.6.7"
+    )
 
 
 def _forwarded_mail_params(client: BaseSMTPClient, entry: QueueEntry) -> dict[str, str | None]:
@@ -795,7 +772,7 @@ class DeliveryWorker:
                 dsn_passed=passed,
             )
 
-        refusal = _announced_refusal(client, entry, rcpts, content)
+        refusal = _needs_smtputf8(client, entry, content)
         if refusal is not None:
             return dict.fromkeys(addresses, outcome(refusal, from_remote=False))
         sender: Mailbox | str = "" if not entry.sender else parse_mailbox(entry.sender)
@@ -825,7 +802,9 @@ class DeliveryWorker:
                 ) from exc
             return dict.fromkeys(addresses, outcome(exc.reply))
         except (RecipientsRefused, MessageRefused) as exc:
-            outcomes = dict.fromkeys(addresses, outcome(exc.reply))
+            # A local refusal (a SIZE overrun, SMTPUTF8 or 8BITMIME missing) is the
+            # client's reply on the exchanger's behalf, for what it announced.
+            outcomes = dict.fromkeys(addresses, outcome(exc.reply, from_remote=not exc.local))
             if exc.result is not None:
                 for address, item in zip(addresses, exc.result.recipients, strict=False):
                     if item.reply is not None and not item.reply.is_positive:
@@ -835,9 +814,7 @@ class DeliveryWorker:
             reply = exc.reply
             if reply is not None and 500 <= reply.code < 600:
                 # Refused for good, by the exchanger or for what it announced: bounce now.
-                return dict.fromkeys(
-                    addresses, outcome(reply, from_remote=isinstance(exc, SMTPReplyError))
-                )
+                return dict.fromkeys(addresses, outcome(reply, from_remote=not exc.local))
             raise _TryNext(self._error_text(exc, relay), reply=reply) from exc
         outcomes = {}
         for address, item in zip(addresses, result.recipients, strict=True):
