@@ -12,7 +12,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -207,6 +207,14 @@ def _add_serve(commands: Any) -> None:
         help="CA certificates for --relay-tls verify (default: the system's trust store)",
     )
     serve.add_argument(
+        "--stop-timeout",
+        type=_arg(parse_duration, "duration"),
+        default=10.0,
+        metavar="DURATION",
+        help="on SIGTERM or SIGINT, how long sessions and deliveries under way may take to "
+        "finish before they are cut off (default 10s)",
+    )
+    serve.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -335,6 +343,35 @@ def _add_demo(commands: Any) -> None:
     )
 
 
+def _add_queue(commands: Any) -> None:
+    queue = commands.add_parser(
+        "queue",
+        help="list the queue, retry it now, delete, hold or release messages",
+        description=(
+            "Look at and act on the queue of a server's data directory, as Postfix's "
+            "postqueue and postsuper do; safe while the server runs (it carries the "
+            "command out itself)."
+        ),
+    )
+    queue.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("smtpcore-data"),
+        metavar="DIR",
+        help="the server's --data-dir (default ./smtpcore-data)",
+    )
+    actions = queue.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", help="each message: id, age, size, sender, recipients, errors")
+    actions.add_parser("flush", help="retry every deferred message now")
+    for name, what in (
+        ("delete", "remove messages from the queue, undelivered and without a bounce"),
+        ("hold", "keep messages from delivery until released"),
+        ("release", "deliver held messages again, at once"),
+    ):
+        action = actions.add_parser(name, help=what)
+        action.add_argument("ids", nargs="+", metavar="ID", help="queue ids, or ALL")
+
+
 def _add_hash_password(commands: Any) -> None:
     commands.add_parser(
         "hash-password",
@@ -358,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fetch(commands)
     _add_demo(commands)
     _add_hash_password(commands)
+    _add_queue(commands)
     return parser
 
 
@@ -411,7 +449,16 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-async def _serve(config: ServerConfig) -> int:
+async def _serve(
+    config: ServerConfig,
+    *,
+    stop_timeout: float = 10.0,
+    reread: Callable[[], ServerConfig] | None = None,
+) -> int:
+    """Run until SIGTERM or SIGINT, which stop within ``stop_timeout`` seconds (sessions
+    finish their message, then get 421; deliveries under way finish or stay queued);
+    SIGHUP calls ``reread`` and reloads users and certificates; SIGUSR1 runs the
+    commands ``python -m smtpcore queue`` left."""
     from smtpcore.server.mailserver import MailServer
 
     log = logging.getLogger("smtpcore.mail")
@@ -427,16 +474,37 @@ async def _serve(config: ServerConfig) -> int:
         log.warning("no TLS: passwords cross the network in the clear (give --tls-cert)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        task = loop.create_task(work())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def reload() -> None:
+        """SIGHUP: users, sender aliases and TLS certificates read again."""
+        if reread is None:
+            return
         try:
-            loop.add_signal_handler(signum, stop.set)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Windows
-            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
+            await server.reload(reread())
+        except (ConfigError, OSError) as exc:
+            log.error("reload failed, the old configuration stays: %s", exc)
+
+    handlers: dict[int, Callable[[], None]] = {
+        signal.SIGINT: stop.set,
+        signal.SIGTERM: stop.set,
+        signal.SIGHUP: lambda: spawn(reload),
+        signal.SIGUSR1: lambda: spawn(server.run_queue_commands),  # from `queue`
+    }
+    for signum, handler in handlers.items():
+        loop.add_signal_handler(signum, handler)
     try:
         await stop.wait()
     finally:
-        log.info("stopping")
-        await server.aclose()
+        log.info("stopping: sessions and deliveries have %gs to finish", stop_timeout)
+        for signum in handlers:
+            loop.remove_signal_handler(signum)
+        await server.aclose(grace=stop_timeout)
         log.info("stopped")
     return 0
 
@@ -448,7 +516,9 @@ def _run_serve(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     config = config_from_args(args)
-    return asyncio.run(_serve(config))
+    return asyncio.run(
+        _serve(config, stop_timeout=args.stop_timeout, reread=lambda: config_from_args(args))
+    )
 
 
 def _run_hash_password() -> int:
@@ -481,6 +551,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from smtpcore.server.tools import run_send
 
             return run_send(args)
+        if args.command == "queue":
+            from smtpcore.server.queuetool import run_queue
+
+            return run_queue(args)
         if args.command == "hash-password":
             return _run_hash_password()
         if args.command == "fetch":

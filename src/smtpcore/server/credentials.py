@@ -72,6 +72,10 @@ class Credentials:
         ok = hmac.compare_digest(stored.encode(), password.encode())
         return ok and key is not None
 
+    def forget(self) -> None:
+        """Drop the keys derived so far (the users changed)."""
+        self._scram.clear()
+
     def get_scram(self, username: str) -> ScramCredentials | None:
         key = self.key(username)
         if key is None:

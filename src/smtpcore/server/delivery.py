@@ -70,6 +70,7 @@ from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import delivery_line, logger
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
+from smtpcore.server.queuectl import QueueCommand
 from smtpcore.server.relay_tls import RelayTLS, relay_tls_context
 from smtpcore.smtp import Reply
 
@@ -328,6 +329,9 @@ class DeliveryWorker:
         """Per message in a round: recipients whose sender asked NOTIFY=SUCCESS."""
         self._wakeup: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
+        self._after_round: dict[str, list[str]] = {}
+        """Operator commands for messages in delivery, carried out when the round ends."""
+        self._control_tasks: set[asyncio.Task[None]] = set()
 
     # -- scheduling -----------------------------------------------------------
 
@@ -368,8 +372,55 @@ class DeliveryWorker:
 
     def _done(self, queue_id: str, task: asyncio.Task[None]) -> None:
         self._running.pop(queue_id, None)
+        waiting = self._after_round.pop(queue_id, [])
+        if waiting:
+            follow = asyncio.get_running_loop().create_task(self._apply_waiting(queue_id, waiting))
+            self._control_tasks.add(follow)
+            follow.add_done_callback(self._control_tasks.discard)
         if self._wakeup is not None:
             self._wakeup.set()
+
+    # -- the operator's commands (``python -m smtpcore queue``) -------------------
+
+    async def apply(self, command: QueueCommand) -> list[str]:
+        """Carry out ``command`` on the queue; a message in delivery is acted on when its
+        round ends. Returns the ids acted on or waiting for their round."""
+        entries = await asyncio.to_thread(self.queue.entries)
+        done = []
+        for entry in entries:
+            if not command.applies_to(entry.id):
+                continue
+            done.append(entry.id)
+            if entry.id in self._running:
+                self._after_round.setdefault(entry.id, []).append(command.action)
+                continue
+            await self._apply_one(entry.id, command.action)
+        return done
+
+    async def _apply_waiting(self, queue_id: str, actions: list[str]) -> None:
+        for action in actions:
+            await self._apply_one(queue_id, action)
+
+    async def _apply_one(self, queue_id: str, action: str) -> None:
+        try:
+            entry = await asyncio.to_thread(self.queue.load, queue_id)
+        except (OSError, ValueError):
+            return  # delivered or deleted meanwhile
+        if action == "delete":
+            self._due.pop(queue_id, None)
+            await asyncio.to_thread(self.queue.remove, queue_id)
+            logger.info("%s: removed by the operator (queue delete)", queue_id)
+        elif action == "hold":
+            self._due.pop(queue_id, None)
+            await asyncio.to_thread(self.queue.update, replace(entry, held=True))
+            logger.info("%s: on hold (queue hold)", queue_id)
+        elif action == "release":
+            entry = replace(entry, held=False, next_attempt=self.clock())
+            await asyncio.to_thread(self.queue.update, entry)
+            logger.info("%s: released (queue release)", queue_id)
+            self.schedule(entry)
+        elif not entry.held:  # flush
+            self.schedule(replace(entry, next_attempt=self.clock()))
 
     async def aclose(self, grace: float = 10.0) -> None:
         """Let deliveries under way finish for up to ``grace`` seconds, then cancel them.
@@ -427,6 +478,9 @@ class DeliveryWorker:
 
     async def _deliver(self, queue_id: str) -> None:
         entry = await asyncio.to_thread(self.queue.load, queue_id)
+        if entry.held:
+            logger.info("%s: on hold; not delivered until released", entry.id)
+            return
         content = await asyncio.to_thread(self.queue.read_content, queue_id)
         if self.clock() >= entry.created + self.max_queue_age:
             await self._expire(entry, content)

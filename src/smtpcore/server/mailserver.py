@@ -14,7 +14,7 @@ import os
 import socket
 import ssl
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from smtpcore.server.log import logger
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.pop3 import POP3Store
 from smtpcore.server.queue import Queue
+from smtpcore.server.queuectl import read_commands
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
 
@@ -116,6 +117,8 @@ class MailServer:
         )
         self.credentials = Credentials(config.users)
         self.listeners: list[Listener] = []
+        self._handlers: list[InboundHandler | SubmissionHandler | LMTPHandler] = []
+        self._pop3_stores: list[POP3Store] = []
         self._servers: list[SMTPServer | POP3Server] = []
         self._worker_task: asyncio.Task[None] | None = None
         self._lock_fd: int | None = None
@@ -194,6 +197,7 @@ class MailServer:
             await self.aclose(grace=0)
             raise
         self._worker_task = asyncio.get_running_loop().create_task(self.worker.run())
+        await self.run_queue_commands()  # what was asked while no server ran
         return list(self.listeners)
 
     def _prepare_storage(self) -> list[Any]:
@@ -213,7 +217,43 @@ class MailServer:
             raise ConfigError(
                 f"--data-dir: {self.config.data_dir} is in use by another smtpcore server"
             ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))  # for `queue` to signal
         self._lock_fd = fd
+
+    async def reload(self, config: ServerConfig) -> None:
+        """SIGHUP: take ``config``'s users and sender aliases, and load the TLS
+        certificate again from its files, without dropping a session: sessions under
+        way keep their TLS, new handshakes use the new certificate. Other options
+        need a restart."""
+        if config.tls_cert is not None and config.tls_key is not None:
+            if self.tls_context is None:
+                logger.warning("reload: TLS was off at start; restart to turn it on")
+            else:
+                try:
+                    self.tls_context.load_cert_chain(config.tls_cert, config.tls_key)
+                except (OSError, ssl.SSLError) as exc:
+                    raise ConfigError(f"cannot load {config.tls_cert}: {exc}") from None
+        new = replace(self.config, users=config.users, sender_aliases=config.sender_aliases)
+        self.config = new
+        self.mailboxes.config = new
+        self.store.config = new
+        for handler in self._handlers:
+            handler.config = new
+        for store in self._pop3_stores:
+            store.config = new
+            store.passwords = dict(new.users)
+        self.credentials.users = new.users
+        self.credentials.forget()
+        await asyncio.to_thread(self.mailboxes.create_all)
+        logger.info("reloaded: %d users, TLS certificate %s", len(new.users), new.tls_cert)
+
+    async def run_queue_commands(self) -> None:
+        """Carry out what ``python -m smtpcore queue`` left in the queue directory (it
+        sends SIGUSR1 after)."""
+        for command in await asyncio.to_thread(read_commands, self.config.queue_dir):
+            done = await self.worker.apply(command)
+            logger.info("queue %s: %d messages", command.action, len(done))
 
     def _smtp_handler(self, name: str) -> tuple[Handler, dict[str, Any]]:
         config = self.config
@@ -225,12 +265,16 @@ class MailServer:
         }
         options["dsn"] = True  # reports as RFC 3461 asks: see the delivery worker
         if name == "smtp":
-            return InboundHandler(self.store, self.inbound_router()), options
+            inbound = InboundHandler(self.store, self.inbound_router())
+            self._handlers.append(inbound)
+            return inbound, options
         if name == "lmtp":
             options["lmtp"] = True
             options["dsn"] = False  # final delivery, reported by the LMTP client
             options["ssl_context"] = None
-            return LMTPHandler(self.store, self.inbound_router()), options
+            lmtp = LMTPHandler(self.store, self.inbound_router())
+            self._handlers.append(lmtp)
+            return lmtp, options
         options["auth"] = self.authenticator()
         options["require_auth"] = True
         # Passwords go only over TLS when there is TLS; without, the operator chose plaintext.
@@ -240,6 +284,7 @@ class MailServer:
         handler = SubmissionHandler(
             self.store, self.submission_router(), name, internal=self.internal
         )
+        self._handlers.append(handler)
         return handler, options
 
     async def _listen(self, name: str, port: int) -> None:
@@ -255,8 +300,10 @@ class MailServer:
         self.listeners.append(Listener(name, host, bound))
 
     async def _listen_pop3(self, name: str, port: int) -> None:
+        store = POP3Store(self.config, self.authenticator(), name, credentials=self.credentials)
+        self._pop3_stores.append(store)
         server = POP3Server(
-            POP3Store(self.config, self.authenticator(), name, credentials=self.credentials),
+            store,
             self.config.host,
             port,
             sock=self.sockets.get(name),

@@ -104,6 +104,8 @@ class QueueEntry:
     (RFC 6152, RFC 3030), and DSN's ``RET`` and ``ENVID`` (RFC 3461 §4.3, §4.4)."""
     delay_warned: bool = False
     """The sender was told once that the message is delayed (``Action: delayed``)."""
+    held: bool = False
+    """Put on hold by the operator (``queue hold``): not delivered until released."""
 
     def param(self, keyword: str) -> str | None:
         """The MAIL parameter ``keyword``'s value, None when absent."""
@@ -132,6 +134,7 @@ class QueueEntry:
             "client": self.client,
             "params": [list(p) for p in self.params],
             "delay_warned": self.delay_warned,
+            "held": self.held,
             "recipients": [
                 {
                     "address": r.address,
@@ -163,6 +166,7 @@ class QueueEntry:
             client=str(data["client"]),
             params=tuple((str(k), None if v is None else str(v)) for k, v in data["params"]),
             delay_warned=bool(data.get("delay_warned", False)),  # absent from older files
+            held=bool(data.get("held", False)),
             recipients=tuple(
                 QueuedRecipient(
                     address=str(r["address"]),
@@ -343,6 +347,20 @@ class Queue:
             spool.discard()
             raise
         return prepared.commit()
+
+    def entries(self) -> list[QueueEntry]:
+        """Every entry now on disk, read without changing anything (a file that goes
+        or is being replaced meanwhile is skipped)."""
+        found: list[QueueEntry] = []
+        directory = self.directory / "envelopes"
+        if not directory.is_dir():
+            return found
+        for path in sorted(directory.iterdir()):
+            try:
+                found.append(self.load(path.name))
+            except (OSError, ValueError):
+                continue
+        return found
 
     def load(self, queue_id: str) -> QueueEntry:
         return QueueEntry.from_json(self.envelope_path(queue_id).read_text(encoding="utf-8"))

@@ -1,0 +1,188 @@
+"""``python -m smtpcore queue``: look at and act on the queue, as ``postqueue`` and
+``postsuper`` do, safely while a server runs on the same data directory.
+
+Only one process changes the queue at a time. A running server holds the data
+directory's lock (``smtpcore.lock``, with its process id inside), and its
+delivery worker is the only writer: the tool then leaves a command file in
+``queue/commands/`` and sends the server ``SIGUSR1``, and the worker carries
+the command out between deliveries (a message being delivered is acted on
+when its round ends, so a round never writes back over a ``hold``). With no
+server running, the tool takes the lock itself and changes the files.
+Listing only reads: the envelope files are replaced by renames, so a reader
+sees a whole one or none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Final
+
+from smtpcore.server.config import ConfigError
+from smtpcore.server.queue import Queue, QueueEntry
+
+__all__ = [
+    "ACTIONS",
+    "QueueCommand",
+    "apply_offline",
+    "format_listing",
+    "offline_lock",
+    "read_commands",
+    "running_server",
+    "submit",
+    "validate_ids",
+]
+
+ACTIONS: Final = ("flush", "delete", "hold", "release")
+LOCK_NAME: Final = "smtpcore.lock"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCommand:
+    """One request to the delivery worker: ``action`` on ``ids`` (empty: every message)."""
+
+    action: str
+    ids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown queue action {self.action!r}")
+
+    def applies_to(self, queue_id: str) -> bool:
+        return not self.ids or queue_id in self.ids
+
+
+def _commands_dir(queue_dir: Path) -> Path:
+    return queue_dir / "commands"
+
+
+def running_server(data_dir: Path) -> int | None:
+    """The process id of the server that holds ``data_dir``'s lock, or None."""
+    path = data_dir / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            text = path.read_text(encoding="ascii", errors="replace").strip()
+            return int(text) if text.isascii() and text.isdecimal() else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def offline_lock(data_dir: Path) -> Iterator[None]:
+    """The data directory's lock for the tool itself; a server that starts meanwhile
+    waits for it."""
+    fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ConfigError(f"{data_dir} is in use (a server started): try again") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def submit(queue_dir: Path, command: QueueCommand, pid: int) -> None:
+    """Leave ``command`` for the running server ``pid`` and wake it with SIGUSR1."""
+    directory = _commands_dir(queue_dir)
+    directory.mkdir(mode=0o700, exist_ok=True)
+    name = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
+    tmp = directory / f".{name}.tmp"
+    tmp.write_text(json.dumps({"action": command.action, "ids": list(command.ids)}))
+    os.replace(tmp, directory / f"{name}.json")
+    if pid > 0:
+        os.kill(pid, signal.SIGUSR1)
+
+
+def read_commands(queue_dir: Path) -> list[QueueCommand]:
+    """Take the waiting commands, oldest first (the server's side of :func:`submit`)."""
+    directory = _commands_dir(queue_dir)
+    if not directory.is_dir():
+        return []
+    commands = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            commands.append(QueueCommand(str(data["action"]), tuple(map(str, data["ids"]))))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a damaged command is dropped, not retried forever
+        path.unlink(missing_ok=True)
+    return commands
+
+
+def apply_offline(queue: Queue, command: QueueCommand, now: float) -> list[str]:
+    """Carry ``command`` out on the files, no server running; the ids acted on."""
+    done = []
+    for entry in _entries(queue):
+        if not command.applies_to(entry.id):
+            continue
+        if command.action == "delete":
+            queue.remove(entry.id)
+        elif command.action == "hold":
+            queue.update(replace(entry, held=True))
+        elif command.action == "release":
+            queue.update(replace(entry, held=False, next_attempt=now))
+        else:  # flush: due at once when a server starts
+            queue.update(replace(entry, next_attempt=now))
+        done.append(entry.id)
+    return done
+
+
+def _entries(queue: Queue) -> list[QueueEntry]:
+    return queue.entries()
+
+
+def _age(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def format_listing(queue: Queue, now: float) -> list[str]:
+    """``mailq``'s view: per message its id, age, size, sender and state, then each
+    pending recipient with its last error."""
+    lines = []
+    entries = _entries(queue)
+    for entry in sorted(entries, key=lambda e: e.created):
+        state = " (held)" if entry.held else ""
+        sender = entry.sender or "MAILER-DAEMON"
+        lines.append(
+            f"{entry.id}{state}  age {_age(now - entry.created)}  {entry.size} octets  "
+            f"from <{sender}>  attempts {entry.attempts}"
+        )
+        for recipient in entry.pending:
+            error = f"  ({recipient.reply})" if recipient.reply else ""
+            lines.append(f"    <{recipient.address}>{error}")
+    count = len(entries)
+    total = sum(e.size for e in entries)
+    lines.append("queue is empty" if not count else f"-- {count} messages, {total} octets")
+    return lines
+
+
+def validate_ids(queue: Queue, ids: Sequence[str]) -> tuple[str, ...]:
+    """``ALL`` (every message) as no ids; otherwise the ids, each in the queue."""
+    if [i.upper() for i in ids] == ["ALL"]:
+        return ()
+    known = {entry.id for entry in _entries(queue)}
+    for queue_id in ids:
+        if queue_id.upper() not in known:
+            raise ConfigError(f"no message {queue_id} in the queue")
+    return tuple(i.upper() for i in ids)

@@ -1,0 +1,46 @@
+"""``python -m smtpcore queue ACTION``: the command line over :mod:`smtpcore.server.queuectl`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from smtpcore.server.config import ConfigError
+from smtpcore.server.queue import Queue
+from smtpcore.server.queuectl import (
+    QueueCommand,
+    apply_offline,
+    format_listing,
+    offline_lock,
+    running_server,
+    submit,
+    validate_ids,
+)
+
+__all__ = ["run_queue"]
+
+
+def run_queue(args: argparse.Namespace) -> int:
+    """List, or hand the command to the running server, or carry it out when none runs."""
+    data_dir = args.data_dir
+    queue_dir = data_dir / "queue"
+    if not (queue_dir / "envelopes").is_dir():
+        raise ConfigError(f"--data-dir: no queue in {data_dir}")
+    queue = Queue(queue_dir)
+    if args.action == "list":
+        for line in format_listing(queue, time.time()):
+            print(line)
+        return 0
+    ids = validate_ids(queue, getattr(args, "ids", ()))
+    command = QueueCommand(args.action, ids)
+    pid = running_server(data_dir)
+    what = "every message" if not ids else ", ".join(ids)
+    if pid is not None:
+        submit(queue_dir, command, pid)
+        print(f"queue {args.action}: {what}: handed to the running server (pid {pid})")
+        return 0
+    with offline_lock(data_dir):
+        done = apply_offline(queue, command, time.time())
+    later = " (delivered when the server starts)" if args.action in ("flush", "release") else ""
+    print(f"queue {args.action}: {len(done)} messages{later}")
+    return 0

@@ -1,0 +1,178 @@
+"""The operator's tools on a running ``python -m smtpcore serve`` (issue 13, items 11 and
+12): ``queue list|flush|delete|hold|release`` with the server running and without,
+SIGHUP reloading users and certificates without dropping a session, SIGTERM letting a
+message in flight finish."""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from relay_remote import remote
+from smtpcore.server.queue import Queue
+from test_cli_serve import LOOPBACK, ROOT, _until, serve
+
+ZONE = "pqr.example MX 10 mx.pqr.example\nmx.pqr.example A 127.0.0.1\n"
+
+
+def _queue(data_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run(
+        [sys.executable, "-m", "smtpcore", "queue", "--data-dir", str(data_dir), *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _submit(port: int, rcpt: str, subject: str) -> None:
+    with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+        smtp.login("john@abc.example", "john-pw")
+        smtp.sendmail("john@abc.example", [rcpt], f"Subject: {subject}\r\n\r\nhi\r\n".encode())
+
+
+def test_queue_tools_on_a_running_server(tmp_path: Path) -> None:
+    zone = tmp_path / "zone"
+    zone.write_text(ZONE)
+    data = tmp_path / "abc"
+    replies = {"a@pqr.example": b"451 4.3.0 busy", "b@pqr.example": b"451 4.3.0 busy"}
+    with remote(rcpt_replies=replies) as server:
+        relay = ("--resolver", f"static:{zone}", "--remote-port", str(server.port))
+        no_retry = ("--retry-after", "1h", "--max-retry-after", "2h")
+        with serve(
+            data,
+            "abc.example",
+            ["john@abc.example:john-pw"],
+            listeners=("submission",),
+            extra=relay + no_retry,
+        ) as abc:
+            _submit(abc.ports["submission"], "a@pqr.example", "first")
+            _submit(abc.ports["submission"], "b@pqr.example", "second")
+            _until(lambda: abc.log().count("status=deferred") == 2, "two deferrals", abc)
+            listing = _queue(data, "list")
+            assert listing.returncode == 0, listing.stderr
+            assert listing.stdout.count("451 4.3.0 busy") == 2
+            assert "from <john@abc.example>" in listing.stdout
+            assert "-- 2 messages" in listing.stdout
+            ids = {line.split()[0] for line in listing.stdout.splitlines() if "from <" in line}
+            first, _ = sorted(ids, key=lambda i: listing.stdout.index(i))
+            assert _queue(data, "hold", first).returncode == 0
+            _until(lambda: f"{first}: on hold" in abc.log(), "the hold", abc)
+            assert f"{first} (held)" in _queue(data, "list").stdout
+            server.rcpt_replies.clear()
+            assert _queue(data, "flush").returncode == 0  # the held one stays
+            _until(lambda: abc.queued() == 1, "the second delivered", abc)
+            assert [t.recipients for t in server.transactions] == [["b@pqr.example"]]
+            assert _queue(data, "release", first.lower()).returncode == 0
+            _until(lambda: abc.queued() == 0, "the released one delivered", abc)
+            _submit(abc.ports["submission"], "a@pqr.example", "third")
+            _until(lambda: len(server.transactions) == 3, "the third", abc)
+            missing = _queue(data, "delete", "0123456789")
+            assert missing.returncode == 2 and "no message 0123456789" in missing.stderr
+            assert abc.stop() == 0
+    assert [t.recipients for t in server.transactions][1] == ["a@pqr.example"]
+
+
+def test_queue_tools_without_a_server(tmp_path: Path) -> None:
+    queue = Queue(tmp_path / "queue")
+    queue.open()
+    kept = queue.add(b"Subject: one\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    gone = queue.add(b"Subject: two\r\n\r\nx\r\n", "", ["b@pqr.example"])
+    assert _queue(tmp_path, "hold", kept.id).returncode == 0
+    assert queue.load(kept.id).held
+    deleted = _queue(tmp_path, "delete", gone.id)
+    assert deleted.returncode == 0 and "1 messages" in deleted.stdout
+    listing = _queue(tmp_path, "list").stdout
+    assert f"{kept.id} (held)" in listing and gone.id not in listing
+    assert "from <MAILER-DAEMON>" not in listing
+    assert _queue(tmp_path, "release", "ALL").returncode == 0
+    assert not queue.load(kept.id).held
+    assert _queue(tmp_path / "nowhere", "list").returncode == 2
+
+
+def test_sighup_reloads_users_and_certificates_without_dropping_a_session(
+    tmp_path: Path,
+) -> None:
+    import trustme
+
+    users = tmp_path / "users"
+    users.write_text("john@abc.example:john-pw\n")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cas = []
+    for _ in range(2):
+        ca = trustme.CA()
+        issued = ca.issue_cert("127.0.0.1")
+        cas.append((ca, issued))
+
+    def install(index: int) -> ssl.SSLContext:
+        ca, issued = cas[index]
+        issued.private_key_pem.write_to_path(str(key))
+        cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        return context
+
+    first = install(0)
+    tls = ("--tls-cert", str(cert), "--tls-key", str(key), "--users-file", str(users))
+    with serve(tmp_path / "abc", "abc.example", [], listeners=("smtp",), extra=tls) as abc:
+        held_open = smtplib.SMTP(LOOPBACK, abc.ports["smtp"], timeout=10)
+        held_open.starttls(context=first)
+        held_open.ehlo()
+        assert held_open.mail("x@y.example")[0] == 250
+        assert held_open.rcpt("mary@abc.example")[0] == 550  # not a user yet
+        users.write_text("john@abc.example:john-pw\nmary@abc.example:mary-pw\n")
+        second = install(1)
+        abc.process.popen.send_signal(signal.SIGHUP)
+        _until(lambda: "reloaded: 2 users" in abc.log(), "the reload", abc)
+        # The session opened before the reload goes on, and sees the new user.
+        assert held_open.rcpt("mary@abc.example")[0] == 250
+        assert held_open.data(b"Subject: hi\r\n\r\nhello\r\n")[0] == 250
+        held_open.quit()
+        with smtplib.SMTP(LOOPBACK, abc.ports["smtp"], timeout=10) as fresh:
+            fresh.starttls(context=second)  # the new certificate, from the new CA
+        assert len(abc.mailbox("mary@abc.example")) == 1
+        # A broken users file leaves the old configuration in force.
+        users.write_text("not a user line\n")
+        abc.process.popen.send_signal(signal.SIGHUP)
+        _until(lambda: "reload failed" in abc.log(), "the refused reload", abc)
+        assert abc.stop() == 0
+
+
+def test_sigterm_lets_a_message_in_flight_finish_then_stops(tmp_path: Path) -> None:
+    with serve(
+        tmp_path / "abc",
+        "abc.example",
+        ["john@abc.example:john-pw"],
+        listeners=("smtp",),
+        extra=("--stop-timeout", "30s"),
+    ) as abc:
+        sock = socket.create_connection((LOOPBACK, abc.ports["smtp"]), timeout=10)
+        replies = sock.makefile("rb")
+        replies.readline()
+        for line in (b"EHLO me\r\n", b"MAIL FROM:<x@y.example>\r\n"):
+            sock.sendall(line)
+            while replies.readline()[3:4] == b"-":
+                pass
+        sock.sendall(b"RCPT TO:<john@abc.example>\r\nDATA\r\n")
+        assert replies.readline().startswith(b"250")
+        assert replies.readline().startswith(b"354")
+        sock.sendall(b"Subject: in flight\r\n\r\nfirst half\r\n")
+        abc.process.popen.send_signal(signal.SIGTERM)
+        _until(lambda: "stopping" in abc.log(), "the stop to begin", abc)
+        time.sleep(0.2)  # the listener is closed; the session still runs
+        sock.sendall(b"second half\r\n.\r\n")
+        assert replies.readline().startswith(b"250")
+        sock.sendall(b"QUIT\r\n")
+        assert replies.readline()[:3] in (b"221", b"421")
+        sock.close()
+        assert abc.process.popen.wait(30) == 0
+    (stored,) = abc.mailbox("john@abc.example")
+    assert b"first half" in stored and b"second half" in stored
