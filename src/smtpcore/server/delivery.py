@@ -27,30 +27,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import random
-import re
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final
 
-from smtpcore._driver import (
-    BaseSMTPClient,
-    MessageRefused,
-    RecipientsRefused,
-    SenderRefused,
-    SMTPError,
-    SMTPReplyError,
-    Timeouts,
-    TLSNotAvailable,
-)
-from smtpcore.address import AddressError, Mailbox, parse_mailbox
-from smtpcore.asyncio import SMTPClient
+from smtpcore._driver import Timeouts
+from smtpcore.address import AddressError, parse_mailbox
 from smtpcore.routing import (
-    Attempt,
     FailedExchangers,
     LocalDelivery,
     RandomSource,
@@ -66,13 +53,19 @@ from smtpcore.server.bounce import (
     build_delay_notice,
     build_success_report,
 )
+from smtpcore.server.exchanger import (
+    ClientFactory,
+    ExchangerSession,
+    Outcome,
+    TryNext,
+    default_client,
+)
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import delivery_line, logger
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
 from smtpcore.server.queuectl import QueueCommand
 from smtpcore.server.relay_tls import RelayTLS, relay_tls_context
-from smtpcore.smtp import Reply
 
 __all__ = [
     "ClientFactory",
@@ -85,43 +78,6 @@ __all__ = [
 MAX_BACKOFF: Final = 4000.0
 """The longest wait between two attempts by default (Postfix's ``maximal_backoff_time``),
 unless ``retry_after`` itself is longer."""
-
-
-class ClientFactory(Protocol):
-    """Builds the SMTP client for one connection (the demo passes one that narrates)."""
-
-    def __call__(
-        self,
-        host: str,
-        port: int,
-        *,
-        hostname: str,
-        starttls: bool | None,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str,
-        timeouts: Timeouts,
-    ) -> BaseSMTPClient: ...
-
-
-def _default_client(
-    host: str,
-    port: int,
-    *,
-    hostname: str,
-    starttls: bool | None,
-    ssl_context: ssl.SSLContext,
-    server_hostname: str,
-    timeouts: Timeouts,
-) -> BaseSMTPClient:
-    return SMTPClient(
-        host,
-        port,
-        hostname=hostname,
-        starttls=starttls,
-        ssl_context=ssl_context,
-        server_hostname=server_hostname,
-        timeouts=timeouts,
-    )
 
 
 def opportunistic_tls_context() -> ssl.SSLContext:
@@ -162,115 +118,12 @@ def _duration_text(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def _reply_text(reply: Reply) -> str:
-    status = f" {reply.status}" if reply.status is not None else ""
-    return f"{reply.code}{status} {' '.join(reply.lines)}".strip()
-
-
-_STATUS_TEXT: Final = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?:\s|$)")
-
-
-def _reply_dsn(reply: Reply) -> str:
-    """The reply's enhanced status; from its text when the server did not announce
-    ENHANCEDSTATUSCODES but wrote one anyway, as many do; else ``X.0.0``."""
-    if reply.status is not None:
-        return str(reply.status)
-    match = _STATUS_TEXT.match(" ".join(reply.lines))
-    if match is not None and match.group(1) == str(reply.code)[0]:
-        return match.group(0).strip()
-    return f"{reply.code // 100}.0.0"
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """What one round did for one recipient."""
-
-    status: RecipientStatus
-    dsn: str
-    detail: str
-    relay: str = "none"
-    remote_mta: str | None = None
-    from_remote: bool = False
-    tls: str | None = None
-    """``no``, ``yes`` or ``verified``: see ``DeliveryWorker._tls_field``."""
-    tls_policy: str | None = None
-    dsn_passed: bool = False
-    """The next hop took the DSN parameters: reporting success is its job now."""
-
-
 def _notify(recipient: QueuedRecipient, event: str) -> bool:
     """Whether the sender asked to hear of ``event`` for ``recipient`` (RFC 3461 §4.1;
     without NOTIFY, failures only)."""
     if recipient.notify is None:
         return event == "FAILURE"
     return event in recipient.notify.split(",")
-
-
-class _TryNext(Exception):
-    """This exchanger failed as a whole; the next one may do better."""
-
-    def __init__(self, detail: str, dsn: str = "4.4.1", reply: Reply | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.dsn = dsn
-        self.reply = reply
-
-
-def _tls_reason(exc: SMTPError) -> str:
-    if isinstance(exc, SMTPReplyError):
-        return f"STARTTLS refused: {_reply_text(exc.reply)}"
-    return f"TLS handshake failed: {exc.__cause__ or exc}"
-
-
-class _TLSFailed(Exception):
-    """STARTTLS was refused or its handshake failed; ``may`` goes on in plaintext."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-def _tls_failure(exc: SMTPError) -> bool:
-    """Whether ``exc`` means STARTTLS failed: refused, or a handshake that went wrong."""
-    if isinstance(exc, SMTPReplyError):
-        return exc.command == "STARTTLS"
-    cause: BaseException | None = exc.__cause__
-    while cause is not None:
-        if isinstance(cause, ssl.SSLError):
-            return True
-        cause = cause.__cause__
-    return "TLS handshake" in str(exc)
-
-
-def _needs_smtputf8(client: BaseSMTPClient, entry: QueueEntry, content: bytes) -> Reply | None:
-    """RFC 6531 §3.4, as Postfix does: a message its sender sent with SMTPUTF8 and that
-    has UTF-8 in its header cannot go to an exchanger without SMTPUTF8, even with an
-    ASCII envelope (the client refuses UTF-8 addresses, a SIZE overrun and 8-bit
-    content without 8BITMIME itself, before MAIL)."""
-    if client.connection.extensions.smtputf8 or "SMTPUTF8" not in dict(entry.params):
-        return None
-    end = content.find(b"\r\n\r\n")
-    if content[: end if end >= 0 else None].isascii():
-        return None
-    return Reply(
-        553, "the message needs SMTPUTF8 (RFC 6531) and the exchanger does not offer it", "5.6.7"
-    )
-
-
-def _forwarded_mail_params(client: BaseSMTPClient, entry: QueueEntry) -> dict[str, str | None]:
-    """The queued MAIL parameters the exchanger can take: SMTPUTF8 and BODY where it
-    offers them, RET and ENVID where it speaks DSN (RFC 3461 §6.2)."""
-    extensions = client.connection.extensions
-    params: dict[str, str | None] = {}
-    for keyword, value in entry.params:
-        if keyword == "SMTPUTF8" and extensions.smtputf8:
-            params[keyword] = None
-        elif keyword == "BODY" and (value or "").upper() == "8BITMIME":
-            if extensions.eight_bit_mime:  # the relay sends with DATA: 7BIT or 8BITMIME
-                params[keyword] = "8BITMIME"
-        elif keyword in ("RET", "ENVID") and extensions.dsn:
-            params[keyword] = value
-    return params
 
 
 class DeliveryWorker:
@@ -297,7 +150,7 @@ class DeliveryWorker:
         relay_tls: RelayTLS = RelayTLS.MAY,
         relay_ca: Path | None = None,
         internal: InternalAddresses | None = None,
-        client_factory: ClientFactory = _default_client,
+        client_factory: ClientFactory = default_client,
         timeouts: Timeouts | None = None,
         concurrency: int = 20,
         clock: Callable[[], float] = time.time,
@@ -323,9 +176,16 @@ class DeliveryWorker:
         self.rng: RandomSource = rng or random.SystemRandom()
         self.failures = FailedExchangers(time.monotonic)
         self.tls_context = relay_tls_context(relay_tls, relay_ca)
+        self.exchanger = ExchangerSession(
+            client_factory=client_factory,
+            hostname=hostname,
+            timeouts=self.timeouts,
+            tls_context=self.tls_context,
+            relay_tls=relay_tls,
+        )
         self._due: dict[str, float] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._succeeded: dict[str, dict[str, _Outcome]] = {}
+        self._succeeded: dict[str, dict[str, Outcome]] = {}
         """Per message in a round: recipients whose sender asked NOTIFY=SUCCESS."""
         self._wakeup: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
@@ -485,8 +345,8 @@ class DeliveryWorker:
         if self.clock() >= entry.created + self.max_queue_age:
             await self._expire(entry, content)
             return
-        failed: dict[str, _Outcome] = {}
-        deferred: dict[str, _Outcome] = {}
+        failed: dict[str, Outcome] = {}
+        deferred: dict[str, Outcome] = {}
         self._succeeded[entry.id] = {}
         groups: dict[tuple[str, tuple[str, int] | None], dict[str, RemoteDelivery]] = {}
         for recipient in entry.pending:
@@ -513,18 +373,18 @@ class DeliveryWorker:
             return Rejected(553, "5.1.3", f"bad recipient address {address}", reason)
         return self.router.route(mailbox, authenticated=True)
 
-    def _rejected_outcome(self, rejected: Rejected) -> _Outcome:
+    def _rejected_outcome(self, rejected: Rejected) -> Outcome:
         status = RecipientStatus.PENDING if rejected.temporary else RecipientStatus.FAILED
-        return _Outcome(
+        return Outcome(
             status, rejected.status, f"{rejected.code} {rejected.status} {rejected.text}"
         )
 
     async def _settle(
         self,
         entry: QueueEntry,
-        outcomes: Mapping[str, _Outcome],
-        failed: dict[str, _Outcome],
-        deferred: dict[str, _Outcome],
+        outcomes: Mapping[str, Outcome],
+        failed: dict[str, Outcome],
+        deferred: dict[str, Outcome],
     ) -> QueueEntry:
         """Log each outcome and record what was sent at once (never twice after a crash);
         failures wait for the bounce at the end of the round."""
@@ -568,8 +428,8 @@ class DeliveryWorker:
         self,
         entry: QueueEntry,
         content: bytes,
-        failed: Mapping[str, _Outcome],
-        deferred: Mapping[str, _Outcome],
+        failed: Mapping[str, Outcome],
+        deferred: Mapping[str, Outcome],
         *,
         expired: bool = False,
     ) -> None:
@@ -605,7 +465,7 @@ class DeliveryWorker:
         code and text, and the exchanger that gave it), as Postfix does."""
         failed = {}
         for recipient in entry.pending:
-            failed[recipient.address] = _Outcome(
+            failed[recipient.address] = Outcome(
                 RecipientStatus.FAILED,
                 recipient.dsn if recipient.dsn and recipient.dsn[0] == "4" else "4.4.7",
                 recipient.reply or "no delivery attempt was made before the message expired",
@@ -660,21 +520,21 @@ class DeliveryWorker:
 
     async def _deliver_local(
         self, entry: QueueEntry, decision: LocalDelivery, content: bytes
-    ) -> _Outcome:
+    ) -> Outcome:
         """A recipient that is local now (the domain became local after a restart)."""
         key = self.mailboxes.lookup(decision.mailbox)
         if key is None:
-            return _Outcome(
+            return Outcome(
                 RecipientStatus.FAILED, "5.1.1", "550 5.1.1 no such mailbox here", "local"
             )
         path = await asyncio.to_thread(self.mailboxes.deliver, key, entry.sender, content)
-        return _Outcome(RecipientStatus.SENT, "2.0.0", f"delivered to maildir {path}", "local")
+        return Outcome(RecipientStatus.SENT, "2.0.0", f"delivered to maildir {path}", "local")
 
     # -- remote -----------------------------------------------------------------
 
     async def _deliver_remote(
         self, entry: QueueEntry, deliveries: Mapping[str, RemoteDelivery], content: bytes
-    ) -> dict[str, _Outcome]:
+    ) -> dict[str, Outcome]:
         addresses = list(deliveries)
         attempts = await self.router.resolve(
             next(iter(deliveries.values())), self.resolver, rng=self.rng, failures=self.failures
@@ -690,27 +550,27 @@ class DeliveryWorker:
             if not attempts:
                 return dict.fromkeys(
                     addresses,
-                    _Outcome(
+                    Outcome(
                         RecipientStatus.FAILED,
                         "5.4.4",
                         f"554 5.4.4 the exchangers resolve only to internal addresses ({names});"
                         " relay to internal networks is not allowed here",
                     ),
                 )
-        last = _TryNext("no exchanger to try")
+        last = TryNext("no exchanger to try")
         relay = "none"
         for number, attempt in enumerate(attempts, 1):
             relay = f"{attempt.host}[{attempt.address}]:{attempt.port}"
             try:
-                return await self._transaction(attempt, relay, entry, deliveries, content)
-            except _TryNext as failure:
+                return await self.exchanger.deliver(attempt, relay, entry, deliveries, content)
+            except TryNext as failure:
                 self.failures.mark_bad(attempt.host)
                 if number < len(attempts):
                     logger.info("%s: %s; trying the next exchanger", entry.id, failure.detail)
                 last = failure
         return dict.fromkeys(
             addresses,
-            _Outcome(
+            Outcome(
                 RecipientStatus.PENDING,
                 last.dsn,
                 last.detail,
@@ -720,170 +580,13 @@ class DeliveryWorker:
             ),
         )
 
-    def _client(self, attempt: Attempt, starttls: bool | None) -> BaseSMTPClient:
-        return self.client_factory(
-            str(attempt.address),
-            attempt.port,
-            hostname=self.hostname,
-            starttls=starttls,
-            ssl_context=self.tls_context,
-            server_hostname=attempt.host,
-            timeouts=self.timeouts,
-        )
-
-    async def _connect(self, attempt: Attempt, relay: str) -> BaseSMTPClient:
-        """A session with the exchanger, TLS as the policy says (module docstring of
-        :mod:`smtpcore.server.relay_tls`)."""
-        policy = self.relay_tls
-        try:
-            return await self._open(attempt, relay, None if policy is RelayTLS.MAY else True)
-        except _TLSFailed as failure:
-            if policy.required:
-                detail = f"{relay}: TLS is required ({policy.value}): {failure.detail}"
-                raise _TryNext(detail, "4.7.5") from failure
-            # Opportunistic TLS goes on in plaintext (RFC 7435 §3), as Postfix's "may".
-            logger.info("%s: %s; trying again without TLS (policy may)", relay, failure.detail)
-        try:
-            return await self._open(attempt, relay, False)
-        except _TLSFailed as failure:  # pragma: no cover - no STARTTLS is attempted
-            raise _TryNext(f"{relay}: {failure.detail}") from None
-
-    async def _open(self, attempt: Attempt, relay: str, starttls: bool | None) -> BaseSMTPClient:
-        client = self._client(attempt, starttls)
-        try:
-            await client.connect()
-        except TLSNotAvailable as exc:
-            raise _TryNext(
-                f"TLS is required ({self.relay_tls.value}), but was not offered by host {relay}",
-                "4.7.4",
-            ) from exc
-        except SMTPError as exc:
-            if starttls is not False and _tls_failure(exc):
-                raise _TLSFailed(_tls_reason(exc)) from exc
-            raise _TryNext(self._error_text(exc, relay), reply=exc.reply) from exc
-        return client
-
-    def _error_text(self, exc: SMTPError, relay: str) -> str:
-        if isinstance(exc, SMTPReplyError):
-            return f"host {relay} refused {exc.command}: {_reply_text(exc.reply)}"
-        cause = exc.__cause__
-        if str(exc).startswith("cannot connect") and isinstance(cause, OSError) and cause.errno:
-            return f"connect to {relay}: {os.strerror(cause.errno)}"
-        return f"{relay}: {exc}"
-
-    def _tls_field(self, client: BaseSMTPClient) -> str:
-        """What the delivery log says of TLS: ``no``, ``yes`` (encrypted, the certificate
-        not checked) or ``verified``."""
-        if not client.connection.tls:
-            return "no"
-        return "verified" if self.relay_tls is RelayTLS.VERIFY else "yes"
-
-    async def _transaction(
-        self,
-        attempt: Attempt,
-        relay: str,
-        entry: QueueEntry,
-        deliveries: Mapping[str, RemoteDelivery],
-        content: bytes,
-    ) -> dict[str, _Outcome]:
-        client = await self._connect(attempt, relay)
-        try:
-            return await self._send(client, attempt, relay, entry, deliveries, content)
-        finally:
-            await client.quit()  # closes the connection on every way out
-
-    async def _send(
-        self,
-        client: BaseSMTPClient,
-        attempt: Attempt,
-        relay: str,
-        entry: QueueEntry,
-        deliveries: Mapping[str, RemoteDelivery],
-        content: bytes,
-    ) -> dict[str, _Outcome]:
-        tls = self._tls_field(client)
-        addresses = list(deliveries)
-        rcpts = [d.mailbox for d in deliveries.values()]
-        # RFC 3461 §6.2: to a server that speaks DSN, the parameters go on with the message.
-        passed = client.connection.extensions.dsn
-
-        def outcome(reply: Reply, *, from_remote: bool = True) -> _Outcome:
-            if reply.is_positive:
-                status = RecipientStatus.SENT
-            elif reply.code >= 500:
-                status = RecipientStatus.FAILED
-            else:
-                status = RecipientStatus.PENDING
-            return _Outcome(
-                status,
-                _reply_dsn(reply),
-                _reply_text(reply),
-                relay,
-                attempt.host,
-                from_remote=from_remote,
-                tls=tls,
-                tls_policy=self.relay_tls.value,
-                dsn_passed=passed,
-            )
-
-        refusal = _needs_smtputf8(client, entry, content)
-        if refusal is not None:
-            return dict.fromkeys(addresses, outcome(refusal, from_remote=False))
-        sender: Mailbox | str = "" if not entry.sender else parse_mailbox(entry.sender)
-        mail_params = _forwarded_mail_params(client, entry)
-        rcpt_params: dict[Mailbox, dict[str, str | None]] = {}
-        if passed:
-            queued = {r.address: r for r in entry.recipients}
-            for address, delivery in deliveries.items():
-                recipient = queued[address]
-                params = rcpt_params.setdefault(delivery.mailbox, {})
-                if recipient.notify is not None:
-                    params["NOTIFY"] = recipient.notify
-                if recipient.orcpt is not None:
-                    params["ORCPT"] = recipient.orcpt
-        try:
-            result = await client.send_message(
-                content,
-                sender,
-                rcpts,
-                mail_params=mail_params,
-                rcpt_params=lambda mailbox: rcpt_params.get(mailbox, {}),
-            )
-        except SenderRefused as exc:
-            if exc.reply.code < 500:
-                raise _TryNext(
-                    self._error_text(exc, relay), _reply_dsn(exc.reply), exc.reply
-                ) from exc
-            return dict.fromkeys(addresses, outcome(exc.reply))
-        except (RecipientsRefused, MessageRefused) as exc:
-            # A local refusal (a SIZE overrun, SMTPUTF8 or 8BITMIME missing) is the
-            # client's reply on the exchanger's behalf, for what it announced.
-            outcomes = dict.fromkeys(addresses, outcome(exc.reply, from_remote=not exc.local))
-            if exc.result is not None:
-                for address, item in zip(addresses, exc.result.recipients, strict=False):
-                    if item.reply is not None and not item.reply.is_positive:
-                        outcomes[address] = outcome(item.reply)
-            return outcomes
-        except SMTPError as exc:
-            reply = exc.reply
-            if reply is not None and 500 <= reply.code < 600:
-                # Refused for good, by the exchanger or for what it announced: bounce now.
-                return dict.fromkeys(addresses, outcome(reply, from_remote=not exc.local))
-            raise _TryNext(self._error_text(exc, relay), reply=reply) from exc
-        outcomes = {}
-        for address, item in zip(addresses, result.recipients, strict=True):
-            reply = item.delivery if item.accepted else item.reply
-            assert reply is not None
-            outcomes[address] = outcome(reply)
-        return outcomes
-
     # -- bounces ----------------------------------------------------------------
 
     async def _bounce(
         self,
         entry: QueueEntry,
         content: bytes,
-        failed: Mapping[str, _Outcome],
+        failed: Mapping[str, Outcome],
         *,
         expired: bool = False,
     ) -> None:
@@ -928,7 +631,7 @@ class DeliveryWorker:
         await self.send_report(entry.id, entry.sender, bounce, "non-delivery")
 
     async def _report_success(
-        self, entry: QueueEntry, content: bytes, succeeded: Mapping[str, _Outcome]
+        self, entry: QueueEntry, content: bytes, succeeded: Mapping[str, Outcome]
     ) -> None:
         """The report ``NOTIFY=SUCCESS`` asked for: delivered here, or relayed to a
         server that does not speak DSN (RFC 3461 §6.2)."""
@@ -987,7 +690,7 @@ def _is_utf8(entry: QueueEntry) -> bool:
     return "SMTPUTF8" in dict(entry.params)
 
 
-def _updated(recipient: QueuedRecipient, outcome: _Outcome) -> QueuedRecipient:
+def _updated(recipient: QueuedRecipient, outcome: Outcome) -> QueuedRecipient:
     """``recipient`` as ``outcome`` leaves it; its DSN parameters stay."""
     return replace(
         recipient,

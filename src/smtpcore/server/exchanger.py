@@ -1,0 +1,362 @@
+"""One delivery attempt to one exchanger: connect with the relay's TLS policy, send,
+and turn each reply into a recipient's outcome.
+
+What the exchanger says decides (RFC 5321 §4.2.1, §4.5.4.1): a 2xx delivers, a 5xx
+(its own, or the client's refusal on its behalf for what it announced, such as a
+SIZE overrun) fails for good, a 4xx waits. A failure of the whole session (a
+connection refused or lost, a 4xx to MAIL, a TLS policy that cannot be met) is a
+:class:`TryNext`: the next exchanger may do better.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from smtpcore._driver import (
+    BaseSMTPClient,
+    MessageRefused,
+    RecipientsRefused,
+    SenderRefused,
+    SMTPError,
+    SMTPReplyError,
+    Timeouts,
+    TLSNotAvailable,
+)
+from smtpcore.address import Mailbox, parse_mailbox
+from smtpcore.asyncio import SMTPClient
+from smtpcore.routing import Attempt, RemoteDelivery
+from smtpcore.server.log import logger
+from smtpcore.server.queue import QueueEntry, RecipientStatus
+from smtpcore.server.relay_tls import RelayTLS
+from smtpcore.smtp import Reply
+
+__all__ = [
+    "ClientFactory",
+    "ExchangerSession",
+    "Outcome",
+    "TryNext",
+    "default_client",
+    "reply_dsn",
+    "reply_text",
+]
+
+
+class ClientFactory(Protocol):
+    """Builds the SMTP client for one connection (the demo passes one that narrates)."""
+
+    def __call__(
+        self,
+        host: str,
+        port: int,
+        *,
+        hostname: str,
+        starttls: bool | None,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str,
+        timeouts: Timeouts,
+    ) -> BaseSMTPClient: ...
+
+
+def default_client(
+    host: str,
+    port: int,
+    *,
+    hostname: str,
+    starttls: bool | None,
+    ssl_context: ssl.SSLContext,
+    server_hostname: str,
+    timeouts: Timeouts,
+) -> BaseSMTPClient:
+    return SMTPClient(
+        host,
+        port,
+        hostname=hostname,
+        starttls=starttls,
+        ssl_context=ssl_context,
+        server_hostname=server_hostname,
+        timeouts=timeouts,
+    )
+
+
+def reply_text(reply: Reply) -> str:
+    status = f" {reply.status}" if reply.status is not None else ""
+    return f"{reply.code}{status} {' '.join(reply.lines)}".strip()
+
+
+_STATUS_TEXT: Final = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?:\s|$)")
+
+
+def reply_dsn(reply: Reply) -> str:
+    """The reply's enhanced status; from its text when the server did not announce
+    ENHANCEDSTATUSCODES but wrote one anyway, as many do; else ``X.0.0``."""
+    if reply.status is not None:
+        return str(reply.status)
+    match = _STATUS_TEXT.match(" ".join(reply.lines))
+    if match is not None and match.group(1) == str(reply.code)[0]:
+        return match.group(0).strip()
+    return f"{reply.code // 100}.0.0"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one round did for one recipient."""
+
+    status: RecipientStatus
+    dsn: str
+    detail: str
+    relay: str = "none"
+    remote_mta: str | None = None
+    from_remote: bool = False
+    tls: str | None = None
+    """``no``, ``yes`` or ``verified``: see ``DeliveryWorker._tls_field``."""
+    tls_policy: str | None = None
+    dsn_passed: bool = False
+    """The next hop took the DSN parameters: reporting success is its job now."""
+
+
+class TryNext(Exception):
+    """This exchanger failed as a whole; the next one may do better."""
+
+    def __init__(self, detail: str, dsn: str = "4.4.1", reply: Reply | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.dsn = dsn
+        self.reply = reply
+
+
+def _tls_reason(exc: SMTPError) -> str:
+    if isinstance(exc, SMTPReplyError):
+        return f"STARTTLS refused: {reply_text(exc.reply)}"
+    return f"TLS handshake failed: {exc.__cause__ or exc}"
+
+
+class _TLSFailed(Exception):
+    """STARTTLS was refused or its handshake failed; ``may`` goes on in plaintext."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def _tls_failure(exc: SMTPError) -> bool:
+    """Whether ``exc`` means STARTTLS failed: refused, or a handshake that went wrong."""
+    if isinstance(exc, SMTPReplyError):
+        return exc.command == "STARTTLS"
+    cause: BaseException | None = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            return True
+        cause = cause.__cause__
+    return "TLS handshake" in str(exc)
+
+
+def _needs_smtputf8(client: BaseSMTPClient, entry: QueueEntry, content: bytes) -> Reply | None:
+    """RFC 6531 §3.4, as Postfix does: a message its sender sent with SMTPUTF8 and that
+    has UTF-8 in its header cannot go to an exchanger without SMTPUTF8, even with an
+    ASCII envelope (the client refuses UTF-8 addresses, a SIZE overrun and 8-bit
+    content without 8BITMIME itself, before MAIL)."""
+    if client.connection.extensions.smtputf8 or "SMTPUTF8" not in dict(entry.params):
+        return None
+    end = content.find(b"\r\n\r\n")
+    if content[: end if end >= 0 else None].isascii():
+        return None
+    return Reply(
+        553, "the message needs SMTPUTF8 (RFC 6531) and the exchanger does not offer it", "5.6.7"
+    )
+
+
+def _forwarded_mail_params(client: BaseSMTPClient, entry: QueueEntry) -> dict[str, str | None]:
+    """The queued MAIL parameters the exchanger can take: SMTPUTF8 and BODY where it
+    offers them, RET and ENVID where it speaks DSN (RFC 3461 §6.2)."""
+    extensions = client.connection.extensions
+    params: dict[str, str | None] = {}
+    for keyword, value in entry.params:
+        if keyword == "SMTPUTF8" and extensions.smtputf8:
+            params[keyword] = None
+        elif keyword == "BODY" and (value or "").upper() == "8BITMIME":
+            if extensions.eight_bit_mime:  # the relay sends with DATA: 7BIT or 8BITMIME
+                params[keyword] = "8BITMIME"
+        elif keyword in ("RET", "ENVID") and extensions.dsn:
+            params[keyword] = value
+    return params
+
+
+class ExchangerSession:
+    """Delivers to one exchanger at a time for the worker, as the relay is configured."""
+
+    def __init__(
+        self,
+        *,
+        client_factory: ClientFactory,
+        hostname: str,
+        timeouts: Timeouts,
+        tls_context: ssl.SSLContext,
+        relay_tls: RelayTLS,
+    ) -> None:
+        self.client_factory = client_factory
+        self.hostname = hostname
+        self.timeouts = timeouts
+        self.tls_context = tls_context
+        self.relay_tls = relay_tls
+
+    def _client(self, attempt: Attempt, starttls: bool | None) -> BaseSMTPClient:
+        return self.client_factory(
+            str(attempt.address),
+            attempt.port,
+            hostname=self.hostname,
+            starttls=starttls,
+            ssl_context=self.tls_context,
+            server_hostname=attempt.host,
+            timeouts=self.timeouts,
+        )
+
+    async def _connect(self, attempt: Attempt, relay: str) -> BaseSMTPClient:
+        """A session with the exchanger, TLS as the policy says (module docstring of
+        :mod:`smtpcore.server.relay_tls`)."""
+        policy = self.relay_tls
+        try:
+            return await self._open(attempt, relay, None if policy is RelayTLS.MAY else True)
+        except _TLSFailed as failure:
+            if policy.required:
+                detail = f"{relay}: TLS is required ({policy.value}): {failure.detail}"
+                raise TryNext(detail, "4.7.5") from failure
+            # Opportunistic TLS goes on in plaintext (RFC 7435 §3), as Postfix's "may".
+            logger.info("%s: %s; trying again without TLS (policy may)", relay, failure.detail)
+        try:
+            return await self._open(attempt, relay, False)
+        except _TLSFailed as failure:  # pragma: no cover - no STARTTLS is attempted
+            raise TryNext(f"{relay}: {failure.detail}") from None
+
+    async def _open(self, attempt: Attempt, relay: str, starttls: bool | None) -> BaseSMTPClient:
+        client = self._client(attempt, starttls)
+        try:
+            await client.connect()
+        except TLSNotAvailable as exc:
+            raise TryNext(
+                f"TLS is required ({self.relay_tls.value}), but was not offered by host {relay}",
+                "4.7.4",
+            ) from exc
+        except SMTPError as exc:
+            if starttls is not False and _tls_failure(exc):
+                raise _TLSFailed(_tls_reason(exc)) from exc
+            raise TryNext(self._error_text(exc, relay), reply=exc.reply) from exc
+        return client
+
+    def _error_text(self, exc: SMTPError, relay: str) -> str:
+        if isinstance(exc, SMTPReplyError):
+            return f"host {relay} refused {exc.command}: {reply_text(exc.reply)}"
+        cause = exc.__cause__
+        if str(exc).startswith("cannot connect") and isinstance(cause, OSError) and cause.errno:
+            return f"connect to {relay}: {os.strerror(cause.errno)}"
+        return f"{relay}: {exc}"
+
+    def _tls_field(self, client: BaseSMTPClient) -> str:
+        """What the delivery log says of TLS: ``no``, ``yes`` (encrypted, the certificate
+        not checked) or ``verified``."""
+        if not client.connection.tls:
+            return "no"
+        return "verified" if self.relay_tls is RelayTLS.VERIFY else "yes"
+
+    async def deliver(
+        self,
+        attempt: Attempt,
+        relay: str,
+        entry: QueueEntry,
+        deliveries: Mapping[str, RemoteDelivery],
+        content: bytes,
+    ) -> dict[str, Outcome]:
+        client = await self._connect(attempt, relay)
+        try:
+            return await self._send(client, attempt, relay, entry, deliveries, content)
+        finally:
+            await client.quit()  # closes the connection on every way out
+
+    async def _send(
+        self,
+        client: BaseSMTPClient,
+        attempt: Attempt,
+        relay: str,
+        entry: QueueEntry,
+        deliveries: Mapping[str, RemoteDelivery],
+        content: bytes,
+    ) -> dict[str, Outcome]:
+        tls = self._tls_field(client)
+        addresses = list(deliveries)
+        rcpts = [d.mailbox for d in deliveries.values()]
+        # RFC 3461 §6.2: to a server that speaks DSN, the parameters go on with the message.
+        passed = client.connection.extensions.dsn
+
+        def outcome(reply: Reply, *, from_remote: bool = True) -> Outcome:
+            if reply.is_positive:
+                status = RecipientStatus.SENT
+            elif reply.code >= 500:
+                status = RecipientStatus.FAILED
+            else:
+                status = RecipientStatus.PENDING
+            return Outcome(
+                status,
+                reply_dsn(reply),
+                reply_text(reply),
+                relay,
+                attempt.host,
+                from_remote=from_remote,
+                tls=tls,
+                tls_policy=self.relay_tls.value,
+                dsn_passed=passed,
+            )
+
+        refusal = _needs_smtputf8(client, entry, content)
+        if refusal is not None:
+            return dict.fromkeys(addresses, outcome(refusal, from_remote=False))
+        sender: Mailbox | str = "" if not entry.sender else parse_mailbox(entry.sender)
+        mail_params = _forwarded_mail_params(client, entry)
+        rcpt_params: dict[Mailbox, dict[str, str | None]] = {}
+        if passed:
+            queued = {r.address: r for r in entry.recipients}
+            for address, delivery in deliveries.items():
+                recipient = queued[address]
+                params = rcpt_params.setdefault(delivery.mailbox, {})
+                if recipient.notify is not None:
+                    params["NOTIFY"] = recipient.notify
+                if recipient.orcpt is not None:
+                    params["ORCPT"] = recipient.orcpt
+        try:
+            result = await client.send_message(
+                content,
+                sender,
+                rcpts,
+                mail_params=mail_params,
+                rcpt_params=lambda mailbox: rcpt_params.get(mailbox, {}),
+            )
+        except SenderRefused as exc:
+            if exc.reply.code < 500:
+                raise TryNext(
+                    self._error_text(exc, relay), reply_dsn(exc.reply), exc.reply
+                ) from exc
+            return dict.fromkeys(addresses, outcome(exc.reply))
+        except (RecipientsRefused, MessageRefused) as exc:
+            # A local refusal (a SIZE overrun, SMTPUTF8 or 8BITMIME missing) is the
+            # client's reply on the exchanger's behalf, for what it announced.
+            outcomes = dict.fromkeys(addresses, outcome(exc.reply, from_remote=not exc.local))
+            if exc.result is not None:
+                for address, item in zip(addresses, exc.result.recipients, strict=False):
+                    if item.reply is not None and not item.reply.is_positive:
+                        outcomes[address] = outcome(item.reply)
+            return outcomes
+        except SMTPError as exc:
+            reply = exc.reply
+            if reply is not None and 500 <= reply.code < 600:
+                # Refused for good, by the exchanger or for what it announced: bounce now.
+                return dict.fromkeys(addresses, outcome(reply, from_remote=not exc.local))
+            raise TryNext(self._error_text(exc, relay), reply=reply) from exc
+        outcomes = {}
+        for address, item in zip(addresses, result.recipients, strict=True):
+            reply = item.delivery if item.accepted else item.reply
+            assert reply is not None
+            outcomes[address] = outcome(reply)
+        return outcomes
