@@ -566,3 +566,19 @@ def test_a_bounce_of_smtputf8_mail_through_the_relay_is_global(tmp_path: Path) -
     assert "Final-Recipient: utf-8; jösé@pqr.example" in text
     assert "Original-Recipient: utf-8; jösé@pqr.example" in text
     assert "ORCPT" not in server.mail_lines[0].decode()  # no DSN offered: nothing passed on
+
+
+def test_a_round_that_breaks_on_our_side_records_its_error_and_backs_off(
+    tmp_path: Path,
+) -> None:
+    def broken_factory(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("boom")
+
+    relay = _relay(tmp_path, 25, client_factory=broken_factory, retry_after=3600.0)
+    entry = relay.enqueue(["brendon@pqr.example"])
+    _run(relay, lambda: relay.entries()[0].attempts >= 1)
+    (waiting,) = relay.entries()
+    assert waiting.id == entry.id and waiting.next_attempt > waiting.created + 1000
+    (recipient,) = waiting.pending
+    assert recipient.reply == "local error in delivery: RuntimeError: boom"
+    assert recipient.dsn == "4.3.0" and not recipient.from_remote
