@@ -8,7 +8,8 @@ refused at RCPT (``550 5.7.1``), and the delivery worker never connects to
 an internal address: if every address a domain's exchangers have is
 internal, its recipients bounce (``554 5.4.4``, unable to route). Internal
 means loopback, private (RFC 1918, RFC 4193), link-local, unspecified,
-multicast, reserved, or one of the server's own addresses.
+multicast, reserved, or one of the server's own addresses (its ``--host``
+and what its ``--hostname`` resolves to).
 
 Tests and the demo, which relay between servers on loopback, allow it
 explicitly.

@@ -196,6 +196,7 @@ class MailServer:
         except BaseException:
             await self.aclose(grace=0)
             raise
+        await self._learn_own_addresses()
         self._worker_task = asyncio.get_running_loop().create_task(self.worker.run())
         await self.run_queue_commands()  # what was asked while no server ran
         return list(self.listeners)
@@ -220,6 +221,16 @@ class MailServer:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode("ascii"))  # for `queue` to signal
         self._lock_fd = fd
+
+    async def _learn_own_addresses(self) -> None:
+        """The addresses ``--hostname`` resolves to are this server's own: the relay
+        does not connect to them (``smtpcore.server.internal``). A lookup that fails or
+        takes over two seconds adds none."""
+        try:
+            found = await asyncio.wait_for(self.resolver.addresses(self.config.hostname), 2.0)
+        except Exception:  # NXDOMAIN, no DNS, a timeout: nothing learnt
+            return
+        self.internal.own.update(found)
 
     async def reload(self, config: ServerConfig) -> None:
         """SIGHUP: take ``config``'s users and sender aliases, and load the TLS
