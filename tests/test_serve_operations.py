@@ -176,3 +176,15 @@ def test_sigterm_lets_a_message_in_flight_finish_then_stops(tmp_path: Path) -> N
         assert abc.process.popen.wait(30) == 0
     (stored,) = abc.mailbox("john@abc.example")
     assert b"first half" in stored and b"second half" in stored
+
+
+def test_a_port_in_use_names_the_listener(tmp_path: Path) -> None:
+    with socket.create_server((LOOPBACK, 0)) as taken:
+        port = taken.getsockname()[1]
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        argv = [sys.executable, "-m", "smtpcore", "serve", "--data-dir", str(tmp_path)]
+        argv += ["--smtp-port", "0", "--pop3-port", "0", "--submission-port", str(port)]
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"cannot listen: submission listener on 127.0.0.1:{port}: " in result.stderr
+    assert "Traceback" not in result.stderr
