@@ -113,7 +113,7 @@ class Outcome:
     remote_mta: str | None = None
     from_remote: bool = False
     tls: str | None = None
-    """``no``, ``yes`` or ``verified``: see ``DeliveryWorker._tls_field``."""
+    """``no``, ``yes`` or ``verified``: see ``ExchangerSession._tls_field``."""
     tls_policy: str | None = None
     dsn_passed: bool = False
     """The next hop took the DSN parameters: reporting success is its job now."""
