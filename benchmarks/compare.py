@@ -1,0 +1,606 @@
+"""Issue 17's workloads side by side with every peer that is installed, in one command.
+
+    .venv/bin/python benchmarks/compare.py [--rounds 3] [--only client,connect,...]
+
+Each round runs every contender of a workload once, one after the other, so a
+slow spell of a shared machine costs them alike; each ratio (ours over the
+peer, > 1 means ours is faster) is taken within a round and printed as
+min/median/max over the rounds. Beside it: CPU time per message (or per MB,
+per command, per connection) of the side being measured (the server process
+from /proc, or this process for in-process loads), and for smtpcore a
+deterministic count of Python calls per unit from a ``sys.setprofile`` counter,
+which no load on the machine can move.
+
+Workloads (peers in brackets, each left out when it is not installed):
+
+* ``client``: 1 KB messages over one connection to Postfix's smtp-sink, with
+  and without PIPELINING (smtp-sink ``-p``) [smtplib];
+* ``connect``: connect, EHLO, QUIT [Twisted, aiosmtpd]; server CPU;
+* ``newconn``: smtp-source, one new connection per message [Twisted, aiosmtpd];
+* ``reused``: smtp-source over 20 reused sessions, and one pipelined session
+  [Twisted, aiosmtpd];
+* ``params``: the server machine reading ``MAIL FROM:<..> SIZE= BODY=``,
+  ``RCPT TO:<..> NOTIFY=NEVER`` and ``RSET``, answered in memory, beside
+  Twisted's ESMTP protocol over a memory transport, and beside the same loop
+  without parameters;
+* ``decode``: DATA content, strict policy, 64 KiB chunks, beside the plain
+  per-line loop of ``server_machine.py``;
+* ``pop3``: RETR of 10 KB messages from a raw-socket client [Dovecot].
+
+Loopback only; every server started here is stopped at the end. The peers
+install with the ``bench`` extra (Twisted) and the test setup's Debian
+packages (postfix for smtp-sink and smtp-source, dovecot-pop3d).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import smtplib
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+import adapters_instructions  # noqa: E402
+import adapters_smtp  # noqa: E402
+import pop3_adapters  # noqa: E402
+import server_machine  # noqa: E402
+
+from smtpcore import NEED_DATA  # noqa: E402
+from smtpcore._lines import FramingPolicy  # noqa: E402
+from smtpcore.smtp import BadCommand, Reply, ServerConnection  # noqa: E402
+
+SENDER = "a@abc.example"
+RECIPIENT = "b@pqr.example"
+BODY_1K = adapters_smtp.BODY_1K
+
+
+# -- measuring ---------------------------------------------------------------------------
+
+
+class CallCounter:
+    """Counts Python function calls (``sys.setprofile``): deterministic, immune to load."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, frame: FrameType, event: str, arg: Any) -> None:
+        if event == "call":
+            self.calls += 1
+
+
+def count_calls(work: Callable[[], object]) -> int:
+    """Python calls made by ``work()`` in this thread."""
+    counter = CallCounter()
+    sys.setprofile(counter)
+    try:
+        work()
+    finally:
+        sys.setprofile(None)
+    return counter.calls
+
+
+@dataclass
+class Sample:
+    rate: float
+    cpu: float | None  # seconds of CPU for the whole run
+
+
+@dataclass
+class Workload:
+    """One row group of the table: contenders, what one run does, and its unit."""
+
+    name: str
+    unit: str  # what rates and CPU are per: "msg", "MB", "conn", "cmd"
+    work: float  # units in one run
+    ours: list[str]
+    peers: list[str]
+    runs: dict[str, Callable[[], Sample]]
+    calls: dict[str, Callable[[], float]] = field(default_factory=dict)
+
+
+def in_process(work: Callable[[], object]) -> Callable[[], Sample]:
+    """A run whose CPU is this process's (clients, machines in memory)."""
+
+    def run() -> Sample:
+        cpu = time.process_time()
+        wall = time.perf_counter()
+        work()
+        wall = time.perf_counter() - wall
+        return Sample(1 / wall, time.process_time() - cpu)
+
+    return run
+
+
+def against_server(kind: str, load: Callable[[int], object]) -> Callable[[], Sample]:
+    """A run against a fresh ``kind`` server process (``adapters_smtp.run_server``);
+    the CPU is the server's."""
+
+    def run() -> Sample:
+        wall: list[float] = []
+
+        def measure(port: int) -> float:
+            started = time.perf_counter()
+            load(port)
+            wall.append(time.perf_counter() - started)
+            return 0.0
+
+        _, cpu = adapters_smtp.run_server(kind, measure)
+        return Sample(1 / wall[0], cpu)
+
+    return run
+
+
+# -- client ------------------------------------------------------------------------------
+
+
+def smtplib_client(port: int, messages: int) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
+        client.ehlo("bench.test")
+        for _ in range(messages):
+            client.sendmail(SENDER, [RECIPIENT], BODY_1K)
+
+
+def sync_client(port: int, messages: int) -> None:
+    from smtpcore.sync import SMTPClient
+
+    with SMTPClient("127.0.0.1", port, timeout=60) as client:
+        for _ in range(messages):
+            client.send_message(BODY_1K, SENDER, [RECIPIENT])
+
+
+def asyncio_client(port: int, messages: int) -> None:
+    from smtpcore.asyncio import SMTPClient
+
+    async def main() -> None:
+        async with SMTPClient("127.0.0.1", port) as client:
+            for _ in range(messages):
+                await client.send_message(BODY_1K, SENDER, [RECIPIENT])
+
+    asyncio.run(main())
+
+
+CLIENTS: dict[str, Callable[[int, int], None]] = {
+    "smtplib": smtplib_client,
+    "smtpcore.sync": sync_client,
+    "smtpcore.asyncio": asyncio_client,
+}
+
+
+def client_calls(client: Callable[[int, int], None], port: int, messages: int) -> float:
+    """Python calls per message: the difference between two session lengths, so that
+    connecting, EHLO and QUIT drop out."""
+    short = count_calls(lambda: client(port, messages))
+    long = count_calls(lambda: client(port, 2 * messages))
+    return (long - short) / messages
+
+
+def client_workloads(sinks: dict[str, int], messages: int) -> list[Workload]:
+    workloads = []
+    for label, port in sinks.items():
+        workloads.append(
+            Workload(
+                name=f"client, 1 KB x {messages}, one connection to smtp-sink{label}",
+                unit="msg",
+                work=messages,
+                ours=["smtpcore.sync", "smtpcore.asyncio"],
+                peers=["smtplib"],
+                runs={
+                    name: in_process(lambda c=client, p=port: c(p, messages))
+                    for name, client in CLIENTS.items()
+                },
+                calls={
+                    name: (lambda c=client, p=port: client_calls(c, p, 50))
+                    for name, client in CLIENTS.items()
+                },
+            )
+        )
+    return workloads
+
+
+# -- servers over sockets ----------------------------------------------------------------
+
+
+def connect_only(port: int, connections: int) -> None:
+    for _ in range(connections):
+        client = adapters_smtp.Client(port)
+        client.expect(1)
+        client.sock.sendall(b"EHLO bench.test\r\n")
+        client.expect(1)
+        client.close()
+
+
+def smtp_source(port: int, messages: int, sessions: int, reuse: bool) -> None:
+    program = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+    import subprocess
+
+    subprocess.run(
+        [
+            *(program, "-s", str(sessions), "-m", str(messages), "-l", "1024"),
+            *(["-d"] if reuse else []),
+            *("-f", SENDER, "-t", RECIPIENT, f"127.0.0.1:{port}"),
+        ],
+        check=True,
+        timeout=600,
+    )
+
+
+def server_calls(kind: str, load: Callable[[int], object], units: int) -> float:
+    """Python calls per unit in an smtpcore server thread of this process (profiled
+    there alone), for the second of two runs of ``load``."""
+    counter = adapters_instructions.Counter()
+    ready = threading.Event()
+    port = adapters_smtp.free_port()
+    thread = threading.Thread(
+        target=adapters_instructions.serve,
+        args=(kind.removeprefix("smtpcore."), port, counter, ready),
+        daemon=True,  # it serves until this process ends
+    )
+    thread.start()
+    if not ready.wait(10):
+        raise RuntimeError(f"{kind} did not start")
+    load(port)
+    before = counter.python
+    load(port)
+    return (counter.python - before) / units
+
+
+def server_workloads(servers: list[str], connections: int, messages: int) -> list[Workload]:
+    # name, unit, units, the load for a port and a number of units
+    loads: list[tuple[str, str, int, Callable[[int, int], object]]] = [
+        (
+            f"connection setup (connect, EHLO, QUIT) x {connections}",
+            "conn",
+            connections,
+            connect_only,
+        ),
+        (
+            f"new connection per message, smtp-source -s 20, 1 KB x {messages}",
+            "msg",
+            messages,
+            lambda port, n: smtp_source(port, n, 20, reuse=False),
+        ),
+        (
+            f"20 reused sessions, smtp-source -s 20 -d, 1 KB x {messages}",
+            "msg",
+            messages,
+            lambda port, n: smtp_source(port, n, 20, reuse=True),
+        ),
+        (
+            f"one pipelined session, 1 KB x {messages}",
+            "msg",
+            messages,
+            adapters_smtp.pipelined,
+        ),
+    ]
+    ours = [kind for kind in servers if kind.startswith("smtpcore.")]
+    workloads = []
+    for name, unit, units, load in loads:
+        small = max(units // 4, 20)  # the profiled count is slow: a quarter of the load
+        workloads.append(
+            Workload(
+                name=name,
+                unit=unit,
+                work=units,
+                ours=ours,
+                peers=[kind for kind in servers if kind not in ours],
+                runs={
+                    kind: against_server(kind, lambda port, f=load, u=units: f(port, u))
+                    for kind in servers
+                },
+                calls={
+                    kind: (
+                        lambda k=kind, f=load, n=small: server_calls(k, lambda port: f(port, n), n)
+                    )
+                    for kind in ours
+                },
+            )
+        )
+    return workloads
+
+
+# -- the server machine in memory --------------------------------------------------------
+
+WITH_PARAMETERS = (
+    b"MAIL FROM:<john@abc.example> SIZE=1234 BODY=8BITMIME\r\n"
+    b"RCPT TO:<brendon@pqr.example> NOTIFY=NEVER\r\n"
+    b"RSET\r\n"
+)
+PLAIN = b"MAIL FROM:<john@abc.example>\r\nRCPT TO:<brendon@pqr.example>\r\nRSET\r\n"
+
+
+def machine_commands(batch: bytes, rounds: int) -> None:
+    # RSET counts toward the junk command limit: lift it, the loop is the point here.
+    conn = ServerConnection("mx.bench.example", dsn=True, max_junk_commands=sys.maxsize)
+    conn.send(Reply(220, "ready"))
+    conn.receive_data(b"EHLO c.example\r\n")
+    conn.next_event()
+    conn.send(Reply(250, "ok"))
+    ok = Reply(250, "ok")
+    for _ in range(rounds):
+        conn.receive_data(batch)
+        for _ in range(3):
+            event = conn.next_event()
+            if isinstance(event, BadCommand) or event is NEED_DATA:
+                raise AssertionError(event)
+            conn.send(ok)
+
+
+def twisted_commands(batch: bytes, rounds: int) -> None:
+    from twisted.internet.testing import StringTransport
+    from twisted.mail import smtp
+    from twisted.python.failure import Failure
+    from zope.interface import implementer
+
+    @implementer(smtp.IMessageDelivery)
+    class Delivery:
+        def receivedHeader(self, helo: object, origin: object, recipients: object) -> None:
+            return None
+
+        def validateFrom(self, helo: object, origin: object) -> object:
+            return origin
+
+        def validateTo(self, user: object) -> object:
+            return lambda: None
+
+    protocol = smtp.ESMTP()
+    protocol.delivery = Delivery()
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"EHLO c.example\r\n")
+    transport.clear()
+    for _ in range(rounds):
+        protocol.dataReceived(batch)
+        if transport.value().count(b"250 ") != 3:
+            raise AssertionError(transport.value())
+        transport.clear()
+    protocol.connectionLost(Failure(ConnectionError()))
+
+
+def params_workload(rounds: int, twisted: bool) -> Workload:
+    runs = {
+        "smtpcore (parameters)": in_process(lambda: machine_commands(WITH_PARAMETERS, rounds)),
+        "smtpcore (none)": in_process(lambda: machine_commands(PLAIN, rounds)),
+    }
+    peers = []
+    if twisted:
+        runs["twisted (parameters)"] = in_process(
+            lambda: twisted_commands(WITH_PARAMETERS, rounds)
+        )
+        peers.append("twisted (parameters)")
+    peers.append("smtpcore (none)")
+    small = 200
+
+    def per_command(commands: Callable[[bytes, int], None], batch: bytes) -> Callable[[], float]:
+        def count() -> float:
+            short = count_calls(lambda: commands(batch, small))
+            long = count_calls(lambda: commands(batch, 2 * small))
+            return (long - short) / (3 * small)
+
+        return count
+
+    calls = {
+        "smtpcore (parameters)": per_command(machine_commands, WITH_PARAMETERS),
+        "smtpcore (none)": per_command(machine_commands, PLAIN),
+    }
+    if twisted:
+        calls["twisted (parameters)"] = per_command(twisted_commands, WITH_PARAMETERS)
+    return Workload(
+        name=f"MAIL SIZE= BODY=, RCPT NOTIFY=NEVER, RSET x {rounds} (machine in memory)",
+        unit="cmd",
+        work=3 * rounds,
+        ours=["smtpcore (parameters)"],
+        peers=peers,
+        runs=runs,
+        calls=calls,
+    )
+
+
+def decode_workload(megabytes: int) -> Workload:
+    message = server_machine.make_message(megabytes)
+    chunks = server_machine.chunks_of(server_machine.stuffed(message))
+    size = len(message) / 1e6
+
+    def machine() -> None:
+        server_machine.check_output(
+            server_machine.run_machine(chunks, FramingPolicy.strict()), message
+        )
+
+    def loop() -> None:
+        server_machine.check_output(server_machine.run_per_line(chunks), message)
+
+    return Workload(
+        name=f"DATA decode, strict policy, {size:.0f} MB in 64 KiB chunks",
+        unit="MB",
+        work=size,
+        ours=["smtpcore (strict)"],
+        peers=["per-line loop"],
+        runs={"smtpcore (strict)": in_process(machine), "per-line loop": in_process(loop)},
+        calls={
+            "smtpcore (strict)": lambda: count_calls(machine) / size,
+            "per-line loop": lambda: count_calls(loop) / size,
+        },
+    )
+
+
+# -- POP3 --------------------------------------------------------------------------------
+
+
+@contextmanager
+def pop3_servers(messages: int, with_dovecot: bool) -> Iterator[dict[str, int]]:
+    """smtpcore's asyncio POP3 server and Dovecot over copies of one Maildir."""
+    helpers = pop3_adapters.peers()
+    workdir = Path(tempfile.mkdtemp(prefix="smtpcore-compare-"))
+    os.chmod(workdir, 0o755)  # Dovecot's unprivileged processes read from here
+    try:
+        template = workdir / "template"
+        helpers.write_maildir(
+            template,
+            [pop3_adapters.message_10k(n) for n in range(messages)]
+            + [pop3_adapters.large_message(1)],
+        )
+        ports: dict[str, int] = {}
+        with ExitStack() as running:
+            if with_dovecot:
+                ports["dovecot"] = running.enter_context(
+                    pop3_adapters.dovecot_server(workdir / "dovecot", template)
+                )
+            root = workdir / "smtpcore"
+            helpers.copy_maildir(template, root / pop3_adapters.USER)
+            ports["smtpcore.asyncio"] = running.enter_context(
+                pop3_adapters.smtpcore_server("smtpcore.asyncio", root)
+            )
+            yield ports
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def pop3_workload(ports: dict[str, int], messages: int) -> Workload:
+    def retr(port: int) -> Callable[[], Sample]:
+        def run() -> Sample:
+            small, _ = pop3_adapters.raw_client(port, messages)
+            return Sample(1 / small, None)
+
+        return run
+
+    return Workload(
+        name=f"POP3 RETR 10 KB x {messages}, raw-socket client (server CPU not measured)",
+        unit="msg",
+        work=messages,
+        ours=["smtpcore.asyncio"],
+        peers=[name for name in ports if name == "dovecot"],
+        runs={name: retr(port) for name, port in ports.items()},
+    )
+
+
+# -- the run and the table ---------------------------------------------------------------
+
+
+def run_workload(workload: Workload, rounds: int, out: list[str]) -> None:
+    samples: dict[str, list[Sample]] = {name: [] for name in workload.runs}
+    for _ in range(rounds):
+        for name, run in workload.runs.items():  # interleaved within the round
+            samples[name].append(run())
+    calls = {name: count() for name, count in workload.calls.items()}
+    out.append(f"\n{workload.name}")
+    header = (
+        f"  {'contender':24} {'rate (/s)':>11} {'CPU us/' + workload.unit:>14} {'Py calls':>9}"
+    )
+    out.append(header)
+    for name, found in samples.items():
+        rate = statistics.median(s.rate for s in found) * workload.work
+        cpus = [s.cpu for s in found if s.cpu is not None]
+        cpu = f"{statistics.median(cpus) * 1e6 / workload.work:14.1f}" if cpus else f"{'-':>14}"
+        counted = f"{calls[name]:9.1f}" if name in calls else f"{'-':>9}"
+        out.append(f"  {name:24} {rate:11.1f} {cpu} {counted}")
+    for ours in workload.ours:
+        for peer in workload.peers:
+            if peer == ours:
+                continue
+            ratios = sorted(
+                a.rate / b.rate for a, b in zip(samples[ours], samples[peer], strict=True)
+            )
+            cpu_ratio = ""
+            pairs = [(a.cpu, b.cpu) for a, b in zip(samples[ours], samples[peer], strict=True)]
+            if all(a is not None and b is not None and a > 0 for a, b in pairs):
+                cpu_ratios = sorted(b / a for a, b in pairs)  # type: ignore[operator]
+                cpu_ratio = f"; CPU: peer/ours {statistics.median(cpu_ratios):.2f}x"
+            out.append(
+                f"  {ours} vs {peer}: rate {ratios[0]:.2f}x / {statistics.median(ratios):.2f}x"
+                f" / {ratios[-1]:.2f}x (min/median/max){cpu_ratio}"
+            )
+    print("\n".join(out[-(len(samples) + 2 + len(workload.ours) * len(workload.peers)) :]))
+    sys.stdout.flush()
+
+
+def have(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--messages", type=int, default=500, help="client and server loads")
+    parser.add_argument("--connections", type=int, default=200)
+    parser.add_argument("--commands", type=int, default=5000, help="params: rounds of 3")
+    parser.add_argument("--megabytes", type=int, default=8, help="decode")
+    parser.add_argument("--pop3-messages", type=int, default=300)
+    parser.add_argument(
+        "--only",
+        default="client,connect,params,decode,pop3",
+        help="comma-separated: client, connect (all socket server loads), params, decode, pop3",
+    )
+    parser.add_argument(
+        "--servers", default="smtpcore.asyncio,twisted,aiosmtpd", help="for the server loads"
+    )
+    args = parser.parse_args()
+    if not 1 <= args.rounds <= 20 or not 1 <= args.messages <= 20_000:
+        parser.error("--rounds is 1 to 20, --messages 1 to 20000")
+    only = set(args.only.split(","))
+    twisted = have("twisted.mail")
+    servers = [
+        kind
+        for kind in args.servers.split(",")
+        if (kind != "twisted" or twisted) and (kind != "aiosmtpd" or have("aiosmtpd"))
+    ]
+    smtp_sink = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+    postfix = Path(smtp_sink).exists()
+    dovecot = shutil.which("dovecot") is not None or Path("/usr/sbin/dovecot").exists()
+    print(
+        f"# {platform.node()}: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"python benchmarks/compare.py {' '.join(sys.argv[1:])}".rstrip()
+    )
+    print(f"# peers: twisted={twisted} postfix={postfix} dovecot={dovecot}")
+    out: list[str] = []
+    with ExitStack() as running:
+        workloads: list[Workload] = []
+        if "client" in only and postfix:
+            import peers
+
+            sinks = {
+                " (PIPELINING)": running.enter_context(peers.smtp_sink()).port,
+                " -p (no PIPELINING)": running.enter_context(
+                    peers.smtp_sink(extra_args=("-p",))
+                ).port,
+            }
+            workloads += client_workloads(sinks, args.messages)
+        if "connect" in only and postfix:
+            workloads += server_workloads(servers, args.connections, args.messages)
+        if "params" in only:
+            workloads.append(params_workload(args.commands, twisted))
+        if "decode" in only:
+            workloads.append(decode_workload(args.megabytes))
+        if "pop3" in only:
+            ports = running.enter_context(pop3_servers(args.pop3_messages, dovecot))
+            workloads.append(pop3_workload(ports, args.pop3_messages))
+        for workload in workloads:
+            run_workload(workload, args.rounds, out)
+    print(f"# load average at the end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
