@@ -44,7 +44,7 @@ def greeting_after(port: int, header: bytes) -> bytes:
                 data += chunk
         except ConnectionResetError:
             return b""
-        if data:
+        if data.startswith(b"220 "):
             sock.sendall(b"QUIT\r\n")
             sock.recv(1024)
         return data
@@ -105,3 +105,29 @@ def test_haproxy_in_front(adapter: str) -> None:
                 assert sock.recv(1024).startswith(b"221 ")
     # The checks that HAProxy listens made connections too, in any order.
     assert {tuple(address) for address in clients} <= set(handler.peers)
+
+
+def test_sessions_are_counted_by_the_client_the_header_names(adapter: str) -> None:
+    """Behind a proxy, max_sessions_per_address is each client's share, not the proxy's:
+    two clients through one proxy address are both served, and a second session for a
+    client that has its share is refused with 421 4.7.0 once its header is read."""
+    handler = Recorder()
+    with (
+        running_smtp_server(
+            adapter, handler, proxy_protocol_from=["127.0.0.0/8"], max_sessions_per_address=1
+        ) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as first,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as second,
+    ):
+        first.sendall(b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 25\r\n")
+        assert first.recv(1024).startswith(b"220 ")
+        second.sendall(V2)  # from 203.0.113.9
+        assert second.recv(1024).startswith(b"220 ")
+        again = b"PROXY TCP4 192.0.2.7 127.0.0.1 40001 25\r\n"
+        assert greeting_after(server.port, again).startswith(b"421 4.7.0 ")
+        for sock in (first, second):
+            sock.sendall(b"QUIT\r\n")
+            assert sock.recv(1024).startswith(b"221 ")
+        # Its first session over, the client may come again.
+        assert greeting_after(server.port, again).startswith(b"220 ")
+    assert handler.peers == [("192.0.2.7", 40000), ("203.0.113.9", 51000), ("192.0.2.7", 40001)]

@@ -55,7 +55,10 @@ class SessionRegistry(Generic[S]):
     ``max_per_address`` keeps one address from taking every slot, as Postfix's
     ``smtpd_client_connection_count_limit`` does: sessions are counted by the
     peer's IP address (a connection without one, over a Unix socket say, is
-    not counted).
+    not counted). A connection from a proxy that names its client later (the
+    PROXY protocol header) is not counted under the proxy's address: the
+    session calls :meth:`readdress` once it knows whose it is, so that one
+    proxy in front does not cap every client behind it at one client's share.
     """
 
     def __init__(
@@ -91,24 +94,55 @@ class SessionRegistry(Generic[S]):
         """No room for one more session: refuse the connection."""
         return len(self.sessions) >= self.max_sessions or self.stopping
 
+    def client_named_later(self, peer: tuple[str, int]) -> bool:
+        """Whether a connection from ``peer`` names its real client itself (a trusted
+        proxy's header): then it is counted by address only from :meth:`readdress`."""
+        return False
+
     def admit(self, transport: Link) -> S | bytes:
         """A session for a new connection, counted from now on; or, when there is no
         room for it, what to write to the client before closing."""
         if self.full:
             return self.busy_reply
-        limit = self.max_per_address
-        if limit is not None and (peer := transport.peer_address) is not None:
-            host = peer[0]
-            count = self.per_address.get(host, 0)
-            if count >= limit:
-                return self.address_busy_reply
-            session = self.new_session(transport)
-            self.per_address[host] = count + 1
-            self._address_of[session] = host
-        else:
-            session = self.new_session(transport)
+        peer = transport.peer_address
+        if peer is not None and self.client_named_later(peer):
+            peer = None
+        if not self._has_room(peer):
+            return self.address_busy_reply
+        session = self.new_session(transport)
+        self._count(session, peer)
         self.sessions.add(session)
         return session
+
+    def readdress(self, session: S, peer: tuple[str, int] | None) -> bool:
+        """Count ``session`` under ``peer`` from now on (the client a proxy's header
+        named, or the proxy itself when the header names none). False, and the
+        session counted under no address, when that address has its share already:
+        the session then writes :attr:`address_busy_reply` and ends."""
+        self._uncount(session)
+        if not self._has_room(peer):
+            return False
+        self._count(session, peer)
+        return True
+
+    def _has_room(self, peer: tuple[str, int] | None) -> bool:
+        limit = self.max_per_address
+        return limit is None or peer is None or self.per_address.get(peer[0], 0) < limit
+
+    def _count(self, session: S, peer: tuple[str, int] | None) -> None:
+        if self.max_per_address is not None and peer is not None:
+            host = peer[0]
+            self.per_address[host] = self.per_address.get(host, 0) + 1
+            self._address_of[session] = host
+
+    def _uncount(self, session: S) -> None:
+        host = self._address_of.pop(session, None)
+        if host is not None:
+            left = self.per_address[host] - 1
+            if left:
+                self.per_address[host] = left
+            else:
+                del self.per_address[host]
 
     def begin_shutdown(self) -> None:
         """Stop taking work; idle sessions are woken to say goodbye now."""
@@ -121,13 +155,7 @@ class SessionRegistry(Generic[S]):
     def remove(self, session: S) -> None:
         """Stop counting ``session`` (it ended, or its task never ran); safe twice."""
         self.sessions.discard(session)
-        host = self._address_of.pop(session, None)
-        if host is not None:
-            left = self.per_address[host] - 1
-            if left:
-                self.per_address[host] = left
-            else:
-                del self.per_address[host]
+        self._uncount(session)
         if self.stopping and not self.sessions and self.on_empty is not None:
             self.on_empty()
 

@@ -10,6 +10,7 @@ the commands already received are answered (RFC 2920 §3.1).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -230,6 +231,17 @@ def _trusted_proxy(
     return any(address in network for network in networks)
 
 
+def _ip_peer(peer: tuple[str, int] | None) -> tuple[str, int] | None:
+    """``peer`` if it is an IP address (what sessions are counted by), else None."""
+    if peer is None:
+        return None
+    try:
+        ipaddress.ip_address(peer[0])
+    except ValueError:
+        return None
+    return peer
+
+
 class ServerState(SessionRegistry["ServerSession"]):
     """What the sessions of one server share: options, handler, the live sessions and
     whether the server is shutting down (idle sessions get 421 at once, busy ones
@@ -261,6 +273,9 @@ class ServerState(SessionRegistry["ServerSession"]):
 
     def new_session(self, transport: Link) -> ServerSession:
         return ServerSession(transport, self)
+
+    def client_named_later(self, peer: tuple[str, int]) -> bool:
+        return _trusted_proxy(peer, self.options.proxy_networks)
 
 
 class ServerSession(ServedSession):
@@ -619,6 +634,13 @@ class ServerSession(ServedSession):
         if header.source is not None:
             self.session.peer = header.source
             self.session.local = header.destination
+        if not self.state.readdress(self, _ip_peer(self.session.peer)):
+            logger.info("too many sessions from %s: refused", self.session.peer)
+            if self.state.address_busy_reply:
+                self._out.append(self.state.address_busy_reply)
+                with contextlib.suppress(TimeoutError):
+                    await self._flush()
+            raise ConnectionLost
 
     async def _handshake(self) -> None:
         context = self.options.ssl_context
