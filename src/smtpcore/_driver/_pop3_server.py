@@ -19,7 +19,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypedDict, TypeVar
 
 from smtpcore._driver._listener import (
     BaseListener,
@@ -74,7 +74,16 @@ from smtpcore.pop3 import (
 )
 from smtpcore.sasl import Failure, Success
 
-__all__ = ["BasePOP3Server", "POP3ServerOptions", "POP3ServerSession", "POP3ServerState"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = [
+    "BasePOP3Server",
+    "POP3ServerKeywords",
+    "POP3ServerOptions",
+    "POP3ServerSession",
+    "POP3ServerState",
+]
 
 logger = logging.getLogger("smtpcore.pop3.server")
 
@@ -151,6 +160,26 @@ class POP3ServerOptions:
             raise ValueError("max_sessions_per_address must be at least 1 (or None)")
         if self.max_auth_failures < 1:
             raise ValueError("max_auth_failures must be at least 1")
+
+
+class POP3ServerKeywords(TypedDict, total=False):
+    """The keywords ``POP3Server`` passes on to :class:`POP3ServerOptions`, for type
+    checkers; defaults and documentation live in :class:`POP3ServerOptions` alone (a
+    test holds the two together)."""
+
+    ssl_context: ssl.SSLContext | None
+    tls_on_connect: bool
+    require_tls: bool | None
+    timeouts: POP3Timeouts
+    max_sessions: int
+    max_sessions_per_address: int | None
+    max_auth_failures: int
+    utf8: bool
+    pipelining: bool
+    expire: str | None
+    login_delay: str | None
+    implementation: str | None
+    connection_factory: Callable[[POP3ServerOptions], ServerConnection] | None
 
 
 class POP3ServerState(SessionRegistry["POP3ServerSession"]):
@@ -727,37 +756,10 @@ class BasePOP3Server(BaseListener[POP3ServerSession]):
         *,
         sock: socket.socket | None = None,
         unix_path: str | os.PathLike[str] | None = None,
-        hostname: str | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        tls_on_connect: bool = False,
-        require_tls: bool | None = None,
-        timeouts: POP3Timeouts = DEFAULT_POP3_TIMEOUTS,
-        max_sessions: int = 1000,
-        max_sessions_per_address: int | None = 50,
-        max_auth_failures: int = 3,
-        utf8: bool = False,
-        pipelining: bool = True,
-        expire: str | None = None,
-        login_delay: str | None = None,
-        implementation: str | None = None,
-        connection_factory: Callable[[POP3ServerOptions], ServerConnection] | None = None,
         backlog: int = 1024,
+        hostname: str | None = None,
+        **options: Unpack[POP3ServerKeywords],
     ) -> None:
         super().__init__(host, port, sock=sock, unix_path=unix_path, backlog=backlog)
-        self.options = POP3ServerOptions(
-            hostname=hostname or socket.getfqdn(),
-            ssl_context=ssl_context,
-            tls_on_connect=tls_on_connect,
-            require_tls=require_tls,
-            timeouts=timeouts,
-            max_sessions=max_sessions,
-            max_sessions_per_address=max_sessions_per_address,
-            max_auth_failures=max_auth_failures,
-            utf8=utf8,
-            pipelining=pipelining,
-            expire=expire,
-            login_delay=login_delay,
-            implementation=implementation,
-            connection_factory=connection_factory,
-        )
+        self.options = POP3ServerOptions(hostname=hostname or socket.getfqdn(), **options)
         self.state = POP3ServerState(store, self.options)

@@ -19,7 +19,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from smtpcore._driver._listener import (
     BaseListener,
@@ -75,7 +75,10 @@ from smtpcore.smtp import (
     decode_xtext,
 )
 
-__all__ = ["BaseSMTPServer", "ServerOptions", "ServerSession", "ServerState"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["BaseSMTPServer", "ServerKeywords", "ServerOptions", "ServerSession", "ServerState"]
 
 logger = logging.getLogger("smtpcore.server")
 
@@ -133,6 +136,12 @@ class ServerOptions:
     slot; past that the client gets ``421 4.7.0`` and is closed. ``None``: no limit."""
     max_message_size: int | None = 10_240_000
     max_recipients: int = 100
+    max_recipient_overshoot: int = 1000
+    """Recipients past ``max_recipients`` answered ``452 4.5.3`` in one transaction before
+    they count as errors (Postfix's ``smtpd_recipient_overshoot_limit``)."""
+    max_junk_commands: int = 100
+    """Commands that move no mail forward before ``421 4.7.0`` and a close (Postfix's
+    ``smtpd_junk_command_limit``)."""
     lmtp: bool = False
     """Speak LMTP (RFC 2033): LHLO, and one reply per recipient after the content."""
     dsn: bool = False
@@ -207,6 +216,8 @@ class ServerOptions:
             limits=self.limits,
             requiretls=self.requiretls,
             max_recipients=self.max_recipients,
+            max_recipient_overshoot=self.max_recipient_overshoot,
+            max_junk_commands=self.max_junk_commands,
             max_message_size=self.max_message_size,
             framing=self.framing,
             starttls=self.ssl_context is not None and not self.tls_on_connect,
@@ -216,6 +227,37 @@ class ServerOptions:
             require_auth=self.require_auth,
             max_auth_failures=self.max_auth_failures,
         )
+
+
+class ServerKeywords(TypedDict, total=False):
+    """The keywords ``SMTPServer`` passes on to :class:`ServerOptions`, for type checkers.
+
+    Defaults and documentation live in :class:`ServerOptions` alone; a test holds
+    these names and types to its fields, so a new option is declared there and here.
+    """
+
+    ssl_context: ssl.SSLContext | None
+    require_tls: bool
+    tls_on_connect: bool
+    timeouts: Timeouts
+    max_sessions: int
+    max_sessions_per_address: int | None
+    max_message_size: int | None
+    max_recipients: int
+    max_recipient_overshoot: int
+    max_junk_commands: int
+    lmtp: bool
+    dsn: bool
+    binarymime: bool
+    limits: bool
+    requiretls: bool
+    framing: FramingPolicy | None
+    connection_factory: Callable[[ServerOptions], ServerConnection] | None
+    auth: AuthConfig | None
+    auth_require_tls: bool
+    require_auth: bool
+    max_auth_failures: int
+    proxy_protocol_from: Sequence[str]
 
 
 def _trusted_proxy(
@@ -798,53 +840,12 @@ class BaseSMTPServer(BaseListener[ServerSession]):
         *,
         sock: socket.socket | None = None,
         unix_path: str | os.PathLike[str] | None = None,
-        hostname: str | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        require_tls: bool = False,
-        tls_on_connect: bool = False,
-        timeouts: Timeouts = DEFAULT_TIMEOUTS,
-        max_sessions: int = 2000,
-        max_sessions_per_address: int | None = 50,
-        max_message_size: int | None = 10_240_000,
-        max_recipients: int = 100,
-        lmtp: bool = False,
-        dsn: bool = False,
-        binarymime: bool = False,
-        limits: bool = False,
-        requiretls: bool = False,
-        proxy_protocol_from: Sequence[str] = (),
-        framing: FramingPolicy | None = None,
-        connection_factory: Callable[[ServerOptions], ServerConnection] | None = None,
         backlog: int = 1024,
-        auth: AuthConfig | None = None,
-        auth_require_tls: bool = True,
-        require_auth: bool = False,
-        max_auth_failures: int = 3,
+        hostname: str | None = None,
+        **options: Unpack[ServerKeywords],
     ) -> None:
         super().__init__(host, port, sock=sock, unix_path=unix_path, backlog=backlog)
-        self.options = ServerOptions(
-            hostname=hostname or socket.getfqdn(),
-            ssl_context=ssl_context,
-            require_tls=require_tls,
-            tls_on_connect=tls_on_connect,
-            timeouts=timeouts,
-            max_sessions=max_sessions,
-            max_sessions_per_address=max_sessions_per_address,
-            max_message_size=max_message_size,
-            max_recipients=max_recipients,
-            lmtp=lmtp,
-            dsn=dsn,
-            binarymime=binarymime,
-            limits=limits,
-            requiretls=requiretls,
-            proxy_protocol_from=proxy_protocol_from,
-            framing=framing,
-            connection_factory=connection_factory,
-            auth=auth,
-            auth_require_tls=auth_require_tls,
-            require_auth=require_auth,
-            max_auth_failures=max_auth_failures,
-        )
+        self.options = ServerOptions(hostname=hostname or socket.getfqdn(), **options)
         self.state = ServerState(handler, self.options)
 
 
