@@ -189,8 +189,11 @@ def test_the_everyday_line_parser_takes_the_everyday_lines() -> None:
         "RCPT TO:<Brendon@PQR.example>", VERBS
     )
     assert parse_everyday_line(b"DATA\r\n") == parse_command_line("DATA", VERBS)
+    assert parse_everyday_line(b"MAIL FROM:<john@abc.example> SIZE=10\r\n") == (
+        parse_command_line("MAIL FROM:<john@abc.example> SIZE=10", VERBS)
+    )
     for other in (
-        b"MAIL FROM:<john@abc.example> SIZE=10\r\n",
+        b"MAIL FROM:<john@abc.example>  SIZE=10\r\n",
         b"MAIL FROM: <john@abc.example>\r\n",
         b"MAIL FROM:<>\r\n",
         b"RCPT TO:<a@192.0.2.1>\r\n",  # a numeric top label: the full rules refuse it

@@ -304,6 +304,9 @@ class ServerState(SessionRegistry["ServerSession"]):
         )
         self.handler = handler
         self.options = options
+        # Replies every session may send, built once per server rather than per connection.
+        self.unavailable = Reply(421, f"{options.hostname} Service not available", "4.3.0")
+        self.bye = Reply(221, f"{options.hostname} Bye")
         overridden = {
             name
             for name in vars(Handler)
@@ -364,7 +367,7 @@ class ServerSession(ServedSession):
         if self.options.tls_on_connect:
             await self._handshake()
             conn.tls = True
-        unavailable = Reply(421, f"{self.options.hostname} Service not available", "4.3.0")
+        unavailable = self.state.unavailable
         greeting = await self._ask(
             "handle_connect",
             lambda handler: handler.handle_connect(self.session),
@@ -603,7 +606,7 @@ class ServerSession(ServedSession):
         self._answer(_OK)
 
     async def _quit(self, command: Quit) -> None:
-        self._answer(Reply(221, f"{self.options.hostname} Bye"))
+        self._answer(self.state.bye)
 
     async def _vrfy(self, command: Vrfy) -> None:
         session = self.session

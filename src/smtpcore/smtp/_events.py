@@ -114,7 +114,9 @@ class Mail(Command):
         if sender is not None and not isinstance(sender, Mailbox):
             raise LocalProtocolError("MAIL sender must be a Mailbox or None")
         object.__setattr__(self, "sender", sender)
-        object.__setattr__(self, "params", Parameters.coerce(params))
+        object.__setattr__(
+            self, "params", params if type(params) is Parameters else Parameters.coerce(params)
+        )
 
     # Typed views of the DSN parameters (RFC 3461 §4.3, §4.4); a malformed value
     # raises DSNError. A server machine with DSN on has already refused those.
@@ -144,7 +146,9 @@ class Rcpt(Command):
         if not isinstance(recipient, Mailbox):
             raise LocalProtocolError("RCPT recipient must be a Mailbox")
         object.__setattr__(self, "recipient", recipient)
-        object.__setattr__(self, "params", Parameters.coerce(params))
+        object.__setattr__(
+            self, "params", params if type(params) is Parameters else Parameters.coerce(params)
+        )
 
     @property
     def notify(self) -> Notify | None:

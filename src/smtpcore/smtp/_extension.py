@@ -169,7 +169,7 @@ class Extension:
         """The line this extension adds to the EHLO reply now, or None."""
         if self.unmet(facts) is not None:
             return None
-        if any(not facts.in_force(keyword) for keyword in self.depends):
+        if self.depends and any(not facts.in_force(keyword) for keyword in self.depends):
             return None
         arguments = self.arguments(facts)
         if arguments is None:

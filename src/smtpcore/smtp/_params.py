@@ -77,6 +77,21 @@ class Parameters(Mapping[str, "str | None"]):
         self._items: tuple[tuple[str, str | None], ...] = tuple(checked.items())
 
     @classmethod
+    def from_checked_words(cls, words: list[str]) -> Parameters | None:
+        """The parameters of ``KEYWORD`` or ``KEYWORD=value`` words that the caller has
+        matched against the esmtp-param syntax already (the server's everyday-line
+        parser); None when a keyword is given twice, which the constructor refuses."""
+        checked: dict[str, str | None] = {}
+        for word in words:
+            keyword, sep, value = word.partition("=")
+            checked[keyword.upper()] = value if sep else None
+        if len(checked) != len(words):
+            return None
+        params = object.__new__(cls)
+        params._items = tuple(checked.items())
+        return params
+
+    @classmethod
     def coerce(cls, value: ParametersLike) -> Parameters:
         if isinstance(value, Parameters):
             return value
@@ -93,7 +108,10 @@ class Parameters(Mapping[str, "str | None"]):
         if not self._items or not isinstance(keyword, str):
             return False
         upper = keyword.upper()
-        return any(key == upper for key, _ in self._items)
+        for key, _ in self._items:  # noqa: SIM110  # a loop: any() would make a generator per lookup
+            if key == upper:
+                return True
+        return False
 
     def items(self) -> ItemsView[str, str | None]:
         """The keyword-value pairs in order, as a dict view: the Mapping default

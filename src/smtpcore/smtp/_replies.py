@@ -100,7 +100,8 @@ class Reply(Event):
                 continue  # the everyday case, checked in C
             if not isinstance(line, str) or _FORBIDDEN_IN_TEXT.search(line):
                 raise LocalProtocolError(f"reply text may not hold control characters: {line!r}")
-        status = _as_status(status)
+        if status is not None and not isinstance(status, EnhancedStatus):
+            status = _as_status(status)
         object.__setattr__(self, "code", code)
         object.__setattr__(self, "text", text)
         object.__setattr__(self, "status", status)

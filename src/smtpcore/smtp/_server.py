@@ -9,7 +9,9 @@ been answered, so pipelined commands (RFC 2920) are answered in order.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from smtpcore._content import ContentFilter
@@ -103,6 +105,7 @@ which Postfix does not serve at all (they count as errors there)."""
 _OUT_OF_SEQUENCE: Final = reply(503, "5.5.1", "Bad sequence of commands")
 _BINARY_NEEDS_BDAT: Final = reply(503, "5.5.1", "BINARYMIME content must be sent with BDAT")
 _HELLO_VERBS: Final = frozenset({"EHLO", "HELO", "LHLO"})
+_BINARYMIME: Final = Body.BINARYMIME.value
 
 
 class ServerConnection:
@@ -191,24 +194,18 @@ class ServerConnection:
         self.max_auth_line = max_auth_line
         self.reject_early_content = reject_early_content
         self.extra_extensions = tuple(extra_extensions)
-        self._offerable = (
-            *(entry for entry in BUILTIN if getattr(self, entry.option or "", False)),
-            *(_extra(entry) for entry in extra_extensions),
-        )
-        self._mail_readers = _readers(self._offerable, mail=True)
-        self._rcpt_readers = _readers(self._offerable, mail=False)
-        self._verb_owner = {verb: entry for entry in self._offerable for verb in entry.verbs}
-        extension_verbs = {verb for entry in BUILTIN for verb in entry.verbs}
-        excluded = {"EHLO", "HELO"} if lmtp else {"LHLO"}
-        self._plain_verbs: dict[str, Callable[[str], Command]] = {
-            verb: parse
-            for verb, parse in VERBS.items()
-            if verb not in excluded and verb not in extension_verbs
-        }
-        self._extended_verbs = {
-            **self._plain_verbs,
-            **{verb: VERBS[verb] for verb in self._verb_owner if verb in VERBS},
-        }
+        switched_on = tuple([bool(getattr(self, entry.option or "", False)) for entry in BUILTIN])
+        if extra_extensions:
+            extras = tuple([_extra(entry) for entry in extra_extensions])
+            tables = _build_tables((*_builtin_offered(switched_on), *extras), lmtp)
+        else:
+            tables = _builtin_tables(switched_on, lmtp)
+        self._offerable = tables.offerable
+        self._mail_readers = tables.mail_readers
+        self._rcpt_readers = tables.rcpt_readers
+        self._verb_owner = tables.verb_owner
+        self._plain_verbs = tables.plain_verbs
+        self._extended_verbs = tables.extended_verbs
         self._verbs = self._plain_verbs
         """The commands known now: those of the extensions in force only after EHLO."""
 
@@ -530,8 +527,8 @@ class ServerConnection:
             return False
         for entry in self._offerable:
             if entry.keyword == keyword:
-                return entry.unmet(self) is None and all(
-                    self.in_force(needed) for needed in entry.depends
+                return entry.unmet(self) is None and (
+                    not entry.depends or all(self.in_force(needed) for needed in entry.depends)
                 )
         return False
 
@@ -690,7 +687,7 @@ class ServerConnection:
         if params:
             self._utf8_transaction = "SMTPUTF8" in params
             body = params.get("BODY")
-            self._binary_transaction = body is not None and body.upper() == Body.BINARYMIME.value
+            self._binary_transaction = body is not None and body.upper() == _BINARYMIME
         return self._finish(command, event)
 
     def _rcpt_accepted(self, command: Rcpt, event: Reply) -> bytes:
@@ -788,6 +785,58 @@ class ServerConnection:
 
 
 _Readers = dict[str, tuple[Extension, Parameter[object]]]
+_Verbs = dict[str, Callable[[str], Command]]
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionTables:
+    """What a session looks its commands and parameters up in, given the extensions
+    it may offer. Shared, never changed: every connection of a server gets the same
+    tables, so a new connection builds none and an idle one holds none of its own."""
+
+    offerable: tuple[Extension, ...]
+    """The extensions switched on, in EHLO order."""
+    mail_readers: _Readers
+    rcpt_readers: _Readers
+    verb_owner: dict[str, Extension]
+    """Verb -> the extension it belongs to (BDAT: CHUNKING)."""
+    plain_verbs: _Verbs
+    """The commands known before EHLO (or after HELO)."""
+    extended_verbs: _Verbs
+    """The commands known after EHLO: the plain ones and the offered extensions' own."""
+
+
+def _builtin_offered(switched_on: tuple[bool, ...]) -> tuple[Extension, ...]:
+    return tuple([entry for entry, on in zip(BUILTIN, switched_on, strict=True) if on])
+
+
+@functools.lru_cache(maxsize=64)
+def _builtin_tables(switched_on: tuple[bool, ...], lmtp: bool) -> _SessionTables:
+    """The tables of a server offering the built-in extensions ``switched_on`` (one
+    flag per entry of ``BUILTIN``): built once per configuration."""
+    return _build_tables(_builtin_offered(switched_on), lmtp)
+
+
+def _build_tables(offerable: tuple[Extension, ...], lmtp: bool) -> _SessionTables:
+    verb_owner = {verb: entry for entry in offerable for verb in entry.verbs}
+    extension_verbs = {verb for entry in BUILTIN for verb in entry.verbs}
+    excluded = {"EHLO", "HELO"} if lmtp else {"LHLO"}
+    plain_verbs = {
+        verb: parse
+        for verb, parse in VERBS.items()
+        if verb not in excluded and verb not in extension_verbs
+    }
+    return _SessionTables(
+        offerable=offerable,
+        mail_readers=_readers(offerable, mail=True),
+        rcpt_readers=_readers(offerable, mail=False),
+        verb_owner=verb_owner,
+        plain_verbs=plain_verbs,
+        extended_verbs={
+            **plain_verbs,
+            **{verb: VERBS[verb] for verb in verb_owner if verb in VERBS},
+        },
+    )
 
 
 def _readers(entries: Sequence[Extension], *, mail: bool) -> _Readers:

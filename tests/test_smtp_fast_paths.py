@@ -1,0 +1,186 @@
+"""The server machine's fast paths give what its general paths give.
+
+The everyday-line parser now takes MAIL and RCPT with ASCII ESMTP parameters
+(``SIZE=1234 BODY=8BITMIME``, ``NOTIFY=NEVER``) in its one match; the tables a
+session looks commands and parameters up in are built once per configuration
+and shared by every connection. Both are held here to the slow paths they stand
+in for.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtp_helpers import greeted, run
+from smtpcore.smtp import BadCommand, Mail, Rcpt, ServerConnection
+from smtpcore.smtp._commands import (
+    VERBS,
+    CommandSyntaxError,
+    parse_command_line,
+    parse_everyday_line,
+)
+from smtpcore.smtp._params import Parameters
+
+KEYWORD = st.one_of(
+    st.sampled_from(
+        ["SIZE", "size", "BODY", "NOTIFY", "ORCPT", "RET", "ENVID", "SMTPUTF8", "AUTH"]
+    ),
+    st.from_regex(r"[A-Za-z0-9][A-Za-z0-9-]{0,6}", fullmatch=True),
+    st.sampled_from(["-X", "X_Y", "", "\u00e9"]),  # not keywords
+)
+VALUE = st.one_of(
+    st.none(),
+    st.sampled_from(["1234", "8BITMIME", "NEVER", "SUCCESS,FAILURE", "rfc822;a@b.example"]),
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=8),
+    st.sampled_from(["", "a=b", "x y", "\u00e9t\u00e9", "\t"]),
+)
+PARAMETER = st.builds(
+    lambda keyword, value: keyword if value is None else f"{keyword}={value}", KEYWORD, VALUE
+)
+SEPARATOR = st.sampled_from([" ", " ", " ", "  ", ""])
+LINE_WITH_PARAMETERS = st.builds(
+    lambda verb, path, params, seps, end: (
+        verb + path + "".join(sep + param for sep, param in zip(seps, params, strict=False)) + end
+    ).encode("utf-8"),
+    st.sampled_from(["MAIL FROM:", "mail from:", "RCPT TO:", "Rcpt To:", "MAIL FROM: "]),
+    st.sampled_from(["<john@abc.example>", "<Brendon@PQR.example>", "<>", "<a@192.0.2.1>"]),
+    st.lists(PARAMETER, max_size=4),
+    st.lists(SEPARATOR, min_size=4, max_size=4),
+    st.sampled_from(["\r\n", "\r\n", " \r\n", "\n"]),
+)
+
+EVERYDAY_WITH_PARAMETERS = st.builds(
+    lambda verb, path, params: (verb + path + "".join(" " + p for p in params) + "\r\n").encode(
+        "utf-8"
+    ),
+    st.sampled_from(["MAIL FROM:", "RCPT TO:", "rcpt to:"]),
+    st.sampled_from(["<john@abc.example>", "<Brendon@PQR.example>"]),
+    st.lists(PARAMETER, min_size=1, max_size=4),
+)
+"""Lines shaped as the fast path takes them, so that most examples exercise it."""
+
+
+def full_parse(line: bytes) -> object:
+    """What the general parser makes of ``line``: the event, or the refusal."""
+    try:
+        return parse_command_line(line[:-2].decode("utf-8"), VERBS)
+    except CommandSyntaxError as exc:
+        return exc.reply
+
+
+@given(st.one_of(LINE_WITH_PARAMETERS, EVERYDAY_WITH_PARAMETERS))
+def test_the_everyday_line_parser_agrees_with_the_full_one_on_parameters(line: bytes) -> None:
+    """Where the hot path takes a line with parameters, the full parser gives the same
+    event, parameters and all."""
+    command = parse_everyday_line(line)
+    if command is None:
+        return
+    assert line.endswith(b"\r\n")
+    expected = full_parse(line)
+    assert expected == command
+    assert isinstance(command, Mail | Rcpt) and isinstance(expected, Mail | Rcpt)
+    assert list(command.params.items()) == list(expected.params.items())
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"MAIL FROM:<john@abc.example> SIZE=1234 BODY=8BITMIME\r\n",
+        b"mail from:<john@abc.example> size=1234 body=8bitmime SMTPUTF8\r\n",
+        b"MAIL FROM:<john@abc.example> RET=HDRS ENVID=QQ314159\r\n",
+        b"RCPT TO:<brendon@pqr.example> NOTIFY=NEVER\r\n",
+        b"RCPT TO:<brendon@pqr.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@pqr.example\r\n",
+    ],
+)
+def test_the_everyday_line_parser_takes_what_real_clients_send(line: bytes) -> None:
+    command = parse_everyday_line(line)
+    assert command is not None
+    assert command == full_parse(line)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"MAIL FROM:<john@abc.example> SIZE=1 size=2\r\n",  # given twice: 501
+        b"MAIL FROM:<john@abc.example>  SIZE=1\r\n",  # two spaces
+        b"MAIL FROM:<john@abc.example> SIZE=\r\n",  # an empty value: 501
+        b"MAIL FROM:<john@abc.example> X=a=b\r\n",  # '=' inside a value: 501
+        b"MAIL FROM:<john@abc.example> -X=1\r\n",  # not a keyword: 501
+        b"MAIL FROM:<john@abc.example> SIZE=1 \r\n",  # a trailing space
+        b"MAIL FROM:<john@abc.example> X=\xc3\xa9\r\n",  # UTF-8: the full rules decide
+        b"MAIL FROM:<john@abc.example>SIZE=1\r\n",  # no space before the parameter
+        b"RCPT TO:<brendon@pqr.example> NOTIFY=NEVER\n",  # bare LF
+    ],
+)
+def test_the_everyday_line_parser_leaves_the_rest_to_the_full_one(line: bytes) -> None:
+    assert parse_everyday_line(line) is None
+
+
+def test_a_keyword_given_twice_is_refused_either_way() -> None:
+    conn = greeted()
+    events, out = run(conn, b"EHLO c.example\r\nMAIL FROM:<a@b.example> SIZE=1 size=2\r\n")
+    assert isinstance(events[-1], BadCommand)
+    assert out.endswith(b"501 5.5.4 Bad parameter syntax: ESMTP keyword size given twice\r\n")
+
+
+@pytest.mark.parametrize(
+    ("line", "reply"),
+    [
+        (b"MAIL FROM:<a@b.example> SIZE=99999999999\r\n", b"552 5.3.4 "),
+        (b"MAIL FROM:<a@b.example> FOO=1\r\n", b"555 5.5.4 Unsupported parameter FOO\r\n"),
+        (b"MAIL FROM:<a@b.example> BODY=7BIT\r\n", b"250 2.1.0 OK\r\n"),
+        (b"MAIL FROM:<a@b.example> BODY=9BIT\r\n", b"501 5.5.4 "),
+    ],
+)
+def test_parameters_taken_by_the_fast_path_are_checked_as_before(
+    line: bytes, reply: bytes
+) -> None:
+    assert parse_everyday_line(line) is not None
+    conn = greeted()
+    _, out = run(conn, b"EHLO c.example\r\n" + line)
+    assert out.split(b"\r\n")[-2].startswith(reply.rstrip(b"\r\n"))
+
+
+def test_notify_is_refused_without_dsn_and_taken_with_it() -> None:
+    line = b"RCPT TO:<c@d.example> NOTIFY=NEVER\r\n"
+    start = b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\n"
+    _, out = run(greeted(), start + line)
+    assert out.endswith(b"555 5.5.4 Unsupported parameter NOTIFY\r\n")
+    events, out = run(greeted(dsn=True), start + line)
+    assert isinstance(events[-1], Rcpt) and events[-1].params == Parameters({"NOTIFY": "NEVER"})
+    assert out.endswith(b"250 2.1.5 OK\r\n")
+
+
+# -- the session tables ------------------------------------------------------------------
+
+
+def test_connections_with_the_same_options_share_their_tables() -> None:
+    first, second = ServerConnection("mx.example"), ServerConnection("mx.example")
+    assert first._extended_verbs is second._extended_verbs
+    assert first._mail_readers is second._mail_readers
+    other = ServerConnection("mx.example", chunking=False)
+    assert "BDAT" in first._extended_verbs and "BDAT" not in other._extended_verbs
+
+
+def test_shared_tables_keep_each_configuration_apart() -> None:
+    """A server's options still decide what its sessions know, whatever was built
+    before it: LMTP has LHLO and no EHLO, DSN brings NOTIFY, chunking BDAT."""
+    start = b"LHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example> NOTIFY=NEVER\r\n"
+    for _ in range(2):
+        _, lmtp = run(greeted(lmtp=True, dsn=True), start + b"EHLO c.example\r\n")
+        assert b"250 2.1.5 OK\r\n" in lmtp
+        assert lmtp.endswith(b"500 5.5.2 Command unrecognized\r\n")
+        _, smtp = run(greeted(), start)
+        assert smtp.startswith(b"500 5.5.2 Command unrecognized\r\n")
+        _, plain = run(greeted(chunking=False), b"EHLO c.example\r\nBDAT 1 LAST\r\n")
+        assert plain.endswith(b"500 5.5.2 Command unrecognized\r\n")
+
+
+def test_extra_extensions_are_not_shared_with_other_servers() -> None:
+    with_help = ServerConnection("mx.example", extra_extensions=["HELP"])
+    without = ServerConnection("mx.example")
+    assert "HELP" in with_help.extensions()
+    assert "HELP" not in without.extensions()
+    assert "HELP" not in ServerConnection("mx.example").extensions()
