@@ -96,6 +96,17 @@ class ClientConnection:
         return self._state
 
     @property
+    def buffered(self) -> int:
+        """Octets received from the server and not yet turned into events.
+
+        Counts the unread bytes and the CAPA listing kept to learn about
+        PIPELINING; bounded by the largest piece given to :meth:`receive_data`
+        plus ``max_auth_line`` and 16 KiB of capabilities. A fuzzer asserts
+        memory stays bounded with it.
+        """
+        return len(self._buffer) + len(self._capa or b"")
+
+    @property
     def pipelining(self) -> bool:
         """Whether commands may be sent before the previous ones are answered."""
         if self._pipelining is not None:

@@ -149,6 +149,16 @@ class ServerConnection:
     def state(self) -> State:
         return self._state
 
+    @property
+    def buffered(self) -> int:
+        """Octets received from the client and not yet turned into events.
+
+        Bounded by the largest piece given to :meth:`receive_data` plus the
+        command line limit (``max_auth_line`` during AUTH). A fuzzer asserts
+        memory stays bounded with it.
+        """
+        return len(self._buffer)
+
     def receive_data(self, data: bytes) -> None:
         """Buffer bytes from the client; ``b""`` means it closed its side.
 

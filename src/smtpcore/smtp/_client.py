@@ -141,6 +141,17 @@ class ClientConnection:
     # -- what the application reads -------------------------------------
 
     @property
+    def buffered(self) -> int:
+        """Octets received from the server and not yet turned into events.
+
+        Counts the unread bytes and the lines of a multi-line reply read so
+        far; bounded by the largest piece given to :meth:`receive_data` plus
+        ``max_reply_line`` times ``max_reply_lines``. A fuzzer asserts memory
+        stays bounded with it.
+        """
+        return len(self._buffer) + self._parser.held
+
+    @property
     def state(self) -> State:
         """Where the session stands, by the replies received so far.
 

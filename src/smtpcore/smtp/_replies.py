@@ -200,6 +200,11 @@ class ReplyParser:
         self._lines: list[str] = []
         self._code: int | None = None
 
+    @property
+    def held(self) -> int:
+        """Characters of a multi-line reply read so far and not yet returned."""
+        return sum(len(line) for line in self._lines)
+
     def next_reply(self, buffer: ReceiveBuffer, *, enhanced: bool) -> Reply | None:
         """Return the next complete reply from ``buffer``, or None if not complete."""
         while True:

@@ -262,6 +262,16 @@ class ServerConnection:
         return self._pending
 
     @property
+    def buffered(self) -> int:
+        """Octets received from the client and not yet turned into events.
+
+        Bounded by the largest piece given to :meth:`receive_data` plus the
+        command line limit (``max_auth_line`` during AUTH): an over-long line
+        is dropped as it arrives. A fuzzer asserts memory stays bounded with it.
+        """
+        return len(self._buffer)
+
+    @property
     def accepted_recipients(self) -> int:
         """How many RCPTs of the open transaction were accepted."""
         return self._accepted
