@@ -1,0 +1,243 @@
+"""Strategies for envelope addresses (RFC 5321 §4.1.2, §4.1.3, §4.5.3.1; RFC 6531 §3.3).
+
+Valid values come out as :class:`~smtpcore.address.Mailbox` objects, which
+cannot be built invalid; the wire form of a path comes out as text, so that
+the near-valid and hostile paths a server must refuse can be drawn too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Final
+
+from hypothesis import strategies as st
+
+from smtpcore.address import (
+    MAX_DOMAIN_OCTETS,
+    MAX_LOCAL_PART_OCTETS,
+    MAX_PATH_OCTETS,
+    AddressError,
+    Mailbox,
+)
+
+__all__ = [
+    "address_literals",
+    "domains",
+    "local_parts",
+    "mailboxes",
+    "paths",
+]
+
+_ATEXT: Final = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
+_QTEXT_SPECIALS: Final = ' "\\(),:;<>@[]'
+# U-labels IDNA 2003 leaves as they are (lowercase, no mapped characters).
+_U_LABELS: Final = ("exämple", "例子", "bücher", "пример", "münchen", "日本語", "δοκιμή", "ñandú")
+_UTF8_LETTERS: Final = st.characters(
+    categories=("Ll", "Lo"), min_codepoint=0xA0, max_codepoint=0x9FFF
+)
+
+
+def _atoms(*, utf8: bool) -> st.SearchStrategy[str]:
+    chars = st.sampled_from(_ATEXT)
+    if utf8:
+        chars = st.one_of(chars, _UTF8_LETTERS)
+    return st.text(chars, min_size=1, max_size=10)
+
+
+def local_parts(*, utf8: bool = False, quoted: bool = True) -> st.SearchStrategy[str]:
+    """Valid local parts, unquoted (as :attr:`Mailbox.local_part` holds them).
+
+    Dot-strings, and with ``quoted`` the contents of quoted strings (spaces,
+    ``@``, ``"`` and ``\\`` among them); with ``utf8``, non-ASCII characters
+    too (RFC 6531 §3.3). Each fits the 64-octet limit of RFC 5321 §4.5.3.1.1.
+
+    >>> from smtpcore.testing import strategies as sst
+    >>> sst.local_parts(quoted=False).example()  # doctest: +SKIP
+    'j.doe+tag'
+    """
+    dot_string = st.lists(_atoms(utf8=utf8), min_size=1, max_size=4).map(".".join)
+    options = [dot_string]
+    if quoted:
+        chars = st.one_of(st.sampled_from(_ATEXT + _QTEXT_SPECIALS + "."))
+        if utf8:
+            chars = st.one_of(chars, _UTF8_LETTERS)
+        options.append(st.text(chars, min_size=1, max_size=20))
+    return st.one_of(options).filter(lambda text: len(text.encode()) <= MAX_LOCAL_PART_OCTETS)
+
+
+def address_literals(*, general: bool = False) -> st.SearchStrategy[str]:
+    """``[192.0.2.1]`` and ``[IPv6:2001:db8::1]`` forms (RFC 5321 §4.1.3).
+
+    With ``general``, also the ``[tag:content]`` form of other address types.
+    """
+    v4 = st.ip_addresses(v=4).map(lambda ip: f"[{ip}]")
+    v6 = st.ip_addresses(v=6).map(_ipv6_literal)
+    options = [v4, v6]
+    if general:
+        options.append(
+            st.builds(
+                lambda tag, content: f"[{tag}:{content}]",
+                st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,6}[A-Za-z0-9]", fullmatch=True).filter(
+                    lambda tag: tag.lower() != "ipv6"
+                ),
+                st.from_regex(r"[!-Z^-~]{1,20}", fullmatch=True),
+            )
+        )
+    return st.one_of(options)
+
+
+def _ipv6_literal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    assert isinstance(ip, ipaddress.IPv6Address)
+    mapped = ip.ipv4_mapped
+    return f"[IPv6:::ffff:{mapped}]" if mapped is not None else f"[IPv6:{ip.compressed}]"
+
+
+def _ldh_labels() -> st.SearchStrategy[str]:
+    return st.from_regex(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,10}[a-zA-Z0-9])?", fullmatch=True)
+
+
+def domains(*, utf8: bool = False, literals: bool = False) -> st.SearchStrategy[str]:
+    """Valid domains: LDH host names, with ``utf8`` also U-labels (IDNA, RFC 5890),
+    with ``literals`` also address literals. The top label is never all digits.
+
+    >>> sst.domains(utf8=True).example()  # doctest: +SKIP
+    'mail.exämple.test'
+    """
+    label = _ldh_labels()
+    if utf8:
+        label = st.one_of(label, st.sampled_from(_U_LABELS))
+    top = st.from_regex(r"[a-z][a-z0-9]{0,5}", fullmatch=True)
+    if utf8:
+        top = st.one_of(top, st.sampled_from(_U_LABELS))
+    names = st.builds(
+        lambda labels, last: ".".join([*labels, last]), st.lists(label, max_size=3), top
+    )
+    if literals:
+        return st.one_of(names, address_literals())
+    return names
+
+
+def _domain_of_length(length: int, fill: str = "a") -> str:
+    """An LDH domain of exactly ``length`` octets, in labels of at most 63."""
+    labels = []
+    while length > 63:
+        labels.append(fill * 62)
+        length -= 63
+    labels.append(fill * length)
+    return ".".join(labels)
+
+
+def _at_limits() -> st.SearchStrategy[Mailbox]:
+    """Mailboxes exactly at the 64-, 255- and 256-octet limits of RFC 5321 §4.5.3.1."""
+    path_room = MAX_PATH_OCTETS - 3  # the brackets and the "@"
+    return st.one_of(
+        st.builds(Mailbox, st.just("l" * MAX_LOCAL_PART_OCTETS), domains()),
+        st.integers(1, MAX_LOCAL_PART_OCTETS).map(
+            lambda size: Mailbox("l" * size, _domain_of_length(path_room - size, "d"))
+        ),
+        st.just(Mailbox("x", _domain_of_length(path_room - 1, "e"))),
+    )
+
+
+def mailboxes(
+    *, utf8: bool = False, quoted: bool = True, literals: bool = True, at_limits: bool = True
+) -> st.SearchStrategy[Mailbox]:
+    """Valid :class:`~smtpcore.address.Mailbox` values.
+
+    ``utf8`` adds RFC 6531 local parts and U-label domains (a mailbox that
+    needs ``SMTPUTF8`` has ``is_ascii`` false); ``quoted`` adds local parts
+    that must be quoted; ``literals`` adds address-literal domains;
+    ``at_limits`` adds mailboxes exactly at the 64-octet local part and the
+    256-octet path limits.
+
+    >>> from hypothesis import given
+    >>> @given(sst.mailboxes(utf8=True))
+    ... def test_round_trip(mailbox):
+    ...     assert parse_mailbox(str(mailbox)) == mailbox
+    """
+    built = st.builds(
+        _mailbox_or_none,
+        local_parts(utf8=utf8, quoted=quoted),
+        domains(utf8=utf8, literals=literals),
+    ).filter(lambda mailbox: mailbox is not None)
+    strategy: st.SearchStrategy[Mailbox] = built  # type: ignore[assignment]  # None filtered out
+    if at_limits:
+        strategy = st.one_of(strategy, _at_limits())
+    return strategy
+
+
+def _mailbox_or_none(local: str, domain: str) -> Mailbox | None:
+    try:
+        return Mailbox(local, domain)
+    except AddressError:  # a combination over a limit: drawn again
+        return None
+
+
+# Paths a server must refuse (501 5.1.3 or 553) or must read with care.
+_HOSTILE_PATHS: Final = (
+    "<" + "l" * (MAX_LOCAL_PART_OCTETS + 1) + "@abc.example>",
+    "<x@" + _domain_of_length(MAX_DOMAIN_OCTETS + 1) + ">",
+    "<" + "l" * 64 + "@" + _domain_of_length(MAX_PATH_OCTETS - 2 - 64 - 1 + 1) + ">",
+    "<x@" + "a" * 64 + ".example>",
+    "john@abc.example",
+    "<john@abc.example",
+    "john@abc.example>",
+    "<<john@abc.example>>",
+    '<"unterminated@abc.example>',
+    '<"a"b@abc.example>',
+    "<john doe@abc.example>",
+    "<john@@abc.example>",
+    "<@abc.example>",
+    "<john@>",
+    "<john@abc..example>",
+    "<john@-abc.example>",
+    "<john@abc.example.>",
+    "<john@192.0.2.1>",
+    "<john@[300.0.2.1]>",
+    "<john@[IPv6:zz::1]>",
+    "<john@[IPv6:1::2::3]>",
+    "<john@[192.0.2.1>",
+    "<.john@abc.example>",
+    "<john.@abc.example>",
+    "<jo..hn@abc.example>",
+    "<john\x00@abc.example>",
+    "<john\r@abc.example>",
+    "<john\x7f@abc.example>",
+    "<jöhn@abc.example>",
+    "<john@exämple.test>",
+    "<john@ex\u3002ample>",
+    "<@relay.example,@[192.0.2.1]:john@abc.example>",
+    "<@relay.example:john@abc.example>",
+    "<postmaster>",
+    "<Postmaster>",
+    "<>",
+)
+
+
+def paths(
+    *, null: bool = True, utf8: bool = False, hostile: bool = False
+) -> st.SearchStrategy[str]:
+    """The wire form of a reverse- or forward-path, ``<local@domain>``.
+
+    Valid by default (``null`` adds ``<>``, ``utf8`` adds RFC 6531 paths).
+    ``hostile=True`` draws near-valid and broken paths as well: one octet
+    over each limit, missing or doubled brackets, an unterminated quote,
+    empty labels, an all-numeric top label, bad address literals, NUL, CR
+    and DEL, source routes (which must be accepted and ignored), non-ASCII
+    without SMTPUTF8, and the bare ``<postmaster>``.
+
+    >>> sst.paths(hostile=True).example()  # doctest: +SKIP
+    '<john@[IPv6:1::2::3]>'
+    """
+    valid = mailboxes(utf8=utf8).map(lambda mailbox: f"<{mailbox}>")
+    options = [valid]
+    if null:
+        options.append(st.just("<>"))
+    if hostile:
+        options.append(st.sampled_from(_HOSTILE_PATHS))
+        options.append(
+            st.text(st.sampled_from('<>@."\\[]:, az09-\r\n\x00é'), max_size=20).map(
+                lambda text: f"<{text}>"
+            )
+        )
+    return st.one_of(options)

@@ -1,0 +1,165 @@
+"""Driving a server machine with bytes, answered by an application callable.
+
+The loop every harness shares: feed bytes, take events until ``NEED_DATA``,
+answer each with the application's replies, collect what the machine
+writes. A BDAT is answered once its octets are in (RFC 3030 §2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeAlias
+
+from smtpcore import NEED_DATA, PAUSED, pop3, smtp
+
+__all__ = [
+    "POP3Answer",
+    "SMTPAnswer",
+    "permissive_pop3_answer",
+    "permissive_smtp_answer",
+    "run_pop3_server",
+    "run_server",
+]
+
+SMTPAnswer: TypeAlias = Callable[
+    [smtp.ServerConnection, smtp.Event], "smtp.Reply | Sequence[smtp.Reply] | None"
+]
+"""The application around an SMTP server machine: the replies to one event
+(one per accepted recipient for LMTP's end of content), or None for an event
+that takes none (``MessageData``)."""
+
+POP3Answer: TypeAlias = Callable[
+    [pop3.ServerConnection, pop3.Event], "pop3.Event | Sequence[pop3.Event] | None"
+]
+"""The application around a POP3 server machine: the response to one event,
+a multi-line one as ``Ok``, ``ResponseData``... and ``EndOfResponse``."""
+
+
+def permissive_smtp_answer(
+    conn: smtp.ServerConnection, event: smtp.Event
+) -> smtp.Reply | list[smtp.Reply] | None:
+    """Accept everything: each command gets its positive reply, a bad one the
+    reply the machine suggests, LMTP's end of content one 250 per recipient."""
+    if isinstance(event, smtp.BadCommand | smtp.RejectedMessage):
+        return event.reply
+    if isinstance(event, smtp.MessageData):
+        return None
+    if isinstance(event, smtp.Data):
+        return smtp.Reply(354, "End data with <CR><LF>.<CR><LF>")
+    if isinstance(event, smtp.Quit):
+        return smtp.Reply(221, "Bye")
+    if isinstance(event, smtp.StartTls):
+        return smtp.Reply(220, "Ready to start TLS")
+    if isinstance(event, smtp.Help):
+        return smtp.Reply(214, "See RFC 5321")
+    if isinstance(event, smtp.Auth | smtp.AuthResponse):
+        return smtp.Reply(235, "Authentication succeeded")
+    ends = isinstance(event, smtp.EndOfMessage) or (isinstance(event, smtp.Bdat) and event.last)
+    if ends and conn.lmtp:
+        return [smtp.Reply(250, "Delivered")] * conn.accepted_recipients
+    if ends:
+        return smtp.Reply(250, "Queued")
+    return smtp.Reply(250, "OK")
+
+
+def run_server(
+    conn: smtp.ServerConnection,
+    data: bytes = b"",
+    *,
+    answer: SMTPAnswer = permissive_smtp_answer,
+) -> tuple[list[smtp.Event], bytes]:
+    """Feed ``data`` (if any) to an SMTP server machine, answer every event
+    with ``answer``, and return the events and the bytes the machine wrote.
+
+    Stops at ``NEED_DATA``, at ``ConnectionClosed``, or at an event the
+    application left unanswered.
+
+    >>> conn = ServerConnection("mx.test")
+    >>> greeting = conn.send(Reply(220, "mx.test ESMTP"))
+    >>> events, out = run_server(conn, b"EHLO client.test\\r\\nNOOP\\r\\n")
+    >>> out.splitlines()[-1]
+    b'250 2.0.0 OK'
+    """
+    if data:
+        conn.receive_data(data)
+    events: list[smtp.Event] = []
+    out = bytearray()
+    while True:
+        event = conn.next_event()
+        pending = conn.pending
+        if event is PAUSED and isinstance(pending, smtp.Bdat):
+            out += _replies(conn, answer(conn, pending))
+            if conn.pending is pending:
+                return events, bytes(out)  # the application left it unanswered
+            continue
+        if event is NEED_DATA or event is PAUSED:
+            return events, bytes(out)
+        events.append(event)
+        if isinstance(event, smtp.ConnectionClosed):
+            return events, bytes(out)
+        if isinstance(event, smtp.Bdat):
+            continue  # answered once its octets are in
+        out += _replies(conn, answer(conn, event))
+
+
+def _replies(
+    conn: smtp.ServerConnection, answer: smtp.Reply | Sequence[smtp.Reply] | None
+) -> bytes:
+    if answer is None:
+        return b""
+    if isinstance(answer, smtp.Reply):
+        return conn.send(answer)
+    return b"".join(conn.send(reply) for reply in answer)
+
+
+_CAPABILITIES = b"USER\r\nTOP\r\nUIDL\r\nPIPELINING\r\nRESP-CODES\r\n"
+
+
+def permissive_pop3_answer(
+    conn: pop3.ServerConnection, event: pop3.Event
+) -> list[pop3.Event] | None:
+    """Accept everything: ``+OK`` to each command, a short listing or message
+    for multi-line ones, the suggested ``-ERR`` to a bad command."""
+    if isinstance(event, pop3.BadCommand):
+        return [event.response]
+    if not isinstance(event, pop3.Command | pop3.AuthResponse):
+        return None
+    if isinstance(event, pop3.Stat):
+        return [pop3.Ok("1 120")]
+    if isinstance(event, pop3.Capa):
+        return [
+            pop3.Ok("Capability list follows"),
+            pop3.ResponseData(_CAPABILITIES),
+            pop3.EndOfResponse(),
+        ]
+    if isinstance(event, pop3.Command) and event.multiline:
+        body = b"1 120\r\n"
+        if isinstance(event, pop3.Retr | pop3.Top):
+            body = b"Subject: hi\r\n\r\n.leading dot\r\n"
+        return [pop3.Ok(), pop3.ResponseData(body), pop3.EndOfResponse()]
+    return [pop3.Ok()]
+
+
+def run_pop3_server(
+    conn: pop3.ServerConnection,
+    data: bytes = b"",
+    *,
+    answer: POP3Answer = permissive_pop3_answer,
+) -> tuple[list[pop3.Event], bytes]:
+    """As :func:`run_server`, for a POP3 server machine."""
+    if data:
+        conn.receive_data(data)
+    events: list[pop3.Event] = []
+    out = bytearray()
+    while True:
+        event = conn.next_event()
+        if event is NEED_DATA or event is PAUSED:
+            return events, bytes(out)
+        events.append(event)
+        if isinstance(event, pop3.ConnectionClosed):
+            return events, bytes(out)
+        response = answer(conn, event)
+        if response is None:
+            continue
+        for item in [response] if isinstance(response, pop3.Event) else response:
+            out += conn.send(item)

@@ -1,0 +1,635 @@
+"""Strategies for SMTP: ESMTP parameters, commands, whole client sessions, replies.
+
+Sessions follow the state machine of RFC 5321 §4.1.4 (EHLO, optional
+STARTTLS and AUTH, transactions ending in DATA or BDAT, RSET, NOOP, QUIT)
+and come grouped the way a pipelining client writes them (RFC 2920 §3.1):
+a group ends at EHLO, DATA, BDAT ... LAST, AUTH, STARTTLS, NOOP or QUIT.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from hypothesis import strategies as st
+
+from smtpcore._dotstuff import DotEncoder
+from smtpcore.smtp import (
+    Auth,
+    Bdat,
+    Command,
+    Data,
+    Ehlo,
+    EndOfMessage,
+    EnhancedStatus,
+    Event,
+    Expn,
+    Help,
+    Lhlo,
+    Mail,
+    MessageData,
+    Noop,
+    Parameters,
+    Quit,
+    Rcpt,
+    Reply,
+    Rset,
+    StartTls,
+    Vrfy,
+    xtext,
+)
+from smtpcore.smtp._commands import format_command
+from smtpcore.testing._addresses import domains, mailboxes, paths
+from smtpcore.testing._content import message_contents
+
+__all__ = [
+    "EXTENSIONS",
+    "ClientSession",
+    "command_lines",
+    "commands",
+    "mail_parameters",
+    "rcpt_parameters",
+    "replies",
+    "reply_lines",
+    "sessions",
+    "xtexts",
+]
+
+EXTENSIONS: Final = frozenset(
+    {"PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "CHUNKING", "DSN", "STARTTLS", "AUTH"}
+)
+"""The ESMTP extensions the session strategies know how to use."""
+
+_NON_ASCII_DIGITS: Final = ("\u0663", "\u0966", "\uff11", "\u00b2", "\u2460", "\U0001d7d9")
+"""Characters ``str.isdigit()`` accepts that are not ASCII digits (Arabic-Indic three,
+Devanagari zero, fullwidth one, superscript two, circled one, a mathematical one)."""
+
+
+# -- ESMTP parameters ---------------------------------------------------------------
+
+
+def xtexts(*, hostile: bool = False) -> st.SearchStrategy[str]:
+    """xtext values (RFC 3461 §4), as ``ENVID``, ``ORCPT`` and ``AUTH=`` carry them.
+
+    ``hostile=True`` adds malformed ones: lower-case or short hex after
+    ``+``, a lone ``+``, a raw ``=``.
+    """
+    valid = (
+        st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), max_size=20)
+        .map(xtext)
+        .filter(bool)
+    )
+    if not hostile:
+        return valid
+    return st.one_of(valid, st.sampled_from(["+", "+2", "+zz", "+2b", "a=b", "x+", "+G0"]))
+
+
+def _numbers() -> st.SearchStrategy[str]:
+    return st.integers(0, 10_000_000).map(str)  # within the usual 10 MB limit
+
+
+def _hostile_numbers() -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.sampled_from(["-1", "+1", "1.5", "0x10", "1e3", "", "99999999999999999999999"]),
+        st.sampled_from(_NON_ASCII_DIGITS),
+        st.builds(
+            lambda digit, tail: f"1{digit}{tail}", st.sampled_from(_NON_ASCII_DIGITS), _numbers()
+        ),
+    ).filter(bool)
+
+
+def mail_parameters(
+    *, extensions: Collection[str] = EXTENSIONS, hostile: bool = False
+) -> st.SearchStrategy[Parameters]:
+    """``MAIL FROM`` parameters for the ``extensions`` offered.
+
+    ``SIZE`` (RFC 1870), ``BODY=7BIT|8BITMIME`` (RFC 6152), ``SMTPUTF8``
+    (RFC 6531), ``RET`` and ``ENVID`` (DSN, RFC 3461), ``AUTH=`` (RFC 4954
+    §5, an xtext mailbox or ``<>``). ``hostile=True`` adds values the server
+    must refuse with 501 or 555: signed, huge and non-ASCII-digit sizes,
+    unknown bodies and keywords, bad xtext.
+
+    >>> from smtpcore.testing import strategies as sst
+    >>> sst.mail_parameters(extensions={"SIZE", "DSN"}).example()  # doctest: +SKIP
+    Parameters({'SIZE': '1024', 'RET': 'HDRS'})
+    """
+    offered = {name.upper() for name in extensions}
+    choices: list[st.SearchStrategy[tuple[str, str | None]]] = []
+    if "SIZE" in offered:
+        choices.append(st.tuples(st.just("SIZE"), _numbers()))
+    if "8BITMIME" in offered:
+        choices.append(st.tuples(st.just("BODY"), st.sampled_from(["7BIT", "8BITMIME"])))
+    if "SMTPUTF8" in offered:
+        choices.append(st.just(("SMTPUTF8", None)))
+    if "DSN" in offered:
+        choices.append(st.tuples(st.just("RET"), st.sampled_from(["FULL", "HDRS", "hdrs"])))
+        choices.append(st.tuples(st.just("ENVID"), xtexts()))
+    if "AUTH" in offered:
+        choices.append(
+            st.tuples(
+                st.just("AUTH"),
+                st.one_of(st.just("<>"), mailboxes(literals=False).map(lambda m: xtext(str(m)))),
+            )
+        )
+    if hostile:
+        choices += [
+            st.tuples(st.sampled_from(["SIZE", "size"]), _hostile_numbers()),
+            st.tuples(st.just("BODY"), st.sampled_from(["BINARY", "8BIT", "7bit", "X"])),
+            st.tuples(st.just("RET"), st.sampled_from(["NONE", "FULL,HDRS"])),
+            st.tuples(st.just("ENVID"), xtexts(hostile=True)),
+            st.tuples(st.sampled_from(["X-FOO", "NOTIFY", "ORCPT"]), st.just("1")),
+            st.tuples(st.sampled_from(["SIZE", "BODY", "RET", "ENVID"]), st.none()),
+        ]
+    return _parameters(choices)
+
+
+def rcpt_parameters(
+    *, extensions: Collection[str] = EXTENSIONS, hostile: bool = False
+) -> st.SearchStrategy[Parameters]:
+    """``RCPT TO`` parameters: DSN's ``NOTIFY`` and ``ORCPT`` (RFC 3461 §4.1, §4.2).
+
+    ``hostile=True`` adds ``NOTIFY=NEVER,SUCCESS``, unknown events, ORCPT
+    without its address type or with bad xtext, and unknown keywords.
+    """
+    offered = {name.upper() for name in extensions}
+    choices: list[st.SearchStrategy[tuple[str, str | None]]] = []
+    if "DSN" in offered:
+        choices.append(
+            st.tuples(
+                st.just("NOTIFY"),
+                st.one_of(
+                    st.just("NEVER"),
+                    st.lists(
+                        st.sampled_from(["SUCCESS", "FAILURE", "DELAY"]), min_size=1, unique=True
+                    ).map(",".join),
+                ),
+            )
+        )
+        choices.append(
+            st.tuples(
+                st.just("ORCPT"),
+                mailboxes(utf8=True, literals=False).map(lambda m: "rfc822;" + xtext(str(m))),
+            )
+        )
+    if hostile:
+        choices += [
+            st.tuples(
+                st.just("NOTIFY"),
+                st.sampled_from(["NEVER,SUCCESS", "SOMETIMES", "SUCCESS,SUCCESS"]),
+            ),
+            st.tuples(st.just("ORCPT"), st.sampled_from(["bob@pqr.example", "rfc822;+zz", ";x"])),
+            st.tuples(st.sampled_from(["X-FOO", "SIZE", "BODY"]), st.just("1")),
+        ]
+    return _parameters(choices)
+
+
+def _parameters(
+    choices: list[st.SearchStrategy[tuple[str, str | None]]],
+) -> st.SearchStrategy[Parameters]:
+    if not choices:
+        return st.just(Parameters())
+    return st.lists(st.one_of(choices), max_size=4, unique_by=lambda item: item[0].upper()).map(
+        Parameters
+    )
+
+
+# -- single commands ----------------------------------------------------------------
+
+
+_WORDS: Final = st.from_regex(r"[A-Za-z0-9.@_+-]{1,20}", fullmatch=True)
+
+
+def commands(
+    *, extensions: Collection[str] = EXTENSIONS, lmtp: bool = False
+) -> st.SearchStrategy[Command]:
+    """Any one valid SMTP command event, whatever the state it would be legal in.
+
+    ``extensions`` limits parameters and the commands of extensions
+    (``BDAT`` needs CHUNKING, ``STARTTLS``, ``AUTH``); ``lmtp`` uses LHLO for
+    the greeting command (RFC 2033).
+    """
+    offered = {name.upper() for name in extensions}
+    utf8 = "SMTPUTF8" in offered
+    hello = st.builds(Lhlo if lmtp else Ehlo, domains())
+    options: list[st.SearchStrategy[Command]] = [
+        hello,
+        st.builds(Mail, st.none() | mailboxes(utf8=utf8), mail_parameters(extensions=offered)),
+        st.builds(Rcpt, mailboxes(utf8=utf8), rcpt_parameters(extensions=offered)),
+        st.just(Data()),
+        st.just(Rset()),
+        st.builds(Noop, st.just("") | _WORDS),
+        st.just(Quit()),
+        st.builds(Vrfy, _WORDS),
+        st.builds(Expn, _WORDS),
+        st.builds(Help, st.just("") | _WORDS),
+    ]
+    if "CHUNKING" in offered:
+        options.append(st.builds(Bdat, st.integers(0, 10_000), st.booleans()))
+    if "STARTTLS" in offered:
+        options.append(st.just(StartTls()))
+    if "AUTH" in offered:
+        options.append(st.builds(Auth, st.just("PLAIN"), st.none() | st.binary(max_size=40)))
+    return st.one_of(options)
+
+
+_HOSTILE_LINES: Final = (
+    b"EHLO\r\n",
+    b"HELO\r\n",
+    b"MAIL FROM: <john@abc.example>\r\n",
+    b"MAIL FROM:john@abc.example\r\n",
+    b"MAIL TO:<john@abc.example>\r\n",
+    b"MAIL  FROM:<john@abc.example>\r\n",
+    b"RCPT TO:<brendon@pqr.example> NOTIFY\r\n",
+    b"RCPT TO:<brendon@pqr.example> =1\r\n",
+    b"DATA extra\r\n",
+    b"BDAT\r\n",
+    b"BDAT -1\r\n",
+    b"BDAT 1 2\r\n",
+    b"BDAT 99999999999999999999999\r\n",
+    b"BDAT 1 LAS\r\n",
+    b"QUIT now\r\n",
+    b"NOOP\n",
+    b"NOOP\r",
+    b"NOOP\r\r\n",
+    b"NOOP \x00\r\n",
+    b"\x00\r\n",
+    b"\r\n",
+    b" \r\n",
+    b"\xff\xfe\r\n",
+    b"EHLO \xc3\x28\r\n",
+    b"AUTH\r\n",
+    b"AUTH PLAIN not-base64!\r\n",
+    b"AUTH PLAIN =\r\n",
+    b"STARTTLS now\r\n",
+    b"XEXCH50 1 2\r\n",
+    b"GET / HTTP/1.1\r\n",
+    b"VRFY\r\n",
+    b"EXPN\r\n",
+    b"x" * 510 + b"\r\n",
+    b"x" * 511 + b"\r\n",
+    b"NOOP " + b"x" * 600 + b"\r\n",
+)
+
+
+def command_lines(
+    *, extensions: Collection[str] = EXTENSIONS, hostile: bool = False
+) -> st.SearchStrategy[bytes]:
+    """One command line as a client writes it, CRLF included.
+
+    Valid by default (the wire form of :func:`commands`); ``hostile=True``
+    adds near-valid and broken lines a server must answer with 500, 501 or
+    555 and survive: missing arguments, a space after the colon, bare CR or
+    LF endings, NUL, invalid UTF-8, lines at and over the 512-octet limit,
+    hostile paths and ESMTP parameters with non-ASCII digits.
+
+    >>> sst.command_lines(hostile=True).example()  # doctest: +SKIP
+    b'MAIL FROM:<john@abc.example> SIZE=\\xd9\\xa3\\r\\n'
+    """
+    valid = commands(extensions=extensions).map(format_command)
+    if not hostile:
+        return valid
+    return st.one_of(
+        valid,
+        st.sampled_from(_HOSTILE_LINES),
+        st.builds(
+            lambda verb, path: f"{verb}:{path}\r\n".encode("utf-8", "surrogateescape"),
+            st.sampled_from(["MAIL FROM", "RCPT TO", "mail from", "rcpt to"]),
+            paths(hostile=True),
+        ),
+        st.builds(
+            lambda verb, params: f"{verb} {params}\r\n".encode(),
+            st.sampled_from(["MAIL FROM:<john@abc.example>", "RCPT TO:<brendon@pqr.example>"]),
+            st.one_of(
+                mail_parameters(extensions=extensions, hostile=True),
+                rcpt_parameters(extensions=extensions, hostile=True),
+            ),
+        ),
+        st.builds(lambda digits: f"BDAT {digits}\r\n".encode(), _hostile_numbers()),
+    )
+
+
+# -- whole client sessions ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSession:
+    """A client's side of a whole SMTP session, as the groups it writes.
+
+    Each group goes out in one write and is answered before the next one is
+    sent (RFC 2920 §3.1). A group is a tuple of events: commands, or a
+    message's content as :class:`~smtpcore.smtp.MessageData` and
+    :class:`~smtpcore.smtp.EndOfMessage` after ``DATA``, or ``Bdat`` and its
+    octets. Items that are ``bytes`` are hostile lines written as they are.
+    """
+
+    groups: tuple[tuple[Event | bytes, ...], ...]
+    extensions: frozenset[str] = EXTENSIONS
+    """The extensions the session uses (what the server must offer)."""
+    lmtp: bool = False
+
+    @property
+    def events(self) -> tuple[Event | bytes, ...]:
+        """Every item of every group, in order."""
+        return tuple(item for group in self.groups for item in group)
+
+    @property
+    def messages(self) -> tuple[bytes, ...]:
+        """The content of each message, as the client means it (after DATA or BDAT)."""
+        found: list[bytes] = []
+        current: list[bytes] = []
+        closing = False
+        for item in (*self.events, None):
+            if isinstance(item, MessageData):
+                current.append(item.data)
+                continue
+            if closing:
+                found.append(b"".join(current))
+                current, closing = [], False
+            if isinstance(item, EndOfMessage):
+                found.append(b"".join(current))
+                current = []
+            elif isinstance(item, Bdat) and item.last:
+                closing = True
+        return tuple(found)
+
+    def writes(self) -> list[bytes]:
+        """The bytes of each group, as a client puts them on the wire.
+
+        Commands in their wire form, DATA content dot-stuffed (its line
+        endings left as they are, so smuggling sequences reach the server)
+        and ended by ``CRLF.CRLF``, BDAT octets unchanged.
+        """
+        out: list[bytes] = []
+        for group in self.groups:
+            wire = bytearray()
+            encoder: DotEncoder | None = None
+            in_bdat = False
+            for item in group:
+                if isinstance(item, bytes):
+                    wire += item
+                elif isinstance(item, MessageData):
+                    if in_bdat:
+                        wire += item.data
+                        continue
+                    encoder = encoder or DotEncoder(normalize=False)
+                    wire += encoder.encode(item.data)
+                elif isinstance(item, EndOfMessage):
+                    wire += (encoder or DotEncoder(normalize=False)).end()
+                    encoder = None
+                else:
+                    in_bdat = isinstance(item, Bdat)
+                    wire += format_command(item)
+            out.append(bytes(wire))
+        return out
+
+    def __iter__(self) -> Iterator[tuple[Event | bytes, ...]]:
+        return iter(self.groups)
+
+
+def _transaction(
+    draw: st.DrawFn,
+    offered: frozenset[str],
+    content: st.SearchStrategy[bytes],
+    *,
+    pipelining: bool,
+) -> list[tuple[Event, ...]]:
+    utf8 = "SMTPUTF8" in offered and draw(st.booleans())
+    params = dict(draw(mail_parameters(extensions=offered - {"SMTPUTF8", "AUTH"})))
+    params.pop("BODY", None)
+    if utf8:
+        params["SMTPUTF8"] = None
+    body = draw(content)
+    eight_bit = any(octet > 127 for octet in body)
+    if eight_bit:
+        params["BODY"] = "8BITMIME"
+    if "SIZE" in params:
+        params["SIZE"] = str(len(body))
+    sender = draw(st.none() | mailboxes(utf8=utf8))
+    recipients = draw(st.lists(mailboxes(utf8=utf8), min_size=1, max_size=4))
+    mail = _fitting(Mail(sender, Parameters(params)), keep={"SMTPUTF8", "BODY"})
+    envelope: list[Event] = [mail]
+    envelope += [
+        _fitting(Rcpt(rcpt, draw(rcpt_parameters(extensions=offered))), keep=set())
+        for rcpt in recipients
+    ]
+    groups: list[tuple[Event, ...]] = []
+    use_bdat = "CHUNKING" in offered and draw(st.booleans())
+    if use_bdat:
+        cuts = sorted(set(draw(st.lists(st.integers(0, len(body)), max_size=3))))
+        bounds = [0, *cuts, len(body)]
+        chunks = [body[a:b] for a, b in itertools.pairwise(bounds)]
+        chunk_events: list[Event] = []
+        for index, chunk in enumerate(chunks):
+            chunk_events.append(Bdat(len(chunk), last=index == len(chunks) - 1))
+            if chunk:
+                chunk_events.append(MessageData(chunk))
+        commands_and_chunks = [*envelope, *chunk_events]
+        if pipelining:
+            # RFC 3030 §4.2: BDAT chunks may be pipelined; LAST ends the group.
+            groups.append(tuple(commands_and_chunks))
+        else:
+            groups += [(event,) for event in envelope]
+            pairs: list[tuple[Event, ...]] = []
+            for event in chunk_events:
+                if isinstance(event, Bdat):
+                    pairs.append((event,))
+                else:
+                    pairs[-1] = (*pairs[-1], event)
+            groups += pairs
+        return groups
+    if pipelining:
+        groups.append((*envelope, Data()))
+    else:
+        groups += [(event,) for event in envelope] + [(Data(),)]
+    content_group: tuple[Event, ...] = (EndOfMessage(),)
+    if body:
+        content_group = (MessageData(body), EndOfMessage())
+    groups.append(content_group)
+    return groups
+
+
+_MAX_COMMAND_LINE: Final = 512  # RFC 5321 §4.5.3.1.4, CRLF included
+
+
+def _fitting(command: Mail | Rcpt, *, keep: set[str]) -> Mail | Rcpt:
+    """``command`` without the optional parameters that take it over 512 octets."""
+    if len(format_command(command)) <= _MAX_COMMAND_LINE:
+        return command
+    params = Parameters({key: value for key, value in command.params.items() if key in keep})
+    if isinstance(command, Mail):
+        return Mail(command.sender, params)
+    return Rcpt(command.recipient, params)
+
+
+@st.composite
+def sessions(
+    draw: st.DrawFn,
+    *,
+    extensions: Collection[str] = EXTENSIONS,
+    lmtp: bool = False,
+    max_transactions: int = 3,
+    content: st.SearchStrategy[bytes] | None = None,
+    hostile: bool = False,
+) -> ClientSession:
+    """A whole client session that follows the state machine.
+
+    Opens with EHLO (LHLO with ``lmtp``), then optionally STARTTLS and
+    EHLO again, optionally ``AUTH PLAIN``, then up to ``max_transactions``
+    mail transactions (DATA, or BDAT chunks when CHUNKING is offered, the
+    recipients' content drawn from ``content``, by default
+    :func:`message_contents` with 8-bit lines only under 8BITMIME),
+    with RSET and NOOP between them, and QUIT. Narrow ``extensions`` to what
+    your server offers: without PIPELINING every command is its own group.
+    ``hostile=True`` slips hostile command lines (bytes items) in between.
+
+    >>> from hypothesis import given
+    >>> from smtpcore.testing import strategies as sst
+    >>> @given(sst.sessions(extensions={"PIPELINING", "8BITMIME"}))
+    ... def test_my_server(session):
+    ...     for write in session.writes():
+    ...         ...
+    """
+    offered = frozenset(name.upper() for name in extensions)
+    pipelining = "PIPELINING" in offered
+    if content is None:
+        content = message_contents(eight_bit="8BITMIME" in offered)
+    hello: Event = Lhlo("client.abc.example") if lmtp else Ehlo("client.abc.example")
+    groups: list[tuple[Event | bytes, ...]] = [(hello,)]
+    tls = "STARTTLS" in offered and draw(st.booleans())
+    if tls:
+        groups += [(StartTls(),), (hello,)]
+    # A server that offers STARTTLS offers AUTH PLAIN only over TLS (RFC 4954 §4).
+    if "AUTH" in offered and (tls or "STARTTLS" not in offered) and draw(st.booleans()):
+        groups.append((Auth("PLAIN", b"\x00john\x00secret"),))
+    for _ in range(draw(st.integers(0, max_transactions))):
+        if draw(st.booleans()):
+            groups.append((draw(st.sampled_from([Rset(), Noop()])),))
+        if hostile and draw(st.booleans()):
+            groups.append((draw(command_lines(extensions=offered, hostile=True)),))
+        groups += _transaction(draw, offered, content, pipelining=pipelining)
+    if pipelining and len(groups) > 1 and draw(st.booleans()) and _ends_with_end(groups[-1]):
+        groups[-1] = (*groups[-1], Quit())  # QUIT may follow the end of content at once
+    else:
+        groups.append((Quit(),))
+    return ClientSession(tuple(groups), offered, lmtp)
+
+
+def _ends_with_end(group: tuple[Event | bytes, ...]) -> bool:
+    last = group[-1]
+    return isinstance(last, EndOfMessage) or (isinstance(last, Bdat) and last.last)
+
+
+# -- replies ------------------------------------------------------------------------
+
+
+_REPLY_TEXT: Final = st.text(
+    st.characters(min_codepoint=32, max_codepoint=0x2FF, exclude_characters="\x7f"),
+    max_size=40,
+).map(lambda text: text.lstrip("0123456789. "))
+_CODES: Final = (
+    211,
+    214,
+    220,
+    221,
+    235,
+    250,
+    251,
+    252,
+    334,
+    354,
+    421,
+    432,
+    450,
+    451,
+    452,
+    454,
+    455,
+    500,
+    501,
+    502,
+    503,
+    504,
+    521,
+    530,
+    534,
+    535,
+    550,
+    551,
+    552,
+    553,
+    554,
+    555,
+    556,
+)
+
+
+def replies(
+    *,
+    codes: Sequence[int] | None = None,
+    enhanced: bool = True,
+    multiline: bool = True,
+) -> st.SearchStrategy[Reply]:
+    """Server replies of every class (RFC 5321 §4.2), single and multi-line.
+
+    ``codes`` narrows the codes (all of RFC 5321's and its extensions' by
+    default); with ``enhanced``, 2xx, 4xx and 5xx replies may carry an
+    enhanced status code (RFC 3463).
+
+    >>> sst.replies(codes=[250, 550]).example()  # doctest: +SKIP
+    Reply(code=550, text=('no such user',), status=EnhancedStatus(5, 1, 1))
+    """
+    code = st.sampled_from(tuple(codes) if codes is not None else _CODES)
+    lines = st.lists(_REPLY_TEXT, min_size=1, max_size=4 if multiline else 1)
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Reply:
+        number = draw(code)
+        status = None
+        if enhanced and number // 100 != 3 and draw(st.booleans()):
+            status = EnhancedStatus(
+                number // 100, draw(st.integers(0, 7)), draw(st.integers(0, 9))
+            )
+        return Reply(number, tuple(draw(lines)), status)
+
+    return build()
+
+
+_HOSTILE_REPLIES: Final = (
+    b"250\r\n",
+    b"250-\r\n250 \r\n",
+    b"250-first\r\n251 other code\r\n",
+    b"250 ok\n",
+    b"250 ok\r",
+    b"25 ok\r\n",
+    b"2500 ok\r\n",
+    b"600 ok\r\n",
+    b"199 ok\r\n",
+    "\u0662\u0665\u0660 ok\r\n".encode(),
+    b"250_ok\r\n",
+    b"250 ok\x00\r\n",
+    b"250 \xff\xfe\r\n",
+    b"\r\n",
+    b"250-" + b"x" * 5000 + b"\r\n250 end\r\n",
+    b"".join(b"250-line\r\n" for _ in range(150)) + b"250 end\r\n",
+    b"421 4.3.2 shutting down\r\n",
+    b"334 not base64!\r\n",
+    b"354 go\r\n250 unsolicited\r\n",
+)
+
+
+def reply_lines(*, hostile: bool = False) -> st.SearchStrategy[bytes]:
+    """A reply's wire bytes, as a server writes them.
+
+    Valid by default (:func:`replies` serialized); ``hostile=True`` adds
+    what a client must refuse or survive: missing or extra digits, codes out
+    of range, non-ASCII digits, a code that changes inside a multi-line
+    reply, bare LF or CR endings, NUL and invalid UTF-8, over-long lines and
+    too many lines, a 421 where another reply was due, and a reply glued to
+    an unsolicited one.
+    """
+    valid = replies().map(lambda reply: reply.to_bytes(reply.status))
+    if not hostile:
+        return valid
+    return st.one_of(valid, st.sampled_from(_HOSTILE_REPLIES))

@@ -1,0 +1,69 @@
+"""Hypothesis strategies for SMTP and POP3 (needs ``smtpcore[testing]``).
+
+Every strategy returns a :class:`hypothesis.strategies.SearchStrategy`,
+takes keyword options only, and draws valid values unless asked for
+near-valid or hostile ones (``hostile=True``, ``smuggling=True``), so that a
+property test starts from what a server must accept and widens from there::
+
+    from hypothesis import given
+    from smtpcore.testing import strategies as sst
+
+    @given(sst.sessions(extensions={"PIPELINING", "8BITMIME"}), sst.chunk_sizes())
+    def test_my_server(session, sizes): ...
+"""
+
+from smtpcore.testing._addresses import address_literals, domains, local_parts, mailboxes, paths
+from smtpcore.testing._content import (
+    SMUGGLING_SEQUENCES,
+    chunk_sizes,
+    chunkings,
+    message_contents,
+)
+from smtpcore.testing._pop3_strategies import (
+    POP3Session,
+    pop3_command_lines,
+    pop3_commands,
+    pop3_response_lines,
+    pop3_responses,
+    pop3_sessions,
+)
+from smtpcore.testing._smtp_strategies import (
+    EXTENSIONS,
+    ClientSession,
+    command_lines,
+    commands,
+    mail_parameters,
+    rcpt_parameters,
+    replies,
+    reply_lines,
+    sessions,
+    xtexts,
+)
+
+__all__ = [
+    "EXTENSIONS",
+    "SMUGGLING_SEQUENCES",
+    "ClientSession",
+    "POP3Session",
+    "address_literals",
+    "chunk_sizes",
+    "chunkings",
+    "command_lines",
+    "commands",
+    "domains",
+    "local_parts",
+    "mail_parameters",
+    "mailboxes",
+    "message_contents",
+    "paths",
+    "pop3_command_lines",
+    "pop3_commands",
+    "pop3_response_lines",
+    "pop3_responses",
+    "pop3_sessions",
+    "rcpt_parameters",
+    "replies",
+    "reply_lines",
+    "sessions",
+    "xtexts",
+]

@@ -1,0 +1,182 @@
+"""smtpcore.testing's strategies and pairs: valid by default, hostile on request.
+
+Each strategy's valid values are accepted by the machines (a session plays
+through a :class:`ConnectionPair` without a single refusal), its hostile
+values are refused with a reply rather than an exception, and the package
+stays out of ``import smtpcore``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smtpcore import NEED_DATA, ProtocolError, RemoteProtocolError, pop3, smtp
+from smtpcore.address import AddressError, Mailbox, parse_mailbox, parse_path
+from smtpcore.smtp import BadCommand, ClientConnection, RejectedMessage, Reply, ServerConnection
+from smtpcore.testing import ConnectionPair, POP3ConnectionPair, run_server
+from smtpcore.testing import strategies as sst
+
+SESSIONS = settings(max_examples=40)
+
+
+def test_import_smtpcore_does_not_import_hypothesis() -> None:
+    code = (
+        "import sys, smtpcore, smtpcore.smtp, smtpcore.pop3, smtpcore.asyncio\n"
+        "assert 'hypothesis' not in sys.modules, 'hypothesis imported'\n"
+        "assert 'smtpcore.testing' not in sys.modules, 'smtpcore.testing imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@given(sst.mailboxes(utf8=True))
+def test_mailboxes_round_trip(mailbox: Mailbox) -> None:
+    assert parse_mailbox(str(mailbox)) == mailbox
+    assert len(str(mailbox).encode()) + 2 <= 256
+
+
+@given(sst.paths(utf8=True))
+def test_valid_paths_parse(path: str) -> None:
+    parse_path(path)
+
+
+@given(sst.paths(hostile=True))
+def test_hostile_paths_raise_only_address_errors(path: str) -> None:
+    with contextlib.suppress(AddressError):
+        parse_path(path, allow_postmaster=True)
+
+
+@given(sst.mailboxes(at_limits=True))
+def test_at_limit_mailboxes_are_valid(mailbox: Mailbox) -> None:
+    assert len(mailbox.local_part.encode()) <= 64
+    assert len(str(mailbox).encode()) + 2 <= 256
+
+
+def _server(**options: object) -> ServerConnection:
+    conn = ServerConnection("mx.test", dsn=True, **options)  # type: ignore[arg-type]
+    conn.send(Reply(220, "mx.test ESMTP"))
+    run_server(conn, b"EHLO client.test\r\n")
+    return conn
+
+
+@given(sst.mail_parameters(extensions=sst.EXTENSIONS - {"AUTH"}), sst.rcpt_parameters())
+def test_valid_parameters_are_accepted(mail: smtp.Parameters, rcpt: smtp.Parameters) -> None:
+    conn = _server()
+    utf8 = mail.get("SMTPUTF8", "") is None
+    line = f"MAIL FROM:<john@abc.example> {mail}".rstrip() + "\r\n"
+    line += f"RCPT TO:<{'jöhn' if utf8 else 'john'}@pqr.example> {rcpt}".rstrip() + "\r\n"
+    events, _ = run_server(conn, line.encode())
+    assert not [e for e in events if isinstance(e, BadCommand)], events
+
+
+@given(st.lists(sst.command_lines(hostile=True), max_size=10))
+def test_hostile_lines_get_replies_not_exceptions(lines: list[bytes]) -> None:
+    conn = _server()
+    try:
+        for line in lines:
+            run_server(conn, line)
+            assert conn.buffered <= 600 + len(line)
+    except RemoteProtocolError:
+        pass
+
+
+@SESSIONS
+@given(sst.sessions(), sst.chunk_sizes(), sst.chunk_sizes())
+def test_sessions_play_through_a_pair_without_a_refusal(
+    session: sst.ClientSession, up: list[int], down: list[int]
+) -> None:
+    server = ServerConnection("mx.test", starttls=True, dsn=True, auth_mechanisms=["PLAIN"])
+    pair = ConnectionPair(server=server, client_chunks=up, server_chunks=down)
+    pair.play(session)
+    refused = [e for e in pair.server_events if isinstance(e, BadCommand | RejectedMessage)]
+    assert not refused
+    assert pair.messages == list(session.messages)
+    assert pair.client.state is smtp.State.CLOSED
+
+
+@SESSIONS
+@given(sst.sessions(extensions={"8BITMIME", "CHUNKING"}, lmtp=True))
+def test_narrowed_lmtp_sessions_without_pipelining(session: sst.ClientSession) -> None:
+    assert all(
+        len(group) == 1
+        or not isinstance(group[0], smtp.Command)
+        or isinstance(group[0], smtp.Bdat)
+        for group in session.groups
+    )
+    server = ServerConnection("lmtp.test", lmtp=True, pipelining=False, smtputf8=False)
+    client = ClientConnection("client.test", lmtp=True)
+    pair = ConnectionPair(client, server)
+    pair.play(session)
+    assert pair.messages == list(session.messages)
+    assert not any(isinstance(e, BadCommand) for e in pair.server_events)
+
+
+@SESSIONS
+@given(sst.sessions(content=sst.message_contents(smuggling=True)), sst.chunk_sizes())
+def test_smuggling_content_is_one_message_per_transaction(
+    session: sst.ClientSession, up: list[int]
+) -> None:
+    pair = ConnectionPair(client_chunks=up)
+    pair.play(session)
+    assert len(pair.messages) == len(session.messages)
+    assert not any(isinstance(e, BadCommand) for e in pair.server_events)
+
+
+@given(st.binary(max_size=200).flatmap(lambda data: st.tuples(st.just(data), sst.chunkings(data))))
+def test_chunkings_join_back(case: tuple[bytes, list[bytes]]) -> None:
+    data, pieces = case
+    assert b"".join(pieces) == data
+    assert all(pieces)
+
+
+@given(st.lists(sst.replies(), min_size=1, max_size=5))
+def test_replies_reach_a_client_unchanged(replies: list[Reply]) -> None:
+    client = ClientConnection("client.test")
+    client.receive_data(b"220-mx.test\r\n220 ready\r\n")
+    assert isinstance(client.next_event(), Reply)
+    client.send(smtp.Helo("client.test"))
+    reply = replies[0]
+    client.receive_data(reply.to_bytes(reply.status))
+    got = client.next_event()
+    assert isinstance(got, Reply) and got.code == reply.code
+    assert got.lines[-1].endswith(reply.lines[-1].rstrip()) or not reply.lines[-1].strip()
+
+
+@given(st.lists(sst.reply_lines(hostile=True), max_size=6))
+def test_hostile_replies_raise_only_protocol_errors(writes: list[bytes]) -> None:
+    client = ClientConnection("client.test", max_reply_lines=100)
+    client.receive_data(b"220 ready\r\n")
+    client.next_event()
+    client.send(smtp.Ehlo("client.test"))
+    try:
+        for write in writes:
+            client.receive_data(write)
+            while client.next_event() is not NEED_DATA:
+                if client.state is smtp.State.CLOSED:
+                    return
+            assert client.buffered <= len(write) + 4096 * 100
+    except ProtocolError:
+        pass
+
+
+@SESSIONS
+@given(sst.pop3_sessions(), sst.chunk_sizes(), sst.chunk_sizes())
+def test_pop3_sessions_play_through_a_pair(
+    session: sst.POP3Session, up: list[int], down: list[int]
+) -> None:
+    client = pop3.ClientConnection("client.test", pipelining=True)
+    pair = POP3ConnectionPair(client, client_chunks=up, server_chunks=down)
+    for group in session:
+        pair.send(*group)
+    assert pair.server_events == [*session.commands, pop3.ConnectionClosed()]
+    assert not any(isinstance(e, pop3.Err) for e in pair.client_events)
+    assert pair.client.state is pop3.State.CLOSED
+
+
+@given(st.sampled_from([pop3.Retr(1), pop3.List(), pop3.Stat()]).flatmap(sst.pop3_responses))
+def test_pop3_responses_can_be_sent(response: list[pop3.Event]) -> None:
+    assert isinstance(response[0], pop3.Ok | pop3.Err)
