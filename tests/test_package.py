@@ -32,11 +32,9 @@ IO_MODULES: tuple[str, ...] = (
     "smtpcore.server*",
     "smtpcore.__main__",
     "smtpcore.routing.dnspython",
-    # Tools that talk to servers over sockets, or drive a fuzzer's clock and randomness.
-    "smtpcore.testing.check",
-    "smtpcore.testing._wire",
-    "smtpcore.testing.__main__",
-    "smtpcore.testing.fuzz",
+    # The testing toolkit: Hypothesis (the testing extra), and tools that talk to
+    # servers over sockets or drive a fuzzer's clock and randomness.
+    "smtpcore.testing*",
 )
 
 #: Standard-library modules the sans-I/O layers must not import (time and

@@ -273,6 +273,26 @@ _HOSTILE_LINES: Final = (
 )
 
 
+def _broken_lines(offered: Collection[str]) -> st.SearchStrategy[bytes]:
+    return st.one_of(
+        st.sampled_from(_HOSTILE_LINES),
+        st.builds(
+            lambda verb, path: f"{verb}:{path}\r\n".encode("utf-8", "surrogateescape"),
+            st.sampled_from(["MAIL FROM", "RCPT TO", "mail from", "rcpt to"]),
+            paths(hostile=True),
+        ),
+        st.builds(
+            lambda verb, params: f"{verb} {params}\r\n".encode(),
+            st.sampled_from(["MAIL FROM:<john@abc.example>", "RCPT TO:<brendon@pqr.example>"]),
+            st.one_of(
+                mail_parameters(extensions=offered, hostile=True),
+                rcpt_parameters(extensions=offered, hostile=True),
+            ),
+        ),
+        st.builds(lambda digits: f"BDAT {digits}\r\n".encode(), _hostile_numbers()),
+    )
+
+
 def command_lines(
     *, extensions: Collection[str] = EXTENSIONS, hostile: bool = False
 ) -> st.SearchStrategy[bytes]:
@@ -290,24 +310,7 @@ def command_lines(
     valid = commands(extensions=extensions).map(format_command)
     if not hostile:
         return valid
-    return st.one_of(
-        valid,
-        st.sampled_from(_HOSTILE_LINES),
-        st.builds(
-            lambda verb, path: f"{verb}:{path}\r\n".encode("utf-8", "surrogateescape"),
-            st.sampled_from(["MAIL FROM", "RCPT TO", "mail from", "rcpt to"]),
-            paths(hostile=True),
-        ),
-        st.builds(
-            lambda verb, params: f"{verb} {params}\r\n".encode(),
-            st.sampled_from(["MAIL FROM:<john@abc.example>", "RCPT TO:<brendon@pqr.example>"]),
-            st.one_of(
-                mail_parameters(extensions=extensions, hostile=True),
-                rcpt_parameters(extensions=extensions, hostile=True),
-            ),
-        ),
-        st.builds(lambda digits: f"BDAT {digits}\r\n".encode(), _hostile_numbers()),
-    )
+    return st.one_of(valid, _broken_lines(extensions))
 
 
 # -- whole client sessions ----------------------------------------------------------
@@ -361,31 +364,52 @@ class ClientSession:
         endings left as they are, so smuggling sequences reach the server)
         and ended by ``CRLF.CRLF``, BDAT octets unchanged.
         """
-        out: list[bytes] = []
+        return [b"".join(piece for piece, _ in _encode(group)) for group in self.groups]
+
+    def answer_points(self) -> list[list[int]]:
+        """For each group, the offsets in its write at which a reply falls due.
+
+        A command is due once its line is in, a BDAT once its octets are in
+        (RFC 3030 §2), the end of DATA content once the final dot line is in;
+        a server that answers before has not read what it answers. (LMTP
+        gives one reply per accepted recipient at the end of content.)
+        """
+        points: list[list[int]] = []
         for group in self.groups:
-            wire = bytearray()
-            encoder: DotEncoder | None = None
-            in_bdat = False
-            for item in group:
-                if isinstance(item, bytes):
-                    wire += item
-                elif isinstance(item, MessageData):
-                    if in_bdat:
-                        wire += item.data
-                        continue
-                    encoder = encoder or DotEncoder(normalize=False)
-                    wire += encoder.encode(item.data)
-                elif isinstance(item, EndOfMessage):
-                    wire += (encoder or DotEncoder(normalize=False)).end()
-                    encoder = None
-                else:
-                    in_bdat = isinstance(item, Bdat)
-                    wire += format_command(item)
-            out.append(bytes(wire))
-        return out
+            offset, due = 0, []
+            for piece, answered in _encode(group):
+                offset += len(piece)
+                if answered:
+                    due.append(offset)
+            points.append(due)
+        return points
 
     def __iter__(self) -> Iterator[tuple[Event | bytes, ...]]:
         return iter(self.groups)
+
+
+def _encode(group: tuple[Event | bytes, ...]) -> list[tuple[bytes, bool]]:
+    """Each item's bytes, and whether a reply is due once they are in."""
+    out: list[tuple[bytes, bool]] = []
+    encoder: DotEncoder | None = None
+    bdat_left = 0
+    for item in group:
+        if isinstance(item, bytes):
+            out.append((item, True))
+        elif isinstance(item, MessageData):
+            if bdat_left:
+                bdat_left -= len(item.data)
+                out.append((item.data, bdat_left == 0))
+                continue
+            encoder = encoder or DotEncoder(normalize=False)
+            out.append((encoder.encode(item.data), False))
+        elif isinstance(item, EndOfMessage):
+            out.append(((encoder or DotEncoder(normalize=False)).end(), True))
+            encoder = None
+        else:
+            bdat_left = item.size if isinstance(item, Bdat) else 0
+            out.append((format_command(item), not bdat_left))
+    return out
 
 
 def _transaction(
@@ -394,7 +418,8 @@ def _transaction(
     content: st.SearchStrategy[bytes],
     *,
     pipelining: bool,
-) -> list[tuple[Event, ...]]:
+    hostile: bool,
+) -> list[tuple[Event | bytes, ...]]:
     utf8 = "SMTPUTF8" in offered and draw(st.booleans())
     params = dict(draw(mail_parameters(extensions=offered - {"SMTPUTF8", "AUTH"})))
     params.pop("BODY", None)
@@ -409,18 +434,21 @@ def _transaction(
     sender = draw(st.none() | mailboxes(utf8=utf8))
     recipients = draw(st.lists(mailboxes(utf8=utf8), min_size=1, max_size=4))
     mail = _fitting(Mail(sender, Parameters(params)), keep={"SMTPUTF8", "BODY"})
-    envelope: list[Event] = [mail]
+    envelope: list[Event | bytes] = [mail]
     envelope += [
         _fitting(Rcpt(rcpt, draw(rcpt_parameters(extensions=offered))), keep=set())
         for rcpt in recipients
     ]
-    groups: list[tuple[Event, ...]] = []
+    if hostile:
+        for line in draw(st.lists(_broken_lines(offered), max_size=2)):
+            envelope.insert(draw(st.integers(1, len(envelope))), line)
+    groups: list[tuple[Event | bytes, ...]] = []
     use_bdat = "CHUNKING" in offered and draw(st.booleans())
     if use_bdat:
         cuts = sorted(set(draw(st.lists(st.integers(0, len(body)), max_size=3))))
         bounds = [0, *cuts, len(body)]
         chunks = [body[a:b] for a, b in itertools.pairwise(bounds)]
-        chunk_events: list[Event] = []
+        chunk_events: list[Event | bytes] = []
         for index, chunk in enumerate(chunks):
             chunk_events.append(Bdat(len(chunk), last=index == len(chunks) - 1))
             if chunk:
@@ -431,7 +459,7 @@ def _transaction(
             groups.append(tuple(commands_and_chunks))
         else:
             groups += [(event,) for event in envelope]
-            pairs: list[tuple[Event, ...]] = []
+            pairs: list[tuple[Event | bytes, ...]] = []
             for event in chunk_events:
                 if isinstance(event, Bdat):
                     pairs.append((event,))
@@ -443,7 +471,7 @@ def _transaction(
         groups.append((*envelope, Data()))
     else:
         groups += [(event,) for event in envelope] + [(Data(),)]
-    content_group: tuple[Event, ...] = (EndOfMessage(),)
+    content_group: tuple[Event | bytes, ...] = (EndOfMessage(),)
     if body:
         content_group = (MessageData(body), EndOfMessage())
     groups.append(content_group)
@@ -482,7 +510,9 @@ def sessions(
     :func:`message_contents` with 8-bit lines only under 8BITMIME),
     with RSET and NOOP between them, and QUIT. Narrow ``extensions`` to what
     your server offers: without PIPELINING every command is its own group.
-    ``hostile=True`` slips hostile command lines (bytes items) in between.
+    ``hostile=True`` slips broken command lines (bytes items) in between
+    and into the envelope's pipelined group, where their refusals must
+    come back in order.
 
     >>> from hypothesis import given
     >>> from smtpcore.testing import strategies as sst
@@ -507,8 +537,8 @@ def sessions(
         if draw(st.booleans()):
             groups.append((draw(st.sampled_from([Rset(), Noop()])),))
         if hostile and draw(st.booleans()):
-            groups.append((draw(command_lines(extensions=offered, hostile=True)),))
-        groups += _transaction(draw, offered, content, pipelining=pipelining)
+            groups.append((draw(_broken_lines(offered)),))
+        groups += _transaction(draw, offered, content, pipelining=pipelining, hostile=hostile)
     if pipelining and len(groups) > 1 and draw(st.booleans()) and _ends_with_end(groups[-1]):
         groups[-1] = (*groups[-1], Quit())  # QUIT may follow the end of content at once
     else:

@@ -1,0 +1,169 @@
+"""Each strategy finds a planted defect within the ``ci`` profile's example budget.
+
+The servers of ``tests/broken_servers.py`` are correct but for one defect
+each; the properties below hold for the correct :class:`SmallServer` and
+fail, within the budget of the ``ci`` profile (derandomized, so the same
+examples every run), for the broken one:
+
+- ending DATA on ``LF.LF``: found by :func:`~smtpcore.testing.strategies.sessions`
+  with ``message_contents(smuggling=True)``;
+- answering BDAT before its octets: found by ``sessions`` with CHUNKING and
+  :func:`~smtpcore.testing.strategies.chunkings`;
+- crashing on a non-ASCII digit: found by
+  :func:`~smtpcore.testing.strategies.command_lines` with ``hostile=True``;
+- answering pipelined commands out of order: found by ``sessions`` with
+  ``hostile=True`` (refused lines inside a pipelined group).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from broken_servers import (
+    EagerBdatServer,
+    LfDotLfServer,
+    NonAsciiDigitServer,
+    OutOfOrderServer,
+    SmallServer,
+)
+from smtpcore.smtp import EndOfMessage, MessageData
+from smtpcore.testing import strategies as sst
+
+BUDGET = settings(
+    settings.get_profile("ci"),
+    database=None,
+    phases=[Phase.explicit, Phase.generate],  # found is enough: no shrinking here
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+OFFERED = {"PIPELINING", "SIZE", "8BITMIME"}
+_FINAL_LINE = re.compile(rb"^\d{3}(?: |\r\n)", re.MULTILINE)
+
+
+def replies_in(data: bytes) -> int:
+    """How many replies ``data`` completes (their final lines)."""
+    return len(_FINAL_LINE.findall(data))
+
+
+Cut = Callable[[bytes, list[int]], list[bytes]]
+
+
+def whole(write: bytes, due: list[int]) -> list[bytes]:
+    return [write]
+
+
+def lock_step(write: bytes, due: list[int]) -> list[bytes]:
+    """One piece per command: as a client that does not pipeline would send them."""
+    bounds = [0, *due, len(write)]
+    return [write[a:b] for a, b in itertools.pairwise(bounds) if write[a:b]]
+
+
+def talk(server: SmallServer, session: sst.ClientSession, cut: Cut) -> list[bytes]:
+    """Play ``session`` to an in-process server; return its answer to each piece.
+
+    Content is sent only after a 354. After each piece, the server must not
+    have answered more than the greeting and the commands complete so far.
+    """
+    answers = [server.greeting()]
+    due_before = 1  # the greeting
+    for group, write, due in zip(
+        session.groups, session.writes(), session.answer_points(), strict=True
+    ):
+        if server.closed:
+            break
+        content = isinstance(group[0], MessageData | EndOfMessage)
+        if not (content and _FINAL_LINE.findall(b"".join(answers))[-1][:3] != b"354"):
+            sent = 0
+            for piece in cut(write, due):
+                sent += len(piece)
+                answers.append(server.receive(piece))
+                answered = sum(replies_in(answer) for answer in answers)
+                assert answered <= due_before + len([p for p in due if p <= sent]), answers
+        due_before += len(due)
+    return answers
+
+
+def delivered(content: bytes) -> bytes:
+    """What a server keeps of ``content`` sent with CRLF.CRLF after it."""
+    return content + b"\r\n" if content and not content.endswith(b"\r\n") else content
+
+
+def expect_defect(
+    test: Callable[[type[SmallServer]], None],
+    broken: type[SmallServer],
+    error: type[Exception] = AssertionError,
+) -> None:
+    test(SmallServer)  # the property holds for the correct server
+    with pytest.raises(error):
+        test(broken)
+
+
+def test_smuggling_content_finds_the_server_that_ends_data_on_lf_dot_lf() -> None:
+    def run(server_class: type[SmallServer]) -> None:
+        @BUDGET
+        @given(
+            sst.sessions(
+                extensions=OFFERED, content=sst.message_contents(smuggling=True, long_lines=False)
+            )
+        )
+        def one_message_per_transaction(session: sst.ClientSession) -> None:
+            server = server_class()
+            talk(server, session, whole)
+            # A message may be refused (bare LF, NUL), never cut short or split in two.
+            expected = [delivered(m) for m in session.messages]
+            assert all(message in expected for message in server.messages)
+
+        one_message_per_transaction()
+
+    expect_defect(run, LfDotLfServer)
+
+
+def test_chunkings_find_the_server_that_answers_bdat_before_its_octets() -> None:
+    def run(server_class: type[SmallServer]) -> None:
+        @BUDGET
+        @given(sst.sessions(extensions={*OFFERED, "CHUNKING"}), st.data())
+        def no_reply_before_its_command(session: sst.ClientSession, data: st.DataObject) -> None:
+            def drawn(write: bytes, due: list[int]) -> list[bytes]:
+                return data.draw(sst.chunkings(write))
+
+            talk(server_class(), session, drawn)
+
+        no_reply_before_its_command()
+
+    expect_defect(run, EagerBdatServer)
+
+
+def test_hostile_lines_find_the_server_that_crashes_on_a_non_ascii_digit() -> None:
+    def run(server_class: type[SmallServer]) -> None:
+        @BUDGET
+        @given(st.lists(sst.command_lines(extensions=OFFERED, hostile=True), max_size=10))
+        def every_line_gets_a_reply(lines: list[bytes]) -> None:
+            server = server_class()
+            server.receive(b"EHLO client.test\r\n")
+            for line in lines:
+                if server.closed or server.mode != "command":
+                    return
+                assert replies_in(server.receive(line)) >= 1
+
+        every_line_gets_a_reply()
+
+    expect_defect(run, NonAsciiDigitServer, ValueError)  # its crash
+
+
+def test_hostile_sessions_find_the_server_that_answers_out_of_order() -> None:
+    def run(server_class: type[SmallServer]) -> None:
+        @BUDGET
+        @given(sst.sessions(extensions=OFFERED, hostile=True))
+        def pipelined_replies_match_lock_step(session: sst.ClientSession) -> None:
+            pipelined = b"".join(talk(server_class(), session, whole))
+            stepped = b"".join(talk(server_class(), session, lock_step))
+            assert pipelined == stepped
+
+        pipelined_replies_match_lock_step()
+
+    expect_defect(run, OutOfOrderServer)
