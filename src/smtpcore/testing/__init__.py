@@ -7,6 +7,11 @@
   and a server machine back to back, recording both sides;
   :func:`run_server` and :func:`run_pop3_server` drive a server machine
   alone, answered by an application callable.
+- :class:`ScriptedServer` and :class:`ScriptedClient`: a peer that plays a
+  transcript (:func:`script`) over a loopback socket and fails with a diff
+  when the other side departs from it.
+- :class:`SMTPTestServer`: a real server in a background thread, for
+  synchronous tests (``smtplib``), collecting messages in a list.
 - :mod:`smtpcore.testing.check`: a battery of checks for any SMTP server.
 - :mod:`smtpcore.testing.fuzz`: coverage-guided fuzzing of the machines.
 
@@ -23,15 +28,42 @@ from smtpcore.testing._drive import (
     run_server,
 )
 from smtpcore.testing._pair import Answered, ConnectionPair, POP3ConnectionPair
+from smtpcore.testing._scripted import (
+    Close,
+    Expect,
+    ExpectClose,
+    ScriptedClient,
+    ScriptedPeer,
+    ScriptedServer,
+    ScriptMismatch,
+    Send,
+    StartTLS,
+    Step,
+    script,
+)
+from smtpcore.testing._server import CollectingHandler, SMTPTestServer
 
 __all__ = [
     "Answered",
+    "Close",
+    "CollectingHandler",
     "ConnectionPair",
+    "Expect",
+    "ExpectClose",
     "POP3Answer",
     "POP3ConnectionPair",
     "SMTPAnswer",
+    "SMTPTestServer",
+    "ScriptMismatch",
+    "ScriptedClient",
+    "ScriptedPeer",
+    "ScriptedServer",
+    "Send",
+    "StartTLS",
+    "Step",
     "permissive_pop3_answer",
     "permissive_smtp_answer",
     "run_pop3_server",
     "run_server",
+    "script",
 ]

@@ -1,0 +1,177 @@
+"""Scripted peers play transcripts to the asyncio and trio clients, and to servers.
+
+A client under test meets a misbehaving server: replies split mid-line, an
+unsolicited reply, a 421 in the middle of a transaction, a reply injected
+before the TLS handshake. A departure from the script fails with a diff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import trio
+
+from peers import ADAPTERS, TLSFiles, make_tls_files
+from smtpcore.testing import (
+    Expect,
+    ScriptedClient,
+    ScriptedServer,
+    ScriptMismatch,
+    Send,
+    StartTLS,
+    script,
+)
+
+T = TypeVar("T")
+MESSAGE = b"Subject: scripted\r\n\r\n.leading dot\r\n"
+
+
+def run(adapter: str, fn: Callable[[], Awaitable[T]]) -> T:
+    if adapter == "asyncio":
+
+        async def main() -> T:
+            return await fn()
+
+        return asyncio.run(main())
+    return trio.run(fn)
+
+
+def client_module(adapter: str) -> Any:
+    return importlib.import_module(f"smtpcore.{adapter}")
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    return make_tls_files(Path(tmp_path_factory.mktemp("tls")))
+
+
+SESSION = """
+S: 220 mx.test ESMTP
+C~ EHLO .+
+S: 250-mx.test
+S: 250 8BITMIME
+C: MAIL FROM:<a@abc.example>
+S: 250 OK
+C: RCPT TO:<b@pqr.example>
+S: 250 OK
+C: DATA
+S: 354 go ahead
+C: Subject: scripted
+C:
+C: ..leading dot
+C: .
+S: 250 queued
+C: QUIT
+S: 221 bye
+-- expect close
+"""
+
+
+def send(adapter: str, port: int, **options: Any) -> Any:
+    return run(
+        adapter,
+        lambda: client_module(adapter).send_message(
+            MESSAGE, "a@abc.example", "b@pqr.example", host="127.0.0.1", port=port, **options
+        ),
+    )
+
+
+def test_a_session_that_follows_the_script(adapter: str) -> None:
+    with ScriptedServer(script(SESSION)) as server:
+        send(adapter, server.port)
+
+
+def test_replies_split_mid_line(adapter: str) -> None:
+    text = SESSION.replace("S: 250-mx.test\n", "S+ 25\nS+ 0-mx.t\nS: est\n")
+    with ScriptedServer(script(text)) as server:
+        send(adapter, server.port)
+
+
+def test_a_421_in_the_middle(adapter: str) -> None:
+    head = SESSION.split("C: RCPT")[0]
+    text = head + "C: RCPT TO:<b@pqr.example>\nS: 421 4.3.2 shutting down\n-- close\n"
+    errors = client_module(adapter)
+    with (
+        ScriptedServer(script(text)) as server,
+        pytest.raises(errors.SMTPError, match="421"),
+    ):
+        send(adapter, server.port)
+
+
+def test_an_unsolicited_reply(adapter: str) -> None:
+    text = "S: 220 mx.test ESMTP\nS: 250 unsolicited\nC~ (EHLO .+|QUIT)?\n-- close\n"
+    errors = client_module(adapter)
+    with ScriptedServer(script(text)) as server, pytest.raises(errors.SMTPError):
+        send(adapter, server.port)
+
+
+def test_a_reply_injected_before_tls_is_ignored(adapter: str, tls: TLSFiles) -> None:
+    steps = [
+        *script("S: 220 mx.test ESMTP\nC~ EHLO .+\nS: 250-mx.test\nS: 250 STARTTLS"),
+        Expect(b"STARTTLS"),
+        # The 220 and a forged EHLO reply in one write, before the handshake.
+        Send(b"220 2.0.0 go ahead\r\n250-mx.test\r\n250 AUTH PLAIN\r\n"),
+        StartTLS(),
+        *script("C~ EHLO .+\nS: 250-mx.test\nS: 250 SIZE 1000\nC: QUIT\nS: 221 bye"),
+    ]
+
+    async def session() -> dict[str, tuple[str, ...]]:
+        client = client_module(adapter).SMTPClient(
+            "127.0.0.1", server.port, ssl_context=tls.client_context
+        )
+        async with client:
+            return dict(client.connection.extensions)
+
+    with ScriptedServer(steps, ssl_context=tls.server_context) as server:
+        extensions = run(adapter, session)
+    assert "SIZE" in extensions and "AUTH" not in extensions
+
+
+def test_a_departure_fails_with_a_diff(adapter: str) -> None:
+    text = SESSION.replace("C: RCPT TO:<b@pqr.example>", "C: RCPT TO:<someone@else.example>")
+    server = ScriptedServer(script(text), timeout=5)
+    with pytest.raises(ScriptMismatch) as info, server:
+        send(adapter, server.port)  # the client's error gives way to the mismatch
+    message = str(info.value)
+    assert "departs from the script" in message
+    assert "-C: 'RCPT TO:<someone@else.example>'" in message
+    assert "+C: 'RCPT TO:<b@pqr.example>'" in message
+
+
+def test_the_script_parser() -> None:
+    steps = script("S: 220 hi\nC~ EHLO .+\nS+ 25\n-- starttls\n-- close\n-- expect close")
+    assert steps[0] == Send(b"220 hi\r\n")
+    assert steps[1] == Expect(re.compile(b"EHLO .+"))
+    assert steps[2] == Send(b"25")
+    assert [type(step).__name__ for step in steps[3:]] == ["StartTLS", "Close", "ExpectClose"]
+    assert script("C: QUIT\nS: 221 bye", role="client") == [
+        Send(b"QUIT\r\n"),
+        Expect(b"221 bye"),
+    ]
+    with pytest.raises(ValueError):
+        script("X: nonsense")
+
+
+def test_a_scripted_client_against_a_scripted_server() -> None:
+    with ScriptedServer(script("S: 220 hi\nC: NOOP\nS: 250 ok\n-- close")) as server:
+        ScriptedClient(
+            server.host, server.port, script("S: 220 hi\nC: NOOP\nS: 250 ok", role="client")
+        ).run()
+    with ScriptedServer(script("S: 220 hi\nC: NOOP\nS: 250 ok\n-- close")) as server:
+        client = ScriptedClient(
+            server.host, server.port, script("S: 220 hi\nC: NOOP\nS: 251 ok", role="client")
+        )
+        with pytest.raises(ScriptMismatch, match="251"):
+            client.run()
