@@ -1,8 +1,9 @@
 """Hostile bytes in every state of the four machines raise nothing but ``ProtocolError``.
 
 Each machine is brought into each of its states by a short real exchange, then
-fed bytes from :mod:`hostile` (protocol words mixed with non-ASCII digits,
-NUL, bare CR and LF, dots) in chunks cut anywhere, while an application
+fed bytes from :func:`smtpcore.testing.strategies.hostile_bytes` (protocol
+words mixed with non-ASCII digits, NUL, bare CR and LF, dots) in chunks cut
+anywhere, while an application
 answers whatever comes with a legal answer picked at random (accept, refuse,
 421), and, on the client side, tries a random command between reads. Any
 exception outside the ``ProtocolError`` family fails the test; so does a
@@ -20,16 +21,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hostile import (
-    POP3_COMMANDS,
-    POP3_RESPONSES,
-    SMTP_COMMANDS,
-    SMTP_REPLIES,
-    hostile_bytes,
-    split_points,
-)
 from smtpcore import NEED_DATA, PAUSED, ProtocolError, pop3, smtp
 from smtpcore.address import parse_mailbox
+from smtpcore.testing import strategies as sst
 
 _STEPS = 5000
 """More events than any fuzz input can hold: a machine past this loops."""
@@ -329,11 +323,11 @@ def _pop3_client(state: pop3.State) -> pop3.ClientConnection:
 # -- the property ------------------------------------------------------------
 
 Machine = Any
-_MACHINES: dict[str, tuple[Callable[[Any], Machine], Callable[..., None], tuple[str, ...]]] = {
-    "smtp-server": (_smtp_server, lambda c, r: _serve_smtp(c, r, handshake=True), SMTP_COMMANDS),
-    "smtp-client": (_smtp_client, _client_smtp, SMTP_REPLIES),
-    "pop3-server": (_pop3_server, lambda c, r: _serve_pop3(c, r, handshake=True), POP3_COMMANDS),
-    "pop3-client": (_pop3_client, _client_pop3, POP3_RESPONSES),
+_MACHINES: dict[str, tuple[Callable[[Any], Machine], Callable[..., None], str]] = {
+    "smtp-server": (_smtp_server, lambda c, r: _serve_smtp(c, r, handshake=True), "smtp-client"),
+    "smtp-client": (_smtp_client, _client_smtp, "smtp-server"),
+    "pop3-server": (_pop3_server, lambda c, r: _serve_pop3(c, r, handshake=True), "pop3-client"),
+    "pop3-client": (_pop3_client, _client_pop3, "pop3-server"),
 }
 _CASES: list[tuple[str, smtp.State | pop3.State]] = [("smtp-server", s) for s in smtp.State]
 _CASES += [("smtp-client", s) for s in smtp.State]
@@ -351,11 +345,11 @@ def test_every_state_is_reached(machine: str, state: Any) -> None:
 def test_hostile_bytes_raise_only_protocol_errors(
     machine: str, state: Any, data: st.DataObject, seed: int, close: bool
 ) -> None:
-    build, drive, words = _MACHINES[machine]
+    build, drive, sent_by = _MACHINES[machine]
     conn = build(state)
-    payload = data.draw(hostile_bytes(words))
+    payload = data.draw(sst.hostile_bytes(sent_by=sent_by))
     rnd = random.Random(seed)
-    for chunk in data.draw(split_points(payload)) + ([b""] if close else []):
+    for chunk in data.draw(sst.chunkings(payload)) + ([b""] if close else []):
         try:
             conn.receive_data(chunk)
             drive(conn, rnd)

@@ -19,6 +19,7 @@ from smtpcore.testing._content import (
     chunkings,
     message_contents,
 )
+from smtpcore.testing._hostile import hostile_bytes
 from smtpcore.testing._pop3_strategies import (
     POP3Session,
     pop3_command_lines,
@@ -51,6 +52,7 @@ __all__ = [
     "command_lines",
     "commands",
     "domains",
+    "hostile_bytes",
     "local_parts",
     "mail_parameters",
     "mailboxes",

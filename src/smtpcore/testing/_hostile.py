@@ -1,4 +1,4 @@
-"""Hostile wire input for fuzzing the four machines (SMTP and POP3, both roles).
+"""Hostile wire bytes for fuzzing the four machines (SMTP and POP3, both roles).
 
 The bytes are built from pieces a real peer sends (command verbs, reply codes,
 parameters, paths) mixed with what broke machines before: digits that are not
@@ -10,13 +10,13 @@ refuse without an exception outside the ``ProtocolError`` family.
 
 from __future__ import annotations
 
-import itertools
+from typing import Final
 
 from hypothesis import strategies as st
 
-__all__ = ["POP3_COMMANDS", "POP3_RESPONSES", "SMTP_COMMANDS", "SMTP_REPLIES", "hostile_bytes"]
+__all__ = ["hostile_bytes"]
 
-SMTP_COMMANDS = (
+_SMTP_COMMANDS: Final = (
     "EHLO a.example",
     "HELO a.example",
     "LHLO a.example",
@@ -45,7 +45,7 @@ SMTP_COMMANDS = (
     " NOTIFY=SUCCESS",
     " RET=FULL",
 )
-SMTP_REPLIES = (
+_SMTP_REPLIES: Final = (
     "220 ",
     "221 ",
     "235 ",
@@ -78,7 +78,7 @@ SMTP_REPLIES = (
     "DSN",
     "mx.example",
 )
-POP3_COMMANDS = (
+_POP3_COMMANDS: Final = (
     "USER a",
     "PASS b",
     "APOP a 0123456789abcdef0123456789abcdef",
@@ -100,7 +100,7 @@ POP3_COMMANDS = (
     "*",
     "AGFiYwBhYmM=",
 )
-POP3_RESPONSES = (
+_POP3_RESPONSES: Final = (
     "+OK ",
     "-ERR ",
     "+ ",
@@ -122,7 +122,7 @@ POP3_RESPONSES = (
     "<1896.697170952@dbc.mtview.ca.us>",
 )
 
-_TRICKY = (
+_TRICKY: Final = (
     "\u00b2",
     "\u0661\u0662",
     "\u0661",
@@ -156,7 +156,7 @@ _TRICKY = (
 )
 
 
-_NUMBERS = (
+_NUMBERS: Final = (
     "\u00b2",
     "\u0661\u0662",
     "\uff11\uff12",
@@ -170,13 +170,33 @@ _NUMBERS = (
 )
 
 
-def hostile_bytes(words: tuple[str, ...], *, max_lines: int = 12) -> st.SearchStrategy[bytes]:
-    """Lines of ``words`` (a protocol's vocabulary) with tricky arguments, and raw octets.
+_VOCABULARY: Final = {
+    "smtp-client": _SMTP_COMMANDS,
+    "smtp-server": _SMTP_REPLIES,
+    "pop3-client": _POP3_COMMANDS,
+    "pop3-server": _POP3_RESPONSES,
+}
 
-    Most lines start with a real word, take a few tricky pieces as arguments
-    and end in CRLF, so that a machine reads them as the command or reply they
-    nearly are; some end in a bare LF or CR, or not at all.
+
+def hostile_bytes(*, sent_by: str, max_lines: int = 12) -> st.SearchStrategy[bytes]:
+    """Hostile bytes as one side of a session might send them, to fuzz the other.
+
+    ``sent_by`` is ``"smtp-client"`` (commands, for an SMTP server),
+    ``"smtp-server"`` (replies, for an SMTP client), ``"pop3-client"`` or
+    ``"pop3-server"``. Lines start with a word of that vocabulary, take a
+    few tricky pieces as arguments (digits that are not ASCII, NUL, bare CR
+    and LF, dots and the content terminator) and mostly end in CRLF, so that
+    a machine reads them as the command or reply they nearly are; some end
+    in a bare LF or CR, or not at all; raw octets come between them.
+
+    >>> from smtpcore.testing import strategies as sst
+    >>> sst.hostile_bytes(sent_by="smtp-client").example()  # doctest: +SKIP
+    b'MAIL FROM:<a@b.example> SIZE=\\xc2\\xb2\\r\\nRSET\\n.'
     """
+    try:
+        words = _VOCABULARY[sent_by]
+    except KeyError:
+        raise ValueError(f"sent_by is one of {sorted(_VOCABULARY)}") from None
     tricky = st.one_of(
         st.sampled_from(_TRICKY + words),
         st.text(st.characters(categories=["Nd"]), min_size=1, max_size=4),
@@ -200,13 +220,3 @@ def hostile_bytes(words: tuple[str, ...], *, max_lines: int = 12) -> st.SearchSt
     ).map(b"".join)
     piece = st.one_of(line, line, numbered, tricky, st.binary(max_size=6))
     return st.lists(piece, max_size=max_lines).map(b"".join)
-
-
-def split_points(data: bytes) -> st.SearchStrategy[list[bytes]]:
-    """``data`` cut into chunks at drawn places (the wire may cut anywhere)."""
-
-    def cut(cuts: list[int]) -> list[bytes]:
-        edges = [0, *sorted(cuts), len(data)]
-        return [data[a:b] for a, b in itertools.pairwise(edges)]
-
-    return st.lists(st.integers(0, len(data)), max_size=4).map(cut)
