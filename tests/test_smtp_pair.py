@@ -193,7 +193,7 @@ def transactions(draw: st.DrawFn) -> Transaction:
     )
     accepted = sum(1 for _, accept in recipients if accept)
     delivered = draw(st.lists(st.booleans(), min_size=accepted, max_size=accepted))
-    content = draw(sst.message_contents(long_lines=False, smuggling=True, max_lines=12))
+    content = draw(sst.message_contents(long_lines=False, max_lines=12))
     cuts = [piece for piece in draw(sst.chunkings(content)) if piece]
     return Transaction(sender, utf8, recipients, delivered, content, cuts, draw(st.booleans()))
 
