@@ -142,7 +142,7 @@ def test_chunkings_find_the_server_that_answers_bdat_before_its_octets() -> None
 def test_hostile_lines_find_the_server_that_crashes_on_a_non_ascii_digit() -> None:
     def run(server_class: type[SmallServer]) -> None:
         @BUDGET
-        @given(st.lists(sst.command_lines(extensions=OFFERED, hostile=True), max_size=10))
+        @given(st.lists(sst.command_lines(extensions=OFFERED, hostile=True), max_size=30))
         def every_line_gets_a_reply(lines: list[bytes]) -> None:
             for line in lines:
                 server = server_class()  # each line in a fresh session, inside a transaction

@@ -79,7 +79,7 @@ def xtexts(*, hostile: bool = False) -> st.SearchStrategy[str]:
     valid = (
         st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), max_size=20)
         .map(xtext)
-        .filter(bool)
+        .filter(lambda value: 0 < len(value) <= 100)  # ENVID's limit (RFC 3461 §4.4)
     )
     if not hostile:
         return valid
