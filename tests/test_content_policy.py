@@ -245,3 +245,26 @@ def test_machine_pauses_for_a_bdat_answer() -> None:
     assert conn.next_event() is PAUSED  # the refusal waits for LAST
     conn.send(Reply(250, "ok"))
     assert conn.next_event() is NEED_DATA
+
+
+MIXED_FAULTS = [
+    b"\x00\n.\n\r\nrest\r\n",  # NUL first, then bare LFs
+    b"bare\nthen \x00\r\n",  # bare LF first, then NUL
+    b"x" * 1001 + b"\r\n\x00\r\n",  # a long line, then NUL
+]
+
+
+@pytest.mark.parametrize("content", MIXED_FAULTS)
+@pytest.mark.parametrize("carrier", ["DATA", "BDAT"])
+def test_the_refusal_names_the_same_reason_however_the_message_is_cut(
+    content: bytes, carrier: str
+) -> None:
+    """The reason is judged on the whole message, not on the first chunk that broke a rule."""
+    wire = (data(content) if carrier == "DATA" else bdat(content)) + b"NOOP\r\n"
+    expected = codes(send(greeted(), carrier, wire)[1])[-2:]
+    for cut in range(1, len(wire)):
+        conn = greeted()
+        events, out = send(conn, carrier, wire[:cut])
+        more_events, more_out = run(conn, wire[cut:])
+        assert codes(out + more_out)[-2:] == expected, cut
+        assert isinstance((events + more_events)[-2], RejectedMessage)

@@ -567,9 +567,10 @@ class ServerConnection:
         while self._buffer:
             data, consumed, ended = decoder.decode(self._buffer.view())
             self._buffer.consume(consumed)
-            if self._refusal is None:
-                self._received += len(data)
-                self._refusal = self._content_refusal()
+            # Counted and judged to the end even once refused, so that the reply names
+            # the same reason however the network cut the message.
+            self._received += len(data)
+            self._refusal = self._content_refusal()
             if ended:
                 self._content_ended = True
                 if data and self._refusal is None:
@@ -604,20 +605,18 @@ class ServerConnection:
                 return self._closed_or_need_data()
             self._chunk_left -= len(data)
             self._received += len(data)
-            if self._refusal is None:
-                if content is not None:
-                    data = content.feed(data)
-                self._refusal = self._content_refusal()
-                if self._refusal is None and data:
-                    return MessageData(data)
+            if content is not None:
+                data = content.feed(data)
+            self._refusal = self._content_refusal()
+            if self._refusal is None and data:
+                return MessageData(data)
             if self._chunk_left:
                 return self._closed_or_need_data()
         if not self._chunk_last:
             return PAUSED  # the chunk is in: the application answers its BDAT
         if content is not None:
             tail = content.end()  # judges a CR that ended the last chunk
-            if self._refusal is None:
-                self._refusal = self._content_refusal()
+            self._refusal = self._content_refusal()
             self._content = None
             if tail and self._refusal is None:
                 return MessageData(tail)
