@@ -148,7 +148,9 @@ def test_hostile_lines_find_the_server_that_crashes_on_a_non_ascii_digit() -> No
                 server = server_class()  # each line in a fresh session, inside a transaction
                 server.receive(ENVELOPE)
                 answer = server.receive(line)
-                if server.mode == "command":  # not waiting for BDAT octets
+                # A line the network has not finished ("NOOP\r") waits for more; so does
+                # a BDAT waiting for its octets.
+                if server.mode == "command" and line.endswith(b"\n"):
                     assert replies_in(answer) >= 1
 
         every_line_gets_a_reply()
