@@ -30,6 +30,7 @@ from smtpcore._driver import (
     MessageRefused,
     RecipientsRefused,
     SenderRefused,
+    ServerOptions,
     ServerSession,
     SMTPConnectionError,
     SMTPError,
@@ -54,7 +55,7 @@ from smtpcore._driver._pop3_client import (
     POP3Timeout,
     POP3TLSNotAvailable,
 )
-from smtpcore._driver._pop3_server import BasePOP3Server, POP3ServerSession
+from smtpcore._driver._pop3_server import BasePOP3Server, POP3ServerOptions, POP3ServerSession
 from smtpcore._driver._smtp_client import (
     AuthenticationError,
     AuthenticationNotAvailable,
@@ -143,6 +144,10 @@ __all__ = [
     "POP3Timeout",
     "POP3Timeouts",
     "serve_pop3",
+    "ServerOptions",
+    "POP3ServerOptions",
+    "SMTPClientOptions",
+    "POP3ClientOptions",
 ]
 
 logger = logging.getLogger("smtpcore.server")
@@ -859,7 +864,7 @@ class SMTPClient(BaseSMTPClient):
     """An SMTP client session on asyncio; ``async with SMTPClient(host) as client:``.
 
     Send several messages over one session with :meth:`send_message`; the
-    keywords are those of :class:`~smtpcore._driver.BaseSMTPClient`.
+    keywords are those of :class:`SMTPClientOptions`.
     """
 
     _given: Transport | None = None
@@ -929,7 +934,7 @@ async def send_message(
     """Connect, send one message, say QUIT; returns each recipient's fate.
 
     The keywords are :class:`SMTPClient`'s; see
-    :meth:`SMTPClient.send_message <smtpcore._driver.BaseSMTPClient.send_message>`
+    :meth:`SMTPClient.send_message <smtpcore.asyncio.SMTPClient.send_message>`
     for the errors raised.
     """
     async with SMTPClient(host, port, **options) as client:
@@ -975,7 +980,7 @@ async def serve_pop3(
 class POP3Client(BasePOP3Client):
     """A POP3 client session on asyncio; ``async with POP3Client(host) as client:``.
 
-    The keywords are those of :class:`~smtpcore._driver.BasePOP3Client`.
+    The keywords are those of :class:`POP3ClientOptions`.
     """
 
     _given: Transport | None = None

@@ -28,6 +28,7 @@ from smtpcore._driver import (
     MessageRefused,
     RecipientsRefused,
     SenderRefused,
+    ServerOptions,
     ServerSession,
     SMTPConnectionError,
     SMTPError,
@@ -52,7 +53,7 @@ from smtpcore._driver._pop3_client import (
     POP3Timeout,
     POP3TLSNotAvailable,
 )
-from smtpcore._driver._pop3_server import BasePOP3Server, POP3ServerSession
+from smtpcore._driver._pop3_server import BasePOP3Server, POP3ServerOptions, POP3ServerSession
 from smtpcore._driver._smtp_client import (
     AuthenticationError,
     AuthenticationNotAvailable,
@@ -141,6 +142,10 @@ __all__ = [
     "POP3Timeout",
     "POP3Timeouts",
     "serve_pop3",
+    "ServerOptions",
+    "POP3ServerOptions",
+    "SMTPClientOptions",
+    "POP3ClientOptions",
 ]
 
 logger = logging.getLogger("smtpcore.server")
@@ -854,7 +859,7 @@ class SMTPClient(BaseSMTPClient):
     """An SMTP client session on trio; ``async with SMTPClient(host) as client:``.
 
     Send several messages over one session with :meth:`send_message`; the
-    keywords are those of :class:`~smtpcore._driver.BaseSMTPClient`.
+    keywords are those of :class:`SMTPClientOptions`.
     """
 
     _given: Transport | None = None
@@ -928,7 +933,7 @@ async def send_message(
     """Connect, send one message, say QUIT; returns each recipient's fate.
 
     The keywords are :class:`SMTPClient`'s; see
-    :meth:`SMTPClient.send_message <smtpcore._driver.BaseSMTPClient.send_message>`
+    :meth:`SMTPClient.send_message <smtpcore.trio.SMTPClient.send_message>`
     for the errors raised.
     """
     async with SMTPClient(host, port, **options) as client:
@@ -973,7 +978,7 @@ async def serve_pop3(
 class POP3Client(BasePOP3Client):
     """A POP3 client session on trio; ``async with POP3Client(host) as client:``.
 
-    The keywords are those of :class:`~smtpcore._driver.BasePOP3Client`.
+    The keywords are those of :class:`POP3ClientOptions`.
     """
 
     _given: Transport | None = None
