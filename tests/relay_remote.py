@@ -1,6 +1,6 @@
 """A scripted remote exchanger for the relay's tests: what it offers and refuses is set
 per test (SIZE, STARTTLS refused with 454 or a real handshake, SMTPUTF8, 8BITMIME,
-per-recipient replies, a connection dropped in the middle of DATA).
+CHUNKING, per-recipient replies, a connection dropped in the middle of DATA).
 
 It runs in threads on loopback, records each transaction and counts the
 connections the client has not closed yet, so a test can check that the relay
@@ -10,6 +10,7 @@ closes every connection on every path.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import socket
 import ssl
 import threading
@@ -26,7 +27,11 @@ class RemoteTransaction:
     rcpt_lines: list[bytes]
     recipients: list[str]
     content: bytes
+    """The content as received (empty when the remote keeps only its digest)."""
     tls: bool
+    digest: str = ""
+    """SHA-256 of the content, hexadecimal."""
+    size: int = 0
 
 
 @dataclass
@@ -42,6 +47,11 @@ class ScriptedRemote:
     smtputf8: bool = False
     eight_bit: bool = True
     dsn: bool = False
+    chunking: bool = False
+    """Announce CHUNKING and take BDAT (RFC 3030)."""
+    keep_content: bool = True
+    """False: keep only the content's digest and size, so that a test measuring the
+    relay's memory is not measuring this remote's."""
     rcpt_replies: dict[str, bytes] = field(default_factory=dict)
     data_reply: bytes = b"250 2.0.0 queued"
     drop_in_data: bool = False
@@ -83,6 +93,8 @@ class ScriptedRemote:
             lines.append(b"SMTPUTF8")
         if self.dsn:
             lines.append(b"DSN")
+        if self.chunking:
+            lines.append(b"CHUNKING")
         if self.starttls != "none" and not tls:
             lines.append(b"STARTTLS")
         lines.append(b"ENHANCEDSTATUSCODES")
@@ -108,6 +120,7 @@ class ScriptedRemote:
         sock.sendall(b"220 scripted ESMTP\r\n")
         recipients: list[str] = []
         mail_line, rcpt_lines = b"", list[bytes]()
+        received_chunks: _Received | None = None
         while True:
             line = lines.readline()
             if not line:
@@ -127,6 +140,7 @@ class ScriptedRemote:
                 tls = True
             elif verb == b"MAIL":
                 recipients, mail_line, rcpt_lines = [], line, []
+                received_chunks = None
                 with self._lock:
                     self.mail_lines.append(line)
                 sock.sendall(b"250 2.1.0 ok\r\n")
@@ -142,18 +156,32 @@ class ScriptedRemote:
                     sock.sendall(b"554 5.5.1 no valid recipients\r\n")
                     continue
                 sock.sendall(b"354 go on\r\n")
-                content = b""
+                received = _Received(self.keep_content)
                 for data_line in lines:
                     if self.drop_in_data:
                         sock.shutdown(socket.SHUT_RDWR)
                         return
                     if data_line == b".\r\n":
                         break
-                    content += data_line[1:] if data_line.startswith(b".") else data_line
-                with self._lock:
-                    self.transactions.append(
-                        RemoteTransaction(mail_line, rcpt_lines, recipients, content, tls)
-                    )
+                    received.add(data_line[1:] if data_line.startswith(b".") else data_line)
+                self._record(received, mail_line, rcpt_lines, recipients, tls)
+                sock.sendall(self.data_reply + b"\r\n")
+            elif verb == b"BDAT" and self.chunking:
+                words = line.split()
+                size, last = int(words[1]), len(words) > 2
+                if received_chunks is None:
+                    received_chunks = _Received(self.keep_content)
+                while size:
+                    piece = lines.read(min(size, 65536))
+                    if not piece:
+                        return
+                    received_chunks.add(piece)
+                    size -= len(piece)
+                if not last:
+                    sock.sendall(b"250 2.0.0 chunk taken\r\n")
+                    continue
+                self._record(received_chunks, mail_line, rcpt_lines, recipients, tls)
+                received_chunks = None
                 sock.sendall(self.data_reply + b"\r\n")
             elif verb == b"QUIT":
                 sock.sendall(b"221 2.0.0 bye\r\n")
@@ -166,6 +194,27 @@ class ScriptedRemote:
             else:
                 sock.sendall(b"502 5.5.2 not here\r\n")
 
+    def _record(
+        self,
+        received: _Received,
+        mail_line: bytes,
+        rcpt_lines: list[bytes],
+        recipients: list[str],
+        tls: bool,
+    ) -> None:
+        content = b"".join(received.parts)
+        transaction = RemoteTransaction(
+            mail_line,
+            rcpt_lines,
+            recipients,
+            content,
+            tls,
+            received.digest.hexdigest(),
+            received.size,
+        )
+        with self._lock:
+            self.transactions.append(transaction)
+
     def _closed(self) -> None:
         with self._lock:
             self.open_connections -= 1
@@ -177,6 +226,23 @@ class ScriptedRemote:
         self._accepting.join(5)
         for thread in self._threads:
             thread.join(5)
+
+
+class _Received:
+    """The content of one transaction as it arrives: its digest and size, and the
+    pieces themselves when they are kept."""
+
+    def __init__(self, keep: bool) -> None:
+        self.keep = keep
+        self.parts: list[bytes] = []
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def add(self, data: bytes) -> None:
+        self.digest.update(data)
+        self.size += len(data)
+        if self.keep:
+            self.parts.append(data)
 
 
 @contextlib.contextmanager

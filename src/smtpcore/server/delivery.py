@@ -48,6 +48,7 @@ from smtpcore.routing import (
     Router,
 )
 from smtpcore.server.bounce import (
+    MAX_RETURNED_MESSAGE,
     ReportedRecipient,
     build_bounce,
     build_delay_notice,
@@ -63,7 +64,13 @@ from smtpcore.server.exchanger import (
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import delivery_line, logger
 from smtpcore.server.mailboxes import LocalMailboxes
-from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
+from smtpcore.server.queue import (
+    Queue,
+    QueuedContent,
+    QueuedRecipient,
+    QueueEntry,
+    RecipientStatus,
+)
 from smtpcore.server.queuectl import QueueCommand
 from smtpcore.server.relay_tls import RelayTLS, relay_tls_context
 
@@ -341,7 +348,9 @@ class DeliveryWorker:
         if entry.held:
             logger.info("%s: on hold; not delivered until released", entry.id)
             return
-        content = await asyncio.to_thread(self.queue.read_content, queue_id)
+        content = self.queue.content(queue_id)
+        if not await asyncio.to_thread(content.path.exists):
+            raise FileNotFoundError(content.path)
         if self.clock() >= entry.created + self.max_queue_age:
             await self._expire(entry, content)
             return
@@ -427,7 +436,7 @@ class DeliveryWorker:
     async def _finish_round(
         self,
         entry: QueueEntry,
-        content: bytes,
+        content: QueuedContent,
         failed: Mapping[str, Outcome],
         deferred: Mapping[str, Outcome],
         *,
@@ -460,7 +469,7 @@ class DeliveryWorker:
         )
         self.schedule(entry)
 
-    async def _expire(self, entry: QueueEntry, content: bytes) -> None:
+    async def _expire(self, entry: QueueEntry, content: QueuedContent) -> None:
         """Bounce what is still pending, each recipient with its last real error (its
         code and text, and the exchanger that gave it), as Postfix does."""
         failed = {}
@@ -485,7 +494,7 @@ class DeliveryWorker:
             and self.clock() - entry.created >= self.delay_warning
         )
 
-    async def _warn_delay(self, entry: QueueEntry, content: bytes) -> None:
+    async def _warn_delay(self, entry: QueueEntry, content: QueuedContent) -> None:
         """Tell the sender, once, which recipients are still waiting and why (RFC 3464
         ``Action: delayed``); recipients whose NOTIFY leaves out DELAY are not listed
         (RFC 3461 §4.1; without NOTIFY, Postfix warns, and so does this)."""
@@ -509,7 +518,7 @@ class DeliveryWorker:
                 )
                 for r in delayed
             ],
-            original=content,
+            original=await asyncio.to_thread(content.header),
             retry_until=entry.created + self.max_queue_age,
             envid=entry.param("ENVID"),
             utf8=_is_utf8(entry),
@@ -519,7 +528,7 @@ class DeliveryWorker:
     # -- local ------------------------------------------------------------------
 
     async def _deliver_local(
-        self, entry: QueueEntry, decision: LocalDelivery, content: bytes
+        self, entry: QueueEntry, decision: LocalDelivery, content: QueuedContent
     ) -> Outcome:
         """A recipient that is local now (the domain became local after a restart)."""
         key = self.mailboxes.lookup(decision.mailbox)
@@ -527,13 +536,18 @@ class DeliveryWorker:
             return Outcome(
                 RecipientStatus.FAILED, "5.1.1", "550 5.1.1 no such mailbox here", "local"
             )
-        path = await asyncio.to_thread(self.mailboxes.deliver, key, entry.sender, content)
+        path = await asyncio.to_thread(
+            self.mailboxes.deliver_file, key, entry.sender, content.path
+        )
         return Outcome(RecipientStatus.SENT, "2.0.0", f"delivered to maildir {path}", "local")
 
     # -- remote -----------------------------------------------------------------
 
     async def _deliver_remote(
-        self, entry: QueueEntry, deliveries: Mapping[str, RemoteDelivery], content: bytes
+        self,
+        entry: QueueEntry,
+        deliveries: Mapping[str, RemoteDelivery],
+        content: QueuedContent,
     ) -> dict[str, Outcome]:
         addresses = list(deliveries)
         attempts = await self.router.resolve(
@@ -585,7 +599,7 @@ class DeliveryWorker:
     async def _bounce(
         self,
         entry: QueueEntry,
-        content: bytes,
+        content: QueuedContent,
         failed: Mapping[str, Outcome],
         *,
         expired: bool = False,
@@ -605,6 +619,13 @@ class DeliveryWorker:
             )
         if not wanted:
             return
+        headers_only = (entry.param("RET") or "").upper() == "HDRS"
+        original = None
+        if not headers_only:
+            original = await asyncio.to_thread(content.returned, MAX_RETURNED_MESSAGE)
+        if original is None:  # asked for, or the message is too large to return whole
+            headers_only = True
+            original = await asyncio.to_thread(content.header)
         bounce = build_bounce(
             reporting_mta=self.hostname,
             recipient=entry.sender,
@@ -622,16 +643,16 @@ class DeliveryWorker:
                 )
                 for address, outcome in wanted.items()
             ],
-            original=content,
+            original=original,
             envid=entry.param("ENVID"),
-            headers_only=(entry.param("RET") or "").upper() == "HDRS",
+            headers_only=headers_only,
             expired_after=_duration_text(self.max_queue_age) if expired else None,
             utf8=_is_utf8(entry),
         )
         await self.send_report(entry.id, entry.sender, bounce, "non-delivery")
 
     async def _report_success(
-        self, entry: QueueEntry, content: bytes, succeeded: Mapping[str, Outcome]
+        self, entry: QueueEntry, content: QueuedContent, succeeded: Mapping[str, Outcome]
     ) -> None:
         """The report ``NOTIFY=SUCCESS`` asked for: delivered here, or relayed to a
         server that does not speak DSN (RFC 3461 §6.2)."""
@@ -656,7 +677,7 @@ class DeliveryWorker:
                 )
                 for address, outcome in succeeded.items()
             ],
-            original=content,
+            original=await asyncio.to_thread(content.header),
             envid=entry.param("ENVID"),
             utf8=_is_utf8(entry),
         )

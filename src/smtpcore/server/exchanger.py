@@ -10,6 +10,7 @@ connection refused or lost, a 4xx to MAIL, a TLS policy that cannot be met) is a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import ssl
@@ -31,7 +32,7 @@ from smtpcore.address import Mailbox, parse_mailbox
 from smtpcore.asyncio import SMTPClient
 from smtpcore.routing import Attempt, RemoteDelivery
 from smtpcore.server.log import logger
-from smtpcore.server.queue import QueueEntry, RecipientStatus
+from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.smtp import Reply
 
@@ -155,19 +156,30 @@ def _tls_failure(exc: SMTPError) -> bool:
     return "TLS handshake" in str(exc)
 
 
-def _needs_smtputf8(client: BaseSMTPClient, entry: QueueEntry, content: bytes) -> Reply | None:
+def _needs_smtputf8(client: BaseSMTPClient, entry: QueueEntry, header: bytes) -> Reply | None:
     """RFC 6531 §3.4, as Postfix does: a message its sender sent with SMTPUTF8 and that
     has UTF-8 in its header cannot go to an exchanger without SMTPUTF8, even with an
     ASCII envelope (the client refuses UTF-8 addresses, a SIZE overrun and 8-bit
     content without 8BITMIME itself, before MAIL)."""
     if client.connection.extensions.smtputf8 or "SMTPUTF8" not in dict(entry.params):
         return None
-    end = content.find(b"\r\n\r\n")
-    if content[: end if end >= 0 else None].isascii():
+    if header.isascii():
         return None
     return Reply(
         553, "the message needs SMTPUTF8 (RFC 6531) and the exchanger does not offer it", "5.6.7"
     )
+
+
+async def _needs_8bitmime(client: BaseSMTPClient, content: QueuedContent) -> Reply | None:
+    """RFC 6152 §3: 8-bit content cannot go to an exchanger that offers neither 8BITMIME
+    nor BINARYMIME. The content is streamed from the queue, so the client cannot see
+    this before it is sent; the queue file is read through (in pieces) to say it first."""
+    extensions = client.connection.extensions
+    if extensions.eight_bit_mime or extensions.binary_mime:
+        return None
+    if await asyncio.to_thread(content.is_ascii):
+        return None
+    return Reply(554, "the server does not offer 8BITMIME, needed for 8-bit content", "5.6.3")
 
 
 def _forwarded_mail_params(client: BaseSMTPClient, entry: QueueEntry) -> dict[str, str | None]:
@@ -268,7 +280,7 @@ class ExchangerSession:
         relay: str,
         entry: QueueEntry,
         deliveries: Mapping[str, RemoteDelivery],
-        content: bytes,
+        content: QueuedContent,
     ) -> dict[str, Outcome]:
         client = await self._connect(attempt, relay)
         try:
@@ -283,7 +295,7 @@ class ExchangerSession:
         relay: str,
         entry: QueueEntry,
         deliveries: Mapping[str, RemoteDelivery],
-        content: bytes,
+        content: QueuedContent,
     ) -> dict[str, Outcome]:
         tls = self._tls_field(client)
         addresses = list(deliveries)
@@ -310,7 +322,8 @@ class ExchangerSession:
                 dsn_passed=passed,
             )
 
-        refusal = _needs_smtputf8(client, entry, content)
+        header = await asyncio.to_thread(content.header)
+        refusal = _needs_smtputf8(client, entry, header) or await _needs_8bitmime(client, content)
         if refusal is not None:
             return dict.fromkeys(addresses, outcome(refusal, from_remote=False))
         sender: Mailbox | str = "" if not entry.sender else parse_mailbox(entry.sender)
@@ -325,14 +338,17 @@ class ExchangerSession:
                     params["NOTIFY"] = recipient.notify
                 if recipient.orcpt is not None:
                     params["ORCPT"] = recipient.orcpt
+        # The content goes from the queue file in the client's chunks (DATA or BDAT),
+        # so a message of any size needs no more memory than a chunk.
         try:
-            result = await client.send_message(
-                content,
-                sender,
-                rcpts,
-                mail_params=mail_params,
-                rcpt_params=lambda mailbox: rcpt_params.get(mailbox, {}),
-            )
+            with await asyncio.to_thread(content.open) as file:
+                result = await client.send_message(
+                    file,
+                    sender,
+                    rcpts,
+                    mail_params=mail_params,
+                    rcpt_params=lambda mailbox: rcpt_params.get(mailbox, {}),
+                )
         except SenderRefused as exc:
             if exc.reply.code < 500:
                 raise TryNext(

@@ -34,6 +34,7 @@ from smtpcore.server.maildir import fsync_directory
 __all__ = [
     "PreparedEntry",
     "Queue",
+    "QueuedContent",
     "QueueEntry",
     "QueuedRecipient",
     "RecipientStatus",
@@ -42,6 +43,10 @@ __all__ = [
 ]
 
 _FORMAT: Final = 1
+_READ_SIZE: Final = 64 * 1024
+MAX_HEADER: Final = 256 * 1024
+"""How much of a queued message's header the relay reads at most (for the SMTPUTF8 check,
+``TLS-Required``, and the reports that return the header)."""
 
 
 def new_queue_id() -> str:
@@ -230,6 +235,57 @@ class Spool:
 
 
 @dataclass(frozen=True, slots=True)
+class QueuedContent:
+    """A queued message's content, on disk: read in pieces when it is needed, never whole.
+
+    The relay sends it from :meth:`open` in the client's chunks; what must be looked at
+    before it is sent (the header) or returned in a report is read with a bound. Every
+    method blocks on the disk.
+    """
+
+    path: Path
+
+    def open(self) -> BinaryIO:
+        return self.path.open("rb")
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+    def header(self, limit: int = MAX_HEADER) -> bytes:
+        """The header section and the empty line after it (RFC 5322 §2.1), or the first
+        ``limit`` octets of a header that long (the whole message, if it has no body)."""
+        found = bytearray()
+        with self.open() as file:
+            while len(found) < limit:
+                piece = file.read(min(_READ_SIZE, limit - len(found)))
+                if not piece:
+                    break
+                start = max(len(found) - 3, 0)
+                found += piece
+                end = found.find(b"\r\n\r\n", start)
+                if end >= 0:
+                    return bytes(found[: end + 4])
+        return bytes(found)
+
+    def returned(self, limit: int) -> bytes | None:
+        """The whole message when it is at most ``limit`` octets, else None (a report
+        then returns the header alone)."""
+        with self.open() as file:
+            data = file.read(limit + 1)
+        return data if len(data) <= limit else None
+
+    def is_ascii(self) -> bool:
+        """Whether every octet is below 128 (else it needs 8BITMIME, RFC 6152), read in
+        pieces."""
+        with self.open() as file:
+            while piece := file.read(_READ_SIZE):
+                if not piece.isascii():
+                    return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
 class PreparedEntry:
     """Content and envelope on disk and synced, one rename away from being queued."""
 
@@ -366,7 +422,12 @@ class Queue:
         return QueueEntry.from_json(self.envelope_path(queue_id).read_text(encoding="utf-8"))
 
     def read_content(self, queue_id: str) -> bytes:
+        """The whole content, for tools and tests; the relay reads :meth:`content`."""
         return self.content_path(queue_id).read_bytes()
+
+    def content(self, queue_id: str) -> QueuedContent:
+        """The content of ``queue_id``, to be read in pieces."""
+        return QueuedContent(self.content_path(queue_id))
 
     def update(self, entry: QueueEntry) -> None:
         """Replace an entry's envelope atomically (write, fsync, rename, fsync)."""

@@ -1,0 +1,106 @@
+"""The relay streams a queued message from its queue file (issue 16): the content goes
+to the exchanger in the client's chunks, with DATA or with BDAT, and relaying a message
+many times the chunk size takes memory of the order of a chunk, not of the message."""
+
+from __future__ import annotations
+
+import hashlib
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from relay_remote import remote
+from smtpcore.server.bounce import MAX_RETURNED_MESSAGE
+from smtpcore.server.queue import QueuedContent
+from test_server_relay import _relay, _run, _wait_closed
+
+SIZE = 8 * 1024 * 1024
+"""The message: 128 times the client's default chunk of 64 KiB."""
+
+
+def _lines() -> list[bytes]:
+    """A line pattern with what the wire must carry: leading dots (stuffed on DATA, as
+    they are on BDAT), a lone dot, long and short lines."""
+    return [
+        b"Ordinary text of a large message, line after line, " + b"x" * 20 + b"\r\n",
+        b".a line that starts with a dot\r\n",
+        b".\r\n",
+        b"..two dots\r\n",
+        b"\r\n",
+        b"y" * 990 + b"\r\n",
+    ]
+
+
+@pytest.mark.parametrize("chunking", [False, True], ids=["DATA", "BDAT"])
+def test_a_large_message_is_relayed_byte_equal_with_bounded_memory(
+    tmp_path: Path, chunking: bool
+) -> None:
+    with remote(chunking=chunking, keep_content=False) as server:
+        relay = _relay(tmp_path, server.port)
+        spool = relay.queue.spool()
+        digest = hashlib.sha256()
+        header = b"From: john@abc.example\r\nTo: brendon@pqr.example\r\nSubject: big\r\n\r\n"
+        spool.write(header)
+        digest.update(header)
+        pattern = b"".join(_lines())
+        while spool.size < SIZE:
+            spool.write(pattern)
+            digest.update(pattern)
+        size = spool.size
+        entry = relay.queue.prepare(spool, "john@abc.example", ["brendon@pqr.example"]).commit()
+        relay.worker.schedule(entry)
+        tracemalloc.start()
+        try:
+            _run(relay, relay.empty, timeout=120)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        _wait_closed(server)
+    (transaction,) = server.transactions
+    assert transaction.size == size
+    assert transaction.digest == digest.hexdigest()
+    # Of the order of a chunk (64 KiB) and the session's own needs; reading the message
+    # whole, as the relay did before, would take all of it at once.
+    assert peak < size // 8, f"peak {peak} octets relaying {size}"
+
+
+def test_8bit_content_to_a_server_without_8bitmime_bounces_before_mail(tmp_path: Path) -> None:
+    """Streamed content cannot be looked at by the client before it is sent: the relay
+    reads the queue file through first and refuses as RFC 6152 asks (554 5.6.3)."""
+    content = "Subject: grüße\r\n\r\nbody\r\n".encode()
+    with remote(eight_bit=False) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"], content=content)
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(server)
+        assert server.mail_lines == []
+    (raw,) = relay.reports()
+    assert b"Status: 5.6.3" in raw and b"does not offer 8BITMIME" in b" ".join(raw.split())
+
+
+def test_a_bounce_of_a_large_message_returns_its_header_only(tmp_path: Path) -> None:
+    header = b"From: john@abc.example\r\nSubject: large\r\n\r\n"
+    content = header + b"body line\r\n" * (MAX_RETURNED_MESSAGE // 10)
+    replies = {"gone@pqr.example": b"550 5.1.1 user unknown"}
+    with remote(rcpt_replies=replies) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["gone@pqr.example"], content=content)
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(server)
+    (raw,) = relay.reports()
+    assert b"Content-Type: text/rfc822-headers" in raw
+    assert b"Subject: large" in raw and b"body line" not in raw
+
+
+@pytest.mark.parametrize("shift", range(-4, 2))
+def test_the_header_is_found_across_the_read_boundary(tmp_path: Path, shift: int) -> None:
+    """The empty line that ends the header may straddle two reads of the queue file."""
+    field = b"X-Long: " + b"h" * (65536 + shift - len(b"X-Long: ") - 2) + b"\r\n"
+    content = field + b"\r\nbody\r\n"
+    path = tmp_path / "message"
+    path.write_bytes(content)
+    assert QueuedContent(path).header() == field + b"\r\n"
+    assert QueuedContent(path).header(limit=100) == content[:100]
+    assert QueuedContent(path).returned(len(content)) == content
+    assert QueuedContent(path).returned(len(content) - 1) is None
