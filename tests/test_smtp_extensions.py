@@ -99,6 +99,40 @@ def test_extra_extensions_may_not_name_a_builtin(line: str) -> None:
         greeted(extra_extensions=[line])
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("auth=plain", "EHLO keyword"),  # clients read AUTH=PLAIN as AUTH, then get 500
+        ("X-FOO a\r\n250 AUTH PLAIN", "EHLO parameters"),
+        ("X-FOO  two-spaces", "EHLO parameters"),
+        ("X-FOO é", "EHLO parameters"),
+        (Extension("XFOO", "", "a command", verbs=("XFOO",)), "reads no command"),
+        (Extension("X-BDAT", "", "another's command", verbs=("BDAT",)), "reads no command"),
+        (
+            Extension(
+                "X-SIZE", "", "another's parameter", mail_parameters=(Parameter("SIZE", str, str),)
+            ),
+            "SIZE parameter is SIZE's",
+        ),
+    ],
+)
+def test_extra_extensions_may_not_list_what_the_machine_refuses(
+    extra: str | Extension, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        greeted(extra_extensions=[extra])
+
+
+def test_extra_extensions_may_not_name_one_thing_twice() -> None:
+    flag = Parameter("X-FLAG", str, str)
+    one = Extension("X-ONE", "", "one", mail_parameters=(flag,))
+    other = Extension("X-OTHER", "", "other", rcpt_parameters=(flag,))
+    with pytest.raises(ValueError, match="X-FLAG twice"):
+        greeted(extra_extensions=[one, other])
+    with pytest.raises(ValueError, match="X-ONE twice"):
+        greeted(extra_extensions=[one, "x-one 2"])
+
+
 def _priority(value: str | None) -> int:
     if value is None or value not in {str(n) for n in range(-9, 10)}:
         raise ParameterError("MT-PRIORITY is -9 to 9")

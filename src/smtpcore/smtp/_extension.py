@@ -11,9 +11,10 @@ them. The built-in entries live one per module in ``smtp/_ext/``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
 from smtpcore.smtp._replies import EnhancedStatus, Reply
 
@@ -32,6 +33,11 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+# RFC 5321 §4.1.1.1: ehlo-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-"), and
+# ehlo-param = 1*(%d33-126), each after one SP.
+_EHLO_KEYWORD: Final = re.compile(r"[A-Z0-9][A-Z0-9-]*")
+_EHLO_PARAMS: Final = re.compile(r"(?: [!-~]+)*")
 
 
 def _reply(code: int, status: str, text: str) -> Reply:
@@ -155,8 +161,12 @@ class Extension:
     (AUTH: the mechanism was offered); a problem as text, or None."""
 
     def __post_init__(self) -> None:
-        if self.keyword != self.keyword.upper() or not self.keyword:
-            raise ValueError(f"an EHLO keyword is given upper-cased: {self.keyword!r}")
+        if not _EHLO_KEYWORD.fullmatch(self.keyword):
+            # A client reads what is not an ehlo-keyword as another keyword, or not
+            # at all ("AUTH=PLAIN" is AUTH to many): listed, it would be refused.
+            raise ValueError(
+                f"an EHLO keyword is letters, digits and '-', upper-cased: {self.keyword!r}"
+            )
 
     def unmet(self, facts: ServerFacts) -> Requirement | None:
         """The first requirement the session does not meet, or None."""
@@ -181,4 +191,6 @@ class Extension:
         """An extension known only by its EHLO line (``"HELP"``, ``"X-FOO 1"``): it is
         listed as given and brings no parameters or commands."""
         keyword, _, arguments = line.strip().partition(" ")
+        if not _EHLO_PARAMS.fullmatch(f" {arguments}" if arguments else ""):
+            raise ValueError(f"EHLO parameters are printable ASCII words, one space apart: {line!r}")
         return cls(keyword.upper(), "", "listed as configured", arguments=lambda facts: arguments)

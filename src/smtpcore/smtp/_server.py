@@ -118,8 +118,11 @@ class ServerConnection:
     Each extension is one entry (``smtp/_ext/``) whose ``option`` is the keyword
     here that turns it on. ``extra_extensions`` adds entries of the
     application's own, or EHLO lines (``"HELP"``) that bring no parameters
-    or commands; naming a built-in extension there is a ``ValueError``, since
-    the machine would refuse what it listed: use its option instead.
+    or commands. Whatever the machine would list and then refuse is a
+    ``ValueError``: a built-in extension (use its option instead), a line
+    that is not ``keyword *(SP param)`` (``"AUTH=PLAIN"`` reads as AUTH), a
+    parameter another entry brings, or a command (the machine has no event
+    for one it does not know).
     """
 
     def __init__(
@@ -196,7 +199,7 @@ class ServerConnection:
         self.extra_extensions = tuple(extra_extensions)
         switched_on = tuple([bool(getattr(self, entry.option or "", False)) for entry in BUILTIN])
         if extra_extensions:
-            extras = tuple([_extra(entry) for entry in extra_extensions])
+            extras = _extras(extra_extensions)
             tables = _build_tables((*_builtin_offered(switched_on), *extras), lmtp)
         else:
             tables = _builtin_tables(switched_on, lmtp)
@@ -857,14 +860,39 @@ def _readers(entries: Sequence[Extension], *, mail: bool) -> _Readers:
     }
 
 
+def _extras(entries: Sequence[str | Extension]) -> tuple[Extension, ...]:
+    """The ``extra_extensions`` as entries, each keyword and parameter had by one."""
+    extras = tuple([_extra(entry) for entry in entries])
+    keywords = [entry.keyword for entry in extras]
+    parameters = [p.keyword for e in extras for p in (*e.mail_parameters, *e.rcpt_parameters)]
+    for names in (keywords, parameters):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"extra_extensions name {', '.join(twice)} twice")
+    return extras
+
+
 def _extra(entry: str | Extension) -> Extension:
-    """An ``extra_extensions`` item as an entry; a built-in keyword is refused."""
+    """An ``extra_extensions`` item as an entry. Refused (``ValueError``) when the
+    machine would list what it then refuses: a built-in keyword (listed twice, read
+    by its option), a parameter another entry brings, a command it cannot read."""
     extension = entry if isinstance(entry, Extension) else Extension.plain(entry)
     for builtin in BUILTIN:
         if builtin.keyword == extension.keyword:
             raise ValueError(
                 f"{builtin.keyword} is built in: turn it on with the {builtin.option} option"
             )
+        owned = {p.keyword for p in (*builtin.mail_parameters, *builtin.rcpt_parameters)}
+        for parameter in (*extension.mail_parameters, *extension.rcpt_parameters):
+            if parameter.keyword in owned:
+                raise ValueError(f"the {parameter.keyword} parameter is {builtin.keyword}'s")
+    if extension.verbs:
+        # A command is an event the machine parses (smtp/_commands.py VERBS): one it
+        # cannot read would be listed, then answered 500 as unknown.
+        raise ValueError(
+            f"{extension.keyword}: the server machine reads no command of an entry of "
+            f"the application's own ({', '.join(extension.verbs)})"
+        )
     return extension
 
 
