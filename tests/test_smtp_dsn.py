@@ -171,3 +171,29 @@ def test_client_refuses_dsn_when_not_offered() -> None:
     client = _client(["PIPELINING"])
     with pytest.raises(LocalProtocolError, match="DSN"):
         client.send(Mail(Mailbox("a", "b.example"), {"RET": Ret.HDRS}))
+
+
+def test_a_longest_orcpt_fits_the_rcpt_line() -> None:
+    """RFC 3461 §4.2 allows a 500-character ORCPT, which no 512-octet line holds: with
+    DSN in force the server reads the longer lines its parameters make (RFC 5321
+    §4.5.3.1.4 lets extensions raise the limit); without it, the line is too long."""
+    address = "a" * (500 - len("rfc822;@d.example")) + "@d.example"
+    orcpt = OriginalRecipient("rfc822", address)
+    assert len(orcpt.to_parameter()) == 500
+    client = _client(["DSN", "PIPELINING"])
+    wire = client.send(Mail(Mailbox("a", "b.example"), {"RET": Ret.HDRS, "ENVID": "x" * 100}))
+    rcpt = client.send(
+        Rcpt(
+            Mailbox("c", "d.example"),
+            {"NOTIFY": Notify.SUCCESS | Notify.FAILURE | Notify.DELAY, "ORCPT": orcpt},
+        )
+    )
+    assert len(rcpt) > 512
+    events, out = run(greeted(dsn=True), EHLO + wire + rcpt)
+    assert codes(out)[1:] == ["250 2.1.0", "250 2.1.5"]
+    assert isinstance(events[-1], Rcpt) and events[-1].orcpt == orcpt
+    plain = greeted(dsn=False, size=False, eight_bit_mime=False, smtputf8=False)
+    _, out = run(plain, EHLO + b"MAIL FROM:<a@b.example>\r\n" + rcpt)
+    assert codes(out)[-1] == "500 5.5.6"
+    _, out = run(greeted(dsn=True), b"HELO a.example\r\nMAIL FROM:<a@b.example>\r\n" + rcpt)
+    assert codes(out)[-1] == "500 5.5.6"  # a HELO session has no extension

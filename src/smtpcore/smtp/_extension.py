@@ -159,6 +159,11 @@ class Extension:
     )
     """For a command in ``verbs``: what the client must verify before sending it
     (AUTH: the mechanism was offered); a problem as text, or None."""
+    line_allowance: int = 0
+    """Octets its parameters may add to a command line past RFC 5321's 512
+    (§4.5.3.1.4: "SMTP extensions may be used to increase this limit"): the
+    server reads longer lines while the extension is in force (SIZE: 26, RFC
+    1870 §3; DSN: a 500-character ORCPT, RFC 3461 §4.2)."""
 
     def __post_init__(self) -> None:
         if not _EHLO_KEYWORD.fullmatch(self.keyword):
@@ -192,5 +197,7 @@ class Extension:
         listed as given and brings no parameters or commands."""
         keyword, _, arguments = line.strip().partition(" ")
         if not _EHLO_PARAMS.fullmatch(f" {arguments}" if arguments else ""):
-            raise ValueError(f"EHLO parameters are printable ASCII words, one space apart: {line!r}")
+            raise ValueError(
+                f"EHLO parameters are printable ASCII words, one space apart: {line!r}"
+            )
         return cls(keyword.upper(), "", "listed as configured", arguments=lambda facts: arguments)

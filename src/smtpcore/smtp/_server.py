@@ -211,6 +211,8 @@ class ServerConnection:
         self._extended_verbs = tables.extended_verbs
         self._verbs = self._plain_verbs
         """The commands known now: those of the extensions in force only after EHLO."""
+        self._command_line_limit = max_command_line
+        """``max_command_line`` and what the extensions in force add to it."""
 
         self._buffer = ReceiveBuffer()
         self._state = State.GREETING
@@ -269,7 +271,8 @@ class ServerConnection:
         """Octets received from the client and not yet turned into events.
 
         Bounded by the largest piece given to :meth:`receive_data` plus the
-        command line limit (``max_auth_line`` during AUTH): an over-long line
+        command line limit (what the extensions in force add to
+        ``max_command_line``; ``max_auth_line`` during AUTH): an over-long line
         is dropped as it arrives. A fuzzer asserts memory stays bounded with it.
         """
         return len(self._buffer)
@@ -358,6 +361,7 @@ class ServerConnection:
         self.helo_name = None
         self.extended = False
         self._verbs = self._plain_verbs
+        self._command_line_limit = self.max_command_line
         self.authenticated = False  # RFC 3207 §4.2: forget what plaintext taught
         self._reset_transaction()
         self._state = State.HELLO
@@ -370,7 +374,7 @@ class ServerConnection:
             if self._skip:
                 return self._closed_or_need_data()
         in_auth = self._state is State.AUTH
-        line = self._buffer.next_line(self.max_auth_line if in_auth else self.max_command_line)
+        line = self._buffer.next_line(self.max_auth_line if in_auth else self._command_line_limit)
         if line is None:
             return self._closed_or_need_data()
         if line is LINE_TOO_LONG:
@@ -690,6 +694,9 @@ class ServerConnection:
         self.helo_name = command.domain
         self.extended = not isinstance(command, Helo)
         self._verbs = self._extended_verbs if self.extended else self._plain_verbs
+        self._command_line_limit = self.max_command_line + sum(
+            [entry.line_allowance for entry in self._offerable if self.in_force(entry.keyword)]
+        )
         self._reset_transaction()
         return self._hello_reply(event, extended=self.extended)
 

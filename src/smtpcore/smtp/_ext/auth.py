@@ -45,6 +45,7 @@ AUTH: Final = Extension(
     "RFC 4954",
     "SASL authentication; MAIL may name the submitter (AUTH=)",
     option="auth_mechanisms",
+    line_allowance=500,  # RFC 4954 §5: AUTH= on MAIL
     arguments=_mechanisms,
     mail_parameters=(Parameter("AUTH", _parse, _format),),
     verbs=("AUTH",),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final, Protocol, TypeVar
 
-from smtpcore.smtp._dsn import DSNError, EnvelopeId, Notify, OriginalRecipient, Ret
+from smtpcore.smtp._dsn import MAX_ORCPT, DSNError, EnvelopeId, Notify, OriginalRecipient, Ret
 from smtpcore.smtp._extension import Extension, Parameter, ParameterError
 
 __all__ = ["DSN"]
@@ -48,6 +48,9 @@ DSN: Final = Extension(
     "RFC 3461, RFC 6533",
     "delivery status notifications: RET and ENVID on MAIL, NOTIFY and ORCPT on RCPT",
     option="dsn",
+    # The longest RCPT parameters: every NOTIFY event and a 500-character ORCPT
+    # (RFC 3461 §4.2); RET and ENVID (at most 100, §4.4) make MAIL shorter.
+    line_allowance=len(" NOTIFY=SUCCESS,FAILURE,DELAY ORCPT=") + MAX_ORCPT,
     mail_parameters=(_reader("RET", Ret.parse), _reader("ENVID", EnvelopeId.parse)),
     rcpt_parameters=(_reader("NOTIFY", Notify.parse), _reader("ORCPT", _orcpt)),
 )

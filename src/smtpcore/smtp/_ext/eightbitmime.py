@@ -55,5 +55,6 @@ EIGHTBITMIME: Final = Extension(
     "RFC 6152",
     "content may hold octets over 127 (BODY=8BITMIME)",
     option="eight_bit_mime",
+    line_allowance=len(" BODY=BINARYMIME"),
     mail_parameters=(Parameter("BODY", _parse, _format, check=_binary_in_force, needs=_needs),),
 )

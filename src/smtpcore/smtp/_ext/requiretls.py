@@ -30,6 +30,7 @@ REQUIRETLS: Final = Extension(
     "RFC 8689",
     "the message may travel only over TLS with a verified certificate",
     option="requiretls",
+    line_allowance=len(" REQUIRETLS"),
     mail_parameters=(Parameter("REQUIRETLS", _parse, _format),),
     requires=(TLS,),
 )

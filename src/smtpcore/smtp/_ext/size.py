@@ -47,6 +47,7 @@ SIZE: Final = Extension(
     "the message size limit; MAIL declares the size",
     option="size",
     arguments=_arguments,
+    line_allowance=26,  # RFC 1870 §3 (5)
     mail_parameters=(
         Parameter("SIZE", _parse, str, check=_over_limit, client_check=_client_over_limit),
     ),

@@ -28,5 +28,6 @@ SMTPUTF8: Final = Extension(
     "RFC 6531",
     "UTF-8 addresses and headers in a transaction whose MAIL has SMTPUTF8",
     option="smtputf8",
+    line_allowance=10,  # RFC 6531 §3.1 item 5
     mail_parameters=(Parameter("SMTPUTF8", _parse, _format),),
 )
