@@ -6,7 +6,13 @@ from typing import TYPE_CHECKING, Final
 
 from smtpcore.smtp._dsn import decode_xtext, xtext
 from smtpcore.smtp._events import Auth
-from smtpcore.smtp._extension import Extension, Parameter, ParameterError, ServerFacts
+from smtpcore.smtp._extension import (
+    Extension,
+    Parameter,
+    ParameterError,
+    Requirement,
+    ServerFacts,
+)
 from smtpcore.smtp._replies import EnhancedStatus, Reply
 
 if TYPE_CHECKING:
@@ -34,6 +40,16 @@ def _mechanisms(facts: ServerFacts) -> str | None:
     return " ".join(offered) if offered else None
 
 
+_USABLE_MECHANISM: Final = Requirement(
+    "a mechanism usable now",
+    lambda facts: bool(facts.offered_auth_mechanisms()),
+    Reply(538, "Encryption required for requested mechanism", EnhancedStatus(5, 7, 11)),
+)
+"""Every mechanism configured sends a reusable secret and the session is not yet
+encrypted: AUTH is not offered (nor HELP'd, nor ``AUTH=`` read), and the command
+gets 538 (RFC 4954 §6), as the EHLO reply after STARTTLS will list it."""
+
+
 def _mechanism_offered(offered: ServerExtensions, command: Auth) -> str | None:
     if offered.auth and command.mechanism.upper() not in offered.auth:
         return f"the server did not offer AUTH {command.mechanism}"
@@ -49,5 +65,6 @@ AUTH: Final = Extension(
     arguments=_mechanisms,
     mail_parameters=(Parameter("AUTH", _parse, _format),),
     verbs=("AUTH",),
+    requires=(_USABLE_MECHANISM,),
     client_check=_mechanism_offered,
 )
