@@ -1,6 +1,6 @@
 """A scripted remote exchanger for the relay's tests: what it offers and refuses is set
 per test (SIZE, STARTTLS refused with 454 or a real handshake, SMTPUTF8, 8BITMIME,
-CHUNKING, per-recipient replies, a connection dropped in the middle of DATA).
+CHUNKING, REQUIRETLS, per-recipient replies, a connection dropped in the middle of DATA).
 
 It runs in threads on loopback, records each transaction and counts the
 connections the client has not closed yet, so a test can check that the relay
@@ -49,6 +49,11 @@ class ScriptedRemote:
     dsn: bool = False
     chunking: bool = False
     """Announce CHUNKING and take BDAT (RFC 3030)."""
+    requiretls: bool = False
+    """Announce REQUIRETLS once under TLS (RFC 8689 §4.1)."""
+    host: str = LOOPBACK
+    port: int = 0
+    """Where to listen: another loopback address, a port already used on another."""
     keep_content: bool = True
     """False: keep only the content's digest and size, so that a test measuring the
     relay's memory is not measuring this remote's."""
@@ -62,8 +67,8 @@ class ScriptedRemote:
     open_connections: int = 0
 
     def start(self) -> ScriptedRemote:
-        self.listener = socket.create_server((LOOPBACK, 0))
-        self.port: int = self.listener.getsockname()[1]
+        self.listener = socket.create_server((self.host, self.port))
+        self.port = self.listener.getsockname()[1]
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._accepting = threading.Thread(target=self._accept, daemon=True)
@@ -95,6 +100,8 @@ class ScriptedRemote:
             lines.append(b"DSN")
         if self.chunking:
             lines.append(b"CHUNKING")
+        if self.requiretls and tls:
+            lines.append(b"REQUIRETLS")
         if self.starttls != "none" and not tls:
             lines.append(b"STARTTLS")
         lines.append(b"ENHANCEDSTATUSCODES")

@@ -67,6 +67,7 @@ def _relay(
     port: int,
     *,
     clock: Callable[[], float] | None = None,
+    zone: str = ZONE,
     **options: object,
 ) -> Relay:
     config = ServerConfig(
@@ -86,7 +87,7 @@ def _relay(
     worker = DeliveryWorker(
         queue,
         router=Router(["abc.example"], hostnames=["mx.abc.example"], port=port),
-        resolver=StaticResolver.from_zone_text(ZONE),
+        resolver=StaticResolver.from_zone_text(zone),
         mailboxes=mailboxes,
         hostname="mx.abc.example",
         rng=random.Random(7),
@@ -417,7 +418,7 @@ def test_utf8_headers_under_smtputf8_to_a_server_without_it_bounce(tmp_path: Pat
 def test_the_submission_listener_queues_smtputf8_and_body(tmp_path: Path) -> None:
     from smtpcore.server.app import _KEPT_MAIL_PARAMS
 
-    assert set(_KEPT_MAIL_PARAMS) == {"SMTPUTF8", "BODY", "RET", "ENVID"}
+    assert set(_KEPT_MAIL_PARAMS) == {"SMTPUTF8", "BODY", "RET", "ENVID", "REQUIRETLS"}
 
 
 # -- no resolver, no silent deferral ----------------------------------------------------------

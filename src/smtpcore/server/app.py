@@ -53,9 +53,9 @@ MAX_HOPS: Final = 50
 """Received lines past which a message is refused as looping (Postfix's
 ``hop_count_limit``; RFC 5321 §6.3)."""
 
-_KEPT_MAIL_PARAMS: Final = ("SMTPUTF8", "BODY", "RET", "ENVID")
-"""The MAIL parameters the queue keeps for the next hop (RFC 6531, RFC 6152, RFC 3461);
-the RCPT ones kept are NOTIFY and ORCPT. SIZE is the relay's to declare anew."""
+_KEPT_MAIL_PARAMS: Final = ("SMTPUTF8", "BODY", "RET", "ENVID", "REQUIRETLS")
+"""The MAIL parameters the queue keeps for the next hop (RFC 6531, RFC 6152, RFC 3461,
+RFC 8689); the RCPT ones kept are NOTIFY and ORCPT. SIZE is the relay's to declare anew."""
 
 _HEADER_SCAN_LIMIT: Final = 256 * 1024
 _LOCAL_ERROR: Final = Reply(451, "Local error in processing; try again later", "4.3.0")

@@ -72,7 +72,7 @@ from smtpcore.server.queue import (
     RecipientStatus,
 )
 from smtpcore.server.queuectl import QueueCommand
-from smtpcore.server.relay_tls import RelayTLS, relay_tls_context
+from smtpcore.server.relay_tls import RelayTLS, message_tls, relay_tls_context
 
 __all__ = [
     "ClientFactory",
@@ -189,6 +189,7 @@ class DeliveryWorker:
             timeouts=self.timeouts,
             tls_context=self.tls_context,
             relay_tls=relay_tls,
+            relay_ca=relay_ca,
         )
         self._due: dict[str, float] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -571,17 +572,41 @@ class DeliveryWorker:
                         " relay to internal networks is not allowed here",
                     ),
                 )
+        header = await asyncio.to_thread(content.header)
+        policy = message_tls(self.relay_tls, requiretls=entry.requiretls, header=header)
         last = TryNext("no exchanger to try")
         relay = "none"
+        unmet: list[str] = []  # why each exchanger did not meet the message's REQUIRETLS
         for number, attempt in enumerate(attempts, 1):
             relay = f"{attempt.host}[{attempt.address}]:{attempt.port}"
             try:
-                return await self.exchanger.deliver(attempt, relay, entry, deliveries, content)
+                return await self.exchanger.deliver(
+                    attempt, relay, entry, deliveries, content, policy
+                )
             except TryNext as failure:
-                self.failures.mark_bad(attempt.host)
+                if failure.requiretls:
+                    unmet.append(failure.detail)
+                else:
+                    self.failures.mark_bad(attempt.host)
                 if number < len(attempts):
                     logger.info("%s: %s; trying the next exchanger", entry.id, failure.detail)
                 last = failure
+        if unmet and len(unmet) == len(attempts):
+            # RFC 8689 §4.2.1, §5: no exchanger qualifies, so the message is not sent at
+            # all, and goes back to its sender (a connection that failed otherwise might
+            # qualify later: then the message waits).
+            detail = "; ".join(dict.fromkeys(unmet))
+            return dict.fromkeys(
+                addresses,
+                Outcome(
+                    RecipientStatus.FAILED,
+                    "5.7.30",
+                    f"550 5.7.30 REQUIRETLS support required: {detail}",
+                    relay,
+                    remote_mta=attempts[-1].host,
+                    tls_policy=policy.label,
+                ),
+            )
         return dict.fromkeys(
             addresses,
             Outcome(
@@ -619,7 +644,9 @@ class DeliveryWorker:
             )
         if not wanted:
             return
-        headers_only = (entry.param("RET") or "").upper() == "HDRS"
+        # RFC 8689 §5: a bounce is not sent under REQUIRETLS (its return path is null),
+        # so the content of a message that asked for it does not come back, only its header.
+        headers_only = (entry.param("RET") or "").upper() == "HDRS" or entry.requiretls
         original = None
         if not headers_only:
             original = await asyncio.to_thread(content.returned, MAX_RETURNED_MESSAGE)

@@ -5,7 +5,8 @@ What the exchanger says decides (RFC 5321 §4.2.1, §4.5.4.1): a 2xx delivers, a
 (its own, or the client's refusal on its behalf for what it announced, such as a
 SIZE overrun) fails for good, a 4xx waits. A failure of the whole session (a
 connection refused or lost, a 4xx to MAIL, a TLS policy that cannot be met) is a
-:class:`TryNext`: the next exchanger may do better.
+:class:`TryNext`: the next exchanger may do better. The TLS each message gets is a
+:class:`~smtpcore.server.relay_tls.MessageTLS` (REQUIRETLS, ``TLS-Required: No``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, Protocol
 
 from smtpcore._driver import (
@@ -33,7 +35,7 @@ from smtpcore.asyncio import SMTPClient
 from smtpcore.routing import Attempt, RemoteDelivery
 from smtpcore.server.log import logger
 from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
-from smtpcore.server.relay_tls import RelayTLS
+from smtpcore.server.relay_tls import MessageTLS, RelayTLS, relay_tls_context
 from smtpcore.smtp import Reply
 
 __all__ = [
@@ -121,13 +123,25 @@ class Outcome:
 
 
 class TryNext(Exception):
-    """This exchanger failed as a whole; the next one may do better."""
+    """This exchanger failed as a whole; the next one may do better.
 
-    def __init__(self, detail: str, dsn: str = "4.4.1", reply: Reply | None = None) -> None:
+    ``requiretls``: it failed only this message's REQUIRETLS (no verified TLS, or no
+    REQUIRETLS offered, RFC 8689 §4.2.1); nothing is wrong with it for other mail.
+    """
+
+    def __init__(
+        self,
+        detail: str,
+        dsn: str = "4.4.1",
+        reply: Reply | None = None,
+        *,
+        requiretls: bool = False,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.dsn = dsn
         self.reply = reply
+        self.requiretls = requiretls
 
 
 def _tls_reason(exc: SMTPError) -> str:
@@ -195,6 +209,8 @@ def _forwarded_mail_params(client: BaseSMTPClient, entry: QueueEntry) -> dict[st
                 params[keyword] = "8BITMIME"
         elif keyword in ("RET", "ENVID") and extensions.dsn:
             params[keyword] = value
+        elif keyword == "REQUIRETLS":  # RFC 8689 §4.2.1; the session was checked for it
+            params[keyword] = None
     return params
 
 
@@ -209,49 +225,83 @@ class ExchangerSession:
         timeouts: Timeouts,
         tls_context: ssl.SSLContext,
         relay_tls: RelayTLS,
+        relay_ca: Path | None = None,
     ) -> None:
         self.client_factory = client_factory
         self.hostname = hostname
         self.timeouts = timeouts
         self.tls_context = tls_context
         self.relay_tls = relay_tls
+        self.relay_ca = relay_ca
+        """The CA certificates ``verify`` checks against when a message asks for it
+        under another policy (REQUIRETLS); None: the system's trust store."""
+        self._contexts = {relay_tls: tls_context}
 
-    def _client(self, attempt: Attempt, starttls: bool | None) -> BaseSMTPClient:
+    def policy(self) -> MessageTLS:
+        """The configured policy, for a message that asks for nothing else."""
+        return MessageTLS(self.relay_tls, label=self.relay_tls.value)
+
+    def _context(self, level: RelayTLS) -> ssl.SSLContext:
+        context = self._contexts.get(level)
+        if context is None:
+            context = self._contexts[level] = relay_tls_context(level, self.relay_ca)
+        return context
+
+    def _client(self, attempt: Attempt, starttls: bool | None, level: RelayTLS) -> BaseSMTPClient:
         return self.client_factory(
             str(attempt.address),
             attempt.port,
             hostname=self.hostname,
             starttls=starttls,
-            ssl_context=self.tls_context,
+            ssl_context=self._context(level),
             server_hostname=attempt.host,
             timeouts=self.timeouts,
         )
 
-    async def _connect(self, attempt: Attempt, relay: str) -> BaseSMTPClient:
-        """A session with the exchanger, TLS as the policy says (module docstring of
-        :mod:`smtpcore.server.relay_tls`)."""
-        policy = self.relay_tls
+    async def _connect(self, attempt: Attempt, relay: str, policy: MessageTLS) -> BaseSMTPClient:
+        """A session with the exchanger, TLS as the message's policy says (module
+        docstring of :mod:`smtpcore.server.relay_tls`); under REQUIRETLS, one that
+        offers REQUIRETLS (RFC 8689 §4.2.1)."""
+        client = await self._tls_session(attempt, relay, policy)
+        if policy.requiretls and "REQUIRETLS" not in client.connection.extensions:
+            await client.quit()
+            raise TryNext(
+                f"host {relay} does not offer REQUIRETLS after TLS", "5.7.30", requiretls=True
+            )
+        return client
+
+    async def _tls_session(
+        self, attempt: Attempt, relay: str, policy: MessageTLS
+    ) -> BaseSMTPClient:
+        level = policy.level
         try:
-            return await self._open(attempt, relay, None if policy is RelayTLS.MAY else True)
+            return await self._open(
+                attempt, relay, None if level is RelayTLS.MAY else True, policy
+            )
         except _TLSFailed as failure:
-            if policy.required:
-                detail = f"{relay}: TLS is required ({policy.value}): {failure.detail}"
-                raise TryNext(detail, "4.7.5") from failure
+            if level.required:
+                detail = f"{relay}: TLS is required ({policy.label}): {failure.detail}"
+                raise TryNext(detail, "4.7.5", requiretls=policy.requiretls) from failure
             # Opportunistic TLS goes on in plaintext (RFC 7435 §3), as Postfix's "may".
-            logger.info("%s: %s; trying again without TLS (policy may)", relay, failure.detail)
+            logger.info(
+                "%s: %s; trying again without TLS (policy %s)", relay, failure.detail, policy.label
+            )
         try:
-            return await self._open(attempt, relay, False)
+            return await self._open(attempt, relay, False, policy)
         except _TLSFailed as failure:  # pragma: no cover - no STARTTLS is attempted
             raise TryNext(f"{relay}: {failure.detail}") from None
 
-    async def _open(self, attempt: Attempt, relay: str, starttls: bool | None) -> BaseSMTPClient:
-        client = self._client(attempt, starttls)
+    async def _open(
+        self, attempt: Attempt, relay: str, starttls: bool | None, policy: MessageTLS
+    ) -> BaseSMTPClient:
+        client = self._client(attempt, starttls, policy.level)
         try:
             await client.connect()
         except TLSNotAvailable as exc:
             raise TryNext(
-                f"TLS is required ({self.relay_tls.value}), but was not offered by host {relay}",
+                f"TLS is required ({policy.label}), but was not offered by host {relay}",
                 "4.7.4",
+                requiretls=policy.requiretls,
             ) from exc
         except SMTPError as exc:
             if starttls is not False and _tls_failure(exc):
@@ -267,12 +317,12 @@ class ExchangerSession:
             return f"connect to {relay}: {os.strerror(cause.errno)}"
         return f"{relay}: {exc}"
 
-    def _tls_field(self, client: BaseSMTPClient) -> str:
+    def _tls_field(self, client: BaseSMTPClient, policy: MessageTLS) -> str:
         """What the delivery log says of TLS: ``no``, ``yes`` (encrypted, the certificate
         not checked) or ``verified``."""
         if not client.connection.tls:
             return "no"
-        return "verified" if self.relay_tls is RelayTLS.VERIFY else "yes"
+        return "verified" if policy.level is RelayTLS.VERIFY else "yes"
 
     async def deliver(
         self,
@@ -281,10 +331,14 @@ class ExchangerSession:
         entry: QueueEntry,
         deliveries: Mapping[str, RemoteDelivery],
         content: QueuedContent,
+        policy: MessageTLS | None = None,
     ) -> dict[str, Outcome]:
-        client = await self._connect(attempt, relay)
+        """Send ``entry`` to ``deliveries`` through one exchanger, TLS as ``policy`` says
+        (by default, the configured policy)."""
+        policy = policy or self.policy()
+        client = await self._connect(attempt, relay, policy)
         try:
-            return await self._send(client, attempt, relay, entry, deliveries, content)
+            return await self._send(client, attempt, relay, entry, deliveries, content, policy)
         finally:
             await client.quit()  # closes the connection on every way out
 
@@ -296,8 +350,9 @@ class ExchangerSession:
         entry: QueueEntry,
         deliveries: Mapping[str, RemoteDelivery],
         content: QueuedContent,
+        policy: MessageTLS,
     ) -> dict[str, Outcome]:
-        tls = self._tls_field(client)
+        tls = self._tls_field(client, policy)
         addresses = list(deliveries)
         rcpts = [d.mailbox for d in deliveries.values()]
         # RFC 3461 §6.2: to a server that speaks DSN, the parameters go on with the message.
@@ -318,7 +373,7 @@ class ExchangerSession:
                 attempt.host,
                 from_remote=from_remote,
                 tls=tls,
-                tls_policy=self.relay_tls.value,
+                tls_policy=policy.label,
                 dsn_passed=passed,
             )
 

@@ -275,6 +275,8 @@ class MailServer:
             "ssl_context": self.tls_context,
         }
         options["dsn"] = True  # reports as RFC 3461 asks: see the delivery worker
+        # RFC 8689: offered over TLS; the relay honours it (server/relay_tls.py).
+        options["requiretls"] = True
         if name == "smtp":
             inbound = InboundHandler(self.store, self.inbound_router())
             self._handlers.append(inbound)
@@ -282,6 +284,7 @@ class MailServer:
         if name == "lmtp":
             options["lmtp"] = True
             options["dsn"] = False  # final delivery, reported by the LMTP client
+            options["requiretls"] = False
             options["ssl_context"] = None
             lmtp = LMTPHandler(self.store, self.inbound_router())
             self._handlers.append(lmtp)

@@ -106,11 +106,18 @@ class QueueEntry:
     """Where the message came from, for logs and bounces."""
     params: tuple[tuple[str, str | None], ...] = field(default=())
     """MAIL parameters that matter downstream: ``SMTPUTF8`` (RFC 6531), ``BODY``
-    (RFC 6152, RFC 3030), and DSN's ``RET`` and ``ENVID`` (RFC 3461 §4.3, §4.4)."""
+    (RFC 6152, RFC 3030), DSN's ``RET`` and ``ENVID`` (RFC 3461 §4.3, §4.4), and
+    ``REQUIRETLS`` (RFC 8689 §4.1)."""
     delay_warned: bool = False
     """The sender was told once that the message is delayed (``Action: delayed``)."""
     held: bool = False
     """Put on hold by the operator (``queue hold``): not delivered until released."""
+
+    @property
+    def requiretls(self) -> bool:
+        """The message came with REQUIRETLS (RFC 8689 §4.1): it may travel only over TLS
+        with a verified certificate, to servers that offer REQUIRETLS themselves."""
+        return any(keyword == "REQUIRETLS" for keyword, _ in self.params)
 
     def param(self, keyword: str) -> str | None:
         """The MAIL parameter ``keyword``'s value, None when absent."""

@@ -12,15 +12,29 @@
 - ``verify``: ``encrypt``, and the certificate must chain to the system's
   trust store (or ``--relay-ca``) and name the exchanger (the MX host name,
   or the ``--relay-host`` name).
+
+One message may ask for more or for less than the configured policy (RFC 8689):
+
+- a message that came with ``REQUIRETLS`` on its ``MAIL`` (§4.1) goes only to
+  an exchanger that gives ``verify``'s TLS and offers REQUIRETLS itself, and
+  is sent with ``REQUIRETLS`` again (§4.2.1), whatever the policy; when no
+  exchanger qualifies it is returned with ``5.7.30`` (§5), never sent in
+  the clear;
+- a message without it whose header has ``TLS-Required: No`` (§5) goes under
+  ``may``: opportunistic TLS, and plaintext when TLS fails, even where the
+  policy would demand more (§4.2.2).
 """
 
 from __future__ import annotations
 
 import enum
+import re
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
-__all__ = ["RelayTLS", "relay_tls_context"]
+__all__ = ["MessageTLS", "RelayTLS", "message_tls", "relay_tls_context", "tls_required_no"]
 
 
 class RelayTLS(enum.Enum):
@@ -44,3 +58,38 @@ def relay_tls_context(policy: RelayTLS, cafile: Path | None = None) -> ssl.SSLCo
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+@dataclass(frozen=True, slots=True)
+class MessageTLS:
+    """The TLS one message gets on its way out."""
+
+    level: RelayTLS
+    requiretls: bool = False
+    """RFC 8689 §4.2.1: only to an exchanger that offers REQUIRETLS over verified TLS,
+    with ``REQUIRETLS`` on ``MAIL``; an exchanger that does not is not this message's."""
+    label: str = ""
+    """What the delivery log calls it (``tls_policy=``): the level's name, ``requiretls``
+    or ``tls-required-no``."""
+
+
+_UNFOLD: Final = re.compile(rb"\r?\n(?=[ \t])")
+_TLS_REQUIRED_NO: Final = re.compile(rb"tls-required[ \t]*:[ \t]*no[ \t]*", re.IGNORECASE)
+
+
+def tls_required_no(header: bytes) -> bool:
+    """Whether the header section has ``TLS-Required: No`` (RFC 8689 §5: the field name
+    and ``No`` in any case, folding white space around the value)."""
+    unfolded = _UNFOLD.sub(b"", header)
+    return any(_TLS_REQUIRED_NO.fullmatch(line) for line in unfolded.splitlines())
+
+
+def message_tls(configured: RelayTLS, *, requiretls: bool, header: bytes) -> MessageTLS:
+    """The TLS for a message under the ``configured`` policy: ``REQUIRETLS`` asks for
+    ``verify`` and more; ``TLS-Required: No`` (ignored under REQUIRETLS, RFC 8689 §4.1)
+    for ``may``."""
+    if requiretls:
+        return MessageTLS(RelayTLS.VERIFY, requiretls=True, label="requiretls")
+    if tls_required_no(header):
+        return MessageTLS(RelayTLS.MAY, label="tls-required-no")
+    return MessageTLS(configured, label=configured.value)
