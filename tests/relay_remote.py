@@ -51,6 +51,8 @@ class ScriptedRemote:
     """Announce CHUNKING and take BDAT (RFC 3030)."""
     requiretls: bool = False
     """Announce REQUIRETLS once under TLS (RFC 8689 §4.1)."""
+    extra_ehlo: tuple[bytes, ...] = ()
+    """More EHLO lines, as given (``b"LIMITS RCPTMAX=1"``)."""
     host: str = LOOPBACK
     port: int = 0
     """Where to listen: another loopback address, a port already used on another."""
@@ -102,6 +104,7 @@ class ScriptedRemote:
             lines.append(b"CHUNKING")
         if self.requiretls and tls:
             lines.append(b"REQUIRETLS")
+        lines.extend(self.extra_ehlo)
         if self.starttls != "none" and not tls:
             lines.append(b"STARTTLS")
         lines.append(b"ENHANCEDSTATUSCODES")

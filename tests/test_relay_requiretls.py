@@ -323,3 +323,17 @@ def test_serve_keeps_requiretls_from_submission_to_the_next_server(tmp_path: Pat
             assert abc.stop() == 0
     (delivered,) = pqr.mailbox("brendon@pqr.example")
     assert b"secret body line" in delivered
+
+
+def test_a_null_sender_message_with_requiretls_is_dropped_not_sent_in_the_clear(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mx: MXCertificates
+) -> None:
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(requiretls=True) as server:
+        relay = _relay(tmp_path, server.port, relay_ca=mx.ca_file)
+        relay.enqueue(["brendon@pqr.example"], content=MESSAGE, params=REQUIRETLS, sender="")
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert server.mail_lines == [] and relay.reports() == []
+    assert "dsn=5.7.30" in _lines(caplog, "status=bounced")[0]
+    assert _lines(caplog, "null sender: no bounce for 1 recipients")

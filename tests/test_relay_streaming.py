@@ -104,3 +104,20 @@ def test_the_header_is_found_across_the_read_boundary(tmp_path: Path, shift: int
     assert QueuedContent(path).header(limit=100) == content[:100]
     assert QueuedContent(path).returned(len(content)) == content
     assert QueuedContent(path).returned(len(content) - 1) is None
+
+
+@pytest.mark.parametrize("chunking", [False, True], ids=["DATA", "BDAT"])
+def test_the_queue_file_is_sent_again_for_each_transaction_limits_asks_for(
+    tmp_path: Path, chunking: bool
+) -> None:
+    """RFC 9422 §5.2: a server taking one recipient a transaction gets the message once
+    per recipient; the client reads the queue file again from its start each time."""
+    content = b"Subject: twice\r\n\r\n" + b"".join(_lines()) * 200
+    options = {"chunking": chunking, "extra_ehlo": (b"LIMITS RCPTMAX=1",)}
+    with remote(**options) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["a@pqr.example", "b@pqr.example"], content=content)
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert [t.recipients for t in server.transactions] == [["a@pqr.example"], ["b@pqr.example"]]
+    assert all(t.content == content for t in server.transactions)
