@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -14,25 +16,54 @@ from smtpcore.smtp._replies import ReplyParser
 from smtpcore.testing import strategies as sst
 
 
-def merged(events: list[Event]) -> list[Event]:
-    """Join adjacent MessageData, whose boundaries depend on the chunking.
+@dataclass(frozen=True)
+class Refused:
+    """A message the server refused: its reply, and the content streamed before it.
 
-    The content of a refused message is dropped: how much of it was streamed
-    before the refusal depends on the chunking too, and the application
-    discards it on ``RejectedMessage``.
+    How much content reached the application before the machine noticed
+    what was wrong depends on the chunking; that the message was refused,
+    and with which reply, must not.
     """
-    out: list[Event] = []
+
+    reply: Reply
+    streamed: bytes
+
+
+def merged(events: list[Event]) -> list[object]:
+    """Join adjacent MessageData, whose boundaries depend on the chunking, and
+    turn a refused message's content and RejectedMessage into one :class:`Refused`."""
+    out: list[object] = []
     for event in events:
         if isinstance(event, MessageData) and out and isinstance(out[-1], MessageData):
             out[-1] = MessageData(out[-1].data + event.data)
-        elif isinstance(event, RejectedMessage) and out and isinstance(out[-1], MessageData):
-            out[-1] = event
+        elif isinstance(event, RejectedMessage):
+            last = out[-1] if out else None
+            streamed = b""
+            if isinstance(last, MessageData):
+                streamed = last.data
+                out.pop()
+            out.append(Refused(event.reply, streamed))
         else:
             out.append(event)
     return out
 
 
-def play(commands: list[bytes], content: list[bytes] | None) -> tuple[list[Event], bytes]:
+def same_story(chunked: list[object], whole: list[object]) -> bool:
+    """The same events, but that a refused message may have streamed more or less
+    of its content: one run's streamed part must be a prefix of the other's."""
+    if len(chunked) != len(whole):
+        return False
+    for one, other in zip(chunked, whole, strict=True):
+        if isinstance(one, Refused) and isinstance(other, Refused):
+            short, long = sorted((one.streamed, other.streamed), key=len)
+            if one.reply != other.reply or not long.startswith(short):
+                return False
+        elif one != other:
+            return False
+    return True
+
+
+def play(commands: list[bytes], content: list[bytes] | None) -> tuple[list[object], bytes]:
     """Feed the command pieces, then, if DATA was accepted, the content pieces."""
     conn = greeted()
     events: list[Event] = []
@@ -61,7 +92,9 @@ ENVELOPE = b"EHLO a.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\
 @st.composite
 def conversations(draw: st.DrawFn) -> tuple[bytes, bytes | None]:
     commands = draw(LINES)
-    content = draw(st.none() | sst.message_contents(max_lines=15))
+    # Lines over the limit, bare CRs and LFs, NUL: refused messages, whose
+    # refusal must not depend on the chunking either.
+    content = draw(st.none() | sst.message_contents(max_lines=15, over_limit=True, smuggling=True))
     if content is not None:
         # One transaction that reaches DATA: only commands that leave it open.
         commands = b"".join(
@@ -79,10 +112,12 @@ def test_any_chunking_gives_the_same_events_and_replies(
     conversation: tuple[bytes, bytes | None], data: st.DataObject
 ) -> None:
     commands, content = conversation
-    whole = play([commands], None if content is None else [content])
+    events, replies = play([commands], None if content is None else [content])
     command_pieces = data.draw(sst.chunkings(commands))
     content_pieces = None if content is None else data.draw(sst.chunkings(content))
-    assert play(command_pieces, content_pieces) == whole
+    chunked_events, chunked_replies = play(command_pieces, content_pieces)
+    assert chunked_replies == replies
+    assert same_story(chunked_events, events), (chunked_events, events)
 
 
 @given(st.lists(st.binary(max_size=3000), max_size=20))

@@ -74,6 +74,16 @@ def test_valid_parameters_are_accepted(mail: smtp.Parameters, rcpt: smtp.Paramet
     assert not [e for e in events if isinstance(e, BadCommand)], events
 
 
+@settings(max_examples=400)  # cheap draws; enough to reach every hostile value
+@given(sst.mail_parameters(hostile=True), sst.rcpt_parameters(hostile=True))
+def test_hostile_parameters_can_always_be_drawn(
+    mail: smtp.Parameters, rcpt: smtp.Parameters
+) -> None:
+    """Hostile values are refused by the server, never by the strategy itself:
+    ``ENVID=a=b`` once raised LocalProtocolError while drawing."""
+    assert isinstance(mail, smtp.Parameters) and isinstance(rcpt, smtp.Parameters)
+
+
 @given(st.lists(sst.command_lines(hostile=True), max_size=10))
 def test_hostile_lines_get_replies_not_exceptions(lines: list[bytes]) -> None:
     conn = _server()
