@@ -8,9 +8,15 @@ from __future__ import annotations
 
 from smtpcore import NEED_DATA
 from smtpcore._sentinels import NoEvent
-from smtpcore.smtp import BadCommand, Event, ServerConnection
+from smtpcore.smtp import BadCommand, ClientConnection, Event, ServerConnection
 
-__all__ = ["NulCrashServer", "StallingServer", "nul_crash_server", "stalling_server"]
+__all__ = [
+    "NulCrashServer",
+    "StallingServer",
+    "hoarding_client",
+    "nul_crash_server",
+    "stalling_server",
+]
 
 
 class NulCrashServer(ServerConnection):
@@ -38,3 +44,11 @@ def nul_crash_server() -> NulCrashServer:
 
 def stalling_server() -> StallingServer:
     return StallingServer("fuzz.test")
+
+
+def hoarding_client() -> ClientConnection:
+    """An SMTP client that says it keeps replies to 100 lines, but whose reply
+    parser was left unbounded: it holds a never-ending multi-line reply whole."""
+    conn = ClientConnection("fuzz.test", max_reply_lines=100)
+    conn._parser.max_lines = 10**9  # the planted defect
+    return conn

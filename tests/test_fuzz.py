@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from peers import missing_peer
-from planted_defects import nul_crash_server, stalling_server
+from planted_defects import hoarding_client, nul_crash_server, stalling_server
+from smtpcore import smtp
 from smtpcore.testing import fuzz
 from smtpcore.testing.__main__ import main
 from smtpcore.testing.fuzz import TARGETS, BufferOverrun, seed_corpus
@@ -82,6 +83,21 @@ def test_a_buffer_past_its_bound_is_a_crash(tmp_path: Path) -> None:
     assert again is not None and isinstance(again.error, BufferOverrun)
     # The real machine stays bounded.
     assert TARGETS["smtp-server"].run(stall) is None
+
+
+def test_the_smtp_client_may_hold_a_whole_multi_line_reply_but_no_more() -> None:
+    # In pieces of 255 octets. The reply lines read so far count as buffered (the
+    # machine's public property), and its bound comes from its own limits: 100
+    # lines of 4,096 octets are allowed.
+    client = smtp.ClientConnection("fuzz.test")
+    greeting = b"\xff220 " + b"x" * 249 + b"\r\n"  # the first piece: EHLO goes out after it
+    line = b"250-" + b"x" * (client.max_reply_line - 6) + b"\r\n"
+    allowed = greeting + line * client.max_reply_lines
+    assert TARGETS["smtp-client"].run(allowed) is None
+    # A client whose parser ignores the line limit holds a reply that never ends.
+    endless = greeting + line * (client.max_reply_lines + 10)
+    assert isinstance(TARGETS["smtp-client"].run(endless, hoarding_client), BufferOverrun)
+    assert TARGETS["smtp-client"].run(endless) is None  # the real one refuses the 101st line
 
 
 def test_the_cli_fuzzes_and_reproduces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

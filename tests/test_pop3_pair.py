@@ -144,7 +144,7 @@ def run_server(pieces: list[bytes]) -> tuple[list[Event], str]:
                 if isinstance(event, ConnectionClosed):
                     return events, "closed"
                 answer(server, event)
-                assert server.buffered <= 12288 + len(piece)
+                assert server.buffered <= server.max_buffered + len(piece)
     except RemoteProtocolError:
         return events, "error"
     return events, server.state.name
@@ -203,7 +203,7 @@ def run_client(greeting: bytes, pieces: list[bytes]) -> tuple[list[Event], str]:
                 if client.outstanding == () and client.state is State.AUTHORIZATION:
                     for command in CLIENT_SCRIPT:
                         client.send(command)
-                assert client.buffered <= 12288 + 16384 + len(piece)
+                assert client.buffered <= client.max_buffered + len(piece)
     except RemoteProtocolError:
         return merged(events), "error"
     return merged(events), client.state.name

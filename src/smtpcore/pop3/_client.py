@@ -100,11 +100,17 @@ class ClientConnection:
         """Octets received from the server and not yet turned into events.
 
         Counts the unread bytes and the CAPA listing kept to learn about
-        PIPELINING; bounded by the largest piece given to :meth:`receive_data`
-        plus ``max_auth_line`` and 16 KiB of capabilities. A fuzzer asserts
-        memory stays bounded with it.
+        PIPELINING; once :meth:`next_event` has returned ``NEED_DATA``, at
+        most :attr:`max_buffered` beyond the last piece given to
+        :meth:`receive_data`. A fuzzer asserts memory stays bounded with it.
         """
         return len(self._buffer) + len(self._capa or b"")
+
+    @property
+    def max_buffered(self) -> int:
+        """The bound on :attr:`buffered`: an unfinished line (``max_auth_line``
+        during AUTH, ``max_response_line`` otherwise) and the CAPA listing kept."""
+        return max(self.max_response_line, self.max_auth_line) + _MAX_CAPABILITIES
 
     @property
     def pipelining(self) -> bool:

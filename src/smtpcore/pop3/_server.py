@@ -153,11 +153,17 @@ class ServerConnection:
     def buffered(self) -> int:
         """Octets received from the client and not yet turned into events.
 
-        Bounded by the largest piece given to :meth:`receive_data` plus the
-        command line limit (``max_auth_line`` during AUTH). A fuzzer asserts
-        memory stays bounded with it.
+        Once :meth:`next_event` has returned ``NEED_DATA``, at most
+        :attr:`max_buffered` beyond the last piece given to
+        :meth:`receive_data`. A fuzzer asserts memory stays bounded with it.
         """
         return len(self._buffer)
+
+    @property
+    def max_buffered(self) -> int:
+        """The bound on :attr:`buffered`: an unfinished command line
+        (``max_auth_line`` during AUTH, ``max_command_line`` otherwise)."""
+        return max(self.max_command_line, self.max_auth_line)
 
     def receive_data(self, data: bytes) -> None:
         """Buffer bytes from the client; ``b""`` means it closed its side.

@@ -145,11 +145,18 @@ class ClientConnection:
         """Octets received from the server and not yet turned into events.
 
         Counts the unread bytes and the lines of a multi-line reply read so
-        far; bounded by the largest piece given to :meth:`receive_data` plus
-        ``max_reply_line`` times ``max_reply_lines``. A fuzzer asserts memory
-        stays bounded with it.
+        far; once :meth:`next_event` has returned ``NEED_DATA``, at most
+        :attr:`max_buffered` beyond the last piece given to
+        :meth:`receive_data`. A fuzzer asserts memory stays bounded with it.
         """
         return len(self._buffer) + self._parser.held
+
+    @property
+    def max_buffered(self) -> int:
+        """The bound on :attr:`buffered`, from the limits: a reply of
+        ``max_reply_lines`` lines held whole, and an unfinished line of up to
+        ``max_reply_line`` octets."""
+        return self.max_reply_line * (self.max_reply_lines + 1)
 
     @property
     def state(self) -> State:

@@ -270,12 +270,20 @@ class ServerConnection:
     def buffered(self) -> int:
         """Octets received from the client and not yet turned into events.
 
-        Bounded by the largest piece given to :meth:`receive_data` plus the
-        command line limit (what the extensions in force add to
-        ``max_command_line``; ``max_auth_line`` during AUTH): an over-long line
-        is dropped as it arrives. A fuzzer asserts memory stays bounded with it.
+        Once :meth:`next_event` has returned ``NEED_DATA``, at most
+        :attr:`max_buffered` beyond the last piece given to
+        :meth:`receive_data`: an over-long line is dropped as it arrives, and
+        content is passed on as it comes. A fuzzer asserts memory stays
+        bounded with it.
         """
         return len(self._buffer)
+
+    @property
+    def max_buffered(self) -> int:
+        """The bound on :attr:`buffered`: an unfinished command line (during
+        AUTH ``max_auth_line``, otherwise ``max_command_line`` and what the
+        extensions in force add to it, RFC 5321 §4.5.3.1.4)."""
+        return max(self._command_line_limit, self.max_auth_line)
 
     @property
     def accepted_recipients(self) -> int:

@@ -6,8 +6,8 @@ network's chunkings along with the bytes. The machine's own side of the
 conversation is played by a permissive application (every command accepted,
 every reply followed by the next command of a fixed script), so that any
 path the peer's bytes open is walked. After every piece, the machine's
-receive buffer must stay within its line limit plus the piece: a buffer that
-grows with its input is a crash like an exception.
+``buffered`` octets must stay within the machine's own ``max_buffered`` plus
+the piece: a buffer that grows with its input is a crash like an exception.
 """
 
 from __future__ import annotations
@@ -20,10 +20,6 @@ from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, ProtocolError, pop3,
 from smtpcore.address import parse_mailbox
 
 __all__ = ["TARGETS", "BufferOverrun", "Target", "pieces"]
-
-#: Slack on top of a machine's line limit and the piece just fed (a kept CR, a
-#: partial terminator).
-_SLACK: Final = 64
 
 
 class BufferOverrun(Exception):
@@ -40,16 +36,18 @@ def pieces(data: bytes) -> tuple[int, Iterator[bytes]]:
     return size, (body[i : i + size] for i in range(0, len(body), size))
 
 
-def buffered(conn: Any) -> int:
-    """How many received bytes ``conn`` holds, not yet turned into events."""
-    return len(conn._buffer)
+Machine = (
+    smtp.ServerConnection | smtp.ClientConnection | pop3.ServerConnection | (pop3.ClientConnection)
+)
 
 
-def _check_bound(conn: Any, limit: int, piece: int) -> None:
-    held = buffered(conn)
-    if held > limit + piece + _SLACK:
+def _check_bound(conn: Machine, piece: int) -> None:
+    """After ``NEED_DATA``: the machine holds no more than its limits allow (its
+    :attr:`max_buffered`, from its own line and reply limits) beyond the last piece."""
+    held, bound = conn.buffered, conn.max_buffered
+    if held > bound + piece:
         raise BufferOverrun(
-            f"{type(conn).__name__} holds {held} received octets; its limit is {limit} "
+            f"{type(conn).__name__} holds {held} received octets; its bound is {bound} "
             f"and the last piece was {piece}"
         )
 
@@ -88,7 +86,6 @@ def _smtp_answer(conn: smtp.ServerConnection, event: smtp.Event) -> smtp.Reply |
 
 
 def _drive_smtp_server(conn: smtp.ServerConnection, data: bytes) -> None:
-    limit = max(conn.max_command_line, conn.max_auth_line, conn.max_text_line or 0)
     conn.send(smtp.Reply(220, "fuzz.test ESMTP"))
     size, chunks = pieces(data)
     for chunk in [*chunks, b""]:
@@ -110,7 +107,7 @@ def _drive_smtp_server(conn: smtp.ServerConnection, data: bytes) -> None:
             answer = _smtp_answer(conn, event)
             if answer is not None:
                 conn.send(answer)
-        _check_bound(conn, limit, size)
+        _check_bound(conn, size)
 
 
 # -- SMTP client ----------------------------------------------------------------------------
@@ -158,7 +155,7 @@ def _send_next(conn: Any, script: list[Any]) -> None:
         script.pop(0)
 
 
-def _drive_client(conn: Any, data: bytes, limit: int, script: list[Any]) -> None:
+def _drive_client(conn: Any, data: bytes, script: list[Any]) -> None:
     """Feed a client machine the server's bytes, sending the script as replies allow."""
     size, chunks = pieces(data)
     for chunk in [*chunks, b""]:
@@ -175,11 +172,11 @@ def _drive_client(conn: Any, data: bytes, limit: int, script: list[Any]) -> None
             _send_next(conn, script)
             if event is PAUSED and len(script) == before:
                 return
-        _check_bound(conn, limit, size)
+        _check_bound(conn, size)
 
 
 def _drive_smtp_client(conn: smtp.ClientConnection, data: bytes) -> None:
-    _drive_client(conn, data, conn.max_reply_line, _smtp_script())
+    _drive_client(conn, data, _smtp_script())
 
 
 # -- POP3 server ----------------------------------------------------------------------------
@@ -208,7 +205,6 @@ def _pop3_answer(event: pop3.Event) -> list[pop3.Event]:
 
 
 def _drive_pop3_server(conn: pop3.ServerConnection, data: bytes) -> None:
-    limit = max(conn.max_command_line, conn.max_auth_line)
     conn.send(conn.greeting(1, 1))
     size, chunks = pieces(data)
     for chunk in [*chunks, b""]:
@@ -229,7 +225,7 @@ def _drive_pop3_server(conn: pop3.ServerConnection, data: bytes) -> None:
                 conn.send(answer)
             if isinstance(answers[-1], pop3.ResponseData):
                 conn.send(pop3.EndOfResponse())
-        _check_bound(conn, limit, size)
+        _check_bound(conn, size)
 
 
 # -- POP3 client ----------------------------------------------------------------------------
@@ -260,7 +256,7 @@ def _pop3_script() -> list[pop3.Event]:
 
 
 def _drive_pop3_client(conn: pop3.ClientConnection, data: bytes) -> None:
-    _drive_client(conn, data, max(conn.max_response_line, conn.max_auth_line), _pop3_script())
+    _drive_client(conn, data, _pop3_script())
 
 
 # -- the table ------------------------------------------------------------------------------
