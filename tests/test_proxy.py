@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from typing import Literal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
+from smtpcore.testing import strategies as sst
 
 SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -126,3 +128,65 @@ def test_any_bytes_give_a_header_a_count_or_an_error(data: bytes) -> None:
     except ProxyProtocolError:
         return
     assert isinstance(result, ProxyHeader) or result >= 1
+
+
+@st.composite
+def valid_headers(draw: st.DrawFn) -> tuple[bytes, ProxyHeader]:
+    """A PROXY header as HAProxy writes one (v1 TCP4/TCP6/UNKNOWN, v2 INET/INET6/UNIX/
+    LOCAL with TLVs), and what it says."""
+    kind = draw(
+        st.sampled_from(["v1-4", "v1-6", "v1-unknown", "v2-4", "v2-6", "v2-unix", "local"])
+    )
+    fields = draw(tlvs) if kind.startswith("v2") or kind == "local" else []
+    if kind == "v2-unix":
+        paths = st.text(
+            st.characters(min_codepoint=1, max_codepoint=0x2FF, exclude_categories=["Cs"]),
+            min_size=1,
+            max_size=30,
+        )
+        source_path, destination_path = draw(paths), draw(paths)
+        block = source_path.encode().ljust(108, b"\0") + destination_path.encode().ljust(
+            108, b"\0"
+        )
+        data = v2(1, 3, block, fields)
+        unix = ((source_path, 0), (destination_path, 0))
+        return data, ProxyHeader(2, *unix, len(data), tlvs=tuple(fields))
+    if kind == "local":
+        data = v2(0, 1, bytes(12), fields)
+        return data, ProxyHeader(2, None, None, len(data), local=True, tlvs=tuple(fields))
+    if kind == "v1-unknown":
+        data = b"PROXY UNKNOWN\r\n"
+        return data, ProxyHeader(1, None, None, len(data))
+    version: Literal[4, 6] = 4 if kind.endswith("4") else 6
+    source_ip, destination_ip = draw(st.ip_addresses(v=version)), draw(st.ip_addresses(v=version))
+    source_port, destination_port = draw(ports), draw(ports)
+    source = (str(source_ip), source_port)
+    destination = (str(destination_ip), destination_port)
+    if kind.startswith("v1"):
+        line = f"PROXY TCP{version} {source_ip} {destination_ip} {source_port} {destination_port}"
+        data = f"{line}\r\n".encode()
+        return data, ProxyHeader(1, source, destination, len(data))
+    block = (
+        source_ip.packed
+        + destination_ip.packed
+        + struct.pack("!HH", source_port, destination_port)
+    )
+    data = v2(1, 1 if version == 4 else 2, block, fields)
+    return data, ProxyHeader(2, source, destination, len(data), tlvs=tuple(fields))
+
+
+@given(valid_headers().flatmap(lambda case: st.tuples(st.just(case), sst.chunkings(case[0]))))
+def test_any_header_under_any_chunking_reads_back_what_the_proxy_wrote(
+    case: tuple[tuple[bytes, ProxyHeader], list[bytes]],
+) -> None:
+    """Every version and family, however the network cuts it: until the header is
+    whole the parser asks for more (never an error, never a header), then it reads
+    back exactly what the proxy wrote, and no octet of the client's after it."""
+    (data, expected), pieces = case
+    received = b""
+    for piece in pieces:
+        received += piece
+        result = parse_proxy_header(received)
+        if len(received) < len(data):
+            assert isinstance(result, int) and 1 <= result <= len(data) - len(received)
+    assert parse_proxy_header(received + b"EHLO client.example\r\n") == expected
