@@ -94,6 +94,10 @@ class Exim:
             capture_output=True,
         )
 
+    def deliver_queue(self) -> None:
+        """Deliver what the daemon queued (``-qff``), by the onward router."""
+        subprocess.run(self.command("-qff"), check=True, timeout=60, capture_output=True)
+
     @contextlib.contextmanager
     def daemon(self) -> Iterator[RunningProcess]:
         """Listen on ``port`` (``-bdf``) for the block."""
@@ -114,6 +118,7 @@ local_interfaces = {loopback}
 daemon_smtp_ports = {port}
 acl_smtp_rcpt = accept_all
 chunking_advertise_hosts = *
+dsn_advertise_hosts = *
 tls_advertise_hosts =
 host_lookup =
 rfc1413_hosts =
@@ -146,8 +151,10 @@ begin retry
 @contextlib.contextmanager
 def exim(*, next_port: int = 25) -> Iterator[Exim]:
     """An Exim in a directory of its own: as a server it keeps what it receives
-    in its spool (``queue_only``); what it is given to send goes to ``next_port``
-    on loopback, with BDAT when that server offers CHUNKING (``hosts_try_chunking``).
+    in its spool (``queue_only``) and offers DSN; what it is given to send, or
+    delivers from its queue, goes to ``next_port`` on loopback, with BDAT when
+    that server offers CHUNKING (``hosts_try_chunking``) and the DSN parameters
+    when it offers DSN.
 
     The directory is made in the system's temporary directory, where the
     ``Debian-exim`` uid can reach it (pytest's ``tmp_path`` is private to its

@@ -1,6 +1,7 @@
-"""CHUNKING against Exim (RFC 3030), both ways: our client sends BDAT to Exim's
-server, and Exim's client sends BDAT to our server. Postfix's client never uses
-BDAT, so Exim is the peer that exercises it (see tests/exim_peer.py)."""
+"""CHUNKING (RFC 3030) and DSN (RFC 3461) against Exim, both ways: our client sends
+BDAT and typed DSN values to Exim's server, and Exim's client sends BDAT, and the
+DSN values it was given, to our server. Postfix's client never uses BDAT, so Exim
+is the peer that exercises it (see tests/exim_peer.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,17 @@ import pytest
 from exim_peer import exim
 from peers import ADAPTERS, running_smtp_server
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
-from smtpcore.smtp import Bdat, Data, Event, Rcpt, Reply
+from smtpcore.smtp import (
+    Bdat,
+    Data,
+    EnvelopeId,
+    Event,
+    Notify,
+    OriginalRecipient,
+    Rcpt,
+    Reply,
+    Ret,
+)
 from test_adapters_chunking import recording_factory
 from test_adapters_client import module, run
 
@@ -73,3 +84,41 @@ def test_exim_sends_bdat_to_our_server(adapter: str) -> None:
     [envelope] = handler.messages
     assert envelope.content.endswith(BODY)
     assert b"Subject: chunks\r\n" in envelope.content
+
+
+def test_dsn_values_cross_exim_both_ways(adapter: str) -> None:
+    """Our client's typed DSN values go to Exim's server, which queues them; Exim's
+    client passes them on to our server (which offers DSN), whose machine reads
+    back the values our client sent."""
+    orcpt = OriginalRecipient("rfc822", "bob+tag@pqr.test")
+    notify = Notify.FAILURE | Notify.DELAY
+    envid = EnvelopeId("QQ314159+x")
+    handler = Sink()
+    with (
+        running_smtp_server(adapter, handler, dsn=True) as server,
+        exim(next_port=server.port) as peer,
+    ):
+        with peer.daemon():
+
+            async def go() -> Any:
+                async with module(adapter).SMTPClient("127.0.0.1", peer.port) as client:
+                    assert client.connection.extensions.dsn
+                    return await client.send_message(
+                        MESSAGE,
+                        "a@abc.test",
+                        ["bob@pqr.test"],
+                        mail_params={"RET": Ret.HDRS, "ENVID": envid},
+                        rcpt_params={"NOTIFY": notify, "ORCPT": orcpt},
+                    )
+
+            result = run(adapter, go)
+            assert [str(r.recipient) for r in result.accepted] == ["bob@pqr.test"]
+        peer.deliver_queue()
+        log = peer.main_log()
+    assert " => bob@pqr.test " in log, log
+    [envelope] = handler.messages
+    assert Ret.parse(envelope.mail_params["RET"] or "") is Ret.HDRS
+    assert EnvelopeId.parse(envelope.mail_params["ENVID"] or "") == envid
+    [recipient] = envelope.recipients
+    assert Notify.parse(recipient.params["NOTIFY"] or "") == notify
+    assert OriginalRecipient.parse(recipient.params["ORCPT"] or "") == orcpt
