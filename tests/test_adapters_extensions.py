@@ -336,3 +336,18 @@ def test_the_client_adapter_reads_the_expn_hook(adapter: str) -> None:
     assert staff.lines == ("Alice <alice@pqr.example>", "Bob <bob@pqr.example>")
     assert (nobody.code, str(nobody.status)) == (502, "5.5.1")
     assert help_reply.code == 214 and "EXPN" in " ".join(help_reply.lines)
+
+
+def test_smtplib_reads_the_expn_hook_and_help(adapter: str) -> None:
+    """The standard library's client as the peer of the server adapters."""
+    with (
+        running_smtp_server(adapter, Sink()) as server,
+        smtplib.SMTP(server.host, server.port, local_hostname="client.test") as client,
+    ):
+        client.ehlo()
+        assert client.expn("staff") == (
+            250,
+            b"2.0.0 Alice <alice@pqr.example>\n2.0.0 Bob <bob@pqr.example>",
+        )
+        assert client.expn("nobody")[0] == 502
+        assert b"EXPN" in client.help().split()

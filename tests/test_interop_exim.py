@@ -17,6 +17,8 @@ from smtpcore.smtp import (
     Data,
     EnvelopeId,
     Event,
+    Expn,
+    Help,
     Notify,
     OriginalRecipient,
     Rcpt,
@@ -122,3 +124,18 @@ def test_dsn_values_cross_exim_both_ways(adapter: str) -> None:
     [recipient] = envelope.recipients
     assert Notify.parse(recipient.params["NOTIFY"] or "") == notify
     assert OriginalRecipient.parse(recipient.params["ORCPT"] or "") == orcpt
+
+
+def test_our_client_reads_exims_help_and_expn(adapter: str) -> None:
+    """HELP and EXPN to a real server: Exim's multi-line 214 names BDAT (its CHUNKING
+    is offered), and its EXPN refusal is a reply like any other, not an error."""
+    with exim() as peer, peer.daemon():
+
+        async def go() -> list[Reply]:
+            async with module(adapter).SMTPClient("127.0.0.1", peer.port) as client:
+                return [await client.command(Help("")), await client.command(Expn("bob@pqr.test"))]
+
+        help_reply, expn_reply = run(adapter, go)
+    assert help_reply.code == 214 and len(help_reply.lines) > 1
+    assert {"MAIL", "RCPT", "BDAT"} <= set(" ".join(help_reply.lines).split())
+    assert expn_reply.code == 550  # Exim's "Administrative prohibition"
