@@ -24,3 +24,19 @@ def test_the_page_has_examples() -> None:
 @pytest.mark.parametrize("block", _blocks())
 def test_example_runs(block: str) -> None:
     exec(compile(block, "docs", "exec"), {})
+
+
+def test_the_table_lists_every_extension_the_library_knows() -> None:
+    from smtpcore.smtp._ext import KNOWN
+
+    page = (DOCS / "extensions.rst").read_text()
+    table = page[page.index("The extensions\n") : page.index("How each is tested")]
+    rows = {line.split()[0].strip("`") for line in table.splitlines() if line.startswith("``")}
+    assert {entry.keyword for entry in KNOWN} <= rows
+
+
+def test_the_worked_example_shows_the_entry_from_its_module() -> None:
+    page = (DOCS / "extensions.rst").read_text()
+    include = "literalinclude:: ../src/smtpcore/smtp/_ext/limits.py"
+    assert include in page
+    assert "def _arguments(" in (DOCS.parent / "src/smtpcore/smtp/_ext/limits.py").read_text()
