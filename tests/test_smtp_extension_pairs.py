@@ -36,12 +36,14 @@ from smtpcore.smtp import (
     RejectedMessage,
     Reply,
     Ret,
+    Rset,
     ServerConnection,
     ServerExtensions,
     StartTls,
     State,
     xtext,
 )
+from smtpcore.smtp._ext import BUILTIN
 from smtpcore.testing import ConnectionPair, permissive_smtp_answer
 from smtpcore.testing import strategies as sst
 
@@ -380,3 +382,84 @@ def test_expn_and_help_round_trip(
     assert pair.answers[-2].command == Expn(argument)
     assert (expn_reply.code, expn_reply.lines) == (code, answer.lines)
     assert (help_reply.code, help_reply.lines) == (214, help_answer.lines)
+
+
+# -- what the EHLO reply lists, and nothing else, the machine accepts ---------------------
+
+# A well-formed value for each parameter an entry brings (None: a bare keyword).
+_VALID_MAIL = {
+    "SIZE": "100",
+    "BODY": "8BITMIME",
+    "SMTPUTF8": None,
+    "RET": "HDRS",
+    "ENVID": "QQ314159",
+    "AUTH": "<>",
+    "REQUIRETLS": None,
+}
+_VALID_RCPT = {"NOTIFY": "NEVER", "ORCPT": "rfc822;b@pqr.example"}
+_SWITCHES = (
+    "size",
+    "eight_bit_mime",
+    "pipelining",
+    "enhanced_status_codes",
+    "smtputf8",
+    "chunking",
+    "binarymime",
+    "dsn",
+    "starttls",
+    "limits",
+    "requiretls",
+)
+
+
+def _refused(server: ServerConnection, lines: bytes) -> list[BadCommand]:
+    """Feed ``lines`` (ending in RSET), accept what the machine lets through."""
+    server.receive_data(lines)
+    refused = []
+    while not isinstance(event := server.next_event(), Rset):
+        assert isinstance(event, Mail | Rcpt | BadCommand), event
+        if isinstance(event, BadCommand):
+            refused.append(event)
+        server.send(event.reply if isinstance(event, BadCommand) else Reply(250, "OK"))
+    server.send(Reply(250, "OK"))
+    return refused
+
+
+@settings(max_examples=100)
+@given(
+    st.fixed_dictionaries(
+        {
+            **{name: st.booleans() for name in _SWITCHES},
+            "tls": st.booleans(),
+            "auth_mechanisms": st.sampled_from([(), ("PLAIN",), ("CRAM-MD5", "PLAIN")]),
+        }
+    ),
+    st.booleans(),
+)
+def test_the_machine_accepts_what_it_lists_and_nothing_else(
+    options: dict[str, object], extended: bool
+) -> None:
+    """For any configuration, after EHLO or HELO: an extension's commands are known and
+    its parameters read exactly when the EHLO reply lists it (issue 16: no keyword is
+    listed and then refused, none used that was not listed)."""
+    server = ServerConnection("mx.test", **options)  # type: ignore[arg-type]
+    pair = ConnectionPair(server=server)
+    pair.send(Ehlo("client.test") if extended else Helo("client.test"))
+    offered = pair.client.extensions
+    assert set(offered) <= {entry.keyword for entry in BUILTIN}
+    for entry in BUILTIN:
+        listed = entry.keyword in offered
+        assert listed == server.in_force(entry.keyword), entry.keyword
+        for verb in entry.verbs:
+            assert (verb in server.commands()) == listed, verb
+        for parameter in (*entry.mail_parameters, *entry.rcpt_parameters):
+            keyword = parameter.keyword
+            assert keyword in _VALID_MAIL or keyword in _VALID_RCPT, f"a valid {keyword}?"
+            value = _VALID_MAIL.get(keyword, _VALID_RCPT.get(keyword))
+            word = keyword if value is None else f"{keyword}={value}"
+            if keyword in _VALID_MAIL:
+                lines = f"MAIL FROM:<a@abc.example> {word}\r\n"
+            else:
+                lines = f"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example> {word}\r\n"
+            refused = _refused(server, f"{lines}RSET\r\n".encode())
+            assert (not refused) == listed, (keyword, refused)
