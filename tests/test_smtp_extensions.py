@@ -253,3 +253,14 @@ def test_the_client_sends_requiretls_only_where_offered() -> None:
         _client(["PIPELINING"]).send(Mail(SENDER, {"REQUIRETLS": True}))
     conn = _client(["REQUIRETLS"])
     assert conn.send(Mail(SENDER, {"REQUIRETLS": True})).endswith(b" REQUIRETLS\r\n")
+
+
+def test_missing_for_names_the_extension_a_parameter_needs() -> None:
+    offered = ServerExtensions.from_reply(Reply(250, ["mx", "8BITMIME", "DSN"]))
+    assert offered.missing_for("BODY", "8BITMIME") is None
+    assert offered.missing_for("BODY", "BINARYMIME") == "BINARYMIME"
+    assert offered.missing_for("RET", "HDRS") is None
+    assert offered.missing_for("SMTPUTF8") == "SMTPUTF8"
+    assert offered.missing_for("REQUIRETLS") == "REQUIRETLS"
+    assert offered.missing_for("X-UNKNOWN", "1") is None  # the server's to judge
+    assert ServerExtensions().missing_for("ENVID", "x") == "DSN"

@@ -196,22 +196,22 @@ async def _needs_8bitmime(client: BaseSMTPClient, content: QueuedContent) -> Rep
     return Reply(554, "the server does not offer 8BITMIME, needed for 8-bit content", "5.6.3")
 
 
+_FORWARDED_MAIL_PARAMS: Final = frozenset({"SMTPUTF8", "BODY", "RET", "ENVID", "REQUIRETLS"})
+"""The queued MAIL parameters that travel on with the message. SIZE is the client's to
+write for what it sends; AUTH= is not passed on to another domain."""
+
+
 def _forwarded_mail_params(client: BaseSMTPClient, entry: QueueEntry) -> dict[str, str | None]:
-    """The queued MAIL parameters the exchanger can take: SMTPUTF8 and BODY where it
-    offers them, RET and ENVID where it speaks DSN (RFC 3461 §6.2)."""
-    extensions = client.connection.extensions
-    params: dict[str, str | None] = {}
-    for keyword, value in entry.params:
-        if keyword == "SMTPUTF8" and extensions.smtputf8:
-            params[keyword] = None
-        elif keyword == "BODY" and (value or "").upper() == "8BITMIME":
-            if extensions.eight_bit_mime:  # the relay sends with DATA: 7BIT or 8BITMIME
-                params[keyword] = "8BITMIME"
-        elif keyword in ("RET", "ENVID") and extensions.dsn:
-            params[keyword] = value
-        elif keyword == "REQUIRETLS":  # RFC 8689 §4.2.1; the session was checked for it
-            params[keyword] = None
-    return params
+    """The queued MAIL parameters the exchanger can take: each only where it offers the
+    extension the parameter's entry names (RFC 5321 §2.2.2), so DSN's RET and ENVID go
+    where it speaks DSN (RFC 3461 §6.2). A message that needs what is not offered
+    (SMTPUTF8, 8-bit content, REQUIRETLS) was refused or sent elsewhere before this."""
+    offered = client.connection.extensions
+    return {
+        keyword: value
+        for keyword, value in entry.params
+        if keyword in _FORWARDED_MAIL_PARAMS and offered.missing_for(keyword, value) is None
+    }
 
 
 class ExchangerSession:

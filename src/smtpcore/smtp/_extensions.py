@@ -167,6 +167,19 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
         """Replies carry class.subject.detail codes after the reply code (RFC 2034)."""
         return "ENHANCEDSTATUSCODES" in self
 
+    def missing_for(self, keyword: str, value: str | None = None) -> str | None:
+        """The EHLO keyword that the MAIL or RCPT parameter ``keyword=value`` needs and
+        this server did not list, or None when it may be sent.
+
+        A client must not use an extension it was not offered (RFC 5321 §2.2.2);
+        a relay passing a message's parameters on asks this of each. The
+        answer comes from the parameter's extension entry, so it knows that
+        ``BODY=8BITMIME`` needs 8BITMIME and ``BODY=BINARYMIME`` BINARYMIME. A
+        parameter of an extension smtpcore does not know is the server's to
+        judge: None.
+        """
+        return unoffered_parameter(self, keyword, value)
+
 
 def check_command(
     offered: ServerExtensions, command: Command, *, extended: bool, utf8: bool, binary: bool
