@@ -145,12 +145,14 @@ class SmallServer:
         return self.command(line)
 
     def next_line(self) -> bytes | None:
-        end = self.buffer.find(b"\n")
+        """The next line, CRLF included; only CRLF ends one (RFC 5321 §2.3.8)."""
+        end = self.buffer.find(b"\r\n")
         if end < 0:
             if len(self.buffer) > self.max_line:
-                del self.buffer[:-1]
+                del self.buffer[:-1]  # the last octet may be the CR of the CRLF
                 self.discarding = True
             return None
+        end += 1
         line = bytes(self.buffer[: end + 1])
         del self.buffer[: end + 1]
         if self.discarding or len(line) > self.max_line:
@@ -217,7 +219,7 @@ class SmallServer:
         self.commands.append(line)
         if not line:
             return _reply(500, "5.5.6 Line too long")
-        if not line.endswith(b"\r\n"):
+        if b"\n" in line[:-2]:
             return _reply(500, "5.5.2 Bare LF in command")
         try:
             text = line[:-2].decode()
@@ -380,7 +382,7 @@ class SplitCommandServer(SmallServer):
     """Takes the end of each read as the end of a command line, CRLF or not."""
 
     def receive(self, data: bytes) -> bytes:
-        if self.mode == "command" and data and not data.endswith(b"\n"):
+        if self.mode == "command" and data and not data.endswith(b"\r\n"):
             data += b"\r\n"
         return super().receive(data)
 
@@ -396,7 +398,7 @@ class LongLineTailServer(SmallServer):
     """Cuts an over-long line at the limit and reads the rest as a line of its own."""
 
     def next_line(self) -> bytes | None:
-        end = self.buffer.find(b"\n")
+        end = self.buffer.find(b"\r\n")
         if end < 0 and len(self.buffer) <= self.max_line:
             return None
         if end < 0 or end >= self.max_line:

@@ -45,6 +45,16 @@ def test_a_plain_session_works_on_every_server(cls: type[SmallServer]) -> None:
     assert server.closed
 
 
+@pytest.mark.parametrize("pieces", [[b"MAIL FROM:<\n>\r\n"], [b"NOOP\n", b"RSET\r\n"]])
+def test_only_crlf_ends_a_command_line(pieces: list[bytes]) -> None:
+    # RFC 5321 §2.3.8: a bare LF is inside the line; the line gets one refusal, and
+    # nothing after the LF is run as a command of its own.
+    server = SmallServer()
+    server.receive(b"EHLO client.test\r\n")
+    assert b"".join(replies(server, *pieces)) == b"500 5.5.2 Bare LF in command\r\n"
+    assert server.commands[-1] == b"".join(pieces)
+
+
 SMUGGLE = b"Subject: x\r\n\r\nhi\n.\nMAIL FROM:<e@f.test>\r\nRCPT TO:<g@h.test>\r\nDATA\r\n"
 
 

@@ -598,10 +598,16 @@ class TestLimits:
 
 class TestFraming:
     def test_bare_lf_command_is_refused_by_default(self) -> None:
+        # Only CRLF ends a line (RFC 1939 §3): a bare LF ends none, so what follows
+        # it is the same line, refused with it, never run as a command of its own.
         conn = logged_in()
-        event = receive(conn, b"STAT\n")
-        assert isinstance(event, BadCommand)
+        conn.receive_data(b"STAT\n")
+        assert conn.next_event() is NEED_DATA
+        event = receive(conn, b"DELE 1\r\n")
+        assert isinstance(event, BadCommand) and event.line == b"STAT\nDELE 1\r\n"
         assert "CRLF" in event.response.text
+        conn.send(event.response)
+        assert receive(conn, b"NOOP\r\n") == Noop()
 
     def test_bare_lf_command_with_a_lenient_policy(self) -> None:
         conn = logged_in(framing=FramingPolicy(lf_ends_command=True))

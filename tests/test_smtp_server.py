@@ -414,8 +414,17 @@ def test_overlong_command_line_gets_500_and_memory_stays_bounded() -> None:
 
 
 def test_bare_lf_command_is_refused_under_the_strict_policy() -> None:
-    _, out = run(greeted(), b"EHLO a.example\nNOOP\r\n")
-    assert codes(out) == ["500 5.5.2", "250 2.0.0"]
+    # Only CRLF ends a line (RFC 5321 §2.3.8): the RSET after the bare LF is part
+    # of the refused line, not a command a CRLF-only reader of the session never saw.
+    conn = greeted()
+    run(conn, ENVELOPE)
+    events, out = run(conn, b"NOOP\nRSET\r\nDATA\r\n")
+    assert codes(out) == ["500 5.5.2", "354"]
+    assert isinstance(events[0], BadCommand) and events[0].line == b"NOOP\nRSET\r\n"
+    # A line cut by the network after its bare LF waits for its CRLF.
+    conn = greeted()
+    assert run(conn, b"EHLO a.example\n") == ([], b"")
+    assert codes(run(conn, b"\r\nNOOP\r\n")[1]) == ["500 5.5.2", "250 2.0.0"]
 
 
 def test_bare_lf_command_accepted_when_allowed() -> None:

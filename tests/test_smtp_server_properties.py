@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtp_helpers import greeted, run
+from smtp_helpers import codes, greeted, run
 from smtpcore import ProtocolError
 from smtpcore._lines import ReceiveBuffer
 from smtpcore.smtp import ConnectionClosed, Data, Event, MessageData, RejectedMessage, Reply
@@ -118,6 +118,30 @@ def test_any_chunking_gives_the_same_events_and_replies(
     chunked_events, chunked_replies = play(command_pieces, content_pieces)
     assert chunked_replies == replies
     assert same_story(chunked_events, events), (chunked_events, events)
+
+
+# Lines that leave the command state (DATA, BDAT) or end the session (QUIT) are left out.
+ONE_LINE_EACH = st.lists(
+    sst.command_lines(
+        extensions={"PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8"}, hostile=True
+    ).filter(lambda line: not line.upper().startswith((b"DATA", b"BDAT", b"QUIT"))),
+    max_size=12,
+).map(b"".join)
+
+
+@given(ONE_LINE_EACH, st.data())
+def test_only_crlf_ends_a_command_line(wire: bytes, data: st.DataObject) -> None:
+    """One reply per CRLF, however the network cuts the bytes (RFC 5321 §2.3.8).
+
+    A bare LF or CR ends no line: a line holding one is refused whole, and
+    nothing after it runs as a command that a CRLF-only reader of the same
+    session (a filter in front of the server, say) would not have seen.
+    """
+    for pieces in ([wire], data.draw(sst.chunkings(wire))):
+        conn = greeted(max_errors=1000, max_bad_commands=1000, max_junk_commands=1000)
+        run(conn, b"EHLO a.example\r\n")
+        out = b"".join(run(conn, piece)[1] for piece in pieces)
+        assert len(codes(out)) == wire.count(b"\r\n"), out
 
 
 @given(st.lists(st.binary(max_size=3000), max_size=20))

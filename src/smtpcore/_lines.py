@@ -37,7 +37,10 @@ class FramingPolicy:
     """
 
     lf_ends_command: bool = False
-    """Accept a command line that ends in a bare LF (old Unix scripts)."""
+    """Accept a command line that ends in a bare LF (old Unix scripts). Without
+    it, a bare LF ends no command line (RFC 5321 §2.3.8): the line runs to its
+    CRLF and is refused whole, so that nothing after the LF is run as a
+    command a CRLF-only reader of the session would not see."""
 
     bare_lf_in_content: bool = False
     """Accept a message that contains a bare LF (passed on unchanged)."""
@@ -125,20 +128,28 @@ class ReceiveBuffer:
         elif not discard:
             self._data += data
 
-    def next_line(self, limit: int) -> bytes | LineTooLong | None:
+    def next_line(self, limit: int, *, lf_ends: bool = True) -> bytes | LineTooLong | None:
         """Return the next line, LF included, or ``None`` if it is not complete.
 
-        ``limit`` counts every octet of the line, its CRLF included.
+        ``limit`` counts every octet of the line, its CRLF included. With
+        ``lf_ends`` false only CRLF ends a line (RFC 5321 §2.3.8): a bare LF
+        stays inside it.
         """
         data = self._data
-        end = data.find(b"\n", self._searched)
+        if lf_ends:
+            end = data.find(b"\n", self._searched)
+        else:
+            end = data.find(b"\r\n", self._searched)
+            if end >= 0:
+                end += 1
         if end < 0:
             if len(data) > limit or self._discarding:
                 # Keep a trailing CR: it may be half of the CRLF to come.
                 keep = 1 if data.endswith(b"\r") else 0
                 del data[: len(data) - keep]
                 self._discarding = True
-            self._searched = len(data)
+            # A CR at the end may be half of the CRLF to come: search it again.
+            self._searched = len(data) if lf_ends else max(len(data) - 1, 0)
             return None
         self._searched = 0
         if self._discarding or end >= limit:

@@ -305,7 +305,7 @@ class ServerConnection:
     def _next_command(self) -> Event | NoEvent:
         auth_allowed = "AUTH" in self._keywords and self._state in _AUTHORIZATION
         limit = max(self.max_command_line, self.max_auth_line if auth_allowed else 0)
-        line = self._buffer.next_line(limit)
+        line = self._buffer.next_line(limit, lf_ends=self.framing.lf_ends_command)
         if line is None:
             return self._no_line()
         if line is LINE_TOO_LONG:
@@ -330,7 +330,7 @@ class ServerConnection:
         return command
 
     def _next_auth_response(self) -> Event | NoEvent:
-        line = self._buffer.next_line(self.max_auth_line)
+        line = self._buffer.next_line(self.max_auth_line, lf_ends=self.framing.lf_ends_command)
         if line is None:
             return self._no_line()
         if line is LINE_TOO_LONG:
@@ -352,7 +352,8 @@ class ServerConnection:
         return NEED_DATA
 
     def _decode(self, line: bytes) -> str | BadCommand:
-        if not line.endswith(b"\r\n") and not self.framing.lf_ends_command:
+        if not self.framing.lf_ends_command and line.find(b"\n", 0, len(line) - 2) >= 0:
+            # Only CRLF ends a line (RFC 1939 §3): a bare LF is inside this one.
             return self._bad(line, Err("Command must end with CRLF"))
         try:
             return line.rstrip(b"\n").removesuffix(b"\r").decode("utf-8")

@@ -382,7 +382,10 @@ class ServerConnection:
             if self._skip:
                 return self._closed_or_need_data()
         in_auth = self._state is State.AUTH
-        line = self._buffer.next_line(self.max_auth_line if in_auth else self._command_line_limit)
+        lf_ends = self.framing.lf_ends_command
+        line = self._buffer.next_line(
+            self.max_auth_line if in_auth else self._command_line_limit, lf_ends=lf_ends
+        )
         if line is None:
             return self._closed_or_need_data()
         if line is LINE_TOO_LONG:
@@ -396,7 +399,7 @@ class ServerConnection:
             everyday = parse_everyday_line(line)
             if everyday is not None and everyday.verb in self._verbs:
                 return self._take_command(line, everyday)
-        if not line.endswith(b"\r\n") and not self.framing.lf_ends_command:
+        if not lf_ends and line.find(b"\n", 0, len(line) - 2) >= 0:
             return self._bad(line, reply(500, "5.5.2", "Bare LF in command; use CRLF"))
         try:
             text = line.rstrip(b"\n").removesuffix(b"\r").decode("utf-8")

@@ -62,9 +62,24 @@ EXTENSIONS: Final = frozenset(
 )
 """The ESMTP extensions the session strategies know how to use."""
 
-_NON_ASCII_DIGITS: Final = ("\u0663", "\u0966", "\uff11", "\u00b2", "\u2460", "\U0001d7d9")
-"""Characters ``str.isdigit()`` accepts that are not ASCII digits (Arabic-Indic three,
-Devanagari zero, fullwidth one, superscript two, circled one, a mathematical one)."""
+_NON_ASCII_DIGITS: Final = (
+    "\u0663",
+    "\u0966",
+    "\uff11",
+    "\U0001d7d9",
+    "\u00b2",
+    "\u00b3",
+    "\u2460",
+    "\u2474",
+    "\u2070",
+    "\u1369",
+)
+"""Characters ``str.isdigit()`` accepts that are not ASCII digits: half of them
+decimal digits that ``int()`` reads as numbers (Arabic-Indic three, Devanagari
+zero, fullwidth one, a mathematical one), half digits that ``int()`` refuses with
+``ValueError`` (superscript two and three, circled one, parenthesized one,
+superscript zero, Ethiopic one): a parser that trusts ``isdigit()`` takes the
+first kind for a number and crashes on the second."""
 
 
 # -- ESMTP parameters ---------------------------------------------------------------
@@ -294,7 +309,19 @@ def _broken_lines(offered: Collection[str]) -> st.SearchStrategy[bytes]:
                 rcpt_parameters(extensions=offered, hostile=True),
             ),
         ),
-        st.builds(lambda digits: f"BDAT {digits}\r\n".encode(), _hostile_numbers()),
+        _number_lines(),
+        _number_lines(),  # twice the weight: numbers on the wire are where parsers crash
+    )
+
+
+def _number_lines() -> st.SearchStrategy[bytes]:
+    """Lines that carry a number a server must read as ASCII digits only."""
+    return st.builds(
+        lambda line, digits: line.format(digits).encode(),
+        st.sampled_from(
+            ["BDAT {}\r\n", "BDAT {} LAST\r\n", "MAIL FROM:<john@abc.example> SIZE={}\r\n"]
+        ),
+        _hostile_numbers(),
     )
 
 
