@@ -34,6 +34,7 @@ from smtpcore.smtp import (
     Reply,
     ServerConnection,
 )
+from smtpcore.testing import strategies as sst
 
 INJECTED = b"Subject: hello\nX-Injected: x\r\n\r\nbody\r\n"
 POLICIES = {
@@ -205,20 +206,18 @@ def test_the_client_writes_the_longest_line_and_the_server_takes_it() -> None:
 
 # -- the filter on its own -------------------------------------------------------------
 
-text = st.lists(
-    st.sampled_from([b"a", b"\r", b"\n", b"\r\n", b"\x00", b".", b"x" * 40]), max_size=40
-).map(b"".join)
+# smtpcore.testing's content with bare CRs and LFs, NULs and lines over the limit.
+text = sst.message_contents(smuggling=True, over_limit=True)
 
 
-@given(text, st.lists(st.integers(0, 200), max_size=5))
-def test_chunk_boundaries_never_change_the_verdict(content: bytes, cuts: list[int]) -> None:
-    whole = ContentFilter(max_line_length=100)
+@given(text, st.data())
+def test_chunk_boundaries_never_change_the_verdict(content: bytes, data: st.DataObject) -> None:
+    whole = ContentFilter(max_line_length=1000)
     whole.feed(content)
     whole.end()
-    pieces = ContentFilter(max_line_length=100)
-    points = sorted({min(cut, len(content)) for cut in cuts} | {0, len(content)})
-    for start, stop in itertools.pairwise(points):
-        pieces.feed(content[start:stop])
+    pieces = ContentFilter(max_line_length=1000)
+    for piece in data.draw(sst.chunkings(content)):
+        pieces.feed(piece)
     pieces.end()
     flags = ("bad_line_ending", "nul", "line_too_long")
     assert [getattr(whole, f) for f in flags] == [getattr(pieces, f) for f in flags]

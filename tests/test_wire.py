@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from smtpcore._dotstuff import DotDecoder, DotEncoder
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer, line_length_exceeded
+from smtpcore.testing import strategies as sst
 
 
 def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -21,11 +22,17 @@ def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
 def decode_all(
     wire: bytes, cuts: list[int], decoder: DotDecoder | None = None
 ) -> tuple[bytes, bool, bytes]:
-    """Feed ``wire`` in pieces; return (content, ended, bytes left after the end)."""
+    """Feed ``wire`` cut at ``cuts``; return (content, ended, bytes left after the end)."""
+    return decode_pieces(split_at(wire, cuts), decoder)
+
+
+def decode_pieces(
+    pieces: list[bytes], decoder: DotDecoder | None = None
+) -> tuple[bytes, bool, bytes]:
+    """Feed ``pieces``; return (content, ended, bytes left after the end)."""
     decoder = decoder or DotDecoder()
     buf = bytearray()
     out: list[bytes] = []
-    pieces = split_at(wire, cuts)
     for index, piece in enumerate(pieces):
         buf += piece
         while True:
@@ -51,25 +58,26 @@ def reference_unstuff(wire: bytes) -> tuple[bytes, bool]:
 
 
 def encode_all(content: bytes, cuts: list[int], *, normalize: bool = True) -> bytes:
+    return encode_pieces(split_at(content, cuts), normalize=normalize)
+
+
+def encode_pieces(pieces: list[bytes], *, normalize: bool = True) -> bytes:
     encoder = DotEncoder(normalize=normalize)
-    return b"".join(encoder.encode(piece) for piece in split_at(content, cuts)) + encoder.end()
+    return b"".join(encoder.encode(piece) for piece in pieces) + encoder.end()
 
 
-crlf_text = st.lists(
-    st.sampled_from([b"a", b".", b"..", b"\r\n", b" ", b"x.y", b"\x00", b"\xff"]), max_size=60
-).map(b"".join)
-any_text = st.lists(
-    st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n", b"\n.", b"\r.", b"\x00"]), max_size=60
-).map(b"".join)
-cuts = st.lists(st.integers(0, 400), max_size=12)
+# smtpcore.testing's content: CRLF lines (dots, a lone ".", long and 8-bit lines),
+# and with smuggling=True bare CRs and LFs, NULs and the end-of-data look-alikes.
+crlf_text = sst.message_contents()
+any_text = sst.message_contents(smuggling=True)
 
 
-@given(any_text, cuts, cuts)
+@given(any_text, st.data())
 def test_encode_then_decode_is_identity_up_to_line_endings(
-    content: bytes, enc_cuts: list[int], dec_cuts: list[int]
+    content: bytes, data: st.DataObject
 ) -> None:
-    wire = encode_all(content, enc_cuts)
-    decoded, ended, rest = decode_all(wire, dec_cuts)
+    wire = encode_pieces(data.draw(sst.chunkings(content)))
+    decoded, ended, rest = decode_pieces(data.draw(sst.chunkings(wire)))
     assert ended and rest == b""
     normalized = content.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     if normalized and not normalized.endswith(b"\r\n"):
@@ -77,20 +85,21 @@ def test_encode_then_decode_is_identity_up_to_line_endings(
     assert decoded == normalized
 
 
-@given(crlf_text, cuts, cuts)
+@given(crlf_text, st.data())
 def test_encoding_without_normalizing_keeps_crlf_content(
-    content: bytes, enc_cuts: list[int], dec_cuts: list[int]
+    content: bytes, data: st.DataObject
 ) -> None:
-    wire = encode_all(content, enc_cuts, normalize=False)
-    decoded, ended, _ = decode_all(wire, dec_cuts)
+    wire = encode_pieces(data.draw(sst.chunkings(content)), normalize=False)
+    decoded, ended, _ = decode_pieces(data.draw(sst.chunkings(wire)))
     expected = content if not content or content.endswith(b"\r\n") else content + b"\r\n"
     assert ended and decoded == expected
 
 
-@given(any_text, cuts)
-def test_decoder_matches_the_per_line_reference(wire: bytes, dec_cuts: list[int]) -> None:
+@given(any_text, st.data())
+def test_decoder_matches_the_per_line_reference(wire: bytes, data: st.DataObject) -> None:
     wire += b"\r\n.\r\nMORE"
-    decoded, ended, rest = decode_all(wire, dec_cuts, DotDecoder(FramingPolicy.lenient()))
+    pieces = data.draw(sst.chunkings(wire))
+    decoded, ended, rest = decode_pieces(pieces, DotDecoder(FramingPolicy.lenient()))
     expected, expected_end = reference_unstuff(wire)
     assert (decoded, ended) == (expected, expected_end)
     assert ended and rest.endswith(b"MORE")
@@ -133,14 +142,14 @@ def test_bare_line_ending_split_across_chunks_is_seen() -> None:
     assert not ended and decoded == b"abc"
 
 
-@given(st.integers(1, 40), st.lists(st.integers(1, 60), min_size=1, max_size=30), cuts)
+@given(st.integers(1, 40), st.lists(st.integers(1, 60), min_size=1, max_size=30), st.data())
 def test_line_length_check_matches_a_per_line_count(
-    limit: int, lengths: list[int], dec_cuts: list[int]
+    limit: int, lengths: list[int], data: st.DataObject
 ) -> None:
     content = b"".join(b"x" * (n - 1) + b"\n" for n in lengths)
     exceeded = False
     carried = 0
-    for piece in split_at(content, dec_cuts):
+    for piece in data.draw(sst.chunkings(content)):
         hit, carried = line_length_exceeded(piece, limit, carried)
         exceeded = exceeded or hit
     assert exceeded == (max(lengths) > limit)
@@ -200,13 +209,13 @@ def test_terminator_followed_by_a_dot_still_ends_the_content(
         assert (decoded, ended, left) == (content, True, rest)
 
 
-@given(any_text, cuts)
-def test_strict_check_matches_a_regex_reference(content: bytes, dec_cuts: list[int]) -> None:
+@given(any_text, st.data())
+def test_strict_check_matches_a_regex_reference(content: bytes, data: st.DataObject) -> None:
     wire = content + b"\r\n.\r\n"
     # The content starts as if after a CRLF: ".\r\n" first is the terminator too.
     end = (b"\r\n" + wire).find(b"\r\n.\r\n")
     decoder = DotDecoder(FramingPolicy.strict())
-    _, ended, _ = decode_all(wire, dec_cuts, decoder)
+    _, ended, _ = decode_pieces(data.draw(sst.chunkings(wire)), decoder)
     assert ended
     bare = re.search(rb"\r(?!\n)|(?<!\r)\n", wire[:end]) is not None
     assert decoder.bad_line_ending is bare

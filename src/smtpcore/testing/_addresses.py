@@ -18,6 +18,7 @@ from smtpcore.address import (
     MAX_PATH_OCTETS,
     AddressError,
     Mailbox,
+    parse_domain,
 )
 
 __all__ = [
@@ -32,6 +33,8 @@ _ATEXT: Final = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!
 _QTEXT_SPECIALS: Final = ' "\\(),:;<>@[]'
 # U-labels IDNA 2003 leaves as they are (lowercase, no mapped characters).
 _U_LABELS: Final = ("exämple", "例子", "bücher", "пример", "münchen", "日本語", "δοκιμή", "ñandú")
+# Letters nameprep leaves as they are, from several scripts, to build U-labels from.
+_U_LETTERS: Final = "äöüéñçåø日本語例子пример"
 _UTF8_LETTERS: Final = st.characters(
     categories=("Ll", "Lo"), min_codepoint=0xA0, max_codepoint=0x9FFF
 )
@@ -96,6 +99,22 @@ def _ldh_labels() -> st.SearchStrategy[str]:
     return st.from_regex(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,10}[a-zA-Z0-9])?", fullmatch=True)
 
 
+def _u_labels() -> st.SearchStrategy[str]:
+    """U-labels: real words, and labels mixing ASCII, hyphens and letters of
+    several scripts, each one IDNA 2003 takes as it is."""
+    chars = f"a-z0-9{_U_LETTERS}"
+    built = st.from_regex(rf"[{chars}]([{chars}-]{{0,10}}[{chars}])?", fullmatch=True)
+    return st.one_of(st.sampled_from(_U_LABELS), built.filter(_is_domain))
+
+
+def _is_domain(text: str) -> bool:
+    try:
+        parse_domain(text)
+    except AddressError:
+        return False
+    return True
+
+
 def domains(*, utf8: bool = False, literals: bool = False) -> st.SearchStrategy[str]:
     """Valid domains: LDH host names, with ``utf8`` also U-labels (IDNA, RFC 5890),
     with ``literals`` also address literals. The top label is never all digits.
@@ -105,10 +124,10 @@ def domains(*, utf8: bool = False, literals: bool = False) -> st.SearchStrategy[
     """
     label = _ldh_labels()
     if utf8:
-        label = st.one_of(label, st.sampled_from(_U_LABELS))
+        label = st.one_of(label, _u_labels())
     top = st.from_regex(r"[a-z][a-z0-9]{0,5}", fullmatch=True)
     if utf8:
-        top = st.one_of(top, st.sampled_from(_U_LABELS))
+        top = st.one_of(top, _u_labels().filter(lambda text: not text.isdigit()))
     names = st.builds(
         lambda labels, last: ".".join([*labels, last]), st.lists(label, max_size=3), top
     )
@@ -214,6 +233,16 @@ _HOSTILE_PATHS: Final = (
 )
 
 
+# What broken paths are made of: the path syntax's own punctuation, letters that
+# need SMTPUTF8 or IDNA, and the control characters no path may hold.
+_PATH_PIECES: Final = (
+    *'<>@."\\[]:, az09-Zü日ßé\r\n\x00\t\x7f',
+    "IPv6:",
+    "xn--",
+    "postmaster",
+)
+
+
 def paths(
     *, null: bool = True, utf8: bool = False, hostile: bool = False
 ) -> st.SearchStrategy[str]:
@@ -236,8 +265,8 @@ def paths(
     if hostile:
         options.append(st.sampled_from(_HOSTILE_PATHS))
         options.append(
-            st.text(st.sampled_from('<>@."\\[]:, az09-\r\n\x00é'), max_size=20).map(
-                lambda text: f"<{text}>"
+            st.lists(st.sampled_from(_PATH_PIECES), max_size=20).map(
+                lambda pieces: "<" + "".join(pieces) + ">"
             )
         )
     return st.one_of(options)
