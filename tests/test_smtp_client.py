@@ -219,6 +219,31 @@ def test_extensions_are_immutable_values() -> None:
         one.domain = "other"  # type: ignore[misc]  # the point: frozen
 
 
+_KEYWORDS = st.sampled_from(["PIPELINING", "SIZE", "8BITMIME", "AUTH", "X-Ext", "dsn"])
+
+
+@given(
+    st.lists(st.tuples(_KEYWORDS, st.lists(st.sampled_from(["1000", "PLAIN"]), max_size=2))),
+    _KEYWORDS.flatmap(lambda word: st.sampled_from([word, word.lower(), word.title()])),
+)
+def test_extension_lookups_agree_with_a_scan_of_the_offer(
+    offered: list[tuple[str, list[str]]], asked: str
+) -> None:
+    # The lookups go through an index built once; they must say what reading the
+    # keywords in order, without regard to case, says (the first one listed wins).
+    ext = ServerExtensions("mx", tuple((key, tuple(params)) for key, params in offered))
+    scanned = [tuple(params) for key, params in offered if key.upper() == asked.upper()]
+    assert (asked in ext) == bool(scanned)
+    assert ext.get(asked) == (scanned[0] if scanned else None)
+    assert ext.get(asked, ()) == (scanned[0] if scanned else ())
+    if scanned:
+        assert ext[asked] == scanned[0]
+    else:
+        with pytest.raises(KeyError):
+            ext[asked]
+    assert 250 not in ext  # type: ignore[comparison-overlap]  # the point: keywords only
+
+
 def test_ehlo_refused_then_helo() -> None:
     conn = ClientConnection("client.test")
     feed(conn, b"220 old.test\r\n")

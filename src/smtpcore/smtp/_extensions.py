@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from typing import Final, TypeVar, overload
 
 from smtpcore._errors import LocalProtocolError
 from smtpcore._numbers import parse_number
@@ -46,6 +46,8 @@ __all__ = [
 
 _KEYWORD_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 
+_D = TypeVar("_D")
+
 
 @dataclass(frozen=True, slots=True)
 class ServerExtensions(Mapping[str, tuple[str, ...]]):
@@ -65,6 +67,14 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
     """The server's name, the first word of the reply's first line."""
     offered: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """The keywords in the order the server listed them, with their parameters."""
+    _index: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    """``offered`` by upper-cased keyword: a client asks several times a message."""
+
+    def __post_init__(self) -> None:
+        index: dict[str, tuple[str, ...]] = {}
+        for key, params in self.offered:
+            index.setdefault(key.upper(), params)
+        object.__setattr__(self, "_index", index)
 
     @classmethod
     def from_reply(cls, reply: Reply) -> ServerExtensions:
@@ -90,11 +100,19 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
         return cls(domain, tuple((key, tuple(params)) for key, params in found.items()))
 
     def __getitem__(self, keyword: str) -> tuple[str, ...]:
-        upper = keyword.upper()
-        for key, params in self.offered:
-            if key == upper:
-                return params
-        raise KeyError(keyword)
+        try:
+            return self._index[keyword.upper()]
+        except KeyError:
+            raise KeyError(keyword) from None
+
+    @overload
+    def get(self, keyword: str, /) -> tuple[str, ...] | None: ...
+
+    @overload
+    def get(self, keyword: str, /, default: tuple[str, ...] | _D) -> tuple[str, ...] | _D: ...
+
+    def get(self, keyword: str, /, default: object = None) -> object:
+        return self._index.get(keyword.upper(), default)
 
     def __iter__(self) -> Iterator[str]:
         return (key for key, _ in self.offered)
@@ -103,7 +121,7 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
         return len(self.offered)
 
     def __contains__(self, keyword: object) -> bool:
-        return isinstance(keyword, str) and any(key == keyword.upper() for key, _ in self.offered)
+        return isinstance(keyword, str) and keyword.upper() in self._index
 
     @property
     def size(self) -> int | None:
@@ -124,37 +142,37 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
     @property
     def pipelining(self) -> bool:
         """Commands may be sent in groups without waiting (RFC 2920)."""
-        return "PIPELINING" in self
+        return "PIPELINING" in self._index
 
     @property
     def eight_bit_mime(self) -> bool:
         """Content may hold octets over 127, with ``BODY=8BITMIME`` (RFC 6152)."""
-        return "8BITMIME" in self
+        return "8BITMIME" in self._index
 
     @property
     def binary_mime(self) -> bool:
         """Binary content may be sent with BDAT, ``BODY=BINARYMIME`` (RFC 3030 §3)."""
-        return "BINARYMIME" in self
+        return "BINARYMIME" in self._index
 
     @property
     def smtputf8(self) -> bool:
         """UTF-8 addresses, in a transaction whose MAIL says SMTPUTF8 (RFC 6531)."""
-        return "SMTPUTF8" in self
+        return "SMTPUTF8" in self._index
 
     @property
     def chunking(self) -> bool:
         """Content may be sent with BDAT instead of DATA (RFC 3030)."""
-        return "CHUNKING" in self
+        return "CHUNKING" in self._index
 
     @property
     def dsn(self) -> bool:
         """The RET, ENVID, NOTIFY and ORCPT parameters may be used (RFC 3461)."""
-        return "DSN" in self
+        return "DSN" in self._index
 
     @property
     def starttls(self) -> bool:
         """The session may be upgraded to TLS (RFC 3207)."""
-        return "STARTTLS" in self
+        return "STARTTLS" in self._index
 
     @property
     def limits(self) -> Limits:
@@ -165,7 +183,7 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
     @property
     def enhanced_status_codes(self) -> bool:
         """Replies carry class.subject.detail codes after the reply code (RFC 2034)."""
-        return "ENHANCEDSTATUSCODES" in self
+        return "ENHANCEDSTATUSCODES" in self._index
 
     def missing_for(self, keyword: str, value: str | None = None) -> str | None:
         """The EHLO keyword that the MAIL or RCPT parameter ``keyword=value`` needs and
