@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import trio
 
+from smtpcore._driver._blocking import SocketTransport, open_link, run
 from smtpcore._driver._transport import YieldFirst
 from smtpcore.asyncio import AsyncioTransport
 from smtpcore.trio import TrioTransport
@@ -80,6 +81,20 @@ def test_trio_send_nowait_takes_what_the_kernel_takes() -> None:
             transport.send_nowait(b"late")
 
     trio.run(main)
+    reader.close()
+    assert bytes(reader.received) == PAYLOAD
+
+
+def test_blocking_send_nowait_takes_what_the_kernel_takes() -> None:
+    reader = SlowReader()
+    link = open_link(LOOPBACK, reader.port, 30)
+    transport = link.transport
+    assert isinstance(transport, SocketTransport)
+    sent = transport.send_nowait(PAYLOAD)
+    assert 0 < sent < len(PAYLOAD)  # the kernel's buffer is full: the rest must wait
+    reader.started.set()
+    run(transport.send_all(PAYLOAD[sent:]))
+    run(link.aclose())
     reader.close()
     assert bytes(reader.received) == PAYLOAD
 

@@ -167,6 +167,18 @@ class SocketTransport:
         except OSError:  # reset: the next wait says so
             return None
 
+    def send_nowait(self, data: bytes) -> int:
+        """Write what the kernel takes at once (plain TCP only; else ``0``, and the
+        driver waits for the rest with :meth:`send_all`)."""
+        sock = self._sock
+        if isinstance(sock, ssl.SSLSocket):
+            return 0  # a TLS record half written must be retried as it was
+        sock.setblocking(False)
+        try:
+            return sock.send(data)
+        except BlockingIOError:
+            return 0
+
     async def send_all(self, data: bytes) -> None:
         self._sock.settimeout(self._clock.timeout())
         self._sock.sendall(data)

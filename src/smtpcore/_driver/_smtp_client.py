@@ -4,10 +4,11 @@
 over a :class:`~smtpcore._driver.Link` the adapter opens: greeting,
 EHLO (HELO if refused), STARTTLS, AUTH (RFC 4954) when given credentials,
 then per message ``MAIL``, every ``RCPT`` and ``DATA`` in one write when the
-server offers PIPELINING (RFC 2920), the content, and ``RSET`` before the
-next message of a reused session. The low-level commands (``ehlo``,
-``noop``, ``rset``, ``verify``, ``command``, ``starttls``, ``login``) are
-public for those who drive a session by hand, as smtplib users do.
+server offers PIPELINING (RFC 2920), the content and its end in one more, and
+``RSET`` before the next message only if this one failed. The low-level
+commands (``ehlo``, ``noop``, ``rset``, ``verify``, ``command``,
+``starttls``, ``login``) are public for those who drive a session by hand,
+as smtplib users do.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ from smtpcore.smtp import (
     Vrfy,
 )
 from smtpcore.smtp._params import ParametersLike
-from smtpcore.smtp._state import RULES
+from smtpcore.smtp._state import RULES, State
 
 __all__ = [
     "AuthenticationError",
@@ -217,7 +218,7 @@ class BaseSMTPClient(BaseClient):
         self._trace = None if trace is None else WireTrace(trace)
         self._transport: Link | None = None
         self._conn: ClientConnection | None = None
-        self._sent_messages = 0
+        self._transaction_failed = False
 
     @property
     def connection(self) -> ClientConnection:
@@ -526,67 +527,88 @@ class BaseSMTPClient(BaseClient):
     ) -> TransactionResult:
         await self._take_unasked()
         conn = self.connection
-        timeouts = self.timeouts
-        pipelining = conn.extensions.pipelining
         commands: list[Rset | Mail | Rcpt | Data] = []
-        if self._sent_messages:
-            commands.append(Rset())
-        self._sent_messages += 1
+        if self._transaction_failed or conn.state is not State.READY:
+            commands.append(Rset())  # only after a failure: a finished transaction is closed
         commands += [mail, *rcpts]
         if not chunked:
             commands.append(Data())
-        replies: list[Reply] = []
-        if pipelining:
-            await self._write(self._send(*commands), timeouts.command)
-            for command in commands:
-                timeout = (
-                    timeouts.data_initiation if isinstance(command, Data) else timeouts.command
-                )
-                replies.append(await self._reply(timeout))
+        self._transaction_failed = True  # until it has been delivered
+        if conn.extensions.pipelining:
+            replies = await self._pipelined(commands)
         else:
-            accepted = 0
-            for command in commands:
-                mail_refused = isinstance(conn.answered, Mail) and not replies[-1].is_positive
-                if isinstance(command, Rcpt) and mail_refused:
-                    break
-                if isinstance(command, Data) and accepted == 0:
-                    break
-                timeout = (
-                    timeouts.data_initiation if isinstance(command, Data) else timeouts.command
-                )
-                reply = await self._command(command, timeout)
-                replies.append(reply)
-                accepted += isinstance(command, Rcpt) and reply.is_positive
+            replies = await self._one_by_one(commands)
         offset = 1 if isinstance(commands[0], Rset) else 0
         mail_reply = replies[offset]
         if not mail_reply.is_positive:
             raise SenderRefused("MAIL", mail_reply)
-        result = conn.transaction
-        assert result is not None
-        if not result.accepted:
-            data_reply = replies[-1] if len(replies) == len(commands) else None
+        data_reply = replies[-1] if len(replies) == len(commands) else None
+        if not any(reply.is_positive for reply in replies[offset + 1 : offset + 1 + len(rcpts)]):
             if data_reply is not None and data_reply.code == 354:
                 # Every RCPT refused, yet a pipelined DATA got its 354 (RFC 2920 §3.1
                 # allows it): end the empty message so the session can go on.
-                await self._write(self._send(EndOfMessage()), timeouts.data_block)
-                await self._reply(timeouts.data_termination)
+                await self._write(self._send(EndOfMessage()), self.timeouts.data_block)
+                await self._reply(self.timeouts.data_termination)
+            result = conn.transaction
+            assert result is not None
             raise RecipientsRefused(result.recipients[-1].reply or mail_reply, result)
         if chunked:
             binary = (mail.params.get("BODY") or "").upper() == Body.BINARYMIME.value
             last = await self._send_chunks(content, binary=binary)
         else:
-            data_reply = replies[-1] if len(replies) == len(commands) else None
             if data_reply is None or data_reply.code != 354:
                 raise MessageRefused("DATA", data_reply or mail_reply, conn.transaction)
-            async for chunk in content_chunks(content, self.chunk_size):
-                await self._write(self._send(MessageData(chunk)), timeouts.data_block)
-            await self._write(self._send(EndOfMessage()), timeouts.data_block)
+            await self._send_data(content)
             last = await self._final_replies()
         result = conn.transaction
         assert result is not None
         if not result.delivered:
             raise MessageRefused("end of data", last, result)
+        self._transaction_failed = False
         return result
+
+    async def _pipelined(self, commands: Sequence[Command]) -> list[Reply]:
+        """Send ``commands`` in one write (RFC 2920 §3.1) and read a reply to each."""
+        timeouts = self.timeouts
+        await self._write(self._send(*commands), timeouts.command)
+        return [
+            await self._reply(
+                timeouts.data_initiation if isinstance(command, Data) else timeouts.command
+            )
+            for command in commands
+        ]
+
+    async def _one_by_one(self, commands: Sequence[Command]) -> list[Reply]:
+        """Send ``commands`` one at a time, each after the reply to the one before,
+        and stop where the rest would be refused: no RCPT after a refused MAIL, no
+        DATA when no RCPT was accepted. The replies, in order."""
+        timeouts = self.timeouts
+        replies: list[Reply] = []
+        accepted = False
+        for command in commands:
+            if isinstance(command, Data):
+                if not accepted:
+                    break
+                reply = await self._command(command, timeouts.data_initiation)
+            else:
+                reply = await self._command(command, timeouts.command)
+            replies.append(reply)
+            if isinstance(command, Mail) and not reply.is_positive:
+                break
+            accepted = accepted or (isinstance(command, Rcpt) and reply.is_positive)
+        return replies
+
+    async def _send_data(self, content: Content) -> None:
+        """The content after the 354, dot-stuffed, then the end of data (RFC 5321
+        §4.1.1.4): each piece written as the next is read, and the last one with the
+        end, so that a message of one piece goes out in one write."""
+        timeout = self.timeouts.data_block
+        ready = b""
+        async for chunk in content_chunks(content, self.chunk_size):
+            if ready:
+                await self._write(ready, timeout)
+            ready = self._send(MessageData(chunk))
+        await self._write(ready + self._send(EndOfMessage()), timeout)
 
     async def _closing_unless_refused(self, call: Awaitable[T]) -> T:
         """Await ``call``; close the connection if it fails other than by a refusal.
@@ -709,12 +731,18 @@ class BaseSMTPClient(BaseClient):
             raise SMTPConnectionError("the server closed the connection")
 
     async def _write(self, data: bytes, timeout: float | None) -> None:
+        """Write ``data``: what the transport takes at once without a deadline (the
+        usual case: a few commands, a small message), the rest under ``timeout``."""
         transport = self._transport
         if transport is None:
             raise SMTPConnectionError("not connected")
+        # A stand-in for a Link (a wrapper that shows the wire) may not have it.
+        send_nowait = getattr(transport, "send_nowait", None)
         try:
-            async with transport.deadline(timeout):
-                await transport.send_all(data)
+            sent = 0 if send_nowait is None else send_nowait(data)
+            if sent < len(data):
+                async with transport.deadline(timeout):
+                    await transport.send_all(data[sent:] if sent else data)
         except TimeoutError as exc:
             self.connection.send_failed()
             raise SMTPTimeout("the server stopped reading") from exc
