@@ -8,6 +8,7 @@ back, bounded in line length and line count.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import LINE_TOO_LONG, ReceiveBuffer
 from smtpcore.smtp._base import Event
 
-__all__ = ["EnhancedStatus", "Reply", "ReplyParser"]
+__all__ = ["EnhancedStatus", "Reply", "ReplyParser", "parse_everyday_reply"]
 
 # [0-9], not \d: a str pattern's \d matches any Unicode digit (RFC 3463 §2: ASCII).
 _STATUS_RE: Final = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})")
@@ -182,6 +183,39 @@ class Reply(Event):
 
 
 _REPLY_LINE_RE: Final = re.compile(rb"([2-5][0-5][0-9])([ -]|\r?\n)")
+_EVERYDAY_REPLY_RE: Final = re.compile(rb"([2-5][0-5][0-9]) ([\x20-\x7e]*)\r\n")
+"""A reply as most are: one line, its text printable ASCII (``250 2.1.0 Ok``)."""
+
+
+def parse_everyday_reply(line: bytes, *, enhanced: bool) -> Reply | None:
+    """The reply a one-line reply in printable ASCII makes, or None for any other line.
+
+    The common case, read in one match: no decoding to guess, no control
+    character to mask, no other line to compare. For every line it takes, it
+    gives what :class:`ReplyParser`'s general path gives (a property test holds
+    them equal).
+    """
+    match = _EVERYDAY_REPLY_RE.fullmatch(line)
+    if match is None:
+        return None
+    code = int(match[1])
+    text = match[2].decode("ascii")
+    if enhanced:
+        first, _, rest = text.partition(" ")
+        status = _enhanced_status(first)
+        if status is not None and status.class_code == code // 100:
+            return Reply(code, (rest,), status)
+    return Reply(code, (text,))
+
+
+@functools.lru_cache(maxsize=64)
+def _enhanced_status(text: str) -> EnhancedStatus | None:
+    """``text`` as an enhanced status code (RFC 2034 §3), or None: a server uses a few,
+    over and over, so each is read once."""
+    match = _STATUS_RE.fullmatch(text)
+    if match is None:
+        return None
+    return EnhancedStatus(int(match[1]), int(match[2]), int(match[3]))
 
 
 class ReplyParser:
@@ -213,27 +247,37 @@ class ReplyParser:
                 return None
             if line is LINE_TOO_LONG:
                 raise RemoteProtocolError("reply line too long")
-            match = _REPLY_LINE_RE.match(line)
-            if match is None:
-                raise RemoteProtocolError(f"malformed reply line {line[:80]!r}")
-            code = int(match[1])
-            if self._code is not None and code != self._code:
-                raise RemoteProtocolError("reply code changed inside a multi-line reply")
-            self._code = code
-            if not line.endswith(b"\r\n"):
-                raise RemoteProtocolError("reply line not ended by CRLF")
-            try:
-                text = line[4:-2].decode("utf-8") if len(line) > 5 else ""
-            except UnicodeDecodeError:
-                text = line[4:-2].decode("latin-1")
-            if _FORBIDDEN_IN_TEXT.search(text):
-                text = _FORBIDDEN_IN_TEXT.sub("?", text)
-            self._lines.append(text)
-            if len(self._lines) > self.max_lines:
-                raise RemoteProtocolError("reply has too many lines")
-            if match[2] != b"-":
-                lines, self._lines, self._code = self._lines, [], None
-                return _build_reply(code, lines, enhanced)
+            reply = None if self._lines else parse_everyday_reply(line, enhanced=enhanced)
+            if reply is None:
+                reply = self.read_line(line, enhanced=enhanced)
+            if reply is not None:
+                return reply
+
+    def read_line(self, line: bytes, *, enhanced: bool) -> Reply | None:
+        """Take one reply line, LF included, by the general rules: the reply once its
+        last line is in, else None."""
+        match = _REPLY_LINE_RE.match(line)
+        if match is None:
+            raise RemoteProtocolError(f"malformed reply line {line[:80]!r}")
+        code = int(match[1])
+        if self._code is not None and code != self._code:
+            raise RemoteProtocolError("reply code changed inside a multi-line reply")
+        self._code = code
+        if not line.endswith(b"\r\n"):
+            raise RemoteProtocolError("reply line not ended by CRLF")
+        try:
+            text = line[4:-2].decode("utf-8") if len(line) > 5 else ""
+        except UnicodeDecodeError:
+            text = line[4:-2].decode("latin-1")
+        if _FORBIDDEN_IN_TEXT.search(text):
+            text = _FORBIDDEN_IN_TEXT.sub("?", text)
+        self._lines.append(text)
+        if len(self._lines) > self.max_lines:
+            raise RemoteProtocolError("reply has too many lines")
+        if match[2] == b"-":
+            return None
+        lines, self._lines, self._code = self._lines, [], None
+        return _build_reply(code, lines, enhanced)
 
 
 def _build_reply(code: int, lines: Sequence[str], enhanced: bool) -> Reply:
