@@ -119,3 +119,20 @@ def test_the_fast_path_takes_the_everyday_replies() -> None:
     assert parse_everyday_reply(b"550 2.1.5 no\r\n", enhanced=True) == Reply(550, "2.1.5 no")
     for other in (b"250-first\r\n", b"250 tab\there\r\n", b"250 caf\xc3\xa9\r\n", b"250\r\n"):
         assert parse_everyday_reply(other, enhanced=True) is None
+
+
+def test_a_receive_buffer_keeps_one_bytearray_for_its_life() -> None:
+    """The client machine looks at ``view()`` once and keeps it, to see at no cost
+    whether bytes wait: every operation must empty and refill that same object."""
+    buffer = ReceiveBuffer()
+    kept = buffer.view()
+    buffer.receive(b"250 ok\r\n250-a\r\n250 b\r\n" + b"x" * 50)
+    assert buffer.next_line(4096) == b"250 ok\r\n"
+    buffer.take(3)
+    buffer.consume(2)
+    buffer.next_line(8)  # too long: dropped as it comes
+    buffer.take()
+    buffer.receive(b"more")
+    buffer.clear()
+    buffer.receive(b"again")
+    assert buffer.view() is kept and kept == b"again"

@@ -173,7 +173,8 @@ class ReceiveBuffer:
         return out
 
     def view(self) -> bytearray:
-        """The buffered bytes, for framing code that consumes them in place."""
+        """The buffered bytes, for framing code that consumes them in place: the same
+        bytearray for the buffer's whole life, emptied and refilled in place."""
         return self._data
 
     def consume(self, size: int) -> None:

@@ -456,15 +456,16 @@ class BaseSMTPClient(BaseClient):
         envelope = build_envelope(
             self.connection.extensions, message, sender, recipients, mail_params, rcpt_params
         )
-        chunked = self._uses_bdat(envelope.mail)
-        batches = self._batches(envelope.rcpts, envelope.content)
-        if len(batches) > 1:
-            return await self._closing_unless_refused(
-                self._transactions(envelope.mail, batches, envelope.content, chunked=chunked)
-            )
-        return await self._closing_unless_refused(
-            self._transaction(envelope.mail, envelope.rcpts, envelope.content, chunked=chunked)
-        )
+        mail, content = envelope.mail, envelope.content
+        chunked = self._uses_bdat(mail)
+        batches = self._batches(envelope.rcpts, content)
+        try:  # as _closing_unless_refused does, without a coroutine more to resume
+            if len(batches) > 1:
+                return await self._transactions(mail, batches, content, chunked=chunked)
+            return await self._transaction(mail, envelope.rcpts, content, chunked=chunked)
+        except BaseException as exc:
+            await self._end_unless_refused(exc)
+            raise
 
     def _batches(self, rcpts: Sequence[Rcpt], content: Content) -> list[list[Rcpt]]:
         """The RCPTs in groups the server's LIMITS allow in one transaction (RFC 9422
@@ -611,26 +612,30 @@ class BaseSMTPClient(BaseClient):
         await self._write(ready + self._send(EndOfMessage()), timeout)
 
     async def _closing_unless_refused(self, call: Awaitable[T]) -> T:
-        """Await ``call``; close the connection if it fails other than by a refusal.
+        """Await ``call``; close the connection if it fails other than by a refusal
+        (see :meth:`_end_unless_refused`)."""
+        try:
+            return await call
+        except BaseException as exc:
+            await self._end_unless_refused(exc)
+            raise
+
+    async def _end_unless_refused(self, exc: BaseException) -> None:
+        """Close the connection after ``exc`` unless it was a refusal.
 
         After a refusal (an :class:`SMTPReplyError`) the session goes on;
         after anything else (a lost connection, a timeout, a broken reply,
         cancellation) nobody can say where it stands, so it ends here rather
         than leave a socket open behind an exception.
         """
-        try:
-            return await call
-        except SMTPReplyError:
-            raise
-        except LocalProtocolError:
-            # The caller's mistake, refused by the machine before anything went out,
-            # leaves the session as it was (unless half a pipelined group was built).
-            if self._conn is None or self._conn.pending:
-                await self._abort()
-            raise
-        except BaseException:
-            await self._abort()
-            raise
+        # The caller's mistake, refused by the machine before anything went out,
+        # leaves the session as it was (unless half a pipelined group was built).
+        mistake = isinstance(exc, LocalProtocolError)
+        if isinstance(exc, SMTPReplyError) or (
+            mistake and self._conn is not None and not self._conn.pending
+        ):
+            return
+        await self._abort()
 
     async def _final_replies(self) -> Reply:
         """The reply to the end of the content; in LMTP one per accepted recipient
@@ -677,7 +682,9 @@ class BaseSMTPClient(BaseClient):
 
     def _send(self, *events: Event) -> bytes:
         """The bytes of ``events``, checked by the machine, and traced."""
-        conn = self.connection
+        conn = self._conn
+        if conn is None:
+            raise SMTPConnectionError("not connected")
         trace = self._trace
         if trace is None:
             if len(events) == 1:
@@ -707,9 +714,11 @@ class BaseSMTPClient(BaseClient):
         machine turns it into an error here, and a ``421`` into the end of the
         session (RFC 5321 §3.8).
         """
-        conn = self.connection
+        conn = self._conn
         transport = self._transport
-        if transport is None or conn.pending:
+        if conn is None or transport is None:
+            raise SMTPConnectionError("not connected")
+        if conn.pending:
             return
         # A stand-in for a Link (a wrapper that shows the wire) may not have it.
         receive_nowait = getattr(transport, "receive_nowait", None)
@@ -744,17 +753,21 @@ class BaseSMTPClient(BaseClient):
                 async with transport.deadline(timeout):
                     await transport.send_all(data[sent:] if sent else data)
         except TimeoutError as exc:
-            self.connection.send_failed()
+            self._send_failed()
             raise SMTPTimeout("the server stopped reading") from exc
         except OSError as exc:
-            self.connection.send_failed()
+            self._send_failed()
             raise SMTPConnectionError(f"connection lost: {exc}") from exc
+
+    def _send_failed(self) -> None:
+        if self._conn is not None:
+            self._conn.send_failed()
 
     async def _reply(self, timeout: float | None) -> Reply:
         """The next reply, reading as needed under ``timeout``."""
-        conn = self.connection
+        conn = self._conn
         transport = self._transport
-        if transport is None:
+        if conn is None or transport is None:
             raise SMTPConnectionError("not connected")
         while True:
             try:

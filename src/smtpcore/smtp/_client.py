@@ -122,11 +122,13 @@ class ClientConnection:
         self.normalize_line_endings = normalize_line_endings
 
         self._buffer = ReceiveBuffer()
+        self._received = self._buffer.view()
+        """The buffer's bytes (the same bytearray for its whole life), to tell at no
+        cost whether anything is waiting."""
         self._parser = ReplyParser(max_line_length=max_reply_line, max_lines=max_reply_lines)
         self._state = State.GREETING
         self._queue: deque[_Awaited] = deque([_Awaited(None, _GREETING_RULE)])
-        self._extensions = ServerExtensions()
-        self._extended = False
+        self._offer(ServerExtensions(), extended=False)
         self._tls = False
         self._greeting: Reply | None = None
         self._answered: Event | None = None
@@ -269,7 +271,7 @@ class ClientConnection:
         if self._buffer.peer_closed:
             self._close()
             return ConnectionClosed()
-        if not self._queue and not self._buffer:
+        if not self._queue and not self._received:
             return PAUSED
         return NEED_DATA
 
@@ -297,7 +299,7 @@ class ClientConnection:
             raise LocalProtocolError("the session is closed")
         if state is State.TLS_PENDING:
             raise LocalProtocolError("finish the TLS handshake and call tls_started() first")
-        if self._buffer and not self._queue:
+        if self._received and not self._queue:
             self._refuse_stale_reply()
         if isinstance(event, MessageData):
             return self._send_content(event.data)
@@ -311,7 +313,7 @@ class ClientConnection:
 
     def _refuse_stale_reply(self) -> None:
         """Bytes are buffered and no reply is awaited: see :meth:`send`."""
-        start = bytes(self._buffer.view()[:80])
+        start = bytes(self._received[:80])
         if b"421".startswith(start[:3]):
             raise LocalProtocolError("the server sent a reply: read it with next_event() first")
         self._state = State.ERROR
@@ -330,10 +332,17 @@ class ClientConnection:
             max_line_length=self.max_reply_line, max_lines=self.max_reply_lines
         )
         self._tls = True
-        self._extensions = ServerExtensions()
-        self._extended = False
+        self._offer(ServerExtensions(), extended=False)
         self._transaction = None
         self._state = State.HELLO
+
+    def _offer(self, extensions: ServerExtensions, *, extended: bool) -> None:
+        """Take what the server offers now (after EHLO, HELO or the TLS handshake),
+        keeping at hand what is asked for every command and reply."""
+        self._extensions = extensions
+        self._extended = extended
+        self._pipelining = extensions.pipelining
+        self._enhanced_status_codes = extensions.enhanced_status_codes
 
     # -- sending --------------------------------------------------------
 
@@ -377,7 +386,7 @@ class ClientConnection:
         last = self._queue[-1].event
         if last is None:
             raise LocalProtocolError("wait for the server's greeting")
-        if not self._extensions.pipelining:
+        if not self._pipelining:
             raise LocalProtocolError(
                 f"the server did not offer PIPELINING: wait for the reply to {_name(last)} "
                 f"before sending {verb}"
@@ -456,7 +465,7 @@ class ClientConnection:
     # -- receiving ------------------------------------------------------
 
     def _read_reply(self) -> Reply | None:
-        view = self._buffer.view()
+        view = self._received
         if not view:
             return None
         if not self._queue and not b"421".startswith(bytes(view[:3])):
@@ -464,9 +473,7 @@ class ClientConnection:
         limit = self.max_reply_line
         if len(view) >= limit and view.find(b"\n", 0, limit) < 0:
             raise RemoteProtocolError(f"reply line longer than {limit} octets")
-        return self._parser.next_reply(
-            self._buffer, enhanced=self._extensions.enhanced_status_codes
-        )
+        return self._parser.next_reply(self._buffer, enhanced=self._enhanced_status_codes)
 
     def _dispatch(self, reply: Reply) -> None:
         self._answered_recipient = None
@@ -521,11 +528,9 @@ class ClientConnection:
         transaction = entry.transaction
         positive = reply.is_positive
         if isinstance(command, (Ehlo, Lhlo)) and positive:
-            self._extensions = ServerExtensions.from_reply(reply)
-            self._extended = True
+            self._offer(ServerExtensions.from_reply(reply), extended=True)
         elif isinstance(command, Helo) and positive:
-            self._extensions = ServerExtensions()
-            self._extended = False
+            self._offer(ServerExtensions(), extended=False)
         elif isinstance(command, StartTls) and reply.code == 220:
             # Anything behind the 220 was sent in clear before the handshake:
             # never let it pass for a reply inside TLS (response injection).
