@@ -135,9 +135,9 @@ class SocketClock:
     def timeout(self) -> float | None:
         """Seconds the next wait may take (``None``: no limit); ``TimeoutError`` when a
         deadline has passed already."""
-        due = min((d.due for d in self._deadlines), default=math.inf)
-        if self._watchdog is not None:
-            due = min(due, self._watchdog.due)
+        due = math.inf if self._watchdog is None else self._watchdog.due
+        for deadline in self._deadlines:  # a loop: min() would make a generator per wait
+            due = min(due, deadline.due)
         if due == math.inf:
             return None
         left = due - time.monotonic()

@@ -73,6 +73,7 @@ from smtpcore.smtp import (
     Rcpt,
     Reply,
     Rset,
+    ServerExtensions,
     StartTls,
     TransactionResult,
     Vrfy,
@@ -453,12 +454,13 @@ class BaseSMTPClient(BaseClient):
         without ``8BITMIME`` (``554 5.6.3``). After any other error than a
         refusal the connection is closed.
         """
+        extensions = self.connection.extensions
         envelope = build_envelope(
-            self.connection.extensions, message, sender, recipients, mail_params, rcpt_params
+            extensions, message, sender, recipients, mail_params, rcpt_params
         )
         mail, content = envelope.mail, envelope.content
-        chunked = self._uses_bdat(mail)
-        batches = self._batches(envelope.rcpts, content)
+        chunked = self._uses_bdat(mail, extensions)
+        batches = self._batches(envelope.rcpts, content, extensions)
         try:  # as _closing_unless_refused does, without a coroutine more to resume
             if len(batches) > 1:
                 return await self._transactions(mail, batches, content, chunked=chunked)
@@ -467,10 +469,12 @@ class BaseSMTPClient(BaseClient):
             await self._end_unless_refused(exc)
             raise
 
-    def _batches(self, rcpts: Sequence[Rcpt], content: Content) -> list[list[Rcpt]]:
+    def _batches(
+        self, rcpts: Sequence[Rcpt], content: Content, extensions: ServerExtensions
+    ) -> list[list[Rcpt]]:
         """The RCPTs in groups the server's LIMITS allow in one transaction (RFC 9422
         §5.2: RCPTMAX, §5.3: RCPTDOMAINMAX); one group when it announced none."""
-        groups = self.connection.extensions.limits.split([rcpt.recipient for rcpt in rcpts])
+        groups = extensions.limits.split([rcpt.recipient for rcpt in rcpts])
         if len(groups) == 1:
             return [list(rcpts)]
         if not _replayable(content):
@@ -512,12 +516,12 @@ class BaseSMTPClient(BaseClient):
             raise refusal
         return merged
 
-    def _uses_bdat(self, mail: Mail) -> bool:
+    def _uses_bdat(self, mail: Mail, extensions: ServerExtensions) -> bool:
         """BDAT for this message: BINARYMIME content must (RFC 3030 §3); otherwise as
         ``chunking`` says and the server offers."""
         if (mail.params.get("BODY") or "").upper() == Body.BINARYMIME.value:
             return True
-        offered = self.connection.extensions.chunking
+        offered = extensions.chunking
         if self.chunking and not offered:
             reply = Reply(502, "the server does not offer CHUNKING, needed for BDAT", "5.5.1")
             raise ExtensionNotOffered(None, "CHUNKING", reply)
@@ -689,7 +693,7 @@ class BaseSMTPClient(BaseClient):
         if trace is None:
             if len(events) == 1:
                 return conn.send(events[0])
-            return b"".join(conn.send(event) for event in events)
+            return b"".join([conn.send(event) for event in events])
         chunks = []
         for event in events:
             data = conn.send(event)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import email.message
 import email.utils
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -75,9 +76,9 @@ def build_envelope(
     rcpts = [_mailbox(r) for r in recipients]
     if not rcpts:
         raise ValueError("no recipients")
-    given = Parameters.coerce(mail_params)
+    given = _NO_PARAMETERS if mail_params is None else Parameters.coerce(mail_params)
     added = _added_mail_params(extensions, from_, rcpts, content, given)
-    mail = Mail(from_, {**added, **given})
+    mail = Mail(from_, {**added, **given} if mail_params is not None else added)
     commands = [Rcpt(r, _params_of(rcpt_params, r)) for r in rcpts]
     check_sendable(extensions, mail, commands, content)
     check_offered(extensions, mail, commands)
@@ -152,7 +153,14 @@ def _added_mail_params(
 
 
 def _mailbox(value: str | Mailbox) -> Mailbox:
-    return value if isinstance(value, Mailbox) else parse_mailbox(value)
+    return value if isinstance(value, Mailbox) else _parsed_mailbox(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_mailbox(text: str) -> Mailbox:
+    """``text`` parsed, once: a client sends from the same address, and often to the
+    same few, message after message (a :class:`Mailbox` is immutable)."""
+    return parse_mailbox(text)
 
 
 def _from_email(
@@ -176,4 +184,9 @@ def _from_email(
 
 
 def _params_of(given: RecipientParameters, recipient: Mailbox) -> Parameters:
+    if given is None:
+        return _NO_PARAMETERS
     return Parameters.coerce(given(recipient) if callable(given) else given)
+
+
+_NO_PARAMETERS = Parameters()

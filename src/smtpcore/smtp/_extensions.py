@@ -69,12 +69,16 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
     """The keywords in the order the server listed them, with their parameters."""
     _index: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
     """``offered`` by upper-cased keyword: a client asks several times a message."""
+    _size: int | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index: dict[str, tuple[str, ...]] = {}
         for key, params in self.offered:
             index.setdefault(key.upper(), params)
         object.__setattr__(self, "_index", index)
+        params = index.get("SIZE", ())
+        limit = parse_number(params[0], max_digits=20) if len(params) == 1 else None
+        object.__setattr__(self, "_size", limit or None)
 
     @classmethod
     def from_reply(cls, reply: Reply) -> ServerExtensions:
@@ -130,9 +134,7 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
         ``SIZE`` alone, ``SIZE 0`` and an unreadable value all mean that the
         server announced no limit.
         """
-        params = self.get("SIZE", ())
-        limit = parse_number(params[0], max_digits=20) if len(params) == 1 else None
-        return limit or None
+        return self._size
 
     @property
     def auth(self) -> frozenset[str]:

@@ -8,7 +8,7 @@ part it answers, so that partial acceptance is a loop over ``recipients``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from smtpcore.address import Mailbox
 from smtpcore.smtp._replies import Reply
@@ -106,13 +106,15 @@ class _Transaction:
         return len(self.recipients) - 1
 
     def answer_recipient(self, index: int, reply: Reply) -> None:
-        self.recipients[index] = replace(self.recipients[index], reply=reply)
+        result = self.recipients[index]
+        self.recipients[index] = RecipientResult(result.recipient, reply, result.delivery)
 
     def accepted_indexes(self) -> list[int]:
         return [index for index, result in enumerate(self.recipients) if result.accepted]
 
     def deliver(self, index: int, reply: Reply) -> None:
-        self.recipients[index] = replace(self.recipients[index], delivery=reply)
+        result = self.recipients[index]
+        self.recipients[index] = RecipientResult(result.recipient, result.reply, reply)
 
     def snapshot(self) -> TransactionResult:
         return TransactionResult(
