@@ -576,12 +576,11 @@ class BaseSMTPClient(BaseClient):
         """Send ``commands`` in one write (RFC 2920 §3.1) and read a reply to each."""
         timeouts = self.timeouts
         await self._write(self._send(*commands), timeouts.command)
-        return [
-            await self._reply(
-                timeouts.data_initiation if isinstance(command, Data) else timeouts.command
-            )
-            for command in commands
-        ]
+        replies = []
+        for command in commands:  # a loop: an awaiting comprehension is one coroutine more
+            timeout = timeouts.data_initiation if isinstance(command, Data) else timeouts.command
+            replies.append(await self._reply(timeout))
+        return replies
 
     async def _one_by_one(self, commands: Sequence[Command]) -> list[Reply]:
         """Send ``commands`` one at a time, each after the reply to the one before,
@@ -591,12 +590,12 @@ class BaseSMTPClient(BaseClient):
         replies: list[Reply] = []
         accepted = False
         for command in commands:
-            if isinstance(command, Data):
-                if not accepted:
-                    break
-                reply = await self._command(command, timeouts.data_initiation)
-            else:
-                reply = await self._command(command, timeouts.command)
+            if isinstance(command, Data) and not accepted:
+                break
+            timeout = timeouts.data_initiation if isinstance(command, Data) else timeouts.command
+            await self._take_unasked()
+            await self._write(self._send(command), timeout)
+            reply = await self._reply(timeout)
             replies.append(reply)
             if isinstance(command, Mail) and not reply.is_positive:
                 break
@@ -644,8 +643,8 @@ class BaseSMTPClient(BaseClient):
     async def _final_replies(self) -> Reply:
         """The reply to the end of the content; in LMTP one per accepted recipient
         (RFC 2033 §4.2), of which the last is returned."""
-        conn = self.connection
-        due = len(conn.transaction.accepted) if self.lmtp and conn.transaction else 1
+        conn = self._conn
+        due = len(conn.transaction.accepted) if self.lmtp and conn and conn.transaction else 1
         last = None
         for _ in range(due):
             last = await self._reply(self.timeouts.data_termination)

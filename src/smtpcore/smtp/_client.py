@@ -260,7 +260,7 @@ class ClientConnection:
         if state is State.TLS_PENDING:
             return PAUSED
         try:
-            reply = self._read_reply()
+            reply = self._read_reply() if self._received else None
             if reply is not None:
                 self._dispatch(reply)
         except RemoteProtocolError:
@@ -466,8 +466,6 @@ class ClientConnection:
 
     def _read_reply(self) -> Reply | None:
         view = self._received
-        if not view:
-            return None
         if not self._queue and not b"421".startswith(bytes(view[:3])):
             raise RemoteProtocolError(f"unsolicited reply {bytes(view[:80])!r}")
         limit = self.max_reply_line
