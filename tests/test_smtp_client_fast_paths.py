@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from smtpcore import RemoteProtocolError
 from smtpcore._lines import ReceiveBuffer
-from smtpcore.smtp import Reply
+from smtpcore.smtp import Parameters, Reply
 from smtpcore.smtp._replies import ReplyParser, parse_everyday_reply
 
 CODE = st.one_of(
@@ -136,3 +136,19 @@ def test_a_receive_buffer_keeps_one_bytearray_for_its_life() -> None:
     buffer.clear()
     buffer.receive(b"again")
     assert buffer.view() is kept and kept == b"again"
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["SIZE", "BODY", "SMTPUTF8", "NOTIFY", "X-A"]),
+        st.one_of(st.none(), st.sampled_from(["1000", "8BITMIME", "NEVER"])),
+    ),
+    st.sampled_from(["SIZE", "size", "Body", "SMTPUTF8", "ret", "X-a"]),
+)
+def test_parameters_get_is_the_mapping_lookup(given: dict[str, str | None], asked: str) -> None:
+    """``Parameters.get`` answers without raising ``KeyError`` for a missing keyword:
+    it must say what the case-insensitive mapping says."""
+    params = Parameters(given)
+    expected = given.get(asked.upper(), "absent")
+    assert params.get(asked, "absent") == expected
+    assert params.get(asked) == (None if expected == "absent" else expected)

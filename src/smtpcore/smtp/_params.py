@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import ItemsView, Iterable, Iterator, Mapping
-from typing import Final, Protocol, TypeAlias
+from typing import Final, Protocol, TypeAlias, TypeVar, overload
 
 from smtpcore._errors import LocalProtocolError
 
@@ -26,6 +26,8 @@ class ParameterValue(Protocol):
 
     def to_parameter(self) -> str | None: ...
 
+
+_D = TypeVar("_D")
 
 GivenValue: TypeAlias = "str | int | ParameterValue | None"
 """A value as :class:`Parameters` takes it: the wire text, a number, a typed value,
@@ -103,6 +105,21 @@ class Parameters(Mapping[str, "str | None"]):
             if key == upper:
                 return value
         raise KeyError(keyword)
+
+    @overload
+    def get(self, keyword: str, /) -> str | None: ...
+
+    @overload
+    def get(self, keyword: str, /, default: str | _D) -> str | _D | None: ...
+
+    def get(self, keyword: str, /, default: object = None) -> object:
+        """As :meth:`Mapping.get`, without a ``KeyError`` raised and caught for each
+        absent keyword (clients ask for ``BODY`` and ``SIZE`` on every message)."""
+        upper = keyword.upper()
+        for key, value in self._items:
+            if key == upper:
+                return value
+        return default
 
     def __contains__(self, keyword: object) -> bool:
         if not self._items or not isinstance(keyword, str):
