@@ -519,7 +519,10 @@ def run_workload(workload: Workload, rounds: int, out: list[str]) -> None:
             pairs = [(a.cpu, b.cpu) for a, b in zip(samples[ours], samples[peer], strict=True)]
             if all(a is not None and b is not None and a > 0 for a, b in pairs):
                 cpu_ratios = sorted(b / a for a, b in pairs)  # type: ignore[operator]
-                cpu_ratio = f"; CPU: peer/ours {statistics.median(cpu_ratios):.2f}x"
+                cpu_ratio = (
+                    f"; CPU peer/ours {cpu_ratios[0]:.2f}x / {statistics.median(cpu_ratios):.2f}x"
+                    f" / {cpu_ratios[-1]:.2f}x"
+                )
             out.append(
                 f"  {ours} vs {peer}: rate {ratios[0]:.2f}x / {statistics.median(ratios):.2f}x"
                 f" / {ratios[-1]:.2f}x (min/median/max){cpu_ratio}"
