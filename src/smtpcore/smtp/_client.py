@@ -199,6 +199,8 @@ class ClientConnection:
 
         Once the session has closed, what is left here was never answered.
         """
+        if not self._queue:
+            return ()  # the usual answer, asked before every command
         return tuple(entry.event for entry in self._queue if entry.event is not None)
 
     @property
