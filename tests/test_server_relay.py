@@ -42,7 +42,14 @@ class Relay:
         return [path.read_bytes() for path in box.messages()]
 
     def entries(self) -> list[QueueEntry]:
-        return [self.queue.load(p.name) for p in (self.queue.directory / "envelopes").iterdir()]
+        """The queued messages now; one the relay finishes while they are read is gone."""
+        found = []
+        for path in (self.queue.directory / "envelopes").iterdir():
+            try:
+                found.append(self.queue.load(path.name))
+            except FileNotFoundError:
+                continue
+        return found
 
     def empty(self) -> bool:
         return not self.entries()
