@@ -320,7 +320,8 @@ def test_server_options_are_checked() -> None:
     with pytest.raises(ValueError, match="credential check"):
         Authenticator(check_password=check_password, mechanisms=["CRAM-MD5"])
     server = SMTPServer(Handler(), auth=authenticator(), auth_require_tls=False)
-    assert list(server.options.auth_mechanisms) == MECHANISMS
+    # -PLUS is configured, and offered only where the transport gives channel binding data
+    assert list(server.options.auth_mechanisms) == ["SCRAM-SHA-256-PLUS", *MECHANISMS]
 
 
 # -- the server's policy, on the wire ---------------------------------------------------
@@ -604,3 +605,34 @@ def test_our_client_against_aiosmtpd(
     assert accounts.logins == [mechanism]
     [envelope] = accounts.envelopes
     assert envelope.mail_from == USER and envelope.original_content == MESSAGE
+
+
+def test_the_adapters_own_tls_gives_no_channel_binding_so_no_plus(
+    adapter: str, tls: TLSFiles
+) -> None:
+    """The standard library's ssl cannot export keying material (RFC 9266's
+    tls-exporter): over the adapters' transports SCRAM-SHA-256-PLUS is configured but
+    not offered, and the client logs in with SCRAM-SHA-256."""
+
+    async def session(port: int) -> tuple[frozenset[str], dict[str, bytes], str | None]:
+        async with module(adapter).SMTPClient(
+            "127.0.0.1",
+            port,
+            hostname="client.test",
+            ssl_context=tls.client_context,
+            username=USER,
+            password=PASSWORD,
+        ) as client:
+            return (
+                client.connection.extensions.auth,
+                client.channel_bindings(),
+                (client.authenticated_with),
+            )
+
+    with running_smtp_server(
+        adapter, Submission(), ssl_context=tls.server_context, auth=authenticator()
+    ) as server:
+        offered, bindings, used = run(adapter, lambda: session(server.port))
+    assert "SCRAM-SHA-256" in offered and "SCRAM-SHA-256-PLUS" not in offered
+    assert bindings == {}
+    assert used == "SCRAM-SHA-256"

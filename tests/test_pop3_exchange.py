@@ -116,6 +116,9 @@ class _FakeTransport:
         self.peer_address = peer
         self.local_address = ("127.0.0.1", 110)
 
+    def channel_bindings(self) -> dict[str, bytes]:
+        return {}
+
 
 @pytest.mark.parametrize(
     ("peer", "stls", "required"),

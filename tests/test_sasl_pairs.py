@@ -31,6 +31,8 @@ from smtpcore.sasl import (
     SASLError,
     ScramCredentials,
     ScramSHA256Client,
+    ScramSHA256PlusClient,
+    ScramSHA256PlusServer,
     ScramSHA256Server,
     ServerMechanism,
     Step,
@@ -220,10 +222,19 @@ CLIENTS: dict[str, Callable[[], ClientMechanism]] = {
     "LOGIN": lambda: LoginClient("tim", "pw"),
     "CRAM-MD5": lambda: CramMD5Client("tim", "pw"),
     "SCRAM-SHA-256": lambda: ScramSHA256Client("tim", "pw", min_iterations=1),
+    "SCRAM-SHA-256-PLUS": lambda: ScramSHA256PlusClient(
+        "tim", "pw", channel_binding=b"tls" * 8, min_iterations=1
+    ),
     "XOAUTH2": lambda: XOAuth2Client("tim", "pw"),
     "OAUTHBEARER": lambda: OAuthBearerClient("tim", "pw"),
 }
 SCRAM_TIM = derive_scram_credentials("pw", iterations=2)
+
+
+def bound(server: ServerMechanism) -> ServerMechanism:
+    """The server of a session whose TLS layer gave the same binding data as the client's."""
+    server.bind_channel({"tls-exporter": b"tls" * 8}, plus_offered=True)
+    return server
 
 
 def permissive_password(authzid: str, authcid: str, password: str) -> bool:
@@ -235,6 +246,7 @@ SERVERS: dict[str, Callable[[], ServerMechanism]] = {
     "LOGIN": lambda: LoginServer(permissive_password),
     "CRAM-MD5": lambda: CramMD5Server({"tim": "pw"}.get, "mx.example"),
     "SCRAM-SHA-256": lambda: ScramSHA256Server({"tim": SCRAM_TIM}.get),
+    "SCRAM-SHA-256-PLUS": lambda: bound(ScramSHA256PlusServer({"tim": SCRAM_TIM}.get)),
     "XOAUTH2": lambda: XOAuth2Server(lambda user, token: True),
     "OAUTHBEARER": lambda: OAuthBearerServer(lambda user, token: True),
 }

@@ -24,6 +24,7 @@ SASL_DIR = pathlib.Path(smtpcore.sasl.__file__).parent
 
 FLAGS = {
     # name: (plaintext, requires_tls)
+    "SCRAM-SHA-256-PLUS": (False, False),
     "SCRAM-SHA-256": (False, False),
     "OAUTHBEARER": (False, True),
     "XOAUTH2": (False, True),
@@ -56,6 +57,9 @@ def test_registries_are_read_only() -> None:
         (["LOGIN"], ["PLAIN", "LOGIN"], "LOGIN"),
         (["CRAM-MD5", "PLAIN"], ["PLAIN", "CRAM-MD5"], "CRAM-MD5"),
         (["PLAIN", "SCRAM-SHA-256", "CRAM-MD5"], list(PREFERENCE), "SCRAM-SHA-256"),
+        (["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"], list(PREFERENCE), "SCRAM-SHA-256-PLUS"),
+        (["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"], ["SCRAM-SHA-256"], "SCRAM-SHA-256"),
+        (["SCRAM-SHA-256"], ["SCRAM-SHA-256-PLUS"], None),
         (["XOAUTH2", "OAUTHBEARER"], ["XOAUTH2", "OAUTHBEARER"], "OAUTHBEARER"),
         (["XOAUTH2", "PLAIN"], ["XOAUTH2", "PLAIN"], "XOAUTH2"),
         (["OAUTHBEARER", "CRAM-MD5"], ["OAUTHBEARER", "CRAM-MD5"], "OAUTHBEARER"),
@@ -74,7 +78,15 @@ def test_choose_mechanism(offered: list[str], available: list[str], expected: st
 
 
 def test_preference_is_strongest_first() -> None:
-    assert PREFERENCE == ("SCRAM-SHA-256", "OAUTHBEARER", "XOAUTH2", "CRAM-MD5", "PLAIN", "LOGIN")
+    assert PREFERENCE == (
+        "SCRAM-SHA-256-PLUS",
+        "SCRAM-SHA-256",
+        "OAUTHBEARER",
+        "XOAUTH2",
+        "CRAM-MD5",
+        "PLAIN",
+        "LOGIN",
+    )
     for stronger, weaker in itertools.pairwise(PREFERENCE):
         assert choose_mechanism([weaker, stronger], PREFERENCE) == stronger
 
@@ -96,6 +108,8 @@ def test_design_public_names() -> None:
         "CramMD5Server",
         "ScramSHA256Client",
         "ScramSHA256Server",
+        "ScramSHA256PlusClient",
+        "ScramSHA256PlusServer",
         "XOAuth2Client",
         "XOAuth2Server",
         "OAuthBearerClient",

@@ -41,6 +41,7 @@ from smtpcore.sasl import (
     LoginServer,
     OAuthBearerServer,
     PlainServer,
+    ScramSHA256PlusServer,
     ScramSHA256Server,
     ServerMechanism,
     XOAuth2Server,
@@ -97,7 +98,9 @@ class Authenticator:
     - ``get_scram_credentials(username) -> ScramCredentials | None``:
       SCRAM-SHA-256 from stored keys (see
       :func:`~smtpcore.sasl.derive_scram_credentials`); the password never
-      crosses the wire and the server never stores it.
+      crosses the wire and the server never stores it. Also
+      SCRAM-SHA-256-PLUS, which a session offers only over a TLS layer that
+      gives channel binding data (:mod:`smtpcore.transport`).
     - ``get_password(username) -> str | None``: the password in the clear, for
       CRAM-MD5; it also serves PLAIN and LOGIN when ``check_password`` is not
       given. Only for stores that must keep passwords anyway.
@@ -138,7 +141,7 @@ class Authenticator:
         if self.get_password is not None:
             names.add("CRAM-MD5")
         if self.get_scram_credentials is not None:
-            names.add("SCRAM-SHA-256")
+            names |= {"SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"}
         if self.check_token is not None:
             names |= {"OAUTHBEARER", "XOAUTH2"}
         return [name for name in PREFERENCE if name in names]
@@ -168,9 +171,11 @@ class Authenticator:
             get_password = self.get_password
             assert get_password is not None
             return lambda: CramMD5Server(get_password, hostname)
-        if name == "SCRAM-SHA-256":
+        if name in ("SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"):
             get_credentials = self.get_scram_credentials
             assert get_credentials is not None
+            if name == "SCRAM-SHA-256-PLUS":
+                return lambda: ScramSHA256PlusServer(get_credentials, authorize=authorize)
             return lambda: ScramSHA256Server(get_credentials, authorize=authorize)
         check_token = self.check_token
         assert check_token is not None

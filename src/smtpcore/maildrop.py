@@ -34,6 +34,7 @@ from smtpcore.sasl import (
     LoginServer,
     PlainServer,
     ScramCredentials,
+    ScramSHA256PlusServer,
     ScramSHA256Server,
     ServerMechanism,
     derive_scram_credentials,
@@ -434,7 +435,9 @@ class MaildirStore(Mailstore):
 
     ``passwords`` maps user names to their secrets, which serve USER/PASS,
     APOP, and the SASL mechanisms PLAIN and LOGIN (offered under TLS
-    only unless ``plaintext_sasl``), CRAM-MD5 and SCRAM-SHA-256. ``apop``
+    only unless ``plaintext_sasl``), CRAM-MD5, SCRAM-SHA-256 and
+    SCRAM-SHA-256-PLUS (offered only where the TLS layer gives channel binding
+    data, see :mod:`smtpcore.transport`). ``apop``
     turns APOP off. A reference implementation: subclass it, or write a
     :class:`Mailstore`, to check credentials against a real user database.
     """
@@ -480,6 +483,7 @@ class MaildirStore(Mailstore):
             return self._scram[user]
 
         mechanisms: dict[str, MechanismFactory] = {
+            "SCRAM-SHA-256-PLUS": lambda: ScramSHA256PlusServer(scram),
             "SCRAM-SHA-256": lambda: ScramSHA256Server(scram),
             "CRAM-MD5": lambda: CramMD5Server(self.passwords.get, session.hostname),
         }

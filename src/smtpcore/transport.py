@@ -16,6 +16,16 @@ framework's own waits, and hand it to that framework's adapter::
     client = SMTPClient.over_transport(MyTransport(...), ...)
 
 ``docs/tutorials/transport.rst`` walks through one.
+
+A transport may also have a ``channel_binding(kind: str) -> bytes | None``
+method: the channel binding data of its TLS connection (RFC 5056) of that
+type, or ``None``. The sessions ask it for ``"tls-exporter"`` (RFC 9266: 32
+octets of keying material exported with the label
+``EXPORTER-Channel-Binding`` and an empty context) after each handshake;
+with the data, a server offers ``SCRAM-SHA-256-PLUS`` and a client uses it
+(see :mod:`smtpcore.sasl`). The adapters' own transports have no such
+method: the standard library's :mod:`ssl` cannot export keying material,
+and its ``tls-unique`` is undefined for TLS 1.3.
 """
 
 from __future__ import annotations
@@ -36,6 +46,10 @@ class Transport(Protocol):
     handshake) are raised as :class:`OSError` (``ssl.SSLError`` is one), so
     that a session tells a broken connection from a bug. Every wait must be
     one the framework can cancel: that is how timeouts reach a transport.
+
+    Optional, looked up when present: ``channel_binding(kind)``, the TLS
+    channel binding data that SCRAM-SHA-256-PLUS needs (see the module's
+    description).
     """
 
     async def receive_some(self, max_bytes: int) -> bytes:

@@ -50,6 +50,16 @@ class BaseClient:
         """End the session politely and close the connection."""
         raise NotImplementedError
 
+    def channel_bindings(self) -> dict[str, bytes]:
+        """The channel binding data of the open connection's TLS layer, by type.
+
+        ``{"tls-exporter": ...}`` (RFC 9266) when the transport gives it, for a
+        SCRAM-SHA-256-PLUS mechanism (:func:`smtpcore.sasl.scram_client`);
+        empty before TLS, and over the adapters' own transports: the standard
+        library's :mod:`ssl` cannot export keying material.
+        """
+        return {} if self._transport is None else self._transport.channel_bindings()
+
     def _context(self) -> ssl.SSLContext:
         if self.ssl_context is None:
             self.ssl_context = ssl.create_default_context()

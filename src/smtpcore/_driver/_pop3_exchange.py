@@ -14,7 +14,15 @@ from typing import Final
 
 from smtpcore.maildrop import MechanismFactory
 from smtpcore.pop3 import Auth, AuthResponse, Continue, Err
-from smtpcore.sasl import Challenge, Failure, ServerMechanism, Step, Success
+from smtpcore.sasl import (
+    Challenge,
+    ChannelBindings,
+    Failure,
+    ServerMechanism,
+    Step,
+    Success,
+    needs_channel_binding,
+)
 
 __all__ = ["SASLExchange", "top_chunks", "top_chunks_now"]
 
@@ -31,10 +39,18 @@ class SASLExchange:
     Additional data with success (SCRAM's server-final message) cannot ride
     on POP3's ``+OK``: it goes out in a last ``+`` line, whose answer must be
     empty (RFC 5034 §4).
+
+    ``channel_bindings`` (the TLS layer's channel binding data, by type) go
+    to every mechanism; set both attributes anew after a handshake.
     """
 
-    def __init__(self, mechanisms: Mapping[str, MechanismFactory]) -> None:
+    def __init__(
+        self,
+        mechanisms: Mapping[str, MechanismFactory],
+        channel_bindings: ChannelBindings | None = None,
+    ) -> None:
         self.mechanisms = dict(mechanisms)
+        self.channel_bindings = dict(channel_bindings or {})
         self.name = ""
         """The mechanism of the exchange under way, or of the last one."""
         self._mechanism: ServerMechanism | None = None
@@ -48,6 +64,9 @@ class SASLExchange:
         self.name, self._final = event.mechanism, None
         try:
             self._mechanism = factory()
+            bindings = self.channel_bindings
+            plus_offered = bool(bindings) and any(map(needs_channel_binding, self.mechanisms))
+            self._mechanism.bind_channel(bindings, plus_offered=plus_offered)
             step = self._mechanism.start(event.initial_response)
         except Exception:
             logger.exception("starting SASL %s failed", event.mechanism)

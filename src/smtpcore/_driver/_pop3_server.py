@@ -72,7 +72,7 @@ from smtpcore.pop3 import (
     apop_matches,
     format_lines,
 )
-from smtpcore.sasl import Failure, Success
+from smtpcore.sasl import Failure, Success, offered_mechanisms
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -274,6 +274,10 @@ class POP3ServerSession(ServedSession):
         )
 
     def _offered_mechanisms(self) -> dict[str, MechanismFactory]:
+        """The store's mechanisms for this session, SCRAM-SHA-256-PLUS only where the
+        TLS layer gives channel binding data (RFC 5802 §6, RFC 9266), which the
+        exchange then hands to each mechanism."""
+        bindings = self._sasl.channel_bindings = self.transport.channel_bindings()
         if not self.state.sasl_login:
             return {}
         try:
@@ -281,7 +285,8 @@ class POP3ServerSession(ServedSession):
         except Exception:
             logger.exception("sasl_mechanisms failed")
             return {}
-        return {name.upper(): factory for name, factory in offered.items()}
+        by_name = {name.upper(): factory for name, factory in offered.items()}
+        return {name: by_name[name] for name in offered_mechanisms(by_name, bindings)}
 
     async def _serve(self) -> None:
         options = self.options

@@ -382,8 +382,13 @@ class BaseSMTPClient(BaseClient):
     def _mechanism(self) -> ClientMechanism:
         """The client mechanism to run: the one given, or the strongest both sides have."""
         conn = self.connection
+        bindings = self._transport.channel_bindings() if self._transport is not None else {}
         return self._credentials.choose(
-            conn.extensions, tls=conn.tls, host=self.server_hostname, port=self.port
+            conn.extensions,
+            tls=conn.tls,
+            host=self.server_hostname,
+            port=self.port,
+            channel_bindings=bindings,
         )
 
     async def _authenticate(self, mechanism: ClientMechanism) -> None:

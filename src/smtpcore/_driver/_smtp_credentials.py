@@ -2,12 +2,13 @@
 
 The strongest mechanism both sides have (:func:`~smtpcore.sasl.choose_mechanism`),
 never one that shows a reusable secret (PLAIN, LOGIN, bearer tokens) on a
-plaintext connection unless the caller allows it (RFC 4954 §4).
+plaintext connection unless the caller allows it (RFC 4954 §4). With the TLS
+layer's channel binding data, SCRAM-SHA-256-PLUS comes first (RFC 5802 §6, RFC 9266).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -15,14 +16,17 @@ from smtpcore._driver._smtp_errors import AuthenticationNotAvailable
 from smtpcore.sasl import (
     CLIENT_MECHANISMS,
     PREFERENCE,
+    TLS_EXPORTER,
     ClientMechanism,
     CramMD5Client,
     LoginClient,
     OAuthBearerClient,
     PlainClient,
     ScramSHA256Client,
+    ScramSHA256PlusClient,
     XOAuth2Client,
     choose_mechanism,
+    scram_client,
 )
 from smtpcore.smtp import ServerExtensions
 
@@ -60,10 +64,21 @@ class Credentials:
         return self.username is not None or self.mechanism is not None
 
     def choose(
-        self, extensions: ServerExtensions, *, tls: bool, host: str, port: int
+        self,
+        extensions: ServerExtensions,
+        *,
+        tls: bool,
+        host: str,
+        port: int,
+        channel_bindings: Mapping[str, bytes] | None = None,
     ) -> ClientMechanism:
         """The mechanism to run with a server that offered ``extensions``; raises
-        :class:`AuthenticationNotAvailable` when there is none."""
+        :class:`AuthenticationNotAvailable` when there is none.
+
+        ``channel_bindings`` is the TLS layer's channel binding data by type: with
+        ``tls-exporter`` among them a password may go by SCRAM-SHA-256-PLUS, and
+        plain SCRAM-SHA-256 then says the client could have bound (``y``), so a
+        server that offered -PLUS detects the downgrade (RFC 5802 §6)."""
         if "AUTH" not in extensions:
             raise AuthenticationNotAvailable("the server does not offer AUTH")
         offered = extensions.auth
@@ -76,7 +91,10 @@ class Credentials:
             if mechanism.requires_tls and not secure:
                 raise AuthenticationNotAvailable(f"{mechanism.name} needs TLS", needs_tls=True)
             return mechanism
+        binding = (channel_bindings or {}).get(TLS_EXPORTER)
         names = list(_PASSWORD_MECHANISMS) if self.password is not None else []
+        if binding and names:
+            names.insert(0, ScramSHA256PlusClient.name)
         if self.oauth_token is not None:
             names += ["OAUTHBEARER", "XOAUTH2"]
         if self.allowed is not None:
@@ -95,6 +113,18 @@ class Credentials:
                 f"no mechanism in common: the server offers {' '.join(sorted(offered))}"
             )
         assert self.username is not None
+        if name.startswith("SCRAM-"):
+            assert self.password is not None
+            # A client whose caller ruled out -PLUS does not claim it could bind.
+            plus_allowed = ScramSHA256PlusClient.name in names
+            scram = scram_client(
+                self.username,
+                self.password,
+                offered=offered,
+                channel_bindings=(channel_bindings or {}) if plus_allowed else {},
+            )
+            assert scram is not None and scram.name == name
+            return scram
         if name in _PASSWORD_MECHANISMS:
             assert self.password is not None
             return _PASSWORD_MECHANISMS[name](self.username, self.password)

@@ -43,7 +43,7 @@ from smtpcore.handler import (
     Session,
 )
 from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
-from smtpcore.sasl import SERVER_MECHANISMS
+from smtpcore.sasl import SERVER_MECHANISMS, offered_mechanisms
 from smtpcore.smtp import (
     Auth,
     AuthResponse,
@@ -350,8 +350,12 @@ class ServerSession(ServedSession):
         self._waited_idle = False
         """Whether the last wait for the client was between transactions."""
         self._chunk_failed = False
-        self._auth = ServerAuth(self.options.auth_mechanisms)
+        self._auth_names = self.conn.auth_mechanisms
+        """Every mechanism the machine was built with; -PLUS ones are offered only
+        over a TLS layer that gives channel binding data (see :meth:`_offer_auth`)."""
+        self._auth = ServerAuth({})
         self._auth_mechanism = ""
+        self._offer_auth()
 
     # -- the loop ---------------------------------------------------------
 
@@ -655,7 +659,6 @@ class ServerSession(ServedSession):
         # RFC 3207 §4.2: nothing learnt before TLS stands, the identity included.
         self.conn.authenticated = False
         self.session.authenticated = None
-        self._auth = ServerAuth(self.options.auth_mechanisms)
 
     async def _proxy_header(self) -> None:
         """The PROXY header a trusted proxy opens the connection with; the client it
@@ -697,6 +700,15 @@ class ServerSession(ServedSession):
             logger.info("TLS handshake with %s failed: %s", _peer_text(self.session.peer), exc)
             raise ConnectionLost from None
         self.session.tls = self.transport.tls
+        self._offer_auth()
+
+    def _offer_auth(self) -> None:
+        """A fresh AUTH state for this connection's channel: SCRAM-SHA-256-PLUS is
+        offered, and its binding checked, only with the TLS layer's channel binding
+        data (RFC 5802 §6, RFC 9266); nothing learnt before a handshake stands."""
+        bindings = self.transport.channel_bindings()
+        self.conn.auth_mechanisms = tuple(offered_mechanisms(self._auth_names, bindings))
+        self._auth = ServerAuth(self.options.auth_mechanisms, channel_bindings=bindings)
 
     # -- AUTH -----------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from contextlib import AbstractAsyncContextManager
 
 from smtpcore._driver._timeouts import Clock, Deadline, Watchdog, Within
 from smtpcore.handler import TLSInfo
+from smtpcore.sasl import TLS_EXPORTER
 from smtpcore.transport import Transport, tls_info
 
 __all__ = ["Link", "Transport", "YieldFirst", "address", "tls_info"]
@@ -60,6 +61,10 @@ def _cannot_receive_now(max_bytes: int) -> bytes | None:
     return None
 
 
+def _no_channel_binding(kind: str) -> bytes | None:
+    return None
+
+
 class Link:
     """One connection as a session sees it: a transport's bytes and a clock's time.
 
@@ -71,6 +76,7 @@ class Link:
     __slots__ = (
         "_close_clock",
         "aclose_transport",
+        "channel_binding",
         "deadline",
         "receive_nowait",
         "receive_some",
@@ -92,6 +98,10 @@ class Link:
     """Write what can go out without waiting; how many bytes that was (``0`` when
     the transport has no such method: the driver then waits for the rest)."""
     start_tls: Callable[..., Awaitable[None]]
+    channel_binding: Callable[[str], bytes | None]
+    """The transport's channel binding data of a type (``tls-exporter``), or ``None``
+    when it has none (or no such method: the standard library's ``ssl`` cannot
+    export keying material)."""
     deadline: Callable[[float | None], AbstractAsyncContextManager[Deadline]]
     watchdog: Callable[[], AbstractAsyncContextManager[Watchdog]]
     within: Within
@@ -103,6 +113,7 @@ class Link:
         self.send_all = transport.send_all
         self.send_nowait = getattr(transport, "send_nowait", _cannot_send_now)
         self.start_tls = transport.start_tls
+        self.channel_binding = getattr(transport, "channel_binding", _no_channel_binding)
         self.aclose_transport = transport.aclose
         self.deadline = clock.deadline
         self.watchdog = clock.watchdog
@@ -115,6 +126,18 @@ class Link:
             await self.aclose_transport()
         finally:
             self._close_clock()
+
+    def channel_bindings(self) -> dict[str, bytes]:
+        """What SASL's ``-PLUS`` mechanisms may bind to on this connection, by type.
+
+        Only ``tls-exporter`` (RFC 9266), the binding defined for TLS 1.3;
+        empty before a handshake, and over a TLS layer that cannot export.
+        Asked again after each handshake: the data belong to one connection.
+        """
+        data = self.channel_binding(TLS_EXPORTER)
+        if not isinstance(data, bytes) or not data:
+            return {}
+        return {TLS_EXPORTER: data}
 
     @property
     def peer_address(self) -> tuple[str, int] | None:

@@ -7,6 +7,11 @@ server mechanism answers :meth:`~ServerMechanism.start` and
 :class:`Failure`; a client mechanism answers challenges with
 :meth:`~ClientMechanism.respond` and accepts the outcome with
 :meth:`~ClientMechanism.verify_success`.
+
+Channel binding data (RFC 5056; ``tls-exporter``, RFC 9266) are an input:
+the session gives them to a server mechanism with
+:meth:`~ServerMechanism.bind_channel` and to a ``-PLUS`` client mechanism
+when it builds it.
 """
 
 from smtpcore.sasl._base import (
@@ -20,6 +25,14 @@ from smtpcore.sasl._base import (
     ServerMechanism,
     Step,
     Success,
+)
+from smtpcore.sasl._channel import (
+    TLS_EXPORTER,
+    TLS_EXPORTER_LABEL,
+    TLS_EXPORTER_LENGTH,
+    ChannelBindings,
+    needs_channel_binding,
+    offered_mechanisms,
 )
 from smtpcore.sasl._crammd5 import CramMD5Client, CramMD5Server, GetPassword
 from smtpcore.sasl._oauth import (
@@ -41,12 +54,15 @@ from smtpcore.sasl._registry import (
     PREFERENCE,
     SERVER_MECHANISMS,
     choose_mechanism,
+    scram_client,
 )
 from smtpcore.sasl._saslprep import saslprep
 from smtpcore.sasl._scram import (
     GetCredentials,
     ScramCredentials,
     ScramSHA256Client,
+    ScramSHA256PlusClient,
+    ScramSHA256PlusServer,
     ScramSHA256Server,
     derive_scram_credentials,
 )
@@ -56,7 +72,11 @@ __all__ = [
     "DEFAULT_MAX_RESPONSE_SIZE",
     "PREFERENCE",
     "SERVER_MECHANISMS",
+    "TLS_EXPORTER",
+    "TLS_EXPORTER_LABEL",
+    "TLS_EXPORTER_LENGTH",
     "Authorize",
+    "ChannelBindings",
     "Challenge",
     "CheckPassword",
     "CheckToken",
@@ -76,6 +96,8 @@ __all__ = [
     "SASLError",
     "ScramCredentials",
     "ScramSHA256Client",
+    "ScramSHA256PlusClient",
+    "ScramSHA256PlusServer",
     "ScramSHA256Server",
     "ServerMechanism",
     "Step",
@@ -84,5 +106,8 @@ __all__ = [
     "XOAuth2Server",
     "choose_mechanism",
     "derive_scram_credentials",
+    "needs_channel_binding",
+    "offered_mechanisms",
     "saslprep",
+    "scram_client",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Final, TypeAlias
 
@@ -178,6 +178,27 @@ class ServerMechanism(abc.ABC):
         self._authorize: Authorize = authorize or default_authorize
         self.max_response_size: Final = max_response_size
         self._progress = _Progress.FRESH
+        self._channel_bindings: Mapping[str, bytes] = {}
+        self._plus_offered = False
+
+    def bind_channel(self, bindings: Mapping[str, bytes], *, plus_offered: bool) -> None:
+        """Tell the mechanism about the session's channel, before :meth:`start`.
+
+        ``bindings`` is the channel binding data the session's TLS layer
+        gives, by type (RFC 5056; ``{"tls-exporter": ...}``, RFC 9266), and
+        ``plus_offered`` whether the server advertised a ``-PLUS`` mechanism
+        on this session. A ``-PLUS`` mechanism checks the client's binding
+        against this data; the plain SCRAM mechanism refuses a client that
+        says it could bind but saw no ``-PLUS`` when one was offered (a
+        downgrade, RFC 5802 §6). Without a call the session has no binding.
+        """
+        if self._progress is not _Progress.FRESH:
+            raise LocalProtocolError(f"{self.name}: bind the channel before the exchange starts")
+        for kind, data in bindings.items():
+            if not isinstance(kind, str) or not isinstance(data, bytes) or not data:
+                raise TypeError("channel bindings map a type name to non-empty bytes")
+        self._channel_bindings = dict(bindings)
+        self._plus_offered = plus_offered
 
     @property
     def done(self) -> bool:

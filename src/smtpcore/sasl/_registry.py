@@ -7,6 +7,7 @@ from types import MappingProxyType
 from typing import Final
 
 from smtpcore.sasl._base import ClientMechanism, ServerMechanism
+from smtpcore.sasl._channel import TLS_EXPORTER, ChannelBindings
 from smtpcore.sasl._crammd5 import CramMD5Client, CramMD5Server
 from smtpcore.sasl._oauth import (
     OAuthBearerClient,
@@ -15,17 +16,37 @@ from smtpcore.sasl._oauth import (
     XOAuth2Server,
 )
 from smtpcore.sasl._plaintext import LoginClient, LoginServer, PlainClient, PlainServer
-from smtpcore.sasl._scram import ScramSHA256Client, ScramSHA256Server
+from smtpcore.sasl._scram import (
+    ScramSHA256Client,
+    ScramSHA256PlusClient,
+    ScramSHA256PlusServer,
+    ScramSHA256Server,
+)
 
-__all__ = ["CLIENT_MECHANISMS", "PREFERENCE", "SERVER_MECHANISMS", "choose_mechanism"]
+__all__ = [
+    "CLIENT_MECHANISMS",
+    "PREFERENCE",
+    "SERVER_MECHANISMS",
+    "choose_mechanism",
+    "scram_client",
+]
 
-PREFERENCE: Final = ("SCRAM-SHA-256", "OAUTHBEARER", "XOAUTH2", "CRAM-MD5", "PLAIN", "LOGIN")
+PREFERENCE: Final = (
+    "SCRAM-SHA-256-PLUS",
+    "SCRAM-SHA-256",
+    "OAUTHBEARER",
+    "XOAUTH2",
+    "CRAM-MD5",
+    "PLAIN",
+    "LOGIN",
+)
 """Strongest first; see :func:`choose_mechanism` for why."""
 
 CLIENT_MECHANISMS: Final[Mapping[str, type[ClientMechanism]]] = MappingProxyType(
     {
         cls.name: cls
         for cls in (
+            ScramSHA256PlusClient,
             ScramSHA256Client,
             OAuthBearerClient,
             XOAuth2Client,
@@ -39,6 +60,7 @@ SERVER_MECHANISMS: Final[Mapping[str, type[ServerMechanism]]] = MappingProxyType
     {
         cls.name: cls
         for cls in (
+            ScramSHA256PlusServer,
             ScramSHA256Server,
             OAuthBearerServer,
             XOAuth2Server,
@@ -57,8 +79,12 @@ def choose_mechanism(offered: Iterable[str], available: Iterable[str]) -> str | 
     any case) and the canonical upper-case name is returned; names outside
     :data:`PREFERENCE` are ignored; ``None`` when nothing is shared.
 
-    The order: SCRAM-SHA-256 first, because it never reveals the password,
-    resists replay, and authenticates the server too (RFC 5802 §9).
+    The order: SCRAM-SHA-256-PLUS first, then SCRAM-SHA-256: SCRAM never
+    reveals the password, resists replay, and authenticates the server too
+    (RFC 5802 §9), and its ``-PLUS`` variant also ties all that to the TLS
+    connection, which defeats a man in the middle (RFC 5802 §6). List
+    ``-PLUS`` in ``available`` only when the session has channel binding
+    data for it.
     OAUTHBEARER and XOAUTH2 next: a bearer token is scoped, expiring and
     revocable, unlike a password; the standard one (RFC 7628) before Google's
     predecessor. CRAM-MD5 hides the password from an eavesdropper but not
@@ -71,4 +97,33 @@ def choose_mechanism(offered: Iterable[str], available: Iterable[str]) -> str | 
     for name in PREFERENCE:
         if name in offered_names and name in available_names:
             return name
+    return None
+
+
+def scram_client(
+    username: str,
+    password: str,
+    *,
+    offered: Iterable[str],
+    channel_bindings: ChannelBindings,
+    authzid: str = "",
+) -> ScramSHA256Client | None:
+    """The SCRAM client mechanism RFC 5802 §6 has a client pick, or ``None``.
+
+    ``offered`` is what the server lists (SMTP's EHLO ``AUTH``, POP3's CAPA
+    ``SASL``) and ``channel_bindings`` the TLS layer's binding data, by type.
+    With ``tls-exporter`` data and ``SCRAM-SHA-256-PLUS`` offered, the
+    client binds; with the data but no ``-PLUS`` offered, it runs
+    SCRAM-SHA-256 with the ``y`` flag, which a server that did offer
+    ``-PLUS`` refuses (someone struck it from the list); with no data, plain
+    SCRAM-SHA-256 (``n``). ``None`` when the server offers neither.
+    """
+    names = {name.upper() for name in offered}
+    binding = channel_bindings.get(TLS_EXPORTER)
+    if binding and ScramSHA256PlusClient.name in names:
+        return ScramSHA256PlusClient(username, password, channel_binding=binding, authzid=authzid)
+    if ScramSHA256Client.name in names:
+        return ScramSHA256Client(
+            username, password, authzid=authzid, channel_binding_supported=bool(binding)
+        )
     return None

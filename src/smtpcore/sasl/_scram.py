@@ -1,4 +1,4 @@
-"""SCRAM-SHA-256 (RFC 5802 with RFC 7677's hash), without channel binding.
+"""SCRAM-SHA-256 and SCRAM-SHA-256-PLUS (RFC 5802 with RFC 7677's hash).
 
 Both sides prove knowledge of the salted password without sending it, and
 the server keeps only ``StoredKey`` and ``ServerKey`` (RFC 5802 §3), from
@@ -6,11 +6,14 @@ which the password cannot be recovered nor a client impersonated. The
 client checks the server's signature: a server that never sends a valid
 ``v=`` has not authenticated, and ``verify_success()`` says so.
 
-Channel binding (the ``-PLUS`` variant) needs the TLS layer, which lives in
-the adapters, so the gs2 header is ``n,,`` ("client does not support
-channel binding"); a server also accepts ``y,,`` ("client does, but thinks
-the server does not"), which is correct because no ``-PLUS`` is offered
-(RFC 5802 §6).
+The ``-PLUS`` variant adds channel binding (RFC 5802 §6): the client's gs2
+header is ``p=<type>,,`` and its final message carries the header and the
+binding data of its TLS connection, which the proof covers; the server
+compares them with its own data for the same connection, so a man in the
+middle who runs two TLS connections fails. The data (``tls-exporter``,
+RFC 9266) come from the session, never from this module. A client that
+could bind but sees no ``-PLUS`` offered sends ``y,,``, and a server that
+offers ``-PLUS`` refuses that flag as a downgrade.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import ClassVar, Final, TypeAlias
 
 from smtpcore._errors import LocalProtocolError
 from smtpcore.sasl._base import (
@@ -38,12 +41,15 @@ from smtpcore.sasl._base import (
     escape_saslname,
     unescape_saslname,
 )
+from smtpcore.sasl._channel import CB_NAME, TLS_EXPORTER
 from smtpcore.sasl._saslprep import saslprep
 
 __all__ = [
     "GetCredentials",
     "ScramCredentials",
     "ScramSHA256Client",
+    "ScramSHA256PlusClient",
+    "ScramSHA256PlusServer",
     "ScramSHA256Server",
     "derive_scram_credentials",
 ]
@@ -197,6 +203,12 @@ class ScramSHA256Client(ClientMechanism):
     ``min_iterations`` (RFC 7677 §4's 4096 by default, so a man in the
     middle cannot make a captured proof cheap to attack) and
     ``max_iterations`` (so a hostile server cannot make the client burn CPU).
+
+    ``channel_binding_supported`` says the client could have bound the
+    channel but the server offered no ``-PLUS`` (the gs2 flag ``y``, RFC 5802
+    §6): a server that did offer it then refuses, which defeats an attacker
+    who struck ``-PLUS`` from the list. Leave it off when the session has
+    no binding data (the flag is then ``n``).
     """
 
     name = "SCRAM-SHA-256"
@@ -210,6 +222,30 @@ class ScramSHA256Client(ClientMechanism):
         nonce: str | None = None,
         min_iterations: int = DEFAULT_ITERATIONS,
         max_iterations: int = DEFAULT_MAX_ITERATIONS,
+        channel_binding_supported: bool = False,
+    ) -> None:
+        self._setup(
+            username,
+            password,
+            authzid=authzid,
+            nonce=nonce,
+            min_iterations=min_iterations,
+            max_iterations=max_iterations,
+            flag="y" if channel_binding_supported else "n",
+            cbind_data=b"",
+        )
+
+    def _setup(
+        self,
+        username: str,
+        password: str,
+        *,
+        authzid: str,
+        nonce: str | None,
+        min_iterations: int,
+        max_iterations: int,
+        flag: str,
+        cbind_data: bytes,
     ) -> None:
         super().__init__()
         try:
@@ -225,7 +261,8 @@ class ScramSHA256Client(ClientMechanism):
         self._min_iterations = min_iterations
         self._max_iterations = max_iterations
         authz = f"a={escape_saslname(authzid)}" if authzid else ""
-        self._gs2_header = f"n,{authz},".encode()
+        self._gs2_header = f"{flag},{authz},".encode()
+        self._cbind_input = self._gs2_header + cbind_data
         self._first_bare = f"n={escape_saslname(user)},r={self._nonce}".encode()
         self._state = "start"
         self._server_signature = b""
@@ -273,7 +310,7 @@ class ScramSHA256Client(ClientMechanism):
             raise SASLError(f"SCRAM iteration count {iterations} outside the accepted range")
         salted = _salted_password(self._password, salt, iterations)
         client_key = _client_key(salted)
-        without_proof = b"c=" + _b64(self._gs2_header) + b",r=" + nonce.encode("ascii")
+        without_proof = b"c=" + _b64(self._cbind_input) + b",r=" + nonce.encode("ascii")
         auth_message = self._first_bare + b"," + server_first + b"," + without_proof
         proof = _xor(client_key, _hmac(_h(client_key), auth_message))
         self._server_signature = _hmac(_server_key(salted), auth_message)
@@ -300,6 +337,48 @@ class ScramSHA256Client(ClientMechanism):
             raise SASLError("SCRAM server reported success without proving its identity")
 
 
+class ScramSHA256PlusClient(ScramSHA256Client):
+    """SCRAM-SHA-256-PLUS, client side: SCRAM-SHA-256 bound to the TLS channel.
+
+    ``channel_binding`` is the binding data of the connection the exchange
+    runs over, of type ``channel_binding_type`` (by default ``tls-exporter``,
+    RFC 9266: 32 octets the TLS layer exports with the label
+    ``EXPORTER-Channel-Binding``). They go into the client-final-message
+    (RFC 5802 §7 ``c=``) under the proof, so a server on another TLS
+    connection (a man in the middle) refuses the proof. Other options as for
+    :class:`ScramSHA256Client`.
+    """
+
+    name = "SCRAM-SHA-256-PLUS"
+
+    def __init__(
+        self,
+        username: str,
+        password: str,
+        *,
+        channel_binding: bytes,
+        channel_binding_type: str = TLS_EXPORTER,
+        authzid: str = "",
+        nonce: str | None = None,
+        min_iterations: int = DEFAULT_ITERATIONS,
+        max_iterations: int = DEFAULT_MAX_ITERATIONS,
+    ) -> None:
+        if not isinstance(channel_binding, bytes) or not channel_binding:
+            raise LocalProtocolError("SCRAM-PLUS needs the channel binding data, as bytes")
+        if not CB_NAME.fullmatch(channel_binding_type):
+            raise LocalProtocolError(f"not a channel binding type: {channel_binding_type!r}")
+        self._setup(
+            username,
+            password,
+            authzid=authzid,
+            nonce=nonce,
+            min_iterations=min_iterations,
+            max_iterations=max_iterations,
+            flag=f"p={channel_binding_type}",
+            cbind_data=channel_binding,
+        )
+
+
 def _decode(message: bytes) -> str:
     try:
         return message.decode("utf-8")
@@ -321,9 +400,16 @@ class ScramSHA256Server(ServerMechanism):
     The user name is used as the client sent it (RFC 5802 §5.1 has the
     client apply SASLprep); a ``Success`` carries the server-final message
     (``v=...``), which must reach the client.
+
+    Channel binding comes from :meth:`bind_channel`: this plain variant
+    refuses a client that asks to bind (``p=``, that is for ``-PLUS``) and,
+    when the session offers ``-PLUS``, one that says it could bind but saw
+    no ``-PLUS`` (``y``: a downgrade, RFC 5802 §6).
     """
 
     name = "SCRAM-SHA-256"
+    _binds: ClassVar[bool] = False
+    """Whether the client must bind the channel (the ``-PLUS`` variant)."""
 
     def __init__(
         self,
@@ -344,7 +430,7 @@ class ScramSHA256Server(ServerMechanism):
         self._known_user = False
         self._username = ""
         self._authzid = ""
-        self._gs2_header = b""
+        self._cbind_input = b""
         self._nonce = ""
         self._auth_prefix = b""
 
@@ -365,10 +451,7 @@ class ScramSHA256Server(ServerMechanism):
         if len(parts) != 3:
             raise _Reject("SCRAM client-first-message is malformed")
         flag, authz, bare = parts
-        if flag.startswith("p="):
-            raise _Reject("SCRAM channel binding is not supported")
-        if flag not in ("n", "y"):
-            raise _Reject("SCRAM gs2 header is malformed")
+        cbind_data = self._channel_data(flag)
         if authz:
             authzid = unescape_saslname(authz[2:]) if authz.startswith("a=") else None
             if not authzid:
@@ -389,12 +472,32 @@ class ScramSHA256Server(ServerMechanism):
             credentials = self._mock_credentials(username)
         self._credentials = credentials
         self._username = username
-        self._gs2_header = f"{flag},{authz},".encode()
+        self._cbind_input = f"{flag},{authz},".encode() + cbind_data
         self._nonce = client_nonce + self._server_nonce
         salt = _b64(credentials.salt).decode("ascii")
         server_first = f"r={self._nonce},s={salt},i={credentials.iterations}".encode("ascii")
         self._auth_prefix = bare.encode("utf-8") + b"," + server_first + b","
         return Challenge(server_first)
+
+    def _channel_data(self, flag: str) -> bytes:
+        """The binding data the gs2 flag commits the client to (RFC 5802 §6)."""
+        if flag.startswith("p="):
+            kind = flag[2:]
+            if not CB_NAME.fullmatch(kind):
+                raise _Reject("SCRAM gs2 header is malformed")
+            if not self._binds:
+                raise _Reject(f"SCRAM channel binding asked of {self.name}, not of its -PLUS")
+            data = self._channel_bindings.get(kind)
+            if data is None:
+                raise _Reject(f"SCRAM unsupported-channel-binding-type {kind}")
+            return data
+        if flag not in ("n", "y"):
+            raise _Reject("SCRAM gs2 header is malformed")
+        if self._binds:
+            raise _Reject(f"SCRAM {self.name} without channel binding")
+        if flag == "y" and self._plus_offered:
+            raise _Reject("SCRAM server-does-support-channel-binding")
+        return b""
 
     def _mock_credentials(self, username: str) -> ScramCredentials:
         seed = _hmac(self._mock_secret, username.encode("utf-8"))
@@ -413,8 +516,8 @@ class ScramSHA256Server(ServerMechanism):
         if not separator or len(fields) < 2 or "," in proof_text:
             raise _Reject("SCRAM client-final-message is malformed")
         binding = _unb64(fields[0][2:]) if fields[0].startswith("c=") else None
-        if binding != self._gs2_header:
-            raise _Reject("SCRAM channel binding does not match the gs2 header")
+        if binding is None or not hmac.compare_digest(binding, self._cbind_input):
+            raise _Reject("SCRAM channel-bindings-dont-match")
         if fields[1] != f"r={self._nonce}":
             raise _Reject("SCRAM nonce does not match")
         proof = _unb64(proof_text)
@@ -427,3 +530,18 @@ class ScramSHA256Server(ServerMechanism):
             raise _Reject("SCRAM invalid-proof")
         signature = _hmac(credentials.server_key, auth_message)
         return self._succeed(self._authzid, self._username, b"v=" + _b64(signature))
+
+
+class ScramSHA256PlusServer(ScramSHA256Server):
+    """SCRAM-SHA-256-PLUS, server side: SCRAM-SHA-256 bound to the TLS channel.
+
+    The client must send ``p=<type>`` for a type the session gave to
+    :meth:`bind_channel` (``tls-exporter``, RFC 9266), and its final message
+    must carry the gs2 header followed by this server's binding data for
+    the connection, octet for octet (RFC 5802 §6); anything else fails, as a
+    wrong password does. Offer it only where the session has the data.
+    Options as for :class:`ScramSHA256Server`.
+    """
+
+    name = "SCRAM-SHA-256-PLUS"
+    _binds = True

@@ -13,12 +13,14 @@ from collections.abc import Callable, Mapping
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore.sasl import (
     Challenge,
+    ChannelBindings,
     ClientMechanism,
     Failure,
     SASLError,
     ServerMechanism,
     Step,
     Success,
+    needs_channel_binding,
 )
 from smtpcore.smtp._events import Auth, AuthResponse
 from smtpcore.smtp._replies import Reply
@@ -35,20 +37,39 @@ class ServerAuth:
     that builds a fresh :class:`~smtpcore.sasl.ServerMechanism` (one per
     ``AUTH`` command). After a 235, :attr:`success` holds the outcome with
     the authenticated identity.
+
+    ``channel_bindings`` is the channel binding data of the session's TLS
+    connection, by type (``{"tls-exporter": ...}``, RFC 9266), given to every
+    mechanism (:meth:`~smtpcore.sasl.ServerMechanism.bind_channel`); without
+    it a ``-PLUS`` mechanism is unrecognized (504), and the machine's
+    ``auth_mechanisms`` should leave it out
+    (:func:`~smtpcore.sasl.offered_mechanisms`). Build a new one after a
+    handshake: the data belong to one TLS connection.
     """
 
-    def __init__(self, mechanisms: Mapping[str, MechanismFactory]) -> None:
+    def __init__(
+        self,
+        mechanisms: Mapping[str, MechanismFactory],
+        *,
+        channel_bindings: ChannelBindings | None = None,
+    ) -> None:
         self.mechanisms = {name.upper(): factory for name, factory in mechanisms.items()}
+        self.channel_bindings = dict(channel_bindings or {})
+        self._plus_offered = bool(self.channel_bindings) and any(
+            needs_channel_binding(name) for name in self.mechanisms
+        )
         self.success: Success | None = None
         self._mechanism: ServerMechanism | None = None
         self._final_data_sent: Success | None = None
 
     def start(self, event: Auth) -> Reply:
         """The reply to ``AUTH mechanism [initial-response]``."""
-        factory = self.mechanisms.get(event.mechanism.upper())
-        if factory is None:
+        name = event.mechanism.upper()
+        factory = self.mechanisms.get(name)
+        if factory is None or (needs_channel_binding(name) and not self.channel_bindings):
             return Reply(504, "Unrecognized authentication type", "5.5.4")
         self._mechanism = factory()
+        self._mechanism.bind_channel(self.channel_bindings, plus_offered=self._plus_offered)
         self._final_data_sent = None
         return self._reply(self._mechanism.start(event.initial_response))
 
