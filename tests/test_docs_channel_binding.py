@@ -13,6 +13,7 @@ the EHLO reply he relays is caught as a downgrade (RFC 5802 §6).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import socket
@@ -26,6 +27,7 @@ import pytest
 
 from smtpcore.asyncio import (
     AuthenticationError,
+    POP3AuthenticationError,
     POP3Client,
     POP3Server,
     SMTPClient,
@@ -177,6 +179,46 @@ def test_pop3_logs_in_with_plus_after_stls(page: dict[str, Any], tmp_path: Path)
     server_data, client_data = recorder.last("server"), recorder.last("client")
     assert server_data is not None and len(server_data) == 32
     assert server_data == client_data
+
+
+@pytest.mark.parametrize("server_tls", ["pyopenssl", "stdlib"])
+def test_pop3_downgrade_and_stdlib_server(
+    page: dict[str, Any], tmp_path: Path, server_tls: str
+) -> None:
+    """A POP3 client with binding data says ``y`` to plain SCRAM-SHA-256: refused where
+    CAPA listed -PLUS (pyOpenSSL server), accepted where it did not (stdlib TLS)."""
+    server_end, client_end = socket.socketpair()
+    stdlib = server_tls == "stdlib"
+    server = POP3Server(
+        MaildirStore(tmp_path, {"john": "pencil"}),
+        hostname=HOST,
+        ssl_context=stdlib_server_context(page)
+        if stdlib
+        else ssl.create_default_context(ssl.Purpose.CLIENT_AUTH),
+    )
+
+    async def session() -> tuple[list[str], bool]:
+        if stdlib:
+            reader, writer = await asyncio.open_connection(sock=server_end)
+            serving = asyncio.ensure_future(server.serve_stream(reader, writer))
+        else:
+            server_side = page["OpenSSLTransport"](server_end, page["server_tls"])
+            serving = asyncio.ensure_future(server.serve_transport(server_side))
+        client = POP3Client.over_transport(
+            page["OpenSSLTransport"](client_end, page["client_tls"]), host=HOST, stls=True
+        )
+        mechanism = ScramSHA256Client("john", "pencil", channel_binding_supported=True)
+        async with client:
+            offered = list(client.capabilities.get("SASL", ()))
+            with contextlib.suppress(POP3AuthenticationError):
+                await client.authenticate(mechanism)
+        await asyncio.wait_for(serving, 10)
+        return offered, mechanism.complete
+
+    offered, complete = run(session())
+    assert ("SCRAM-SHA-256-PLUS" in offered) is not stdlib
+    assert "SCRAM-SHA-256" in offered
+    assert complete is stdlib
 
 
 def stdlib_server_context(page: dict[str, Any]) -> ssl.SSLContext:

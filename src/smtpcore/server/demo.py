@@ -136,6 +136,9 @@ class _Tap:
     async def aclose(self) -> None:
         await self.inner.aclose()
 
+    def channel_bindings(self) -> dict[str, bytes]:
+        return self.inner.channel_bindings()
+
     def deadline(self, seconds: float | None) -> AbstractAsyncContextManager[Deadline]:
         return self.inner.deadline(seconds)
 
