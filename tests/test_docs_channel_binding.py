@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import trio
+from OpenSSL import SSL
 
 from smtpcore.asyncio import (
     AuthenticationError,
@@ -33,7 +35,7 @@ from smtpcore.asyncio import (
     SMTPClient,
     SMTPServer,
 )
-from smtpcore.handler import Authenticator, Handler
+from smtpcore.handler import Authenticator, Handler, TLSInfo
 from smtpcore.maildrop import MaildirStore
 from smtpcore.sasl import (
     TLS_EXPORTER,
@@ -407,3 +409,157 @@ def test_without_binding_the_same_man_in_the_middle_gets_through(page: dict[str,
         auth=Authenticator(get_scram_credentials=KEYS.get, mechanisms=["SCRAM-SHA-256"]),
     )
     assert used == "SCRAM-SHA-256"
+
+
+# -- the trio adapter ------------------------------------------------------------------
+
+
+class TrioOpenSSLTransport:
+    """The page's transport for trio: the same pyOpenSSL memory buffers over a trio
+    socket, so that the trio adapter's sessions bind their logins too."""
+
+    def __init__(self, page: dict[str, Any], sock: socket.socket, context: Any) -> None:
+        self.page = page
+        self.sock = trio.socket.from_stdlib_socket(sock)
+        self.tls_context = context
+        self.tls_conn: Any = None
+        self.given: list[bytes | None] = []
+
+    def channel_binding(self, kind: str) -> bytes | None:
+        tls = self.tls_conn
+        if kind != TLS_EXPORTER or tls is None or tls.get_protocol_version_name() != "TLSv1.3":
+            return None
+        data: bytes = tls.export_keying_material(b"EXPORTER-Channel-Binding", 32, b"")
+        self.given.append(data)
+        return data
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        if self.tls_conn is None:
+            return await self.sock.recv(max_bytes)
+        while True:
+            try:
+                data: bytes = self.page["_tls_call"](self.tls_conn.recv, max_bytes)
+                return data
+            except SSL.WantReadError:
+                if not await self._read_records():
+                    return b""
+            except SSL.ZeroReturnError:
+                return b""
+
+    async def send_all(self, data: bytes) -> None:
+        if self.tls_conn is not None:
+            self.page["_tls_call"](self.tls_conn.sendall, data)
+            data = self._records_out()
+        view = memoryview(data)
+        while view:
+            view = view[await self.sock.send(view) :]
+
+    async def start_tls(
+        self, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
+    ) -> None:
+        tls = self.tls_conn = SSL.Connection(self.tls_context, None)
+        if server_side:
+            tls.set_accept_state()
+        else:
+            tls.set_connect_state()
+            tls.set_tlsext_host_name(HOST.encode())
+        while True:
+            try:
+                self.page["_tls_call"](tls.do_handshake)
+                break
+            except SSL.WantReadError:
+                await self.send_all_raw(self._records_out())
+                if not await self._read_records():
+                    raise ConnectionResetError("closed during the TLS handshake") from None
+        await self.send_all_raw(self._records_out())
+
+    async def send_all_raw(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[await self.sock.send(view) :]
+
+    def _records_out(self) -> bytes:
+        records = b""
+        while True:
+            try:
+                records += self.tls_conn.bio_read(65536)
+            except SSL.WantReadError:
+                return records
+
+    async def _read_records(self) -> bool:
+        data = await self.sock.recv(65536)
+        if data:
+            self.tls_conn.bio_write(data)
+        return bool(data)
+
+    async def aclose(self) -> None:
+        self.sock.close()
+        await trio.lowlevel.checkpoint()
+
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        return None
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        return None
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        if self.tls_conn is None:
+            return None
+        return TLSInfo(self.tls_conn.get_protocol_version_name(), None, None)
+
+
+def test_the_trio_adapter_binds_smtp_and_pop3_logins(page: dict[str, Any], tmp_path: Path) -> None:
+    import smtpcore.trio
+
+    async def smtp() -> tuple[str | None, bytes | None, bytes | None]:
+        server_end, client_end = socket.socketpair()
+        server_side = TrioOpenSSLTransport(page, server_end, page["server_tls"])
+        client_side = TrioOpenSSLTransport(page, client_end, page["client_tls"])
+        server = smtpcore.trio.SMTPServer(
+            Handler(),
+            hostname=HOST,
+            ssl_context=ssl.create_default_context(ssl.Purpose.CLIENT_AUTH),
+            auth=Authenticator(get_scram_credentials=KEYS.get),
+        )
+        client = smtpcore.trio.SMTPClient.over_transport(
+            client_side, host=HOST, starttls=True, username="john", password="pencil"
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.serve_transport, server_side)
+            async with client:
+                used = client.authenticated_with
+        return used, server_side.given[-1], client_side.given[-1]
+
+    async def pop3() -> tuple[str, bool]:
+        server_end, client_end = socket.socketpair()
+        server = smtpcore.trio.POP3Server(
+            MaildirStore(tmp_path, {"john": "pencil"}),
+            hostname=HOST,
+            ssl_context=ssl.create_default_context(ssl.Purpose.CLIENT_AUTH),
+        )
+        client = smtpcore.trio.POP3Client.over_transport(
+            TrioOpenSSLTransport(page, client_end, page["client_tls"]), host=HOST, stls=True
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                server.serve_transport,
+                TrioOpenSSLTransport(page, server_end, page["server_tls"]),
+            )
+            async with client:
+                mechanism = scram_client(
+                    "john",
+                    "pencil",
+                    offered=client.capabilities.get("SASL", ()),
+                    channel_bindings=client.channel_bindings(),
+                )
+                assert mechanism is not None
+                await client.authenticate(mechanism)
+        return mechanism.name, mechanism.complete
+
+    used, server_data, client_data = trio.run(smtp)
+    assert used == "SCRAM-SHA-256-PLUS"
+    assert server_data is not None and len(server_data) == 32 and server_data == client_data
+    assert trio.run(pop3) == ("SCRAM-SHA-256-PLUS", True)
