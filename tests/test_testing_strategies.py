@@ -171,6 +171,41 @@ def test_hostile_replies_raise_only_protocol_errors(writes: list[bytes]) -> None
 
 
 @SESSIONS
+@given(sst.server_transcripts(shutdown=True), st.data())
+def test_a_client_machine_reads_a_server_transcript_however_it_is_cut(
+    transcript: sst.ServerTranscript, data: st.DataObject
+) -> None:
+    """The client sends the session's groups and reads each group's replies, cut as
+    the network may cut them: it gets every reply, in order, and a 421 ends it."""
+    client = ClientConnection("client.test")
+    got: list[smtp.Event] = []
+
+    def read(write: bytes) -> None:
+        for piece in data.draw(sst.chunkings(write)):
+            client.receive_data(piece)
+            while not isinstance(event := client.next_event(), smtp.ConnectionClosed):
+                if event is NEED_DATA or event is PAUSED:
+                    break
+                got.append(event)
+                if client.state is smtp.State.TLS_PENDING:
+                    client.tls_started()
+
+    writes = transcript.writes()
+    read(writes[0])
+    for group, write in zip(transcript.session.groups, writes[1:], strict=False):
+        if client.state is smtp.State.CLOSED:
+            break
+        for event in group:
+            assert not isinstance(event, bytes)
+            client.send(event)
+        read(write)
+    expected = [transcript.greeting, *(reply for group in transcript.replies for reply in group)]
+    assert [event for event in got if isinstance(event, Reply)] == expected
+    if expected[-1].code == 421:
+        assert client.state is smtp.State.CLOSED
+
+
+@SESSIONS
 @given(sst.pop3_sessions(), sst.chunk_sizes(), sst.chunk_sizes())
 def test_pop3_sessions_play_through_a_pair(
     session: sst.POP3Session, up: list[int], down: list[int]

@@ -40,12 +40,14 @@ from smtpcore.testing._smtp_strategies import (
     sessions,
     xtexts,
 )
+from smtpcore.testing._transcripts import ServerTranscript, server_transcripts
 
 __all__ = [
     "EXTENSIONS",
     "SMUGGLING_SEQUENCES",
     "ClientSession",
     "POP3Session",
+    "ServerTranscript",
     "address_literals",
     "chunk_sizes",
     "chunkings",
@@ -66,6 +68,7 @@ __all__ = [
     "rcpt_parameters",
     "replies",
     "reply_lines",
+    "server_transcripts",
     "sessions",
     "xtexts",
 ]

@@ -1,0 +1,136 @@
+"""Strategies for whole server transcripts, to test SMTP clients (RFC 5321 §4.2, §4.3.2).
+
+A transcript is what a server writes in answer to a client's session: the
+greeting, then for each group the client writes, the replies due, one per
+command (RFC 2920 §3.1), the EHLO reply listing the extensions the session
+uses. A client under test plays the session and reads the transcript, cut
+as a network may cut it (:func:`~smtpcore.testing.strategies.chunkings`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from hypothesis import strategies as st
+
+from smtpcore.smtp import (
+    Auth,
+    Data,
+    Ehlo,
+    Event,
+    Lhlo,
+    MessageData,
+    Quit,
+    Reply,
+    StartTls,
+)
+from smtpcore.testing._smtp_strategies import EXTENSIONS, ClientSession, replies, sessions
+
+__all__ = ["ServerTranscript", "server_transcripts"]
+
+_EHLO_LINES = {
+    "PIPELINING": "PIPELINING",
+    "SIZE": "SIZE 10485760",
+    "8BITMIME": "8BITMIME",
+    "SMTPUTF8": "SMTPUTF8",
+    "CHUNKING": "CHUNKING",
+    "DSN": "DSN",
+    "STARTTLS": "STARTTLS",
+    "AUTH": "AUTH PLAIN",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTranscript:
+    """A client's session and the server's answer to it, group by group.
+
+    ``replies[i]`` answers ``session.groups[i]``; :attr:`greeting` comes
+    first. With a ``421`` drawn, the transcript stops there: the server
+    closes, and the groups after it get no replies.
+    """
+
+    session: ClientSession
+    greeting: Reply
+    replies: tuple[tuple[Reply, ...], ...]
+
+    def writes(self) -> list[bytes]:
+        """The server's bytes: the greeting, then each group's replies."""
+        out = [self.greeting.to_bytes(self.greeting.status)]
+        out += [b"".join(r.to_bytes(r.status) for r in group) for group in self.replies]
+        return out
+
+
+def _answers(item: Event | bytes, extensions: Collection[str], tls: bool) -> list[Reply]:
+    """The positive replies ``item`` is due (none for a content piece)."""
+    if isinstance(item, MessageData):
+        return []
+    if isinstance(item, bytes):
+        return [Reply(500, "5.5.2 Command unrecognized")]
+    if isinstance(item, Ehlo | Lhlo):
+        offered = [
+            line
+            for name, line in _EHLO_LINES.items()
+            if name in extensions and not (tls and name == "STARTTLS")
+        ]
+        return [Reply(250, ["mx.transcript.test", *offered])]
+    if isinstance(item, StartTls):
+        return [Reply(220, "2.0.0 Ready to start TLS")]
+    if isinstance(item, Auth):
+        return [Reply(235, "2.7.0 Authentication successful")]
+    if isinstance(item, Data):
+        return [Reply(354, "End data with <CR><LF>.<CR><LF>")]
+    if isinstance(item, Quit):
+        return [Reply(221, "2.0.0 Bye")]
+    return [Reply(250, "2.0.0 Ok")]  # MAIL, RCPT, a BDAT chunk, the end of DATA, RSET, NOOP
+
+
+@st.composite
+def server_transcripts(
+    draw: st.DrawFn,
+    *,
+    extensions: Collection[str] = EXTENSIONS,
+    shutdown: bool = False,
+    text: bool = True,
+) -> ServerTranscript:
+    """A whole server transcript answering a drawn client session.
+
+    The session comes from :func:`~smtpcore.testing.strategies.sessions`
+    narrowed to ``extensions``; every command is accepted, the EHLO reply
+    listing what the session uses. With ``text``, the text of each reply
+    but the EHLO one is drawn (single or multi-line, any printable text)
+    rather than fixed. ``shutdown=True`` may put a ``421 4.3.2`` in place of
+    any reply due, after which the server closes (RFC 5321 §3.8): a client
+    must report it and stop, not wait for the rest.
+
+    >>> from hypothesis import given
+    >>> from smtpcore.testing import strategies as sst
+    >>> @given(sst.server_transcripts(extensions={"PIPELINING"}), st.data())
+    ... def test_my_client(transcript, data):
+    ...     for write in transcript.writes():
+    ...         pieces = data.draw(sst.chunkings(write))
+    ...         ...
+    """
+    session = draw(sessions(extensions=extensions))
+    stop_at = None
+    if shutdown and draw(st.booleans()):
+        due = sum(len(_answers(item, (), False)) for item in session.events)
+        stop_at = draw(st.integers(0, due - 1))
+    greeting = Reply(220, "mx.transcript.test ESMTP")
+    answered = 0
+    tls = False
+    groups: list[tuple[Reply, ...]] = []
+    for group in session.groups:
+        out: list[Reply] = []
+        for item in group:
+            for reply in _answers(item, session.extensions, tls):
+                if answered == stop_at:
+                    out.append(Reply(421, "4.3.2 Service shutting down"))
+                    return ServerTranscript(session, greeting, (*groups, tuple(out)))
+                if text and not isinstance(item, Ehlo | Lhlo):
+                    reply = draw(replies(codes=[reply.code], enhanced=False))
+                out.append(reply)
+                answered += 1
+            tls = tls or isinstance(item, StartTls)
+        groups.append(tuple(out))
+    return ServerTranscript(session, greeting, tuple(groups))
