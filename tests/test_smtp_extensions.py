@@ -33,6 +33,9 @@ ALL_ON = {
     "auth_mechanisms": ["CRAM-MD5"],
     "limits": True,
     "requiretls": True,
+    "xclient": True,
+    "xforward": True,
+    "trusted_forwarder": True,
 }
 
 

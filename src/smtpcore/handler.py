@@ -46,7 +46,7 @@ from smtpcore.sasl import (
     ServerMechanism,
     XOAuth2Server,
 )
-from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Parameters, Rcpt, Reply
+from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Parameters, Rcpt, Reply, Xclient, Xforward
 
 __all__ = [
     "AuthIdentity",
@@ -240,6 +240,9 @@ class Envelope:
     handler's decision (``mail_params`` keeps the raw value for logging).
     """
     recipients: list[Recipient] = field(default_factory=list)
+    xforward: Xforward | None = None
+    """Who sent this message to the host before, as a trusted content filter said with
+    XFORWARD before ``MAIL`` (Postfix); None when it said nothing."""
     content: bytes = b""
     """The message as received, once :meth:`Handler.handle_message` is called."""
     size: int = 0
@@ -255,18 +258,28 @@ class Session:
     hostname: str
     """This server's own name, as used in the greeting."""
     peer: tuple[str, int] | None = None
-    """The client's address and port."""
+    """The client's address and port: from the connection, a trusted proxy's PROXY
+    header, or a trusted client's XCLIENT (``None`` when it said ``[UNAVAILABLE]``)."""
     local: tuple[str, int] | None = None
     """The address and port the client connected to."""
+    peer_name: str | None = None
+    """The client's host name, when a trusted client named it with XCLIENT; smtpcore
+    looks up no names itself."""
     helo_name: str | None = None
-    """The name given in EHLO, HELO or LHLO; reset by STARTTLS (RFC 3207 §4.2)."""
+    """The name given in EHLO, HELO or LHLO; reset by STARTTLS (RFC 3207 §4.2). After
+    an XCLIENT that gave ``HELO``, that name, whatever EHLO says next."""
     extended: bool = False
     """True after EHLO or LHLO, False after HELO."""
     tls: TLSInfo | None = None
     """Set once TLS is up, by STARTTLS or on connect."""
     authenticated: AuthIdentity | None = None
     """Who the client proved to be; ``None`` until AUTH succeeds (RFC 4954), and again
-    after STARTTLS (RFC 3207 §4.2)."""
+    after STARTTLS (RFC 3207 §4.2). After an XCLIENT with ``LOGIN``, that login, with
+    the mechanism ``"XCLIENT"``."""
+    xclient: Xclient | None = None
+    """Everything trusted clients said with XCLIENT in this session (later commands
+    overwriting what they name); None if none did. ``peer``, ``peer_name``,
+    ``helo_name``, ``authenticated`` and ``local`` already show it."""
     envelope: Envelope | None = None
     """The open mail transaction, if any."""
     transactions: int = 0

@@ -59,7 +59,7 @@ from smtpcore._driver._timeouts import POP3Timeouts, Timeouts
 from smtpcore._driver._transport import Link
 from smtpcore.address import Mailbox
 from smtpcore.sasl import ClientMechanism
-from smtpcore.smtp import ClientConnection, Command, Reply, TransactionResult
+from smtpcore.smtp import ClientConnection, Command, Reply, TransactionResult, Xclient, Xforward
 from smtpcore.smtp._params import ParametersLike
 
 if TYPE_CHECKING:
@@ -178,12 +178,18 @@ class SMTPClient:
         *,
         mail_params: ParametersLike = None,
         rcpt_params: RecipientParameters = None,
+        xforward: Xforward | None = None,
     ) -> TransactionResult:
         """Send one message; returns each recipient's fate (see the asyncio client's
         :meth:`~smtpcore.asyncio.SMTPClient.send_message` for the options and errors)."""
         return run(
             self._session.send_message(
-                message, sender, recipients, mail_params=mail_params, rcpt_params=rcpt_params
+                message,
+                sender,
+                recipients,
+                mail_params=mail_params,
+                rcpt_params=rcpt_params,
+                xforward=xforward,
             )
         )
 
@@ -213,6 +219,12 @@ class SMTPClient:
         """STARTTLS, the handshake and EHLO again (for a client made with
         ``starttls=False``, or one that wants TLS on its own terms)."""
         run(self._session.starttls())
+
+    def xclient(self, attributes: Xclient) -> Reply:
+        """XCLIENT (Postfix): speak for the client ``attributes`` names, then EHLO again;
+        returns the server's new greeting (see the asyncio client's
+        :meth:`~smtpcore.asyncio.SMTPClient.xclient`)."""
+        return run(self._session.xclient(attributes))
 
     def login(self, username: str, password: str) -> None:
         """AUTH with a password, by the strongest mechanism both sides have."""

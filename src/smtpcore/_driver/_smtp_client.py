@@ -77,6 +77,8 @@ from smtpcore.smtp import (
     StartTls,
     TransactionResult,
     Vrfy,
+    Xclient,
+    Xforward,
 )
 from smtpcore.smtp._params import ParametersLike
 from smtpcore.smtp._state import RULES, State
@@ -330,6 +332,32 @@ class BaseSMTPClient(BaseClient):
             raise TLSNotAvailable()
         await self._closing_unless_refused(self._starttls())
 
+    async def xclient(self, attributes: Xclient) -> Reply:
+        """XCLIENT (Postfix): from now on, speak for the client ``attributes`` names, as
+        a proxy in front of the server does; the server must trust this client.
+
+        Only the attributes the server announced are sent, xtext-encoded, in more
+        than one command if they do not fit one line; after each ``220`` the
+        session starts over and the client says EHLO again. Returns the last
+        ``220``. :class:`ExtensionNotOffered` if the server offers no XCLIENT (or
+        none of the attributes given), :class:`SMTPReplyError` if it refuses.
+        """
+        conn = self.connection
+        sent = attributes.only(conn.extensions.xclient)
+        if sent is None:
+            raise _not_offered("XCLIENT")
+        return await self._closing_unless_refused(self._xclient(sent))
+
+    async def _xclient(self, attributes: Xclient) -> Reply:
+        greeting = None
+        for part in attributes.split():
+            greeting = await self._command(part, self.timeouts.command)
+            if greeting.code != 220:
+                raise SMTPReplyError("XCLIENT", greeting)
+            await self._hello(self.hostname)
+        assert greeting is not None
+        return greeting
+
     async def login(self, username: str, password: str) -> None:
         """AUTH with a password, by the strongest mechanism both sides have (RFC 4954);
         :class:`AuthenticationError` if refused, :class:`AuthenticationNotAvailable`
@@ -429,6 +457,7 @@ class BaseSMTPClient(BaseClient):
         *,
         mail_params: ParametersLike = None,
         rcpt_params: RecipientParameters = None,
+        xforward: Xforward | None = None,
     ) -> TransactionResult:
         """Send one message over this session; returns each recipient's fate.
 
@@ -452,6 +481,12 @@ class BaseSMTPClient(BaseClient):
         raises :class:`ExtensionNotOffered`, and a malformed one
         :class:`~smtpcore.LocalProtocolError`, before anything is sent.
 
+        ``xforward`` (Postfix's XFORWARD, for a content filter that passes on
+        who sent the message to it) goes before ``MAIL``, with only the
+        attributes the server announced; :class:`ExtensionNotOffered` if it
+        offers no XFORWARD to this client, :class:`SMTPReplyError` if it
+        refuses it (before ``MAIL``).
+
         A message the server has said it cannot take is refused before
         ``MAIL``, with the reply RFC 3463 names: :class:`MessageTooLarge`
         (``552 5.3.4``) over its ``SIZE``, :class:`ExtensionNotOffered` for a
@@ -463,13 +498,23 @@ class BaseSMTPClient(BaseClient):
         envelope = build_envelope(
             extensions, message, sender, recipients, mail_params, rcpt_params
         )
+        forward: list[Xforward] = []
+        if xforward is not None:
+            sent = xforward.only(extensions.xforward)
+            if sent is None:
+                raise _not_offered("XFORWARD")
+            forward = sent.split()
         mail, content = envelope.mail, envelope.content
         chunked = self._uses_bdat(mail, extensions)
         batches = self._batches(envelope.rcpts, content, extensions)
         try:  # as _closing_unless_refused does, without a coroutine more to resume
             if len(batches) > 1:
-                return await self._transactions(mail, batches, content, chunked=chunked)
-            return await self._transaction(mail, envelope.rcpts, content, chunked=chunked)
+                return await self._transactions(
+                    mail, batches, content, chunked=chunked, forward=forward
+                )
+            return await self._transaction(
+                mail, envelope.rcpts, content, chunked=chunked, forward=forward
+            )
         except BaseException as exc:
             await self._end_unless_refused(exc)
             raise
@@ -491,7 +536,13 @@ class BaseSMTPClient(BaseClient):
         return [[next(remaining) for _ in group] for group in groups]
 
     async def _transactions(
-        self, mail: Mail, batches: Sequence[Sequence[Rcpt]], content: Content, *, chunked: bool
+        self,
+        mail: Mail,
+        batches: Sequence[Sequence[Rcpt]],
+        content: Content,
+        *,
+        chunked: bool,
+        forward: Sequence[Xforward] = (),
     ) -> TransactionResult:
         """One transaction per batch of recipients, the content sent again for each
         (RFC 9422 §5.2); their results in one. A batch refused whole does not stop
@@ -503,7 +554,9 @@ class BaseSMTPClient(BaseClient):
             if start is not None:
                 content.seek(start)  # type: ignore[union-attr]  # _replayable
             try:
-                results.append(await self._transaction(mail, batch, content, chunked=chunked))
+                results.append(
+                    await self._transaction(mail, batch, content, chunked=chunked, forward=forward)
+                )
             except (RecipientsRefused, MessageRefused) as exc:
                 if exc.result is None:
                     raise
@@ -533,13 +586,24 @@ class BaseSMTPClient(BaseClient):
         return offered and self.chunking is not False
 
     async def _transaction(
-        self, mail: Mail, rcpts: Sequence[Rcpt], content: Content, *, chunked: bool
+        self,
+        mail: Mail,
+        rcpts: Sequence[Rcpt],
+        content: Content,
+        *,
+        chunked: bool,
+        forward: Sequence[Xforward] = (),
     ) -> TransactionResult:
         await self._take_unasked()
         conn = self.connection
         commands: list[Rset | Mail | Rcpt | Data] = []
+        reset: list[Rset] = []
         if self._transaction_failed or conn.state is not State.READY:
-            commands.append(Rset())  # only after a failure: a finished transaction is closed
+            reset.append(Rset())  # only after a failure: a finished transaction is closed
+        if forward:  # answered before MAIL, so that a refusal leaves no transaction open
+            await self._forward([*reset, *forward])
+        else:
+            commands += reset
         commands += [mail, *rcpts]
         if not chunked:
             commands.append(Data())
@@ -618,6 +682,19 @@ class BaseSMTPClient(BaseClient):
                 await self._write(ready, timeout)
             ready = self._send(MessageData(chunk))
         await self._write(ready + self._send(EndOfMessage()), timeout)
+
+    async def _forward(self, commands: Sequence[Rset | Xforward]) -> None:
+        """XFORWARD (and the RSET before it), answered before ``MAIL`` goes out: a
+        refusal stops the message while no transaction is open."""
+        timeout = self.timeouts.command
+        if self.connection.extensions.pipelining:
+            await self._write(self._send(*commands), timeout)
+            replies = [await self._reply(timeout) for _ in commands]
+        else:
+            replies = [await self._command(command, timeout) for command in commands]
+        for command, reply in zip(commands, replies, strict=True):
+            if isinstance(command, Xforward) and not reply.is_positive:
+                raise SMTPReplyError("XFORWARD", reply)
 
     async def _closing_unless_refused(self, call: Awaitable[T]) -> T:
         """Await ``call``; close the connection if it fails other than by a refusal
@@ -801,6 +878,11 @@ class BaseSMTPClient(BaseClient):
             if self._trace is not None:
                 self._trace.received(data)
             conn.receive_data(data)
+
+
+def _not_offered(verb: str) -> ExtensionNotOffered:
+    reply = Reply(502, f"the server does not offer {verb} to this client", "5.5.1")
+    return ExtensionNotOffered(None, verb, reply, command=verb)
 
 
 def _masked(event: Event) -> str | None:

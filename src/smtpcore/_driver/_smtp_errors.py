@@ -142,15 +142,24 @@ class ExtensionNotOffered(MessageRefused):
     needs it, or ``None`` when the message itself does. The reply is the one
     RFC 3463 names: ``553 5.6.7`` for a UTF-8 address without SMTPUTF8 (RFC
     6531 §3.4), ``554 5.6.3`` for 8-bit content without 8BITMIME (RFC 6152),
-    ``555 5.5.4`` for a parameter (``RET`` without DSN, say).
+    ``555 5.5.4`` for a parameter (``RET`` without DSN, say). ``command`` is
+    ``"XCLIENT"`` or ``"XFORWARD"`` when that is what the server does not offer
+    this client (``502 5.5.1``).
     """
 
-    def __init__(self, keyword: str | None, extension: str, reply: Reply | None = None) -> None:
+    def __init__(
+        self,
+        keyword: str | None,
+        extension: str,
+        reply: Reply | None = None,
+        *,
+        command: str = "MAIL",
+    ) -> None:
         if reply is None:
             reply = Reply(
                 555, f"the server does not offer {extension}, which {keyword} needs", "5.5.4"
             )
-        super().__init__("MAIL", reply, None, local=True)
+        super().__init__(command, reply, None, local=True)
         self.keyword = keyword
         self.extension = extension
 

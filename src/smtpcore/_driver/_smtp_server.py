@@ -72,6 +72,8 @@ from smtpcore.smtp import (
     StartTls,
     State,
     Vrfy,
+    Xclient,
+    Xforward,
     decode_xtext,
 )
 
@@ -171,8 +173,16 @@ class ServerOptions:
     greeting and take the client's address from it. Each connection must come from
     one of these addresses or networks (``"127.0.0.1"``, ``"10.0.0.0/8"``) and start
     with a valid header; any other is closed at once."""
+    xclient_from: Sequence[str] = ()
+    """Offer XCLIENT and XFORWARD (Postfix) to clients from these addresses or networks
+    (``"127.0.0.1"``, ``"10.0.0.0/8"``), as Postfix's ``smtpd_authorized_xclient_hosts``:
+    a proxy or content filter there may name the client it speaks for. To any other
+    client the commands do not exist (``500 5.5.2``)."""
     auth_mechanisms: Mapping[str, MechanismFactory] = field(init=False, repr=False, compare=False)
     proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        init=False, repr=False, compare=False
+    )
+    forwarder_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         init=False, repr=False, compare=False
     )
     """The mechanisms offered, by name, as ``auth`` gives them."""
@@ -192,6 +202,8 @@ class ServerOptions:
         object.__setattr__(self, "auth_mechanisms", mechanisms)
         networks = tuple(ipaddress.ip_network(n, strict=False) for n in self.proxy_protocol_from)
         object.__setattr__(self, "proxy_networks", networks)
+        forwarders = tuple(ipaddress.ip_network(n, strict=False) for n in self.xclient_from)
+        object.__setattr__(self, "forwarder_networks", forwarders)
         if self.require_auth and not mechanisms:
             raise ValueError("require_auth needs auth")
         in_plaintext = [
@@ -215,6 +227,8 @@ class ServerOptions:
             binarymime=self.binarymime,
             limits=self.limits,
             requiretls=self.requiretls,
+            xclient=bool(self.forwarder_networks),
+            xforward=bool(self.forwarder_networks),
             max_recipients=self.max_recipients,
             max_recipient_overshoot=self.max_recipient_overshoot,
             max_junk_commands=self.max_junk_commands,
@@ -258,6 +272,7 @@ class ServerKeywords(TypedDict, total=False):
     require_auth: bool
     max_auth_failures: int
     proxy_protocol_from: Sequence[str]
+    xclient_from: Sequence[str]
 
 
 def _trusted_proxy(
@@ -341,6 +356,10 @@ class ServerSession(ServedSession):
             peer=transport.peer_address,
             local=transport.local_address,
         )
+        if self.options.forwarder_networks:
+            self._trust_forwarder()
+        self._forwarded_helo = False
+        """Whether XCLIENT gave the HELO name, which a later EHLO then does not replace."""
         self._out: list[bytes] = []
         self._content_wait = False
         """Whether the wait under way is for message content."""
@@ -567,7 +586,8 @@ class ServerSession(ServedSession):
         )
         if self._answer(reply).is_positive:
             await self._end_transaction()
-            session.helo_name = command.domain
+            if not self._forwarded_helo:
+                session.helo_name = command.domain
             session.extended = not isinstance(command, Helo)
 
     async def _mail(self, command: Mail) -> None:
@@ -581,7 +601,12 @@ class ServerSession(ServedSession):
             submitter = None
             if session.authenticated is not None:
                 submitter = _submitter(command.params.get("AUTH"))
-            session.envelope = Envelope(command.sender, command.params, submitter=submitter)
+            session.envelope = Envelope(
+                command.sender,
+                command.params,
+                submitter=submitter,
+                xforward=self.conn.forwarded_message,
+            )
 
     async def _data(self, command: Data) -> None:
         session = self.session
@@ -682,6 +707,8 @@ class ServerSession(ServedSession):
         if header.source is not None:
             self.session.peer = header.source
             self.session.local = header.destination
+            if self.options.forwarder_networks:
+                self._trust_forwarder()
         if not self.state.readdress(self, _ip_peer(self.session.peer)):
             logger.info("too many sessions from %s: refused", self.session.peer)
             if self.state.address_busy_reply:
@@ -689,6 +716,53 @@ class ServerSession(ServedSession):
                 with contextlib.suppress(TimeoutError):
                     await self._flush()
             raise ConnectionLost
+
+    def _trust_forwarder(self) -> None:
+        """Whether this client may use XCLIENT and XFORWARD: by its address (the one a
+        trusted proxy's header named, if any), in ``xclient_from``."""
+        self.conn.trusted_forwarder = _trusted_proxy(
+            self.session.peer, self.options.forwarder_networks
+        )
+
+    # -- XCLIENT and XFORWARD (Postfix) ----------------------------------------
+
+    async def _xclient(self, command: Xclient) -> None:
+        """The session now speaks for the client XCLIENT names: the handler sees it
+        connect (its answer is the new greeting, Postfix's connection-level decision)
+        and it is counted under its own address; a greeting other than 220 leaves
+        the session as it was."""
+        session = self.session
+        before = (session.peer, session.local, session.peer_name, session.helo_name)
+        before_identity = (session.authenticated, session.xclient, self._forwarded_helo)
+        known = session.xclient
+        merged = command if known is None else known.merged(command)
+        _present(session, merged)
+        self._forwarded_helo = merged.helo is not None
+        if not self.state.readdress(self, _ip_peer(session.peer)):
+            logger.info("too many sessions from %s: refused", _peer_text(session.peer))
+            self._answer(
+                Reply(
+                    421, f"{self.options.hostname} Too many connections from your address", "4.7.0"
+                )
+            )
+            return
+        greeting = await self._ask(
+            "handle_connect",
+            lambda handler: handler.handle_connect(session),
+            self.options.timeouts.command,
+            failed=self.state.unavailable,
+        )
+        if greeting.code == 220:
+            await self._end_transaction()
+            logger.info("XCLIENT from %s: now %s", _peer_text(self.transport.peer_address), merged)
+        elif greeting.code != 421:
+            session.peer, session.local, session.peer_name, session.helo_name = before
+            session.authenticated, session.xclient, self._forwarded_helo = before_identity
+            self.state.readdress(self, _ip_peer(session.peer))
+        self._answer(greeting)
+
+    async def _xforward(self, command: Xforward) -> None:
+        self._answer(_OK)  # the machine keeps it for the next transaction's envelope
 
     async def _handshake(self) -> None:
         context = self.options.ssl_context
@@ -834,6 +908,32 @@ class ServerSession(ServedSession):
         )
 
 
+def _present(session: Session, forwarded: Xclient) -> None:
+    """Show ``forwarded`` to the handler as the session's own client (Postfix's
+    XCLIENT_README): what it names replaces, what it calls unavailable is unknown."""
+    addr, port = forwarded.addr, forwarded.port
+    if isinstance(addr, str):
+        session.peer = (addr, port if isinstance(port, int) else 0)
+    elif addr is not None:
+        session.peer = None
+    elif isinstance(port, int) and session.peer is not None:
+        session.peer = (session.peer[0], port)
+    destaddr, destport = forwarded.destaddr, forwarded.destport
+    if isinstance(destaddr, str):
+        session.local = (destaddr, destport if isinstance(destport, int) else 0)
+    elif destaddr is not None:
+        session.local = None
+    if forwarded.name is not None:
+        session.peer_name = forwarded.name if isinstance(forwarded.name, str) else None
+    session.helo_name = forwarded.helo if isinstance(forwarded.helo, str) else None
+    login = forwarded.login
+    session.authenticated = (
+        AuthIdentity(login, login, "XCLIENT") if isinstance(login, str) else None
+    )
+    session.extended = False
+    session.xclient = forwarded
+
+
 class BaseSMTPServer(BaseListener[ServerSession]):
     """What the asyncio and trio ``SMTPServer`` share: options, state and addresses.
 
@@ -885,6 +985,8 @@ _ANSWERS: Final[dict[type[Event], Callable[[ServerSession, Any], Awaitable[None]
     Vrfy: ServerSession._vrfy,
     Expn: ServerSession._expn,
     Help: ServerSession._help,
+    Xclient: ServerSession._xclient,
+    Xforward: ServerSession._xforward,
 }
 """Event type -> how a session answers it: one method per event, as the machine has
 one rule per command."""

@@ -35,10 +35,13 @@ from smtpcore.smtp._events import (
     Rset,
     StartTls,
     Vrfy,
+    Xclient,
+    Xforward,
 )
 from smtpcore.smtp._ext import Body, Limits
 from smtpcore.smtp._extension import Extension, Parameter, ParameterError, Requirement
 from smtpcore.smtp._extensions import ServerExtensions
+from smtpcore.smtp._forwarding import TEMPUNAVAIL, UNAVAILABLE, Unavailable
 from smtpcore.smtp._params import Parameters
 from smtpcore.smtp._replies import EnhancedStatus, Reply
 from smtpcore.smtp._server import ServerConnection
@@ -91,7 +94,12 @@ __all__ = [
     "StartTls",
     "State",
     "TransactionResult",
+    "TEMPUNAVAIL",
+    "UNAVAILABLE",
+    "Unavailable",
     "Vrfy",
+    "Xclient",
+    "Xforward",
     "decode_xtext",
     "xtext",
 ]

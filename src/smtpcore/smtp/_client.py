@@ -43,6 +43,8 @@ from smtpcore.smtp._events import (
     Rcpt,
     Rset,
     StartTls,
+    Xclient,
+    Xforward,
 )
 from smtpcore.smtp._extensions import ServerExtensions, check_command, check_content
 from smtpcore.smtp._replies import Reply, ReplyParser
@@ -55,10 +57,10 @@ __all__ = ["ClientConnection"]
 # (RFC 2920 §3.1, RFC 3030 §4.2). Every other command must be the last of its
 # group, since the client has to see its reply first. Content is "the first
 # command of a group", so the end of the content may be followed at once.
-_GROUP_CONTINUES: Final = (Mail, Rcpt, Rset, Bdat, EndOfMessage)
+_GROUP_CONTINUES: Final = (Mail, Rcpt, Rset, Bdat, EndOfMessage, Xforward)
 
 _TRANSACTION_EVENTS: Final = (Mail, Rcpt, Data, Bdat, EndOfMessage)
-_SESSION_RESETS: Final = (Rset, Ehlo, Helo, Lhlo, Quit)
+_SESSION_RESETS: Final = (Rset, Ehlo, Helo, Lhlo, Quit, Xclient)
 
 
 @dataclass(slots=True)
@@ -535,6 +537,11 @@ class ClientConnection:
             # Anything behind the 220 was sent in clear before the handshake:
             # never let it pass for a reply inside TLS (response injection).
             self._buffer.clear()
+        elif isinstance(command, Xclient) and reply.code == 220:
+            # The session starts over for the client XCLIENT named: EHLO again, and
+            # only what that reply lists may be used.
+            self._extensions = ServerExtensions()
+            self._extended = False
         if isinstance(command, _SESSION_RESETS) and self._last_transaction is not None:
             self._last_transaction.complete = True
         if transaction is None:

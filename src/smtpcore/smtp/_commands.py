@@ -23,6 +23,7 @@ from smtpcore.address import (
     simple_mailbox,
     split_path,
 )
+from smtpcore.smtp._dsn import decode_xtext
 from smtpcore.smtp._events import (
     Auth,
     AuthResponse,
@@ -32,6 +33,7 @@ from smtpcore.smtp._events import (
     Ehlo,
     Event,
     Expn,
+    ForwardingCommand,
     Helo,
     Help,
     Lhlo,
@@ -42,7 +44,10 @@ from smtpcore.smtp._events import (
     Rset,
     StartTls,
     Vrfy,
+    Xclient,
+    Xforward,
 )
+from smtpcore.smtp._forwarding import XTEXT_VALUE
 from smtpcore.smtp._params import Parameters, parse_parameters
 from smtpcore.smtp._replies import EnhancedStatus, Reply
 
@@ -177,6 +182,39 @@ def _parse_auth(argument: str) -> Command:
         raise CommandSyntaxError(reply(504, "5.5.4", "Unrecognized authentication type")) from None
 
 
+def _forwarding(cls: type[ForwardingCommand]) -> Callable[[str], Command]:
+    """``XCLIENT`` or ``XFORWARD``: ``1*( SP attribute-name "=" xtext )``, names in any
+    case (Postfix's READMEs); an attribute named twice keeps its last value, as in
+    Postfix. A name the command does not have, a value that is not xtext, or one
+    its attribute cannot hold is ``501 5.5.4``."""
+    by_name = {attribute.name: attribute for attribute in cls.ATTRIBUTES}
+
+    def parse(argument: str) -> Command:
+        if not argument:
+            raise _syntax(f"{cls.verb} attribute=value ...")
+        values: dict[str, object] = {}
+        for word in argument.split(" "):
+            if not word:
+                continue
+            name, equals, value = word.partition("=")
+            attribute = by_name.get(name.upper())
+            if attribute is None or not equals:
+                raise CommandSyntaxError(
+                    reply(501, "5.5.4", f"Bad {cls.verb} attribute name: {name[:32]}")
+                )
+            if not XTEXT_VALUE.fullmatch(value):
+                raise CommandSyntaxError(reply(501, "5.5.4", f"Bad {attribute.name} syntax"))
+            try:
+                values[attribute.field] = attribute.read(decode_xtext(value))
+            except ValueError:
+                raise CommandSyntaxError(
+                    reply(501, "5.5.4", f"Bad {attribute.name} syntax")
+                ) from None
+        return cls(**values)
+
+    return parse
+
+
 VERBS: Final[dict[str, Callable[[str], Command]]] = {
     "EHLO": _hello(Ehlo),
     "HELO": _hello(Helo),
@@ -193,6 +231,8 @@ VERBS: Final[dict[str, Callable[[str], Command]]] = {
     "HELP": Help,
     "STARTTLS": _no_argument(StartTls()),
     "AUTH": _parse_auth,
+    "XCLIENT": _forwarding(Xclient),
+    "XFORWARD": _forwarding(Xforward),
 }
 """Verb -> parser of the text after it. A server narrows this to what it serves."""
 
@@ -290,6 +330,8 @@ def format_command(event: Event) -> bytes:
             text += f" {encoded or '='}"
     elif isinstance(event, AuthResponse):
         return format_auth_response(event)
+    elif isinstance(event, ForwardingCommand):
+        text = event.to_line()
     elif isinstance(event, Command):
         text = event.verb
     else:

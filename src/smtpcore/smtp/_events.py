@@ -8,14 +8,23 @@ argument, the start of a command injection) cannot exist.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Final
+from typing import ClassVar, Final, TypeVar
 
 from smtpcore._errors import LocalProtocolError
 from smtpcore.address import Mailbox
 from smtpcore.smtp._base import Event
-from smtpcore.smtp._dsn import EnvelopeId, Notify, OriginalRecipient, Ret
+from smtpcore.smtp._dsn import EnvelopeId, Notify, OriginalRecipient, Ret, xtext
+from smtpcore.smtp._forwarding import (
+    XCLIENT_ATTRIBUTES,
+    XFORWARD_ATTRIBUTES,
+    Attribute,
+    Unavailable,
+    Value,
+)
 from smtpcore.smtp._params import Parameters, ParametersLike
 from smtpcore.smtp._replies import Reply
 
@@ -43,6 +52,8 @@ __all__ = [
     "Rset",
     "StartTls",
     "Vrfy",
+    "Xclient",
+    "Xforward",
 ]
 
 # Any printable character or non-ASCII text, no controls; spaces only inside.
@@ -267,6 +278,156 @@ class Auth(Command):
             raise LocalProtocolError(f"invalid SASL mechanism name {self.mechanism!r}")
         if self.initial_response is not None and not isinstance(self.initial_response, bytes):
             raise LocalProtocolError("AUTH initial response must be bytes or None")
+
+
+_F = TypeVar("_F", bound="ForwardingCommand")
+
+
+class ForwardingCommand(Command):
+    """What :class:`Xclient` and :class:`Xforward` share: ``VERB attribute=value ...``,
+    each value xtext on the wire (Postfix's XCLIENT_README and XFORWARD_README).
+
+    A field left ``None`` is not sent; a value is typed (a port is an ``int``, an
+    address its short text form) or :data:`~smtpcore.smtp.UNAVAILABLE`. At least
+    one attribute must be given, and every value must be printable text of at
+    most 255 characters without spaces, so that no value can carry a command
+    or header injection; anything else is :class:`LocalProtocolError`.
+    """
+
+    __slots__ = ()
+
+    ATTRIBUTES: ClassVar[tuple[Attribute, ...]] = ()
+
+    def _check_attributes(self) -> None:
+        given = False
+        for attribute in self.ATTRIBUTES:
+            value = getattr(self, attribute.field)
+            if value is None:
+                continue
+            try:
+                typed = attribute.read(value)
+            except ValueError as exc:
+                raise LocalProtocolError(f"{self.verb} {attribute.name}: {exc}") from None
+            object.__setattr__(self, attribute.field, typed)
+            given = True
+        if not given:
+            raise LocalProtocolError(f"{self.verb} needs at least one attribute")
+
+    @property
+    def attributes(self) -> dict[str, Value]:
+        """The attributes given, by wire name (``{"ADDR": "192.0.2.1"}``), in wire order."""
+        found = {}
+        for attribute in self.ATTRIBUTES:
+            value = getattr(self, attribute.field)
+            if value is not None:
+                found[attribute.name] = value
+        return found
+
+    def to_line(self) -> str:
+        """The command line, without CRLF: each value as xtext."""
+        words = [self.verb]
+        for attribute in self.ATTRIBUTES:
+            value = getattr(self, attribute.field)
+            if value is not None:
+                words.append(f"{attribute.name}={xtext(attribute.to_text(value))}")
+        return " ".join(words)
+
+    def only(self: _F, names: Collection[str]) -> _F | None:
+        """The same command with only the attributes in ``names`` (those a server
+        announced), or None when none is left."""
+        wanted = {name.upper() for name in names}
+        kept = {
+            attribute.field: getattr(self, attribute.field)
+            for attribute in self.ATTRIBUTES
+            if attribute.name in wanted and getattr(self, attribute.field) is not None
+        }
+        return type(self)(**kept) if kept else None
+
+    def merged(self: _F, later: _F) -> _F:
+        """These attributes updated with those ``later`` gives: what a server holds
+        after both commands (each command overwrites only what it names)."""
+        given = {
+            attribute.field: getattr(later, attribute.field)
+            for attribute in self.ATTRIBUTES
+            if getattr(later, attribute.field) is not None
+        }
+        return dataclasses.replace(self, **given)  # type: ignore[type-var]  # a dataclass
+
+    def split(self: _F, max_line: int = 512) -> list[_F]:
+        """The attributes in as few commands as fit ``max_line`` octets each, CRLF
+        included (the command line limit of RFC 5321 §4.5.3.1.4); Postfix's README
+        asks a client to send long values in several commands this way."""
+        parts: list[_F] = []
+        fields: dict[str, Value] = {}
+        length = len(self.verb) + 2
+        for attribute in self.ATTRIBUTES:
+            value = getattr(self, attribute.field)
+            if value is None:
+                continue
+            word = 1 + len(attribute.name) + 1 + len(xtext(attribute.to_text(value)))
+            if fields and length + word > max_line:
+                parts.append(type(self)(**fields))
+                fields, length = {}, len(self.verb) + 2
+            if length + word > max_line:
+                raise LocalProtocolError(f"{self.verb} {attribute.name} is too long for one line")
+            fields[attribute.field] = value
+            length += word
+        parts.append(type(self)(**fields))
+        return parts
+
+
+@dataclass(frozen=True, slots=True)
+class Xclient(ForwardingCommand):
+    """``XCLIENT attribute=value ...``: a trusted client (a proxy) names the client it
+    speaks for, for the rest of the session (Postfix's XCLIENT_README).
+
+    The server answers ``220`` with a new greeting and the session starts over:
+    the client says EHLO again. ``name`` is the client's host name (or
+    ``TEMPUNAVAIL`` when its lookup failed for now), ``addr`` and ``port`` its
+    address, ``proto`` ``"SMTP"`` or ``"ESMTP"``, ``helo`` the name it greeted
+    with, ``login`` the SASL login it authenticated as, ``destaddr`` and
+    ``destport`` the server address it connected to.
+    """
+
+    name: str | Unavailable | None = None
+    addr: str | Unavailable | None = None
+    port: int | Unavailable | None = None
+    proto: str | Unavailable | None = None
+    helo: str | Unavailable | None = None
+    login: str | Unavailable | None = None
+    destaddr: str | Unavailable | None = None
+    destport: int | Unavailable | None = None
+    verb = "XCLIENT"
+    ATTRIBUTES = XCLIENT_ATTRIBUTES
+
+    def __post_init__(self) -> None:
+        self._check_attributes()
+
+
+@dataclass(frozen=True, slots=True)
+class Xforward(ForwardingCommand):
+    """``XFORWARD attribute=value ...``: a trusted client (a content filter) passes on,
+    for the next mail transaction only, who sent the message to the host before it
+    (Postfix's XFORWARD_README). The server answers ``250``.
+
+    ``name``, ``addr``, ``port`` and ``helo`` describe the up-stream client
+    (``addr`` may be a non-IP address), ``proto`` the protocol it used (up to
+    64 characters), ``ident`` the message's queue id up-stream and ``source``
+    ``"LOCAL"`` or ``"REMOTE"``.
+    """
+
+    name: str | Unavailable | None = None
+    addr: str | Unavailable | None = None
+    port: int | Unavailable | None = None
+    proto: str | Unavailable | None = None
+    helo: str | Unavailable | None = None
+    ident: str | Unavailable | None = None
+    source: str | Unavailable | None = None
+    verb = "XFORWARD"
+    ATTRIBUTES = XFORWARD_ATTRIBUTES
+
+    def __post_init__(self) -> None:
+        self._check_attributes()
 
 
 @dataclass(frozen=True, slots=True)

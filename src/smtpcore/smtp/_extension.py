@@ -25,6 +25,7 @@ __all__ = [
     "AUTHENTICATED",
     "NOT_TLS",
     "TLS",
+    "TRUSTED_FORWARDER",
     "Extension",
     "Parameter",
     "ParameterError",
@@ -63,6 +64,8 @@ class ServerFacts(Protocol):
     def max_message_size(self) -> int | None: ...
     @property
     def max_recipients(self) -> int: ...
+    @property
+    def trusted_forwarder(self) -> bool: ...
     def offered_auth_mechanisms(self) -> list[str]: ...
     def in_force(self, keyword: str) -> bool: ...
 
@@ -95,6 +98,13 @@ AUTHENTICATED = Requirement(
     _reply(530, "5.7.0", "Authentication required"),
 )
 """Offered only to an authenticated client."""
+TRUSTED_FORWARDER = Requirement(
+    "a client trusted to speak for another",
+    lambda facts: facts.trusted_forwarder,
+    _reply(500, "5.5.2", "Command unrecognized"),
+)
+"""Offered only to a client the server trusts to name the client it speaks for
+(XCLIENT, XFORWARD); to any other the commands do not exist."""
 
 
 def _no_check(facts: ServerFacts, value: Any) -> Reply | None:

@@ -29,6 +29,8 @@ from smtpcore.smtp._events import (
     Rcpt,
     StartTls,
     Vrfy,
+    Xclient,
+    Xforward,
 )
 from smtpcore.smtp._ext import Limits, owner_of_parameter, owner_of_verb
 from smtpcore.smtp._extension import ParameterError
@@ -183,6 +185,17 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
         return Limits.parse(self.get("LIMITS", ()))
 
     @property
+    def xclient(self) -> frozenset[str]:
+        """The XCLIENT attributes the server announced (Postfix), upper-cased; empty
+        when it does not offer XCLIENT to this client."""
+        return frozenset(name.upper() for name in self.get("XCLIENT", ()))
+
+    @property
+    def xforward(self) -> frozenset[str]:
+        """The XFORWARD attributes the server announced (Postfix), upper-cased."""
+        return frozenset(name.upper() for name in self.get("XFORWARD", ()))
+
+    @property
     def enhanced_status_codes(self) -> bool:
         """Replies carry class.subject.detail codes after the reply code (RFC 2034)."""
         return "ENHANCEDSTATUSCODES" in self._index
@@ -228,7 +241,7 @@ def check_command(
     elif isinstance(command, Data):
         if binary:
             raise LocalProtocolError("BODY=BINARYMIME content must be sent with BDAT")
-    elif isinstance(command, (Bdat, StartTls, Auth)):
+    elif isinstance(command, (Bdat, StartTls, Auth, Xclient, Xforward)):
         owner = owner_of_verb(command.verb)
         assert owner is not None
         if owner.keyword not in offered:

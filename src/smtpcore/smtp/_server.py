@@ -51,6 +51,8 @@ from smtpcore.smtp._events import (
     Rset,
     StartTls,
     Vrfy,
+    Xclient,
+    Xforward,
 )
 from smtpcore.smtp._ext import BUILTIN, Body
 from smtpcore.smtp._extension import Extension, Parameter, ParameterError
@@ -89,6 +91,11 @@ _SEQUENCE_ERRORS: Final[dict[tuple[str, State], Reply]] = {
     ("DATA", State.MAIL): reply(554, "5.5.1", "No valid recipients"),
     ("AUTH", State.MAIL): reply(503, "5.5.1", "AUTH not allowed in a mail transaction"),
     ("AUTH", State.RCPT): reply(503, "5.5.1", "AUTH not allowed in a mail transaction"),
+    **{
+        (verb, state): reply(503, "5.5.1", "Mail transaction in progress")
+        for verb in ("XCLIENT", "XFORWARD")
+        for state in (State.MAIL, State.RCPT, State.BDAT)
+    },
 }
 _READING_COMMANDS: Final = frozenset(
     {State.NO_SERVICE, State.HELLO, State.READY, State.MAIL, State.RCPT, State.BDAT, State.AUTH}
@@ -148,6 +155,9 @@ class ServerConnection:
         size: bool = True,
         limits: bool = False,
         requiretls: bool = False,
+        xclient: bool = False,
+        xforward: bool = False,
+        trusted_forwarder: bool = False,
         dsn: bool = False,
         starttls: bool = False,
         tls: bool = False,
@@ -187,6 +197,13 @@ class ServerConnection:
         self.size = size
         self.limits = limits
         self.requiretls = requiretls
+        self.xclient = xclient
+        self.xforward = xforward
+        self.trusted_forwarder = trusted_forwarder
+        """Whether this client may speak for another: only then are ``xclient`` and
+        ``xforward`` offered to it (Postfix's ``smtpd_authorized_xclient_hosts``).
+        The application decides, from the client's address; it may set this before
+        the greeting."""
         self.dsn = dsn
         self.starttls = starttls
         self.require_tls = require_tls
@@ -231,6 +248,8 @@ class ServerConnection:
         self._forgiven: BadCommand | None = None
         """The pending refusal of an excess recipient, which counts as no error."""
         self._bad_commands = 0
+        self._forwarded_client: Xclient | None = None
+        self._forwarded_message: Xforward | None = None
         # The open transaction.
         self._utf8_transaction = False
         self._binary_transaction = False
@@ -372,7 +391,22 @@ class ServerConnection:
         self._command_line_limit = self.max_command_line
         self.authenticated = False  # RFC 3207 §4.2: forget what plaintext taught
         self._reset_transaction()
+        self._forwarded_message = None
         self._state = State.HELLO
+
+    @property
+    def forwarded_client(self) -> Xclient | None:
+        """What XCLIENT said about the client this session speaks for: every attribute
+        of the accepted XCLIENT commands, a later one overwriting what it names;
+        None before the first. It holds to the end of the session."""
+        return self._forwarded_client
+
+    @property
+    def forwarded_message(self) -> Xforward | None:
+        """What XFORWARD said about the next (or open) transaction's message, merged
+        as for :attr:`forwarded_client`; cleared when the transaction ends (the end
+        of the message, RSET, a new hello), as Postfix does."""
+        return self._forwarded_message
 
     # -- reading commands -----------------------------------------------
 
@@ -457,16 +491,17 @@ class ServerConnection:
     def _check(self, command: Command) -> Reply | None:
         """The reply that refuses ``command`` here, or None if it may proceed."""
         state = self._state
+        owner = self._verb_owner.get(command.verb)
+        if owner is not None:
+            # First: a command this client may not use must not tell it more (XCLIENT).
+            unmet = owner.unmet(self)
+            if unmet is not None:
+                return unmet.refusal
         rule = RULES[type(command)]
         if state not in rule.allowed:
             if state is State.NO_SERVICE:
                 return reply(503, "5.5.1", "No service here; send QUIT")
             return _SEQUENCE_ERRORS.get((command.verb, state), _NEED_MAIL)
-        owner = self._verb_owner.get(command.verb)
-        if owner is not None:
-            unmet = owner.unmet(self)
-            if unmet is not None:
-                return unmet.refusal
         if isinstance(command, Data) and self._binary_transaction:
             return _BINARY_NEEDS_BDAT  # RFC 3030 §3
         if isinstance(command, Auth):
@@ -709,6 +744,7 @@ class ServerConnection:
             [entry.line_allowance for entry in self._offerable if self.in_force(entry.keyword)]
         )
         self._reset_transaction()
+        self._forwarded_message = None
         return self._hello_reply(event, extended=self.extended)
 
     def _mail_accepted(self, command: Mail, event: Reply) -> bytes:
@@ -726,6 +762,26 @@ class ServerConnection:
 
     def _rset_accepted(self, command: Rset, event: Reply) -> bytes:
         self._reset_transaction()
+        self._forwarded_message = None
+        return self._finish(command, event)
+
+    def _xclient_accepted(self, command: Xclient, event: Reply) -> bytes:
+        """Start over at the greeting stage, speaking for the client XCLIENT names; TLS
+        stays as it is, and the session is authenticated as its LOGIN, if it gave one
+        (Postfix's XCLIENT_README)."""
+        known = self._forwarded_client
+        self._forwarded_client = command if known is None else known.merged(command)
+        self.helo_name = None
+        self.extended = False
+        self._verbs = self._plain_verbs
+        self.authenticated = isinstance(self._forwarded_client.login, str)
+        self._reset_transaction()
+        self._forwarded_message = None
+        return event.to_bytes(event.status)  # a greeting: no enhanced code unless given
+
+    def _xforward_accepted(self, command: Xforward, event: Reply) -> bytes:
+        known = self._forwarded_message
+        self._forwarded_message = command if known is None else known.merged(command)
         return self._finish(command, event)
 
     def _starttls_accepted(self, command: StartTls, event: Reply) -> bytes:
@@ -769,6 +825,7 @@ class ServerConnection:
             self._pending = None
             self._state = next_state(END_OF_DATA_RULE, event.code, self._state)
             self._reset_transaction()
+            self._forwarded_message = None
         return self._finish(pending, event)
 
     def _finish(self, answered: Event, event: Reply) -> bytes:
@@ -937,5 +994,7 @@ _ON_ACCEPT: Final[dict[type[Event], Callable[[ServerConnection, Any, Reply], byt
     StartTls: ServerConnection._starttls_accepted,
     Auth: ServerConnection._auth_accepted,
     AuthResponse: ServerConnection._auth_accepted,
+    Xclient: ServerConnection._xclient_accepted,
+    Xforward: ServerConnection._xforward_accepted,
 }
 """Command type -> what a positive reply to it changes in the session."""

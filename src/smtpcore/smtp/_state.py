@@ -30,6 +30,8 @@ from smtpcore.smtp._events import (
     Rset,
     StartTls,
     Vrfy,
+    Xclient,
+    Xforward,
 )
 
 __all__ = [
@@ -122,6 +124,9 @@ RULES: Final[dict[type[Command], Rule]] = {
     Help: Rule(SESSION, frozenset({211, 214}), KEEP),
     Quit: Rule(SESSION | {State.NO_SERVICE}, frozenset({221}), State.CLOSED),
     StartTls: Rule(frozenset({State.READY}), frozenset({220}), State.TLS_PENDING),
+    # Postfix's XCLIENT restarts the session at the greeting stage: EHLO comes again.
+    Xclient: Rule(frozenset({State.READY}), frozenset({220}), State.HELLO),
+    Xforward: Rule(frozenset({State.READY}), _OK, KEEP),
     Auth: Rule(
         frozenset({State.READY}),
         frozenset({235}),

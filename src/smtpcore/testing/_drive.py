@@ -50,6 +50,8 @@ def permissive_smtp_answer(
         return smtp.Reply(221, "Bye")
     if isinstance(event, smtp.StartTls):
         return smtp.Reply(220, "Ready to start TLS")
+    if isinstance(event, smtp.Xclient):
+        return smtp.Reply(220, f"{conn.hostname} ESMTP")
     if isinstance(event, smtp.Help):
         return smtp.Reply(214, "See RFC 5321")
     if isinstance(event, smtp.Auth | smtp.AuthResponse):

@@ -22,6 +22,8 @@ from smtpcore.smtp._ext.requiretls import REQUIRETLS
 from smtpcore.smtp._ext.size import SIZE
 from smtpcore.smtp._ext.smtputf8 import SMTPUTF8
 from smtpcore.smtp._ext.starttls import STARTTLS
+from smtpcore.smtp._ext.xclient import XCLIENT
+from smtpcore.smtp._ext.xforward import XFORWARD
 from smtpcore.smtp._extension import Extension, Parameter
 
 __all__ = ["BUILTIN", "KNOWN", "Body", "Limits", "owner_of_parameter", "owner_of_verb"]
@@ -39,6 +41,8 @@ BUILTIN: Final[tuple[Extension, ...]] = (
     AUTH,
     LIMITS,
     REQUIRETLS,
+    XCLIENT,
+    XFORWARD,
 )
 """What the server machine can offer, in the order its EHLO reply lists them."""
 

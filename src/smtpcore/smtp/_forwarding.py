@@ -1,0 +1,191 @@
+"""The client attributes XCLIENT and XFORWARD carry (Postfix's XCLIENT_README and
+XFORWARD_README).
+
+A trusted client (a proxy, a content filter) tells the server about the
+client it speaks for with ``attribute=value`` pairs: ``NAME``, ``ADDR``,
+``PORT``, ``HELO`` and the rest. Each value is xtext on the wire (RFC 3461
+§4), at most 255 characters, and may be ``[UNAVAILABLE]`` (any case), or for
+XCLIENT's ``NAME`` ``[TEMPUNAVAIL]``. An IPv6 address is written
+``IPV6:2001:db8::1``, never in brackets. This module holds what each
+attribute may hold, so that an event can be built only with values that say
+what they mean, and the server reads the wire into the same typed values.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from smtpcore._numbers import parse_number
+
+__all__ = [
+    "TEMPUNAVAIL",
+    "UNAVAILABLE",
+    "XCLIENT_ATTRIBUTES",
+    "XFORWARD_ATTRIBUTES",
+    "XTEXT_VALUE",
+    "Attribute",
+    "Unavailable",
+]
+
+
+class Unavailable(enum.Enum):
+    """An attribute the forwarding client cannot give: ``[UNAVAILABLE]``, or
+    ``[TEMPUNAVAIL]`` for a host name whose lookup failed for now."""
+
+    UNAVAILABLE = "[UNAVAILABLE]"
+    TEMPUNAVAIL = "[TEMPUNAVAIL]"
+
+
+UNAVAILABLE: Final = Unavailable.UNAVAILABLE
+TEMPUNAVAIL: Final = Unavailable.TEMPUNAVAIL
+
+MAX_VALUE: Final = 255
+"""Characters in one value, xtext-decoded (XFORWARD_README, note 1)."""
+XTEXT_VALUE: Final = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-Fa-f]{2})+")
+"""An xtext value as sent (RFC 3461 §4; lower-case hex digits read too)."""
+
+# A host name: dot-separated labels of letters, digits, "-" and "_" (which Postfix's
+# valid_hostname() lets through), not starting or ending with "-".
+_HOSTNAME: Final = re.compile(
+    r"(?=.{1,255}\Z)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
+)
+_IPV6_PREFIX: Final = "IPV6:"
+
+Value = str | int | Unavailable
+
+
+def _text(value: object, limit: int = MAX_VALUE) -> str:
+    """Printable text without spaces: what any value must be once decoded (a CR or
+    LF here would be a header or command injection further on)."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, not {type(value).__name__}")
+    if not 0 < len(value) <= limit:
+        raise ValueError(f"a value is 1 to {limit} characters")
+    if not value.isprintable() or any(char.isspace() for char in value):
+        raise ValueError(f"a control character or space in {value!r}")
+    return value
+
+
+def _host(value: object) -> str:
+    text = _text(value)
+    if not _HOSTNAME.fullmatch(text):
+        raise ValueError(f"not a host name: {text!r}")
+    return text
+
+
+def _ip(value: object) -> str:
+    """An IPv4 or IPv6 address, ``IPV6:`` prefix or not; kept in its short form."""
+    text = _text(value)
+    if text[:5].upper() == _IPV6_PREFIX:
+        text = text[5:]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValueError(f"not an IP address: {text!r}") from None
+
+
+def _address(value: object) -> str:
+    """XFORWARD's ADDR: an IP address, or some other network's address as text."""
+    try:
+        return _ip(value)
+    except ValueError:
+        return _text(value)
+
+
+def _port(value: object) -> int:
+    if isinstance(value, str):
+        number = parse_number(value, max_digits=5)
+        if number is None:
+            raise ValueError(f"not a port number: {value!r}")
+        value = number
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+        raise ValueError(f"not a port number: {value!r}")
+    return value
+
+
+def _one_of(*words: str) -> Callable[[object], str]:
+    def check(value: object) -> str:
+        text = _text(value).upper()
+        if text not in words:
+            raise ValueError(f"expected {' or '.join(words)}, not {value!r}")
+        return text
+
+    return check
+
+
+def _protocol_name(value: object) -> str:
+    return _text(value, 64)
+
+
+def _write_ip(value: str) -> str:
+    """An IPv6 address with its ``IPV6:`` prefix; anything else as it is."""
+    try:
+        version = ipaddress.ip_address(value).version
+    except ValueError:
+        return value
+    return f"{_IPV6_PREFIX}{value}" if version == 6 else value
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    """One attribute: its wire name, the event field it fills, and what it may hold."""
+
+    name: str
+    field: str
+    check: Callable[[object], Value]
+    """Validates a value (wire text or typed) and returns it typed and normalised."""
+    write: Callable[[str], str] = str
+    tempunavail: bool = False
+
+    def read(self, value: object) -> Value:
+        """``value`` as the event holds it: an :class:`Unavailable`, or checked."""
+        if isinstance(value, Unavailable):
+            unavailable: Unavailable | None = value
+        elif isinstance(value, str):
+            unavailable = _UNAVAILABLE_WORDS.get(value.upper())
+        else:
+            unavailable = None
+        if unavailable is TEMPUNAVAIL and not self.tempunavail:
+            raise ValueError(f"{self.name} cannot be [TEMPUNAVAIL]")
+        if unavailable is not None:
+            return unavailable
+        return self.check(value)
+
+    def to_text(self, value: Value) -> str:
+        """The value as text, before xtext encoding."""
+        if isinstance(value, Unavailable):
+            return value.value
+        return self.write(value) if isinstance(value, str) else str(value)
+
+
+_UNAVAILABLE_WORDS: Final = {member.value: member for member in Unavailable}
+
+XCLIENT_ATTRIBUTES: Final = (
+    Attribute("NAME", "name", _host, tempunavail=True),
+    Attribute("ADDR", "addr", _ip, _write_ip),
+    Attribute("PORT", "port", _port),
+    Attribute("PROTO", "proto", _one_of("SMTP", "ESMTP")),
+    Attribute("HELO", "helo", _text),
+    Attribute("LOGIN", "login", _text),
+    Attribute("DESTADDR", "destaddr", _ip, _write_ip),
+    Attribute("DESTPORT", "destport", _port),
+)
+"""XCLIENT's attributes (XCLIENT_README: Postfix 2.1 to 3.2), in the order the EHLO
+reply lists them."""
+
+XFORWARD_ATTRIBUTES: Final = (
+    Attribute("NAME", "name", _text),
+    Attribute("ADDR", "addr", _address, _write_ip),
+    Attribute("PORT", "port", _port),
+    Attribute("PROTO", "proto", _protocol_name),
+    Attribute("HELO", "helo", _text),
+    Attribute("IDENT", "ident", _text),
+    Attribute("SOURCE", "source", _one_of("LOCAL", "REMOTE")),
+)
+"""XFORWARD's attributes (XFORWARD_README), in the order the EHLO reply lists them."""

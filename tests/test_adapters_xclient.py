@@ -1,0 +1,178 @@
+"""XCLIENT and XFORWARD through both adapters: a trusted client names the client it
+speaks for, and the handler sees that client as the session's; XFORWARD reaches the
+next envelope; untrusted clients find no such commands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from peers import ADAPTERS, raw_smtp_session, running_smtp_server
+from smtpcore.handler import AuthIdentity, Envelope, Handler, MessageReply, Session
+from smtpcore.smtp import UNAVAILABLE, Rcpt, Reply, Xclient, Xforward
+from test_adapters_client import module, run
+
+MESSAGE = b"Subject: forwarded\r\n\r\nthrough a filter\r\n"
+
+
+@dataclass
+class Seen:
+    peer: tuple[str, int] | None
+    peer_name: str | None
+    helo_name: str | None
+    authenticated: AuthIdentity | None
+    local: tuple[str, int] | None
+
+
+def _seen(session: Session) -> Seen:
+    return Seen(
+        session.peer,
+        session.peer_name,
+        session.helo_name,
+        session.authenticated,
+        session.local,
+    )
+
+
+class Recorder(Handler):
+    def __init__(self, *, refuse: str | None = None) -> None:
+        self.connects: list[Seen] = []
+        self.mails: list[Seen] = []
+        self.envelopes: list[Envelope] = []
+        self.refuse = refuse
+
+    async def handle_connect(self, session: Session) -> Reply | None:
+        self.connects.append(_seen(session))
+        if self.refuse is not None and session.peer and session.peer[0] == self.refuse:
+            return Reply(554, "not from there", "5.7.1")
+        return None
+
+    async def handle_rcpt(
+        self, session: Session, envelope: Envelope, command: Rcpt
+    ) -> Reply | None:
+        self.mails.append(_seen(session))
+        return Reply(250, "OK")
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        self.envelopes.append(envelope)
+        return None
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+def test_the_handler_sees_the_forwarded_client(adapter: str) -> None:
+    handler = Recorder()
+
+    async def go() -> Any:
+        async with module(adapter).SMTPClient(
+            "127.0.0.1", server.port, hostname="filter.test"
+        ) as client:
+            greeting = await client.xclient(
+                Xclient(
+                    name="mail.abc.example",
+                    addr="IPV6:2001:db8::7",
+                    port=40312,
+                    helo="mail.abc.example",
+                    login="john",
+                    destaddr="198.51.100.25",
+                    destport=25,
+                )
+            )
+            assert greeting.code == 220
+            assert client.connection.extensions.xforward  # EHLO again, extensions back
+            first = await client.send_message(
+                MESSAGE,
+                "a@abc.example",
+                ["b@pqr.example"],
+                xforward=Xforward(ident="Q1", source="remote", addr=UNAVAILABLE),
+            )
+            second = await client.send_message(MESSAGE, "a@abc.example", ["b@pqr.example"])
+            return first, second
+
+    with running_smtp_server(adapter, handler, xclient_from=["127.0.0.0/8"]) as server:
+        first, second = run(adapter, go)
+    assert first.delivered and second.delivered
+    [before, after] = handler.connects
+    assert before.peer is not None and before.peer[0] == "127.0.0.1"
+    forwarded = Seen(
+        ("2001:db8::7", 40312),
+        "mail.abc.example",
+        "mail.abc.example",  # XCLIENT's HELO, not the filter's EHLO that followed
+        AuthIdentity("john", "john", "XCLIENT"),
+        ("198.51.100.25", 25),
+    )
+    assert after == forwarded
+    assert handler.mails == [forwarded, forwarded]
+    assert [envelope.xforward for envelope in handler.envelopes] == [
+        Xforward(ident="Q1", source="REMOTE", addr=UNAVAILABLE),
+        None,  # XFORWARD holds for one transaction
+    ]
+
+
+def test_an_untrusted_client_finds_no_such_command(adapter: str) -> None:
+    handler = Recorder()
+    errors = module(adapter)
+
+    async def go() -> None:
+        async with errors.SMTPClient("127.0.0.1", server.port) as client:
+            assert "XCLIENT" not in client.connection.extensions
+            with pytest.raises(errors.ExtensionNotOffered) as refused:
+                await client.xclient(Xclient(addr="192.0.2.7"))
+            assert refused.value.command == "XCLIENT"
+            with pytest.raises(errors.ExtensionNotOffered):
+                await client.send_message(
+                    MESSAGE, "a@abc.example", ["b@pqr.example"], xforward=Xforward(ident="Q")
+                )
+            await client.noop()  # the session goes on
+
+    with running_smtp_server(adapter, handler, xclient_from=["10.0.0.0/8"]) as server:
+        run(adapter, go)
+        with raw_smtp_session(server.host, server.port) as raw:
+            raw.recv_reply()
+            raw.command(b"EHLO raw.test")
+            assert raw.command(b"XCLIENT ADDR=192.0.2.7").startswith(b"500 5.5.2")
+    assert len(handler.connects) == 2
+
+
+def test_a_greeting_refused_for_the_new_client_leaves_the_session(adapter: str) -> None:
+    handler = Recorder(refuse="192.0.2.66")
+    errors = module(adapter)
+
+    async def go() -> None:
+        async with errors.SMTPClient("127.0.0.1", server.port) as client:
+            with pytest.raises(errors.SMTPReplyError) as refused:
+                await client.xclient(Xclient(addr="192.0.2.66"))
+            assert refused.value.code == 554
+            await client.send_message(MESSAGE, "a@abc.example", ["b@pqr.example"])
+
+    with running_smtp_server(adapter, handler, xclient_from=["127.0.0.1"]) as server:
+        run(adapter, go)
+    assert handler.mails[0].peer is not None and handler.mails[0].peer[0] == "127.0.0.1"
+
+
+def test_the_session_is_counted_under_the_forwarded_address(adapter: str) -> None:
+    handler = Recorder()
+    with (
+        running_smtp_server(
+            adapter, handler, xclient_from=["127.0.0.1"], max_sessions_per_address=1
+        ) as server,
+        raw_smtp_session(server.host, server.port) as first,
+    ):
+        first.recv_reply()
+        first.command(b"EHLO filter.test")
+        assert first.command(b"XCLIENT ADDR=192.0.2.7").startswith(b"220 ")
+        server.wait_for_sessions(1)
+        # 127.0.0.1 has its slot free again: a second session gets in, but may not
+        # become a second 192.0.2.7.
+        with raw_smtp_session(server.host, server.port) as second:
+            assert second.recv_reply().startswith(b"220 ")
+            second.command(b"EHLO filter.test")
+            reply = second.command(b"XCLIENT ADDR=192.0.2.7")
+            assert reply.startswith(b"421 4.7.0"), reply
+        assert first.command(b"EHLO filter.test").startswith(b"250")

@@ -1,0 +1,357 @@
+"""XCLIENT and XFORWARD (Postfix's XCLIENT_README and XFORWARD_README) in the machines:
+the grammar both ways, offered to trusted clients only, the session restart, and
+what hostile clients get."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtp_helpers import EHLO, ENVELOPE, codes, greeted, run
+from smtpcore import LocalProtocolError
+from smtpcore.address import parse_mailbox
+from smtpcore.smtp import (
+    TEMPUNAVAIL,
+    UNAVAILABLE,
+    ClientConnection,
+    Ehlo,
+    Mail,
+    Reply,
+    ServerConnection,
+    State,
+    Xclient,
+    Xforward,
+)
+
+TRUSTED = {"xclient": True, "xforward": True, "trusted_forwarder": True}
+ATTRIBUTES = b"NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT"
+
+# -- values, as Hypothesis draws them ---------------------------------------------------
+
+_label = st.from_regex(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,20}[A-Za-z0-9_])?", fullmatch=True)
+hostnames = st.lists(_label, min_size=1, max_size=4).map(".".join)
+addresses = st.ip_addresses().map(str)
+ports = st.integers(0, 65535)
+# Printable text without spaces, "+" and "=" included: xtext must encode those.
+texts = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp", "Cf", "Co", "Cn")),
+    min_size=1,
+    max_size=40,
+).filter(lambda text: text.isprintable() and not any(c.isspace() for c in text))
+
+
+def _maybe(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.none() | st.just(UNAVAILABLE) | values
+
+
+def _commands(cls: type[Any], **fields: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Commands of ``cls`` with at least one attribute, on one command line."""
+    return (
+        st.fixed_dictionaries(fields)
+        .filter(lambda drawn: any(value is not None for value in drawn.values()))
+        .map(lambda drawn: cls(**drawn))
+        .filter(lambda command: len(command.to_line()) <= 510)
+    )
+
+
+xclients = _commands(
+    Xclient,
+    name=_maybe(hostnames) | st.just(TEMPUNAVAIL),
+    addr=_maybe(addresses),
+    port=_maybe(ports),
+    proto=_maybe(st.sampled_from(["SMTP", "ESMTP"])),
+    helo=_maybe(texts),
+    login=_maybe(texts),
+    destaddr=_maybe(addresses),
+    destport=_maybe(ports),
+)
+xforwards = _commands(
+    Xforward,
+    name=_maybe(texts),
+    addr=_maybe(addresses | texts),
+    port=_maybe(ports),
+    proto=_maybe(texts),
+    helo=_maybe(texts),
+    ident=_maybe(texts),
+    source=_maybe(st.sampled_from(["LOCAL", "REMOTE"])),
+)
+
+
+def _pair() -> tuple[ClientConnection, ServerConnection]:
+    """A client and a trusting server, past EHLO."""
+    server = ServerConnection(
+        "mx.pqr.example", xclient=True, xforward=True, trusted_forwarder=True
+    )
+    client = ClientConnection("filter.pqr.example")
+    client.receive_data(server.send(Reply(220, "mx.pqr.example ESMTP")))
+    client.next_event()
+    server.receive_data(client.send(Ehlo("filter.pqr.example")))
+    server.next_event()
+    client.receive_data(server.send(Reply(250, "mx.pqr.example")))
+    client.next_event()
+    return client, server
+
+
+# -- the grammar, both ways --------------------------------------------------------------
+
+
+@given(xclients)
+def test_xclient_round_trips(command: Xclient) -> None:
+    client, server = _pair()
+    server.receive_data(client.send(command))
+    assert server.next_event() == command
+
+
+@given(xforwards)
+def test_xforward_round_trips(command: Xforward) -> None:
+    client, server = _pair()
+    server.receive_data(client.send(command))
+    assert server.next_event() == command
+
+
+def test_values_are_read_typed_in_any_case() -> None:
+    conn = greeted(**TRUSTED)
+    events, out = run(
+        conn,
+        EHLO + b"xclient name=[tempunavail] addr=ipv6:2001:DB8:0::7 Port=025 proto=esmtp "
+        b"helo=[Unavailable] LOGIN=j+C3+B6rg\r\n",
+    )
+    assert events[-1] == Xclient(
+        name=TEMPUNAVAIL,
+        addr="2001:db8::7",
+        port=25,
+        proto="ESMTP",
+        helo=UNAVAILABLE,
+        login="jörg",
+    )
+    assert codes(out)[-1] == "220"
+
+
+def test_the_wire_form() -> None:
+    command = Xclient(name="mail.abc.example", addr="2001:db8::7", port=40312, login="a+b=c")
+    assert command.to_line() == (
+        "XCLIENT NAME=mail.abc.example ADDR=IPV6:2001:db8::7 PORT=40312 LOGIN=a+2Bb+3Dc"
+    )
+    forward = Xforward(addr="x25:1234", ident="4XyZ", source="remote")
+    assert forward.to_line() == "XFORWARD ADDR=x25:1234 IDENT=4XyZ SOURCE=REMOTE"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"helo": "evil\r\nMAIL FROM:<a@b>"},
+        {"login": "two words"},
+        {"helo": "x" * 256},
+        {"addr": "not-an-address"},
+        {"port": 65536},
+        {"port": True},
+        {"proto": "LMTP"},
+        {"name": "bad_host-.example"},
+        {"helo": TEMPUNAVAIL},
+    ],
+)
+def test_an_xclient_that_would_mislead_cannot_be_built(fields: dict[str, Any]) -> None:
+    with pytest.raises(LocalProtocolError):
+        Xclient(**fields)
+
+
+def test_long_values_are_split_over_commands_that_fit_a_line() -> None:
+    command = Xclient(name="a." * 100 + "example", helo="h" * 250, login="l" * 250)
+    parts = command.split()
+    assert len(parts) == 2
+    assert all(len(part.to_line()) + 2 <= 512 for part in parts)
+    assert parts[0].merged(parts[1]) == command
+
+
+# -- offered to a trusted client only ----------------------------------------------------
+
+
+def test_the_ehlo_reply_lists_the_attributes_to_a_trusted_client() -> None:
+    _, out = run(greeted(**TRUSTED), EHLO)
+    assert b"250-XCLIENT " + ATTRIBUTES + b"\r\n" in out
+    assert b"XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE\r\n" in out
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"xclient": True, "xforward": True}, {"trusted_forwarder": True}],
+)
+def test_to_any_other_client_the_commands_do_not_exist(options: dict[str, bool]) -> None:
+    conn = greeted(**options)
+    _, out = run(
+        conn,
+        EHLO + b"XCLIENT ADDR=192.0.2.1\r\nXFORWARD ADDR=192.0.2.1\r\n"
+        b"MAIL FROM:<a@abc.example>\r\nXCLIENT ADDR=192.0.2.1\r\n",
+    )
+    assert b"XCLIENT" not in out and b"XFORWARD" not in out
+    # Unknown even inside a transaction, where a known command would get 503.
+    assert codes(out)[1:] == ["500 5.5.2", "500 5.5.2", "250 2.1.0", "500 5.5.2"]
+    assert "XCLIENT" not in conn.commands()
+
+
+def test_trust_is_read_at_each_command() -> None:
+    conn = greeted(xclient=True)
+    run(conn, EHLO)
+    conn.trusted_forwarder = True
+    _, out = run(conn, EHLO + b"XCLIENT ADDR=192.0.2.1\r\n")
+    assert b"XCLIENT " + ATTRIBUTES in out and codes(out)[-1] == "220"
+
+
+def test_the_commands_need_ehlo_first() -> None:
+    _, out = run(greeted(**TRUSTED), b"XCLIENT ADDR=192.0.2.1\r\nHELO a.example\r\n")
+    _, after_helo = run(greeted(**TRUSTED), b"HELO a.example\r\nXFORWARD ADDR=192.0.2.1\r\n")
+    assert codes(out)[0] == "500 5.5.2" and codes(after_helo)[-1] == "500 5.5.2"
+
+
+# -- hostile and malformed commands -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "reply"),
+    [
+        (b"XCLIENT\r\n", "501 5.5.4"),
+        (b"XCLIENT ADDR\r\n", "501 5.5.4"),
+        (b"XCLIENT ADDR=\r\n", "501 5.5.4"),
+        (b"XCLIENT FOO=bar\r\n", "501 5.5.4"),
+        (b"XCLIENT IDENT=abc\r\n", "501 5.5.4"),  # XFORWARD's, not XCLIENT's
+        (b"XCLIENT HELO=a+0D+0AMAIL+20FROM:<x@y>\r\n", "501 5.5.4"),  # CRLF injection
+        (b"XCLIENT HELO=a+00b\r\n", "501 5.5.4"),
+        (b"XCLIENT LOGIN=a+2\r\n", "501 5.5.4"),
+        (b"XCLIENT LOGIN=j\xc3\xb6rg\r\n", "501 5.5.4"),  # not xtext
+        (b"XCLIENT ADDR=[192.0.2.1]\r\n", "501 5.5.4"),
+        (b"XCLIENT ADDR=999.0.0.1\r\n", "501 5.5.4"),
+        (b"XCLIENT PORT=65536\r\n", "501 5.5.4"),
+        (b"XCLIENT PORT=\xd9\xa1\r\n", "501 5.5.4"),  # an Arabic-Indic one is no digit here
+        (b"XCLIENT PROTO=HTTP\r\n", "501 5.5.4"),
+        (b"XCLIENT ADDR=[TEMPUNAVAIL]\r\n", "501 5.5.4"),
+        (b"XCLIENT HELO=" + b"h" * 256 + b"\r\n", "501 5.5.4"),
+        (b"XCLIENT HELO=" + b"h" * 600 + b"\r\n", "500 5.5.6"),  # over the line limit
+        (b"XFORWARD SOURCE=ELSEWHERE\r\n", "501 5.5.4"),
+        (b"XFORWARD LOGIN=bob\r\n", "501 5.5.4"),
+        (b"XFORWARD IDENT=a\rb\r\n", "501 5.5.2"),
+    ],
+)
+def test_a_malformed_command_is_refused_and_changes_nothing(line: bytes, reply: str) -> None:
+    conn = greeted(**TRUSTED)
+    _, out = run(conn, EHLO + line + b"MAIL FROM:<a@abc.example>\r\n")
+    assert codes(out)[1:] == [reply, "250 2.1.0"]
+    assert conn.forwarded_client is None and conn.forwarded_message is None
+
+
+@pytest.mark.parametrize("verb", [b"XCLIENT", b"XFORWARD"])
+def test_inside_a_transaction_the_commands_get_503(verb: bytes) -> None:
+    conn = greeted(**TRUSTED)
+    _, out = run(conn, ENVELOPE + verb + b" ADDR=192.0.2.1\r\n")
+    assert codes(out)[-1] == "503 5.5.1"
+    assert conn.state is State.RCPT
+
+
+def test_an_attribute_named_twice_keeps_its_last_value() -> None:
+    events, _ = run(greeted(**TRUSTED), EHLO + b"XCLIENT ADDR=192.0.2.1 ADDR=192.0.2.2\r\n")
+    assert events[-1] == Xclient(addr="192.0.2.2")
+
+
+# -- what XCLIENT changes -----------------------------------------------------------------
+
+
+def test_xclient_restarts_the_session_before_ehlo() -> None:
+    conn = greeted(**TRUSTED, tls=True)
+    _, out = run(
+        conn,
+        EHLO + b"XCLIENT NAME=mail.abc.example ADDR=192.0.2.7 LOGIN=john\r\n"
+        b"MAIL FROM:<a@abc.example>\r\n" + EHLO,
+    )
+    assert codes(out)[1:] == ["220", "503 5.5.1", "250"]
+    assert conn.tls and conn.authenticated
+    assert conn.forwarded_client == Xclient(
+        name="mail.abc.example", addr="192.0.2.7", login="john"
+    )
+    assert b"XCLIENT " + ATTRIBUTES in out.split(b"220 ")[-1]  # listed again after EHLO
+
+
+def test_later_xclients_overwrite_what_they_name() -> None:
+    conn = greeted(**TRUSTED)
+    run(conn, EHLO + b"XCLIENT ADDR=192.0.2.7 LOGIN=john\r\n" + EHLO)
+    run(conn, b"XCLIENT ADDR=192.0.2.8 LOGIN=[UNAVAILABLE]\r\n")
+    assert conn.forwarded_client == Xclient(addr="192.0.2.8", login=UNAVAILABLE)
+    assert not conn.authenticated
+
+
+def test_a_refused_xclient_changes_nothing() -> None:
+    conn = greeted(**TRUSTED)
+
+    def refuse(machine: ServerConnection, event: object) -> Reply | None:
+        if isinstance(event, Xclient):
+            return Reply(550, "insufficient authorization", "5.7.0")
+        from smtpcore.testing import permissive_smtp_answer
+
+        answer = permissive_smtp_answer(machine, event)  # type: ignore[arg-type]
+        assert not isinstance(answer, list)
+        return answer
+
+    _, out = run(
+        conn, EHLO + b"XCLIENT ADDR=192.0.2.7\r\nMAIL FROM:<a@b.example>\r\n", answer=refuse
+    )
+    assert codes(out)[1:] == ["550 5.7.0", "250 2.1.0"]
+    assert conn.forwarded_client is None and conn.extended
+
+
+# -- what XFORWARD keeps, and for how long --------------------------------------------------
+
+
+def test_xforward_holds_for_the_next_transaction_only() -> None:
+    conn = greeted(**TRUSTED)
+    run(conn, EHLO + b"XFORWARD NAME=up.abc.example ADDR=192.0.2.7\r\nXFORWARD IDENT=Q1\r\n")
+    expected = Xforward(name="up.abc.example", addr="192.0.2.7", ident="Q1")
+    assert conn.forwarded_message == expected
+    run(conn, ENVELOPE.removeprefix(EHLO) + b"DATA\r\n")
+    assert conn.forwarded_message == expected  # the open transaction's
+    run(conn, b"Subject: x\r\n\r\nbody\r\n.\r\n")
+    assert conn.forwarded_message is None
+    run(conn, b"XFORWARD IDENT=Q2\r\nRSET\r\n")
+    assert conn.forwarded_message is None
+    run(conn, b"XFORWARD IDENT=Q3\r\n" + EHLO)  # a new hello ends it too
+    assert conn.forwarded_message is None
+
+
+# -- the client machine ---------------------------------------------------------------------
+
+
+def test_the_client_sends_only_what_the_server_announced() -> None:
+    client = ClientConnection("filter.pqr.example")
+    client.receive_data(b"220 mx ESMTP\r\n")
+    client.next_event()
+    client.send(Ehlo("filter.pqr.example"))
+    client.receive_data(b"250-mx\r\n250-PIPELINING\r\n250 XCLIENT NAME ADDR\r\n")
+    client.next_event()
+    assert client.extensions.xclient == {"NAME", "ADDR"}
+    with pytest.raises(LocalProtocolError, match="LOGIN"):
+        client.send(Xclient(addr="192.0.2.1", login="john"))
+    with pytest.raises(LocalProtocolError, match="XFORWARD"):
+        client.send(Xforward(addr="192.0.2.1"))
+    only = Xclient(addr="192.0.2.1", login="john").only(client.extensions.xclient)
+    assert only == Xclient(addr="192.0.2.1")
+    assert client.send(only) == b"XCLIENT ADDR=192.0.2.1\r\n"
+    with pytest.raises(LocalProtocolError):  # XCLIENT ends a pipelined group
+        client.send(Mail(parse_mailbox("a@abc.example")))
+    client.receive_data(b"220 mx ESMTP\r\n")
+    assert client.next_event() == Reply(220, "mx ESMTP")
+    assert client.state is State.HELLO and not client.extensions
+    with pytest.raises(LocalProtocolError):  # EHLO again first
+        client.send(Mail(parse_mailbox("a@abc.example")))
+
+
+def test_xforward_may_be_pipelined_before_mail() -> None:
+    client, server = _pair()
+    wire = client.send(Xforward(ident="Q1")) + client.send(Mail(parse_mailbox("a@abc.example")))
+    events, out = run(server, wire)
+    assert events == [Xforward(ident="Q1"), Mail(parse_mailbox("a@abc.example"))]
+    client.receive_data(out)
+    assert [client.next_event(), client.next_event()] == [
+        Reply(250, "OK", "2.0.0"),
+        Reply(250, "OK", "2.1.0"),
+    ]
