@@ -103,7 +103,7 @@ def test_the_handler_sees_the_forwarded_client(adapter: str) -> None:
     forwarded = Seen(
         ("2001:db8::7", 40312),
         "mail.abc.example",
-        "mail.abc.example",  # XCLIENT's HELO, not the filter's EHLO that followed
+        "mail.abc.example",  # XCLIENT's HELO, which the client's EHLO then repeats
         AuthIdentity("john", "john", "XCLIENT"),
         ("198.51.100.25", 25),
     )
@@ -176,3 +176,20 @@ def test_the_session_is_counted_under_the_forwarded_address(adapter: str) -> Non
             reply = second.command(b"XCLIENT ADDR=192.0.2.7")
             assert reply.startswith(b"421 4.7.0"), reply
         assert first.command(b"EHLO filter.test").startswith(b"250")
+
+
+def test_the_blocking_client_speaks_for_another_too() -> None:
+    from smtpcore.sync import SMTPClient
+
+    handler = Recorder()
+    with (
+        running_smtp_server("asyncio", handler, xclient_from=["127.0.0.1"]) as server,
+        SMTPClient("127.0.0.1", server.port, timeout=10) as client,
+    ):
+        assert client.xclient(Xclient(addr="192.0.2.7", name="mail.abc.example")).code == 220
+        client.send_message(
+            MESSAGE, "a@abc.example", ["b@pqr.example"], xforward=Xforward(ident="Q")
+        )
+    assert handler.mails[0].peer == ("192.0.2.7", 0)
+    assert handler.mails[0].peer_name == "mail.abc.example"
+    assert [envelope.xforward for envelope in handler.envelopes] == [Xforward(ident="Q")]

@@ -266,8 +266,8 @@ class Session:
     """The client's host name, when a trusted client named it with XCLIENT; smtpcore
     looks up no names itself."""
     helo_name: str | None = None
-    """The name given in EHLO, HELO or LHLO; reset by STARTTLS (RFC 3207 §4.2). After
-    an XCLIENT that gave ``HELO``, that name, whatever EHLO says next."""
+    """The name given in EHLO, HELO or LHLO; reset by STARTTLS (RFC 3207 §4.2), and set
+    by XCLIENT's ``HELO`` until the next EHLO (as in Postfix)."""
     extended: bool = False
     """True after EHLO or LHLO, False after HELO."""
     tls: TLSInfo | None = None

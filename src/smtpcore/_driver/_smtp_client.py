@@ -338,7 +338,9 @@ class BaseSMTPClient(BaseClient):
 
         Only the attributes the server announced are sent, xtext-encoded, in more
         than one command if they do not fit one line; after each ``220`` the
-        session starts over and the client says EHLO again. Returns the last
+        session starts over and the client says EHLO again, with the ``helo``
+        given (the forwarded client's own, which Postfix then logs) when it can
+        be an EHLO argument, else with its own name. Returns the last
         ``220``. :class:`ExtensionNotOffered` if the server offers no XCLIENT (or
         none of the attributes given), :class:`SMTPReplyError` if it refuses.
         """
@@ -349,12 +351,14 @@ class BaseSMTPClient(BaseClient):
         return await self._closing_unless_refused(self._xclient(sent))
 
     async def _xclient(self, attributes: Xclient) -> Reply:
+        helo = attributes.helo
+        hostname = helo if isinstance(helo, str) and helo.isascii() else self.hostname
         greeting = None
         for part in attributes.split():
             greeting = await self._command(part, self.timeouts.command)
             if greeting.code != 220:
                 raise SMTPReplyError("XCLIENT", greeting)
-            await self._hello(self.hostname)
+            await self._hello(hostname)
         assert greeting is not None
         return greeting
 

@@ -358,8 +358,6 @@ class ServerSession(ServedSession):
         )
         if self.options.forwarder_networks:
             self._trust_forwarder()
-        self._forwarded_helo = False
-        """Whether XCLIENT gave the HELO name, which a later EHLO then does not replace."""
         self._out: list[bytes] = []
         self._content_wait = False
         """Whether the wait under way is for message content."""
@@ -586,8 +584,7 @@ class ServerSession(ServedSession):
         )
         if self._answer(reply).is_positive:
             await self._end_transaction()
-            if not self._forwarded_helo:
-                session.helo_name = command.domain
+            session.helo_name = command.domain
             session.extended = not isinstance(command, Helo)
 
     async def _mail(self, command: Mail) -> None:
@@ -733,11 +730,10 @@ class ServerSession(ServedSession):
         the session as it was."""
         session = self.session
         before = (session.peer, session.local, session.peer_name, session.helo_name)
-        before_identity = (session.authenticated, session.xclient, self._forwarded_helo)
+        before_identity = (session.authenticated, session.xclient)
         known = session.xclient
         merged = command if known is None else known.merged(command)
         _present(session, merged)
-        self._forwarded_helo = merged.helo is not None
         if not self.state.readdress(self, _ip_peer(session.peer)):
             logger.info("too many sessions from %s: refused", _peer_text(session.peer))
             self._answer(
@@ -757,7 +753,7 @@ class ServerSession(ServedSession):
             logger.info("XCLIENT from %s: now %s", _peer_text(self.transport.peer_address), merged)
         elif greeting.code != 421:
             session.peer, session.local, session.peer_name, session.helo_name = before
-            session.authenticated, session.xclient, self._forwarded_helo = before_identity
+            session.authenticated, session.xclient = before_identity
             self.state.readdress(self, _ip_peer(session.peer))
         self._answer(greeting)
 
