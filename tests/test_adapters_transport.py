@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smtpcore._driver._blocking import SocketTransport, open_link, run
 from smtpcore._driver._transport import YieldFirst
@@ -215,3 +217,48 @@ def test_trio_send_all_to_a_vanished_peer_raises_an_os_error() -> None:
                 await transport.aclose()
 
         trio.run(main)
+
+
+@given(
+    steps=st.lists(
+        st.one_of(st.binary(min_size=1, max_size=9), st.integers(min_value=1, max_value=12)),
+        max_size=30,
+    )
+)
+def test_asyncio_reads_give_back_every_byte_received_once_in_order(
+    steps: list[bytes | int],
+) -> None:
+    """Chunks the event loop delivers (bytes) and reads of at most n octets (int), in any
+    order: the reads give the bytes back in order, none split across two chunks wrongly,
+    and an idle transport holds no chunk once all is read."""
+
+    async def main() -> None:
+        transport = AsyncioTransport()
+        received = bytearray()
+        sent = bytearray()
+        for step in steps:
+            if isinstance(step, bytes):
+                view = transport.get_buffer(-1)
+                view[: len(step)] = step
+                transport.buffer_updated(len(step))
+                sent += step
+            elif len(received) < len(sent):
+                data = await transport.receive_some(step)
+                assert 0 < len(data) <= step
+                received += data
+        transport.eof_received()
+        while data := await transport.receive_some(5):
+            received += data
+        assert received == sent
+        assert transport.receive_nowait(1) == b""  # read to the end, and closed
+
+    asyncio.run(main())
+
+
+def test_asyncio_transport_has_no_instance_dict() -> None:
+    """One per connection, mostly idle: slots only (an idle session's memory)."""
+
+    async def main() -> None:
+        assert not hasattr(AsyncioTransport(), "__dict__")
+
+    asyncio.run(main())

@@ -184,3 +184,18 @@ def test_extra_extensions_are_not_shared_with_other_servers() -> None:
     assert "HELP" in with_help.extensions()
     assert "HELP" not in without.extensions()
     assert "HELP" not in ServerConnection("mx.example").extensions()
+
+
+def test_a_machine_keeps_its_state_in_slots() -> None:
+    """A server holds one machine per connection: its state lives in slots, and the
+    instance dict stays empty (unallocated) through a session. An application may
+    still give a machine an attribute of its own, or wrap one of its methods."""
+    conn = greeted()
+    _, out = run(conn, b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRSET\r\n")
+    assert out.count(b"250 ") == 3
+    assert vars(conn) == {}
+    original = conn.next_event
+    conn.next_event = lambda: original()  # type: ignore[method-assign]  # a wrapper
+    conn.note = "mine"  # type: ignore[attr-defined]  # an attribute of the application's
+    _, out = run(conn, b"NOOP\r\n")
+    assert out == b"250 2.0.0 OK\r\n"

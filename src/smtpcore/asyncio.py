@@ -10,7 +10,6 @@ starts in place with :meth:`asyncio.loop.start_tls`.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import email.message
 import logging
@@ -163,11 +162,17 @@ _REFUSE_TIMEOUT: Final = 1.0
 
 
 def _set_nodelay(transport: asyncio.BaseTransport) -> None:
-    """TCP_NODELAY: a reply written in two pieces must not wait ~40 ms for a delayed ACK."""
+    """TCP_NODELAY: a reply written in two pieces must not wait ~40 ms for a delayed ACK.
+
+    asyncio's own socket transports set it already; this is for event loops that
+    do not. A socket that is not TCP (a Unix socket) refuses it, which is fine.
+    """
     sock = transport.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        with contextlib.suppress(OSError):
+    if sock is not None:
+        try:  # noqa: SIM105 - contextlib.suppress costs three calls a connection
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
 
 
 class _Alarm:
@@ -402,13 +407,38 @@ async def _connect(
 
 
 class AsyncioTransport(asyncio.BufferedProtocol):
-    """A :class:`~smtpcore.transport.Transport` on an asyncio connection."""
+    """A :class:`~smtpcore.transport.Transport` on an asyncio connection.
+
+    Idle connections are the many ones on a server, so it keeps little: received
+    chunks wait in a plain list read from ``_next`` on (emptied, and so freed,
+    once read to its end), and the future a close waits on is made by the close.
+    """
+
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_close_waiters",
+        "_eof",
+        "_loop",
+        "_lost",
+        "_next",
+        "_offset",
+        "_on_connect",
+        "_reader",
+        "_reading_paused",
+        "_transport",
+        "_writer",
+        "_writing_paused",
+    )
 
     def __init__(self, on_connect: Callable[[AsyncioTransport], None] | None = None) -> None:
         self._on_connect = on_connect
         self._transport: asyncio.Transport | None = None
-        self._chunks: collections.deque[bytes] = collections.deque()
+        self._chunks: list[bytes] = []
+        """Received chunks not yet read; those before ``_next`` are read already."""
+        self._next = 0
         self._offset = 0
+        """Octets of ``_chunks[_next]`` read already."""
         self._buffered = 0
         self._eof = False
         self._lost = False
@@ -417,7 +447,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         self._reader: asyncio.Future[None] | None = None
         self._writer: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
-        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._close_waiters: list[asyncio.Future[None]] | None = None
 
     # -- asyncio.BufferedProtocol -------------------------------------------
 
@@ -457,8 +487,9 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         self._lost = self._eof = True
         self._wake_reader()
         self._wake_writer()
-        if not self._closed.done():
-            self._closed.set_result(None)
+        for waiter in self._close_waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -489,18 +520,26 @@ class AsyncioTransport(asyncio.BufferedProtocol):
                 await self._reader
             finally:
                 self._reader = None
-        first = chunks[0]
+        index = self._next
+        first = chunks[index]
         offset = self._offset
         if offset == 0 and len(first) <= max_bytes:
-            chunks.popleft()
             data = first
+            offset = len(first)
         else:
             data = first[offset : offset + max_bytes]
-            if offset + len(data) >= len(first):
-                chunks.popleft()
-                self._offset = 0
+            offset += len(data)
+        if offset < len(first):  # the rest of the chunk stays first
+            self._offset = offset
+        else:
+            self._offset = 0
+            index += 1
+            if index == len(chunks):
+                chunks.clear()
+                index = 0
             else:
-                self._offset = offset + len(data)
+                chunks[index - 1] = b""  # read: let it go now
+            self._next = index
         self._buffered -= len(data)
         if self._reading_paused and self._buffered <= _HIGH_WATER // 4:
             self._reading_paused = False
@@ -515,9 +554,9 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         chunks = self._chunks
         if not chunks:
             return b"" if self._eof else None
-        data = b"".join(chunks)[self._offset :]
+        data = b"".join(chunks[self._next :])[self._offset :]
         chunks.clear()
-        self._offset = self._buffered = 0
+        self._next = self._offset = self._buffered = 0
         if self._reading_paused:
             self._reading_paused = False
             if self._transport is not None and not self._lost:
@@ -559,7 +598,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
             raise ConnectionResetError("the connection is closed")
         # What is buffered came in plaintext before the handshake (RFC 3207 §4.2).
         self._chunks.clear()
-        self._offset = self._buffered = 0
+        self._next = self._offset = self._buffered = 0
         self._reading_paused = False
         loop = asyncio.get_running_loop()
         new = await loop.start_tls(
@@ -581,13 +620,20 @@ class AsyncioTransport(asyncio.BufferedProtocol):
             transport.close()
         if self._lost:
             return
+        # Wait for connection_lost; a peer that never takes the last bytes (or never
+        # answers a TLS close) is cut off after _CLOSE_TIMEOUT.
+        waiter = self._loop.create_future()
+        if self._close_waiters is None:
+            self._close_waiters = []
+        self._close_waiters.append(waiter)
+        timer = self._loop.call_later(_CLOSE_TIMEOUT, transport.abort)
         try:
-            await asyncio.wait_for(asyncio.shield(self._closed), _CLOSE_TIMEOUT)
-        except asyncio.TimeoutError:
-            transport.abort()
+            await waiter
         except asyncio.CancelledError:
             transport.abort()
             raise
+        finally:
+            timer.cancel()
 
     def refuse(self, reply: bytes) -> None:
         """Write ``reply`` and close, without a session (the server is full)."""
@@ -713,13 +759,17 @@ class _Listener(BaseListener[_S]):
     """The accept loop and graceful shutdown of a server on asyncio, for any protocol."""
 
     _server: asyncio.Server | None = None
-    _tasks: set[asyncio.Task[None]]
+    _tasks: dict[asyncio.Task[None], _S]
+    """The sessions' tasks, each with its session."""
+    _task_done: Callable[[asyncio.Task[None]], None]
+    """:meth:`_ended`, bound once: every task's done callback shares it."""
     _stopped: asyncio.Event
 
     async def start(self) -> None:
         """Listen and serve in the background."""
         loop = asyncio.get_running_loop()
-        self._tasks = set()
+        self._tasks = {}
+        self._task_done = self._ended
         self._stopped = asyncio.Event()
         if self.sock is not None or self.unix_path is not None:
             sock = self._unix_socket() if self.sock is None else self.sock
@@ -744,12 +794,13 @@ class _Listener(BaseListener[_S]):
             transport.refuse(session)
             return
         task = asyncio.get_running_loop().create_task(session.run())
-        self._tasks.add(task)
-        task.add_done_callback(lambda task: self._ended(task, session))
+        self._tasks[task] = session
+        task.add_done_callback(self._task_done)
 
-    def _ended(self, task: asyncio.Task[None], session: _S) -> None:
-        self._tasks.discard(task)
-        self.state.remove(session)  # in case the task was cancelled before it ran
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        session = self._tasks.pop(task, None)
+        if session is not None:
+            self.state.remove(session)  # in case the task was cancelled before it ran
 
     async def serve_transport(self, transport: Transport) -> None:
         """Serve one session over ``transport`` (a :class:`~smtpcore.transport.Transport`
@@ -774,12 +825,12 @@ class _Listener(BaseListener[_S]):
             return
         task = asyncio.current_task() if self._server is not None else None
         if task is not None:
-            self._tasks.add(task)
+            self._tasks[task] = session
         try:
             await session.run()
         finally:
             if task is not None:
-                self._tasks.discard(task)
+                self._tasks.pop(task, None)
 
     async def serve_stream(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -279,7 +279,7 @@ def _trusted_proxy(
     peer: tuple[str, int] | None,
     networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
 ) -> bool:
-    if peer is None:
+    if peer is None or not networks:
         return False
     try:
         address = ipaddress.ip_address(peer[0])
@@ -382,22 +382,12 @@ class ServerSession(ServedSession):
 
     async def _serve(self) -> None:
         conn = self.conn
-        timeouts = self.options.timeouts
         if self.options.proxy_networks:
             await self._proxy_header()
         if self.options.tls_on_connect:
             await self._handshake()
             conn.tls = True
-        unavailable = self.state.unavailable
-        greeting = await self._ask(
-            "handle_connect",
-            lambda handler: handler.handle_connect(self.session),
-            timeouts.greeting,
-            failed=unavailable,
-        )
-        if self.state.stopping:
-            greeting = Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2")
-        self._answer(greeting, unavailable)
+        await self._greet()
         if await self._take_events_watched():
             if self._waited_idle and self.state.stopping:
                 reply = Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2")
@@ -408,6 +398,20 @@ class ServerSession(ServedSession):
             await self._flush()
         except TimeoutError:
             raise ConnectionLost from None
+
+    async def _greet(self) -> None:
+        """The greeting (a method of its own, so that the idle session's frames do not
+        keep the reply alive)."""
+        unavailable = self.state.unavailable
+        greeting = await self._ask(
+            "handle_connect",
+            lambda handler: handler.handle_connect(self.session),
+            self.options.timeouts.greeting,
+            failed=unavailable,
+        )
+        if self.state.stopping:
+            greeting = Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2")
+        self._answer(greeting, unavailable)
 
     async def _take_events(self) -> None:
         """Answer the client's events until the session ends (h11's loop); a closed
@@ -785,6 +789,8 @@ class ServerSession(ServedSession):
     async def _authenticate(self, event: Auth | AuthResponse) -> None:
         """One step of an AUTH exchange (RFC 4954 §4); the handler may veto a success."""
         flow = self._auth
+        if flow is None:
+            flow = self._auth = ServerAuth(self.options.auth_mechanisms)
         if isinstance(event, Auth):
             self._auth_mechanism = event.mechanism.upper()
         try:

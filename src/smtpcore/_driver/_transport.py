@@ -8,6 +8,7 @@ for one connection, so the sessions and clients have one object to talk to.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
@@ -68,23 +69,22 @@ def _no_channel_binding(kind: str) -> bytes | None:
 class Link:
     """One connection as a session sees it: a transport's bytes and a clock's time.
 
-    The transport's and the clock's methods are kept as bound methods in
-    slots, so a read through the link costs what a read on the transport
-    costs: the link adds no call of its own on the hot path.
+    The methods used on the hot path (reads, writes, deadlines) are kept as the
+    transport's and the clock's bound methods in slots, so a read through the
+    link costs what a read on the transport costs: the link adds no call of its
+    own there. Those used once a session (TLS, the watchdog, the close) go
+    through the link's own methods, so an idle connection holds no bound
+    method for them.
     """
 
     __slots__ = (
-        "_close_clock",
-        "aclose_transport",
-        "channel_binding",
+        "clock",
         "deadline",
         "receive_nowait",
         "receive_some",
         "send_all",
         "send_nowait",
-        "start_tls",
         "transport",
-        "watchdog",
         "within",
     )
 
@@ -97,35 +97,45 @@ class Link:
     send_nowait: Callable[[bytes], int]
     """Write what can go out without waiting; how many bytes that was (``0`` when
     the transport has no such method: the driver then waits for the rest)."""
-    start_tls: Callable[..., Awaitable[None]]
-    channel_binding: Callable[[str], bytes | None]
-    """The transport's channel binding data of a type (``tls-exporter``), or ``None``
-    when it has none (or no such method: the standard library's ``ssl`` cannot
-    export keying material)."""
     deadline: Callable[[float | None], AbstractAsyncContextManager[Deadline]]
-    watchdog: Callable[[], AbstractAsyncContextManager[Watchdog]]
     within: Within
 
     def __init__(self, transport: Transport, clock: Clock) -> None:
         self.transport = transport
+        self.clock = clock
         self.receive_some = transport.receive_some
         self.receive_nowait = getattr(transport, "receive_nowait", _cannot_receive_now)
         self.send_all = transport.send_all
         self.send_nowait = getattr(transport, "send_nowait", _cannot_send_now)
-        self.start_tls = transport.start_tls
-        self.channel_binding = getattr(transport, "channel_binding", _no_channel_binding)
-        self.aclose_transport = transport.aclose
         self.deadline = clock.deadline
-        self.watchdog = clock.watchdog
         self.within = clock.within
-        self._close_clock = clock.close
+
+    def start_tls(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+    ) -> Awaitable[None]:
+        return self.transport.start_tls(
+            context, server_side=server_side, server_hostname=server_hostname
+        )
+
+    def channel_binding(self, kind: str) -> bytes | None:
+        """The transport's channel binding data of a type (``tls-exporter``), or ``None``
+        when it has none (or no such method: the standard library's ``ssl`` cannot
+        export keying material)."""
+        return getattr(self.transport, "channel_binding", _no_channel_binding)(kind)
+
+    def watchdog(self) -> AbstractAsyncContextManager[Watchdog]:
+        return self.clock.watchdog()
 
     async def aclose(self) -> None:
         """Close the transport, then the clock (its timers go with the connection)."""
         try:
-            await self.aclose_transport()
+            await self.transport.aclose()
         finally:
-            self._close_clock()
+            self.clock.close()
 
     def channel_bindings(self) -> dict[str, bytes]:
         """What SASL's ``-PLUS`` mechanisms may bind to on this connection, by type.

@@ -1,0 +1,193 @@
+"""Memory per idle SMTP session, smtpcore beside Twisted and aiosmtpd.
+
+    .venv/bin/python benchmarks/idle_memory.py [--sessions 400] [--servers ...] [--detail]
+
+Each server runs in its own process with ``tracemalloc`` on. This process
+opens ``--sessions`` connections, reads each greeting, sends ``EHLO`` and
+reads the reply, and leaves them all open and idle; the server process then
+reports what it allocated since just before the first of them
+(``tracemalloc``, after a garbage collection) and how much its resident set
+grew, each divided by the sessions. Everything a session holds counts: the
+protocol machine, the driver's session and the adapter's transport, the
+event loop's transport and socket objects, the task and its suspended
+coroutines. ``--detail`` prints where the smtpcore servers' bytes were
+allocated, by source line.
+
+Loopback only; every server started here is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import adapters_smtp  # noqa: E402
+
+SERVERS = ("smtpcore.asyncio", "smtpcore.trio", "twisted", "aiosmtpd")
+
+
+def rss_bytes() -> int:
+    """This process's resident set (0 without /proc)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def answer_requests(detail: bool) -> None:
+    """The child's side of the pipe: ``mark`` takes the baseline, ``measure`` reports
+    the growth since then (a thread beside the server's loop)."""
+    base: tuple[int, int] = (0, 0)
+    snapshot: tracemalloc.Snapshot | None = None
+    for line in sys.stdin:
+        gc.collect()
+        if line.strip() == "mark":
+            base = (tracemalloc.get_traced_memory()[0], rss_bytes())
+            snapshot = tracemalloc.take_snapshot() if detail else None
+        else:
+            grown = (tracemalloc.get_traced_memory()[0] - base[0], rss_bytes() - base[1])
+            if snapshot is not None:
+                stats = tracemalloc.take_snapshot().compare_to(snapshot, "lineno")
+                for stat in stats[:60]:
+                    print(f"  {stat}", file=sys.stderr)
+            print(f"{grown[0]} {grown[1]}", flush=True)
+
+
+def serve_smtpcore(kind: str, port: int, sessions: int) -> None:
+    from smtpcore.handler import Handler
+
+    options: dict[str, Any] = {
+        "hostname": "mx.test",
+        "max_sessions": sessions + 100,
+        "max_sessions_per_address": None,  # every client here is 127.0.0.1
+    }
+    if kind == "smtpcore.asyncio":
+        import asyncio
+
+        from smtpcore.asyncio import SMTPServer as AsyncioServer
+
+        async def main_asyncio() -> None:
+            async with AsyncioServer(Handler(), "127.0.0.1", port, **options) as server:
+                print("ready", flush=True)
+                await server.serve_forever()
+
+        asyncio.run(main_asyncio())
+    else:
+        import trio
+
+        from smtpcore.trio import SMTPServer as TrioServer
+
+        async def main_trio() -> None:
+            async with TrioServer(Handler(), "127.0.0.1", port, **options) as server:
+                print("ready", flush=True)
+                await server.serve_forever()
+
+        trio.run(main_trio)
+
+
+def child(kind: str, port: int, sessions: int, detail: bool) -> None:
+    tracemalloc.start()
+    threading.Thread(target=answer_requests, args=(detail,), daemon=True).start()
+    if kind.startswith("smtpcore."):
+        serve_smtpcore(kind, port, sessions)
+    else:
+        adapters_smtp.serve(kind, port)
+
+
+def open_sessions(port: int, count: int) -> list[socket.socket]:
+    """``count`` sessions past EHLO, left open."""
+    opened = []
+    for _ in range(count):
+        client = adapters_smtp.Client(port)
+        client.expect(1)
+        client.sock.sendall(b"EHLO bench.test\r\n")
+        client.expect(1)
+        opened.append(client.sock)
+    return opened
+
+
+def measure(kind: str, sessions: int, detail: bool) -> tuple[float, float]:
+    """Bytes per idle session: (tracemalloc, resident set)."""
+    port = adapters_smtp.free_port()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(HERE.parent / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    args = ["--child", kind, str(port), "--sessions", str(sessions)]
+    server = subprocess.Popen(
+        [sys.executable, __file__, *args, *(["--detail"] if detail else [])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        if server.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"{kind} did not start")
+        for sock in open_sessions(port, 20):  # warm up: first-use allocations
+            sock.close()
+        server.stdin.write("mark\n")
+        server.stdin.flush()
+        opened = open_sessions(port, sessions)
+        server.stdin.write("measure\n")
+        server.stdin.flush()
+        traced, rss = (int(n) for n in server.stdout.readline().split())
+        for sock in opened:
+            sock.close()
+        return traced / sessions, rss / sessions
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def available(kind: str) -> bool:
+    module = {"twisted": "twisted.mail", "aiosmtpd": "aiosmtpd", "smtpcore.trio": "trio"}
+    try:
+        __import__(module.get(kind, "asyncio"))
+    except ImportError:
+        return False
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sessions", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--detail", action="store_true", help="where smtpcore's bytes go")
+    parser.add_argument("--child", nargs=2, metavar=("KIND", "PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if not 10 <= args.sessions <= 900:
+        parser.error("--sessions is 10 to 900")
+    if args.child:
+        child(args.child[0], int(args.child[1]), args.sessions, args.detail)
+        return
+    print(f"# {args.sessions} idle sessions past EHLO; bytes per session")
+    print(f"{'server':18} {'tracemalloc':>12} {'resident set':>13}")
+    for _ in range(args.rounds):
+        for kind in args.servers.split(","):
+            if not available(kind):
+                continue
+            detail = args.detail and kind.startswith("smtpcore.")
+            traced, rss = measure(kind, args.sessions, detail)
+            print(f"{kind:18} {traced:12.0f} {rss:13.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
