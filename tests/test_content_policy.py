@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from smtp_helpers import EHLO, ENVELOPE, codes, content_of, greeted, run
 from smtpcore import NEED_DATA, PAUSED
-from smtpcore._content import ContentFilter
+from smtpcore._content import ContentFilter, LineEndings
 from smtpcore._lines import FramingPolicy
 from smtpcore.address import parse_mailbox
 from smtpcore.smtp import (
@@ -234,6 +234,50 @@ def test_normalized_content_holds_crlf_only(content: bytes, cuts: list[int]) -> 
     rest = out.replace(b"\r\n", b"")
     assert b"\r" not in rest and b"\n" not in rest
     assert out.replace(b"\r\n", b"\n") == content.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+
+def only_crlf_reference(content: bytes) -> bool:
+    """The plain definition, octet by octet: each CR has an LF after it, each LF a CR
+    before it (a CR at the very end has none)."""
+    for index, octet in enumerate(content):
+        if octet == 13 and content[index + 1 : index + 2] != b"\n":
+            return False
+        if octet == 10 and (index == 0 or content[index - 1] != 13):
+            return False
+    return True
+
+
+endings_text = st.one_of(
+    text,
+    st.lists(
+        st.sampled_from(
+            [b"\r", b"\n", b"\r\n", b"\n\r", b"a", b"\x00", b"\x0b", b"\x0c", b"\xff"]
+        ),
+        max_size=30,
+    ).map(b"".join),
+    st.binary(max_size=60),
+)
+
+
+@given(st.lists(endings_text, min_size=1, max_size=4))
+def test_the_line_ending_scan_agrees_with_the_plain_definition(chunks: list[bytes]) -> None:
+    """The C-level scan (the strict policy's fast path) says what the octet-by-octet
+    definition says, chunk after chunk with the same scanner."""
+    scan = LineEndings()
+    for chunk in chunks:
+        assert scan.only_crlf(chunk) == only_crlf_reference(chunk)
+
+
+@given(endings_text, st.lists(st.integers(0, 200), max_size=5))
+def test_the_strict_filter_finds_a_bare_cr_or_lf_wherever_the_cuts_fall(
+    content: bytes, cuts: list[int]
+) -> None:
+    content_filter = ContentFilter(FramingPolicy.strict())
+    points = sorted({min(cut, len(content)) for cut in cuts} | {0, len(content)})
+    for start, stop in itertools.pairwise(points):
+        assert content_filter.feed(content[start:stop]) == content[start:stop]
+    assert content_filter.end() == b""
+    assert content_filter.bad_line_ending is not only_crlf_reference(content)
 
 
 def test_machine_pauses_for_a_bdat_answer() -> None:

@@ -13,11 +13,36 @@ so that DATA and BDAT cannot disagree.
 
 from __future__ import annotations
 
+import io
+
 from smtpcore._lines import FramingPolicy, line_length_exceeded
 
-__all__ = ["ContentFilter"]
+__all__ = ["ContentFilter", "LineEndings"]
 
-_NOT_CR_OR_LF = bytes(byte for byte in range(256) if byte not in (10, 13))
+
+class LineEndings:
+    """Tells whether every CR and every LF in a chunk stands in a CRLF pair.
+
+    The standard library's newline decoder notes the kinds of line ending it
+    meets (CR, LF, CRLF) in one C-level pass, stopping only at control
+    characters; read as Latin-1, any octets are text to it. That costs about
+    a third of deleting all but the CRs and LFs with ``translate`` and then
+    counting the CRLF pairs. One per filter, never shared: the decoder keeps
+    state between ``reset`` and ``decode``.
+    """
+
+    __slots__ = ("_decoder",)
+
+    def __init__(self) -> None:
+        self._decoder = io.IncrementalNewlineDecoder(None, translate=False)
+
+    def only_crlf(self, chunk: bytes) -> bool:
+        """True when ``chunk`` holds no bare CR and no bare LF (a CR at its very end
+        counts as bare: the caller holds back a CR that an LF may still follow)."""
+        decoder = self._decoder
+        decoder.reset()
+        decoder.decode(chunk.decode("latin-1"), True)
+        return decoder.newlines in (None, "\r\n")
 
 
 class ContentFilter:
@@ -37,6 +62,7 @@ class ContentFilter:
         "_allow_bare_lf",
         "_allow_nul",
         "_held_cr",
+        "_line_endings",
         "_line_length",
         "_max_line_length",
         "_normalize",
@@ -54,6 +80,7 @@ class ContentFilter:
         self._allow_bare_cr = policy.bare_cr_in_content
         self._allow_nul = policy.nul_in_content
         self._max_line_length = max_line_length
+        self._line_endings = LineEndings()
         self._held_cr = False
         self._line_length = 0
         self.bad_line_ending = False
@@ -78,7 +105,7 @@ class ContentFilter:
             if not self._allow_nul and b"\x00" in chunk:
                 self.nul = True
             if self._normalize:
-                chunk = _normalized(chunk)
+                chunk = _normalized(chunk, self._line_endings)
             else:
                 self._check_endings(chunk)
             if self._max_line_length is not None:
@@ -103,7 +130,7 @@ class ContentFilter:
         if self._allow_bare_lf and self._allow_bare_cr:
             return
         if not (self._allow_bare_lf or self._allow_bare_cr):
-            if not _only_crlf(chunk):
+            if not self._line_endings.only_crlf(chunk):
                 self.bad_line_ending = True
             return
         rest = chunk.replace(b"\r\n", b"")
@@ -113,19 +140,7 @@ class ContentFilter:
             self.bad_line_ending = True
 
 
-def _only_crlf(raw: bytes) -> bool:
-    """True when every CR and every LF in ``raw`` stands in a CRLF pair.
-
-    Deleting everything else leaves the line endings in order: they must
-    read CRLF CRLF ..., and as many CRLF pairs must stand in ``raw`` itself
-    (which rules out a bare CR and a bare LF far apart, "a\\rb\\nc").
-    """
-    endings = raw.translate(None, _NOT_CR_OR_LF)
-    pairs = len(endings) // 2
-    return endings == b"\r\n" * pairs and raw.count(b"\r\n") == pairs
-
-
-def _normalized(chunk: bytes) -> bytes:
+def _normalized(chunk: bytes, line_endings: LineEndings) -> bytes:
     """``chunk`` with each bare CR and bare LF written as CRLF.
 
     A CR that ends ``chunk`` is bare: the caller holds back the CR that might
@@ -133,7 +148,7 @@ def _normalized(chunk: bytes) -> bytes:
     """
     if b"\r" not in chunk:
         return chunk.replace(b"\n", b"\r\n")
-    if _only_crlf(chunk):
+    if line_endings.only_crlf(chunk):
         return chunk
     # bytes.splitlines breaks at CRLF, CR and LF alone, and nothing else.
     joined = b"\r\n".join(chunk.splitlines())

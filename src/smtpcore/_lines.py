@@ -200,12 +200,13 @@ def line_length_exceeded(chunk: bytes, limit: int, carried: int) -> tuple[bool, 
     """
     size = len(chunk)
     line_start = -carried
+    searched_from = 0  # where this chunk's part of the line starts: max(line_start, 0)
     while True:
         window_end = line_start + limit
         if window_end > size:
-            last = chunk.rfind(b"\n", max(line_start, 0))
+            last = chunk.rfind(b"\n", searched_from)
             return False, size - (last + 1 if last >= 0 else line_start)
-        newline = chunk.rfind(b"\n", max(line_start, 0), window_end)
+        newline = chunk.rfind(b"\n", searched_from, window_end)
         if newline < 0:
             return True, 0
-        line_start = newline + 1
+        line_start = searched_from = newline + 1
