@@ -55,8 +55,7 @@ from smtpcore.smtp._events import (
     Xforward,
 )
 from smtpcore.smtp._ext import BUILTIN, Body
-from smtpcore.smtp._extension import Extension, Parameter, ParameterError
-from smtpcore.smtp._params import Parameters
+from smtpcore.smtp._extension import Extension, Parameter, ParameterError, _no_check
 from smtpcore.smtp._replies import EnhancedStatus, Reply
 from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, Rule, State, next_state
 
@@ -609,48 +608,61 @@ class ServerConnection:
             return reply(530, "5.7.0", "Must issue a STARTTLS command first")
         if self.require_auth and not self.authenticated:
             return reply(530, "5.7.0", "Authentication required")
-        params = command.params
-        if params:
+        # The parameters' pairs, read in place: Parameters' own methods cost a call each.
+        items = command.params._items
+        utf8 = False
+        if items:
             if not self.extended:
                 return reply(555, "5.5.4", "MAIL parameters need EHLO")
-            problem = self._check_parameters(params, self._mail_readers, "SMTPUTF8" in params)
+            for keyword, _ in items:
+                if keyword == "SMTPUTF8":
+                    utf8 = True
+            problem = self._check_parameters(items, self._mail_readers, utf8)
             if problem is not None:
                 return problem
-        if command.sender is not None and not command.sender.is_ascii and "SMTPUTF8" not in params:
+        if command.sender is not None and not utf8 and not command.sender.is_ascii:
             return reply(553, "5.6.7", "Non-ASCII sender address needs SMTPUTF8")
         return None
 
     def _check_rcpt(self, command: Rcpt) -> Reply | None:
         if self._accepted >= self.max_recipients:
             return _TOO_MANY_RECIPIENTS
-        if command.params:
-            problem = self._check_parameters(
-                command.params, self._rcpt_readers, self._utf8_transaction
-            )
+        items = command.params._items
+        if items:
+            problem = self._check_parameters(items, self._rcpt_readers, self._utf8_transaction)
             if problem is not None:
                 return problem
         if not command.recipient.is_ascii and not self._utf8_transaction:
             return reply(553, "5.6.7", "Non-ASCII recipient address needs SMTPUTF8")
         return None
 
-    def _check_parameters(self, params: Parameters, readers: _Readers, utf8: bool) -> Reply | None:
+    def _check_parameters(
+        self, items: tuple[tuple[str, str | None], ...], readers: _Readers, utf8: bool
+    ) -> Reply | None:
         """Each parameter read by the entry it belongs to, if that is in force (RFC 5321
         §4.1.2: 555 for one the server does not know); UTF-8 in a value only in an
         SMTPUTF8 transaction (RFC 6531 §3.3)."""
-        for keyword, value in params.items():
+        for keyword, value in items:
             known = readers.get(keyword)
-            if known is None or not self.in_force(known[0].keyword):
+            if known is None or not self.extended:
+                return reply(555, "5.5.4", f"Unsupported parameter {keyword}")
+            entry, parameter = known
+            # The readers hold offered entries only: what in_force() asks beyond that,
+            # asked only of an entry that has requirements or depends on another.
+            if (entry.requires and entry.unmet(self) is not None) or (
+                entry.depends and not all([self.in_force(needed) for needed in entry.depends])
+            ):
                 return reply(555, "5.5.4", f"Unsupported parameter {keyword}")
             if value is not None and not utf8 and not value.isascii():
                 return reply(501, "5.5.4", f"Non-ASCII {keyword} value needs SMTPUTF8")
-            parameter = known[1]
             try:
                 typed = parameter.parse(value)
             except ParameterError as exc:
                 return exc.reply
-            problem = parameter.check(self, typed)
-            if problem is not None:
-                return problem
+            if parameter.check is not _no_check:
+                problem = parameter.check(self, typed)
+                if problem is not None:
+                    return problem
         return None
 
     def in_force(self, keyword: str) -> bool:
@@ -820,11 +832,11 @@ class ServerConnection:
 
     def _mail_accepted(self, command: Mail, event: Reply) -> bytes:
         self._reset_transaction()
-        params = command.params
-        if params:
-            self._utf8_transaction = "SMTPUTF8" in params
-            body = params.get("BODY")
-            self._binary_transaction = body is not None and body.upper() == _BINARYMIME
+        for keyword, value in command.params._items:  # in place, as _check_mail reads them
+            if keyword == "SMTPUTF8":
+                self._utf8_transaction = True
+            elif keyword == "BODY":
+                self._binary_transaction = value is not None and value.upper() == _BINARYMIME
         return self._finish(command, event)
 
     def _rcpt_accepted(self, command: Rcpt, event: Reply) -> bytes:

@@ -29,11 +29,15 @@ class Body(enum.Enum):
 _BAD_BODY: Final = Reply(501, "BODY must be 7BIT or 8BITMIME", EnhancedStatus(5, 5, 4))
 
 
+_BODIES: Final = {body.value: body for body in Body}
+"""Wire value -> type: a dict lookup, where ``Body(value)`` runs Enum's Python code."""
+
+
 def _parse(value: str | None) -> Body:
-    try:
-        return Body((value or "").upper())
-    except ValueError:
-        raise ParameterError("BODY must be 7BIT or 8BITMIME", _BAD_BODY) from None
+    body = _BODIES.get((value or "").upper())
+    if body is None:
+        raise ParameterError("BODY must be 7BIT or 8BITMIME", _BAD_BODY)
+    return body
 
 
 def _format(body: Body) -> str:
