@@ -49,6 +49,8 @@ def peers() -> Any:
 
 USER = "bench"
 PASSWORD = "bench password"
+SERVER_PIDS: dict[int, int] = {}
+"""Port -> process id of the servers running now, for whoever measures their CPU."""
 SERVERS = ("dovecot", "smtpcore.asyncio", "smtpcore.trio")
 CLIENTS = ("raw", "poplib", "smtpcore.asyncio", "smtpcore.trio")
 TIMEOUT = 120.0
@@ -109,8 +111,10 @@ def smtpcore_server(kind: str, mail_root: Path) -> Iterator[int]:
         if process.stdout.readline().strip() != b"ready":
             raise RuntimeError(f"{kind} did not start")
         peers().wait_for_port("127.0.0.1", port, 10.0)
+        SERVER_PIDS[port] = process.pid
         yield port
     finally:
+        SERVER_PIDS.pop(port, None)
         os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(10)
@@ -125,7 +129,11 @@ def dovecot_server(directory: Path, template: Path) -> Iterator[int]:
     with helpers.dovecot_pop3(directory, {USER: PASSWORD}) as dovecot:
         helpers.copy_maildir(template, dovecot.maildir(USER))
         helpers.hand_to_dovecot(dovecot, dovecot.maildir(USER))
-        yield dovecot.port
+        SERVER_PIDS[dovecot.port] = dovecot.process.pid
+        try:
+            yield dovecot.port
+        finally:
+            SERVER_PIDS.pop(dovecot.port, None)
 
 
 # -- clients ----------------------------------------------------------------------------
