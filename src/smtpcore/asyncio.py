@@ -185,11 +185,13 @@ class _Alarm:
     it. A busy session thus sees one timer ring per timeout period.
     """
 
-    __slots__ = ("_handle", "_loop", "_when", "deadline")
+    __slots__ = ("_handle", "_handle_when", "_loop", "_when", "deadline")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._handle: asyncio.TimerHandle | None = None
+        self._handle_when = 0.0
+        """When ``_handle`` rings (``TimerHandle.when()`` is a Python call)."""
         self._when = 0.0
         self.deadline: _Deadline | None = None
 
@@ -201,10 +203,11 @@ class _Alarm:
         self.deadline = deadline
         self._when = when
         handle = self._handle
-        if handle is None or handle.when() > when:
+        if handle is None or self._handle_when > when:
             if handle is not None:
                 handle.cancel()
             self._handle = self._loop.call_at(when, self._ring)
+            self._handle_when = when
 
     def disarm(self) -> None:
         self.deadline = None
@@ -222,6 +225,7 @@ class _Alarm:
             return
         if self._loop.time() < self._when:
             self._handle = self._loop.call_at(self._when, self._ring)
+            self._handle_when = self._when
             return
         deadline.expire()
 

@@ -457,12 +457,13 @@ class ServerSession(ServedSession):
         forever. When the watchdog goes off, :meth:`_serve` answers 421.
         """
         conn = self.conn
-        idle = conn.state in _IDLE_STATES
+        conn_state = conn.state
+        idle = conn_state in _IDLE_STATES
         if idle and self.state.stopping:
             self._answer(Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2"))
             return
         watchdog = self._watchdog
-        if conn.state is State.DATA or self._in_chunk:
+        if conn_state is State.DATA or self._in_chunk:
             timeouts = self.options.timeouts
             if self._content_wait and timeouts.min_data_rate:
                 watchdog.resume(self._last_read)
