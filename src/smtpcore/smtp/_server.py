@@ -144,6 +144,7 @@ class ServerConnection:
         "_buffer",
         "_chunk_last",
         "_chunk_left",
+        "_command_line_limit",
         "_content",
         "_content_ended",
         "_decoder",
