@@ -515,6 +515,58 @@ def retr_session(port: int, count: int) -> None:
         pop3_adapters._recv_until(sock, buffer, b"\r\n")
 
 
+def pop3_calls(messages: int) -> float:
+    """Python calls per message of an smtpcore POP3 session (log in, RETR every message,
+    QUIT), in a server thread of this process: the slope between maildrops of
+    ``messages`` and twice as many, each counted on its second session (sizes cached)."""
+    helpers = pop3_adapters.peers()
+    counter = CallCounter()
+    counting = threading.Event()
+
+    def profile(frame: FrameType, event: str, arg: Any) -> None:
+        if counting.is_set():
+            counter(frame, event, arg)
+
+    def serve(root: Path, port: int, ready: threading.Event) -> None:
+        from smtpcore.asyncio import POP3Server
+        from smtpcore.maildrop import MaildirStore
+
+        store = MaildirStore(root, {pop3_adapters.USER: pop3_adapters.PASSWORD})
+        sys.setprofile(profile)
+
+        async def main() -> None:
+            async with POP3Server(store, "127.0.0.1", port, hostname="pop.bench") as server:
+                ready.set()
+                await server.serve_forever()
+
+        asyncio.run(main())
+
+    def session_calls(count: int, workdir: Path) -> int:
+        root = workdir / str(count)
+        helpers.write_maildir(
+            root / pop3_adapters.USER, [pop3_adapters.message_10k(n) for n in range(count)]
+        )
+        port, ready = adapters_smtp.free_port(), threading.Event()
+        # A daemon: it serves until this process ends.
+        threading.Thread(target=serve, args=(root, port, ready), daemon=True).start()
+        if not ready.wait(10):
+            raise RuntimeError("the POP3 server did not start")
+        retr_session(port, count)
+        time.sleep(0.2)  # the session's end, in the server thread
+        before = counter.calls
+        counting.set()
+        retr_session(port, count)
+        time.sleep(0.2)
+        counting.clear()
+        return counter.calls - before
+
+    workdir = Path(tempfile.mkdtemp(prefix="smtpcore-compare-"))
+    try:
+        return (session_calls(2 * messages, workdir) - session_calls(messages, workdir)) / messages
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def pop3_workload(ports: dict[str, int], messages: int) -> Workload:
     def retr(port: int) -> Callable[[], Sample]:
         def run() -> Sample:
@@ -537,6 +589,7 @@ def pop3_workload(ports: dict[str, int], messages: int) -> Workload:
         ours=["smtpcore.asyncio"],
         peers=[name for name in ports if name == "dovecot"],
         runs={name: retr(port) for name, port in ports.items()},
+        calls={"smtpcore.asyncio": lambda: pop3_calls(100)},
     )
 
 
