@@ -794,8 +794,6 @@ class ServerSession(ServedSession):
     async def _authenticate(self, event: Auth | AuthResponse) -> None:
         """One step of an AUTH exchange (RFC 4954 §4); the handler may veto a success."""
         flow = self._auth
-        if flow is None:
-            flow = self._auth = ServerAuth(self.options.auth_mechanisms)
         if isinstance(event, Auth):
             self._auth_mechanism = event.mechanism.upper()
         try:
