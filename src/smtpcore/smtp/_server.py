@@ -152,6 +152,8 @@ class ServerConnection:
         "_errors",
         "_extended_verbs",
         "_forgiven",
+        "_forwarded_client",
+        "_forwarded_message",
         "_junk_commands",
         "_lmtp_replies_due",
         "_mail_readers",
@@ -201,6 +203,9 @@ class ServerConnection:
         "smtputf8",
         "starttls",
         "tls",
+        "trusted_forwarder",
+        "xclient",
+        "xforward",
     )
 
     def __init__(
