@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, ProtocolError, pop3, smtp
 from smtpcore.address import parse_mailbox
+from smtpcore.testing._drive import permissive_smtp_answer
 
 __all__ = ["TARGETS", "BufferOverrun", "Target", "pieces"]
 
@@ -67,24 +68,6 @@ def smtp_server_machine() -> smtp.ServerConnection:
     )
 
 
-def _smtp_answer(conn: smtp.ServerConnection, event: smtp.Event) -> smtp.Reply | None:
-    if isinstance(event, smtp.BadCommand | smtp.RejectedMessage):
-        return event.reply
-    if isinstance(event, smtp.MessageData):
-        return None
-    if isinstance(event, smtp.Data):
-        return smtp.Reply(354, "End data with <CR><LF>.<CR><LF>")
-    if isinstance(event, smtp.Quit):
-        return smtp.Reply(221, "Bye")
-    if isinstance(event, smtp.StartTls):
-        return smtp.Reply(220, "Ready to start TLS")
-    if isinstance(event, smtp.Help):
-        return smtp.Reply(214, "See RFC 5321")
-    if isinstance(event, smtp.Auth | smtp.AuthResponse):
-        return smtp.Reply(235, "Authentication succeeded")
-    return smtp.Reply(250, "OK")
-
-
 def _drive_smtp_server(conn: smtp.ServerConnection, data: bytes) -> None:
     conn.send(smtp.Reply(220, "fuzz.test ESMTP"))
     size, chunks = pieces(data)
@@ -104,9 +87,10 @@ def _drive_smtp_server(conn: smtp.ServerConnection, data: bytes) -> None:
                 return
             if isinstance(event, smtp.ConnectionClosed):
                 return
-            answer = _smtp_answer(conn, event)
-            if answer is not None:
-                conn.send(answer)
+            answer = permissive_smtp_answer(conn, event)
+            for reply in answer if isinstance(answer, list) else [answer]:
+                if reply is not None:
+                    conn.send(reply)
         _check_bound(conn, size)
 
 
