@@ -14,14 +14,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from smtp_helpers import greeted, run
-from smtpcore.smtp import BadCommand, Mail, Rcpt, ServerConnection
+from smtpcore._numbers import is_digits
+from smtpcore.address import _simple_fits
+from smtpcore.smtp import BadCommand, Mail, Rcpt, Reply, ServerConnection
 from smtpcore.smtp._commands import (
     VERBS,
     CommandSyntaxError,
     parse_command_line,
     parse_everyday_line,
 )
+from smtpcore.smtp._events import Auth, AuthResponse, Data, Ehlo, Noop, Quit, Rset
 from smtpcore.smtp._params import Parameters
+from smtpcore.smtp._replies import EnhancedStatus
+from smtpcore.smtp._state import RULES, State, next_state
 
 KEYWORD = st.one_of(
     st.sampled_from(
@@ -116,6 +121,67 @@ def test_the_everyday_line_parser_takes_what_real_clients_send(line: bytes) -> N
 )
 def test_the_everyday_line_parser_leaves_the_rest_to_the_full_one(line: bytes) -> None:
     assert parse_everyday_line(line) is None
+
+
+@given(
+    st.sampled_from(["DATA", "RSET", "NOOP", "QUIT", "HELP", "STARTTLS"]).flatmap(
+        lambda verb: st.tuples(*[st.sampled_from([c, c.lower()]) for c in verb]).map("".join)
+    ),
+    st.sampled_from(["", " ", "  ", " x", "\t"]),
+    st.sampled_from(["\r\n", "\n", "\r\r\n"]),
+)
+def test_the_everyday_line_parser_agrees_with_the_full_one_on_bare_verbs(
+    verb: str, tail: str, end: str
+) -> None:
+    """DATA, RSET, NOOP and QUIT in any case, CRLF-ended and with nothing after them,
+    are read in the one match, as the full parser reads them; anything else is left
+    to the full parser."""
+    line = (verb + tail + end).encode("ascii")
+    command = parse_everyday_line(line)
+    if tail or end != "\r\n" or verb.upper() not in ("DATA", "RSET", "NOOP", "QUIT"):
+        assert command is None
+        return
+    assert command is not None
+    assert command == full_parse(line)
+    assert isinstance(command, Data | Rset | Noop | Quit)
+
+
+@given(st.text(max_size=6), st.text(max_size=6))
+def test_the_numeric_label_check_of_simple_mailboxes_is_is_digits(local: str, label: str) -> None:
+    """``_simple_fits`` asks ``isascii() and isdigit()`` of the last label, in C: the
+    same as ``is_digits`` (ASCII digits only) for any text."""
+    assert _simple_fits("a", "x." + label) is not is_digits(label)
+
+
+def test_rule_move_is_accepts_and_next_state_in_one() -> None:
+    """The server answers through ``Rule.move``: for every rule, state and reply code,
+    None where ``accepts`` is false, else ``next_state``."""
+    for rule in {*RULES.values()}:
+        for state in State:
+            for code in range(200, 600):
+                expected = next_state(rule, code, state) if rule.accepts(code) else None
+                assert rule.move(code, state) is expected, (rule, state, code)
+
+
+@given(
+    st.sampled_from([None, Ehlo("c.example"), Rset(), Data(), Auth("PLAIN"), AuthResponse(b"x")])
+    | st.sampled_from(["MAIL FROM:<a@b.example>", "RCPT TO:<c@d.example>"]).map(
+        lambda text: parse_everyday_line(text.encode("ascii") + b"\r\n")
+    ),
+    st.integers(200, 599).filter(lambda code: (code // 10) % 10 <= 5),
+    st.booleans(),
+    st.booleans(),
+)
+def test_finish_writes_the_status_status_for_gives(
+    answered: object, code: int, own_status: bool, enhanced: bool
+) -> None:
+    """``_finish`` reads the status tables inline; ``_status_for`` (the greeting, 421,
+    the ERROR state) reads them in a method: both give the same status."""
+    conn = ServerConnection("mx.example", enhanced_status_codes=enhanced)
+    status = EnhancedStatus(code // 100, 9, 9) if own_status and code // 100 != 3 else None
+    event = Reply(code, "text", status)
+    expected = event.to_bytes(conn._status_for(answered, event))  # type: ignore[arg-type]
+    assert conn._finish(answered, event) == expected  # type: ignore[arg-type]
 
 
 def test_a_keyword_given_twice_is_refused_either_way() -> None:

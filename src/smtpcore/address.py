@@ -324,17 +324,24 @@ def _is_simple(local: str, domain: str) -> bool:
 
 def _simple_fits(local: str, domain: str) -> bool:
     """The limits a mailbox made of the simple patterns can still break."""
+    last_label = domain.rpartition(".")[2]
     return (
         len(local) <= MAX_LOCAL_PART_OCTETS
         and len(local) + len(domain) <= MAX_PATH_OCTETS - 3
-        and not is_digits(domain.rpartition(".")[2])
+        # Not all ASCII digits (is_digits, in C: every MAIL and RCPT comes here).
+        and not (last_label.isascii() and last_label.isdigit())
     )
 
 
 def simple_mailbox(local: str, domain: str) -> Mailbox | None:
     """The mailbox of parts that matched the simple patterns (``SIMPLE_PATH_PATTERN``),
     or None when it breaks a length limit or its domain ends in a numeric label."""
-    return _checked_mailbox(local, domain) if _simple_fits(local, domain) else None
+    if not _simple_fits(local, domain):
+        return None
+    mailbox = object.__new__(Mailbox)  # as _checked_mailbox: the parts are checked
+    object.__setattr__(mailbox, "local_part", local)
+    object.__setattr__(mailbox, "domain", domain)
+    return mailbox
 
 
 def _checked_mailbox(local: str, domain: str) -> Mailbox:

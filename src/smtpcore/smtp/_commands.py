@@ -133,6 +133,9 @@ def _parse_rcpt(argument: str) -> Command:
 
 _NO_PARAMETERS: Final = Parameters()
 _DATA: Final = Data()
+_RSET: Final = Rset()
+_NOOP: Final = Noop()
+_QUIT: Final = Quit()
 
 
 def _parameters(text: str) -> Parameters:
@@ -223,9 +226,9 @@ VERBS: Final[dict[str, Callable[[str], Command]]] = {
     "RCPT": _parse_rcpt,
     "DATA": _no_argument(_DATA),
     "BDAT": _parse_bdat,
-    "RSET": _no_argument(Rset()),
+    "RSET": _no_argument(_RSET),
     "NOOP": Noop,
-    "QUIT": _no_argument(Quit()),
+    "QUIT": _no_argument(_QUIT),
     "VRFY": _required(Vrfy),
     "EXPN": _required(Expn),
     "HELP": Help,
@@ -246,15 +249,23 @@ _EVERYDAY_LINE: Final = re.compile(
     rb"(?:MAIL FROM:|(RCPT) TO:)"
     + SIMPLE_PATH_PATTERN.encode("ascii")
     + _EVERYDAY_PARAMETERS
-    + rb"\r\n|DATA\r\n",
+    + rb"\r\n|(DATA|RSET|NOOP|QUIT)\r\n",
     re.IGNORECASE,
 )
+_BARE: Final[dict[bytes, Command]] = {
+    b"DATA": _DATA,
+    b"RSET": _RSET,
+    b"NOOP": _NOOP,
+    b"QUIT": _QUIT,
+}
+"""The everyday commands without an argument, by their verb."""
 
 
 def parse_everyday_line(line: bytes) -> Command | None:
     """``MAIL FROM:<a@b>``, ``RCPT TO:<a@b>`` (an everyday path, with or without ASCII
-    parameters such as ``SIZE=1234 BODY=8BITMIME`` or ``NOTIFY=NEVER``) and ``DATA``,
-    recognised in one match of the raw line, CRLF included.
+    parameters such as ``SIZE=1234 BODY=8BITMIME`` or ``NOTIFY=NEVER``), ``DATA``,
+    ``RSET``, ``NOOP`` and ``QUIT``, recognised in one match of the raw line, CRLF
+    included.
 
     A busy server's hot path. Anything else gives None and goes to
     :func:`parse_command_line`, which gives the same events for these lines
@@ -263,9 +274,9 @@ def parse_everyday_line(line: bytes) -> Command | None:
     match = _EVERYDAY_LINE.fullmatch(line)
     if match is None:
         return None
-    rcpt, local, domain, text = match.groups()
-    if local is None:
-        return _DATA
+    rcpt, local, domain, text, bare = match.groups()
+    if bare is not None:
+        return _BARE[bare.upper()]
     mailbox = simple_mailbox(local.decode("ascii"), domain.decode("ascii"))
     if mailbox is None:
         return None

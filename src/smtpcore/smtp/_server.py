@@ -63,13 +63,6 @@ __all__ = ["ServerConnection"]
 
 _CONTENT: Final = (EndOfMessage, RejectedMessage)
 
-# The enhanced status a positive reply gets when the application gave none.
-_SUCCESS_STATUS: Final[dict[type[Event], EnhancedStatus]] = {
-    Mail: EnhancedStatus(2, 1, 0),
-    Rcpt: EnhancedStatus(2, 1, 5),
-    Auth: EnhancedStatus(2, 7, 0),
-    AuthResponse: EnhancedStatus(2, 7, 0),
-}
 # RFC 4954 §6: the enhanced codes of the AUTH failure replies.
 _AUTH_FAILURE_STATUS: Final = {
     454: EnhancedStatus(4, 7, 0),
@@ -77,11 +70,25 @@ _AUTH_FAILURE_STATUS: Final = {
     535: EnhancedStatus(5, 7, 8),
     538: EnhancedStatus(5, 7, 11),
 }
-_DEFAULT_STATUS: Final = {
-    2: EnhancedStatus(2, 0, 0),
-    4: EnhancedStatus(4, 0, 0),
-    5: EnhancedStatus(5, 0, 0),
+_Statuses = tuple[EnhancedStatus | None, ...]
+_DEFAULT_STATUS: Final[_Statuses] = (
+    *(None, None),
+    EnhancedStatus(2, 0, 0),
+    None,  # 3yz replies carry no enhanced status (RFC 2034 §3)
+    EnhancedStatus(4, 0, 0),
+    EnhancedStatus(5, 0, 0),
+)
+"""The enhanced status a reply gets when the application gave none, by its first digit."""
+_STATUS_FOR: Final[dict[type[Event | None], _Statuses]] = {
+    command: (*_DEFAULT_STATUS[:2], success, *_DEFAULT_STATUS[3:])
+    for command, success in (
+        (Mail, EnhancedStatus(2, 1, 0)),
+        (Rcpt, EnhancedStatus(2, 1, 5)),
+        (Auth, EnhancedStatus(2, 7, 0)),
+        (AuthResponse, EnhancedStatus(2, 7, 0)),
+    )
 }
+"""As ``_DEFAULT_STATUS``, for the commands whose success has a status of its own."""
 
 _SEQUENCE_ERRORS: Final[dict[tuple[str, State], Reply]] = {
     ("MAIL", State.HELLO): reply(503, "5.5.1", "Send EHLO or HELO first"),
@@ -529,12 +536,26 @@ class ServerConnection:
         return self._take_command(line, command)
 
     def _take_command(self, line: bytes, command: Command) -> Event:
-        """A parsed command: refused here (a ``BadCommand``), or pending its answer."""
-        if type(command) in JUNK_COMMANDS:
+        """A parsed command: refused here (a ``BadCommand``), or pending its answer.
+
+        Refused, in this order: a command of an extension this client may not use
+        (XCLIENT: it must not tell it more), one out of sequence, then what the
+        command's own check (``_CHECKS``) refuses.
+        """
+        kind = type(command)
+        if kind in JUNK_COMMANDS:
             self._junk_commands += 1
             if self._junk_commands > self.max_junk_commands:
                 return self._bad(line, reply(421, "4.7.0", f"{self.hostname} Too many commands"))
-        problem = self._check(command)
+        owner = self._verb_owner.get(command.verb)
+        unmet = None if owner is None else owner.unmet(self)
+        if unmet is not None:
+            problem: Reply | None = unmet.refusal
+        elif self._state not in RULES[kind].allowed:
+            problem = self._out_of_sequence(command)
+        else:
+            check = _CHECKS.get(kind)
+            problem = None if check is None else check(self, command)
         if problem is not None:
             if isinstance(command, Bdat):
                 self._skip = command.size  # the chunk follows the command regardless
@@ -564,29 +585,16 @@ class ServerConnection:
         self._pending = event
         return event
 
-    def _check(self, command: Command) -> Reply | None:
-        """The reply that refuses ``command`` here, or None if it may proceed."""
+    def _out_of_sequence(self, command: Command) -> Reply:
         state = self._state
-        owner = self._verb_owner.get(command.verb)
-        if owner is not None:
-            # First: a command this client may not use must not tell it more (XCLIENT).
-            unmet = owner.unmet(self)
-            if unmet is not None:
-                return unmet.refusal
-        rule = RULES[type(command)]
-        if state not in rule.allowed:
-            if state is State.NO_SERVICE:
-                return reply(503, "5.5.1", "No service here; send QUIT")
-            return _SEQUENCE_ERRORS.get((command.verb, state), _NEED_MAIL)
-        if isinstance(command, Data) and self._binary_transaction:
-            return _BINARY_NEEDS_BDAT  # RFC 3030 §3
-        if isinstance(command, Auth):
-            return self._check_auth(command)
-        if isinstance(command, Mail):
-            return self._check_mail(command)
-        if isinstance(command, Rcpt):
-            return self._check_rcpt(command)
-        return None
+        if state is State.NO_SERVICE:
+            return reply(503, "5.5.1", "No service here; send QUIT")
+        return _SEQUENCE_ERRORS.get((command.verb, state), _NEED_MAIL)
+
+    # A command's own checks, once it is known and in sequence (see _CHECKS).
+
+    def _check_data(self, command: Data) -> Reply | None:
+        return _BINARY_NEEDS_BDAT if self._binary_transaction else None  # RFC 3030 §3
 
     def _check_auth(self, command: Auth) -> Reply | None:
         if self.authenticated:
@@ -626,7 +634,13 @@ class ServerConnection:
             problem = self._check_parameters(items, self._mail_readers, utf8)
             if problem is not None:
                 return problem
-        if command.sender is not None and not utf8 and not command.sender.is_ascii:
+        sender = command.sender
+        # Mailbox.is_ascii, read in C here and below: every MAIL and RCPT asks it.
+        if (
+            sender is not None
+            and not utf8
+            and not (sender.local_part.isascii() and sender.domain.isascii())
+        ):
             return reply(553, "5.6.7", "Non-ASCII sender address needs SMTPUTF8")
         return None
 
@@ -638,7 +652,10 @@ class ServerConnection:
             problem = self._check_parameters(items, self._rcpt_readers, self._utf8_transaction)
             if problem is not None:
                 return problem
-        if not command.recipient.is_ascii and not self._utf8_transaction:
+        recipient = command.recipient
+        if not self._utf8_transaction and not (
+            recipient.local_part.isascii() and recipient.domain.isascii()
+        ):
             return reply(553, "5.6.7", "Non-ASCII recipient address needs SMTPUTF8")
         return None
 
@@ -811,19 +828,23 @@ class ServerConnection:
 
     def _answer_command(self, command: Command | AuthResponse, rule: Rule, event: Reply) -> bytes:
         code = event.code
-        if not rule.accepts(code):
+        state = rule.move(code, self._state)
+        if state is None:
             raise LocalProtocolError(f"{code} is not an answer to {type(command).__name__}")
-        self._state = next_state(rule, code, self._state)
+        self._state = state
         self._pending = None
         if code in rule.success_codes:
             on_accept = _ON_ACCEPT.get(type(command))
             if on_accept is not None:
-                return on_accept(self, command, event)
+                written = on_accept(self, command, event)
+                if written is not None:
+                    return written
         elif code in _AUTH_FAILURE_STATUS and isinstance(command, Auth | AuthResponse):
             return self._auth_refused(command, event)
         return self._finish(command, event)
 
-    # What an accepted command changes, one method per command (see _ON_ACCEPT).
+    # What an accepted command changes, one method per command (see _ON_ACCEPT): each
+    # returns the bytes of its answer when they are not the plain ones (_finish's).
 
     def _hello_accepted(self, command: Ehlo | Helo | Lhlo, event: Reply) -> bytes:
         self.helo_name = command.domain
@@ -836,23 +857,21 @@ class ServerConnection:
         self._forwarded_message = None
         return self._hello_reply(event, extended=self.extended)
 
-    def _mail_accepted(self, command: Mail, event: Reply) -> bytes:
+    def _mail_accepted(self, command: Mail, event: Reply) -> None:
         self._reset_transaction()
         for keyword, value in command.params._items:  # in place, as _check_mail reads them
             if keyword == "SMTPUTF8":
                 self._utf8_transaction = True
             elif keyword == "BODY":
                 self._binary_transaction = value is not None and value.upper() == _BINARYMIME
-        return self._finish(command, event)
+        return None
 
-    def _rcpt_accepted(self, command: Rcpt, event: Reply) -> bytes:
+    def _rcpt_accepted(self, command: Rcpt, event: Reply) -> None:
         self._accepted += 1
-        return self._finish(command, event)
 
-    def _rset_accepted(self, command: Rset, event: Reply) -> bytes:
+    def _rset_accepted(self, command: Rset, event: Reply) -> None:
         self._reset_transaction()
         self._forwarded_message = None
-        return self._finish(command, event)
 
     def _xclient_accepted(self, command: Xclient, event: Reply) -> bytes:
         """Start over at the greeting stage, speaking for the client XCLIENT names; TLS
@@ -868,18 +887,15 @@ class ServerConnection:
         self._forwarded_message = None
         return event.to_bytes(event.status)  # a greeting: no enhanced code unless given
 
-    def _xforward_accepted(self, command: Xforward, event: Reply) -> bytes:
+    def _xforward_accepted(self, command: Xforward, event: Reply) -> None:
         known = self._forwarded_message
         self._forwarded_message = command if known is None else known.merged(command)
-        return self._finish(command, event)
 
-    def _starttls_accepted(self, command: StartTls, event: Reply) -> bytes:
+    def _starttls_accepted(self, command: StartTls, event: Reply) -> None:
         self._buffer.clear()  # plaintext pipelined behind STARTTLS: never read
-        return self._finish(command, event)
 
-    def _auth_accepted(self, command: Auth | AuthResponse, event: Reply) -> bytes:
+    def _auth_accepted(self, command: Auth | AuthResponse, event: Reply) -> None:
         self.authenticated = True
-        return self._finish(command, event)
 
     def _auth_refused(self, command: Auth | AuthResponse, event: Reply) -> bytes:
         self._auth_failures += event.code == 535
@@ -918,23 +934,26 @@ class ServerConnection:
         return self._finish(pending, event)
 
     def _finish(self, answered: Event, event: Reply) -> bytes:
-        if event.code >= 400 and answered is not self._forgiven:
+        code = event.code
+        if code >= 400 and answered is not self._forgiven:
             self._errors += 1
-        if event.code == 421:
+        if code == 421:
             self._state = State.CLOSED
-        return event.to_bytes(self._status_for(answered, event))
+        status = None
+        if self.enhanced_status_codes:  # as _status_for, read here: every answer ends here
+            status = event.status if code < 300 or code >= 400 else None
+            if status is None:
+                status = _STATUS_FOR.get(type(answered), _DEFAULT_STATUS)[code // 100]
+        return event.to_bytes(status)
 
     def _status_for(self, answered: Event | None, event: Reply) -> EnhancedStatus | None:
-        code = event.code
-        if not self.enhanced_status_codes or 300 <= code < 400:
+        """The enhanced status ``event`` is written with, answering ``answered`` (RFC
+        2034 §3): the application's, or the one its code and command imply."""
+        if not self.enhanced_status_codes or 300 <= event.code < 400:
             return None
         if event.status is not None:
             return event.status
-        if code < 300 and answered is not None:
-            status = _SUCCESS_STATUS.get(type(answered))
-            if status is not None:
-                return status
-        return _DEFAULT_STATUS[event.code // 100]
+        return _STATUS_FOR.get(type(answered), _DEFAULT_STATUS)[event.code // 100]
 
     def _hello_reply(self, event: Reply, *, extended: bool) -> bytes:
         """RFC 5321 §4.1.1.1: the first line names this host; EHLO adds keywords."""
@@ -1072,7 +1091,16 @@ _FAST_RULES: Final[dict[type[object], Rule]] = {
 is pending only after the machine checked it against its rule, and answering one
 needs nothing but the rule."""
 
-_ON_ACCEPT: Final[dict[type[Event], Callable[[ServerConnection, Any, Reply], bytes]]] = {
+_CHECKS: Final[dict[type[Command], Callable[[ServerConnection, Any], Reply | None]]] = {
+    Mail: ServerConnection._check_mail,
+    Rcpt: ServerConnection._check_rcpt,
+    Data: ServerConnection._check_data,
+    Auth: ServerConnection._check_auth,
+}
+"""Command type -> its own check, once it is known and in sequence: the reply that
+refuses it here, or None."""
+
+_ON_ACCEPT: Final[dict[type[Event], Callable[[ServerConnection, Any, Reply], bytes | None]]] = {
     Ehlo: ServerConnection._hello_accepted,
     Helo: ServerConnection._hello_accepted,
     Lhlo: ServerConnection._hello_accepted,
