@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtpcore import NEED_DATA, PAUSED, ProtocolError, RemoteProtocolError, pop3, smtp
+from smtpcore import NEED_DATA, PAUSED, ProtocolError, RemoteProtocolError, smtp
 from smtpcore.address import AddressError, Mailbox, parse_mailbox, parse_path
 from smtpcore.smtp import BadCommand, ClientConnection, RejectedMessage, Reply, ServerConnection
-from smtpcore.testing import ConnectionPair, POP3ConnectionPair, run_server
+from smtpcore.testing import ConnectionPair, run_server
 from smtpcore.testing import strategies as sst
 
 SESSIONS = settings(max_examples=40)
@@ -203,25 +203,6 @@ def test_a_client_machine_reads_a_server_transcript_however_it_is_cut(
     assert [event for event in got if isinstance(event, Reply)] == expected
     if expected[-1].code == 421:
         assert client.state is smtp.State.CLOSED
-
-
-@SESSIONS
-@given(sst.pop3_sessions(), sst.chunk_sizes(), sst.chunk_sizes())
-def test_pop3_sessions_play_through_a_pair(
-    session: sst.POP3Session, up: list[int], down: list[int]
-) -> None:
-    client = pop3.ClientConnection("client.test", pipelining=True)
-    pair = POP3ConnectionPair(client, client_chunks=up, server_chunks=down)
-    for group in session:
-        pair.send(*group)
-    assert pair.server_events == [*session.commands, pop3.ConnectionClosed()]
-    assert not any(isinstance(e, pop3.Err) for e in pair.client_events)
-    assert pair.client.state is pop3.State.CLOSED
-
-
-@given(st.sampled_from([pop3.Retr(1), pop3.List(), pop3.Stat()]).flatmap(sst.pop3_responses))
-def test_pop3_responses_can_be_sent(response: list[pop3.Event]) -> None:
-    assert isinstance(response[0], pop3.Ok | pop3.Err)
 
 
 def test_hostile_bytes_names_the_sender() -> None:

@@ -7,10 +7,11 @@ writes. A BDAT is answered once its octets are in (RFC 3030 §2).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
-from smtpcore import NEED_DATA, PAUSED, pop3, smtp
+from smtpcore import NEED_DATA, PAUSED, pop3, sasl, smtp
 
 __all__ = [
     "POP3Answer",
@@ -114,32 +115,83 @@ def _replies(
     return b"".join(conn.send(reply) for reply in answer)
 
 
-_CAPABILITIES = b"USER\r\nTOP\r\nUIDL\r\nPIPELINING\r\nRESP-CODES\r\n"
+def _anyone(authzid: str, authcid: str, password: str) -> bool:
+    return True
+
+
+def _anybody(authzid: str, authcid: str) -> bool:
+    return True
+
+
+_PERMISSIVE_MECHANISMS: Final[dict[str, Callable[[], sasl.ServerMechanism]]] = {
+    "PLAIN": lambda: sasl.PlainServer(_anyone, authorize=_anybody),
+    "LOGIN": lambda: sasl.LoginServer(_anyone),
+}
+_EXCHANGES: Final[weakref.WeakKeyDictionary[pop3.ServerConnection, sasl.ServerMechanism]] = (
+    weakref.WeakKeyDictionary()
+)
+"""The SASL exchange under way on each connection the permissive answer serves."""
 
 
 def permissive_pop3_answer(
     conn: pop3.ServerConnection, event: pop3.Event
 ) -> list[pop3.Event] | None:
-    """Accept everything: ``+OK`` to each command, a short listing or message
-    for multi-line ones, the suggested ``-ERR`` to a bad command."""
+    """Accept everything: ``+OK`` to each command, the suggested ``-ERR`` to a
+    bad command, and for multi-line commands the machine's own capability
+    lines (:meth:`~smtpcore.pop3.ServerConnection.capabilities`), a
+    one-message listing or a short message.
+
+    AUTH PLAIN and LOGIN run their exchange with any credentials (an empty
+    ``+`` challenge for PLAIN without an initial response; ``Username:``
+    and ``Password:`` for LOGIN, RFC 5034 §4); ``*`` cancels it with
+    ``-ERR``; any other mechanism is accepted at once.
+    """
     if isinstance(event, pop3.BadCommand):
+        _EXCHANGES.pop(conn, None)  # an unreadable SASL response ends the exchange
         return [event.response]
-    if not isinstance(event, pop3.Command | pop3.AuthResponse):
+    if isinstance(event, pop3.Auth | pop3.AuthResponse):
+        return [_sasl_answer(conn, event)]
+    if not isinstance(event, pop3.Command):
         return None
     if isinstance(event, pop3.Stat):
         return [pop3.Ok("1 120")]
+    if isinstance(event, pop3.List | pop3.Uidl) and event.message is not None:
+        value = "120" if isinstance(event, pop3.List) else f"uid{event.message}"
+        return [pop3.Ok(f"{event.message} {value}")]
+    if not event.multiline:
+        return [pop3.Ok()]
     if isinstance(event, pop3.Capa):
-        return [
-            pop3.Ok("Capability list follows"),
-            pop3.ResponseData(_CAPABILITIES),
-            pop3.EndOfResponse(),
-        ]
-    if isinstance(event, pop3.Command) and event.multiline:
+        body = pop3.format_lines(conn.capabilities())
+    elif isinstance(event, pop3.Uidl):
+        body = b"1 uid1\r\n"
+    elif isinstance(event, pop3.List):
         body = b"1 120\r\n"
-        if isinstance(event, pop3.Retr | pop3.Top):
-            body = b"Subject: hi\r\n\r\n.leading dot\r\n"
-        return [pop3.Ok(), pop3.ResponseData(body), pop3.EndOfResponse()]
-    return [pop3.Ok()]
+    else:
+        body = b"Subject: hi\r\n\r\n.leading dot\r\n"
+    return [pop3.Ok(), pop3.ResponseData(body), pop3.EndOfResponse()]
+
+
+def _sasl_answer(conn: pop3.ServerConnection, event: pop3.Auth | pop3.AuthResponse) -> pop3.Event:
+    if isinstance(event, pop3.Auth):
+        factory = _PERMISSIVE_MECHANISMS.get(event.mechanism)
+        if factory is None:
+            return pop3.Ok()
+        mechanism = _EXCHANGES[conn] = factory()
+        step = mechanism.start(event.initial_response)
+    else:
+        running = _EXCHANGES.get(conn)
+        if event.cancel:
+            _EXCHANGES.pop(conn, None)
+            return pop3.Err("Authentication cancelled")
+        if running is None:
+            return pop3.Ok()
+        step = running.step(event.data)
+    if isinstance(step, sasl.Challenge):
+        return pop3.Continue(step.data)
+    _EXCHANGES.pop(conn, None)
+    if isinstance(step, sasl.Success):
+        return pop3.Ok("Logged in")
+    return pop3.Err(step.reason, code="SYS/TEMP" if step.temporary else "AUTH")
 
 
 def run_pop3_server(

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, ProtocolError, pop3, smtp
 from smtpcore.address import parse_mailbox
-from smtpcore.testing._drive import permissive_smtp_answer
+from smtpcore.testing._drive import permissive_pop3_answer, permissive_smtp_answer
 
 __all__ = ["TARGETS", "BufferOverrun", "Target", "pieces"]
 
@@ -167,25 +167,9 @@ def _drive_smtp_client(conn: smtp.ClientConnection, data: bytes) -> None:
 
 
 def pop3_server_machine() -> pop3.ServerConnection:
-    return pop3.ServerConnection("fuzz.test", stls=True, utf8=True, sasl_mechanisms=("PLAIN",))
-
-
-_CAPABILITIES: Final = b"USER\r\nTOP\r\nUIDL\r\nPIPELINING\r\nSTLS\r\nSASL PLAIN\r\n"
-
-
-def _pop3_answer(event: pop3.Event) -> list[pop3.Event]:
-    if isinstance(event, pop3.BadCommand):
-        return [event.response]
-    if isinstance(event, pop3.Stat):
-        return [pop3.Ok("1 120")]
-    if isinstance(event, pop3.Capa):
-        return [pop3.Ok("Capability list follows"), pop3.ResponseData(_CAPABILITIES)]
-    if isinstance(event, pop3.Command) and event.multiline:
-        body = b"1 120\r\n"
-        if isinstance(event, pop3.Retr | pop3.Top):
-            body = b"Subject: hi\r\n\r\n.leading dot\r\n"
-        return [pop3.Ok(), pop3.ResponseData(body)]
-    return [pop3.Ok()]
+    return pop3.ServerConnection(
+        "fuzz.test", stls=True, utf8=True, sasl_mechanisms=("PLAIN", "LOGIN")
+    )
 
 
 def _drive_pop3_server(conn: pop3.ServerConnection, data: bytes) -> None:
@@ -204,11 +188,8 @@ def _drive_pop3_server(conn: pop3.ServerConnection, data: bytes) -> None:
                 return
             if isinstance(event, pop3.ConnectionClosed):
                 return
-            answers = _pop3_answer(event)
-            for answer in answers:
+            for answer in permissive_pop3_answer(conn, event) or ():
                 conn.send(answer)
-            if isinstance(answers[-1], pop3.ResponseData):
-                conn.send(pop3.EndOfResponse())
         _check_bound(conn, size)
 
 
@@ -224,6 +205,8 @@ def _pop3_script() -> list[pop3.Event]:
         pop3.Capa(),
         pop3.Stls(),
         pop3.Capa(),
+        pop3.Auth("PLAIN"),
+        pop3.AuthResponse(b"\x00user\x00secret"),
         pop3.User("user"),
         pop3.Pass("secret"),
         pop3.Stat(),
@@ -356,6 +339,7 @@ TARGETS: Final[dict[str, Target]] = {
             "PASS p ",
             "APOP u 0123456789abcdef0123456789abcdef ",
             "AUTH PLAIN ",
+            "AUTH LOGIN ",
             "CAPA ",
             "STLS ",
             "UTF8 ",

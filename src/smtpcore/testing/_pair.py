@@ -24,6 +24,7 @@ from smtpcore.testing._drive import (
     run_pop3_server,
     run_server,
 )
+from smtpcore.testing._pop3_strategies import POP3Session
 from smtpcore.testing._smtp_strategies import ClientSession
 
 __all__ = ["Answered", "ConnectionPair", "POP3ConnectionPair"]
@@ -244,7 +245,9 @@ class POP3ConnectionPair(_Link[pop3.ClientConnection, pop3.ServerConnection, pop
     """A POP3 client machine and server machine talking to each other.
 
     As :class:`ConnectionPair`; ``answer`` plays the maildrop (by default
-    :func:`permissive_pop3_answer`). In :attr:`client_events` the pieces of
+    :func:`permissive_pop3_answer`, which runs AUTH PLAIN and LOGIN
+    exchanges). Create the server machine with the options the session
+    needs (``stls=True``, ``sasl_mechanisms=[...]``). In :attr:`client_events` the pieces of
     a multi-line response are joined into one ``ResponseData``, whose
     boundaries depend only on the chunking.
     """
@@ -274,6 +277,27 @@ class POP3ConnectionPair(_Link[pop3.ClientConnection, pop3.ServerConnection, pop
         for event in events:
             self._client_wrote(self.client.send(event))
         self.run()
+
+    def play(self, session: POP3Session) -> None:
+        """Play a :func:`~smtpcore.testing.strategies.pop3_sessions` session group by group.
+
+        After STLS's ``+OK`` both sides finish the TLS handshake. A group the
+        server's earlier answers made impossible is skipped: a SASL response
+        when the server did not answer AUTH with a ``+`` challenge, PASS
+        when it refused USER.
+        """
+        for group in session.groups:
+            state = self.client.state
+            if state is pop3.State.CLOSED:
+                return
+            first = group[0]
+            if isinstance(first, pop3.AuthResponse) and state is not pop3.State.SASL:
+                continue
+            if isinstance(first, pop3.Pass) and state is not pop3.State.USER:
+                continue
+            self.send(*group)
+            if isinstance(first, pop3.Stls) and self.client.state is pop3.State.TLS_PENDING:
+                self.starttls()
 
     def _pump_client(self) -> None:
         client = self.client

@@ -21,7 +21,9 @@ from smtpcore.testing._content import (
 )
 from smtpcore.testing._hostile import hostile_bytes
 from smtpcore.testing._pop3_strategies import (
+    POP3_CAPABILITIES,
     POP3Session,
+    pop3_capabilities,
     pop3_command_lines,
     pop3_commands,
     pop3_response_lines,
@@ -44,6 +46,7 @@ from smtpcore.testing._transcripts import ServerTranscript, server_transcripts
 
 __all__ = [
     "EXTENSIONS",
+    "POP3_CAPABILITIES",
     "SMUGGLING_SEQUENCES",
     "ClientSession",
     "POP3Session",
@@ -60,6 +63,7 @@ __all__ = [
     "mailboxes",
     "message_contents",
     "paths",
+    "pop3_capabilities",
     "pop3_command_lines",
     "pop3_commands",
     "pop3_response_lines",
