@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
 from peers import ADAPTERS, raw_smtp_session, running_smtp_server
 from smtpcore.address import parse_mailbox
 from smtpcore.handler import (
+    _FIXED_ANSWERS,
     Authenticator,
     AuthIdentity,
     Envelope,
@@ -258,3 +261,25 @@ def test_every_hook_is_in_the_contract_tests() -> None:
     hooks = {name for name in vars(Handler) if name.startswith("handle_")}
     assert hooks - {"handle_rcpt"} == {n for n in vars(AnswersNone) if n.startswith("handle_")}
     assert hooks - {"handle_rcpt"} == {n for n in vars(CallsSuper) if n.startswith("handle_")}
+
+
+def test_the_answers_the_server_gives_for_handler_are_its_hooks_own() -> None:
+    """For a hook whose answer is one reply whatever it is asked, the server answers
+    with that reply (``_FIXED_ANSWERS``) rather than call Handler's hook: each is what
+    the hook itself answers, so Handler's hooks stay the one place defaults live."""
+    handler = Handler()
+    session = Session("mx.test")
+    envelope = Envelope(parse_mailbox("a@b.example"))
+    rcpt = Rcpt(parse_mailbox("c@d.example"))
+    calls: dict[Callable[..., object], Callable[[], Coroutine[Any, Any, object]]] = {
+        Handler.handle_auth: lambda: handler.handle_auth(session, AuthIdentity("a", "a", "X")),
+        Handler.handle_mail: lambda: handler.handle_mail(session, Mail(envelope.sender)),
+        Handler.handle_rcpt: lambda: handler.handle_rcpt(session, envelope, rcpt),
+        Handler.handle_data: lambda: handler.handle_data(session, envelope),
+        Handler.handle_message: lambda: handler.handle_message(session, envelope),
+        Handler.handle_vrfy: lambda: handler.handle_vrfy(session, "john"),
+        Handler.handle_expn: lambda: handler.handle_expn(session, "staff"),
+    }
+    assert set(calls) == set(_FIXED_ANSWERS)
+    for hook, call in calls.items():
+        assert asyncio.run(call()) is _FIXED_ANSWERS[hook], hook

@@ -385,3 +385,17 @@ _START_DATA: Final = Reply(354, "End data with <CR><LF>.<CR><LF>")
 _ACCEPTED: Final = Reply(250, "OK: message accepted")
 _CANNOT_VRFY: Final = Reply(252, "Cannot VRFY user, but will accept message and attempt delivery")
 _NO_EXPN: Final = Reply(502, "EXPN not available", "5.5.1")
+
+_FIXED_ANSWERS: Final[dict[Callable[..., object], Reply]] = {
+    Handler.handle_auth: _AUTHENTICATED,
+    Handler.handle_mail: _OK,
+    Handler.handle_rcpt: _NO_MAILBOX,
+    Handler.handle_data: _START_DATA,
+    Handler.handle_message: _ACCEPTED,
+    Handler.handle_vrfy: _CANNOT_VRFY,
+    Handler.handle_expn: _NO_EXPN,
+}
+"""Handler's hooks that answer one reply whatever they are asked, and that reply: a
+server answers with it without calling the hook, for a handler that does not override
+it (or answers None), while the hook is still this function (a test holds each to its
+hook)."""

@@ -33,6 +33,7 @@ from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import FramingPolicy
 from smtpcore._sentinels import NEED_DATA, PAUSED
 from smtpcore.handler import (
+    _FIXED_ANSWERS,
     Authenticator,
     AuthIdentity,
     Envelope,
@@ -330,6 +331,12 @@ class ServerState(SessionRegistry["ServerSession"]):
         }
         # Handler's own hooks answer at once and never fail: they run without a deadline.
         self.overridden: frozenset[str] = frozenset(overridden)
+        self.fixed_answers = {
+            name: _FIXED_ANSWERS[hook]
+            for name, hook in vars(Handler).items()
+            if name.startswith("handle_") and hook in _FIXED_ANSWERS
+        }
+        """Hook name -> the one reply Handler's hook gives, for those that give one."""
 
     def new_session(self, transport: Link) -> ServerSession:
         return ServerSession(transport, self)
@@ -539,8 +546,10 @@ class ServerSession(ServedSession):
                 logger.exception("%s failed", hook)
                 return failed
         if reply is None:
-            reply = await call(_HANDLER)
-            assert reply is not None, f"Handler.{hook} answers"
+            reply = self.state.fixed_answers.get(hook)  # Handler's, without calling it
+            if reply is None:
+                reply = await call(_HANDLER)
+                assert reply is not None, f"Handler.{hook} answers"
         return reply
 
     async def _call(self, hook: str, call: Callable[[Handler], Awaitable[None]]) -> None:
@@ -591,7 +600,7 @@ class ServerSession(ServedSession):
             lambda handler: handler.handle_hello(session, command),
             self.options.timeouts.command,
         )
-        if self._answer(reply).is_positive:
+        if self._answer(reply).code // 100 == 2:  # accepted (is_positive, without a call)
             await self._end_transaction()
             session.helo_name = command.domain
             session.extended = not isinstance(command, Helo)
@@ -603,7 +612,7 @@ class ServerSession(ServedSession):
             lambda handler: handler.handle_mail(session, command),
             self.options.timeouts.command,
         )
-        if self._answer(reply).is_positive:
+        if self._answer(reply).code // 100 == 2:  # accepted (is_positive, without a call)
             submitter = None
             if session.authenticated is not None:
                 submitter = _submitter(command.params.get("AUTH"))
@@ -674,7 +683,7 @@ class ServerSession(ServedSession):
             lambda handler: handler.handle_rcpt(session, envelope, command),
             self.options.timeouts.command,
         )
-        if self._answer(reply).is_positive:
+        if self._answer(reply).code // 100 == 2:  # accepted (is_positive, without a call)
             envelope.recipients.append(Recipient(command.recipient, command.params))
 
     async def _starttls(self, command: StartTls) -> None:
@@ -886,9 +895,11 @@ class ServerSession(ServedSession):
             except Exception:
                 logger.exception("handle_message failed")
                 result = _LOCAL_ERROR
-        if result is None:
-            result = await _HANDLER.handle_message(self.session, envelope)
-            assert result is not None, "Handler.handle_message answers"
+        if result is None:  # Handler's answer, as in _ask
+            result = self.state.fixed_answers.get("handle_message")
+            if result is None:
+                result = await _HANDLER.handle_message(self.session, envelope)
+                assert result is not None, "Handler.handle_message answers"
         if isinstance(result, Reply):
             return [result] * due
         replies = list(result)
