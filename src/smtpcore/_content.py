@@ -106,6 +106,9 @@ class ContentFilter:
                 self.nul = True
             if self._normalize:
                 chunk = _normalized(chunk, self._line_endings)
+            elif not (self._allow_bare_lf or self._allow_bare_cr):  # strict: the default
+                if not self._line_endings.only_crlf(chunk):
+                    self.bad_line_ending = True
             else:
                 self._check_endings(chunk)
             if self._max_line_length is not None:

@@ -165,7 +165,10 @@ class Reply(Event):
         return data
 
     def _format(self, status: EnhancedStatus | None) -> bytes:
-        prefix = f"{status} " if status is not None else ""
+        # The status written out as its __str__ does, without calling it.
+        prefix = (
+            f"{status.class_code}.{status.subject}.{status.detail} " if status is not None else ""
+        )
         lines = self.lines
         if len(lines) == 1:
             text = prefix + lines[0]

@@ -62,6 +62,7 @@ from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, Rule, State, next_stat
 __all__ = ["ServerConnection"]
 
 _CONTENT: Final = (EndOfMessage, RejectedMessage)
+_END_OF_MESSAGE: Final = EndOfMessage()
 
 # RFC 4954 §6: the enhanced codes of the AUTH failure replies.
 _AUTH_FAILURE_STATUS: Final = {
@@ -723,8 +724,9 @@ class ServerConnection:
             return self._end_content()
         decoder = self._decoder
         assert decoder is not None
-        while self._buffer:
-            data, consumed, ended = decoder.decode(self._buffer.view())
+        buffered = self._buffer.view()  # the buffer's own bytes, consumed below
+        while buffered:
+            data, consumed, ended = decoder.decode(buffered)
             self._buffer.consume(consumed)
             # Counted and judged to the end even once refused, so that the reply names
             # the same reason however the network cut the message.
@@ -792,17 +794,19 @@ class ServerConnection:
         if self.max_message_size is not None and self._received > self.max_message_size:
             return reply(552, "5.3.4", "Message size exceeds fixed limit")
         content = self._content
-        if content is None or not content.refused:
+        if content is None:
             return None
         if content.bad_line_ending:
             return reply(550, "5.5.2", "Message contains bare CR or LF; use CRLF")
         if content.nul:
             return reply(550, "5.6.0", "Message contains NUL octets")
-        return reply(500, "5.5.6", "Message line too long")
+        if content.line_too_long:
+            return reply(500, "5.5.6", "Message line too long")
+        return None
 
     def _end_content(self) -> Event:
         refusal = self._refusal
-        event: Event = EndOfMessage() if refusal is None else RejectedMessage(refusal)
+        event: Event = _END_OF_MESSAGE if refusal is None else RejectedMessage(refusal)
         self._decoder = None
         self._content = None
         self._content_ended = False
@@ -917,18 +921,20 @@ class ServerConnection:
         return event.to_bytes()
 
     def _answer_content(self, pending: Event, event: Reply) -> bytes:
-        if event.is_intermediate:
+        code = event.code  # the class by its first digit: Reply's properties cost a call
+        if code // 100 == 3:
             raise LocalProtocolError("the end of a message is answered with 2xx, 4xx or 5xx")
-        if isinstance(pending, RejectedMessage) and event.is_positive:
+        positive = code // 100 == 2
+        if positive and isinstance(pending, RejectedMessage):
             raise LocalProtocolError("a rejected message cannot be accepted")
-        if event.is_positive:
+        if positive:
             # A message accepted forgives what came before (Postfix resets its error
             # and junk command counts when a message is queued).
             self._errors = self._junk_commands = 0
         self._lmtp_replies_due -= 1
         if self._lmtp_replies_due <= 0:
             self._pending = None
-            self._state = next_state(END_OF_DATA_RULE, event.code, self._state)
+            self._state = next_state(END_OF_DATA_RULE, code, self._state)
             self._reset_transaction()
             self._forwarded_message = None
         return self._finish(pending, event)
