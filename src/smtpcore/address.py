@@ -318,34 +318,23 @@ def _is_simple(local: str, domain: str) -> bool:
     return (
         _SIMPLE_LOCAL.fullmatch(local) is not None
         and _SIMPLE_DOMAIN.fullmatch(domain) is not None
-        and _simple_fits(local, domain)
-    )
-
-
-def _simple_fits(local: str, domain: str) -> bool:
-    """The limits a mailbox made of the simple patterns can still break."""
-    last_label = domain.rpartition(".")[2]
-    return (
-        len(local) <= MAX_LOCAL_PART_OCTETS
-        and len(local) + len(domain) <= MAX_PATH_OCTETS - 3
-        # Not all ASCII digits (is_digits, in C: every MAIL and RCPT comes here).
-        and not (last_label.isascii() and last_label.isdigit())
+        and simple_mailbox(local, domain) is not None
     )
 
 
 def simple_mailbox(local: str, domain: str) -> Mailbox | None:
     """The mailbox of parts that matched the simple patterns (``SIMPLE_PATH_PATTERN``),
-    or None when it breaks a length limit or its domain ends in a numeric label."""
-    if not _simple_fits(local, domain):
+    or None when it breaks a length limit or its domain ends in a numeric label: the
+    limits such parts can still break. Every MAIL and RCPT of a busy server comes
+    here, so it makes no other call."""
+    last_label = domain.rpartition(".")[2]
+    if (
+        len(local) > MAX_LOCAL_PART_OCTETS
+        or len(local) + len(domain) > MAX_PATH_OCTETS - 3
+        or (last_label.isascii() and last_label.isdigit())  # is_digits, in C
+    ):
         return None
-    mailbox = object.__new__(Mailbox)  # as _checked_mailbox: the parts are checked
-    object.__setattr__(mailbox, "local_part", local)
-    object.__setattr__(mailbox, "domain", domain)
-    return mailbox
-
-
-def _checked_mailbox(local: str, domain: str) -> Mailbox:
-    """A Mailbox whose parts the caller has already validated (skips ``__post_init__``)."""
+    # The parts are checked: skip Mailbox.__post_init__.
     mailbox = object.__new__(Mailbox)
     object.__setattr__(mailbox, "local_part", local)
     object.__setattr__(mailbox, "domain", domain)
@@ -453,8 +442,9 @@ def parse_path(
     simple = _SIMPLE_PATH.fullmatch(text)
     if simple is not None:
         local, domain = simple.groups()
-        if _simple_fits(local, domain):
-            return _checked_mailbox(local, domain)  # the everyday path, checked in one match
+        mailbox = simple_mailbox(local, domain)
+        if mailbox is not None:
+            return mailbox  # the everyday path, checked in one match
     _check_chars(text, "path")
     if len(text) < 2 or not text.startswith("<") or not text.endswith(">"):
         raise AddressError(f"path {_show(text)} is not enclosed in angle brackets")

@@ -505,6 +505,8 @@ class ServerConnection:
             self.max_auth_line if in_auth else self._command_line_limit, lf_ends=lf_ends
         )
         if line is None:
+            if not self._buffer.peer_closed:
+                return NEED_DATA  # the wait for every command: no call for it
             return self._closed_or_need_data()
         if line is LINE_TOO_LONG:
             if in_auth:
