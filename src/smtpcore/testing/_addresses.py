@@ -72,6 +72,16 @@ def address_literals(*, general: bool = False) -> st.SearchStrategy[str]:
     """``[192.0.2.1]`` and ``[IPv6:2001:db8::1]`` forms (RFC 5321 §4.1.3).
 
     With ``general``, also the ``[tag:content]`` form of other address types.
+
+    >>> from hypothesis import given
+    >>> from smtpcore.address import parse_domain
+    >>> from smtpcore.testing import strategies as sst
+    >>> sst.address_literals().example()  # doctest: +SKIP
+    '[IPv6:2001:db8::1]'
+    >>> @given(sst.address_literals())
+    ... def test_literals_parse(literal):
+    ...     assert parse_domain(literal)
+    >>> test_literals_parse()
     """
     v4 = st.ip_addresses(v=4).map(lambda ip: f"[{ip}]")
     v6 = st.ip_addresses(v=6).map(_ipv6_literal)
@@ -170,9 +180,12 @@ def mailboxes(
     256-octet path limits.
 
     >>> from hypothesis import given
+    >>> from smtpcore.address import parse_mailbox
+    >>> from smtpcore.testing import strategies as sst
     >>> @given(sst.mailboxes(utf8=True))
     ... def test_round_trip(mailbox):
     ...     assert parse_mailbox(str(mailbox)) == mailbox
+    >>> test_round_trip()
     """
     built = st.builds(
         _mailbox_or_none,

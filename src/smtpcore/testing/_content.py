@@ -112,7 +112,21 @@ def chunk_sizes(*, max_size: int = 64) -> st.SearchStrategy[list[int]]:
     """Sizes of the successive reads a network may deliver, cycled by the harnesses.
 
     ``[1]`` (one byte at a time) comes up often; otherwise a few sizes
-    between 1 and ``max_size``.
+    between 1 and ``max_size``. Give them to a pair's ``client_chunks`` or
+    ``server_chunks``.
+
+    >>> from hypothesis import given
+    >>> from smtpcore.smtp import Ehlo
+    >>> from smtpcore.testing import ConnectionPair
+    >>> from smtpcore.testing import strategies as sst
+    >>> sst.chunk_sizes().example()  # doctest: +SKIP
+    [3, 1, 17]
+    >>> @given(sst.chunk_sizes(), sst.chunk_sizes())
+    ... def test_ehlo_however_cut(up, down):
+    ...     pair = ConnectionPair(client_chunks=up, server_chunks=down)
+    ...     pair.send(Ehlo("client.test"))
+    ...     assert pair.answers[-1].reply.code == 250
+    >>> test_ehlo_however_cut()
     """
     return st.one_of(
         st.just([1]),
@@ -129,9 +143,11 @@ def chunkings(draw: st.DrawFn, data: bytes) -> list[bytes]:
     ``b"".join(pieces) == data`` always holds.
 
     >>> from hypothesis import given
+    >>> from smtpcore.testing import strategies as sst
     >>> @given(sst.chunkings(b"EHLO a.example\\r\\n"))
-    ... def test_same_events(pieces):
-    ...     ...
+    ... def test_pieces_join_back(pieces):
+    ...     assert b"".join(pieces) == b"EHLO a.example\\r\\n"
+    >>> test_pieces_join_back()
     """
     if not data:
         return []

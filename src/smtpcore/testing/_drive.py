@@ -77,6 +77,7 @@ def run_server(
     Stops at ``NEED_DATA``, at ``ConnectionClosed``, or at an event the
     application left unanswered.
 
+    >>> from smtpcore.smtp import Reply, ServerConnection
     >>> conn = ServerConnection("mx.test")
     >>> greeting = conn.send(Reply(220, "mx.test ESMTP"))
     >>> events, out = run_server(conn, b"EHLO client.test\\r\\nNOOP\\r\\n")

@@ -148,6 +148,7 @@ class ConnectionPair(_Link[smtp.ClientConnection, smtp.ServerConnection, smtp.Ev
     ``server_chunks`` are the read sizes each way, cycled (``[1]`` feeds
     byte by byte; empty delivers each write whole).
 
+    >>> from smtpcore.address import parse_mailbox
     >>> from smtpcore.smtp import Ehlo, Mail, Rcpt, Data, MessageData, EndOfMessage
     >>> pair = ConnectionPair(client_chunks=[1])
     >>> pair.send(Ehlo("client.test"))

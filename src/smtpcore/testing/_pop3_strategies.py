@@ -152,9 +152,15 @@ def pop3_commands(
     listed, APOP, AUTH with the listed SASL mechanisms, STLS and UTF8 when
     listed.
 
+    >>> from hypothesis import given
+    >>> from smtpcore import pop3
     >>> from smtpcore.testing import strategies as sst
     >>> sst.pop3_commands(login=True).example()  # doctest: +SKIP
     Auth(mechanism='LOGIN', initial_response=b'\\x00j')
+    >>> @given(sst.pop3_commands(capabilities=["USER"]))
+    ... def test_no_top_or_uidl_unless_listed(command):
+    ...     assert not isinstance(command, pop3.Top | pop3.Uidl)
+    >>> test_no_top_or_uidl_unless_listed()
     """
     tags = _capability_tags(capabilities)
     options: list[st.SearchStrategy[pop3.Command]] = [
@@ -462,7 +468,22 @@ def pop3_command_lines(*, hostile: bool = False) -> st.SearchStrategy[bytes]:
     """One client line, CRLF included: every command of RFC 1939 and its
     extensions, SASL responses among them; ``hostile=True`` adds bad
     message numbers (zero, negative, non-ASCII digits, 300 digits), missing
-    arguments, bare CR or LF, NUL, over-long lines and arbitrary bytes."""
+    arguments, bare CR or LF, NUL, over-long lines and arbitrary bytes.
+
+    >>> from hypothesis import given
+    >>> from smtpcore import pop3
+    >>> from smtpcore.testing import run_pop3_server
+    >>> from smtpcore.testing import strategies as sst
+    >>> sst.pop3_command_lines(hostile=True).example()  # doctest: +SKIP
+    b'RETR \\xd9\\xa3\\r\\n'
+    >>> @given(sst.pop3_command_lines(hostile=True))
+    ... def test_memory_stays_bounded(line):
+    ...     server = pop3.ServerConnection("pop.test")
+    ...     server.send(pop3.Ok("ready"))
+    ...     run_pop3_server(server, line)
+    ...     assert server.buffered <= server.max_buffered + len(line)
+    >>> test_memory_stays_bounded()
+    """
     valid = st.sampled_from(_VALID_LINES)
     if not hostile:
         return valid
@@ -499,7 +520,23 @@ def pop3_response_lines(*, hostile: bool = False) -> st.SearchStrategy[bytes]:
     """Pieces of what a POP3 server writes: status lines, SASL challenges,
     content lines and the terminator; ``hostile=True`` adds lowercase or
     missing status indicators, bare CR or LF, over-long lines, unterminated
-    response codes and arbitrary bytes."""
+    response codes and arbitrary bytes.
+
+    >>> from hypothesis import given
+    >>> from smtpcore import ProtocolError, pop3
+    >>> from smtpcore.testing import strategies as sst
+    >>> sst.pop3_response_lines(hostile=True).example()  # doctest: +SKIP
+    b'-ERR [UNTERMINATED\\r\\n'
+    >>> @given(sst.pop3_response_lines(hostile=True))
+    ... def test_a_greeting_is_read_or_refused(line):
+    ...     client = pop3.ClientConnection("client.test")
+    ...     client.receive_data(line)
+    ...     try:
+    ...         client.next_event()
+    ...     except ProtocolError:
+    ...         pass  # refused: anything else escaping is a bug
+    >>> test_a_greeting_is_read_or_refused()
+    """
     valid = st.sampled_from(_VALID_RESPONSES)
     if not hostile:
         return valid

@@ -274,9 +274,11 @@ class ScriptedServer(ScriptedPeer):
     :attr:`port`. A :class:`StartTLS` step needs ``ssl_context`` (a server
     context). Leaving the ``with`` block checks the script.
 
-    >>> steps = script("S: 220 mx.test ESMTP\\nC: QUIT\\nS: 221 bye\\n-- close")
+    >>> import smtplib
+    >>> steps = script("S: 220 mx.test ESMTP\\nC~ (?i)QUIT\\nS: 221 bye\\n-- close")
     >>> with ScriptedServer(steps) as server:
-    ...     smtplib.SMTP(server.host, server.port).quit()
+    ...     smtplib.SMTP(server.host, server.port).quit()  # smtplib writes "quit"
+    (221, b'bye')
     """
 
     _own, _other = "S", "C"

@@ -90,6 +90,16 @@ def xtexts(*, hostile: bool = False) -> st.SearchStrategy[str]:
 
     ``hostile=True`` adds malformed ones: lower-case or short hex after
     ``+``, a lone ``+``, a raw ``=``.
+
+    >>> from hypothesis import given
+    >>> from smtpcore.smtp import decode_xtext, xtext
+    >>> from smtpcore.testing import strategies as sst
+    >>> sst.xtexts().example()  # doctest: +SKIP
+    'caf+C3+A9'
+    >>> @given(sst.xtexts())
+    ... def test_xtext_round_trip(value):
+    ...     assert xtext(decode_xtext(value)) == value
+    >>> test_xtext_round_trip()
     """
     valid = (
         st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), max_size=20)
@@ -171,6 +181,21 @@ def rcpt_parameters(
 
     ``hostile=True`` adds ``NOTIFY=NEVER,SUCCESS``, unknown events, ORCPT
     without its address type or with bad xtext, and unknown keywords.
+
+    >>> from hypothesis import given
+    >>> from smtpcore.smtp import BadCommand, Reply, ServerConnection
+    >>> from smtpcore.testing import run_server
+    >>> from smtpcore.testing import strategies as sst
+    >>> sst.rcpt_parameters().example()  # doctest: +SKIP
+    Parameters({'NOTIFY': 'SUCCESS,DELAY', 'ORCPT': 'rfc822;bob@pqr.example'})
+    >>> @given(sst.rcpt_parameters())
+    ... def test_a_dsn_server_accepts_them(params):
+    ...     server = ServerConnection("mx.test", dsn=True)
+    ...     server.send(Reply(220, "mx.test ESMTP"))
+    ...     lines = f"EHLO c.test\\r\\nMAIL FROM:<>\\r\\nRCPT TO:<bob@pqr.example> {params}\\r\\n"
+    ...     events, _ = run_server(server, lines.encode())
+    ...     assert not any(isinstance(event, BadCommand) for event in events)
+    >>> test_a_dsn_server_accepts_them()
     """
     offered = {name.upper() for name in extensions}
     choices: list[st.SearchStrategy[tuple[str, str | None]]] = []
@@ -228,6 +253,16 @@ def commands(
     ``extensions`` limits parameters and the commands of extensions
     (``BDAT`` needs CHUNKING, ``STARTTLS``, ``AUTH``); ``lmtp`` uses LHLO for
     the greeting command (RFC 2033).
+
+    >>> from hypothesis import given
+    >>> from smtpcore.smtp import Auth, Bdat, StartTls
+    >>> from smtpcore.testing import strategies as sst
+    >>> sst.commands(extensions={"SIZE"}).example()  # doctest: +SKIP
+    Rcpt(recipient=Mailbox(local_part='bob', domain='pqr.example'), params=Parameters({}))
+    >>> @given(sst.commands(extensions={"8BITMIME"}))
+    ... def test_no_command_of_an_extension_not_offered(command):
+    ...     assert not isinstance(command, Bdat | StartTls | Auth)
+    >>> test_no_command_of_an_extension_not_offered()
     """
     offered = {name.upper() for name in extensions}
     utf8 = "SMTPUTF8" in offered
@@ -690,6 +725,22 @@ def reply_lines(*, hostile: bool = False) -> st.SearchStrategy[bytes]:
     reply, bare LF or CR endings, NUL and invalid UTF-8, over-long lines and
     too many lines, a 421 where another reply was due, and a reply glued to
     an unsolicited one.
+
+    >>> from hypothesis import given
+    >>> from smtpcore import ProtocolError
+    >>> from smtpcore.smtp import ClientConnection
+    >>> from smtpcore.testing import strategies as sst
+    >>> sst.reply_lines(hostile=True).example()  # doctest: +SKIP
+    b'250-first\\r\\n251 other code\\r\\n'
+    >>> @given(sst.reply_lines(hostile=True))
+    ... def test_a_greeting_is_read_or_refused(line):
+    ...     client = ClientConnection("client.test")
+    ...     client.receive_data(line)
+    ...     try:
+    ...         client.next_event()
+    ...     except ProtocolError:
+    ...         pass  # refused: anything else escaping is a bug
+    >>> test_a_greeting_is_read_or_refused()
     """
     valid = replies().map(lambda reply: reply.to_bytes(reply.status))
     if not hostile:
