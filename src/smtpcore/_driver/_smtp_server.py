@@ -337,6 +337,11 @@ class ServerState(SessionRegistry["ServerSession"]):
             if name.startswith("handle_") and hook in _FIXED_ANSWERS
         }
         """Hook name -> the one reply Handler's hook gives, for those that give one."""
+        self.unasked = {
+            name: answer for name, answer in self.fixed_answers.items() if name not in overridden
+        }
+        """Hook name -> the reply given without asking the handler, which keeps Handler's
+        hook (the everyday commands then cost no call to :meth:`ServerSession._ask`)."""
 
     def new_session(self, transport: Link) -> ServerSession:
         return ServerSession(transport, self)
@@ -607,7 +612,7 @@ class ServerSession(ServedSession):
 
     async def _mail(self, command: Mail) -> None:
         session = self.session
-        reply = await self._ask(
+        reply = self.state.unasked.get("handle_mail") or await self._ask(
             "handle_mail",
             lambda handler: handler.handle_mail(session, command),
             self.options.timeouts.command,
@@ -627,7 +632,7 @@ class ServerSession(ServedSession):
         session = self.session
         envelope = session.envelope
         assert envelope is not None
-        reply = await self._ask(
+        reply = self.state.unasked.get("handle_data") or await self._ask(
             "handle_data",
             lambda handler: handler.handle_data(session, envelope),
             self.options.timeouts.command,
@@ -678,7 +683,7 @@ class ServerSession(ServedSession):
         session = self.session
         envelope = session.envelope
         assert envelope is not None
-        reply = await self._ask(
+        reply = self.state.unasked.get("handle_rcpt") or await self._ask(
             "handle_rcpt",
             lambda handler: handler.handle_rcpt(session, envelope, command),
             self.options.timeouts.command,
@@ -879,7 +884,11 @@ class ServerSession(ServedSession):
             if envelope.chunks:
                 envelope.content = b"".join(envelope.chunks)
                 envelope.chunks.clear()
-            replies = await self._message_replies(envelope, due)
+            accepted = self.state.unasked.get("handle_message")
+            if accepted is not None:
+                replies = [accepted] * due
+            else:
+                replies = await self._message_replies(envelope, due)
             session.envelope = None
         for reply in replies:
             self._answer(reply)
