@@ -174,6 +174,7 @@ class ServerConnection:
         "_refusal",
         "_skip",
         "_state",
+        "_unread",
         "_utf8_transaction",
         "_verb_owner",
         "_verbs",
@@ -316,6 +317,9 @@ class ServerConnection:
         """``max_command_line`` and what the extensions in force add to it."""
 
         self._buffer = ReceiveBuffer()
+        self._unread = self._buffer.view()
+        """The buffer's own bytes (the same bytearray for its whole life): whether any
+        wait, read without a call."""
         self._state = State.GREETING
         self._pending: Event | None = None
         self._error: RemoteProtocolError | None = None
@@ -407,6 +411,8 @@ class ServerConnection:
             if state is State.DATA:
                 return self._next_content()
             if state in _READING_COMMANDS:
+                if not self._unread and not self._buffer.peer_closed:
+                    return NEED_DATA  # nothing to read: the wait before every command
                 return self._next_command()
         if state is State.ERROR:
             raise RemoteProtocolError(
@@ -726,7 +732,7 @@ class ServerConnection:
             return self._end_content()
         decoder = self._decoder
         assert decoder is not None
-        buffered = self._buffer.view()  # the buffer's own bytes, consumed below
+        buffered = self._unread
         while buffered:
             data, consumed, ended = decoder.decode(buffered)
             self._buffer.consume(consumed)
@@ -743,6 +749,8 @@ class ServerConnection:
                 return MessageData(data)
             if not consumed:
                 break
+        if not self._buffer.peer_closed:
+            return NEED_DATA  # the wait for more content: no call for it
         return self._closed_or_need_data()
 
     def _start_chunk(self, command: Bdat) -> None:
@@ -910,7 +918,7 @@ class ServerConnection:
         return self._finish(command, event)
 
     def _start_content(self, command: Data, event: Reply) -> bytes:
-        if self._buffer and self.reject_early_content:
+        if self._unread and self.reject_early_content:
             self._state = State.ERROR
             self._error = RemoteProtocolError(
                 "message content arrived before the 354 reply (RFC 2920 §3.1)",
