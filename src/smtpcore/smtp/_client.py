@@ -23,7 +23,7 @@ from smtpcore._dotstuff import DotEncoder
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
-from smtpcore.address import Mailbox
+from smtpcore.address import Mailbox, format_path
 from smtpcore.smtp._commands import format_command
 from smtpcore.smtp._events import (
     Auth,
@@ -47,7 +47,8 @@ from smtpcore.smtp._events import (
     Xforward,
 )
 from smtpcore.smtp._extensions import ServerExtensions, check_command, check_content
-from smtpcore.smtp._replies import Reply, ReplyParser
+from smtpcore.smtp._params import NO_PARAMETERS
+from smtpcore.smtp._replies import Reply, ReplyParser, known_replies
 from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, Rule, State, next_state
 from smtpcore.smtp._transaction import TransactionResult, _Transaction
 
@@ -77,7 +78,29 @@ class _Awaited:
     """For the end of the content in LMTP: replies still to come, once known."""
 
 
+_CONTENT_OUT_OF_PLACE: Final = (
+    "message content goes after the 354 reply to DATA (or right after a BDAT)"
+)
 _GREETING_RULE: Final = Rule(frozenset({State.GREETING}), frozenset({220}), State.HELLO)
+
+
+_PATHS: Final[dict[tuple[str, str], bytes]] = {}
+"""The wire form of the paths sent so far, by local part and domain: a client
+sends from the same address, and often to the same few, message after message."""
+_PATHS_KEPT: Final = 256
+
+
+def _wire_path(mailbox: Mailbox | None) -> bytes:
+    """``<mailbox>`` (``<>`` for None) as :func:`format_command` writes it, in UTF-8."""
+    if mailbox is None:
+        return b"<>"
+    key = (mailbox.local_part, mailbox.domain)
+    path = _PATHS.get(key)
+    if path is None:
+        if len(_PATHS) >= _PATHS_KEPT:
+            _PATHS.clear()
+        path = _PATHS[key] = format_path(mailbox).encode("utf-8")
+    return path
 
 
 def _name(event: Event | None) -> str:
@@ -263,15 +286,15 @@ class ClientConnection:
             return ConnectionClosed()
         if state is State.TLS_PENDING:
             return PAUSED
-        try:
-            reply = self._read_reply() if self._received else None
-            if reply is not None:
-                self._dispatch(reply)
-        except RemoteProtocolError:
-            self._state = State.ERROR
-            raise
-        if reply is not None:
-            return reply
+        if self._received:
+            try:
+                reply = self._read_reply()
+                if reply is not None:
+                    self._dispatch(reply)
+                    return reply
+            except RemoteProtocolError:
+                self._state = State.ERROR
+                raise
         if self._buffer.peer_closed:
             self._close()
             return ConnectionClosed()
@@ -308,7 +331,7 @@ class ClientConnection:
         if isinstance(event, MessageData):
             return self._send_content(event.data)
         if isinstance(event, EndOfMessage):
-            return self._send_end()
+            return self._send_end(event)
         if isinstance(event, AuthResponse):
             return self._send_auth_response(event)
         if isinstance(event, Command):
@@ -346,23 +369,55 @@ class ClientConnection:
         self._extensions = extensions
         self._extended = extended
         self._pipelining = extensions.pipelining
-        self._enhanced_status_codes = extensions.enhanced_status_codes
+        self._enhanced_status_codes = enhanced = extensions.enhanced_status_codes
+        self._known = known_replies(enhanced)
 
     # -- sending --------------------------------------------------------
 
     def _send_command(self, command: Command) -> bytes:
         if self._bdat_due:
             raise LocalProtocolError(f"{self._bdat_due} octets of BDAT content are still due")
-        self._check_group(command.verb)
-        rule = RULES[type(command)]
-        projected = self._projected_state()
+        if self._queue:
+            self._check_group(command.verb)
+            projected = self._projected_state()
+        else:
+            projected = self._state
+        kind = type(command)
+        rule = RULES[kind]
         if projected not in rule.allowed:
             raise LocalProtocolError(
                 f"{command.verb} is not allowed in the {projected.name} state"
             )
+        transaction = self._transaction
+        entry = _Awaited(command, rule, transaction)
+        # The envelope of most messages, built and recorded without the general
+        # checks: an ASCII address and no parameter, which no extension can refuse
+        # (the general path gives the same bytes: a property test holds them equal).
+        if kind is Rcpt:
+            assert isinstance(command, Rcpt)
+            to = command.recipient
+            local, domain = to.local_part, to.domain
+            if command.params is NO_PARAMETERS and local.isascii() and domain.isascii():
+                assert transaction is not None  # the MAIL state implies a MAIL sent
+                entry.recipient = transaction.add_recipient(to)
+                self._queue.append(entry)
+                return b"RCPT TO:" + (_PATHS.get((local, domain)) or _wire_path(to)) + b"\r\n"
+        elif kind is Mail:
+            assert isinstance(command, Mail)
+            sender = command.sender
+            if command.params is NO_PARAMETERS and (
+                sender is None or (sender.local_part.isascii() and sender.domain.isascii())
+            ):
+                entry.transaction = self._transaction = _Transaction(
+                    sender, utf8=False, binary=False
+                )
+                self._queue.append(entry)
+                return b"MAIL FROM:" + _wire_path(sender) + b"\r\n"
+        elif kind is Data and (transaction is None or not transaction.binary):
+            self._queue.append(entry)
+            return b"DATA\r\n"
         self._check_command(command)
         data = format_command(command)
-        entry = _Awaited(command, rule)
         if isinstance(command, Mail):
             params = command.params
             body = (params.get("BODY") or "").upper()
@@ -371,8 +426,7 @@ class ClientConnection:
             )
         elif isinstance(command, _SESSION_RESETS):
             self._transaction = None
-        if isinstance(command, _TRANSACTION_EVENTS):
-            entry.transaction = self._transaction
+        entry.transaction = self._transaction if isinstance(command, _TRANSACTION_EVENTS) else None
         if isinstance(command, Rcpt):
             assert self._transaction is not None  # the MAIL state implies a MAIL sent
             entry.recipient = self._transaction.add_recipient(command.recipient)
@@ -441,24 +495,20 @@ class ClientConnection:
             check_content(self._extensions, data)
             self._bdat_due -= len(data)
             return data
-        encoder = self._content_encoder()
-        check_content(self._extensions, data)
-        return encoder.encode(data)
-
-    def _send_end(self) -> bytes:
-        encoder = self._content_encoder()
-        self._encoder = None
-        entry = _Awaited(EndOfMessage(), END_OF_DATA_RULE, self._content_transaction)
-        self._queue.append(entry)
-        return encoder.end()
-
-    def _content_encoder(self) -> DotEncoder:
         encoder = self._encoder
         if encoder is None or self._queue or self._state is not State.DATA:
-            raise LocalProtocolError(
-                "message content goes after the 354 reply to DATA (or right after a BDAT)"
-            )
-        return encoder
+            raise LocalProtocolError(_CONTENT_OUT_OF_PLACE)
+        if not data.isascii():
+            check_content(self._extensions, data)
+        return encoder.encode(data)
+
+    def _send_end(self, event: EndOfMessage) -> bytes:
+        encoder = self._encoder
+        if encoder is None or self._queue or self._state is not State.DATA:
+            raise LocalProtocolError(_CONTENT_OUT_OF_PLACE)
+        self._encoder = None
+        self._queue.append(_Awaited(event, END_OF_DATA_RULE, self._content_transaction))
+        return encoder.end()
 
     def _send_auth_response(self, event: AuthResponse) -> bytes:
         if self._state is not State.AUTH or self._queue:
@@ -473,30 +523,41 @@ class ClientConnection:
         if not self._queue and not b"421".startswith(bytes(view[:3])):
             raise RemoteProtocolError(f"unsolicited reply {bytes(view[:80])!r}")
         limit = self.max_reply_line
-        if len(view) >= limit and view.find(b"\n", 0, limit) < 0:
-            raise RemoteProtocolError(f"reply line longer than {limit} octets")
-        return self._parser.next_reply(self._buffer, enhanced=self._enhanced_status_codes)
+        end = view.find(b"\n", 0, limit)
+        if end < 0:
+            if len(view) >= limit:
+                raise RemoteProtocolError(f"reply line longer than {limit} octets")
+            return None  # the line is not complete yet
+        parser = self._parser
+        if not parser._lines:  # no multi-line reply under way: maybe a line seen before
+            reply = self._known.get(bytes(view[: end + 1]))
+            if reply is not None:
+                self._buffer.consume(end + 1)
+                return reply
+        return parser.next_reply(self._buffer, enhanced=self._enhanced_status_codes)
 
     def _dispatch(self, reply: Reply) -> None:
         self._answered_recipient = None
-        if not self._queue:
+        queue = self._queue
+        if not queue:
             if reply.code != 421:
                 raise RemoteProtocolError(f"unsolicited reply {reply}")
             self._answered = None
             self._close()
             return
-        entry = self._queue[0]
+        entry = queue[0]
         event = entry.event
         if event is None:
             self._answer_greeting(reply)
             return
         code = reply.code
-        if not entry.rule.accepts(code):
-            raise RemoteProtocolError(f"{code} is not a reply to {_name(event)}")
+        rule = entry.rule
+        if code < 400 and code not in rule.success_codes and code not in rule.intermediate:
+            raise RemoteProtocolError(f"{code} is not a reply to {_name(event)}")  # Rule.accepts
         if (
-            isinstance(event, Data)
+            self.lmtp
             and code == 354
-            and self.lmtp
+            and isinstance(event, Data)
             and entry.transaction is not None
             and not entry.transaction.accepted_indexes()
         ):
@@ -504,12 +565,12 @@ class ClientConnection:
         self._answered = event
         if entry.transaction is not None:
             self._last_transaction = entry.transaction
-        if entry.rule is END_OF_DATA_RULE:
+        if rule is END_OF_DATA_RULE:
             self._answer_end(entry, reply)
         else:
-            self._queue.popleft()
+            queue.popleft()
             current = State.READY if isinstance(event, AuthResponse) else self._state
-            self._state = next_state(entry.rule, code, current)
+            self._state = next_state(rule, code, current)
             self._answer_command(entry, reply)
         if code == 421:
             self._close()
@@ -528,7 +589,7 @@ class ClientConnection:
     def _answer_command(self, entry: _Awaited, reply: Reply) -> None:
         command = entry.event
         transaction = entry.transaction
-        positive = reply.is_positive
+        positive = 200 <= reply.code < 300
         if isinstance(command, (Ehlo, Lhlo)) and positive:
             self._offer(ServerExtensions.from_reply(reply), extended=True)
         elif isinstance(command, Helo) and positive:
@@ -540,8 +601,7 @@ class ClientConnection:
         elif isinstance(command, Xclient) and reply.code == 220:
             # The session starts over for the client XCLIENT named: EHLO again, and
             # only what that reply lists may be used.
-            self._extensions = ServerExtensions()
-            self._extended = False
+            self._offer(ServerExtensions(), extended=False)
         if isinstance(command, _SESSION_RESETS) and self._last_transaction is not None:
             self._last_transaction.complete = True
         if transaction is None:
@@ -550,7 +610,7 @@ class ClientConnection:
             transaction.mail_reply = reply
             transaction.complete = not positive
         elif isinstance(command, Rcpt):
-            transaction.answer_recipient(entry.recipient, reply)
+            transaction.replies[entry.recipient] = reply
             self._answered_recipient = command.recipient
         elif isinstance(command, (Data, Bdat)):
             transaction.data_reply = reply
@@ -564,21 +624,25 @@ class ClientConnection:
         """A reply after the content: one in SMTP, one per accepted recipient in LMTP."""
         transaction = entry.transaction
         assert transaction is not None
-        accepted = transaction.accepted_indexes()
-        if not entry.replies_due:
-            entry.replies_due = max(len(accepted), 1) if self.lmtp else 1
+        deliveries = transaction.deliveries
         if self.lmtp:
+            accepted = transaction.accepted_indexes()
+            if not entry.replies_due:
+                entry.replies_due = max(len(accepted), 1)
             position = len(transaction.end_replies)
             if position < len(accepted):
                 index = accepted[position]
-                transaction.deliver(index, reply)
-                self._answered_recipient = transaction.recipients[index].recipient
+                deliveries[index] = reply
+                self._answered_recipient = transaction.recipients[index]
+            entry.replies_due -= 1
+            done = entry.replies_due == 0
         else:
-            for index in accepted:
-                transaction.deliver(index, reply)
+            for index, answer in enumerate(transaction.replies):
+                if answer is not None and 200 <= answer.code < 300:  # accepted
+                    deliveries[index] = reply
+            done = True
         transaction.end_replies.append(reply)
-        entry.replies_due -= 1
-        if entry.replies_due == 0 or reply.code == 421:
+        if done or reply.code == 421:
             self._queue.popleft()
             transaction.complete = True
             self._state = next_state(END_OF_DATA_RULE, reply.code, self._state)

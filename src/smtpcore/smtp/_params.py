@@ -13,7 +13,7 @@ from typing import Final, Protocol, TypeAlias, TypeVar, overload
 
 from smtpcore._errors import LocalProtocolError
 
-__all__ = ["ParameterValue", "Parameters", "ParametersLike", "parse_parameters"]
+__all__ = ["NO_PARAMETERS", "ParameterValue", "Parameters", "ParametersLike", "parse_parameters"]
 
 _KEYWORD_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 # esmtp-value: %d33-60 / %d62-126, and UTF-8 beyond ASCII (RFC 6531 §3.3).
@@ -97,7 +97,9 @@ class Parameters(Mapping[str, "str | None"]):
     def coerce(cls, value: ParametersLike) -> Parameters:
         if isinstance(value, Parameters):
             return value
-        return cls(value or ())
+        if not value:
+            return NO_PARAMETERS
+        return cls(value)
 
     def __getitem__(self, keyword: str) -> str | None:
         upper = keyword.upper()
@@ -158,6 +160,10 @@ class Parameters(Mapping[str, "str | None"]):
         """The wire form: ``SIZE=1000 BODY=8BITMIME``."""
         return " ".join(key if value is None else f"{key}={value}" for key, value in self._items)
 
+
+NO_PARAMETERS: Final = Parameters()
+"""The empty parameters of a command given none, shared (``Parameters`` are
+immutable): the client machine knows by identity that there is nothing to check."""
 
 ParametersLike = Parameters | Mapping[str, GivenValue] | None
 """What event constructors accept for ``params``."""

@@ -18,7 +18,14 @@ from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import LINE_TOO_LONG, ReceiveBuffer
 from smtpcore.smtp._base import Event
 
-__all__ = ["EnhancedStatus", "Reply", "ReplyParser", "parse_everyday_reply"]
+__all__ = [
+    "EnhancedStatus",
+    "Reply",
+    "ReplyParser",
+    "everyday_reply",
+    "known_replies",
+    "parse_everyday_reply",
+]
 
 # [0-9], not \d: a str pattern's \d matches any Unicode digit (RFC 3463 §2: ASCII).
 _STATUS_RE: Final = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})")
@@ -211,6 +218,37 @@ def parse_everyday_reply(line: bytes, *, enhanced: bool) -> Reply | None:
     return Reply(code, (text,))
 
 
+_KNOWN_REPLIES: Final[tuple[dict[bytes, Reply], dict[bytes, Reply]]] = ({}, {})
+_KNOWN_LINE: Final = 128
+"""Longest line kept in :data:`_KNOWN_REPLIES`."""
+_KNOWN_COUNT: Final = 256
+"""Lines kept at most; a full table starts over."""
+
+
+def known_replies(enhanced: bool) -> dict[bytes, Reply]:
+    """The everyday replies read so far, by line, for sessions with (or without)
+    enhanced status codes: what :func:`everyday_reply` gives for each line.
+
+    A server answers with the same few lines message after message, and a
+    :class:`Reply` is immutable, so each is read once; a machine looks its
+    lines up here first. At most 256 lines of up to 128 octets are kept.
+    """
+    return _KNOWN_REPLIES[enhanced]
+
+
+def everyday_reply(line: bytes, *, enhanced: bool) -> Reply | None:
+    """:func:`parse_everyday_reply`, remembered in :func:`known_replies`."""
+    known = _KNOWN_REPLIES[enhanced]
+    reply = known.get(line)
+    if reply is None:
+        reply = parse_everyday_reply(line, enhanced=enhanced)
+        if reply is not None and len(line) <= _KNOWN_LINE:
+            if len(known) >= _KNOWN_COUNT:
+                known.clear()
+            known[line] = reply
+    return reply
+
+
 @functools.lru_cache(maxsize=64)
 def _enhanced_status(text: str) -> EnhancedStatus | None:
     """``text`` as an enhanced status code (RFC 2034 §3), or None: a server uses a few,
@@ -250,7 +288,7 @@ class ReplyParser:
                 return None
             if line is LINE_TOO_LONG:
                 raise RemoteProtocolError("reply line too long")
-            reply = None if self._lines else parse_everyday_reply(line, enhanced=enhanced)
+            reply = None if self._lines else everyday_reply(line, enhanced=enhanced)
             if reply is None:
                 reply = self.read_line(line, enhanced=enhanced)
             if reply is not None:

@@ -78,15 +78,22 @@ class TransactionResult:
 
 
 class _Transaction:
-    """The mutable record behind :class:`TransactionResult` snapshots."""
+    """The mutable record behind :class:`TransactionResult` snapshots.
+
+    Each recipient's replies are kept in lists beside the recipients, and a
+    :class:`RecipientResult` is made only for a snapshot: replies come in
+    message after message, snapshots are taken once a message.
+    """
 
     __slots__ = (
         "binary",
         "complete",
         "data_reply",
+        "deliveries",
         "end_replies",
         "mail_reply",
         "recipients",
+        "replies",
         "sender",
         "utf8",
     )
@@ -96,31 +103,33 @@ class _Transaction:
         self.utf8 = utf8
         self.binary = binary
         self.mail_reply: Reply | None = None
-        self.recipients: list[RecipientResult] = []
+        self.recipients: list[Mailbox] = []
+        self.replies: list[Reply | None] = []
+        """The reply to each recipient's ``RCPT``, None while it is awaited."""
+        self.deliveries: list[Reply | None] = []
+        """The reply after the content that decided each recipient's fate."""
         self.data_reply: Reply | None = None
         self.end_replies: list[Reply] = []
         self.complete = False
 
     def add_recipient(self, recipient: Mailbox) -> int:
-        self.recipients.append(RecipientResult(recipient))
+        self.recipients.append(recipient)
+        self.replies.append(None)
+        self.deliveries.append(None)
         return len(self.recipients) - 1
 
-    def answer_recipient(self, index: int, reply: Reply) -> None:
-        result = self.recipients[index]
-        self.recipients[index] = RecipientResult(result.recipient, reply, result.delivery)
-
     def accepted_indexes(self) -> list[int]:
-        return [index for index, result in enumerate(self.recipients) if result.accepted]
-
-    def deliver(self, index: int, reply: Reply) -> None:
-        result = self.recipients[index]
-        self.recipients[index] = RecipientResult(result.recipient, result.reply, reply)
+        return [
+            index
+            for index, reply in enumerate(self.replies)
+            if reply is not None and 200 <= reply.code < 300
+        ]
 
     def snapshot(self) -> TransactionResult:
         return TransactionResult(
             self.sender,
             self.mail_reply,
-            tuple(self.recipients),
+            tuple(map(RecipientResult, self.recipients, self.replies, self.deliveries)),
             self.data_reply,
             tuple(self.end_replies),
             self.complete,
