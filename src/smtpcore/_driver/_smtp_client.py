@@ -80,7 +80,7 @@ from smtpcore.smtp import (
     Xclient,
     Xforward,
 )
-from smtpcore.smtp._params import ParametersLike
+from smtpcore.smtp._params import NO_PARAMETERS, ParametersLike
 from smtpcore.smtp._state import RULES, State
 
 __all__ = [
@@ -108,6 +108,10 @@ T = TypeVar("T")
 
 _CHUNK: Final = 65536
 _QUIT_STATES: Final = RULES[Quit].allowed
+_BINARYMIME: Final = Body.BINARYMIME.value
+_DATA: Final = Data()
+_END: Final = EndOfMessage()
+"""Events without fields, made once: events are immutable."""
 
 
 class SMTPClientOptions(TypedDict, total=False):
@@ -498,7 +502,10 @@ class BaseSMTPClient(BaseClient):
         without ``8BITMIME`` (``554 5.6.3``). After any other error than a
         refusal the connection is closed.
         """
-        extensions = self.connection.extensions
+        conn = self._conn
+        if conn is None:
+            raise SMTPConnectionError("not connected")
+        extensions = conn.extensions
         envelope = build_envelope(
             extensions, message, sender, recipients, mail_params, rcpt_params
         )
@@ -528,6 +535,8 @@ class BaseSMTPClient(BaseClient):
     ) -> list[list[Rcpt]]:
         """The RCPTs in groups the server's LIMITS allow in one transaction (RFC 9422
         §5.2: RCPTMAX, §5.3: RCPTDOMAINMAX); one group when it announced none."""
+        if "LIMITS" not in extensions:
+            return [list(rcpts)]
         groups = extensions.limits.split([rcpt.recipient for rcpt in rcpts])
         if len(groups) == 1:
             return [list(rcpts)]
@@ -581,7 +590,8 @@ class BaseSMTPClient(BaseClient):
     def _uses_bdat(self, mail: Mail, extensions: ServerExtensions) -> bool:
         """BDAT for this message: BINARYMIME content must (RFC 3030 §3); otherwise as
         ``chunking`` says and the server offers."""
-        if (mail.params.get("BODY") or "").upper() == Body.BINARYMIME.value:
+        params = mail.params
+        if params is not NO_PARAMETERS and (params.get("BODY") or "").upper() == _BINARYMIME:
             return True
         offered = extensions.chunking
         if self.chunking and not offered:
@@ -601,16 +611,18 @@ class BaseSMTPClient(BaseClient):
         await self._take_unasked()
         conn = self.connection
         commands: list[Rset | Mail | Rcpt | Data] = []
-        reset: list[Rset] = []
         if self._transaction_failed or conn.state is not State.READY:
-            reset.append(Rset())  # only after a failure: a finished transaction is closed
-        if forward:  # answered before MAIL, so that a refusal leaves no transaction open
-            await self._forward([*reset, *forward])
-        else:
-            commands += reset
-        commands += [mail, *rcpts]
+            # Only after a failure: a finished transaction is closed.
+            if forward:  # answered before MAIL, so that a refusal leaves no transaction open
+                await self._forward([Rset(), *forward])
+            else:
+                commands.append(Rset())
+        elif forward:
+            await self._forward(forward)
+        commands.append(mail)
+        commands += rcpts
         if not chunked:
-            commands.append(Data())
+            commands.append(_DATA)
         self._transaction_failed = True  # until it has been delivered
         if conn.extensions.pipelining:
             replies = await self._pipelined(commands)
@@ -618,20 +630,23 @@ class BaseSMTPClient(BaseClient):
             replies = await self._one_by_one(commands)
         offset = 1 if isinstance(commands[0], Rset) else 0
         mail_reply = replies[offset]
-        if not mail_reply.is_positive:
+        if mail_reply.code >= 300:
             raise SenderRefused("MAIL", mail_reply)
         data_reply = replies[-1] if len(replies) == len(commands) else None
-        if not any(reply.is_positive for reply in replies[offset + 1 : offset + 1 + len(rcpts)]):
+        for reply in replies[offset + 1 : offset + 1 + len(rcpts)]:
+            if reply.code < 300:
+                break  # a recipient accepted
+        else:
             if data_reply is not None and data_reply.code == 354:
                 # Every RCPT refused, yet a pipelined DATA got its 354 (RFC 2920 §3.1
                 # allows it): end the empty message so the session can go on.
-                await self._write(self._send(EndOfMessage()), self.timeouts.data_block)
+                await self._write(self._send(_END), self.timeouts.data_block)
                 await self._reply(self.timeouts.data_termination)
             result = conn.transaction
             assert result is not None
             raise RecipientsRefused(result.recipients[-1].reply or mail_reply, result)
         if chunked:
-            binary = (mail.params.get("BODY") or "").upper() == Body.BINARYMIME.value
+            binary = (mail.params.get("BODY") or "").upper() == _BINARYMIME
             last = await self._send_chunks(content, binary=binary)
         else:
             if data_reply is None or data_reply.code != 354:
@@ -640,7 +655,8 @@ class BaseSMTPClient(BaseClient):
             last = await self._final_replies()
         result = conn.transaction
         assert result is not None
-        if not result.delivered:
+        # In SMTP the one reply after the content decides for every accepted recipient.
+        if (last.code >= 300) if not self.lmtp else not result.delivered:
             raise MessageRefused("end of data", last, result)
         self._transaction_failed = False
         return result
@@ -670,9 +686,9 @@ class BaseSMTPClient(BaseClient):
             await self._write(self._send(command), timeout)
             reply = await self._reply(timeout)
             replies.append(reply)
-            if isinstance(command, Mail) and not reply.is_positive:
+            if reply.code >= 300 and isinstance(command, Mail):
                 break
-            accepted = accepted or (isinstance(command, Rcpt) and reply.is_positive)
+            accepted = accepted or (reply.code < 300 and isinstance(command, Rcpt))
         return replies
 
     async def _send_data(self, content: Content) -> None:
@@ -680,12 +696,15 @@ class BaseSMTPClient(BaseClient):
         §4.1.1.4): each piece written as the next is read, and the last one with the
         end, so that a message of one piece goes out in one write."""
         timeout = self.timeouts.data_block
+        if type(content) is bytes and len(content) <= self.chunk_size:  # one piece, one write
+            await self._write(self._send(MessageData(content)) + self._send(_END), timeout)
+            return
         ready = b""
         async for chunk in content_chunks(content, self.chunk_size):
             if ready:
                 await self._write(ready, timeout)
             ready = self._send(MessageData(chunk))
-        await self._write(ready + self._send(EndOfMessage()), timeout)
+        await self._write(ready + self._send(_END), timeout)
 
     async def _forward(self, commands: Sequence[Rset | Xforward]) -> None:
         """XFORWARD (and the RSET before it), answered before ``MAIL`` goes out: a

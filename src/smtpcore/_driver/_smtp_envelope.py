@@ -25,7 +25,7 @@ from smtpcore._numbers import parse_number
 from smtpcore.address import Mailbox, parse_mailbox
 from smtpcore.smtp import Mail, Parameters, Rcpt, Reply, ServerExtensions
 from smtpcore.smtp._extensions import parameter_problem, unoffered_parameter
-from smtpcore.smtp._params import ParametersLike
+from smtpcore.smtp._params import NO_PARAMETERS, ParametersLike
 
 __all__ = ["Envelope", "RecipientParameters", "Recipients", "build_envelope"]
 
@@ -73,14 +73,19 @@ def build_envelope(
     from_ = None if sender == "" else _mailbox(sender)
     if isinstance(recipients, (str, Mailbox)):
         recipients = [recipients]
-    rcpts = [_mailbox(r) for r in recipients]
+    rcpts = [r if isinstance(r, Mailbox) else _parsed_mailbox(r) for r in recipients]
     if not rcpts:
         raise ValueError("no recipients")
-    given = _NO_PARAMETERS if mail_params is None else Parameters.coerce(mail_params)
-    added = _added_mail_params(extensions, from_, rcpts, content, given)
-    mail = Mail(from_, {**added, **given} if mail_params is not None else added)
-    commands = [Rcpt(r, _params_of(rcpt_params, r)) for r in rcpts]
-    check_sendable(extensions, mail, commands, content)
+    given = NO_PARAMETERS if mail_params is None else Parameters.coerce(mail_params)
+    size = known_size(content)
+    wide = _first_wide(from_, rcpts)
+    added = _added_mail_params(extensions, wide is not None, content, size, given)
+    mail = Mail(from_, (added or NO_PARAMETERS) if given is NO_PARAMETERS else {**added, **given})
+    if rcpt_params is None:
+        commands = [Rcpt(r, NO_PARAMETERS) for r in rcpts]
+    else:
+        commands = [Rcpt(r, _params_of(rcpt_params, r)) for r in rcpts]
+    _check_sendable(extensions, mail, wide, content, size)
     check_offered(extensions, mail, commands)
     return Envelope(mail, commands, content)
 
@@ -92,25 +97,39 @@ def check_sendable(
     names: a UTF-8 address or ``SMTPUTF8`` without the extension (``553 5.6.7``),
     8-bit content without 8BITMIME (``554 5.6.3``), a size over ``SIZE``
     (``552 5.3.4``)."""
-    if not extensions.smtputf8:
-        addresses = [r.recipient for r in rcpts]
-        if mail.sender is not None:
-            addresses.append(mail.sender)
-        wide = next((a for a in addresses if not a.is_ascii), None)
-        if wide is not None or "SMTPUTF8" in mail.params:
-            # RFC 6531 §3.2: no internationalized message to a server without SMTPUTF8.
-            needed = f"for {wide}" if wide is not None else "for this message"
-            reply = Reply(553, f"the server does not offer SMTPUTF8, needed {needed}", "5.6.7")
-            raise ExtensionNotOffered(None if wide else "SMTPUTF8", "SMTPUTF8", reply)
+    wide = _first_wide(mail.sender, [r.recipient for r in rcpts])
+    _check_sendable(extensions, mail, wide, content, known_size(content))
+
+
+def _check_sendable(
+    extensions: ServerExtensions,
+    mail: Mail,
+    wide: Mailbox | None,
+    content: Content,
+    size: int | None,
+) -> None:
+    """:func:`check_sendable`, given the first address that needs SMTPUTF8 and the
+    content's size where known."""
+    params = mail.params
+    if (wide is not None or (params is not NO_PARAMETERS and "SMTPUTF8" in params)) and (
+        not extensions.smtputf8
+    ):
+        # RFC 6531 §3.2: no internationalized message to a server without SMTPUTF8.
+        needed = f"for {wide}" if wide is not None else "for this message"
+        reply = Reply(553, f"the server does not offer SMTPUTF8, needed {needed}", "5.6.7")
+        raise ExtensionNotOffered(None if wide else "SMTPUTF8", "SMTPUTF8", reply)
     eight_bit = isinstance(content, bytes) and not content.isascii()  # others: as they are read
     if eight_bit and not (extensions.eight_bit_mime or extensions.binary_mime):
         reply = Reply(554, "the server does not offer 8BITMIME, needed for 8-bit content", "5.6.3")
         raise ExtensionNotOffered(None, "8BITMIME", reply)
     limit = extensions.size
-    declared = mail.params.get("SIZE")
-    size = parse_number(declared, max_digits=20) if declared else None
-    size = known_size(content) if size is None else size
-    if limit is not None and size is not None and size > limit:
+    if limit is None:
+        return
+    declared = None if params is NO_PARAMETERS else params.get("SIZE")
+    parsed = parse_number(declared, max_digits=20) if declared else None
+    if parsed is not None:  # else the content's own size, where known
+        size = parsed
+    if size is not None and size > limit:
         raise MessageTooLarge(size, limit)
 
 
@@ -119,6 +138,8 @@ def check_offered(extensions: ServerExtensions, mail: Mail, rcpts: Sequence[Rcpt
     a malformed one (the caller's mistake: :class:`~smtpcore.LocalProtocolError`)."""
     commands: list[Mail | Rcpt] = [mail, *rcpts]
     for command in commands:
+        if command.params is NO_PARAMETERS:
+            continue
         for keyword, value in command.params.items():
             extension = unoffered_parameter(extensions, keyword, value)
             if extension is not None:
@@ -128,27 +149,38 @@ def check_offered(extensions: ServerExtensions, mail: Mail, rcpts: Sequence[Rcpt
                 raise LocalProtocolError(problem)
 
 
+def _first_wide(sender: Mailbox | None, rcpts: Sequence[Mailbox]) -> Mailbox | None:
+    """The first address that can only be sent with SMTPUTF8, recipients first (RFC
+    6531 §3.4); None when all are ASCII."""
+    for mailbox in rcpts:
+        if not (mailbox.local_part.isascii() and mailbox.domain.isascii()):
+            return mailbox
+    if sender is not None and not (sender.local_part.isascii() and sender.domain.isascii()):
+        return sender
+    return None
+
+
 def _added_mail_params(
     extensions: ServerExtensions,
-    sender: Mailbox | None,
-    rcpts: Sequence[Mailbox],
+    needs_utf8: bool,
     content: Content,
+    size: int | None,
     given: Parameters,
 ) -> dict[str, str | None]:
     """SIZE, BODY and SMTPUTF8, where the server offers them and ``given`` does not
     say otherwise."""
     params: dict[str, str | None] = {}
-    if "BODY" in given:
+    if given is not NO_PARAMETERS and "BODY" in given:
         params["BODY"] = given["BODY"]
-    size = known_size(content)
     if size is not None and (extensions.size is not None or "SIZE" in extensions):
         params["SIZE"] = str(size)
     # Content that is not bytes cannot be looked at before it is sent: 8-bit, maybe.
     if (not isinstance(content, bytes) or not content.isascii()) and extensions.eight_bit_mime:
         params["BODY"] = "8BITMIME"
-    needs_utf8 = (sender is not None and not sender.is_ascii) or any(not r.is_ascii for r in rcpts)
     if needs_utf8 and extensions.smtputf8:
         params["SMTPUTF8"] = None
+    if given is NO_PARAMETERS:
+        return params
     return {keyword: value for keyword, value in params.items() if keyword not in given}
 
 
@@ -185,8 +217,5 @@ def _from_email(
 
 def _params_of(given: RecipientParameters, recipient: Mailbox) -> Parameters:
     if given is None:
-        return _NO_PARAMETERS
+        return NO_PARAMETERS
     return Parameters.coerce(given(recipient) if callable(given) else given)
-
-
-_NO_PARAMETERS = Parameters()
