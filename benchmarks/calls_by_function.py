@@ -1,0 +1,111 @@
+"""Where the server's Python calls go, function by function, per command or message.
+
+    .venv/bin/python benchmarks/calls_by_function.py params|plain|pipelined|reused [--units N]
+
+A ``sys.setprofile`` counter keyed by function, exact and deaf to the machine's
+load, run twice and differenced so that one-time costs (imports, the first
+session) drop out:
+
+* ``params`` and ``plain``: the server machine in memory reading ``MAIL`` with
+  ``SIZE=`` and ``BODY=``, ``RCPT`` with ``NOTIFY=NEVER``, and ``RSET`` (or the
+  same without parameters), as ``compare.py --only params`` does; per command;
+* ``pipelined``: the asyncio server in a thread of this process, one session of
+  pipelined 1 KB messages (``adapters_smtp.pipelined``); per message;
+* ``reused``: the same server under ``smtp-source -s 20 -d`` (Postfix's tools);
+  per message, each session's setup included.
+
+Functions making at least 0.05 calls per unit are listed, the most called first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+import adapters_instructions  # noqa: E402
+import adapters_smtp  # noqa: E402
+import compare  # noqa: E402
+
+
+class ByFunction:
+    """Counts Python calls by function (file, first line, name)."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def __call__(self, frame: FrameType, event: str, arg: Any) -> None:
+        if event == "call":
+            code = frame.f_code
+            where = code.co_filename.rsplit("/src/", 1)[-1].rsplit("/lib/python", 1)[-1]
+            self.counts[f"{where}:{code.co_firstlineno}:{code.co_name}"] += 1
+
+
+def in_memory(batch: bytes, rounds: int) -> collections.Counter[str]:
+    counts = []
+    for n in (rounds, 2 * rounds):
+        counter = ByFunction()
+        sys.setprofile(counter)
+        try:
+            compare.machine_commands(batch, n)
+        finally:
+            sys.setprofile(None)
+        counts.append(counter.counts)
+    short, long = counts
+    long.subtract(short)
+    return long
+
+
+def in_server(load: Callable[[int, int], object], messages: int) -> collections.Counter[str]:
+    counter = ByFunction()
+    ready = threading.Event()
+    port = adapters_smtp.free_port()
+    thread = threading.Thread(
+        target=adapters_instructions.serve,
+        args=("asyncio", port, counter, ready),
+        daemon=True,  # it serves until this process ends
+    )
+    thread.start()
+    if not ready.wait(10):
+        raise RuntimeError("the server did not start")
+    load(port, messages)
+    before = counter.counts.copy()
+    load(port, messages)
+    after = counter.counts.copy()
+    after.subtract(before)
+    return after
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("workload", choices=["params", "plain", "pipelined", "reused"])
+    parser.add_argument("--units", type=int, default=200, help="rounds of 3, or messages")
+    args = parser.parse_args()
+    if args.workload in ("params", "plain"):
+        batch = compare.WITH_PARAMETERS if args.workload == "params" else compare.PLAIN
+        counts, units = in_memory(batch, args.units), 3 * args.units
+    elif args.workload == "pipelined":
+        counts, units = in_server(adapters_smtp.pipelined, args.units), args.units
+    else:
+        counts = in_server(
+            lambda port, n: compare.smtp_source(port, n, 20, reuse=True), args.units
+        )
+        units = args.units
+    print(f"{args.workload}: {sum(counts.values()) / units:.2f} Python calls per unit")
+    for where, calls in counts.most_common():
+        if calls / units < 0.05:
+            break
+        print(f"  {calls / units:7.2f}  {where}")
+
+
+if __name__ == "__main__":
+    main()
