@@ -192,10 +192,14 @@ class Extension:
 
     def ehlo_line(self, facts: ServerFacts) -> str | None:
         """The line this extension adds to the EHLO reply now, or None."""
-        if self.unmet(facts) is not None:
+        # Requirements asked of an entry that has some, arguments of one that has
+        # any: most are bare keywords with none, and a call each costs.
+        if self.requires and self.unmet(facts) is not None:
             return None
         if self.depends and any(not facts.in_force(keyword) for keyword in self.depends):
             return None
+        if self.arguments is _bare:
+            return self.keyword
         arguments = self.arguments(facts)
         if arguments is None:
             return None

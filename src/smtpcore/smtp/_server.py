@@ -865,7 +865,11 @@ class ServerConnection:
         self.extended = not isinstance(command, Helo)
         self._verbs = self._extended_verbs if self.extended else self._plain_verbs
         self._command_line_limit = self.max_command_line + sum(
-            [entry.line_allowance for entry in self._offerable if self.in_force(entry.keyword)]
+            [
+                entry.line_allowance
+                for entry in self._offerable
+                if entry.line_allowance and self.in_force(entry.keyword)
+            ]
         )
         self._reset_transaction()
         self._forwarded_message = None
@@ -977,7 +981,7 @@ class ServerConnection:
         if first.split(" ", 1)[0].lower() != self.hostname.lower():
             first = f"{self.hostname} {first}".rstrip()
         keywords = self.extensions() if extended else []
-        return Reply(250, (first, *rest, *keywords)).to_bytes()
+        return _hello_bytes((first, *rest, *keywords))
 
     def extensions(self) -> list[str]:
         """The EHLO keywords this session offers now (RFC 5321 §4.1.1.1), one line each."""
@@ -1093,6 +1097,13 @@ def _extra(entry: str | Extension) -> Extension:
             f"the application's own ({', '.join(extension.verbs)})"
         )
     return extension
+
+
+@functools.lru_cache(maxsize=64)
+def _hello_bytes(lines: tuple[str, ...]) -> bytes:
+    """The bytes of a 250 reply of ``lines``: a server writes the same EHLO reply to
+    most of its clients, so it is built once (no enhanced status: RFC 2034 §3)."""
+    return Reply(250, lines).to_bytes()
 
 
 def _needs_tls(mechanism: str) -> bool:
