@@ -318,8 +318,8 @@ class ServerConnection:
 
         self._buffer = ReceiveBuffer()
         self._unread = self._buffer.view()
-        """The buffer's own bytes (the same bytearray for its whole life): whether any
-        wait, read without a call."""
+        """The buffer's own bytearray (the same object for the buffer's whole life), at
+        hand: whether any bytes wait is then known without a call."""
         self._state = State.GREETING
         self._pending: Event | None = None
         self._error: RemoteProtocolError | None = None
@@ -882,7 +882,6 @@ class ServerConnection:
                 self._utf8_transaction = True
             elif keyword == "BODY":
                 self._binary_transaction = value is not None and value.upper() == _BINARYMIME
-        return None
 
     def _rcpt_accepted(self, command: Rcpt, event: Reply) -> None:
         self._accepted += 1
