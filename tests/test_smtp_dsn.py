@@ -23,7 +23,7 @@ from smtpcore.smtp import (
     Ret,
     xtext,
 )
-from smtpcore.smtp._dsn import utf8_addr_xtext
+from smtpcore.smtp._dsn import _read_notify, utf8_addr_xtext
 
 notifies = st.sampled_from([Notify.NEVER]) | st.sets(
     st.sampled_from([Notify.SUCCESS, Notify.FAILURE, Notify.DELAY]), min_size=1
@@ -197,3 +197,33 @@ def test_a_longest_orcpt_fits_the_rcpt_line() -> None:
     assert codes(out)[-1] == "500 5.5.6"
     _, out = run(greeted(dsn=True), b"HELO a.example\r\nMAIL FROM:<a@b.example>\r\n" + rcpt)
     assert codes(out)[-1] == "500 5.5.6"  # a HELO session has no extension
+
+
+NOTIFY_TEXT = st.lists(
+    st.sampled_from(["NEVER", "SUCCESS", "FAILURE", "DELAY", "never", "Delay", "", "X", " DELAY"]),
+    min_size=1,
+    max_size=4,
+).map(",".join) | st.text(max_size=12)
+
+
+@given(NOTIFY_TEXT)
+def test_notify_parse_agrees_with_reading_word_by_word(value: str) -> None:
+    """``Notify.parse`` looks the value up among every well-formed one; reading it word
+    by word (``_read_notify``, RFC 3461 §4.1) gives the same flags, or refuses it too."""
+    expected = _read_notify(value)
+    if expected is None:
+        with pytest.raises(DSNError):
+            Notify.parse(value)
+    else:
+        assert Notify.parse(value) is expected
+
+
+@given(
+    st.sampled_from(["FULL", "full", "Hdrs", "HDRS", "", "FULLY", "H DRS"]) | st.text(max_size=5)
+)
+def test_ret_parse_reads_full_and_hdrs_in_any_case(value: str) -> None:
+    if value.upper() in ("FULL", "HDRS"):
+        assert Ret.parse(value) is Ret(value.upper())
+    else:
+        with pytest.raises(DSNError):
+            Ret.parse(value)

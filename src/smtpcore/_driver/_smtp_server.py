@@ -100,6 +100,8 @@ enough that unstuffing a chunk stays in the CPU cache."""
 
 _LOCAL_ERROR: Final = Reply(451, "Local error in processing", "4.3.0")
 _IDLE_STATES: Final = frozenset({State.HELLO, State.READY, State.NO_SERVICE})
+_DATA_STATE: Final = State.DATA
+"""A global: a member read through its enum class costs the class's __getattr__ hook."""
 _AUTH_UNAVAILABLE: Final = Reply(454, "Temporary authentication failure", "4.7.0")
 _OK: Final = Reply(250, "OK")
 _HANDLER: Final = Handler()
@@ -489,7 +491,7 @@ class ServerSession(ServedSession):
             self._answer(Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2"))
             return False
         watchdog = self._watchdog
-        if conn_state is State.DATA or self._in_chunk:
+        if conn_state is _DATA_STATE or self._in_chunk:
             timeouts = self.options.timeouts
             if self._content_wait and timeouts.min_data_rate:
                 watchdog.resume(self._last_read)

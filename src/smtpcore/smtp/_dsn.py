@@ -9,6 +9,7 @@ the application's (the reference server's bounces follow RFC 3464).
 from __future__ import annotations
 
 import enum
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -58,10 +59,10 @@ class Ret(enum.Enum):
 
     @classmethod
     def parse(cls, value: str) -> Ret:
-        try:
-            return cls(value.upper())
-        except ValueError:
-            raise DSNError("RET must be FULL or HDRS") from None
+        ret = _RETS.get(value.upper())  # a dict: Ret(value) runs Enum's Python code
+        if ret is None:
+            raise DSNError("RET must be FULL or HDRS")
+        return ret
 
     def to_parameter(self) -> str:
         return self.value
@@ -81,20 +82,49 @@ class Notify(enum.Flag):
 
     @classmethod
     def parse(cls, value: str) -> Notify:
-        words = value.upper().split(",")
-        if words == ["NEVER"]:
-            return cls.NEVER
-        flags = cls.NEVER
-        for word in words:
-            flag = cls.__members__.get(word)
-            if flag is None or flag is cls.NEVER or flag in flags:
-                raise DSNError("NOTIFY must be NEVER, or a list of SUCCESS, FAILURE and DELAY")
-            flags |= flag
+        """``NEVER``, or SUCCESS, FAILURE and DELAY, each at most once, in any order and
+        case: looked up among every such value (built by :func:`_read_notify`), since
+        a Flag's operators are Python code."""
+        flags = _NOTIFY_VALUES.get(value.upper())
+        if flags is None:
+            raise DSNError("NOTIFY must be NEVER, or a list of SUCCESS, FAILURE and DELAY")
         return flags
 
     def to_parameter(self) -> str:
         events = (Notify.SUCCESS, Notify.FAILURE, Notify.DELAY)
         return ",".join(str(event.name) for event in events if event in self) or "NEVER"
+
+
+_RETS: Final = {ret.value: ret for ret in Ret}
+
+
+def _read_notify(value: str) -> Notify | None:
+    """``NOTIFY=``'s value read word by word (RFC 3461 §4.1): None if malformed."""
+    words = value.upper().split(",")
+    if words == ["NEVER"]:
+        return Notify.NEVER
+    flags = Notify.NEVER
+    for word in words:
+        flag = Notify.__members__.get(word)
+        if flag is None or flag is Notify.NEVER or flag in flags:
+            return None
+        flags |= flag
+    return flags
+
+
+def _notify_values() -> dict[str, Notify]:
+    """Every well-formed ``NOTIFY=`` value, upper-cased, and what it asks for."""
+    values = {"NEVER": Notify.NEVER}
+    for count in (1, 2, 3):
+        for events in itertools.permutations(("SUCCESS", "FAILURE", "DELAY"), count):
+            text = ",".join(events)
+            flags = _read_notify(text)
+            assert flags is not None
+            values[text] = flags
+    return values
+
+
+_NOTIFY_VALUES: Final = _notify_values()
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,11 @@ from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, Rule, State, next_stat
 __all__ = ["ServerConnection"]
 
 _CONTENT: Final = (EndOfMessage, RejectedMessage)
+# States the per-command paths compare with, as globals: a member read through its
+# enum class goes through the class's __getattr__ hook, several times slower.
+_STATE_DATA: Final = State.DATA
+_STATE_AUTH: Final = State.AUTH
+_STATE_TLS_PENDING: Final = State.TLS_PENDING
 _END_OF_MESSAGE: Final = EndOfMessage()
 
 # RFC 4954 §6: the enhanced codes of the AUTH failure replies.
@@ -402,13 +407,13 @@ class ServerConnection:
 
         In TLS_PENDING, bytes are plaintext from before the handshake: dropped.
         """
-        self._buffer.receive(data, discard=self._state is State.TLS_PENDING)
+        self._buffer.receive(data, discard=self._state is _STATE_TLS_PENDING)
 
     def next_event(self) -> Event | NoEvent:
         """The next event from the client, ``NEED_DATA`` or ``PAUSED``."""
         state = self._state
         if self._pending is None:  # the everyday case first: nothing awaits an answer
-            if state is State.DATA:
+            if state is _STATE_DATA:
                 return self._next_content()
             if state in _READING_COMMANDS:
                 if not self._unread and not self._buffer.peer_closed:
@@ -505,7 +510,7 @@ class ServerConnection:
             self._skip -= len(self._buffer.take(self._skip))
             if self._skip:
                 return self._closed_or_need_data()
-        in_auth = self._state is State.AUTH
+        in_auth = self._state is _STATE_AUTH
         lf_ends = self.framing.lf_ends_command
         line = self._buffer.next_line(
             self.max_auth_line if in_auth else self._command_line_limit, lf_ends=lf_ends

@@ -120,11 +120,13 @@ class Rule:
             return None
         if target is KEEP:
             return current
-        if target is RESET:
-            return State.HELLO if current is State.HELLO else State.READY
+        if target is RESET:  # RSET's: read as globals, as enum members cost a hook
+            return _HELLO if current is _HELLO else _READY
         return target
 
 
+_HELLO: Final = State.HELLO
+_READY: Final = State.READY
 _OK: Final = frozenset({250})
 _HELLO_RULE: Final = Rule(SESSION, _OK, State.READY)
 _ANYTIME: Final = frozenset(range(200, 300))

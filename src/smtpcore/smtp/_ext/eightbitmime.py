@@ -44,8 +44,12 @@ def _format(body: Body) -> str:
     return body.value
 
 
+_BINARYMIME: Final = Body.BINARYMIME
+"""A global: read through the enum class, a member costs the class's __getattr__ hook."""
+
+
 def _binary_in_force(facts: ServerFacts, body: Body) -> Reply | None:
-    if body is Body.BINARYMIME and not facts.in_force("BINARYMIME"):
+    if body is _BINARYMIME and not facts.in_force("BINARYMIME"):
         return _BAD_BODY
     return None
 
