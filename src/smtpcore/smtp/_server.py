@@ -113,6 +113,10 @@ _READING_COMMANDS: Final = frozenset(
     {State.NO_SERVICE, State.HELLO, State.READY, State.MAIL, State.RCPT, State.BDAT, State.AUTH}
 )
 """States in which, with no command pending, the next line is a command (or an AUTH line)."""
+_OUTSIDE_SESSION: Final = frozenset({State.GREETING, State.CLOSED, State.ERROR})
+"""States in which ``send`` answers no command: asked in one set lookup, so that the
+answers to the end of a message and to a bad command compare with no member read
+through its enum class."""
 _NEED_MAIL: Final = reply(503, "5.5.1", "Need MAIL command")
 _TOO_MANY_RECIPIENTS: Final = reply(452, "4.5.3", "Too many recipients")
 JUNK_COMMANDS: Final[frozenset[type[Command]]] = frozenset(
@@ -443,14 +447,16 @@ class ServerConnection:
         if rule is not None and self._state in rule.allowed and event.code != 421:
             return self._answer_command(pending, rule, event)  # type: ignore[arg-type]
         state = self._state
-        if state is State.ERROR:
-            return event.to_bytes(self._status_for(None, event))
-        if state is State.CLOSED:
-            raise LocalProtocolError("the session is closed")
+        if state in _OUTSIDE_SESSION:
+            if state is State.ERROR:
+                return event.to_bytes(self._status_for(None, event))
+            if state is State.CLOSED:
+                raise LocalProtocolError("the session is closed")
+            if event.code == 421:
+                return self._close_with(event)
+            return self._greet(event)
         if event.code == 421:
             return self._close_with(event)
-        if state is State.GREETING:
-            return self._greet(event)
         if pending is None:
             raise LocalProtocolError("there is no command to answer")
         if isinstance(pending, BadCommand):
