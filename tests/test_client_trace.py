@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 from typing import Any
 
@@ -13,6 +12,7 @@ from hypothesis import strategies as st
 from peers import TLSFiles, make_tls_files, running_smtp_server
 from scripted_smtp import Peer, scripted_server
 from smtpcore.smtp import Help, Reply
+from smtpcore.testing import strategies as sst
 from test_adapters_auth import PASSWORD, USER, Submission, authenticator, credentials
 from test_client_errors import Recorder, adapter, module, run
 
@@ -154,16 +154,22 @@ def test_trace_escapes_control_characters_and_bounds_lines(adapter: str) -> None
     assert lines[2] == "220 ok"
 
 
-@given(st.binary(max_size=6000), st.lists(st.integers(0, 6000), max_size=8))
-def test_trace_lines_do_not_depend_on_how_the_bytes_arrive(data: bytes, cuts: list[int]) -> None:
+@given(
+    st.one_of(st.binary(max_size=6000), sst.reply_lines(hostile=True)).flatmap(
+        lambda data: st.tuples(st.just(data), sst.chunkings(data))
+    )
+)
+def test_trace_lines_do_not_depend_on_how_the_bytes_arrive(
+    case: tuple[bytes, list[bytes]],
+) -> None:
     from smtpcore._driver._trace import MAX_LINE, _Lines
 
+    data, cut = case
     whole = _Lines().feed(data)
     chunked = _Lines()
     pieces: list[tuple[bytes, bool]] = []
-    bounds = [0, *sorted(c for c in cuts if c <= len(data)), len(data)]
-    for start, end in itertools.pairwise(bounds):
-        pieces += chunked.feed(data[start:end])
+    for piece in cut:
+        pieces += chunked.feed(piece)
     complete = [line.removesuffix(b"\r") for line in data.split(b"\n")[:-1]]
     if all(len(line) <= MAX_LINE for line in data.split(b"\n")):
         assert whole == pieces == [(line, False) for line in complete]

@@ -247,6 +247,7 @@ def only_crlf_reference(content: bytes) -> bool:
     return True
 
 
+# Narrow on purpose: CR, LF and their neighbours packed densely, for the line-ending scan.
 endings_text = st.one_of(
     text,
     st.lists(

@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 import pytest
 
-from smtpcore import NEED_DATA, PAUSED
 from smtpcore.pop3 import (
     Auth,
     AuthResponse,
@@ -40,6 +39,7 @@ from smtpcore.sasl import (
     Success,
     derive_scram_credentials,
 )
+from smtpcore.testing import POP3ConnectionPair
 
 PASSWORDS = {"mrose": "tanstaaf"}
 SCRAM_KEYS = {user: derive_scram_credentials(pw, salt=b"s" * 16) for user, pw in PASSWORDS.items()}
@@ -53,12 +53,6 @@ def scram_keys(username: str) -> ScramCredentials | None:
     return SCRAM_KEYS.get(username)
 
 
-def next_of(conn: ServerConnection | ClientConnection) -> Event:
-    event = conn.next_event()
-    assert event is not NEED_DATA and event is not PAUSED
-    return event
-
-
 def server_answer(step: Challenge | Success | Failure) -> Response:
     if isinstance(step, Challenge):
         return Continue(step.data)
@@ -67,37 +61,41 @@ def server_answer(step: Challenge | Success | Failure) -> Response:
     return Err(step.reason, code="SYS/TEMP" if step.temporary else "AUTH")
 
 
+class MechanismMaildrop:
+    """The server's application: AUTH and each response go to ``mechanism``."""
+
+    def __init__(self, mechanism: ServerMechanism) -> None:
+        self.mechanism = mechanism
+        self.succeeded = False
+
+    def __call__(self, conn: ServerConnection, event: Event) -> list[Event]:
+        if isinstance(event, Auth):
+            step = self.mechanism.start(event.initial_response)
+        else:
+            assert isinstance(event, AuthResponse), event
+            if self.succeeded:  # the empty answer to the additional data
+                return [Ok("logged in")]
+            step = self.mechanism.step(event.data)
+        self.succeeded = isinstance(step, Success)
+        return [server_answer(step)]
+
+
 def authenticate(
     server_mechanism: ServerMechanism, client_mechanism: ClientMechanism, *, initial: bool
 ) -> tuple[Response, ServerConnection, ClientConnection]:
-    server = ServerConnection("pop.pqr.example", sasl_mechanisms=[client_mechanism.name])
-    client = ClientConnection("client.abc.example")
-    client.receive_data(server.send(Ok("ready")))
-    next_of(client)
-
+    pair = POP3ConnectionPair(
+        ClientConnection("client.abc.example"),
+        ServerConnection("pop.pqr.example", sasl_mechanisms=[client_mechanism.name]),
+        answer=MechanismMaildrop(server_mechanism),
+    )
     first = client_mechanism.initial_response() if initial else None
-    server.receive_data(client.send(Auth(client_mechanism.name, first)))
-    command = next_of(server)
-    assert isinstance(command, Auth)
-    answer = server_answer(server_mechanism.start(command.initial_response))
-    succeeded = False
-    while True:
-        client.receive_data(server.send(answer))
-        response = next_of(client)
-        if not isinstance(response, Continue):
-            assert isinstance(response, (Ok, Err))
-            if isinstance(response, Ok):
-                client_mechanism.verify_success(None)
-            return response, server, client
-        server.receive_data(client.send(AuthResponse(client_mechanism.respond(response.data))))
-        event = next_of(server)
-        assert isinstance(event, AuthResponse)
-        if succeeded:  # the empty answer to the additional data
-            answer = Ok("logged in")
-            continue
-        step = server_mechanism.step(event.data)
-        succeeded = isinstance(step, Success)
-        answer = server_answer(step)
+    pair.send(Auth(client_mechanism.name, first))
+    while isinstance(response := pair.client_events[-1], Continue):
+        pair.send(AuthResponse(client_mechanism.respond(response.data)))
+    assert isinstance(response, Ok | Err)
+    if isinstance(response, Ok):
+        client_mechanism.verify_success(None)
+    return response, pair.server, pair.client
 
 
 @pytest.mark.parametrize("initial", [True, False])

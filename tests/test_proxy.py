@@ -130,6 +130,7 @@ def test_any_bytes_give_a_header_a_count_or_an_error(data: bytes) -> None:
     assert isinstance(result, ProxyHeader) or result >= 1
 
 
+# Narrow on purpose: PROXY protocol headers (HAProxy's), outside what smtpcore.testing draws.
 @st.composite
 def valid_headers(draw: st.DrawFn) -> tuple[bytes, ProxyHeader]:
     """A PROXY header as HAProxy writes one (v1 TCP4/TCP6/UNKNOWN, v2 INET/INET6/UNIX/

@@ -12,7 +12,6 @@ from collections.abc import Callable
 import pytest
 
 from smtp_helpers import EHLO, codes, greeted, run
-from smtpcore import NEED_DATA, PAUSED
 from smtpcore.sasl import (
     ClientMechanism,
     CramMD5Client,
@@ -41,12 +40,12 @@ from smtpcore.smtp import (
     Ehlo,
     Event,
     Mail,
-    Quit,
     Reply,
     ServerAuth,
     ServerConnection,
     State,
 )
+from smtpcore.testing import ConnectionPair, SMTPAnswer, permissive_smtp_answer, run_server
 
 USERS = {"john@abc.example": "correct horse"}
 SCRAM = {name: derive_scram_credentials(pw) for name, pw in USERS.items()}
@@ -106,32 +105,22 @@ def plain(user: str, password: str) -> bytes:
     return base64.b64encode(f"\0{user}\0{password}".encode())
 
 
-def answer_with(auth: ServerAuth) -> Callable[[Event], Reply | None]:
-    def answer(event: Event) -> Reply | None:
+def answer_with(auth: ServerAuth) -> SMTPAnswer:
+    """The application: AUTH through ``auth``, everything else accepted."""
+
+    def answer(conn: ServerConnection, event: Event) -> Reply | list[Reply] | None:
         if isinstance(event, Auth):
             return auth.start(event)
         if isinstance(event, AuthResponse):
             return auth.step(event)
-        return None
+        return permissive_smtp_answer(conn, event)
 
     return answer
 
 
 def drive(conn: ServerConnection, data: bytes, auth: ServerAuth) -> bytes:
     """Feed ``data``; answer AUTH through ``auth`` and everything else by default."""
-    answer = answer_with(auth)
-    conn.receive_data(data)
-    out = b""
-    while True:
-        event = conn.next_event()
-        if event is NEED_DATA or event is PAUSED or isinstance(event, ConnectionClosed):
-            return out
-        reply = answer(event)
-        if reply is None:
-            reply = event.reply if isinstance(event, BadCommand) else Reply(250, "OK")
-            if isinstance(event, Quit):
-                reply = Reply(221, "Bye")
-        out += conn.send(reply)
+    return run_server(conn, data, answer=answer_with(auth))[1]
 
 
 def test_plain_with_initial_response() -> None:
@@ -220,37 +209,25 @@ def test_auth_parameter_unknown_without_auth() -> None:
 def exchange(
     name: str, user: str, secret: str
 ) -> tuple[ServerConnection, ServerAuth, ClientConnection, Reply]:
-    server = ServerConnection(
-        "mx.pqr.example", auth_mechanisms=list(SERVER_FACTORIES), auth_require_tls=False
-    )
-    client = ClientConnection("mail.abc.example")
     server_auth = ServerAuth(SERVER_FACTORIES)
-    answer = answer_with(server_auth)
-
-    def pump(data: bytes) -> Reply:
-        server.receive_data(data)
-        while True:
-            event = server.next_event()
-            if event is NEED_DATA or event is PAUSED:
-                break
-            assert not isinstance(event, ConnectionClosed | BadCommand), event
-            reply = answer(event) or Reply(250, "OK")
-            client.receive_data(server.send(reply))
-        answer_read = client.next_event()
-        assert isinstance(answer_read, Reply)
-        return answer_read
-
-    client.receive_data(server.send(Reply(220, "mx.pqr.example ESMTP")))
-    assert isinstance(client.next_event(), Reply)
-    pump(client.send(Ehlo("mail.abc.example")))
-    assert name in client.extensions.auth
+    pair = ConnectionPair(
+        ClientConnection("mail.abc.example"),
+        ServerConnection(
+            "mx.pqr.example", auth_mechanisms=list(SERVER_FACTORIES), auth_require_tls=False
+        ),
+        answer=answer_with(server_auth),
+        greeting=Reply(220, "mx.pqr.example ESMTP"),
+    )
+    pair.send(Ehlo("mail.abc.example"))
+    assert name in pair.client.extensions.auth
     flow = ClientAuth(client_mechanism(name, user, secret))
-    reply = pump(client.send(flow.start()))
-    while reply.code == 334:
-        reply = pump(client.send(flow.respond(reply)))
+    pair.send(flow.start())
+    while (reply := pair.answers[-1].reply).code == 334:
+        pair.send(flow.respond(reply))
+    assert not any(isinstance(e, ConnectionClosed | BadCommand) for e in pair.server_events)
     with contextlib.suppress(AuthenticationFailed):
         flow.finish(reply)
-    return server, server_auth, client, reply
+    return pair.server, server_auth, pair.client, reply
 
 
 @pytest.mark.parametrize("name", list(SERVER_FACTORIES))
@@ -287,21 +264,12 @@ def serve_one(sock: socket.socket) -> None:
     answer = answer_with(auth)
     with sock:
         sock.sendall(conn.send(Reply(220, "mx.pqr.example ESMTP")))
-        while True:
-            event = conn.next_event()
-            if event is NEED_DATA:
-                data = sock.recv(65536)
-                conn.receive_data(data)
-                continue
-            if event is PAUSED or isinstance(event, ConnectionClosed):
-                return
-            reply = answer(event)
-            if reply is None:
-                reply = event.reply if isinstance(event, BadCommand) else Reply(250, "OK")
-                if isinstance(event, Quit):
-                    reply = Reply(221, "Bye")
-            sock.sendall(conn.send(reply))
-            if conn.state is State.CLOSED:
+        while data := sock.recv(65536):
+            events, out = run_server(conn, data, answer=answer)
+            sock.sendall(out)
+            if conn.state is State.CLOSED or any(
+                isinstance(event, ConnectionClosed) for event in events
+            ):
                 return
 
 

@@ -16,6 +16,8 @@ from smtpcore._lines import ReceiveBuffer
 from smtpcore.smtp import Parameters, Reply
 from smtpcore.smtp._replies import ReplyParser, parse_everyday_reply
 
+# Narrow on purpose: reply lines around the everyday parser's branch points, for a
+# differential test (sst.replies and sst.reply_lines draw whole replies).
 CODE = st.one_of(
     st.sampled_from(["250", "251", "354", "421", "450", "550", "553", "221", "334"]),
     st.from_regex(r"[0-9]{3}", fullmatch=True),

@@ -25,6 +25,8 @@ from smtpcore.smtp import (
 )
 from smtpcore.smtp._dsn import _read_notify, utf8_addr_xtext
 
+# Narrow on purpose: typed DSN values and any text the RFC 3461/6533 encoders must carry,
+# not only mailboxes (sst.rcpt_parameters and sst.xtexts draw the wire forms).
 notifies = st.sampled_from([Notify.NEVER]) | st.sets(
     st.sampled_from([Notify.SUCCESS, Notify.FAILURE, Notify.DELAY]), min_size=1
 ).map(lambda flags: Notify(sum(flag.value for flag in flags)))

@@ -60,6 +60,7 @@ def _server_commands(pair: ConnectionPair) -> list[Command]:
     return [event for event in pair.server_events if isinstance(event, Command)]
 
 
+# Narrow on purpose: the application's BDAT cuts (sst.chunkings cuts the network's).
 @st.composite
 def bdat_chunks(draw: st.DrawFn, content: bytes) -> list[bytes]:
     """``content`` cut where the client's application cuts it into BDAT chunks: any
@@ -157,6 +158,8 @@ def test_binarymime_octets_arrive_byte_identical(
 
 # -- DSN (RFC 3461, RFC 6533) -------------------------------------------------------
 
+# Narrow on purpose: typed DSN values over any text the encoders must carry, for the
+# machines' round trips (sst.rcpt_parameters draws the wire forms of mailboxes).
 _notifies = st.sampled_from([Notify.NEVER]) | st.sets(
     st.sampled_from([Notify.SUCCESS, Notify.FAILURE, Notify.DELAY]), min_size=1
 ).map(lambda flags: Notify(sum(flag.value for flag in flags)))

@@ -31,6 +31,7 @@ def test_reading_limits() -> None:
     assert ServerExtensions().limits == Limits()
 
 
+# Narrow on purpose: few domains and names, so that per-domain limits and repeats bite.
 domains = st.sampled_from(["a.example", "B.example", "c.example", "d.example"])
 mailboxes = st.builds(Mailbox, st.sampled_from(["x", "y", "z"]), domains)
 

@@ -208,3 +208,36 @@ def test_a_client_machine_reads_a_server_transcript_however_it_is_cut(
 def test_hostile_bytes_names_the_sender() -> None:
     with pytest.raises(ValueError, match="sent_by"):
         sst.hostile_bytes(sent_by="imap-client")
+
+
+@given(sst.rcpt_parameters(extensions={"DSN"}))
+def test_orcpt_names_its_address_type_as_rfc_6533_says(params: smtp.Parameters) -> None:
+    """A UTF-8 address once went out as ``rfc822;`` xtext, which holds ASCII only."""
+    value = params.get("ORCPT")
+    if value is None:
+        return
+    original = smtp.OriginalRecipient.parse(value)
+    assert original.addr_type == ("rfc822" if original.address.isascii() else "utf-8")
+    parse_mailbox(original.address)
+
+
+@given(
+    sst.parameter_texts(extensions=sst.EXTENSIONS - {"AUTH"}),
+    sst.parameter_texts(rcpt=True),
+)
+def test_valid_parameter_texts_are_accepted(mail: str, rcpt: str) -> None:
+    conn = _server()
+    line = f"MAIL FROM:<john@abc.example>{mail}\r\nRCPT TO:<jöhn@pqr.example>{rcpt}\r\n"
+    if " SMTPUTF8" not in mail:
+        line = line.replace("jöhn", "john")
+    events, _ = run_server(conn, line.encode())
+    assert not [e for e in events if isinstance(e, BadCommand)], events
+
+
+@given(st.lists(sst.parameter_texts(hostile=True), min_size=1, max_size=5))
+def test_hostile_parameter_texts_get_one_reply_a_line(texts: list[str]) -> None:
+    conn = _server()
+    for params in texts:
+        line = f"RCPT TO:<brendon@pqr.example>{params}\r\n".encode()
+        events, out = run_server(conn, line)
+        assert len(events) == 1 and out.count(b"\r\n") == 1, (line, out)

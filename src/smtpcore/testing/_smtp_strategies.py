@@ -31,6 +31,7 @@ from smtpcore.smtp import (
     Mail,
     MessageData,
     Noop,
+    OriginalRecipient,
     Parameters,
     Quit,
     Rcpt,
@@ -50,6 +51,7 @@ __all__ = [
     "command_lines",
     "commands",
     "mail_parameters",
+    "parameter_texts",
     "rcpt_parameters",
     "replies",
     "reply_lines",
@@ -179,6 +181,8 @@ def rcpt_parameters(
 ) -> st.SearchStrategy[Parameters]:
     """``RCPT TO`` parameters: DSN's ``NOTIFY`` and ``ORCPT`` (RFC 3461 §4.1, §4.2).
 
+    An internationalized ORCPT address is sent as ``utf-8`` with
+    utf-8-addr-xtext (RFC 6533 §3), an ASCII one as ``rfc822`` with xtext.
     ``hostile=True`` adds ``NOTIFY=NEVER,SUCCESS``, unknown events, ORCPT
     without its address type or with bad xtext, and unknown keywords.
 
@@ -214,7 +218,9 @@ def rcpt_parameters(
         choices.append(
             st.tuples(
                 st.just("ORCPT"),
-                mailboxes(utf8=True, literals=False).map(lambda m: "rfc822;" + xtext(str(m))),
+                mailboxes(utf8=True, literals=False).map(
+                    lambda m: OriginalRecipient.of(str(m)).to_parameter()
+                ),
             )
         )
     if hostile:
@@ -227,6 +233,77 @@ def rcpt_parameters(
             st.tuples(st.sampled_from(["X-FOO", "SIZE", "BODY"]), st.just("1")),
         ]
     return _parameters(choices)
+
+
+_HOSTILE_KEYWORDS: Final = ("-X", "X_Y", "", "\u00e9", "size", "Body", "notify", "X-")
+"""Keywords RFC 5321 §4.1.2 refuses (``esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")``),
+and known ones in other cases, which must be read as the same keyword."""
+_HOSTILE_VALUES: Final = ("", "a=b", "x y", "\u00e9t\u00e9", "\t", "1 ", "=")
+"""Values no esmtp-value is: empty, with ``=``, a space, a tab or non-ASCII (RFC 5321 §4.1.2;
+RFC 6531 §3.3 allows UTF-8 only where SMTPUTF8 says so)."""
+_PRINTABLE: Final = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=8)
+
+
+def _hostile_tokens(offered: Collection[str]) -> st.SearchStrategy[str]:
+    keyword = st.one_of(
+        st.sampled_from(_HOSTILE_KEYWORDS),
+        st.sampled_from(["SIZE", "BODY", "NOTIFY", "ORCPT", "RET", "ENVID", "SMTPUTF8", "AUTH"]),
+        st.from_regex(r"[A-Za-z0-9][A-Za-z0-9-]{0,6}", fullmatch=True),
+    )
+    value = st.one_of(st.none(), st.sampled_from(_HOSTILE_VALUES), _PRINTABLE)
+    return st.one_of(
+        st.builds(lambda k, v: k if v is None else f"{k}={v}", keyword, value),
+        mail_parameters(extensions=offered, hostile=True).map(str).filter(bool),
+    )
+
+
+def parameter_texts(
+    *, extensions: Collection[str] = EXTENSIONS, rcpt: bool = False, hostile: bool = False
+) -> st.SearchStrategy[str]:
+    """The parameters of a ``MAIL`` line (``RCPT`` with ``rcpt``) as a client
+    writes them, a space before each: ``""`` or ``" SIZE=1024 BODY=8BITMIME"``.
+
+    Valid by default (:func:`mail_parameters` or :func:`rcpt_parameters` on
+    the wire). ``hostile=True`` writes what a
+    :class:`~smtpcore.smtp.Parameters` cannot hold and a server must refuse
+    with 501 or 555, or read with care: keywords that are not esmtp-keywords
+    (``-X``, ``X_Y``, empty, non-ASCII), values with ``=``, spaces, tabs or
+    non-ASCII, empty values, a keyword given twice in different cases, two
+    spaces or none between parameters, a trailing space.
+
+    >>> from hypothesis import given
+    >>> from smtpcore.smtp import BadCommand, Reply, ServerConnection
+    >>> from smtpcore.testing import run_server
+    >>> from smtpcore.testing import strategies as sst
+    >>> sst.parameter_texts(hostile=True).example()  # doctest: +SKIP
+    ' SIZE=1 size=2  X_Y=a=b'
+    >>> @given(sst.parameter_texts(hostile=True))
+    ... def test_each_mail_line_gets_one_reply(params):
+    ...     server = ServerConnection("mx.test")
+    ...     server.send(Reply(220, "mx.test ESMTP"))
+    ...     run_server(server, b"EHLO c.test\\r\\n")
+    ...     line = f"MAIL FROM:<john@abc.example>{params}\\r\\n"
+    ...     events, out = run_server(server, line.encode())
+    ...     assert out.count(b"\\r\\n") == 1
+    >>> test_each_mail_line_gets_one_reply()
+    """
+    drawn = (rcpt_parameters if rcpt else mail_parameters)(extensions=extensions)
+    valid = drawn.map(
+        lambda params: "".join(f" {token}" for token in str(params).split(" ") if token)
+    )
+    if not hostile:
+        return valid
+    offered = frozenset(name.upper() for name in extensions)
+    separators = st.sampled_from([" ", " ", " ", "  ", "", "\t"])
+    hostile_text = st.builds(
+        lambda tokens, seps, tail: (
+            "".join(s + t for s, t in zip(seps, tokens, strict=False)) + tail
+        ),
+        st.lists(_hostile_tokens(offered), min_size=1, max_size=4),
+        st.lists(separators, min_size=4, max_size=4),
+        st.sampled_from(["", "", "", " "]),
+    )
+    return st.one_of(valid, hostile_text)
 
 
 def _parameters(
