@@ -25,6 +25,7 @@ from smtpcore.smtp import (
     Xclient,
     Xforward,
 )
+from smtpcore.testing import ConnectionPair
 
 TRUSTED = {"xclient": True, "xforward": True, "trusted_forwarder": True}
 ATTRIBUTES = b"NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT"
@@ -83,19 +84,15 @@ xforwards = _commands(
 )
 
 
-def _pair() -> tuple[ClientConnection, ServerConnection]:
+def _pair() -> ConnectionPair:
     """A client and a trusting server, past EHLO."""
-    server = ServerConnection(
-        "mx.pqr.example", xclient=True, xforward=True, trusted_forwarder=True
+    pair = ConnectionPair(
+        ClientConnection("filter.pqr.example"),
+        ServerConnection("mx.pqr.example", xclient=True, xforward=True, trusted_forwarder=True),
+        greeting=Reply(220, "mx.pqr.example ESMTP"),
     )
-    client = ClientConnection("filter.pqr.example")
-    client.receive_data(server.send(Reply(220, "mx.pqr.example ESMTP")))
-    client.next_event()
-    server.receive_data(client.send(Ehlo("filter.pqr.example")))
-    server.next_event()
-    client.receive_data(server.send(Reply(250, "mx.pqr.example")))
-    client.next_event()
-    return client, server
+    pair.send(Ehlo("filter.pqr.example"))
+    return pair
 
 
 # -- the grammar, both ways --------------------------------------------------------------
@@ -103,16 +100,16 @@ def _pair() -> tuple[ClientConnection, ServerConnection]:
 
 @given(xclients)
 def test_xclient_round_trips(command: Xclient) -> None:
-    client, server = _pair()
-    server.receive_data(client.send(command))
-    assert server.next_event() == command
+    pair = _pair()
+    pair.send(command)
+    assert pair.server_events[-1] == command
 
 
 @given(xforwards)
 def test_xforward_round_trips(command: Xforward) -> None:
-    client, server = _pair()
-    server.receive_data(client.send(command))
-    assert server.next_event() == command
+    pair = _pair()
+    pair.send(command)
+    assert pair.server_events[-1] == command
 
 
 def test_values_are_read_typed_in_any_case() -> None:
@@ -349,12 +346,10 @@ def test_the_client_sends_only_what_the_server_announced() -> None:
 
 
 def test_xforward_may_be_pipelined_before_mail() -> None:
-    client, server = _pair()
-    wire = client.send(Xforward(ident="Q1")) + client.send(Mail(parse_mailbox("a@abc.example")))
-    events, out = run(server, wire)
-    assert events == [Xforward(ident="Q1"), Mail(parse_mailbox("a@abc.example"))]
-    client.receive_data(out)
-    assert [client.next_event(), client.next_event()] == [
+    pair = _pair()
+    pair.send(Xforward(ident="Q1"), Mail(parse_mailbox("a@abc.example")))
+    assert pair.server_events[-2:] == [Xforward(ident="Q1"), Mail(parse_mailbox("a@abc.example"))]
+    assert [answered.reply for answered in pair.answers[-2:]] == [
         Reply(250, "OK", "2.0.0"),
         Reply(250, "OK", "2.1.0"),
     ]
