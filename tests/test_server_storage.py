@@ -284,3 +284,24 @@ def test_dsn_parameters_survive_the_queue_file_and_older_files_still_load() -> N
         del recipient["notify"], recipient["orcpt"]
     loaded = QueueEntry.from_json(json.dumps(older))
     assert [(r.notify, r.orcpt) for r in loaded.recipients] == [(None, None), (None, None)]
+
+
+def test_messages_come_in_delivery_order_though_microseconds_are_not_padded(
+    tmp_path: Path,
+) -> None:
+    """Within one second, ``M5`` was delivered before ``M123456`` and ``Q9``
+    before ``Q10``; a string sort of the names puts them the other way round."""
+    box = Maildir(tmp_path / "m")
+    box.path.mkdir(parents=True, exist_ok=True)
+    for sub in ("tmp", "new", "cur"):
+        (box.path / sub).mkdir(exist_ok=True)
+    names = [
+        "1700000000.M5P7Q9R00.host",
+        "1700000000.M5P7Q10R00.host",
+        "1700000000.M123456P7Q11R00.host",
+        "1700000001.M1P7Q12R00.host:2,S",
+    ]
+    for index, name in enumerate(names):
+        sub = "cur" if ":" in name else "new"
+        (box.path / sub / name).write_bytes(b"%d\n" % index)
+    assert [p.read_bytes() for p in box.messages()] == [b"0\n", b"1\n", b"2\n", b"3\n"]

@@ -52,6 +52,7 @@ __all__ = [
     "MessageInfo",
     "MessageUnavailable",
     "POP3Session",
+    "delivery_order",
     "pop3_size",
 ]
 
@@ -261,10 +262,14 @@ def _uid(base: str) -> str:
     return hashlib.md5(base.encode("utf-8", "surrogateescape"), usedforsecurity=False).hexdigest()
 
 
-def _order(name: str) -> list[tuple[int, int, str]]:
-    """Delivery order: a Maildir unique name starts with the delivery time in seconds,
-    often followed by microseconds and a counter (``M<usec>``, ``Q<n>``) that are not
-    zero-padded, so numbers compare as numbers."""
+def delivery_order(name: str) -> list[tuple[int, int, str]]:
+    """The sort key that puts Maildir messages in delivery order.
+
+    A Maildir unique name starts with the delivery time in seconds, often
+    followed by microseconds and a counter (``M<usec>``, ``Q<n>``) that are
+    not zero-padded, so numbers compare as numbers: ``M5`` comes before
+    ``M123456``, which a plain string sort gets wrong.
+    """
     return [
         (0, int(part), "") if part.isdigit() else (1, 0, part)
         for part in _DIGITS_RE.split(name)
@@ -344,7 +349,7 @@ class Maildir(Maildrop):
                 if name.startswith("."):
                     continue
                 base = name.split(":", 1)[0]
-                found.append((_order(base), os.path.join(directory, name), base))
+                found.append((delivery_order(base), os.path.join(directory, name), base))
         found.sort(key=lambda item: item[0])
         entries = []
         seen: set[str] = set()

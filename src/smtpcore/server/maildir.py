@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from smtpcore.maildrop import delivery_order
+
 __all__ = ["LFWriter", "Maildir", "StagedMessage", "fsync_directory"]
 
 _COPY_SIZE: Final = 65536
@@ -185,4 +187,4 @@ class Maildir:
             directory = self.path / sub
             if directory.is_dir():
                 found += [p for p in directory.iterdir() if not p.name.startswith(".")]
-        return sorted(found, key=lambda p: p.name)
+        return sorted(found, key=lambda p: delivery_order(p.name.split(":", 1)[0]))
