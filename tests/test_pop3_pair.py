@@ -39,7 +39,7 @@ from smtpcore.pop3 import (
     Uidl,
     User,
 )
-from smtpcore.testing import POP3ConnectionPair
+from smtpcore.testing import POP3ConnectionPair, run_pop3_server
 from smtpcore.testing import strategies as sst
 
 SETTINGS = settings(max_examples=100, deadline=None)
@@ -127,7 +127,7 @@ def test_machines_agree_on_everything(
 
 
 def run_server(pieces: list[bytes]) -> tuple[list[Event], str]:
-    """Feed ``pieces``; answer like a permissive application. Returns events, outcome."""
+    """Feed ``pieces``; answer with :func:`answer`. Returns events, outcome."""
     server = ServerConnection(
         "pop.pqr.example", sasl_mechanisms=["PLAIN"], stls=True, utf8=True, max_bad_commands=30
     )
@@ -135,35 +135,30 @@ def run_server(pieces: list[bytes]) -> tuple[list[Event], str]:
     events: list[Event] = []
     try:
         for piece in pieces:
-            server.receive_data(piece)
-            while True:
-                event = server.next_event()
-                if event is NEED_DATA or event is PAUSED:
-                    break
-                events.append(event)
-                if isinstance(event, ConnectionClosed):
-                    return events, "closed"
-                answer(server, event)
-                assert server.buffered <= server.max_buffered + len(piece)
+            new, _ = run_pop3_server(server, piece, answer=answer)
+            events += new
+            if events and isinstance(events[-1], ConnectionClosed):
+                return events, "closed"
+            assert server.buffered <= server.max_buffered + len(piece)
     except RemoteProtocolError:
         return events, "error"
     return events, server.state.name
 
 
-def answer(server: ServerConnection, event: Event) -> None:
+def answer(server: ServerConnection, event: Event) -> list[Event]:
+    """Accept commands, but refuse STLS and every SASL response, so that no
+    handshake is needed and AUTH's continuation is reached."""
     if isinstance(event, BadCommand):
-        server.send(event.response)
-    elif isinstance(event, Auth):
-        server.send(Continue(b"challenge"))
-    elif isinstance(event, AuthResponse):
-        server.send(Err("no"))
-    elif isinstance(event, Stls):
-        server.send(Err("not now"))
-    elif isinstance(event, Command):
-        server.send(Ok())
-        if event.multiline:
-            server.send(ResponseData(b"1 2\r\n.dot\r\n"))
-            server.send(EndOfResponse())
+        return [event.response]
+    if isinstance(event, Auth):
+        return [Continue(b"challenge")]
+    if isinstance(event, AuthResponse):
+        return [Err("no")]
+    if isinstance(event, Stls):
+        return [Err("not now")]
+    if isinstance(event, Command) and event.multiline:
+        return [Ok(), ResponseData(b"1 2\r\n.dot\r\n"), EndOfResponse()]
+    return [Ok()]
 
 
 @st.composite

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
 from smtpcore import NEED_DATA, PAUSED, ProtocolError, RemoteProtocolError, smtp
@@ -241,3 +241,13 @@ def test_hostile_parameter_texts_get_one_reply_a_line(texts: list[str]) -> None:
         line = f"RCPT TO:<brendon@pqr.example>{params}\r\n".encode()
         events, out = run_server(conn, line)
         assert len(events) == 1 and out.count(b"\r\n") == 1, (line, out)
+
+
+def test_domains_draw_a_labels_that_stand_for_u_labels() -> None:
+    """IDNA's ASCII form (RFC 5890) travels without SMTPUTF8: a server must take it."""
+    domain = find(sst.domains(), lambda name: "xn--" in name)
+    label = next(label for label in domain.split(".") if label.startswith("xn--"))
+    assert not label.encode().decode("idna").isascii()
+    conn = _server()
+    events, _ = run_server(conn, f"MAIL FROM:<john@{domain}>\r\n".encode())
+    assert not any(isinstance(e, BadCommand) for e in events)

@@ -117,6 +117,16 @@ def _u_labels() -> st.SearchStrategy[str]:
     return st.one_of(st.sampled_from(_U_LABELS), built.filter(_is_domain))
 
 
+def _a_labels() -> st.SearchStrategy[str]:
+    """A-labels (``xn--``, RFC 5890 §2.3.2.1): internationalized labels in the ASCII
+    form that travels without SMTPUTF8."""
+    return (
+        _u_labels()
+        .filter(lambda text: not text.isascii())
+        .map(lambda text: text.encode("idna").decode("ascii"))
+    )
+
+
 def _is_domain(text: str) -> bool:
     try:
         parse_domain(text)
@@ -126,13 +136,14 @@ def _is_domain(text: str) -> bool:
 
 
 def domains(*, utf8: bool = False, literals: bool = False) -> st.SearchStrategy[str]:
-    """Valid domains: LDH host names, with ``utf8`` also U-labels (IDNA, RFC 5890),
-    with ``literals`` also address literals. The top label is never all digits.
+    """Valid domains: LDH host names, A-labels among them (``xn--``, IDNA,
+    RFC 5890), with ``utf8`` also U-labels, with ``literals`` also address
+    literals. The top label is never all digits.
 
     >>> sst.domains(utf8=True).example()  # doctest: +SKIP
     'mail.exämple.test'
     """
-    label = _ldh_labels()
+    label = st.one_of(_ldh_labels(), _a_labels())
     if utf8:
         label = st.one_of(label, _u_labels())
     top = st.from_regex(r"[a-z][a-z0-9]{0,5}", fullmatch=True)
