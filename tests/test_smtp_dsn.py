@@ -13,6 +13,7 @@ from smtpcore.smtp import (
     ClientConnection,
     DSNError,
     Ehlo,
+    EnhancedStatus,
     EnvelopeId,
     Mail,
     Notify,
@@ -21,9 +22,11 @@ from smtpcore.smtp import (
     Rcpt,
     Reply,
     Ret,
+    ServerConnection,
     xtext,
 )
 from smtpcore.smtp._dsn import _read_notify, utf8_addr_xtext
+from smtpcore.testing import ConnectionPair
 
 # Narrow on purpose: typed DSN values and any text the RFC 3461/6533 encoders must carry,
 # not only mailboxes (sst.rcpt_parameters and sst.xtexts draw the wire forms).
@@ -156,14 +159,16 @@ def _client(lines: list[str]) -> ClientConnection:
     st.text(min_size=1, max_size=20).filter(lambda text: len(xtext(text)) <= 100),
 )
 def test_typed_values_cross_the_wire(notify: Notify, address: str, ret: Ret, envid: str) -> None:
-    client = _client(["DSN", "PIPELINING"])
+    pair = ConnectionPair(server=ServerConnection("mx.pqr.example", dsn=True))
+    pair.send(Ehlo("client.abc.example"))
     orcpt = OriginalRecipient("utf-8", address)
-    wire = client.send(Mail(Mailbox("a", "b.example"), {"RET": ret, "ENVID": EnvelopeId(envid)}))
-    wire += client.send(Rcpt(Mailbox("c", "d.example"), {"NOTIFY": notify, "ORCPT": orcpt}))
-    server = greeted(dsn=True)
-    events, out = run(server, EHLO + wire)
-    assert codes(out)[1:] == ["250 2.1.0", "250 2.1.5"]
-    mail, rcpt = events[1], events[2]
+    pair.send(
+        Mail(Mailbox("a", "b.example"), {"RET": ret, "ENVID": EnvelopeId(envid)}),
+        Rcpt(Mailbox("c", "d.example"), {"NOTIFY": notify, "ORCPT": orcpt}),
+    )
+    replies = [(a.reply.code, a.reply.status) for a in pair.answers[-2:]]
+    assert replies == [(250, EnhancedStatus(2, 1, 0)), (250, EnhancedStatus(2, 1, 5))]
+    mail, rcpt = pair.server_events[-2:]
     assert isinstance(mail, Mail) and isinstance(rcpt, Rcpt)
     assert mail.ret is ret and mail.envid == EnvelopeId(envid)
     assert rcpt.notify == notify and rcpt.orcpt == orcpt
