@@ -164,8 +164,9 @@ _REFUSE_TIMEOUT: Final = 1.0
 def _set_nodelay(transport: asyncio.BaseTransport) -> None:
     """TCP_NODELAY: a reply written in two pieces must not wait ~40 ms for a delayed ACK.
 
-    asyncio's own socket transports set it already; this is for event loops that
-    do not. A socket that is not TCP (a Unix socket) refuses it, which is fine.
+    asyncio's own socket transports set it already (those of any
+    ``asyncio.BaseEventLoop``): this is for event loops that may not. A socket
+    that is not TCP (a Unix socket) refuses it, which is fine.
     """
     sock = transport.get_extra_info("socket")
     if sock is not None:
@@ -458,7 +459,8 @@ class AsyncioTransport(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        _set_nodelay(transport)
+        if not isinstance(self._loop, asyncio.BaseEventLoop):
+            _set_nodelay(transport)
         if self._on_connect is not None:
             self._on_connect(self)
 
@@ -622,7 +624,12 @@ class AsyncioTransport(asyncio.BufferedProtocol):
             return
         if not transport.is_closing():
             transport.close()
-        if self._lost:
+        if self._lost or (
+            not transport.get_write_buffer_size()
+            and transport.get_extra_info("sslcontext") is None
+        ):
+            # Nothing left to send, and no TLS close to answer: asyncio closes the
+            # socket on its next pass, with nothing to wait for.
             return
         # Wait for connection_lost; a peer that never takes the last bytes (or never
         # answers a TLS close) is cut off after _CLOSE_TIMEOUT.
