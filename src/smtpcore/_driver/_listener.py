@@ -85,8 +85,9 @@ class SessionRegistry(Generic[S]):
         self.on_empty: Callable[[], None] | None = None
         """Called when the last session ends while the server is stopping."""
 
-    def new_session(self, transport: Link) -> S:
-        """A session for a connection just accepted."""
+    def new_session(self, transport: Link, peer: tuple[str, int] | None) -> S:
+        """A session for a connection just accepted from ``peer`` (its
+        ``transport.peer_address``, read once)."""
         raise NotImplementedError
 
     @property
@@ -104,13 +105,13 @@ class SessionRegistry(Generic[S]):
         room for it, what to write to the client before closing."""
         if self.full:
             return self.busy_reply
-        peer = transport.peer_address
+        peer = counted = transport.peer_address
         if peer is not None and self.client_named_later(peer):
-            peer = None
-        if not self._has_room(peer):
+            counted = None
+        if not self._has_room(counted):
             return self.address_busy_reply
-        session = self.new_session(transport)
-        self._count(session, peer)
+        session = self.new_session(transport, peer)
+        self._count(session, counted)
         self.sessions.add(session)
         return session
 

@@ -204,8 +204,8 @@ class POP3ServerState(SessionRegistry["POP3ServerSession"]):
         self.apop_login = kind.apop_secret is not Mailstore.apop_secret
         self.sasl_login = kind.sasl_mechanisms is not Mailstore.sasl_mechanisms
 
-    def new_session(self, transport: Link) -> POP3ServerSession:
-        return POP3ServerSession(transport, self)
+    def new_session(self, transport: Link, peer: tuple[str, int] | None) -> POP3ServerSession:
+        return POP3ServerSession(transport, self, peer)
 
 
 class POP3ServerSession(ServedSession):
@@ -215,14 +215,16 @@ class POP3ServerSession(ServedSession):
     protocol = "POP3"
     state: POP3ServerState
 
-    def __init__(self, transport: Link, state: POP3ServerState) -> None:
+    def __init__(
+        self, transport: Link, state: POP3ServerState, peer: tuple[str, int] | None
+    ) -> None:
         self.transport = transport
         self.state = state
         self.options = options = state.options
         self.store = state.store
         self.session = POP3Session(
             hostname=options.hostname,
-            peer=transport.peer_address,
+            peer=peer,
             local=transport.local_address,
         )
         self.conn: ServerConnection | None = None

@@ -104,6 +104,9 @@ _DATA_STATE: Final = State.DATA
 """A global: a member read through its enum class costs the class's __getattr__ hook."""
 _AUTH_UNAVAILABLE: Final = Reply(454, "Temporary authentication failure", "4.7.0")
 _OK: Final = Reply(250, "OK")
+_NO_AUTH: Final = ServerAuth({})
+"""The AUTH state of a session that offers no mechanism: it answers every AUTH 504
+and keeps nothing, so every such session shares it."""
 _HANDLER: Final = Handler()
 """Handler's own hooks: they answer for a hook a handler leaves as it is or answers None
 to, so that the defaults live in :class:`~smtpcore.handler.Handler` alone."""
@@ -345,8 +348,8 @@ class ServerState(SessionRegistry["ServerSession"]):
         """Hook name -> the reply given without asking the handler, which keeps Handler's
         hook (the everyday commands then cost no call to :meth:`ServerSession._ask`)."""
 
-    def new_session(self, transport: Link) -> ServerSession:
-        return ServerSession(transport, self)
+    def new_session(self, transport: Link, peer: tuple[str, int] | None) -> ServerSession:
+        return ServerSession(transport, self, peer)
 
     def client_named_later(self, peer: tuple[str, int]) -> bool:
         return _trusted_proxy(peer, self.options.proxy_networks)
@@ -359,7 +362,7 @@ class ServerSession(ServedSession):
     protocol = "SMTP"
     state: ServerState
 
-    def __init__(self, transport: Link, state: ServerState) -> None:
+    def __init__(self, transport: Link, state: ServerState, peer: tuple[str, int] | None) -> None:
         self.transport = transport
         self.state = state
         self.options = state.options
@@ -367,7 +370,7 @@ class ServerSession(ServedSession):
         self.conn = state.options.new_connection()
         self.session = Session(
             hostname=self.options.hostname,
-            peer=transport.peer_address,
+            peer=peer,
             local=transport.local_address,
         )
         if self.options.forwarder_networks:
@@ -384,9 +387,10 @@ class ServerSession(ServedSession):
         self._auth_names = self.conn.auth_mechanisms
         """Every mechanism the machine was built with; -PLUS ones are offered only
         over a TLS layer that gives channel binding data (see :meth:`_offer_auth`)."""
-        self._auth = ServerAuth({})
+        self._auth = _NO_AUTH
         self._auth_mechanism = ""
-        self._offer_auth()
+        if self._auth_names or self.options.auth_mechanisms:
+            self._offer_auth()
 
     # -- the loop ---------------------------------------------------------
 
@@ -507,8 +511,20 @@ class ServerSession(ServedSession):
         return True
 
     async def _flush(self) -> None:
-        """Write the replies due, under the command timeout."""
-        if self._out:
+        """Write the replies due, under the command timeout for what the transport
+        does not take at once."""
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        try:
+            sent = self.transport.send_nowait(data)
+        except OSError:
+            self.conn.send_failed()
+            raise ConnectionLost from None
+        if sent < len(data):
+            out.append(data[sent:])
             async with self.transport.deadline(self.options.timeouts.command):
                 await self._write_out()
 
@@ -795,7 +811,8 @@ class ServerSession(ServedSession):
             logger.info("TLS handshake with %s failed: %s", _peer_text(self.session.peer), exc)
             raise ConnectionLost from None
         self.session.tls = self.transport.tls
-        self._offer_auth()
+        if self._auth_names or self.options.auth_mechanisms:
+            self._offer_auth()
 
     def _offer_auth(self) -> None:
         """A fresh AUTH state for this connection's channel: SCRAM-SHA-256-PLUS is

@@ -1,0 +1,141 @@
+"""How a server session ends: its last replies reach the client whole, however much
+the transport takes at once, and the connection closes (issue 17, round 3).
+
+The driver writes the last replies (after QUIT, or a 421) with the transport's
+``send_nowait`` where there is one, and enters a deadline only for what it did
+not take; a transport that takes a few bytes at a time, or has no such method,
+still gets every byte, in order, before its close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import pytest
+import trio
+
+import smtpcore.asyncio as smtp_asyncio
+import smtpcore.trio as smtp_trio
+from smtpcore.handler import Handler, TLSInfo
+from smtpcore.smtp import ServerConnection
+
+
+class ScriptedTransport:
+    """A transport that gives the client's bytes in one piece and records what the
+    server writes; it has no ``send_nowait``."""
+
+    def __init__(self, client: bytes) -> None:
+        self.client = client
+        self.written: list[bytes] = []
+        self.closed = False
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        data, self.client = self.client[:max_bytes], self.client[max_bytes:]
+        return data
+
+    async def send_all(self, data: bytes) -> None:
+        self.written.append(data)
+
+    async def start_tls(
+        self, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
+    ) -> None:
+        raise ConnectionResetError("no TLS here")
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        return ("192.0.2.1", 40000)
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        return ("192.0.2.25", 25)
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        return None
+
+
+class TakingSome(ScriptedTransport):
+    """One whose ``send_nowait`` takes at most ``takes`` bytes at a time."""
+
+    def __init__(self, client: bytes, takes: int) -> None:
+        super().__init__(client)
+        self.takes = takes
+
+    def send_nowait(self, data: bytes) -> int:
+        self.written.append(data[: self.takes])
+        return min(len(data), self.takes)
+
+
+@pytest.mark.parametrize("adapter", ["asyncio", "trio"])
+@pytest.mark.parametrize("takes", [3, 1000, None])
+def test_the_last_reply_reaches_the_client_whole_before_the_close(
+    adapter: str, takes: int | None
+) -> None:
+    client = b"EHLO client.test\r\nQUIT\r\n"
+    transport = ScriptedTransport(client) if takes is None else TakingSome(client, takes)
+
+    async def asyncio_body() -> None:
+        server = smtp_asyncio.SMTPServer(Handler(), hostname="mx.test")
+        await server.serve_transport(transport)
+
+    async def trio_body() -> None:
+        server = smtp_trio.SMTPServer(Handler(), hostname="mx.test")
+        await server.serve_transport(transport)
+
+    if adapter == "asyncio":
+        asyncio.run(asyncio_body())
+    else:
+        trio.run(trio_body)
+    lines = b"".join(transport.written).split(b"\r\n")
+    assert lines[0].startswith(b"220 mx.test")
+    assert lines[-2] == b"221 2.0.0 mx.test Bye" and lines[-1] == b""
+    assert transport.closed
+
+
+def _session(adapter: str, client: bytes, **options: object) -> list[bytes]:
+    """The lines a server session over a scripted transport writes to ``client``."""
+    transport = ScriptedTransport(client)
+
+    async def asyncio_body() -> None:
+        server = smtp_asyncio.SMTPServer(Handler(), hostname="mx.test", **options)  # type: ignore[arg-type]
+        await server.serve_transport(transport)
+
+    async def trio_body() -> None:
+        server = smtp_trio.SMTPServer(Handler(), hostname="mx.test", **options)  # type: ignore[arg-type]
+        await server.serve_transport(transport)
+
+    if adapter == "asyncio":
+        asyncio.run(asyncio_body())
+    else:
+        trio.run(trio_body)
+    return b"".join(transport.written).split(b"\r\n")
+
+
+@pytest.mark.parametrize("adapter", ["asyncio", "trio"])
+def test_a_server_without_auth_refuses_auth_and_goes_on(adapter: str) -> None:
+    lines = _session(adapter, b"EHLO client.test\r\nAUTH PLAIN AGEAYg==\r\nNOOP\r\nQUIT\r\n")
+    assert not any(b"AUTH" in line for line in lines)
+    assert lines[-4].startswith(b"500 5.5.2")  # AUTH is not a command here
+    assert lines[-3].startswith(b"250") and lines[-2].startswith(b"221")
+
+
+@pytest.mark.parametrize("adapter", ["asyncio", "trio"])
+def test_a_machine_offering_auth_the_server_has_no_mechanism_for_answers_504(
+    adapter: str,
+) -> None:
+    def machine(options: smtp_asyncio.ServerOptions) -> ServerConnection:
+        return ServerConnection(
+            options.hostname, auth_mechanisms=["PLAIN"], auth_require_tls=False
+        )
+
+    lines = _session(
+        adapter,
+        b"EHLO client.test\r\nAUTH PLAIN AGEAYg==\r\nQUIT\r\n",
+        connection_factory=machine,
+    )
+    assert b"250 AUTH PLAIN" in lines
+    assert lines[-3].startswith(b"504 5.5.4") and lines[-2].startswith(b"221")
