@@ -24,6 +24,7 @@ PACKAGE_DIR = Path(smtpcore.__file__).resolve().parent
 #: submodules of a package it names. Extend this list when an adapter is added.
 IO_MODULES: tuple[str, ...] = (
     "smtpcore.asyncio",
+    "smtpcore._asyncio_runner",  # the asyncio adapter's session runner
     "smtpcore.trio",
     "smtpcore.sync",
     "smtpcore.transport",

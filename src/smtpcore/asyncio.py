@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from smtpcore._asyncio_runner import INTO_A_TASK, WOKEN, SessionRunner
 from smtpcore._driver import (
     BaseSMTPClient,
     BaseSMTPServer,
@@ -186,10 +187,15 @@ class _Alarm:
     it. A busy session thus sees one timer ring per timeout period.
     """
 
-    __slots__ = ("_handle", "_handle_when", "_loop", "_when", "deadline")
+    __slots__ = ("_handle", "_handle_when", "_loop", "_when", "deadline", "runner")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, runner: SessionRunner | None = None
+    ) -> None:
         self._loop = loop
+        self.runner = runner
+        """What runs the connection's session, where it is not a task (see
+        :class:`~smtpcore._asyncio_runner.SessionRunner`): its deadlines cancel that."""
         self._handle: asyncio.TimerHandle | None = None
         self._handle_when = 0.0
         """When ``_handle`` rings (``TimerHandle.when()`` is a Python call)."""
@@ -244,15 +250,20 @@ class _Deadline:
     def __init__(self, seconds: float | None, alarm: _Alarm | None = None) -> None:
         self._seconds = seconds
         self._alarm = alarm
-        self._task: asyncio.Task[object] | None = None
+        self._task: asyncio.Task[object] | SessionRunner | None = None
         self._handle: asyncio.Handle | None = None
         self._fired = False
         self._cancelling = 0
 
     async def __aenter__(self) -> _Deadline:
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover - always inside a task
-            raise RuntimeError("a deadline needs a running task")
+        alarm = self._alarm
+        task: asyncio.Task[Any] | SessionRunner | None = None
+        if alarm is not None:
+            task = alarm.runner
+        if task is None:
+            task = asyncio.current_task()
+            if task is None:  # pragma: no cover - always inside a task
+                raise RuntimeError("a deadline needs a running task")
         self._task = task
         if sys.version_info >= (3, 11):
             self._cancelling = task.cancelling()
@@ -373,12 +384,13 @@ _read_buffer = _ReadBuffer()
 
 class AsyncioClock:
     """asyncio's timing for one session (the driver's ``Clock``): deadlines cancel the
-    session's task, and share one loop timer per connection (see :class:`_Alarm`)."""
+    session's task (or its runner), and share one loop timer per connection (see
+    :class:`_Alarm`)."""
 
     __slots__ = ("_alarm",)
 
-    def __init__(self) -> None:
-        self._alarm = _Alarm(asyncio.get_running_loop())
+    def __init__(self, runner: SessionRunner | None = None) -> None:
+        self._alarm = _Alarm(asyncio.get_running_loop(), runner)
 
     def deadline(self, seconds: float | None) -> _Deadline:
         return _Deadline(seconds, self._alarm)
@@ -387,8 +399,16 @@ class AsyncioClock:
         return _Watchdog(self._alarm)
 
     def within(self, seconds: float | None, call: Awaitable[_T]) -> Coroutine[Any, Any, _T]:
+        runner = self._alarm.runner
+        if runner is not None and runner.task is None:
+            return self._within_a_task(seconds, call)
         # The coroutine itself, not one awaiting it: a hook call is the hot path.
         return deadline_when_waiting(self.deadline, seconds, call)
+
+    async def _within_a_task(self, seconds: float | None, call: Awaitable[_T]) -> _T:
+        """A handler's code runs in a task of its session: the first one makes it."""
+        await INTO_A_TASK
+        return await deadline_when_waiting(self.deadline, seconds, call)
 
     def close(self) -> None:
         self._alarm.close()
@@ -417,6 +437,9 @@ class AsyncioTransport(asyncio.BufferedProtocol):
     Idle connections are the many ones on a server, so it keeps little: received
     chunks wait in a plain list read from ``_next`` on (emptied, and so freed,
     once read to its end), and the future a close waits on is made by the close.
+    While a :class:`~smtpcore._asyncio_runner.SessionRunner` steps the session
+    (an accepted connection, before any task runs it), its waits are no futures:
+    the callbacks wake the runner, and the session goes on in the same pass.
     """
 
     __slots__ = (
@@ -431,6 +454,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         "_on_connect",
         "_reader",
         "_reading_paused",
+        "_runner",
         "_transport",
         "_writer",
         "_writing_paused",
@@ -453,6 +477,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         self._writer: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
         self._close_waiters: list[asyncio.Future[None]] | None = None
+        self._runner: SessionRunner | None = None
 
     # -- asyncio.BufferedProtocol -------------------------------------------
 
@@ -491,11 +516,11 @@ class AsyncioTransport(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = self._eof = True
-        self._wake_reader()
-        self._wake_writer()
         for waiter in self._close_waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
+        self._wake_writer()
+        self._wake_reader()
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -505,12 +530,23 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         self._wake_writer()
 
     def _wake_reader(self) -> None:
-        if self._reader is not None and not self._reader.done():
-            self._reader.set_result(None)
+        if self._reader is not None:
+            if not self._reader.done():
+                self._reader.set_result(None)
+        elif self._runner is not None:
+            self._runner.wake()
 
     def _wake_writer(self) -> None:
-        if self._writer is not None and not self._writer.done():
-            self._writer.set_result(None)
+        if self._writer is not None:
+            if not self._writer.done():
+                self._writer.set_result(None)
+        elif self._runner is not None:
+            self._runner.wake()
+
+    def _stepped(self) -> bool:
+        """Whether a runner steps the session now, rather than a task."""
+        runner = self._runner
+        return runner is not None and runner.task is None
 
     # -- Transport ------------------------------------------------------------
 
@@ -521,6 +557,10 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         while not chunks:
             if self._eof:
                 return b""
+            runner = self._runner
+            if runner is not None and runner.task is None:
+                await WOKEN
+                continue
             self._reader = self._loop.create_future()
             try:
                 await self._reader
@@ -584,6 +624,9 @@ class AsyncioTransport(asyncio.BufferedProtocol):
             raise ConnectionResetError("the connection is closed")
         transport.write(data)
         while self._writing_paused and not self._lost:
+            if self._stepped():
+                await WOKEN
+                continue
             self._writer = self._loop.create_future()
             try:
                 await self._writer
@@ -633,13 +676,16 @@ class AsyncioTransport(asyncio.BufferedProtocol):
             return
         # Wait for connection_lost; a peer that never takes the last bytes (or never
         # answers a TLS close) is cut off after _CLOSE_TIMEOUT.
-        waiter = self._loop.create_future()
-        if self._close_waiters is None:
-            self._close_waiters = []
-        self._close_waiters.append(waiter)
         timer = self._loop.call_later(_CLOSE_TIMEOUT, transport.abort)
         try:
-            await waiter
+            while self._stepped() and not self._lost:
+                await WOKEN
+            if not self._lost:
+                waiter = self._loop.create_future()
+                if self._close_waiters is None:
+                    self._close_waiters = []
+                self._close_waiters.append(waiter)
+                await waiter
         except asyncio.CancelledError:
             transport.abort()
             raise
@@ -771,16 +817,21 @@ class _Listener(BaseListener[_S]):
 
     _server: asyncio.Server | None = None
     _tasks: dict[asyncio.Task[None], _S]
-    """The sessions' tasks, each with its session."""
-    _task_done: Callable[[asyncio.Task[None]], None]
-    """:meth:`_ended`, bound once: every task's done callback shares it."""
+    """The tasks serving a transport (:meth:`serve_transport`), each with its session."""
+    _runners: dict[SessionRunner, _S]
+    """The accepted connections' sessions, each with what runs it."""
+    _runner_done: Callable[[SessionRunner], None]
+    """:meth:`_ended`, bound once: every runner shares it."""
+    _idle: asyncio.Future[None] | None = None
+    """Set once no session is left, while :meth:`aclose` waits for that."""
     _stopped: asyncio.Event
 
     async def start(self) -> None:
         """Listen and serve in the background."""
         loop = asyncio.get_running_loop()
         self._tasks = {}
-        self._task_done = self._ended
+        self._runners = {}
+        self._runner_done = self._ended
         self._stopped = asyncio.Event()
         if self.sock is not None or self.unix_path is not None:
             sock = self._unix_socket() if self.sock is None else self.sock
@@ -800,18 +851,35 @@ class _Listener(BaseListener[_S]):
         return AsyncioTransport(self._connected)
 
     def _connected(self, transport: AsyncioTransport) -> None:
-        session = self.state.admit(_link(transport))
+        """A new connection: its session starts at once, stepped by a runner (the
+        greeting goes out in this pass of the loop)."""
+        runner = SessionRunner(transport._loop, self._runner_done)
+        session = self.state.admit(Link(transport, AsyncioClock(runner)))
         if isinstance(session, bytes):
             transport.refuse(session)
             return
-        task = asyncio.get_running_loop().create_task(session.run())
-        self._tasks[task] = session
-        task.add_done_callback(self._task_done)
+        transport._runner = runner
+        self._runners[runner] = session
+        runner.start(session.run())
 
-    def _ended(self, task: asyncio.Task[None]) -> None:
-        session = self._tasks.pop(task, None)
+    def _ended(self, runner: SessionRunner) -> None:
+        session = self._runners.pop(runner, None)
         if session is not None:
-            self.state.remove(session)  # in case the task was cancelled before it ran
+            self.state.remove(session)  # in case it was cancelled before it ran
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        idle = self._idle
+        if idle is not None and not self._runners and not self._tasks and not idle.done():
+            idle.set_result(None)
+
+    async def _until_idle(self, timeout: float | None) -> bool:
+        """Wait until no session is left, for at most ``timeout`` seconds; whether none is."""
+        if not self._runners and not self._tasks:
+            return True
+        self._idle = asyncio.get_running_loop().create_future()
+        done, _ = await asyncio.wait([self._idle], timeout=timeout)
+        return bool(done)
 
     async def serve_transport(self, transport: Transport) -> None:
         """Serve one session over ``transport`` (a :class:`~smtpcore.transport.Transport`
@@ -842,6 +910,7 @@ class _Listener(BaseListener[_S]):
         finally:
             if task is not None:
                 self._tasks.pop(task, None)
+                self._check_idle()
 
     async def serve_stream(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -867,13 +936,12 @@ class _Listener(BaseListener[_S]):
             return
         server.close()
         self.state.begin_shutdown()
-        tasks = set(self._tasks)
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=grace)
-            for task in pending:
+        if not await self._until_idle(grace):
+            for runner in list(self._runners):
+                runner.cancel()
+            for task in list(self._tasks):
                 task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+            await self._until_idle(None)
         await server.wait_closed()
         if self.sock is None:
             self._unix_socket_closed()
