@@ -242,9 +242,15 @@ class ConnectionLost(Exception):
 class ServedSession:
     """The life of one accepted connection, the same for SMTP and POP3.
 
-    :meth:`run` serves it, logs a failure, leaves the registry, lets the
-    protocol tidy up (:meth:`_ended`: an abandoned transaction, a maildrop
-    lock) and closes the transport, whatever happened.
+    :meth:`run` serves it: the protocol opens the session (:meth:`_open`: the
+    greeting), answers the client under the watchdog (:meth:`_take_events`)
+    and closes it (:meth:`_close`: a last reply); then :meth:`run` logs a
+    failure, leaves the registry, lets the protocol tidy up (:meth:`_ended`:
+    an abandoned transaction, a maildrop lock) and closes the transport,
+    whatever happened. The three steps are called one after the other from
+    :meth:`run` itself, so that a session waiting for its client is suspended
+    three coroutines deep (this one, the protocol's loop and the read): an
+    idle session's memory, and each wake-up's calls, grow with that depth.
     """
 
     logger: ClassVar[logging.Logger] = logging.getLogger("smtpcore")
@@ -261,7 +267,17 @@ class ServedSession:
         """Serve the connection to its end; never raises but for cancellation."""
         self.state.sessions.add(self)
         try:
-            await self._serve()
+            await self._open()
+            try:
+                async with self.transport.watchdog() as self._watchdog:
+                    await self._take_events()
+            except TimeoutError:
+                if not self._watchdog.expired:
+                    raise
+                timed_out = True
+            else:
+                timed_out = False
+            await self._close(timed_out)
         except ConnectionLost:
             pass
         except Exception:
@@ -280,24 +296,20 @@ class ServedSession:
         if self._waiting_idle:
             self._watchdog.expire()
 
-    async def _serve(self) -> None:
+    async def _open(self) -> None:
+        """Start the session: what comes before the client's first command (a PROXY
+        header, TLS on connect, the greeting)."""
         raise NotImplementedError
 
     async def _take_events(self) -> None:
-        """Answer the client until the session ends, calling :meth:`_read` to wait."""
+        """Answer the client until the session ends (under the watchdog, which
+        interrupts a wait for the client that runs out of time)."""
         raise NotImplementedError
 
-    async def _take_events_watched(self) -> bool:
-        """:meth:`_take_events` under the watchdog; True if it went off (a wait for
-        the client timed out, or a shutdown woke an idle session)."""
-        try:
-            async with self.transport.watchdog() as self._watchdog:
-                await self._take_events()
-        except TimeoutError:
-            if not self._watchdog.expired:
-                raise
-            return True
-        return False
+    async def _close(self, timed_out: bool) -> None:
+        """End the session: its last replies (``timed_out``: the watchdog went off,
+        a wait for the client timed out or a shutdown woke an idle session)."""
+        raise NotImplementedError
 
     async def _ended(self) -> None:
         """Tidy up after the session, before the transport closes."""

@@ -290,7 +290,7 @@ class POP3ServerSession(ServedSession):
         by_name = {name.upper(): factory for name, factory in offered.items()}
         return {name: by_name[name] for name in offered_mechanisms(by_name, bindings)}
 
-    async def _serve(self) -> None:
+    async def _open(self) -> None:
         options = self.options
         if options.tls_on_connect:
             await self._handshake()
@@ -304,7 +304,9 @@ class POP3ServerSession(ServedSession):
             except LocalProtocolError:  # a host name unfit for the APOP timestamp
                 greeting = conn.greeting()
             self._answer(greeting)
-        if await self._take_events_watched():
+
+    async def _close(self, timed_out: bool) -> None:
+        if timed_out:
             if not self.state.stopping:
                 # RFC 1939 §3: the autologout timer closes without a response, and
                 # without entering UPDATE.
@@ -336,7 +338,7 @@ class POP3ServerSession(ServedSession):
 
     async def _read(self, new_wait: bool) -> None:
         """Write the answers due, then wait for the next command under the autologout
-        timer (the watchdog: when it goes off, :meth:`_serve` closes).
+        timer (the watchdog: when it goes off, :meth:`_close` closes).
 
         The timer runs from the start of the wait for a command until its line
         is complete, however many reads it takes (``new_wait`` is true for the

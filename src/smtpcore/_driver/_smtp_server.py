@@ -398,28 +398,12 @@ class ServerSession(ServedSession):
         await self._end_transaction()
         await self._call("handle_close", lambda handler: handler.handle_close(self.session))
 
-    async def _serve(self) -> None:
-        conn = self.conn
+    async def _open(self) -> None:
         if self.options.proxy_networks:
             await self._proxy_header()
         if self.options.tls_on_connect:
             await self._handshake()
-            conn.tls = True
-        await self._greet()
-        if await self._take_events_watched():
-            if self._waited_idle and self.state.stopping:
-                reply = Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2")
-            else:
-                reply = Reply(421, f"{self.options.hostname} Timeout exceeded", "4.4.2")
-            self._answer(reply)
-        try:
-            await self._flush()
-        except TimeoutError:
-            raise ConnectionLost from None
-
-    async def _greet(self) -> None:
-        """The greeting (a method of its own, so that the idle session's frames do not
-        keep the reply alive)."""
+            self.conn.tls = True
         unavailable = self.state.unavailable
         greeting = await self._ask(
             "handle_connect",
@@ -430,6 +414,18 @@ class ServerSession(ServedSession):
         if self.state.stopping:
             greeting = Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2")
         self._answer(greeting, unavailable)
+
+    async def _close(self, timed_out: bool) -> None:
+        if timed_out:
+            if self._waited_idle and self.state.stopping:
+                reply = Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2")
+            else:
+                reply = Reply(421, f"{self.options.hostname} Timeout exceeded", "4.4.2")
+            self._answer(reply)
+        try:
+            await self._flush()
+        except TimeoutError:
+            raise ConnectionLost from None
 
     async def _take_events(self) -> None:
         """Answer the client's events until the session ends (h11's loop); a closed
@@ -486,7 +482,7 @@ class ServerSession(ServedSession):
         first); content has ``data_block`` seconds plus what ``min_data_rate``
         credits for each read (Postfix's per-request deadline and minimum data
         rate). So a client that trickles a byte at a time cannot hold a session
-        forever. When the watchdog goes off, :meth:`_serve` answers 421. The
+        forever. When the watchdog goes off, :meth:`_close` answers 421. The
         replies due are written within the wait, before the read.
         """
         conn_state = self.conn.state
