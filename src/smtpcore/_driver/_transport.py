@@ -11,6 +11,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Final
 
 from smtpcore._driver._timeouts import Clock, Deadline, Watchdog, Within
 from smtpcore.handler import TLSInfo
@@ -66,15 +67,27 @@ def _no_channel_binding(kind: str) -> bytes | None:
     return None
 
 
+_FROM_TRANSPORT: Final[dict[str, Callable[..., Any] | None]] = {
+    "receive_some": None,
+    "receive_nowait": _cannot_receive_now,
+    "send_all": None,
+    "send_nowait": _cannot_send_now,
+}
+"""The link's methods that are the transport's, with what stands in for an optional
+one the transport lacks (None: every transport has it)."""
+_FROM_CLOCK: Final = frozenset({"deadline", "within"})
+
+
 class Link:
     """One connection as a session sees it: a transport's bytes and a clock's time.
 
     The methods used on the hot path (reads, writes, deadlines) are kept as the
     transport's and the clock's bound methods in slots, so a read through the
     link costs what a read on the transport costs: the link adds no call of its
-    own there. Those used once a session (TLS, the watchdog, the close) go
-    through the link's own methods, so an idle connection holds no bound
-    method for them.
+    own there. Each is bound at its first use (:meth:`__getattr__`), so that an
+    idle connection holds only those its session has used (a server's session
+    never reads without waiting, for one). Those used once a session (TLS, the
+    watchdog, the close) go through the link's own methods.
     """
 
     __slots__ = (
@@ -103,12 +116,25 @@ class Link:
     def __init__(self, transport: Transport, clock: Clock) -> None:
         self.transport = transport
         self.clock = clock
-        self.receive_some = transport.receive_some
-        self.receive_nowait = getattr(transport, "receive_nowait", _cannot_receive_now)
-        self.send_all = transport.send_all
-        self.send_nowait = getattr(transport, "send_nowait", _cannot_send_now)
-        self.deadline = clock.deadline
-        self.within = clock.within
+
+    if not TYPE_CHECKING:  # the slots' own annotations are the types to check
+
+        def __getattr__(self, name: str) -> Any:
+            """A hot-path method not used before on this link: bound now, and kept."""
+            if name in _FROM_TRANSPORT:
+                lacking = _FROM_TRANSPORT[name]
+                transport = self.transport
+                method = (
+                    getattr(transport, name)
+                    if lacking is None
+                    else getattr(transport, name, lacking)
+                )
+            elif name in _FROM_CLOCK:
+                method = getattr(self.clock, name)
+            else:
+                raise AttributeError(name)
+            setattr(self, name, method)
+            return method
 
     def start_tls(
         self,

@@ -1,0 +1,62 @@
+"""The link between a session and its transport binds each hot-path method at its
+first use, so an idle connection keeps only those its session used (issue 17,
+round 3), and stands in for the optional ones a transport lacks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from smtpcore._driver import Link
+from smtpcore.asyncio import AsyncioClock
+
+
+class Minimal:
+    """A transport with only the methods every transport has."""
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        return b"data"[:max_bytes]
+
+    async def send_all(self, data: bytes) -> None:
+        pass
+
+
+def _bound(link: Link) -> set[str]:
+    """The link's slots that hold a value."""
+    bound = set()
+    for name in Link.__slots__:
+        try:
+            object.__getattribute__(link, name)
+        except AttributeError:
+            continue
+        bound.add(name)
+    return bound
+
+
+def test_methods_are_bound_at_first_use_and_kept() -> None:
+    async def body() -> None:
+        transport = Minimal()
+        link = Link(transport, AsyncioClock())  # type: ignore[arg-type]  # a stand-in
+        assert _bound(link) == {"transport", "clock"}
+        assert await link.receive_some(2) == b"da"
+        assert _bound(link) == {"transport", "clock", "receive_some"}
+        assert link.receive_some == transport.receive_some
+        assert link.receive_some is link.receive_some  # kept, not bound again
+        # The optional ones stand in for what the transport lacks.
+        assert link.send_nowait(b"x") == 0
+        assert link.receive_nowait(10) is None
+        assert callable(link.within) and callable(link.deadline)
+
+    asyncio.run(body())
+
+
+def test_a_transport_without_a_required_method_fails_at_its_use() -> None:
+    async def body() -> None:
+        link = Link(object(), AsyncioClock())  # type: ignore[arg-type]  # a stand-in
+        with pytest.raises(AttributeError):
+            link.receive_some  # noqa: B018
+        with pytest.raises(AttributeError):
+            link.no_such_method  # type: ignore[attr-defined]  # noqa: B018
+
+    asyncio.run(body())
