@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from smtpcore._driver import Link
+from smtpcore._driver import Link, address
 from smtpcore.asyncio import AsyncioClock
 
 
@@ -60,3 +60,12 @@ def test_a_transport_without_a_required_method_fails_at_its_use() -> None:
             link.no_such_method  # type: ignore[attr-defined]  # noqa: B018
 
     asyncio.run(body())
+
+
+def test_an_ipv4_address_is_kept_as_it_is_and_others_are_reduced() -> None:
+    ipv4 = ("192.0.2.1", 25)
+    assert address(ipv4) is ipv4  # no copy held per connection
+    assert address(("2001:db8::1", 25, 0, 0)) == ("2001:db8::1", 25)
+    assert address("/run/smtp.sock") is None
+    assert address(("192.0.2.1", True)) == ("192.0.2.1", 1)  # bool is not int here
+    assert type(address(("192.0.2.1", True))[1]) is int  # type: ignore[index]

@@ -102,15 +102,15 @@ class SessionRunner:
     def start(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` now, up to its first wait."""
         self._coro = coro
-        self._step()
+        self._waiting = True
+        self.wake()
 
     def wake(self) -> None:
-        """What the session waits for may have come: run it, if it waits for that."""
-        if self._waiting:
-            self._waiting = False
-            self._step()
-
-    def _step(self) -> None:
+        """What the session waits for may have come: run it up to its next wait, if
+        it waits for that."""
+        if not self._waiting:
+            return
+        self._waiting = False
         coro = self._coro
         assert coro is not None
         while True:

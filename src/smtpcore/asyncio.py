@@ -187,12 +187,10 @@ class _Alarm:
     it. A busy session thus sees one timer ring per timeout period.
     """
 
-    __slots__ = ("_handle", "_handle_when", "_loop", "_when", "deadline", "runner")
+    __slots__ = ("_handle", "_handle_when", "_loop", "_when", "holder", "runner")
 
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, runner: SessionRunner | None = None
-    ) -> None:
-        self._loop = loop
+    def __init__(self, runner: SessionRunner | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
         self.runner = runner
         """What runs the connection's session, where it is not a task (see
         :class:`~smtpcore._asyncio_runner.SessionRunner`): its deadlines cancel that."""
@@ -200,14 +198,15 @@ class _Alarm:
         self._handle_when = 0.0
         """When ``_handle`` rings (``TimerHandle.when()`` is a Python call)."""
         self._when = 0.0
-        self.deadline: _Deadline | None = None
+        self.holder: _Deadline | None = None
+        """The deadline the alarm rings for, if any."""
 
     def arm(self, deadline: _Deadline, seconds: float) -> None:
         self.arm_at(deadline, self._loop.time() + seconds)
 
     def arm_at(self, deadline: _Deadline, when: float) -> None:
         """Ring for ``deadline`` at ``when``, in the loop's time."""
-        self.deadline = deadline
+        self.holder = deadline
         self._when = when
         handle = self._handle
         if handle is None or self._handle_when > when:
@@ -217,7 +216,7 @@ class _Alarm:
             self._handle_when = when
 
     def disarm(self) -> None:
-        self.deadline = None
+        self.holder = None
 
     def close(self) -> None:
         """The connection is gone: drop the loop timer now rather than when it rings."""
@@ -227,7 +226,7 @@ class _Alarm:
 
     def _ring(self) -> None:
         self._handle = None
-        deadline = self.deadline
+        deadline = self.holder
         if deadline is None:
             return
         if self._loop.time() < self._when:
@@ -269,7 +268,7 @@ class _Deadline:
             self._cancelling = task.cancelling()
         if self._seconds is not None:
             alarm = self._alarm
-            if alarm is not None and alarm.deadline is None:
+            if alarm is not None and alarm.holder is None:
                 alarm.arm(self, self._seconds)
             else:
                 self._alarm = None
@@ -292,7 +291,7 @@ class _Deadline:
     ) -> None:
         if self._handle is not None:
             self._handle.cancel()
-        elif self._alarm is not None and self._alarm.deadline is self:
+        elif self._alarm is not None and self._alarm.holder is self:
             self._alarm.disarm()
         task, self._task = self._task, None
         if not self._fired or task is None:
@@ -355,7 +354,7 @@ class _Watchdog(_Deadline):
         alarm.arm_at(self, until)
 
     def disarm(self) -> None:
-        if self._alarm is not None and self._alarm.deadline is self:
+        if self._alarm is not None and self._alarm.holder is self:
             self._alarm.disarm()
 
     @property
@@ -382,24 +381,21 @@ class _ReadBuffer(threading.local):
 _read_buffer = _ReadBuffer()
 
 
-class AsyncioClock:
+class AsyncioClock(_Alarm):
     """asyncio's timing for one session (the driver's ``Clock``): deadlines cancel the
-    session's task (or its runner), and share one loop timer per connection (see
-    :class:`_Alarm`)."""
+    session's task (or its runner), and share the connection's one loop timer,
+    which is the clock itself (see :class:`_Alarm`)."""
 
-    __slots__ = ("_alarm",)
-
-    def __init__(self, runner: SessionRunner | None = None) -> None:
-        self._alarm = _Alarm(asyncio.get_running_loop(), runner)
+    __slots__ = ()
 
     def deadline(self, seconds: float | None) -> _Deadline:
-        return _Deadline(seconds, self._alarm)
+        return _Deadline(seconds, self)
 
     def watchdog(self) -> _Watchdog:
-        return _Watchdog(self._alarm)
+        return _Watchdog(self)
 
     def within(self, seconds: float | None, call: Awaitable[_T]) -> Coroutine[Any, Any, _T]:
-        runner = self._alarm.runner
+        runner = self.runner
         if runner is not None and runner.task is None:
             return self._within_a_task(seconds, call)
         # The coroutine itself, not one awaiting it: a hook call is the hot path.
@@ -409,9 +405,6 @@ class AsyncioClock:
         """A handler's code runs in a task of its session: the first one makes it."""
         await INTO_A_TASK
         return await deadline_when_waiting(self.deadline, seconds, call)
-
-    def close(self) -> None:
-        self._alarm.close()
 
 
 def _link(transport: Transport) -> Link:
@@ -495,9 +488,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         """The event loop read ``nbytes`` into the buffer: keep a copy for the driver."""
-        self._received(bytes(_read_buffer.view[:nbytes]))
-
-    def _received(self, data: bytes) -> None:
+        data = bytes(_read_buffer.view[:nbytes])
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > _HIGH_WATER and not self._reading_paused:
@@ -864,7 +855,7 @@ class _Listener(BaseListener[_S]):
 
     def _ended(self, runner: SessionRunner) -> None:
         session = self._runners.pop(runner, None)
-        if session is not None:
+        if session is not None and session in self.state.sessions:
             self.state.remove(session)  # in case it was cancelled before it ran
         self._check_idle()
 

@@ -189,7 +189,14 @@ class Link:
 
 
 def address(value: object) -> tuple[str, int] | None:
-    """(host, port) out of a socket address of any family."""
+    """(host, port) out of a socket address of any family (an IPv4 one as it is)."""
+    if (
+        type(value) is tuple
+        and len(value) == 2
+        and type(value[0]) is str
+        and type(value[1]) is int
+    ):
+        return value
     if isinstance(value, tuple) and len(value) >= 2:
         return (str(value[0]), int(value[1]))
     return None
