@@ -327,9 +327,9 @@ class _Watchdog(_Deadline):
         self._until: float | None = None
         """When the wait under way ends, in the loop's time; None: never."""
 
-    async def __aenter__(self) -> _Watchdog:
-        await super().__aenter__()
-        return self
+    if TYPE_CHECKING:  # _Deadline's, which returns the watchdog itself
+
+        async def __aenter__(self) -> _Watchdog: ...
 
     def arm(self, seconds: float | None, min_rate: float | None = None) -> None:
         # Armed only around a wait for the client, when no other deadline is open.
@@ -857,7 +857,8 @@ class _Listener(BaseListener[_S]):
         session = self._runners.pop(runner, None)
         if session is not None and session in self.state.sessions:
             self.state.remove(session)  # in case it was cancelled before it ran
-        self._check_idle()
+        if self._idle is not None:
+            self._check_idle()
 
     def _check_idle(self) -> None:
         idle = self._idle

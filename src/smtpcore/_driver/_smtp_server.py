@@ -395,8 +395,10 @@ class ServerSession(ServedSession):
     # -- the loop ---------------------------------------------------------
 
     async def _ended(self) -> None:
-        await self._end_transaction()
-        await self._call("handle_close", lambda handler: handler.handle_close(self.session))
+        if self.session.envelope is not None:
+            await self._end_transaction()
+        if "handle_close" in self.state.overridden:  # Handler's own does nothing
+            await self._call("handle_close", lambda handler: handler.handle_close(self.session))
 
     async def _open(self) -> None:
         if self.options.proxy_networks:
