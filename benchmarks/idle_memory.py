@@ -11,7 +11,10 @@ grew, each divided by the sessions. Everything a session holds counts: the
 protocol machine, the driver's session and the adapter's transport, the
 event loop's transport and socket objects, the task and its suspended
 coroutines. ``--detail`` prints where the smtpcore servers' bytes were
-allocated, by source line.
+allocated, by source line, and then by whose code allocated them (the
+machine's, the rest of smtpcore's, the framework's and the standard library's),
+per session: an object is counted where it was made (a machine by the driver
+line that builds it, a coroutine's frame by the line that calls it).
 
 Loopback only; every server started here is stopped at the end.
 """
@@ -47,7 +50,23 @@ def rss_bytes() -> int:
         return 0
 
 
-def answer_requests(detail: bool) -> None:
+PARTS = (
+    ("smtpcore machine", ("/smtpcore/smtp/", "/smtpcore/_lines.py")),
+    ("smtpcore driver and adapter", ("/smtpcore/",)),
+    ("trio", ("/trio/", "<attrs generated")),
+    ("asyncio and the standard library", ("/asyncio/", "/lib/python")),
+)
+"""Where an allocation's source file says it belongs, checked in this order."""
+
+
+def part_of(filename: str) -> str:
+    for name, markers in PARTS:
+        if any(marker in filename for marker in markers):
+            return name
+    return "other"
+
+
+def answer_requests(detail: bool, sessions: int) -> None:
     """The child's side of the pipe: ``mark`` takes the baseline, ``measure`` reports
     the growth since then (a thread beside the server's loop)."""
     base: tuple[int, int] = (0, 0)
@@ -63,6 +82,14 @@ def answer_requests(detail: bool) -> None:
                 stats = tracemalloc.take_snapshot().compare_to(snapshot, "lineno")
                 for stat in stats[:60]:
                     print(f"  {stat}", file=sys.stderr)
+                parts: dict[str, int] = {}
+                for stat in stats:
+                    part = part_of(stat.traceback[0].filename)
+                    parts[part] = parts.get(part, 0) + stat.size_diff
+                for part, size in sorted(parts.items(), key=lambda item: -item[1]):
+                    print(
+                        f"  made by {part:34} {size / sessions:6.0f} B a session", file=sys.stderr
+                    )
             print(f"{grown[0]} {grown[1]}", flush=True)
 
 
@@ -100,7 +127,7 @@ def serve_smtpcore(kind: str, port: int, sessions: int) -> None:
 
 def child(kind: str, port: int, sessions: int, detail: bool) -> None:
     tracemalloc.start()
-    threading.Thread(target=answer_requests, args=(detail,), daemon=True).start()
+    threading.Thread(target=answer_requests, args=(detail, sessions), daemon=True).start()
     if kind.startswith("smtpcore."):
         serve_smtpcore(kind, port, sessions)
     else:
