@@ -10,6 +10,7 @@ still gets every byte, in order, before its close.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 
 import pytest
@@ -139,3 +140,25 @@ def test_a_machine_offering_auth_the_server_has_no_mechanism_for_answers_504(
     )
     assert b"250 AUTH PLAIN" in lines
     assert lines[-3].startswith(b"504 5.5.4") and lines[-2].startswith(b"221")
+
+
+def test_trio_tcp_sessions_have_nodelay_without_setting_it_again() -> None:
+    """The trio transport leaves TCP_NODELAY to ``trio.SocketStream``, which sets it:
+    a reply written in two pieces must not wait for a delayed ACK."""
+
+    async def body() -> tuple[int, int]:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        server = await listeners[0].accept()
+        smtp_trio.TrioTransport(server)
+        flags = (
+            server.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+            client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+        )
+        await client.aclose()
+        await server.aclose()
+        await listeners[0].aclose()
+        return flags
+
+    assert all(trio.run(body))

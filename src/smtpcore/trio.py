@@ -7,13 +7,11 @@ and the public API has the same shape.
 
 from __future__ import annotations
 
-import contextlib
 import email.message
 import errno
 import logging
 import math
 import os
-import socket
 import ssl
 from collections.abc import Awaitable, Sequence
 from types import CodeType, TracebackType
@@ -520,10 +518,8 @@ class TrioTransport:
         self._fd = -1
         """The socket's descriptor while plain-TCP reads and writes go to it."""
         if isinstance(stream, trio.SocketStream):
+            # A SocketStream over TCP has TCP_NODELAY set already (trio does it).
             self._fd = stream.socket.fileno()
-            if stream.socket.family in (socket.AF_INET, socket.AF_INET6):
-                with contextlib.suppress(OSError):  # TCP_NODELAY, as trio sets it already
-                    stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
 
     async def receive_some(self, max_bytes: int) -> bytes:
         if self._fd >= 0 and not self._closed:
