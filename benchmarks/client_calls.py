@@ -77,9 +77,23 @@ def asyncio_client(port: int, messages: int) -> None:
     asyncio.run(main())
 
 
+def trio_client(port: int, messages: int) -> None:
+    import trio
+
+    from smtpcore.trio import SMTPClient
+
+    async def main() -> None:
+        async with SMTPClient("127.0.0.1", port) as client:
+            for _ in range(messages):
+                await client.send_message(BODY_1K, SENDER, [RECIPIENT])
+
+    trio.run(main)
+
+
 CLIENTS: dict[str, Callable[[int, int], None]] = {
     "smtpcore.sync": sync_client,
     "smtpcore.asyncio": asyncio_client,
+    "smtpcore.trio": trio_client,
 }
 
 

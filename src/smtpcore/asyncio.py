@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.message
+import functools
 import logging
 import os
 import socket
@@ -198,13 +199,13 @@ class _Alarm:
         self._handle_when = 0.0
         """When ``_handle`` rings (``TimerHandle.when()`` is a Python call)."""
         self._when = 0.0
-        self.holder: _Deadline | None = None
+        self.holder: _Deadline | _ReadTimer | None = None
         """The deadline the alarm rings for, if any."""
 
     def arm(self, deadline: _Deadline, seconds: float) -> None:
         self.arm_at(deadline, self._loop.time() + seconds)
 
-    def arm_at(self, deadline: _Deadline, when: float) -> None:
+    def arm_at(self, deadline: _Deadline | _ReadTimer, when: float) -> None:
         """Ring for ``deadline`` at ``when``, in the loop's time."""
         self.holder = deadline
         self._when = when
@@ -381,12 +382,83 @@ class _ReadBuffer(threading.local):
 _read_buffer = _ReadBuffer()
 
 
+class _ReadTimer:
+    """The deadline of a client's read of a reply: one per connection, made once, and
+    armed on the connection's :class:`_Alarm` for each read (see
+    :meth:`AsyncioClock.timed_reader`)."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[object] | None = None
+        self.fired = False
+
+    def expire(self) -> None:
+        task = self.task
+        if task is not None and not self.fired:
+            self.fired = True
+            task.cancel()
+
+
 class AsyncioClock(_Alarm):
     """asyncio's timing for one session (the driver's ``Clock``): deadlines cancel the
     session's task (or its runner), and share the connection's one loop timer,
     which is the clock itself (see :class:`_Alarm`)."""
 
     __slots__ = ()
+
+    def timed_reader(
+        self, receive: Callable[[int], Awaitable[bytes]]
+    ) -> Callable[[float | None, int], Awaitable[bytes]]:
+        """``receive_within(seconds, max_bytes)`` for the link (a client's read of each
+        reply): ``receive`` under the connection's alarm, with one read timer made
+        for the connection, rather than a deadline made, entered and left for each
+        read. Made at the link's first timed read, so a server's session has none."""
+        return functools.partial(self._receive_within, _ReadTimer(), receive)
+
+    async def _receive_within(
+        self,
+        timer: _ReadTimer,
+        receive: Callable[[int], Awaitable[bytes]],
+        seconds: float | None,
+        max_bytes: int,
+    ) -> bytes:
+        """``await receive(max_bytes)``, cancelled after ``seconds`` into
+        ``TimeoutError``, as a deadline entered around the read would be."""
+        if sys.version_info < (3, 11):  # no Task.cancelling(): a deadline around the read
+            async with _Deadline(seconds, self):
+                return await receive(max_bytes)
+        else:
+            task = asyncio.current_task()
+            if (
+                seconds is None
+                or self.holder is not None  # another deadline holds the alarm
+                or timer.task is not None
+                or self.runner is not None  # a server's session, not a task
+                or task is None
+            ):
+                async with _Deadline(seconds, self):
+                    return await receive(max_bytes)
+            cancelling = task.cancelling()
+            timer.task = task
+            timer.fired = False
+            self.arm_at(timer, self._loop.time() + seconds)
+            try:
+                data = await receive(max_bytes)
+            except asyncio.CancelledError as exc:
+                if timer.fired and task.uncancel() <= cancelling:
+                    raise TimeoutError from exc
+                raise
+            finally:
+                timer.task = None
+                if self.holder is timer:
+                    self.holder = None
+            if timer.fired and task.uncancel() <= cancelling:
+                # The timer fired after the read, before the task resumed: the
+                # cancellation is still pending; absorb it here, as _Deadline does.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0)
+            return data
 
     def deadline(self, seconds: float | None) -> _Deadline:
         return _Deadline(seconds, self)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import email.message
 import errno
+import functools
 import logging
 import math
 import os
 import ssl
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import CodeType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -421,6 +422,25 @@ class TrioClock:
 
     def close(self) -> None:
         """Nothing to drop: the run's one timer forgets a watchdog when its block ends."""
+
+    def timed_reader(
+        self, receive: Callable[[int], Awaitable[bytes]]
+    ) -> Callable[[float | None, int], Awaitable[bytes]]:
+        """``receive_within(seconds, max_bytes)`` for the link (a client's read of
+        each reply): ``receive`` under one cancel scope, without a deadline object."""
+        return functools.partial(self.receive_within, receive)
+
+    async def receive_within(
+        self, receive: Callable[[int], Awaitable[bytes]], seconds: float | None, max_bytes: int
+    ) -> bytes:
+        """``await receive(max_bytes)`` under a cancel scope of ``seconds``, into
+        ``TimeoutError``."""
+        if seconds is None:
+            return await receive(max_bytes)
+        with trio.CancelScope(deadline=trio.current_time() + seconds) as scope:
+            return await receive(max_bytes)
+        assert scope.cancelled_caught  # only its own cancellation ends the block early
+        raise TimeoutError
 
     async def within(self, seconds: float | None, call: Awaitable[_T]) -> _T:
         """Await ``call`` under a cancel scope of ``seconds``, entered before the call

@@ -12,11 +12,13 @@ code with the asyncio and trio ones.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import select
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -27,6 +29,9 @@ from smtpcore.transport import tls_info
 __all__ = ["SocketClock", "SocketTransport", "open_link", "run"]
 
 T = TypeVar("T")
+
+_POLL = hasattr(select, "poll")
+"""Without ``poll`` (Windows), plain sockets also run in timeout mode."""
 
 
 def run(call: Coroutine[Any, Any, T]) -> T:
@@ -113,11 +118,13 @@ class _Watchdog:
 
 
 class SocketClock:
-    """The driver's clock for a blocking socket: deadlines become socket timeouts."""
+    """The driver's clock for a blocking socket: deadlines become the socket's waits."""
 
     def __init__(self) -> None:
         self._deadlines: list[_Deadline] = []
         self._watchdog: _Watchdog | None = None
+        self._read_due = math.inf
+        """When the read under way through :meth:`receive_within` is due."""
 
     def deadline(self, seconds: float | None) -> _Deadline:
         return _Deadline(self, seconds)
@@ -129,13 +136,34 @@ class SocketClock:
         async with self.deadline(seconds):
             return await call
 
+    def timed_reader(
+        self, receive: Callable[[int], Awaitable[bytes]]
+    ) -> Callable[[float | None, int], Awaitable[bytes]]:
+        """``receive_within(seconds, max_bytes)`` for the link (a client's read of
+        each reply, the hot path): ``receive`` without a deadline object."""
+        return functools.partial(self.receive_within, receive)
+
+    async def receive_within(
+        self, receive: Callable[[int], Awaitable[bytes]], seconds: float | None, max_bytes: int
+    ) -> bytes:
+        """``await receive(max_bytes)`` under a deadline of ``seconds``."""
+        if seconds is None:
+            return await receive(max_bytes)
+        self._read_due = time.monotonic() + seconds
+        try:
+            return await receive(max_bytes)
+        finally:
+            self._read_due = math.inf
+
     def close(self) -> None:
         self._deadlines.clear()
 
     def timeout(self) -> float | None:
         """Seconds the next wait may take (``None``: no limit); ``TimeoutError`` when a
         deadline has passed already."""
-        due = math.inf if self._watchdog is None else self._watchdog.due
+        due = self._read_due
+        if self._watchdog is not None:
+            due = min(due, self._watchdog.due)
         for deadline in self._deadlines:  # a loop: min() would make a generator per wait
             due = min(due, deadline.due)
         if due == math.inf:
@@ -147,21 +175,52 @@ class SocketClock:
 
 
 class SocketTransport:
-    """A :class:`~smtpcore.transport.Transport` on a connected blocking socket."""
+    """A :class:`~smtpcore.transport.Transport` on a connected blocking socket.
+
+    A plain TCP socket is kept non-blocking, and a wait is a ``poll`` under the
+    clock's timeout: then a read or write that need not wait is one system
+    call, where a socket timeout costs a ``poll`` before each and a mode switch
+    for each one that must not wait. A TLS socket (after STARTTLS, or on
+    connect) runs in the standard library's timeout mode, which knows about
+    the records it holds decrypted.
+    """
 
     def __init__(self, sock: socket.socket, clock: SocketClock) -> None:
         self._sock = sock
         self._clock = clock
+        self._poller: select.poll | None = None
+        if _POLL and not isinstance(sock, ssl.SSLSocket):
+            sock.setblocking(False)
+            self._poller = select.poll()
+            self._poller.register(sock, select.POLLIN)
+
+    def _wait(self, events: int) -> None:
+        """Wait until the plain socket is ready for ``events``, or ``TimeoutError``."""
+        poller = self._poller
+        assert poller is not None
+        timeout = self._clock.timeout()
+        poller.modify(self._sock, events)
+        if not poller.poll(None if timeout is None else math.ceil(timeout * 1000)):
+            raise TimeoutError("timed out")
 
     async def receive_some(self, max_bytes: int) -> bytes:
-        self._sock.settimeout(self._clock.timeout())
-        return self._sock.recv(max_bytes)
+        sock = self._sock
+        if self._poller is None:
+            sock.settimeout(self._clock.timeout())
+            return sock.recv(max_bytes)
+        while True:
+            try:
+                return sock.recv(max_bytes)
+            except BlockingIOError:
+                self._wait(select.POLLIN)
 
     def receive_nowait(self, max_bytes: int) -> bytes | None:
         """What has already arrived (``b""`` once the peer closed), or ``None``."""
-        self._sock.setblocking(False)
+        sock = self._sock
+        if self._poller is None:
+            sock.setblocking(False)
         try:
-            return self._sock.recv(max_bytes)
+            return sock.recv(max_bytes)
         except (BlockingIOError, ssl.SSLWantReadError):
             return None
         except OSError:  # reset: the next wait says so
@@ -173,15 +232,25 @@ class SocketTransport:
         sock = self._sock
         if isinstance(sock, ssl.SSLSocket):
             return 0  # a TLS record half written must be retried as it was
-        sock.setblocking(False)
+        if self._poller is None:
+            sock.setblocking(False)
         try:
             return sock.send(data)
         except BlockingIOError:
             return 0
 
     async def send_all(self, data: bytes) -> None:
-        self._sock.settimeout(self._clock.timeout())
-        self._sock.sendall(data)
+        sock = self._sock
+        if self._poller is None:
+            sock.settimeout(self._clock.timeout())
+            sock.sendall(data)
+            return
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[sock.send(view) :]
+            except BlockingIOError:
+                self._wait(select.POLLOUT)
 
     async def start_tls(
         self,
@@ -193,6 +262,9 @@ class SocketTransport:
         # Nothing is buffered here: bytes still in the kernel go to the handshake,
         # which fails on them rather than read them as protected (RFC 3207 §6).
         self._sock.settimeout(self._clock.timeout())
+        if self._poller is not None:
+            self._poller.unregister(self._sock)
+            self._poller = None
         self._sock = context.wrap_socket(
             self._sock, server_side=server_side, server_hostname=server_hostname
         )

@@ -891,9 +891,14 @@ class BaseSMTPClient(BaseClient):
             if event is PAUSED:
                 raise SMTPProtocolError("no reply is awaited")
             assert event is NEED_DATA
+            # A stand-in for a Link (a wrapper that shows the wire) may not have it.
+            receive_within = getattr(transport, "receive_within", None)
             try:
-                async with transport.deadline(timeout):
-                    data = await transport.receive_some(_CHUNK)
+                if receive_within is not None:
+                    data = await receive_within(timeout, _CHUNK)
+                else:
+                    async with transport.deadline(timeout):
+                        data = await transport.receive_some(_CHUNK)
             except TimeoutError as exc:
                 raise SMTPTimeout(f"no reply within {timeout} s") from exc
             except OSError:

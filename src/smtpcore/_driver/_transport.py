@@ -8,6 +8,7 @@ for one connection, so the sessions and clients have one object to talk to.
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -78,6 +79,16 @@ one the transport lacks (None: every transport has it)."""
 _FROM_CLOCK: Final = frozenset({"deadline", "within"})
 
 
+async def _receive_under_deadline(
+    deadline: Callable[[float | None], AbstractAsyncContextManager[Deadline]],
+    receive: Callable[[int], Awaitable[bytes]],
+    seconds: float | None,
+    max_bytes: int,
+) -> bytes:
+    async with deadline(seconds):
+        return await receive(max_bytes)
+
+
 class Link:
     """One connection as a session sees it: a transport's bytes and a clock's time.
 
@@ -95,6 +106,7 @@ class Link:
         "deadline",
         "receive_nowait",
         "receive_some",
+        "receive_within",
         "send_all",
         "send_nowait",
         "transport",
@@ -110,6 +122,11 @@ class Link:
     send_nowait: Callable[[bytes], int]
     """Write what can go out without waiting; how many bytes that was (``0`` when
     the transport has no such method: the driver then waits for the rest)."""
+    receive_within: Callable[[float | None, int], Awaitable[bytes]]
+    """``receive_within(seconds, max_bytes)``: a read under a deadline of ``seconds``
+    (``TimeoutError`` after), as a client reads each reply. What the clock's own
+    ``timed_reader(receive_some)`` makes where it has one, which costs less than
+    a deadline entered and left around each read."""
     deadline: Callable[[float | None], AbstractAsyncContextManager[Deadline]]
     within: Within
 
@@ -131,6 +148,15 @@ class Link:
                 )
             elif name in _FROM_CLOCK:
                 method = getattr(self.clock, name)
+            elif name == "receive_within":
+                clock = self.clock
+                receive = self.transport.receive_some
+                reader = getattr(clock, "timed_reader", None)
+                method = (
+                    reader(receive)
+                    if reader is not None
+                    else functools.partial(_receive_under_deadline, clock.deadline, receive)
+                )
             else:
                 raise AttributeError(name)
             setattr(self, name, method)
