@@ -23,6 +23,7 @@ from smtpcore._driver._client_base import BaseClient
 from smtpcore._driver._content import Content, CRLFNormalizer, content_chunks
 from smtpcore._driver._smtp_credentials import Credentials
 from smtpcore._driver._smtp_envelope import (
+    Offer,
     RecipientParameters,
     Recipients,
     build_envelope,
@@ -226,6 +227,8 @@ class BaseSMTPClient(BaseClient):
         self._transport: Link | None = None
         self._conn: ClientConnection | None = None
         self._transaction_failed = False
+        self._offer: Offer | None = None
+        """What the server's EHLO reply says about sending, read once per reply."""
 
     @property
     def connection(self) -> ClientConnection:
@@ -506,9 +509,10 @@ class BaseSMTPClient(BaseClient):
         if conn is None:
             raise SMTPConnectionError("not connected")
         extensions = conn.extensions
-        envelope = build_envelope(
-            extensions, message, sender, recipients, mail_params, rcpt_params
-        )
+        offer = self._offer
+        if offer is None or offer.extensions is not extensions:
+            offer = self._offer = Offer.of(extensions)
+        envelope = build_envelope(offer, message, sender, recipients, mail_params, rcpt_params)
         forward: list[Xforward] = []
         if xforward is not None:
             sent = xforward.only(extensions.xforward)
@@ -516,13 +520,14 @@ class BaseSMTPClient(BaseClient):
                 raise _not_offered("XFORWARD")
             forward = sent.split()
         mail, content = envelope.mail, envelope.content
-        chunked = self._uses_bdat(mail, extensions)
-        batches = self._batches(envelope.rcpts, content, extensions)
+        chunked = self._uses_bdat(mail, offer)
         try:  # as _closing_unless_refused does, without a coroutine more to resume
-            if len(batches) > 1:
-                return await self._transactions(
-                    mail, batches, content, chunked=chunked, forward=forward
-                )
+            if offer.limits:
+                batches = self._batches(envelope.rcpts, content, extensions)
+                if len(batches) > 1:
+                    return await self._transactions(
+                        mail, batches, content, chunked=chunked, forward=forward
+                    )
             return await self._transaction(
                 mail, envelope.rcpts, content, chunked=chunked, forward=forward
             )
@@ -535,8 +540,6 @@ class BaseSMTPClient(BaseClient):
     ) -> list[list[Rcpt]]:
         """The RCPTs in groups the server's LIMITS allow in one transaction (RFC 9422
         §5.2: RCPTMAX, §5.3: RCPTDOMAINMAX); one group when it announced none."""
-        if "LIMITS" not in extensions:
-            return [list(rcpts)]
         groups = extensions.limits.split([rcpt.recipient for rcpt in rcpts])
         if len(groups) == 1:
             return [list(rcpts)]
@@ -587,13 +590,13 @@ class BaseSMTPClient(BaseClient):
             raise refusal
         return merged
 
-    def _uses_bdat(self, mail: Mail, extensions: ServerExtensions) -> bool:
+    def _uses_bdat(self, mail: Mail, offer: Offer) -> bool:
         """BDAT for this message: BINARYMIME content must (RFC 3030 §3); otherwise as
         ``chunking`` says and the server offers."""
         params = mail.params
         if params is not NO_PARAMETERS and (params.get("BODY") or "").upper() == _BINARYMIME:
             return True
-        offered = extensions.chunking
+        offered = offer.chunking
         if self.chunking and not offered:
             reply = Reply(502, "the server does not offer CHUNKING, needed for BDAT", "5.5.1")
             raise ExtensionNotOffered(None, "CHUNKING", reply)
@@ -624,8 +627,17 @@ class BaseSMTPClient(BaseClient):
         if not chunked:
             commands.append(_DATA)
         self._transaction_failed = True  # until it has been delivered
-        if conn.extensions.pipelining:
-            replies = await self._pipelined(commands)
+        timeouts = self.timeouts
+        if self._offer is not None and self._offer.pipelining:
+            # In one write (RFC 2920 §3.1), and a reply read for each.
+            await self._write(self._send(*commands), timeouts.command)
+            replies = []
+            for command in commands:  # a loop: an awaiting comprehension is one coroutine more
+                replies.append(
+                    await self._reply(
+                        timeouts.data_initiation if isinstance(command, Data) else timeouts.command
+                    )
+                )
         else:
             replies = await self._one_by_one(commands)
         offset = 1 if isinstance(commands[0], Rset) else 0
@@ -652,7 +664,11 @@ class BaseSMTPClient(BaseClient):
             if data_reply is None or data_reply.code != 354:
                 raise MessageRefused("DATA", data_reply or mail_reply, conn.transaction)
             await self._send_data(content)
-            last = await self._final_replies()
+            last = (
+                await self._final_replies()
+                if self.lmtp
+                else await self._reply(timeouts.data_termination)
+            )
         result = conn.transaction
         assert result is not None
         # In SMTP the one reply after the content decides for every accepted recipient.
@@ -660,16 +676,6 @@ class BaseSMTPClient(BaseClient):
             raise MessageRefused("end of data", last, result)
         self._transaction_failed = False
         return result
-
-    async def _pipelined(self, commands: Sequence[Command]) -> list[Reply]:
-        """Send ``commands`` in one write (RFC 2920 §3.1) and read a reply to each."""
-        timeouts = self.timeouts
-        await self._write(self._send(*commands), timeouts.command)
-        replies = []
-        for command in commands:  # a loop: an awaiting comprehension is one coroutine more
-            timeout = timeouts.data_initiation if isinstance(command, Data) else timeouts.command
-            replies.append(await self._reply(timeout))
-        return replies
 
     async def _one_by_one(self, commands: Sequence[Command]) -> list[Reply]:
         """Send ``commands`` one at a time, each after the reply to the one before,

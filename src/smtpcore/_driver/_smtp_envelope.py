@@ -27,7 +27,7 @@ from smtpcore.smtp import Mail, Parameters, Rcpt, Reply, ServerExtensions
 from smtpcore.smtp._extensions import parameter_problem, unoffered_parameter
 from smtpcore.smtp._params import NO_PARAMETERS, ParametersLike
 
-__all__ = ["Envelope", "RecipientParameters", "Recipients", "build_envelope"]
+__all__ = ["Envelope", "Offer", "RecipientParameters", "Recipients", "build_envelope"]
 
 Recipients: TypeAlias = str | Mailbox | Iterable[str | Mailbox]
 """One recipient, or several: addresses as text or as :class:`~smtpcore.address.Mailbox`."""
@@ -35,6 +35,40 @@ Recipients: TypeAlias = str | Mailbox | Iterable[str | Mailbox]
 RecipientParameters: TypeAlias = ParametersLike | Callable[[Mailbox], ParametersLike]
 """What ``rcpt_params`` takes: the parameters of every RCPT, or a function giving
 each recipient its own (an ``ORCPT``, say)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """What a server's EHLO reply says about sending it a message, read once per reply
+    (:meth:`of`) rather than asked of its extensions for every message."""
+
+    extensions: ServerExtensions
+    size: int | None
+    """The fixed size limit (RFC 1870); None for none."""
+    declares_size: bool
+    """``SIZE`` offered, with or without a limit: the client declares a message's."""
+    eight_bit_mime: bool
+    binary_mime: bool
+    smtputf8: bool
+    chunking: bool
+    pipelining: bool
+    limits: bool
+    """``LIMITS`` offered (RFC 9422): recipients may have to go in batches."""
+
+    @classmethod
+    def of(cls, extensions: ServerExtensions) -> Offer:
+        size = extensions.size
+        return cls(
+            extensions,
+            size,
+            size is not None or "SIZE" in extensions,
+            extensions.eight_bit_mime,
+            extensions.binary_mime,
+            extensions.smtputf8,
+            extensions.chunking,
+            extensions.pipelining,
+            "LIMITS" in extensions,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +81,14 @@ class Envelope:
 
 
 def build_envelope(
-    extensions: ServerExtensions,
+    offer: Offer,
     message: Content | email.message.EmailMessage,
     sender: str | Mailbox | None,
     recipients: Recipients | None,
     mail_params: ParametersLike,
     rcpt_params: RecipientParameters,
 ) -> Envelope:
-    """The envelope of ``message`` for a server that offered ``extensions``.
+    """The envelope of ``message`` for a server that made ``offer``.
 
     Raises :class:`ValueError` or :class:`~smtpcore.LocalProtocolError` for
     the caller's own mistakes, and the refusals of
@@ -79,50 +113,42 @@ def build_envelope(
     given = NO_PARAMETERS if mail_params is None else Parameters.coerce(mail_params)
     size = known_size(content)
     wide = _first_wide(from_, rcpts)
-    added = _added_mail_params(extensions, wide is not None, content, size, given)
+    added = _added_mail_params(offer, wide is not None, content, size, given)
     mail = Mail(from_, (added or NO_PARAMETERS) if given is NO_PARAMETERS else {**added, **given})
     if rcpt_params is None:
         commands = [Rcpt(r, NO_PARAMETERS) for r in rcpts]
     else:
         commands = [Rcpt(r, _params_of(rcpt_params, r)) for r in rcpts]
-    _check_sendable(extensions, mail, wide, content, size)
-    check_offered(extensions, mail, commands)
+    check_sendable(offer, mail, wide, content, size)
+    check_offered(offer.extensions, mail, commands)
     return Envelope(mail, commands, content)
 
 
 def check_sendable(
-    extensions: ServerExtensions, mail: Mail, rcpts: Sequence[Rcpt], content: Content
-) -> None:
-    """Refuse a message the server has said it cannot take, with the reply RFC 3463
-    names: a UTF-8 address or ``SMTPUTF8`` without the extension (``553 5.6.7``),
-    8-bit content without 8BITMIME (``554 5.6.3``), a size over ``SIZE``
-    (``552 5.3.4``)."""
-    wide = _first_wide(mail.sender, [r.recipient for r in rcpts])
-    _check_sendable(extensions, mail, wide, content, known_size(content))
-
-
-def _check_sendable(
-    extensions: ServerExtensions,
+    offer: Offer,
     mail: Mail,
     wide: Mailbox | None,
     content: Content,
     size: int | None,
 ) -> None:
-    """:func:`check_sendable`, given the first address that needs SMTPUTF8 and the
-    content's size where known."""
+    """Refuse a message the server has said it cannot take, with the reply RFC 3463
+    names: a UTF-8 address (``wide``, the first one) or ``SMTPUTF8`` without the
+    extension (``553 5.6.7``), 8-bit content without 8BITMIME (``554 5.6.3``), a
+    size (``SIZE=`` declared, else the content's where known) over ``SIZE``
+    (``552 5.3.4``)."""
     params = mail.params
     if (wide is not None or (params is not NO_PARAMETERS and "SMTPUTF8" in params)) and (
-        not extensions.smtputf8
+        not offer.smtputf8
     ):
         # RFC 6531 §3.2: no internationalized message to a server without SMTPUTF8.
         needed = f"for {wide}" if wide is not None else "for this message"
         reply = Reply(553, f"the server does not offer SMTPUTF8, needed {needed}", "5.6.7")
         raise ExtensionNotOffered(None if wide else "SMTPUTF8", "SMTPUTF8", reply)
     eight_bit = isinstance(content, bytes) and not content.isascii()  # others: as they are read
-    if eight_bit and not (extensions.eight_bit_mime or extensions.binary_mime):
+    if eight_bit and not (offer.eight_bit_mime or offer.binary_mime):
         reply = Reply(554, "the server does not offer 8BITMIME, needed for 8-bit content", "5.6.3")
         raise ExtensionNotOffered(None, "8BITMIME", reply)
-    limit = extensions.size
+    limit = offer.size
     if limit is None:
         return
     declared = None if params is NO_PARAMETERS else params.get("SIZE")
@@ -161,7 +187,7 @@ def _first_wide(sender: Mailbox | None, rcpts: Sequence[Mailbox]) -> Mailbox | N
 
 
 def _added_mail_params(
-    extensions: ServerExtensions,
+    offer: Offer,
     needs_utf8: bool,
     content: Content,
     size: int | None,
@@ -172,12 +198,12 @@ def _added_mail_params(
     params: dict[str, str | None] = {}
     if given is not NO_PARAMETERS and "BODY" in given:
         params["BODY"] = given["BODY"]
-    if size is not None and (extensions.size is not None or "SIZE" in extensions):
+    if size is not None and offer.declares_size:
         params["SIZE"] = str(size)
     # Content that is not bytes cannot be looked at before it is sent: 8-bit, maybe.
-    if (not isinstance(content, bytes) or not content.isascii()) and extensions.eight_bit_mime:
+    if (not isinstance(content, bytes) or not content.isascii()) and offer.eight_bit_mime:
         params["BODY"] = "8BITMIME"
-    if needs_utf8 and extensions.smtputf8:
+    if needs_utf8 and offer.smtputf8:
         params["SMTPUTF8"] = None
     if given is NO_PARAMETERS:
         return params

@@ -61,6 +61,8 @@ __all__ = ["ClientConnection"]
 _GROUP_CONTINUES: Final = (Mail, Rcpt, Rset, Bdat, EndOfMessage, Xforward)
 
 _TRANSACTION_EVENTS: Final = (Mail, Rcpt, Data, Bdat, EndOfMessage)
+_DISCARDING: Final = (State.TLS_PENDING, State.CLOSED, State.ERROR)
+"""States whose received bytes are dropped (RFC 3207 §6: plaintext before TLS)."""
 _SESSION_RESETS: Final = (Rset, Ehlo, Helo, Lhlo, Quit, Xclient)
 
 
@@ -267,9 +269,11 @@ class ClientConnection:
         Bytes that arrive while the machine waits for the TLS handshake are
         plaintext that came before it, and are dropped (RFC 3207 §6).
         """
-        self._buffer.receive(
-            data, discard=self._state in (State.TLS_PENDING, State.CLOSED, State.ERROR)
-        )
+        discard = self._state in _DISCARDING
+        if data and not discard and not self._buffer.peer_closed:
+            self._received += data  # the buffer's own bytes (ReceiveBuffer.view)
+            return
+        self._buffer.receive(data, discard=discard)
 
     def next_event(self) -> Reply | ConnectionClosed | NoEvent:
         """The next reply from the server, or ``NEED_DATA``, or ``PAUSED``.
@@ -552,8 +556,9 @@ class ClientConnection:
             return
         code = reply.code
         rule = entry.rule
-        if code < 400 and code not in rule.success_codes and code not in rule.intermediate:
-            raise RemoteProtocolError(f"{code} is not a reply to {_name(event)}")  # Rule.accepts
+        moved = rule.move(code, State.READY if isinstance(event, AuthResponse) else self._state)
+        if moved is None:
+            raise RemoteProtocolError(f"{code} is not a reply to {_name(event)}")
         if (
             self.lmtp
             and code == 354
@@ -566,11 +571,10 @@ class ClientConnection:
         if entry.transaction is not None:
             self._last_transaction = entry.transaction
         if rule is END_OF_DATA_RULE:
-            self._answer_end(entry, reply)
+            self._answer_end(entry, reply, moved)
         else:
             queue.popleft()
-            current = State.READY if isinstance(event, AuthResponse) else self._state
-            self._state = next_state(rule, code, current)
+            self._state = moved
             self._answer_command(entry, reply)
         if code == 421:
             self._close()
@@ -620,8 +624,9 @@ class ClientConnection:
             elif not positive:
                 transaction.complete = True
 
-    def _answer_end(self, entry: _Awaited, reply: Reply) -> None:
-        """A reply after the content: one in SMTP, one per accepted recipient in LMTP."""
+    def _answer_end(self, entry: _Awaited, reply: Reply, moved: State) -> None:
+        """A reply after the content: one in SMTP, one per accepted recipient in LMTP;
+        ``moved`` is the state the session goes to once the last one is in."""
         transaction = entry.transaction
         assert transaction is not None
         deliveries = transaction.deliveries
@@ -645,7 +650,7 @@ class ClientConnection:
         if done or reply.code == 421:
             self._queue.popleft()
             transaction.complete = True
-            self._state = next_state(END_OF_DATA_RULE, reply.code, self._state)
+            self._state = moved
 
     def _close(self) -> None:
         self._state = State.CLOSED
