@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from smtpcore import LocalProtocolError, RemoteProtocolError
 from smtpcore.address import Mailbox
 from smtpcore.smtp import (
+    AuthResponse,
     Bdat,
     ClientConnection,
     Data,
@@ -31,6 +32,7 @@ from smtpcore.smtp import (
 )
 from smtpcore.smtp._params import NO_PARAMETERS
 from smtpcore.smtp._replies import everyday_reply, known_replies, parse_everyday_reply
+from smtpcore.smtp._state import END_OF_DATA_RULE, State, next_state
 from smtpcore.testing import strategies as sst
 
 OFFERS = st.sets(
@@ -43,7 +45,7 @@ OTHER = st.one_of(
     st.tuples(st.just("DATA"), st.none()),
     st.tuples(st.just("BINARYMIME"), st.none()),
     st.tuples(st.just("RSET"), st.none()),
-    st.tuples(st.just("reply"), st.sampled_from([250, 250, 354, 550])),
+    st.tuples(st.just("reply"), st.sampled_from([250, 250, 354, 550, 503])),
 )
 TRANSACTION = st.builds(
     lambda sender, rcpts, others: [("MAIL", sender), *(("RCPT", r) for r in rcpts), *others],
@@ -67,6 +69,21 @@ def session(offers: set[str]) -> ClientConnection:
     conn.receive_data(Reply(250, lines).to_bytes())
     assert isinstance(conn.next_event(), Reply)
     return conn
+
+
+def check_projection(conn: ClientConnection) -> None:
+    """Each awaited event's state after it is what folding the rules over the queue
+    from the state now gives, as the machine worked it out before keeping it."""
+    state = conn._state
+    for entry in conn._queue:
+        rule = entry.rule
+        if entry.event is None:
+            state = State.HELLO
+        elif rule is END_OF_DATA_RULE or isinstance(entry.event, AuthResponse):
+            state = State.READY
+        elif state in rule.allowed:
+            state = next_state(rule, min(rule.success_codes), state)
+        assert entry.after is state
 
 
 def run(offers: set[str], steps: list[tuple[str, object]], *, fast: bool) -> list[object]:
@@ -96,6 +113,7 @@ def run(offers: set[str], steps: list[tuple[str, object]], *, fast: bool) -> lis
             except RemoteProtocolError as exc:
                 out.append(f"remote: {exc}")
                 break
+            check_projection(conn)
             continue
         try:
             out.append(conn.send(event))
@@ -105,6 +123,7 @@ def run(offers: set[str], steps: list[tuple[str, object]], *, fast: bool) -> lis
             out.append(f"remote: {exc}")
             break
         out.append((conn.state, conn.pending, conn.transaction))
+        check_projection(conn)
     out.append((conn.state, conn.pending, conn.transaction, conn.answered))
     return out
 

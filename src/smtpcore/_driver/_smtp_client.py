@@ -639,7 +639,7 @@ class BaseSMTPClient(BaseClient):
                     )
                 )
         else:
-            replies = await self._one_by_one(commands)
+            replies = await self._one_by_one(commands, checked=not forward)
         offset = 1 if isinstance(commands[0], Rset) else 0
         mail_reply = replies[offset]
         if mail_reply.code >= 300:
@@ -677,10 +677,11 @@ class BaseSMTPClient(BaseClient):
         self._transaction_failed = False
         return result
 
-    async def _one_by_one(self, commands: Sequence[Command]) -> list[Reply]:
+    async def _one_by_one(self, commands: Sequence[Command], *, checked: bool) -> list[Reply]:
         """Send ``commands`` one at a time, each after the reply to the one before,
         and stop where the rest would be refused: no RCPT after a refused MAIL, no
-        DATA when no RCPT was accepted. The replies, in order."""
+        DATA when no RCPT was accepted. The replies, in order. ``checked``: nothing
+        came unasked since the caller last looked."""
         timeouts = self.timeouts
         replies: list[Reply] = []
         accepted = False
@@ -688,7 +689,8 @@ class BaseSMTPClient(BaseClient):
             if isinstance(command, Data) and not accepted:
                 break
             timeout = timeouts.data_initiation if isinstance(command, Data) else timeouts.command
-            await self._take_unasked()
+            if replies or not checked:
+                await self._take_unasked(idle=True)  # each reply before was read
             await self._write(self._send(command), timeout)
             reply = await self._reply(timeout)
             replies.append(reply)
@@ -703,7 +705,7 @@ class BaseSMTPClient(BaseClient):
         end, so that a message of one piece goes out in one write."""
         timeout = self.timeouts.data_block
         if type(content) is bytes and len(content) <= self.chunk_size:  # one piece, one write
-            await self._write(self._send(MessageData(content)) + self._send(_END), timeout)
+            await self._write(self._send(MessageData(content), _END), timeout)
             return
         ready = b""
         async for chunk in content_chunks(content, self.chunk_size):
@@ -801,9 +803,10 @@ class BaseSMTPClient(BaseClient):
             raise SMTPConnectionError("not connected")
         trace = self._trace
         if trace is None:
-            if len(events) == 1:
-                return conn.send(events[0])
-            return b"".join([conn.send(event) for event in events])
+            data = b""
+            for event in events:  # a loop: a comprehension is one call more
+                data += conn.send(event)
+            return data
         chunks = []
         for event in events:
             data = conn.send(event)
@@ -820,19 +823,20 @@ class BaseSMTPClient(BaseClient):
         await self._write(self._send(command), timeout)
         return await self._reply(timeout)
 
-    async def _take_unasked(self) -> None:
+    async def _take_unasked(self, *, idle: bool = False) -> None:
         """Read what the server sent while no reply was due, before the next command.
 
         A reply nobody asked for would be paired with the next command and every
         later reply with the wrong one (a refused recipient read as accepted): the
         machine turns it into an error here, and a ``421`` into the end of the
-        session (RFC 5321 §3.8).
+        session (RFC 5321 §3.8). Nothing is read while replies are due, unless the
+        caller knows none is (``idle``: it has just read the last one).
         """
         conn = self._conn
         transport = self._transport
         if conn is None or transport is None:
             raise SMTPConnectionError("not connected")
-        if conn.pending:
+        if not idle and conn.pending:
             return
         # A stand-in for a Link (a wrapper that shows the wire) may not have it.
         receive_nowait = getattr(transport, "receive_nowait", None)

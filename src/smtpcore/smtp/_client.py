@@ -78,6 +78,9 @@ class _Awaited:
     """For RCPT, the recipient's index in the transaction."""
     replies_due: int = 0
     """For the end of the content in LMTP: replies still to come, once known."""
+    after: State = State.READY
+    """The session's state once this event and every one before it has succeeded:
+    the state the next command is checked against."""
 
 
 _CONTENT_OUT_OF_PLACE: Final = (
@@ -154,7 +157,7 @@ class ClientConnection:
         cost whether anything is waiting."""
         self._parser = ReplyParser(max_line_length=max_reply_line, max_lines=max_reply_lines)
         self._state = State.GREETING
-        self._queue: deque[_Awaited] = deque([_Awaited(None, _GREETING_RULE)])
+        self._queue: deque[_Awaited] = deque([_Awaited(None, _GREETING_RULE, after=State.HELLO)])
         self._offer(ServerExtensions(), extended=False)
         self._tls = False
         self._greeting: Reply | None = None
@@ -290,9 +293,18 @@ class ClientConnection:
             return ConnectionClosed()
         if state is State.TLS_PENDING:
             return PAUSED
-        if self._received:
+        received = self._received
+        if received:
             try:
-                reply = self._read_reply()
+                reply = None
+                end = received.find(b"\n", 0, self.max_reply_line)
+                if end >= 0 and self._queue and not self._parser._lines:
+                    # A line seen before, outside a multi-line reply: no parsing.
+                    reply = self._known.get(bytes(received[: end + 1]))
+                    if reply is not None:
+                        self._buffer.consume(end + 1)
+                if reply is None:
+                    reply = self._read_reply()
                 if reply is not None:
                     self._dispatch(reply)
                     return reply
@@ -381,9 +393,12 @@ class ClientConnection:
     def _send_command(self, command: Command) -> bytes:
         if self._bdat_due:
             raise LocalProtocolError(f"{self._bdat_due} octets of BDAT content are still due")
-        if self._queue:
-            self._check_group(command.verb)
-            projected = self._projected_state()
+        queue = self._queue
+        if queue:
+            last = queue[-1]
+            if not (self._pipelining and isinstance(last.event, _GROUP_CONTINUES)):
+                self._check_group(command.verb)
+            projected = last.after
         else:
             projected = self._state
         kind = type(command)
@@ -394,6 +409,12 @@ class ClientConnection:
             )
         transaction = self._transaction
         entry = _Awaited(command, rule, transaction)
+        success = rule.on_success
+        entry.after = (
+            success
+            if type(success) is State
+            else next_state(rule, min(rule.success_codes), projected)
+        )
         # The envelope of most messages, built and recorded without the general
         # checks: an ASCII address and no parameter, which no extension can refuse
         # (the general path gives the same bytes: a property test holds them equal).
@@ -438,6 +459,7 @@ class ClientConnection:
             self._bdat_due = command.size
             if command.last:
                 entry.rule = END_OF_DATA_RULE
+                entry.after = State.READY
         self._queue.append(entry)
         return data
 
@@ -459,8 +481,9 @@ class ClientConnection:
                 f"before sending {verb}"
             )
 
-    def _projected_state(self) -> State:
-        """The state once every command awaiting a reply has succeeded."""
+    def _reproject(self) -> None:
+        """Work out again each awaited event's state once it has succeeded, from the
+        state now: after a reply that was not the success they were worked out for."""
         state = self._state
         for entry in self._queue:
             rule = entry.rule
@@ -470,7 +493,7 @@ class ClientConnection:
                 state = State.READY
             elif state in rule.allowed:
                 state = next_state(rule, min(rule.success_codes), state)
-        return state
+            entry.after = state
 
     def _check_command(self, command: Command) -> None:
         if isinstance(command, (Ehlo, Helo, Lhlo)):
@@ -527,18 +550,11 @@ class ClientConnection:
         if not self._queue and not b"421".startswith(bytes(view[:3])):
             raise RemoteProtocolError(f"unsolicited reply {bytes(view[:80])!r}")
         limit = self.max_reply_line
-        end = view.find(b"\n", 0, limit)
-        if end < 0:
+        if view.find(b"\n", 0, limit) < 0:
             if len(view) >= limit:
                 raise RemoteProtocolError(f"reply line longer than {limit} octets")
             return None  # the line is not complete yet
-        parser = self._parser
-        if not parser._lines:  # no multi-line reply under way: maybe a line seen before
-            reply = self._known.get(bytes(view[: end + 1]))
-            if reply is not None:
-                self._buffer.consume(end + 1)
-                return reply
-        return parser.next_reply(self._buffer, enhanced=self._enhanced_status_codes)
+        return self._parser.next_reply(self._buffer, enhanced=self._enhanced_status_codes)
 
     def _dispatch(self, reply: Reply) -> None:
         self._answered_recipient = None
@@ -578,6 +594,8 @@ class ClientConnection:
             self._answer_command(entry, reply)
         if code == 421:
             self._close()
+        elif queue and queue[0] is not entry and self._state is not entry.after:
+            self._reproject()  # not the success the commands behind it were checked for
 
     def _answer_greeting(self, reply: Reply) -> None:
         greeted = {220: State.HELLO, 554: State.NO_SERVICE, 421: State.CLOSED}.get(reply.code)
