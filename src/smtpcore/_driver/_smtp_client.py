@@ -520,7 +520,11 @@ class BaseSMTPClient(BaseClient):
                 raise _not_offered("XFORWARD")
             forward = sent.split()
         mail, content = envelope.mail, envelope.content
-        chunked = self._uses_bdat(mail, offer)
+        chunked = (
+            offer.chunking  # as _uses_bdat decides for a message without parameters
+            if self.chunking is None and mail.params is NO_PARAMETERS
+            else self._uses_bdat(mail, offer)
+        )
         try:  # as _closing_unless_refused does, without a coroutine more to resume
             if offer.limits:
                 batches = self._batches(envelope.rcpts, content, extensions)
@@ -612,7 +616,8 @@ class BaseSMTPClient(BaseClient):
         forward: Sequence[Xforward] = (),
     ) -> TransactionResult:
         await self._take_unasked()
-        conn = self.connection
+        conn = self._conn
+        assert conn is not None  # _take_unasked raised otherwise
         commands: list[Rset | Mail | Rcpt | Data] = []
         if self._transaction_failed or conn.state is not State.READY:
             # Only after a failure: a finished transaction is closed.

@@ -16,6 +16,7 @@ import email.utils
 import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import TypeAlias
 
 from smtpcore._driver._content import Content, known_size
@@ -104,7 +105,13 @@ def build_envelope(
             raise ValueError("recipients are needed with bytes content")
     if sender is None:
         raise ValueError("a sender is needed with bytes content ('' for the null path)")
-    from_ = None if sender == "" else _mailbox(sender)
+    from_ = (
+        None
+        if sender == ""
+        else sender
+        if isinstance(sender, Mailbox)
+        else _parsed_mailbox(sender)
+    )
     if isinstance(recipients, (str, Mailbox)):
         recipients = [recipients]
     rcpts = [r if isinstance(r, Mailbox) else _parsed_mailbox(r) for r in recipients]
@@ -116,11 +123,12 @@ def build_envelope(
     added = _added_mail_params(offer, wide is not None, content, size, given)
     mail = Mail(from_, (added or NO_PARAMETERS) if given is NO_PARAMETERS else {**added, **given})
     if rcpt_params is None:
-        commands = [Rcpt(r, NO_PARAMETERS) for r in rcpts]
+        commands = list(map(Rcpt, rcpts, repeat(NO_PARAMETERS)))
     else:
         commands = [Rcpt(r, _params_of(rcpt_params, r)) for r in rcpts]
     check_sendable(offer, mail, wide, content, size)
-    check_offered(offer.extensions, mail, commands)
+    if mail.params is not NO_PARAMETERS or rcpt_params is not None:
+        check_offered(offer.extensions, mail, commands)
     return Envelope(mail, commands, content)
 
 
@@ -208,10 +216,6 @@ def _added_mail_params(
     if given is NO_PARAMETERS:
         return params
     return {keyword: value for keyword, value in params.items() if keyword not in given}
-
-
-def _mailbox(value: str | Mailbox) -> Mailbox:
-    return value if isinstance(value, Mailbox) else _parsed_mailbox(value)
 
 
 @functools.lru_cache(maxsize=256)
