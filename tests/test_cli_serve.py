@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import email
 import email.policy
+import functools
 import os
 import poplib
 import signal
 import smtplib
+import socket
 import ssl
 import sys
 import time
@@ -71,9 +73,56 @@ def serve(
     extra: tuple[str, ...] = (),
     allow_internal_relay: bool = True,
 ) -> Iterator[Served]:
-    ports = dict(ports or {})
-    for name in listeners:
-        ports.setdefault(name, free_port())
+    """Run ``python -m smtpcore serve`` until its listeners are up.
+
+    A port that was free when picked may be taken before the server binds it
+    (another test's outgoing connection lands on it), so when the server
+    cannot listen on a port picked here it starts again on fresh ones.
+    """
+    given = dict(ports or {})
+    for attempt in range(3):
+        chosen = dict(given)
+        for name in listeners:
+            chosen.setdefault(name, free_port())
+        with contextlib.ExitStack() as stack:
+            process = stack.enter_context(
+                run_process(
+                    _serve_argv(data_dir, domain, users, chosen, extra, allow_internal_relay),
+                    env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+                )
+            )
+            served = Served(process, chosen, data_dir)
+            expected = [f"{name} listening on {LOOPBACK}:{chosen[name]}" for name in chosen]
+            _until(
+                functools.partial(_listening_or_gone, process, expected), "the listeners", served
+            )
+            if (
+                process.popen.poll() is not None
+                and "address already in use" in process.output()
+                and chosen != given
+                and attempt < 2
+            ):
+                continue
+            assert process.popen.poll() is None, process.output()
+            try:
+                yield served
+            finally:
+                served.saved_log = process.output()
+            return
+
+
+def _listening_or_gone(process: RunningProcess, expected: list[str]) -> bool:
+    return all(line in process.output() for line in expected) or process.popen.poll() is not None
+
+
+def _serve_argv(
+    data_dir: Path,
+    domain: str,
+    users: list[str],
+    ports: dict[str, int],
+    extra: tuple[str, ...],
+    allow_internal_relay: bool,
+) -> list[str]:
     argv = [sys.executable, "-m", "smtpcore", "serve", "--data-dir", str(data_dir)]
     argv += ["--domain", domain, "--hostname", f"mx.{domain}", "--retry-after", "0.3"]
     if allow_internal_relay:
@@ -82,24 +131,7 @@ def serve(
         argv += ["--user", user]
     for name in ("smtp", "submission", "pop3", "lmtp", "smtps", "pop3s"):
         argv += [f"--{name}-port", str(ports.get(name, 0))]
-    argv += list(extra)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    with run_process(argv, env=env) as process:
-        served = Served(process, ports, data_dir)
-        expected = [f"{name} listening on {LOOPBACK}:{ports[name]}" for name in ports]
-        _until(
-            lambda: (
-                all(line in process.output() for line in expected)
-                or process.popen.poll() is not None
-            ),
-            "the listeners",
-            served,
-        )
-        assert process.popen.poll() is None, process.output()
-        try:
-            yield served
-        finally:
-            served.saved_log = process.output()
+    return argv + list(extra)
 
 
 ZONE = (
@@ -301,3 +333,20 @@ def test_bad_configuration_exits_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "not a local domain (add --domain elsewhere.example)" in result.stderr
+
+
+def test_the_serve_helper_starts_again_when_a_port_it_picked_was_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The helper's own race: a port free when picked, taken before the server binds it."""
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        picks = iter([taken.getsockname()[1]])
+        pick_free = free_port
+        monkeypatch.setattr(
+            sys.modules[__name__], "free_port", lambda: next(picks, None) or pick_free()
+        )
+        with serve(tmp_path / "abc", "abc.example", [], listeners=("smtp",)) as served:
+            assert served.ports["smtp"] != taken.getsockname()[1]
+            assert served.stop() == 0
