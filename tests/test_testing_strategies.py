@@ -101,7 +101,9 @@ def test_hostile_lines_get_replies_not_exceptions(lines: list[bytes]) -> None:
 def test_sessions_play_through_a_pair_without_a_refusal(
     session: sst.ClientSession, up: list[int], down: list[int]
 ) -> None:
-    server = ServerConnection("mx.test", starttls=True, dsn=True, auth_mechanisms=["PLAIN"])
+    server = ServerConnection(
+        "mx.test", starttls=True, dsn=True, auth_mechanisms=list(sst.AUTH_MECHANISMS)
+    )
     pair = ConnectionPair(server=server, client_chunks=up, server_chunks=down)
     pair.play(session)
     refused = [e for e in pair.server_events if isinstance(e, BadCommand | RejectedMessage)]

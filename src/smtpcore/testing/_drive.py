@@ -16,6 +16,7 @@ from smtpcore import NEED_DATA, PAUSED, pop3, sasl, smtp
 __all__ = [
     "POP3Answer",
     "SMTPAnswer",
+    "permissive_auth",
     "permissive_pop3_answer",
     "permissive_smtp_answer",
     "run_pop3_server",
@@ -40,7 +41,14 @@ def permissive_smtp_answer(
     conn: smtp.ServerConnection, event: smtp.Event
 ) -> smtp.Reply | list[smtp.Reply] | None:
     """Accept everything: each command gets its positive reply, a bad one the
-    reply the machine suggests, LMTP's end of content one 250 per recipient."""
+    reply the machine suggests, LMTP's end of content one 250 per recipient.
+
+    AUTH PLAIN and LOGIN run their exchange through :mod:`smtpcore.sasl`
+    with any credentials (an empty 334 challenge for PLAIN without an
+    initial response; ``Username:`` and ``Password:`` for LOGIN); ``*``
+    cancels it with 501 (RFC 4954 §4); any other mechanism the machine
+    lets through is accepted at once with 235.
+    """
     if isinstance(event, smtp.BadCommand | smtp.RejectedMessage):
         return event.reply
     if isinstance(event, smtp.MessageData):
@@ -56,7 +64,7 @@ def permissive_smtp_answer(
     if isinstance(event, smtp.Help):
         return smtp.Reply(214, "See RFC 5321")
     if isinstance(event, smtp.Auth | smtp.AuthResponse):
-        return smtp.Reply(235, "Authentication succeeded")
+        return _smtp_sasl_answer(conn, event)
     ends = isinstance(event, smtp.EndOfMessage) or (isinstance(event, smtp.Bdat) and event.last)
     if ends and conn.lmtp:
         return [smtp.Reply(250, "Delivered")] * conn.accepted_recipients
@@ -128,6 +136,41 @@ _PERMISSIVE_MECHANISMS: Final[dict[str, Callable[[], sasl.ServerMechanism]]] = {
     "PLAIN": lambda: sasl.PlainServer(_anyone, authorize=_anybody),
     "LOGIN": lambda: sasl.LoginServer(_anyone),
 }
+
+
+def permissive_auth() -> smtp.ServerAuth:
+    """An SMTP AUTH exchange for PLAIN and LOGIN that takes any credentials."""
+    return smtp.ServerAuth(_PERMISSIVE_MECHANISMS)
+
+
+_SMTP_EXCHANGE: Final = "smtpcore.testing exchange"
+"""Where the permissive answer keeps an SMTP connection's SASL exchange: a key of
+the machine's own ``__dict__`` (which it keeps for the application's use) that
+no attribute name can take. The machine has slots and no weak references."""
+
+
+def _smtp_sasl_answer(
+    conn: smtp.ServerConnection, event: smtp.Auth | smtp.AuthResponse
+) -> smtp.Reply:
+    exchanges = vars(conn)
+    if isinstance(event, smtp.Auth):
+        if event.mechanism.upper() not in _PERMISSIVE_MECHANISMS:
+            return smtp.Reply(235, "Authentication successful", "2.7.0")
+        auth = exchanges[_SMTP_EXCHANGE] = permissive_auth()
+        reply = auth.start(event)
+    else:
+        running: smtp.ServerAuth | None = exchanges.get(_SMTP_EXCHANGE)
+        if event.cancel or running is None:
+            exchanges.pop(_SMTP_EXCHANGE, None)
+            if event.cancel:
+                return smtp.Reply(501, "Authentication cancelled", "5.0.0")
+            return smtp.Reply(235, "Authentication successful", "2.7.0")
+        reply = running.step(event)
+    if reply.code != 334:
+        exchanges.pop(_SMTP_EXCHANGE, None)
+    return reply
+
+
 _EXCHANGES: Final[weakref.WeakKeyDictionary[pop3.ServerConnection, sasl.ServerMechanism]] = (
     weakref.WeakKeyDictionary()
 )

@@ -193,8 +193,9 @@ class ConnectionPair(_Link[smtp.ClientConnection, smtp.ServerConnection, smtp.Ev
         """Play a :func:`~smtpcore.testing.strategies.sessions` session group by group.
 
         A content group is skipped when the server did not answer DATA with
-        354 (so the client is not in the DATA state); after STARTTLS both
-        sides finish the handshake. Hostile (bytes) items are for servers
+        354 (so the client is not in the DATA state), an AUTH response when
+        it did not answer with a 334 challenge; after STARTTLS both sides
+        finish the handshake. Hostile (bytes) items are for servers
         reached over a socket, not for a pair: they raise ``ValueError``.
         """
         for group in session.groups:
@@ -211,6 +212,8 @@ class ConnectionPair(_Link[smtp.ClientConnection, smtp.ServerConnection, smtp.Ev
                 continue  # DATA was refused: no content
             if isinstance(first, smtp.Bdat) and state not in _CHUNK_STATES:
                 continue  # every recipient was refused: no chunks
+            if isinstance(first, smtp.AuthResponse) and state is not smtp.State.AUTH:
+                continue  # AUTH was refused or ended: no challenge to answer
             self.send(*events)
             if isinstance(first, smtp.StartTls) and self.client.state is smtp.State.TLS_PENDING:
                 self.starttls()

@@ -3,7 +3,8 @@
 Sessions follow the state machine of RFC 5321 §4.1.4 (EHLO, optional
 STARTTLS and AUTH, transactions ending in DATA or BDAT, RSET, NOOP, QUIT)
 and come grouped the way a pipelining client writes them (RFC 2920 §3.1):
-a group ends at EHLO, DATA, BDAT ... LAST, AUTH, STARTTLS, NOOP or QUIT.
+a group ends at EHLO, DATA, BDAT ... LAST, AUTH, STARTTLS, NOOP or QUIT, and
+each answer to a 334 challenge is a group of its own (RFC 4954 §4).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Final
 from hypothesis import strategies as st
 
 from smtpcore._dotstuff import DotEncoder
+from smtpcore.sasl import PlainClient
 from smtpcore.smtp import (
     Auth,
+    AuthResponse,
     Bdat,
     Command,
     Data,
@@ -46,6 +49,7 @@ from smtpcore.testing._addresses import domains, mailboxes, paths
 from smtpcore.testing._content import message_contents
 
 __all__ = [
+    "AUTH_MECHANISMS",
     "EXTENSIONS",
     "ClientSession",
     "command_lines",
@@ -63,6 +67,9 @@ EXTENSIONS: Final = frozenset(
     {"PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "CHUNKING", "DSN", "STARTTLS", "AUTH"}
 )
 """The ESMTP extensions the session strategies know how to use."""
+
+AUTH_MECHANISMS: Final = ("PLAIN", "LOGIN")
+"""The SASL mechanisms whose exchange :func:`sessions` plays (RFC 4616; LOGIN as deployed)."""
 
 _NON_ASCII_DIGITS: Final = (
     "\u0663",
@@ -468,7 +475,9 @@ class ClientSession:
     sent (RFC 2920 §3.1). A group is a tuple of events: commands, or a
     message's content as :class:`~smtpcore.smtp.MessageData` and
     :class:`~smtpcore.smtp.EndOfMessage` after ``DATA``, or ``Bdat`` and its
-    octets. Items that are ``bytes`` are hostile lines written as they are.
+    octets, or one :class:`~smtpcore.smtp.AuthResponse` answering a 334
+    challenge (``*`` when it cancels the exchange). Items that are ``bytes``
+    are hostile lines written as they are.
     """
 
     groups: tuple[tuple[Event | bytes, ...], ...]
@@ -644,11 +653,13 @@ def sessions(
     max_transactions: int = 3,
     content: st.SearchStrategy[bytes] | None = None,
     hostile: bool = False,
+    auth_mechanisms: Collection[str] = AUTH_MECHANISMS,
 ) -> ClientSession:
     """A whole client session that follows the state machine.
 
     Opens with EHLO (LHLO with ``lmtp``), then optionally STARTTLS and
-    EHLO again, optionally ``AUTH PLAIN``, then up to ``max_transactions``
+    EHLO again, optionally AUTH (when AUTH is offered, over TLS if
+    STARTTLS is), then up to ``max_transactions``
     mail transactions (DATA, or BDAT chunks when CHUNKING is offered, the
     recipients' content drawn from ``content``, by default
     :func:`message_contents` with 8-bit lines only under 8BITMIME),
@@ -657,6 +668,13 @@ def sessions(
     ``hostile=True`` slips broken command lines (bytes items) in between
     and into the envelope's pipelined group, where their refusals must
     come back in order.
+
+    AUTH runs a whole exchange with one of ``auth_mechanisms`` (narrow it
+    to the mechanisms your server lists; those of :data:`AUTH_MECHANISMS`
+    are played, others left out): PLAIN with an initial response or after
+    an empty 334 challenge, or LOGIN with the user name and the password
+    each answering a challenge; an exchange may first be started and
+    cancelled with ``*``, which the server answers with 501 (RFC 4954 §4).
 
     >>> from hypothesis import given
     >>> from smtpcore.testing import strategies as sst
@@ -674,9 +692,12 @@ def sessions(
     tls = "STARTTLS" in offered and draw(st.booleans())
     if tls:
         groups += [(StartTls(),), (hello,)]
-    # A server that offers STARTTLS offers AUTH PLAIN only over TLS (RFC 4954 §4).
-    if "AUTH" in offered and (tls or "STARTTLS" not in offered) and draw(st.booleans()):
-        groups.append((Auth("PLAIN", b"\x00john\x00secret"),))
+    listed = {name.upper() for name in auth_mechanisms}
+    mechanisms = [name for name in AUTH_MECHANISMS if name in listed]
+    # A server that offers STARTTLS offers PLAIN and LOGIN only over TLS (RFC 4954 §4).
+    usable = "AUTH" in offered and (tls or "STARTTLS" not in offered)
+    if usable and mechanisms and draw(st.booleans()):
+        groups += _authentication(draw, mechanisms)
     for _ in range(draw(st.integers(0, max_transactions))):
         if draw(st.booleans()):
             groups.append((draw(st.sampled_from([Rset(), Noop()])),))
@@ -688,6 +709,30 @@ def sessions(
     else:
         groups.append((Quit(),))
     return ClientSession(tuple(groups), offered, lmtp)
+
+
+_USER: Final = "john"
+_PASSWORD: Final = "secret"
+
+
+def _authentication(draw: st.DrawFn, mechanisms: Sequence[str]) -> list[tuple[Event | bytes, ...]]:
+    """An AUTH exchange that logs in, perhaps after one cancelled with ``*``."""
+    groups: list[tuple[Event | bytes, ...]] = []
+    if draw(st.booleans()):
+        groups += [(Auth(draw(st.sampled_from(mechanisms))),), (AuthResponse(cancel=True),)]
+    plain = PlainClient(_USER, _PASSWORD).initial_response()
+    mechanism = draw(st.sampled_from(mechanisms))
+    if mechanism == "LOGIN":
+        groups += [
+            (Auth("LOGIN"),),
+            (AuthResponse(_USER.encode()),),
+            (AuthResponse(_PASSWORD.encode()),),
+        ]
+    elif draw(st.booleans()):
+        groups.append((Auth("PLAIN", plain),))
+    else:
+        groups += [(Auth("PLAIN"),), (AuthResponse(plain),)]
+    return groups
 
 
 def _ends_with_end(group: tuple[Event | bytes, ...]) -> bool:

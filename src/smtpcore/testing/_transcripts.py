@@ -3,8 +3,9 @@
 A transcript is what a server writes in answer to a client's session: the
 greeting, then for each group the client writes, the replies due, one per
 command (RFC 2920 §3.1), the EHLO reply listing the extensions the session
-uses. A client under test plays the session and reads the transcript, cut
-as a network may cut it (:func:`~smtpcore.testing.strategies.chunkings`).
+uses, an AUTH exchange's 334 challenges those of a real server mechanism.
+A client under test plays the session and reads the transcript, cut as a
+network may cut it (:func:`~smtpcore.testing.strategies.chunkings`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from smtpcore.smtp import (
     Auth,
+    AuthResponse,
     Data,
     Ehlo,
     Event,
@@ -23,8 +25,10 @@ from smtpcore.smtp import (
     MessageData,
     Quit,
     Reply,
+    ServerAuth,
     StartTls,
 )
+from smtpcore.testing._drive import permissive_auth
 from smtpcore.testing._smtp_strategies import EXTENSIONS, ClientSession, replies, sessions
 
 __all__ = ["ServerTranscript", "server_transcripts"]
@@ -37,7 +41,7 @@ _EHLO_LINES = {
     "CHUNKING": "CHUNKING",
     "DSN": "DSN",
     "STARTTLS": "STARTTLS",
-    "AUTH": "AUTH PLAIN",
+    "AUTH": "AUTH PLAIN LOGIN",
 }
 
 
@@ -61,8 +65,11 @@ class ServerTranscript:
         return out
 
 
-def _answers(item: Event | bytes, extensions: Collection[str], tls: bool) -> list[Reply]:
-    """The positive replies ``item`` is due (none for a content piece)."""
+def _answers(
+    item: Event | bytes, extensions: Collection[str], tls: bool, auth: ServerAuth
+) -> list[Reply]:
+    """The positive replies ``item`` is due (none for a content piece); ``auth``
+    runs the session's AUTH exchanges (PLAIN and LOGIN, any credentials)."""
     if isinstance(item, MessageData):
         return []
     if isinstance(item, bytes):
@@ -77,7 +84,9 @@ def _answers(item: Event | bytes, extensions: Collection[str], tls: bool) -> lis
     if isinstance(item, StartTls):
         return [Reply(220, "2.0.0 Ready to start TLS")]
     if isinstance(item, Auth):
-        return [Reply(235, "2.7.0 Authentication successful")]
+        return [auth.start(item)]
+    if isinstance(item, AuthResponse):
+        return [auth.step(item)]
     if isinstance(item, Data):
         return [Reply(354, "End data with <CR><LF>.<CR><LF>")]
     if isinstance(item, Quit):
@@ -97,11 +106,13 @@ def server_transcripts(
 
     The session comes from :func:`~smtpcore.testing.strategies.sessions`
     narrowed to ``extensions``; every command is accepted, the EHLO reply
-    listing what the session uses. With ``text``, the text of each reply
-    but the EHLO one is drawn (single or multi-line, any printable text)
-    rather than fixed. ``shutdown=True`` may put a ``421 4.3.2`` in place of
-    any reply due, after which the server closes (RFC 5321 §3.8): a client
-    must report it and stop, not wait for the rest.
+    listing what the session uses, an AUTH exchange run by the server side
+    of PLAIN or LOGIN (334 challenges, then 235; 501 to a ``*``). With
+    ``text``, the text of each reply but the EHLO one and the challenges is
+    drawn (single or multi-line, any printable text) rather than fixed.
+    ``shutdown=True`` may put a ``421 4.3.2`` in place of any reply due,
+    after which the server closes (RFC 5321 §3.8): a client must report it
+    and stop, not wait for the rest.
 
     >>> from hypothesis import given
     >>> from smtpcore.testing import strategies as sst
@@ -112,25 +123,35 @@ def server_transcripts(
     ...         ...
     """
     session = draw(sessions(extensions=extensions))
+    due = _due(session)
     stop_at = None
     if shutdown and draw(st.booleans()):
-        due = sum(len(_answers(item, (), False)) for item in session.events)
-        stop_at = draw(st.integers(0, due - 1))
+        stop_at = draw(st.integers(0, sum(len(group) for group in due) - 1))
     greeting = Reply(220, "mx.transcript.test ESMTP")
     answered = 0
-    tls = False
     groups: list[tuple[Reply, ...]] = []
-    for group in session.groups:
+    for group in due:
         out: list[Reply] = []
-        for item in group:
-            for reply in _answers(item, session.extensions, tls):
-                if answered == stop_at:
-                    out.append(Reply(421, "4.3.2 Service shutting down"))
-                    return ServerTranscript(session, greeting, (*groups, tuple(out)))
-                if text and not isinstance(item, Ehlo | Lhlo):
-                    reply = draw(replies(codes=[reply.code], enhanced=False))
-                out.append(reply)
-                answered += 1
-            tls = tls or isinstance(item, StartTls)
+        for item, reply in group:
+            if answered == stop_at:
+                out.append(Reply(421, "4.3.2 Service shutting down"))
+                return ServerTranscript(session, greeting, (*groups, tuple(out)))
+            if text and not isinstance(item, Ehlo | Lhlo) and reply.code != 334:
+                reply = draw(replies(codes=[reply.code], enhanced=False))
+            out.append(reply)
+            answered += 1
         groups.append(tuple(out))
     return ServerTranscript(session, greeting, tuple(groups))
+
+
+def _due(session: ClientSession) -> list[list[tuple[Event | bytes, Reply]]]:
+    """For each group, the replies due and the item each answers."""
+    auth = permissive_auth()
+    tls = False
+    due: list[list[tuple[Event | bytes, Reply]]] = []
+    for group in session.groups:
+        due.append([])
+        for item in group:
+            due[-1] += [(item, reply) for reply in _answers(item, session.extensions, tls, auth)]
+            tls = tls or isinstance(item, StartTls)
+    return due

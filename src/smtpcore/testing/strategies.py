@@ -31,6 +31,7 @@ from smtpcore.testing._pop3_strategies import (
     pop3_sessions,
 )
 from smtpcore.testing._smtp_strategies import (
+    AUTH_MECHANISMS,
     EXTENSIONS,
     ClientSession,
     command_lines,
@@ -46,6 +47,7 @@ from smtpcore.testing._smtp_strategies import (
 from smtpcore.testing._transcripts import ServerTranscript, server_transcripts
 
 __all__ = [
+    "AUTH_MECHANISMS",
     "EXTENSIONS",
     "POP3_CAPABILITIES",
     "SMUGGLING_SEQUENCES",
