@@ -217,8 +217,13 @@ class SocketTransport:
     def receive_nowait(self, max_bytes: int) -> bytes | None:
         """What has already arrived (``b""`` once the peer closed), or ``None``."""
         sock = self._sock
-        if self._poller is None:
+        poller = self._poller
+        if poller is None:
             sock.setblocking(False)
+        else:  # asked before every command, and nothing there: no exception to raise
+            poller.modify(sock, select.POLLIN)
+            if not poller.poll(0):
+                return None
         try:
             return sock.recv(max_bytes)
         except (BlockingIOError, ssl.SSLWantReadError):
