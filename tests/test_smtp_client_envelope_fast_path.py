@@ -209,3 +209,21 @@ def test_the_known_replies_are_what_the_everyday_parser_gives(line: bytes, enhan
         )
     known = known_replies(enhanced).get(line)
     assert known is None or known == parsed
+
+
+def test_a_refused_reset_leaves_the_transaction_open() -> None:
+    """RSET refused: the server keeps the transaction, so RCPT may follow (it
+    raised an AssertionError from the machine before)."""
+    conn = session(set())
+    conn.send(Mail(Mailbox("a", "example.org")))
+    conn.receive_data(b"250 ok\r\n")
+    assert isinstance(conn.next_event(), Reply)
+    conn.send(Rset())
+    conn.receive_data(b"550 no\r\n")
+    assert isinstance(conn.next_event(), Reply)
+    assert conn.send(Rcpt(Mailbox("b", "example.org"))) == b"RCPT TO:<b@example.org>\r\n"
+    conn.receive_data(b"250 ok\r\n")
+    assert isinstance(conn.next_event(), Reply)
+    result = conn.transaction
+    assert result is not None and not result.complete
+    assert [r.recipient for r in result.accepted] == [Mailbox("b", "example.org")]

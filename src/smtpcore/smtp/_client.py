@@ -81,6 +81,9 @@ class _Awaited:
     after: State = State.READY
     """The session's state once this event and every one before it has succeeded:
     the state the next command is checked against."""
+    replaced: _Transaction | None = None
+    """For a command that resets the session, the transaction it ended when sent:
+    open again if the server refuses the reset."""
 
 
 _CONTENT_OUT_OF_PLACE: Final = (
@@ -450,6 +453,7 @@ class ClientConnection:
                 command.sender, utf8="SMTPUTF8" in params, binary=body == "BINARYMIME"
             )
         elif isinstance(command, _SESSION_RESETS):
+            entry.replaced = self._transaction
             self._transaction = None
         entry.transaction = self._transaction if isinstance(command, _TRANSACTION_EVENTS) else None
         if isinstance(command, Rcpt):
@@ -624,8 +628,12 @@ class ClientConnection:
             # The session starts over for the client XCLIENT named: EHLO again, and
             # only what that reply lists may be used.
             self._offer(ServerExtensions(), extended=False)
-        if isinstance(command, _SESSION_RESETS) and self._last_transaction is not None:
-            self._last_transaction.complete = True
+        if isinstance(command, _SESSION_RESETS):
+            if not positive and reply.code != 421 and self._transaction is None:
+                # Refused: the server keeps the transaction the reset was to end.
+                self._transaction = entry.replaced
+            elif self._last_transaction is not None:
+                self._last_transaction.complete = True
         if transaction is None:
             return
         if isinstance(command, Mail):
