@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from adapters_smtp import free_port, pipelined
+from adapters_smtp import FloorProtocol, free_port, pipelined
 
 from smtpcore.handler import Envelope, Handler, Session
 from smtpcore.smtp import Rcpt, Reply
@@ -48,7 +48,16 @@ class Counter:
 def serve(kind: str, port: int, counter: Counter, ready: threading.Event) -> None:
     options: dict[str, Any] = {"hostname": "mx.test", "max_message_size": None}
     sys.setprofile(counter)
-    if kind == "asyncio":
+    if kind == "asyncio floor":  # no smtpcore: asyncio's own share (adapters_smtp.FloorProtocol)
+
+        async def main_floor() -> None:
+            loop = asyncio.get_running_loop()
+            server = await loop.create_server(FloorProtocol, "127.0.0.1", port)
+            ready.set()
+            await server.serve_forever()
+
+        asyncio.run(main_floor())
+    elif kind == "asyncio":
         from smtpcore.asyncio import SMTPServer as AsyncioServer
 
         async def main_asyncio() -> None:

@@ -23,6 +23,7 @@ is a steadier figure than the rate.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import signal
@@ -80,14 +81,56 @@ def serve_twisted(port: int) -> None:
     reactor.run()  # type: ignore[attr-defined]  # as above
 
 
+FLOOR_GREETING = b"220 mx.test ESMTP smtpcore\r\n"
+FLOOR_EHLO = (
+    b"250-mx.test\r\n250-SIZE\r\n250-8BITMIME\r\n250-PIPELINING\r\n"
+    b"250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n"
+)
+FLOOR_BYE = b"221 2.0.0 mx.test Bye\r\n"
+
+
+class FloorProtocol(asyncio.Protocol):
+    """The floor under any asyncio SMTP server: a bare ``asyncio.Protocol`` that writes
+    the bytes smtpcore's server writes for connect, EHLO and QUIT (the same greeting,
+    EHLO reply and 221) and closes, checking nothing. What it costs per connection is
+    asyncio's own: its accept path, socket transport, selector and callbacks."""
+
+    transport: asyncio.Transport
+    buffer = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(FLOOR_GREETING)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data
+        while (end := buffer.find(b"\r\n")) >= 0:
+            verb, buffer = buffer[:4].upper(), buffer[end + 2 :]
+            if verb == b"QUIT":
+                self.transport.write(FLOOR_BYE)
+                self.transport.close()
+                return
+            self.transport.write(FLOOR_EHLO if verb == b"EHLO" else b"502 5.5.1 No\r\n")
+        self.buffer = buffer
+
+
 def serve(kind: str, port: int) -> None:
     """Run one server until SIGTERM (the child process)."""
     if kind == "twisted":
         serve_twisted(port)
         return
-    if kind == "aiosmtpd":
-        import asyncio
+    if kind == "asyncio floor":
 
+        async def main_floor() -> None:
+            loop = asyncio.get_running_loop()
+            server = await loop.create_server(FloorProtocol, "127.0.0.1", port)
+            print("ready", flush=True)
+            await server.serve_forever()
+
+        asyncio.run(main_floor())
+        return
+    if kind == "aiosmtpd":
         from aiosmtpd.smtp import SMTP
 
         class Sink:
@@ -118,8 +161,6 @@ def serve(kind: str, port: int) -> None:
 
     options = {"hostname": "mx.test", "max_message_size": None, "max_sessions": 1000}
     if kind == "smtpcore.asyncio":
-        import asyncio
-
         from smtpcore.asyncio import SMTPServer as AsyncioServer
 
         async def main_asyncio() -> None:
@@ -244,7 +285,21 @@ def large(port: int, megabytes: int) -> float:
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User plus system CPU time of process ``pid`` so far (None without /proc)."""
+    """User plus system CPU time of process ``pid`` so far (None without /proc).
+
+    From the scheduler's own count in nanoseconds (``/proc/PID/task/*/schedstat``,
+    every thread), where the kernel keeps it; else from ``/proc/PID/stat``, whose
+    clock ticks (10 ms) are coarse beside the CPU of a few hundred connections.
+    """
+    try:
+        total = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as schedstat:
+                total += int(schedstat.read().split()[0])
+        if total:
+            return total / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()

@@ -1,6 +1,6 @@
 """Where the server's Python calls go, function by function, per command or message.
 
-    .venv/bin/python benchmarks/calls_by_function.py params|plain|pipelined|reused [--units N]
+    .venv/bin/python benchmarks/calls_by_function.py WORKLOAD [--units N]
 
 A ``sys.setprofile`` counter keyed by function, exact and deaf to the machine's
 load, run twice and differenced so that one-time costs (imports, the first
@@ -9,10 +9,17 @@ session) drop out:
 * ``params`` and ``plain``: the server machine in memory reading ``MAIL`` with
   ``SIZE=`` and ``BODY=``, ``RCPT`` with ``NOTIFY=NEVER``, and ``RSET`` (or the
   same without parameters), as ``compare.py --only params`` does; per command;
-* ``pipelined``: the asyncio server in a thread of this process, one session of
-  pipelined 1 KB messages (``adapters_smtp.pipelined``); per message;
+* ``pipelined``: the asyncio server (or ``--server trio``) in a thread of this
+  process, one session of pipelined 1 KB messages (``adapters_smtp.pipelined``);
+  per message;
 * ``reused``: the same server under ``smtp-source -s 20 -d`` (Postfix's tools);
-  per message, each session's setup included.
+  per message, each session's setup included;
+* ``connect``: the same server, connect, EHLO, QUIT, one connection after
+  another (``compare.py``'s connection setup); per connection;
+  ``--server "asyncio floor"`` counts the bare ``asyncio.Protocol`` that
+  writes the same bytes (asyncio's own share);
+* ``newconn``: the same server under ``smtp-source -s 20``, a new connection
+  per message; per message.
 
 Functions making at least 0.05 calls per unit are listed, the most called first.
 """
@@ -65,13 +72,15 @@ def in_memory(batch: bytes, rounds: int) -> collections.Counter[str]:
     return long
 
 
-def in_server(load: Callable[[int, int], object], messages: int) -> collections.Counter[str]:
+def in_server(
+    load: Callable[[int, int], object], messages: int, server: str = "asyncio"
+) -> collections.Counter[str]:
     counter = ByFunction()
     ready = threading.Event()
     port = adapters_smtp.free_port()
     thread = threading.Thread(
         target=adapters_instructions.serve,
-        args=("asyncio", port, counter, ready),
+        args=(server, port, counter, ready),
         daemon=True,  # it serves until this process ends
     )
     thread.start()
@@ -87,17 +96,28 @@ def in_server(load: Callable[[int, int], object], messages: int) -> collections.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("workload", choices=["params", "plain", "pipelined", "reused"])
+    parser.add_argument(
+        "workload", choices=["params", "plain", "pipelined", "reused", "connect", "newconn"]
+    )
+    parser.add_argument(
+        "--server",
+        default="asyncio",
+        choices=["asyncio", "trio", "asyncio floor"],
+        help="for the loads over sockets ('asyncio floor': connect alone, no smtpcore)",
+    )
     parser.add_argument("--units", type=int, default=200, help="rounds of 3, or messages")
     args = parser.parse_args()
     if args.workload in ("params", "plain"):
         batch = compare.WITH_PARAMETERS if args.workload == "params" else compare.PLAIN
         counts, units = in_memory(batch, args.units), 3 * args.units
     elif args.workload == "pipelined":
-        counts, units = in_server(adapters_smtp.pipelined, args.units), args.units
+        counts, units = in_server(adapters_smtp.pipelined, args.units, args.server), args.units
+    elif args.workload == "connect":
+        counts, units = in_server(compare.connect_only, args.units, args.server), args.units
     else:
+        reuse = args.workload == "reused"
         counts = in_server(
-            lambda port, n: compare.smtp_source(port, n, 20, reuse=True), args.units
+            lambda port, n: compare.smtp_source(port, n, 20, reuse=reuse), args.units, args.server
         )
         units = args.units
     print(f"{args.workload}: {sum(counts.values()) / units:.2f} Python calls per unit")

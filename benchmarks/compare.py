@@ -15,7 +15,9 @@ Workloads (peers in brackets, each left out when it is not installed):
 
 * ``client``: 1 KB messages over one connection to Postfix's smtp-sink, with
   and without PIPELINING (smtp-sink ``-p``) [smtplib];
-* ``connect``: connect, EHLO, QUIT [Twisted, aiosmtpd]; server CPU;
+* ``connect``: connect, EHLO, QUIT [Twisted, aiosmtpd, and the floor: a bare
+  ``asyncio.Protocol`` writing the same bytes, which is asyncio's own share];
+  server CPU;
 * ``newconn``: smtp-source, one new connection per message [Twisted, aiosmtpd];
 * ``reused``: smtp-source over 20 reused sessions, and one pipelined session
   [Twisted, aiosmtpd];
@@ -40,6 +42,7 @@ import os
 import platform
 import shutil
 import smtplib
+import socket
 import statistics
 import sys
 import tempfile
@@ -262,6 +265,34 @@ def server_calls(kind: str, load: Callable[[int], object], units: int) -> float:
     return (counter.python - before) / units
 
 
+FLOOR = "asyncio floor"
+"""A contender of the connection setup alone: ``adapters_smtp.FloorProtocol``."""
+
+
+def transcript(port: int) -> bytes:
+    """Everything a server writes for connect, EHLO, QUIT."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"EHLO bench.test\r\nQUIT\r\n")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def check_floor() -> None:
+    """The floor must write exactly what smtpcore's server writes, or it measures less."""
+    seen: dict[str, bytes] = {}
+    for kind in ("smtpcore.asyncio", FLOOR):
+
+        def measure(port: int, kind: str = kind) -> float:
+            seen[kind] = transcript(port)
+            return 0.0
+
+        adapters_smtp.run_server(kind, measure)
+    if seen["smtpcore.asyncio"] != seen[FLOOR]:
+        raise RuntimeError(f"the floor's bytes differ from smtpcore's: {seen}")
+
+
 def server_workloads(servers: list[str], connections: int, messages: int) -> list[Workload]:
     # name, unit, units, the load for a port and a number of units
     loads: list[tuple[str, str, int, Callable[[int, int], object]]] = [
@@ -294,22 +325,24 @@ def server_workloads(servers: list[str], connections: int, messages: int) -> lis
     workloads = []
     for name, unit, units, load in loads:
         small = max(units // 4, 20)  # the profiled count is slow: a quarter of the load
+        contenders = [kind for kind in servers if kind != FLOOR or load is connect_only]
         workloads.append(
             Workload(
                 name=name,
                 unit=unit,
                 work=units,
                 ours=ours,
-                peers=[kind for kind in servers if kind not in ours],
+                peers=[kind for kind in contenders if kind not in ours],
                 runs={
                     kind: against_server(kind, lambda port, f=load, u=units: f(port, u))
-                    for kind in servers
+                    for kind in contenders
                 },
                 calls={
                     kind: (
                         lambda k=kind, f=load, n=small: server_calls(k, lambda port: f(port, n), n)
                     )
-                    for kind in ours
+                    for kind in contenders
+                    if kind in ours or kind == FLOOR
                 },
             )
         )
@@ -660,7 +693,9 @@ def main() -> None:
         help="comma-separated: client, connect (all socket server loads), params, decode, pop3",
     )
     parser.add_argument(
-        "--servers", default="smtpcore.asyncio,twisted,aiosmtpd", help="for the server loads"
+        "--servers",
+        default=f"smtpcore.asyncio,twisted,aiosmtpd,{FLOOR}",
+        help=f"for the server loads ({FLOOR!r}: connection setup alone)",
     )
     args = parser.parse_args()
     if not 1 <= args.rounds <= 20 or not 1 <= args.messages <= 20_000:
@@ -699,6 +734,8 @@ def main() -> None:
             }
             workloads += client_workloads(sinks, args.messages)
         if "connect" in only and postfix:
+            if FLOOR in servers:
+                check_floor()
             workloads += server_workloads(servers, args.connections, args.messages)
         if "params" in only:
             workloads.append(params_workload(args.commands, twisted))
