@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from smtpcore._asyncio_runner import INTO_A_TASK, WOKEN, SessionRunner
+from smtpcore._asyncio_timers import Timers
 from smtpcore._driver import (
     BaseSMTPClient,
     BaseSMTPServer,
@@ -179,60 +180,58 @@ def _set_nodelay(transport: asyncio.BaseTransport) -> None:
 
 
 class _Alarm:
-    """One timer per connection, moved lazily.
+    """One timer per connection, moved lazily, queued among the loop's others.
 
     A session enters a deadline around every read, and a loop timer made and
     cancelled each time costs more than the read. Arming the alarm only
-    records when the current deadline ends; the loop timer, once scheduled,
-    stays, and when it rings before that time it schedules itself again for
-    it. A busy session thus sees one timer ring per timeout period.
+    records when the current deadline ends; its entry in the shared
+    :class:`~smtpcore._asyncio_timers.Timers`, once queued, stays, and when
+    it comes due before that time the alarm is queued again for it. A busy
+    session thus sees one ring per timeout period, and an accepted connection
+    no loop timer of its own: those of a server share one.
     """
 
-    __slots__ = ("_handle", "_handle_when", "_loop", "_when", "holder", "runner")
+    __slots__ = ("_timers", "_when", "holder", "queued", "runner")
 
-    def __init__(self, runner: SessionRunner | None = None) -> None:
-        self._loop = asyncio.get_running_loop()
+    def __init__(self, runner: SessionRunner | None = None, timers: Timers | None = None) -> None:
+        self._timers = Timers(asyncio.get_running_loop()) if timers is None else timers
+        """The loop timer this alarm is queued behind (its own, unless given)."""
         self.runner = runner
         """What runs the connection's session, where it is not a task (see
         :class:`~smtpcore._asyncio_runner.SessionRunner`): its deadlines cancel that."""
-        self._handle: asyncio.TimerHandle | None = None
-        self._handle_when = 0.0
-        """When ``_handle`` rings (``TimerHandle.when()`` is a Python call)."""
+        self.queued: float | None = None
+        """When the alarm's entry in ``_timers`` comes due (see :class:`Timers`)."""
         self._when = 0.0
         self.holder: _Deadline | _ReadTimer | None = None
         """The deadline the alarm rings for, if any."""
 
     def arm(self, deadline: _Deadline, seconds: float) -> None:
-        self.arm_at(deadline, self._loop.time() + seconds)
+        self.arm_at(deadline, self._timers.now() + seconds)
 
     def arm_at(self, deadline: _Deadline | _ReadTimer, when: float) -> None:
         """Ring for ``deadline`` at ``when``, in the loop's time."""
         self.holder = deadline
         self._when = when
-        handle = self._handle
-        if handle is None or self._handle_when > when:
-            if handle is not None:
-                handle.cancel()
-            self._handle = self._loop.call_at(when, self._ring)
-            self._handle_when = when
+        queued = self.queued
+        if queued is None or queued > when:
+            self._timers.add(self, when)
 
     def disarm(self) -> None:
         self.holder = None
 
     def close(self) -> None:
-        """The connection is gone: drop the loop timer now rather than when it rings."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        """The connection is gone: drop its entry now rather than when it comes due."""
+        self.holder = None
+        if self.queued is not None:
+            self._timers.drop(self)
 
-    def _ring(self) -> None:
-        self._handle = None
+    def ring(self, now: float) -> None:
+        """The entry came due (:class:`~smtpcore._asyncio_timers.Due`)."""
         deadline = self.holder
         if deadline is None:
             return
-        if self._loop.time() < self._when:
-            self._handle = self._loop.call_at(self._when, self._ring)
-            self._handle_when = self._when
+        if now < self._when:
+            self._timers.add(self, self._when)
             return
         deadline.expire()
 
@@ -340,7 +339,7 @@ class _Watchdog(_Deadline):
             return
         self._limit = seconds
         self._rate = min_rate
-        self._until = until = alarm._loop.time() + seconds
+        self._until = until = alarm._timers.now() + seconds
         alarm.arm_at(self, until)
 
     def resume(self, received: int = 0) -> None:
@@ -349,7 +348,7 @@ class _Watchdog(_Deadline):
         if until is None or alarm is None:
             return
         if received and self._rate:
-            now = alarm._loop.time()
+            now = alarm._timers.now()
             # Time spent answering (not waiting) is not held against the client.
             until = self._until = min(now + self._limit, max(until, now) + received / self._rate)
         alarm.arm_at(self, until)
@@ -442,7 +441,7 @@ class AsyncioClock(_Alarm):
             cancelling = task.cancelling()
             timer.task = task
             timer.fired = False
-            self.arm_at(timer, self._loop.time() + seconds)
+            self.arm_at(timer, self._timers.now() + seconds)
             try:
                 data = await receive(max_bytes)
             except asyncio.CancelledError as exc:
@@ -885,6 +884,8 @@ class _Listener(BaseListener[_S]):
     """The accepted connections' sessions, each with what runs it."""
     _runner_done: Callable[[SessionRunner], None]
     """:meth:`_ended`, bound once: every runner shares it."""
+    _timers: Timers
+    """The one loop timer behind every accepted connection's deadlines."""
     _idle: asyncio.Future[None] | None = None
     """Set once no session is left, while :meth:`aclose` waits for that."""
     _stopped: asyncio.Event
@@ -895,6 +896,7 @@ class _Listener(BaseListener[_S]):
         self._tasks = {}
         self._runners = {}
         self._runner_done = self._ended
+        self._timers = Timers(loop)
         self._stopped = asyncio.Event()
         if self.sock is not None or self.unix_path is not None:
             sock = self._unix_socket() if self.sock is None else self.sock
@@ -917,7 +919,7 @@ class _Listener(BaseListener[_S]):
         """A new connection: its session starts at once, stepped by a runner (the
         greeting goes out in this pass of the loop)."""
         runner = SessionRunner(transport._loop, self._runner_done)
-        session = self.state.admit(Link(transport, AsyncioClock(runner)))
+        session = self.state.admit(Link(transport, AsyncioClock(runner, self._timers)))
         if isinstance(session, bytes):
             transport.refuse(session)
             return
