@@ -14,95 +14,23 @@ its ``Py calls`` column, broken down.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-import adapters_smtp  # noqa: E402
+import client_loads  # noqa: E402
 
 import peers  # noqa: E402
 
-SENDER = "a@abc.example"
-RECIPIENT = "b@pqr.example"
-BODY_1K = adapters_smtp.BODY_1K
-
-
-class CallsByFunction:
-    """Counts Python calls by ``file:line function`` (``sys.setprofile``)."""
-
-    def __init__(self) -> None:
-        self.calls: Counter[str] = Counter()
-
-    def __call__(self, frame: FrameType, event: str, arg: Any) -> None:
-        if event == "call":
-            code = frame.f_code
-            where = "/".join(Path(code.co_filename).parts[-2:])
-            self.calls[f"{where}:{code.co_firstlineno} {code.co_qualname}"] += 1
-
-
-def counted(work: Callable[[], object]) -> Counter[str]:
-    counter = CallsByFunction()
-    sys.setprofile(counter)
-    try:
-        work()
-    finally:
-        sys.setprofile(None)
-    return counter.calls
-
-
-def sync_client(port: int, messages: int) -> None:
-    from smtpcore.sync import SMTPClient
-
-    with SMTPClient("127.0.0.1", port, timeout=60) as client:
-        for _ in range(messages):
-            client.send_message(BODY_1K, SENDER, [RECIPIENT])
-
-
-def asyncio_client(port: int, messages: int) -> None:
-    from smtpcore.asyncio import SMTPClient
-
-    async def main() -> None:
-        async with SMTPClient("127.0.0.1", port) as client:
-            for _ in range(messages):
-                await client.send_message(BODY_1K, SENDER, [RECIPIENT])
-
-    asyncio.run(main())
-
-
-def trio_client(port: int, messages: int) -> None:
-    import trio
-
-    from smtpcore.trio import SMTPClient
-
-    async def main() -> None:
-        async with SMTPClient("127.0.0.1", port) as client:
-            for _ in range(messages):
-                await client.send_message(BODY_1K, SENDER, [RECIPIENT])
-
-    trio.run(main)
-
-
 CLIENTS: dict[str, Callable[[int, int], None]] = {
-    "smtpcore.sync": sync_client,
-    "smtpcore.asyncio": asyncio_client,
-    "smtpcore.trio": trio_client,
+    "smtpcore.sync": client_loads.sync_client,
+    "smtpcore.asyncio": client_loads.asyncio_client,
+    "smtpcore.trio": client_loads.trio_client,
 }
-
-
-def per_message(client: Callable[[int, int], None], port: int, messages: int) -> Counter[str]:
-    client(port, 2)  # imports and first-use caches out of the way
-    short = counted(lambda: client(port, messages))
-    long = counted(lambda: client(port, 2 * messages))
-    long.subtract(short)
-    return long
 
 
 def main() -> None:
@@ -115,7 +43,8 @@ def main() -> None:
     with peers.smtp_sink() as piped, peers.smtp_sink(extra_args=("-p",)) as plain:
         for label, port in (("PIPELINING", piped.port), ("no PIPELINING", plain.port)):
             for name in chosen:
-                calls = per_message(CLIENTS[name], port, args.messages)
+                CLIENTS[name](port, 2)  # imports and first-use caches out of the way
+                calls = client_loads.message_calls(CLIENTS[name], port, args.messages)
                 total = sum(calls.values()) / args.messages
                 print(f"\n{name}, {label}: {total:.1f} calls/message")
                 for where, count in calls.most_common(args.top):

@@ -41,7 +41,6 @@ import asyncio
 import os
 import platform
 import shutil
-import smtplib
 import socket
 import statistics
 import sys
@@ -61,6 +60,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 import adapters_instructions  # noqa: E402
 import adapters_smtp  # noqa: E402
+import client_loads  # noqa: E402
 import pop3_adapters  # noqa: E402
 import server_machine  # noqa: E402
 
@@ -68,34 +68,16 @@ from smtpcore import NEED_DATA  # noqa: E402
 from smtpcore._lines import FramingPolicy  # noqa: E402
 from smtpcore.smtp import BadCommand, Reply, ServerConnection  # noqa: E402
 
-SENDER = "a@abc.example"
-RECIPIENT = "b@pqr.example"
-BODY_1K = adapters_smtp.BODY_1K
+SENDER = client_loads.SENDER
+RECIPIENT = client_loads.RECIPIENT
 
 
 # -- measuring ---------------------------------------------------------------------------
 
 
-class CallCounter:
-    """Counts Python function calls (``sys.setprofile``): deterministic, immune to load."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, frame: FrameType, event: str, arg: Any) -> None:
-        if event == "call":
-            self.calls += 1
-
-
 def count_calls(work: Callable[[], object]) -> int:
     """Python calls made by ``work()`` in this thread."""
-    counter = CallCounter()
-    sys.setprofile(counter)
-    try:
-        work()
-    finally:
-        sys.setprofile(None)
-    return counter.calls
+    return client_loads.counted(work).calls
 
 
 @dataclass
@@ -152,45 +134,17 @@ def against_server(kind: str, load: Callable[[int], object]) -> Callable[[], Sam
 # -- client ------------------------------------------------------------------------------
 
 
-def smtplib_client(port: int, messages: int) -> None:
-    with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
-        client.ehlo("bench.test")
-        for _ in range(messages):
-            client.sendmail(SENDER, [RECIPIENT], BODY_1K)
-
-
-def sync_client(port: int, messages: int) -> None:
-    from smtpcore.sync import SMTPClient
-
-    with SMTPClient("127.0.0.1", port, timeout=60) as client:
-        for _ in range(messages):
-            client.send_message(BODY_1K, SENDER, [RECIPIENT])
-
-
-def asyncio_client(port: int, messages: int) -> None:
-    from smtpcore.asyncio import SMTPClient
-
-    async def main() -> None:
-        async with SMTPClient("127.0.0.1", port) as client:
-            for _ in range(messages):
-                await client.send_message(BODY_1K, SENDER, [RECIPIENT])
-
-    asyncio.run(main())
-
-
 CLIENTS: dict[str, Callable[[int, int], None]] = {
-    "smtplib": smtplib_client,
-    "smtpcore.sync": sync_client,
-    "smtpcore.asyncio": asyncio_client,
+    "smtplib": client_loads.smtplib_client,
+    "smtpcore.sync": client_loads.sync_client,
+    "smtpcore.asyncio": client_loads.asyncio_client,
 }
 
 
 def client_calls(client: Callable[[int, int], None], port: int, messages: int) -> float:
     """Python calls per message: the difference between two session lengths, so that
     connecting, EHLO and QUIT drop out."""
-    short = count_calls(lambda: client(port, messages))
-    long = count_calls(lambda: client(port, 2 * messages))
-    return (long - short) / messages
+    return sum(client_loads.message_calls(client, port, messages).values()) / messages
 
 
 def client_workloads(sinks: dict[str, int], messages: int) -> list[Workload]:
@@ -555,7 +509,7 @@ def pop3_calls(messages: int) -> float:
     QUIT), in a server thread of this process: the slope between maildrops of
     ``messages`` and twice as many, each counted on its second session (sizes cached)."""
     helpers = pop3_adapters.peers()
-    counter = CallCounter()
+    counter = client_loads.CallCounter()
     counting = threading.Event()
 
     def profile(frame: FrameType, event: str, arg: Any) -> None:
