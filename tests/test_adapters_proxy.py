@@ -4,13 +4,15 @@ HAProxy in front of our server with send-proxy and send-proxy-v2."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import ssl
 import struct
 
 import pytest
 
 from haproxy_peer import haproxy
-from peers import ADAPTERS, running_smtp_server
+from peers import ADAPTERS, TLSFiles, make_tls_files, running_smtp_server
 from smtpcore.handler import Handler, Session
 from smtpcore.smtp import Reply
 
@@ -131,3 +133,76 @@ def test_sessions_are_counted_by_the_client_the_header_names(adapter: str) -> No
         # Its first session over, the client may come again.
         assert greeting_after(server.port, again).startswith(b"220 ")
     assert handler.peers == [("192.0.2.7", 40000), ("203.0.113.9", 51000), ("192.0.2.7", 40001)]
+
+
+class TLSAfterHeader:
+    """A TLS client that sends ``header`` and its ClientHello in one write, as HAProxy
+    may relay them: the server must read the header and not an octet more."""
+
+    def __init__(self, port: int, header: bytes, context: ssl.SSLContext) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="127.0.0.1")
+        self.pending = b""
+        with contextlib.suppress(ssl.SSLWantReadError):
+            self.tls.do_handshake()
+        self.sock.sendall(header + self.outgoing.read())
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._receive()
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.outgoing.pending:
+            self.sock.sendall(self.outgoing.read())
+
+    def _receive(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("the server closed")
+        self.incoming.write(data)
+
+    def send(self, data: bytes) -> None:
+        self.tls.write(data)
+        self._flush()
+
+    def read_line(self) -> bytes:
+        while b"\r\n" not in self.pending:
+            try:
+                self.pending += self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                self._receive()
+        line, _, self.pending = self.pending.partition(b"\r\n")
+        return line + b"\r\n"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_the_header_comes_before_implicit_tls(
+    adapter: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Port 465 behind a proxy: the header and the ClientHello in one write, the server
+    reads the header to its last octet and hands the rest to the handshake."""
+    tls: TLSFiles = make_tls_files(tmp_path_factory.mktemp("tls"))
+    handler = Recorder()
+    with running_smtp_server(
+        adapter,
+        handler,
+        ssl_context=tls.server_context,
+        tls_on_connect=True,
+        proxy_protocol_from=["127.0.0.1"],
+    ) as server:
+        for header in (b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 465\r\n", V2):
+            client = TLSAfterHeader(server.port, header, tls.client_context)
+            try:
+                assert client.read_line().startswith(b"220 ")
+                client.send(b"QUIT\r\n")
+                assert client.read_line().startswith(b"221 ")
+            finally:
+                client.close()
+    assert handler.peers == [("192.0.2.7", 40000), ("203.0.113.9", 51000)]

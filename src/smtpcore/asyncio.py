@@ -511,6 +511,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         "_chunks",
         "_close_waiters",
         "_eof",
+        "_exact",
         "_loop",
         "_lost",
         "_next",
@@ -533,6 +534,11 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         self._offset = 0
         """Octets of ``_chunks[_next]`` read already."""
         self._buffered = 0
+        self._exact = 0
+        """While a read of fewer octets than the read buffer waits, how many (the event
+        loop reads no more than that); -1 once one is served (it reads nothing more
+        until the next read, so that what follows, a TLS handshake after a PROXY
+        header, stays for whoever reads next); 0 otherwise."""
         self._eof = False
         self._lost = False
         self._reading_paused = False
@@ -554,8 +560,10 @@ class AsyncioTransport(asyncio.BufferedProtocol):
             self._on_connect(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        """Where the event loop reads: this thread's one read buffer."""
-        return _read_buffer.view
+        """Where the event loop reads: this thread's one read buffer, or as much of it
+        as an exact read asked for."""
+        exact = self._exact
+        return _read_buffer.view if exact <= 0 else _read_buffer.view[:exact]
 
     def buffer_updated(self, nbytes: int) -> None:
         """The event loop read ``nbytes`` into the buffer: keep a copy for the driver."""
@@ -566,6 +574,11 @@ class AsyncioTransport(asyncio.BufferedProtocol):
             assert self._transport is not None
             self._transport.pause_reading()
             self._reading_paused = True
+        if self._exact > 0:  # an exact read is served: nothing more until the next one
+            self._exact = -1
+            if not self._reading_paused and self._transport is not None:
+                self._transport.pause_reading()
+                self._reading_paused = True
         self._wake_reader()
 
     def eof_received(self) -> bool:
@@ -613,7 +626,11 @@ class AsyncioTransport(asyncio.BufferedProtocol):
     # -- Transport ------------------------------------------------------------
 
     async def receive_some(self, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` octets. A read of fewer than the read buffer holds is
+        exact: not an octet more is taken from the socket (see ``_exact``)."""
         chunks = self._chunks
+        if not chunks and (max_bytes < _READ_SIZE or self._exact):
+            self._read_exactly(max_bytes)
         # No yield before waiting (see YieldFirst): asyncio runs a task that yielded
         # before the reads of the same pass, so it would find nothing.
         while not chunks:
@@ -649,11 +666,20 @@ class AsyncioTransport(asyncio.BufferedProtocol):
                 chunks[index - 1] = b""  # read: let it go now
             self._next = index
         self._buffered -= len(data)
-        if self._reading_paused and self._buffered <= _HIGH_WATER // 4:
+        if self._reading_paused and self._buffered <= _HIGH_WATER // 4 and not self._exact:
             self._reading_paused = False
             if self._transport is not None and not self._lost:
                 self._transport.resume_reading()
         return data
+
+    def _read_exactly(self, max_bytes: int) -> None:
+        """Let the event loop read at most ``max_bytes`` (any amount if that is the
+        whole buffer), reading again if it held off after an exact read."""
+        self._exact = max_bytes if max_bytes < _READ_SIZE else 0
+        if self._reading_paused:
+            self._reading_paused = False
+            if self._transport is not None and not self._lost:
+                self._transport.resume_reading()
 
     def receive_nowait(self, max_bytes: int) -> bytes | None:
         """What the event loop has already read, without waiting (``max_bytes`` aside:
@@ -709,7 +735,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
             raise ConnectionResetError("the connection is closed")
         # What is buffered came in plaintext before the handshake (RFC 3207 §4.2).
         self._chunks.clear()
-        self._next = self._offset = self._buffered = 0
+        self._next = self._offset = self._buffered = self._exact = 0
         self._reading_paused = False
         loop = asyncio.get_running_loop()
         new = await loop.start_tls(
