@@ -13,11 +13,13 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from smtpcore._driver._proxied import Network, ip_peer, peer_text, read_proxy_header, trusted
 from smtpcore._driver._timeouts import Watchdog
 from smtpcore._driver._transport import Link, address
+from smtpcore.proxy import ProxyHeader, ProxyProtocolError
 
 __all__ = [
     "BaseListener",
@@ -59,6 +61,8 @@ class SessionRegistry(Generic[S]):
     PROXY protocol header) is not counted under the proxy's address: the
     session calls :meth:`readdress` once it knows whose it is, so that one
     proxy in front does not cap every client behind it at one client's share.
+    A connection from one of ``proxy_networks`` is such a connection (a
+    subclass may say otherwise in :meth:`client_named_later`).
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class SessionRegistry(Generic[S]):
         *,
         max_per_address: int | None = None,
         address_busy_reply: bytes = b"",
+        proxy_networks: Sequence[Network] = (),
     ) -> None:
         if max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
@@ -77,6 +82,8 @@ class SessionRegistry(Generic[S]):
         self.busy_reply = busy_reply
         self.max_per_address = max_per_address
         self.address_busy_reply = address_busy_reply
+        self.proxy_networks = tuple(proxy_networks)
+        """The proxies whose PROXY header names the client (``proxy_protocol_from``)."""
         self.sessions: set[S] = set()
         self.per_address: dict[str, int] = {}
         """Live sessions by peer address (only with ``max_per_address``)."""
@@ -98,7 +105,7 @@ class SessionRegistry(Generic[S]):
     def client_named_later(self, peer: tuple[str, int]) -> bool:
         """Whether a connection from ``peer`` names its real client itself (a trusted
         proxy's header): then it is counted by address only from :meth:`readdress`."""
-        return False
+        return trusted(peer, self.proxy_networks)
 
     def admit(self, transport: Link) -> S | bytes:
         """A session for a new connection, counted from now on; or, when there is no
@@ -235,6 +242,15 @@ class BaseListener(Generic[S]):
         raise NotImplementedError
 
 
+class _Client(Protocol):
+    """A session as its hooks see it (``Session``, ``POP3Session``)."""
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        """The client: the one a trusted proxy's header named, once it has."""
+        ...
+
+
 class ConnectionLost(Exception):
     """The transport failed or the session must end: close without another word."""
 
@@ -258,6 +274,8 @@ class ServedSession:
 
     transport: Link
     state: SessionRegistry[Any]
+    session: _Client
+    """What the protocol's hooks are told about the connection."""
     _watchdog: Watchdog
     """The timer of the waits for the client; the protocol enters it around its loop."""
     _waiting_idle: bool = False
@@ -282,7 +300,7 @@ class ServedSession:
             pass
         except Exception:
             self.logger.exception(
-                "%s session with %s failed", self.protocol, self.transport.peer_address
+                "%s session with %s failed", self.protocol, peer_text(self.session.peer)
             )
         finally:
             self.state.remove(self)
@@ -295,6 +313,38 @@ class ServedSession:
         """Interrupt a wait for the next command (graceful shutdown)."""
         if self._waiting_idle:
             self._watchdog.expire()
+
+    async def _client_from_proxy(
+        self, timeout: float | None, send_timeout: float | None
+    ) -> ProxyHeader:
+        """The PROXY header a trusted proxy opens the connection with (read within
+        ``timeout``), the session counted under the client it names from now on.
+
+        A connection from anywhere else, a bad header, or a client over its share
+        (told so with the registry's ``address_busy_reply``, written within
+        ``send_timeout``) ends the session: :class:`ConnectionLost`. The protocol
+        then shows the header's ``source`` and ``destination``, when it names
+        them, as the session's peer and local addresses.
+        """
+        transport = self.transport
+        proxy = transport.peer_address
+        if not trusted(proxy, self.state.proxy_networks):
+            self.logger.info("connection from %s, not a trusted proxy: closed", peer_text(proxy))
+            raise ConnectionLost
+        try:
+            header = await read_proxy_header(transport, timeout)
+        except (ProxyProtocolError, OSError, TimeoutError) as exc:
+            self.logger.info("bad PROXY header from %s: %s", peer_text(proxy), exc or "timeout")
+            raise ConnectionLost from None
+        client = proxy if header.source is None else header.source
+        if not self.state.readdress(self, ip_peer(client)):
+            self.logger.info("too many sessions from %s: refused", peer_text(client))
+            if self.state.address_busy_reply:
+                with contextlib.suppress(OSError, TimeoutError):
+                    async with transport.deadline(send_timeout):
+                        await transport.send_all(self.state.address_busy_reply)
+            raise ConnectionLost
+        return header
 
     async def _open(self) -> None:
         """Start the session: what comes before the client's first command (a PROXY

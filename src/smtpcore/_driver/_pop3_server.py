@@ -28,6 +28,7 @@ from smtpcore._driver._listener import (
     SessionRegistry,
 )
 from smtpcore._driver._pop3_exchange import SASLExchange, top_chunks, top_chunks_now
+from smtpcore._driver._proxied import Network, networks, peer_text
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
@@ -150,6 +151,13 @@ class POP3ServerOptions:
     """The IMPLEMENTATION capability's argument (RFC 2449 §6.9)."""
     connection_factory: Callable[[POP3ServerOptions], ServerConnection] | None = None
     """Builds the machine of each session, to set the machine options not listed here."""
+    proxy_protocol_from: Sequence[str] = ()
+    """Read HAProxy's PROXY protocol header (v1 or v2, :mod:`smtpcore.proxy`) before the
+    greeting and take the client's address from it, as Dovecot's
+    ``haproxy_trusted_networks``. Each connection must come from one of these addresses
+    or networks (``"127.0.0.1"``, ``"10.0.0.0/8"``) and start with a valid header, read
+    within ``timeouts.greeting``; any other is closed at once."""
+    proxy_networks: tuple[Network, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.tls_on_connect and self.ssl_context is None:
@@ -160,6 +168,10 @@ class POP3ServerOptions:
             raise ValueError("max_sessions_per_address must be at least 1 (or None)")
         if self.max_auth_failures < 1:
             raise ValueError("max_auth_failures must be at least 1")
+        try:
+            object.__setattr__(self, "proxy_networks", networks(self.proxy_protocol_from))
+        except ValueError as exc:
+            raise ValueError(f"proxy_protocol_from: {exc}") from None
 
 
 class POP3ServerKeywords(TypedDict, total=False):
@@ -180,6 +192,7 @@ class POP3ServerKeywords(TypedDict, total=False):
     login_delay: str | None
     implementation: str | None
     connection_factory: Callable[[POP3ServerOptions], ServerConnection] | None
+    proxy_protocol_from: Sequence[str]
 
 
 class POP3ServerState(SessionRegistry["POP3ServerSession"]):
@@ -196,6 +209,7 @@ class POP3ServerState(SessionRegistry["POP3ServerSession"]):
             busy.to_bytes() if plain else b"",
             max_per_address=options.max_sessions_per_address,
             address_busy_reply=address_busy.to_bytes() if plain else b"",
+            proxy_networks=options.proxy_networks,
         )
         self.store = store
         self.options = options
@@ -214,6 +228,7 @@ class POP3ServerSession(ServedSession):
     logger = logger
     protocol = "POP3"
     state: POP3ServerState
+    session: POP3Session
 
     def __init__(
         self, transport: Link, state: POP3ServerState, peer: tuple[str, int] | None
@@ -292,6 +307,12 @@ class POP3ServerSession(ServedSession):
 
     async def _open(self) -> None:
         options = self.options
+        if options.proxy_networks:
+            timeouts = options.timeouts
+            header = await self._client_from_proxy(timeouts.greeting, timeouts.send)
+            if header.source is not None:
+                self.session.peer = header.source
+                self.session.local = header.destination
         if options.tls_on_connect:
             await self._handshake()
         conn = self.conn = self._new_connection()
@@ -469,9 +490,7 @@ class POP3ServerSession(ServedSession):
             async with self.transport.deadline(self.options.timeouts.tls_handshake):
                 await self.transport.start_tls(context, server_side=True)
         except (OSError, TimeoutError) as exc:
-            peer = self.session.peer
-            where = "[unknown]" if peer is None else f"[{peer[0]}]:{peer[1]}"
-            logger.info("TLS handshake with %s failed: %s", where, exc)
+            logger.info("TLS handshake with %s failed: %s", peer_text(self.session.peer), exc)
             raise ConnectionLost from None
         self.session.tls = self.transport.tls
 
@@ -529,11 +548,10 @@ class POP3ServerSession(ServedSession):
             answer = Err("Authentication failed, too many attempts", code="AUTH")
             self._closing = True
         self._answer(answer)
-        peer = self.session.peer
         logger.info(
             "pop3: reject: %s from %s: -ERR [%s] %s; user=<%s>",
             command,
-            "[unknown]" if peer is None else f"[{peer[0]}]:{peer[1]}",
+            peer_text(self.session.peer),
             answer.code,
             answer.text,
             user or "",

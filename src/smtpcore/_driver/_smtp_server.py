@@ -10,8 +10,6 @@ the commands already received are answered (RFC 2920 §3.1).
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import logging
 import os
 import re
@@ -27,6 +25,7 @@ from smtpcore._driver._listener import (
     ServedSession,
     SessionRegistry,
 )
+from smtpcore._driver._proxied import Network, ip_peer, networks, trusted
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
@@ -43,7 +42,6 @@ from smtpcore.handler import (
     Recipient,
     Session,
 )
-from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
 from smtpcore.sasl import SERVER_MECHANISMS, offered_mechanisms
 from smtpcore.smtp import (
     Auth,
@@ -185,12 +183,8 @@ class ServerOptions:
     a proxy or content filter there may name the client it speaks for. To any other
     client the commands do not exist (``500 5.5.2``)."""
     auth_mechanisms: Mapping[str, MechanismFactory] = field(init=False, repr=False, compare=False)
-    proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
-        init=False, repr=False, compare=False
-    )
-    forwarder_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
-        init=False, repr=False, compare=False
-    )
+    proxy_networks: tuple[Network, ...] = field(init=False, repr=False, compare=False)
+    forwarder_networks: tuple[Network, ...] = field(init=False, repr=False, compare=False)
     """The mechanisms offered, by name, as ``auth`` gives them."""
 
     def __post_init__(self) -> None:
@@ -206,10 +200,14 @@ class ServerOptions:
         else:
             mechanisms = {name.upper(): factory for name, factory in (auth or {}).items()}
         object.__setattr__(self, "auth_mechanisms", mechanisms)
-        networks = tuple(ipaddress.ip_network(n, strict=False) for n in self.proxy_protocol_from)
-        object.__setattr__(self, "proxy_networks", networks)
-        forwarders = tuple(ipaddress.ip_network(n, strict=False) for n in self.xclient_from)
-        object.__setattr__(self, "forwarder_networks", forwarders)
+        try:
+            object.__setattr__(self, "proxy_networks", networks(self.proxy_protocol_from))
+        except ValueError as exc:
+            raise ValueError(f"proxy_protocol_from: {exc}") from None
+        try:
+            object.__setattr__(self, "forwarder_networks", networks(self.xclient_from))
+        except ValueError as exc:
+            raise ValueError(f"xclient_from: {exc}") from None
         if self.require_auth and not mechanisms:
             raise ValueError("require_auth needs auth")
         in_plaintext = [
@@ -281,30 +279,6 @@ class ServerKeywords(TypedDict, total=False):
     xclient_from: Sequence[str]
 
 
-def _trusted_proxy(
-    peer: tuple[str, int] | None,
-    networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
-) -> bool:
-    if peer is None or not networks:
-        return False
-    try:
-        address = ipaddress.ip_address(peer[0])
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
-
-
-def _ip_peer(peer: tuple[str, int] | None) -> tuple[str, int] | None:
-    """``peer`` if it is an IP address (what sessions are counted by), else None."""
-    if peer is None:
-        return None
-    try:
-        ipaddress.ip_address(peer[0])
-    except ValueError:
-        return None
-    return peer
-
-
 class ServerState(SessionRegistry["ServerSession"]):
     """What the sessions of one server share: options, handler, the live sessions and
     whether the server is shutting down (idle sessions get 421 at once, busy ones
@@ -322,6 +296,7 @@ class ServerState(SessionRegistry["ServerSession"]):
             busy.to_bytes(busy.status) if plain else b"",
             max_per_address=options.max_sessions_per_address,
             address_busy_reply=address_busy.to_bytes(address_busy.status) if plain else b"",
+            proxy_networks=options.proxy_networks,
         )
         self.handler = handler
         self.options = options
@@ -351,9 +326,6 @@ class ServerState(SessionRegistry["ServerSession"]):
     def new_session(self, transport: Link, peer: tuple[str, int] | None) -> ServerSession:
         return ServerSession(transport, self, peer)
 
-    def client_named_later(self, peer: tuple[str, int]) -> bool:
-        return _trusted_proxy(peer, self.options.proxy_networks)
-
 
 class ServerSession(ServedSession):
     """One connection, from greeting to close."""
@@ -361,6 +333,7 @@ class ServerSession(ServedSession):
     logger = logger
     protocol = "SMTP"
     state: ServerState
+    session: Session
 
     def __init__(self, transport: Link, state: ServerState, peer: tuple[str, int] | None) -> None:
         self.transport = transport
@@ -402,7 +375,14 @@ class ServerSession(ServedSession):
 
     async def _open(self) -> None:
         if self.options.proxy_networks:
-            await self._proxy_header()
+            header = await self._client_from_proxy(
+                self.options.timeouts.greeting, self.options.timeouts.command
+            )
+            if header.source is not None:
+                self.session.peer = header.source
+                self.session.local = header.destination
+                if self.options.forwarder_networks:
+                    self._trust_forwarder()
         if self.options.tls_on_connect:
             await self._handshake()
             self.conn.tls = True
@@ -721,44 +701,10 @@ class ServerSession(ServedSession):
         self.conn.authenticated = False
         self.session.authenticated = None
 
-    async def _proxy_header(self) -> None:
-        """The PROXY header a trusted proxy opens the connection with; the client it
-        names becomes the session's peer. Read to its last octet and not one more
-        (what follows may be a TLS handshake), within the greeting timeout."""
-        peer = self.transport.peer_address
-        if not _trusted_proxy(peer, self.options.proxy_networks):
-            logger.info("connection from %s, which is not a trusted proxy: closed", peer)
-            raise ConnectionLost
-        data = b""
-        try:
-            async with self.transport.deadline(self.options.timeouts.greeting):
-                while not isinstance(header := parse_proxy_header(data), ProxyHeader):
-                    chunk = await self.transport.receive_some(header)
-                    if not chunk:
-                        raise ConnectionLost
-                    data += chunk
-        except (ProxyProtocolError, OSError, TimeoutError) as exc:
-            logger.info("bad PROXY header from %s: %s", peer, exc or "timeout")
-            raise ConnectionLost from None
-        if header.source is not None:
-            self.session.peer = header.source
-            self.session.local = header.destination
-            if self.options.forwarder_networks:
-                self._trust_forwarder()
-        if not self.state.readdress(self, _ip_peer(self.session.peer)):
-            logger.info("too many sessions from %s: refused", self.session.peer)
-            if self.state.address_busy_reply:
-                self._out.append(self.state.address_busy_reply)
-                with contextlib.suppress(TimeoutError):
-                    await self._flush()
-            raise ConnectionLost
-
     def _trust_forwarder(self) -> None:
         """Whether this client may use XCLIENT and XFORWARD: by its address (the one a
         trusted proxy's header named, if any), in ``xclient_from``."""
-        self.conn.trusted_forwarder = _trusted_proxy(
-            self.session.peer, self.options.forwarder_networks
-        )
+        self.conn.trusted_forwarder = trusted(self.session.peer, self.options.forwarder_networks)
 
     # -- XCLIENT and XFORWARD (Postfix) ----------------------------------------
 
@@ -773,7 +719,7 @@ class ServerSession(ServedSession):
         known = session.xclient
         merged = command if known is None else known.merged(command)
         _present(session, merged)
-        if not self.state.readdress(self, _ip_peer(session.peer)):
+        if not self.state.readdress(self, ip_peer(session.peer)):
             logger.info("too many sessions from %s: refused", _peer_text(session.peer))
             self._answer(
                 Reply(
@@ -793,7 +739,7 @@ class ServerSession(ServedSession):
         elif greeting.code != 421:
             session.peer, session.local, session.peer_name, session.helo_name = before
             session.authenticated, session.xclient = before_identity
-            self.state.readdress(self, _ip_peer(session.peer))
+            self.state.readdress(self, ip_peer(session.peer))
         self._answer(greeting)
 
     async def _xforward(self, command: Xforward) -> None:

@@ -235,7 +235,8 @@ class POP3Timeouts:
     connect: float | None = 30.0
     """Client: opening the TCP connection."""
     greeting: float | None = 60.0
-    """Client: waiting for the greeting."""
+    """Client: waiting for the greeting; server: waiting for a PROXY header
+    (``proxy_protocol_from``)."""
     autologout: float | None = 600.0
     """Server: waiting for the next command; then the connection is closed without a
     response and without entering UPDATE (RFC 1939 §3)."""

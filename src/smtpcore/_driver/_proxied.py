@@ -1,0 +1,82 @@
+"""Who a connection is from when a proxy may speak for it, the same for every protocol.
+
+A server given ``proxy_protocol_from`` (SMTP or POP3) believes HAProxy's
+PROXY header (:mod:`smtpcore.proxy`) only from the proxies it names, and a
+server given ``xclient_from`` believes XCLIENT only from those clients: both
+are lists of addresses or networks, checked here. The header itself is read
+here too, to its last octet and not one more (what follows may be a TLS
+handshake); :meth:`~smtpcore._driver._listener.ServedSession._client_from_proxy`
+does the rest, whatever the protocol.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import TypeAlias
+
+from smtpcore._driver._transport import Link
+from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
+
+__all__ = ["Network", "ip_peer", "networks", "peer_text", "read_proxy_header", "trusted"]
+
+Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def networks(specs: Sequence[str]) -> tuple[Network, ...]:
+    """The networks of ``["10.0.0.0/8", "192.0.2.1", "2001:db8::/32"]`` (an address is
+    a network of one); ValueError, naming it, for one that is neither."""
+    if isinstance(specs, str):
+        raise ValueError(f"a list of addresses or networks, not the one string {specs!r}")
+    found = []
+    for spec in specs:
+        try:
+            found.append(ipaddress.ip_network(spec, strict=False))
+        except ValueError:
+            raise ValueError(f"{spec!r} is not an IP address or network") from None
+    return tuple(found)
+
+
+def trusted(peer: tuple[str, int] | None, nets: Sequence[Network]) -> bool:
+    """Whether ``peer``'s IP address is in one of ``nets`` (never for a Unix socket)."""
+    if peer is None or not nets:
+        return False
+    try:
+        address = ipaddress.ip_address(peer[0])
+    except ValueError:
+        return False
+    return any(address in network for network in nets)
+
+
+def ip_peer(peer: tuple[str, int] | None) -> tuple[str, int] | None:
+    """``peer`` if it is an IP address (what sessions are counted by), else None."""
+    if peer is None:
+        return None
+    try:
+        ipaddress.ip_address(peer[0])
+    except ValueError:
+        return None
+    return peer
+
+
+def peer_text(peer: tuple[str, int] | None) -> str:
+    """``[192.0.2.1]:40312`` for the log (what fail2ban's ``<HOST>`` matches)."""
+    return "[unknown]" if peer is None else f"[{peer[0]}]:{peer[1]}"
+
+
+async def read_proxy_header(link: Link, timeout: float | None) -> ProxyHeader:
+    """The PROXY header at the start of the connection, read within ``timeout``
+    seconds, exactly: not an octet of what follows it is taken from ``link``.
+
+    Raises :class:`~smtpcore.proxy.ProxyProtocolError` for a malformed header or a
+    connection that ends before its header does, ``TimeoutError`` and ``OSError``
+    as the link does.
+    """
+    data = b""
+    async with link.deadline(timeout):
+        while not isinstance(header := parse_proxy_header(data), ProxyHeader):
+            chunk = await link.receive_some(header)
+            if not chunk:
+                raise ProxyProtocolError("connection closed inside the PROXY header")
+            data += chunk
+    return header

@@ -1,0 +1,251 @@
+"""The PROXY protocol option of the POP3 server adapters (proxy_protocol_from), as
+Dovecot's haproxy_trusted_networks: the client's address comes from a trusted proxy's
+header, for the store's hooks, the log, the loopback rule of require_tls and the count
+per address; anything else is closed. HAProxy in front with send-proxy and
+send-proxy-v2."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import poplib
+import socket
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from haproxy_peer import haproxy
+from peers import ADAPTERS, TLSFiles, make_tls_files, running_pop3_server, write_maildir
+from smtpcore.maildrop import MaildirStore, Maildrop, POP3Session
+from test_adapters_proxy import TLSAfterHeader
+
+PASSWORDS = {"alice": "wonderland"}
+V1 = b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 110\r\n"
+V2 = (
+    b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c"
+    + socket.inet_aton("203.0.113.9")
+    + socket.inet_aton("127.0.0.1")
+    + struct.pack("!HH", 51000, 110)
+)
+
+
+class Recorder(MaildirStore):
+    """A Maildir store that notes whom each login and each opened maildrop came from."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, PASSWORDS)
+        self.peers: list[tuple[str, int] | None] = []
+        self.locals: list[tuple[str, int] | None] = []
+
+    async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
+        self.peers.append(session.peer)
+        self.locals.append(session.local)
+        return await super().check_password(session, user, password)
+
+    async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
+        assert session.peer == self.peers[-1]
+        return await super().open_maildrop(session, user)
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Recorder:
+    write_maildir(tmp_path / "mail" / "alice", [b"Subject: one\r\n\r\nhello\r\n"])
+    return Recorder(tmp_path / "mail")
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@contextlib.contextmanager
+def connect(port: int, header: bytes = b"") -> Iterator[tuple[socket.socket, BinaryIO]]:
+    """A connection to ``port`` that has sent ``header``, and its lines."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+        sock.makefile("rb") as lines,
+    ):
+        sock.sendall(header)
+        yield sock, lines
+
+
+def read_line(lines: BinaryIO) -> bytes:
+    """One line from the server, or b"" if it closed (or reset the connection for the
+    bytes it left unread)."""
+    try:
+        return lines.readline()
+    except ConnectionResetError:
+        return b""
+
+
+def login_after(port: int, header: bytes) -> bytes:
+    """Send ``header``, then log in as alice and quit: the greeting, or b"" if the
+    server closed instead of greeting."""
+    with connect(port, header) as (sock, lines):
+        greeting = read_line(lines)
+        if greeting.startswith(b"+OK"):
+            sock.sendall(b"USER alice\r\nPASS wonderland\r\nQUIT\r\n")
+            assert read_line(lines).startswith(b"+OK")
+            assert read_line(lines).startswith(b"+OK Logged in")
+            assert read_line(lines).startswith(b"+OK")
+        return greeting
+
+
+def test_the_store_sees_the_client_the_header_names(adapter: str, store: Recorder) -> None:
+    with running_pop3_server(adapter, store, proxy_protocol_from=["127.0.0.0/8"]) as server:
+        assert login_after(server.port, V1).startswith(b"+OK")
+        assert login_after(server.port, V2).startswith(b"+OK")
+        assert login_after(server.port, b"PROXY UNKNOWN\r\n").startswith(b"+OK")
+    assert store.peers[:2] == [("192.0.2.7", 40000), ("203.0.113.9", 51000)]
+    assert store.locals[:2] == [("127.0.0.1", 110), ("127.0.0.1", 110)]
+    own = store.peers[2]  # UNKNOWN names nobody: the connection's own address stands
+    assert own is not None and own[0] == "127.0.0.1" and own[1] != 40000
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"USER alice\r\n",  # no header at all
+        b"PROXY TCP4 1.2.3.4\r\n",  # malformed
+        b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 99999\r\n",  # not a port
+        b"PROXY TCP4 " + b"1" * 120 + b"\r\n",  # longer than a v1 line may be
+        V2[:13] + b"\x00" + V2[14:],  # a v2 block of another version
+    ],
+)
+def test_a_bad_header_closes_the_connection(adapter: str, store: Recorder, header: bytes) -> None:
+    with running_pop3_server(adapter, store, proxy_protocol_from=["127.0.0.1"]) as server:
+        assert login_after(server.port, header) == b""
+        server.wait_for_sessions(0)
+    assert store.peers == []
+
+
+def test_a_header_cut_short_closes_the_connection(adapter: str, store: Recorder) -> None:
+    with (
+        running_pop3_server(adapter, store, proxy_protocol_from=["127.0.0.1"]) as server,
+        connect(server.port, b"PROXY TCP4 192.0.2.7 ") as (sock, lines),
+    ):
+        sock.shutdown(socket.SHUT_WR)
+        assert read_line(lines) == b""
+
+
+def test_a_connection_not_from_a_trusted_proxy_is_closed(
+    adapter: str, store: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "smtpcore.pop3.server")
+    with running_pop3_server(adapter, store, proxy_protocol_from=["10.0.0.0/8"]) as server:
+        assert login_after(server.port, V1) == b""
+        server.wait_for_sessions(0)
+    assert store.peers == []
+    assert "not a trusted proxy: closed" in caplog.text
+
+
+def test_sessions_are_counted_by_the_client_the_header_names(
+    adapter: str, store: Recorder
+) -> None:
+    """Behind a proxy, max_sessions_per_address is each client's share, not the proxy's:
+    two clients through one proxy are both served, and a second session for a client
+    that has its share is refused with -ERR [SYS/TEMP] once its header is read."""
+    with (
+        running_pop3_server(
+            adapter, store, proxy_protocol_from=["127.0.0.0/8"], max_sessions_per_address=1
+        ) as server,
+        connect(server.port, V1) as (first, first_lines),
+        connect(server.port, V2) as (second, second_lines),  # from 203.0.113.9
+    ):
+        assert read_line(first_lines).startswith(b"+OK")
+        assert read_line(second_lines).startswith(b"+OK")
+        again = b"PROXY TCP4 192.0.2.7 127.0.0.1 40001 110\r\n"
+        assert login_after(server.port, again).startswith(b"-ERR [SYS/TEMP] ")
+        for sock, lines in ((first, first_lines), (second, second_lines)):
+            sock.sendall(b"QUIT\r\n")
+            assert read_line(lines).startswith(b"+OK")
+        server.wait_for_sessions(0)
+        # Its first session over, the client may come again.
+        assert login_after(server.port, again).startswith(b"+OK")
+    assert store.peers == [("192.0.2.7", 40001)]
+
+
+def test_the_loopback_exemption_is_the_named_clients(
+    adapter: str, store: Recorder, tls: TLSFiles
+) -> None:
+    """require_tls's default spares a client on loopback: behind a proxy on loopback it
+    is the client the header names that must be on loopback, not the proxy."""
+    with running_pop3_server(
+        adapter, store, ssl_context=tls.server_context, proxy_protocol_from=["127.0.0.1"]
+    ) as server:
+        with connect(server.port, V1) as (sock, lines):
+            assert read_line(lines).startswith(b"+OK")
+            sock.sendall(b"USER alice\r\n")
+            assert read_line(lines).startswith(b"-ERR")  # TLS first, from 192.0.2.7
+        local = b"PROXY TCP4 127.0.0.1 127.0.0.1 40000 110\r\n"
+        assert login_after(server.port, local).startswith(b"+OK")
+    assert store.peers == [("127.0.0.1", 40000)]
+
+
+def test_the_log_names_the_client(
+    adapter: str, store: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "smtpcore.pop3.server")
+    with (
+        running_pop3_server(adapter, store, proxy_protocol_from=["127.0.0.1"]) as server,
+        connect(server.port, V1) as (sock, lines),
+    ):
+        read_line(lines)
+        sock.sendall(b"USER alice\r\nPASS wrong\r\nQUIT\r\n")
+        read_line(lines)
+        assert read_line(lines).startswith(b"-ERR [AUTH]")
+    assert "pop3: reject: PASS from [192.0.2.7]:40000" in caplog.text
+
+
+def test_the_header_comes_before_implicit_tls(
+    adapter: str, store: Recorder, tls: TLSFiles
+) -> None:
+    with running_pop3_server(
+        adapter,
+        store,
+        ssl_context=tls.server_context,
+        tls_on_connect=True,
+        proxy_protocol_from=["127.0.0.1"],
+    ) as server:
+        for header in (V1, V2):
+            client = TLSAfterHeader(server.port, header, tls.client_context)
+            try:
+                assert client.read_line().startswith(b"+OK")
+                client.send(b"USER alice\r\nPASS wonderland\r\nQUIT\r\n")
+                assert [client.read_line()[:3] for _ in range(3)] == [b"+OK"] * 3
+            finally:
+                client.close()
+    assert store.peers == [("192.0.2.7", 40000), ("203.0.113.9", 51000)]
+
+
+@pytest.mark.parametrize("networks", [["not-a-network"], "127.0.0.1"])
+def test_a_bad_network_is_refused_at_once(adapter: str, store: Recorder, networks: object) -> None:
+    server_class = importlib.import_module(f"smtpcore.{adapter}").POP3Server
+    with pytest.raises(ValueError, match="proxy_protocol_from: "):
+        server_class(store, proxy_protocol_from=networks)
+
+
+def test_haproxy_in_front(adapter: str, store: Recorder) -> None:
+    with (
+        running_pop3_server(adapter, store, proxy_protocol_from=["127.0.0.1"]) as server,
+        haproxy(server.port) as (v1_port, v2_port),
+    ):
+        clients = []
+        for port in (v1_port, v2_port):
+            client = poplib.POP3("127.0.0.1", port, timeout=10)
+            clients.append(client.sock.getsockname())
+            client.user("alice")
+            client.pass_("wonderland")
+            assert client.stat()[0] == 1
+            client.quit()
+    assert [tuple(address) for address in clients] == store.peers
