@@ -19,6 +19,7 @@ import pytest
 from peers import ADAPTERS, raw_smtp_session, running_smtp_server
 from smtpcore.address import parse_mailbox
 from smtpcore.handler import (
+    _BY_HOSTNAME,
     _FIXED_ANSWERS,
     Authenticator,
     AuthIdentity,
@@ -283,3 +284,34 @@ def test_the_answers_the_server_gives_for_handler_are_its_hooks_own() -> None:
     assert set(calls) == set(_FIXED_ANSWERS)
     for hook, call in calls.items():
         assert asyncio.run(call()) is _FIXED_ANSWERS[hook], hook
+
+
+def test_the_greeting_and_hello_the_server_gives_for_handler_are_its_hooks_own() -> None:
+    """The greeting and the EHLO reply depend on the server's name alone: the server
+    makes them once for its name (``_BY_HOSTNAME``) rather than call Handler's hooks
+    on every connection, and each is what the hook itself answers."""
+    handler = Handler()
+    assert set(_BY_HOSTNAME) == {Handler.handle_connect, Handler.handle_hello}
+    for hostname in ("mx.test", "mail.pqr.example"):
+        session = Session(hostname)
+        answers: dict[Callable[..., object], Reply | None] = {
+            Handler.handle_connect: asyncio.run(handler.handle_connect(session)),
+            Handler.handle_hello: asyncio.run(handler.handle_hello(session, Ehlo("client.test"))),
+        }
+        for hook, answer in answers.items():
+            assert answer == _BY_HOSTNAME[hook](hostname), hook
+
+
+def test_a_hostname_the_handler_changed_is_in_the_hello_reply(adapter: str) -> None:
+    """Handler's answers name the session's ``hostname``, also when a handler changed
+    it on connect: the replies made once for the server's name are not used."""
+
+    class Renaming(Handler):
+        async def handle_connect(self, session: Session) -> Reply | None:
+            session.hostname = "other.test"
+            return None
+
+    script = [b"EHLO client.test\r\n"]
+    greeting, hello = transcript(adapter, Renaming(), script)
+    assert greeting == b"220 other.test ESMTP smtpcore\r\n"
+    assert hello.startswith(b"250-mx.test other.test\r\n")  # the machine names its host

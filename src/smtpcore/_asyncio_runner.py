@@ -79,9 +79,9 @@ class SessionRunner:
         "_done",
         "_loop",
         "_must_cancel",
-        "_waiting",
         "_waiting_on",
         "task",
+        "waiting",
     )
 
     def __init__(
@@ -90,8 +90,9 @@ class SessionRunner:
         self._loop = loop
         self._done = done
         self._coro: Coroutine[Any, Any, None] | None = None
-        self._waiting = False
-        """True while the session waits for :meth:`wake` (it awaited :data:`WOKEN`)."""
+        self.waiting = False
+        """True while the session waits for :meth:`wake` (it awaited :data:`WOKEN`);
+        a transport's callback need not call :meth:`wake` otherwise."""
         self._waiting_on: asyncio.Future[Any] | None = None
         """A future the session awaited: a task takes over once it is done."""
         self._must_cancel = False
@@ -102,15 +103,15 @@ class SessionRunner:
     def start(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` now, up to its first wait."""
         self._coro = coro
-        self._waiting = True
+        self.waiting = True
         self.wake()
 
     def wake(self) -> None:
         """What the session waits for may have come: run it up to its next wait, if
         it waits for that."""
-        if not self._waiting:
+        if not self.waiting:
             return
-        self._waiting = False
+        self.waiting = False
         coro = self._coro
         assert coro is not None
         while True:
@@ -133,7 +134,7 @@ class SessionRunner:
             if yielded is _WAKE:
                 if self._must_cancel:
                     continue
-                self._waiting = True
+                self.waiting = True
                 return
             if yielded is _TASK or yielded is None:  # None: a bare yield (sleep(0))
                 self._into_a_task()
@@ -180,7 +181,7 @@ class SessionRunner:
         if waiting_on is not None and waiting_on.cancel():
             return True
         self._must_cancel = True
-        if self._waiting:
+        if self.waiting:
             self._loop.call_soon(self.wake)
         return True
 

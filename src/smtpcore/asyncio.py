@@ -321,7 +321,13 @@ class _Watchdog(_Deadline):
     __slots__ = ("_limit", "_rate", "_until")
 
     def __init__(self, alarm: _Alarm) -> None:
-        super().__init__(None, alarm)
+        # _Deadline's fields set here rather than by its __init__: one call less a session.
+        self._seconds = None
+        self._alarm = alarm
+        self._task = None
+        self._handle = None
+        self._fired = False
+        self._cancelling = 0
         self._limit = 0.0
         self._rate: float | None = None
         self._until: float | None = None
@@ -354,8 +360,9 @@ class _Watchdog(_Deadline):
         alarm.arm_at(self, until)
 
     def disarm(self) -> None:
-        if self._alarm is not None and self._alarm.holder is self:
-            self._alarm.disarm()
+        alarm = self._alarm
+        if alarm is not None and alarm.holder is self:
+            alarm.holder = None  # what alarm.disarm() does, without the call: every read
 
     @property
     def expired(self) -> bool:
@@ -520,6 +527,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         "_reader",
         "_reading_paused",
         "_runner",
+        "_tls",
         "_transport",
         "_writer",
         "_writing_paused",
@@ -548,6 +556,8 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         self._close_waiters: list[asyncio.Future[None]] | None = None
         self._runner: SessionRunner | None = None
+        self._tls = False
+        """Whether TLS was started (a close then waits for the TLS close to be answered)."""
 
     # -- asyncio.BufferedProtocol -------------------------------------------
 
@@ -594,8 +604,15 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         for waiter in self._close_waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
-        self._wake_writer()
-        self._wake_reader()
+        # What _wake_writer and _wake_reader do, in one go: a runner waits for one of them
+        # at a time, and one that has ended waits for neither.
+        reader, writer, runner = self._reader, self._writer, self._runner
+        if writer is not None and not writer.done():
+            writer.set_result(None)
+        if reader is not None and not reader.done():
+            reader.set_result(None)
+        if runner is not None and runner.waiting:
+            runner.wake()
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -608,14 +625,14 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         if self._reader is not None:
             if not self._reader.done():
                 self._reader.set_result(None)
-        elif self._runner is not None:
+        elif self._runner is not None and self._runner.waiting:
             self._runner.wake()
 
     def _wake_writer(self) -> None:
         if self._writer is not None:
             if not self._writer.done():
                 self._writer.set_result(None)
-        elif self._runner is not None:
+        elif self._runner is not None and self._runner.waiting:
             self._runner.wake()
 
     def _stepped(self) -> bool:
@@ -748,6 +765,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         if new is None:  # pragma: no cover - only for a closing transport
             raise ConnectionResetError("the connection closed during the TLS handshake")
         self._transport = new
+        self._tls = True
 
     async def aclose(self) -> None:
         transport = self._transport
@@ -755,10 +773,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
             return
         if not transport.is_closing():
             transport.close()
-        if self._lost or (
-            not transport.get_write_buffer_size()
-            and transport.get_extra_info("sslcontext") is None
-        ):
+        if self._lost or (not self._tls and not transport.get_write_buffer_size()):
             # Nothing left to send, and no TLS close to answer: asyncio closes the
             # socket on its next pass, with nothing to wait for.
             return
@@ -789,19 +804,22 @@ class AsyncioTransport(asyncio.BufferedProtocol):
 
     @property
     def peer_address(self) -> tuple[str, int] | None:
-        return (
-            None
-            if self._transport is None
-            else address(self._transport.get_extra_info("peername"))
-        )
+        if self._transport is None:
+            return None
+        value = self._transport.get_extra_info("peername")
+        # An IPv4 address as address() would keep it, without the call: every connection.
+        if type(value) is tuple and len(value) == 2:
+            return value
+        return address(value)
 
     @property
     def local_address(self) -> tuple[str, int] | None:
-        return (
-            None
-            if self._transport is None
-            else address(self._transport.get_extra_info("sockname"))
-        )
+        if self._transport is None:
+            return None
+        value = self._transport.get_extra_info("sockname")
+        if type(value) is tuple and len(value) == 2:  # as peer_address
+            return value
+        return address(value)
 
     @property
     def tls(self) -> TLSInfo | None:
@@ -924,22 +942,19 @@ class _Listener(BaseListener[_S]):
         self._runner_done = self._ended
         self._timers = Timers(loop)
         self._stopped = asyncio.Event()
+        # Each connection's protocol, made without a Python call of ours.
+        protocol = functools.partial(AsyncioTransport, self._connected)
         if self.sock is not None or self.unix_path is not None:
             sock = self._unix_socket() if self.sock is None else self.sock
-            self._server = await loop.create_server(
-                self._protocol, sock=sock, backlog=self.backlog
-            )
+            self._server = await loop.create_server(protocol, sock=sock, backlog=self.backlog)
         else:
             self._server = await loop.create_server(
-                self._protocol,
+                protocol,
                 self.host,
                 self.requested_port,
                 backlog=self.backlog,
                 reuse_address=True,
             )
-
-    def _protocol(self) -> AsyncioTransport:
-        return AsyncioTransport(self._connected)
 
     def _connected(self, transport: AsyncioTransport) -> None:
         """A new connection: its session starts at once, stepped by a runner (the

@@ -313,12 +313,12 @@ class Handler:
         ``Reply(554, ...)`` refuses service (RFC 5321 §3.1), and ``Reply(421, ...)``
         closes at once.
         """
-        return Reply(220, f"{session.hostname} ESMTP smtpcore")
+        return _greeting(session.hostname)
 
     async def handle_hello(self, session: Session, command: Ehlo | Helo | Lhlo) -> Reply | None:
         """EHLO, HELO or LHLO: ``250 <hostname>``. A positive reply gets the extension
         lines added."""
-        return Reply(250, session.hostname)
+        return _hello(session.hostname)
 
     async def handle_auth(self, session: Session, identity: AuthIdentity) -> Reply | None:
         """AUTH succeeded as ``identity``: ``235 2.7.0`` accepts it.
@@ -385,6 +385,25 @@ _START_DATA: Final = Reply(354, "End data with <CR><LF>.<CR><LF>")
 _ACCEPTED: Final = Reply(250, "OK: message accepted")
 _CANNOT_VRFY: Final = Reply(252, "Cannot VRFY user, but will accept message and attempt delivery")
 _NO_EXPN: Final = Reply(502, "EXPN not available", "5.5.1")
+
+
+def _greeting(hostname: str) -> Reply:
+    """:meth:`Handler.handle_connect`'s answer, for a server named ``hostname``."""
+    return Reply(220, f"{hostname} ESMTP smtpcore")
+
+
+def _hello(hostname: str) -> Reply:
+    """:meth:`Handler.handle_hello`'s answer, for a server named ``hostname``."""
+    return Reply(250, hostname)
+
+
+_BY_HOSTNAME: Final[dict[Callable[..., object], Callable[[str], Reply]]] = {
+    Handler.handle_connect: _greeting,
+    Handler.handle_hello: _hello,
+}
+"""Handler's hooks whose answer depends on the server's name alone, and how to make it:
+a server makes it once for its name, while the hook is still this function (a test
+holds each to its hook)."""
 
 _FIXED_ANSWERS: Final[dict[Callable[..., object], Reply]] = {
     Handler.handle_auth: _AUTHENTICATED,

@@ -89,6 +89,9 @@ class SessionRegistry(Generic[S]):
         """Live sessions by peer address (only with ``max_per_address``)."""
         self._address_of: dict[S, str] = {}
         self.stopping = False
+        self.proxied = False
+        """Whether a connection may name its real client later (see
+        :meth:`client_named_later`, asked only then)."""
         self.on_empty: Callable[[], None] | None = None
         """Called when the last session ends while the server is stopping."""
 
@@ -110,16 +113,25 @@ class SessionRegistry(Generic[S]):
     def admit(self, transport: Link) -> S | bytes:
         """A session for a new connection, counted from now on; or, when there is no
         room for it, what to write to the client before closing."""
-        if self.full:
+        # What full, _has_room and _count say, written out: this runs for every connection.
+        sessions = self.sessions
+        if len(sessions) >= self.max_sessions or self.stopping:
             return self.busy_reply
         peer = counted = transport.peer_address
-        if peer is not None and self.client_named_later(peer):
+        if peer is not None and self.proxied and self.client_named_later(peer):
             counted = None
-        if not self._has_room(counted):
-            return self.address_busy_reply
+        limit = self.max_per_address
+        host = None
+        if limit is not None and counted is not None:
+            host = counted[0]
+            count = self.per_address.get(host, 0)
+            if count >= limit:
+                return self.address_busy_reply
         session = self.new_session(transport, peer)
-        self._count(session, counted)
-        self.sessions.add(session)
+        if host is not None:
+            self.per_address[host] = count + 1
+            self._address_of[session] = host
+        sessions.add(session)
         return session
 
     def readdress(self, session: S, peer: tuple[str, int] | None) -> bool:

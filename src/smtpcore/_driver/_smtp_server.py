@@ -32,6 +32,7 @@ from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import FramingPolicy
 from smtpcore._sentinels import NEED_DATA, PAUSED
 from smtpcore.handler import (
+    _BY_HOSTNAME,
     _FIXED_ANSWERS,
     Authenticator,
     AuthIdentity,
@@ -300,6 +301,7 @@ class ServerState(SessionRegistry["ServerSession"]):
         )
         self.handler = handler
         self.options = options
+        self.proxied = bool(options.proxy_networks)
         # Replies every session may send, built once per server rather than per connection.
         self.unavailable = Reply(421, f"{options.hostname} Service not available", "4.3.0")
         self.bye = Reply(221, f"{options.hostname} Bye")
@@ -320,8 +322,13 @@ class ServerState(SessionRegistry["ServerSession"]):
         self.unasked = {
             name: answer for name, answer in self.fixed_answers.items() if name not in overridden
         }
+        for name, hook in vars(Handler).items():
+            if hook in _BY_HOSTNAME and name not in overridden:
+                self.unasked[name] = _BY_HOSTNAME[hook](options.hostname)
         """Hook name -> the reply given without asking the handler, which keeps Handler's
-        hook (the everyday commands then cost no call to :meth:`ServerSession._ask`)."""
+        hook (the everyday commands then cost no call to :meth:`ServerSession._ask`).
+        The greeting and the EHLO reply are Handler's for the server's hostname: given
+        only while the session's ``hostname`` is still that one."""
 
     def new_session(self, transport: Link, peer: tuple[str, int] | None) -> ServerSession:
         return ServerSession(transport, self, peer)
@@ -387,7 +394,7 @@ class ServerSession(ServedSession):
             await self._handshake()
             self.conn.tls = True
         unavailable = self.state.unavailable
-        greeting = await self._ask(
+        greeting = self._unasked("handle_connect") or await self._ask(
             "handle_connect",
             lambda handler: handler.handle_connect(self.session),
             self.options.timeouts.greeting,
@@ -553,6 +560,14 @@ class ServerSession(ServedSession):
                 assert reply is not None, f"Handler.{hook} answers"
         return reply
 
+    def _unasked(self, hook: str) -> Reply | None:
+        """Handler's answer for ``hook`` without calling it, where the handler keeps
+        Handler's own, and the answer depends only on the server's hostname (which
+        the session still has)."""
+        if self.session.hostname is not self.options.hostname:
+            return None
+        return self.state.unasked.get(hook)
+
     async def _call(self, hook: str, call: Callable[[Handler], Awaitable[None]]) -> None:
         """Tell the handler's ``hook`` (``call`` calls it), with no time limit."""
         if hook not in self.state.overridden:
@@ -596,7 +611,7 @@ class ServerSession(ServedSession):
 
     async def _hello(self, command: Ehlo | Helo | Lhlo) -> None:
         session = self.session
-        reply = await self._ask(
+        reply = self._unasked("handle_hello") or await self._ask(
             "handle_hello",
             lambda handler: handler.handle_hello(session, command),
             self.options.timeouts.command,
