@@ -89,9 +89,10 @@ class SessionRegistry(Generic[S]):
         """Live sessions by peer address (only with ``max_per_address``)."""
         self._address_of: dict[S, str] = {}
         self.stopping = False
-        self.proxied = False
+        self.proxied = bool(self.proxy_networks)
         """Whether a connection may name its real client later (see
-        :meth:`client_named_later`, asked only then)."""
+        :meth:`client_named_later`, asked only then: a subclass that says otherwise
+        there sets this too)."""
         self.on_empty: Callable[[], None] | None = None
         """Called when the last session ends while the server is stopping."""
 

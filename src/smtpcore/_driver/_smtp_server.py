@@ -301,7 +301,6 @@ class ServerState(SessionRegistry["ServerSession"]):
         )
         self.handler = handler
         self.options = options
-        self.proxied = bool(options.proxy_networks)
         # Replies every session may send, built once per server rather than per connection.
         self.unavailable = Reply(421, f"{options.hostname} Service not available", "4.3.0")
         self.bye = Reply(221, f"{options.hostname} Bye")
