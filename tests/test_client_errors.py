@@ -19,13 +19,40 @@ import pytest
 import trio
 
 from peers import ADAPTERS, open_fd_count, running_smtp_server
-from scripted_smtp import EHLO_PLAIN, Peer, scripted_server
 from smtpcore import LocalProtocolError
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import EnhancedStatus, Mail, Rcpt, Reply
+from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, Step, script
 
 T = TypeVar("T")
 MESSAGE = b"Subject: errors\r\n\r\nbody\r\n"
+
+#: The scripted servers' greeting and EHLO reply (no SIZE, 8BITMIME or SMTPUTF8).
+GREET = """
+S: 220 scripted.test ESMTP
+C~ EHLO .+
+S: 250-scripted.test
+S: 250-PIPELINING
+S: 250 ENHANCEDSTATUSCODES
+"""
+#: A transaction's commands, all three at once, and their replies (RFC 2920).
+PIPELINED = """
+C: MAIL FROM:<a@abc.example>
+C: RCPT TO:<bob@pqr.example>
+C: DATA
+S: 250 2.1.0 ok
+S: 250 2.1.5 ok
+S: 354 go
+"""
+#: ``MESSAGE`` as it crosses the wire after DATA.
+MESSAGE_LINES = """
+C: Subject: errors
+C:
+C: body
+C: .
+"""
+#: Whatever the client sends next (a line, or its close); the script then ends.
+ONE_LINE = Call(ScriptedConnection.line)
 
 
 def run(adapter: str, fn: Callable[[], Awaitable[T]]) -> T:
@@ -111,16 +138,9 @@ def test_a_message_over_the_servers_size_is_refused_before_mail(adapter: str) ->
     assert len(handler.mails) == 1 and handler.messages[0].content == MESSAGE
 
 
-def _no_extensions(peer: Peer) -> None:
-    peer.greet(EHLO_PLAIN)
-    peer.expect(b"MAIL FROM:<a@abc.example>")  # the ASCII message that follows
-    peer.expect(b"RCPT TO:<bob@pqr.example>")
-    peer.expect(b"DATA")
-    peer.send(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n")
-    peer.content()
-    peer.send(b"250 2.0.0 queued\r\n")
-    peer.expect(b"QUIT")
-    peer.send(b"221 2.0.0 bye\r\n")
+NO_EXTENSIONS = script(
+    GREET + PIPELINED + MESSAGE_LINES + "S: 250 2.0.0 queued\nC: QUIT\nS: 221 2.0.0 bye"
+)
 
 
 @pytest.mark.parametrize(
@@ -155,36 +175,34 @@ def test_what_the_server_did_not_offer_is_refused_before_mail(
             await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
             return refused.value
 
-    with scripted_server(_no_extensions) as server:
+    with ScriptedServer(NO_EXTENSIONS) as server:
         error = run(adapter, lambda: attempt(server.port))
-        server.join()
     assert isinstance(error, module(adapter).MessageRefused)
     assert (error.extension, error.keyword, error.code) == (extension, None, code)
     assert str(error.status) == status and error.local
-    [peer] = server.peers
-    assert not any(b"\xc3" in line for line in peer.received)
+    assert all(line.isascii() for line in server.transcript)
 
 
 def test_refusals_carry_code_status_and_text(adapter: str) -> None:
-    def refusing(peer: Peer) -> None:
-        peer.greet()
-        peer.expect(b"MAIL")
-        peer.expect(b"RCPT")
-        peer.expect(b"DATA")
-        peer.send(
-            b"550 5.7.1 not from you\r\n554 5.5.1 no valid recipients\r\n"
-            b"554 5.5.1 no valid recipients\r\n"
-        )
-        peer.expect(b"RSET")
-        peer.expect(b"MAIL")
-        peer.expect(b"RCPT")
-        peer.expect(b"DATA")
-        peer.send(
-            b"250 2.0.0 ok\r\n250 2.1.0 ok\r\n"
-            b"550-5.1.1 no such\r\n550 5.1.1 user\r\n554 5.5.1 none\r\n"
-        )
-        peer.expect(b"QUIT")
-        peer.send(b"221 bye\r\n")
+    refusing = f"""{GREET}
+C: MAIL FROM:<a@abc.example>
+C: RCPT TO:<bob@pqr.example>
+C: DATA
+S: 550 5.7.1 not from you
+S: 554 5.5.1 no valid recipients
+S: 554 5.5.1 no valid recipients
+C: RSET
+C: MAIL FROM:<a@abc.example>
+C: RCPT TO:<bob@pqr.example>
+C: DATA
+S: 250 2.0.0 ok
+S: 250 2.1.0 ok
+S: 550-5.1.1 no such
+S: 550 5.1.1 user
+S: 554 5.5.1 none
+C: QUIT
+S: 221 bye
+"""
 
     async def attempt(port: int) -> list[Any]:
         errors = []
@@ -198,9 +216,8 @@ def test_refusals_carry_code_status_and_text(adapter: str) -> None:
             errors.append(recipients.value)
         return errors
 
-    with scripted_server(refusing) as server:
+    with ScriptedServer(script(refusing)) as server:
         sender, recipients = run(adapter, lambda: attempt(server.port))
-        server.join()
     assert (sender.command, sender.code, str(sender.status)) == ("MAIL", 550, "5.7.1")
     assert sender.text == "not from you" and not sender.local
     assert (recipients.code, str(recipients.status)) == (550, "5.1.1")
@@ -212,23 +229,28 @@ def test_every_recipient_refused_but_data_accepted_ends_the_empty_message(adapte
     """RFC 2920 §3.1: a server may answer a pipelined DATA with 354 after refusing
     every RCPT; the client sends the lone dot, and the session goes on."""
 
-    def lenient(peer: Peer) -> None:
-        peer.greet()
-        peer.expect(b"MAIL")
-        peer.expect(b"RCPT")
-        peer.expect(b"DATA")
-        peer.send(b"250 2.1.0 ok\r\n550 5.1.1 no such user\r\n354 go ahead\r\n")
-        assert peer.content() == b""
-        peer.send(b"554 5.5.1 no valid recipients\r\n")
-        peer.expect(b"RSET")
-        peer.expect(b"MAIL")
-        peer.expect(b"RCPT")
-        peer.expect(b"DATA")
-        peer.send(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n")
-        peer.content()
-        peer.send(b"250 2.0.0 queued\r\n")
-        peer.expect(b"QUIT")
-        peer.send(b"221 bye\r\n")
+    lenient = f"""{GREET}
+C: MAIL FROM:<a@abc.example>
+C: RCPT TO:<nobody@pqr.example>
+C: DATA
+S: 250 2.1.0 ok
+S: 550 5.1.1 no such user
+S: 354 go ahead
+C: .
+S: 554 5.5.1 no valid recipients
+C: RSET
+C: MAIL FROM:<a@abc.example>
+C: RCPT TO:<bob@pqr.example>
+C: DATA
+S: 250 ok
+S: 250 ok
+S: 250 ok
+S: 354 go
+{MESSAGE_LINES}
+S: 250 2.0.0 queued
+C: QUIT
+S: 221 bye
+"""
 
     async def attempt(port: int) -> int:
         mod = module(adapter)
@@ -238,89 +260,52 @@ def test_every_recipient_refused_but_data_accepted_ends_the_empty_message(adapte
             result = await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
             return len(result.delivered)
 
-    with scripted_server(lenient) as server:
+    with ScriptedServer(script(lenient)) as server:
         assert run(adapter, lambda: attempt(server.port)) == 1
-        server.join()
 
 
 def test_a_greeting_other_than_220_is_hello_refused(adapter: str) -> None:
-    def busy(peer: Peer) -> None:
-        peer.send(b"554 5.3.2 no service for you\r\n")
-        peer.expect(b"QUIT")
-        peer.send(b"221 bye\r\n")
-
+    busy = script("S: 554 5.3.2 no service for you\nC: QUIT\nS: 221 bye")
     mod = module(adapter)
-    with scripted_server(busy) as server:
-        with pytest.raises(mod.HelloRefused) as refused:
-            run(adapter, lambda: mod.SMTPClient("127.0.0.1", server.port).connect())
-        server.join()
+    with ScriptedServer(busy) as server, pytest.raises(mod.HelloRefused) as refused:
+        run(adapter, lambda: mod.SMTPClient("127.0.0.1", server.port).connect())
     assert (refused.value.command, refused.value.code) == ("greeting", 554)
 
 
 # -- every connection closed on every path ------------------------------------------
 
 
-def _mid_data_close(peer: Peer) -> None:
-    peer.greet()
-    peer.expect(b"MAIL")
-    peer.expect(b"RCPT")
-    peer.expect(b"DATA")
-    peer.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
-    peer.line()
+AFTER_MAIL = GREET + "C: MAIL FROM:<a@abc.example>\n"
+MID_DATA_CLOSE = [
+    *script(AFTER_MAIL + "C: RCPT TO:<bob@pqr.example>\nC: DATA\nS: 250 ok\nS: 250 ok\nS: 354 go"),
+    ONE_LINE,
+]
+SILENT = [*script(AFTER_MAIL), Call(ScriptedConnection.read_to_close)]
+REFUSING_MAIL = [
+    *script(AFTER_MAIL + "S: 550 5.7.1 no\nS: 503 5.5.1 no\nS: 503 5.5.1 no"),
+    ONE_LINE,
+]
+NO_STARTTLS = [*script(GREET), ONE_LINE]
 
 
-def _garbage(peer: Peer) -> None:
-    peer.greet()
-    peer.expect(b"MAIL")
-    peer.send(b"hello there\r\n")
-    peer.line()
-
-
-def _closing_421(peer: Peer) -> None:
-    peer.greet()
-    peer.expect(b"MAIL")
-    peer.send(b"421 4.3.2 going down\r\n")
-    peer.line()
-
-
-def _silent(peer: Peer) -> None:
-    peer.greet()
-    peer.expect(b"MAIL")
-    while peer.line():  # until the client gives up and closes
-        pass
-
-
-def _greeting_554(peer: Peer) -> None:
-    peer.send(b"554 no\r\n")
-    peer.line()
-
-
-def _no_starttls(peer: Peer) -> None:
-    peer.greet()
-    peer.line()
-
-
-def _refusing_mail(peer: Peer) -> None:
-    peer.greet()
-    peer.expect(b"MAIL")
-    peer.send(b"550 5.7.1 no\r\n503 5.5.1 no\r\n503 5.5.1 no\r\n")
-    peer.line()
-
-
-CASES: dict[str, tuple[Callable[[Peer], None], str, dict[str, Any]]] = {
-    "closed-mid-data": (_mid_data_close, "SMTPConnectionError", {}),
-    "garbage-reply": (_garbage, "SMTPProtocolError", {}),
-    "421": (_closing_421, "SMTPConnectionError", {}),
-    "timeout": (_silent, "SMTPTimeout", {"command": 0.2}),
-    "greeting-554": (_greeting_554, "HelloRefused", {}),
-    "starttls-required": (_no_starttls, "TLSNotAvailable", {"starttls": True}),
-    "auth-not-offered": (_no_starttls, "AuthenticationNotAvailable", {"auth": True}),
+CASES: dict[str, tuple[list[Step], str, dict[str, Any]]] = {
+    "closed-mid-data": (MID_DATA_CLOSE, "SMTPConnectionError", {}),
+    "garbage-reply": ([*script(AFTER_MAIL + "S: hello there"), ONE_LINE], "SMTPProtocolError", {}),
+    "421": (
+        [*script(AFTER_MAIL + "S: 421 4.3.2 going down"), ONE_LINE],
+        "SMTPConnectionError",
+        {},
+    ),
+    "timeout": (SILENT, "SMTPTimeout", {"command": 0.2}),
+    "greeting-554": ([*script("S: 554 no"), ONE_LINE], "HelloRefused", {}),
+    "starttls-required": (NO_STARTTLS, "TLSNotAvailable", {"starttls": True}),
+    "auth-not-offered": (NO_STARTTLS, "AuthenticationNotAvailable", {"auth": True}),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_no_connection_is_left_open_after_a_failure(adapter: str, case: str) -> None:
-    script, error_name, options = CASES[case]
+    steps, error_name, options = CASES[case]
     mod = module(adapter)
     kwargs: dict[str, Any] = {}
     if "command" in options:
@@ -331,7 +316,7 @@ def test_no_connection_is_left_open_after_a_failure(adapter: str, case: str) -> 
         kwargs.update(username="u", password="p", allow_plaintext_auth=True)
     kept: list[Any] = []
     before = open_fd_count()
-    with scripted_server(script) as server:
+    with ScriptedServer(steps) as server:
 
         async def go() -> None:
             client = mod.SMTPClient("127.0.0.1", server.port, **kwargs)
@@ -341,7 +326,6 @@ def test_no_connection_is_left_open_after_a_failure(adapter: str, case: str) -> 
 
         with pytest.raises(getattr(mod, error_name)) as raised:
             run(adapter, go)
-        server.join()
     assert isinstance(raised.value, mod.SMTPError)
     assert kept and open_fd_count() == before
 
@@ -350,7 +334,7 @@ def test_a_refusal_inside_async_with_closes_on_the_way_out(adapter: str) -> None
     mod = module(adapter)
     kept: list[Any] = []
     before = open_fd_count()
-    with scripted_server(_refusing_mail) as server:
+    with ScriptedServer(REFUSING_MAIL) as server:
 
         async def go() -> None:
             async with mod.SMTPClient("127.0.0.1", server.port) as client:
@@ -359,7 +343,6 @@ def test_a_refusal_inside_async_with_closes_on_the_way_out(adapter: str) -> None
 
         with pytest.raises(mod.SenderRefused):
             run(adapter, go)
-        server.join()
     assert kept and open_fd_count() == before
 
 
@@ -367,7 +350,7 @@ def test_cancellation_in_the_middle_of_a_message_closes_the_connection(adapter: 
     mod = module(adapter)
     kept: list[Any] = []
     before = open_fd_count()
-    with scripted_server(_silent) as server:
+    with ScriptedServer(SILENT) as server:
 
         async def send(client: Any) -> None:
             await client.connect()
@@ -387,7 +370,6 @@ def test_cancellation_in_the_middle_of_a_message_closes_the_connection(adapter: 
             assert scope.cancelled_caught
 
         run(adapter, go_asyncio if adapter == "asyncio" else go_trio)
-        server.join()
     assert kept and open_fd_count() == before
 
 
@@ -412,23 +394,29 @@ def test_connection_refused_leaves_nothing_open(adapter: str) -> None:
 
 
 def test_pop3_client_closes_when_the_server_breaks_off(adapter: str) -> None:
-    def pop3(peer: Peer) -> None:
-        peer.send(b"+OK ready\r\n")
-        peer.expect(b"CAPA")
-        peer.send(b"+OK\r\nUSER\r\n.\r\n")
-        peer.expect(b"USER")
-        peer.send(b"+OK\r\n")
-        peer.expect(b"PASS")
-        peer.send(b"+OK in\r\n")
-        peer.expect(b"CAPA")
-        peer.send(b"+OK\r\nUSER\r\n.\r\n")
-        peer.expect(b"RETR")
-        peer.send(b"+OK\r\nhalf a mess")  # and the connection drops
+    pop3 = """
+S: +OK ready
+C: CAPA
+S: +OK
+S: USER
+S: .
+C: USER u
+S: +OK
+C: PASS p
+S: +OK in
+C: CAPA
+S: +OK
+S: USER
+S: .
+C: RETR 1
+S: +OK
+S+ half a mess
+"""
 
     mod = module(adapter)
     kept: list[Any] = []
     before = open_fd_count()
-    with scripted_server(pop3) as server:
+    with ScriptedServer(script(pop3)) as server:  # and the connection drops
 
         async def go() -> None:
             client = mod.POP3Client("127.0.0.1", server.port)
@@ -439,13 +427,12 @@ def test_pop3_client_closes_when_the_server_breaks_off(adapter: str) -> None:
 
         with pytest.raises(mod.POP3ConnectionError):
             run(adapter, go)
-        server.join()
     assert kept and open_fd_count() == before
 
 
 def test_quit_after_a_broken_session_closes_without_raising(adapter: str) -> None:
     mod = module(adapter)
-    with scripted_server(_mid_data_close) as server:
+    with ScriptedServer(MID_DATA_CLOSE) as server:
 
         async def go() -> None:
             client = mod.SMTPClient("127.0.0.1", server.port)
@@ -455,7 +442,6 @@ def test_quit_after_a_broken_session_closes_without_raising(adapter: str) -> Non
             await client.quit()
 
         run(adapter, go)
-        server.join()
 
 
 def test_an_smtputf8_message_to_a_server_without_it_is_refused_before_mail(adapter: str) -> None:
@@ -472,9 +458,8 @@ def test_an_smtputf8_message_to_a_server_without_it_is_refused_before_mail(adapt
             await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
             return refused.value
 
-    with scripted_server(_no_extensions) as server:
+    with ScriptedServer(NO_EXTENSIONS) as server:
         error = run(adapter, lambda: attempt(server.port))
-        server.join()
     assert (error.keyword, error.extension, error.code, str(error.status)) == (
         "SMTPUTF8",
         "SMTPUTF8",

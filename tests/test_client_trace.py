@@ -10,11 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peers import TLSFiles, make_tls_files, running_smtp_server
-from scripted_smtp import Peer, scripted_server
 from smtpcore.smtp import Help, Reply
+from smtpcore.testing import ScriptedServer, Send, script
 from smtpcore.testing import strategies as sst
 from test_adapters_auth import PASSWORD, USER, Submission, authenticator, credentials
-from test_client_errors import Recorder, adapter, module, run
+from test_client_errors import GREET, Recorder, adapter, module, run
 
 __all__ = ["adapter"]  # the fixture, shared
 
@@ -47,14 +47,14 @@ def test_low_level_commands(adapter: str) -> None:
 
 
 def test_verify_and_a_refused_noop(adapter: str) -> None:
-    def script(peer: Peer) -> None:
-        peer.greet()
-        peer.expect(b"VRFY bob")
-        peer.send(b"252 2.1.5 cannot verify, will accept\r\n")
-        peer.expect(b"NOOP")
-        peer.send(b"500 5.5.1 what\r\n")
-        peer.expect(b"QUIT")
-        peer.send(b"221 bye\r\n")
+    transcript = f"""{GREET}
+C: VRFY bob
+S: 252 2.1.5 cannot verify, will accept
+C: NOOP
+S: 500 5.5.1 what
+C: QUIT
+S: 221 bye
+"""
 
     async def session(port: int) -> tuple[Reply, Any]:
         mod = module(adapter)
@@ -64,9 +64,8 @@ def test_verify_and_a_refused_noop(adapter: str) -> None:
                 await client.noop()
             return verified, refused.value
 
-    with scripted_server(script) as server:
+    with ScriptedServer(script(transcript)) as server:
         verified, refused = run(adapter, lambda: session(server.port))
-        server.join()
     assert verified.code == 252
     assert (refused.command, refused.code, str(refused.status)) == ("NOOP", 500, "5.5.1")
 
@@ -131,12 +130,10 @@ def test_trace_to_a_logger(adapter: str, caplog: pytest.LogCaptureFixture) -> No
 
 
 def test_trace_escapes_control_characters_and_bounds_lines(adapter: str) -> None:
-    def hostile(peer: Peer) -> None:
-        peer.send(b"220-\x1b[31mred\x1b[0m\r\n220-" + b"x" * 3000 + b"\r\n220 ok\r\n")
-        peer.expect(b"EHLO")
-        peer.send(b"250 scripted.test\r\n")
-        peer.expect(b"QUIT")
-        peer.send(b"221 bye\r\n")
+    hostile = [
+        Send(b"220-\x1b[31mred\x1b[0m\r\n220-" + b"x" * 3000 + b"\r\n220 ok\r\n"),
+        *script("C~ EHLO .+\nS: 250 scripted.test\nC: QUIT\nS: 221 bye"),
+    ]
 
     lines: list[str] = []
 
@@ -146,9 +143,8 @@ def test_trace_escapes_control_characters_and_bounds_lines(adapter: str) -> None
         ):
             pass
 
-    with scripted_server(hostile) as server:
+    with ScriptedServer(hostile) as server:
         run(adapter, lambda: session(server.port))
-        server.join()
     assert lines[0] == "220-\\x1b[31mred\\x1b[0m"
     assert lines[1].endswith(" [...]") and len(lines[1]) < 2100
     assert lines[2] == "220 ok"

@@ -16,17 +16,17 @@ from typing import Any
 import pytest
 import trio
 
-from scripted_smtp import Peer, scripted_server
 from smtpcore.asyncio import SMTPClient as AsyncioClient
 from smtpcore.asyncio import StreamTransport
 from smtpcore.handler import TLSInfo
+from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, Step, script
 from smtpcore.transport import Transport
 from smtpcore.trio import SMTPClient as TrioClient
 from smtpcore.trio import TrioTransport
+from test_client_errors import GREET, PIPELINED
 
 MESSAGE = b"Subject: writes\r\n\r\n.a line that starts with a dot\r\nbody\r\n"
 WIRE_CONTENT = b"Subject: writes\r\n\r\n..a line that starts with a dot\r\nbody\r\n.\r\n"
-NO_PIPELINING = b"250-scripted.test\r\n250 ENHANCEDSTATUSCODES\r\n"
 
 
 class Recording:
@@ -64,24 +64,26 @@ class Recording:
         return None
 
 
-def two_messages(peer: Peer, *, pipelining: bool) -> None:
-    if pipelining:
-        peer.greet()
-    else:
-        peer.greet(NO_PIPELINING)
+#: MAIL, RCPT and DATA: all three at once and their replies (PIPELINING), or in turn.
+TRANSACTION = {
+    True: PIPELINED,
+    False: """
+C: MAIL FROM:<a@abc.example>
+S: 250 2.1.0 ok
+C: RCPT TO:<bob@pqr.example>
+S: 250 2.1.5 ok
+C: DATA
+S: 354 go
+""",
+}
+
+
+def two_messages(*, pipelining: bool) -> list[Step]:
+    steps = script(GREET if pipelining else GREET.replace("S: 250-PIPELINING\n", ""))
     for _ in range(2):
-        peer.expect(b"MAIL FROM:<a@abc.example>")
-        if not pipelining:
-            peer.send(b"250 2.1.0 ok\r\n")
-        peer.expect(b"RCPT TO:<bob@pqr.example>")
-        if not pipelining:
-            peer.send(b"250 2.1.5 ok\r\n")
-        peer.expect(b"DATA")
-        peer.send(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n" if pipelining else b"354 go\r\n")
-        peer.content()
-        peer.send(b"250 2.0.0 queued\r\n")
-    peer.expect(b"QUIT")
-    peer.send(b"221 bye\r\n")
+        steps += script(TRANSACTION[pipelining])
+        steps += [Call(ScriptedConnection.content), *script("S: 250 2.0.0 queued")]
+    return steps + script("C: QUIT\nS: 221 bye")
 
 
 async def send_two(client: Any) -> None:
@@ -92,7 +94,7 @@ async def send_two(client: Any) -> None:
 
 def writes_of(adapter: str, pipelining: bool) -> list[bytes]:
     """The client's writes after its EHLO and before its QUIT, for two messages."""
-    with scripted_server(lambda peer: two_messages(peer, pipelining=pipelining)) as server:
+    with ScriptedServer(two_messages(pipelining=pipelining)) as server:
         if adapter == "asyncio":
 
             async def on_asyncio() -> Recording:
@@ -111,7 +113,6 @@ def writes_of(adapter: str, pipelining: bool) -> list[bytes]:
                 return recording
 
             recording = trio.run(on_trio)
-        server.join()
     hello, *message_writes, goodbye = recording.writes
     assert hello == b"EHLO c.test\r\n" and goodbye == b"QUIT\r\n"
     return message_writes

@@ -20,11 +20,11 @@ from peers import (
     running_smtp_server,
     smtp_sink,
 )
-from scripted_smtp import Peer, scripted_server
 from smtpcore import LocalProtocolError, sync
 from smtpcore.smtp import Data, Expn, Help, Noop, Reply, Vrfy
+from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, script
 from test_adapters_auth import PASSWORD, USER, AiosmtpdAccounts, Submission, authenticator
-from test_client_errors import Recorder
+from test_client_errors import GREET, Recorder
 
 MESSAGE = b"Subject: sync\r\n\r\n.leading dot\r\nbody\r\n"
 
@@ -55,28 +55,28 @@ def test_one_session_several_messages_and_the_low_level_commands() -> None:
 
 
 def test_verify_raises_for_a_refusal_and_command_returns_it() -> None:
-    def vrfy(peer: Peer) -> None:
-        peer.greet()
-        peer.expect(b"VRFY nobody")
-        peer.send(b"550 5.1.1 no such user\r\n")
-        peer.expect(b"VRFY bob")
-        peer.send(b"252 2.1.5 send some mail, I'll try\r\n")
-        peer.expect(b"EXPN staff")
-        peer.send(b"502 5.5.1 not here\r\n")
-        peer.expect(b"NOOP")
-        peer.send(b"250 2.0.0 ok\r\n")
-        peer.expect(b"QUIT")
-        peer.send(b"221 bye\r\n")
-
-    with scripted_server(vrfy) as server:
-        with sync.SMTPClient("127.0.0.1", server.port, timeout=10) as client:
-            with pytest.raises(sync.SMTPReplyError) as refused:
-                client.verify("nobody")
-            assert (refused.value.command, refused.value.code) == ("VRFY", 550)
-            assert client.verify("bob").code == 252
-            assert client.command(Expn("staff")) == Reply(502, "not here", "5.5.1")
-            assert client.command(Noop()).code == 250
-        server.join()
+    vrfy = f"""{GREET}
+C: VRFY nobody
+S: 550 5.1.1 no such user
+C: VRFY bob
+S: 252 2.1.5 send some mail, I'll try
+C: EXPN staff
+S: 502 5.5.1 not here
+C: NOOP
+S: 250 2.0.0 ok
+C: QUIT
+S: 221 bye
+"""
+    with (
+        ScriptedServer(script(vrfy)) as server,
+        sync.SMTPClient("127.0.0.1", server.port, timeout=10) as client,
+    ):
+        with pytest.raises(sync.SMTPReplyError) as refused:
+            client.verify("nobody")
+        assert (refused.value.command, refused.value.code) == ("VRFY", 550)
+        assert client.verify("bob").code == 252
+        assert client.command(Expn("staff")) == Reply(502, "not here", "5.5.1")
+        assert client.command(Noop()).code == 250
 
 
 def test_starttls_and_login_against_our_server(tls: TLSFiles) -> None:
@@ -203,18 +203,13 @@ def test_the_reference_server_submission_and_pop3(tmp_path: Path) -> None:
 
 
 def test_timeouts_and_closed_connections_leave_nothing_open() -> None:
-    def silent(peer: Peer) -> None:
-        peer.greet()
-        while peer.line():
-            pass
-
+    silent = [*script(GREET), Call(ScriptedConnection.read_to_close)]
     before = open_fd_count()
-    with scripted_server(silent) as server:
+    with ScriptedServer(silent) as server:
         client = sync.SMTPClient("127.0.0.1", server.port, timeout=0.3)
         client.connect()
         with pytest.raises(sync.SMTPTimeout):
             client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
-        server.join()
     assert open_fd_count() == before
     client.quit()  # harmless after the session ended
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import re
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,11 +18,13 @@ from typing import Any, TypeVar
 import pytest
 import trio
 
-from peers import ADAPTERS, TLSFiles, make_tls_files
+from peers import ADAPTERS, TLSFiles, make_tls_files, open_fd_count
 from smtpcore.testing import (
+    Call,
     Expect,
     ExpectClose,
     ScriptedClient,
+    ScriptedConnection,
     ScriptedServer,
     ScriptMismatch,
     Send,
@@ -179,3 +182,56 @@ def test_a_scripted_client_against_a_scripted_server() -> None:
         )
         with pytest.raises(ScriptMismatch, match="251"):
             client.run()
+
+
+def test_a_call_step_takes_what_a_transcript_cannot_fix(adapter: str) -> None:
+    head, tail = SESSION.split("C: Subject: scripted\nC:\nC: ..leading dot\nC: .\n")
+    seen: list[bytes] = []
+
+    def content(conn: ScriptedConnection) -> None:
+        seen.append(conn.content())
+
+    with ScriptedServer([*script(head), Call(content), *script(tail)]) as server:
+        send(adapter, server.port)
+    assert seen == [b"Subject: scripted\r\n\r\n..leading dot\r\n"]
+    assert "-- Call test_a_call_step_takes_what_a_transcript_cannot_fix.<locals>.content" in (
+        server.transcript
+    )
+
+
+def test_an_exception_in_a_call_step_is_a_departure() -> None:
+    def refuse(conn: ScriptedConnection) -> None:
+        assert conn.line() == b"HELO c.test", "not the HELO the test wanted"
+
+    server = ScriptedServer([*script("S: 220 hi"), Call(refuse), *script("S: 250 never sent")])
+    with (
+        pytest.raises(ScriptMismatch, match="not the HELO the test wanted") as info,
+        server,
+        socket.create_connection((server.host, server.port)) as client,
+    ):
+        client.recv(100)
+        client.sendall(b"EHLO c.test\r\n")
+        assert client.recv(100) == b""  # the script stopped and closed
+    assert "+C: 'EHLO c.test'" in str(info.value)
+
+
+def test_a_call_step_reads_until_the_other_side_closes() -> None:
+    server = ScriptedServer([*script("S: 220 hi"), Call(ScriptedConnection.read_to_close)])
+    with server, socket.create_connection((server.host, server.port)) as client:
+        client.recv(100)
+        client.sendall(b"NOOP\r\nQUIT\r\npartial")
+    assert server.transcript[-3:] == ["C: 'QUIT'", "C: 'partial  (no CRLF)'", "-- C closed"]
+
+
+def test_every_socket_is_closed_when_the_block_ends() -> None:
+    """What client tests count on: after the ``with`` block, only the file descriptors
+    the client left open are open."""
+    before = open_fd_count()
+    steps = [*script("S: 220 hi\nC: QUIT\nS: 221 bye"), Call(ScriptedConnection.read_to_close)]
+    server = ScriptedServer(steps)
+    with server, socket.create_connection((server.host, server.port)) as client:
+        client.sendall(b"QUIT\r\n")
+        received = b""
+        while not received.endswith(b"221 bye\r\n"):
+            received += client.recv(100)
+    assert open_fd_count() == before

@@ -29,10 +29,12 @@ from smtpcore.testing._drive import (
 )
 from smtpcore.testing._pair import Answered, ConnectionPair, POP3ConnectionPair
 from smtpcore.testing._scripted import (
+    Call,
     Close,
     Expect,
     ExpectClose,
     ScriptedClient,
+    ScriptedConnection,
     ScriptedPeer,
     ScriptedServer,
     ScriptMismatch,
@@ -45,6 +47,7 @@ from smtpcore.testing._server import CollectingHandler, SMTPTestServer
 
 __all__ = [
     "Answered",
+    "Call",
     "Close",
     "CollectingHandler",
     "ConnectionPair",
@@ -56,6 +59,7 @@ __all__ = [
     "SMTPTestServer",
     "ScriptMismatch",
     "ScriptedClient",
+    "ScriptedConnection",
     "ScriptedPeer",
     "ScriptedServer",
     "Send",

@@ -1,7 +1,8 @@
 """Scripted peers: a server or client that plays a transcript over a loopback socket.
 
 A script is a list of steps: bytes to send, lines to expect, the TLS
-handshake, closing. The peer runs in a thread, so the client or server under
+handshake, closing, and a function for what a transcript cannot write down
+(:class:`Call`). The peer runs in a thread, so the client or server under
 test may be written for asyncio, trio, threads or another language. When the
 other side departs from the script (a different line, an early close,
 silence), the peer stops and :meth:`ScriptedPeer.check` raises
@@ -16,17 +17,19 @@ import re
 import socket
 import ssl
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, TypeAlias
 
 __all__ = [
+    "Call",
     "Close",
     "Expect",
     "ExpectClose",
     "ScriptMismatch",
     "ScriptedClient",
+    "ScriptedConnection",
     "ScriptedPeer",
     "ScriptedServer",
     "Send",
@@ -71,7 +74,36 @@ class ExpectClose:
     """The other side must close the connection now, sending nothing more."""
 
 
-Step: TypeAlias = Send | Expect | StartTLS | Close | ExpectClose
+@dataclass(frozen=True, slots=True)
+class Call:
+    """The scripted peer hands the connection to ``function`` for what a transcript cannot
+    write down: content of a length not known in advance, reading until the other side
+    closes, a check on what it sent.
+
+    ``function`` gets a :class:`ScriptedConnection`; the script goes on when it returns.
+    An exception it raises (a failed ``assert``, say) is a departure from the script.
+
+    >>> import smtplib
+    >>> steps = [
+    ...     *script("S: 220 mx.test ESMTP\\nC~ (?i)HELO .+\\nS: 250 mx.test"),
+    ...     *script("C~ (?i)MAIL FROM:<a@abc.example>.*\\nS: 250 ok"),
+    ...     *script("C~ (?i)RCPT TO:<b@pqr.example>.*\\nS: 250 ok"),
+    ...     *script("C~ (?i)DATA\\nS: 354 go ahead"),
+    ...     Call(ScriptedConnection.content),  # as many lines as the client sends
+    ...     *script("S: 250 queued\\nC~ (?i)QUIT\\nS: 221 bye"),
+    ... ]
+    >>> message = "Subject: hi\\r\\n\\r\\nhello\\r\\n"
+    >>> with ScriptedServer(steps) as server, smtplib.SMTP(server.host, server.port) as client:
+    ...     client.helo("c.test")
+    ...     client.sendmail("a@abc.example", ["b@pqr.example"], message)
+    (250, b'mx.test')
+    {}
+    """
+
+    function: Callable[[ScriptedConnection], object]
+
+
+Step: TypeAlias = Send | Expect | StartTLS | Close | ExpectClose | Call
 
 
 def script(text: str, *, role: str = "server") -> list[Step]:
@@ -148,6 +180,8 @@ def _render(step: Step, own: str, other: str) -> list[str]:
         if isinstance(step.line, bytes):
             return _show(other, step.line + b"\r\n")
         return [f"{other}~ {step.line.pattern.decode('utf-8', 'backslashreplace')!r}"]
+    if isinstance(step, Call):
+        return [f"-- Call {getattr(step.function, '__qualname__', repr(step.function))}"]
     return [f"-- {type(step).__name__}"]
 
 
@@ -231,6 +265,14 @@ class ScriptedPeer:
         elif isinstance(step, Close):
             self.transcript.append("-- Close")
             conn.close()
+        elif isinstance(step, Call):
+            self.transcript += _render(step, self._own, self._other)
+            try:
+                step.function(ScriptedConnection(self, conn))
+            except OSError:
+                raise  # the connection's own error, as for every other step
+            except Exception as exc:
+                self._fail(f"{_render(step, self._own, self._other)[0][3:]} raised {exc!r}")
         else:
             self.transcript.append("-- ExpectClose")
             extra = self._buffer or conn.recv(4096)
@@ -261,6 +303,46 @@ class ScriptedPeer:
         """Release the sockets; the script's outcome stays for :meth:`check`."""
 
 
+class ScriptedConnection:
+    """The connection as a :class:`Call` step's function sees it: the other side's lines
+    in, bytes out, both written to the peer's transcript."""
+
+    def __init__(self, peer: ScriptedPeer, conn: socket.socket) -> None:
+        self._peer = peer
+        self._conn = conn
+
+    def line(self) -> bytes | None:
+        """The other side's next line, without its CRLF; ``None`` once it has closed (or
+        stayed silent for the peer's ``timeout``, which is a departure)."""
+        peer = self._peer
+        line = peer._read_line(self._conn)
+        if line is None:
+            if peer.failure is None:  # not silence, which is a departure of its own
+                peer.transcript.append(f"-- {peer._other} closed")
+        else:
+            peer.transcript += _show(peer._other, line + b"\r\n")
+        return line
+
+    def content(self) -> bytes:
+        """The lines up to the lone ``.`` that ends DATA content or a POP3 multi-line
+        response (RFC 5321 §4.1.1.4, RFC 1939 §3), each with its CRLF, dot-stuffing left in;
+        what came before a close, if the other side closed first."""
+        lines = []
+        while (line := self.line()) is not None and line != b".":
+            lines.append(line + b"\r\n")
+        return b"".join(lines)
+
+    def read_to_close(self) -> None:
+        """Read and record whatever the other side sends until it closes."""
+        while self.line() is not None:
+            pass
+
+    def send(self, data: bytes) -> None:
+        """Write ``data`` as it is: one write, no CRLF added."""
+        self._conn.sendall(data)
+        self._peer.transcript += _show(self._peer._own, data)
+
+
 def _matches(expected: bytes | re.Pattern[bytes], line: bytes) -> bool:
     if isinstance(expected, bytes):
         return expected == line
@@ -272,7 +354,10 @@ class ScriptedServer(ScriptedPeer):
 
     Listens on ``host`` (loopback) and a free port; read :attr:`host` and
     :attr:`port`. A :class:`StartTLS` step needs ``ssl_context`` (a server
-    context). Leaving the ``with`` block checks the script.
+    context). Leaving the ``with`` block stops listening, waits for the script
+    to end (at the latest ``timeout`` seconds after the client falls silent)
+    and checks it: once it returns, every socket the server opened is closed,
+    so a test may count the file descriptors its client left open.
 
     >>> import smtplib
     >>> steps = script("S: 220 mx.test ESMTP\\nC~ (?i)QUIT\\nS: 221 bye\\n-- close")
@@ -331,6 +416,7 @@ class ScriptedServer(ScriptedPeer):
             self.check()
 
     def close(self) -> None:
+        """Stop listening and wait for the script to end, which closes the connection."""
         self._listener.close()
         if self._thread is not None:
             self._thread.join(self.timeout + 5)
