@@ -80,6 +80,25 @@ def _add_serve(commands: Any) -> None:
     ports.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
+    proxies = serve.add_argument_group("behind a proxy or load balancer")
+    proxies.add_argument(
+        "--proxy-protocol-from",
+        action="append",
+        default=[],
+        metavar="NETWORK",
+        help="a proxy (HAProxy with send-proxy or send-proxy-v2) whose PROXY header names "
+        "the client, as an address or network (repeatable). Every connection to the smtp, "
+        "submission, smtps, pop3 and pop3s listeners must then come from one and start "
+        "with a header; LMTP takes none",
+    )
+    proxies.add_argument(
+        "--xclient-from",
+        action="append",
+        default=[],
+        metavar="NETWORK",
+        help="a client that may name the client it speaks for with XCLIENT and XFORWARD "
+        "on the smtp listener (Postfix's smtpd_authorized_xclient_hosts; repeatable)",
+    )
     mail = serve.add_argument_group("domains and mailboxes")
     mail.add_argument(
         "--domain",
@@ -445,6 +464,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         allow_internal_relay=args.allow_internal_relay,
         sender_login_match=args.sender_login_match,
         sender_aliases=aliases,
+        proxy_protocol_from=tuple(args.proxy_protocol_from),
+        xclient_from=tuple(args.xclient_from),
         **options,
     )
 

@@ -7,6 +7,7 @@ that names the option or the line at fault.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from collections.abc import Iterable, Mapping
@@ -17,6 +18,8 @@ from types import MappingProxyType
 from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
 
 __all__ = [
+    "PROXIED_LISTENERS",
+    "XCLIENT_LISTENERS",
     "ConfigError",
     "ServerConfig",
     "mailbox_key",
@@ -27,6 +30,14 @@ __all__ = [
     "read_users_file",
     "read_users_and_aliases",
 ]
+
+PROXIED_LISTENERS = ("smtp", "submission", "smtps", "pop3", "pop3s")
+"""The listeners ``--proxy-protocol-from`` applies to: those a load balancer fronts.
+LMTP is not one: its client is the MTA in front, whose own address is the one to
+count and log, and HAProxy does not stand between the two."""
+XCLIENT_LISTENERS = ("smtp",)
+"""The listeners ``--xclient-from`` applies to: port 25's, where Postfix sets
+``smtpd_authorized_xclient_hosts`` for a proxy or filter in front of it."""
 
 DEFAULT_MAX_QUEUE_AGE = 5 * 86400.0
 """Five days, as Postfix's ``maximal_queue_lifetime`` (RFC 5321 §4.5.4.1 asks for 4-5)."""
@@ -164,6 +175,20 @@ def parse_host_port(text: str) -> tuple[str, int]:
     return host, number
 
 
+def _networks(option: str, specs: Iterable[str]) -> tuple[str, ...]:
+    """The addresses or networks an option lists, each as ``ipaddress`` writes it."""
+    found = []
+    for spec in (specs,) if isinstance(specs, str) else specs:
+        try:
+            found.append(str(ipaddress.ip_network(spec.strip(), strict=False)))
+        except ValueError:
+            raise ConfigError(
+                f"{option}: {spec!r} is not an IP address or network (like 10.0.0.5, "
+                "10.0.0.0/8 or 2001:db8::/32)"
+            ) from None
+    return tuple(dict.fromkeys(found))
+
+
 def _check_port(name: str, port: int) -> None:
     if not 0 <= port < 65536:
         raise ConfigError(f"--{name}-port: {port} is not a port (0 turns the listener off)")
@@ -220,6 +245,13 @@ class ServerConfig:
     """Sender address (mailbox key) to the logins that may also send as it."""
     """Let the relay reach loopback, private and link-local addresses and the server's
     own (``smtpcore.server.internal``); two servers on one machine need it."""
+    proxy_protocol_from: tuple[str, ...] = ()
+    """The proxies (HAProxy with ``send-proxy``) whose PROXY header names the client,
+    on the ``PROXIED_LISTENERS``: every connection to those must then come from
+    one of them."""
+    xclient_from: tuple[str, ...] = ()
+    """The clients that may use XCLIENT and XFORWARD on the ``XCLIENT_LISTENERS``
+    (Postfix's ``smtpd_authorized_xclient_hosts``)."""
 
     def __post_init__(self) -> None:
         if not self.domains:
@@ -265,6 +297,20 @@ class ServerConfig:
             raise ConfigError("--max-message-size must be positive")
         if self.max_recipients < 1:
             raise ConfigError("--max-recipients must be at least 1")
+        object.__setattr__(
+            self,
+            "proxy_protocol_from",
+            _networks("--proxy-protocol-from", self.proxy_protocol_from),
+        )
+        object.__setattr__(self, "xclient_from", _networks("--xclient-from", self.xclient_from))
+        on = {name for name, _ in self.listeners()}
+        if self.proxy_protocol_from and not on & set(PROXIED_LISTENERS):
+            raise ConfigError(
+                "--proxy-protocol-from: none of the listeners it applies to is on "
+                f"({', '.join(PROXIED_LISTENERS)}; LMTP takes no PROXY header)"
+            )
+        if self.xclient_from and not on & set(XCLIENT_LISTENERS):
+            raise ConfigError("--xclient-from applies to the smtp listener, which is off")
         kind = self.resolver.partition(":")[0]
         if kind not in ("system", "static", "dns") or (kind != "system") != (":" in self.resolver):
             raise ConfigError(

@@ -23,7 +23,12 @@ from smtpcore.asyncio import POP3Server, SMTPServer
 from smtpcore.handler import Authenticator, Handler
 from smtpcore.routing import Resolver, Router
 from smtpcore.server.app import InboundHandler, LMTPHandler, MailStore, SubmissionHandler
-from smtpcore.server.config import ConfigError, ServerConfig
+from smtpcore.server.config import (
+    PROXIED_LISTENERS,
+    XCLIENT_LISTENERS,
+    ConfigError,
+    ServerConfig,
+)
 from smtpcore.server.credentials import Credentials
 from smtpcore.server.delivery import ClientFactory, DeliveryWorker
 from smtpcore.server.internal import InternalAddresses
@@ -274,6 +279,10 @@ class MailServer:
             "max_recipients": config.max_recipients,
             "ssl_context": self.tls_context,
         }
+        if name in PROXIED_LISTENERS:
+            options["proxy_protocol_from"] = config.proxy_protocol_from
+        if name in XCLIENT_LISTENERS:
+            options["xclient_from"] = config.xclient_from
         options["dsn"] = True  # reports as RFC 3461 asks: see the delivery worker
         # RFC 8689: offered over TLS; the relay honours it (server/relay_tls.py).
         options["requiretls"] = True
@@ -324,6 +333,7 @@ class MailServer:
             hostname=self.config.hostname,
             ssl_context=self.tls_context,
             tls_on_connect=name == "pop3s",
+            proxy_protocol_from=self.config.proxy_protocol_from,
         )
         await server.start()
         self._servers.append(server)
