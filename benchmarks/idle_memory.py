@@ -38,7 +38,9 @@ sys.path.insert(0, str(HERE))
 
 import adapters_smtp  # noqa: E402
 
-SERVERS = ("smtpcore.asyncio", "smtpcore.trio", "twisted", "aiosmtpd")
+SERVERS = ("smtpcore.asyncio", "smtpcore.trio", "twisted", "aiosmtpd", "asyncio floor")
+"""``asyncio floor``: ``adapters_smtp.FloorProtocol``, a bare ``asyncio.Protocol`` that
+writes the same bytes as smtpcore's server; what it holds is asyncio's own share."""
 
 
 def rss_bytes() -> int:
@@ -185,6 +187,7 @@ def measure(kind: str, sessions: int, detail: bool) -> tuple[float, float]:
 
 def available(kind: str) -> bool:
     module = {"twisted": "twisted.mail", "aiosmtpd": "aiosmtpd", "smtpcore.trio": "trio"}
+    module["asyncio floor"] = "asyncio"
     try:
         __import__(module.get(kind, "asyncio"))
     except ImportError:

@@ -103,6 +103,8 @@ _DATA_STATE: Final = State.DATA
 """A global: a member read through its enum class costs the class's __getattr__ hook."""
 _AUTH_UNAVAILABLE: Final = Reply(454, "Temporary authentication failure", "4.7.0")
 _OK: Final = Reply(250, "OK")
+_STRICT: Final = FramingPolicy()
+"""The default framing policy, shared (it is immutable) rather than made per machine."""
 _NO_AUTH: Final = ServerAuth({})
 """The AUTH state of a session that offers no mechanism: it answers every AUTH 504
 and keeps nothing, so every such session shares it."""
@@ -238,7 +240,7 @@ class ServerOptions:
             max_recipient_overshoot=self.max_recipient_overshoot,
             max_junk_commands=self.max_junk_commands,
             max_message_size=self.max_message_size,
-            framing=self.framing,
+            framing=self.framing or _STRICT,
             starttls=self.ssl_context is not None and not self.tls_on_connect,
             require_tls=self.require_tls,
             auth_mechanisms=list(self.auth_mechanisms),
@@ -443,6 +445,7 @@ class ServerSession(ServedSession):
                         self._watchdog.disarm()
                     self._last_read = len(data)
                     conn.receive_data(data)
+                    del data  # the machine's now: a waiting session must not keep it
                 new_wait = False
             elif event is PAUSED:
                 # Every event is answered at once, but for a BDAT chunk: the
