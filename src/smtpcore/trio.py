@@ -670,19 +670,29 @@ class TrioTransport:
 
     @property
     def peer_address(self) -> tuple[str, int] | None:
-        sock = _socket_of(self._base)
+        base = self._base
+        # An accepted TCP stream's socket, and an IPv4 address as address() would keep
+        # it, without the calls: every connection asks.
+        sock = base.socket if type(base) is trio.SocketStream else _socket_of(base)
         try:
-            return None if sock is None else address(sock.getpeername())
+            value = None if sock is None else sock.getpeername()
         except OSError:
             return None
+        if type(value) is tuple and len(value) == 2:
+            return value
+        return address(value)
 
     @property
     def local_address(self) -> tuple[str, int] | None:
-        sock = _socket_of(self._base)
+        base = self._base
+        sock = base.socket if type(base) is trio.SocketStream else _socket_of(base)
         try:
-            return None if sock is None else address(sock.getsockname())
+            value = None if sock is None else sock.getsockname()
         except OSError:
             return None
+        if type(value) is tuple and len(value) == 2:  # as peer_address
+            return value
+        return address(value)
 
     @property
     def tls(self) -> TLSInfo | None:
