@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 
+from typing_extensions import assert_type
+
 import smtpcore.asyncio
 import smtpcore.sync
 import smtpcore.trio
 from smtpcore.smtp import TransactionResult
+from smtpcore.transport import Transport
 
 
 async def asyncio_options() -> TransactionResult:
@@ -59,3 +62,14 @@ def stream_options(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
     smtpcore.asyncio.SMTPClient.over_stream(reader, writer, host="mx.test", lmtp=True)
     smtpcore.asyncio.SMTPClient.over_stream(reader, writer, lmpt=True)  # type: ignore[call-arg]
     smtpcore.trio.POP3Client.over_unix_socket("/run/pop3", stsl=False)  # type: ignore[call-arg]
+
+
+def transport_options(transport: Transport) -> None:
+    assert_type(
+        smtpcore.trio.SMTPClient.over_transport(transport, hostname="c.test"),
+        smtpcore.trio.SMTPClient,
+    )
+    assert_type(
+        smtpcore.asyncio.POP3Client.over_unix_socket("/run/pop3"), smtpcore.asyncio.POP3Client
+    )
+    smtpcore.asyncio.POP3Client.over_transport(transport, lmtp=True)  # type: ignore[call-arg]

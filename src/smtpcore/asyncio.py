@@ -14,14 +14,13 @@ import contextlib
 import email.message
 import functools
 import logging
-import os
 import socket
 import ssl
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Final, TypeVar
 
 from smtpcore._asyncio_runner import INTO_A_TASK, WOKEN, SessionRunner
 from smtpcore._asyncio_timers import Timers
@@ -44,6 +43,7 @@ from smtpcore._driver import (
     address,
     tls_info,
 )
+from smtpcore._driver._client_constructors import ClientConstructors, Options
 from smtpcore._driver._listener import BaseListener, ListenedSession
 from smtpcore._driver._pop3_client import (
     BasePOP3Client,
@@ -1097,60 +1097,42 @@ async def serve(
         await server.serve_forever()
 
 
-class SMTPClient(BaseSMTPClient):
+_Client = TypeVar("_Client", bound=ClientConstructors)
+
+
+class _AsyncioClient(ClientConstructors):
+    """How the asyncio SMTP and POP3 clients get their connection."""
+
+    @classmethod
+    def over_stream(
+        cls: Callable[Concatenate[str, int | None, Options], _Client],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        host: str = "localhost",
+        *args: Options.args,
+        **options: Options.kwargs,
+    ) -> _Client:
+        """over_stream(reader: StreamReader, writer: StreamWriter, *, host: str = "localhost", **options)
+
+        A client whose session runs over an asyncio stream pair (see
+        :class:`StreamTransport`); keywords as for :meth:`over_transport`."""  # noqa: E501 (the signature autodoc shows)
+        client = cls(host, None, *args, **options)
+        client._given = StreamTransport(reader, writer)
+        return client
+
+    async def _open(self, host: str, port: int) -> Link:
+        given = self._take_given()
+        if given is not None:
+            return _link(given)
+        return _link(await _connect(self.timeouts.connect, host, port, self._unix_path))
+
+
+class SMTPClient(_AsyncioClient, BaseSMTPClient):
     """An SMTP client session on asyncio; ``async with SMTPClient(host) as client:``.
 
     Send several messages over one session with :meth:`send_message`; the
     keywords are those of :class:`SMTPClientOptions`.
     """
-
-    _given: Transport | None = None
-    _unix_path: str | None = None
-
-    @classmethod
-    def over_transport(
-        cls, transport: Transport, *, host: str = "localhost", **options: Unpack[SMTPClientOptions]
-    ) -> SMTPClient:
-        """A client whose session runs over ``transport`` (a
-        :class:`~smtpcore.transport.Transport` whose waits are asyncio's) instead of a
-        TCP connection it opens. ``host`` names the server (for TLS, and in errors);
-        the other keywords are the constructor's."""
-        client = cls(host, **options)
-        client._given = transport
-        return client
-
-    @classmethod
-    def over_stream(
-        cls,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        *,
-        host: str = "localhost",
-        **options: Unpack[SMTPClientOptions],
-    ) -> SMTPClient:
-        """A client whose session runs over an asyncio stream pair (see
-        :class:`StreamTransport`); keywords as for :meth:`over_transport`."""
-        return cls.over_transport(StreamTransport(reader, writer), host=host, **options)
-
-    @classmethod
-    def over_unix_socket(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        host: str = "localhost",
-        **options: Unpack[SMTPClientOptions],
-    ) -> SMTPClient:
-        """A client that connects to the Unix socket ``path`` (LMTP to a delivery
-        agent, say); keywords as for :meth:`over_transport`."""
-        client = cls(host, **options)
-        client._unix_path = os.fspath(path)
-        return client
-
-    async def _open(self, host: str, port: int) -> Link:
-        given, self._given = self._given, None
-        if given is not None:
-            return _link(given)
-        return _link(await _connect(self.timeouts.connect, host, port, self._unix_path))
 
     async def __aenter__(self) -> SMTPClient:
         await self.connect()
@@ -1214,56 +1196,8 @@ async def serve_pop3(
         await server.serve_forever()
 
 
-class POP3Client(BasePOP3Client):
+class POP3Client(_AsyncioClient, BasePOP3Client):
     """A POP3 client session on asyncio; ``async with POP3Client(host) as client:``.
 
     The keywords are those of :class:`POP3ClientOptions`.
     """
-
-    _given: Transport | None = None
-    _unix_path: str | None = None
-
-    @classmethod
-    def over_transport(
-        cls, transport: Transport, *, host: str = "localhost", **options: Unpack[POP3ClientOptions]
-    ) -> POP3Client:
-        """A client whose session runs over ``transport`` (a
-        :class:`~smtpcore.transport.Transport` whose waits are asyncio's) instead of a
-        TCP connection it opens. ``host`` names the server (for TLS, and in errors);
-        the other keywords are the constructor's."""
-        client = cls(host, **options)
-        client._given = transport
-        return client
-
-    @classmethod
-    def over_stream(
-        cls,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        *,
-        host: str = "localhost",
-        **options: Unpack[POP3ClientOptions],
-    ) -> POP3Client:
-        """A client whose session runs over an asyncio stream pair (see
-        :class:`StreamTransport`); keywords as for :meth:`over_transport`."""
-        return cls.over_transport(StreamTransport(reader, writer), host=host, **options)
-
-    @classmethod
-    def over_unix_socket(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        host: str = "localhost",
-        **options: Unpack[POP3ClientOptions],
-    ) -> POP3Client:
-        """A client that connects to the Unix socket ``path`` (LMTP to a delivery
-        agent, say); keywords as for :meth:`over_transport`."""
-        client = cls(host, **options)
-        client._unix_path = os.fspath(path)
-        return client
-
-    async def _open(self, host: str, port: int) -> Link:
-        given, self._given = self._given, None
-        if given is not None:
-            return _link(given)
-        return _link(await _connect(self.timeouts.connect, host, port, self._unix_path))

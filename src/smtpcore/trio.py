@@ -16,7 +16,7 @@ import os
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from types import CodeType, TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Final, TypeVar
 
 import trio
 
@@ -39,6 +39,7 @@ from smtpcore._driver import (
     address,
     tls_info,
 )
+from smtpcore._driver._client_constructors import ClientConstructors, Options
 from smtpcore._driver._listener import BaseListener, ListenedSession
 from smtpcore._driver._pop3_client import (
     BasePOP3Client,
@@ -881,56 +882,30 @@ async def serve(
         await server.serve_forever()
 
 
-class SMTPClient(BaseSMTPClient):
-    """An SMTP client session on trio; ``async with SMTPClient(host) as client:``.
+_Client = TypeVar("_Client", bound=ClientConstructors)
 
-    Send several messages over one session with :meth:`send_message`; the
-    keywords are those of :class:`SMTPClientOptions`.
-    """
 
-    _given: Transport | None = None
-    _unix_path: str | None = None
-
-    @classmethod
-    def over_transport(
-        cls, transport: Transport, *, host: str = "localhost", **options: Unpack[SMTPClientOptions]
-    ) -> SMTPClient:
-        """A client whose session runs over ``transport`` (a
-        :class:`~smtpcore.transport.Transport` whose waits are trio's) instead of a
-        TCP connection it opens. ``host`` names the server (for TLS, and in errors);
-        the other keywords are the constructor's."""
-        client = cls(host, **options)
-        client._given = transport
-        return client
+class _TrioClient(ClientConstructors):
+    """How the trio SMTP and POP3 clients get their connection."""
 
     @classmethod
     def over_stream(
-        cls,
+        cls: Callable[Concatenate[str, int | None, Options], _Client],
         stream: trio.abc.Stream,
-        *,
         host: str = "localhost",
-        **options: Unpack[SMTPClientOptions],
-    ) -> SMTPClient:
-        """A client whose session runs over any ``trio.abc.Stream``; keywords as for
-        :meth:`over_transport`."""
-        return cls.over_transport(TrioTransport(stream), host=host, **options)
+        *args: Options.args,
+        **options: Options.kwargs,
+    ) -> _Client:
+        """over_stream(stream: trio.abc.Stream, *, host: str = "localhost", **options)
 
-    @classmethod
-    def over_unix_socket(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        host: str = "localhost",
-        **options: Unpack[SMTPClientOptions],
-    ) -> SMTPClient:
-        """A client that connects to the Unix socket ``path`` (LMTP to a delivery
-        agent, say); keywords as for :meth:`over_transport`."""
-        client = cls(host, **options)
-        client._unix_path = os.fspath(path)
+        A client whose session runs over any ``trio.abc.Stream``; keywords as for
+        :meth:`over_transport`."""
+        client = cls(host, None, *args, **options)
+        client._given = TrioTransport(stream)
         return client
 
     async def _open(self, host: str, port: int) -> Link:
-        given, self._given = self._given, None
+        given = self._take_given()
         if given is not None:
             return _link(given)
         async with _Deadline(self.timeouts.connect):
@@ -939,6 +914,14 @@ class SMTPClient(BaseSMTPClient):
             else:
                 stream = await trio.open_tcp_stream(host, port)
         return _link(TrioTransport(stream))
+
+
+class SMTPClient(_TrioClient, BaseSMTPClient):
+    """An SMTP client session on trio; ``async with SMTPClient(host) as client:``.
+
+    Send several messages over one session with :meth:`send_message`; the
+    keywords are those of :class:`SMTPClientOptions`.
+    """
 
     async def __aenter__(self) -> SMTPClient:
         await self.connect()
@@ -1001,60 +984,8 @@ async def serve_pop3(
         await server.serve_forever()
 
 
-class POP3Client(BasePOP3Client):
+class POP3Client(_TrioClient, BasePOP3Client):
     """A POP3 client session on trio; ``async with POP3Client(host) as client:``.
 
     The keywords are those of :class:`POP3ClientOptions`.
     """
-
-    _given: Transport | None = None
-    _unix_path: str | None = None
-
-    @classmethod
-    def over_transport(
-        cls, transport: Transport, *, host: str = "localhost", **options: Unpack[POP3ClientOptions]
-    ) -> POP3Client:
-        """A client whose session runs over ``transport`` (a
-        :class:`~smtpcore.transport.Transport` whose waits are trio's) instead of a
-        TCP connection it opens. ``host`` names the server (for TLS, and in errors);
-        the other keywords are the constructor's."""
-        client = cls(host, **options)
-        client._given = transport
-        return client
-
-    @classmethod
-    def over_stream(
-        cls,
-        stream: trio.abc.Stream,
-        *,
-        host: str = "localhost",
-        **options: Unpack[POP3ClientOptions],
-    ) -> POP3Client:
-        """A client whose session runs over any ``trio.abc.Stream``; keywords as for
-        :meth:`over_transport`."""
-        return cls.over_transport(TrioTransport(stream), host=host, **options)
-
-    @classmethod
-    def over_unix_socket(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        host: str = "localhost",
-        **options: Unpack[POP3ClientOptions],
-    ) -> POP3Client:
-        """A client that connects to the Unix socket ``path`` (LMTP to a delivery
-        agent, say); keywords as for :meth:`over_transport`."""
-        client = cls(host, **options)
-        client._unix_path = os.fspath(path)
-        return client
-
-    async def _open(self, host: str, port: int) -> Link:
-        given, self._given = self._given, None
-        if given is not None:
-            return _link(given)
-        async with _Deadline(self.timeouts.connect):
-            if self._unix_path is not None:
-                stream: trio.abc.Stream = await trio.open_unix_socket(self._unix_path)
-            else:
-                stream = await trio.open_tcp_stream(host, port)
-        return _link(TrioTransport(stream))

@@ -20,6 +20,9 @@ _C = TypeVar("_C", bound="BaseClient")
 
 class _ClientTimeouts(Protocol):
     @property
+    def connect(self) -> float | None: ...
+
+    @property
     def tls_handshake(self) -> float | None: ...
 
 
