@@ -22,7 +22,7 @@ from peers import (
 )
 from smtpcore import LocalProtocolError, sync
 from smtpcore.smtp import Data, Expn, Help, Noop, Reply, Vrfy
-from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, script
+from smtpcore.testing import Call, ExpectClose, ScriptedConnection, ScriptedServer, script
 from test_adapters_auth import PASSWORD, USER, AiosmtpdAccounts, Submission, authenticator
 from test_client_errors import GREET, Recorder
 
@@ -200,6 +200,16 @@ def test_the_reference_server_submission_and_pop3(tmp_path: Path) -> None:
             [(number, message)] = list(pop.retrieve_many([listing.number]))
             assert message.endswith(b".leading dot\r\nbody\r\n")
             pop.delete(number)
+
+
+@pytest.mark.parametrize("client_class", [sync.SMTPClient, sync.POP3Client])
+def test_an_exception_in_the_with_block_closes_without_quit(client_class: Any) -> None:
+    """The session may be broken: a QUIT would wait on it (and POP3's would commit the
+    deletions), so leaving the block by an exception only closes."""
+    greeting = GREET if client_class is sync.SMTPClient else "S: +OK\nC: CAPA\nS: +OK\nS: ."
+    server = ScriptedServer([*script(greeting), ExpectClose()])
+    with server, pytest.raises(KeyError), client_class("127.0.0.1", server.port, timeout=10):
+        raise KeyError("the caller's own")
 
 
 def test_timeouts_and_closed_connections_leave_nothing_open() -> None:

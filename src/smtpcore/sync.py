@@ -18,11 +18,12 @@ re-exported here.
 from __future__ import annotations
 
 import email.message
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from smtpcore._driver._blocking import open_link, run
+from smtpcore._driver._client_base import BaseClient
 from smtpcore._driver._pop3_client import (
     BasePOP3Client,
     MessageListing,
@@ -100,26 +101,60 @@ __all__ = [
 T = TypeVar("T")
 
 
-class _SMTPSession(BaseSMTPClient):
+class _BlockingSession(BaseClient):
+    """An async client session whose waits block the thread (a plain socket)."""
+
     async def _open(self, host: str, port: int) -> Link:
         return open_link(host, port, self.timeouts.connect)
 
 
-class _POP3Session(BasePOP3Client):
-    async def _open(self, host: str, port: int) -> Link:
-        return open_link(host, port, self.timeouts.connect)
+class _SMTPSession(_BlockingSession, BaseSMTPClient):
+    pass
 
 
-def _timeouts(timeout: float | None, options: SMTPClientOptions) -> Timeouts:
-    given = options.get("timeouts")
-    if timeout is None:
-        return Timeouts() if given is None else given
+class _POP3Session(_BlockingSession, BasePOP3Client):
+    pass
+
+
+def _uniform(timeout: float, given: object, uniform: Callable[[float], T]) -> T:
+    """``timeouts`` made of smtplib's and poplib's one ``timeout`` for every wait."""
     if given is not None:
         raise ValueError("give timeout (one for every wait) or timeouts, not both")
-    return Timeouts.uniform(timeout)
+    return uniform(timeout)
 
 
-class SMTPClient:
+class _Client(Protocol):
+    def connect(self) -> None: ...
+
+    def quit(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+_C = TypeVar("_C", bound=_Client)
+
+
+class _WithBlock:
+    """``with client:`` connects; leaving the block says QUIT, or only closes after an
+    exception (the session may be broken, and the exception is the news)."""
+
+    def __enter__(self: _C) -> _C:
+        self.connect()
+        return self
+
+    def __exit__(
+        self: _Client,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.quit()
+        else:
+            self.close()
+
+
+class SMTPClient(_WithBlock):
     """A blocking SMTP (or LMTP) client session to ``host``.
 
     ``with SMTPClient(host, port, ...) as client:`` connects, reads the
@@ -142,7 +177,8 @@ class SMTPClient:
         timeout: float | None = None,
         **options: Unpack[SMTPClientOptions],
     ) -> None:
-        options["timeouts"] = _timeouts(timeout, options)
+        if timeout is not None:
+            options["timeouts"] = _uniform(timeout, options.get("timeouts"), Timeouts.uniform)
         self._session = _SMTPSession(host, port, **options)
 
     @property
@@ -242,21 +278,6 @@ class SMTPClient:
         """Close the connection without QUIT."""
         run(self._session.close())
 
-    def __enter__(self) -> SMTPClient:
-        self.connect()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.quit()
-        else:
-            self.close()
-
 
 def send_message(
     message: bytes | email.message.EmailMessage,
@@ -293,7 +314,7 @@ async def _anext(chunks: AsyncIterator[T]) -> T:
     return await chunks.__anext__()
 
 
-class POP3Client:
+class POP3Client(_WithBlock):
     """A blocking POP3 client session, as poplib's ``POP3``.
 
     ``with POP3Client(host, ...) as client:`` connects, reads the greeting,
@@ -311,11 +332,8 @@ class POP3Client:
         timeout: float | None = None,
         **options: Unpack[POP3ClientOptions],
     ) -> None:
-        given = options.get("timeouts")
-        if timeout is not None and given is not None:
-            raise ValueError("give timeout (one for every wait) or timeouts, not both")
         if timeout is not None:
-            options["timeouts"] = POP3Timeouts.uniform(timeout)
+            options["timeouts"] = _uniform(timeout, options.get("timeouts"), POP3Timeouts.uniform)
         self._session = _POP3Session(host, port, **options)
 
     @property
@@ -384,18 +402,3 @@ class POP3Client:
     def close(self) -> None:
         """Close without QUIT: nothing marked deleted is removed."""
         run(self._session.close())
-
-    def __enter__(self) -> POP3Client:
-        self.connect()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.quit()
-        else:
-            self.close()
