@@ -9,13 +9,15 @@ in for.
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from smtp_helpers import greeted, run
 from smtpcore._numbers import is_digits
-from smtpcore.address import simple_mailbox
+from smtpcore.address import _SIMPLE_DOMAIN, simple_mailbox
 from smtpcore.smtp import BadCommand, Mail, Rcpt, Reply, ServerConnection
 from smtpcore.smtp._commands import (
     VERBS,
@@ -134,6 +136,54 @@ def test_the_numeric_label_check_of_simple_mailboxes_is_is_digits(label: str) ->
     """``simple_mailbox`` asks ``isascii() and isdigit()`` of the last label, in C: the
     same as ``is_digits`` (ASCII digits only) for any text."""
     assert (simple_mailbox("a", "x." + label) is None) is is_digits(label)
+
+
+_PLAIN_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+PLAIN_DOMAIN = re.compile(rf"(?:{_PLAIN_LABEL}\.)*{_PLAIN_LABEL}")
+"""The LDH host name as RFC 1035 §2.3.1 words it: the reference for ``_SIMPLE_DOMAIN``,
+which reads the same names without backtracking."""
+
+LDH_TEXT = st.lists(
+    st.one_of(
+        st.text("aZ09-", max_size=3),
+        st.integers(60, 66).map(lambda size: "a" * (size - 1) + "-"),
+        st.integers(60, 66).map(lambda size: "b" * size),
+        st.sampled_from(["-", "a-", "-a", "a-b", "0"]),
+    ),
+    max_size=5,
+).map(".".join)
+
+
+@given(st.one_of(LDH_TEXT, st.text("a-.Z9_", max_size=12)))
+@example("b" * 63)
+@example("x." + "b" * 64)
+@example("a" * 62 + "-")
+@example("a.-b")
+def test_the_simple_domain_pattern_reads_what_the_ldh_rule_reads(text: str) -> None:
+    assert (_SIMPLE_DOMAIN.fullmatch(text) is None) is (PLAIN_DOMAIN.fullmatch(text) is None)
+
+
+@given(
+    st.sampled_from(["MAIL FROM:", "mail from:", "Mail From:", "RCPT TO:", "rcpt to:"]),
+    st.sampled_from(["john", "John.Doe", "a+b", "x"]),
+    st.one_of(LDH_TEXT, st.sampled_from(["abc.example", "PQR.Example", "a-b.c"])),
+    st.sampled_from(["", " SIZE=1", " size=1 Body=8bitmime", " NOTIFY=NEVER"]),
+)
+def test_the_everyday_line_takes_a_path_as_the_address_rules_do(
+    verb: str, local: str, domain: str, params: str
+) -> None:
+    """The everyday line (the verbs case-insensitive, the rest as written) takes the
+    paths whose domain the LDH rule reads and which fit the limits; the full parser
+    gives the same event for each."""
+    line = f"{verb}<{local}@{domain}>{params}\r\n".encode("ascii")
+    command = parse_everyday_line(line)
+    if PLAIN_DOMAIN.fullmatch(domain) is None:
+        assert command is None
+        return
+    if command is not None:
+        assert command == full_parse(line)
+    else:
+        assert simple_mailbox(local, domain) is None  # a limit: the full rules decide
 
 
 def test_rule_move_is_accepts_and_next_state_in_one() -> None:

@@ -246,11 +246,12 @@ _EVERYDAY_PARAMETERS: Final = rb"((?: [A-Za-z0-9][A-Za-z0-9-]*(?:=[\x21-\x3c\x3e
 ``SIZE=1234 BODY=8BITMIME``, ``NOTIFY=NEVER``, ``SMTPUTF8``."""
 
 _EVERYDAY_LINE: Final = re.compile(
-    rb"(?:MAIL FROM:|(RCPT) TO:)"
+    # Case-insensitive for the verbs alone: the classes after them list both cases
+    # already, and each is tested faster without the flag.
+    rb"(?i:MAIL FROM:|(RCPT) TO:)"
     + SIMPLE_PATH_PATTERN.encode("ascii")
     + _EVERYDAY_PARAMETERS
-    + rb"\r\n|(DATA|RSET|NOOP|QUIT)\r\n",
-    re.IGNORECASE,
+    + rb"\r\n|(?i:(DATA|RSET|NOOP|QUIT))\r\n"
 )
 _BARE: Final[dict[bytes, Command]] = {
     b"DATA": _DATA,
