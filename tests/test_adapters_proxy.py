@@ -5,6 +5,7 @@ HAProxy in front of our server with send-proxy and send-proxy-v2."""
 from __future__ import annotations
 
 import contextlib
+import smtplib
 import socket
 import ssl
 import struct
@@ -206,3 +207,29 @@ def test_the_header_comes_before_implicit_tls(
             finally:
                 client.close()
     assert handler.peers == [("192.0.2.7", 40000), ("203.0.113.9", 51000)]
+
+
+def test_haproxy_in_front_of_implicit_tls(
+    adapter: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    tls = make_tls_files(tmp_path_factory.mktemp("tls"))
+    handler = Recorder()
+    with (
+        running_smtp_server(
+            adapter,
+            handler,
+            ssl_context=tls.server_context,
+            tls_on_connect=True,
+            proxy_protocol_from=["127.0.0.1"],
+        ) as server,
+        haproxy(server.port) as (v1_port, v2_port),
+    ):
+        clients = []
+        for port in (v1_port, v2_port):
+            with smtplib.SMTP_SSL(
+                "127.0.0.1", port, context=tls.client_context, timeout=10
+            ) as client:
+                assert client.sock is not None
+                clients.append(client.sock.getsockname())
+                assert client.noop()[0] == 250
+    assert {tuple(address) for address in clients} <= set(handler.peers)

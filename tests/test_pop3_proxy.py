@@ -249,3 +249,27 @@ def test_haproxy_in_front(adapter: str, store: Recorder) -> None:
             assert client.stat()[0] == 1
             client.quit()
     assert [tuple(address) for address in clients] == store.peers
+
+
+def test_haproxy_in_front_of_implicit_tls(adapter: str, store: Recorder, tls: TLSFiles) -> None:
+    """Port 995 behind HAProxy: the header in plaintext, then the client's handshake,
+    relayed as HAProxy relays them (often in one segment)."""
+    with (
+        running_pop3_server(
+            adapter,
+            store,
+            ssl_context=tls.server_context,
+            tls_on_connect=True,
+            proxy_protocol_from=["127.0.0.1"],
+        ) as server,
+        haproxy(server.port) as (v1_port, v2_port),
+    ):
+        clients = []
+        for port in (v1_port, v2_port):
+            client = poplib.POP3_SSL("127.0.0.1", port, context=tls.client_context, timeout=10)
+            clients.append(client.sock.getsockname())
+            client.user("alice")
+            client.pass_("wonderland")
+            assert client.stat()[0] == 1
+            client.quit()
+    assert [tuple(address) for address in clients] == store.peers
