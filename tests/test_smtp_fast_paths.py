@@ -16,7 +16,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from smtp_helpers import greeted, run
-from smtpcore._numbers import is_digits
+from smtpcore._numbers import is_digits, parse_number
 from smtpcore.address import _SIMPLE_DOMAIN, simple_mailbox
 from smtpcore.smtp import BadCommand, Mail, Rcpt, Reply, ServerConnection
 from smtpcore.smtp._commands import (
@@ -26,6 +26,8 @@ from smtpcore.smtp._commands import (
     parse_everyday_line,
 )
 from smtpcore.smtp._events import Auth, AuthResponse, Data, Ehlo, Noop, Quit, Rset
+from smtpcore.smtp._ext import BUILTIN
+from smtpcore.smtp._extension import Parameter
 from smtpcore.smtp._params import Parameters
 from smtpcore.smtp._replies import EnhancedStatus
 from smtpcore.smtp._state import RULES, State, next_state
@@ -184,6 +186,83 @@ def test_the_everyday_line_takes_a_path_as_the_address_rules_do(
         assert command == full_parse(line)
     else:
         assert simple_mailbox(local, domain) is None  # a limit: the full rules decide
+
+
+class Facts:
+    """What a parameter's server check may ask of its session, set by hand."""
+
+    tls = authenticated = trusted_forwarder = False
+    max_recipients = 100
+
+    def __init__(self, max_message_size: int | None, in_force: bool) -> None:
+        self.max_message_size = max_message_size
+        self._in_force = in_force
+
+    def offered_auth_mechanisms(self) -> list[str]:
+        return []
+
+    def in_force(self, keyword: str) -> bool:
+        return self._in_force
+
+
+FAST_READ = [
+    parameter
+    for entry in BUILTIN
+    for parameter in (*entry.mail_parameters, *entry.rcpt_parameters)
+    if parameter.read is not None
+]
+
+FAST_READ_BY_KEYWORD = {parameter.keyword: parameter for parameter in FAST_READ}
+
+PARAMETER_VALUES = st.one_of(
+    st.none(),
+    st.text(max_size=24),
+    st.text("0123456789", min_size=1, max_size=22),
+    st.sampled_from(
+        [
+            *("7BIT", "8BITMIME", "BINARYMIME", "NEVER", "SUCCESS,FAILURE", "FULL", "HDRS"),
+            *("DELAY,SUCCESS,FAILURE", "SUCCESS,SUCCESS", "NEVER,DELAY", "\u0661\u0662", "12 3"),
+            *("0", "999", "1000", "1001", "00001000", "9" * 20, "1" * 21),
+        ]
+    ).flatmap(lambda value: st.sampled_from([value, value.lower(), value.title()])),
+)
+
+
+@given(
+    st.sampled_from(FAST_READ),
+    PARAMETER_VALUES,
+    st.sampled_from([None, 0, 1000, 10**25]),
+    st.booleans(),
+)
+@example(FAST_READ_BY_KEYWORD["SIZE"], "1000", 1000, False)  # at the limit
+@example(FAST_READ_BY_KEYWORD["SIZE"], "1001", 1000, False)
+@example(FAST_READ_BY_KEYWORD["BODY"], "binarymime", None, False)
+@example(FAST_READ_BY_KEYWORD["BODY"], "BINARYMIME", None, True)
+def test_a_parameters_one_call_read_gives_what_its_parse_and_check_give(
+    parameter: object, value: str | None, max_message_size: int | None, in_force: bool
+) -> None:
+    """SIZE, BODY, SMTPUTF8, NOTIFY and RET are read by the server in one call
+    (``Parameter.read``): the same refusal, or none, as ``parse`` then ``check``."""
+    assert isinstance(parameter, Parameter)
+    assert parameter.read is not None
+    facts = Facts(max_message_size, in_force)
+    assert parameter.read(facts, value) == parameter.refusal(facts, value)
+
+
+def test_the_everyday_parameters_are_read_in_one_call() -> None:
+    assert {parameter.keyword for parameter in FAST_READ} == {
+        "SIZE",
+        "BODY",
+        "SMTPUTF8",
+        "NOTIFY",
+        "RET",
+    }
+
+
+@given(st.text(max_size=24), st.integers(1, 20))
+def test_parse_number_reads_what_is_digits_takes(text: str, max_digits: int) -> None:
+    expected = int(text) if 0 < len(text) <= max_digits and is_digits(text) else None
+    assert parse_number(text, max_digits=max_digits) == expected
 
 
 def test_rule_move_is_accepts_and_next_state_in_one() -> None:

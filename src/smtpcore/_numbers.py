@@ -32,6 +32,8 @@ def parse_number(text: str, *, max_digits: int) -> int | None:
     ``max_digits`` bounds the work and the value; leading zeros count, as they
     count on the wire.
     """
-    if not 0 < len(text) <= max_digits or _DIGITS.fullmatch(text) is None:
+    # isdigit() alone takes other scripts' digits; in ASCII text it takes 0-9 alone, so
+    # the two together are is_digits, asked in C (a test holds them to it).
+    if not 0 < len(text) <= max_digits or not (text.isascii() and text.isdigit()):
         return None
     return int(text)

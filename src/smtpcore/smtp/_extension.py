@@ -134,6 +134,19 @@ class Parameter(Generic[T]):
     check: Callable[[ServerFacts, T], Reply | None] = _no_check
     client_check: Callable[[ServerExtensions, T], str | None] = _no_client_check
     needs: Callable[[T], str | None] | None = None
+    read: Callable[[ServerFacts, str | None], Reply | None] | None = None
+    """What :meth:`refusal` gives, in one call: for the parameters of every message
+    (``SIZE=``, ``BODY=``, ``NOTIFY=``), where ``parse`` and ``check`` would cost a
+    call or two each. A test holds each to :meth:`refusal`."""
+
+    def refusal(self, facts: ServerFacts, value: str | None) -> Reply | None:
+        """The reply a server refuses ``value`` with (``parse`` failed, or ``check``
+        refused what it gave), or None when the value is accepted."""
+        try:
+            typed = self.parse(value)
+        except ParameterError as exc:
+            return exc.reply
+        return None if self.check is _no_check else self.check(facts, typed)
 
 
 def _bare(facts: ServerFacts) -> str | None:

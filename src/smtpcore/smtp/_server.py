@@ -55,7 +55,7 @@ from smtpcore.smtp._events import (
     Xforward,
 )
 from smtpcore.smtp._ext import BUILTIN, Body
-from smtpcore.smtp._extension import Extension, Parameter, ParameterError, _no_check
+from smtpcore.smtp._extension import Extension, Parameter
 from smtpcore.smtp._replies import EnhancedStatus, Reply
 from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, Rule, State, next_state
 
@@ -698,14 +698,10 @@ class ServerConnection:
                 return reply(555, "5.5.4", f"Unsupported parameter {keyword}")
             if value is not None and not utf8 and not value.isascii():
                 return reply(501, "5.5.4", f"Non-ASCII {keyword} value needs SMTPUTF8")
-            try:
-                typed = parameter.parse(value)
-            except ParameterError as exc:
-                return exc.reply
-            if parameter.check is not _no_check:
-                problem = parameter.check(self, typed)
-                if problem is not None:
-                    return problem
+            read = parameter.read
+            problem = parameter.refusal(self, value) if read is None else read(self, value)
+            if problem is not None:
+                return problem
         return None
 
     def in_force(self, keyword: str) -> bool:

@@ -6,11 +6,22 @@ The values are typed in ``smtp/_dsn.py``: :class:`Ret`, :class:`EnvelopeId`,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Collection
 from typing import Final, Protocol, TypeVar
 
-from smtpcore.smtp._dsn import MAX_ORCPT, DSNError, EnvelopeId, Notify, OriginalRecipient, Ret
-from smtpcore.smtp._extension import Extension, Parameter, ParameterError
+from smtpcore.smtp._dsn import (
+    _NOTIFY_VALUES,
+    _RETS,
+    MAX_ORCPT,
+    DSNError,
+    EnvelopeId,
+    Notify,
+    OriginalRecipient,
+    Ret,
+)
+from smtpcore.smtp._extension import Extension, Parameter, ParameterError, ServerFacts
+from smtpcore.smtp._replies import Reply
 
 __all__ = ["DSN"]
 
@@ -22,7 +33,13 @@ class _Value(Protocol):
 T = TypeVar("T", bound=_Value)
 
 
-def _reader(keyword: str, read: Callable[[str], T]) -> Parameter[T]:
+def _reader(
+    keyword: str, read: Callable[[str], T], known: Collection[str] | None = None
+) -> Parameter[T]:
+    """The parameter ``keyword``, its value read by ``read``. ``known``: the values
+    ``read`` takes, upper-cased (each of them, and nothing else, whatever its case),
+    which a server then accepts with one lookup."""
+
     def parse(value: str | None) -> T:
         if value is None:
             raise ParameterError(f"{keyword} needs a value")
@@ -34,7 +51,16 @@ def _reader(keyword: str, read: Callable[[str], T]) -> Parameter[T]:
     def format(value: T) -> str:
         return value.to_parameter()
 
-    return Parameter(keyword, parse, format)
+    parameter = Parameter(keyword, parse, format)
+    if known is None:
+        return parameter
+
+    def read_known(facts: ServerFacts, value: str | None) -> Reply | None:
+        if value is not None and value.upper() in known:
+            return None
+        return parameter.refusal(facts, value)  # which words the refusal
+
+    return dataclasses.replace(parameter, read=read_known)
 
 
 def _orcpt(value: str) -> OriginalRecipient:
@@ -51,6 +77,12 @@ DSN: Final = Extension(
     # The longest RCPT parameters: every NOTIFY event and a 500-character ORCPT
     # (RFC 3461 §4.2); RET and ENVID (at most 100, §4.4) make MAIL shorter.
     line_allowance=len(" NOTIFY=SUCCESS,FAILURE,DELAY ORCPT=") + MAX_ORCPT,
-    mail_parameters=(_reader("RET", Ret.parse), _reader("ENVID", EnvelopeId.parse)),
-    rcpt_parameters=(_reader("NOTIFY", Notify.parse), _reader("ORCPT", _orcpt)),
+    mail_parameters=(
+        _reader("RET", Ret.parse, frozenset(_RETS)),
+        _reader("ENVID", EnvelopeId.parse),
+    ),
+    rcpt_parameters=(
+        _reader("NOTIFY", Notify.parse, frozenset(_NOTIFY_VALUES)),
+        _reader("ORCPT", _orcpt),
+    ),
 )

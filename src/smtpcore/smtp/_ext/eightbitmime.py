@@ -54,6 +54,14 @@ def _binary_in_force(facts: ServerFacts, body: Body) -> Reply | None:
     return None
 
 
+def _read(facts: ServerFacts, value: str | None) -> Reply | None:
+    """``_parse``, then ``_binary_in_force``, in one call: most MAIL commands have BODY."""
+    body = _BODIES.get((value or "").upper())
+    if body is None or (body is _BINARYMIME and not facts.in_force("BINARYMIME")):
+        return _BAD_BODY
+    return None
+
+
 def _needs(body: Body) -> str:
     return "BINARYMIME" if body is Body.BINARYMIME else "8BITMIME"
 
@@ -64,5 +72,7 @@ EIGHTBITMIME: Final = Extension(
     "content may hold octets over 127 (BODY=8BITMIME)",
     option="eight_bit_mime",
     line_allowance=len(" BODY=BINARYMIME"),
-    mail_parameters=(Parameter("BODY", _parse, _format, check=_binary_in_force, needs=_needs),),
+    mail_parameters=(
+        Parameter("BODY", _parse, _format, check=_binary_in_force, needs=_needs, read=_read),
+    ),
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-from smtpcore.smtp._extension import Extension, Parameter, ParameterError
+from smtpcore.smtp._extension import Extension, Parameter, ParameterError, ServerFacts
 from smtpcore.smtp._replies import EnhancedStatus, Reply
 
 __all__ = ["SMTPUTF8"]
@@ -19,6 +19,10 @@ def _parse(value: str | None) -> Literal[True]:
     return True
 
 
+def _read(facts: ServerFacts, value: str | None) -> Reply | None:
+    return None if value is None else _TAKES_NO_VALUE
+
+
 def _format(value: Literal[True]) -> None:
     return None
 
@@ -29,5 +33,5 @@ SMTPUTF8: Final = Extension(
     "UTF-8 addresses and headers in a transaction whose MAIL has SMTPUTF8",
     option="smtputf8",
     line_allowance=10,  # RFC 6531 §3.1 item 5
-    mail_parameters=(Parameter("SMTPUTF8", _parse, _format),),
+    mail_parameters=(Parameter("SMTPUTF8", _parse, _format, read=_read),),
 )
