@@ -262,3 +262,24 @@ def test_asyncio_transport_has_no_instance_dict() -> None:
         assert not hasattr(AsyncioTransport(), "__dict__")
 
     asyncio.run(main())
+
+
+def test_asyncio_writes_after_a_close_with_nothing_left_fail() -> None:
+    """A close with nothing left to send does not wait for ``connection_lost``: the
+    writes after it fail all the same (the transport remembers its own close rather
+    than asking asyncio's ``is_closing`` at every write)."""
+    reader = SlowReader()
+    reader.started.set()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        _, transport = await loop.create_connection(AsyncioTransport, LOOPBACK, reader.port)
+        await transport.aclose()
+        with pytest.raises(ConnectionResetError):
+            transport.send_nowait(b"late")
+        with pytest.raises(ConnectionResetError):
+            await transport.send_all(b"late")
+
+    asyncio.run(main())
+    reader.close()
+    assert reader.received == b""

@@ -517,6 +517,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         "_buffered",
         "_chunks",
         "_close_waiters",
+        "_closing",
         "_eof",
         "_exact",
         "_loop",
@@ -557,6 +558,12 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         self._close_waiters: list[asyncio.Future[None]] | None = None
         self._runner: SessionRunner | None = None
         self._tls = False
+        self._closing = False
+        """Whether :meth:`aclose` (or :meth:`refuse`) closed the transport: writes then
+        fail, as they do once the connection is lost. (A close asyncio makes itself,
+        on an error, is followed by ``connection_lost`` at the loop's next pass,
+        which then fails them; a write before it is dropped, as asyncio drops
+        writes to a lost connection: ``is_closing()`` is not asked at every write.)"""
         """Whether TLS was started (a close then waits for the TLS close to be answered)."""
 
     # -- asyncio.BufferedProtocol -------------------------------------------
@@ -716,7 +723,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
 
     def send_nowait(self, data: bytes) -> int:
         transport = self._transport
-        if transport is None or self._lost or transport.is_closing():
+        if transport is None or self._lost or self._closing:
             raise ConnectionResetError("the connection is closed")
         if self._writing_paused:
             return 0
@@ -725,7 +732,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
 
     async def send_all(self, data: bytes) -> None:
         transport = self._transport
-        if transport is None or self._lost or transport.is_closing():
+        if transport is None or self._lost or self._closing:
             raise ConnectionResetError("the connection is closed")
         transport.write(data)
         while self._writing_paused and not self._lost:
@@ -771,6 +778,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         transport = self._transport
         if transport is None:
             return
+        self._closing = True
         if not transport.is_closing():
             transport.close()
         if self._lost or (not self._tls and not transport.get_write_buffer_size()):
@@ -797,6 +805,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
 
     def refuse(self, reply: bytes) -> None:
         """Write ``reply`` and close, without a session (the server is full)."""
+        self._closing = True
         if self._transport is not None and not self._lost:
             if reply:
                 self._transport.write(reply)
