@@ -17,6 +17,7 @@ from __future__ import annotations
 import encodings.idna
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
@@ -335,11 +336,16 @@ def simple_mailbox(local: str, domain: str) -> Mailbox | None:
         or (last_label.isascii() and last_label.isdigit())  # is_digits, in C
     ):
         return None
-    # The parts are checked: skip Mailbox.__post_init__.
+    # The parts are checked: skip Mailbox.__post_init__, and set the slots through their
+    # descriptors (object.__setattr__ looks each name up first).
     mailbox = object.__new__(Mailbox)
-    object.__setattr__(mailbox, "local_part", local)
-    object.__setattr__(mailbox, "domain", domain)
+    _SET_LOCAL_PART(mailbox, local)
+    _SET_DOMAIN(mailbox, domain)
     return mailbox
+
+
+_SET_LOCAL_PART: Final[Callable[[Mailbox, str], None]] = vars(Mailbox)["local_part"].__set__
+_SET_DOMAIN: Final[Callable[[Mailbox, str], None]] = vars(Mailbox)["domain"].__set__
 
 
 def _dot_string_problem(local: str) -> str:

@@ -18,6 +18,7 @@ from smtpcore._numbers import parse_number
 from smtpcore.address import (
     SIMPLE_PATH_PATTERN,
     AddressError,
+    Mailbox,
     format_path,
     parse_path,
     simple_mailbox,
@@ -287,7 +288,23 @@ def parse_everyday_line(line: bytes) -> Command | None:
             return None  # a keyword given twice: the full parser words the refusal
     else:
         params = _NO_PARAMETERS
-    return Rcpt(mailbox, params) if rcpt else Mail(mailbox, params)
+    # Built without their constructors' checks, which these parts pass: a call less.
+    if rcpt:
+        recipient: Rcpt = _new(Rcpt)
+        _SET_RECIPIENT(recipient, mailbox)
+        _SET_RCPT_PARAMS(recipient, params)
+        return recipient
+    sender: Mail = _new(Mail)
+    _SET_SENDER(sender, mailbox)
+    _SET_MAIL_PARAMS(sender, params)
+    return sender
+
+
+_new: Final = object.__new__
+_SET_SENDER: Final[Callable[[Mail, Mailbox], None]] = vars(Mail)["sender"].__set__
+_SET_MAIL_PARAMS: Final[Callable[[Mail, Parameters], None]] = vars(Mail)["params"].__set__
+_SET_RECIPIENT: Final[Callable[[Rcpt, Mailbox], None]] = vars(Rcpt)["recipient"].__set__
+_SET_RCPT_PARAMS: Final[Callable[[Rcpt, Parameters], None]] = vars(Rcpt)["params"].__set__
 
 
 def parse_command_line(text: str, verbs: dict[str, Callable[[str], Command]]) -> Command:
