@@ -16,6 +16,7 @@ from typing import Final
 
 from smtpcore._errors import LocalProtocolError
 from smtpcore._numbers import parse_number
+from smtpcore._words import ascii_upper
 from smtpcore.pop3._events import (
     MAX_MESSAGE_NUMBER,
     Apop,
@@ -116,7 +117,7 @@ def _parse_auth(argument: str) -> Command:
     words = argument.split()
     if not 1 <= len(words) <= 2:
         raise _syntax("AUTH mechanism [initial-response]")
-    mechanism = words[0].upper()
+    mechanism = ascii_upper(words[0])
     initial = decode_base64(words[1]) if len(words) == 2 else None
     try:
         return Auth(mechanism, initial)
@@ -178,7 +179,7 @@ UNKNOWN_COMMAND: Final = Err("Unknown command")
 def parse_command_line(text: str, keywords: dict[str, Parser]) -> Command:
     """Parse one command line (CRLF removed, decoded as UTF-8)."""
     keyword, _, argument = text.partition(" ")
-    parser = keywords.get(keyword.upper())
+    parser = keywords.get(ascii_upper(keyword))
     if parser is None:
         raise CommandSyntaxError(UNKNOWN_COMMAND)
     if _CONTROL_RE.search(argument):
@@ -186,7 +187,7 @@ def parse_command_line(text: str, keywords: dict[str, Parser]) -> Command:
     try:
         return parser(argument)
     except LocalProtocolError:
-        raise _syntax(keyword.upper()) from None
+        raise _syntax(ascii_upper(keyword)) from None
 
 
 def parse_auth_response(text: str) -> AuthResponse:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Final
 
 from smtpcore._errors import LocalProtocolError
+from smtpcore._words import ascii_upper
 
 __all__ = [
     "MAX_MESSAGE_NUMBER",
@@ -153,7 +154,7 @@ class Auth(Command):
 
     def __post_init__(self) -> None:
         if isinstance(self.mechanism, str):
-            object.__setattr__(self, "mechanism", self.mechanism.upper())
+            object.__setattr__(self, "mechanism", ascii_upper(self.mechanism))
         if not isinstance(self.mechanism, str) or not _MECHANISM_RE.fullmatch(self.mechanism):
             raise LocalProtocolError(
                 f"a SASL mechanism name is 1 to 20 of A-Z 0-9 - _: {self.mechanism!r}"

@@ -14,6 +14,7 @@ from typing import Final
 
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._numbers import parse_number
+from smtpcore._words import ascii_upper
 from smtpcore.pop3._commands import CommandSyntaxError, decode_base64
 from smtpcore.pop3._events import Continue, Err, Ok, Response
 
@@ -27,7 +28,7 @@ __all__ = [
 ]
 
 _CONTROL_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_STATUS_RE: Final = re.compile(r"(\+OK|-ERR)(?: (.*)|)", re.IGNORECASE | re.DOTALL)
+_STATUS_RE: Final = re.compile(r"(\+OK|-ERR)(?: (.*)|)", re.IGNORECASE | re.DOTALL | re.ASCII)
 _UNIQUE_ID_RE: Final = re.compile(r"[\x21-\x7e]{1,70}")
 
 
@@ -108,7 +109,7 @@ def parse_capabilities(data: bytes | str) -> dict[str, tuple[str, ...]]:
     for line in _text(data).splitlines():
         words = line.split()
         if words:
-            capabilities[words[0].upper()] = tuple(words[1:])
+            capabilities[ascii_upper(words[0])] = tuple(words[1:])
     return capabilities
 
 

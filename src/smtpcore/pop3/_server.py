@@ -17,6 +17,7 @@ from smtpcore._dotstuff import DotEncoder
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
+from smtpcore._words import ascii_upper
 from smtpcore.pop3._apop import apop_timestamp, find_apop_timestamp
 from smtpcore.pop3._commands import (
     KEYWORDS,
@@ -313,7 +314,7 @@ class ServerConnection:
         text = self._decode(line)
         if isinstance(text, BadCommand):
             return text
-        if len(line) > self.max_command_line and text[:5].upper() != "AUTH ":
+        if len(line) > self.max_command_line and ascii_upper(text[:5]) != "AUTH ":
             # RFC 5034 §4 lets only an AUTH line with its initial response run longer.
             return self._bad(line, Err("Line too long"))
         try:

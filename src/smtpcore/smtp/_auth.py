@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._words import ascii_upper
 from smtpcore.sasl import (
     Challenge,
     ChannelBindings,
@@ -64,7 +65,7 @@ class ServerAuth:
 
     def start(self, event: Auth) -> Reply:
         """The reply to ``AUTH mechanism [initial-response]``."""
-        name = event.mechanism.upper()
+        name = ascii_upper(event.mechanism)
         factory = self.mechanisms.get(name)
         if factory is None or (needs_channel_binding(name) and not self.channel_bindings):
             return Reply(504, "Unrecognized authentication type", "5.5.4")

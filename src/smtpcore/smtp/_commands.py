@@ -15,6 +15,7 @@ from typing import Final
 
 from smtpcore._errors import LocalProtocolError
 from smtpcore._numbers import parse_number
+from smtpcore._words import ascii_upper
 from smtpcore.address import (
     SIMPLE_PATH_PATTERN,
     AddressError,
@@ -98,8 +99,8 @@ def _hello(cls: type[Ehlo | Helo | Lhlo]) -> Callable[[str], Command]:
     return parse
 
 
-_FROM_RE: Final = re.compile(r"FROM: *", re.IGNORECASE)
-_TO_RE: Final = re.compile(r"TO: *", re.IGNORECASE)
+_FROM_RE: Final = re.compile(r"FROM: *", re.IGNORECASE | re.ASCII)
+_TO_RE: Final = re.compile(r"TO: *", re.IGNORECASE | re.ASCII)
 
 
 def _envelope(argument: str, prefix: re.Pattern[str], usage: str) -> tuple[str, str]:
@@ -151,7 +152,7 @@ def _parameters(text: str) -> Parameters:
 def _parse_bdat(argument: str) -> Command:
     words = argument.split(" ")
     size = parse_number(words[0], max_digits=18)
-    if size is None or len(words) > 2 or (len(words) == 2 and words[1].upper() != "LAST"):
+    if size is None or len(words) > 2 or (len(words) == 2 and ascii_upper(words[1]) != "LAST"):
         raise _syntax("BDAT size [LAST]")
     return Bdat(size, len(words) == 2)
 
@@ -179,7 +180,7 @@ def _parse_auth(argument: str) -> Command:
     if not argument or len(words) > 2:
         raise _syntax("AUTH mechanism [initial-response]")
     try:
-        mechanism = words[0].upper()
+        mechanism = ascii_upper(words[0])
         initial = _decode_base64(words[1]) if len(words) == 2 else None
         return Auth(mechanism, initial)
     except LocalProtocolError:
@@ -201,7 +202,7 @@ def _forwarding(cls: type[ForwardingCommand]) -> Callable[[str], Command]:
             if not word:
                 continue
             name, equals, value = word.partition("=")
-            attribute = by_name.get(name.upper())
+            attribute = by_name.get(ascii_upper(name))
             if attribute is None or not equals:
                 raise CommandSyntaxError(
                     reply(501, "5.5.4", f"Bad {cls.verb} attribute name: {name[:32]}")
@@ -278,7 +279,7 @@ def parse_everyday_line(line: bytes) -> Command | None:
         return None
     rcpt, local, domain, text, bare = match.groups()
     if bare is not None:
-        return _BARE[bare.upper()]
+        return _BARE[bare.upper()]  # bytes: ASCII case alone
     mailbox = simple_mailbox(local.decode("ascii"), domain.decode("ascii"))
     if mailbox is None:
         return None
@@ -310,7 +311,7 @@ _SET_RCPT_PARAMS: Final[Callable[[Rcpt, Parameters], None]] = vars(Rcpt)["params
 def parse_command_line(text: str, verbs: dict[str, Callable[[str], Command]]) -> Command:
     """Parse one command line (CRLF removed, decoded as UTF-8)."""
     verb, _, argument = text.partition(" ")
-    parser = verbs.get(verb.upper())
+    parser = verbs.get(ascii_upper(verb))
     if parser is None:
         raise CommandSyntaxError(reply(500, "5.5.2", "Command unrecognized"))
     if not argument.isprintable() and _CONTROL_RE.search(argument):
@@ -320,7 +321,7 @@ def parse_command_line(text: str, verbs: dict[str, Callable[[str], Command]]) ->
     except CommandSyntaxError:
         raise
     except LocalProtocolError:
-        raise _syntax(verb.upper()) from None
+        raise _syntax(ascii_upper(verb)) from None
 
 
 def parse_auth_response(text: str) -> AuthResponse:

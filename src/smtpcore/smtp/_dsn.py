@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from smtpcore._words import ascii_upper
+
 __all__ = [
     "DSNError",
     "EnvelopeId",
@@ -59,7 +61,7 @@ class Ret(enum.Enum):
 
     @classmethod
     def parse(cls, value: str) -> Ret:
-        ret = _RETS.get(value.upper())  # a dict: Ret(value) runs Enum's Python code
+        ret = _RETS.get(ascii_upper(value))  # a dict: Ret(value) runs Enum's Python code
         if ret is None:
             raise DSNError("RET must be FULL or HDRS")
         return ret
@@ -85,7 +87,7 @@ class Notify(enum.Flag):
         """``NEVER``, or SUCCESS, FAILURE and DELAY, each at most once, in any order and
         case: looked up among every such value (built by :func:`_read_notify`), since
         a Flag's operators are Python code."""
-        flags = _NOTIFY_VALUES.get(value.upper())
+        flags = _NOTIFY_VALUES.get(ascii_upper(value))
         if flags is None:
             raise DSNError("NOTIFY must be NEVER, or a list of SUCCESS, FAILURE and DELAY")
         return flags
@@ -100,7 +102,7 @@ _RETS: Final = {ret.value: ret for ret in Ret}
 
 def _read_notify(value: str) -> Notify | None:
     """``NOTIFY=``'s value read word by word (RFC 3461 §4.1): None if malformed."""
-    words = value.upper().split(",")
+    words = ascii_upper(value).split(",")
     if words == ["NEVER"]:
         return Notify.NEVER
     flags = Notify.NEVER

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Final, TypeVar
 
 from smtpcore._errors import LocalProtocolError
+from smtpcore._words import ascii_upper
 from smtpcore.address import Mailbox
 from smtpcore.smtp._base import Event
 from smtpcore.smtp._dsn import EnvelopeId, Notify, OriginalRecipient, Ret, xtext
@@ -273,7 +274,7 @@ class Auth(Command):
 
     def __post_init__(self) -> None:
         if not isinstance(self.mechanism, str) or not _MECHANISM_RE.fullmatch(
-            self.mechanism.upper()
+            ascii_upper(self.mechanism)
         ):
             raise LocalProtocolError(f"invalid SASL mechanism name {self.mechanism!r}")
         if self.initial_response is not None and not isinstance(self.initial_response, bytes):

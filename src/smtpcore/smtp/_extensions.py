@@ -17,6 +17,7 @@ from typing import Final, TypeVar, overload
 
 from smtpcore._errors import LocalProtocolError
 from smtpcore._numbers import parse_number
+from smtpcore._words import ascii_upper
 from smtpcore.smtp._events import (
     Auth,
     Bdat,
@@ -76,7 +77,7 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
     def __post_init__(self) -> None:
         index: dict[str, tuple[str, ...]] = {}
         for key, params in self.offered:
-            index.setdefault(key.upper(), params)
+            index.setdefault(ascii_upper(key), params)
         object.__setattr__(self, "_index", index)
         params = index.get("SIZE", ())
         limit = parse_number(params[0], max_digits=20) if len(params) == 1 else None
@@ -92,13 +93,13 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
             words = line.split()
             if not words:
                 continue
-            keyword = words[0].upper()
+            keyword = ascii_upper(words[0])
             params = words[1:]
             if keyword.startswith("AUTH="):
                 params = [keyword[5:], *params]
                 keyword = "AUTH"
             if keyword == "AUTH":
-                params = [mechanism.upper() for mechanism in params]  # RFC 4422 §3.1
+                params = [ascii_upper(mechanism) for mechanism in params]  # RFC 4422 §3.1
             if not _KEYWORD_RE.fullmatch(keyword):
                 continue
             merged = found.setdefault(keyword, [])
@@ -107,7 +108,7 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
 
     def __getitem__(self, keyword: str) -> tuple[str, ...]:
         try:
-            return self._index[keyword.upper()]
+            return self._index[ascii_upper(keyword)]
         except KeyError:
             raise KeyError(keyword) from None
 
@@ -118,7 +119,7 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
     def get(self, keyword: str, /, default: tuple[str, ...] | _D) -> tuple[str, ...] | _D: ...
 
     def get(self, keyword: str, /, default: object = None) -> object:
-        return self._index.get(keyword.upper(), default)
+        return self._index.get(ascii_upper(keyword), default)
 
     def __iter__(self) -> Iterator[str]:
         return (key for key, _ in self.offered)
@@ -127,7 +128,7 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
         return len(self.offered)
 
     def __contains__(self, keyword: object) -> bool:
-        return isinstance(keyword, str) and keyword.upper() in self._index
+        return isinstance(keyword, str) and ascii_upper(keyword) in self._index
 
     @property
     def size(self) -> int | None:

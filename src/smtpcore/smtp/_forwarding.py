@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from smtpcore._numbers import parse_number
+from smtpcore._words import ascii_upper
 
 __all__ = [
     "TEMPUNAVAIL",
@@ -82,7 +83,7 @@ def _host(value: object) -> str:
 def _ip(value: object) -> str:
     """An IPv4 or IPv6 address, ``IPV6:`` prefix or not; kept in its short form."""
     text = _text(value)
-    if text[:5].upper() == _IPV6_PREFIX:
+    if ascii_upper(text[:5]) == _IPV6_PREFIX:
         text = text[5:]
     try:
         return str(ipaddress.ip_address(text))
@@ -111,7 +112,7 @@ def _port(value: object) -> int:
 
 def _one_of(*words: str) -> Callable[[object], str]:
     def check(value: object) -> str:
-        text = _text(value).upper()
+        text = ascii_upper(_text(value))
         if text not in words:
             raise ValueError(f"expected {' or '.join(words)}, not {value!r}")
         return text
@@ -148,7 +149,7 @@ class Attribute:
         if isinstance(value, Unavailable):
             unavailable: Unavailable | None = value
         elif isinstance(value, str):
-            unavailable = _UNAVAILABLE_WORDS.get(value.upper())
+            unavailable = _UNAVAILABLE_WORDS.get(ascii_upper(value))
         else:
             unavailable = None
         if unavailable is TEMPUNAVAIL and not self.tempunavail:

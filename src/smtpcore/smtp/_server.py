@@ -19,6 +19,7 @@ from smtpcore._dotstuff import DotDecoder
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
+from smtpcore._words import ascii_upper
 from smtpcore.sasl import SERVER_MECHANISMS
 from smtpcore.smtp._commands import (
     VERBS,
@@ -888,7 +889,7 @@ class ServerConnection:
             if keyword == "SMTPUTF8":
                 self._utf8_transaction = True
             elif keyword == "BODY":
-                self._binary_transaction = value is not None and value.upper() == _BINARYMIME
+                self._binary_transaction = value is not None and ascii_upper(value) == _BINARYMIME
 
     def _rcpt_accepted(self, command: Rcpt, event: Reply) -> None:
         self._accepted += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from smtpcore._words import ascii_upper
 from smtpcore.smtp._ext.announced import DELIVERBY, FUTURERELEASE, MT_PRIORITY
 from smtpcore.smtp._ext.auth import AUTH
 from smtpcore.smtp._ext.binarymime import BINARYMIME
@@ -61,9 +62,9 @@ _VERBS: Final[dict[str, Extension]] = {
 
 def owner_of_parameter(keyword: str) -> tuple[Extension, Parameter[object]] | None:
     """The known extension a MAIL or RCPT parameter belongs to, with its reader."""
-    return _PARAMETERS.get(keyword.upper())
+    return _PARAMETERS.get(ascii_upper(keyword))
 
 
 def owner_of_verb(verb: str) -> Extension | None:
     """The known extension a command exists only with (BDAT: CHUNKING), if any."""
-    return _VERBS.get(verb.upper())
+    return _VERBS.get(ascii_upper(verb))

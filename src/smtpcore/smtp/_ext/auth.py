@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from smtpcore._words import ascii_upper
 from smtpcore.smtp._dsn import decode_xtext, xtext
 from smtpcore.smtp._events import Auth
 from smtpcore.smtp._extension import (
@@ -51,7 +52,7 @@ gets 538 (RFC 4954 §6), as the EHLO reply after STARTTLS will list it."""
 
 
 def _mechanism_offered(offered: ServerExtensions, command: Auth) -> str | None:
-    if offered.auth and command.mechanism.upper() not in offered.auth:
+    if offered.auth and ascii_upper(command.mechanism) not in offered.auth:
         return f"the server did not offer AUTH {command.mechanism}"
     return None
 

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Callable, Collection
 from typing import Final, Protocol, TypeVar
 
+from smtpcore._words import ascii_upper
 from smtpcore.smtp._dsn import (
     _NOTIFY_VALUES,
     _RETS,
@@ -56,7 +57,7 @@ def _reader(
         return parameter
 
     def read_known(facts: ServerFacts, value: str | None) -> Reply | None:
-        if value is not None and value.upper() in known:
+        if value is not None and ascii_upper(value) in known:
             return None
         return parameter.refusal(facts, value)  # which words the refusal
 

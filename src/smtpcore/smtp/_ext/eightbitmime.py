@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from typing import Final
 
+from smtpcore._words import ascii_upper
 from smtpcore.smtp._extension import Extension, Parameter, ParameterError, ServerFacts
 from smtpcore.smtp._replies import EnhancedStatus, Reply
 
@@ -34,7 +35,7 @@ _BODIES: Final = {body.value: body for body in Body}
 
 
 def _parse(value: str | None) -> Body:
-    body = _BODIES.get((value or "").upper())
+    body = _BODIES.get(ascii_upper(value or ""))
     if body is None:
         raise ParameterError("BODY must be 7BIT or 8BITMIME", _BAD_BODY)
     return body
@@ -56,7 +57,7 @@ def _binary_in_force(facts: ServerFacts, body: Body) -> Reply | None:
 
 def _read(facts: ServerFacts, value: str | None) -> Reply | None:
     """``_parse``, then ``_binary_in_force``, in one call: most MAIL commands have BODY."""
-    body = _BODIES.get((value or "").upper())
+    body = _BODIES.get(ascii_upper(value or ""))
     if body is None or (body is _BINARYMIME and not facts.in_force("BINARYMIME")):
         return _BAD_BODY
     return None

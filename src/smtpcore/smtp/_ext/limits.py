@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from smtpcore._numbers import parse_number
+from smtpcore._words import ascii_upper
 from smtpcore.address import Mailbox
 from smtpcore.smtp._extension import Extension, ServerFacts
 
@@ -46,7 +47,7 @@ class Limits:
                 continue
             value = parse_number(match.group(2), max_digits=9)
             if value:
-                found.setdefault(match.group(1).upper(), value)
+                found.setdefault(ascii_upper(match.group(1)), value)
         return cls(found.get("MAILMAX"), found.get("RCPTMAX"), found.get("RCPTDOMAINMAX"))
 
     def split(self, recipients: Sequence[Mailbox]) -> list[list[Mailbox]]:
