@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 SERVERS = ("smtpcore.asyncio", "smtpcore.trio", "aiosmtpd", "twisted")
 LINE = b"x" * 76 + b"\r\n"
@@ -115,6 +116,32 @@ class FloorProtocol(asyncio.Protocol):
         self.buffer = buffer
 
 
+async def trio_floor_session(stream: Any) -> None:
+    """:class:`FloorProtocol` on trio: a bare ``trio.SocketStream`` session writing the
+    same bytes, checking nothing; what it costs is trio's own share of a connection."""
+    await stream.send_all(FLOOR_GREETING)
+    buffer = b""
+    while data := await stream.receive_some(65536):
+        buffer += data
+        while (end := buffer.find(b"\r\n")) >= 0:
+            verb, buffer = buffer[:4].upper(), buffer[end + 2 :]
+            if verb == b"QUIT":
+                await stream.send_all(FLOOR_BYE)
+                await stream.aclose()
+                return
+            await stream.send_all(FLOOR_EHLO if verb == b"EHLO" else b"502 5.5.1 No\r\n")
+    await stream.aclose()
+
+
+async def serve_trio_floor(port: int, ready: Callable[[], object]) -> None:
+    import trio
+
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+        await nursery.start(trio.serve_listeners, trio_floor_session, listeners)
+        ready()
+
+
 def serve(kind: str, port: int) -> None:
     """Run one server until SIGTERM (the child process)."""
     if kind == "twisted":
@@ -129,6 +156,11 @@ def serve(kind: str, port: int) -> None:
             await server.serve_forever()
 
         asyncio.run(main_floor())
+        return
+    if kind == "trio floor":
+        import trio
+
+        trio.run(serve_trio_floor, port, lambda: print("ready", flush=True))
         return
     if kind == "aiosmtpd":
         from aiosmtpd.smtp import SMTP

@@ -17,7 +17,8 @@ session) drop out:
 * ``connect``: the same server, connect, EHLO, QUIT, one connection after
   another (``compare.py``'s connection setup); per connection;
   ``--server "asyncio floor"`` counts the bare ``asyncio.Protocol`` that
-  writes the same bytes (asyncio's own share);
+  writes the same bytes (asyncio's own share), ``--server "trio floor"`` the
+  same on a bare ``trio.SocketStream``;
 * ``newconn``: the same server under ``smtp-source -s 20``, a new connection
   per message; per message.
 
@@ -102,8 +103,8 @@ def main() -> None:
     parser.add_argument(
         "--server",
         default="asyncio",
-        choices=["asyncio", "trio", "asyncio floor"],
-        help="for the loads over sockets ('asyncio floor': connect alone, no smtpcore)",
+        choices=["asyncio", "trio", "asyncio floor", "trio floor"],
+        help="for the loads over sockets (the floors: connect alone, no smtpcore)",
     )
     parser.add_argument("--units", type=int, default=200, help="rounds of 3, or messages")
     args = parser.parse_args()

@@ -38,9 +38,17 @@ sys.path.insert(0, str(HERE))
 
 import adapters_smtp  # noqa: E402
 
-SERVERS = ("smtpcore.asyncio", "smtpcore.trio", "twisted", "aiosmtpd", "asyncio floor")
-"""``asyncio floor``: ``adapters_smtp.FloorProtocol``, a bare ``asyncio.Protocol`` that
-writes the same bytes as smtpcore's server; what it holds is asyncio's own share."""
+SERVERS = (
+    "smtpcore.asyncio",
+    "smtpcore.trio",
+    "twisted",
+    "aiosmtpd",
+    "asyncio floor",
+    "trio floor",
+)
+"""The floors: ``adapters_smtp.FloorProtocol``, a bare ``asyncio.Protocol`` that writes
+the same bytes as smtpcore's server, and ``adapters_smtp.trio_floor_session``, the same
+on a bare ``trio.SocketStream``; what each holds is its framework's own share."""
 
 
 def rss_bytes() -> int:
@@ -188,6 +196,7 @@ def measure(kind: str, sessions: int, detail: bool) -> tuple[float, float]:
 def available(kind: str) -> bool:
     module = {"twisted": "twisted.mail", "aiosmtpd": "aiosmtpd", "smtpcore.trio": "trio"}
     module["asyncio floor"] = "asyncio"
+    module["trio floor"] = "trio"
     try:
         __import__(module.get(kind, "asyncio"))
     except ImportError:
