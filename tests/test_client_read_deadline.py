@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import select
 import socket
 import sys
 import time
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 import trio
 
-from smtpcore._driver._blocking import open_link, run
+from smtpcore._driver._blocking import SocketTransport, open_link, run
 from smtpcore._driver._transport import Link
 from smtpcore.asyncio import AsyncioClock, AsyncioTransport
 from smtpcore.trio import TrioClock
@@ -141,6 +142,50 @@ def test_blocking_read_times_out_and_then_reads() -> None:
             assert run(read(link, 5)) == b"250 ok\r\n"
             peer.sendall(b"221 bye\r\n")
             assert run(read(link, None)) == b"221 bye\r\n"
+            run(link.aclose())
+
+
+def test_blocking_read_is_the_transports_own_and_says_whether_it_drained() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        link = open_link("127.0.0.1", listener.getsockname()[1], 10)
+        transport = link.transport
+        assert isinstance(transport, SocketTransport)
+        assert link.receive_within == transport.receive_within  # one call a read
+        peer, _ = listener.accept()
+        with peer:
+            peer.sendall(b"250 one\r\n")
+            assert run(link.receive_within(5, 100)) == b"250 one\r\n"
+            assert transport.drained()  # fewer octets than asked: nothing more was there
+            peer.sendall(b"250 two\r\n")
+            assert run(link.receive_within(5, 4)) == b"250 "
+            assert not transport.drained()
+            assert run(link.receive_within(5, 100)) == b"two\r\n"
+            peer.sendall(b"250 three\r\n")
+            assert select.select([transport._sock], [], [], 10)[0]
+            assert transport.receive_nowait(100) == b"250 three\r\n"
+            assert not transport.drained()  # a look before a command says nothing
+            run(link.aclose())
+
+
+def test_blocking_read_under_an_open_deadline_ends_with_the_nearer_one() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        link = open_link("127.0.0.1", listener.getsockname()[1], 10)
+        peer, _ = listener.accept()
+
+        async def under_deadline(deadline: float, read: float) -> bytes:
+            async with link.deadline(deadline):
+                return await link.receive_within(read, 100)
+
+        with peer:
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                run(under_deadline(0.05, 60))
+            assert time.monotonic() - started < 5
+            with pytest.raises(TimeoutError):
+                run(under_deadline(60, 0.05))
+            assert time.monotonic() - started < 10
+            peer.sendall(b"250 ok\r\n")
+            assert run(under_deadline(60, 60)) == b"250 ok\r\n"
             run(link.aclose())
 
 

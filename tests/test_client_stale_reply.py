@@ -163,3 +163,68 @@ def test_a_reply_written_while_the_client_is_idle_ends_the_session(
         run(adapter, session)
     thread.join(10)
     assert [line[:4] for line in seen] == [b"EHLO"]  # no MAIL was paired with the stale reply
+
+
+# -- behind a reply, without PIPELINING -------------------------------------------------
+
+
+def _serve_one_by_one(
+    listener: socket.socket, unasked: bytes, seen: list[bytes], plain: bool = True
+) -> None:
+    """A server without PIPELINING that writes ``unasked`` in the same write as its
+    reply to MAIL, then answers whatever comes."""
+    conn, _ = listener.accept()
+    with conn:
+        stream = conn.makefile("rb")
+        conn.sendall(b"220 mx.pqr.example ESMTP\r\n")
+        seen.append(stream.readline())
+        conn.sendall(b"250-mx.pqr.example\r\n250 ENHANCEDSTATUSCODES\r\n")
+        while line := stream.readline():
+            seen.append(line)
+            if line.startswith(b"MAIL"):
+                conn.sendall(b"250 2.1.0 ok\r\n" + unasked)
+            else:
+                conn.sendall(b"250 2.0.0 ok\r\n")
+
+
+@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
+@pytest.mark.parametrize(
+    ("unasked", "error"),
+    [
+        (b"250 unsolicited\r\n", "SMTPProtocolError"),
+        (b"421 4.3.2 going down\r\n", "SMTPConnectionError"),
+        (b"250 unsol", "SMTPProtocolError"),
+    ],
+)
+def test_a_reply_behind_the_reply_to_mail_ends_the_session(
+    adapter: str, listener: socket.socket, unasked: bytes, error: str
+) -> None:
+    """Commands sent one at a time: what came with a reply is looked at before the
+    next command, even where the read took all there was (and the transport so
+    needs no look at the socket itself)."""
+    seen: list[bytes] = []
+    thread = threading.Thread(target=_serve_one_by_one, args=(listener, unasked, seen))
+    thread.start()
+    port = listener.getsockname()[1]
+    message = b"Subject: x\r\n\r\nx\r\n"
+    try:
+        if adapter == "sync":
+            from smtpcore import sync
+
+            with (
+                sync.SMTPClient("127.0.0.1", port, timeout=10) as client,
+                pytest.raises(getattr(sync, error)),
+            ):
+                client.send_message(message, "a@abc.example", "b@pqr.example")
+        else:
+            module: Any = importlib.import_module(f"smtpcore.{adapter}")
+
+            async def session() -> None:
+                async with module.SMTPClient("127.0.0.1", port) as client:
+                    await client.send_message(message, "a@abc.example", "b@pqr.example")
+
+            with pytest.raises(getattr(module, error)):
+                run(adapter, session)
+    finally:
+        thread.join(10)
+    assert [line[:4] for line in seen] == [b"EHLO", b"MAIL"]  # no RCPT behind it

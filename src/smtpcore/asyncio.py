@@ -721,6 +721,11 @@ class AsyncioTransport(asyncio.BufferedProtocol):
                 self._transport.resume_reading()
         return data
 
+    def drained(self) -> bool:
+        """Whether every byte the event loop has read was read from here already
+        (then :meth:`receive_nowait` would find nothing)."""
+        return not self._chunks and not self._eof
+
     def send_nowait(self, data: bytes) -> int:
         transport = self._transport
         if transport is None or self._lost or self._closing:

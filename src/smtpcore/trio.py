@@ -538,6 +538,7 @@ class TrioTransport:
         self._yield_first = YieldFirst()
         self._fd = -1
         """The socket's descriptor while plain-TCP reads and writes go to it."""
+        self._drained = False
         if isinstance(stream, trio.SocketStream):
             # A SocketStream over TCP has TCP_NODELAY set already (trio does it).
             self._fd = stream.socket.fileno()
@@ -545,6 +546,7 @@ class TrioTransport:
     async def receive_some(self, max_bytes: int) -> bytes:
         if self._fd >= 0 and not self._closed:
             return await self._receive_plain(max_bytes)
+        self._drained = False
         try:
             return bytes(await self._stream.receive_some(max_bytes))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -562,7 +564,9 @@ class TrioTransport:
         if self._yield_first.now():
             await trio.lowlevel.checkpoint()  # a read is a checkpoint, waiting or not
             try:
-                return os.read(fd, max_bytes)
+                data = os.read(fd, max_bytes)
+                self._drained = len(data) < max_bytes
+                return data
             except BlockingIOError:
                 self._yield_first.missed()
         while True:
@@ -571,9 +575,16 @@ class TrioTransport:
             except trio.ClosedResourceError as exc:  # closed by another task meanwhile
                 raise ConnectionResetError("the connection is closed") from exc
             try:
-                return os.read(fd, max_bytes)
+                data = os.read(fd, max_bytes)
             except BlockingIOError:  # pragma: no cover - a spurious wake-up
                 continue
+            self._drained = len(data) < max_bytes
+            return data
+
+    def drained(self) -> bool:
+        """Whether the last read took everything that had arrived by then: a plain
+        socket's read that gave fewer octets than asked for."""
+        return self._drained
 
     def receive_nowait(self, max_bytes: int) -> bytes | None:
         """What the kernel holds already, without waiting (plain TCP only: a TLS
@@ -581,6 +592,7 @@ class TrioTransport:
         nothing has arrived; ``b""`` once the peer has closed)."""
         if self._fd < 0 or self._closed:
             return None
+        self._drained = False
         try:
             return os.read(self._fd, max_bytes)
         except BlockingIOError:

@@ -140,7 +140,11 @@ class SocketClock:
         self, receive: Callable[[int], Awaitable[bytes]]
     ) -> Callable[[float | None, int], Awaitable[bytes]]:
         """``receive_within(seconds, max_bytes)`` for the link (a client's read of
-        each reply, the hot path): ``receive`` without a deadline object."""
+        each reply, the hot path): ``receive`` without a deadline object, and on a
+        :class:`SocketTransport` its own :meth:`SocketTransport.receive_within`."""
+        transport = getattr(receive, "__self__", None)
+        if isinstance(transport, SocketTransport) and transport._clock is self:
+            return transport.receive_within
         return functools.partial(self.receive_within, receive)
 
     async def receive_within(
@@ -188,42 +192,77 @@ class SocketTransport:
     def __init__(self, sock: socket.socket, clock: SocketClock) -> None:
         self._sock = sock
         self._clock = clock
-        self._poller: select.poll | None = None
+        self._readable: select.poll | None = None
+        """Polls the plain socket for reading (None under TLS, or without ``poll``)."""
+        self._writable: select.poll | None = None
+        self._drained = False
         if _POLL and not isinstance(sock, ssl.SSLSocket):
             sock.setblocking(False)
-            self._poller = select.poll()
-            self._poller.register(sock, select.POLLIN)
+            self._readable = select.poll()
+            self._readable.register(sock, select.POLLIN)
 
-    def _wait(self, events: int) -> None:
-        """Wait until the plain socket is ready for ``events``, or ``TimeoutError``."""
-        poller = self._poller
-        assert poller is not None
+    def _wait(self, poller: select.poll) -> None:
+        """Wait until ``poller`` finds the plain socket ready, or ``TimeoutError``."""
         timeout = self._clock.timeout()
-        poller.modify(self._sock, events)
         if not poller.poll(None if timeout is None else math.ceil(timeout * 1000)):
             raise TimeoutError("timed out")
 
     async def receive_some(self, max_bytes: int) -> bytes:
         sock = self._sock
-        if self._poller is None:
+        readable = self._readable
+        if readable is None:
             sock.settimeout(self._clock.timeout())
+            self._drained = False
             return sock.recv(max_bytes)
         while True:
             try:
-                return sock.recv(max_bytes)
+                data = sock.recv(max_bytes)
             except BlockingIOError:
-                self._wait(select.POLLIN)
+                self._wait(readable)
+            else:
+                self._drained = len(data) < max_bytes
+                return data
+
+    async def receive_within(self, seconds: float | None, max_bytes: int) -> bytes:
+        """A reply's read under a deadline of ``seconds`` (the link's ``receive_within``),
+        in one call: the reply is due, and most often not there yet, so the plain
+        socket is polled first, as a socket timeout would, without the failed read
+        and the ``BlockingIOError`` that trying first would cost."""
+        clock = self._clock
+        readable = self._readable
+        if readable is None or clock._deadlines or clock._watchdog is not None:
+            return await clock.receive_within(self.receive_some, seconds, max_bytes)
+        sock = self._sock
+        due = math.inf if seconds is None else time.monotonic() + seconds
+        wait: int | None = None if seconds is None else math.ceil(seconds * 1000)
+        while True:
+            if not readable.poll(wait):
+                raise TimeoutError("timed out")
+            try:
+                data = sock.recv(max_bytes)
+            except BlockingIOError:  # woken for nothing: wait out what is left
+                left = due - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("timed out") from None
+                wait = None if due == math.inf else math.ceil(left * 1000)
+            else:
+                self._drained = len(data) < max_bytes
+                return data
+
+    def drained(self) -> bool:
+        """Whether the last read took everything that had arrived by then: a plain
+        socket's read that gave fewer octets than asked for."""
+        return self._drained
 
     def receive_nowait(self, max_bytes: int) -> bytes | None:
         """What has already arrived (``b""`` once the peer closed), or ``None``."""
         sock = self._sock
-        poller = self._poller
-        if poller is None:
+        readable = self._readable
+        if readable is None:
             sock.setblocking(False)
-        else:  # asked before every command, and nothing there: no exception to raise
-            poller.modify(sock, select.POLLIN)
-            if not poller.poll(0):
-                return None
+        elif not readable.poll(0):  # asked before a command, and nothing there: no exception
+            return None
+        self._drained = False
         try:
             return sock.recv(max_bytes)
         except (BlockingIOError, ssl.SSLWantReadError):
@@ -237,7 +276,7 @@ class SocketTransport:
         sock = self._sock
         if isinstance(sock, ssl.SSLSocket):
             return 0  # a TLS record half written must be retried as it was
-        if self._poller is None:
+        if self._readable is None:
             sock.setblocking(False)
         try:
             return sock.send(data)
@@ -246,16 +285,20 @@ class SocketTransport:
 
     async def send_all(self, data: bytes) -> None:
         sock = self._sock
-        if self._poller is None:
+        if self._readable is None:
             sock.settimeout(self._clock.timeout())
             sock.sendall(data)
             return
+        writable = self._writable
+        if writable is None:
+            writable = self._writable = select.poll()
+            writable.register(sock, select.POLLOUT)
         view = memoryview(data)
         while view:
             try:
                 view = view[sock.send(view) :]
             except BlockingIOError:
-                self._wait(select.POLLOUT)
+                self._wait(writable)
 
     async def start_tls(
         self,
@@ -267,9 +310,8 @@ class SocketTransport:
         # Nothing is buffered here: bytes still in the kernel go to the handshake,
         # which fails on them rather than read them as protected (RFC 3207 §6).
         self._sock.settimeout(self._clock.timeout())
-        if self._poller is not None:
-            self._poller.unregister(self._sock)
-            self._poller = None
+        self._readable = self._writable = None
+        self._drained = False
         self._sock = context.wrap_socket(
             self._sock, server_side=server_side, server_hostname=server_hostname
         )

@@ -48,7 +48,7 @@ from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts
 from smtpcore._driver._trace import MASK, Trace, WireTrace
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
-from smtpcore._sentinels import NEED_DATA, PAUSED
+from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore.address import Mailbox
 from smtpcore.sasl import ClientMechanism
 from smtpcore.smtp import (
@@ -688,16 +688,30 @@ class BaseSMTPClient(BaseClient):
         DATA when no RCPT was accepted. The replies, in order. ``checked``: nothing
         came unasked since the caller last looked."""
         timeouts = self.timeouts
+        conn = self._conn
+        transport = self._transport
+        assert conn is not None and transport is not None  # the caller's _take_unasked
+        # A stand-in for a Link (a wrapper that shows the wire) may not have it.
+        drained = getattr(transport, "drained", None)
         replies: list[Reply] = []
         accepted = False
         for command in commands:
             if isinstance(command, Data) and not accepted:
                 break
             timeout = timeouts.data_initiation if isinstance(command, Data) else timeouts.command
-            if replies or not checked:
+            if replies and drained is not None and drained():
+                # The read of the reply just taken found nothing after it: only what
+                # it brought along can be unasked, and that is in the machine.
+                try:
+                    event = conn.next_event()
+                except RemoteProtocolError as exc:
+                    raise SMTPProtocolError(str(exc)) from exc
+                if event is not PAUSED:
+                    await self._unasked(event)
+            elif replies or not checked:
                 await self._take_unasked(idle=True)  # each reply before was read
             await self._write(self._send(command), timeout)
-            reply = await self._reply(timeout)
+            reply = await self._reply(timeout, read_first=True)  # nothing held: looked
             replies.append(reply)
             if reply.code >= 300 and isinstance(command, Mail):
                 break
@@ -855,6 +869,12 @@ class BaseSMTPClient(BaseClient):
             event = conn.next_event()
         except RemoteProtocolError as exc:
             raise SMTPProtocolError(str(exc)) from exc
+        if event is not PAUSED:
+            await self._unasked(event)
+
+    async def _unasked(self, event: Reply | ConnectionClosed | NoEvent) -> None:
+        """Raise for ``event``, what the machine gave while no reply was due: a
+        reply, or the server's close (``NEED_DATA``: part of one, read to its end)."""
         if event is NEED_DATA:  # part of a reply, maybe a 421: read the rest
             event = await self._reply(self.timeouts.command)
         if isinstance(event, Reply):
@@ -886,26 +906,31 @@ class BaseSMTPClient(BaseClient):
         if self._conn is not None:
             self._conn.send_failed()
 
-    async def _reply(self, timeout: float | None) -> Reply:
-        """The next reply, reading as needed under ``timeout``."""
+    async def _reply(self, timeout: float | None, *, read_first: bool = False) -> Reply:
+        """The next reply, reading as needed under ``timeout``. ``read_first``: the
+        machine holds no byte from the server, so the reply must be read before
+        the machine is asked for it."""
         conn = self._conn
         transport = self._transport
         if conn is None or transport is None:
             raise SMTPConnectionError("not connected")
         while True:
-            try:
-                event = conn.next_event()
-            except RemoteProtocolError as exc:
-                raise SMTPProtocolError(str(exc)) from exc
-            if isinstance(event, Reply):
-                if event.code == 421:
-                    raise SMTPConnectionError("the server is closing the session", event)
-                return event
-            if isinstance(event, ConnectionClosed):
-                raise SMTPConnectionError("the server closed the connection")
-            if event is PAUSED:
-                raise SMTPProtocolError("no reply is awaited")
-            assert event is NEED_DATA
+            if read_first:
+                read_first = False
+            else:
+                try:
+                    event = conn.next_event()
+                except RemoteProtocolError as exc:
+                    raise SMTPProtocolError(str(exc)) from exc
+                if isinstance(event, Reply):
+                    if event.code == 421:
+                        raise SMTPConnectionError("the server is closing the session", event)
+                    return event
+                if isinstance(event, ConnectionClosed):
+                    raise SMTPConnectionError("the server closed the connection")
+                if event is PAUSED:
+                    raise SMTPProtocolError("no reply is awaited")
+                assert event is NEED_DATA
             # A stand-in for a Link (a wrapper that shows the wire) may not have it.
             receive_within = getattr(transport, "receive_within", None)
             try:

@@ -64,6 +64,10 @@ def _cannot_receive_now(max_bytes: int) -> bytes | None:
     return None
 
 
+def _not_drained() -> bool:
+    return False
+
+
 def _no_channel_binding(kind: str) -> bytes | None:
     return None
 
@@ -71,6 +75,7 @@ def _no_channel_binding(kind: str) -> bytes | None:
 _FROM_TRANSPORT: Final[dict[str, Callable[..., Any] | None]] = {
     "receive_some": None,
     "receive_nowait": _cannot_receive_now,
+    "drained": _not_drained,
     "send_all": None,
     "send_nowait": _cannot_send_now,
 }
@@ -104,6 +109,7 @@ class Link:
     __slots__ = (
         "clock",
         "deadline",
+        "drained",
         "receive_nowait",
         "receive_some",
         "receive_within",
@@ -118,6 +124,12 @@ class Link:
     """What has already arrived, without waiting: ``None`` when nothing has (or
     the transport cannot tell: it has no such method), ``b""`` once the peer has
     closed. A client reads it before writing a command while no reply is due."""
+    drained: Callable[[], bool]
+    """Whether the last read took everything that had arrived by then (a plain
+    socket's read that gave fewer octets than asked for); ``False`` when the
+    transport cannot tell (it has no such method). A client that has just read
+    a reply and finds it drained need not look for unasked ones before its next
+    command."""
     send_all: Callable[[bytes], Awaitable[None]]
     send_nowait: Callable[[bytes], int]
     """Write what can go out without waiting; how many bytes that was (``0`` when
