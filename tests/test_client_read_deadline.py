@@ -24,7 +24,7 @@ import trio
 
 from smtpcore._driver._blocking import SocketTransport, open_link, run
 from smtpcore._driver._transport import Link
-from smtpcore.asyncio import AsyncioClock, AsyncioTransport
+from smtpcore.asyncio import AsyncioClock, AsyncioTransport, _client_link, _ClientClock
 from smtpcore.trio import TrioClock
 
 Receive = Callable[[int], Awaitable[bytes]]
@@ -105,6 +105,95 @@ def test_asyncio_read_that_ends_as_the_timer_fires_keeps_its_data() -> None:
         timers.append(reader.args[0])  # the reader's one timer
         assert await reader(5, 100) == b"250 late\r\n"
         await asyncio.sleep(0.01)  # no cancellation left pending
+
+    asyncio.run(main())
+
+
+async def client_link() -> tuple[Link, socket.socket]:
+    """A client's link over one end of a socket pair, and the other end."""
+    ours, theirs = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    _, transport = await loop.create_connection(AsyncioTransport, sock=ours)
+    return _client_link(transport), theirs
+
+
+def test_asyncio_client_read_waits_on_the_transports_future() -> None:
+    """A client's read is the transport's future for its next bytes, failed with
+    TimeoutError when due; bytes that come after a timeout are read next."""
+
+    async def main() -> None:
+        link, peer = await client_link()
+        with peer:
+            waiting = link.receive_within(5, 65536)
+            assert isinstance(waiting, asyncio.Future)  # no coroutine around the wait
+            peer.sendall(b"250 ok\r\n")
+            assert await waiting == b"250 ok\r\n"
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await link.receive_within(0.05, 65536)
+            assert time.monotonic() - started < 5
+            peer.sendall(b"250 late\r\n")
+            await asyncio.sleep(0.05)  # read by the loop, held for the next read
+            assert await link.receive_within(5, 65536) == b"250 late\r\n"
+            # Inside a deadline that holds the connection's alarm, both still end.
+            async with link.deadline(5):
+                with pytest.raises(TimeoutError):
+                    await link.receive_within(0.05, 65536)
+            with pytest.raises(TimeoutError):
+                async with link.deadline(0.05):
+                    await link.receive_within(5, 65536)
+            # A short read takes the general path.
+            peer.sendall(b"250 two\r\n")
+            assert await link.receive_within(5, 4) == b"250 "
+            assert await link.receive_within(5, 65536) == b"two\r\n"
+            at_end = link.receive_within(5, 65536)
+            peer.close()
+            assert await at_end == b""  # the end of the stream
+            await link.aclose()
+
+    asyncio.run(main())
+
+
+def test_asyncio_client_read_cancelled_keeps_what_comes_after() -> None:
+    async def main() -> None:
+        link, peer = await client_link()
+        with peer:
+
+            async def read() -> bytes:
+                return await link.receive_within(30, 65536)
+
+            task = asyncio.get_running_loop().create_task(read())
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            peer.sendall(b"250 after\r\n")
+            await asyncio.sleep(0.05)
+            assert await link.receive_within(5, 65536) == b"250 after\r\n"
+            await link.aclose()
+
+    asyncio.run(main())
+
+
+def test_asyncio_client_read_due_as_its_bytes_came_keeps_them() -> None:
+    """The alarm rings after the loop handed the read its bytes, before the task
+    resumed: the bytes come back, and no TimeoutError."""
+
+    async def main() -> None:
+        link, peer = await client_link()
+        clock = link.clock
+        assert isinstance(clock, _ClientClock)
+        with peer:
+            waiting = link.receive_within(5, 65536)
+            assert isinstance(waiting, asyncio.Future)
+            peer.sendall(b"250 ok\r\n")
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                if waiting.done():
+                    break
+            clock.ring(clock._timers.now() + 60)  # long past due
+            assert await waiting == b"250 ok\r\n"
+            await link.aclose()
 
     asyncio.run(main())
 

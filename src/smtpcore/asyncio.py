@@ -485,8 +485,77 @@ class AsyncioClock(_Alarm):
         return await deadline_when_waiting(self.deadline, seconds, call)
 
 
+class _ClientClock(AsyncioClock):
+    """The clock of a client's connection, which reads a reply by awaiting the
+    transport's :meth:`~AsyncioTransport.next_bytes` future directly: no coroutine
+    around the wait and no cancellation of the task. When the read is due, the
+    connection's alarm (see :class:`_Alarm`) fails that future with
+    ``TimeoutError``; a read that has its bytes by then keeps them."""
+
+    __slots__ = ("_read", "_read_due")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._read: asyncio.Future[bytes] | None = None
+        """The future of the read under way, until its bytes come or it is due."""
+        self._read_due = 0.0
+
+    def timed_reader(
+        self, receive: Callable[[int], Awaitable[bytes]]
+    ) -> Callable[[float | None, int], Awaitable[bytes]]:
+        reader = super().timed_reader(receive)
+        transport = getattr(receive, "__self__", None)
+        if not isinstance(transport, AsyncioTransport):
+            return reader
+        return functools.partial(self._read_reply, transport.next_bytes, reader)
+
+    def _read_reply(
+        self,
+        next_bytes: Callable[[], asyncio.Future[bytes] | None],
+        reader: Callable[[float | None, int], Awaitable[bytes]],
+        seconds: float | None,
+        max_bytes: int,
+    ) -> Awaitable[bytes]:
+        """``receive_within(seconds, max_bytes)``: the transport's future for its next
+        bytes, due in ``seconds``; through ``reader`` (a read under a deadline) where
+        the transport has none to give, or no time limit or a short read is asked."""
+        if seconds is None or max_bytes < _READ_SIZE:
+            return reader(seconds, max_bytes)
+        future = next_bytes()
+        if future is None:
+            return reader(seconds, max_bytes)
+        self._read = future
+        timers = self._timers
+        self._read_due = due = timers.now() + seconds
+        queued = self.queued
+        if queued is None or queued > due:
+            timers.add(self, due)
+        return future
+
+    def ring(self, now: float) -> None:
+        super().ring(now)  # the deadlines' share, which may queue the alarm again
+        read = self._read
+        if read is None:
+            return
+        due = self._read_due
+        if read.done():
+            self._read = None
+        elif now >= due:
+            self._read = None
+            read.set_exception(TimeoutError("the read is due"))
+        else:
+            queued = self.queued
+            if queued is None or queued > due:
+                self._timers.add(self, due)
+
+
 def _link(transport: Transport) -> Link:
     return Link(transport, AsyncioClock())
+
+
+def _client_link(transport: Transport) -> Link:
+    """A client's link: its clock reads replies on the transport's futures."""
+    return Link(transport, _ClientClock())
 
 
 async def _connect(
@@ -530,6 +599,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         "_runner",
         "_tls",
         "_transport",
+        "_waiter",
         "_writer",
         "_writing_paused",
     )
@@ -553,6 +623,8 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         self._reading_paused = False
         self._writing_paused = False
         self._reader: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[bytes] | None = None
+        """The future :meth:`next_bytes` made, which the next read resolves."""
         self._writer: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
         self._close_waiters: list[asyncio.Future[None]] | None = None
@@ -583,8 +655,15 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         return _read_buffer.view if exact <= 0 else _read_buffer.view[:exact]
 
     def buffer_updated(self, nbytes: int) -> None:
-        """The event loop read ``nbytes`` into the buffer: keep a copy for the driver."""
+        """The event loop read ``nbytes`` into the buffer: keep a copy for the driver,
+        or hand it to the future :meth:`next_bytes` made."""
         data = bytes(_read_buffer.view[:nbytes])
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():  # else cancelled, or timed out: the bytes wait here
+                waiter.set_result(data)
+                return
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > _HIGH_WATER and not self._reading_paused:
@@ -629,6 +708,11 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         self._wake_writer()
 
     def _wake_reader(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:  # the end of the stream (buffer_updated hands over bytes)
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(b"")
         if self._reader is not None:
             if not self._reader.done():
                 self._reader.set_result(None)
@@ -696,6 +780,23 @@ class AsyncioTransport(asyncio.BufferedProtocol):
                 self._transport.resume_reading()
         return data
 
+    def next_bytes(self) -> asyncio.Future[bytes] | None:
+        """A future that the event loop's next read resolves with what it read (``b""``
+        at the end of the stream), without a coroutine around the wait: how a client
+        waits for a reply. ``None`` where :meth:`receive_some` must read instead:
+        bytes are buffered already, the stream has ended, reading is held back, or a
+        runner steps the session."""
+        if (
+            self._chunks
+            or self._eof
+            or self._exact
+            or self._reading_paused
+            or self._runner is not None
+        ):
+            return None
+        waiter = self._waiter = self._loop.create_future()
+        return waiter
+
     def _read_exactly(self, max_bytes: int) -> None:
         """Let the event loop read at most ``max_bytes`` (any amount if that is the
         whole buffer), reading again if it held off after an exact read."""
@@ -722,9 +823,9 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         return data
 
     def drained(self) -> bool:
-        """Whether every byte the event loop has read was read from here already
-        (then :meth:`receive_nowait` would find nothing)."""
-        return not self._chunks and not self._eof
+        """Whether every byte the event loop has read was read from here already, and
+        it reads on (then :meth:`receive_nowait` would find nothing)."""
+        return not self._chunks and not self._eof and not self._exact
 
     def send_nowait(self, data: bytes) -> int:
         transport = self._transport
@@ -1137,8 +1238,8 @@ class _AsyncioClient(ClientConstructors):
     async def _open(self, host: str, port: int) -> Link:
         given = self._take_given()
         if given is not None:
-            return _link(given)
-        return _link(await _connect(self.timeouts.connect, host, port, self._unix_path))
+            return _client_link(given)
+        return _client_link(await _connect(self.timeouts.connect, host, port, self._unix_path))
 
 
 class SMTPClient(_AsyncioClient, BaseSMTPClient):
