@@ -635,7 +635,7 @@ class BaseSMTPClient(BaseClient):
         timeouts = self.timeouts
         if self._offer is not None and self._offer.pipelining:
             # In one write (RFC 2920 §3.1), and a reply read for each.
-            await self._write(self._send(*commands), timeouts.command)
+            await self._write(timeouts.command, *commands)
             replies = []
             for command in commands:  # a loop: an awaiting comprehension is one coroutine more
                 replies.append(
@@ -657,7 +657,7 @@ class BaseSMTPClient(BaseClient):
             if data_reply is not None and data_reply.code == 354:
                 # Every RCPT refused, yet a pipelined DATA got its 354 (RFC 2920 §3.1
                 # allows it): end the empty message so the session can go on.
-                await self._write(self._send(_END), self.timeouts.data_block)
+                await self._write(self.timeouts.data_block, _END)
                 await self._reply(self.timeouts.data_termination)
             result = conn.transaction
             assert result is not None
@@ -710,7 +710,7 @@ class BaseSMTPClient(BaseClient):
                     await self._unasked(event)
             elif replies or not checked:
                 await self._take_unasked(idle=True)  # each reply before was read
-            await self._write(self._send(command), timeout)
+            await self._write(timeout, command)
             reply = await self._reply(timeout, read_first=True)  # nothing held: looked
             replies.append(reply)
             if reply.code >= 300 and isinstance(command, Mail):
@@ -724,21 +724,21 @@ class BaseSMTPClient(BaseClient):
         end, so that a message of one piece goes out in one write."""
         timeout = self.timeouts.data_block
         if type(content) is bytes and len(content) <= self.chunk_size:  # one piece, one write
-            await self._write(self._send(MessageData(content), _END), timeout)
+            await self._write(timeout, MessageData(content), _END)
             return
         ready = b""
         async for chunk in content_chunks(content, self.chunk_size):
             if ready:
-                await self._write(ready, timeout)
+                await self._write(timeout, before=ready)
             ready = self._send(MessageData(chunk))
-        await self._write(ready + self._send(_END), timeout)
+        await self._write(timeout, _END, before=ready)
 
     async def _forward(self, commands: Sequence[Rset | Xforward]) -> None:
         """XFORWARD (and the RSET before it), answered before ``MAIL`` goes out: a
         refusal stops the message while no transaction is open."""
         timeout = self.timeouts.command
         if self.connection.extensions.pipelining:
-            await self._write(self._send(*commands), timeout)
+            await self._write(timeout, *commands)
             replies = [await self._reply(timeout) for _ in commands]
         else:
             replies = [await self._command(command, timeout) for command in commands]
@@ -802,10 +802,11 @@ class BaseSMTPClient(BaseClient):
 
     async def _send_chunk(self, data: bytes, *, last: bool) -> Reply:
         conn = self.connection
-        wire = self._send(Bdat(len(data), last))
+        bdat = Bdat(len(data), last)
         if data:
-            wire += self._send(MessageData(data))
-        await self._write(wire, self.timeouts.data_block)
+            await self._write(self.timeouts.data_block, bdat, MessageData(data))
+        else:
+            await self._write(self.timeouts.data_block, bdat)
         if last:
             return await self._final_replies()
         reply = await self._reply(self.timeouts.data_block)
@@ -839,7 +840,7 @@ class BaseSMTPClient(BaseClient):
         timeout: float | None,
     ) -> Reply:
         await self._take_unasked()
-        await self._write(self._send(command), timeout)
+        await self._write(timeout, command)
         return await self._reply(timeout)
 
     async def _take_unasked(self, *, idle: bool = False) -> None:
@@ -882,12 +883,21 @@ class BaseSMTPClient(BaseClient):
         if isinstance(event, ConnectionClosed):
             raise SMTPConnectionError("the server closed the connection")
 
-    async def _write(self, data: bytes, timeout: float | None) -> None:
-        """Write ``data``: what the transport takes at once without a deadline (the
-        usual case: a few commands, a small message), the rest under ``timeout``."""
+    async def _write(self, timeout: float | None, *events: Event, before: bytes = b"") -> None:
+        """Write ``before`` and the bytes of ``events`` (checked by the machine first,
+        and traced: see :meth:`_send`): what the transport takes at once without a
+        deadline (the usual case: a few commands, a small message), the rest under
+        ``timeout``."""
+        conn = self._conn
         transport = self._transport
-        if transport is None:
+        if conn is None or transport is None:
             raise SMTPConnectionError("not connected")
+        if self._trace is None:
+            data = before
+            for event in events:  # _send's loop, without a call more a write
+                data += conn.send(event)
+        else:
+            data = before + self._send(*events)
         # A stand-in for a Link (a wrapper that shows the wire) may not have it.
         send_nowait = getattr(transport, "send_nowait", None)
         try:
