@@ -638,11 +638,15 @@ class BaseSMTPClient(BaseClient):
             await self._write(timeouts.command, *commands)
             replies = []
             for command in commands:  # a loop: an awaiting comprehension is one coroutine more
-                replies.append(
-                    await self._reply(
-                        timeouts.data_initiation if isinstance(command, Data) else timeouts.command
-                    )
-                )
+                try:
+                    event = conn.next_event()  # a reply that came with the one before
+                except RemoteProtocolError as exc:
+                    raise SMTPProtocolError(str(exc)) from exc
+                if type(event) is Reply and event.code != 421:
+                    replies.append(event)
+                    continue
+                due = timeouts.data_initiation if isinstance(command, Data) else timeouts.command
+                replies.append(await self._reply(due, event))
         else:
             replies = await self._one_by_one(commands, checked=not forward)
         offset = 1 if isinstance(commands[0], Rset) else 0
@@ -711,7 +715,7 @@ class BaseSMTPClient(BaseClient):
             elif replies or not checked:
                 await self._take_unasked(idle=True)  # each reply before was read
             await self._write(timeout, command)
-            reply = await self._reply(timeout, read_first=True)  # nothing held: looked
+            reply = await self._reply(timeout, NEED_DATA)  # nothing held: looked
             replies.append(reply)
             if reply.code >= 300 and isinstance(command, Mail):
                 break
@@ -916,31 +920,33 @@ class BaseSMTPClient(BaseClient):
         if self._conn is not None:
             self._conn.send_failed()
 
-    async def _reply(self, timeout: float | None, *, read_first: bool = False) -> Reply:
-        """The next reply, reading as needed under ``timeout``. ``read_first``: the
-        machine holds no byte from the server, so the reply must be read before
-        the machine is asked for it."""
+    async def _reply(
+        self, timeout: float | None, taken: Reply | ConnectionClosed | NoEvent | None = None
+    ) -> Reply:
+        """The next reply, reading as needed under ``timeout``. ``taken``: what the
+        machine's ``next_event()`` gave already (``NEED_DATA`` where it holds no byte
+        from the server: the reply is read first)."""
         conn = self._conn
         transport = self._transport
         if conn is None or transport is None:
             raise SMTPConnectionError("not connected")
         while True:
-            if read_first:
-                read_first = False
-            else:
+            if taken is None:
                 try:
                     event = conn.next_event()
                 except RemoteProtocolError as exc:
                     raise SMTPProtocolError(str(exc)) from exc
-                if isinstance(event, Reply):
-                    if event.code == 421:
-                        raise SMTPConnectionError("the server is closing the session", event)
-                    return event
-                if isinstance(event, ConnectionClosed):
-                    raise SMTPConnectionError("the server closed the connection")
-                if event is PAUSED:
-                    raise SMTPProtocolError("no reply is awaited")
-                assert event is NEED_DATA
+            else:
+                event, taken = taken, None
+            if isinstance(event, Reply):
+                if event.code == 421:
+                    raise SMTPConnectionError("the server is closing the session", event)
+                return event
+            if isinstance(event, ConnectionClosed):
+                raise SMTPConnectionError("the server closed the connection")
+            if event is PAUSED:
+                raise SMTPProtocolError("no reply is awaited")
+            assert event is NEED_DATA
             # A stand-in for a Link (a wrapper that shows the wire) may not have it.
             receive_within = getattr(transport, "receive_within", None)
             try:
