@@ -154,3 +154,19 @@ def test_parameters_get_is_the_mapping_lookup(given: dict[str, str | None], aske
     expected = given.get(asked.upper(), "absent")
     assert params.get(asked, "absent") == expected
     assert params.get(asked) == (None if expected == "absent" else expected)
+
+
+def test_a_success_with_a_fixed_next_state_moves_there_from_anywhere() -> None:
+    """The client machine moves on a success whose rule names its next state without
+    asking ``Rule.move``: from every state, ``move`` gives that state too."""
+    from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, State
+
+    fixed = 0
+    for rule in [*RULES.values(), END_OF_DATA_RULE]:
+        if type(rule.on_success) is not State:
+            continue
+        for code in rule.success_codes:
+            for state in State:
+                assert rule.move(code, state) is rule.on_success, (rule, code, state)
+                fixed += 1
+    assert fixed  # MAIL, RCPT, DATA and the end of data among them

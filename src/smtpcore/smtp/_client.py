@@ -576,7 +576,12 @@ class ClientConnection:
             return
         code = reply.code
         rule = entry.rule
-        moved = rule.move(code, State.READY if isinstance(event, AuthResponse) else self._state)
+        success = rule.on_success
+        if type(success) is State and code in rule.success_codes:
+            moved: State | None = success  # what rule.move gives: a test holds them equal
+        else:
+            current = State.READY if isinstance(event, AuthResponse) else self._state
+            moved = rule.move(code, current)
         if moved is None:
             raise RemoteProtocolError(f"{code} is not a reply to {_name(event)}")
         if (
