@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,11 @@ from smtpcore.server.demo import MESSAGE, strip_trace_headers
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _demo_dirs() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("smtpcore-demo-*")}
-
-
-def test_the_story_runs_and_tells_itself(capsys: pytest.CaptureFixture[str]) -> None:
-    before = _demo_dirs()
+def test_the_story_runs_and_tells_itself(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A temporary directory of its own: another run's demo in the shared one is not ours.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     assert cli.main(["demo"]) == 0
     out = capsys.readouterr().out
     steps = [
@@ -53,13 +51,12 @@ def test_the_story_runs_and_tells_itself(capsys: pytest.CaptureFixture[str]) -> 
         assert line in out
     # Every relay line comes after john's session and before the POP3 one.
     assert out.index("john > QUIT") < out.index("mx.abc.example > EHLO") < out.index("5. brendon")
-    assert _demo_dirs() <= before  # nothing left behind
+    assert list(tmp_path.iterdir()) == []  # nothing left behind
 
 
 def test_keep_and_a_fresh_process(tmp_path: Path) -> None:
     keep = tmp_path / "kept"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    started = time.monotonic()
     result = subprocess.run(
         # -S: no site-packages, so the demo runs on the standard library alone, as on a
         # fresh machine after `pip install -e .`.
@@ -70,7 +67,6 @@ def test_keep_and_a_fresh_process(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert time.monotonic() - started < 15
     assert f"data is kept in {keep}" in result.stdout
     assert sorted(p.name for p in keep.iterdir()) == ["abc.example", "pqr.example"]
     brendon = keep / "pqr.example" / "mailboxes" / "brendon@pqr.example"
