@@ -12,9 +12,10 @@ import logging
 import poplib
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -236,37 +237,34 @@ def test_a_bad_network_is_refused_at_once(adapter: str, store: Recorder, network
 
 
 def test_haproxy_in_front(adapter: str, store: Recorder) -> None:
-    with (
-        running_pop3_server(adapter, store, proxy_protocol_from=["127.0.0.1"]) as server,
-        haproxy(server.port) as (v1_port, v2_port),
-    ):
-        clients = []
-        for port in (v1_port, v2_port):
-            client = poplib.POP3("127.0.0.1", port, timeout=10)
-            clients.append(client.sock.getsockname())
-            client.user("alice")
-            client.pass_("wonderland")
-            assert client.stat()[0] == 1
-            client.quit()
-    assert [tuple(address) for address in clients] == store.peers
+    log_in_through_haproxy(adapter, store, poplib.POP3)
 
 
 def test_haproxy_in_front_of_implicit_tls(adapter: str, store: Recorder, tls: TLSFiles) -> None:
     """Port 995 behind HAProxy: the header in plaintext, then the client's handshake,
     relayed as HAProxy relays them (often in one segment)."""
+    log_in_through_haproxy(
+        adapter,
+        store,
+        partial(poplib.POP3_SSL, context=tls.client_context),
+        ssl_context=tls.server_context,
+        tls_on_connect=True,
+    )
+
+
+def log_in_through_haproxy(
+    adapter: str, store: Recorder, client_class: Callable[..., poplib.POP3], **options: Any
+) -> None:
+    """A POP3 session through HAProxy's v1 and v2 ports; the server sees each client."""
     with (
         running_pop3_server(
-            adapter,
-            store,
-            ssl_context=tls.server_context,
-            tls_on_connect=True,
-            proxy_protocol_from=["127.0.0.1"],
+            adapter, store, proxy_protocol_from=["127.0.0.1"], **options
         ) as server,
         haproxy(server.port) as (v1_port, v2_port),
     ):
         clients = []
         for port in (v1_port, v2_port):
-            client = poplib.POP3_SSL("127.0.0.1", port, context=tls.client_context, timeout=10)
+            client = client_class("127.0.0.1", port, timeout=10)
             clients.append(client.sock.getsockname())
             client.user("alice")
             client.pass_("wonderland")
