@@ -25,7 +25,7 @@ from smtpcore._driver._listener import (
     ServedSession,
     SessionRegistry,
 )
-from smtpcore._driver._proxied import Network, ip_peer, networks, trusted
+from smtpcore._driver._proxied import Network, ip_peer, networks, peer_text, trusted
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
@@ -86,11 +86,6 @@ logger = logging.getLogger("smtpcore.server")
 
 
 _VERB: Final = re.compile(rb"[A-Za-z]{1,12}(?![A-Za-z])")
-
-
-def _peer_text(peer: tuple[str, int] | None) -> str:
-    """``[192.0.2.1]:40312`` for the log (what fail2ban's ``<HOST>`` matches)."""
-    return "[unknown]" if peer is None else f"[{peer[0]}]:{peer[1]}"
 
 
 READ_SIZE: Final = 65536
@@ -595,7 +590,7 @@ class ServerSession(ServedSession):
         logger.info(
             "NOQUEUE: reject: %s from %s: %s",
             verb.group().decode("ascii").upper() if verb else "command",
-            _peer_text(self.session.peer),
+            peer_text(self.session.peer),
             " ".join(str(event.reply).split()),
         )
         self._answer(event.reply)
@@ -603,7 +598,7 @@ class ServerSession(ServedSession):
     async def _rejected(self, event: RejectedMessage) -> None:
         logger.info(
             "NOQUEUE: reject: DATA from %s: %s",
-            _peer_text(self.session.peer),
+            peer_text(self.session.peer),
             " ".join(str(event.reply).split()),
         )
         self._in_chunk = False
@@ -737,7 +732,7 @@ class ServerSession(ServedSession):
         merged = command if known is None else known.merged(command)
         _present(session, merged)
         if not self.state.readdress(self, ip_peer(session.peer)):
-            logger.info("too many sessions from %s: refused", _peer_text(session.peer))
+            logger.info("too many sessions from %s: refused", peer_text(session.peer))
             self._answer(
                 Reply(
                     421, f"{self.options.hostname} Too many connections from your address", "4.7.0"
@@ -752,7 +747,7 @@ class ServerSession(ServedSession):
         )
         if greeting.code == 220:
             await self._end_transaction()
-            logger.info("XCLIENT from %s: now %s", _peer_text(self.transport.peer_address), merged)
+            logger.info("XCLIENT from %s: now %s", peer_text(self.transport.peer_address), merged)
         elif greeting.code != 421:
             session.peer, session.local, session.peer_name, session.helo_name = before
             session.authenticated, session.xclient = before_identity
@@ -769,7 +764,7 @@ class ServerSession(ServedSession):
             async with self.transport.deadline(self.options.timeouts.tls_handshake):
                 await self.transport.start_tls(context, server_side=True)
         except (OSError, TimeoutError) as exc:
-            logger.info("TLS handshake with %s failed: %s", _peer_text(self.session.peer), exc)
+            logger.info("TLS handshake with %s failed: %s", peer_text(self.session.peer), exc)
             raise ConnectionLost from None
         self.session.tls = self.transport.tls
         if self._auth_names or self.options.auth_mechanisms:
@@ -801,7 +796,7 @@ class ServerSession(ServedSession):
             if reply.code >= 500 and reply.code != 504:
                 logger.info(
                     "NOQUEUE: reject: AUTH from %s: %s; mechanism=%s",
-                    _peer_text(session.peer),
+                    peer_text(session.peer),
                     " ".join(str(reply).split()),
                     self._auth_mechanism,
                 )
@@ -817,7 +812,7 @@ class ServerSession(ServedSession):
         if self._answer(reply).code == 235:
             session.authenticated = identity
             logger.info(
-                "AUTH %s from %s as %s", identity.mechanism, _peer_text(session.peer), identity
+                "AUTH %s from %s as %s", identity.mechanism, peer_text(session.peer), identity
             )
 
     # -- content --------------------------------------------------------------

@@ -16,16 +16,11 @@ from __future__ import annotations
 
 import logging
 
+from smtpcore._driver._proxied import peer_text
+
 __all__ = ["delivery_line", "logger", "peer_text", "refusal_line"]
 
 logger = logging.getLogger("smtpcore.mail")
-
-
-def peer_text(peer: tuple[str, int] | None) -> str:
-    """``[127.0.0.1]:40312``, or ``[unknown]``."""
-    if peer is None:
-        return "[unknown]"
-    return f"[{peer[0]}]:{peer[1]}"
 
 
 def refusal_line(
