@@ -466,3 +466,50 @@ def test_an_smtputf8_message_to_a_server_without_it_is_refused_before_mail(adapt
         553,
         "5.6.7",
     )
+
+
+POP3_LOGGED_IN = """
+S: +OK ready
+C: CAPA
+S: +OK
+S: USER
+S: .
+C: USER u
+S: +OK
+C: PASS p
+S: +OK in
+C: CAPA
+S: +OK
+S: USER
+S: .
+"""
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "pop3"])
+def test_close_ends_the_session_without_quit_and_leaves_nothing_open(
+    adapter: str, protocol: str
+) -> None:
+    """``close()`` on either client writes nothing: no QUIT, so a POP3 server enters no
+    UPDATE state and removes nothing marked deleted (RFC 1939 §6)."""
+    mod = module(adapter)
+    if protocol == "smtp":
+        steps = script(GREET + "-- expect close")
+    else:
+        steps = script(POP3_LOGGED_IN + "C: DELE 1\nS: +OK marked\n-- expect close")
+    kept: list[Any] = []
+    before = open_fd_count()
+    with ScriptedServer(steps) as server:
+
+        async def go() -> None:
+            client = (mod.SMTPClient if protocol == "smtp" else mod.POP3Client)(
+                "127.0.0.1", server.port
+            )
+            kept.append(client)
+            await client.connect()
+            if protocol == "pop3":
+                await client.login("u", "p")
+                await client.delete(1)
+            await client.close()
+
+        run(adapter, go)
+    assert kept and open_fd_count() == before

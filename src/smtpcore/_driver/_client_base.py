@@ -53,6 +53,10 @@ class BaseClient:
         """End the session politely and close the connection."""
         raise NotImplementedError
 
+    async def close(self) -> None:
+        """Close the connection without QUIT (in POP3, nothing marked deleted is removed)."""
+        await self._abort()
+
     def channel_bindings(self) -> dict[str, bytes]:
         """The channel binding data of the open connection's TLS layer, by type.
 

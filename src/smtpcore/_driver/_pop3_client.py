@@ -319,10 +319,6 @@ class BasePOP3Client(BaseClient):
         finally:
             await self._abort()
 
-    async def close(self) -> None:
-        """Close without QUIT: nothing marked deleted is removed."""
-        await self._abort()
-
     # -- the transaction -------------------------------------------------------
 
     async def stat(self) -> tuple[int, int]:

@@ -287,10 +287,6 @@ class BaseSMTPClient(BaseClient):
         finally:
             await self._abort()
 
-    async def close(self) -> None:
-        """Close the connection without QUIT."""
-        await self._abort()
-
     # -- low-level commands ---------------------------------------------------
 
     async def ehlo(self, hostname: str | None = None) -> Reply:
