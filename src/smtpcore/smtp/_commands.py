@@ -49,6 +49,7 @@ from smtpcore.smtp._events import (
     Xclient,
     Xforward,
 )
+from smtpcore.smtp._everyday_params import read_parameters
 from smtpcore.smtp._forwarding import XTEXT_VALUE
 from smtpcore.smtp._params import Parameters, parse_parameters
 from smtpcore.smtp._replies import EnhancedStatus, Reply
@@ -243,9 +244,12 @@ VERBS: Final[dict[str, Callable[[str], Command]]] = {
 
 _CONTROL_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
-_EVERYDAY_PARAMETERS: Final = rb"((?: [A-Za-z0-9][A-Za-z0-9-]*(?:=[\x21-\x3c\x3e-\x7e]+)?)*)"
-"""ESMTP parameters in ASCII, one space before each (RFC 5321 §4.1.2 ``esmtp-param``):
-``SIZE=1234 BODY=8BITMIME``, ``NOTIFY=NEVER``, ``SMTPUTF8``."""
+_EVERYDAY_PARAMETERS: Final = rb"(?: [Ss][Ii][Zz][Ee]=([0-9]{1,20})(?= |\r))?( [ -~]*)?"
+"""What follows the path: a leading ``SIZE=`` (RFC 1870 §3: ``1*20DIGIT``), as most
+clients write it, and any other printable ASCII after a space (``BODY=8BITMIME``,
+``NOTIFY=NEVER``), taken in one sweep; :func:`read_parameters` holds that to RFC
+5321 §4.1.2's ``esmtp-param`` (most often by finding it among the texts it read
+before)."""
 
 _EVERYDAY_LINE: Final = re.compile(
     # Case-insensitive for the verbs alone: the classes after them list both cases
@@ -277,16 +281,16 @@ def parse_everyday_line(line: bytes) -> Command | None:
     match = _EVERYDAY_LINE.fullmatch(line)
     if match is None:
         return None
-    rcpt, local, domain, text, bare = match.groups()
+    rcpt, local, domain, size, text, bare = match.groups()
     if bare is not None:
         return _BARE[bare.upper()]  # bytes: ASCII case alone
     mailbox = simple_mailbox(local.decode("ascii"), domain.decode("ascii"))
     if mailbox is None:
         return None
-    if text:
-        params = Parameters.from_checked_words(text[1:].decode("ascii").split(" "))
+    if text or size is not None:
+        params = read_parameters(size, text)
         if params is None:
-            return None  # a keyword given twice: the full parser words the refusal
+            return None  # malformed, or a keyword given twice: the full parser words why
     else:
         params = _NO_PARAMETERS
     # Built without their constructors' checks, which these parts pass: a call less.

@@ -57,7 +57,7 @@ class Parameters(Mapping[str, "str | None"]):
     "SMTPUTF8": True}``); they are kept in their wire form.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_everyday", "_items")
 
     def __init__(
         self, items: Mapping[str, GivenValue] | Iterable[tuple[str, GivenValue]] = ()
@@ -77,6 +77,10 @@ class Parameters(Mapping[str, "str | None"]):
                 raise LocalProtocolError(f"ESMTP keyword {keyword} given twice")
             checked[upper] = value
         self._items: tuple[tuple[str, str | None], ...] = tuple(checked.items())
+        self._everyday = 0
+        """The keywords present as bits, when the server's parser read every parameter
+        in a shape its extension accepts as it stands (``smtp/_everyday_params.py``):
+        then the server checks them by these bits alone. 0 otherwise."""
 
     @classmethod
     def from_checked_words(cls, words: list[str]) -> Parameters | None:
@@ -91,6 +95,7 @@ class Parameters(Mapping[str, "str | None"]):
             return None
         params = object.__new__(cls)
         params._items = tuple(checked.items())
+        params._everyday = 0
         return params
 
     @classmethod

@@ -55,6 +55,7 @@ from smtpcore.smtp._events import (
     Xclient,
     Xforward,
 )
+from smtpcore.smtp._everyday_params import SIZE_BIT, SMTPUTF8_BIT, everyday_bits
 from smtpcore.smtp._ext import BUILTIN, Body
 from smtpcore.smtp._extension import Extension, Parameter
 from smtpcore.smtp._replies import EnhancedStatus, Reply
@@ -168,6 +169,8 @@ class ServerConnection:
         "_decoder",
         "_error",
         "_errors",
+        "_everyday_mail",
+        "_everyday_rcpt",
         "_extended_verbs",
         "_forgiven",
         "_forwarded_client",
@@ -321,6 +324,8 @@ class ServerConnection:
         self._verb_owner = tables.verb_owner
         self._plain_verbs = tables.plain_verbs
         self._extended_verbs = tables.extended_verbs
+        self._everyday_mail = tables.everyday_mail
+        self._everyday_rcpt = tables.everyday_rcpt
         self._verbs = self._plain_verbs
         """The commands known now: those of the extensions in force only after EHLO."""
         self._command_line_limit = max_command_line
@@ -644,17 +649,27 @@ class ServerConnection:
         if self.require_auth and not self.authenticated:
             return reply(530, "5.7.0", "Authentication required")
         # The parameters' pairs, read in place: Parameters' own methods cost a call each.
-        items = command.params._items
+        params = command.params
+        items = params._items
         utf8 = False
         if items:
             if not self.extended:
                 return reply(555, "5.5.4", "MAIL parameters need EHLO")
-            for keyword, _ in items:
-                if keyword == "SMTPUTF8":
-                    utf8 = True
-            problem = self._check_parameters(items, self._mail_readers, utf8)
-            if problem is not None:
-                return problem
+            everyday = params._everyday
+            limit = self.max_message_size
+            if everyday & SIZE_BIT and limit is not None and int(items[0][1] or "") > limit:
+                everyday = 0  # SIZE, always first, over the limit: the general path words it
+            if everyday and not everyday & ~self._everyday_mail:
+                # Everyday parameters (smtp/_everyday_params.py): each a value its
+                # extension takes, and every one of them in force.
+                utf8 = everyday & SMTPUTF8_BIT != 0
+            else:
+                for keyword, _ in items:
+                    if keyword == "SMTPUTF8":
+                        utf8 = True
+                problem = self._check_parameters(items, self._mail_readers, utf8)
+                if problem is not None:
+                    return problem
         sender = command.sender
         # Mailbox.is_ascii, read in C here and below: every MAIL and RCPT asks it.
         if (
@@ -668,11 +683,14 @@ class ServerConnection:
     def _check_rcpt(self, command: Rcpt) -> Reply | None:
         if self._accepted >= self.max_recipients:
             return _TOO_MANY_RECIPIENTS
-        items = command.params._items
+        params = command.params
+        items = params._items
         if items:
-            problem = self._check_parameters(items, self._rcpt_readers, self._utf8_transaction)
-            if problem is not None:
-                return problem
+            everyday = params._everyday
+            if not (everyday and self.extended and not everyday & ~self._everyday_rcpt):
+                problem = self._check_parameters(items, self._rcpt_readers, self._utf8_transaction)
+                if problem is not None:
+                    return problem
         recipient = command.recipient
         if not self._utf8_transaction and not (
             recipient.local_part.isascii() and recipient.domain.isascii()
@@ -885,7 +903,11 @@ class ServerConnection:
 
     def _mail_accepted(self, command: Mail, event: Reply) -> None:
         self._reset_transaction()
-        for keyword, value in command.params._items:  # in place, as _check_mail reads them
+        params = command.params
+        if params._everyday:  # never BODY=BINARYMIME
+            self._utf8_transaction = params._everyday & SMTPUTF8_BIT != 0
+            return
+        for keyword, value in params._items:  # in place, as _check_mail reads them
             if keyword == "SMTPUTF8":
                 self._utf8_transaction = True
             elif keyword == "BODY":
@@ -1026,6 +1048,10 @@ class _SessionTables:
     """The commands known before EHLO (or after HELO)."""
     extended_verbs: _Verbs
     """The commands known after EHLO: the plain ones and the offered extensions' own."""
+    everyday_mail: int
+    everyday_rcpt: int
+    """The everyday parameters (``smtp/_everyday_params.py``) a session takes in their
+    everyday shapes once opened with EHLO, as bits, for MAIL and for RCPT."""
 
 
 def _builtin_offered(switched_on: tuple[bool, ...]) -> tuple[Extension, ...]:
@@ -1048,16 +1074,20 @@ def _build_tables(offerable: tuple[Extension, ...], lmtp: bool) -> _SessionTable
         for verb, parse in VERBS.items()
         if verb not in excluded and verb not in extension_verbs
     }
+    mail_readers = _readers(offerable, mail=True)
+    rcpt_readers = _readers(offerable, mail=False)
     return _SessionTables(
         offerable=offerable,
-        mail_readers=_readers(offerable, mail=True),
-        rcpt_readers=_readers(offerable, mail=False),
+        mail_readers=mail_readers,
+        rcpt_readers=rcpt_readers,
         verb_owner=verb_owner,
         plain_verbs=plain_verbs,
         extended_verbs={
             **plain_verbs,
             **{verb: VERBS[verb] for verb in verb_owner if verb in VERBS},
         },
+        everyday_mail=everyday_bits(mail_readers),
+        everyday_rcpt=everyday_bits(rcpt_readers),
     )
 
 
