@@ -668,12 +668,22 @@ class BaseSMTPClient(BaseClient):
         else:
             if data_reply is None or data_reply.code != 354:
                 raise MessageRefused("DATA", data_reply or mail_reply, conn.transaction)
-            await self._send_data(content)
-            last = (
-                await self._final_replies()
-                if self.lmtp
-                else await self._reply(timeouts.data_termination)
-            )
+            if (
+                type(content) is bytes
+                and len(content) <= self.chunk_size
+                and not self.lmtp
+                and self._exchanges()
+            ):
+                # One piece, its end, and the one reply: as _send_data and _reply do.
+                data = conn.send(MessageData(content)) + conn.send(_END)
+                last = await self._exchange(data, timeouts.data_block, timeouts.data_termination)
+            else:
+                await self._send_data(content)
+                last = (
+                    await self._final_replies()
+                    if self.lmtp
+                    else await self._reply(timeouts.data_termination)
+                )
         result = conn.transaction
         assert result is not None
         # In SMTP the one reply after the content decides for every accepted recipient.
@@ -693,12 +703,16 @@ class BaseSMTPClient(BaseClient):
         assert conn is not None and transport is not None  # the caller's _take_unasked
         # A stand-in for a Link (a wrapper that shows the wire) may not have it.
         drained = getattr(transport, "drained", None)
+        exchanges = self._exchanges()
         replies: list[Reply] = []
         accepted = False
         for command in commands:
-            if isinstance(command, Data) and not accepted:
-                break
-            timeout = timeouts.data_initiation if isinstance(command, Data) else timeouts.command
+            if isinstance(command, Data):
+                if not accepted:
+                    break
+                timeout = timeouts.data_initiation
+            else:
+                timeout = timeouts.command
             if replies and drained is not None and drained():
                 # The read of the reply just taken found nothing after it: only what
                 # it brought along can be unasked, and that is in the machine.
@@ -710,13 +724,61 @@ class BaseSMTPClient(BaseClient):
                     await self._unasked(event)
             elif replies or not checked:
                 await self._take_unasked(idle=True)  # each reply before was read
-            await self._write(timeout, command)
-            reply = await self._reply(timeout, NEED_DATA)  # nothing held: looked
+            if exchanges:
+                reply = await self._exchange(conn.send(command), timeout, timeout)
+            else:
+                await self._write(timeout, command)
+                reply = await self._reply(timeout, NEED_DATA)  # nothing held: looked
             replies.append(reply)
-            if reply.code >= 300 and isinstance(command, Mail):
+            if reply.code < 300:
+                accepted = accepted or isinstance(command, Rcpt)
+            elif isinstance(command, Mail):
                 break
-            accepted = accepted or (reply.code < 300 and isinstance(command, Rcpt))
         return replies
+
+    def _exchanges(self) -> bool:
+        """Whether a command and its reply can go through :meth:`_exchange`: no trace
+        to show them, and a transport that writes without waiting and reads under a
+        deadline (a stand-in for a Link, a wrapper that shows the wire, may not)."""
+        transport = self._transport
+        return (
+            self._trace is None
+            and getattr(transport, "send_nowait", None) is not None
+            and getattr(transport, "receive_within", None) is not None
+        )
+
+    async def _exchange(self, data: bytes, sending: float | None, replying: float | None) -> Reply:
+        """Write ``data`` (the machine's bytes for one command, or for the content and
+        its end) and read the one reply due, in one coroutine: what :meth:`_write` and
+        :meth:`_reply` do for a client that sends a command at a time. The machine
+        holds no reply byte (its ``send`` refused to go out behind one), so the reply
+        is read at once; ``sending`` bounds a write the transport did not take whole,
+        ``replying`` the read. Only for a link :meth:`_exchanges` accepts."""
+        transport = self._transport
+        conn = self._conn
+        if conn is None or transport is None:
+            raise SMTPConnectionError("not connected")
+        try:
+            sent = transport.send_nowait(data)
+        except OSError as exc:
+            self._send_failed()
+            raise SMTPConnectionError(f"connection lost: {exc}") from exc
+        if sent < len(data):
+            await self._write(sending, before=data[sent:] if sent else data)
+        try:
+            received = await transport.receive_within(replying, _CHUNK)
+        except TimeoutError as exc:
+            raise SMTPTimeout(f"no reply within {replying} s") from exc
+        except OSError:
+            received = b""
+        conn.receive_data(received)
+        try:
+            event = conn.next_event()
+        except RemoteProtocolError as exc:
+            raise SMTPProtocolError(str(exc)) from exc
+        if type(event) is Reply and event.code != 421:
+            return event
+        return await self._reply(replying, event)  # more to read, a 421, the close
 
     async def _send_data(self, content: Content) -> None:
         """The content after the 354, dot-stuffed, then the end of data (RFC 5321

@@ -17,7 +17,7 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 from smtpcore._driver._content import Content, known_size
 from smtpcore._driver._smtp_errors import ExtensionNotOffered, MessageTooLarge
@@ -72,9 +72,9 @@ class Offer:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """The commands and content of one message, checked against the server's offer."""
+class Envelope(NamedTuple):
+    """The commands and content of one message, checked against the server's offer
+    (a tuple: made once a message, read once)."""
 
     mail: Mail
     rcpts: Sequence[Rcpt]
@@ -96,6 +96,21 @@ def build_envelope(
     :func:`check_sendable` and :func:`check_offered` for what this server
     cannot take.
     """
+    if (
+        type(message) is bytes
+        and type(sender) is str
+        and type(recipients) is list
+        and mail_params is None
+        and rcpt_params is None
+        and not offer.declares_size
+        and message.isascii()
+    ):
+        # The everyday message: what the general path below makes of it, from events
+        # made once per address (a test holds the two paths equal).
+        plain_mail = _plain_mail(sender)
+        plain_rcpts = list(map(_plain_rcpt, recipients))
+        if plain_mail is not None and plain_rcpts and all(plain_rcpts):  # None is false
+            return Envelope(plain_mail, plain_rcpts, message)  # type: ignore[arg-type]  # no None
     content: Content
     if isinstance(message, email.message.EmailMessage):
         content, sender, recipients = _from_email(message, sender, recipients)
@@ -216,6 +231,29 @@ def _added_mail_params(
     if given is NO_PARAMETERS:
         return params
     return {keyword: value for keyword, value in params.items() if keyword not in given}
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_mail(sender: str) -> Mail | None:
+    """``MAIL`` from ``sender`` (text, ``""`` for the null path) with no parameter, as
+    :func:`build_envelope` makes it for ASCII content to a server without ``SIZE``;
+    None for a UTF-8 address, which needs more (an event is immutable: made once)."""
+    mailbox = None if sender == "" else _parsed_mailbox(sender)
+    if mailbox is not None and _first_wide(mailbox, ()) is not None:
+        return None
+    return Mail(mailbox, NO_PARAMETERS)
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_rcpt(recipient: object) -> Rcpt | None:
+    """``RCPT`` to ``recipient`` (text) with no parameter; None for anything but
+    text, and for a UTF-8 address (see :func:`_plain_mail`)."""
+    if type(recipient) is not str:
+        return None
+    mailbox = _parsed_mailbox(recipient)
+    if _first_wide(None, (mailbox,)) is not None:
+        return None
+    return Rcpt(mailbox, NO_PARAMETERS)
 
 
 @functools.lru_cache(maxsize=256)

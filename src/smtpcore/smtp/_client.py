@@ -347,14 +347,14 @@ class ClientConnection:
             raise LocalProtocolError("finish the TLS handshake and call tls_started() first")
         if self._received and not self._queue:
             self._refuse_stale_reply()
+        if isinstance(event, Command):  # the most frequent first
+            return self._send_command(event)
         if isinstance(event, MessageData):
             return self._send_content(event.data)
         if isinstance(event, EndOfMessage):
             return self._send_end(event)
         if isinstance(event, AuthResponse):
             return self._send_auth_response(event)
-        if isinstance(event, Command):
-            return self._send_command(event)
         raise LocalProtocolError(f"a client sends commands and content, not {_name(event)}")
 
     def _refuse_stale_reply(self) -> None:
@@ -620,7 +620,16 @@ class ClientConnection:
     def _answer_command(self, entry: _Awaited, reply: Reply) -> None:
         command = entry.event
         transaction = entry.transaction
+        kind = type(command)  # an event's exact class (RULES has no subclass)
+        if kind is Rcpt and transaction is not None:  # the most frequent first
+            transaction.replies[entry.recipient] = reply
+            self._answered_recipient = command.recipient  # type: ignore[union-attr]  # a Rcpt
+            return
         positive = 200 <= reply.code < 300
+        if kind is Mail and transaction is not None:
+            transaction.mail_reply = reply
+            transaction.complete = not positive
+            return
         if isinstance(command, (Ehlo, Lhlo)) and positive:
             self._offer(ServerExtensions.from_reply(reply), extended=True)
         elif isinstance(command, Helo) and positive:
@@ -641,13 +650,7 @@ class ClientConnection:
                 self._last_transaction.complete = True
         if transaction is None:
             return
-        if isinstance(command, Mail):
-            transaction.mail_reply = reply
-            transaction.complete = not positive
-        elif isinstance(command, Rcpt):
-            transaction.replies[entry.recipient] = reply
-            self._answered_recipient = command.recipient
-        elif isinstance(command, (Data, Bdat)):
+        if isinstance(command, (Data, Bdat)):
             transaction.data_reply = reply
             if reply.code == 354:
                 self._encoder = DotEncoder(normalize=self.normalize_line_endings)

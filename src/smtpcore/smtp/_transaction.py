@@ -9,6 +9,7 @@ part it answers, so that partial acceptance is a loop over ``recipients``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from smtpcore.address import Mailbox
 from smtpcore.smtp._replies import Reply
@@ -126,11 +127,38 @@ class _Transaction:
         ]
 
     def snapshot(self) -> TransactionResult:
-        return TransactionResult(
-            self.sender,
-            self.mail_reply,
-            tuple(map(RecipientResult, self.recipients, self.replies, self.deliveries)),
-            self.data_reply,
-            tuple(self.end_replies),
-            self.complete,
+        # Made without the dataclass's __init__ (six object.__setattr__ calls), once a
+        # message: each field set through its slot (a test holds it to the constructor).
+        result = _new(TransactionResult)
+        _SET_SENDER(result, self.sender)
+        _SET_MAIL_REPLY(result, self.mail_reply)
+        _SET_RECIPIENTS(
+            result, tuple(map(_recipient_result, self.recipients, self.replies, self.deliveries))
         )
+        _SET_DATA_REPLY(result, self.data_reply)
+        _SET_END_REPLIES(result, tuple(self.end_replies))
+        _SET_COMPLETE(result, self.complete)
+        return result
+
+
+def _recipient_result(
+    recipient: Mailbox, reply: Reply | None, delivery: Reply | None
+) -> RecipientResult:
+    """``RecipientResult(recipient, reply, delivery)``, each field set through its slot."""
+    result = _new(RecipientResult)
+    _SET_RECIPIENT(result, recipient)
+    _SET_REPLY(result, reply)
+    _SET_DELIVERY(result, delivery)
+    return result
+
+
+_new: Final = object.__new__
+_SET_SENDER: Final = vars(TransactionResult)["sender"].__set__
+_SET_MAIL_REPLY: Final = vars(TransactionResult)["mail_reply"].__set__
+_SET_RECIPIENTS: Final = vars(TransactionResult)["recipients"].__set__
+_SET_DATA_REPLY: Final = vars(TransactionResult)["data_reply"].__set__
+_SET_END_REPLIES: Final = vars(TransactionResult)["end_replies"].__set__
+_SET_COMPLETE: Final = vars(TransactionResult)["complete"].__set__
+_SET_RECIPIENT: Final = vars(RecipientResult)["recipient"].__set__
+_SET_REPLY: Final = vars(RecipientResult)["reply"].__set__
+_SET_DELIVERY: Final = vars(RecipientResult)["delivery"].__set__
