@@ -27,6 +27,7 @@ from peers import (
     raw_smtp_session,
     running_smtp_server,
 )
+from smtpcore._asyncio_raw import RawSocketTransport
 from smtpcore._driver import Timeouts
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Rcpt, Reply
@@ -706,8 +707,11 @@ def test_server_sockets_have_tcp_nodelay(adapter: str) -> None:
         async def probe() -> None:
             for session in server.server.state.sessions:
                 transport = session.transport.transport
-                raw = getattr(transport, "_transport", None)  # asyncio
-                sock = raw.get_extra_info("socket") if raw else transport._base.socket
+                raw = getattr(transport, "_transport", None)  # asyncio's transports
+                if isinstance(transport, RawSocketTransport):  # asyncio, the raw socket
+                    sock = transport.socket
+                else:
+                    sock = raw.get_extra_info("socket") if raw else transport._base.socket
                 seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
         with raw_smtp_session(server.host, server.port) as s:

@@ -28,6 +28,7 @@ from peers import (
     running_pop3_server,
     write_maildir,
 )
+from smtpcore._asyncio_raw import RawSocketTransport
 from smtpcore._driver import POP3Timeouts
 from smtpcore.maildrop import (
     MaildirStore,
@@ -404,7 +405,9 @@ def test_utf8_and_tcp_nodelay(adapter: str, store: MaildirStore) -> None:
         client.pass_("wonderland")
         [session] = server.server.state.sessions
         transport: Any = session.transport.transport
-        if adapter == "asyncio":
+        if isinstance(transport, RawSocketTransport):  # asyncio, the raw socket
+            sock = transport.socket
+        elif adapter == "asyncio":
             sock = transport._transport.get_extra_info("socket")
         else:
             sock = transport._base.socket

@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Final, TypeVar
 
+from smtpcore import _asyncio_raw
+from smtpcore._asyncio_raw import Acceptor, RawSocketTransport, listening_sockets
 from smtpcore._asyncio_runner import INTO_A_TASK, WOKEN, SessionRunner
 from smtpcore._asyncio_timers import Timers
 from smtpcore._driver import (
@@ -1036,7 +1038,7 @@ class StreamTransport:
 class _Listener(BaseListener[_S]):
     """The accept loop and graceful shutdown of a server on asyncio, for any protocol."""
 
-    _server: asyncio.Server | None = None
+    _server: asyncio.Server | Acceptor | None = None
     _tasks: dict[asyncio.Task[None], _S]
     """The tasks serving a transport (:meth:`serve_transport`), each with its session."""
     _runners: dict[SessionRunner, _S]
@@ -1045,18 +1047,35 @@ class _Listener(BaseListener[_S]):
     """:meth:`_ended`, bound once: every runner shares it."""
     _timers: Timers
     """The one loop timer behind every accepted connection's deadlines."""
+    _loop: asyncio.AbstractEventLoop
     _idle: asyncio.Future[None] | None = None
     """Set once no session is left, while :meth:`aclose` waits for that."""
     _stopped: asyncio.Event
 
     async def start(self) -> None:
-        """Listen and serve in the background."""
-        loop = asyncio.get_running_loop()
+        """Listen and serve in the background.
+
+        On the standard library's selector event loop, connections are accepted
+        here and served over the raw socket (:mod:`smtpcore._asyncio_raw`), unless
+        they speak TLS from the first byte; on any other loop, and for those, over
+        asyncio's own transports."""
+        loop = self._loop = asyncio.get_running_loop()
         self._tasks = {}
         self._runners = {}
         self._runner_done = self._ended
         self._timers = Timers(loop)
         self._stopped = asyncio.Event()
+        if _asyncio_raw.serves_raw(loop) and not self.options.tls_on_connect:
+            if self.sock is not None:
+                sockets = [self.sock]
+            elif self.unix_path is not None:
+                sockets = [self._unix_socket()]
+            else:
+                sockets = await listening_sockets(
+                    loop, self.host, self.requested_port, self.backlog
+                )
+            self._server = Acceptor(loop, sockets, self._accepted, self.backlog)
+            return
         # Each connection's protocol, made without a Python call of ours.
         protocol = functools.partial(AsyncioTransport, self._connected)
         if self.sock is not None or self.unix_path is not None:
@@ -1071,9 +1090,22 @@ class _Listener(BaseListener[_S]):
                 reuse_address=True,
             )
 
+    def _accepted(self, sock: socket.socket, peer: object) -> None:
+        """A new connection on the raw socket (see :class:`Acceptor`): its session
+        starts at once, stepped by a runner (the greeting goes out in this pass)."""
+        loop = self._loop
+        runner = SessionRunner(loop, self._runner_done)
+        transport = RawSocketTransport(sock, peer, loop, runner)
+        session = self.state.admit(Link(transport, AsyncioClock(runner, self._timers)))
+        if isinstance(session, bytes):
+            transport.refuse(session)
+            return
+        self._runners[runner] = session
+        runner.start(session.run())
+
     def _connected(self, transport: AsyncioTransport) -> None:
-        """A new connection: its session starts at once, stepped by a runner (the
-        greeting goes out in this pass of the loop)."""
+        """A new connection on an asyncio transport: its session starts at once,
+        stepped by a runner (the greeting goes out in this pass of the loop)."""
         runner = SessionRunner(transport._loop, self._runner_done)
         session = self.state.admit(Link(transport, AsyncioClock(runner, self._timers)))
         if isinstance(session, bytes):

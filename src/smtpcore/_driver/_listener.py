@@ -25,6 +25,7 @@ __all__ = [
     "BaseListener",
     "ConnectionLost",
     "ListenedSession",
+    "ListenerOptions",
     "ServedSession",
     "SessionRegistry",
 ]
@@ -181,6 +182,15 @@ class SessionRegistry(Generic[S]):
             self.on_empty()
 
 
+class ListenerOptions(Protocol):
+    """What the accept loop reads of a server's options, whatever its protocol."""
+
+    @property
+    def tls_on_connect(self) -> bool:
+        """Whether connections speak TLS from their first byte."""
+        ...
+
+
 class BaseListener(Generic[S]):
     """Where a server listens, and what it reports about itself.
 
@@ -192,6 +202,7 @@ class BaseListener(Generic[S]):
     """
 
     state: SessionRegistry[S]
+    options: ListenerOptions
 
     def __init__(
         self,

@@ -788,5 +788,7 @@ class BasePOP3Server(BaseListener[POP3ServerSession]):
         **options: Unpack[POP3ServerKeywords],
     ) -> None:
         super().__init__(host, port, sock=sock, unix_path=unix_path, backlog=backlog)
-        self.options = POP3ServerOptions(hostname=hostname or socket.getfqdn(), **options)
+        self.options: POP3ServerOptions = POP3ServerOptions(
+            hostname=hostname or socket.getfqdn(), **options
+        )
         self.state = POP3ServerState(store, self.options)

@@ -960,7 +960,9 @@ class BaseSMTPServer(BaseListener[ServerSession]):
         **options: Unpack[ServerKeywords],
     ) -> None:
         super().__init__(host, port, sock=sock, unix_path=unix_path, backlog=backlog)
-        self.options = ServerOptions(hostname=hostname or socket.getfqdn(), **options)
+        self.options: ServerOptions = ServerOptions(
+            hostname=hostname or socket.getfqdn(), **options
+        )
         self.state = ServerState(handler, self.options)
 
 

@@ -1,0 +1,568 @@
+"""A server's accepted connections on asyncio, served over the raw socket.
+
+asyncio's socket transport is most of what a short SMTP connection costs on
+asyncio: an accept task and its waiter future, a transport object with its
+own buffers and dictionary, the callbacks it queues to start and to close,
+and three calls into it for every read (about 166 Python calls and 1.5 KB a
+connection before any SMTP). A server's connection needs little of that:
+its session reads when it waits for its client and writes a reply that
+nearly always fits in the kernel's buffer. So, on the standard library's
+selector event loop, a server accepts its connections itself from the
+loop's selector (:class:`Acceptor`, ``loop.add_reader`` on the listening
+sockets) and serves each over the socket (:class:`RawSocketTransport`):
+``recv`` when the selector says the client has sent something, ``send``
+straight to the kernel, and the loop's selector again for what the kernel
+does not take at once. TLS (STARTTLS, STLS) is asyncio's: the socket is
+handed to an asyncio transport for the rest of the connection.
+
+Any other event loop (the proactor loop on Windows, which has no
+``add_reader``; uvloop, whose transports are not Python) keeps asyncio's
+transports, as does a listener whose connections speak TLS from the first
+byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+from smtpcore._asyncio_runner import WOKEN, SessionRunner
+from smtpcore._driver._transport import address
+from smtpcore.handler import TLSInfo
+
+if TYPE_CHECKING:
+    from smtpcore.asyncio import AsyncioTransport
+
+__all__ = ["Acceptor", "RawSocketTransport", "listening_sockets", "serves_raw"]
+
+logger = logging.getLogger("smtpcore.server")
+
+enabled = True
+"""Whether servers on a selector event loop serve their connections over the raw
+socket (the tests turn it off to run the fallback, asyncio's transports, on Linux)."""
+
+_CLOSE_TIMEOUT: Final = 5.0
+"""How long a close waits for the kernel to take what is left to send."""
+_ACCEPT_BATCH: Final = 100
+"""At most this many connections are accepted a wake (asyncio's own default)."""
+_ACCEPT_RETRY: Final = 1.0
+"""How long a listener out of descriptors (or memory) waits before accepting again."""
+_OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_NOTHING: Final = 0
+_BYTES: Final = 1
+_ROOM: Final = 2
+"""What a session waits for on its transport (see ``RawSocketTransport._want``)."""
+_TCP: Final = frozenset({socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_INET)})
+
+
+def serves_raw(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` is one whose socket transports this module stands in for: the
+    standard library's selector event loop (Python transports, and ``add_reader``)."""
+    return enabled and isinstance(loop, asyncio.SelectorEventLoop)
+
+
+class RawSocketTransport:
+    """A :class:`~smtpcore.transport.Transport` over an accepted socket, on the loop's
+    selector.
+
+    Reads: the socket is watched for reads while the session waits for its
+    client, and the callback wakes the session (its
+    :class:`~smtpcore._asyncio_runner.SessionRunner`, or the future its task
+    awaits), which then reads what came with one ``recv``, of at most what it
+    asked for, so an exact read (a PROXY header) leaves what follows in the
+    kernel. When nothing waits for the client's bytes, they stay in the
+    kernel (TCP's own flow control) and the socket is no longer watched
+    until the session reads again.
+
+    Writes go to the kernel at once; what it does not take waits here, the
+    socket watched for room, and :meth:`send_all` returns once all of it has
+    gone: a client that never reads holds at most one write's bytes here,
+    and the session's deadline ends the wait.
+
+    :meth:`start_tls` hands the socket to an asyncio transport (a
+    :class:`~smtpcore.asyncio.AsyncioTransport`), which serves the rest of the
+    connection.
+    """
+
+    __slots__ = (
+        "_closing",
+        "_eof",
+        "_fd",
+        "_inner",
+        "_loop",
+        "_lost",
+        "_more",
+        "_out",
+        "_peer",
+        "_reading",
+        "_runner",
+        "_sock",
+        "_waiter",
+        "_want",
+        "_writing",
+    )
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: object,
+        loop: asyncio.AbstractEventLoop,
+        runner: SessionRunner | None = None,
+    ) -> None:
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._peer = peer
+        """The peer's address as ``accept`` gave it."""
+        self._loop = loop
+        self._runner = runner
+        """What steps the session while no task runs it (its waits are then no futures)."""
+        self._reading = False
+        """Whether the loop's selector watches the socket for reads."""
+        self._writing = False
+        """Whether the loop's selector watches the socket for room to write."""
+        self._want = _NOTHING
+        """What the session waits for: :data:`_BYTES` from the client, :data:`_ROOM` to
+        write, or :data:`_NOTHING`."""
+        self._waiter: asyncio.Future[None] | None = None
+        """The future the session's task awaits while it waits (a runner needs none)."""
+        self._more = True
+        """Whether a read may find bytes without waiting: the last one filled what it
+        asked for, or the selector said so. (True at first: nothing was read yet.)"""
+        self._out: bytearray | None = None
+        """What the kernel has not taken yet of the last write."""
+        self._eof = False
+        self._lost = False
+        self._closing = False
+        self._inner: AsyncioTransport | None = None
+        """The asyncio transport serving the connection since :meth:`start_tls`."""
+
+    # -- the selector's callbacks ---------------------------------------------------
+
+    def _readable(self) -> None:
+        if self._want == _BYTES:
+            self._wake()
+        else:  # nothing reads: leave the bytes in the kernel until something does
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+
+    def _writable(self) -> None:
+        out = self._out
+        if out is not None:
+            try:
+                sent = self._sock.send(out)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._lose()
+                return
+            if sent < len(out):
+                del out[:sent]
+                return
+            self._out = None
+        self._writing = False
+        self._loop.remove_writer(self._fd)
+        if self._want == _ROOM:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Resume the session's wait, whatever it waits for (it checks again)."""
+        waiter = self._waiter
+        if waiter is None:
+            runner = self._runner
+            if runner is not None:
+                runner.wake()
+        elif not waiter.done():
+            waiter.set_result(None)
+
+    def _lose(self) -> None:
+        """The connection failed (a reset, a broken pipe): stop watching it, drop what
+        waits to be sent, and wake the session if it waits."""
+        self._lost = self._eof = True
+        self._out = None
+        self._unwatch()
+        if self._want != _NOTHING:
+            self._wake()
+
+    def _unwatch(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+        if self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._fd)
+
+    # -- Transport ------------------------------------------------------------------
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        inner = self._inner
+        if inner is not None:
+            return await inner.receive_some(max_bytes)
+        while not self._eof:
+            if self._more:
+                try:
+                    data = self._sock.recv(max_bytes)
+                except (BlockingIOError, InterruptedError):
+                    self._more = False
+                    continue
+                except OSError:
+                    self._lose()
+                    break
+                if not data:  # the client closed its side; replies may still go out
+                    self._eof = True
+                    if self._reading:
+                        self._reading = False
+                        self._loop.remove_reader(self._fd)
+                    break
+                self._more = len(data) == max_bytes
+                return data
+            # Written out here rather than in a method: a waiting session's stack is one
+            # frame shorter, and each read a call cheaper.
+            if not self._reading:
+                self._reading = True
+                self._loop.add_reader(self._fd, self._readable)
+            self._want = _BYTES
+            runner = self._runner
+            try:
+                if runner is not None and runner.task is None:
+                    await WOKEN
+                else:
+                    waiter = self._waiter = self._loop.create_future()
+                    await waiter
+            finally:
+                self._want = _NOTHING
+                self._waiter = None
+            self._more = True
+        return b""
+
+    def receive_nowait(self, max_bytes: int) -> bytes | None:
+        """What the kernel holds already, without waiting: ``None`` when nothing has
+        come, ``b""`` once the peer has closed."""
+        inner = self._inner
+        if inner is not None:
+            return inner.receive_nowait(max_bytes)
+        if self._eof:
+            return b""
+        try:
+            data = self._sock.recv(max_bytes)
+        except (BlockingIOError, InterruptedError):
+            self._more = False
+            return None
+        except OSError:
+            self._lose()
+            return b""
+        if not data:
+            self._eof = True
+        self._more = len(data) == max_bytes
+        return data
+
+    def drained(self) -> bool:
+        """Whether the last read took everything that had arrived by then."""
+        inner = self._inner
+        if inner is not None:
+            return inner.drained()
+        return not self._more and not self._eof
+
+    def send_nowait(self, data: bytes) -> int:
+        """Write what the kernel takes at once; how much that was."""
+        inner = self._inner
+        if inner is not None:
+            return inner.send_nowait(data)
+        if self._lost or self._closing:
+            raise ConnectionResetError("the connection is closed")
+        if self._out is not None:  # behind what waits already
+            return 0
+        try:
+            return self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError:
+            self._lose()
+            raise
+
+    async def send_all(self, data: bytes) -> None:
+        inner = self._inner
+        if inner is not None:
+            await inner.send_all(data)
+            return
+        if self._lost or self._closing:
+            raise ConnectionResetError("the connection is closed")
+        out = self._out
+        if out is None:
+            try:
+                sent = self._sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self._lose()
+                raise
+            if sent == len(data):
+                return
+            self._out = bytearray(memoryview(data)[sent:])
+        else:
+            out += data
+        await self._sent()
+        if self._lost:
+            raise ConnectionResetError("the connection was lost while writing")
+
+    async def _sent(self) -> None:
+        """Wait until the kernel has taken everything written, or the connection is lost."""
+        if not self._writing:
+            self._writing = True
+            self._loop.add_writer(self._fd, self._writable)
+        while self._out is not None and not self._lost:
+            self._want = _ROOM
+            runner = self._runner
+            try:
+                if runner is not None and runner.task is None:
+                    await WOKEN
+                else:
+                    waiter = self._waiter = self._loop.create_future()
+                    await waiter
+            finally:
+                self._want = _NOTHING
+                self._waiter = None
+
+    async def start_tls(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+    ) -> None:
+        """Hand the socket to an asyncio transport that starts TLS on it at once.
+
+        Nothing the client sent is buffered here (every read goes to the session),
+        so plaintext sent behind STARTTLS is still in the kernel, and the TLS
+        layer refuses it (RFC 3207 §4.2)."""
+        from smtpcore.asyncio import AsyncioTransport  # it imports this module
+
+        inner = self._inner
+        if inner is not None:
+            await inner.start_tls(
+                context, server_side=server_side, server_hostname=server_hostname
+            )
+            return
+        if self._lost or self._closing:
+            raise ConnectionResetError("the connection is closed")
+        if self._out is not None:  # the reply that says go ahead goes out first
+            await self._sent()
+            if self._lost:
+                raise ConnectionResetError("the connection was lost while writing")
+        self._unwatch()
+        self._closing = True  # this object no longer reads or writes the socket
+        inner = self._inner = AsyncioTransport()
+        loop = self._loop
+        if server_side:
+            # The handshake from the first byte asyncio reads: no plaintext phase.
+            await loop.connect_accepted_socket(lambda: inner, self._sock, ssl=context)
+            inner._tls = True
+        else:
+            # A client's side: the peer says nothing before our handshake starts.
+            await loop.connect_accepted_socket(lambda: inner, self._sock)
+            await inner.start_tls(context, server_side=False, server_hostname=server_hostname)
+
+    async def aclose(self) -> None:
+        inner = self._inner
+        if inner is not None:
+            await inner.aclose()  # it closes the socket
+            if inner._transport is None:  # the handoff failed before a transport was made
+                self._sock.close()
+            return
+        if self._closing:
+            return
+        self._closing = True
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+        if self._out is not None and not self._lost:
+            # A peer that never takes the last bytes is cut off after _CLOSE_TIMEOUT.
+            timer = self._loop.call_later(_CLOSE_TIMEOUT, self._lose)
+            try:
+                await self._sent()
+            finally:
+                timer.cancel()
+                self._close_socket()
+            return
+        self._close_socket()
+
+    def _close_socket(self) -> None:
+        self._unwatch()
+        self._out = None
+        self._sock.close()
+
+    def refuse(self, reply: bytes) -> None:
+        """Write ``reply`` as far as the kernel takes it at once, and close (the server
+        is full)."""
+        self._closing = True
+        if reply:
+            try:  # noqa: SIM105 - contextlib.suppress costs three calls a connection
+                self._sock.send(reply)
+            except OSError:
+                pass
+        self._close_socket()
+
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        value = self._peer
+        # An IPv4 address as address() would keep it, without the call: every connection.
+        if type(value) is tuple and len(value) == 2:
+            return value
+        return address(value)
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        try:
+            value = self._sock.getsockname()
+        except OSError:
+            return None
+        if type(value) is tuple and len(value) == 2:  # as peer_address
+            return value
+        return address(value)
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        inner = self._inner
+        return None if inner is None else inner.tls
+
+    @property
+    def socket(self) -> socket.socket:
+        """The connection's socket (for its options; reading or writing it directly
+        would take bytes from under the session)."""
+        return self._sock
+
+
+Accepted = Callable[[socket.socket, object], None]
+"""What an :class:`Acceptor` hands each connection to: the socket, non-blocking, and
+the peer's address as ``accept`` gave it."""
+
+
+class Acceptor:
+    """A server's listening sockets, watched by the loop's selector: each time one is
+    readable, the connections waiting on it are accepted, at most ``backlog`` of
+    them and never more than a hundred (the rest at the loop's next pass, so
+    that a storm of connections does not hold up the sessions already served),
+    and handed to ``accepted``.
+
+    It stands where an ``asyncio.Server`` would for the listener: ``sockets``,
+    :meth:`close` and :meth:`wait_closed`.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sockets: list[socket.socket],
+        accepted: Accepted,
+        backlog: int,
+    ) -> None:
+        self._loop = loop
+        self.sockets = sockets
+        self._accepted = accepted
+        self._batch = max(1, min(backlog, _ACCEPT_BATCH))
+        self._retries: dict[int, asyncio.TimerHandle] = {}
+        """Listening sockets resting after running out of descriptors, by descriptor."""
+        for sock in sockets:
+            sock.listen(backlog)  # as asyncio does, for a socket given bound but not listening
+            sock.setblocking(False)
+            self._watch(sock)
+
+    def _watch(self, sock: socket.socket) -> None:
+        self._retries.pop(sock.fileno(), None)
+        kind = (sock.family, sock.type, sock.proto, sock.family in _TCP)
+        self._loop.add_reader(sock.fileno(), self._accept, sock, *kind)
+
+    def _accept(
+        self, listening: socket.socket, family: int, kind: int, proto: int, tcp: bool
+    ) -> None:
+        # The descriptor, and a socket made from it with the listener's family and type
+        # as integers: socket.accept() converts both to enums, eight calls a connection.
+        accept = listening._accept  # type: ignore[attr-defined]  # _socket.socket's own
+        for _ in range(self._batch):
+            try:
+                fd, peer = accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:  # the client gave up while it waited
+                continue
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    logger.error(
+                        "cannot accept connections (%s); trying again in %s s",
+                        exc,
+                        _ACCEPT_RETRY,
+                    )
+                    fileno = listening.fileno()
+                    self._loop.remove_reader(fileno)
+                    self._retries[fileno] = self._loop.call_later(
+                        _ACCEPT_RETRY, self._watch, listening
+                    )
+                else:
+                    logger.exception("accept failed")
+                return
+            sock = socket.socket(family, kind, proto, fd)
+            try:
+                sock.setblocking(False)
+                if tcp:  # a reply written in two pieces must not wait for a delayed ACK
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._accepted(sock, peer)
+            except Exception:
+                logger.exception("serving a connection from %s failed", peer)
+                sock.close()
+
+    def close(self) -> None:
+        """Stop accepting and close the listening sockets."""
+        for handle in self._retries.values():
+            handle.cancel()
+        self._retries.clear()
+        for sock in self.sockets:
+            if sock.fileno() >= 0:
+                self._loop.remove_reader(sock.fileno())
+                sock.close()
+
+    async def wait_closed(self) -> None:
+        """Nothing to wait for: :meth:`close` closes the sockets at once."""
+
+
+async def listening_sockets(
+    loop: asyncio.AbstractEventLoop, host: str | None, port: int, backlog: int
+) -> list[socket.socket]:
+    """Sockets listening on ``host`` and ``port``, as ``loop.create_server`` makes them:
+    one per address the name resolves to (all interfaces for ``None``), with
+    ``SO_REUSEADDR``, and IPv6 sockets for IPv6 only."""
+    infos = await loop.getaddrinfo(
+        None if host == "" else host,
+        port,
+        type=socket.SOCK_STREAM,
+        flags=socket.AI_PASSIVE,
+    )
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, where in dict.fromkeys(infos):
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:  # a family this host cannot make sockets of
+                continue
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == getattr(socket, "AF_INET6", None) and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(where)
+            except OSError as exc:
+                reason = (exc.strerror or str(exc)).lower()  # worded as asyncio words it
+                raise OSError(
+                    exc.errno, f"error while attempting to bind on address {where!r}: {reason}"
+                ) from None
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    if not sockets:
+        raise OSError(f"no address to listen on for {host!r}")
+    return sockets

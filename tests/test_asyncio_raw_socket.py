@@ -1,0 +1,468 @@
+"""The asyncio server's connections over the raw socket (``smtpcore._asyncio_raw``), and
+the fallback to asyncio's own transports.
+
+The adapter suites run every server scenario on the raw socket (the default on
+Linux's selector loop); here are the raw transport's own edges (a kernel buffer
+that fills, a reset under a pending write, an end of stream with a reply still
+due, more connections at once than one wake accepts) and the fallback path,
+which the same scenarios run over with the raw path switched off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import struct
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, cast
+
+import pytest
+
+from peers import (
+    TLSFiles,
+    make_tls_files,
+    raw_smtp_session,
+    running_pop3_server,
+    running_smtp_server,
+)
+from smtpcore import _asyncio_raw
+from smtpcore._asyncio_raw import Acceptor, RawSocketTransport, serves_raw
+from smtpcore._asyncio_runner import SessionRunner
+from smtpcore.asyncio import AsyncioTransport, SMTPServer
+from smtpcore.handler import Handler
+from smtpcore.maildrop import MaildirStore
+
+LOOPBACK = "127.0.0.1"
+PAYLOAD = bytes(range(256)) * (16 * 1024)  # 4 MiB: more than the socket buffers hold
+
+
+@pytest.fixture(params=[True, False], ids=["raw", "fallback"])
+def raw(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Whether servers started in the test take the raw path (else asyncio's transports)."""
+    monkeypatch.setattr(_asyncio_raw, "enabled", request.param)
+    value: bool = request.param
+    return value
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+def transport_kinds(server: Any) -> list[type]:
+    """The transport type of each live session of ``server`` (a ``RunningSMTPServer``)."""
+    kinds: list[type] = []
+
+    async def look() -> None:
+        kinds.extend(type(session.transport.transport) for session in server.server.state.sessions)
+
+    server.call(look)
+    return kinds
+
+
+# -- which path a server takes -------------------------------------------------------------
+
+
+def test_a_plain_listener_serves_over_the_raw_socket_and_falls_back_when_switched_off(
+    raw: bool,
+) -> None:
+    with (
+        running_smtp_server("asyncio", Handler()) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        assert s.recv_reply().startswith(b"220 mx.test")
+        assert s.command(b"EHLO client.test").startswith(b"250-mx.test")
+        assert transport_kinds(server) == [RawSocketTransport if raw else AsyncioTransport]
+        assert s.command(b"QUIT").startswith(b"221")
+        assert s.recv_some() == b""
+
+
+def test_only_the_standard_selector_loop_is_served_raw() -> None:
+    selector = asyncio.SelectorEventLoop()
+    try:
+        assert serves_raw(selector)
+    finally:
+        selector.close()
+    # Any other loop (the proactor, uvloop) keeps asyncio's transports.
+    assert not serves_raw(cast(asyncio.AbstractEventLoop, object()))
+
+
+def test_tls_on_connect_keeps_asyncio_transports(raw: bool, tls: TLSFiles) -> None:
+    with (
+        running_smtp_server(
+            "asyncio", Handler(), ssl_context=tls.server_context, tls_on_connect=True
+        ) as server,
+        socket.create_connection((server.host, server.port), timeout=10) as plain,
+        tls.client_context.wrap_socket(plain, server_hostname="localhost") as sock,
+    ):
+        assert sock.recv(100).startswith(b"220 mx.test")
+        assert transport_kinds(server) == [AsyncioTransport]
+
+
+def test_starttls_hands_the_socket_to_asyncio_and_the_session_goes_on(
+    raw: bool, tls: TLSFiles
+) -> None:
+    with (
+        running_smtp_server("asyncio", Handler(), ssl_context=tls.server_context) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.command(b"EHLO client.test")
+        assert s.command(b"STARTTLS").startswith(b"220")
+        s.sock = tls.client_context.wrap_socket(s.sock, server_hostname="localhost")
+        assert b"STARTTLS" not in s.command(b"EHLO client.test")
+        assert s.command(b"NOOP").startswith(b"250")
+        [kind] = transport_kinds(server)
+        assert kind is (RawSocketTransport if raw else AsyncioTransport)
+        assert s.command(b"QUIT").startswith(b"221")
+
+
+def test_a_proxy_header_is_read_exactly_and_the_session_goes_on(raw: bool) -> None:
+    header = b"PROXY TCP4 192.0.2.7 192.0.2.1 40312 25\r\n"
+    with (
+        running_smtp_server("asyncio", Handler(), proxy_protocol_from=["127.0.0.1"]) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.send(header + b"EHLO client.test\r\n")  # the command in the same segment
+        assert s.recv_reply().startswith(b"220")
+        assert s.recv_reply().startswith(b"250-mx.test")
+        seen: list[object] = []
+
+        async def look() -> None:
+            seen.extend(session.session.peer for session in server.server.state.sessions)
+
+        server.call(look)
+        assert seen == [("192.0.2.7", 40312)]
+
+
+def test_a_pop3_server_takes_the_same_path(raw: bool, tmp_path: Any) -> None:
+    store = MaildirStore(tmp_path, {"alice": "wonderland"})
+    with (
+        running_pop3_server("asyncio", store) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        assert s.recv_some().startswith(b"+OK")
+        s.send(b"CAPA\r\n")
+        assert s.recv_some().startswith(b"+OK")
+        assert transport_kinds(server) == [RawSocketTransport if raw else AsyncioTransport]
+
+
+# -- the server's edges ------------------------------------------------------------------
+
+
+def test_an_end_of_stream_with_replies_due_still_gets_them(raw: bool) -> None:
+    with running_smtp_server("asyncio", Handler()) as server:
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(b"EHLO client.test\r\nNOOP\r\nQUIT\r\n")
+            sock.shutdown(socket.SHUT_WR)
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+        lines = received.split(b"\r\n")
+        assert lines[0].startswith(b"220")
+        assert [line[:4] for line in lines if line[3:4] == b" "] == [
+            b"220 ",
+            b"250 ",
+            b"250 ",
+            b"221 ",
+        ]
+        server.wait_for_sessions(0)
+
+
+def test_a_client_that_reads_late_gets_every_reply_in_order(raw: bool) -> None:
+    """More replies than the kernel's buffers hold, to a client that reads only once it
+    has sent every command: the server waits for room, and loses nothing."""
+    count = 30_000
+    with running_smtp_server("asyncio", Handler(), max_junk_commands=100_000) as server:
+        with socket.create_connection((server.host, server.port), timeout=30) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sender = threading.Thread(
+                target=sock.sendall, args=(b"EHLO client.test\r\n" + b"NOOP\r\n" * count,)
+            )
+            sender.start()
+            sender.join(0.5)  # the replies pile up meanwhile
+            received = bytearray()
+            while received.count(b"\r\n250 ") < count + 1:
+                chunk = sock.recv(65536)
+                assert chunk
+                received += chunk
+            sender.join(30)
+            sock.sendall(b"QUIT\r\n")
+            while b"221" not in received:
+                received += sock.recv(65536)
+        assert received.count(b"250 2.0.0 OK") == count
+
+
+def test_more_connections_at_once_than_one_wake_accepts_are_all_served(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    accepts: list[int] = []
+    accept = Acceptor._accept
+
+    def counting(self: Acceptor, *args: Any) -> None:
+        accepts.append(1)
+        accept(self, *args)
+
+    monkeypatch.setattr(Acceptor, "_accept", counting)
+    with running_smtp_server("asyncio", Handler(), backlog=3) as server:
+        socks = [
+            socket.create_connection((server.host, server.port), timeout=10) for _ in range(12)
+        ]
+        try:
+            for sock in socks:
+                assert sock.recv(100).startswith(b"220")
+        finally:
+            for sock in socks:
+                sock.close()
+    assert len(accepts) >= 12 // 3
+
+
+class _OutOfDescriptors(socket.socket):
+    """A listening socket whose first accept fails as a process out of descriptors does."""
+
+    failed = False
+
+    def _accept(self) -> tuple[int, Any]:
+        if not self.failed:
+            self.failed = True
+            raise OSError(errno.EMFILE, "Too many open files")
+        result: tuple[int, Any] = super()._accept()  # type: ignore[misc]  # _socket's own
+        return result
+
+
+def test_a_listener_out_of_descriptors_rests_and_accepts_again() -> None:
+    listener = _OutOfDescriptors(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind((LOOPBACK, 0))
+    listener.listen(16)
+    address = listener.getsockname()
+
+    def greeting() -> bytes:
+        with socket.create_connection(address, timeout=10) as sock:
+            return sock.recv(100)
+
+    async def main() -> None:
+        async with SMTPServer(Handler(), sock=listener, hostname="mx.test"):
+            assert (await asyncio.to_thread(greeting)).startswith(b"220")  # after a rest
+
+    asyncio.run(main())
+    assert listener.failed
+
+
+# -- the transport itself -----------------------------------------------------------------
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected pair: the server's end (non-blocking, small buffers) and the peer's."""
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ours.setblocking(False)
+    with ours, theirs:
+        yield ours, theirs
+
+
+def _stepped(transport: RawSocketTransport, step: Callable[[], Awaitable[object]]) -> list[object]:
+    """Run ``step`` as an accepted connection's session runs: stepped by a runner, with
+    no task (its outcome in the list, once it is done)."""
+    outcome: list[object] = []
+
+    async def session() -> None:
+        try:
+            outcome.append(await step())
+        except Exception as exc:  # what the test looks at
+            outcome.append(exc)
+
+    runner = transport._runner = SessionRunner(transport._loop, lambda runner: None)
+    runner.start(session())
+    return outcome
+
+
+async def _outcome(
+    transport: RawSocketTransport, stepped: bool, step: Callable[[], Awaitable[object]]
+) -> Callable[[], Awaitable[object]]:
+    """Start ``step`` stepped by a runner or in a task; what waits for its outcome."""
+    if stepped:
+        outcome = _stepped(transport, step)
+
+        async def stepped_outcome() -> object:
+            while not outcome:
+                await asyncio.sleep(0.01)
+            return outcome[0]
+
+        return stepped_outcome
+
+    async def run() -> object:
+        return await step()
+
+    task = asyncio.ensure_future(run())
+
+    async def task_outcome() -> object:
+        [result] = await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 30)
+        return result
+
+    return task_outcome
+
+
+@pytest.mark.parametrize("stepped", [True, False], ids=["runner", "task"])
+def test_a_write_the_kernel_cannot_take_waits_for_room_and_all_of_it_arrives(
+    pair: tuple[socket.socket, socket.socket], stepped: bool
+) -> None:
+    ours, theirs = pair
+
+    async def main() -> None:
+        transport = RawSocketTransport(ours, None, asyncio.get_running_loop())
+        sent = transport.send_nowait(PAYLOAD)
+        assert 0 < sent < len(PAYLOAD)  # the kernel took what it could
+        rest = PAYLOAD[sent:]
+        outcome = await _outcome(transport, stepped, lambda: transport.send_all(rest))
+        await asyncio.sleep(0.05)
+        pending = transport._out
+        assert pending is not None and 0 < len(pending) <= len(rest)  # one write, at most
+        assert transport.send_nowait(b"more") == 0  # behind what waits
+        received = bytearray()
+        reader = threading.Thread(target=_read_until, args=(theirs, received, len(PAYLOAD)))
+        reader.start()
+        assert await outcome() is None
+        await asyncio.to_thread(reader.join, 30)
+        assert received == PAYLOAD
+        assert transport._out is None and not transport._writing
+        await transport.aclose()
+        assert ours.fileno() == -1
+
+    asyncio.run(main())
+
+
+def _read_until(sock: socket.socket, into: bytearray, size: int) -> None:
+    sock.settimeout(30)
+    while len(into) < size:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return
+        into += chunk
+
+
+@pytest.mark.parametrize("stepped", [True, False], ids=["runner", "task"])
+def test_a_reset_under_a_pending_write_fails_it(stepped: bool) -> None:
+    server = socket.create_server((LOOPBACK, 0))
+    with server, socket.create_connection(server.getsockname(), timeout=10) as theirs:
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        ours, _ = server.accept()
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        ours.setblocking(False)
+
+        async def main() -> None:
+            transport = RawSocketTransport(ours, None, asyncio.get_running_loop())
+            outcome = await _outcome(transport, stepped, lambda: transport.send_all(PAYLOAD))
+            await asyncio.sleep(0.05)
+            assert transport._out is not None
+            theirs.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            theirs.close()  # RST
+            assert isinstance(await outcome(), ConnectionError)
+            with pytest.raises(ConnectionError):
+                await transport.send_all(b"after")
+            assert await transport.receive_some(100) == b""
+            await transport.aclose()  # nothing left to wait for
+            assert ours.fileno() == -1
+
+        asyncio.run(main())
+
+
+def test_reads_are_exact_and_an_end_of_stream_reads_as_empty(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = pair
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        transport = RawSocketTransport(ours, None, loop)
+        assert transport.receive_nowait(10) is None
+        theirs.sendall(b"PROXY header\r\n\x16\x03\x01")
+        assert await transport.receive_some(14) == b"PROXY header\r\n"
+        assert ours.recv(10, socket.MSG_PEEK) == b"\x16\x03\x01"  # still the kernel's
+        assert await transport.receive_some(100) == b"\x16\x03\x01"
+        waiting = asyncio.ensure_future(transport.receive_some(100))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        theirs.shutdown(socket.SHUT_WR)
+        assert await asyncio.wait_for(waiting, 10) == b""
+        assert await transport.receive_some(100) == b""
+        await transport.send_all(b"still open for the replies")
+        await transport.aclose()
+        assert theirs.recv(100) == b"still open for the replies"
+
+    asyncio.run(main())
+
+
+def test_bytes_nothing_waits_for_stay_in_the_kernel(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A read watched the socket; once nothing reads, the selector no longer wakes the
+    transport for every pass while the client's bytes wait."""
+    ours, theirs = pair
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        transport = RawSocketTransport(ours, None, loop)
+        waiting = asyncio.ensure_future(transport.receive_some(100))
+        await asyncio.sleep(0.01)
+        theirs.sendall(b"one")
+        assert await asyncio.wait_for(waiting, 10) == b"one"
+        theirs.sendall(b"two")
+        for _ in range(3):
+            await asyncio.sleep(0.01)
+        assert not transport._reading  # unwatched after one pass with nobody reading
+        assert await transport.receive_some(100) == b"two"
+        await transport.aclose()
+
+    asyncio.run(main())
+
+
+def test_refuse_writes_what_fits_and_closes(pair: tuple[socket.socket, socket.socket]) -> None:
+    ours, theirs = pair
+
+    async def main() -> None:
+        transport = RawSocketTransport(ours, ("192.0.2.1", 25), asyncio.get_running_loop())
+        assert transport.peer_address == ("192.0.2.1", 25)
+        transport.refuse(b"421 busy\r\n")
+        assert ours.fileno() == -1
+        with pytest.raises(ConnectionResetError):
+            transport.send_nowait(b"x")
+
+    asyncio.run(main())
+    assert theirs.recv(100) == b"421 busy\r\n"
+
+
+def test_start_tls_as_a_client_over_an_accepted_socket(tls: TLSFiles) -> None:
+    """The raw transport's handoff for the client's side of TLS (the server's is the
+    adapter suites' STARTTLS)."""
+    listener = socket.create_server((LOOPBACK, 0))
+    done = threading.Event()
+
+    def tls_server() -> None:
+        conn, _ = listener.accept()
+        with tls.server_context.wrap_socket(conn, server_side=True) as sock:
+            sock.sendall(sock.recv(100).upper())
+            done.wait(10)
+
+    thread = threading.Thread(target=tls_server)
+    thread.start()
+    with listener:
+        ours = socket.create_connection(listener.getsockname(), timeout=10)
+        ours.setblocking(False)
+
+        async def main() -> None:
+            transport = RawSocketTransport(ours, None, asyncio.get_running_loop())
+            await transport.start_tls(
+                tls.client_context, server_side=False, server_hostname="localhost"
+            )
+            assert transport.tls is not None
+            await transport.send_all(b"hello")
+            assert await transport.receive_some(100) == b"HELLO"
+            done.set()
+            await transport.aclose()
+
+        asyncio.run(main())
+        thread.join(10)
