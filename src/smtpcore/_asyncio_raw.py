@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import socket
 import ssl
 from collections.abc import Callable
+from sys import intern
 from typing import TYPE_CHECKING, Final
 
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
@@ -57,6 +59,8 @@ _NOTHING: Final = 0
 _BYTES: Final = 1
 _ROOM: Final = 2
 """What a session waits for on its transport (see ``RawSocketTransport._want``)."""
+_bare_socket: Final = socket.SocketType
+"""The socket type without socket.socket's Python layer (made and closed in C)."""
 _TCP: Final = frozenset({socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_INET)})
 
 
@@ -94,6 +98,7 @@ class RawSocketTransport:
         "_eof",
         "_fd",
         "_inner",
+        "_local",
         "_loop",
         "_lost",
         "_more",
@@ -109,15 +114,19 @@ class RawSocketTransport:
 
     def __init__(
         self,
-        sock: socket.socket,
+        sock: socket.SocketType,
         peer: object,
         loop: asyncio.AbstractEventLoop,
         runner: SessionRunner | None = None,
+        local: tuple[str, int] | None = None,
     ) -> None:
         self._sock = sock
         self._fd = sock.fileno()
         self._peer = peer
         """The peer's address as ``accept`` gave it."""
+        self._local = local
+        """The local address, where the listener knows it (one tuple for all its
+        connections); else the socket is asked."""
         self._loop = loop
         self._runner = runner
         """What steps the session while no task runs it (its waits are then no futures)."""
@@ -145,7 +154,14 @@ class RawSocketTransport:
 
     def _readable(self) -> None:
         if self._want == _BYTES:
-            self._wake()
+            # What _wake does, without the call: every read of a waiting session.
+            waiter = self._waiter
+            if waiter is None:
+                runner = self._runner
+                if runner is not None:
+                    runner.wake()
+            elif not waiter.done():
+                waiter.set_result(None)
         else:  # nothing reads: leave the bytes in the kernel until something does
             self._reading = False
             self._loop.remove_reader(self._fd)
@@ -357,13 +373,16 @@ class RawSocketTransport:
         self._closing = True  # this object no longer reads or writes the socket
         inner = self._inner = AsyncioTransport()
         loop = self._loop
+        bare = self._sock
+        # asyncio's transports take a socket.socket: the same descriptor, wrapped.
+        sock = self._sock = socket.socket(bare.family, bare.type, bare.proto, bare.detach())
         if server_side:
             # The handshake from the first byte asyncio reads: no plaintext phase.
-            await loop.connect_accepted_socket(lambda: inner, self._sock, ssl=context)
+            await loop.connect_accepted_socket(lambda: inner, sock, ssl=context)
             inner._tls = True
         else:
             # A client's side: the peer says nothing before our handshake starts.
-            await loop.connect_accepted_socket(lambda: inner, self._sock)
+            await loop.connect_accepted_socket(lambda: inner, sock)
             await inner.start_tls(context, server_side=False, server_hostname=server_hostname)
 
     async def aclose(self) -> None:
@@ -416,6 +435,8 @@ class RawSocketTransport:
 
     @property
     def local_address(self) -> tuple[str, int] | None:
+        if self._local is not None:
+            return self._local
         try:
             value = self._sock.getsockname()
         except OSError:
@@ -430,15 +451,16 @@ class RawSocketTransport:
         return None if inner is None else inner.tls
 
     @property
-    def socket(self) -> socket.socket:
+    def socket(self) -> socket.SocketType:
         """The connection's socket (for its options; reading or writing it directly
         would take bytes from under the session)."""
         return self._sock
 
 
-Accepted = Callable[[socket.socket, object], None]
-"""What an :class:`Acceptor` hands each connection to: the socket, non-blocking, and
-the peer's address as ``accept`` gave it."""
+Accepted = Callable[[socket.SocketType, object, "tuple[str, int] | None"], None]
+"""What an :class:`Acceptor` hands each connection to: the socket, non-blocking, the
+peer's address as ``accept`` gave it, and the local address when every connection
+of the listener has the same one (None: ask the socket)."""
 
 
 class Acceptor:
@@ -472,14 +494,21 @@ class Acceptor:
 
     def _watch(self, sock: socket.socket) -> None:
         self._retries.pop(sock.fileno(), None)
-        kind = (sock.family, sock.type, sock.proto, sock.family in _TCP)
-        self._loop.add_reader(sock.fileno(), self._accept, sock, *kind)
+        kind = (int(sock.family), int(sock.type), sock.proto, sock.family in _TCP)
+        self._loop.add_reader(sock.fileno(), self._accept, sock, *kind, _local_of(sock))
 
     def _accept(
-        self, listening: socket.socket, family: int, kind: int, proto: int, tcp: bool
+        self,
+        listening: socket.socket,
+        family: int,
+        kind: int,
+        proto: int,
+        tcp: bool,
+        local: tuple[str, int] | None,
     ) -> None:
-        # The descriptor, and a socket made from it with the listener's family and type
-        # as integers: socket.accept() converts both to enums, eight calls a connection.
+        # The descriptor, and a bare socket made from it with the listener's family and
+        # type as integers: socket.accept() converts both to enums and wraps the socket
+        # in Python (eight calls a connection, three more to close it, and 40 bytes).
         accept = listening._accept  # type: ignore[attr-defined]  # _socket.socket's own
         for _ in range(self._batch):
             try:
@@ -503,12 +532,15 @@ class Acceptor:
                 else:
                     logger.exception("accept failed")
                 return
-            sock = socket.socket(family, kind, proto, fd)
+            sock = _bare_socket(family, kind, proto, fd)
             try:
                 sock.setblocking(False)
                 if tcp:  # a reply written in two pieces must not wait for a delayed ACK
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._accepted(sock, peer)
+                    if type(peer) is tuple and len(peer) == 2:
+                        # One string for every session from the same IPv4 address.
+                        peer = (intern(peer[0]), peer[1])
+                self._accepted(sock, peer, local)
             except Exception:
                 logger.exception("serving a connection from %s failed", peer)
                 sock.close()
@@ -525,6 +557,17 @@ class Acceptor:
 
     async def wait_closed(self) -> None:
         """Nothing to wait for: :meth:`close` closes the sockets at once."""
+
+
+def _local_of(listening: socket.socket) -> tuple[str, int] | None:
+    """The local address of every connection accepted on ``listening``, when that is
+    its own: bound to one IP address, not to every interface (or a Unix socket)."""
+    if listening.family not in _TCP:
+        return None
+    where = address(listening.getsockname())
+    if where is None or ipaddress.ip_address(where[0]).is_unspecified:
+        return None
+    return where
 
 
 async def listening_sockets(

@@ -1090,12 +1090,14 @@ class _Listener(BaseListener[_S]):
                 reuse_address=True,
             )
 
-    def _accepted(self, sock: socket.socket, peer: object) -> None:
+    def _accepted(
+        self, sock: socket.SocketType, peer: object, local: tuple[str, int] | None
+    ) -> None:
         """A new connection on the raw socket (see :class:`Acceptor`): its session
         starts at once, stepped by a runner (the greeting goes out in this pass)."""
         loop = self._loop
         runner = SessionRunner(loop, self._runner_done)
-        transport = RawSocketTransport(sock, peer, loop, runner)
+        transport = RawSocketTransport(sock, peer, loop, runner, local)
         session = self.state.admit(Link(transport, AsyncioClock(runner, self._timers)))
         if isinstance(session, bytes):
             transport.refuse(session)
