@@ -22,7 +22,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from adapters_smtp import FloorProtocol, free_port, pipelined, serve_trio_floor
+from adapters_smtp import (
+    FloorProtocol,
+    free_port,
+    pipelined,
+    serve_raw_floor,
+    serve_trio_floor,
+)
 
 from smtpcore.handler import Envelope, Handler, Session
 from smtpcore.smtp import Rcpt, Reply
@@ -57,6 +63,8 @@ def serve(kind: str, port: int, counter: Counter, ready: threading.Event) -> Non
             await server.serve_forever()
 
         asyncio.run(main_floor())
+    elif kind == "raw floor":  # no smtpcore: asyncio's selector alone (adapters_smtp)
+        asyncio.run(serve_raw_floor(port, ready.set))
     elif kind == "trio floor":  # no smtpcore: trio's own share (adapters_smtp.serve_trio_floor)
         import trio
 

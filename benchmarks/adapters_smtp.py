@@ -116,6 +116,62 @@ class FloorProtocol(asyncio.Protocol):
         self.buffer = buffer
 
 
+class RawFloorSession:
+    """:class:`FloorProtocol` over the raw socket on asyncio's selector: what
+    ``smtpcore.asyncio``'s server does for a connection below SMTP (a reader on the
+    socket, ``recv``, ``send`` to the kernel, the reader removed and the socket
+    closed), writing the same bytes and checking nothing. What it costs is the event
+    loop's own share of a connection served that way."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.buffer = b""
+        sock.send(FLOOR_GREETING)
+        loop.add_reader(sock.fileno(), self.readable)
+
+    def readable(self) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return
+        buffer = self.buffer + data
+        while (end := buffer.find(b"\r\n")) >= 0:
+            verb, buffer = buffer[:4].upper(), buffer[end + 2 :]
+            if verb == b"QUIT":
+                self.sock.send(FLOOR_BYE)
+                break
+            self.sock.send(FLOOR_EHLO if verb == b"EHLO" else b"502 5.5.1 No\r\n")
+        else:
+            self.buffer = buffer
+            if data:
+                return
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+async def serve_raw_floor(port: int, ready: Callable[[], object]) -> None:
+    """Accept from the listening socket on the loop's selector, as ``smtpcore.asyncio``
+    does, and serve each connection with a :class:`RawFloorSession`."""
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server(("127.0.0.1", port), backlog=1024)
+    listener.setblocking(False)
+
+    def accept() -> None:
+        for _ in range(100):
+            try:
+                sock, _ = listener.accept()
+            except BlockingIOError:
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            RawFloorSession(loop, sock)
+
+    loop.add_reader(listener.fileno(), accept)
+    ready()
+    await asyncio.Event().wait()
+
+
 async def trio_floor_session(stream: Any) -> None:
     """:class:`FloorProtocol` on trio: a bare ``trio.SocketStream`` session writing the
     same bytes, checking nothing; what it costs is trio's own share of a connection."""
@@ -161,6 +217,9 @@ def serve(kind: str, port: int) -> None:
         import trio
 
         trio.run(serve_trio_floor, port, lambda: print("ready", flush=True))
+        return
+    if kind == "raw floor":
+        asyncio.run(serve_raw_floor(port, lambda: print("ready", flush=True)))
         return
     if kind == "aiosmtpd":
         from aiosmtpd.smtp import SMTP

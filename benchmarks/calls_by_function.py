@@ -17,8 +17,10 @@ session) drop out:
 * ``connect``: the same server, connect, EHLO, QUIT, one connection after
   another (``compare.py``'s connection setup); per connection;
   ``--server "asyncio floor"`` counts the bare ``asyncio.Protocol`` that
-  writes the same bytes (asyncio's own share), ``--server "trio floor"`` the
-  same on a bare ``trio.SocketStream``;
+  writes the same bytes (asyncio's own share), ``--server "raw floor"`` the
+  same over the raw socket on asyncio's selector (as smtpcore's asyncio
+  server reads and writes), ``--server "trio floor"`` the same on a bare
+  ``trio.SocketStream``;
 * ``newconn``: the same server under ``smtp-source -s 20``, a new connection
   per message; per message.
 
@@ -103,7 +105,7 @@ def main() -> None:
     parser.add_argument(
         "--server",
         default="asyncio",
-        choices=["asyncio", "trio", "asyncio floor", "trio floor"],
+        choices=["asyncio", "trio", "asyncio floor", "raw floor", "trio floor"],
         help="for the loads over sockets (the floors: connect alone, no smtpcore)",
     )
     parser.add_argument("--units", type=int, default=200, help="rounds of 3, or messages")

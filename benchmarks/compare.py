@@ -15,8 +15,10 @@ Workloads (peers in brackets, each left out when it is not installed):
 
 * ``client``: 1 KB messages over one connection to Postfix's smtp-sink, with
   and without PIPELINING (smtp-sink ``-p``) [smtplib];
-* ``connect``: connect, EHLO, QUIT [Twisted, aiosmtpd, and the floor: a bare
-  ``asyncio.Protocol`` writing the same bytes, which is asyncio's own share];
+* ``connect``: connect, EHLO, QUIT [Twisted, aiosmtpd, and the floors: a bare
+  ``asyncio.Protocol`` writing the same bytes, which is asyncio's transports'
+  own share, and the same over the raw socket on asyncio's selector, which is
+  the event loop's share of a connection as smtpcore's server serves it];
   server CPU;
 * ``newconn``: smtp-source, one new connection per message [Twisted, aiosmtpd];
 * ``reused``: smtp-source over 20 reused sessions, and one pipelined session
@@ -221,6 +223,9 @@ def server_calls(kind: str, load: Callable[[int], object], units: int) -> float:
 
 FLOOR = "asyncio floor"
 """A contender of the connection setup alone: ``adapters_smtp.FloorProtocol``."""
+RAW_FLOOR = "raw floor"
+"""The same over the raw socket on asyncio's selector: ``adapters_smtp.RawFloorSession``."""
+FLOORS = (FLOOR, RAW_FLOOR)
 
 
 def transcript(port: int) -> bytes:
@@ -233,17 +238,17 @@ def transcript(port: int) -> bytes:
     return received
 
 
-def check_floor() -> None:
-    """The floor must write exactly what smtpcore's server writes, or it measures less."""
+def check_floor(floor: str) -> None:
+    """A floor must write exactly what smtpcore's server writes, or it measures less."""
     seen: dict[str, bytes] = {}
-    for kind in ("smtpcore.asyncio", FLOOR):
+    for kind in ("smtpcore.asyncio", floor):
 
         def measure(port: int, kind: str = kind) -> float:
             seen[kind] = transcript(port)
             return 0.0
 
         adapters_smtp.run_server(kind, measure)
-    if seen["smtpcore.asyncio"] != seen[FLOOR]:
+    if seen["smtpcore.asyncio"] != seen[floor]:
         raise RuntimeError(f"the floor's bytes differ from smtpcore's: {seen}")
 
 
@@ -279,7 +284,7 @@ def server_workloads(servers: list[str], connections: int, messages: int) -> lis
     workloads = []
     for name, unit, units, load in loads:
         small = max(units // 4, 20)  # the profiled count is slow: a quarter of the load
-        contenders = [kind for kind in servers if kind != FLOOR or load is connect_only]
+        contenders = [kind for kind in servers if kind not in FLOORS or load is connect_only]
         workloads.append(
             Workload(
                 name=name,
@@ -296,7 +301,7 @@ def server_workloads(servers: list[str], connections: int, messages: int) -> lis
                         lambda k=kind, f=load, n=small: server_calls(k, lambda port: f(port, n), n)
                     )
                     for kind in contenders
-                    if kind in ours or kind == FLOOR
+                    if kind in ours or kind in FLOORS
                 },
             )
         )
@@ -648,8 +653,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--servers",
-        default=f"smtpcore.asyncio,twisted,aiosmtpd,{FLOOR}",
-        help=f"for the server loads ({FLOOR!r}: connection setup alone)",
+        default=f"smtpcore.asyncio,twisted,aiosmtpd,{FLOOR},{RAW_FLOOR}",
+        help=f"for the server loads ({FLOOR!r}, {RAW_FLOOR!r}: connection setup alone)",
     )
     args = parser.parse_args()
     if not 1 <= args.rounds <= 20 or not 1 <= args.messages <= 20_000:
@@ -688,8 +693,9 @@ def main() -> None:
             }
             workloads += client_workloads(sinks, args.messages)
         if "connect" in only and postfix:
-            if FLOOR in servers:
-                check_floor()
+            for floor in FLOORS:
+                if floor in servers:
+                    check_floor(floor)
             workloads += server_workloads(servers, args.connections, args.messages)
         if "params" in only:
             workloads.append(params_workload(args.commands, twisted))

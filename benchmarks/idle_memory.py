@@ -44,11 +44,14 @@ SERVERS = (
     "twisted",
     "aiosmtpd",
     "asyncio floor",
+    "raw floor",
     "trio floor",
 )
 """The floors: ``adapters_smtp.FloorProtocol``, a bare ``asyncio.Protocol`` that writes
-the same bytes as smtpcore's server, and ``adapters_smtp.trio_floor_session``, the same
-on a bare ``trio.SocketStream``; what each holds is its framework's own share."""
+the same bytes as smtpcore's server, ``adapters_smtp.RawFloorSession``, the same over
+the raw socket on asyncio's selector (as smtpcore's asyncio server serves a
+connection), and ``adapters_smtp.trio_floor_session``, the same on a bare
+``trio.SocketStream``; what each holds is its framework's own share."""
 
 
 def rss_bytes() -> int:
@@ -196,6 +199,7 @@ def measure(kind: str, sessions: int, detail: bool) -> tuple[float, float]:
 def available(kind: str) -> bool:
     module = {"twisted": "twisted.mail", "aiosmtpd": "aiosmtpd", "smtpcore.trio": "trio"}
     module["asyncio floor"] = "asyncio"
+    module["raw floor"] = "asyncio"
     module["trio floor"] = "trio"
     try:
         __import__(module.get(kind, "asyncio"))
