@@ -466,3 +466,32 @@ def test_start_tls_as_a_client_over_an_accepted_socket(tls: TLSFiles) -> None:
 
         asyncio.run(main())
         thread.join(10)
+
+
+@pytest.mark.parametrize("reads", [True, False], ids=["peer-reads", "peer-never-reads"])
+def test_a_close_with_bytes_still_to_send_waits_for_them_within_a_bound(
+    pair: tuple[socket.socket, socket.socket], reads: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write cut short (its deadline ran out) leaves bytes for the kernel: the close
+    sends them if the peer reads, and gives up after the close timeout if it does not."""
+    ours, theirs = pair
+    monkeypatch.setattr(_asyncio_raw, "_CLOSE_TIMEOUT", 0.2)
+
+    async def main() -> None:
+        transport = RawSocketTransport(ours, None, asyncio.get_running_loop())
+        writing = asyncio.ensure_future(transport.send_all(PAYLOAD))
+        await asyncio.sleep(0.05)
+        writing.cancel()  # as the session's deadline would
+        await asyncio.gather(writing, return_exceptions=True)
+        assert transport._out is not None
+        received = bytearray()
+        if reads:
+            reader = threading.Thread(target=_read_until, args=(theirs, received, len(PAYLOAD)))
+            reader.start()
+        await transport.aclose()
+        assert ours.fileno() == -1
+        if reads:
+            await asyncio.to_thread(reader.join, 30)
+            assert received == PAYLOAD
+
+    asyncio.run(main())

@@ -395,19 +395,27 @@ class RawSocketTransport:
         if self._closing:
             return
         self._closing = True
+        if self._out is None:
+            # What _close_socket does, written out: every connection's close.
+            if self._reading:
+                self._reading = False
+                self._loop.remove_reader(self._fd)
+            if self._writing:  # pragma: no cover - only while something waits to be sent
+                self._writing = False
+                self._loop.remove_writer(self._fd)
+            self._sock.close()
+            return
+        # The last bytes wait for the kernel (a lost connection has none): a peer that
+        # never takes them is cut off after _CLOSE_TIMEOUT.
         if self._reading:
             self._reading = False
             self._loop.remove_reader(self._fd)
-        if self._out is not None and not self._lost:
-            # A peer that never takes the last bytes is cut off after _CLOSE_TIMEOUT.
-            timer = self._loop.call_later(_CLOSE_TIMEOUT, self._lose)
-            try:
-                await self._sent()
-            finally:
-                timer.cancel()
-                self._close_socket()
-            return
-        self._close_socket()
+        timer = self._loop.call_later(_CLOSE_TIMEOUT, self._lose)
+        try:
+            await self._sent()
+        finally:
+            timer.cancel()
+            self._close_socket()
 
     def _close_socket(self) -> None:
         self._unwatch()

@@ -1098,7 +1098,12 @@ class _Listener(BaseListener[_S]):
         loop = self._loop
         runner = SessionRunner(loop, self._runner_done)
         transport = RawSocketTransport(sock, peer, loop, runner, local)
-        session = self.state.admit(Link(transport, AsyncioClock(runner, self._timers)))
+        link = Link(transport, AsyncioClock(runner, self._timers))
+        # What every session reads and writes with, bound now rather than by the link's
+        # __getattr__ at first use (two calls a connection).
+        link.receive_some = transport.receive_some
+        link.send_all = transport.send_all
+        session = self.state.admit(link)
         if isinstance(session, bytes):
             transport.refuse(session)
             return
