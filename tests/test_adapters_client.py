@@ -1,8 +1,9 @@
 """The SMTP client of both adapters, one suite run on asyncio and on trio.
 
 The client runs in the test's thread under ``asyncio.run`` or ``trio.run``;
-the server it talks to is ours (``peers.running_smtp_server``) or a scripted
-socket where the bytes on the wire are the point (response injection).
+the server it talks to is ours (``peers.running_smtp_server``) or, where the
+bytes on the wire are the point (response injection), a
+:class:`~smtpcore.testing.ScriptedServer`.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ import asyncio
 import email.message
 import importlib
 import socket
-import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -23,6 +23,7 @@ from smtpcore import LocalProtocolError
 from smtpcore._driver import Timeouts
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import Mail, Rcpt, Reply, xtext
+from smtpcore.testing import ExpectClose, ScriptedServer, Send, script
 
 T = TypeVar("T")
 MESSAGE = b"Subject: client test\r\n\r\n.leading dot\r\nbody\r\n"
@@ -248,62 +249,51 @@ def test_implicit_tls(adapter: str, tls: TLSFiles) -> None:
     assert handler.sessions[0].tls is not None and len(handler.messages) == 1
 
 
-@pytest.fixture
-def scripted_server() -> Iterator[tuple[socket.socket, list[BaseException]]]:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    errors: list[BaseException] = []
-    with listener:
-        yield listener, errors
-
-
-def _injecting_server(listener: socket.socket, tls: TLSFiles, errors: list[BaseException]) -> None:
-    """Answers STARTTLS with the 220 and, in the same write, a forged EHLO reply."""
-    try:
-        conn, _ = listener.accept()
-        with conn:
-            stream = conn.makefile("rb")
-            conn.sendall(b"220 fake.test ESMTP\r\n")
-            stream.readline()
-            conn.sendall(b"250-fake.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n")
-            assert stream.readline() == b"STARTTLS\r\n"
-            conn.sendall(b"220 2.0.0 go ahead\r\n250-fake.test\r\n250 AUTH PLAIN\r\n")
-            secure = tls.server_context.wrap_socket(conn, server_side=True)
-            stream = secure.makefile("rb")
-            assert stream.readline().startswith(b"EHLO ")
-            secure.sendall(b"250-fake.test\r\n250 SIZE 1000\r\n")
-            assert stream.readline() == b"QUIT\r\n"
-            secure.sendall(b"221 bye\r\n")
-    except BaseException as exc:
-        errors.append(exc)
+#: Answers STARTTLS with the 220 and, in the same write, a forged EHLO reply.
+INJECTING = [
+    *script(
+        """
+S: 220 fake.test ESMTP
+C~ EHLO .+
+S: 250-fake.test
+S: 250-PIPELINING
+S: 250 STARTTLS
+C: STARTTLS
+"""
+    ),
+    Send(b"220 2.0.0 go ahead\r\n250-fake.test\r\n250 AUTH PLAIN\r\n"),
+    *script(
+        """
+-- starttls
+C~ EHLO .+
+S: 250-fake.test
+S: 250 SIZE 1000
+C: QUIT
+S: 221 bye
+"""
+    ),
+]
 
 
 def test_starttls_ignores_replies_injected_before_the_handshake(
-    adapter: str, tls: TLSFiles, scripted_server: tuple[socket.socket, list[BaseException]]
+    adapter: str, tls: TLSFiles
 ) -> None:
-    listener, errors = scripted_server
-    thread = threading.Thread(target=_injecting_server, args=(listener, tls, errors))
-    thread.start()
-
-    async def session() -> dict[str, tuple[str, ...]]:
-        client = module(adapter).SMTPClient(
-            "127.0.0.1", listener.getsockname()[1], ssl_context=tls.client_context
-        )
+    async def session(port: int) -> dict[str, tuple[str, ...]]:
+        client = module(adapter).SMTPClient("127.0.0.1", port, ssl_context=tls.client_context)
         async with client:
             return dict(client.connection.extensions)
 
-    extensions = run(adapter, session)
-    thread.join(10)
-    assert not errors
+    with ScriptedServer(INJECTING, ssl_context=tls.server_context) as server:
+        extensions = run(adapter, lambda: session(server.port))
     assert "SIZE" in extensions and "AUTH" not in extensions
 
 
-def test_greeting_timeout(
-    adapter: str, scripted_server: tuple[socket.socket, list[BaseException]]
-) -> None:
-    listener, _ = scripted_server
-    with pytest.raises(module(adapter).SMTPTimeout):
+def test_greeting_timeout(adapter: str) -> None:
+    """A server that never greets: the client gives up and closes, having sent nothing."""
+    with (
+        ScriptedServer([ExpectClose()]) as server,
+        pytest.raises(module(adapter).SMTPTimeout),
+    ):
         run(
             adapter,
             lambda: module(adapter).send_message(
@@ -311,7 +301,7 @@ def test_greeting_timeout(
                 "a@abc.example",
                 "b@pqr.example",
                 host="127.0.0.1",
-                port=listener.getsockname()[1],
+                port=server.port,
                 timeouts=Timeouts(greeting=0.3),
             ),
         )

@@ -2,7 +2,8 @@
 
 The server serves a :class:`~smtpcore.maildrop.MaildirStore` from a thread
 (``peers.running_pop3_server``); poplib, raw sockets (where the bytes on the
-wire are the point) and our own client talk to it.
+wire are the point) and our own client talk to it. Where the bytes the client
+reads are the point, it talks to a :class:`~smtpcore.testing.ScriptedServer`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import dataclasses
 import importlib
 import poplib
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from pathlib import Path
@@ -39,6 +39,7 @@ from smtpcore.maildrop import (
     POP3Session,
 )
 from smtpcore.sasl import CramMD5Client, PlainClient, ScramSHA256Client
+from smtpcore.testing import ExpectClose, ScriptedServer, script
 from test_adapters_client import run
 
 PASSWORDS = {"alice": "wonderland", "bob": "builder"}
@@ -367,16 +368,17 @@ def test_our_client_requires_what_it_is_told_to(adapter: str, store: MaildirStor
         with pytest.raises(mod.POP3ConnectionError):
             async with mod.POP3Client("127.0.0.1", 1):
                 pass
+
+    async def greeting(port: int) -> None:
         timeouts = POP3Timeouts.uniform(0.3)
-        with socket.socket() as silent:
-            silent.bind(("127.0.0.1", 0))
-            silent.listen()
-            with pytest.raises(mod.POP3Timeout):
-                async with mod.POP3Client("127.0.0.1", silent.getsockname()[1], timeouts=timeouts):
-                    pass
+        async with mod.POP3Client("127.0.0.1", port, timeouts=timeouts):
+            pass
 
     with running_pop3_server(adapter, store) as server:
         run(adapter, lambda: session(server.port))
+    # A server that never greets: the client gives up and closes, having sent nothing.
+    with ScriptedServer([ExpectClose()]) as silent, pytest.raises(mod.POP3Timeout):
+        run(adapter, lambda: greeting(silent.port))
 
 
 def test_plaintext_pipelined_behind_stls_is_never_executed(
@@ -415,49 +417,36 @@ def test_utf8_and_tcp_nodelay(adapter: str, store: MaildirStore) -> None:
         client.quit()
 
 
-@contextlib.contextmanager
-def scripted_server(answers: dict[bytes, bytes], close_after: bytes = b"QUIT") -> Iterator[int]:
-    """A one-connection POP3 server that answers each command line from ``answers``
-    (keyed by the line without CRLF), read one line at a time, and closes after
-    answering ``close_after``."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.sendall(b"+OK scripted\r\n")
-            buffer = b""
-            while True:
-                while b"\r\n" not in buffer:
-                    data = conn.recv(4096)
-                    if not data:
-                        return
-                    buffer += data
-                line, buffer = buffer.split(b"\r\n", 1)
-                conn.sendall(answers.get(line, b"-ERR unknown\r\n"))
-                if line == close_after:
-                    return
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        listener.close()
-        thread.join(10)
+CAPA = """
+C: CAPA
+S: +OK
+S: PIPELINING
+S: UIDL
+S: USER
+S: .
+"""
+#: A scripted server's greeting and capabilities, a login with USER and PASS, and the
+#: capabilities asked again, as they may change after login (RFC 2449 §5).
+LOGIN = "S: +OK scripted\n" + CAPA + "C: USER u\nS: +OK\nC: PASS p\nS: +OK\n" + CAPA
 
 
 def test_our_client_keeps_answers_in_step_when_a_pipelined_listing_fails(adapter: str) -> None:
     mod = module(adapter)
-    answers = {
-        b"CAPA": b"+OK\r\nPIPELINING\r\nUIDL\r\nUSER\r\n.\r\n",
-        b"USER u": b"+OK\r\n",
-        b"PASS p": b"+OK\r\n",
-        b"LIST": b"-ERR [SYS/TEMP] listing unavailable\r\n",
-        b"UIDL": b"+OK\r\n1 abc\r\n.\r\n",
-        b"STAT": b"+OK 1 10\r\n",
-        b"QUIT": b"+OK bye\r\n",
-    }
+    steps = script(
+        LOGIN
+        + """
+C: LIST
+C: UIDL
+S: -ERR [SYS/TEMP] listing unavailable
+S: +OK
+S: 1 abc
+S: .
+C: STAT
+S: +OK 1 10
+C: QUIT
+S: +OK bye
+"""
+    )
 
     async def session(port: int) -> None:
         async with mod.POP3Client("127.0.0.1", port) as client:
@@ -467,19 +456,23 @@ def test_our_client_keeps_answers_in_step_when_a_pipelined_listing_fails(adapter
             assert info.value.code == "SYS/TEMP" and info.value.command == "LIST"
             assert await client.stat() == (1, 10)
 
-    with scripted_server(answers) as port:
-        run(adapter, lambda: session(port))
+    with ScriptedServer(steps) as server:
+        run(adapter, lambda: session(server.port))
 
 
 def test_our_client_bounds_what_a_broken_server_sends(adapter: str) -> None:
     mod = module(adapter)
-    answers = {
-        b"CAPA": b"-ERR no CAPA here\r\n",
-        b"USER u": b"+OK\r\n",
-        b"PASS p": b"+OK\r\n",
-        b"RETR 1": b"+OK\r\n" + b"x" * 100 + b"\r\n",  # and then the server goes away
-        b"NOOP": b"+OK " + b"y" * 5000 + b"\r\n",
-    }
+    login = """
+S: +OK scripted
+C: CAPA
+S: -ERR no CAPA here
+C: USER u
+S: +OK
+C: PASS p
+S: +OK
+"""
+    too_long = script(login + "C: NOOP\nS: +OK " + "y" * 5000 + "\n-- expect close")
+    cut_off = script(login + "C: RETR 1\nS: +OK\nS: " + "x" * 100 + "\n-- close")
 
     async def session(port: int) -> None:
         timeouts = POP3Timeouts.uniform(10)
@@ -489,17 +482,17 @@ def test_our_client_bounds_what_a_broken_server_sends(adapter: str) -> None:
             with pytest.raises(mod.POP3ProtocolError):
                 await client.noop()  # a status line over 2048 octets
 
-    async def cut_off(port: int) -> None:
+    async def cut_off_session(port: int) -> None:
         timeouts = POP3Timeouts.uniform(10)
         async with mod.POP3Client("127.0.0.1", port, timeouts=timeouts) as client:
             await client.login("u", "p")
             with pytest.raises(mod.POP3ConnectionError, match="closed"):
                 await client.retrieve(1)
 
-    with scripted_server(answers) as port:
-        run(adapter, lambda: session(port))
-    with scripted_server(answers, close_after=b"RETR 1") as port:
-        run(adapter, lambda: cut_off(port))
+    with ScriptedServer(too_long) as server:
+        run(adapter, lambda: session(server.port))
+    with ScriptedServer(cut_off) as server:
+        run(adapter, lambda: cut_off_session(server.port))
 
 
 def test_our_client_with_implicit_tls(adapter: str, store: MaildirStore, tls: TLSFiles) -> None:

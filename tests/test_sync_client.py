@@ -301,20 +301,14 @@ def test_a_certificate_that_does_not_verify_fails_and_closes(tls: TLSFiles) -> N
 
 
 def test_starttls_ignores_replies_injected_before_the_handshake(tls: TLSFiles) -> None:
-    from test_adapters_client import _injecting_server
+    from test_adapters_client import INJECTING
 
-    listener = socket.create_server(("127.0.0.1", 0))
-    errors: list[BaseException] = []
-    thread = threading.Thread(target=_injecting_server, args=(listener, tls, errors))
-    thread.start()
-    try:
-        port = listener.getsockname()[1]
-        with sync.SMTPClient("127.0.0.1", port, ssl_context=tls.client_context, timeout=10) as c:
-            extensions = dict(c.connection.extensions)
-    finally:
-        thread.join(10)
-        listener.close()
-    assert not errors
+    with ScriptedServer(INJECTING, ssl_context=tls.server_context) as server:
+        client = sync.SMTPClient(
+            "127.0.0.1", server.port, ssl_context=tls.client_context, timeout=10
+        )
+        with client:
+            extensions = dict(client.connection.extensions)
     assert "SIZE" in extensions and "AUTH" not in extensions
 
 

@@ -364,6 +364,26 @@ class ScriptedServer(ScriptedPeer):
     >>> with ScriptedServer(steps) as server:
     ...     smtplib.SMTP(server.host, server.port).quit()  # smtplib writes "quit"
     (221, b'bye')
+
+    A script is lines, whatever the protocol: the same server plays POP3
+    (RFC 1939), for testing a POP3 client.
+
+    >>> import poplib
+    >>> steps = script('''
+    ... S: +OK ready
+    ... C: USER john
+    ... S: +OK
+    ... C: PASS secret
+    ... S: +OK logged in
+    ... C: STAT
+    ... S: +OK 2 320
+    ... C: QUIT
+    ... S: +OK bye
+    ... ''')
+    >>> with ScriptedServer(steps) as server:
+    ...     client = poplib.POP3(server.host, server.port)
+    ...     client.user("john"), client.pass_("secret"), client.stat(), client.quit()
+    (b'+OK', b'+OK logged in', (2, 320), b'+OK bye')
     """
 
     _own, _other = "S", "C"
