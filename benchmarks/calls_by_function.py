@@ -35,8 +35,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
-from typing import Any
+from types import CodeType
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -44,33 +43,25 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 import adapters_instructions  # noqa: E402
 import adapters_smtp  # noqa: E402
+import client_loads  # noqa: E402
 import compare  # noqa: E402
 
 
-class ByFunction:
-    """Counts Python calls by function (file, first line, name)."""
-
-    def __init__(self) -> None:
-        self.counts: collections.Counter[str] = collections.Counter()
-
-    def __call__(self, frame: FrameType, event: str, arg: Any) -> None:
-        if event == "call":
-            code = frame.f_code
-            where = code.co_filename.rsplit("/src/", 1)[-1].rsplit("/lib/python", 1)[-1]
-            self.counts[f"{where}:{code.co_firstlineno}:{code.co_name}"] += 1
+def source_path_and_name(code: CodeType) -> str:
+    """``smtpcore/smtp/_server.py:417:next_event``: the path below ``src/`` (or the
+    interpreter's ``lib/python``), the first line and the name."""
+    where = code.co_filename.rsplit("/src/", 1)[-1].rsplit("/lib/python", 1)[-1]
+    return f"{where}:{code.co_firstlineno}:{code.co_name}"
 
 
 def in_memory(batch: bytes, rounds: int) -> collections.Counter[str]:
-    counts = []
-    for n in (rounds, 2 * rounds):
-        counter = ByFunction()
-        sys.setprofile(counter)
-        try:
-            compare.machine_commands(batch, n)
-        finally:
-            sys.setprofile(None)
-        counts.append(counter.counts)
-    short, long = counts
+    def by_function(n: int) -> collections.Counter[str]:
+        counter = client_loads.counted(
+            lambda: compare.machine_commands(batch, n), source_path_and_name
+        )
+        return counter.by_function
+
+    short, long = by_function(rounds), by_function(2 * rounds)
     long.subtract(short)
     return long
 
@@ -78,7 +69,7 @@ def in_memory(batch: bytes, rounds: int) -> collections.Counter[str]:
 def in_server(
     load: Callable[[int, int], object], messages: int, server: str = "asyncio"
 ) -> collections.Counter[str]:
-    counter = ByFunction()
+    counter = client_loads.CallCounter(source_path_and_name)
     ready = threading.Event()
     port = adapters_smtp.free_port()
     thread = threading.Thread(
@@ -90,9 +81,9 @@ def in_server(
     if not ready.wait(10):
         raise RuntimeError("the server did not start")
     load(port, messages)
-    before = counter.counts.copy()
+    before = counter.by_function.copy()
     load(port, messages)
-    after = counter.counts.copy()
+    after = counter.by_function.copy()
     after.subtract(before)
     return after
 

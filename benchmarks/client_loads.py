@@ -1,4 +1,5 @@
-"""The SMTP client loads and the call counter that ``compare.py`` and ``client_calls.py`` share.
+"""The SMTP client loads, and the call counter that ``compare.py``, ``client_calls.py`` and
+``calls_by_function.py`` share.
 
 Each client function sends ``messages`` 1 KB messages over one connection to
 ``127.0.0.1:port`` (Postfix's smtp-sink in both benchmarks). Python calls are
@@ -13,7 +14,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 import adapters_smtp
@@ -62,27 +63,33 @@ def trio_client(port: int, messages: int) -> None:
     trio.run(main)
 
 
-class CallCounter:
-    """Counts Python function calls (``sys.setprofile``), in all and by ``file:line function``
-    when asked (the key costs time, not calls)."""
+def file_and_qualname(code: CodeType) -> str:
+    """``smtp/_client.py:284 ClientConnection.next_event``: the key ``client_calls.py`` prints."""
+    where = "/".join(Path(code.co_filename).parts[-2:])
+    return f"{where}:{code.co_firstlineno} {code.co_qualname}"
 
-    def __init__(self, by_function: bool = False) -> None:
+
+class CallCounter:
+    """Counts Python function calls (``sys.setprofile``), in all and, given a ``label`` for a
+    function's code, by label (the label costs time, not calls)."""
+
+    def __init__(self, label: Callable[[CodeType], str] | None = None) -> None:
         self.calls = 0
-        self.keyed = by_function
+        self.label = label
         self.by_function: Counter[str] = Counter()
 
     def __call__(self, frame: FrameType, event: str, arg: Any) -> None:
         if event == "call":
             self.calls += 1
-            if self.keyed:
-                code = frame.f_code
-                where = "/".join(Path(code.co_filename).parts[-2:])
-                self.by_function[f"{where}:{code.co_firstlineno} {code.co_qualname}"] += 1
+            if self.label is not None:
+                self.by_function[self.label(frame.f_code)] += 1
 
 
-def counted(work: Callable[[], object], by_function: bool = False) -> CallCounter:
-    """The Python calls made by ``work()`` in this thread."""
-    counter = CallCounter(by_function)
+def counted(
+    work: Callable[[], object], label: Callable[[CodeType], str] | None = None
+) -> CallCounter:
+    """The Python calls made by ``work()`` in this thread (by ``label`` too, if given)."""
+    counter = CallCounter(label)
     sys.setprofile(counter)
     try:
         work()
@@ -94,7 +101,7 @@ def counted(work: Callable[[], object], by_function: bool = False) -> CallCounte
 def message_calls(client: Callable[[int, int], None], port: int, messages: int) -> Counter[str]:
     """Python calls of ``messages`` messages, by function: the difference between sessions of
     ``messages`` and twice as many, so that connecting, EHLO and QUIT drop out."""
-    short = counted(lambda: client(port, messages), by_function=True).by_function
-    long = counted(lambda: client(port, 2 * messages), by_function=True).by_function
+    short = counted(lambda: client(port, messages), file_and_qualname).by_function
+    long = counted(lambda: client(port, 2 * messages), file_and_qualname).by_function
     long.subtract(short)
     return long
