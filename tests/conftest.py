@@ -1,4 +1,5 @@
-"""Suite-wide pytest setup: the ``interop`` marker and the Hypothesis profiles.
+"""Suite-wide pytest setup: the ``interop`` marker, the Hypothesis profiles, and the
+fixtures the adapter suites share (``adapter``, ``tls``).
 
 ``CI=true`` selects the ``ci`` profile (derandomized); ``HYPOTHESIS_PROFILE=deep``
 explores a thousand examples a test; ``HYPOTHESIS_PROFILE`` overrides the choice.
@@ -12,6 +13,8 @@ import os
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from peers import ADAPTERS, TLSFiles, make_tls_files
 
 settings.register_profile(
     "dev",
@@ -47,3 +50,16 @@ def pytest_configure(config: pytest.Config) -> None:
     # if the suite is run with another configuration file.
     if not any(line.startswith("interop:") for line in config.getini("markers")):
         config.addinivalue_line("markers", _INTEROP_MARKER)
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request: pytest.FixtureRequest) -> str:
+    """Each adapter in turn: ``"asyncio"``, ``"trio"``."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    """A test CA and a server certificate (127.0.0.1, localhost, mx.test), one set a module."""
+    return make_tls_files(tmp_path_factory.mktemp("tls"))

@@ -389,12 +389,35 @@ def raw_smtp_session(host: str, port: int, *, timeout: float = 10.0) -> Iterator
 # -- smtpcore's own adapters, run in a thread for blocking clients ------------------------
 # (Appended with its own imports, so that the helpers above stay untouched.)
 
+import asyncio  # noqa: E402
+import importlib  # noqa: E402
 import ssl  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, TypeVar  # noqa: E402
 
-#: The adapters the adapter and interop suites are parametrised over.
+#: The adapters the adapter and interop suites are parametrised over (``conftest.py``'s
+#: ``adapter`` fixture).
 ADAPTERS = ("asyncio", "trio")
+
+T = TypeVar("T")
+
+
+def run(adapter: str, fn: Callable[[], Awaitable[T]]) -> T:
+    """Run ``fn`` to completion under the adapter's framework, in this thread."""
+    if adapter == "asyncio":
+
+        async def main() -> T:
+            return await fn()
+
+        return asyncio.run(main())
+    import trio
+
+    return trio.run(fn)
+
+
+def module(adapter: str) -> Any:
+    """The adapter's public module: ``smtpcore.asyncio`` or ``smtpcore.trio``."""
+    return importlib.import_module(f"smtpcore.{adapter}")
 
 
 @dataclass

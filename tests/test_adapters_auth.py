@@ -23,19 +23,18 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from peers import (
-    ADAPTERS,
     TLSFiles,
     free_port,
-    make_tls_files,
     missing_peer,
+    module,
     raw_smtp_session,
     require_program,
+    run,
     running_smtp_server,
 )
 from smtpcore.handler import Authenticator, AuthIdentity, Envelope, Handler, MessageReply, Session
 from smtpcore.sasl import ScramSHA256Server, derive_scram_credentials
 from smtpcore.smtp import Mail, Rcpt, Reply
-from test_adapters_client import module, run
 
 USER = "john@abc.example"
 PASSWORD = "correct horse"
@@ -95,17 +94,6 @@ class Submission(Handler):
     async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
         self.messages.append(envelope)
         return None
-
-
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 def credentials(mechanism: str, secret: str = PASSWORD) -> dict[str, Any]:

@@ -11,12 +11,11 @@ from typing import Any
 
 import pytest
 
-from peers import ADAPTERS, running_smtp_server
+from peers import module, run, running_smtp_server
 from smtpcore import NEED_DATA, PAUSED
 from smtpcore._driver._content import CRLFNormalizer, known_size
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import Bdat, Body, Data, Event, Rcpt, Reply, ServerConnection
-from test_adapters_client import module, run
 
 TEXT = b"Subject: chunks\r\n\r\n" + b"".join(b".line %d\n" % n for n in range(200))
 BINARY = bytes(range(256)) * 40 + b"\r\n.\r\n\n\r"
@@ -55,12 +54,6 @@ def recording_factory(seen: list[type[Event]], **options: Any) -> Any:
         return conn
 
     return factory
-
-
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
 
 
 def send(adapter: str, server: Any, content: Any, **options: Any) -> None:

@@ -8,40 +8,20 @@ bytes on the wire are the point (response injection), a
 
 from __future__ import annotations
 
-import asyncio
 import email.message
-import importlib
 import socket
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-import trio
 
-from peers import ADAPTERS, TLSFiles, make_tls_files, running_smtp_server
+from peers import TLSFiles, module, run, running_smtp_server
 from smtpcore import LocalProtocolError
 from smtpcore._driver import Timeouts
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import Mail, Rcpt, Reply, xtext
 from smtpcore.testing import ExpectClose, ScriptedServer, Send, script
 
-T = TypeVar("T")
 MESSAGE = b"Subject: client test\r\n\r\n.leading dot\r\nbody\r\n"
-
-
-def run(adapter: str, fn: Callable[[], Awaitable[T]]) -> T:
-    """Run ``fn`` to completion under the adapter's framework."""
-    if adapter == "asyncio":
-
-        async def main() -> T:
-            return await fn()
-
-        return asyncio.run(main())
-    return trio.run(fn)
-
-
-def module(adapter: str) -> Any:
-    return importlib.import_module(f"smtpcore.{adapter}")
 
 
 class Sink(Handler):
@@ -70,17 +50,6 @@ class Sink(Handler):
             return Reply(554, "looks like spam", "5.7.1")
         self.messages.append(envelope)
         return None
-
-
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 def test_send_bytes_returns_per_recipient_results(adapter: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import pytest
 import trio
 
+from peers import run
 from smtpcore._driver._timeouts import deadline_when_waiting
 from smtpcore.asyncio import AsyncioClock
 from smtpcore.trio import TrioClock, _CallHabits, _habits
@@ -27,17 +28,6 @@ def deadline_factory(framework: str) -> Deadline:
     if framework == "asyncio":
         return lambda seconds: AsyncioClock().deadline(seconds)
     return TrioClock().deadline
-
-
-def run(framework: str, fn: Callable[[], Awaitable[None]]) -> None:
-    if framework == "asyncio":
-
-        async def main() -> None:
-            await fn()
-
-        asyncio.run(main())
-    else:
-        trio.run(fn)
 
 
 def sleep(framework: str, seconds: float) -> Awaitable[None]:

@@ -19,7 +19,13 @@ from typing import Any
 
 import pytest
 
-from peers import ADAPTERS, TLSFiles, make_tls_files, raw_smtp_session, running_smtp_server
+from peers import (
+    TLSFiles,
+    module,
+    raw_smtp_session,
+    run,
+    running_smtp_server,
+)
 from smtpcore import NEED_DATA, PAUSED
 from smtpcore.handler import Authenticator, Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import (
@@ -35,7 +41,6 @@ from smtpcore.smtp import (
     Ret,
     ServerConnection,
 )
-from test_adapters_client import module, run
 
 CHUNK = 4096
 PIECE = 1000
@@ -89,17 +94,6 @@ def counting_factory(received: list[int], **options: Any) -> Any:
         return conn
 
     return factory
-
-
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 def send(adapter: str, port: int, content: Any, **options: Any) -> Any:

@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from peers import ADAPTERS, running_smtp_server
+from peers import module, run, running_smtp_server
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import Rcpt, Reply
-from test_adapters_client import module, run
 
 MESSAGE = b"Subject: many\r\n\r\nto many recipients\r\n"
 RECIPIENTS = [f"user{n}@pqr.example" for n in range(5)]
@@ -32,12 +31,6 @@ class Sink(Handler):
     async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
         self.messages.append(envelope)
         return None
-
-
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
 
 
 def send(adapter: str, port: int, content: Any) -> Any:

@@ -13,7 +13,7 @@ import struct
 import pytest
 
 from haproxy_peer import haproxy
-from peers import ADAPTERS, TLSFiles, make_tls_files, running_smtp_server
+from peers import TLSFiles, make_tls_files, running_smtp_server
 from smtpcore.handler import Handler, Session
 from smtpcore.smtp import Reply
 
@@ -25,12 +25,6 @@ class Recorder(Handler):
     async def handle_connect(self, session: Session) -> Reply | None:
         self.peers.append(session.peer)
         return None
-
-
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
 
 
 def greeting_after(port: int, header: bytes) -> bytes:

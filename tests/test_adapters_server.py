@@ -18,10 +18,8 @@ from pathlib import Path
 import pytest
 
 from peers import (
-    ADAPTERS,
     RawSmtpSession,
     TLSFiles,
-    make_tls_files,
     open_fd_count,
     raise_fd_limit,
     raw_smtp_session,
@@ -74,17 +72,6 @@ class Recorder(Handler):
     async def handle_close(self, session: Session) -> None:
         self.closed_count += 1
         self.closed.set()
-
-
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 def wait_until(condition: object, timeout: float = 5.0) -> None:

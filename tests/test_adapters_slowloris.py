@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from peers import ADAPTERS, RawSmtpSession, running_pop3_server, running_smtp_server
+from peers import RawSmtpSession, running_pop3_server, running_smtp_server
 from smtpcore.asyncio import POP3Timeouts, Timeouts
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.maildrop import MaildirStore
@@ -37,12 +37,6 @@ class Accepting(Handler):
     async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
         self.messages.append(envelope.content)
         return None
-
-
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import trio.testing
 
 import smtpcore.asyncio as smtp_asyncio
 import smtpcore.trio as smtp_trio
-from peers import TLSFiles, make_tls_files, write_maildir
+from peers import TLSFiles, run, write_maildir
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.maildrop import MaildirStore
 from smtpcore.smtp import Rcpt, Reply
@@ -40,11 +40,6 @@ class Keeping(Handler):
         self.messages.append(envelope.content)
         self.tls.append(session.tls is not None)
         return None
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 def client_options(tls: TLSFiles | None) -> dict[str, Any]:
@@ -181,17 +176,6 @@ def test_asyncio_timeout_over_a_stream_pair() -> None:
 
 
 # -- Unix sockets, both adapters ----------------------------------------------------------
-
-
-def run(adapter: str, fn: Callable[[], Awaitable[None]]) -> None:
-    if adapter == "asyncio":
-
-        async def main() -> None:
-            await fn()
-
-        asyncio.run(main())
-    else:
-        trio.run(fn)
 
 
 @pytest.mark.parametrize("adapter", ["asyncio", "trio"])

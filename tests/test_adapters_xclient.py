@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from peers import ADAPTERS, raw_smtp_session, running_smtp_server
+from peers import module, raw_smtp_session, run, running_smtp_server
 from smtpcore.handler import AuthIdentity, Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import UNAVAILABLE, Rcpt, Reply, Xclient, Xforward
-from test_adapters_client import module, run
 
 MESSAGE = b"Subject: forwarded\r\n\r\nthrough a filter\r\n"
 
@@ -58,12 +57,6 @@ class Recorder(Handler):
     async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
         self.envelopes.append(envelope)
         return None
-
-
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
 
 
 def test_the_handler_sees_the_forwarded_client(adapter: str) -> None:

@@ -10,9 +10,7 @@ import asyncio
 import smtplib
 import sys
 
-import pytest
-
-from peers import TLSFiles, make_tls_files
+from peers import TLSFiles
 from smtpcore.asyncio import SMTPServer, Timeouts
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import Ehlo, Helo, Lhlo, Rcpt, Reply
@@ -145,11 +143,6 @@ def test_shutdown_cuts_off_a_session_in_a_hook_after_the_grace_period() -> None:
         return rest
 
     assert asyncio.run(body()) == b""  # cut off without a reply
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 def test_starttls_hands_the_session_to_a_task_and_it_goes_on(tls: TLSFiles) -> None:

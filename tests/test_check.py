@@ -30,7 +30,7 @@ from broken_servers import (
     SplitCommandServer,
     serve,
 )
-from peers import TLSFiles, free_port, make_tls_files
+from peers import TLSFiles, free_port
 from private_postfix import private_postfix
 from smtpcore.handler import Envelope, Handler, Session
 from smtpcore.smtp import Rcpt, Reply
@@ -49,11 +49,6 @@ PLANTED = [
     (FewRecipientsServer, "recipient-limit"),
     (SizeIgnoringServer, "size-limit"),
 ]
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 def test_every_check_has_a_planted_defect() -> None:

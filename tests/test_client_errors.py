@@ -11,20 +11,17 @@ garbage collection can hide a leak.
 from __future__ import annotations
 
 import asyncio
-import importlib
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import trio
 
-from peers import ADAPTERS, open_fd_count, running_smtp_server
+from peers import module, open_fd_count, run, running_smtp_server
 from smtpcore import LocalProtocolError
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import EnhancedStatus, Mail, Rcpt, Reply
 from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, Step, script
 
-T = TypeVar("T")
 MESSAGE = b"Subject: errors\r\n\r\nbody\r\n"
 
 #: The scripted servers' greeting and EHLO reply (no SIZE, 8BITMIME or SMTPUTF8).
@@ -53,26 +50,6 @@ C: .
 """
 #: Whatever the client sends next (a line, or its close); the script then ends.
 ONE_LINE = Call(ScriptedConnection.line)
-
-
-def run(adapter: str, fn: Callable[[], Awaitable[T]]) -> T:
-    if adapter == "asyncio":
-
-        async def main() -> T:
-            return await fn()
-
-        return asyncio.run(main())
-    return trio.run(fn)
-
-
-def module(adapter: str) -> Any:
-    return importlib.import_module(f"smtpcore.{adapter}")
-
-
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
 
 
 class Recorder(Handler):
@@ -393,8 +370,8 @@ def test_connection_refused_leaves_nothing_open(adapter: str) -> None:
     assert open_fd_count() == before
 
 
-def test_pop3_client_closes_when_the_server_breaks_off(adapter: str) -> None:
-    pop3 = """
+#: A POP3 login with USER and PASS, the capabilities asked before and after it.
+POP3_LOGGED_IN = """
 S: +OK ready
 C: CAPA
 S: +OK
@@ -408,10 +385,11 @@ C: CAPA
 S: +OK
 S: USER
 S: .
-C: RETR 1
-S: +OK
-S+ half a mess
 """
+
+
+def test_pop3_client_closes_when_the_server_breaks_off(adapter: str) -> None:
+    pop3 = POP3_LOGGED_IN + "C: RETR 1\nS: +OK\nS+ half a mess\n"
 
     mod = module(adapter)
     kept: list[Any] = []
@@ -466,23 +444,6 @@ def test_an_smtputf8_message_to_a_server_without_it_is_refused_before_mail(adapt
         553,
         "5.6.7",
     )
-
-
-POP3_LOGGED_IN = """
-S: +OK ready
-C: CAPA
-S: +OK
-S: USER
-S: .
-C: USER u
-S: +OK
-C: PASS p
-S: +OK in
-C: CAPA
-S: +OK
-S: USER
-S: .
-"""
 
 
 @pytest.mark.parametrize("protocol", ["smtp", "pop3"])

@@ -17,18 +17,17 @@ import importlib
 import select
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import trio
 
-from peers import ADAPTERS
+from peers import ADAPTERS, run
 from smtpcore import LocalProtocolError, RemoteProtocolError
 from smtpcore.address import parse_mailbox
 from smtpcore.smtp import ClientConnection, Ehlo, Mail, Rcpt, Reply, State
 
-T = TypeVar("T")
 ALICE = parse_mailbox("alice@abc.example")
 BOB = parse_mailbox("bob@pqr.example")
 
@@ -77,16 +76,6 @@ def test_replies_to_pipelined_commands_are_not_stale() -> None:
 
 
 # -- both adapters ---------------------------------------------------------------------
-
-
-def run(adapter: str, fn: Callable[[], Awaitable[T]]) -> T:
-    if adapter == "asyncio":
-
-        async def main() -> T:
-            return await fn()
-
-        return asyncio.run(main())
-    return trio.run(fn)
 
 
 async def until_arrived(adapter: str, client: Any, sent: threading.Event) -> None:

@@ -9,21 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peers import TLSFiles, make_tls_files, running_smtp_server
+from peers import TLSFiles, module, run, running_smtp_server
 from smtpcore.smtp import Help, Reply
 from smtpcore.testing import ScriptedServer, Send, script
 from smtpcore.testing import strategies as sst
 from test_adapters_auth import PASSWORD, USER, Submission, authenticator, credentials
-from test_client_errors import GREET, Recorder, adapter, module, run
-
-__all__ = ["adapter"]  # the fixture, shared
+from test_client_errors import GREET, Recorder
 
 MESSAGE = b"Subject: trace\r\n\r\nbody\r\n"
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 def test_low_level_commands(adapter: str) -> None:

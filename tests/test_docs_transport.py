@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from peers import TLSFiles, make_tls_files
+from peers import TLSFiles
 from smtpcore.asyncio import SMTPClient, SMTPServer, Timeouts
 from smtpcore.transport import Transport
 
@@ -37,11 +37,6 @@ def run_page() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def page() -> dict[str, Any]:
     return run_page()
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 def test_the_page_runs_and_its_transport_is_one(page: dict[str, Any]) -> None:

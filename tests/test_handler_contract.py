@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from peers import ADAPTERS, raw_smtp_session, running_smtp_server
+from peers import raw_smtp_session, running_smtp_server
 from smtpcore.address import parse_mailbox
 from smtpcore.handler import (
     _BY_HOSTNAME,
@@ -147,12 +147,6 @@ class CallsSuper(Taking):
 
 
 AUTH = Authenticator(check_password=lambda user, password: (user, password) == ("john", "john-pw"))
-
-
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
 
 
 def transcript(adapter: str, handler: Handler, script: list[bytes] = SCRIPT) -> list[bytes]:

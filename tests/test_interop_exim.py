@@ -7,10 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from exim_peer import exim
-from peers import ADAPTERS, running_smtp_server
+from peers import module, run, running_smtp_server
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import (
     Bdat,
@@ -26,16 +24,9 @@ from smtpcore.smtp import (
     Ret,
 )
 from test_adapters_chunking import recording_factory
-from test_adapters_client import module, run
 
 BODY = b"".join(b".line %d of a message sent in chunks\r\n" % n for n in range(300))
 MESSAGE = b"Subject: chunks\r\nFrom: a@abc.test\r\n\r\n" + BODY
-
-
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
 
 
 class Sink(Handler):

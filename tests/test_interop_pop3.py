@@ -37,14 +37,13 @@ from peers import (
     dovecot_pop3,
     free_port,
     hand_to_dovecot,
-    make_tls_files,
     require_program,
+    run,
     running_pop3_server,
     write_maildir,
 )
 from smtpcore.maildrop import MaildirStore
 from smtpcore.sasl import PlainClient
-from test_adapters_client import run
 
 pytestmark = pytest.mark.interop
 
@@ -111,17 +110,6 @@ def mailbox(tmp_path_factory: pytest.TempPathFactory) -> Mailbox:
     template = tmp_path_factory.mktemp("pop3-mailbox") / "template"
     write_maildir(template, contents)
     return Mailbox(template, contents)
-
-
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 def served(mailbox: Mailbox, tmp_path: Path) -> MaildirStore:

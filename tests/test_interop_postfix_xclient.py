@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from peers import ADAPTERS
+from peers import module, run
 from private_postfix import PrivatePostfix, private_postfix
 from smtpcore.smtp import Xclient, Xforward
-from test_adapters_client import module, run
 
 pytestmark = pytest.mark.interop
 
@@ -31,12 +30,6 @@ def postfix() -> Iterator[PrivatePostfix]:
     }
     with private_postfix(main_cf=main_cf) as instance:
         yield instance
-
-
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
 
 
 def logged(postfix: PrivatePostfix, text: str) -> str:

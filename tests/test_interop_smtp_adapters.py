@@ -20,19 +20,18 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from peers import (
-    ADAPTERS,
     TLSFiles,
     free_port,
-    make_tls_files,
     missing_peer,
+    module,
     require_program,
+    run,
     running_smtp_server,
     smtp_sink,
     smtp_source_path,
 )
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import Rcpt, Reply
-from test_adapters_client import module, run
 
 pytestmark = pytest.mark.interop
 
@@ -57,17 +56,6 @@ class Counting(Handler):
             self.messages.append(envelope)
             self.recipients.update(str(r.mailbox) for r in envelope.recipients)
         return None
-
-
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 # -- real clients against our server ----------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import poplib
 import socket
 import time
@@ -21,10 +20,10 @@ from typing import Any
 import pytest
 
 from peers import (
-    ADAPTERS,
     TLSFiles,
-    make_tls_files,
+    module,
     open_fd_count,
+    run,
     running_pop3_server,
     write_maildir,
 )
@@ -40,7 +39,6 @@ from smtpcore.maildrop import (
 )
 from smtpcore.sasl import CramMD5Client, PlainClient, ScramSHA256Client
 from smtpcore.testing import ExpectClose, ScriptedServer, script
-from test_adapters_client import run
 
 PASSWORDS = {"alice": "wonderland", "bob": "builder"}
 MESSAGES = [
@@ -53,21 +51,6 @@ BIG = b"Subject: big\r\n\r\n" + b"".join(b".%07d line\r\n" % n for n in range(20
 
 def crlf(content: bytes) -> bytes:
     return content.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-
-
-def module(adapter: str) -> Any:
-    return importlib.import_module(f"smtpcore.{adapter}")
-
-
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture

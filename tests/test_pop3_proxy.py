@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 import pytest
 
 from haproxy_peer import haproxy
-from peers import ADAPTERS, TLSFiles, make_tls_files, running_pop3_server, write_maildir
+from peers import TLSFiles, running_pop3_server, write_maildir
 from smtpcore.maildrop import MaildirStore, Maildrop, POP3Session
 from test_adapters_proxy import TLSAfterHeader
 
@@ -52,21 +52,10 @@ class Recorder(MaildirStore):
         return await super().open_maildrop(session, user)
 
 
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Recorder:
     write_maildir(tmp_path / "mail" / "alice", [b"Subject: one\r\n\r\nhello\r\n"])
     return Recorder(tmp_path / "mail")
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 @contextlib.contextmanager

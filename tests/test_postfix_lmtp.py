@@ -21,10 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from peers import (
-    ADAPTERS,
     LOOPBACK,
     free_port,
     missing_peer,
@@ -108,12 +105,6 @@ class Delivery(Handler):
         recipients = [str(recipient.mailbox) for recipient in envelope.recipients]
         self.messages.append((recipients, envelope.content))
         return None
-
-
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
 
 
 @contextlib.contextmanager

@@ -29,11 +29,6 @@ from test_client_errors import GREET, Recorder
 MESSAGE = b"Subject: sync\r\n\r\n.leading dot\r\nbody\r\n"
 
 
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
-
-
 def test_one_session_several_messages_and_the_low_level_commands() -> None:
     handler = Recorder()
     with (

@@ -7,18 +7,13 @@ before the TLS handshake. A departure from the script fails with a diff.
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import re
 import socket
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-import trio
 
-from peers import ADAPTERS, TLSFiles, make_tls_files, open_fd_count
+from peers import TLSFiles, module, open_fd_count, run
 from smtpcore.testing import (
     Call,
     Expect,
@@ -33,33 +28,7 @@ from smtpcore.testing import (
     script,
 )
 
-T = TypeVar("T")
 MESSAGE = b"Subject: scripted\r\n\r\n.leading dot\r\n"
-
-
-def run(adapter: str, fn: Callable[[], Awaitable[T]]) -> T:
-    if adapter == "asyncio":
-
-        async def main() -> T:
-            return await fn()
-
-        return asyncio.run(main())
-    return trio.run(fn)
-
-
-def client_module(adapter: str) -> Any:
-    return importlib.import_module(f"smtpcore.{adapter}")
-
-
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(Path(tmp_path_factory.mktemp("tls")))
 
 
 SESSION = """
@@ -87,7 +56,7 @@ S: 221 bye
 def send(adapter: str, port: int, **options: Any) -> Any:
     return run(
         adapter,
-        lambda: client_module(adapter).send_message(
+        lambda: module(adapter).send_message(
             MESSAGE, "a@abc.example", "b@pqr.example", host="127.0.0.1", port=port, **options
         ),
     )
@@ -107,7 +76,7 @@ def test_replies_split_mid_line(adapter: str) -> None:
 def test_a_421_in_the_middle(adapter: str) -> None:
     head = SESSION.split("C: RCPT")[0]
     text = head + "C: RCPT TO:<b@pqr.example>\nS: 421 4.3.2 shutting down\n-- close\n"
-    errors = client_module(adapter)
+    errors = module(adapter)
     with (
         ScriptedServer(script(text)) as server,
         pytest.raises(errors.SMTPError, match="421"),
@@ -119,7 +88,7 @@ def test_an_unsolicited_reply(adapter: str) -> None:
     # Both lines in one write: the client finds the stray 250 before it sends EHLO,
     # and ends the session rather than take it as the EHLO reply.
     steps: list[Step] = [Send(b"220 mx.test ESMTP\r\n250 unsolicited\r\n"), ExpectClose()]
-    errors = client_module(adapter)
+    errors = module(adapter)
     with ScriptedServer(steps) as server, pytest.raises(errors.SMTPError):
         send(adapter, server.port)
 
@@ -135,7 +104,7 @@ def test_a_reply_injected_before_tls_is_ignored(adapter: str, tls: TLSFiles) -> 
     ]
 
     async def session() -> dict[str, tuple[str, ...]]:
-        client = client_module(adapter).SMTPClient(
+        client = module(adapter).SMTPClient(
             "127.0.0.1", server.port, ssl_context=tls.client_context
         )
         async with client:
