@@ -672,6 +672,7 @@ def dovecot_pop3(
     *,
     startup_timeout: float = 15.0,
     tls: TLSFiles | None = None,
+    auth_mechanisms: str = "plain login",
 ) -> Iterator[Dovecot]:
     """Run Dovecot's POP3 server (Debian ``dovecot-pop3d``) in the foreground for the block.
 
@@ -681,7 +682,8 @@ def dovecot_pop3(
     runs as the current user; as root, Dovecot will not run its login and
     mail processes as root, so they run as the package's ``dovenull`` and
     ``dovecot`` users and the Maildirs are handed to the ``dovecot`` user.
-    With ``tls``, STLS is offered with that certificate.
+    With ``tls``, STLS is offered with that certificate. ``auth_mechanisms`` is
+    Dovecot's setting of that name (its SASL mechanisms, lower case).
     """
     dovecot = require_program("dovecot")
     mail_root = directory / "mail"
@@ -718,7 +720,7 @@ log_path = /dev/stderr
 protocols = pop3
 listen = 127.0.0.1
 {ssl_lines}disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {auth_mechanisms}
 auth_failure_delay = 0
 default_internal_user = {internal}
 default_internal_group = {internal}

@@ -33,7 +33,12 @@ from peers import (
     running_smtp_server,
 )
 from smtpcore.handler import Authenticator, AuthIdentity, Envelope, Handler, MessageReply, Session
-from smtpcore.sasl import ScramSHA256Server, derive_scram_credentials
+from smtpcore.sasl import (
+    CramMD5Server,
+    ScramSHA1Server,
+    ScramSHA256Server,
+    derive_scram_credentials,
+)
 from smtpcore.smtp import Mail, Rcpt, Reply
 
 USER = "john@abc.example"
@@ -188,6 +193,24 @@ def test_the_strongest_shared_mechanism_is_chosen(adapter: str, tls: TLSFiles) -
             ),
         )
     assert used == "CRAM-MD5"
+
+
+def test_scram_sha1_is_chosen_over_cram_md5_where_it_is_the_only_scram(adapter: str) -> None:
+    """A server that offers SCRAM-SHA-1 (by mechanism name, with SHA-1 keys) and no
+    newer SCRAM: a client with a password runs SCRAM-SHA-1 (RFC 5802), not CRAM-MD5."""
+    sha1_keys = {USER: derive_scram_credentials(PASSWORD, hash_name="SHA-1")}
+    mechanisms = {
+        "SCRAM-SHA-1": lambda: ScramSHA1Server(sha1_keys.get),
+        "CRAM-MD5": lambda: CramMD5Server(get_password, "mx.test"),
+    }
+    handler = Submission()
+    with running_smtp_server(adapter, handler, auth=mechanisms, require_auth=True) as server:
+        used = run(
+            adapter,
+            lambda: login_and_send(adapter, server.port, username=USER, password=PASSWORD),
+        )
+    assert used == "SCRAM-SHA-1"
+    assert handler.identities == [AuthIdentity(USER, USER, "SCRAM-SHA-1")]
 
 
 def test_auth_is_required_before_mail(adapter: str, tls: TLSFiles) -> None:

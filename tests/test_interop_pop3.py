@@ -43,7 +43,7 @@ from peers import (
     write_maildir,
 )
 from smtpcore.maildrop import MaildirStore
-from smtpcore.sasl import PlainClient
+from smtpcore.sasl import PlainClient, ScramSHA1Client, ScramSHA256Client
 
 pytestmark = pytest.mark.interop
 
@@ -366,7 +366,12 @@ def dovecot(tls: TLSFiles) -> Iterator[Dovecot]:
     # unprivileged processes must reach the passwd-file and the Maildirs.
     with tempfile.TemporaryDirectory(prefix="smtpcore-dovecot-") as directory:
         os.chmod(directory, 0o755)
-        with dovecot_pop3(Path(directory), users, tls=tls) as server:
+        with dovecot_pop3(
+            Path(directory),
+            users,
+            tls=tls,
+            auth_mechanisms="plain login scram-sha-1 scram-sha-256",
+        ) as server:
             yield server
 
 
@@ -407,3 +412,28 @@ def test_our_client_against_dovecot(
     assert marked == mailbox.count  # marked deleted, removed only by QUIT
     maildir = dovecot.maildir(user)
     assert os.listdir(maildir / "new") == [] and os.listdir(maildir / "cur") == []
+
+
+@pytest.mark.parametrize("mechanism", [ScramSHA1Client, ScramSHA256Client])
+def test_our_scram_client_logs_in_to_dovecot(
+    adapter: str,
+    dovecot: Dovecot,
+    tls: TLSFiles,
+    mechanism: type[ScramSHA1Client | ScramSHA256Client],
+) -> None:
+    """Dovecot's own SCRAM (RFC 5802; SHA-256 from RFC 7677) takes our proof and proves
+    itself to our client, which checks its signature before it counts the login."""
+    user = f"alice-{adapter}"
+    mod = importlib.import_module(f"smtpcore.{adapter}")
+
+    async def log_in() -> tuple[list[str], bool]:
+        client = mod.POP3Client("127.0.0.1", dovecot.port, ssl_context=tls.client_context)
+        async with client:
+            offered = list(client.capabilities["SASL"])
+            scram = mechanism(user, PASSWORD)
+            await client.authenticate(scram)
+            await client.stat()
+            return offered, scram.complete
+
+    offered, complete = run(adapter, log_in)
+    assert mechanism.name in offered and complete

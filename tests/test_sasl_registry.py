@@ -25,7 +25,9 @@ SASL_DIR = pathlib.Path(smtpcore.sasl.__file__).parent
 FLAGS = {
     # name: (plaintext, requires_tls)
     "SCRAM-SHA-256-PLUS": (False, False),
+    "SCRAM-SHA-1-PLUS": (False, False),
     "SCRAM-SHA-256": (False, False),
+    "SCRAM-SHA-1": (False, False),
     "OAUTHBEARER": (False, True),
     "XOAUTH2": (False, True),
     "CRAM-MD5": (False, False),
@@ -65,7 +67,13 @@ def test_registries_are_read_only() -> None:
         (["OAUTHBEARER", "CRAM-MD5"], ["OAUTHBEARER", "CRAM-MD5"], "OAUTHBEARER"),
         (["scram-sha-256", "plain"], ["PLAIN", "SCRAM-SHA-256"], "SCRAM-SHA-256"),
         (["Plain"], ["pLAIN"], "PLAIN"),
-        (["GSSAPI", "SCRAM-SHA-1", "PLAIN"], ["GSSAPI", "SCRAM-SHA-1", "PLAIN"], "PLAIN"),
+        (["GSSAPI", "SCRAM-SHA-1", "PLAIN"], ["GSSAPI", "SCRAM-SHA-1", "PLAIN"], "SCRAM-SHA-1"),
+        (["GSSAPI", "SCRAM-SHA-1", "PLAIN"], ["GSSAPI", "PLAIN"], "PLAIN"),
+        (["SCRAM-SHA-1", "SCRAM-SHA-256"], list(PREFERENCE), "SCRAM-SHA-256"),
+        # A client that can bind takes the -PLUS offered, whatever its hash (RFC 5802 §6).
+        (["SCRAM-SHA-1-PLUS", "SCRAM-SHA-256"], list(PREFERENCE), "SCRAM-SHA-1-PLUS"),
+        (["SCRAM-SHA-1-PLUS", "SCRAM-SHA-256-PLUS"], list(PREFERENCE), "SCRAM-SHA-256-PLUS"),
+        (["SCRAM-SHA-1-PLUS", "SCRAM-SHA-1"], ["SCRAM-SHA-1", "PLAIN"], "SCRAM-SHA-1"),
         (["GSSAPI"], ["GSSAPI"], None),
         (["PLAIN"], ["CRAM-MD5"], None),
         ([], list(PREFERENCE), None),
@@ -80,7 +88,9 @@ def test_choose_mechanism(offered: list[str], available: list[str], expected: st
 def test_preference_is_strongest_first() -> None:
     assert PREFERENCE == (
         "SCRAM-SHA-256-PLUS",
+        "SCRAM-SHA-1-PLUS",
         "SCRAM-SHA-256",
+        "SCRAM-SHA-1",
         "OAUTHBEARER",
         "XOAUTH2",
         "CRAM-MD5",
@@ -110,6 +120,10 @@ def test_design_public_names() -> None:
         "ScramSHA256Server",
         "ScramSHA256PlusClient",
         "ScramSHA256PlusServer",
+        "ScramSHA1Client",
+        "ScramSHA1Server",
+        "ScramSHA1PlusClient",
+        "ScramSHA1PlusServer",
         "XOAuth2Client",
         "XOAuth2Server",
         "OAuthBearerClient",

@@ -3,7 +3,7 @@
 The strongest mechanism both sides have (:func:`~smtpcore.sasl.choose_mechanism`),
 never one that shows a reusable secret (PLAIN, LOGIN, bearer tokens) on a
 plaintext connection unless the caller allows it (RFC 4954 §4). With the TLS
-layer's channel binding data, SCRAM-SHA-256-PLUS comes first (RFC 5802 §6, RFC 9266).
+layer's channel binding data, a SCRAM ``-PLUS`` comes first (RFC 5802 §6, RFC 9266).
 """
 
 from __future__ import annotations
@@ -22,18 +22,24 @@ from smtpcore.sasl import (
     LoginClient,
     OAuthBearerClient,
     PlainClient,
+    ScramSHA1Client,
+    ScramSHA1PlusClient,
     ScramSHA256Client,
     ScramSHA256PlusClient,
     XOAuth2Client,
     choose_mechanism,
-    scram_client,
 )
 from smtpcore.smtp import ServerExtensions
 
 __all__ = ["Credentials"]
 
+_SCRAM: Final = {"SCRAM-SHA-256": ScramSHA256Client, "SCRAM-SHA-1": ScramSHA1Client}
+_SCRAM_PLUS: Final = {
+    "SCRAM-SHA-256-PLUS": ScramSHA256PlusClient,
+    "SCRAM-SHA-1-PLUS": ScramSHA1PlusClient,
+}
 _PASSWORD_MECHANISMS: Final[dict[str, Callable[[str, str], ClientMechanism]]] = {
-    "SCRAM-SHA-256": ScramSHA256Client,
+    **_SCRAM,
     "CRAM-MD5": CramMD5Client,
     "PLAIN": PlainClient,
     "LOGIN": LoginClient,
@@ -76,9 +82,9 @@ class Credentials:
         :class:`AuthenticationNotAvailable` when there is none.
 
         ``channel_bindings`` is the TLS layer's channel binding data by type: with
-        ``tls-exporter`` among them a password may go by SCRAM-SHA-256-PLUS, and
-        plain SCRAM-SHA-256 then says the client could have bound (``y``), so a
-        server that offered -PLUS detects the downgrade (RFC 5802 §6)."""
+        ``tls-exporter`` among them a password may go by a SCRAM ``-PLUS``, and a
+        plain SCRAM then says the client could have bound (``y``), so a server
+        that offered -PLUS detects the downgrade (RFC 5802 §6)."""
         if "AUTH" not in extensions:
             raise AuthenticationNotAvailable("the server does not offer AUTH")
         offered = extensions.auth
@@ -94,7 +100,7 @@ class Credentials:
         binding = (channel_bindings or {}).get(TLS_EXPORTER)
         names = list(_PASSWORD_MECHANISMS) if self.password is not None else []
         if binding and names:
-            names.insert(0, ScramSHA256PlusClient.name)
+            names[0:0] = _SCRAM_PLUS
         if self.oauth_token is not None:
             names += ["OAUTHBEARER", "XOAUTH2"]
         if self.allowed is not None:
@@ -113,18 +119,19 @@ class Credentials:
                 f"no mechanism in common: the server offers {' '.join(sorted(offered))}"
             )
         assert self.username is not None
-        if name.startswith("SCRAM-"):
+        if name in _SCRAM_PLUS:
+            assert self.password is not None and binding
+            return _SCRAM_PLUS[name](self.username, self.password, channel_binding=binding)
+        if name in _SCRAM:
             assert self.password is not None
-            # A client whose caller ruled out -PLUS does not claim it could bind.
-            plus_allowed = ScramSHA256PlusClient.name in names
-            scram = scram_client(
-                self.username,
-                self.password,
-                offered=offered,
-                channel_bindings=(channel_bindings or {}) if plus_allowed else {},
+            # "y" says the client could have bound but saw no -PLUS (RFC 5802 §6); a
+            # client whose caller ruled out -PLUS, or ruled out the one offered, says "n".
+            could_bind = (
+                bool(binding)
+                and any(plus in names for plus in _SCRAM_PLUS)
+                and not any(plus in offered for plus in _SCRAM_PLUS)
             )
-            assert scram is not None and scram.name == name
-            return scram
+            return _SCRAM[name](self.username, self.password, channel_binding_supported=could_bind)
         if name in _PASSWORD_MECHANISMS:
             assert self.password is not None
             return _PASSWORD_MECHANISMS[name](self.username, self.password)

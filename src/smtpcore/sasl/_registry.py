@@ -17,6 +17,10 @@ from smtpcore.sasl._oauth import (
 )
 from smtpcore.sasl._plaintext import LoginClient, LoginServer, PlainClient, PlainServer
 from smtpcore.sasl._scram import (
+    ScramSHA1Client,
+    ScramSHA1PlusClient,
+    ScramSHA1PlusServer,
+    ScramSHA1Server,
     ScramSHA256Client,
     ScramSHA256PlusClient,
     ScramSHA256PlusServer,
@@ -33,7 +37,9 @@ __all__ = [
 
 PREFERENCE: Final = (
     "SCRAM-SHA-256-PLUS",
+    "SCRAM-SHA-1-PLUS",
     "SCRAM-SHA-256",
+    "SCRAM-SHA-1",
     "OAUTHBEARER",
     "XOAUTH2",
     "CRAM-MD5",
@@ -47,7 +53,9 @@ CLIENT_MECHANISMS: Final[Mapping[str, type[ClientMechanism]]] = MappingProxyType
         cls.name: cls
         for cls in (
             ScramSHA256PlusClient,
+            ScramSHA1PlusClient,
             ScramSHA256Client,
+            ScramSHA1Client,
             OAuthBearerClient,
             XOAuth2Client,
             CramMD5Client,
@@ -61,7 +69,9 @@ SERVER_MECHANISMS: Final[Mapping[str, type[ServerMechanism]]] = MappingProxyType
         cls.name: cls
         for cls in (
             ScramSHA256PlusServer,
+            ScramSHA1PlusServer,
             ScramSHA256Server,
+            ScramSHA1Server,
             OAuthBearerServer,
             XOAuth2Server,
             CramMD5Server,
@@ -79,12 +89,16 @@ def choose_mechanism(offered: Iterable[str], available: Iterable[str]) -> str | 
     any case) and the canonical upper-case name is returned; names outside
     :data:`PREFERENCE` are ignored; ``None`` when nothing is shared.
 
-    The order: SCRAM-SHA-256-PLUS first, then SCRAM-SHA-256: SCRAM never
-    reveals the password, resists replay, and authenticates the server too
-    (RFC 5802 §9), and its ``-PLUS`` variant also ties all that to the TLS
-    connection, which defeats a man in the middle (RFC 5802 §6). List
-    ``-PLUS`` in ``available`` only when the session has channel binding
-    data for it.
+    The order: SCRAM first, its ``-PLUS`` variants before the others: SCRAM
+    never reveals the password, resists replay, and authenticates the server
+    too (RFC 5802 §9), and a ``-PLUS`` variant also ties all that to the TLS
+    connection, which defeats a man in the middle (RFC 5802 §6). A client
+    that could bind must take a ``-PLUS`` the server offers, whatever its
+    hash: were it to run a plain variant instead, it would have to say it
+    could have bound (``y``), which such a server refuses as a downgrade.
+    Within each, SHA-256 (RFC 7677) before SHA-1, the hash of RFC 5802 that
+    older servers still offer alone. List ``-PLUS`` in ``available`` only
+    when the session has channel binding data for it.
     OAUTHBEARER and XOAUTH2 next: a bearer token is scoped, expiring and
     revocable, unlike a password; the standard one (RFC 7628) before Google's
     predecessor. CRAM-MD5 hides the password from an eavesdropper but not
@@ -107,23 +121,27 @@ def scram_client(
     offered: Iterable[str],
     channel_bindings: ChannelBindings,
     authzid: str = "",
-) -> ScramSHA256Client | None:
+) -> ScramSHA256PlusClient | ScramSHA1PlusClient | ScramSHA256Client | ScramSHA1Client | None:
     """The SCRAM client mechanism RFC 5802 §6 has a client pick, or ``None``.
 
     ``offered`` is what the server lists (SMTP's EHLO ``AUTH``, POP3's CAPA
     ``SASL``) and ``channel_bindings`` the TLS layer's binding data, by type.
-    With ``tls-exporter`` data and ``SCRAM-SHA-256-PLUS`` offered, the
-    client binds; with the data but no ``-PLUS`` offered, it runs
-    SCRAM-SHA-256 with the ``y`` flag, which a server that did offer
-    ``-PLUS`` refuses (someone struck it from the list); with no data, plain
-    SCRAM-SHA-256 (``n``). ``None`` when the server offers neither.
+    With ``tls-exporter`` data and a ``-PLUS`` offered (SCRAM-SHA-256-PLUS,
+    else SCRAM-SHA-1-PLUS), the client binds; with the data but no ``-PLUS``
+    offered, it runs SCRAM-SHA-256 (else SCRAM-SHA-1) with the ``y`` flag,
+    which a server that did offer ``-PLUS`` refuses (someone struck it from
+    the list); with no data, the plain variant with ``n``. ``None`` when the
+    server offers no SCRAM.
     """
     names = {name.upper() for name in offered}
     binding = channel_bindings.get(TLS_EXPORTER)
-    if binding and ScramSHA256PlusClient.name in names:
-        return ScramSHA256PlusClient(username, password, channel_binding=binding, authzid=authzid)
-    if ScramSHA256Client.name in names:
-        return ScramSHA256Client(
-            username, password, authzid=authzid, channel_binding_supported=bool(binding)
-        )
+    if binding:
+        for plus in (ScramSHA256PlusClient, ScramSHA1PlusClient):
+            if plus.name in names:
+                return plus(username, password, channel_binding=binding, authzid=authzid)
+    for plain in (ScramSHA256Client, ScramSHA1Client):
+        if plain.name in names:
+            return plain(
+                username, password, authzid=authzid, channel_binding_supported=bool(binding)
+            )
     return None

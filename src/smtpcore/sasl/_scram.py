@@ -1,4 +1,5 @@
-"""SCRAM-SHA-256 and SCRAM-SHA-256-PLUS (RFC 5802 with RFC 7677's hash).
+"""SCRAM-SHA-256 and SCRAM-SHA-256-PLUS (RFC 5802 with RFC 7677's hash), and RFC 5802's
+own SCRAM-SHA-1 and SCRAM-SHA-1-PLUS, which differ only in the hash.
 
 Both sides prove knowledge of the salted password without sending it, and
 the server keeps only ``StoredKey`` and ``ServerKey`` (RFC 5802 §3), from
@@ -14,6 +15,9 @@ middle who runs two TLS connections fails. The data (``tls-exporter``,
 RFC 9266) come from the session, never from this module. A client that
 could bind but sees no ``-PLUS`` offered sends ``y,,``, and a server that
 offers ``-PLUS`` refuses that flag as a downgrade.
+
+Each mechanism is one class that names its hash; the exchange is written
+once, for the client and for the server, whatever the hash.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from smtpcore.sasl._base import (
     Authorize,
     Challenge,
     ClientMechanism,
+    CredentialsUnavailable,
     SASLError,
     ServerMechanism,
     Step,
@@ -47,6 +52,10 @@ from smtpcore.sasl._saslprep import saslprep
 __all__ = [
     "GetCredentials",
     "ScramCredentials",
+    "ScramSHA1Client",
+    "ScramSHA1PlusClient",
+    "ScramSHA1PlusServer",
+    "ScramSHA1Server",
     "ScramSHA256Client",
     "ScramSHA256PlusClient",
     "ScramSHA256PlusServer",
@@ -54,11 +63,23 @@ __all__ = [
     "derive_scram_credentials",
 ]
 
-_HASH: Final = "sha256"
-_KEY_SIZE: Final = 32
-_TEXT_PREFIX: Final = "SCRAM-SHA-256$"
+
+@dataclass(frozen=True, slots=True)
+class _Hash:
+    """The hash a SCRAM mechanism is named after: H(), HMAC() and Hi() use it, and
+    the keys are as long as its digest (RFC 5802 §2.2)."""
+
+    name: str
+    """As in the mechanism's name: ``SHA-256``."""
+    hashlib_name: str
+    size: int
+
+
+_SHA1: Final = _Hash("SHA-1", "sha1", 20)
+_SHA256: Final = _Hash("SHA-256", "sha256", 32)
+_HASHES: Final = {h.name: h for h in (_SHA256, _SHA1)}
 DEFAULT_ITERATIONS: Final = 4096
-"""RFC 7677 §4: the iteration count SHOULD be at least 4096."""
+"""RFC 7677 §4 and RFC 5802 §5.1: the iteration count SHOULD be at least 4096."""
 DEFAULT_MAX_ITERATIONS: Final = 1_000_000
 _NONCE: Final = re.compile(r"[!-+\--~]+")  # printable ASCII except "," (RFC 5802 §7)
 _ITERATIONS: Final = re.compile(r"[1-9][0-9]{0,9}")
@@ -67,12 +88,12 @@ _ITERATIONS: Final = re.compile(r"[1-9][0-9]{0,9}")
 _PROCESS_SECRET: Final = secrets.token_bytes(32)
 
 
-def _hmac(key: bytes, message: bytes) -> bytes:
-    return hmac.digest(key, message, _HASH)
+def _hmac(hash_: _Hash, key: bytes, message: bytes) -> bytes:
+    return hmac.digest(key, message, hash_.hashlib_name)
 
 
-def _h(data: bytes) -> bytes:
-    return hashlib.new(_HASH, data).digest()
+def _h(hash_: _Hash, data: bytes) -> bytes:
+    return hashlib.new(hash_.hashlib_name, data).digest()
 
 
 def _xor(left: bytes, right: bytes) -> bytes:
@@ -94,29 +115,37 @@ def _unb64(text: str) -> bytes | None:
 
 @dataclass(frozen=True, slots=True)
 class ScramCredentials:
-    """What a SCRAM-SHA-256 server stores for one user (RFC 5802 §3).
+    """What a SCRAM server stores for one user (RFC 5802 §3).
 
     ``stored_key`` is H(ClientKey) and ``server_key`` is HMAC(SaltedPassword,
     "Server Key"); neither reveals the password, and a thief of both still
-    cannot log in as the user (though he can pose as the server). Build them
-    with :func:`derive_scram_credentials`; keep them with :meth:`to_text`.
+    cannot log in as the user (though he can pose as the server). ``hash_name``
+    is the hash they were made with, ``"SHA-256"`` (SCRAM-SHA-256 and its
+    ``-PLUS``) or ``"SHA-1"`` (SCRAM-SHA-1 and its ``-PLUS``): a mechanism
+    serves only keys of its own hash. Build them with
+    :func:`derive_scram_credentials`; keep them with :meth:`to_text`.
     """
 
     salt: bytes
     iterations: int
     stored_key: bytes
     server_key: bytes
+    hash_name: str = "SHA-256"
 
     def __post_init__(self) -> None:
         if not self.salt:
             raise ValueError("SCRAM salt may not be empty")
         if not 1 <= self.iterations <= 0xFFFFFFFF:
             raise ValueError("SCRAM iteration count out of range")
-        if len(self.stored_key) != _KEY_SIZE or len(self.server_key) != _KEY_SIZE:
-            raise ValueError(f"SCRAM-SHA-256 keys are {_KEY_SIZE} octets")
+        hash_ = _HASHES.get(self.hash_name)
+        if hash_ is None:
+            raise ValueError(f"SCRAM hash is one of {', '.join(_HASHES)}, not {self.hash_name!r}")
+        if len(self.stored_key) != hash_.size or len(self.server_key) != hash_.size:
+            raise ValueError(f"SCRAM-{hash_.name} keys are {hash_.size} octets")
 
     def to_text(self) -> str:
-        """``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>``, base64 inside.
+        """``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>``, base64 inside
+        (``SCRAM-SHA-1$...`` for SHA-1 keys).
 
         The layout of RFC 5803 §3 (as PostgreSQL also stores it), so a
         credentials file can hold one line per user and no password.
@@ -124,21 +153,21 @@ class ScramCredentials:
         salt, stored, server = (
             _b64(value).decode("ascii") for value in (self.salt, self.stored_key, self.server_key)
         )
-        return f"{_TEXT_PREFIX}{self.iterations}:{salt}${stored}:{server}"
+        return f"SCRAM-{self.hash_name}${self.iterations}:{salt}${stored}:{server}"
 
     @classmethod
     def from_text(cls, text: str) -> ScramCredentials:
         """Parse :meth:`to_text`'s form; :class:`ValueError` if it is not that."""
-        if not text.startswith(_TEXT_PREFIX):
-            raise ValueError(f"SCRAM credentials must start with {_TEXT_PREFIX!r}")
-        match = re.fullmatch(r"([0-9]+):([^$:]+)\$([^$:]+):([^$:]+)", text[len(_TEXT_PREFIX) :])
+        match = re.fullmatch(r"SCRAM-(SHA-256|SHA-1)\$([0-9]+):([^$:]+)\$([^$:]+):([^$:]+)", text)
         if match is None:
+            if not text.startswith(("SCRAM-SHA-256$", "SCRAM-SHA-1$")):
+                raise ValueError("SCRAM credentials must start with 'SCRAM-SHA-256$'")
             raise ValueError("malformed SCRAM credentials")
-        iterations, *encoded = match.groups()
+        hash_name, iterations, *encoded = match.groups()
         salt, stored, server = (_unb64(value) for value in encoded)
         if salt is None or stored is None or server is None:
             raise ValueError("malformed base64 in SCRAM credentials")
-        return cls(salt, int(iterations), stored, server)
+        return cls(salt, int(iterations), stored, server, hash_name)
 
 
 GetCredentials: TypeAlias = Callable[[str], ScramCredentials | None]
@@ -153,35 +182,47 @@ def _prepare_password(password: str) -> bytes:
     return prepared.encode("utf-8")
 
 
-def _salted_password(prepared: bytes, salt: bytes, iterations: int) -> bytes:
-    """RFC 5802 §2.2 Hi(), which is PBKDF2 (RFC 8018) with HMAC-SHA-256."""
-    return hashlib.pbkdf2_hmac(_HASH, prepared, salt, iterations)
+def _salted_password(hash_: _Hash, prepared: bytes, salt: bytes, iterations: int) -> bytes:
+    """RFC 5802 §2.2 Hi(), which is PBKDF2 (RFC 8018) with the mechanism's HMAC."""
+    return hashlib.pbkdf2_hmac(hash_.hashlib_name, prepared, salt, iterations)
 
 
-def _client_key(salted: bytes) -> bytes:
-    return _hmac(salted, b"Client Key")
+def _client_key(hash_: _Hash, salted: bytes) -> bytes:
+    return _hmac(hash_, salted, b"Client Key")
 
 
-def _server_key(salted: bytes) -> bytes:
-    return _hmac(salted, b"Server Key")
+def _server_key(hash_: _Hash, salted: bytes) -> bytes:
+    return _hmac(hash_, salted, b"Server Key")
 
 
 def derive_scram_credentials(
-    password: str, *, salt: bytes | None = None, iterations: int = DEFAULT_ITERATIONS
+    password: str,
+    *,
+    salt: bytes | None = None,
+    iterations: int = DEFAULT_ITERATIONS,
+    hash_name: str = "SHA-256",
 ) -> ScramCredentials:
     """The keys a server stores for ``password`` (RFC 5802 §3).
 
     The password is prepared with SASLprep (RFC 4013) as a stored string, as
     RFC 5802 §2.2 requires; :class:`ValueError` if it holds prohibited or
     unassigned characters or nothing is left. ``salt`` defaults to 16 random
-    octets; pass one only to reproduce known keys.
+    octets; pass one only to reproduce known keys. ``hash_name`` is ``"SHA-256"``
+    (SCRAM-SHA-256 and its ``-PLUS``) or ``"SHA-1"`` (SCRAM-SHA-1 and its
+    ``-PLUS``).
     """
+    hash_ = _HASHES.get(hash_name)
+    if hash_ is None:
+        raise ValueError(f"SCRAM hash is one of {', '.join(_HASHES)}, not {hash_name!r}")
     if salt is None:
         salt = secrets.token_bytes(16)
     if not 1 <= iterations <= 0xFFFFFFFF:
         raise ValueError("SCRAM iteration count out of range")
-    salted = _salted_password(_prepare_password(password), salt, iterations)
-    return ScramCredentials(salt, iterations, _h(_client_key(salted)), _server_key(salted))
+    salted = _salted_password(hash_, _prepare_password(password), salt, iterations)
+    client_key = _client_key(hash_, salted)
+    return ScramCredentials(
+        salt, iterations, _h(hash_, client_key), _server_key(hash_, salted), hash_.name
+    )
 
 
 def _default_nonce() -> str:
@@ -194,24 +235,11 @@ def _check_nonce(nonce: str) -> str:
     return nonce
 
 
-class ScramSHA256Client(ClientMechanism):
-    """SCRAM-SHA-256, client side (RFC 5802 §5, RFC 7677).
+class _ScramClient(ClientMechanism):
+    """The client side of every SCRAM mechanism (RFC 5802 §5); a subclass names the
+    mechanism and its hash."""
 
-    The user name is prepared with SASLprep as a query and the password as
-    a stored string (RFC 5802 §5.1, §2.2); :class:`LocalProtocolError` if
-    either is refused. The server's iteration count must lie between
-    ``min_iterations`` (RFC 7677 §4's 4096 by default, so a man in the
-    middle cannot make a captured proof cheap to attack) and
-    ``max_iterations`` (so a hostile server cannot make the client burn CPU).
-
-    ``channel_binding_supported`` says the client could have bound the
-    channel but the server offered no ``-PLUS`` (the gs2 flag ``y``, RFC 5802
-    §6): a server that did offer it then refuses, which defeats an attacker
-    who struck ``-PLUS`` from the list. Leave it off when the session has
-    no binding data (the flag is then ``n``).
-    """
-
-    name = "SCRAM-SHA-256"
+    _hash: ClassVar[_Hash]
 
     def __init__(
         self,
@@ -308,12 +336,13 @@ class ScramSHA256Client(ClientMechanism):
         iterations = int(iterations_text)
         if not self._min_iterations <= iterations <= self._max_iterations:
             raise SASLError(f"SCRAM iteration count {iterations} outside the accepted range")
-        salted = _salted_password(self._password, salt, iterations)
-        client_key = _client_key(salted)
+        hash_ = self._hash
+        salted = _salted_password(hash_, self._password, salt, iterations)
+        client_key = _client_key(hash_, salted)
         without_proof = b"c=" + _b64(self._cbind_input) + b",r=" + nonce.encode("ascii")
         auth_message = self._first_bare + b"," + server_first + b"," + without_proof
-        proof = _xor(client_key, _hmac(_h(client_key), auth_message))
-        self._server_signature = _hmac(_server_key(salted), auth_message)
+        proof = _xor(client_key, _hmac(hash_, _h(hash_, client_key), auth_message))
+        self._server_signature = _hmac(hash_, _server_key(hash_, salted), auth_message)
         return without_proof + b",p=" + _b64(proof)
 
     def _check_server_final(self, server_final: bytes) -> None:
@@ -337,19 +366,8 @@ class ScramSHA256Client(ClientMechanism):
             raise SASLError("SCRAM server reported success without proving its identity")
 
 
-class ScramSHA256PlusClient(ScramSHA256Client):
-    """SCRAM-SHA-256-PLUS, client side: SCRAM-SHA-256 bound to the TLS channel.
-
-    ``channel_binding`` is the binding data of the connection the exchange
-    runs over, of type ``channel_binding_type`` (by default ``tls-exporter``,
-    RFC 9266: 32 octets the TLS layer exports with the label
-    ``EXPORTER-Channel-Binding``). They go into the client-final-message
-    (RFC 5802 §7 ``c=``) under the proof, so a server on another TLS
-    connection (a man in the middle) refuses the proof. Other options as for
-    :class:`ScramSHA256Client`.
-    """
-
-    name = "SCRAM-SHA-256-PLUS"
+class _ScramPlusClient(_ScramClient):
+    """The client side of every SCRAM ``-PLUS`` mechanism (RFC 5802 §6)."""
 
     def __init__(
         self,
@@ -379,6 +397,59 @@ class ScramSHA256PlusClient(ScramSHA256Client):
         )
 
 
+class ScramSHA256Client(_ScramClient):
+    """SCRAM-SHA-256, client side (RFC 5802 §5, RFC 7677).
+
+    The user name is prepared with SASLprep as a query and the password as
+    a stored string (RFC 5802 §5.1, §2.2); :class:`LocalProtocolError` if
+    either is refused. The server's iteration count must lie between
+    ``min_iterations`` (RFC 7677 §4's 4096 by default, so a man in the
+    middle cannot make a captured proof cheap to attack) and
+    ``max_iterations`` (so a hostile server cannot make the client burn CPU).
+
+    ``channel_binding_supported`` says the client could have bound the
+    channel but the server offered no ``-PLUS`` (the gs2 flag ``y``, RFC 5802
+    §6): a server that did offer it then refuses, which defeats an attacker
+    who struck ``-PLUS`` from the list. Leave it off when the session has
+    no binding data (the flag is then ``n``).
+    """
+
+    name = "SCRAM-SHA-256"
+    _hash = _SHA256
+
+
+class ScramSHA256PlusClient(_ScramPlusClient):
+    """SCRAM-SHA-256-PLUS, client side: SCRAM-SHA-256 bound to the TLS channel.
+
+    ``channel_binding`` is the binding data of the connection the exchange
+    runs over, of type ``channel_binding_type`` (by default ``tls-exporter``,
+    RFC 9266: 32 octets the TLS layer exports with the label
+    ``EXPORTER-Channel-Binding``). They go into the client-final-message
+    (RFC 5802 §7 ``c=``) under the proof, so a server on another TLS
+    connection (a man in the middle) refuses the proof. Other options as for
+    :class:`ScramSHA256Client`.
+    """
+
+    name = "SCRAM-SHA-256-PLUS"
+    _hash = _SHA256
+
+
+class ScramSHA1Client(_ScramClient):
+    """SCRAM-SHA-1, client side (RFC 5802 §5): SCRAM-SHA-256 with SHA-1 for its hash,
+    for servers that offer nothing newer. Options as for :class:`ScramSHA256Client`."""
+
+    name = "SCRAM-SHA-1"
+    _hash = _SHA1
+
+
+class ScramSHA1PlusClient(_ScramPlusClient):
+    """SCRAM-SHA-1-PLUS, client side (RFC 5802 §6): SCRAM-SHA-1 bound to the TLS
+    channel. Options as for :class:`ScramSHA256PlusClient`."""
+
+    name = "SCRAM-SHA-1-PLUS"
+    _hash = _SHA1
+
+
 def _decode(message: bytes) -> str:
     try:
         return message.decode("utf-8")
@@ -386,30 +457,13 @@ def _decode(message: bytes) -> str:
         raise SASLError("SCRAM message is not valid UTF-8") from None
 
 
-class ScramSHA256Server(ServerMechanism):
-    """SCRAM-SHA-256, server side (RFC 5802 §5, RFC 7677), from stored keys only.
+class _ScramServer(ServerMechanism):
+    """The server side of every SCRAM mechanism (RFC 5802 §5); a subclass names the
+    mechanism and its hash, and whether it binds the channel."""
 
-    ``get_credentials(username)`` returns the user's :class:`ScramCredentials`
-    or ``None``. For an unknown user the server goes on with fabricated
-    credentials (a salt derived from the name and ``mock_secret``, so that it
-    does not change between attempts, and ``mock_iterations``), and the
-    exchange fails at the proof, exactly as with a wrong password. Several
-    processes serving the same users should share one ``mock_secret`` and
-    set ``mock_iterations`` to the count real users have.
-
-    The user name is used as the client sent it (RFC 5802 §5.1 has the
-    client apply SASLprep); a ``Success`` carries the server-final message
-    (``v=...``), which must reach the client.
-
-    Channel binding comes from :meth:`bind_channel`: this plain variant
-    refuses a client that asks to bind (``p=``, that is for ``-PLUS``) and,
-    when the session offers ``-PLUS``, one that says it could bind but saw
-    no ``-PLUS`` (``y``: a downgrade, RFC 5802 §6).
-    """
-
-    name = "SCRAM-SHA-256"
+    _hash: ClassVar[_Hash]
     _binds: ClassVar[bool] = False
-    """Whether the client must bind the channel (the ``-PLUS`` variant)."""
+    """Whether the client must bind the channel (the ``-PLUS`` variants)."""
 
     def __init__(
         self,
@@ -470,6 +524,10 @@ class ScramSHA256Server(ServerMechanism):
         self._known_user = credentials is not None
         if credentials is None:
             credentials = self._mock_credentials(username)
+        elif credentials.hash_name != self._hash.name:
+            # The application gave keys of another hash: its mistake, not the client's.
+            have, need = credentials.hash_name, self._hash.name
+            raise CredentialsUnavailable(f"{self.name} needs SCRAM-{need} keys, not SCRAM-{have}")
         self._credentials = credentials
         self._username = username
         self._cbind_input = f"{flag},{authz},".encode() + cbind_data
@@ -500,12 +558,14 @@ class ScramSHA256Server(ServerMechanism):
         return b""
 
     def _mock_credentials(self, username: str) -> ScramCredentials:
-        seed = _hmac(self._mock_secret, username.encode("utf-8"))
+        hash_ = self._hash
+        seed = _hmac(hash_, self._mock_secret, username.encode("utf-8"))
         return ScramCredentials(
-            salt=_hmac(seed, b"salt")[:16],
+            salt=_hmac(hash_, seed, b"salt")[:16],
             iterations=self._mock_iterations,
-            stored_key=_hmac(seed, b"stored key"),
-            server_key=_hmac(seed, b"server key"),
+            stored_key=_hmac(hash_, seed, b"stored key"),
+            server_key=_hmac(hash_, seed, b"server key"),
+            hash_name=hash_.name,
         )
 
     def _finish(self, client_final: bytes, credentials: ScramCredentials) -> Step:
@@ -521,18 +581,45 @@ class ScramSHA256Server(ServerMechanism):
         if fields[1] != f"r={self._nonce}":
             raise _Reject("SCRAM nonce does not match")
         proof = _unb64(proof_text)
-        if proof is None or len(proof) != _KEY_SIZE:
+        hash_ = self._hash
+        if proof is None or len(proof) != hash_.size:
             raise _Reject("SCRAM proof is malformed")
         auth_message = self._auth_prefix + without_proof.encode("utf-8")
-        client_key = _xor(proof, _hmac(credentials.stored_key, auth_message))
-        proven = hmac.compare_digest(_h(client_key), credentials.stored_key)
+        client_key = _xor(proof, _hmac(hash_, credentials.stored_key, auth_message))
+        proven = hmac.compare_digest(_h(hash_, client_key), credentials.stored_key)
         if not (proven and self._known_user):
             raise _Reject("SCRAM invalid-proof")
-        signature = _hmac(credentials.server_key, auth_message)
+        signature = _hmac(hash_, credentials.server_key, auth_message)
         return self._succeed(self._authzid, self._username, b"v=" + _b64(signature))
 
 
-class ScramSHA256PlusServer(ScramSHA256Server):
+class ScramSHA256Server(_ScramServer):
+    """SCRAM-SHA-256, server side (RFC 5802 §5, RFC 7677), from stored keys only.
+
+    ``get_credentials(username)`` returns the user's :class:`ScramCredentials`
+    or ``None``. For an unknown user the server goes on with fabricated
+    credentials (a salt derived from the name and ``mock_secret``, so that it
+    does not change between attempts, and ``mock_iterations``), and the
+    exchange fails at the proof, exactly as with a wrong password. Several
+    processes serving the same users should share one ``mock_secret`` and
+    set ``mock_iterations`` to the count real users have.
+
+    The user name is used as the client sent it (RFC 5802 §5.1 has the
+    client apply SASLprep); a ``Success`` carries the server-final message
+    (``v=...``), which must reach the client.
+
+    Channel binding comes from :meth:`bind_channel`: this plain variant
+    refuses a client that asks to bind (``p=``, that is for ``-PLUS``) and,
+    when the session offers ``-PLUS``, one that says it could bind but saw
+    no ``-PLUS`` (``y``: a downgrade, RFC 5802 §6). Keys of another hash
+    fail the exchange as temporary (:class:`CredentialsUnavailable`).
+    """
+
+    name = "SCRAM-SHA-256"
+    _hash = _SHA256
+
+
+class ScramSHA256PlusServer(_ScramServer):
     """SCRAM-SHA-256-PLUS, server side: SCRAM-SHA-256 bound to the TLS channel.
 
     The client must send ``p=<type>`` for a type the session gave to
@@ -544,4 +631,23 @@ class ScramSHA256PlusServer(ScramSHA256Server):
     """
 
     name = "SCRAM-SHA-256-PLUS"
+    _hash = _SHA256
+    _binds = True
+
+
+class ScramSHA1Server(_ScramServer):
+    """SCRAM-SHA-1, server side (RFC 5802 §5), from SHA-1 keys
+    (``derive_scram_credentials(password, hash_name="SHA-1")``), for clients that know
+    nothing newer. Options as for :class:`ScramSHA256Server`."""
+
+    name = "SCRAM-SHA-1"
+    _hash = _SHA1
+
+
+class ScramSHA1PlusServer(_ScramServer):
+    """SCRAM-SHA-1-PLUS, server side (RFC 5802 §6): SCRAM-SHA-1 bound to the TLS
+    channel, from SHA-1 keys. Options as for :class:`ScramSHA256PlusServer`."""
+
+    name = "SCRAM-SHA-1-PLUS"
+    _hash = _SHA1
     _binds = True
