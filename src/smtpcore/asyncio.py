@@ -4,7 +4,9 @@ Only the transport and the task plumbing live here; the sessions themselves
 run in the driver shared with :mod:`smtpcore.trio`. The transport is a small
 :class:`asyncio.BufferedProtocol` rather than asyncio streams: the event loop
 reads into one buffer per thread, the driver gets the bytes read, and TLS
-starts in place with :meth:`asyncio.loop.start_tls`.
+starts in place with :meth:`asyncio.loop.start_tls`. A client's TCP connection
+is read and written on the socket itself until TLS starts
+(``smtpcore._asyncio_client_socket``): it waits for every reply.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Final, TypeVar
 
 from smtpcore import _asyncio_raw
+from smtpcore._asyncio_client_socket import SocketClientTransport, connect_socket
 from smtpcore._asyncio_raw import Acceptor, RawSocketTransport, listening_sockets
 from smtpcore._asyncio_runner import INTO_A_TASK, WOKEN, SessionRunner
 from smtpcore._asyncio_timers import Timers
@@ -507,7 +510,7 @@ class _ClientClock(AsyncioClock):
     ) -> Callable[[float | None, int], Awaitable[bytes]]:
         reader = super().timed_reader(receive)
         transport = getattr(receive, "__self__", None)
-        if not isinstance(transport, AsyncioTransport):
+        if not isinstance(transport, (AsyncioTransport, SocketClientTransport)):
             return reader
         return functools.partial(self._read_reply, transport.next_bytes, reader)
 
@@ -562,15 +565,15 @@ def _client_link(transport: Transport) -> Link:
 
 async def _connect(
     timeout: float | None, host: str, port: int, unix_path: str | None
-) -> AsyncioTransport:
-    """A client's connection: TCP to ``host`` and ``port``, or the Unix socket."""
+) -> AsyncioTransport | SocketClientTransport:
+    """A client's connection: TCP to ``host`` and ``port`` on the socket itself (see
+    :mod:`smtpcore._asyncio_client_socket`), or the Unix socket."""
     loop = asyncio.get_running_loop()
     async with _Deadline(timeout):
         if unix_path is not None:
             _, protocol = await loop.create_unix_connection(AsyncioTransport, unix_path)
-        else:
-            _, protocol = await loop.create_connection(AsyncioTransport, host, port)
-    return protocol
+            return protocol
+        return SocketClientTransport(await connect_socket(host, port))
 
 
 class AsyncioTransport(asyncio.BufferedProtocol):

@@ -228,6 +228,8 @@ class BaseSMTPClient(BaseClient):
         self._conn: ClientConnection | None = None
         self._transaction_failed = False
         self._offer: Offer | None = None
+        self._exchanging: Link | None = None
+        """The link whose commands go through :meth:`_exchange` (see :meth:`_exchanges`)."""
         """What the server's EHLO reply says about sending, read once per reply."""
 
     @property
@@ -672,7 +674,7 @@ class BaseSMTPClient(BaseClient):
                 type(content) is bytes
                 and len(content) <= self.chunk_size
                 and not self.lmtp
-                and self._exchanges()
+                and (self._transport is self._exchanging or self._exchanges())
             ):
                 # One piece, its end, and the one reply: as _send_data and _reply do.
                 data = conn.send(MessageData(content)) + conn.send(_END)
@@ -703,7 +705,7 @@ class BaseSMTPClient(BaseClient):
         assert conn is not None and transport is not None  # the caller's _take_unasked
         # A stand-in for a Link (a wrapper that shows the wire) may not have it.
         drained = getattr(transport, "drained", None)
-        exchanges = self._exchanges()
+        exchanges = transport is self._exchanging or self._exchanges()
         replies: list[Reply] = []
         accepted = False
         for command in commands:
@@ -739,13 +741,19 @@ class BaseSMTPClient(BaseClient):
     def _exchanges(self) -> bool:
         """Whether a command and its reply can go through :meth:`_exchange`: no trace
         to show them, and a transport that writes without waiting and reads under a
-        deadline (a stand-in for a Link, a wrapper that shows the wire, may not)."""
+        deadline (a stand-in for a Link, a wrapper that shows the wire, may not).
+        Asked once a connection: the answer is kept in ``_exchanging``."""
         transport = self._transport
-        return (
+        if transport is not None and transport is self._exchanging:
+            return True
+        if (
             self._trace is None
             and getattr(transport, "send_nowait", None) is not None
             and getattr(transport, "receive_within", None) is not None
-        )
+        ):
+            self._exchanging = transport
+            return True
+        return False
 
     async def _exchange(self, data: bytes, sending: float | None, replying: float | None) -> Reply:
         """Write ``data`` (the machine's bytes for one command, or for the content and

@@ -1,0 +1,288 @@
+"""A client's plain TCP connection on asyncio, read and written on the socket itself.
+
+A client waits for each reply, and asyncio's socket transport costs five
+Python calls for every read that ends such a wait (its ready callback, the
+protocol's ``get_buffer`` and ``buffer_updated``) and two for every write.
+:class:`SocketClientTransport` reads in the one callback the event loop makes
+when the socket is readable (``loop.add_reader``, public API), hands the bytes
+to the future the client waits on (:meth:`~SocketClientTransport.next_bytes`,
+as :class:`~smtpcore.asyncio.AsyncioTransport` does), and writes with
+``socket.send``, the loop waiting (``loop.add_writer``) only for what the kernel
+did not take. TLS, after STARTTLS or on connect, is asyncio's: the socket
+passes to an :class:`~smtpcore.asyncio.AsyncioTransport` for the handshake and
+everything after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from typing import TYPE_CHECKING, Final
+
+from smtpcore._driver._transport import address
+from smtpcore.handler import TLSInfo
+
+if TYPE_CHECKING:
+    from smtpcore.asyncio import AsyncioTransport
+
+__all__ = ["SocketClientTransport", "connect_socket"]
+
+_READ_SIZE: Final = 65536
+_HIGH_WATER: Final = 1 << 20
+"""Unread bytes past which the transport stops reading (a server that floods)."""
+
+
+class SocketClientTransport:
+    """A :class:`~smtpcore.transport.Transport` on a connected non-blocking TCP socket,
+    for a client (see the module's docstring)."""
+
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_closed",
+        "_eof",
+        "_fd",
+        "_loop",
+        "_reading",
+        "_sock",
+        "_tls",
+        "_waiter",
+    )
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):  # not every socket family has it
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._loop = asyncio.get_running_loop()
+        self._chunks: list[bytes] = []
+        """Received and not read yet (the name the stale-reply tests look at)."""
+        self._buffered = 0
+        self._waiter: asyncio.Future[bytes] | None = None
+        """The future :meth:`next_bytes` made, which the next read resolves."""
+        self._eof = False
+        self._closed = False
+        self._tls: AsyncioTransport | None = None
+        """asyncio's transport, which carries the connection once TLS has started."""
+        self._loop.add_reader(self._fd, self._readable)
+        self._reading = True
+
+    # -- reading --------------------------------------------------------------
+
+    def _readable(self) -> None:
+        """The event loop found the socket readable: hand what it holds to the waiting
+        read, or keep it for the next one."""
+        try:
+            data = self._sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # reset: the end of the stream, as the driver reads it
+            data = b""
+        if not data:
+            self._eof = True
+            self._stop_reading()
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():  # else cancelled, or timed out: the bytes wait here
+                waiter.set_result(data)
+                return
+        if data:
+            self._chunks.append(data)
+            self._buffered += len(data)
+            if self._buffered > _HIGH_WATER:
+                self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+
+    def next_bytes(self) -> asyncio.Future[bytes] | None:
+        """A future that the next read resolves with its bytes (``b""`` at the end of
+        the stream): how a client waits for a reply (see
+        :meth:`~smtpcore.asyncio.AsyncioTransport.next_bytes`). ``None`` where
+        :meth:`receive_some` must read instead: bytes wait already, the stream has
+        ended, or reading is held back."""
+        if self._tls is not None:
+            return self._tls.next_bytes()
+        if self._chunks or not self._reading:
+            return None
+        waiter = self._waiter = self._loop.create_future()
+        return waiter
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        if self._tls is not None:
+            return await self._tls.receive_some(max_bytes)
+        if not self._chunks:
+            if self._eof or self._closed:
+                return b""
+            if not self._reading:  # pragma: no cover - held back only with bytes waiting
+                raise ConnectionResetError("the connection is not read")
+            waiter: asyncio.Future[bytes] = self._loop.create_future()
+            self._waiter = waiter
+            try:
+                data = await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+            if len(data) <= max_bytes:
+                return data
+            self._chunks.append(data[max_bytes:])
+            self._buffered += len(data) - max_bytes
+            return data[:max_bytes]
+        return self._take(max_bytes)
+
+    def _take(self, max_bytes: int) -> bytes:
+        chunks = self._chunks
+        first = chunks[0]
+        if len(first) <= max_bytes:
+            del chunks[0]
+            data = first
+        else:
+            data, chunks[0] = first[:max_bytes], first[max_bytes:]
+        self._buffered -= len(data)
+        if not self._reading and not self._eof and not self._closed and self._buffered == 0:
+            self._reading = True
+            self._loop.add_reader(self._fd, self._readable)
+        return data
+
+    def receive_nowait(self, max_bytes: int) -> bytes | None:
+        """What the event loop has already read (``max_bytes`` aside, as
+        :meth:`~smtpcore.asyncio.AsyncioTransport.receive_nowait`); ``None`` when
+        nothing has, ``b""`` once the peer has closed."""
+        if self._tls is not None:
+            return self._tls.receive_nowait(max_bytes)
+        if not self._chunks:
+            return b"" if self._eof else None
+        return self._take(self._buffered)
+
+    def drained(self) -> bool:
+        """Whether every byte read from the socket was read from here already, and it
+        is read on (then :meth:`receive_nowait` would find nothing)."""
+        if self._tls is not None:
+            return self._tls.drained()
+        return not self._chunks and self._reading
+
+    # -- writing --------------------------------------------------------------
+
+    def send_nowait(self, data: bytes) -> int:
+        """Write what the kernel takes at once; how many octets that was."""
+        if self._tls is not None:
+            return self._tls.send_nowait(data)
+        if self._closed:
+            raise ConnectionResetError("the connection is closed")
+        try:
+            return self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+
+    async def send_all(self, data: bytes) -> None:
+        if self._tls is not None:
+            await self._tls.send_all(data)
+            return
+        view = memoryview(data)
+        while view:
+            sent = self.send_nowait(view)  # type: ignore[arg-type]  # a view of bytes
+            view = view[sent:]
+            if view:
+                writable = self._loop.create_future()
+                self._loop.add_writer(self._fd, _wake, writable)
+                try:
+                    await writable
+                finally:
+                    self._loop.remove_writer(self._fd)
+
+    # -- TLS, the close, addresses ---------------------------------------------------
+
+    async def start_tls(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+    ) -> None:
+        """Hand the socket to asyncio's transport and run the handshake there. What
+        was read before came in plaintext before the handshake: it is dropped
+        (RFC 3207 §4.2)."""
+        from smtpcore.asyncio import AsyncioTransport
+
+        if self._tls is not None or self._closed:
+            raise ConnectionResetError("TLS cannot start on this connection now")
+        self._stop_reading()
+        self._chunks.clear()
+        self._buffered = 0
+        _, protocol = await self._loop.create_connection(AsyncioTransport, sock=self._sock)
+        self._tls = protocol
+        await protocol.start_tls(context, server_side=server_side, server_hostname=server_hostname)
+
+    async def aclose(self) -> None:
+        if self._tls is not None:
+            await self._tls.aclose()
+            return
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_reading()
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(b"")
+        self._sock.close()
+
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        if self._tls is not None:
+            return self._tls.peer_address
+        try:
+            return address(self._sock.getpeername())
+        except OSError:
+            return None
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        if self._tls is not None:
+            return self._tls.local_address
+        try:
+            return address(self._sock.getsockname())
+        except OSError:
+            return None
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        return None if self._tls is None else self._tls.tls
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def connect_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking TCP socket connected to ``host:port``: each address the name
+    resolves to in turn (a numeric one without asking a resolver), as
+    ``loop.create_connection`` tries them."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+        )
+    except socket.gaierror:  # a name: the resolver, off the event loop
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    error: OSError | None = None
+    for family, kind, proto, _, where in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, where)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    raise error or OSError(f"{host} has no address")

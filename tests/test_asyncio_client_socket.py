@@ -1,0 +1,180 @@
+"""The asyncio client's own TCP transport: reads and writes on the socket itself.
+
+It must do for a client what :class:`~smtpcore.asyncio.AsyncioTransport`
+does: reads of any size that lose no byte, a flood held back and then read
+on, writes the kernel cannot take at once, the end of the stream, a close
+that wakes a waiting read, and TLS handed over to asyncio with what came
+before the handshake dropped (RFC 3207 §4.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from peers import make_tls_files
+from smtpcore._asyncio_client_socket import SocketClientTransport, connect_socket
+from smtpcore.asyncio import _client_link, _connect
+
+Scenario = Callable[[SocketClientTransport, socket.socket], Awaitable[None]]
+
+
+def run(scenario: Scenario) -> None:
+    """``scenario`` with a transport over TCP and a blocking socket at the other end."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+
+    async def main() -> None:
+        with listener:
+            port = listener.getsockname()[1]
+            connecting = asyncio.ensure_future(_connect(5, "127.0.0.1", port, None))
+            peer, _ = await asyncio.get_running_loop().sock_accept(listener)
+            transport = await connecting
+            assert isinstance(transport, SocketClientTransport)
+            with peer:
+                peer.setblocking(True)
+                try:
+                    await scenario(transport, peer)
+                finally:
+                    await transport.aclose()
+
+    asyncio.run(main())
+
+
+def test_reads_of_any_size_lose_no_byte() -> None:
+    async def scenario(transport: SocketClientTransport, peer: socket.socket) -> None:
+        peer.sendall(b"250 first\r\n")
+        assert await transport.receive_some(4) == b"250 "
+        assert transport.receive_nowait(100) == b"first\r\n"
+        assert transport.receive_nowait(100) is None
+        assert transport.drained()
+        waiting = transport.next_bytes()
+        assert isinstance(waiting, asyncio.Future)
+        peer.sendall(b"250 second\r\n")
+        assert await waiting == b"250 second\r\n"
+        peer.sendall(b"250 third\r\n")
+        assert await transport.receive_some(65536) == b"250 third\r\n"
+        assert transport.peer_address == peer.getsockname()
+        assert transport.local_address == peer.getpeername()
+        assert transport.tls is None
+
+    run(scenario)
+
+
+def test_a_flood_is_held_back_then_read_on() -> None:
+    block = b"x" * 65536
+    total = 4 << 20
+
+    async def scenario(transport: SocketClientTransport, peer: socket.socket) -> None:
+        def flood() -> None:
+            with contextlib.suppress(OSError):
+                for _ in range(total // len(block)):
+                    peer.sendall(block)
+
+        writer = threading.Thread(target=flood)
+        writer.start()
+        await asyncio.sleep(0.3)
+        assert not transport.drained()
+        assert transport._buffered <= (1 << 20) + len(block)  # held back at the high water
+        received = 0
+        while received < total:
+            received += len(await transport.receive_some(65536))
+        await asyncio.to_thread(writer.join, 10)
+        assert received == total
+
+    run(scenario)
+
+
+def test_a_write_the_kernel_cannot_take_at_once_waits_for_the_rest() -> None:
+    data = bytes(range(256)) * 40000  # 10 MB: more than the socket buffers hold
+
+    async def scenario(transport: SocketClientTransport, peer: socket.socket) -> None:
+        got: list[bytes] = []
+
+        def drain() -> None:
+            size = 0
+            while size < len(data):
+                chunk = peer.recv(1 << 20)
+                got.append(chunk)
+                size += len(chunk)
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        await transport.send_all(data)
+        await asyncio.to_thread(reader.join, 10)
+        assert b"".join(got) == data
+
+    run(scenario)
+
+
+def test_the_end_of_the_stream() -> None:
+    async def scenario(transport: SocketClientTransport, peer: socket.socket) -> None:
+        waiting = transport.next_bytes()
+        assert waiting is not None
+        peer.shutdown(socket.SHUT_WR)
+        assert await waiting == b""
+        assert await transport.receive_some(100) == b""
+        assert transport.receive_nowait(100) == b""
+        assert transport.next_bytes() is None
+
+    run(scenario)
+
+
+def test_a_close_wakes_a_waiting_read_and_refuses_writes() -> None:
+    async def scenario(transport: SocketClientTransport, peer: socket.socket) -> None:
+        waiting = transport.next_bytes()
+        assert waiting is not None
+        await transport.aclose()
+        assert await waiting == b""
+        with pytest.raises(ConnectionResetError):
+            transport.send_nowait(b"x")
+        await transport.aclose()  # twice is harmless
+
+    run(scenario)
+
+
+def test_tls_goes_over_asyncio_and_drops_what_came_before_it(tmp_path: Path) -> None:
+    files = make_tls_files(tmp_path)
+
+    async def scenario(transport: SocketClientTransport, peer: socket.socket) -> None:
+        peer.sendall(b"220 go ahead\r\n250 injected\r\n")
+        assert await transport.receive_some(14) == b"220 go ahead\r\n"
+        await asyncio.sleep(0.05)  # the injected line is read, and must be dropped
+
+        def handshake() -> ssl.SSLSocket:
+            return files.server_context.wrap_socket(peer, server_side=True)
+
+        accepting = asyncio.ensure_future(asyncio.to_thread(handshake))
+        await transport.start_tls(
+            files.client_context, server_side=False, server_hostname="localhost"
+        )
+        secure = await accepting
+        assert transport.tls is not None
+        secure.sendall(b"250 protected\r\n")
+        assert await _client_link(transport).receive_within(5, 65536) == b"250 protected\r\n"
+        secure.close()
+        await transport.aclose()
+
+    run(scenario)
+
+
+def test_connecting_tries_each_address_and_says_why_none_answered() -> None:
+    async def main() -> None:
+        with socket.socket() as unused:
+            unused.bind(("127.0.0.1", 0))
+            port = unused.getsockname()[1]
+        with pytest.raises(ConnectionRefusedError):
+            await connect_socket("127.0.0.1", port)
+        listener = socket.create_server(("127.0.0.1", 0))
+        with listener:
+            sock = await connect_socket("localhost", listener.getsockname()[1])
+            sock.close()
+
+    asyncio.run(main())
