@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import socket
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -46,6 +47,66 @@ def asyncio_client(port: int, messages: int) -> None:
         async with SMTPClient("127.0.0.1", port) as client:
             for _ in range(messages):
                 await client.send_message(BODY_1K, SENDER, [RECIPIENT])
+
+    asyncio.run(main())
+
+
+def asyncio_floor_client(port: int, messages: int) -> None:
+    """What asyncio itself costs a client that waits for its replies: the bytes
+    ``smtpcore.asyncio`` writes (MAIL, RCPT and DATA in one write where the server
+    offers PIPELINING, else one at a time; the content with its end), each write a
+    ``socket.send`` and each wait a future that one ``loop.add_reader`` callback
+    resolves; replies are counted by their line ends, nothing is parsed or checked.
+    The floor under any asyncio client of this load."""
+    content = BODY_1K.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    envelope = (
+        f"MAIL FROM:<{SENDER}>\r\n".encode(),
+        f"RCPT TO:<{RECIPIENT}>\r\n".encode(),
+        b"DATA\r\n",
+    )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        waiting: list[asyncio.Future[bytes]] = []
+        early: list[bytes] = []  # what came while nothing waited
+
+        def readable() -> None:
+            data = sock.recv(65536)
+            if waiting:
+                waiting.pop().set_result(data)
+            else:
+                early.append(data)
+
+        async def lines(data: bytes, due: int) -> bytes:
+            """Write ``data``; what came back once it holds ``due`` line ends."""
+            if data:
+                sock.send(data)
+            received = b"".join(early)
+            early.clear()
+            while received.count(b"\n") < due:
+                future: asyncio.Future[bytes] = loop.create_future()
+                waiting.append(future)
+                received += await future
+            return received
+
+        loop.add_reader(sock.fileno(), readable)
+        try:
+            await lines(b"", 1)  # the greeting
+            offer = await lines(b"EHLO bench.test\r\n", 1)
+            while b"\n250 " not in offer and not offer.startswith(b"250 "):
+                offer += await lines(b"", 1)
+            groups = [b"".join(envelope)] if b"PIPELINING" in offer else list(envelope)
+            for _ in range(messages):
+                for group in groups:
+                    await lines(group, group.count(b"\n"))
+                await lines(content, 1)
+            await lines(b"QUIT\r\n", 1)
+        finally:
+            loop.remove_reader(sock.fileno())
+            sock.close()
 
     asyncio.run(main())
 

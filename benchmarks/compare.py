@@ -14,7 +14,9 @@ which no load on the machine can move.
 Workloads (peers in brackets, each left out when it is not installed):
 
 * ``client``: 1 KB messages over one connection to Postfix's smtp-sink, with
-  and without PIPELINING (smtp-sink ``-p``) [smtplib];
+  and without PIPELINING (smtp-sink ``-p``) [smtplib, and the asyncio floor: the
+  same bytes written and their replies awaited on a bare socket, asyncio's own
+  share];
 * ``connect``: connect, EHLO, QUIT [Twisted, aiosmtpd, and the floors: a bare
   ``asyncio.Protocol`` writing the same bytes, which is asyncio's transports'
   own share, and the same over the raw socket on asyncio's selector, which is
@@ -140,6 +142,7 @@ CLIENTS: dict[str, Callable[[int, int], None]] = {
     "smtplib": client_loads.smtplib_client,
     "smtpcore.sync": client_loads.sync_client,
     "smtpcore.asyncio": client_loads.asyncio_client,
+    "asyncio floor": client_loads.asyncio_floor_client,  # shown, not compared
 }
 
 
