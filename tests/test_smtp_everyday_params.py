@@ -157,3 +157,40 @@ def test_a_remembered_text_is_shared_and_a_size_is_not() -> None:
         "10",
         "20",
     ]
+
+
+TRANSACTION = ("_utf8_transaction", "_binary_transaction", "_accepted", "_overshoot")
+"""The fields ``ServerConnection._reset_transaction`` resets."""
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [
+        b"RSET\r\n",
+        b"BDAT 3 LAST\r\nabc",
+        b"MAIL FROM:<a@b.example>\r\n",
+        b"MAIL FROM:<a@b.example> SIZE=10\r\n",
+        b"MAIL FROM:<a@b.example> ENVID=a+2Bb\r\n",
+        b"EHLO c.example\r\n",
+    ],
+)
+def test_every_end_of_a_transaction_resets_it_as_reset_transaction_does(ending: bytes) -> None:
+    """MAIL, RSET and the end of a message set the transaction's fields in place:
+    each leaves them as ``_reset_transaction`` would (a new MAIL, as it says)."""
+    conn = greeted(binarymime=True, dsn=True, max_recipients=1)
+    start = (
+        b"EHLO c.example\r\nMAIL FROM:<a@b.example> SMTPUTF8 BODY=BINARYMIME\r\n"
+        b"RCPT TO:<c@d.example>\r\nRCPT TO:<e@f.example>\r\n"
+    )
+    _, out = run(conn, start)
+    assert out.count(b"250 ") == 3 and b"452 4.5.3" in out
+    assert [getattr(conn, field) for field in TRANSACTION] == [True, True, 1, 1]
+    if ending.startswith(b"MAIL"):
+        run(conn, b"RSET\r\n")
+    _, out = run(conn, ending)
+    assert out.startswith(b"250")
+    expected = greeted()
+    expected._reset_transaction()
+    assert [getattr(conn, field) for field in TRANSACTION] == [
+        getattr(expected, field) for field in TRANSACTION
+    ]

@@ -902,22 +902,30 @@ class ServerConnection:
         return self._hello_reply(event, extended=self.extended)
 
     def _mail_accepted(self, command: Mail, event: Reply) -> None:
-        self._reset_transaction()
+        # A new transaction: every field of _reset_transaction set here, without the call.
+        self._accepted = self._overshoot = 0
         params = command.params
-        if params._everyday:  # never BODY=BINARYMIME
-            self._utf8_transaction = params._everyday & SMTPUTF8_BIT != 0
+        everyday = params._everyday
+        if everyday or not params._items:  # never BODY=BINARYMIME
+            self._utf8_transaction = everyday & SMTPUTF8_BIT != 0
+            self._binary_transaction = False
             return
+        utf8 = binary = False
         for keyword, value in params._items:  # in place, as _check_mail reads them
             if keyword == "SMTPUTF8":
-                self._utf8_transaction = True
+                utf8 = True
             elif keyword == "BODY":
-                self._binary_transaction = value is not None and ascii_upper(value) == _BINARYMIME
+                binary = value is not None and ascii_upper(value) == _BINARYMIME
+        self._utf8_transaction = utf8
+        self._binary_transaction = binary
 
     def _rcpt_accepted(self, command: Rcpt, event: Reply) -> None:
         self._accepted += 1
 
     def _rset_accepted(self, command: Rset, event: Reply) -> None:
-        self._reset_transaction()
+        # _reset_transaction's fields, set without the call.
+        self._utf8_transaction = self._binary_transaction = False
+        self._accepted = self._overshoot = 0
         self._forwarded_message = None
 
     def _xclient_accepted(self, command: Xclient, event: Reply) -> bytes:
@@ -978,7 +986,9 @@ class ServerConnection:
         if self._lmtp_replies_due <= 0:
             self._pending = None
             self._state = next_state(END_OF_DATA_RULE, code, self._state)
-            self._reset_transaction()
+            # _reset_transaction's fields, set without the call.
+            self._utf8_transaction = self._binary_transaction = False
+            self._accepted = self._overshoot = 0
             self._forwarded_message = None
         return self._finish(pending, event)
 
@@ -993,6 +1003,9 @@ class ServerConnection:
             status = event.status if code < 300 or code >= 400 else None
             if status is None:
                 status = _STATUS_FOR.get(type(answered), _DEFAULT_STATUS)[code // 100]
+        for known, data in event._wire:  # Reply.to_bytes's memory, read without the call
+            if known is status:
+                return data
         return event.to_bytes(status)
 
     def _status_for(self, answered: Event | None, event: Reply) -> EnhancedStatus | None:
@@ -1022,6 +1035,8 @@ class ServerConnection:
         return lines
 
     def _reset_transaction(self) -> None:
+        """The open transaction dropped. Set in place too where every message passes
+        (MAIL, RSET, the end of the content): a test holds each to this."""
         self._utf8_transaction = False
         self._binary_transaction = False
         self._accepted = 0
