@@ -19,6 +19,7 @@ import pytest
 from peers import raw_smtp_session, running_smtp_server
 from smtpcore.address import parse_mailbox
 from smtpcore.handler import (
+    _APPENDS_CHUNKS,
     _BY_HOSTNAME,
     _FIXED_ANSWERS,
     Authenticator,
@@ -309,3 +310,26 @@ def test_a_hostname_the_handler_changed_is_in_the_hello_reply(adapter: str) -> N
     greeting, hello = transcript(adapter, Renaming(), script)
     assert greeting == b"220 other.test ESMTP smtpcore\r\n"
     assert hello.startswith(b"250-mx.test other.test\r\n")  # the machine names its host
+
+
+def test_the_chunks_the_server_keeps_for_handler_are_its_hooks_own(
+    adapter: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """For a handler that keeps Handler's chunk hook, the server appends each chunk to
+    the envelope itself (``_APPENDS_CHUNKS``), as the hook does; change the hook and
+    the server calls it instead."""
+    envelope = Envelope(parse_mailbox("a@b.example"))
+    asyncio.run(Handler().handle_data_chunk(Session("mx.test"), envelope, b"one"))
+    assert envelope.chunks == [b"one"]
+    assert _APPENDS_CHUNKS is vars(Handler)["handle_data_chunk"]
+    handler = Taking()
+    transcript(adapter, handler, SCRIPT[:9])
+    assert handler.envelopes[0].content == CONTENT.replace(b"\r\n..", b"\r\n.")
+
+    async def shout(self: Handler, session: Session, envelope: Envelope, data: bytes) -> None:
+        envelope.chunks.append(data.upper())
+
+    monkeypatch.setattr(Handler, "handle_data_chunk", shout)
+    handler = Taking()
+    transcript(adapter, handler, SCRIPT[:9])
+    assert handler.envelopes[0].content == CONTENT.replace(b"\r\n..", b"\r\n.").upper()

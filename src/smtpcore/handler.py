@@ -418,3 +418,8 @@ _FIXED_ANSWERS: Final[dict[Callable[..., object], Reply]] = {
 server answers with it without calling the hook, for a handler that does not override
 it (or answers None), while the hook is still this function (a test holds each to its
 hook)."""
+
+_APPENDS_CHUNKS: Final = Handler.handle_data_chunk
+"""Handler's chunk hook, which appends each chunk to :attr:`Envelope.chunks`: a server
+does that itself, without the call, for a handler that does not override it, while the
+hook is still this function (a test holds it to its hook)."""

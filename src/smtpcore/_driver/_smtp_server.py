@@ -32,6 +32,7 @@ from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import FramingPolicy
 from smtpcore._sentinels import NEED_DATA, PAUSED
 from smtpcore.handler import (
+    _APPENDS_CHUNKS,
     _BY_HOSTNAME,
     _FIXED_ANSWERS,
     Authenticator,
@@ -315,6 +316,12 @@ class ServerState(SessionRegistry["ServerSession"]):
             if name.startswith("handle_") and hook in _FIXED_ANSWERS
         }
         """Hook name -> the one reply Handler's hook gives, for those that give one."""
+        self.appends_chunks = (
+            "handle_data_chunk" not in overridden
+            and vars(Handler)["handle_data_chunk"] is _APPENDS_CHUNKS
+        )
+        """Whether each chunk of content is appended to the envelope's chunks as
+        Handler's own hook does, without calling it."""
         self.unasked = {
             name: answer for name, answer in self.fixed_answers.items() if name not in overridden
         }
@@ -629,11 +636,13 @@ class ServerSession(ServedSession):
             submitter = None
             if session.authenticated is not None:
                 submitter = _submitter(command.params.get("AUTH"))
+            conn = self.conn
             session.envelope = Envelope(
                 command.sender,
                 command.params,
                 submitter=submitter,
-                xforward=self.conn.forwarded_message,
+                # Only a machine that offers XFORWARD has one: no property call otherwise.
+                xforward=conn.forwarded_message if conn.xforward else None,
             )
 
     async def _data(self, command: Data) -> None:
@@ -831,6 +840,9 @@ class ServerSession(ServedSession):
         envelope = self.session.envelope
         assert envelope is not None
         envelope.size += len(data)
+        if self.state.appends_chunks:
+            envelope.chunks.append(data)
+            return
         if "handle_data_chunk" not in self.state.overridden:
             await _HANDLER.handle_data_chunk(self.session, envelope, data)
             return
@@ -849,7 +861,7 @@ class ServerSession(ServedSession):
         session = self.session
         envelope = session.envelope
         assert envelope is not None
-        due = self._replies_due()
+        due = self.conn.accepted_recipients if self.options.lmtp else 1  # _replies_due's
         self._in_chunk = False
         session.transactions += 1
         if self._chunk_failed:
