@@ -59,7 +59,7 @@ from smtpcore.smtp._everyday_params import SIZE_BIT, SMTPUTF8_BIT, everyday_bits
 from smtpcore.smtp._ext import BUILTIN, Body
 from smtpcore.smtp._extension import Extension, Parameter
 from smtpcore.smtp._replies import EnhancedStatus, Reply
-from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, Rule, State, next_state
+from smtpcore.smtp._state import RULES, Rule, State
 
 __all__ = ["ServerConnection"]
 
@@ -69,6 +69,8 @@ _CONTENT: Final = (EndOfMessage, RejectedMessage)
 _STATE_DATA: Final = State.DATA
 _STATE_AUTH: Final = State.AUTH
 _STATE_TLS_PENDING: Final = State.TLS_PENDING
+_STATE_CLOSED: Final = State.CLOSED
+_STATE_READY: Final = State.READY
 _END_OF_MESSAGE: Final = EndOfMessage()
 
 # RFC 4954 §6: the enhanced codes of the AUTH failure replies.
@@ -765,7 +767,15 @@ class ServerConnection:
             # Counted and judged to the end even once refused, so that the reply names
             # the same reason however the network cut the message.
             self._received += len(data)
-            self._refusal = self._content_refusal()
+            content = self._content
+            limit = self.max_message_size
+            if (limit is not None and self._received > limit) or (
+                content is not None
+                and (content.bad_line_ending or content.nul or content.line_too_long)
+            ):
+                self._refusal = self._content_refusal()  # which words the reply
+            else:
+                self._refusal = None  # what _content_refusal gives, without the call
             if data and self._refusal is None:
                 self._content_ended = ended
                 # The decoder's bytes: built without the constructor's check, a call less.
@@ -986,7 +996,8 @@ class ServerConnection:
         self._lmtp_replies_due -= 1
         if self._lmtp_replies_due <= 0:
             self._pending = None
-            self._state = next_state(END_OF_DATA_RULE, code, self._state)
+            # next_state(END_OF_DATA_RULE, code, ...), without the call (a test holds it).
+            self._state = _STATE_CLOSED if code == 421 else _STATE_READY
             # _reset_transaction's fields, set without the call.
             self._utf8_transaction = self._binary_transaction = False
             self._accepted = self._overshoot = 0

@@ -1,0 +1,89 @@
+"""What the server machine does in place where every message passes, as the method
+it stands in for does.
+
+A session's every message goes through MAIL, RSET or the end of its content, and
+each chunk of its content is judged: the machine sets the transaction's fields,
+judges the content and moves to the next state in place, without calling
+``_reset_transaction``, ``_content_refusal`` (but to word a refusal) or
+``next_state``. Each is held here to what it stands in for.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from smtp_helpers import ENVELOPE, greeted, run
+from smtpcore.smtp import EndOfMessage, RejectedMessage
+from smtpcore.smtp._state import END_OF_DATA_RULE, State, next_state
+
+TRANSACTION = ("_utf8_transaction", "_binary_transaction", "_accepted", "_overshoot")
+"""The fields ``ServerConnection._reset_transaction`` resets."""
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [
+        b"RSET\r\n",
+        b"BDAT 3 LAST\r\nabc",
+        b"MAIL FROM:<a@b.example>\r\n",
+        b"MAIL FROM:<a@b.example> SIZE=10\r\n",
+        b"MAIL FROM:<a@b.example> ENVID=a+2Bb\r\n",
+        b"EHLO c.example\r\n",
+    ],
+)
+def test_every_end_of_a_transaction_resets_it_as_reset_transaction_does(ending: bytes) -> None:
+    """MAIL, RSET and the end of a message set the transaction's fields in place:
+    each leaves them as ``_reset_transaction`` would (a new MAIL, as it says)."""
+    conn = greeted(binarymime=True, dsn=True, max_recipients=1)
+    start = (
+        b"EHLO c.example\r\nMAIL FROM:<a@b.example> SMTPUTF8 BODY=BINARYMIME\r\n"
+        b"RCPT TO:<c@d.example>\r\nRCPT TO:<e@f.example>\r\n"
+    )
+    _, out = run(conn, start)
+    assert out.count(b"250 ") == 3 and b"452 4.5.3" in out
+    assert [getattr(conn, field) for field in TRANSACTION] == [True, True, 1, 1]
+    if ending.startswith(b"MAIL"):
+        run(conn, b"RSET\r\n")
+    _, out = run(conn, ending)
+    assert out.startswith(b"250")
+    expected = greeted()
+    expected._reset_transaction()
+    assert [getattr(conn, field) for field in TRANSACTION] == [
+        getattr(expected, field) for field in TRANSACTION
+    ]
+
+
+def test_the_end_of_a_message_moves_as_its_rule_says() -> None:
+    """The machine moves on the answer to a message without calling next_state: to
+    CLOSED on 421, else READY, for every code that may answer it and either state."""
+    for state in (State.DATA, State.BDAT):
+        for code in (*range(200, 300), *range(400, 600)):
+            expected = State.CLOSED if code == 421 else State.READY
+            assert next_state(END_OF_DATA_RULE, code, state) is expected
+
+
+@pytest.mark.parametrize(
+    ("max_message_size", "content", "refusal"),
+    [
+        (None, b"plain text\r\n", None),
+        (2000, b"plain text\r\n", None),
+        (10, b"plain text\r\n", b"552 5.3.4"),
+        (None, b"bare\nLF\r\n", b"550 5.5.2"),
+        (10, b"bare\nLF and more\r\n", b"552 5.3.4"),  # the size first
+        (None, b"nul\x00\r\n", b"550 5.6.0"),
+        (None, b"x" * 1200 + b"\r\n", b"500 5.5.6"),
+    ],
+)
+def test_content_is_judged_inline_as_content_refusal_judges_it(
+    max_message_size: int | None, content: bytes, refusal: bytes | None
+) -> None:
+    """Each chunk of content is judged inline, and _content_refusal asked only when
+    something is wrong, which words the refusal."""
+    conn = greeted(max_message_size=max_message_size)
+    run(conn, ENVELOPE + b"DATA\r\n")
+    events, out = run(conn, content + b".\r\n")
+    if refusal is None:
+        assert isinstance(events[-1], EndOfMessage)
+    else:
+        assert isinstance(events[-1], RejectedMessage)
+        assert out.split(b"\r\n")[-2].startswith(refusal)
