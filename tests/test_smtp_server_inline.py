@@ -11,9 +11,12 @@ judges the content and moves to the next state in place, without calling
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smtp_helpers import ENVELOPE, greeted, run
 from smtpcore.smtp import EndOfMessage, RejectedMessage
+from smtpcore.smtp._extension import Extension, ServerFacts
 from smtpcore.smtp._state import END_OF_DATA_RULE, State, next_state
 
 TRANSACTION = ("_utf8_transaction", "_binary_transaction", "_accepted", "_overshoot")
@@ -87,3 +90,76 @@ def test_content_is_judged_inline_as_content_refusal_judges_it(
     else:
         assert isinstance(events[-1], RejectedMessage)
         assert out.split(b"\r\n")[-2].startswith(refusal)
+
+
+OPTIONS = st.fixed_dictionaries(
+    {
+        "size": st.booleans(),
+        "dsn": st.booleans(),
+        "chunking": st.booleans(),
+        "binarymime": st.booleans(),
+        "starttls": st.booleans(),
+        "limits": st.booleans(),
+        "requiretls": st.booleans(),
+        "xclient": st.booleans(),
+        "auth_mechanisms": st.sampled_from([(), ("PLAIN",), ("SCRAM-SHA-256", "PLAIN")]),
+        "auth_require_tls": st.booleans(),
+    }
+)
+FACTS = st.fixed_dictionaries(
+    {
+        "tls": st.booleans(),
+        "authenticated": st.booleans(),
+        "trusted_forwarder": st.booleans(),
+        "max_message_size": st.sampled_from([None, 1000, 10_240_000]),
+        "max_recipients": st.sampled_from([1, 100]),
+    }
+)
+
+
+@given(OPTIONS, st.lists(FACTS, min_size=1, max_size=4))
+def test_the_ehlo_lines_remembered_are_the_ones_each_extension_gives(
+    options: dict[str, object], sessions: list[dict[str, object]]
+) -> None:
+    """Sessions of one configuration in changing states (TLS, authenticated, trusted,
+    limits): each EHLO lists what the extensions give, and reads command lines up to
+    what they allow, whether the lines were remembered or not."""
+    for facts in sessions:
+        conn = greeted(**options)
+        for name, value in facts.items():
+            setattr(conn, name, value)
+        _, out = run(conn, b"EHLO c.example\r\n")
+        expected_lines, expected_allowance = conn._offered()
+        assert conn._offered_now() == (expected_lines, expected_allowance)
+        assert out.decode().split("\r\n")[1:-1] == [f"250-{line}" for line in expected_lines][
+            : len(expected_lines) - 1
+        ] + [f"250 {line}" for line in expected_lines[-1:]]
+        assert conn._command_line_limit == conn.max_command_line + expected_allowance
+
+
+def test_the_ehlo_lines_are_remembered_by_every_fact_extensions_may_ask() -> None:
+    """The facts an extension may ask of a session (ServerFacts) are the ones the EHLO
+    lines are remembered by: a new one must join the key."""
+    asked = {name for name in vars(ServerFacts) if not name.startswith("_")}
+    assert asked == {
+        "tls",
+        "authenticated",
+        "max_message_size",
+        "max_recipients",
+        "trusted_forwarder",
+        "offered_auth_mechanisms",  # tls, auth_mechanisms and auth_require_tls
+        "in_force",  # the other extensions' requirements: these same facts
+    }
+
+
+def test_extensions_of_the_applications_own_are_asked_every_time() -> None:
+    calls = []
+
+    def arguments(facts: object) -> str:
+        calls.append(facts)
+        return "1"
+
+    extra = Extension("X-COUNTED", "", "counted", arguments=arguments)
+    conn = greeted(extra_extensions=[extra])
+    run(conn, b"EHLO c.example\r\nEHLO c.example\r\n")
+    assert len(calls) == 2

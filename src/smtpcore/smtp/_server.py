@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Final
 
 from smtpcore._content import ContentFilter
@@ -177,6 +178,7 @@ class ServerConnection:
         "_forgiven",
         "_forwarded_client",
         "_forwarded_message",
+        "_hellos",
         "_junk_commands",
         "_lmtp_replies_due",
         "_mail_readers",
@@ -307,14 +309,15 @@ class ServerConnection:
         self.dsn = dsn
         self.starttls = starttls
         self.require_tls = require_tls
-        self.auth_mechanisms = tuple(name.upper() for name in auth_mechanisms)
+        self.auth_mechanisms = tuple(map(str.upper, auth_mechanisms))
         self.auth_require_tls = auth_require_tls
         self.require_auth = require_auth
         self.max_auth_failures = max_auth_failures
         self.max_auth_line = max_auth_line
         self.reject_early_content = reject_early_content
         self.extra_extensions = tuple(extra_extensions)
-        switched_on = tuple([bool(getattr(self, entry.option or "", False)) for entry in BUILTIN])
+        # Each built-in entry's option, read in C: a server makes a machine per connection.
+        switched_on = tuple(map(bool, map(getattr, repeat(self), _OPTIONS, repeat(False))))
         if extra_extensions:
             extras = _extras(extra_extensions)
             tables = _build_tables((*_builtin_offered(switched_on), *extras), lmtp)
@@ -328,6 +331,7 @@ class ServerConnection:
         self._extended_verbs = tables.extended_verbs
         self._everyday_mail = tables.everyday_mail
         self._everyday_rcpt = tables.everyday_rcpt
+        self._hellos = tables.hellos
         self._verbs = self._plain_verbs
         """The commands known now: those of the extensions in force only after EHLO."""
         self._command_line_limit = max_command_line
@@ -900,17 +904,56 @@ class ServerConnection:
     def _hello_accepted(self, command: Ehlo | Helo | Lhlo, event: Reply) -> bytes:
         self.helo_name = command.domain
         self.extended = not isinstance(command, Helo)
-        self._verbs = self._extended_verbs if self.extended else self._plain_verbs
-        self._command_line_limit = self.max_command_line + sum(
+        if self.extended:
+            self._verbs = self._extended_verbs
+            keywords, allowance = self._offered_now()
+        else:
+            self._verbs = self._plain_verbs
+            keywords, allowance = (), 0
+        self._command_line_limit = self.max_command_line + allowance
+        self._reset_transaction()
+        self._forwarded_message = None
+        return self._hello_reply(event, keywords)
+
+    def _offered_now(self) -> tuple[tuple[str, ...], int]:
+        """The EHLO keyword lines of a session opened with EHLO, and the octets their
+        extensions add to the command line limit (RFC 5321 §4.5.3.1.4).
+
+        Built-in extensions ask only the session's facts (:class:`ServerFacts`):
+        the lines are remembered per configuration and per state of those facts,
+        so that most EHLOs cost a lookup. Not with extensions of the
+        application's own, or in a subclass, which may ask more.
+        """
+        hellos = self._hellos
+        if hellos is None or type(self) is not ServerConnection:
+            return self._offered()
+        facts = (
+            self.tls,
+            self.authenticated,
+            self.trusted_forwarder,
+            self.max_message_size,
+            self.max_recipients,
+            tuple(self.auth_mechanisms),
+            self.auth_require_tls,
+        )
+        offered = hellos.get(facts)
+        if offered is None:
+            offered = self._offered()
+            if len(hellos) >= _HELLOS_KEPT:
+                hellos.clear()
+            hellos[facts] = offered
+        return offered
+
+    def _offered(self) -> tuple[tuple[str, ...], int]:
+        """What :meth:`_offered_now` gives, asked of each extension."""
+        allowance = sum(
             [
                 entry.line_allowance
                 for entry in self._offerable
                 if entry.line_allowance and self.in_force(entry.keyword)
             ]
         )
-        self._reset_transaction()
-        self._forwarded_message = None
-        return self._hello_reply(event, extended=self.extended)
+        return tuple(self.extensions()), allowance
 
     def _mail_accepted(self, command: Mail, event: Reply) -> None:
         # A new transaction: every field of _reset_transaction set here, without the call.
@@ -1029,12 +1072,11 @@ class ServerConnection:
             return event.status
         return _STATUS_FOR.get(type(answered), _DEFAULT_STATUS)[event.code // 100]
 
-    def _hello_reply(self, event: Reply, *, extended: bool) -> bytes:
+    def _hello_reply(self, event: Reply, keywords: tuple[str, ...]) -> bytes:
         """RFC 5321 §4.1.1.1: the first line names this host; EHLO adds keywords."""
         first, *rest = event.lines
         if first.split(" ", 1)[0].lower() != self.hostname.lower():
             first = f"{self.hostname} {first}".rstrip()
-        keywords = self.extensions() if extended else []
         return _hello_bytes((first, *rest, *keywords))
 
     def extensions(self) -> list[str]:
@@ -1079,6 +1121,10 @@ class _SessionTables:
     everyday_rcpt: int
     """The everyday parameters (``smtp/_everyday_params.py``) a session takes in their
     everyday shapes once opened with EHLO, as bits, for MAIL and for RCPT."""
+    hellos: dict[tuple[object, ...], tuple[tuple[str, ...], int]] | None
+    """The EHLO lines and line allowance by the session's facts, filled as sessions
+    meet them (see ``ServerConnection._offered_now``); None for tables with extensions
+    of the application's own."""
 
 
 def _builtin_offered(switched_on: tuple[bool, ...]) -> tuple[Extension, ...]:
@@ -1089,10 +1135,12 @@ def _builtin_offered(switched_on: tuple[bool, ...]) -> tuple[Extension, ...]:
 def _builtin_tables(switched_on: tuple[bool, ...], lmtp: bool) -> _SessionTables:
     """The tables of a server offering the built-in extensions ``switched_on`` (one
     flag per entry of ``BUILTIN``): built once per configuration."""
-    return _build_tables(_builtin_offered(switched_on), lmtp)
+    return _build_tables(_builtin_offered(switched_on), lmtp, builtin=True)
 
 
-def _build_tables(offerable: tuple[Extension, ...], lmtp: bool) -> _SessionTables:
+def _build_tables(
+    offerable: tuple[Extension, ...], lmtp: bool, *, builtin: bool = False
+) -> _SessionTables:
     verb_owner = {verb: entry for entry in offerable for verb in entry.verbs}
     extension_verbs = {verb for entry in BUILTIN for verb in entry.verbs}
     excluded = {"EHLO", "HELO"} if lmtp else {"LHLO"}
@@ -1115,6 +1163,7 @@ def _build_tables(offerable: tuple[Extension, ...], lmtp: bool) -> _SessionTable
         },
         everyday_mail=everyday_bits(mail_readers),
         everyday_rcpt=everyday_bits(rcpt_readers),
+        hellos={} if builtin else None,
     )
 
 
@@ -1174,6 +1223,12 @@ def _needs_tls(mechanism: str) -> bool:
     known = SERVER_MECHANISMS.get(mechanism)
     return known is None or known.requires_tls
 
+
+_OPTIONS: Final = tuple([entry.option or "" for entry in BUILTIN])
+"""The option that turns each built-in entry on, in ``BUILTIN``'s order."""
+
+_HELLOS_KEPT: Final = 32
+"""Sets of facts whose EHLO lines a configuration keeps; a full table starts over."""
 
 _new: Final = object.__new__
 _SET_DATA: Final[Callable[[MessageData, bytes], None]] = vars(MessageData)["data"].__set__
