@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from smtp_helpers import ENVELOPE, greeted, run
 from smtpcore.smtp import EndOfMessage, RejectedMessage
 from smtpcore.smtp._extension import Extension, ServerFacts
-from smtpcore.smtp._state import END_OF_DATA_RULE, State, next_state
+from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, State, next_state
 
 TRANSACTION = ("_utf8_transaction", "_binary_transaction", "_accepted", "_overshoot")
 """The fields ``ServerConnection._reset_transaction`` resets."""
@@ -163,3 +163,13 @@ def test_extensions_of_the_applications_own_are_asked_every_time() -> None:
     conn = greeted(extra_extensions=[extra])
     run(conn, b"EHLO c.example\r\nEHLO c.example\r\n")
     assert len(calls) == 2
+
+
+def test_a_success_moves_to_the_state_its_rule_names_as_move_says() -> None:
+    """The machine takes a success's next state from its rule where the rule names one
+    (MAIL, RCPT, DATA, ...), without calling Rule.move: what move gives there."""
+    for rule in {*RULES.values(), END_OF_DATA_RULE}:
+        if isinstance(rule.on_success, State):
+            for code in rule.success_codes:
+                for state in State:
+                    assert rule.move(code, state) is rule.on_success

@@ -883,12 +883,17 @@ class ServerConnection:
 
     def _answer_command(self, command: Command | AuthResponse, rule: Rule, event: Reply) -> bytes:
         code = event.code
-        state = rule.move(code, self._state)
-        if state is None:
-            raise LocalProtocolError(f"{code} is not an answer to {type(command).__name__}")
-        self._state = state
+        success = code in rule.success_codes
+        target = rule.on_success
+        if success and isinstance(target, State):  # a success's named state: no call
+            self._state = target
+        else:
+            state = rule.move(code, self._state)
+            if state is None:
+                raise LocalProtocolError(f"{code} is not an answer to {type(command).__name__}")
+            self._state = state
         self._pending = None
-        if code in rule.success_codes:
+        if success:
             on_accept = _ON_ACCEPT.get(type(command))
             if on_accept is not None:
                 written = on_accept(self, command, event)
