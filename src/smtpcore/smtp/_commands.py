@@ -266,6 +266,12 @@ _BARE: Final[dict[bytes, Command]] = {
     b"QUIT": _QUIT,
 }
 """The everyday commands without an argument, by their verb."""
+_BARE_LINES: Final[dict[bytes, Command]] = {
+    line: command
+    for verb, command in _BARE.items()
+    for line in (verb + b"\r\n", verb.lower() + b"\r\n")
+}
+"""Their lines as clients write them, upper or lower case: one lookup, no match."""
 
 
 def parse_everyday_line(line: bytes) -> Command | None:
@@ -278,6 +284,10 @@ def parse_everyday_line(line: bytes) -> Command | None:
     :func:`parse_command_line`, which gives the same events for these lines
     (a property test holds the two to that).
     """
+    if len(line) == 6:  # DATA, RSET, NOOP or QUIT and CRLF, most often
+        known = _BARE_LINES.get(line)
+        if known is not None:
+            return known
     match = _EVERYDAY_LINE.fullmatch(line)
     if match is None:
         return None
