@@ -172,28 +172,20 @@ class ServerConnection:
         "_decoder",
         "_error",
         "_errors",
-        "_everyday_mail",
-        "_everyday_rcpt",
-        "_extended_verbs",
         "_forgiven",
         "_forwarded_client",
         "_forwarded_message",
-        "_hellos",
         "_junk_commands",
         "_lmtp_replies_due",
-        "_mail_readers",
-        "_offerable",
         "_overshoot",
         "_pending",
-        "_plain_verbs",
-        "_rcpt_readers",
         "_received",
         "_refusal",
         "_skip",
         "_state",
+        "_tables",
         "_unread",
         "_utf8_transaction",
-        "_verb_owner",
         "_verbs",
         "auth_mechanisms",
         "auth_require_tls",
@@ -323,16 +315,9 @@ class ServerConnection:
             tables = _build_tables((*_builtin_offered(switched_on), *extras), lmtp)
         else:
             tables = _builtin_tables(switched_on, lmtp)
-        self._offerable = tables.offerable
-        self._mail_readers = tables.mail_readers
-        self._rcpt_readers = tables.rcpt_readers
-        self._verb_owner = tables.verb_owner
-        self._plain_verbs = tables.plain_verbs
-        self._extended_verbs = tables.extended_verbs
-        self._everyday_mail = tables.everyday_mail
-        self._everyday_rcpt = tables.everyday_rcpt
-        self._hellos = tables.hellos
-        self._verbs = self._plain_verbs
+        self._tables = tables
+        """What commands and parameters are looked up in: the configuration's, shared."""
+        self._verbs = tables.plain_verbs
         """The commands known now: those of the extensions in force only after EHLO."""
         self._command_line_limit = max_command_line
         """``max_command_line`` and what the extensions in force add to it."""
@@ -500,7 +485,7 @@ class ServerConnection:
         self.tls = True
         self.helo_name = None
         self.extended = False
-        self._verbs = self._plain_verbs
+        self._verbs = self._tables.plain_verbs
         self._command_line_limit = self.max_command_line
         self.authenticated = False  # RFC 3207 §4.2: forget what plaintext taught
         self._reset_transaction()
@@ -579,7 +564,7 @@ class ServerConnection:
             self._junk_commands += 1
             if self._junk_commands > self.max_junk_commands:
                 return self._bad(line, reply(421, "4.7.0", f"{self.hostname} Too many commands"))
-        owner = self._verb_owner.get(command.verb)
+        owner = self._tables.verb_owner.get(command.verb)
         unmet = None if owner is None else owner.unmet(self)
         if unmet is not None:
             problem: Reply | None = unmet.refusal
@@ -665,7 +650,7 @@ class ServerConnection:
             limit = self.max_message_size
             if everyday & SIZE_BIT and limit is not None and int(items[0][1] or "") > limit:
                 everyday = 0  # SIZE, always first, over the limit: the general path words it
-            if everyday and not everyday & ~self._everyday_mail:
+            if everyday and not everyday & ~self._tables.everyday_mail:
                 # Everyday parameters (smtp/_everyday_params.py): each a value its
                 # extension takes, and every one of them in force.
                 utf8 = everyday & SMTPUTF8_BIT != 0
@@ -673,7 +658,7 @@ class ServerConnection:
                 for keyword, _ in items:
                     if keyword == "SMTPUTF8":
                         utf8 = True
-                problem = self._check_parameters(items, self._mail_readers, utf8)
+                problem = self._check_parameters(items, self._tables.mail_readers, utf8)
                 if problem is not None:
                     return problem
         sender = command.sender
@@ -693,8 +678,10 @@ class ServerConnection:
         items = params._items
         if items:
             everyday = params._everyday
-            if not (everyday and self.extended and not everyday & ~self._everyday_rcpt):
-                problem = self._check_parameters(items, self._rcpt_readers, self._utf8_transaction)
+            if not (everyday and self.extended and not everyday & ~self._tables.everyday_rcpt):
+                problem = self._check_parameters(
+                    items, self._tables.rcpt_readers, self._utf8_transaction
+                )
                 if problem is not None:
                     return problem
         recipient = command.recipient
@@ -735,7 +722,7 @@ class ServerConnection:
         met (STARTTLS only before TLS, say)."""
         if not self.extended:
             return False
-        for entry in self._offerable:
+        for entry in self._tables.offerable:
             if entry.keyword == keyword:
                 return entry.unmet(self) is None and (
                     not entry.depends or all(self.in_force(needed) for needed in entry.depends)
@@ -754,7 +741,8 @@ class ServerConnection:
         return [
             verb
             for verb in self._verbs
-            if verb not in self._verb_owner or self.in_force(self._verb_owner[verb].keyword)
+            if verb not in self._tables.verb_owner
+            or self.in_force(self._tables.verb_owner[verb].keyword)
         ]
 
     # -- reading content ------------------------------------------------
@@ -910,10 +898,10 @@ class ServerConnection:
         self.helo_name = command.domain
         self.extended = not isinstance(command, Helo)
         if self.extended:
-            self._verbs = self._extended_verbs
+            self._verbs = self._tables.extended_verbs
             keywords, allowance = self._offered_now()
         else:
-            self._verbs = self._plain_verbs
+            self._verbs = self._tables.plain_verbs
             keywords, allowance = (), 0
         self._command_line_limit = self.max_command_line + allowance
         self._reset_transaction()
@@ -929,7 +917,7 @@ class ServerConnection:
         so that most EHLOs cost a lookup. Not with extensions of the
         application's own, or in a subclass, which may ask more.
         """
-        hellos = self._hellos
+        hellos = self._tables.hellos
         if hellos is None or type(self) is not ServerConnection:
             return self._offered()
         facts = (
@@ -954,7 +942,7 @@ class ServerConnection:
         allowance = sum(
             [
                 entry.line_allowance
-                for entry in self._offerable
+                for entry in self._tables.offerable
                 if entry.line_allowance and self.in_force(entry.keyword)
             ]
         )
@@ -995,7 +983,7 @@ class ServerConnection:
         self._forwarded_client = command if known is None else known.merged(command)
         self.helo_name = None
         self.extended = False
-        self._verbs = self._plain_verbs
+        self._verbs = self._tables.plain_verbs
         self.authenticated = isinstance(self._forwarded_client.login, str)
         self._reset_transaction()
         self._forwarded_message = None
@@ -1087,7 +1075,7 @@ class ServerConnection:
     def extensions(self) -> list[str]:
         """The EHLO keywords this session offers now (RFC 5321 §4.1.1.1), one line each."""
         lines = []
-        for entry in self._offerable:
+        for entry in self._tables.offerable:
             line = entry.ehlo_line(self)
             if line is not None:
                 lines.append(line)
