@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import hmac
 import smtplib
@@ -582,8 +583,10 @@ class AiosmtpdAccounts:
         return "250 OK"
 
 
-@pytest.fixture
-def aiosmtpd_with_auth() -> Iterator[tuple[AiosmtpdAccounts, int]]:
+@contextlib.contextmanager
+def running_aiosmtpd(*, auth_required: bool) -> Iterator[tuple[AiosmtpdAccounts, int]]:
+    """aiosmtpd on a loopback port for the block, AUTH offered without TLS: its
+    accounts and port."""
     accounts = AiosmtpdAccounts()
     controller = Controller(
         accounts,
@@ -591,13 +594,19 @@ def aiosmtpd_with_auth() -> Iterator[tuple[AiosmtpdAccounts, int]]:
         port=free_port(),
         authenticator=accounts,
         auth_require_tls=False,
-        auth_required=True,
+        auth_required=auth_required,
     )
     controller.start()
     try:
         yield accounts, controller.port
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def aiosmtpd_with_auth() -> Iterator[tuple[AiosmtpdAccounts, int]]:
+    with running_aiosmtpd(auth_required=True) as running:
+        yield running
 
 
 @pytest.mark.interop

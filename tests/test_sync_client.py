@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from peers import (
     TLSFiles,
-    free_port,
     make_tls_files,
     open_fd_count,
     running_smtp_server,
@@ -23,7 +21,14 @@ from peers import (
 from smtpcore import LocalProtocolError, sync
 from smtpcore.smtp import Data, Expn, Help, Noop, Reply, Vrfy
 from smtpcore.testing import Call, ExpectClose, ScriptedConnection, ScriptedServer, script
-from test_adapters_auth import PASSWORD, USER, AiosmtpdAccounts, Submission, authenticator
+from test_adapters_auth import (
+    PASSWORD,
+    USER,
+    AiosmtpdAccounts,
+    Submission,
+    authenticator,
+    running_aiosmtpd,
+)
 from test_client_errors import GREET, Recorder
 
 MESSAGE = b"Subject: sync\r\n\r\n.leading dot\r\nbody\r\n"
@@ -109,19 +114,8 @@ def test_a_misused_session_is_the_callers_mistake() -> None:
 
 @pytest.fixture
 def aiosmtpd() -> Iterator[tuple[AiosmtpdAccounts, int]]:
-    accounts = AiosmtpdAccounts()
-    controller = Controller(
-        accounts,
-        hostname="127.0.0.1",
-        port=free_port(),
-        authenticator=accounts,
-        auth_require_tls=False,
-    )
-    controller.start()
-    try:
-        yield accounts, controller.port
-    finally:
-        controller.stop()
+    with running_aiosmtpd(auth_required=False) as running:
+        yield running
 
 
 @pytest.mark.interop
