@@ -15,7 +15,7 @@ import io
 from smtpcore._content import ContentFilter
 from smtpcore._lines import FramingPolicy
 
-__all__ = ["DotDecoder", "DotEncoder", "TERMINATOR"]
+__all__ = ["DotDecoder", "DotEncoder", "TERMINATOR", "encode_whole"]
 
 TERMINATOR = b"\r\n.\r\n"
 
@@ -180,3 +180,21 @@ class DotEncoder:
             self._pending_cr = False
             return TERMINATOR
         return b".\r\n" if self._at_line_start else TERMINATOR
+
+
+def encode_whole(content: bytes, *, normalize: bool = True) -> bytes:
+    """Dot-stuffed ``content`` and its terminator: what a :class:`DotEncoder` gives
+    for content of one piece (``encode(content) + end()``, a property test holds
+    them equal), without an encoder to make for it.
+
+    Content whose every CR and LF is part of a CRLF (each CRLF holds one CR and
+    one LF, so three counts tell) needs no normalising; any other goes through
+    the encoder.
+    """
+    if normalize and not (content.count(b"\r") == content.count(b"\n") == content.count(b"\r\n")):
+        encoder = DotEncoder(normalize=True)
+        return encoder.encode(content) + encoder.end()
+    out = b"\r\n..".join(content.split(b"\r\n."))
+    if out[:1] == b".":
+        out = b"." + out
+    return out + (b".\r\n" if not out or out[-2:] == b"\r\n" else TERMINATOR)

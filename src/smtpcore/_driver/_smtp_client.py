@@ -677,7 +677,7 @@ class BaseSMTPClient(BaseClient):
                 and (self._transport is self._exchanging or self._exchanges())
             ):
                 # One piece, its end, and the one reply: as _send_data and _reply do.
-                data = conn.send(MessageData(content)) + conn.send(_END)
+                data = conn._send_whole(content)
                 last = await self._exchange(data, timeouts.data_block, timeouts.data_termination)
             else:
                 await self._send_data(content)
@@ -715,19 +715,23 @@ class BaseSMTPClient(BaseClient):
                 timeout = timeouts.data_initiation
             else:
                 timeout = timeouts.command
-            if replies and drained is not None and drained():
-                # The read of the reply just taken found nothing after it: only what
-                # it brought along can be unasked, and that is in the machine.
+            if not (replies and drained is not None and drained()):
+                if replies or not checked:
+                    await self._take_unasked(idle=True)  # each reply before was read
+            elif not exchanges:
+                await self._unasked_held()
+            if exchanges:
+                # When the read of the reply before found nothing after it, only what it
+                # brought along can be unasked: that is in the machine, whose send
+                # refuses to go out behind it.
                 try:
-                    event = conn.next_event()
+                    data = conn.send(command)
+                except LocalProtocolError:
+                    await self._unasked_held()  # a 421, maybe: read it
+                    raise
                 except RemoteProtocolError as exc:
                     raise SMTPProtocolError(str(exc)) from exc
-                if event is not PAUSED:
-                    await self._unasked(event)
-            elif replies or not checked:
-                await self._take_unasked(idle=True)  # each reply before was read
-            if exchanges:
-                reply = await self._exchange(conn.send(command), timeout, timeout)
+                reply = await self._exchange(data, timeout, timeout)
             else:
                 await self._write(timeout, command)
                 reply = await self._reply(timeout, NEED_DATA)  # nothing held: looked
@@ -737,6 +741,18 @@ class BaseSMTPClient(BaseClient):
             elif isinstance(command, Mail):
                 break
         return replies
+
+    async def _unasked_held(self) -> None:
+        """Raise for a reply (or the server's close) the machine holds while no reply
+        is due; nothing when it holds none."""
+        conn = self._conn
+        assert conn is not None
+        try:
+            event = conn.next_event()
+        except RemoteProtocolError as exc:
+            raise SMTPProtocolError(str(exc)) from exc
+        if event is not PAUSED:
+            await self._unasked(event)
 
     def _exchanges(self) -> bool:
         """Whether a command and its reply can go through :meth:`_exchange`: no trace
@@ -779,9 +795,8 @@ class BaseSMTPClient(BaseClient):
             raise SMTPTimeout(f"no reply within {replying} s") from exc
         except OSError:
             received = b""
-        conn.receive_data(received)
         try:
-            event = conn.next_event()
+            event = conn._receive_event(received)
         except RemoteProtocolError as exc:
             raise SMTPProtocolError(str(exc)) from exc
         if type(event) is Reply and event.code != 421:
@@ -1027,7 +1042,10 @@ class BaseSMTPClient(BaseClient):
                 data = b""
             if self._trace is not None:
                 self._trace.received(data)
-            conn.receive_data(data)
+            try:
+                taken = conn._receive_event(data)
+            except RemoteProtocolError as exc:
+                raise SMTPProtocolError(str(exc)) from exc
 
 
 def _not_offered(verb: str) -> ExtensionNotOffered:

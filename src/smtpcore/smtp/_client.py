@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-from smtpcore._dotstuff import DotEncoder
+from smtpcore._dotstuff import DotEncoder, encode_whole
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
@@ -86,6 +86,7 @@ class _Awaited:
     open again if the server refuses the reset."""
 
 
+_END: Final = EndOfMessage()
 _CONTENT_OUT_OF_PLACE: Final = (
     "message content goes after the 354 reply to DATA (or right after a BDAT)"
 )
@@ -321,6 +322,36 @@ class ClientConnection:
             return PAUSED
         return NEED_DATA
 
+    def _receive_event(self, data: bytes) -> Reply | ConnectionClosed | NoEvent:
+        """``receive_data(data)``, then ``next_event()``, in one call: how a driver
+        takes the bytes of a read made for a reply that is due.
+
+        Most often they are exactly one reply line read before (an everyday reply:
+        see :func:`~smtpcore.smtp._replies.known_replies`) and nothing is buffered
+        ahead of them; the line is then looked up as it came, without being copied
+        into the buffer, searched and cut out again. Anything else takes the two
+        calls. A property test holds both to the same events and state.
+        """
+        if (
+            not self._received
+            and self._queue
+            and type(data) is bytes
+            and len(data) <= self.max_reply_line
+            and self._state not in _DISCARDING
+            and not self._parser._lines
+            and not self._buffer.peer_closed
+        ):
+            reply = self._known.get(data)
+            if reply is not None:
+                try:
+                    self._dispatch(reply)
+                except RemoteProtocolError:
+                    self._state = State.ERROR
+                    raise
+                return reply
+        self.receive_data(data)
+        return self.next_event()
+
     def send(self, event: Event) -> bytes:
         """Check ``event`` against the session, record it, and return its bytes.
 
@@ -526,20 +557,41 @@ class ClientConnection:
             check_content(self._extensions, data)
             self._bdat_due -= len(data)
             return data
-        encoder = self._encoder
-        if encoder is None or self._queue or self._state is not State.DATA:
+        # The DATA state with nothing awaited: the 354 came, the end has not gone out.
+        if self._queue or self._state is not State.DATA:
             raise LocalProtocolError(_CONTENT_OUT_OF_PLACE)
         if not data.isascii():
             check_content(self._extensions, data)
+        encoder = self._encoder
+        if encoder is None:
+            encoder = self._encoder = DotEncoder(normalize=self.normalize_line_endings)
         return encoder.encode(data)
 
     def _send_end(self, event: EndOfMessage) -> bytes:
-        encoder = self._encoder
-        if encoder is None or self._queue or self._state is not State.DATA:
+        if self._queue or self._state is not State.DATA:
             raise LocalProtocolError(_CONTENT_OUT_OF_PLACE)
+        encoder = self._encoder
         self._encoder = None
         self._queue.append(_Awaited(event, END_OF_DATA_RULE, self._content_transaction))
-        return encoder.end()
+        return b".\r\n" if encoder is None else encoder.end()  # no content: a fresh encoder's
+
+    def _send_whole(self, data: bytes) -> bytes:
+        """``send(MessageData(data)) + send(EndOfMessage())`` in one call, for content
+        of one piece: dot-stuffed by :func:`~smtpcore._dotstuff.encode_whole`, with
+        the checks of :meth:`send` (a property test holds the two equal)."""
+        if (
+            type(data) is not bytes
+            or self._encoder is not None
+            or self._bdat_due
+            or self._queue
+            or self._received
+            or self._state is not State.DATA
+        ):
+            return self.send(MessageData(data)) + self.send(_END)
+        if not data.isascii():
+            check_content(self._extensions, data)
+        self._queue.append(_Awaited(_END, END_OF_DATA_RULE, self._content_transaction))
+        return encode_whole(data, normalize=self.normalize_line_endings)
 
     def _send_auth_response(self, event: AuthResponse) -> bytes:
         if self._state is not State.AUTH or self._queue:
@@ -593,14 +645,23 @@ class ClientConnection:
         ):
             raise RemoteProtocolError("354 to DATA with no accepted recipient (RFC 2033 §4.2)")
         self._answered = event
-        if entry.transaction is not None:
-            self._last_transaction = entry.transaction
+        transaction = entry.transaction
+        if transaction is not None:
+            self._last_transaction = transaction
         if rule is END_OF_DATA_RULE:
             self._answer_end(entry, reply, moved)
         else:
             queue.popleft()
             self._state = moved
-            self._answer_command(entry, reply)
+            kind = type(event)  # an event's exact class (RULES has no subclass)
+            if kind is Rcpt and transaction is not None:  # the most frequent first
+                transaction.replies[entry.recipient] = reply
+                self._answered_recipient = event.recipient  # type: ignore[attr-defined]  # a Rcpt
+            elif kind is Mail and transaction is not None:
+                transaction.mail_reply = reply
+                transaction.complete = not 200 <= code < 300
+            else:
+                self._answer_command(entry, reply)
         if code == 421:
             self._close()
         elif queue and queue[0] is not entry and self._state is not entry.after:
@@ -618,18 +679,11 @@ class ClientConnection:
             self._close()
 
     def _answer_command(self, entry: _Awaited, reply: Reply) -> None:
+        """A reply to a command other than ``MAIL`` and ``RCPT`` (which
+        :meth:`_dispatch` records itself)."""
         command = entry.event
         transaction = entry.transaction
-        kind = type(command)  # an event's exact class (RULES has no subclass)
-        if kind is Rcpt and transaction is not None:  # the most frequent first
-            transaction.replies[entry.recipient] = reply
-            self._answered_recipient = command.recipient  # type: ignore[union-attr]  # a Rcpt
-            return
         positive = 200 <= reply.code < 300
-        if kind is Mail and transaction is not None:
-            transaction.mail_reply = reply
-            transaction.complete = not positive
-            return
         if isinstance(command, (Ehlo, Lhlo)) and positive:
             self._offer(ServerExtensions.from_reply(reply), extended=True)
         elif isinstance(command, Helo) and positive:
@@ -652,8 +706,7 @@ class ClientConnection:
             return
         if isinstance(command, (Data, Bdat)):
             transaction.data_reply = reply
-            if reply.code == 354:
-                self._encoder = DotEncoder(normalize=self.normalize_line_endings)
+            if reply.code == 354:  # the content's encoder is made with its first piece
                 self._content_transaction = transaction
             elif not positive:
                 transaction.complete = True
