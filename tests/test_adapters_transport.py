@@ -283,3 +283,30 @@ def test_asyncio_writes_after_a_close_with_nothing_left_fail() -> None:
     asyncio.run(main())
     reader.close()
     assert reader.received == b""
+
+
+@pytest.mark.parametrize("timed_recv", [True, False])
+def test_blocking_reply_read_keeps_each_deadline(timed_recv: bool) -> None:
+    """A reply's read on the plain socket waits as long as its own deadline says: one
+    that runs out is a ``TimeoutError``, and the next read, with no deadline, waits
+    on until the bytes come (the socket's receive timeout follows each deadline;
+    without one, ``poll`` waits)."""
+    with socket.create_server((LOOPBACK, 0)) as listener:
+        link = open_link(LOOPBACK, listener.getsockname()[1], 30)
+        peer, _ = listener.accept()
+        transport = link.transport
+        assert isinstance(transport, SocketTransport)
+        transport._timed_recv = transport._timed_recv and timed_recv
+        with peer:
+            with pytest.raises(TimeoutError):
+                run(transport.receive_within(0.05, 100))
+            timer = threading.Timer(0.3, peer.sendall, (b"250 ok\r\n",))
+            timer.start()
+            try:
+                assert run(transport.receive_within(None, 100)) == b"250 ok\r\n"
+                assert transport.drained()
+                peer.sendall(b"221 bye\r\n")
+                assert run(transport.receive_within(0.05, 100)) == b"221 bye\r\n"
+            finally:
+                timer.join(10)
+        run(link.aclose())

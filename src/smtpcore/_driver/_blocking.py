@@ -17,10 +17,12 @@ import math
 import select
 import socket
 import ssl
+import struct
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from smtpcore._driver._transport import Link, address
 from smtpcore.handler import TLSInfo
@@ -30,8 +32,15 @@ __all__ = ["SocketClock", "SocketTransport", "open_link", "run"]
 
 T = TypeVar("T")
 
-_POLL = hasattr(select, "poll")
+_TIMEVAL: Final = struct.Struct("@ll")
+"""Linux's ``struct timeval``: seconds and microseconds, each a native long."""
+
+_POLL = hasattr(select, "poll") and hasattr(socket, "MSG_DONTWAIT")
 """Without ``poll`` (Windows), plain sockets also run in timeout mode."""
+_DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
+_TIMED_RECV = _POLL and sys.platform == "linux"
+"""Whether a reply's read is a blocking ``recv`` under ``SO_RCVTIMEO`` (Linux, where
+its ``struct timeval`` is two native longs), rather than a ``poll`` and a ``recv``."""
 
 
 def run(call: Coroutine[Any, Any, T]) -> T:
@@ -181,12 +190,15 @@ class SocketClock:
 class SocketTransport:
     """A :class:`~smtpcore.transport.Transport` on a connected blocking socket.
 
-    A plain TCP socket is kept non-blocking, and a wait is a ``poll`` under the
-    clock's timeout: then a read or write that need not wait is one system
-    call, where a socket timeout costs a ``poll`` before each and a mode switch
-    for each one that must not wait. A TLS socket (after STARTTLS, or on
-    connect) runs in the standard library's timeout mode, which knows about
-    the records it holds decrypted.
+    A plain TCP socket stays in blocking mode, and each read or write that must
+    not wait says so (``MSG_DONTWAIT``): then a read or write that need not wait
+    is one system call. A reply's read (:meth:`receive_within`, under one
+    deadline) is one ``recv`` that blocks under the kernel's own receive timeout
+    (``SO_RCVTIMEO``, set again only when the deadline's length changes) where
+    the system has it, else a ``poll`` and a ``recv``; any other wait is a
+    ``poll`` under the clock's timeout. A TLS socket (after STARTTLS, or on
+    connect) runs in the standard library's timeout mode, which knows about the
+    records it holds decrypted.
     """
 
     def __init__(self, sock: socket.socket, clock: SocketClock) -> None:
@@ -196,10 +208,19 @@ class SocketTransport:
         """Polls the plain socket for reading (None under TLS, or without ``poll``)."""
         self._writable: select.poll | None = None
         self._drained = False
+        self._receive_timeout: float | None = None
+        """The socket's ``SO_RCVTIMEO`` in seconds (``None``: none set, reads wait on)."""
+        self._timed_recv = False
+        """Whether a reply's read is one ``recv`` under ``SO_RCVTIMEO``."""
         if _POLL and not isinstance(sock, ssl.SSLSocket):
-            sock.setblocking(False)
+            sock.setblocking(True)
             self._readable = select.poll()
             self._readable.register(sock, select.POLLIN)
+            self._timed_recv = (
+                _TIMED_RECV
+                and len(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 64))
+                == _TIMEVAL.size
+            )  # the kernel's timeval is the one packed here
 
     def _wait(self, poller: select.poll) -> None:
         """Wait until ``poller`` finds the plain socket ready, or ``TimeoutError``."""
@@ -216,7 +237,7 @@ class SocketTransport:
             return sock.recv(max_bytes)
         while True:
             try:
-                data = sock.recv(max_bytes)
+                data = sock.recv(max_bytes, _DONTWAIT)
             except BlockingIOError:
                 self._wait(readable)
             else:
@@ -226,20 +247,29 @@ class SocketTransport:
     async def receive_within(self, seconds: float | None, max_bytes: int) -> bytes:
         """A reply's read under a deadline of ``seconds`` (the link's ``receive_within``),
         in one call: the reply is due, and most often not there yet, so the plain
-        socket is polled first, as a socket timeout would, without the failed read
-        and the ``BlockingIOError`` that trying first would cost."""
+        socket waits for it at once, as a socket timeout would, without the failed
+        read and the ``BlockingIOError`` that trying first would cost."""
         clock = self._clock
         readable = self._readable
         if readable is None or clock._deadlines or clock._watchdog is not None:
             return await clock.receive_within(self.receive_some, seconds, max_bytes)
         sock = self._sock
+        if self._timed_recv:
+            if seconds != self._receive_timeout:
+                self._set_receive_timeout(seconds)
+            try:
+                data = sock.recv(max_bytes)  # blocks until the kernel's timeout
+            except BlockingIOError:  # EAGAIN: SO_RCVTIMEO ran out
+                raise TimeoutError("timed out") from None
+            self._drained = len(data) < max_bytes
+            return data
         due = math.inf if seconds is None else time.monotonic() + seconds
         wait: int | None = None if seconds is None else math.ceil(seconds * 1000)
         while True:
             if not readable.poll(wait):
                 raise TimeoutError("timed out")
             try:
-                data = sock.recv(max_bytes)
+                data = sock.recv(max_bytes, _DONTWAIT)
             except BlockingIOError:  # woken for nothing: wait out what is left
                 left = due - time.monotonic()
                 if left <= 0:
@@ -248,6 +278,16 @@ class SocketTransport:
             else:
                 self._drained = len(data) < max_bytes
                 return data
+
+    def _set_receive_timeout(self, seconds: float | None) -> None:
+        """``SO_RCVTIMEO``: how long a blocking ``recv`` waits (zero: for ever), rounded
+        up to the microsecond; at least one, as zero would wait for ever."""
+        if seconds is None:
+            whole, micro = 0, 0
+        else:
+            whole, micro = divmod(max(math.ceil(seconds * 1_000_000), 1), 1_000_000)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(whole, micro))
+        self._receive_timeout = seconds
 
     def drained(self) -> bool:
         """Whether the last read took everything that had arrived by then: a plain
@@ -258,13 +298,15 @@ class SocketTransport:
         """What has already arrived (``b""`` once the peer closed), or ``None``."""
         sock = self._sock
         readable = self._readable
+        flags = _DONTWAIT
         if readable is None:
             sock.setblocking(False)
+            flags = 0  # TLS takes none
         elif not readable.poll(0):  # asked before a command, and nothing there: no exception
             return None
         self._drained = False
         try:
-            return sock.recv(max_bytes)
+            return sock.recv(max_bytes, flags)
         except (BlockingIOError, ssl.SSLWantReadError):
             return None
         except OSError:  # reset: the next wait says so
@@ -279,7 +321,7 @@ class SocketTransport:
         if self._readable is None:
             sock.setblocking(False)
         try:
-            return sock.send(data)
+            return sock.send(data, _DONTWAIT)
         except BlockingIOError:
             return 0
 
@@ -296,7 +338,7 @@ class SocketTransport:
         view = memoryview(data)
         while view:
             try:
-                view = view[sock.send(view) :]
+                view = view[sock.send(view, _DONTWAIT) :]
             except BlockingIOError:
                 self._wait(writable)
 
@@ -309,6 +351,9 @@ class SocketTransport:
     ) -> None:
         # Nothing is buffered here: bytes still in the kernel go to the handshake,
         # which fails on them rather than read them as protected (RFC 3207 §6).
+        if self._receive_timeout is not None:  # the TLS socket's blocking reads wait on
+            self._set_receive_timeout(None)
+        self._timed_recv = False
         self._sock.settimeout(self._clock.timeout())
         self._readable = self._writable = None
         self._drained = False
