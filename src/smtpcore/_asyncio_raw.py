@@ -91,6 +91,11 @@ class RawSocketTransport:
     :meth:`start_tls` hands the socket to an asyncio transport (a
     :class:`~smtpcore.asyncio.AsyncioTransport`), which serves the rest of the
     connection.
+
+    The socket is watched for reads with the selector loop's own ``_add_reader``
+    and ``_remove_reader``: ``add_reader`` and ``remove_reader`` are those after a
+    check that no asyncio transport owns the descriptor (three calls more each,
+    every connection), which no socket this module accepted can fail.
     """
 
     __slots__ = (
@@ -164,7 +169,7 @@ class RawSocketTransport:
                 waiter.set_result(None)
         else:  # nothing reads: leave the bytes in the kernel until something does
             self._reading = False
-            self._loop.remove_reader(self._fd)
+            self._loop._remove_reader(self._fd)  # type: ignore[attr-defined]  # see the class
 
     def _writable(self) -> None:
         out = self._out
@@ -207,7 +212,7 @@ class RawSocketTransport:
     def _unwatch(self) -> None:
         if self._reading:
             self._reading = False
-            self._loop.remove_reader(self._fd)
+            self._loop._remove_reader(self._fd)  # type: ignore[attr-defined]  # see the class
         if self._writing:
             self._writing = False
             self._loop.remove_writer(self._fd)
@@ -232,7 +237,7 @@ class RawSocketTransport:
                     self._eof = True
                     if self._reading:
                         self._reading = False
-                        self._loop.remove_reader(self._fd)
+                        self._loop._remove_reader(self._fd)  # type: ignore[attr-defined]  # see the class
                     break
                 self._more = len(data) == max_bytes
                 return data
@@ -240,7 +245,7 @@ class RawSocketTransport:
             # frame shorter, and each read a call cheaper.
             if not self._reading:
                 self._reading = True
-                self._loop.add_reader(self._fd, self._readable)
+                self._loop._add_reader(self._fd, self._readable)  # type: ignore[attr-defined]  # see the class
             self._want = _BYTES
             runner = self._runner
             try:
@@ -399,7 +404,7 @@ class RawSocketTransport:
             # What _close_socket does, written out: every connection's close.
             if self._reading:
                 self._reading = False
-                self._loop.remove_reader(self._fd)
+                self._loop._remove_reader(self._fd)  # type: ignore[attr-defined]  # see the class
             if self._writing:  # pragma: no cover - only while something waits to be sent
                 self._writing = False
                 self._loop.remove_writer(self._fd)
@@ -409,7 +414,7 @@ class RawSocketTransport:
         # never takes them is cut off after _CLOSE_TIMEOUT.
         if self._reading:
             self._reading = False
-            self._loop.remove_reader(self._fd)
+            self._loop._remove_reader(self._fd)  # type: ignore[attr-defined]  # see the class
         timer = self._loop.call_later(_CLOSE_TIMEOUT, self._lose)
         try:
             await self._sent()
