@@ -25,7 +25,7 @@ from smtpcore.smtp._commands import (
     parse_command_line,
     parse_everyday_line,
 )
-from smtpcore.smtp._events import Auth, AuthResponse, Data, Ehlo, Noop, Quit, Rset
+from smtpcore.smtp._events import Auth, AuthResponse, Data, Ehlo, Helo, Lhlo, Noop, Quit, Rset
 from smtpcore.smtp._ext import BUILTIN
 from smtpcore.smtp._extension import Parameter
 from smtpcore.smtp._params import Parameters
@@ -131,6 +131,49 @@ def test_the_everyday_line_parser_agrees_with_the_full_one_on_bare_verbs(
     assert command is not None
     assert command == full_parse(line)
     assert isinstance(command, Data | Rset | Noop | Quit)
+
+
+HELLO_VERBS = st.sampled_from(["EHLO", "HELO", "LHLO", "EHL", "HELOX"]).flatmap(
+    lambda verb: st.tuples(*[st.sampled_from([c, c.lower()]) for c in verb]).map("".join)
+)
+
+
+@given(
+    HELLO_VERBS,
+    st.sampled_from([" ", "  ", "", "\t"]),
+    st.one_of(
+        st.sampled_from(["client.abc.example", "[192.0.2.1]", "[IPv6:2001:db8::1]", "x"]),
+        st.text(max_size=12),
+        st.text(st.characters(min_codepoint=0, max_codepoint=127), max_size=12),
+    ),
+    st.sampled_from(["\r\n", "\r\n", " \r\n", "\n", "\r\r\n"]),
+)
+@example("EHLO", " ", "client.abc.example", "\r\n")
+@example("helo", " ", "a\x7fb", "\r\n")
+def test_the_everyday_line_parser_agrees_with_the_full_one_on_hellos(
+    verb: str, space: str, domain: str, end: str
+) -> None:
+    """EHLO, HELO and LHLO in any case, one space, a printable ASCII domain and CRLF are
+    read by the everyday parser as the full parser reads them; anything else is left
+    to the full parser."""
+    line = (verb + space + domain + end).encode("utf-8")
+    command = parse_everyday_line(line)
+    if command is None:
+        return
+    assert isinstance(command, Ehlo | Helo | Lhlo)
+    assert (verb.upper(), space, end) == (command.verb, " ", "\r\n")
+    assert command == full_parse(line)
+    assert type(command.domain) is str
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"EHLO client.abc.example\r\n", b"helo [192.0.2.1]\r\n", b"LHLO x\r\n"],
+)
+def test_the_everyday_line_parser_takes_the_hellos_clients_send(line: bytes) -> None:
+    command = parse_everyday_line(line)
+    assert command is not None
+    assert command == full_parse(line)
 
 
 @given(st.text(max_size=6).map(lambda text: text.replace(".", "")))

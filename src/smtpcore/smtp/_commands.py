@@ -272,13 +272,17 @@ _BARE_LINES: Final[dict[bytes, Command]] = {
     for line in (verb + b"\r\n", verb.lower() + b"\r\n")
 }
 """Their lines as clients write them, upper or lower case: one lookup, no match."""
+_HELLO_LINE: Final = re.compile(rb"(?i:(EHLO|HELO|LHLO)) ([!-~]+)\r\n")
+"""A hello naming its client in printable ASCII, once per connection: the full parser
+takes the same domain (no space, no control, not empty) after decoding the line."""
 
 
 def parse_everyday_line(line: bytes) -> Command | None:
     """``MAIL FROM:<a@b>``, ``RCPT TO:<a@b>`` (an everyday path, with or without ASCII
     parameters such as ``SIZE=1234 BODY=8BITMIME`` or ``NOTIFY=NEVER``), ``DATA``,
     ``RSET``, ``NOOP`` and ``QUIT``, recognised in one match of the raw line, CRLF
-    included.
+    included; failing those, ``EHLO``, ``HELO`` or ``LHLO`` and a domain in printable
+    ASCII, in a second.
 
     A busy server's hot path. Anything else gives None and goes to
     :func:`parse_command_line`, which gives the same events for these lines
@@ -290,7 +294,14 @@ def parse_everyday_line(line: bytes) -> Command | None:
             return known
     match = _EVERYDAY_LINE.fullmatch(line)
     if match is None:
-        return None
+        hello = _HELLO_LINE.fullmatch(line)
+        if hello is None:
+            return None
+        verb, name = hello.groups()
+        kind = _HELLOS[verb.upper()]
+        event: Ehlo | Helo | Lhlo = _new(kind)
+        _SET_DOMAIN[kind](event, name.decode("ascii"))  # as for Mail below: no checks
+        return event
     rcpt, local, domain, size, text, bare = match.groups()
     if bare is not None:
         return _BARE[bare.upper()]  # bytes: ASCII case alone
@@ -320,6 +331,14 @@ _SET_SENDER: Final[Callable[[Mail, Mailbox], None]] = vars(Mail)["sender"].__set
 _SET_MAIL_PARAMS: Final[Callable[[Mail, Parameters], None]] = vars(Mail)["params"].__set__
 _SET_RECIPIENT: Final[Callable[[Rcpt, Mailbox], None]] = vars(Rcpt)["recipient"].__set__
 _SET_RCPT_PARAMS: Final[Callable[[Rcpt, Parameters], None]] = vars(Rcpt)["params"].__set__
+_HELLOS: Final[dict[bytes, type[Ehlo | Helo | Lhlo]]] = {
+    b"EHLO": Ehlo,
+    b"HELO": Helo,
+    b"LHLO": Lhlo,
+}
+_SET_DOMAIN: Final[dict[type[Ehlo | Helo | Lhlo], Callable[[Command, str], None]]] = {
+    kind: vars(kind)["domain"].__set__ for kind in _HELLOS.values()
+}
 
 
 def parse_command_line(text: str, verbs: dict[str, Callable[[str], Command]]) -> Command:
