@@ -397,7 +397,10 @@ class ServerSession(ServedSession):
             await self._handshake()
             self.conn.tls = True
         unavailable = self.state.unavailable
-        greeting = self._unasked("handle_connect") or await self._ask(
+        greeting = (
+            self.session.hostname is self.options.hostname  # see ServerState.unasked
+            and self.state.unasked.get("handle_connect")
+        ) or await self._ask(
             "handle_connect",
             lambda handler: handler.handle_connect(self.session),
             self.options.timeouts.greeting,
@@ -564,14 +567,6 @@ class ServerSession(ServedSession):
                 assert reply is not None, f"Handler.{hook} answers"
         return reply
 
-    def _unasked(self, hook: str) -> Reply | None:
-        """Handler's answer for ``hook`` without calling it, where the handler keeps
-        Handler's own, and the answer depends only on the server's hostname (which
-        the session still has)."""
-        if self.session.hostname is not self.options.hostname:
-            return None
-        return self.state.unasked.get(hook)
-
     async def _call(self, hook: str, call: Callable[[Handler], Awaitable[None]]) -> None:
         """Tell the handler's ``hook`` (``call`` calls it), with no time limit."""
         if hook not in self.state.overridden:
@@ -615,13 +610,17 @@ class ServerSession(ServedSession):
 
     async def _hello(self, command: Ehlo | Helo | Lhlo) -> None:
         session = self.session
-        reply = self._unasked("handle_hello") or await self._ask(
+        reply = (
+            session.hostname is self.options.hostname  # see ServerState.unasked
+            and self.state.unasked.get("handle_hello")
+        ) or await self._ask(
             "handle_hello",
             lambda handler: handler.handle_hello(session, command),
             self.options.timeouts.command,
         )
         if self._answer(reply).code // 100 == 2:  # accepted (is_positive, without a call)
-            await self._end_transaction()
+            if session.envelope is not None:
+                await self._end_transaction()
             session.helo_name = command.domain
             session.extended = not isinstance(command, Helo)
 

@@ -862,6 +862,9 @@ class ServerConnection:
             self._state = State.NO_SERVICE
         else:
             raise LocalProtocolError("the greeting must be 220, 554 or 421")
+        for known, data in event._wire:  # to_bytes's memory, read without the call
+            if known is None:
+                return data
         return event.to_bytes()
 
     def _close_with(self, event: Reply) -> bytes:
@@ -904,7 +907,9 @@ class ServerConnection:
             self._verbs = self._tables.plain_verbs
             keywords, allowance = (), 0
         self._command_line_limit = self.max_command_line + allowance
-        self._reset_transaction()
+        # _reset_transaction's fields, set without the call (once a connection).
+        self._utf8_transaction = self._binary_transaction = False
+        self._accepted = self._overshoot = 0
         self._forwarded_message = None
         return self._hello_reply(event, keywords)
 
