@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from smtp_helpers import codes, greeted, run
-from smtpcore import ProtocolError
+from smtpcore import ProtocolError, RemoteProtocolError
 from smtpcore._lines import ReceiveBuffer
 from smtpcore.smtp import ConnectionClosed, Data, Event, MessageData, RejectedMessage, Reply
 from smtpcore.smtp._commands import VERBS, parse_command_line, parse_everyday_line
@@ -112,7 +112,13 @@ def test_any_chunking_gives_the_same_events_and_replies(
     conversation: tuple[bytes, bytes | None], data: st.DataObject
 ) -> None:
     commands, content = conversation
-    events, replies = play([commands], None if content is None else [content])
+    try:
+        events, replies = play([commands], None if content is None else [content])
+    except RemoteProtocolError:
+        # Commands behind an accepted DATA (a long path can make RCPT valid) came
+        # before the 354: a synchronization error, which only a DATA that arrives
+        # with them can see, whatever the chunking (test_smtp_server's own tests).
+        assume(False)
     command_pieces = data.draw(sst.chunkings(commands))
     content_pieces = None if content is None else data.draw(sst.chunkings(content))
     chunked_events, chunked_replies = play(command_pieces, content_pieces)
