@@ -10,14 +10,18 @@ judges the content and moves to the next state in place, without calling
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from smtp_helpers import ENVELOPE, greeted, run
-from smtpcore.smtp import EndOfMessage, RejectedMessage
+from smtpcore import ProtocolError
+from smtpcore.smtp import EndOfMessage, RejectedMessage, ServerConnection
 from smtpcore.smtp._extension import Extension, ServerFacts
 from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, State, next_state
+from smtpcore.testing import strategies as sst
 
 TRANSACTION = ("_utf8_transaction", "_binary_transaction", "_accepted", "_overshoot")
 """The fields ``ServerConnection._reset_transaction`` resets."""
@@ -173,3 +177,43 @@ def test_a_success_moves_to_the_state_its_rule_names_as_move_says() -> None:
             for code in rule.success_codes:
                 for state in State:
                     assert rule.move(code, state) is rule.on_success
+
+
+def _through_the_buffer(conn: ServerConnection, data: bytes) -> None:
+    """``receive_data`` as it was before its inline append: every piece through the
+    line buffer's own ``receive``."""
+    conn._buffer.receive(data, discard=conn.state is State.TLS_PENDING)
+
+
+def _fed(
+    pieces: list[bytes], feed: Callable[[ServerConnection, bytes], None]
+) -> list[tuple[list[object], bytes, int] | str]:
+    """What a machine makes of ``pieces``, each given to it by ``feed``, then the
+    client's close and one piece more: the events and replies after each, or the
+    error it raised."""
+    conn = greeted(max_junk_commands=1000, starttls=True)
+    seen: list[tuple[list[object], bytes, int] | str] = []
+    for piece in [*pieces, b"", b"late"]:
+        try:
+            feed(conn, piece)
+            events, out = run(conn)
+        except ProtocolError as exc:
+            seen.append(f"{type(exc).__name__}: {exc}")
+            continue
+        seen.append(([repr(event) for event in events], out, conn.buffered))
+    return seen
+
+
+@given(
+    st.lists(
+        st.one_of(sst.command_lines(hostile=True), st.just(b"STARTTLS\r\n"), st.just(ENVELOPE)),
+        max_size=20,
+    )
+    .map(b"".join)
+    .flatmap(sst.chunkings)
+)
+def test_receive_data_appends_as_the_line_buffer_receives(pieces: list[bytes]) -> None:
+    """The bytes of every read are appended to the machine's unread bytes in place:
+    the events, replies and what stays buffered are those of the buffer's
+    ``receive``, before and in TLS_PENDING and after the client closed."""
+    assert _fed(pieces, ServerConnection.receive_data) == _fed(pieces, _through_the_buffer)

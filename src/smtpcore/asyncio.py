@@ -351,7 +351,12 @@ class _Watchdog(_Deadline):
         self._limit = seconds
         self._rate = min_rate
         self._until = until = alarm._timers.now() + seconds
-        alarm.arm_at(self, until)
+        # What alarm.arm_at(self, until) does, without the call: every wait for a command.
+        alarm.holder = self
+        alarm._when = until
+        queued = alarm.queued
+        if queued is None or queued > until:
+            alarm._timers.add(alarm, until)
 
     def resume(self, received: int = 0) -> None:
         until = self._until
@@ -1105,7 +1110,7 @@ class _Listener(BaseListener[_S]):
         # What every session reads and writes with, bound now rather than by the link's
         # __getattr__ at first use (two calls a connection).
         link.receive_some = transport.receive_some
-        link.send_all = transport.send_all
+        link.send_nowait = transport.send_nowait
         session = self.state.admit(link)
         if isinstance(session, bytes):
             transport.refuse(session)

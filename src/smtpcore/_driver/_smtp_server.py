@@ -440,8 +440,20 @@ class ServerSession(ServedSession):
                 # session's stack is one frame shorter, and every read one call less.
                 if self._start_wait(new_wait):
                     try:
-                        if self._out:
-                            await self._write_out()
+                        out = self._out
+                        if out:
+                            # The replies due, as _write_out writes them, without its two
+                            # calls when the kernel takes them at once: every read.
+                            data = out[0] if len(out) == 1 else b"".join(out)
+                            out.clear()
+                            try:
+                                sent = self.transport.send_nowait(data)
+                            except OSError:
+                                conn.send_failed()
+                                raise ConnectionLost from None
+                            if sent < len(data):
+                                out.append(data[sent:])
+                                await self._write_out()
                         data = await self.transport.receive_some(READ_SIZE)
                     except OSError:
                         data = b""

@@ -408,7 +408,11 @@ class ServerConnection:
 
         In TLS_PENDING, bytes are plaintext from before the handshake: dropped.
         """
-        self._buffer.receive(data, discard=self._state is _STATE_TLS_PENDING)
+        buffer = self._buffer
+        if data and not buffer.peer_closed and self._state is not _STATE_TLS_PENDING:
+            self._unread += data  # what buffer.receive does with them, without the call
+            return
+        buffer.receive(data, discard=self._state is _STATE_TLS_PENDING)
 
     def next_event(self) -> Event | NoEvent:
         """The next event from the client, ``NEED_DATA`` or ``PAUSED``."""
