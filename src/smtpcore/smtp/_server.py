@@ -13,7 +13,8 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any, Final
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, Final
 
 from smtpcore._content import ContentFilter
 from smtpcore._dotstuff import DotDecoder
@@ -364,9 +365,14 @@ class ServerConnection:
 
     # -- the four verbs -------------------------------------------------
 
-    @property
-    def state(self) -> State:
-        return self._state
+    if TYPE_CHECKING:
+
+        @property
+        def state(self) -> State: ...
+
+    else:
+        # Read in C, without a Python call: a server's session asks before every read.
+        state = property(attrgetter("_state"), doc="The state the session is in.")
 
     @property
     def pending(self) -> Event | None:
