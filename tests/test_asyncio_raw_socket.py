@@ -11,6 +11,7 @@ which the same scenarios run over with the raw path switched off.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import socket
 import struct
@@ -493,5 +494,86 @@ def test_a_close_with_bytes_still_to_send_waits_for_them_within_a_bound(
         if reads:
             await asyncio.to_thread(reader.join, 30)
             assert received == PAYLOAD
+
+    asyncio.run(main())
+
+
+_READ_STEP: contextvars.ContextVar[str] = contextvars.ContextVar("_READ_STEP", default="")
+
+
+def test_a_task_waiting_for_bytes_steps_in_the_selector_callback_in_its_context(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A task's read is resumed by the selector's callback itself, not a pass later:
+    as the task's own step (its current task, its context variables)."""
+    ours, theirs = pair
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        transport = RawSocketTransport(ours, None, loop)
+        seen: list[object] = []
+
+        async def reader() -> bytes:
+            _READ_STEP.set("the task's")
+            data = await transport.receive_some(100)
+            seen.append((asyncio.current_task() is task, _READ_STEP.get()))
+            return data
+
+        task = asyncio.ensure_future(reader())
+        await asyncio.sleep(0.01)
+        readable = transport._readable
+        stepped: list[bool] = []
+
+        def watched() -> None:  # the task's step runs inside the callback
+            readable()
+            stepped.append(bool(seen))
+
+        loop._remove_reader(ours.fileno())  # type: ignore[attr-defined]  # re-watched below
+        loop._add_reader(ours.fileno(), watched)  # type: ignore[attr-defined]  # as the transport
+        theirs.sendall(b"one")
+        assert await asyncio.wait_for(task, 10) == b"one"
+        assert seen == [(True, "the task's")] and stepped[0] is True
+        assert _READ_STEP.get() == ""  # the task's context, not the loop's
+        await transport.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_task_waiting_for_bytes_is_cancelled_as_with_any_future(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = pair
+
+    async def main() -> None:
+        transport = RawSocketTransport(ours, None, asyncio.get_running_loop())
+        waiting = asyncio.ensure_future(transport.receive_some(100))
+        await asyncio.sleep(0.01)
+        assert isinstance(transport._waiter, _asyncio_raw._Waiter)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(waiting, 10)
+        assert transport._waiter is None
+        theirs.sendall(b"after")  # the next read gets it
+        assert await asyncio.wait_for(transport.receive_some(100), 10) == b"after"
+        await transport.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_task_waiting_for_bytes_wakes_when_the_connection_is_lost(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """Resolved other than by the read's callback (a reset), the waiter wakes its task at
+    the loop's next pass, as any future does."""
+    ours, _ = pair
+
+    async def main() -> None:
+        transport = RawSocketTransport(ours, None, asyncio.get_running_loop())
+        waiting = asyncio.ensure_future(transport.receive_some(100))
+        await asyncio.sleep(0.01)
+        transport._lose()
+        assert not waiting.done()
+        assert await asyncio.wait_for(waiting, 10) == b""
+        await transport.aclose()
 
     asyncio.run(main())

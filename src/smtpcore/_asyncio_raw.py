@@ -24,6 +24,7 @@ byte.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import ipaddress
 import logging
@@ -31,7 +32,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from sys import intern
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore._driver._transport import address
@@ -59,6 +60,8 @@ _NOTHING: Final = 0
 _BYTES: Final = 1
 _ROOM: Final = 2
 """What a session waits for on its transport (see ``RawSocketTransport._want``)."""
+_set_result: Final = asyncio.Future.set_result
+"""A future's own ``set_result`` (in C), for a :class:`_Waiter`'s without its wake-up."""
 _bare_socket: Final = socket.SocketType
 """The socket type without socket.socket's Python layer (made and closed in C)."""
 _TCP: Final = frozenset({socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_INET)})
@@ -68,6 +71,47 @@ def serves_raw(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether ``loop`` is one whose socket transports this module stands in for: the
     standard library's selector event loop (Python transports, and ``add_reader``)."""
     return enabled and isinstance(loop, asyncio.SelectorEventLoop)
+
+
+class _Waiter(asyncio.Future[None]):
+    """The future a session's task awaits for its client's bytes on the raw socket.
+
+    Resolved by the selector's callback (:meth:`RawSocketTransport._readable`),
+    it runs the task's step at once, in that callback: the task's own step, in
+    the task's context, only sooner than at the loop's next pass (which would
+    cost a ``call_soon``, a handle and a pass through the queue a read).
+    Resolved any other way (a lost connection, a cancellation), it wakes the
+    task at the next pass, as any future does.
+    """
+
+    _step: Callable[[Any], object] | None = None
+    """The task's wake-up, held back from the future's callbacks until resolved."""
+    _step_context: contextvars.Context | None = None
+
+    def add_done_callback(
+        self, fn: Callable[[Any], object], *, context: contextvars.Context | None = None
+    ) -> None:
+        if self._step is None and not self.done():
+            self._step = fn
+            self._step_context = contextvars.copy_context() if context is None else context
+        else:
+            super().add_done_callback(fn, context=context)
+
+    def set_result(self, result: None) -> None:
+        super().set_result(result)
+        self._release()
+
+    def cancel(self, msg: Any = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        self._release()
+        return True
+
+    def _release(self) -> None:
+        step = self._step
+        if step is not None:
+            self._step = None
+            self.get_loop().call_soon(step, self, context=self._step_context)
 
 
 class RawSocketTransport:
@@ -142,7 +186,7 @@ class RawSocketTransport:
         self._want = _NOTHING
         """What the session waits for: :data:`_BYTES` from the client, :data:`_ROOM` to
         write, or :data:`_NOTHING`."""
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: _Waiter | None = None
         """The future the session's task awaits while it waits (a runner needs none)."""
         self._more = True
         """Whether a read may find bytes without waiting: the last one filled what it
@@ -166,7 +210,13 @@ class RawSocketTransport:
                 if runner is not None:
                     runner.wake()
             elif not waiter.done():
-                waiter.set_result(None)
+                # The task's step at once, as _Waiter keeps it: every read of a session
+                # in its task (set_result is the plain future's: no wake-up queued).
+                _set_result(waiter, None)
+                step = waiter._step
+                if step is not None:
+                    waiter._step = None
+                    waiter._step_context.run(step, waiter)  # type: ignore[union-attr]  # set with it
         else:  # nothing reads: leave the bytes in the kernel until something does
             self._reading = False
             self._loop._remove_reader(self._fd)  # type: ignore[attr-defined]  # see the class
@@ -252,7 +302,7 @@ class RawSocketTransport:
                 if runner is not None and runner.task is None:
                     await WOKEN
                 else:
-                    waiter = self._waiter = self._loop.create_future()
+                    waiter = self._waiter = _Waiter(loop=self._loop)
                     await waiter
             finally:
                 self._want = _NOTHING
@@ -342,7 +392,7 @@ class RawSocketTransport:
                 if runner is not None and runner.task is None:
                     await WOKEN
                 else:
-                    waiter = self._waiter = self._loop.create_future()
+                    waiter = self._waiter = _Waiter(loop=self._loop)
                     await waiter
             finally:
                 self._want = _NOTHING
