@@ -316,12 +316,14 @@ class SocketTransport:
         """Write what the kernel takes at once (plain TCP only; else ``0``, and the
         driver waits for the rest with :meth:`send_all`)."""
         sock = self._sock
-        if isinstance(sock, ssl.SSLSocket):
-            return 0  # a TLS record half written must be retried as it was
-        if self._readable is None:
+        flags = _DONTWAIT
+        if self._readable is None:  # TLS, or a system without poll
+            if isinstance(sock, ssl.SSLSocket):
+                return 0  # a TLS record half written must be retried as it was
             sock.setblocking(False)
+            flags = 0
         try:
-            return sock.send(data, _DONTWAIT)
+            return sock.send(data, flags)
         except BlockingIOError:
             return 0
 

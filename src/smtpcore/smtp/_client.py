@@ -684,6 +684,13 @@ class ClientConnection:
         command = entry.event
         transaction = entry.transaction
         positive = 200 <= reply.code < 300
+        if transaction is not None and isinstance(command, (Data, Bdat)):  # once a message
+            transaction.data_reply = reply
+            if reply.code == 354:  # the content's encoder is made with its first piece
+                self._content_transaction = transaction
+            elif not positive:
+                transaction.complete = True
+            return
         if isinstance(command, (Ehlo, Lhlo)) and positive:
             self._offer(ServerExtensions.from_reply(reply), extended=True)
         elif isinstance(command, Helo) and positive:
@@ -702,14 +709,6 @@ class ClientConnection:
                 self._transaction = entry.replaced
             elif self._last_transaction is not None:
                 self._last_transaction.complete = True
-        if transaction is None:
-            return
-        if isinstance(command, (Data, Bdat)):
-            transaction.data_reply = reply
-            if reply.code == 354:  # the content's encoder is made with its first piece
-                self._content_transaction = transaction
-            elif not positive:
-                transaction.complete = True
 
     def _answer_end(self, entry: _Awaited, reply: Reply, moved: State) -> None:
         """A reply after the content: one in SMTP, one per accepted recipient in LMTP;
