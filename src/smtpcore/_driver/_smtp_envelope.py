@@ -17,7 +17,7 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from typing import NamedTuple, TypeAlias
+from typing import Final, NamedTuple, TypeAlias
 
 from smtpcore._driver._content import Content, known_size
 from smtpcore._driver._smtp_errors import ExtensionNotOffered, MessageTooLarge
@@ -81,6 +81,10 @@ class Envelope(NamedTuple):
     content: Content
 
 
+_everyday: Final = functools.partial(tuple.__new__, Envelope)
+"""``Envelope(*fields)`` without the named tuple's ``__new__``, a Python function."""
+
+
 def build_envelope(
     offer: Offer,
     message: Content | email.message.EmailMessage,
@@ -110,7 +114,7 @@ def build_envelope(
         plain_mail = _plain_mail(sender)
         plain_rcpts = list(map(_plain_rcpt, recipients))
         if plain_mail is not None and plain_rcpts and all(plain_rcpts):  # None is false
-            return Envelope(plain_mail, plain_rcpts, message)  # type: ignore[arg-type]  # no None
+            return _everyday((plain_mail, plain_rcpts, message))
     content: Content
     if isinstance(message, email.message.EmailMessage):
         content, sender, recipients = _from_email(message, sender, recipients)
