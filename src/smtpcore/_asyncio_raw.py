@@ -35,7 +35,8 @@ from sys import intern
 from typing import TYPE_CHECKING, Any, Final
 
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
-from smtpcore._driver._transport import address
+from smtpcore._driver._timeouts import Clock
+from smtpcore._driver._transport import Link, address
 from smtpcore.handler import TLSInfo
 
 if TYPE_CHECKING:
@@ -114,9 +115,15 @@ class _Waiter(asyncio.Future[None]):
             self.get_loop().call_soon(step, self, context=self._step_context)
 
 
-class RawSocketTransport:
+class RawSocketTransport(Link):
     """A :class:`~smtpcore.transport.Transport` over an accepted socket, on the loop's
-    selector.
+    selector; given the session's clock, also the session's own
+    :class:`~smtpcore._driver._transport.Link`.
+
+    Being its own link spares every connection a link object and the bound
+    methods the link would keep for its reads and writes (about 220 bytes an
+    idle session), and a call for each of the link's methods and properties
+    that would only hand on to the transport's.
 
     Reads: the socket is watched for reads while the session waits for its
     client, and the callback wakes the session (its
@@ -168,7 +175,11 @@ class RawSocketTransport:
         loop: asyncio.AbstractEventLoop,
         runner: SessionRunner | None = None,
         local: tuple[str, int] | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        # Link's fields, set here rather than by its __init__: one call less a connection.
+        self.transport = self
+        self.clock = clock  # type: ignore[assignment]  # None: a transport alone (tests)
         self._sock = sock
         self._fd = sock.fileno()
         self._peer = peer
@@ -441,6 +452,28 @@ class RawSocketTransport:
             await inner.start_tls(context, server_side=False, server_hostname=server_hostname)
 
     async def aclose(self) -> None:
+        """Close the socket, then the clock (as :meth:`Link.aclose` does)."""
+        clock = self.clock
+        if self._out is None and self._inner is None and not self._closing:
+            # Every connection's close, written out: nothing waits to be sent.
+            self._closing = True
+            if self._reading:
+                self._reading = False
+                self._loop._remove_reader(self._fd)  # type: ignore[attr-defined]  # see the class
+            if self._writing:  # pragma: no cover - only while something waits to be sent
+                self._writing = False
+                self._loop.remove_writer(self._fd)
+            self._sock.close()
+            if clock is not None:
+                clock.close()
+            return
+        try:
+            await self._close()
+        finally:
+            if clock is not None:
+                clock.close()
+
+    async def _close(self) -> None:
         inner = self._inner
         if inner is not None:
             await inner.aclose()  # it closes the socket
@@ -450,16 +483,6 @@ class RawSocketTransport:
         if self._closing:
             return
         self._closing = True
-        if self._out is None:
-            # What _close_socket does, written out: every connection's close.
-            if self._reading:
-                self._reading = False
-                self._loop._remove_reader(self._fd)  # type: ignore[attr-defined]  # see the class
-            if self._writing:  # pragma: no cover - only while something waits to be sent
-                self._writing = False
-                self._loop.remove_writer(self._fd)
-            self._sock.close()
-            return
         # The last bytes wait for the kernel (a lost connection has none): a peer that
         # never takes them is cut off after _CLOSE_TIMEOUT.
         if self._reading:
@@ -512,6 +535,11 @@ class RawSocketTransport:
     def tls(self) -> TLSInfo | None:
         inner = self._inner
         return None if inner is None else inner.tls
+
+    def channel_binding(self, kind: str) -> bytes | None:
+        """The TLS layer's, once there is one (the link's asks the transport: this)."""
+        binding = getattr(self._inner, "channel_binding", None)
+        return None if binding is None else binding(kind)
 
     @property
     def socket(self) -> socket.SocketType:

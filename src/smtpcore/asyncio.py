@@ -1105,13 +1105,9 @@ class _Listener(BaseListener[_S]):
         starts at once, stepped by a runner (the greeting goes out in this pass)."""
         loop = self._loop
         runner = SessionRunner(loop, self._runner_done)
-        transport = RawSocketTransport(sock, peer, loop, runner, local)
-        link = Link(transport, AsyncioClock(runner, self._timers))
-        # What every session reads and writes with, bound now rather than by the link's
-        # __getattr__ at first use (two calls a connection).
-        link.receive_some = transport.receive_some
-        link.send_nowait = transport.send_nowait
-        session = self.state.admit(link)
+        clock = AsyncioClock(runner, self._timers)
+        transport = RawSocketTransport(sock, peer, loop, runner, local, clock)  # its own link
+        session = self.state.admit(transport)
         if isinstance(session, bytes):
             transport.refuse(session)
             return
