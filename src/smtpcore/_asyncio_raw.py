@@ -159,13 +159,13 @@ class RawSocketTransport(Link):
         "_lost",
         "_more",
         "_out",
-        "_peer",
         "_reading",
         "_runner",
         "_sock",
         "_waiter",
         "_want",
         "_writing",
+        "peer_address",
     )
 
     def __init__(
@@ -182,8 +182,10 @@ class RawSocketTransport(Link):
         self.clock = clock  # type: ignore[assignment]  # None: a transport alone (tests)
         self._sock = sock
         self._fd = sock.fileno()
-        self._peer = peer
-        """The peer's address as ``accept`` gave it."""
+        # An IPv4 address as address() would keep it, without the call: every connection.
+        self.peer_address: tuple[str, int] | None = (
+            peer if type(peer) is tuple and len(peer) == 2 else address(peer)
+        )
         self._local = local
         """The local address, where the listener knows it (one tuple for all its
         connections); else the socket is asked."""
@@ -510,14 +512,6 @@ class RawSocketTransport(Link):
             except OSError:
                 pass
         self._close_socket()
-
-    @property
-    def peer_address(self) -> tuple[str, int] | None:
-        value = self._peer
-        # An IPv4 address as address() would keep it, without the call: every connection.
-        if type(value) is tuple and len(value) == 2:
-            return value
-        return address(value)
 
     @property
     def local_address(self) -> tuple[str, int] | None:

@@ -177,7 +177,8 @@ class SessionRegistry(Generic[S]):
     def remove(self, session: S) -> None:
         """Stop counting ``session`` (it ended, or its task never ran); safe twice."""
         self.sessions.discard(session)
-        self._uncount(session)
+        if self._address_of:  # sessions are counted by address (max_per_address)
+            self._uncount(session)
         if self.stopping and not self.sessions and self.on_empty is not None:
             self.on_empty()
 
