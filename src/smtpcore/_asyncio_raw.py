@@ -70,8 +70,15 @@ _TCP: Final = frozenset({socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_I
 
 def serves_raw(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether ``loop`` is one whose socket transports this module stands in for: the
-    standard library's selector event loop (Python transports, and ``add_reader``)."""
-    return enabled and isinstance(loop, asyncio.SelectorEventLoop)
+    standard library's selector event loop (Python transports, and ``add_reader``),
+    with the ``_add_reader`` and ``_remove_reader`` it watches sockets through: a
+    Python whose loop no longer has them serves through asyncio's transports."""
+    return (
+        enabled
+        and isinstance(loop, asyncio.SelectorEventLoop)
+        and hasattr(loop, "_add_reader")
+        and hasattr(loop, "_remove_reader")
+    )
 
 
 class _Waiter(asyncio.Future[None]):
