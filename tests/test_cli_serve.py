@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from peers import RunningProcess, free_port, make_tls_files, run_process
+from smtpcore.server import cli
 from smtpcore.server.maildir import Maildir
 from test_server_delivery import ScriptedSMTP
 
@@ -333,6 +334,26 @@ def test_bad_configuration_exits_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "not a local domain (add --domain elsewhere.example)" in result.stderr
+
+
+def test_serve_handles_signals_before_it_says_it_listens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever waits for the "listening" lines (an init system, :func:`serve` here)
+    may signal at once: SIGTERM must be handled by then, or it kills the process
+    (a stop right after the lines, on a loaded machine, exited with -15)."""
+    handled: list[bool] = []
+
+    def announce(*args: object, **kwargs: object) -> None:
+        handled.append(signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None))
+        if not handled[-1]:
+            raise RuntimeError(f"announced before SIGTERM was handled: {args}")
+        signal.raise_signal(signal.SIGTERM)  # the server's handler: it stops
+
+    monkeypatch.setattr(cli, "print", announce, raising=False)
+    argv = _serve_argv(tmp_path / "abc", "abc.example", [], {"smtp": free_port()}, (), True)
+    assert cli.main(argv[argv.index("serve") :]) == 0
+    assert handled == [True]
 
 
 def test_the_serve_helper_starts_again_when_a_port_it_picked_was_taken(

@@ -489,10 +489,6 @@ async def _serve(
     except OSError as exc:
         print(f"smtpcore serve: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    for listener in listeners:
-        print(listener, flush=True)
-    if not config.tls and config.host not in ("127.0.0.1", "::1", "localhost"):
-        log.warning("no TLS: passwords cross the network in the clear (give --tls-cert)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
@@ -517,9 +513,15 @@ async def _serve(
         signal.SIGHUP: lambda: spawn(reload),
         signal.SIGUSR1: lambda: spawn(server.run_queue_commands),  # from `queue`
     }
+    # Handled before the listeners are announced: whoever waits for that line (an init
+    # system, a test) may signal at once, and SIGTERM or SIGHUP unhandled would kill.
     for signum, handler in handlers.items():
         loop.add_signal_handler(signum, handler)
     try:
+        for listener in listeners:
+            print(listener, flush=True)
+        if not config.tls and config.host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("no TLS: passwords cross the network in the clear (give --tls-cert)")
         await stop.wait()
     finally:
         log.info("stopping: sessions and deliveries have %gs to finish", stop_timeout)
