@@ -177,14 +177,7 @@ class SessionRegistry(Generic[S]):
     def remove(self, session: S) -> None:
         """Stop counting ``session`` (it ended, or its task never ran); safe twice."""
         self.sessions.discard(session)
-        # What _uncount does, written out: this runs at the end of every session.
-        host = self._address_of.pop(session, None)
-        if host is not None:
-            left = self.per_address[host] - 1
-            if left:
-                self.per_address[host] = left
-            else:
-                del self.per_address[host]
+        self._uncount(session)
         if self.stopping and not self.sessions and self.on_empty is not None:
             self.on_empty()
 

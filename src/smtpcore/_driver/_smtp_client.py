@@ -951,12 +951,7 @@ class BaseSMTPClient(BaseClient):
             conn.receive_data(data)
             if not data:
                 break
-        try:
-            event = conn.next_event()
-        except RemoteProtocolError as exc:
-            raise SMTPProtocolError(str(exc)) from exc
-        if event is not PAUSED:
-            await self._unasked(event)
+        await self._unasked_held()
 
     async def _unasked(self, event: Reply | ConnectionClosed | NoEvent) -> None:
         """Raise for ``event``, what the machine gave while no reply was due: a
