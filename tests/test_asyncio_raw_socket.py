@@ -577,3 +577,20 @@ def test_a_task_waiting_for_bytes_wakes_when_the_connection_is_lost(
         await transport.aclose()
 
     asyncio.run(main())
+
+
+def test_a_waiter_failed_wakes_its_task() -> None:
+    """However the waiter is resolved, the wake-up it holds back runs: an exception set
+    on it too, at the loop's next pass (else the task awaiting it would wait for ever)."""
+
+    async def main() -> None:
+        waiter = _asyncio_raw._Waiter(loop=asyncio.get_running_loop())
+        woken: list[asyncio.Future[None]] = []
+        waiter.add_done_callback(woken.append)  # held back, as a task's wake-up is
+        waiter.set_exception(ConnectionResetError("reset"))
+        await asyncio.sleep(0)
+        assert woken == [waiter]
+        with pytest.raises(ConnectionResetError):
+            waiter.result()
+
+    asyncio.run(main())

@@ -109,6 +109,10 @@ class _Waiter(asyncio.Future[None]):
         super().set_result(result)
         self._release()
 
+    def set_exception(self, exception: type | BaseException) -> None:
+        super().set_exception(exception)
+        self._release()
+
     def cancel(self, msg: Any = None) -> bool:
         if not super().cancel(msg):
             return False
