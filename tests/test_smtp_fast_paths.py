@@ -379,10 +379,10 @@ def test_notify_is_refused_without_dsn_and_taken_with_it() -> None:
 
 def test_connections_with_the_same_options_share_their_tables() -> None:
     first, second = ServerConnection("mx.example"), ServerConnection("mx.example")
-    assert first._tables is second._tables
+    assert first._config.tables is second._config.tables
     other = ServerConnection("mx.example", chunking=False)
-    assert "BDAT" in first._tables.extended_verbs
-    assert "BDAT" not in other._tables.extended_verbs
+    assert "BDAT" in first._config.tables.extended_verbs
+    assert "BDAT" not in other._config.tables.extended_verbs
 
 
 def test_shared_tables_keep_each_configuration_apart() -> None:

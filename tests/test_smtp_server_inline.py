@@ -117,6 +117,7 @@ FACTS = st.fixed_dictionaries(
         "trusted_forwarder": st.booleans(),
         "max_message_size": st.sampled_from([None, 1000, 10_240_000]),
         "max_recipients": st.sampled_from([1, 100]),
+        "max_command_line": st.sampled_from([512, 1000]),
     }
 )
 
@@ -133,12 +134,17 @@ def test_the_ehlo_lines_remembered_are_the_ones_each_extension_gives(
         for name, value in facts.items():
             setattr(conn, name, value)
         _, out = run(conn, b"EHLO c.example\r\n")
-        expected_lines, expected_allowance = conn._offered()
-        assert conn._offered_now() == (expected_lines, expected_allowance)
+        expected_lines, expected_limit = conn._offered()
+        assert conn._offered_now() == (expected_lines, expected_limit)
         assert out.decode().split("\r\n")[1:-1] == [f"250-{line}" for line in expected_lines][
             : len(expected_lines) - 1
         ] + [f"250 {line}" for line in expected_lines[-1:]]
-        assert conn._command_line_limit == conn.max_command_line + expected_allowance
+        allowance = sum(
+            entry.line_allowance
+            for entry in conn._config.tables.offerable
+            if conn.in_force(entry.keyword)
+        )
+        assert conn._command_line_limit == expected_limit == conn.max_command_line + allowance
 
 
 def test_the_ehlo_lines_are_remembered_by_every_fact_extensions_may_ask() -> None:

@@ -77,6 +77,7 @@ from smtpcore.smtp import (
     Xforward,
     decode_xtext,
 )
+from smtpcore.smtp._server_config import ServerConfig
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -99,8 +100,6 @@ _DATA_STATE: Final = State.DATA
 """A global: a member read through its enum class costs the class's __getattr__ hook."""
 _AUTH_UNAVAILABLE: Final = Reply(454, "Temporary authentication failure", "4.7.0")
 _OK: Final = Reply(250, "OK")
-_STRICT: Final = FramingPolicy()
-"""The default framing policy, shared (it is immutable) rather than made per machine."""
 _NO_AUTH: Final = ServerAuth({})
 """The AUTH state of a session that offers no mechanism: it answers every AUTH 504
 and keeps nothing, so every such session shares it."""
@@ -185,6 +184,9 @@ class ServerOptions:
     proxy_networks: tuple[Network, ...] = field(init=False, repr=False, compare=False)
     forwarder_networks: tuple[Network, ...] = field(init=False, repr=False, compare=False)
     """The mechanisms offered, by name, as ``auth`` gives them."""
+    _machine_config: ServerConfig = field(init=False, repr=False, compare=False)
+    """What every session's machine is built with, built once: a server's
+    connections share it rather than each holding these options itself."""
 
     def __post_init__(self) -> None:
         if self.tls_on_connect and self.ssl_context is None:
@@ -219,11 +221,7 @@ class ServerOptions:
                 f"{', '.join(mechanisms)} need TLS, and there is no ssl_context: "
                 "give one, or pass auth_require_tls=False to offer them in plaintext"
             )
-
-    def new_connection(self) -> ServerConnection:
-        if self.connection_factory is not None:
-            return self.connection_factory(self)
-        return ServerConnection(
+        configured = ServerConnection(
             self.hostname,
             lmtp=self.lmtp,
             dsn=self.dsn,
@@ -236,14 +234,24 @@ class ServerOptions:
             max_recipient_overshoot=self.max_recipient_overshoot,
             max_junk_commands=self.max_junk_commands,
             max_message_size=self.max_message_size,
-            framing=self.framing or _STRICT,
+            framing=self.framing,
             starttls=self.ssl_context is not None and not self.tls_on_connect,
             require_tls=self.require_tls,
-            auth_mechanisms=list(self.auth_mechanisms),
+            auth_mechanisms=list(mechanisms),
             auth_require_tls=self.auth_require_tls,
             require_auth=self.require_auth,
             max_auth_failures=self.max_auth_failures,
         )
+        object.__setattr__(self, "_machine_config", configured._config)
+
+    def new_connection(self) -> ServerConnection:
+        if self.connection_factory is not None:
+            return self.connection_factory(self)
+        # Every connection's machine shares one configuration (_machine_config), built
+        # with the options: only the session's own state is made per connection.
+        conn = ServerConnection.__new__(ServerConnection)
+        conn._begin(self._machine_config)
+        return conn
 
 
 class ServerKeywords(TypedDict, total=False):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from itertools import repeat
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final
@@ -24,7 +23,6 @@ from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import ascii_upper
 from smtpcore.sasl import SERVER_MECHANISMS
 from smtpcore.smtp._commands import (
-    VERBS,
     CommandSyntaxError,
     parse_auth_response,
     parse_command_line,
@@ -57,10 +55,21 @@ from smtpcore.smtp._events import (
     Xclient,
     Xforward,
 )
-from smtpcore.smtp._everyday_params import SIZE_BIT, SMTPUTF8_BIT, everyday_bits
-from smtpcore.smtp._ext import BUILTIN, Body
-from smtpcore.smtp._extension import Extension, Parameter
+from smtpcore.smtp._everyday_params import SIZE_BIT, SMTPUTF8_BIT
+from smtpcore.smtp._ext import Body
+from smtpcore.smtp._extension import Extension
 from smtpcore.smtp._replies import EnhancedStatus, Reply
+from smtpcore.smtp._server_config import (
+    HELLOS_KEPT,
+    OPTIONS,
+    STRICT,
+    Readers,
+    ServerConfig,
+    build_tables,
+    builtin_offered,
+    builtin_tables,
+    extra_entries,
+)
 from smtpcore.smtp._state import RULES, Rule, State
 
 __all__ = ["ServerConnection"]
@@ -137,6 +146,18 @@ _HELLO_VERBS: Final = frozenset({"EHLO", "HELO", "LHLO"})
 _BINARYMIME: Final = Body.BINARYMIME.value
 
 
+def _option(name: str, doc: str = "") -> property:
+    """The constructor option ``name`` of a machine, kept in its shared configuration:
+    read in C (no Python call: extensions read some on every command), and written
+    by giving the machine a copy of the configuration, so that a write changes
+    this machine alone."""
+
+    def write(conn: ServerConnection, value: object) -> None:
+        conn._config = conn._config.replaced(name, value)
+
+    return property(attrgetter(f"_config.{name}"), write, doc=doc)
+
+
 class ServerConnection:
     """A sans-I/O SMTP (or LMTP) server session.
 
@@ -154,10 +175,11 @@ class ServerConnection:
     for one it does not know).
     """
 
-    # Slots: a server holds one of these per connection, mostly idle, and the tables
-    # it reads commands with are shared (see _SessionTables). "__dict__" stays among
-    # them, allocated only when used: an application may still set an attribute of
-    # its own on a machine, or wrap one of its methods (as the fuzzer does).
+    # Slots: a server holds one of these per connection, mostly idle. What is the same
+    # for every connection of a server (options, the tables commands are read with)
+    # is one shared ServerConfig (_config); the slots hold the session. "__dict__"
+    # stays among them, allocated only when used: an application may still set an
+    # attribute of its own on a machine, or wrap one of its methods (as the fuzzer does).
     __slots__ = (
         "__dict__",
         "_accepted",
@@ -168,6 +190,7 @@ class ServerConnection:
         "_chunk_last",
         "_chunk_left",
         "_command_line_limit",
+        "_config",
         "_content",
         "_content_ended",
         "_decoder",
@@ -184,47 +207,15 @@ class ServerConnection:
         "_refusal",
         "_skip",
         "_state",
-        "_tables",
         "_unread",
         "_utf8_transaction",
         "_verbs",
         "auth_mechanisms",
-        "auth_require_tls",
         "authenticated",
-        "binarymime",
-        "chunking",
-        "dsn",
-        "eight_bit_mime",
-        "enhanced_status_codes",
         "extended",
-        "extra_extensions",
-        "framing",
         "helo_name",
-        "hostname",
-        "limits",
-        "lmtp",
-        "max_auth_failures",
-        "max_auth_line",
-        "max_bad_commands",
-        "max_command_line",
-        "max_errors",
-        "max_junk_commands",
-        "max_message_size",
-        "max_recipient_overshoot",
-        "max_recipients",
-        "max_text_line",
-        "pipelining",
-        "reject_early_content",
-        "require_auth",
-        "require_tls",
-        "requiretls",
-        "size",
-        "smtputf8",
-        "starttls",
         "tls",
         "trusted_forwarder",
-        "xclient",
-        "xforward",
     )
 
     def __init__(
@@ -265,62 +256,61 @@ class ServerConnection:
         reject_early_content: bool = True,
         extra_extensions: Sequence[str | Extension] = (),
     ) -> None:
-        self.hostname = hostname
-        self.lmtp = lmtp
-        self.max_command_line = max_command_line
-        self.max_text_line = max_text_line
-        self.max_recipients = max_recipients
-        self.max_message_size = max_message_size
-        self.max_errors = max_errors
-        self.max_bad_commands = max_bad_commands
-        self.max_junk_commands = max_junk_commands
-        """Commands that move no mail forward (:data:`JUNK_COMMANDS`) a session may
-        send before it gets ``421 4.7.0`` and is closed; a message accepted
-        starts the count again (Postfix's ``smtpd_junk_command_limit``)."""
-        self.max_recipient_overshoot = max_recipient_overshoot
-        """Recipients past ``max_recipients`` in one transaction that are refused
-        with ``452 4.5.3`` without counting toward ``max_errors`` (RFC 5321
-        §4.5.3.1.10 expects the client to go on; Postfix's
-        ``smtpd_recipient_overshoot_limit``); each one past this counts."""
-        self.framing = framing or FramingPolicy()
-        self.pipelining = pipelining
-        self.eight_bit_mime = eight_bit_mime
-        self.enhanced_status_codes = enhanced_status_codes
-        self.smtputf8 = smtputf8
-        self.chunking = chunking
-        self.binarymime = binarymime
-        self.size = size
-        self.limits = limits
-        self.requiretls = requiretls
-        self.xclient = xclient
-        self.xforward = xforward
-        self.trusted_forwarder = trusted_forwarder
-        """Whether this client may speak for another: only then are ``xclient`` and
-        ``xforward`` offered to it (Postfix's ``smtpd_authorized_xclient_hosts``).
-        The application decides, from the client's address; it may set this before
-        the greeting."""
-        self.dsn = dsn
-        self.starttls = starttls
-        self.require_tls = require_tls
-        self.auth_mechanisms = tuple(map(str.upper, auth_mechanisms))
-        self.auth_require_tls = auth_require_tls
-        self.require_auth = require_auth
-        self.max_auth_failures = max_auth_failures
-        self.max_auth_line = max_auth_line
-        self.reject_early_content = reject_early_content
-        self.extra_extensions = tuple(extra_extensions)
-        # Each built-in entry's option, read in C: a server makes a machine per connection.
-        switched_on = tuple(map(bool, map(getattr, repeat(self), _OPTIONS, repeat(False))))
+        # The configuration, set attribute by attribute rather than through a
+        # constructor of its own: a connection_factory builds a machine per connection.
+        config: ServerConfig = _new(ServerConfig)
+        config.hostname = hostname
+        config.lmtp = lmtp
+        config.max_command_line = max_command_line
+        config.max_text_line = max_text_line
+        config.max_recipients = max_recipients
+        config.max_message_size = max_message_size
+        config.max_errors = max_errors
+        config.max_bad_commands = max_bad_commands
+        config.max_junk_commands = max_junk_commands
+        config.max_recipient_overshoot = max_recipient_overshoot
+        config.framing = framing or STRICT
+        config.pipelining = pipelining
+        config.eight_bit_mime = eight_bit_mime
+        config.enhanced_status_codes = enhanced_status_codes
+        config.smtputf8 = smtputf8
+        config.chunking = chunking
+        config.binarymime = binarymime
+        config.size = size
+        config.limits = limits
+        config.requiretls = requiretls
+        config.xclient = xclient
+        config.xforward = xforward
+        config.trusted_forwarder = trusted_forwarder
+        config.dsn = dsn
+        config.starttls = starttls
+        config.tls = tls
+        config.require_tls = require_tls
+        config.auth_mechanisms = tuple(map(str.upper, auth_mechanisms))
+        config.auth_require_tls = auth_require_tls
+        config.require_auth = require_auth
+        config.max_auth_failures = max_auth_failures
+        config.max_auth_line = max_auth_line
+        config.reject_early_content = reject_early_content
+        config.extra_extensions = tuple(extra_extensions)
+        # Each built-in entry's option, read in C.
+        switched_on = tuple(map(bool, map(getattr, repeat(config), OPTIONS, repeat(False))))
         if extra_extensions:
-            extras = _extras(extra_extensions)
-            tables = _build_tables((*_builtin_offered(switched_on), *extras), lmtp)
+            extras = extra_entries(extra_extensions)
+            config.tables = build_tables((*builtin_offered(switched_on), *extras), lmtp)
         else:
-            tables = _builtin_tables(switched_on, lmtp)
-        self._tables = tables
-        """What commands and parameters are looked up in: the configuration's, shared."""
-        self._verbs = tables.plain_verbs
+            config.tables = builtin_tables(switched_on, lmtp)
+        self._begin(config)
+
+    def _begin(self, config: ServerConfig) -> None:
+        """A session's own state, at the greeting, under ``config``: what a machine
+        holds besides its share of the configuration (see :class:`ServerConfig`).
+        The driver starts each connection's machine here, with its server's
+        configuration, rather than through the constructor."""
+        self._config = config
+        self._verbs = config.tables.plain_verbs
         """The commands known now: those of the extensions in force only after EHLO."""
-        self._command_line_limit = max_command_line
+        self._command_line_limit = config.max_command_line
         """``max_command_line`` and what the extensions in force add to it."""
 
         self._buffer = ReceiveBuffer()
@@ -330,9 +320,9 @@ class ServerConnection:
         self._state = State.GREETING
         self._pending: Event | None = None
         self._error: RemoteProtocolError | None = None
-        self.tls = tls
-        """True once the session runs over TLS: implicit TLS (``tls=True``, the
-        port-465 style of RFC 8314) or after STARTTLS."""
+        self.tls = config.tls
+        self.trusted_forwarder = config.trusted_forwarder
+        self.auth_mechanisms = config.auth_mechanisms
         self.helo_name: str | None = None
         self.extended = False
         self.authenticated = False
@@ -362,6 +352,96 @@ class ServerConnection:
         self._chunk_left = 0
         self._chunk_last = False
         self._skip = 0
+
+    # -- the options: the shared configuration's ---------------------------
+
+    # Options each session keeps its own of, from the configuration on: the driver
+    # sets them per connection.
+    tls: bool
+    """True once the session runs over TLS: implicit TLS (``tls=True``, the
+    port-465 style of RFC 8314) or after STARTTLS."""
+    trusted_forwarder: bool
+    """Whether this client may speak for another: only then are ``xclient`` and
+    ``xforward`` offered to it (Postfix's ``smtpd_authorized_xclient_hosts``).
+    The application decides, from the client's address; it may set this before
+    the greeting."""
+    auth_mechanisms: Sequence[str]
+
+    if TYPE_CHECKING:
+        hostname: str
+        lmtp: bool
+        max_command_line: int
+        max_text_line: int | None
+        max_recipients: int
+        max_message_size: int | None
+        max_errors: int
+        max_bad_commands: int
+        max_junk_commands: int
+        max_recipient_overshoot: int
+        framing: FramingPolicy
+        pipelining: bool
+        eight_bit_mime: bool
+        enhanced_status_codes: bool
+        smtputf8: bool
+        chunking: bool
+        binarymime: bool
+        size: bool
+        limits: bool
+        requiretls: bool
+        xclient: bool
+        xforward: bool
+        dsn: bool
+        starttls: bool
+        require_tls: bool
+        auth_require_tls: bool
+        require_auth: bool
+        max_auth_failures: int
+        max_auth_line: int
+        reject_early_content: bool
+        extra_extensions: tuple[str | Extension, ...]
+    else:
+        hostname = _option("hostname")
+        lmtp = _option("lmtp")
+        max_command_line = _option("max_command_line")
+        max_text_line = _option("max_text_line")
+        max_recipients = _option("max_recipients")
+        max_message_size = _option("max_message_size")
+        max_errors = _option("max_errors")
+        max_bad_commands = _option("max_bad_commands")
+        max_junk_commands = _option(
+            "max_junk_commands",
+            """Commands that move no mail forward (:data:`JUNK_COMMANDS`) a session may
+            send before it gets ``421 4.7.0`` and is closed; a message accepted
+            starts the count again (Postfix's ``smtpd_junk_command_limit``).""",
+        )
+        max_recipient_overshoot = _option(
+            "max_recipient_overshoot",
+            """Recipients past ``max_recipients`` in one transaction that are refused
+            with ``452 4.5.3`` without counting toward ``max_errors`` (RFC 5321
+            §4.5.3.1.10 expects the client to go on; Postfix's
+            ``smtpd_recipient_overshoot_limit``); each one past this counts.""",
+        )
+        framing = _option("framing")
+        pipelining = _option("pipelining")
+        eight_bit_mime = _option("eight_bit_mime")
+        enhanced_status_codes = _option("enhanced_status_codes")
+        smtputf8 = _option("smtputf8")
+        chunking = _option("chunking")
+        binarymime = _option("binarymime")
+        size = _option("size")
+        limits = _option("limits")
+        requiretls = _option("requiretls")
+        xclient = _option("xclient")
+        xforward = _option("xforward")
+        dsn = _option("dsn")
+        starttls = _option("starttls")
+        require_tls = _option("require_tls")
+        auth_require_tls = _option("auth_require_tls")
+        require_auth = _option("require_auth")
+        max_auth_failures = _option("max_auth_failures")
+        max_auth_line = _option("max_auth_line")
+        reject_early_content = _option("reject_early_content")
+        extra_extensions = _option("extra_extensions")
 
     # -- the four verbs -------------------------------------------------
 
@@ -402,7 +482,7 @@ class ServerConnection:
         """The bound on :attr:`buffered`: an unfinished command line (during
         AUTH ``max_auth_line``, otherwise ``max_command_line`` and what the
         extensions in force add to it, RFC 5321 §4.5.3.1.4)."""
-        return max(self._command_line_limit, self.max_auth_line)
+        return max(self._command_line_limit, self._config.max_auth_line)
 
     @property
     def accepted_recipients(self) -> int:
@@ -495,8 +575,8 @@ class ServerConnection:
         self.tls = True
         self.helo_name = None
         self.extended = False
-        self._verbs = self._tables.plain_verbs
-        self._command_line_limit = self.max_command_line
+        self._verbs = self._config.tables.plain_verbs
+        self._command_line_limit = self._config.max_command_line
         self.authenticated = False  # RFC 3207 §4.2: forget what plaintext taught
         self._reset_transaction()
         self._forwarded_message = None
@@ -523,10 +603,11 @@ class ServerConnection:
             self._skip -= len(self._buffer.take(self._skip))
             if self._skip:
                 return self._closed_or_need_data()
+        config = self._config
         in_auth = self._state is _STATE_AUTH
-        lf_ends = self.framing.lf_ends_command
+        lf_ends = config.framing.lf_ends_command
         line = self._buffer.next_line(
-            self.max_auth_line if in_auth else self._command_line_limit, lf_ends=lf_ends
+            config.max_auth_line if in_auth else self._command_line_limit, lf_ends=lf_ends
         )
         if line is None:
             if not self._buffer.peer_closed:
@@ -537,8 +618,8 @@ class ServerConnection:
                 self._state = State.READY
                 return self._bad(b"", reply(500, "5.5.6", "Authentication exchange line too long"))
             return self._bad(b"", reply(500, "5.5.6", "Line too long"))
-        if self._errors >= self.max_errors:
-            return self._bad(line, reply(421, "4.7.0", f"{self.hostname} Too many errors"))
+        if self._errors >= config.max_errors:
+            return self._bad(line, reply(421, "4.7.0", f"{config.hostname} Too many errors"))
         if not in_auth:
             everyday = parse_everyday_line(line)
             if everyday is not None and everyday.verb in self._verbs:
@@ -556,8 +637,8 @@ class ServerConnection:
         except CommandSyntaxError as exc:
             if exc.reply.code == 500:
                 self._bad_commands += 1
-                if self._bad_commands >= self.max_bad_commands:
-                    answer = reply(421, "4.7.0", f"{self.hostname} Too many unknown commands")
+                if self._bad_commands >= config.max_bad_commands:
+                    answer = reply(421, "4.7.0", f"{config.hostname} Too many unknown commands")
                     return self._bad(line, answer)
             return self._bad(line, exc.reply)
         return self._take_command(line, command)
@@ -570,11 +651,12 @@ class ServerConnection:
         command's own check (``_CHECKS``) refuses.
         """
         kind = type(command)
+        config = self._config
         if kind in JUNK_COMMANDS:
             self._junk_commands += 1
-            if self._junk_commands > self.max_junk_commands:
-                return self._bad(line, reply(421, "4.7.0", f"{self.hostname} Too many commands"))
-        owner = self._tables.verb_owner.get(command.verb)
+            if self._junk_commands > config.max_junk_commands:
+                return self._bad(line, reply(421, "4.7.0", f"{config.hostname} Too many commands"))
+        owner = config.tables.verb_owner.get(command.verb)
         unmet = None if owner is None else owner.unmet(self)
         if unmet is not None:
             problem: Reply | None = unmet.refusal
@@ -589,7 +671,7 @@ class ServerConnection:
             bad = self._bad(line, problem)
             if problem is _TOO_MANY_RECIPIENTS:
                 self._overshoot += 1
-                if self._overshoot <= self.max_recipient_overshoot:
+                if self._overshoot <= config.max_recipient_overshoot:
                     self._forgiven = bad
             return bad
         if isinstance(command, Bdat):
@@ -626,8 +708,9 @@ class ServerConnection:
     def _check_auth(self, command: Auth) -> Reply | None:
         if self.authenticated:
             return reply(503, "5.5.1", "Already authenticated")
-        if self._auth_failures >= self.max_auth_failures:
-            return reply(421, "4.7.0", f"{self.hostname} Too many failed authentications")
+        config = self._config
+        if self._auth_failures >= config.max_auth_failures:
+            return reply(421, "4.7.0", f"{config.hostname} Too many failed authentications")
         if command.mechanism not in self.auth_mechanisms:
             return reply(504, "5.5.4", "Unrecognized authentication type")
         if command.mechanism not in self.offered_auth_mechanisms():
@@ -640,14 +723,15 @@ class ServerConnection:
         Mechanisms that send a reusable secret (PLAIN, LOGIN and the bearer
         tokens) are offered only under TLS unless ``auth_require_tls`` is off.
         """
-        if self.tls or not self.auth_require_tls:
+        if self.tls or not self._config.auth_require_tls:
             return list(self.auth_mechanisms)
         return [name for name in self.auth_mechanisms if not _needs_tls(name)]
 
     def _check_mail(self, command: Mail) -> Reply | None:
-        if self.require_tls and not self.tls:
+        config = self._config
+        if config.require_tls and not self.tls:
             return reply(530, "5.7.0", "Must issue a STARTTLS command first")
-        if self.require_auth and not self.authenticated:
+        if config.require_auth and not self.authenticated:
             return reply(530, "5.7.0", "Authentication required")
         # The parameters' pairs, read in place: Parameters' own methods cost a call each.
         params = command.params
@@ -657,10 +741,10 @@ class ServerConnection:
             if not self.extended:
                 return reply(555, "5.5.4", "MAIL parameters need EHLO")
             everyday = params._everyday
-            limit = self.max_message_size
+            limit = config.max_message_size
             if everyday & SIZE_BIT and limit is not None and int(items[0][1] or "") > limit:
                 everyday = 0  # SIZE, always first, over the limit: the general path words it
-            if everyday and not everyday & ~self._tables.everyday_mail:
+            if everyday and not everyday & ~config.tables.everyday_mail:
                 # Everyday parameters (smtp/_everyday_params.py): each a value its
                 # extension takes, and every one of them in force.
                 utf8 = everyday & SMTPUTF8_BIT != 0
@@ -668,7 +752,7 @@ class ServerConnection:
                 for keyword, _ in items:
                     if keyword == "SMTPUTF8":
                         utf8 = True
-                problem = self._check_parameters(items, self._tables.mail_readers, utf8)
+                problem = self._check_parameters(items, config.tables.mail_readers, utf8)
                 if problem is not None:
                     return problem
         sender = command.sender
@@ -682,15 +766,16 @@ class ServerConnection:
         return None
 
     def _check_rcpt(self, command: Rcpt) -> Reply | None:
-        if self._accepted >= self.max_recipients:
+        config = self._config
+        if self._accepted >= config.max_recipients:
             return _TOO_MANY_RECIPIENTS
         params = command.params
         items = params._items
         if items:
             everyday = params._everyday
-            if not (everyday and self.extended and not everyday & ~self._tables.everyday_rcpt):
+            if not (everyday and self.extended and not everyday & ~config.tables.everyday_rcpt):
                 problem = self._check_parameters(
-                    items, self._tables.rcpt_readers, self._utf8_transaction
+                    items, config.tables.rcpt_readers, self._utf8_transaction
                 )
                 if problem is not None:
                     return problem
@@ -702,7 +787,7 @@ class ServerConnection:
         return None
 
     def _check_parameters(
-        self, items: tuple[tuple[str, str | None], ...], readers: _Readers, utf8: bool
+        self, items: tuple[tuple[str, str | None], ...], readers: Readers, utf8: bool
     ) -> Reply | None:
         """Each parameter read by the entry it belongs to, if that is in force (RFC 5321
         §4.1.2: 555 for one the server does not know); UTF-8 in a value only in an
@@ -732,7 +817,7 @@ class ServerConnection:
         met (STARTTLS only before TLS, say)."""
         if not self.extended:
             return False
-        for entry in self._tables.offerable:
+        for entry in self._config.tables.offerable:
             if entry.keyword == keyword:
                 return entry.unmet(self) is None and (
                     not entry.depends or all(self.in_force(needed) for needed in entry.depends)
@@ -748,11 +833,11 @@ class ServerConnection:
     def commands(self) -> list[str]:
         """The commands this session knows now, for HELP: those of RFC 5321 and of the
         extensions in force."""
+        owners = self._config.tables.verb_owner
         return [
             verb
             for verb in self._verbs
-            if verb not in self._tables.verb_owner
-            or self.in_force(self._tables.verb_owner[verb].keyword)
+            if verb not in owners or self.in_force(owners[verb].keyword)
         ]
 
     # -- reading content ------------------------------------------------
@@ -770,7 +855,7 @@ class ServerConnection:
             # the same reason however the network cut the message.
             self._received += len(data)
             content = self._content
-            limit = self.max_message_size
+            limit = self._config.max_message_size
             if (limit is not None and self._received > limit) or (
                 content is not None
                 and (content.bad_line_ending or content.nul or content.line_too_long)
@@ -797,10 +882,11 @@ class ServerConnection:
             self._received = 0
             self._refusal = None
             # BODY=BINARYMIME content is arbitrary octets (RFC 3030 §3): no text rules.
+            config = self._config
             self._content = (
                 None
                 if self._binary_transaction
-                else ContentFilter(self.framing, max_line_length=self.max_text_line)
+                else ContentFilter(config.framing, max_line_length=config.max_text_line)
             )
         self._chunk_left = command.size
         self._chunk_last = command.last
@@ -840,7 +926,8 @@ class ServerConnection:
         return NEED_DATA
 
     def _content_refusal(self) -> Reply | None:
-        if self.max_message_size is not None and self._received > self.max_message_size:
+        limit = self._config.max_message_size
+        if limit is not None and self._received > limit:
             return reply(552, "5.3.4", "Message size exceeds fixed limit")
         content = self._content
         if content is None:
@@ -859,7 +946,7 @@ class ServerConnection:
         self._decoder = None
         self._content = None
         self._content_ended = False
-        self._lmtp_replies_due = self._accepted if self.lmtp else 1
+        self._lmtp_replies_due = self._accepted if self._config.lmtp else 1
         self._pending = event
         return event
 
@@ -911,12 +998,11 @@ class ServerConnection:
         self.helo_name = command.domain
         self.extended = not isinstance(command, Helo)
         if self.extended:
-            self._verbs = self._tables.extended_verbs
-            keywords, allowance = self._offered_now()
+            self._verbs = self._config.tables.extended_verbs
+            keywords, self._command_line_limit = self._offered_now()
         else:
-            self._verbs = self._tables.plain_verbs
-            keywords, allowance = (), 0
-        self._command_line_limit = self.max_command_line + allowance
+            self._verbs = self._config.tables.plain_verbs
+            keywords, self._command_line_limit = (), self._config.max_command_line
         # _reset_transaction's fields, set without the call (once a connection).
         self._utf8_transaction = self._binary_transaction = False
         self._accepted = self._overshoot = 0
@@ -924,30 +1010,34 @@ class ServerConnection:
         return self._hello_reply(event, keywords)
 
     def _offered_now(self) -> tuple[tuple[str, ...], int]:
-        """The EHLO keyword lines of a session opened with EHLO, and the octets their
-        extensions add to the command line limit (RFC 5321 §4.5.3.1.4).
+        """The EHLO keyword lines of a session opened with EHLO, and the command line
+        limit: ``max_command_line`` and the octets their extensions add to it (RFC
+        5321 §4.5.3.1.4).
 
         Built-in extensions ask only the session's facts (:class:`ServerFacts`):
         the lines are remembered per configuration and per state of those facts,
-        so that most EHLOs cost a lookup. Not with extensions of the
-        application's own, or in a subclass, which may ask more.
+        so that most EHLOs cost a lookup, and every session of a server shares
+        the limit's int. Not with extensions of the application's own, or in a
+        subclass, which may ask more.
         """
-        hellos = self._tables.hellos
+        config = self._config
+        hellos = config.tables.hellos
         if hellos is None or type(self) is not ServerConnection:
             return self._offered()
         facts = (
             self.tls,
             self.authenticated,
             self.trusted_forwarder,
-            self.max_message_size,
-            self.max_recipients,
+            config.max_message_size,
+            config.max_recipients,
             tuple(self.auth_mechanisms),
-            self.auth_require_tls,
+            config.auth_require_tls,
+            config.max_command_line,
         )
         offered = hellos.get(facts)
         if offered is None:
             offered = self._offered()
-            if len(hellos) >= _HELLOS_KEPT:
+            if len(hellos) >= HELLOS_KEPT:
                 hellos.clear()
             hellos[facts] = offered
         return offered
@@ -957,11 +1047,11 @@ class ServerConnection:
         allowance = sum(
             [
                 entry.line_allowance
-                for entry in self._tables.offerable
+                for entry in self._config.tables.offerable
                 if entry.line_allowance and self.in_force(entry.keyword)
             ]
         )
-        return tuple(self.extensions()), allowance
+        return tuple(self.extensions()), self._config.max_command_line + allowance
 
     def _mail_accepted(self, command: Mail, event: Reply) -> None:
         # A new transaction: every field of _reset_transaction set here, without the call.
@@ -998,7 +1088,7 @@ class ServerConnection:
         self._forwarded_client = command if known is None else known.merged(command)
         self.helo_name = None
         self.extended = False
-        self._verbs = self._tables.plain_verbs
+        self._verbs = self._config.tables.plain_verbs
         self.authenticated = isinstance(self._forwarded_client.login, str)
         self._reset_transaction()
         self._forwarded_message = None
@@ -1016,18 +1106,20 @@ class ServerConnection:
 
     def _auth_refused(self, command: Auth | AuthResponse, event: Reply) -> bytes:
         self._auth_failures += event.code == 535
-        if event.status is None and self.enhanced_status_codes:
+        if event.status is None and self._config.enhanced_status_codes:
             event = Reply(event.code, event.text, _AUTH_FAILURE_STATUS[event.code])
         return self._finish(command, event)
 
     def _start_content(self, command: Data, event: Reply) -> bytes:
-        if self._unread and self.reject_early_content:
+        if self._unread and self._config.reject_early_content:
             self._state = State.ERROR
             self._error = RemoteProtocolError(
                 "message content arrived before the 354 reply (RFC 2920 §3.1)",
                 reply_hint=reply(554, "5.5.0", "Pipelining error: data sent before 354"),
             )
-        self._decoder = DotDecoder(self.framing, max_line_length=self.max_text_line)
+        self._decoder = DotDecoder(
+            self._config.framing, max_line_length=self._config.max_text_line
+        )
         self._content = self._decoder.content
         self._received = 0
         self._refusal = None
@@ -1062,7 +1154,7 @@ class ServerConnection:
         if code == 421:
             self._state = State.CLOSED
         status = None
-        if self.enhanced_status_codes:  # as _status_for, read here: every answer ends here
+        if self._config.enhanced_status_codes:  # as _status_for, read here: every answer ends here
             status = event.status if code < 300 or code >= 400 else None
             if status is None:
                 status = _STATUS_FOR.get(type(answered), _DEFAULT_STATUS)[code // 100]
@@ -1074,7 +1166,7 @@ class ServerConnection:
     def _status_for(self, answered: Event | None, event: Reply) -> EnhancedStatus | None:
         """The enhanced status ``event`` is written with, answering ``answered`` (RFC
         2034 §3): the application's, or the one its code and command imply."""
-        if not self.enhanced_status_codes or 300 <= event.code < 400:
+        if not self._config.enhanced_status_codes or 300 <= event.code < 400:
             return None
         if event.status is not None:
             return event.status
@@ -1083,14 +1175,14 @@ class ServerConnection:
     def _hello_reply(self, event: Reply, keywords: tuple[str, ...]) -> bytes:
         """RFC 5321 §4.1.1.1: the first line names this host; EHLO adds keywords."""
         first, *rest = event.lines
-        if first.split(" ", 1)[0].lower() != self.hostname.lower():
-            first = f"{self.hostname} {first}".rstrip()
+        if first.split(" ", 1)[0].lower() != self._config.hostname.lower():
+            first = f"{self._config.hostname} {first}".rstrip()
         return _hello_bytes((first, *rest, *keywords))
 
     def extensions(self) -> list[str]:
         """The EHLO keywords this session offers now (RFC 5321 §4.1.1.1), one line each."""
         lines = []
-        for entry in self._tables.offerable:
+        for entry in self._config.tables.offerable:
             line = entry.ehlo_line(self)
             if line is not None:
                 lines.append(line)
@@ -1105,121 +1197,6 @@ class ServerConnection:
         self._overshoot = 0
 
 
-_Readers = dict[str, tuple[Extension, Parameter[object]]]
-_Verbs = dict[str, Callable[[str], Command]]
-
-
-@dataclass(frozen=True, slots=True)
-class _SessionTables:
-    """What a session looks its commands and parameters up in, given the extensions
-    it may offer. Shared, never changed: every connection of a server gets the same
-    tables, so a new connection builds none and an idle one holds none of its own."""
-
-    offerable: tuple[Extension, ...]
-    """The extensions switched on, in EHLO order."""
-    mail_readers: _Readers
-    rcpt_readers: _Readers
-    verb_owner: dict[str, Extension]
-    """Verb -> the extension it belongs to (BDAT: CHUNKING)."""
-    plain_verbs: _Verbs
-    """The commands known before EHLO (or after HELO)."""
-    extended_verbs: _Verbs
-    """The commands known after EHLO: the plain ones and the offered extensions' own."""
-    everyday_mail: int
-    everyday_rcpt: int
-    """The everyday parameters (``smtp/_everyday_params.py``) a session takes in their
-    everyday shapes once opened with EHLO, as bits, for MAIL and for RCPT."""
-    hellos: dict[tuple[object, ...], tuple[tuple[str, ...], int]] | None
-    """The EHLO lines and line allowance by the session's facts, filled as sessions
-    meet them (see ``ServerConnection._offered_now``); None for tables with extensions
-    of the application's own."""
-
-
-def _builtin_offered(switched_on: tuple[bool, ...]) -> tuple[Extension, ...]:
-    return tuple([entry for entry, on in zip(BUILTIN, switched_on, strict=True) if on])
-
-
-@functools.lru_cache(maxsize=64)
-def _builtin_tables(switched_on: tuple[bool, ...], lmtp: bool) -> _SessionTables:
-    """The tables of a server offering the built-in extensions ``switched_on`` (one
-    flag per entry of ``BUILTIN``): built once per configuration."""
-    return _build_tables(_builtin_offered(switched_on), lmtp, builtin=True)
-
-
-def _build_tables(
-    offerable: tuple[Extension, ...], lmtp: bool, *, builtin: bool = False
-) -> _SessionTables:
-    verb_owner = {verb: entry for entry in offerable for verb in entry.verbs}
-    extension_verbs = {verb for entry in BUILTIN for verb in entry.verbs}
-    excluded = {"EHLO", "HELO"} if lmtp else {"LHLO"}
-    plain_verbs = {
-        verb: parse
-        for verb, parse in VERBS.items()
-        if verb not in excluded and verb not in extension_verbs
-    }
-    mail_readers = _readers(offerable, mail=True)
-    rcpt_readers = _readers(offerable, mail=False)
-    return _SessionTables(
-        offerable=offerable,
-        mail_readers=mail_readers,
-        rcpt_readers=rcpt_readers,
-        verb_owner=verb_owner,
-        plain_verbs=plain_verbs,
-        extended_verbs={
-            **plain_verbs,
-            **{verb: VERBS[verb] for verb in verb_owner if verb in VERBS},
-        },
-        everyday_mail=everyday_bits(mail_readers),
-        everyday_rcpt=everyday_bits(rcpt_readers),
-        hellos={} if builtin else None,
-    )
-
-
-def _readers(entries: Sequence[Extension], *, mail: bool) -> _Readers:
-    """Parameter keyword -> the entry that brings it, and its reader."""
-    return {
-        parameter.keyword: (entry, parameter)
-        for entry in entries
-        for parameter in (entry.mail_parameters if mail else entry.rcpt_parameters)
-    }
-
-
-def _extras(entries: Sequence[str | Extension]) -> tuple[Extension, ...]:
-    """The ``extra_extensions`` as entries, each keyword and parameter had by one."""
-    extras = tuple([_extra(entry) for entry in entries])
-    keywords = [entry.keyword for entry in extras]
-    parameters = [p.keyword for e in extras for p in (*e.mail_parameters, *e.rcpt_parameters)]
-    for names in (keywords, parameters):
-        twice = sorted({name for name in names if names.count(name) > 1})
-        if twice:
-            raise ValueError(f"extra_extensions name {', '.join(twice)} twice")
-    return extras
-
-
-def _extra(entry: str | Extension) -> Extension:
-    """An ``extra_extensions`` item as an entry. Refused (``ValueError``) when the
-    machine would list what it then refuses: a built-in keyword (listed twice, read
-    by its option), a parameter another entry brings, a command it cannot read."""
-    extension = entry if isinstance(entry, Extension) else Extension.plain(entry)
-    for builtin in BUILTIN:
-        if builtin.keyword == extension.keyword:
-            raise ValueError(
-                f"{builtin.keyword} is built in: turn it on with the {builtin.option} option"
-            )
-        owned = {p.keyword for p in (*builtin.mail_parameters, *builtin.rcpt_parameters)}
-        for parameter in (*extension.mail_parameters, *extension.rcpt_parameters):
-            if parameter.keyword in owned:
-                raise ValueError(f"the {parameter.keyword} parameter is {builtin.keyword}'s")
-    if extension.verbs:
-        # A command is an event the machine parses (smtp/_commands.py VERBS): one it
-        # cannot read would be listed, then answered 500 as unknown.
-        raise ValueError(
-            f"{extension.keyword}: the server machine reads no command of an entry of "
-            f"the application's own ({', '.join(extension.verbs)})"
-        )
-    return extension
-
-
 @functools.lru_cache(maxsize=64)
 def _hello_bytes(lines: tuple[str, ...]) -> bytes:
     """The bytes of a 250 reply of ``lines``: a server writes the same EHLO reply to
@@ -1231,12 +1208,6 @@ def _needs_tls(mechanism: str) -> bool:
     known = SERVER_MECHANISMS.get(mechanism)
     return known is None or known.requires_tls
 
-
-_OPTIONS: Final = tuple([entry.option or "" for entry in BUILTIN])
-"""The option that turns each built-in entry on, in ``BUILTIN``'s order."""
-
-_HELLOS_KEPT: Final = 32
-"""Sets of facts whose EHLO lines a configuration keeps; a full table starts over."""
 
 _new: Final = object.__new__
 _SET_DATA: Final[Callable[[MessageData, bytes], None]] = vars(MessageData)["data"].__set__

@@ -1,0 +1,136 @@
+"""The server machine's options live in one configuration its server's connections share.
+
+A server makes a machine per connection, and the options are the same for all
+of them: the driver builds one configuration per server and starts each
+connection's machine from it (``ServerOptions.new_connection``). The options
+stay the machine's public attributes, read and written as before; a write gives
+that one machine a copy. Held here: what the machines share, that a write
+changes one machine alone, and that a machine started from a server's
+configuration is the machine its constructor builds from the same options.
+"""
+
+from __future__ import annotations
+
+import inspect
+import ssl
+
+from smtp_helpers import EHLO, greeted, run
+from smtpcore._driver._smtp_server import ServerOptions
+from smtpcore._lines import FramingPolicy
+from smtpcore.smtp import Reply, ServerConnection
+from smtpcore.smtp._server_config import ServerConfig
+
+# Every constructor option, each with a value other than its default.
+OTHER_VALUES: dict[str, object] = {
+    "lmtp": True,
+    "max_command_line": 600,
+    "max_text_line": 2000,
+    "max_recipients": 7,
+    "max_message_size": 1234,
+    "max_errors": 5,
+    "max_bad_commands": 4,
+    "max_junk_commands": 9,
+    "max_recipient_overshoot": 3,
+    "framing": FramingPolicy.lenient(),
+    "pipelining": False,
+    "eight_bit_mime": False,
+    "enhanced_status_codes": False,
+    "smtputf8": False,
+    "chunking": False,
+    "binarymime": True,
+    "size": False,
+    "limits": True,
+    "requiretls": True,
+    "xclient": True,
+    "xforward": True,
+    "trusted_forwarder": True,
+    "dsn": True,
+    "starttls": True,
+    "tls": True,
+    "require_tls": True,
+    "auth_mechanisms": ("PLAIN",),
+    "auth_require_tls": False,
+    "require_auth": True,
+    "max_auth_failures": 2,
+    "max_auth_line": 100,
+    "reject_early_content": False,
+    "extra_extensions": ("HELP",),
+}
+
+
+def test_every_option_is_listed_here_and_kept_in_the_configuration() -> None:
+    options = set(inspect.signature(ServerConnection).parameters) - {"hostname"}
+    assert options == set(OTHER_VALUES)
+    assert set(ServerConfig.__slots__) == {*options, "hostname", "tables"}
+
+
+def test_every_option_reads_back_as_given() -> None:
+    conn = ServerConnection("mx.pqr.example", **OTHER_VALUES)  # type: ignore[arg-type]
+    assert conn.hostname == "mx.pqr.example"
+    for name, value in OTHER_VALUES.items():
+        assert getattr(conn, name) == value, name
+
+
+def test_the_connections_of_a_server_share_one_configuration() -> None:
+    options = ServerOptions(hostname="mx.pqr.example", max_recipients=7)
+    first, second = options.new_connection(), options.new_connection()
+    assert first._config is second._config
+    assert first._buffer is not second._buffer
+    assert (first.max_recipients, first.hostname) == (7, "mx.pqr.example")
+
+
+def test_a_write_changes_one_machine_alone() -> None:
+    options = ServerOptions(hostname="mx.pqr.example")
+    first, second = options.new_connection(), options.new_connection()
+    for conn in (first, second):
+        conn.send(Reply(220, "mx.pqr.example ESMTP"))
+    first.max_recipients = 1
+    first.hostname = "other.pqr.example"
+    assert (first.max_recipients, first.hostname) == (1, "other.pqr.example")
+    assert (second.max_recipients, second.hostname) == (100, "mx.pqr.example")
+    assert options.new_connection().max_recipients == 100
+    envelope = EHLO + b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\n"
+    _, out = run(first, envelope + b"RCPT TO:<c@pqr.example>\r\n")
+    assert b"452 4.5.3" in out
+    _, out = run(second, envelope + b"RCPT TO:<c@pqr.example>\r\n")
+    assert b"452" not in out
+
+
+def test_a_machine_keeps_its_writes_through_its_session() -> None:
+    conn = greeted()
+    conn.max_message_size = 10
+    conn.enhanced_status_codes = False
+    _, out = run(conn, EHLO + b"MAIL FROM:<a@abc.example> SIZE=11\r\n")
+    assert out.endswith(b"552 Message size exceeds fixed limit\r\n")
+    assert ServerConnection("mx.pqr.example").max_message_size == 10_240_000
+
+
+def test_a_server_starts_its_machines_as_the_constructor_builds_them() -> None:
+    """``new_connection`` starts a machine from the server's configuration without the
+    constructor: the same options and session as one built from those options."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    options = ServerOptions(
+        hostname="mx.pqr.example",
+        ssl_context=context,
+        max_recipients=7,
+        dsn=True,
+        auth={"PLAIN": lambda: None},  # type: ignore[dict-item, return-value]  # not run
+        xclient_from=("127.0.0.1",),
+    )
+    started = options.new_connection()
+    built = ServerConnection(
+        "mx.pqr.example",
+        max_recipients=7,
+        dsn=True,
+        starttls=True,
+        auth_mechanisms=["plain"],
+        xclient=True,
+        xforward=True,
+    )
+    for name in ServerConfig.__slots__:
+        assert getattr(started._config, name) == getattr(built._config, name), name
+    for name in ServerConnection.__slots__:
+        if name in ("__dict__", "_config", "_buffer", "_unread"):
+            continue
+        assert getattr(started, name) == getattr(built, name), name
+    assert started._unread == built._unread == bytearray()
