@@ -293,6 +293,10 @@ class ServedSession:
     idle session's memory, and each wake-up's calls, grow with that depth.
     """
 
+    # Slots, here and in the protocols' sessions: an idle session keeps its fields for
+    # minutes, and an instance dictionary costs more than the fields themselves.
+    __slots__ = ("_waiting_idle", "_watchdog", "session", "state", "transport")
+
     logger: ClassVar[logging.Logger] = logging.getLogger("smtpcore")
     protocol: ClassVar[str] = ""
 
@@ -302,8 +306,9 @@ class ServedSession:
     """What the protocol's hooks are told about the connection."""
     _watchdog: Watchdog
     """The timer of the waits for the client; the protocol enters it around its loop."""
-    _waiting_idle: bool = False
-    """True while the session waits for a command outside a transaction."""
+    _waiting_idle: bool
+    """True while the session waits for a command outside a transaction (False from
+    the start: each protocol's session sets it in its constructor)."""
 
     async def run(self) -> None:
         """Serve the connection to its end; never raises but for cancellation."""

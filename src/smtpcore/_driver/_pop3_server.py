@@ -225,6 +225,21 @@ class POP3ServerState(SessionRegistry["POP3ServerSession"]):
 class POP3ServerSession(ServedSession):
     """One connection, from greeting to close."""
 
+    __slots__ = (
+        "_closing",
+        "_failures",
+        "_out",
+        "_out_size",
+        "_sasl",
+        "conn",
+        "listing",
+        "maildrop",
+        "numbers",
+        "options",
+        "retrieved",
+        "store",
+    )
+
     logger = logger
     protocol = "POP3"
     state: POP3ServerState
@@ -252,6 +267,7 @@ class POP3ServerSession(ServedSession):
         self._out: list[bytes] = []
         self._out_size = 0
         self._closing = False
+        self._waiting_idle = False
 
     # -- the loop ---------------------------------------------------------
 

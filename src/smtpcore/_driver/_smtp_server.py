@@ -346,7 +346,25 @@ class ServerState(SessionRegistry["ServerSession"]):
 
 
 class ServerSession(ServedSession):
-    """One connection, from greeting to close."""
+    """One connection, from greeting to close.
+
+    Its fields are slots, as an idle session keeps them for minutes (the
+    handler is read from :attr:`state`, not kept again).
+    """
+
+    __slots__ = (
+        "_auth",
+        "_auth_mechanism",
+        "_auth_names",
+        "_chunk_failed",
+        "_content_wait",
+        "_in_chunk",
+        "_last_read",
+        "_out",
+        "_waited_idle",
+        "conn",
+        "options",
+    )
 
     logger = logger
     protocol = "SMTP"
@@ -356,15 +374,14 @@ class ServerSession(ServedSession):
     def __init__(self, transport: Link, state: ServerState, peer: tuple[str, int] | None) -> None:
         self.transport = transport
         self.state = state
-        self.options = state.options
-        self.handler = state.handler
-        self.conn = state.options.new_connection()
+        self.options = options = state.options
+        self.conn = options.new_connection()
         self.session = Session(
-            hostname=self.options.hostname,
+            hostname=options.hostname,
             peer=peer,
             local=transport.local_address,
         )
-        if self.options.forwarder_networks:
+        if options.forwarder_networks:
             self._trust_forwarder()
         self._out: list[bytes] = []
         self._content_wait = False
@@ -372,6 +389,7 @@ class ServerSession(ServedSession):
         self._in_chunk = False
         """Whether the octets of a BDAT chunk are being read."""
         self._last_read = 0
+        self._waiting_idle = False
         self._waited_idle = False
         """Whether the last wait for the client was between transactions."""
         self._chunk_failed = False
@@ -380,7 +398,7 @@ class ServerSession(ServedSession):
         over a TLS layer that gives channel binding data (see :meth:`_offer_auth`)."""
         self._auth = _NO_AUTH
         self._auth_mechanism = ""
-        if self._auth_names or self.options.auth_mechanisms:
+        if self._auth_names or options.auth_mechanisms:
             self._offer_auth()
 
     # -- the loop ---------------------------------------------------------
@@ -576,7 +594,7 @@ class ServerSession(ServedSession):
         reply = None
         if hook in self.state.overridden:
             try:
-                reply = await self.transport.within(seconds, call(self.handler))
+                reply = await self.transport.within(seconds, call(self.state.handler))
             except Exception:
                 logger.exception("%s failed", hook)
                 return failed
@@ -593,7 +611,7 @@ class ServerSession(ServedSession):
             await call(_HANDLER)
             return
         try:
-            await self.transport.within(None, call(self.handler))
+            await self.transport.within(None, call(self.state.handler))
         except Exception:
             logger.exception("%s failed", hook)
 
@@ -870,7 +888,7 @@ class ServerSession(ServedSession):
         try:
             await self.transport.within(
                 self.options.timeouts.data_block,
-                self.handler.handle_data_chunk(self.session, envelope, data),
+                self.state.handler.handle_data_chunk(self.session, envelope, data),
             )
         except Exception:
             logger.exception("handle_data_chunk failed")
@@ -905,7 +923,7 @@ class ServerSession(ServedSession):
             try:
                 result = await self.transport.within(
                     self.options.timeouts.data_termination,
-                    self.handler.handle_message(self.session, envelope),
+                    self.state.handler.handle_message(self.session, envelope),
                 )
             except Exception:
                 logger.exception("handle_message failed")
