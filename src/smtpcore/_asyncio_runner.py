@@ -21,12 +21,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from smtpcore._asyncio_clock import AsyncioClock
+from smtpcore._asyncio_timers import Timers
+from smtpcore._driver._timeouts import deadline_when_waiting
 
 __all__ = ["INTO_A_TASK", "WOKEN", "SessionRunner"]
 
 logger = logging.getLogger("smtpcore.server")
+
+_T = TypeVar("_T")
 
 _WAKE: Final = object()
 """What a session yields to wait until its runner is woken."""
@@ -64,20 +70,22 @@ INTO_A_TASK: Final = _IntoATask()
 """``await INTO_A_TASK``: go on in a task (before running a handler's code)."""
 
 
-class SessionRunner:
+class SessionRunner(AsyncioClock):
     """Steps one session's coroutine from the event loop's callbacks, until a task
-    takes it over (see the module's description).
+    takes it over (see the module's description); and is the session's clock.
 
     To the session's deadlines it stands for the session's task: it is
     cancelled, and counts its cancellations, as an ``asyncio.Task`` is; once a
-    task runs the session, it passes each cancellation on to it.
+    task runs the session, it passes each cancellation on to it. Being also
+    the session's :class:`~smtpcore._asyncio_clock.AsyncioClock` (and so its
+    watchdog), it is the one object an idle session holds for its stepping and
+    its timing; the clock's ``runner`` is the runner itself.
     """
 
     __slots__ = (
         "_cancels",
         "_coro",
         "_done",
-        "_loop",
         "_must_cancel",
         "_waiting_on",
         "task",
@@ -85,9 +93,25 @@ class SessionRunner:
     )
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, done: Callable[[SessionRunner], None]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        done: Callable[[SessionRunner], None],
+        timers: Timers | None = None,
     ) -> None:
-        self._loop = loop
+        # The clock's fields, set here rather than by its __init__: one call less a
+        # session (see AsyncioClock.__init__ for what each holds).
+        self._timers = Timers(loop) if timers is None else timers
+        self.runner = self
+        self.queued = None
+        self._when = 0.0
+        self.holder = None
+        self._task = None
+        self._fired = False
+        self._cancelling = 0
+        self._limit = 0.0
+        self._rate = None
+        self._until = None
+        # The runner's own.
         self._done = done
         self._coro: Coroutine[Any, Any, None] | None = None
         self.waiting = False
@@ -158,7 +182,7 @@ class SessionRunner:
 
     def _into_a_task(self) -> None:
         assert self._coro is not None
-        task = self.task = self._loop.create_task(self._coro)
+        task = self.task = self._timers.loop.create_task(self._coro)
         task.add_done_callback(self._task_done)
         if self._must_cancel:
             self._must_cancel = False
@@ -182,8 +206,19 @@ class SessionRunner:
             return True
         self._must_cancel = True
         if self.waiting:
-            self._loop.call_soon(self.wake)
+            self._timers.loop.call_soon(self.wake)
         return True
+
+    def within(self, seconds: float | None, call: Awaitable[_T]) -> Coroutine[Any, Any, _T]:
+        if self.task is None:
+            return self._within_a_task(seconds, call)
+        # The coroutine itself, not one awaiting it: a hook call is the hot path.
+        return deadline_when_waiting(self.deadline, seconds, call)
+
+    async def _within_a_task(self, seconds: float | None, call: Awaitable[_T]) -> _T:
+        """A handler's code runs in a task of its session: the first one makes it."""
+        await INTO_A_TASK
+        return await deadline_when_waiting(self.deadline, seconds, call)
 
     def cancelling(self) -> int:
         return self._cancels

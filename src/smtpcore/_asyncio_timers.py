@@ -54,10 +54,10 @@ class Timers:
     they are half the heap, so the heap stays within twice the live timers.
     """
 
-    __slots__ = ("_handle", "_handle_when", "_heap", "_loop", "_order", "_stale", "now")
+    __slots__ = ("_handle", "_handle_when", "_heap", "_order", "_stale", "loop", "now")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.loop = loop
         self.now: Callable[[], float] = (
             time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
         )
@@ -95,7 +95,7 @@ class Timers:
     def _schedule(self, when: float) -> None:
         if self._handle is not None:
             self._handle.cancel()
-        self._handle = self._loop.call_at(when, self._ring)
+        self._handle = self.loop.call_at(when, self._ring)
         self._handle_when = when
 
     def _ring(self) -> None:

@@ -12,22 +12,22 @@ is read and written on the socket itself until TLS starts
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.message
 import functools
 import logging
 import socket
 import ssl
-import sys
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Final, TypeVar
 
 from smtpcore import _asyncio_raw
 from smtpcore._asyncio_client_socket import SocketClientTransport, connect_socket
+from smtpcore._asyncio_clock import AsyncioClock as AsyncioClock  # importable from here too
+from smtpcore._asyncio_clock import Deadline
 from smtpcore._asyncio_raw import Acceptor, RawSocketTransport, listening_sockets
-from smtpcore._asyncio_runner import INTO_A_TASK, WOKEN, SessionRunner
+from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore._asyncio_timers import Timers
 from smtpcore._driver import (
     BaseSMTPClient,
@@ -72,7 +72,7 @@ from smtpcore._driver._smtp_client import (
     Recipients,
     SMTPClientOptions,
 )
-from smtpcore._driver._timeouts import POP3Timeouts, deadline_when_waiting
+from smtpcore._driver._timeouts import POP3Timeouts
 from smtpcore._driver._transport import Link
 from smtpcore.address import Mailbox
 from smtpcore.handler import (
@@ -184,201 +184,6 @@ def _set_nodelay(transport: asyncio.BaseTransport) -> None:
             pass
 
 
-class _Alarm:
-    """One timer per connection, moved lazily, queued among the loop's others.
-
-    A session enters a deadline around every read, and a loop timer made and
-    cancelled each time costs more than the read. Arming the alarm only
-    records when the current deadline ends; its entry in the shared
-    :class:`~smtpcore._asyncio_timers.Timers`, once queued, stays, and when
-    it comes due before that time the alarm is queued again for it. A busy
-    session thus sees one ring per timeout period, and an accepted connection
-    no loop timer of its own: those of a server share one.
-    """
-
-    __slots__ = ("_timers", "_when", "holder", "queued", "runner")
-
-    def __init__(self, runner: SessionRunner | None = None, timers: Timers | None = None) -> None:
-        self._timers = Timers(asyncio.get_running_loop()) if timers is None else timers
-        """The loop timer this alarm is queued behind (its own, unless given)."""
-        self.runner = runner
-        """What runs the connection's session, where it is not a task (see
-        :class:`~smtpcore._asyncio_runner.SessionRunner`): its deadlines cancel that."""
-        self.queued: float | None = None
-        """When the alarm's entry in ``_timers`` comes due (see :class:`Timers`)."""
-        self._when = 0.0
-        self.holder: _Deadline | _ReadTimer | None = None
-        """The deadline the alarm rings for, if any."""
-
-    def arm(self, deadline: _Deadline, seconds: float) -> None:
-        self.arm_at(deadline, self._timers.now() + seconds)
-
-    def arm_at(self, deadline: _Deadline | _ReadTimer, when: float) -> None:
-        """Ring for ``deadline`` at ``when``, in the loop's time."""
-        self.holder = deadline
-        self._when = when
-        queued = self.queued
-        if queued is None or queued > when:
-            self._timers.add(self, when)
-
-    def disarm(self) -> None:
-        self.holder = None
-
-    def close(self) -> None:
-        """The connection is gone: drop its entry now rather than when it comes due."""
-        self.holder = None
-        if self.queued is not None:
-            self._timers.drop(self)
-
-    def ring(self, now: float) -> None:
-        """The entry came due (:class:`~smtpcore._asyncio_timers.Due`)."""
-        deadline = self.holder
-        if deadline is None:
-            return
-        if now < self._when:
-            self._timers.add(self, self._when)
-            return
-        deadline.expire()
-
-
-class _Deadline:
-    """A cancel scope for asyncio: a timer cancels the task, the exit turns that into
-    ``TimeoutError`` (what ``asyncio.timeout`` does from 3.11 on, plus :meth:`expire`).
-
-    Given the connection's :class:`_Alarm`, it uses that instead of a timer of its
-    own, unless another deadline holds the alarm already.
-    """
-
-    __slots__ = ("_alarm", "_cancelling", "_fired", "_handle", "_seconds", "_task")
-
-    def __init__(self, seconds: float | None, alarm: _Alarm | None = None) -> None:
-        self._seconds = seconds
-        self._alarm = alarm
-        self._task: asyncio.Task[object] | SessionRunner | None = None
-        self._handle: asyncio.Handle | None = None
-        self._fired = False
-        self._cancelling = 0
-
-    async def __aenter__(self) -> _Deadline:
-        alarm = self._alarm
-        task: asyncio.Task[Any] | SessionRunner | None = None
-        if alarm is not None:
-            task = alarm.runner
-        if task is None:
-            task = asyncio.current_task()
-            if task is None:  # pragma: no cover - always inside a task
-                raise RuntimeError("a deadline needs a running task")
-        self._task = task
-        if sys.version_info >= (3, 11):
-            self._cancelling = task.cancelling()
-        if self._seconds is not None:
-            alarm = self._alarm
-            if alarm is not None and alarm.holder is None:
-                alarm.arm(self, self._seconds)
-            else:
-                self._alarm = None
-                self._handle = asyncio.get_running_loop().call_later(self._seconds, self._fire)
-        return self
-
-    def _fire(self) -> None:
-        if self._task is not None and not self._fired:
-            self._fired = True
-            self._task.cancel()
-
-    def expire(self) -> None:
-        self._fire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-        elif self._alarm is not None and self._alarm.holder is self:
-            self._alarm.disarm()
-        task, self._task = self._task, None
-        if not self._fired or task is None:
-            return
-        ours = True
-        if sys.version_info >= (3, 11):
-            ours = task.uncancel() <= self._cancelling
-        if exc_type is asyncio.CancelledError:
-            if ours:
-                raise TimeoutError from exc
-            return
-        if exc_type is None and ours:
-            # The timer fired after the operation finished but before the task
-            # resumed: the cancellation is still pending; absorb it here.
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(0)
-
-
-class _Watchdog(_Deadline):
-    """The session's :class:`~smtpcore._driver._timeouts.Watchdog`: a deadline entered
-    once, that holds the connection's alarm only while armed.
-
-    It keeps the end of the wait under way itself, as another deadline (a
-    hook's) may hold the alarm between two reads of the same wait.
-    """
-
-    __slots__ = ("_limit", "_rate", "_until")
-
-    def __init__(self, alarm: _Alarm) -> None:
-        # _Deadline's fields set here rather than by its __init__: one call less a session.
-        self._seconds = None
-        self._alarm = alarm
-        self._task = None
-        self._handle = None
-        self._fired = False
-        self._cancelling = 0
-        self._limit = 0.0
-        self._rate: float | None = None
-        self._until: float | None = None
-        """When the wait under way ends, in the loop's time; None: never."""
-
-    if TYPE_CHECKING:  # _Deadline's, which returns the watchdog itself
-
-        async def __aenter__(self) -> _Watchdog: ...
-
-    def arm(self, seconds: float | None, min_rate: float | None = None) -> None:
-        # Armed only around a wait for the client, when no other deadline is open.
-        alarm = self._alarm
-        if seconds is None or alarm is None:
-            self._until = None
-            return
-        self._limit = seconds
-        self._rate = min_rate
-        self._until = until = alarm._timers.now() + seconds
-        # What alarm.arm_at(self, until) does, without the call: every wait for a command.
-        alarm.holder = self
-        alarm._when = until
-        queued = alarm.queued
-        if queued is None or queued > until:
-            alarm._timers.add(alarm, until)
-
-    def resume(self, received: int = 0) -> None:
-        until = self._until
-        alarm = self._alarm
-        if until is None or alarm is None:
-            return
-        if received and self._rate:
-            now = alarm._timers.now()
-            # Time spent answering (not waiting) is not held against the client.
-            until = self._until = min(now + self._limit, max(until, now) + received / self._rate)
-        alarm.arm_at(self, until)
-
-    def disarm(self) -> None:
-        alarm = self._alarm
-        if alarm is not None and alarm.holder is self:
-            alarm.holder = None  # what alarm.disarm() does, without the call: every read
-
-    @property
-    def expired(self) -> bool:
-        return self._fired
-
-
 _READ_SIZE: Final = 65536
 
 
@@ -398,109 +203,12 @@ class _ReadBuffer(threading.local):
 _read_buffer = _ReadBuffer()
 
 
-class _ReadTimer:
-    """The deadline of a client's read of a reply: one per connection, made once, and
-    armed on the connection's :class:`_Alarm` for each read (see
-    :meth:`AsyncioClock.timed_reader`)."""
-
-    __slots__ = ("fired", "task")
-
-    def __init__(self) -> None:
-        self.task: asyncio.Task[object] | None = None
-        self.fired = False
-
-    def expire(self) -> None:
-        task = self.task
-        if task is not None and not self.fired:
-            self.fired = True
-            task.cancel()
-
-
-class AsyncioClock(_Alarm):
-    """asyncio's timing for one session (the driver's ``Clock``): deadlines cancel the
-    session's task (or its runner), and share the connection's one loop timer,
-    which is the clock itself (see :class:`_Alarm`)."""
-
-    __slots__ = ()
-
-    def timed_reader(
-        self, receive: Callable[[int], Awaitable[bytes]]
-    ) -> Callable[[float | None, int], Awaitable[bytes]]:
-        """``receive_within(seconds, max_bytes)`` for the link (a client's read of each
-        reply): ``receive`` under the connection's alarm, with one read timer made
-        for the connection, rather than a deadline made, entered and left for each
-        read. Made at the link's first timed read, so a server's session has none."""
-        return functools.partial(self._receive_within, _ReadTimer(), receive)
-
-    async def _receive_within(
-        self,
-        timer: _ReadTimer,
-        receive: Callable[[int], Awaitable[bytes]],
-        seconds: float | None,
-        max_bytes: int,
-    ) -> bytes:
-        """``await receive(max_bytes)``, cancelled after ``seconds`` into
-        ``TimeoutError``, as a deadline entered around the read would be."""
-        if sys.version_info < (3, 11):  # no Task.cancelling(): a deadline around the read
-            async with _Deadline(seconds, self):
-                return await receive(max_bytes)
-        else:
-            task = asyncio.current_task()
-            if (
-                seconds is None
-                or self.holder is not None  # another deadline holds the alarm
-                or timer.task is not None
-                or self.runner is not None  # a server's session, not a task
-                or task is None
-            ):
-                async with _Deadline(seconds, self):
-                    return await receive(max_bytes)
-            cancelling = task.cancelling()
-            timer.task = task
-            timer.fired = False
-            self.arm_at(timer, self._timers.now() + seconds)
-            try:
-                data = await receive(max_bytes)
-            except asyncio.CancelledError as exc:
-                if timer.fired and task.uncancel() <= cancelling:
-                    raise TimeoutError from exc
-                raise
-            finally:
-                timer.task = None
-                if self.holder is timer:
-                    self.holder = None
-            if timer.fired and task.uncancel() <= cancelling:
-                # The timer fired after the read, before the task resumed: the
-                # cancellation is still pending; absorb it here, as _Deadline does.
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.sleep(0)
-            return data
-
-    def deadline(self, seconds: float | None) -> _Deadline:
-        return _Deadline(seconds, self)
-
-    def watchdog(self) -> _Watchdog:
-        return _Watchdog(self)
-
-    def within(self, seconds: float | None, call: Awaitable[_T]) -> Coroutine[Any, Any, _T]:
-        runner = self.runner
-        if runner is not None and runner.task is None:
-            return self._within_a_task(seconds, call)
-        # The coroutine itself, not one awaiting it: a hook call is the hot path.
-        return deadline_when_waiting(self.deadline, seconds, call)
-
-    async def _within_a_task(self, seconds: float | None, call: Awaitable[_T]) -> _T:
-        """A handler's code runs in a task of its session: the first one makes it."""
-        await INTO_A_TASK
-        return await deadline_when_waiting(self.deadline, seconds, call)
-
-
 class _ClientClock(AsyncioClock):
     """The clock of a client's connection, which reads a reply by awaiting the
     transport's :meth:`~AsyncioTransport.next_bytes` future directly: no coroutine
     around the wait and no cancellation of the task. When the read is due, the
-    connection's alarm (see :class:`_Alarm`) fails that future with
-    ``TimeoutError``; a read that has its bytes by then keeps them."""
+    connection's timer (see :class:`~smtpcore._asyncio_clock.AsyncioClock`) fails
+    that future with ``TimeoutError``; a read that has its bytes by then keeps them."""
 
     __slots__ = ("_read", "_read_due")
 
@@ -543,7 +251,7 @@ class _ClientClock(AsyncioClock):
         return future
 
     def ring(self, now: float) -> None:
-        super().ring(now)  # the deadlines' share, which may queue the alarm again
+        super().ring(now)  # the deadlines' share, which may queue the clock again
         read = self._read
         if read is None:
             return
@@ -574,7 +282,7 @@ async def _connect(
     """A client's connection: TCP to ``host`` and ``port`` on the socket itself (see
     :mod:`smtpcore._asyncio_client_socket`), or the Unix socket."""
     loop = asyncio.get_running_loop()
-    async with _Deadline(timeout):
+    async with Deadline(timeout):
         if unix_path is not None:
             _, protocol = await loop.create_unix_connection(AsyncioTransport, unix_path)
             return protocol
@@ -1104,9 +812,8 @@ class _Listener(BaseListener[_S]):
         """A new connection on the raw socket (see :class:`Acceptor`): its session
         starts at once, stepped by a runner (the greeting goes out in this pass)."""
         loop = self._loop
-        runner = SessionRunner(loop, self._runner_done)
-        clock = AsyncioClock(runner, self._timers)
-        transport = RawSocketTransport(sock, peer, loop, runner, local, clock)  # its own link
+        runner = SessionRunner(loop, self._runner_done, self._timers)  # and its clock
+        transport = RawSocketTransport(sock, peer, loop, runner, local, runner)  # its own link
         session = self.state.admit(transport)
         if isinstance(session, bytes):
             transport.refuse(session)
@@ -1117,8 +824,8 @@ class _Listener(BaseListener[_S]):
     def _connected(self, transport: AsyncioTransport) -> None:
         """A new connection on an asyncio transport: its session starts at once,
         stepped by a runner (the greeting goes out in this pass of the loop)."""
-        runner = SessionRunner(transport._loop, self._runner_done)
-        session = self.state.admit(Link(transport, AsyncioClock(runner, self._timers)))
+        runner = SessionRunner(transport._loop, self._runner_done, self._timers)  # and its clock
+        session = self.state.admit(Link(transport, runner))
         if isinstance(session, bytes):
             transport.refuse(session)
             return
@@ -1160,7 +867,7 @@ class _Listener(BaseListener[_S]):
         if isinstance(session, bytes):
             try:
                 if session:
-                    async with _Deadline(_REFUSE_TIMEOUT):
+                    async with Deadline(_REFUSE_TIMEOUT):
                         await transport.send_all(session)
             except (OSError, TimeoutError):
                 pass

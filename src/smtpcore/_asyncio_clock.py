@@ -1,0 +1,346 @@
+"""The asyncio adapter's clock of one connection: its deadlines and its session's watchdog.
+
+A session enters a deadline around its writes and its handler's hooks, and
+a watchdog around all its waits for its client; each is a cancellation of
+the session's task (or of its :class:`~smtpcore._asyncio_runner.SessionRunner`)
+turned into ``TimeoutError``. The connection's :class:`AsyncioClock` times
+them all with one entry among the loop's shared
+:class:`~smtpcore._asyncio_timers.Timers`, and is the watchdog itself: an
+idle session holds no timing object besides its clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from smtpcore._asyncio_timers import Timers
+from smtpcore._driver._timeouts import deadline_when_waiting
+
+if TYPE_CHECKING:
+    from smtpcore._asyncio_runner import SessionRunner
+
+__all__ = ["AsyncioClock", "Deadline"]
+
+_T = TypeVar("_T")
+
+
+class AsyncioClock:
+    """asyncio's timing for one session (the driver's ``Clock``): deadlines cancel the
+    session's task (or its runner), and share the connection's one timer.
+
+    The timer is lazy. A session enters a deadline around every read, and a
+    loop timer made and cancelled each time costs more than the read. Arming
+    the clock for a deadline only records when that deadline ends
+    (:meth:`hold_at`); its entry in the loop's shared
+    :class:`~smtpcore._asyncio_timers.Timers`, once queued, stays, and when it
+    comes due before that time the clock is queued again for it
+    (:meth:`ring`). A busy session thus sees one ring per timeout period, and
+    a connection no loop timer of its own: those of a server share one.
+
+    The clock is also its session's :class:`~smtpcore._driver._timeouts.Watchdog`
+    (:meth:`watchdog` returns it): entered once a session, it holds the timer
+    only while armed, and keeps the end of the wait under way itself, as a
+    deadline (a hook's) may hold the timer between two reads of the same wait.
+    """
+
+    __slots__ = (
+        "_cancelling",
+        "_fired",
+        "_limit",
+        "_rate",
+        "_task",
+        "_timers",
+        "_until",
+        "_when",
+        "holder",
+        "queued",
+        "runner",
+    )
+
+    def __init__(self, runner: SessionRunner | None = None, timers: Timers | None = None) -> None:
+        self._timers = Timers(asyncio.get_running_loop()) if timers is None else timers
+        """The loop timer this clock is queued behind (its own, unless given)."""
+        self.runner = runner
+        """What runs the connection's session, where it is not a task (see
+        :class:`~smtpcore._asyncio_runner.SessionRunner`): its deadlines cancel that."""
+        self.queued: float | None = None
+        """When the clock's entry in ``_timers`` comes due (see :class:`Timers`)."""
+        self._when = 0.0
+        self.holder: Deadline | AsyncioClock | ReadTimer | None = None
+        """What the timer rings for, if anything: a deadline, or the clock itself as
+        the watchdog."""
+        # The watchdog's fields (see watchdog()).
+        self._task: asyncio.Task[Any] | SessionRunner | None = None
+        """What the watchdog cancels, while entered."""
+        self._fired = False
+        self._cancelling = 0
+        self._limit = 0.0
+        self._rate: float | None = None
+        self._until: float | None = None
+        """When the wait under way ends, in the loop's time; None: never."""
+
+    # -- the timer ------------------------------------------------------------------
+
+    def hold(self, deadline: Deadline, seconds: float) -> None:
+        """Ring for ``deadline`` ``seconds`` from now."""
+        self.hold_at(deadline, self._timers.now() + seconds)
+
+    def hold_at(self, deadline: Deadline | AsyncioClock | ReadTimer, when: float) -> None:
+        """Ring for ``deadline`` at ``when``, in the loop's time."""
+        self.holder = deadline
+        self._when = when
+        queued = self.queued
+        if queued is None or queued > when:
+            self._timers.add(self, when)
+
+    def close(self) -> None:
+        """The connection is gone: drop its entry now rather than when it comes due."""
+        self.holder = None
+        if self.queued is not None:
+            self._timers.drop(self)
+
+    def ring(self, now: float) -> None:
+        """The entry came due (:class:`~smtpcore._asyncio_timers.Due`)."""
+        deadline = self.holder
+        if deadline is None:
+            return
+        if now < self._when:
+            self._timers.add(self, self._when)
+            return
+        deadline.expire()
+
+    # -- the driver's Clock -----------------------------------------------------------
+
+    def timed_reader(
+        self, receive: Callable[[int], Awaitable[bytes]]
+    ) -> Callable[[float | None, int], Awaitable[bytes]]:
+        """``receive_within(seconds, max_bytes)`` for the link (a client's read of each
+        reply): ``receive`` under the connection's timer, with one read timer made
+        for the connection, rather than a deadline made, entered and left for each
+        read. Made at the link's first timed read, so a server's session has none."""
+        return functools.partial(self._receive_within, ReadTimer(), receive)
+
+    async def _receive_within(
+        self,
+        timer: ReadTimer,
+        receive: Callable[[int], Awaitable[bytes]],
+        seconds: float | None,
+        max_bytes: int,
+    ) -> bytes:
+        """``await receive(max_bytes)``, cancelled after ``seconds`` into
+        ``TimeoutError``, as a deadline entered around the read would be."""
+        if sys.version_info < (3, 11):  # no Task.cancelling(): a deadline around the read
+            async with Deadline(seconds, self):
+                return await receive(max_bytes)
+        else:
+            task = asyncio.current_task()
+            if (
+                seconds is None
+                or self.holder is not None  # another deadline holds the timer
+                or timer.task is not None
+                or self.runner is not None  # a server's session, not a task
+                or task is None
+            ):
+                async with Deadline(seconds, self):
+                    return await receive(max_bytes)
+            cancelling = task.cancelling()
+            timer.task = task
+            timer.fired = False
+            self.hold_at(timer, self._timers.now() + seconds)
+            try:
+                data = await receive(max_bytes)
+            except asyncio.CancelledError as exc:
+                if timer.fired and task.uncancel() <= cancelling:
+                    raise TimeoutError from exc
+                raise
+            finally:
+                timer.task = None
+                if self.holder is timer:
+                    self.holder = None
+            if timer.fired and task.uncancel() <= cancelling:
+                # The timer fired after the read, before the task resumed: the
+                # cancellation is still pending; absorb it here, as Deadline does.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0)
+            return data
+
+    def deadline(self, seconds: float | None) -> Deadline:
+        return Deadline(seconds, self)
+
+    def watchdog(self) -> AsyncioClock:
+        """The clock itself (see the class's description)."""
+        return self
+
+    def within(self, seconds: float | None, call: Awaitable[_T]) -> Coroutine[Any, Any, _T]:
+        # The coroutine itself, not one awaiting it: a hook call is the hot path.
+        return deadline_when_waiting(self.deadline, seconds, call)
+
+    # -- the session's Watchdog -------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncioClock:
+        task: asyncio.Task[Any] | SessionRunner | None = self.runner
+        if task is None:
+            task = asyncio.current_task()
+            if task is None:  # pragma: no cover - always inside a task
+                raise RuntimeError("a watchdog needs a running task")
+        self._task = task
+        self._fired = False
+        if sys.version_info >= (3, 11):
+            self._cancelling = task.cancelling()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.holder is self:
+            self.holder = None
+        task, self._task = self._task, None
+        if self._fired and task is not None:
+            await _timed_out(task, self._cancelling, exc_type, exc)
+
+    def arm(self, seconds: float | None, min_rate: float | None = None) -> None:
+        # Armed only around a wait for the client, when no deadline is open.
+        if seconds is None:
+            self._until = None
+            return
+        self._limit = seconds
+        self._rate = min_rate
+        self._until = until = self._timers.now() + seconds
+        # What hold_at(self, until) does, without the call: every wait for a command.
+        self.holder = self
+        self._when = until
+        queued = self.queued
+        if queued is None or queued > until:
+            self._timers.add(self, until)
+
+    def resume(self, received: int = 0) -> None:
+        until = self._until
+        if until is None:
+            return
+        if received and self._rate:
+            now = self._timers.now()
+            # Time spent answering (not waiting) is not held against the client.
+            until = self._until = min(now + self._limit, max(until, now) + received / self._rate)
+        self.hold_at(self, until)
+
+    def disarm(self) -> None:
+        if self.holder is self:
+            self.holder = None
+
+    def expire(self) -> None:
+        task = self._task
+        if task is not None and not self._fired:
+            self._fired = True
+            task.cancel()
+
+    @property
+    def expired(self) -> bool:
+        return self._fired
+
+
+async def _timed_out(
+    task: asyncio.Task[Any] | SessionRunner,
+    cancelling: int,
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+) -> None:
+    """The end of a block whose deadline (or watchdog) cancelled ``task``, which had
+    ``cancelling`` cancellations under way when the block began: the cancellation
+    becomes ``TimeoutError``, unless another one came meanwhile (not ours to turn)."""
+    ours = True
+    if sys.version_info >= (3, 11):
+        ours = task.uncancel() <= cancelling
+    if exc_type is asyncio.CancelledError:
+        if ours:
+            raise TimeoutError from exc
+        return
+    if exc_type is None and ours:
+        # The timer fired after the operation finished but before the task
+        # resumed: the cancellation is still pending; absorb it here.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0)
+
+
+class Deadline:
+    """A cancel scope for asyncio: a timer cancels the task, the exit turns that into
+    ``TimeoutError`` (what ``asyncio.timeout`` does from 3.11 on, plus :meth:`expire`).
+
+    Given the connection's :class:`AsyncioClock`, it uses the clock's timer instead
+    of a timer of its own, unless something else holds that timer already.
+    """
+
+    __slots__ = ("_cancelling", "_clock", "_fired", "_handle", "_seconds", "_task")
+
+    def __init__(self, seconds: float | None, clock: AsyncioClock | None = None) -> None:
+        self._seconds = seconds
+        self._clock = clock
+        self._task: asyncio.Task[object] | SessionRunner | None = None
+        self._handle: asyncio.Handle | None = None
+        self._fired = False
+        self._cancelling = 0
+
+    async def __aenter__(self) -> Deadline:
+        clock = self._clock
+        task: asyncio.Task[Any] | SessionRunner | None = None
+        if clock is not None:
+            task = clock.runner
+        if task is None:
+            task = asyncio.current_task()
+            if task is None:  # pragma: no cover - always inside a task
+                raise RuntimeError("a deadline needs a running task")
+        self._task = task
+        if sys.version_info >= (3, 11):
+            self._cancelling = task.cancelling()
+        if self._seconds is not None:
+            if clock is not None and clock.holder is None:
+                clock.hold(self, self._seconds)
+            else:
+                self._clock = None
+                self._handle = asyncio.get_running_loop().call_later(self._seconds, self.expire)
+        return self
+
+    def expire(self) -> None:
+        if self._task is not None and not self._fired:
+            self._fired = True
+            self._task.cancel()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        elif self._clock is not None and self._clock.holder is self:
+            self._clock.holder = None
+        task, self._task = self._task, None
+        if self._fired and task is not None:
+            await _timed_out(task, self._cancelling, exc_type, exc)
+
+
+class ReadTimer:
+    """The deadline of a client's read of a reply: one per connection, made once, and
+    held on the connection's clock for each read (see
+    :meth:`AsyncioClock.timed_reader`)."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[object] | None = None
+        self.fired = False
+
+    def expire(self) -> None:
+        task = self.task
+        if task is not None and not self.fired:
+            self.fired = True
+            task.cancel()
