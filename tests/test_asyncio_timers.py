@@ -11,6 +11,7 @@ import logging
 
 import pytest
 
+from smtpcore._asyncio_clock import AsyncioClock
 from smtpcore._asyncio_timers import Timers
 from smtpcore.asyncio import SMTPServer, Timeouts
 from smtpcore.handler import Handler
@@ -146,5 +147,29 @@ def test_idle_sessions_of_one_server_each_time_out() -> None:
                 assert await asyncio.wait_for(reader.read(), 10) == b""
                 writer.close()
             assert all(entry[2].queued != entry[0] for entry in server._timers._heap)
+
+    asyncio.run(body())
+
+
+def test_waits_armed_within_one_tick_share_its_due_time_and_none_ends_early() -> None:
+    """The watchdog rounds the end of a wait up to a tick (1/64 s), and sessions armed
+    within one tick share that due time's float rather than keep one each."""
+
+    async def body() -> None:
+        timers = Timers(asyncio.get_running_loop())
+        clocks = [AsyncioClock(None, timers) for _ in range(3)]
+        before = timers.now()
+        for clock in clocks:
+            clock.arm(300)
+        after = timers.now()
+        ends = [clock._until for clock in clocks]
+        for end in ends:
+            assert end is not None
+            assert before + 300 <= end <= after + 300 + 1 / 64
+        assert len({id(end) for end in ends}) <= 2  # at most one tick boundary between
+        assert {clock.queued for clock in clocks} == set(ends)
+        for clock in clocks:
+            clock.disarm()
+            clock.close()
 
     asyncio.run(body())

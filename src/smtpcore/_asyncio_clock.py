@@ -17,7 +17,7 @@ import functools
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from smtpcore._asyncio_timers import Timers
 from smtpcore._driver._timeouts import deadline_when_waiting
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 __all__ = ["AsyncioClock", "Deadline"]
 
 _T = TypeVar("_T")
+
+_TICKS: Final = 64
+"""Ticks a second to which the watchdog rounds the end of a wait up (see
+:meth:`AsyncioClock.arm`)."""
 
 
 class AsyncioClock:
@@ -214,13 +218,22 @@ class AsyncioClock:
             return
         self._limit = seconds
         self._rate = min_rate
-        self._until = until = self._timers.now() + seconds
+        timers = self._timers
+        # The end rounded up to a tick (late by less than one, never early), and that
+        # tick's float shared with every session armed within it: an idle session
+        # keeps no float of its own for its wait, nor for its timer's entry.
+        until = -(-(timers.now() + seconds) * _TICKS // 1) / _TICKS
+        if until == timers.last_tick:
+            until = timers.last_tick
+        else:
+            timers.last_tick = until
+        self._until = until
         # What hold_at(self, until) does, without the call: every wait for a command.
         self.holder = self
         self._when = until
         queued = self.queued
         if queued is None or queued > until:
-            self._timers.add(self, until)
+            timers.add(self, until)
 
     def resume(self, received: int = 0) -> None:
         until = self._until

@@ -54,7 +54,16 @@ class Timers:
     they are half the heap, so the heap stays within twice the live timers.
     """
 
-    __slots__ = ("_handle", "_handle_when", "_heap", "_order", "_stale", "loop", "now")
+    __slots__ = (
+        "_handle",
+        "_handle_when",
+        "_heap",
+        "_order",
+        "_stale",
+        "last_tick",
+        "loop",
+        "now",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -69,6 +78,9 @@ class Timers:
         self._stale = 0
         self._handle: asyncio.TimerHandle | None = None
         self._handle_when = 0.0
+        self.last_tick = 0.0
+        """The last due time a timer rounded to a tick of its own accord (see
+        ``AsyncioClock.arm``), for the next one rounded to the same tick to share."""
 
     def add(self, timer: Due, when: float) -> None:
         """Queue ``timer`` for ``when`` (in :attr:`now`'s time); an entry it had
