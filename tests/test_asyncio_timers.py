@@ -173,3 +173,27 @@ def test_waits_armed_within_one_tick_share_its_due_time_and_none_ends_early() ->
             clock.close()
 
     asyncio.run(body())
+
+
+def test_timers_queued_for_one_time_apart_from_each_other_all_ring() -> None:
+    """Entries for one time queued one after the other are told apart by their order;
+    those queued apart may have the same order, and then the timers compare (as the
+    connections' clocks do)."""
+
+    class Ordered(Recorder):
+        def __lt__(self, other: object) -> bool:
+            return id(self) < id(other)
+
+    async def body() -> list[tuple[str, float]]:
+        timers = Timers(asyncio.get_running_loop())
+        log: list[tuple[str, float]] = []
+        start = timers.now()
+        for n in range(300):
+            timers.add(Ordered(timers, f"a{n}", log), start + 0.01)
+            timers.add(Ordered(timers, f"b{n}", log), start + 0.02)
+        await asyncio.sleep(0.1)
+        return log
+
+    log = asyncio.run(body())
+    assert len(log) == 600
+    assert {name[0] for name, _ in log[:300]} == {"a"}

@@ -109,6 +109,11 @@ class AsyncioClock:
         if self.queued is not None:
             self._timers.drop(self)
 
+    def __lt__(self, other: object) -> bool:
+        """Any fixed order, for two entries of the same time and order (see
+        :class:`~smtpcore._asyncio_timers.Due`): rare, and so a call only then."""
+        return id(self) < id(other)
+
     def ring(self, now: float) -> None:
         """The entry came due (:class:`~smtpcore._asyncio_timers.Due`)."""
         deadline = self.holder

@@ -8,7 +8,7 @@ handle, its bound callback, a copy of the context). :class:`Timers` keeps
 every connection's next due time in one heap behind one loop timer: a
 connection's timer is a heap entry, pushed and popped in C.
 
-A connection's timer (:class:`Alarm`, in ``smtpcore.asyncio``) moves lazily,
+A connection's timer (its clock, ``smtpcore._asyncio_clock``) moves lazily,
 as before: moving its due time later touches nothing here; when its entry
 comes due, the timers ask it what to do (:meth:`Due.ring`), and it either
 goes off or asks to be queued again for its new time.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -34,7 +33,14 @@ _CLEAN_AFTER: Final = 64
 
 
 class Due(Protocol):
-    """What :class:`Timers` keeps a due time for."""
+    """What :class:`Timers` keeps a due time for.
+
+    Timers queued for the very same time are told apart by their entries'
+    order (see :meth:`Timers.add`), and, where two entries have the same order
+    too, by comparing the timers themselves: a timer that may be queued for a
+    time others were, not right after them, defines ``__lt__`` (any fixed
+    order will do).
+    """
 
     queued: float | None
     """The due time of this timer's live entry in the heap (set by :class:`Timers`);
@@ -58,8 +64,9 @@ class Timers:
         "_handle",
         "_handle_when",
         "_heap",
-        "_order",
+        "_last_when",
         "_stale",
+        "_ties",
         "last_tick",
         "loop",
         "now",
@@ -73,8 +80,9 @@ class Timers:
         """The loop's clock (``time.monotonic`` itself where the loop's ``time()``
         is asyncio's own, which returns it: one Python call less each time)."""
         self._heap: list[tuple[float, int, Due]] = []
-        self._order = itertools.count()
-        """Breaks ties between equal times (timers do not compare)."""
+        self._last_when: float | None = None
+        self._ties = 0
+        """Entries queued for ``_last_when`` one after the other before the last one."""
         self._stale = 0
         self._handle: asyncio.TimerHandle | None = None
         self._handle_when = 0.0
@@ -88,7 +96,16 @@ class Timers:
         if timer.queued is not None:
             self._stale += 1
         timer.queued = when
-        heapq.heappush(self._heap, (when, next(self._order), timer))
+        # The entry's order among those for the same time queued one after the other
+        # (sessions armed within one tick, say): a count that starts again at each new
+        # time, so a small int the interpreter keeps cached, where a count of every
+        # entry would be an int of 32 bytes an entry.
+        if when == self._last_when:
+            self._ties += 1
+        else:
+            self._last_when = when
+            self._ties = 0
+        heapq.heappush(self._heap, (when, self._ties, timer))
         if self._handle is None or when < self._handle_when:
             self._schedule(when)
 
