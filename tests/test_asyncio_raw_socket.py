@@ -30,7 +30,7 @@ from peers import (
 )
 from smtpcore import _asyncio_raw
 from smtpcore._asyncio_raw import Acceptor, RawSocketTransport, serves_raw
-from smtpcore._asyncio_runner import SessionRunner
+from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore.asyncio import AsyncioTransport, SMTPServer
 from smtpcore.handler import Handler
 from smtpcore.maildrop import MaildirStore
@@ -592,5 +592,122 @@ def test_a_waiter_failed_wakes_its_task() -> None:
         assert woken == [waiter]
         with pytest.raises(ConnectionResetError):
             waiter.result()
+
+    asyncio.run(main())
+
+
+# -- the session's read: the bytes, or a wait with no coroutine of its own ---------------
+
+
+def _session(
+    transport: RawSocketTransport, stepped: bool, body: Callable[[], Awaitable[None]]
+) -> Callable[[], bool]:
+    """Run ``body`` as an accepted connection's session (stepped by a runner) or in a
+    task; what cancels it, as a deadline would."""
+    if stepped:
+        runner = transport._runner = SessionRunner(transport._loop, lambda runner: None)
+
+        async def session() -> None:
+            await body()
+
+        runner.start(session())
+        return runner.cancel
+    task = asyncio.ensure_future(body())
+    return task.cancel
+
+
+@pytest.mark.parametrize("stepped", [True, False], ids=["runner", "task"])
+def test_receive_or_wait_gives_the_bytes_or_a_wait_and_then_the_end_of_the_stream(
+    pair: tuple[socket.socket, socket.socket], stepped: bool
+) -> None:
+    """What has come at once; else what to await (the runner's bare wait, or a future
+    in a task), after which the bytes are asked for again; ``b""`` at the end."""
+    ours, theirs = pair
+
+    async def main() -> None:
+        transport = RawSocketTransport(ours, None, asyncio.get_running_loop())
+        seen: list[object] = []
+
+        async def body() -> None:
+            for _ in range(3):
+                got = transport.receive_or_wait(100)
+                while not isinstance(got, bytes):
+                    seen.append(got)
+                    assert await got is None  # the wait is over: ask again
+                    got = transport.receive_or_wait(100)
+                seen.append(got)
+
+        _session(transport, stepped, body)
+        await asyncio.sleep(0.01)
+        wait = seen[0]
+        assert wait is WOKEN if stepped else isinstance(wait, _asyncio_raw._Waiter)
+        assert transport._reading  # watched while the session waits
+        theirs.sendall(b"one")
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if b"one" in seen:
+                break
+        theirs.sendall(b"two")
+        theirs.shutdown(socket.SHUT_WR)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if b"" in seen:
+                break
+        assert [got for got in seen if isinstance(got, bytes)] == [b"one", b"two", b""]
+        assert transport.receive_or_wait(100) == b""  # and so on
+        assert not transport._reading
+        await transport.aclose()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("stepped", [True, False], ids=["runner", "task"])
+def test_a_wait_given_up_leaves_the_socket_unwatched_and_the_bytes_for_the_next_read(
+    pair: tuple[socket.socket, socket.socket], stepped: bool
+) -> None:
+    """A wait cancelled (a deadline, a shutdown) has no ``finally`` of the transport's
+    to run: the selector's next call finds nobody waiting and stops watching the
+    socket (a level-triggered selector would call it at every pass), and the bytes
+    stay in the kernel for whoever reads next."""
+    ours, theirs = pair
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        transport = RawSocketTransport(ours, None, loop)
+        given_up: list[bool] = []
+
+        async def body() -> None:
+            got = transport.receive_or_wait(100)
+            assert not isinstance(got, bytes)
+            try:
+                await got
+            except asyncio.CancelledError:
+                given_up.append(True)
+                raise
+
+        cancel = _session(transport, stepped, body)
+        await asyncio.sleep(0.01)
+        assert transport._reading
+        cancel()
+        await asyncio.sleep(0.01)
+        assert given_up == [True]
+        theirs.sendall(b"after")
+        calls: list[None] = []
+        readable = transport._readable
+
+        def counted() -> None:
+            calls.append(None)
+            readable()
+
+        loop._remove_reader(ours.fileno())  # type: ignore[attr-defined]  # re-watched below
+        loop._add_reader(ours.fileno(), counted)  # type: ignore[attr-defined]  # as the transport
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        assert len(calls) == 1  # once, then no longer watched
+        assert not transport._reading
+        assert ours.fileno() not in loop._selector.get_map()
+        transport._runner = None
+        assert await asyncio.wait_for(transport.receive_some(100), 10) == b"after"
+        await transport.aclose()
 
     asyncio.run(main())

@@ -51,6 +51,23 @@ def test_methods_are_bound_at_first_use_and_kept() -> None:
     asyncio.run(body())
 
 
+def test_a_sessions_read_is_the_transports_own_unless_the_link_has_a_better_one() -> None:
+    """``receive_or_wait`` over a transport with only ``receive_some``: its coroutine is
+    the wait, whose result is the bytes; bound once, as the same method, for both."""
+
+    async def body() -> None:
+        transport = Minimal()
+        link = Link(transport, AsyncioClock())  # type: ignore[arg-type]  # a stand-in
+        got = link.receive_or_wait(2)
+        assert not isinstance(got, bytes)
+        assert await got == b"da"
+        assert _bound(link) == {"transport", "clock", "receive_some", "receive_or_wait"}
+        assert link.receive_or_wait is link.receive_some  # one bound method, not two
+        assert link.receive_some == transport.receive_some
+
+    asyncio.run(body())
+
+
 def test_a_transport_without_a_required_method_fails_at_its_use() -> None:
     async def body() -> None:
         link = Link(object(), AsyncioClock())  # type: ignore[arg-type]  # a stand-in

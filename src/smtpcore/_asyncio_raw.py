@@ -30,7 +30,7 @@ import ipaddress
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from sys import intern
 from typing import TYPE_CHECKING, Any, Final
 
@@ -231,19 +231,26 @@ class RawSocketTransport(Link):
             waiter = self._waiter
             if waiter is None:
                 runner = self._runner
-                if runner is not None:
+                if runner is not None and runner.waiting:
+                    self._more = True
                     runner.wake()
+                    return
             elif not waiter.done():
                 # The task's step at once, as _Waiter keeps it: every read of a session
                 # in its task (set_result is the plain future's: no wake-up queued).
+                self._more = True
                 _set_result(waiter, None)
                 step = waiter._step
                 if step is not None:
                     waiter._step = None
                     waiter._step_context.run(step, waiter)  # type: ignore[union-attr]  # set with it
-        else:  # nothing reads: leave the bytes in the kernel until something does
-            self._reading = False
-            self._loop._remove_reader(self._fd)  # type: ignore[attr-defined]  # see the class
+                return
+            # A wait given up (cancelled, timed out) before it ended: nobody reads.
+            self._want = _NOTHING
+        # Nothing reads: leave the bytes in the kernel until something does (a level-
+        # triggered selector would call this at every pass while they wait).
+        self._reading = False
+        self._loop._remove_reader(self._fd)  # type: ignore[attr-defined]  # see the class
 
     def _writable(self) -> None:
         out = self._out
@@ -294,45 +301,67 @@ class RawSocketTransport(Link):
     # -- Transport ------------------------------------------------------------------
 
     async def receive_some(self, max_bytes: int) -> bytes:
+        try:
+            while True:
+                got = self.receive_or_wait(max_bytes)
+                data = got if isinstance(got, bytes) else await got
+                if data is not None:
+                    return data
+        finally:
+            self._want = _NOTHING
+            self._waiter = None
+
+    def receive_or_wait(self, max_bytes: int) -> bytes | Awaitable[bytes | None]:
+        """What the client has sent (at most ``max_bytes``; ``b""`` once it has closed),
+        or else what to await until it sends more: :data:`WOKEN` while a runner steps
+        the session, a :class:`_Waiter` in a task (the TLS layer's read, a
+        coroutine, once there is one). The wait's result is ``None``: call again.
+
+        A session reads its client through this (:attr:`Link.receive_or_wait
+        <smtpcore._driver._transport.Link.receive_or_wait>`): no coroutine of the
+        transport's stays suspended while it waits (about 250 bytes an idle
+        session), and a read that waits costs the two calls a coroutine's call and
+        its resumption did. A wait given up (a deadline, a cancellation) has no
+        ``finally`` here to run: the next call starts afresh, and the selector's
+        next call finds nobody waiting and stops watching the socket
+        (:meth:`_readable`).
+        """
         inner = self._inner
         if inner is not None:
-            return await inner.receive_some(max_bytes)
-        while not self._eof:
-            if self._more:
-                try:
-                    data = self._sock.recv(max_bytes)
-                except (BlockingIOError, InterruptedError):
-                    self._more = False
-                    continue
-                except OSError:
-                    self._lose()
-                    break
+            return inner.receive_some(max_bytes)
+        # Whatever wait came before is over (or was given up).
+        self._want = _NOTHING
+        self._waiter = None
+        if self._eof:
+            return b""
+        if self._more:
+            try:
+                data = self._sock.recv(max_bytes)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                self._lose()
+                return b""
+            else:
                 if not data:  # the client closed its side; replies may still go out
                     self._eof = True
                     if self._reading:
                         self._reading = False
                         self._loop._remove_reader(self._fd)  # type: ignore[attr-defined]  # see the class
-                    break
+                    return data
                 self._more = len(data) == max_bytes
                 return data
-            # Written out here rather than in a method: a waiting session's stack is one
-            # frame shorter, and each read a call cheaper.
-            if not self._reading:
-                self._reading = True
-                self._loop._add_reader(self._fd, self._readable)  # type: ignore[attr-defined]  # see the class
-            self._want = _BYTES
-            runner = self._runner
-            try:
-                if runner is not None and runner.task is None:
-                    await WOKEN
-                else:
-                    waiter = self._waiter = _Waiter(loop=self._loop)
-                    await waiter
-            finally:
-                self._want = _NOTHING
-                self._waiter = None
-            self._more = True
-        return b""
+            self._more = False
+        # The wait: the selector's callback sets _more again and wakes the session.
+        if not self._reading:
+            self._reading = True
+            self._loop._add_reader(self._fd, self._readable)  # type: ignore[attr-defined]  # see the class
+        self._want = _BYTES
+        runner = self._runner
+        if runner is not None and runner.task is None:
+            return WOKEN
+        waiter = self._waiter = _Waiter(loop=self._loop)
+        return waiter
 
     def receive_nowait(self, max_bytes: int) -> bytes | None:
         """What the kernel holds already, without waiting: ``None`` when nothing has

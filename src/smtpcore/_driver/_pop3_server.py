@@ -396,7 +396,12 @@ class POP3ServerSession(ServedSession):
             if self._out:
                 await self._write_out()
             self._waiting_idle = True  # a shutdown may wake the wait, not the write
-            data = await self.transport.receive_some(READ_SIZE)
+            # The bytes, or a wait for them (see Link.receive_or_wait).
+            got = self.transport.receive_or_wait(READ_SIZE)
+            data = got if isinstance(got, bytes) else await got
+            while data is None:  # the wait is over: read again
+                got = self.transport.receive_or_wait(READ_SIZE)
+                data = got if isinstance(got, bytes) else await got
         except OSError:
             data = b""
         finally:

@@ -470,25 +470,32 @@ class ServerSession(ServedSession):
                         if out:
                             # The replies due, as _write_out writes them, without its two
                             # calls when the kernel takes them at once: every read.
-                            data = out[0] if len(out) == 1 else b"".join(out)
+                            due = out[0] if len(out) == 1 else b"".join(out)
                             out.clear()
                             try:
-                                sent = self.transport.send_nowait(data)
+                                sent = self.transport.send_nowait(due)
                             except OSError:
                                 conn.send_failed()
                                 raise ConnectionLost from None
-                            if sent < len(data):
-                                out.append(data[sent:])
+                            if sent < len(due):
+                                out.append(due[sent:])
                                 await self._write_out()
-                        data = await self.transport.receive_some(READ_SIZE)
+                        # The bytes, or a wait for them: no coroutine of the transport's
+                        # stays suspended (see Link.receive_or_wait).
+                        got = self.transport.receive_or_wait(READ_SIZE)
+                        data = got if isinstance(got, bytes) else await got
+                        while data is None:  # the wait is over: read again
+                            got = self.transport.receive_or_wait(READ_SIZE)
+                            data = got if isinstance(got, bytes) else await got
                     except OSError:
-                        data = b""
+                        data = got = b""
                     finally:
                         self._waiting_idle = False
                         self._watchdog.disarm()
                     self._last_read = len(data)
                     conn.receive_data(data)
-                    del data  # the machine's now: a waiting session must not keep it
+                    # The machine's now: a waiting session must not keep it.
+                    del data, got
                 new_wait = False
             elif event is PAUSED:
                 # Every event is answered at once, but for a BDAT chunk: the

@@ -111,6 +111,7 @@ class Link:
         "deadline",
         "drained",
         "receive_nowait",
+        "receive_or_wait",
         "receive_some",
         "receive_within",
         "send_all",
@@ -120,6 +121,14 @@ class Link:
     )
 
     receive_some: Callable[[int], Awaitable[bytes]]
+    receive_or_wait: Callable[[int], bytes | Awaitable[bytes | None]]
+    """``receive_or_wait(max_bytes)``: how a server's session reads its client. The
+    bytes that have arrived (``b""`` once the peer has closed), or else an awaitable
+    to await for them, whose result is the bytes, or ``None``: the wait is over,
+    call again. The transport's ``receive_some`` (its coroutine is that awaitable)
+    unless the link has a better one: the raw socket's hands out a wait with no
+    coroutine of its own, so that a session waiting for its client is suspended one
+    frame less deep (:class:`~smtpcore._asyncio_raw.RawSocketTransport`)."""
     receive_nowait: Callable[[int], bytes | None]
     """What has already arrived, without waiting: ``None`` when nothing has (or
     the transport cannot tell: it has no such method), ``b""`` once the peer has
@@ -158,6 +167,8 @@ class Link:
                     if lacking is None
                     else getattr(transport, name, lacking)
                 )
+            elif name == "receive_or_wait":
+                method = self.receive_some  # one bound method for both slots
             elif name in _FROM_CLOCK:
                 method = getattr(self.clock, name)
             elif name == "receive_within":
