@@ -16,6 +16,7 @@ import errno
 import socket
 import struct
 import threading
+import types
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, cast
 
@@ -148,6 +149,46 @@ def test_a_pop3_server_takes_the_same_path(raw: bool, tmp_path: Any) -> None:
         s.send(b"CAPA\r\n")
         assert s.recv_some().startswith(b"+OK")
         assert transport_kinds(server) == [RawSocketTransport if raw else AsyncioTransport]
+
+
+def waiting_coroutines(server: Any) -> list[list[str]]:
+    """For each live session of ``server`` (a ``RunningSMTPServer``), the coroutines it is
+    suspended in, outermost first (its runner's coroutine, then what that awaits)."""
+    stacks: list[list[str]] = []
+
+    async def look() -> None:
+        for runner in server.server._runners:
+            stack: list[str] = []
+            awaited: object = runner._coro
+            while isinstance(awaited, types.CoroutineType):
+                stack.append(awaited.__qualname__)
+                awaited = awaited.cr_await
+            stacks.append(stack)
+
+    server.call(look)
+    return stacks
+
+
+def test_a_session_waiting_for_its_client_is_suspended_in_one_coroutine(
+    tmp_path: Any,
+) -> None:
+    """The protocol's loop is written out in its ``run``, and the read hands out a wait
+    with no coroutine of its own: an idle session holds one frame (SMTP and POP3)."""
+    with (
+        running_smtp_server("asyncio", Handler()) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        assert s.recv_some().startswith(b"220")
+        s.send(b"EHLO client.test\r\n")
+        assert s.recv_some().startswith(b"250")
+        assert waiting_coroutines(server) == [["ServerSession.run"]]
+    store = MaildirStore(tmp_path, {"alice": "wonderland"})
+    with (
+        running_pop3_server("asyncio", store) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        assert s.recv_some().startswith(b"+OK")
+        assert waiting_coroutines(server) == [["POP3ServerSession.run"]]
 
 
 # -- the server's edges ------------------------------------------------------------------

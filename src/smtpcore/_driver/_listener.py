@@ -282,15 +282,17 @@ class ConnectionLost(Exception):
 class ServedSession:
     """The life of one accepted connection, the same for SMTP and POP3.
 
-    :meth:`run` serves it: the protocol opens the session (:meth:`_open`: the
-    greeting), answers the client under the watchdog (:meth:`_take_events`)
-    and closes it (:meth:`_close`: a last reply); then :meth:`run` logs a
-    failure, leaves the registry, lets the protocol tidy up (:meth:`_ended`:
-    an abandoned transaction, a maildrop lock) and closes the transport,
-    whatever happened. The three steps are called one after the other from
-    :meth:`run` itself, so that a session waiting for its client is suspended
-    three coroutines deep (this one, the protocol's loop and the read): an
-    idle session's memory, and each wake-up's calls, grow with that depth.
+    Each protocol's :meth:`run` serves it in one coroutine: it counts the
+    session in the registry, opens it (:meth:`_open`: the greeting), answers
+    the client in its loop under the watchdog, and then hands whatever ended
+    the loop to :meth:`_end`, which closes the session (:meth:`_close`: a last
+    reply), logs a failure, leaves the registry, lets the protocol tidy up
+    (:meth:`_ended`: an abandoned transaction, a maildrop lock) and closes the
+    transport, whatever happened. The loop is written out in :meth:`run`,
+    not called as a coroutine of its own, and it reads its client with
+    ``receive_or_wait`` (:class:`~smtpcore._driver._transport.Link`): so a
+    session waiting for its client is suspended one coroutine deep, where an
+    idle session's memory, and each wake-up's calls, grow with every level.
     """
 
     # Slots, here and in the protocols' sessions: an idle session keeps its fields for
@@ -311,26 +313,45 @@ class ServedSession:
     the start: each protocol's session sets it in its constructor)."""
 
     async def run(self) -> None:
-        """Serve the connection to its end; never raises but for cancellation."""
-        self.state.sessions.add(self)
-        try:
-            await self._open()
+        """Serve the connection to its end; never raises but for cancellation.
+
+        The protocol's own, in this shape (see the class's description)::
+
+            self.state.sessions.add(self)
             try:
+                await self._open()
                 async with self.transport.watchdog() as self._watchdog:
-                    await self._take_events()
-            except TimeoutError:
-                if not self._watchdog.expired:
-                    raise
-                timed_out = True
+                    ...  # the loop: answer the client until the session ends
+            except BaseException as exc:
+                ended: BaseException | None = exc
             else:
-                timed_out = False
-            await self._close(timed_out)
-        except ConnectionLost:
-            pass
-        except Exception:
-            self.logger.exception(
-                "%s session with %s failed", self.protocol, peer_text(self.session.peer)
-            )
+                ended = None
+            await self._end(ended)
+        """
+        raise NotImplementedError
+
+    async def _end(self, ended: BaseException | None) -> None:
+        """End the session, whatever ended its loop: ``ended`` is what the protocol's
+        :meth:`run` raised (``None``: the session came to its end). It says goodbye
+        (:meth:`_close`, told whether the watchdog went off), unless the connection
+        was lost or something failed (logged); then, in any case, the session
+        leaves the registry, the protocol tidies up and the transport closes. A
+        cancellation is raised again once all that is done."""
+        try:
+            try:
+                if ended is not None and not (
+                    isinstance(ended, TimeoutError)
+                    and getattr(self, "_watchdog", None) is not None  # else _open's
+                    and self._watchdog.expired
+                ):
+                    raise ended
+                await self._close(ended is not None)
+            except ConnectionLost:
+                pass
+            except Exception:
+                self.logger.exception(
+                    "%s session with %s failed", self.protocol, peer_text(self.session.peer)
+                )
         finally:
             self.state.remove(self)
             try:
@@ -378,11 +399,6 @@ class ServedSession:
     async def _open(self) -> None:
         """Start the session: what comes before the client's first command (a PROXY
         header, TLS on connect, the greeting)."""
-        raise NotImplementedError
-
-    async def _take_events(self) -> None:
-        """Answer the client until the session ends (under the watchdog, which
-        interrupts a wait for the client that runs out of time)."""
         raise NotImplementedError
 
     async def _close(self, timed_out: bool) -> None:
