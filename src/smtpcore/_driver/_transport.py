@@ -19,7 +19,7 @@ from smtpcore.handler import TLSInfo
 from smtpcore.sasl import TLS_EXPORTER
 from smtpcore.transport import Transport, tls_info
 
-__all__ = ["Link", "Transport", "YieldFirst", "address", "tls_info"]
+__all__ = ["Link", "LinkBase", "Transport", "YieldFirst", "address", "tls_info"]
 
 
 class YieldFirst:
@@ -94,7 +94,7 @@ async def _receive_under_deadline(
         return await receive(max_bytes)
 
 
-class Link:
+class LinkBase:
     """One connection as a session sees it: a transport's bytes and a clock's time.
 
     The methods used on the hot path (reads, writes, deadlines) are kept as the
@@ -104,22 +104,18 @@ class Link:
     idle connection holds only those its session has used (a server's session
     never reads without waiting, for one). Those used once a session (TLS, the
     watchdog, the close) go through the link's own methods.
+
+    This class has the methods and no slots: :class:`Link` adds them all. A
+    transport that is its own link (the asyncio server's
+    :class:`~smtpcore._asyncio_raw.RawSocketTransport`) derives from it with
+    the slots of the clock's methods alone, since the transport's are its own
+    methods: a slot for each would stay empty in every connection.
     """
 
-    __slots__ = (
-        "clock",
-        "deadline",
-        "drained",
-        "receive_nowait",
-        "receive_or_wait",
-        "receive_some",
-        "receive_within",
-        "send_all",
-        "send_nowait",
-        "transport",
-        "within",
-    )
+    __slots__ = ()
 
+    transport: Transport
+    clock: Clock
     receive_some: Callable[[int], Awaitable[bytes]]
     receive_or_wait: Callable[[int], bytes | Awaitable[bytes | None]]
     """``receive_or_wait(max_bytes)``: how a server's session reads its client. The
@@ -150,10 +146,6 @@ class Link:
     a deadline entered and left around each read."""
     deadline: Callable[[float | None], AbstractAsyncContextManager[Deadline]]
     within: Within
-
-    def __init__(self, transport: Transport, clock: Clock) -> None:
-        self.transport = transport
-        self.clock = clock
 
     if not TYPE_CHECKING:  # the slots' own annotations are the types to check
 
@@ -235,6 +227,28 @@ class Link:
     @property
     def tls(self) -> TLSInfo | None:
         return self.transport.tls
+
+
+class Link(LinkBase):
+    """A transport and a clock joined for a session (see :class:`LinkBase`)."""
+
+    __slots__ = (
+        "clock",
+        "deadline",
+        "drained",
+        "receive_nowait",
+        "receive_or_wait",
+        "receive_some",
+        "receive_within",
+        "send_all",
+        "send_nowait",
+        "transport",
+        "within",
+    )
+
+    def __init__(self, transport: Transport, clock: Clock) -> None:
+        self.transport = transport
+        self.clock = clock
 
 
 def address(value: object) -> tuple[str, int] | None:
