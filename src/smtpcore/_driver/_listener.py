@@ -14,6 +14,7 @@ import os
 import socket
 import stat
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from smtpcore._driver._proxied import Network, ip_peer, peer_text, read_proxy_header, trusted
@@ -318,30 +319,50 @@ class ServedSession:
         The protocol's own, in this shape (see the class's description)::
 
             self.state.sessions.add(self)
+            watching = None
             try:
                 await self._open()
-                async with self.transport.watchdog() as self._watchdog:
-                    ...  # the loop: answer the client until the session ends
+                block = self.transport.watchdog()
+                self._watchdog = await block.__aenter__()
+                watching = block
+                ...  # the loop: answer the client until the session ends
             except BaseException as exc:
                 ended: BaseException | None = exc
             else:
                 ended = None
-            await self._end(ended)
+            await self._end(ended, watching)
+
+        The watchdog's block is entered there and left by :meth:`_end`, as
+        ``async with`` would leave it, rather than with ``async with``, which
+        keeps the block's bound ``__aexit__`` (64 bytes) for the session's life.
         """
         raise NotImplementedError
 
-    async def _end(self, ended: BaseException | None) -> None:
+    async def _end(
+        self,
+        ended: BaseException | None,
+        watching: AbstractAsyncContextManager[Watchdog] | None,
+    ) -> None:
         """End the session, whatever ended its loop: ``ended`` is what the protocol's
-        :meth:`run` raised (``None``: the session came to its end). It says goodbye
-        (:meth:`_close`, told whether the watchdog went off), unless the connection
-        was lost or something failed (logged); then, in any case, the session
-        leaves the registry, the protocol tidies up and the transport closes. A
-        cancellation is raised again once all that is done."""
+        :meth:`run` raised (``None``: the session came to its end), ``watching`` the
+        watchdog's block once the loop entered it, which is left first. It says
+        goodbye (:meth:`_close`, told whether the watchdog went off), unless the
+        connection was lost or something failed (logged); then, in any case, the
+        session leaves the registry, the protocol tidies up and the transport
+        closes. A cancellation is raised again once all that is done."""
+        if watching is not None:  # what leaving ``async with`` does
+            try:
+                if ended is None:
+                    await watching.__aexit__(None, None, None)
+                elif await watching.__aexit__(type(ended), ended, ended.__traceback__):
+                    ended = None  # the block swallowed it
+            except BaseException as exc:
+                ended = exc
         try:
             try:
                 if ended is not None and not (
                     isinstance(ended, TimeoutError)
-                    and getattr(self, "_watchdog", None) is not None  # else _open's
+                    and watching is not None  # else _open's
                     and self._watchdog.expired
                 ):
                     raise ended

@@ -360,65 +360,67 @@ class POP3ServerSession(ServedSession):
         a session waiting for its client is suspended in this one frame.
         """
         self.state.sessions.add(self)
+        watching = None  # the watchdog's block, once entered (see ServedSession.run)
         try:
             await self._open()
-            async with self.transport.watchdog() as watchdog:
-                self._watchdog = watchdog
-                conn = self.conn
-                assert conn is not None
-                new_wait = True  # the next read starts a wait for a new command
-                while conn.state is not State.CLOSED and not self._closing:
-                    try:
-                        event = conn.next_event()
-                    except RemoteProtocolError as exc:
-                        if isinstance(exc.reply_hint, Err):
-                            self._out.append(conn.send(exc.reply_hint))
+            block = self.transport.watchdog()
+            watchdog = self._watchdog = await block.__aenter__()
+            watching = block
+            conn = self.conn
+            assert conn is not None
+            new_wait = True  # the next read starts a wait for a new command
+            while conn.state is not State.CLOSED and not self._closing:
+                try:
+                    event = conn.next_event()
+                except RemoteProtocolError as exc:
+                    if isinstance(exc.reply_hint, Err):
+                        self._out.append(conn.send(exc.reply_hint))
+                    break
+                if event is NEED_DATA:
+                    # Write the answers due, then wait for the next command under
+                    # the autologout timer (the watchdog: when it goes off,
+                    # _close closes). It runs from the start of the wait for a
+                    # command until its line is complete, however many reads it
+                    # takes: a client that trickles a byte at a time cannot hold
+                    # a session forever.
+                    if self.state.stopping:
+                        self._goodbye(_SHUTTING_DOWN)
                         break
-                    if event is NEED_DATA:
-                        # Write the answers due, then wait for the next command under
-                        # the autologout timer (the watchdog: when it goes off,
-                        # _close closes). It runs from the start of the wait for a
-                        # command until its line is complete, however many reads it
-                        # takes: a client that trickles a byte at a time cannot hold
-                        # a session forever.
-                        if self.state.stopping:
-                            self._goodbye(_SHUTTING_DOWN)
-                            break
-                        if new_wait:
-                            watchdog.arm(self.options.timeouts.autologout)
-                        else:
-                            watchdog.resume()
-                        try:
-                            if self._out:
-                                await self._write_out()
-                            # A shutdown may wake the wait, not the write.
-                            self._waiting_idle = True
-                            # The bytes, or a wait for them (see Link.receive_or_wait).
+                    if new_wait:
+                        watchdog.arm(self.options.timeouts.autologout)
+                    else:
+                        watchdog.resume()
+                    try:
+                        if self._out:
+                            await self._write_out()
+                        # A shutdown may wake the wait, not the write.
+                        self._waiting_idle = True
+                        # The bytes, or a wait for them (see Link.receive_or_wait).
+                        got = self.transport.receive_or_wait(READ_SIZE)
+                        data = got if isinstance(got, bytes) else await got
+                        while data is None:  # the wait is over: read again
                             got = self.transport.receive_or_wait(READ_SIZE)
                             data = got if isinstance(got, bytes) else await got
-                            while data is None:  # the wait is over: read again
-                                got = self.transport.receive_or_wait(READ_SIZE)
-                                data = got if isinstance(got, bytes) else await got
-                        except OSError:
-                            data = got = b""
-                        finally:
-                            self._waiting_idle = False
-                            watchdog.disarm()
-                        conn.receive_data(data)
-                        del data, got  # the machine's now: a waiting session must not keep it
-                        new_wait = False
-                    elif event is PAUSED:  # pragma: no cover - every event is answered at once
-                        raise RuntimeError(f"machine paused in {conn.state}")
-                    elif isinstance(event, ConnectionClosed):
-                        break
-                    else:
-                        new_wait = True
-                        await self._dispatch(event)
+                    except OSError:
+                        data = got = b""
+                    finally:
+                        self._waiting_idle = False
+                        watchdog.disarm()
+                    conn.receive_data(data)
+                    del data, got  # the machine's now: a waiting session must not keep it
+                    new_wait = False
+                elif event is PAUSED:  # pragma: no cover - every event is answered at once
+                    raise RuntimeError(f"machine paused in {conn.state}")
+                elif isinstance(event, ConnectionClosed):
+                    break
+                else:
+                    new_wait = True
+                    await self._dispatch(event)
         except BaseException as exc:
             ended: BaseException | None = exc
         else:
             ended = None
-        await self._end(ended)
+        await self._end(ended, watching)
 
     def _goodbye(self, response: Err) -> None:
         """Answer, then end the session (nothing is deleted: there was no QUIT)."""

@@ -458,79 +458,82 @@ class ServerSession(ServedSession):
         client is suspended in this one frame.
         """
         self.state.sessions.add(self)
+        watching = None  # the watchdog's block, once entered (see ServedSession.run)
         try:
             await self._open()
-            async with self.transport.watchdog() as self._watchdog:
-                conn = self.conn
-                answers = _ANSWERS
-                new_wait = True  # the next read starts a wait for a new command
-                while True:
-                    try:
-                        event = conn.next_event()
-                    except RemoteProtocolError as exc:
-                        if isinstance(exc.reply_hint, Reply):
-                            self._out.append(conn.send(exc.reply_hint))
-                        break
-                    if event is NEED_DATA:
-                        # The wait itself is written out here, not in a method: a
-                        # suspended session's stack is one frame shorter, and every
-                        # read one call less.
-                        if self._start_wait(new_wait):
-                            try:
-                                out = self._out
-                                if out:
-                                    # The replies due, as _write_out writes them,
-                                    # without its two calls when the kernel takes
-                                    # them at once: every read.
-                                    due = out[0] if len(out) == 1 else b"".join(out)
-                                    out.clear()
-                                    try:
-                                        sent = self.transport.send_nowait(due)
-                                    except OSError:
-                                        conn.send_failed()
-                                        raise ConnectionLost from None
-                                    if sent < len(due):
-                                        out.append(due[sent:])
-                                        await self._write_out()
-                                # The bytes, or a wait for them: no coroutine of
-                                # the transport's stays suspended (see
-                                # Link.receive_or_wait).
+            block = self.transport.watchdog()
+            self._watchdog = await block.__aenter__()
+            watching = block
+            conn = self.conn
+            answers = _ANSWERS
+            new_wait = True  # the next read starts a wait for a new command
+            while True:
+                try:
+                    event = conn.next_event()
+                except RemoteProtocolError as exc:
+                    if isinstance(exc.reply_hint, Reply):
+                        self._out.append(conn.send(exc.reply_hint))
+                    break
+                if event is NEED_DATA:
+                    # The wait itself is written out here, not in a method: a
+                    # suspended session's stack is one frame shorter, and every
+                    # read one call less.
+                    if self._start_wait(new_wait):
+                        try:
+                            out = self._out
+                            if out:
+                                # The replies due, as _write_out writes them,
+                                # without its two calls when the kernel takes
+                                # them at once: every read.
+                                due = out[0] if len(out) == 1 else b"".join(out)
+                                out.clear()
+                                try:
+                                    sent = self.transport.send_nowait(due)
+                                except OSError:
+                                    conn.send_failed()
+                                    raise ConnectionLost from None
+                                if sent < len(due):
+                                    out.append(due[sent:])
+                                    await self._write_out()
+                            # The bytes, or a wait for them: no coroutine of
+                            # the transport's stays suspended (see
+                            # Link.receive_or_wait).
+                            got = self.transport.receive_or_wait(READ_SIZE)
+                            data = got if isinstance(got, bytes) else await got
+                            while data is None:  # the wait is over: read again
                                 got = self.transport.receive_or_wait(READ_SIZE)
                                 data = got if isinstance(got, bytes) else await got
-                                while data is None:  # the wait is over: read again
-                                    got = self.transport.receive_or_wait(READ_SIZE)
-                                    data = got if isinstance(got, bytes) else await got
-                            except OSError:
-                                data = got = b""
-                            finally:
-                                self._waiting_idle = False
-                                self._watchdog.disarm()
-                            self._last_read = len(data)
-                            conn.receive_data(data)
-                            # The machine's now: a waiting session must not keep it.
-                            del data, got
-                        new_wait = False
-                    elif event is PAUSED:
-                        # Every event is answered at once, but for a BDAT chunk: the
-                        # machine pauses once its octets are in (RFC 3030 §2).
-                        if not isinstance(conn.pending, Bdat):  # pragma: no cover
-                            raise RuntimeError(f"machine paused in {conn.state}")
-                        new_wait = True
-                        await self._chunk_received(conn.pending)
-                    elif isinstance(event, ConnectionClosed):
-                        break
+                        except OSError:
+                            data = got = b""
+                        finally:
+                            self._waiting_idle = False
+                            self._watchdog.disarm()
+                        self._last_read = len(data)
+                        conn.receive_data(data)
+                        # The machine's now: a waiting session must not keep it.
+                        del data, got
+                    new_wait = False
+                elif event is PAUSED:
+                    # Every event is answered at once, but for a BDAT chunk: the
+                    # machine pauses once its octets are in (RFC 3030 §2).
+                    if not isinstance(conn.pending, Bdat):  # pragma: no cover
+                        raise RuntimeError(f"machine paused in {conn.state}")
+                    new_wait = True
+                    await self._chunk_received(conn.pending)
+                elif isinstance(event, ConnectionClosed):
+                    break
+                else:
+                    new_wait = True
+                    answer = answers.get(type(event))
+                    if answer is None:
+                        self._unanswered(event)
                     else:
-                        new_wait = True
-                        answer = answers.get(type(event))
-                        if answer is None:
-                            self._unanswered(event)
-                        else:
-                            await answer(self, event)
+                        await answer(self, event)
         except BaseException as exc:
             ended: BaseException | None = exc
         else:
             ended = None
-        await self._end(ended)
+        await self._end(ended, watching)
 
     def _start_wait(self, new_wait: bool) -> bool:
         """Arm the watchdog for a wait for the client; False, once 421 is answered
