@@ -130,7 +130,8 @@ def test_a_server_starts_its_machines_as_the_constructor_builds_them() -> None:
     for name in ServerConfig.__slots__:
         assert getattr(started._config, name) == getattr(built._config, name), name
     for name in ServerConnection.__slots__:
-        if name in ("__dict__", "_config", "_buffer", "_unread"):
+        if name in ("__dict__", "_config", "_buffer"):
             continue
         assert getattr(started, name) == getattr(built, name), name
-    assert started._unread == built._unread == bytearray()
+    assert started._buffer is not built._buffer
+    assert started._buffer == built._buffer == bytearray()

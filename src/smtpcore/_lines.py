@@ -88,7 +88,7 @@ class LineTooLong(enum.Enum):
 LINE_TOO_LONG: Final = LineTooLong.LINE_TOO_LONG
 
 
-class ReceiveBuffer:
+class ReceiveBuffer(bytearray):
     """Bytes received from the peer and not yet consumed.
 
     ``next_line`` remembers how far it has already searched, so feeding a
@@ -99,21 +99,19 @@ class ReceiveBuffer:
 
     It also remembers whether the peer closed its side (:meth:`receive` with
     ``b""``), which every machine needs to tell ``NEED_DATA`` from the end.
+
+    The buffer is the bytes themselves, a ``bytearray`` with what line reading
+    remembers beside them: every connection holds one, and one object is
+    smaller than an object and its bytearray (``len`` and truth are the
+    bytearray's own, read in C).
     """
 
-    __slots__ = ("_data", "_discarding", "_searched", "peer_closed")
+    __slots__ = ("_discarding", "_searched", "peer_closed")
 
     def __init__(self) -> None:
-        self._data = bytearray()
         self._searched = 0
         self._discarding = False
         self.peer_closed = False
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __bool__(self) -> bool:
-        return bool(self._data)
 
     def receive(self, data: bytes, *, discard: bool = False) -> None:
         """Take bytes from the peer, ``b""`` meaning it closed its side.
@@ -126,7 +124,7 @@ class ReceiveBuffer:
         elif self.peer_closed:
             raise LocalProtocolError("received data after the peer closed")
         elif not discard:
-            self._data += data
+            self.extend(data)
 
     def next_line(self, limit: int, *, lf_ends: bool = True) -> bytes | LineTooLong | None:
         """Return the next line, LF included, or ``None`` if it is not complete.
@@ -135,55 +133,53 @@ class ReceiveBuffer:
         ``lf_ends`` false only CRLF ends a line (RFC 5321 §2.3.8): a bare LF
         stays inside it.
         """
-        data = self._data
         if lf_ends:
-            end = data.find(b"\n", self._searched)
+            end = self.find(b"\n", self._searched)
         else:
-            end = data.find(b"\r\n", self._searched)
+            end = self.find(b"\r\n", self._searched)
             if end >= 0:
                 end += 1
         if end < 0:
-            if len(data) > limit or self._discarding:
+            if len(self) > limit or self._discarding:
                 # Keep a trailing CR: it may be half of the CRLF to come.
-                keep = 1 if data.endswith(b"\r") else 0
-                del data[: len(data) - keep]
+                keep = 1 if self.endswith(b"\r") else 0
+                del self[: len(self) - keep]
                 self._discarding = True
             # A CR at the end may be half of the CRLF to come: search it again.
-            self._searched = len(data) if lf_ends else max(len(data) - 1, 0)
+            self._searched = len(self) if lf_ends else max(len(self) - 1, 0)
             return None
         self._searched = 0
         if self._discarding or end >= limit:
-            del data[: end + 1]
+            del self[: end + 1]
             self._discarding = False
             return LINE_TOO_LONG
-        line = bytes(data[: end + 1])
-        del data[: end + 1]
+        line = bytes(self[: end + 1])
+        del self[: end + 1]
         return line
 
     def take(self, size: int | None = None) -> bytes:
         """Remove and return up to ``size`` bytes (all of them by default)."""
-        data = self._data
-        if size is None or size >= len(data):
-            out = bytes(data)
-            data.clear()
+        if size is None or size >= len(self):
+            out = bytes(self)
+            del self[:]
         else:
-            out = bytes(data[:size])
-            del data[:size]
+            out = bytes(self[:size])
+            del self[:size]
         self._searched = 0
         return out
 
     def view(self) -> bytearray:
-        """The buffered bytes, for framing code that consumes them in place: the same
-        bytearray for the buffer's whole life, emptied and refilled in place."""
-        return self._data
+        """The buffered bytes, for framing code that consumes them in place: the
+        buffer itself, emptied and refilled in place."""
+        return self
 
     def consume(self, size: int) -> None:
         """Drop ``size`` bytes from the front (after working on ``view()``)."""
-        del self._data[:size]
+        del self[:size]
         self._searched = 0
 
     def clear(self) -> None:
-        self._data.clear()
+        del self[:]
         self._searched = 0
         self._discarding = False
 

@@ -203,7 +203,6 @@ class ServerConnection:
         "_refusal",
         "_skip",
         "_state",
-        "_unread",
         "_utf8_transaction",
         "_verbs",
         "auth_mechanisms",
@@ -310,9 +309,8 @@ class ServerConnection:
         """``max_command_line`` and what the extensions in force add to it."""
 
         self._buffer = ReceiveBuffer()
-        self._unread = self._buffer.view()
-        """The buffer's own bytearray (the same object for the buffer's whole life), at
-        hand: whether any bytes wait is then known without a call."""
+        """The bytes received and not yet read: a bytearray, so whether any wait is
+        known without a call."""
         self._state = State.GREETING
         self._pending: Event | None = None
         self.tls = config.tls
@@ -498,7 +496,7 @@ class ServerConnection:
         """
         buffer = self._buffer
         if data and not buffer.peer_closed and self._state is not _STATE_TLS_PENDING:
-            self._unread += data  # what buffer.receive does with them, without the call
+            self._buffer += data  # in place: what buffer.receive does, without the call
             return
         buffer.receive(data, discard=self._state is _STATE_TLS_PENDING)
 
@@ -509,7 +507,7 @@ class ServerConnection:
             if state is _STATE_DATA:
                 return self._next_content()
             if state in _READING_COMMANDS:
-                if not self._unread and not self._buffer.peer_closed:
+                if not self._buffer and not self._buffer.peer_closed:
                     return NEED_DATA  # nothing to read: the wait before every command
                 return self._next_command()
         if state is State.ERROR:
@@ -849,7 +847,7 @@ class ServerConnection:
             return self._end_content()
         decoder = self._decoder
         assert decoder is not None
-        buffered = self._unread
+        buffered = self._buffer
         while buffered:
             data, consumed, ended = decoder.decode(buffered)
             self._buffer.consume(consumed)
@@ -1113,7 +1111,7 @@ class ServerConnection:
         return self._finish(command, event)
 
     def _start_content(self, command: Data, event: Reply) -> bytes:
-        if self._unread and self._config.reject_early_content:
+        if self._buffer and self._config.reject_early_content:
             self._state = State.ERROR
             self._error = RemoteProtocolError(
                 "message content arrived before the 354 reply (RFC 2920 §3.1)",
