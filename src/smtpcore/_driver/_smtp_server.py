@@ -383,7 +383,9 @@ class ServerSession(ServedSession):
         )
         if options.forwarder_networks:
             self._trust_forwarder()
-        self._out: list[bytes] = []
+        self._out: list[bytes] | None = None
+        """The replies due, in the order answered; None when none is (an idle session
+        keeps no list)."""
         self._content_wait = False
         """Whether the wait under way is for message content."""
         self._in_chunk = False
@@ -472,7 +474,11 @@ class ServerSession(ServedSession):
                     event = conn.next_event()
                 except RemoteProtocolError as exc:
                     if isinstance(exc.reply_hint, Reply):
-                        self._out.append(conn.send(exc.reply_hint))
+                        hint = conn.send(exc.reply_hint)
+                        if self._out is None:
+                            self._out = [hint]
+                        else:
+                            self._out.append(hint)
                     break
                 if event is NEED_DATA:
                     # The wait itself is written out here, not in a method: a
@@ -481,20 +487,22 @@ class ServerSession(ServedSession):
                     if self._start_wait(new_wait):
                         try:
                             out = self._out
-                            if out:
+                            if out is not None:
                                 # The replies due, as _write_out writes them,
                                 # without its two calls when the kernel takes
                                 # them at once: every read.
+                                self._out = None
                                 due = out[0] if len(out) == 1 else b"".join(out)
-                                out.clear()
+                                out = None  # a waiting session keeps no list
                                 try:
                                     sent = self.transport.send_nowait(due)
                                 except OSError:
                                     conn.send_failed()
                                     raise ConnectionLost from None
                                 if sent < len(due):
-                                    out.append(due[sent:])
+                                    self._out = [due[sent:]]
                                     await self._write_out()
+                                del due  # nor the replies written
                             # The bytes, or a wait for them: no coroutine of
                             # the transport's stays suspended (see
                             # Link.receive_or_wait).
@@ -572,24 +580,26 @@ class ServerSession(ServedSession):
         """Write the replies due, under the command timeout for what the transport
         does not take at once."""
         out = self._out
-        if not out:
+        if out is None:
             return
+        self._out = None
         data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
         try:
             sent = self.transport.send_nowait(data)
         except OSError:
             self.conn.send_failed()
             raise ConnectionLost from None
         if sent < len(data):
-            out.append(data[sent:])
+            self._out = [data[sent:]]
             async with self.transport.deadline(self.options.timeouts.command):
                 await self._write_out()
 
     async def _write_out(self) -> None:
         out = self._out
+        if out is None:
+            return
+        self._out = None
         data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
         try:
             await self.transport.send_all(data)
         except OSError:
@@ -599,11 +609,15 @@ class ServerSession(ServedSession):
     def _answer(self, reply: Reply, fallback: Reply = _LOCAL_ERROR) -> Reply:
         """Send ``reply`` through the machine; a reply it refuses becomes ``fallback``."""
         try:
-            self._out.append(self.conn.send(reply))
+            data = self.conn.send(reply)
         except LocalProtocolError:
             logger.exception("the handler's reply %s is not legal here", reply)
             reply = fallback
-            self._out.append(self.conn.send(reply))
+            data = self.conn.send(reply)
+        out = self._out
+        if out is None:
+            out = self._out = []
+        out.append(data)
         return reply
 
     async def _ask(
