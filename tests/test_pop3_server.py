@@ -336,6 +336,17 @@ class TestAuth:
         assert isinstance(event, BadCommand)
         assert event.response.text == "Unknown command"
 
+    def test_connections_share_their_command_tables_and_turn_auth_on_alone(self) -> None:
+        """The commands a session knows are one table per configuration, shared by
+        every connection: AUTH turned on for one (its mechanisms set) is a command
+        for that one alone."""
+        first, second = greeted(), greeted()
+        assert first._keywords is second._keywords
+        first.sasl_mechanisms = ["PLAIN"]
+        assert isinstance(receive(first, b"AUTH PLAIN\r\n"), Auth)
+        assert isinstance(receive(second, b"AUTH PLAIN\r\n"), BadCommand)
+        assert "AUTH" not in greeted()._keywords
+
     def test_continuation_only_answers_auth(self) -> None:
         conn = logged_in()
         receive(conn, b"STAT\r\n")

@@ -10,6 +10,7 @@ been answered, so pipelined commands (RFC 2449 §6.6) are answered in order.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Final
 
@@ -63,6 +64,32 @@ _NOT_LOGGED_IN: Final = Err("Not logged in")
 _WRONG_STATE: Final = Err("Command not valid in this state")
 
 
+@functools.lru_cache(maxsize=64)
+def _command_tables(
+    user: bool, apop: bool, stls: bool, top: bool, uidl: bool, utf8: bool
+) -> tuple[dict[str, Parser], dict[str, Parser]]:
+    """The commands a session knows, by keyword, without AUTH and with it (AUTH is a
+    command only while there are mechanisms to offer): built once per configuration
+    and shared, never changed, by every connection of a server, which then holds
+    no table of its own."""
+    excluded = set()
+    if not user:
+        excluded |= {"USER", "PASS"}
+    if not apop:
+        excluded.add("APOP")
+    if not stls:
+        excluded.add("STLS")
+    if not top:
+        excluded.add("TOP")
+    if not uidl:
+        excluded.add("UIDL")
+    if not utf8:
+        excluded.add("UTF8")
+    with_auth = {keyword: parse for keyword, parse in KEYWORDS.items() if keyword not in excluded}
+    without_auth = {keyword: parse for keyword, parse in with_auth.items() if keyword != "AUTH"}
+    return without_auth, with_auth
+
+
 class ServerConnection:
     """A sans-I/O POP3 server session.
 
@@ -110,22 +137,10 @@ class ServerConnection:
         self.implementation = implementation
         self.extra_capabilities = tuple(extra_capabilities)
 
-        excluded = set()
-        if not user:
-            excluded |= {"USER", "PASS"}
-        if not apop:
-            excluded.add("APOP")
-        if not stls:
-            excluded.add("STLS")
-        if not top:
-            excluded.add("TOP")
-        if not uidl:
-            excluded.add("UIDL")
-        if not utf8:
-            excluded.add("UTF8")
-        self._keywords: dict[str, Parser] = {
-            keyword: parse for keyword, parse in KEYWORDS.items() if keyword not in excluded
-        }
+        self._command_tables = _command_tables(
+            bool(user), bool(apop), bool(stls), bool(top), bool(uidl), bool(utf8)
+        )
+        self._keywords: dict[str, Parser]
         self.sasl_mechanisms = sasl_mechanisms  # AUTH is a command only with mechanisms
 
         self._buffer = ReceiveBuffer()
@@ -386,10 +401,7 @@ class ServerConnection:
     @sasl_mechanisms.setter
     def sasl_mechanisms(self, names: Sequence[str]) -> None:
         self._sasl_mechanisms = tuple(name.upper() for name in names)
-        if self._sasl_mechanisms:
-            self._keywords["AUTH"] = KEYWORDS["AUTH"]
-        else:
-            self._keywords.pop("AUTH", None)
+        self._keywords = self._command_tables[bool(self._sasl_mechanisms)]
 
     def _check(self, command: Command) -> Err | None:
         """The -ERR that refuses ``command`` here, or None if it may proceed."""
