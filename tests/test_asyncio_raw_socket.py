@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import errno
+import selectors
 import socket
 import struct
 import threading
@@ -65,6 +66,15 @@ def transport_kinds(server: Any) -> list[type]:
 
 
 # -- which path a server takes -------------------------------------------------------------
+
+
+def _watch_instead(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, call: Callable[[], None]
+) -> None:
+    """Have the loop's selector run ``call`` instead of the transport watching ``sock``
+    (the transport is its own reader handle: see RawSocketTransport)."""
+    selector = loop._selector  # type: ignore[attr-defined]  # the selector loop's own
+    selector.modify(sock.fileno(), selectors.EVENT_READ, (asyncio.Handle(call, (), loop), None))
 
 
 def test_a_plain_listener_serves_over_the_raw_socket_and_falls_back_when_switched_off(
@@ -562,15 +572,13 @@ def test_a_task_waiting_for_bytes_steps_in_the_selector_callback_in_its_context(
 
         task = asyncio.ensure_future(reader())
         await asyncio.sleep(0.01)
-        readable = transport._readable
         stepped: list[bool] = []
 
         def watched() -> None:  # the task's step runs inside the callback
-            readable()
+            transport._run()
             stepped.append(bool(seen))
 
-        loop._remove_reader(ours.fileno())  # type: ignore[attr-defined]  # re-watched below
-        loop._add_reader(ours.fileno(), watched)  # type: ignore[attr-defined]  # as the transport
+        _watch_instead(loop, ours, watched)
         theirs.sendall(b"one")
         assert await asyncio.wait_for(task, 10) == b"one"
         assert seen == [(True, "the task's")] and stepped[0] is True
@@ -734,14 +742,12 @@ def test_a_wait_given_up_leaves_the_socket_unwatched_and_the_bytes_for_the_next_
         assert given_up == [True]
         theirs.sendall(b"after")
         calls: list[None] = []
-        readable = transport._readable
 
         def counted() -> None:
             calls.append(None)
-            readable()
+            transport._run()
 
-        loop._remove_reader(ours.fileno())  # type: ignore[attr-defined]  # re-watched below
-        loop._add_reader(ours.fileno(), counted)  # type: ignore[attr-defined]  # as the transport
+        _watch_instead(loop, ours, counted)
         for _ in range(5):
             await asyncio.sleep(0.01)
         assert len(calls) == 1  # once, then no longer watched
@@ -749,6 +755,92 @@ def test_a_wait_given_up_leaves_the_socket_unwatched_and_the_bytes_for_the_next_
         assert ours.fileno() not in loop._selector.get_map()
         transport._runner = None
         assert await asyncio.wait_for(transport.receive_some(100), 10) == b"after"
+        await transport.aclose()
+
+    asyncio.run(main())
+
+
+def test_the_transport_is_the_selectors_reader_handle_beside_a_writers(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """The loop's selector keeps the transport itself as the reader's handle (no
+    asyncio.Handle a connection), and add_writer keeps it there beside the
+    writer's; when the writer goes, the reader stays."""
+    ours, theirs = pair
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        selector = loop._selector  # type: ignore[attr-defined]  # the selector loop's own
+        transport = RawSocketTransport(ours, None, loop)
+        reading = asyncio.ensure_future(transport.receive_some(100))
+        await asyncio.sleep(0.01)
+        assert selector.get_key(ours.fileno()).data == (transport, None)
+        transport._writing = True  # as _sent does before add_writer
+        loop.add_writer(ours.fileno(), lambda: None)
+        reader, writer = selector.get_key(ours.fileno()).data
+        assert reader is transport and isinstance(writer, asyncio.Handle)
+        transport._writing = False
+        loop.remove_writer(ours.fileno())
+        assert selector.get_key(ours.fileno()).data == (transport, None)
+        theirs.sendall(b"hello")
+        assert await asyncio.wait_for(reading, 10) == b"hello"
+        await transport.aclose()
+        assert ours.fileno() == -1 or ours.fileno() not in selector.get_map()
+
+    asyncio.run(main())
+
+
+def test_another_remove_reader_of_the_socket_leaves_the_transport_unwatched(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """asyncio cancels the reader's handle it drops: the transport then knows it is
+    no longer watched, and watches again at its next wait."""
+    ours, theirs = pair
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        transport = RawSocketTransport(ours, None, loop)
+        first = asyncio.ensure_future(transport.receive_some(100))
+        await asyncio.sleep(0.01)
+        assert transport._reading
+        assert loop.remove_reader(ours.fileno())
+        assert not transport._reading
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        theirs.sendall(b"again")
+        assert await asyncio.wait_for(transport.receive_some(100), 10) == b"again"
+        await transport.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_failure_in_the_read_callback_goes_to_the_loops_exception_handler(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """As a handle's run does: the loop goes on, and its exception handler is told."""
+    ours, theirs = pair
+
+    class Broken(SessionRunner):
+        def wake(self) -> None:
+            raise RuntimeError("broken on purpose")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        told: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _loop, context: told.append(context))
+        runner = Broken(loop, lambda _runner: None)
+        runner.waiting = True
+        transport = RawSocketTransport(ours, None, loop, runner)
+        transport._want = _asyncio_raw._BYTES
+        transport._watch_reads()
+        theirs.sendall(b"x")
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if told:
+                break
+        assert isinstance(told[0]["exception"], RuntimeError)
+        transport._want = _asyncio_raw._NOTHING
         await transport.aclose()
 
     asyncio.run(main())
