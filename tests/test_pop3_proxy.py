@@ -99,7 +99,8 @@ def test_the_store_sees_the_client_the_header_names(adapter: str, store: Recorde
     assert store.peers[:2] == [("192.0.2.7", 40000), ("203.0.113.9", 51000)]
     assert store.locals[:2] == [("127.0.0.1", 110), ("127.0.0.1", 110)]
     own = store.peers[2]  # UNKNOWN names nobody: the connection's own address stands
-    assert own is not None and own[0] == "127.0.0.1" and own[1] != 40000
+    # (its port is the kernel's pick, which may be any, 40000 included)
+    assert own is not None and own[0] == "127.0.0.1"
 
 
 @pytest.mark.parametrize(
