@@ -844,3 +844,30 @@ def test_a_failure_in_the_read_callback_goes_to_the_loops_exception_handler(
         await transport.aclose()
 
     asyncio.run(main())
+
+
+def test_a_read_callback_queued_before_the_session_closed_does_nothing(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """The selector said the socket was readable, and a callback earlier in the same
+    pass closed the session: the transport's run, already queued, does nothing (as
+    the loop skips a cancelled handle), and the loop's exception handler hears
+    nothing."""
+    ours, _theirs = pair
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        told: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _loop, context: told.append(context))
+        transport = RawSocketTransport(ours, None, loop)
+        reading = asyncio.ensure_future(transport.receive_some(100))
+        await asyncio.sleep(0.01)
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        await transport.aclose()  # no longer watched
+        transport._run()  # as the loop runs it when it was queued before the close
+        await asyncio.sleep(0.01)
+        assert told == []
+
+    asyncio.run(main())

@@ -254,7 +254,8 @@ class RawSocketTransport(_OwnLink):
     # -- the transport as the selector loop's reader handle -------------------------
 
     _cancelled: Final = False
-    """Never cancelled as a handle is: the transport leaves the selector instead."""
+    """Never cancelled as a handle is: the transport leaves the selector instead, and
+    a call of :meth:`_run` already queued then does nothing."""
 
     def _watch_reads(self) -> None:
         """Have the loop's selector run :meth:`_run` when the client has sent something
@@ -291,7 +292,13 @@ class RawSocketTransport(_OwnLink):
         return self._run
 
     def _run(self) -> None:
-        """The selector says the client has sent something: wake what waits for it."""
+        """The selector says the client has sent something: wake what waits for it.
+
+        Not when the socket is no longer watched (a callback earlier in the same
+        pass of the loop closed the session, or stopped the reads): that is what
+        a cancelled handle is, which the loop would skip."""
+        if not self._reading:
+            return
         try:
             if self._want == _BYTES:
                 # What _wake does, without the call: every read of a waiting session.
