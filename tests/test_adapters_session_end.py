@@ -162,3 +162,39 @@ def test_trio_tcp_sessions_have_nodelay_without_setting_it_again() -> None:
         return flags
 
     assert all(trio.run(body))
+
+
+class GivingNone(ScriptedTransport):
+    """One whose read breaks the contract: ``None`` rather than bytes."""
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        return None  # type: ignore[return-value]  # the broken contract under test
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("adapter", ["asyncio", "trio"])
+def test_a_read_that_gives_none_fails_the_session_rather_than_reading_for_ever(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``None`` after a wait means "read again" from the raw socket's wait; from a
+    transport's read it is a broken contract, which fails the session (logged) and
+    closes the transport, as bytes the machine refused did before, rather than
+    asking again for ever without yielding to the event loop."""
+    transport = GivingNone(b"")
+
+    async def asyncio_body() -> None:
+        server = smtp_asyncio.SMTPServer(Handler(), hostname="mx.test")
+        await server.serve_transport(transport)
+
+    async def trio_body() -> None:
+        server = smtp_trio.SMTPServer(Handler(), hostname="mx.test")
+        await server.serve_transport(transport)
+
+    if adapter == "asyncio":
+        asyncio.run(asyncio_body())
+    else:
+        trio.run(trio_body)
+    assert transport.closed
+    assert b"".join(transport.written).startswith(b"220 mx.test")
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("session with" in text and "failed" in text for text in messages)

@@ -19,6 +19,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import CoroutineType
 from typing import TYPE_CHECKING, Final, TypedDict, TypeVar
 
 from smtpcore._driver._listener import (
@@ -399,6 +400,8 @@ class POP3ServerSession(ServedSession):
                         got = self.transport.receive_or_wait(READ_SIZE)
                         data = got if isinstance(got, bytes) else await got
                         while data is None:  # the wait is over: read again
+                            if isinstance(got, CoroutineType):  # not a wait: a read
+                                raise TypeError("the transport's receive_some gave None")
                             got = self.transport.receive_or_wait(READ_SIZE)
                             data = got if isinstance(got, bytes) else await got
                     except OSError:

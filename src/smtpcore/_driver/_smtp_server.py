@@ -17,6 +17,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from smtpcore._driver._listener import (
@@ -509,6 +510,8 @@ class ServerSession(ServedSession):
                             got = self.transport.receive_or_wait(READ_SIZE)
                             data = got if isinstance(got, bytes) else await got
                             while data is None:  # the wait is over: read again
+                                if isinstance(got, CoroutineType):  # not a wait: a read
+                                    raise TypeError("the transport's receive_some gave None")
                                 got = self.transport.receive_or_wait(READ_SIZE)
                                 data = got if isinstance(got, bytes) else await got
                         except OSError:
