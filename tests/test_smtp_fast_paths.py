@@ -176,6 +176,15 @@ def test_the_everyday_line_parser_takes_the_hellos_clients_send(line: bytes) -> 
     assert command == full_parse(line)
 
 
+def test_sessions_that_give_the_same_hello_name_share_one_string() -> None:
+    """A client host's sessions give the same name: an idle session then holds no
+    copy of its own (the interned string lives as long as a session keeps it)."""
+    first = parse_everyday_line(b"EHLO client.abc.example\r\n")
+    second = parse_everyday_line(b"EHLO client.abc." + b"example\r\n")
+    assert isinstance(first, Ehlo) and isinstance(second, Ehlo)
+    assert first.domain is second.domain
+
+
 @given(st.text(max_size=6).map(lambda text: text.replace(".", "")))
 def test_the_numeric_label_check_of_simple_mailboxes_is_is_digits(label: str) -> None:
     """``simple_mailbox`` asks ``isascii() and isdigit()`` of the last label, in C: the

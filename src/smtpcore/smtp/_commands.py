@@ -11,6 +11,7 @@ import base64
 import binascii
 import re
 from collections.abc import Callable
+from sys import intern
 from typing import Final
 
 from smtpcore._errors import LocalProtocolError
@@ -300,7 +301,9 @@ def parse_everyday_line(line: bytes) -> Command | None:
         verb, name = hello.groups()
         kind = _HELLOS[verb.upper()]
         event: Ehlo | Helo | Lhlo = _new(kind)
-        _SET_DOMAIN[kind](event, name.decode("ascii"))  # as for Mail below: no checks
+        # As for Mail below: no checks. One string for every session that gives the
+        # same name (a client host's sessions do): a session keeps it while it lasts.
+        _SET_DOMAIN[kind](event, intern(name.decode("ascii")))
         return event
     rcpt, local, domain, size, text, bare = match.groups()
     if bare is not None:
