@@ -29,6 +29,7 @@ from smtpcore.handler import (
     MessageReply,
     Session,
 )
+from smtpcore.maildrop import POP3Session
 from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Rcpt, Reply
 
 CONTENT = b"Subject: contract\r\n\r\n..a stuffed line\r\nlast\r\n"
@@ -333,3 +334,18 @@ def test_the_chunks_the_server_keeps_for_handler_are_its_hooks_own(
     handler = Taking()
     transcript(adapter, handler, SCRIPT[:9])
     assert handler.envelopes[0].content == CONTENT.replace(b"\r\n..", b"\r\n.").upper()
+
+
+@pytest.mark.parametrize("make", [lambda: Session("mx.test"), lambda: POP3Session("pop.test")])
+def test_a_sessions_extra_is_one_dictionary_made_when_first_asked_for(
+    make: Callable[[], Session | POP3Session],
+) -> None:
+    """A session that never asks keeps no empty dictionary; one that does gets the
+    same one every time, and may be given its own."""
+    session = make()
+    assert not hasattr(session, "_extra")  # nothing made yet
+    session.extra["seen"] = 1
+    assert session.extra == {"seen": 1} and session.extra is session.extra
+    given: dict[str, Any] = {"mine": True}
+    session.extra = given
+    assert session.extra is given

@@ -251,8 +251,32 @@ class Envelope:
     """Where the default :meth:`Handler.handle_data_chunk` collects content."""
 
 
+class _RoomForExtra:
+    """The :attr:`extra` of a session as its handler (or mail store) sees it: a
+    dictionary for the application's own state, made the first time it is asked
+    for. Most handlers never ask, and an idle server holds thousands of sessions:
+    each that never asks keeps no empty dictionary (64 bytes)."""
+
+    __slots__ = ("_extra",)
+    _extra: dict[str, Any]
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """Room for the application's own state about this session."""
+        try:
+            return self._extra
+        except AttributeError:
+            extra: dict[str, Any] = {}
+            self._extra = extra
+            return extra
+
+    @extra.setter
+    def extra(self, value: dict[str, Any]) -> None:
+        self._extra = value
+
+
 @dataclass(slots=True, eq=False)
-class Session:
+class Session(_RoomForExtra):
     """One SMTP connection, as far as the handler needs to know it."""
 
     hostname: str
@@ -284,8 +308,6 @@ class Session:
     """The open mail transaction, if any."""
     transactions: int = 0
     """Messages that reached the end of their content in this session."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Room for the application's own state about this session."""
 
 
 class Handler:

@@ -24,11 +24,11 @@ import hmac
 import os
 import re
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeAlias
 
-from smtpcore.handler import TLSInfo
+from smtpcore.handler import TLSInfo, _RoomForExtra
 from smtpcore.sasl import (
     CramMD5Server,
     LoginServer,
@@ -112,7 +112,7 @@ class MessageUnavailable(MaildropError):
 
 
 @dataclass(slots=True, eq=False)
-class POP3Session:
+class POP3Session(_RoomForExtra):
     """One POP3 connection, as far as the :class:`Mailstore` needs to know it."""
 
     hostname: str
@@ -127,8 +127,6 @@ class POP3Session:
     """The user logged in as; ``None`` until a login succeeds."""
     mechanism: str | None = None
     """How the user logged in: ``"USER"``, ``"APOP"`` or a SASL mechanism name."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Room for the application's own state about this session."""
 
 
 class Maildrop(abc.ABC):
