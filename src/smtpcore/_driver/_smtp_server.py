@@ -468,18 +468,13 @@ class ServerSession(ServedSession):
             self._watchdog = await block.__aenter__()
             watching = block
             conn = self.conn
-            answers = _ANSWERS
             new_wait = True  # the next read starts a wait for a new command
             while True:
                 try:
                     event = conn.next_event()
                 except RemoteProtocolError as exc:
                     if isinstance(exc.reply_hint, Reply):
-                        hint = conn.send(exc.reply_hint)
-                        if self._out is None:
-                            self._out = [hint]
-                        else:
-                            self._out.append(hint)
+                        self._out = [*(self._out or ()), conn.send(exc.reply_hint)]
                     break
                 if event is NEED_DATA:
                     # The wait itself is written out here, not in a method: a
@@ -496,12 +491,14 @@ class ServerSession(ServedSession):
                                 due = out[0] if len(out) == 1 else b"".join(out)
                                 out = None  # a waiting session keeps no list
                                 try:
-                                    sent = self.transport.send_nowait(due)
+                                    # What the kernel did not take (a slice of
+                                    # all of it is the same bytes, of none b"").
+                                    due = due[self.transport.send_nowait(due) :]
                                 except OSError:
                                     conn.send_failed()
                                     raise ConnectionLost from None
-                                if sent < len(due):
-                                    self._out = [due[sent:]]
+                                if due:
+                                    self._out = [due]
                                     await self._write_out()
                                 del due  # nor the replies written
                             # The bytes, or a wait for them: no coroutine of
@@ -535,7 +532,7 @@ class ServerSession(ServedSession):
                     break
                 else:
                     new_wait = True
-                    answer = answers.get(type(event))
+                    answer = _ANSWERS.get(type(event))
                     if answer is None:
                         self._unanswered(event)
                     else:
