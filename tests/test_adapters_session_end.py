@@ -79,27 +79,15 @@ def test_the_last_reply_reaches_the_client_whole_before_the_close(
     client = b"EHLO client.test\r\nQUIT\r\n"
     transport = ScriptedTransport(client) if takes is None else TakingSome(client, takes)
 
-    async def asyncio_body() -> None:
-        server = smtp_asyncio.SMTPServer(Handler(), hostname="mx.test")
-        await server.serve_transport(transport)
-
-    async def trio_body() -> None:
-        server = smtp_trio.SMTPServer(Handler(), hostname="mx.test")
-        await server.serve_transport(transport)
-
-    if adapter == "asyncio":
-        asyncio.run(asyncio_body())
-    else:
-        trio.run(trio_body)
+    _serve(adapter, transport)
     lines = b"".join(transport.written).split(b"\r\n")
     assert lines[0].startswith(b"220 mx.test")
     assert lines[-2] == b"221 2.0.0 mx.test Bye" and lines[-1] == b""
     assert transport.closed
 
 
-def _session(adapter: str, client: bytes, **options: object) -> list[bytes]:
-    """The lines a server session over a scripted transport writes to ``client``."""
-    transport = ScriptedTransport(client)
+def _serve(adapter: str, transport: ScriptedTransport, **options: object) -> None:
+    """Serve one SMTP session over ``transport`` on ``adapter`` (asyncio or trio)."""
 
     async def asyncio_body() -> None:
         server = smtp_asyncio.SMTPServer(Handler(), hostname="mx.test", **options)  # type: ignore[arg-type]
@@ -113,6 +101,12 @@ def _session(adapter: str, client: bytes, **options: object) -> list[bytes]:
         asyncio.run(asyncio_body())
     else:
         trio.run(trio_body)
+
+
+def _session(adapter: str, client: bytes, **options: object) -> list[bytes]:
+    """The lines a server session over a scripted transport writes to ``client``."""
+    transport = ScriptedTransport(client)
+    _serve(adapter, transport, **options)
     return b"".join(transport.written).split(b"\r\n")
 
 
@@ -182,18 +176,7 @@ def test_a_read_that_gives_none_fails_the_session_rather_than_reading_for_ever(
     asking again for ever without yielding to the event loop."""
     transport = GivingNone(b"")
 
-    async def asyncio_body() -> None:
-        server = smtp_asyncio.SMTPServer(Handler(), hostname="mx.test")
-        await server.serve_transport(transport)
-
-    async def trio_body() -> None:
-        server = smtp_trio.SMTPServer(Handler(), hostname="mx.test")
-        await server.serve_transport(transport)
-
-    if adapter == "asyncio":
-        asyncio.run(asyncio_body())
-    else:
-        trio.run(trio_body)
+    _serve(adapter, transport)
     assert transport.closed
     assert b"".join(transport.written).startswith(b"220 mx.test")
     messages = [record.getMessage() for record in caplog.records]
