@@ -90,43 +90,89 @@ FLOOR_EHLO = (
 FLOOR_BYE = b"221 2.0.0 mx.test Bye\r\n"
 
 
+FLOOR_REPLIES = {
+    b"EHLO": FLOOR_EHLO,
+    b"MAIL": b"250 2.1.0 OK\r\n",
+    b"RCPT": b"250 2.1.5 OK\r\n",
+    b"DATA": b"354 End data with <CR><LF>.<CR><LF>\r\n",
+}
+FLOOR_OTHER = b"250 2.0.0 OK\r\n"
+FLOOR_ACCEPTED = b"250 2.0.0 OK: message accepted\r\n"
+END_OF_DATA = b"\r\n.\r\n"
+
+
+class FloorResponder:
+    """The bytes smtpcore's server writes to the benchmarks' loads, checking nothing:
+    a reply chosen by the first four bytes of each line, the content skipped up to
+    its end marker. What a floor built on it costs is its transport's alone."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.in_content = False
+        self.done = False
+
+    def respond(self, data: bytes) -> bytes:
+        """The replies to everything complete in ``data`` and what came before it."""
+        buffer = self.buffer + data
+        replies = b""
+        while not self.done:
+            if self.in_content:
+                end = buffer.find(END_OF_DATA)
+                if end < 0:
+                    buffer = buffer[-4:]  # the marker may straddle two reads
+                    break
+                replies += FLOOR_ACCEPTED
+                buffer = buffer[end + 5 :]
+                self.in_content = False
+                continue
+            end = buffer.find(b"\r\n")
+            if end < 0:
+                break
+            verb, buffer = buffer[:4].upper(), buffer[end + 2 :]
+            if verb == b"QUIT":
+                replies += FLOOR_BYE
+                self.done = True
+            else:
+                replies += FLOOR_REPLIES.get(verb, FLOOR_OTHER)
+                if verb == b"DATA":
+                    self.in_content = True
+                    buffer = b"\r\n" + buffer  # the marker's first line break
+        self.buffer = buffer
+        return replies
+
+
 class FloorProtocol(asyncio.Protocol):
-    """The floor under any asyncio SMTP server: a bare ``asyncio.Protocol`` that writes
-    the bytes smtpcore's server writes for connect, EHLO and QUIT (the same greeting,
-    EHLO reply and 221) and closes, checking nothing. What it costs per connection is
-    asyncio's own: its accept path, socket transport, selector and callbacks."""
+    """The floor under any asyncio SMTP server: a bare ``asyncio.Protocol`` writing
+    the bytes smtpcore's server writes (:class:`FloorResponder`), one write a read,
+    and closing after QUIT. What it costs per connection or message is asyncio's
+    own: its accept path, socket transport, selector and callbacks."""
 
     transport: asyncio.Transport
-    buffer = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.responder = FloorResponder()
         transport.write(FLOOR_GREETING)
 
     def data_received(self, data: bytes) -> None:
-        buffer = self.buffer + data
-        while (end := buffer.find(b"\r\n")) >= 0:
-            verb, buffer = buffer[:4].upper(), buffer[end + 2 :]
-            if verb == b"QUIT":
-                self.transport.write(FLOOR_BYE)
-                self.transport.close()
-                return
-            self.transport.write(FLOOR_EHLO if verb == b"EHLO" else b"502 5.5.1 No\r\n")
-        self.buffer = buffer
+        if replies := self.responder.respond(data):
+            self.transport.write(replies)
+        if self.responder.done:
+            self.transport.close()
 
 
 class RawFloorSession:
     """:class:`FloorProtocol` over the raw socket on asyncio's selector: what
     ``smtpcore.asyncio``'s server does for a connection below SMTP (a reader on the
-    socket, ``recv``, ``send`` to the kernel, the reader removed and the socket
-    closed), writing the same bytes and checking nothing. What it costs is the event
-    loop's own share of a connection served that way."""
+    socket, ``recv``, one ``send`` to the kernel a read, the reader removed and the
+    socket closed), writing the same bytes and checking nothing. What it costs is
+    the event loop's own share of a connection served that way."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         self.loop = loop
         self.sock = sock
-        self.buffer = b""
+        self.responder = FloorResponder()
         sock.send(FLOOR_GREETING)
         loop.add_reader(sock.fileno(), self.readable)
 
@@ -135,17 +181,10 @@ class RawFloorSession:
             data = self.sock.recv(65536)
         except BlockingIOError:
             return
-        buffer = self.buffer + data
-        while (end := buffer.find(b"\r\n")) >= 0:
-            verb, buffer = buffer[:4].upper(), buffer[end + 2 :]
-            if verb == b"QUIT":
-                self.sock.send(FLOOR_BYE)
-                break
-            self.sock.send(FLOOR_EHLO if verb == b"EHLO" else b"502 5.5.1 No\r\n")
-        else:
-            self.buffer = buffer
-            if data:
-                return
+        if replies := self.responder.respond(data):
+            self.sock.send(replies)
+        if data and not self.responder.done:
+            return
         self.loop.remove_reader(self.sock.fileno())
         self.sock.close()
 
@@ -176,16 +215,10 @@ async def trio_floor_session(stream: Any) -> None:
     """:class:`FloorProtocol` on trio: a bare ``trio.SocketStream`` session writing the
     same bytes, checking nothing; what it costs is trio's own share of a connection."""
     await stream.send_all(FLOOR_GREETING)
-    buffer = b""
-    while data := await stream.receive_some(65536):
-        buffer += data
-        while (end := buffer.find(b"\r\n")) >= 0:
-            verb, buffer = buffer[:4].upper(), buffer[end + 2 :]
-            if verb == b"QUIT":
-                await stream.send_all(FLOOR_BYE)
-                await stream.aclose()
-                return
-            await stream.send_all(FLOOR_EHLO if verb == b"EHLO" else b"502 5.5.1 No\r\n")
+    responder = FloorResponder()
+    while not responder.done and (data := await stream.receive_some(65536)):
+        if replies := responder.respond(data):
+            await stream.send_all(replies)
     await stream.aclose()
 
 

@@ -1,6 +1,6 @@
 """Where the server's Python calls go, function by function, per command or message.
 
-    .venv/bin/python benchmarks/calls_by_function.py WORKLOAD [--units N]
+    .venv/bin/python benchmarks/calls_by_function.py WORKLOAD [--units N] [--bytecodes]
 
 A ``sys.setprofile`` counter keyed by function, exact and deaf to the machine's
 load, run twice and differenced so that one-time costs (imports, the first
@@ -25,6 +25,8 @@ session) drop out:
   per message; per message.
 
 Functions making at least 0.05 calls per unit are listed, the most called first.
+With ``--bytecodes`` the figure is the bytecodes each function runs per unit (a
+``sys.settrace`` counter of opcode events, as exact): how much work the calls do.
 """
 
 from __future__ import annotations
@@ -54,12 +56,24 @@ def source_path_and_name(code: CodeType) -> str:
     return f"{where}:{code.co_firstlineno}:{code.co_name}"
 
 
-def in_memory(batch: bytes, rounds: int) -> collections.Counter[str]:
+def new_counter(bytecodes: bool) -> client_loads.CallCounter:
+    kind = client_loads.BytecodeCounter if bytecodes else client_loads.CallCounter
+    return kind(source_path_and_name)
+
+
+def in_memory(batch: bytes, rounds: int, bytecodes: bool = False) -> collections.Counter[str]:
     def by_function(n: int) -> collections.Counter[str]:
-        counter = client_loads.counted(
+        counter = new_counter(bytecodes)
+        if isinstance(counter, client_loads.BytecodeCounter):
+            counter.install()
+            try:
+                compare.machine_commands(batch, n)
+            finally:
+                sys.settrace(None)
+            return counter.by_function
+        return client_loads.counted(
             lambda: compare.machine_commands(batch, n), source_path_and_name
-        )
-        return counter.by_function
+        ).by_function
 
     short, long = by_function(rounds), by_function(2 * rounds)
     long.subtract(short)
@@ -67,16 +81,21 @@ def in_memory(batch: bytes, rounds: int) -> collections.Counter[str]:
 
 
 def in_server(
-    load: Callable[[int, int], object], messages: int, server: str = "asyncio"
+    load: Callable[[int, int], object],
+    messages: int,
+    server: str = "asyncio",
+    bytecodes: bool = False,
 ) -> collections.Counter[str]:
-    counter = client_loads.CallCounter(source_path_and_name)
+    counter = new_counter(bytecodes)
     ready = threading.Event()
     port = adapters_smtp.free_port()
-    thread = threading.Thread(
-        target=adapters_instructions.serve,
-        args=(server, port, counter, ready),
-        daemon=True,  # it serves until this process ends
-    )
+
+    def serve() -> None:
+        if isinstance(counter, client_loads.BytecodeCounter):
+            counter.install()
+        adapters_instructions.serve(server, port, counter, ready)
+
+    thread = threading.Thread(target=serve, daemon=True)  # it serves until this process ends
     thread.start()
     if not ready.wait(10):
         raise RuntimeError("the server did not start")
@@ -97,26 +116,39 @@ def main() -> None:
         "--server",
         default="asyncio",
         choices=["asyncio", "trio", "asyncio floor", "raw floor", "trio floor"],
-        help="for the loads over sockets (the floors: connect alone, no smtpcore)",
+        help="for the loads over sockets (the floors: no smtpcore, the same bytes written)",
     )
     parser.add_argument("--units", type=int, default=200, help="rounds of 3, or messages")
+    parser.add_argument(
+        "--bytecodes", action="store_true", help="count bytecodes run rather than calls"
+    )
     args = parser.parse_args()
+    what = "bytecodes" if args.bytecodes else "Python calls"
     if args.workload in ("params", "plain"):
         batch = compare.WITH_PARAMETERS if args.workload == "params" else compare.PLAIN
-        counts, units = in_memory(batch, args.units), 3 * args.units
+        counts, units = in_memory(batch, args.units, args.bytecodes), 3 * args.units
     elif args.workload == "pipelined":
-        counts, units = in_server(adapters_smtp.pipelined, args.units, args.server), args.units
+        counts, units = (
+            in_server(adapters_smtp.pipelined, args.units, args.server, args.bytecodes),
+            args.units,
+        )
     elif args.workload == "connect":
-        counts, units = in_server(compare.connect_only, args.units, args.server), args.units
+        counts, units = (
+            in_server(compare.connect_only, args.units, args.server, args.bytecodes),
+            args.units,
+        )
     else:
         reuse = args.workload == "reused"
         counts = in_server(
-            lambda port, n: compare.smtp_source(port, n, 20, reuse=reuse), args.units, args.server
+            lambda port, n: compare.smtp_source(port, n, 20, reuse=reuse),
+            args.units,
+            args.server,
+            args.bytecodes,
         )
         units = args.units
-    print(f"{args.workload}: {sum(counts.values()) / units:.2f} Python calls per unit")
+    print(f"{args.workload}: {sum(counts.values()) / units:.2f} {what} per unit")
     for where, calls in counts.most_common():
-        if calls / units < 0.05:
+        if calls / units < (1 if args.bytecodes else 0.05):
             break
         print(f"  {calls / units:7.2f}  {where}")
 
