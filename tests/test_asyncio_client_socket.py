@@ -114,6 +114,36 @@ def test_a_write_the_kernel_cannot_take_at_once_waits_for_the_rest() -> None:
     run(scenario)
 
 
+def test_a_reply_read_resumes_the_waiting_task_in_the_read_callback() -> None:
+    """The future a client awaits for its reply (``next_bytes``) runs the client's task
+    as the event loop's read callback resolves it: no pass of the loop (and no
+    ``epoll_wait``) between the bytes and the client. A callback queued before the
+    bytes came runs after the task has its reply."""
+
+    async def scenario(transport: SocketClientTransport, peer: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        order: list[str] = []
+        future = transport.next_bytes()
+        assert future is not None
+
+        def queued_after_the_read() -> None:
+            order.append("next pass")
+
+        def readable() -> None:  # asyncio's callback, marked as it runs
+            loop.call_soon(queued_after_the_read)
+            transport._readable()
+
+        loop.remove_reader(transport._fd)
+        loop.add_reader(transport._fd, readable)
+        peer.sendall(b"250 OK\r\n")
+        assert await future == b"250 OK\r\n"  # awaited as the client does, with no wrapper
+        order.append("task")
+        await asyncio.sleep(0)
+        assert order == ["task", "next pass"]
+
+    run(scenario)
+
+
 def test_the_end_of_the_stream() -> None:
     async def scenario(transport: SocketClientTransport, peer: socket.socket) -> None:
         waiting = transport.next_bytes()

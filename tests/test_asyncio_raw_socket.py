@@ -645,6 +645,32 @@ def test_a_waiter_failed_wakes_its_task() -> None:
     asyncio.run(main())
 
 
+def test_a_waiter_resolved_now_runs_its_task_in_that_call() -> None:
+    """``resolve_now``, from a callback of the loop (a read's), runs the waiting task's
+    step before it returns, where ``set_result`` would leave it to the next pass."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        waiter: _asyncio_raw._Waiter[bytes] = _asyncio_raw._Waiter(loop=loop)
+        got: list[bytes] = []
+        seen_in_the_callback: list[list[bytes]] = []
+
+        async def wait() -> None:
+            got.append(await waiter)
+
+        def read() -> None:
+            waiter.resolve_now(b"bytes")
+            seen_in_the_callback.append(list(got))
+
+        task = asyncio.ensure_future(wait())
+        await asyncio.sleep(0)  # the task awaits the waiter
+        loop.call_soon(read)
+        await asyncio.wait_for(task, 10)
+        assert seen_in_the_callback == [[b"bytes"]]
+
+    asyncio.run(main())
+
+
 # -- the session's read: the bytes, or a wait with no coroutine of its own ---------------
 
 

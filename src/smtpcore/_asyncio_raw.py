@@ -34,7 +34,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from selectors import EVENT_READ, EVENT_WRITE
 from sys import intern
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore._driver._timeouts import Clock
@@ -69,6 +69,7 @@ _bare_socket: Final = socket.SocketType
 """The socket type without socket.socket's Python layer (made and closed in C)."""
 _READ_AND_WRITE: Final = EVENT_READ | EVENT_WRITE
 _TCP: Final = frozenset({socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_INET)})
+_T = TypeVar("_T")
 
 
 def serves_raw(loop: asyncio.AbstractEventLoop) -> bool:
@@ -84,14 +85,17 @@ def serves_raw(loop: asyncio.AbstractEventLoop) -> bool:
     )
 
 
-class _Waiter(asyncio.Future[None]):
-    """The future a session's task awaits for its client's bytes on the raw socket.
+class _Waiter(asyncio.Future[_T]):
+    """The future a task awaits for its peer's bytes on a raw socket: a server
+    session's (:class:`RawSocketTransport`) or a client's
+    (:class:`~smtpcore._asyncio_client_socket.SocketClientTransport`).
 
-    Resolved by the selector's callback (:meth:`RawSocketTransport._readable`),
-    it runs the task's step at once, in that callback: the task's own step, in
-    the task's context, only sooner than at the loop's next pass (which would
-    cost a ``call_soon``, a handle and a pass through the queue a read).
-    Resolved any other way (a lost connection, a cancellation), it wakes the
+    Resolved by the selector's callback (:meth:`RawSocketTransport._run`, or
+    :meth:`resolve_now`), it runs the task's step at once, in that callback: the
+    task's own step, in the task's context, only sooner than at the loop's next
+    pass (which would cost a ``call_soon``, a handle, a pass through the queue
+    and, the queue not being empty, one more ``epoll_wait`` a read). Resolved
+    any other way (a lost connection, a timeout, a cancellation), it wakes the
     task at the next pass, as any future does.
     """
 
@@ -108,7 +112,16 @@ class _Waiter(asyncio.Future[None]):
         else:
             super().add_done_callback(fn, context=context)
 
-    def set_result(self, result: None) -> None:
+    def resolve_now(self, result: _T) -> None:
+        """Resolve the future with ``result`` and run the task's step at once (what
+        :meth:`RawSocketTransport._run` does written out, a call less a read)."""
+        _set_result(self, result)
+        step = self._step
+        if step is not None:
+            self._step = None
+            self._step_context.run(step, self)  # type: ignore[union-attr]  # set with it
+
+    def set_result(self, result: _T) -> None:
         super().set_result(result)
         self._release()
 
@@ -238,7 +251,7 @@ class RawSocketTransport(_OwnLink):
         self._want = _NOTHING
         """What the session waits for: :data:`_BYTES` from the client, :data:`_ROOM` to
         write, or :data:`_NOTHING`."""
-        self._waiter: _Waiter | None = None
+        self._waiter: _Waiter[None] | None = None
         """The future the session's task awaits while it waits (a runner needs none)."""
         self._more = True
         """Whether a read may find bytes without waiting: the last one filled what it
