@@ -633,7 +633,7 @@ def test_a_waiter_failed_wakes_its_task() -> None:
     on it too, at the loop's next pass (else the task awaiting it would wait for ever)."""
 
     async def main() -> None:
-        waiter = _asyncio_raw._Waiter(loop=asyncio.get_running_loop())
+        waiter: _asyncio_raw._Waiter[None] = _asyncio_raw._Waiter(loop=asyncio.get_running_loop())
         woken: list[asyncio.Future[None]] = []
         waiter.add_done_callback(woken.append)  # held back, as a task's wake-up is
         waiter.set_exception(ConnectionResetError("reset"))
