@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from smtp_helpers import EHLO, ENVELOPE, codes, content_of, greeted, run
 from smtpcore import NEED_DATA, PAUSED
-from smtpcore._content import ContentFilter, LineEndings
+from smtpcore._content import ContentFilter, LineEndings, passes_whole
 from smtpcore._lines import FramingPolicy
 from smtpcore.address import parse_mailbox
 from smtpcore.smtp import (
@@ -279,6 +279,34 @@ def test_the_strict_filter_finds_a_bare_cr_or_lf_wherever_the_cuts_fall(
         assert content_filter.feed(content[start:stop]) == content[start:stop]
     assert content_filter.end() == b""
     assert content_filter.bad_line_ending is not only_crlf_reference(content)
+
+
+@given(
+    endings_text,
+    st.sampled_from(
+        [
+            FramingPolicy.strict(),
+            FramingPolicy.lenient(),
+            FramingPolicy.normalizing(),
+            FramingPolicy(bare_cr_in_content=True),
+            FramingPolicy(nul_in_content=True),
+        ]
+    ),
+    st.sampled_from([None, 1000, 20, 2]),
+)
+def test_the_whole_content_check_agrees_with_the_filter(
+    content: bytes, policy: FramingPolicy, limit: int | None
+) -> None:
+    """passes_whole says yes only where a filter passes the content on unchanged and
+    flags nothing, and under the strict policy exactly there."""
+    content += b"\r\n"
+    content_filter = ContentFilter(policy, max_line_length=limit)
+    unchanged = content_filter.feed(content) + content_filter.end() == content
+    passes = unchanged and not content_filter.refused
+    if policy == FramingPolicy.strict():
+        assert passes_whole(content, policy, limit) is passes
+    elif passes_whole(content, policy, limit):
+        assert passes
 
 
 def test_machine_pauses_for_a_bdat_answer() -> None:

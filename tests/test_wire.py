@@ -6,10 +6,10 @@ import itertools
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from smtpcore._dotstuff import DotDecoder, DotEncoder
+from smtpcore._dotstuff import DotDecoder, DotEncoder, decode_whole
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer, line_length_exceeded
 from smtpcore.testing import strategies as sst
 
@@ -219,3 +219,46 @@ def test_strict_check_matches_a_regex_reference(content: bytes, data: st.DataObj
     assert ended
     bare = re.search(rb"\r(?!\n)|(?<!\r)\n", wire[:end]) is not None
     assert decoder.bad_line_ending is bare
+
+
+POLICIES = [
+    FramingPolicy.strict(),
+    FramingPolicy.lenient(),
+    FramingPolicy.normalizing(),
+    FramingPolicy(bare_lf_in_content=True),
+    FramingPolicy(nul_in_content=True),
+]
+
+
+@given(
+    any_text,
+    st.sampled_from([b"", b"\r\n.\r\n", b"\r\n.\r\nMAIL FROM:<a@b.example>\r\n", b"\r\n"]),
+    st.sampled_from(POLICIES),
+    st.sampled_from([None, 1000, 20, 3]),
+)
+def test_whole_message_path_matches_the_decoder(
+    content: bytes, end: bytes, policy: FramingPolicy, limit: int | None
+) -> None:
+    """decode_whole gives what a fresh decoder gives for the same bytes, or leaves them
+    to it: the same content and end, and no breach of the policy."""
+    wire = content + end
+    whole = decode_whole(wire, policy, limit)
+    if whole is None:
+        return
+    decoder = DotDecoder(policy, max_line_length=limit)
+    data, consumed, ended = decoder.decode(wire)
+    assert (whole, len(whole) + 3, True) == (data, consumed, ended)
+    assert not decoder.content.refused
+
+
+@given(sst.message_contents(), st.sampled_from([None, 1000, 78, 20]))
+def test_whole_message_path_takes_every_plain_message(content: bytes, limit: int | None) -> None:
+    """CRLF content that no line starts with a dot, within the limit, takes the whole
+    message path under the strict policy (the everyday message)."""
+    if content and not content.endswith(b"\r\n"):
+        content += b"\r\n"
+    assume(b"\r\n." not in b"\r\n" + content)  # no line to unstuff
+    decoder = DotDecoder(max_line_length=limit)
+    decoder.decode(content + b".\r\n")
+    expected = content if content and not decoder.content.refused else None
+    assert decode_whole(content + b".\r\nQUIT\r\n", FramingPolicy.strict(), limit) == expected

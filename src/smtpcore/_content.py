@@ -17,7 +17,7 @@ import io
 
 from smtpcore._lines import FramingPolicy, line_length_exceeded
 
-__all__ = ["ContentFilter", "LineEndings"]
+__all__ = ["ContentFilter", "LineEndings", "passes_whole"]
 
 
 class LineEndings:
@@ -102,7 +102,7 @@ class ContentFilter:
             chunk = chunk[:-1]  # may be half of a CRLF: judged with the next chunk
             self._held_cr = True
         if chunk:
-            if not self._allow_nul and b"\x00" in chunk:
+            if not self._allow_nul and 0 in chunk:  # an int: a memchr, with no bytes to parse
                 self.nul = True
             if self._normalize:
                 chunk = _normalized(chunk, self._line_endings)
@@ -156,3 +156,35 @@ def _normalized(chunk: bytes, line_endings: LineEndings) -> bytes:
     # bytes.splitlines breaks at CRLF, CR and LF alone, and nothing else.
     joined = b"\r\n".join(chunk.splitlines())
     return joined + b"\r\n" if chunk.endswith((b"\n", b"\r")) else joined
+
+
+def passes_whole(content: bytes, policy: FramingPolicy, max_line_length: int | None) -> bool:
+    """Whether the whole content of a message, ``content`` (ending in CRLF), needs
+    nothing done: what a :class:`ContentFilter` fed it and ended would pass on
+    unchanged, flagging nothing (a property test holds them equal). False means
+    it may not: a filter reads it then.
+
+    Most messages arrive whole in one read, and most pass: one C-level pass a
+    rule over the content, and no filter to build for it.
+    """
+    if 0 in content and not policy.nul_in_content:
+        return False
+    if policy.normalize_content or not (policy.bare_lf_in_content and policy.bare_cr_in_content):
+        # LineEndings.only_crlf, with a decoder of its own: nothing is shared.
+        newlines = io.IncrementalNewlineDecoder(None, translate=False)
+        newlines.decode(content.decode("latin-1"), True)
+        if newlines.newlines not in (None, "\r\n"):
+            return False
+    if max_line_length is not None:
+        # line_length_exceeded(content, max_line_length, 0), without the call: the
+        # last LF of each window of max_line_length octets ends the lines before it.
+        start = 0
+        end = max_line_length
+        size = len(content)
+        while end <= size:
+            newline = content.rfind(b"\n", start, end)
+            if newline < 0:
+                return False
+            start = newline + 1
+            end = start + max_line_length
+    return True

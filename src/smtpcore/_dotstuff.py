@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import io
 
-from smtpcore._content import ContentFilter
+from smtpcore._content import ContentFilter, passes_whole
 from smtpcore._lines import FramingPolicy
 
-__all__ = ["DotDecoder", "DotEncoder", "TERMINATOR", "encode_whole"]
+__all__ = ["DotDecoder", "DotEncoder", "TERMINATOR", "decode_whole", "encode_whole"]
 
 TERMINATOR = b"\r\n.\r\n"
 
@@ -87,6 +87,25 @@ class DotDecoder:
             if held:
                 content += held
         return content, consumed, ended
+
+
+def decode_whole(
+    buf: bytes | bytearray, policy: FramingPolicy, max_line_length: int | None
+) -> bytes | None:
+    """The content of a message that ``buf`` holds whole from its start, when it needs
+    nothing done: no line of it starts with a dot, and it passes ``policy`` and the
+    line limit as it stands (:func:`~smtpcore._content.passes_whole`). The
+    terminator's ".\\r\\n" follows it in ``buf``. None otherwise: a fresh
+    :class:`DotDecoder` reads it then (a property test holds the two equal).
+
+    Most messages arrive whole in one read and have no line to unstuff: one search
+    finds their end, and no decoder or filter is built for them.
+    """
+    end = buf.find(b"\r\n.") + 2  # the first line that starts with a dot
+    if end == 1 or not buf.startswith(b"\r\n", end + 1) or buf[0] == 46:  # 46: "."
+        return None  # not whole, a line to unstuff, or the first line starts with "."
+    content = bytes(buf[:end])
+    return content if passes_whole(content, policy, max_line_length) else None
 
 
 def _holds_terminator(pieces: list[bytes]) -> bool:

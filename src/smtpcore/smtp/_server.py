@@ -16,7 +16,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final
 
 from smtpcore._content import ContentFilter
-from smtpcore._dotstuff import DotDecoder
+from smtpcore._dotstuff import DotDecoder, decode_whole
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
@@ -846,8 +846,25 @@ class ServerConnection:
         if self._content_ended:
             return self._end_content()
         decoder = self._decoder
-        assert decoder is not None
         buffered = self._buffer
+        if decoder is None:  # the message's first bytes
+            if not buffered:
+                return NEED_DATA if not buffered.peer_closed else self._closed_or_need_data()
+            config = self._config
+            # The everyday message: whole in this read, and nothing to do to it.
+            data = decode_whole(buffered, config.framing, config.max_text_line)
+            limit = config.max_message_size
+            if data is not None and (limit is None or len(data) <= limit):
+                del buffered[: len(data) + 3]  # consume's work: DATA leaves nothing searched
+                self._received = len(data)
+                self._content_ended = True
+                event: MessageData = _new(MessageData)
+                _SET_DATA(event, data)
+                return event
+            decoder = self._decoder = DotDecoder(
+                config.framing, max_line_length=config.max_text_line
+            )
+            self._content = decoder.content
         while buffered:
             data, consumed, ended = decoder.decode(buffered)
             self._buffer.consume(consumed)
@@ -866,7 +883,7 @@ class ServerConnection:
             if data and self._refusal is None:
                 self._content_ended = ended
                 # The decoder's bytes: built without the constructor's check, a call less.
-                event: MessageData = _new(MessageData)
+                event = _new(MessageData)
                 _SET_DATA(event, data)
                 return event
             if ended:
@@ -1117,10 +1134,8 @@ class ServerConnection:
                 "message content arrived before the 354 reply (RFC 2920 §3.1)",
                 reply_hint=reply(554, "5.5.0", "Pipelining error: data sent before 354"),
             )
-        self._decoder = DotDecoder(
-            self._config.framing, max_line_length=self._config.max_text_line
-        )
-        self._content = self._decoder.content
+        # The decoder is built by the first read that does not hold the whole message
+        # (see _next_content): most do.
         self._received = 0
         self._refusal = None
         return event.to_bytes()
