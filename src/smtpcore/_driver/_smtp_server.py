@@ -940,17 +940,23 @@ class ServerSession(ServedSession):
         session = self.session
         envelope = session.envelope
         assert envelope is not None
-        due = self.conn.accepted_recipients if self.options.lmtp else 1  # _replies_due's
         self._in_chunk = False
         session.transactions += 1
         if self._chunk_failed:
+            due = self._replies_due()
             await self._end_transaction()
             replies: Sequence[Reply] = [_LOCAL_ERROR] * due
         else:
-            if envelope.chunks:
-                envelope.content = b"".join(envelope.chunks)
-                envelope.chunks.clear()
+            chunks = envelope.chunks
+            if chunks:
+                envelope.content = b"".join(chunks)
+                chunks.clear()
             accepted = self.state.unasked.get("handle_message")
+            if accepted is not None and not self.options.lmtp:  # the everyday message
+                session.envelope = None
+                self._answer(accepted)
+                return
+            due = self._replies_due()
             if accepted is not None:
                 replies = [accepted] * due
             else:

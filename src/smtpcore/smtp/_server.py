@@ -843,7 +843,13 @@ class ServerConnection:
     # -- reading content ------------------------------------------------
 
     def _next_content(self) -> Event | NoEvent:
-        if self._content_ended:
+        if self._content_ended:  # the content was passed on: the end of the message
+            if self._refusal is None and not self._config.lmtp:  # _end_content's, inline
+                self._decoder = self._content = None
+                self._content_ended = False
+                self._lmtp_replies_due = 1
+                self._pending = _END_OF_MESSAGE
+                return _END_OF_MESSAGE
             return self._end_content()
         decoder = self._decoder
         buffered = self._buffer
@@ -1141,16 +1147,15 @@ class ServerConnection:
         return event.to_bytes()
 
     def _answer_content(self, pending: Event, event: Reply) -> bytes:
-        code = event.code  # the class by its first digit: Reply's properties cost a call
-        if code // 100 == 3:
-            raise LocalProtocolError("the end of a message is answered with 2xx, 4xx or 5xx")
-        positive = code // 100 == 2
-        if positive and isinstance(pending, RejectedMessage):
-            raise LocalProtocolError("a rejected message cannot be accepted")
-        if positive:
+        code = event.code  # the class by its range (200-599): Reply's properties cost a call
+        if code < 300:
+            if pending is not _END_OF_MESSAGE and isinstance(pending, RejectedMessage):
+                raise LocalProtocolError("a rejected message cannot be accepted")
             # A message accepted forgives what came before (Postfix resets its error
             # and junk command counts when a message is queued).
             self._errors = self._junk_commands = 0
+        elif code < 400:
+            raise LocalProtocolError("the end of a message is answered with 2xx, 4xx or 5xx")
         self._lmtp_replies_due -= 1
         if self._lmtp_replies_due <= 0:
             self._pending = None
