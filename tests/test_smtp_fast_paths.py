@@ -10,12 +10,14 @@ in for.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from smtp_helpers import greeted, run
+from smtpcore import LocalProtocolError
 from smtpcore._numbers import is_digits, parse_number
 from smtpcore.address import _SIMPLE_DOMAIN, simple_mailbox
 from smtpcore.smtp import BadCommand, Mail, Rcpt, Reply, ServerConnection
@@ -429,3 +431,76 @@ def test_a_machine_keeps_its_state_in_slots() -> None:
     conn.note = "mine"  # type: ignore[attr-defined]  # an attribute of the application's
     _, out = run(conn, b"NOOP\r\n")
     assert out == b"250 2.0.0 OK\r\n"
+
+
+# -- answering the everyday commands ---------------------------------------------------
+
+_SESSION_FIELDS = (
+    "_state",
+    "_pending",
+    "_errors",
+    "_accepted",
+    "_overshoot",
+    "_utf8_transaction",
+    "_binary_transaction",
+    "_forwarded_message",
+    "_received",
+    "_refusal",
+)
+
+
+def _pending_in(state: State, command: object, enhanced: bool) -> ServerConnection:
+    """A machine past EHLO, put in ``state`` with ``command`` awaiting its answer."""
+    conn = greeted(enhanced_status_codes=enhanced, dsn=True)
+    run(conn, b"EHLO c.example\r\n")
+    conn._state = state
+    conn._pending = command  # type: ignore[assignment]
+    conn._accepted = 3
+    return conn
+
+
+@given(
+    st.sampled_from(
+        [
+            b"MAIL FROM:<a@b.example>",
+            b"MAIL FROM:<a@b.example> SMTPUTF8 BODY=8BITMIME",
+            b"RCPT TO:<c@d.example> NOTIFY=NEVER",
+            b"DATA",
+            b"RSET",
+            b"NOOP",
+        ]
+    ),
+    st.sampled_from(list(State)),
+    st.sampled_from([250, 251, 252, 354, 220, 221, 235, 421, 450, 550]),
+    st.sampled_from([None, "2.9.9", "4.9.9", "5.9.9"]),
+    st.booleans(),
+    st.text(alphabet="abc ", max_size=3),
+)
+def test_send_answers_the_everyday_commands_as_the_general_path_does(
+    line: bytes, state: State, code: int, status: str | None, enhanced: bool, text: str
+) -> None:
+    """``send`` moves and writes a success answering MAIL, RCPT, DATA, RSET or NOOP
+    itself, from ``_EVERYDAY_ANSWERS``: what ``_answer_command`` (the rule's move, the
+    command's ``_ON_ACCEPT``, ``_finish``) gives, bytes, state and session alike, for
+    every state; any other answer goes the general way."""
+    if status is not None and status[0] != str(code)[0]:
+        status = None
+    command = parse_everyday_line(line + b"\r\n")
+    assert command is not None
+    fast = _pending_in(state, command, enhanced)
+    general = _pending_in(state, command, enhanced)
+    event = Reply(code, text, status)
+    rule = RULES[type(command)]
+
+    def outcome(conn: ServerConnection, answer: Callable[[], bytes]) -> object:
+        try:
+            written: object = answer()
+        except LocalProtocolError as exc:
+            written = f"refused: {exc}"
+        return written, [getattr(conn, name) for name in _SESSION_FIELDS]
+
+    if code in rule.success_codes and state in rule.allowed:
+        expected = outcome(general, lambda: general._answer_command(command, rule, event))
+    else:
+        expected = outcome(general, lambda: general._send(command, event))
+    assert outcome(fast, lambda: fast.send(event)) == expected

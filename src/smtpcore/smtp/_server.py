@@ -527,9 +527,38 @@ class ServerConnection:
 
     def send(self, event: Event) -> bytes:
         """Check ``event`` against the state, apply it, and return its bytes."""
+        pending = self._pending
+        everyday = _EVERYDAY_ANSWERS.get(type(pending))
+        if everyday is not None and isinstance(event, Reply):
+            # A success answering MAIL, RCPT, DATA, RSET or NOOP, the commands of every
+            # message, moved and written here as _answer_command and _finish would
+            # (a test holds them equal). Anything else takes the general path.
+            success_codes, moves, accepted, status = everyday
+            if event.code in success_codes:
+                target = moves.get(self._state)  # None where the rule does not allow it
+                if target is not None:
+                    self._state = target
+                    self._pending = None
+                    if accepted is not None:
+                        written = accepted(self, pending, event)
+                        if written is not None:
+                            return written
+                    # A 2xx: no error to count, and the reply's own status or the
+                    # command's, if the session writes them.
+                    if not self._config.enhanced_status_codes:
+                        status = None
+                    elif event.status is not None:
+                        status = event.status
+                    for known, data in event._wire:  # Reply.to_bytes's memory, no call
+                        if known is status:
+                            return data
+                    return event.to_bytes(status)
+        return self._send(pending, event)
+
+    def _send(self, pending: Event | None, event: Event) -> bytes:
+        """:meth:`send`, for every answer but the everyday successes."""
         if not isinstance(event, Reply):
             raise LocalProtocolError(f"a server sends Reply events, not {type(event).__name__}")
-        pending = self._pending
         rule = _FAST_RULES.get(type(pending))
         if rule is not None and self._state in rule.allowed and event.code != 421:
             return self._answer_command(pending, rule, event)  # type: ignore[arg-type]
@@ -1238,6 +1267,34 @@ _FAST_RULES: Final[dict[type[object], Rule]] = {
 """The commands :meth:`ServerConnection.send` answers without its general checks: each
 is pending only after the machine checked it against its rule, and answering one
 needs nothing but the rule."""
+
+_Accept = Callable[[ServerConnection, Any, Reply], bytes | None]
+_EverydayAnswer = tuple[frozenset[int], dict[State, State], _Accept | None, EnhancedStatus | None]
+
+
+def _everyday_answer(kind: type[Command], accepted: _Accept | None) -> _EverydayAnswer:
+    """What :meth:`ServerConnection.send` needs to take a success answering ``kind``
+    from its rule: the success codes, where a success leads from each state the rule
+    allows (one lookup both checks the state and moves), what the success changes in
+    the session, and the enhanced status a 2xx gets when the reply names none."""
+    rule = RULES[kind]
+    code = min(rule.success_codes)
+    moves = {}
+    for state in rule.allowed:
+        target = rule.move(code, state)
+        assert target is not None  # a success code
+        moves[state] = target
+    return rule.success_codes, moves, accepted, _STATUS_FOR.get(kind, _DEFAULT_STATUS)[code // 100]
+
+
+_EVERYDAY_ANSWERS: Final[dict[type[object], _EverydayAnswer]] = {
+    Mail: _everyday_answer(Mail, ServerConnection._mail_accepted),
+    Rcpt: _everyday_answer(Rcpt, ServerConnection._rcpt_accepted),
+    Data: _everyday_answer(Data, ServerConnection._start_content),
+    Rset: _everyday_answer(Rset, ServerConnection._rset_accepted),
+    Noop: _everyday_answer(Noop, None),
+}
+"""Command type -> how :meth:`ServerConnection.send` takes a success answering it."""
 
 _CHECKS: Final[dict[type[Command], Callable[[ServerConnection, Any], Reply | None]]] = {
     Mail: ServerConnection._check_mail,
