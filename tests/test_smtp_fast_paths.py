@@ -31,7 +31,7 @@ from smtpcore.smtp._events import Auth, AuthResponse, Data, Ehlo, Helo, Lhlo, No
 from smtpcore.smtp._ext import BUILTIN
 from smtpcore.smtp._extension import Parameter
 from smtpcore.smtp._params import Parameters
-from smtpcore.smtp._replies import EnhancedStatus
+from smtpcore.smtp._replies import _BUILT, _BUILT_COUNT, EnhancedStatus
 from smtpcore.smtp._state import RULES, State, next_state
 from smtpcore.testing import strategies as sst
 
@@ -504,3 +504,67 @@ def test_send_answers_the_everyday_commands_as_the_general_path_does(
     else:
         expected = outcome(general, lambda: general._send(command, event))
     assert outcome(fast, lambda: fast.send(event)) == expected
+
+
+# -- replies built again -----------------------------------------------------------------
+
+
+@given(
+    st.sampled_from([250, 251, 354, 421, 550]),
+    st.text(alphabet="OKok \t", max_size=4),
+    st.sampled_from([None, EnhancedStatus(2, 0, 0), EnhancedStatus(2, 1, 5)]),
+)
+def test_a_reply_built_again_is_the_one_built_first(
+    code: int, text: str, status: EnhancedStatus | None
+) -> None:
+    """A one-line reply without a status equal to one built before is built from it
+    (``_BUILT``), without its checks: the same fields, and the same bytes for every
+    status, whichever of the two wrote them first."""
+    _BUILT.clear()
+    first = Reply(code, text)
+    again = Reply(code, text)
+    assert again._wire is first._wire
+    assert (again.code, again.text, again.status, again.lines) == (
+        first.code,
+        first.text,
+        first.status,
+        first.lines,
+    )
+    written = again.to_bytes(status)
+    _BUILT.clear()
+    alone = Reply(code, text)
+    assert written == first.to_bytes(status) == alone.to_bytes(status)
+    assert first._wire is not alone._wire
+
+
+def test_a_reply_built_again_is_checked_as_before() -> None:
+    """What the first reply's checks let through and no more: a code of another type
+    that compares equal, a control character, a status of another class."""
+    Reply(250, "OK")
+    for code in (250.0, True, "250"):
+        with pytest.raises(LocalProtocolError):
+            Reply(code, "OK")  # type: ignore[arg-type]  # a code of the wrong type
+    with pytest.raises(LocalProtocolError):
+        Reply(250, "O\nK")
+    with pytest.raises(LocalProtocolError):
+        Reply(250, "OK", "5.0.0")
+
+
+def test_replies_share_their_bytes_only_with_their_own_kind() -> None:
+    """Replies of a subclass, with a status, or of several lines keep their bytes to
+    themselves."""
+
+    class Loud(Reply):
+        def _format(self, status: EnhancedStatus | None) -> bytes:
+            return super()._format(status).upper()
+
+    plain = Reply(250, "ok")
+    assert plain.to_bytes() == b"250 ok\r\n"
+    assert Loud(250, "ok").to_bytes() == b"250 OK\r\n"
+    assert Reply(250, "ok").to_bytes() == b"250 ok\r\n"
+    assert Reply(250, "ok", "2.0.0")._wire == ()
+    assert Reply(250, ["ok", "fine"])._wire == ()
+    _BUILT.clear()
+    for index in range(_BUILT_COUNT + 1):
+        Reply(250, f"ok {index}")
+    assert len(_BUILT) == 1

@@ -82,12 +82,15 @@ class Reply(Event):
     text: str | tuple[str, ...] = field(compare=False)
     status: EnhancedStatus | None
     lines: tuple[str, ...] = field(repr=False)
-    _wire: tuple[tuple[EnhancedStatus | None, bytes], ...] = field(
+    _wire: Sequence[tuple[EnhancedStatus | None, bytes]] = field(
         init=False, repr=False, compare=False
     )
     """The last few :meth:`to_bytes` results, with their statuses: the everyday
     replies are module constants, written again and again (``250 OK`` answers
-    MAIL with 2.1.0 and RSET with 2.0.0)."""
+    MAIL with 2.1.0 and RSET with 2.0.0), or built anew for each command, equal
+    to the last (a handler's ``Reply(250, "OK")`` for every RCPT). A one-line
+    reply without a status shares one list of them with every equal reply (see
+    :data:`_BUILT`); any other keeps a tuple of its own."""
 
     def __init__(
         self,
@@ -95,6 +98,17 @@ class Reply(Event):
         text: str | Sequence[str] = "",
         status: EnhancedStatus | str | None = None,
     ) -> None:
+        if status is None and type(text) is str and type(code) is int:
+            known = _BUILT.get((type(self), code, text))
+            if known is not None:
+                # An equal reply was checked before: its lines, and what it and its
+                # equals have written.
+                _SET_CODE(self, code)
+                _SET_TEXT(self, text)
+                _SET_STATUS(self, None)
+                _SET_LINES(self, known.lines)
+                _SET_WIRE(self, known._wire)
+                return
         if not isinstance(code, int) or not (200 <= code <= 599 and (code // 10) % 10 <= 5):
             raise LocalProtocolError(f"invalid reply code {code!r}")
         if isinstance(text, str):
@@ -110,13 +124,19 @@ class Reply(Event):
                 raise LocalProtocolError(f"reply text may not hold control characters: {line!r}")
         if status is not None and not isinstance(status, EnhancedStatus):
             status = _as_status(status)
-        object.__setattr__(self, "code", code)
-        object.__setattr__(self, "text", text)
-        object.__setattr__(self, "status", status)
-        object.__setattr__(self, "lines", lines)
-        object.__setattr__(self, "_wire", ())
         if status is not None and status.class_code != code // 100:
             raise LocalProtocolError(f"status {status} does not match reply code {code}")
+        _SET_CODE(self, code)
+        _SET_TEXT(self, text)
+        _SET_STATUS(self, status)
+        _SET_LINES(self, lines)
+        if status is None and type(text) is str and type(code) is int and len(text) <= _BUILT_TEXT:
+            _SET_WIRE(self, [])
+            if len(_BUILT) >= _BUILT_COUNT:
+                _BUILT.clear()
+            _BUILT[type(self), code, text] = self
+        else:
+            _SET_WIRE(self, ())
 
     @property
     def is_positive(self) -> bool:
@@ -164,11 +184,17 @@ class Reply(Event):
 
     def to_bytes(self, status: EnhancedStatus | None = None) -> bytes:
         """The reply as wire lines, each prefixed with ``status`` if given."""
-        for known, data in self._wire:
+        wire = self._wire
+        for known, data in wire:
             if known is status:
                 return data
         data = self._format(status)
-        object.__setattr__(self, "_wire", (*self._wire[-2:], (status, data)))
+        if isinstance(wire, list):  # shared with the equal replies
+            if len(wire) >= _WIRE_KEPT:
+                del wire[0]
+            wire.append((status, data))
+        else:
+            _SET_WIRE(self, (*wire[-2:], (status, data)))
         return data
 
     def _format(self, status: EnhancedStatus | None) -> bytes:
@@ -191,6 +217,25 @@ class Reply(Event):
             out.append(f"{self.code}{sep}{text}\r\n" if text else f"{self.code}{sep}\r\n")
         return "".join(out).encode()
 
+
+_SET_CODE: Final = vars(Reply)["code"].__set__
+_SET_TEXT: Final = vars(Reply)["text"].__set__
+_SET_STATUS: Final = vars(Reply)["status"].__set__
+_SET_LINES: Final = vars(Reply)["lines"].__set__
+_SET_WIRE: Final = vars(Reply)["_wire"].__set__
+"""Reply's slots, set through their descriptors: ``object.__setattr__`` looks each
+name up first."""
+
+_BUILT: Final[dict[tuple[type[Reply], int, str], Reply]] = {}
+"""One-line replies without a status built so far, by class, code and text: a reply
+equal to one of them is built from it, without the checks it passed, and shares the
+bytes it has written. At most 256 replies of up to 128 characters are kept; a
+full table starts over."""
+_BUILT_COUNT: Final = 256
+_BUILT_TEXT: Final = 128
+_WIRE_KEPT: Final = 4
+"""Results a shared list of :meth:`Reply.to_bytes` keeps: one for each status the
+server writes a reply with (2.0.0, 2.1.0, 2.1.5, or none)."""
 
 _REPLY_LINE_RE: Final = re.compile(rb"([2-5][0-5][0-9])([ -]|\r?\n)")
 _EVERYDAY_REPLY_RE: Final = re.compile(rb"([2-5][0-5][0-9]) ([\x20-\x7e]*)\r\n")
