@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from smtp_helpers import greeted, run
 from smtpcore import LocalProtocolError
 from smtpcore._numbers import is_digits, parse_number
-from smtpcore.address import _SIMPLE_DOMAIN, simple_mailbox
+from smtpcore.address import _SIMPLE_DOMAIN, _SIMPLE_LOCAL, _SIMPLE_PATH, simple_mailbox
 from smtpcore.smtp import BadCommand, Mail, Rcpt, Reply, ServerConnection
 from smtpcore.smtp._commands import (
     VERBS,
@@ -240,6 +240,44 @@ def test_the_everyday_line_takes_a_path_as_the_address_rules_do(
         assert command == full_parse(line)
     else:
         assert simple_mailbox(local, domain) is None  # a limit: the full rules decide
+
+
+@given(
+    st.one_of(
+        st.sampled_from(["john", "a.b"]),
+        st.integers(63, 66).map(lambda size: "j" * size),
+    ),
+    st.lists(
+        st.one_of(
+            st.sampled_from(["example", "b", "0", "123", "4x", "x-1", "-", "a."]),
+            st.integers(55, 66).map(lambda size: "d" * size),
+        ),
+        min_size=1,
+        max_size=6,
+    ).map(".".join),
+)
+@example("j", "d" * 63 + "." + "d" * 63 + "." + "d" * 63 + "." + "d" * 60)  # a 256-octet path
+@example("j", "d" * 63 + "." + "d" * 63 + "." + "d" * 63 + "." + "d" * 61)  # 257
+@example("john", "example.2")
+@example("j" * 65, "example")
+def test_the_simple_path_pattern_holds_the_limits_simple_mailbox_holds(
+    local: str, domain: str
+) -> None:
+    """The everyday path pattern takes a path's parts where the simple patterns take
+    them and ``simple_mailbox`` finds them within the limits (the local part's and
+    the path's length, a last label not all digits): its match is a mailbox as it
+    stands, which the everyday-line parser builds without the call."""
+    expected = (
+        _SIMPLE_LOCAL.fullmatch(local) is not None
+        and _SIMPLE_DOMAIN.fullmatch(domain) is not None
+        and simple_mailbox(local, domain) is not None
+    )
+    assert (_SIMPLE_PATH.fullmatch(f"<{local}@{domain}>") is not None) is expected
+    line = f"RCPT TO:<{local}@{domain}>\r\n".encode("ascii")
+    command = parse_everyday_line(line)
+    assert (command is not None) is expected
+    if command is not None:
+        assert command == full_parse(line)
 
 
 class Facts:

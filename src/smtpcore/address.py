@@ -81,9 +81,19 @@ _SIMPLE_LOCAL = re.compile(
 _SIMPLE_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _SIMPLE_DOMAIN = re.compile(rf"{_SIMPLE_LABEL}(?:\.{_SIMPLE_LABEL})*")
 
-SIMPLE_PATH_PATTERN: Final = f"<({_SIMPLE_LOCAL.pattern})@({_SIMPLE_DOMAIN.pattern})>"
-"""The everyday path (ASCII dot-atom local part, LDH host name), its parts in two groups;
-for the hot paths that recognise whole lines. Not exported: internal to the package."""
+# In a path, each label but the last is followed by a dot: one all digits before the
+# ">" is the last, which must not be numeric (as simple_mailbox asks).
+_PATH_LABEL = rf"(?![0-9]+>){_SIMPLE_LABEL}"
+SIMPLE_PATH_PATTERN: Final = (
+    f"<(?=[^@]{{1,{MAX_LOCAL_PART_OCTETS}}}@)(?=[^>]{{1,{MAX_PATH_OCTETS - 2}}}>)"
+    f"({_SIMPLE_LOCAL.pattern})@({_PATH_LABEL}(?:\\.{_PATH_LABEL})*)>"
+)
+"""The everyday path (ASCII dot-atom local part, LDH host name), its parts in two groups,
+within the limits :func:`simple_mailbox` holds such parts to: a local part of at most
+64 octets, a path of at most 256, a last label not all digits (the lookaheads read
+the parts' lengths up to the "@" and the ">", which neither part can hold). A match
+is a mailbox as it stands, for the hot paths that recognise whole lines. Not
+exported: internal to the package."""
 _SIMPLE_PATH = re.compile(SIMPLE_PATH_PATTERN)
 
 _IPAddress: TypeAlias = "ipaddress.IPv4Address | ipaddress.IPv6Address"
@@ -325,10 +335,11 @@ def _is_simple(local: str, domain: str) -> bool:
 
 
 def simple_mailbox(local: str, domain: str) -> Mailbox | None:
-    """The mailbox of parts that matched the simple patterns (``SIMPLE_PATH_PATTERN``),
-    or None when it breaks a length limit or its domain ends in a numeric label: the
-    limits such parts can still break. Every MAIL and RCPT of a busy server comes
-    here, so it makes no other call."""
+    """The mailbox of parts that matched the simple patterns (``_SIMPLE_LOCAL`` and
+    ``_SIMPLE_DOMAIN``), or None when it breaks a length limit or its domain ends in a
+    numeric label: the limits such parts can still break. ``SIMPLE_PATH_PATTERN``
+    holds its parts to the same limits (a test holds the two equal), so the
+    everyday-line parser builds its mailboxes without this call."""
     last_label = domain.rpartition(".")[2]
     if (
         len(local) > MAX_LOCAL_PART_OCTETS

@@ -23,7 +23,6 @@ from smtpcore.address import (
     Mailbox,
     format_path,
     parse_path,
-    simple_mailbox,
     split_path,
 )
 from smtpcore.smtp._dsn import decode_xtext
@@ -308,9 +307,11 @@ def parse_everyday_line(line: bytes) -> Command | None:
     rcpt, local, domain, size, text, bare = match.groups()
     if bare is not None:
         return _BARE[bare.upper()]  # bytes: ASCII case alone
-    mailbox = simple_mailbox(local.decode("ascii"), domain.decode("ascii"))
-    if mailbox is None:
-        return None
+    # A mailbox as it stands (SIMPLE_PATH_PATTERN holds the limits too): built without
+    # Mailbox's checks, as below.
+    mailbox: Mailbox = _new(Mailbox)
+    _SET_LOCAL_PART(mailbox, local.decode("ascii"))
+    _SET_MAILBOX_DOMAIN(mailbox, domain.decode("ascii"))
     if text or size is not None:
         params = read_parameters(size, text)
         if params is None:
@@ -330,6 +331,8 @@ def parse_everyday_line(line: bytes) -> Command | None:
 
 
 _new: Final = object.__new__
+_SET_LOCAL_PART: Final[Callable[[Mailbox, str], None]] = vars(Mailbox)["local_part"].__set__
+_SET_MAILBOX_DOMAIN: Final[Callable[[Mailbox, str], None]] = vars(Mailbox)["domain"].__set__
 _SET_SENDER: Final[Callable[[Mail, Mailbox], None]] = vars(Mail)["sender"].__set__
 _SET_MAIL_PARAMS: Final[Callable[[Mail, Parameters], None]] = vars(Mail)["params"].__set__
 _SET_RECIPIENT: Final[Callable[[Rcpt, Mailbox], None]] = vars(Rcpt)["recipient"].__set__
