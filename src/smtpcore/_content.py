@@ -19,6 +19,8 @@ from smtpcore._lines import FramingPolicy, line_length_exceeded
 
 __all__ = ["ContentFilter", "LineEndings", "passes_whole"]
 
+_NewlineDecoder = io.IncrementalNewlineDecoder
+
 
 class LineEndings:
     """Tells whether every CR and every LF in a chunk stands in a CRLF pair.
@@ -171,7 +173,7 @@ def passes_whole(content: bytes, policy: FramingPolicy, max_line_length: int | N
         return False
     if policy.normalize_content or not (policy.bare_lf_in_content and policy.bare_cr_in_content):
         # LineEndings.only_crlf, with a decoder of its own: nothing is shared.
-        newlines = io.IncrementalNewlineDecoder(None, translate=False)
+        newlines = _NewlineDecoder(None, False)  # no decoder before it; translate=False
         newlines.decode(content.decode("latin-1"), True)
         if newlines.newlines not in (None, "\r\n"):
             return False

@@ -888,14 +888,16 @@ class ServerConnection:
             config = self._config
             # The everyday message: whole in this read, and nothing to do to it.
             data = decode_whole(buffered, config.framing, config.max_text_line)
-            limit = config.max_message_size
-            if data is not None and (limit is None or len(data) <= limit):
-                del buffered[: len(data) + 3]  # consume's work: DATA leaves nothing searched
-                self._received = len(data)
-                self._content_ended = True
-                event: MessageData = _new(MessageData)
-                _SET_DATA(event, data)
-                return event
+            if data is not None:
+                size = len(data)
+                limit = config.max_message_size
+                if limit is None or size <= limit:
+                    del buffered[: size + 3]  # consume's work: DATA leaves nothing searched
+                    self._received = size
+                    self._content_ended = True
+                    event: MessageData = _new(MessageData)
+                    _SET_DATA(event, data)
+                    return event
             decoder = self._decoder = DotDecoder(
                 config.framing, max_line_length=config.max_text_line
             )
