@@ -32,12 +32,13 @@ import selectors
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from selectors import EVENT_READ, EVENT_WRITE
 from sys import intern
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
-from smtpcore._driver._timeouts import Clock
+from smtpcore._driver._timeouts import Clock, Deadline, deadline_when_waiting
 from smtpcore._driver._transport import Link, LinkBase, address
 from smtpcore.handler import TLSInfo
 
@@ -60,9 +61,9 @@ _ACCEPT_RETRY: Final = 1.0
 """How long a listener out of descriptors (or memory) waits before accepting again."""
 _OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _NOTHING: Final = 0
-_BYTES: Final = 1
-_ROOM: Final = 2
-"""What a session waits for on its transport (see ``RawSocketTransport._want``)."""
+_ROOM: Final = -1
+"""What a session waits for on its transport (see ``RawSocketTransport._want``), but
+for its client's bytes: how many it reads at most, a positive number."""
 _set_result: Final = asyncio.Future.set_result
 """A future's own ``set_result`` (in C), for a :class:`_Waiter`'s without its wake-up."""
 _bare_socket: Final = socket.SocketType
@@ -90,13 +91,14 @@ class _Waiter(asyncio.Future[_T]):
     session's (:class:`RawSocketTransport`) or a client's
     (:class:`~smtpcore._asyncio_client_socket.SocketClientTransport`).
 
-    Resolved by the selector's callback (:meth:`RawSocketTransport._run`, or
-    :meth:`resolve_now`), it runs the task's step at once, in that callback: the
-    task's own step, in the task's context, only sooner than at the loop's next
-    pass (which would cost a ``call_soon``, a handle, a pass through the queue
-    and, the queue not being empty, one more ``epoll_wait`` a read). Resolved
-    any other way (a lost connection, a timeout, a cancellation), it wakes the
-    task at the next pass, as any future does.
+    Resolved by the selector's callback (:meth:`RawSocketTransport._run`, with
+    the bytes it read, or :meth:`resolve_now`), it runs the task's step at once,
+    in that callback: the task's own step, in the task's context, only sooner
+    than at the loop's next pass (which would cost a ``call_soon``, a handle, a
+    pass through the queue and, the queue not being empty, one more
+    ``epoll_wait`` a read). Resolved any other way (a lost connection, room to
+    write, a timeout, a cancellation), it wakes the task at the next pass, as
+    any future does (a session's with ``None``: it asks again).
     """
 
     _step: Callable[[Any], object] | None = None
@@ -159,8 +161,11 @@ class RawSocketTransport(_OwnLink):
     that would only hand on to the transport's. It derives from
     :class:`~smtpcore._driver._transport.LinkBase`, not from ``Link``: a
     ``Link``'s slots for the transport's bound methods would stay empty here,
-    where those are the class's own methods (48 bytes a connection); to type
-    checkers it is a ``Link``, which it stands in for.
+    where those are the class's own methods (48 bytes a connection), and its
+    ``__getattr__`` would slow every read of the transport's own fields. The
+    clock's methods a link has (:meth:`deadline`, :meth:`within`) hand on to
+    the clock, once a hook or a write that waits. To type checkers it is a
+    ``Link``, which it stands in for.
 
     Reads: the socket is watched for reads while the session waits for its
     client, and the callback wakes the session (its
@@ -194,8 +199,7 @@ class RawSocketTransport(_OwnLink):
     writer's handle.
     """
 
-    # With LinkBase's fields but the transport's methods: clock, deadline,
-    # receive_within, transport and within.
+    # With Link's fields but not its methods' slots: clock and transport.
     __slots__ = (
         "_closing",
         "_eof",
@@ -213,11 +217,8 @@ class RawSocketTransport(_OwnLink):
         "_want",
         "_writing",
         "clock",
-        "deadline",
         "peer_address",
-        "receive_within",
         "transport",
-        "within",
     )
 
     def __init__(
@@ -249,9 +250,9 @@ class RawSocketTransport(_OwnLink):
         self._writing = False
         """Whether the loop's selector watches the socket for room to write."""
         self._want = _NOTHING
-        """What the session waits for: :data:`_BYTES` from the client, :data:`_ROOM` to
-        write, or :data:`_NOTHING`."""
-        self._waiter: _Waiter[None] | None = None
+        """What the session waits for: at most so many bytes from the client (a
+        positive number), :data:`_ROOM` to write, or :data:`_NOTHING`."""
+        self._waiter: _Waiter[bytes | None] | None = None
         """The future the session's task awaits while it waits (a runner needs none)."""
         self._more = True
         """Whether a read may find bytes without waiting: the last one filled what it
@@ -263,6 +264,22 @@ class RawSocketTransport(_OwnLink):
         self._closing = False
         self._inner: AsyncioTransport | None = None
         """The asyncio transport serving the connection since :meth:`start_tls`."""
+
+    # -- the link's methods of the clock ------------------------------------------
+
+    def deadline(self, seconds: float | None) -> AbstractAsyncContextManager[Deadline]:
+        return self.clock.deadline(seconds)
+
+    def within(self, seconds: float | None, call: Awaitable[_T]) -> Awaitable[_T]:
+        runner = self._runner
+        if runner is None or runner.task is None:
+            return self.clock.within(seconds, call)
+        # What the runner's own does in a task, without its call: a hook is the hot path.
+        return deadline_when_waiting(runner.deadline, seconds, call)
+
+    async def receive_within(self, seconds: float | None, max_bytes: int) -> bytes:
+        async with self.clock.deadline(seconds):
+            return await self.receive_some(max_bytes)
 
     # -- the transport as the selector loop's reader handle -------------------------
 
@@ -313,20 +330,36 @@ class RawSocketTransport(_OwnLink):
         if not self._reading:
             return
         try:
-            if self._want == _BYTES:
-                # What _wake does, without the call: every read of a waiting session.
+            want = self._want
+            if want > 0:
                 waiter = self._waiter
                 if waiter is None:
+                    # What _wake does, without the call: every read of a waiting session.
                     runner = self._runner
                     if runner is not None and runner.waiting:
                         self._more = True
                         runner.wake()
                         return
                 elif not waiter.done():
-                    # The task's step at once, as _Waiter keeps it: every read of a session
-                    # in its task (set_result is the plain future's: no wake-up queued).
-                    self._more = True
-                    _set_result(waiter, None)
+                    # Every read of a session in its task: the bytes, read here (what
+                    # receive_or_wait would read when called again), are the waiter's
+                    # result, and the task's step runs at once, as _Waiter keeps it
+                    # (set_result is the plain future's: no wake-up queued).
+                    try:
+                        data = self._sock.recv(want)
+                    except (BlockingIOError, InterruptedError):
+                        return  # nothing after all: the wait goes on
+                    except OSError:
+                        self._lose()  # which wakes the task
+                        return
+                    if data:
+                        self._more = len(data) == want
+                    else:  # the client closed its side; replies may still go out
+                        self._eof = True
+                        self._unwatch_reads()
+                    self._want = _NOTHING
+                    self._waiter = None
+                    _set_result(waiter, data)
                     step = waiter._step
                     if step is not None:
                         waiter._step = None
@@ -406,7 +439,8 @@ class RawSocketTransport(_OwnLink):
         """What the client has sent (at most ``max_bytes``; ``b""`` once it has closed),
         or else what to await until it sends more: :data:`WOKEN` while a runner steps
         the session, a :class:`_Waiter` in a task (the TLS layer's read, a
-        coroutine, once there is one). The wait's result is ``None``: call again.
+        coroutine, once there is one). The wait's result is the bytes, or ``None``:
+        call again (always so for :data:`WOKEN`).
 
         A session reads its client through this (:attr:`Link.receive_or_wait
         <smtpcore._driver._transport.Link.receive_or_wait>`): no coroutine of the
@@ -442,10 +476,11 @@ class RawSocketTransport(_OwnLink):
                 self._more = len(data) == max_bytes
                 return data
             self._more = False
-        # The wait: the selector's callback sets _more again and wakes the session.
+        # The wait: the selector's callback sets _more again and wakes the session (or
+        # reads, for its task).
         if not self._reading:
             self._watch_reads()
-        self._want = _BYTES
+        self._want = max_bytes
         runner = self._runner
         if runner is not None and runner.task is None:
             return WOKEN

@@ -100,16 +100,18 @@ class LinkBase:
     The methods used on the hot path (reads, writes, deadlines) are kept as the
     transport's and the clock's bound methods in slots, so a read through the
     link costs what a read on the transport costs: the link adds no call of its
-    own there. Each is bound at its first use (:meth:`__getattr__`), so that an
-    idle connection holds only those its session has used (a server's session
-    never reads without waiting, for one). Those used once a session (TLS, the
-    watchdog, the close) go through the link's own methods.
+    own there. Each is bound at its first use (:class:`Link`'s ``__getattr__``),
+    so that an idle connection holds only those its session has used (a server's
+    session never reads without waiting, for one). Those used once a session (TLS,
+    the watchdog, the close) go through the link's own methods.
 
-    This class has the methods and no slots: :class:`Link` adds them all. A
-    transport that is its own link (the asyncio server's
-    :class:`~smtpcore._asyncio_raw.RawSocketTransport`) derives from it with
-    the slots of the clock's methods alone, since the transport's are its own
-    methods: a slot for each would stay empty in every connection.
+    This class has the methods and no slots: :class:`Link` adds them all, and
+    the ``__getattr__`` that binds them. A transport that is its own link (the
+    asyncio server's :class:`~smtpcore._asyncio_raw.RawSocketTransport`)
+    derives from it, with methods of its own for the clock's: a class with a
+    ``__getattr__`` has every attribute read go through that hook first, which
+    the interpreter cannot specialize (a transport's own fields are read a dozen
+    times a read).
     """
 
     __slots__ = ()
@@ -146,36 +148,6 @@ class LinkBase:
     a deadline entered and left around each read."""
     deadline: Callable[[float | None], AbstractAsyncContextManager[Deadline]]
     within: Within
-
-    if not TYPE_CHECKING:  # the slots' own annotations are the types to check
-
-        def __getattr__(self, name: str) -> Any:
-            """A hot-path method not used before on this link: bound now, and kept."""
-            if name in _FROM_TRANSPORT:
-                lacking = _FROM_TRANSPORT[name]
-                transport = self.transport
-                method = (
-                    getattr(transport, name)
-                    if lacking is None
-                    else getattr(transport, name, lacking)
-                )
-            elif name == "receive_or_wait":
-                method = self.receive_some  # one bound method for both slots
-            elif name in _FROM_CLOCK:
-                method = getattr(self.clock, name)
-            elif name == "receive_within":
-                clock = self.clock
-                receive = self.transport.receive_some
-                reader = getattr(clock, "timed_reader", None)
-                method = (
-                    reader(receive)
-                    if reader is not None
-                    else functools.partial(_receive_under_deadline, clock.deadline, receive)
-                )
-            else:
-                raise AttributeError(name)
-            setattr(self, name, method)
-            return method
 
     def start_tls(
         self,
@@ -249,6 +221,36 @@ class Link(LinkBase):
     def __init__(self, transport: Transport, clock: Clock) -> None:
         self.transport = transport
         self.clock = clock
+
+    if not TYPE_CHECKING:  # the slots' own annotations are the types to check
+
+        def __getattr__(self, name: str) -> Any:
+            """A hot-path method not used before on this link: bound now, and kept."""
+            if name in _FROM_TRANSPORT:
+                lacking = _FROM_TRANSPORT[name]
+                transport = self.transport
+                method = (
+                    getattr(transport, name)
+                    if lacking is None
+                    else getattr(transport, name, lacking)
+                )
+            elif name == "receive_or_wait":
+                method = self.receive_some  # one bound method for both slots
+            elif name in _FROM_CLOCK:
+                method = getattr(self.clock, name)
+            elif name == "receive_within":
+                clock = self.clock
+                receive = self.transport.receive_some
+                reader = getattr(clock, "timed_reader", None)
+                method = (
+                    reader(receive)
+                    if reader is not None
+                    else functools.partial(_receive_under_deadline, clock.deadline, receive)
+                )
+            else:
+                raise AttributeError(name)
+            setattr(self, name, method)
+            return method
 
 
 def address(value: object) -> tuple[str, int] | None:
