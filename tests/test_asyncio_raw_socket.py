@@ -597,7 +597,7 @@ def test_a_task_waiting_for_bytes_is_cancelled_as_with_any_future(
         transport = RawSocketTransport(ours, None, asyncio.get_running_loop())
         waiting = asyncio.ensure_future(transport.receive_some(100))
         await asyncio.sleep(0.01)
-        assert isinstance(transport._waiter, _asyncio_raw._Waiter)
+        assert isinstance(transport._waiter, asyncio.Future)
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(waiting, 10)
@@ -628,30 +628,13 @@ def test_a_task_waiting_for_bytes_wakes_when_the_connection_is_lost(
     asyncio.run(main())
 
 
-def test_a_waiter_failed_wakes_its_task() -> None:
-    """However the waiter is resolved, the wake-up it holds back runs: an exception set
-    on it too, at the loop's next pass (else the task awaiting it would wait for ever)."""
-
-    async def main() -> None:
-        waiter: _asyncio_raw._Waiter[None] = _asyncio_raw._Waiter(loop=asyncio.get_running_loop())
-        woken: list[asyncio.Future[None]] = []
-        waiter.add_done_callback(woken.append)  # held back, as a task's wake-up is
-        waiter.set_exception(ConnectionResetError("reset"))
-        await asyncio.sleep(0)
-        assert woken == [waiter]
-        with pytest.raises(ConnectionResetError):
-            waiter.result()
-
-    asyncio.run(main())
-
-
 def test_a_waiter_resolved_now_runs_its_task_in_that_call() -> None:
     """``resolve_now``, from a callback of the loop (a read's), runs the waiting task's
     step before it returns, where ``set_result`` would leave it to the next pass."""
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        waiter: _asyncio_raw._Waiter[bytes] = _asyncio_raw._Waiter(loop=loop)
+        waiter: asyncio.Future[bytes] = loop.create_future()
         got: list[bytes] = []
         seen_in_the_callback: list[list[bytes]] = []
 
@@ -659,7 +642,7 @@ def test_a_waiter_resolved_now_runs_its_task_in_that_call() -> None:
             got.append(await waiter)
 
         def read() -> None:
-            waiter.resolve_now(b"bytes")
+            _asyncio_raw.resolve_now(waiter, b"bytes")
             seen_in_the_callback.append(list(got))
 
         task = asyncio.ensure_future(wait())
@@ -721,7 +704,7 @@ def test_receive_or_wait_gives_the_bytes_or_a_wait_and_then_the_end_of_the_strea
         _session(transport, stepped, body)
         await asyncio.sleep(0.01)
         wait = seen[0]
-        assert wait is WOKEN if stepped else isinstance(wait, _asyncio_raw._Waiter)
+        assert wait is WOKEN if stepped else isinstance(wait, asyncio.Future)
         assert transport._reading  # watched while the session waits
         theirs.sendall(b"one")
         for _ in range(100):

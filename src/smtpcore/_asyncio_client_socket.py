@@ -8,7 +8,7 @@ when the socket is readable (``loop.add_reader``, public API), hands the bytes
 to the future the client waits on (:meth:`~SocketClientTransport.next_bytes`,
 as :class:`~smtpcore.asyncio.AsyncioTransport` does), which runs the client's
 task at once, in that callback (the server's sessions' own waiter, see
-``_asyncio_raw._Waiter``: a pass of the loop and an ``epoll_wait`` less a
+``_asyncio_raw.resolve_now``: a pass of the loop and an ``epoll_wait`` less a
 reply), and writes with
 ``socket.send``, the loop waiting (``loop.add_writer``) only for what the kernel
 did not take. TLS, after STARTTLS or on connect, is asyncio's: the socket
@@ -24,7 +24,7 @@ import socket
 import ssl
 from typing import TYPE_CHECKING, Final
 
-from smtpcore._asyncio_raw import _Waiter
+from smtpcore._asyncio_raw import resolve_now
 from smtpcore._driver._transport import address
 from smtpcore.handler import TLSInfo
 
@@ -65,7 +65,7 @@ class SocketClientTransport:
         self._chunks: list[bytes] = []
         """Received and not read yet (the name the stale-reply tests look at)."""
         self._buffered = 0
-        self._waiter: _Waiter[bytes] | None = None
+        self._waiter: asyncio.Future[bytes] | None = None
         """The future :meth:`next_bytes` made, which the next read resolves."""
         self._eof = False
         self._closed = False
@@ -92,7 +92,7 @@ class SocketClientTransport:
         if waiter is not None:
             self._waiter = None
             if not waiter.done():  # else cancelled, or timed out: the bytes wait here
-                waiter.resolve_now(data)  # the waiting task runs now, in this callback
+                resolve_now(waiter, data)  # the waiting task runs now, in this callback
                 return
         if data:
             self._chunks.append(data)
@@ -115,7 +115,7 @@ class SocketClientTransport:
             return self._tls.next_bytes()
         if self._chunks or not self._reading:
             return None
-        waiter: _Waiter[bytes] = _Waiter(loop=self._loop)
+        waiter: asyncio.Future[bytes] = asyncio.Future(loop=self._loop)
         self._waiter = waiter
         return waiter
 
@@ -127,7 +127,7 @@ class SocketClientTransport:
                 return b""
             if not self._reading:  # pragma: no cover - held back only with bytes waiting
                 raise ConnectionResetError("the connection is not read")
-            waiter: _Waiter[bytes] = _Waiter(loop=self._loop)
+            waiter: asyncio.Future[bytes] = asyncio.Future(loop=self._loop)
             self._waiter = waiter
             try:
                 data = await waiter

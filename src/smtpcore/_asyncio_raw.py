@@ -24,7 +24,6 @@ byte.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import errno
 import ipaddress
 import logging
@@ -35,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from selectors import EVENT_READ, EVENT_WRITE
 from sys import intern
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore._driver._timeouts import Clock, Deadline, deadline_when_waiting
@@ -45,7 +44,7 @@ from smtpcore.handler import TLSInfo
 if TYPE_CHECKING:
     from smtpcore.asyncio import AsyncioTransport
 
-__all__ = ["Acceptor", "RawSocketTransport", "listening_sockets", "serves_raw"]
+__all__ = ["Acceptor", "RawSocketTransport", "listening_sockets", "resolve_now", "serves_raw"]
 
 logger = logging.getLogger("smtpcore.server")
 
@@ -64,8 +63,9 @@ _NOTHING: Final = 0
 _ROOM: Final = -1
 """What a session waits for on its transport (see ``RawSocketTransport._want``), but
 for its client's bytes: how many it reads at most, a positive number."""
-_set_result: Final = asyncio.Future.set_result
-"""A future's own ``set_result`` (in C), for a :class:`_Waiter`'s without its wake-up."""
+_Future: Final = asyncio.Future
+"""What a session's task awaits while it waits (the loop's ``create_future`` makes
+one, but through a Python call: the selector loop's is asyncio's own)."""
 _bare_socket: Final = socket.SocketType
 """The socket type without socket.socket's Python layer (made and closed in C)."""
 _READ_AND_WRITE: Final = EVENT_READ | EVENT_WRITE
@@ -86,62 +86,28 @@ def serves_raw(loop: asyncio.AbstractEventLoop) -> bool:
     )
 
 
-class _Waiter(asyncio.Future[_T]):
-    """The future a task awaits for its peer's bytes on a raw socket: a server
-    session's (:class:`RawSocketTransport`) or a client's
-    (:class:`~smtpcore._asyncio_client_socket.SocketClientTransport`).
+def resolve_now(future: asyncio.Future[_T], result: _T) -> None:
+    """Resolve a pending ``future`` with ``result``, and run the step of the task that
+    awaits it at once, in this call, rather than at the loop's next pass.
 
-    Resolved by the selector's callback (:meth:`RawSocketTransport._run`, with
-    the bytes it read, or :meth:`resolve_now`), it runs the task's step at once,
-    in that callback: the task's own step, in the task's context, only sooner
-    than at the loop's next pass (which would cost a ``call_soon``, a handle, a
-    pass through the queue and, the queue not being empty, one more
-    ``epoll_wait`` a read). Resolved any other way (a lost connection, room to
-    write, a timeout, a cancellation), it wakes the task at the next pass, as
-    any future does (a session's with ``None``: it asks again).
+    From a callback of the loop (a read's), the task's step, in the task's
+    context, runs sooner than ``set_result`` would have it (which costs a
+    ``call_soon``, a handle, a pass through the queue and, the queue not being
+    empty, one more ``epoll_wait`` a read). The task's wake-up is the future's
+    first callback (a task joins the future it awaits at once): it is taken
+    back from the future before the result is set, and run here. For asyncio's
+    own futures, which the task joins in C: a subclass that kept the wake-up
+    aside would cost a Python call at every wait, and the task's slow path.
+    :meth:`RawSocketTransport._run` does the same, written out.
     """
-
-    _step: Callable[[Any], object] | None = None
-    """The task's wake-up, held back from the future's callbacks until resolved."""
-    _step_context: contextvars.Context | None = None
-
-    def add_done_callback(
-        self, fn: Callable[[Any], object], *, context: contextvars.Context | None = None
-    ) -> None:
-        if self._step is None and not self.done():
-            self._step = fn
-            self._step_context = contextvars.copy_context() if context is None else context
-        else:
-            super().add_done_callback(fn, context=context)
-
-    def resolve_now(self, result: _T) -> None:
-        """Resolve the future with ``result`` and run the task's step at once (what
-        :meth:`RawSocketTransport._run` does written out, a call less a read)."""
-        _set_result(self, result)
-        step = self._step
-        if step is not None:
-            self._step = None
-            self._step_context.run(step, self)  # type: ignore[union-attr]  # set with it
-
-    def set_result(self, result: _T) -> None:
-        super().set_result(result)
-        self._release()
-
-    def set_exception(self, exception: type | BaseException) -> None:
-        super().set_exception(exception)
-        self._release()
-
-    def cancel(self, msg: Any = None) -> bool:
-        if not super().cancel(msg):
-            return False
-        self._release()
-        return True
-
-    def _release(self) -> None:
-        step = self._step
-        if step is not None:
-            self._step = None
-            self.get_loop().call_soon(step, self, context=self._step_context)
+    callbacks = future._callbacks
+    if callbacks:
+        step, context = callbacks[0]
+        future.remove_done_callback(step)
+        future.set_result(result)
+        context.run(step, future)
+    else:
+        future.set_result(result)
 
 
 if TYPE_CHECKING:
@@ -252,8 +218,9 @@ class RawSocketTransport(_OwnLink):
         self._want = _NOTHING
         """What the session waits for: at most so many bytes from the client (a
         positive number), :data:`_ROOM` to write, or :data:`_NOTHING`."""
-        self._waiter: _Waiter[bytes | None] | None = None
-        """The future the session's task awaits while it waits (a runner needs none)."""
+        self._waiter: asyncio.Future[bytes | None] | None = None
+        """The future the session's task awaits while it waits (a runner needs none):
+        its result is the bytes read for it (see :meth:`_run`), or ``None``."""
         self._more = True
         """Whether a read may find bytes without waiting: the last one filled what it
         asked for, or the selector said so. (True at first: nothing was read yet.)"""
@@ -343,8 +310,7 @@ class RawSocketTransport(_OwnLink):
                 elif not waiter.done():
                     # Every read of a session in its task: the bytes, read here (what
                     # receive_or_wait would read when called again), are the waiter's
-                    # result, and the task's step runs at once, as _Waiter keeps it
-                    # (set_result is the plain future's: no wake-up queued).
+                    # result, and the task's step runs at once (below).
                     try:
                         data = self._sock.recv(want)
                     except (BlockingIOError, InterruptedError):
@@ -359,11 +325,19 @@ class RawSocketTransport(_OwnLink):
                         self._unwatch_reads()
                     self._want = _NOTHING
                     self._waiter = None
-                    _set_result(waiter, data)
-                    step = waiter._step
-                    if step is not None:
-                        waiter._step = None
-                        waiter._step_context.run(step, waiter)  # type: ignore[union-attr]  # set with it
+                    # What resolve_now does, written out (every read): the task's wake-up,
+                    # the future's one callback, is taken back and
+                    # run here, in its context: the task's own step, only sooner than
+                    # at the loop's next pass, which set_result would queue it for (a
+                    # call_soon, a handle and a pass through the queue a read).
+                    callbacks = waiter._callbacks
+                    if callbacks and len(callbacks) == 1:
+                        step, context = callbacks[0]
+                        waiter.remove_done_callback(step)
+                        waiter.set_result(data)
+                        context.run(step, waiter)
+                    else:
+                        waiter.set_result(data)
                     return
                 # A wait given up (cancelled, timed out) before it ended: nobody reads.
                 self._want = _NOTHING
@@ -438,8 +412,8 @@ class RawSocketTransport(_OwnLink):
     def receive_or_wait(self, max_bytes: int) -> bytes | Awaitable[bytes | None]:
         """What the client has sent (at most ``max_bytes``; ``b""`` once it has closed),
         or else what to await until it sends more: :data:`WOKEN` while a runner steps
-        the session, a :class:`_Waiter` in a task (the TLS layer's read, a
-        coroutine, once there is one). The wait's result is the bytes, or ``None``:
+        the session, a future in a task (the TLS layer's read, a coroutine, once
+        there is one). The wait's result is the bytes, or ``None``:
         call again (always so for :data:`WOKEN`).
 
         A session reads its client through this (:attr:`Link.receive_or_wait
@@ -484,7 +458,7 @@ class RawSocketTransport(_OwnLink):
         runner = self._runner
         if runner is not None and runner.task is None:
             return WOKEN
-        waiter = self._waiter = _Waiter(loop=self._loop)
+        waiter = self._waiter = _Future(loop=self._loop)
         return waiter
 
     def receive_nowait(self, max_bytes: int) -> bytes | None:
@@ -569,7 +543,7 @@ class RawSocketTransport(_OwnLink):
                 if runner is not None and runner.task is None:
                     await WOKEN
                 else:
-                    waiter = self._waiter = _Waiter(loop=self._loop)
+                    waiter = self._waiter = _Future(loop=self._loop)
                     await waiter
             finally:
                 self._want = _NOTHING
