@@ -307,38 +307,38 @@ class RawSocketTransport(_OwnLink):
                         self._more = True
                         runner.wake()
                         return
-                elif not waiter.done():
-                    # Every read of a session in its task: the bytes, read here (what
-                    # receive_or_wait would read when called again), are the waiter's
-                    # result, and the task's step runs at once (below).
-                    try:
-                        data = self._sock.recv(want)
-                    except (BlockingIOError, InterruptedError):
-                        return  # nothing after all: the wait goes on
-                    except OSError:
-                        self._lose()  # which wakes the task
-                        return
-                    if data:
-                        self._more = len(data) == want
-                    else:  # the client closed its side; replies may still go out
-                        self._eof = True
-                        self._unwatch_reads()
-                    self._want = _NOTHING
-                    self._waiter = None
-                    # What resolve_now does, written out (every read): the task's wake-up,
-                    # the future's one callback, is taken back and
-                    # run here, in its context: the task's own step, only sooner than
-                    # at the loop's next pass, which set_result would queue it for (a
-                    # call_soon, a handle and a pass through the queue a read).
+                else:
+                    # Every read of a session in its task: the task waits on the future
+                    # while its wake-up is the future's callback (a future resolved, or
+                    # cancelled, has none left).
                     callbacks = waiter._callbacks
-                    if callbacks and len(callbacks) == 1:
-                        step, context = callbacks[0]
-                        waiter.remove_done_callback(step)
-                        waiter.set_result(data)
-                        context.run(step, waiter)
-                    else:
-                        waiter.set_result(data)
-                    return
+                    if callbacks or not waiter.done():
+                        # The bytes, read here (what receive_or_wait would read when
+                        # called again), are the future's result. The wait is over:
+                        # _want and _waiter stay as they are until the next wait starts
+                        # afresh (a later callback finds the future done: nobody reads).
+                        try:
+                            data = self._sock.recv(want)
+                        except (BlockingIOError, InterruptedError):
+                            return  # nothing after all: the wait goes on
+                        except OSError:
+                            self._lose()  # which wakes the task
+                            return
+                        if data:
+                            self._more = len(data) == want
+                        else:  # the client closed its side; replies may still go out
+                            self._eof = True
+                            self._unwatch_reads()
+                        if callbacks:
+                            # What resolve_now does, written out (every read): the
+                            # task's wake-up, taken back, runs here, in its context.
+                            step, context = callbacks[0]
+                            waiter.remove_done_callback(step)
+                            waiter.set_result(data)
+                            context.run(step, waiter)
+                        else:
+                            waiter.set_result(data)
+                        return
                 # A wait given up (cancelled, timed out) before it ended: nobody reads.
                 self._want = _NOTHING
             # Nothing reads: leave the bytes in the kernel until something does (a level-
