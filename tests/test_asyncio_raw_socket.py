@@ -549,6 +549,36 @@ def test_a_close_with_bytes_still_to_send_waits_for_them_within_a_bound(
     asyncio.run(main())
 
 
+def test_a_closed_transport_never_reads_or_writes_a_descriptor_given_to_another(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """The transport reads and writes its socket's descriptor (``os.read``,
+    ``os.write``): once closed, its number may be the kernel's to give another
+    connection, which the transport must not touch."""
+    ours, _ = pair
+
+    async def main() -> None:
+        transport = RawSocketTransport(ours, None, asyncio.get_running_loop())
+        await transport.aclose()
+        other, peer = socket.socketpair()  # most likely the number just freed
+        try:
+            peer.sendall(b"not yours")
+            assert transport.receive_nowait(100) in (b"", None)
+            assert transport.receive_or_wait(100) == b""
+            with pytest.raises(ConnectionResetError):
+                transport.send_nowait(b"nor this")
+            other.setblocking(False)
+            peer.setblocking(False)
+            assert other.recv(100) == b"not yours"  # still there for its own reader
+            with pytest.raises(BlockingIOError):
+                peer.recv(100)  # and nothing was written to it
+        finally:
+            other.close()
+            peer.close()
+
+    asyncio.run(main())
+
+
 _READ_STEP: contextvars.ContextVar[str] = contextvars.ContextVar("_READ_STEP", default="")
 
 

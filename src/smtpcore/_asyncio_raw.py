@@ -27,6 +27,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import os
 import selectors
 import socket
 import ssl
@@ -66,6 +67,13 @@ for its client's bytes: how many it reads at most, a positive number."""
 _Future: Final = asyncio.Future
 """What a session's task awaits while it waits (the loop's ``create_future`` makes
 one, but through a Python call: the selector loop's is asyncio's own)."""
+_read: Final = os.read
+_write: Final = os.write
+"""A connection's reads and writes, on its descriptor: ``read`` and ``write`` are
+``recv`` and ``send`` without flags, and ``os``'s functions parse their arguments
+for less than a socket's methods do (``serves_raw``: POSIX only). Once the socket
+is closed the transport's descriptor is -1, never a number the kernel may give
+another connection."""
 _bare_socket: Final = socket.SocketType
 """The socket type without socket.socket's Python layer (made and closed in C)."""
 _READ_AND_WRITE: Final = EVENT_READ | EVENT_WRITE
@@ -81,6 +89,7 @@ def serves_raw(loop: asyncio.AbstractEventLoop) -> bool:
     Python whose loop no longer has it serves through asyncio's transports."""
     return (
         enabled
+        and os.name == "posix"  # a socket's descriptor is a file's (see _read)
         and isinstance(loop, asyncio.SelectorEventLoop)
         and isinstance(getattr(loop, "_selector", None), selectors.BaseSelector)
     )
@@ -318,7 +327,7 @@ class RawSocketTransport(_OwnLink):
                         # _want and _waiter stay as they are until the next wait starts
                         # afresh (a later callback finds the future done: nobody reads).
                         try:
-                            data = self._sock.recv(want)
+                            data = _read(self._fd, want)
                         except (BlockingIOError, InterruptedError):
                             return  # nothing after all: the wait goes on
                         except OSError:
@@ -355,7 +364,7 @@ class RawSocketTransport(_OwnLink):
         out = self._out
         if out is not None:
             try:
-                sent = self._sock.send(out)
+                sent = _write(self._fd, out)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -435,7 +444,7 @@ class RawSocketTransport(_OwnLink):
             return b""
         if self._more:
             try:
-                data = self._sock.recv(max_bytes)
+                data = _read(self._fd, max_bytes)
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError:
@@ -470,7 +479,7 @@ class RawSocketTransport(_OwnLink):
         if self._eof:
             return b""
         try:
-            data = self._sock.recv(max_bytes)
+            data = _read(self._fd, max_bytes)
         except (BlockingIOError, InterruptedError):
             self._more = False
             return None
@@ -499,7 +508,7 @@ class RawSocketTransport(_OwnLink):
         if self._out is not None:  # behind what waits already
             return 0
         try:
-            return self._sock.send(data)
+            return _write(self._fd, data)
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError:
@@ -516,7 +525,7 @@ class RawSocketTransport(_OwnLink):
         out = self._out
         if out is None:
             try:
-                sent = self._sock.send(data)
+                sent = _write(self._fd, data)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError:
@@ -582,6 +591,7 @@ class RawSocketTransport(_OwnLink):
         bare = self._sock
         # asyncio's transports take a socket.socket: the same descriptor, wrapped.
         sock = self._sock = socket.socket(bare.family, bare.type, bare.proto, bare.detach())
+        self._fd = -1  # the asyncio transport's now
         if server_side:
             # The handshake from the first byte asyncio reads: no plaintext phase.
             await loop.connect_accepted_socket(lambda: inner, sock, ssl=context)
@@ -603,6 +613,7 @@ class RawSocketTransport(_OwnLink):
                 self._writing = False
                 self._loop.remove_writer(self._fd)
             self._sock.close()
+            self._fd = -1
             if clock is not None:
                 clock.close()
             return
@@ -637,6 +648,7 @@ class RawSocketTransport(_OwnLink):
         self._unwatch()
         self._out = None
         self._sock.close()
+        self._fd = -1
 
     def refuse(self, reply: bytes) -> None:
         """Write ``reply`` as far as the kernel takes it at once, and close (the server
