@@ -32,6 +32,7 @@ from smtpcore.smtp._ext import BUILTIN
 from smtpcore.smtp._extension import Parameter
 from smtpcore.smtp._params import Parameters
 from smtpcore.smtp._replies import _BUILT, _BUILT_COUNT, EnhancedStatus
+from smtpcore.smtp._server import _END_OF_MESSAGE as END_OF_MESSAGE
 from smtpcore.smtp._state import RULES, State, next_state
 from smtpcore.testing import strategies as sst
 
@@ -541,6 +542,38 @@ def test_send_answers_the_everyday_commands_as_the_general_path_does(
         expected = outcome(general, lambda: general._answer_command(command, rule, event))
     else:
         expected = outcome(general, lambda: general._send(command, event))
+    assert outcome(fast, lambda: fast.send(event)) == expected
+
+
+@given(
+    st.sampled_from(list(State)),
+    st.sampled_from([250, 251, 354, 421, 450, 550]),
+    st.sampled_from([None, "2.9.9", "4.9.9", "5.9.9"]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_send_answers_the_end_of_a_message_as_the_general_path_does(
+    state: State, code: int, status: str | None, enhanced: bool, lmtp: bool
+) -> None:
+    """``send`` answers the end of a message in DATA itself: what ``_send`` gives,
+    bytes, state and session alike, for every state and answer."""
+    if status is not None and status[0] != str(code)[0]:
+        status = None
+    fast = _pending_in(state, END_OF_MESSAGE, enhanced)
+    general = _pending_in(state, END_OF_MESSAGE, enhanced)
+    for conn in (fast, general):
+        conn._lmtp_replies_due = 2 if lmtp else 1
+    event = Reply(code, "ok", status)
+
+    def outcome(conn: ServerConnection, answer: Callable[[], bytes]) -> object:
+        try:
+            written: object = answer()
+        except LocalProtocolError as exc:
+            written = f"refused: {exc}"
+        fields = [*_SESSION_FIELDS, "_lmtp_replies_due", "_junk_commands"]
+        return written, [getattr(conn, name) for name in fields]
+
+    expected = outcome(general, lambda: general._send(END_OF_MESSAGE, event))
     assert outcome(fast, lambda: fast.send(event)) == expected
 
 

@@ -553,6 +553,15 @@ class ServerConnection:
                         if known is status:
                             return data
                     return event.to_bytes(status)
+        elif (
+            pending is _END_OF_MESSAGE
+            and self._state is _STATE_DATA
+            and isinstance(event, Reply)
+            and event.code != 421
+        ):
+            # The answer to every message's final dot: what _send comes to for it
+            # (a test holds them equal), without its checks of other states.
+            return self._answer_content(pending, event)
         return self._send(pending, event)
 
     def _send(self, pending: Event | None, event: Event) -> bytes:
