@@ -577,6 +577,27 @@ def test_send_answers_the_end_of_a_message_as_the_general_path_does(
     assert outcome(fast, lambda: fast.send(event)) == expected
 
 
+@given(
+    st.sampled_from([250, 251, 450, 550]),
+    st.sampled_from([None, "2.9.9", "4.9.9", "5.9.9"]),
+    st.booleans(),
+)
+def test_the_answer_to_a_message_writes_what_finish_writes(
+    code: int, status: str | None, enhanced: bool
+) -> None:
+    """_answer_content writes a success as _finish would, without calling it."""
+    if status is not None and status[0] != str(code)[0]:
+        status = None
+    event = Reply(code, "ok", status)
+    answered = _pending_in(State.DATA, END_OF_MESSAGE, enhanced)
+    finished = _pending_in(State.DATA, END_OF_MESSAGE, enhanced)
+    answered._lmtp_replies_due = 1
+    assert answered._answer_content(END_OF_MESSAGE, event) == finished._finish(
+        END_OF_MESSAGE, event
+    )
+    assert answered._errors == (0 if code < 300 else finished._errors)
+
+
 # -- replies built again -----------------------------------------------------------------
 
 
