@@ -1185,6 +1185,9 @@ class ServerConnection:
         # (see _next_content): most do.
         self._received = 0
         self._refusal = None
+        for known, data in event._wire:  # Reply.to_bytes's memory, read without the call
+            if known is None:  # a 354 carries no enhanced status (RFC 2034 §3)
+                return data
         return event.to_bytes()
 
     def _answer_content(self, pending: Event, event: Reply) -> bytes:
