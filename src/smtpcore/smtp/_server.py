@@ -506,6 +506,9 @@ class ServerConnection:
         state = self._state
         if self._pending is None:  # the everyday case first: nothing awaits an answer
             if state is _STATE_DATA:
+                buffered = self._buffer
+                if not buffered and not self._content_ended and not buffered.peer_closed:
+                    return NEED_DATA  # nothing to read: the wait for content
                 return self._next_content()
             if state in _READING_COMMANDS:
                 if not self._buffer and not self._buffer.peer_closed:
