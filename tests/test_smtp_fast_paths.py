@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import example, given
@@ -32,6 +33,7 @@ from smtpcore.smtp._ext import BUILTIN
 from smtpcore.smtp._extension import Parameter
 from smtpcore.smtp._params import Parameters
 from smtpcore.smtp._replies import _BUILT, _BUILT_COUNT, EnhancedStatus
+from smtpcore.smtp._server import _ALWAYS_KNOWN, _CHECKS, _TAKING, JUNK_COMMANDS
 from smtpcore.smtp._server import _END_OF_MESSAGE as END_OF_MESSAGE
 from smtpcore.smtp._state import RULES, State, next_state
 from smtpcore.testing import strategies as sst
@@ -660,3 +662,34 @@ def test_replies_share_their_bytes_only_with_their_own_kind() -> None:
     for index in range(_BUILT_COUNT + 1):
         Reply(250, f"ok {index}")
     assert len(_BUILT) == 1
+
+
+@given(
+    st.fixed_dictionaries(
+        {
+            "lmtp": st.booleans(),
+            "chunking": st.booleans(),
+            "starttls": st.booleans(),
+            "xclient": st.booleans(),
+            "xforward": st.booleans(),
+            "auth_mechanisms": st.sampled_from([(), ("PLAIN",)]),
+            "extra_extensions": st.sampled_from([(), ("HELP",)]),
+        }
+    )
+)
+def test_the_commands_known_by_type_are_known_to_every_session(options: dict[str, Any]) -> None:
+    """``_next_command`` takes the everyday commands of ``_ALWAYS_KNOWN`` by their type,
+    without asking the session's verbs: every table of every configuration has them.
+    ``_take_command`` asks an extension's requirements only of the verbs it marks as
+    an extension's (``_TAKING``): the only ones an extension may own."""
+    tables = ServerConnection("mx.example", **options)._config.tables
+    for verbs in (tables.plain_verbs, tables.extended_verbs):
+        assert {kind.verb for kind in _ALWAYS_KNOWN} <= verbs.keys()
+    owned = {verb for _, _, _, verb in _TAKING.values() if verb is not None}
+    assert tables.verb_owner.keys() <= owned
+    for kind, (allowed, check, junk, _) in _TAKING.items():
+        assert (allowed, check, junk) == (
+            RULES[kind].allowed,
+            _CHECKS.get(kind),
+            kind in JUNK_COMMANDS,
+        )

@@ -56,7 +56,7 @@ from smtpcore.smtp._events import (
     Xforward,
 )
 from smtpcore.smtp._everyday_params import SIZE_BIT, SMTPUTF8_BIT
-from smtpcore.smtp._ext import Body
+from smtpcore.smtp._ext import BUILTIN, Body
 from smtpcore.smtp._extension import Extension
 from smtpcore.smtp._replies import EnhancedStatus, Reply
 from smtpcore.smtp._server_config import (
@@ -664,7 +664,11 @@ class ServerConnection:
             return self._bad(line, reply(421, "4.7.0", f"{config.hostname} Too many errors"))
         if not in_auth:
             everyday = parse_everyday_line(line)
-            if everyday is not None and everyday.verb in self._verbs:
+            # By its type where every session knows it (a verb read through its event
+            # costs a class attribute's lookup); a hello by its verb.
+            if everyday is not None and (
+                type(everyday) in _ALWAYS_KNOWN or everyday.verb in self._verbs
+            ):
                 return self._take_command(line, everyday)
         if not lf_ends and line.find(b"\n", 0, len(line) - 2) >= 0:
             return self._bad(line, reply(500, "5.5.2", "Bare LF in command; use CRLF"))
@@ -693,27 +697,30 @@ class ServerConnection:
         command's own check (``_CHECKS``) refuses.
         """
         kind = type(command)
-        config = self._config
-        if kind in JUNK_COMMANDS:
+        allowed, check, junk, owned = _TAKING[kind]
+        if junk:
             self._junk_commands += 1
-            if self._junk_commands > config.max_junk_commands:
-                return self._bad(line, reply(421, "4.7.0", f"{config.hostname} Too many commands"))
-        owner = config.tables.verb_owner.get(command.verb)
-        unmet = None if owner is None else owner.unmet(self)
-        if unmet is not None:
-            problem: Reply | None = unmet.refusal
-        elif self._state not in RULES[kind].allowed:
-            problem = self._out_of_sequence(command)
-        else:
-            check = _CHECKS.get(kind)
-            problem = None if check is None else check(self, command)
+            if self._junk_commands > self._config.max_junk_commands:
+                answer = reply(421, "4.7.0", f"{self._config.hostname} Too many commands")
+                return self._bad(line, answer)
+        problem: Reply | None = None
+        if owned is not None:
+            owner = self._config.tables.verb_owner.get(owned)
+            unmet = None if owner is None else owner.unmet(self)
+            if unmet is not None:
+                problem = unmet.refusal
+        if problem is None:
+            if self._state not in allowed:
+                problem = self._out_of_sequence(command)
+            elif check is not None:
+                problem = check(self, command)
         if problem is not None:
             if isinstance(command, Bdat):
                 self._skip = command.size  # the chunk follows the command regardless
             bad = self._bad(line, problem)
             if problem is _TOO_MANY_RECIPIENTS:
                 self._overshoot += 1
-                if self._overshoot <= config.max_recipient_overshoot:
+                if self._overshoot <= self._config.max_recipient_overshoot:
                     self._forgiven = bad
             return bad
         if isinstance(command, Bdat):
@@ -1327,7 +1334,8 @@ _EVERYDAY_ANSWERS: Final[dict[type[object], _EverydayAnswer]] = {
 }
 """Command type -> how :meth:`ServerConnection.send` takes a success answering it."""
 
-_CHECKS: Final[dict[type[Command], Callable[[ServerConnection, Any], Reply | None]]] = {
+_Check = Callable[[ServerConnection, Any], Reply | None]
+_CHECKS: Final[dict[type[Command], _Check]] = {
     Mail: ServerConnection._check_mail,
     Rcpt: ServerConnection._check_rcpt,
     Data: ServerConnection._check_data,
@@ -1335,6 +1343,27 @@ _CHECKS: Final[dict[type[Command], Callable[[ServerConnection, Any], Reply | Non
 }
 """Command type -> its own check, once it is known and in sequence: the reply that
 refuses it here, or None."""
+
+_EXTENSION_VERBS: Final = frozenset({verb for entry in BUILTIN for verb in entry.verbs})
+"""Verbs an extension brings (BDAT: CHUNKING): known only where it is offered."""
+_TAKING: Final[dict[type[Command], tuple[frozenset[State], _Check | None, bool, str | None]]] = {
+    kind: (
+        rule.allowed,
+        _CHECKS.get(kind),
+        kind in JUNK_COMMANDS,
+        kind.verb if kind.verb in _EXTENSION_VERBS else None,
+    )
+    for kind, rule in RULES.items()
+}
+"""Command type -> what :meth:`ServerConnection._take_command` asks of it, in one
+lookup: the states its rule allows it in, its own check (``_CHECKS``), whether it
+counts toward the junk command limit, and its verb if an extension brings it (then
+the extension's requirements must be met)."""
+_ALWAYS_KNOWN: Final = frozenset(
+    {kind for kind in RULES if kind.verb not in _EXTENSION_VERBS | _HELLO_VERBS}
+)
+"""The commands every session knows, whatever its server offers and whether it said
+EHLO, HELO or LHLO: those of RFC 5321 but the hellos (LMTP has LHLO alone)."""
 
 _ON_ACCEPT: Final[dict[type[Event], Callable[[ServerConnection, Any, Reply], bytes | None]]] = {
     Ehlo: ServerConnection._hello_accepted,
