@@ -8,6 +8,7 @@ vanishes mid-command).
 
 from __future__ import annotations
 
+import dataclasses
 import smtplib
 import socket
 import struct
@@ -27,8 +28,9 @@ from peers import (
 )
 from smtpcore._asyncio_raw import RawSocketTransport
 from smtpcore._driver import Timeouts
-from smtpcore.handler import Envelope, Handler, MessageReply, Session
+from smtpcore.handler import Envelope, Handler, MessageReply, Recipient, Session
 from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Rcpt, Reply
+from smtpcore.smtp._commands import parse_everyday_line
 
 MESSAGE = b"Subject: test\r\n\r\n.a line that starts with a dot\r\nlast line\r\n"
 
@@ -142,6 +144,32 @@ def test_pipelined_commands_are_answered_in_order_in_one_write(adapter: str) -> 
     [envelope] = handler.messages
     assert [r.mailbox.local_part for r in envelope.recipients] == ["b", "d"]
     assert envelope.content == MESSAGE
+
+
+def test_the_envelope_and_recipients_are_those_their_constructors_build(adapter: str) -> None:
+    """The session builds each envelope and recipient without their constructors: every
+    field is what ``Envelope(...)`` and ``Recipient(...)`` would give."""
+    handler = Recorder()
+    with (
+        running_smtp_server(adapter, handler) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.command(b"EHLO client.test")
+        s.send(b"MAIL FROM:<a@abc.example> BODY=8BITMIME\r\nRCPT TO:<b@pqr.example>\r\nDATA\r\n")
+        assert [s.recv_reply()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+        s.send(MESSAGE.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        assert s.recv_reply().startswith(b"250")
+    [envelope] = handler.messages
+    mail = parse_everyday_line(b"MAIL FROM:<a@abc.example> BODY=8BITMIME\r\n")
+    rcpt = parse_everyday_line(b"RCPT TO:<b@pqr.example>\r\n")
+    assert isinstance(mail, Mail) and isinstance(rcpt, Rcpt)
+    expected = Envelope(mail.sender, mail.params, recipients=[Recipient(rcpt.recipient)])
+    expected.content, expected.size = MESSAGE, len(MESSAGE)
+    for each in dataclasses.fields(Envelope):
+        assert getattr(envelope, each.name) == getattr(expected, each.name), each.name
+    assert envelope.recipients[0] == expected.recipients[0]
+    assert type(envelope.recipients) is list and type(envelope.chunks) is list
 
 
 def test_bdat_chunks_are_delivered(adapter: str) -> None:

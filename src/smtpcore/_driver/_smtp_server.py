@@ -32,6 +32,7 @@ from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import FramingPolicy
 from smtpcore._sentinels import NEED_DATA, PAUSED
+from smtpcore.address import Mailbox
 from smtpcore.handler import (
     _APPENDS_CHUNKS,
     _BY_HOSTNAME,
@@ -64,6 +65,7 @@ from smtpcore.smtp import (
     Mail,
     MessageData,
     Noop,
+    Parameters,
     Quit,
     Rcpt,
     RejectedMessage,
@@ -101,6 +103,13 @@ _DATA_STATE: Final = State.DATA
 """A global: a member read through its enum class costs the class's __getattr__ hook."""
 _AUTH_UNAVAILABLE: Final = Reply(454, "Temporary authentication failure", "4.7.0")
 _OK: Final = Reply(250, "OK")
+_new: Final = object.__new__
+_SET_RECIPIENT_MAILBOX: Final[Callable[[Recipient, Mailbox], None]] = vars(Recipient)[
+    "mailbox"
+].__set__
+_SET_RECIPIENT_PARAMS: Final[Callable[[Recipient, Parameters], None]] = vars(Recipient)[
+    "params"
+].__set__
 _NO_AUTH: Final = ServerAuth({})
 """The AUTH state of a session that offers no mechanism: it answers every AUTH 504
 and keeps nothing, so every such session shares it."""
@@ -716,13 +725,19 @@ class ServerSession(ServedSession):
             if session.authenticated is not None:
                 submitter = _submitter(command.params.get("AUTH"))
             conn = self.conn
-            session.envelope = Envelope(
-                command.sender,
-                command.params,
-                submitter=submitter,
-                # Only a machine that offers XFORWARD has one: no property call otherwise.
-                xforward=conn.forwarded_message if conn.xforward else None,
-            )
+            # Envelope(sender, params, submitter=..., xforward=...), every field set
+            # here without the constructor's call (a test holds the two equal).
+            envelope: Envelope = _new(Envelope)
+            envelope.sender = command.sender
+            envelope.mail_params = command.params
+            envelope.submitter = submitter
+            envelope.recipients = []
+            # Only a machine that offers XFORWARD has one: no property call otherwise.
+            envelope.xforward = conn.forwarded_message if conn.xforward else None
+            envelope.content = b""
+            envelope.size = 0
+            envelope.chunks = []
+            session.envelope = envelope
 
     async def _data(self, command: Data) -> None:
         session = self.session
@@ -785,7 +800,11 @@ class ServerSession(ServedSession):
             self.options.timeouts.command,
         )
         if self._answer(reply).code // 100 == 2:  # accepted (is_positive, without a call)
-            envelope.recipients.append(Recipient(command.recipient, command.params))
+            # Recipient(mailbox, params), without the constructor's call.
+            recipient: Recipient = _new(Recipient)
+            _SET_RECIPIENT_MAILBOX(recipient, command.recipient)
+            _SET_RECIPIENT_PARAMS(recipient, command.params)
+            envelope.recipients.append(recipient)
 
     async def _starttls(self, command: StartTls) -> None:
         self._answer(Reply(220, "Ready to start TLS"))
