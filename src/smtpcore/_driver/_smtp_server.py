@@ -419,7 +419,7 @@ class ServerSession(ServedSession):
         if self.session.envelope is not None:
             await self._end_transaction()
         if "handle_close" in self.state.overridden:  # Handler's own does nothing
-            await self._call("handle_close", lambda handler: handler.handle_close(self.session))
+            await self._call("handle_close", (self.session,))
 
     async def _open(self) -> None:
         if self.options.proxy_networks:
@@ -440,7 +440,7 @@ class ServerSession(ServedSession):
             and self.state.unasked.get("handle_connect")
         ) or await self._ask(
             "handle_connect",
-            lambda handler: handler.handle_connect(self.session),
+            (self.session,),
             self.options.timeouts.greeting,
             failed=unavailable,
         )
@@ -632,37 +632,40 @@ class ServerSession(ServedSession):
     async def _ask(
         self,
         hook: str,
-        call: Callable[[Handler], Awaitable[Reply | None]],
+        args: tuple[Any, ...],
         seconds: float | None,
         *,
         failed: Reply = _LOCAL_ERROR,
     ) -> Reply:
-        """What the handler's ``hook`` answers (``call`` calls it), within ``seconds``.
+        """What the handler's ``hook`` answers, called with ``args``, within ``seconds``.
 
         ``None`` stands for what :class:`~smtpcore.handler.Handler`'s own hook
-        answers, and an exception for ``failed``.
+        answers, and an exception for ``failed``. The hook is named and its
+        arguments given, rather than a function calling it: a hook of every
+        message makes no closure (a function and a cell per argument).
         """
         reply = None
         if hook in self.state.overridden:
             try:
-                reply = await self.transport.within(seconds, call(self.state.handler))
+                call = getattr(self.state.handler, hook)(*args)
+                reply = await self.transport.within(seconds, call)
             except Exception:
                 logger.exception("%s failed", hook)
                 return failed
         if reply is None:
             reply = self.state.fixed_answers.get(hook)  # Handler's, without calling it
             if reply is None:
-                reply = await call(_HANDLER)
+                reply = await getattr(_HANDLER, hook)(*args)
                 assert reply is not None, f"Handler.{hook} answers"
         return reply
 
-    async def _call(self, hook: str, call: Callable[[Handler], Awaitable[None]]) -> None:
-        """Tell the handler's ``hook`` (``call`` calls it), with no time limit."""
+    async def _call(self, hook: str, args: tuple[Any, ...]) -> None:
+        """Tell the handler's ``hook``, called with ``args``, with no time limit."""
         if hook not in self.state.overridden:
-            await call(_HANDLER)
+            await getattr(_HANDLER, hook)(*args)
             return
         try:
-            await self.transport.within(None, call(self.state.handler))
+            await self.transport.within(None, getattr(self.state.handler, hook)(*args))
         except Exception:
             logger.exception("%s failed", hook)
 
@@ -704,7 +707,7 @@ class ServerSession(ServedSession):
             and self.state.unasked.get("handle_hello")
         ) or await self._ask(
             "handle_hello",
-            lambda handler: handler.handle_hello(session, command),
+            (session, command),
             self.options.timeouts.command,
         )
         if self._answer(reply).code // 100 == 2:  # accepted (is_positive, without a call)
@@ -717,7 +720,7 @@ class ServerSession(ServedSession):
         session = self.session
         reply = self.state.unasked.get("handle_mail") or await self._ask(
             "handle_mail",
-            lambda handler: handler.handle_mail(session, command),
+            (session, command),
             self.options.timeouts.command,
         )
         if self._answer(reply).code // 100 == 2:  # accepted (is_positive, without a call)
@@ -745,7 +748,7 @@ class ServerSession(ServedSession):
         assert envelope is not None
         reply = self.state.unasked.get("handle_data") or await self._ask(
             "handle_data",
-            lambda handler: handler.handle_data(session, envelope),
+            (session, envelope),
             self.options.timeouts.command,
         )
         self._chunk_failed = False
@@ -772,7 +775,7 @@ class ServerSession(ServedSession):
         session = self.session
         reply = await self._ask(
             "handle_vrfy",
-            lambda handler: handler.handle_vrfy(session, command.argument),
+            (session, command.argument),
             self.options.timeouts.command,
         )
         self._answer(reply)
@@ -781,7 +784,7 @@ class ServerSession(ServedSession):
         session = self.session
         reply = await self._ask(
             "handle_expn",
-            lambda handler: handler.handle_expn(session, command.argument),
+            (session, command.argument),
             self.options.timeouts.command,
         )
         self._answer(reply)
@@ -796,7 +799,7 @@ class ServerSession(ServedSession):
         assert envelope is not None
         reply = self.state.unasked.get("handle_rcpt") or await self._ask(
             "handle_rcpt",
-            lambda handler: handler.handle_rcpt(session, envelope, command),
+            (session, envelope, command),
             self.options.timeouts.command,
         )
         if self._answer(reply).code // 100 == 2:  # accepted (is_positive, without a call)
@@ -848,7 +851,7 @@ class ServerSession(ServedSession):
             return
         greeting = await self._ask(
             "handle_connect",
-            lambda handler: handler.handle_connect(session),
+            (session,),
             self.options.timeouts.command,
             failed=self.state.unavailable,
         )
@@ -913,7 +916,7 @@ class ServerSession(ServedSession):
         identity = AuthIdentity(success.authcid, success.authzid, self._auth_mechanism)
         reply = await self._ask(
             "handle_auth",
-            lambda handler: handler.handle_auth(session, identity),
+            (session, identity),
             self.options.timeouts.command,
         )
         if self._answer(reply).code == 235:
@@ -1019,9 +1022,7 @@ class ServerSession(ServedSession):
             return
         self.session.envelope = None
         envelope.chunks.clear()
-        await self._call(
-            "handle_reset", lambda handler: handler.handle_reset(self.session, envelope)
-        )
+        await self._call("handle_reset", (self.session, envelope))
 
 
 def _present(session: Session, forwarded: Xclient) -> None:
