@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from smtp_helpers import ENVELOPE, greeted, run
-from smtpcore import ProtocolError
-from smtpcore.smtp import EndOfMessage, RejectedMessage, ServerConnection
+from smtpcore import NEED_DATA, ProtocolError
+from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
+from smtpcore.smtp import BadCommand, EndOfMessage, RejectedMessage, ServerConnection
 from smtpcore.smtp._extension import Extension, ServerFacts
 from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, State, next_state
 from smtpcore.testing import strategies as sst
@@ -223,3 +224,53 @@ def test_receive_data_appends_as_the_line_buffer_receives(pieces: list[bytes]) -
     the events, replies and what stays buffered are those of the buffer's
     ``receive``, before and in TLS_PENDING and after the client closed."""
     assert _fed(pieces, ServerConnection.receive_data) == _fed(pieces, _through_the_buffer)
+
+
+@given(
+    st.lists(
+        st.sampled_from([b"a", b" ", b"\r", b"\n", b"\r\n", b"NOOP", b"MAIL FROM:<a@b.example>"]),
+        max_size=12,
+    ).map(b"".join),
+    st.sampled_from([0, 0, 0, 1, 3, 40]),
+    st.booleans(),
+    st.integers(2, 40),
+    st.booleans(),
+)
+@example(b"NOOP\r\nNOOP\r\n", 0, True, 20, False)  # the tail of a line dropped: not taken
+@example(b"NOOP\r\n", 0, False, 6, False)  # at the limit
+@example(b"NOOP\r\n", 0, False, 5, False)  # over it
+@example(b"NOOP\nNOOP\r\n", 0, False, 20, False)  # a bare LF stays inside the line
+@example(b"NOOP\r\nNOOP\r\n", 3, False, 20, False)
+def test_a_command_line_is_taken_from_the_buffer_as_next_line_takes_it(
+    data: bytes, searched: int, discarding: bool, limit: int, lf_ends: bool
+) -> None:
+    """``_next_command`` takes a whole line ended by CRLF within the limit from the
+    buffer itself, without ``ReceiveBuffer.next_line``: the buffer is left as the
+    method leaves it, and the line taken is the one it gives."""
+    framing = FramingPolicy(lf_ends_command=True) if lf_ends else None
+    conn = greeted(max_junk_commands=1000, framing=framing)
+    run(conn, b"EHLO c.example\r\n")
+    conn._command_line_limit = limit
+    buffer = conn._buffer
+    buffer += data
+    buffer._searched = min(searched, len(data))
+    buffer._discarding = discarding
+    reference = ReceiveBuffer()
+    reference += data
+    reference._searched, reference._discarding = buffer._searched, discarding
+    line = reference.next_line(limit, lf_ends=lf_ends)
+    event = conn.next_event()
+    state = (bytes(buffer), buffer._searched, buffer._discarding)
+    assert state == (bytes(reference), reference._searched, reference._discarding)
+    if line is None:
+        assert event is NEED_DATA
+    elif line is LINE_TOO_LONG:
+        assert isinstance(event, BadCommand) and event.line == b""
+        assert event.reply.code == 500
+    elif isinstance(event, BadCommand):
+        assert event.line == line
+    else:  # a command: what the line alone makes
+        fresh = greeted(max_junk_commands=1000, framing=framing)
+        run(fresh, b"EHLO c.example\r\n")
+        fresh.receive_data(line)
+        assert event == fresh.next_event()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 from smtpcore._content import ContentFilter
 from smtpcore._dotstuff import DotDecoder, decode_whole
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
-from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
+from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, LineTooLong, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import ascii_upper
 from smtpcore.sasl import SERVER_MECHANISMS
@@ -648,9 +648,18 @@ class ServerConnection:
         config = self._config
         in_auth = self._state is _STATE_AUTH
         lf_ends = config.framing.lf_ends_command
-        line = self._buffer.next_line(
-            config.max_auth_line if in_auth else self._command_line_limit, lf_ends=lf_ends
-        )
+        limit = config.max_auth_line if in_auth else self._command_line_limit
+        buffer = self._buffer
+        # ReceiveBuffer.next_line, without its call, for the line every command is: whole,
+        # ended by CRLF within the limit, while no over-long line is being dropped. Any
+        # other line (or only LF ending a line) is the method's (a test holds them equal).
+        end = -1 if lf_ends or buffer._discarding else buffer.find(b"\r\n", buffer._searched)
+        if 0 <= end < limit - 1:
+            line: bytes | LineTooLong | None = bytes(buffer[: end + 2])
+            del buffer[: end + 2]
+            buffer._searched = 0
+        else:
+            line = buffer.next_line(limit, lf_ends=lf_ends)
         if line is None:
             if not self._buffer.peer_closed:
                 return NEED_DATA  # the wait for every command: no call for it
