@@ -485,7 +485,13 @@ class ServerSession(ServedSession):
                     if isinstance(exc.reply_hint, Reply):
                         self._out = [*(self._out or ()), conn.send(exc.reply_hint)]
                     break
-                if event is NEED_DATA:
+                answer = _ANSWERS.get(type(event))
+                if answer is not None:  # an event to answer, the most frequent
+                    new_wait = True
+                    waiting = answer(self, event)
+                    if waiting is not None:  # a handler's hook, say
+                        await waiting
+                elif event is NEED_DATA:
                     # The wait itself is written out here, not in a method: a
                     # suspended session's stack is one frame shorter, and every
                     # read one call less.
@@ -541,11 +547,7 @@ class ServerSession(ServedSession):
                     break
                 else:
                     new_wait = True
-                    answer = _ANSWERS.get(type(event))
-                    if answer is None:
-                        self._unanswered(event)
-                    else:
-                        await answer(self, event)
+                    self._unanswered(event)
         except BaseException as exc:
             ended: BaseException | None = exc
         else:
@@ -716,13 +718,31 @@ class ServerSession(ServedSession):
             session.helo_name = command.domain
             session.extended = not isinstance(command, Helo)
 
-    async def _mail(self, command: Mail) -> None:
+    async def _asked(
+        self,
+        answer: Callable[[ServerSession, Any, Reply], object],
+        event: Event,
+        hook: str,
+        args: tuple[Any, ...],
+    ) -> None:
+        """``answer(self, event, reply)`` with the ``reply`` of the handler's ``hook``,
+        called with ``args`` (see :meth:`_mail`)."""
+        answer(self, event, await self._ask(hook, args, self.options.timeouts.command))
+
+    def _mail(self, command: Mail, reply: Reply | None = None) -> Awaitable[None] | None:
+        """Answer ``command`` with ``reply``, or else what the handler replies.
+
+        Like every answer in ``_ANSWERS``, it returns None once it answered, or
+        what the session awaits to answer: a handler that keeps Handler's hook
+        is not asked (``ServerState.unasked``), and its commands cost no
+        coroutine.
+        """
         session = self.session
-        reply = self.state.unasked.get("handle_mail") or await self._ask(
-            "handle_mail",
-            (session, command),
-            self.options.timeouts.command,
-        )
+        if reply is None:
+            reply = self.state.unasked.get("handle_mail")
+            if reply is None:
+                args = (session, command)
+                return self._asked(ServerSession._mail, command, "handle_mail", args)
         if self._answer(reply).code // 100 == 2:  # accepted (is_positive, without a call)
             submitter = None
             if session.authenticated is not None:
@@ -741,34 +761,36 @@ class ServerSession(ServedSession):
             envelope.size = 0
             envelope.chunks = []
             session.envelope = envelope
+        return None
 
-    async def _data(self, command: Data) -> None:
-        session = self.session
-        envelope = session.envelope
-        assert envelope is not None
-        reply = self.state.unasked.get("handle_data") or await self._ask(
-            "handle_data",
-            (session, envelope),
-            self.options.timeouts.command,
-        )
+    def _data(self, command: Data, reply: Reply | None = None) -> Awaitable[None] | None:
+        if reply is None:
+            reply = self.state.unasked.get("handle_data")
+            if reply is None:
+                session = self.session
+                args = (session, session.envelope)
+                return self._asked(ServerSession._data, command, "handle_data", args)
         self._chunk_failed = False
         self._answer(reply)  # a refusal keeps the transaction open (RFC 5321 §4.1.1.4)
+        return None
 
-    async def _bdat(self, command: Bdat) -> None:
+    def _bdat(self, command: Bdat) -> None:
         if self.conn.state is State.RCPT:  # the first chunk of the message
             self._chunk_failed = False
         self._in_chunk = True
         # Answered once its octets are in (see _chunk_received), or with the
         # message itself when it is the last chunk.
 
-    async def _rset(self, command: Rset) -> None:
+    def _rset(self, command: Rset) -> Awaitable[None] | None:
         self._answer(_OK)
-        await self._end_transaction()
+        if self.session.envelope is None:
+            return None
+        return self._end_transaction()
 
-    async def _noop(self, command: Noop) -> None:
+    def _noop(self, command: Noop) -> None:
         self._answer(_OK)
 
-    async def _quit(self, command: Quit) -> None:
+    def _quit(self, command: Quit) -> None:
         self._answer(self.state.bye)
 
     async def _vrfy(self, command: Vrfy) -> None:
@@ -794,6 +816,8 @@ class ServerSession(ServedSession):
         self._answer(Reply(214, f"Commands: {' '.join(self.conn.commands())}"))
 
     async def _rcpt(self, command: Rcpt) -> None:
+        # A coroutine, unlike _mail: nearly every handler has a handle_rcpt of its own
+        # (Handler's refuses every recipient).
         session = self.session
         envelope = session.envelope
         assert envelope is not None
@@ -864,7 +888,7 @@ class ServerSession(ServedSession):
             self.state.readdress(self, ip_peer(session.peer))
         self._answer(greeting)
 
-    async def _xforward(self, command: Xforward) -> None:
+    def _xforward(self, command: Xforward) -> None:
         self._answer(_OK)  # the machine keeps it for the next transaction's envelope
 
     async def _handshake(self) -> None:
@@ -936,14 +960,18 @@ class ServerSession(ServedSession):
         else:
             self._answer(Reply(250, f"{command.size} octets received"))
 
-    async def _content(self, event: MessageData) -> None:
+    def _content(self, event: MessageData) -> Awaitable[None] | None:
         data = event.data
         envelope = self.session.envelope
         assert envelope is not None
         envelope.size += len(data)
         if self.state.appends_chunks:
             envelope.chunks.append(data)
-            return
+            return None
+        return self._content_to_handler(envelope, data)
+
+    async def _content_to_handler(self, envelope: Envelope, data: bytes) -> None:
+        """Pass a chunk of content to the handler's ``handle_data_chunk``."""
         if "handle_data_chunk" not in self.state.overridden:
             await _HANDLER.handle_data_chunk(self.session, envelope, data)
             return
@@ -958,32 +986,41 @@ class ServerSession(ServedSession):
             logger.exception("handle_data_chunk failed")
             self._chunk_failed = True
 
-    async def _end_of_message(self, event: EndOfMessage) -> None:
+    def _end_of_message(self, event: EndOfMessage) -> Awaitable[None] | None:
         session = self.session
         envelope = session.envelope
         assert envelope is not None
         self._in_chunk = False
         session.transactions += 1
         if self._chunk_failed:
-            due = self._replies_due()
-            await self._end_transaction()
-            replies: Sequence[Reply] = [_LOCAL_ERROR] * due
-        else:
-            chunks = envelope.chunks
-            if chunks:
-                envelope.content = b"".join(chunks)
-                chunks.clear()
-            accepted = self.state.unasked.get("handle_message")
-            if accepted is not None and not self.options.lmtp:  # the everyday message
-                session.envelope = None
-                self._answer(accepted)
-                return
-            due = self._replies_due()
-            if accepted is not None:
-                replies = [accepted] * due
-            else:
-                replies = await self._message_replies(envelope, due)
+            return self._message_failed()
+        chunks = envelope.chunks
+        if chunks:
+            envelope.content = b"".join(chunks)
+            chunks.clear()
+        accepted = self.state.unasked.get("handle_message")
+        if accepted is not None and not self.options.lmtp:  # the everyday message
             session.envelope = None
+            self._answer(accepted)
+            return None
+        return self._message_answered(envelope, accepted)
+
+    async def _message_failed(self) -> None:
+        """Answer the end of a message whose handling failed (``_chunk_failed``)."""
+        due = self._replies_due()
+        await self._end_transaction()
+        for _ in range(due):
+            self._answer(_LOCAL_ERROR)
+
+    async def _message_answered(self, envelope: Envelope, accepted: Reply | None) -> None:
+        """Answer the end of a message as the handler's ``handle_message`` does (or
+        ``accepted`` once per recipient LMTP accepted)."""
+        due = self._replies_due()
+        if accepted is not None:
+            replies: Sequence[Reply] = [accepted] * due
+        else:
+            replies = await self._message_replies(envelope, due)
+        self.session.envelope = None
         for reply in replies:
             self._answer(reply)
 
@@ -1083,7 +1120,7 @@ class BaseSMTPServer(BaseListener[ServerSession]):
         self.state = ServerState(handler, self.options)
 
 
-_ANSWERS: Final[dict[type[Event], Callable[[ServerSession, Any], Awaitable[None]]]] = {
+_ANSWERS: Final[dict[type[object], Callable[[ServerSession, Any], Awaitable[None] | None]]] = {
     MessageData: ServerSession._content,
     EndOfMessage: ServerSession._end_of_message,
     RejectedMessage: ServerSession._rejected,
@@ -1108,4 +1145,5 @@ _ANSWERS: Final[dict[type[Event], Callable[[ServerSession, Any], Awaitable[None]
     Xforward: ServerSession._xforward,
 }
 """Event type -> how a session answers it: one method per event, as the machine has
-one rule per command."""
+one rule per command. Each returns None once it has answered, or what the session
+awaits to answer (a handler's hook, say): the everyday events cost no coroutine."""
