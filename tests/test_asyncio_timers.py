@@ -10,6 +10,8 @@ import asyncio
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smtpcore._asyncio_clock import AsyncioClock
 from smtpcore._asyncio_timers import Timers
@@ -197,3 +199,34 @@ def test_timers_queued_for_one_time_apart_from_each_other_all_ring() -> None:
     log = asyncio.run(body())
     assert len(log) == 600
     assert {name[0] for name, _ in log[:300]} == {"a"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    now=st.floats(0, 1e7),
+    seconds=st.floats(0.001, 3600) | st.sampled_from([0.5, 1.0, 300.0, 600.0]),
+    last_tick=st.integers(0, 64 * 10**7),
+    near=st.booleans(),
+)
+def test_the_end_of_a_wait_is_its_time_rounded_up_to_a_tick(
+    now: float, seconds: float, last_tick: int, near: bool
+) -> None:
+    """The watchdog takes the last tick rounded to as it is when the wait ends within
+    it: the same float as the plain rounding up gives, the tick's own."""
+    loop = asyncio.new_event_loop()
+    try:
+        timers = Timers(loop)
+        timers.now = lambda: now
+        rounded = -(-(now + seconds) * 64 // 1) / 64
+        timers.last_tick = rounded if near else last_tick / 64
+        shared = timers.last_tick
+        clock = AsyncioClock(None, timers)
+        clock.arm(seconds)
+        assert clock._until == rounded
+        assert timers.last_tick == rounded
+        if rounded == shared:
+            assert clock._until is shared
+        clock.disarm()
+        clock.close()
+    finally:
+        loop.close()

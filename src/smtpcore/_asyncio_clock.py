@@ -32,6 +32,7 @@ _T = TypeVar("_T")
 _TICKS: Final = 64
 """Ticks a second to which the watchdog rounds the end of a wait up (see
 :meth:`AsyncioClock.arm`)."""
+_TICK: Final = 1 / _TICKS
 
 
 class AsyncioClock:
@@ -226,12 +227,14 @@ class AsyncioClock:
         timers = self._timers
         # The end rounded up to a tick (late by less than one, never early), and that
         # tick's float shared with every session armed within it: an idle session
-        # keeps no float of its own for its wait, nor for its timer's entry.
-        until = -(-(timers.now() + seconds) * _TICKS // 1) / _TICKS
-        if until == timers.last_tick:
-            until = timers.last_tick
+        # keeps no float of its own for its wait, nor for its timer's entry. Most
+        # waits end within the last tick rounded to, which is then taken as it is.
+        until = timers.now() + seconds
+        last_tick = timers.last_tick
+        if last_tick - _TICK < until <= last_tick:
+            until = last_tick
         else:
-            timers.last_tick = until
+            until = timers.last_tick = -(-until * _TICKS // 1) / _TICKS
         self._until = until
         # What hold_at(self, until) does, without the call: every wait for a command.
         self.holder = self
