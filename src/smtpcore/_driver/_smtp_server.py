@@ -488,9 +488,10 @@ class ServerSession(ServedSession):
                 answer = _ANSWERS.get(type(event))
                 if answer is not None:  # an event to answer, the most frequent
                     new_wait = True
-                    waiting = answer(self, event)
-                    if waiting is not None:  # a handler's hook, say
-                        await waiting
+                    answering = answer(self, event)
+                    if answering is not None:  # a handler's hook, say
+                        await answering
+                        answering = None  # a waiting session keeps no coroutine
                 elif event is NEED_DATA:
                     # The wait itself is written out here, not in a method: a
                     # suspended session's stack is one frame shorter, and every
