@@ -86,10 +86,12 @@ class SessionRegistry(Generic[S]):
         self.address_busy_reply = address_busy_reply
         self.proxy_networks = tuple(proxy_networks)
         """The proxies whose PROXY header names the client (``proxy_protocol_from``)."""
-        self.sessions: set[S] = set()
+        self.sessions: dict[S, str | None] = {}
+        """The live sessions, each with the address it is counted under (None: none).
+        One dictionary for both, rather than a set and a dictionary of the counted
+        ones: a set's table takes more room a session than a dictionary's."""
         self.per_address: dict[str, int] = {}
         """Live sessions by peer address (only with ``max_per_address``)."""
-        self._address_of: dict[S, str] = {}
         self.stopping = False
         self.proxied = bool(self.proxy_networks)
         """Whether a connection may name its real client later (see
@@ -116,7 +118,7 @@ class SessionRegistry(Generic[S]):
     def admit(self, transport: Link) -> S | bytes:
         """A session for a new connection, counted from now on; or, when there is no
         room for it, what to write to the client before closing."""
-        # What full, _has_room and _count say, written out: this runs for every connection.
+        # What full and _has_room say, and the count, written out: this runs for every connection.
         sessions = self.sessions
         if len(sessions) >= self.max_sessions or self.stopping:
             return self.busy_reply
@@ -133,8 +135,7 @@ class SessionRegistry(Generic[S]):
         session = self.new_session(transport, peer)
         if host is not None:
             self.per_address[host] = count + 1
-            self._address_of[session] = host
-        sessions.add(session)
+        sessions[session] = host
         return session
 
     def readdress(self, session: S, peer: tuple[str, int] | None) -> bool:
@@ -142,24 +143,22 @@ class SessionRegistry(Generic[S]):
         named, or the proxy itself when the header names none). False, and the
         session counted under no address, when that address has its share already:
         the session then writes :attr:`address_busy_reply` and ends."""
-        self._uncount(session)
+        sessions = self.sessions
+        self._uncount(sessions.get(session))
+        sessions[session] = None
         if not self._has_room(peer):
             return False
-        self._count(session, peer)
+        if self.max_per_address is not None and peer is not None:
+            host = sessions[session] = peer[0]
+            self.per_address[host] = self.per_address.get(host, 0) + 1
         return True
 
     def _has_room(self, peer: tuple[str, int] | None) -> bool:
         limit = self.max_per_address
         return limit is None or peer is None or self.per_address.get(peer[0], 0) < limit
 
-    def _count(self, session: S, peer: tuple[str, int] | None) -> None:
-        if self.max_per_address is not None and peer is not None:
-            host = peer[0]
-            self.per_address[host] = self.per_address.get(host, 0) + 1
-            self._address_of[session] = host
-
-    def _uncount(self, session: S) -> None:
-        host = self._address_of.pop(session, None)
+    def _uncount(self, host: str | None) -> None:
+        """One session less under ``host`` (None: a session counted under none)."""
         if host is not None:
             left = self.per_address[host] - 1
             if left:
@@ -177,8 +176,9 @@ class SessionRegistry(Generic[S]):
 
     def remove(self, session: S) -> None:
         """Stop counting ``session`` (it ended, or its task never ran); safe twice."""
-        self.sessions.discard(session)
-        self._uncount(session)
+        host = self.sessions.pop(session, None)
+        if host is not None:
+            self._uncount(host)
         if self.stopping and not self.sessions and self.on_empty is not None:
             self.on_empty()
 
@@ -318,7 +318,7 @@ class ServedSession:
 
         The protocol's own, in this shape (see the class's description)::
 
-            self.state.sessions.add(self)
+            self.state.sessions.setdefault(self)  # None: under no address, unless admitted
             watching = None
             try:
                 await self._open()

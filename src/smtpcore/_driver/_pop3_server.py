@@ -360,7 +360,7 @@ class POP3ServerSession(ServedSession):
         out here rather than in a coroutine of its own, with its read, so that
         a session waiting for its client is suspended in this one frame.
         """
-        self.state.sessions.add(self)
+        self.state.sessions.setdefault(self)  # as admitted, or under no address
         watching = None  # the watchdog's block, once entered (see ServedSession.run)
         try:
             await self._open()

@@ -469,7 +469,7 @@ class ServerSession(ServedSession):
         than in a coroutine of its own, so that a session waiting for its
         client is suspended in this one frame.
         """
-        self.state.sessions.add(self)
+        self.state.sessions.setdefault(self)  # as admitted, or under no address
         watching = None  # the watchdog's block, once entered (see ServedSession.run)
         try:
             await self._open()
