@@ -835,6 +835,82 @@ def test_the_transport_is_the_selectors_reader_handle_beside_a_writers(
     asyncio.run(main())
 
 
+@pytest.mark.parametrize(
+    "kind",
+    [
+        kind
+        for kind in ("EpollSelector", "PollSelector", "SelectSelector")
+        if hasattr(selectors, kind)
+    ],
+)
+def test_the_transport_is_its_own_selector_key_on_a_selector_over_a_poll_object(
+    pair: tuple[socket.socket, socket.socket], kind: str
+) -> None:
+    """Watched for reads alone, the transport is its own key in a selector over a poll
+    object (no SelectorKey a connection), and a SelectorKey holds it in any other;
+    either way the selector and the loop read the same fields, a writer's handle
+    goes beside it, and the key goes when the reads stop or another's
+    remove_reader drops it."""
+    ours, theirs = pair
+    selector_type = getattr(selectors, kind)
+    fd = ours.fileno()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        selector = loop._selector  # type: ignore[attr-defined]  # the selector loop's own
+        transport = RawSocketTransport(ours, None, loop)
+
+        async def watched() -> Any:
+            reading = asyncio.ensure_future(transport.receive_some(100))
+            await asyncio.sleep(0.01)
+            key = selector.get_key(fd)
+            if selector_type in _asyncio_raw._POLL_LIKE:
+                assert key is transport
+            else:
+                assert isinstance(key, selectors.SelectorKey)
+            assert (key.fileobj, key.fd, key.events) == (fd, fd, selectors.EVENT_READ)
+            assert key.data == (transport, None)
+            return reading
+
+        reading = await watched()
+        theirs.sendall(b"hello")
+        assert await asyncio.wait_for(reading, 10) == b"hello"
+        theirs.sendall(b"unasked")  # nobody reads: no longer watched
+        await asyncio.sleep(0.01)
+        assert fd not in selector.get_map() and transport.data is None
+
+        reading = await watched()
+        assert await asyncio.wait_for(reading, 10) == b"unasked"
+        reading = await watched()
+        transport._writing = True  # as _sent does before add_writer
+        loop.add_writer(fd, lambda: None)
+        key = selector.get_key(fd)
+        assert isinstance(key, selectors.SelectorKey)
+        assert key.events == selectors.EVENT_READ | selectors.EVENT_WRITE
+        assert key.data[0] is transport and isinstance(key.data[1], asyncio.Handle)
+        transport._writing = False
+        loop.remove_writer(fd)
+        assert selector.get_key(fd).data == (transport, None)
+        assert loop.remove_reader(fd)  # another's: the transport is no longer watched
+        assert not transport._reading and transport.data is None
+        assert fd not in selector.get_map()
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+
+        reading = await watched()
+        theirs.sendall(b"again")
+        assert await asyncio.wait_for(reading, 10) == b"again"
+        await transport.aclose()
+        assert fd not in selector.get_map() and transport.data is None
+
+    loop = asyncio.SelectorEventLoop(selector_type())
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
 def test_another_remove_reader_of_the_socket_leaves_the_transport_unwatched(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:

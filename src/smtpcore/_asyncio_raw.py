@@ -33,9 +33,9 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from selectors import EVENT_READ, EVENT_WRITE
+from selectors import EVENT_READ, EVENT_WRITE, SelectorKey
 from sys import intern
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore._driver._timeouts import Clock, Deadline, deadline_when_waiting
@@ -77,6 +77,16 @@ another connection."""
 _bare_socket: Final = socket.SocketType
 """The socket type without socket.socket's Python layer (made and closed in C)."""
 _READ_AND_WRITE: Final = EVENT_READ | EVENT_WRITE
+_POLL_LIKE: Final = frozenset(
+    getattr(selectors, name)
+    for name in ("EpollSelector", "PollSelector", "DevpollSelector")
+    if hasattr(selectors, name)
+)
+"""The standard library's selectors over a poll object (``epoll``, ``poll``, ``devpoll``):
+their ``register`` is the key in ``_fd_to_key`` and the descriptor in the poll object
+``_selector`` for ``_EVENT_READ``, their ``unregister`` the reverse, the same from
+Python 3.10 to 3.13 (see :meth:`RawSocketTransport._watch_reads`). Told by their
+very type: ``isinstance`` of a selector class costs a Python call (``ABCMeta``)."""
 _TCP: Final = frozenset({socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_INET)})
 _T = TypeVar("_T")
 
@@ -172,6 +182,15 @@ class RawSocketTransport(_OwnLink):
     handle's ``_run`` (a call). Watching for room to write is rare and goes
     through ``add_writer``, which keeps the transport as the reader beside the
     writer's handle.
+
+    On a selector over a poll object (``epoll``, Linux's default), the transport
+    is also its own key in the selector while it is watched for reads alone:
+    what the selector and the loop read of a key (``fileobj``, ``fd``,
+    ``events``, ``data`` and, to change it, ``_replace``), it has, the first two
+    its descriptor's slot. That spares each watched connection the
+    ``SelectorKey`` (80 bytes an idle session), and ``register`` and
+    ``unregister`` their Python calls (five and four). Once a writer is watched
+    too, the selector's ``modify`` puts a ``SelectorKey`` of its own in its place.
     """
 
     # With Link's fields but not its methods' slots: clock and transport.
@@ -192,6 +211,7 @@ class RawSocketTransport(_OwnLink):
         "_want",
         "_writing",
         "clock",
+        "data",
         "peer_address",
         "transport",
     )
@@ -240,6 +260,8 @@ class RawSocketTransport(_OwnLink):
         self._closing = False
         self._inner: AsyncioTransport | None = None
         """The asyncio transport serving the connection since :meth:`start_tls`."""
+        self.data: tuple[RawSocketTransport, None] | None = None
+        """As the selector's key: the reader's handle and the writer's (see the class)."""
 
     # -- the link's methods of the clock ------------------------------------------
 
@@ -263,34 +285,60 @@ class RawSocketTransport(_OwnLink):
     """Never cancelled as a handle is: the transport leaves the selector instead, and
     a call of :meth:`_run` already queued then does nothing."""
 
+    # -- the transport as its key in the loop's selector -------------------------
+
+    events: Final = EVENT_READ
+    """As the selector's key, it is watched for reads alone (see the class)."""
+
+    def _replace(self, **changes: Any) -> SelectorKey:
+        """The selector's ``modify`` of this key: a ``SelectorKey`` with ``changes``."""
+        return SelectorKey(self._fd, self._fd, EVENT_READ, self.data)._replace(**changes)
+
     def _watch_reads(self) -> None:
         """Have the loop's selector run :meth:`_run` when the client has sent something
-        (what ``loop._add_reader`` does, with the transport as the handle)."""
+        (what ``loop._add_reader`` does, with the transport as the handle, and as
+        the key on a selector over a poll object)."""
         self._reading = True
         selector = self._loop._selector  # type: ignore[attr-defined]  # see the class
+        fd = self._fd
         if self._writing:  # the writer's handle stays beside this one
-            writer = selector.get_key(self._fd).data[1]
-            selector.modify(self._fd, _READ_AND_WRITE, (self, writer))
+            writer = selector.get_key(fd).data[1]
+            selector.modify(fd, _READ_AND_WRITE, (self, writer))
+        elif type(selector) in _POLL_LIKE:
+            # What its register does, with the transport as the key (see _POLL_LIKE).
+            selector._selector.register(fd, selector._EVENT_READ)
+            self.data = (self, None)
+            selector._fd_to_key[fd] = self
         else:
-            selector.register(self._fd, EVENT_READ, (self, None))
+            selector.register(fd, EVENT_READ, (self, None))
 
     def _unwatch_reads(self) -> None:
         """Stop watching for the client's bytes (what ``loop._remove_reader`` does)."""
         self._reading = False
+        self.data = None
         selector = self._loop._selector  # type: ignore[attr-defined]  # see the class
         if selector is None:  # the loop is closed, and its selector with it
             return
+        fd = self._fd
         if self._writing:
-            writer = selector.get_key(self._fd).data[1]
-            selector.modify(self._fd, EVENT_WRITE, (None, writer))
+            writer = selector.get_key(fd).data[1]
+            selector.modify(fd, EVENT_WRITE, (None, writer))
+        elif type(selector) in _POLL_LIKE:
+            # What its unregister does (see _POLL_LIKE), whatever the key.
+            del selector._fd_to_key[fd]
+            try:  # noqa: SIM105 - contextlib.suppress costs three calls a connection
+                selector._selector.unregister(fd)
+            except OSError:  # as unregister: the descriptor was closed meanwhile
+                pass
         else:
-            selector.unregister(self._fd)
+            selector.unregister(fd)
 
     def cancel(self) -> None:
         """What asyncio does to a reader's handle when it drops it from the selector (a
         ``loop.remove_reader`` of this descriptor by other code): it is no longer
         watched."""
         self._reading = False
+        self.data = None
 
     @property
     def _callback(self) -> Callable[[], None]:
@@ -688,6 +736,11 @@ class RawSocketTransport(_OwnLink):
         """The connection's socket (for its options; reading or writing it directly
         would take bytes from under the session)."""
         return self._sock
+
+
+if not TYPE_CHECKING:
+    # As the selector's key (see the class), its fileobj and fd are its descriptor's slot.
+    RawSocketTransport.fileobj = RawSocketTransport.fd = RawSocketTransport._fd
 
 
 Accepted = Callable[[socket.SocketType, object, "tuple[str, int] | None"], None]
