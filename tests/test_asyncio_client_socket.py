@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import selectors
 import socket
 import ssl
 import threading
@@ -20,10 +21,21 @@ from pathlib import Path
 import pytest
 
 from peers import make_tls_files
+from smtpcore import _asyncio_raw
 from smtpcore._asyncio_client_socket import SocketClientTransport, connect_socket
 from smtpcore.asyncio import _client_link, _connect
 
 Scenario = Callable[[SocketClientTransport, socket.socket], Awaitable[None]]
+
+
+@pytest.fixture(autouse=True, params=["own handle", "add_reader"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every scenario twice: with the transport as its own reader handle in the
+    selector loop's selector, and through ``loop.add_reader``, as on any other
+    event loop (``serves_raw`` false)."""
+    monkeypatch.setattr(_asyncio_raw, "enabled", request.param == "own handle")
+    mode: str = request.param
+    return mode
 
 
 def run(scenario: Scenario) -> None:
@@ -129,12 +141,23 @@ def test_a_reply_read_resumes_the_waiting_task_in_the_read_callback() -> None:
         def queued_after_the_read() -> None:
             order.append("next pass")
 
-        def readable() -> None:  # asyncio's callback, marked as it runs
-            loop.call_soon(queued_after_the_read)
-            transport._readable()
+        class Marked:
+            """The transport's reader handle, marked as it runs."""
 
-        loop.remove_reader(transport._fd)
-        loop.add_reader(transport._fd, readable)
+            _cancelled = False
+
+            def _run(self) -> None:
+                loop.call_soon(queued_after_the_read)
+                transport._run()
+
+        if transport._own:
+            selector = loop._selector  # type: ignore[attr-defined]
+            assert selector.get_key(transport._fd).data == (transport, None)
+            selector.modify(transport._fd, selectors.EVENT_READ, (Marked(), None))
+        else:
+            loop.remove_reader(transport._fd)
+            loop.add_reader(transport._fd, Marked()._run)
+            transport._reading = True  # remove_reader cancelled the transport's handle
         peer.sendall(b"250 OK\r\n")
         assert await future == b"250 OK\r\n"  # awaited as the client does, with no wrapper
         order.append("task")
@@ -166,6 +189,94 @@ def test_a_close_wakes_a_waiting_read_and_refuses_writes() -> None:
         with pytest.raises(ConnectionResetError):
             transport.send_nowait(b"x")
         await transport.aclose()  # twice is harmless
+
+    run(scenario)
+
+
+def test_a_reset_ends_the_stream_of_a_waiting_read() -> None:
+    """The server resets the connection while the client waits for a reply: the read
+    ends with ``b""`` (the driver's end of the stream), and reading stops."""
+
+    async def scenario(transport: SocketClientTransport, peer: socket.socket) -> None:
+        waiting = transport.next_bytes()
+        assert waiting is not None
+        peer.sendall(b"250-first line of the reply\r\n")
+        assert await waiting == b"250-first line of the reply\r\n"
+        waiting = transport.next_bytes()
+        assert waiting is not None
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        peer.close()  # with no linger: a reset
+        assert await asyncio.wait_for(waiting, 5) == b""
+        assert not transport._reading
+        assert await transport.receive_some(100) == b""
+
+    run(scenario)
+
+
+def test_a_read_given_up_leaves_its_bytes_for_the_next() -> None:
+    """A read cancelled (or timed out) before its bytes came: they wait for the next."""
+
+    async def scenario(transport: SocketClientTransport, peer: socket.socket) -> None:
+        waiting = transport.next_bytes()
+        assert waiting is not None
+        waiting.cancel()
+        peer.sendall(b"250 late\r\n")
+        while transport.drained():
+            await asyncio.sleep(0.01)
+        assert transport.next_bytes() is None  # bytes wait: read them
+        assert await transport.receive_some(65536) == b"250 late\r\n"
+
+    run(scenario)
+
+
+def test_reads_stop_and_start_beside_a_waiting_write(reader: str) -> None:
+    """A write that waits for room has the loop watch the socket for writes too: the
+    reads stop and start again without disturbing it (each handle stays in place)."""
+
+    async def scenario(transport: SocketClientTransport, peer: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        fd = transport._fd
+        selector = loop._selector  # type: ignore[attr-defined]
+        room = loop.create_future()
+        loop.add_writer(fd, room.set_result, None)
+        transport._stop_reading()
+        key = selector.get_key(fd)
+        assert key.events == selectors.EVENT_WRITE and key.data[0] is None
+        transport._watch_reads()
+        key = selector.get_key(fd)
+        assert key.events == selectors.EVENT_READ | selectors.EVENT_WRITE
+        if reader == "own handle":
+            assert key.data[0] is transport
+        await room  # the writer's handle is still there
+        loop.remove_writer(fd)
+        key = selector.get_key(fd)
+        assert key.events == selectors.EVENT_READ
+        peer.sendall(b"250 OK\r\n")
+        assert await _client_link(transport).receive_within(5, 65536) == b"250 OK\r\n"
+
+    run(scenario)
+
+
+def test_a_reader_dropped_by_other_code_reads_no_more(reader: str) -> None:
+    """``loop.remove_reader`` of the transport's descriptor by other code cancels its
+    handle (the transport itself, on the selector loop): a call already queued then
+    reads nothing, as a cancelled handle would not run; so does one after the close,
+    whose descriptor number the kernel may give another connection."""
+
+    async def scenario(transport: SocketClientTransport, peer: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        peer.sendall(b"250 OK\r\n")
+        if reader == "own handle":  # else asyncio's handle is cancelled, which never runs
+            assert loop.remove_reader(transport._fd)
+            assert not transport._reading
+            await asyncio.sleep(0.05)
+            transport._run()  # a call already queued
+            assert transport._buffered == 0
+            transport._watch_reads()
+        assert await transport.receive_some(65536) == b"250 OK\r\n"
+        await transport.aclose()
+        transport._run()  # nothing is read on a closed descriptor
+        assert transport._buffered == 0
 
     run(scenario)
 

@@ -3,28 +3,32 @@
 A client waits for each reply, and asyncio's socket transport costs five
 Python calls for every read that ends such a wait (its ready callback, the
 protocol's ``get_buffer`` and ``buffer_updated``) and two for every write.
-:class:`SocketClientTransport` reads in the one callback the event loop makes
-when the socket is readable (``loop.add_reader``, public API), hands the bytes
-to the future the client waits on (:meth:`~SocketClientTransport.next_bytes`,
-as :class:`~smtpcore.asyncio.AsyncioTransport` does), which runs the client's
-task at once, in that callback (the server's sessions' own waiter, see
+:class:`SocketClientTransport` reads in the one call the event loop makes
+when the socket is readable (on the selector loop the transport is that
+handle itself; elsewhere ``loop.add_reader``), hands the bytes to the future
+the client waits on (:meth:`~SocketClientTransport.next_bytes`, as
+:class:`~smtpcore.asyncio.AsyncioTransport` does), and runs the client's task
+at once, in that call (as the server's sessions' own waiter does, see
 ``_asyncio_raw.resolve_now``: a pass of the loop and an ``epoll_wait`` less a
-reply), and writes with
-``socket.send``, the loop waiting (``loop.add_writer``) only for what the kernel
-did not take. TLS, after STARTTLS or on connect, is asyncio's: the socket
-passes to an :class:`~smtpcore.asyncio.AsyncioTransport` for the handshake and
-everything after it.
+reply). It writes to the socket at once, the loop waiting
+(``loop.add_writer``) only for what the kernel did not take. TLS, after
+STARTTLS or on connect, is asyncio's: the socket passes to an
+:class:`~smtpcore.asyncio.AsyncioTransport` for the handshake and everything
+after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import ssl
+from collections.abc import Callable
+from selectors import EVENT_READ, EVENT_WRITE
 from typing import TYPE_CHECKING, Final
 
-from smtpcore._asyncio_raw import resolve_now
+from smtpcore._asyncio_raw import serves_raw
 from smtpcore._driver._transport import address
 from smtpcore.handler import TLSInfo
 
@@ -34,13 +38,29 @@ if TYPE_CHECKING:
 __all__ = ["SocketClientTransport", "connect_socket"]
 
 _READ_SIZE: Final = 65536
+_read: Final = os.read
+_write: Final = os.write
+"""Reads and writes on the socket's descriptor, where the transport is its own
+reader handle (POSIX only: see ``serves_raw``): ``recv`` and ``send`` without
+flags, whose arguments cost less to parse than a socket's methods'. Once the
+socket is closed, nothing reads or writes (``_reading``, ``_closed``)."""
 _HIGH_WATER: Final = 1 << 20
 """Unread bytes past which the transport stops reading (a server that floods)."""
 
 
 class SocketClientTransport:
     """A :class:`~smtpcore.transport.Transport` on a connected non-blocking TCP socket,
-    for a client (see the module's docstring)."""
+    for a client (see the module's docstring).
+
+    On the standard library's selector event loop the transport is its own reader
+    handle in the loop's selector, as the server's
+    :class:`~smtpcore._asyncio_raw.RawSocketTransport` is (what
+    ``_process_events`` and ``_run_once`` ask of a handle is ``_cancelled`` and
+    ``_run()``): each reply is read without the ``asyncio.Handle`` that
+    ``add_reader`` would make, its ``_run`` and its copy of the context, and with
+    ``os.read`` on the descriptor (see :func:`~smtpcore._asyncio_raw.serves_raw`).
+    Any other loop gets ``add_reader`` and ``socket.recv``.
+    """
 
     __slots__ = (
         "_buffered",
@@ -49,6 +69,7 @@ class SocketClientTransport:
         "_eof",
         "_fd",
         "_loop",
+        "_own",
         "_reading",
         "_sock",
         "_tls",
@@ -61,7 +82,9 @@ class SocketClientTransport:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self._fd = sock.fileno()
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
+        self._own = serves_raw(loop)
+        """Whether the transport is its own reader handle in the loop's selector."""
         self._chunks: list[bytes] = []
         """Received and not read yet (the name the stale-reply tests look at)."""
         self._buffered = 0
@@ -71,39 +94,107 @@ class SocketClientTransport:
         self._closed = False
         self._tls: AsyncioTransport | None = None
         """asyncio's transport, which carries the connection once TLS has started."""
-        self._loop.add_reader(self._fd, self._readable)
+        self._reading = False
+        self._watch_reads()
+
+    # -- the transport as the selector loop's reader handle -------------------------
+
+    _cancelled: Final = False
+    """Never cancelled as a handle is: the transport leaves the selector instead, and
+    a call of :meth:`_run` already queued then does nothing."""
+
+    def _watch_reads(self) -> None:
+        """Have the loop run :meth:`_run` when the socket is readable (what
+        ``loop._add_reader`` does, with the transport as the handle)."""
         self._reading = True
-
-    # -- reading --------------------------------------------------------------
-
-    def _readable(self) -> None:
-        """The event loop found the socket readable: hand what it holds to the waiting
-        read, or keep it for the next one."""
-        try:
-            data = self._sock.recv(_READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+        if not self._own:
+            self._loop.add_reader(self._fd, self._run)
             return
-        except OSError:  # reset: the end of the stream, as the driver reads it
-            data = b""
-        if not data:
-            self._eof = True
-            self._stop_reading()
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():  # else cancelled, or timed out: the bytes wait here
-                resolve_now(waiter, data)  # the waiting task runs now, in this callback
-                return
-        if data:
-            self._chunks.append(data)
-            self._buffered += len(data)
-            if self._buffered > _HIGH_WATER:
-                self._stop_reading()
+        selector = self._loop._selector  # type: ignore[attr-defined]  # see serves_raw
+        try:
+            key = selector.get_key(self._fd)
+        except KeyError:
+            selector.register(self._fd, EVENT_READ, (self, None))
+        else:  # send_all waits for room: the writer's handle stays beside this one
+            selector.modify(self._fd, key.events | EVENT_READ, (self, key.data[1]))
 
     def _stop_reading(self) -> None:
-        if self._reading:
-            self._reading = False
+        """Stop watching for reads (what ``loop._remove_reader`` does)."""
+        if not self._reading:
+            return
+        self._reading = False
+        if not self._own:
             self._loop.remove_reader(self._fd)
+            return
+        selector = self._loop._selector  # type: ignore[attr-defined]  # see serves_raw
+        if selector is None:  # the loop is closed, and its selector with it
+            return
+        try:
+            key = selector.get_key(self._fd)
+        except KeyError:  # pragma: no cover - dropped by other code (see cancel)
+            return
+        writer = key.data[1]
+        if writer is None:
+            selector.unregister(self._fd)
+        else:
+            selector.modify(self._fd, EVENT_WRITE, (None, writer))
+
+    def cancel(self) -> None:
+        """What asyncio does to a reader's handle when it drops it from the selector (a
+        ``loop.remove_reader`` of this descriptor by other code): it is no longer
+        watched."""
+        self._reading = False
+
+    @property
+    def _callback(self) -> Callable[[], None]:
+        """What the handle runs, for the loop's debug mode's report of a slow callback."""
+        return self._run
+
+    def _run(self) -> None:
+        """The socket is readable: hand what it holds to the waiting read, running the
+        waiting task at once, in this call (what ``_asyncio_raw.resolve_now`` does,
+        written out: every reply); or keep it for the next read.
+
+        Not when the socket is no longer watched (a callback earlier in the same
+        pass of the loop closed the transport, or stopped the reads): that is
+        what a cancelled handle is, which the loop would skip."""
+        if not self._reading:
+            return
+        try:
+            try:
+                data = _read(self._fd, _READ_SIZE) if self._own else self._sock.recv(_READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # reset: the end of the stream, as the driver reads it
+                data = b""
+            if not data:
+                self._eof = True
+                self._stop_reading()
+            waiter = self._waiter
+            if waiter is not None:
+                self._waiter = None
+                callbacks = waiter._callbacks
+                if callbacks:  # pending, and the task's wake-up is its first callback
+                    step, context = callbacks[0]
+                    waiter.remove_done_callback(step)
+                    waiter.set_result(data)
+                    context.run(step, waiter)  # the waiting task runs now, in its context
+                    return
+                if not waiter.done():
+                    waiter.set_result(data)
+                    return
+                # else cancelled, or timed out: the bytes wait here
+            if data:
+                self._chunks.append(data)
+                self._buffered += len(data)
+                if self._buffered > _HIGH_WATER:
+                    self._stop_reading()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # as a handle's run reports a callback's failure
+            self._loop.call_exception_handler(
+                {"message": "client socket transport: reading failed", "exception": exc}
+            )
 
     def next_bytes(self) -> asyncio.Future[bytes] | None:
         """A future that the next read resolves with its bytes (``b""`` at the end of
@@ -151,8 +242,7 @@ class SocketClientTransport:
             data, chunks[0] = first[:max_bytes], first[max_bytes:]
         self._buffered -= len(data)
         if not self._reading and not self._eof and not self._closed and self._buffered == 0:
-            self._reading = True
-            self._loop.add_reader(self._fd, self._readable)
+            self._watch_reads()
         return data
 
     def receive_nowait(self, max_bytes: int) -> bytes | None:
@@ -181,7 +271,7 @@ class SocketClientTransport:
         if self._closed:
             raise ConnectionResetError("the connection is closed")
         try:
-            return self._sock.send(data)
+            return _write(self._fd, data) if self._own else self._sock.send(data)
         except (BlockingIOError, InterruptedError):
             return 0
 
