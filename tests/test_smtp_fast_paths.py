@@ -9,6 +9,7 @@ in for.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
 from typing import Any
@@ -629,6 +630,30 @@ def test_a_reply_built_again_is_the_one_built_first(
     alone = Reply(code, text)
     assert written == first.to_bytes(status) == alone.to_bytes(status)
     assert first._wire is not alone._wire
+
+
+def test_a_reply_built_again_is_that_reply_and_a_subclass_builds_its_own() -> None:
+    """``Reply(code, text)`` equal to a one-line reply without a status built before is
+    that reply (immutable, equal in every field); a reply with a status, of several
+    lines, or of a subclass (whose constructor may take other arguments) is built."""
+    _BUILT.clear()
+    first = Reply(250, "OK")
+    assert Reply(250, "OK") is first
+    assert Reply(code=250, text="OK") == first
+    assert Reply(250, "OK", None) == first
+    assert Reply(250, "OK", "2.0.0") is not Reply(250, "OK", "2.0.0")
+    assert Reply(250, ["OK", "fine"]) is not Reply(250, ["OK", "fine"])
+
+    class Noted(Reply):
+        def __init__(self, note: str) -> None:
+            Reply.__init__(self, 250, note)
+
+    noted = Noted("OK")
+    assert noted is not Noted("OK")
+    assert type(noted) is Noted
+    assert (noted.code, noted.lines, noted.to_bytes()) == (250, ("OK",), b"250 OK\r\n")
+    assert list(inspect.signature(Reply).parameters) == ["code", "text", "status"]
+    assert list(inspect.signature(Noted).parameters) == ["note"]
 
 
 def test_a_reply_built_again_is_checked_as_before() -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import base64
 import functools
+import inspect
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import LINE_TOO_LONG, ReceiveBuffer
@@ -67,8 +68,35 @@ def _as_status(value: EnhancedStatus | str | None) -> EnhancedStatus | None:
     return value
 
 
+class _ReplyType(type):
+    """Reply's type: ``Reply(code, text)`` equal to a one-line reply without a status
+    built before is that reply (:data:`_BUILT`), without a new object, its fields
+    set again and its checks: a handler's ``Reply(250, "OK")`` for every RCPT costs
+    a lookup. Replies are immutable and compare by value: only ``is`` tells two
+    equal ones apart. A subclass's replies are built as they are."""
+
+    if not TYPE_CHECKING:  # for type checkers, Reply's own __init__ is the constructor
+
+        def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+            if cls is Reply and len(args) == 2 and not kwargs:  # Reply(code, text)
+                code, text = args
+                if type(text) is str and type(code) is int:
+                    known = _BUILT.get((cls, code, text))
+                    if known is not None:
+                        return known
+            return type.__call__(cls, *args, **kwargs)
+
+    @property
+    def __signature__(cls) -> inspect.Signature:
+        """What ``inspect`` and the documentation show a reply class to take: its
+        ``__init__``'s arguments, not the ``*args`` of :meth:`__call__`."""
+        init = next(vars(kind)["__init__"] for kind in cls.__mro__ if "__init__" in vars(kind))
+        signature = inspect.signature(init)
+        return signature.replace(parameters=list(signature.parameters.values())[1:])
+
+
 @dataclass(frozen=True, slots=True, init=False)
-class Reply(Event):
+class Reply(Event, metaclass=_ReplyType):
     """A reply: a three-digit code, text lines, and an optional enhanced status.
 
     ``text`` may be one string or a sequence of lines; :attr:`lines` always
