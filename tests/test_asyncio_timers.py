@@ -230,3 +230,32 @@ def test_the_end_of_a_wait_is_its_time_rounded_up_to_a_tick(
         clock.close()
     finally:
         loop.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    now=st.floats(0, 1e7),
+    waited=st.floats(-600, 600),
+    limit=st.floats(0.001, 3600),
+    rate=st.floats(1, 1e6),
+    received=st.integers(1, 1 << 20),
+)
+def test_a_wait_for_content_is_moved_on_by_what_each_read_earns(
+    now: float, waited: float, limit: float, rate: float, received: int
+) -> None:
+    """Each read of content moves the wait's end on by what it earns at the minimum
+    rate, from now if the end had passed, and never beyond ``limit`` from now."""
+    loop = asyncio.new_event_loop()
+    try:
+        timers = Timers(loop)
+        timers.now = lambda: now
+        clock = AsyncioClock(None, timers)
+        clock.arm(limit, rate)
+        clock._until = until = now + waited
+        clock.resume(received)
+        assert clock._until == min(now + limit, max(until, now) + received / rate)
+        assert clock.holder is clock
+        clock.disarm()
+        clock.close()
+    finally:
+        loop.close()

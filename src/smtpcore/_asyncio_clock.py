@@ -249,9 +249,18 @@ class AsyncioClock:
             return
         if received and self._rate:
             now = self._timers.now()
-            # Time spent answering (not waiting) is not held against the client.
-            until = self._until = min(now + self._limit, max(until, now) + received / self._rate)
-        self.hold_at(self, until)
+            # Time spent answering (not waiting) is not held against the client:
+            # min(now + limit, max(until, now) + received / rate), without the calls of
+            # min and max, which parse their arguments (every read of content).
+            later = (until if until > now else now) + received / self._rate
+            cap = now + self._limit
+            until = self._until = later if later < cap else cap
+        # What hold_at(self, until) does, without the call: every read of content.
+        self.holder = self
+        self._when = until
+        queued = self.queued
+        if queued is None or queued > until:
+            self._timers.add(self, until)
 
     def disarm(self) -> None:
         if self.holder is self:
