@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 from smtpcore._content import ContentFilter
 from smtpcore._dotstuff import DotDecoder, decode_whole
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
-from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, LineTooLong, ReceiveBuffer
+from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import ascii_upper
 from smtpcore.sasl import SERVER_MECHANISMS
@@ -655,20 +655,23 @@ class ServerConnection:
         # other line (or only LF ending a line) is the method's (a test holds them equal).
         end = -1 if lf_ends or buffer._discarding else buffer.find(b"\r\n", buffer._searched)
         if 0 <= end < limit - 1:
-            line: bytes | LineTooLong | None = bytes(buffer[: end + 2])
+            line = bytes(buffer[: end + 2])
             del buffer[: end + 2]
             buffer._searched = 0
-        else:
-            line = buffer.next_line(limit, lf_ends=lf_ends)
-        if line is None:
-            if not self._buffer.peer_closed:
-                return NEED_DATA  # the wait for every command: no call for it
-            return self._closed_or_need_data()
-        if line is LINE_TOO_LONG:
-            if in_auth:
-                self._state = State.READY
-                return self._bad(b"", reply(500, "5.5.6", "Authentication exchange line too long"))
-            return self._bad(b"", reply(500, "5.5.6", "Line too long"))
+        else:  # a line the method reads, or none yet (a whole line is never either)
+            read = buffer.next_line(limit, lf_ends=lf_ends)
+            if read is None:
+                if not self._buffer.peer_closed:
+                    return NEED_DATA  # the wait for every command: no call for it
+                return self._closed_or_need_data()
+            if read is LINE_TOO_LONG:
+                if in_auth:
+                    self._state = State.READY
+                    return self._bad(
+                        b"", reply(500, "5.5.6", "Authentication exchange line too long")
+                    )
+                return self._bad(b"", reply(500, "5.5.6", "Line too long"))
+            line = read
         if self._errors >= config.max_errors:
             return self._bad(line, reply(421, "4.7.0", f"{config.hostname} Too many errors"))
         if not in_auth:
