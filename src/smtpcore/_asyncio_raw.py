@@ -38,7 +38,7 @@ from sys import intern
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
-from smtpcore._driver._timeouts import Clock, Deadline, deadline_when_waiting
+from smtpcore._driver._timeouts import Clock, Deadline, Watchdog, deadline_when_waiting
 from smtpcore._driver._transport import Link, LinkBase, address
 from smtpcore.handler import TLSInfo
 
@@ -193,7 +193,7 @@ class RawSocketTransport(_OwnLink):
     too, the selector's ``modify`` puts a ``SelectorKey`` of its own in its place.
     """
 
-    # With Link's fields but not its methods' slots: clock and transport.
+    # Neither Link's methods' slots nor its fields' (see clock and transport).
     __slots__ = (
         "_closing",
         "_eof",
@@ -210,10 +210,8 @@ class RawSocketTransport(_OwnLink):
         "_waiter",
         "_want",
         "_writing",
-        "clock",
         "data",
         "peer_address",
-        "transport",
     )
 
     def __init__(
@@ -223,11 +221,7 @@ class RawSocketTransport(_OwnLink):
         loop: asyncio.AbstractEventLoop,
         runner: SessionRunner | None = None,
         local: tuple[str, int] | None = None,
-        clock: Clock | None = None,
     ) -> None:
-        # Link's fields, set here rather than by its __init__: one call less a connection.
-        self.transport = self
-        self.clock = clock  # type: ignore[assignment]  # None: a transport alone (tests)
         self._sock = sock
         self._fd = sock.fileno()
         # An IPv4 address as address() would keep it, without the call: every connection.
@@ -239,7 +233,8 @@ class RawSocketTransport(_OwnLink):
         connections); else the socket is asked."""
         self._loop = loop
         self._runner = runner
-        """What steps the session while no task runs it (its waits are then no futures)."""
+        """What steps the session while no task runs it (its waits are then no futures),
+        and its clock; None: a transport alone (tests), which has no clock."""
         self._reading = False
         """Whether the loop's selector watches the socket for reads."""
         self._writing = False
@@ -263,20 +258,35 @@ class RawSocketTransport(_OwnLink):
         self.data: tuple[RawSocketTransport, None] | None = None
         """As the selector's key: the reader's handle and the writer's (see the class)."""
 
-    # -- the link's methods of the clock ------------------------------------------
+    # -- the link's fields, and its methods of the clock --------------------------
+
+    @property
+    def clock(self) -> Clock:  # type: ignore[override]  # the link it stands in for
+        """The link's clock: the runner (see the class). Link's fields are
+        properties here, not slots (8 bytes each an idle session): nothing on a
+        connection's path reads them, the methods below read the runner."""
+        return self._runner  # type: ignore[return-value]  # None: a transport alone
+
+    @property
+    def transport(self) -> RawSocketTransport:  # type: ignore[override]
+        """The link's transport: itself."""
+        return self
 
     def deadline(self, seconds: float | None) -> AbstractAsyncContextManager[Deadline]:
-        return self.clock.deadline(seconds)
+        return self._runner.deadline(seconds)  # type: ignore[union-attr]  # see clock
 
     def within(self, seconds: float | None, call: Awaitable[_T]) -> Awaitable[_T]:
         runner = self._runner
-        if runner is None or runner.task is None:
-            return self.clock.within(seconds, call)
+        if runner.task is None:  # type: ignore[union-attr]  # see clock
+            return runner.within(seconds, call)  # type: ignore[union-attr]
         # What the runner's own does in a task, without its call: a hook is the hot path.
-        return deadline_when_waiting(runner.deadline, seconds, call)
+        return deadline_when_waiting(runner.deadline, seconds, call)  # type: ignore[union-attr]
+
+    def watchdog(self) -> AbstractAsyncContextManager[Watchdog]:
+        return self._runner.watchdog()  # type: ignore[union-attr]  # see clock
 
     async def receive_within(self, seconds: float | None, max_bytes: int) -> bytes:
-        async with self.clock.deadline(seconds):
+        async with self._runner.deadline(seconds):  # type: ignore[union-attr]  # see clock
             return await self.receive_some(max_bytes)
 
     # -- the transport as the selector loop's reader handle -------------------------
@@ -653,7 +663,7 @@ class RawSocketTransport(_OwnLink):
 
     async def aclose(self) -> None:
         """Close the socket, then the clock (as :meth:`Link.aclose` does)."""
-        clock = self.clock
+        clock = self._runner
         if self._out is None and self._inner is None and not self._closing:
             # Every connection's close, written out: nothing waits to be sent.
             self._closing = True

@@ -813,7 +813,7 @@ class _Listener(BaseListener[_S]):
         starts at once, stepped by a runner (the greeting goes out in this pass)."""
         loop = self._loop
         runner = SessionRunner(loop, self._runner_done, self._timers)  # and its clock
-        transport = RawSocketTransport(sock, peer, loop, runner, local, runner)  # its own link
+        transport = RawSocketTransport(sock, peer, loop, runner, local)  # its own link
         session = self.state.admit(transport)
         if isinstance(session, bytes):
             transport.refuse(session)
