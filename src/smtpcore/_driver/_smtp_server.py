@@ -46,7 +46,7 @@ from smtpcore.handler import (
     Recipient,
     Session,
 )
-from smtpcore.sasl import SERVER_MECHANISMS, offered_mechanisms
+from smtpcore.sasl import SERVER_MECHANISMS, ChannelBindings, offered_mechanisms
 from smtpcore.smtp import (
     Auth,
     AuthResponse,
@@ -110,9 +110,31 @@ _SET_RECIPIENT_MAILBOX: Final[Callable[[Recipient, Mailbox], None]] = vars(Recip
 _SET_RECIPIENT_PARAMS: Final[Callable[[Recipient, Parameters], None]] = vars(Recipient)[
     "params"
 ].__set__
-_NO_AUTH: Final = ServerAuth({})
-"""The AUTH state of a session that offers no mechanism: it answers every AUTH 504
-and keeps nothing, so every such session shares it."""
+
+
+class _SessionAuth(ServerAuth):
+    """One session's AUTH state (see :class:`~smtpcore.smtp.ServerAuth`), with what
+    the session keeps beside it: ``names``, every mechanism its machine was built
+    with (``-PLUS`` ones are offered only over a TLS layer that gives channel
+    binding data, see :meth:`ServerSession._offer_auth`), and ``mechanism``, the
+    one of the exchange under way. Here rather than in two slots of every
+    session: a session that offers no mechanism shares :data:`_NO_AUTH`."""
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        mechanisms: Mapping[str, MechanismFactory],
+        channel_bindings: ChannelBindings | None = None,
+    ) -> None:
+        super().__init__(mechanisms, channel_bindings=channel_bindings)
+        self.names = names
+        self.mechanism = ""
+
+
+_NO_AUTH: Final = _SessionAuth((), {})
+"""The AUTH state of a session that offers no mechanism: its machine refuses every
+AUTH (504) before the session sees one, and it keeps nothing, so every such session
+shares it."""
 _HANDLER: Final = Handler()
 """Handler's own hooks: they answer for a hook a handler leaves as it is or answers None
 to, so that the defaults live in :class:`~smtpcore.handler.Handler` alone."""
@@ -364,8 +386,6 @@ class ServerSession(ServedSession):
 
     __slots__ = (
         "_auth",
-        "_auth_mechanism",
-        "_auth_names",
         "_chunk_failed",
         "_content_wait",
         "_in_chunk",
@@ -405,13 +425,10 @@ class ServerSession(ServedSession):
         self._waited_idle = False
         """Whether the last wait for the client was between transactions."""
         self._chunk_failed = False
-        self._auth_names = self.conn.auth_mechanisms
-        """Every mechanism the machine was built with; -PLUS ones are offered only
-        over a TLS layer that gives channel binding data (see :meth:`_offer_auth`)."""
         self._auth = _NO_AUTH
-        self._auth_mechanism = ""
-        if self._auth_names or options.auth_mechanisms:
-            self._offer_auth()
+        names = self.conn.auth_mechanisms
+        if names or options.auth_mechanisms:
+            self._offer_auth(names)
 
     # -- the loop ---------------------------------------------------------
 
@@ -902,16 +919,18 @@ class ServerSession(ServedSession):
             logger.info("TLS handshake with %s failed: %s", peer_text(self.session.peer), exc)
             raise ConnectionLost from None
         self.session.tls = self.transport.tls
-        if self._auth_names or self.options.auth_mechanisms:
-            self._offer_auth()
+        names = self._auth.names
+        if names or self.options.auth_mechanisms:
+            self._offer_auth(names)
 
-    def _offer_auth(self) -> None:
-        """A fresh AUTH state for this connection's channel: SCRAM-SHA-256-PLUS is
-        offered, and its binding checked, only with the TLS layer's channel binding
-        data (RFC 5802 §6, RFC 9266); nothing learnt before a handshake stands."""
+    def _offer_auth(self, names: Sequence[str]) -> None:
+        """A fresh AUTH state for this connection's channel, of a machine built with the
+        mechanisms ``names``: SCRAM-SHA-256-PLUS is offered, and its binding checked,
+        only with the TLS layer's channel binding data (RFC 5802 §6, RFC 9266);
+        nothing learnt before a handshake stands."""
         bindings = self.transport.channel_bindings()
-        self.conn.auth_mechanisms = tuple(offered_mechanisms(self._auth_names, bindings))
-        self._auth = ServerAuth(self.options.auth_mechanisms, channel_bindings=bindings)
+        self.conn.auth_mechanisms = tuple(offered_mechanisms(names, bindings))
+        self._auth = _SessionAuth(names, self.options.auth_mechanisms, bindings)
 
     # -- AUTH -----------------------------------------------------------------
 
@@ -919,11 +938,11 @@ class ServerSession(ServedSession):
         """One step of an AUTH exchange (RFC 4954 §4); the handler may veto a success."""
         flow = self._auth
         if isinstance(event, Auth):
-            self._auth_mechanism = event.mechanism.upper()
+            flow.mechanism = event.mechanism.upper()
         try:
             reply = flow.start(event) if isinstance(event, Auth) else flow.step(event)
         except Exception:
-            logger.exception("AUTH %s failed", self._auth_mechanism)
+            logger.exception("AUTH %s failed", flow.mechanism)
             reply = _AUTH_UNAVAILABLE
         session = self.session
         success = flow.success
@@ -933,12 +952,12 @@ class ServerSession(ServedSession):
                     "NOQUEUE: reject: AUTH from %s: %s; mechanism=%s",
                     peer_text(session.peer),
                     " ".join(str(reply).split()),
-                    self._auth_mechanism,
+                    flow.mechanism,
                 )
             self._answer(reply)
             return
         flow.success = None
-        identity = AuthIdentity(success.authcid, success.authzid, self._auth_mechanism)
+        identity = AuthIdentity(success.authcid, success.authzid, flow.mechanism)
         reply = await self._ask(
             "handle_auth",
             (session, identity),
