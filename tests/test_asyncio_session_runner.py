@@ -11,6 +11,7 @@ import smtplib
 import sys
 
 from peers import TLSFiles
+from smtpcore._asyncio_runner import SessionRunner
 from smtpcore.asyncio import SMTPServer, Timeouts
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import Ehlo, Helo, Lhlo, Rcpt, Reply
@@ -161,3 +162,36 @@ def test_starttls_hands_the_session_to_a_task_and_it_goes_on(tls: TLSFiles) -> N
 
     assert asyncio.run(body()) == 250
     assert handler.in_a_task == {"hello": True}
+
+
+def test_a_runners_timed_read_is_under_a_deadline_that_cancels_the_runner() -> None:
+    """A link's ``receive_within`` over a runner (its clock's ``timed_reader``): the
+    deadline cancels the runner, which passes the cancellation on, and the read ends
+    in ``TimeoutError``."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ended: list[SessionRunner] = []
+        runner = SessionRunner(loop, ended.append)
+        never: asyncio.Future[bytes] = loop.create_future()
+
+        async def receive(max_bytes: int) -> bytes:
+            return await never
+
+        read = runner.timed_reader(receive)
+        outcome: list[str] = []
+
+        async def session() -> None:
+            try:
+                await read(0.01, 10)
+            except TimeoutError:
+                outcome.append("timed out")
+
+        runner.start(session())
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if ended:
+                break
+        assert outcome == ["timed out"] and ended == [runner]
+
+    asyncio.run(main())

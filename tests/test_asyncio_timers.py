@@ -159,7 +159,7 @@ def test_waits_armed_within_one_tick_share_its_due_time_and_none_ends_early() ->
 
     async def body() -> None:
         timers = Timers(asyncio.get_running_loop())
-        clocks = [AsyncioClock(None, timers) for _ in range(3)]
+        clocks = [AsyncioClock(timers) for _ in range(3)]
         before = timers.now()
         for clock in clocks:
             clock.arm(300)
@@ -220,7 +220,7 @@ def test_the_end_of_a_wait_is_its_time_rounded_up_to_a_tick(
         rounded = -(-(now + seconds) * 64 // 1) / 64
         timers.last_tick = rounded if near else last_tick / 64
         shared = timers.last_tick
-        clock = AsyncioClock(None, timers)
+        clock = AsyncioClock(timers)
         clock.arm(seconds)
         assert clock._until == rounded
         assert timers.last_tick == rounded
@@ -249,7 +249,7 @@ def test_a_wait_for_content_is_moved_on_by_what_each_read_earns(
     try:
         timers = Timers(loop)
         timers.now = lambda: now
-        clock = AsyncioClock(None, timers)
+        clock = AsyncioClock(timers)
         clock.arm(limit, rate)
         clock._until = until = now + waited
         clock.resume(received)

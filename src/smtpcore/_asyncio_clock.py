@@ -65,15 +65,11 @@ class AsyncioClock:
         "_when",
         "holder",
         "queued",
-        "runner",
     )
 
-    def __init__(self, runner: SessionRunner | None = None, timers: Timers | None = None) -> None:
+    def __init__(self, timers: Timers | None = None) -> None:
         self._timers = Timers(asyncio.get_running_loop()) if timers is None else timers
         """The loop timer this clock is queued behind (its own, unless given)."""
-        self.runner = runner
-        """What runs the connection's session, where it is not a task (see
-        :class:`~smtpcore._asyncio_runner.SessionRunner`): its deadlines cancel that."""
         self.queued: float | None = None
         """When the clock's entry in ``_timers`` comes due (see :class:`Timers`)."""
         self._when = 0.0
@@ -154,7 +150,6 @@ class AsyncioClock:
                 seconds is None
                 or self.holder is not None  # another deadline holds the timer
                 or timer.task is not None
-                or self.runner is not None  # a server's session, not a task
                 or task is None
             ):
                 async with Deadline(seconds, self):
@@ -194,11 +189,9 @@ class AsyncioClock:
     # -- the session's Watchdog -------------------------------------------------------
 
     async def __aenter__(self) -> AsyncioClock:
-        task: asyncio.Task[Any] | SessionRunner | None = self.runner
-        if task is None:
-            task = asyncio.current_task()
-            if task is None:  # pragma: no cover - always inside a task
-                raise RuntimeError("a watchdog needs a running task")
+        task = asyncio.current_task()  # a runner's own enters for itself
+        if task is None:  # pragma: no cover - always inside a task
+            raise RuntimeError("a watchdog needs a running task")
         self._task = task
         self._fired = False
         if sys.version_info >= (3, 11):
@@ -310,24 +303,29 @@ class Deadline:
 
     __slots__ = ("_cancelling", "_clock", "_fired", "_handle", "_seconds", "_task")
 
-    def __init__(self, seconds: float | None, clock: AsyncioClock | None = None) -> None:
+    def __init__(
+        self,
+        seconds: float | None,
+        clock: AsyncioClock | None = None,
+        runner: SessionRunner | None = None,
+    ) -> None:
         self._seconds = seconds
         self._clock = clock
-        self._task: asyncio.Task[object] | SessionRunner | None = None
+        self._task: asyncio.Task[object] | SessionRunner | None = runner
+        """What the deadline cancels: the session's ``runner`` where one is given
+        (its clock's :meth:`~AsyncioClock.deadline`), else the task entering it."""
         self._handle: asyncio.Handle | None = None
         self._fired = False
         self._cancelling = 0
 
     async def __aenter__(self) -> Deadline:
         clock = self._clock
-        task: asyncio.Task[Any] | SessionRunner | None = None
-        if clock is not None:
-            task = clock.runner
+        task: asyncio.Task[Any] | SessionRunner | None = self._task
         if task is None:
             task = asyncio.current_task()
             if task is None:  # pragma: no cover - always inside a task
                 raise RuntimeError("a deadline needs a running task")
-        self._task = task
+            self._task = task
         if sys.version_info >= (3, 11):
             self._cancelling = task.cancelling()
         if self._seconds is not None:

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from smtpcore._asyncio_clock import AsyncioClock
+from smtpcore._asyncio_clock import AsyncioClock, Deadline
 from smtpcore._asyncio_timers import Timers
 from smtpcore._driver._timeouts import deadline_when_waiting
 
@@ -79,7 +79,7 @@ class SessionRunner(AsyncioClock):
     task runs the session, it passes each cancellation on to it. Being also
     the session's :class:`~smtpcore._asyncio_clock.AsyncioClock` (and so its
     watchdog), it is the one object an idle session holds for its stepping and
-    its timing; the clock's ``runner`` is the runner itself.
+    its timing: its deadlines and its watchdog cancel the runner itself.
     """
 
     __slots__ = (
@@ -101,7 +101,6 @@ class SessionRunner(AsyncioClock):
         # The clock's fields, set here rather than by its __init__: one call less a
         # session (see AsyncioClock.__init__ for what each holds).
         self._timers = Timers(loop) if timers is None else timers
-        self.runner = self
         self.queued = None
         self._when = 0.0
         self.holder = None
@@ -192,6 +191,32 @@ class SessionRunner(AsyncioClock):
         if not task.cancelled() and task.exception() is not None:
             logger.error("session runner: the session failed", exc_info=task.exception())
         self._done(self)
+
+    # -- the clock's deadlines and watchdog, which cancel the runner -----------------
+
+    def deadline(self, seconds: float | None) -> Deadline:
+        return Deadline(seconds, self, self)
+
+    def timed_reader(
+        self, receive: Callable[[int], Awaitable[bytes]]
+    ) -> Callable[[float | None, int], Awaitable[bytes]]:
+        """A read under a deadline of the runner's (a server's session reads its client
+        with the watchdog: this is for a link's rare ``receive_within``)."""
+        return functools.partial(self._receive_under_deadline, receive)
+
+    async def _receive_under_deadline(
+        self, receive: Callable[[int], Awaitable[bytes]], seconds: float | None, max_bytes: int
+    ) -> bytes:
+        async with self.deadline(seconds):
+            return await receive(max_bytes)
+
+    async def __aenter__(self) -> SessionRunner:
+        """The watchdog's block (see :class:`~smtpcore._asyncio_clock.AsyncioClock`),
+        entered for the runner rather than for the running task."""
+        self._task = self
+        self._fired = False
+        self._cancelling = self._cancels
+        return self
 
     # -- what a deadline asks of a task ---------------------------------------------
 
