@@ -502,14 +502,7 @@ class ServerSession(ServedSession):
                     if isinstance(exc.reply_hint, Reply):
                         self._out = [*(self._out or ()), conn.send(exc.reply_hint)]
                     break
-                answer = _ANSWERS.get(type(event))
-                if answer is not None:  # an event to answer, the most frequent
-                    new_wait = True
-                    answering = answer(self, event)
-                    if answering is not None:  # a handler's hook, say
-                        await answering
-                        answering = None  # a waiting session keeps no coroutine
-                elif event is NEED_DATA:
+                if event is NEED_DATA:
                     # The wait itself is written out here, not in a method: a
                     # suspended session's stack is one frame shorter, and every
                     # read one call less.
@@ -554,6 +547,12 @@ class ServerSession(ServedSession):
                         # The machine's now: a waiting session must not keep it.
                         del data, got
                     new_wait = False
+                elif (answer := _ANSWERS.get(type(event))) is not None:  # an event
+                    new_wait = True
+                    answering = answer(self, event)
+                    if answering is not None:  # a handler's hook, say
+                        await answering
+                        answering = None  # a waiting session keeps no coroutine
                 elif event is PAUSED:
                     # Every event is answered at once, but for a BDAT chunk: the
                     # machine pauses once its octets are in (RFC 3030 §2).
