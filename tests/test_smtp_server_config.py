@@ -61,7 +61,27 @@ OTHER_VALUES: dict[str, object] = {
 def test_every_option_is_listed_here_and_kept_in_the_configuration() -> None:
     options = set(inspect.signature(ServerConnection).parameters) - {"hostname"}
     assert options == set(OTHER_VALUES)
-    assert set(ServerConfig.__slots__) == {*options, "hostname", "tables"}
+    # Besides the options: the tables they make, and the first EHLO's answer remembered.
+    assert set(ServerConfig.__slots__) == {*options, "hostname", "tables", "first_hello"}
+
+
+def test_a_write_forgets_the_first_ehlo_answer_remembered() -> None:
+    """The answer remembered for a session's first EHLO was made with the options as
+    they were: a machine given a copy of the configuration answers afresh."""
+    options = ServerOptions(hostname="mx.pqr.example", max_message_size=1000)
+    first, second = options.new_connection(), options.new_connection()
+    for conn in (first, second):
+        conn.send(Reply(220, "mx.pqr.example ESMTP"))
+    hello = Reply(250, "Hello")
+    first.receive_data(b"EHLO c.example\r\n")
+    first.next_event()
+    assert b"250-SIZE 1000\r\n" in first.send(hello)
+    assert first._config.first_hello is not None
+    second.max_message_size = 2000
+    assert second._config.first_hello is None
+    second.receive_data(b"EHLO c.example\r\n")
+    second.next_event()
+    assert b"250-SIZE 2000\r\n" in second.send(hello)
 
 
 def test_every_option_reads_back_as_given() -> None:

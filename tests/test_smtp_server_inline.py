@@ -11,6 +11,7 @@ judges the content and moves to the next state in place, without calling
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import example, given
@@ -19,8 +20,9 @@ from hypothesis import strategies as st
 from smtp_helpers import ENVELOPE, greeted, run
 from smtpcore import NEED_DATA, ProtocolError
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
-from smtpcore.smtp import BadCommand, EndOfMessage, RejectedMessage, ServerConnection
+from smtpcore.smtp import BadCommand, EndOfMessage, RejectedMessage, Reply, ServerConnection
 from smtpcore.smtp._extension import Extension, ServerFacts
+from smtpcore.smtp._server_config import ServerConfig
 from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, State, next_state
 from smtpcore.testing import strategies as sst
 
@@ -146,6 +148,48 @@ def test_the_ehlo_lines_remembered_are_the_ones_each_extension_gives(
             if conn.in_force(entry.keyword)
         )
         assert conn._command_line_limit == expected_limit == conn.max_command_line + allowance
+
+
+HELLO_REPLIES = (Reply(250, "Hello"), Reply(250, ["mx.pqr.example greets you", "again"]))
+SESSION_FACTS = st.fixed_dictionaries(
+    {
+        "tls": st.booleans(),
+        "authenticated": st.booleans(),
+        "trusted_forwarder": st.booleans(),
+        "auth_mechanisms": st.sampled_from([None, (), ("PLAIN",)]),  # None: the config's
+        "reply": st.sampled_from(HELLO_REPLIES),
+        "line": st.sampled_from([b"EHLO c.example\r\n", b"HELO c.example\r\n"]),
+    }
+)
+
+
+@given(OPTIONS, st.lists(SESSION_FACTS, min_size=1, max_size=6))
+def test_a_first_ehlo_answered_as_the_one_before_is_answered_as_the_general_path_does(
+    options: dict[str, object], sessions: list[dict[str, Any]]
+) -> None:
+    """Sessions started from one shared configuration, as the driver starts them, in
+    changing states before their hello: the answer remembered for a session whose
+    facts are the configuration's (``ServerConfig.first_hello``) is the answer, the
+    command line limit and the commands known that a session on a configuration
+    remembering nothing gets."""
+    config = ServerConnection("mx.pqr.example", **options)._config  # type: ignore[arg-type]
+
+    def answer(shared: ServerConfig, facts: dict[str, Any]) -> tuple[object, ...]:
+        conn = ServerConnection.__new__(ServerConnection)
+        conn._begin(shared)
+        conn.send(Reply(220, "mx.pqr.example ESMTP"))
+        for name in ("tls", "authenticated", "trusted_forwarder", "auth_mechanisms"):
+            if facts.get(name) is not None:
+                setattr(conn, name, facts[name])
+        conn.receive_data(facts["line"])
+        conn.next_event()
+        return conn.send(facts["reply"]), conn._command_line_limit, conn._verbs
+
+    for facts in sessions:
+        # A session as it starts remembers its answer; then one in the facts drawn.
+        answer(config, {"line": b"EHLO c.example\r\n", "reply": facts["reply"]})
+        expected = answer(config.replaced("hostname", config.hostname), facts)
+        assert answer(config, facts) == expected
 
 
 def test_the_ehlo_lines_are_remembered_by_every_fact_extensions_may_ask() -> None:

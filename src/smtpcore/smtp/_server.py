@@ -289,6 +289,7 @@ class ServerConnection:
         config.max_auth_line = max_auth_line
         config.reject_early_content = reject_early_content
         config.extra_extensions = tuple(extra_extensions)
+        config.first_hello = None
         # Each built-in entry's option, read in C.
         switched_on = tuple(map(bool, map(getattr, repeat(config), OPTIONS, repeat(False))))
         if extra_extensions:
@@ -1083,17 +1084,36 @@ class ServerConnection:
     def _hello_accepted(self, command: Ehlo | Helo | Lhlo, event: Reply) -> bytes:
         self.helo_name = command.domain
         self.extended = not isinstance(command, Helo)
-        if self.extended:
-            self._verbs = self._config.tables.extended_verbs
-            keywords, self._command_line_limit = self._offered_now()
-        else:
-            self._verbs = self._config.tables.plain_verbs
-            keywords, self._command_line_limit = (), self._config.max_command_line
         # _reset_transaction's fields, set without the call (once a connection).
         self._utf8_transaction = self._binary_transaction = False
         self._accepted = self._overshoot = 0
         self._forwarded_message = None
-        return self._hello_reply(event, keywords)
+        config = self._config
+        if not self.extended:
+            self._verbs = config.tables.plain_verbs
+            self._command_line_limit = config.max_command_line
+            return self._hello_reply(event, ())
+        self._verbs = config.tables.extended_verbs
+        # A session's first EHLO, its facts still the configuration's (no TLS, AUTH or
+        # XCLIENT of its own yet), answered with the reply every EHLO of the server
+        # gets: most connections' EHLO, answered as the one before (a test holds it to
+        # the general path below).
+        first = config.first_hello
+        fresh = (
+            self.tls is config.tls
+            and not self.authenticated
+            and self.trusted_forwarder is config.trusted_forwarder
+            and self.auth_mechanisms is config.auth_mechanisms
+            and type(self) is ServerConnection
+        )
+        if fresh and first is not None and first[0] is event:
+            self._command_line_limit = first[1]
+            return first[2]
+        keywords, self._command_line_limit = self._offered_now()
+        data = self._hello_reply(event, keywords)
+        if fresh and config.tables.hellos is not None:  # built-in extensions alone
+            config.first_hello = (event, self._command_line_limit, data)
+        return data
 
     def _offered_now(self) -> tuple[tuple[str, ...], int]:
         """The EHLO keyword lines of a session opened with EHLO, and the command line

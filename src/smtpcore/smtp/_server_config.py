@@ -69,6 +69,7 @@ class ServerConfig:
         "eight_bit_mime",
         "enhanced_status_codes",
         "extra_extensions",
+        "first_hello",
         "framing",
         "hostname",
         "limits",
@@ -135,11 +136,18 @@ class ServerConfig:
         extra_extensions: tuple[str | Extension, ...]
         tables: SessionTables
 
+    first_hello: tuple[object, int, bytes] | None
+    """The answer to the first EHLO of a session whose facts are still the configuration's
+    own: the reply it answered (the driver's one reply to every EHLO), the command line
+    limit and the bytes (see ``ServerConnection._hello_accepted``). None until a session
+    makes it; not copied by :meth:`replaced`."""
+
     def replaced(self, name: str, value: object) -> ServerConfig:
         """A copy with the option ``name`` set to ``value``: for the one machine it is
         written through. The tables stay those the machine was built with, as when
         each machine held its options itself."""
         changed = copy(self)
+        changed.first_hello = None  # made with the options as they were
         setattr(changed, name, value)
         return changed
 
