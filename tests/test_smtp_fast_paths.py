@@ -23,6 +23,7 @@ from smtpcore import LocalProtocolError
 from smtpcore._numbers import is_digits, parse_number
 from smtpcore.address import _SIMPLE_DOMAIN, _SIMPLE_LOCAL, _SIMPLE_PATH, simple_mailbox
 from smtpcore.smtp import BadCommand, Mail, Rcpt, Reply, ServerConnection
+from smtpcore.smtp import _server as server_module
 from smtpcore.smtp._commands import (
     VERBS,
     CommandSyntaxError,
@@ -546,6 +547,52 @@ def test_send_answers_the_everyday_commands_as_the_general_path_does(
     else:
         expected = outcome(general, lambda: general._send(command, event))
     assert outcome(fast, lambda: fast.send(event)) == expected
+
+
+@given(
+    st.sampled_from(
+        [
+            b"MAIL FROM:<a@b.example>",
+            b"RCPT TO:<c@d.example>",
+            b"DATA",
+            b"RSET",
+            b"NOOP",
+            b"EHLO c.example",
+            b"HELO c.example",
+            b"LHLO c.example",
+            b"QUIT",
+        ]
+    ),
+    st.sampled_from(list(State)),
+    st.sampled_from([250, 251, 252, 354, 220, 221, 421, 450, 501, 550]),
+    st.sampled_from([None, "2.9.9", "4.9.9", "5.9.9"]),
+    st.booleans(),
+)
+def test_the_commands_answered_by_their_rule_alone_are_answered_as_the_general_path_does(
+    line: bytes, state: State, code: int, status: str | None, enhanced: bool
+) -> None:
+    """``_send`` answers a command of ``_FAST_RULES`` by its rule, without the general
+    path's checks of other pending events: what the general path gives, bytes, state
+    and session alike, for every state and answer."""
+    if status is not None and status[0] != str(code)[0]:
+        status = None
+    command = parse_everyday_line(line + b"\r\n")
+    assert command is not None and type(command) in server_module._FAST_RULES
+    fast = _pending_in(state, command, enhanced)
+    general = _pending_in(state, command, enhanced)
+    event = Reply(code, "ok", status)
+
+    def outcome(conn: ServerConnection) -> object:
+        try:
+            written: object = conn._send(command, event)
+        except LocalProtocolError as exc:
+            written = f"refused: {exc}"
+        return written, [getattr(conn, name) for name in (*_SESSION_FIELDS, "helo_name")]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(server_module, "_FAST_RULES", {})
+        expected = outcome(general)
+    assert outcome(fast) == expected
 
 
 @given(

@@ -47,6 +47,7 @@ from smtpcore.smtp._events import (
     Mail,
     MessageData,
     Noop,
+    Quit,
     Rcpt,
     RejectedMessage,
     Rset,
@@ -1332,11 +1333,11 @@ _new: Final = object.__new__
 _SET_DATA: Final[Callable[[MessageData, bytes], None]] = vars(MessageData)["data"].__set__
 
 _FAST_RULES: Final[dict[type[object], Rule]] = {
-    command: RULES[command] for command in (Mail, Rcpt, Data, Rset, Noop)
+    command: RULES[command] for command in (Mail, Rcpt, Data, Rset, Noop, Ehlo, Helo, Lhlo, Quit)
 }
 """The commands :meth:`ServerConnection.send` answers without its general checks: each
 is pending only after the machine checked it against its rule, and answering one
-needs nothing but the rule."""
+needs nothing but the rule (the hellos and QUIT: once a connection)."""
 
 _Accept = Callable[[ServerConnection, Any, Reply], bytes | None]
 _EverydayAnswer = tuple[frozenset[int], dict[State, State], _Accept | None, EnhancedStatus | None]
