@@ -5,10 +5,11 @@ round 3), and stands in for the optional ones a transport lacks."""
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import pytest
 
-from smtpcore._driver import Link, address
+from smtpcore._driver import BoundLink, Link, address
 from smtpcore.asyncio import AsyncioClock
 
 
@@ -75,6 +76,34 @@ def test_a_transport_without_a_required_method_fails_at_its_use() -> None:
             link.receive_some  # noqa: B018
         with pytest.raises(AttributeError):
             link.no_such_method  # type: ignore[attr-defined]  # noqa: B018
+
+    asyncio.run(body())
+
+
+def test_a_clients_link_binds_at_once_what_a_link_binds_at_first_use() -> None:
+    """A :class:`BoundLink` (a client's) holds every hot-path method from the start,
+    each the one a lazy :class:`Link` of the same transport and clock binds, and
+    has no ``__getattr__`` for its reads to go through."""
+
+    async def body() -> None:
+        transport, clock = Minimal(), AsyncioClock()
+        bound = BoundLink(transport, clock)  # type: ignore[arg-type]  # a stand-in
+        lazy = Link(transport, clock)  # type: ignore[arg-type]  # a stand-in
+        assert _bound(bound) == set(Link.__slots__)
+        assert not hasattr(type(bound), "__getattr__")
+        for name in Link.__slots__:
+            mine, theirs = getattr(bound, name), getattr(lazy, name)
+            if isinstance(mine, functools.partial):  # a read timer of its own
+                assert isinstance(theirs, functools.partial)
+                assert mine.func == theirs.func and mine.args[1:] == theirs.args[1:]
+            else:
+                assert mine == theirs, name
+        assert bound.receive_or_wait is bound.receive_some
+        assert await bound.receive_within(5, 2) == b"da"
+        assert bound.send_nowait(b"x") == 0 and bound.receive_nowait(10) is None
+        assert not bound.drained()
+        with pytest.raises(AttributeError):  # a required method lacking: at once
+            BoundLink(object(), clock)  # type: ignore[arg-type]  # a stand-in
 
     asyncio.run(body())
 

@@ -73,7 +73,7 @@ from smtpcore._driver._smtp_client import (
     SMTPClientOptions,
 )
 from smtpcore._driver._timeouts import POP3Timeouts
-from smtpcore._driver._transport import Link
+from smtpcore._driver._transport import BoundLink, Link
 from smtpcore.address import Mailbox
 from smtpcore.handler import (
     Authenticator,
@@ -273,7 +273,7 @@ def _link(transport: Transport) -> Link:
 
 def _client_link(transport: Transport) -> Link:
     """A client's link: its clock reads replies on the transport's futures."""
-    return Link(transport, _ClientClock())
+    return BoundLink(transport, _ClientClock())
 
 
 async def _connect(

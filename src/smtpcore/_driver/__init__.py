@@ -52,7 +52,7 @@ from smtpcore._driver._timeouts import (
     POP3Timeouts,
     Timeouts,
 )
-from smtpcore._driver._transport import Link, Transport, YieldFirst, address, tls_info
+from smtpcore._driver._transport import BoundLink, Link, Transport, YieldFirst, address, tls_info
 
 __all__ = [
     "BasePOP3Client",
@@ -90,6 +90,7 @@ __all__ = [
     "ServerOptions",
     "ServerSession",
     "ServerState",
+    "BoundLink",
     "Link",
     "Timeouts",
     "Transport",

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
-from smtpcore._driver._transport import Link, address
+from smtpcore._driver._transport import BoundLink, Link, address
 from smtpcore.handler import TLSInfo
 from smtpcore.transport import tls_info
 
@@ -391,4 +391,4 @@ def open_link(host: str, port: int, timeout: float | None) -> Link:
     with contextlib.suppress(OSError):  # not every socket family has it
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     clock = SocketClock()
-    return Link(SocketTransport(sock, clock), clock)
+    return BoundLink(SocketTransport(sock, clock), clock)

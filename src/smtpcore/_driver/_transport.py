@@ -19,7 +19,7 @@ from smtpcore.handler import TLSInfo
 from smtpcore.sasl import TLS_EXPORTER
 from smtpcore.transport import Transport, tls_info
 
-__all__ = ["Link", "LinkBase", "Transport", "YieldFirst", "address", "tls_info"]
+__all__ = ["BoundLink", "Link", "LinkBase", "Transport", "YieldFirst", "address", "tls_info"]
 
 
 class YieldFirst:
@@ -251,6 +251,40 @@ class Link(LinkBase):
                 raise AttributeError(name)
             setattr(self, name, method)
             return method
+
+
+if TYPE_CHECKING:
+    _Bound = Link  # to type checkers, the link it is (see BoundLink)
+else:
+    _Bound = LinkBase
+
+
+class BoundLink(_Bound):
+    """A :class:`Link` whose hot-path methods are all bound as it is made, for a
+    client's connection, which uses them all from its first message.
+
+    A class with ``__getattr__`` (:class:`Link`'s, which binds each method at its
+    first use) has every attribute read go through that hook, which the
+    interpreter cannot specialize: a client reads ``send_nowait``,
+    ``receive_within`` and ``drained`` on its link at every command. This one
+    has no such hook; what it binds is what a :class:`Link` of the same
+    transport and clock binds (it asks one). A server's links stay lazy: an
+    idle session keeps only the methods its session used.
+    """
+
+    __slots__ = Link.__slots__
+
+    def __init__(self, transport: Transport, clock: Clock) -> None:
+        self.transport = transport
+        self.clock = clock
+        lazy = Link(transport, clock)
+        for name in _BOUND:
+            setattr(self, name, getattr(lazy, name))
+
+
+_BOUND: Final = (*_FROM_TRANSPORT, "receive_or_wait", *sorted(_FROM_CLOCK), "receive_within")
+"""What a :class:`BoundLink` binds as it is made: every method a :class:`Link`
+binds at its first use."""
 
 
 def address(value: object) -> tuple[str, int] | None:
