@@ -15,7 +15,7 @@ import os
 import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final, TypedDict
@@ -473,7 +473,9 @@ class ServerSession(ServedSession):
                 reply = Reply(421, f"{self.options.hostname} Timeout exceeded", "4.4.2")
             self._answer(reply)
         try:
-            await self._flush()
+            rest = self._flush()
+            if rest is not None:
+                await rest
         except TimeoutError:
             raise ConnectionLost from None
 
@@ -604,12 +606,13 @@ class ServerSession(ServedSession):
         self._waited_idle = self._waiting_idle = idle
         return True
 
-    async def _flush(self) -> None:
-        """Write the replies due, under the command timeout for what the transport
-        does not take at once."""
+    def _flush(self) -> Coroutine[Any, Any, None] | None:
+        """Write the replies due: None once the transport took them all at once (a
+        connection's last reply, nearly always), else what writes the rest under the
+        command timeout, to await (no coroutine made for a write that needs none)."""
         out = self._out
         if out is None:
-            return
+            return None
         self._out = None
         data = out[0] if len(out) == 1 else b"".join(out)
         try:
@@ -619,8 +622,12 @@ class ServerSession(ServedSession):
             raise ConnectionLost from None
         if sent < len(data):
             self._out = [data[sent:]]
-            async with self.transport.deadline(self.options.timeouts.command):
-                await self._write_out()
+            return self._write_rest()
+        return None
+
+    async def _write_rest(self) -> None:
+        async with self.transport.deadline(self.options.timeouts.command):
+            await self._write_out()
 
     async def _write_out(self) -> None:
         out = self._out
@@ -853,7 +860,9 @@ class ServerSession(ServedSession):
     async def _starttls(self, command: StartTls) -> None:
         self._answer(Reply(220, "Ready to start TLS"))
         try:
-            await self._flush()
+            rest = self._flush()
+            if rest is not None:
+                await rest
         except TimeoutError:
             raise ConnectionLost from None
         await self._handshake()
