@@ -27,6 +27,7 @@ IO_MODULES: tuple[str, ...] = (
     "smtpcore._asyncio_runner",  # the asyncio adapter's session runner
     "smtpcore._asyncio_clock",  # the asyncio adapter's deadlines and watchdog
     "smtpcore._asyncio_timers",  # the asyncio adapter's shared connection timer
+    "smtpcore._asyncio_alarm",  # the asyncio client's timer, kept by a thread
     "smtpcore._asyncio_raw",  # the asyncio server's connections on the raw socket
     "smtpcore._asyncio_client_socket",  # the asyncio client's TCP transport
     "smtpcore.trio",

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Final, Protocol
 
-__all__ = ["Due", "Timers"]
+__all__ = ["Cancellable", "Due", "Timers"]
 
 logger = logging.getLogger("smtpcore.server")
 
@@ -48,6 +48,13 @@ class Due(Protocol):
 
     def ring(self, now: float) -> None:
         """The entry's due time came (``now``, by :attr:`Timers.now`)."""
+
+
+class Cancellable(Protocol):
+    """The one scheduled call of :class:`Timers`: an ``asyncio.TimerHandle``, or
+    another that can be called off as one is."""
+
+    def cancel(self) -> None: ...
 
 
 class Timers:
@@ -84,7 +91,7 @@ class Timers:
         self._ties = 0
         """Entries queued for ``_last_when`` one after the other before the last one."""
         self._stale = 0
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: Cancellable | None = None
         self._handle_when = 0.0
         self.last_tick = 0.0
         """The last due time a timer rounded to a tick of its own accord (see

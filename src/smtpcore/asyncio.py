@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Final, TypeVar
 
 from smtpcore import _asyncio_raw
+from smtpcore._asyncio_alarm import OffLoopTimers
 from smtpcore._asyncio_client_socket import SocketClientTransport, connect_socket
 from smtpcore._asyncio_clock import AsyncioClock as AsyncioClock  # importable from here too
 from smtpcore._asyncio_clock import Deadline
@@ -208,12 +209,16 @@ class _ClientClock(AsyncioClock):
     transport's :meth:`~AsyncioTransport.next_bytes` future directly: no coroutine
     around the wait and no cancellation of the task. When the read is due, the
     connection's timer (see :class:`~smtpcore._asyncio_clock.AsyncioClock`) fails
-    that future with ``TimeoutError``; a read that has its bytes by then keeps them."""
+    that future with ``TimeoutError``; a read that has its bytes by then keeps them.
+
+    The connection's timer is its own and off the loop (see
+    :mod:`smtpcore._asyncio_alarm`): the loop's passes, one a reply, do not
+    work out a timeout for it."""
 
     __slots__ = ("_read", "_read_due")
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(OffLoopTimers(asyncio.get_running_loop()))
         self._read: asyncio.Future[bytes] | None = None
         """The future of the read under way, until its bytes come or it is due."""
         self._read_due = 0.0
@@ -249,6 +254,12 @@ class _ClientClock(AsyncioClock):
         if queued is None or queued > due:
             timers.add(self, due)
         return future
+
+    def close(self) -> None:
+        super().close()
+        timers = self._timers
+        if isinstance(timers, OffLoopTimers):  # the connection's own (see __init__)
+            timers.close()
 
     def ring(self, now: float) -> None:
         super().ring(now)  # the deadlines' share, which may queue the clock again
