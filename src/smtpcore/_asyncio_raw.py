@@ -35,10 +35,17 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from selectors import EVENT_READ, EVENT_WRITE, SelectorKey
 from sys import intern
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
-from smtpcore._driver._timeouts import Clock, Deadline, Watchdog, deadline_when_waiting
+from smtpcore._driver._timeouts import (
+    Clock,
+    Deadline,
+    Watchdog,
+    deadline_when_waiting,
+    finish_when_waiting,
+)
 from smtpcore._driver._transport import Link, LinkBase, address
 from smtpcore.handler import TLSInfo
 
@@ -284,6 +291,21 @@ class RawSocketTransport(_OwnLink):
             return runner.within(seconds, call)  # type: ignore[union-attr]
         # What the runner's own does in a task, without its call: a hook is the hot path.
         return deadline_when_waiting(runner.deadline, seconds, call)  # type: ignore[union-attr]
+
+    def start_within(
+        self, seconds: float | None, call: Awaitable[_T]
+    ) -> tuple[_T] | Awaitable[_T]:
+        runner = self._runner
+        if runner.task is None:  # type: ignore[union-attr]  # see clock
+            return runner.within(seconds, call)  # type: ignore[union-attr]  # into a task
+        # The first step of deadline_when_waiting, without its coroutine: a hook of
+        # every message, which most often answers at once.
+        steps = call if type(call) is CoroutineType else call.__await__()
+        try:
+            waiting_on = steps.send(None)
+        except StopIteration as done:
+            return (done.value,)
+        return finish_when_waiting(runner.deadline, seconds, steps, waiting_on)  # type: ignore[union-attr]
 
     def watchdog(self) -> AbstractAsyncContextManager[Watchdog]:
         return self._runner.watchdog()  # type: ignore[union-attr]  # see clock

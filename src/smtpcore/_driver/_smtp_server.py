@@ -742,16 +742,62 @@ class ServerSession(ServedSession):
             session.helo_name = command.domain
             session.extended = not isinstance(command, Helo)
 
-    async def _asked(
+    def _asked(
         self,
         answer: Callable[[ServerSession, Any, Reply], object],
         event: Event,
         hook: str,
         args: tuple[Any, ...],
+    ) -> tuple[Reply] | Awaitable[None]:
+        """The reply of the handler's ``hook``, called with ``args``, as :meth:`_ask`
+        answers: ``(reply,)`` when it comes at once, else what the session awaits to
+        answer ``event`` with it (``answer(self, event, reply)``, see :meth:`_mail`).
+
+        The hook is started here (:meth:`LinkBase.start_within
+        <smtpcore._driver._transport.LinkBase.start_within>`): most hooks answer
+        without waiting for anything, and then their command costs no coroutine.
+        """
+        state = self.state
+        if hook in state.overridden:
+            try:
+                started = self.transport.start_within(
+                    self.options.timeouts.command, getattr(state.handler, hook)(*args)
+                )
+            except Exception:
+                logger.exception("%s failed", hook)
+                return (_LOCAL_ERROR,)
+            if not isinstance(started, tuple):  # the hook waits: the rest is awaited
+                return self._answer_when_done(answer, event, hook, args, started)
+            if started[0] is not None:
+                return started
+        reply = state.fixed_answers.get(hook)  # Handler's, without calling it
+        if reply is None:
+            return self._answer_when_done(answer, event, hook, args, None)
+        return (reply,)
+
+    async def _answer_when_done(
+        self,
+        answer: Callable[[ServerSession, Any, Reply], object],
+        event: Event,
+        hook: str,
+        args: tuple[Any, ...],
+        rest: Awaitable[Reply | None] | None,
     ) -> None:
-        """``answer(self, event, reply)`` with the ``reply`` of the handler's ``hook``,
-        called with ``args`` (see :meth:`_mail`)."""
-        answer(self, event, await self._ask(hook, args, self.options.timeouts.command))
+        """What :meth:`_asked` awaits: the ``rest`` of the handler's ``hook``, or else
+        Handler's own (``rest`` None), as :meth:`_ask` does."""
+        reply = None
+        if rest is not None:
+            try:
+                reply = await rest
+            except Exception:
+                logger.exception("%s failed", hook)
+                reply = _LOCAL_ERROR
+        if reply is None:
+            reply = self.state.fixed_answers.get(hook)
+            if reply is None:
+                reply = await getattr(_HANDLER, hook)(*args)
+                assert reply is not None, f"Handler.{hook} answers"
+        answer(self, event, reply)
 
     def _mail(self, command: Mail, reply: Reply | None = None) -> Awaitable[None] | None:
         """Answer ``command`` with ``reply``, or else what the handler replies.
@@ -766,7 +812,10 @@ class ServerSession(ServedSession):
             reply = self.state.unasked.get("handle_mail")
             if reply is None:
                 args = (session, command)
-                return self._asked(ServerSession._mail, command, "handle_mail", args)
+                asked = self._asked(ServerSession._mail, command, "handle_mail", args)
+                if not isinstance(asked, tuple):
+                    return asked
+                reply = asked[0]
         if self._answer(reply).code // 100 == 2:  # accepted (is_positive, without a call)
             submitter = None
             if session.authenticated is not None:
@@ -793,7 +842,10 @@ class ServerSession(ServedSession):
             if reply is None:
                 session = self.session
                 args = (session, session.envelope)
-                return self._asked(ServerSession._data, command, "handle_data", args)
+                asked = self._asked(ServerSession._data, command, "handle_data", args)
+                if not isinstance(asked, tuple):
+                    return asked
+                reply = asked[0]
         self._chunk_failed = False
         self._answer(reply)  # a refusal keeps the transaction open (RFC 5321 §4.1.1.4)
         return None
@@ -839,23 +891,28 @@ class ServerSession(ServedSession):
         """RFC 5321 §4.1.1.8: the commands this session knows now, extensions' included."""
         self._answer(Reply(214, f"Commands: {' '.join(self.conn.commands())}"))
 
-    async def _rcpt(self, command: Rcpt) -> None:
-        # A coroutine, unlike _mail: nearly every handler has a handle_rcpt of its own
-        # (Handler's refuses every recipient).
+    def _rcpt(self, command: Rcpt, reply: Reply | None = None) -> Awaitable[None] | None:
+        """Answer ``command`` with ``reply``, or else what the handler replies (see
+        :meth:`_mail`): nearly every handler has a ``handle_rcpt`` of its own
+        (Handler's refuses every recipient), which most often answers at once."""
         session = self.session
         envelope = session.envelope
         assert envelope is not None
-        reply = self.state.unasked.get("handle_rcpt") or await self._ask(
-            "handle_rcpt",
-            (session, envelope, command),
-            self.options.timeouts.command,
-        )
+        if reply is None:
+            reply = self.state.unasked.get("handle_rcpt")
+            if reply is None:
+                args = (session, envelope, command)
+                asked = self._asked(ServerSession._rcpt, command, "handle_rcpt", args)
+                if not isinstance(asked, tuple):
+                    return asked
+                reply = asked[0]
         if self._answer(reply).code // 100 == 2:  # accepted (is_positive, without a call)
             # Recipient(mailbox, params), without the constructor's call.
             recipient: Recipient = _new(Recipient)
             _SET_RECIPIENT_MAILBOX(recipient, command.recipient)
             _SET_RECIPIENT_PARAMS(recipient, command.params)
             envelope.recipients.append(recipient)
+        return None
 
     async def _starttls(self, command: StartTls) -> None:
         self._answer(Reply(220, "Ready to start TLS"))

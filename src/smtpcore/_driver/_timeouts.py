@@ -10,7 +10,7 @@ scopes on trio).
 from __future__ import annotations
 
 import types
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable, Coroutine, Generator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
@@ -26,10 +26,15 @@ __all__ = [
     "Watchdog",
     "Within",
     "deadline_when_waiting",
+    "finish_when_waiting",
     "rest_of",
 ]
 
 T = TypeVar("T")
+
+Steps = Generator[Any, Any, T] | Coroutine[Any, Any, T]
+"""A call under way, as :func:`rest_of` carries it on: a coroutine, or what another
+awaitable's ``__await__`` gave."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +195,7 @@ async def deadline_when_waiting(
     here would sit inside the scopes the call has open at its first wait, and
     trio requires scopes to nest.
     """
-    steps = call.__await__()
+    steps: Steps[T] = call if type(call) is types.CoroutineType else call.__await__()
     try:
         waiting_on = steps.send(None)
     except StopIteration as done:
@@ -200,8 +205,22 @@ async def deadline_when_waiting(
         return await rest_of(steps, waiting_on)
 
 
+async def finish_when_waiting(
+    deadline: DeadlineFactory,
+    seconds: float | None,
+    steps: Steps[T],
+    waiting_on: Any,
+) -> T:
+    """The rest of a call started as :func:`deadline_when_waiting` starts it, which
+    waits on ``waiting_on``: under ``deadline(seconds)``. For a caller that took the
+    first step itself, to have the result at once where the call waits for nothing
+    (the asyncio server's hooks, see ``LinkBase.start_within``)."""
+    async with deadline(seconds):
+        return await rest_of(steps, waiting_on)
+
+
 @types.coroutine
-def rest_of(steps: Generator[Any, Any, T], waiting_on: Any) -> Generator[Any, Any, T]:
+def rest_of(steps: Steps[T], waiting_on: Any) -> Generator[Any, Any, T]:
     """Carry on a started call: what it waits on goes to the framework, and what the
     framework sends or throws back goes to it (what ``await`` does from its start)."""
     while True:

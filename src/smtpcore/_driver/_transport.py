@@ -12,12 +12,14 @@ import functools
 import ssl
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from smtpcore._driver._timeouts import Clock, Deadline, Watchdog, Within
 from smtpcore.handler import TLSInfo
 from smtpcore.sasl import TLS_EXPORTER
 from smtpcore.transport import Transport, tls_info
+
+_T = TypeVar("_T")
 
 __all__ = ["BoundLink", "Link", "LinkBase", "Transport", "YieldFirst", "address", "tls_info"]
 
@@ -148,6 +150,19 @@ class LinkBase:
     a deadline entered and left around each read."""
     deadline: Callable[[float | None], AbstractAsyncContextManager[Deadline]]
     within: Within
+
+    def start_within(
+        self, seconds: float | None, call: Awaitable[_T]
+    ) -> tuple[_T] | Awaitable[_T]:
+        """``within(seconds, call)``, started now where the clock allows it: ``(result,)``
+        when ``call`` answers without waiting for anything, else what to await for
+        its result. A handler's hook most often answers at once, and its caller is
+        then spared the coroutines that await it. Here, for a clock whose deadlines
+        cannot start once a call is under way (trio's cancel scopes must nest),
+        nothing starts: what to await is ``within``'s (the asyncio server's
+        transport starts the call, see
+        :func:`~smtpcore._driver._timeouts.deadline_when_waiting`)."""
+        return self.within(seconds, call)
 
     def start_tls(
         self,
