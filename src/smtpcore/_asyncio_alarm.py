@@ -1,12 +1,13 @@
-"""Loop timers kept by a thread, off the event loop: how a client's deadline costs nothing
-while its replies come.
+"""Loop timers kept by a thread, off the event loop: how a client's deadline, and a
+server's sessions' watchdogs, cost nothing while the bytes come.
 
 While any timer is scheduled on asyncio's event loop, each pass of the loop
 (``BaseEventLoop._run_once``) reads the clock once more, works out how long
 the selector may sleep, and hands ``epoll_wait`` a timeout the kernel arms a
 timer for: about 5k instructions a pass. A client waits for each reply in a
 pass of its own, under a deadline of minutes that almost never ends, so it
-would pay that at every reply. :func:`call_at` keeps such a timer off the
+would pay that at every reply; a server's session waits for each read of its
+client so, under its watchdog. :func:`call_at` keeps such a timer off the
 loop: one daemon thread for the process sleeps until the earliest due time,
 then has the loop run the callback (``loop.call_soon_threadsafe``). The loop
 knows nothing of the timer until then. The thread ends when no timer is
@@ -149,8 +150,9 @@ def call_at(
 
 class OffLoopTimers(Timers):
     """:class:`~smtpcore._asyncio_timers.Timers` whose one loop timer is kept by the
-    thread (:func:`call_at`), for a connection of its own (a client's): the loop's
-    passes do not work out a timeout for it. Where the loop's clock is not
+    thread (:func:`call_at`): for a client's connection of its own, and for an
+    asyncio server's, shared by its sessions. The loop's passes do not work out a
+    timeout for it. Where the loop's clock is not
     ``time.monotonic`` (the thread's), the loop's own timer, as ``Timers``."""
 
     __slots__ = ()

@@ -29,7 +29,6 @@ from smtpcore._asyncio_clock import AsyncioClock as AsyncioClock  # importable f
 from smtpcore._asyncio_clock import Deadline
 from smtpcore._asyncio_raw import Acceptor, RawSocketTransport, listening_sockets
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
-from smtpcore._asyncio_timers import Timers
 from smtpcore._driver import (
     BaseSMTPClient,
     BaseSMTPServer,
@@ -772,8 +771,8 @@ class _Listener(BaseListener[_S]):
     """The accepted connections' sessions, each with what runs it."""
     _runner_done: Callable[[SessionRunner], None]
     """:meth:`_ended`, bound once: every runner shares it."""
-    _timers: Timers
-    """The one loop timer behind every accepted connection's deadlines."""
+    _timers: OffLoopTimers
+    """The one timer behind every accepted connection's deadlines."""
     _loop: asyncio.AbstractEventLoop
     _idle: asyncio.Future[None] | None = None
     """Set once no session is left, while :meth:`aclose` waits for that."""
@@ -790,7 +789,9 @@ class _Listener(BaseListener[_S]):
         self._tasks = {}
         self._runners = {}
         self._runner_done = self._ended
-        self._timers = Timers(loop)
+        # Kept off the loop (see OffLoopTimers): each pass of the loop, a wait for
+        # every session's next bytes, works out no timeout for it.
+        self._timers = OffLoopTimers(loop)
         self._stopped = asyncio.Event()
         if _asyncio_raw.serves_raw(loop) and not self.options.tls_on_connect:
             if self.sock is not None:
@@ -925,6 +926,7 @@ class _Listener(BaseListener[_S]):
             for task in list(self._tasks):
                 task.cancel()
             await self._until_idle(None)
+        self._timers.close()  # no session is left to time
         await server.wait_closed()
         if self.sock is None:
             self._unix_socket_closed()
