@@ -376,6 +376,41 @@ def test_trio_a_practised_call_gets_its_scope_when_it_first_waits() -> None:
     trio.run(body)
 
 
+def test_trio_start_within_answers_a_practised_call_at_once_and_times_the_rest() -> None:
+    """``start_within``: ``(result,)`` for a practised call that answers at once; for
+    one that waits, what to await for the rest, under a scope entered then."""
+
+    async def hook(wait: bool) -> int:
+        if wait:
+            await trio.Event().wait()  # waits for ever, with no cancel scope of its own
+        return 1
+
+    async def body() -> None:
+        clock = clock_for("trio")
+        started = clock.start_within(5, hook(False))  # not practised: within's coroutine
+        assert not isinstance(started, tuple)
+        assert await started == 1
+        await practise(clock, hook)
+        assert clock.start_within(5, hook(False)) == (1,)
+        untimed = clock.start_within(None, hook(False))  # no deadline: within's
+        assert not isinstance(untimed, tuple)
+        assert await untimed == 1
+        started = time.monotonic()
+        rest = clock.start_within(0.05, hook(True))
+        assert not isinstance(rest, tuple)
+        with pytest.raises(TimeoutError):
+            await rest
+        assert time.monotonic() - started < 2
+        assert not _habits.answers_at_once(hook.__code__)  # its scope first again
+        call = hook(True)
+        rest = clock.start_within(0.05, call)
+        assert not isinstance(rest, tuple)
+        with pytest.raises(TimeoutError):
+            await rest
+
+    trio.run(body)
+
+
 def test_trio_a_practised_call_that_waits_in_its_own_scope_is_bounded_by_the_watchdog(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -287,6 +287,7 @@ def test_a_clock_without_timed_reader_gets_a_deadline_around_the_read() -> None:
             self.deadline = self.inner.deadline
             self.watchdog = self.inner.watchdog
             self.within = self.inner.within
+            self.start_within = self.inner.start_within
             self.close = self.inner.close
 
     async def main() -> None:

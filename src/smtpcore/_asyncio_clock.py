@@ -186,6 +186,13 @@ class AsyncioClock:
         # The coroutine itself, not one awaiting it: a hook call is the hot path.
         return deadline_when_waiting(self.deadline, seconds, call)
 
+    def start_within(
+        self, seconds: float | None, call: Awaitable[_T]
+    ) -> tuple[_T] | Awaitable[_T]:
+        """:meth:`within`, to await (the asyncio server's transport starts its hooks
+        itself: ``RawSocketTransport.start_within``)."""
+        return self.within(seconds, call)
+
     # -- the session's Watchdog -------------------------------------------------------
 
     async def __aenter__(self) -> AsyncioClock:

@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from types import CodeType, TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Final, TypeVar
 
@@ -468,15 +468,30 @@ class TrioClock:
         assert scope.cancelled_caught  # only its own cancellation ends the block early
         raise TimeoutError
 
+    def start_within(
+        self, seconds: float | None, call: Awaitable[_T]
+    ) -> tuple[_T] | Awaitable[_T]:
+        """:meth:`within`, started now for a coroutine that has always answered without
+        waiting (see :class:`_CallHabits`): ``(result,)`` when it answers at once
+        again, else what to await for the rest, as :meth:`_within_lazily` awaits it.
+        Any other call: ``within``'s coroutine, to await."""
+        if seconds is not None:
+            code = getattr(call, "cr_code", None)
+            if code is not None and _habits.answers_at_once(code):
+                task = trio.lowlevel.current_task()
+                status = cancel_status(task)
+                steps = call.__await__()
+                try:
+                    waiting_on = steps.send(None)
+                except StopIteration as done:
+                    return (done.value,)
+                return self._rest_lazily(seconds, steps, waiting_on, code, task, status)
+        return self.within(seconds, call)
+
     async def _within_lazily(self, seconds: float, call: Awaitable[_T], code: CodeType) -> _T:
         """Run ``call`` without a scope until it waits, then enter one around the rest:
-        a cancel scope costs far more than a hook that answers at once.
-
-        That is right only if the call has no cancel scope of its own open at
-        its first wait: ours would not nest otherwise. If it has one (it
-        changed its habits), its wait is bounded by the session's watchdog
-        instead: a timeout then ends the session rather than the call.
-        """
+        a cancel scope costs far more than a hook that answers at once (see
+        :meth:`_rest_lazily`)."""
         task = trio.lowlevel.current_task()
         status = cancel_status(task)
         steps = call.__await__()
@@ -485,6 +500,25 @@ class TrioClock:
         except StopIteration as done:
             result: _T = done.value
             return result
+        return await self._rest_lazily(seconds, steps, waiting_on, code, task, status)
+
+    async def _rest_lazily(
+        self,
+        seconds: float,
+        steps: Generator[Any, Any, _T],
+        waiting_on: Any,
+        code: CodeType,
+        task: trio.lowlevel.Task,
+        status: object,
+    ) -> _T:
+        """The rest of a call started without a scope, which waits on ``waiting_on``:
+        under a scope entered now.
+
+        That is right only if the call has no cancel scope of its own open at
+        its first wait: ours would not nest otherwise. If it has one (it
+        changed its habits), its wait is bounded by the session's watchdog
+        instead: a timeout then ends the session rather than the call.
+        """
         _habits.waited(code)  # from now on, its scope first
         if cancel_status(task) is status:
             with trio.CancelScope(deadline=trio.current_time() + seconds) as scope:

@@ -145,6 +145,9 @@ class SocketClock:
         async with self.deadline(seconds):
             return await call
 
+    def start_within(self, seconds: float | None, call: Awaitable[T]) -> Awaitable[T]:
+        return self.within(seconds, call)
+
     def timed_reader(
         self, receive: Callable[[int], Awaitable[bytes]]
     ) -> Callable[[float | None, int], Awaitable[bytes]]:

@@ -174,6 +174,12 @@ class Clock(Protocol):
         """
         ...
 
+    def start_within(self, seconds: float | None, call: Awaitable[T]) -> tuple[T] | Awaitable[T]:
+        """:meth:`within`, started now where the framework allows it: ``(result,)``
+        when ``call`` answers without waiting, else what to await for its result
+        (``within(seconds, call)`` itself, where nothing can start)."""
+        ...
+
     def close(self) -> None:
         """The connection is gone: drop any timer still scheduled for it."""
         ...

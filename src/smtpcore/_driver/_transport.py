@@ -157,12 +157,9 @@ class LinkBase:
         """``within(seconds, call)``, started now where the clock allows it: ``(result,)``
         when ``call`` answers without waiting for anything, else what to await for
         its result. A handler's hook most often answers at once, and its caller is
-        then spared the coroutines that await it. Here, for a clock whose deadlines
-        cannot start once a call is under way (trio's cancel scopes must nest),
-        nothing starts: what to await is ``within``'s (the asyncio server's
-        transport starts the call, see
-        :func:`~smtpcore._driver._timeouts.deadline_when_waiting`)."""
-        return self.within(seconds, call)
+        then spared the coroutines that await it (see the clock's
+        ``start_within``)."""
+        return self.clock.start_within(seconds, call)
 
     def start_tls(
         self,
