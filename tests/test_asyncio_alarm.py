@@ -35,6 +35,16 @@ def wait_for_no_thread(alarm: _asyncio_alarm._Alarm) -> None:
     assert alarm.thread is None and not alarm.heap, "the alarm thread did not end"
 
 
+def test_the_thread_ends_on_an_empty_heap_whatever_its_count(
+    alarm: _asyncio_alarm._Alarm,
+) -> None:
+    """A handle cancelled while another alarm stood for the process's does not count
+    itself out of its own: the thread ends once its heap is empty, without failing."""
+    alarm.live = 1
+    alarm.watch()
+    assert alarm.thread is None and not alarm.heap
+
+
 def test_calls_run_on_the_loop_in_order_never_early_and_the_thread_ends(
     alarm: _asyncio_alarm._Alarm,
 ) -> None:

@@ -90,7 +90,10 @@ class _Alarm:
     def _run_due(
         self, lock: threading.Condition, heap: list[tuple[float, int, AlarmHandle]]
     ) -> None:
-        while self.live:
+        # An empty heap ends the thread whatever the count says: a handle cancelled
+        # while another alarm stood in for the process's (a forked child's, or a
+        # test's) leaves it one too many, and the thread must not die of that.
+        while self.live and heap:
             when, _, handle = heap[0]
             loop, callback = handle.loop, handle.callback
             if loop is None or callback is None:  # cancelled
