@@ -506,7 +506,7 @@ class BaseSMTPClient(BaseClient):
         conn = self._conn
         if conn is None:
             raise SMTPConnectionError("not connected")
-        extensions = conn.extensions
+        extensions = conn._extensions  # conn.extensions, without the property's call
         offer = self._offer
         if offer is None or offer.extensions is not extensions:
             offer = self._offer = Offer.of(extensions)
@@ -617,7 +617,7 @@ class BaseSMTPClient(BaseClient):
         conn = self._conn
         assert conn is not None  # _take_unasked raised otherwise
         commands: list[Rset | Mail | Rcpt | Data] = []
-        if self._transaction_failed or conn.state is not State.READY:
+        if self._transaction_failed or conn._state is not State.READY:  # conn.state
             # Only after a failure: a finished transaction is closed.
             if forward:  # answered before MAIL, so that a refusal leaves no transaction open
                 await self._forward([Rset(), *forward])
@@ -670,15 +670,19 @@ class BaseSMTPClient(BaseClient):
         else:
             if data_reply is None or data_reply.code != 354:
                 raise MessageRefused("DATA", data_reply or mail_reply, conn.transaction)
+            transport = self._transport
             if (
                 type(content) is bytes
                 and len(content) <= self.chunk_size
                 and not self.lmtp
-                and (self._transport is self._exchanging or self._exchanges())
+                and transport is not None
+                and (transport is self._exchanging or self._exchanges())
             ):
                 # One piece, its end, and the one reply: as _send_data and _reply do.
                 data = conn._send_whole(content)
-                last = await self._exchange(data, timeouts.data_block, timeouts.data_termination)
+                last = await self._exchange(
+                    conn, transport, data, timeouts.data_block, timeouts.data_termination
+                )
             else:
                 await self._send_data(content)
                 last = (
@@ -686,8 +690,9 @@ class BaseSMTPClient(BaseClient):
                     if self.lmtp
                     else await self._reply(timeouts.data_termination)
                 )
-        result = conn.transaction
-        assert result is not None
+        record = conn._last_transaction  # conn.transaction, without the property's call
+        assert record is not None
+        result = record.snapshot()
         # In SMTP the one reply after the content decides for every accepted recipient.
         if (last.code >= 300) if not self.lmtp else not result.delivered:
             raise MessageRefused("end of data", last, result)
@@ -731,7 +736,7 @@ class BaseSMTPClient(BaseClient):
                     raise
                 except RemoteProtocolError as exc:
                     raise SMTPProtocolError(str(exc)) from exc
-                reply = await self._exchange(data, timeout, timeout)
+                reply = await self._exchange(conn, transport, data, timeout, timeout)
             else:
                 await self._write(timeout, command)
                 reply = await self._reply(timeout, NEED_DATA)  # nothing held: looked
@@ -771,17 +776,21 @@ class BaseSMTPClient(BaseClient):
             return True
         return False
 
-    async def _exchange(self, data: bytes, sending: float | None, replying: float | None) -> Reply:
+    async def _exchange(
+        self,
+        conn: ClientConnection,
+        transport: Link,
+        data: bytes,
+        sending: float | None,
+        replying: float | None,
+    ) -> Reply:
         """Write ``data`` (the machine's bytes for one command, or for the content and
         its end) and read the one reply due, in one coroutine: what :meth:`_write` and
         :meth:`_reply` do for a client that sends a command at a time. The machine
         holds no reply byte (its ``send`` refused to go out behind one), so the reply
         is read at once; ``sending`` bounds a write the transport did not take whole,
-        ``replying`` the read. Only for a link :meth:`_exchanges` accepts."""
-        transport = self._transport
-        conn = self._conn
-        if conn is None or transport is None:
-            raise SMTPConnectionError("not connected")
+        ``replying`` the read. Only for a link :meth:`_exchanges` accepts: the
+        session's own machine and link, which the caller has in hand."""
         try:
             sent = transport.send_nowait(data)
         except OSError as exc:

@@ -291,12 +291,12 @@ class ClientConnection:
         ended (221, 421, or the server closed), ``ConnectionClosed()``.
         """
         state = self._state
-        if state is State.ERROR:
-            raise RemoteProtocolError("the connection is in the ERROR state")
-        if state is State.CLOSED:
-            return ConnectionClosed()
-        if state is State.TLS_PENDING:
-            return PAUSED
+        if state in _DISCARDING:  # one test for the three states no reply is read in
+            if state is State.ERROR:
+                raise RemoteProtocolError("the connection is in the ERROR state")
+            if state is State.CLOSED:
+                return ConnectionClosed()
+            return PAUSED  # TLS_PENDING
         received = self._received
         if received:
             try:
@@ -370,11 +370,11 @@ class ClientConnection:
         meanwhile), that is :class:`RemoteProtocolError` and the ERROR state.
         """
         state = self._state
-        if state is State.ERROR:
-            raise LocalProtocolError("the connection is in the ERROR state")
-        if state is State.CLOSED:
-            raise LocalProtocolError("the session is closed")
-        if state is State.TLS_PENDING:
+        if state in _DISCARDING:  # one test for the three states nothing goes out in
+            if state is State.ERROR:
+                raise LocalProtocolError("the connection is in the ERROR state")
+            if state is State.CLOSED:
+                raise LocalProtocolError("the session is closed")
             raise LocalProtocolError("finish the TLS handshake and call tls_started() first")
         if self._received and not self._queue:
             self._refuse_stale_reply()
@@ -442,12 +442,14 @@ class ClientConnection:
                 f"{command.verb} is not allowed in the {projected.name} state"
             )
         transaction = self._transaction
-        entry = _Awaited(command, rule, transaction)
         success = rule.on_success
-        entry.after = (
-            success
+        entry = _Awaited(
+            command,
+            rule,
+            transaction,
+            after=success
             if type(success) is State
-            else next_state(rule, min(rule.success_codes), projected)
+            else next_state(rule, min(rule.success_codes), projected),
         )
         # The envelope of most messages, built and recorded without the general
         # checks: an ASCII address and no parameter, which no extension can refuse
@@ -459,7 +461,7 @@ class ClientConnection:
             if command.params is NO_PARAMETERS and local.isascii() and domain.isascii():
                 assert transaction is not None  # the MAIL state implies a MAIL sent
                 entry.recipient = transaction.add_recipient(to)
-                self._queue.append(entry)
+                queue.append(entry)
                 return b"RCPT TO:" + (_PATHS.get((local, domain)) or _wire_path(to)) + b"\r\n"
         elif kind is Mail:
             assert isinstance(command, Mail)
@@ -470,10 +472,10 @@ class ClientConnection:
                 entry.transaction = self._transaction = _Transaction(
                     sender, utf8=False, binary=False
                 )
-                self._queue.append(entry)
+                queue.append(entry)
                 return b"MAIL FROM:" + _wire_path(sender) + b"\r\n"
         elif kind is Data and (transaction is None or not transaction.binary):
-            self._queue.append(entry)
+            queue.append(entry)
             return b"DATA\r\n"
         self._check_command(command)
         data = format_command(command)
