@@ -13,6 +13,7 @@ and split their replies, on the three clients.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import time
 from collections.abc import Awaitable, Callable
@@ -25,7 +26,19 @@ from hypothesis import strategies as st
 
 from peers import ADAPTERS
 from smtpcore.address import Mailbox
-from smtpcore.smtp import EnhancedStatus, Reply, ServerExtensions, TransactionResult
+from smtpcore.smtp import (
+    Data,
+    EndOfMessage,
+    EnhancedStatus,
+    Event,
+    Mail,
+    Rcpt,
+    Reply,
+    ServerExtensions,
+    TransactionResult,
+)
+from smtpcore.smtp._client import _Awaited, _awaited
+from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, Rule, State
 from smtpcore.smtp._transaction import RecipientResult, _Transaction
 from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, Step, script
 from smtpcore.testing import strategies as sst
@@ -128,6 +141,24 @@ def test_a_snapshot_is_what_the_constructors_make(
     assert hash(snapshot) == hash(expected)
     assert repr(snapshot) == repr(expected)
     assert [r.delivered for r in snapshot.recipients] == [r.delivered for r in expected.recipients]
+
+
+@given(
+    st.sampled_from([Mail(None), Rcpt(Mailbox("a", "example.org")), Data(), EndOfMessage()]),
+    st.sampled_from([*RULES.values(), END_OF_DATA_RULE]),
+    st.booleans(),
+    st.sampled_from(list(State)),
+)
+def test_an_awaited_entry_is_what_the_constructor_makes(
+    event: Event, rule: Rule, in_transaction: bool, after: State
+) -> None:
+    # _awaited sets every field through its slot, for the commands of each message.
+    transaction = _Transaction(None, utf8=False, binary=False) if in_transaction else None
+    entry = _awaited(event, rule, transaction, after)
+    expected = _Awaited(event, rule, transaction, after=after)
+    assert entry == expected
+    for field in dataclasses.fields(_Awaited):
+        assert getattr(entry, field.name) is getattr(expected, field.name)
 
 
 # -- one command at a time, on the three clients -----------------------------------------

@@ -950,7 +950,7 @@ class BaseSMTPClient(BaseClient):
         transport = self._transport
         if conn is None or transport is None:
             raise SMTPConnectionError("not connected")
-        if not idle and conn.pending:
+        if not idle and conn._queue and conn.pending:  # the property only when awaiting
             return
         # A stand-in for a Link (a wrapper that shows the wire) may not have it.
         receive_nowait = getattr(transport, "receive_nowait", None)

@@ -86,6 +86,24 @@ class _Awaited:
     open again if the server refuses the reset."""
 
 
+def _awaited(event: Event, rule: Rule, transaction: _Transaction | None, after: State) -> _Awaited:
+    """``_Awaited(event, rule, transaction, after=after)`` for the commands and content
+    of every message: a plain call, where calling the class runs its ``__init__``
+    through the interpreter's slower path for a type (a test holds the two equal)."""
+    entry = _new(_Awaited)
+    entry.event = event
+    entry.rule = rule
+    entry.transaction = transaction
+    entry.recipient = -1
+    entry.replies_due = 0
+    entry.after = after
+    entry.replaced = None
+    return entry
+
+
+_new: Final = object.__new__
+
+
 _END: Final = EndOfMessage()
 _CONTENT_OUT_OF_PLACE: Final = (
     "message content goes after the 354 reply to DATA (or right after a BDAT)"
@@ -443,11 +461,11 @@ class ClientConnection:
             )
         transaction = self._transaction
         success = rule.on_success
-        entry = _Awaited(
+        entry = _awaited(
             command,
             rule,
             transaction,
-            after=success
+            success
             if type(success) is State
             else next_state(rule, min(rule.success_codes), projected),
         )
@@ -473,7 +491,8 @@ class ClientConnection:
                     sender, utf8=False, binary=False
                 )
                 queue.append(entry)
-                return b"MAIL FROM:" + _wire_path(sender) + b"\r\n"
+                path = None if sender is None else _PATHS.get((sender.local_part, sender.domain))
+                return b"MAIL FROM:" + (path or _wire_path(sender)) + b"\r\n"
         elif kind is Data and (transaction is None or not transaction.binary):
             queue.append(entry)
             return b"DATA\r\n"
@@ -574,7 +593,9 @@ class ClientConnection:
             raise LocalProtocolError(_CONTENT_OUT_OF_PLACE)
         encoder = self._encoder
         self._encoder = None
-        self._queue.append(_Awaited(event, END_OF_DATA_RULE, self._content_transaction))
+        self._queue.append(
+            _awaited(event, END_OF_DATA_RULE, self._content_transaction, State.READY)
+        )
         return b".\r\n" if encoder is None else encoder.end()  # no content: a fresh encoder's
 
     def _send_whole(self, data: bytes) -> bytes:
@@ -592,7 +613,9 @@ class ClientConnection:
             return self.send(MessageData(data)) + self.send(_END)
         if not data.isascii():
             check_content(self._extensions, data)
-        self._queue.append(_Awaited(_END, END_OF_DATA_RULE, self._content_transaction))
+        self._queue.append(
+            _awaited(_END, END_OF_DATA_RULE, self._content_transaction, State.READY)
+        )
         return encode_whole(data, normalize=self.normalize_line_endings)
 
     def _send_auth_response(self, event: AuthResponse) -> bytes:
