@@ -102,6 +102,28 @@ def test_a_cancelled_call_never_runs_and_the_last_cancel_ends_the_thread(
     asyncio.run(main())
 
 
+def test_cancelled_calls_are_swept_while_another_stays(alarm: _asyncio_alarm._Alarm) -> None:
+    """Connections opened and closed while one stays open leave the heap bounded by the
+    live calls, not by every call cancelled before its time (minutes on)."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ran: list[str] = []
+        stays = call_at(loop, time.monotonic() + 3600, lambda: ran.append("stays"))
+        for n in range(1000):
+            call_at(loop, time.monotonic() + 300 + n, lambda: ran.append("gone")).cancel()
+            assert len(alarm.heap) <= 2 * _asyncio_alarm._SWEEP_AFTER + 2
+        soon = call_at(loop, time.monotonic() + 0.05, lambda: ran.append("soon"))
+        await asyncio.sleep(0.2)
+        assert ran == ["soon"] and alarm.live == 1
+        del soon
+        stays.cancel()
+        await asyncio.to_thread(wait_for_no_thread, alarm)
+        assert ran == ["soon"]
+
+    asyncio.run(main())
+
+
 def test_a_call_for_a_closed_loop_is_dropped(alarm: _asyncio_alarm._Alarm) -> None:
     loop = asyncio.new_event_loop()
     ran: list[str] = []

@@ -31,6 +31,12 @@ from smtpcore._asyncio_timers import Cancellable, Timers
 
 __all__ = ["AlarmHandle", "OffLoopTimers", "call_at"]
 
+_SWEEP_AFTER: Final = 64
+"""Cancelled entries the heap may hold before it is rebuilt without them (and then
+only while they are at least half of it), as ``Timers`` and asyncio's own loop do:
+a process that opens and closes connections while one stays open would otherwise
+keep every closed one's entry until its time, minutes on."""
+
 _LONGEST_WAIT: Final = 86400.0
 """The longest the thread sleeps at once (a lock's wait refuses a timeout past
 ``threading.TIMEOUT_MAX``; a deadline may be further off)."""
@@ -50,7 +56,8 @@ class AlarmHandle:
 
     def cancel(self) -> None:
         """Do not run the callback. Its entry stays in the heap, holding nothing, until
-        it comes up or no live entry is left (then the thread ends)."""
+        it comes up, no live entry is left (then the thread ends), or the cancelled
+        entries are swept out (see ``_SWEEP_AFTER``)."""
         alarm = self._alarm
         if alarm is not _alarm:  # made before a fork, in this child: no thread to tell
             self.loop = self.callback = None
@@ -62,6 +69,10 @@ class AlarmHandle:
             alarm.live -= 1
             if not alarm.live:
                 alarm.lock.notify()  # the thread ends now rather than at the entry's time
+            else:
+                alarm.cancelled += 1
+                if alarm.cancelled > _SWEEP_AFTER and 2 * alarm.cancelled > len(alarm.heap):
+                    alarm.sweep()
 
 
 class _Alarm:
@@ -74,7 +85,17 @@ class _Alarm:
         """Tells apart entries of the same time; a handle is never compared."""
         self.live = 0
         """Entries not run nor cancelled yet."""
+        self.cancelled = 0
+        """Entries cancelled since the heap was last swept (some may be gone already)."""
         self.thread: threading.Thread | None = None
+
+    def sweep(self) -> None:
+        """Rebuild the heap without its cancelled entries (the lock held). The thread
+        sleeps on for the same first time, or wakes early and sleeps again."""
+        heap = self.heap
+        heap[:] = [entry for entry in heap if entry[2].loop is not None]
+        heapq.heapify(heap)
+        self.cancelled = 0
 
     def watch(self) -> None:
         """The thread: wait for the first live entry's time, and run its call on its
@@ -84,7 +105,7 @@ class _Alarm:
             try:
                 self._run_due(lock, heap)
             finally:  # the next call_at starts another thread, should this one fail
-                heap[:] = [entry for entry in heap if entry[2].loop is not None]
+                self.sweep()
                 self.thread = None
 
     def _run_due(
