@@ -478,29 +478,32 @@ class TrioClock:
         if seconds is not None:
             code = getattr(call, "cr_code", None)
             if code is not None and _habits.answers_at_once(code):
-                task = trio.lowlevel.current_task()
-                status = cancel_status(task)
-                steps = call.__await__()
-                try:
-                    waiting_on = steps.send(None)
-                except StopIteration as done:
-                    return (done.value,)
-                return self._rest_lazily(seconds, steps, waiting_on, code, task, status)
+                return self._start_lazily(seconds, call, code)
         return self.within(seconds, call)
 
     async def _within_lazily(self, seconds: float, call: Awaitable[_T], code: CodeType) -> _T:
         """Run ``call`` without a scope until it waits, then enter one around the rest:
         a cancel scope costs far more than a hook that answers at once (see
         :meth:`_rest_lazily`)."""
+        started = self._start_lazily(seconds, call, code)
+        if isinstance(started, tuple):
+            result: _T = started[0]
+            return result
+        return await started
+
+    def _start_lazily(
+        self, seconds: float, call: Awaitable[_T], code: CodeType
+    ) -> tuple[_T] | Awaitable[_T]:
+        """``call`` run up to its first wait: ``(result,)`` if it answers at once, else
+        its rest under a scope entered then (:meth:`_rest_lazily`), to await."""
         task = trio.lowlevel.current_task()
         status = cancel_status(task)
         steps = call.__await__()
         try:
             waiting_on = steps.send(None)
         except StopIteration as done:
-            result: _T = done.value
-            return result
-        return await self._rest_lazily(seconds, steps, waiting_on, code, task, status)
+            return (done.value,)
+        return self._rest_lazily(seconds, steps, waiting_on, code, task, status)
 
     async def _rest_lazily(
         self,
