@@ -189,9 +189,3 @@ class OffLoopTimers(Timers):
             self._handle.cancel()
         self._handle = call_at(self.loop, when, self._ring)
         self._handle_when = when
-
-    def close(self) -> None:
-        """Call the timer off: the connection is gone."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None

@@ -134,6 +134,13 @@ class Timers:
         self._handle = self.loop.call_at(when, self._ring)
         self._handle_when = when
 
+    def close(self) -> None:
+        """Call the loop timer off: whoever queued timers here is gone (a client's
+        connection, or a server once no session is left)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
     def _ring(self) -> None:
         self._handle = None
         heap = self._heap

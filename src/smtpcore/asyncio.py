@@ -256,9 +256,7 @@ class _ClientClock(AsyncioClock):
 
     def close(self) -> None:
         super().close()
-        timers = self._timers
-        if isinstance(timers, OffLoopTimers):  # the connection's own (see __init__)
-            timers.close()
+        self._timers.close()  # the connection's own (see __init__)
 
     def ring(self, now: float) -> None:
         super().ring(now)  # the deadlines' share, which may queue the clock again
