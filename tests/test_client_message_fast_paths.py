@@ -7,7 +7,9 @@ transaction's result is made without the dataclass's constructor
 writes each command and reads its reply in one step (``_exchange``), content
 and its end included. The first two are held to the general path here; the
 third is run against servers without PIPELINING that answer, fail, time out
-and split their replies, on the three clients.
+and split their replies, on the three clients, and held to the general path
+(``_write`` and ``_reply``, which a trace takes) against servers that answer
+every step of a message as drawn.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib
+import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
 import trio
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peers import ADAPTERS
@@ -271,3 +275,109 @@ def test_one_command_at_a_time_fails_as_the_general_path_does(adapter: str, case
     module: Any = importlib.import_module(f"smtpcore.{adapter}")
     with pytest.raises(getattr(module, error)):
         send_one(adapter, steps, timeouts=module.Timeouts(command=0.3))
+
+
+# -- one command at a time, held to the general path ---------------------------------------
+
+ANSWER = st.sampled_from(
+    [
+        b"250 2.0.0 ok\r\n",
+        b"250-2.0.0 ok\r\n250 2.0.0 and more\r\n",
+        b"452 4.5.3 too many\r\n",
+        b"550 5.1.1 no such user\r\n",
+        b"421 4.3.2 going down\r\n",
+        b"",  # the server closes the connection
+    ]
+)
+DATA_ANSWER = st.sampled_from([b"354 go\r\n", b"354 go\r\n", b"554 5.5.1 no\r\n", b""])
+
+
+class PlannedServer:
+    """A server without PIPELINING that answers the steps of one message as drawn:
+    ``MAIL``, each ``RCPT`` in turn, ``DATA``, and the end of the content (each
+    answer written in two pieces, split at ``cut``); what it read, kept."""
+
+    def __init__(self, answers: dict[str, list[bytes]], cut: int) -> None:
+        self.answers = {step: list(replies) for step, replies in answers.items()}
+        self.cut = cut
+        self.read: list[bytes] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        conn, _ = self.listener.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each piece at once
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 planned.test ESMTP\r\n")
+            for line in lines:
+                self.read.append(line)
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    answer = b"250-planned.test\r\n250 ENHANCEDSTATUSCODES\r\n"
+                elif verb in (b"MAIL", b"RCPT", b"DATA"):
+                    answer = self.answers[verb.decode()].pop(0)
+                elif verb == b"QUIT":
+                    answer = b"221 2.0.0 bye\r\n"
+                else:
+                    answer = b"250 2.0.0 ok\r\n"
+                if verb == b"DATA" and answer.startswith(b"354"):
+                    conn.sendall(answer)
+                    for content in lines:
+                        self.read.append(content)
+                        if content == b".\r\n":
+                            break
+                    answer = self.answers["END"].pop(0)
+                if not answer:
+                    return
+                conn.sendall(answer[: self.cut])
+                conn.sendall(answer[self.cut :])
+                if answer.startswith((b"421", b"221")):
+                    return
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(5)
+
+
+def outcome(
+    answers: dict[str, list[bytes]], cut: int, recipients: list[str], *, traced: bool
+) -> object:
+    """What ``smtpcore.sync`` makes of the drawn answers, and what the server read."""
+    from smtpcore import sync
+
+    server = PlannedServer(answers, cut)
+    trace = (lambda direction, line: None) if traced else None
+    try:
+        with sync.SMTPClient("127.0.0.1", server.port, timeout=5, trace=trace) as client:
+            try:
+                result: object = client.send_message(MESSAGE, "a@abc.example", recipients)
+            except sync.SMTPError as exc:
+                result = (type(exc).__name__, str(exc), getattr(exc, "result", None))
+    except sync.SMTPError as exc:  # at QUIT, after a close
+        result = ("at the end", type(exc).__name__)
+    finally:
+        server.close()
+    return result, server.read
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(min_value=1, max_value=3).flatmap(
+        lambda count: st.tuples(st.just(count), st.lists(ANSWER, min_size=count, max_size=count))
+    ),
+    ANSWER,
+    DATA_ANSWER,
+    ANSWER,
+    st.integers(min_value=0, max_value=6),
+)
+def test_one_command_at_a_time_is_what_the_general_path_does(
+    rcpts: tuple[int, list[bytes]], mail: bytes, data: bytes, end: bytes, cut: int
+) -> None:
+    count, rcpt_answers = rcpts
+    answers = {"MAIL": [mail], "RCPT": rcpt_answers, "DATA": [data], "END": [end]}
+    recipients = [f"r{index}@pqr.example" for index in range(count)]
+    exchanged = outcome(answers, cut, recipients, traced=False)
+    general = outcome(answers, cut, recipients, traced=True)
+    assert exchanged == general

@@ -228,9 +228,9 @@ class BaseSMTPClient(BaseClient):
         self._conn: ClientConnection | None = None
         self._transaction_failed = False
         self._offer: Offer | None = None
+        """What the server's EHLO reply says about sending, read once per reply."""
         self._exchanging: Link | None = None
         """The link whose commands go through :meth:`_exchange` (see :meth:`_exchanges`)."""
-        """What the server's EHLO reply says about sending, read once per reply."""
 
     @property
     def connection(self) -> ClientConnection:
