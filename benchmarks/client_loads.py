@@ -210,10 +210,27 @@ def counted(
     return counter
 
 
-def message_calls(client: Callable[[int, int], None], port: int, messages: int) -> Counter[str]:
-    """Python calls of ``messages`` messages, by function: the difference between sessions of
-    ``messages`` and twice as many, so that connecting, EHLO and QUIT drop out."""
-    short = counted(lambda: client(port, messages), file_and_qualname).by_function
-    long = counted(lambda: client(port, 2 * messages), file_and_qualname).by_function
+def bytecodes_run(
+    work: Callable[[], object], label: Callable[[CodeType], str] | None = None
+) -> CallCounter:
+    """The bytecodes ``work()`` runs in this thread (by ``label`` too, if given)."""
+    counter = BytecodeCounter(label)
+    counter.install()
+    try:
+        work()
+    finally:
+        sys.settrace(None)
+    return counter
+
+
+def message_calls(
+    client: Callable[[int, int], None], port: int, messages: int, *, bytecodes: bool = False
+) -> Counter[str]:
+    """Python calls of ``messages`` messages, by function (or with ``bytecodes``, the
+    bytecodes they run): the difference between sessions of ``messages`` and twice as
+    many, so that connecting, EHLO and QUIT drop out."""
+    count = bytecodes_run if bytecodes else counted
+    short = count(lambda: client(port, messages), file_and_qualname).by_function
+    long = count(lambda: client(port, 2 * messages), file_and_qualname).by_function
     long.subtract(short)
     return long
