@@ -336,7 +336,7 @@ def test_cancellation_in_the_middle_of_a_message_closes_the_connection(adapter: 
         async def go_asyncio() -> None:
             client = mod.SMTPClient("127.0.0.1", server.port)
             kept.append(client)
-            with pytest.raises(TimeoutError):
+            with pytest.raises(asyncio.TimeoutError):  # TimeoutError itself from 3.11 on
                 await asyncio.wait_for(send(client), 0.3)
 
         async def go_trio() -> None:
