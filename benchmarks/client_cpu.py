@@ -88,6 +88,9 @@ def run_once(function: str, port: int, messages: int) -> tuple[float, float, flo
     return rate, user, system
 
 
+VALGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+
+
 def instructions(function: str, port: int) -> float:
     """User-space instructions a message of one client, under valgrind (see the module)."""
     counts = []
@@ -111,9 +114,6 @@ def instructions(function: str, port: int) -> float:
     return (counts[1] - counts[0]) / 400
 
 
-VALGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
-
-
 def spread(values: list[float]) -> str:
     return f"{min(values):.2f}x / {statistics.median(values):.2f}x / {max(values):.2f}x"
 
@@ -131,13 +131,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     names = args.clients.split(",")
+    sink_args = () if args.pipelining else ("-p",)
     if args.instructions:
-        with peers.smtp_sink(extra_args=() if args.pipelining else ("-p",)) as sink:
+        with peers.smtp_sink(extra_args=sink_args) as sink:
             for name in names:
                 print(f"  {name:20} {instructions(CLIENTS[name], sink.port):10,.0f} a message")
         return
     samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
-    sink_args = () if args.pipelining else ("-p",)
     with peers.smtp_sink(extra_args=sink_args) as sink:
         for _ in range(args.rounds):
             for name in names:
