@@ -5,11 +5,13 @@ and ``RCPT`` events from ones made once per address (``build_envelope``); a
 transaction's result is made without the dataclass's constructor
 (``_Transaction.snapshot``); and a client that sends one command at a time
 writes each command and reads its reply in one step (``_exchange``), content
-and its end included. The first two are held to the general path here; the
-third is run against servers without PIPELINING that answer, fail, time out
-and split their replies, on the three clients, and held to the general path
-(``_write`` and ``_reply``, which a trace takes) against servers that answer
-every step of a message as drawn.
+and its end included, most messages through a transaction written out for
+them (``_everyday_transaction``). The first two are held to the general path
+here; the third is run against servers without PIPELINING that answer, fail,
+time out and split their replies, on the three clients, and held to the
+general path (``_write`` and ``_reply``, which a trace takes) against servers
+that answer every step of two messages as drawn, and may send more than was
+asked between them.
 """
 
 from __future__ import annotations
@@ -289,6 +291,10 @@ ANSWER = st.sampled_from(
         b"",  # the server closes the connection
     ]
 )
+UNASKED = st.sampled_from(
+    [b"", b"", b"421 4.3.2 going down\r\n", b"250 2.0.0 surprise\r\n", b"hello\r\n"]
+)
+"""What a server may send after the reply to a message's content, before the next."""
 DATA_ANSWER = st.sampled_from([b"354 go\r\n", b"354 go\r\n", b"554 5.5.1 no\r\n", b""])
 
 
@@ -341,25 +347,36 @@ class PlannedServer:
         self.thread.join(5)
 
 
+ACCEPTED = {"MAIL": b"250 2.1.0 ok\r\n", "RCPT": b"250 2.1.5 ok\r\n", "DATA": b"354 go\r\n"}
+
+
 def outcome(
     answers: dict[str, list[bytes]], cut: int, recipients: list[str], *, traced: bool
 ) -> object:
-    """What ``smtpcore.sync`` makes of the drawn answers, and what the server read."""
+    """What ``smtpcore.sync`` makes of the drawn answers, then of a second message
+    that the server accepts (sent after a delivery, or after a failure and its
+    ``RSET``), and what the server read."""
     from smtpcore import sync
 
+    answers = {
+        step: [*replies, ACCEPTED.get(step, b"250 2.0.0 ok\r\n")]
+        for step, replies in answers.items()
+    }
     server = PlannedServer(answers, cut)
     trace = (lambda direction, line: None) if traced else None
+    results: list[object] = []
     try:
         with sync.SMTPClient("127.0.0.1", server.port, timeout=5, trace=trace) as client:
-            try:
-                result: object = client.send_message(MESSAGE, "a@abc.example", recipients)
-            except sync.SMTPError as exc:
-                result = (type(exc).__name__, str(exc), getattr(exc, "result", None))
+            for rcpts in (recipients, recipients[:1]):
+                try:
+                    results.append(client.send_message(MESSAGE, "a@abc.example", rcpts))
+                except sync.SMTPError as exc:
+                    results.append((type(exc).__name__, str(exc), getattr(exc, "result", None)))
     except sync.SMTPError as exc:  # at QUIT, after a close
-        result = ("at the end", type(exc).__name__)
+        results.append(("at the end", type(exc).__name__))
     finally:
         server.close()
-    return result, server.read
+    return results, server.read
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -371,11 +388,13 @@ def outcome(
     DATA_ANSWER,
     ANSWER,
     st.integers(min_value=0, max_value=6),
+    UNASKED,
 )
 def test_one_command_at_a_time_is_what_the_general_path_does(
-    rcpts: tuple[int, list[bytes]], mail: bytes, data: bytes, end: bytes, cut: int
+    rcpts: tuple[int, list[bytes]], mail: bytes, data: bytes, end: bytes, cut: int, unasked: bytes
 ) -> None:
     count, rcpt_answers = rcpts
+    end += unasked if end else b""  # read with the reply to the content
     answers = {"MAIL": [mail], "RCPT": rcpt_answers, "DATA": [data], "END": [end]}
     recipients = [f"r{index}@pqr.example" for index in range(count)]
     exchanged = outcome(answers, cut, recipients, traced=False)
