@@ -1,7 +1,7 @@
 """The SMTP clients' CPU a message, user space and kernel apart, each run in a fresh process.
 
     .venv/bin/python benchmarks/client_cpu.py [--rounds 9] [--messages 2000] [--pipelining]
-        [--clients smtplib,smtpcore.asyncio,...] [--instructions]
+        [--clients smtplib,smtpcore.asyncio,...] [--one-core] [--instructions]
 
 ``compare.py`` runs the clients inside its own process, which has imported
 every peer, and reports their CPU as one figure. Here each run is a process
@@ -14,17 +14,38 @@ sink). The clients take turns within each round, and each ratio (peer over
 ours: above 1 means less CPU than the peer) is taken within a round, given as
 minimum, median and maximum over the rounds.
 
-The split shows what a client's code can still change: a client makes the
-same system calls a message whatever its code does around them, so its user
-time is where one client's code differs from another's (see "Round 11" in
+The total is exact (the scheduler's own account of the process's time); the
+split is not. On a kernel with tick-based accounting (``CONFIG_TICK_CPU_ACCOUNTING``:
+this machine's, at 250 ticks a second) the total is shared between user and
+kernel time in the proportion of the ticks that found the process in each,
+about 170 ticks in a run of 2,000 messages, so the split moves by several
+percent from one run to the next; and the kernel's share carries the
+network's receive work (softirq) for whatever packets came in while the
+process ran. Read ratios of the total.
+
+With ``--one-core`` the sink and every client run on one core. Each reply
+then passes the core from the client to the sink and back, and no process
+waits on an idle core for the other's packet. On this virtual machine,
+waking an idle core costs each client about 110 µs a message (the CPU a
+message falls from about 175 µs to 65 µs), the same for every client give or
+take the timing of each wake, and that spread swamps the differences between
+the clients' own work. One core measures that work: the ratios' spread over
+the rounds narrows from about 0.6 to 1.4 to about 0.9 to 1.2 (see "Round 12" in
 ``docs/performance.rst``).
+
+A client named with ``@`` and a directory (``smtpcore.asyncio@../before``)
+runs that checkout's library (its ``src``) rather than this one's: how a
+change is measured against the code before it, in the same rounds (``git
+worktree add ../before HEAD~1``).
 
 With ``--instructions`` each client runs instead under valgrind
 (``cachegrind``, no cache simulated), once for 100 messages and once for 500,
 and the difference gives the user-space instructions a message, connecting
 and start-up left out: a figure the machine's load does not move. The
-interpreter's hash seed is fixed for these runs: with a random one, a run
-of the asyncio client now and then counts 20k instructions a message fewer.
+interpreter's hash seed is fixed for these runs, and its cyclic garbage
+collector is off: a collection of the oldest generation that falls in one of
+the two runs and not in the other moves the count by 20k a message either
+way, with the seed or the code's layout, which says nothing of the code.
 """
 
 from __future__ import annotations
@@ -73,9 +94,20 @@ print(json.dumps([
 """
 
 
-def run_once(function: str, port: int, messages: int) -> tuple[float, float, float]:
+def client_of(name: str) -> tuple[str, Path]:
+    """The function of ``client_loads`` a client's name gives, and the source tree
+    whose library it runs (``name@directory``: that checkout's)."""
+    client, _, checkout = name.partition("@")
+    tree = Path(checkout).resolve() if checkout else HERE.parent
+    if not (tree / "src" / "smtpcore").is_dir():
+        raise SystemExit(f"{name}: no src/smtpcore in {tree}")
+    return CLIENTS[client], tree / "src"
+
+
+def run_once(name: str, port: int, messages: int) -> tuple[float, float, float]:
     """(messages a second, user µs a message, system µs a message) of one fresh process."""
-    env = dict(os.environ, PYTHONPATH=str(HERE.parent / "src"))
+    function, source = client_of(name)
+    env = dict(os.environ, PYTHONPATH=str(source))
     done = subprocess.run(
         [sys.executable, "-c", CHILD, function, str(port), str(messages), str(HERE)],
         capture_output=True,
@@ -91,15 +123,17 @@ def run_once(function: str, port: int, messages: int) -> tuple[float, float, flo
 VALGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
 
 
-def instructions(function: str, port: int) -> float:
+def instructions(name: str, port: int) -> float:
     """User-space instructions a message of one client, under valgrind (see the module)."""
+    function, source = client_of(name)
     counts = []
     for messages in (100, 500):
         code = (
+            "import gc; gc.disable(); "  # see the module's docstring
             f"import sys; sys.path.insert(0, {str(HERE)!r}); import client_loads; "
             f"client_loads.{function}({port}, {messages})"
         )
-        env = dict(os.environ, PYTHONPATH=str(HERE.parent / "src"), PYTHONHASHSEED="0")
+        env = dict(os.environ, PYTHONPATH=str(source), PYTHONHASHSEED="0")
         done = subprocess.run(
             [*VALGRIND, sys.executable, "-c", code],
             capture_output=True,
@@ -127,29 +161,38 @@ def main() -> None:
         "--clients", default=",".join(CLIENTS), help="comma-separated; the first is the peer"
     )
     parser.add_argument(
+        "--one-core", action="store_true", help="the sink and the clients on one core"
+    )
+    parser.add_argument(
         "--instructions", action="store_true", help="count instructions under valgrind instead"
     )
     args = parser.parse_args()
     names = args.clients.split(",")
+    width = max(20, *map(len, names))
     sink_args = () if args.pipelining else ("-p",)
+    core = min(os.sched_getaffinity(0))
     if args.instructions:
         with peers.smtp_sink(extra_args=sink_args) as sink:
             for name in names:
-                print(f"  {name:20} {instructions(CLIENTS[name], sink.port):10,.0f} a message")
+                print(f"  {name:{width}} {instructions(name, sink.port):10,.0f} a message")
         return
     samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
     with peers.smtp_sink(extra_args=sink_args) as sink:
+        if args.one_core:  # the clients inherit this process's core
+            os.sched_setaffinity(sink.process.popen.pid, {core})
+            os.sched_setaffinity(0, {core})
         for _ in range(args.rounds):
             for name in names:
-                samples[name].append(run_once(CLIENTS[name], sink.port, args.messages))
+                samples[name].append(run_once(name, sink.port, args.messages))
     label = "PIPELINING" if args.pipelining else "no PIPELINING (smtp-sink -p)"
-    print(f"# {args.rounds} rounds of {args.messages} 1 KB messages, {label}; medians")
-    print(f"  {'client':20} {'rate (/s)':>10} {'user µs':>9} {'system µs':>10} {'CPU µs':>8}")
+    where = ", all on one core" if args.one_core else ""
+    print(f"# {args.rounds} rounds of {args.messages} 1 KB messages, {label}{where}; medians")
+    print(f"  {'client':{width}} {'rate (/s)':>10} {'user µs':>9} {'system µs':>10} {'CPU µs':>8}")
     for name in names:
         columns = zip(*samples[name], strict=True)
         rate, user, system = (statistics.median(column) for column in columns)
         total = statistics.median(u + s for _, u, s in samples[name])
-        print(f"  {name:20} {rate:10.0f} {user:9.1f} {system:10.1f} {total:8.1f}")
+        print(f"  {name:{width}} {rate:10.0f} {user:9.1f} {system:10.1f} {total:8.1f}")
     peer = names[0]
     for name in names[1:]:
         pairs = list(zip(samples[peer], samples[name], strict=True))
