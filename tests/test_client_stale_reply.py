@@ -217,3 +217,67 @@ def test_a_reply_behind_the_reply_to_mail_ends_the_session(
     finally:
         thread.join(10)
     assert [line[:4] for line in seen] == [b"EHLO", b"MAIL"]  # no RCPT behind it
+
+
+# -- behind the 354 ----------------------------------------------------------------------
+
+
+def _serve_behind_354(
+    listener: socket.socket, unasked: bytes, seen: list[bytes], pipelining: bool
+) -> None:
+    """A server that writes ``unasked`` in the same write as its 354, where nothing
+    may follow until the client's content has ended (RFC 5321 §4.1.1.4)."""
+    conn, _ = listener.accept()
+    with conn:
+        stream = conn.makefile("rb")
+        conn.sendall(b"220 mx.pqr.example ESMTP\r\n")
+        seen.append(stream.readline())
+        offer = b"250-PIPELINING\r\n" if pipelining else b""
+        conn.sendall(b"250-mx.pqr.example\r\n" + offer + b"250 ENHANCEDSTATUSCODES\r\n")
+        while line := stream.readline():
+            seen.append(line)
+            if line.startswith(b"DATA"):
+                conn.sendall(b"354 go ahead\r\n" + unasked)
+            else:
+                conn.sendall(b"250 2.0.0 ok\r\n")
+
+
+@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
+@pytest.mark.parametrize("pipelining", [False, True])
+@pytest.mark.parametrize(
+    ("unasked", "error"),
+    [
+        (b"250 unsolicited\r\n", "SMTPProtocolError"),
+        (b"421 4.3.2 going down\r\n", "SMTPConnectionError"),
+    ],
+)
+def test_a_reply_behind_the_354_ends_the_session_before_the_content(
+    adapter: str, listener: socket.socket, pipelining: bool, unasked: bytes, error: str
+) -> None:
+    """The client's own error, not the machine's refusal to send behind an unread
+    reply (which once escaped ``send_message`` as RemoteProtocolError, or as
+    LocalProtocolError for a 421)."""
+    seen: list[bytes] = []
+    thread = threading.Thread(target=_serve_behind_354, args=(listener, unasked, seen, pipelining))
+    thread.start()
+    port = listener.getsockname()[1]
+    message = b"Subject: x\r\n\r\nx\r\n"
+    module: Any = importlib.import_module(f"smtpcore.{adapter}")
+    try:
+        if adapter == "sync":
+            with (
+                module.SMTPClient("127.0.0.1", port, timeout=10) as client,
+                pytest.raises(getattr(module, error)),
+            ):
+                client.send_message(message, "a@abc.example", "b@pqr.example")
+        else:
+
+            async def session() -> None:
+                async with module.SMTPClient("127.0.0.1", port) as client:
+                    await client.send_message(message, "a@abc.example", "b@pqr.example")
+
+            with pytest.raises(getattr(module, error)):
+                run(adapter, session)
+    finally:
+        thread.join(10)
+    assert b"Subject: x\r\n" not in seen  # no content went out behind the unread reply

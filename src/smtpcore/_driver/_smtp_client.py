@@ -688,6 +688,8 @@ class BaseSMTPClient(BaseClient):
         else:
             if data_reply is None or data_reply.code != 354:
                 raise MessageRefused("DATA", data_reply or mail_reply, conn.transaction)
+            if conn._received:  # the server spoke behind its 354, where it may not
+                await self._unasked_held()
             if (
                 type(content) is bytes
                 and len(content) <= self.chunk_size
@@ -748,6 +750,8 @@ class BaseSMTPClient(BaseClient):
         reply = await self._ask(conn, transport, _DATA, timeouts.data_initiation)
         if reply.code != 354:
             raise MessageRefused("DATA", reply, conn.transaction)
+        if conn._received:  # the server spoke behind its 354, where it may not
+            await self._unasked_held()
         data = conn._send_whole(content)
         last = await self._exchange(
             conn, transport, data, timeouts.data_block, timeouts.data_termination
@@ -763,20 +767,13 @@ class BaseSMTPClient(BaseClient):
     async def _ask(
         self, conn: ClientConnection, transport: Link, command: Command, timeout: float | None
     ) -> Reply:
-        """Send ``command`` and read its reply through :meth:`_exchange`, the reply
-        before it read: what was read with that reply and not yet looked at first
-        (a ``421``, say), then the machine's ``send``, which refuses to go out
-        behind a reply byte it holds."""
-        if not transport.drained():
+        """Send ``command`` once the reply before it has been read, and read its reply
+        (:meth:`_exchange`). Bytes that came behind that reply, in the machine or
+        the transport, are looked at first: a reply no command asked for (a
+        ``421``, say) ends the session there rather than pass for this one's."""
+        if conn._received or not transport.drained():
             await self._take_unasked(idle=True)
-        try:
-            data = conn.send(command)
-        except LocalProtocolError:
-            await self._unasked_held()  # a 421, maybe: read it
-            raise
-        except RemoteProtocolError as exc:
-            raise SMTPProtocolError(str(exc)) from exc
-        return await self._exchange(conn, transport, data, timeout, timeout)
+        return await self._exchange(conn, transport, conn.send(command), timeout, timeout)
 
     async def _one_by_one(self, commands: Sequence[Command], *, checked: bool) -> list[Reply]:
         """Send ``commands`` one at a time, each after the reply to the one before,
@@ -799,24 +796,14 @@ class BaseSMTPClient(BaseClient):
                 timeout = timeouts.data_initiation
             else:
                 timeout = timeouts.command
-            if not (replies and drained is not None and drained()):
-                if replies or not checked:
-                    await self._take_unasked(idle=True)  # each reply before was read
-            elif not exchanges:
-                await self._unasked_held()
             if exchanges:
-                # When the read of the reply before found nothing after it, only what it
-                # brought along can be unasked: that is in the machine, whose send
-                # refuses to go out behind it.
-                try:
-                    data = conn.send(command)
-                except LocalProtocolError:
-                    await self._unasked_held()  # a 421, maybe: read it
-                    raise
-                except RemoteProtocolError as exc:
-                    raise SMTPProtocolError(str(exc)) from exc
-                reply = await self._exchange(conn, transport, data, timeout, timeout)
+                reply = await self._ask(conn, transport, command, timeout)
             else:
+                if not (replies and drained is not None and drained()):
+                    if replies or not checked:
+                        await self._take_unasked(idle=True)  # each reply before was read
+                else:
+                    await self._unasked_held()
                 await self._write(timeout, command)
                 reply = await self._reply(timeout, NEED_DATA)  # nothing held: looked
             replies.append(reply)
@@ -1061,12 +1048,19 @@ class BaseSMTPClient(BaseClient):
         transport = self._transport
         if conn is None or transport is None:
             raise SMTPConnectionError("not connected")
-        if self._trace is None:
-            data = before
-            for event in events:  # _send's loop, without a call more a write
-                data += conn.send(event)
-        else:
-            data = before + self._send(*events)
+        try:
+            if self._trace is None:
+                data = before
+                for event in events:  # _send's loop, without a call more a write
+                    data += conn.send(event)
+            else:
+                data = before + self._send(*events)
+        except RemoteProtocolError as exc:  # bytes no command asked for, held
+            raise SMTPProtocolError(str(exc)) from exc
+        except LocalProtocolError:
+            if conn._received and not conn._queue:  # a reply held, maybe a 421: read it
+                await self._unasked_held()
+            raise
         # A stand-in for a Link (a wrapper that shows the wire) may not have it.
         send_nowait = getattr(transport, "send_nowait", None)
         try:
