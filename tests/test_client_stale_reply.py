@@ -17,6 +17,7 @@ import importlib
 import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -281,3 +282,105 @@ def test_a_reply_behind_the_354_ends_the_session_before_the_content(
     finally:
         thread.join(10)
     assert b"Subject: x\r\n" not in seen  # no content went out behind the unread reply
+
+
+# -- POP3 --------------------------------------------------------------------------------
+
+
+def _serve_pop3(
+    listener: socket.socket,
+    behind: bytes,
+    unasked: bytes,
+    sent: threading.Event,
+    seen: list[bytes],
+) -> None:
+    """A POP3 server that writes ``unasked`` behind its answer to ``behind``: in the
+    same write, or (``behind`` NOOP) a moment after it, while the client is idle;
+    ``b""`` closes the connection there."""
+    conn, _ = listener.accept()
+    answers = {
+        b"CAPA": b"+OK\r\nUSER\r\n.\r\n",
+        b"LIST": b"+OK\r\n1 10\r\n.\r\n",
+        b"DELE": b"-ERR no such message\r\n",
+    }
+    with conn, conn.makefile("rb") as stream:
+        conn.sendall(b"+OK ready\r\n")
+        while line := stream.readline():
+            seen.append(line)
+            verb = line[:4].upper()
+            answer = answers.get(verb, b"+OK\r\n")
+            if verb != behind:
+                conn.sendall(answer)
+            elif verb == b"NOOP":
+                conn.sendall(answer)
+                if unasked:
+                    conn.sendall(unasked)
+                else:
+                    conn.shutdown(socket.SHUT_WR)
+                sent.set()
+            else:
+                conn.sendall(answer + unasked)
+
+
+async def _pop3_idle_until_arrived(adapter: str, sent: threading.Event) -> None:
+    """Wait until the server has written what it writes while the client is idle, and
+    a moment more for it to reach the client's side."""
+    if adapter == "asyncio":
+        await asyncio.to_thread(sent.wait, 10)
+        await asyncio.sleep(0.2)
+    else:
+        await trio.to_thread.run_sync(sent.wait, 10)
+        await trio.sleep(0.2)
+
+
+@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
+@pytest.mark.parametrize(
+    ("behind", "unasked", "error"),
+    [
+        (b"CAPA", b"+OK surprise\r\n", "POP3ProtocolError"),  # at connect, multi-line
+        (b"PASS", b"-ERR surprise\r\n", "POP3ProtocolError"),
+        (b"LIST", b"+OK\r\n1 10\r\n.\r\n", "POP3ProtocolError"),
+        (b"NOOP", b"+OK surprise\r\n", "POP3ProtocolError"),  # a moment later, idle
+        (b"NOOP", b"", "POP3ConnectionError"),  # the server closed, idle
+    ],
+)
+def test_a_pop3_response_no_command_asked_for_ends_the_session(
+    adapter: str, listener: socket.socket, behind: bytes, unasked: bytes, error: str
+) -> None:
+    """Never paired with the next command: that would read the refused ``DELE``
+    below as done, and every later answer as the one before's."""
+    sent = threading.Event()
+    seen: list[bytes] = []
+    thread = threading.Thread(target=_serve_pop3, args=(listener, behind, unasked, sent, seen))
+    thread.start()
+    port = listener.getsockname()[1]
+    module: Any = importlib.import_module(f"smtpcore.{adapter}")
+    try:
+        if adapter == "sync":
+            with (
+                pytest.raises(getattr(module, error)),
+                module.POP3Client("127.0.0.1", port, timeout=10, stls=False) as client,
+            ):
+                client.login("u", "p")
+                client.list()
+                client.noop()
+                sent.wait(10)
+                time.sleep(0.2)
+                client.delete(1)
+        else:
+
+            async def session() -> None:
+                async with module.POP3Client("127.0.0.1", port, stls=False) as client:
+                    await client.login("u", "p")
+                    await client.list()
+                    await client.noop()
+                    await _pop3_idle_until_arrived(adapter, sent)
+                    await client.delete(1)
+
+            with pytest.raises(getattr(module, error)):
+                run(adapter, session)
+    finally:
+        thread.join(10)
+    verbs = [line[:4].upper() for line in seen]
+    assert b"DELE" not in verbs  # nothing went out behind the unasked bytes
+    assert verbs[-1] == behind.upper()

@@ -489,11 +489,40 @@ class BasePOP3Client(BaseClient):
                 await self._drain()
 
     def _send(self, event: Command | AuthResponse) -> bytes:
-        """The bytes of ``event``, checked by the machine, and traced."""
-        data = self.connection.send(event)
+        """The bytes of ``event``, checked by the machine, and traced.
+
+        A command sent while no answer is awaited first takes what the server
+        sent since its last answer (:meth:`_take_unasked`). Any byte of it is a
+        response no command asked for, which would be paired with this command
+        and every later answer with the wrong one (a refused ``DELE`` read as
+        done): the machine refuses to send, and the session is over, which the
+        caller sees as :class:`POP3ProtocolError`."""
+        conn = self.connection
+        try:
+            if isinstance(event, Command) and not self._streaming and not conn.outstanding:
+                self._take_unasked()
+            data = conn.send(event)
+        except RemoteProtocolError as exc:
+            raise POP3ProtocolError(str(exc)) from exc
         if self._trace is not None:
             self._trace.sent(data, shown=_masked(event))
         return data
+
+    def _take_unasked(self) -> None:
+        """Hand the machine what has already arrived from the server, without waiting;
+        :class:`POP3ConnectionError` if the server has closed the connection (the
+        machine's ``RemoteProtocolError`` if bytes came before the close)."""
+        conn = self.connection
+        # A stand-in for a Link (a wrapper that shows the wire) may not have it.
+        receive_nowait = getattr(self._transport, "receive_nowait", None)
+        while receive_nowait is not None and (data := receive_nowait(_READ_SIZE)) is not None:
+            if self._trace is not None:
+                self._trace.received(data)
+            conn.receive_data(data)
+            if not data:
+                self._peer_closed = True
+                conn.next_event()  # the machine closes the session, or refuses what came
+                raise POP3ConnectionError("the server closed the connection")
 
     async def _write(self, data: bytes) -> None:
         transport = self._transport
