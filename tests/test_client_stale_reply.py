@@ -155,26 +155,54 @@ def test_a_reply_written_while_the_client_is_idle_ends_the_session(
     assert [line[:4] for line in seen] == [b"EHLO"]  # no MAIL was paired with the stale reply
 
 
-# -- behind a reply, without PIPELINING -------------------------------------------------
+# -- behind the reply to MAIL, or to DATA ----------------------------------------------
 
 
 def _serve_one_by_one(
-    listener: socket.socket, unasked: bytes, seen: list[bytes], plain: bool = True
+    listener: socket.socket,
+    unasked: bytes,
+    seen: list[bytes],
+    behind: bytes = b"MAIL",
+    pipelining: bool = False,
 ) -> None:
-    """A server without PIPELINING that writes ``unasked`` in the same write as its
-    reply to MAIL, then answers whatever comes."""
+    """A server that writes ``unasked`` in the same write as its reply to ``behind``
+    (MAIL, or DATA: its 354, where nothing may follow until the client's content
+    has ended, RFC 5321 §4.1.1.4), then answers whatever comes; without
+    PIPELINING unless ``pipelining``."""
+    answers = {b"MAIL": b"250 2.1.0 ok\r\n", b"DATA": b"354 go ahead\r\n"}
     conn, _ = listener.accept()
     with conn:
         stream = conn.makefile("rb")
         conn.sendall(b"220 mx.pqr.example ESMTP\r\n")
         seen.append(stream.readline())
-        conn.sendall(b"250-mx.pqr.example\r\n250 ENHANCEDSTATUSCODES\r\n")
+        offer = b"250-PIPELINING\r\n" if pipelining else b""
+        conn.sendall(b"250-mx.pqr.example\r\n" + offer + b"250 ENHANCEDSTATUSCODES\r\n")
         while line := stream.readline():
             seen.append(line)
-            if line.startswith(b"MAIL"):
-                conn.sendall(b"250 2.1.0 ok\r\n" + unasked)
+            if line.startswith(behind):
+                conn.sendall(answers[behind] + unasked)
             else:
                 conn.sendall(b"250 2.0.0 ok\r\n")
+
+
+def _send_one_expecting(adapter: str, port: int, error: str) -> None:
+    """One message over a session of ``adapter``'s client, which raises ``error``."""
+    message = b"Subject: x\r\n\r\nx\r\n"
+    module: Any = importlib.import_module(f"smtpcore.{adapter}")
+    if adapter == "sync":
+        with (
+            module.SMTPClient("127.0.0.1", port, timeout=10) as client,
+            pytest.raises(getattr(module, error)),
+        ):
+            client.send_message(message, "a@abc.example", "b@pqr.example")
+        return
+
+    async def session() -> None:
+        async with module.SMTPClient("127.0.0.1", port) as client:
+            await client.send_message(message, "a@abc.example", "b@pqr.example")
+
+    with pytest.raises(getattr(module, error)):
+        run(adapter, session)
 
 
 @pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
@@ -195,52 +223,11 @@ def test_a_reply_behind_the_reply_to_mail_ends_the_session(
     seen: list[bytes] = []
     thread = threading.Thread(target=_serve_one_by_one, args=(listener, unasked, seen))
     thread.start()
-    port = listener.getsockname()[1]
-    message = b"Subject: x\r\n\r\nx\r\n"
     try:
-        if adapter == "sync":
-            from smtpcore import sync
-
-            with (
-                sync.SMTPClient("127.0.0.1", port, timeout=10) as client,
-                pytest.raises(getattr(sync, error)),
-            ):
-                client.send_message(message, "a@abc.example", "b@pqr.example")
-        else:
-            module: Any = importlib.import_module(f"smtpcore.{adapter}")
-
-            async def session() -> None:
-                async with module.SMTPClient("127.0.0.1", port) as client:
-                    await client.send_message(message, "a@abc.example", "b@pqr.example")
-
-            with pytest.raises(getattr(module, error)):
-                run(adapter, session)
+        _send_one_expecting(adapter, listener.getsockname()[1], error)
     finally:
         thread.join(10)
     assert [line[:4] for line in seen] == [b"EHLO", b"MAIL"]  # no RCPT behind it
-
-
-# -- behind the 354 ----------------------------------------------------------------------
-
-
-def _serve_behind_354(
-    listener: socket.socket, unasked: bytes, seen: list[bytes], pipelining: bool
-) -> None:
-    """A server that writes ``unasked`` in the same write as its 354, where nothing
-    may follow until the client's content has ended (RFC 5321 §4.1.1.4)."""
-    conn, _ = listener.accept()
-    with conn:
-        stream = conn.makefile("rb")
-        conn.sendall(b"220 mx.pqr.example ESMTP\r\n")
-        seen.append(stream.readline())
-        offer = b"250-PIPELINING\r\n" if pipelining else b""
-        conn.sendall(b"250-mx.pqr.example\r\n" + offer + b"250 ENHANCEDSTATUSCODES\r\n")
-        while line := stream.readline():
-            seen.append(line)
-            if line.startswith(b"DATA"):
-                conn.sendall(b"354 go ahead\r\n" + unasked)
-            else:
-                conn.sendall(b"250 2.0.0 ok\r\n")
 
 
 @pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
@@ -259,26 +246,12 @@ def test_a_reply_behind_the_354_ends_the_session_before_the_content(
     reply (which once escaped ``send_message`` as RemoteProtocolError, or as
     LocalProtocolError for a 421)."""
     seen: list[bytes] = []
-    thread = threading.Thread(target=_serve_behind_354, args=(listener, unasked, seen, pipelining))
+    thread = threading.Thread(
+        target=_serve_one_by_one, args=(listener, unasked, seen, b"DATA", pipelining)
+    )
     thread.start()
-    port = listener.getsockname()[1]
-    message = b"Subject: x\r\n\r\nx\r\n"
-    module: Any = importlib.import_module(f"smtpcore.{adapter}")
     try:
-        if adapter == "sync":
-            with (
-                module.SMTPClient("127.0.0.1", port, timeout=10) as client,
-                pytest.raises(getattr(module, error)),
-            ):
-                client.send_message(message, "a@abc.example", "b@pqr.example")
-        else:
-
-            async def session() -> None:
-                async with module.SMTPClient("127.0.0.1", port) as client:
-                    await client.send_message(message, "a@abc.example", "b@pqr.example")
-
-            with pytest.raises(getattr(module, error)):
-                run(adapter, session)
+        _send_one_expecting(adapter, listener.getsockname()[1], error)
     finally:
         thread.join(10)
     assert b"Subject: x\r\n" not in seen  # no content went out behind the unread reply
