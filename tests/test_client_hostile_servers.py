@@ -116,7 +116,7 @@ class AnsweringServer:
 
 
 SETTINGS = settings(
-    max_examples=200,
+    max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -170,37 +170,36 @@ def pop3_session(adapter: str, port: int) -> None:
     run(adapter, session)
 
 
-@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
-@SETTINGS
-@given(
-    st.one_of(*[st.just(b"220 hostile.test ESMTP\r\n")] * 3, sst.reply_lines(hostile=True)),
-    answers(SMTP_HOSTILE),
-    glued(SMTP_HOSTILE),
-)
-def test_an_smtp_session_raises_only_smtp_errors(
-    adapter: str, greeting: bytes, answers: Answers, glued: Glued
-) -> None:
-    server = AnsweringServer(greeting, answers, glued, SMTP_RIGHT, b"250 2.0.0 ok\r\n")
-    try:
-        smtp_session(adapter, server.port)
-    finally:
-        server.close()
-
-
-@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
-@SETTINGS
-@given(
-    st.one_of(
-        *[st.just(b"+OK hostile.test ready\r\n")] * 3, sst.pop3_response_lines(hostile=True)
+PROTOCOLS: dict[str, tuple[bytes, st.SearchStrategy[bytes], dict[bytes, bytes], bytes, Any]] = {
+    "smtp": (
+        b"220 hostile.test ESMTP\r\n",
+        SMTP_HOSTILE,
+        SMTP_RIGHT,
+        b"250 2.0.0 ok\r\n",
+        smtp_session,
     ),
-    answers(POP3_HOSTILE),
-    glued(POP3_HOSTILE),
-)
-def test_a_pop3_session_raises_only_pop3_errors(
-    adapter: str, greeting: bytes, answers: Answers, glued: Glued
+    "pop3": (b"+OK hostile.test ready\r\n", POP3_HOSTILE, POP3_RIGHT, b"+OK\r\n", pop3_session),
+}
+"""A greeting that lets the session go on, what hostile answers are drawn from,
+the server's right answers by verb and its usual one, and the session."""
+
+
+@pytest.mark.parametrize("protocol", list(PROTOCOLS))
+@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
+@SETTINGS
+@given(data=st.data())
+def test_a_session_raises_only_the_clients_own_errors(
+    protocol: str, adapter: str, data: st.DataObject
 ) -> None:
-    server = AnsweringServer(greeting, answers, glued, POP3_RIGHT, b"+OK\r\n")
+    greeting, hostile, right, usual, session = PROTOCOLS[protocol]
+    server = AnsweringServer(
+        data.draw(st.one_of(*[st.just(greeting)] * 3, hostile), label="greeting"),
+        data.draw(answers(hostile), label="answers"),
+        data.draw(glued(hostile), label="glued"),
+        right,
+        usual,
+    )
     try:
-        pop3_session(adapter, server.port)
+        session(adapter, server.port)
     finally:
         server.close()
