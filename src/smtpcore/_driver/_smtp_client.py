@@ -731,9 +731,9 @@ class BaseSMTPClient(BaseClient):
         reply to the one before (:meth:`_ask`) and the content with its end in one
         write. What :meth:`_one_by_one` and the rest of :meth:`_transaction` do for
         it, written out: a property test holds the two to the same results, errors
-        and bytes on the wire, for every answer a server may give at each step."""
-        if conn._received or not transport.drained():  # else nothing came unasked
-            await self._take_unasked()
+        and bytes on the wire, for every answer a server may give at each step.
+        What came unasked since the last reply is looked at by ``_ask`` before
+        MAIL, as before every command."""
         timeouts = self.timeouts
         self._transaction_failed = True  # until it has been delivered
         reply = await self._ask(conn, transport, mail, timeouts.command)
