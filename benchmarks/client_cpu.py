@@ -18,19 +18,20 @@ The total is exact (the scheduler's own account of the process's time); the
 split is not. On a kernel with tick-based accounting (``CONFIG_TICK_CPU_ACCOUNTING``:
 this machine's, at 250 ticks a second) the total is shared between user and
 kernel time in the proportion of the ticks that found the process in each,
-about 170 ticks in a run of 2,000 messages, so the split moves by several
-percent from one run to the next; and the kernel's share carries the
+about 30 in a run of 2,000 messages on one core and 80 on two, so the split
+moves by a factor of two from one run to the next; and the kernel's share carries the
 network's receive work (softirq) for whatever packets came in while the
 process ran. Read ratios of the total.
 
 With ``--one-core`` the sink and every client run on one core. Each reply
 then passes the core from the client to the sink and back, and no process
-waits on an idle core for the other's packet. On this virtual machine,
-waking an idle core costs each client about 110 µs a message (the CPU a
-message falls from about 175 µs to 65 µs), the same for every client give or
-take the timing of each wake, and that spread swamps the differences between
-the clients' own work. One core measures that work: the ratios' spread over
-the rounds narrows from about 0.6 to 1.4 to about 0.9 to 1.2 (see "Round 12" in
+waits on an idle core for the other's packet. On this virtual machine about
+100 µs of each message on two cores goes with waiting on a core gone idle
+(the CPU a message falls from about 164 µs to 65 µs), the same for every
+client give or take the timing of each wait, and its variation swamps the
+differences between the clients' own work. One core measures that work: the
+asyncio client's median ratio moved from 0.88x to 1.02x between two-core
+runs, and from 1.00x to 1.01x between one-core runs (see "Round 12" in
 ``docs/performance.rst``).
 
 A client named with ``@`` and a directory (``smtpcore.asyncio@../before``)
@@ -170,7 +171,6 @@ def main() -> None:
     names = args.clients.split(",")
     width = max(20, *map(len, names))
     sink_args = () if args.pipelining else ("-p",)
-    core = min(os.sched_getaffinity(0))
     if args.instructions:
         with peers.smtp_sink(extra_args=sink_args) as sink:
             for name in names:
@@ -179,6 +179,7 @@ def main() -> None:
     samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
     with peers.smtp_sink(extra_args=sink_args) as sink:
         if args.one_core:  # the clients inherit this process's core
+            core = min(os.sched_getaffinity(0))
             os.sched_setaffinity(sink.process.popen.pid, {core})
             os.sched_setaffinity(0, {core})
         for _ in range(args.rounds):

@@ -295,7 +295,7 @@ ANSWER = st.sampled_from(
 UNASKED = st.sampled_from(
     [b"", b"", b"421 4.3.2 going down\r\n", b"250 2.0.0 surprise\r\n", b"hello\r\n"]
 )
-"""What a server may send after the reply to a message's content, before the next."""
+"""What a server may send unasked behind its reply to one step of a message."""
 DATA_ANSWER = st.sampled_from([b"354 go\r\n", b"354 go\r\n", b"554 5.5.1 no\r\n", b""])
 
 
