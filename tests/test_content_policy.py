@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from smtp_helpers import EHLO, ENVELOPE, codes, content_of, greeted, run
 from smtpcore import NEED_DATA, PAUSED
-from smtpcore._content import ContentFilter, LineEndings, passes_whole
+from smtpcore._content import ContentFilter, LineEndings, crlf_only, passes_whole
 from smtpcore._lines import FramingPolicy
 from smtpcore.address import parse_mailbox
 from smtpcore.smtp import (
@@ -262,11 +262,13 @@ endings_text = st.one_of(
 
 @given(st.lists(endings_text, min_size=1, max_size=4))
 def test_the_line_ending_scan_agrees_with_the_plain_definition(chunks: list[bytes]) -> None:
-    """The C-level scan (the strict policy's fast path) says what the octet-by-octet
-    definition says, chunk after chunk with the same scanner."""
+    """The C-level scan (the strict policy's fast path, the client's content of one
+    piece) says what the octet-by-octet definition says, chunk after chunk with the
+    same scanner and with a scanner made for each chunk."""
     scan = LineEndings()
     for chunk in chunks:
         assert scan.only_crlf(chunk) == only_crlf_reference(chunk)
+        assert crlf_only(chunk) == only_crlf_reference(chunk)  # a decoder of its own
 
 
 @given(endings_text, st.lists(st.integers(0, 200), max_size=5))

@@ -10,9 +10,7 @@ the chunk boundaries may fall anywhere.
 
 from __future__ import annotations
 
-import io
-
-from smtpcore._content import ContentFilter, passes_whole
+from smtpcore._content import ContentFilter, LineEndings, crlf_only, passes_whole
 from smtpcore._lines import FramingPolicy
 
 __all__ = ["DotDecoder", "DotEncoder", "TERMINATOR", "decode_whole", "encode_whole"]
@@ -144,14 +142,14 @@ class DotEncoder:
     that is CRLF already (the usual case) is then only dot-stuffed.
     """
 
-    __slots__ = ("_at_line_start", "_ends_in_cr", "_newlines", "_normalize", "_pending_cr")
+    __slots__ = ("_at_line_start", "_ends_in_cr", "_line_endings", "_normalize", "_pending_cr")
 
     def __init__(self, *, normalize: bool = True) -> None:
         self._normalize = normalize
         self._at_line_start = True
         self._pending_cr = False
         self._ends_in_cr = False
-        self._newlines = io.IncrementalNewlineDecoder(None, translate=False)
+        self._line_endings = LineEndings()
 
     def encode(self, chunk: bytes) -> bytes:
         """Return the wire bytes for one chunk of content."""
@@ -169,7 +167,7 @@ class DotEncoder:
             if b"\r" not in chunk:
                 # LF line ends, as a Maildir file has them: one C-level pass.
                 chunk = chunk.replace(b"\n", b"\r\n")
-            elif not self._crlf_only(chunk):
+            elif not self._line_endings.only_crlf(chunk):
                 # bytes.splitlines breaks at CRLF, CR and LF alone, and nothing else.
                 lines = chunk.splitlines()
                 ends_a_line = chunk.endswith((b"\n", b"\r"))
@@ -186,13 +184,6 @@ class DotEncoder:
         self._ends_in_cr = out.endswith(b"\r")
         return out
 
-    def _crlf_only(self, chunk: bytes) -> bool:
-        """True when every CR and LF in ``chunk`` is part of a CRLF."""
-        newlines = self._newlines
-        newlines.reset()
-        newlines.decode(chunk.decode("latin-1"), True)
-        return newlines.newlines in (None, "\r\n")
-
     def end(self) -> bytes:
         """Return the bytes that close the content: CRLF.CRLF, or .CRLF after a CRLF."""
         if self._pending_cr:
@@ -206,11 +197,10 @@ def encode_whole(content: bytes, *, normalize: bool = True) -> bytes:
     for content of one piece (``encode(content) + end()``, a property test holds
     them equal), without an encoder to make for it.
 
-    Content whose every CR and LF is part of a CRLF (each CRLF holds one CR and
-    one LF, so three counts tell) needs no normalising; any other goes through
-    the encoder.
+    Content whose every CR and LF is part of a CRLF (:func:`~smtpcore._content.crlf_only`)
+    needs no normalising; any other goes through the encoder.
     """
-    if normalize and not (content.count(b"\r") == content.count(b"\n") == content.count(b"\r\n")):
+    if normalize and not crlf_only(content):
         encoder = DotEncoder(normalize=True)
         return encoder.encode(content) + encoder.end()
     out = b"\r\n..".join(content.split(b"\r\n."))
