@@ -604,7 +604,7 @@ class BaseSMTPClient(BaseClient):
             raise ExtensionNotOffered(None, "CHUNKING", reply)
         return offered and self.chunking is not False
 
-    async def _transaction(
+    def _transaction(
         self,
         mail: Mail,
         rcpts: Sequence[Rcpt],
@@ -612,13 +612,15 @@ class BaseSMTPClient(BaseClient):
         *,
         chunked: bool,
         forward: Sequence[Xforward] = (),
-    ) -> TransactionResult:
+    ) -> Awaitable[TransactionResult]:
+        """One message's transaction: :meth:`_everyday_transaction` where it applies,
+        else :meth:`_general_transaction`. A plain function that picks the coroutine
+        the caller awaits: a coroutine in between would be resumed with every reply."""
         conn = self._conn
         transport = self._transport
         offer = self._offer
-        pipelining = offer is not None and offer.pipelining
         if (
-            not pipelining
+            not (offer is not None and offer.pipelining)
             and not chunked
             and not forward
             and not self._transaction_failed
@@ -630,9 +632,25 @@ class BaseSMTPClient(BaseClient):
             and transport is not None
             and (transport is self._exchanging or self._exchanges())
         ):
-            return await self._everyday_transaction(conn, transport, mail, rcpts, content)
+            return self._everyday_transaction(conn, transport, mail, rcpts, content)
+        return self._general_transaction(mail, rcpts, content, chunked=chunked, forward=forward)
+
+    async def _general_transaction(
+        self,
+        mail: Mail,
+        rcpts: Sequence[Rcpt],
+        content: Content,
+        *,
+        chunked: bool,
+        forward: Sequence[Xforward],
+    ) -> TransactionResult:
+        """A transaction with whatever the session and message call for: an RSET
+        after a failed one, XFORWARD, PIPELINING, BDAT, LMTP, content in pieces."""
         await self._take_unasked()
         conn = self._conn
+        transport = self._transport
+        offer = self._offer
+        pipelining = offer is not None and offer.pipelining
         assert conn is not None  # _take_unasked raised otherwise
         commands: list[Rset | Mail | Rcpt | Data] = []
         if self._transaction_failed or conn._state is not State.READY:  # conn.state
@@ -729,7 +747,7 @@ class BaseSMTPClient(BaseClient):
         """The transaction most messages are: no PIPELINING, no RSET due before it,
         no BDAT, no LMTP, and content of one piece, each command sent after the
         reply to the one before (:meth:`_ask`) and the content with its end in one
-        write. What :meth:`_one_by_one` and the rest of :meth:`_transaction` do for
+        write. What :meth:`_one_by_one` and :meth:`_general_transaction` do for
         it, written out: a property test holds the two to the same results, errors
         and bytes on the wire, for every answer a server may give at each step.
         What came unasked since the last reply is looked at by ``_ask`` before
@@ -764,15 +782,24 @@ class BaseSMTPClient(BaseClient):
         self._transaction_failed = False
         return result
 
-    async def _ask(
+    def _ask(
         self, conn: ClientConnection, transport: Link, command: Command, timeout: float | None
-    ) -> Reply:
+    ) -> Awaitable[Reply]:
         """Send ``command`` once the reply before it has been read, and read its reply
         (:meth:`_exchange`). Bytes that came behind that reply, in the machine or
-        the transport, are looked at first: a reply no command asked for (a
-        ``421``, say) ends the session there rather than pass for this one's."""
+        the transport, are looked at first (:meth:`_ask_after_unasked`): a reply
+        no command asked for (a ``421``, say) ends the session there rather than
+        pass for this one's. A plain function: most often the caller awaits
+        ``_exchange`` itself, a coroutine fewer to make and to resume."""
         if conn._received or not transport.drained():
-            await self._take_unasked(idle=True)
+            return self._ask_after_unasked(conn, transport, command, timeout)
+        return self._exchange(conn, transport, conn.send(command), timeout, timeout)
+
+    async def _ask_after_unasked(
+        self, conn: ClientConnection, transport: Link, command: Command, timeout: float | None
+    ) -> Reply:
+        """:meth:`_ask` where bytes may have come unasked: looked at, then the exchange."""
+        await self._take_unasked(idle=True)
         return await self._exchange(conn, transport, conn.send(command), timeout, timeout)
 
     async def _one_by_one(self, commands: Sequence[Command], *, checked: bool) -> list[Reply]:
