@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import pytest
 import trio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from peers import ADAPTERS
@@ -395,6 +395,15 @@ def outcome(
     st.integers(min_value=0, max_value=6),
     UNASKED,
     st.sampled_from(["MAIL", "RCPT", "DATA", "END"]),
+)
+@example(  # every recipient refused, each differently: the last one's reply is raised
+    (2, [b"452 4.5.3 too many\r\n", b"550 5.1.1 no such user\r\n"]),
+    b"250 2.0.0 ok\r\n",
+    b"354 go\r\n",
+    b"250 2.0.0 ok\r\n",
+    0,
+    b"",
+    "MAIL",
 )
 def test_one_command_at_a_time_is_what_the_general_path_does(
     rcpts: tuple[int, list[bytes]],
