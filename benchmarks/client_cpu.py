@@ -71,6 +71,7 @@ CLIENTS = {
     "smtpcore.sync": "sync_client",
     "smtpcore.asyncio": "asyncio_client",
     "asyncio floor": "asyncio_floor_client",
+    "blocking floor": "blocking_floor_client",
 }
 
 WARM_UP = 200

@@ -136,6 +136,45 @@ def asyncio_floor_client(port: int, messages: int) -> None:
     asyncio.run(main())
 
 
+def blocking_floor_client(port: int, messages: int) -> None:
+    """What a blocking socket with a timeout costs a client that waits for its
+    replies, as ``smtplib``'s does (a ``poll`` before each ``send`` and each
+    ``recv``): the bytes :func:`asyncio_floor_client` writes, each reply read
+    until it ends a line, nothing parsed or checked. The floor under
+    ``smtplib`` on this load, beside the asyncio floor: the difference is the
+    event loop's share of a message."""
+    content = BODY_1K.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    envelope = [
+        f"MAIL FROM:<{SENDER}>\r\n".encode(),
+        f"RCPT TO:<{RECIPIENT}>\r\n".encode(),
+        b"DATA\r\n",
+    ]
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+
+        def reply() -> bytes:
+            data = sock.recv(65536)
+            while data and not data.endswith(b"\n"):
+                data += sock.recv(65536)
+            return data
+
+        reply()  # the greeting
+        sock.sendall(b"EHLO bench.test\r\n")
+        offer = reply()
+        while b"\n250 " not in offer and not offer.startswith(b"250 "):
+            offer += reply()
+        groups = [b"".join(envelope)] if b"PIPELINING" in offer else envelope
+        for _ in range(messages):
+            for group in groups:
+                sock.sendall(group)
+                received = reply()
+                while received.count(b"\n") < group.count(b"\n"):
+                    received += reply()
+            sock.sendall(content)
+            reply()
+        sock.sendall(b"QUIT\r\n")
+        reply()
+
+
 def trio_client(port: int, messages: int) -> None:
     import trio
 

@@ -14,9 +14,13 @@ which no load on the machine can move.
 Workloads (peers in brackets, each left out when it is not installed):
 
 * ``client``: 1 KB messages over one connection to Postfix's smtp-sink, with
-  and without PIPELINING (smtp-sink ``-p``) [smtplib, and the asyncio floor: the
+  and without PIPELINING (smtp-sink ``-p``) [smtplib, and two floors: the
   same bytes written and their replies awaited on a bare socket, asyncio's own
-  share];
+  share, and read from a blocking socket with a timeout, the share of
+  smtplib's way of reading]; the sink and this process on one core while a client runs, as
+  ``client_cpu.py --one-core`` does (on two cores about 100 µs of a message
+  goes with waking an idle core, and its variation swamps the clients' own
+  work: see "Round 12" in ``docs/performance.rst``);
 * ``connect``: connect, EHLO, QUIT [Twisted, aiosmtpd, and the floors: a bare
   ``asyncio.Protocol`` writing the same bytes, which is asyncio's transports'
   own share, and the same over the raw socket on asyncio's selector, which is
@@ -147,6 +151,7 @@ CLIENTS: dict[str, Callable[[int, int], None]] = {
     "smtpcore.sync": client_loads.sync_client,
     "smtpcore.asyncio": client_loads.asyncio_client,
     "asyncio floor": client_loads.asyncio_floor_client,  # shown, not compared
+    "blocking floor": client_loads.blocking_floor_client,  # shown: smtplib's floor
 }
 
 
@@ -156,20 +161,39 @@ def client_calls(client: Callable[[int, int], None], port: int, messages: int) -
     return sum(client_loads.message_calls(client, port, messages).values()) / messages
 
 
-def client_workloads(sinks: dict[str, int], messages: int) -> list[Workload]:
+def on_one_core(pid: int, work: Callable[[], Sample]) -> Callable[[], Sample]:
+    """``work`` run with this process and process ``pid`` (the sink) on one core, and
+    both put back where they were after it."""
+
+    def run() -> Sample:
+        ours, theirs = os.sched_getaffinity(0), os.sched_getaffinity(pid)
+        core = {min(ours)}
+        os.sched_setaffinity(pid, core)
+        os.sched_setaffinity(0, core)
+        try:
+            return work()
+        finally:
+            os.sched_setaffinity(0, ours)
+            os.sched_setaffinity(pid, theirs)
+
+    return run
+
+
+def client_workloads(sinks: dict[str, tuple[int, int]], messages: int) -> list[Workload]:
+    """The client rows, one a sink: ``sinks`` maps a label to the sink's port and pid."""
     for client in CLIENTS.values():  # imports and first-use caches out of every round
-        client(next(iter(sinks.values())), 1)
+        client(next(iter(sinks.values()))[0], 1)
     workloads = []
-    for label, port in sinks.items():
+    for label, (port, pid) in sinks.items():
         workloads.append(
             Workload(
-                name=f"client, 1 KB x {messages}, one connection to smtp-sink{label}",
+                name=f"client, 1 KB x {messages}, one connection to smtp-sink{label}, one core",
                 unit="msg",
                 work=messages,
                 ours=["smtpcore.sync", "smtpcore.asyncio"],
                 peers=["smtplib"],
                 runs={
-                    name: in_process(lambda c=client, p=port: c(p, messages))
+                    name: on_one_core(pid, in_process(lambda c=client, p=port: c(p, messages)))
                     for name, client in CLIENTS.items()
                 },
                 calls={
@@ -692,12 +716,10 @@ def main() -> None:
         if "client" in only and postfix:
             import peers
 
-            sinks = {
-                " (PIPELINING)": running.enter_context(peers.smtp_sink()).port,
-                " -p (no PIPELINING)": running.enter_context(
-                    peers.smtp_sink(extra_args=("-p",))
-                ).port,
-            }
+            sinks = {}
+            for label, extra in ((" (PIPELINING)", ()), (" -p (no PIPELINING)", ("-p",))):
+                sink = running.enter_context(peers.smtp_sink(extra_args=extra))
+                sinks[label] = (sink.port, sink.process.popen.pid)
             workloads += client_workloads(sinks, args.messages)
         if "connect" in only and postfix:
             for floor in FLOORS:
