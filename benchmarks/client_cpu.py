@@ -1,7 +1,7 @@
 """The SMTP clients' CPU a message, user space and kernel apart, each run in a fresh process.
 
     .venv/bin/python benchmarks/client_cpu.py [--rounds 9] [--messages 2000] [--pipelining]
-        [--clients smtplib,smtpcore.asyncio,...] [--one-core] [--instructions]
+        [--clients smtplib,smtpcore.asyncio,...] [--one-core] [--evict MB] [--instructions]
 
 ``compare.py`` runs the clients inside its own process, which has imported
 every peer, and reports their CPU as one figure. Here each run is a process
@@ -39,6 +39,15 @@ runs that checkout's library (its ``src``) rather than this one's: how a
 change is measured against the code before it, in the same rounds (``git
 worktree add ../before HEAD~1``).
 
+With ``--evict MB`` the clients send to ``evicting_sink.py`` instead of
+``smtp-sink``, on one core: a sink that sweeps ``MB`` of memory through the
+caches before each reply, so that each client meets every reply with cold
+caches, as it does when a reply wakes an idle core (two cores here) or after
+a real network's round trip. On one core with ``smtp-sink`` the client and
+the sink leave each other's lines in the caches, and a client pays for the
+instructions it runs; with ``--evict`` it pays as well for the code and
+objects it touches a reply (see "Round 13" in ``docs/performance.rst``).
+
 With ``--instructions`` each client runs instead under valgrind
 (``cachegrind``, no cache simulated), once for 100 messages and once for 500,
 and the difference gives the user-space instructions a message, connecting
@@ -52,12 +61,14 @@ way, with the seed or the code's layout, which says nothing of the code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -150,6 +161,23 @@ def instructions(name: str, port: int) -> float:
     return (counts[1] - counts[0]) / 400
 
 
+@contextlib.contextmanager
+def sink_for(args: argparse.Namespace) -> Iterator[tuple[int, int]]:
+    """The sink the clients send to, as its port and pid: ``smtp-sink``, or with
+    ``--evict`` the sink that sweeps the caches before each reply."""
+    if not args.evict:
+        with peers.smtp_sink(extra_args=() if args.pipelining else ("-p",)) as sink:
+            yield sink.port, sink.process.popen.pid
+        return
+    port = peers.free_port()
+    program = [sys.executable, str(HERE / "evicting_sink.py"), str(port), str(args.evict)]
+    if args.pipelining:
+        program.append("--pipelining")
+    with peers.run_process(program) as process:
+        peers.wait_for_port(peers.LOOPBACK, port, 10.0, process=process)
+        yield port, process.popen.pid
+
+
 def spread(values: list[float]) -> str:
     return f"{min(values):.2f}x / {statistics.median(values):.2f}x / {max(values):.2f}x"
 
@@ -168,6 +196,12 @@ def main() -> None:
     parser.add_argument(
         "--instructions", action="store_true", help="count instructions under valgrind instead"
     )
+    parser.add_argument(
+        "--evict",
+        type=float,
+        metavar="MB",
+        help="evicting_sink.py instead of smtp-sink, sweeping MB before each reply (one core)",
+    )
     args = parser.parse_args()
     names = args.clients.split(",")
     width = max(20, *map(len, names))
@@ -178,16 +212,18 @@ def main() -> None:
                 print(f"  {name:{width}} {instructions(name, sink.port):10,.0f} a message")
         return
     samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
-    with peers.smtp_sink(extra_args=sink_args) as sink:
-        if args.one_core:  # the clients inherit this process's core
+    with sink_for(args) as (port, pid):
+        if args.one_core or args.evict:  # the clients inherit this process's core
             core = min(os.sched_getaffinity(0))
-            os.sched_setaffinity(sink.process.popen.pid, {core})
+            os.sched_setaffinity(pid, {core})
             os.sched_setaffinity(0, {core})
         for _ in range(args.rounds):
             for name in names:
-                samples[name].append(run_once(name, sink.port, args.messages))
+                samples[name].append(run_once(name, port, args.messages))
     label = "PIPELINING" if args.pipelining else "no PIPELINING (smtp-sink -p)"
-    where = ", all on one core" if args.one_core else ""
+    if args.evict:
+        label += f", {args.evict:g} MB swept before each reply (evicting_sink.py)"
+    where = ", all on one core" if args.one_core or args.evict else ""
     print(f"# {args.rounds} rounds of {args.messages} 1 KB messages, {label}{where}; medians")
     print(f"  {'client':{width}} {'rate (/s)':>10} {'user µs':>9} {'system µs':>10} {'CPU µs':>8}")
     for name in names:
@@ -199,7 +235,7 @@ def main() -> None:
     for name in names[1:]:
         pairs = list(zip(samples[peer], samples[name], strict=True))
         cpu = [(pu + ps) / (u + s) for (_, pu, ps), (_, u, s) in pairs]
-        user = [pu / u for (_, pu, _ps), (_, u, _s) in pairs]
+        user = [pu / u for (_, pu, _ps), (_, u, _s) in pairs if u] or [0.0]  # ticks: may be 0
         rate = [r / pr for (pr, _pu, _ps), (r, _u, _s) in pairs]
         print(f"  {name} vs {peer}: rate {spread(rate)}; CPU peer/ours {spread(cpu)}; ", end="")
         print(f"user {spread(user)} (min/median/max)")

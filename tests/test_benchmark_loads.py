@@ -5,7 +5,8 @@ clients and for the two floors beside them (the asyncio floor, the blocking
 floor). A load that stopped delivering, a floor that misread a reply and
 raced ahead, say, would still print figures. Each load sends three messages
 to ``smtp-sink``, with and without PIPELINING, and the sink must hold all
-three, whole.
+three, whole; and each one runs its session through ``evicting_sink.py``
+(``client_cpu.py --evict``), whose replies must be what the loads expect.
 """
 
 from __future__ import annotations
@@ -55,3 +56,15 @@ def test_each_load_delivers_its_messages_whole(
     for message in messages:
         assert message.content == body
         assert message.rcpt_args == (f"<{loads.RECIPIENT}>",)
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["PIPELINING", "no PIPELINING"])
+@pytest.mark.parametrize("load", LOADS)
+def test_each_load_runs_through_the_evicting_sink(load: str, pipelining: bool) -> None:
+    loads = client_loads()
+    port = peers.free_port()
+    program = [sys.executable, str(BENCHMARKS / "evicting_sink.py"), str(port), "0.1"]
+    with peers.run_process([*program, *(["--pipelining"] if pipelining else [])]) as process:
+        peers.wait_for_port(peers.LOOPBACK, port, 10.0, process=process)
+        getattr(loads, load)(port, 3)  # raises if a reply is not what the load expects
+        assert process.popen.poll() is None, process.output()
