@@ -746,72 +746,39 @@ class BaseSMTPClient(BaseClient):
     ) -> TransactionResult:
         """The transaction most messages are: no PIPELINING, no RSET due before it,
         no BDAT, no LMTP, and content of one piece, each command sent after the
-        reply to the one before and the content with its end in one write. What
-        :meth:`_one_by_one` and :meth:`_general_transaction` do for it, written
-        out: a property test holds the two to the same results, errors and bytes
-        on the wire, for every answer a server may give at each step.
-
-        Each step is one exchange, written out here as :meth:`_ask` and
-        :meth:`_exchange` make it (a coroutine fewer to make and resume for each
-        reply): what came unasked since the last reply is looked at before each
-        command, and what came behind the ``354`` before the content."""
+        reply to the one before (:meth:`_ask`) and the content with its end in one
+        write. What :meth:`_one_by_one` and :meth:`_general_transaction` do for
+        it, written out: a property test holds the two to the same results, errors
+        and bytes on the wire, for every answer a server may give at each step.
+        What came unasked since the last reply is looked at by ``_ask`` before
+        MAIL, as before every command."""
         timeouts = self.timeouts
         self._transaction_failed = True  # until it has been delivered
+        reply = await self._ask(conn, transport, mail, timeouts.command)
+        if reply.code >= 300:
+            raise SenderRefused("MAIL", reply)
         accepted = False
-        for step in (mail, *rcpts, _DATA, _END):  # _END: the content and its end
-            if step is _END:
-                if conn._received:  # the server spoke behind its 354, where it may not
-                    await self._unasked_held()
-                data = conn._send_whole(content)
-                sending, replying = timeouts.data_block, timeouts.data_termination
-            else:
-                if step is _DATA and not accepted:
-                    # No DATA: it could only be refused (RFC 5321 §3.3).
-                    refused = conn.transaction
-                    assert refused is not None  # a MAIL was accepted
-                    last = refused.recipients[-1].reply  # the last RCPT's, as _one_by_one's
-                    assert last is not None  # each RCPT has been answered
-                    raise RecipientsRefused(last, refused)
-                if conn._received or not transport.drained():
-                    await self._take_unasked(idle=True)
-                data = conn.send(step)
-                sending = replying = (
-                    timeouts.data_initiation if step is _DATA else timeouts.command
-                )
-            try:
-                sent = transport.send_nowait(data)
-            except OSError as exc:
-                self._send_failed()
-                raise SMTPConnectionError(f"connection lost: {exc}") from exc
-            if sent < len(data):
-                await self._write(sending, before=data[sent:] if sent else data)
-            try:
-                received = await transport.receive_within(replying, _CHUNK)
-            except TimeoutError as exc:
-                raise SMTPTimeout(f"no reply within {replying} s") from exc
-            except OSError:
-                received = b""
-            try:
-                event = conn._receive_event(received)
-            except RemoteProtocolError as exc:
-                raise SMTPProtocolError(str(exc)) from exc
-            if type(event) is Reply and event.code != 421:
-                reply = event
-            else:  # more to read, a 421, the close
-                reply = await self._reply(replying, event)
-            if step is mail:
-                if reply.code >= 300:
-                    raise SenderRefused("MAIL", reply)
-            elif step is _DATA:
-                if reply.code != 354:
-                    raise MessageRefused("DATA", reply, conn.transaction)
-            elif step is not _END:
-                accepted = accepted or reply.code < 300
+        for rcpt in rcpts:
+            reply = await self._ask(conn, transport, rcpt, timeouts.command)
+            accepted = accepted or reply.code < 300
+        if not accepted:  # no DATA: it could only be refused (RFC 5321 §3.3)
+            refused = conn.transaction
+            assert refused is not None  # a MAIL was accepted
+            raise RecipientsRefused(reply, refused)
+        reply = await self._ask(conn, transport, _DATA, timeouts.data_initiation)
+        if reply.code != 354:
+            raise MessageRefused("DATA", reply, conn.transaction)
+        if conn._received:  # the server spoke behind its 354, where it may not
+            await self._unasked_held()
+        data = conn._send_whole(content)
+        last = await self._exchange(
+            conn, transport, data, timeouts.data_block, timeouts.data_termination
+        )
         record = conn._last_transaction  # conn.transaction, without the property's call
         assert record is not None
         result = record.snapshot()
-        if reply.code >= 300:
-            raise MessageRefused("end of data", reply, result)
+        if last.code >= 300:
+            raise MessageRefused("end of data", last, result)
         self._transaction_failed = False
         return result
 
