@@ -205,11 +205,10 @@ def main() -> None:
     args = parser.parse_args()
     names = args.clients.split(",")
     width = max(20, *map(len, names))
-    sink_args = () if args.pipelining else ("-p",)
     if args.instructions:
-        with peers.smtp_sink(extra_args=sink_args) as sink:
+        with sink_for(args) as (port, _):
             for name in names:
-                print(f"  {name:{width}} {instructions(name, sink.port):10,.0f} a message")
+                print(f"  {name:{width}} {instructions(name, port):10,.0f} a message")
         return
     samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
     with sink_for(args) as (port, pid):
