@@ -33,6 +33,7 @@ CLIENTS: dict[str, Callable[[int, int], None]] = {
     "smtpcore.asyncio": client_loads.asyncio_client,
     "smtpcore.trio": client_loads.trio_client,
     "asyncio floor": client_loads.asyncio_floor_client,  # asyncio's own share
+    "asyncio minimal": client_loads.asyncio_minimal_client,  # the least on asyncio
 }
 
 

@@ -83,6 +83,7 @@ CLIENTS = {
     "smtpcore.asyncio": "asyncio_client",
     "asyncio floor": "asyncio_floor_client",
     "blocking floor": "blocking_floor_client",
+    "asyncio minimal": "asyncio_minimal_client",
 }
 
 WARM_UP = 200

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import re
 import smtplib
 import socket
 import sys
@@ -129,6 +130,97 @@ def asyncio_floor_client(port: int, messages: int) -> None:
                     await lines(group, group.count(b"\n"))
                 await lines(content, 1)
             await lines(b"QUIT\r\n", 1)
+        finally:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+
+    asyncio.run(main())
+
+
+_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
+"""``smtplib``'s own dot-stuffing (its ``_quote_periods``)."""
+
+
+def asyncio_minimal_client(port: int, messages: int) -> None:
+    """The asyncio floor with the least an SMTP client does for each message, and
+    no more: each command built from its address, the content's leading dots
+    doubled by a regular expression as ``smtplib`` doubles them, and each reply
+    read to its last line and its code checked (the envelope in one write where
+    the server offers PIPELINING). No timeout, no state, no limit and no check of
+    what the server sends: less than ``smtplib`` does (it parses each address,
+    and reads each reply under a timeout). What ``smtpcore.asyncio`` does beyond
+    this is its machine, its checks and its deadlines."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        waiting: list[StepNow] = []
+        received = bytearray()  # what came and is not read yet
+
+        def readable() -> None:
+            data = sock.recv(65536)
+            if waiting:
+                waiting.pop().resolve_now(data)
+            else:
+                received.extend(data)
+
+        async def reply() -> int:
+            """The code of the next reply, once its last line has come."""
+            start = 0
+            while True:
+                end = received.find(b"\n", start)
+                if end < 0:
+                    future = StepNow(loop=loop)
+                    waiting.append(future)
+                    received.extend(await future)
+                elif received[start + 3 : start + 4] == b"-":  # a line before the last
+                    start = end + 1
+                else:
+                    code = int(received[:3])
+                    del received[: end + 1]
+                    return code
+
+        async def send_message(sender: str, recipients: list[str], content: bytes) -> None:
+            envelope = [
+                f"MAIL FROM:<{sender}>\r\n".encode(),
+                *(f"RCPT TO:<{recipient}>\r\n".encode() for recipient in recipients),
+                b"DATA\r\n",
+            ]
+            if pipelining:
+                sock.send(b"".join(envelope))
+                codes = [await reply() for _ in envelope]
+            else:
+                codes = []
+                for command in envelope:
+                    sock.send(command)
+                    codes.append(await reply())
+                    if codes[0] != 250:
+                        break
+            if codes[0] != 250 or codes[-1] != 354 or not {250, 251} & set(codes[1:-1]):
+                raise ValueError(f"the envelope was refused: {codes}")
+            stuffed = _LEADING_DOT.sub(b"..", content)
+            if not stuffed.endswith(b"\r\n"):
+                stuffed += b"\r\n"
+            sock.send(stuffed + b".\r\n")
+            if await reply() != 250:
+                raise ValueError("the message was refused")
+
+        loop.add_reader(sock.fileno(), readable)
+        try:
+            await reply()  # the greeting
+            sock.send(b"EHLO bench.test\r\n")
+            while b"\n250 " not in received and not received.startswith(b"250 "):
+                future = StepNow(loop=loop)
+                waiting.append(future)
+                received.extend(await future)
+            pipelining = b"PIPELINING" in received
+            received.clear()
+            for _ in range(messages):
+                await send_message(SENDER, [RECIPIENT], BODY_1K)
+            sock.send(b"QUIT\r\n")
+            await reply()
         finally:
             loop.remove_reader(sock.fileno())
             sock.close()

@@ -17,10 +17,12 @@ Workloads (peers in brackets, each left out when it is not installed):
   and without PIPELINING (smtp-sink ``-p``) [smtplib, and two floors: the
   same bytes written and their replies awaited on a bare socket, asyncio's own
   share, and read from a blocking socket with a timeout, the share of
-  smtplib's way of reading]; the sink and this process on one core while a
-  client runs, as ``client_cpu.py --one-core`` does (on two cores about
-  100 µs of a message goes with waking an idle core, and its variation
-  swamps the clients' own work: see "Round 12" in ``docs/performance.rst``);
+  smtplib's way of reading; and the asyncio minimal client, the asyncio floor
+  with the least work a client does for each message]; the sink and this
+  process on one core while a client runs, as ``client_cpu.py --one-core``
+  does (on two cores about 100 µs of a message goes with waking an idle core,
+  and its variation swamps the clients' own work: see "Round 12" in
+  ``docs/performance.rst``);
 * ``connect``: connect, EHLO, QUIT [Twisted, aiosmtpd, and the floors: a bare
   ``asyncio.Protocol`` writing the same bytes, which is asyncio's transports'
   own share, and the same over the raw socket on asyncio's selector, which is
@@ -152,6 +154,7 @@ CLIENTS: dict[str, Callable[[int, int], None]] = {
     "smtpcore.asyncio": client_loads.asyncio_client,
     "asyncio floor": client_loads.asyncio_floor_client,  # shown, not compared
     "blocking floor": client_loads.blocking_floor_client,  # shown: smtplib's floor
+    "asyncio minimal": client_loads.asyncio_minimal_client,  # shown: the least on asyncio
 }
 
 

@@ -1,8 +1,9 @@
 """The benchmarks' SMTP client loads deliver what they claim to (no timing here).
 
 ``benchmarks/client_cpu.py`` and ``compare.py`` publish figures for these
-clients and for the two floors beside them (the asyncio floor, the blocking
-floor). A load that stopped delivering, a floor that misread a reply and
+clients, for the two floors beside them (the asyncio floor, the blocking
+floor) and for the asyncio minimal client (the least a client does, on
+asyncio). A load that stopped delivering, a floor that misread a reply and
 raced ahead, say, would still print figures. Each load sends three messages
 to ``smtp-sink``, with and without PIPELINING, and the sink must hold all
 three, whole; and each one runs its session through ``evicting_sink.py``
@@ -29,6 +30,7 @@ LOADS = [
     "trio_client",
     "asyncio_floor_client",
     "blocking_floor_client",
+    "asyncio_minimal_client",
 ]
 
 
