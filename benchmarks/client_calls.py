@@ -34,6 +34,7 @@ CLIENTS: dict[str, Callable[[int, int], None]] = {
     "smtpcore.trio": client_loads.trio_client,
     "asyncio floor": client_loads.asyncio_floor_client,  # asyncio's own share
     "asyncio minimal": client_loads.asyncio_minimal_client,  # the least on asyncio
+    "aiosmtplib": client_loads.aiosmtplib_client,  # the asyncio client's own kind of peer
 }
 
 

@@ -84,6 +84,7 @@ CLIENTS = {
     "asyncio floor": "asyncio_floor_client",
     "blocking floor": "blocking_floor_client",
     "asyncio minimal": "asyncio_minimal_client",
+    "aiosmtplib": "aiosmtplib_client",
 }
 
 WARM_UP = 200

@@ -53,6 +53,25 @@ def asyncio_client(port: int, messages: int) -> None:
     asyncio.run(main())
 
 
+def aiosmtplib_client(port: int, messages: int) -> None:
+    """``aiosmtplib``, the asyncio client most used: the asyncio client's own kind of peer."""
+    import aiosmtplib
+
+    async def main() -> None:
+        client = aiosmtplib.SMTP(
+            hostname="127.0.0.1",
+            port=port,
+            local_hostname="bench.test",
+            timeout=60,
+            start_tls=False,
+        )
+        async with client:
+            for _ in range(messages):
+                await client.sendmail(SENDER, [RECIPIENT], BODY_1K)
+
+    asyncio.run(main())
+
+
 class StepNow(asyncio.Future[bytes]):
     """A future that runs the task awaiting it as soon as :meth:`resolve_now` resolves
     it, rather than at the event loop's next pass: it keeps the task's wake-up (the

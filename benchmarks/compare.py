@@ -18,7 +18,8 @@ Workloads (peers in brackets, each left out when it is not installed):
   same bytes written and their replies awaited on a bare socket, asyncio's own
   share, and read from a blocking socket with a timeout, the share of
   smtplib's way of reading; and the asyncio minimal client, the asyncio floor
-  with the least work a client does for each message]; the sink and this
+  with the least work a client does for each message; and aiosmtplib, the
+  asyncio client's own kind of peer]; the sink and this
   process on one core while a client runs, as ``client_cpu.py --one-core``
   does (on two cores about 100 µs of a message goes with waking an idle core,
   and its variation swamps the clients' own work: see "Round 12" in
@@ -155,6 +156,7 @@ CLIENTS: dict[str, Callable[[int, int], None]] = {
     "asyncio floor": client_loads.asyncio_floor_client,  # shown, not compared
     "blocking floor": client_loads.blocking_floor_client,  # shown: smtplib's floor
     "asyncio minimal": client_loads.asyncio_minimal_client,  # shown: the least on asyncio
+    "aiosmtplib": client_loads.aiosmtplib_client,  # the asyncio client's own kind of peer
 }
 
 
@@ -184,7 +186,8 @@ def on_one_core(pid: int, work: Callable[[], Sample]) -> Callable[[], Sample]:
 
 def client_workloads(sinks: dict[str, tuple[int, int]], messages: int) -> list[Workload]:
     """The client rows, one a sink: ``sinks`` maps a label to the sink's port and pid."""
-    for client in CLIENTS.values():  # imports and first-use caches out of every round
+    clients = {name: run for name, run in CLIENTS.items() if name != "aiosmtplib" or have(name)}
+    for client in clients.values():  # imports and first-use caches out of every round
         client(next(iter(sinks.values()))[0], 1)
     workloads = []
     for label, (port, pid) in sinks.items():
@@ -194,14 +197,14 @@ def client_workloads(sinks: dict[str, tuple[int, int]], messages: int) -> list[W
                 unit="msg",
                 work=messages,
                 ours=["smtpcore.sync", "smtpcore.asyncio"],
-                peers=["smtplib"],
+                peers=[peer for peer in ("smtplib", "aiosmtplib") if peer in clients],
                 runs={
                     name: on_one_core(pid, in_process(lambda c=client, p=port: c(p, messages)))
-                    for name, client in CLIENTS.items()
+                    for name, client in clients.items()
                 },
                 calls={
                     name: (lambda c=client, p=port: client_calls(c, p, 50))
-                    for name, client in CLIENTS.items()
+                    for name, client in clients.items()
                 },
             )
         )

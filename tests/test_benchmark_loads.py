@@ -31,6 +31,7 @@ LOADS = [
     "asyncio_floor_client",
     "blocking_floor_client",
     "asyncio_minimal_client",
+    "aiosmtplib_client",
 ]
 
 
