@@ -34,6 +34,10 @@ asyncio client's median ratio moved from 0.88x to 1.02x between two-core
 runs, and from 1.00x to 1.01x between one-core runs (see "Round 12" in
 ``docs/performance.rst``).
 
+A client named with ``+uvloop`` (``smtpcore.asyncio+uvloop``, ``asyncio
+floor+uvloop``) runs on uvloop's event loop rather than asyncio's own (uvloop
+comes with the ``bench`` extra; see "Round 14" in ``docs/performance.rst``).
+
 A client named with ``@`` and a directory (``smtpcore.asyncio@../before``)
 runs that checkout's library (its ``src``) rather than this one's: how a
 change is measured against the code before it, in the same rounds (``git
@@ -92,6 +96,9 @@ WARM_UP = 200
 CHILD = f"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[4])
+if sys.argv[5] == "uvloop":
+    import asyncio, uvloop
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 import client_loads
 client = getattr(client_loads, sys.argv[1])
 port, messages = int(sys.argv[2]), int(sys.argv[3])
@@ -109,22 +116,26 @@ print(json.dumps([
 """
 
 
-def client_of(name: str) -> tuple[str, Path]:
-    """The function of ``client_loads`` a client's name gives, and the source tree
-    whose library it runs (``name@directory``: that checkout's)."""
+def client_of(name: str) -> tuple[str, Path, str]:
+    """The function of ``client_loads`` a client's name gives, the source tree whose
+    library it runs (``name@directory``: that checkout's), and its event loop
+    (``name+uvloop``: uvloop's, else asyncio's own)."""
     client, _, checkout = name.partition("@")
+    client, _, loop = client.partition("+")
     tree = Path(checkout).resolve() if checkout else HERE.parent
     if not (tree / "src" / "smtpcore").is_dir():
         raise SystemExit(f"{name}: no src/smtpcore in {tree}")
-    return CLIENTS[client], tree / "src"
+    if loop not in ("", "uvloop"):
+        raise SystemExit(f"{name}: the loop is asyncio's (no suffix) or +uvloop")
+    return CLIENTS[client], tree / "src", loop
 
 
 def run_once(name: str, port: int, messages: int) -> tuple[float, float, float]:
     """(messages a second, user µs a message, system µs a message) of one fresh process."""
-    function, source = client_of(name)
+    function, source, loop = client_of(name)
     env = dict(os.environ, PYTHONPATH=str(source))
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, function, str(port), str(messages), str(HERE)],
+        [sys.executable, "-c", CHILD, function, str(port), str(messages), str(HERE), loop],
         capture_output=True,
         text=True,
         env=env,
@@ -140,12 +151,17 @@ VALGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out
 
 def instructions(name: str, port: int) -> float:
     """User-space instructions a message of one client, under valgrind (see the module)."""
-    function, source = client_of(name)
+    function, source, loop = client_of(name)
+    policy = (
+        "import asyncio, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
+        if loop == "uvloop"
+        else ""
+    )
     counts = []
     for messages in (100, 500):
         code = (
             "import gc; gc.disable(); "  # see the module's docstring
-            f"import sys; sys.path.insert(0, {str(HERE)!r}); import client_loads; "
+            f"{policy}import sys; sys.path.insert(0, {str(HERE)!r}); import client_loads; "
             f"client_loads.{function}({port}, {messages})"
         )
         env = dict(os.environ, PYTHONPATH=str(source), PYTHONHASHSEED="0")
