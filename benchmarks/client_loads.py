@@ -94,6 +94,32 @@ class StepNow(asyncio.Future[bytes]):
             self.context.run(self.wake_up, self)  # in the task's context, as the loop would
 
 
+def _nonblocking_connection(port: int) -> socket.socket:
+    """A TCP connection to the sink at ``port``, non-blocking, with Nagle's algorithm
+    off (as ``smtpcore.asyncio`` connects)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setblocking(False)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _on_readable(
+    sock: socket.socket, waiting: list[StepNow], early: Callable[[bytes], object]
+) -> Callable[[], None]:
+    """The floors' reader callback: each read resolves the future waiting for it,
+    running the waiting task at once (:class:`StepNow`), or goes to ``early`` when
+    nothing waits."""
+
+    def readable() -> None:
+        data = sock.recv(65536)
+        if waiting:
+            waiting.pop().resolve_now(data)
+        else:
+            early(data)
+
+    return readable
+
+
 def asyncio_floor_client(port: int, messages: int) -> None:
     """What asyncio itself costs a client that waits for its replies: the bytes
     ``smtpcore.asyncio`` writes (MAIL, RCPT and DATA in one write where the server
@@ -112,18 +138,10 @@ def asyncio_floor_client(port: int, messages: int) -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        sock = socket.create_connection(("127.0.0.1", port))
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = _nonblocking_connection(port)
         waiting: list[StepNow] = []
         early: list[bytes] = []  # what came while nothing waited
-
-        def readable() -> None:
-            data = sock.recv(65536)
-            if waiting:
-                waiting.pop().resolve_now(data)
-            else:
-                early.append(data)
+        readable = _on_readable(sock, waiting, early.append)
 
         async def lines(data: bytes, due: int) -> bytes:
             """Write ``data``; what came back once it holds ``due`` line ends."""
@@ -172,18 +190,10 @@ def asyncio_minimal_client(port: int, messages: int) -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        sock = socket.create_connection(("127.0.0.1", port))
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = _nonblocking_connection(port)
         waiting: list[StepNow] = []
         received = bytearray()  # what came and is not read yet
-
-        def readable() -> None:
-            data = sock.recv(65536)
-            if waiting:
-                waiting.pop().resolve_now(data)
-            else:
-                received.extend(data)
+        readable = _on_readable(sock, waiting, received.extend)
 
         async def reply() -> int:
             """The code of the next reply, once its last line has come."""
