@@ -42,7 +42,8 @@ Workloads (peers in brackets, each left out when it is not installed):
   without parameters;
 * ``decode``: DATA content, strict policy, 64 KiB chunks, beside the plain
   per-line loop of ``server_machine.py``;
-* ``pop3``: RETR of 10 KB messages from a raw-socket client [Dovecot].
+* ``pop3``: RETR of 10 KB messages from a raw-socket client, the rate and the
+  server's CPU (every process of it) over the RETRs alone [Dovecot].
 
 Loopback only; every server started here is stopped at the end. The peers
 install with the ``bench`` extra (Twisted) and the test setup's Debian
@@ -501,34 +502,41 @@ def pop3_servers(messages: int, with_dovecot: bool) -> Iterator[dict[str, int]]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def tree_cpu_seconds(pid: int) -> float | None:
-    """CPU seconds of process ``pid`` and of its children, those still running and those
-    it has reaped (Dovecot serves each session in a process of its own), from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-
-    def fields(of: str) -> list[str]:
-        with open(f"/proc/{of}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()
-
-    try:
-        own = fields(str(pid))
-    except OSError:
-        return None
-    total = sum(int(n) for n in own[11:15])  # utime, stime, cutime, cstime
+def tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds so far of process ``pid`` and of each of its children (Dovecot
+    serves each session in a process of its own), by process id, each from the
+    scheduler's count in nanoseconds where the kernel keeps it
+    (``adapters_smtp.cpu_seconds``): a POP3 session's few milliseconds are a
+    tick or two of ``/proc/PID/stat``."""
+    pids = [pid]
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or entry == str(pid):
+        if not entry.isdigit() or int(entry) == pid:
             continue
         try:
-            found = fields(entry)
-        except OSError:
+            with open(f"/proc/{entry}/stat") as stat:
+                if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:  # ppid
+                    pids.append(int(entry))
+        except (OSError, ValueError, IndexError):
             continue  # gone meanwhile
-        if int(found[1]) == pid:  # ppid: a child (Dovecot's are one level down)
-            total += sum(int(n) for n in found[11:15])
-    return total / ticks
+    found = {}
+    for each in pids:
+        seconds = adapters_smtp.cpu_seconds(each)
+        if seconds is not None:
+            found[each] = seconds
+    return found
 
 
-def retr_session(port: int, count: int) -> None:
-    """Log in, RETR messages 1 to ``count`` one at a time, QUIT (a raw-socket client)."""
+def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the processes of two :func:`tree_cpu` readings spent between them:
+    each one's growth, one started in between counted whole. One that ended in
+    between is missed: read both while the session's process lives."""
+    return sum(seconds - before.get(each, 0.0) for each, seconds in after.items())
+
+
+def retr_session(port: int, count: int, mark: Callable[[bool], None] | None = None) -> None:
+    """Log in, RETR messages 1 to ``count`` one at a time, QUIT (a raw-socket client).
+    ``mark(False)`` is called before the first RETR and ``mark(True)`` once the last
+    one is read, before QUIT: the RETRs alone, between the two."""
     import socket
 
     with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
@@ -539,9 +547,13 @@ def retr_session(port: int, count: int) -> None:
             sock.sendall(line.encode() + b"\r\n")
             if not pop3_adapters._recv_until(sock, buffer, b"\r\n").startswith(b"+OK"):
                 raise RuntimeError("login failed")
+        if mark is not None:
+            mark(False)
         for number in range(1, count + 1):
             sock.sendall(b"RETR %d\r\n" % number)
             pop3_adapters._recv_multiline(sock, buffer)
+        if mark is not None:
+            mark(True)
         sock.sendall(b"QUIT\r\n")
         pop3_adapters._recv_until(sock, buffer, b"\r\n")
 
@@ -602,19 +614,27 @@ def pop3_workload(ports: dict[str, int], messages: int) -> Workload:
     def retr(port: int) -> Callable[[], Sample]:
         def run() -> Sample:
             pid = pop3_adapters.SERVER_PIDS.get(port)
-            before = tree_cpu_seconds(pid) if pid else None
-            started = time.perf_counter()
-            retr_session(port, messages)
-            wall = time.perf_counter() - started
-            time.sleep(0.2)  # let Dovecot reap the session's process
-            after = tree_cpu_seconds(pid) if pid else None
-            cpu = after - before if before is not None and after is not None else None
-            return Sample(1 / wall, cpu)
+            walls: list[float] = []
+            cpus: list[dict[int, float]] = []
+
+            def mark(end: bool) -> None:
+                # The readings of /proc outside the interval timed.
+                if end:
+                    walls.append(time.perf_counter())
+                if pid:
+                    cpus.append(tree_cpu(pid))
+                if not end:
+                    walls.append(time.perf_counter())
+
+            retr_session(port, messages, mark)
+            time.sleep(0.2)  # the session's end, before the next contender's
+            cpu = cpu_between(*cpus) if pid else None
+            return Sample(1 / (walls[1] - walls[0]), cpu)
 
         return run
 
     return Workload(
-        name=f"POP3 RETR 10 KB x {messages}, raw-socket client, one session (server CPU)",
+        name=f"POP3 RETR 10 KB x {messages}, raw-socket client, one session (RETRs alone)",
         unit="msg",
         work=messages,
         ours=["smtpcore.asyncio"],
