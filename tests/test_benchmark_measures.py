@@ -1,0 +1,65 @@
+"""How ``benchmarks/compare.py`` reads a server's CPU for its POP3 row (no timing here).
+
+smtpcore's POP3 server is one process; Dovecot serves each session in a
+process of its own under its master. The row reads the CPU of a process and
+of each of its children (``tree_cpu``) before the first ``RETR`` and after
+the last, and adds up what each one spent in between (``cpu_between``). A
+session of 300 messages takes a few ticks of ``/proc/PID/stat``, so the
+reading must come from the scheduler's count in nanoseconds.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def compare() -> Any:
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module("compare")
+
+
+def test_what_each_process_spent_in_between_adds_up() -> None:
+    before = {10: 1.0, 11: 5.0, 12: 2.0}  # 12 ends in between: what it spent is missed
+    after = {10: 1.5, 11: 5.25, 13: 0.125}  # 13 starts in between: counted whole
+    assert compare().cpu_between(before, after) == 0.875
+
+
+def spin(seconds: float) -> None:
+    started = time.process_time()
+    while time.process_time() - started < seconds:
+        pass
+
+
+def test_a_process_and_its_children_are_read_finer_than_a_tick() -> None:
+    busy = (
+        "import sys, time\n"
+        "t = time.process_time()\n"
+        "while time.process_time() - t < 0.003: pass\n"
+        "print(flush=True)\n"
+        "sys.stdin.read()"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", busy], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"\n"  # spun
+        readings = compare().tree_cpu(os.getpid())
+        assert readings[child.pid] >= 0.003
+        # The scheduler's nanoseconds, not /proc/PID/stat's 10 ms ticks.
+        assert any(round(seconds * 100, 6) % 1 for seconds in readings.values())
+        spin(0.002)
+        later = compare().tree_cpu(os.getpid())
+        assert compare().cpu_between(readings, later) >= 0.002
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(10)
