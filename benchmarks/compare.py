@@ -19,11 +19,10 @@ Workloads (peers in brackets, each left out when it is not installed):
   share, and read from a blocking socket with a timeout, the share of
   smtplib's way of reading; and the asyncio minimal client, the asyncio floor
   with the least work a client does for each message; and aiosmtplib, the
-  asyncio client's own kind of peer]; the sink and this
-  process on one core while a client runs, as ``client_cpu.py --one-core``
-  does (on two cores about 100 µs of a message goes with waking an idle core,
-  and its variation swamps the clients' own work: see "Round 12" in
-  ``docs/performance.rst``);
+  asyncio client's own kind of peer]; the sink and this process on one core
+  while a client runs, as ``client_cpu.py --one-core`` does (on two cores
+  about 100 µs of a message goes with waking an idle core, and its variation
+  swamps the clients' own work: see "Round 12" in ``docs/performance.rst``);
 * ``connect``: connect, EHLO, QUIT [Twisted, aiosmtpd, and the floors: a bare
   ``asyncio.Protocol`` writing the same bytes, which is asyncio's transports'
   own share, and the same over the raw socket on asyncio's selector, which is
@@ -46,8 +45,8 @@ Workloads (peers in brackets, each left out when it is not installed):
   server's CPU (every process of it) over the RETRs alone [Dovecot].
 
 Loopback only; every server started here is stopped at the end. The peers
-install with the ``bench`` extra (Twisted) and the test setup's Debian
-packages (postfix for smtp-sink and smtp-source, dovecot-pop3d).
+install with the ``bench`` extra (Twisted, aiosmtplib) and the test setup's
+Debian packages (postfix for smtp-sink and smtp-source, dovecot-pop3d).
 """
 
 from __future__ import annotations
