@@ -93,12 +93,14 @@ CLIENTS = {
 
 WARM_UP = 200
 
+ON_UVLOOP = "import asyncio, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())"
+"""What a client named ``...+uvloop`` runs first."""
+
 CHILD = f"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[4])
 if sys.argv[5] == "uvloop":
-    import asyncio, uvloop
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    {ON_UVLOOP}
 import client_loads
 client = getattr(client_loads, sys.argv[1])
 port, messages = int(sys.argv[2]), int(sys.argv[3])
@@ -152,11 +154,7 @@ VALGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out
 def instructions(name: str, port: int) -> float:
     """User-space instructions a message of one client, under valgrind (see the module)."""
     function, source, loop = client_of(name)
-    policy = (
-        "import asyncio, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
-        if loop == "uvloop"
-        else ""
-    )
+    policy = f"{ON_UVLOOP}; " if loop == "uvloop" else ""
     counts = []
     for messages in (100, 500):
         code = (
