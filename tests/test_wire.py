@@ -105,6 +105,35 @@ def test_decoder_matches_the_per_line_reference(wire: bytes, data: st.DataObject
     assert ended and rest.endswith(b"MORE")
 
 
+@given(any_text, st.data())
+def test_decoder_reads_bytes_as_it_reads_a_bytearray(wire: bytes, data: st.DataObject) -> None:
+    """The decoder keeps what it returns apart from the buffer it was given: the same
+    pieces fed as ``bytes`` (each offered whole, rest and all) and through a
+    ``bytearray`` give the same content, flags and end."""
+    wire += b"\r\n.\r\nMORE"
+    pieces = data.draw(sst.chunkings(wire))
+    policy = data.draw(st.sampled_from([FramingPolicy.strict(), FramingPolicy.lenient()]))
+    through_bytearray = DotDecoder(policy, max_line_length=80)
+    expected = decode_pieces(pieces, through_bytearray)
+    through_bytes = DotDecoder(policy, max_line_length=80)
+    pending = b""
+    out: list[bytes] = []
+    ended = False
+    for piece in pieces:
+        pending += piece
+        while not ended:
+            content, consumed, ended = through_bytes.decode(pending)
+            out.append(content)
+            pending = pending[consumed:]
+            if not consumed:
+                break
+    assert (b"".join(out), ended, pending) == expected
+    assert (through_bytes.bad_line_ending, through_bytes.line_too_long) == (
+        through_bytearray.bad_line_ending,
+        through_bytearray.line_too_long,
+    )
+
+
 @pytest.mark.parametrize(
     "smuggled",
     [b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r\n.\n", b"\r\n.\r", b"\r\n\x00.\r\n", b"\r\n.\x00\r\n"],
