@@ -132,14 +132,17 @@ def _unstuffed(buf: bytes | bytearray, start: int, end: int, dots: list[int]) ->
     if not dots and type(buf) is bytes and start == 0 and end == len(buf):
         return buf
     with memoryview(buf) as view:
+        if not dots:
+            return bytes(view[start:end])
         pieces = []
-        for dot in dots:
-            pieces.append(view[start:dot])
-            start = dot + 1
-        pieces.append(view[start:end])
-        content = b"".join(pieces) if dots else bytes(pieces[0])
-        del pieces  # the views go before the buffer is released
-    return content
+        try:
+            for dot in dots:
+                pieces.append(view[start:dot])
+                start = dot + 1
+            pieces.append(view[start:end])
+            return b"".join(pieces)
+        finally:
+            pieces.clear()  # a view left alive would keep a bytearray from resizing
 
 
 def _unsafe_tail(buf: bytes | bytearray) -> int:
