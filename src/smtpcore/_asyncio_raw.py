@@ -550,9 +550,11 @@ class RawSocketTransport(_OwnLink):
         runner = self._runner
         if runner is not None and runner.task is None:
             return WOKEN
-        # The running loop's future, which is this transport's loop: without the
-        # keyword, whose dictionary costs a third of the future's making.
-        waiter = self._waiter = _Future()
+        # The loop named: without it, the future asks for the running loop, which
+        # checks the process's id with a getpid system call every time (CPython's
+        # _asyncio): 290 ns a future against 195 here, though fewer instructions
+        # in user space, where valgrind counts.
+        waiter = self._waiter = _Future(loop=self._loop)
         return waiter
 
     def receive_nowait(self, max_bytes: int) -> bytes | None:
