@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from smtpcore._dotstuff import DotDecoder, DotEncoder, decode_whole
+from smtpcore._dotstuff import _MANY_DOTS, DotDecoder, DotEncoder, decode_whole
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer, line_length_exceeded
 from smtpcore.testing import strategies as sst
 
@@ -125,6 +125,30 @@ def test_decoder_reads_bytes_as_it_reads_a_bytearray(wire: bytes, data: st.DataO
     assert (through_bytes.bad_line_ending, through_bytes.line_too_long) == (
         through_bytearray.bad_line_ending,
         through_bytearray.line_too_long,
+    )
+
+
+@given(
+    st.lists(st.text(alphabet="ab.\r\n\x00", min_size=1, max_size=5), min_size=40, max_size=140),
+    st.sampled_from([FramingPolicy.strict(), FramingPolicy.lenient()]),
+    st.booleans(),
+)
+def test_many_lines_to_unstuff_in_one_chunk(
+    texts: list[str], policy: FramingPolicy, as_bytes: bool
+) -> None:
+    """Past ``_MANY_DOTS`` lines that start with a dot in one chunk, the rest of the
+    chunk is unstuffed in C: the same content, end, rest and flags as a decoder fed
+    a few octets at a time, which notes every dot (and the per-line reference)."""
+    wire = b"\r\n".join(b"." + text.encode() for text in texts) + b"\r\n.\r\nMORE"
+    assert wire.count(b"\r\n.") > _MANY_DOTS
+    whole = DotDecoder(policy, max_line_length=8)
+    few_at_a_time = DotDecoder(policy, max_line_length=8)
+    decoded = decode_pieces([wire], whole, as_bytes=as_bytes)
+    assert decoded == decode_all(wire, list(range(0, len(wire), 7)), few_at_a_time)
+    assert decoded[:2] == reference_unstuff(wire)
+    assert (whole.bad_line_ending, whole.line_too_long) == (
+        few_at_a_time.bad_line_ending,
+        few_at_a_time.line_too_long,
     )
 
 

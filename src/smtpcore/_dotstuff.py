@@ -35,6 +35,12 @@ TERMINATOR = b"\r\n.\r\n"
 
 _LINE_WITH_DOT: Final = re.compile(rb"\r\n\.")
 """A CRLF and the dot that starts the next line (see the module's docstring)."""
+_TERMINATOR_LINE: Final = re.compile(rb"\r\n\.\r\n")
+_MANY_DOTS: Final = 32
+"""Stuffing dots a chunk's decoding notes one by one, in Python: a chunk of a
+message holds one or two. Past them (content where most lines start with a dot,
+or an attack made of them), the terminator is searched for and the dots are
+dropped by the regular expression, in C, at the cost of a copy of the chunk."""
 
 
 class DotDecoder:
@@ -84,6 +90,7 @@ class DotDecoder:
         # One pass finds every line that starts with a dot: the stuffed lines and
         # the terminator. Most chunks have none or a few.
         dots: list[int] = []  # where each stuffing dot is
+        many = False  # more than _MANY_DOTS: the rest of the chunk is left to C
         ended = False
         for found in _LINE_WITH_DOT.finditer(buf, start, limit):
             dot = found.start() + 2
@@ -91,10 +98,17 @@ class DotDecoder:
                 limit = dot
                 ended = True
                 break
+            if len(dots) == _MANY_DOTS:
+                many = True
+                terminator = _TERMINATOR_LINE.search(buf, dot, limit)
+                if terminator is not None:
+                    limit = terminator.start() + 2
+                    ended = True
+                break
             dots.append(dot)
         content = b""
         if limit > start:
-            content = self.content.feed(_unstuffed(buf, start, limit, dots))
+            content = self.content.feed(_unstuffed(buf, start, limit, None if many else dots))
             self._at_line_start = buf.endswith(b"\r\n", start, limit)
         if ended:
             held = self.content.end()
@@ -126,9 +140,14 @@ def decode_whole(
     return content if passes_whole(content, policy, max_line_length) else None
 
 
-def _unstuffed(buf: bytes | bytearray, start: int, end: int, dots: list[int]) -> bytes:
+def _unstuffed(buf: bytes | bytearray, start: int, end: int, dots: list[int] | None) -> bytes:
     """``buf[start:end]`` without the stuffing dots at ``dots``, as bytes, copied once:
-    the pieces between the dots are views of ``buf``, joined."""
+    the pieces between the dots are views of ``buf``, joined. ``None``: too many
+    dots to note (``_MANY_DOTS``): every line there that starts with a dot loses it,
+    in C (what the regular expression's ``sub`` would do, without its objects)."""
+    if dots is None:  # replace makes no object a dot, as split, sub or views would
+        with memoryview(buf) as view:
+            return bytes(view[start:end]).replace(b"\r\n.", b"\r\n")
     if not dots and type(buf) is bytes and start == 0 and end == len(buf):
         return buf
     with memoryview(buf) as view:
