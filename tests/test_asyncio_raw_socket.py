@@ -17,6 +17,7 @@ import selectors
 import socket
 import struct
 import threading
+import time
 import types
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, cast
@@ -31,11 +32,12 @@ from peers import (
     running_smtp_server,
 )
 from smtpcore import _asyncio_raw
-from smtpcore._asyncio_raw import Acceptor, RawSocketTransport, serves_raw
+from smtpcore._asyncio_raw import Acceptor, HeldWrites, RawSocketTransport, serves_raw
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore.asyncio import AsyncioTransport, SMTPServer
 from smtpcore.handler import Handler
 from smtpcore.maildrop import MaildirStore
+from smtpcore.smtp import Reply
 
 LOOPBACK = "127.0.0.1"
 PAYLOAD = bytes(range(256)) * (16 * 1024)  # 4 MiB: more than the socket buffers hold
@@ -992,3 +994,187 @@ def test_a_read_callback_queued_before_the_session_closed_does_nothing(
         assert told == []
 
     asyncio.run(main())
+
+
+# -- writes held to the loop's next pass (HeldWrites) ---------------------------------------
+
+
+def _held_transport(sock: socket.socket) -> tuple[RawSocketTransport, HeldWrites]:
+    loop = asyncio.get_running_loop()
+    writes = HeldWrites(loop)
+    return RawSocketTransport(sock, None, loop, writes=writes), writes
+
+
+def _nothing() -> None:
+    pass
+
+
+def _received_now(sock: socket.socket) -> bytes:
+    """What the peer can read at once (b"" when nothing has come)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(65536)
+    except BlockingIOError:
+        return b""
+    finally:
+        sock.setblocking(True)
+
+
+def test_a_write_with_nothing_else_to_run_in_the_pass_goes_out_at_once(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = pair
+
+    async def main() -> None:
+        transport, _ = _held_transport(ours)
+        assert not asyncio.get_running_loop()._ready  # type: ignore[attr-defined]
+        assert transport.send_nowait(b"250 OK\r\n") == 8
+        assert transport._held is None
+        assert _received_now(theirs) == b"250 OK\r\n"
+        await transport.aclose()
+
+    asyncio.run(main())
+
+
+def test_writes_while_others_wait_to_run_go_out_together_at_the_next_pass(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = pair
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = _held_transport(ours)
+        loop.call_soon(_nothing)  # another callback waits to run in this pass
+        assert transport.send_nowait(b"250 first\r\n") == 11  # taken, as a write is
+        assert transport.send_nowait(b"250 second\r\n") == 12
+        assert _received_now(theirs) == b""  # held
+        await asyncio.sleep(0)  # the next pass
+        assert _received_now(theirs) == b"250 first\r\n250 second\r\n"
+        assert transport._held is None
+        await transport.aclose()
+
+    asyncio.run(main())
+
+
+def test_held_bytes_go_before_a_later_write_and_before_the_close(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = pair
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = _held_transport(ours)
+        loop.call_soon(_nothing)
+        transport.send_nowait(b"250 held\r\n")
+        await transport.send_all(b"354 go ahead\r\n")
+        assert _received_now(theirs) == b"250 held\r\n354 go ahead\r\n"
+        loop.call_soon(_nothing)
+        transport.send_nowait(b"221 bye\r\n")
+        await transport.aclose()  # in the same pass: the held reply first
+        assert ours.fileno() == -1
+        assert theirs.recv(100) == b"221 bye\r\n"
+        assert theirs.recv(100) == b""
+        await asyncio.sleep(0)  # the held writes' pass finds nothing left to write
+
+    asyncio.run(main())
+
+
+def test_held_bytes_the_kernel_cannot_take_whole_wait_for_room_and_all_arrive(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = pair
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = _held_transport(ours)
+        loop.call_soon(_nothing)
+        assert transport.send_nowait(PAYLOAD) == len(PAYLOAD)
+        await asyncio.sleep(0)
+        pending = transport._out
+        assert pending is not None and 0 < len(pending) < len(PAYLOAD)
+        assert transport._writing  # watched for room, with nobody awaiting it
+        assert transport.send_nowait(b"more") == 0  # behind what waits
+        received = bytearray()
+        reader = threading.Thread(
+            target=_read_until, args=(theirs, received, len(PAYLOAD) + len(b"after"))
+        )
+        reader.start()
+        await transport.send_all(b"after")
+        await asyncio.to_thread(reader.join, 30)
+        assert received == PAYLOAD + b"after"
+        assert transport._out is None and not transport._writing
+        await transport.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_held_write_to_a_reset_connection_loses_it() -> None:
+    server = socket.create_server((LOOPBACK, 0))
+    with server, socket.create_connection(server.getsockname(), timeout=10) as theirs:
+        ours, _ = server.accept()
+        ours.setblocking(False)
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            transport, _ = _held_transport(ours)
+            theirs.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            theirs.close()  # RST, which nothing reads before the held write
+            time.sleep(0.05)
+            loop.call_soon(_nothing)
+            assert transport.send_nowait(b"250 OK\r\n") == 8  # held
+            await asyncio.sleep(0)  # written: the kernel refuses it
+            assert transport._lost and transport._held is None
+            assert await transport.receive_some(100) == b""
+            with pytest.raises(ConnectionError):
+                transport.send_nowait(b"after")
+            await transport.aclose()
+            assert ours.fileno() == -1
+
+        asyncio.run(main())
+
+
+class _Echoing(Handler):
+    """Answers VRFY with its argument: each client's replies are its own."""
+
+    async def handle_vrfy(self, session: Any, argument: str) -> Reply | None:
+        return Reply(252, f"{argument} may be tried")
+
+
+def test_sessions_ready_in_one_pass_each_get_their_own_replies_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Twenty clients whose commands arrive together: the replies of those served in one
+    pass are held for the next (counted), and each client gets its own, in order."""
+    held: list[int] = []
+    hold = HeldWrites.hold
+
+    def counting(self: HeldWrites, transport: RawSocketTransport, data: bytes) -> int:
+        held.append(len(data))
+        return hold(self, transport, data)
+
+    monkeypatch.setattr(HeldWrites, "hold", counting)
+    with running_smtp_server("asyncio", _Echoing()) as server:
+        socks = [
+            socket.create_connection((server.host, server.port), timeout=10) for _ in range(20)
+        ]
+        try:
+            files = [sock.makefile("rb") for sock in socks]
+            for file in files:
+                assert file.readline().startswith(b"220 ")
+            for turn in range(3):
+                for number, sock in enumerate(socks):
+                    sock.sendall(f"VRFY c{number}t{turn}\r\nNOOP\r\n".encode())
+                for number, file in enumerate(files):
+                    assert (
+                        file.readline() == f"252 2.0.0 c{number}t{turn} may be tried\r\n".encode()
+                    )
+                    assert file.readline() == b"250 2.0.0 OK\r\n"
+            for sock in socks:
+                sock.sendall(b"QUIT\r\n")
+            for file in files:
+                assert file.readline().startswith(b"221 ")
+                assert file.read() == b""
+        finally:
+            for sock in socks:
+                sock.close()
+    assert held  # some replies waited for the next pass

@@ -27,7 +27,7 @@ from smtpcore._asyncio_alarm import OffLoopTimers
 from smtpcore._asyncio_client_socket import SocketClientTransport, connect_socket
 from smtpcore._asyncio_clock import AsyncioClock as AsyncioClock  # importable from here too
 from smtpcore._asyncio_clock import Deadline
-from smtpcore._asyncio_raw import Acceptor, RawSocketTransport, listening_sockets
+from smtpcore._asyncio_raw import Acceptor, HeldWrites, RawSocketTransport, listening_sockets
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore._driver import (
     BaseSMTPClient,
@@ -771,6 +771,9 @@ class _Listener(BaseListener[_S]):
     """:meth:`_ended`, bound once: every runner shares it."""
     _timers: OffLoopTimers
     """The one timer behind every accepted connection's deadlines."""
+    _writes: HeldWrites | None = None
+    """Where the raw socket's connections hold their writes while others run in the
+    same pass of the loop (see :class:`~smtpcore._asyncio_raw.HeldWrites`)."""
     _loop: asyncio.AbstractEventLoop
     _idle: asyncio.Future[None] | None = None
     """Set once no session is left, while :meth:`aclose` waits for that."""
@@ -800,6 +803,7 @@ class _Listener(BaseListener[_S]):
                 sockets = await listening_sockets(
                     loop, self.host, self.requested_port, self.backlog
                 )
+            self._writes = HeldWrites(loop)
             self._server = Acceptor(loop, sockets, self._accepted, self.backlog)
             return
         # Each connection's protocol, made without a Python call of ours.
@@ -823,7 +827,7 @@ class _Listener(BaseListener[_S]):
         starts at once, stepped by a runner (the greeting goes out in this pass)."""
         loop = self._loop
         runner = SessionRunner(loop, self._runner_done, self._timers)  # and its clock
-        transport = RawSocketTransport(sock, peer, loop, runner, local)  # its own link
+        transport = RawSocketTransport(sock, peer, loop, runner, local, self._writes)
         session = self.state.admit(transport)
         if isinstance(session, bytes):
             transport.refuse(session)
