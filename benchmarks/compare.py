@@ -225,16 +225,12 @@ def connect_only(port: int, connections: int) -> None:
 
 def smtp_source(port: int, messages: int, sessions: int, reuse: bool) -> None:
     program = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
-    import subprocess
-
-    subprocess.run(
+    adapters_smtp.run_timed_program(
         [
             *(program, "-s", str(sessions), "-m", str(messages), "-l", "1024"),
             *(["-d"] if reuse else []),
             *("-f", SENDER, "-t", RECIPIENT, f"127.0.0.1:{port}"),
-        ],
-        check=True,
-        timeout=600,
+        ]
     )
 
 
