@@ -1088,20 +1088,21 @@ def test_held_bytes_the_kernel_cannot_take_whole_wait_for_room_and_all_arrive(
         loop = asyncio.get_running_loop()
         transport, _ = _held_transport(ours)
         loop.call_soon(_nothing)
-        assert transport.send_nowait(PAYLOAD) == len(PAYLOAD)
+        payload = PAYLOAD[: _asyncio_raw._HOLD_AT_MOST]  # as much as may be held
+        assert transport.send_nowait(payload) == len(payload)
         await asyncio.sleep(0)
         pending = transport._out
-        assert pending is not None and 0 < len(pending) < len(PAYLOAD)
+        assert pending is not None and 0 < len(pending) < len(payload)
         assert transport._writing  # watched for room, with nobody awaiting it
         assert transport.send_nowait(b"more") == 0  # behind what waits
         received = bytearray()
         reader = threading.Thread(
-            target=_read_until, args=(theirs, received, len(PAYLOAD) + len(b"after"))
+            target=_read_until, args=(theirs, received, len(payload) + len(b"after"))
         )
         reader.start()
         await transport.send_all(b"after")
         await asyncio.to_thread(reader.join, 30)
-        assert received == PAYLOAD + b"after"
+        assert received == payload + b"after"
         assert transport._out is None and not transport._writing
         await transport.aclose()
 
@@ -1178,3 +1179,39 @@ def test_sessions_ready_in_one_pass_each_get_their_own_replies_in_order(
             for sock in socks:
                 sock.close()
     assert held  # some replies waited for the next pass
+
+
+def test_a_connection_holds_a_bounded_amount_and_a_larger_write_goes_at_once(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """What a connection holds stays within ``_HOLD_AT_MOST``: a write that would hold
+    more goes at once, after what waits (a POP3 message's content among others'
+    replies must not gather in memory)."""
+    ours, theirs = pair
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    bound = _asyncio_raw._HOLD_AT_MOST
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = _held_transport(ours)
+        loop.call_soon(_nothing)
+        first = b"a" * (bound - 10)
+        assert transport.send_nowait(first) == len(first)
+        assert transport._held == first
+        second = b"b" * 20
+        assert transport.send_nowait(second) == len(second)  # written at once, in order
+        assert transport._held is None
+        received = bytearray()
+        _read_until(theirs, received, len(first) + len(second))
+        assert received == first + second
+        big = b"c" * (bound + 1)
+        assert transport.send_nowait(big) == len(big)  # too big to hold at all
+        assert transport._held is None
+        received.clear()
+        _read_until(theirs, received, len(big))
+        assert received == big
+        await asyncio.sleep(0)
+        await transport.aclose()
+
+    asyncio.run(main())

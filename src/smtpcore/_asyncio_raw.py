@@ -75,6 +75,11 @@ _ACCEPT_BATCH: Final = 100
 _FULL_WAKES: Final = 4
 """Wakes in a row that find every connection they try waiting before the next one tries
 twice as many (see :meth:`Acceptor._accept`)."""
+_HOLD_AT_MOST: Final = 16384
+"""At most this many bytes of a connection wait for the loop's next pass (see
+:class:`HeldWrites`): a write that would hold more (a POP3 message's content,
+say) goes at once, after what waits, and meets the kernel's back-pressure as
+any write does. Replies are smaller by far."""
 _ACCEPT_RETRY: Final = 1.0
 """How long a listener out of descriptors (or memory) waits before accepting again."""
 _OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -142,7 +147,9 @@ class HeldWrites:
     Only while something else waits to run in this pass (the loop's queue of
     ready callbacks, ``_ready``, is not empty: see :func:`serves_raw`): a
     session whose client is the only one that sent something writes at once,
-    and its reply costs no pass of the loop. A held reply is written before
+    and its reply costs no pass of the loop. And only up to
+    :data:`_HOLD_AT_MOST` bytes a connection: a larger write goes at once. A
+    held reply is written before
     anything else of its connection's: its next write (:meth:`RawSocketTransport.
     send_all`), its close, its TLS handshake.
 
@@ -667,7 +674,16 @@ class RawSocketTransport(_OwnLink):
             return 0
         writes = self._writes
         if writes is not None and self._loop._ready:  # type: ignore[attr-defined]  # see serves_raw
-            return writes.hold(self, data)  # others run in this pass: written after them
+            # Others run in this pass: written after them, within a bound.
+            held = self._held
+            if (0 if held is None else len(held)) + len(data) <= _HOLD_AT_MOST:
+                return writes.hold(self, data)
+            if held is not None:  # too much to hold: what waits goes first, now
+                self._write_held()
+                if self._lost:
+                    raise ConnectionResetError("the connection was lost while writing")
+                if self._out is not None:  # the kernel did not take all of it
+                    return 0
         try:
             return _write(self._fd, data)
         except (BlockingIOError, InterruptedError):
