@@ -1215,3 +1215,16 @@ def test_a_connection_holds_a_bounded_amount_and_a_larger_write_goes_at_once(
         await transport.aclose()
 
     asyncio.run(main())
+
+
+def test_writes_are_held_only_on_a_loop_whose_ready_queue_is_known() -> None:
+    """A loop without the selector loop's ``_ready`` (a Python that changed it) writes
+    every reply at once, and still serves over the raw socket."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert isinstance(HeldWrites.for_loop(loop), HeldWrites)
+        assert serves_raw(loop)
+
+    asyncio.run(main())
+    assert HeldWrites.for_loop(cast(asyncio.AbstractEventLoop, object())) is None

@@ -125,7 +125,6 @@ def serves_raw(loop: asyncio.AbstractEventLoop) -> bool:
         and os.name == "posix"  # a socket's descriptor is a file's (see _read)
         and isinstance(loop, asyncio.SelectorEventLoop)
         and isinstance(getattr(loop, "_selector", None), selectors.BaseSelector)
-        and isinstance(getattr(loop, "_ready", None), collections.deque)  # see HeldWrites
     )
 
 
@@ -145,7 +144,7 @@ class HeldWrites:
     (Redis, too, writes its replies together, just before its next wait.)
 
     Only while something else waits to run in this pass (the loop's queue of
-    ready callbacks, ``_ready``, is not empty: see :func:`serves_raw`): a
+    ready callbacks, ``_ready``, is not empty: see :meth:`for_loop`): a
     session whose client is the only one that sent something writes at once,
     and its reply costs no pass of the loop. And only up to
     :data:`_HOLD_AT_MOST` bytes a connection: a larger write goes at once. A
@@ -159,6 +158,14 @@ class HeldWrites:
     """
 
     __slots__ = ("_held", "_loop")
+
+    @classmethod
+    def for_loop(cls, loop: asyncio.AbstractEventLoop) -> HeldWrites | None:
+        """The loop's held writes, or None where its queue of ready callbacks is not the
+        selector loop's ``_ready`` (a Python that changed it): every write at once."""
+        if isinstance(getattr(loop, "_ready", None), collections.deque):
+            return cls(loop)
+        return None
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -673,7 +680,7 @@ class RawSocketTransport(_OwnLink):
         if self._out is not None:  # behind what waits already
             return 0
         writes = self._writes
-        if writes is not None and self._loop._ready:  # type: ignore[attr-defined]  # see serves_raw
+        if writes is not None and self._loop._ready:  # type: ignore[attr-defined]  # see HeldWrites
             # Others run in this pass: written after them, within a bound.
             held = self._held
             if (0 if held is None else len(held)) + len(data) <= _HOLD_AT_MOST:

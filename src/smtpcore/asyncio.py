@@ -803,7 +803,7 @@ class _Listener(BaseListener[_S]):
                 sockets = await listening_sockets(
                     loop, self.host, self.requested_port, self.backlog
                 )
-            self._writes = HeldWrites(loop)
+            self._writes = HeldWrites.for_loop(loop)
             self._server = Acceptor(loop, sockets, self._accepted, self.backlog)
             return
         # Each connection's protocol, made without a Python call of ours.
