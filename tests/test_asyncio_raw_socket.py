@@ -999,10 +999,10 @@ def test_a_read_callback_queued_before_the_session_closed_does_nothing(
 # -- writes held to the loop's next pass (HeldWrites) ---------------------------------------
 
 
-def _held_transport(sock: socket.socket) -> tuple[RawSocketTransport, HeldWrites]:
+def _held_transport(sock: socket.socket) -> RawSocketTransport:
+    """A transport over ``sock`` whose writes may be held, as a server's are."""
     loop = asyncio.get_running_loop()
-    writes = HeldWrites(loop)
-    return RawSocketTransport(sock, None, loop, writes=writes), writes
+    return RawSocketTransport(sock, None, loop, writes=HeldWrites(loop))
 
 
 def _nothing() -> None:
@@ -1026,7 +1026,7 @@ def test_a_write_with_nothing_else_to_run_in_the_pass_goes_out_at_once(
     ours, theirs = pair
 
     async def main() -> None:
-        transport, _ = _held_transport(ours)
+        transport = _held_transport(ours)
         assert not asyncio.get_running_loop()._ready  # type: ignore[attr-defined]
         assert transport.send_nowait(b"250 OK\r\n") == 8
         assert transport._held is None
@@ -1043,7 +1043,7 @@ def test_writes_while_others_wait_to_run_go_out_together_at_the_next_pass(
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        transport, _ = _held_transport(ours)
+        transport = _held_transport(ours)
         loop.call_soon(_nothing)  # another callback waits to run in this pass
         assert transport.send_nowait(b"250 first\r\n") == 11  # taken, as a write is
         assert transport.send_nowait(b"250 second\r\n") == 12
@@ -1063,7 +1063,7 @@ def test_held_bytes_go_before_a_later_write_and_before_the_close(
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        transport, _ = _held_transport(ours)
+        transport = _held_transport(ours)
         loop.call_soon(_nothing)
         transport.send_nowait(b"250 held\r\n")
         await transport.send_all(b"354 go ahead\r\n")
@@ -1086,7 +1086,7 @@ def test_held_bytes_the_kernel_cannot_take_whole_wait_for_room_and_all_arrive(
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        transport, _ = _held_transport(ours)
+        transport = _held_transport(ours)
         loop.call_soon(_nothing)
         payload = PAYLOAD[: _asyncio_raw._HOLD_AT_MOST]  # as much as may be held
         assert transport.send_nowait(payload) == len(payload)
@@ -1117,7 +1117,7 @@ def test_a_held_write_to_a_reset_connection_loses_it() -> None:
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
-            transport, _ = _held_transport(ours)
+            transport = _held_transport(ours)
             theirs.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             theirs.close()  # RST, which nothing reads before the held write
             time.sleep(0.05)
@@ -1194,7 +1194,7 @@ def test_a_connection_holds_a_bounded_amount_and_a_larger_write_goes_at_once(
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        transport, _ = _held_transport(ours)
+        transport = _held_transport(ours)
         loop.call_soon(_nothing)
         first = b"a" * (bound - 10)
         assert transport.send_nowait(first) == len(first)

@@ -708,17 +708,30 @@ class RawSocketTransport(_OwnLink):
             return
         self._held = None
         try:
+            self._write_keeping_rest(data)
+        except OSError:
+            return  # the connection is lost
+        if self._out is not None:
+            self._watch_for_room()
+
+    def _write_keeping_rest(self, data: bytes) -> None:
+        """Write ``data`` now; what the kernel does not take waits in ``_out``. A
+        failed write loses the connection and raises."""
+        try:
             sent = _write(self._fd, data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
             self._lose()
-            return
+            raise
         if sent < len(data):
             self._out = bytearray(memoryview(data)[sent:])
-            if not self._writing:
-                self._writing = True
-                self._loop.add_writer(self._fd, self._writable)
+
+    def _watch_for_room(self) -> None:
+        """Have the loop's selector run :meth:`_writable` when the kernel takes more."""
+        if not self._writing:
+            self._writing = True
+            self._loop.add_writer(self._fd, self._writable)
 
     async def send_all(self, data: bytes) -> None:
         inner = self._inner
@@ -733,16 +746,9 @@ class RawSocketTransport(_OwnLink):
             data = held + data
         out = self._out
         if out is None:
-            try:
-                sent = _write(self._fd, data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                self._lose()
-                raise
-            if sent == len(data):
+            self._write_keeping_rest(data)
+            if self._out is None:  # all of it went
                 return
-            self._out = bytearray(memoryview(data)[sent:])
         else:
             out += data
         await self._sent()
@@ -751,9 +757,7 @@ class RawSocketTransport(_OwnLink):
 
     async def _sent(self) -> None:
         """Wait until the kernel has taken everything written, or the connection is lost."""
-        if not self._writing:
-            self._writing = True
-            self._loop.add_writer(self._fd, self._writable)
+        self._watch_for_room()
         while self._out is not None and not self._lost:
             self._want = _ROOM
             runner = self._runner
