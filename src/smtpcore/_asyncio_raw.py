@@ -189,7 +189,10 @@ class HeldWrites:
         transports = self._held
         self._held = []
         for transport in transports:
-            transport._write_held()
+            data = transport._held
+            if data is not None:  # else written meanwhile (a later write, the close)
+                transport._held = None
+                transport._write_now(data)
 
 
 def resolve_now(future: asyncio.Future[_T], result: _T) -> None:
@@ -704,28 +707,23 @@ class RawSocketTransport(_OwnLink):
         does not take waits for room (as :meth:`send_all`'s rest does, whether or
         not the session awaits it)."""
         data = self._held
-        if data is None:  # written meanwhile (a later write, the close)
-            return
-        self._held = None
-        try:
-            self._write_keeping_rest(data)
-        except OSError:
-            return  # the connection is lost
-        if self._out is not None:
-            self._watch_for_room()
+        if data is not None:
+            self._held = None
+            self._write_now(data)
 
-    def _write_keeping_rest(self, data: bytes) -> None:
-        """Write ``data`` now; what the kernel does not take waits in ``_out``. A
-        failed write loses the connection and raises."""
+    def _write_now(self, data: bytes) -> None:
+        """Write ``data`` now; what the kernel does not take waits in ``_out``, the
+        socket watched for room. A failed write loses the connection."""
         try:
             sent = _write(self._fd, data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
             self._lose()
-            raise
+            return
         if sent < len(data):
             self._out = bytearray(memoryview(data)[sent:])
+            self._watch_for_room()
 
     def _watch_for_room(self) -> None:
         """Have the loop's selector run :meth:`_writable` when the kernel takes more."""
@@ -746,7 +744,9 @@ class RawSocketTransport(_OwnLink):
             data = held + data
         out = self._out
         if out is None:
-            self._write_keeping_rest(data)
+            self._write_now(data)
+            if self._lost:
+                raise ConnectionResetError("the connection was lost while writing")
             if self._out is None:  # all of it went
                 return
         else:
