@@ -1228,3 +1228,39 @@ def test_writes_are_held_only_on_a_loop_whose_ready_queue_is_known() -> None:
 
     asyncio.run(main())
     assert HeldWrites.for_loop(cast(asyncio.AbstractEventLoop, object())) is None
+
+
+def test_a_held_reply_goes_out_in_clear_before_the_tls_handshake(tls: TLSFiles) -> None:
+    """STARTTLS's 220, held while others run in the pass, is written before the socket
+    is handed over for the handshake (the client reads it in clear, then starts TLS)."""
+    listener = socket.create_server((LOOPBACK, 0))
+    result: list[bytes] = []
+
+    def tls_client() -> None:
+        with socket.create_connection(listener.getsockname(), timeout=10) as plain:
+            result.append(plain.recv(100))  # the 220, in clear
+            with tls.client_context.wrap_socket(plain, server_hostname="localhost") as sock:
+                sock.sendall(b"EHLO client.test\r\n")
+                result.append(sock.recv(100))
+
+    thread = threading.Thread(target=tls_client)
+    thread.start()
+    with listener:
+        ours, _ = listener.accept()
+        ours.setblocking(False)
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            transport = _held_transport(ours)
+            loop.call_soon(_nothing)
+            transport.send_nowait(b"220 2.0.0 Ready to start TLS\r\n")
+            assert transport._held is not None
+            await transport.start_tls(tls.server_context, server_side=True)
+            assert transport.tls is not None
+            assert await transport.receive_some(100) == b"EHLO client.test\r\n"
+            await transport.send_all(b"250 mx.test\r\n")
+            await transport.aclose()
+
+        asyncio.run(main())
+        thread.join(10)
+    assert result == [b"220 2.0.0 Ready to start TLS\r\n", b"250 mx.test\r\n"]
