@@ -1264,3 +1264,37 @@ def test_a_held_reply_goes_out_in_clear_before_the_tls_handshake(tls: TLSFiles) 
         asyncio.run(main())
         thread.join(10)
     assert result == [b"220 2.0.0 Ready to start TLS\r\n", b"250 mx.test\r\n"]
+
+
+def test_a_held_write_waiting_for_room_while_the_session_waits_for_bytes(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """The rest of a held write waits for room while the session waits for its client:
+    the socket is watched both ways at once, and each wait ends as it should."""
+    ours, theirs = pair
+
+    def peer(received: bytearray, size: int) -> None:
+        _read_until(theirs, received, size)
+        theirs.sendall(b"NOOP\r\n")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        transport = _held_transport(ours)
+        reading = asyncio.ensure_future(transport.receive_some(100))
+        await asyncio.sleep(0)  # the session waits for its client
+        assert transport._reading
+        loop.call_soon(_nothing)
+        payload = PAYLOAD[: _asyncio_raw._HOLD_AT_MOST]
+        transport.send_nowait(payload)
+        await asyncio.sleep(0)  # written: the kernel takes part of it
+        assert transport._out is not None and transport._writing and transport._reading
+        received = bytearray()
+        thread = threading.Thread(target=peer, args=(received, len(payload)))
+        thread.start()
+        assert await asyncio.wait_for(reading, 30) == b"NOOP\r\n"
+        await asyncio.to_thread(thread.join, 30)
+        assert received == payload
+        assert transport._out is None and not transport._writing
+        await transport.aclose()
+
+    asyncio.run(main())
