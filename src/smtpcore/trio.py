@@ -7,6 +7,7 @@ and the public API has the same shape.
 
 from __future__ import annotations
 
+import contextlib
 import email.message
 import errno
 import functools
@@ -65,6 +66,7 @@ from smtpcore._driver._smtp_client import (
 )
 from smtpcore._driver._timeouts import POP3Timeouts, rest_of
 from smtpcore._driver._transport import Link, YieldFirst
+from smtpcore._trio_held import HOLD_AT_MOST, HeldWrites
 from smtpcore.address import Mailbox
 from smtpcore.handler import (
     Authenticator,
@@ -565,7 +567,7 @@ class TrioTransport:
     ``trio.SSLStream``.
     """
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, *, writes: HeldWrites | None = None) -> None:
         self._base = stream
         self._stream: trio.abc.Stream = stream
         self._ssl: trio.SSLStream[trio.abc.Stream] | None = (
@@ -579,6 +581,16 @@ class TrioTransport:
         if isinstance(stream, trio.SocketStream):
             # A SocketStream over TCP has TCP_NODELAY set already (trio does it).
             self._fd = stream.socket.fileno()
+        self._writes = writes
+        """A server's held writes (see :class:`~smtpcore._trio_held.HeldWrites`); None
+        writes every reply at once."""
+        self._held: bytes | None = None
+        """What ``_writes`` holds for this connection until the batch's end."""
+        self._rest_written: trio.Event | None = None
+        """Set once the rest of a held write, which the kernel did not take at the
+        batch's end, has gone (a task of the server's writes it)."""
+        self._write_failed: OSError | None = None
+        """Why a held write failed, for the session's next write to raise."""
 
     async def receive_some(self, max_bytes: int) -> bytes:
         if self._fd >= 0 and not self._closed:
@@ -641,6 +653,16 @@ class TrioTransport:
             raise ConnectionResetError("the connection is closed")
         if self._fd < 0:
             return 0  # TLS records and other streams go through send_all
+        writes = self._writes
+        if writes is not None:
+            if self._rest_written is not None or self._write_failed is not None:
+                return 0  # behind what waits for room (send_all waits, or raises)
+            if writes.holds():  # others write in this batch: written with theirs
+                held = self._held
+                if (0 if held is None else len(held)) + len(data) <= HOLD_AT_MOST:
+                    return writes.hold(self, data)
+                if held is not None:
+                    return 0  # too much to hold: send_all writes what waits, then this
         # Straight to the kernel: trio's send passes through the scheduler even
         # when it need not wait. The session's next read is its checkpoint.
         try:
@@ -648,8 +670,60 @@ class TrioTransport:
         except BlockingIOError:
             return 0
 
+    def _write_held(self) -> None:
+        """The batch's end (:meth:`HeldWrites.before_io_wait`): write what is held. The
+        rest, if the kernel does not take it all, is written by a task of the
+        server's, which waits for room; a failure is raised by the session's next
+        write (its next read finds the connection gone)."""
+        data = self._held
+        if data is None:  # written meanwhile (a later send_all, the close)
+            return
+        self._held = None
+        try:
+            sent = os.write(self._fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._write_failed = exc
+            return
+        if sent < len(data):
+            done = self._rest_written = trio.Event()
+            assert self._writes is not None  # only held writes come here
+            try:
+                self._writes.spawn(self._write_rest, data[sent:], done)
+            except RuntimeError as exc:  # the server's nursery takes no more tasks
+                self._rest_written = None
+                self._write_failed = ConnectionResetError(str(exc))
+
+    async def _write_rest(self, data: bytes, done: trio.Event) -> None:
+        """Write the rest of a held write as room comes (see :meth:`_write_held`)."""
+        try:
+            await self._send_plain(data)
+        except OSError as exc:
+            self._write_failed = exc
+        finally:
+            self._rest_written = None
+            done.set()
+
+    async def _held_first(self, data: bytes) -> bytes:
+        """``data`` behind what waits to be written: the rest of a held write, once
+        written, and what is held now."""
+        done = self._rest_written
+        if done is not None:
+            await done.wait()
+        failed = self._write_failed
+        if failed is not None:
+            raise ConnectionResetError(f"connection lost: {failed}")
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + data
+        return data
+
     async def send_all(self, data: bytes) -> None:
         if self._fd >= 0 and not self._closed:
+            if self._writes is not None:
+                data = await self._held_first(data)
             await self._send_plain(data)
             return
         try:
@@ -687,6 +761,10 @@ class TrioTransport:
         # So does it what another stream had buffered.
         if self._ssl is not None:
             raise ConnectionResetError("TLS is already up on this stream")
+        if self._writes is not None and self._fd >= 0:
+            held = await self._held_first(b"")  # the reply that says go ahead, in clear
+            if held:
+                await self._send_plain(held)
         stream = trio.SSLStream(
             self._stream,
             context,
@@ -711,6 +789,10 @@ class TrioTransport:
         self._closed = True
         with trio.move_on_after(_CLOSE_TIMEOUT) as scope:
             scope.shield = True
+            if self._held is not None or self._rest_written is not None:
+                # The last reply, held: before the close, as a write would have been.
+                with contextlib.suppress(OSError):
+                    await self._send_plain(await self._held_first(b""))
             try:
                 await self._stream.aclose()
                 return
@@ -762,6 +844,10 @@ class _Listener(BaseListener[_S]):
     _stream_scopes: set[trio.CancelScope] | None = None
     """The scopes of sessions run by serve_transport in their callers' tasks."""
 
+    _held_writes: HeldWrites | None = None
+    """The replies of accepted connections held to the end of the scheduler's batch,
+    while the server serves them."""
+
     async def _open_listeners(self) -> list[trio.SocketListener]:
         if self.sock is not None or self.unix_path is not None:
             sock = self._unix_socket() if self.sock is None else self.sock
@@ -801,10 +887,19 @@ class _Listener(BaseListener[_S]):
         # Shielded: sessions outlive a cancellation of the surrounding code until
         # aclose() has given them their grace period.
         with self._sessions_scope:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self._accept_all)
-                task_status.started()
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    self._held_writes = HeldWrites(nursery.start_soon)
+                    trio.lowlevel.add_instrument(self._held_writes)
+                    nursery.start_soon(self._accept_all)
+                    task_status.started()
+            finally:
+                # Every session has ended, and written what it held as it closed.
+                if self._held_writes is not None:
+                    with contextlib.suppress(KeyError):  # trio dropped it: it failed
+                        trio.lowlevel.remove_instrument(self._held_writes)
+                    self._held_writes = None
 
     async def _accept_all(self) -> None:
         try:
@@ -828,7 +923,8 @@ class _Listener(BaseListener[_S]):
                 logger.warning("accept() failed, retrying soon: %s", exc)
                 await trio.sleep(0.1)
                 continue
-            session = self.state.admit(_link(TrioTransport(stream)))
+            transport = TrioTransport(stream, writes=self._held_writes)
+            session = self.state.admit(_link(transport))
             if isinstance(session, bytes):
                 self._nursery.start_soon(self._refuse, stream, session)
             else:

@@ -1,0 +1,358 @@
+"""The trio server's replies held to the end of the scheduler's batch (``HeldWrites``).
+
+Within one task, ``await trio.lowlevel.checkpoint()`` ends the batch: trio
+calls the instruments' ``before_io_wait`` before the task runs again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import trio
+
+from peers import LOOPBACK, TLSFiles, running_smtp_server
+from smtpcore._trio_held import HOLD_AT_MOST, HeldWrites
+from smtpcore.handler import Handler
+from smtpcore.smtp import Reply
+from smtpcore.trio import SMTPServer, TrioTransport
+
+PAYLOAD = bytes(range(256)) * 64  # 16 KiB: as much as a connection may hold
+
+
+@pytest.fixture
+def pairs() -> Iterator[list[tuple[socket.socket, socket.socket]]]:
+    """Two connected pairs: a server's end (non-blocking, small buffers) and its peer's."""
+    made = []
+    for _ in range(2):
+        ours, theirs = socket.socketpair()
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        ours.setblocking(False)
+        made.append((ours, theirs))
+    try:
+        yield made
+    finally:
+        for ours, theirs in made:
+            ours.close()
+            theirs.close()
+
+
+@contextlib.asynccontextmanager
+async def held(*socks: socket.socket) -> AsyncIterator[tuple[HeldWrites, list[TrioTransport]]]:
+    """Transports over ``socks`` whose writes may be held, as a trio server's are."""
+    async with trio.open_nursery() as nursery:
+        writes = HeldWrites(nursery.start_soon)
+        trio.lowlevel.add_instrument(writes)
+        try:
+            transports = [
+                TrioTransport(
+                    trio.SocketStream(trio.socket.from_stdlib_socket(sock)), writes=writes
+                )
+                for sock in socks
+            ]
+            yield writes, transports
+        finally:
+            trio.lowlevel.remove_instrument(writes)
+
+
+def _received_now(sock: socket.socket) -> bytes:
+    """What the peer can read at once (b"" when nothing has come)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(65536)
+    except BlockingIOError:
+        return b""
+    finally:
+        sock.setblocking(True)
+
+
+def _read_until(sock: socket.socket, into: bytearray, size: int) -> None:
+    sock.settimeout(30)
+    while len(into) < size:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return
+        into += chunk
+
+
+def test_a_write_alone_in_its_batch_goes_out_at_once(
+    pairs: list[tuple[socket.socket, socket.socket]],
+) -> None:
+    (ours, theirs), _ = pairs
+
+    async def main() -> None:
+        async with held(ours) as (_, [transport]):
+            assert transport.send_nowait(b"250 OK\r\n") == 8
+            assert transport._held is None
+            assert _received_now(theirs) == b"250 OK\r\n"
+            await transport.aclose()
+
+    trio.run(main)
+
+
+def test_writes_of_several_connections_in_a_batch_go_out_together_at_its_end(
+    pairs: list[tuple[socket.socket, socket.socket]],
+) -> None:
+    """The first write of a batch goes at once, the others at its end; after a batch of
+    several writes the next holds even its first, and a batch of one ends that."""
+    (ours_a, theirs_a), (ours_b, theirs_b) = pairs
+
+    async def main() -> None:
+        async with held(ours_a, ours_b) as (_, [a, b]):
+            assert a.send_nowait(b"250 a1\r\n") == 8
+            assert b.send_nowait(b"250 b1\r\n") == 8  # taken, as a write is
+            assert _received_now(theirs_a) == b"250 a1\r\n"
+            assert _received_now(theirs_b) == b""  # held
+            await trio.lowlevel.checkpoint()  # the batch's end
+            assert _received_now(theirs_b) == b"250 b1\r\n"
+            assert a.send_nowait(b"250 a2\r\n") == 8  # held: the last batch was busy
+            assert _received_now(theirs_a) == b""
+            await trio.lowlevel.checkpoint()
+            assert _received_now(theirs_a) == b"250 a2\r\n"
+            assert a.send_nowait(b"250 a3\r\n") == 8  # the last batch had one write
+            assert _received_now(theirs_a) == b"250 a3\r\n"
+            await a.aclose()
+            await b.aclose()
+
+    trio.run(main)
+
+
+def test_held_bytes_go_before_a_later_write_and_before_the_close(
+    pairs: list[tuple[socket.socket, socket.socket]],
+) -> None:
+    (ours_a, theirs_a), (ours_b, theirs_b) = pairs
+
+    async def main() -> None:
+        async with held(ours_a, ours_b) as (_, [a, b]):
+            a.send_nowait(b"250 a\r\n")
+            b.send_nowait(b"250 held\r\n")
+            await b.send_all(b"354 go ahead\r\n")
+            assert _received_now(theirs_b) == b"250 held\r\n354 go ahead\r\n"
+            b.send_nowait(b"221 bye\r\n")
+            assert b._held is not None
+            await b.aclose()  # in the same batch: the held reply first
+            assert theirs_b.recv(100) == b"221 bye\r\n"
+            assert theirs_b.recv(100) == b""
+            await trio.lowlevel.checkpoint()  # the batch's end finds nothing left to write
+            await a.aclose()
+            assert _received_now(theirs_a) == b"250 a\r\n"
+
+    trio.run(main)
+
+
+@pytest.mark.parametrize("waits_for", ["a write", "a read"])
+def test_held_bytes_the_kernel_cannot_take_whole_wait_for_room_and_all_arrive(
+    pairs: list[tuple[socket.socket, socket.socket]], waits_for: str
+) -> None:
+    """The rest is written by a task of the server's as room comes, whether the session
+    writes again (and waits behind it) or waits for its client's bytes meanwhile."""
+    (ours_a, _), (ours_b, theirs_b) = pairs
+
+    def peer(received: bytearray, size: int) -> None:
+        _read_until(theirs_b, received, size)
+        theirs_b.sendall(b"NOOP\r\n")
+
+    async def main() -> None:
+        async with held(ours_a, ours_b) as (_, [a, b]):
+            a.send_nowait(b"250 a\r\n")
+            assert b.send_nowait(PAYLOAD) == len(PAYLOAD)  # held, whole
+            await trio.lowlevel.checkpoint()  # written: the kernel takes part of it
+            assert b._rest_written is not None
+            assert b.send_nowait(b"more") == 0  # behind what waits
+            received = bytearray()
+            after = b"after" if waits_for == "a write" else b""
+            thread = threading.Thread(target=peer, args=(received, len(PAYLOAD) + len(after)))
+            thread.start()
+            with trio.fail_after(30):
+                if after:
+                    await b.send_all(after)
+                assert await b.receive_some(100) == b"NOOP\r\n"
+            await trio.to_thread.run_sync(thread.join, 30)
+            assert received == PAYLOAD + after
+            assert b._rest_written is None
+            await a.aclose()
+            await b.aclose()
+
+    trio.run(main)
+
+
+def test_a_held_write_to_a_reset_connection_fails_the_next_write(
+    pairs: list[tuple[socket.socket, socket.socket]],
+) -> None:
+    (ours_a, _), _ = pairs
+    server = socket.create_server((LOOPBACK, 0))
+    with server, socket.create_connection(server.getsockname(), timeout=10) as theirs:
+        ours, _ = server.accept()
+        ours.setblocking(False)
+
+        async def main() -> None:
+            async with held(ours_a, ours) as (_, [a, b]):
+                theirs.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                theirs.close()  # RST, which nothing reads before the held write
+                time.sleep(0.05)
+                a.send_nowait(b"250 a\r\n")
+                assert b.send_nowait(b"250 OK\r\n") == 8  # held
+                await trio.lowlevel.checkpoint()  # written: the kernel refuses it
+                assert b._write_failed is not None and b._held is None
+                assert b.send_nowait(b"after") == 0
+                with pytest.raises(ConnectionResetError):
+                    await b.send_all(b"after")
+                await a.aclose()
+                await b.aclose()
+
+        trio.run(main)
+
+
+def test_a_connection_holds_a_bounded_amount_and_a_larger_write_goes_after_it(
+    pairs: list[tuple[socket.socket, socket.socket]],
+) -> None:
+    """What a connection holds stays within ``HOLD_AT_MOST``: a write that would hold
+    more is refused for ``send_all``, which writes what is held first; a larger write
+    with nothing held goes at once."""
+    (ours_a, _), (ours_b, theirs_b) = pairs
+    theirs_b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    ours_b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+
+    async def main() -> None:
+        async with held(ours_a, ours_b) as (_, [a, b]):
+            a.send_nowait(b"250 a\r\n")
+            first = b"a" * (HOLD_AT_MOST - 10)
+            assert b.send_nowait(first) == len(first)
+            assert b._held == first
+            second = b"b" * 20
+            assert b.send_nowait(second) == 0  # too much to hold
+            await b.send_all(second)
+            assert b._held is None
+            received = bytearray()
+            _read_until(theirs_b, received, len(first) + len(second))
+            assert received == first + second
+            big = b"c" * (HOLD_AT_MOST + 1)
+            assert b.send_nowait(big) > 0  # too big to hold at all: written at once
+            assert b._held is None
+            await a.aclose()
+            await b.aclose()
+
+    trio.run(main)
+
+
+def test_a_held_reply_goes_out_in_clear_before_the_tls_handshake(
+    pairs: list[tuple[socket.socket, socket.socket]],
+    tls: TLSFiles,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """STARTTLS's 220, held while another connection writes in the batch, is written
+    before the handshake starts, not left to the batch's end (the client reads it in
+    clear, then starts TLS)."""
+    (ours_a, _), _ = pairs
+    listener = socket.create_server((LOOPBACK, 0))
+    result: list[bytes] = []
+    held_at_handshake: list[bytes | None] = []
+    served: list[TrioTransport] = []
+    handshake = trio.SSLStream.do_handshake
+
+    async def watched(stream: trio.SSLStream[Any]) -> None:
+        held_at_handshake.append(served[0]._held)
+        await handshake(stream)
+
+    monkeypatch.setattr(trio.SSLStream, "do_handshake", watched)
+
+    def tls_client() -> None:
+        with socket.create_connection(listener.getsockname(), timeout=10) as plain:
+            result.append(plain.recv(100))  # the 220, in clear
+            with tls.client_context.wrap_socket(plain, server_hostname="localhost") as sock:
+                sock.sendall(b"EHLO client.test\r\n")
+                result.append(sock.recv(100))
+
+    thread = threading.Thread(target=tls_client)
+    thread.start()
+    with listener:
+        ours, _ = listener.accept()
+        ours.setblocking(False)
+
+        async def main() -> None:
+            async with held(ours_a, ours) as (_, [a, b]):
+                served.append(b)
+                a.send_nowait(b"250 a\r\n")
+                b.send_nowait(b"220 2.0.0 Ready to start TLS\r\n")
+                assert b._held is not None
+                with trio.fail_after(10):
+                    await b.start_tls(tls.server_context, server_side=True)
+                    assert b.tls is not None
+                    assert await b.receive_some(100) == b"EHLO client.test\r\n"
+                    await b.send_all(b"250 mx.test\r\n")
+                await a.aclose()
+                await b.aclose()
+
+        trio.run(main)
+        thread.join(10)
+    assert result == [b"220 2.0.0 Ready to start TLS\r\n", b"250 mx.test\r\n"]
+    assert held_at_handshake == [None]
+
+
+class _Echoing(Handler):
+    """Answers VRFY with its argument: each client's replies are its own."""
+
+    async def handle_vrfy(self, session: Any, argument: str) -> Reply | None:
+        return Reply(252, f"{argument} may be tried")
+
+
+def test_sessions_served_in_one_batch_each_get_their_own_replies_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Twenty clients whose commands arrive together: the replies of those served in one
+    batch are held to its end (counted), and each client gets its own, in order."""
+    counted: list[int] = []
+    hold = HeldWrites.hold
+
+    def counting(self: HeldWrites, transport: TrioTransport, data: bytes) -> int:
+        counted.append(len(data))
+        return hold(self, transport, data)
+
+    monkeypatch.setattr(HeldWrites, "hold", counting)
+    with running_smtp_server("trio", _Echoing()) as server:
+        socks = [
+            socket.create_connection((server.host, server.port), timeout=10) for _ in range(20)
+        ]
+        try:
+            files = [sock.makefile("rb") for sock in socks]
+            for file in files:
+                assert file.readline().startswith(b"220 ")
+            for turn in range(3):
+                for number, sock in enumerate(socks):
+                    sock.sendall(f"VRFY c{number}t{turn}\r\nNOOP\r\n".encode())
+                for number, file in enumerate(files):
+                    assert (
+                        file.readline() == f"252 2.0.0 c{number}t{turn} may be tried\r\n".encode()
+                    )
+                    assert file.readline() == b"250 2.0.0 OK\r\n"
+            for sock in socks:
+                sock.sendall(b"QUIT\r\n")
+            for file in files:
+                assert file.readline().startswith(b"221 ")
+                assert file.read() == b""
+        finally:
+            for sock in socks:
+                sock.close()
+    assert counted  # some replies waited for the batch's end
+
+
+def test_the_server_holds_writes_while_it_serves_and_stops_at_its_close() -> None:
+    """The instrument is the server's while it is entered: accepted connections hold
+    with it, and it is gone from the run once the server has closed."""
+
+    async def main() -> None:
+        async with SMTPServer(Handler(), LOOPBACK, 0, hostname="mx.test") as server:
+            writes = server._held_writes
+            assert isinstance(writes, HeldWrites)
+        assert server._held_writes is None
+        with pytest.raises(KeyError):
+            trio.lowlevel.remove_instrument(writes)  # removed already
+
+    trio.run(main)
