@@ -584,13 +584,16 @@ class TrioTransport:
         self._writes = writes
         """A server's held writes (see :class:`~smtpcore._trio_held.HeldWrites`); None
         writes every reply at once."""
-        self._held: bytes | None = None
-        """What ``_writes`` holds for this connection until the batch's end."""
-        self._rest_written: trio.Event | None = None
-        """Set once the rest of a held write, which the kernel did not take at the
-        batch's end, has gone (a task of the server's writes it)."""
-        self._write_failed: OSError | None = None
-        """Why a held write failed, for the session's next write to raise."""
+
+    # What held writes keep, set on a connection only once it has some: an idle
+    # session keeps none of them.
+    _held: bytes | None = None
+    """What ``_writes`` holds for this connection until the batch's end."""
+    _rest_written: trio.Event | None = None
+    """Set once the rest of a held write, which the kernel did not take at the batch's
+    end, has gone (a task of the server's writes it)."""
+    _write_failed: OSError | None = None
+    """Why a held write failed, for the session's next write to raise."""
 
     async def receive_some(self, max_bytes: int) -> bytes:
         if self._fd >= 0 and not self._closed:
