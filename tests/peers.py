@@ -298,6 +298,27 @@ def smtp_sink(
     raise RuntimeError(f"smtp-sink did not start: {last_error}")
 
 
+def received_now(sock: socket.socket) -> bytes:
+    """What a blocking socket's peer end can read at once (b"" when nothing has come)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(65536)
+    except BlockingIOError:
+        return b""
+    finally:
+        sock.setblocking(True)
+
+
+def read_until(sock: socket.socket, into: bytearray, size: int) -> None:
+    """Read from ``sock`` into ``into`` until it holds ``size`` bytes or the peer closes."""
+    sock.settimeout(30)
+    while len(into) < size:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return
+        into += chunk
+
+
 class RawSmtpSession:
     """A blocking socket to an SMTP server that frames replies and nothing else.
 

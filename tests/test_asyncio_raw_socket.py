@@ -28,6 +28,8 @@ from peers import (
     TLSFiles,
     make_tls_files,
     raw_smtp_session,
+    read_until,
+    received_now,
     running_pop3_server,
     running_smtp_server,
 )
@@ -37,7 +39,6 @@ from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore.asyncio import AsyncioTransport, SMTPServer
 from smtpcore.handler import Handler
 from smtpcore.maildrop import MaildirStore
-from smtpcore.smtp import Reply
 
 LOOPBACK = "127.0.0.1"
 PAYLOAD = bytes(range(256)) * (16 * 1024)  # 4 MiB: more than the socket buffers hold
@@ -377,7 +378,7 @@ def test_a_write_the_kernel_cannot_take_waits_for_room_and_all_of_it_arrives(
         assert pending is not None and 0 < len(pending) <= len(rest)  # one write, at most
         assert transport.send_nowait(b"more") == 0  # behind what waits
         received = bytearray()
-        reader = threading.Thread(target=_read_until, args=(theirs, received, len(PAYLOAD)))
+        reader = threading.Thread(target=read_until, args=(theirs, received, len(PAYLOAD)))
         reader.start()
         assert await outcome() is None
         await asyncio.to_thread(reader.join, 30)
@@ -387,15 +388,6 @@ def test_a_write_the_kernel_cannot_take_waits_for_room_and_all_of_it_arrives(
         assert ours.fileno() == -1
 
     asyncio.run(main())
-
-
-def _read_until(sock: socket.socket, into: bytearray, size: int) -> None:
-    sock.settimeout(30)
-    while len(into) < size:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return
-        into += chunk
 
 
 @pytest.mark.parametrize("stepped", [True, False], ids=["runner", "task"])
@@ -540,7 +532,7 @@ def test_a_close_with_bytes_still_to_send_waits_for_them_within_a_bound(
         assert transport._out is not None
         received = bytearray()
         if reads:
-            reader = threading.Thread(target=_read_until, args=(theirs, received, len(PAYLOAD)))
+            reader = threading.Thread(target=read_until, args=(theirs, received, len(PAYLOAD)))
             reader.start()
         await transport.aclose()
         assert ours.fileno() == -1
@@ -1009,17 +1001,6 @@ def _nothing() -> None:
     pass
 
 
-def _received_now(sock: socket.socket) -> bytes:
-    """What the peer can read at once (b"" when nothing has come)."""
-    sock.setblocking(False)
-    try:
-        return sock.recv(65536)
-    except BlockingIOError:
-        return b""
-    finally:
-        sock.setblocking(True)
-
-
 def test_a_write_with_nothing_else_to_run_in_the_pass_goes_out_at_once(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
@@ -1030,7 +1011,7 @@ def test_a_write_with_nothing_else_to_run_in_the_pass_goes_out_at_once(
         assert not asyncio.get_running_loop()._ready  # type: ignore[attr-defined]
         assert transport.send_nowait(b"250 OK\r\n") == 8
         assert transport._held is None
-        assert _received_now(theirs) == b"250 OK\r\n"
+        assert received_now(theirs) == b"250 OK\r\n"
         await transport.aclose()
 
     asyncio.run(main())
@@ -1047,9 +1028,9 @@ def test_writes_while_others_wait_to_run_go_out_together_at_the_next_pass(
         loop.call_soon(_nothing)  # another callback waits to run in this pass
         assert transport.send_nowait(b"250 first\r\n") == 11  # taken, as a write is
         assert transport.send_nowait(b"250 second\r\n") == 12
-        assert _received_now(theirs) == b""  # held
+        assert received_now(theirs) == b""  # held
         await asyncio.sleep(0)  # the next pass
-        assert _received_now(theirs) == b"250 first\r\n250 second\r\n"
+        assert received_now(theirs) == b"250 first\r\n250 second\r\n"
         assert transport._held is None
         await transport.aclose()
 
@@ -1067,7 +1048,7 @@ def test_held_bytes_go_before_a_later_write_and_before_the_close(
         loop.call_soon(_nothing)
         transport.send_nowait(b"250 held\r\n")
         await transport.send_all(b"354 go ahead\r\n")
-        assert _received_now(theirs) == b"250 held\r\n354 go ahead\r\n"
+        assert received_now(theirs) == b"250 held\r\n354 go ahead\r\n"
         loop.call_soon(_nothing)
         transport.send_nowait(b"221 bye\r\n")
         await transport.aclose()  # in the same pass: the held reply first
@@ -1097,7 +1078,7 @@ def test_held_bytes_the_kernel_cannot_take_whole_wait_for_room_and_all_arrive(
         assert transport.send_nowait(b"more") == 0  # behind what waits
         received = bytearray()
         reader = threading.Thread(
-            target=_read_until, args=(theirs, received, len(payload) + len(b"after"))
+            target=read_until, args=(theirs, received, len(payload) + len(b"after"))
         )
         reader.start()
         await transport.send_all(b"after")
@@ -1134,53 +1115,6 @@ def test_a_held_write_to_a_reset_connection_loses_it() -> None:
         asyncio.run(main())
 
 
-class _Echoing(Handler):
-    """Answers VRFY with its argument: each client's replies are its own."""
-
-    async def handle_vrfy(self, session: Any, argument: str) -> Reply | None:
-        return Reply(252, f"{argument} may be tried")
-
-
-def test_sessions_ready_in_one_pass_each_get_their_own_replies_in_order(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Twenty clients whose commands arrive together: the replies of those served in one
-    pass are held for the next (counted), and each client gets its own, in order."""
-    held: list[int] = []
-    hold = HeldWrites.hold
-
-    def counting(self: HeldWrites, transport: RawSocketTransport, data: bytes) -> int:
-        held.append(len(data))
-        return hold(self, transport, data)
-
-    monkeypatch.setattr(HeldWrites, "hold", counting)
-    with running_smtp_server("asyncio", _Echoing()) as server:
-        socks = [
-            socket.create_connection((server.host, server.port), timeout=10) for _ in range(20)
-        ]
-        try:
-            files = [sock.makefile("rb") for sock in socks]
-            for file in files:
-                assert file.readline().startswith(b"220 ")
-            for turn in range(3):
-                for number, sock in enumerate(socks):
-                    sock.sendall(f"VRFY c{number}t{turn}\r\nNOOP\r\n".encode())
-                for number, file in enumerate(files):
-                    assert (
-                        file.readline() == f"252 2.0.0 c{number}t{turn} may be tried\r\n".encode()
-                    )
-                    assert file.readline() == b"250 2.0.0 OK\r\n"
-            for sock in socks:
-                sock.sendall(b"QUIT\r\n")
-            for file in files:
-                assert file.readline().startswith(b"221 ")
-                assert file.read() == b""
-        finally:
-            for sock in socks:
-                sock.close()
-    assert held  # some replies waited for the next pass
-
-
 def test_a_connection_holds_a_bounded_amount_and_a_larger_write_goes_at_once(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
@@ -1203,13 +1137,13 @@ def test_a_connection_holds_a_bounded_amount_and_a_larger_write_goes_at_once(
         assert transport.send_nowait(second) == len(second)  # written at once, in order
         assert transport._held is None
         received = bytearray()
-        _read_until(theirs, received, len(first) + len(second))
+        read_until(theirs, received, len(first) + len(second))
         assert received == first + second
         big = b"c" * (bound + 1)
         assert transport.send_nowait(big) == len(big)  # too big to hold at all
         assert transport._held is None
         received.clear()
-        _read_until(theirs, received, len(big))
+        read_until(theirs, received, len(big))
         assert received == big
         await asyncio.sleep(0)
         await transport.aclose()
@@ -1274,7 +1208,7 @@ def test_a_held_write_waiting_for_room_while_the_session_waits_for_bytes(
     ours, theirs = pair
 
     def peer(received: bytearray, size: int) -> None:
-        _read_until(theirs, received, size)
+        read_until(theirs, received, size)
         theirs.sendall(b"NOOP\r\n")
 
     async def main() -> None:

@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 import trio
 
-from peers import LOOPBACK, TLSFiles, running_smtp_server
+from peers import LOOPBACK, TLSFiles, read_until, received_now
 from smtpcore._trio_held import HOLD_AT_MOST, HeldWrites
 from smtpcore.handler import Handler
-from smtpcore.smtp import Reply
 from smtpcore.trio import SMTPServer, TrioTransport
 
 PAYLOAD = bytes(range(256)) * 64  # 16 KiB: as much as a connection may hold
@@ -62,26 +61,6 @@ async def held(*socks: socket.socket) -> AsyncIterator[tuple[HeldWrites, list[Tr
             trio.lowlevel.remove_instrument(writes)
 
 
-def _received_now(sock: socket.socket) -> bytes:
-    """What the peer can read at once (b"" when nothing has come)."""
-    sock.setblocking(False)
-    try:
-        return sock.recv(65536)
-    except BlockingIOError:
-        return b""
-    finally:
-        sock.setblocking(True)
-
-
-def _read_until(sock: socket.socket, into: bytearray, size: int) -> None:
-    sock.settimeout(30)
-    while len(into) < size:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return
-        into += chunk
-
-
 def test_a_write_alone_in_its_batch_goes_out_at_once(
     pairs: list[tuple[socket.socket, socket.socket]],
 ) -> None:
@@ -91,7 +70,7 @@ def test_a_write_alone_in_its_batch_goes_out_at_once(
         async with held(ours) as (_, [transport]):
             assert transport.send_nowait(b"250 OK\r\n") == 8
             assert transport._held is None
-            assert _received_now(theirs) == b"250 OK\r\n"
+            assert received_now(theirs) == b"250 OK\r\n"
             await transport.aclose()
 
     trio.run(main)
@@ -108,16 +87,16 @@ def test_writes_of_several_connections_in_a_batch_go_out_together_at_its_end(
         async with held(ours_a, ours_b) as (_, [a, b]):
             assert a.send_nowait(b"250 a1\r\n") == 8
             assert b.send_nowait(b"250 b1\r\n") == 8  # taken, as a write is
-            assert _received_now(theirs_a) == b"250 a1\r\n"
-            assert _received_now(theirs_b) == b""  # held
+            assert received_now(theirs_a) == b"250 a1\r\n"
+            assert received_now(theirs_b) == b""  # held
             await trio.lowlevel.checkpoint()  # the batch's end
-            assert _received_now(theirs_b) == b"250 b1\r\n"
+            assert received_now(theirs_b) == b"250 b1\r\n"
             assert a.send_nowait(b"250 a2\r\n") == 8  # held: the last batch was busy
-            assert _received_now(theirs_a) == b""
+            assert received_now(theirs_a) == b""
             await trio.lowlevel.checkpoint()
-            assert _received_now(theirs_a) == b"250 a2\r\n"
+            assert received_now(theirs_a) == b"250 a2\r\n"
             assert a.send_nowait(b"250 a3\r\n") == 8  # the last batch had one write
-            assert _received_now(theirs_a) == b"250 a3\r\n"
+            assert received_now(theirs_a) == b"250 a3\r\n"
             await a.aclose()
             await b.aclose()
 
@@ -134,7 +113,7 @@ def test_held_bytes_go_before_a_later_write_and_before_the_close(
             a.send_nowait(b"250 a\r\n")
             b.send_nowait(b"250 held\r\n")
             await b.send_all(b"354 go ahead\r\n")
-            assert _received_now(theirs_b) == b"250 held\r\n354 go ahead\r\n"
+            assert received_now(theirs_b) == b"250 held\r\n354 go ahead\r\n"
             b.send_nowait(b"221 bye\r\n")
             assert b._held is not None
             await b.aclose()  # in the same batch: the held reply first
@@ -142,7 +121,7 @@ def test_held_bytes_go_before_a_later_write_and_before_the_close(
             assert theirs_b.recv(100) == b""
             await trio.lowlevel.checkpoint()  # the batch's end finds nothing left to write
             await a.aclose()
-            assert _received_now(theirs_a) == b"250 a\r\n"
+            assert received_now(theirs_a) == b"250 a\r\n"
 
     trio.run(main)
 
@@ -156,7 +135,7 @@ def test_held_bytes_the_kernel_cannot_take_whole_wait_for_room_and_all_arrive(
     (ours_a, _), (ours_b, theirs_b) = pairs
 
     def peer(received: bytearray, size: int) -> None:
-        _read_until(theirs_b, received, size)
+        read_until(theirs_b, received, size)
         theirs_b.sendall(b"NOOP\r\n")
 
     async def main() -> None:
@@ -231,7 +210,7 @@ def test_a_connection_holds_a_bounded_amount_and_a_larger_write_goes_after_it(
             await b.send_all(second)
             assert b._held is None
             received = bytearray()
-            _read_until(theirs_b, received, len(first) + len(second))
+            read_until(theirs_b, received, len(first) + len(second))
             assert received == first + second
             big = b"c" * (HOLD_AT_MOST + 1)
             assert b.send_nowait(big) > 0  # too big to hold at all: written at once
@@ -294,53 +273,6 @@ def test_a_held_reply_goes_out_in_clear_before_the_tls_handshake(
         thread.join(10)
     assert result == [b"220 2.0.0 Ready to start TLS\r\n", b"250 mx.test\r\n"]
     assert held_at_handshake == [None]
-
-
-class _Echoing(Handler):
-    """Answers VRFY with its argument: each client's replies are its own."""
-
-    async def handle_vrfy(self, session: Any, argument: str) -> Reply | None:
-        return Reply(252, f"{argument} may be tried")
-
-
-def test_sessions_served_in_one_batch_each_get_their_own_replies_in_order(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Twenty clients whose commands arrive together: the replies of those served in one
-    batch are held to its end (counted), and each client gets its own, in order."""
-    counted: list[int] = []
-    hold = HeldWrites.hold
-
-    def counting(self: HeldWrites, transport: TrioTransport, data: bytes) -> int:
-        counted.append(len(data))
-        return hold(self, transport, data)
-
-    monkeypatch.setattr(HeldWrites, "hold", counting)
-    with running_smtp_server("trio", _Echoing()) as server:
-        socks = [
-            socket.create_connection((server.host, server.port), timeout=10) for _ in range(20)
-        ]
-        try:
-            files = [sock.makefile("rb") for sock in socks]
-            for file in files:
-                assert file.readline().startswith(b"220 ")
-            for turn in range(3):
-                for number, sock in enumerate(socks):
-                    sock.sendall(f"VRFY c{number}t{turn}\r\nNOOP\r\n".encode())
-                for number, file in enumerate(files):
-                    assert (
-                        file.readline() == f"252 2.0.0 c{number}t{turn} may be tried\r\n".encode()
-                    )
-                    assert file.readline() == b"250 2.0.0 OK\r\n"
-            for sock in socks:
-                sock.sendall(b"QUIT\r\n")
-            for file in files:
-                assert file.readline().startswith(b"221 ")
-                assert file.read() == b""
-        finally:
-            for sock in socks:
-                sock.close()
-    assert counted  # some replies waited for the batch's end
 
 
 def test_the_server_holds_writes_while_it_serves_and_stops_at_its_close() -> None:
