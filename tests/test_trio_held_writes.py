@@ -50,12 +50,10 @@ async def held(*socks: socket.socket) -> AsyncIterator[tuple[HeldWrites, list[Tr
         writes = HeldWrites(nursery.start_soon)
         trio.lowlevel.add_instrument(writes)
         try:
-            transports = [
-                TrioTransport(
-                    trio.SocketStream(trio.socket.from_stdlib_socket(sock)), writes=writes
-                )
-                for sock in socks
-            ]
+            streams = [trio.SocketStream(trio.socket.from_stdlib_socket(sock)) for sock in socks]
+            transports = [TrioTransport(stream) for stream in streams]
+            for transport in transports:
+                transport._writes = writes  # as the server does for a connection it accepted
             yield writes, transports
         finally:
             trio.lowlevel.remove_instrument(writes)

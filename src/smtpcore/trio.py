@@ -567,7 +567,7 @@ class TrioTransport:
     ``trio.SSLStream``.
     """
 
-    def __init__(self, stream: trio.abc.Stream, *, writes: HeldWrites | None = None) -> None:
+    def __init__(self, stream: trio.abc.Stream) -> None:
         self._base = stream
         self._stream: trio.abc.Stream = stream
         self._ssl: trio.SSLStream[trio.abc.Stream] | None = (
@@ -581,10 +581,10 @@ class TrioTransport:
         if isinstance(stream, trio.SocketStream):
             # A SocketStream over TCP has TCP_NODELAY set already (trio does it).
             self._fd = stream.socket.fileno()
-        self._writes = writes
-        """A server's held writes (see :class:`~smtpcore._trio_held.HeldWrites`); None
-        writes every reply at once."""
 
+    _writes: HeldWrites | None = None
+    """The server's held writes (see :class:`~smtpcore._trio_held.HeldWrites`), set by
+    the server on a connection it accepted; None writes every reply at once."""
     # What held writes keep, set on a connection only once it has some: an idle
     # session keeps none of them.
     _held: bytes | None = None
@@ -926,7 +926,8 @@ class _Listener(BaseListener[_S]):
                 logger.warning("accept() failed, retrying soon: %s", exc)
                 await trio.sleep(0.1)
                 continue
-            transport = TrioTransport(stream, writes=self._held_writes)
+            transport = TrioTransport(stream)
+            transport._writes = self._held_writes
             session = self.state.admit(_link(transport))
             if isinstance(session, bytes):
                 self._nursery.start_soon(self._refuse, stream, session)
