@@ -32,11 +32,11 @@ class HeldWrites(trio.abc.Instrument):
     fifth of the trio server's time under ``smtp-source -s 20``. Written
     together, the replies of one batch wake the client once.
 
-    Only while more than one connection writes: in a batch where another has
-    written already, or after a batch where several did. A session alone with
-    its client writes at once, as before (held, its reply went out later than
-    the session's wait for the next command began, and the exchange slowed
-    down). And only up to :data:`HOLD_AT_MOST` bytes a connection. A held
+    Only while more than one reply is written a batch: in a batch where another
+    has been written (or held) already, or after a batch of several. A session
+    alone with its client writes at once, as before (held, its reply went out
+    later than the session's wait for the next command began, and the exchange
+    slowed down). And only up to :data:`HOLD_AT_MOST` bytes a connection. A held
     reply is written before anything else of its connection's
     (:meth:`TrioTransport.send_all <smtpcore.trio.TrioTransport.send_all>`,
     the close, the TLS handshake). What the kernel does not take at the
