@@ -309,6 +309,18 @@ def received_now(sock: socket.socket) -> bytes:
         sock.setblocking(True)
 
 
+def starttls_client(
+    address: tuple[str, int], context: ssl.SSLContext, result: list[bytes]
+) -> None:
+    """A client that reads a reply in clear (a STARTTLS's 220), then starts TLS, says
+    EHLO and reads the reply: what it read, in ``result``. For a thread."""
+    with socket.create_connection(address, timeout=10) as plain:
+        result.append(plain.recv(100))  # the 220, in clear
+        with context.wrap_socket(plain, server_hostname="localhost") as sock:
+            sock.sendall(b"EHLO client.test\r\n")
+            result.append(sock.recv(100))
+
+
 def read_until(sock: socket.socket, into: bytearray, size: int) -> None:
     """Read from ``sock`` into ``into`` until it holds ``size`` bytes or the peer closes."""
     sock.settimeout(30)

@@ -32,6 +32,7 @@ from peers import (
     received_now,
     running_pop3_server,
     running_smtp_server,
+    starttls_client,
 )
 from smtpcore import _asyncio_raw
 from smtpcore._asyncio_raw import Acceptor, HeldWrites, RawSocketTransport, serves_raw
@@ -1170,14 +1171,9 @@ def test_a_held_reply_goes_out_in_clear_before_the_tls_handshake(tls: TLSFiles) 
     listener = socket.create_server((LOOPBACK, 0))
     result: list[bytes] = []
 
-    def tls_client() -> None:
-        with socket.create_connection(listener.getsockname(), timeout=10) as plain:
-            result.append(plain.recv(100))  # the 220, in clear
-            with tls.client_context.wrap_socket(plain, server_hostname="localhost") as sock:
-                sock.sendall(b"EHLO client.test\r\n")
-                result.append(sock.recv(100))
-
-    thread = threading.Thread(target=tls_client)
+    thread = threading.Thread(
+        target=starttls_client, args=(listener.getsockname(), tls.client_context, result)
+    )
     thread.start()
     with listener:
         ours, _ = listener.accept()

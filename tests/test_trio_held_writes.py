@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import trio
 
-from peers import LOOPBACK, TLSFiles, read_until, received_now
+from peers import LOOPBACK, TLSFiles, read_until, received_now, starttls_client
 from smtpcore._trio_held import HOLD_AT_MOST, HeldWrites
 from smtpcore.handler import Handler
 from smtpcore.trio import SMTPServer, TrioTransport
@@ -240,14 +240,9 @@ def test_a_held_reply_goes_out_in_clear_before_the_tls_handshake(
 
     monkeypatch.setattr(trio.SSLStream, "do_handshake", watched)
 
-    def tls_client() -> None:
-        with socket.create_connection(listener.getsockname(), timeout=10) as plain:
-            result.append(plain.recv(100))  # the 220, in clear
-            with tls.client_context.wrap_socket(plain, server_hostname="localhost") as sock:
-                sock.sendall(b"EHLO client.test\r\n")
-                result.append(sock.recv(100))
-
-    thread = threading.Thread(target=tls_client)
+    thread = threading.Thread(
+        target=starttls_client, args=(listener.getsockname(), tls.client_context, result)
+    )
     thread.start()
     with listener:
         ours, _ = listener.accept()
