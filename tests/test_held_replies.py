@@ -143,3 +143,30 @@ def test_pop3_clients_served_together_each_get_their_messages_whole(
             whole += status + b"\r\n" + content + b".\r\n"
         assert received[user] == whole + statuses[7] + b"\r\n"
     assert counted  # some replies waited
+
+
+def test_idle_sessions_at_shutdown_each_get_their_421_and_the_close(
+    adapter: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forty idle sessions when the server shuts down: the 421s written together are
+    held (counted), and each goes out before its connection's close."""
+    counted = _count_holds(adapter, monkeypatch)
+    with running_smtp_server(adapter, Handler()) as server:
+        socks = [
+            socket.create_connection((server.host, server.port), timeout=10) for _ in range(40)
+        ]
+        files = [sock.makefile("rb") for sock in socks]
+        for file in files:
+            assert file.readline().startswith(b"220 ")
+        for sock in socks:
+            sock.sendall(b"NOOP\r\n")
+        for file in files:
+            assert file.readline() == b"250 2.0.0 OK\r\n"
+        counted.clear()  # from here on, the shutdown's
+    try:
+        for file in files:
+            assert file.read() == b"421 4.3.2 mx.test Service shutting down\r\n"
+    finally:
+        for sock in socks:
+            sock.close()
+    assert counted  # some 421s waited for the others
