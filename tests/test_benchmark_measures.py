@@ -1,4 +1,5 @@
-"""How ``benchmarks/compare.py`` reads a server's CPU for its POP3 row (no timing here).
+"""How ``benchmarks/compare.py`` reads a server's CPU for its POP3 row, and what
+``benchmarks/cold_machine.py`` feeds the machine (no timing here).
 
 smtpcore's POP3 server is one process; Dovecot serves each session in a
 process of its own under its master. The row reads the CPU of a process and
@@ -63,3 +64,19 @@ def test_a_process_and_its_children_are_read_finer_than_a_tick() -> None:
         assert child.stdin is not None
         child.stdin.close()
         child.wait(10)
+
+
+def test_the_cold_machine_benchmark_answers_each_message_whole() -> None:
+    """``benchmarks/cold_machine.py`` feeds the pipelined session's bytes: each message
+    is answered with its 250, and the next envelope's 250, 250 and 354 (RFC 2920:
+    the replies of a pipelined group, in order)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    cold_machine = importlib.import_module("cold_machine")
+    session = cold_machine.Session()
+    replies = (
+        b"250 2.0.0 OK\r\n250 2.1.0 OK\r\n250 2.1.5 OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+    )
+    for _ in range(3):
+        assert session.feed(cold_machine.MESSAGE) == len(replies)
+        assert session.conn.state.name == "DATA"
