@@ -142,7 +142,10 @@ def cachegrind_totals(messages: int, evict_only: bool, megabytes: int) -> dict[s
             *(["--evict-only"] if evict_only else []),
             *("--evict", str(megabytes)),
         ]
-        subprocess.run(command, check=True, capture_output=True)
+        # One hash seed: the dictionaries' layouts, and so the lines they touch, are
+        # then the same from run to run.
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        subprocess.run(command, check=True, capture_output=True, env=env)
         found = re.search(r"^summary: ([\d ]+)$", out.read_text(), re.MULTILINE)
         if found is None:
             raise RuntimeError("no summary in cachegrind's output")
