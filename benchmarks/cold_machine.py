@@ -192,10 +192,14 @@ def main() -> None:
     parser.add_argument("--under-cachegrind", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--evict-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not 1 <= args.evict <= 256:
+        parser.error("--evict is 1 to 256 MiB")
     if args.under_cachegrind is not None:
         run_for_cachegrind(args.under_cachegrind, args.evict_only, args.evict)
         return
     if args.misses:
+        if not 1 <= (args.messages or 200) <= 5000:
+            parser.error("--messages is 1 to 5000 under cachegrind")
         misses(args.messages or 200, args.evict)
         return
     messages = args.messages or 2000
