@@ -305,6 +305,29 @@ def test_send_message_takes_credentials(adapter: str, tls: TLSFiles) -> None:
     assert [i.mechanism for i in handler.identities] == ["SCRAM-SHA-256"]
 
 
+def test_a_password_goes_over_tls_from_the_connect(adapter: str, tls: TLSFiles) -> None:
+    """Port 465 (RFC 8314 §3): the session is under TLS from its first byte, so a
+    mechanism that sends the password as it is (PLAIN) may be used."""
+    handler = Submission()
+    auth = Authenticator(check_password=check_password)
+    with running_smtp_server(
+        adapter, handler, ssl_context=tls.server_context, tls_on_connect=True, auth=auth
+    ) as server:
+        used = run(
+            adapter,
+            lambda: login_and_send(
+                adapter,
+                server.port,
+                ssl_context=tls.client_context,
+                tls_on_connect=True,
+                username=USER,
+                password=PASSWORD,
+            ),
+        )
+    assert used == "PLAIN"
+    assert [i.mechanism for i in handler.identities] == ["PLAIN"]
+
+
 def test_a_scram_server_that_cannot_prove_itself_is_refused(adapter: str, tls: TLSFiles) -> None:
     """The mapping form of ``auth=``; a server with the wrong ServerKey sends a bad ``v=``."""
     forged = dataclasses.replace(SCRAM[USER], server_key=bytes(32))

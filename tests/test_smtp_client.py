@@ -759,6 +759,20 @@ def test_starttls_refused_keeps_the_session() -> None:
         conn.tls_started()
 
 
+def test_a_session_under_tls_from_the_connect_refuses_starttls() -> None:
+    """Implicit TLS (RFC 8314 §3): TLS from the first byte, so a STARTTLS the server
+    offers anyway (a second TLS inside the first) is not sent."""
+    conn = ClientConnection("client.test", tls=True)
+    assert conn.tls
+    feed(conn, b"220 mx.test ESMTP\r\n")
+    conn.send(Ehlo("client.test"))
+    feed(conn, EHLO_FULL)  # which offers STARTTLS
+    assert conn.extensions.starttls and state(conn) is State.READY
+    with pytest.raises(LocalProtocolError, match="already"):
+        conn.send(StartTls())
+    assert conn.tls and state(conn) is State.READY
+
+
 # -- AUTH ---------------------------------------------------------------------
 
 

@@ -156,6 +156,11 @@ class ClientConnection:
     bare LF in the content is sent as CRLF, so that no server can read a
     message boundary the client did not mean (SMTP smuggling); turn it off
     only for content known to be in canonical CRLF form.
+
+    ``tls=True`` says the connection is under TLS from its first byte
+    (implicit TLS, RFC 8314 §3): :attr:`tls` is true from the start, so a
+    mechanism that needs TLS may be chosen, and ``STARTTLS`` is refused as
+    it is once :meth:`tls_started` has been called.
     """
 
     def __init__(
@@ -166,6 +171,7 @@ class ClientConnection:
         max_reply_line: int = 4096,
         max_reply_lines: int = 100,
         normalize_line_endings: bool = True,
+        tls: bool = False,
     ) -> None:
         self.hostname = hostname
         self.lmtp = lmtp
@@ -181,7 +187,7 @@ class ClientConnection:
         self._state = State.GREETING
         self._queue: deque[_Awaited] = deque([_Awaited(None, _GREETING_RULE, after=State.HELLO)])
         self._offer(ServerExtensions(), extended=False)
-        self._tls = False
+        self._tls = tls
         self._greeting: Reply | None = None
         self._answered: Event | None = None
         self._answered_recipient: Mailbox | None = None
@@ -237,7 +243,7 @@ class ClientConnection:
 
     @property
     def tls(self) -> bool:
-        """True after :meth:`tls_started`."""
+        """True after :meth:`tls_started`, or from the start given ``tls=True``."""
         return self._tls
 
     @property
