@@ -23,9 +23,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from adapters_smtp import (
+    ON_UVLOOP,
     FloorProtocol,
     free_port,
     pipelined,
+    run_asyncio,
     serve_raw_floor,
     serve_trio_floor,
 )
@@ -69,7 +71,7 @@ def serve(kind: str, port: int, counter: Counter, ready: threading.Event) -> Non
         import trio
 
         trio.run(serve_trio_floor, port, ready.set)
-    elif kind == "asyncio":
+    elif kind.removesuffix(ON_UVLOOP) == "asyncio":
         from smtpcore.asyncio import SMTPServer as AsyncioServer
 
         async def main_asyncio() -> None:
@@ -77,7 +79,7 @@ def serve(kind: str, port: int, counter: Counter, ready: threading.Event) -> Non
                 ready.set()
                 await server.serve_forever()
 
-        asyncio.run(main_asyncio())
+        run_asyncio(main_asyncio(), uvloop=kind.endswith(ON_UVLOOP))
     else:
         import trio
 

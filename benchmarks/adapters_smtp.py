@@ -33,11 +33,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 SERVERS = ("smtpcore.asyncio", "smtpcore.trio", "aiosmtpd", "twisted")
+ON_UVLOOP = "+uvloop"
+"""The suffix of a server that runs on uvloop's event loop: ``smtpcore.asyncio+uvloop``."""
 LINE = b"x" * 76 + b"\r\n"
 BODY_1K = b"Subject: bench\r\n\r\n" + LINE * 13
 
@@ -232,6 +234,23 @@ async def serve_trio_floor(port: int, ready: Callable[[], object]) -> None:
         ready()
 
 
+def run_asyncio(main: Coroutine[Any, Any, None], uvloop: bool) -> None:
+    """``asyncio.run(main)``, on a loop of uvloop's if asked, without changing the event
+    loop policy of the process (a thread of ``compare.py`` runs servers too)."""
+    if not uvloop:
+        asyncio.run(main)
+        return
+    import uvloop as uv
+
+    loop = uv.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
 def serve(kind: str, port: int) -> None:
     """Run one server until SIGTERM (the child process)."""
     if kind == "twisted":
@@ -285,7 +304,7 @@ def serve(kind: str, port: int) -> None:
             return Reply(250, "OK")
 
     options = {"hostname": "mx.test", "max_message_size": None, "max_sessions": 1000}
-    if kind == "smtpcore.asyncio":
+    if kind.removesuffix(ON_UVLOOP) == "smtpcore.asyncio":
         from smtpcore.asyncio import SMTPServer as AsyncioServer
 
         async def main_asyncio() -> None:
@@ -293,7 +312,7 @@ def serve(kind: str, port: int) -> None:
                 print("ready", flush=True)
                 await server.serve_forever()
 
-        asyncio.run(main_asyncio())
+        run_asyncio(main_asyncio(), uvloop=kind.endswith(ON_UVLOOP))
     else:
         import trio
 

@@ -706,7 +706,10 @@ def main() -> None:
     parser.add_argument(
         "--servers",
         default=f"smtpcore.asyncio,twisted,aiosmtpd,{FLOOR},{RAW_FLOOR}",
-        help=f"for the server loads ({FLOOR!r}, {RAW_FLOOR!r}: the floors, shown, not compared)",
+        help=(
+            f"for the server loads ({FLOOR!r}, {RAW_FLOOR!r}: the floors, shown, not "
+            f"compared; smtpcore.asyncio{adapters_smtp.ON_UVLOOP}: on uvloop's event loop)"
+        ),
     )
     args = parser.parse_args()
     if not 1 <= args.rounds <= 20 or not 1 <= args.messages <= 20_000:
@@ -716,7 +719,9 @@ def main() -> None:
     servers = [
         kind
         for kind in args.servers.split(",")
-        if (kind != "twisted" or twisted) and (kind != "aiosmtpd" or have("aiosmtpd"))
+        if (kind != "twisted" or twisted)
+        and (kind != "aiosmtpd" or have("aiosmtpd"))
+        and (not kind.endswith(adapters_smtp.ON_UVLOOP) or have("uvloop"))
     ]
     smtp_sink = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
     postfix = Path(smtp_sink).exists()

@@ -20,7 +20,7 @@ import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Concatenate, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Final, TypeVar, cast
 
 from smtpcore import _asyncio_raw
 from smtpcore._asyncio_alarm import OffLoopTimers
@@ -367,8 +367,9 @@ class AsyncioTransport(asyncio.BufferedProtocol):
     # -- asyncio.BufferedProtocol -------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport, not necessarily of asyncio's classes: uvloop's have
+        # the same methods and subclass none of them.
+        self._transport = cast(asyncio.Transport, transport)
         if not isinstance(self._loop, asyncio.BaseEventLoop):
             _set_nodelay(transport)
         if self._on_connect is not None:
@@ -700,8 +701,7 @@ class StreamTransport:
         transport = self._transport
         if self._closed or transport.is_closing():
             raise ConnectionResetError("the connection is closed")
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(data)
+        cast(asyncio.WriteTransport, transport).write(data)  # a stream's (see connection_made)
         await self._writer.drain()  # the protocol's flow control, TLS or not
 
     async def start_tls(
@@ -739,11 +739,9 @@ class StreamTransport:
         try:
             await asyncio.wait_for(self._writer.wait_closed(), _CLOSE_TIMEOUT)
         except (OSError, asyncio.TimeoutError):
-            if isinstance(transport, asyncio.WriteTransport):
-                transport.abort()
+            cast(asyncio.WriteTransport, transport).abort()
         except asyncio.CancelledError:
-            if isinstance(transport, asyncio.WriteTransport):
-                transport.abort()
+            cast(asyncio.WriteTransport, transport).abort()
             raise
 
     @property
