@@ -250,9 +250,7 @@ class BaseSMTPClient(BaseClient):
         try:
             if self.tls_on_connect:
                 await self._handshake()
-            self._conn = ClientConnection(
-                self.hostname, lmtp=self.lmtp, tls=self.tls_on_connect
-            )
+            self._conn = ClientConnection(self.hostname, lmtp=self.lmtp, tls=self.tls_on_connect)
             greeting = await self._reply(self.timeouts.greeting)
             if greeting.code != 220:
                 await self.quit()
