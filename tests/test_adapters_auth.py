@@ -36,6 +36,7 @@ from peers import (
 from smtpcore.handler import Authenticator, AuthIdentity, Envelope, Handler, MessageReply, Session
 from smtpcore.sasl import (
     CramMD5Server,
+    PlainClient,
     ScramSHA1Server,
     ScramSHA256Server,
     derive_scram_credentials,
@@ -280,6 +281,27 @@ def test_our_client_keeps_passwords_off_plaintext(adapter: str) -> None:
             ),
         )
     assert used == "PLAIN"
+    assert [i.mechanism for i in handler.identities] == ["PLAIN"]
+
+
+def test_a_mechanism_given_by_hand_keeps_the_password_off_plaintext(adapter: str) -> None:
+    """``authenticate(PlainClient(...))`` follows the same rule as the mechanism the
+    client chooses: 538 5.7.11 before anything is sent, unless allowed."""
+    mod = module(adapter)
+    handler = Submission()
+    auth = Authenticator(check_password=check_password)
+
+    async def by_hand(port: int, **options: Any) -> str | None:
+        async with mod.SMTPClient("127.0.0.1", port, hostname="client.test", **options) as c:
+            await c.authenticate(PlainClient(USER, PASSWORD))
+            used: str | None = c.authenticated_with
+            return used
+
+    with running_smtp_server(adapter, handler, auth=auth, auth_require_tls=False) as server:
+        with pytest.raises(mod.AuthenticationNotAvailable, match="needs TLS") as refused:
+            run(adapter, lambda: by_hand(server.port))
+        assert refused.value.code == 538 and handler.identities == []
+        assert run(adapter, lambda: by_hand(server.port, allow_plaintext_auth=True)) == "PLAIN"
     assert [i.mechanism for i in handler.identities] == ["PLAIN"]
 
 

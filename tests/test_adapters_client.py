@@ -101,6 +101,55 @@ def test_send_email_message_uses_its_headers_and_hides_bcc(adapter: str) -> None
     assert b"\n" not in envelope.content.replace(b"\r\n", b"")
 
 
+def test_an_internationalized_email_message_keeps_its_addresses_in_utf8(adapter: str) -> None:
+    """RFC 6532 §3: with SMTPUTF8 the header fields are UTF-8 as they are; the RFC 2047
+    encoded words the default policy writes may not stand in an address (§5)."""
+    handler = Sink()
+    message = email.message.EmailMessage()
+    message["From"] = "Alice <alice@abc.example>"
+    message["To"] = "Jörg <jörg@pqr.example>"
+    message["Subject"] = "Grüße"
+    message.set_content("Hallo Jörg\n")
+    with running_smtp_server(adapter, handler) as server:
+        run(
+            adapter,
+            lambda: module(adapter).send_message(message, host=server.host, port=server.port),
+        )
+    [envelope] = handler.messages
+    assert "SMTPUTF8" in envelope.mail_params
+    assert [r.mailbox.local_part for r in envelope.recipients] == ["jörg"]
+    assert "To: Jörg <jörg@pqr.example>\r\n".encode() in envelope.content
+    assert b"=?utf-8?" not in envelope.content
+
+
+def test_a_resent_email_message_goes_to_its_resent_recipients(adapter: str) -> None:
+    """RFC 5322 §3.6.6: a message resent once goes from the Resent-From (or Resent-Sender)
+    to the Resent-To, -Cc and -Bcc, as smtplib sends it, not back to its first
+    recipients; with more than one resent block the envelope must be given."""
+    handler = Sink()
+    message = email.message.EmailMessage()
+    message["From"] = "alice@abc.example"
+    message["To"] = "first@pqr.example"
+    message["Resent-Date"] = "Sat, 05 Dec 2026 12:00:00 +0000"
+    message["Resent-From"] = "forwarder@abc.example"
+    message["Resent-To"] = "new@pqr.example"
+    message["Resent-Bcc"] = "hidden@pqr.example"
+    message.set_content("forwarded\n")
+    mod = module(adapter)
+    with running_smtp_server(adapter, handler) as server:
+        run(adapter, lambda: mod.send_message(message, host=server.host, port=server.port))
+        message["Resent-Date"] = "Sun, 06 Dec 2026 12:00:00 +0000"
+        with pytest.raises(ValueError, match="more than one Resent- block"):
+            run(adapter, lambda: mod.send_message(message, host=server.host, port=server.port))
+    [envelope] = handler.messages
+    assert str(envelope.sender) == "forwarder@abc.example"
+    assert [str(r.mailbox) for r in envelope.recipients] == [
+        "new@pqr.example",
+        "hidden@pqr.example",
+    ]
+    assert b"hidden" not in envelope.content and b"Resent-To: new@pqr.example" in envelope.content
+
+
 @pytest.mark.parametrize(
     ("sink", "recipients", "error", "code"),
     [

@@ -241,6 +241,73 @@ S: 221 bye
         assert run(adapter, lambda: attempt(server.port)) == 1
 
 
+def test_a_refused_sender_but_data_accepted_ends_the_empty_message(adapter: str) -> None:
+    """The same for a refused MAIL (RFC 2920 §3.1: the client checks every reply of
+    the group): the lone dot, then ``SenderRefused``, and the session goes on."""
+
+    lenient = f"""{GREET}
+C: MAIL FROM:<a@abc.example>
+C: RCPT TO:<bob@pqr.example>
+C: DATA
+S: 550 5.7.1 not from you
+S: 503 5.5.1 sender first
+S: 354 go ahead
+C: .
+S: 503 5.5.1 no transaction
+C: RSET
+C: MAIL FROM:<b@abc.example>
+C: RCPT TO:<bob@pqr.example>
+C: DATA
+S: 250 ok
+S: 250 ok
+S: 250 ok
+S: 354 go
+{MESSAGE_LINES}
+S: 250 2.0.0 queued
+C: QUIT
+S: 221 bye
+"""
+
+    async def attempt(port: int) -> int:
+        mod = module(adapter)
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            with pytest.raises(mod.SenderRefused):
+                await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+            result = await client.send_message(MESSAGE, "b@abc.example", "bob@pqr.example")
+            return len(result.delivered)
+
+    with ScriptedServer(script(lenient)) as server:
+        assert run(adapter, lambda: attempt(server.port)) == 1
+
+
+def test_8bit_content_found_as_it_is_read_ends_the_session_without_the_dot(
+    adapter: str,
+) -> None:
+    """Content read from an iterable is known to be 8-bit only once read, past the
+    354, for a server without 8BITMIME: the client raises and closes the connection
+    without the final dot, so that the server delivers nothing of it."""
+    steps = [
+        *script(GREET + PIPELINED + "C: Subject: errors\nC:"),
+        Call(ScriptedConnection.read_to_close),
+    ]
+    content = [b"Subject: errors\r\n\r\n", "Grüße\r\n".encode(), b"more\r\n"]
+    mod = module(adapter)
+    kept: list[Any] = []
+    before = open_fd_count()
+    with ScriptedServer(steps) as server:
+
+        async def go() -> None:
+            client = mod.SMTPClient("127.0.0.1", server.port)
+            kept.append(client)  # a reference, so that no finalizer closes the socket
+            await client.connect()
+            await client.send_message(iter(content), "a@abc.example", "bob@pqr.example")
+
+        with pytest.raises(LocalProtocolError, match="8BITMIME"):
+            run(adapter, go)
+    assert kept and open_fd_count() == before
+    assert "C: '.'" not in server.transcript  # the content's lines as read, no dot among them
+
+
 def test_a_greeting_other_than_220_is_hello_refused(adapter: str) -> None:
     busy = script("S: 554 5.3.2 no service for you\nC: QUIT\nS: 221 bye")
     mod = module(adapter)

@@ -382,7 +382,19 @@ class BaseSMTPClient(BaseClient):
         await self.authenticate(self._mechanism())
 
     async def authenticate(self, mechanism: ClientMechanism) -> None:
-        """AUTH with a ready SASL mechanism (see :mod:`smtpcore.sasl`)."""
+        """AUTH with a ready SASL mechanism (see :mod:`smtpcore.sasl`).
+
+        A mechanism that shows a reusable secret (PLAIN, LOGIN, a bearer token)
+        is refused with :class:`AuthenticationNotAvailable` (``538 5.7.11``),
+        before anything is sent, on a session without TLS unless
+        ``allow_plaintext_auth`` is true, as it is when the client chooses."""
+        if mechanism.requires_tls and not (
+            self.connection.tls or self._credentials.allow_plaintext
+        ):
+            raise AuthenticationNotAvailable(
+                f"{mechanism.name} needs TLS (allow_plaintext_auth=True to send anyway)",
+                needs_tls=True,
+            )
         await self._closing_unless_refused(self._authenticate(mechanism))
 
     async def _simple(self, command: Command, verb: str) -> Reply:
@@ -474,13 +486,18 @@ class BaseSMTPClient(BaseClient):
         CRLF), a file opened in binary mode, a sync or async iterable of
         bytes (read ``chunk_size`` octets at a time, never whole), or an
         :class:`~email.message.EmailMessage`, whose headers give
-        the sender and recipients when they are not passed and whose Bcc
-        header is not sent. Content whose 8-bit-ness cannot be seen before
-        it is sent (a file, an iterable) is declared ``BODY=8BITMIME`` when
-        the server offers 8BITMIME. Raises :class:`SenderRefused`,
-        :class:`RecipientsRefused` when no recipient is accepted, or
-        :class:`MessageRefused`; a partial success returns, with the refused
-        recipients in ``result.refused``.
+        the sender and recipients when they are not passed, as ``smtplib``
+        takes them (the ``Resent-`` fields of a message resent once), whose
+        Bcc header is not sent, and whose header fields are UTF-8 in a
+        message that needs SMTPUTF8 (RFC 6532). Content whose 8-bit-ness
+        cannot be seen before it is sent (a file, an iterable) is declared
+        ``BODY=8BITMIME`` when the server offers 8BITMIME; to a server without
+        it, an 8-bit octet found as the content is read is
+        :class:`~smtpcore.LocalProtocolError`, and the connection is closed
+        without the final dot, so that nothing of the message is delivered.
+        Raises :class:`SenderRefused`, :class:`RecipientsRefused` when no
+        recipient is accepted, or :class:`MessageRefused`; a partial success
+        returns, with the refused recipients in ``result.refused``.
 
         ``mail_params`` adds ESMTP parameters to MAIL (``{"RET": "HDRS"}``);
         ``SIZE``, ``BODY`` and ``SMTPUTF8`` are added by the client unless
@@ -685,18 +702,18 @@ class BaseSMTPClient(BaseClient):
             replies = await self._one_by_one(commands, checked=not forward)
         offset = 1 if isinstance(commands[0], Rset) else 0
         mail_reply = replies[offset]
+        data_reply = replies[-1] if len(replies) == len(commands) else None
+        rcpt_replies = replies[offset + 1 : offset + 1 + len(rcpts)]
+        accepted = any(reply.code < 300 for reply in rcpt_replies)
+        refused = mail_reply.code >= 300 or not accepted
+        if refused and data_reply is not None and data_reply.code == 354:
+            # MAIL or every RCPT refused, yet a pipelined DATA got its 354 (RFC 2920
+            # §3.1 allows it): end the empty message so the session can go on.
+            await self._write(self.timeouts.data_block, _END)
+            await self._reply(self.timeouts.data_termination)
         if mail_reply.code >= 300:
             raise SenderRefused("MAIL", mail_reply)
-        data_reply = replies[-1] if len(replies) == len(commands) else None
-        for reply in replies[offset + 1 : offset + 1 + len(rcpts)]:
-            if reply.code < 300:
-                break  # a recipient accepted
-        else:
-            if data_reply is not None and data_reply.code == 354:
-                # Every RCPT refused, yet a pipelined DATA got its 354 (RFC 2920 §3.1
-                # allows it): end the empty message so the session can go on.
-                await self._write(self.timeouts.data_block, _END)
-                await self._reply(self.timeouts.data_termination)
+        if not accepted:
             result = conn.transaction
             assert result is not None
             raise RecipientsRefused(result.recipients[-1].reply or mail_reply, result)
@@ -952,10 +969,14 @@ class BaseSMTPClient(BaseClient):
         than leave a socket open behind an exception.
         """
         # The caller's mistake, refused by the machine before anything went out,
-        # leaves the session as it was (unless half a pipelined group was built).
+        # leaves the session as it was: not when half a pipelined group was built,
+        # nor once content is under way (8-bit bytes read from a file, found after
+        # the 354: the server waits for the rest, and a final dot now would have it
+        # deliver the part sent).
+        conn = self._conn
         mistake = isinstance(exc, LocalProtocolError)
         if isinstance(exc, SMTPReplyError) or (
-            mistake and self._conn is not None and not self._conn.pending
+            mistake and conn is not None and not conn.pending and conn.state is not State.DATA
         ):
             return
         await self._abort()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import email.message
+import email.policy
 import email.utils
 import functools
 from collections.abc import Callable, Iterable, Sequence
@@ -115,13 +116,10 @@ def build_envelope(
         plain_rcpts = list(map(_plain_rcpt, recipients))
         if plain_mail is not None and plain_rcpts and all(plain_rcpts):  # None is false
             return _everyday((plain_mail, plain_rcpts, message))
-    content: Content
     if isinstance(message, email.message.EmailMessage):
-        content, sender, recipients = _from_email(message, sender, recipients)
-    else:
-        content = bytes(message) if isinstance(message, (bytearray, memoryview)) else message
-        if recipients is None:
-            raise ValueError("recipients are needed with bytes content")
+        sender, recipients = _email_envelope(message, sender, recipients)
+    elif recipients is None:
+        raise ValueError("recipients are needed with bytes content")
     if sender is None:
         raise ValueError("a sender is needed with bytes content ('' for the null path)")
     from_ = (
@@ -137,8 +135,13 @@ def build_envelope(
     if not rcpts:
         raise ValueError("no recipients")
     given = NO_PARAMETERS if mail_params is None else Parameters.coerce(mail_params)
-    size = known_size(content)
     wide = _first_wide(from_, rcpts)
+    content: Content
+    if isinstance(message, email.message.EmailMessage):
+        content = _email_bytes(message, utf8=wide is not None or "SMTPUTF8" in given)
+    else:
+        content = bytes(message) if isinstance(message, (bytearray, memoryview)) else message
+    size = known_size(content)
     added = _added_mail_params(offer, wide is not None, content, size, given)
     mail = Mail(from_, (added or NO_PARAMETERS) if given is NO_PARAMETERS else {**added, **given})
     if rcpt_params is None:
@@ -267,24 +270,47 @@ def _parsed_mailbox(text: str) -> Mailbox:
     return parse_mailbox(text)
 
 
-def _from_email(
+def _email_envelope(
     message: email.message.EmailMessage,
     sender: str | Mailbox | None,
     recipients: Recipients | None,
-) -> tuple[bytes, str | Mailbox | None, Recipients]:
-    """Envelope and wire bytes of an EmailMessage, as smtplib.send_message derives them."""
+) -> tuple[str | Mailbox, Recipients]:
+    """The envelope of an EmailMessage where the caller gives none, as
+    ``smtplib.send_message`` derives it: the sender from ``Sender`` or else
+    ``From``, the recipients from ``To``, ``Cc`` and ``Bcc``; from the
+    ``Resent-`` fields instead in a message resent once (one ``Resent-Date``,
+    RFC 5322 §3.6.6), which goes to the new recipients, not back to the first
+    ones. With more than one resent block, which one is meant is not said:
+    :class:`ValueError`, as ``smtplib`` does."""
+    resent = message.get_all("Resent-Date", [])
+    if len(resent) > 1:
+        raise ValueError("the message has more than one Resent- block: give the envelope")
+    prefix = "Resent-" if resent else ""
     if sender is None:
-        header = message["Sender"] or message["From"]
+        header = message[f"{prefix}Sender"] or message[f"{prefix}From"]
         if header is None:
-            raise ValueError("no sender given and the message has no From or Sender header")
+            raise ValueError(f"no sender given and the message has no {prefix}From header")
         sender = email.utils.getaddresses([str(header)])[0][1]
     if recipients is None:
-        fields = [str(v) for name in ("To", "Cc", "Bcc") for v in message.get_all(name, [])]
+        names = [f"{prefix}{name}" for name in ("To", "Cc", "Bcc")]
+        fields = [str(value) for name in names for value in message.get_all(name, [])]
         recipients = [address for _, address in email.utils.getaddresses(fields) if address]
-    outgoing = copy.copy(message)  # RFC 5322 §3.6.3: Bcc recipients stay hidden
+    return sender, recipients
+
+
+def _email_bytes(message: email.message.EmailMessage, *, utf8: bool) -> bytes:
+    """The wire form of an EmailMessage: CRLF line endings, the ``Bcc`` and
+    ``Resent-Bcc`` fields left out (RFC 5322 §3.6.3: those recipients stay
+    hidden), and its headers in UTF-8 for an internationalized message (RFC 6532
+    §3; RFC 2047 encoded words, the policy's default, may not stand in an
+    address, RFC 2047 §5)."""
+    outgoing = copy.copy(message)
     del outgoing["Bcc"]
     del outgoing["Resent-Bcc"]
-    return outgoing.as_bytes(policy=message.policy.clone(linesep="\r\n")), sender, recipients
+    policy = message.policy.clone(linesep="\r\n")
+    if utf8 and isinstance(policy, email.policy.EmailPolicy):  # compat32 has no utf8
+        policy = policy.clone(utf8=True)
+    return outgoing.as_bytes(policy=policy)
 
 
 def _params_of(given: RecipientParameters, recipient: Mailbox) -> Parameters:
