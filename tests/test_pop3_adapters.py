@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import poplib
 import socket
 import time
@@ -149,6 +150,31 @@ def test_poplib_apop_and_wrong_passwords(adapter: str, store: MaildirStore) -> N
             client.pass_("nope")
         with pytest.raises((poplib.error_proto, OSError)):
             client.noop()
+
+
+def test_a_store_with_apop_off_offers_no_timestamp_and_apop_costs_no_login(
+    adapter: str, tmp_path: Path
+) -> None:
+    """``MaildirStore(apop=False)``: no timestamp in the greeting (RFC 1939 §7), and an
+    APOP sent anyway is a command not served, not a failed login counted against
+    ``max_auth_failures``."""
+    write_maildir(tmp_path / "alice", [b"Subject: x\r\n\r\nhi\r\n"])
+    store = MaildirStore(tmp_path, PASSWORDS, apop=False)
+    with (
+        running_pop3_server(adapter, store, max_auth_failures=1) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock,
+    ):
+        replies = sock.makefile("rb")
+        greeting = replies.readline()
+        assert greeting.startswith(b"+OK") and b"<" not in greeting
+        digest = hashlib.md5(b"wonderland").hexdigest()
+        for _ in range(2):
+            sock.sendall(f"APOP alice {digest}\r\n".encode())
+            refused = replies.readline()
+            assert refused.startswith(b"-ERR") and b"[AUTH]" not in refused
+        sock.sendall(b"USER alice\r\nPASS wonderland\r\n")
+        assert replies.readline().startswith(b"+OK")
+        assert replies.readline().startswith(b"+OK")
 
 
 def test_poplib_stls_and_login_refused_before_tls(

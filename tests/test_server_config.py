@@ -17,11 +17,13 @@ from smtpcore.server.bounce import (
     build_bounce,
     build_success_report,
 )
+from smtpcore.server.cli import build_parser
 from smtpcore.server.config import (
     ConfigError,
     ServerConfig,
     parse_duration,
     parse_host_port,
+    parse_server,
     parse_size,
     parse_user,
     read_users_file,
@@ -76,6 +78,25 @@ def test_host_ports(text: str, result: tuple[str, int]) -> None:
 def test_bad_host_ports(text: str) -> None:
     with pytest.raises(ValueError):
         parse_host_port(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "result"),
+    [
+        ("[127.0.0.1]:2525", ("127.0.0.1", 2525)),
+        ("[localhost]:110", ("localhost", 110)),
+        ("[2001:db8::1]:25", ("2001:db8::1", 25)),
+        ("mail.example:587", ("mail.example", 587)),
+    ],
+)
+def test_a_server_connected_to_as_it_is_drops_its_brackets(
+    text: str, result: tuple[str, int]
+) -> None:
+    """``send --server`` and ``fetch --server`` make no MX lookup for brackets to
+    turn off: ``[HOST]:PORT`` is the host itself."""
+    assert parse_server(text) == result
+    parsed = build_parser().parse_args(["fetch", "--server", text, "--user", "u"])
+    assert parsed.server == result
 
 
 def test_users() -> None:

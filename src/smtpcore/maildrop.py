@@ -177,9 +177,15 @@ class Mailstore:
 
     Each way of logging in is offered only when its hook is overridden:
     :meth:`check_password` offers USER/PASS, :meth:`apop_secret` offers
-    APOP, and :meth:`sasl_mechanisms` offers AUTH. :meth:`open_maildrop`
-    is required. Hooks run in the event loop, one at a time per session.
+    APOP (while :attr:`apop` is true), and :meth:`sasl_mechanisms` offers
+    AUTH. :meth:`open_maildrop` is required. Hooks run in the event loop, one
+    at a time per session.
     """
+
+    apop: bool = True
+    """Whether a store that overrides :meth:`apop_secret` offers APOP: false, and the
+    greeting carries no timestamp (RFC 1939 §7) and APOP is refused as a command
+    the server does not know, rather than as a failed login."""
 
     async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
         """USER/PASS (RFC 1939 §7): is ``password`` right for ``user``?"""

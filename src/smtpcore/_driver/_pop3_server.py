@@ -216,7 +216,7 @@ class POP3ServerState(SessionRegistry["POP3ServerSession"]):
         self.options = options
         kind = type(store)
         self.user_login = kind.check_password is not Mailstore.check_password
-        self.apop_login = kind.apop_secret is not Mailstore.apop_secret
+        self.apop_login = kind.apop_secret is not Mailstore.apop_secret and store.apop
         self.sasl_login = kind.sasl_mechanisms is not Mailstore.sasl_mechanisms
 
     def new_session(self, transport: Link, peer: tuple[str, int] | None) -> POP3ServerSession:

@@ -23,6 +23,7 @@ from smtpcore.server.config import (
     ServerConfig,
     parse_duration,
     parse_host_port,
+    parse_server,
     parse_size,
     parse_user,
     read_users_and_aliases,
@@ -247,7 +248,7 @@ def _add_send(commands: Any) -> None:
         help="submit a message over SMTP",
         description="Submit a message to a server, or straight to the recipients' exchangers.",
     )
-    send.add_argument("--server", type=_arg(parse_host_port, "HOST:PORT"), metavar="HOST:PORT")
+    send.add_argument("--server", type=_arg(parse_server, "HOST:PORT"), metavar="HOST:PORT")
     send.add_argument(
         "--from", dest="sender", metavar="ADDR", help="default: the message's From header"
     )
@@ -313,7 +314,7 @@ def _add_fetch(commands: Any) -> None:
         description="Retrieve every message over POP3 and print a line about each.",
     )
     fetch.add_argument(
-        "--server", type=_arg(parse_host_port, "HOST:PORT"), required=True, metavar="HOST:PORT"
+        "--server", type=_arg(parse_server, "HOST:PORT"), required=True, metavar="HOST:PORT"
     )
     fetch.add_argument("--user", required=True, metavar="NAME")
     fetch.add_argument(

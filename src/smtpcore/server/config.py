@@ -25,6 +25,7 @@ __all__ = [
     "mailbox_key",
     "parse_duration",
     "parse_host_port",
+    "parse_server",
     "parse_size",
     "parse_user",
     "read_users_file",
@@ -173,6 +174,16 @@ def parse_host_port(text: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]") and ":" in host:
         host = host[1:-1]  # an IPv6 address in brackets
     return host, number
+
+
+def parse_server(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` of a server connected to as it is (``send --server``, ``fetch
+    --server``): ``[HOST]:PORT`` is taken too, its brackets dropped, since no MX
+    lookup is made there for them to turn off."""
+    host, port = parse_host_port(text)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, port
 
 
 def _networks(option: str, specs: Iterable[str]) -> tuple[str, ...]:
