@@ -112,5 +112,13 @@ def test_send_from_stdin_by_mx_and_over_tls(
         out = capsys.readouterr().out
         assert fetched == 0 and out.splitlines()[-1].startswith("2 messages")
         assert "left on the server" in out
+        # On the plain POP3 port STLS is used when offered, as send uses STARTTLS, so that
+        # USER/PASS does not cross in the clear; --no-stls keeps the session plain.
+        pop3 = ("fetch", "--server", f"127.0.0.1:{pqr.ports['pop3']}", "--auth", "user")
+        login = ("--cafile", str(tls.ca_file), "--user", "b@pqr.example", "--password", "pw")
+        assert cli.main([*pop3, *login]) == 0
+        assert "in the clear" not in capsys.readouterr().err
+        assert cli.main([*pop3, *login, "--no-stls"]) == 0
+        assert "in the clear" in capsys.readouterr().err
     first = email.message_from_bytes(pqr.mailbox("b@pqr.example")[0], policy=email.policy.default)
     assert "with ESMTPS" in str(first["Received"])

@@ -327,7 +327,12 @@ def _add_fetch(commands: Any) -> None:
         help="read the password from FILE's first line (else $SMTPCORE_PASSWORD, else a prompt)",
     )
     security = fetch.add_mutually_exclusive_group()
-    security.add_argument("--stls", action="store_true", help="require STLS (RFC 2595)")
+    security.add_argument(
+        "--stls", action="store_true", help="require STLS (RFC 2595; used when offered anyway)"
+    )
+    security.add_argument(
+        "--no-stls", action="store_true", help="never use STLS, even when offered"
+    )
     security.add_argument("--tls", action="store_true", help="implicit TLS (port 995 style)")
     fetch.add_argument("--cafile", type=Path, metavar="FILE")
     fetch.add_argument("--insecure", action="store_true")

@@ -325,13 +325,22 @@ def _header_text(header: email.message.Message, name: str) -> str:
         return text
 
 
+def _stls_choice(args: argparse.Namespace) -> bool | None:
+    """STLS whenever the server offers it, the certificate checked, as ``send`` uses
+    STARTTLS and as fetchmail does; required with ``--stls``, never with ``--no-stls``
+    or over ``--tls``, where the session is TLS already."""
+    if args.tls or args.no_stls:
+        return False
+    return True if args.stls else None
+
+
 async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     host, port = args.server
     client = POP3Client(
         host,
         port,
         tls_on_connect=args.tls,
-        stls=None if args.tls else bool(args.stls),
+        stls=_stls_choice(args),
         ssl_context=client_tls_context(args.cafile, args.insecure),
     )
     target = Maildir(args.to_maildir) if args.to_maildir is not None else None
