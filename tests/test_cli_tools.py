@@ -119,6 +119,9 @@ def test_send_from_stdin_by_mx_and_over_tls(
         assert cli.main([*pop3, *login]) == 0
         assert "in the clear" not in capsys.readouterr().err
         assert cli.main([*pop3, *login, "--no-stls"]) == 0
-        assert "in the clear" in capsys.readouterr().err
+        assert "in the clear (USER/PASS)" in capsys.readouterr().err
+        plain = ("--auth", "plain", "--no-stls")
+        assert cli.main([*pop3[:-2], *login, *plain]) == 1  # PLAIN is offered under TLS only
+        assert "in the clear (AUTH PLAIN)" in capsys.readouterr().err
     first = email.message_from_bytes(pqr.mailbox("b@pqr.example")[0], policy=email.policy.default)
     assert "with ESMTPS" in str(first["Received"])

@@ -372,6 +372,8 @@ _SASL_CLIENTS: dict[str, Callable[[str, str], ClientMechanism]] = {
     "plain": PlainClient,
     "login": LoginClient,
 }
+_IN_THE_CLEAR = {"user": "USER/PASS", "plain": "AUTH PLAIN", "login": "AUTH LOGIN"}
+"""The ways of logging in that show the password itself (base64 is no cover)."""
 AUTH_CHOICES = ("auto", "user", "apop", *_SASL_CLIENTS)
 """``fetch --auth``: how to log in; ``auto`` chooses as :func:`_log_in` says."""
 
@@ -393,13 +395,13 @@ def _auto_method(client: POP3Client) -> str:
 
 async def _log_in(client: POP3Client, args: argparse.Namespace) -> None:
     method = args.auth if args.auth != "auto" else _auto_method(client)
+    if method in _IN_THE_CLEAR and not client.tls:
+        print(
+            "smtpcore fetch: warning: the password crosses the network in the clear "
+            f"({_IN_THE_CLEAR[method]}); use --stls or --tls",
+            file=sys.stderr,
+        )
     if method in ("user", "apop"):
-        if method == "user" and not client.tls:
-            print(
-                "smtpcore fetch: warning: the password crosses the network in the clear "
-                "(USER/PASS); use --stls or --tls",
-                file=sys.stderr,
-            )
         await client.login(args.user, args.password, apop=method == "apop")
         return
     await client.authenticate(_SASL_CLIENTS[method](args.user, args.password))
