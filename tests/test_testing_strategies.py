@@ -253,3 +253,82 @@ def test_domains_draw_a_labels_that_stand_for_u_labels() -> None:
     conn = _server()
     events, _ = run_server(conn, f"MAIL FROM:<john@{domain}>\r\n".encode())
     assert not any(isinstance(e, BadCommand) for e in events)
+
+
+# -- what the strategies draw is what they say ----------------------------------------
+
+
+@settings(max_examples=400)  # cheap examples; a UTF-8 sender is one draw in a few dozen
+@given(sst.commands(extensions={"SMTPUTF8"}))
+def test_a_drawn_mail_with_a_utf8_sender_asks_for_smtputf8(command: smtp.Command) -> None:
+    """RFC 6531 §3.4: a UTF-8 reverse-path needs the SMTPUTF8 parameter; without it
+    no state makes the MAIL valid."""
+    if isinstance(command, smtp.Mail) and command.sender is not None:
+        assert command.sender.is_ascii or "SMTPUTF8" in command.params
+
+
+@given(sst.replies())
+def test_reply_text_is_printable_ascii(reply: Reply) -> None:
+    """RFC 5321 §4.2: textstring = 1*(%d09 / %d32-126)."""
+    assert all(line.isascii() and line.isprintable() for line in reply.lines)
+
+
+def test_a_reply_is_due_for_each_crlf_line_of_a_hostile_item() -> None:
+    """Only CRLF ends a line (RFC 5321 §2.3.8): a CRLF inside a path makes two lines,
+    and a bare LF none."""
+    session = sst.ClientSession(
+        ((b"MAIL FROM:<\r\n>\r\n", b"NOOP\nNOOP\r\n", smtp.Noop()),), frozenset()
+    )
+    [due] = session.answer_points()
+    [write] = session.writes()
+    assert due == [13, 16, 27, 33] and len(write) == 33
+    conn = _server()
+    _, out = run_server(conn, write)
+    assert len(out.splitlines()) == len(due)
+
+
+@settings(max_examples=400)
+@given(sst.command_lines(hostile=True))
+def test_every_command_line_ends_with_its_one_crlf(line: bytes) -> None:
+    """A line that CRLF does not end would run into the next one, and its reply would
+    be due nowhere (RFC 5321 §2.3.8)."""
+    assert line.endswith(b"\r\n")
+
+
+def test_every_fixed_hostile_line_ends_with_crlf() -> None:
+    """The same for the fixed list the strategies sample (a draw in two hundred)."""
+    from smtpcore.testing._smtp_strategies import _HOSTILE_LINES
+
+    assert all(line.endswith(b"\r\n") for line in _HOSTILE_LINES)
+
+
+@SESSIONS
+@given(sst.sessions(extensions={"PIPELINING", "SIZE", "8BITMIME", "CHUNKING"}, hostile=True))
+def test_hostile_sessions_get_the_replies_their_answer_points_count(
+    session: sst.ClientSession,
+) -> None:
+    """Each hostile item is whole lines: the server machine answers each group's write
+    with exactly as many replies as ``answer_points`` says are due."""
+    conn = ServerConnection("mx.test", chunking=True)
+    conn.send(Reply(220, "mx.test ESMTP"))
+    for write, due in zip(session.writes(), session.answer_points(), strict=True):
+        events, out = run_server(conn, write)
+        if any(isinstance(e, RejectedMessage | smtp.ConnectionClosed) for e in events):
+            return  # refused content, or the session's end: what follows is not replied to
+        finals = [line for line in out.split(b"\r\n")[:-1] if line[3:4] != b"-"]
+        assert len(finals) == len(due), (write, out)
+
+
+def test_permissive_answer_refuses_rejected_lmtp_content_once_per_recipient() -> None:
+    """RFC 2033 §4.2: one reply per accepted recipient, a refusal too."""
+    conn = ServerConnection("lmtp.test", lmtp=True)
+    conn.send(Reply(220, "lmtp.test LMTP"))
+    session = (
+        b"LHLO client.test\r\nMAIL FROM:<a@abc.example>\r\n"
+        b"RCPT TO:<b@pqr.example>\r\nRCPT TO:<c@pqr.example>\r\nDATA\r\n"
+    )
+    run_server(conn, session)
+    events, out = run_server(conn, b"Subject: x\r\n\r\nnul \x00\r\n.\r\n")
+    assert isinstance(events[-1], RejectedMessage)
+    assert out.count(b"\r\n") == 2 and out.startswith(b"550")
+    assert conn.state is smtp.State.READY

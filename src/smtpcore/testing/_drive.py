@@ -41,7 +41,9 @@ def permissive_smtp_answer(
     conn: smtp.ServerConnection, event: smtp.Event
 ) -> smtp.Reply | list[smtp.Reply] | None:
     """Accept everything: each command gets its positive reply, a bad one the
-    reply the machine suggests, LMTP's end of content one 250 per recipient.
+    reply the machine suggests, LMTP's end of content one 250 per recipient
+    (and content the machine rejects its suggested reply once per recipient,
+    RFC 2033 §4.2).
 
     AUTH PLAIN and LOGIN run their exchange through :mod:`smtpcore.sasl`
     with any credentials (an empty 334 challenge for PLAIN without an
@@ -49,6 +51,8 @@ def permissive_smtp_answer(
     cancels it with 501 (RFC 4954 §4); any other mechanism the machine
     lets through is accepted at once with 235.
     """
+    if isinstance(event, smtp.RejectedMessage) and conn.lmtp:
+        return [event.reply] * conn.accepted_recipients
     if isinstance(event, smtp.BadCommand | smtp.RejectedMessage):
         return event.reply
     if isinstance(event, smtp.MessageData):

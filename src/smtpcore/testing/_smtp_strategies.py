@@ -17,6 +17,7 @@ from typing import Final
 from hypothesis import strategies as st
 
 from smtpcore._dotstuff import DotEncoder
+from smtpcore.address import Mailbox
 from smtpcore.sasl import PlainClient
 from smtpcore.smtp import (
     Auth,
@@ -329,6 +330,13 @@ def _parameters(
 _WORDS: Final = st.from_regex(r"[A-Za-z0-9.@_+-]{1,20}", fullmatch=True)
 
 
+def _mail(sender: Mailbox | None, params: Parameters) -> Mail:
+    """MAIL, with SMTPUTF8 for a UTF-8 reverse-path (RFC 6531 §3.4)."""
+    if sender is not None and not sender.is_ascii and "SMTPUTF8" not in params:
+        params = Parameters({**params, "SMTPUTF8": None})
+    return Mail(sender, params)
+
+
 def commands(
     *, extensions: Collection[str] = EXTENSIONS, lmtp: bool = False
 ) -> st.SearchStrategy[Command]:
@@ -353,7 +361,7 @@ def commands(
     hello = st.builds(Lhlo if lmtp else Ehlo, domains())
     options: list[st.SearchStrategy[Command]] = [
         hello,
-        st.builds(Mail, st.none() | mailboxes(utf8=utf8), mail_parameters(extensions=offered)),
+        st.builds(_mail, st.none() | mailboxes(utf8=utf8), mail_parameters(extensions=offered)),
         st.builds(Rcpt, mailboxes(utf8=utf8), rcpt_parameters(extensions=offered)),
         st.just(Data()),
         st.just(Rset()),
@@ -389,8 +397,8 @@ _HOSTILE_LINES: Final = (
     b"BDAT 99999999999999999999999\r\n",
     b"BDAT 1 LAS\r\n",
     b"QUIT now\r\n",
-    b"NOOP\n",
-    b"NOOP\r",
+    b"NOOP\nNOOP\r\n",  # a bare LF inside a line: only CRLF ends one (RFC 5321 §2.3.8)
+    b"NOOP\rNOOP\r\n",
     b"NOOP\r\r\n",
     b"NOOP \x00\r\n",
     b"\x00\r\n",
@@ -522,7 +530,8 @@ class ClientSession:
     def answer_points(self) -> list[list[int]]:
         """For each group, the offsets in its write at which a reply falls due.
 
-        A command is due once its line is in, a BDAT once its octets are in
+        A command is due once its line is in (only CRLF ends a line, RFC 5321
+        §2.3.8: a hostile path holding one is two lines), a BDAT once its octets are in
         (RFC 3030 §2), the end of DATA content once the final dot line is in;
         a server that answers before has not read what it answers. (LMTP
         gives one reply per accepted recipient at the end of content.)
@@ -548,7 +557,14 @@ def _encode(group: tuple[Event | bytes, ...]) -> list[tuple[bytes, bool]]:
     bdat_left = 0
     for item in group:
         if isinstance(item, bytes):
-            out.append((item, True))
+            # A reply for each line the item ends: only CRLF ends one (RFC 5321 §2.3.8),
+            # so a CRLF inside a hostile path is two lines, and a bare CR or LF is none.
+            start = 0
+            while (end := item.find(b"\r\n", start)) >= 0:
+                out.append((item[start : end + 2], True))
+                start = end + 2
+            if start < len(item):
+                out.append((item[start:], False))
         elif isinstance(item, MessageData):
             if bdat_left:
                 bdat_left -= len(item.data)
@@ -744,7 +760,8 @@ def _ends_with_end(group: tuple[Event | bytes, ...]) -> bool:
 
 
 _REPLY_TEXT: Final = st.text(
-    st.characters(min_codepoint=32, max_codepoint=0x2FF, exclude_characters="\x7f"),
+    # RFC 5321 §4.2: textstring = 1*(%d09 / %d32-126), printable ASCII.
+    st.characters(min_codepoint=32, max_codepoint=126),
     max_size=40,
 ).map(lambda text: text.lstrip("0123456789. "))
 _CODES: Final = (
