@@ -13,6 +13,7 @@ import base64
 import contextlib
 import dataclasses
 import hmac
+import logging
 import smtplib
 import subprocess
 from collections.abc import Iterator
@@ -305,6 +306,32 @@ def test_a_mechanism_given_by_hand_keeps_the_password_off_plaintext(adapter: str
     assert [i.mechanism for i in handler.identities] == ["PLAIN"]
 
 
+def test_starttls_after_a_login_forgets_it(adapter: str, tls: TLSFiles) -> None:
+    """RFC 3207 §4.2: the server discards what the session knew, a login included."""
+    mod = module(adapter)
+    auth = Authenticator(check_password=check_password)
+
+    async def session(port: int) -> tuple[str | None, str | None]:
+        client = mod.SMTPClient(
+            "127.0.0.1",
+            port,
+            ssl_context=tls.client_context,
+            starttls=False,
+            username=USER,
+            password=PASSWORD,
+            allow_plaintext_auth=True,
+        )
+        async with client:
+            before = client.authenticated_with
+            await client.starttls()
+            return before, client.authenticated_with
+
+    with running_smtp_server(
+        adapter, Submission(), ssl_context=tls.server_context, auth=auth, auth_require_tls=False
+    ) as server:
+        assert run(adapter, lambda: session(server.port)) == ("PLAIN", None)
+
+
 def test_send_message_takes_credentials(adapter: str, tls: TLSFiles) -> None:
     handler = Submission()
     with running_smtp_server(
@@ -388,17 +415,24 @@ def plain(authcid: str, password: str, authzid: str = "") -> bytes:
     return base64.b64encode(f"{authzid}\0{authcid}\0{password}".encode())
 
 
-def test_identity_authzid_veto_and_auth_parameter(adapter: str) -> None:
+def test_identity_authzid_veto_and_auth_parameter(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
     handler = Submission()
     with (
         running_smtp_server(adapter, handler, auth=authenticator(), auth_require_tls=False) as s,
         raw_smtp_session(s.host, s.port) as c,
+        caplog.at_level(logging.INFO, logger="smtpcore.server"),
     ):
         c.recv_reply()
         c.command(b"EHLO client.test")
         # Acting as postmaster is authorized, but the handler wants TLS for it.
         reply = c.command(b"AUTH PLAIN " + plain(USER, PASSWORD, "postmaster@abc.example"))
         assert reply.startswith(b"535 5.7.8 Not for postmaster")
+        # A veto is a failed attempt: logged as one, in the line fail2ban reads.
+        [refused] = [r.getMessage() for r in caplog.records if "reject: AUTH" in r.getMessage()]
+        assert refused.startswith("NOQUEUE: reject: AUTH from [127.0.0.1]:")
+        assert "535 5.7.8 Not for postmaster" in refused
         assert c.command(b"MAIL FROM:<a@abc.example> AUTH=<>").startswith(b"250")
         assert c.command(b"RSET").startswith(b"250")
         assert c.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"235 2.7.0")

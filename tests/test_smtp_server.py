@@ -532,6 +532,39 @@ def test_enhanced_status_codes_off_strips_them() -> None:
     assert conn.send(Reply(550, "no", "5.7.1")) == b"550 no\r\n"
 
 
+def test_commands_out_of_place_in_a_transaction_are_told_so() -> None:
+    """A 503 whose text fits: inside a transaction nothing is missing a MAIL."""
+    _, out = run(greeted(starttls=True), ENVELOPE + b"STARTTLS\r\n")
+    assert out.splitlines()[-1] == b"503 5.5.1 Mail transaction in progress"
+    chunk = b"BDAT 4\r\nabcd"
+    _, out = run(greeted(), ENVELOPE + chunk + b"DATA\r\nMAIL FROM:<a@b.example>\r\n")
+    assert out.splitlines()[-2:] == [
+        b"503 5.5.1 DATA after BDAT: end the message with BDAT LAST",
+        b"503 5.5.1 Nested MAIL command",
+    ]
+
+
+def test_the_greeting_and_hello_replies_carry_no_enhanced_status() -> None:
+    """RFC 2034 §3 leaves out the greeting and the replies to EHLO and HELO, whatever
+    their code; a 421 later in the session gets its status as any reply does."""
+    conn = ServerConnection("mx.test")
+    assert conn.send(Reply(421, "busy")) == b"421 busy\r\n"
+    for hello in (EHLO, b"HELO a.example\r\n"):
+        conn = greeted()
+        conn.receive_data(hello)
+        conn.next_event()
+        assert conn.send(Reply(550, "go away", "5.7.1")) == b"550 go away\r\n"
+    conn = greeted()
+    conn.receive_data(EHLO)
+    conn.next_event()
+    assert conn.send(Reply(421, "closing")) == b"421 closing\r\n"
+    conn = greeted()
+    run(conn, EHLO)
+    conn.receive_data(b"NOOP\r\n")
+    conn.next_event()
+    assert conn.send(Reply(421, "closing")) == b"421 4.0.0 closing\r\n"
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -424,6 +424,7 @@ class BaseSMTPClient(BaseClient):
         await self._handshake()
         # Bytes that came with the 220 arrived before the handshake: the machine drops them.
         self.connection.tls_started()
+        self.authenticated_with = None  # the server forgets a login made before (RFC 3207 §4.2)
         await self._hello(self.hostname)
 
     # -- AUTH ---------------------------------------------------------------

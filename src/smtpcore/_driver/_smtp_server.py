@@ -1012,14 +1012,7 @@ class ServerSession(ServedSession):
         session = self.session
         success = flow.success
         if reply.code != 235 or success is None:
-            if reply.code >= 500 and reply.code != 504:
-                logger.info(
-                    "NOQUEUE: reject: AUTH from %s: %s; mechanism=%s",
-                    peer_text(session.peer),
-                    " ".join(str(reply).split()),
-                    flow.mechanism,
-                )
-            self._answer(reply)
+            self._log_auth_refusal(self._answer(reply), flow.mechanism)
             return
         flow.success = None
         identity = AuthIdentity(success.authcid, success.authzid, flow.mechanism)
@@ -1028,10 +1021,24 @@ class ServerSession(ServedSession):
             (session, identity),
             self.options.timeouts.command,
         )
-        if self._answer(reply).code == 235:
+        answered = self._answer(reply)
+        if answered.code == 235:
             session.authenticated = identity
             logger.info(
                 "AUTH %s from %s as %s", identity.mechanism, peer_text(session.peer), identity
+            )
+        else:  # the handler's veto counts as a failed attempt: logged as one
+            self._log_auth_refusal(answered, flow.mechanism)
+
+    def _log_auth_refusal(self, reply: Reply, mechanism: str | None) -> None:
+        """A failed AUTH at INFO, in the line fail2ban's filter reads (a 5xx other than
+        504, an unknown mechanism: not a guess at a password)."""
+        if reply.code >= 500 and reply.code != 504:
+            logger.info(
+                "NOQUEUE: reject: AUTH from %s: %s; mechanism=%s",
+                peer_text(self.session.peer),
+                " ".join(str(reply).split()),
+                mechanism,
             )
 
     # -- content --------------------------------------------------------------

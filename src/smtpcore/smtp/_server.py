@@ -102,22 +102,34 @@ _DEFAULT_STATUS: Final[_Statuses] = (
 )
 """The enhanced status a reply gets when the application gave none, by its first digit."""
 _SUCCESS: Final = _DEFAULT_STATUS[2]
+_NO_STATUS: Final[_Statuses] = (None,) * 6
+"""For the replies RFC 2034 §3 leaves without an enhanced status, whatever their code:
+those to EHLO, HELO (and LHLO), as the greeting."""
 _STATUS_FOR: Final[dict[type[Event | None], _Statuses]] = {
-    command: (*_DEFAULT_STATUS[:2], success, *_DEFAULT_STATUS[3:])
-    for command, success in (
-        (Mail, EnhancedStatus(2, 1, 0)),
-        (Rcpt, EnhancedStatus(2, 1, 5)),
-        (Auth, EnhancedStatus(2, 7, 0)),
-        (AuthResponse, EnhancedStatus(2, 7, 0)),
-    )
+    **{
+        command: (*_DEFAULT_STATUS[:2], success, *_DEFAULT_STATUS[3:])
+        for command, success in (
+            (Mail, EnhancedStatus(2, 1, 0)),
+            (Rcpt, EnhancedStatus(2, 1, 5)),
+            (Auth, EnhancedStatus(2, 7, 0)),
+            (AuthResponse, EnhancedStatus(2, 7, 0)),
+        )
+    },
+    Ehlo: _NO_STATUS,
+    Helo: _NO_STATUS,
+    Lhlo: _NO_STATUS,
 }
-"""As ``_DEFAULT_STATUS``, for the commands whose success has a status of its own."""
+"""As ``_DEFAULT_STATUS``, for the commands whose replies have statuses of their own."""
 
 _SEQUENCE_ERRORS: Final[dict[tuple[str, State], Reply]] = {
     ("MAIL", State.HELLO): reply(503, "5.5.1", "Send EHLO or HELO first"),
     ("MAIL", State.MAIL): reply(503, "5.5.1", "Nested MAIL command"),
     ("MAIL", State.RCPT): reply(503, "5.5.1", "Nested MAIL command"),
+    ("MAIL", State.BDAT): reply(503, "5.5.1", "Nested MAIL command"),
     ("DATA", State.MAIL): reply(554, "5.5.1", "No valid recipients"),
+    ("BDAT", State.MAIL): reply(554, "5.5.1", "No valid recipients"),
+    ("DATA", State.BDAT): reply(503, "5.5.1", "DATA after BDAT: end the message with BDAT LAST"),
+    ("RCPT", State.BDAT): reply(503, "5.5.1", "RCPT after BDAT: end the message first"),
     ("AUTH", State.MAIL): reply(503, "5.5.1", "AUTH not allowed in a mail transaction"),
     ("AUTH", State.RCPT): reply(503, "5.5.1", "AUTH not allowed in a mail transaction"),
     **{
@@ -135,6 +147,9 @@ _OUTSIDE_SESSION: Final = frozenset({State.GREETING, State.CLOSED, State.ERROR})
 answers to the end of a message and to a bad command compare with no member read
 through its enum class."""
 _NEED_MAIL: Final = reply(503, "5.5.1", "Need MAIL command")
+_IN_TRANSACTION: Final = reply(503, "5.5.1", "Mail transaction in progress")
+"""What a command out of its place gets while a transaction is open (STARTTLS, say)."""
+_TRANSACTION_STATES: Final = frozenset({State.MAIL, State.RCPT, State.BDAT})
 _TOO_MANY_RECIPIENTS: Final = reply(452, "4.5.3", "Too many recipients")
 JUNK_COMMANDS: Final[frozenset[type[Command]]] = frozenset(
     {Ehlo, Helo, Lhlo, Rset, Noop, Vrfy, Expn, Help}
@@ -584,7 +599,7 @@ class ServerConnection:
             if state is State.CLOSED:
                 raise LocalProtocolError("the session is closed")
             if event.code == 421:
-                return self._close_with(event)
+                return self._close_with(event, greeting=True)
             return self._greet(event)
         if event.code == 421:
             return self._close_with(event)
@@ -761,7 +776,10 @@ class ServerConnection:
         state = self._state
         if state is State.NO_SERVICE:
             return reply(503, "5.5.1", "No service here; send QUIT")
-        return _SEQUENCE_ERRORS.get((command.verb, state), _NEED_MAIL)
+        found = _SEQUENCE_ERRORS.get((command.verb, state))
+        if found is not None:
+            return found
+        return _IN_TRANSACTION if state in _TRANSACTION_STATES else _NEED_MAIL
 
     # A command's own checks, once it is known and in sequence (see _CHECKS).
 
@@ -1052,10 +1070,13 @@ class ServerConnection:
                 return data
         return event.to_bytes()
 
-    def _close_with(self, event: Reply) -> bytes:
+    def _close_with(self, event: Reply, *, greeting: bool = False) -> bytes:
+        """A 421: the greeting's carries no enhanced status (RFC 2034 §3), nor one to a
+        hello; any other the status it was given or its class's."""
+        answered = self._pending
         self._state = State.CLOSED
         self._pending = None
-        return event.to_bytes(self._status_for(None, event))
+        return event.to_bytes(None if greeting else self._status_for(answered, event))
 
     def _answer_command(self, command: Command | AuthResponse, rule: Rule, event: Reply) -> bytes:
         code = event.code
@@ -1275,9 +1296,11 @@ class ServerConnection:
             self._state = State.CLOSED
         status = None
         if self._config.enhanced_status_codes:  # as _status_for, read here: every answer ends here
-            status = event.status if code < 300 or code >= 400 else None
-            if status is None:
-                status = _STATUS_FOR.get(type(answered), _DEFAULT_STATUS)[code // 100]
+            statuses = _STATUS_FOR.get(type(answered), _DEFAULT_STATUS)
+            if statuses is not _NO_STATUS:
+                status = event.status if code < 300 or code >= 400 else None
+                if status is None:
+                    status = statuses[code // 100]
         for known, data in event._wire:  # Reply.to_bytes's memory, read without the call
             if known is status:
                 return data
@@ -1286,11 +1309,16 @@ class ServerConnection:
     def _status_for(self, answered: Event | None, event: Reply) -> EnhancedStatus | None:
         """The enhanced status ``event`` is written with, answering ``answered`` (RFC
         2034 §3): the application's, or the one its code and command imply."""
-        if not self._config.enhanced_status_codes or 300 <= event.code < 400:
+        statuses = _STATUS_FOR.get(type(answered), _DEFAULT_STATUS)
+        if (
+            not self._config.enhanced_status_codes
+            or 300 <= event.code < 400
+            or statuses is _NO_STATUS
+        ):
             return None
         if event.status is not None:
             return event.status
-        return _STATUS_FOR.get(type(answered), _DEFAULT_STATUS)[event.code // 100]
+        return statuses[event.code // 100]
 
     def _hello_reply(self, event: Reply, keywords: tuple[str, ...]) -> bytes:
         """RFC 5321 §4.1.1.1: the first line names this host; EHLO adds keywords."""
