@@ -59,6 +59,8 @@ class ScriptedRemote:
     keep_content: bool = True
     """False: keep only the content's digest and size, so that a test measuring the
     relay's memory is not measuring this remote's."""
+    greeting: bytes = b"220 scripted ESMTP"
+    """A 421 here closes each session after it, as a busy server does."""
     rcpt_replies: dict[str, bytes] = field(default_factory=dict)
     data_reply: bytes = b"250 2.0.0 queued"
     drop_in_data: bool = False
@@ -127,7 +129,9 @@ class ScriptedRemote:
         sock = sockets[0]
         tls = False
         lines: BinaryIO = sock.makefile("rb")
-        sock.sendall(b"220 scripted ESMTP\r\n")
+        sock.sendall(self.greeting + b"\r\n")
+        if not self.greeting.startswith(b"220"):
+            return
         recipients: list[str] = []
         mail_line, rcpt_lines = b"", list[bytes]()
         received_chunks: _Received | None = None

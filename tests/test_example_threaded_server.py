@@ -88,7 +88,8 @@ def transactions(draw: st.DrawFn, session: Session) -> None:
         for number, chunk in enumerate(chunks, 1):
             last = b" LAST" if number == len(chunks) else b""
             command = b"BDAT %d%s\r\n" % (len(chunk), last)
-            session.add(Step(command + chunk, 250 if good else 503))
+            # With no recipient accepted, "no valid recipients" (RFC 5321 §3.3), as DATA.
+            session.add(Step(command + chunk, 250 if good else 554))
         if good:
             session.accepted.append(content)
         else:

@@ -183,12 +183,15 @@ def test_parse_zone_result() -> None:
         ("pqr.example A 192.0.2.1 192.0.2.2", "exactly one value"),
         ("pqr.example EXISTS now", "takes no data"),
         ("bad..name A 192.0.2.1", "not a domain name"),
+        ("@ MX 10 mx.pqr.example", "no .ORIGIN, .TTL or @ here"),
+        ("$ORIGIN pqr.example.", "no .ORIGIN, .TTL or @ here"),
+        ("a.example A 192.0.2.1\na.example CNAME b.example", "CNAME cannot stand beside"),
     ],
 )
 def test_zone_syntax_errors_name_the_line(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message) as info:
         parse_zone("# first line\n" + text)
-    assert str(info.value).startswith("line 2:")
+    assert str(info.value).startswith(f"line {1 + text.count(chr(10)) + 1}:")
 
 
 def test_cname_beside_other_records_in_a_zone() -> None:

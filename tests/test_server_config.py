@@ -31,6 +31,24 @@ from smtpcore.server.config import (
 from smtpcore.server.resolvers import SystemResolver, make_resolver
 
 
+def test_a_bounce_for_a_long_host_name_keeps_its_boundary_within_70_characters() -> None:
+    """RFC 2046 §5.1.1: a boundary is 1 to 70 characters, whatever the host's name."""
+    host = "mail-relay-" + "x" * 40 + ".abc.example"
+    raw = build_bounce(
+        reporting_mta=host,
+        recipient="a@b.example",
+        queue_id="8452DE06F8",
+        arrival=0.0,
+        now=0.0,
+        failed=[FailedRecipient("c@d.example", "5.0.0", "refused")],
+        original=b"Subject: x\r\n\r\nbody\r\n",
+    )
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    boundary = message.get_boundary()
+    assert boundary is not None and 1 <= len(boundary) <= 70
+    assert len(message.get_payload()) == 3  # the parts are found by it  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [

@@ -191,6 +191,58 @@ def test_550_bounces_at_once_and_452_is_retried(
     assert [t.recipients for t in server.transactions][-1] == ["full@pqr.example"]
 
 
+TWO_MX = (
+    "pqr.example MX 10 mx.pqr.example\n"
+    "pqr.example MX 20 mx2.pqr.example\n"
+    "mx.pqr.example A 127.0.0.1\n"
+    "mx2.pqr.example A 127.0.0.2\n"
+)
+
+
+@pytest.mark.parametrize("where", ["rcpt", "end of data"])
+def test_a_4xx_for_a_recipient_sends_it_to_the_next_exchanger(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    """A recipient the first exchanger defers goes to the next one in the same round
+    (as Postfix keeps soft-failed recipients for the next server); the others stay
+    delivered where they were."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    first_options: dict[str, object] = (
+        {"rcpt_replies": {"soft@pqr.example": b"451 4.3.0 try later"}}
+        if where == "rcpt"
+        else {"data_reply": b"451 4.3.0 try later"}
+    )
+    with remote(**first_options) as first, remote(host="127.0.0.2", port=first.port) as second:
+        relay = _relay(tmp_path, first.port, zone=TWO_MX, retry_after=300)
+        relay.enqueue(["soft@pqr.example", "ok@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(first)
+        _wait_closed(second)
+    (at_first,) = first.transactions
+    (at_second,) = second.transactions
+    if where == "rcpt":
+        assert at_first.recipients == ["ok@pqr.example"]
+        assert at_second.recipients == ["soft@pqr.example"]
+    else:  # the content was refused for both: both go on
+        assert at_second.recipients == ["soft@pqr.example", "ok@pqr.example"]
+    assert _lines(caplog, "deferred") and relay.reports() == []
+
+
+def test_an_expired_message_reports_the_servers_own_reply_and_status(
+    tmp_path: Path,
+) -> None:
+    """RFC 3464 §2.3.4, §2.3.6: after a busy greeting the bounce's Status is the server's
+    enhanced code and its Diagnostic-Code of type smtp the reply itself."""
+    with remote(greeting=b"421 4.3.2 busy") as server:
+        relay = _relay(tmp_path, server.port, max_queue_age=0.2)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(server)
+    (raw,) = relay.reports()
+    assert b"Status: 4.3.2" in raw
+    assert b"Diagnostic-Code: smtp; 421 4.3.2 busy" in raw
+
+
 def test_a_connection_dropped_in_data_is_deferred_then_delivered(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -494,6 +546,21 @@ def test_internal_addresses(text: str, internal: bool) -> None:
     assert InternalAddresses().refused(ip_address(text)) is internal
     assert not InternalAddresses(allowed=True).refused(ip_address(text))
     assert InternalAddresses(["8.8.8.8"]).refused(ip_address("8.8.8.8"))
+
+
+def test_the_servers_own_address_is_refused_however_it_is_written() -> None:
+    """``::ffff:a.b.c.d`` is the host ``a.b.c.d``: an address literal or an AAAA record
+    written so must not lead the relay back to itself."""
+    from ipaddress import ip_address
+
+    from smtpcore.address import parse_mailbox
+
+    own = InternalAddresses(["93.184.216.34"])
+    assert own.refused(ip_address("::ffff:93.184.216.34"))
+    mapped = parse_mailbox("u@[IPv6:::ffff:93.184.216.34]")
+    assert own.refused_literal(mapped) is not None
+    assert InternalAddresses(["::ffff:93.184.216.34"]).refused(ip_address("93.184.216.34"))
+    assert not own.refused(ip_address("::ffff:93.184.216.35"))
 
 
 def test_mx_hosts_on_internal_addresses_bounce_without_a_connection(tmp_path: Path) -> None:

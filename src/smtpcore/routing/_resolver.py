@@ -188,10 +188,18 @@ def parse_zone(text: str) -> tuple[dict[str, list[StaticRecord]], list[str]]:
             bucket = records.setdefault(name, [])
             if record is not None:
                 bucket.append(record)
+                if len(bucket) > 1 and any(isinstance(item, CNAME) for item in bucket):
+                    raise ValueError(
+                        f"line {number}: a CNAME cannot stand beside other records: "
+                        f"{raw.strip()!r}"
+                    )
     return records, failing
 
 
 def _parse_line(tokens: list[str]) -> tuple[str, str, StaticRecord | None]:
+    if tokens[0] == "@" or tokens[0].startswith("$"):
+        # A BIND habit: read as a name, "@" would hold records nothing looks up.
+        raise ValueError("no $ORIGIN, $TTL or @ here: write each name out in full")
     name = canonical_host(tokens[0])
     rest = tokens[1:]
     while rest and (rest[0].isdigit() or rest[0].upper() == "IN"):

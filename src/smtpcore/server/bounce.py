@@ -265,7 +265,8 @@ def _build_report(
     utf8: bool = False,
 ) -> bytes:
     utf8 = utf8 or not recipient.isascii() or any(not r.address.isascii() for r in reported)
-    boundary = f"{queue_id}.{secrets.token_hex(8)}/{reporting_mta}"
+    # RFC 2046 §5.1.1: 1 to 70 characters; a long host name is cut short.
+    boundary = f"{queue_id}.{secrets.token_hex(8)}/{reporting_mta}"[:70]
     arrival_date = email.utils.formatdate(arrival, localtime=True)
     date = email.utils.formatdate(now, localtime=True)
     lines = [

@@ -60,6 +60,7 @@ from smtpcore.server.exchanger import (
     Outcome,
     TryNext,
     default_client,
+    reply_text,
 )
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import delivery_line, logger
@@ -577,11 +578,13 @@ class DeliveryWorker:
         last = TryNext("no exchanger to try")
         relay = "none"
         unmet: list[str] = []  # why each exchanger did not meet the message's REQUIRETLS
+        results: dict[str, Outcome] = {}
+        remaining = dict(deliveries)
         for number, attempt in enumerate(attempts, 1):
             relay = f"{attempt.host}[{attempt.address}]:{attempt.port}"
             try:
-                return await self.exchanger.deliver(
-                    attempt, relay, entry, deliveries, content, policy
+                outcomes = await self.exchanger.deliver(
+                    attempt, relay, entry, remaining, content, policy
                 )
             except TryNext as failure:
                 if failure.requiretls:
@@ -591,6 +594,27 @@ class DeliveryWorker:
                 if number < len(attempts):
                     logger.info("%s: %s; trying the next exchanger", entry.id, failure.detail)
                 last = failure
+                continue
+            results.update(outcomes)
+            # A recipient this exchanger deferred (a 4xx to RCPT, or after the content)
+            # goes to the next one, as Postfix keeps soft-failed recipients for the
+            # next server; the last one's reply stands.
+            remaining = {
+                address: delivery
+                for address, delivery in remaining.items()
+                if outcomes[address].status is RecipientStatus.PENDING
+            }
+            if not remaining:
+                return results
+            if number < len(attempts):
+                logger.info(
+                    "%s: %s deferred %d recipient(s); trying the next exchanger",
+                    entry.id,
+                    relay,
+                    len(remaining),
+                )
+        if results:
+            return results
         if unmet and len(unmet) == len(attempts):
             # RFC 8689 §4.2.1, §5: no exchanger qualifies, so the message is not sent at
             # all, and goes back to its sender (a connection that failed otherwise might
@@ -612,7 +636,9 @@ class DeliveryWorker:
             Outcome(
                 RecipientStatus.PENDING,
                 last.dsn,
-                last.detail,
+                # The server's own reply for a Diagnostic-Code of type smtp (RFC 3464
+                # §2.3.6), as for a recipient's; else what went wrong.
+                last.detail if last.reply is None else reply_text(last.reply),
                 relay,
                 remote_mta=attempts[-1].host if attempts else None,
                 from_remote=last.reply is not None,

@@ -132,14 +132,16 @@ class TryNext(Exception):
     def __init__(
         self,
         detail: str,
-        dsn: str = "4.4.1",
+        dsn: str | None = None,
         reply: Reply | None = None,
         *,
         requiretls: bool = False,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
-        self.dsn = dsn
+        self.dsn = dsn or (reply_dsn(reply) if reply is not None else "4.4.1")
+        """The status a delay or bounce gives: the one named, else the server's own
+        (RFC 3464 §2.3.4), else 4.4.1 (no answer from the host)."""
         self.reply = reply
         self.requiretls = requiretls
 

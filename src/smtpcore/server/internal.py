@@ -27,10 +27,16 @@ __all__ = ["InternalAddresses", "is_internal_address"]
 IPAddress = IPv4Address | IPv6Address
 
 
+def _unmapped(address: IPAddress) -> IPAddress:
+    """``::ffff:a.b.c.d`` as ``a.b.c.d``: the same host, whichever way it is written."""
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
 def is_internal_address(address: IPAddress) -> bool:
     """Whether ``address`` is one no relay from the Internet should reach."""
-    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    address = _unmapped(address)
     return (
         address.is_loopback
         or address.is_private
@@ -49,13 +55,15 @@ class InternalAddresses:
         self.own: set[IPAddress] = set()
         for text in own:
             try:
-                self.own.add(ip_address(text))
+                self.own.add(_unmapped(ip_address(text)))
             except ValueError:
                 continue
 
     def refused(self, address: IPAddress) -> bool:
         """Whether the relay must not connect to ``address``."""
-        return not self.allowed and (address in self.own or is_internal_address(address))
+        return not self.allowed and (
+            _unmapped(address) in self.own or is_internal_address(address)
+        )
 
     def refused_literal(self, mailbox: Mailbox) -> IPAddress | None:
         """The internal address a recipient's address literal names, if it is refused."""
