@@ -199,6 +199,7 @@ def test_scram_refuses_bad_local_credentials(
         lambda: PlainClient("t\x00m", "pw"),
         lambda: PlainClient("tim", "pw", "a\x00"),
         lambda: PlainClient("tim", "\ud800"),
+        lambda: ScramSHA256Client("tim", "pw", authzid="\ud800"),
         lambda: LoginClient("", "pw"),
         lambda: LoginClient("tim", "p\x00w"),
         lambda: CramMD5Client("", "pw"),

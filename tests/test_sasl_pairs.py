@@ -274,3 +274,13 @@ def test_matched_mechanisms_succeed(name: str, initial: bool) -> None:
     step = run(CLIENTS[name](), SERVERS[name](), initial_response=initial)
     assert isinstance(step, Success)
     assert step.authcid == "tim"
+
+
+@pytest.mark.parametrize("iterations", [0, -1, 2**32])
+def test_a_mock_iteration_count_out_of_range_is_refused_at_construction(
+    iterations: int,
+) -> None:
+    """Found only when an unknown user logs in, it would answer that user otherwise than
+    a known one, and tell who exists."""
+    with pytest.raises(ValueError, match="mock_iterations"):
+        ScramSHA256Server(lambda name: None, mock_iterations=iterations)

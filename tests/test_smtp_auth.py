@@ -149,6 +149,25 @@ def test_login_challenges_and_wrong_password() -> None:
     assert conn.state.name == "READY" and not conn.authenticated
 
 
+@pytest.mark.parametrize(("answer", "expected"), [(b"", "235 2.7.0"), (b"xyz", "535 5.7.8")])
+def test_the_answer_to_success_data_must_be_empty(answer: bytes, expected: str) -> None:
+    """RFC 4954 §4: success data in a last 334 is answered by an empty line; anything
+    else fails the exchange, as in POP3."""
+    conn = auth_server(auth_require_tls=False)
+    auth = ServerAuth(SERVER_FACTORIES)
+    client = ScramSHA256Client("john@abc.example", "correct horse")
+    first = client.initial_response()
+    assert first is not None
+    out = drive(conn, EHLO + b"AUTH SCRAM-SHA-256 " + base64.b64encode(first) + b"\r\n", auth)
+    challenge = base64.b64decode(out.splitlines()[-1][4:])
+    out = drive(conn, base64.b64encode(client.respond(challenge)) + b"\r\n", auth)
+    final = base64.b64decode(out.splitlines()[-1][4:])
+    assert final.startswith(b"v=")
+    out = drive(conn, base64.b64encode(answer) + b"\r\n", auth)
+    assert codes(out) == [expected]
+    assert conn.authenticated is (expected == "235 2.7.0")
+
+
 @pytest.mark.parametrize(
     ("lines", "expected"),
     [

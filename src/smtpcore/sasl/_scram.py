@@ -43,6 +43,7 @@ from smtpcore.sasl._base import (
     Step,
     _Reject,
     decode_utf8,
+    encode_utf8,
     escape_saslname,
     unescape_saslname,
 )
@@ -283,6 +284,7 @@ class _ScramClient(ClientMechanism):
             raise LocalProtocolError(f"SCRAM credentials refused by SASLprep: {exc}") from None
         if not user:
             raise LocalProtocolError("SCRAM username is empty after SASLprep")
+        encode_utf8(authzid, "SCRAM authzid")  # a lone surrogate is the caller's mistake
         if "\x00" in authzid:
             raise LocalProtocolError("SCRAM authzid may not contain NUL")
         self._nonce = _check_nonce(_default_nonce() if nonce is None else nonce)
@@ -479,6 +481,9 @@ class _ScramServer(ServerMechanism):
         self._get_credentials = get_credentials
         self._server_nonce = _check_nonce(_default_nonce() if nonce is None else nonce)
         self._mock_secret = _PROCESS_SECRET if mock_secret is None else mock_secret
+        if not 1 <= mock_iterations <= 0xFFFFFFFF:
+            # Checked now: found only for an unknown user, it would tell who exists.
+            raise ValueError("SCRAM mock_iterations out of range")
         self._mock_iterations = mock_iterations
         self._credentials: ScramCredentials | None = None
         self._known_user = False

@@ -82,8 +82,11 @@ class ServerAuth:
             self._mechanism = None
             return Reply(501, "Authentication cancelled", "5.0.0")
         if self._final_data_sent is not None:
-            # RFC 4954 §4: success data went out in a 334; the answer is empty.
+            # RFC 4954 §4: success data went out in a 334; the answer is empty, and
+            # anything else fails the exchange (as POP3's does).
             success, self._final_data_sent = self._final_data_sent, None
+            if event.data:
+                return self._reply(Failure("unexpected data after the success data"))
             return self._succeed(success)
         return self._reply(self._mechanism.step(event.data))
 
