@@ -249,3 +249,170 @@ def test_trio_pop3_over_a_memory_stream(tmp_path: Path) -> None:
 
     trio.run(body)
     assert fetched == [MESSAGE]
+
+
+# -- streams that are TLS already ------------------------------------------------------
+
+
+def test_trio_streams_under_tls_from_the_start(tls: TLSFiles) -> None:
+    """A ``trio.SSLStream`` given to ``serve_stream`` and to ``over_stream`` is a session
+    under TLS from its first byte, as ``tls_on_connect`` makes one: STARTTLS is not
+    offered, ``require_tls`` is met, and a password may go."""
+    from smtpcore.handler import Authenticator
+
+    handler = Keeping()
+    auth = Authenticator(check_password=lambda user, password: password == "pw")
+
+    async def body() -> tuple[bool, tuple[str, ...]]:
+        server = smtp_trio.SMTPServer(handler, auth=auth, require_tls=True, **server_options(tls))
+        server_end, client_end = trio_socket_pair()
+        server_tls = trio.SSLStream(server_end, tls.server_context, server_side=True)
+        client_tls = trio.SSLStream(client_end, tls.client_context, server_hostname="mx.test")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.serve_stream, server_tls)
+            client = smtp_trio.SMTPClient.over_stream(
+                client_tls, hostname="client.test", host="mx.test", username="u", password="pw"
+            )
+            async with client:
+                offered = tuple(client.connection.extensions)
+                await client.send_message(MESSAGE, "a@abc.example", ["b@pqr.example"])
+                return client.connection.tls, offered
+
+    under_tls, offered = trio.run(body)
+    assert under_tls and "STARTTLS" not in offered
+    assert handler.messages == [MESSAGE] and handler.tls == [True]
+
+
+def test_asyncio_streams_under_tls_from_the_start(tls: TLSFiles) -> None:
+    """The same for asyncio streams opened with ``ssl=``."""
+    from smtpcore.handler import Authenticator
+
+    handler = Keeping()
+    auth = Authenticator(check_password=lambda user, password: password == "pw")
+
+    async def body() -> tuple[bool, tuple[str, ...]]:
+        server = smtp_asyncio.SMTPServer(
+            handler, auth=auth, require_tls=True, **server_options(tls)
+        )
+        listener = await asyncio.start_server(
+            server.serve_stream, "127.0.0.1", 0, ssl=tls.server_context
+        )
+        async with listener:
+            port = listener.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=tls.client_context, server_hostname="mx.test"
+            )
+            client = smtp_asyncio.SMTPClient.over_stream(
+                reader, writer, hostname="client.test", host="mx.test", username="u", password="pw"
+            )
+            async with client:
+                offered = tuple(client.connection.extensions)
+                await client.send_message(MESSAGE, "a@abc.example", ["b@pqr.example"])
+                return client.connection.tls, offered
+
+    under_tls, offered = asyncio.run(body())
+    assert under_tls and "STARTTLS" not in offered
+    assert handler.messages == [MESSAGE] and handler.tls == [True]
+
+
+# -- shutting down a server whose sessions came as streams --------------------------------
+
+
+def test_a_server_never_entered_shuts_its_stream_sessions_down(adapter: str) -> None:
+    """``aclose`` gives the sessions ``serve_stream`` runs the graceful shutdown, though
+    the server never listened (and was never entered)."""
+    seen: list[bytes] = []
+
+    if adapter == "trio":
+
+        async def trio_body() -> None:
+            server = smtp_trio.SMTPServer(Keeping(), hostname="mx.test")
+            server_end, client_end = trio_socket_pair()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(server.serve_stream, server_end)
+                seen.append(bytes(await client_end.receive_some(1000)))
+                await server.aclose(grace=5)
+                while data := await client_end.receive_some(1000):
+                    seen.append(bytes(data))
+            assert server.active_sessions == 0
+
+        trio.run(trio_body)
+    else:
+
+        async def asyncio_body() -> None:
+            server = smtp_asyncio.SMTPServer(Keeping(), hostname="mx.test")
+            (server_reader, server_writer), (reader, _) = await asyncio_pair()
+            serving = asyncio.ensure_future(server.serve_stream(server_reader, server_writer))
+            seen.append(await reader.readline())
+            await asyncio.wait_for(server.aclose(grace=5), 10)
+            seen.append(await reader.read())
+            await asyncio.wait_for(serving, 10)
+            assert server.active_sessions == 0
+
+        asyncio.run(asyncio_body())
+    replies = b"".join(seen)
+    assert replies.startswith(b"220 ") and b"421 4.3.2" in replies
+
+
+def test_two_acloses_at_once_both_end_when_the_sessions_do(adapter: str) -> None:
+    """Neither waits out the grace period the other's wait has already seen end."""
+    import time
+
+    async def asyncio_body() -> list[float]:
+        async with smtp_asyncio.SMTPServer(Keeping(), "127.0.0.1", 0, hostname="mx.test") as s:
+            reader, _ = await asyncio.open_connection("127.0.0.1", s.port)
+            await reader.readline()
+            started = time.monotonic()
+
+            async def close() -> float:
+                await s.aclose(grace=20)
+                return time.monotonic() - started
+
+            return list(await asyncio.wait_for(asyncio.gather(close(), close()), 30))
+
+    async def trio_body() -> list[float]:
+        took: list[float] = []
+        async with smtp_trio.SMTPServer(Keeping(), "127.0.0.1", 0, hostname="mx.test") as s:
+            stream = await trio.open_tcp_stream("127.0.0.1", s.port)
+            await stream.receive_some(1000)
+            started = time.monotonic()
+
+            async def close() -> None:
+                await s.aclose(grace=20)
+                took.append(time.monotonic() - started)
+
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(close)
+                    nursery.start_soon(close)
+            await stream.aclose()
+        return took
+
+    took = asyncio.run(asyncio_body()) if adapter == "asyncio" else trio.run(trio_body)
+    assert len(took) == 2 and max(took) < 10, took
+
+
+def test_a_closed_server_says_it_does_not_listen(adapter: str) -> None:
+    module = smtp_asyncio if adapter == "asyncio" else smtp_trio
+
+    async def body() -> list[object]:
+        server = module.SMTPServer(Keeping(), "127.0.0.1", 0, hostname="mx.test")
+        async with server:
+            assert server.port > 0
+        with pytest.raises(RuntimeError, match="not listening"):
+            server.port  # noqa: B018 - the property's error is the point
+        return list(server.addresses)
+
+    assert run(adapter, body) == []
+
+
+def test_a_unix_socket_that_refuses_names_its_path(adapter: str, tmp_path: Path) -> None:
+    module = smtp_asyncio if adapter == "asyncio" else smtp_trio
+    path = tmp_path / "nobody.sock"
+
+    async def body() -> None:
+        async with module.SMTPClient.over_unix_socket(path):
+            pass
+
+    with pytest.raises(module.SMTPConnectionError, match=r"nobody\.sock"):
+        run(adapter, body)

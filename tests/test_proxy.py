@@ -81,6 +81,14 @@ def test_v2_local_and_unspecified() -> None:
     assert not header.local and header.source is None
 
 
+@pytest.mark.parametrize("family", [1, 2, 3])
+def test_v2_local_naming_a_family_with_no_addresses_is_accepted(family: int) -> None:
+    """HAProxy's spec §2.2: for LOCAL the receiver accepts the connection and discards the
+    block, family included; a sender may name one and send no address."""
+    header = read_exactly(v2(0, family, b""))
+    assert header.local and header.source is None and header.tlvs == ()
+
+
 def test_v2_unix() -> None:
     block = b"/run/client.sock".ljust(108, b"\x00") + b"/run/smtp.sock".ljust(108, b"\x00")
     header = read_exactly(v2(1, 3, block))

@@ -785,7 +785,7 @@ class _Listener(BaseListener[_S]):
         they speak TLS from the first byte; on any other loop, and for those, over
         asyncio's own transports."""
         loop = self._loop = asyncio.get_running_loop()
-        self._tasks = {}
+        self._stream_tasks()  # sessions serve_transport runs may have begun already
         self._runners = {}
         self._runner_done = self._ended
         # Kept off the loop (see OffLoopTimers): each pass of the loop, a wait for
@@ -852,18 +852,44 @@ class _Listener(BaseListener[_S]):
         if self._idle is not None:
             self._check_idle()
 
+    def _stream_tasks(self) -> dict[asyncio.Task[None], _S]:
+        """The tasks :meth:`serve_transport` runs sessions in, made by the first of them
+        or by :meth:`start`, whichever comes first: a server need not start for them."""
+        try:
+            return self._tasks
+        except AttributeError:
+            self._tasks = {}
+            return self._tasks
+
+    def _serving(self) -> bool:
+        """Whether any session is still running, accepted or given."""
+        return bool(getattr(self, "_runners", None)) or bool(self._stream_tasks())
+
     def _check_idle(self) -> None:
         idle = self._idle
-        if idle is not None and not self._runners and not self._tasks and not idle.done():
+        if idle is not None and not idle.done() and not self._serving():
             idle.set_result(None)
 
     async def _until_idle(self, timeout: float | None) -> bool:
-        """Wait until no session is left, for at most ``timeout`` seconds; whether none is."""
-        if not self._runners and not self._tasks:
+        """Wait until no session is left, for at most ``timeout`` seconds; whether none is.
+        Callers at once wait on one future (two ``aclose`` calls, say)."""
+        if not self._serving():
             return True
-        self._idle = asyncio.get_running_loop().create_future()
-        done, _ = await asyncio.wait([self._idle], timeout=timeout)
+        idle = self._idle
+        if idle is None or idle.done():
+            idle = self._idle = asyncio.get_running_loop().create_future()
+        done, _ = await asyncio.wait([idle], timeout=timeout)
         return bool(done)
+
+    async def _end_sessions(self, grace: float | None) -> None:
+        """Have every session say goodbye, and cut off those still there after ``grace``."""
+        self.state.begin_shutdown()
+        if not await self._until_idle(grace):
+            for runner in list(getattr(self, "_runners", ())):
+                runner.cancel()
+            for task in list(self._stream_tasks()):
+                task.cancel()
+            await self._until_idle(None)
 
     async def serve_transport(self, transport: Transport) -> None:
         """Serve one session over ``transport`` (a :class:`~smtpcore.transport.Transport`
@@ -871,9 +897,9 @@ class _Listener(BaseListener[_S]):
 
         It counts toward the session limits like an accepted connection (a
         refused one gets the busy reply and is closed), gets the same
-        timeouts, and, once the server has started, the same graceful
-        shutdown: the task is cancelled if the session outlives the grace
-        period. The server need not listen anywhere for this.
+        timeouts, and the same graceful shutdown from :meth:`aclose`: the
+        task is cancelled if the session outlives the grace period. The
+        server need not listen anywhere for this (it need not even start).
         """
         session = self.state.admit(_link(transport))
         if isinstance(session, bytes):
@@ -886,14 +912,15 @@ class _Listener(BaseListener[_S]):
             finally:
                 await transport.aclose()
             return
-        task = asyncio.current_task() if self._server is not None else None
+        task = asyncio.current_task()
+        tasks = self._stream_tasks()
         if task is not None:
-            self._tasks[task] = session
+            tasks[task] = session
         try:
             await session.run()
         finally:
             if task is not None:
-                self._tasks.pop(task, None)
+                tasks.pop(task, None)
                 self._check_idle()
 
     async def serve_stream(
@@ -917,15 +944,11 @@ class _Listener(BaseListener[_S]):
         """Shut down gracefully, cutting off sessions still running after ``grace`` seconds."""
         server = self._server
         if server is None:
+            if self._stream_tasks():  # never started: the sessions serve_transport runs
+                await self._end_sessions(grace)
             return
         server.close()
-        self.state.begin_shutdown()
-        if not await self._until_idle(grace):
-            for runner in list(self._runners):
-                runner.cancel()
-            for task in list(self._tasks):
-                task.cancel()
-            await self._until_idle(None)
+        await self._end_sessions(grace)
         self._timers.close()  # no session is left to time
         await server.wait_closed()
         if self.sock is None:

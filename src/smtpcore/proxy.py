@@ -137,11 +137,16 @@ def _parse_v2(data: bytes) -> ProxyHeader | int:
         raise ProxyProtocolError("unknown PROXY v2 address family or transport")
     body = data[_V2_FIXED:length]
     address_length = _ADDRESS_LENGTHS.get(family, 0)
+    if command == 0:
+        # LOCAL: the proxy's own connection (a health check). The spec has the receiver
+        # accept it and discard the block, family included: a sender may name a family
+        # and send no addresses. Its TLVs are read where the block holds them.
+        return ProxyHeader(
+            2, None, None, length, local=True, tlvs=_local_tlvs(body, address_length)
+        )
     if len(body) < address_length:
         raise ProxyProtocolError("PROXY v2 address block too short for its family")
     tlvs = _tlvs(body[address_length:])
-    if command == 0:  # LOCAL: the proxy's own connection; the block is ignored
-        return ProxyHeader(2, None, None, length, local=True, tlvs=tlvs)
     if family == 0 or transport == 0:
         return ProxyHeader(2, None, None, length, tlvs=tlvs)
     source, destination = _addresses(family, body[:address_length])
@@ -160,6 +165,16 @@ def _addresses(family: int, block: bytes) -> tuple[tuple[str, int], tuple[str, i
 
 def _unix_path(raw: bytes) -> str:
     return raw.split(b"\x00", 1)[0].decode("utf-8", "replace")
+
+
+def _local_tlvs(body: bytes, address_length: int) -> tuple[tuple[int, bytes], ...]:
+    """A LOCAL header's TLVs, or none where its block is not what its family says."""
+    if len(body) < address_length:
+        return ()
+    try:
+        return _tlvs(body[address_length:])
+    except ProxyProtocolError:
+        return ()
 
 
 def _tlvs(data: bytes) -> tuple[tuple[int, bytes], ...]:

@@ -833,6 +833,20 @@ class TrioTransport:
     def tls(self) -> TLSInfo | None:
         return None if self._ssl is None else tls_info(self._ssl)
 
+    async def finish_handshake(self) -> None:
+        """Finish the handshake of a ``trio.SSLStream`` given as it came (trio makes it
+        on the stream's first use), so that :attr:`tls` describes the session from its
+        first byte; nothing for any other stream, or one whose handshake is done."""
+        if self._ssl is None:
+            return
+        try:
+            await self._ssl.do_handshake()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError):
+                raise cause from exc
+            raise ConnectionResetError(str(exc) or "TLS handshake failed") from exc
+
 
 class _Listener(BaseListener[_S]):
     """The accept loop and graceful shutdown of a server on trio, for any protocol."""
@@ -859,13 +873,25 @@ class _Listener(BaseListener[_S]):
             self.requested_port, host=self.host, backlog=self.backlog
         )
 
-    async def __aenter__(self: _L) -> _L:
-        self._listeners = await self._open_listeners()
+    _prepared = False
+    """Whether the scopes and events of the shutdown are made (see :meth:`_prepare`)."""
+
+    def _prepare(self) -> None:
+        """The scopes and events the shutdown uses: made on entering, or by the first
+        :meth:`aclose` or :meth:`serve_forever` of a server never entered, whose
+        sessions came through :meth:`serve_transport`."""
+        if self._prepared:
+            return
+        self._prepared = True
         self._accepting = trio.CancelScope()
         self._sessions_scope = trio.CancelScope(shield=True)
         self._all_done = trio.Event()
         self._stopped = trio.Event()
         self.state.on_empty = self._all_done.set
+
+    async def __aenter__(self: _L) -> _L:
+        self._listeners = await self._open_listeners()
+        self._prepare()
         self._nursery_manager = trio.open_nursery()
         nursery = await self._nursery_manager.__aenter__()
         try:
@@ -944,6 +970,8 @@ class _Listener(BaseListener[_S]):
         await trio.aclose_forcefully(stream)
 
     def _listening_addresses(self) -> list[object]:
+        if self._prepared and self._stopped.is_set():
+            return []  # closed, as asyncio's say: its sockets are gone
         return [listener.socket.getsockname() for listener in self._listeners]
 
     async def serve_transport(self, transport: Transport) -> None:
@@ -981,14 +1009,28 @@ class _Listener(BaseListener[_S]):
         ``trio.SSLStream``, one end of ``trio.testing.memory_stream_pair()``...), as
         :meth:`serve_transport` does: ``trio.serve_tcp(server.serve_stream, ...)``
         works as it is."""
-        await self.serve_transport(TrioTransport(stream))
+        transport = TrioTransport(stream)
+        if isinstance(stream, trio.SSLStream):  # TLS from the first byte: shake hands now
+            seconds = self.options.timeouts.tls_handshake
+            with trio.move_on_after(math.inf if seconds is None else seconds) as scope:
+                try:
+                    await transport.finish_handshake()
+                except OSError as exc:
+                    logger.info("TLS handshake failed on a stream given: %s", exc)
+                    scope.cancel()
+            if scope.cancelled_caught:
+                await trio.aclose_forcefully(stream)
+                return
+        await self.serve_transport(transport)
 
     async def serve_forever(self) -> None:
         """Wait until the server is closed (by :meth:`aclose` or leaving its block)."""
+        self._prepare()
         await self._stopped.wait()
 
     async def aclose(self, grace: float | None = 30.0) -> None:
         """Shut down gracefully, cutting off sessions still running after ``grace`` seconds."""
+        self._prepare()
         if self._stopped.is_set():
             return
         self._accepting.cancel()
@@ -1056,6 +1098,14 @@ class _TrioClient(ClientConstructors):
     async def _open(self, host: str, port: int) -> Link:
         given = self._take_given()
         if given is not None:
+            if isinstance(given, TrioTransport):  # a trio.SSLStream: TLS from the start
+                try:
+                    async with _Deadline(self.timeouts.tls_handshake):
+                        await given.finish_handshake()
+                except TimeoutError as exc:
+                    raise self.timeout_error("TLS handshake timed out") from exc
+                except OSError as exc:
+                    raise self.connection_error(f"TLS handshake failed: {exc}") from exc
             return _link(given)
         async with _Deadline(self.timeouts.connect):
             if self._unix_path is not None:

@@ -38,6 +38,7 @@ class BaseClient:
     port: int
     ssl_context: ssl.SSLContext | None
     server_hostname: str
+    tls_on_connect: bool
     timeouts: _ClientTimeouts
     _transport: Link | None
 
@@ -74,14 +75,27 @@ class BaseClient:
 
     async def _open_transport(self) -> None:
         """Open the connection, turning failures into the protocol's own errors."""
+        # A Unix socket's path names where, rather than the host named for TLS.
+        where = getattr(self, "_unix_path", None) or f"{self.host}:{self.port}"
         try:
             self._transport = await self._open(self.host, self.port)
         except TimeoutError as exc:
-            raise self.timeout_error(f"connecting to {self.host}:{self.port} timed out") from exc
+            raise self.timeout_error(f"connecting to {where} timed out") from exc
         except OSError as exc:
-            raise self.connection_error(
-                f"cannot connect to {self.host}:{self.port}: {exc}"
-            ) from exc
+            raise self.connection_error(f"cannot connect to {where}: {exc}") from exc
+
+    async def _tls_from_the_start(self) -> bool:
+        """Whether the session is under TLS from its first byte: a stream given already
+        under TLS (a ``trio.SSLStream``, an asyncio stream opened with ``ssl=``), or
+        ``tls_on_connect``, whose handshake this makes."""
+        transport = self._transport
+        assert transport is not None
+        if transport.tls is not None:
+            return True
+        if self.tls_on_connect:
+            await self._handshake()
+            return True
+        return False
 
     async def _handshake(self) -> None:
         transport = self._transport

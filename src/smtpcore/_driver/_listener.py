@@ -191,6 +191,18 @@ class ListenerOptions(Protocol):
         """Whether connections speak TLS from their first byte."""
         ...
 
+    @property
+    def timeouts(self) -> HandshakeTimeouts:
+        """The session timeouts; the accept loop reads the TLS handshake's."""
+        ...
+
+
+class HandshakeTimeouts(Protocol):
+    """The one timeout every server's options have that the accept loop reads."""
+
+    @property
+    def tls_handshake(self) -> float | None: ...
+
 
 class BaseListener(Generic[S]):
     """Where a server listens, and what it reports about itself.

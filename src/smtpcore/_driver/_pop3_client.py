@@ -224,10 +224,9 @@ class BasePOP3Client(BaseClient):
         """Connect, read the greeting, ask CAPA, and start TLS as configured."""
         await self._open_transport()
         try:
-            if self.tls_on_connect:
-                await self._handshake()
+            tls = await self._tls_from_the_start()
             conn = self._conn = ClientConnection(self.hostname, pipelining=self.pipelining)
-            conn.tls = self.tls_on_connect
+            conn.tls = tls
             greeting = await self._status(self.timeouts.greeting)
             if isinstance(greeting, Err):
                 raise POP3ResponseError("connection", greeting)

@@ -332,6 +332,10 @@ class POP3ServerSession(ServedSession):
                 self.session.local = header.destination
         if options.tls_on_connect:
             await self._handshake()
+        elif self.session.tls is None:
+            # A stream that is TLS already (a trio.SSLStream, asyncio's start_server(ssl=)
+            # given to serve_stream): the session is under TLS from its first byte.
+            self.session.tls = self.transport.tls
         conn = self.conn = self._new_connection()
         conn.tls = self.session.tls is not None
         if self.state.stopping:

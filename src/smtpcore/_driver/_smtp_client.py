@@ -248,9 +248,8 @@ class BaseSMTPClient(BaseClient):
         error."""
         await self._open_transport()
         try:
-            if self.tls_on_connect:
-                await self._handshake()
-            self._conn = ClientConnection(self.hostname, lmtp=self.lmtp, tls=self.tls_on_connect)
+            tls = await self._tls_from_the_start()
+            self._conn = ClientConnection(self.hostname, lmtp=self.lmtp, tls=tls)
             greeting = await self._reply(self.timeouts.greeting)
             if greeting.code != 220:
                 await self.quit()

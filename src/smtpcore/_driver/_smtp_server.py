@@ -451,6 +451,11 @@ class ServerSession(ServedSession):
         if self.options.tls_on_connect:
             await self._handshake()
             self.conn.tls = True
+        elif (tls := self.transport.tls) is not None:
+            # A stream that is TLS already (a trio.SSLStream, asyncio's start_server(ssl=)
+            # given to serve_stream): the session is under TLS from its first byte.
+            self.session.tls = tls
+            self.conn.tls = True
         unavailable = self.state.unavailable
         greeting = (
             self.session.hostname is self.options.hostname  # see ServerState.unasked
