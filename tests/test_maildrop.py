@@ -97,6 +97,34 @@ def test_listing_sizes_uids_and_order(tmp_path: Path) -> None:
     assert len(uid) == 32 and uid.isalnum()
 
 
+def test_what_is_not_a_regular_file_is_not_a_message(tmp_path: Path) -> None:
+    """A directory, a FIFO (whose open would block the server) and a dangling link in
+    new/ or cur/ are another program's, not messages: skipped, as dotfiles are."""
+    path = tmp_path / "alice"
+    write_maildir(path, [b"Subject: 1\n\nbody\n"])
+    (path / "cur" / "somedir").mkdir()
+    (path / "new" / "1800000000.M1P1.test,S=5,W=7").mkdir()
+    os.mkfifo(path / "new" / "1800000001.fifo")
+    (path / "cur" / "1800000002.link").symlink_to(path / "nowhere")
+    listing = run(Maildir(path).messages())
+    assert [m.size for m in listing] == [20]
+
+
+@pytest.mark.parametrize("content", [b"Subject: x\r\n\r\nbody", b"a\rb\r\n", b"a\n\n"])
+def test_a_written_messages_w_size_is_what_retr_sends(tmp_path: Path, content: bytes) -> None:
+    """The reference server's ``,W=`` is what LIST then says: RFC 1939 §5 wants it to be
+    what RETR sends, the final CRLF added to unended content included."""
+    from smtpcore.server.maildir import Maildir as Writer
+
+    writer = Writer(tmp_path / "alice")
+    writer.deliver(b"", [content])
+    maildir = Maildir(tmp_path / "alice")
+    [info] = run(maildir.messages())
+    [written] = writer.messages()
+    assert info.size == pop3_size([written.read_bytes()])
+    assert f"W={info.size}" in written.name
+
+
 def test_open_streams_and_a_vanished_file_is_unavailable(tmp_path: Path) -> None:
     path = tmp_path / "alice"
     [_, second] = write_maildir(path, [b"a" * 300_000, b"b\n"])

@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -96,6 +97,49 @@ def test_queue_tools_without_a_server(tmp_path: Path) -> None:
     assert _queue(tmp_path, "release", "ALL").returncode == 0
     assert not queue.load(kept.id).held
     assert _queue(tmp_path / "nowhere", "list").returncode == 2
+
+
+def test_a_queue_tool_holding_the_lock_is_waited_for_and_no_stale_pid_is_signalled(
+    tmp_path: Path,
+) -> None:
+    """The pid a stopped server left in the lock file is no one to signal while the queue
+    tool holds the lock: a second tool waits for the first and does the work itself, and
+    a server that starts meanwhile waits too, then serves."""
+    from smtpcore.server.queuectl import offline_lock, running_server
+
+    queue = Queue(tmp_path / "queue")
+    queue.open()
+    entry = queue.add(b"Subject: one\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / "smtpcore.lock").write_text(f"{bystander.pid}\n")  # a server's, stopped
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        argv = [sys.executable, "-m", "smtpcore", "queue", "--data-dir", str(tmp_path)]
+        with offline_lock(tmp_path):
+            assert running_server(tmp_path) == -1
+            second = subprocess.Popen(
+                [*argv, "hold", entry.id], env=env, stdout=subprocess.PIPE, text=True
+            )
+            time.sleep(0.5)  # the second tool is waiting for the lock now
+        out, _ = second.communicate(timeout=30)
+        assert second.returncode == 0 and "1 messages" in out, out
+        assert bystander.poll() is None and queue.load(entry.id).held
+        held = threading.Event()
+
+        def hold_a_second() -> None:
+            with offline_lock(tmp_path):
+                held.set()
+                time.sleep(1.0)
+
+        tool = threading.Thread(target=hold_a_second)
+        tool.start()
+        held.wait(10)
+        with serve(tmp_path, "abc.example", ["john@abc.example:pw"]):
+            pass  # listening once the tool let go: it waited rather than fail
+        tool.join()
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 def test_sighup_reloads_users_and_certificates_without_dropping_a_session(

@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import json
 import mailbox
+import time
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from smtpcore.maildrop import pop3_size
 from smtpcore.server.maildir import LFWriter, Maildir
 from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
 from smtpcore.server.trace import (
@@ -40,7 +42,8 @@ def test_lf_writer_is_chunking_independent(content: list[bytes], cuts: list[int]
     expected = data.replace(b"\r\n", b"\n")
     assert out.getvalue() == expected
     assert writer.size == len(expected)
-    assert writer.wire_size == len(expected) + expected.count(b"\n")
+    # What a POP3 server sends for the file (LIST trusts the name's W=, RETR sends this).
+    assert writer.wire_size == pop3_size([expected])
 
 
 @pytest.mark.parametrize(
@@ -209,6 +212,40 @@ def test_open_clears_what_a_crash_left(tmp_path: Path) -> None:
     assert Queue(tmp_path / "queue").open() == []
     assert list((tmp_path / "queue" / "tmp").iterdir()) == []
     assert list((tmp_path / "queue" / "messages").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [b"{ truncated", b'{"format": 1, "id": "X"}', b"\xff\xfe not text", b"[]"],
+    ids=["not-json", "fields-missing", "not-utf8", "not-an-object"],
+)
+def test_a_damaged_envelope_is_set_aside_and_the_rest_of_the_queue_goes_on(
+    tmp_path: Path, damage: bytes
+) -> None:
+    """As Postfix moves a damaged queue file aside: the message is kept for the operator
+    in ``corrupt/``, and neither ``open`` nor ``entries`` fails for it."""
+    queue = _queue(tmp_path)
+    good = queue.add(b"Subject: good\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    bad = queue.add(b"Subject: bad\r\n\r\nx\r\n", "john@abc.example", ["b@pqr.example"])
+    queue.envelope_path(bad.id).write_bytes(damage)
+    assert [e.id for e in queue.entries()] == [good.id]  # the tools read past it
+    assert [e.id for e in Queue(tmp_path / "queue").open()] == [good.id]
+    corrupt = tmp_path / "queue" / "corrupt"
+    assert (corrupt / f"{bad.id}.envelope").read_bytes() == damage
+    assert (corrupt / f"{bad.id}.message").read_bytes() == b"Subject: bad\r\n\r\nx\r\n"
+
+
+def test_a_maildirs_old_tmp_files_are_cleared_and_young_ones_kept(tmp_path: Path) -> None:
+    """The Maildir spec: a file untouched in tmp/ for 36 hours is a dead delivery. (A
+    file's ctime cannot be set back: the clock is set forward instead.)"""
+    maildir = Maildir(tmp_path / "m")
+    maildir.create()
+    (maildir.path / "tmp" / "left").write_bytes(b"half a message")
+    (maildir.path / "tmp" / "a-directory").mkdir()
+    now = time.time()
+    assert maildir.clean_tmp(now=now + 35 * 3600) == 0
+    assert maildir.clean_tmp(now=now + 37 * 3600) == 1
+    assert [p.name for p in (maildir.path / "tmp").iterdir()] == ["a-directory"]
 
 
 def test_update_and_remove(tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ __all__ = [
     "POP3Session",
     "delivery_order",
     "pop3_size",
+    "WireSize",
 ]
 
 MechanismFactory: TypeAlias = Callable[[], ServerMechanism]
@@ -223,22 +224,38 @@ def pop3_size(chunks: Sequence[bytes] | Any) -> int:
     end with a line end gets one; the count follows the same rule as the
     server machine, so that LIST's size is what RETR delivers.
     """
-    total = 0
-    last = b""
-    pending_cr = False
+    counter = WireSize()
     for chunk in chunks:
+        counter.feed(chunk)
+    return counter.total
+
+
+class WireSize:
+    """:func:`pop3_size`, a chunk at a time: what a writer of Maildir files counts as it
+    goes, for the ``,W=`` of a name (which the reader then trusts for LIST)."""
+
+    __slots__ = ("_counted", "_last", "_pending_cr")
+
+    def __init__(self) -> None:
+        self._counted = 0
+        self._last = b""
+        self._pending_cr = False
+
+    def feed(self, chunk: bytes) -> None:
         if not chunk:
-            continue
-        total += len(chunk)
+            return
         crlf = chunk.count(b"\r\n")
-        if pending_cr and chunk[:1] == b"\n":
+        if self._pending_cr and chunk[:1] == b"\n":
             crlf += 1
-        total += chunk.count(b"\r") + chunk.count(b"\n") - 2 * crlf
-        pending_cr = chunk[-1:] == b"\r"
-        last = chunk[-1:]
-    if last and last not in (b"\n", b"\r"):
-        total += 2
-    return total
+        self._counted += len(chunk) + chunk.count(b"\r") + chunk.count(b"\n") - 2 * crlf
+        self._pending_cr = chunk[-1:] == b"\r"
+        self._last = chunk[-1:]
+
+    @property
+    def total(self) -> int:
+        """The octets so far, and the line end the server adds to unended content."""
+        last = self._last
+        return self._counted + (2 if last and last not in (b"\n", b"\r") else 0)
 
 
 def _read_chunks(path: str) -> Any:
@@ -344,14 +361,15 @@ class Maildir(Maildrop):
         for sub in ("cur", "new"):
             directory = os.path.join(root, sub)
             try:
-                names = os.listdir(directory)
+                with os.scandir(directory) as listing:
+                    # Messages are regular files: a directory, a FIFO (whose open would
+                    # block the server) or a dangling link another program left is not.
+                    names = [e.name for e in listing if e.is_file() and e.name[:1] != "."]
             except FileNotFoundError:
                 continue
             except OSError as exc:
                 raise MaildropError(f"Cannot read the maildrop: {exc.strerror}") from exc
             for name in names:
-                if name.startswith("."):
-                    continue
                 base = name.split(":", 1)[0]
                 found.append((delivery_order(base), os.path.join(directory, name), base))
         found.sort(key=lambda item: item[0])

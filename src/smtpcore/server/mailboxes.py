@@ -22,11 +22,14 @@ class LocalMailboxes:
 
     def create_all(self) -> None:
         """Create every user's Maildir (and the postmaster's), so that mail tools and the
-        POP3 server find them before the first message."""
+        POP3 server find them before the first message; and clear each ``tmp/`` of what
+        deliveries a crash cut short left there over 36 hours ago."""
         keys = set(self.config.users)
         keys.update(self.config.postmaster_key(domain) for domain in self.config.domains)
         for key in keys:
-            self.maildir(key).create()
+            maildir = self.maildir(key)
+            maildir.create()
+            maildir.clean_tmp()
 
     def lookup(self, mailbox: Mailbox) -> str | None:
         """The mailbox key of a recipient at a local domain, or None: no such user.

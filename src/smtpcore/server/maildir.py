@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from smtpcore.maildrop import delivery_order
+from smtpcore.maildrop import WireSize, delivery_order
 
 __all__ = ["LFWriter", "Maildir", "StagedMessage", "fsync_directory"]
 
@@ -60,21 +60,31 @@ def unique_name() -> str:
     )
 
 
+TMP_LIFETIME: Final = 36 * 3600.0
+"""Seconds after which a file left in a Maildir's ``tmp/`` is a dead delivery."""
+
+
 class LFWriter:
     """Streams CRLF content into a file as LF lines, whatever the chunk boundaries.
 
     A CR at the end of a chunk waits for the next one to see whether an LF
     follows; a bare CR is kept as it is. ``size`` counts the octets written
-    and ``wire_size`` the octets the content has with CRLF line ends.
+    and ``wire_size`` the octets a POP3 server sends for them
+    (:class:`~smtpcore.maildrop.WireSize`: CRLF line ends, and one added at
+    the end of content that has none).
     """
 
-    __slots__ = ("_file", "_pending_cr", "size", "wire_size")
+    __slots__ = ("_file", "_pending_cr", "_wire", "size")
 
     def __init__(self, file: BinaryIO) -> None:
         self._file = file
         self._pending_cr = False
+        self._wire = WireSize()
         self.size = 0
-        self.wire_size = 0
+
+    @property
+    def wire_size(self) -> int:
+        return self._wire.total
 
     def write(self, data: bytes) -> None:
         if not data:
@@ -87,14 +97,14 @@ class LFWriter:
         out = data.replace(b"\r\n", b"\n")
         self._file.write(out)
         self.size += len(out)
-        self.wire_size += len(out) + out.count(b"\n")
+        self._wire.feed(out)
 
     def close(self) -> None:
         """Write a CR still waiting at the end."""
         if self._pending_cr:
             self._file.write(b"\r")
             self.size += 1
-            self.wire_size += 1
+            self._wire.feed(b"\r")
             self._pending_cr = False
 
 
@@ -139,6 +149,26 @@ class Maildir:
         """Make the three directories (mode 0700: mail is private)."""
         for sub in ("tmp", "new", "cur"):
             (self.path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def clean_tmp(self, now: float | None = None) -> int:
+        """Remove the files in ``tmp/`` untouched for 36 hours: a delivery a crash cut
+        short, never to be committed (the Maildir spec has readers clean them so, and
+        Dovecot does). How many went."""
+        limit = (time.time() if now is None else now) - TMP_LIFETIME
+        removed = 0
+        with os.scandir(self.path / "tmp") as listing:
+            for entry in listing:
+                try:
+                    stat = entry.stat(follow_symlinks=False)
+                    if (
+                        entry.is_file(follow_symlinks=False)
+                        and max(stat.st_atime, stat.st_mtime, stat.st_ctime) < limit
+                    ):
+                        os.unlink(entry.path)
+                        removed += 1
+                except FileNotFoundError:
+                    continue  # gone meanwhile
+        return removed
 
     def exists(self) -> bool:
         return all((self.path / sub).is_dir() for sub in ("tmp", "new", "cur"))

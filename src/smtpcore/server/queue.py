@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
+from smtpcore.server.log import logger
 from smtpcore.server.maildir import fsync_directory
 
 __all__ = [
@@ -165,7 +166,15 @@ class QueueEntry:
 
     @classmethod
     def from_json(cls, text: str) -> QueueEntry:
-        data = json.loads(text)
+        """The entry a queue file holds; ``ValueError`` for one that is not one, whatever
+        is wrong with it (not JSON, a field missing or of another type)."""
+        try:
+            return cls._from_data(json.loads(text))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed queue file: {exc!r}") from None
+
+    @classmethod
+    def _from_data(cls, data: Any) -> QueueEntry:
         if data.get("format") != _FORMAT:
             raise ValueError(f"unknown queue file format {data.get('format')!r}")
         return cls(
@@ -330,7 +339,11 @@ class Queue:
         return self.directory / "envelopes" / queue_id
 
     def open(self) -> list[QueueEntry]:
-        """Create the directories, clear what a crash left half-done, return the entries."""
+        """Create the directories, clear what a crash left half-done, return the entries.
+
+        An envelope that cannot be read (damaged by hand, or by a disk) is moved
+        with its content to ``corrupt/``, as Postfix moves such files aside: the
+        message is kept for the operator, and the rest of the queue goes on."""
         for sub in ("tmp", "messages", "envelopes"):
             (self.directory / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         for leftover in (self.directory / "tmp").iterdir():
@@ -340,12 +353,23 @@ class Queue:
             if not self.content_path(path.name).exists():
                 path.unlink()  # pragma: no cover - only a hand-edited queue gets here
                 continue
-            entries.append(QueueEntry.from_json(path.read_text(encoding="utf-8")))
+            try:
+                entries.append(QueueEntry.from_json(path.read_text(encoding="utf-8")))
+            except ValueError as exc:  # UnicodeDecodeError is one
+                self._set_aside(path.name, exc)
         known = {entry.id for entry in entries}
         for path in (self.directory / "messages").iterdir():
             if path.name not in known:
                 path.unlink()
         return entries
+
+    def _set_aside(self, queue_id: str, problem: Exception) -> None:
+        """Move a damaged entry's envelope and content to ``corrupt/``."""
+        corrupt = self.directory / "corrupt"
+        corrupt.mkdir(mode=0o700, exist_ok=True)
+        self.envelope_path(queue_id).replace(corrupt / f"{queue_id}.envelope")
+        self.content_path(queue_id).replace(corrupt / f"{queue_id}.message")
+        logger.warning("%s: queue file damaged, moved to %s: %s", queue_id, corrupt, problem)
 
     def _unused_id(self) -> str:
         while True:

@@ -64,8 +64,16 @@ def _commands_dir(queue_dir: Path) -> Path:
     return queue_dir / "commands"
 
 
+TOOL_MARK: Final = "queue-tool"
+"""What the lock file says while the ``queue`` tool holds it: no process to signal."""
+_TOOL_WAIT: Final = 10.0
+"""How long one ``queue`` tool waits for another to finish with the files."""
+
+
 def running_server(data_dir: Path) -> int | None:
-    """The process id of the server that holds ``data_dir``'s lock, or None."""
+    """The process id of the server that holds ``data_dir``'s lock; -1 when the lock is
+    held by something that is not a server to signal (the ``queue`` tool); None when
+    nothing holds it."""
     path = data_dir / LOCK_NAME
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -85,14 +93,24 @@ def running_server(data_dir: Path) -> int | None:
 
 @contextlib.contextmanager
 def offline_lock(data_dir: Path) -> Iterator[None]:
-    """The data directory's lock for the tool itself; a server that starts meanwhile
-    waits for it."""
+    """The data directory's lock for the tool itself, marked as the tool's (so that no
+    one signals the process id a server left there); another ``queue`` tool holding it
+    is waited for a while, and a server that starts meanwhile waits for it too."""
     fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise ConfigError(f"{data_dir} is in use (a server started): try again") from None
+        deadline = time.monotonic() + _TOOL_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if running_server(data_dir) != -1 or time.monotonic() >= deadline:
+                    raise ConfigError(
+                        f"{data_dir} is in use (a server started): try again"
+                    ) from None
+                time.sleep(0.05)  # another queue tool: it is quick
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{TOOL_MARK}\n".encode("ascii"))
         yield
     finally:
         os.close(fd)

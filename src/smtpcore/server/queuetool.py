@@ -35,7 +35,7 @@ def run_queue(args: argparse.Namespace) -> int:
     command = QueueCommand(args.action, ids)
     pid = running_server(data_dir)
     what = "every message" if not ids else ", ".join(ids)
-    if pid is not None:
+    if pid is not None and pid > 0:  # -1: another queue tool, waited for below
         submit(queue_dir, command, pid)
         print(f"queue {args.action}: {what}: handed to the running server (pid {pid})")
         return 0
