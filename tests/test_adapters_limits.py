@@ -66,3 +66,46 @@ def test_content_that_cannot_be_sent_twice_is_refused_before_mail(adapter: str) 
     ):
         send(adapter, server.port, pieces())
     assert handler.messages == []
+
+
+def test_a_batch_whose_mail_is_refused_leaves_the_others_and_their_record(adapter: str) -> None:
+    """RFC 9422 §5.2 batches: a 4xx to one batch's MAIL refuses that batch's recipients
+    in the result; the batches before and after it are delivered and kept."""
+    from smtpcore.testing import ScriptedServer, script
+
+    envelope = "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<{}@pqr.example>\nC: DATA\n"
+    content = "C: Subject: many\nC:\nC: to many recipients\nC: .\n"
+    steps = script(
+        "S: 220 scripted.test ESMTP\nC~ EHLO .+\n"
+        "S: 250-scripted.test\nS: 250-PIPELINING\nS: 250 LIMITS RCPTMAX=1\n"
+        + envelope.format("b")
+        + "S: 250 ok\nS: 250 ok\nS: 354 go\n"
+        + content
+        + "S: 250 queued\n"
+        + envelope.format("c")
+        + "S: 451 4.7.1 not now\nS: 503 5.5.1 no MAIL\nS: 503 5.5.1 no MAIL\n"
+        + "C: RSET\n"
+        + envelope.format("d")
+        + "S: 250 reset\nS: 250 ok\nS: 250 ok\nS: 354 go\n"
+        + content
+        + "S: 250 queued\nC: QUIT\nS: 221 bye\n"
+    )
+    mod = module(adapter)
+
+    async def send(port: int) -> Any:
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            return await client.send_message(
+                MESSAGE, "a@abc.example", ["b@pqr.example", "c@pqr.example", "d@pqr.example"]
+            )
+
+    with ScriptedServer(steps) as server:
+        result = run(adapter, lambda: send(server.port))
+    fates = {
+        str(r.recipient): (r.delivered, r.reply.code if r.reply else None)
+        for r in result.recipients
+    }
+    assert fates == {
+        "b@pqr.example": (True, 250),
+        "c@pqr.example": (False, 451),
+        "d@pqr.example": (True, 250),
+    }

@@ -344,6 +344,18 @@ CASES: dict[str, tuple[list[Step], str, dict[str, Any]]] = {
     "greeting-554": ([*script("S: 554 no"), ONE_LINE], "HelloRefused", {}),
     "starttls-required": (NO_STARTTLS, "TLSNotAvailable", {"starttls": True}),
     "auth-not-offered": (NO_STARTTLS, "AuthenticationNotAvailable", {"auth": True}),
+    # RFC 4954 §4: "*" is answered with 501; a server that challenges on has lost step.
+    "334-after-cancel": (
+        [
+            *script(
+                "S: 220 scripted.test ESMTP\nC~ EHLO .+\nS: 250-scripted.test\n"
+                "S: 250 AUTH LOGIN\nC: AUTH LOGIN\nS: 334 not base64!\nC: *\nS: 334 VXNlcm5hbWU6"
+            ),
+            ONE_LINE,
+        ],
+        "SMTPProtocolError",
+        {"auth": True},
+    ),
 }
 
 

@@ -39,7 +39,7 @@ from smtpcore.maildrop import (
     POP3Session,
 )
 from smtpcore.sasl import CramMD5Client, PlainClient, ScramSHA256Client
-from smtpcore.testing import ExpectClose, ScriptedServer, script
+from smtpcore.testing import ExpectClose, ScriptedServer, Send, script
 
 PASSWORDS = {"alice": "wonderland", "bob": "builder"}
 MESSAGES = [
@@ -595,3 +595,42 @@ def test_an_async_maildrop_streams_under_the_store_timeout(adapter: str) -> None
         assert time.monotonic() - started < 5
         assert client.noop().startswith(b"+OK")
         client.quit()
+
+
+def test_our_client_refuses_a_uidl_answer_that_names_no_unique_id(adapter: str) -> None:
+    mod = module(adapter)
+    steps = script(LOGIN + "C: UIDL 1\nS: +OK\nC: QUIT\nS: +OK bye")  # still in step
+
+    async def session(port: int) -> None:
+        async with mod.POP3Client("127.0.0.1", port) as client:
+            await client.login("u", "p")
+            with pytest.raises(mod.POP3ProtocolError, match="unique-id of message 1"):
+                await client.uid(1)
+
+    with ScriptedServer(steps) as server:
+        run(adapter, lambda: session(server.port))
+
+
+def test_our_client_refuses_a_listing_without_end(
+    adapter: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A LIST that never ends (or is absurdly long) is a protocol error past
+    ``MAX_LISTING`` octets, not memory without end; the connection closes."""
+    from smtpcore._driver import _pop3_client
+
+    monkeypatch.setattr(_pop3_client, "MAX_LISTING", 2000)
+    mod = module(adapter)
+    listing = b"".join(b"%d 10\r\n" % n for n in range(1, 400))  # one write: the kernel
+    steps = [  # takes it whole, however soon the client stops reading
+        *script(LOGIN.replace("S: PIPELINING\n", "") + "C: LIST"),
+        Send(b"+OK\r\n" + listing),
+    ]
+
+    async def session(port: int) -> None:
+        async with mod.POP3Client("127.0.0.1", port) as client:
+            await client.login("u", "p")
+            with pytest.raises(mod.POP3ProtocolError, match="listing longer than 2000"):
+                await client.list()
+
+    with ScriptedServer(steps) as server:
+        run(adapter, lambda: session(server.port))

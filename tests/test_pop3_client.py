@@ -269,6 +269,19 @@ class TestPipelining:
         with pytest.raises(RemoteProtocolError):
             conn.next_event()
 
+    def test_server_challenging_an_auth_sent_behind_an_accepted_pass(self) -> None:
+        """AUTH pipelined behind PASS is for a PASS that fails; once PASS is accepted a
+        challenge to it is the server's error, not an assertion of the machine's."""
+        conn = greeted(pipelining=True)
+        conn.send(User("mrose"))
+        conn.send(Pass("secret"))
+        conn.send(Auth("PLAIN"))
+        conn.receive_data(b"+OK\r\n+OK logged in\r\n+ \r\n")
+        assert conn.next_event() == Ok()
+        assert conn.next_event() == Ok("logged in")
+        with pytest.raises(RemoteProtocolError, match="continuation to Auth"):
+            conn.next_event()
+
 
 class TestStates:
     @pytest.mark.parametrize(

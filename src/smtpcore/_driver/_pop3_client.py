@@ -121,6 +121,12 @@ class POP3Timeout(POP3Error, TimeoutError):
     """The server did not answer in time."""
 
 
+MAX_LISTING: Final = 16 * 1024 * 1024
+"""Octets a LIST or UIDL listing may have (some 200,000 messages with the longest
+unique-ids, a million with short ones): each line becomes Python objects many times
+its size, so a server that sent listings without end would grow memory without end."""
+
+
 class POP3ProtocolError(POP3Error):
     """The server broke the protocol beyond repair (or the SASL exchange failed)."""
 
@@ -339,10 +345,11 @@ class BasePOP3Client(BaseClient):
             if isinstance(response, Err):
                 await self._drain_all(1)  # UIDL's answer must not pass for the next one's
                 raise POP3ResponseError("LIST", response)
-            sizes = _parse(parse_listing, await self._collect())
+            sizes = _parse(parse_listing, await self._collect(MAX_LISTING))
             uids = await self._uids()
         else:
-            sizes = _parse(parse_listing, await self._content(List()))
+            await self._command(List())
+            sizes = _parse(parse_listing, await self._collect(MAX_LISTING))
             uids = None
             if with_uids:
                 await self._drain()
@@ -354,7 +361,7 @@ class BasePOP3Client(BaseClient):
         response = await self._status(self.timeouts.response)
         if isinstance(response, Err):
             return None
-        return dict(_parse(parse_uid_listing, await self._collect()))
+        return dict(_parse(parse_uid_listing, await self._collect(MAX_LISTING)))
 
     async def retrieve_chunks(self, number: int) -> AsyncIterator[bytes]:
         """Message ``number`` in chunks as they arrive, dot-stuffing removed.
@@ -411,7 +418,10 @@ class BasePOP3Client(BaseClient):
     async def uid(self, number: int) -> str:
         """The unique-id of message ``number``."""
         response = await self._command(Uidl(number))
-        return _parse(parse_uid_listing, response.text)[0][1]
+        listing = _parse(parse_uid_listing, response.text)
+        if len(listing) != 1 or listing[0][0] != number:
+            raise POP3ProtocolError(f"not the unique-id of message {number}: {response.text!r}")
+        return listing[0][1]
 
     async def delete(self, number: int) -> None:
         """Mark message ``number`` deleted; it goes when :meth:`quit` ends the session."""
@@ -455,9 +465,19 @@ class BasePOP3Client(BaseClient):
         await self._command(command)
         return await self._collect()
 
-    async def _collect(self) -> bytes:
+    async def _collect(self, limit: int | None = None) -> bytes:
+        """The whole multi-line response under way; past ``limit`` octets (a listing),
+        :class:`POP3ProtocolError`, so that a server cannot grow memory without end."""
         self._streaming = True
-        chunks = [chunk async for chunk in self._stream()]
+        chunks = []
+        size = 0
+        async for chunk in self._stream():
+            size += len(chunk)
+            if limit is not None and size > limit:
+                # The rest is not read (it may never end): the session is lost with it.
+                await self._abort()
+                raise POP3ProtocolError(f"a listing longer than {limit} octets")
+            chunks.append(chunk)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _stream(self) -> AsyncIterator[bytes]:

@@ -72,6 +72,7 @@ from smtpcore.smtp import (
     Noop,
     Quit,
     Rcpt,
+    RecipientResult,
     Reply,
     Rset,
     ServerExtensions,
@@ -455,6 +456,10 @@ class BaseSMTPClient(BaseClient):
             cancelled = response.cancel
             reply = await self._command(response, timeout)
         if cancelled:
+            if reply.code == 334:
+                # RFC 4954 §4 has the server answer "*" with 501: one that goes on
+                # challenging has lost the exchange, and the session with it.
+                raise SMTPProtocolError(f"{command}: a 334 challenge after the client's '*'")
             # RFC 4954 §4: "*" ends the exchange, whatever the server answers.
             message = (
                 f"{command} cancelled by the client: a malformed challenge, "
@@ -580,17 +585,24 @@ class BaseSMTPClient(BaseClient):
         forward: Sequence[Xforward] = (),
     ) -> TransactionResult:
         """One transaction per batch of recipients, the content sent again for each
-        (RFC 9422 §5.2); their results in one. A batch refused whole does not stop
-        the others; if none is delivered, the last refusal is raised."""
+        (RFC 9422 §5.2); their results in one. A batch refused whole (its MAIL, every
+        RCPT, or the content) does not stop the others, and its recipients carry the
+        refusal in the result; if none is delivered, the last refusal is raised."""
         start = None if isinstance(content, bytes) else content.tell()  # type: ignore[union-attr]  # _replayable
         results: list[TransactionResult] = []
-        refusal: RecipientsRefused | MessageRefused | None = None
+        refusal: SenderRefused | RecipientsRefused | MessageRefused | None = None
         for batch in batches:
             if start is not None:
                 content.seek(start)  # type: ignore[union-attr]  # _replayable
             try:
                 results.append(
                     await self._transaction(mail, batch, content, chunked=chunked, forward=forward)
+                )
+            except SenderRefused as exc:  # for this batch: each of its recipients refused so
+                refusal = exc
+                refused = tuple(RecipientResult(rcpt.recipient, exc.reply) for rcpt in batch)
+                results.append(
+                    TransactionResult(mail.sender, exc.reply, refused, None, (), complete=True)
                 )
             except (RecipientsRefused, MessageRefused) as exc:
                 if exc.result is None:

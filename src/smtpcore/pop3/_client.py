@@ -290,7 +290,13 @@ class ClientConnection:
         self._outstanding.popleft()
         self.answered = head
         if isinstance(response, Continue):
-            assert move is not None and move.on_continue is not None
+            if move is None or move.on_continue is None:
+                # AUTH pipelined behind a PASS the server accepted, say: it is no
+                # longer in the state where a challenge can come.
+                raise RemoteProtocolError(
+                    f"a continuation to {type(head).__name__}, "
+                    f"which is not valid in the {self._state.name} state"
+                )
             self._state = move.on_continue
             self._enter_head()
             return response

@@ -88,7 +88,9 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
         """Read a positive EHLO or LHLO reply."""
         first, *rest = reply.lines
         domain = first.split(" ", 1)[0]
-        found: dict[str, list[str]] = {}
+        found: dict[str, dict[str, None]] = {}
+        """Each keyword's parameters, in order, once each: a dict, whose look-up does not
+        grow with the line as a list's would (a hostile server lists thousands)."""
         for line in rest:
             words = line.split()
             if not words:
@@ -102,8 +104,7 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
                 params = [ascii_upper(mechanism) for mechanism in params]  # RFC 4422 §3.1
             if not _KEYWORD_RE.fullmatch(keyword):
                 continue
-            merged = found.setdefault(keyword, [])
-            merged.extend(param for param in params if param not in merged)
+            found.setdefault(keyword, {}).update(dict.fromkeys(params))
         return cls(domain, tuple((key, tuple(params)) for key, params in found.items()))
 
     def __getitem__(self, keyword: str) -> tuple[str, ...]:
