@@ -634,3 +634,27 @@ def test_our_client_refuses_a_listing_without_end(
 
     with ScriptedServer(steps) as server:
         run(adapter, lambda: session(server.port))
+
+
+def test_a_client_that_stops_reading_is_cut_off_at_the_grace_period(
+    adapter: str, tmp_path: Path
+) -> None:
+    """``aclose(grace)`` cuts off what is left after ``grace`` seconds: a session whose
+    client stopped reading a large RETR does not add the close's own timeout to it."""
+    write_maildir(tmp_path / "alice", [b"Subject: big\r\n\r\n" + (b"x" * 76 + b"\r\n") * 200_000])
+    store = MaildirStore(tmp_path, PASSWORDS)
+    with (
+        running_pop3_server(adapter, store) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock,
+    ):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        replies = sock.makefile("rb")
+        replies.readline()
+        sock.sendall(b"USER alice\r\nPASS wonderland\r\n")
+        assert replies.readline().startswith(b"+OK") and replies.readline().startswith(b"+OK")
+        sock.sendall(b"RETR 1\r\n")  # and read no more of it
+        time.sleep(0.3)
+        started = time.monotonic()
+        server.call(lambda: server.server.aclose(grace=0.5))
+        took = time.monotonic() - started
+    assert took < 3.0, took  # the close's own 5 s wait came on top of the grace before

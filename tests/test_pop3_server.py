@@ -404,6 +404,17 @@ class TestStls:
         assert isinstance(event, BadCommand)
         assert "TLS" in event.response.text
 
+    def test_after_user_stls_is_neither_listed_nor_taken_for_a_login_problem(self) -> None:
+        """RFC 2449 §5: CAPA lists what the state allows; once USER is accepted STLS is
+        refused (as documented), so it is not listed, and its refusal says why."""
+        conn = greeted(stls=True, require_tls=False)
+        receive(conn, b"USER alice\r\n")
+        conn.send(Ok())
+        assert "STLS" not in conn.capabilities()
+        event = receive(conn, b"STLS\r\n")
+        assert isinstance(event, BadCommand)
+        assert event.response.text == "STLS is only valid before USER"
+
     def test_stls_must_be_configured(self) -> None:
         conn = greeted()
         event = receive(conn, b"STLS\r\n")

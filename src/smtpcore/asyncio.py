@@ -167,6 +167,9 @@ _HIGH_WATER: Final = 1 << 20
 """Unread bytes past which the transport stops reading from the socket."""
 _CLOSE_TIMEOUT: Final = 5.0
 _REFUSE_TIMEOUT: Final = 1.0
+_CUT_OFF_WAIT: Final = 0.05
+_CUT_OFF_ROUNDS: Final = 20
+"""How often, and how far apart, sessions past the grace period are cancelled."""
 
 
 def _set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -882,14 +885,23 @@ class _Listener(BaseListener[_S]):
         return bool(done)
 
     async def _end_sessions(self, grace: float | None) -> None:
-        """Have every session say goodbye, and cut off those still there after ``grace``."""
+        """Have every session say goodbye, and cut off those still there after ``grace``.
+
+        A cut-off session is cancelled again while it still waits, on its close, for a
+        client that does not read to take its last bytes: asyncio's cancellation is
+        one exception, where trio's is a state, and the close would otherwise wait
+        out its own timeout past the grace."""
         self.state.begin_shutdown()
-        if not await self._until_idle(grace):
+        if await self._until_idle(grace):
+            return
+        for _ in range(_CUT_OFF_ROUNDS):
             for runner in list(getattr(self, "_runners", ())):
                 runner.cancel()
             for task in list(self._stream_tasks()):
                 task.cancel()
-            await self._until_idle(None)
+            if await self._until_idle(_CUT_OFF_WAIT):
+                return
+        await self._until_idle(None)  # a session that will not end: its own close times it
 
     async def serve_transport(self, transport: Transport) -> None:
         """Serve one session over ``transport`` (a :class:`~smtpcore.transport.Transport`

@@ -58,6 +58,7 @@ _SEQUENCE_ERRORS: Final[dict[tuple[str, State], Err]] = {
     ("APOP", State.TRANSACTION): Err("Already logged in"),
     ("AUTH", State.TRANSACTION): Err("Already logged in"),
     ("STLS", State.TRANSACTION): Err("STLS is only valid before logging in"),
+    ("STLS", State.USER): Err("STLS is only valid before USER"),
     ("UTF8", State.TRANSACTION): Err("UTF8 is only valid before logging in"),
 }
 _NOT_LOGGED_IN: Final = Err("Not logged in")
@@ -303,8 +304,8 @@ class ServerConnection:
             lines.append("PIPELINING")
         if "UIDL" in self._keywords:
             lines.append("UIDL")
-        if self.stls and not self.tls and self._state in _AUTHORIZATION:
-            lines.append("STLS")
+        if self.stls and not self.tls and self._state is State.AUTHORIZATION:
+            lines.append("STLS")  # not once USER is accepted: STLS is refused there
         if "UTF8" in self._keywords:
             lines.append("UTF8")
         if self.expire is not None:
