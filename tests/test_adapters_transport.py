@@ -7,6 +7,7 @@ import asyncio
 import socket
 import struct
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -285,18 +286,15 @@ def test_asyncio_writes_after_a_close_with_nothing_left_fail() -> None:
     assert reader.received == b""
 
 
-@pytest.mark.parametrize("timed_recv", [True, False])
-def test_blocking_reply_read_keeps_each_deadline(timed_recv: bool) -> None:
+def test_blocking_reply_read_keeps_each_deadline() -> None:
     """A reply's read on the plain socket waits as long as its own deadline says: one
     that runs out is a ``TimeoutError``, and the next read, with no deadline, waits
-    on until the bytes come (the socket's receive timeout follows each deadline;
-    without one, ``poll`` waits)."""
+    on until the bytes come (``poll`` waits out each deadline)."""
     with socket.create_server((LOOPBACK, 0)) as listener:
         link = open_link(LOOPBACK, listener.getsockname()[1], 30)
         peer, _ = listener.accept()
         transport = link.transport
         assert isinstance(transport, SocketTransport)
-        transport._timed_recv = transport._timed_recv and timed_recv
         with peer:
             with pytest.raises(TimeoutError):
                 run(transport.receive_within(0.05, 100))
@@ -310,3 +308,25 @@ def test_blocking_reply_read_keeps_each_deadline(timed_recv: bool) -> None:
             finally:
                 timer.join(10)
         run(link.aclose())
+
+
+def test_a_blocking_read_times_out_though_signals_keep_interrupting_it() -> None:
+    """A signal handled in Python (a profiler's, a watchdog's) interrupts the wait more
+    often than its timeout: the wait still ends at the deadline (``poll`` waits out
+    what is left; a ``recv`` under ``SO_RCVTIMEO`` started its timeout again)."""
+    import signal
+
+    from smtpcore import sync
+
+    previous = signal.signal(signal.SIGALRM, lambda number, frame: None)
+    signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
+    try:
+        with socket.create_server((LOOPBACK, 0)) as silent:  # accepts, never greets
+            started = time.monotonic()
+            with pytest.raises(sync.SMTPTimeout):
+                sync.SMTPClient(LOOPBACK, silent.getsockname()[1], timeout=0.3).connect()
+            took = time.monotonic() - started
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert took < 3.0, took

@@ -502,6 +502,16 @@ def test_lmtp_gives_one_reply_per_accepted_recipient() -> None:
     assert conn.state is State.READY
 
 
+def test_lmtp_data_with_no_recipient_accepted_is_503() -> None:
+    """RFC 2033 §4.2: "the DATA command MUST fail with a 503 reply code"; SMTP's 554."""
+    lhlo = b"LHLO a.example\r\nMAIL FROM:<a@b.example>\r\n"
+    for command in (b"DATA\r\n", b"BDAT 0 LAST\r\n"):
+        _, out = run(greeted(lmtp=True, chunking=True), lhlo + command)
+        assert codes(out)[-1] == "503 5.5.1"
+    _, out = run(greeted(), EHLO + b"MAIL FROM:<a@b.example>\r\nDATA\r\n")
+    assert codes(out)[-1] == "554 5.5.1"
+
+
 def test_lmtp_refuses_ehlo() -> None:
     _, out = run(greeted(lmtp=True), EHLO)
     assert codes(out) == ["500 5.5.2"]

@@ -17,8 +17,6 @@ import math
 import select
 import socket
 import ssl
-import struct
-import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
@@ -32,15 +30,9 @@ __all__ = ["SocketClock", "SocketTransport", "open_link", "run"]
 
 T = TypeVar("T")
 
-_TIMEVAL: Final = struct.Struct("@ll")
-"""Linux's ``struct timeval``: seconds and microseconds, each a native long."""
-
 _POLL = hasattr(select, "poll") and hasattr(socket, "MSG_DONTWAIT")
 """Without ``poll`` (Windows), plain sockets also run in timeout mode."""
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
-_TIMED_RECV = _POLL and sys.platform == "linux"
-"""Whether a reply's read is a blocking ``recv`` under ``SO_RCVTIMEO`` (Linux, where
-its ``struct timeval`` is two native longs), rather than a ``poll`` and a ``recv``."""
 
 
 def run(call: Coroutine[Any, Any, T]) -> T:
@@ -196,10 +188,11 @@ class SocketTransport:
     A plain TCP socket stays in blocking mode, and each read or write that must
     not wait says so (``MSG_DONTWAIT``): then a read or write that need not wait
     is one system call. A reply's read (:meth:`receive_within`, under one
-    deadline) is one ``recv`` that blocks under the kernel's own receive timeout
-    (``SO_RCVTIMEO``, set again only when the deadline's length changes) where
-    the system has it, else a ``poll`` and a ``recv``; any other wait is a
-    ``poll`` under the clock's timeout. A TLS socket (after STARTTLS, or on
+    deadline) is a ``poll`` and a ``recv``, as any other wait is a ``poll`` under
+    the clock's timeout: ``poll`` waits out what is left of its timeout when a
+    signal interrupts it, where a blocking ``recv`` under the kernel's
+    ``SO_RCVTIMEO`` would start it again, and a signal more frequent than the
+    timeout (a profiler's) would make the wait endless. A TLS socket (after STARTTLS, or on
     connect) runs in the standard library's timeout mode, which knows about the
     records it holds decrypted.
     """
@@ -211,19 +204,10 @@ class SocketTransport:
         """Polls the plain socket for reading (None under TLS, or without ``poll``)."""
         self._writable: select.poll | None = None
         self._drained = False
-        self._receive_timeout: float | None = None
-        """The socket's ``SO_RCVTIMEO`` in seconds (``None``: none set, reads wait on)."""
-        self._timed_recv = False
-        """Whether a reply's read is one ``recv`` under ``SO_RCVTIMEO``."""
         if _POLL and not isinstance(sock, ssl.SSLSocket):
             sock.setblocking(True)
             self._readable = select.poll()
             self._readable.register(sock, select.POLLIN)
-            self._timed_recv = (
-                _TIMED_RECV
-                and len(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 64))
-                == _TIMEVAL.size
-            )  # the kernel's timeval is the one packed here
 
     def _wait(self, poller: select.poll) -> None:
         """Wait until ``poller`` finds the plain socket ready, or ``TimeoutError``."""
@@ -257,15 +241,6 @@ class SocketTransport:
         if readable is None or clock._deadlines or clock._watchdog is not None:
             return await clock.receive_within(self.receive_some, seconds, max_bytes)
         sock = self._sock
-        if self._timed_recv:
-            if seconds != self._receive_timeout:
-                self._set_receive_timeout(seconds)
-            try:
-                data = sock.recv(max_bytes)  # blocks until the kernel's timeout
-            except BlockingIOError:  # EAGAIN: SO_RCVTIMEO ran out
-                raise TimeoutError("timed out") from None
-            self._drained = len(data) < max_bytes
-            return data
         due = math.inf if seconds is None else time.monotonic() + seconds
         wait: int | None = None if seconds is None else math.ceil(seconds * 1000)
         while True:
@@ -281,16 +256,6 @@ class SocketTransport:
             else:
                 self._drained = len(data) < max_bytes
                 return data
-
-    def _set_receive_timeout(self, seconds: float | None) -> None:
-        """``SO_RCVTIMEO``: how long a blocking ``recv`` waits (zero: for ever), rounded
-        up to the microsecond; at least one, as zero would wait for ever."""
-        if seconds is None:
-            whole, micro = 0, 0
-        else:
-            whole, micro = divmod(max(math.ceil(seconds * 1_000_000), 1), 1_000_000)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(whole, micro))
-        self._receive_timeout = seconds
 
     def drained(self) -> bool:
         """Whether the last read took everything that had arrived by then: a plain
@@ -356,9 +321,6 @@ class SocketTransport:
     ) -> None:
         # Nothing is buffered here: bytes still in the kernel go to the handshake,
         # which fails on them rather than read them as protected (RFC 3207 §6).
-        if self._receive_timeout is not None:  # the TLS socket's blocking reads wait on
-            self._set_receive_timeout(None)
-        self._timed_recv = False
         self._sock.settimeout(self._clock.timeout())
         self._readable = self._writable = None
         self._drained = False

@@ -121,13 +121,17 @@ _STATUS_FOR: Final[dict[type[Event | None], _Statuses]] = {
 }
 """As ``_DEFAULT_STATUS``, for the commands whose replies have statuses of their own."""
 
+_NO_VALID_RECIPIENTS: Final = reply(554, "5.5.1", "No valid recipients")
+"""DATA or BDAT with no recipient accepted (RFC 5321 §3.3 allows 503 or 554)."""
+_LMTP_NO_RECIPIENTS: Final = reply(503, "5.5.1", "No valid recipients")
+"""The same in LMTP, where RFC 2033 §4.2 names 503."""
 _SEQUENCE_ERRORS: Final[dict[tuple[str, State], Reply]] = {
     ("MAIL", State.HELLO): reply(503, "5.5.1", "Send EHLO or HELO first"),
     ("MAIL", State.MAIL): reply(503, "5.5.1", "Nested MAIL command"),
     ("MAIL", State.RCPT): reply(503, "5.5.1", "Nested MAIL command"),
     ("MAIL", State.BDAT): reply(503, "5.5.1", "Nested MAIL command"),
-    ("DATA", State.MAIL): reply(554, "5.5.1", "No valid recipients"),
-    ("BDAT", State.MAIL): reply(554, "5.5.1", "No valid recipients"),
+    ("DATA", State.MAIL): _NO_VALID_RECIPIENTS,
+    ("BDAT", State.MAIL): _NO_VALID_RECIPIENTS,
     ("DATA", State.BDAT): reply(503, "5.5.1", "DATA after BDAT: end the message with BDAT LAST"),
     ("RCPT", State.BDAT): reply(503, "5.5.1", "RCPT after BDAT: end the message first"),
     ("AUTH", State.MAIL): reply(503, "5.5.1", "AUTH not allowed in a mail transaction"),
@@ -778,6 +782,8 @@ class ServerConnection:
             return reply(503, "5.5.1", "No service here; send QUIT")
         found = _SEQUENCE_ERRORS.get((command.verb, state))
         if found is not None:
+            if found is _NO_VALID_RECIPIENTS and self._config.lmtp:
+                return _LMTP_NO_RECIPIENTS  # RFC 2033 §4.2: in LMTP, DATA MUST fail with 503
             return found
         return _IN_TRANSACTION if state in _TRANSACTION_STATES else _NEED_MAIL
 
