@@ -28,9 +28,8 @@ from smtpcore.asyncio import (
     SMTPTimeout,
     Timeouts,
 )
-from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.maildrop import MaildirStore
-from smtpcore.smtp import Rcpt, Reply
+from smtpcore.testing import CollectingHandler
 
 MESSAGE = b"Subject: on uvloop\r\n\r\n.a line that starts with a dot\r\nand one more\r\n"
 
@@ -61,22 +60,6 @@ def run(factory: LoopFactory, main: Callable[[], Awaitable[Any]]) -> Any:
         loop.close()
 
 
-class Keep(Handler):
-    """Takes every recipient and keeps every message."""
-
-    def __init__(self) -> None:
-        self.messages: list[Envelope] = []
-
-    async def handle_rcpt(
-        self, session: Session, envelope: Envelope, command: Rcpt
-    ) -> Reply | None:
-        return Reply(250, "OK")
-
-    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
-        self.messages.append(envelope)
-        return None
-
-
 async def send_one(client: SMTPClient) -> bool:
     """Send ``MESSAGE`` to one recipient; whether the session was under TLS."""
     async with client:
@@ -88,7 +71,7 @@ async def send_one(client: SMTPClient) -> bool:
 def test_smtp_over_tcp_with_starttls_and_with_tls_from_the_connect(
     loop_factory: LoopFactory, tls: TLSFiles
 ) -> None:
-    keep = Keep()
+    keep = CollectingHandler()
 
     async def main() -> None:
         async with SMTPServer(
@@ -115,7 +98,7 @@ def test_smtp_over_tcp_with_starttls_and_with_tls_from_the_connect(
 
 
 def test_smtp_over_a_stream_pair_with_starttls(loop_factory: LoopFactory, tls: TLSFiles) -> None:
-    keep = Keep()
+    keep = CollectingHandler()
 
     async def main() -> None:
         server = SMTPServer(keep, hostname="mx.test", ssl_context=tls.server_context)
@@ -133,7 +116,7 @@ def test_smtp_over_a_stream_pair_with_starttls(loop_factory: LoopFactory, tls: T
 
 
 def test_smtp_client_over_a_unix_socket(loop_factory: LoopFactory, tmp_path: Path) -> None:
-    keep = Keep()
+    keep = CollectingHandler()
     path = tmp_path / "smtp.sock"
 
     async def main() -> None:
