@@ -411,6 +411,38 @@ def test_verify_checks_the_certificate_against_the_mx_name(
     assert "tls=verified, tls_policy=verify" in line
 
 
+def test_an_address_literal_is_verified_by_its_ip_and_a_failure_there_is_deferred(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``user@[127.0.0.1]``: the certificate is checked against the address (no SNI,
+    RFC 6066 §3), not the bracketed text; and a failure of the whole session there is a
+    deferral with its reason, as for a host (its memory of failed hosts took no
+    literal, and the round failed as a local error)."""
+    import trustme
+
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    with remote(starttls="tls", tls_context=context) as server:
+        relay = _relay(tmp_path / "a", server.port, relay_tls=RelayTLS.VERIFY, relay_ca=ca_file)
+        relay.enqueue(["brendon@[127.0.0.1]"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert server.transactions[0].tls
+    assert "tls=verified" in _lines(caplog, "status=sent")[0]
+    with remote(starttls="refuse") as refusing:
+        relay = _relay(tmp_path / "b", refusing.port, relay_tls=RelayTLS.ENCRYPT)
+        relay.enqueue(["brendon@[127.0.0.1]"])
+        _run(relay, lambda: bool(_lines(caplog, "status=deferred")))
+        _wait_closed(refusing)
+    (line,) = _lines(caplog, "status=deferred")[:1]
+    assert "dsn=4.7.5" in line and "TLS is required (encrypt)" in line
+    assert not _lines(caplog, "delivery failed")
+
+
 def test_verify_defers_when_the_certificate_is_not_trusted(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, mx_tls: tuple[ssl.SSLContext, Path, Path]
 ) -> None:

@@ -77,6 +77,14 @@ class MXRecord:
         return self.exchange == ""
 
 
+def _failure_key(host: str) -> str:
+    """What a failure is remembered under: a host's canonical name, or an address
+    literal's text (``[192.0.2.1]``, a recipient's ``user@[...]``), which has none."""
+    if host.startswith("[") and host.endswith("]"):
+        return host.lower()
+    return canonical_host(host)
+
+
 class FailedExchangers:
     """A memory of exchangers that failed recently, each forgotten after ``duration`` seconds.
 
@@ -108,7 +116,7 @@ class FailedExchangers:
         """Remember that ``host`` failed just now (a connection or a 4xx greeting)."""
         now = self._clock()
         self._expire(now)
-        key = canonical_host(host)
+        key = _failure_key(host)
         self._until.pop(key, None)
         if len(self._until) >= self._max_entries:
             # Forget the entry closest to expiry: dicts keep insertion order,
@@ -118,11 +126,11 @@ class FailedExchangers:
 
     def mark_good(self, host: str) -> None:
         """Forget a failure of ``host``: it has just accepted a connection."""
-        self._until.pop(canonical_host(host), None)
+        self._until.pop(_failure_key(host), None)
 
     def is_bad(self, host: str) -> bool:
         """True while a failure of ``host`` is remembered."""
-        key = canonical_host(host)
+        key = _failure_key(host)
         until = self._until.get(key)
         if until is None:
             return False

@@ -122,6 +122,15 @@ class Outcome:
     """The next hop took the DSN parameters: reporting success is its job now."""
 
 
+def _tls_name(attempt: Attempt) -> str:
+    """The name a certificate is checked against: the exchanger's host name, or for an
+    address literal the address itself, which a certificate names by its IP (and no
+    SNI is sent for it, RFC 6066 §3)."""
+    if attempt.host.startswith("["):
+        return str(attempt.address)
+    return attempt.host
+
+
 class TryNext(Exception):
     """This exchanger failed as a whole; the next one may do better.
 
@@ -256,7 +265,7 @@ class ExchangerSession:
             hostname=self.hostname,
             starttls=starttls,
             ssl_context=self._context(level),
-            server_hostname=attempt.host,
+            server_hostname=_tls_name(attempt),
             timeouts=self.timeouts,
         )
 
