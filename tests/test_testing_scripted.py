@@ -204,3 +204,45 @@ def test_every_socket_is_closed_when_the_block_ends() -> None:
         while not received.endswith(b"221 bye\r\n"):
             received += client.recv(100)
     assert open_fd_count() == before
+
+
+def test_a_client_that_connected_and_closed_before_the_thread_took_it_is_played() -> None:
+    """The connection waits in the listener's backlog: leaving the block takes it first,
+    rather than close the listener under it and call it no client at all."""
+    for _ in range(20):  # the race went the wrong way nearly every time
+        server = ScriptedServer(script("C: HELLO\n-- expect close"))
+        with server, socket.create_connection((server.host, server.port)) as client:
+            client.sendall(b"HELLO\r\n")
+        assert server.failure is None, server.failure
+
+
+def test_a_starttls_step_without_a_context_is_a_departure_not_a_pass() -> None:
+    server = ScriptedServer(script("S: 220 hi\n-- starttls\nS: 250 never"))
+    with (
+        pytest.raises(ScriptMismatch, match="needs ssl_context"),
+        server,
+        socket.create_connection((server.host, server.port)) as client,
+    ):
+        client.recv(100)
+
+
+def test_silence_is_reported_as_silence_with_what_came_of_the_line() -> None:
+    server = ScriptedServer(script("S: 220 hi\nC: QUIT\nS: 221 bye"), timeout=0.3)
+    with (
+        pytest.raises(ScriptMismatch, match=r"sent nothing for 0\.3 s") as info,
+        server,
+        socket.create_connection((server.host, server.port)) as client,
+    ):
+        client.recv(100)
+        client.sendall(b"QUIT\n")  # a bare LF: not a line, and the client waits on
+        server.done.wait(5)
+    report = str(info.value)
+    assert "+C: 'QUIT\\n  (no CRLF)'" in report and "closed" not in report
+
+
+def test_the_script_parser_splits_lines_at_lf_only() -> None:
+    """U+2028 and a bare CR are data in a line (SMTPUTF8 text, a hostile reply)."""
+    assert script("S: 250 caf\u00e9\u2028ok\nS: 250 a\rb") == [
+        Send("250 caf\u00e9\u2028ok\r\n".encode()),
+        Send(b"250 a\rb\r\n"),
+    ]

@@ -5,8 +5,8 @@ a report; the exit status is 1 when a check failed.
 
 ``fuzz TARGET`` fuzzes one machine (:mod:`smtpcore.testing.fuzz`) under
 atheris when it is installed, else with the pure-Python mutator; the exit
-status is 1 when it found a crash. ``fuzz TARGET --reproduce FILE`` runs one
-crash file again.
+status is 1 when the pure mutator found a crash, and libFuzzer's own (77)
+when atheris did. ``fuzz TARGET --reproduce FILE`` runs one crash file again.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         "(deterministic for a seed). Crashing inputs are written to --crash-dir.",
     )
     fuzz.add_argument("target", choices=list(TARGETS))
-    fuzz.add_argument("--runs", type=int, help="inputs to try (pure default: 10000)")
+    fuzz.add_argument("--runs", type=int, help="inputs to try (pure, without --seconds: 10000)")
     fuzz.add_argument("--seconds", type=float, help="stop after this long")
     fuzz.add_argument(
         "--seed", type=int, default=0, help="of the pure mutator; under atheris, 0 lets it pick"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import re
+import select
 import socket
 import ssl
 import threading
@@ -127,8 +128,8 @@ def script(text: str, *, role: str = "server") -> list[Step]:
         raise ValueError("role is 'server' or 'client'")
     own = "S" if role == "server" else "C"
     steps: list[Step] = []
-    for raw in text.splitlines():
-        line = raw.strip("\r")
+    for raw in text.split("\n"):  # LF alone ends a line: U+2028 or a bare CR may be data
+        line = raw.rstrip("\r")
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         if line.startswith("--"):
@@ -238,6 +239,8 @@ class ScriptedPeer:
                     return
         except (OSError, ssl.SSLError) as exc:
             self._fail(f"connection error: {exc!r}")
+        except Exception as exc:  # the script itself cannot go on (StartTLS without a context)
+            self._fail(f"the script could not be played: {exc!r}")
         finally:
             with contextlib.suppress(OSError):
                 conn.close()
@@ -250,8 +253,9 @@ class ScriptedPeer:
         elif isinstance(step, Expect):
             line = self._read_line(conn)
             if line is None:
-                self.transcript.append(f"-- {self._other} closed")
-                self._fail(f"expected {_render(step, self._own, self._other)[0]}, got a close")
+                if self.failure is None:  # silence failed in _read_line already: not a close
+                    self.transcript.append(f"-- {self._other} closed")
+                    self._fail(f"expected {_render(step, self._own, self._other)[0]}, got a close")
             else:
                 self.transcript += _show(self._other, line + b"\r\n")
                 if not _matches(step.line, line):
@@ -289,6 +293,8 @@ class ScriptedPeer:
             try:
                 data = conn.recv(4096)
             except TimeoutError:
+                if self._buffer:  # what came of the line, shown as it is
+                    self.transcript += _show(self._other, self._buffer)
                 self._fail(f"{self._other} sent nothing for {self.timeout} s")
                 return None
             if not data:
@@ -398,6 +404,8 @@ class ScriptedServer(ScriptedPeer):
     ) -> None:
         super().__init__(steps, ssl_context=ssl_context, timeout=timeout)
         self._listener = socket.create_server((host, 0))
+        self._accepted = threading.Event()
+        """Set once the thread has taken a connection, or given up waiting for one."""
         self.host: str = host
         self.port: int = self._listener.getsockname()[1]
 
@@ -407,13 +415,15 @@ class ScriptedServer(ScriptedPeer):
         return self
 
     def _serve(self) -> None:
-        self._listener.settimeout(self.timeout)
         try:
+            self._listener.settimeout(self.timeout)
             conn, _ = self._listener.accept()
         except OSError as exc:
             self._fail(f"no client connected ({exc!r})")
             self.done.set()
             return
+        finally:
+            self._accepted.set()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._play(conn)
 
@@ -436,7 +446,14 @@ class ScriptedServer(ScriptedPeer):
             self.check()
 
     def close(self) -> None:
-        """Stop listening and wait for the script to end, which closes the connection."""
+        """Stop listening and wait for the script to end, which closes the connection.
+
+        A client that connected (and perhaps closed already) before the thread took
+        its connection is still in the listener's backlog: it is taken first."""
+        if self._thread is not None and not self._accepted.is_set():
+            pending, _, _ = select.select([self._listener], [], [], 0)
+            if pending:
+                self._accepted.wait(self.timeout)
         self._listener.close()
         if self._thread is not None:
             self._thread.join(self.timeout + 5)
