@@ -775,13 +775,7 @@ class TrioTransport:
             server_hostname=server_hostname,
             https_compatible=True,  # SMTP frames its own end, so a bare TCP close is EOF
         )
-        try:
-            await stream.do_handshake()
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            cause = exc.__cause__
-            if isinstance(cause, OSError):
-                raise cause from exc
-            raise ConnectionResetError(str(exc) or "TLS handshake failed") from exc
+        await _shake_hands(stream)
         self._ssl = stream
         self._stream = stream
         self._fd = -1
@@ -837,15 +831,19 @@ class TrioTransport:
         """Finish the handshake of a ``trio.SSLStream`` given as it came (trio makes it
         on the stream's first use), so that :attr:`tls` describes the session from its
         first byte; nothing for any other stream, or one whose handshake is done."""
-        if self._ssl is None:
-            return
-        try:
-            await self._ssl.do_handshake()
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            cause = exc.__cause__
-            if isinstance(cause, OSError):
-                raise cause from exc
-            raise ConnectionResetError(str(exc) or "TLS handshake failed") from exc
+        if self._ssl is not None:
+            await _shake_hands(self._ssl)
+
+
+async def _shake_hands(stream: trio.SSLStream[trio.abc.Stream]) -> None:
+    """``stream``'s handshake, its failures an ``OSError`` as the transports' are."""
+    try:
+        await stream.do_handshake()
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        cause = exc.__cause__
+        if isinstance(cause, OSError):
+            raise cause from exc
+        raise ConnectionResetError(str(exc) or "TLS handshake failed") from exc
 
 
 class _Listener(BaseListener[_S]):
