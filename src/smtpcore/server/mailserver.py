@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import socket
 import ssl
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from ipaddress import ip_address
@@ -37,12 +35,9 @@ from smtpcore.server.log import logger
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.pop3 import POP3Store
 from smtpcore.server.queue import Queue
-from smtpcore.server.queuectl import read_commands, running_server
+from smtpcore.server.queuectl import read_commands, take_lock
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
-
-_QUEUE_TOOL_WAIT = 10.0
-"""How long a starting server waits for the ``queue`` tool to finish with the files."""
 
 __all__ = ["Listener", "MailServer", "server_tls_context"]
 
@@ -218,26 +213,10 @@ class MailServer:
 
     def _lock_data_dir(self) -> None:
         """One server per data directory: two would deliver each other's queue twice."""
-        path = self.config.data_dir / "smtpcore.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        deadline = time.monotonic() + _QUEUE_TOOL_WAIT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                holder = running_server(self.config.data_dir)
-                if holder == -1 and time.monotonic() < deadline:
-                    time.sleep(0.05)  # the queue tool, at work on the files: wait for it
-                    continue
-                os.close(fd)
-                who = "the queue tool" if holder == -1 else "another smtpcore server"
-                raise ConfigError(
-                    f"--data-dir: {self.config.data_dir} is in use by {who}"
-                ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode("ascii"))  # for `queue` to signal
-        self._lock_fd = fd
+        try:
+            self._lock_fd = take_lock(self.config.data_dir, str(os.getpid()))
+        except ConfigError as exc:
+            raise ConfigError(f"--data-dir: {exc}") from None
 
     async def _learn_own_addresses(self) -> None:
         """The addresses ``--hostname`` resolves to are this server's own: the relay

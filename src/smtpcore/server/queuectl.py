@@ -38,6 +38,7 @@ __all__ = [
     "read_commands",
     "running_server",
     "submit",
+    "take_lock",
     "validate_ids",
 ]
 
@@ -91,26 +92,36 @@ def running_server(data_dir: Path) -> int | None:
         os.close(fd)
 
 
+def take_lock(data_dir: Path, mark: str) -> int:
+    """``data_dir``'s lock, held by the descriptor returned and marked with ``mark`` (a
+    server's process id, for ``queue`` to signal; :data:`TOOL_MARK` for the tool). A
+    ``queue`` tool that holds it is waited for a while; anything else holding it is a
+    :class:`ConfigError` naming who."""
+    fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + _TOOL_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            holder = running_server(data_dir)
+            if holder == -1 and time.monotonic() < deadline:
+                time.sleep(0.05)  # the queue tool, at work on the files: it is quick
+                continue
+            os.close(fd)
+            who = "the queue tool" if holder == -1 else "another smtpcore server"
+            raise ConfigError(f"{data_dir} is in use by {who}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{mark}\n".encode("ascii"))
+    return fd
+
+
 @contextlib.contextmanager
 def offline_lock(data_dir: Path) -> Iterator[None]:
     """The data directory's lock for the tool itself, marked as the tool's (so that no
-    one signals the process id a server left there); another ``queue`` tool holding it
-    is waited for a while, and a server that starts meanwhile waits for it too."""
-    fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    one signals the process id a server left there): see :func:`take_lock`."""
+    fd = take_lock(data_dir, TOOL_MARK)
     try:
-        deadline = time.monotonic() + _TOOL_WAIT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if running_server(data_dir) != -1 or time.monotonic() >= deadline:
-                    raise ConfigError(
-                        f"{data_dir} is in use (a server started): try again"
-                    ) from None
-                time.sleep(0.05)  # another queue tool: it is quick
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{TOOL_MARK}\n".encode("ascii"))
         yield
     finally:
         os.close(fd)
