@@ -39,6 +39,9 @@ class BaseClient:
     ssl_context: ssl.SSLContext | None
     server_hostname: str
     tls_on_connect: bool
+    _unix_path: str | None = None
+    """The Unix socket connected to instead of ``host`` and ``port`` (see
+    ``ClientConstructors.over_unix_socket``)."""
     timeouts: _ClientTimeouts
     _transport: Link | None
 
@@ -76,7 +79,7 @@ class BaseClient:
     async def _open_transport(self) -> None:
         """Open the connection, turning failures into the protocol's own errors."""
         # A Unix socket's path names where, rather than the host named for TLS.
-        where = getattr(self, "_unix_path", None) or f"{self.host}:{self.port}"
+        where = self._unix_path or f"{self.host}:{self.port}"
         try:
             self._transport = await self._open(self.host, self.port)
         except TimeoutError as exc:
