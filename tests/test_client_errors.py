@@ -531,3 +531,36 @@ def test_close_ends_the_session_without_quit_and_leaves_nothing_open(
 
         run(adapter, go)
     assert kept and open_fd_count() == before
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "pop3"])
+def test_connect_on_an_open_session_is_refused_and_the_session_goes_on(
+    adapter: str, protocol: str
+) -> None:
+    """A second ``connect()`` would drop the first socket without QUIT, left open
+    until garbage collection: it is refused, and the open session still works."""
+    mod = module(adapter)
+    if protocol == "smtp":
+        steps = script(GREET + "C: NOOP\nS: 250 2.0.0 ok\nC: QUIT\nS: 221 bye\n")
+    else:
+        steps = script(POP3_LOGGED_IN + "C: NOOP\nS: +OK\nC: QUIT\nS: +OK bye\n")
+    kept: list[Any] = []
+    before = open_fd_count()
+    with ScriptedServer(steps) as server:
+
+        async def go() -> None:
+            client = (mod.SMTPClient if protocol == "smtp" else mod.POP3Client)(
+                "127.0.0.1", server.port
+            )
+            kept.append(client)
+            await client.connect()
+            if protocol == "pop3":
+                await client.login("u", "p")
+            error = mod.SMTPConnectionError if protocol == "smtp" else mod.POP3ConnectionError
+            with pytest.raises(error, match="already connected"):
+                await client.connect()
+            await client.noop()
+            await client.quit()
+
+        run(adapter, go)
+    assert kept and open_fd_count() == before

@@ -218,6 +218,50 @@ def test_a_looping_message_is_refused(tmp_path: Path) -> None:
     assert list((config.queue_dir / "tmp").iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "content, body",
+    [
+        # White space first would fold onto our Received line and add to it.
+        (b" (verified) by trusted.example; Mon, 1 Jan 2024 00:00:00 +0000\r\n", "(verified)"),
+        (b"no header, only text\r\n\r\nmore\r\n", "no header, only text"),
+        (b"short", "short"),
+    ],
+)
+def test_content_that_is_no_header_stays_the_body_below_our_trace_lines(
+    tmp_path: Path, content: bytes, body: str
+) -> None:
+    """RFC 5322 §2.2.3: a first line starting with white space continues the field
+    above it, so the client could extend our Received field; a first line that is no
+    field would become part of our header. An empty line goes between."""
+    config = _config(tmp_path, "pqr.example", {"b@pqr.example": "x"}, submission_port=0)
+
+    def send(port: int) -> None:
+        with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+            # in small pieces, to hold the first line across chunks
+            commands = b"EHLO c.example\r\nMAIL FROM:<a@abc.example>\r\n"
+            sock.sendall(commands + b"RCPT TO:<b@pqr.example>\r\nDATA\r\n")
+            answers = b""
+            while b"\r\n354 " not in answers:
+                answers += sock.recv(4096)
+            for index in range(0, len(content), 3):
+                sock.sendall(content[index : index + 3])
+            sock.sendall(b".\r\nQUIT\r\n" if content.endswith(b"\n") else b"\r\n.\r\nQUIT\r\n")
+            while b"\r\n221 " not in answers:
+                answers += sock.recv(4096)
+
+    async def main() -> None:
+        async with MailServer(config, sockets={"smtp": _listening()}) as server:
+            await asyncio.to_thread(send, _port(server, "smtp"))
+
+    _run(main)
+    (stored,) = _messages(config, "b@pqr.example")
+    message = email.message_from_bytes(stored, policy=email.policy.default)
+    assert message.defects == []
+    assert list(message.keys()) == ["Return-Path", "Received"]
+    assert "(verified)" not in str(message["Received"])
+    assert body in message.get_content()
+
+
 def test_the_queue_is_picked_up_after_a_restart(tmp_path: Path) -> None:
     """A message queued by a server that stopped is delivered by the next one."""
     pqr = _config(tmp_path, "pqr.example", {"brendon@pqr.example": "pw"}, submission_port=0)

@@ -231,6 +231,37 @@ def test_bounce_is_a_delivery_status_report() -> None:
     assert ORIGINAL in raw
 
 
+def test_a_utf8_report_keeps_lines_within_998_octets_and_says_8bit() -> None:
+    """RFC 6532 §3.4: the line limit is in octets, and a UTF-8 diagnostic of 900
+    characters is far more; RFC 2045 §6.1: a part without Content-Transfer-Encoding
+    is 7bit, so every part holding UTF-8 says 8bit, and so does the multipart."""
+    long_word = "€" * 1500
+    raw = build_bounce(
+        reporting_mta="mx.abc.example",
+        recipient="jörg@abc.example",
+        queue_id="Q",
+        arrival=0.0,
+        now=0.0,
+        failed=[FailedRecipient("c@d.example", "5.0.0", f"550 5.0.0 {long_word}", "mx", True)],
+        original="Subject: ü\r\n\r\nx\r\n".encode(),
+    )
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    message = _parse(raw)
+    assert message["Content-Transfer-Encoding"] == "8bit"
+    for part in message.iter_parts():
+        assert part["Content-Transfer-Encoding"] == "8bit", part.get_content_type()
+    ascii_only = build_bounce(
+        reporting_mta="mx",
+        recipient="a@b.example",
+        queue_id="Q",
+        arrival=0.0,
+        now=0.0,
+        failed=[FailedRecipient("c@d.example", "5.0.0", "refused")],
+        original=ORIGINAL if ORIGINAL.isascii() else b"Subject: x\r\n\r\nx\r\n",
+    )
+    assert b"Content-Transfer-Encoding" not in ascii_only
+
+
 def test_a_large_message_comes_back_as_its_header() -> None:
     original = b"Subject: big\r\n\r\n" + b"x" * 998 * 2 + b"\r\n" * (MAX_RETURNED_MESSAGE // 2)
     raw = build_bounce(

@@ -17,6 +17,7 @@ from smtpcore.server.maildir import LFWriter, Maildir
 from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
 from smtpcore.server.trace import (
     count_received,
+    header_field_follows,
     protocol_name,
     received_header,
     return_path_header,
@@ -164,10 +165,59 @@ def test_received_header_shape() -> None:
     assert "for <" not in several and "id Q;\r\n\t" in several
 
 
+@pytest.mark.parametrize(
+    "helo, written",
+    [
+        ("mail.example([192.0.2.1])", "mail.example?[192.0.2.1]?"),  # a forged address
+        ("evil(", "evil?"),  # a comment never closed
+        ("a;b", "a?b"),  # the end of the clauses
+        ("héllo.example", "h?llo.example"),  # 8-bit in an ASCII header
+        ("[IPv6:2001:db8::1]", "[IPv6:2001:db8::1]"),
+    ],
+)
+def test_the_helo_name_keeps_only_the_characters_of_a_domain(helo: str, written: str) -> None:
+    """The HELO name is the client's claim; in the Received line it may not add a
+    comment, end a clause or make the header 8-bit (Postfix writes ``?`` too)."""
+    header = received_header(
+        helo=helo,
+        peer=("127.0.0.1", 4000),
+        by="mx",
+        protocol="ESMTP",
+        queue_id="Q",
+        recipient=None,
+        when=0.0,
+    )
+    assert header.startswith(f"Received: from {written} ([127.0.0.1])\r\n".encode())
+
+
 def test_return_path_and_hop_count() -> None:
     assert return_path_header("") == b"Return-Path: <>\r\n"
     header = b"Received: a\r\nreceived: b\r\n\tRECEIVED: folded\r\nSubject: Received: no\r\n"
     assert count_received(header) == 2
+    # RFC 5322 §4.5's obsolete form: white space before the colon
+    assert count_received(b"Received : a\r\nreceived\t: b\r\nReceivedX: c\r\n") == 2
+
+
+@pytest.mark.parametrize(
+    "start, follows",
+    [
+        (b"", None),
+        (b"\r", None),
+        (b"\r\nbody", True),  # an empty header section
+        (b"Subj", None),
+        (b"Subject: x", True),
+        (b"Subject :", True),
+        (b"Subject  ", None),
+        (b" folded onto ours", False),
+        (b"\tfolded", False),
+        (b"hello world", False),
+        (b":x", False),
+        (b"x" * 997, None),
+        (b"x" * 998, False),
+    ],
+)
+def test_whether_a_header_field_begins_the_content(start: bytes, follows: bool | None) -> None:
+    assert header_field_follows(start) is follows
 
 
 # -- the queue ------------------------------------------------------------------------

@@ -77,7 +77,12 @@ class BaseClient:
         return self.ssl_context
 
     async def _open_transport(self) -> None:
-        """Open the connection, turning failures into the protocol's own errors."""
+        """Open the connection, turning failures into the protocol's own errors.
+
+        A session already open is refused rather than replaced: the first
+        socket would be left behind, open, without QUIT."""
+        if self._transport is not None:
+            raise self.connection_error("already connected: quit() or close() the session first")
         # A Unix socket's path names where, rather than the host named for TLS.
         where = self._unix_path or f"{self.host}:{self.port}"
         try:

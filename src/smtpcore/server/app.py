@@ -37,7 +37,12 @@ from smtpcore.server.log import delivery_line, logger, peer_text, refusal_line
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import StagedMessage
 from smtpcore.server.queue import PreparedEntry, Queue, QueuedRecipient, QueueEntry, Spool
-from smtpcore.server.trace import count_received, protocol_name, received_header
+from smtpcore.server.trace import (
+    count_received,
+    header_field_follows,
+    protocol_name,
+    received_header,
+)
 from smtpcore.smtp import Mail, Rcpt, Reply
 
 __all__ = [
@@ -152,6 +157,30 @@ class _Incoming:
     header: bytearray = field(default_factory=bytearray)
     header_done: bool = False
     hops: int = 0
+    first_line_read: bool = False
+    held: bytes = b""
+
+    def spooled(self, data: bytes) -> bytes:
+        """What of ``data`` goes to the spool now. The first bytes wait until they
+        tell whether the client's header follows our Received line, or an empty
+        line must go between (see :func:`header_field_follows`)."""
+        if self.first_line_read:
+            return data
+        held = self.held + data
+        follows = header_field_follows(held)
+        if follows is None:
+            self.held = held
+            return b""
+        self.first_line_read = True
+        self.held = b""
+        return held if follows else b"\r\n" + held
+
+    def rest(self) -> bytes:
+        """What is still held when the content ends (a message shorter than a line)."""
+        if self.first_line_read or not self.held:
+            return b""
+        self.first_line_read = True
+        return b"\r\n" + self.held
 
     def scan(self, data: bytes) -> None:
         """Count Received lines in the header, which ends at the first empty line."""
@@ -320,7 +349,7 @@ class _MailHandler(Handler):
     async def handle_data_chunk(self, session: Session, envelope: Envelope, data: bytes) -> None:
         incoming = self._incoming(session, envelope)
         incoming.scan(data)
-        incoming.spool.write(data)
+        incoming.spool.write(incoming.spooled(data))
 
     async def handle_reset(self, session: Session, envelope: Envelope) -> None:
         incoming = session.extra.pop("incoming", None)
@@ -335,6 +364,12 @@ class _MailHandler(Handler):
             logger.exception("cannot create a spool file")
             return _LOCAL_ERROR
         del session.extra["incoming"]
+        try:
+            incoming.spool.write(incoming.rest())
+        except OSError:
+            logger.exception("cannot write the spool file")
+            incoming.spool.discard()
+            return _LOCAL_ERROR
         if not incoming.header_done:
             incoming.scan(b"\r\n\r\n")
         if incoming.hops >= MAX_HOPS:

@@ -76,7 +76,11 @@ def _one_line(text: str, utf8: bool, limit: int = 900) -> str:
     text = " ".join(text.split())
     if not utf8 and not text.isascii():
         text = "".join(char if char.isascii() else f"\\x{{{ord(char):02X}}}" for char in text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    # The limit is in octets (RFC 6532 §3.4), cut at a character's boundary.
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode("utf-8", "ignore") + "..."
 
 
 def _address_field(address: str, utf8: bool) -> str:
@@ -269,6 +273,63 @@ def _build_report(
     boundary = f"{queue_id}.{secrets.token_hex(8)}/{reporting_mta}"[:70]
     arrival_date = email.utils.formatdate(arrival, localtime=True)
     date = email.utils.formatdate(now, localtime=True)
+    notification = ["Content-Type: text/plain; charset=utf-8", "Content-Description: Notification"]
+    text = textwrap.wrap(explanation, 72)
+    for item in reported:
+        text.append("")
+        where = f"host {item.remote_mta} said" if item.remote_mta and item.from_remote else ""
+        # A word longer than the line is broken too: a line stays within RFC 5322's 998.
+        text += textwrap.wrap(
+            f"<{item.address}>: {where + ': ' if where else ''}{_one_line(item.diagnostic, utf8)}",
+            72,
+            subsequent_indent="    ",
+            break_on_hyphens=False,
+        )
+    status_type = "message/delivery-status"
+    if utf8:
+        status_type = _GLOBAL_TYPES[status_type]
+    status_head = [f"Content-Type: {status_type}", "Content-Description: Delivery report"]
+    status = []
+    if envid is not None:  # RFC 3464 §2.2.1, decoded from xtext (RFC 3461 §6.3)
+        status.append(f"Original-Envelope-Id: {_one_line(decode_xtext(envid), utf8)}")
+    status += [
+        f"Reporting-MTA: dns; {reporting_mta}",
+        f"X-Queue-ID: {queue_id}",
+        f"Arrival-Date: {arrival_date}",
+    ]
+    for item in reported:
+        status.append("")
+        if item.original_recipient is not None:
+            original = _original_recipient(item.original_recipient, utf8)
+            status.append(f"Original-Recipient: {original}")
+        status += [
+            f"Final-Recipient: {_address_field(item.address, utf8)}",
+            f"Action: {item.action}",
+            f"Status: {item.status}",
+        ]
+        if item.remote_mta:
+            status.append(f"Remote-MTA: dns; {item.remote_mta}")
+        kind = "smtp" if item.from_remote else "x-local"
+        status.append(f"Diagnostic-Code: {kind}; {_one_line(item.diagnostic, utf8)}")
+        if item.action in ("failed", "delayed"):
+            status.append(f"Last-Attempt-Date: {date}")
+        if item.action == "delayed" and retry_until is not None:
+            status.append(f"Will-Retry-Until: {retry_until}")
+    content, content_type, description = returned
+    if utf8:
+        content_type = _GLOBAL_TYPES[content_type]
+    returned_head = [f"Content-Type: {content_type}", f"Content-Description: {description}"]
+    # RFC 2045 §6.1: a part says 8bit when it holds 8-bit octets (7bit is assumed),
+    # and so does the multipart that encloses it (RFC 2045 §6.4).
+    eight_bit = False
+    for head, ascii_only in (
+        (notification, all(line.isascii() for line in text)),
+        (status_head, all(line.isascii() for line in status)),
+        (returned_head, content.isascii()),
+    ):
+        if not ascii_only:
+            head.append("Content-Transfer-Encoding: 8bit")
+            eight_bit = True
     lines = [
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
         f"To: <{recipient}>",
@@ -279,71 +340,13 @@ def _build_report(
         "MIME-Version: 1.0",
         "Content-Type: multipart/report; report-type=delivery-status;",
         f'\tboundary="{boundary}"',
-        "",
-        "This is a MIME-encapsulated message.",
-        "",
-        f"--{boundary}",
-        "Content-Type: text/plain; charset=utf-8",
-        "Content-Description: Notification",
-        "",
     ]
-    lines += textwrap.wrap(explanation, 72)
-    for item in reported:
-        lines.append("")
-        where = f"host {item.remote_mta} said" if item.remote_mta and item.from_remote else ""
-        lines += textwrap.wrap(
-            f"<{item.address}>: {where + ': ' if where else ''}{_one_line(item.diagnostic, utf8)}",
-            72,
-            subsequent_indent="    ",
-            break_long_words=False,
-            break_on_hyphens=False,
-        )
-    status_type = "message/delivery-status"
-    if utf8:
-        status_type = _GLOBAL_TYPES[status_type]
-    lines += [
-        "",
-        "The delivery report and your message follow.",
-        "",
-        f"--{boundary}",
-        f"Content-Type: {status_type}",
-        "Content-Description: Delivery report",
-        "",
-    ]
-    if envid is not None:  # RFC 3464 §2.2.1, decoded from xtext (RFC 3461 §6.3)
-        lines.append(f"Original-Envelope-Id: {_one_line(decode_xtext(envid), utf8)}")
-    lines += [
-        f"Reporting-MTA: dns; {reporting_mta}",
-        f"X-Queue-ID: {queue_id}",
-        f"Arrival-Date: {arrival_date}",
-    ]
-    for item in reported:
-        lines.append("")
-        if item.original_recipient is not None:
-            original = _original_recipient(item.original_recipient, utf8)
-            lines.append(f"Original-Recipient: {original}")
-        lines += [
-            f"Final-Recipient: {_address_field(item.address, utf8)}",
-            f"Action: {item.action}",
-            f"Status: {item.status}",
-        ]
-        if item.remote_mta:
-            lines.append(f"Remote-MTA: dns; {item.remote_mta}")
-        kind = "smtp" if item.from_remote else "x-local"
-        lines.append(f"Diagnostic-Code: {kind}; {_one_line(item.diagnostic, utf8)}")
-        if item.action in ("failed", "delayed"):
-            lines.append(f"Last-Attempt-Date: {date}")
-        if item.action == "delayed" and retry_until is not None:
-            lines.append(f"Will-Retry-Until: {retry_until}")
-    lines.append("")
-    content, content_type, description = returned
-    if utf8:
-        content_type = _GLOBAL_TYPES[content_type]
-    lines += [f"--{boundary}", f"Content-Type: {content_type}"]
-    lines.append(f"Content-Description: {description}")
-    if not content.isascii():
+    if eight_bit:
         lines.append("Content-Transfer-Encoding: 8bit")
-    lines.append("")
+    lines += ["", "This is a MIME-encapsulated message.", "", f"--{boundary}", *notification, ""]
+    lines += text
+    lines += ["", "The delivery report and your message follow.", "", f"--{boundary}"]
+    lines += [*status_head, "", *status, "", f"--{boundary}", *returned_head, ""]
     head = ("\r\n".join(lines) + "\r\n").encode("utf-8")
     if content and not content.endswith(b"\r\n"):
         content += b"\r\n"

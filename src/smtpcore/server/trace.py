@@ -12,7 +12,22 @@ from __future__ import annotations
 import email.utils
 from ipaddress import IPv6Address, ip_address
 
-__all__ = ["count_received", "protocol_name", "received_header", "return_path_header"]
+__all__ = [
+    "count_received",
+    "header_field_follows",
+    "protocol_name",
+    "received_header",
+    "return_path_header",
+]
+
+#: The characters a HELO name keeps in a Received line: those of a domain and of
+#: an address literal (RFC 5321 §4.1.3). Anything else, which could open a
+#: comment, end the clause or make the header 8-bit, is written as ``?``, as
+#: Postfix does.
+_HELO_KEEPS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:[]")
+
+#: Longer than any field name a message header holds in one line (RFC 5322 §2.1.1).
+_FIELD_NAME_LIMIT = 998
 
 
 def protocol_name(*, lmtp: bool, extended: bool, tls: bool, auth: bool, utf8: bool) -> str:
@@ -41,6 +56,10 @@ def _address_literal(host: str) -> str:
     return f"[{address}]"
 
 
+def _helo_text(helo: str) -> str:
+    return "".join(c if c in _HELO_KEEPS else "?" for c in helo)
+
+
 def received_header(
     *,
     helo: str | None,
@@ -55,10 +74,11 @@ def received_header(
     """A ``Received:`` header, folded, with its CRLF.
 
     ``recipient`` goes in the ``for`` clause only when the message has one
-    recipient: naming one of several would disclose Bcc recipients.
+    recipient: naming one of several would disclose Bcc recipients. The client's
+    HELO name is its own claim, kept only in the characters of a domain name.
     """
     literal = _address_literal(peer[0]) if peer else "[unknown]"
-    lines = [f"Received: from {helo or literal} ({literal})"]
+    lines = [f"Received: from {_helo_text(helo) if helo else literal} ({literal})"]
     if tls:
         lines.append(f"\t(using {tls})")
     lines.append(f"\tby {by} (smtpcore) with {protocol} id {queue_id}")
@@ -81,6 +101,32 @@ def count_received(header: bytes) -> int:
     RFC 5321 §6.3 asks a server to check, so that a mail loop ends."""
     count = 0
     for line in header.split(b"\n"):
-        if line[:9].lower() == b"received:":
+        name, colon, _ = line.partition(b":")
+        # RFC 5322 §4.5: the obsolete syntax lets white space precede the colon.
+        if colon and name.rstrip(b" \t").lower() == b"received":
             count += 1
     return count
+
+
+def header_field_follows(content: bytes) -> bool | None:
+    """Whether a message beginning with ``content`` begins with a header field, or
+    with the empty line that ends an empty header section; ``None`` while too
+    little has come to tell.
+
+    Our trace lines go above the client's header. Content that begins otherwise
+    (white space, which would fold onto our last line and add to it; text that is
+    no field) needs an empty line between, so that it stays the body it is.
+    """
+    if content[:1] == b"\r":
+        return None if len(content) == 1 else content[1:2] == b"\n"
+    name_end = 0
+    while name_end < len(content) and 33 <= content[name_end] <= 126:
+        if content[name_end] == 0x3A:  # ":" (RFC 5322 §3.6.8)
+            return name_end > 0
+        name_end += 1
+    if content and name_end == 0:
+        return False
+    rest = content[name_end:].lstrip(b" \t")  # white space, then ":" (RFC 5322 §4.5)
+    if rest:
+        return name_end > 0 and rest[:1] == b":"
+    return False if len(content) >= _FIELD_NAME_LIMIT else None
