@@ -8,6 +8,7 @@ shutdown); and a deadline never swallows a cancellation that is not its own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -372,6 +373,35 @@ def test_trio_a_practised_call_gets_its_scope_when_it_first_waits() -> None:
         assert not _habits.answers_at_once(hook.__code__)  # its scope first again
         with pytest.raises(TimeoutError):
             await clock.within(0.05, hook(True))
+
+    trio.run(body)
+
+
+def test_trio_a_call_seen_waiting_gets_its_scope_first_for_good() -> None:
+    """A hook that waits sometimes (a tarpit's ``trio.sleep``, which opens a cancel
+    scope of its own) is never started without its scope again, however often it
+    answers at once after: its timeout stays a ``TimeoutError`` (a 451), rather than
+    the session's end."""
+
+    waits = [trio.Event().wait, functools.partial(trio.sleep, 10)]
+
+    async def hook(wait: bool) -> int:
+        if wait:
+            await waits.pop(0)()
+        return 1
+
+    async def body() -> None:
+        clock = clock_for("trio")
+        await practise(clock, hook)
+        with pytest.raises(TimeoutError):  # a wait with no scope of its own
+            await clock.within(0.05, hook(True))
+        for _ in range(3 * _CallHabits.AT_ONCE_BEFORE_LAZY):
+            assert await clock.within(5, hook(False)) == 1
+        assert not _habits.answers_at_once(hook.__code__)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):  # trio.sleep: a scope of its own
+            await clock.within(0.05, hook(True))
+        assert time.monotonic() - started < 2
 
     trio.run(body)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import errno
+import logging
 import selectors
 import socket
 import struct
@@ -288,7 +289,13 @@ class _OutOfDescriptors(socket.socket):
         return result
 
 
-def test_a_listener_out_of_descriptors_rests_and_accepts_again() -> None:
+@pytest.mark.parametrize("implicit_tls", [False, True])
+def test_a_listener_out_of_descriptors_rests_and_accepts_again(
+    implicit_tls: bool, tls: TLSFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One failed accept is one rest, also for a listener whose sessions run over
+    asyncio's transports (TLS from the first byte): the loop's own server (3.11)
+    logged and re-armed once for every connection of its backlog, at full CPU."""
     listener = _OutOfDescriptors(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind((LOOPBACK, 0))
     listener.listen(16)
@@ -296,14 +303,23 @@ def test_a_listener_out_of_descriptors_rests_and_accepts_again() -> None:
 
     def greeting() -> bytes:
         with socket.create_connection(address, timeout=10) as sock:
-            return sock.recv(100)
+            if not implicit_tls:
+                return sock.recv(100)
+            with tls.client_context.wrap_socket(sock, server_hostname="mx.test") as wrapped:
+                return wrapped.recv(100)
 
     async def main() -> None:
-        async with SMTPServer(Handler(), sock=listener, hostname="mx.test"):
+        options: dict[str, Any] = {}
+        if implicit_tls:
+            options = {"ssl_context": tls.server_context, "tls_on_connect": True}
+        async with SMTPServer(Handler(), sock=listener, hostname="mx.test", **options):
             assert (await asyncio.to_thread(greeting)).startswith(b"220")  # after a rest
 
-    asyncio.run(main())
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(main())
     assert listener.failed
+    rests = [r for r in caplog.records if "cannot accept connections" in r.getMessage()]
+    assert len(rests) == 1 and len(caplog.records) == 1
 
 
 # -- the transport itself -----------------------------------------------------------------

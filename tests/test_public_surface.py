@@ -270,3 +270,15 @@ def test_both_adapters_export_the_same_names() -> None:
         and getattr(on_asyncio, name) is not getattr(on_trio, name)
     }
     assert not different
+
+
+def test_the_adapters_export_every_class_of_the_handler_and_the_store() -> None:
+    """docs/adapters.rst: the classes a server is written with come through both
+    adapters; the aliases and the Maildir size helpers stay in their modules."""
+    helpers = {"MessageReply", "MechanismFactory", "pop3_size", "WireSize"}
+    helpers |= {"delivery_order", "READ_SIZE"}
+    for source in ("smtpcore.handler", "smtpcore.maildrop"):
+        module = importlib.import_module(source)
+        for adapter in ("smtpcore.asyncio", "smtpcore.trio"):
+            exported = set(importlib.import_module(adapter).__all__)
+            assert set(module.__all__) - exported == helpers & set(module.__all__)

@@ -772,6 +772,8 @@ class _Listener(BaseListener[_S]):
     """:meth:`_ended`, bound once: every runner shares it."""
     _timers: OffLoopTimers
     """The one timer behind every accepted connection's deadlines."""
+    _handing: set[asyncio.Task[object]]
+    """Connections being handed to asyncio's transports (see :meth:`_accepted_for_asyncio`)."""
     _writes: HeldWrites | None = None
     """Where the raw socket's connections hold their writes while others run in the
     same pass of the loop (see :class:`~smtpcore._asyncio_raw.HeldWrites`)."""
@@ -784,9 +786,10 @@ class _Listener(BaseListener[_S]):
         """Listen and serve in the background.
 
         On the standard library's selector event loop, connections are accepted
-        here and served over the raw socket (:mod:`smtpcore._asyncio_raw`), unless
-        they speak TLS from the first byte; on any other loop, and for those, over
-        asyncio's own transports."""
+        here (:class:`~smtpcore._asyncio_raw.Acceptor`) and served over the raw
+        socket (:mod:`smtpcore._asyncio_raw`), unless they speak TLS from the
+        first byte: those are handed to asyncio's own transports. On any other
+        loop, the loop's own server accepts them, for asyncio's transports."""
         loop = self._loop = asyncio.get_running_loop()
         self._stream_tasks()  # sessions serve_transport runs may have begun already
         self._runners = {}
@@ -795,7 +798,10 @@ class _Listener(BaseListener[_S]):
         # every session's next bytes, works out no timeout for it.
         self._timers = OffLoopTimers(loop)
         self._stopped = asyncio.Event()
-        if _asyncio_raw.serves_raw(loop) and not self.options.tls_on_connect:
+        self._handing = set()
+        # Each connection's protocol, made without a Python call of ours.
+        protocol = functools.partial(AsyncioTransport, self._connected)
+        if _asyncio_raw.serves_raw(loop):
             if self.sock is not None:
                 sockets = [self.sock]
             elif self.unix_path is not None:
@@ -804,11 +810,15 @@ class _Listener(BaseListener[_S]):
                 sockets = await listening_sockets(
                     loop, self.host, self.requested_port, self.backlog
                 )
+            if self.options.tls_on_connect:
+                # The Acceptor, not the loop's server: out of descriptors, asyncio's
+                # (3.11) logs and re-arms once for every connection of the backlog.
+                accepted = functools.partial(self._accepted_for_asyncio, protocol)
+                self._server = Acceptor(loop, sockets, accepted, self.backlog)
+                return
             self._writes = HeldWrites.for_loop(loop)
             self._server = Acceptor(loop, sockets, self._accepted, self.backlog)
             return
-        # Each connection's protocol, made without a Python call of ours.
-        protocol = functools.partial(AsyncioTransport, self._connected)
         if self.sock is not None or self.unix_path is not None:
             sock = self._unix_socket() if self.sock is None else self.sock
             self._server = await loop.create_server(protocol, sock=sock, backlog=self.backlog)
@@ -835,6 +845,28 @@ class _Listener(BaseListener[_S]):
             return
         self._runners[runner] = session
         runner.start(session.run())
+
+    def _accepted_for_asyncio(
+        self,
+        protocol: Callable[[], AsyncioTransport],
+        sock: socket.SocketType,
+        peer: object,
+        local: tuple[str, int] | None,
+    ) -> None:
+        """A new connection on a listener whose sessions run over asyncio's transports
+        (TLS from the first byte): handed to one, which calls :meth:`_connected`."""
+        # The Acceptor's bare socket, made a full one for asyncio.
+        whole = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        handing = self._loop.create_task(self._loop.connect_accepted_socket(protocol, whole))
+        self._handing.add(handing)
+        handing.add_done_callback(functools.partial(self._handed, whole))
+
+    def _handed(self, sock: socket.socket, handing: asyncio.Task[object]) -> None:
+        self._handing.discard(handing)
+        if handing.cancelled() or handing.exception() is not None:
+            if not handing.cancelled():
+                logger.warning("cannot serve a connection: %s", handing.exception())
+            sock.close()
 
     def _connected(self, transport: AsyncioTransport) -> None:
         """A new connection on an asyncio transport: its session starts at once,
@@ -960,6 +992,8 @@ class _Listener(BaseListener[_S]):
                 await self._end_sessions(grace)
             return
         server.close()
+        for handing in list(self._handing):
+            handing.cancel()
         await self._end_sessions(grace)
         self._timers.close()  # no session is left to time
         await server.wait_closed()

@@ -360,7 +360,9 @@ class _CallHabits:
     nest, and entering one costs more than a hook that answers at once. So
     a coroutine seen answering at once :attr:`AT_ONCE_BEFORE_LAZY` times in
     a row gets its scope only if it waits (``TrioTransport._within_lazily``);
-    one seen waiting gets its scope first again. Whether a cancel scope is
+    one seen waiting once gets its scope first for good: a hook that waits
+    sometimes (a tarpit, a lookup) may wait inside a scope of its own, which
+    ours could not nest around. Whether a cancel scope is
     open is read from ``Task._cancel_status``, there since trio 0.11: trio
     has no public way to ask. Without it, every call gets its scope first.
     """
@@ -368,6 +370,9 @@ class _CallHabits:
     AT_ONCE_BEFORE_LAZY: Final = 16
     _LIMIT: Final = 4096
     """Code objects remembered: hooks and store methods are few; past this, forget."""
+
+    _WAITS: Final = -1
+    """The count of a coroutine seen waiting: never lazy again."""
 
     def __init__(self) -> None:
         self._at_once: dict[CodeType, int] = {}
@@ -379,12 +384,17 @@ class _CallHabits:
     def answered_at_once(self, code: CodeType) -> None:
         if not self.possible:
             return
+        count = self._at_once.get(code, 0)
+        if count == self._WAITS:
+            return
         if len(self._at_once) >= self._LIMIT and code not in self._at_once:
             self._at_once.clear()
-        self._at_once[code] = self._at_once.get(code, 0) + 1
+        self._at_once[code] = count + 1
 
     def waited(self, code: CodeType) -> None:
-        self._at_once.pop(code, None)
+        if len(self._at_once) >= self._LIMIT and code not in self._at_once:
+            self._at_once.clear()
+        self._at_once[code] = self._WAITS
 
 
 def cancel_status(task: trio.lowlevel.Task) -> object:
@@ -531,8 +541,9 @@ class TrioClock:
             assert scope.cancelled_caught
             raise TimeoutError
         logger.warning(
-            "%s waited inside a cancel scope of its own after answering at once %d times: "
-            "bounded by the session timeout this time",
+            "%s waited inside a cancel scope of its own (trio.sleep, a nursery, "
+            "trio.fail_after open one) after answering at once %d times: bounded by the "
+            "session timeout this once; from now on it gets its deadline first",
             code.co_name,
             _CallHabits.AT_ONCE_BEFORE_LAZY,
         )
