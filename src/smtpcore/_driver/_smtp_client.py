@@ -245,8 +245,9 @@ class BaseSMTPClient(BaseClient):
     async def connect(self) -> None:
         """Connect, read the greeting, say EHLO, start TLS and authenticate as
         configured. Raises :class:`HelloRefused` for a greeting other than 220
-        (after saying QUIT, RFC 5321 §3.1); the connection is closed on every
-        error."""
+        (after saying QUIT, RFC 5321 §3.1), but :class:`SMTPConnectionError` for
+        a 421, with which the server closes the connection; the connection is
+        closed on every error."""
         await self._open_transport()
         try:
             tls = await self._tls_from_the_start()
