@@ -322,13 +322,13 @@ def _build_report(
     # RFC 2045 §6.1: a part says 8bit when it holds 8-bit octets (7bit is assumed),
     # and so does the multipart that encloses it (RFC 2045 §6.4).
     eight_bit = False
-    for head, ascii_only in (
+    for part_head, ascii_only in (
         (notification, all(line.isascii() for line in text)),
         (status_head, all(line.isascii() for line in status)),
         (returned_head, content.isascii()),
     ):
         if not ascii_only:
-            head.append("Content-Transfer-Encoding: 8bit")
+            part_head.append("Content-Transfer-Encoding: 8bit")
             eight_bit = True
     lines = [
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
