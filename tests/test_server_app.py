@@ -6,19 +6,23 @@ import asyncio
 import dataclasses
 import email
 import email.policy
+import errno
+import io
 import logging
+import os
 import smtplib
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
 from smtpcore.asyncio import SMTPClient
 from smtpcore.routing import StaticResolver
 from smtpcore.server import ConfigError, MailServer, ServerConfig
-from smtpcore.server.app import MAX_HOPS
+from smtpcore.server.app import MAX_HOPS, MailStore
+from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
 from smtpcore.server.queue import Queue
 from smtpcore.smtp import Reply
@@ -426,3 +430,41 @@ def test_dsn_requests_are_passed_on_and_answered(tmp_path: Path) -> None:
         assert b"Subject: dsn" in raw and b"\nbody\n" not in raw
     assert any(b"Final-Recipient: rfc822; brendon@pqr.example" in raw for raw in reports)
     assert any(b"Final-Recipient: rfc822; local@abc.example" in raw for raw in reports)
+
+
+# -- storage failures ----------------------------------------------------------------
+
+
+def _no_space(*args: object, **kwargs: object) -> NoReturn:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _store(tmp_path: Path) -> MailStore:
+    config = _config(tmp_path, "abc.example", {"john@abc.example": "pw", "mary@abc.example": "pw"})
+    queue = Queue(config.queue_dir)
+    queue.open()
+    mailboxes = LocalMailboxes(config)
+    mailboxes.create_all()
+    return MailStore(config, queue, mailboxes, None)
+
+
+class _FullDisk(io.BufferedWriter):
+    """A file on a full disk: what is written waits in the buffer, and flushing fails."""
+
+    def flush(self) -> None:
+        _no_space()
+
+
+def test_a_spool_that_cannot_be_flushed_is_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client hears 451, and the spooled content does not stay in ``queue/tmp/``
+    holding its disk space until the next start."""
+    store = _store(tmp_path)
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: _FullDisk(io.FileIO(fd, "w")))
+    spool = store.queue.spool()
+    spool.write(b"Subject: x\r\n\r\nbody\r\n")
+    john = {"john@abc.example": "john@abc.example"}
+    with pytest.raises(OSError):
+        store.accept(spool, "a@pqr.example", john, [], client="test")
+    assert list((store.config.queue_dir / "tmp").iterdir()) == []

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import mailbox
+import os
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from smtpcore.maildrop import pop3_size
+from smtpcore.server import maildir as maildir_module
+from smtpcore.server import queue as queue_module
 from smtpcore.server.maildir import LFWriter, Maildir
 from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
 from smtpcore.server.trace import (
@@ -93,6 +98,35 @@ def test_discard_leaves_nothing(tmp_path: Path) -> None:
     staged.discard()
     assert list((box.path / "tmp").iterdir()) == []
     assert box.exists()
+
+
+def _no_space(*args: object, **kwargs: object) -> NoReturn:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_delivery_whose_rename_fails_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed commit delivered nothing: neither a copy in ``tmp/`` (holding space
+    until the 36-hour sweep) nor one in ``new/`` whose rename was not made durable."""
+    maildir = Maildir(tmp_path / "m")
+    replace = os.replace
+
+    def into_new_fails(source: Path, target: Path) -> None:
+        if target.parent.name == "new":
+            _no_space()
+        replace(source, target)
+
+    for where, name, failing in [
+        (os, "replace", _no_space),  # the rename that names the file with its sizes
+        (os, "replace", into_new_fails),
+        (maildir_module, "fsync_directory", _no_space),  # the rename is made, not durable
+    ]:
+        with monkeypatch.context() as patch:
+            patch.setattr(where, name, failing)
+            with pytest.raises(OSError):
+                maildir.deliver(b"", [b"Subject: x\r\n\r\nbody\r\n"])
+        assert [list((maildir.path / sub).iterdir()) for sub in ("tmp", "new")] == [[], []]
 
 
 def test_unique_names(tmp_path: Path) -> None:
@@ -321,6 +355,55 @@ def test_discarded_spool_and_prepared(tmp_path: Path) -> None:
     prepared = queue.prepare(spool, "a@b.example", ["c@d.example"])
     prepared.discard()
     assert list((tmp_path / "queue" / "tmp").iterdir()) == []
+
+
+class _FullDisk(io.BufferedWriter):
+    """A file on a full disk: what is written waits in the buffer, and flushing fails."""
+
+    def flush(self) -> None:
+        _no_space()
+
+
+def test_a_spool_on_a_full_disk_is_removed_when_discarded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing flushes the buffer, which fails: the file must go all the same, or it
+    holds its disk space in ``tmp/`` until the next start."""
+    queue = _queue(tmp_path)
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: _FullDisk(io.FileIO(fd, "w")))
+    spool = queue.spool()
+    spool.write(b"Subject: x\r\n\r\nbody\r\n")
+    with pytest.raises(OSError):
+        spool.finish()
+    spool.discard()
+    assert list((tmp_path / "queue" / "tmp").iterdir()) == []
+
+
+def test_envelopes_that_cannot_be_written_leave_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An envelope half written to a full disk is removed at once (by ``prepare`` and
+    ``update`` alike); an entry whose commit fails is not half in place."""
+    queue = _queue(tmp_path)
+    entry = queue.add(b"x\r\n", "john@abc.example", ["a@pqr.example"])
+    spool = queue.spool()
+    spool.write(b"y\r\n")
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "write", _no_space)
+        with pytest.raises(OSError):
+            queue.prepare(spool, "john@abc.example", ["b@pqr.example"])
+        with pytest.raises(OSError):
+            queue.update(entry)
+    assert list((tmp_path / "queue" / "tmp").iterdir()) == [spool.path]
+    prepared = queue.prepare(spool, "john@abc.example", ["b@pqr.example"])
+    with monkeypatch.context() as patch:
+        patch.setattr(queue_module, "fsync_directory", _no_space)
+        with pytest.raises(OSError):
+            prepared.commit()
+    prepared.discard()
+    assert list((tmp_path / "queue" / "tmp").iterdir()) == []
+    assert [p.name for p in (tmp_path / "queue" / "envelopes").iterdir()] == [entry.id]
+    assert [p.name for p in (tmp_path / "queue" / "messages").iterdir()] == [entry.id]
 
 
 @given(

@@ -114,10 +114,10 @@ class MailStore:
         fails before the renames, nothing is delivered and the caller answers
         451; the renames themselves do not fail short of a broken disk.
         """
-        spool.finish()
         staged: list[StagedMessage] = []
         prepared: PreparedEntry | None = None
         try:
+            spool.finish()
             keys = list(dict.fromkeys(local.values()))
             staged = self.mailboxes.stage(keys, sender, b"", spool.path)
             if remote:

@@ -126,10 +126,16 @@ class StagedMessage:
         return self.maildir.path / "new" / self.name
 
     def commit(self, *, sync: bool = True) -> Path:
-        """Rename into ``new/``; with ``sync``, fsync ``new/`` so the rename is durable."""
+        """Rename into ``new/``; with ``sync``, fsync ``new/`` so the rename is durable
+        (if that fails, the message is taken out again: a failed commit delivered
+        nothing, and the caller may deliver it another way)."""
         os.replace(self.tmp_path, self.new_path)
         if sync:
-            fsync_directory(self.new_path.parent)
+            try:
+                fsync_directory(self.new_path.parent)
+            except BaseException:
+                self.new_path.unlink(missing_ok=True)
+                raise
         return self.new_path
 
     def discard(self) -> None:
@@ -198,17 +204,23 @@ class Maildir:
                 writer.close()
                 file.flush()
                 os.fsync(file.fileno())
+            # Dovecot's size fields: S= octets on disk, W= octets on the wire (CRLF).
+            name = f"{base},S={writer.size},W={writer.wire_size}"
+            os.replace(tmp, self.path / "tmp" / name)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        # Dovecot's size fields: S= octets on disk, W= octets on the wire (CRLF).
-        name = f"{base},S={writer.size},W={writer.wire_size}"
-        os.replace(tmp, self.path / "tmp" / name)
         return StagedMessage(self, name, writer.size)
 
     def deliver(self, prefix: bytes, content: BinaryIO | Iterable[bytes]) -> Path:
-        """Stage and commit at once: the path of the new message."""
-        return self.stage(prefix, content).commit()
+        """Stage and commit at once: the path of the new message (nothing is left in
+        ``tmp/`` when the commit fails)."""
+        staged = self.stage(prefix, content)
+        try:
+            return staged.commit()
+        except BaseException:
+            staged.discard()
+            raise
 
     def messages(self) -> list[Path]:
         """Messages in ``new/`` and ``cur/``, oldest name first."""

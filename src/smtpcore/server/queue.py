@@ -19,6 +19,7 @@ it; files in ``tmp/`` likewise.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import os
@@ -205,14 +206,20 @@ class QueueEntry:
 
 
 def _write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and fsync it; on failure (a full disk) no part of the
+    file is left behind to hold space."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 class Spool:
@@ -245,9 +252,13 @@ class Spool:
         return self.path.open("rb")
 
     def discard(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        self.path.unlink(missing_ok=True)
+        """Close and remove the file. Closing flushes what is buffered, which fails on
+        a full disk: the file goes all the same (the descriptor is closed either way)."""
+        try:
+            with contextlib.suppress(OSError):
+                self._file.close()
+        finally:
+            self.path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,12 +322,22 @@ class PreparedEntry:
     envelope_tmp: Path
 
     def commit(self) -> QueueEntry:
-        """Move the content, then the envelope (the commit point), into place."""
+        """Move the content, then the envelope (the commit point), into place.
+
+        If a step fails, what was moved is removed: the entry is queued wholly or not
+        at all, and :meth:`discard` clears the rest."""
         queue = self.queue
-        os.replace(self.content_tmp, queue.content_path(self.entry.id))
-        fsync_directory(queue.directory / "messages")
-        os.replace(self.envelope_tmp, queue.envelope_path(self.entry.id))
-        fsync_directory(queue.directory / "envelopes")
+        content = queue.content_path(self.entry.id)
+        envelope = queue.envelope_path(self.entry.id)
+        try:
+            os.replace(self.content_tmp, content)
+            fsync_directory(queue.directory / "messages")
+            os.replace(self.envelope_tmp, envelope)
+            fsync_directory(queue.directory / "envelopes")
+        except BaseException:
+            envelope.unlink(missing_ok=True)
+            content.unlink(missing_ok=True)
+            raise
         return self.entry
 
     def discard(self) -> None:
