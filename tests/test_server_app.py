@@ -24,7 +24,7 @@ from smtpcore.server import ConfigError, MailServer, ServerConfig
 from smtpcore.server.app import MAX_HOPS, MailStore
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
-from smtpcore.server.queue import Queue
+from smtpcore.server.queue import Queue, QueuedRecipient
 from smtpcore.smtp import Reply
 
 LOOPBACK = "127.0.0.1"
@@ -439,6 +439,19 @@ def _no_space(*args: object, **kwargs: object) -> NoReturn:
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+def _refused_by(mailbox: Path) -> Callable[[Any, Any], None]:
+    """``os.replace`` as it is when ``mailbox``'s ``new/`` takes no rename (made
+    immutable, or its directory cannot grow on a full disk)."""
+    replace = os.replace
+
+    def rename(source: Any, target: Any) -> None:
+        if Path(target).parent == mailbox / "new":
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+        replace(source, target)
+
+    return rename
+
+
 def _store(tmp_path: Path) -> MailStore:
     config = _config(tmp_path, "abc.example", {"john@abc.example": "pw", "mary@abc.example": "pw"})
     queue = Queue(config.queue_dir)
@@ -468,3 +481,107 @@ def test_a_spool_that_cannot_be_flushed_is_removed(
     with pytest.raises(OSError):
         store.accept(spool, "a@pqr.example", john, [], client="test")
     assert list((store.config.queue_dir / "tmp").iterdir()) == []
+
+
+def test_a_mailbox_that_refuses_its_copy_gets_it_through_the_queue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a copy is in place the message is accepted: the recipient whose mailbox
+    refused the rename is queued with its DSN parameters (here with no queue entry
+    before), for the delivery worker to deliver and retry."""
+    store = _store(tmp_path)
+    mary = store.config.mailbox_path("mary@abc.example")
+    monkeypatch.setattr(os, "replace", _refused_by(mary))
+    spool = store.queue.spool()
+    spool.write(b"Subject: x\r\n\r\nbody\r\n")
+    local = {"john@abc.example": "john@abc.example", "mary@abc.example": "mary@abc.example"}
+    dsn = {"mary@abc.example": QueuedRecipient("mary@abc.example", notify="SUCCESS")}
+    accepted = store.accept(spool, "a@pqr.example", local, [], client="test", local_dsn=dsn)
+    assert list(accepted.delivered) == ["john@abc.example"]
+    assert accepted.queued is not None
+    assert accepted.queued.recipients == (dsn["mary@abc.example"],)
+    assert store.queue.read_content(accepted.queue_id) == b"Subject: x\r\n\r\nbody\r\n"
+    assert [list((mary / sub).iterdir()) for sub in ("tmp", "new")] == [[], []]
+    assert list((store.config.queue_dir / "tmp").iterdir()) == []
+
+
+def test_a_refused_copy_the_queue_cannot_take_either_takes_the_others_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a full disk the queue may refuse the recipient a mailbox refused: then the
+    client hears 451, and nothing stays delivered or queued for its retry to
+    duplicate."""
+    store = _store(tmp_path)
+    monkeypatch.setattr(os, "replace", _refused_by(store.config.mailbox_path("mary@abc.example")))
+    monkeypatch.setattr(store.queue, "update", _no_space)
+    spool = store.queue.spool()
+    spool.write(b"Subject: x\r\n\r\nbody\r\n")
+    local = {"john@abc.example": "john@abc.example", "mary@abc.example": "mary@abc.example"}
+    with pytest.raises(OSError):
+        store.accept(spool, "a@pqr.example", local, ["b@pqr.example"], client="test")
+    assert _messages(store.config, "john@abc.example") == []
+    assert _messages(store.config, "mary@abc.example") == []
+    for sub in ("tmp", "messages", "envelopes"):
+        assert list((store.config.queue_dir / sub).iterdir()) == []
+
+
+def test_a_message_one_mailbox_refuses_is_accepted_and_delivered_once_everywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The remote copy was already queued when the rename into mary's mailbox failed:
+    the client hears 250 (a 451 would make it send every copy again), the queued copy
+    goes out at once, and the delivery worker gives mary hers."""
+    pqr = _config(tmp_path, "pqr.example", {"brendon@pqr.example": "pw"}, submission_port=0)
+    pqr_smtp = _listening()
+    abc = _config(
+        tmp_path,
+        "abc.example",
+        {"john@abc.example": "secret", "mary@abc.example": "pw"},
+        smtp_port=0,
+        remote_port=pqr_smtp.getsockname()[1],
+    )
+    refuse = _refused_by(abc.mailbox_path("mary@abc.example"))
+    rename = os.replace
+    refusals: list[Any] = []
+
+    def once(source: Any, target: Any) -> None:
+        if not refusals:
+            try:
+                refuse(source, target)
+            except OSError:
+                refusals.append(target)
+                raise
+            return
+        rename(source, target)
+
+    def submit(port: int) -> dict[str, tuple[int, bytes]]:
+        with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+            smtp.login("john@abc.example", "secret")
+            return smtp.sendmail(
+                "john@abc.example",
+                ["john@abc.example", "mary@abc.example", "brendon@pqr.example"],
+                b"Subject: once\r\n\r\nbody\r\n",
+            )
+
+    async def main() -> dict[str, tuple[int, bytes]]:
+        zone = "pqr.example MX 10 mx.pqr.example\nmx.pqr.example A 127.0.0.1\n"
+        resolver = StaticResolver.from_zone_text(zone)
+        monkeypatch.setattr(os, "replace", once)
+        async with (
+            MailServer(pqr, sockets={"smtp": pqr_smtp}, resolver=resolver),
+            MailServer(abc, sockets={"submission": _listening()}, resolver=resolver) as sender,
+        ):
+            refused = await asyncio.to_thread(submit, _port(sender, "submission"))
+            await _eventually(lambda: bool(_messages(pqr, "brendon@pqr.example")))
+            await _eventually(lambda: not any((abc.queue_dir / "envelopes").iterdir()))
+            return refused
+
+    assert _run(main) == {}
+    assert len(refusals) == 1
+    for config, key in [
+        (abc, "john@abc.example"),
+        (abc, "mary@abc.example"),
+        (pqr, "brendon@pqr.example"),
+    ]:
+        assert len(_messages(config, key)) == 1, key
+    assert list((abc.mailbox_path("mary@abc.example") / "tmp").iterdir()) == []

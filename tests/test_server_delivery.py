@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import email
 import email.policy
+import errno
 import logging
+import os
 import re
 import socket
 import threading
@@ -412,6 +414,36 @@ def test_dns_failures(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (entry,) = setup.queue.open()
     assert [r.address for r in entry.pending] == ["y@flaky.example"]
     assert entry.attempts == 1 and entry.pending[0].dsn == "4.4.3"
+
+
+def test_a_mailbox_that_fails_defers_only_its_own_recipient(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local recipient in the queue (its mailbox refused the copy when the message
+    came) whose mailbox fails again waits for the next round with a 4.2.0; the
+    round goes on to the other recipients."""
+    server = scripted([b"250 2.0.0 ok"])
+    setup = _setup(tmp_path, ZONE, server.port)
+    replace = os.replace
+    john = setup.mailboxes.config.mailbox_path("john@abc.example")
+
+    def refused(source: Path, target: Path) -> None:
+        if Path(target).parent == john / "new":
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", refused)
+
+    async def main() -> None:
+        _enqueue(setup, "", ["john@abc.example", "brendon@pqr.example"])
+        await _run_until(setup, lambda: [e.attempts for e in setup.queue.entries()] == [1])
+
+    asyncio.run(main())
+    assert [t.recipients for t in server.transactions] == [["brendon@pqr.example"]]
+    (entry,) = setup.queue.entries()
+    (waiting,) = entry.pending
+    assert waiting.address == "john@abc.example" and waiting.dsn == "4.2.0"
+    assert list((john / "tmp").iterdir()) == []
 
 
 def test_an_entry_removed_by_hand_is_forgotten(

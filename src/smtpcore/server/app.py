@@ -14,15 +14,16 @@ The content is streamed to a spool file in the queue as it arrives, after
 our ``Received:`` line. At the end of the message, local recipients get
 their Maildir copy (with ``Return-Path:``) and remote ones a queue entry,
 all written and synced first and made visible by renames after; only then
-is the 250 sent (RFC 5321 §6.1).
+is the 250 sent (RFC 5321 §6.1). A mailbox that refuses its rename gets its
+copy through the queue (:meth:`MailStore.accept`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
@@ -74,6 +75,8 @@ class Accepted:
     delivered: dict[str, Path]
     """Mailbox key to the file delivered into its ``new/``."""
     queued: QueueEntry | None
+    """The queue entry: the remote recipients, and the local ones whose mailbox
+    refused the copy."""
 
 
 class MailStore:
@@ -107,12 +110,19 @@ class MailStore:
         *,
         client: str,
         params: Sequence[tuple[str, str | None]] = (),
+        local_dsn: Mapping[str, QueuedRecipient] | None = None,
     ) -> Accepted:
-        """Stage every copy, synced, then rename them all into place.
+        """Stage every copy, synced, then rename them into place: the queue entry first,
+        then each Maildir copy.
 
-        ``local`` maps each local recipient to its mailbox key. If anything
-        fails before the renames, nothing is delivered and the caller answers
-        451; the renames themselves do not fail short of a broken disk.
+        ``local`` maps each local recipient to its mailbox key. If anything fails before
+        the renames, nothing is delivered and the caller answers 451. A mailbox whose
+        rename fails then gets its copy through the queue, whose worker delivers to
+        local recipients too and retries (with the DSN parameters ``local_dsn`` gives):
+        the message is accepted once any part of it is in place, as a message in
+        Postfix's queue is. Only if the queue cannot take that recipient either are the
+        renames undone and the error raised, so that a 451 still means nothing was
+        delivered (RFC 5321 §6.1: no message both accepted and lost, or duplicated).
         """
         staged: list[StagedMessage] = []
         prepared: PreparedEntry | None = None
@@ -122,6 +132,7 @@ class MailStore:
             staged = self.mailboxes.stage(keys, sender, b"", spool.path)
             if remote:
                 prepared = self.queue.prepare(spool, sender, remote, client=client, params=params)
+            queued = prepared.commit() if prepared is not None else None
         except BaseException:
             for message in staged:
                 message.discard()
@@ -129,13 +140,62 @@ class MailStore:
                 prepared.discard()
             spool.discard()
             raise
-        queued = prepared.commit() if prepared is not None else None
-        delivered = {}
+        delivered: dict[str, Path] = {}
+        refused: list[QueuedRecipient] = []
         for key, message in zip(keys, staged, strict=True):
-            delivered[key] = message.commit()
-        if prepared is None:
+            try:
+                delivered[key] = message.commit()
+            except OSError as exc:
+                message.discard()
+                # One recipient per mailbox: the worker delivers each queued one.
+                address = next(a for a, k in local.items() if k == key)
+                refused.append((local_dsn or {}).get(address) or QueuedRecipient(address))
+                logger.warning(
+                    "%s: cannot deliver into the mailbox of %s (%s); queued for it instead",
+                    spool.id,
+                    key,
+                    exc,
+                )
+        if refused:
+            queued = self._queue_refused(
+                spool, sender, queued, refused, delivered, client=client, params=params
+            )
+        elif queued is None:
             spool.discard()
         return Accepted(spool.id, delivered, queued)
+
+    def _queue_refused(
+        self,
+        spool: Spool,
+        sender: str,
+        queued: QueueEntry | None,
+        refused: list[QueuedRecipient],
+        delivered: dict[str, Path],
+        *,
+        client: str,
+        params: Sequence[tuple[str, str | None]],
+    ) -> QueueEntry:
+        """Add the recipients whose mailbox refused the rename to the queue entry, or
+        queue the spool for them. If even that fails, the copies already in place are
+        taken back and the error raised: the client's retry then duplicates nothing."""
+        prepared: PreparedEntry | None = None
+        try:
+            if queued is None:
+                prepared = self.queue.prepare(spool, sender, refused, client=client, params=params)
+                return prepared.commit()
+            entry = replace(queued, recipients=queued.recipients + tuple(refused))
+            self.queue.update(entry)
+            return entry
+        except BaseException:
+            logger.error("%s: the queue cannot take the message either; taken back", spool.id)
+            for path in delivered.values():
+                path.unlink(missing_ok=True)
+            if prepared is not None:
+                prepared.discard()
+            spool.discard()
+            if queued is not None:
+                self.queue.remove(queued.id)
+            raise
 
 
 @dataclass(slots=True)
@@ -391,16 +451,19 @@ class _MailHandler(Handler):
         routes: dict[str, str | None] = session.extra.get("routes", {})
         local: dict[str, str] = {}
         remote: list[QueuedRecipient] = []
+        local_dsn: dict[str, QueuedRecipient] = {}
         notify_success: list[Recipient] = []
         for recipient in envelope.recipients:
             address = str(recipient.mailbox)
             notify = recipient.params.get("NOTIFY")
+            orcpt = recipient.params.get("ORCPT")
+            queued = QueuedRecipient(address, notify=_upper(notify), orcpt=orcpt)
             key = routes.get(address)
             if key is None:
-                orcpt = recipient.params.get("ORCPT")
-                remote.append(QueuedRecipient(address, notify=_upper(notify), orcpt=orcpt))
+                remote.append(queued)
             else:
                 local[address] = key
+                local_dsn[address] = queued
                 if notify is not None and "SUCCESS" in notify.upper().split(","):
                     notify_success.append(recipient)
         params = [(k, v) for k, v in envelope.mail_params.items() if k in _KEPT_MAIL_PARAMS]
@@ -408,12 +471,23 @@ class _MailHandler(Handler):
         size = spool.size
         try:
             accepted = await asyncio.to_thread(
-                self.store.accept, spool, sender, local, remote, client=client, params=params
+                self.store.accept,
+                spool,
+                sender,
+                local,
+                remote,
+                client=client,
+                params=params,
+                local_dsn=local_dsn,
             )
         except Exception:
             logger.exception("%s: cannot store the message", spool.id)
             return _LOCAL_ERROR
         self._accepted(session, accepted, sender, size, local, client)
+        # A copy that went through the queue is reported by the delivery worker.
+        notify_success = [
+            r for r in notify_success if routes[str(r.mailbox)] in accepted.delivered
+        ]
         if notify_success and sender:
             await self._report_delivered(accepted, envelope, sender, notify_success, routes)
         return Reply(250, f"Ok: queued as {accepted.queue_id}", "2.0.0")
@@ -476,7 +550,8 @@ class _MailHandler(Handler):
         client: str,
     ) -> None:
         self._stats(session).queue_ids.append(accepted.queue_id)
-        nrcpt = len(local) + (len(accepted.queued.recipients) if accepted.queued else 0)
+        queued = {r.address for r in accepted.queued.recipients} if accepted.queued else set()
+        nrcpt = len(queued | set(local))
         auth = session.authenticated
         logger.info(
             "%s: from=<%s>, size=%d, nrcpt=%d, client=%s%s",
@@ -488,7 +563,9 @@ class _MailHandler(Handler):
             "" if auth is None else f", sasl_username={auth}",
         )
         for address, key in local.items():
-            path = accepted.delivered[key]
+            path = accepted.delivered.get(key)
+            if path is None:
+                continue  # refused by its mailbox: queued, and logged when delivered
             logger.info(
                 delivery_line(
                     accepted.queue_id,

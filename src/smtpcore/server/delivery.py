@@ -538,9 +538,15 @@ class DeliveryWorker:
             return Outcome(
                 RecipientStatus.FAILED, "5.1.1", "550 5.1.1 no such mailbox here", "local"
             )
-        path = await asyncio.to_thread(
-            self.mailboxes.deliver_file, key, entry.sender, content.path
-        )
+        try:
+            path = await asyncio.to_thread(
+                self.mailboxes.deliver_file, key, entry.sender, content.path
+            )
+        except FileNotFoundError:
+            raise  # the content: the message is gone
+        except OSError as exc:  # the mailbox's trouble, not the other recipients'
+            detail = f"cannot deliver into maildir: {type(exc).__name__}: {exc}"
+            return Outcome(RecipientStatus.PENDING, "4.2.0", detail, "local")
         return Outcome(RecipientStatus.SENT, "2.0.0", f"delivered to maildir {path}", "local")
 
     # -- remote -----------------------------------------------------------------

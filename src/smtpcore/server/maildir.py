@@ -6,10 +6,12 @@ name in ``tmp/``, flushed to disk, then renamed into ``new/``, where a reader
 can never see it half-written. Lines end in LF, as Unix mail stores them;
 POP3 puts the CRLF back on the wire (RFC 1939 §3).
 
-Delivery is in two steps so that a message for several mailboxes is either
-in all of them or in none: :meth:`Maildir.stage` writes and fsyncs the file
-in ``tmp/``; :meth:`StagedMessage.commit` renames it (and fsyncs ``new/``, so
-the rename survives a crash), :meth:`StagedMessage.discard` removes it.
+Delivery is in two steps so that a message for several mailboxes is written
+into all of them before it appears in any: :meth:`Maildir.stage` writes and
+fsyncs the file in ``tmp/``; :meth:`StagedMessage.commit` renames it (and
+fsyncs ``new/``, so the rename survives a crash), :meth:`StagedMessage.discard`
+removes it. (A mailbox whose rename fails gets its copy through the queue:
+see :meth:`smtpcore.server.app.MailStore.accept`.)
 """
 
 from __future__ import annotations
