@@ -416,6 +416,62 @@ def test_dns_failures(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert entry.attempts == 1 and entry.pending[0].dsn == "4.4.3"
 
 
+def test_what_the_queue_cannot_record_on_a_full_disk_is_not_done_twice(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the queue file cannot be rewritten, the worker goes by what it knows: the
+    recipient sent is not sent again, nor the bounce or the success report made again,
+    and the waits between attempts still grow. Once the disk has room, the last
+    recipient goes and the entry ends."""
+    server = scripted(
+        [b"250 2.0.0 ok"],
+        rcpt_replies={"b@pqr.example": b"451 4.2.1 later", "c@pqr.example": b"550 5.1.1 no"},
+    )
+    setup = _setup(tmp_path, ZONE, server.port, retry_after=0.05)
+    full = [True]
+    update = setup.queue.update
+
+    def update_unless_full(entry: QueueEntry) -> None:
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        update(entry)
+
+    monkeypatch.setattr(setup.queue, "update", update_unless_full)
+    attempts: list[int] = []
+    schedule = setup.worker.schedule
+
+    def recorded(entry: QueueEntry) -> None:
+        attempts.append(entry.attempts)
+        schedule(entry)
+
+    monkeypatch.setattr(setup.worker, "schedule", recorded)
+
+    def done() -> bool:
+        if full and server.connections >= 3:
+            full.clear()  # the disk has room again, and b's server takes it
+            server.rcpt_replies.pop("b@pqr.example")
+        return not full and _queue_empty(setup)
+
+    async def main() -> None:
+        _enqueue_dsn(
+            setup,
+            [
+                QueuedRecipient("a@pqr.example", notify="SUCCESS"),
+                QueuedRecipient("b@pqr.example"),
+                QueuedRecipient("c@pqr.example"),
+            ],
+        )
+        await _run_until(setup, done)
+
+    asyncio.run(main())
+    assert [t.recipients for t in server.transactions] == [["a@pqr.example"], ["b@pqr.example"]]
+    reports = setup.raw_bounces()
+    assert sum(b"Final-Recipient: rfc822; a@pqr.example" in r for r in reports) == 1
+    assert sum(b"Final-Recipient: rfc822; c@pqr.example" in r for r in reports) == 1
+    assert len(reports) == 2
+    assert attempts[:3] == [0, 1, 2] and attempts == sorted(set(attempts))
+
+
 def test_a_mailbox_that_fails_defers_only_its_own_recipient(
     tmp_path: Path, scripted: Callable[..., ScriptedSMTP], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,7 +6,9 @@ to that domain's exchangers, tried in the order RFC 5321 §5.1 gives, with
 TLS as the relay policy says (:mod:`smtpcore.server.relay_tls`). Then each
 recipient is:
 
-- sent, and recorded so at once, so that a restart cannot send it twice;
+- sent, and recorded so at once, so that a restart cannot send it twice (if
+  the disk refuses the record, this process keeps it in memory, never sends
+  it again, and writes it again at each retry);
 - refused for good, and given back to the sender in a bounce at once
   (:mod:`smtpcore.server.bounce`), with the remote's own words: every 5xx
   reply, and what the exchanger's announcements rule out before a word of
@@ -196,6 +198,10 @@ class DeliveryWorker:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._succeeded: dict[str, dict[str, Outcome]] = {}
         """Per message in a round: recipients whose sender asked NOTIFY=SUCCESS."""
+        self._unsaved: dict[str, QueueEntry] = {}
+        """Entries as this process left them when their queue file could not take the
+        change (a full disk): read in their place, so that nothing sent or reported is
+        done again, and written again by each round until the disk takes them."""
         self._wakeup: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
         self._after_round: dict[str, list[str]] = {}
@@ -272,20 +278,21 @@ class DeliveryWorker:
 
     async def _apply_one(self, queue_id: str, action: str) -> None:
         try:
-            entry = await asyncio.to_thread(self.queue.load, queue_id)
+            entry = await self._load(queue_id)
         except (OSError, ValueError):
             return  # delivered or deleted meanwhile
         if action == "delete":
             self._due.pop(queue_id, None)
             await asyncio.to_thread(self.queue.remove, queue_id)
+            self._unsaved.pop(queue_id, None)
             logger.info("%s: removed by the operator (queue delete)", queue_id)
         elif action == "hold":
             self._due.pop(queue_id, None)
-            await asyncio.to_thread(self.queue.update, replace(entry, held=True))
+            await self._save(replace(entry, held=True))
             logger.info("%s: on hold (queue hold)", queue_id)
         elif action == "release":
             entry = replace(entry, held=False, next_attempt=self.clock())
-            await asyncio.to_thread(self.queue.update, entry)
+            await self._save(entry)
             logger.info("%s: released (queue release)", queue_id)
             self.schedule(entry)
         elif not entry.held:  # flush
@@ -317,6 +324,7 @@ class DeliveryWorker:
             raise
         except FileNotFoundError:
             logger.warning("%s: gone from the queue directory; forgotten", queue_id)
+            self._unsaved.pop(queue_id, None)
         except Exception as exc:
             logger.exception("%s: delivery failed; retrying later", queue_id)
             await self._record_local_error(queue_id, exc)
@@ -328,7 +336,7 @@ class DeliveryWorker:
         error (so an expiry bounce says what it was), and the backoff goes on."""
         detail = f"local error in delivery: {type(exc).__name__}: {exc}"
         try:
-            entry = await asyncio.to_thread(self.queue.load, queue_id)
+            entry = await self._load(queue_id)
             updates = {
                 r.address: replace(r, reply=detail, dsn="4.3.0", from_remote=False)
                 for r in entry.pending
@@ -339,14 +347,38 @@ class DeliveryWorker:
                 attempts=attempts,
                 next_attempt=self.clock() + self.next_wait(attempts),
             )
-            await asyncio.to_thread(self.queue.update, entry)
+            await self._save(entry)
             self.schedule(entry)
         except Exception:
             logger.exception("%s: cannot record the failed round", queue_id)
             self._due[queue_id] = self.clock() + self.next_wait(1)
 
-    async def _deliver(self, queue_id: str) -> None:
+    async def _load(self, queue_id: str) -> QueueEntry:
+        """The entry, as this process last left it if its queue file is behind. The
+        file is read all the same: one removed meanwhile ends the delivery."""
         entry = await asyncio.to_thread(self.queue.load, queue_id)
+        return self._unsaved.get(queue_id, entry)
+
+    async def _save(self, entry: QueueEntry) -> QueueEntry:
+        """Write ``entry`` to its queue file. Kept in memory first: if the disk refuses
+        it, this process still knows what it sent and reported, and the next round
+        writes it again (a restart meanwhile forgets it, as RFC 1047's gap does)."""
+        self._unsaved[entry.id] = entry
+        try:
+            await asyncio.to_thread(self.queue.update, entry)
+        except OSError as exc:
+            logger.error(
+                "%s: cannot record the delivery state in the queue: %s; kept in memory, "
+                "written again at the next attempt",
+                entry.id,
+                exc,
+            )
+        else:
+            self._unsaved.pop(entry.id, None)
+        return entry
+
+    async def _deliver(self, queue_id: str) -> None:
+        entry = await self._load(queue_id)
         if entry.held:
             logger.info("%s: on hold; not delivered until released", entry.id)
             return
@@ -397,8 +429,9 @@ class DeliveryWorker:
         failed: dict[str, Outcome],
         deferred: dict[str, Outcome],
     ) -> QueueEntry:
-        """Log each outcome and record what was sent at once (never twice after a crash);
-        failures wait for the bounce at the end of the round."""
+        """Log each outcome and record what was sent at once (never twice, even after a
+        crash unless the disk refused the record); failures wait for the bounce at the
+        end of the round."""
         sent: dict[str, QueuedRecipient] = {}
         recipients = {r.address: r for r in entry.recipients}
         succeeded = self._succeeded.setdefault(entry.id, {})
@@ -431,8 +464,7 @@ class DeliveryWorker:
             else:
                 deferred[address] = outcome
         if sent:
-            entry = entry.with_recipients(sent)
-            await asyncio.to_thread(self.queue.update, entry)
+            entry = await self._save(entry.with_recipients(sent))
         return entry
 
     async def _finish_round(
@@ -444,28 +476,40 @@ class DeliveryWorker:
         *,
         expired: bool = False,
     ) -> None:
+        recipients = {r.address: r for r in entry.recipients}
         if failed:
             await self._bounce(entry, content, failed, expired=expired)
+            # Known at once: whatever fails next, this bounce is not made again.
+            entry = entry.with_recipients(
+                {address: _updated(recipients[address], o) for address, o in failed.items()}
+            )
+            self._unsaved[entry.id] = entry
         succeeded = self._succeeded.pop(entry.id, {})
         if succeeded:
             await self._report_success(entry, content, succeeded)
-        recipients = {r.address: r for r in entry.recipients}
-        updates = {
-            address: _updated(recipients[address], outcome)
-            for address, outcome in {**failed, **deferred}.items()
-        }
-        entry = entry.with_recipients(updates)
+        entry = entry.with_recipients(
+            {address: _updated(recipients[address], o) for address, o in deferred.items()}
+        )
         if not entry.pending:
-            await asyncio.to_thread(self.queue.remove, entry.id)
-            logger.info("%s: removed", entry.id)
-            return
+            try:
+                await asyncio.to_thread(self.queue.remove, entry.id)
+            except OSError as exc:
+                logger.error("%s: cannot remove the delivered message: %s", entry.id, exc)
+            else:
+                self._unsaved.pop(entry.id, None)
+                logger.info("%s: removed", entry.id)
+                return
         attempts = entry.attempts + 1
         wait = self.next_wait(attempts)
         entry = replace(entry, attempts=attempts, next_attempt=self.clock() + wait)
+        if not entry.pending:  # done, but still queued: removed again after the wait
+            self._unsaved[entry.id] = entry
+            self.schedule(entry)
+            return
         if self._delay_warning_due(entry):
             await self._warn_delay(entry, content)
             entry = replace(entry, delay_warned=True)
-        await asyncio.to_thread(self.queue.update, entry)
+        await self._save(entry)
         logger.info(
             "%s: %d recipients deferred; next attempt in %.1fs", entry.id, len(entry.pending), wait
         )
