@@ -319,6 +319,29 @@ def test_a_damaged_envelope_is_set_aside_and_the_rest_of_the_queue_goes_on(
     assert (corrupt / f"{bad.id}.message").read_bytes() == b"Subject: bad\r\n\r\nx\r\n"
 
 
+def test_an_envelope_that_cannot_be_read_is_set_aside_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read that fails (here the envelope is a directory, as a disk or a hand can
+    leave it) is damage like any other: the server still starts. If even ``corrupt/``
+    cannot take it, it stays where it is, its content with it, and is skipped."""
+    queue = _queue(tmp_path)
+    good = queue.add(b"Subject: good\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    bad = queue.add(b"Subject: bad\r\n\r\nx\r\n", "john@abc.example", ["b@pqr.example"])
+    queue.envelope_path(bad.id).unlink()
+    queue.envelope_path(bad.id).mkdir()
+    corrupt = tmp_path / "queue" / "corrupt"
+    corrupt.write_bytes(b"not a directory")
+    assert [e.id for e in Queue(tmp_path / "queue").open()] == [good.id]
+    assert queue.envelope_path(bad.id).is_dir()
+    assert queue.read_content(bad.id) == b"Subject: bad\r\n\r\nx\r\n"
+    assert f"{bad.id}: queue file damaged" in caplog.text and "skipped" in caplog.text
+    corrupt.unlink()
+    assert [e.id for e in Queue(tmp_path / "queue").open()] == [good.id]
+    assert (corrupt / f"{bad.id}.envelope").is_dir()
+    assert (corrupt / f"{bad.id}.message").read_bytes() == b"Subject: bad\r\n\r\nx\r\n"
+
+
 def test_a_maildirs_old_tmp_files_are_cleared_and_young_ones_kept(tmp_path: Path) -> None:
     """The Maildir spec: a file untouched in tmp/ for 36 hours is a dead delivery. (A
     file's ctime cannot be set back: the clock is set forward instead.)"""

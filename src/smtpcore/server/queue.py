@@ -222,6 +222,15 @@ def _write_synced(path: Path, data: bytes) -> None:
         raise
 
 
+def _remove_leftover(path: Path) -> None:
+    """Remove what a crash left half-done; what cannot be removed (a directory made
+    there by hand) is logged and left, and the queue opens all the same."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        logger.warning("%s: cannot remove a leftover queue file: %s", path, exc)
+
+
 class Spool:
     """A message being received, written as it arrives into the queue's ``tmp/``.
 
@@ -362,35 +371,52 @@ class Queue:
     def open(self) -> list[QueueEntry]:
         """Create the directories, clear what a crash left half-done, return the entries.
 
-        An envelope that cannot be read (damaged by hand, or by a disk) is moved
-        with its content to ``corrupt/``, as Postfix moves such files aside: the
-        message is kept for the operator, and the rest of the queue goes on."""
+        An envelope that cannot be read (damaged by hand, or by a disk: not the JSON
+        of an entry, or a read that fails) is moved with its content to ``corrupt/``,
+        as Postfix moves such files aside: the message is kept for the operator, and
+        the rest of the queue goes on. One that cannot even be moved is left where it
+        is, with its content, and skipped."""
         for sub in ("tmp", "messages", "envelopes"):
             (self.directory / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         for leftover in (self.directory / "tmp").iterdir():
-            leftover.unlink(missing_ok=True)
+            _remove_leftover(leftover)
         entries = []
+        kept: set[str] = set()
         for path in sorted((self.directory / "envelopes").iterdir()):
             if not self.content_path(path.name).exists():
-                path.unlink()  # pragma: no cover - only a hand-edited queue gets here
+                _remove_leftover(path)  # by hand, or half set aside
                 continue
             try:
                 entries.append(QueueEntry.from_json(path.read_text(encoding="utf-8")))
-            except ValueError as exc:  # UnicodeDecodeError is one
-                self._set_aside(path.name, exc)
-        known = {entry.id for entry in entries}
+            except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+                if not self._set_aside(path.name, exc):
+                    kept.add(path.name)
+        kept.update(entry.id for entry in entries)
         for path in (self.directory / "messages").iterdir():
-            if path.name not in known:
-                path.unlink()
+            if path.name not in kept:
+                _remove_leftover(path)
         return entries
 
-    def _set_aside(self, queue_id: str, problem: Exception) -> None:
-        """Move a damaged entry's envelope and content to ``corrupt/``."""
+    def _set_aside(self, queue_id: str, problem: Exception) -> bool:
+        """Move a damaged entry's content and envelope to ``corrupt/``; False when
+        that fails (what was not moved stays, and the queue opens without it)."""
         corrupt = self.directory / "corrupt"
-        corrupt.mkdir(mode=0o700, exist_ok=True)
-        self.envelope_path(queue_id).replace(corrupt / f"{queue_id}.envelope")
-        self.content_path(queue_id).replace(corrupt / f"{queue_id}.message")
+        try:
+            corrupt.mkdir(mode=0o700, exist_ok=True)
+            # The content first: if only it moves, the message is safe in corrupt/.
+            self.content_path(queue_id).replace(corrupt / f"{queue_id}.message")
+            self.envelope_path(queue_id).replace(corrupt / f"{queue_id}.envelope")
+        except OSError as exc:
+            logger.error(
+                "%s: queue file damaged (%s) and cannot be moved to %s: %s; skipped",
+                queue_id,
+                problem,
+                corrupt,
+                exc,
+            )
+            return False
         logger.warning("%s: queue file damaged, moved to %s: %s", queue_id, corrupt, problem)
+        return True
 
     def _unused_id(self) -> str:
         while True:
