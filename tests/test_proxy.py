@@ -7,7 +7,7 @@ import struct
 from typing import Literal
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
@@ -62,6 +62,7 @@ def test_v1_tcp4_tcp6_and_unknown() -> None:
         b"PROXY TCP4 192.0.2.07 198.51.100.1 1 25\r\n",
         b"PROXY TCP5 192.0.2.7 198.51.100.1 1 25\r\n",
         b"PROXY TCP4 192.0.2.7 198.51.100.1 1 25\n",
+        b"PROXY UNKNOWN x\ny\r\n",  # a bare LF, refused read whole as read in pieces
         b"PROXY " + b"x" * 120,
         v2(2, 1, bytes(12)),
         SIGNATURE + b"\x11\x11\x00\x0c" + bytes(12),  # version 1 in a v2 header
@@ -127,6 +128,27 @@ def test_v1_and_v2_inet6_agree(
     one, two = read_exactly(line.encode()), read_exactly(v2(1, 2, block))
     assert (one.source, one.destination) == (two.source, two.destination)
     assert one.source == (str(source), source_port)
+
+
+@given(
+    st.binary(max_size=40).map(lambda tail: b"PROXY " + tail)
+    | st.lists(st.sampled_from([b" ", b"\n", b"\r", b"\r\n", b"x"]), max_size=10).map(
+        lambda parts: b"PROXY UNKNOWN" + b"".join(parts)
+    )
+)
+@example(b"PROXY UNKNOWN x\ny\r\n")
+def test_a_v1_line_read_an_octet_at_a_time_is_read_as_the_whole_line(data: bytes) -> None:
+    """The server reads a header by what the parser asks for: every prefix of a line
+    the whole-line parser accepts must be the start of a header (a bare LF in an
+    UNKNOWN line was accepted whole and refused as it came)."""
+    try:
+        whole = parse_proxy_header(data)
+    except ProxyProtocolError:
+        whole = None
+    if not isinstance(whole, ProxyHeader):
+        return
+    for end in range(1, whole.length):
+        assert isinstance(parse_proxy_header(data[:end]), int)
 
 
 @given(st.binary(max_size=40))

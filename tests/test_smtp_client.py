@@ -649,6 +649,26 @@ def test_line_limits_are_options() -> None:
         drain(conn)
 
 
+@given(cuts=st.lists(st.integers(min_value=1, max_value=120), max_size=6), ended=st.booleans())
+def test_a_reply_line_over_the_limit_is_an_error_however_the_bytes_split(
+    cuts: list[int], ended: bool
+) -> None:
+    """Every line of a multi-line reply, not only its first, is held to the limit as
+    soon as it passes it: a read of the whole reply at once and a read a few octets
+    at a time end the same."""
+    wire = b"250-a\r\n250 " + b"x" * 100 + (b"\r\n" if ended else b"")
+    conn = session(max_reply_line=64)
+    conn.send(Noop())
+    with pytest.raises(RemoteProtocolError, match="longer than 64"):
+        start = 0
+        for cut in [*sorted(set(cuts)), len(wire)]:
+            if cut > start:  # no empty read: that would be the server's close
+                conn.receive_data(wire[start:cut])
+                start = cut
+                drain(conn)
+    assert state(conn) is State.ERROR
+
+
 def test_unsolicited_reply_is_an_error() -> None:
     conn = session()
     conn.receive_data(b"250 surprise\r\n")

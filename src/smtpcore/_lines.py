@@ -157,6 +157,12 @@ class ReceiveBuffer(bytearray):
         del self[: end + 1]
         return line
 
+    @property
+    def discarding(self) -> bool:
+        """Whether the line being read has passed its limit: its octets are dropped
+        until its end comes (:meth:`next_line` then gives ``LINE_TOO_LONG``)."""
+        return self._discarding
+
     def take(self, size: int | None = None) -> bytes:
         """Remove and return up to ``size`` bytes (all of them by default)."""
         if size is None or size >= len(self):

@@ -80,8 +80,12 @@ def parse_proxy_header(data: bytes) -> ProxyHeader | int:
 
 def _parse_v1(data: bytes) -> ProxyHeader | int:
     end = data.find(b"\r\n", 0, V1_MAX)
+    # A bare LF is refused wherever it stands, as soon as it comes: the line read
+    # whole and the line read an octet at a time must come to the same answer.
+    if b"\n" in data[: V1_MAX if end < 0 else end]:
+        raise ProxyProtocolError("PROXY v1 line with a bare LF")
     if end < 0:
-        if len(data) >= V1_MAX or b"\n" in data[:V1_MAX]:
+        if len(data) >= V1_MAX:
             raise ProxyProtocolError("PROXY v1 line without CRLF within 107 octets")
         return 1
     try:

@@ -354,13 +354,19 @@ class ReplyParser:
         return sum(len(line) for line in self._lines)
 
     def next_reply(self, buffer: ReceiveBuffer, *, enhanced: bool) -> Reply | None:
-        """Return the next complete reply from ``buffer``, or None if not complete."""
+        """Return the next complete reply from ``buffer``, or None if not complete.
+
+        A line past the limit is an error once the limit is reached, ended or not,
+        for every line of a reply: where the bytes were split does not matter."""
+        limit = self.max_line_length
         while True:
-            line = buffer.next_line(self.max_line_length)
+            line = buffer.next_line(limit)
             if line is None:
+                if buffer.discarding or len(buffer) >= limit:
+                    raise RemoteProtocolError(f"reply line longer than {limit} octets")
                 return None
             if line is LINE_TOO_LONG:
-                raise RemoteProtocolError("reply line too long")
+                raise RemoteProtocolError(f"reply line longer than {limit} octets")
             reply = None if self._lines else everyday_reply(line, enhanced=enhanced)
             if reply is None:
                 reply = self.read_line(line, enhanced=enhanced)
