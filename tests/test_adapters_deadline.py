@@ -383,7 +383,10 @@ def test_trio_a_call_seen_waiting_gets_its_scope_first_for_good() -> None:
     answers at once after: its timeout stays a ``TimeoutError`` (a 451), rather than
     the session's end."""
 
-    waits = [trio.Event().wait, functools.partial(trio.sleep, 10)]
+    waits: list[Callable[[], Awaitable[object]]] = [
+        trio.Event().wait,
+        functools.partial(trio.sleep, 10),
+    ]
 
     async def hook(wait: bool) -> int:
         if wait:
