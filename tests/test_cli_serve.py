@@ -7,6 +7,7 @@ import contextlib
 import email
 import email.policy
 import functools
+import logging
 import os
 import poplib
 import signal
@@ -23,6 +24,7 @@ import pytest
 
 from peers import RunningProcess, free_port, make_tls_files, run_process
 from smtpcore.server import cli
+from smtpcore.server.config import ServerConfig
 from smtpcore.server.maildir import Maildir
 from test_server_delivery import ScriptedSMTP
 
@@ -371,3 +373,76 @@ def test_the_serve_helper_starts_again_when_a_port_it_picked_was_taken(
         with serve(tmp_path / "abc", "abc.example", [], listeners=("smtp",)) as served:
             assert served.ports["smtp"] != taken.getsockname()[1]
             assert served.stop() == 0
+
+
+def test_queue_and_reload_signals_from_the_lock_to_its_release_never_kill_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The data directory's lock names this process from inside start() until aclose()
+    lets it go, and ``queue`` signals whoever it names: SIGUSR1 (or an operator's
+    SIGHUP) unhandled then killed the server while it started or stopped. Sent during
+    the start, both are carried out once it serves; during the stop, both are ignored,
+    and the queue command waits in its file for the next start."""
+    import asyncio
+
+    from smtpcore.server.mailserver import MailServer
+    from smtpcore.server.queuectl import QueueCommand, submit
+
+    caplog.set_level(logging.INFO)
+    unhandled: list[str] = []
+    done: list[str] = []
+
+    def signal_it(when: str, server: MailServer) -> None:
+        """What ``queue flush`` does, and a SIGHUP; unless they would kill this process."""
+        for signum in (signal.SIGUSR1, signal.SIGHUP):
+            if signal.getsignal(signum) in (signal.SIG_DFL, None):
+                unhandled.append(f"{signum.name} while {when}")
+        if not unhandled:
+            submit(server.config.queue_dir, QueueCommand("flush"), 0)  # pid 0: no signal
+            signal.raise_signal(signal.SIGUSR1)
+            signal.raise_signal(signal.SIGHUP)
+
+    run_queue_commands = MailServer.run_queue_commands
+    reload = MailServer.reload
+    aclose = MailServer.aclose
+
+    async def queue_commands(self: MailServer) -> None:
+        await run_queue_commands(self)
+        if not done:  # start()'s own round, the lock taken: a flush comes in now
+            signal_it("starting", self)
+        done.append("queue")
+
+    async def reloaded(self: MailServer, config: ServerConfig) -> None:
+        await reload(self, config)
+        done.append("reload")
+
+    async def closing(self: MailServer, grace: float = 10.0) -> None:
+        signal_it("stopping", self)
+        await asyncio.sleep(0.05)  # the signals are handled meanwhile
+        await aclose(self, grace)
+
+    async def stop_once_both_ran() -> None:
+        for _ in range(200):
+            if unhandled or (done.count("reload") == 1 and done.count("queue") == 2):
+                break
+            await asyncio.sleep(0.01)
+        signal.raise_signal(signal.SIGTERM)
+
+    def announce(*args: object, **kwargs: object) -> None:
+        asyncio.get_running_loop().create_task(stop_once_both_ran())
+
+    monkeypatch.setattr(MailServer, "run_queue_commands", queue_commands)
+    monkeypatch.setattr(MailServer, "reload", reloaded)
+    monkeypatch.setattr(MailServer, "aclose", closing)
+    monkeypatch.setattr(cli, "print", announce, raising=False)
+    zone = tmp_path / "zone"
+    zone.write_text("")
+    extra = ("--resolver", f"static:{zone}")
+    argv = _serve_argv(tmp_path / "abc", "abc.example", [], {"smtp": free_port()}, extra, True)
+    assert cli.main(argv[argv.index("serve") :]) == 0
+    assert unhandled == []
+    assert done.count("reload") == 1 and done.count("queue") == 2  # start's, then SIGUSR1's
+    assert "stopping: SIGUSR1 ignored" in caplog.text
+    assert "stopping: SIGHUP ignored" in caplog.text
+    commands = tmp_path / "abc" / "queue" / "commands"
+    assert len(list(commands.glob("*.json"))) == 1  # the one sent while stopping

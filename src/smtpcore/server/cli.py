@@ -490,19 +490,11 @@ async def _serve(
 
     log = logging.getLogger("smtpcore.mail")
     server = MailServer(config)
-    try:
-        listeners = await server.start()
-    except OSError as exc:
-        print(f"smtpcore serve: cannot listen: {exc.strerror or exc}", file=sys.stderr)
-        return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
-
-    def spawn(work: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        task = loop.create_task(work())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+    state = "starting"
+    put_off: dict[int, Callable[[], Coroutine[Any, Any, None]]] = {}
 
     async def reload() -> None:
         """SIGHUP: users, sender aliases and TLS certificates read again."""
@@ -513,28 +505,56 @@ async def _serve(
         except (ConfigError, OSError) as exc:
             log.error("reload failed, the old configuration stays: %s", exc)
 
+    def spawn(signum: int, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``work`` for a signal: at once while serving, once started when it came
+        during the start, never while stopping (a queue command waits in its file for
+        the next start)."""
+        if state == "starting":
+            put_off[signum] = work
+        elif state == "serving":
+            task = loop.create_task(work())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        else:
+            log.info("stopping: %s ignored", signal.Signals(signum).name)
+
     handlers: dict[int, Callable[[], None]] = {
         signal.SIGINT: stop.set,
         signal.SIGTERM: stop.set,
-        signal.SIGHUP: lambda: spawn(reload),
-        signal.SIGUSR1: lambda: spawn(server.run_queue_commands),  # from `queue`
+        signal.SIGHUP: lambda: spawn(signal.SIGHUP, reload),
+        signal.SIGUSR1: lambda: spawn(signal.SIGUSR1, server.run_queue_commands),  # `queue`
     }
-    # Handled before the listeners are announced: whoever waits for that line (an init
-    # system, a test) may signal at once, and SIGTERM or SIGHUP unhandled would kill.
+    # Handled before start(), which takes the data directory's lock: from then on the
+    # queue tool may signal this pid, and SIGUSR1 or SIGHUP unhandled would kill. Kept
+    # until aclose() has let the lock go. Handled, too, before the listeners are
+    # announced: whoever waits for that line (an init system, a test) may signal at once.
     for signum, handler in handlers.items():
         loop.add_signal_handler(signum, handler)
     try:
-        for listener in listeners:
-            print(listener, flush=True)
-        if not config.tls and config.host not in ("127.0.0.1", "::1", "localhost"):
-            log.warning("no TLS: passwords cross the network in the clear (give --tls-cert)")
-        await stop.wait()
+        try:
+            listeners = await server.start()
+        except OSError as exc:
+            print(f"smtpcore serve: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        state = "serving"
+        for signum, work in put_off.items():
+            spawn(signum, work)
+        try:
+            for listener in listeners:
+                print(listener, flush=True)
+            if not config.tls and config.host not in ("127.0.0.1", "::1", "localhost"):
+                log.warning("no TLS: passwords cross the network in the clear (give --tls-cert)")
+            await stop.wait()
+        finally:
+            state = "stopping"
+            log.info("stopping: sessions and deliveries have %gs to finish", stop_timeout)
+            for signum in (signal.SIGINT, signal.SIGTERM):  # a second one cuts the wait short
+                loop.remove_signal_handler(signum)
+            await server.aclose(grace=stop_timeout)
+            log.info("stopped")
     finally:
-        log.info("stopping: sessions and deliveries have %gs to finish", stop_timeout)
         for signum in handlers:
             loop.remove_signal_handler(signum)
-        await server.aclose(grace=stop_timeout)
-        log.info("stopped")
     return 0
 
 
