@@ -502,7 +502,7 @@ async def _serve(
             return
         try:
             await server.reload(reread())
-        except (ConfigError, OSError) as exc:
+        except Exception as exc:  # whatever it is, the old configuration serves on
             log.error("reload failed, the old configuration stays: %s", exc)
 
     def spawn(signum: int, work: Callable[[], Coroutine[Any, Any, None]]) -> None:

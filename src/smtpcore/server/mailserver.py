@@ -232,16 +232,21 @@ class MailServer:
         """SIGHUP: take ``config``'s users and sender aliases, and load the TLS
         certificate again from its files, without dropping a session: sessions under
         way keep their TLS, new handshakes use the new certificate. Other options
-        need a restart."""
+        need a restart. Whatever fails leaves the configuration as it was."""
+        new = replace(self.config, users=config.users, sender_aliases=config.sender_aliases)
+        await asyncio.to_thread(LocalMailboxes(new).create_all)
         if config.tls_cert is not None and config.tls_key is not None:
             if self.tls_context is None:
                 logger.warning("reload: TLS was off at start; restart to turn it on")
             else:
+                # Tried on a context of its own first: a certificate whose key does not
+                # match is already in the context when OpenSSL finds out, and the live
+                # one would be left with a pair no handshake can use.
+                server_tls_context(config.tls_cert, config.tls_key)
                 try:
                     self.tls_context.load_cert_chain(config.tls_cert, config.tls_key)
                 except (OSError, ssl.SSLError) as exc:
                     raise ConfigError(f"cannot load {config.tls_cert}: {exc}") from None
-        new = replace(self.config, users=config.users, sender_aliases=config.sender_aliases)
         self.config = new
         self.mailboxes.config = new
         self.store.config = new
@@ -252,7 +257,6 @@ class MailServer:
             store.passwords = dict(new.users)
         self.credentials.users = new.users
         self.credentials.forget()
-        await asyncio.to_thread(self.mailboxes.create_all)
         logger.info("reloaded: %d users, TLS certificate %s", len(new.users), new.tls_cert)
 
     async def run_queue_commands(self) -> None:
