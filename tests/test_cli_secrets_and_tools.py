@@ -53,6 +53,17 @@ def test_stored_scram_keys_check_passwords_without_holding_them() -> None:
     assert not credentials.check_password("nobody@abc.example", "")
 
 
+def test_keys_of_another_scram_hash_are_never_a_password() -> None:
+    """SCRAM-SHA-1 keys were taken as a plaintext password: the stored text logged in.
+    (ServerConfig refuses them; Credentials, given them anyway, lets no one in.)"""
+    key = "A" * 27 + "="  # 20 octets, a SHA-1 digest
+    keys = f"SCRAM-SHA-1$4096:c2FsdHNhbHQ=${key}:{key}"
+    assert is_hashed(keys)
+    credentials = Credentials({"john@abc.example": keys})
+    assert not credentials.check_password("john@abc.example", keys)
+    assert credentials.get_password("john@abc.example") is None
+
+
 def test_hash_password_reads_stdin_and_serve_logs_in_with_the_keys(tmp_path: Path) -> None:
     result = _run("hash-password", stdin="john-pw\n")
     assert result.returncode == 0, result.stderr
@@ -115,6 +126,27 @@ def test_read_password_order() -> None:
     assert asked == "typed for Password for u: "
     with pytest.raises(ConfigError, match="--password-file"):
         read_password(given=None, password_file=None, user="u", environ={}, interactive=never)
+
+
+def test_a_password_file_is_read_to_its_first_lf_and_must_be_utf8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A password file that is not UTF-8 gave a UnicodeDecodeError traceback; and the
+    first line ended at U+2028 or a form feed too (str.splitlines)."""
+    password = tmp_path / "pw"
+    password.write_text("pass\u2028word\f \r\nsecond line\n", encoding="utf-8")
+    read = read_password(given=None, password_file=password, user="u", environ={})
+    assert read == "pass\u2028word\f "
+    password.write_bytes(b"p\xe4ss\n")
+    for argv in (
+        ("send", "--server", "127.0.0.1:9", "--from", "a@b.example", "--to", "c@d.example"),
+        ("fetch", "--server", "127.0.0.1:9"),
+    ):
+        assert cli.main([*argv, "--user", "a@b.example", "--password-file", str(password)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"smtpcore {argv[0]}: --password-file: {password} is not UTF-8 " + (
+            "(invalid continuation byte)\n"
+        )
 
 
 def test_send_and_fetch_without_a_password_anywhere_fail_with_one_line(tmp_path: Path) -> None:

@@ -190,7 +190,17 @@ def test_sighup_reloads_users_and_certificates_without_dropping_a_session(
         users.write_text("not a user line\n")
         abc.process.popen.send_signal(signal.SIGHUP)
         _until(lambda: "reload failed" in abc.log(), "the refused reload", abc)
+        # One that is not UTF-8 too: the reload task died of it, unlogged.
+        users.write_bytes(b"john@abc.example:john-pw\nmary@abc.example:p\xe4ss\n")
+        abc.process.popen.send_signal(signal.SIGHUP)
+        _until(lambda: "users:2: not UTF-8" in abc.log(), "the refused reload", abc)
+        with smtplib.SMTP(LOOPBACK, abc.ports["smtp"], timeout=10) as smtp:
+            smtp.starttls(context=second)
+            smtp.ehlo()
+            assert smtp.mail("x@y.example")[0] == 250
+            assert smtp.rcpt("mary@abc.example")[0] == 250  # mary, of the old configuration
         assert abc.stop() == 0
+    assert "Traceback" not in abc.log()
 
 
 def _handshake(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> None:

@@ -28,6 +28,7 @@ from smtpcore.server.config import (
     parse_user,
     read_users_file,
 )
+from smtpcore.server.credentials import hash_password, is_hashed
 from smtpcore.server.resolvers import SystemResolver, make_resolver
 
 
@@ -137,6 +138,63 @@ def test_users_file(tmp_path: Path) -> None:
         read_users_file(path)
     with pytest.raises(ConfigError, match="cannot read"):
         read_users_file(tmp_path / "missing")
+
+
+def test_users_file_lines_end_at_lf_and_passwords_keep_their_blanks(tmp_path: Path) -> None:
+    """str.splitlines() also broke lines at U+2028, \\f or \\x1c, cutting a password in two
+    and naming a line the file does not have; and the whole line was stripped, cutting
+    the trailing blanks of a password that hash-password and --password-file keep."""
+    path = tmp_path / "users"
+    path.write_bytes(
+        "john@abc.example:secret\u2028tail\x1c\f\x85\r\n"
+        "  mary@abc.example : spaced pw \t\n".encode()
+    )
+    assert read_users_file(path) == {
+        "john@abc.example": "secret\u2028tail\x1c\f\x85",
+        "mary@abc.example": " spaced pw \t",
+    }
+    path.write_text("john@abc.example:pass\x1cword\nbroken\u2028line\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"users:2: expected ADDRESS:PASSWORD, got 'broken"):
+        read_users_file(path)
+
+
+def test_a_users_file_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "users"
+    path.write_bytes(b"john@abc.example:one\nmary@abc.example:p\xe4ss\n")
+    with pytest.raises(ConfigError, match=r"users:2: not UTF-8"):
+        read_users_file(path)
+
+
+SHA1_KEY = "A" * 27 + "="  # 20 octets, a SHA-1 digest
+SHA1_KEYS = f"SCRAM-SHA-1$4096:c2FsdHNhbHQ=${SHA1_KEY}:{SHA1_KEY}"
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        (SHA1_KEYS, "SCRAM-SHA-1 keys serve no mechanism here"),
+        ("SCRAM-SHA-256$4096:c2FsdA==$not base64!:x", "not SCRAM-SHA-256 keys"),
+        ("SCRAM-SHA-256$", "not SCRAM-SHA-256 keys"),
+        ("SCRAM-MD5$x", "not SCRAM-SHA-256 keys"),
+    ],
+)
+def test_scram_keys_in_the_users_file_must_be_sha256_keys(
+    tmp_path: Path, secret: str, message: str
+) -> None:
+    """SCRAM-SHA-1 keys were taken as a password (whoever read the file logged in with
+    them), malformed SCRAM-SHA-256 keys locked the user out silently: both stop the
+    server, naming the line; never quoting the secret."""
+    path = tmp_path / "users"
+    path.write_text(f"# users\njohn@abc.example:{secret}\n")
+    with pytest.raises(ConfigError, match=rf"users:2: {message}") as caught:
+        read_users_file(path)
+    assert secret not in str(caught.value)
+    with pytest.raises(ConfigError, match=rf"--user: {message}"):
+        parse_user(f"john@abc.example:{secret}")
+    with pytest.raises(ConfigError, match=rf"user john@abc.example: {message}"):
+        ServerConfig(domains=("abc.example",), users={"john@abc.example": secret})
+    keys = ServerConfig(users={"a@localhost": hash_password("pw") + " \t"}).users["a@localhost"]
+    assert keys == keys.rstrip() and is_hashed(keys)  # blanks after keys are no part of them
 
 
 @pytest.mark.parametrize(

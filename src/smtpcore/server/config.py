@@ -16,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
+from smtpcore.sasl import ScramCredentials
 
 __all__ = [
     "PROXIED_LISTENERS",
@@ -64,22 +65,49 @@ def _check_path_safe(key: str, where: str) -> None:
         raise ConfigError(f"{where}: {key!r} cannot name a mailbox directory")
 
 
+def _check_secret(secret: str, where: str) -> str:
+    """A user's secret as it is kept: a password in the clear, or SCRAM-SHA-256 keys.
+
+    Anything that starts with ``SCRAM-`` must be SCRAM-SHA-256 keys (RFC 5803's
+    form, as ``hash-password`` prints them; trailing blanks, never part of the
+    keys, are dropped): taken as a password, other keys would let whoever reads
+    the file log in with them, and malformed ones would lock the user out.
+    """
+    if not secret.startswith("SCRAM-"):
+        return secret
+    keys = secret.rstrip()
+    try:
+        hash_name = ScramCredentials.from_text(keys).hash_name
+    except ValueError as exc:
+        raise ConfigError(
+            f"{where}: not SCRAM-SHA-256 keys as hash-password prints them: {exc}"
+        ) from None
+    if hash_name != "SHA-256":
+        raise ConfigError(
+            f"{where}: SCRAM-{hash_name} keys serve no mechanism here; give SCRAM-SHA-256 "
+            "keys (python -m smtpcore hash-password)"
+        )
+    return keys
+
+
 def parse_user(text: str, where: str = "--user") -> tuple[str, str]:
-    """``ADDRESS:PASSWORD`` into the mailbox key and the password."""
-    address, sep, password = text.strip().partition(":")
-    if not sep or not password:
+    """``ADDRESS:PASSWORD`` into the mailbox key and the password.
+
+    Blanks around the address go; the password is kept as it is, blanks and all,
+    as ``hash-password`` and ``--password-file`` keep it."""
+    address, sep, password = text.partition(":")
+    address = address.strip()
+    if not sep or not password.strip():
         raise ConfigError(f"{where}: expected ADDRESS:PASSWORD, got {text.strip()!r}")
     try:
-        mailbox = parse_mailbox(address.strip())
+        mailbox = parse_mailbox(address)
     except AddressError as exc:
-        raise ConfigError(f"{where}: {address.strip()!r} is not a mail address: {exc}") from None
+        raise ConfigError(f"{where}: {address!r} is not a mail address: {exc}") from None
     if not mailbox.domain:
-        raise ConfigError(
-            f"{where}: {address.strip()!r} needs a domain (the login is the address)"
-        )
+        raise ConfigError(f"{where}: {address!r} needs a domain (the login is the address)")
     key = mailbox_key(mailbox)
     _check_path_safe(key, where)
-    return key, password
+    return key, _check_secret(password, where)
 
 
 def read_users_file(path: Path) -> dict[str, str]:
@@ -109,14 +137,23 @@ def read_users_and_aliases(path: Path) -> tuple[dict[str, str], dict[str, tuple[
     ``python -m smtpcore hash-password`` prints them); and sender aliases, one
     ``ADDRESS -> LOGIN, LOGIN...`` a line: the logins that may send as ADDRESS on the
     submission listener (Postfix's ``smtpd_sender_login_maps``). Blank lines and ``#``
-    comments are skipped."""
+    comments are skipped.
+
+    Lines end at LF (a CR before it goes too) and nowhere else: ``str.splitlines``
+    would also cut a password at a form feed or U+2028."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"--users-file: cannot read {path}: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        number = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{number}: not UTF-8 ({exc.reason})") from None
     users: dict[str, str] = {}
     aliases: dict[str, tuple[str, ...]] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         where = f"{path}:{number}"
@@ -278,7 +315,8 @@ class ServerConfig:
                     f"user {key}: {key.rpartition('@')[2]} is not a local domain "
                     f"(add --domain {key.rpartition('@')[2]})"
                 )
-        object.__setattr__(self, "users", MappingProxyType(dict(self.users)))
+        users = {key: _check_secret(secret, f"user {key}") for key, secret in self.users.items()}
+        object.__setattr__(self, "users", MappingProxyType(users))
         for alias, logins in self.sender_aliases.items():
             for login in logins:
                 if login not in self.users:

@@ -24,8 +24,10 @@ SCRAM_PREFIX = "SCRAM-SHA-256$"
 
 
 def is_hashed(secret: str) -> bool:
-    """Whether a users-file secret is stored SCRAM keys rather than a password."""
-    return secret.startswith(SCRAM_PREFIX)
+    """Whether a users-file secret is stored SCRAM keys rather than a password: anything
+    that starts ``SCRAM-``, so that keys of another hash are never taken for a password
+    (:class:`~smtpcore.server.config.ServerConfig` refuses all but SCRAM-SHA-256 keys)."""
+    return secret.startswith("SCRAM-")
 
 
 def hash_password(password: str) -> str:

@@ -46,7 +46,12 @@ def read_password(
             raise ConfigError(
                 f"--password-file: cannot read {password_file}: {exc.strerror}"
             ) from None
-        password = text.splitlines()[0] if text else ""
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"--password-file: {password_file} is not UTF-8 ({exc.reason})"
+            ) from None
+        # The first line ends at LF only: str.splitlines would also cut at U+2028 or \f.
+        password = text.partition("\n")[0].removesuffix("\r")
         if not password:
             raise ConfigError(f"--password-file: {password_file} is empty")
         return password
