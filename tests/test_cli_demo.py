@@ -82,6 +82,19 @@ def test_keep_and_a_fresh_process(tmp_path: Path) -> None:
     assert again.returncode == 2 and "is not empty" in again.stderr
 
 
+def test_keep_that_is_no_directory_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was a NotADirectoryError traceback."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert cli.main(["demo", "--keep", str(afile)]) == 2
+    assert capsys.readouterr().err == f"smtpcore demo: --keep: {afile} is not a directory\n"
+    assert cli.main(["demo", "--keep", str(afile / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"smtpcore demo: --keep: {afile / 'sub'}: Not a directory\n"
+
+
 @pytest.mark.parametrize(
     ("message", "rest", "count"),
     [

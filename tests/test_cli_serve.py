@@ -446,3 +446,42 @@ def test_queue_and_reload_signals_from_the_lock_to_its_release_never_kill_the_se
     assert "stopping: SIGHUP ignored" in caplog.text
     commands = tmp_path / "abc" / "queue" / "commands"
     assert len(list(commands.glob("*.json"))) == 1  # the one sent while stopping
+
+
+@pytest.mark.parametrize(
+    ("options", "files", "message"),
+    [
+        (("--users-file", "users"), {"users": b"a@abc.example:p\xe4ss\n"}, "users:1: not UTF-8"),
+        (
+            ("--users-file", "users"),
+            {"users": b"a@abc.example:SCRAM-SHA-1$4096:c2FsdA==$AAAA:AAAA\n"},
+            "users:1: not SCRAM-SHA-256 keys",
+        ),
+        (("--hostname", "bad host"), {}, "--hostname: not a domain name: 'bad host'"),
+        (("--hostname", "[127.0.0.1]"), {}, "--hostname: not a domain name: '[127.0.0.1]'"),
+        (("--relay-host", "bad host:25"), {}, "--relay-host: label 'bad host'"),
+        (("--relay-ca", "ca.pem"), {"ca.pem": b"not PEM\n"}, "--relay-ca: cannot load"),
+        (("--data-dir", "afile"), {"afile": b"x"}, "--data-dir: afile: Not a directory"),
+        (("--data-dir", "afile/sub"), {"afile": b"x"}, "--data-dir: afile/sub: Not a directory"),
+    ],
+)
+def test_a_configuration_mistake_is_one_line_and_status_2(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    options: tuple[str, ...],
+    files: dict[str, bytes],
+    message: str,
+) -> None:
+    """operator.rst: a mistake stops the server before it binds, with status 2 and the
+    option or line at fault. These ended in a traceback (exit 1), or, for the data
+    directory, in "cannot listen: File exists", which named neither option nor path."""
+    monkeypatch.chdir(tmp_path)
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "zone").write_text("")
+    argv = ["serve", "--data-dir", "data", "--domain", "abc.example", "--resolver", "static:zone"]
+    argv += ["--smtp-port", "0", "--submission-port", "0", "--pop3-port", "0", *options]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"smtpcore serve: {message}") and err.count("\n") == 1, err

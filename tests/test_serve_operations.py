@@ -296,6 +296,27 @@ def test_a_reload_that_fails_in_any_way_is_logged_and_the_server_serves_on(
     assert "reload failed, the old configuration stays: something no one foresaw" in caplog.text
 
 
+def test_queue_tool_errors_of_the_file_system_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A user who may not read the server's queue (its directories are 0700, the lock
+    0600) got a PermissionError traceback from ``queue list`` and ``queue flush``."""
+    from smtpcore.server import cli, queuetool
+
+    Queue(tmp_path / "queue").open()
+    lock = tmp_path / "smtpcore.lock"
+
+    def refused(*args: object) -> object:
+        raise PermissionError(13, "Permission denied", str(lock))
+
+    monkeypatch.setattr(queuetool, "format_listing", refused)
+    monkeypatch.setattr(queuetool, "running_server", refused)
+    for action in ("list", "flush"):
+        assert cli.main(["queue", "--data-dir", str(tmp_path), action]) == 2
+        err = capsys.readouterr().err
+        assert err == f"smtpcore queue: --data-dir: {lock}: Permission denied\n"
+
+
 def test_sigterm_lets_a_message_in_flight_finish_then_stops(tmp_path: Path) -> None:
     with serve(
         tmp_path / "abc",

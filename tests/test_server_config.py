@@ -211,11 +211,25 @@ def test_scram_keys_in_the_users_file_must_be_sha256_keys(
         ({"resolver": "static"}, "--resolver"),
         ({"resolver": "system:x"}, "--resolver"),
         ({"resolver": "bind:x"}, "--resolver"),
+        ({"hostname": "bad host"}, "--hostname: not a domain name"),
+        ({"hostname": "[127.0.0.1]"}, "--hostname: not a domain name"),
+        ({"relay_host": ("bad host", 25)}, "--relay-host: label 'bad host'"),
+        ({"relay_host": ("relay.example", 0)}, "--relay-host: smart host port 0"),
     ],
 )
 def test_config_mistakes(options: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         ServerConfig(**options)  # type: ignore[arg-type]  # the table mixes field types
+
+
+def test_a_relay_ca_that_holds_no_certificate_is_refused(tmp_path: Path) -> None:
+    """The relay loaded it at start and died with ssl.SSLError's traceback."""
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("x")
+    with pytest.raises(ConfigError, match=r"--relay-ca: cannot load .*ca\.pem: .*no certificate"):
+        ServerConfig(relay_ca=not_pem)
+    with pytest.raises(ConfigError, match=r"--relay-ca: .* is not a file"):
+        ServerConfig(relay_ca=tmp_path)
 
 
 def test_config_defaults_and_listeners() -> None:

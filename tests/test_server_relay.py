@@ -530,10 +530,12 @@ def test_serve_refuses_to_start_without_mx_lookups_naming_both_fixes(
 
 
 def test_relay_options_on_the_command_line(tmp_path: Path) -> None:
+    import trustme
+
     from smtpcore.server.cli import build_parser, config_from_args
 
     ca = tmp_path / "ca.pem"
-    ca.write_text("")
+    trustme.CA().cert_pem.write_to_path(str(ca))  # loaded when the options are read
     argv = ["serve", "--relay-tls", "verify", "--relay-ca", str(ca), "--delay-warning", "4h"]
     argv += ["--retry-after", "5m", "--max-retry-after", "2h"]
     config = config_from_args(build_parser().parse_args(argv))

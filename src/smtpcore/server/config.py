@@ -10,12 +10,14 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
 from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
+from smtpcore.routing import Router
 from smtpcore.sasl import ScramCredentials
 
 __all__ = [
@@ -237,6 +239,17 @@ def _networks(option: str, specs: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
+def _check_ca_file(path: Path) -> None:
+    """``--relay-ca`` loaded now, as the relay will load it: a file that holds no
+    certificate is a mistake to report before the server binds."""
+    if not path.is_file():
+        raise ConfigError(f"--relay-ca: {path} is not a file")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"--relay-ca: cannot load {path}: {exc}") from None
+
+
 def _check_port(name: str, port: int) -> None:
     if not 0 <= port < 65536:
         raise ConfigError(f"--{name}-port: {port} is not a port (0 turns the listener off)")
@@ -330,6 +343,7 @@ class ServerConfig:
             raise ConfigError("--smtps-port and --pop3s-port need --tls-cert and --tls-key")
         if not 0 < self.remote_port < 65536:
             raise ConfigError(f"--remote-port: {self.remote_port} is not a port")
+        self._check_routable()
         if self.retry_after <= 0:
             raise ConfigError("--retry-after must be positive")
         if self.max_retry_after < self.retry_after:
@@ -340,8 +354,8 @@ class ServerConfig:
             raise ConfigError("--delay-warning must be positive (leave it out for none)")
         if self.relay_tls not in ("may", "encrypt", "verify"):
             raise ConfigError(f"--relay-tls: {self.relay_tls!r}; use may, encrypt or verify")
-        if self.relay_ca is not None and not self.relay_ca.is_file():
-            raise ConfigError(f"--relay-ca: {self.relay_ca} is not a file")
+        if self.relay_ca is not None:
+            _check_ca_file(self.relay_ca)
         if self.max_message_size < 1:
             raise ConfigError("--max-message-size must be positive")
         if self.max_recipients < 1:
@@ -365,6 +379,18 @@ class ServerConfig:
             raise ConfigError(
                 f"--resolver: {self.resolver!r}; use system, static:FILE or dns:HOST:PORT"
             )
+
+    def _check_routable(self) -> None:
+        """The names the mail server's routers are built from, refused here as the
+        routers would refuse them at start, with the option named."""
+        try:
+            Router(self.domains, hostnames=[self.hostname])
+        except ValueError as exc:
+            raise ConfigError(f"--hostname: {exc}") from None
+        try:
+            Router(self.domains, smart_host=self.relay_host)
+        except ValueError as exc:  # AddressError too
+            raise ConfigError(f"--relay-host: {exc}") from None
 
     @property
     def tls(self) -> bool:

@@ -432,11 +432,17 @@ def run_demo(keep: Path | None = None, say: Callable[[str], None] = print) -> in
     The servers' data goes to a temporary directory that is removed at the
     end, or to ``keep`` (created; it must not hold anything yet).
     """
-    if keep is not None and keep.exists() and any(keep.iterdir()):
-        raise ConfigError(f"--keep: {keep} is not empty")
+    if keep is not None:
+        try:
+            keep.mkdir(parents=True, exist_ok=True)
+            if any(keep.iterdir()):
+                raise ConfigError(f"--keep: {keep} is not empty")
+        except FileExistsError:  # mkdir(exist_ok=True) found something else there
+            raise ConfigError(f"--keep: {keep} is not a directory") from None
+        except OSError as exc:
+            raise ConfigError(f"--keep: {exc.filename}: {exc.strerror or exc}") from None
     base = keep if keep is not None else Path(tempfile.mkdtemp(prefix="smtpcore-demo-"))
     try:
-        base.mkdir(parents=True, exist_ok=True)
         ok = asyncio.run(asyncio.wait_for(_story(base.resolve(), say), 30))
     except TimeoutError:
         say("The story did not finish within 30 seconds.")

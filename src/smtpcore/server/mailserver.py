@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
 import ssl
@@ -182,13 +183,16 @@ class MailServer:
     # -- running ----------------------------------------------------------------
 
     async def start(self) -> list[Listener]:
-        """Open the queue, create the mailboxes, bind every listener, start the worker."""
-        entries = await asyncio.to_thread(self._prepare_storage)
-        for entry in entries:
-            self.worker.schedule(entry)
-        if entries:
-            logger.info("queue: %d messages waiting from before", len(entries))
+        """Open the queue, create the mailboxes, bind every listener, start the worker.
+
+        Raises :class:`ConfigError` when the data directory cannot be used, and
+        :class:`OSError` when a listener cannot be bound."""
         try:
+            entries = await asyncio.to_thread(self._prepare_storage)
+            for entry in entries:
+                self.worker.schedule(entry)
+            if entries:
+                logger.info("queue: %d messages waiting from before", len(entries))
             for name, port in self.config.listeners():
                 try:
                     await self._listen(name, port)
@@ -206,10 +210,19 @@ class MailServer:
         return list(self.listeners)
 
     def _prepare_storage(self) -> list[Any]:
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_data_dir()
-        self.mailboxes.create_all()
-        return self.queue.open()
+        """The data directory made ready, its lock taken; a storage error is a
+        :class:`ConfigError` naming the path, not one of the listeners'."""
+        try:
+            self.config.data_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_data_dir()
+            self.mailboxes.create_all()
+            return self.queue.open()
+        except FileExistsError as exc:  # mkdir(exist_ok=True) found something else there
+            not_a_directory = os.strerror(errno.ENOTDIR)
+            raise ConfigError(f"--data-dir: {exc.filename}: {not_a_directory}") from None
+        except OSError as exc:
+            where = exc.filename if exc.filename is not None else self.config.data_dir
+            raise ConfigError(f"--data-dir: {where}: {exc.strerror or exc}") from None
 
     def _lock_data_dir(self) -> None:
         """One server per data directory: two would deliver each other's queue twice."""

@@ -21,7 +21,16 @@ __all__ = ["run_queue"]
 
 
 def run_queue(args: argparse.Namespace) -> int:
-    """List, or hand the command to the running server, or carry it out when none runs."""
+    """List, or hand the command to the running server, or carry it out when none runs;
+    a queue this user may not read or change is one line naming the path."""
+    try:
+        return _run(args)
+    except OSError as exc:
+        where = exc.filename if exc.filename is not None else args.data_dir
+        raise ConfigError(f"--data-dir: {where}: {exc.strerror or exc}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
     data_dir = args.data_dir
     queue_dir = data_dir / "queue"
     if not (queue_dir / "envelopes").is_dir():
