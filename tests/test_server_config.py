@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import math
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -67,8 +68,10 @@ def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "5 days", "-1", "1y", "d"])
+@pytest.mark.parametrize("text", ["", "5 days", "-1", "1y", "d", "9" * 400, "36501d"])
 def test_bad_durations(text: str) -> None:
+    """A number too large for a float would be inf: --retry-after took it, and the
+    first deferral then computed int(nan)."""
     with pytest.raises(ValueError):
         parse_duration(text)
 
@@ -215,6 +218,9 @@ def test_scram_keys_in_the_users_file_must_be_sha256_keys(
         ({"hostname": "[127.0.0.1]"}, "--hostname: not a domain name"),
         ({"relay_host": ("bad host", 25)}, "--relay-host: label 'bad host'"),
         ({"relay_host": ("relay.example", 0)}, "--relay-host: smart host port 0"),
+        ({"retry_after": math.inf}, "--retry-after: inf"),
+        ({"max_queue_age": math.nan}, "--max-queue-age: nan"),
+        ({"delay_warning": math.inf}, "--delay-warning: inf"),
     ],
 )
 def test_config_mistakes(options: dict[str, object], message: str) -> None:

@@ -293,6 +293,14 @@ def test_backoff_with_jitter_stays_between_the_minimum_and_the_cap(
     assert wait <= plain and wait >= plain / 2
 
 
+def test_backoff_after_a_thousand_rounds_is_still_the_cap() -> None:
+    """2.0 ** (attempts - 1) overflowed from the 1025th failed round on: each later round
+    logged an OverflowError, recorded nothing, and came back after --retry-after."""
+    assert backoff(2.0, 1025, cap=3600.0) == 3600.0
+    assert 1800.0 <= backoff(2.0, 10**9, cap=3600.0, rng=random.Random(1)) <= 3600.0
+    assert backoff(1e-9, 66, cap=100 * 365 * 86400.0) == 100 * 365 * 86400.0
+
+
 def test_backoff_jitter_spreads_retries() -> None:
     rng = random.Random(1)
     waits = {backoff(300.0, 5, rng=rng) for _ in range(50)}

@@ -8,6 +8,7 @@ that names the option or the line at fault.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import socket
 import ssl
@@ -21,6 +22,7 @@ from smtpcore.routing import Router
 from smtpcore.sasl import ScramCredentials
 
 __all__ = [
+    "MAX_DURATION",
     "PROXIED_LISTENERS",
     "XCLIENT_LISTENERS",
     "ConfigError",
@@ -178,14 +180,20 @@ def read_users_and_aliases(path: Path) -> tuple[dict[str, str], dict[str, tuple[
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*\Z", re.IGNORECASE)
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_DURATION = 100 * 365 * 86400.0
+"""A hundred years: longer is a typing mistake, and far longer no float at all (inf)."""
 
 
 def parse_duration(text: str) -> float:
-    """Seconds, or a number with a unit as Postfix writes them: ``90s``, ``30m``, ``5d``."""
+    """Seconds, or a number with a unit as Postfix writes them: ``90s``, ``30m``, ``5d``;
+    at most :data:`MAX_DURATION`."""
     match = _DURATION.match(text)
     if match is None:
         raise ValueError(f"{text!r} is not a duration (seconds, or like 30m, 12h, 5d)")
-    return float(match.group(1)) * _UNITS[match.group(2).lower()]
+    seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    if not seconds <= MAX_DURATION:  # inf too
+        raise ValueError(f"{text.strip()!r} is over 100 years")
+    return seconds
 
 
 _SIZE = re.compile(r"\s*(\d+)\s*([kmg]?)i?b?\s*\Z", re.IGNORECASE)
@@ -344,6 +352,10 @@ class ServerConfig:
         if not 0 < self.remote_port < 65536:
             raise ConfigError(f"--remote-port: {self.remote_port} is not a port")
         self._check_routable()
+        for name in ("retry_after", "max_retry_after", "max_queue_age", "delay_warning"):
+            seconds = getattr(self, name)
+            if seconds is not None and not math.isfinite(seconds):
+                raise ConfigError(f"--{name.replace('_', '-')}: {seconds} is not a duration")
         if self.retry_after <= 0:
             raise ConfigError("--retry-after must be positive")
         if self.max_retry_after < self.retry_after:

@@ -112,7 +112,10 @@ def backoff(
     together by one outage do not all come back in the same second.
     """
     ceiling = max(retry_after, cap)
-    wait = min(retry_after * 2.0 ** max(attempts - 1, 0), ceiling)
+    # 64 doublings take even a nanosecond past 500 years, beyond any cap; counting every
+    # round would overflow 2.0 ** n once a message has failed 1025 of them.
+    doublings = min(max(attempts - 1, 0), 64)
+    wait = min(retry_after * 2.0**doublings, ceiling)
     if rng is None:
         return wait
     low = max(retry_after, wait / 2)
