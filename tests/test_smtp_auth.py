@@ -226,7 +226,7 @@ def test_auth_parameter_unknown_without_auth() -> None:
 
 
 def exchange(
-    name: str, user: str, secret: str
+    name: str, user: str, secret: str, mechanism: ClientMechanism | None = None
 ) -> tuple[ServerConnection, ServerAuth, ClientConnection, Reply]:
     server_auth = ServerAuth(SERVER_FACTORIES)
     pair = ConnectionPair(
@@ -239,7 +239,7 @@ def exchange(
     )
     pair.send(Ehlo("mail.abc.example"))
     assert name in pair.client.extensions.auth
-    flow = ClientAuth(client_mechanism(name, user, secret))
+    flow = ClientAuth(mechanism or client_mechanism(name, user, secret))
     pair.send(flow.start())
     while (reply := pair.answers[-1].reply).code == 334:
         pair.send(flow.respond(reply))
@@ -263,6 +263,38 @@ def test_every_mechanism_refuses_a_wrong_secret(name: str) -> None:
     assert reply.code in (535, 501) and not server.authenticated
     assert auth.success is None
     assert server.state is State.READY and client.state is State.READY
+
+
+def test_a_long_initial_response_follows_an_empty_challenge() -> None:
+    """RFC 4954 §4: the AUTH command keeps to RFC 5321's 512-octet line; an initial
+    response that would take it over (an OAuth token of a realistic size) is sent
+    in answer to the server's empty 334 instead, and the login succeeds."""
+    token = "t" * 1500
+    server_auth = ServerAuth({"XOAUTH2": lambda: XOAuth2Server(lambda u, t: t == token)})
+    pair = ConnectionPair(
+        ClientConnection("mail.abc.example"),
+        ServerConnection("mx.pqr.example", auth_mechanisms=["XOAUTH2"], tls=True),
+        answer=answer_with(server_auth),
+        greeting=Reply(220, "mx.pqr.example ESMTP"),
+    )
+    pair.send(Ehlo("mail.abc.example"))
+    flow = ClientAuth(XOAuth2Client("john@abc.example", token))
+    command = flow.start()
+    assert command == Auth("XOAUTH2")
+    pair.send(command)
+    assert pair.answers[-1].reply == Reply(334, "")
+    pair.send(flow.respond(pair.answers[-1].reply))
+    assert pair.answers[-1].reply.code == 235 and pair.server.authenticated
+
+
+@pytest.mark.parametrize(("extra", "sent"), [(0, True), (1, False)])
+def test_the_initial_response_is_kept_while_the_auth_line_fits(extra: int, sent: bool) -> None:
+    """The whole line is measured, CRLF included: up to 512 octets, the initial
+    response rides on it."""
+    room = (512 - len(b"AUTH PLAIN \r\n")) // 4 * 3  # octets whose base64 fits
+    password = "p" * (room - len("\0u\0") + extra)
+    command = ClientAuth(PlainClient("u", password)).start()
+    assert (command.initial_response is not None) is sent
 
 
 def test_client_finish_raises_on_refusal() -> None:

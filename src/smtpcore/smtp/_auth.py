@@ -23,6 +23,7 @@ from smtpcore.sasl import (
     Success,
     needs_channel_binding,
 )
+from smtpcore.smtp._commands import format_command
 from smtpcore.smtp._events import Auth, AuthResponse
 from smtpcore.smtp._replies import Reply
 
@@ -123,19 +124,25 @@ class ClientAuth:
     Send :meth:`start`'s event; answer each 334 with :meth:`respond`; hand the
     final reply to :meth:`finish`, which raises :class:`AuthenticationFailed`
     unless the server accepted and (for SCRAM) proved its own identity.
+
+    ``max_line`` is the longest ``AUTH`` command line, CRLF included: RFC 5321's
+    512 octets (§4.5.3.1.4), which RFC 4954 §4 holds the command to.
     """
 
-    def __init__(self, mechanism: ClientMechanism, *, max_line: int = 12288) -> None:
+    def __init__(self, mechanism: ClientMechanism, *, max_line: int = 512) -> None:
         self.mechanism = mechanism
         self.max_line = max_line
 
     def start(self) -> Auth:
-        initial = self.mechanism.initial_response()
-        # RFC 4954 §4: an initial response that would make the line too long
-        # is sent after an empty challenge instead.
-        if initial is not None and (len(initial) * 4) // 3 + 30 > self.max_line:
-            initial = None
-        return Auth(self.mechanism.name, initial)
+        """``AUTH`` with the initial response, if the mechanism has one and the line
+        fits ``max_line``. RFC 4954 §4: a client "MUST NOT use the initial response
+        parameter" when it would take the command over the line limit; the
+        mechanism then gives it in answer to the server's empty 334 (the same §),
+        which :meth:`respond` passes on."""
+        command = Auth(self.mechanism.name, self.mechanism.initial_response())
+        if command.initial_response is not None and len(format_command(command)) > self.max_line:
+            return Auth(command.mechanism)
+        return command
 
     def respond(self, reply: Reply) -> AuthResponse:
         try:
