@@ -16,6 +16,7 @@ from smtpcore._driver._pop3_server import POP3ServerOptions, POP3ServerState
 from smtpcore.maildrop import MaildirStore
 from smtpcore.pop3 import Auth, AuthResponse, Continue, Err
 from smtpcore.sasl import (
+    CramMD5Server,
     Failure,
     PlainServer,
     ScramSHA256Client,
@@ -107,6 +108,14 @@ def test_sasl_exchange_refusals() -> None:
 
     answer = SASLExchange({"PLAIN": broken}).start(Auth("PLAIN"))
     assert isinstance(answer, Err) and answer.code == "SYS/TEMP"
+
+
+def test_sasl_exchange_initial_response_to_a_server_first_mechanism() -> None:
+    """RFC 5034 §4: -ERR, and not a Failure, which the session counts as a failed login."""
+    exchange = SASLExchange({"CRAM-MD5": lambda: CramMD5Server({"bob": "pw"}.get, "pqr.example")})
+    answer = exchange.start(Auth("CRAM-MD5", b"bob 0123"))
+    assert answer == Err("CRAM-MD5 takes no initial response")
+    assert isinstance(exchange.start(Auth("CRAM-MD5")), Continue)
 
 
 class _FakeTransport:

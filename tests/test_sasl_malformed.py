@@ -22,6 +22,7 @@ from smtpcore.sasl import (
     ScramSHA256Server,
     ServerMechanism,
     Success,
+    UnexpectedInitialResponse,
     XOAuth2Server,
     derive_scram_credentials,
 )
@@ -136,6 +137,8 @@ def test_malformed_initial_response_fails(mechanism: str, response: bytes) -> No
     assert isinstance(step, Failure), step
     assert not step.temporary
     assert server.done
+    # Only a server-first mechanism's refusal says no credential was tried.
+    assert isinstance(step, UnexpectedInitialResponse) is (mechanism == "CRAM-MD5")
 
 
 MALFORMED_FINAL: list[bytes] = [

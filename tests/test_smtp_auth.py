@@ -206,6 +206,16 @@ def test_failed_attempts_are_limited() -> None:
     assert conn.state is State.CLOSED
 
 
+def test_an_initial_response_to_a_server_first_mechanism_gets_501() -> None:
+    """RFC 4954 §4: CRAM-MD5 with an initial response is refused with 501 (5.7.0);
+    no credential was tried, so it is no failed login and never closes the session."""
+    conn = auth_server(max_auth_failures=2)
+    auth = ServerAuth(SERVER_FACTORIES)
+    out = drive(conn, EHLO + b"AUTH CRAM-MD5 dXNlciAwMTIz\r\n" * 3, auth)
+    assert codes(out)[1:] == ["501 5.7.0"] * 3
+    assert conn.state is State.READY and auth.success is None
+
+
 def test_require_auth_before_mail_and_auth_parameter() -> None:
     conn = auth_server(auth_require_tls=False, require_auth=True)
     auth = ServerAuth(SERVER_FACTORIES)

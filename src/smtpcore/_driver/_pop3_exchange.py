@@ -21,6 +21,7 @@ from smtpcore.sasl import (
     ServerMechanism,
     Step,
     Success,
+    UnexpectedInitialResponse,
     needs_channel_binding,
 )
 
@@ -102,6 +103,9 @@ class SASLExchange:
             self._final = Success(step.authzid, step.authcid)
             return Continue(step.data)
         self._mechanism = None
+        if isinstance(step, UnexpectedInitialResponse):
+            # RFC 5034 §4: "-ERR", and no login was tried, so none failed.
+            return Err(f"{self.name} takes no initial response")
         if isinstance(step, Failure) and step.temporary:
             return _TEMPORARY
         return step

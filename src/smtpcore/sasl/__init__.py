@@ -25,6 +25,7 @@ from smtpcore.sasl._base import (
     ServerMechanism,
     Step,
     Success,
+    UnexpectedInitialResponse,
 )
 from smtpcore.sasl._channel import (
     TLS_EXPORTER,
@@ -110,6 +111,7 @@ __all__ = [
     "ServerMechanism",
     "Step",
     "Success",
+    "UnexpectedInitialResponse",
     "XOAuth2Client",
     "XOAuth2Server",
     "choose_mechanism",

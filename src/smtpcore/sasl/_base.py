@@ -28,6 +28,7 @@ __all__ = [
     "ServerMechanism",
     "Step",
     "Success",
+    "UnexpectedInitialResponse",
 ]
 
 DEFAULT_MAX_RESPONSE_SIZE: Final = 12288
@@ -87,6 +88,17 @@ class Failure:
 
     reason: str
     temporary: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UnexpectedInitialResponse(Failure):
+    """The client sent an initial response to a server-first mechanism (CRAM-MD5).
+
+    The exchange is over, as with any :class:`Failure`, but no credential was
+    tried: it is the client's protocol error, not a failed login. SMTP answers
+    it with 501 (RFC 4954 §4), POP3 with ``-ERR`` (RFC 5034 §4), and neither
+    counts it toward the failed authentications a session may make.
+    """
 
 
 Step: TypeAlias = Challenge | Success | Failure
@@ -166,6 +178,9 @@ class ServerMechanism(abc.ABC):
     requires_tls: ClassVar[bool] = False
     """True when an eavesdropper could reuse what is sent, so the mechanism
     is to be offered only over TLS (RFC 4616 §5, RFC 7628 §5)."""
+    server_first: ClassVar[bool] = False
+    """True when the server sends the first challenge (RFC 4422 §5): :meth:`start`
+    answers an initial response with :class:`UnexpectedInitialResponse`."""
 
     def __init__(
         self,
@@ -211,6 +226,9 @@ class ServerMechanism(abc.ABC):
             raise LocalProtocolError(f"{self.name} exchange already started")
         if initial_response is not None:
             _check_bytes(initial_response)
+            if self.server_first:
+                self._progress = _Progress.DONE
+                return UnexpectedInitialResponse(f"{self.name} takes no initial response")
         self._progress = _Progress.RUNNING
         return self._run(initial_response, lambda: self._start(initial_response))
 

@@ -75,10 +75,12 @@ class CramMD5Server(ServerMechanism):
     which this layer does not read) and is injectable for tests. The
     response is the user name, a space and 32 hex digits (matched without
     regard to case, in constant time). CRAM-MD5 is server-first: an initial
-    response ends the exchange (RFC 4954 §4 answers it with 501).
+    response ends the exchange with :class:`~smtpcore.sasl.UnexpectedInitialResponse`
+    (RFC 4954 §4 answers it with 501).
     """
 
     name = "CRAM-MD5"
+    server_first = True
 
     def __init__(
         self,
@@ -99,8 +101,6 @@ class CramMD5Server(ServerMechanism):
         self.challenge: Final = f"<{nonce}@{hostname}>".encode("ascii")
 
     def _start(self, initial_response: bytes | None) -> Step:
-        if initial_response is not None:
-            raise _Reject("CRAM-MD5 takes no initial response")
         return Challenge(self.challenge)
 
     def _step(self, response: bytes) -> Step:

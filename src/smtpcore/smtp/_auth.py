@@ -21,6 +21,7 @@ from smtpcore.sasl import (
     ServerMechanism,
     Step,
     Success,
+    UnexpectedInitialResponse,
     needs_channel_binding,
 )
 from smtpcore.smtp._commands import format_command
@@ -96,6 +97,10 @@ class ServerAuth:
             return Reply.challenge(step.data)
         if isinstance(step, Failure):
             self._mechanism = None
+            if isinstance(step, UnexpectedInitialResponse):
+                # RFC 4954 §4: "MUST reject the AUTH command with a 501 reply", status
+                # 5.7.0; no credential was tried, so the machine counts no failure.
+                return Reply(501, "Client initiated Authentication Exchange", "5.7.0")
             if step.temporary:
                 return Reply(454, "Temporary authentication failure", "4.7.0")
             return Reply(535, "Authentication credentials invalid", "5.7.8")
