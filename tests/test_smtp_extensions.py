@@ -16,6 +16,7 @@ from smtpcore.smtp import (
     Ehlo,
     Extension,
     Mail,
+    Noop,
     Parameter,
     ParameterError,
     Rcpt,
@@ -228,9 +229,58 @@ def test_binarymime_content_needs_bdat() -> None:
 def test_client_and_server_agree_on_owners(entry: Extension) -> None:
     offered = ServerExtensions.from_reply(Reply(250, ["mx", entry.keyword]))
     assert entry.keyword in offered
-    for parameter in (*entry.mail_parameters, *entry.rcpt_parameters):
-        found = owner_of_parameter(parameter.keyword)
-        assert found is not None and found[0] is entry
+    for verb, parameters, other in (
+        ("MAIL", entry.mail_parameters, "RCPT"),
+        ("RCPT", entry.rcpt_parameters, "MAIL"),
+    ):
+        for parameter in parameters:
+            found = owner_of_parameter(parameter.keyword, verb)
+            assert found is not None and found[0] is entry
+            assert owner_of_parameter(parameter.keyword) == found
+            assert owner_of_parameter(parameter.keyword, other) is None
+
+
+# Every built-in parameter on the other command, with a value its own would take.
+MISPLACED = [
+    ("MAIL", "NOTIFY", "NEVER"),
+    ("MAIL", "ORCPT", "rfc822;a@b.example"),
+    ("RCPT", "SIZE", "10"),
+    ("RCPT", "BODY", "8BITMIME"),
+    ("RCPT", "SMTPUTF8", None),
+    ("RCPT", "RET", "HDRS"),
+    ("RCPT", "ENVID", "x"),
+    ("RCPT", "AUTH", "<>"),
+    ("RCPT", "REQUIRETLS", None),
+]
+
+
+def test_misplaced_lists_every_builtin_parameter() -> None:
+    keywords = {p.keyword for e in BUILTIN for p in (*e.mail_parameters, *e.rcpt_parameters)}
+    assert {keyword for _, keyword, _ in MISPLACED} == keywords
+
+
+@pytest.mark.parametrize(("verb", "keyword", "value"), MISPLACED)
+def test_a_parameter_goes_only_with_its_own_command(
+    verb: str, keyword: str, value: str | None
+) -> None:
+    """NOTIFY and ORCPT are RCPT's (RFC 3461 §4.1, §4.2), SIZE, BODY, RET, ENVID... MAIL's:
+    the server refuses one on the other command (555), and the client never sends it."""
+    lines = ["PIPELINING", "SIZE 1000", "8BITMIME", "SMTPUTF8", "DSN", "AUTH PLAIN"]
+    conn = _client([*lines, "REQUIRETLS"])
+    command = Mail(SENDER, {keyword: value}) if verb == "MAIL" else None
+    if command is None:
+        conn.send(Mail(SENDER))
+        command = Rcpt(Mailbox("c", "d.example"), {keyword: value})
+    with pytest.raises(LocalProtocolError, match=f"{keyword} is not a {verb} parameter"):
+        conn.send(command)
+    assert conn.send(Noop()) == b"NOOP\r\n"  # the machine as it was
+    server = greeted(**ALL_ON, tls=True)
+    wire = f"{keyword}={value}" if value is not None else keyword
+    line = f"MAIL FROM:<a@b.example> {wire}\r\n" if verb == "MAIL" else (
+        f"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example> {wire}\r\n"
+    )
+    _, out = run(server, EHLO + line.encode())
+    assert codes(out)[-1] == "555 5.5.4"
 
 
 # -- REQUIRETLS (RFC 8689): an entry that needs TLS -------------------------------------

@@ -142,12 +142,12 @@ def build_envelope(
     else:
         content = bytes(message) if isinstance(message, (bytearray, memoryview)) else message
     size = known_size(content)
-    added = _added_mail_params(offer, wide is not None, content, size, given)
-    mail = Mail(from_, (added or NO_PARAMETERS) if given is NO_PARAMETERS else {**added, **given})
     if rcpt_params is None:
         commands = list(map(Rcpt, rcpts, repeat(NO_PARAMETERS)))
     else:
         commands = [Rcpt(r, _params_of(rcpt_params, r)) for r in rcpts]
+    added = _added_mail_params(offer, wide is not None, content, size, given)
+    mail = Mail(from_, (added or NO_PARAMETERS) if given is NO_PARAMETERS else {**added, **given})
     check_sendable(offer, mail, wide, content, size)
     if mail.params is not NO_PARAMETERS or rcpt_params is not None:
         check_offered(offer.extensions, mail, commands)
@@ -191,16 +191,18 @@ def check_sendable(
 
 def check_offered(extensions: ServerExtensions, mail: Mail, rcpts: Sequence[Rcpt]) -> None:
     """Refuse a parameter whose extension was not offered (RFC 5321 §2.2.2), and
-    a malformed one (the caller's mistake: :class:`~smtpcore.LocalProtocolError`)."""
+    a malformed one or one of the other command (``NOTIFY`` on MAIL): the
+    caller's mistake, :class:`~smtpcore.LocalProtocolError`."""
     commands: list[Mail | Rcpt] = [mail, *rcpts]
     for command in commands:
         if command.params is NO_PARAMETERS:
             continue
+        verb = command.verb
         for keyword, value in command.params.items():
-            extension = unoffered_parameter(extensions, keyword, value)
+            extension = unoffered_parameter(extensions, keyword, value, verb)
             if extension is not None:
                 raise ExtensionNotOffered(keyword, extension)
-            problem = parameter_problem(extensions, keyword, value)
+            problem = parameter_problem(extensions, keyword, value, verb)
             if problem is not None:
                 raise LocalProtocolError(problem)
 

@@ -12,7 +12,7 @@ them. The built-in entries live one per module in ``smtp/_ext/``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
@@ -29,8 +29,10 @@ __all__ = [
     "Extension",
     "Parameter",
     "ParameterError",
+    "Readers",
     "Requirement",
     "ServerFacts",
+    "parameter_readers",
 ]
 
 T = TypeVar("T")
@@ -228,3 +230,22 @@ class Extension:
                 f"EHLO parameters are printable ASCII words, one space apart: {line!r}"
             )
         return cls(keyword.upper(), "", "listed as configured", arguments=lambda facts: arguments)
+
+
+Readers = dict[str, tuple[Extension, Parameter[object]]]
+"""Parameter keyword -> the entry that brings it, and its reader: for one command."""
+
+
+def parameter_readers(entries: Iterable[Extension], *, mail: bool) -> Readers:
+    """The parameters ``entries`` bring to MAIL (``mail``) or to RCPT, by keyword.
+
+    One table per command: each parameter belongs to one of them (RFC 3461 §4:
+    NOTIFY and ORCPT on RCPT, RET and ENVID on MAIL; RFC 1870 §3: SIZE on
+    MAIL), and a server refuses it on the other. The server machine and the
+    client read the same tables, made from the same entries.
+    """
+    return {
+        parameter.keyword: (entry, parameter)
+        for entry in entries
+        for parameter in (entry.mail_parameters if mail else entry.rcpt_parameters)
+    }

@@ -35,7 +35,6 @@ from smtpcore.smtp._events import (
 )
 from smtpcore.smtp._ext import Limits, owner_of_parameter, owner_of_verb
 from smtpcore.smtp._extension import ParameterError
-from smtpcore.smtp._params import Parameters
 from smtpcore.smtp._replies import Reply
 
 __all__ = [
@@ -227,7 +226,7 @@ def check_command(
     (``smtp/_ext/``). Raises :class:`LocalProtocolError`.
     """
     if isinstance(command, Mail):
-        check_parameters(offered, command.params, extended=extended)
+        check_parameters(offered, command, extended=extended)
         sender = command.sender
         if sender is not None and not sender.is_ascii and "SMTPUTF8" not in command.params:
             raise LocalProtocolError(
@@ -235,7 +234,7 @@ def check_command(
                 "(RFC 6531 §3.4)"
             )
     elif isinstance(command, Rcpt):
-        check_parameters(offered, command.params, extended=extended)
+        check_parameters(offered, command, extended=extended)
         if not command.recipient.is_ascii and not utf8:
             raise LocalProtocolError(
                 "a UTF-8 recipient needs a MAIL with the SMTPUTF8 parameter (RFC 6531 §3.4)"
@@ -272,13 +271,16 @@ def check_content(offered: ServerExtensions, data: bytes) -> None:
         )
 
 
-def unoffered_parameter(offered: ServerExtensions, keyword: str, value: str | None) -> str | None:
-    """The EHLO keyword a known parameter needs and the server did not offer, or None.
+def unoffered_parameter(
+    offered: ServerExtensions, keyword: str, value: str | None, verb: str | None = None
+) -> str | None:
+    """The EHLO keyword a known parameter (of ``verb``, MAIL or RCPT, when given)
+    needs and the server did not offer, or None.
 
     A client must not use an extension it was not offered (RFC 5321 §2.2.2).
     Parameters of extensions smtpcore does not know are the server's to judge.
     """
-    known = owner_of_parameter(keyword)
+    known = owner_of_parameter(keyword, verb)
     if known is None:
         return None
     extension, parameter = known
@@ -289,27 +291,39 @@ def unoffered_parameter(offered: ServerExtensions, keyword: str, value: str | No
     return None if needed in offered else needed
 
 
-def check_parameters(offered: ServerExtensions, params: Parameters, *, extended: bool) -> None:
-    """Refuse parameters the server was not offered, or whose values their extension
-    cannot read or the server's EHLO reply rules out (SIZE over its limit)."""
+def check_parameters(offered: ServerExtensions, command: Mail | Rcpt, *, extended: bool) -> None:
+    """Refuse what the server would have to refuse in ``command``'s parameters: one
+    of the other command's (NOTIFY on MAIL, RFC 3461 §4), of an extension the
+    server did not offer, a value its extension cannot read or the EHLO reply
+    rules out (SIZE over the limit)."""
+    params = command.params
     if not params:
         return
     if not extended:
         raise LocalProtocolError("ESMTP parameters need a session opened with EHLO")
+    verb = command.verb
     for keyword, value in params.items():
-        needed = unoffered_parameter(offered, keyword, value)
+        needed = unoffered_parameter(offered, keyword, value, verb)
         if needed is not None:
             raise LocalProtocolError(f"{keyword} needs the server to offer {needed}")
-        problem = parameter_problem(offered, keyword, value)
+        problem = parameter_problem(offered, keyword, value, verb)
         if problem is not None:
             raise LocalProtocolError(problem)
 
 
-def parameter_problem(offered: ServerExtensions, keyword: str, value: str | None) -> str | None:
-    """What is wrong with a known parameter's value, for this server; None if nothing."""
-    known = owner_of_parameter(keyword)
+def parameter_problem(
+    offered: ServerExtensions, keyword: str, value: str | None, verb: str | None = None
+) -> str | None:
+    """What is wrong with a known parameter's value for this server, or with the
+    parameter on ``verb`` (MAIL or RCPT) when it is the other command's; None if
+    nothing."""
+    known = owner_of_parameter(keyword, verb)
     if known is None:
-        return None
+        elsewhere = None if verb is None else owner_of_parameter(keyword)
+        if elsewhere is None:
+            return None
+        extension = elsewhere[0]
+        return f"{keyword} is not a {verb} parameter ({extension.keyword}, {extension.rfc})"
     parameter = known[1]
     try:
         typed = parameter.parse(value)

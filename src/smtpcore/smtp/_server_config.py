@@ -19,7 +19,7 @@ from smtpcore.smtp._commands import VERBS
 from smtpcore.smtp._events import Command
 from smtpcore.smtp._everyday_params import everyday_bits
 from smtpcore.smtp._ext import BUILTIN
-from smtpcore.smtp._extension import Extension, Parameter
+from smtpcore.smtp._extension import Extension, Readers, parameter_readers
 
 __all__ = [
     "HELLOS_KEPT",
@@ -152,7 +152,6 @@ class ServerConfig:
         return changed
 
 
-Readers = dict[str, tuple[Extension, Parameter[object]]]
 Verbs = dict[str, Callable[[str], Command]]
 
 
@@ -204,8 +203,8 @@ def build_tables(
         for verb, parse in VERBS.items()
         if verb not in excluded and verb not in extension_verbs
     }
-    mail_readers = _readers(offerable, mail=True)
-    rcpt_readers = _readers(offerable, mail=False)
+    mail_readers = parameter_readers(offerable, mail=True)
+    rcpt_readers = parameter_readers(offerable, mail=False)
     return SessionTables(
         offerable=offerable,
         mail_readers=mail_readers,
@@ -220,15 +219,6 @@ def build_tables(
         everyday_rcpt=everyday_bits(rcpt_readers),
         hellos={} if builtin else None,
     )
-
-
-def _readers(entries: Sequence[Extension], *, mail: bool) -> Readers:
-    """Parameter keyword -> the entry that brings it, and its reader."""
-    return {
-        parameter.keyword: (entry, parameter)
-        for entry in entries
-        for parameter in (entry.mail_parameters if mail else entry.rcpt_parameters)
-    }
 
 
 def extra_entries(entries: Sequence[str | Extension]) -> tuple[Extension, ...]:

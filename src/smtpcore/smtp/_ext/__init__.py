@@ -25,7 +25,7 @@ from smtpcore.smtp._ext.smtputf8 import SMTPUTF8
 from smtpcore.smtp._ext.starttls import STARTTLS
 from smtpcore.smtp._ext.xclient import XCLIENT
 from smtpcore.smtp._ext.xforward import XFORWARD
-from smtpcore.smtp._extension import Extension, Parameter
+from smtpcore.smtp._extension import Extension, Parameter, Readers, parameter_readers
 
 __all__ = ["BUILTIN", "KNOWN", "Body", "Limits", "owner_of_parameter", "owner_of_verb"]
 
@@ -50,19 +50,26 @@ BUILTIN: Final[tuple[Extension, ...]] = (
 KNOWN: Final[tuple[Extension, ...]] = (*BUILTIN, MT_PRIORITY, DELIVERBY, FUTURERELEASE)
 """Every extension the client checks parameters and commands against."""
 
-_PARAMETERS: Final[dict[str, tuple[Extension, Parameter[object]]]] = {
-    parameter.keyword: (extension, parameter)
-    for extension in KNOWN
-    for parameter in (*extension.mail_parameters, *extension.rcpt_parameters)
+_PARAMETERS: Final[dict[str, Readers]] = {
+    "MAIL": parameter_readers(KNOWN, mail=True),
+    "RCPT": parameter_readers(KNOWN, mail=False),
 }
+"""The known parameters of each command, from the entries, as the server reads them."""
 _VERBS: Final[dict[str, Extension]] = {
     verb: extension for extension in KNOWN for verb in extension.verbs
 }
 
 
-def owner_of_parameter(keyword: str) -> tuple[Extension, Parameter[object]] | None:
-    """The known extension a MAIL or RCPT parameter belongs to, with its reader."""
-    return _PARAMETERS.get(ascii_upper(keyword))
+def owner_of_parameter(
+    keyword: str, verb: str | None = None
+) -> tuple[Extension, Parameter[object]] | None:
+    """The known extension a parameter of ``verb`` (``"MAIL"`` or ``"RCPT"``) belongs
+    to, with its reader; of either command when ``verb`` is None (a keyword is one
+    extension's, whichever command it is sent with)."""
+    key = ascii_upper(keyword)
+    if verb is not None:
+        return _PARAMETERS[verb].get(key)
+    return _PARAMETERS["MAIL"].get(key) or _PARAMETERS["RCPT"].get(key)
 
 
 def owner_of_verb(verb: str) -> Extension | None:
