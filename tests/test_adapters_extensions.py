@@ -233,6 +233,23 @@ def test_typed_dsn_values_reach_the_handler(adapter: str) -> None:
     assert OriginalRecipient.parse(recipient.params["ORCPT"] or "") == orcpt
 
 
+def test_a_raw_utf8_orcpt_goes_in_an_smtputf8_transaction(adapter: str) -> None:
+    """RFC 6533 §3: the utf-8-addr-unitext form only with SMTPUTF8, which the client
+    adds to MAIL where the server offers it, as for a UTF-8 address."""
+    handler = Sink()
+    with running_smtp_server(adapter, handler, dsn=True) as server:
+        send(
+            adapter,
+            server.port,
+            b"Subject: dsn\r\n\r\nbody\r\n",
+            rcpt_params={"ORCPT": "utf-8;jörg@pqr.example"},
+        )
+    [envelope] = handler.messages
+    assert "SMTPUTF8" in envelope.mail_params
+    [recipient] = envelope.recipients
+    assert recipient.params["ORCPT"] == "utf-8;jörg@pqr.example"
+
+
 # -- REQUIRETLS: offered over TLS only -------------------------------------------------
 
 

@@ -503,6 +503,36 @@ def test_an_smtputf8_message_to_a_server_without_it_is_refused_before_mail(adapt
     )
 
 
+def test_a_utf8_parameter_value_to_a_server_without_smtputf8_is_refused_before_mail(
+    adapter: str,
+) -> None:
+    """A raw UTF-8 ORCPT (RFC 6533 §3), as any UTF-8 value (RFC 6531 §3.3), needs
+    SMTPUTF8: 553 5.6.7 naming the parameter, and nothing sent."""
+
+    async def attempt(port: int) -> Any:
+        mod = module(adapter)
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            with pytest.raises(mod.ExtensionNotOffered) as refused:
+                await client.send_message(
+                    MESSAGE,
+                    "a@abc.example",
+                    "bob@pqr.example",
+                    rcpt_params={"ORCPT": "utf-8;jörg@pqr.example"},
+                )
+            await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+            return refused.value
+
+    with ScriptedServer(NO_EXTENSIONS) as server:
+        error = run(adapter, lambda: attempt(server.port))
+    assert (error.keyword, error.extension, error.code, str(error.status)) == (
+        "ORCPT",
+        "SMTPUTF8",
+        553,
+        "5.6.7",
+    )
+    assert all(line.isascii() for line in server.transcript)
+
+
 @pytest.mark.parametrize("protocol", ["smtp", "pop3"])
 def test_close_ends_the_session_without_quit_and_leaves_nothing_open(
     adapter: str, protocol: str

@@ -502,6 +502,25 @@ def test_smtputf8_and_body_go_on_with_an_ascii_envelope(tmp_path: Path) -> None:
     assert transaction.content == content
 
 
+@pytest.mark.parametrize("smtputf8", [True, False])
+def test_a_raw_utf8_orcpt_goes_on_in_the_form_the_exchanger_can_take(
+    tmp_path: Path, smtputf8: bool
+) -> None:
+    """RFC 6533 §3: utf-8-addr-unitext only under SMTPUTF8; to an exchanger without it
+    the ORCPT goes on as utf-8-addr-xtext, and the message is delivered."""
+    with remote(smtputf8=smtputf8, dsn=True) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(
+            [QueuedRecipient("brendon@pqr.example", orcpt="utf-8;jörg@x.example")],
+            params=(("SMTPUTF8", None),),
+        )
+        _run(relay, relay.empty)
+    (transaction,) = server.transactions
+    expected = "utf-8;jörg@x.example" if smtputf8 else "utf-8;j\\x{F6}rg@x.example"
+    assert transaction.rcpt_lines[0].endswith(f" ORCPT={expected}\r\n".encode())
+    assert (b" SMTPUTF8" in transaction.mail_line) is smtputf8
+
+
 def test_utf8_headers_under_smtputf8_to_a_server_without_it_bounce(tmp_path: Path) -> None:
     """RFC 6531 §3.4, and what Postfix does: the message needs SMTPUTF8 as its sender said."""
     content = "From: john@abc.example\r\nSubject: grüße\r\n\r\nbody\r\n".encode()

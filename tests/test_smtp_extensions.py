@@ -172,6 +172,30 @@ def test_a_parameter_value_in_utf8_needs_smtputf8() -> None:
     assert codes(out)[-1] == "250 2.1.5"
 
 
+def test_the_client_sends_a_utf8_value_only_in_an_smtputf8_transaction() -> None:
+    """RFC 6531 §3.3, RFC 6533 §3: a raw UTF-8 ORCPT (or any UTF-8 value) needs the
+    server to offer SMTPUTF8 and the MAIL to carry it, as the server machine requires."""
+    recipient = Mailbox("c", "d.example")
+    for params in ({"ORCPT": "utf-8;jörg@x.example"}, {"X-FOO": "é"}):
+        conn = _client(["PIPELINING", "DSN"])
+        conn.send(Mail(SENDER))
+        with pytest.raises(LocalProtocolError, match="SMTPUTF8"):
+            conn.send(Rcpt(recipient, params))
+        conn = _client(["PIPELINING", "DSN", "SMTPUTF8"])
+        conn.send(Mail(SENDER))
+        with pytest.raises(LocalProtocolError, match="SMTPUTF8"):
+            conn.send(Rcpt(recipient, params))
+        conn = _client(["PIPELINING", "DSN", "SMTPUTF8"])
+        conn.send(Mail(SENDER, {"SMTPUTF8": None}))
+        ((keyword, value),) = params.items()
+        sent = conn.send(Rcpt(recipient, params))
+        assert sent.endswith(f" {keyword}={value}\r\n".encode())
+    with pytest.raises(LocalProtocolError, match="SMTPUTF8"):
+        _client(["PIPELINING"]).send(Mail(SENDER, {"X-FOO": "é"}))
+    sent = _client(["SMTPUTF8"]).send(Mail(SENDER, {"SMTPUTF8": None, "X-FOO": "é"}))
+    assert sent.endswith(" X-FOO=é\r\n".encode())
+
+
 # -- the client reads the same entries ---------------------------------------------------
 
 

@@ -146,9 +146,15 @@ def build_envelope(
         commands = list(map(Rcpt, rcpts, repeat(NO_PARAMETERS)))
     else:
         commands = [Rcpt(r, _params_of(rcpt_params, r)) for r in rcpts]
-    added = _added_mail_params(offer, wide is not None, content, size, given)
+    wide_value = (
+        None
+        if given is NO_PARAMETERS and rcpt_params is None
+        else _first_wide_value(given, commands)
+    )
+    needs_utf8 = wide is not None or wide_value is not None
+    added = _added_mail_params(offer, needs_utf8, content, size, given)
     mail = Mail(from_, (added or NO_PARAMETERS) if given is NO_PARAMETERS else {**added, **given})
-    check_sendable(offer, mail, wide, content, size)
+    check_sendable(offer, mail, wide, content, size, wide_value)
     if mail.params is not NO_PARAMETERS or rcpt_params is not None:
         check_offered(offer.extensions, mail, commands)
     return Envelope(mail, commands, content)
@@ -160,20 +166,30 @@ def check_sendable(
     wide: Mailbox | None,
     content: Content,
     size: int | None,
+    wide_value: str | None = None,
 ) -> None:
     """Refuse a message the server has said it cannot take, with the reply RFC 3463
-    names: a UTF-8 address (``wide``, the first one) or ``SMTPUTF8`` without the
-    extension (``553 5.6.7``), 8-bit content without 8BITMIME (``554 5.6.3``), a
-    size (``SIZE=`` declared, else the content's where known) over ``SIZE``
-    (``552 5.3.4``)."""
+    names: a UTF-8 address (``wide``, the first one), a parameter with a UTF-8
+    value (``wide_value``, its keyword) or ``SMTPUTF8`` without the extension
+    (``553 5.6.7``), 8-bit content without 8BITMIME (``554 5.6.3``), a size
+    (``SIZE=`` declared, else the content's where known) over ``SIZE`` (``552
+    5.3.4``)."""
     params = mail.params
-    if (wide is not None or (params is not NO_PARAMETERS and "SMTPUTF8" in params)) and (
-        not offer.smtputf8
-    ):
-        # RFC 6531 §3.2: no internationalized message to a server without SMTPUTF8.
-        needed = f"for {wide}" if wide is not None else "for this message"
+    if (
+        wide is not None
+        or wide_value is not None
+        or (params is not NO_PARAMETERS and "SMTPUTF8" in params)
+    ) and not offer.smtputf8:
+        # RFC 6531 §3.2: no internationalized message to a server without SMTPUTF8;
+        # §3.3: nor a UTF-8 parameter value (RFC 6533 §3: a raw UTF-8 ORCPT).
+        if wide is not None:
+            needed, keyword = f"for {wide}", None
+        elif wide_value is not None:
+            needed, keyword = f"for the UTF-8 {wide_value} value", wide_value
+        else:
+            needed, keyword = "for this message", "SMTPUTF8"
         reply = Reply(553, f"the server does not offer SMTPUTF8, needed {needed}", "5.6.7")
-        raise ExtensionNotOffered(None if wide else "SMTPUTF8", "SMTPUTF8", reply)
+        raise ExtensionNotOffered(keyword, "SMTPUTF8", reply)
     eight_bit = isinstance(content, bytes) and not content.isascii()  # others: as they are read
     if eight_bit and not (offer.eight_bit_mime or offer.binary_mime):
         reply = Reply(554, "the server does not offer 8BITMIME, needed for 8-bit content", "5.6.3")
@@ -205,6 +221,16 @@ def check_offered(extensions: ServerExtensions, mail: Mail, rcpts: Sequence[Rcpt
             problem = parameter_problem(extensions, keyword, value, verb)
             if problem is not None:
                 raise LocalProtocolError(problem)
+
+
+def _first_wide_value(given: Parameters, rcpts: Sequence[Rcpt]) -> str | None:
+    """The keyword of the first parameter, MAIL's then the RCPTs', whose value holds
+    UTF-8, which only an SMTPUTF8 transaction may carry (RFC 6531 §3.3); None."""
+    for params in (given, *[rcpt.params for rcpt in rcpts]):
+        for keyword, value in params.items():
+            if value is not None and not value.isascii():
+                return keyword
+    return None
 
 
 def _first_wide(sender: Mailbox | None, rcpts: Sequence[Mailbox]) -> Mailbox | None:

@@ -36,7 +36,7 @@ from smtpcore.routing import Attempt, RemoteDelivery
 from smtpcore.server.log import logger
 from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import MessageTLS, RelayTLS, relay_tls_context
-from smtpcore.smtp import Reply
+from smtpcore.smtp import DSNError, OriginalRecipient, Reply
 
 __all__ = [
     "ClientFactory",
@@ -225,6 +225,18 @@ def _forwarded_mail_params(client: BaseSMTPClient, entry: QueueEntry) -> dict[st
     }
 
 
+def _passed_orcpt(client: BaseSMTPClient, orcpt: str) -> str:
+    """A queued ``ORCPT`` as it goes on: a raw UTF-8 one (utf-8-addr-unitext, taken in an
+    SMTPUTF8 transaction) in its utf-8-addr-xtext form where the exchanger does not
+    offer SMTPUTF8, which the unitext form needs (RFC 6533 §3)."""
+    if orcpt.isascii() or client.connection.extensions.smtputf8:
+        return orcpt
+    try:
+        return OriginalRecipient.parse(orcpt, utf8=True).to_parameter()
+    except DSNError:
+        return orcpt  # as it came: the client refuses it (553 5.6.7)
+
+
 class ExchangerSession:
     """Delivers to one exchanger at a time for the worker, as the relay is configured."""
 
@@ -403,7 +415,7 @@ class ExchangerSession:
                 if recipient.notify is not None:
                     params["NOTIFY"] = recipient.notify
                 if recipient.orcpt is not None:
-                    params["ORCPT"] = recipient.orcpt
+                    params["ORCPT"] = _passed_orcpt(client, recipient.orcpt)
         # The content goes from the queue file in the client's chunks (DATA or BDAT),
         # so a message of any size needs no more memory than a chunk.
         try:

@@ -226,7 +226,8 @@ def check_command(
     (``smtp/_ext/``). Raises :class:`LocalProtocolError`.
     """
     if isinstance(command, Mail):
-        check_parameters(offered, command, extended=extended)
+        utf8 = "SMTPUTF8" in command.params and offered.smtputf8
+        check_parameters(offered, command, extended=extended, utf8=utf8)
         sender = command.sender
         if sender is not None and not sender.is_ascii and "SMTPUTF8" not in command.params:
             raise LocalProtocolError(
@@ -234,7 +235,7 @@ def check_command(
                 "(RFC 6531 §3.4)"
             )
     elif isinstance(command, Rcpt):
-        check_parameters(offered, command, extended=extended)
+        check_parameters(offered, command, extended=extended, utf8=utf8)
         if not command.recipient.is_ascii and not utf8:
             raise LocalProtocolError(
                 "a UTF-8 recipient needs a MAIL with the SMTPUTF8 parameter (RFC 6531 §3.4)"
@@ -291,11 +292,15 @@ def unoffered_parameter(
     return None if needed in offered else needed
 
 
-def check_parameters(offered: ServerExtensions, command: Mail | Rcpt, *, extended: bool) -> None:
+def check_parameters(
+    offered: ServerExtensions, command: Mail | Rcpt, *, extended: bool, utf8: bool
+) -> None:
     """Refuse what the server would have to refuse in ``command``'s parameters: one
     of the other command's (NOTIFY on MAIL, RFC 3461 §4), of an extension the
     server did not offer, a value its extension cannot read or the EHLO reply
-    rules out (SIZE over the limit)."""
+    rules out (SIZE over the limit), and UTF-8 in a value unless ``utf8``, the
+    transaction's MAIL carrying SMTPUTF8 to a server that offered it (RFC 6531
+    §3.3; RFC 6533 §3 for a raw UTF-8 ORCPT)."""
     params = command.params
     if not params:
         return
@@ -306,6 +311,11 @@ def check_parameters(offered: ServerExtensions, command: Mail | Rcpt, *, extende
         needed = unoffered_parameter(offered, keyword, value, verb)
         if needed is not None:
             raise LocalProtocolError(f"{keyword} needs the server to offer {needed}")
+        if value is not None and not utf8 and not value.isascii():
+            raise LocalProtocolError(
+                f"a UTF-8 {keyword} value needs SMTPUTF8, offered by the server and "
+                "given on MAIL (RFC 6531 §3.3)"
+            )
         problem = parameter_problem(offered, keyword, value, verb)
         if problem is not None:
             raise LocalProtocolError(problem)

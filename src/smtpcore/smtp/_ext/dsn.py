@@ -65,8 +65,8 @@ def _reader(
 
 
 def _orcpt(value: str) -> OriginalRecipient:
-    # Raw UTF-8 (utf-8-addr-unitext) makes a non-ASCII value, which the server
-    # machine allows only in an SMTPUTF8 transaction (RFC 6533 §3).
+    # Raw UTF-8 (utf-8-addr-unitext) makes a non-ASCII value, which both machines
+    # allow only in an SMTPUTF8 transaction, as any such value (RFC 6533 §3).
     return OriginalRecipient.parse(value, utf8=True)
 
 
