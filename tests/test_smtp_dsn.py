@@ -206,6 +206,24 @@ def test_a_longest_orcpt_fits_the_rcpt_line() -> None:
     assert codes(out)[-1] == "500 5.5.6"  # a HELO session has no extension
 
 
+def test_a_raw_utf8_orcpt_is_measured_as_it_came() -> None:
+    """RFC 3461 §4.2's 500 characters count the value as sent (RFC 6533 §3): a raw
+    UTF-8 ORCPT of 75 characters is no longer for being 400 in utf-8-addr-xtext."""
+    address = "用" * 21 + "@" + ".".join(["例" * 14] * 3) + ".jp"
+    value = "utf-8;" + address
+    assert len(value) == 75 and len(OriginalRecipient.of(address).to_parameter()) > 500
+    assert OriginalRecipient.parse(value, utf8=True) == OriginalRecipient("utf-8", address)
+    conn = greeted(dsn=True)
+    line = f"MAIL FROM:<a@b.example> SMTPUTF8\r\nRCPT TO:<{address}> ORCPT={value}\r\n"
+    events, out = run(conn, EHLO + line.encode())
+    assert codes(out)[1:] == ["250 2.1.0", "250 2.1.5"]
+    assert isinstance(events[-1], Rcpt) and events[-1].orcpt == OriginalRecipient("utf-8", address)
+    with pytest.raises(DSNError, match="longer than 500"):
+        OriginalRecipient.parse("utf-8;" + "é" * 495, utf8=True)
+    with pytest.raises(DSNError, match="longer than 500"):
+        OriginalRecipient("utf-8", "é" * 495)
+
+
 NOTIFY_TEXT = st.lists(
     st.sampled_from(["NEVER", "SUCCESS", "FAILURE", "DELAY", "never", "Delay", "", "X", " DELAY"]),
     min_size=1,

@@ -158,6 +158,10 @@ class OriginalRecipient:
     ``address`` is the decoded text. The wire form of a ``utf-8`` address is
     ``utf-8-addr-xtext``, which any server may be sent; a server reads the
     ``utf-8-addr-unitext`` form too, in an SMTPUTF8 transaction.
+
+    RFC 3461 §4.2 limits the value to 500 characters as it is sent: :meth:`parse`
+    measures the value it is given; a value built here must fit in its shortest
+    form (raw UTF-8, for a ``utf-8`` address).
     """
 
     addr_type: str
@@ -172,7 +176,12 @@ class OriginalRecipient:
             utf8_addr_xtext(self.address)
         ):
             raise DSNError("a utf-8 ORCPT address holds a character RFC 6533 cannot carry")
-        if len(self.to_parameter()) > MAX_ORCPT:
+        shortest = (
+            f"{self.addr_type};{_utf8_addr_unitext(self.address)}"
+            if self.addr_type.lower() == "utf-8"
+            else self.to_parameter()
+        )
+        if len(shortest) > MAX_ORCPT:
             raise DSNError("ORCPT is longer than 500 characters")
 
     @classmethod
@@ -184,8 +193,10 @@ class OriginalRecipient:
     def parse(cls, value: str, *, utf8: bool = False) -> OriginalRecipient:
         """Read ``addr-type;address``; ``utf8`` allows raw UTF-8 in a ``utf-8`` address
         (``utf-8-addr-unitext``, only in an SMTPUTF8 transaction)."""
+        if len(value) > MAX_ORCPT:  # RFC 3461 §4.2: the value as it came
+            raise DSNError("ORCPT is longer than 500 characters")
         addr_type, semicolon, encoded = value.partition(";")
-        if not semicolon or not _ADDR_TYPE.fullmatch(addr_type) or len(value) > MAX_ORCPT:
+        if not semicolon or not _ADDR_TYPE.fullmatch(addr_type):
             raise DSNError("ORCPT must be addr-type;xtext")
         if addr_type.lower() == "utf-8":
             pattern = _UTF8_UNITEXT if utf8 else _UTF8_XTEXT
@@ -219,6 +230,17 @@ def utf8_addr_xtext(address: str) -> str:
     and "\\" as it is, anything else as ``\\x{HEX}``."""
     return "".join(
         char if "!" <= char <= "~" and char not in "+=\\" else f"\\x{{{ord(char):02X}}}"
+        for char in address
+    )
+
+
+def _utf8_addr_unitext(address: str) -> str:
+    """``address`` as RFC 6533's ``utf-8-addr-unitext``: as :func:`utf8_addr_xtext`, but
+    characters beyond ASCII as they are."""
+    return "".join(
+        char
+        if ("!" <= char <= "~" and char not in "+=\\") or char >= "\x80"
+        else f"\\x{{{ord(char):02X}}}"
         for char in address
     )
 
