@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import pytest
+
 from smtpcore.server.cli import build_parser, config_from_args
+from smtpcore.server.config import ConfigError
 
 
 def test_serve_options_as_the_issue_lists_them(tmp_path: Path) -> None:
@@ -56,3 +60,13 @@ def test_serve_options_as_the_issue_lists_them(tmp_path: Path) -> None:
     assert (defaults.lmtp_port, defaults.smtps_port, defaults.pop3s_port) == (0, 0, 0)
     assert defaults.data_dir == Path("smtpcore-data") and defaults.remote_port == 25
     assert defaults.retry_after == 300 and defaults.max_queue_age == 5 * 86400
+
+
+def test_max_message_size_zero_is_no_limit(tmp_path: Path) -> None:
+    """As Postfix's ``message_size_limit = 0``, and as the machine reads it: the server
+    announces ``SIZE 0`` (RFC 1870 §4: no fixed maximum) and keeps to it."""
+    args = ["serve", "--data-dir", str(tmp_path), "--max-message-size", "0"]
+    config = config_from_args(build_parser().parse_args(args))
+    assert config.max_message_size == 0
+    with pytest.raises(ConfigError, match="must not be negative"):
+        dataclasses.replace(config, max_message_size=-1)

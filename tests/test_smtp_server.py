@@ -360,6 +360,23 @@ def test_message_size_limit_is_enforced_after_the_end() -> None:
     assert sum(len(e.data) for e in events if isinstance(e, MessageData)) <= 100
 
 
+@pytest.mark.parametrize("limit", [0, None])
+def test_no_message_size_limit_is_none_or_zero(limit: int | None) -> None:
+    """RFC 1870 §4: ``SIZE 0`` means no fixed maximum, and the machine keeps to what it
+    announced: any declared SIZE, DATA and BDAT content of any size are taken."""
+    conn = greeted(max_message_size=limit)
+    _, out = run(conn, EHLO)
+    assert (b"250-SIZE 0\r\n" if limit == 0 else b"250-SIZE\r\n") in out
+    envelope = b"MAIL FROM:<a@b.example> SIZE=99999999\r\nRCPT TO:<c@d.example>\r\n"
+    _, out = run(conn, envelope + b"DATA\r\n")
+    assert codes(out) == ["250 2.1.0", "250 2.1.5", "354"]
+    _, out = run(conn, b"x" * 900 + b"\r\n" + b"x" * 900 + b"\r\n.\r\n")
+    assert codes(out) == ["250 2.0.0"]
+    chunk = (b"y" * 98 + b"\r\n") * 30
+    _, out = run(conn, envelope + b"BDAT %d LAST\r\n" % len(chunk) + chunk)
+    assert codes(out) == ["250 2.1.0", "250 2.1.5", "250 2.0.0"]
+
+
 def test_long_text_line_rejects_the_message() -> None:
     conn = greeted(max_text_line=1000)
     run(conn, ENVELOPE + b"DATA\r\n")

@@ -368,8 +368,8 @@ class ServerConfig:
             raise ConfigError(f"--relay-tls: {self.relay_tls!r}; use may, encrypt or verify")
         if self.relay_ca is not None:
             _check_ca_file(self.relay_ca)
-        if self.max_message_size < 1:
-            raise ConfigError("--max-message-size must be positive")
+        if self.max_message_size < 0:
+            raise ConfigError("--max-message-size must not be negative (0: no limit)")
         if self.max_recipients < 1:
             raise ConfigError("--max-recipients must be at least 1")
         object.__setattr__(

@@ -63,7 +63,8 @@ class ServerFacts(Protocol):
     @property
     def authenticated(self) -> bool: ...
     @property
-    def max_message_size(self) -> int | None: ...
+    def max_message_size(self) -> int | None:
+        """The limit in octets; None or 0 for none (RFC 1870 §4: ``SIZE 0``)."""
     @property
     def max_recipients(self) -> int: ...
     @property

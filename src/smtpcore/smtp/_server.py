@@ -427,7 +427,13 @@ class ServerConnection:
         max_command_line = _option("max_command_line")
         max_text_line = _option("max_text_line")
         max_recipients = _option("max_recipients")
-        max_message_size = _option("max_message_size")
+        max_message_size = _option(
+            "max_message_size",
+            """The largest message accepted, in octets: a larger one is read to its end and
+            refused with ``552 5.3.4``, as a ``MAIL`` declaring a larger ``SIZE=``. The
+            EHLO reply lists it as ``SIZE``'s argument. ``None`` or ``0`` for no limit:
+            RFC 1870 §4 reads ``SIZE 0`` so (Postfix's ``message_size_limit = 0``).""",
+        )
         max_errors = _option("max_errors")
         max_bad_commands = _option("max_bad_commands")
         max_junk_commands = _option(
@@ -829,7 +835,7 @@ class ServerConnection:
                 return reply(555, "5.5.4", "MAIL parameters need EHLO")
             everyday = params._everyday
             limit = config.max_message_size
-            if everyday & SIZE_BIT and limit is not None and int(items[0][1] or "") > limit:
+            if everyday & SIZE_BIT and limit and int(items[0][1] or "") > limit:
                 everyday = 0  # SIZE, always first, over the limit: the general path words it
             if everyday and not everyday & ~config.tables.everyday_mail:
                 # Everyday parameters (smtp/_everyday_params.py): each a value its
@@ -949,7 +955,7 @@ class ServerConnection:
             if data is not None:
                 size = len(data)
                 limit = config.max_message_size
-                if limit is None or size <= limit:
+                if not limit or size <= limit:
                     del buffered[: size + 3]  # consume's work: DATA leaves nothing searched
                     self._received = size
                     self._content_ended = True
@@ -968,7 +974,7 @@ class ServerConnection:
             self._received += len(data)
             content = self._content
             limit = self._config.max_message_size
-            if (limit is not None and self._received > limit) or (
+            if (limit and self._received > limit) or (
                 content is not None
                 and (content.bad_line_ending or content.nul or content.line_too_long)
             ):
@@ -1039,7 +1045,7 @@ class ServerConnection:
 
     def _content_refusal(self) -> Reply | None:
         limit = self._config.max_message_size
-        if limit is not None and self._received > limit:
+        if limit and self._received > limit:
             return reply(552, "5.3.4", "Message size exceeds fixed limit")
         content = self._content
         if content is None:

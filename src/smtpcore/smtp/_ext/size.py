@@ -26,8 +26,10 @@ def _parse(value: str | None) -> int:
 
 
 def _over_limit(facts: ServerFacts, size: int) -> Reply | None:
+    """Over ``max_message_size``, where there is one: None and 0 mean no limit, as
+    ``SIZE 0`` does (RFC 1870 §4)."""
     limit = facts.max_message_size
-    return _TOO_BIG if limit is not None and size > limit else None
+    return _TOO_BIG if limit and size > limit else None
 
 
 def _read(facts: ServerFacts, value: str | None) -> Reply | None:
@@ -36,7 +38,7 @@ def _read(facts: ServerFacts, value: str | None) -> Reply | None:
     if size is None:
         return _BAD_SIZE
     limit = facts.max_message_size
-    return _TOO_BIG if limit is not None and size > limit else None
+    return _TOO_BIG if limit and size > limit else None
 
 
 def _client_over_limit(offered: ServerExtensions, size: int) -> str | None:
