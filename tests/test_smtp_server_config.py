@@ -14,7 +14,9 @@ from __future__ import annotations
 import inspect
 import ssl
 
-from smtp_helpers import EHLO, greeted, run
+import pytest
+
+from smtp_helpers import EHLO, codes, greeted, run
 from smtpcore._driver._smtp_server import ServerOptions
 from smtpcore._lines import FramingPolicy
 from smtpcore.smtp import Reply, ServerConnection
@@ -123,6 +125,40 @@ def test_a_machine_keeps_its_writes_through_its_session() -> None:
     _, out = run(conn, EHLO + b"MAIL FROM:<a@abc.example> SIZE=11\r\n")
     assert out.endswith(b"552 Message size exceeds fixed limit\r\n")
     assert ServerConnection("mx.pqr.example").max_message_size == 10_240_000
+
+
+def test_an_extension_written_on_a_machine_is_offered_and_read_so() -> None:
+    """An extension's option written through the machine counts as if given to the
+    constructor: listed or not by the next EHLO, its parameters and commands read
+    or refused; no other machine of the server sees it."""
+    options = ServerOptions(hostname="mx.pqr.example", dsn=True)
+    first, second = options.new_connection(), options.new_connection()
+    for conn in (first, second):
+        conn.send(Reply(220, "mx.pqr.example ESMTP"))
+    first.dsn = False
+    first.size = False
+    first.chunking = False
+    transaction = b"MAIL FROM:<a@abc.example> RET=HDRS SIZE=10\r\nBDAT 1 LAST\r\n"
+    _, out = run(first, EHLO + transaction)
+    assert b"DSN" not in out and b"SIZE" not in out and b"CHUNKING" not in out
+    assert codes(out)[1:] == ["555 5.5.4", "500 5.5.2"]
+    _, out = run(second, EHLO + b"MAIL FROM:<a@abc.example> RET=HDRS SIZE=10\r\n")
+    assert b"250 DSN\r\n" in out and codes(out)[-1] == "250 2.1.0"
+    off = greeted()
+    run(off, EHLO)
+    off.dsn = True  # after EHLO: parameters at once, the EHLO line from the next EHLO
+    envelope = b"MAIL FROM:<a@abc.example> RET=HDRS\r\nRCPT TO:<b@pqr.example> NOTIFY=NEVER\r\n"
+    _, out = run(off, envelope)
+    assert codes(out) == ["250 2.1.0", "250 2.1.5"]
+    _, out = run(off, b"RSET\r\n" + EHLO)
+    assert b"250 DSN\r\n" in out
+    lmtp = greeted()
+    lmtp.lmtp = True
+    _, out = run(lmtp, b"LHLO c.example\r\n")
+    assert codes(out) == ["250"]
+    with pytest.raises(ValueError, match="built in"):
+        lmtp.extra_extensions = ("SIZE 10",)  # refused as by the constructor
+    assert lmtp.extra_extensions == ()
 
 
 def test_a_server_starts_its_machines_as_the_constructor_builds_them() -> None:

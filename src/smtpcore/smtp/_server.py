@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from itertools import repeat
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final
 
@@ -62,14 +61,10 @@ from smtpcore.smtp._extension import Extension
 from smtpcore.smtp._replies import EnhancedStatus, Reply
 from smtpcore.smtp._server_config import (
     HELLOS_KEPT,
-    OPTIONS,
     STRICT,
     Readers,
     ServerConfig,
-    build_tables,
-    builtin_offered,
-    builtin_tables,
-    extra_entries,
+    session_tables,
 )
 from smtpcore.smtp._state import RULES, Rule, State
 
@@ -171,10 +166,16 @@ def _option(name: str, doc: str = "") -> property:
     """The constructor option ``name`` of a machine, kept in its shared configuration:
     read in C (no Python call: extensions read some on every command), and written
     by giving the machine a copy of the configuration, so that a write changes
-    this machine alone."""
+    this machine alone. An extension switched on or off counts from the next
+    command (its parameters, its commands) and the next EHLO (its line there)."""
 
     def write(conn: ServerConnection, value: object) -> None:
-        conn._config = conn._config.replaced(name, value)
+        old = conn._config
+        new = old.replaced(name, value)
+        if new.tables is not old.tables:
+            extended = conn._verbs is old.tables.extended_verbs
+            conn._verbs = new.tables.extended_verbs if extended else new.tables.plain_verbs
+        conn._config = new
 
     return property(attrgetter(f"_config.{name}"), write, doc=doc)
 
@@ -310,13 +311,7 @@ class ServerConnection:
         config.reject_early_content = reject_early_content
         config.extra_extensions = tuple(extra_extensions)
         config.first_hello = None
-        # Each built-in entry's option, read in C.
-        switched_on = tuple(map(bool, map(getattr, repeat(config), OPTIONS, repeat(False))))
-        if extra_extensions:
-            extras = extra_entries(extra_extensions)
-            config.tables = build_tables((*builtin_offered(switched_on), *extras), lmtp)
-        else:
-            config.tables = builtin_tables(switched_on, lmtp)
+        config.tables = session_tables(config)
         self._begin(config)
 
     def _begin(self, config: ServerConfig) -> None:

@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable, Sequence
 from copy import copy
 from dataclasses import dataclass
+from itertools import repeat
 from typing import TYPE_CHECKING, Final
 
 from smtpcore._lines import FramingPolicy
@@ -32,6 +33,7 @@ __all__ = [
     "builtin_offered",
     "builtin_tables",
     "extra_entries",
+    "session_tables",
 ]
 
 STRICT: Final = FramingPolicy()
@@ -39,6 +41,9 @@ STRICT: Final = FramingPolicy()
 
 OPTIONS: Final = tuple([entry.option or "" for entry in BUILTIN])
 """The option that turns each built-in entry on, in ``BUILTIN``'s order."""
+
+TABLE_OPTIONS: Final = frozenset({*OPTIONS, "lmtp", "extra_extensions"}) - {""}
+"""The options the session tables are made from (:func:`session_tables`)."""
 
 HELLOS_KEPT: Final = 32
 """Sets of facts whose EHLO lines a configuration keeps; a full table starts over."""
@@ -54,7 +59,8 @@ class ServerConfig:
     own, attribute by attribute (no call of its own: a ``connection_factory`` makes
     a machine per connection). The machine reads its options here directly. A
     write to one of them through the machine (``conn.max_recipients = 5``) gives
-    that machine a copy (:meth:`replaced`), so no other machine sees it.
+    that machine a copy (:meth:`replaced`), so no other machine sees it; a write to
+    an extension's option (``conn.dsn = False``) makes the copy's tables anew.
 
     ``tls``, ``trusted_forwarder`` and ``auth_mechanisms`` are where a session
     starts: each machine keeps its own, which the driver sets per connection.
@@ -144,11 +150,15 @@ class ServerConfig:
 
     def replaced(self, name: str, value: object) -> ServerConfig:
         """A copy with the option ``name`` set to ``value``: for the one machine it is
-        written through. The tables stay those the machine was built with, as when
-        each machine held its options itself."""
+        written through. An option the tables are made from (an extension's, ``lmtp``,
+        ``extra_extensions``) gets them made anew, so that the EHLO reply, the
+        parameters and the commands read follow it (``ValueError`` for extra
+        extensions the constructor would refuse)."""
         changed = copy(self)
         changed.first_hello = None  # made with the options as they were
         setattr(changed, name, value)
+        if name in TABLE_OPTIONS:
+            changed.tables = session_tables(changed)
         return changed
 
 
@@ -179,6 +189,17 @@ class SessionTables:
     """The EHLO lines and the command line limit they make by the session's facts,
     filled as sessions meet them (see ``ServerConnection._offered_now``); None for
     tables with extensions of the application's own."""
+
+
+def session_tables(config: ServerConfig) -> SessionTables:
+    """The tables of a configuration: its built-in extensions switched on and its
+    extra ones (shared between configurations alike when there are none)."""
+    # Each built-in entry's option, read in C.
+    switched_on = tuple(map(bool, map(getattr, repeat(config), OPTIONS, repeat(False))))
+    if config.extra_extensions:
+        extras = extra_entries(config.extra_extensions)
+        return build_tables((*builtin_offered(switched_on), *extras), config.lmtp)
+    return builtin_tables(switched_on, config.lmtp)
 
 
 def builtin_offered(switched_on: tuple[bool, ...]) -> tuple[Extension, ...]:
