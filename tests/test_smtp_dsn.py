@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -33,12 +35,12 @@ from smtpcore.testing import ConnectionPair
 notifies = st.sampled_from([Notify.NEVER]) | st.sets(
     st.sampled_from([Notify.SUCCESS, Notify.FAILURE, Notify.DELAY]), min_size=1
 ).map(lambda flags: Notify(sum(flag.value for flag in flags)))
-# Code points RFC 6533 §3 can carry: no NUL, no surrogates, no controls it leaves out.
-_carried = st.characters(
-    exclude_categories=["Cs"],
-    exclude_characters="".join(map(chr, [0, *range(0x0A, 0x10), *range(0x1A, 0x20)])),
-)
+# Code points an ORCPT may hold: RFC 6533 §3 carries no surrogates, RFC 3461 §4.2
+# allows no control characters.
+_carried = st.characters(exclude_categories=["Cs", "Cc"])
 addresses = st.text(_carried, min_size=1, max_size=40)
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+"""Control characters but HTAB: not in an ENVID or ORCPT (RFC 3461 §4.2, §4.4)."""
 
 
 @given(notifies)
@@ -60,7 +62,7 @@ def test_ret_round_trips(ret: Ret) -> None:
 
 @given(st.text(min_size=1, max_size=30))
 def test_envid_round_trips(text: str) -> None:
-    if len(xtext(text)) > 100:
+    if len(xtext(text)) > 100 or CONTROL.search(text):
         with pytest.raises(DSNError):
             EnvelopeId(text)
         return
@@ -83,6 +85,10 @@ def test_utf8_orcpt_round_trips_in_both_forms(address: str) -> None:
 
 @given(st.text(min_size=1, max_size=60))
 def test_rfc822_orcpt_round_trips(address: str) -> None:
+    if CONTROL.search(address):
+        with pytest.raises(DSNError, match="control character"):
+            OriginalRecipient("rfc822", address)
+        return
     orcpt = OriginalRecipient("rfc822", address)
     assert OriginalRecipient.parse(orcpt.to_parameter()) == orcpt
 
@@ -156,7 +162,9 @@ def _client(lines: list[str]) -> ClientConnection:
     notifies,
     addresses,
     st.sampled_from(Ret),
-    st.text(min_size=1, max_size=20).filter(lambda text: len(xtext(text)) <= 100),
+    st.text(st.characters(exclude_categories=["Cc"]), min_size=1, max_size=20).filter(
+        lambda text: len(xtext(text)) <= 100
+    ),
 )
 def test_typed_values_cross_the_wire(notify: Notify, address: str, ret: Ret, envid: str) -> None:
     pair = ConnectionPair(server=ServerConnection("mx.pqr.example", dsn=True))
@@ -204,6 +212,28 @@ def test_a_longest_orcpt_fits_the_rcpt_line() -> None:
     assert codes(out)[-1] == "500 5.5.6"
     _, out = run(greeted(dsn=True), b"HELO a.example\r\nMAIL FROM:<a@b.example>\r\n" + rcpt)
     assert codes(out)[-1] == "500 5.5.6"  # a HELO session has no extension
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"MAIL FROM:<a@b.example> ENVID=QQ+0D+0ABcc:+20x@y\r\n",
+        b"MAIL FROM:<a@b.example> ENVID=+00\r\n",
+        b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example> ORCPT=rfc822;a+0D+0AX:+20y@d\r\n",
+        b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example> ORCPT=utf-8;a\\x{7F}@d\r\n",
+        b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example> ORCPT=rfc822;a+C2+85@d\r\n",
+    ],
+)
+def test_a_decoded_control_character_is_refused(line: bytes) -> None:
+    """RFC 3461 §4.2, §4.4: an ORCPT address and an ENVID hold printable characters
+    and white space alone once decoded; a report writes them into a header field."""
+    _, out = run(greeted(dsn=True), EHLO + line)
+    assert codes(out)[-1] == "501 5.5.4"
+    with pytest.raises(DSNError, match="control character"):
+        EnvelopeId("a\r\nb")
+    with pytest.raises(DSNError, match="control character"):
+        OriginalRecipient.of("a\nb@d.example")
+    assert EnvelopeId.parse("a+09b") == EnvelopeId("a\tb")  # white space is printable
 
 
 def test_a_raw_utf8_orcpt_is_measured_as_it_came() -> None:

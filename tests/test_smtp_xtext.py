@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -27,7 +29,13 @@ def test_any_text_survives_a_round_trip_and_makes_a_valid_parameter(text: str) -
     assert decode_xtext(encoded) == text
     if encoded:
         Parameters({"ENVID": encoded})  # no character a parameter may not hold
+        # RFC 3461 §4.2, §4.4: no control character but HTAB, once decoded.
+        control = re.search(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]", text) is not None
         if len(encoded) <= 100:
-            assert dsn_mail_problem("ENVID", encoded) is None
+            problem = dsn_mail_problem("ENVID", encoded)
+            assert (problem is not None and "control character" in problem) is control
+            assert problem is None or control
         if len(encoded) <= 490:
-            assert dsn_rcpt_problem("ORCPT", "rfc822;" + encoded) is None
+            problem = dsn_rcpt_problem("ORCPT", "rfc822;" + encoded)
+            assert (problem is not None and "control character" in problem) is control
+            assert problem is None or control

@@ -47,6 +47,10 @@ _UTF8_UNITEXT: Final = re.compile(rf"(?:[!-*,-<>-\[\]-~\u0080-\U0010ffff]|{_EMBE
 _EMBEDDED_ONE: Final = re.compile(r"\\x\{([0-9A-F]+)\}")
 MAX_ENVID: Final = 100
 MAX_ORCPT: Final = 500
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+"""Control characters but HTAB. RFC 3461 §4.2 and §4.4: an ORCPT address and an
+ENVID, before xtext, "MUST consist entirely of printable (graphic and white space)
+characters"; a report writes them into a header field (RFC 3464 §2.2.1, §2.3.1)."""
 
 
 class DSNError(ValueError):
@@ -138,6 +142,8 @@ class EnvelopeId:
     def __post_init__(self) -> None:
         if not self.text or len(xtext(self.text)) > MAX_ENVID:
             raise DSNError("ENVID must be xtext of 1 to 100 characters")
+        if _CONTROL.search(self.text):
+            raise DSNError("ENVID holds a control character (RFC 3461 §4.4)")
 
     @classmethod
     def parse(cls, value: str) -> EnvelopeId:
@@ -176,6 +182,8 @@ class OriginalRecipient:
             utf8_addr_xtext(self.address)
         ):
             raise DSNError("a utf-8 ORCPT address holds a character RFC 6533 cannot carry")
+        if _CONTROL.search(self.address):
+            raise DSNError("ORCPT holds a control character (RFC 3461 §4.2)")
         shortest = (
             f"{self.addr_type};{_utf8_addr_unitext(self.address)}"
             if self.addr_type.lower() == "utf-8"

@@ -96,10 +96,11 @@ first kind for a number and crashes on the second."""
 
 
 def xtexts(*, hostile: bool = False) -> st.SearchStrategy[str]:
-    """xtext values (RFC 3461 §4), as ``ENVID``, ``ORCPT`` and ``AUTH=`` carry them.
+    """xtext values (RFC 3461 §4), as ``ENVID``, ``ORCPT`` and ``AUTH=`` carry them:
+    text without control characters (§4.2, §4.4: printable characters only).
 
     ``hostile=True`` adds malformed ones: lower-case or short hex after
-    ``+``, a lone ``+``, a raw ``=``.
+    ``+``, a lone ``+``, a raw ``=``, an encoded CR LF or NUL.
 
     >>> from hypothesis import given
     >>> from smtpcore.smtp import decode_xtext, xtext
@@ -112,13 +113,17 @@ def xtexts(*, hostile: bool = False) -> st.SearchStrategy[str]:
     >>> test_xtext_round_trip()
     """
     valid = (
-        st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), max_size=20)
+        st.text(
+            st.characters(min_codepoint=33, max_codepoint=0x2FF, exclude_categories=["Cc"]),
+            max_size=20,
+        )
         .map(xtext)
         .filter(lambda value: 0 < len(value) <= 100)  # ENVID's limit (RFC 3461 §4.4)
     )
     if not hostile:
         return valid
-    return st.one_of(valid, st.sampled_from(["+", "+2", "+zz", "+2b", "a=b", "x+", "+G0"]))
+    malformed = ["+", "+2", "+zz", "+2b", "a=b", "x+", "+G0", "a+0D+0Ab", "+00"]
+    return st.one_of(valid, st.sampled_from(malformed))
 
 
 def _numbers() -> st.SearchStrategy[str]:
