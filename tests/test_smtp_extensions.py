@@ -291,8 +291,8 @@ def test_a_parameter_goes_only_with_its_own_command(
     the server refuses one on the other command (555), and the client never sends it."""
     lines = ["PIPELINING", "SIZE 1000", "8BITMIME", "SMTPUTF8", "DSN", "AUTH PLAIN"]
     conn = _client([*lines, "REQUIRETLS"])
-    command = Mail(SENDER, {keyword: value}) if verb == "MAIL" else None
-    if command is None:
+    command: Mail | Rcpt = Mail(SENDER, {keyword: value})
+    if verb == "RCPT":
         conn.send(Mail(SENDER))
         command = Rcpt(Mailbox("c", "d.example"), {keyword: value})
     with pytest.raises(LocalProtocolError, match=f"{keyword} is not a {verb} parameter"):
@@ -300,9 +300,9 @@ def test_a_parameter_goes_only_with_its_own_command(
     assert conn.send(Noop()) == b"NOOP\r\n"  # the machine as it was
     server = greeted(**ALL_ON, tls=True)
     wire = f"{keyword}={value}" if value is not None else keyword
-    line = f"MAIL FROM:<a@b.example> {wire}\r\n" if verb == "MAIL" else (
-        f"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example> {wire}\r\n"
-    )
+    line = f"MAIL FROM:<a@b.example> {wire}\r\n"
+    if verb == "RCPT":
+        line = f"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example> {wire}\r\n"
     _, out = run(server, EHLO + line.encode())
     assert codes(out)[-1] == "555 5.5.4"
 

@@ -63,8 +63,7 @@ class ServerFacts(Protocol):
     @property
     def authenticated(self) -> bool: ...
     @property
-    def max_message_size(self) -> int | None:
-        """The limit in octets; None or 0 for none (RFC 1870 §4: ``SIZE 0``)."""
+    def max_message_size(self) -> int | None: ...  # None or 0: no limit (RFC 1870 §4)
     @property
     def max_recipients(self) -> int: ...
     @property
