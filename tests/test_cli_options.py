@@ -62,6 +62,17 @@ def test_serve_options_as_the_issue_lists_them(tmp_path: Path) -> None:
     assert defaults.retry_after == 300 and defaults.max_queue_age == 5 * 86400
 
 
+def test_session_limits_on_the_command_line(tmp_path: Path) -> None:
+    base = ["serve", "--data-dir", str(tmp_path)]
+    defaults = config_from_args(build_parser().parse_args(base))
+    assert (defaults.max_sessions, defaults.max_sessions_per_address) == (2000, 50)
+    args = [*base, "--max-sessions", "10", "--max-sessions-per-address", "0"]
+    config = config_from_args(build_parser().parse_args(args))
+    assert (config.max_sessions, config.max_sessions_per_address) == (10, None)
+    with pytest.raises(ConfigError, match="--max-sessions "):
+        config_from_args(build_parser().parse_args([*base, "--max-sessions", "0"]))
+
+
 def test_max_message_size_zero_is_no_limit(tmp_path: Path) -> None:
     """As Postfix's ``message_size_limit = 0``, and as the machine reads it: the server
     announces ``SIZE 0`` (RFC 1870 §4: no fixed maximum) and keeps to it."""

@@ -266,6 +266,34 @@ def test_content_that_is_no_header_stays_the_body_below_our_trace_lines(
     assert body in message.get_content()
 
 
+def test_the_session_limits_reach_every_listener(tmp_path: Path) -> None:
+    """``max_sessions_per_address`` (``--max-sessions-per-address``): a second session
+    from the same address gets 421 4.7.0 on SMTP and -ERR [SYS/TEMP] on POP3."""
+    config = _config(
+        tmp_path,
+        "pqr.example",
+        {"b@pqr.example": "x"},
+        submission_port=0,
+        pop3_port=2110,  # the socket given below is used
+        max_sessions_per_address=1,
+    )
+
+    def greetings(port: int) -> tuple[bytes, bytes]:
+        with socket.create_connection((LOOPBACK, port), timeout=10) as first:
+            greeting = first.recv(100)
+            with socket.create_connection((LOOPBACK, port), timeout=10) as second:
+                return greeting, second.recv(100)
+
+    async def main() -> list[tuple[bytes, bytes]]:
+        sockets = {"smtp": _listening(), "pop3": _listening()}
+        async with MailServer(config, sockets=sockets) as server:
+            return [await asyncio.to_thread(greetings, _port(server, name)) for name in sockets]
+
+    (smtp_first, smtp_second), (pop3_first, pop3_second) = _run(main)
+    assert smtp_first.startswith(b"220 ") and smtp_second.startswith(b"421 4.7.0 ")
+    assert pop3_first.startswith(b"+OK") and pop3_second.startswith(b"-ERR [SYS/TEMP]")
+
+
 def test_the_queue_is_picked_up_after_a_restart(tmp_path: Path) -> None:
     """A message queued by a server that stopped is delivered by the next one."""
     pqr = _config(tmp_path, "pqr.example", {"brendon@pqr.example": "pw"}, submission_port=0)

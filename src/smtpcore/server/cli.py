@@ -159,6 +159,21 @@ def _add_serve(commands: Any) -> None:
         metavar="N",
         help="recipients per message (default 100)",
     )
+    limits.add_argument(
+        "--max-sessions",
+        type=_arg(int, "number"),
+        default=2000,
+        metavar="N",
+        help="sessions each listener serves at once; more get 421 (default 2000)",
+    )
+    limits.add_argument(
+        "--max-sessions-per-address",
+        type=_arg(int, "number"),
+        default=50,
+        metavar="N",
+        help="sessions each listener serves at once for one client address, as Postfix's "
+        "smtpd_client_connection_count_limit; 0 for no limit (default 50)",
+    )
     relay = serve.add_argument_group("relaying")
     relay.add_argument(
         "--resolver",
@@ -458,6 +473,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         tls_key=args.tls_key,
         max_message_size=args.max_message_size,
         max_recipients=args.max_recipients,
+        max_sessions=args.max_sessions,
+        max_sessions_per_address=args.max_sessions_per_address or None,
         resolver=args.resolver,
         remote_port=args.remote_port,
         relay_host=args.relay_host,

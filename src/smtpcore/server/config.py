@@ -288,6 +288,11 @@ class ServerConfig:
     tls_key: Path | None = None
     max_message_size: int = 10_240_000
     max_recipients: int = 100
+    max_sessions: int = 2000
+    """Sessions each listener serves at once; past that a client gets 421 4.7.0."""
+    max_sessions_per_address: int | None = 50
+    """Sessions each listener serves at once for one client address (Postfix's
+    ``smtpd_client_connection_count_limit``); None for no limit."""
     resolver: str = "system"
     """``system``, ``static:FILE`` or ``dns:HOST:PORT``."""
     remote_port: int = 25
@@ -372,6 +377,13 @@ class ServerConfig:
             raise ConfigError("--max-message-size must not be negative (0: no limit)")
         if self.max_recipients < 1:
             raise ConfigError("--max-recipients must be at least 1")
+        if self.max_sessions < 1:
+            raise ConfigError("--max-sessions must be at least 1")
+        per_address = self.max_sessions_per_address
+        if per_address is not None and per_address < 1:
+            raise ConfigError(
+                "--max-sessions-per-address must be at least 1 (0 on the command line: none)"
+            )
         object.__setattr__(
             self,
             "proxy_protocol_from",

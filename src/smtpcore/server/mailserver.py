@@ -285,6 +285,8 @@ class MailServer:
             "hostname": config.hostname,
             "max_message_size": config.max_message_size,
             "max_recipients": config.max_recipients,
+            "max_sessions": config.max_sessions,
+            "max_sessions_per_address": config.max_sessions_per_address,
             "ssl_context": self.tls_context,
         }
         if name in PROXIED_LISTENERS:
@@ -342,6 +344,8 @@ class MailServer:
             ssl_context=self.tls_context,
             tls_on_connect=name == "pop3s",
             proxy_protocol_from=self.config.proxy_protocol_from,
+            max_sessions=self.config.max_sessions,
+            max_sessions_per_address=self.config.max_sessions_per_address,
         )
         await server.start()
         self._servers.append(server)
