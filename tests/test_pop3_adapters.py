@@ -8,6 +8,7 @@ reads are the point, it talks to a :class:`~smtpcore.testing.ScriptedServer`.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -658,3 +659,32 @@ def test_a_client_that_stops_reading_is_cut_off_at_the_grace_period(
         server.call(lambda: server.server.aclose(grace=0.5))
         took = time.monotonic() - started
     assert took < 3.0, took  # the close's own 5 s wait came on top of the grace before
+
+
+@pytest.mark.parametrize("password_length", [177, 180])
+def test_our_client_sends_an_initial_response_while_the_auth_line_fits(
+    adapter: str, password_length: int
+) -> None:
+    """RFC 5034 §4: the initial response goes with AUTH unless the command would pass
+    255 octets (RFC 2449 §4, CRLF included); then it answers an empty challenge."""
+    mod = module(adapter)
+    password = "p" * password_length
+    encoded = base64.b64encode(f"\0u\0{password}".encode()).decode()
+    line = f"AUTH PLAIN {encoded}"
+    if len(line) + 2 <= 255:
+        exchange = f"C: {line}\n"
+    else:
+        exchange = f"C: AUTH PLAIN\nS: + \nC: {encoded}\n"
+    steps = script(
+        "S: +OK ready\nC: CAPA\nS: +OK\nS: SASL PLAIN\nS: .\n"
+        + exchange
+        + "S: +OK in\nC: CAPA\nS: +OK\nS: .\nC: QUIT\nS: +OK bye\n"
+    )
+
+    async def session(port: int) -> None:
+        async with mod.POP3Client("127.0.0.1", port, stls=False) as client:
+            await client.authenticate(PlainClient("u", password))
+
+    with ScriptedServer(steps) as server:
+        run(adapter, lambda: session(server.port))
+    assert (len(line) + 2 <= 255) is (password_length == 177)

@@ -55,6 +55,7 @@ from smtpcore.pop3 import (
     parse_stat,
     parse_uid_listing,
 )
+from smtpcore.pop3._commands import format_command
 from smtpcore.sasl import ClientMechanism, SASLError
 
 __all__ = [
@@ -288,12 +289,12 @@ class BasePOP3Client(BaseClient):
         Raises :class:`POP3AuthenticationError` when refused, and
         :class:`POP3ProtocolError` when the server fails to prove itself (SCRAM).
         """
-        initial = mechanism.initial_response()
-        # RFC 5034 §4: an initial response that would make the line too long
-        # is sent after an empty challenge instead.
-        if initial is not None and (len(initial) * 4) // 3 + 30 > 255:
-            initial = None
-        response = await self._ask(Auth(mechanism.name, initial))
+        command = Auth(mechanism.name, mechanism.initial_response())
+        # RFC 5034 §4: an initial response that would take the AUTH command over 255
+        # octets (RFC 2449 §4, CRLF included) is sent after an empty challenge instead.
+        if command.initial_response is not None and len(format_command(command)) > 255:
+            command = Auth(mechanism.name)
+        response = await self._ask(command)
         try:
             while isinstance(response, Continue):
                 try:
