@@ -671,10 +671,8 @@ def test_our_client_sends_an_initial_response_while_the_auth_line_fits(
     password = "p" * password_length
     encoded = base64.b64encode(f"\0u\0{password}".encode()).decode()
     line = f"AUTH PLAIN {encoded}"
-    if len(line) + 2 <= 255:
-        exchange = f"C: {line}\n"
-    else:
-        exchange = f"C: AUTH PLAIN\nS: + \nC: {encoded}\n"
+    fits = len(line) + 2 <= 255
+    exchange = f"C: {line}\n" if fits else f"C: AUTH PLAIN\nS: + \nC: {encoded}\n"
     steps = script(
         "S: +OK ready\nC: CAPA\nS: +OK\nS: SASL PLAIN\nS: .\n"
         + exchange
@@ -687,4 +685,4 @@ def test_our_client_sends_an_initial_response_while_the_auth_line_fits(
 
     with ScriptedServer(steps) as server:
         run(adapter, lambda: session(server.port))
-    assert (len(line) + 2 <= 255) is (password_length == 177)
+    assert fits is (password_length == 177)
