@@ -203,3 +203,57 @@ def test_a_session_raises_only_the_clients_own_errors(
         session(adapter, server.port)
     finally:
         server.close()
+
+
+class DrippingServer:
+    """Writes a greeting one octet at a time, ``interval`` seconds apart, until the
+    client closes; each octet comes well within the client's timeout."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._drip, daemon=True)
+
+    def _drip(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            for octet in b"220 " + b"x" * 400 + b"\r\n":
+                try:
+                    conn.sendall(bytes([octet]))
+                    if conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                        return  # the client gave up
+                except BlockingIOError:  # nothing from the client: it waits on
+                    pass
+                except OSError:  # the client gave up
+                    return
+                threading.Event().wait(self.interval)
+
+    def __enter__(self) -> DrippingServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.listener.close()
+        self.thread.join(10)
+
+
+@pytest.mark.parametrize("adapter", [*ADAPTERS, "sync"])
+def test_a_reply_dripped_an_octet_at_a_time_ends_within_the_timeout(adapter: str) -> None:
+    """RFC 5321 §4.5.3.2 times the wait for a reply: a greeting whose octets each come
+    well within the timeout, but which would take 8 s in all, ends the session
+    once the timeout has passed from its first octet."""
+    mod = importlib.import_module(f"smtpcore.{adapter}")
+    with DrippingServer(0.02) as server:
+        if adapter == "sync":
+            client = mod.SMTPClient("127.0.0.1", server.port, timeout=0.3)
+            with pytest.raises(mod.SMTPTimeout, match="of its start"):
+                client.connect()
+            return
+        client = mod.SMTPClient("127.0.0.1", server.port, timeouts=mod.Timeouts.uniform(0.3))
+
+        async def go() -> None:
+            await client.connect()
+
+        with pytest.raises(mod.SMTPTimeout, match="of its start"):
+            run(adapter, go)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import email.message
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, TypedDict, TypeVar
 
@@ -934,7 +935,8 @@ class BaseSMTPClient(BaseClient):
             raise SMTPProtocolError(str(exc)) from exc
         if type(event) is Reply and event.code != 421:
             return event
-        return await self._reply(replying, event)  # more to read, a 421, the close
+        # more to read, a 421, the close
+        return await self._reply(replying, event, in_pieces=event is NEED_DATA)
 
     async def _send_data(self, content: Content) -> None:
         """The content after the 354, dot-stuffed, then the end of data (RFC 5321
@@ -1141,15 +1143,25 @@ class BaseSMTPClient(BaseClient):
             self._conn.send_failed()
 
     async def _reply(
-        self, timeout: float | None, taken: Reply | ConnectionClosed | NoEvent | None = None
+        self,
+        timeout: float | None,
+        taken: Reply | ConnectionClosed | NoEvent | None = None,
+        *,
+        in_pieces: bool = False,
     ) -> Reply:
         """The next reply, reading as needed under ``timeout``. ``taken``: what the
         machine's ``next_event()`` gave already (``NEED_DATA`` where it holds no byte
-        from the server: the reply is read first)."""
+        from the server: the reply is read first); ``in_pieces``: a read of this
+        reply came already and did not end it.
+
+        ``timeout`` bounds the wait for a reply's first bytes, and again the wait for
+        its end from there (RFC 5321 §4.5.3.2 times replies, not reads): a server
+        that drips a byte at a time cannot hold the session for hours."""
         conn = self._conn
         transport = self._transport
         if conn is None or transport is None:
             raise SMTPConnectionError("not connected")
+        begun: float | None = None
         while True:
             if taken is None:
                 try:
@@ -1167,24 +1179,38 @@ class BaseSMTPClient(BaseClient):
             if event is PAUSED:
                 raise SMTPProtocolError("no reply is awaited")
             assert event is NEED_DATA
+            wait = timeout
+            if in_pieces and timeout is not None:  # the rest of a reply begun
+                now = time.monotonic()
+                if begun is None:
+                    begun = now
+                wait = timeout - (now - begun)
+                if wait <= 0:
+                    raise SMTPTimeout(_UNENDED.format(timeout))
             # A stand-in for a Link (a wrapper that shows the wire) may not have it.
             receive_within = getattr(transport, "receive_within", None)
             try:
                 if receive_within is not None:
-                    data = await receive_within(timeout, _CHUNK)
+                    data = await receive_within(wait, _CHUNK)
                 else:
-                    async with transport.deadline(timeout):
+                    async with transport.deadline(wait):
                         data = await transport.receive_some(_CHUNK)
             except TimeoutError as exc:
+                if begun is not None:
+                    raise SMTPTimeout(_UNENDED.format(timeout)) from exc
                 raise SMTPTimeout(f"no reply within {timeout} s") from exc
             except OSError:
                 data = b""
+            in_pieces = True
             if self._trace is not None:
                 self._trace.received(data)
             try:
                 taken = conn._receive_event(data)
             except RemoteProtocolError as exc:
                 raise SMTPProtocolError(str(exc)) from exc
+
+
+_UNENDED: Final = "the reply did not end within {} s of its start"
 
 
 def _not_offered(verb: str) -> ExtensionNotOffered:
