@@ -34,6 +34,7 @@ from peers import (
     run,
     running_smtp_server,
 )
+from smtpcore._driver._smtp_credentials import Credentials
 from smtpcore.handler import Authenticator, AuthIdentity, Envelope, Handler, MessageReply, Session
 from smtpcore.sasl import (
     CramMD5Server,
@@ -283,6 +284,18 @@ def test_our_client_keeps_passwords_off_plaintext(adapter: str) -> None:
         )
     assert used == "PLAIN"
     assert [i.mechanism for i in handler.identities] == ["PLAIN"]
+
+
+def test_the_clients_credentials_keep_the_secrets_out_of_their_repr() -> None:
+    """What a client keeps to log in with showed the password and the token in its
+    repr; they are hidden as the events hide theirs, and kept in the fields."""
+    given = Credentials(USER, PASSWORD, TOKEN)
+    assert repr(given) == (
+        f"Credentials(username={USER!r}, password=<hidden>, oauth_token=<hidden>, "
+        "mechanism=None, allowed=None, allow_plaintext=False)"
+    )
+    assert (given.password, given.oauth_token) == (PASSWORD, TOKEN)
+    assert given == Credentials(USER, PASSWORD, TOKEN) != Credentials(USER, "other", TOKEN)
 
 
 def test_a_mechanism_given_by_hand_keeps_the_password_off_plaintext(adapter: str) -> None:

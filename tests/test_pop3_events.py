@@ -140,6 +140,32 @@ def test_password_stays_out_of_repr() -> None:
     assert "hunter2" not in repr(Pass("hunter2"))
 
 
+def test_sasl_secrets_stay_out_of_repr() -> None:
+    """The initial response and the answers showed in the repr, password and all; they
+    are hidden as PASS's password is, with the one helper. The fields and equality keep
+    them."""
+    response = b"\0john@abc.example\0hunter2"
+    assert repr(Pass("hunter2")) == "Pass(password=<hidden>)"
+    assert repr(Auth("PLAIN", response)) == "Auth(mechanism='PLAIN', initial_response=<hidden>)"
+    assert repr(AuthResponse(response)) == "AuthResponse(data=<hidden>, cancel=False)"
+    assert repr(Auth("CRAM-MD5")) == "Auth(mechanism='CRAM-MD5', initial_response=None)"
+    assert AuthResponse(response).data == response
+    assert AuthResponse(response) == AuthResponse(response) != AuthResponse(b"x")
+
+
+@pytest.mark.parametrize("password", ["hunter2\r", "hunter2\x1b", "hunter2\x7f"])
+def test_a_password_with_a_control_character_is_not_quoted(password: str) -> None:
+    """The error quoted the password whole (and ``fetch`` printed it): it names the
+    fault alone. A user name, no secret, is still quoted."""
+    with pytest.raises(
+        LocalProtocolError, match="PASS password holds a control character"
+    ) as info:
+        Pass(password)
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(LocalProtocolError, match=r"'john\\r'"):
+        User("john\r")
+
+
 def test_events_are_frozen() -> None:
     event = Retr(1)
     with pytest.raises(AttributeError):

@@ -307,6 +307,28 @@ class TestAuth:
         conn.send(event.response)
         assert conn.state is State.AUTHORIZATION
 
+    def test_a_refused_line_that_may_carry_a_credential_is_hidden(self) -> None:
+        """A BadCommand's repr showed an answer that was not base64 (a password sent
+        as it is), or a PASS refused out of sequence: such lines are marked secret and
+        hidden in the repr; the field keeps them, and other lines show."""
+        conn = greeted(sasl_mechanisms=["LOGIN"])
+        receive(conn, b"AUTH LOGIN\r\n")
+        conn.send(Continue(b"Username:"))
+
+        def refused(line: bytes) -> BadCommand:
+            event = receive(conn, line)
+            assert isinstance(event, BadCommand)
+            conn.send(Err("no"))
+            return event
+
+        lines = (b"hunter2!\r\n", b"PASS hunter2\r\n", b"pass\r\n", b"RETR 1\r\n")
+        bad = [refused(line) for line in lines]  # not base64, then out of sequence
+        assert [event.secret for event in bad] == [True, True, True, False]
+        assert bad[0] == BadCommand(b"hunter2!\r\n", bad[0].response, secret=True)
+        for event in bad[:3]:
+            assert repr(event).startswith("BadCommand(line=<hidden>, response=Err(")
+        assert "hunter2" not in repr(bad[:3]) and "RETR 1" in repr(bad[3])
+
     def test_unsupported_mechanism(self) -> None:
         conn = greeted(sasl_mechanisms=["PLAIN"])
         event = receive(conn, b"AUTH GSSAPI\r\n")

@@ -227,6 +227,48 @@ def test_require_auth_before_mail_and_auth_parameter() -> None:
     assert isinstance(event, Mail) and event.params["AUTH"] == "<>"
 
 
+def test_a_refused_line_that_may_carry_a_credential_is_secret_and_hidden() -> None:
+    """A BadCommand's repr showed the line: a password sent without base64 as the answer
+    to a 334, or an AUTH command refused with its initial response. Such a line is
+    marked ``secret``, hidden in the repr (the field keeps it). A line read as a command
+    cannot be told from a password, and is shown as it is."""
+    conn = auth_server(auth_require_tls=False)
+    answer = answer_with(ServerAuth(SERVER_FACTORIES))
+    initial = plain("john@abc.example", "correct horse")
+    events: list[Event] = []
+    for data in (
+        EHLO,
+        b"AUTH LOGIN\r\n",
+        b"correct horse!\r\n",  # the answer to the 334, not base64
+        b"AUTH PLAIN " + initial + b"!\r\n",
+        b"MAIL FROM:<a@b.example>\r\n",
+        b"auth plain " + initial + b"\r\n",  # the password itself, refused with 503
+        b"HELLO there\r\n",
+    ):
+        events += run_server(conn, data, answer=answer)[0]
+    bad = [event for event in events if isinstance(event, BadCommand)]
+    assert [event.secret for event in bad] == [True, True, True, False]
+    assert bad[0].line == b"correct horse!\r\n"  # the field is as it was
+    for event in bad[:3]:
+        assert repr(event).startswith("BadCommand(line=<hidden>, reply=Reply(code=5")
+        assert "horse" not in repr(event) and initial.decode() not in repr(event)
+    assert "b'HELLO there\\r\\n'" in repr(bad[3])
+
+
+def test_auth_events_keep_their_secrets_out_of_repr() -> None:
+    """The repr of AUTH's initial response and of an answer showed the password (PLAIN
+    carries it as it is); equality still compares the secret."""
+    response = b"\0john@abc.example\0correct horse"
+    assert repr(Auth("PLAIN", response)) == "Auth(mechanism='PLAIN', initial_response=<hidden>)"
+    assert repr(AuthResponse(response)) == "AuthResponse(data=<hidden>, cancel=False)"
+    # Nothing to hide is shown as it is: no initial response, the empty one, a cancel.
+    assert repr(Auth("LOGIN")) == "Auth(mechanism='LOGIN', initial_response=None)"
+    assert repr(Auth("PLAIN", b"")) == "Auth(mechanism='PLAIN', initial_response=b'')"
+    assert repr(AuthResponse(cancel=True)) == "AuthResponse(data=b'', cancel=True)"
+    assert Auth("PLAIN", response) != Auth("PLAIN", response + b"!")
+    assert AuthResponse(response) == AuthResponse(response)
+
+
 def test_auth_parameter_unknown_without_auth() -> None:
     _, out = run(greeted(), EHLO + b"MAIL FROM:<a@b.example> AUTH=<>\r\n")
     assert codes(out)[-1] == "555 5.5.4"

@@ -9,10 +9,11 @@ layer's channel binding data, a SCRAM ``-PLUS`` comes first (RFC 5802 §6, RFC 9
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from smtpcore._driver._smtp_errors import AuthenticationNotAvailable
+from smtpcore._secret import SECRET, secret_repr
 from smtpcore.sasl import (
     CLIENT_MECHANISMS,
     PREFERENCE,
@@ -49,15 +50,18 @@ _PASSWORD_MECHANISMS: Final[dict[str, Callable[[str, str], ClientMechanism]]] = 
 @dataclass(slots=True)
 class Credentials:
     """What a client may authenticate with: a password, an OAuth token, or a ready
-    mechanism (or a factory of one, for a client that connects more than once)."""
+    mechanism (or a factory of one, for a client that connects more than once). The
+    repr hides the password and the token."""
 
     username: str | None = None
-    password: str | None = None
-    oauth_token: str | None = None
+    password: str | None = field(default=None, metadata=SECRET)
+    oauth_token: str | None = field(default=None, metadata=SECRET)
     mechanism: ClientMechanism | Callable[[], ClientMechanism] | None = None
     allowed: Sequence[str] | None = None
     """Mechanism names to choose from (upper case), or None for any."""
     allow_plaintext: bool = False
+
+    __repr__ = secret_repr
 
     def __post_init__(self) -> None:
         if (self.password is not None or self.oauth_token is not None) and not self.username:

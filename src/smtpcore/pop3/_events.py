@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import base64
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
 from smtpcore._errors import LocalProtocolError
+from smtpcore._secret import SECRET, secret_repr
 from smtpcore._words import ascii_upper
 
 __all__ = [
@@ -60,15 +61,21 @@ _RESP_CODE_RE: Final = re.compile(r"[!-.0-Z\\^-~]+(?:/[!-.0-Z\\^-~]+)*")
 _LEADING_CODE_RE: Final = re.compile(r"\[([!-.0-Z\\^-~]+(?:/[!-.0-Z\\^-~]+)*)\](?: |$)")
 
 
-def _check_text(name: str, value: str, *, empty: bool = True, padded: bool = True) -> None:
+def _check_text(
+    name: str, value: str, *, empty: bool = True, padded: bool = True, secret: bool = False
+) -> None:
+    """Refuse ``value`` unless it is text a command or response line may carry. The
+    message quotes it, unless it is ``secret`` (a password): an error is printed and
+    logged, and must not show what a repr hides."""
     if not isinstance(value, str):
         raise LocalProtocolError(f"{name} must be a str, not {type(value).__name__}")
     if not value and not empty:
         raise LocalProtocolError(f"{name} may not be empty")
+    shown = "" if secret else f": {value!r}"
     if not _TEXT_RE.fullmatch(value):
-        raise LocalProtocolError(f"{name} holds a control character: {value!r}")
+        raise LocalProtocolError(f"{name} holds a control character{shown}")
     if not padded and value != value.strip(" \t"):
-        raise LocalProtocolError(f"{name} may not start or end with a space: {value!r}")
+        raise LocalProtocolError(f"{name} may not start or end with a space{shown}")
 
 
 def _check_number(name: str, value: object, *, minimum: int = 1) -> None:
@@ -115,14 +122,13 @@ class Pass(Command):
     Spaces belong to the password: the whole rest of the line is the argument.
     """
 
-    password: str
+    password: str = field(metadata=SECRET)
     keyword: ClassVar[str] = "PASS"
 
     def __post_init__(self) -> None:
-        _check_text("PASS password", self.password, empty=False)
+        _check_text("PASS password", self.password, empty=False, secret=True)
 
-    def __repr__(self) -> str:
-        return "Pass(password=<hidden>)"
+    __repr__ = secret_repr
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +155,7 @@ class Auth(Command):
     """
 
     mechanism: str
-    initial_response: bytes | None = None
+    initial_response: bytes | None = field(default=None, metadata=SECRET)
     keyword: ClassVar[str] = "AUTH"
 
     def __post_init__(self) -> None:
@@ -162,12 +168,14 @@ class Auth(Command):
         if self.initial_response is not None and not isinstance(self.initial_response, bytes):
             raise LocalProtocolError("AUTH initial response must be bytes or None")
 
+    __repr__ = secret_repr
+
 
 @dataclass(frozen=True, slots=True)
 class AuthResponse(Event):
     """A client's answer to a ``+`` challenge (decoded), or ``*`` when ``cancel``."""
 
-    data: bytes = b""
+    data: bytes = field(default=b"", metadata=SECRET)
     cancel: bool = False
 
     def __post_init__(self) -> None:
@@ -175,6 +183,8 @@ class AuthResponse(Event):
             raise LocalProtocolError("AUTH response data must be bytes")
         if self.cancel and self.data:
             raise LocalProtocolError("a cancelled AUTH response carries no data")
+
+    __repr__ = secret_repr
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,10 +404,16 @@ class BadCommand(Event):
     """A command line the server machine could not accept, with the -ERR it suggests.
 
     Answer it with ``response`` (or another :class:`Err`); the session goes on.
+    ``secret`` is true when the line may carry a credential (a PASS or AUTH
+    command, or an answer to a ``+`` challenge): the repr then hides it.
     """
 
-    line: bytes
+    line: bytes = field(metadata=SECRET)
     response: Err
+    secret: bool = False
+
+    def __repr__(self) -> str:
+        return secret_repr(self, hide=self.secret)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ been answered, so pipelined commands (RFC 2449 §6.6) are answered in order.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from typing import Final
 
@@ -50,6 +51,9 @@ from smtpcore.pop3._state import MOVES, Move, State
 __all__ = ["ServerConnection"]
 
 _AUTHORIZATION: Final = frozenset({State.AUTHORIZATION, State.USER})
+_SECRET_LINE: Final = re.compile(rb"[ \t]*(?:PASS|AUTH)", re.IGNORECASE)
+"""A line that starts as PASS (its argument is the password) or as AUTH (its initial
+response may be), a space left out after the keyword included."""
 _NEED_TLS: Final = Err("Authentication needs TLS: send STLS first", code="AUTH")
 _SEQUENCE_ERRORS: Final[dict[tuple[str, State], Err]] = {
     ("PASS", State.AUTHORIZATION): Err("Send USER first"),
@@ -385,7 +389,8 @@ class ServerConnection:
                 "too many bad commands", reply_hint=Err("Too many bad commands, closing")
             )
             raise self._error
-        event = BadCommand(line, response)
+        secret = self._state is State.SASL or _SECRET_LINE.match(line) is not None
+        event = BadCommand(line, response, secret)
         self._pending = event
         self._move = MOVES.get((self._state, BadCommand), Move())
         return event

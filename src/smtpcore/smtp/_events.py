@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Final, TypeVar
 
 from smtpcore._errors import LocalProtocolError
+from smtpcore._secret import SECRET, secret_repr
 from smtpcore._words import ascii_upper
 from smtpcore.address import Mailbox
 from smtpcore.smtp._base import Event
@@ -269,7 +270,7 @@ class Auth(Command):
     """
 
     mechanism: str
-    initial_response: bytes | None = None
+    initial_response: bytes | None = field(default=None, metadata=SECRET)
     verb = "AUTH"
 
     def __post_init__(self) -> None:
@@ -279,6 +280,8 @@ class Auth(Command):
             raise LocalProtocolError(f"invalid SASL mechanism name {self.mechanism!r}")
         if self.initial_response is not None and not isinstance(self.initial_response, bytes):
             raise LocalProtocolError("AUTH initial response must be bytes or None")
+
+    __repr__ = secret_repr
 
 
 _F = TypeVar("_F", bound="ForwardingCommand")
@@ -435,7 +438,7 @@ class Xforward(ForwardingCommand):
 class AuthResponse(Event):
     """A client's answer to a 334 challenge (decoded), or ``*`` when ``cancel``."""
 
-    data: bytes = b""
+    data: bytes = field(default=b"", metadata=SECRET)
     cancel: bool = False
 
     def __post_init__(self) -> None:
@@ -443,6 +446,8 @@ class AuthResponse(Event):
             raise LocalProtocolError("AUTH response data must be bytes")
         if self.cancel and self.data:
             raise LocalProtocolError("a cancelled AUTH response carries no data")
+
+    __repr__ = secret_repr
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,10 +481,20 @@ class RejectedMessage(Event):
 
 @dataclass(frozen=True, slots=True)
 class BadCommand(Event):
-    """A command line the machine could not accept, with the reply it suggests."""
+    """A command line the machine could not accept, with the reply it suggests.
 
-    line: bytes
+    ``secret`` is true when the line may carry a credential: it was read as the
+    answer to a 334 challenge (RFC 4954 §4), or it is an AUTH command, whose
+    initial response may be the password. Such a line is hidden in the repr and
+    named ``AUTH`` in the server's log.
+    """
+
+    line: bytes = field(metadata=SECRET)
     reply: Reply
+    secret: bool = False
+
+    def __repr__(self) -> str:
+        return secret_repr(self, hide=self.secret)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ been answered, so pipelined commands (RFC 2920) are answered in order.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final
@@ -78,6 +79,9 @@ _STATE_AUTH: Final = State.AUTH
 _STATE_TLS_PENDING: Final = State.TLS_PENDING
 _STATE_CLOSED: Final = State.CLOSED
 _STATE_READY: Final = State.READY
+_AUTH_LINE: Final = re.compile(rb"[ \t]*AUTH", re.IGNORECASE)
+"""A line that starts as AUTH, whose initial response may be the password (RFC 4954
+§4; a space left out after the verb included)."""
 _END_OF_MESSAGE: Final = EndOfMessage()
 
 # RFC 4954 §6: the enhanced codes of the AUTH failure replies.
@@ -688,10 +692,11 @@ class ServerConnection:
                 return self._closed_or_need_data()
             if read is LINE_TOO_LONG:
                 if in_auth:
-                    self._state = State.READY
-                    return self._bad(
+                    bad = self._bad(
                         b"", reply(500, "5.5.6", "Authentication exchange line too long")
                     )
+                    self._state = State.READY
+                    return bad
                 return self._bad(b"", reply(500, "5.5.6", "Line too long"))
             line = read
         if self._errors >= config.max_errors:
@@ -767,13 +772,17 @@ class ServerConnection:
         try:
             event = parse_auth_response(text)
         except CommandSyntaxError as exc:
+            bad = self._bad(line, exc.reply)
             self._state = State.READY  # the exchange is over
-            return self._bad(line, exc.reply)
+            return bad
         self._pending = event
         return event
 
     def _bad(self, line: bytes, answer: Reply) -> BadCommand:
-        event = BadCommand(line, answer)
+        """The line refused, marked secret when it may carry a credential: read as an
+        answer to a 334 (the AUTH state), or an AUTH command."""
+        secret = self._state is _STATE_AUTH or _AUTH_LINE.match(line) is not None
+        event = BadCommand(line, answer, secret)
         self._pending = event
         return event
 
