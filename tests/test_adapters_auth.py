@@ -490,6 +490,41 @@ def test_bad_input_and_the_failure_limit(adapter: str) -> None:
         assert c.recv_some() == b""
 
 
+def test_the_reject_log_never_quotes_what_may_be_a_password(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reject log named a refused line by its first letters: a password sent
+    without base64 as the answer to a 334, or read as a command once the exchange was
+    cancelled, was logged (``reject: OPENSESAME``). An answer to a 334 is ``AUTH``, a
+    known verb its name, anything else ``command``."""
+    with (
+        running_smtp_server(
+            adapter, Submission(), auth=authenticator(), auth_require_tls=False
+        ) as s,
+        raw_smtp_session(s.host, s.port) as c,
+        caplog.at_level(logging.INFO, logger="smtpcore.server"),
+    ):
+        c.recv_reply()
+        c.command(b"EHLO client.test")
+        assert c.command(b"AUTH LOGIN").startswith(b"334")
+        assert c.command(base64.b64encode(USER.encode())).startswith(b"334")
+        assert c.command(b"OpenSesame!42").startswith(b"501 5.5.2")  # not base64
+        assert c.command(b"AUTH LOGIN").startswith(b"334")
+        assert c.command(b"*").startswith(b"501 5.0.0")
+        assert c.command(b"OpenSesame!42").startswith(b"500 5.5.2")  # read as a command
+        assert c.command(b"Data4Sesame").startswith(b"500 5.5.2")  # no verb of ours
+        assert c.command(b"MAIL FROM:<nobody").startswith(b"501")
+    rejects = [r.getMessage() for r in caplog.records if "reject:" in r.getMessage()]
+    assert "SESAME" not in "\n".join(rejects).upper()
+    assert [line.split(" from ")[0] for line in rejects] == [
+        "NOQUEUE: reject: AUTH",  # the answer to the 334
+        "NOQUEUE: reject: AUTH",  # the cancelled exchange
+        "NOQUEUE: reject: command",
+        "NOQUEUE: reject: command",
+        "NOQUEUE: reject: MAIL",
+    ]
+
+
 def test_starttls_forgets_the_identity(adapter: str, tls: TLSFiles) -> None:
     handler = Submission()
     with (

@@ -80,6 +80,7 @@ from smtpcore.smtp import (
     Xforward,
     decode_xtext,
 )
+from smtpcore.smtp._commands import VERBS
 from smtpcore.smtp._server_config import ServerConfig
 
 if TYPE_CHECKING:
@@ -90,7 +91,21 @@ __all__ = ["BaseSMTPServer", "ServerKeywords", "ServerOptions", "ServerSession",
 logger = logging.getLogger("smtpcore.server")
 
 
-_VERB: Final = re.compile(rb"[A-Za-z]{1,12}(?![A-Za-z])")
+_VERB: Final = re.compile(rb"[A-Za-z]{1,12}(?=[ \r\n]|\Z)")
+"""A line's verb as the machine reads it: up to the first space."""
+_KNOWN_VERBS: Final = frozenset(VERBS)
+
+
+def _logged_verb(event: BadCommand) -> str:
+    """What the reject log calls a refused line: ``AUTH`` for one that may carry a
+    credential (an answer to a 334, an AUTH command), a verb the server knows by
+    its name, any other line ``command``: its first letters may be a password
+    sent where a command was due."""
+    if event.secret:
+        return "AUTH"
+    match = _VERB.match(event.line)
+    verb = match.group().decode("ascii").upper() if match else ""
+    return verb if verb in _KNOWN_VERBS else "command"
 
 
 READ_SIZE: Final = 65536
@@ -711,10 +726,9 @@ class ServerSession(ServedSession):
         raise RuntimeError(f"unexpected event {event!r}")  # pragma: no cover
 
     async def _bad_command(self, event: BadCommand) -> None:
-        verb = _VERB.match(event.line)
         logger.info(
             "NOQUEUE: reject: %s from %s: %s",
-            verb.group().decode("ascii").upper() if verb else "command",
+            _logged_verb(event),
             peer_text(self.session.peer),
             " ".join(str(event.reply).split()),
         )
