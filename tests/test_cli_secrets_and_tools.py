@@ -244,6 +244,29 @@ def test_printable_escapes_what_a_terminal_would_obey() -> None:
     assert printable("plain text") == "plain text"
 
 
+def test_fetch_reports_errors_on_stderr_never_quoting_the_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``fetch`` printed its errors on standard output (``send`` on standard error), and
+    a password holding a control character (a CRLF file read whole into the
+    environment) was quoted in the error."""
+    with serve(
+        tmp_path / "abc", "abc.example", ["john@abc.example:pw"], listeners=("pop3",)
+    ) as abc:
+        argv = ["fetch", "--server", f"127.0.0.1:{abc.ports['pop3']}", "--auth", "user"]
+        for password, error in (
+            ("Zq7Secr3tPw\r", "cannot log in: PASS password holds a control character"),
+            ("Zq7Secr3tPw\x1b", "cannot log in: PASS password holds a control character"),
+            ("Zq7Secr3tPw", "PASS refused: -ERR [AUTH]"),
+        ):
+            status = cli.main([*argv, "--user", "john@abc.example", "--password", password])
+            out, err = capsys.readouterr()
+            assert status == 1 and out == ""
+            assert err.splitlines()[-1].startswith(f"smtpcore fetch: {error}"), err
+            assert "Zq7Secr3tPw" not in err
+        assert abc.stop() == 0
+
+
 def test_fetch_shows_header_control_characters_escaped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -69,7 +69,7 @@ def test_send_then_fetch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         wrong = cli.main(
             ["fetch", "--server", pop3, "--user", "mary@abc.example", "--password", "nope"]
         )
-        assert wrong == 1 and "fetch:" in capsys.readouterr().out
+        assert wrong == 1 and "smtpcore fetch:" in capsys.readouterr().err
 
 
 def test_send_from_stdin_by_mx_and_over_tls(

@@ -358,7 +358,7 @@ async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
                 if args.delete:
                     await client.delete(item.number)
     except POP3Error as exc:
-        say(f"fetch: {exc}")
+        _fetch_failed(exc)
         return 1
     kept = f"stored in {args.to_maildir}, " if target is not None else ""
     deleted = "deleted from the server" if args.delete else "left on the server"
@@ -407,14 +407,20 @@ async def _log_in(client: POP3Client, args: argparse.Namespace) -> None:
     await client.authenticate(_SASL_CLIENTS[method](args.user, args.password))
 
 
+def _fetch_failed(exc: Exception) -> None:
+    """An error on standard error, as ``send`` reports its own: standard output is
+    for the messages."""
+    print(f"smtpcore fetch: {exc}", file=sys.stderr)
+
+
 def run_fetch(args: argparse.Namespace, say: Callable[[str], None] = print) -> int:
     """``fetch``: a line per message; 0 when every message was retrieved, else a one-line
-    error and 1."""
+    error on standard error and 1."""
     args.password = read_password(
         given=args.password, password_file=args.password_file, user=args.user
     )
     try:
         return asyncio.run(_fetch(args, say))
     except (OSError, ProtocolError, ValueError) as exc:
-        say(f"fetch: {exc}")
+        _fetch_failed(exc)
         return 1
