@@ -161,6 +161,47 @@ def test_users_file_lines_end_at_lf_and_passwords_keep_their_blanks(tmp_path: Pa
         read_users_file(path)
 
 
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("john@abc.example Zq7Secr3tPw", "expected ADDRESS:PASSWORD, got 'john@abc.example'"),
+        ("john@abc.example=Zq7Secr3tPw", "expected ADDRESS:PASSWORD, got 'john@abc.example'"),
+        ("john@abc.exampleZq7Secr3tPw", "expected ADDRESS:PASSWORD (the text is not shown"),
+        ("john@abc.example Zq7Secr3tPw:x", "not a mail address, got 'john@abc.example'"),
+        ("john@abc.example=Zq7:Secr3tPw", "not a mail address, got 'john@abc.example'"),
+        ("john@abc.example:  ", "no password after 'john@abc.example'"),
+        ("joh n@abc.example -> Zq7Secr3tPw", "not a mail address, got 'joh'"),
+        ("sales@abc.example -> john@abc.example, Zq7Secr3tPw", "sales@abc.example -> login 2:"),
+    ],
+)
+def test_a_mistyped_user_never_shows_its_password(tmp_path: Path, line: str, error: str) -> None:
+    """A users-file line (or a --user) with a blank or '=' for the ':' was quoted whole,
+    password and all, on stderr at start and in the log on SIGHUP. The error names the
+    line or the option, and quotes the address at most: up to a blank, '=' or ':'."""
+    path = tmp_path / "users"
+    path.write_text(f"# users\n{line}\n")
+    with pytest.raises(ConfigError) as caught:
+        read_users_file(path)
+    assert str(caught.value).startswith(f"{path}:2: {error}")
+    assert "Zq7" not in str(caught.value)
+    if "->" not in line:
+        with pytest.raises(ConfigError) as caught:
+            parse_user(line)
+        assert str(caught.value).startswith(f"--user: {error}")
+        assert "Zq7" not in str(caught.value)
+
+
+def test_the_users_passwords_stay_out_of_the_config_repr() -> None:
+    keys = hash_password("Zq7Secr3tPw")
+    users = {"john@abc.example": "Zq7Secr3tPw", "mary@abc.example": keys}
+    config = ServerConfig(domains=("abc.example",), users=users)
+    shown = repr(config)
+    assert "users={'john@abc.example': <hidden>, 'mary@abc.example': <hidden>}" in shown
+    assert "Zq7" not in shown and keys.split("$")[2] not in shown
+    assert shown.startswith("ServerConfig(domains=('abc.example',), users=")
+    assert config.users == users and config == ServerConfig(domains=("abc.example",), users=users)
+
+
 def test_a_users_file_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
     path = tmp_path / "users"
     path.write_bytes(b"john@abc.example:one\nmary@abc.example:p\xe4ss\n")

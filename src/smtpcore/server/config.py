@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from smtpcore._secret import SECRET, secret_repr
 from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
 from smtpcore.routing import Router
 from smtpcore.sasl import ScramCredentials
@@ -94,22 +95,56 @@ def _check_secret(secret: str, where: str) -> str:
     return keys
 
 
-def parse_user(text: str, where: str = "--user") -> tuple[str, str]:
-    """``ADDRESS:PASSWORD`` into the mailbox key and the password.
+_ADDRESS_END = re.compile(r"[\s=:]")
 
-    Blanks around the address go; the password is kept as it is, blanks and all,
-    as ``hash-password`` and ``--password-file`` keep it."""
-    address, sep, password = text.partition(":")
-    address = address.strip()
-    if not sep or not password.strip():
-        raise ConfigError(f"{where}: expected ADDRESS:PASSWORD, got {text.strip()!r}")
+
+def _address_part(text: str) -> str | None:
+    """What an error may quote of a users-file line or a ``--user``: the address, up
+    to the first blank, '=' or ':'. The rest may be the password (a blank or '=' typed
+    for the ':'), so it is never shown; nor is a text with none of the three, where
+    the password may follow the address with nothing between."""
+    text = text.strip()
+    end = _ADDRESS_END.search(text)
+    return None if end is None else text[: end.start()]
+
+
+def _got(text: str) -> str:
+    """``, got 'ADDRESS'`` and a note that the rest is left out, for an error message."""
+    shown = _address_part(text)
+    if shown is None:
+        return " (the text is not shown: it may hold the password)"
+    return f", got {shown!r} and more, not shown (it may hold the password)"
+
+
+def _mailbox_key_of(text: str, where: str, domain_needed: str = "needs a domain") -> str:
+    """The mailbox key of the address ``text``, the first thing on a users-file line or
+    a ``--user``; an error quotes only what :func:`_address_part` lets it."""
+    address = text.strip()
+    shown = _address_part(text)
+    if shown is not None and shown != address:
+        # A blank or '=' inside: the parser's message would quote what follows it.
+        raise ConfigError(f"{where}: not a mail address{_got(text)}")
     try:
         mailbox = parse_mailbox(address)
     except AddressError as exc:
         raise ConfigError(f"{where}: {address!r} is not a mail address: {exc}") from None
     if not mailbox.domain:
-        raise ConfigError(f"{where}: {address!r} needs a domain (the login is the address)")
-    key = mailbox_key(mailbox)
+        raise ConfigError(f"{where}: {address!r} {domain_needed}")
+    return mailbox_key(mailbox)
+
+
+def parse_user(text: str, where: str = "--user") -> tuple[str, str]:
+    """``ADDRESS:PASSWORD`` into the mailbox key and the password.
+
+    Blanks around the address go; the password is kept as it is, blanks and all,
+    as ``hash-password`` and ``--password-file`` keep it. An error names ``where``
+    (the option, or the file and line) and quotes at most the address."""
+    address, sep, password = text.partition(":")
+    if not sep:
+        raise ConfigError(f"{where}: expected ADDRESS:PASSWORD{_got(text)}")
+    if not password.strip():
+        raise ConfigError(f"{where}: no password after {_address_part(text)!r}")
+    key = _mailbox_key_of(address, where, "needs a domain (the login is the address)")
     _check_path_safe(key, where)
     return key, _check_secret(password, where)
 
@@ -125,13 +160,15 @@ def _is_alias_line(line: str) -> bool:
     return arrow >= 0 and (colon < 0 or arrow < colon)
 
 
-def _mailbox_key_of(text: str, where: str) -> str:
+def _login_key(place: int, text: str, where: str) -> str:
+    """The mailbox key of a login after '->'. An error counts it rather than quote it:
+    a user line that lost its ':' may have a '->' in its password."""
     try:
         mailbox = parse_mailbox(text.strip())
-    except AddressError as exc:
-        raise ConfigError(f"{where}: {text.strip()!r} is not a mail address: {exc}") from None
-    if not mailbox.domain:
-        raise ConfigError(f"{where}: {text.strip()!r} needs a domain")
+    except AddressError:
+        mailbox = None
+    if mailbox is None or not mailbox.domain:
+        raise ConfigError(f"{where} login {place}: not a mail address with a domain")
     return mailbox_key(mailbox)
 
 
@@ -163,10 +200,13 @@ def read_users_and_aliases(path: Path) -> tuple[dict[str, str], dict[str, tuple[
         where = f"{path}:{number}"
         if _is_alias_line(line):
             alias, _, owners = line.partition("->")
-            logins = tuple(_mailbox_key_of(o, where) for o in owners.split(",") if o.strip())
+            key = _mailbox_key_of(alias, where)
+            logins = tuple(
+                _login_key(place, login, f"{where}: {key} ->")
+                for place, login in enumerate(filter(str.strip, owners.split(",")), 1)
+            )
             if not logins:
                 raise ConfigError(f"{where}: expected ADDRESS -> LOGIN[, LOGIN...]")
-            key = _mailbox_key_of(alias, where)
             aliases[key] = tuple(dict.fromkeys(aliases.get(key, ()) + logins))
             continue
         key, password = parse_user(line, where)
@@ -270,11 +310,11 @@ class ServerConfig:
     ``users`` maps each mailbox key (:func:`mailbox_key`) to its password;
     the key is also the login name for AUTH and POP3. Each user's mailbox is
     a Maildir at ``data_dir/mailboxes/KEY/``. A port of 0 turns its listener
-    off.
+    off. The repr shows the users' addresses, never their passwords.
     """
 
     domains: tuple[str, ...] = ("localhost",)
-    users: Mapping[str, str] = field(default_factory=dict)
+    users: Mapping[str, str] = field(default_factory=dict, metadata=SECRET)
     data_dir: Path = Path("smtpcore-data")
     hostname: str = field(default_factory=socket.getfqdn)
     host: str = "127.0.0.1"
@@ -403,6 +443,8 @@ class ServerConfig:
             raise ConfigError(
                 f"--resolver: {self.resolver!r}; use system, static:FILE or dns:HOST:PORT"
             )
+
+    __repr__ = secret_repr
 
     def _check_routable(self) -> None:
         """The names the mail server's routers are built from, refused here as the
