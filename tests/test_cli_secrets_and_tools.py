@@ -17,6 +17,7 @@ import pytest
 
 import smtpcore.__main__ as cli
 from peers import make_tls_files
+from smtpcore.server.cli import build_parser, config_from_args
 from smtpcore.server.config import ConfigError
 from smtpcore.server.credentials import Credentials, hash_password, is_hashed
 from smtpcore.server.passwords import ENVIRONMENT_VARIABLE, read_password
@@ -103,6 +104,23 @@ def test_a_plaintext_password_in_serve_argv_is_warned_about(tmp_path: Path) -> N
     assert "warning: --user gives the password of john@abc.example on the command line" in (
         abc.log()
     )
+
+
+def test_scram_keys_in_serve_argv_are_warned_about_too(capsys: pytest.CaptureFixture[str]) -> None:
+    """The --user help recommended SCRAM keys on the command line, and serve did not warn
+    about them: `ps` shows them there, and they log in as the user once one exchange is
+    observed (RFC 5802 §9)."""
+    keys = hash_password("john-pw")
+    args = build_parser().parse_args(["serve", "--user", f"john@localhost:{keys}"])
+    assert config_from_args(args).users == {"john@localhost": keys}
+    err = capsys.readouterr().err
+    assert "warning: --user gives the SCRAM keys of john@localhost on the command line" in err
+    assert "anyone can log in as that user; put them in --users-file" in err
+    assert keys not in err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "and so would SCRAM keys" in help_text and "give SCRAM keys" not in help_text
 
 
 def test_read_password_order() -> None:

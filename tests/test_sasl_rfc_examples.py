@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 
 import pytest
 
@@ -99,6 +101,44 @@ def test_rfc7677_credentials_text_round_trip() -> None:
     text = credentials.to_text()
     assert text.startswith("SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$")
     assert ScramCredentials.from_text(text) == credentials
+
+
+def test_rfc5802_s9_stolen_keys_and_one_observed_exchange_log_in() -> None:
+    """RFC 5802 §9, which ScramCredentials' docstring once denied ("a thief of both
+    still cannot log in"): StoredKey and one exchange observed (RFC 7677's) give the
+    ClientKey, which logs in, in a new exchange, without the password."""
+    stolen = derive_scram_credentials("pencil", salt=SCRAM_SALT, iterations=4096)
+
+    def signature(first: bytes, challenge: bytes, final: bytes) -> bytes:
+        auth_message = b",".join((first.removeprefix(b"n,,"), challenge, final))
+        return hmac.new(stolen.stored_key, auth_message, "sha256").digest()
+
+    def xor(left: bytes, right: bytes) -> bytes:
+        return bytes(a ^ b for a, b in zip(left, right, strict=True))
+
+    observed, _, proof = SCRAM_CLIENT_FINAL.rpartition(b",p=")
+    client_key = xor(
+        base64.b64decode(proof), signature(SCRAM_CLIENT_FIRST, SCRAM_SERVER_FIRST, observed)
+    )
+    assert hashlib.sha256(client_key).digest() == stolen.stored_key
+    server = ScramSHA256Server({"user": stolen}.get)
+    first = b"n,,n=user,r=thief"
+    challenge = server.start(first)
+    assert isinstance(challenge, Challenge)
+    final = b"c=biws," + challenge.data.split(b",")[0]  # r=, the server's fresh nonce
+    forged = xor(client_key, signature(first, challenge.data, final))
+    outcome = server.step(final + b",p=" + base64.b64encode(forged))
+    assert isinstance(outcome, Success) and outcome.authcid == "user"
+
+
+def test_scram_keys_stay_out_of_their_repr() -> None:
+    """The keys are secrets (above): the repr hides them, the fields keep them."""
+    keys = derive_scram_credentials("pencil", salt=SCRAM_SALT, iterations=4096)
+    assert repr(keys) == (
+        f"ScramCredentials(salt={SCRAM_SALT!r}, iterations=4096, stored_key=<hidden>, "
+        "server_key=<hidden>, hash_name='SHA-256')"
+    )
+    assert ScramCredentials.from_text(keys.to_text()) == keys
 
 
 def test_rfc7628_oauthbearer_success() -> None:

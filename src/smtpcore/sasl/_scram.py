@@ -28,10 +28,11 @@ import hmac
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Final, TypeAlias
 
 from smtpcore._errors import LocalProtocolError
+from smtpcore._secret import SECRET, secret_repr
 from smtpcore.sasl._base import (
     DEFAULT_MAX_RESPONSE_SIZE,
     Authorize,
@@ -119,19 +120,24 @@ class ScramCredentials:
     """What a SCRAM server stores for one user (RFC 5802 §3).
 
     ``stored_key`` is H(ClientKey) and ``server_key`` is HMAC(SaltedPassword,
-    "Server Key"); neither reveals the password, and a thief of both still
-    cannot log in as the user (though he can pose as the server). ``hash_name``
-    is the hash they were made with, ``"SHA-256"`` (SCRAM-SHA-256 and its
-    ``-PLUS``) or ``"SHA-1"`` (SCRAM-SHA-1 and its ``-PLUS``): a mechanism
-    serves only keys of its own hash. Build them with
+    "Server Key"); neither reveals the password, but they are secrets all the
+    same (RFC 5802 §9): whoever holds them can pose as the server, and with one
+    exchange he observed (or one he drew from a client by posing as the server)
+    he can recover the ClientKey and log in as the user; he can also guess the
+    password offline. Keep them as a password is kept; the repr hides them.
+    ``hash_name`` is the hash they were made with, ``"SHA-256"`` (SCRAM-SHA-256
+    and its ``-PLUS``) or ``"SHA-1"`` (SCRAM-SHA-1 and its ``-PLUS``): a
+    mechanism serves only keys of its own hash. Build them with
     :func:`derive_scram_credentials`; keep them with :meth:`to_text`.
     """
 
     salt: bytes
     iterations: int
-    stored_key: bytes
-    server_key: bytes
+    stored_key: bytes = field(metadata=SECRET)
+    server_key: bytes = field(metadata=SECRET)
     hash_name: str = "SHA-256"
+
+    __repr__ = secret_repr
 
     def __post_init__(self) -> None:
         if not self.salt:

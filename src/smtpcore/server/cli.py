@@ -113,8 +113,8 @@ def _add_serve(commands: Any) -> None:
         default=[],
         metavar="ADDRESS:PASSWORD",
         help="a local mailbox and its password (repeatable; the login is the address). "
-        "A password here shows in ps: prefer --users-file, or give SCRAM keys "
-        "from hash-password",
+        "A password here shows in ps, and so would SCRAM keys, which let whoever reads "
+        "them log in (RFC 5802 §9): use --users-file",
     )
     mail.add_argument(
         "--users-file",
@@ -448,13 +448,22 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     for text in args.user:
         key, password = parse_user(text)
         users[key] = password
-        if not is_hashed(password):
-            print(
-                f"smtpcore serve: warning: --user gives the password of {key} on the command "
-                "line, where `ps` shows it to every user of this machine; put it in "
-                "--users-file (as SCRAM keys from `python -m smtpcore hash-password`)",
-                file=sys.stderr,
+        if is_hashed(password):  # no safer there: RFC 5802 §9
+            shown = "SCRAM keys of {} on the command line, where `ps` shows them"
+            advice = (
+                "with them and one login observed, or by posing as the server, anyone "
+                "can log in as that user; put them in --users-file"
             )
+        else:
+            shown = "password of {} on the command line, where `ps` shows it"
+            advice = (
+                "put it in --users-file (as SCRAM keys from `python -m smtpcore hash-password`)"
+            )
+        print(
+            f"smtpcore serve: warning: --user gives the {shown.format(key)} to every user "
+            f"of this machine; {advice}",
+            file=sys.stderr,
+        )
     options: dict[str, Any] = {}
     if args.hostname:
         options["hostname"] = args.hostname

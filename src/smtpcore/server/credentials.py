@@ -3,9 +3,10 @@
 A password in the users file may be given in the clear, or as the keys a
 SCRAM-SHA-256 server stores (RFC 5803's ``SCRAM-SHA-256$<iterations>:<salt>$
 <StoredKey>:<ServerKey>``, which ``python -m smtpcore hash-password``
-prints). Those keys do not reveal the password, and they serve SCRAM-SHA-256
-and the mechanisms that send the password (PLAIN, LOGIN, POP3 USER/PASS),
-which are checked by deriving the keys again. CRAM-MD5 and APOP need the
+prints). Those keys do not reveal the password, though whoever holds them can
+log in as the user after one observed exchange (RFC 5802 §9); they serve
+SCRAM-SHA-256 and the mechanisms that send the password (PLAIN, LOGIN, POP3
+USER/PASS), which are checked by deriving the keys again. CRAM-MD5 and APOP need the
 password itself, so a user with stored keys cannot use them.
 """
 
