@@ -11,6 +11,7 @@ garbage collection can hide a leak.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -533,17 +534,13 @@ def test_a_utf8_parameter_value_to_a_server_without_smtputf8_is_refused_before_m
     assert all(line.isascii() for line in server.transcript)
 
 
-@pytest.mark.parametrize("protocol", ["smtp", "pop3"])
-def test_close_ends_the_session_without_quit_and_leaves_nothing_open(
-    adapter: str, protocol: str
+def _open_session(
+    adapter: str, protocol: str, steps: list[Step], then: Callable[[Any, Any], Awaitable[None]]
 ) -> None:
-    """``close()`` on either client writes nothing: no QUIT, so a POP3 server enters no
-    UPDATE state and removes nothing marked deleted (RFC 1939 §6)."""
+    """Connect an SMTP or POP3 client to a scripted server (POP3: logged in as u, p),
+    run ``then(module, client)``, and check that no descriptor is left open, with
+    the client still referenced so that no garbage collection can hide a leak."""
     mod = module(adapter)
-    if protocol == "smtp":
-        steps = script(GREET + "-- expect close")
-    else:
-        steps = script(POP3_LOGGED_IN + "C: DELE 1\nS: +OK marked\n-- expect close")
     kept: list[Any] = []
     before = open_fd_count()
     with ScriptedServer(steps) as server:
@@ -556,11 +553,29 @@ def test_close_ends_the_session_without_quit_and_leaves_nothing_open(
             await client.connect()
             if protocol == "pop3":
                 await client.login("u", "p")
-                await client.delete(1)
-            await client.close()
+            await then(mod, client)
 
         run(adapter, go)
     assert kept and open_fd_count() == before
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "pop3"])
+def test_close_ends_the_session_without_quit_and_leaves_nothing_open(
+    adapter: str, protocol: str
+) -> None:
+    """``close()`` on either client writes nothing: no QUIT, so a POP3 server enters no
+    UPDATE state and removes nothing marked deleted (RFC 1939 §6)."""
+    if protocol == "smtp":
+        steps = script(GREET + "-- expect close")
+    else:
+        steps = script(POP3_LOGGED_IN + "C: DELE 1\nS: +OK marked\n-- expect close")
+
+    async def close(mod: Any, client: Any) -> None:
+        if protocol == "pop3":
+            await client.delete(1)
+        await client.close()
+
+    _open_session(adapter, protocol, steps, close)
 
 
 @pytest.mark.parametrize("protocol", ["smtp", "pop3"])
@@ -569,28 +584,16 @@ def test_connect_on_an_open_session_is_refused_and_the_session_goes_on(
 ) -> None:
     """A second ``connect()`` would drop the first socket without QUIT, left open
     until garbage collection: it is refused, and the open session still works."""
-    mod = module(adapter)
     if protocol == "smtp":
         steps = script(GREET + "C: NOOP\nS: 250 2.0.0 ok\nC: QUIT\nS: 221 bye\n")
     else:
         steps = script(POP3_LOGGED_IN + "C: NOOP\nS: +OK\nC: QUIT\nS: +OK bye\n")
-    kept: list[Any] = []
-    before = open_fd_count()
-    with ScriptedServer(steps) as server:
 
-        async def go() -> None:
-            client = (mod.SMTPClient if protocol == "smtp" else mod.POP3Client)(
-                "127.0.0.1", server.port
-            )
-            kept.append(client)
+    async def connect_again(mod: Any, client: Any) -> None:
+        error = mod.SMTPConnectionError if protocol == "smtp" else mod.POP3ConnectionError
+        with pytest.raises(error, match="already connected"):
             await client.connect()
-            if protocol == "pop3":
-                await client.login("u", "p")
-            error = mod.SMTPConnectionError if protocol == "smtp" else mod.POP3ConnectionError
-            with pytest.raises(error, match="already connected"):
-                await client.connect()
-            await client.noop()
-            await client.quit()
+        await client.noop()
+        await client.quit()
 
-        run(adapter, go)
-    assert kept and open_fd_count() == before
+    _open_session(adapter, protocol, steps, connect_again)
