@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -285,6 +286,29 @@ def test_8bit_content_found_as_it_is_read_ends_the_session_without_the_dot(
             run(adapter, go)
     assert kept and open_fd_count() == before
     assert "C: '.'" not in server.transcript  # the content's lines as read, no dot among them
+
+
+def test_text_content_is_refused_before_mail_and_the_session_goes_on(
+    adapter: str, tmp_path: Path
+) -> None:
+    """Content is octets: a ``str``, or a file opened in text mode (whose reads give
+    ``str``), is a ``TypeError`` before ``MAIL``, rather than once the server has
+    said 354 and waits for the message."""
+    text_file = tmp_path / "message.eml"
+    text_file.write_text("Subject: text\n\nbody\n")
+    mod = module(adapter)
+    steps = script(GREET + "C: NOOP\nS: 250 2.0.0 ok\nC: QUIT\nS: 221 bye")
+
+    async def go(port: int) -> None:
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            with text_file.open() as opened, pytest.raises(TypeError, match="binary mode"):
+                await client.send_message(opened, "a@abc.example", "bob@pqr.example")
+            with pytest.raises(TypeError, match="not text"):
+                await client.send_message("Subject: text", "a@abc.example", "bob@pqr.example")
+            await client.noop()
+
+    with ScriptedServer(steps) as server:
+        run(adapter, lambda: go(server.port))
 
 
 def test_a_greeting_other_than_220_is_hello_refused(adapter: str) -> None:

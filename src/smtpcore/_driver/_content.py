@@ -18,13 +18,24 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from stat import S_ISREG
 from typing import BinaryIO, TypeAlias
 
-__all__ = ["Content", "CRLFNormalizer", "content_chunks", "known_size"]
+__all__ = ["Content", "CRLFNormalizer", "check_not_text", "content_chunks", "known_size"]
 
 Content: TypeAlias = (
     bytes | bytearray | memoryview | BinaryIO | Iterable[bytes] | AsyncIterable[bytes]
 )
 """What ``send_message`` sends: the octets, a file opened in binary mode, or an
 iterable (sync or async) of byte strings."""
+
+
+def check_not_text(content: object) -> None:
+    """:class:`TypeError` for text given as content: a ``str``, or a file opened in
+    text mode, whose reads give ``str``. Said before ``MAIL``, rather than found
+    once the server has said 354 and waits for the octets."""
+    if isinstance(content, (str, io.TextIOBase)):
+        raise TypeError(
+            f"message content is octets, not text ({type(content).__name__}): "
+            "give bytes, a file opened in binary mode ('rb'), or an iterable of bytes"
+        )
 
 
 def known_size(content: Content) -> int | None:

@@ -491,7 +491,9 @@ class BaseSMTPClient(BaseClient):
 
         ``message`` is the content as bytes (CRLF line ends; others are made
         CRLF), a file opened in binary mode, a sync or async iterable of
-        bytes (read ``chunk_size`` octets at a time, never whole), or an
+        bytes (read ``chunk_size`` octets at a time, never whole; a ``str``
+        or a file opened in text mode is a :class:`TypeError`, before
+        anything is sent), or an
         :class:`~email.message.EmailMessage`, whose headers give
         the sender and recipients when they are not passed, as ``smtplib``
         takes them (the ``Resent-`` fields of a message resent once), whose

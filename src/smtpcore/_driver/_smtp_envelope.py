@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from typing import Final, NamedTuple, TypeAlias
 
-from smtpcore._driver._content import Content, known_size
+from smtpcore._driver._content import Content, check_not_text, known_size
 from smtpcore._driver._smtp_errors import ExtensionNotOffered, MessageTooLarge
 from smtpcore._errors import LocalProtocolError
 from smtpcore._numbers import parse_number
@@ -96,8 +96,8 @@ def build_envelope(
 ) -> Envelope:
     """The envelope of ``message`` for a server that made ``offer``.
 
-    Raises :class:`ValueError` or :class:`~smtpcore.LocalProtocolError` for
-    the caller's own mistakes, and the refusals of
+    Raises :class:`ValueError`, :class:`TypeError` (text for content) or
+    :class:`~smtpcore.LocalProtocolError` for the caller's own mistakes, and the refusals of
     :func:`check_sendable` and :func:`check_offered` for what this server
     cannot take.
     """
@@ -140,6 +140,7 @@ def build_envelope(
     if isinstance(message, email.message.EmailMessage):
         content = _email_bytes(message, utf8=wide is not None or "SMTPUTF8" in given)
     else:
+        check_not_text(message)
         content = bytes(message) if isinstance(message, (bytearray, memoryview)) else message
     size = known_size(content)
     if rcpt_params is None:
