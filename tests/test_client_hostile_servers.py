@@ -22,6 +22,7 @@ import contextlib
 import importlib
 import socket
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peers import ADAPTERS, run
+from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, script
 from smtpcore.testing import strategies as sst
 
 QUIET = 0.1
@@ -206,11 +208,13 @@ def test_a_session_raises_only_the_clients_own_errors(
 
 
 class DrippingServer:
-    """Writes a greeting one octet at a time, ``interval`` seconds apart, until the
-    client closes; each octet comes well within the client's timeout."""
+    """Writes a greeting (``greeting``, an SMTP one by default) one octet at a time,
+    ``interval`` seconds apart, until the client closes; each octet comes well within
+    the client's timeout."""
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, greeting: bytes = b"220 " + b"x" * 400 + b"\r\n") -> None:
         self.interval = interval
+        self.greeting = greeting
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.thread = threading.Thread(target=self._drip, daemon=True)
@@ -218,7 +222,7 @@ class DrippingServer:
     def _drip(self) -> None:
         conn, _ = self.listener.accept()
         with conn:
-            for octet in b"220 " + b"x" * 400 + b"\r\n":
+            for octet in self.greeting:
                 try:
                     conn.sendall(bytes([octet]))
                     if conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
@@ -257,3 +261,62 @@ def test_a_reply_dripped_an_octet_at_a_time_ends_within_the_timeout(adapter: str
 
         with pytest.raises(mod.SMTPTimeout, match="of its start"):
             run(adapter, go)
+
+
+@pytest.mark.parametrize("adapter", [*ADAPTERS, "sync"])
+def test_a_pop3_status_line_dripped_an_octet_at_a_time_ends_within_the_timeout(
+    adapter: str,
+) -> None:
+    """A POP3 status line, the greeting here, must end within its timeout of its first
+    octet, as an SMTP reply must: each octet in time would hold the session for as
+    long as the line limit allows."""
+    mod = importlib.import_module(f"smtpcore.{adapter}")
+    with DrippingServer(0.02, b"+OK " + b"x" * 400 + b"\r\n") as server:
+        if adapter == "sync":
+            client = mod.POP3Client("127.0.0.1", server.port, timeout=0.3)
+            with pytest.raises(mod.POP3Timeout, match="of its start"):
+                client.connect()
+            return
+        client = mod.POP3Client("127.0.0.1", server.port, timeouts=mod.POP3Timeouts.uniform(0.3))
+
+        async def go() -> None:
+            await client.connect()
+
+        with pytest.raises(mod.POP3Timeout, match="of its start"):
+            run(adapter, go)
+
+
+@pytest.mark.parametrize("adapter", [*ADAPTERS, "sync"])
+def test_pop3_content_slower_in_all_than_the_timeout_is_read(adapter: str) -> None:
+    """Multi-line content keeps a timeout per read: a large message over a slow link
+    may rightly take longer in all than any one wait."""
+    mod = importlib.import_module(f"smtpcore.{adapter}")
+    lines = [b"line %d" % n for n in range(8)]
+
+    def slow_content(conn: ScriptedConnection) -> None:
+        conn.send(b"+OK\r\n")
+        for line in lines:
+            time.sleep(0.05)
+            conn.send(line + b"\r\n")
+        conn.send(b".\r\n")
+
+    steps = [
+        *script("S: +OK\nC: CAPA\nS: -ERR\nC: USER u\nS: +OK\nC: PASS p\nS: +OK\nC: RETR 1"),
+        Call(slow_content),
+        *script("C: QUIT\nS: +OK"),
+    ]
+    expected = b"".join(line + b"\r\n" for line in lines)
+    with ScriptedServer(steps) as server:
+        if adapter == "sync":
+            with mod.POP3Client("127.0.0.1", server.port, timeout=0.2) as pop:
+                pop.login("u", "p")
+                assert pop.retrieve(1) == expected
+            return
+
+        async def go() -> None:
+            timeouts = mod.POP3Timeouts.uniform(0.2)
+            async with mod.POP3Client("127.0.0.1", server.port, timeouts=timeouts) as client:
+                await client.login("u", "p")
+                assert await client.retrieve(1) == expected
+
+        run(adapter, go)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -565,29 +566,37 @@ class BasePOP3Client(BaseClient):
             raise
 
     async def _status(self, timeout: float | None) -> Ok | Err | Continue:
-        event = await self._event(timeout)
+        event = await self._event(timeout, line=True)
         if not isinstance(event, (Ok, Err, Continue)):
             raise POP3ProtocolError(f"expected a status line, got {event!r}")
         return event
 
-    async def _event(self, timeout: float | None) -> Event:
-        """The next event, reading as needed under ``timeout``.
+    async def _event(self, timeout: float | None, *, line: bool = False) -> Event:
+        """The next event, reading as needed under ``timeout``; ``line``: a status
+        line, which must also end within ``timeout`` of its first bytes.
 
         Whatever stops it (a lost connection, a timeout, a broken answer,
         cancellation) leaves the session where nobody can say, so the
         connection is closed before the error goes on.
         """
         try:
-            return await self._read_event(timeout)
+            return await self._read_event(timeout, line)
         except BaseException:
             await self._abort()
             raise
 
-    async def _read_event(self, timeout: float | None) -> Event:
+    async def _read_event(self, timeout: float | None, line: bool) -> Event:
+        """The next event. ``timeout`` bounds each read; for a status line (``line``)
+        it also bounds the wait for the line's end from its first bytes, so that a
+        server dripping an octet at a time cannot hold the session for hours.
+        Content keeps a timeout per read: a large message over a slow link may
+        rightly take longer than any one wait."""
         conn = self.connection
         transport = self._transport
         if transport is None:
             raise POP3ConnectionError("not connected")
+        read = False
+        begun: float | None = None
         while True:
             try:
                 event = conn.next_event()
@@ -596,13 +605,24 @@ class BasePOP3Client(BaseClient):
                     raise POP3ConnectionError(f"the server closed the connection: {exc}") from exc
                 raise POP3ProtocolError(str(exc)) from exc
             if event is NEED_DATA:
+                wait = timeout
+                if line and read and timeout is not None:  # the rest of a line begun
+                    now = time.monotonic()
+                    if begun is None:
+                        begun = now
+                    wait = timeout - (now - begun)
+                    if wait <= 0:
+                        raise POP3Timeout(_UNENDED.format(timeout))
                 try:
-                    async with transport.deadline(timeout):
+                    async with transport.deadline(wait):
                         data = await transport.receive_some(_READ_SIZE)
                 except TimeoutError as exc:
+                    if begun is not None:
+                        raise POP3Timeout(_UNENDED.format(timeout)) from exc
                     raise POP3Timeout(f"no answer within {timeout} s") from exc
                 except OSError:
                     data = b""
+                read = True
                 self._peer_closed = not data
                 if self._trace is not None:
                     self._trace.received(data)
@@ -616,6 +636,7 @@ class BasePOP3Client(BaseClient):
             return event
 
 
+_UNENDED: Final = "the status line did not end within {} s of its start"
 _R = TypeVar("_R")
 
 

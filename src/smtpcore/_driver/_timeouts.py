@@ -260,13 +260,16 @@ class POP3Timeouts:
     connect: float | None = 30.0
     """Client: opening the TCP connection."""
     greeting: float | None = 60.0
-    """Client: waiting for the greeting; server: waiting for a PROXY header
-    (``proxy_protocol_from``)."""
+    """Client: waiting for the greeting, for its first bytes and again from there for
+    its end; server: waiting for a PROXY header (``proxy_protocol_from``)."""
     autologout: float | None = 600.0
     """Server: waiting for the next command; then the connection is closed without a
     response and without entering UPDATE (RFC 1939 §3)."""
     response: float | None = 300.0
-    """Client: waiting for a status line, or for the next block of multi-line content."""
+    """Client: waiting for a status line, for its first bytes and again from there for
+    its end (a server dripping an octet at a time cannot hold the session); and for
+    each next block of multi-line content (a large message over a slow link may take
+    longer than one wait in all)."""
     send: float | None = 300.0
     """Either side: each write, while the peer is slow to read."""
     store: float | None = 120.0
