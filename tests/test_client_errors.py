@@ -311,6 +311,34 @@ def test_text_content_is_refused_before_mail_and_the_session_goes_on(
         run(adapter, lambda: go(server.port))
 
 
+def test_a_new_session_keeps_nothing_of_the_last(adapter: str) -> None:
+    """``connect()`` again after a session whose transaction failed starts clean: no
+    RSET owed to the old session's failure goes out before the new one's MAIL."""
+    mod = module(adapter)
+    plain = GREET.replace("S: 250-PIPELINING\n", "")
+    refused = script(plain + "C: MAIL FROM:<a@abc.example>\nS: 451 4.3.0 not now\n-- close")
+    fresh = script(
+        plain
+        + "C: MAIL FROM:<a@abc.example>\nS: 250 ok\nC: RCPT TO:<bob@pqr.example>\nS: 250 ok\n"
+        + "C: DATA\nS: 354 go\n"
+        + MESSAGE_LINES
+        + "S: 250 queued\nC: QUIT\nS: 221 bye"
+    )
+
+    async def go(first: int, second: int) -> None:
+        client = mod.SMTPClient("127.0.0.1", first)
+        await client.connect()
+        with pytest.raises(mod.SenderRefused):
+            await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+        await client.close()
+        client.port = second
+        async with client:
+            await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+
+    with ScriptedServer(refused) as one, ScriptedServer(fresh) as two:
+        run(adapter, lambda: go(one.port, two.port))
+
+
 def test_a_greeting_other_than_220_is_hello_refused(adapter: str) -> None:
     busy = script("S: 554 5.3.2 no service for you\nC: QUIT\nS: 221 bye")
     mod = module(adapter)

@@ -470,6 +470,28 @@ S: +OK bye
         run(adapter, lambda: session(server.port))
 
 
+def test_a_session_after_one_cut_off_in_a_message_starts_clean(adapter: str) -> None:
+    """A connection lost in the middle of a message leaves nothing for the next
+    ``connect()`` of the same client to wait for."""
+    mod = module(adapter)
+    cut_off = script(LOGIN + "C: RETR 1\nS: +OK\nS: the first line\n-- close")
+    fresh = script(LOGIN + "C: STAT\nS: +OK 1 20\nC: QUIT\nS: +OK bye")
+
+    async def session(first: int, second: int) -> None:
+        client = mod.POP3Client("127.0.0.1", first)
+        await client.connect()
+        await client.login("u", "p")
+        with pytest.raises(mod.POP3ConnectionError):
+            await client.retrieve(1)
+        client.port = second
+        async with client:
+            await client.login("u", "p")
+            assert await client.stat() == (1, 20)
+
+    with ScriptedServer(cut_off) as one, ScriptedServer(fresh) as two:
+        run(adapter, lambda: session(one.port, two.port))
+
+
 def test_our_client_bounds_what_a_broken_server_sends(adapter: str) -> None:
     mod = module(adapter)
     login = """

@@ -206,6 +206,12 @@ class BasePOP3Client(BaseClient):
         self._trace = None if trace is None else WireTrace(trace)
         self._transport: Link | None = None
         self._conn: ClientConnection | None = None
+        self._new_session()
+
+    def _new_session(self) -> None:
+        """Forget what the last session left: a session cut off in the middle of a
+        response (a timeout, a lost connection, cancellation) must not leave the
+        next one waiting for the rest of it."""
         self._streaming = False
         self._peer_closed = False
 
@@ -231,6 +237,7 @@ class BasePOP3Client(BaseClient):
     async def connect(self) -> None:
         """Connect, read the greeting, ask CAPA, and start TLS as configured."""
         await self._open_transport()
+        self._new_session()
         try:
             tls = await self._tls_from_the_start()
             conn = self._conn = ClientConnection(self.hostname, pipelining=self.pipelining)

@@ -228,6 +228,12 @@ class BaseSMTPClient(BaseClient):
         self._trace = None if trace is None else WireTrace(trace)
         self._transport: Link | None = None
         self._conn: ClientConnection | None = None
+        self._new_session()
+
+    def _new_session(self) -> None:
+        """Forget what the last session left: a new one is not logged in, and owes
+        no RSET for a transaction that failed in the old one."""
+        self.authenticated_with = None
         self._transaction_failed = False
         self._offer: Offer | None = None
         """What the server's EHLO reply says about sending, read once per reply."""
@@ -250,6 +256,7 @@ class BaseSMTPClient(BaseClient):
         a 421, with which the server closes the connection; the connection is
         closed on every error."""
         await self._open_transport()
+        self._new_session()
         try:
             tls = await self._tls_from_the_start()
             self._conn = ClientConnection(self.hostname, lmtp=self.lmtp, tls=tls)
