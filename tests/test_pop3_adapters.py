@@ -470,6 +470,52 @@ S: +OK bye
         run(adapter, lambda: session(server.port))
 
 
+#: Three RETRs pipelined by ``retrieve_many``, the third refused, and a DELE after them.
+RETRIEVE_MANY_LEFT_EARLY = (
+    LOGIN
+    + """
+C: RETR 1
+C: RETR 2
+C: RETR 3
+S: +OK
+S: one
+S: .
+S: +OK
+S: two
+S: .
+S: -ERR [SYS/TEMP] three is busy
+C: DELE 9
+S: -ERR no such message
+C: STAT
+S: +OK 3 30
+C: QUIT
+S: +OK bye
+"""
+)
+
+
+def test_our_client_reads_what_a_retrieve_many_left_early_owes_before_the_next_command(
+    adapter: str,
+) -> None:
+    """Leaving ``retrieve_many`` with RETRs still in flight leaves their answers owed:
+    read and dropped before the next command, or the refused DELE would be paired
+    with the second RETR's ``+OK`` and reported done."""
+    mod = module(adapter)
+
+    async def session(port: int) -> None:
+        async with mod.POP3Client("127.0.0.1", port) as client:
+            await client.login("u", "p")
+            async for number, content in client.retrieve_many([1, 2, 3]):
+                assert (number, content) == (1, b"one\r\n")
+                break
+            with pytest.raises(mod.POP3ResponseError, match="no such message"):
+                await client.delete(9)
+            assert await client.stat() == (3, 30)
+
+    with ScriptedServer(script(RETRIEVE_MANY_LEFT_EARLY)) as server:
+        run(adapter, lambda: session(server.port))
+
+
 def test_a_session_after_one_cut_off_in_a_message_starts_clean(adapter: str) -> None:
     """A connection lost in the middle of a message leaves nothing for the next
     ``connect()`` of the same client to wait for."""

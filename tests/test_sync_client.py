@@ -30,6 +30,7 @@ from test_adapters_auth import (
     running_aiosmtpd,
 )
 from test_client_errors import GREET, Recorder
+from test_pop3_adapters import RETRIEVE_MANY_LEFT_EARLY
 
 MESSAGE = b"Subject: sync\r\n\r\n.leading dot\r\nbody\r\n"
 
@@ -299,6 +300,22 @@ def test_starttls_ignores_replies_injected_before_the_handshake(tls: TLSFiles) -
         with client:
             extensions = dict(client.connection.extensions)
     assert "SIZE" in extensions and "AUTH" not in extensions
+
+
+def test_pop3_reads_what_a_retrieve_many_left_early_owes_before_the_next_command() -> None:
+    """As on asyncio and trio: the answers to the RETRs still in flight when the loop
+    is left are read and dropped first, so the refused DELE is reported refused."""
+    with (
+        ScriptedServer(script(RETRIEVE_MANY_LEFT_EARLY)) as server,
+        sync.POP3Client("127.0.0.1", server.port, timeout=10) as pop,
+    ):
+        pop.login("u", "p")
+        for number, content in pop.retrieve_many([1, 2, 3]):
+            assert (number, content) == (1, b"one\r\n")
+            break
+        with pytest.raises(sync.POP3ResponseError, match="no such message"):
+            pop.delete(9)
+        assert pop.stat() == (3, 30)
 
 
 def test_pop3_trace_masks_the_password_and_sasl(tmp_path: Path) -> None:

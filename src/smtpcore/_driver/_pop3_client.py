@@ -213,6 +213,9 @@ class BasePOP3Client(BaseClient):
         response (a timeout, a lost connection, cancellation) must not leave the
         next one waiting for the rest of it."""
         self._streaming = False
+        """The content of a multi-line response is under way, unread (see :meth:`_drain`)."""
+        self._owed = 0
+        """Answers to pipelined multi-line commands not yet read (see :meth:`_drain`)."""
         self._peer_closed = False
 
     @property
@@ -350,11 +353,13 @@ class BasePOP3Client(BaseClient):
         if with_uids and conn.pipelining:
             await self._drain()
             await self._write(self._send(List()) + self._send(Uidl()))
+            self._owed += 1  # UIDL's answer, behind LIST's
             response = await self._status(self.timeouts.response)
             if isinstance(response, Err):
-                await self._drain_all(1)  # UIDL's answer must not pass for the next one's
+                await self._drain()  # UIDL's answer must not pass for the next one's
                 raise POP3ResponseError("LIST", response)
             sizes = _parse(parse_listing, await self._collect(MAX_LISTING))
+            self._owed -= 1
             uids = await self._uids()
         else:
             await self._command(List())
@@ -393,6 +398,8 @@ class BasePOP3Client(BaseClient):
         With PIPELINING up to 8 RETR commands are in flight at once, so a
         mailbox of small messages costs one round trip, not one per message.
         A message the server refuses raises :class:`POP3ResponseError`.
+        Leaving the loop early is allowed: the answers still owed are read and
+        dropped before the next command.
         """
         conn = self.connection
         await self._drain()
@@ -410,12 +417,14 @@ class BasePOP3Client(BaseClient):
                 in_flight.append(number)
             if batch:
                 await self._write(b"".join(batch))
+                self._owed += len(batch)
             if not in_flight:
                 return
             number = in_flight.popleft()
+            self._owed -= 1
             response = await self._status(self.timeouts.response)
             if isinstance(response, Err):
-                await self._drain_all(len(in_flight))
+                await self._drain()  # the answers to the RETRs behind it
                 raise POP3ResponseError(f"RETR {number}", response)
             yield number, await self._collect()
 
@@ -503,18 +512,19 @@ class BasePOP3Client(BaseClient):
                 raise POP3ProtocolError(f"unexpected {event!r} in a multi-line response")
 
     async def _drain(self) -> None:
-        """Read and drop the rest of a multi-line response the caller left unread."""
-        if self._streaming:
-            async for _ in self._stream():
-                pass
-
-    async def _drain_all(self, answers: int) -> None:
-        """Read and drop the answers to ``answers`` pipelined commands."""
-        await self._drain()
-        for _ in range(answers):
+        """Read and drop what the caller left unread, before the next command: the
+        rest of a multi-line response (a loop over :meth:`retrieve_chunks` left
+        early), then the answers still owed to pipelined multi-line commands (one
+        over :meth:`retrieve_many`). Each would be paired with a later command."""
+        while True:
+            if self._streaming:
+                async for _ in self._stream():
+                    pass
+            if not self._owed:
+                return
+            self._owed -= 1
             if isinstance(await self._status(self.timeouts.response), Ok):
                 self._streaming = True
-                await self._drain()
 
     def _send(self, event: Command | AuthResponse) -> bytes:
         """The bytes of ``event``, checked by the machine, and traced.
