@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -451,6 +452,45 @@ def run(adapter: str, fn: Callable[[], Awaitable[T]]) -> T:
 def module(adapter: str) -> Any:
     """The adapter's public module: ``smtpcore.asyncio`` or ``smtpcore.trio``."""
     return importlib.import_module(f"smtpcore.{adapter}")
+
+
+async def alongside(
+    adapter: str,
+    background: Callable[[], Awaitable[T]],
+    foreground: Callable[[], Awaitable[object]],
+) -> T:
+    """``background()`` run as a task of its own while ``foreground()`` runs in this
+    one, as two tasks sharing a client do; ``background``'s result once both end."""
+    if adapter == "asyncio":
+        task = asyncio.ensure_future(background())
+        try:
+            await foreground()
+        except BaseException:
+            task.cancel()
+            raise
+        return await task
+    import trio
+
+    results: list[T] = []
+
+    async def keep() -> None:
+        results.append(await background())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keep)
+        await foreground()
+    return results[0]
+
+
+async def until(adapter: str, event: threading.Event, timeout: float = 5.0) -> None:
+    """Wait, letting the adapter's other tasks run, until ``event`` (set by a task or
+    a scripted server's thread) is set."""
+    import trio
+
+    due = time.monotonic() + timeout
+    while not event.is_set():
+        assert time.monotonic() < due, "the event was never set"
+        await (asyncio.sleep(0.005) if adapter == "asyncio" else trio.sleep(0.005))
 
 
 @dataclass

@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import email.message
 import socket
+import threading
 from typing import Any
 
 import pytest
 
-from peers import TLSFiles, module, run, running_smtp_server
+from peers import TLSFiles, alongside, module, run, running_smtp_server, until
 from smtpcore import LocalProtocolError
 from smtpcore._driver import Timeouts
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import Mail, Rcpt, Reply, xtext
-from smtpcore.testing import ExpectClose, ScriptedServer, Send, script
+from smtpcore.testing import (
+    Call,
+    ExpectClose,
+    ScriptedConnection,
+    ScriptedServer,
+    Send,
+    script,
+)
 
 MESSAGE = b"Subject: client test\r\n\r\n.leading dot\r\nbody\r\n"
 
@@ -200,6 +208,44 @@ def test_one_session_carries_several_messages(adapter: str) -> None:
         b"Subject: 1\r",
         b"Subject: 2\r",
     ]
+
+
+def test_a_second_call_while_one_is_in_progress_is_refused_at_once(adapter: str) -> None:
+    """A session is one conversation: a message sent from a second task while the first
+    waits for its reply is refused before anything goes out (the two would interleave
+    their commands and read each other's replies), and the first goes on as if alone."""
+    mod = module(adapter)
+    asked, release = threading.Event(), threading.Event()
+
+    def answer_once_released(conn: ScriptedConnection) -> None:
+        asked.set()
+        release.wait(5)
+
+    greet = "S: 220 scripted.test ESMTP\nC~ EHLO .+\nS: 250 scripted.test\n"
+    steps = [
+        *script(greet + "C: NOOP"),
+        Call(answer_once_released),
+        *script("S: 250 2.0.0 ok\nC: QUIT\nS: 221 bye"),
+    ]
+
+    async def session(port: int) -> None:
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+
+            async def meanwhile() -> None:
+                await until(adapter, asked)
+                try:
+                    with pytest.raises(LocalProtocolError, match="another call is in progress"):
+                        await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+                    with pytest.raises(LocalProtocolError, match="another call is in progress"):
+                        await client.quit()
+                finally:
+                    release.set()
+
+            reply = await alongside(adapter, client.noop, meanwhile)
+            assert reply.code == 250
+
+    with ScriptedServer(steps) as server:
+        run(adapter, lambda: session(server.port))
 
 
 def test_starttls_verifies_the_certificate(adapter: str, tls: TLSFiles) -> None:

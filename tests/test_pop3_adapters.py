@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import poplib
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from pathlib import Path
@@ -23,10 +24,12 @@ import pytest
 
 from peers import (
     TLSFiles,
+    alongside,
     module,
     open_fd_count,
     run,
     running_pop3_server,
+    until,
     write_maildir,
 )
 from smtpcore._asyncio_raw import RawSocketTransport
@@ -40,7 +43,7 @@ from smtpcore.maildrop import (
     POP3Session,
 )
 from smtpcore.sasl import CramMD5Client, PlainClient, ScramSHA256Client
-from smtpcore.testing import ExpectClose, ScriptedServer, Send, script
+from smtpcore.testing import Call, ExpectClose, ScriptedConnection, ScriptedServer, Send, script
 
 PASSWORDS = {"alice": "wonderland", "bob": "builder"}
 MESSAGES = [
@@ -513,6 +516,108 @@ def test_our_client_reads_what_a_retrieve_many_left_early_owes_before_the_next_c
             assert await client.stat() == (3, 30)
 
     with ScriptedServer(script(RETRIEVE_MANY_LEFT_EARLY)) as server:
+        run(adapter, lambda: session(server.port))
+
+
+def test_a_second_call_while_one_is_in_progress_is_refused_at_once(adapter: str) -> None:
+    """A session is one conversation: a call from a second task while a retrieve is
+    under way, or while a loop over ``retrieve_chunks`` waits between chunks, is
+    refused before anything is sent, and the call in progress goes on as if alone."""
+    mod = module(adapter)
+    asked, release = threading.Event(), threading.Event()
+
+    def answer_once_released(conn: ScriptedConnection) -> None:
+        asked.set()
+        release.wait(5)
+
+    steps = [
+        *script(LOGIN + "C: RETR 1"),
+        Call(answer_once_released),
+        *script("""
+S: +OK
+S: one
+S: .
+C: RETR 2
+S: +OK
+S: two
+S: .
+C: NOOP
+S: +OK
+C: QUIT
+S: +OK bye
+"""),
+    ]
+    busy = "another call is in progress on this session"
+
+    async def session(port: int) -> None:
+        async with mod.POP3Client("127.0.0.1", port) as client:
+            await client.login("u", "p")
+
+            async def meanwhile() -> None:
+                await until(adapter, asked)
+                try:
+                    with pytest.raises(mod.POP3Error, match=busy):
+                        await client.retrieve(2)
+                    with pytest.raises(mod.POP3Error, match=busy):
+                        await client.noop()
+                finally:
+                    release.set()
+
+            assert await alongside(adapter, lambda: client.retrieve(1), meanwhile) == b"one\r\n"
+            looping, go_on = threading.Event(), threading.Event()
+
+            async def loop() -> bytes:
+                chunks = []
+                async for chunk in client.retrieve_chunks(2):
+                    chunks.append(chunk)
+                    looping.set()
+                    await until(adapter, go_on)
+                return b"".join(chunks)
+
+            async def while_it_waits() -> None:
+                await until(adapter, looping)
+                try:
+                    with pytest.raises(mod.POP3Error, match=busy):
+                        await client.noop()
+                finally:
+                    go_on.set()
+
+            assert await alongside(adapter, loop, while_it_waits) == b"two\r\n"
+            await client.noop()
+
+    with ScriptedServer(steps) as server:
+        run(adapter, lambda: session(server.port))
+
+
+def test_a_loop_left_waiting_is_taken_over_by_its_own_tasks_next_call(adapter: str) -> None:
+    """``break`` leaves a ``retrieve_chunks`` iterator open, waiting: the next call of
+    the same task takes the session over, the rest of the message read and dropped
+    first, and the iterator, if resumed, raises rather than read what is not its."""
+    mod = module(adapter)
+    steps = script(
+        LOGIN
+        + """
+C: RETR 1
+S: +OK
+S: one
+S: .
+C: NOOP
+S: +OK
+C: QUIT
+S: +OK bye
+"""
+    )
+
+    async def session(port: int) -> None:
+        async with mod.POP3Client("127.0.0.1", port) as client:
+            await client.login("u", "p")
+            chunks = client.retrieve_chunks(1)
+            assert await chunks.__anext__()
+            await client.noop()
+            with pytest.raises(mod.POP3Error, match="took the session over"):
+                await chunks.__anext__()
+
+    with ScriptedServer(steps) as server:
         run(adapter, lambda: session(server.port))
 
 

@@ -318,6 +318,37 @@ def test_pop3_reads_what_a_retrieve_many_left_early_owes_before_the_next_command
         assert pop.stat() == (3, 30)
 
 
+def test_a_call_from_a_second_thread_while_one_is_in_progress_is_refused() -> None:
+    """A client is for one thread at a time: a second thread's call while the first
+    waits for its reply is refused at once, and the first goes on."""
+    asked, release = threading.Event(), threading.Event()
+
+    def answer_once_released(conn: ScriptedConnection) -> None:
+        asked.set()
+        release.wait(5)
+
+    steps = [
+        *script(GREET + "C: NOOP"),
+        Call(answer_once_released),
+        *script("S: 250 2.0.0 ok\nC: QUIT\nS: 221 bye"),
+    ]
+    replies: list[Reply] = []
+    with (
+        ScriptedServer(steps) as server,
+        sync.SMTPClient("127.0.0.1", server.port, timeout=10) as client,
+    ):
+        first = threading.Thread(target=lambda: replies.append(client.noop()))
+        first.start()
+        try:
+            assert asked.wait(5)
+            with pytest.raises(LocalProtocolError, match="another call is in progress"):
+                client.noop()
+        finally:
+            release.set()
+            first.join(5)
+        assert [reply.code for reply in replies] == [250]
+
+
 def test_pop3_trace_masks_the_password_and_sasl(tmp_path: Path) -> None:
     from peers import running_pop3_server, write_maildir
     from smtpcore.maildrop import MaildirStore

@@ -1067,6 +1067,9 @@ class _AsyncioClient(ClientConstructors):
         client._given = StreamTransport(reader, writer)
         return client
 
+    def _current_task(self) -> object:
+        return asyncio.current_task()
+
     async def _open(self, host: str, port: int) -> Link:
         given = self._take_given()
         if given is not None:

@@ -1104,6 +1104,9 @@ class _TrioClient(ClientConstructors):
         client._given = TrioTransport(stream)
         return client
 
+    def _current_task(self) -> object:
+        return trio.lowlevel.current_task()
+
     async def _open(self, host: str, port: int) -> Link:
         given = self._take_given()
         if given is not None:

@@ -3,19 +3,64 @@
 Both open one connection through the adapter's ``_open``, may run the TLS
 handshake on it (at once, or after STARTTLS / STLS), and close it; only the
 errors they raise differ, and each subclass names its own.
+
+A session is one conversation: a call made while another is in progress on
+the same client (from another task or thread) is refused at once
+(:func:`one_call`), rather than have the two interleave their commands and
+read each other's answers.
 """
 
 from __future__ import annotations
 
+import functools
 import ssl
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Concatenate, ParamSpec, Protocol, TypeVar
 
 from smtpcore._driver._transport import Link
 
-__all__ = ["BaseClient"]
+__all__ = ["BaseClient", "one_call"]
 
 _C = TypeVar("_C", bound="BaseClient")
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+_BUSY = "another call is in progress on this session"
+
+
+class _Hold:
+    """A loop over a client's async iterator (POP3's ``retrieve_chunks``), which holds
+    the session while it waits between items; ``task`` is the one iterating it."""
+
+    __slots__ = ("taken", "task")
+
+    def __init__(self) -> None:
+        self.task: object = None
+        self.taken = False
+        """Whether a later call of the same task took the session over."""
+
+
+def one_call(
+    method: Callable[Concatenate[_C, _P], Awaitable[_T]],
+) -> Callable[Concatenate[_C, _P], Coroutine[Any, Any, _T]]:
+    """``method``, a public call of a client, run while no other is in progress on
+    its session: two calls at once would interleave their commands on the wire
+    and each read the other's answers. A bool checked and set, no lock: the
+    second call is refused at once (:meth:`BaseClient._second_call`)."""
+
+    @functools.wraps(method)
+    async def call(self: _C, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        if self._busy:
+            self._second_call()
+        self._busy = True
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            self._busy = False
+
+    return call
 
 
 class _ClientTimeouts(Protocol):
@@ -44,6 +89,49 @@ class BaseClient:
     ``ClientConstructors.over_unix_socket``)."""
     timeouts: _ClientTimeouts
     _transport: Link | None
+    misuse_error: ClassVar[type[Exception]] = RuntimeError
+    """Raised for a call the session cannot take: one made while another is in progress."""
+    _busy: bool = False
+    """Whether a call is in progress on the session (see :func:`one_call`)."""
+    _hold: _Hold | None = None
+    """The loop that holds the session between the items of an async iterator."""
+
+    def _current_task(self) -> object:
+        """Who is calling: the adapter's task; here, for a blocking client, the thread."""
+        return threading.get_ident()
+
+    def _second_call(self) -> None:
+        """A call made while the session is busy: refused, unless what holds it is
+        a loop that the caller's own task left waiting between items (``break``
+        out of ``retrieve_chunks``, which does not close the iterator). The call
+        then takes the session over: the loop, if resumed, raises, and what it
+        left unread is read and dropped before the call's own command."""
+        hold = self._hold
+        if hold is None or hold.task != self._current_task():
+            raise self.misuse_error(_BUSY)
+        hold.taken = True
+        self._hold = None
+
+    async def _held(self, items: AsyncIterator[_T]) -> AsyncIterator[_T]:
+        """``items``, for the caller's loop, which holds the session from its first
+        item to its end, waits between items included: a call from another task
+        meanwhile is refused (:meth:`_second_call`)."""
+        if self._busy:
+            self._second_call()
+        self._busy = True
+        hold = _Hold()
+        try:
+            async for item in items:
+                hold.task = self._current_task()
+                self._hold = hold
+                yield item
+                if hold.taken:
+                    raise self.misuse_error("a later call took the session over from this loop")
+                self._hold = None
+        finally:
+            if not hold.taken:
+                self._hold = None
+                self._busy = False
 
     async def _open(self, host: str, port: int) -> Link:
         """A plain TCP connection (the adapter's job), under the connect timeout."""

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, TypedDict, TypeVar
 
-from smtpcore._driver._client_base import BaseClient
+from smtpcore._driver._client_base import BaseClient, one_call
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts
 from smtpcore._driver._trace import MASK, Trace, WireTrace
 from smtpcore._driver._transport import Link
@@ -176,6 +176,7 @@ class BasePOP3Client(BaseClient):
 
     connection_error = POP3ConnectionError
     timeout_error = POP3Timeout
+    misuse_error = POP3Error
     timeouts: POP3Timeouts
 
     def __init__(
@@ -237,6 +238,7 @@ class BasePOP3Client(BaseClient):
 
     # -- session ------------------------------------------------------------
 
+    @one_call
     async def connect(self) -> None:
         """Connect, read the greeting, ask CAPA, and start TLS as configured."""
         await self._open_transport()
@@ -271,6 +273,7 @@ class BasePOP3Client(BaseClient):
         self.connection.tls_started()
         await self._capa()
 
+    @one_call
     async def login(self, user: str, password: str, *, apop: bool = False) -> None:
         """Log in with USER and PASS, or with APOP when ``apop`` is set (RFC 1939 §7).
 
@@ -293,6 +296,7 @@ class BasePOP3Client(BaseClient):
         if conn.capabilities is not None:
             await self._capa()  # RFC 2449 §5: the list may change after login
 
+    @one_call
     async def authenticate(self, mechanism: ClientMechanism) -> None:
         """Log in with a SASL mechanism (RFC 5034), such as
         :class:`~smtpcore.sasl.ScramSHA256Client`.
@@ -324,6 +328,7 @@ class BasePOP3Client(BaseClient):
         if self.connection.capabilities is not None:
             await self._capa()
 
+    @one_call
     async def quit(self) -> None:
         """Say QUIT and close. In TRANSACTION this commits the deletions (RFC 1939 §6):
         :class:`POP3ResponseError` if the server could not remove them all."""
@@ -338,11 +343,13 @@ class BasePOP3Client(BaseClient):
 
     # -- the transaction -------------------------------------------------------
 
+    @one_call
     async def stat(self) -> tuple[int, int]:
         """``(count, size)`` of the maildrop, messages marked deleted left out."""
         response = await self._command(Stat())
         return _parse(parse_stat, response.text)
 
+    @one_call
     async def list(self) -> list[MessageListing]:
         """Every message not marked deleted, with its size and (if offered) unique-id.
 
@@ -377,22 +384,26 @@ class BasePOP3Client(BaseClient):
             return None
         return dict(_parse(parse_uid_listing, await self._collect(MAX_LISTING)))
 
-    async def retrieve_chunks(self, number: int) -> AsyncIterator[bytes]:
+    def retrieve_chunks(self, number: int) -> AsyncIterator[bytes]:
         """Message ``number`` in chunks as they arrive, dot-stuffing removed.
 
         Leaving the loop early is allowed: the rest is read and dropped before
         the next command.
         """
+        return self._held(self._retrieve_chunks(number))
+
+    async def _retrieve_chunks(self, number: int) -> AsyncIterator[bytes]:
         await self._command(Retr(number))
         async for chunk in self._stream():
             yield chunk
 
+    @one_call
     async def retrieve(self, number: int) -> bytes:
         """Message ``number`` whole."""
         await self._command(Retr(number))
         return await self._collect()
 
-    async def retrieve_many(self, numbers: Iterable[int]) -> AsyncIterator[tuple[int, bytes]]:
+    def retrieve_many(self, numbers: Iterable[int]) -> AsyncIterator[tuple[int, bytes]]:
         """``(number, message)`` for each of ``numbers``, in order.
 
         With PIPELINING up to 8 RETR commands are in flight at once, so a
@@ -401,6 +412,9 @@ class BasePOP3Client(BaseClient):
         Leaving the loop early is allowed: the answers still owed are read and
         dropped before the next command.
         """
+        return self._held(self._retrieve_many(numbers))
+
+    async def _retrieve_many(self, numbers: Iterable[int]) -> AsyncIterator[tuple[int, bytes]]:
         conn = self.connection
         await self._drain()
         pending = iter(numbers)
@@ -428,11 +442,13 @@ class BasePOP3Client(BaseClient):
                 raise POP3ResponseError(f"RETR {number}", response)
             yield number, await self._collect()
 
+    @one_call
     async def top(self, number: int, lines: int) -> bytes:
         """The header of message ``number`` and its first ``lines`` body lines."""
         await self._command(Top(number, lines))
         return await self._collect()
 
+    @one_call
     async def uid(self, number: int) -> str:
         """The unique-id of message ``number``."""
         response = await self._command(Uidl(number))
@@ -441,14 +457,17 @@ class BasePOP3Client(BaseClient):
             raise POP3ProtocolError(f"not the unique-id of message {number}: {response.text!r}")
         return listing[0][1]
 
+    @one_call
     async def delete(self, number: int) -> None:
         """Mark message ``number`` deleted; it goes when :meth:`quit` ends the session."""
         await self._command(Dele(number))
 
+    @one_call
     async def reset(self) -> None:
         """Unmark every message marked deleted (RSET)."""
         await self._command(Rset())
 
+    @one_call
     async def noop(self) -> None:
         """NOOP: keeps the session from the server's autologout timer."""
         await self._command(Noop())

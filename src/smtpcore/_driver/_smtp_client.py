@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, TypedDict, TypeVar
 
-from smtpcore._driver._client_base import BaseClient
+from smtpcore._driver._client_base import BaseClient, one_call
 from smtpcore._driver._content import Content, CRLFNormalizer, content_chunks
 from smtpcore._driver._smtp_credentials import Credentials
 from smtpcore._driver._smtp_envelope import (
@@ -177,6 +177,7 @@ class BaseSMTPClient(BaseClient):
 
     connection_error = SMTPConnectionError
     timeout_error = SMTPTimeout
+    misuse_error = LocalProtocolError
     timeouts: Timeouts
 
     def __init__(
@@ -249,6 +250,7 @@ class BaseSMTPClient(BaseClient):
 
     # -- session ------------------------------------------------------------
 
+    @one_call
     async def connect(self) -> None:
         """Connect, read the greeting, say EHLO, start TLS and authenticate as
         configured. Raises :class:`HelloRefused` for a greeting other than 220
@@ -262,7 +264,7 @@ class BaseSMTPClient(BaseClient):
             self._conn = ClientConnection(self.hostname, lmtp=self.lmtp, tls=tls)
             greeting = await self._reply(self.timeouts.greeting)
             if greeting.code != 220:
-                await self.quit()
+                await self._quit()
                 raise HelloRefused("greeting", greeting)
             await self._hello(self.hostname)
             conn = self._conn
@@ -277,6 +279,7 @@ class BaseSMTPClient(BaseClient):
             await self._abort()
             raise
 
+    @one_call
     async def quit(self) -> None:
         """Say QUIT and close; a server that is already gone is not an error.
 
@@ -284,6 +287,9 @@ class BaseSMTPClient(BaseClient):
         of a message, not after the session broke down); the connection is
         closed in every case.
         """
+        await self._quit()
+
+    async def _quit(self) -> None:
         conn = self._conn
         try:
             if (
@@ -300,21 +306,25 @@ class BaseSMTPClient(BaseClient):
 
     # -- low-level commands ---------------------------------------------------
 
+    @one_call
     async def ehlo(self, hostname: str | None = None) -> Reply:
         """Say EHLO (LHLO in LMTP) again, as after a change on the server's side;
         :attr:`connection`'s ``extensions`` are what this reply lists. Falls back
         to HELO if EHLO is refused as unknown; :class:`HelloRefused` if refused."""
         return await self._closing_unless_refused(self._hello(hostname or self.hostname))
 
+    @one_call
     async def noop(self) -> Reply:
         """NOOP (RFC 5321 §4.1.1.9): keeps the session alive; :class:`SMTPReplyError`
         unless the server answers 250."""
         return await self._simple(Noop(), "NOOP")
 
+    @one_call
     async def rset(self) -> Reply:
         """RSET (RFC 5321 §4.1.1.5): abandon the mail transaction under way, if any."""
         return await self._simple(Rset(), "RSET")
 
+    @one_call
     async def verify(self, address: str) -> Reply:
         """VRFY (RFC 5321 §3.5.1): ask the server about a user or mailbox.
 
@@ -325,6 +335,7 @@ class BaseSMTPClient(BaseClient):
         """
         return await self._simple(Vrfy(address), "VRFY")
 
+    @one_call
     async def command(self, command: Command) -> Reply:
         """Send any command event and return its reply, whatever its code.
 
@@ -338,6 +349,7 @@ class BaseSMTPClient(BaseClient):
             self._command(command, self._timeout_for(command))
         )
 
+    @one_call
     async def starttls(self) -> None:
         """STARTTLS (RFC 3207), the handshake, and EHLO again; :class:`TLSNotAvailable`
         if the server does not offer it, :class:`SMTPReplyError` if it refuses."""
@@ -346,6 +358,7 @@ class BaseSMTPClient(BaseClient):
             raise TLSNotAvailable()
         await self._closing_unless_refused(self._starttls())
 
+    @one_call
     async def xclient(self, attributes: Xclient) -> Reply:
         """XCLIENT (Postfix): from now on, speak for the client ``attributes`` names, as
         a proxy in front of the server does; the server must trust this client.
@@ -376,6 +389,7 @@ class BaseSMTPClient(BaseClient):
         assert greeting is not None
         return greeting
 
+    @one_call
     async def login(self, username: str, password: str) -> None:
         """AUTH with a password, by the strongest mechanism both sides have (RFC 4954);
         :class:`AuthenticationError` if refused, :class:`AuthenticationNotAvailable`
@@ -388,8 +402,9 @@ class BaseSMTPClient(BaseClient):
             self._credentials.allowed,
             self._credentials.allow_plaintext,
         )
-        await self.authenticate(self._mechanism())
+        await self._authenticate_with(self._mechanism())
 
+    @one_call
     async def authenticate(self, mechanism: ClientMechanism) -> None:
         """AUTH with a ready SASL mechanism (see :mod:`smtpcore.sasl`).
 
@@ -397,6 +412,9 @@ class BaseSMTPClient(BaseClient):
         is refused with :class:`AuthenticationNotAvailable` (``538 5.7.11``),
         before anything is sent, on a session without TLS unless
         ``allow_plaintext_auth`` is true, as it is when the client chooses."""
+        await self._authenticate_with(mechanism)
+
+    async def _authenticate_with(self, mechanism: ClientMechanism) -> None:
         if mechanism.requires_tls and not (
             self.connection.tls or self._credentials.allow_plaintext
         ):
@@ -407,7 +425,9 @@ class BaseSMTPClient(BaseClient):
         await self._closing_unless_refused(self._authenticate(mechanism))
 
     async def _simple(self, command: Command, verb: str) -> Reply:
-        reply = await self.command(command)
+        reply = await self._closing_unless_refused(
+            self._command(command, self._timeout_for(command))
+        )
         if not reply.is_positive:
             raise SMTPReplyError(verb, reply)
         return reply
@@ -536,39 +556,45 @@ class BaseSMTPClient(BaseClient):
         without ``8BITMIME`` (``554 5.6.3``). After any other error than a
         refusal the connection is closed.
         """
-        conn = self._conn
-        if conn is None:
-            raise SMTPConnectionError("not connected")
-        extensions = conn._extensions  # conn.extensions, without the property's call
-        offer = self._offer
-        if offer is None or offer.extensions is not extensions:
-            offer = self._offer = Offer.of(extensions)
-        envelope = build_envelope(offer, message, sender, recipients, mail_params, rcpt_params)
-        forward: list[Xforward] = []
-        if xforward is not None:
-            sent = xforward.only(extensions.xforward)
-            if sent is None:
-                raise _not_offered("XFORWARD")
-            forward = sent.split()
-        mail, content = envelope.mail, envelope.content
-        chunked = (
-            offer.chunking  # as _uses_bdat decides for a message without parameters
-            if self.chunking is None and mail.params is NO_PARAMETERS
-            else self._uses_bdat(mail, offer)
-        )
-        try:  # as _closing_unless_refused does, without a coroutine more to resume
-            if offer.limits:
-                batches = self._batches(envelope.rcpts, content, extensions)
-                if len(batches) > 1:
-                    return await self._transactions(
-                        mail, batches, content, chunked=chunked, forward=forward
-                    )
-            return await self._transaction(
-                mail, envelope.rcpts, content, chunked=chunked, forward=forward
+        if self._busy:  # as @one_call does, without a coroutine more to resume
+            self._second_call()
+        self._busy = True
+        try:
+            conn = self._conn
+            if conn is None:
+                raise SMTPConnectionError("not connected")
+            extensions = conn._extensions  # conn.extensions, without the property's call
+            offer = self._offer
+            if offer is None or offer.extensions is not extensions:
+                offer = self._offer = Offer.of(extensions)
+            envelope = build_envelope(offer, message, sender, recipients, mail_params, rcpt_params)
+            forward: list[Xforward] = []
+            if xforward is not None:
+                sent = xforward.only(extensions.xforward)
+                if sent is None:
+                    raise _not_offered("XFORWARD")
+                forward = sent.split()
+            mail, content = envelope.mail, envelope.content
+            chunked = (
+                offer.chunking  # as _uses_bdat decides for a message without parameters
+                if self.chunking is None and mail.params is NO_PARAMETERS
+                else self._uses_bdat(mail, offer)
             )
-        except BaseException as exc:
-            await self._end_unless_refused(exc)
-            raise
+            try:  # as _closing_unless_refused does, without a coroutine more to resume
+                if offer.limits:
+                    batches = self._batches(envelope.rcpts, content, extensions)
+                    if len(batches) > 1:
+                        return await self._transactions(
+                            mail, batches, content, chunked=chunked, forward=forward
+                        )
+                return await self._transaction(
+                    mail, envelope.rcpts, content, chunked=chunked, forward=forward
+                )
+            except BaseException as exc:
+                await self._end_unless_refused(exc)
+                raise
+        finally:
+            self._busy = False
 
     def _batches(
         self, rcpts: Sequence[Rcpt], content: Content, extensions: ServerExtensions
