@@ -13,7 +13,7 @@ import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
 from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry
+from smtpcore.server.queuectl import QueueCommand
 
 LOOPBACK = "127.0.0.1"
 MESSAGE = b"From: john@abc.example\r\nSubject: hello\r\n\r\n.leading dot\r\nbody\r\n"
@@ -515,6 +516,57 @@ def test_an_entry_removed_by_hand_is_forgotten(
 
     asyncio.run(main())
     assert setup.worker.queued == 0
+
+
+def test_a_hold_while_a_round_begins_waits_for_the_round_to_end(tmp_path: Path) -> None:
+    """A round that starts while ``hold`` reads the entry writes its own copy back at
+    its end, over the hold: the hold is carried out after the round instead (the
+    operator's ``flush`` then ``hold ID`` left the message not held, and a later
+    flush delivered it)."""
+    setup = _setup(tmp_path, ZONE, 25)
+    entry = setup.queue.add(MESSAGE, "john@abc.example", ["brendon@pqr.example"])
+    worker = setup.worker
+    load = worker._load
+
+    async def load_as_a_round_begins(queue_id: str) -> QueueEntry:
+        loaded = await load(queue_id)
+        worker._running[queue_id] = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
+        return loaded
+
+    async def main() -> list[str]:
+        worker._load = load_as_a_round_begins  # type: ignore[method-assign]
+        return await worker.apply(QueueCommand("hold", (entry.id,)))
+
+    assert asyncio.run(main()) == [entry.id]
+    assert worker._after_round == {entry.id: ["hold"]}
+    assert not setup.queue.load(entry.id).held  # written by the round's end, then held
+
+
+def test_rewrites_of_one_envelope_at_once_leave_a_whole_one(tmp_path: Path) -> None:
+    """An operator's command and a delivery round may rewrite one envelope at the same
+    time: each through a temporary file of its own, so the envelope in place is always
+    one of them, whole (they shared one, and the rename put a mix of both in place, or
+    failed)."""
+    setup = _setup(tmp_path, ZONE, 25)
+    entry = setup.queue.add(MESSAGE, "john@abc.example", ["brendon@pqr.example"])
+    failures: list[BaseException] = []
+
+    def rewrite(held: bool) -> None:
+        changed = replace(entry, held=held)  # one octet longer or shorter
+        for _ in range(300):
+            try:
+                setup.queue.update(changed)
+                setup.queue.load(entry.id)
+            except (OSError, ValueError) as exc:
+                failures.append(exc)
+
+    threads = [threading.Thread(target=rewrite, args=(held,)) for held in (True, False)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    assert list((setup.queue.directory / "tmp").iterdir()) == []
 
 
 # -- delivery status notifications (RFC 3461) ---------------------------------------------

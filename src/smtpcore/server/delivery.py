@@ -266,13 +266,9 @@ class DeliveryWorker:
         entries = await asyncio.to_thread(self.queue.entries)
         done = []
         for entry in entries:
-            if not command.applies_to(entry.id):
-                continue
-            done.append(entry.id)
-            if entry.id in self._running:
-                self._after_round.setdefault(entry.id, []).append(command.action)
-                continue
-            await self._apply_one(entry.id, command.action)
+            if command.applies_to(entry.id):
+                done.append(entry.id)
+                await self._apply_one(entry.id, command.action)
         return done
 
     async def _apply_waiting(self, queue_id: str, actions: list[str]) -> None:
@@ -280,17 +276,25 @@ class DeliveryWorker:
             await self._apply_one(queue_id, action)
 
     async def _apply_one(self, queue_id: str, action: str) -> None:
+        """One action on one message, or, while a round delivers it, after the round:
+        the round writes its entry back at its end, over a ``hold`` made meanwhile."""
+        if queue_id in self._running:
+            self._after_round.setdefault(queue_id, []).append(action)
+            return
+        if action in ("delete", "hold"):
+            self._due.pop(queue_id, None)  # no round starts for it while this acts
         try:
             entry = await self._load(queue_id)
         except (OSError, ValueError):
             return  # delivered or deleted meanwhile
+        if queue_id in self._running:  # a round began while the entry was read
+            self._after_round.setdefault(queue_id, []).append(action)
+            return
         if action == "delete":
-            self._due.pop(queue_id, None)
             await asyncio.to_thread(self.queue.remove, queue_id)
             self._unsaved.pop(queue_id, None)
             logger.info("%s: removed by the operator (queue delete)", queue_id)
         elif action == "hold":
-            self._due.pop(queue_id, None)
             await self._save(replace(entry, held=True))
             logger.info("%s: on hold (queue hold)", queue_id)
         elif action == "release":

@@ -127,6 +127,8 @@ class MailServer:
         self._servers: list[SMTPServer | POP3Server] = []
         self._worker_task: asyncio.Task[None] | None = None
         self._lock_fd: int | None = None
+        self._queue_commands = asyncio.Lock()
+        """Held while one signal's queue commands are carried out (see run_queue_commands)."""
 
     # -- routers ----------------------------------------------------------------
 
@@ -274,10 +276,13 @@ class MailServer:
 
     async def run_queue_commands(self) -> None:
         """Carry out what ``python -m smtpcore queue`` left in the queue directory (it
-        sends SIGUSR1 after)."""
-        for command in await asyncio.to_thread(read_commands, self.config.queue_dir):
-            done = await self.worker.apply(command)
-            logger.info("queue %s: %d messages", command.action, len(done))
+        sends SIGUSR1 after). One signal's commands at a time, in the order given: two
+        tool runs close together must neither read one command twice nor act on one
+        message at once."""
+        async with self._queue_commands:
+            for command in await asyncio.to_thread(read_commands, self.config.queue_dir):
+                done = await self.worker.apply(command)
+                logger.info("queue %s: %d messages", command.action, len(done))
 
     def _smtp_handler(self, name: str) -> tuple[Handler, dict[str, Any]]:
         config = self.config

@@ -508,8 +508,12 @@ class Queue:
         return QueuedContent(self.content_path(queue_id))
 
     def update(self, entry: QueueEntry) -> None:
-        """Replace an entry's envelope atomically (write, fsync, rename, fsync)."""
-        tmp = self.directory / "tmp" / f"{entry.id}.update"
+        """Replace an entry's envelope atomically (write, fsync, rename, fsync).
+
+        Each rewrite has a temporary file of its own: two at once (an operator's
+        command and a delivery round) must not write into one file, whose rename
+        would then put a mix of both, or nothing, in place of the envelope."""
+        tmp = self.directory / "tmp" / f"{entry.id}.{secrets.token_hex(6)}.update"
         _write_synced(tmp, entry.to_json().encode("utf-8"))
         os.replace(tmp, self.envelope_path(entry.id))
         fsync_directory(self.directory / "envelopes")
