@@ -649,3 +649,41 @@ def test_connect_on_an_open_session_is_refused_and_the_session_goes_on(
         await client.quit()
 
     _open_session(adapter, protocol, steps, connect_again)
+
+
+def test_an_lmtp_session_lost_among_the_replies_says_who_was_delivered(adapter: str) -> None:
+    """RFC 2033 §4.2: one reply after the content for each accepted recipient. A
+    session lost after the first of them raises, with ``result`` saying the first
+    recipient was delivered: a caller that retried everyone would deliver twice."""
+    steps = script(
+        """
+S: 220 lmtp.test LMTP
+C~ LHLO .+
+S: 250-lmtp.test
+S: 250-PIPELINING
+S: 250 ENHANCEDSTATUSCODES
+C: MAIL FROM:<a@abc.example>
+C: RCPT TO:<u1@pqr.example>
+C: RCPT TO:<u2@pqr.example>
+C: DATA
+S: 250 2.1.0 ok
+S: 250 2.1.5 ok
+S: 250 2.1.5 ok
+S: 354 go
+"""
+        + MESSAGE_LINES
+        + "S: 250 2.0.0 u1 delivered\n-- close"
+    )
+    mod = module(adapter)
+
+    async def go() -> Any:
+        async with mod.SMTPClient("127.0.0.1", server.port, lmtp=True) as client:
+            with pytest.raises(mod.SMTPConnectionError) as lost:
+                await client.send_message(
+                    MESSAGE, "a@abc.example", ["u1@pqr.example", "u2@pqr.example"]
+                )
+            return lost.value.result
+
+    with ScriptedServer(steps) as server:
+        result = run(adapter, go)
+    assert [str(r.recipient) for r in result.delivered] == ["u1@pqr.example"]

@@ -1037,8 +1037,13 @@ class BaseSMTPClient(BaseClient):
         conn = self._conn
         due = len(conn.transaction.accepted) if self.lmtp and conn and conn.transaction else 1
         last = None
-        for _ in range(due):
-            last = await self._reply(self.timeouts.data_termination)
+        try:
+            for _ in range(due):
+                last = await self._reply(self.timeouts.data_termination)
+        except (SMTPConnectionError, SMTPTimeout) as exc:
+            if self.lmtp and conn is not None and conn.transaction is not None:
+                exc.result = conn.transaction  # who was delivered before the loss
+            raise
         assert last is not None
         return last
 

@@ -43,6 +43,10 @@ class SMTPError(Exception):
     local = False
     """True when the client refused on the server's behalf and sent nothing: the
     reply is the one the RFC names for the case, not one the server wrote."""
+    result: TransactionResult | None = None
+    """In LMTP, a session lost (or timed out) among the replies after the content:
+    each recipient's fate so far. Those whose reply came are delivered, so a
+    retry goes to the others only (RFC 2033 §4.2)."""
 
     def __init__(self, message: str, reply: Reply | None = None) -> None:
         super().__init__(message if reply is None else f"{message}: {reply}")
