@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import io
+import itertools
 import json
 import mailbox
 import os
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from smtpcore.maildrop import pop3_size
 from smtpcore.server import maildir as maildir_module
 from smtpcore.server import queue as queue_module
+from smtpcore.server.app import _Incoming
 from smtpcore.server.maildir import LFWriter, Maildir
 from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
 from smtpcore.server.trace import (
@@ -230,6 +232,40 @@ def test_return_path_and_hop_count() -> None:
     assert count_received(header) == 2
     # RFC 5322 §4.5's obsolete form: white space before the colon
     assert count_received(b"Received : a\r\nreceived\t: b\r\nReceivedX: c\r\n") == 2
+
+
+@given(
+    content=st.lists(
+        st.sampled_from([b"Subj", b"x", b":", b" ", b"\t", b"\r", b"\n", b"\r\n", b"\xe9"]),
+        max_size=30,
+    ).map(b"".join),
+    cuts=st.lists(st.integers(min_value=0, max_value=60), max_size=8),
+    received=st.sampled_from([b"", b"Received: a\r\n", b"Received: a\r\n\r\n"]),
+)
+def test_what_goes_to_the_spool_is_the_same_however_the_content_is_cut(
+    content: bytes, cuts: list[int], received: bytes
+) -> None:
+    """The first line is held until it tells whether a separator is due, and the header
+    is scanned for the hop count, as much in small pieces as whole: the pieces may
+    only skip looking again at what cannot decide."""
+
+    def fed(pieces: list[bytes]) -> tuple[bytes, int]:
+        incoming = _Incoming(spool=None)  # type: ignore[arg-type]  # no file: only the logic
+        out = b""
+        for piece in pieces:
+            incoming.scan(piece)
+            out += incoming.spooled(piece)
+        if not incoming.header_done:
+            incoming.scan(b"\r\n\r\n")
+        return out + incoming.rest(), incoming.hops
+
+    whole = received + content
+    bounds = [0, *sorted(min(cut, len(whole)) for cut in cuts), len(whole)]
+    pieces = [whole[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+    assert fed(pieces) == fed([whole] if whole else [])
+    follows = header_field_follows(whole)
+    spooled, _ = fed([whole] if whole else [])
+    assert spooled == (whole if follows or not whole else b"\r\n" + whole)
 
 
 @pytest.mark.parametrize(

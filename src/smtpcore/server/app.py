@@ -39,6 +39,7 @@ from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import StagedMessage
 from smtpcore.server.queue import PreparedEntry, Queue, QueuedRecipient, QueueEntry, Spool
 from smtpcore.server.trace import (
+    FIELD_NAME_LIMIT,
     count_received,
     header_field_follows,
     protocol_name,
@@ -64,6 +65,8 @@ _KEPT_MAIL_PARAMS: Final = ("SMTPUTF8", "BODY", "RET", "ENVID", "REQUIRETLS")
 RFC 8689); the RCPT ones kept are NOTIFY and ORCPT. SIZE is the relay's to declare anew."""
 
 _HEADER_SCAN_LIMIT: Final = 256 * 1024
+_UNDECIDING: Final = bytes(sorted(set(range(33, 127)) - {ord(":")})) + b" \t"
+"""What a first line may hold before its colon: field-name characters, blanks after."""
 _LOCAL_ERROR: Final = Reply(451, "Local error in processing; try again later", "4.3.0")
 
 
@@ -227,6 +230,16 @@ class _Incoming:
         if self.first_line_read:
             return data
         held = self.held + data
+        # More of a field name (or of the blanks after one) cannot decide, so the held
+        # line is looked at again only when something that may decide comes: linear
+        # however small the pieces.
+        if (
+            self.held[:1] not in (b"", b"\r")
+            and len(held) < FIELD_NAME_LIMIT
+            and not data.translate(None, _UNDECIDING)
+        ):
+            self.held = held
+            return b""
         follows = header_field_follows(held)
         if follows is None:
             self.held = held
@@ -246,8 +259,9 @@ class _Incoming:
         """Count Received lines in the header, which ends at the first empty line."""
         if self.header_done:
             return
+        searched = max(len(self.header) - 3, 0)  # an empty line may begin in what came
         self.header += data
-        end = self.header.find(b"\r\n\r\n")
+        end = self.header.find(b"\r\n\r\n", searched)
         if end >= 0 or len(self.header) > _HEADER_SCAN_LIMIT or self.header.startswith(b"\r\n"):
             self.header_done = True
             self.hops = count_received(bytes(self.header[: end if end >= 0 else None]))

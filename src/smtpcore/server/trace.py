@@ -13,6 +13,7 @@ import email.utils
 from ipaddress import IPv6Address, ip_address
 
 __all__ = [
+    "FIELD_NAME_LIMIT",
     "count_received",
     "header_field_follows",
     "protocol_name",
@@ -27,7 +28,7 @@ __all__ = [
 _HELO_KEEPS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:[]")
 
 #: Longer than any field name a message header holds in one line (RFC 5322 §2.1.1).
-_FIELD_NAME_LIMIT = 998
+FIELD_NAME_LIMIT = 998
 
 
 def protocol_name(*, lmtp: bool, extended: bool, tls: bool, auth: bool, utf8: bool) -> str:
@@ -129,4 +130,4 @@ def header_field_follows(content: bytes) -> bool | None:
     rest = content[name_end:].lstrip(b" \t")  # white space, then ":" (RFC 5322 §4.5)
     if rest:
         return name_end > 0 and rest[:1] == b":"
-    return False if len(content) >= _FIELD_NAME_LIMIT else None
+    return False if len(content) >= FIELD_NAME_LIMIT else None
