@@ -130,6 +130,27 @@ def test_sessions_are_counted_by_the_client_the_header_names(adapter: str) -> No
     assert handler.peers == [("192.0.2.7", 40000), ("203.0.113.9", 51000), ("192.0.2.7", 40001)]
 
 
+def test_an_ipv4_client_named_in_its_ipv6_mapped_form_is_the_same_client(adapter: str) -> None:
+    """RFC 4291 §2.5.5.2: ``::ffff:192.0.2.7`` is 192.0.2.7. A header naming it so is
+    counted, and shown to the handler (and the log, and fail2ban), as the IPv4 client:
+    it was a second client, with a share of its own."""
+    handler = Recorder()
+    with (
+        running_smtp_server(
+            adapter, handler, proxy_protocol_from=["127.0.0.0/8"], max_sessions_per_address=1
+        ) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as first,
+    ):
+        first.sendall(b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 25\r\n")
+        assert first.recv(1024).startswith(b"220 ")
+        mapped = b"PROXY TCP6 ::ffff:192.0.2.7 ::1 40001 25\r\n"
+        assert greeting_after(server.port, mapped).startswith(b"421 4.7.0 ")
+        first.sendall(b"QUIT\r\n")
+        assert first.recv(1024).startswith(b"221 ")
+        assert greeting_after(server.port, mapped).startswith(b"220 ")
+    assert handler.peers == [("192.0.2.7", 40000), ("192.0.2.7", 40001)]
+
+
 class TLSAfterHeader:
     """A TLS client that sends ``header`` and its ClientHello in one write, as HAProxy
     may relay them: the server must read the header and not an octet more."""

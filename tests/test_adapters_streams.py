@@ -354,6 +354,43 @@ def test_a_server_never_entered_shuts_its_stream_sessions_down(adapter: str) -> 
     assert replies.startswith(b"220 ") and b"421 4.3.2" in replies
 
 
+def test_a_server_never_entered_is_closed_by_aclose_as_an_entered_one(adapter: str) -> None:
+    """``serve_forever`` returns once ``aclose`` has run, and a stream served after
+    gets the busy reply, on both adapters (asyncio raised AttributeError from
+    ``serve_forever``, and served a stream given after ``aclose``)."""
+    mod = smtp_asyncio if adapter == "asyncio" else smtp_trio
+
+    async def body() -> bytes:
+        server = mod.SMTPServer(Keeping(), hostname="mx.test")
+        await server.aclose(grace=1)
+        await server.serve_forever()  # closed: returns at once
+        if adapter == "trio":
+            server_end, client_end = trio_socket_pair()
+            await server.serve_stream(server_end)
+            return bytes(await client_end.receive_some(1000))
+        (server_reader, server_writer), (reader, _) = await asyncio_pair()
+        await asyncio.wait_for(server.serve_stream(server_reader, server_writer), 10)
+        return await reader.read()
+
+    assert run(adapter, body).startswith(b"421 4.")
+
+
+def test_entering_a_server_twice_is_a_clear_error(adapter: str) -> None:
+    """The second ``async with`` raises ``RuntimeError`` and the first goes on (trio's
+    run broke with TrioInternalError)."""
+    mod = smtp_asyncio if adapter == "asyncio" else smtp_trio
+
+    async def body() -> int:
+        async with mod.SMTPServer(Keeping(), "127.0.0.1", 0, hostname="mx.test") as server:
+            with pytest.raises(RuntimeError, match="once"):
+                async with server:
+                    pass
+            sessions: int = server.active_sessions
+            return sessions
+
+    assert run(adapter, body) == 0
+
+
 def test_two_acloses_at_once_both_end_when_the_sessions_do(adapter: str) -> None:
     """Neither waits out the grace period the other's wait has already seen end."""
     import time

@@ -859,3 +859,71 @@ def test_our_client_sends_an_initial_response_while_the_auth_line_fits(
     with ScriptedServer(steps) as server:
         run(adapter, lambda: session(server.port))
     assert fits is (password_length == 177)
+
+
+def test_a_shutdown_begun_while_a_response_is_written_says_so_after_it(
+    store: MaildirStore,
+) -> None:
+    """A session whose last response is still being written when the shutdown begins
+    gets ``-ERR [SYS/TEMP]`` once it is out, as an idle one does at once; it did not
+    notice, and waited for a command until the grace ran out."""
+    import trio
+    import trio.testing
+
+    from smtpcore.trio import POP3Server
+
+    class HeldStream(trio.abc.Stream):
+        """The server's end: the write that ends a multi-line response waits for
+        ``release``, as a write to a client that reads slowly does."""
+
+        def __init__(self, inner: trio.abc.Stream) -> None:
+            self.inner = inner
+            self.holding = trio.Event()
+            self.release = trio.Event()
+
+        async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+            if bytes(data).endswith(b"\r\n.\r\n"):
+                self.holding.set()
+                await self.release.wait()
+            await self.inner.send_all(data)
+
+        async def wait_send_all_might_not_block(self) -> None:
+            await self.inner.wait_send_all_might_not_block()
+
+        async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+            return await self.inner.receive_some(max_bytes)
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    async def main() -> bytes:
+        server = POP3Server(store, hostname="mx.test")
+        server_end, client_end = trio.testing.memory_stream_pair()
+        held = HeldStream(server_end)
+        received = b""
+
+        async def until(marker: bytes) -> None:
+            nonlocal received
+            while not received.endswith(marker):
+                data = await client_end.receive_some(65536)
+                assert data, received
+                received += data
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.serve_stream, held)
+            await until(b"\r\n")
+            for command in (b"USER alice\r\n", b"PASS wonderland\r\n", b"RETR 3\r\n"):
+                await client_end.send_all(command)
+                if command != b"RETR 3\r\n":
+                    await until(b"\r\n")
+            await held.holding.wait()
+            nursery.start_soon(server.aclose, 3)
+            await trio.sleep(0.05)  # the shutdown has begun, the write still waits
+            held.release.set()
+            with trio.fail_after(2):  # not the grace: at once
+                while data := await client_end.receive_some(65536):
+                    received += data
+        return received
+
+    received = trio.run(main)
+    assert received.endswith(crlf(MESSAGES[2]) + b".\r\n-ERR [SYS/TEMP] Server shutting down\r\n")

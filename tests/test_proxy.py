@@ -51,6 +51,17 @@ def test_v1_tcp4_tcp6_and_unknown() -> None:
     assert header.source is None and header.destination is None
 
 
+def test_an_ipv4_mapped_address_is_given_as_the_ipv4_one() -> None:
+    """One client, one form (RFC 4291 §2.5.5.2), in v1 and v2 headers alike."""
+    header = read_exactly(b"PROXY TCP6 ::ffff:192.0.2.7 ::FFFF:198.51.100.1 40000 25\r\n")
+    assert (header.source, header.destination) == (("192.0.2.7", 40000), ("198.51.100.1", 25))
+    mapped = ipaddress.IPv6Address("::ffff:192.0.2.7").packed
+    block = mapped + ipaddress.IPv6Address("2001:db8::1").packed + struct.pack("!HH", 1, 2)
+    v2_header = parse_proxy_header(v2(1, 2, block))
+    assert isinstance(v2_header, ProxyHeader)
+    assert (v2_header.source, v2_header.destination) == (("192.0.2.7", 1), ("2001:db8::1", 2))
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -127,7 +138,8 @@ def test_v1_and_v2_inet6_agree(
     block = source.packed + destination.packed + struct.pack("!HH", source_port, destination_port)
     one, two = read_exactly(line.encode()), read_exactly(v2(1, 2, block))
     assert (one.source, one.destination) == (two.source, two.destination)
-    assert one.source == (str(source), source_port)
+    named = source.ipv4_mapped or source  # an IPv4 client by its IPv4 address
+    assert one.source == (str(named), source_port)
 
 
 @given(

@@ -139,6 +139,13 @@ def test_the_wire_form() -> None:
     assert forward.to_line() == "XFORWARD ADDR=x25:1234 IDENT=4XyZ SOURCE=REMOTE"
 
 
+def test_an_ipv4_client_named_in_its_mapped_form_is_its_ipv4_address() -> None:
+    """RFC 4291 §2.5.5.2: one client, one form, whichever the forwarder wrote."""
+    assert Xclient(addr="::ffff:192.0.2.7").addr == "192.0.2.7"
+    assert Xclient(addr="IPV6:::FFFF:192.0.2.7").addr == "192.0.2.7"
+    assert Xclient(addr="IPV6:2001:db8::7").addr == "2001:db8::7"
+
+
 @pytest.mark.parametrize(
     "fields",
     [

@@ -790,6 +790,8 @@ class _Listener(BaseListener[_S]):
         socket (:mod:`smtpcore._asyncio_raw`), unless they speak TLS from the
         first byte: those are handed to asyncio's own transports. On any other
         loop, the loop's own server accepts them, for asyncio's transports."""
+        if self._server is not None:
+            raise RuntimeError("the server is started already: enter it, or start it, once")
         loop = self._loop = asyncio.get_running_loop()
         self._stream_tasks()  # sessions serve_transport runs may have begun already
         self._runners = {}
@@ -980,16 +982,25 @@ class _Listener(BaseListener[_S]):
             return []
         return [sock.getsockname() for sock in self._server.sockets]
 
+    def _stop_event(self) -> asyncio.Event:
+        """Set once the server is closed: made by :meth:`start`, or at first need by a
+        server never started (whose sessions came through :meth:`serve_transport`)."""
+        try:
+            return self._stopped
+        except AttributeError:
+            self._stopped = asyncio.Event()
+            return self._stopped
+
     async def serve_forever(self) -> None:
         """Wait until the server is closed (by :meth:`aclose` or leaving its block)."""
-        await self._stopped.wait()
+        await self._stop_event().wait()
 
     async def aclose(self, grace: float | None = 30.0) -> None:
         """Shut down gracefully, cutting off sessions still running after ``grace`` seconds."""
         server = self._server
-        if server is None:
-            if self._stream_tasks():  # never started: the sessions serve_transport runs
-                await self._end_sessions(grace)
+        if server is None:  # never started, or closed: the sessions serve_transport runs
+            await self._end_sessions(grace)  # and no new one, as after a start
+            self._stop_event().set()
             return
         server.close()
         for handing in list(self._handing):

@@ -23,6 +23,8 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from smtpcore._ip import ip_text
+
 __all__ = ["ProxyHeader", "ProxyProtocolError", "parse_proxy_header"]
 
 V1_PREFIX: Final = b"PROXY "
@@ -115,7 +117,7 @@ def _ip(text: str, version: int) -> str:
         raise ProxyProtocolError(f"not an IP address: {text!r}") from None
     if address.version != version:
         raise ProxyProtocolError(f"not an IPv{version} address: {text!r}")
-    return str(address)
+    return ip_text(address)
 
 
 def _port(text: str) -> int:
@@ -161,8 +163,8 @@ def _addresses(family: int, block: bytes) -> tuple[tuple[str, int], tuple[str, i
     if family == 3:
         return (_unix_path(block[:108]), 0), (_unix_path(block[108:216]), 0)
     size = 4 if family == 1 else 16
-    source = str(ipaddress.ip_address(block[:size]))
-    destination = str(ipaddress.ip_address(block[size : 2 * size]))
+    source = ip_text(ipaddress.ip_address(block[:size]))
+    destination = ip_text(ipaddress.ip_address(block[size : 2 * size]))
     source_port, destination_port = struct.unpack_from("!HH", block, 2 * size)
     return (source, source_port), (destination, destination_port)
 

@@ -899,6 +899,8 @@ class _Listener(BaseListener[_S]):
         self.state.on_empty = self._all_done.set
 
     async def __aenter__(self: _L) -> _L:
+        if getattr(self, "_nursery_manager", None) is not None:
+            raise RuntimeError("a trio server is entered once: make a new one to serve again")
         self._listeners = await self._open_listeners()
         self._prepare()
         self._nursery_manager = trio.open_nursery()

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from smtpcore._driver._proxied import Network, ip_peer, peer_text, read_proxy_header, trusted
 from smtpcore._driver._timeouts import Watchdog
 from smtpcore._driver._transport import Link, address
+from smtpcore._ip import unmapped
 from smtpcore.proxy import ProxyHeader, ProxyProtocolError
 
 __all__ = [
@@ -123,6 +124,8 @@ class SessionRegistry(Generic[S]):
         if len(sessions) >= self.max_sessions or self.stopping:
             return self.busy_reply
         peer = counted = transport.peer_address
+        if peer is not None and peer[0][:7] == "::ffff:":  # an IPv4 client, dual-stack socket
+            peer = counted = (unmapped(peer[0]), peer[1])
         if peer is not None and self.proxied and self.client_named_later(peer):
             counted = None
         limit = self.max_per_address

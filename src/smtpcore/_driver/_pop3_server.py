@@ -33,6 +33,7 @@ from smtpcore._driver._proxied import Network, networks, peer_text
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._ip import unmapped
 from smtpcore._sentinels import NEED_DATA, PAUSED
 from smtpcore.maildrop import (
     Maildrop,
@@ -112,7 +113,7 @@ def _is_loopback(peer: tuple[str, int] | None) -> bool:
     if peer is None:
         return False
     try:
-        return ipaddress.ip_address(peer[0].split("%", 1)[0]).is_loopback
+        return ipaddress.ip_address(unmapped(peer[0].split("%", 1)[0])).is_loopback
     except ValueError:
         return False
 
@@ -398,6 +399,9 @@ class POP3ServerSession(ServedSession):
                     try:
                         if self._out:
                             await self._write_out()
+                            if self.state.stopping:  # begun during the write: no wait
+                                self._goodbye(_SHUTTING_DOWN)
+                                break
                         # A shutdown may wake the wait, not the write.
                         self._waiting_idle = True
                         # The bytes, or a wait for them (see Link.receive_or_wait).

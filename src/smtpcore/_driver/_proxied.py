@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TypeAlias
 
 from smtpcore._driver._transport import Link
+from smtpcore._ip import unmapped
 from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
 
 __all__ = ["Network", "ip_peer", "networks", "peer_text", "read_proxy_header", "trusted"]
@@ -42,7 +43,7 @@ def trusted(peer: tuple[str, int] | None, nets: Sequence[Network]) -> bool:
     if peer is None or not nets:
         return False
     try:
-        address = ipaddress.ip_address(peer[0])
+        address = ipaddress.ip_address(unmapped(peer[0]))
     except ValueError:
         return False
     return any(address in network for network in nets)

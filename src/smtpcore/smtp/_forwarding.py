@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from smtpcore._ip import ip_text
 from smtpcore._numbers import parse_number
 from smtpcore._words import ascii_upper
 
@@ -86,7 +87,7 @@ def _ip(value: object) -> str:
     if ascii_upper(text[:5]) == _IPV6_PREFIX:
         text = text[5:]
     try:
-        return str(ipaddress.ip_address(text))
+        return ip_text(ipaddress.ip_address(text))
     except ValueError:
         raise ValueError(f"not an IP address: {text!r}") from None
 
