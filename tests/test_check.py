@@ -9,9 +9,13 @@ tests pin what it finds there (docs/testing-check.rst records it).
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +38,7 @@ from peers import TLSFiles, free_port
 from private_postfix import private_postfix
 from smtpcore.handler import Envelope, Handler, Session
 from smtpcore.smtp import Rcpt, Reply
+from smtpcore.testing import _wire
 from smtpcore.testing.__main__ import main
 from smtpcore.testing.check import CHECKS, Outcome, check_handler, check_server
 
@@ -114,6 +119,127 @@ def test_checks_skip_what_the_server_does_not_offer() -> None:
 def test_an_unknown_check_name_is_refused() -> None:
     with pytest.raises(ValueError, match="no check named"):
         check_server("127.0.0.1", 1, checks=["nope"])
+
+
+# -- servers that never stop talking --------------------------------------------------------
+
+
+@contextlib.contextmanager
+def raw_server(
+    session: Callable[[socket.socket, threading.Event], None],
+) -> Iterator[tuple[str, int]]:
+    """Run ``session(sock, stop)`` on each loopback connection; stop and join them after."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    stop = threading.Event()
+    workers: list[threading.Thread] = []
+
+    def serve_one(sock: socket.socket) -> None:
+        with sock, contextlib.suppress(OSError):
+            session(sock, stop)
+
+    def accept_loop() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                sock, _ = listener.accept()
+                worker = threading.Thread(target=serve_one, args=(sock,), daemon=True)
+                workers.append(worker)
+                worker.start()
+
+    acceptor = threading.Thread(target=accept_loop, daemon=True)
+    acceptor.start()
+    try:
+        yield listener.getsockname()[:2]
+    finally:
+        stop.set()
+        acceptor.join()
+        listener.close()
+        for worker in workers:
+            worker.join(5)
+
+
+def trickle(sock: socket.socket, stop: threading.Event) -> None:
+    """A greeting one octet every 50 ms: never silent for long, never done (for 3 s)."""
+    for octet in b"220 " + b"x" * 60 + b"\r\n":
+        if stop.wait(0.05):
+            return
+        sock.sendall(bytes([octet]))
+
+
+def test_the_timeout_bounds_a_reply_however_slowly_it_trickles() -> None:
+    with raw_server(trickle) as (host, port):
+        started = time.monotonic()
+        report = check_server(host, port, checks=["chunking"], timeout=0.3)
+        elapsed = time.monotonic() - started
+    result = report["chunking"]
+    assert result.outcome is Outcome.FAILED
+    assert "no whole reply came within 0.3 s" in result.summary
+    assert "-- no whole reply within 0.3 s" in result.transcript_text()
+    assert elapsed < 1.5
+
+
+def drip_after_quit(sock: socket.socket, stop: threading.Event) -> None:
+    """250 to each line, 221 to QUIT, then a reply every 50 ms, never closing (for 3 s)."""
+    sock.sendall(b"220 drip ESMTP\r\n")
+    for line in sock.makefile("rb"):
+        if line.startswith(b"QUIT"):
+            break
+        sock.sendall(b"250 ok\r\n")
+    sock.sendall(b"221 bye\r\n")
+    for _ in range(60):
+        if stop.wait(0.05):
+            return
+        sock.sendall(b"250 ok\r\n")
+
+
+def flood_after_greeting(sock: socket.socket, stop: threading.Event) -> None:
+    """Once the client speaks, 20,000 replies nobody asked for (then silence: closing
+    with the client's bytes unread would reset the connection, losing replies)."""
+    sock.sendall(b"220 flood ESMTP\r\n")
+    sock.recv(65536)
+    sock.sendall(b"250 ok\r\n" * 20_000)
+    stop.wait()
+
+
+def test_reading_until_the_server_closes_is_bounded_too() -> None:
+    # A reply after QUIT every 50 ms: never silent for the timeout, never closed.
+    with raw_server(drip_after_quit) as (host, port):
+        started = time.monotonic()
+        report = check_server(host, port, checks=["command-line-length"], timeout=0.3)
+        elapsed = time.monotonic() - started
+    result = report["command-line-length"]
+    assert result.outcome is Outcome.FAILED
+    assert "-- the server did not close within 0.3 s" in result.transcript_text()
+    assert elapsed < 1.5
+
+
+def test_a_flood_of_replies_is_a_clear_failure_not_a_heap() -> None:
+    with raw_server(flood_after_greeting) as (host, port):
+        report = check_server(host, port, checks=["command-line-length"], timeout=2)
+    result = report["command-line-length"]
+    assert result.outcome is Outcome.FAILED
+    summary = "the server sent more than owed: over 10000 replies on one connection"
+    assert result.summary == summary
+    assert "-- stopped reading: over 10000 replies" in result.transcript_text()
+
+
+def test_what_one_connection_keeps_from_the_server_is_capped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_wire, "MAX_RECEIVED", 64 * 1024)
+
+    def wordy(sock: socket.socket, stop: threading.Event) -> None:
+        sock.sendall(b"220 wordy ESMTP\r\n")
+        sock.recv(65536)
+        sock.sendall((b"250 " + b"x" * 1000 + b"\r\n") * 100)
+        stop.wait()
+
+    with raw_server(wordy) as (host, port):
+        report = check_server(host, port, checks=["command-line-length"], timeout=2)
+    result = report["command-line-length"]
+    assert result.summary == "the server sent more than owed: over 65536 octets on one connection"
+    received = sum(len(entry.data) for entry in result.transcript if entry.side == "server")
+    assert received <= 64 * 1024  # the read that crossed the cap is not kept
 
 
 # -- the command line ---------------------------------------------------------------------

@@ -46,7 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--recipient", default="postmaster@smtpcore.test")
     check.add_argument("--sender", default="check@smtpcore.test")
     check.add_argument("--helo", default="check.smtpcore.test")
-    check.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a reply")
+    check.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds each wait may take: a whole reply, a write, the server closing",
+    )
     check.add_argument("--seed", type=int, default=0, help="seed of the random chunkings")
     check.add_argument(
         "--only", action="append", choices=list(CHECKS), metavar="NAME", help="run only NAME"

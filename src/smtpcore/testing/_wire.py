@@ -18,10 +18,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-__all__ = ["Exchange", "ServerReply", "WireClient", "format_transcript"]
+__all__ = ["Exchange", "ServerFlood", "ServerReply", "WireClient", "format_transcript"]
 
 #: A reply longer than this is a broken server, not a reason to eat memory.
 MAX_REPLY: Final = 1 << 20
+#: More replies than this on one connection is a flood: no check is owed a tenth of it.
+MAX_REPLIES: Final = 10_000
+#: More octets than this from the server on one connection is a flood (the
+#: transcript keeps every octet read, so this bounds its memory too).
+MAX_RECEIVED: Final = 8 << 20
 
 _STATUS: Final = re.compile(rb"^[245]\.\d{1,3}\.\d{1,3}")
 
@@ -63,6 +68,11 @@ class ServerReply:
         return self.raw.decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", " | ")
 
 
+class ServerFlood(ConnectionError):
+    """The server sent more than any check is owed (:data:`MAX_REPLY`,
+    :data:`MAX_REPLIES`, :data:`MAX_RECEIVED`): a failure, not something to wait out."""
+
+
 def _code(line: bytes) -> int:
     digits = line[:3]
     if len(digits) == 3 and digits.isdigit() and digits.isascii():
@@ -75,7 +85,9 @@ class WireClient:
 
     ``pause`` is slept between the pieces of a chunked write, so that the
     server's reads see the pieces apart (a hint, not a guarantee: TCP may
-    still join them).
+    still join them). ``timeout`` bounds each wait: a whole reply, a write,
+    the TLS handshake, the wait for the server to close; each has one
+    deadline, so a server that trickles bytes cannot stretch it.
     """
 
     def __init__(self, host: str, port: int, *, timeout: float, pause: float = 0.0) -> None:
@@ -84,6 +96,10 @@ class WireClient:
         self.pause = pause
         self.transcript: list[Exchange] = [Exchange("note", note=f"connect to {host}:{port}")]
         self.closed = False
+        self.received = 0
+        """Octets read from the server so far (at most :data:`MAX_RECEIVED`)."""
+        self.replies = 0
+        """Replies taken so far (at most :data:`MAX_REPLIES`)."""
         self._buffer = bytearray()
         self.sock: socket.socket | ssl.SSLSocket = socket.create_connection(
             (host, port), timeout=timeout
@@ -102,6 +118,7 @@ class WireClient:
                 time.sleep(self.pause)
             self.transcript.append(Exchange("client", piece))
             try:
+                self.sock.settimeout(self.timeout)  # sendall's bound is the whole write
                 self.sock.sendall(piece)
             except OSError as exc:
                 self.transcript.append(Exchange("note", note=f"write failed: {exc}"))
@@ -112,6 +129,7 @@ class WireClient:
         """Half-close: tell the server nothing more is coming (TCP FIN)."""
         self.transcript.append(Exchange("note", note="client half-closes (no more data)"))
         try:
+            self.sock.settimeout(self.timeout)
             if isinstance(self.sock, ssl.SSLSocket):
                 self.sock = self.sock.unwrap()
             self.sock.shutdown(socket.SHUT_WR)
@@ -124,19 +142,28 @@ class WireClient:
         if self._buffer:
             # The server wrote after its 220: plaintext that came before the handshake.
             self.transcript.append(Exchange("note", note="plaintext left unread before TLS"))
+        self.sock.settimeout(self.timeout)
         self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
         self.transcript.append(Exchange("note", note=f"TLS up ({self.sock.version()})"))
 
     # -- reading ----------------------------------------------------------
 
-    def _fill(self) -> bool:
-        """Read once more; False when the server closed (or reset) the connection."""
+    def _deadline(self) -> float:
+        return time.monotonic() + self.timeout
+
+    def _fill(self, deadline: float) -> bool:
+        """Read once more, by ``deadline``; False when the server closed (or reset)
+        the connection. Raises ``TimeoutError`` at the deadline, ``ServerFlood``
+        past the limits."""
         if self.closed:
             return False
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        self.sock.settimeout(remaining)
         try:
             data = self.sock.recv(65536)
         except TimeoutError:
-            self.transcript.append(Exchange("note", note=f"no reply within {self.timeout:g} s"))
             raise
         except OSError as exc:  # a reset is a close, for what the checks need
             self.transcript.append(Exchange("note", note=f"connection lost: {exc}"))
@@ -145,22 +172,26 @@ class WireClient:
             self.transcript.append(Exchange("note", note="server closed the connection"))
             self.closed = True
             return False
+        self.received += len(data)
+        if self.received > MAX_RECEIVED:
+            self._flood(f"over {MAX_RECEIVED} octets on one connection")
         self.transcript.append(Exchange("server", data))
         self._buffer += data
         if len(self._buffer) > MAX_REPLY:
-            raise ConnectionError(f"a reply over {MAX_REPLY} octets")
+            self._flood(f"a reply over {MAX_REPLY} octets")
         return True
+
+    def _flood(self, what: str) -> None:
+        self.transcript.append(Exchange("note", note=f"stopped reading: {what}"))
+        self.closed = True
+        raise ServerFlood(what)
 
     @property
     def unread(self) -> bytes:
         """Bytes received and not yet taken as a reply."""
         return bytes(self._buffer)
 
-    def read_reply(self) -> ServerReply | None:
-        """The next whole reply, or None if the server closed first.
-
-        Raises ``TimeoutError`` if the server says nothing for ``timeout``.
-        """
+    def _next_reply(self, deadline: float) -> ServerReply | None:
         start = 0
         while True:
             end = self._buffer.find(b"\n", start)
@@ -169,14 +200,30 @@ class WireClient:
                 if line[3:4] != b"-":
                     raw = bytes(self._buffer[: end + 1])
                     del self._buffer[: end + 1]
+                    self.replies += 1
+                    if self.replies > MAX_REPLIES:
+                        self._flood(f"over {MAX_REPLIES} replies on one connection")
                     return ServerReply(_code(raw), raw)
                 start = end + 1
                 end = self._buffer.find(b"\n", start)
-            if not self._fill():
+            if not self._fill(deadline):
                 return None
 
+    def read_reply(self) -> ServerReply | None:
+        """The next whole reply, or None if the server closed first.
+
+        Raises ``TimeoutError`` if the whole reply is not in within ``timeout``
+        (one deadline, however its bytes trickle in).
+        """
+        try:
+            return self._next_reply(self._deadline())
+        except TimeoutError:
+            note = f"no whole reply within {self.timeout:g} s"
+            self.transcript.append(Exchange("note", note=note))
+            raise
+
     def read_replies(self, count: int) -> list[ServerReply]:
-        """Up to ``count`` replies: fewer if the server closes first."""
+        """Up to ``count`` replies, each within ``timeout``: fewer if the server closes first."""
         replies = []
         for _ in range(count):
             answer = self.read_reply()
@@ -191,12 +238,16 @@ class WireClient:
         return self.read_reply()
 
     def read_until_closed(self) -> list[ServerReply]:
-        """Every reply until the server closes, or stays silent for ``timeout``."""
+        """Every reply until the server closes, or until ``timeout`` has passed
+        (one deadline for the whole wait, however busy the server keeps it)."""
+        deadline = self._deadline()
         replies: list[ServerReply] = []
         while True:
             try:
-                answer = self.read_reply()
+                answer = self._next_reply(deadline)
             except TimeoutError:
+                note = f"the server did not close within {self.timeout:g} s"
+                self.transcript.append(Exchange("note", note=note))
                 return replies
             if answer is None:
                 return replies

@@ -28,7 +28,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from smtpcore.testing._wire import Exchange, ServerReply, WireClient, format_transcript
+from smtpcore.testing._wire import (
+    Exchange,
+    ServerFlood,
+    ServerReply,
+    WireClient,
+    format_transcript,
+)
 
 if TYPE_CHECKING:
     from smtpcore.handler import Handler
@@ -633,8 +639,12 @@ def _run_one(name: str, function: Callable[[Probe], str], probe: Probe) -> Check
         return CheckResult(
             name,
             Outcome.FAILED,
-            f"the server said nothing for {probe.timeout:g} s where a reply was due",
+            f"no whole reply came within {probe.timeout:g} s where one was due",
             probe.transcript(),
+        )
+    except ServerFlood as exc:
+        return CheckResult(
+            name, Outcome.FAILED, f"the server sent more than owed: {exc}", probe.transcript()
         )
     except (OSError, ssl.SSLError) as exc:
         return CheckResult(name, Outcome.FAILED, f"connection error: {exc}", probe.transcript())
@@ -661,12 +671,13 @@ def check_server(
     the SMTP server at ``host:port``.
 
     ``recipient`` must be an address the server accepts (a sink: the checks
-    send a few small messages to it). ``timeout`` bounds each wait for a
-    reply; ``pause`` is slept between the pieces of a chunked write;
-    ``seed`` picks the random chunkings; ``tls_context`` is used for
-    STARTTLS (by default, one that checks no certificate);
-    ``max_size_probe`` is the largest SIZE limit the size check sends a
-    whole message over.
+    send a few small messages to it). ``timeout`` bounds each wait: for a
+    whole reply (one deadline, however slowly its bytes come), a write, the
+    TLS handshake, the server closing after ``QUIT``. ``pause`` is slept
+    between the pieces of a chunked write; ``seed`` picks the random
+    chunkings; ``tls_context`` is used for STARTTLS (by default, one that
+    checks no certificate); ``max_size_probe`` is the largest SIZE limit the
+    size check sends a whole message over.
     """
     names = list(CHECKS) if checks is None else list(checks)
     for name in names:
