@@ -109,6 +109,64 @@ def test_a_crash_is_a_dropped_connection_in_the_transcript() -> None:
     assert [type(crash) for crash in server.crashes] == [ValueError]
 
 
+class CrashOnMailServer(SmallServer):
+    """The session dies on any MAIL (a crash in its parser): the connection drops."""
+
+    def mail(self, argument: str) -> bytes:
+        raise RuntimeError("planted: crash in MAIL")
+
+
+class CrashOnLongTextLineServer(SmallServer):
+    """The session dies on a message line over 1000 octets (a fixed-size buffer)."""
+
+    def read_content(self) -> bytes | None:
+        if any(len(line) > 1000 for line in bytes(self.buffer).split(b"\r\n")[:-1]):
+            raise RuntimeError("planted: a text line overflows a 1000-octet buffer")
+        return super().read_content()
+
+
+class CrashOnBareLfServer(SmallServer):
+    """The session dies on a bare LF in a message, with no reply."""
+
+    def read_content(self) -> bytes | None:
+        if b"\n" in bytes(self.buffer).replace(b"\r\n", b""):
+            raise RuntimeError("planted: a bare LF in DATA")
+        return super().read_content()
+
+
+def test_a_session_that_dies_where_replies_are_owed_fails_never_passes() -> None:
+    with serve(CrashOnMailServer) as server:
+        report = check_server(server.host, server.port, timeout=2)
+    outcomes = {result.name: result.outcome for result in report.results}
+    # Only the checks that send no MAIL can pass (or skip: no STARTTLS offered).
+    assert outcomes.pop("command-line-length") is Outcome.PASSED
+    assert outcomes.pop("starttls-injection") is Outcome.SKIPPED
+    assert set(outcomes.values()) == {Outcome.FAILED}, report.format(transcripts=False)
+    assert report["pipelining"].summary == (
+        "the server closed the connection instead of answering 'MAIL FROM:<check@smtpcore.test>'"
+    )
+    assert "(-1)" in report["chunking"].summary
+    assert "closed the connection instead of answering" in report["bdat-octets"].summary
+    assert server.crashes
+
+
+def test_a_message_of_long_lines_that_kills_the_session_gets_no_reply() -> None:
+    with serve(CrashOnLongTextLineServer) as server:
+        report = check_server(server.host, server.port, checks=["text-line-length"], timeout=2)
+    result = report["text-line-length"]
+    assert result.outcome is Outcome.FAILED
+    assert result.summary.startswith("the message of long lines got no reply")
+
+
+def test_a_look_alike_that_kills_the_session_gets_no_reply() -> None:
+    with serve(CrashOnBareLfServer) as server:
+        report = check_server(server.host, server.port, checks=["smuggling"], timeout=2)
+    result = report["smuggling"]
+    assert result.outcome is Outcome.FAILED
+    assert result.summary.startswith("a message holding LF.LF, LF.CRLF, CRLF.LF")
+    assert "CR.CR" not in result.summary
+
+
 def test_checks_skip_what_the_server_does_not_offer() -> None:
     with serve(SmallServer) as server:  # no TLS context: no STARTTLS
         report = check_server(server.host, server.port, checks=["starttls-injection"])

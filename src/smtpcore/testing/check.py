@@ -166,16 +166,17 @@ class Probe:
     def hello(self) -> tuple[WireClient, dict[str, str]]:
         """A new connection after EHLO: the client and the offered extensions."""
         client = self.connect()
-        answer = client.command(b"EHLO " + self.helo.encode())
-        if answer is None or answer.code != 250:
+        answer = _ask(client, b"EHLO " + self.helo.encode())
+        if answer.code != 250:
             raise _Failed(f"EHLO was answered {answer}")
         return client, extensions(answer)
 
     def transaction(self, client: WireClient) -> None:
-        """MAIL and RCPT, one at a time; a refusal skips the check (wrong recipient)."""
+        """MAIL and RCPT, one at a time; a refusal skips the check (wrong recipient),
+        a connection closed instead of a reply fails it (the session died)."""
         for line in (self.mail_line(), self.rcpt_line()):
-            answer = client.command(line)
-            if answer is None or answer.code // 100 != 2:
+            answer = _ask(client, line)
+            if answer.code // 100 != 2:
                 raise _Skipped(
                     f"{line.decode()!r} was answered {answer}: give a sender and a "
                     "recipient the server accepts"
@@ -213,6 +214,28 @@ def extensions(ehlo: ServerReply) -> dict[str, str]:
         keyword, _, rest = line.decode("ascii", "replace").partition(" ")
         found[keyword.upper()] = rest.strip()
     return found
+
+
+def _ask(client: WireClient, line: bytes) -> ServerReply:
+    """Send one line and read its reply. A connection closed where the reply was due
+    fails the check: whatever else it tests, a session that dies on a command is a
+    crash, and the replies it never sent must not compare equal to others."""
+    answer = client.command(line)
+    if answer is None:
+        shown = line.decode("utf-8", "replace")
+        raise _Failed(f"the server closed the connection instead of answering {shown!r}")
+    return answer
+
+
+def _owed(client: WireClient, count: int, what: str) -> list[ServerReply]:
+    """``count`` replies, or the check fails: the server closed with some still owed."""
+    replies = client.read_replies(count)
+    if len(replies) < count:
+        raise _Failed(
+            f"the server closed the connection after {len(replies)} of the {count} "
+            f"replies owed to {what}"
+        )
+    return replies
 
 
 def _codes(replies: Sequence[ServerReply]) -> list[int]:
@@ -286,6 +309,7 @@ def _chunkings(seed: int) -> dict[str, Callable[[bytes], list[bytes]]]:
 
 
 def _run_chunked(probe: Probe, chunking: Callable[[bytes], list[bytes]] | None) -> list[int]:
+    """The session's reply codes, -1 where the connection closed with a reply due."""
     client = probe.connect()
     codes = []
     for step in _session_steps(probe)[:-1]:
@@ -306,16 +330,26 @@ def check_chunking(probe: Probe) -> str:
     §2.3.8: only CRLF ends a line, wherever the reads fall).
     """
     reference = _run_chunked(probe, None)
-    if any(code // 100 not in (2, 3) for code in reference[:-1]):
-        raise _Skipped(f"the unsplit session was refused (codes {reference}): check the recipient")
+    for code in reference[: len(_session_steps(probe)) - 1]:  # QUIT's replies after
+        if code == -1:
+            raise _Failed(
+                f"unsplit, the session got {_show(reference)}: the server closed the "
+                "connection where a reply was due (-1)"
+            )
+        if code // 100 not in (2, 3):
+            raise _Skipped(
+                f"the unsplit session was refused (codes {reference}): check the recipient"
+            )
     for name, chunking in _chunkings(probe.seed).items():
         probe.close()
         codes = _run_chunked(probe, chunking)
         if codes == reference:
             del probe.clients[1:]  # keep the unsplit run, to compare with a failing one
         if codes != reference:
+            closed = " (-1: the connection closed where a reply was due)" if -1 in codes else ""
             raise _Failed(
-                f"written {name}, the session got {_show(codes)} instead of {_show(reference)}"
+                f"written {name}, the session got {_show(codes)} instead of "
+                f"{_show(reference)}{closed}"
             )
     return f"{len(_chunkings(0))} chunkings gave the replies {reference}"
 
@@ -348,18 +382,21 @@ def check_smuggling(probe: Probe) -> str:
     Refusing the message (RFC 5321 §4.1.1.4 allows only CRLF.CRLF; Postfix
     replies 550 or 521 for a bare LF) is fine.
     """
-    failed = []
+    failed, unanswered = [], []
     for name, ending in SMUGGLING_ENDINGS.items():
         client, _ = probe.hello()
         probe.transaction(client)
-        answer = client.command(b"DATA")
-        if answer is None or answer.code != 354:
+        answer = _ask(client, b"DATA")
+        if answer.code != 354:
             raise _Skipped(f"DATA was answered {answer}")
         content = b"Subject: smtpcore smuggling check\r\n\r\nbefore" + ending + _MARKER
         client.send(content + b"after\r\n.\r\n" + b"QUIT\r\n")
         replies = client.read_until_closed()
         if len(replies) > 2:
             failed.append(f"{name} ({len(replies)} replies: {_show(_codes(replies))})")
+            probe.close()
+        elif not replies:  # the message is owed a reply, refusal or not
+            unanswered.append(name)
             probe.close()
         else:
             probe.clients.remove(client)
@@ -368,6 +405,11 @@ def check_smuggling(probe: Probe) -> str:
         raise _Failed(
             "a message and QUIT got more than two replies, so the message ended early and "
             f"the marker line after the look-alike was run as a command: {'; '.join(failed)}"
+        )
+    if unanswered:
+        raise _Failed(
+            f"a message holding {', '.join(unanswered)} got no reply before the server "
+            "closed the connection or fell silent"
         )
     return f"none of {len(SMUGGLING_ENDINGS)} look-alikes ended a message"
 
@@ -392,12 +434,11 @@ def check_pipelining(probe: Probe) -> str:
         b"RSET",
         b"NOOP",
     ]
-    one_by_one = [client.command(line) for line in group]
-    lock_step = _codes([answer for answer in one_by_one if answer is not None])
-    lock_step += _codes(_quit(client))
+    lock_step = _codes([_ask(client, line) for line in group]) + _codes(_quit(client))
     client, _ = probe.hello()
     client.send(b"".join(line + b"\r\n" for line in group))
-    pipelined = _codes(client.read_replies(len(group))) + _codes(_quit(client))
+    pipelined = _codes(_owed(client, len(group), "the pipelined group"))
+    pipelined += _codes(_quit(client))
     if pipelined != lock_step:
         raise _Failed(
             f"pipelined, the group got {_show(pipelined)}; one at a time it got {_show(lock_step)}"
@@ -476,28 +517,33 @@ def check_text_line_length(probe: Probe) -> str:
     """
     client, _ = probe.hello()
     probe.transaction(client)
-    answer = client.command(b"DATA")
-    if answer is None or answer.code != 354:
+    answer = _ask(client, b"DATA")
+    if answer.code != 354:
         raise _Skipped(f"DATA was answered {answer}")
     lines = [b"x" * cut + b".\r\n" for cut in (510, 512, 998, 1000, 1022, 1024, 2046, 2048)]
     lines += [b"x" * cut + b".\r\n" for cut in (4094, 4096, 8190, 8192)]
     client.send(b"Subject: long lines\r\n\r\n" + b"".join(lines) + b".\r\n" + b"QUIT\r\n")
     replies = client.read_until_closed()
     codes = _codes(replies)
+    if not codes:
+        raise _Failed(
+            "the message of long lines got no reply before the server closed the "
+            "connection or fell silent"
+        )
     if len(codes) > 2:
         raise _Failed(f"a message of long lines and QUIT got {_show(codes)}: a cut line ended it")
     if codes[:1] == [221] or codes[1:] not in ([], [221]):
         raise _Failed(f"a message of long lines and QUIT got {codes}, out of order")
-    if codes and codes[0] != 250 and codes[0] // 100 != 5:
+    if codes[0] != 250 and codes[0] // 100 != 5:
         raise _Failed(f"the message of long lines was answered {codes[0]}")
-    return f"the message of long lines got {codes[0] if codes else 'no reply'}"
+    return f"the message of long lines got {codes[0]}"
 
 
 def check_recipient_limit(probe: Probe) -> str:
     """100 recipients are taken; the 101st gets 2xx, 452 or 552 (RFC 5321 §4.5.3.1.8, .10)."""
     client, offered = probe.hello()
-    answer = client.command(probe.mail_line())
-    if answer is None or answer.code // 100 != 2:
+    answer = _ask(client, probe.mail_line())
+    if answer.code // 100 != 2:
         raise _Skipped(f"MAIL was answered {answer}")
     rcpt = probe.rcpt_line() + b"\r\n"
     if "PIPELINING" in offered:
@@ -539,8 +585,8 @@ def check_size_limit(probe: Probe) -> str:
         return f"SIZE={limit + 1} got 552 (a {limit}-octet message is too big to send)"
     client, _ = probe.hello()
     probe.transaction(client)
-    answer = client.command(b"DATA")
-    if answer is None or answer.code != 354:
+    answer = _ask(client, b"DATA")
+    if answer.code != 354:
         raise _Skipped(f"DATA was answered {answer}")
     line = b"x" * 78 + b"\r\n"
     client.send(b"Subject: too big\r\n\r\n" + line * (limit // len(line) + 20) + b".\r\n")
