@@ -179,6 +179,29 @@ def test_an_unknown_check_name_is_refused() -> None:
         check_server("127.0.0.1", 1, checks=["nope"])
 
 
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"port": 93567}, ValueError, "port must be an int from 1 to 65535, not 93567"),
+        ({"port": 0}, ValueError, "port must be"),
+        ({"timeout": 0}, ValueError, "timeout must be a positive number of seconds, not 0"),
+        ({"timeout": -1}, ValueError, "timeout must be"),
+        ({"timeout": float("nan")}, ValueError, "timeout must be"),
+        ({"timeout": float("inf")}, ValueError, "timeout must be"),
+        ({"pause": -0.5}, ValueError, "pause must be"),
+        ({"checks": "smuggling"}, TypeError, "not the str 'smuggling': write \\['smuggling'\\]"),
+    ],
+)
+def test_arguments_that_would_test_something_else_are_refused(
+    options: dict[str, object], error: type[Exception], message: str
+) -> None:
+    arguments: dict[str, object] = {"port": 1, **options}
+    port = arguments.pop("port")
+    # Nothing listens on the port: a check that ran would fail, not raise.
+    with pytest.raises(error, match=message):
+        check_server("127.0.0.1", port, **arguments)  # type: ignore[arg-type]  # on purpose
+
+
 # -- servers that never stop talking --------------------------------------------------------
 
 
@@ -311,6 +334,27 @@ def test_cli_exits_non_zero_and_prints_the_failure(capsys: pytest.CaptureFixture
     assert "FAILED  pipelining: pipelined, the group got" in out
     assert "C: b'MAIL FROM:<check@smtpcore.test>\\r\\nRCPT TO:<no-closing-bracket" in out
     assert "0 passed, 1 failed, 0 skipped" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["127.0.0.1:93567"], "'127.0.0.1:93567': the port must be 1 to 65535"),
+        (["127.0.0.1:0"], "the port must be 1 to 65535"),
+        (["127.0.0.1:25", "--timeout", "-1"], "'-1' is not a positive number of seconds"),
+        (["127.0.0.1:25", "--timeout", "0"], "'0' is not a positive number of seconds"),
+        (["127.0.0.1:25", "--timeout", "nan"], "'nan' is not a positive number of seconds"),
+        (["127.0.0.1:25", "--timeout", "soon"], "'soon' is not a positive number of seconds"),
+    ],
+)
+def test_cli_refuses_a_port_or_timeout_out_of_range(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["check", *argv])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
 
 
 def test_cli_runs_as_a_module_and_exits_zero_on_a_good_server() -> None:

@@ -124,6 +124,28 @@ def test_the_cli_fuzzes_and_reproduces(tmp_path: Path, capsys: pytest.CaptureFix
     assert "no crash" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--machine", "planted_defects"], "'planted_defects' is not MODULE:NAME"),
+        (["--machine", "no_such_module_here:x"], "cannot import 'no_such_module_here'"),
+        (["--machine", "planted_defects:nope"], "'planted_defects' has no callable 'nope'"),
+        (["--machine", "planted_defects:__doc__"], "has no callable '__doc__'"),
+        (["--reproduce", "no/such/crash-file"], "'no/such/crash-file' is not a file"),
+        (["--runs", "0"], "'0' is not a positive whole number"),
+        (["--seconds", "-5"], "'-5' is not a positive number of seconds"),
+    ],
+)
+def test_cli_refuses_bad_fuzz_arguments_in_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["fuzz", "smtp-server", "--engine", "pure", *argv])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
 def test_atheris_finds_the_planted_crash(tmp_path: Path) -> None:
     if not fuzz.atheris_available():
         missing_peer("atheris is not installed (pip install smtpcore[fuzz])")

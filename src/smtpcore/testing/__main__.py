@@ -7,14 +7,20 @@ a report; the exit status is 1 when a check failed.
 atheris when it is installed, else with the pure-Python mutator; the exit
 status is 1 when the pure mutator found a crash, and libFuzzer's own (77)
 when atheris did. ``fuzz TARGET --reproduce FILE`` runs one crash file again.
+
+A bad argument (a port outside 1 to 65535, a timeout that is not a positive
+number, a ``--machine`` that cannot be loaded, a missing ``--reproduce``
+file) is a one-line usage error with exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
@@ -24,7 +30,47 @@ def _address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isascii() or not port.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    if len(port) > 5 or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: the port must be 1 to 65535")
     return host.strip("[]"), int(port)
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return seconds
+
+
+def _count(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def _machine(spec: str) -> Callable[[], Any]:
+    """The callable ``MODULE:NAME`` names, imported now, so that a typo is a usage error."""
+    module_name, sep, name = spec.partition(":")
+    if not sep or not module_name or not name:
+        raise argparse.ArgumentTypeError(f"{spec!r} is not MODULE:NAME")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise argparse.ArgumentTypeError(f"cannot import {module_name!r}: {exc}") from None
+    factory: Callable[[], Any] | None = getattr(module, name, None)
+    if not callable(factory):
+        raise argparse.ArgumentTypeError(f"{module_name!r} has no callable {name!r}")
+    return factory
+
+
+def _crash_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file")
+    return path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--helo", default="check.smtpcore.test")
     check.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=10.0,
         help="seconds each wait may take: a whole reply, a write, the server closing",
     )
@@ -69,8 +115,8 @@ def _parser() -> argparse.ArgumentParser:
         "(deterministic for a seed). Crashing inputs are written to --crash-dir.",
     )
     fuzz.add_argument("target", choices=list(TARGETS))
-    fuzz.add_argument("--runs", type=int, help="inputs to try (pure, without --seconds: 10000)")
-    fuzz.add_argument("--seconds", type=float, help="stop after this long")
+    fuzz.add_argument("--runs", type=_count, help="inputs to try (pure, without --seconds: 10000)")
+    fuzz.add_argument("--seconds", type=_seconds, help="stop after this long")
     fuzz.add_argument(
         "--seed", type=int, default=0, help="of the pure mutator; under atheris, 0 lets it pick"
     )
@@ -83,25 +129,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     fuzz.add_argument(
         "--machine",
+        type=_machine,
         metavar="MODULE:NAME",
         help="a callable that builds the machine to fuzz (a subclass, other options)",
     )
-    fuzz.add_argument("--reproduce", metavar="FILE", help="run one crash file and report")
+    fuzz.add_argument(
+        "--reproduce", type=_crash_file, metavar="FILE", help="run one crash file and report"
+    )
     return parser
-
-
-def _load(spec: str) -> Callable[[], Any]:
-    module_name, sep, name = spec.partition(":")
-    if not sep:
-        raise SystemExit(f"--machine wants MODULE:NAME, not {spec!r}")
-    factory: Callable[[], Any] = getattr(importlib.import_module(module_name), name)
-    return factory
 
 
 def _fuzz(args: argparse.Namespace) -> int:
     from smtpcore.testing import fuzz
 
-    machine = _load(args.machine) if args.machine else None
+    machine = args.machine
     if args.reproduce:
         crash = fuzz.reproduce(args.target, args.reproduce, machine=machine)
         if crash is None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import itertools
+import math
 import random
 import ssl
 import threading
@@ -699,6 +700,19 @@ def _run_one(name: str, function: Callable[[Probe], str], probe: Probe) -> Check
     return CheckResult(name, Outcome.PASSED, summary, probe.transcript())
 
 
+def _check_arguments(port: int, timeout: float, pause: float, checks: object) -> None:
+    """Refuse what would test something else than asked (a port past 65535 wraps
+    around in the resolver) or fail every check for a reason of the tool's own."""
+    if isinstance(checks, str):
+        raise TypeError(f"checks is a list of names, not the str {checks!r}: write [{checks!r}]")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be an int from 1 to 65535, not {port!r}")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    if not math.isfinite(pause) or pause < 0:
+        raise ValueError(f"pause must be zero or more seconds, not {pause!r}")
+
+
 def check_server(
     host: str,
     port: int,
@@ -724,7 +738,12 @@ def check_server(
     chunkings; ``tls_context`` is used for STARTTLS (by default, one that
     checks no certificate); ``max_size_probe`` is the largest SIZE limit the
     size check sends a whole message over.
+
+    Raises ``ValueError`` for a port outside 1 to 65535, a ``timeout`` that
+    is not a positive number of seconds, or an unknown check name;
+    ``TypeError`` when ``checks`` is one str rather than a list of names.
     """
+    _check_arguments(port, timeout, pause, checks)
     names = list(CHECKS) if checks is None else list(checks)
     for name in names:
         if name not in CHECKS:
