@@ -370,6 +370,60 @@ def test_cli_runs_as_a_module_and_exits_zero_on_a_good_server() -> None:
     assert f"{len(CHECKS) - 1} passed, 0 failed, 1 skipped" in done.stdout
 
 
+STDLIB_ONLY = """
+import runpy, sys
+
+class StdlibOnly:  # refuses every import from outside the standard library and smtpcore
+    def find_spec(self, name, path=None, target=None):
+        top = name.partition(".")[0]
+        if top != "smtpcore" and top not in sys.stdlib_module_names:
+            raise ImportError(f"blocked: {name} is not in the standard library")
+        return None
+
+sys.meta_path.insert(0, StdlibOnly())
+"""
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "import smtpcore.testing.check, smtpcore.testing.fuzz; print('imported')",
+        "sys.argv = ['smtpcore.testing', 'check', '--help']\n"
+        "runpy.run_module('smtpcore.testing', run_name='__main__')",
+        "sys.argv = ['smtpcore.testing', 'fuzz', 'pop3-client', '--runs', '20', '--crash-dir', "
+        "sys.argv[1]]\nrunpy.run_module('smtpcore.testing', run_name='__main__')",
+    ],
+    ids=["import", "check --help", "fuzz (auto: atheris refused, so pure)"],
+)
+def test_the_check_the_fuzzer_and_the_cli_need_the_standard_library_alone(
+    program: str, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", STDLIB_ONLY + program, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "blocked" not in done.stderr
+    assert done.stdout.strip()
+
+
+def test_the_pairs_are_still_importable_from_the_package() -> None:
+    import smtpcore.testing as testing
+    from smtpcore.testing import Answered, ConnectionPair, POP3ConnectionPair
+
+    assert ConnectionPair.__module__ == "smtpcore.testing._pair"
+    assert {"Answered", "ConnectionPair", "POP3ConnectionPair"} <= set(dir(testing))
+    assert [getattr(testing, name) for name in ("Answered", "POP3ConnectionPair")] == [
+        Answered,
+        POP3ConnectionPair,
+    ]
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchThing'"):
+        testing.NoSuchThing  # noqa: B018  # the attribute access is the test
+
+
 # -- real servers ---------------------------------------------------------------------------
 
 

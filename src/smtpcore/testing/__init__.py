@@ -16,8 +16,14 @@
 - :mod:`smtpcore.testing.fuzz`: coverage-guided fuzzing of the machines.
 
 Hypothesis is an optional extra (``pip install smtpcore[testing]``), needed
-by the strategies; ``import smtpcore`` never imports this package.
+by the strategies and the connection pairs; ``import smtpcore`` never
+imports this package, and the pairs are imported on first use, so that the
+check battery, the fuzzer and ``python -m smtpcore.testing`` need the
+standard library alone.
 """
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, Final
 
 from smtpcore.testing._drive import (
     POP3Answer,
@@ -27,7 +33,6 @@ from smtpcore.testing._drive import (
     run_pop3_server,
     run_server,
 )
-from smtpcore.testing._pair import Answered, ConnectionPair, POP3ConnectionPair
 from smtpcore.testing._scripted import (
     Call,
     Close,
@@ -44,6 +49,14 @@ from smtpcore.testing._scripted import (
     script,
 )
 from smtpcore.testing._server import CollectingHandler, SMTPTestServer
+
+if TYPE_CHECKING:
+    from smtpcore.testing._pair import Answered, ConnectionPair, POP3ConnectionPair
+
+#: Names whose module imports Hypothesis, and that module (PEP 562).
+_LAZY: Final = dict.fromkeys(
+    ("Answered", "ConnectionPair", "POP3ConnectionPair"), "smtpcore.testing._pair"
+)
 
 __all__ = [
     "Answered",
@@ -71,3 +84,15 @@ __all__ = [
     "run_server",
     "script",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
