@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from smtpcore import NEED_DATA
 from smtpcore._sentinels import NoEvent
-from smtpcore.smtp import BadCommand, ClientConnection, Event, ServerConnection
+from smtpcore.smtp import BadCommand, ClientConnection, Event, ServerConnection, State
 
 __all__ = [
     "NulCrashServer",
+    "SpinningTlsServer",
     "StallingServer",
+    "StuckTlsServer",
     "hoarding_client",
     "nul_crash_server",
+    "spinning_tls_server",
     "stalling_server",
+    "stuck_tls_server",
 ]
 
 
@@ -38,6 +42,22 @@ class StallingServer(ServerConnection):
         return super().next_event()
 
 
+class StuckTlsServer(ServerConnection):
+    """Never leaves TLS_PENDING: ``tls_started()`` forgets to move on, so a driver
+    that keeps telling it the handshake is done goes round for ever, raising nothing."""
+
+    def tls_started(self) -> None:
+        pass
+
+
+class SpinningTlsServer(ServerConnection):
+    """``tls_started()`` never returns: it waits for a change of state only it could make."""
+
+    def tls_started(self) -> None:
+        while self.state is State.TLS_PENDING:
+            pass
+
+
 def nul_crash_server() -> NulCrashServer:
     return NulCrashServer("fuzz.test")
 
@@ -52,3 +72,11 @@ def hoarding_client() -> ClientConnection:
     conn = ClientConnection("fuzz.test", max_reply_lines=100)
     conn._parser.max_lines = 10**9  # the planted defect
     return conn
+
+
+def stuck_tls_server() -> StuckTlsServer:
+    return StuckTlsServer("fuzz.test", starttls=True)
+
+
+def spinning_tls_server() -> SpinningTlsServer:
+    return SpinningTlsServer("fuzz.test", starttls=True)

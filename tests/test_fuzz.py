@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from peers import missing_peer
-from planted_defects import hoarding_client, nul_crash_server, stalling_server
+from planted_defects import (
+    hoarding_client,
+    nul_crash_server,
+    spinning_tls_server,
+    stalling_server,
+    stuck_tls_server,
+)
 from smtpcore import smtp
 from smtpcore.testing import fuzz
 from smtpcore.testing.__main__ import main
-from smtpcore.testing.fuzz import TARGETS, BufferOverrun, seed_corpus
+from smtpcore.testing._harness import time_limit
+from smtpcore.testing.fuzz import TARGETS, BufferOverrun, Hang, seed_corpus
 
 TESTS = Path(__file__).parent
 #: Enough inputs for the pure mutator to plant a NUL in a refused command line.
@@ -100,6 +109,106 @@ def test_the_smtp_client_may_hold_a_whole_multi_line_reply_but_no_more() -> None
     assert TARGETS["smtp-client"].run(endless) is None  # the real one refuses the 101st line
 
 
+STARTTLS = b"\x00EHLO x\r\nSTARTTLS\r\nNOOP\r\n"
+
+
+def test_a_machine_that_goes_round_without_reading_is_a_hang(tmp_path: Path) -> None:
+    # After STARTTLS it stays PAUSED in TLS_PENDING, however often it is told the
+    # handshake is done: the driver would go round for ever, raising nothing.
+    error = TARGETS["smtp-server"].run(STARTTLS, stuck_tls_server)
+    assert isinstance(error, Hang) and "events from 25 octets" in str(error)
+    result = fuzz.fuzz("smtp-server", runs=20, machine=stuck_tls_server, crash_dir=tmp_path)
+    [crash] = result.crashes  # the seeds that say STARTTLS, one signature
+    assert isinstance(crash.error, Hang) and crash.path is not None
+    again = fuzz.reproduce("smtp-server", crash.path, machine=stuck_tls_server)
+    assert again is not None and again.signature == crash.signature
+    assert TARGETS["smtp-server"].run(STARTTLS) is None
+
+
+def test_a_call_that_never_returns_is_a_hang_and_the_run_keeps_its_seconds(
+    tmp_path: Path,
+) -> None:
+    error = TARGETS["smtp-server"].run(STARTTLS, spinning_tls_server, timeout=0.2)
+    assert isinstance(error, Hang) and str(error) == "still running after 0.2 s"
+    started = time.monotonic()
+    result = fuzz.fuzz(
+        "smtp-server",
+        runs=None,
+        seconds=0.3,
+        timeout=0.2,
+        machine=spinning_tls_server,
+        crash_dir=tmp_path,
+    )
+    assert time.monotonic() - started < 1.5
+    assert result.crashes
+    crash = result.crashes[0]
+    # Where the machine was when the time ran out, not the alarm's own frame.
+    assert crash.signature.startswith("Hang at planted_defects.py:")
+    assert crash.path is not None and crash.path.read_bytes() == crash.data
+    again = fuzz.reproduce("smtp-server", crash.path, machine=spinning_tls_server, timeout=0.2)
+    assert again is not None and isinstance(again.error, Hang)
+
+
+def test_the_cli_reports_a_hang_and_reproduces_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    machine = "planted_defects:spinning_tls_server"
+    args = ["fuzz", "smtp-server", "--engine", "pure", "--machine", machine, "--timeout", "0.2"]
+    started = time.monotonic()
+    assert main([*args, "--seconds", "0.3", "--crash-dir", str(tmp_path)]) == 1
+    assert time.monotonic() - started < 1.5
+    assert "crash: Hang at planted_defects.py:" in capsys.readouterr().out
+    crash_file = sorted(tmp_path.glob("crash-smtp-server-*"))[0]
+    assert main([*args, "--reproduce", str(crash_file)]) == 1
+    assert "reproduced Hang at planted_defects.py:" in capsys.readouterr().out
+
+
+def test_the_time_limit_puts_back_an_alarm_set_before_it() -> None:
+    rang: list[int] = []
+
+    def outer(signum: int, frame: object) -> None:
+        rang.append(signum)
+
+    previous = signal.signal(signal.SIGALRM, outer)
+    signal.setitimer(signal.ITIMER_REAL, 30)
+    try:
+        with pytest.raises(Hang), time_limit(0.05):
+            while True:
+                pass
+        assert signal.getsignal(signal.SIGALRM) is outer
+        assert 25 < signal.getitimer(signal.ITIMER_REAL)[0] <= 30
+        with time_limit(60):  # the outer alarm rings first: left alone
+            assert signal.getsignal(signal.SIGALRM) is outer
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert rang == []
+
+
+class ExitingServer(smtp.ServerConnection):
+    def next_event(self) -> object:  # type: ignore[override]  # a planted defect
+        raise SystemExit("planted: a machine that ends the process")
+
+
+class InterruptedServer(smtp.ServerConnection):
+    def next_event(self) -> object:  # type: ignore[override]  # as if Ctrl-C came here
+        raise KeyboardInterrupt
+
+
+def test_system_exit_from_a_machine_is_a_crash_but_ctrl_c_stops_the_fuzzer(
+    tmp_path: Path,
+) -> None:
+    error = TARGETS["smtp-server"].run(b"\x00NOOP\r\n", lambda: ExitingServer("fuzz.test"))
+    assert isinstance(error, SystemExit)
+    with pytest.raises(KeyboardInterrupt):
+        fuzz.fuzz(
+            "smtp-server",
+            runs=5,
+            machine=lambda: InterruptedServer("fuzz.test"),
+            crash_dir=tmp_path,
+        )
+
+
 def test_the_cli_fuzzes_and_reproduces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     machine = "planted_defects:nul_crash_server"
     args = ["fuzz", "smtp-server", "--engine", "pure", "--runs", str(RUNS), "--machine", machine]
@@ -180,3 +289,27 @@ def test_atheris_finds_the_planted_crash(tmp_path: Path) -> None:
     assert done.returncode != 0
     again = fuzz.reproduce("smtp-server", crashes[0], machine=nul_crash_server)
     assert again is not None, crashes[0].read_bytes()
+
+
+def test_atheris_reports_a_hang_within_its_seconds(tmp_path: Path) -> None:
+    if not fuzz.atheris_available():
+        missing_peer("atheris is not installed (pip install smtpcore[fuzz])")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(TESTS.parent / "src"), str(TESTS), env.get("PYTHONPATH", "")]
+    )
+    machine = "planted_defects:spinning_tls_server"
+    args = ["fuzz", "smtp-server", "--engine", "atheris", "--seconds", "1", "--machine", machine]
+    done = subprocess.run(
+        [sys.executable, "-m", "smtpcore.testing", *args, "--crash-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    # --seconds 1 makes libFuzzer's -timeout 1: the first seed with STARTTLS hangs.
+    assert done.returncode == 70, done.stderr[-2000:]
+    [hang] = tmp_path.glob("timeout-*")
+    again = fuzz.reproduce("smtp-server", hang, machine=spinning_tls_server, timeout=0.2)
+    assert again is not None and isinstance(again.error, Hang)

@@ -5,8 +5,9 @@ a report; the exit status is 1 when a check failed.
 
 ``fuzz TARGET`` fuzzes one machine (:mod:`smtpcore.testing.fuzz`) under
 atheris when it is installed, else with the pure-Python mutator; the exit
-status is 1 when the pure mutator found a crash, and libFuzzer's own (77)
-when atheris did. ``fuzz TARGET --reproduce FILE`` runs one crash file again.
+status is 1 when the pure mutator found a crash, and libFuzzer's own when
+atheris did (77 for a crash, 70 for an input past ``--timeout``).
+``fuzz TARGET --reproduce FILE`` runs one crash file again.
 
 A bad argument (a port outside 1 to 65535, a timeout that is not a positive
 number, a ``--machine`` that cannot be loaded, a missing ``--reproduce``
@@ -118,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     fuzz.add_argument("--runs", type=_count, help="inputs to try (pure, without --seconds: 10000)")
     fuzz.add_argument("--seconds", type=_seconds, help="stop after this long")
     fuzz.add_argument(
+        "--timeout",
+        type=_seconds,
+        help="seconds one input may run before it is a hang, a crash "
+        "(default: 10, or --seconds when shorter, at least 1)",
+    )
+    fuzz.add_argument(
         "--seed", type=int, default=0, help="of the pure mutator; under atheris, 0 lets it pick"
     )
     fuzz.add_argument("--crash-dir", default=".", help="where crash files go (default: .)")
@@ -144,7 +151,8 @@ def _fuzz(args: argparse.Namespace) -> int:
 
     machine = args.machine
     if args.reproduce:
-        crash = fuzz.reproduce(args.target, args.reproduce, machine=machine)
+        timeout = fuzz.INPUT_TIMEOUT if args.timeout is None else args.timeout
+        crash = fuzz.reproduce(args.target, args.reproduce, machine=machine, timeout=timeout)
         if crash is None:
             print(f"{args.reproduce}: no crash")
             return 0
@@ -161,6 +169,7 @@ def _fuzz(args: argparse.Namespace) -> int:
             seed=args.seed,
             crash_dir=args.crash_dir,
             machine=machine,
+            timeout=args.timeout,
         )
         return 0
     runs = args.runs if args.runs is not None or args.seconds is not None else 10_000
@@ -176,6 +185,7 @@ def _fuzz(args: argparse.Namespace) -> int:
         crash_dir=args.crash_dir,
         machine=machine,
         on_crash=report,
+        timeout=args.timeout,
     )
     print(
         f"{result.target}: {result.runs} inputs, corpus of {result.corpus_size}, "

@@ -8,23 +8,124 @@ every reply followed by the next command of a fixed script), so that any
 path the peer's bytes open is walked. After every piece, the machine's
 ``buffered`` octets must stay within the machine's own ``max_buffered`` plus
 the piece: a buffer that grows with its input is a crash like an exception.
+
+An input is bounded in work too: at most :data:`EVENTS_PER_OCTET` calls to
+``next_event`` per octet (the machines need fewer than two), and, where a
+``timeout`` is given, that many seconds. Past either, the input raised a
+:class:`Hang`, a crash like any other.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, Final
 
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, ProtocolError, pop3, smtp
 from smtpcore.address import parse_mailbox
 from smtpcore.testing._drive import permissive_pop3_answer, permissive_smtp_answer
 
-__all__ = ["TARGETS", "BufferOverrun", "Target", "pieces"]
+__all__ = [
+    "TARGETS",
+    "EVENTS_PER_OCTET",
+    "BufferOverrun",
+    "Hang",
+    "Target",
+    "pieces",
+    "time_limit",
+]
+
+#: The ``next_event`` calls one input may take per octet of it (beyond
+#: :data:`EVENTS_BASE`): each piece fed costs one ``NEED_DATA``, each event
+#: at least an octet, and the machines stay under two per octet.
+EVENTS_PER_OCTET: Final = 8
+EVENTS_BASE: Final = 64
 
 
 class BufferOverrun(Exception):
     """A machine held more received bytes than its limits allow."""
+
+
+class Hang(Exception):
+    """A machine went on past the work its input can need: more events than
+    :data:`EVENTS_PER_OCTET` allows (it goes round without reading), or past the
+    time limit (a call that never returns)."""
+
+
+class _Budget:
+    """``next_event`` for one input, counted: a machine that keeps answering
+    without reading must not keep a driver's loop going for ever."""
+
+    __slots__ = ("left", "octets")
+
+    def __init__(self, data: bytes) -> None:
+        self.octets = len(data)
+        self.left = EVENTS_PER_OCTET * len(data) + EVENTS_BASE
+
+    def next_event(self, conn: Any) -> Any:
+        if not self.left:
+            allowed = EVENTS_PER_OCTET * self.octets + EVENTS_BASE
+            raise Hang(f"over {allowed} events from {self.octets} octets: the machine goes round")
+        self.left -= 1
+        return conn.next_event()
+
+
+def _drop_innermost_frame(exc: BaseException) -> None:
+    entry = exc.__traceback__
+    if entry is None or entry.tb_next is None:
+        return
+    while entry.tb_next.tb_next is not None:
+        entry = entry.tb_next
+    entry.tb_next = None
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`Hang` in the block once ``seconds`` have passed.
+
+    The alarm (``SIGALRM``) works in the main thread of a POSIX process and
+    interrupts Python code, however it loops; elsewhere, or for None, there
+    is no limit. An alarm already set from Python (pytest-timeout's, say)
+    that would ring first is left alone; one that would ring later is put
+    back afterwards with the time it had left.
+    """
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    outer = signal.getsignal(signal.SIGALRM) if seconds is not None and usable else None
+    if seconds is None or outer is None:
+        yield
+        return
+    outer_delay, outer_interval = signal.getitimer(signal.ITIMER_REAL)
+    if 0 < outer_delay <= seconds:
+        yield
+        return
+    started = time.monotonic()
+    rung: list[Hang] = []
+
+    def ring(signum: int, frame: FrameType | None) -> None:
+        rung.append(Hang(f"still running after {seconds:g} s"))
+        raise rung[0]
+
+    signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except Hang as exc:
+        if rung and exc is rung[0]:
+            _drop_innermost_frame(exc)  # ring's own: the hang is where the machine was
+        raise
+    finally:
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:
+            signal.signal(signal.SIGALRM, outer)
+            if outer_delay:
+                left = max(outer_delay - (time.monotonic() - started), 1e-6)
+                signal.setitimer(signal.ITIMER_REAL, left, outer_interval)
 
 
 def pieces(data: bytes) -> tuple[int, Iterator[bytes]]:
@@ -70,11 +171,12 @@ def smtp_server_machine() -> smtp.ServerConnection:
 
 def _drive_smtp_server(conn: smtp.ServerConnection, data: bytes) -> None:
     conn.send(smtp.Reply(220, "fuzz.test ESMTP"))
+    budget = _Budget(data)
     size, chunks = pieces(data)
     for chunk in [*chunks, b""]:
         conn.receive_data(chunk)
         while True:
-            event = conn.next_event()
+            event = budget.next_event(conn)
             if event is NEED_DATA:
                 break
             if event is PAUSED:
@@ -141,11 +243,12 @@ def _send_next(conn: Any, script: list[Any]) -> None:
 
 def _drive_client(conn: Any, data: bytes, script: list[Any]) -> None:
     """Feed a client machine the server's bytes, sending the script as replies allow."""
+    budget = _Budget(data)
     size, chunks = pieces(data)
     for chunk in [*chunks, b""]:
         conn.receive_data(chunk)
         while True:
-            event = conn.next_event()
+            event = budget.next_event(conn)
             if event is NEED_DATA:
                 break
             if isinstance(event, smtp.ConnectionClosed | pop3.ConnectionClosed):
@@ -174,11 +277,12 @@ def pop3_server_machine() -> pop3.ServerConnection:
 
 def _drive_pop3_server(conn: pop3.ServerConnection, data: bytes) -> None:
     conn.send(conn.greeting(1, 1))
+    budget = _Budget(data)
     size, chunks = pieces(data)
     for chunk in [*chunks, b""]:
         conn.receive_data(chunk)
         while True:
-            event = conn.next_event()
+            event = budget.next_event(conn)
             if event is NEED_DATA:
                 break
             if event is PAUSED:
@@ -239,14 +343,29 @@ class Target:
     dictionary: tuple[bytes, ...]
     """Tokens the mutator splices in: the protocol's words and its tricky bytes."""
 
-    def run(self, data: bytes, machine: Callable[[], Any] | None = None) -> BaseException | None:
-        """Run one input; the exception it raised outside ProtocolError, or None."""
+    def run(
+        self,
+        data: bytes,
+        machine: Callable[[], Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> BaseException | None:
+        """Run one input, for at most ``timeout`` seconds (see :func:`time_limit`);
+        the exception it raised outside ProtocolError, or None.
+
+        ``SystemExit`` counts like any exception (a machine has no business
+        ending the process); ``KeyboardInterrupt`` is let through, so that
+        Ctrl-C stops the fuzzer as it stops any program.
+        """
         conn = (machine or self.machine)()
         try:
-            self.drive(conn, data)
+            with time_limit(timeout):
+                self.drive(conn, data)
         except ProtocolError:
             return None
-        except Exception as exc:  # anything else is what we look for
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # anything else is what we look for
             return exc
         return None
 

@@ -9,9 +9,11 @@ bounded by ``--runs`` and ``--seconds``, keeping an input that leads to a
 sequence of events it has not seen (a poor man's coverage).
 
 A crash is an exception outside :class:`~smtpcore.ProtocolError` escaping a
-machine (or the permissive application driving it), or a receive buffer
-grown past the machine's line limit plus the piece just fed. Each crash is
-written to a file holding the input; ``--reproduce FILE`` runs it again.
+machine (or the permissive application driving it), a receive buffer
+grown past the machine's line limit plus the piece just fed, or a
+:class:`Hang`: an input that took more events than its length can need, or
+longer than its ``timeout``. Each crash is written to a file holding the
+input; ``--reproduce FILE`` runs it again.
 The input format is one octet giving the size of the pieces the rest is
 fed in (0: all at once), then the peer's bytes.
 
@@ -23,6 +25,7 @@ configuration; the test suite plants a defect that way.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 import time
@@ -33,13 +36,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-from smtpcore.testing._harness import TARGETS, BufferOverrun, Target
+from smtpcore.testing._harness import TARGETS, BufferOverrun, Hang, Target
 
 __all__ = [
+    "INPUT_TIMEOUT",
     "TARGETS",
     "BufferOverrun",
     "Crash",
     "FuzzResult",
+    "Hang",
     "atheris_available",
     "fuzz",
     "mutate",
@@ -64,6 +69,17 @@ _NUMBERS: Final = (
 )
 #: The pure mutator keeps at most this many inputs that showed something new.
 MAX_CORPUS: Final = 4_096
+#: Seconds one input may run before it is a :class:`Hang` (the machines take
+#: milliseconds), unless the whole run is given less.
+INPUT_TIMEOUT: Final = 10.0
+
+
+def _input_timeout(seconds: float | None, timeout: float | None) -> float:
+    """``timeout``, or :data:`INPUT_TIMEOUT`, or the run's ``seconds`` when shorter
+    (but at least one): a hang then ends a bounded run at most that late."""
+    if timeout is not None:
+        return timeout
+    return INPUT_TIMEOUT if seconds is None else min(INPUT_TIMEOUT, max(1.0, seconds))
 
 
 @dataclass(frozen=True)
@@ -194,6 +210,7 @@ def fuzz(
     corpus: Sequence[bytes] | None = None,
     stop_on_crash: bool = False,
     on_crash: Callable[[Crash], None] | None = None,
+    timeout: float | None = None,
 ) -> FuzzResult:
     """Fuzz ``target`` with the pure-Python mutator; write each new crash to ``crash_dir``.
 
@@ -201,6 +218,13 @@ def fuzz(
     one must be given). The same ``seed``, corpus and ``runs`` give the same
     inputs in the same order. One file is written per distinct crash (the
     exception type and where it was raised).
+
+    ``seconds`` is looked at between inputs; one input runs at most
+    ``timeout`` seconds (:data:`INPUT_TIMEOUT`, or ``seconds`` when shorter,
+    at least one), then it is a :class:`Hang`, written like any crash. The
+    time limit needs the main thread of a POSIX process (``SIGALRM``); the
+    limit on events per octet, which catches a machine going round without
+    reading, holds everywhere.
     """
     if runs is None and seconds is None:
         raise ValueError("give runs or seconds (or both)")
@@ -212,6 +236,7 @@ def fuzz(
     result = FuzzResult(target)
     covered: set[tuple[str, str]] = set()
     known: set[str] = set()
+    limit = _input_timeout(seconds, timeout)
     deadline = None if seconds is None else time.monotonic() + seconds
     queue = list(pool)  # the seeds run first, unmutated
     while (runs is None or result.runs < runs) and (
@@ -220,7 +245,7 @@ def fuzz(
         data = queue.pop(0) if queue else mutate(rng.choice(pool), rng, spec.dictionary, pool)
         result.runs += 1
         steps: set[tuple[str, str]] = set()
-        error = spec.run(data, _traced(machine or spec.machine, steps))
+        error = spec.run(data, _traced(machine or spec.machine, steps), timeout=limit)
         if error is not None:
             crash = Crash(target, data, error, None)
             if crash.signature in known:
@@ -242,11 +267,16 @@ def fuzz(
 
 
 def reproduce(
-    target: str, path: Path | str, *, machine: Callable[[], Any] | None = None
+    target: str,
+    path: Path | str,
+    *,
+    machine: Callable[[], Any] | None = None,
+    timeout: float = INPUT_TIMEOUT,
 ) -> Crash | None:
-    """Run the input in ``path`` once: the crash it causes, or None."""
+    """Run the input in ``path`` once, for at most ``timeout`` seconds: the crash
+    it causes (a :class:`Hang` past the limit), or None."""
     data = Path(path).read_bytes()
-    error = _target(target).run(data, machine)
+    error = _target(target).run(data, machine, timeout=timeout)
     return None if error is None else Crash(target, data, error, Path(path))
 
 
@@ -281,13 +311,16 @@ def run_atheris(
     corpus_dir: Path | str | None = None,
     machine: Callable[[], Any] | None = None,
     extra_args: Sequence[str] = (),
+    timeout: float | None = None,
 ) -> None:
     """Fuzz ``target`` under atheris (libFuzzer); does not return when it finds a crash.
 
     libFuzzer writes the crashing input to ``crash_dir`` (as ``crash-<sha1>``)
     and exits; the seed corpus is copied to ``corpus_dir`` (a fresh
     directory under ``crash_dir`` by default), where libFuzzer also keeps
-    the inputs that found new coverage.
+    the inputs that found new coverage. An input still running after
+    ``timeout`` seconds (as for :func:`fuzz`, rounded up to whole seconds)
+    is libFuzzer's ``-timeout``: it writes ``timeout-<sha1>`` and exits.
     """
     import sys
 
@@ -314,6 +347,7 @@ def run_atheris(
         args.append(f"-runs={runs}")
     if seconds is not None:
         args.append(f"-max_total_time={max(1, int(seconds))}")
+    args.append(f"-timeout={math.ceil(_input_timeout(seconds, timeout))}")
     args += [*extra_args, str(corpus_path)]
     _instrument(atheris, {"smtpcore", getattr(machine, "__module__", "smtpcore")})
     atheris.Setup(args, one_input)
