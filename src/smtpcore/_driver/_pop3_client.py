@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import socket
 import ssl
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, TypedDict, TypeVar
 
 from smtpcore._driver._client_base import BaseClient, one_call
-from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts
+from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts, rest_of_answer
 from smtpcore._driver._trace import MASK, Trace, WireTrace
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
@@ -643,10 +642,7 @@ class BasePOP3Client(BaseClient):
             if event is NEED_DATA:
                 wait = timeout
                 if line and read and timeout is not None:  # the rest of a line begun
-                    now = time.monotonic()
-                    if begun is None:
-                        begun = now
-                    wait = timeout - (now - begun)
+                    begun, wait = rest_of_answer(timeout, begun)
                     if wait <= 0:
                         raise POP3Timeout(_UNENDED.format(timeout))
                 try:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import email.message
 import socket
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, TypedDict, TypeVar
 
@@ -45,7 +44,7 @@ from smtpcore._driver._smtp_errors import (
     SMTPTimeout,
     TLSNotAvailable,
 )
-from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts
+from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, rest_of_answer
 from smtpcore._driver._trace import MASK, Trace, WireTrace
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
@@ -1221,10 +1220,7 @@ class BaseSMTPClient(BaseClient):
             assert event is NEED_DATA
             wait = timeout
             if in_pieces and timeout is not None:  # the rest of a reply begun
-                now = time.monotonic()
-                if begun is None:
-                    begun = now
-                wait = timeout - (now - begun)
+                begun, wait = rest_of_answer(timeout, begun)
                 if wait <= 0:
                     raise SMTPTimeout(_UNENDED.format(timeout))
             # A stand-in for a Link (a wrapper that shows the wire) may not have it.

@@ -9,6 +9,7 @@ scopes on trio).
 
 from __future__ import annotations
 
+import time
 import types
 from collections.abc import Awaitable, Coroutine, Generator
 from contextlib import AbstractAsyncContextManager
@@ -28,6 +29,7 @@ __all__ = [
     "deadline_when_waiting",
     "finish_when_waiting",
     "rest_of",
+    "rest_of_answer",
 ]
 
 T = TypeVar("T")
@@ -285,3 +287,14 @@ class POP3Timeouts:
 
 
 DEFAULT_POP3_TIMEOUTS: Final = POP3Timeouts()
+
+
+def rest_of_answer(timeout: float, begun: float | None) -> tuple[float, float]:
+    """A client's wait for the rest of an answer begun (a reply, a status line), which
+    must end within ``timeout`` of its start: the start (now, the first time) and
+    the seconds left, nothing or less once it is over. RFC 5321 §4.5.3.2 times
+    answers, not reads: a server dripping an octet at a time cannot hold a client."""
+    now = time.monotonic()
+    if begun is None:
+        begun = now
+    return begun, timeout - (now - begun)
