@@ -843,3 +843,20 @@ def hand_to_dovecot(dovecot: Dovecot, path: Path) -> None:
         os.chown(root, owner.st_uid, owner.st_gid)
         for name in files:
             os.chown(os.path.join(root, name), owner.st_uid, owner.st_gid)
+
+
+class HeldAnswer:
+    """A scripted server's step (:attr:`step`) that stops before it answers: ``asked``
+    is set once the client's command is in, and the script goes on only once the
+    test sets ``release``. A call is then in progress, for a second one to meet."""
+
+    def __init__(self) -> None:
+        from smtpcore.testing import Call  # peers loads no smtpcore module at import
+
+        self.asked = threading.Event()
+        self.release = threading.Event()
+        self.step = Call(self._wait)
+
+    def _wait(self, connection: object) -> None:
+        self.asked.set()
+        self.release.wait(5)

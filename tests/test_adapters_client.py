@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import email.message
 import socket
-import threading
 from typing import Any
 
 import pytest
 
-from peers import TLSFiles, alongside, module, run, running_smtp_server, until
+from peers import HeldAnswer, TLSFiles, alongside, module, run, running_smtp_server, until
 from smtpcore import LocalProtocolError
 from smtpcore._driver import Timeouts
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import Mail, Rcpt, Reply, xtext
 from smtpcore.testing import (
-    Call,
     ExpectClose,
-    ScriptedConnection,
     ScriptedServer,
     Send,
     script,
@@ -215,16 +212,12 @@ def test_a_second_call_while_one_is_in_progress_is_refused_at_once(adapter: str)
     waits for its reply is refused before anything goes out (the two would interleave
     their commands and read each other's replies), and the first goes on as if alone."""
     mod = module(adapter)
-    asked, release = threading.Event(), threading.Event()
-
-    def answer_once_released(conn: ScriptedConnection) -> None:
-        asked.set()
-        release.wait(5)
+    held = HeldAnswer()
 
     greet = "S: 220 scripted.test ESMTP\nC~ EHLO .+\nS: 250 scripted.test\n"
     steps = [
         *script(greet + "C: NOOP"),
-        Call(answer_once_released),
+        held.step,
         *script("S: 250 2.0.0 ok\nC: QUIT\nS: 221 bye"),
     ]
 
@@ -232,14 +225,14 @@ def test_a_second_call_while_one_is_in_progress_is_refused_at_once(adapter: str)
         async with mod.SMTPClient("127.0.0.1", port) as client:
 
             async def meanwhile() -> None:
-                await until(adapter, asked)
+                await until(adapter, held.asked)
                 try:
                     with pytest.raises(LocalProtocolError, match="another call is in progress"):
                         await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
                     with pytest.raises(LocalProtocolError, match="another call is in progress"):
                         await client.quit()
                 finally:
-                    release.set()
+                    held.release.set()
 
             reply = await alongside(adapter, client.noop, meanwhile)
             assert reply.code == 250

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from peers import (
+    HeldAnswer,
     TLSFiles,
     alongside,
     module,
@@ -43,7 +44,7 @@ from smtpcore.maildrop import (
     POP3Session,
 )
 from smtpcore.sasl import CramMD5Client, PlainClient, ScramSHA256Client
-from smtpcore.testing import Call, ExpectClose, ScriptedConnection, ScriptedServer, Send, script
+from smtpcore.testing import ExpectClose, ScriptedServer, Send, script
 
 PASSWORDS = {"alice": "wonderland", "bob": "builder"}
 MESSAGES = [
@@ -524,15 +525,11 @@ def test_a_second_call_while_one_is_in_progress_is_refused_at_once(adapter: str)
     under way, or while a loop over ``retrieve_chunks`` waits between chunks, is
     refused before anything is sent, and the call in progress goes on as if alone."""
     mod = module(adapter)
-    asked, release = threading.Event(), threading.Event()
-
-    def answer_once_released(conn: ScriptedConnection) -> None:
-        asked.set()
-        release.wait(5)
+    held = HeldAnswer()
 
     steps = [
         *script(LOGIN + "C: RETR 1"),
-        Call(answer_once_released),
+        held.step,
         *script("""
 S: +OK
 S: one
@@ -554,14 +551,14 @@ S: +OK bye
             await client.login("u", "p")
 
             async def meanwhile() -> None:
-                await until(adapter, asked)
+                await until(adapter, held.asked)
                 try:
                     with pytest.raises(mod.POP3Error, match=busy):
                         await client.retrieve(2)
                     with pytest.raises(mod.POP3Error, match=busy):
                         await client.noop()
                 finally:
-                    release.set()
+                    held.release.set()
 
             assert await alongside(adapter, lambda: client.retrieve(1), meanwhile) == b"one\r\n"
             looping, go_on = threading.Event(), threading.Event()

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from peers import (
+    HeldAnswer,
     TLSFiles,
     make_tls_files,
     open_fd_count,
@@ -321,15 +322,11 @@ def test_pop3_reads_what_a_retrieve_many_left_early_owes_before_the_next_command
 def test_a_call_from_a_second_thread_while_one_is_in_progress_is_refused() -> None:
     """A client is for one thread at a time: a second thread's call while the first
     waits for its reply is refused at once, and the first goes on."""
-    asked, release = threading.Event(), threading.Event()
-
-    def answer_once_released(conn: ScriptedConnection) -> None:
-        asked.set()
-        release.wait(5)
+    held = HeldAnswer()
 
     steps = [
         *script(GREET + "C: NOOP"),
-        Call(answer_once_released),
+        held.step,
         *script("S: 250 2.0.0 ok\nC: QUIT\nS: 221 bye"),
     ]
     replies: list[Reply] = []
@@ -340,11 +337,11 @@ def test_a_call_from_a_second_thread_while_one_is_in_progress_is_refused() -> No
         first = threading.Thread(target=lambda: replies.append(client.noop()))
         first.start()
         try:
-            assert asked.wait(5)
+            assert held.asked.wait(5)
             with pytest.raises(LocalProtocolError, match="another call is in progress"):
                 client.noop()
         finally:
-            release.set()
+            held.release.set()
             first.join(5)
         assert [reply.code for reply in replies] == [250]
 
