@@ -106,6 +106,41 @@ def test_send_email_message_uses_its_headers_and_hides_bcc(adapter: str) -> None
     assert b"\n" not in envelope.content.replace(b"\r\n", b"")
 
 
+def test_a_compat32_message_is_sent_as_an_email_message(adapter: str) -> None:
+    """``email.message_from_bytes`` gives a compat32 :class:`email.message.Message` by
+    default, which ``smtplib.send_message`` takes: its headers give the envelope, its
+    Bcc stays hidden, and it is not read as an iterable of content (its header names)."""
+    handler = Sink()
+    message = email.message_from_bytes(
+        b"From: Alice <alice@abc.example>\nTo: bob@pqr.example\nBcc: dave@pqr.example\n"
+        b"Subject: parsed\n\n.dotted line\nbody\n"
+    )
+    assert type(message) is email.message.Message
+    with running_smtp_server(adapter, handler) as server:
+        run(
+            adapter,
+            lambda: module(adapter).send_message(message, host=server.host, port=server.port),
+        )
+        run(
+            adapter,
+            lambda: module(adapter).send_message(
+                message,
+                "carol@abc.example",
+                ["erin@pqr.example"],
+                host=server.host,
+                port=server.port,
+            ),
+        )
+    derived, given = handler.messages
+    assert str(derived.sender) == "alice@abc.example"
+    assert [str(r.mailbox) for r in derived.recipients] == ["bob@pqr.example", "dave@pqr.example"]
+    assert [str(r.mailbox) for r in given.recipients] == ["erin@pqr.example"]
+    for envelope in (derived, given):
+        assert b"Bcc" not in envelope.content and b"dave" not in envelope.content
+        assert envelope.content.endswith(b"\r\n.dotted line\r\nbody\r\n")
+        assert b"\n" not in envelope.content.replace(b"\r\n", b"")
+
+
 def test_an_internationalized_email_message_keeps_its_addresses_in_utf8(adapter: str) -> None:
     """RFC 6532 §3: with SMTPUTF8 the header fields are UTF-8 as they are; the RFC 2047
     encoded words the default policy writes may not stand in an address (§5)."""

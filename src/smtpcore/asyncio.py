@@ -1101,7 +1101,7 @@ class SMTPClient(_AsyncioClient, BaseSMTPClient):
 
 
 async def send_message(
-    message: bytes | email.message.EmailMessage,
+    message: bytes | email.message.Message,
     sender: str | Mailbox | None = None,
     recipients: Recipients | None = None,
     *,

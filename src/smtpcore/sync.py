@@ -208,7 +208,7 @@ class SMTPClient(_WithBlock):
 
     def send_message(
         self,
-        message: bytes | email.message.EmailMessage,
+        message: bytes | email.message.Message,
         sender: str | Mailbox | None = None,
         recipients: Recipients | None = None,
         *,
@@ -280,7 +280,7 @@ class SMTPClient(_WithBlock):
 
 
 def send_message(
-    message: bytes | email.message.EmailMessage,
+    message: bytes | email.message.Message,
     sender: str | Mailbox | None = None,
     recipients: Recipients | None = None,
     *,

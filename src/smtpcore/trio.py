@@ -1142,7 +1142,7 @@ class SMTPClient(_TrioClient, BaseSMTPClient):
 
 
 async def send_message(
-    message: bytes | email.message.EmailMessage,
+    message: bytes | email.message.Message,
     sender: str | Mailbox | None = None,
     recipients: Recipients | None = None,
     *,

@@ -505,7 +505,7 @@ class BaseSMTPClient(BaseClient):
 
     async def send_message(
         self,
-        message: Content | email.message.EmailMessage,
+        message: Content | email.message.Message,
         sender: str | Mailbox | None = None,
         recipients: Recipients | None = None,
         *,
@@ -519,8 +519,9 @@ class BaseSMTPClient(BaseClient):
         CRLF), a file opened in binary mode, a sync or async iterable of
         bytes (read ``chunk_size`` octets at a time, never whole; a ``str``
         or a file opened in text mode is a :class:`TypeError`, before
-        anything is sent), or an
-        :class:`~email.message.EmailMessage`, whose headers give
+        anything is sent), or an email message (an
+        :class:`~email.message.EmailMessage`, or a :class:`~email.message.Message`
+        of any policy, as ``email.message_from_bytes`` makes), whose headers give
         the sender and recipients when they are not passed, as ``smtplib``
         takes them (the ``Resent-`` fields of a message resent once), whose
         Bcc header is not sent, and whose header fields are UTF-8 in a

@@ -1,7 +1,7 @@
 """What an SMTP client sends for one message, decided before the first command.
 
 :func:`build_envelope` turns what the caller gave (bytes or an
-:class:`~email.message.EmailMessage`, sender, recipients, parameters) into
+:class:`~email.message.Message`, sender, recipients, parameters) into
 the ``MAIL`` and ``RCPT`` commands and the content, adding ``SIZE``,
 ``BODY`` and ``SMTPUTF8`` where the server offers them, and refuses, before
 anything is sent, what the server's EHLO reply rules out (RFC 5321 §2.2.2,
@@ -88,7 +88,7 @@ _everyday: Final = functools.partial(tuple.__new__, Envelope)
 
 def build_envelope(
     offer: Offer,
-    message: Content | email.message.EmailMessage,
+    message: Content | email.message.Message,
     sender: str | Mailbox | None,
     recipients: Recipients | None,
     mail_params: ParametersLike,
@@ -116,7 +116,7 @@ def build_envelope(
         plain_rcpts = list(map(_plain_rcpt, recipients))
         if plain_mail is not None and plain_rcpts and all(plain_rcpts):  # None is false
             return _everyday((plain_mail, plain_rcpts, message))
-    if isinstance(message, email.message.EmailMessage):
+    if isinstance(message, email.message.Message):
         sender, recipients = _email_envelope(message, sender, recipients)
     elif recipients is None:
         raise ValueError("recipients are needed with bytes content")
@@ -137,7 +137,7 @@ def build_envelope(
     given = NO_PARAMETERS if mail_params is None else Parameters.coerce(mail_params)
     wide = _first_wide(from_, rcpts)
     content: Content
-    if isinstance(message, email.message.EmailMessage):
+    if isinstance(message, email.message.Message):
         content = _email_bytes(message, utf8=wide is not None or "SMTPUTF8" in given)
     else:
         check_not_text(message)
@@ -300,11 +300,11 @@ def _parsed_mailbox(text: str) -> Mailbox:
 
 
 def _email_envelope(
-    message: email.message.EmailMessage,
+    message: email.message.Message,
     sender: str | Mailbox | None,
     recipients: Recipients | None,
 ) -> tuple[str | Mailbox, Recipients]:
-    """The envelope of an EmailMessage where the caller gives none, as
+    """The envelope of an email message where the caller gives none, as
     ``smtplib.send_message`` derives it: the sender from ``Sender`` or else
     ``From``, the recipients from ``To``, ``Cc`` and ``Bcc``; from the
     ``Resent-`` fields instead in a message resent once (one ``Resent-Date``,
@@ -327,8 +327,8 @@ def _email_envelope(
     return sender, recipients
 
 
-def _email_bytes(message: email.message.EmailMessage, *, utf8: bool) -> bytes:
-    """The wire form of an EmailMessage: CRLF line endings, the ``Bcc`` and
+def _email_bytes(message: email.message.Message, *, utf8: bool) -> bytes:
+    """The wire form of an email message: CRLF line endings, the ``Bcc`` and
     ``Resent-Bcc`` fields left out (RFC 5322 §3.6.3: those recipients stay
     hidden), and its headers in UTF-8 for an internationalized message (RFC 6532
     §3; RFC 2047 encoded words, the policy's default, may not stand in an
