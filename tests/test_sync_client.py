@@ -193,6 +193,35 @@ def test_the_reference_server_submission_and_pop3(tmp_path: Path) -> None:
             pop.delete(number)
 
 
+def test_lmtp_and_pop3_over_unix_sockets(tmp_path: Path) -> None:
+    """``over_unix_socket``, as the asyncio and trio clients have it: LMTP to a local
+    delivery agent is the common case (RFC 2033 §5 names no TCP port for it)."""
+    from peers import running_pop3_server, write_maildir
+    from smtpcore.maildrop import MaildirStore
+    from test_adapters_streams import Keeping
+
+    handler = Keeping()
+    lmtp_path = tmp_path / "lmtp.sock"
+    with (
+        running_smtp_server("asyncio", handler, unix_path=lmtp_path, lmtp=True),
+        sync.SMTPClient.over_unix_socket(lmtp_path, lmtp=True, timeout=10) as client,
+    ):
+        result = client.send_message(MESSAGE, "a@abc.example", ["b@pqr.example"])
+    assert not result.refused and handler.messages == [MESSAGE]
+
+    write_maildir(tmp_path / "mail" / "alice", [MESSAGE])
+    store = MaildirStore(tmp_path / "mail", {"alice": "wonderland"})
+    pop3_path = tmp_path / "pop3.sock"
+    with (
+        running_pop3_server("trio", store, unix_path=str(pop3_path)),
+        sync.POP3Client.over_unix_socket(pop3_path, timeout=10) as pop,
+    ):
+        pop.login("alice", "wonderland")
+        assert pop.retrieve(1) == MESSAGE
+    with pytest.raises(sync.SMTPConnectionError):
+        sync.SMTPClient.over_unix_socket(tmp_path / "absent.sock", timeout=10).connect()
+
+
 @pytest.mark.parametrize("client_class", [sync.SMTPClient, sync.POP3Client])
 def test_an_exception_in_the_with_block_closes_without_quit(client_class: Any) -> None:
     """The session may be broken: a QUIT would wait on it (and POP3's would commit the

@@ -18,6 +18,7 @@ re-exported here.
 from __future__ import annotations
 
 import email.message
+import os
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -105,7 +106,7 @@ class _BlockingSession(BaseClient):
     """An async client session whose waits block the thread (a plain socket)."""
 
     async def _open(self, host: str, port: int) -> Link:
-        return open_link(host, port, self.timeouts.connect)
+        return open_link(host, port, self.timeouts.connect, self._unix_path)
 
 
 class _SMTPSession(_BlockingSession, BaseSMTPClient):
@@ -180,6 +181,22 @@ class SMTPClient(_WithBlock):
         if timeout is not None:
             options["timeouts"] = _uniform(timeout, options.get("timeouts"), Timeouts.uniform)
         self._session = _SMTPSession(host, port, **options)
+
+    @classmethod
+    def over_unix_socket(
+        cls,
+        path: str | os.PathLike[str],
+        host: str = "localhost",
+        *,
+        timeout: float | None = None,
+        **options: Unpack[SMTPClientOptions],
+    ) -> SMTPClient:
+        """A client that connects to the Unix socket ``path`` (LMTP to a delivery agent,
+        say) instead of ``host``, which names the server in TLS and in errors; the
+        keywords are the constructor's."""
+        client = cls(host, None, timeout=timeout, **options)
+        client._session._unix_path = os.fspath(path)
+        return client
 
     @property
     def host(self) -> str:
@@ -335,6 +352,21 @@ class POP3Client(_WithBlock):
         if timeout is not None:
             options["timeouts"] = _uniform(timeout, options.get("timeouts"), POP3Timeouts.uniform)
         self._session = _POP3Session(host, port, **options)
+
+    @classmethod
+    def over_unix_socket(
+        cls,
+        path: str | os.PathLike[str],
+        host: str = "localhost",
+        *,
+        timeout: float | None = None,
+        **options: Unpack[POP3ClientOptions],
+    ) -> POP3Client:
+        """A client that connects to the Unix socket ``path`` instead of ``host``, which
+        names the server in TLS and in errors; the keywords are the constructor's."""
+        client = cls(host, None, timeout=timeout, **options)
+        client._session._unix_path = os.fspath(path)
+        return client
 
     @property
     def capabilities(self) -> dict[str, tuple[str, ...]]:

@@ -350,10 +350,20 @@ class SocketTransport:
         return tls_info(self._sock) if isinstance(self._sock, ssl.SSLSocket) else None
 
 
-def open_link(host: str, port: int, timeout: float | None) -> Link:
-    """A TCP connection to ``host:port`` (``TimeoutError`` after ``timeout``)."""
-    sock = socket.create_connection((host, port), timeout=timeout)
-    with contextlib.suppress(OSError):  # not every socket family has it
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def open_link(host: str, port: int, timeout: float | None, unix_path: str | None = None) -> Link:
+    """A TCP connection to ``host:port``, or one to the Unix socket ``unix_path``
+    (``TimeoutError`` after ``timeout``)."""
+    if unix_path is not None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(unix_path)
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        sock = socket.create_connection((host, port), timeout=timeout)
+        with contextlib.suppress(OSError):  # not every socket family has it
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     clock = SocketClock()
     return BoundLink(SocketTransport(sock, clock), clock)
