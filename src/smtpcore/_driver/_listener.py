@@ -54,8 +54,8 @@ class SessionRegistry(Generic[S]):
     A subclass says how to build a session for a connection
     (:meth:`new_session`) and what to write to a client turned away
     (``busy_reply`` when the server is full, ``address_busy_reply`` when the
-    client's address has its share already; ``b""`` just closes, as a
-    TLS-on-connect port must).
+    client's address has its share already, ``stopping_reply`` when it is
+    shutting down; ``b""`` just closes, as a TLS-on-connect port must).
 
     ``max_per_address`` keeps one address from taking every slot, as Postfix's
     ``smtpd_client_connection_count_limit`` does: sessions are counted by the
@@ -75,6 +75,7 @@ class SessionRegistry(Generic[S]):
         *,
         max_per_address: int | None = None,
         address_busy_reply: bytes = b"",
+        stopping_reply: bytes = b"",
         proxy_networks: Sequence[Network] = (),
     ) -> None:
         if max_sessions < 1:
@@ -85,6 +86,7 @@ class SessionRegistry(Generic[S]):
         self.busy_reply = busy_reply
         self.max_per_address = max_per_address
         self.address_busy_reply = address_busy_reply
+        self.stopping_reply = stopping_reply
         self.proxy_networks = tuple(proxy_networks)
         """The proxies whose PROXY header names the client (``proxy_protocol_from``)."""
         self.sessions: dict[S, str | None] = {}
@@ -122,7 +124,8 @@ class SessionRegistry(Generic[S]):
         # What full and _has_room say, and the count, written out: this runs for every connection.
         sessions = self.sessions
         if len(sessions) >= self.max_sessions or self.stopping:
-            return self.busy_reply
+            # A client turned away by a shutdown is told so, not that the server is full.
+            return self.stopping_reply if self.stopping else self.busy_reply
         peer = counted = transport.peer_address
         if peer is not None and peer[0][:7] == "::ffff:":  # an IPv4 client, dual-stack socket
             peer = counted = (unmapped(peer[0]), peer[1])

@@ -211,6 +211,7 @@ class POP3ServerState(SessionRegistry["POP3ServerSession"]):
             busy.to_bytes() if plain else b"",
             max_per_address=options.max_sessions_per_address,
             address_busy_reply=address_busy.to_bytes() if plain else b"",
+            stopping_reply=_SHUTTING_DOWN.to_bytes() if plain else b"",
             proxy_networks=options.proxy_networks,
         )
         self.store = store

@@ -343,6 +343,7 @@ class ServerState(SessionRegistry["ServerSession"]):
         address_busy = Reply(
             421, f"{options.hostname} Too many connections from your address", "4.7.0"
         )
+        stopping = Reply(421, f"{options.hostname} Service shutting down", "4.3.2")
         # On a TLS-on-connect port a plaintext reply would be noise: just close.
         plain = not options.tls_on_connect
         super().__init__(
@@ -350,6 +351,7 @@ class ServerState(SessionRegistry["ServerSession"]):
             busy.to_bytes(busy.status) if plain else b"",
             max_per_address=options.max_sessions_per_address,
             address_busy_reply=address_busy.to_bytes(address_busy.status) if plain else b"",
+            stopping_reply=stopping.to_bytes(stopping.status) if plain else b"",
             proxy_networks=options.proxy_networks,
         )
         self.handler = handler
