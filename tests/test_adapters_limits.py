@@ -109,3 +109,44 @@ def test_a_batch_whose_mail_is_refused_leaves_the_others_and_their_record(adapte
         "c@pqr.example": (False, 451),
         "d@pqr.example": (True, 250),
     }
+
+
+def test_a_session_lost_between_batches_says_which_were_delivered(adapter: str) -> None:
+    """A connection lost after one batch was delivered and the next one's content sent:
+    the error's ``result`` has the first batch delivered and the others' recipients
+    unanswered, so that a retry does not deliver the first batch twice."""
+    from smtpcore.testing import ScriptedServer, script
+
+    envelope = "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<{}@pqr.example>\nC: DATA\n"
+    content = "C: Subject: many\nC:\nC: to many recipients\nC: .\n"
+    steps = script(
+        "S: 220 scripted.test ESMTP\nC~ EHLO .+\n"
+        "S: 250-scripted.test\nS: 250-PIPELINING\nS: 250 LIMITS RCPTMAX=1\n"
+        + envelope.format("b")
+        + "S: 250 ok\nS: 250 ok\nS: 354 go\n"
+        + content
+        + "S: 250 queued\n"
+        + envelope.format("c")
+        + "S: 250 ok\nS: 250 ok\nS: 354 go\n"
+        + content
+        + "-- close\n"
+    )
+    mod = module(adapter)
+
+    async def send(port: int) -> Any:
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            return await client.send_message(
+                MESSAGE, "a@abc.example", ["b@pqr.example", "c@pqr.example", "d@pqr.example"]
+            )
+
+    with ScriptedServer(steps) as server, pytest.raises(mod.SMTPConnectionError) as caught:
+        run(adapter, lambda: send(server.port))
+    result = caught.value.result
+    assert result is not None
+    assert [str(r.recipient) for r in result.recipients] == [
+        "b@pqr.example",
+        "c@pqr.example",
+        "d@pqr.example",
+    ]
+    assert [str(r.recipient) for r in result.delivered] == ["b@pqr.example"]
+    assert [r.reply for r in result.recipients[1:]] == [None, None]

@@ -624,17 +624,31 @@ class BaseSMTPClient(BaseClient):
         """One transaction per batch of recipients, the content sent again for each
         (RFC 9422 §5.2); their results in one. A batch refused whole (its MAIL, every
         RCPT, or the content) does not stop the others, and its recipients carry the
-        refusal in the result; if none is delivered, the last refusal is raised."""
+        refusal in the result; if none is delivered, the last refusal is raised. A
+        session lost (or timed out) part way carries in ``result`` the batches done
+        and, unanswered, the recipients of the others, so that a retry goes to those
+        only (as LMTP's lost session does)."""
         start = None if isinstance(content, bytes) else content.tell()  # type: ignore[union-attr]  # _replayable
         results: list[TransactionResult] = []
         refusal: SenderRefused | RecipientsRefused | MessageRefused | None = None
-        for batch in batches:
+        for done, batch in enumerate(batches):
             if start is not None:
                 content.seek(start)  # type: ignore[union-attr]  # _replayable
             try:
                 results.append(
                     await self._transaction(mail, batch, content, chunked=chunked, forward=forward)
                 )
+            except (SMTPConnectionError, SMTPTimeout) as exc:
+                # This batch's fate as far as it is known (LMTP's replies so far), else
+                # unknown; the batches after it, not begun.
+                known = exc.result.recipients if exc.result is not None else ()
+                unanswered = [rcpt.recipient for rest in batches[done:] for rcpt in rest]
+                recipients = (*known, *map(RecipientResult, unanswered[len(known) :]))
+                results.append(
+                    TransactionResult(mail.sender, None, recipients, None, (), complete=True)
+                )
+                exc.result = _merged(results)
+                raise
             except SenderRefused as exc:  # for this batch: each of its recipients refused so
                 refusal = exc
                 refused = tuple(RecipientResult(rcpt.recipient, exc.reply) for rcpt in batch)
@@ -646,14 +660,7 @@ class BaseSMTPClient(BaseClient):
                     raise
                 refusal = exc
                 results.append(exc.result)
-        merged = TransactionResult(
-            mail.sender,
-            results[0].mail_reply,
-            tuple(recipient for result in results for recipient in result.recipients),
-            results[-1].data_reply,
-            tuple(reply for result in results for reply in result.end_replies),
-            complete=True,
-        )
+        merged = _merged(results)
         if not merged.delivered and refusal is not None:
             raise refusal
         return merged
@@ -1248,6 +1255,18 @@ class BaseSMTPClient(BaseClient):
 
 
 _UNENDED: Final = "the reply did not end within {} s of its start"
+
+
+def _merged(results: Sequence[TransactionResult]) -> TransactionResult:
+    """The results of one message's transactions (its batches of recipients) as one."""
+    return TransactionResult(
+        results[0].sender,
+        results[0].mail_reply,
+        tuple(recipient for result in results for recipient in result.recipients),
+        results[-1].data_reply,
+        tuple(reply for result in results for reply in result.end_replies),
+        complete=True,
+    )
 
 
 def _not_offered(verb: str) -> ExtensionNotOffered:

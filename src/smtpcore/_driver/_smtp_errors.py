@@ -44,9 +44,12 @@ class SMTPError(Exception):
     """True when the client refused on the server's behalf and sent nothing: the
     reply is the one the RFC names for the case, not one the server wrote."""
     result: TransactionResult | None = None
-    """In LMTP, a session lost (or timed out) among the replies after the content:
-    each recipient's fate so far. Those whose reply came are delivered, so a
-    retry goes to the others only (RFC 2033 §4.2)."""
+    """A session lost (or timed out) part way through a message whose fate was
+    decided recipient by recipient: each recipient's fate so far, so that a retry
+    goes to those not delivered only. In LMTP, among the replies after the
+    content (RFC 2033 §4.2); with a server's LIMITS, among the transactions a
+    message was split into (RFC 9422 §5.2), the recipients of those not done
+    unanswered."""
 
     def __init__(self, message: str, reply: Reply | None = None) -> None:
         super().__init__(message if reply is None else f"{message}: {reply}")
