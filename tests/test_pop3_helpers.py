@@ -72,6 +72,18 @@ class TestListings:
         with pytest.raises(RemoteProtocolError):
             parse_listing(b"1\r\n")
 
+    @pytest.mark.parametrize("after", ["\x0c7 999", "\x1cx", "\u0085 x", "\u2028y"])
+    def test_only_line_ends_end_a_listing_line(self, after: str) -> None:
+        """RFC 1939 §5 puts no limit on what follows the numbers: a form feed, a NEL or
+        a U+2028 there is text, not the start of another line (a message 7 that is not)."""
+        data = f"1 60 moved{after}\r\n2 70\r\n".encode()
+        assert parse_listing(data) == [(1, 60), (2, 70)]
+        assert parse_uid_listing(f"1 uid-1{after}\r\n".encode()) == [(1, "uid-1")]
+        assert parse_capabilities(f"TOP\r\nIMPLEMENTATION v1{after}\r\n".encode()) == {
+            "TOP": (),
+            "IMPLEMENTATION": ("v1", *f"{after}".split()),
+        }
+
     def test_unique_id_listing(self) -> None:
         assert parse_uid_listing(b"1 whqtswO00WBw418f9t5JxYwZ\r\n2 QhdPYR:00WBw1Ph7x7\r\n") == [
             (1, "whqtswO00WBw418f9t5JxYwZ"),

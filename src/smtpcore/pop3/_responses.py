@@ -56,6 +56,13 @@ def _text(data: bytes | str) -> str:
     return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
 
 
+def _lines(data: bytes | str) -> list[str]:
+    """The lines of multi-line content, ended by LF (CRLF on the wire, RFC 1939 §3) and
+    nothing else: ``str.splitlines`` would also end one at a form feed, a NEL or a
+    U+2028, which may stand in the text after a listing's numbers."""
+    return [line.removesuffix("\r") for line in _text(data).split("\n")]
+
+
 def _count(word: str, what: str) -> int:
     number = parse_number(word, max_digits=20)
     if number is None:
@@ -77,7 +84,7 @@ def parse_listing(data: bytes | str) -> list[tuple[int, int]]:
     RFC 1939 §5 lets anything follow the size; it is ignored.
     """
     pairs = []
-    for line in _text(data).splitlines():
+    for line in _lines(data):
         words = line.split()
         if not words:
             continue
@@ -93,7 +100,7 @@ def parse_uid_listing(data: bytes | str) -> list[tuple[int, str]]:
     A unique-id is 1 to 70 printable ASCII characters (RFC 1939 §7).
     """
     pairs = []
-    for line in _text(data).splitlines():
+    for line in _lines(data):
         words = line.split()
         if not words:
             continue
@@ -106,7 +113,7 @@ def parse_uid_listing(data: bytes | str) -> list[tuple[int, str]]:
 def parse_capabilities(data: bytes | str) -> dict[str, tuple[str, ...]]:
     """Capability tag (upper-cased) -> its arguments, from CAPA content (RFC 2449 §6)."""
     capabilities: dict[str, tuple[str, ...]] = {}
-    for line in _text(data).splitlines():
+    for line in _lines(data):
         words = line.split()
         if words:
             capabilities[ascii_upper(words[0])] = tuple(words[1:])
