@@ -181,7 +181,15 @@ def test_a_resent_email_message_goes_to_its_resent_recipients(adapter: str) -> N
         message["Resent-Date"] = "Sun, 06 Dec 2026 12:00:00 +0000"
         with pytest.raises(ValueError, match="more than one Resent- block"):
             run(adapter, lambda: mod.send_message(message, host=server.host, port=server.port))
-    [envelope] = handler.messages
+        # Given, the envelope says which block is meant.
+        run(
+            adapter,
+            lambda: mod.send_message(
+                message, "x@abc.example", ["y@pqr.example"], host=server.host, port=server.port
+            ),
+        )
+    envelope, given = handler.messages
+    assert [str(r.mailbox) for r in given.recipients] == ["y@pqr.example"]
     assert str(envelope.sender) == "forwarder@abc.example"
     assert [str(r.mailbox) for r in envelope.recipients] == [
         "new@pqr.example",

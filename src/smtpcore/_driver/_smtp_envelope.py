@@ -310,7 +310,9 @@ def _email_envelope(
     ``Resent-`` fields instead in a message resent once (one ``Resent-Date``,
     RFC 5322 §3.6.6), which goes to the new recipients, not back to the first
     ones. With more than one resent block, which one is meant is not said:
-    :class:`ValueError`, as ``smtplib`` does."""
+    :class:`ValueError`, as ``smtplib`` does, unless the caller gives the envelope."""
+    if sender is not None and recipients is not None:
+        return sender, recipients
     resent = message.get_all("Resent-Date", [])
     if len(resent) > 1:
         raise ValueError("the message has more than one Resent- block: give the envelope")
