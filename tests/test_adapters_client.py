@@ -9,6 +9,7 @@ bytes on the wire are the point (response injection), a
 from __future__ import annotations
 
 import email.message
+import email.policy
 import socket
 from typing import Any
 
@@ -18,7 +19,7 @@ from peers import HeldAnswer, TLSFiles, alongside, module, run, running_smtp_ser
 from smtpcore import LocalProtocolError
 from smtpcore._driver import Timeouts
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
-from smtpcore.smtp import Mail, Rcpt, Reply, xtext
+from smtpcore.smtp import Mail, Rcpt, Reply, ServerConnection, xtext
 from smtpcore.testing import (
     ExpectClose,
     ScriptedServer,
@@ -160,6 +161,79 @@ def test_an_internationalized_email_message_keeps_its_addresses_in_utf8(adapter:
     assert [r.mailbox.local_part for r in envelope.recipients] == ["jörg"]
     assert "To: Jörg <jörg@pqr.example>\r\n".encode() in envelope.content
     assert b"=?utf-8?" not in envelope.content
+
+
+def without_smtputf8(options: Any) -> ServerConnection:
+    """A server machine that does not offer SMTPUTF8."""
+    return ServerConnection(options.hostname, smtputf8=False)
+
+
+def test_a_utf8_address_in_a_header_field_needs_smtputf8_whatever_the_envelope(
+    adapter: str,
+) -> None:
+    """RFC 6532 §3 and RFC 2047 §5: a UTF-8 address in a header field goes as UTF-8, in an
+    SMTPUTF8 transaction, even with an ASCII envelope given; to a server without
+    SMTPUTF8 it is refused before MAIL (an encoded word in an address was sent)."""
+    message = email.message.EmailMessage()
+    message["From"] = "Alice <alice@abc.example>"
+    message["To"] = "Jörg <jörg@pqr.example>"
+    message.set_content("Hallo\n")
+    mod = module(adapter)
+    handler = Sink()
+    with running_smtp_server(adapter, handler) as server:
+        run(
+            adapter,
+            lambda: mod.send_message(
+                message,
+                "alice@abc.example",
+                ["bob@pqr.example"],
+                host=server.host,
+                port=server.port,
+            ),
+        )
+    [envelope] = handler.messages
+    assert "SMTPUTF8" in envelope.mail_params
+    assert "To: Jörg <jörg@pqr.example>\r\n".encode() in envelope.content
+    refusing = Sink()
+    with (
+        running_smtp_server(adapter, refusing, connection_factory=without_smtputf8) as server,
+        pytest.raises(mod.ExtensionNotOffered) as refused,
+    ):
+        run(
+            adapter,
+            lambda: mod.send_message(
+                message,
+                "alice@abc.example",
+                ["bob@pqr.example"],
+                host=server.host,
+                port=server.port,
+            ),
+        )
+    assert refused.value.code == 553 and "To field" in str(refused.value)
+    assert refusing.messages == []
+
+
+def test_a_utf8_policy_gives_utf8_fields_only_in_an_smtputf8_transaction(adapter: str) -> None:
+    """RFC 6531 §3.2: UTF-8 header fields only to a server that offers SMTPUTF8, and then
+    with SMTPUTF8 on MAIL; to one without it, the policy's utf8 gives way to RFC 2047
+    encoded words (the fields were sent raw, without SMTPUTF8)."""
+    message = email.message.EmailMessage(policy=email.policy.SMTPUTF8)
+    message["From"] = "alice@abc.example"
+    message["To"] = "bob@pqr.example"
+    message["Subject"] = "Grüße"
+    message.set_content("ascii body\n")
+    mod = module(adapter)
+    contents = []
+    for offered in (True, False):
+        handler = Sink()
+        factory = None if offered else without_smtputf8
+        with running_smtp_server(adapter, handler, connection_factory=factory) as server:
+            run(adapter, lambda: mod.send_message(message, host=server.host, port=server.port))
+        [envelope] = handler.messages
+        assert ("SMTPUTF8" in envelope.mail_params) is offered
+        contents.append(envelope.content)
+    assert "Subject: Grüße\r\n".encode() in contents[0]
+    assert contents[1].isascii() and b"Subject: =?utf-8?" in contents[1]
 
 
 def test_a_resent_email_message_goes_to_its_resent_recipients(adapter: str) -> None:

@@ -524,8 +524,9 @@ class BaseSMTPClient(BaseClient):
         of any policy, as ``email.message_from_bytes`` makes), whose headers give
         the sender and recipients when they are not passed, as ``smtplib``
         takes them (the ``Resent-`` fields of a message resent once), whose
-        Bcc header is not sent, and whose header fields are UTF-8 in a
-        message that needs SMTPUTF8 (RFC 6532). Content whose 8-bit-ness
+        Bcc header is not sent, and whose header fields are UTF-8 in an
+        SMTPUTF8 transaction (RFC 6532; a UTF-8 address in one needs it) and
+        ASCII otherwise. Content whose 8-bit-ness
         cannot be seen before it is sent (a file, an iterable) is declared
         ``BODY=8BITMIME`` when the server offers 8BITMIME; to a server without
         it, an 8-bit octet found as the content is read is

@@ -136,9 +136,15 @@ def build_envelope(
         raise ValueError("no recipients")
     given = NO_PARAMETERS if mail_params is None else Parameters.coerce(mail_params)
     wide = _first_wide(from_, rcpts)
+    wide_field = None
+    utf8_policy = False
     content: Content
     if isinstance(message, email.message.Message):
-        content = _email_bytes(message, utf8=wide is not None or "SMTPUTF8" in given)
+        wide_field = _first_wide_field(message)
+        # A policy whose utf8 asks for UTF-8 header fields, to a server that takes them.
+        utf8_policy = offer.smtputf8 and getattr(message.policy, "utf8", False)
+        utf8 = wide is not None or wide_field is not None or utf8_policy or "SMTPUTF8" in given
+        content = _email_bytes(message, utf8=utf8)
     else:
         check_not_text(message)
         content = bytes(message) if isinstance(message, (bytearray, memoryview)) else message
@@ -152,10 +158,12 @@ def build_envelope(
         if given is NO_PARAMETERS and rcpt_params is None
         else _first_wide_value(given, commands)
     )
-    needs_utf8 = wide is not None or wide_value is not None
+    needs_utf8 = (
+        wide is not None or wide_value is not None or wide_field is not None or utf8_policy
+    )
     added = _added_mail_params(offer, needs_utf8, content, size, given)
     mail = Mail(from_, (added or NO_PARAMETERS) if given is NO_PARAMETERS else {**added, **given})
-    check_sendable(offer, mail, wide, content, size, wide_value)
+    check_sendable(offer, mail, wide, content, size, wide_value, wide_field)
     if mail.params is not NO_PARAMETERS or rcpt_params is not None:
         check_offered(offer.extensions, mail, commands)
     return Envelope(mail, commands, content)
@@ -168,10 +176,12 @@ def check_sendable(
     content: Content,
     size: int | None,
     wide_value: str | None = None,
+    wide_field: str | None = None,
 ) -> None:
     """Refuse a message the server has said it cannot take, with the reply RFC 3463
-    names: a UTF-8 address (``wide``, the first one), a parameter with a UTF-8
-    value (``wide_value``, its keyword) or ``SMTPUTF8`` without the extension
+    names: a UTF-8 address (``wide``, the first one; ``wide_field``, the header
+    field of an email message that has one), a parameter with a UTF-8 value
+    (``wide_value``, its keyword) or ``SMTPUTF8`` without the extension
     (``553 5.6.7``), 8-bit content without 8BITMIME (``554 5.6.3``), a size
     (``SIZE=`` declared, else the content's where known) over ``SIZE`` (``552
     5.3.4``)."""
@@ -179,12 +189,15 @@ def check_sendable(
     if (
         wide is not None
         or wide_value is not None
+        or wide_field is not None
         or (params is not NO_PARAMETERS and "SMTPUTF8" in params)
     ) and not offer.smtputf8:
         # RFC 6531 §3.2: no internationalized message to a server without SMTPUTF8;
         # §3.3: nor a UTF-8 parameter value (RFC 6533 §3: a raw UTF-8 ORCPT).
         if wide is not None:
             needed, keyword = f"for {wide}", None
+        elif wide_field is not None:
+            needed, keyword = f"for the UTF-8 address in its {wide_field} field", None
         elif wide_value is not None:
             needed, keyword = f"for the UTF-8 {wide_value} value", wide_value
         else:
@@ -329,18 +342,45 @@ def _email_envelope(
     return sender, recipients
 
 
+_ADDRESS_FIELDS: Final = (
+    "From",
+    "Sender",
+    "Reply-To",
+    "To",
+    "Cc",
+    "Resent-From",
+    "Resent-Sender",
+    "Resent-To",
+    "Resent-Cc",
+)
+"""The address fields that go on the wire (``Bcc`` and ``Resent-Bcc`` do not)."""
+
+
+def _first_wide_field(message: email.message.Message) -> str | None:
+    """The name of the first address field of ``message`` holding a UTF-8 address,
+    which only an SMTPUTF8 transaction may carry (RFC 6532 §3; an RFC 2047 encoded
+    word may not stand in an address, RFC 2047 §5); None."""
+    for name in _ADDRESS_FIELDS:
+        values = [str(value) for value in message.get_all(name, [])]
+        if not all(map(str.isascii, values)) and not all(  # a UTF-8 display name, maybe
+            address.isascii() for _, address in email.utils.getaddresses(values)
+        ):
+            return name
+    return None
+
+
 def _email_bytes(message: email.message.Message, *, utf8: bool) -> bytes:
     """The wire form of an email message: CRLF line endings, the ``Bcc`` and
     ``Resent-Bcc`` fields left out (RFC 5322 §3.6.3: those recipients stay
-    hidden), and its headers in UTF-8 for an internationalized message (RFC 6532
-    §3; RFC 2047 encoded words, the policy's default, may not stand in an
-    address, RFC 2047 §5)."""
+    hidden), and its header fields in UTF-8 in an SMTPUTF8 transaction (RFC 6532
+    §3), in ASCII otherwise whatever the policy's ``utf8`` (RFC 2047 encoded
+    words: UTF-8 header fields need SMTPUTF8, RFC 6531 §3.2)."""
     outgoing = copy.copy(message)
     del outgoing["Bcc"]
     del outgoing["Resent-Bcc"]
     policy = message.policy.clone(linesep="\r\n")
-    if utf8 and isinstance(policy, email.policy.EmailPolicy):  # compat32 has no utf8
-        policy = policy.clone(utf8=True)
+    if isinstance(policy, email.policy.EmailPolicy):  # compat32 has no utf8
+        policy = policy.clone(utf8=utf8)
     return outgoing.as_bytes(policy=policy)
 
 
