@@ -218,8 +218,31 @@ def test_lmtp_and_pop3_over_unix_sockets(tmp_path: Path) -> None:
     ):
         pop.login("alice", "wonderland")
         assert pop.retrieve(1) == MESSAGE
+        assert pop.connection.apop_timestamp is not None and pop.host == "localhost"
     with pytest.raises(sync.SMTPConnectionError):
         sync.SMTPClient.over_unix_socket(tmp_path / "absent.sock", timeout=10).connect()
+
+
+def test_pop3_retrieve_chunks_reads_a_large_message_in_pieces(tmp_path: Path) -> None:
+    """As the async clients' ``retrieve_chunks``: a large message is never held whole,
+    and a loop left early leaves the session ready for the next command."""
+    from peers import running_pop3_server, write_maildir
+    from smtpcore.maildrop import MaildirStore
+
+    large = b"Subject: large\r\n\r\n" + b".dotted line of text\r\n" * 50_000
+    write_maildir(tmp_path / "mail" / "alice", [large, MESSAGE])
+    store = MaildirStore(tmp_path / "mail", {"alice": "wonderland"})
+    with (
+        running_pop3_server("asyncio", store) as server,
+        sync.POP3Client(server.host, server.port, timeout=10) as pop,
+    ):
+        pop.login("alice", "wonderland")
+        chunks = list(pop.retrieve_chunks(1))
+        assert b"".join(chunks) == large
+        assert len(chunks) > 1 and max(map(len, chunks)) < len(large) // 4
+        for _ in pop.retrieve_chunks(1):
+            break  # the rest is read and dropped before the next command
+        assert pop.retrieve(2) == MESSAGE
 
 
 @pytest.mark.parametrize("client_class", [sync.SMTPClient, sync.POP3Client])

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from smtpcore import pop3
 from smtpcore._driver._blocking import open_link, run
 from smtpcore._driver._client_base import BaseClient
 from smtpcore._driver._pop3_client import (
@@ -369,6 +370,22 @@ class POP3Client(_WithBlock):
         return client
 
     @property
+    def host(self) -> str:
+        """The server's host name or address."""
+        return self._session.host
+
+    @property
+    def port(self) -> int:
+        """The server's port (110 by default, 995 with ``tls_on_connect``)."""
+        return self._session.port
+
+    @property
+    def connection(self) -> pop3.ClientConnection:
+        """The machine of the open session (its ``capabilities``, ``state``, the
+        greeting's ``apop_timestamp``)."""
+        return self._session.connection
+
+    @property
     def capabilities(self) -> dict[str, tuple[str, ...]]:
         """What the server's last CAPA answer listed."""
         return self._session.capabilities
@@ -401,6 +418,12 @@ class POP3Client(_WithBlock):
     def retrieve(self, number: int) -> bytes:
         """Message ``number`` whole, dot-stuffing removed."""
         return run(self._session.retrieve(number))
+
+    def retrieve_chunks(self, number: int) -> Iterator[bytes]:
+        """Message ``number`` in chunks as they arrive, dot-stuffing removed: a large
+        message in bounded memory. Leaving the loop early is allowed: the rest is
+        read and dropped before the next command."""
+        return _each(self._session.retrieve_chunks(number))
 
     def retrieve_many(self, numbers: Iterable[int]) -> Iterator[tuple[int, bytes]]:
         """``(number, message)`` for each of ``numbers`` as they arrive, several RETR
