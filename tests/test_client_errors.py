@@ -347,6 +347,18 @@ def test_a_greeting_other_than_220_is_hello_refused(adapter: str) -> None:
     assert (refused.value.command, refused.value.code) == ("greeting", 554)
 
 
+def test_a_refused_helo_after_a_refused_ehlo_names_helo(adapter: str) -> None:
+    """The error names the command whose reply it carries: HELO's 550, not EHLO."""
+    steps = script(
+        "S: 220 scripted.test\nC~ EHLO .+\nS: 502 5.5.1 no EHLO\n"
+        "C~ HELO .+\nS: 550 5.7.1 not you\n-- expect close"
+    )
+    mod = module(adapter)
+    with ScriptedServer(steps) as server, pytest.raises(mod.HelloRefused) as refused:
+        run(adapter, lambda: mod.SMTPClient("127.0.0.1", server.port).connect())
+    assert (refused.value.command, refused.value.code) == ("HELO", 550)
+
+
 # -- every connection closed on every path ------------------------------------------
 
 

@@ -440,7 +440,8 @@ class BaseSMTPClient(BaseClient):
         hello = Lhlo(hostname) if self.lmtp else Ehlo(hostname)
         reply = await self._command(hello, self.timeouts.command)
         if not reply.is_positive and not self.lmtp and reply.code in (500, 501, 502, 504):
-            reply = await self._command(Helo(hostname), self.timeouts.command)
+            hello = Helo(hostname)  # the command the reply raised is the one that got it
+            reply = await self._command(hello, self.timeouts.command)
         if not reply.is_positive:
             raise HelloRefused(hello.verb, reply)
         return reply
