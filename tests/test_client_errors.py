@@ -162,6 +162,27 @@ def test_what_the_server_did_not_offer_is_refused_before_mail(
     assert all(line.isascii() for line in server.transcript)
 
 
+def test_a_utf8_domain_goes_in_a_labels_to_a_server_without_smtputf8(adapter: str) -> None:
+    """RFC 5890 §2.3.2.1: ``bücher.example`` and ``xn--bcher-kva.example`` are one domain,
+    so an address whose local part is ASCII needs no SMTPUTF8 (Postfix sends it so)."""
+    steps = script(
+        GREET
+        + "C: MAIL FROM:<a@xn--bcher-kva.example>\nC: RCPT TO:<bob@xn--bcher-kva.example>\n"
+        + "C: DATA\nS: 250 2.1.0 ok\nS: 250 2.1.5 ok\nS: 354 go\n"
+        + MESSAGE_LINES
+        + "S: 250 2.0.0 queued\nC: QUIT\nS: 221 2.0.0 bye"
+    )
+    mod = module(adapter)
+
+    async def send(port: int) -> Any:
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            return await client.send_message(MESSAGE, "a@Bücher.example", "bob@bücher.example")
+
+    with ScriptedServer(steps) as server:
+        result = run(adapter, lambda: send(server.port))
+    assert [str(r.recipient) for r in result.delivered] == ["bob@xn--bcher-kva.example"]
+
+
 def test_refusals_carry_code_status_and_text(adapter: str) -> None:
     refusing = f"""{GREET}
 C: MAIL FROM:<a@abc.example>
