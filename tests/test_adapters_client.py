@@ -107,6 +107,35 @@ def test_send_email_message_uses_its_headers_and_hides_bcc(adapter: str) -> None
     assert b"\n" not in envelope.content.replace(b"\r\n", b"")
 
 
+@pytest.mark.parametrize(
+    ("from_", "error"),
+    [
+        ("", "From has no address"),
+        ("undisclosed-senders:;", "From has no address"),
+        ("Alice", "missing '@'"),
+    ],
+)
+def test_a_from_field_without_an_address_is_no_null_sender(
+    adapter: str, from_: str, error: str
+) -> None:
+    """A From that names no address (empty, a group, a bare name) gives no sender: an
+    error before anything is sent, not ``MAIL FROM:<>``, whose bounces are lost."""
+    message = email.message.EmailMessage()
+    message["From"] = from_
+    message["To"] = "bob@pqr.example"
+    message.set_content("hi\n")
+    handler = Sink()
+    with (
+        running_smtp_server(adapter, handler) as server,
+        pytest.raises(ValueError, match=error),
+    ):
+        run(
+            adapter,
+            lambda: module(adapter).send_message(message, host=server.host, port=server.port),
+        )
+    assert handler.messages == []
+
+
 def test_a_compat32_message_is_sent_as_an_email_message(adapter: str) -> None:
     """``email.message_from_bytes`` gives a compat32 :class:`email.message.Message` by
     default, which ``smtplib.send_message`` takes: its headers give the envelope, its

@@ -346,7 +346,11 @@ def _email_envelope(
         header = message[f"{prefix}Sender"] or message[f"{prefix}From"]
         if header is None:
             raise ValueError(f"no sender given and the message has no {prefix}From header")
-        sender = email.utils.getaddresses([str(header)])[0][1]
+        named = email.utils.getaddresses([str(header)])
+        sender = named[0][1] if named else ""
+        if not sender:
+            # Not the null reverse-path, which would lose every bounce (RFC 5321 §4.5.5).
+            raise ValueError(f"no sender given and the message's {prefix}From has no address")
     if recipients is None:
         names = [f"{prefix}{name}" for name in ("To", "Cc", "Bcc")]
         fields = [str(value) for name in names for value in message.get_all(name, [])]
