@@ -460,6 +460,57 @@ def test_dsn_requests_are_passed_on_and_answered(tmp_path: Path) -> None:
     assert any(b"Final-Recipient: rfc822; local@abc.example" in raw for raw in reports)
 
 
+def _moved_to_cur(key: str, path: Path) -> None:
+    """What a Maildir reader (a POP3 or IMAP server, a mail client) does with a new file."""
+    path.rename(path.parent.parent / "cur" / f"{path.name}:2,S")
+
+
+def _failing_hook(key: str, path: Path) -> None:
+    raise RuntimeError("the hook failed")
+
+
+@pytest.mark.parametrize(
+    ("on_delivery", "errors"),
+    [
+        (_moved_to_cur, []),
+        (_failing_hook, ["the on_delivery hook failed for mary@abc.example"]),
+    ],
+)
+def test_a_message_delivered_with_notify_success_is_answered_250_whatever_follows(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    on_delivery: Callable[[str, Path], None],
+    errors: list[str],
+) -> None:
+    """Once the copy is in the mailbox, what comes after cannot turn it into a 451 that
+    the client's retry would duplicate (RFC 5321 §6.1): the success report takes the
+    header from the spool, not from the delivered file, which its reader may have moved
+    already, and a failing on_delivery hook is logged."""
+    caplog.set_level(logging.ERROR, "smtpcore.mail")
+    config = _config(tmp_path, "abc.example", {"john@abc.example": "pw", "mary@abc.example": "pw"})
+
+    def send(port: int) -> tuple[int, bytes]:
+        with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+            smtp.ehlo("mx.xyz.example")
+            smtp.mail("john@abc.example")
+            smtp.rcpt("mary@abc.example", ["NOTIFY=SUCCESS"])
+            return smtp.data(b"Subject: once\r\n\r\nbody\r\n")
+
+    async def main() -> None:
+        sockets = {"smtp": _listening()}
+        async with MailServer(config, sockets=sockets, on_delivery=on_delivery) as server:
+            code, _ = await asyncio.to_thread(send, _port(server, "smtp"))
+            assert code == 250
+            await _eventually(lambda: len(_messages(config, "john@abc.example")) == 1)
+
+    _run(main)
+    (delivered,) = _messages(config, "mary@abc.example")
+    assert delivered.endswith(b"\nSubject: once\n\nbody\n")
+    (report,) = _messages(config, "john@abc.example")
+    assert b"Action: delivered" in report and b"Subject: once" in report
+    assert [record.getMessage().split(": ", 1)[1] for record in caplog.records] == errors
+
+
 # -- storage failures ----------------------------------------------------------------
 
 

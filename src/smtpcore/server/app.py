@@ -37,7 +37,14 @@ from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import delivery_line, logger, peer_text, refusal_line
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import StagedMessage
-from smtpcore.server.queue import PreparedEntry, Queue, QueuedRecipient, QueueEntry, Spool
+from smtpcore.server.queue import (
+    PreparedEntry,
+    Queue,
+    QueuedContent,
+    QueuedRecipient,
+    QueueEntry,
+    Spool,
+)
 from smtpcore.server.trace import (
     FIELD_NAME_LIMIT,
     count_received,
@@ -483,7 +490,10 @@ class _MailHandler(Handler):
         params = [(k, v) for k, v in envelope.mail_params.items() if k in _KEPT_MAIL_PARAMS]
         client = f"{peer_text(session.peer)} helo={session.helo_name or '-'}"
         size = spool.size
+        header = b""
         try:
+            if notify_success and sender:
+                header = await asyncio.to_thread(_spooled_header, spool)
             accepted = await asyncio.to_thread(
                 self.store.accept,
                 spool,
@@ -496,6 +506,7 @@ class _MailHandler(Handler):
             )
         except Exception:
             logger.exception("%s: cannot store the message", spool.id)
+            spool.discard()  # accept discards it itself; a failed header read does not
             return _LOCAL_ERROR
         self._accepted(session, accepted, sender, size, local, client)
         # A copy that went through the queue is reported by the delivery worker.
@@ -503,7 +514,9 @@ class _MailHandler(Handler):
             r for r in notify_success if routes[str(r.mailbox)] in accepted.delivered
         ]
         if notify_success and sender:
-            await self._report_delivered(accepted, envelope, sender, notify_success, routes)
+            await self._report_delivered(
+                accepted, envelope, sender, notify_success, routes, header
+            )
         return Reply(250, f"Ok: queued as {accepted.queue_id}", "2.0.0")
 
     async def _report_delivered(
@@ -513,43 +526,42 @@ class _MailHandler(Handler):
         sender: str,
         recipients: Sequence[Recipient],
         routes: dict[str, str | None],
+        header: bytes,
     ) -> None:
         """The report ``NOTIFY=SUCCESS`` asks for, for recipients delivered here
-        (RFC 3461 §4.1); one that cannot be made is logged, the mail stays delivered."""
+        (RFC 3461 §4.1), with ``header`` read from the spool before the commit. It comes
+        after the commit: one that cannot be made is logged, and the client still hears
+        250, since its retry would deliver the message again (RFC 5321 §6.1)."""
         worker = self.store.worker
         if worker is None:
             logger.info("%s: no delivery worker: no success notification", accepted.queue_id)
             return
-        reported = []
-        header = b""
-        for recipient in recipients:
-            address = str(recipient.mailbox)
-            key = routes[address]
-            assert key is not None
-            path = accepted.delivered[key]
-            if not header:
-                header = await asyncio.to_thread(_read_header, path)
-            reported.append(
-                ReportedRecipient(
-                    address,
-                    "2.0.0",
-                    f"delivered to maildir {path.name}",
-                    action="delivered",
-                    original_recipient=recipient.params.get("ORCPT"),
-                )
-            )
-        report = build_success_report(
-            reporting_mta=self.store.config.hostname,
-            recipient=sender,
-            queue_id=accepted.queue_id,
-            arrival=time.time(),
-            now=time.time(),
-            reported=reported,
-            original=header,
-            envid=envelope.mail_params.get("ENVID"),
-            utf8="SMTPUTF8" in envelope.mail_params,
-        )
         try:
+            reported = []
+            for recipient in recipients:
+                address = str(recipient.mailbox)
+                key = routes[address]
+                assert key is not None
+                reported.append(
+                    ReportedRecipient(
+                        address,
+                        "2.0.0",
+                        f"delivered to maildir {accepted.delivered[key].name}",
+                        action="delivered",
+                        original_recipient=recipient.params.get("ORCPT"),
+                    )
+                )
+            report = build_success_report(
+                reporting_mta=self.store.config.hostname,
+                recipient=sender,
+                queue_id=accepted.queue_id,
+                arrival=time.time(),
+                now=time.time(),
+                reported=reported,
+                original=header,
+                envid=envelope.mail_params.get("ENVID"),
+                utf8="SMTPUTF8" in envelope.mail_params,
+            )
             await worker.send_report(accepted.queue_id, sender, report, "success")
         except Exception:
             logger.exception("%s: cannot send the success notification", accepted.queue_id)
@@ -592,7 +604,12 @@ class _MailHandler(Handler):
                 )
             )
             if self.store.on_delivery is not None:
-                self.store.on_delivery(key, path)
+                try:
+                    self.store.on_delivery(key, path)
+                except Exception:  # delivered all the same: no 451 for the retry to repeat
+                    logger.exception(
+                        "%s: the on_delivery hook failed for %s", accepted.queue_id, key
+                    )
         if accepted.queued is not None and self.store.worker is not None:
             self.store.worker.schedule(accepted.queued)
 
@@ -727,14 +744,9 @@ def _upper(value: str | None) -> str | None:
     return None if value is None else value.upper()
 
 
-_HEADER_LIMIT: Final = 65536
-
-
-def _read_header(path: Path) -> bytes:
-    """The header of the message stored at ``path`` (at most 64 KiB of it), in wire
-    form: a Maildir file has LF line ends."""
-    with path.open("rb") as file:
-        start = file.read(_HEADER_LIMIT).replace(b"\r\n", b"\n")
-    end = start.find(b"\n\n")
-    header = start if end < 0 else start[: end + 1]
-    return header.replace(b"\n", b"\r\n")
+def _spooled_header(spool: Spool) -> bytes:
+    """The header of the message as spooled, for a success report. It is read before
+    the commit: a delivered file is then its mailbox's, which a reader may move from
+    ``new/`` to ``cur/`` or delete (POP3 DELE) at any moment."""
+    spool.finish()
+    return QueuedContent(spool.path).header()

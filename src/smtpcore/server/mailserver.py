@@ -74,8 +74,9 @@ class MailServer:
     a :class:`~smtpcore.routing.StaticResolver`). ``sockets`` gives
     listeners already-bound sockets by name, which is how a test or the demo
     gets free ports without a race. ``on_delivery(key, path)`` is called
-    after each local delivery. ``client_factory`` builds the relay's SMTP
-    clients.
+    after each local delivery; what it raises is logged (the message is
+    delivered: the client hears 250). ``client_factory`` builds the relay's
+    SMTP clients.
     """
 
     def __init__(
