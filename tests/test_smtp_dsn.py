@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from smtp_helpers import EHLO, codes, greeted, run
@@ -79,8 +79,34 @@ def test_utf8_orcpt_round_trips_in_both_forms(address: str) -> None:
     assert wire.isascii()  # utf-8-addr-xtext: safe without SMTPUTF8
     Parameters({"ORCPT": wire})
     assert OriginalRecipient.parse(wire) == orcpt
-    unitext = "utf-8;" + "".join(c if not c.isascii() else utf8_addr_xtext(c) for c in address)
-    assert OriginalRecipient.parse(unitext, utf8=True) == orcpt
+    assert OriginalRecipient.parse(_unitext(address), utf8=True) == orcpt
+
+
+def _unitext(address: str) -> str:
+    """``address`` as utf-8-addr-unitext (RFC 6533 §3): its ASCII escaped as in
+    utf-8-addr-xtext, the rest raw."""
+    return "utf-8;" + "".join(c if not c.isascii() else utf8_addr_xtext(c) for c in address)
+
+
+@example("ö" * 100 + "@x.example")
+@given(st.text(_carried, min_size=1, max_size=600))
+def test_a_utf8_orcpt_is_written_within_500_characters_and_read_back(address: str) -> None:
+    """RFC 3461 §4.2 counts the value as sent: utf-8-addr-xtext where it fits, else the
+    shorter raw UTF-8 form, which an SMTPUTF8 transaction carries (RFC 6533 §3). What
+    fits in neither cannot be built."""
+    if len(_unitext(address)) > 500:
+        with pytest.raises(DSNError, match="longer than 500"):
+            OriginalRecipient("utf-8", address)
+        return
+    orcpt = OriginalRecipient("utf-8", address)
+    wire = orcpt.to_parameter()
+    assert len(wire) <= 500
+    Parameters({"ORCPT": wire})
+    assert OriginalRecipient.parse(wire, utf8=True) == orcpt
+    escaped = "utf-8;" + utf8_addr_xtext(address)
+    assert wire == (escaped if len(escaped) <= 500 else _unitext(address))
+    if wire.isascii():
+        assert OriginalRecipient.parse(wire) == orcpt
 
 
 @given(st.text(min_size=1, max_size=60))
@@ -241,7 +267,8 @@ def test_a_raw_utf8_orcpt_is_measured_as_it_came() -> None:
     UTF-8 ORCPT of 75 characters is no longer for being 400 in utf-8-addr-xtext."""
     address = "用" * 21 + "@" + ".".join(["例" * 14] * 3) + ".jp"
     value = "utf-8;" + address
-    assert len(value) == 75 and len(OriginalRecipient.of(address).to_parameter()) > 500
+    assert len(value) == 75 and len("utf-8;" + utf8_addr_xtext(address)) > 500
+    assert OriginalRecipient.of(address).to_parameter() == value
     assert OriginalRecipient.parse(value, utf8=True) == OriginalRecipient("utf-8", address)
     conn = greeted(dsn=True)
     line = f"MAIL FROM:<a@b.example> SMTPUTF8\r\nRCPT TO:<{address}> ORCPT={value}\r\n"
@@ -252,6 +279,26 @@ def test_a_raw_utf8_orcpt_is_measured_as_it_came() -> None:
         OriginalRecipient.parse("utf-8;" + "é" * 495, utf8=True)
     with pytest.raises(DSNError, match="longer than 500"):
         OriginalRecipient("utf-8", "é" * 495)
+
+
+def test_a_utf8_orcpt_too_long_escaped_goes_raw_in_an_smtputf8_transaction() -> None:
+    """A typed ORCPT whose utf-8-addr-xtext form passes 500 characters is sent raw in
+    an SMTPUTF8 transaction (RFC 6533 §3), and the server reads the same value; without
+    SMTPUTF8 the client refuses it before a byte is sent (RFC 6531 §3.3)."""
+    orcpt = OriginalRecipient.of("ö" * 100 + "@x.example")
+    pair = ConnectionPair(server=ServerConnection("mx.pqr.example", dsn=True))
+    pair.send(Ehlo("client.abc.example"))
+    pair.send(
+        Mail(Mailbox("a", "b.example"), {"SMTPUTF8": True}),
+        Rcpt(Mailbox("c", "d.example"), {"ORCPT": orcpt}),
+    )
+    assert [a.reply.code for a in pair.answers[-2:]] == [250, 250]
+    rcpt = pair.server_events[-1]
+    assert isinstance(rcpt, Rcpt) and rcpt.orcpt == orcpt
+    client = _client(["DSN", "SMTPUTF8", "PIPELINING"])
+    client.send(Mail(Mailbox("a", "b.example")))
+    with pytest.raises(LocalProtocolError, match="SMTPUTF8"):
+        client.send(Rcpt(Mailbox("c", "d.example"), {"ORCPT": orcpt}))
 
 
 NOTIFY_TEXT = st.lists(

@@ -228,7 +228,8 @@ def _forwarded_mail_params(client: BaseSMTPClient, entry: QueueEntry) -> dict[st
 def _passed_orcpt(client: BaseSMTPClient, orcpt: str) -> str:
     """A queued ``ORCPT`` as it goes on: a raw UTF-8 one (utf-8-addr-unitext, taken in an
     SMTPUTF8 transaction) in its utf-8-addr-xtext form where the exchanger does not
-    offer SMTPUTF8, which the unitext form needs (RFC 6533 §3)."""
+    offer SMTPUTF8, which the unitext form needs (RFC 6533 §3). One too long escaped
+    stays raw, and the client refuses it (553 5.6.7)."""
     if orcpt.isascii() or client.connection.extensions.smtputf8:
         return orcpt
     try:

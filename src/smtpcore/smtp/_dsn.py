@@ -166,8 +166,8 @@ class OriginalRecipient:
     ``utf-8-addr-unitext`` form too, in an SMTPUTF8 transaction.
 
     RFC 3461 §4.2 limits the value to 500 characters as it is sent: :meth:`parse`
-    measures the value it is given; a value built here must fit in its shortest
-    form (raw UTF-8, for a ``utf-8`` address).
+    measures the value it is given, and a value built here must fit in the form
+    :meth:`to_parameter` writes.
     """
 
     addr_type: str
@@ -184,12 +184,7 @@ class OriginalRecipient:
             raise DSNError("a utf-8 ORCPT address holds a character RFC 6533 cannot carry")
         if _CONTROL.search(self.address):
             raise DSNError("ORCPT holds a control character (RFC 3461 §4.2)")
-        shortest = (
-            f"{self.addr_type};{_utf8_addr_unitext(self.address)}"
-            if self.addr_type.lower() == "utf-8"
-            else self.to_parameter()
-        )
-        if len(shortest) > MAX_ORCPT:
+        if len(self.to_parameter()) > MAX_ORCPT:
             raise DSNError("ORCPT is longer than 500 characters")
 
     @classmethod
@@ -216,9 +211,17 @@ class OriginalRecipient:
         return cls(addr_type, _decode_strict(encoded, "ORCPT"))
 
     def to_parameter(self) -> str:
-        if self.addr_type.lower() == "utf-8":
-            return f"{self.addr_type};{utf8_addr_xtext(self.address)}"
-        return f"{self.addr_type};{xtext(self.address)}"
+        """``addr-type;xtext``; for a ``utf-8`` address, ``utf-8-addr-xtext`` where it
+        fits RFC 3461's 500 characters (§4.2), which any server may be sent, else the
+        shorter ``utf-8-addr-unitext``, raw UTF-8 that goes only in an SMTPUTF8
+        transaction (RFC 6533 §3; the client machine refuses it otherwise). Either
+        way :meth:`parse` with ``utf8=True`` reads it back to this value."""
+        if self.addr_type.lower() != "utf-8":
+            return f"{self.addr_type};{xtext(self.address)}"
+        escaped = f"{self.addr_type};{utf8_addr_xtext(self.address)}"
+        if len(escaped) <= MAX_ORCPT:
+            return escaped
+        return f"{self.addr_type};{_utf8_addr_unitext(self.address)}"
 
 
 def _decode_strict(value: str, keyword: str) -> str:
