@@ -150,3 +150,45 @@ def test_a_session_lost_between_batches_says_which_were_delivered(adapter: str) 
     ]
     assert [str(r.recipient) for r in result.delivered] == ["b@pqr.example"]
     assert [r.reply for r in result.recipients[1:]] == [None, None]
+
+
+def test_no_batch_delivered_the_refusal_holds_every_batch(adapter: str) -> None:
+    """No batch delivered: the refusal raised is the last batch's, but its ``result``
+    has every batch's recipients with their own replies, so that the first batch's
+    451 is not taken for the second batch's 550."""
+    from smtpcore.testing import ScriptedServer, script
+
+    envelope = (
+        "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<{}@pqr.example>\n"
+        "C: RCPT TO:<{}@pqr.example>\nC: DATA\n"
+    )
+    steps = script(
+        "S: 220 scripted.test ESMTP\nC~ EHLO .+\n"
+        "S: 250-scripted.test\nS: 250-PIPELINING\nS: 250 LIMITS RCPTMAX=2\n"
+        + envelope.format("u1", "u2")
+        + "S: 250 ok\nS: 451 4.7.1 greylisted\nS: 451 4.7.1 greylisted\nS: 554 no recipients\n"
+        + "C: RSET\n"
+        + envelope.format("u3", "u4")
+        + "S: 250 reset\nS: 250 ok\nS: 550 5.1.1 no such user\nS: 550 5.1.1 no such user\n"
+        + "S: 554 no recipients\nC: QUIT\nS: 221 bye\n"
+    )
+    mod = module(adapter)
+    recipients = [f"u{n}@pqr.example" for n in range(1, 5)]
+
+    async def send(port: int) -> Any:
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            try:
+                return await client.send_message(MESSAGE, "a@abc.example", recipients)
+            finally:
+                await client.quit()
+
+    with ScriptedServer(steps) as server, pytest.raises(mod.RecipientsRefused) as caught:
+        run(adapter, lambda: send(server.port))
+    assert caught.value.code == 550
+    result = caught.value.result
+    assert [(str(r.recipient), r.reply and r.reply.code) for r in result.recipients] == [
+        ("u1@pqr.example", 451),
+        ("u2@pqr.example", 451),
+        ("u3@pqr.example", 550),
+        ("u4@pqr.example", 550),
+    ]

@@ -626,10 +626,11 @@ class BaseSMTPClient(BaseClient):
         """One transaction per batch of recipients, the content sent again for each
         (RFC 9422 §5.2); their results in one. A batch refused whole (its MAIL, every
         RCPT, or the content) does not stop the others, and its recipients carry the
-        refusal in the result; if none is delivered, the last refusal is raised. A
-        session lost (or timed out) part way carries in ``result`` the batches done
-        and, unanswered, the recipients of the others, so that a retry goes to those
-        only (as LMTP's lost session does)."""
+        refusal in the result; if none is delivered, the last refusal is raised, its
+        ``result`` every batch's, so that no recipient is judged by another batch's
+        reply. A session lost (or timed out) part way carries in ``result`` the
+        batches done and, unanswered, the recipients of the others, so that a retry
+        goes to those only (as LMTP's lost session does)."""
         start = None if isinstance(content, bytes) else content.tell()  # type: ignore[union-attr]  # _replayable
         results: list[TransactionResult] = []
         refusal: SenderRefused | RecipientsRefused | MessageRefused | None = None
@@ -664,6 +665,7 @@ class BaseSMTPClient(BaseClient):
                 results.append(exc.result)
         merged = _merged(results)
         if not merged.delivered and refusal is not None:
+            refusal.result = merged
             raise refusal
         return merged
 

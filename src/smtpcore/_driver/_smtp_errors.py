@@ -93,12 +93,19 @@ class HelloRefused(SMTPReplyError):
 
 
 class SenderRefused(SMTPReplyError):
-    """``MAIL FROM`` was refused."""
+    """``MAIL FROM`` was refused.
+
+    ``result`` is None, but for a message split into transactions for the server's
+    LIMITS (RFC 9422 §5.2) none of which delivered it, and the last of them
+    refused at ``MAIL``: then it holds every batch's recipients, each with its
+    own reply (its batch's ``MAIL`` reply where that was refused).
+    """
 
 
 class RecipientsRefused(SMTPReplyError):
     """Every recipient was refused; ``result`` holds each one's reply, and ``reply``
-    is the last of them."""
+    is the last of them. For a message split into transactions (LIMITS, RFC 9422
+    §5.2), ``result`` covers every transaction and ``reply`` is the last one's."""
 
     def __init__(self, reply: Reply, result: TransactionResult) -> None:
         super().__init__("RCPT", reply)
@@ -108,8 +115,10 @@ class RecipientsRefused(SMTPReplyError):
 class MessageRefused(SMTPReplyError):
     """``DATA`` or the message itself was refused (for every recipient, in LMTP).
 
-    ``result`` holds each recipient's fate when the transaction got that far,
-    and is ``None`` when the client refused the message before ``MAIL``.
+    ``result`` holds each recipient's fate when the transaction got that far
+    (for a message split into transactions for LIMITS, RFC 9422 §5.2, every
+    transaction's), and is ``None`` when the client refused the message before
+    ``MAIL``.
     """
 
     def __init__(
