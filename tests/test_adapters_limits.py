@@ -192,3 +192,81 @@ def test_no_batch_delivered_the_refusal_holds_every_batch(adapter: str) -> None:
         ("u3@pqr.example", 550),
         ("u4@pqr.example", 550),
     ]
+
+
+def _mailmax_script(mail_max: int, body: str) -> Any:
+    from smtpcore.testing import script
+
+    return script(
+        "S: 220 scripted.test ESMTP\nC~ EHLO .+\n"
+        f"S: 250-scripted.test\nS: 250-PIPELINING\nS: 250 LIMITS MAILMAX={mail_max} RCPTMAX=1\n"
+        + body
+        + "C: QUIT\nS: 221 bye\n"
+    )
+
+
+def test_batches_past_mailmax_are_left_for_a_new_connection(adapter: str) -> None:
+    """RFC 9422 §5.1: a server taking one transaction a session gets one MAIL; the
+    batches after it are not sent but left unanswered in the error's ``result``, and
+    the session ends with QUIT (the script has no second MAIL)."""
+    from smtpcore.testing import ScriptedServer
+
+    steps = _mailmax_script(
+        1,
+        "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<b@pqr.example>\nC: DATA\n"
+        "S: 250 ok\nS: 250 ok\nS: 354 go\n"
+        "C: Subject: many\nC:\nC: to many recipients\nC: .\nS: 250 queued\n",
+    )
+    mod = module(adapter)
+
+    async def send(port: int) -> Any:
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            return await client.send_message(
+                MESSAGE, "a@abc.example", ["b@pqr.example", "c@pqr.example", "d@pqr.example"]
+            )
+
+    with ScriptedServer(steps) as server, pytest.raises(mod.SMTPConnectionError) as caught:
+        run(adapter, lambda: send(server.port))
+    error = caught.value
+    assert error.local and error.code == 421
+    assert error.result is not None
+    assert [str(r.recipient) for r in error.result.delivered] == ["b@pqr.example"]
+    assert [(str(r.recipient), r.reply) for r in error.result.recipients[1:]] == [
+        ("c@pqr.example", None),
+        ("d@pqr.example", None),
+    ]
+
+
+def test_mailmax_counts_every_mail_of_the_session(adapter: str) -> None:
+    """MAILMAX counts the session's MAIL commands, refused ones too and across an
+    RSET (RFC 9422 §5.1): with MAILMAX=2, a third message is not sent; the error
+    comes before MAIL, its recipients unanswered."""
+    from smtpcore.testing import ScriptedServer
+
+    steps = _mailmax_script(
+        2,
+        "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<b@pqr.example>\nC: DATA\n"
+        "S: 250 ok\nS: 250 ok\nS: 354 go\n"
+        "C: Subject: many\nC:\nC: to many recipients\nC: .\nS: 250 queued\n"
+        "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<b@pqr.example>\nC: DATA\n"
+        "S: 451 4.3.0 not now\nS: 503 5.5.1 no MAIL\nS: 503 5.5.1 no MAIL\n"
+        "C: RSET\nS: 250 reset\n",
+    )
+    mod = module(adapter)
+
+    async def send(port: int) -> Any:
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            await client.send_message(MESSAGE, "a@abc.example", ["b@pqr.example"])
+            with pytest.raises(mod.SenderRefused):
+                await client.send_message(MESSAGE, "a@abc.example", ["b@pqr.example"])
+            await client.rset()
+            return await client.send_message(MESSAGE, "a@abc.example", ["c@pqr.example"])
+
+    with ScriptedServer(steps) as server, pytest.raises(mod.SMTPConnectionError) as caught:
+        run(adapter, lambda: send(server.port))
+    error = caught.value
+    assert error.local and error.code == 421
+    assert error.result is not None
+    assert [(str(r.recipient), r.reply) for r in error.result.recipients] == [
+        ("c@pqr.example", None)
+    ]

@@ -17,7 +17,7 @@ import email.message
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, TypedDict, TypeVar
+from typing import Final, NoReturn, TypedDict, TypeVar
 
 from smtpcore._driver._client_base import BaseClient, one_call
 from smtpcore._driver._content import Content, CRLFNormalizer, content_chunks
@@ -67,6 +67,7 @@ from smtpcore.smtp import (
     Event,
     Helo,
     Lhlo,
+    Limits,
     Mail,
     MessageData,
     Noop,
@@ -75,7 +76,6 @@ from smtpcore.smtp import (
     RecipientResult,
     Reply,
     Rset,
-    ServerExtensions,
     StartTls,
     TransactionResult,
     Vrfy,
@@ -235,6 +235,9 @@ class BaseSMTPClient(BaseClient):
         no RSET for a transaction that failed in the old one."""
         self.authenticated_with = None
         self._transaction_failed = False
+        self._mails = 0
+        """The MAIL commands sent in this session, refused or not: what LIMITS MAILMAX
+        counts (RFC 9422 §5.1), RSET or no RSET."""
         self._offer: Offer | None = None
         """What the server's EHLO reply says about sending, read once per reply."""
         self._exchanging: Link | None = None
@@ -557,6 +560,12 @@ class BaseSMTPClient(BaseClient):
         UTF-8 address without ``SMTPUTF8`` (``553 5.6.7``) or 8-bit content
         without ``8BITMIME`` (``554 5.6.3``). After any other error than a
         refusal the connection is closed.
+
+        A server's LIMITS (RFC 9422) are kept: more recipients than it takes
+        in one transaction go in several, and a session that has had the
+        ``MAIL`` commands its ``MAILMAX`` allows says QUIT and raises
+        :class:`SMTPConnectionError` (``local``, ``421 4.5.3``) rather than
+        begin one more, with the recipients not sent unanswered in ``result``.
         """
         if self._busy:  # as @one_call does, without a coroutine more to resume
             self._second_call()
@@ -583,8 +592,11 @@ class BaseSMTPClient(BaseClient):
                 else self._uses_bdat(mail, offer)
             )
             try:  # as _closing_unless_refused does, without a coroutine more to resume
-                if offer.limits:
-                    batches = self._batches(envelope.rcpts, content, extensions)
+                limits = offer.limits
+                if limits is not None:
+                    if limits.mail_max is not None and self._mails >= limits.mail_max:
+                        await self._no_more_mail(limits.mail_max, mail, [envelope.rcpts])
+                    batches = self._batches(envelope.rcpts, content, limits)
                     if len(batches) > 1:
                         return await self._transactions(
                             mail, batches, content, chunked=chunked, forward=forward
@@ -599,11 +611,11 @@ class BaseSMTPClient(BaseClient):
             self._busy = False
 
     def _batches(
-        self, rcpts: Sequence[Rcpt], content: Content, extensions: ServerExtensions
+        self, rcpts: Sequence[Rcpt], content: Content, limits: Limits
     ) -> list[list[Rcpt]]:
         """The RCPTs in groups the server's LIMITS allow in one transaction (RFC 9422
         §5.2: RCPTMAX, §5.3: RCPTDOMAINMAX); one group when it announced none."""
-        groups = extensions.limits.split([rcpt.recipient for rcpt in rcpts])
+        groups = limits.split([rcpt.recipient for rcpt in rcpts])
         if len(groups) == 1:
             return [list(rcpts)]
         if not _replayable(content):
@@ -630,11 +642,16 @@ class BaseSMTPClient(BaseClient):
         ``result`` every batch's, so that no recipient is judged by another batch's
         reply. A session lost (or timed out) part way carries in ``result`` the
         batches done and, unanswered, the recipients of the others, so that a retry
-        goes to those only (as LMTP's lost session does)."""
+        goes to those only (as LMTP's lost session does); so does a session that
+        reaches the server's MAILMAX (RFC 9422 §5.1) before the last batch."""
         start = None if isinstance(content, bytes) else content.tell()  # type: ignore[union-attr]  # _replayable
+        offer = self._offer
+        mail_max = None if offer is None or offer.limits is None else offer.limits.mail_max
         results: list[TransactionResult] = []
         refusal: SenderRefused | RecipientsRefused | MessageRefused | None = None
         for done, batch in enumerate(batches):
+            if mail_max is not None and self._mails >= mail_max:
+                await self._no_more_mail(mail_max, mail, batches[done:], results)
             if start is not None:
                 content.seek(start)  # type: ignore[union-attr]  # _replayable
             try:
@@ -668,6 +685,33 @@ class BaseSMTPClient(BaseClient):
             refusal.result = merged
             raise refusal
         return merged
+
+    async def _no_more_mail(
+        self,
+        mail_max: int,
+        mail: Mail,
+        unsent: Sequence[Sequence[Rcpt]],
+        results: Sequence[TransactionResult] = (),
+    ) -> NoReturn:
+        """End a session that has had the transactions the server's LIMITS allow
+        (MAILMAX, RFC 9422 §5.1), where a MAIL more would be refused or the
+        connection closed: say QUIT and raise :class:`SMTPConnectionError` with the
+        ``421`` a server closes with (``4.5.3``: RFC 3463 asks for the rest of the
+        recipients in another attempt). Its ``result`` holds the transactions done
+        and, unanswered, the ``unsent`` recipients, to go over a new connection."""
+        recipients = tuple(RecipientResult(rcpt.recipient) for batch in unsent for rcpt in batch)
+        rest = TransactionResult(mail.sender, None, recipients, None, (), complete=True)
+        reply = Reply(
+            421,
+            f"the server takes {mail_max} transaction(s) a session (LIMITS MAILMAX): "
+            "the rest need a new connection",
+            "4.5.3",
+        )
+        exc = SMTPConnectionError("MAIL not sent", reply)
+        exc.local = True
+        exc.result = _merged([*results, rest])
+        await self._quit()
+        raise exc
 
     def _uses_bdat(self, mail: Mail, offer: Offer) -> bool:
         """BDAT for this message: BINARYMIME content must (RFC 3030 §3); otherwise as
@@ -743,6 +787,7 @@ class BaseSMTPClient(BaseClient):
         if not chunked:
             commands.append(_DATA)
         self._transaction_failed = True  # until it has been delivered
+        self._mails += 1
         timeouts = self.timeouts
         if pipelining:
             # In one write (RFC 2920 §3.1), and a reply read for each.
@@ -831,6 +876,7 @@ class BaseSMTPClient(BaseClient):
         MAIL, as before every command."""
         timeouts = self.timeouts
         self._transaction_failed = True  # until it has been delivered
+        self._mails += 1
         reply = await self._ask(conn, transport, mail, timeouts.command)
         if reply.code >= 300:
             raise SenderRefused("MAIL", reply)

@@ -25,7 +25,7 @@ from smtpcore._driver._smtp_errors import ExtensionNotOffered, MessageTooLarge
 from smtpcore._errors import LocalProtocolError
 from smtpcore._numbers import parse_number
 from smtpcore.address import Mailbox, parse_mailbox
-from smtpcore.smtp import Mail, Parameters, Rcpt, Reply, ServerExtensions
+from smtpcore.smtp import Limits, Mail, Parameters, Rcpt, Reply, ServerExtensions
 from smtpcore.smtp._extensions import parameter_problem, unoffered_parameter
 from smtpcore.smtp._params import NO_PARAMETERS, ParametersLike
 
@@ -54,8 +54,9 @@ class Offer:
     smtputf8: bool
     chunking: bool
     pipelining: bool
-    limits: bool
-    """``LIMITS`` offered (RFC 9422): recipients may have to go in batches."""
+    limits: Limits | None
+    """What ``LIMITS`` says (RFC 9422), None when not offered: recipients may have
+    to go in batches, and a session takes so many transactions."""
 
     @classmethod
     def of(cls, extensions: ServerExtensions) -> Offer:
@@ -69,7 +70,7 @@ class Offer:
             extensions.smtputf8,
             extensions.chunking,
             extensions.pipelining,
-            "LIMITS" in extensions,
+            extensions.limits if "LIMITS" in extensions else None,
         )
 
 

@@ -49,7 +49,7 @@ class SMTPError(Exception):
     goes to those not delivered only. In LMTP, among the replies after the
     content (RFC 2033 §4.2); with a server's LIMITS, among the transactions a
     message was split into (RFC 9422 §5.2), the recipients of those not done
-    unanswered."""
+    unanswered, as when the session reached the server's MAILMAX (§5.1)."""
 
     def __init__(self, message: str, reply: Reply | None = None) -> None:
         super().__init__(message if reply is None else f"{message}: {reply}")
@@ -210,7 +210,13 @@ class AuthenticationNotAvailable(SMTPReplyError):
 
 
 class SMTPConnectionError(SMTPError, ConnectionError):
-    """The connection failed or closed (``reply`` is the 421, if the server sent one)."""
+    """The connection failed or closed (``reply`` is the 421, if the server sent one).
+
+    Also raised, with ``local`` true and ``421 4.5.3``, when the session has had
+    the transactions the server's LIMITS allow (MAILMAX, RFC 9422 §5.1): the
+    client says QUIT rather than send a ``MAIL`` more, and ``result`` lists
+    the recipients not sent, unanswered, for a new connection.
+    """
 
 
 class SMTPTimeout(SMTPError, TimeoutError):

@@ -3,8 +3,9 @@
 The server lists ``LIMITS RCPTMAX=n`` (its ``max_recipients``); a client
 reads the registered limits (RFC 9422 §5: MAILMAX, RCPTMAX, RCPTDOMAINMAX)
 and keeps under them, splitting a transaction with more recipients than
-RCPTMAX into several (§5.2). The extension brings no command and no
-parameter.
+RCPTMAX into several (§5.2), and sending no more MAIL commands in a session
+than MAILMAX (§5.1), the rest left for a new one. The extension brings no
+command and no parameter.
 """
 
 from __future__ import annotations
