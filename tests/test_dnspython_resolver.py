@@ -4,16 +4,20 @@ The server holds a small zone with every case routing must tell apart:
 plain MX, equal-preference MX, no MX, null MX (RFC 7505), CNAME'd names,
 a domain that does not exist (dnsmasq answers NXDOMAIN with authority for
 names under ``--local=/example/``), and one whose server never answers.
+Answers dnsmasq cannot hold (an exchange whose label is NUL octets) come from
+a small server of the test's own, also on loopback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from importlib.util import find_spec
@@ -266,3 +270,90 @@ def test_several_nameservers(dns_port: int) -> None:
 
     resolver = DNSPythonResolver(["127.0.0.1", "127.0.0.1"], dns_port, timeout=2)
     assert asyncio.run(resolver.mx("aonly.example")) == []
+
+
+@contextlib.contextmanager
+def answering(answers: dict[tuple[str, str], list[str]]) -> Iterator[int]:
+    """A DNS server on loopback (UDP) for what dnsmasq cannot hold: it answers each
+    ``(name, type)`` with the given records in wire form, and NODATA otherwise.
+    Yields its port; the thread stops when the block ends."""
+    import dns.flags
+    import dns.message
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+    import dns.rrset
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.05)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                data, peer = sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            query = dns.message.from_wire(data)
+            response = dns.message.make_response(query)
+            response.flags |= dns.flags.AA
+            question = query.question[0]
+            key = (question.name.to_text().lower(), dns.rdatatype.to_text(question.rdtype))
+            rrset = dns.rrset.RRset(question.name, dns.rdataclass.IN, question.rdtype)
+            for record in answers.get(key, []):
+                rrset.add(dns.rdata.from_text(dns.rdataclass.IN, question.rdtype, record), 300)
+            if rrset:
+                response.answer.append(rrset)
+            sock.sendto(response.to_wire(), peer)
+
+    thread = threading.Thread(target=serve, name="answering", daemon=True)
+    thread.start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        sock.close()
+
+
+# 20 NUL octets: one 20-octet label in the DNS, but 80 characters as text (\000 each).
+NUL_EXCHANGE = "\\000" * 20 + ".evil.example."
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_malformed_exchange_is_skipped(library: str) -> None:
+    if find_spec("dns") is None:
+        missing("dnspython is not installed (the 'dns' extra)")
+    records = {("mixed.example.", "MX"): [f"10 {NUL_EXCHANGE}", "20 mx.mixed.example."]}
+    with answering(records) as port:
+        found = run(library, lambda: resolver_for(port).mx("mixed.example"))
+    assert found == [MXRecord(20, "mx.mixed.example")]
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_only_malformed_exchanges_are_a_temporary_error(library: str) -> None:
+    """MX records, none usable: an error (RFC 5321 §5.1), not the implicit MX."""
+    if find_spec("dns") is None:
+        missing("dnspython is not installed (the 'dns' extra)")
+    with answering({("evil.example.", "MX"): [f"10 {NUL_EXCHANGE}"]}) as port:
+        with pytest.raises(TemporaryDNSError, match="malformed"):
+            run(library, lambda: resolver_for(port).mx("evil.example"))
+        # Routing defers the domain rather than raise past its callers.
+        result = run(
+            library,
+            lambda: resolve_exchangers("evil.example", resolver_for(port), rng=random.Random(0)),
+        )
+    assert isinstance(result, Rejected) and result.reason is RejectReason.DNS_TEMPORARY
+
+
+def test_a_name_the_dns_cannot_hold_does_not_exist() -> None:
+    """An empty label, a bad escape, a label over 63 octets: no such name (no query)."""
+    if find_spec("dns") is None:
+        missing("dnspython is not installed (the 'dns' extra)")
+    resolver = resolver_for(9, timeout=0.5)  # the discard port: nothing is asked
+    for name in ("a..example", "mx\\", "x" * 64 + ".example"):
+        with pytest.raises(NXDomain):
+            asyncio.run(resolver.mx(name))
+        with pytest.raises(NXDomain):
+            asyncio.run(resolver.addresses(name))

@@ -57,13 +57,24 @@ class DNSPythonResolver:
         self._resolver.lifetime = timeout
 
     async def mx(self, domain: str) -> list[MXRecord]:
+        """The MX records of ``domain``, less those whose exchange cannot be a host
+        name (a label of 20 NUL octets is one in the DNS, but 80 characters
+        escaped). When every record is such, the domain has MX records and none
+        usable, which RFC 5321 §5.1 makes an error, not a reason to fall back to
+        the implicit MX: a broken zone, a ``TemporaryDNSError`` until it is mended."""
         records: list[MXRecord] = []
+        malformed = 0
         for rdata in await self._query(domain, dns.rdatatype.MX):
             if not isinstance(rdata, MX):
                 continue
             exchange = rdata.exchange
             text = "" if exchange == dns.name.root else exchange.to_text(omit_final_dot=True)
-            records.append(MXRecord(int(rdata.preference), text))
+            try:
+                records.append(MXRecord(int(rdata.preference), text))
+            except ValueError:
+                malformed += 1
+        if malformed and not records:
+            raise TemporaryDNSError(domain, f"no usable MX record: {malformed} malformed")
         return records
 
     async def addresses(self, host: str) -> list[IPAddress]:
@@ -91,8 +102,13 @@ class DNSPythonResolver:
         return found
 
     async def _query(self, name: str, rdtype: dns.rdatatype.RdataType) -> list[object]:
-        """The records of the final name of the CNAME chain, or raise a typed error."""
-        qname = dns.name.from_text(name)
+        """The records of the final name of the CNAME chain, or raise a typed error:
+        a name that cannot be written in the DNS (an empty label, one over 63
+        octets, a bad escape) cannot exist there, ``NXDomain``."""
+        try:
+            qname = dns.name.from_text(name)
+        except dns.exception.DNSException as exc:
+            raise NXDomain(name, str(exc) or type(exc).__name__) from None
         backend = dns.asyncbackend.get_backend(dns.asyncbackend.sniff())
         try:
             answer = await self._resolver.resolve(
