@@ -1,6 +1,7 @@
 """A scripted remote exchanger for the relay's tests: what it offers and refuses is set
 per test (SIZE, STARTTLS refused with 454 or a real handshake, SMTPUTF8, 8BITMIME,
-CHUNKING, REQUIRETLS, per-recipient replies, a connection dropped in the middle of DATA).
+CHUNKING, REQUIRETLS, per-recipient replies, a connection dropped in the middle of DATA
+or after the final dot, a QUIT never answered).
 
 It runs in threads on loopback, records each transaction and counts the
 connections the client has not closed yet, so a test can check that the relay
@@ -63,8 +64,13 @@ class ScriptedRemote:
     """A 421 here closes each session after it, as a busy server does."""
     rcpt_replies: dict[str, bytes] = field(default_factory=dict)
     data_reply: bytes = b"250 2.0.0 queued"
+    data_replies: list[bytes | None] = field(default_factory=list)
+    """Replies to the end of the content, one a transaction, before ``data_reply``;
+    None closes the connection instead (the transaction is still recorded)."""
     drop_in_data: bool = False
     """Close the connection after the first line of content."""
+    answer_quit: bool = True
+    """False: QUIT is never answered (the remote waits for the client to close)."""
     transactions: list[RemoteTransaction] = field(default_factory=list)
     mail_lines: list[bytes] = field(default_factory=list)
     connections: int = 0
@@ -179,7 +185,8 @@ class ScriptedRemote:
                         break
                     received.add(data_line[1:] if data_line.startswith(b".") else data_line)
                 self._record(received, mail_line, rcpt_lines, recipients, tls)
-                sock.sendall(self.data_reply + b"\r\n")
+                if not self._end_of_content(sock):
+                    return
             elif verb == b"BDAT" and self.chunking:
                 words = line.split()
                 size, last = int(words[1]), len(words) > 2
@@ -196,9 +203,11 @@ class ScriptedRemote:
                     continue
                 self._record(received_chunks, mail_line, rcpt_lines, recipients, tls)
                 received_chunks = None
-                sock.sendall(self.data_reply + b"\r\n")
+                if not self._end_of_content(sock):
+                    return
             elif verb == b"QUIT":
-                sock.sendall(b"221 2.0.0 bye\r\n")
+                if self.answer_quit:
+                    sock.sendall(b"221 2.0.0 bye\r\n")
                 # Wait for the client to close its side: it must, on every path.
                 while lines.readline():
                     pass
@@ -228,6 +237,16 @@ class ScriptedRemote:
         )
         with self._lock:
             self.transactions.append(transaction)
+
+    def _end_of_content(self, sock: socket.socket) -> bool:
+        """Answer the end of a message; False when the script closes the connection."""
+        with self._lock:
+            reply = self.data_replies.pop(0) if self.data_replies else self.data_reply
+        if reply is None:
+            sock.shutdown(socket.SHUT_RDWR)
+            return False
+        sock.sendall(reply + b"\r\n")
+        return True
 
     def _closed(self) -> None:
         with self._lock:

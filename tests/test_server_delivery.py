@@ -12,13 +12,14 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
 
-from smtpcore.routing import Router, StaticResolver
+from smtpcore.routing import MXRecord, Resolver, Router, StaticResolver
 from smtpcore.server.config import ServerConfig
 from smtpcore.server.delivery import MAX_BACKOFF, DeliveryWorker, backoff
 from smtpcore.server.internal import InternalAddresses
@@ -665,3 +666,69 @@ def test_dsn_parameters_go_on_to_a_server_that_speaks_dsn(
     a_line, b_line = transaction.rcpt_lines
     assert b"NOTIFY=SUCCESS,FAILURE" in a_line and b"ORCPT=rfc822;a@x.example" in a_line
     assert b"NOTIFY" not in b_line and b"ORCPT" not in b_line
+
+
+class _BrokenFor:
+    """The zone's answers, but ``broken``'s MX lookup raises, as a resolver with a bug."""
+
+    def __init__(self, inner: Resolver, broken: str) -> None:
+        self.inner = inner
+        self.broken = broken
+
+    async def mx(self, domain: str) -> Sequence[MXRecord]:
+        if domain == self.broken:
+            raise RuntimeError("resolver bug")
+        return await self.inner.mx(domain)
+
+    async def addresses(self, host: str) -> Sequence[IPv4Address | IPv6Address]:
+        return await self.inner.addresses(host)
+
+
+def test_a_success_report_owed_is_made_though_another_domain_breaks(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP]
+) -> None:
+    """RFC 3461 §5.2.2: brendon@ was relayed to a server without DSN and recorded sent;
+    the round's trouble with another domain does not lose the report owed for him."""
+    server = scripted([b"250 2.0.0 queued as X"])
+    setup = _setup(tmp_path, ZONE + "xyz.example MX 10 mx.pqr.example\n", server.port)
+    setup.worker.resolver = _BrokenFor(setup.worker.resolver, "pqr.example")
+
+    async def main() -> None:
+        _enqueue_dsn(
+            setup,
+            [
+                QueuedRecipient("brendon@xyz.example", notify="SUCCESS"),
+                QueuedRecipient("ok@pqr.example", notify="NEVER"),
+            ],
+        )
+        await _run_until(setup, lambda: bool(setup.raw_bounces()))
+
+    asyncio.run(main())
+    (raw,) = setup.raw_bounces()
+    assert b"Action: relayed" in raw and b"brendon@xyz.example" in raw
+
+
+def test_a_success_report_owed_is_made_though_the_round_then_breaks(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = scripted([b"250 2.0.0 queued as X"], {"gone@pqr.example": b"550 5.1.1 no"})
+    setup = _setup(tmp_path, ZONE, server.port)
+
+    async def broken_bounce(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("cannot bounce")
+
+    monkeypatch.setattr(setup.worker, "_bounce", broken_bounce)
+
+    async def main() -> None:
+        _enqueue_dsn(
+            setup,
+            [
+                QueuedRecipient("brendon@pqr.example", notify="SUCCESS"),
+                QueuedRecipient("gone@pqr.example"),
+            ],
+        )
+        await _run_until(setup, lambda: bool(setup.raw_bounces()))
+
+    asyncio.run(main())
+    (raw,) = setup.raw_bounces()
+    assert b"Action: relayed" in raw and b"gone@pqr.example" not in raw

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
@@ -17,13 +19,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay_remote import ScriptedRemote, remote
-from smtpcore.routing import Router, StaticResolver
+from smtpcore.routing import MXRecord, Resolver, Router, StaticResolver
 from smtpcore.server.config import ConfigError, ServerConfig
 from smtpcore.server.delivery import MAX_BACKOFF, DeliveryWorker, backoff
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
-from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry
+from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.resolvers import SystemResolver, check_remote_delivery
 
@@ -718,3 +720,160 @@ def test_a_round_that_breaks_on_our_side_records_its_error_and_backs_off(
     (recipient,) = waiting.pending
     assert recipient.reply == "local error in delivery: RuntimeError: boom"
     assert recipient.dsn == "4.3.0" and not recipient.from_remote
+
+
+# -- each recipient's own fate, recorded at once -------------------------------------------
+
+LIMITED = (b"LIMITS RCPTMAX=2",)
+"""RFC 9422 §5.2: four recipients go in two transactions on one connection."""
+FOUR = [f"u{number}@pqr.example" for number in range(1, 5)]
+
+
+class _BrokenFor:
+    """The zone's answers, but ``broken``'s MX lookup raises, as a resolver with a bug
+    (or a hostile answer it does not expect) does."""
+
+    def __init__(self, inner: Resolver, broken: str) -> None:
+        self.inner = inner
+        self.broken = broken
+
+    async def mx(self, domain: str) -> Sequence[MXRecord]:
+        if domain == self.broken:
+            raise ValueError("not a domain name")
+        return await self.inner.mx(domain)
+
+    async def addresses(self, host: str) -> Sequence[IPv4Address | IPv6Address]:
+        return await self.inner.addresses(host)
+
+
+def test_one_domains_broken_lookup_does_not_hold_up_another(tmp_path: Path) -> None:
+    zone = ZONE + "xyz.example MX 10 mx.pqr.example\n"
+    with remote() as server:
+        relay = _relay(tmp_path, server.port, zone=zone, retry_after=3600.0)
+        relay.worker.resolver = _BrokenFor(relay.worker.resolver, "xyz.example")
+        relay.enqueue(["victim@xyz.example", "brendon@pqr.example"])
+        _run(relay, lambda: relay.entries()[0].attempts >= 1)
+        _wait_closed(server)
+    (transaction,) = server.transactions
+    assert transaction.recipients == ["brendon@pqr.example"]
+    (entry,) = relay.entries()
+    (waiting,) = entry.pending
+    assert waiting.address == "victim@xyz.example" and waiting.dsn == "4.3.0"
+    assert waiting.reply == "local error in delivery: ValueError: not a domain name"
+
+
+def test_limits_batches_taken_before_a_lost_connection_are_not_sent_again(
+    tmp_path: Path,
+) -> None:
+    """The first batch was answered 250, the connection lost after the second's dot: only
+    the second goes again (RFC 5321 §6.1 allows that duplicate, not the first's)."""
+    with remote(extra_ehlo=LIMITED, data_replies=[b"250 2.0.0 queued", None]) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(list(FOUR))
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert [t.recipients for t in server.transactions] == [FOUR[:2], FOUR[2:], FOUR[2:]]
+    assert relay.reports() == []
+
+
+def test_limits_batches_keep_their_own_refusals(tmp_path: Path) -> None:
+    """A batch greylisted (451) and another refused (550): the 550 bounces its own
+    recipients only, and the greylisted ones wait."""
+    greylisted = b"451 4.7.1 greylisted, try later"
+    replies = dict.fromkeys(FOUR[:2], greylisted) | dict.fromkeys(FOUR[2:], b"550 5.1.1 no")
+    with remote(extra_ehlo=LIMITED, rcpt_replies=replies) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        relay.enqueue(list(FOUR))
+        _run(relay, lambda: bool(relay.reports()) and relay.entries()[0].attempts >= 1)
+        _wait_closed(server)
+    (raw,) = relay.reports()
+    assert b"u3@pqr.example" in raw and b"u4@pqr.example" in raw
+    assert b"u1@pqr.example" not in raw and b"u2@pqr.example" not in raw
+    (entry,) = relay.entries()
+    assert [r.address for r in entry.pending] == FOUR[:2]
+
+
+def test_a_5xx_at_rcpt_bounces_though_the_session_then_fails(tmp_path: Path) -> None:
+    """RFC 5321 §4.2.1: the 550 is permanent, whatever the 421 after the content says of
+    the session; the accepted recipient waits."""
+    with remote(
+        rcpt_replies={"u2@pqr.example": b"550 5.1.1 no such user"},
+        data_replies=[b"421 4.3.2 shutting down"],
+    ) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        relay.enqueue(["u1@pqr.example", "u2@pqr.example"])
+        _run(relay, lambda: relay.entries()[0].attempts >= 1)
+        _wait_closed(server)
+    (raw,) = relay.reports()
+    assert b"Diagnostic-Code: smtp; 550 5.1.1 no such user" in raw and b"u1@pqr" not in raw
+    (entry,) = relay.entries()
+    (waiting,) = entry.pending
+    assert waiting.address == "u1@pqr.example" and waiting.reply == "421 4.3.2 shutting down"
+
+
+def test_a_recipient_one_exchanger_took_is_recorded_before_the_next_is_tried(
+    tmp_path: Path,
+) -> None:
+    """The second exchanger never greets: meanwhile the queue file already says the
+    first took a@, so a stop or crash now cannot send it twice."""
+    with (
+        remote(rcpt_replies={"b@pqr.example": b"451 4.3.0 try later"}) as first,
+        socket.create_server(("127.0.0.2", first.port)),  # never accepts: no greeting
+    ):
+        relay = _relay(tmp_path, first.port, zone=TWO_MX, retry_after=3600.0)
+        entry = relay.enqueue(["a@pqr.example", "b@pqr.example"])
+
+        def recorded() -> bool:
+            return not relay.queue.load(entry.id).recipients[0].pending
+
+        _run(relay, recorded, timeout=5.0)
+        _wait_closed(first)
+    a, b = relay.queue.load(entry.id).recipients
+    assert a.status is RecipientStatus.SENT and b.pending
+    assert [t.recipients for t in first.transactions] == [["a@pqr.example"]]
+
+
+def test_a_message_is_recorded_sent_before_quit_is_answered(tmp_path: Path) -> None:
+    with remote(answer_quit=False) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        entry = relay.enqueue(["brendon@pqr.example"])
+
+        def recorded() -> bool:
+            return not relay.queue.load(entry.id).recipients[0].pending
+
+        _run(relay, recorded, timeout=5.0)
+        _wait_closed(server)
+    assert len(server.transactions) == 1
+
+
+# -- DSN parameters that cannot go on as they are --------------------------------------------
+
+
+def test_an_orcpt_too_long_in_the_form_the_exchanger_takes_is_left_off(tmp_path: Path) -> None:
+    """116 characters raw (an SMTPUTF8 transaction took them), over RFC 3461 §4.2's 500
+    as utf-8-addr-xtext to an exchanger without SMTPUTF8: the message goes without it."""
+    orcpt = "utf-8;" + "\u00f6" * 100 + "@x.example"
+    with remote(dsn=True) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(
+            [QueuedRecipient("brendon@pqr.example", notify="FAILURE", orcpt=orcpt)],
+            params=(("SMTPUTF8", None),),
+        )
+        _run(relay, relay.empty, timeout=5.0)
+        _wait_closed(server)
+    (transaction,) = server.transactions
+    assert transaction.rcpt_lines == [b"RCPT TO:<brendon@pqr.example> NOTIFY=FAILURE\r\n"]
+    assert relay.reports() == []
+
+
+def test_what_the_client_refuses_to_send_fails_that_message_for_good(tmp_path: Path) -> None:
+    """A queued parameter the client will not write (a RET that is neither FULL nor
+    HDRS) is refused again on every retry: the message bounces at once."""
+    with remote(dsn=True) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"], params=(("RET", "SOMETIMES"),))
+        _run(relay, lambda: relay.empty() and bool(relay.reports()), timeout=5.0)
+        _wait_closed(server)
+    assert server.transactions == [] and server.connections == 1
+    (raw,) = relay.reports()
+    assert b"Status: 5.3.0" in raw and b"RET must be FULL or HDRS" in raw

@@ -32,7 +32,7 @@ import functools
 import random
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Final
@@ -40,6 +40,7 @@ from typing import Final
 from smtpcore._driver import Timeouts
 from smtpcore.address import AddressError, parse_mailbox
 from smtpcore.routing import (
+    Attempt,
     FailedExchangers,
     LocalDelivery,
     RandomSource,
@@ -60,6 +61,7 @@ from smtpcore.server.exchanger import (
     ClientFactory,
     ExchangerSession,
     Outcome,
+    Recorder,
     TryNext,
     default_client,
     reply_text,
@@ -334,14 +336,32 @@ class DeliveryWorker:
             self._unsaved.pop(queue_id, None)
         except Exception as exc:
             logger.exception("%s: delivery failed; retrying later", queue_id)
+            await self._report_owed(queue_id)
             await self._record_local_error(queue_id, exc)
         finally:
-            self._succeeded.pop(queue_id, None)  # reported at the end of a whole round only
+            self._succeeded.pop(queue_id, None)
+
+    async def _report_owed(self, queue_id: str) -> None:
+        """The success reports owed for recipients this broken round sent and recorded
+        so: no later round sends them again, so none would make the report (RFC 3461
+        §5.2.2)."""
+        if not self._succeeded.get(queue_id):
+            return
+        try:
+            entry = await self._load(queue_id)
+            await self._report_successes(entry, self.queue.content(queue_id))
+        except Exception:
+            logger.exception("%s: cannot make the success report owed", queue_id)
+
+    async def _report_successes(self, entry: QueueEntry, content: QueuedContent) -> None:
+        succeeded = self._succeeded.pop(entry.id, {})
+        if succeeded:
+            await self._report_success(entry, content, succeeded)
 
     async def _record_local_error(self, queue_id: str, exc: Exception) -> None:
         """A round that broke on our side: its error is every pending recipient's last
         error (so an expiry bounce says what it was), and the backoff goes on."""
-        detail = f"local error in delivery: {type(exc).__name__}: {exc}"
+        detail = _local_error(exc).detail
         try:
             entry = await self._load(queue_id)
             updates = {
@@ -410,9 +430,23 @@ class DeliveryWorker:
             else:
                 outcome = self._rejected_outcome(decision)
             entry = await self._settle(entry, {recipient.address: outcome}, failed, deferred)
-        for deliveries in groups.values():
-            outcomes = await self._deliver_remote(entry, deliveries, content)
+
+        async def record(outcomes: Mapping[str, Outcome]) -> None:
+            nonlocal entry
             entry = await self._settle(entry, outcomes, failed, deferred)
+
+        for (domain, _), deliveries in groups.items():
+            try:
+                await self._deliver_remote(entry, deliveries, content, record)
+            except FileNotFoundError:
+                raise  # the content: the message is gone
+            except Exception as exc:
+                # One domain's trouble (a hostile DNS answer, a bug) is its recipients'
+                # alone: the other domains' are sent, bounced or deferred on their own.
+                logger.exception("%s: delivery to %s failed; retrying later", entry.id, domain)
+                done = {r.address for r in entry.recipients if not r.pending}
+                done |= failed.keys() | deferred.keys()
+                await record({a: _local_error(exc) for a in deliveries if a not in done})
         await self._finish_round(entry, content, failed, deferred)
 
     def _route(self, address: str) -> LocalDelivery | RemoteDelivery | Rejected:
@@ -491,9 +525,7 @@ class DeliveryWorker:
                 {address: _updated(recipients[address], o) for address, o in failed.items()}
             )
             self._unsaved[entry.id] = entry
-        succeeded = self._succeeded.pop(entry.id, {})
-        if succeeded:
-            await self._report_success(entry, content, succeeded)
+        await self._report_successes(entry, content)
         entry = entry.with_recipients(
             {address: _updated(recipients[address], o) for address, o in deferred.items()}
         )
@@ -607,7 +639,22 @@ class DeliveryWorker:
         entry: QueueEntry,
         deliveries: Mapping[str, RemoteDelivery],
         content: QueuedContent,
+        record: Recorder,
+    ) -> None:
+        """Deliver one domain's recipients, each exchanger's sent and bounced ones given
+        to ``record`` as soon as it answers (before its QUIT, before the next exchanger
+        is tried: the module docstring's "recorded so at once"), the deferred ones once
+        no exchanger is left."""
+        await record(await self._remote_outcomes(entry, deliveries, content, record))
+
+    async def _remote_outcomes(
+        self,
+        entry: QueueEntry,
+        deliveries: Mapping[str, RemoteDelivery],
+        content: QueuedContent,
+        record: Recorder,
     ) -> dict[str, Outcome]:
+        """The outcomes :meth:`_deliver_remote` has not recorded yet."""
         addresses = list(deliveries)
         attempts = await self.router.resolve(
             next(iter(deliveries.values())), self.resolver, rng=self.rng, failures=self.failures
@@ -635,34 +682,43 @@ class DeliveryWorker:
         last = TryNext("no exchanger to try")
         relay = "none"
         unmet: list[str] = []  # why each exchanger did not meet the message's REQUIRETLS
-        results: dict[str, Outcome] = {}
+        deferred: dict[str, Outcome] = {}
         remaining = dict(deliveries)
+
+        async def record_final(outcomes: Mapping[str, Outcome]) -> None:
+            await record(
+                {a: o for a, o in outcomes.items() if o.status is not RecipientStatus.PENDING}
+            )
+
         for number, attempt in enumerate(attempts, 1):
             relay = f"{attempt.host}[{attempt.address}]:{attempt.port}"
             try:
                 outcomes = await self.exchanger.deliver(
-                    attempt, relay, entry, remaining, content, policy
+                    attempt, relay, entry, remaining, content, policy, record_final
                 )
             except TryNext as failure:
                 if failure.requiretls:
                     unmet.append(failure.detail)
                 else:
                     self.failures.mark_bad(attempt.host)
+                remaining = {a: d for a, d in remaining.items() if a not in failure.settled}
+                if not remaining:
+                    return {}
                 if number < len(attempts):
                     logger.info("%s: %s; trying the next exchanger", entry.id, failure.detail)
                 last = failure
                 continue
-            results.update(outcomes)
             # A recipient this exchanger deferred (a 4xx to RCPT, or after the content)
             # goes to the next one, as Postfix keeps soft-failed recipients for the
             # next server; the last one's reply stands.
+            deferred.update(
+                {a: o for a, o in outcomes.items() if o.status is RecipientStatus.PENDING}
+            )
             remaining = {
-                address: delivery
-                for address, delivery in remaining.items()
-                if outcomes[address].status is RecipientStatus.PENDING
+                a: d for a, d in remaining.items() if outcomes[a].status is RecipientStatus.PENDING
             }
             if not remaining:
-                return results
+                return {}
             if number < len(attempts):
                 logger.info(
                     "%s: %s deferred %d recipient(s); trying the next exchanger",
@@ -670,8 +726,10 @@ class DeliveryWorker:
                     relay,
                     len(remaining),
                 )
-        if results:
-            return results
+        if len(remaining) < len(deliveries) or deferred:
+            # Some exchanger answered for some: the others wait with the last failure.
+            failure_outcome = self._failure_outcome(last, relay, attempts)
+            return {a: deferred.get(a, failure_outcome) for a in remaining}
         if unmet and len(unmet) == len(attempts):
             # RFC 8689 §4.2.1, §5: no exchanger qualifies, so the message is not sent at
             # all, and goes back to its sender (a connection that failed otherwise might
@@ -688,18 +746,19 @@ class DeliveryWorker:
                     tls_policy=policy.label,
                 ),
             )
-        return dict.fromkeys(
-            addresses,
-            Outcome(
-                RecipientStatus.PENDING,
-                last.dsn,
-                # The server's own reply for a Diagnostic-Code of type smtp (RFC 3464
-                # §2.3.6), as for a recipient's; else what went wrong.
-                last.detail if last.reply is None else reply_text(last.reply),
-                relay,
-                remote_mta=attempts[-1].host if attempts else None,
-                from_remote=last.reply is not None,
-            ),
+        return dict.fromkeys(addresses, self._failure_outcome(last, relay, attempts))
+
+    def _failure_outcome(self, last: TryNext, relay: str, attempts: Sequence[Attempt]) -> Outcome:
+        """A recipient's when no exchanger took it: the last failure, waiting."""
+        return Outcome(
+            RecipientStatus.PENDING,
+            last.dsn,
+            # The server's own reply for a Diagnostic-Code of type smtp (RFC 3464
+            # §2.3.6), as for a recipient's; else what went wrong.
+            last.detail if last.reply is None else reply_text(last.reply),
+            relay,
+            remote_mta=attempts[-1].host if attempts else None,
+            from_remote=last.reply is not None,
         )
 
     # -- bounces ----------------------------------------------------------------
@@ -814,6 +873,13 @@ class DeliveryWorker:
         queued = await asyncio.to_thread(self.queue.add, report, "", [sender], params=params)
         logger.info("%s: sender %s notification: %s", queue_id, kind, queued.id)
         self.schedule(queued)
+
+
+def _local_error(exc: Exception) -> Outcome:
+    """A recipient's outcome when delivery broke on our side: it waits, and its last
+    error says what broke (so an expiry bounce does)."""
+    detail = f"local error in delivery: {type(exc).__name__}: {exc}"
+    return Outcome(RecipientStatus.PENDING, "4.3.0", detail)
 
 
 def _is_utf8(entry: QueueEntry) -> bool:

@@ -5,8 +5,12 @@ What the exchanger says decides (RFC 5321 §4.2.1, §4.5.4.1): a 2xx delivers, a
 (its own, or the client's refusal on its behalf for what it announced, such as a
 SIZE overrun) fails for good, a 4xx waits. A failure of the whole session (a
 connection refused or lost, a 4xx to MAIL, a TLS policy that cannot be met) is a
-:class:`TryNext`: the next exchanger may do better. The TLS each message gets is a
-:class:`~smtpcore.server.relay_tls.MessageTLS` (REQUIRETLS, ``TLS-Required: No``).
+:class:`TryNext`: the next exchanger may do better, for the recipients whose fate the
+session had not decided yet (those it had delivered or refused for good are settled).
+Replies are matched to recipients by the recipient they answer, never by position: a
+message split into transactions (RFC 9422 LIMITS) has replies from each. The TLS
+each message gets is a :class:`~smtpcore.server.relay_tls.MessageTLS` (REQUIRETLS,
+``TLS-Required: No``).
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ import asyncio
 import os
 import re
 import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -30,18 +34,21 @@ from smtpcore._driver import (
     Timeouts,
     TLSNotAvailable,
 )
+from smtpcore._errors import LocalProtocolError
 from smtpcore.address import Mailbox, parse_mailbox
 from smtpcore.asyncio import SMTPClient
 from smtpcore.routing import Attempt, RemoteDelivery
 from smtpcore.server.log import logger
 from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import MessageTLS, RelayTLS, relay_tls_context
-from smtpcore.smtp import DSNError, OriginalRecipient, Reply
+from smtpcore.smtp import DSNError, OriginalRecipient, RecipientResult, Reply, TransactionResult
+from smtpcore.smtp._dsn import MAX_ORCPT
 
 __all__ = [
     "ClientFactory",
     "ExchangerSession",
     "Outcome",
+    "Recorder",
     "TryNext",
     "default_client",
     "reply_dsn",
@@ -136,6 +143,9 @@ class TryNext(Exception):
 
     ``requiretls``: it failed only this message's REQUIRETLS (no verified TLS, or no
     REQUIRETLS offered, RFC 8689 §4.2.1); nothing is wrong with it for other mail.
+    ``settled``: the recipients the session had delivered (2xx) or refused for good
+    (5xx, RFC 5321 §4.2.1) before it failed, and their outcomes; the next exchanger
+    gets only the others.
     """
 
     def __init__(
@@ -145,6 +155,7 @@ class TryNext(Exception):
         reply: Reply | None = None,
         *,
         requiretls: bool = False,
+        settled: Mapping[str, Outcome] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
@@ -153,6 +164,7 @@ class TryNext(Exception):
         (RFC 3464 §2.3.4), else 4.4.1 (no answer from the host)."""
         self.reply = reply
         self.requiretls = requiretls
+        self.settled: Mapping[str, Outcome] = settled or {}
 
 
 def _tls_reason(exc: SMTPError) -> str:
@@ -225,17 +237,55 @@ def _forwarded_mail_params(client: BaseSMTPClient, entry: QueueEntry) -> dict[st
     }
 
 
-def _passed_orcpt(client: BaseSMTPClient, orcpt: str) -> str:
+def _passed_orcpt(client: BaseSMTPClient, orcpt: str) -> str | None:
     """A queued ``ORCPT`` as it goes on: a raw UTF-8 one (utf-8-addr-unitext, taken in an
     SMTPUTF8 transaction) in its utf-8-addr-xtext form where the exchanger does not
-    offer SMTPUTF8, which the unitext form needs (RFC 6533 §3). One too long escaped
-    stays raw, and the client refuses it (553 5.6.7)."""
-    if orcpt.isascii() or client.connection.extensions.smtputf8:
-        return orcpt
-    try:
-        return OriginalRecipient.parse(orcpt, utf8=True).to_parameter()
-    except DSNError:
-        return orcpt  # as it came: the client refuses it (553 5.6.7)
+    offer SMTPUTF8, which the unitext form needs (RFC 6533 §3).
+
+    None when no form the exchanger can take exists: the escapes can grow a value past
+    RFC 3461 §4.2's 500 characters (``to_parameter`` then writes it raw, which needs
+    SMTPUTF8). RFC 3461 §5.2.1 asks that ORCPT go on, but it is information for a
+    report, and the report this relay makes on a failure still carries it: the message
+    goes without it rather than not at all."""
+    passed: str | None = orcpt
+    if not orcpt.isascii() and not client.connection.extensions.smtputf8:
+        try:
+            passed = OriginalRecipient.parse(orcpt, utf8=True).to_parameter()
+        except DSNError:
+            passed = None
+        if passed is not None and not passed.isascii():
+            passed = None
+    if passed is None or len(passed) > MAX_ORCPT:
+        logger.info("ORCPT %r cannot go on in a form the exchanger takes; left off", orcpt)
+        return None
+    return passed
+
+
+Recorder = Callable[[Mapping[str, Outcome]], Awaitable[None]]
+"""Records outcomes as soon as an exchanger gives them (see ``ExchangerSession.deliver``)."""
+
+
+def _fates(
+    deliveries: Mapping[str, RemoteDelivery], results: Iterable[RecipientResult]
+) -> dict[str, RecipientResult]:
+    """Each address's result, matched by the recipient it answers, in order among those
+    with the same mailbox: a message split into transactions (RFC 9422 LIMITS) may
+    have results from some of them only, so a position says nothing."""
+    waiting: dict[Mailbox, list[str]] = {}
+    for address, delivery in deliveries.items():
+        waiting.setdefault(delivery.mailbox, []).append(address)
+    fates = {}
+    for item in results:
+        addresses = waiting.get(item.recipient)
+        if addresses:
+            fates[addresses.pop(0)] = item
+    return fates
+
+
+def _own_reply(item: RecipientResult) -> Reply | None:
+    """The reply that decided a recipient's fate: its RCPT's refusal, or once accepted
+    the reply after the content; None while unknown."""
+    return item.delivery if item.accepted else item.reply
 
 
 class ExchangerSession:
@@ -356,13 +406,29 @@ class ExchangerSession:
         deliveries: Mapping[str, RemoteDelivery],
         content: QueuedContent,
         policy: MessageTLS | None = None,
+        record: Recorder | None = None,
     ) -> dict[str, Outcome]:
         """Send ``entry`` to ``deliveries`` through one exchanger, TLS as ``policy`` says
-        (by default, the configured policy)."""
+        (by default, the configured policy).
+
+        ``record`` is given the outcomes (those a :class:`TryNext` settled, when the
+        session fails) before QUIT: the exchanger has taken the message once it
+        answered the content, and a QUIT it never answers, or a stop meanwhile, must
+        not leave that unrecorded (RFC 5321 §6.1: a restart would send it again)."""
         policy = policy or self.policy()
         client = await self._connect(attempt, relay, policy)
         try:
-            return await self._send(client, attempt, relay, entry, deliveries, content, policy)
+            try:
+                outcomes = await self._send(
+                    client, attempt, relay, entry, deliveries, content, policy
+                )
+            except TryNext as failure:
+                if record is not None and failure.settled:
+                    await record(failure.settled)
+                raise
+            if record is not None:
+                await record(outcomes)
+            return outcomes
         finally:
             await client.quit()  # closes the connection on every way out
 
@@ -415,8 +481,9 @@ class ExchangerSession:
                 params = rcpt_params.setdefault(delivery.mailbox, {})
                 if recipient.notify is not None:
                     params["NOTIFY"] = recipient.notify
-                if recipient.orcpt is not None:
-                    params["ORCPT"] = _passed_orcpt(client, recipient.orcpt)
+                orcpt = None if recipient.orcpt is None else _passed_orcpt(client, recipient.orcpt)
+                if orcpt is not None:
+                    params["ORCPT"] = orcpt
         # The content goes from the queue file in the client's chunks (DATA or BDAT),
         # so a message of any size needs no more memory than a chunk.
         try:
@@ -428,7 +495,14 @@ class ExchangerSession:
                     mail_params=mail_params,
                     rcpt_params=lambda mailbox: rcpt_params.get(mailbox, {}),
                 )
+        except LocalProtocolError as exc:
+            # The client's own refusal of what it was about to send: the same message
+            # is refused again on every retry, so it fails for good, alone.
+            reply = Reply(554, f"the message cannot be sent on as queued: {exc}", "5.3.0")
+            return dict.fromkeys(addresses, outcome(reply, from_remote=False))
         except SenderRefused as exc:
+            if exc.result is not None:  # per batch (LIMITS): as a refusal of recipients
+                return self._refused(deliveries, exc.result, outcome(exc.reply), outcome)
             if exc.reply.code < 500:
                 raise TryNext(
                     self._error_text(exc, relay), reply_dsn(exc.reply), exc.reply
@@ -437,21 +511,72 @@ class ExchangerSession:
         except (RecipientsRefused, MessageRefused) as exc:
             # A local refusal (a SIZE overrun, SMTPUTF8 or 8BITMIME missing) is the
             # client's reply on the exchanger's behalf, for what it announced.
-            outcomes = dict.fromkeys(addresses, outcome(exc.reply, from_remote=not exc.local))
-            if exc.result is not None:
-                for address, item in zip(addresses, exc.result.recipients, strict=False):
-                    if item.reply is not None and not item.reply.is_positive:
-                        outcomes[address] = outcome(item.reply)
-            return outcomes
+            refused = outcome(exc.reply, from_remote=not exc.local)
+            if exc.result is None:
+                return dict.fromkeys(addresses, refused)
+            return self._refused(deliveries, exc.result, refused, outcome)
         except SMTPError as exc:
+            settled = self._settled(client, exc, deliveries, outcome)
             reply = exc.reply
             if reply is not None and 500 <= reply.code < 600:
                 # Refused for good, by the exchanger or for what it announced: bounce now.
-                return dict.fromkeys(addresses, outcome(reply, from_remote=not exc.local))
-            raise TryNext(self._error_text(exc, relay), reply=reply) from exc
+                refused = outcome(reply, from_remote=not exc.local)
+                return {address: settled.get(address, refused) for address in addresses}
+            raise TryNext(self._error_text(exc, relay), reply=reply, settled=settled) from exc
+        fates = _fates(deliveries, result.recipients)
         outcomes = {}
-        for address, item in zip(addresses, result.recipients, strict=True):
-            reply = item.delivery if item.accepted else item.reply
+        for address in addresses:
+            reply = _own_reply(fates[address])
             assert reply is not None
             outcomes[address] = outcome(reply)
         return outcomes
+
+    def _refused(
+        self,
+        deliveries: Mapping[str, RemoteDelivery],
+        result: TransactionResult,
+        refused: Outcome,
+        outcome: Callable[[Reply], Outcome],
+    ) -> dict[str, Outcome]:
+        """A refusal with each recipient's fate in ``result``: its own reply where it
+        has one, else the transaction's (``refused``). A recipient ``result`` does not
+        cover (a LIMITS batch it leaves out) waits: its own answer is not known."""
+        fates = _fates(deliveries, result.recipients)
+        outcomes = {}
+        for address in deliveries:
+            item = fates.get(address)
+            if item is None:
+                outcomes[address] = replace(
+                    refused,
+                    status=RecipientStatus.PENDING,
+                    dsn="4.0.0",
+                    detail=f"no reply known for it (the last refusal: {refused.detail})",
+                    from_remote=False,
+                )
+                continue
+            reply = _own_reply(item)
+            outcomes[address] = refused if reply is None else outcome(reply)
+        return outcomes
+
+    def _settled(
+        self,
+        client: BaseSMTPClient,
+        exc: SMTPError,
+        deliveries: Mapping[str, RemoteDelivery],
+        outcome: Callable[[Reply], Outcome],
+    ) -> dict[str, Outcome]:
+        """What a session that failed as a whole had decided for good, recipient by
+        recipient: delivered (2xx) or refused (5xx, RFC 5321 §4.2.1). From the
+        transaction record (the last transaction's RCPT replies) and what the error
+        carries (each LIMITS batch's, LMTP's replies after the content)."""
+        record = client.connection.transaction
+        fates = _fates(deliveries, record.recipients if record is not None else ())
+        if exc.result is not None:
+            answered = [item for item in exc.result.recipients if item.reply is not None]
+            fates.update(_fates(deliveries, answered))
+        settled = {}
+        for address, item in fates.items():
+            reply = _own_reply(item)
+            if reply is not None and (reply.is_positive or reply.code >= 500):
+                settled[address] = outcome(reply)
+        return settled
