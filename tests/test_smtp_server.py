@@ -757,6 +757,37 @@ def test_chunking_can_be_switched_off() -> None:
     assert codes(out)[-1] == "500 5.5.2"
 
 
+@pytest.mark.parametrize("code", [211, 220, 221, 235, 251, 252])
+@pytest.mark.parametrize("lmtp", [False, True])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_only_250_accepts_a_message(code: int, lmtp: bool, chunked: bool) -> None:
+    """RFC 5321 §4.3.2, RFC 2033 §4.2: any other 2xx to the final dot (or BDAT LAST)
+    is refused and leaves the machine as it was; a BDAT chunk, too (RFC 3030 §2)."""
+    conn = greeted(lmtp=lmtp)
+    hello = b"LHLO a.example\r\n" if lmtp else EHLO
+    run(conn, hello + b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n")
+    if chunked:
+        conn.receive_data(b"BDAT 2\r\nhi")
+        assert isinstance(conn.next_event(), Bdat)
+        assert conn.next_event() == MessageData(b"hi")
+        with pytest.raises(LocalProtocolError):
+            conn.send(Reply(code, "chunk taken?"))
+        assert conn.send(Reply(250, "OK")) == b"250 2.0.0 OK\r\n"
+        conn.receive_data(b"BDAT 0 LAST\r\n")
+        assert isinstance(conn.next_event(), Bdat)
+    else:
+        run(conn, b"DATA\r\n")
+        conn.receive_data(b"hi\r\n.\r\n")
+        assert conn.next_event() == MessageData(b"hi\r\n")
+    assert isinstance(conn.next_event(), EndOfMessage)
+    state = conn.state
+    with pytest.raises(LocalProtocolError):
+        conn.send(Reply(code, "what?"))
+    assert conn.state is state and conn.next_event() is PAUSED
+    assert conn.send(Reply(250, "Queued")) == b"250 2.0.0 Queued\r\n"
+    assert conn.state is State.READY
+
+
 def test_end_of_data_followed_by_a_dot_is_still_the_end() -> None:
     conn = greeted()
     run(conn, ENVELOPE + b"DATA\r\n")

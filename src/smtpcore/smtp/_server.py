@@ -67,7 +67,7 @@ from smtpcore.smtp._server_config import (
     ServerConfig,
     session_tables,
 )
-from smtpcore.smtp._state import RULES, Rule, State
+from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, Rule, State
 
 __all__ = ["ServerConnection"]
 
@@ -83,6 +83,7 @@ _AUTH_LINE: Final = re.compile(rb"[ \t]*AUTH", re.IGNORECASE)
 """A line that starts as AUTH, whose initial response may be the password (RFC 4954
 §4; a space left out after the verb included)."""
 _END_OF_MESSAGE: Final = EndOfMessage()
+_END_OF_DATA_SUCCESS: Final = END_OF_DATA_RULE.success_codes
 
 # RFC 4954 §6: the enhanced codes of the AUTH failure replies.
 _AUTH_FAILURE_STATUS: Final = {
@@ -1272,14 +1273,16 @@ class ServerConnection:
 
     def _answer_content(self, pending: Event, event: Reply) -> bytes:
         code = event.code  # the class by its range (200-599): Reply's properties cost a call
-        if code < 300:
+        if code < 400:
+            # RFC 5321 §4.3.2 (RFC 2033 §4.2 for LMTP): 250 alone accepts a message; a
+            # client takes any other code for a failure, and would send it again.
+            if code not in _END_OF_DATA_SUCCESS:
+                raise LocalProtocolError("the end of a message is answered with 250, 4xx or 5xx")
             if pending is not _END_OF_MESSAGE and isinstance(pending, RejectedMessage):
                 raise LocalProtocolError("a rejected message cannot be accepted")
             # A message accepted forgives what came before (Postfix resets its error
             # and junk command counts when a message is queued).
             self._errors = self._junk_commands = 0
-        elif code < 400:
-            raise LocalProtocolError("the end of a message is answered with 2xx, 4xx or 5xx")
         self._lmtp_replies_due -= 1
         if self._lmtp_replies_due <= 0:
             self._pending = None
