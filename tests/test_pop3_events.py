@@ -63,6 +63,9 @@ from smtpcore.pop3 import (
         lambda: Ok("a\r\n+OK injected"),
         lambda: Ok("bell\x07"),
         lambda: Err("a\nb"),
+        lambda: Ok("maildrop " + b"\xff".decode("utf-8", "surrogateescape")),
+        lambda: Err("no such message \udcff", code="SYS/PERM"),
+        lambda: User("\ud800bob"),
         lambda: Err("x", code="IN USE"),
         lambda: Err("x", code="[IN-USE]"),
         lambda: Err("x", code=""),
@@ -94,6 +97,14 @@ def test_events_refuse_what_would_serialize_wrongly(build: Any) -> None:
 )
 def test_responses_write_themselves(event: Ok | Err | Continue, wire: bytes) -> None:
     assert event.to_bytes() == wire
+
+
+@pytest.mark.parametrize("build", [Ok, Err])
+def test_a_lone_surrogate_in_response_text_is_refused_when_built(build: Any) -> None:
+    """UTF-8 has no form for it: the response was built, and ``to_bytes`` (the server
+    machine's ``send``) raised ``UnicodeEncodeError`` in its place."""
+    with pytest.raises(LocalProtocolError, match="surrogate"):
+        build("cannot open " + b"\xff".decode("utf-8", "surrogateescape"))
 
 
 def test_err_splits_a_leading_code_from_its_text() -> None:

@@ -600,11 +600,27 @@ def test_the_greeting_and_hello_replies_carry_no_enhanced_status() -> None:
         lambda: Reply(199, "x"),
         lambda: Reply(550, "x", "2.0.0"),
         lambda: Reply(250, "x", "9.9.9"),
+        lambda: Reply(550, "no such sender \udcff"),  # os.fsdecode, surrogateescape
+        lambda: Reply(250, ["ok", "\ud800"]),
     ],
 )
 def test_replies_that_would_serialize_wrongly_cannot_be_built(bad: object) -> None:
     with pytest.raises(LocalProtocolError):
         bad()  # type: ignore[operator]  # a lambda from the table
+
+
+def test_a_lone_surrogate_in_reply_text_is_refused_before_the_machine_moves() -> None:
+    """UTF-8 has no form for a lone surrogate: the reply is refused when built, not
+    by ``send``'s encoding after the command was consumed (then no reply could be
+    sent for it), and the machine still answers the command."""
+    conn = greeted()
+    run(conn, EHLO)
+    conn.receive_data(b"MAIL FROM:<a@b.example>\r\n")
+    assert isinstance(conn.next_event(), Mail)
+    with pytest.raises(LocalProtocolError, match="surrogate"):
+        conn.send(Reply(550, "no such sender " + b"\xff".decode("utf-8", "surrogateescape")))
+    assert conn.state is State.READY
+    assert conn.send(Reply(550, "no such sender")) == b"550 5.0.0 no such sender\r\n"
 
 
 def test_misuse_leaves_the_machine_unchanged() -> None:

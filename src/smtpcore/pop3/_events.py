@@ -51,8 +51,11 @@ __all__ = [
 MAX_MESSAGE_NUMBER: Final = 2**31 - 1
 """The largest message number (and TOP line count) a machine accepts."""
 
-# Printable text or non-ASCII text, tab allowed, no other control character.
-_TEXT_RE: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
+# Printable text or non-ASCII text, tab allowed, no other control character, no lone
+# surrogate (a str may hold one; UTF-8 has no form for it).
+_TEXT_RE: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]*")
+_LONE_SURROGATE_RE: Final = re.compile(r"[\ud800-\udfff]")
+"""What a str may hold and UTF-8 cannot encode (``os.fsdecode``, ``surrogateescape``)."""
 _MECHANISM_RE: Final = re.compile(r"[A-Z0-9_-]{1,20}")
 _DIGEST_RE: Final = re.compile(r"[0-9a-f]{32}")
 # RFC 2449 §9: resp-level = 1*rchar, printable ASCII without "/" and "]"
@@ -73,6 +76,8 @@ def _check_text(
         raise LocalProtocolError(f"{name} may not be empty")
     shown = "" if secret else f": {value!r}"
     if not _TEXT_RE.fullmatch(value):
+        if _LONE_SURROGATE_RE.search(value):
+            raise LocalProtocolError(f"{name} is not UTF-8 (a lone surrogate){shown}")
         raise LocalProtocolError(f"{name} holds a control character{shown}")
     if not padded and value != value.strip(" \t"):
         raise LocalProtocolError(f"{name} may not start or end with a space{shown}")

@@ -31,6 +31,8 @@ __all__ = [
 # [0-9], not \d: a str pattern's \d matches any Unicode digit (RFC 3463 §2: ASCII).
 _STATUS_RE: Final = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})")
 _FORBIDDEN_IN_TEXT: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_LONE_SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
+"""What a str may hold and UTF-8 cannot encode (``os.fsdecode``, ``surrogateescape``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +104,8 @@ class Reply(Event, metaclass=_ReplyType):
     ``text`` may be one string or a sequence of lines; :attr:`lines` always
     gives the lines. ``status`` also accepts a string such as ``"2.1.0"``.
     Text holding CR, LF or another control character cannot be built, so a
-    reply can never smuggle an extra line onto the wire. Replies compare by
+    reply can never smuggle an extra line onto the wire; nor can text holding a
+    lone surrogate, which has no UTF-8 form to be written in. Replies compare by
     code, status and lines, so ``Reply(250, "ok")`` equals a parsed ``250 ok``.
     """
 
@@ -150,6 +153,8 @@ class Reply(Event, metaclass=_ReplyType):
                 continue  # the everyday case, checked in C
             if not isinstance(line, str) or _FORBIDDEN_IN_TEXT.search(line):
                 raise LocalProtocolError(f"reply text may not hold control characters: {line!r}")
+            if _LONE_SURROGATE.search(line):
+                raise LocalProtocolError(f"reply text is not UTF-8 (a lone surrogate): {line!r}")
         if status is not None and not isinstance(status, EnhancedStatus):
             status = _as_status(status)
         if status is not None and status.class_code != code // 100:
