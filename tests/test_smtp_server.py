@@ -29,6 +29,7 @@ from smtpcore.smtp import (
     Reply,
     Rset,
     ServerConnection,
+    StartTls,
     State,
     Vrfy,
 )
@@ -621,6 +622,78 @@ def test_a_lone_surrogate_in_reply_text_is_refused_before_the_machine_moves() ->
         conn.send(Reply(550, "no such sender " + b"\xff".decode("utf-8", "surrogateescape")))
     assert conn.state is State.READY
     assert conn.send(Reply(550, "no such sender")) == b"550 5.0.0 no such sender\r\n"
+
+
+def _fields(conn: ServerConnection) -> list[object]:
+    names = [name for name in ServerConnection.__slots__ if name != "__dict__"]
+    return [getattr(conn, name) for name in names] + [dict(vars(conn))]
+
+
+def test_a_reply_line_over_512_octets_is_refused_and_changes_nothing() -> None:
+    """RFC 5321 §4.5.3.1.5: 512 octets a line, code, enhanced status and CRLF included.
+    The machine moves before it writes: every path leaves it as it was."""
+    conn = greeted()
+    conn.receive_data(EHLO)
+    assert isinstance(conn.next_event(), Ehlo)
+    before = _fields(conn)
+    for too_long in (  # the host name comes first in an EHLO reply
+        Reply(250, "x" * (512 - len("250-mx.pqr.example \r\n")) + "x"),
+        Reply(550, ["fine", "\u00e9" * 254]),  # 508 octets: 514 on the wire
+    ):
+        with pytest.raises(LocalProtocolError, match="512 octets"):
+            conn.send(too_long)
+        assert _fields(conn) == before
+    assert conn.send(Reply(250, "x" * 489)).startswith(b"250-mx.pqr.example xx")
+    run(conn, b"MAIL FROM:<john@abc.example>\r\n")
+    for answer in (Reply(250, "y" * 501), Reply(550, "y" * 501)):  # 2.1.5 or 5.0.0
+        conn.receive_data(b"RCPT TO:<brendon@pqr.example>\r\n")
+        assert isinstance(conn.next_event(), Rcpt)
+        before = _fields(conn)
+        with pytest.raises(LocalProtocolError, match="512 octets"):
+            conn.send(answer)
+        assert _fields(conn) == before
+        assert len(conn.send(Reply(250, "y" * 500))) == 512
+    run(conn, b"DATA\r\n")
+    conn.receive_data(b"hi\r\n.\r\n")
+    assert conn.next_event() == MessageData(b"hi\r\n")
+    assert isinstance(conn.next_event(), EndOfMessage)
+    before = _fields(conn)
+    with pytest.raises(LocalProtocolError, match="512 octets"):
+        conn.send(Reply(250, "z" * 501))
+    assert _fields(conn) == before
+    assert conn.send(Reply(250, "queued")) == b"250 2.0.0 queued\r\n"
+
+
+def test_the_limit_counts_the_enhanced_status_only_where_it_is_written() -> None:
+    conn = greeted(enhanced_status_codes=False, starttls=True)
+    run(conn, EHLO)
+    conn.receive_data(b"STARTTLS\r\nEHLO pipelined.example\r\n")
+    assert isinstance(conn.next_event(), StartTls)
+    with pytest.raises(LocalProtocolError):
+        conn.send(Reply(220, "t" * 507))
+    assert conn.state is State.READY  # and the pipelined plaintext not yet dropped
+    assert len(conn.send(Reply(220, "t" * 506))) == 512
+    assert conn.state is State.TLS_PENDING
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"MAIL FROM:<john@abc.example> " + b"K" * 470 + b"=1\r\n",
+        b"MAIL FROM:<john@abc.example> X" + "\u00e9".encode() * 230 + b"=1\r\n",
+        b"MAIL FROM:<" + b"j" * 60 + b"@" + b"a" * 400 + b".example>\r\n",
+    ],
+)
+def test_replies_that_quote_the_client_are_cut_to_fit_a_line(line: bytes) -> None:
+    """The machine's own replies quote a parameter or an address: they are cut short
+    rather than refused by the 512-octet limit."""
+    conn = greeted()
+    run(conn, EHLO)
+    conn.receive_data(line)
+    event = conn.next_event()
+    assert isinstance(event, BadCommand)
+    out = conn.send(event.reply)
+    assert out.startswith((b"501 5.", b"555 5.5.4 ")) and len(out) <= 512
 
 
 def test_misuse_leaves_the_machine_unchanged() -> None:

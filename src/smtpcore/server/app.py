@@ -53,6 +53,7 @@ from smtpcore.server.trace import (
     received_header,
 )
 from smtpcore.smtp import Mail, Rcpt, Reply
+from smtpcore.smtp._replies import shortened
 
 __all__ = [
     "Accepted",
@@ -666,8 +667,10 @@ class SubmissionHandler(_MailHandler):
             self._stats(session).mail += 1
             reply = Reply(
                 553,
-                f"<{command.sender}>: Sender address rejected: not owned by user "
-                f"{session.authenticated}",
+                shortened(  # a login name has no length limit of its own
+                    f"<{command.sender}>: Sender address rejected: not owned by user "
+                    f"{session.authenticated}"
+                ),
                 "5.7.1",
             )
             return self._refuse(session, "MAIL", reply, sender=_path_text(command.sender))

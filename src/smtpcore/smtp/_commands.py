@@ -52,7 +52,7 @@ from smtpcore.smtp._events import (
 from smtpcore.smtp._everyday_params import read_parameters
 from smtpcore.smtp._forwarding import XTEXT_VALUE
 from smtpcore.smtp._params import Parameters, parse_parameters
-from smtpcore.smtp._replies import EnhancedStatus, Reply
+from smtpcore.smtp._replies import EnhancedStatus, Reply, shortened
 
 __all__ = [
     "CommandSyntaxError",
@@ -66,8 +66,9 @@ __all__ = [
 
 
 def reply(code: int, status: str, text: str) -> Reply:
-    """Build a reply with its enhanced status, briefly."""
-    return Reply(code, text, EnhancedStatus.parse(status))
+    """Build a reply with its enhanced status, briefly; its text, which may quote the
+    client (an address, a parameter), cut short to fit a reply line."""
+    return Reply(code, shortened(text), EnhancedStatus.parse(status))
 
 
 class CommandSyntaxError(Exception):

@@ -20,12 +20,14 @@ from smtpcore._lines import LINE_TOO_LONG, ReceiveBuffer
 from smtpcore.smtp._base import Event
 
 __all__ = [
+    "MAX_REPLY_LINE",
     "EnhancedStatus",
     "Reply",
     "ReplyParser",
     "everyday_reply",
     "known_replies",
     "parse_everyday_reply",
+    "shortened",
 ]
 
 # [0-9], not \d: a str pattern's \d matches any Unicode digit (RFC 3463 §2: ASCII).
@@ -33,6 +35,20 @@ _STATUS_RE: Final = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})")
 _FORBIDDEN_IN_TEXT: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _LONE_SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
 """What a str may hold and UTF-8 cannot encode (``os.fsdecode``, ``surrogateescape``)."""
+MAX_REPLY_LINE: Final = 512
+"""RFC 5321 §4.5.3.1.5: the octets of a reply line at most, its code and CRLF included."""
+TEXT_ROOM: Final = MAX_REPLY_LINE - len("250-\r\n") - len("5.999.999 ")
+"""The octets of text a reply line has room for, whatever enhanced status it is given."""
+
+
+def shortened(text: str, octets: int = TEXT_ROOM) -> str:
+    """``text`` in at most ``octets`` UTF-8 octets, cut short with ``...`` if longer: for
+    a reply that quotes what a client (or an application) gave, which must still fit
+    a reply line (RFC 5321 §4.5.3.1.5)."""
+    if len(text) * 4 <= octets or len(text.encode("utf-8", "surrogatepass")) <= octets:
+        return text  # UTF-8 takes at most 4 octets a character
+    cut = text.encode("utf-8", "surrogatepass")[: octets - 3]
+    return cut.decode("utf-8", "ignore") + "..."
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +129,9 @@ class Reply(Event, metaclass=_ReplyType):
     text: str | tuple[str, ...] = field(compare=False)
     status: EnhancedStatus | None
     lines: tuple[str, ...] = field(repr=False)
+    _longest: int = field(init=False, repr=False, compare=False)
+    """The UTF-8 octets of the longest line of text: whether the reply's wire lines can
+    overrun :data:`MAX_REPLY_LINE`, known without writing them."""
     _wire: Sequence[tuple[EnhancedStatus | None, bytes]] = field(
         init=False, repr=False, compare=False
     )
@@ -138,6 +157,7 @@ class Reply(Event, metaclass=_ReplyType):
                 _SET_TEXT(self, text)
                 _SET_STATUS(self, None)
                 _SET_LINES(self, known.lines)
+                _SET_LONGEST(self, known._longest)
                 _SET_WIRE(self, known._wire)
                 return
         if not isinstance(code, int) or not (200 <= code <= 599 and (code // 10) % 10 <= 5):
@@ -148,13 +168,20 @@ class Reply(Event, metaclass=_ReplyType):
             text = lines = tuple(text)
             if not lines:
                 lines = ("",)
+        longest = 0
         for line in lines:
-            if isinstance(line, str) and line.isprintable():
-                continue  # the everyday case, checked in C
-            if not isinstance(line, str) or _FORBIDDEN_IN_TEXT.search(line):
-                raise LocalProtocolError(f"reply text may not hold control characters: {line!r}")
-            if _LONE_SURROGATE.search(line):
-                raise LocalProtocolError(f"reply text is not UTF-8 (a lone surrogate): {line!r}")
+            if not (isinstance(line, str) and line.isprintable()):  # the everyday case, in C
+                if not isinstance(line, str) or _FORBIDDEN_IN_TEXT.search(line):
+                    raise LocalProtocolError(
+                        f"reply text may not hold control characters: {line!r}"
+                    )
+                if _LONE_SURROGATE.search(line):
+                    raise LocalProtocolError(
+                        f"reply text is not UTF-8 (a lone surrogate): {line!r}"
+                    )
+            size = len(line) if line.isascii() else len(line.encode())
+            if size > longest:
+                longest = size
         if status is not None and not isinstance(status, EnhancedStatus):
             status = _as_status(status)
         if status is not None and status.class_code != code // 100:
@@ -163,6 +190,7 @@ class Reply(Event, metaclass=_ReplyType):
         _SET_TEXT(self, text)
         _SET_STATUS(self, status)
         _SET_LINES(self, lines)
+        _SET_LONGEST(self, longest)
         if status is None and type(text) is str and type(code) is int and len(text) <= _BUILT_TEXT:
             _SET_WIRE(self, [])
             if len(_BUILT) >= _BUILT_COUNT:
@@ -216,7 +244,11 @@ class Reply(Event, metaclass=_ReplyType):
         return f"{self.code} {status}{self.message}"
 
     def to_bytes(self, status: EnhancedStatus | None = None) -> bytes:
-        """The reply as wire lines, each prefixed with ``status`` if given."""
+        """The reply as wire lines, each prefixed with ``status`` if given.
+
+        A line over :data:`MAX_REPLY_LINE` octets is ``LocalProtocolError`` (RFC 5321
+        §4.5.3.1.5). The reply itself may be built with longer text, as a client reads
+        one: only the written line, its enhanced status and all, is measured."""
         wire = self._wire
         for known, data in wire:
             if known is status:
@@ -240,21 +272,31 @@ class Reply(Event, metaclass=_ReplyType):
             text = prefix + lines[0]
             # RFC 4954 §4: "334" SP [base64], the space even when empty.
             if text or self.code == 334:
-                return f"{self.code} {text}\r\n".encode()
-            return f"{self.code}\r\n".encode()
-        last = len(lines) - 1
-        out = []
-        for index, line in enumerate(lines):
-            sep = " " if index == last else "-"
-            text = prefix + line
-            out.append(f"{self.code}{sep}{text}\r\n" if text else f"{self.code}{sep}\r\n")
-        return "".join(out).encode()
+                data = f"{self.code} {text}\r\n".encode()
+            else:
+                data = f"{self.code}\r\n".encode()
+        else:
+            last = len(lines) - 1
+            out = []
+            for index, line in enumerate(lines):
+                sep = " " if index == last else "-"
+                text = prefix + line
+                out.append(f"{self.code}{sep}{text}\r\n" if text else f"{self.code}{sep}\r\n")
+            data = "".join(out).encode()
+        # Code, separator and CRLF are 6 octets, the status its own and a space.
+        if self._longest + len(prefix) + 6 > MAX_REPLY_LINE:
+            raise LocalProtocolError(
+                f"a reply line is at most {MAX_REPLY_LINE} octets (RFC 5321 §4.5.3.1.5): "
+                f"{self.code} {prefix}{self.lines[0][:40]!r}..."
+            )
+        return data
 
 
 _SET_CODE: Final = vars(Reply)["code"].__set__
 _SET_TEXT: Final = vars(Reply)["text"].__set__
 _SET_STATUS: Final = vars(Reply)["status"].__set__
 _SET_LINES: Final = vars(Reply)["lines"].__set__
+_SET_LONGEST: Final = vars(Reply)["_longest"].__set__
 _SET_WIRE: Final = vars(Reply)["_wire"].__set__
 """Reply's slots, set through their descriptors: ``object.__setattr__`` looks each
 name up first."""

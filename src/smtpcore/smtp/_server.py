@@ -59,7 +59,7 @@ from smtpcore.smtp._events import (
 from smtpcore.smtp._everyday_params import SIZE_BIT, SMTPUTF8_BIT
 from smtpcore.smtp._ext import BUILTIN, Body
 from smtpcore.smtp._extension import Extension
-from smtpcore.smtp._replies import EnhancedStatus, Reply
+from smtpcore.smtp._replies import MAX_REPLY_LINE, EnhancedStatus, Reply
 from smtpcore.smtp._server_config import (
     HELLOS_KEPT,
     STRICT,
@@ -558,6 +558,8 @@ class ServerConnection:
 
     def send(self, event: Event) -> bytes:
         """Check ``event`` against the state, apply it, and return its bytes."""
+        if isinstance(event, Reply) and event._longest > _SURE_TO_FIT:
+            return self._send_long(event)
         pending = self._pending
         everyday = _EVERYDAY_ANSWERS.get(type(pending))
         if everyday is not None and isinstance(event, Reply):
@@ -594,6 +596,29 @@ class ServerConnection:
             # (a test holds them equal), without its checks of other states.
             return self._answer_content(pending, event)
         return self._send(pending, event)
+
+    def _send_long(self, event: Reply) -> bytes:
+        """:meth:`send` for a reply whose text may overrun a reply line once the machine
+        adds its code, enhanced status or host name (RFC 5321 §4.5.3.1.5): such a line
+        is ``LocalProtocolError`` from :meth:`Reply.to_bytes`, which the answering
+        paths call once they have moved the session; so its fields are put back, and
+        the machine is left as it was."""
+        names = [
+            name
+            for kind in type(self).__mro__
+            for name in _slot_names(kind)
+            if name not in ("__dict__", "__weakref__") and hasattr(self, name)
+        ]
+        kept = [getattr(self, name) for name in names]
+        extra = dict(vars(self))
+        try:
+            return self._send(self._pending, event)
+        except LocalProtocolError:
+            for name, value in zip(names, kept, strict=True):
+                setattr(self, name, value)
+            vars(self).clear()
+            vars(self).update(extra)
+            raise
 
     def _send(self, pending: Event | None, event: Event) -> bytes:
         """:meth:`send`, for every answer but the everyday successes."""
@@ -1243,8 +1268,10 @@ class ServerConnection:
         known = self._forwarded_message
         self._forwarded_message = command if known is None else known.merged(command)
 
-    def _starttls_accepted(self, command: StartTls, event: Reply) -> None:
+    def _starttls_accepted(self, command: StartTls, event: Reply) -> bytes:
+        data = self._finish(command, event)  # first: a reply too long changes nothing
         self._buffer.clear()  # plaintext pipelined behind STARTTLS: never read
+        return data
 
     def _auth_accepted(self, command: Auth | AuthResponse, event: Reply) -> None:
         self.authenticated = True
@@ -1362,6 +1389,18 @@ class ServerConnection:
         self._binary_transaction = False
         self._accepted = 0
         self._overshoot = 0
+
+
+_SURE_TO_FIT: Final = MAX_REPLY_LINE - len("250-\r\n") - len("5.999.999 ") - 256
+"""The longest text (in UTF-8 octets) whose reply lines fit whatever the machine adds:
+code, separator and CRLF, an enhanced status, and before an EHLO reply's first line
+the host name (a domain, at most 255 octets: RFC 5321 §4.5.3.1.2) and a space.
+:meth:`ServerConnection.send` checks a longer one with care (``_send_long``)."""
+
+
+def _slot_names(kind: type) -> tuple[str, ...]:
+    slots = vars(kind).get("__slots__", ())
+    return (slots,) if isinstance(slots, str) else tuple(slots)
 
 
 @functools.lru_cache(maxsize=64)
