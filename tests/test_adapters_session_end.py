@@ -19,7 +19,7 @@ import trio
 import smtpcore.asyncio as smtp_asyncio
 import smtpcore.trio as smtp_trio
 from smtpcore.handler import Handler, TLSInfo
-from smtpcore.smtp import ServerConnection
+from smtpcore.smtp import Event, Noop, ServerConnection
 
 
 class ScriptedTransport:
@@ -134,6 +134,28 @@ def test_a_machine_offering_auth_the_server_has_no_mechanism_for_answers_504(
     )
     assert b"250 AUTH PLAIN" in lines
     assert lines[-3].startswith(b"504 5.5.4") and lines[-2].startswith(b"221")
+
+
+@pytest.mark.parametrize("adapter", ["asyncio", "trio"])
+def test_a_failed_session_still_writes_the_replies_it_made(adapter: str) -> None:
+    """A session that fails (a bug, here the machine's) wrote nothing of what was due:
+    the replies to the commands pipelined before the failure were dropped."""
+
+    class Failing(ServerConnection):
+        def send(self, event: Event) -> bytes:
+            if isinstance(self.pending, Noop):
+                raise RuntimeError("a bug")
+            return super().send(event)
+
+    def machine(options: smtp_asyncio.ServerOptions) -> ServerConnection:
+        return Failing(options.hostname)
+
+    lines = _session(
+        adapter,
+        b"EHLO client.test\r\nMAIL FROM:<a@b.example>\r\nNOOP\r\nQUIT\r\n",
+        connection_factory=machine,
+    )
+    assert lines[-2:] == [b"250 2.1.0 OK", b""]
 
 
 def test_trio_tcp_sessions_have_nodelay_without_setting_it_again() -> None:

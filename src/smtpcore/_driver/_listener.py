@@ -365,7 +365,8 @@ class ServedSession:
         :meth:`run` raised (``None``: the session came to its end), ``watching`` the
         watchdog's block once the loop entered it, which is left first. It says
         goodbye (:meth:`_close`, told whether the watchdog went off), unless the
-        connection was lost or something failed (logged); then, in any case, the
+        connection was lost; after a failure (logged) it still writes the replies
+        already made, and says nothing more; then, in any case, the
         session leaves the registry, the protocol tidies up and the transport
         closes. A cancellation is raised again once all that is done."""
         if watching is not None:  # what leaving ``async with`` does
@@ -391,6 +392,10 @@ class ServedSession:
                 self.logger.exception(
                     "%s session with %s failed", self.protocol, peer_text(self.session.peer)
                 )
+                # The replies the machine made before the failure are the client's: a
+                # pipelined message's 250 among them, else the message is sent again.
+                with contextlib.suppress(Exception):
+                    await self._close(False)
         finally:
             self.state.remove(self)
             try:
