@@ -440,6 +440,31 @@ def test_lmtp_answers_once_per_recipient(adapter: str) -> None:
         assert [s.recv_reply()[:3] for _ in range(2)] == [b"250", b"452"]
 
 
+class LmtpClosing(Recorder):
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        return [Reply(421, "shutting down", "4.3.2"), Reply(250, "delivered")]
+
+
+def test_a_421_among_lmtp_replies_is_sent_and_closes_the_session(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 2033 §4.2: the 421 goes out, the replies after it do not, and the session
+    closes as after any 421, rather than failing on the reply after it."""
+    with (
+        running_smtp_server(adapter, LmtpClosing(), lmtp=True) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.command(b"LHLO client.test")
+        s.send(b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\n")
+        s.send(b"RCPT TO:<c@pqr.example>\r\nDATA\r\n")
+        assert [s.recv_reply()[:3] for _ in range(4)] == [b"250", b"250", b"250", b"354"]
+        s.send(b"hi\r\n.\r\n")
+        assert s.recv_reply().startswith(b"421 4.3.2 shutting down")
+        assert s.recv_some() == b""  # closed
+    assert "session with" not in caplog.text  # it did not fail
+
+
 # -- TLS ---------------------------------------------------------------------------
 
 

@@ -664,10 +664,17 @@ class ServerSession(ServedSession):
             raise ConnectionLost from None
 
     def _answer(self, reply: Reply, fallback: Reply = _LOCAL_ERROR) -> Reply:
-        """Send ``reply`` through the machine; a reply it refuses becomes ``fallback``."""
+        """Send ``reply`` through the machine; a reply it refuses becomes ``fallback``.
+
+        Returns the reply that stands. A session whose machine is closed (a 421 or
+        221 ended it) is sent nothing more, not even ``fallback``, which then only
+        stands for the refused reply: what was sent before it still goes out."""
         try:
             data = self.conn.send(reply)
         except LocalProtocolError:
+            if self.conn.state is State.CLOSED:
+                logger.error("the handler's reply %s comes after the session closed", reply)
+                return fallback
             logger.exception("the handler's reply %s is not legal here", reply)
             reply = fallback
             data = self.conn.send(reply)
@@ -1135,6 +1142,8 @@ class ServerSession(ServedSession):
             replies = await self._message_replies(envelope, due)
         self.session.envelope = None
         for reply in replies:
+            if self.conn.state is State.CLOSED:
+                break  # a 421 among LMTP's replies closed the session (RFC 2033 §4.2)
             self._answer(reply)
 
     async def _message_replies(self, envelope: Envelope, due: int) -> Sequence[Reply]:
