@@ -465,6 +465,43 @@ def test_a_421_among_lmtp_replies_is_sent_and_closes_the_session(
     assert "session with" not in caplog.text  # it did not fail
 
 
+class OddMessageReplies(Recorder):
+    def __init__(self, result: object) -> None:
+        super().__init__()
+        self.result = result
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        return self.result  # type: ignore[return-value]  # the test's point
+
+
+@pytest.mark.parametrize(
+    "result",
+    [5, object(), "250 OK", (Reply(250, "OK"), "250 OK")],
+    ids=["int", "object", "str", "a str among replies"],
+)
+@pytest.mark.parametrize("lmtp", [False, True])
+def test_handle_message_returning_no_reply_is_a_failing_hook(
+    adapter: str, result: object, lmtp: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only None, a Reply or a sequence of them answers (``MessageReply``): anything
+    else is answered 451 for each reply due, and the session goes on."""
+    with (
+        running_smtp_server(adapter, OddMessageReplies(result), lmtp=lmtp) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.command(b"LHLO client.test" if lmtp else b"EHLO client.test")
+        s.command(b"MAIL FROM:<a@abc.example>")
+        s.command(b"RCPT TO:<b@pqr.example>")
+        s.command(b"RCPT TO:<c@pqr.example>")
+        assert s.command(b"DATA").startswith(b"354")
+        s.send(b"hi\r\n.\r\n")
+        for _ in range(2 if lmtp else 1):
+            assert s.recv_reply().startswith(b"451 4.3.0")
+        assert s.command(b"NOOP").startswith(b"250")
+    assert "handle_message returned" in caplog.text
+
+
 # -- TLS ---------------------------------------------------------------------------
 
 

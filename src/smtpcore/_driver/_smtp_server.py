@@ -1147,6 +1147,10 @@ class ServerSession(ServedSession):
             self._answer(reply)
 
     async def _message_replies(self, envelope: Envelope, due: int) -> Sequence[Reply]:
+        """The replies of ``handle_message``, ``due`` of them: one
+        :class:`~smtpcore.smtp.Reply` stands for every recipient; a sequence gives
+        one each (LMTP, RFC 2033 §4.2). Anything else is the hook's failure, as an
+        exception is: logged, and ``451 4.3.0`` for every reply due."""
         result: MessageReply = None
         if "handle_message" in self.state.overridden:  # as _ask does, but for LMTP's lists
             try:
@@ -1164,6 +1168,9 @@ class ServerSession(ServedSession):
                 assert result is not None, "Handler.handle_message answers"
         if isinstance(result, Reply):
             return [result] * due
+        if not isinstance(result, Sequence) or not all(isinstance(r, Reply) for r in result):
+            logger.error("handle_message returned %r: not a Reply or a sequence of them", result)
+            return [_LOCAL_ERROR] * due
         replies = list(result)
         if len(replies) != due:
             logger.error("handle_message gave %d replies for %d recipients", len(replies), due)
