@@ -768,6 +768,60 @@ def test_an_async_maildrop_streams_under_the_store_timeout(adapter: str) -> None
         client.quit()
 
 
+class EagerDrop(Maildrop):
+    """An ``open`` written as a plain method: message 1 raises at once, message 2
+    raises ``KeyError`` at once, message 3 gives str, message 4 a str after a
+    write's worth of bytes (after ``+OK``)."""
+
+    async def messages(self) -> list[MessageInfo]:
+        return [MessageInfo(10, str(n)) for n in range(1, 5)]
+
+    def open(self, number: int) -> Iterator[bytes]:
+        if number == 1:
+            raise MessageUnavailable("Message vanished")
+        if number == 3:
+            return iter(["Subject: str\r\n"])  # type: ignore[list-item]  # the test's point
+        if number == 4:
+            first = b"Subject: a\r\n\r\n" + (b"x" * 76 + b"\r\n") * 4000  # a write's worth
+            return iter([first, "body\r\n"])  # type: ignore[list-item]
+        return iter([{1: b"never"}[number]])
+
+    async def update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
+        pass
+
+
+class EagerStore(SlowStore):
+    async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
+        return EagerDrop()
+
+
+def test_a_message_that_cannot_be_opened_or_is_not_bytes_is_err(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever ``Maildrop.open`` raises, and a first chunk that is not bytes, is
+    ``-ERR`` (a MaildropError's own) and the session goes on; a chunk that is not
+    bytes after ``+OK`` breaks off the message and closes, as any failure then."""
+    with running_pop3_server(adapter, EagerStore(adapter)) as server:
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("alice")
+        client.pass_("wonderland")
+        with pytest.raises(poplib.error_proto, match="vanished"):
+            client.retr(1)
+        with pytest.raises(poplib.error_proto, match="vanished"):
+            client.top(1, 0)
+        with pytest.raises(poplib.error_proto, match=r"SYS/TEMP"):
+            client.retr(2)
+        with pytest.raises(poplib.error_proto, match=r"SYS/TEMP"):
+            client.retr(3)
+        assert client.noop().startswith(b"+OK")
+        with pytest.raises(poplib.error_proto, match="EOF"):  # a closed connection
+            client.retr(4)
+        client.close()
+    assert "KeyError: 2" in caplog.text
+    assert "chunks are bytes, not str" in caplog.text
+    assert "message 4 of 'alice' broke off" in caplog.text
+
+
 def test_our_client_refuses_a_uidl_answer_that_names_no_unique_id(adapter: str) -> None:
     mod = module(adapter)
     steps = script(LOGIN + "C: UIDL 1\nS: +OK\nC: QUIT\nS: +OK bye")  # still in step

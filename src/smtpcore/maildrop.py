@@ -156,8 +156,9 @@ class Maildrop(abc.ABC):
 
         Line ends may be CRLF or bare LF: the server machine sends every line
         end as CRLF, and :func:`pop3_size` counts the size the same way. The
-        server takes the first chunk before it answers ``+OK``, so an error
-        raised there (:class:`MessageUnavailable`) becomes ``-ERR``.
+        server calls it and takes the first chunk before it answers ``+OK``, so
+        an error raised by either (:class:`MessageUnavailable`), or a first chunk
+        that is not bytes, becomes ``-ERR``.
         """
 
     @abc.abstractmethod

@@ -693,28 +693,31 @@ class POP3ServerSession(ServedSession):
         self._out.append(conn.send(EndOfResponse()))
 
     async def _send_message(self, event: Retr | Top) -> None:
-        """Stream one message. The first chunk is read before ``+OK``, so that a message
-        that cannot be read is answered with ``-ERR``; after that a failure can only
-        close the connection. Chunks are read a write's worth at a time: from an
-        async iterator under one ``store`` deadline (entered only when the reading
-        has to wait), from a plain one as they come (a read that blocks could not
-        be interrupted anyway)."""
+        """Stream one message. The maildrop's ``open`` is called and the first chunk
+        read before ``+OK``, so that a message that cannot be read (whatever ``open``
+        raises, a first chunk that is not bytes) is answered with ``-ERR``; after
+        that a failure can only close the connection. Chunks are read a write's
+        worth at a time: from an async iterator under one ``store`` deadline
+        (entered only when the reading has to wait), from a plain one as they come
+        (a read that blocks could not be interrupted anyway)."""
         conn, maildrop = self.conn, self.maildrop
         assert conn is not None and maildrop is not None
         number = event.message
-        raw = maildrop.open(number)
-        chunks: AsyncIterator[bytes] | Iterator[bytes] = raw
-        if isinstance(event, Top):
-            if isinstance(raw, AsyncIterator):
-                chunks = top_chunks(raw, event.lines)
-            else:
-                chunks = top_chunks_now(raw, event.lines)
+        raw: AsyncIterator[bytes] | Iterator[bytes] | None = None
+        chunks: AsyncIterator[bytes] | Iterator[bytes] | None = None
         size = self.listing[number - 1].size
         ok = Ok(f"{size} octets" if isinstance(event, Retr) else "Top of message")
         answered = done = False
         try:
             while not done:
                 try:
+                    if chunks is None:
+                        raw = chunks = maildrop.open(number)
+                        if isinstance(event, Top):
+                            if isinstance(raw, AsyncIterator):
+                                chunks = top_chunks(raw, event.lines)
+                            else:
+                                chunks = top_chunks_now(raw, event.lines)
                     if isinstance(chunks, AsyncIterator):
                         batch, done = await self.transport.within(
                             self.options.timeouts.store, self._read_chunks(chunks)
@@ -751,6 +754,8 @@ class POP3ServerSession(ServedSession):
                 self.retrieved.add(number)
         finally:
             for generator in (chunks,) if chunks is raw else (chunks, raw):
+                if generator is None:  # open() failed
+                    continue
                 if isinstance(generator, AsyncIterator):
                     aclose = getattr(generator, "aclose", None)
                     if aclose is not None:
@@ -769,6 +774,8 @@ class POP3ServerSession(ServedSession):
                 chunk = await anext(chunks)
             except StopAsyncIteration:
                 return batch, True
+            if not isinstance(chunk, bytes):
+                raise _not_bytes(chunk)
             batch.append(chunk)
             size += len(chunk)
         return batch, False
@@ -781,6 +788,8 @@ class POP3ServerSession(ServedSession):
             chunk = next(chunks, None)
             if chunk is None:
                 return batch, True
+            if not isinstance(chunk, bytes):
+                raise _not_bytes(chunk)
             batch.append(chunk)
             size += len(chunk)
         return batch, False
@@ -806,6 +815,12 @@ class POP3ServerSession(ServedSession):
             return
         left = len(self.numbers)
         self._answer(Ok(f"{hostname} POP3 server signing off ({left} messages left)"))
+
+
+def _not_bytes(chunk: object) -> TypeError:
+    """A maildrop's chunk that is not bytes: a failure to read the message, caught
+    where its chunks are read rather than when the machine refuses it."""
+    return TypeError(f"a message's chunks are bytes, not {type(chunk).__name__}")
 
 
 class BasePOP3Server(BaseListener[POP3ServerSession]):
