@@ -8,6 +8,7 @@ vanishes mid-command).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import smtplib
 import socket
@@ -317,6 +318,89 @@ def test_a_hook_past_the_command_timeout_becomes_451_and_the_session_goes_on(
         assert s.command(b"NOOP").startswith(b"250")
         assert s.command(b"QUIT").startswith(b"221")
     assert "handle_rcpt failed" in caplog.text
+
+
+class CancelledElsewhere(Handler):
+    """``handle_rcpt`` of ``lost@`` meets a cancellation that is not its session's: on
+    asyncio it awaits a shared future other code cancels; on trio it unwraps the
+    outcome of a call another task's scope cancelled."""
+
+    def __init__(self, adapter: str) -> None:
+        self.adapter = adapter
+
+    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
+        if command.recipient.local_part == "lost":
+            if self.adapter == "asyncio":
+                import asyncio
+
+                lookup = asyncio.get_running_loop().create_future()
+                asyncio.get_running_loop().call_later(0.01, lookup.cancel)
+                await lookup
+            else:
+                import outcome
+                import trio
+
+                captured: list[outcome.Outcome[None]] = []
+
+                async def lookup() -> None:
+                    captured.append(await outcome.acapture(trio.sleep_forever))
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(lookup)
+                    await trio.sleep(0.01)
+                    nursery.cancel_scope.cancel()
+                captured[0].unwrap()  # the Cancelled, out of the scope that raised it
+        return Reply(250, "OK")
+
+
+def test_a_cancellation_not_the_sessions_is_a_failing_hook(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hook that lets out a cancellation while its session is not being cancelled
+    has failed, as one that raises: 451 4.3.0, and the session and the server go
+    on (the session's own cancellations, timeouts and shutdowns, still end it)."""
+    if adapter == "asyncio" and not hasattr(asyncio.Task, "cancelling"):
+        pytest.skip("before Python 3.11 a task cannot tell whose cancellation it is")
+    with running_smtp_server(adapter, CancelledElsewhere(adapter)) as server:
+        for _ in range(2):
+            with raw_smtp_session(server.host, server.port) as s:
+                s.recv_reply()
+                s.command(b"EHLO client.test")
+                s.command(b"MAIL FROM:<a@abc.example>")
+                assert s.command(b"RCPT TO:<lost@pqr.example>").startswith(b"451 4.3.0")
+                assert s.command(b"RCPT TO:<b@pqr.example>").startswith(b"250")
+                assert s.command(b"QUIT").startswith(b"221")
+    assert "handle_rcpt failed" in caplog.text
+    assert "session with" not in caplog.text
+
+
+class Escape(BaseException):
+    """Not an Exception: the driver lets it end the session."""
+
+
+class Escaping(Handler):
+    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
+        if command.recipient.local_part == "escape":
+            raise Escape
+        return Reply(250, "OK")
+
+
+def test_what_escapes_a_session_ends_that_session_alone(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever ends a session, the server goes on serving: on trio a session task's
+    exception cancelled the whole nursery, the accept loop with it."""
+    with running_smtp_server(adapter, Escaping()) as server:
+        with raw_smtp_session(server.host, server.port) as s:
+            s.recv_reply()
+            s.command(b"EHLO client.test")
+            s.command(b"MAIL FROM:<a@abc.example>")
+            s.send(b"RCPT TO:<escape@pqr.example>\r\n")
+            assert s.recv_some() == b""  # closed
+        with raw_smtp_session(server.host, server.port) as s:
+            assert s.recv_reply().startswith(b"220")
+            assert s.command(b"QUIT").startswith(b"221")
+    assert "failed" in caplog.text
 
 
 def test_a_hook_that_waits_within_its_timeout_is_answered(adapter: str) -> None:

@@ -178,6 +178,15 @@ class AsyncioClock:
     def deadline(self, seconds: float | None) -> Deadline:
         return Deadline(seconds, self)
 
+    def stray_cancellation(self, exc: BaseException) -> bool:
+        """A ``CancelledError`` while the running task is not being cancelled (its
+        ``cancelling()`` is 0): it came from a future that other code cancelled.
+        Before Python 3.11 a task cannot tell: every one cancels the session."""
+        if sys.version_info < (3, 11) or not isinstance(exc, asyncio.CancelledError):
+            return False
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() == 0
+
     def watchdog(self) -> AsyncioClock:
         """The clock itself (see the class's description)."""
         return self

@@ -436,6 +436,12 @@ class TrioClock:
     def close(self) -> None:
         """Nothing to drop: the run's one timer forgets a watchdog when its block ends."""
 
+    def stray_cancellation(self, exc: BaseException) -> bool:
+        """A ``trio.Cancelled`` while no scope around the session's code is cancelled
+        (its effective deadline is not minus infinity): no scope of the session's
+        will catch it."""
+        return isinstance(exc, trio.Cancelled) and trio.current_effective_deadline() != -math.inf
+
     def timed_reader(
         self, receive: Callable[[int], Awaitable[bytes]]
     ) -> Callable[[float | None, int], Awaitable[bytes]]:
@@ -555,6 +561,22 @@ class TrioClock:
             return await rest_of(steps, waiting_on)
         finally:
             watchdog.give_back(saved)
+
+
+async def _run_contained(session: ListenedSession) -> None:
+    """Run ``session`` to its end, and no further: whatever escapes it (a
+    ``trio.Cancelled`` the handler raised itself, a bug), but for the cancellation
+    of a scope around it (a shutdown, its caller's timeout), is logged and ends
+    this session alone. In a nursery, a task's exception cancels every other task:
+    the server's other sessions and its accept loop."""
+    try:
+        await session.run()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        if isinstance(exc, trio.Cancelled) and trio.current_effective_deadline() == -math.inf:
+            raise  # a scope around the session is cancelled: it catches this
+        session.log_failure()
 
 
 def _link(transport: Transport) -> Link:
@@ -969,7 +991,7 @@ class _Listener(BaseListener[_S]):
             if isinstance(session, bytes):
                 self._nursery.start_soon(self._refuse, stream, session)
             else:
-                self._nursery.start_soon(session.run)
+                self._nursery.start_soon(_run_contained, session)
 
     async def _refuse(self, stream: trio.SocketStream, reply: bytes) -> None:
         with trio.move_on_after(_REFUSE_TIMEOUT):
@@ -1011,7 +1033,7 @@ class _Listener(BaseListener[_S]):
         with trio.CancelScope() as scope:
             scopes.add(scope)
             try:
-                await session.run()
+                await _run_contained(session)
             finally:
                 scopes.discard(scope)
 

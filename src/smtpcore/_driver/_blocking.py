@@ -166,6 +166,10 @@ class SocketClock:
     def close(self) -> None:
         self._deadlines.clear()
 
+    def stray_cancellation(self, exc: BaseException) -> bool:
+        """Nothing cancels a blocking session's code."""
+        return False
+
     def timeout(self) -> float | None:
         """Seconds the next wait may take (``None``: no limit); ``TimeoutError`` when a
         deadline has passed already."""

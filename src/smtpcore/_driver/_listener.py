@@ -44,6 +44,10 @@ class ListenedSession(Protocol):
         """Interrupt a wait for the next command (graceful shutdown)."""
         ...
 
+    def log_failure(self) -> None:
+        """Log the exception being handled as the session's failure."""
+        ...
+
 
 S = TypeVar("S", bound=ListenedSession)
 
@@ -389,9 +393,7 @@ class ServedSession:
             except ConnectionLost:
                 pass
             except Exception:
-                self.logger.exception(
-                    "%s session with %s failed", self.protocol, peer_text(self.session.peer)
-                )
+                self.log_failure()
                 # The replies the machine made before the failure are the client's: a
                 # pipelined message's 250 among them, else the message is sent again.
                 with contextlib.suppress(Exception):
@@ -402,6 +404,21 @@ class ServedSession:
                 await self._ended()
             finally:
                 await self.transport.aclose()
+
+    def log_failure(self) -> None:
+        """Log the exception being handled as the session's failure (one that ended
+        :meth:`run`, or escaped it: see the trio adapter's ``_run_contained``)."""
+        self.logger.exception(
+            "%s session with %s failed", self.protocol, peer_text(self.session.peer)
+        )
+
+    def _call_failed(self, exc: BaseException) -> bool:
+        """Whether ``exc``, raised out of the application's code (a handler's hook, a
+        mailstore's method), is that code's failure, logged and answered as one: an
+        ``Exception``, or a cancellation that does not cancel the session (the
+        clock's ``stray_cancellation``). Anything else (the session's own
+        cancellation: a timeout, a shutdown) must end the session."""
+        return isinstance(exc, Exception) or self.transport.stray_cancellation(exc)
 
     def wake_if_idle(self) -> None:
         """Interrupt a wait for the next command (graceful shutdown)."""

@@ -704,7 +704,9 @@ class ServerSession(ServedSession):
             try:
                 call = getattr(self.state.handler, hook)(*args)
                 reply = await self.transport.within(seconds, call)
-            except Exception:
+            except BaseException as exc:
+                if not self._call_failed(exc):
+                    raise
                 logger.exception("%s failed", hook)
                 return failed
         if reply is None:
@@ -721,7 +723,9 @@ class ServerSession(ServedSession):
             return
         try:
             await self.transport.within(None, getattr(self.state.handler, hook)(*args))
-        except Exception:
+        except BaseException as exc:
+            if not self._call_failed(exc):
+                raise
             logger.exception("%s failed", hook)
 
     # -- events -------------------------------------------------------------
@@ -791,7 +795,9 @@ class ServerSession(ServedSession):
                 started = self.transport.start_within(
                     self.options.timeouts.command, getattr(state.handler, hook)(*args)
                 )
-            except Exception:
+            except BaseException as exc:
+                if not self._call_failed(exc):
+                    raise
                 logger.exception("%s failed", hook)
                 return (_LOCAL_ERROR,)
             if not isinstance(started, tuple):  # the hook waits: the rest is awaited
@@ -817,7 +823,9 @@ class ServerSession(ServedSession):
         if rest is not None:
             try:
                 reply = await rest
-            except Exception:
+            except BaseException as exc:
+                if not self._call_failed(exc):
+                    raise
                 logger.exception("%s failed", hook)
                 reply = _LOCAL_ERROR
         if reply is None:
@@ -1102,7 +1110,9 @@ class ServerSession(ServedSession):
                 self.options.timeouts.data_block,
                 self.state.handler.handle_data_chunk(self.session, envelope, data),
             )
-        except Exception:
+        except BaseException as exc:
+            if not self._call_failed(exc):
+                raise
             logger.exception("handle_data_chunk failed")
             self._chunk_failed = True
 
@@ -1158,7 +1168,9 @@ class ServerSession(ServedSession):
                     self.options.timeouts.data_termination,
                     self.state.handler.handle_message(self.session, envelope),
                 )
-            except Exception:
+            except BaseException as exc:
+                if not self._call_failed(exc):
+                    raise
                 logger.exception("handle_message failed")
                 result = _LOCAL_ERROR
         if result is None:  # Handler's answer, as in _ask

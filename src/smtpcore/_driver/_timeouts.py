@@ -186,6 +186,14 @@ class Clock(Protocol):
         """The connection is gone: drop any timer still scheduled for it."""
         ...
 
+    def stray_cancellation(self, exc: BaseException) -> bool:
+        """Whether ``exc``, raised out of the application's code (a handler's hook, a
+        mailstore's method), is a cancellation that does not cancel the session:
+        the code's own failure (it awaited a future that other code cancelled),
+        to answer as one, where the session's own cancellation (a shutdown, a
+        timeout) must end it."""
+        ...
+
 
 async def deadline_when_waiting(
     deadline: DeadlineFactory, seconds: float | None, call: Awaitable[T]

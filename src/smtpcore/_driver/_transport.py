@@ -181,6 +181,9 @@ class LinkBase:
     def watchdog(self) -> AbstractAsyncContextManager[Watchdog]:
         return self.clock.watchdog()
 
+    def stray_cancellation(self, exc: BaseException) -> bool:
+        return self.clock.stray_cancellation(exc)
+
     async def aclose(self) -> None:
         """Close the transport, then the clock (its timers go with the connection)."""
         try:
