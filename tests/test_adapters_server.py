@@ -333,9 +333,9 @@ class CancelledElsewhere(Handler):
             if self.adapter == "asyncio":
                 import asyncio
 
-                lookup = asyncio.get_running_loop().create_future()
-                asyncio.get_running_loop().call_later(0.01, lookup.cancel)
-                await lookup
+                shared = asyncio.get_running_loop().create_future()
+                asyncio.get_running_loop().call_later(0.01, shared.cancel)
+                await shared
             else:
                 import outcome
                 import trio

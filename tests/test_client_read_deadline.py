@@ -289,6 +289,7 @@ def test_a_clock_without_timed_reader_gets_a_deadline_around_the_read() -> None:
             self.within = self.inner.within
             self.start_within = self.inner.start_within
             self.close = self.inner.close
+            self.stray_cancellation = self.inner.stray_cancellation
 
     async def main() -> None:
         transport = AsyncioTransport()
