@@ -440,7 +440,7 @@ class BaseSMTPClient(BaseClient):
         )
 
     async def _hello(self, hostname: str) -> Reply:
-        hello = Lhlo(hostname) if self.lmtp else Ehlo(hostname)
+        hello: Lhlo | Ehlo | Helo = Lhlo(hostname) if self.lmtp else Ehlo(hostname)
         reply = await self._command(hello, self.timeouts.command)
         if not reply.is_positive and not self.lmtp and reply.code in (500, 501, 502, 504):
             hello = Helo(hostname)  # the command the reply raised is the one that got it

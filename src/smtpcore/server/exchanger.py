@@ -498,8 +498,8 @@ class ExchangerSession:
         except LocalProtocolError as exc:
             # The client's own refusal of what it was about to send: the same message
             # is refused again on every retry, so it fails for good, alone.
-            reply = Reply(554, f"the message cannot be sent on as queued: {exc}", "5.3.0")
-            return dict.fromkeys(addresses, outcome(reply, from_remote=False))
+            unsendable = Reply(554, f"the message cannot be sent on as queued: {exc}", "5.3.0")
+            return dict.fromkeys(addresses, outcome(unsendable, from_remote=False))
         except SenderRefused as exc:
             if exc.result is not None:  # per batch (LIMITS): as a refusal of recipients
                 return self._refused(deliveries, exc.result, outcome(exc.reply), outcome)
