@@ -159,6 +159,28 @@ def test_update_deletes_marks_seen_and_moves_new_to_cur(tmp_path: Path) -> None:
     assert [m.uid for m in run(Maildir(path).messages())] == uids[1:]
 
 
+def test_a_deleted_message_takes_its_size_out_of_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sizes read from files without ``,W=`` (another program delivered them) are
+    shared by every session of a store: each is dropped when its message is deleted,
+    and the cache starts over past ``_SIZES_KEPT``, so that fetching and deleting mail
+    does not grow the server's memory for good."""
+    store = MaildirStore(tmp_path, {"alice": "pw"})
+    for _ in range(3):
+        write_maildir(tmp_path / "alice", [b"1\n", b"2\n"])
+        maildrop = run(store.open_maildrop(SESSION, "alice"))
+        run(maildrop.messages())
+        assert len(store.size_cache) == 2
+        run(maildrop.update(deleted={1, 2}, retrieved={1, 2}))
+        run(maildrop.close())
+        assert store.size_cache == {}
+    monkeypatch.setattr("smtpcore.maildrop._SIZES_KEPT", 2)
+    write_maildir(tmp_path / "alice", [b"1\n", b"2\n", b"3\n"])
+    listing = run(Maildir(tmp_path / "alice", size_cache=store.size_cache).messages())
+    assert [m.size for m in listing] == [3, 3, 3] and len(store.size_cache) == 1
+
+
 def test_nothing_changes_on_disk_without_update(tmp_path: Path) -> None:
     path = tmp_path / "alice"
     write_maildir(path, [b"1\n", b"2\n"])

@@ -66,6 +66,10 @@ READ_SIZE: Final = 131072
 _UID_RE: Final = re.compile(r"[\x21-\x7e]{1,70}")
 _LOCK_NAME: Final = "smtpcore-pop3.lock"
 _VSIZE_RE: Final = re.compile(r",W=([0-9]{1,15})(?:,|$)")
+_SIZES_KEPT: Final = 100_000
+"""At most this many sizes in a ``size_cache``: one for a file removed by another
+program (an IMAP server's expunge) is never asked again, so past the limit the
+cache starts over (each size is worked out again at its message's next listing)."""
 _DIGITS_RE: Final = re.compile(r"([0-9]+)")
 
 
@@ -307,7 +311,8 @@ class Maildir(Maildrop):
     ``-ERR [IN-USE]``; the kernel drops the lock if the process dies. The
     listing is taken once, from ``new`` and ``cur``. Sizes come from
     Dovecot's ``,W=`` field when the name has one, else from reading the
-    file once (remembered in ``size_cache`` by inode, size and mtime).
+    file once (remembered in ``size_cache`` by inode, size and mtime, until the
+    message is deleted; at most 100,000 sizes).
 
     Files are never renamed or removed before UPDATE: then the messages
     marked deleted are removed, and the rest of ``new`` moves to ``cur``,
@@ -322,6 +327,9 @@ class Maildir(Maildrop):
     ) -> None:
         self.path = Path(path)
         self._size_cache = {} if size_cache is None else size_cache
+        self._size_keys: dict[str, tuple[int, int, int, int]] = {}
+        """The ``size_cache`` key of each file this session's listing sized by reading
+        it: a message deleted at UPDATE takes its size out of the cache with it."""
         self._lock_fd: int | None = None
         self._entries: list[_Entry] | None = None
 
@@ -398,7 +406,8 @@ class Maildir(Maildrop):
         except OSError as exc:
             raise MaildropError(f"Cannot read the maildrop: {exc.strerror}") from exc
         key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        size = self._size_cache.get(key)
+        cache = self._size_cache
+        size = cache.get(key)
         if size is None:
             try:
                 size = pop3_size(_read_chunks(path))
@@ -406,7 +415,10 @@ class Maildir(Maildrop):
                 return None
             except OSError as exc:
                 raise MaildropError(f"Cannot read the maildrop: {exc.strerror}") from exc
-            self._size_cache[key] = size
+            if len(cache) >= _SIZES_KEPT:
+                cache.clear()
+            cache[key] = size
+        self._size_keys[path] = key
         return size
 
     def _entry(self, number: int) -> _Entry:
@@ -443,6 +455,9 @@ class Maildir(Maildrop):
                 if number in deleted:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
+                    key = self._size_keys.get(entry.path)
+                    if key is not None:
+                        self._size_cache.pop(key, None)
                 else:
                     self._mark(entry.path, cur, seen=number in retrieved)
             except OSError:
