@@ -532,6 +532,10 @@ def test_refusals_leave_the_machine_unchanged(
         lambda: Rcpt(Mailbox("bob\r\nDATA", "pqr.example")),
         lambda: Rcpt(Mailbox("bob", "pqr.example\x00")),
         lambda: AuthResponse("text"),  # type: ignore[arg-type]  # the point: not bytes
+        # A lone surrogate: UTF-8 cannot encode it, so send() would fail half-way.
+        lambda: Vrfy("bob\udcff"),
+        lambda: Noop("x\udcff"),
+        lambda: Ehlo("client\udcff.test"),
     ],
 )
 def test_command_injection_cannot_be_built(build: Callable[[], Event]) -> None:

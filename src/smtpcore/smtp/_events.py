@@ -58,9 +58,10 @@ __all__ = [
     "Xforward",
 ]
 
-# Any printable character or non-ASCII text, no controls; spaces only inside.
-_ARGUMENT_RE: Final = re.compile(r"[^\x00-\x1f\x7f]*")
-_WORD_RE: Final = re.compile(r"[^\x00-\x20\x7f]+")
+# Any printable character or non-ASCII text, no controls; spaces only inside. No lone
+# surrogate either (os.fsdecode, surrogateescape): UTF-8 has no form to send it in.
+_ARGUMENT_RE: Final = re.compile(r"[^\x00-\x1f\x7f\ud800-\udfff]*")
+_WORD_RE: Final = re.compile(r"[^\x00-\x20\x7f\ud800-\udfff]+")
 _MECHANISM_RE: Final = re.compile(r"[A-Z0-9_-]{1,20}")
 
 
