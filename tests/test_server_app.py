@@ -473,7 +473,13 @@ def _failing_hook(key: str, path: Path) -> None:
     ("on_delivery", "errors"),
     [
         (_moved_to_cur, []),
-        (_failing_hook, ["the on_delivery hook failed for mary@abc.example"]),
+        (
+            _failing_hook,
+            [  # the message, then the report to its local sender
+                "the on_delivery hook failed for mary@abc.example",
+                "the on_delivery hook failed for john@abc.example",
+            ],
+        ),
     ],
 )
 def test_a_message_delivered_with_notify_success_is_answered_250_whatever_follows(

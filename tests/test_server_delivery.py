@@ -474,6 +474,33 @@ def test_what_the_queue_cannot_record_on_a_full_disk_is_not_done_twice(
     assert attempts[:3] == [0, 1, 2] and attempts == sorted(set(attempts))
 
 
+def test_the_worker_tells_on_delivery_of_what_it_delivers_locally(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP]
+) -> None:
+    """``on_delivery`` hears of every local delivery, the worker's too: a queued local
+    recipient's copy and a bounce to a local sender (it heard of the SMTP session's
+    alone); what the hook raises is logged, the delivery stands."""
+    server = scripted([b"250 ok"], rcpt_replies={"nobody@pqr.example": b"550 5.1.1 no such user"})
+    setup = _setup(tmp_path, ZONE, server.port)
+    told: list[tuple[str, Path]] = []
+
+    def hook(key: str, path: Path) -> None:
+        told.append((key, path))
+        raise RuntimeError("the hook's own trouble")
+
+    setup.mailboxes.on_delivery = hook
+
+    async def main() -> None:
+        _enqueue(setup, "john@abc.example", ["john@abc.example", "nobody@pqr.example"])
+        await _run_until(setup, lambda: _queue_empty(setup))
+
+    asyncio.run(main())
+    assert [key for key, _ in told] == ["john@abc.example", "john@abc.example"]
+    assert all(path.exists() for _, path in told)
+    kinds = sorted(message.get_content_type() for message in setup.bounces())
+    assert kinds == ["multipart/report", "text/plain"]  # the bounce, and the copy
+
+
 def test_a_mailbox_that_fails_defers_only_its_own_recipient(
     tmp_path: Path, scripted: Callable[..., ScriptedSMTP], monkeypatch: pytest.MonkeyPatch
 ) -> None:

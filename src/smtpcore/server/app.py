@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
@@ -103,14 +103,11 @@ class MailStore:
         queue: Queue,
         mailboxes: LocalMailboxes,
         worker: DeliveryWorker | None,
-        *,
-        on_delivery: Callable[[str, Path], None] | None = None,
     ) -> None:
         self.config = config
         self.queue = queue
         self.mailboxes = mailboxes
         self.worker = worker
-        self.on_delivery = on_delivery
 
     def accept(
         self,
@@ -604,13 +601,8 @@ class _MailHandler(Handler):
                     detail=f"delivered to maildir {path}",
                 )
             )
-            if self.store.on_delivery is not None:
-                try:
-                    self.store.on_delivery(key, path)
-                except Exception:  # delivered all the same: no 451 for the retry to repeat
-                    logger.exception(
-                        "%s: the on_delivery hook failed for %s", accepted.queue_id, key
-                    )
+            # Delivered all the same whatever the hook does: no 451 for a retry to repeat.
+            self.store.mailboxes.delivered(key, path, accepted.queue_id)
         if accepted.queued is not None and self.store.worker is not None:
             self.store.worker.schedule(accepted.queued)
 

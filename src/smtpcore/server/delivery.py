@@ -630,6 +630,7 @@ class DeliveryWorker:
         except OSError as exc:  # the mailbox's trouble, not the other recipients'
             detail = f"cannot deliver into maildir: {type(exc).__name__}: {exc}"
             return Outcome(RecipientStatus.PENDING, "4.2.0", detail, "local")
+        self.mailboxes.delivered(key, path, entry.id)
         return Outcome(RecipientStatus.SENT, "2.0.0", f"delivered to maildir {path}", "local")
 
     # -- remote -----------------------------------------------------------------
@@ -863,6 +864,7 @@ class DeliveryWorker:
                 logger.info("%s: sender <%s> has no mailbox; report to %s", queue_id, sender, key)
             path = await asyncio.to_thread(self.mailboxes.deliver, key, "", report)
             logger.info("%s: sender %s notification: delivered to %s", queue_id, kind, path)
+            self.mailboxes.delivered(key, path, queue_id)
             return
         # An RFC 6533 report, or one to a UTF-8 address, needs SMTPUTF8 on the next hop.
         params: list[tuple[str, str | None]] = []

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from smtpcore.address import Mailbox, normalize_domain
 from smtpcore.server.config import ServerConfig
+from smtpcore.server.log import logger
 from smtpcore.server.maildir import Maildir, StagedMessage
 from smtpcore.server.trace import return_path_header
 
@@ -15,10 +16,27 @@ __all__ = ["LocalMailboxes"]
 
 
 class LocalMailboxes:
-    """The configured users' Maildirs, under ``data_dir/mailboxes/``."""
+    """The configured users' Maildirs, under ``data_dir/mailboxes/``.
 
-    def __init__(self, config: ServerConfig) -> None:
+    ``on_delivery(key, path)`` is told of each message delivered into one, whoever
+    delivered it (the SMTP session, or the delivery worker: a copy its mailbox first
+    refused, a report to a local sender)."""
+
+    def __init__(
+        self, config: ServerConfig, *, on_delivery: Callable[[str, Path], None] | None = None
+    ) -> None:
         self.config = config
+        self.on_delivery = on_delivery
+
+    def delivered(self, key: str, path: Path, queue_id: str) -> None:
+        """Tell ``on_delivery`` of a message delivered into mailbox ``key`` at ``path``;
+        what it raises is logged: the message is delivered all the same."""
+        if self.on_delivery is None:
+            return
+        try:
+            self.on_delivery(key, path)
+        except Exception:
+            logger.exception("%s: the on_delivery hook failed for %s", queue_id, key)
 
     def create_all(self) -> None:
         """Create every user's Maildir (and the postmaster's), so that mail tools and the

@@ -74,9 +74,10 @@ class MailServer:
     a :class:`~smtpcore.routing.StaticResolver`). ``sockets`` gives
     listeners already-bound sockets by name, which is how a test or the demo
     gets free ports without a race. ``on_delivery(key, path)`` is called
-    after each local delivery; what it raises is logged (the message is
-    delivered: the client hears 250). ``client_factory`` builds the relay's
-    SMTP clients.
+    after each local delivery, by the SMTP session or by the delivery worker
+    (a copy its mailbox first refused, a report to a local sender); what it
+    raises is logged (the message is delivered: the client hears 250).
+    ``client_factory`` builds the relay's SMTP clients.
     """
 
     def __init__(
@@ -99,7 +100,7 @@ class MailServer:
         )
         self.queue = Queue(config.queue_dir)
         self.internal = InternalAddresses([config.host], allowed=config.allow_internal_relay)
-        self.mailboxes = LocalMailboxes(config)
+        self.mailboxes = LocalMailboxes(config, on_delivery=on_delivery)
         worker_options: dict[str, Any] = {}
         if client_factory is not None:
             worker_options["client_factory"] = client_factory
@@ -118,9 +119,7 @@ class MailServer:
             internal=self.internal,
             **worker_options,
         )
-        self.store = MailStore(
-            config, self.queue, self.mailboxes, self.worker, on_delivery=on_delivery
-        )
+        self.store = MailStore(config, self.queue, self.mailboxes, self.worker)
         self.credentials = Credentials(config.users)
         self.listeners: list[Listener] = []
         self._handlers: list[InboundHandler | SubmissionHandler | LMTPHandler] = []
