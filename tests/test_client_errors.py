@@ -117,6 +117,34 @@ def test_a_message_over_the_servers_size_is_refused_before_mail(adapter: str) ->
     assert len(handler.mails) == 1 and handler.messages[0].content == MESSAGE
 
 
+def test_the_size_declared_and_checked_is_the_size_sent(adapter: str) -> None:
+    """RFC 1870 §4 counts the octets sent, CRLF pairs and all: a bare LF or CR goes as
+    CRLF, so it counts two. 90 octets with 11 bare LFs are 101 on the wire: over a
+    limit of 100 before MAIL, and declared as 101 under a larger one."""
+    handler = Recorder()
+    lf = b"Subject: lf\n\n" + b"line\n" * 9 + b"x" * 30 + b"\r\n"
+    assert (len(lf), len(lf.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))) == (90, 101)
+
+    async def attempt(port: int) -> Any:
+        async with module(adapter).SMTPClient("127.0.0.1", port) as client:
+            with pytest.raises(module(adapter).MessageTooLarge) as refused:
+                await client.send_message(lf, "a@abc.example", "bob@pqr.example")
+            return refused.value
+
+    with running_smtp_server(adapter, handler, max_message_size=100) as server:
+        error = run(adapter, lambda: attempt(server.port))
+    assert (error.size, error.limit, error.local) == (101, 100, True)
+    with running_smtp_server(adapter, handler, max_message_size=200) as server:
+        run(
+            adapter,
+            lambda: module(adapter).send_message(
+                lf, "a@abc.example", "bob@pqr.example", host=server.host, port=server.port
+            ),
+        )
+    [mail] = handler.mails
+    assert mail.params["SIZE"] == "101" and len(handler.messages[0].content) == 101
+
+
 NO_EXTENSIONS = script(
     GREET + PIPELINED + MESSAGE_LINES + "S: 250 2.0.0 queued\nC: QUIT\nS: 221 2.0.0 bye"
 )

@@ -39,12 +39,14 @@ def check_not_text(content: object) -> None:
 
 
 def known_size(content: Content) -> int | None:
-    """The octets ``content`` holds, if known without reading it: the length of
-    bytes, or what is left of a regular file; None for an iterator."""
+    """The octets ``content`` makes on the wire (RFC 1870 §4: CRLF pairs counted), if
+    known without reading it: bytes with each bare CR or LF counted as the CRLF it is
+    sent as, or what is left of a regular file (as it stands); None for an iterator."""
     if isinstance(content, (bytes, bytearray)):
-        return len(content)
+        crlf = content.count(b"\r\n")
+        return len(content) + (content.count(b"\n") - crlf) + (content.count(b"\r") - crlf)
     if isinstance(content, memoryview):
-        return content.nbytes
+        return known_size(content.tobytes())
     fileno = getattr(content, "fileno", None)
     tell = getattr(content, "tell", None)
     if fileno is None or tell is None:
