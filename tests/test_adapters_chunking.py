@@ -165,3 +165,19 @@ def test_the_trace_shows_bdat_and_its_content(adapter: str) -> None:
         )
     sent = [line for direction, line in lines if direction == "C"]
     assert "BDAT 20 LAST" in sent and "Subject: t" in sent and "." not in sent
+
+
+def test_the_trace_ends_a_line_a_chunk_left_open(adapter: str) -> None:
+    """RFC 3030 §2 sizes chunks in octets, so a chunk ends mid-line as often as not: the
+    trace shows that line marked when the chunk ends, and the next BDAT on a line of its
+    own (it was glued to the content line, and so was a RSET after a refused chunk)."""
+    lines: list[tuple[str, str]] = []
+    content = b"Subject: t\r\n\r\n" + b"0123456789" * 6 + b"\r\n"
+    with running_smtp_server(adapter, Sink()) as s:
+        send(adapter, s, content, chunk_size=25, trace=lambda d, line: lines.append((d, line)))
+    sent = [line for direction, line in lines if direction == "C"]
+    sizes = [int(line.split()[1]) for line in sent if line.startswith("BDAT ")]
+    assert len(sizes) > 2 and sum(sizes) == len(content)
+    ended = [line for line in sent if line.endswith(" [chunk ends]")]
+    assert ended and all(line.strip("0123456789 ").startswith("[chunk") for line in ended)
+    assert not any("BDAT" in line and not line.startswith("BDAT") for line in sent)

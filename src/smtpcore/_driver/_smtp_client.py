@@ -1153,6 +1153,8 @@ class BaseSMTPClient(BaseClient):
             data = conn.send(event)
             trace.sent(data, shown=_masked(event))
             chunks.append(data)
+        if type(events[0]) is Bdat:
+            trace.chunk_ended()
         return b"".join(chunks)
 
     async def _command(

@@ -65,6 +65,12 @@ class _Lines:
                 self._skipping = True
         return lines
 
+    def rest(self) -> bytes | None:
+        """The start of a line not ended yet, taken out (None when there is none)."""
+        partial, self._partial = self._partial, b""
+        skipping, self._skipping = self._skipping, False
+        return partial if partial or skipping else None
+
 
 class WireTrace:
     """The trace of one client session, sent to a callback or a logger."""
@@ -91,6 +97,15 @@ class WireTrace:
             self._emit("C", shown)
             return
         self._lines("C", self._sent.feed(data))
+
+    def chunk_ended(self) -> None:
+        """A BDAT chunk was written: its octets end where its size says, mid-line as
+        often as not (RFC 3030 §2), so the line it left open is shown now, marked, and
+        the next command starts a line of its own."""
+        rest = self._sent.rest()
+        if rest is not None:
+            text = _UNPRINTABLE.sub(_escape, rest.decode("utf-8", "replace"))
+            self._emit("C", f"{text} [chunk ends]")
 
     def received(self, data: bytes) -> None:
         """The client read ``data`` from the server."""
