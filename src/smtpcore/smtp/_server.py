@@ -558,11 +558,9 @@ class ServerConnection:
 
     def send(self, event: Event) -> bytes:
         """Check ``event`` against the state, apply it, and return its bytes."""
-        if isinstance(event, Reply) and event._longest > _SURE_TO_FIT:
-            return self._send_long(event)
         pending = self._pending
         everyday = _EVERYDAY_ANSWERS.get(type(pending))
-        if everyday is not None and isinstance(event, Reply):
+        if everyday is not None and isinstance(event, Reply) and event._longest <= _SURE_TO_FIT:
             # A success answering MAIL, RCPT, DATA, RSET or NOOP, the commands of every
             # message, moved and written here as _answer_command and _finish would
             # (a test holds them equal). Anything else takes the general path.
@@ -591,10 +589,13 @@ class ServerConnection:
             and self._state is _STATE_DATA
             and isinstance(event, Reply)
             and event.code != 421
+            and event._longest <= _SURE_TO_FIT
         ):
             # The answer to every message's final dot: what _send comes to for it
             # (a test holds them equal), without its checks of other states.
             return self._answer_content(pending, event)
+        if isinstance(event, Reply) and event._longest > _SURE_TO_FIT:
+            return self._send_long(event)
         return self._send(pending, event)
 
     def _send_long(self, event: Reply) -> bytes:
