@@ -145,6 +145,43 @@ def test_open_streams_and_a_vanished_file_is_unavailable(tmp_path: Path) -> None
         read(3)
 
 
+def test_a_link_or_a_fifo_in_a_messages_place_is_not_read(tmp_path: Path) -> None:
+    """A symbolic link to a message is not followed (whoever can write into the Maildir
+    would read any file the server can), and a FIFO put in a listed message's place is
+    not opened blocking (every session of the server would stall): unavailable."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"not yours\n")
+    path = tmp_path / "alice"
+    [first, second] = write_maildir(path, [b"a\n", b"b\n"])
+    (path / "new" / "1800000003.M1P1.test").symlink_to(secret)
+    maildir = Maildir(path)
+    assert [m.size for m in run(maildir.messages())] == [3, 3]
+    first.unlink()
+    os.mkfifo(first)  # a writer never comes: a blocking open would wait for good
+    second.unlink()
+    second.symlink_to(secret)
+    for number in (1, 2):
+        with pytest.raises(MessageUnavailable):
+            list(maildir.open(number))
+
+
+def test_a_message_another_reader_renamed_is_read_and_deleted_where_it_is(
+    tmp_path: Path,
+) -> None:
+    """A mail reader that moves a message from new/ to cur/ (its flags changed) during a
+    POP3 session does not make it unavailable, nor its DELE a removal that removed
+    nothing: the file is found again by its unique name, as Dovecot finds it."""
+    path = tmp_path / "alice"
+    [first, second] = write_maildir(path, [b"one\n", b"two\n"])
+    maildir = Maildir(path)
+    run(maildir.messages())
+    for listed in (first, second):
+        listed.rename(path / "cur" / f"{listed.name}:2,S")
+    assert b"".join(maildir.open(1)) == b"one\n"
+    run(maildir.update(deleted={1, 2}, retrieved={1}))
+    assert os.listdir(path / "new") == [] and os.listdir(path / "cur") == []
+
+
 def test_update_deletes_marks_seen_and_moves_new_to_cur(tmp_path: Path) -> None:
     path = tmp_path / "alice"
     write_maildir(path, [b"1\n", b"2\n", b"3\n"])

@@ -23,10 +23,11 @@ import hashlib
 import hmac
 import os
 import re
+import stat
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeAlias
+from typing import Any, BinaryIO, Final, TypeAlias, TypeVar
 
 from smtpcore.handler import TLSInfo, _RoomForExtra
 from smtpcore.sasl import (
@@ -65,6 +66,7 @@ READ_SIZE: Final = 131072
 
 _UID_RE: Final = re.compile(r"[\x21-\x7e]{1,70}")
 _LOCK_NAME: Final = "smtpcore-pop3.lock"
+_T = TypeVar("_T")
 _VSIZE_RE: Final = re.compile(r",W=([0-9]{1,15})(?:,|$)")
 _SIZES_KEPT: Final = 100_000
 """At most this many sizes in a ``size_cache``: one for a file removed by another
@@ -263,8 +265,29 @@ class WireSize:
         return self._counted + (2 if last and last not in (b"\n", b"\r") else 0)
 
 
+def _open_message(path: str) -> BinaryIO:
+    """The message file at ``path``, if it is a regular file; ``FileNotFoundError``
+    otherwise. A symbolic link is not followed (a user who can write into a Maildir
+    would read any file the server can), and the file is opened without blocking, so
+    that a FIFO put in a message's place after the listing cannot stall the server."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symbolic link
+            raise FileNotFoundError(errno.ENOENT, "not a message file", path) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FileNotFoundError(errno.ENOENT, "not a message file", path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _read_chunks(path: str) -> Any:
-    with open(path, "rb") as file:
+    with _open_message(path) as file:
         while chunk := file.read(READ_SIZE):
             yield chunk
 
@@ -316,7 +339,10 @@ class Maildir(Maildrop):
 
     Files are never renamed or removed before UPDATE: then the messages
     marked deleted are removed, and the rest of ``new`` moves to ``cur``,
-    with the ``S`` (seen) flag on those retrieved, as Dovecot does.
+    with the ``S`` (seen) flag on those retrieved, as Dovecot does. A message
+    another reader renamed meanwhile is found again by its unique name. Only
+    regular files are messages: a symbolic link is not followed, nor a FIFO
+    opened.
     """
 
     def __init__(
@@ -373,7 +399,11 @@ class Maildir(Maildrop):
                 with os.scandir(directory) as listing:
                     # Messages are regular files: a directory, a FIFO (whose open would
                     # block the server) or a dangling link another program left is not.
-                    names = [e.name for e in listing if e.is_file() and e.name[:1] != "."]
+                    names = [
+                        e.name
+                        for e in listing
+                        if e.is_file(follow_symlinks=False) and e.name[:1] != "."
+                    ]
             except FileNotFoundError:
                 continue
             except OSError as exc:
@@ -431,9 +461,8 @@ class Maildir(Maildrop):
 
     def open(self, number: int) -> Iterator[bytes]:
         """The message's file in chunks of :data:`READ_SIZE` (blocking reads)."""
-        path = self._entry(number).path
         try:
-            file = open(path, "rb")  # noqa: SIM115 - the with below closes it
+            file = self._reopened(number, _open_message)
         except FileNotFoundError:
             raise MessageUnavailable() from None
         except OSError as exc:
@@ -444,6 +473,38 @@ class Maildir(Maildrop):
                 if len(chunk) < READ_SIZE:
                     break  # a buffered read is short only at the end: save a call
 
+    def _reopened(self, number: int, use: Callable[[str], _T]) -> _T:
+        """``use(path)`` of message ``number``'s file; where it is gone, of the file
+        another reader renamed it to (``new/`` to ``cur/``, its flags changed), found
+        by its unique name as Dovecot finds it; ``FileNotFoundError`` when none is."""
+        entry = self._entry(number)
+        try:
+            return use(entry.path)
+        except FileNotFoundError:
+            moved = self._find(entry.path)
+            if moved is None:
+                raise
+            assert self._entries is not None
+            self._entries[number - 1] = _Entry(moved, entry.info)
+            return use(moved)
+
+    def _find(self, path: str) -> str | None:
+        """The file in ``new/`` or ``cur/`` with the unique name of ``path``, or None."""
+        base = os.path.basename(path).split(":", 1)[0]
+        root = os.fspath(self.path)
+        for sub in ("cur", "new"):
+            directory = os.path.join(root, sub)
+            try:
+                names = os.listdir(directory)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if name.split(":", 1)[0] == base:
+                    found = os.path.join(directory, name)
+                    if found != path:
+                        return found
+        return None
+
     # -- UPDATE ---------------------------------------------------------
 
     async def update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
@@ -453,8 +514,8 @@ class Maildir(Maildrop):
         for number, entry in enumerate(entries, 1):
             try:
                 if number in deleted:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(entry.path)
+                    with contextlib.suppress(FileNotFoundError):  # gone: removed already
+                        self._reopened(number, os.unlink)
                     key = self._size_keys.get(entry.path)
                     if key is not None:
                         self._size_cache.pop(key, None)
