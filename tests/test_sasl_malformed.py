@@ -328,6 +328,29 @@ def test_credential_store_down_is_a_temporary_failure(mechanism: str) -> None:
     assert step == Failure("store down", temporary=True)
 
 
+@pytest.mark.parametrize("verdict", ["no", 1, None, [False]])
+def test_only_true_from_a_callback_authenticates(verdict: object) -> None:
+    """A ``check_password`` or ``authorize`` that answers with anything but a bool
+    (a truthy ``"no"``, say) refuses, naming the callback's mistake: read by
+    truthiness, a wrong answer let the client in."""
+
+    def check(*args: object) -> bool:
+        return verdict  # type: ignore[return-value]  # the callback's mistake
+
+    def yes(*args: object) -> bool:
+        return True
+
+    reason = f"check_password gave {type(verdict).__name__}, not a bool"
+    assert PlainServer(check).start(b"\x00tim\x00pw") == Failure(reason)
+    server = LoginServer(check)
+    server.start(b"tim")
+    assert server.step(b"pw") == Failure(reason)
+    acting = PlainServer(yes, authorize=check)
+    reason = f"authorize gave {type(verdict).__name__}, not a bool"
+    assert acting.start(b"boss\x00tim\x00pw") == Failure(reason)
+    assert PlainServer(yes, authorize=yes).start(b"boss\x00tim\x00pw") == Success("boss", "tim")
+
+
 @pytest.mark.parametrize("mechanism", sorted(FACTORIES))
 def test_misuse_raises_local_protocol_error(mechanism: str) -> None:
     server = FACTORIES[mechanism]()

@@ -36,7 +36,8 @@ DEFAULT_MAX_RESPONSE_SIZE: Final = 12288
 of 12288 octets sufficient for the authentication mechanisms deployed."""
 
 Authorize: TypeAlias = Callable[[str, str], bool]
-"""``authorize(authzid, authcid)``: may ``authcid`` act as someone else?"""
+"""``authorize(authzid, authcid)``: may ``authcid`` act as someone else? Only
+``True`` says yes."""
 
 
 class SASLError(ProtocolError):
@@ -113,6 +114,16 @@ class _Progress(enum.Enum):
     FRESH = "fresh"
     RUNNING = "running"
     DONE = "done"
+
+
+def _require_true(verdict: object, callback: str, refusal: str) -> None:
+    """Go on only if a callback's verdict is ``True``; anything else ends the
+    exchange with ``refusal``, and a verdict that is not a bool (``"no"``,
+    ``None``) as the callback's mistake: a mistake must never let anyone in."""
+    if verdict is not True:
+        if verdict is not False:
+            refusal = f"{callback} gave {type(verdict).__name__}, not a bool"
+        raise _Reject(refusal)
 
 
 def decode_utf8(data: bytes, what: str) -> str:
@@ -258,8 +269,9 @@ class ServerMechanism(abc.ABC):
 
     def _succeed(self, authzid: str, authcid: str, data: bytes | None = None) -> Success:
         """Apply the authorization rule once the client has proved ``authcid``."""
-        if authzid and authzid != authcid and not self._authorize(authzid, authcid):
-            raise _Reject(f"{authcid!r} may not act as {authzid!r}")
+        if authzid and authzid != authcid:
+            verdict = self._authorize(authzid, authcid)
+            _require_true(verdict, "authorize", f"{authcid!r} may not act as {authzid!r}")
         return Success(authzid or authcid, authcid, data)
 
     @abc.abstractmethod

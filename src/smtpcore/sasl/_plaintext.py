@@ -20,6 +20,7 @@ from smtpcore.sasl._base import (
     ServerMechanism,
     Step,
     _Reject,
+    _require_true,
     decode_utf8,
     encode_utf8,
 )
@@ -33,7 +34,8 @@ __all__ = [
 ]
 
 CheckPassword: TypeAlias = Callable[[str, str, str], bool]
-"""``check_password(authzid, authcid, password) -> ok``.
+"""``check_password(authzid, authcid, password) -> ok``: ``True`` authenticates,
+anything else refuses (a verdict that is not a bool as the callback's mistake).
 
 ``authzid`` is what the client asked to act as ("" for itself; LOGIN always
 passes ""). Compare the password with :func:`hmac.compare_digest` (or a
@@ -114,8 +116,8 @@ class PlainServer(ServerMechanism):
         authzid, authcid, password = (decode_utf8(field, "PLAIN message") for field in fields)
         if not authcid or not password:
             raise _Reject("PLAIN authcid and password may not be empty")
-        if not self._check_password(authzid, authcid, password):
-            raise _Reject("invalid credentials")
+        verdict = self._check_password(authzid, authcid, password)
+        _require_true(verdict, "check_password", "invalid credentials")
         return self._succeed(authzid, authcid)
 
 
@@ -184,6 +186,6 @@ class LoginServer(ServerMechanism):
             return Challenge(PASSWORD_PROMPT)
         if not text:
             raise _Reject("LOGIN password may not be empty")
-        if not self._check_password("", self._username, text):
-            raise _Reject("invalid credentials")
+        verdict = self._check_password("", self._username, text)
+        _require_true(verdict, "check_password", "invalid credentials")
         return self._succeed("", self._username)
