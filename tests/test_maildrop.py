@@ -27,6 +27,7 @@ from smtpcore.maildrop import (
     MessageInfo,
     MessageUnavailable,
     POP3Session,
+    delivery_order,
     pop3_size,
 )
 
@@ -270,3 +271,21 @@ def test_delivery_order_compares_numbers_as_numbers(tmp_path: Path) -> None:
         (path / "new" / name).write_bytes(name.encode() + b"\n")
     listing = run(Maildir(path).messages())
     assert [m.uid for m in listing] == [names[3], *names[:3]]
+
+
+def test_delivery_order_takes_ascii_digits_alone_as_numbers(tmp_path: Path) -> None:
+    """A name with a digit that is not ASCII (``²``, ``①``) between ASCII ones sorts
+    by its ASCII runs: ``str.isdigit`` holds for those, and ``int`` refused them, so
+    one such file in ``new/`` made every login to the maildrop fail."""
+    assert delivery_order("17\u00b25.host") == [
+        (0, 17, ""),
+        (1, 0, "\u00b2"),
+        (0, 5, ""),
+        (1, 0, ".host"),
+    ]
+    names = ["1700000001.M2\u2460\u24603P1.host", "1700000001.M10P1.host"]
+    path = tmp_path / "alice"
+    write_maildir(path, [])
+    for name in names:
+        (path / "new" / name).write_bytes(b"Subject: x\n\nbody\n")
+    assert len(run(Maildir(path).messages())) == 2

@@ -317,11 +317,13 @@ def delivery_order(name: str) -> list[tuple[int, int, str]]:
     A Maildir unique name starts with the delivery time in seconds, often
     followed by microseconds and a counter (``M<usec>``, ``Q<n>``) that are
     not zero-padded, so numbers compare as numbers: ``M5`` comes before
-    ``M123456``, which a plain string sort gets wrong.
+    ``M123456``, which a plain string sort gets wrong. The runs of ASCII digits
+    are the odd parts of the split (``str.isdigit`` holds for ``²`` and ``①``
+    as well, which ``int`` refuses).
     """
     return [
-        (0, int(part), "") if part.isdigit() else (1, 0, part)
-        for part in _DIGITS_RE.split(name)
+        (0, int(part), "") if index % 2 else (1, 0, part)
+        for index, part in enumerate(_DIGITS_RE.split(name))
         if part
     ]
 
