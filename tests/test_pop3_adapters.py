@@ -8,10 +8,13 @@ reads are the point, it talks to a :class:`~smtpcore.testing.ScriptedServer`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import dataclasses
+import functools
 import hashlib
+import io
 import poplib
 import socket
 import threading
@@ -38,6 +41,7 @@ from smtpcore._driver import POP3Timeouts
 from smtpcore.maildrop import (
     MaildirStore,
     Maildrop,
+    MaildropError,
     Mailstore,
     MessageInfo,
     MessageUnavailable,
@@ -978,3 +982,290 @@ def test_a_shutdown_begun_while_a_response_is_written_says_so_after_it(
 
     received = trio.run(main)
     assert received.endswith(crlf(MESSAGES[2]) + b".\r\n-ERR [SYS/TEMP] Server shutting down\r\n")
+
+
+# -- a mailstore's mistakes -----------------------------------------------------------
+
+MESSAGE = b"Subject: hi\r\n\r\nhello\r\n"
+
+
+async def stray_cancellation(adapter: str) -> None:
+    """Meet a cancellation that is not the session's: on asyncio a shared future other
+    code cancels, on trio the outcome of a call another task's scope cancelled."""
+    if adapter == "asyncio":
+        import asyncio
+
+        lookup = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.01, lookup.cancel)
+        await lookup
+    else:
+        import outcome
+        import trio
+
+        captured: list[outcome.Outcome[None]] = []
+
+        async def call() -> None:
+            captured.append(await outcome.acapture(trio.sleep_forever))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        captured[0].unwrap()
+
+
+class FaultyDrop(Maildrop):
+    """One message; what goes wrong is its store's ``fault``, ``"<hook>: <what>"``."""
+
+    def __init__(self, store: FaultyStore) -> None:
+        self.store = store
+
+    async def messages(self) -> Any:
+        await self.store.meet("messages")
+        return self.store.listing
+
+    def open(self, number: int) -> AsyncIterator[bytes] | Iterator[bytes]:
+        fault = self.store.fault
+        if fault == "open: empty chunks forever":
+            return iter(functools.partial(io.BytesIO(MESSAGE).read, 65536), None)
+        if fault == "open: empty async chunks forever":
+            return self._empty_forever()
+        if fault == "open: some empty chunks":
+            return iter([b"", MESSAGE[:5], b"", b"", MESSAGE[5:], b""])
+        if fault.startswith("open:"):
+            return self._async_chunks()
+        return iter([MESSAGE])
+
+    async def _async_chunks(self) -> AsyncIterator[bytes]:
+        try:
+            await self.store.meet("open")
+            if self.store.fault == "open: a str, cleanup hangs":
+                yield "a str"  # type: ignore[misc]  # the test's point
+            yield MESSAGE
+        finally:
+            if self.store.fault.endswith("cleanup hangs"):
+                await module_sleep(self.store.adapter)(30)
+
+    async def _empty_forever(self) -> AsyncIterator[bytes]:
+        yield MESSAGE
+        while True:
+            yield b""
+
+    async def update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
+        await self.store.meet("update")
+        if self.store.fault == "update: MaildropError code ''":
+            raise MaildropError("1 message left behind", code="")
+
+    async def close(self) -> None:
+        self.store.closed += 1
+        await self.store.meet("close")
+
+
+class FaultyStore(Mailstore):
+    def __init__(self, adapter: str, fault: str) -> None:
+        self.adapter = adapter
+        self.fault = fault
+        self.closed = 0
+        self.listing: list[Any] = [MessageInfo(len(MESSAGE), "one")]
+        if fault == "messages: a uid twice":
+            self.listing.append(MessageInfo(len(MESSAGE), "one"))
+        elif fault == "messages: tuples":
+            self.listing = [(len(MESSAGE), "one")]
+
+    async def meet(self, hook: str) -> None:
+        """The fault, if it is ``hook``'s: a stray cancellation (once) or a hang."""
+        if self.fault == f"{hook}: stray cancellation":
+            self.fault = ""
+            await stray_cancellation(self.adapter)
+        elif self.fault == f"{hook}: hangs":
+            await module_sleep(self.adapter)(30)
+
+    async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
+        await self.meet("check_password")
+        if self.fault == "check_password: str":
+            return "no"  # type: ignore[return-value]  # the test's point
+        return password == "wonderland"
+
+    async def apop_secret(self, session: POP3Session, user: str) -> str | None:
+        return b"secret" if self.fault == "apop_secret: bytes" else None  # type: ignore[return-value]
+
+    def sasl_mechanisms(self, session: POP3Session) -> Any:
+        return None if self.fault == "sasl_mechanisms: None" else {}
+
+    async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
+        await self.meet("open_maildrop")
+        if self.fault == "open_maildrop: MaildropError code 'SYS/PERM '":
+            raise MaildropError("archived", code="SYS/PERM ")
+        return FaultyDrop(self)
+
+
+def converse(sock: socket.socket, *commands: bytes) -> list[bytes]:
+    """Each command's answer, with the whole message after ``+OK`` to RETR or TOP."""
+    answers = []
+    for command in commands:
+        sock.sendall(command + b"\r\n")
+        multi_line = command.startswith((b"RETR", b"TOP"))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+            if answer.endswith(b"\r\n") and (
+                not multi_line or answer.startswith(b"-ERR") or answer.endswith(b"\r\n.\r\n")
+            ):
+                break
+        answers.append(answer)
+    return answers
+
+
+STRAY: dict[str, tuple[list[str], str]] = {
+    "check_password": (
+        ["+OK", "-ERR [SYS/TEMP]", "+OK", "+OK", "+OK", "+OK", "+OK", "+OK"],
+        "check_password failed",
+    ),
+    "open_maildrop": (
+        ["+OK", "-ERR [SYS/TEMP]", "+OK", "+OK", "+OK", "+OK", "+OK", "+OK"],
+        "open_maildrop('alice') failed",
+    ),
+    "messages": (
+        ["+OK", "-ERR [SYS/TEMP]", "+OK", "+OK", "+OK", "+OK", "+OK", "+OK"],
+        "listing the maildrop of 'alice' failed",
+    ),
+    "open": (
+        ["+OK", "+OK", "-ERR", "-ERR", "-ERR [SYS/TEMP]", "+OK", "+OK", "+OK"],
+        "reading message 1 of 'alice' failed",
+    ),
+    "update": (
+        ["+OK", "+OK", "-ERR", "-ERR", "+OK", "+OK", "+OK", "-ERR [SYS/TEMP]"],
+        "UPDATE of 'alice' failed",
+    ),
+    "close": (
+        ["+OK", "+OK", "-ERR", "-ERR", "+OK", "+OK", "+OK", "+OK"],
+        "closing the maildrop of alice failed",
+    ),
+}
+
+
+@pytest.mark.parametrize("hook", sorted(STRAY))
+def test_a_cancellation_not_the_sessions_out_of_a_mailstore_is_its_failure(
+    adapter: str, hook: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mailstore's method that lets out a cancellation while its session is not
+    being cancelled has failed, as one that raises: logged, ``-ERR [SYS/TEMP]``, and
+    the session goes on. It ended the session with no answer (on asyncio the
+    cancellation escaped the session)."""
+    if adapter == "asyncio" and not hasattr(asyncio.Task, "cancelling"):
+        pytest.skip("before Python 3.11 a task cannot tell whose cancellation it is")
+    expected, logged = STRAY[hook]
+    with (
+        running_pop3_server(
+            adapter, FaultyStore(adapter, f"{hook}: stray cancellation")
+        ) as server,
+        raw(server.port) as sock,
+    ):
+        read_until(sock, b"\r\n")
+        login = (b"USER alice", b"PASS wonderland")
+        answers = converse(sock, *login, *login, b"RETR 1", b"RETR 1", b"DELE 1", b"QUIT")
+        assert sock.recv(100) == b""
+        server.wait_for_sessions(0)
+    assert [a.decode()[: len(e)] for a, e in zip(answers, expected, strict=True)] == expected
+    assert answers[5].endswith(MESSAGE + b".\r\n")
+    assert logged in caplog.text
+    assert "session with" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("fault", "command"),
+    [
+        ("close: hangs", b"QUIT"),
+        ("open: cleanup hangs", b"TOP 1 0"),
+        ("open: a str, cleanup hangs", b"RETR 1"),
+    ],
+)
+def test_a_maildrop_that_hangs_in_its_cleanup_is_cut_off_at_the_store_timeout(
+    adapter: str, fault: str, command: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``Maildrop.close`` and the cleanup of a message's generator run under the
+    ``store`` timeout; past it the failure is logged, the answers made are written
+    and the session ends. Either held the session and its connection forever."""
+    timeouts = dataclasses.replace(POP3Timeouts.uniform(10.0), store=0.3)
+    store = FaultyStore(adapter, fault)
+    with (
+        running_pop3_server(adapter, store, timeouts=timeouts) as server,
+        raw(server.port) as sock,
+    ):
+        read_until(sock, b"\r\n")
+        converse(sock, b"USER alice", b"PASS wonderland")
+        started = time.monotonic()
+        (answer,) = converse(sock, command)
+        assert sock.recv(100) == b""  # the session is over
+        assert time.monotonic() - started < 5
+        server.wait_for_sessions(0)
+    if command == b"TOP 1 0":
+        assert answer == b"+OK Top of message\r\nSubject: hi\r\n\r\n.\r\n"
+    elif command == b"RETR 1":
+        assert answer.startswith(b"-ERR [SYS/TEMP]")
+        assert "closing message 1 of 'alice' failed" in caplog.text
+    else:
+        assert answer.startswith(b"+OK")
+        assert "closing the maildrop of alice failed" in caplog.text
+    assert "TimeoutError" in caplog.text
+
+
+WRONG: dict[str, tuple[list[bytes], list[bytes], str]] = {
+    "sasl_mechanisms: None": ([b"CAPA"], [b"+OK Capability"], "sasl_mechanisms failed"),
+    "apop_secret: bytes": (
+        [b"APOP alice " + b"0" * 32, b"NOOP"],
+        [b"-ERR [SYS/TEMP]", b"-ERR"],
+        "apop_secret failed",
+    ),
+    "check_password: str": (
+        [b"USER alice", b"PASS wonderland"],
+        [b"+OK", b"-ERR [AUTH]"],
+        "check_password gave str, not a bool",
+    ),
+    "messages: tuples": (
+        [b"USER alice", b"PASS wonderland"],
+        [b"+OK", b"-ERR [SYS/TEMP]"],
+        "a maildrop lists MessageInfo, not tuple",
+    ),
+    "messages: a uid twice": (
+        [b"USER alice", b"PASS wonderland"],
+        [b"+OK", b"-ERR [SYS/TEMP]"],
+        "the unique-id 'one' is listed twice",
+    ),
+    "open_maildrop: MaildropError code 'SYS/PERM '": (
+        [b"USER alice", b"PASS wonderland", b"NOOP"],
+        [b"+OK", b"-ERR archived\r\n", b"-ERR"],
+        "'SYS/PERM ' is not a response code",
+    ),
+    "update: MaildropError code ''": (
+        [b"USER alice", b"PASS wonderland", b"DELE 1", b"QUIT"],
+        [b"+OK", b"+OK", b"+OK", b"-ERR 1 message left behind\r\n"],
+        "'' is not a response code",
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(WRONG))
+def test_what_a_mailstore_gives_wrong_is_its_failure(
+    adapter: str, fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A result of the wrong type (mechanisms that are no mapping, a secret that is
+    not a str, a password check that is no bool, a listing of anything but
+    MessageInfo or with a unique-id twice, RFC 1939 §7) and a MaildropError whose
+    code is no response code (RFC 2449 §8) are the store's failures: logged and
+    answered, the session going on. They ended it with no answer, or (a truthy
+    check) logged the client in, or (a listing) went on the wire as they were."""
+    commands, expected, logged = WRONG[fault]
+    store = FaultyStore(adapter, fault)
+    with running_pop3_server(adapter, store) as server, raw(server.port) as sock:
+        assert read_until(sock, b"\r\n").startswith(b"+OK")
+        answers = converse(sock, *commands)
+        assert [a[: len(e)] for a, e in zip(answers, expected, strict=True)] == expected
+        if commands[-1] != b"QUIT":
+            assert converse(sock, b"QUIT")[0].startswith(b"+OK")
+    assert logged in caplog.text
+    assert "session with" not in caplog.text
+    if fault == "sasl_mechanisms: None":
+        assert b"SASL" not in answers[0]
+    if fault.startswith("messages"):
+        assert store.closed == 1

@@ -96,7 +96,8 @@ class MaildropError(Exception):
     """The maildrop cannot serve the session; the client gets ``-ERR [code] message``.
 
     ``code`` is an RFC 2449 §8 response code: ``SYS/TEMP`` (the default: try
-    again later), ``SYS/PERM``, ``IN-USE`` or ``LOGIN-DELAY``, or ``None``.
+    again later), ``SYS/PERM``, ``IN-USE`` or ``LOGIN-DELAY``, or ``None``. The
+    server logs a code that is not one (``""``, ``"SYS/PERM "``) and leaves it out.
     """
 
     def __init__(self, message: str, code: str | None = "SYS/TEMP") -> None:
@@ -147,7 +148,9 @@ class Maildrop(abc.ABC):
 
     @abc.abstractmethod
     async def messages(self) -> Sequence[MessageInfo]:
-        """The messages, in order; called once per session."""
+        """The messages, in order; called once per session. Each is a
+        :class:`MessageInfo`, and no unique-id comes twice (RFC 1939 §7): the
+        server refuses the login otherwise (``-ERR [SYS/TEMP]``, logged)."""
 
     @abc.abstractmethod
     def open(self, number: int) -> AsyncIterator[bytes] | Iterator[bytes]:
@@ -164,7 +167,8 @@ class Maildrop(abc.ABC):
         end as CRLF, and :func:`pop3_size` counts the size the same way. The
         server calls it and takes the first chunk before it answers ``+OK``, so
         an error raised by either (:class:`MessageUnavailable`), or a first chunk
-        that is not bytes, becomes ``-ERR``.
+        that is not bytes, becomes ``-ERR``. The generator's cleanup (``aclose``)
+        runs under the ``store`` timeout too.
         """
 
     @abc.abstractmethod
@@ -177,7 +181,8 @@ class Maildrop(abc.ABC):
         """
 
     async def close(self) -> None:  # noqa: B027 - a maildrop without a lock needs nothing
-        """Release the lock; the session is over."""
+        """Release the lock; the session is over. Called under the ``store``
+        timeout, as every hook."""
 
 
 class Mailstore:
@@ -196,7 +201,8 @@ class Mailstore:
     the server does not know, rather than as a failed login."""
 
     async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
-        """USER/PASS (RFC 1939 §7): is ``password`` right for ``user``?"""
+        """USER/PASS (RFC 1939 §7): is ``password`` right for ``user``? Only ``True``
+        logs in."""
         return False
 
     async def apop_secret(self, session: POP3Session, user: str) -> str | None:

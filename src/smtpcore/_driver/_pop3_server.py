@@ -17,7 +17,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import CoroutineType
 from typing import TYPE_CHECKING, Final, TypedDict, TypeVar
@@ -96,6 +96,7 @@ _WRITE_SIZE: Final = 262144
 pieces this big, and many small pipelined answers in one."""
 
 _TEMP_ERROR: Final = Err("Internal error, try again later", code="SYS/TEMP")
+_NOT_REMOVED: Final = Err("Some deleted messages were not removed", code="SYS/TEMP")
 _SHUTTING_DOWN: Final = Err("Server shutting down", code="SYS/TEMP")
 _AUTH_FAILED: Final = Err("Authentication failed", code="AUTH")
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]+")
@@ -105,8 +106,10 @@ T = TypeVar("T")
 
 
 def _text(message: object) -> str:
-    """An error message fit for a status line."""
-    return _CONTROL_RE.sub(" ", str(message)).strip()[:200]
+    """An error message fit for a status line (UTF-8 text: a lone surrogate is
+    replaced)."""
+    text = str(message).encode("utf-8", "replace").decode("utf-8")
+    return _CONTROL_RE.sub(" ", text).strip()[:200]
 
 
 def _is_loopback(peer: tuple[str, int] | None) -> bool:
@@ -278,11 +281,15 @@ class POP3ServerSession(ServedSession):
         await self._release()
 
     async def _release(self) -> None:
+        """Close the maildrop, releasing its lock (RFC 1939 §6), under the store
+        timeout: a close that hangs must not hold the session and its connection."""
         maildrop, self.maildrop = self.maildrop, None
         if maildrop is not None:
             try:
-                await maildrop.close()
-            except Exception:
+                await self._store(maildrop.close)
+            except BaseException as exc:
+                if not self._call_failed(exc):
+                    raise
                 logger.exception("closing the maildrop of %s failed", self.session.user)
 
     def _new_connection(self) -> ServerConnection:
@@ -318,11 +325,13 @@ class POP3ServerSession(ServedSession):
             return {}
         try:
             offered = self.store.sasl_mechanisms(self.session)
-        except Exception:
-            logger.exception("sasl_mechanisms failed")
+            by_name = {name.upper(): factory for name, factory in offered.items()}
+            return {name: by_name[name] for name in offered_mechanisms(by_name, bindings)}
+        except BaseException as exc:  # a result that is no mapping of names, too
+            if not self._call_failed(exc):
+                raise
+            logger.exception("sasl_mechanisms failed: no SASL offered")
             return {}
-        by_name = {name.upper(): factory for name, factory in offered.items()}
-        return {name: by_name[name] for name in offered_mechanisms(by_name, bindings)}
 
     async def _open(self) -> None:
         options = self.options
@@ -481,6 +490,17 @@ class POP3ServerSession(ServedSession):
         """A mailstore call under the store timeout."""
         return await self.transport.within(self.options.timeouts.store, call())
 
+    def _failure(
+        self, exc: BaseException, call: str, *args: object, answer: Err = _TEMP_ERROR
+    ) -> Err:
+        """The answer to a mailstore call that failed with ``exc`` (one
+        :meth:`_call_failed` says is its own): a :class:`MaildropError`'s ``-ERR``,
+        else ``answer``, with ``exc`` logged as the failure of ``call % args``."""
+        if isinstance(exc, MaildropError):
+            return _maildrop_err(exc)
+        logger.error(f"{call} failed", *args, exc_info=exc)
+        return answer
+
     # -- commands ---------------------------------------------------------
 
     async def _dispatch(self, event: Event) -> None:
@@ -549,13 +569,16 @@ class POP3ServerSession(ServedSession):
             ok = await self._store(
                 lambda: self.store.check_password(self.session, user, event.password)
             )
-        except Exception:
-            logger.exception("check_password failed")
-            self._answer(_TEMP_ERROR)
+        except BaseException as exc:
+            if not self._call_failed(exc):
+                raise
+            self._answer(self._failure(exc, "check_password"))
             return
-        if ok:
+        if ok is True:  # nothing else logs in: a wrong answer must fail closed
             await self._login(user, "USER")
         else:
+            if ok is not False:
+                logger.error("check_password gave %s, not a bool: refused", type(ok).__name__)
             self._failed("PASS", user)
 
     async def _apop(self, event: Apop) -> None:
@@ -564,11 +587,14 @@ class POP3ServerSession(ServedSession):
         timestamp = conn.apop_timestamp
         try:
             secret = await self._store(lambda: self.store.apop_secret(self.session, event.name))
-        except Exception:
-            logger.exception("apop_secret failed")
-            self._answer(_TEMP_ERROR)
+            # A secret that is not a str fails here: the store's failure too.
+            matches = secret is not None and apop_matches(timestamp, secret, event.digest)
+        except BaseException as exc:
+            if not self._call_failed(exc):
+                raise
+            self._answer(self._failure(exc, "apop_secret"))
             return
-        if secret is not None and apop_matches(timestamp, secret, event.digest):
+        if matches:
             await self._login(event.name, "APOP")
         else:
             self._failed("APOP", event.name)
@@ -608,23 +634,19 @@ class POP3ServerSession(ServedSession):
         session = self.session
         try:
             maildrop = await self._store(lambda: self.store.open_maildrop(session, user))
-        except MaildropError as exc:
-            self._answer(Err(_text(exc), code=exc.code))
-            return
-        except Exception:
-            logger.exception("open_maildrop(%r) failed", user)
-            self._answer(_TEMP_ERROR)
+        except BaseException as exc:
+            if not self._call_failed(exc):
+                raise
+            self._answer(self._failure(exc, "open_maildrop(%r)", user))
             return
         self.maildrop = maildrop
         try:
-            listing = list(await self._store(maildrop.messages))
-        except Exception as exc:
+            listing = _checked_listing(await self._store(maildrop.messages))
+        except BaseException as exc:
+            if not self._call_failed(exc):
+                raise
             await self._release()
-            if isinstance(exc, MaildropError):
-                self._answer(Err(_text(exc), code=exc.code))
-            else:
-                logger.exception("listing the maildrop of %r failed", user)
-                self._answer(_TEMP_ERROR)
+            self._answer(self._failure(exc, "listing the maildrop of %r", user))
             return
         self.listing = listing
         self.numbers = MessageNumbers(len(listing))
@@ -724,18 +746,15 @@ class POP3ServerSession(ServedSession):
                         )
                     else:
                         batch, done = self._read_chunks_now(chunks)
-                except Exception as exc:
+                except BaseException as exc:
+                    if not self._call_failed(exc):
+                        raise
                     if answered:
                         # Half a message is out: the only honest end is to close.
                         logger.exception("message %d of %r broke off", number, self.session.user)
                         raise ConnectionLost from None
-                    if isinstance(exc, MaildropError):
-                        self._answer(Err(_text(exc), code=exc.code))
-                    else:
-                        logger.exception(
-                            "reading message %d of %r failed", number, self.session.user
-                        )
-                        self._answer(_TEMP_ERROR)
+                    user = self.session.user
+                    self._answer(self._failure(exc, "reading message %d of %r", number, user))
                     return
                 for chunk in batch:
                     if not answered:
@@ -754,16 +773,30 @@ class POP3ServerSession(ServedSession):
                 self.retrieved.add(number)
         finally:
             for generator in (chunks,) if chunks is raw else (chunks, raw):
-                if generator is None:  # open() failed
-                    continue
-                if isinstance(generator, AsyncIterator):
-                    aclose = getattr(generator, "aclose", None)
-                    if aclose is not None:
-                        await self.transport.within(None, aclose())
-                else:
-                    close = getattr(generator, "close", None)
-                    if close is not None:
-                        close()
+                if generator is not None:  # None: open() failed
+                    await self._close_message(number, generator)
+
+    async def _close_message(
+        self, number: int, generator: AsyncIterator[bytes] | Iterator[bytes]
+    ) -> None:
+        """Close a message's generator, which runs its cleanup (a file closed, a
+        stream given back), an async one under the store timeout. A cleanup that
+        fails or hangs leaves the maildrop in a state the session cannot trust: it
+        is logged, and the session ends once the answers made are written."""
+        try:
+            if isinstance(generator, AsyncIterator):
+                aclose = getattr(generator, "aclose", None)
+                if aclose is not None:
+                    await self._store(aclose)
+            else:
+                close = getattr(generator, "close", None)
+                if close is not None:
+                    close()
+        except BaseException as exc:
+            if not self._call_failed(exc):
+                raise
+            logger.exception("closing message %d of %r failed", number, self.session.user)
+            self._closing = True
 
     async def _read_chunks(self, chunks: AsyncIterator[bytes]) -> tuple[list[bytes], bool]:
         """The next chunks of a message, up to a write's worth; True once it is all read."""
@@ -806,12 +839,11 @@ class POP3ServerSession(ServedSession):
         deleted = self.numbers.deleted
         try:
             await self._store(lambda: maildrop.update(deleted, frozenset(self.retrieved)))
-        except MaildropError as exc:
-            self._answer(Err(_text(exc), code=exc.code))
-            return
-        except Exception:
-            logger.exception("UPDATE of %r failed", self.session.user)
-            self._answer(Err("Some deleted messages were not removed", code="SYS/TEMP"))
+        except BaseException as exc:
+            if not self._call_failed(exc):
+                raise
+            user = self.session.user
+            self._answer(self._failure(exc, "UPDATE of %r", user, answer=_NOT_REMOVED))
             return
         left = len(self.numbers)
         self._answer(Ok(f"{hostname} POP3 server signing off ({left} messages left)"))
@@ -821,6 +853,34 @@ def _not_bytes(chunk: object) -> TypeError:
     """A maildrop's chunk that is not bytes: a failure to read the message, caught
     where its chunks are read rather than when the machine refuses it."""
     return TypeError(f"a message's chunks are bytes, not {type(chunk).__name__}")
+
+
+def _checked_listing(listing: Iterable[MessageInfo]) -> list[MessageInfo]:
+    """A maildrop's listing as the session serves it: each item a
+    :class:`MessageInfo` (an exact size in octets, RFC 1939 §5; a unique-id of 1
+    to 70 printable characters, §7), and no unique-id twice (§7: unique within the
+    maildrop). Anything else is the maildrop's failure."""
+    infos = list(listing)
+    uids: set[str] = set()
+    for info in infos:
+        if not isinstance(info, MessageInfo):
+            raise TypeError(f"a maildrop lists MessageInfo, not {type(info).__name__}")
+        if info.uid in uids:
+            raise ValueError(f"the unique-id {info.uid!r} is listed twice (RFC 1939 §7)")
+        uids.add(info.uid)
+    return infos
+
+
+def _maildrop_err(exc: MaildropError) -> Err:
+    """``-ERR`` with a :class:`MaildropError`'s message and response code. A code
+    that is none (RFC 2449 §8: levels of printable characters but ``/`` and ``]``,
+    joined by ``/``) is the store's mistake: logged, and left out."""
+    text = _text(exc)
+    try:
+        return Err(text, code=exc.code)
+    except LocalProtocolError:
+        logger.error("%s: %r is not a response code (RFC 2449 §8)", type(exc).__name__, exc.code)
+        return Err(text)
 
 
 class BasePOP3Server(BaseListener[POP3ServerSession]):
