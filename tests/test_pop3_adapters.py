@@ -1210,6 +1210,34 @@ def test_a_maildrop_that_hangs_in_its_cleanup_is_cut_off_at_the_store_timeout(
     assert "TimeoutError" in caplog.text
 
 
+@pytest.mark.parametrize(
+    "fault", ["open: empty chunks forever", "open: empty async chunks forever"]
+)
+@pytest.mark.parametrize("command", [b"RETR 1", b"TOP 1 5"])
+def test_a_message_of_empty_chunks_forever_is_a_failure(
+    adapter: str, fault: str, command: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A message's iterator that gives empty chunks and never ends (``iter(partial(
+    file.read, n), None)`` at the end of the file) fails the read: it held the event
+    loop, reading, with memory growing, for ever. Empty chunks among others are
+    skipped."""
+    store = FaultyStore(adapter, fault)
+    with running_pop3_server(adapter, store) as server:
+        with raw(server.port) as sock:
+            read_until(sock, b"\r\n")
+            converse(sock, b"USER alice", b"PASS wonderland")
+            assert converse(sock, command, b"NOOP") == [
+                b"-ERR [SYS/TEMP] Internal error, try again later\r\n",
+                b"+OK\r\n",
+            ]
+        with raw(server.port) as sock:
+            store.fault = "open: some empty chunks"
+            read_until(sock, b"\r\n")
+            converse(sock, b"USER alice", b"PASS wonderland")
+            assert converse(sock, b"RETR 1")[0].endswith(b" octets\r\n" + MESSAGE + b".\r\n")
+    assert "65536 empty chunks in a row" in caplog.text
+
+
 WRONG: dict[str, tuple[list[bytes], list[bytes], str]] = {
     "sasl_mechanisms: None": ([b"CAPA"], [b"+OK Capability"], "sasl_mechanisms failed"),
     "apop_secret: bytes": (

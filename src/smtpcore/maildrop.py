@@ -167,8 +167,9 @@ class Maildrop(abc.ABC):
         end as CRLF, and :func:`pop3_size` counts the size the same way. The
         server calls it and takes the first chunk before it answers ``+OK``, so
         an error raised by either (:class:`MessageUnavailable`), or a first chunk
-        that is not bytes, becomes ``-ERR``. The generator's cleanup (``aclose``)
-        runs under the ``store`` timeout too.
+        that is not bytes, becomes ``-ERR``. Empty chunks are skipped; 65,536 of
+        them in a row are a failure to read (an iterator that never ends). The
+        generator's cleanup (``aclose``) runs under the ``store`` timeout too.
         """
 
     @abc.abstractmethod

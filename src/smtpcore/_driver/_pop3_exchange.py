@@ -166,13 +166,14 @@ class _TopReader:
 async def top_chunks(chunks: AsyncIterator[bytes], lines: int) -> AsyncIterator[bytes]:
     """The header of a message and its first ``lines`` body lines (RFC 1939 §7).
 
-    Line ends come out as LF; the server machine sends them as CRLF.
+    Line ends come out as LF; the server machine sends them as CRLF. A chunk
+    comes out for each chunk in, empty or not, so that the reader can tell a
+    message that gives nothing but empty chunks.
     """
     reader = _TopReader(lines)
     async for raw in chunks:
         data, done = reader.feed(raw)
-        if data:
-            yield data
+        yield data
         if done:
             return
     if last := reader.finish():
@@ -184,8 +185,7 @@ def top_chunks_now(chunks: Iterator[bytes], lines: int) -> Iterator[bytes]:
     reader = _TopReader(lines)
     for raw in chunks:
         data, done = reader.feed(raw)
-        if data:
-            yield data
+        yield data
         if done:
             return
     if last := reader.finish():

@@ -101,6 +101,11 @@ _SHUTTING_DOWN: Final = Err("Server shutting down", code="SYS/TEMP")
 _AUTH_FAILED: Final = Err("Authentication failed", code="AUTH")
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]+")
 _greetings = itertools.count(1)
+_EMPTY_CHUNKS: Final = 65536
+"""Empty chunks in a row that a message's iterator may give. An iterator that
+gives nothing else and never ends (``iter(partial(file.read, n), None)`` at the
+end of the file) would keep the session reading without a pause for the event
+loop: past this many it has failed."""
 
 T = TypeVar("T")
 
@@ -802,6 +807,7 @@ class POP3ServerSession(ServedSession):
         """The next chunks of a message, up to a write's worth; True once it is all read."""
         batch: list[bytes] = []
         size = self._out_size
+        empty = 0
         while size < _WRITE_SIZE:
             try:
                 chunk = await anext(chunks)
@@ -809,22 +815,35 @@ class POP3ServerSession(ServedSession):
                 return batch, True
             if not isinstance(chunk, bytes):
                 raise _not_bytes(chunk)
-            batch.append(chunk)
-            size += len(chunk)
+            if chunk:
+                batch.append(chunk)
+                size += len(chunk)
+                empty = 0
+            else:
+                empty += 1
+                if empty == _EMPTY_CHUNKS:
+                    raise _no_content()
         return batch, False
 
     def _read_chunks_now(self, chunks: Iterator[bytes]) -> tuple[list[bytes], bool]:
         """:meth:`_read_chunks` of a plain iterator."""
         batch: list[bytes] = []
         size = self._out_size
+        empty = 0
         while size < _WRITE_SIZE:
             chunk = next(chunks, None)
             if chunk is None:
                 return batch, True
             if not isinstance(chunk, bytes):
                 raise _not_bytes(chunk)
-            batch.append(chunk)
-            size += len(chunk)
+            if chunk:
+                batch.append(chunk)
+                size += len(chunk)
+                empty = 0
+            else:
+                empty += 1
+                if empty == _EMPTY_CHUNKS:
+                    raise _no_content()
         return batch, False
 
     async def _quit(self) -> None:
@@ -853,6 +872,12 @@ def _not_bytes(chunk: object) -> TypeError:
     """A maildrop's chunk that is not bytes: a failure to read the message, caught
     where its chunks are read rather than when the machine refuses it."""
     return TypeError(f"a message's chunks are bytes, not {type(chunk).__name__}")
+
+
+def _no_content() -> ValueError:
+    """A message's iterator that gives empty chunks and nothing else (see
+    :data:`_EMPTY_CHUNKS`): a failure to read the message."""
+    return ValueError(f"a message's iterator gave {_EMPTY_CHUNKS} empty chunks in a row")
 
 
 def _checked_listing(listing: Iterable[MessageInfo]) -> list[MessageInfo]:
