@@ -1090,6 +1090,8 @@ class FaultyStore(Mailstore):
         return b"secret" if self.fault == "apop_secret: bytes" else None  # type: ignore[return-value]
 
     def sasl_mechanisms(self, session: POP3Session) -> Any:
+        if self.fault == "sasl_mechanisms: a name with a line break":
+            return {"PLAIN\r\n+OK": lambda: None}  # would end the CAPA line early
         return None if self.fault == "sasl_mechanisms: None" else {}
 
     async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
@@ -1240,6 +1242,11 @@ def test_a_message_of_empty_chunks_forever_is_a_failure(
 
 WRONG: dict[str, tuple[list[bytes], list[bytes], str]] = {
     "sasl_mechanisms: None": ([b"CAPA"], [b"+OK Capability"], "sasl_mechanisms failed"),
+    "sasl_mechanisms: a name with a line break": (
+        [b"CAPA"],
+        [b"+OK Capability"],
+        "not a SASL mechanism name",
+    ),
     "apop_secret: bytes": (
         [b"APOP alice " + b"0" * 32, b"NOOP"],
         [b"-ERR [SYS/TEMP]", b"-ERR"],
@@ -1293,7 +1300,7 @@ def test_what_a_mailstore_gives_wrong_is_its_failure(
             assert converse(sock, b"QUIT")[0].startswith(b"+OK")
     assert logged in caplog.text
     assert "session with" not in caplog.text
-    if fault == "sasl_mechanisms: None":
+    if fault.startswith("sasl_mechanisms"):
         assert b"SASL" not in answers[0]
     if fault.startswith("messages"):
         assert store.closed == 1

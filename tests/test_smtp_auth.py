@@ -407,3 +407,11 @@ def test_smtplib_login(method: str, password: str) -> None:
     finally:
         thread.join(timeout=10)
         listener.close()
+
+
+@pytest.mark.parametrize("name", ["PLAIN X", "PLAIN\r\n250 OK", "", "A" * 21, "PLÄIN"])
+def test_an_auth_mechanism_that_is_no_sasl_name_is_refused_when_configured(name: str) -> None:
+    """Each name goes on the EHLO AUTH line: RFC 4422 §3.1's 1 to 20 of A-Z, 0-9, - and _
+    (a space would list two, a line break end the reply)."""
+    with pytest.raises(ValueError, match="not a SASL mechanism name"):
+        ServerConnection("mx.test", auth_mechanisms=["PLAIN", name])

@@ -75,6 +75,7 @@ from smtpcore.pop3 import (
     apop_matches,
     format_lines,
 )
+from smtpcore.pop3._events import MECHANISM_NAME
 from smtpcore.sasl import Failure, Success, offered_mechanisms
 
 if TYPE_CHECKING:
@@ -331,6 +332,9 @@ class POP3ServerSession(ServedSession):
         try:
             offered = self.store.sasl_mechanisms(self.session)
             by_name = {name.upper(): factory for name, factory in offered.items()}
+            for name in by_name:  # each goes on the CAPA SASL line (RFC 4422 §3.1)
+                if not MECHANISM_NAME.fullmatch(name):
+                    raise ValueError(f"not a SASL mechanism name: {name!r}")
             return {name: by_name[name] for name in offered_mechanisms(by_name, bindings)}
         except BaseException as exc:  # a result that is no mapping of names, too
             if not self._call_failed(exc):

@@ -56,7 +56,8 @@ MAX_MESSAGE_NUMBER: Final = 2**31 - 1
 _TEXT_RE: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]*")
 _LONE_SURROGATE_RE: Final = re.compile(r"[\ud800-\udfff]")
 """What a str may hold and UTF-8 cannot encode (``os.fsdecode``, ``surrogateescape``)."""
-_MECHANISM_RE: Final = re.compile(r"[A-Z0-9_-]{1,20}")
+MECHANISM_NAME: Final = re.compile(r"[A-Z0-9_-]{1,20}")
+"""A SASL mechanism name (RFC 4422 §3.1), upper-cased."""
 _DIGEST_RE: Final = re.compile(r"[0-9a-f]{32}")
 # RFC 2449 §9: resp-level = 1*rchar, printable ASCII without "/" and "]"
 # (and without "[" and space, so that the code reads back unambiguously).
@@ -166,7 +167,7 @@ class Auth(Command):
     def __post_init__(self) -> None:
         if isinstance(self.mechanism, str):
             object.__setattr__(self, "mechanism", ascii_upper(self.mechanism))
-        if not isinstance(self.mechanism, str) or not _MECHANISM_RE.fullmatch(self.mechanism):
+        if not isinstance(self.mechanism, str) or not MECHANISM_NAME.fullmatch(self.mechanism):
             raise LocalProtocolError(
                 f"a SASL mechanism name is 1 to 20 of A-Z 0-9 - _: {self.mechanism!r}"
             )

@@ -30,6 +30,7 @@ from smtpcore.smtp._commands import (
     reply,
 )
 from smtpcore.smtp._events import (
+    _MECHANISM_RE,
     Auth,
     AuthResponse,
     BadCommand,
@@ -309,6 +310,9 @@ class ServerConnection:
         config.tls = tls
         config.require_tls = require_tls
         config.auth_mechanisms = tuple(map(str.upper, auth_mechanisms))
+        for name in config.auth_mechanisms:  # each goes on the EHLO AUTH line (RFC 4422 §3.1)
+            if not _MECHANISM_RE.fullmatch(name):
+                raise ValueError(f"not a SASL mechanism name: {name!r}")
         config.auth_require_tls = auth_require_tls
         config.require_auth = require_auth
         config.max_auth_failures = max_auth_failures
