@@ -67,6 +67,9 @@ class ScriptedRemote:
     data_replies: list[bytes | None] = field(default_factory=list)
     """Replies to the end of the content, one a transaction, before ``data_reply``;
     None closes the connection instead (the transaction is still recorded)."""
+    data_command_replies: list[bytes | None] = field(default_factory=list)
+    """Replies to the ``DATA`` command, one a transaction; None (or none left) goes
+    on with ``354``, another reply refuses the content."""
     drop_in_data: bool = False
     """Close the connection after the first line of content."""
     answer_quit: bool = True
@@ -174,6 +177,12 @@ class ScriptedRemote:
             elif verb == b"DATA":
                 if not recipients:
                     sock.sendall(b"554 5.5.1 no valid recipients\r\n")
+                    continue
+                with self._lock:
+                    waiting = self.data_command_replies
+                    refusal = waiting.pop(0) if waiting else None
+                if refusal is not None:
+                    sock.sendall(refusal + b"\r\n")
                     continue
                 sock.sendall(b"354 go on\r\n")
                 received = _Received(self.keep_content)

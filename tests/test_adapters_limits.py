@@ -152,6 +152,77 @@ def test_a_session_lost_between_batches_says_which_were_delivered(adapter: str) 
     assert [r.reply for r in result.recipients[1:]] == [None, None]
 
 
+def test_a_malformed_reply_between_batches_says_which_were_delivered(adapter: str) -> None:
+    """As a lost session: a reply the client cannot read in the second batch raises
+    SMTPProtocolError whose ``result`` has the first batch delivered, the others
+    unanswered."""
+    from smtpcore.testing import ScriptedServer, script
+
+    envelope = "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<{}@pqr.example>\nC: DATA\n"
+    content = "C: Subject: many\nC:\nC: to many recipients\nC: .\n"
+    steps = script(
+        "S: 220 scripted.test ESMTP\nC~ EHLO .+\n"
+        "S: 250-scripted.test\nS: 250-PIPELINING\nS: 250 LIMITS RCPTMAX=1\n"
+        + envelope.format("b")
+        + "S: 250 ok\nS: 250 ok\nS: 354 go\n"
+        + content
+        + "S: 250 queued\n"
+        + envelope.format("c")
+        + "S: 250 ok\nS: 2x0 what\n"
+        + "-- close\n"
+    )
+    mod = module(adapter)
+
+    async def send(port: int) -> Any:
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            return await client.send_message(
+                MESSAGE, "a@abc.example", ["b@pqr.example", "c@pqr.example", "d@pqr.example"]
+            )
+
+    with ScriptedServer(steps) as server, pytest.raises(mod.SMTPProtocolError) as caught:
+        run(adapter, lambda: send(server.port))
+    result = caught.value.result
+    assert result is not None
+    assert [str(r.recipient) for r in result.delivered] == ["b@pqr.example"]
+    assert [(str(r.recipient), r.reply) for r in result.recipients[1:]] == [
+        ("c@pqr.example", None),
+        ("d@pqr.example", None),
+    ]
+
+
+def test_a_batch_whose_data_is_refused_is_refused_in_the_result(adapter: str) -> None:
+    """RFC 5321 §4.2.1: the first batch's DATA refused, the second delivered: the send
+    returns, with the first batch's recipient in ``refused``, the DATA reply its own."""
+    from smtpcore.testing import ScriptedServer, script
+
+    envelope = "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<{}@pqr.example>\nC: DATA\n"
+    content = "C: Subject: many\nC:\nC: to many recipients\nC: .\n"
+    steps = script(
+        "S: 220 scripted.test ESMTP\nC~ EHLO .+\n"
+        "S: 250-scripted.test\nS: 250-PIPELINING\nS: 250 LIMITS RCPTMAX=1\n"
+        + envelope.format("b")
+        + "S: 250 ok\nS: 250 ok\nS: 554 5.3.4 not this one\n"
+        + "C: RSET\n"
+        + envelope.format("c")
+        + "S: 250 reset\nS: 250 ok\nS: 250 ok\nS: 354 go\n"
+        + content
+        + "S: 250 queued\nC: QUIT\nS: 221 bye\n"
+    )
+    mod = module(adapter)
+
+    async def send(port: int) -> Any:
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            return await client.send_message(
+                MESSAGE, "a@abc.example", ["b@pqr.example", "c@pqr.example"]
+            )
+
+    with ScriptedServer(steps) as server:
+        result = run(adapter, lambda: send(server.port))
+    b, c = result.recipients
+    assert result.delivered == (c,) and result.refused == (b,)
+    assert b.delivery is not None and b.delivery.code == 554
+
+
 def test_no_batch_delivered_the_refusal_holds_every_batch(adapter: str) -> None:
     """No batch delivered: the refusal raised is the last batch's, but its ``result``
     has every batch's recipients with their own replies, so that the first batch's

@@ -793,6 +793,55 @@ def test_limits_batches_keep_their_own_refusals(tmp_path: Path) -> None:
     assert [r.address for r in entry.pending] == FOUR[:2]
 
 
+def test_a_limits_batch_whose_data_is_refused_bounces_alone(tmp_path: Path) -> None:
+    """The first batch's DATA refused 554, the second delivered: the first batch's
+    recipients bounce with that 554 (RFC 5321 §4.2.1), the second's are sent once."""
+    with remote(extra_ehlo=LIMITED, data_command_replies=[b"554 5.3.4 not this one"]) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        relay.enqueue(list(FOUR))
+        _run(relay, lambda: relay.empty() and bool(relay.reports()), timeout=5.0)
+        _wait_closed(server)
+    assert [t.recipients for t in server.transactions] == [FOUR[2:]]
+    (raw,) = relay.reports()
+    assert raw.count(b"Diagnostic-Code: smtp; 554 5.3.4 not this one") == 2
+    assert b"u3@pqr.example" not in raw and b"u4@pqr.example" not in raw
+
+
+def test_a_limits_batch_keeps_its_own_temporary_data_refusal(tmp_path: Path) -> None:
+    """The first batch's DATA refused 451, the second batch's RCPTs 550: the first
+    batch waits with its own 451, never bounced with the other batch's 550."""
+    with remote(
+        extra_ehlo=LIMITED,
+        data_command_replies=[b"451 4.3.0 try later"],
+        rcpt_replies=dict.fromkeys(FOUR[2:], b"550 5.1.1 no"),
+    ) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        relay.enqueue(list(FOUR))
+        _run(relay, lambda: bool(relay.reports()) and relay.entries()[0].attempts >= 1)
+        _wait_closed(server)
+    (raw,) = relay.reports()
+    assert b"u3@pqr.example" in raw and b"u4@pqr.example" in raw
+    assert b"u1@pqr.example" not in raw and b"u2@pqr.example" not in raw
+    (entry,) = relay.entries()
+    assert [(r.address, r.reply) for r in entry.pending] == [
+        (address, "451 4.3.0 try later") for address in FOUR[:2]
+    ]
+
+
+def test_limits_batches_taken_before_a_malformed_reply_are_not_sent_again(
+    tmp_path: Path,
+) -> None:
+    """A reply the client cannot read after the second batch's dot fails the session
+    (SMTPProtocolError): the first batch, answered 250, is not sent again."""
+    with remote(extra_ehlo=LIMITED, data_replies=[b"250 2.0.0 queued", b"2x0 what"]) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(list(FOUR))
+        _run(relay, relay.empty, timeout=5.0)
+        _wait_closed(server)
+    assert [t.recipients for t in server.transactions] == [FOUR[:2], FOUR[2:], FOUR[2:]]
+    assert relay.reports() == []
+
+
 def test_a_5xx_at_rcpt_bounces_though_the_session_then_fails(tmp_path: Path) -> None:
     """RFC 5321 §4.2.1: the 550 is permanent, whatever the 421 after the content says of
     the session; the accepted recipient waits."""

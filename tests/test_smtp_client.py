@@ -851,6 +851,24 @@ def test_lmtp_one_reply_per_accepted_recipient() -> None:
     assert result.end_replies == (first, second)
 
 
+def test_lmtp_a_recipient_refused_after_the_content_is_refused() -> None:
+    """RFC 2033 §4.2: a 4xx or 5xx after the content refuses the message for that
+    recipient, accepted at RCPT or not: it is in ``refused``, so that a caller that
+    retries the refused ones does not lose it."""
+    conn = session(lmtp=True)
+    dave = parse_mailbox("dave@pqr.example")
+    for event in (Mail(ALICE), Rcpt(BOB), Rcpt(CAROL), Rcpt(dave), Data()):
+        conn.send(event)
+    feed(conn, b"250 ok\r\n250 ok\r\n250 ok\r\n550 5.1.1 no\r\n354 go\r\n")
+    conn.send(EndOfMessage())
+    feed(conn, b"250 2.0.0 bob ok\r\n451 4.2.2 carol over quota\r\n")
+    result = conn.transaction
+    assert result is not None and result.complete
+    bob, carol, refused = result.recipients
+    assert result.delivered == (bob,) and result.refused == (carol, refused)
+    assert carol.accepted and carol.refused and not carol.delivered
+
+
 def test_lmtp_354_without_recipients_is_an_error() -> None:
     conn = session(lmtp=True)
     for event in (Mail(ALICE), Rcpt(BOB), Data()):
@@ -900,6 +918,23 @@ def test_bdat_refused_ends_the_transaction() -> None:
     assert state(conn) is State.READY
     result = conn.transaction
     assert result is not None and result.complete and not result.delivered
+    (bob,) = result.recipients
+    assert bob.delivery == Reply(552, "too big", "5.3.4") and result.refused == (bob,)
+
+
+@pytest.mark.parametrize("lmtp", [False, True])
+def test_a_refused_data_is_the_delivery_reply_of_each_accepted_recipient(lmtp: bool) -> None:
+    """RFC 5321 §4.2.1: no content follows a refused DATA, so that refusal decides for
+    each accepted recipient; every recipient is then delivered or refused."""
+    conn = session(lmtp=lmtp)
+    for event in (Mail(ALICE), Rcpt(BOB), Rcpt(CAROL), Data()):
+        conn.send(event)
+    feed(conn, b"250 ok\r\n250 ok\r\n550 5.1.1 no\r\n451 4.3.0 not now\r\n")
+    result = conn.transaction
+    assert result is not None and result.complete and not result.delivered
+    bob, carol = result.recipients
+    assert bob.delivery == Reply(451, "not now", "4.3.0") and carol.delivery is None
+    assert result.refused == (bob, carol)
 
 
 # -- properties ---------------------------------------------------------------

@@ -538,7 +538,10 @@ class BaseSMTPClient(BaseClient):
         without the final dot, so that nothing of the message is delivered.
         Raises :class:`SenderRefused`, :class:`RecipientsRefused` when no
         recipient is accepted, or :class:`MessageRefused`; a partial success
-        returns, with the refused recipients in ``result.refused``.
+        returns, with the refused recipients in ``result.refused``: those refused
+        at ``RCPT`` and those refused after it (an LMTP reply after the content,
+        RFC 2033 §4.2; a LIMITS batch whose content was refused), so that each
+        recipient is in ``result.delivered`` or ``result.refused``.
 
         ``mail_params`` adds ESMTP parameters to MAIL (``{"RET": "HDRS"}``);
         ``SIZE``, ``BODY`` and ``SMTPUTF8`` are added by the client unless
@@ -640,10 +643,11 @@ class BaseSMTPClient(BaseClient):
         RCPT, or the content) does not stop the others, and its recipients carry the
         refusal in the result; if none is delivered, the last refusal is raised, its
         ``result`` every batch's, so that no recipient is judged by another batch's
-        reply. A session lost (or timed out) part way carries in ``result`` the
-        batches done and, unanswered, the recipients of the others, so that a retry
-        goes to those only (as LMTP's lost session does); so does a session that
-        reaches the server's MAILMAX (RFC 9422 §5.1) before the last batch."""
+        reply. Any other error part way (a session lost or timed out, a malformed
+        reply) carries in ``result`` the batches done and, unanswered, the recipients
+        of the others, so that a retry goes to those only (as LMTP's lost session
+        does); so does a session that reaches the server's MAILMAX (RFC 9422 §5.1)
+        before the last batch."""
         start = None if isinstance(content, bytes) else content.tell()  # type: ignore[union-attr]  # _replayable
         offer = self._offer
         mail_max = None if offer is None or offer.limits is None else offer.limits.mail_max
@@ -658,17 +662,6 @@ class BaseSMTPClient(BaseClient):
                 results.append(
                     await self._transaction(mail, batch, content, chunked=chunked, forward=forward)
                 )
-            except (SMTPConnectionError, SMTPTimeout) as exc:
-                # This batch's fate as far as it is known (LMTP's replies so far), else
-                # unknown; the batches after it, not begun.
-                known = exc.result.recipients if exc.result is not None else ()
-                unanswered = [rcpt.recipient for rest in batches[done:] for rcpt in rest]
-                recipients = (*known, *map(RecipientResult, unanswered[len(known) :]))
-                results.append(
-                    TransactionResult(mail.sender, None, recipients, None, (), complete=True)
-                )
-                exc.result = _merged(results)
-                raise
             except SenderRefused as exc:  # for this batch: each of its recipients refused so
                 refusal = exc
                 refused = tuple(RecipientResult(rcpt.recipient, exc.reply) for rcpt in batch)
@@ -680,6 +673,18 @@ class BaseSMTPClient(BaseClient):
                     raise
                 refusal = exc
                 results.append(exc.result)
+            except SMTPError as exc:
+                # Any other failure (a lost session, a timeout, a malformed reply):
+                # this batch's fate as far as it is known (LMTP's replies so far),
+                # else unknown; the batches after it, not begun.
+                known = exc.result.recipients if exc.result is not None else ()
+                unanswered = [rcpt.recipient for rest in batches[done:] for rcpt in rest]
+                recipients = (*known, *map(RecipientResult, unanswered[len(known) :]))
+                results.append(
+                    TransactionResult(mail.sender, None, recipients, None, (), complete=True)
+                )
+                exc.result = _merged(results)
+                raise
         merged = _merged(results)
         if not merged.delivered and refusal is not None:
             refusal.result = merged

@@ -282,6 +282,12 @@ def _fates(
     return fates
 
 
+class _OutcomeOf(Protocol):
+    """Makes a recipient's outcome from a reply (``ExchangerSession._send``)."""
+
+    def __call__(self, reply: Reply, *, from_remote: bool = True) -> Outcome: ...
+
+
 def _own_reply(item: RecipientResult) -> Reply | None:
     """The reply that decided a recipient's fate: its RCPT's refusal, or once accepted
     the reply after the content; None while unknown."""
@@ -523,39 +529,31 @@ class ExchangerSession:
                 refused = outcome(reply, from_remote=not exc.local)
                 return {address: settled.get(address, refused) for address in addresses}
             raise TryNext(self._error_text(exc, relay), reply=reply, settled=settled) from exc
-        fates = _fates(deliveries, result.recipients)
-        outcomes = {}
-        for address in addresses:
-            reply = _own_reply(fates[address])
-            assert reply is not None
-            outcomes[address] = outcome(reply)
-        return outcomes
+        return self._refused(deliveries, result, None, outcome)
 
     def _refused(
         self,
         deliveries: Mapping[str, RemoteDelivery],
         result: TransactionResult,
-        refused: Outcome,
-        outcome: Callable[[Reply], Outcome],
+        last: Outcome | None,
+        outcome: _OutcomeOf,
     ) -> dict[str, Outcome]:
-        """A refusal with each recipient's fate in ``result``: its own reply where it
-        has one, else the transaction's (``refused``). A recipient ``result`` does not
-        cover (a LIMITS batch it leaves out) waits: its own answer is not known."""
+        """Each recipient's outcome from its own reply in ``result`` (its RCPT's
+        refusal, or the reply after the content or the refusal of the content that
+        its transaction had). A recipient with no reply of its own there (a LIMITS
+        batch not sent, RFC 9422 §5.2) waits: another transaction's reply, ``last``
+        (the refusal raised, if any), says nothing of its fate (RFC 5321 §6.1)."""
         fates = _fates(deliveries, result.recipients)
         outcomes = {}
         for address in deliveries:
             item = fates.get(address)
-            if item is None:
-                outcomes[address] = replace(
-                    refused,
-                    status=RecipientStatus.PENDING,
-                    dsn="4.0.0",
-                    detail=f"no reply known for it (the last refusal: {refused.detail})",
-                    from_remote=False,
-                )
+            reply = None if item is None else _own_reply(item)
+            if reply is not None:
+                outcomes[address] = outcome(reply)
                 continue
-            reply = _own_reply(item)
-            outcomes[address] = refused if reply is None else outcome(reply)
+            known = "" if last is None else f" (the last refusal: {last.detail})"
+            unknown = outcome(Reply(451, "no reply known", "4.0.0"), from_remote=False)
+            outcomes[address] = replace(unknown, detail=f"no reply known for it{known}")
         return outcomes
 
     def _settled(

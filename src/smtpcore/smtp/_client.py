@@ -721,6 +721,7 @@ class ClientConnection:
                 self._content_transaction = transaction
             elif not positive:
                 transaction.complete = True
+                transaction.refuse_content(reply)
             return
         if isinstance(command, (Ehlo, Lhlo)) and positive:
             self._offer(ServerExtensions.from_reply(reply), extended=True)

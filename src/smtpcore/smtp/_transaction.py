@@ -22,8 +22,15 @@ class RecipientResult:
     """One ``RCPT``: the recipient, its reply, and the reply after the content.
 
     ``delivery`` is the reply that decided the message's fate for this
-    recipient: the one reply after the content in SMTP, this recipient's own
-    reply in LMTP. It stays None for a refused recipient and until it arrives.
+    recipient once its ``RCPT`` was accepted: the one reply after the content
+    in SMTP, this recipient's own reply in LMTP (RFC 2033 §4.2), or the refusal
+    of ``DATA`` or of a ``BDAT`` chunk that ended the transaction (RFC 5321
+    §4.2.1: the message was not taken). It stays None for a recipient refused
+    at ``RCPT`` and until it arrives.
+
+    Once the content has been answered, every recipient is exactly one of
+    :attr:`delivered` and :attr:`refused`; :attr:`accepted` says only how its
+    ``RCPT`` was answered.
     """
 
     recipient: Mailbox
@@ -37,8 +44,16 @@ class RecipientResult:
 
     @property
     def refused(self) -> bool:
-        """The server answered the ``RCPT`` with 4xx or 5xx."""
-        return self.reply is not None and not self.reply.is_positive
+        """The server refused the message for this recipient, 4xx or 5xx: at its
+        ``RCPT``, or once accepted, in its :attr:`delivery` (so that a caller that
+        retries the refused ones misses none, RFC 5321 §6.1)."""
+        reply = self.reply
+        if reply is None:
+            return False
+        if not reply.is_positive:
+            return True
+        delivery = self.delivery
+        return delivery is not None and not delivery.is_positive
 
     @property
     def delivered(self) -> bool:
@@ -71,6 +86,7 @@ class TransactionResult:
 
     @property
     def refused(self) -> tuple[RecipientResult, ...]:
+        """Refused at ``RCPT`` or after it (:attr:`RecipientResult.refused`)."""
         return tuple(result for result in self.recipients if result.refused)
 
     @property
@@ -125,6 +141,14 @@ class _Transaction:
             for index, reply in enumerate(self.replies)
             if reply is not None and 200 <= reply.code < 300
         ]
+
+    def refuse_content(self, reply: Reply) -> None:
+        """``DATA`` or a ``BDAT`` chunk was refused: no content follows, so that
+        refusal is each accepted recipient's reply after the content."""
+        deliveries = self.deliveries
+        for index in self.accepted_indexes():
+            if deliveries[index] is None:
+                deliveries[index] = reply
 
     def snapshot(self) -> TransactionResult:
         # Made without the dataclass's __init__ (six object.__setattr__ calls), once a
