@@ -66,7 +66,9 @@ class ScriptedRemote:
     data_reply: bytes = b"250 2.0.0 queued"
     data_replies: list[bytes | None] = field(default_factory=list)
     """Replies to the end of the content, one a transaction, before ``data_reply``;
-    None closes the connection instead (the transaction is still recorded)."""
+    None closes the connection instead (the transaction is still recorded), and ``b""``
+    waits for ``release`` (at most 5 s) before closing it."""
+    release: threading.Event = field(default_factory=threading.Event)
     data_command_replies: list[bytes | None] = field(default_factory=list)
     """Replies to the ``DATA`` command, one a transaction; None (or none left) goes
     on with ``354``, another reply refuses the content."""
@@ -251,7 +253,9 @@ class ScriptedRemote:
         """Answer the end of a message; False when the script closes the connection."""
         with self._lock:
             reply = self.data_replies.pop(0) if self.data_replies else self.data_reply
-        if reply is None:
+        if not reply:
+            if reply is not None:
+                self.release.wait(5)
             sock.shutdown(socket.SHUT_RDWR)
             return False
         sock.sendall(reply + b"\r\n")
@@ -262,6 +266,7 @@ class ScriptedRemote:
             self.open_connections -= 1
 
     def close(self) -> None:
+        self.release.set()
         with contextlib.suppress(OSError):
             self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()

@@ -759,3 +759,44 @@ def test_a_success_report_owed_is_made_though_the_round_then_breaks(
     asyncio.run(main())
     (raw,) = setup.raw_bounces()
     assert b"Action: relayed" in raw and b"gone@pqr.example" not in raw
+
+
+class _SlowFor(_BrokenFor):
+    """The zone's answers, but ``broken``'s MX lookup takes longer than any test."""
+
+    async def mx(self, domain: str) -> Sequence[MXRecord]:
+        if domain == self.broken:
+            await asyncio.sleep(30)
+        return await self.inner.mx(domain)
+
+
+def test_a_success_report_owed_is_made_though_the_round_is_stopped(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP]
+) -> None:
+    """RFC 3461 §5.2.2: brendon@ was relayed to a server without DSN and recorded sent;
+    a stop while the round waits on another domain does not lose his report."""
+    server = scripted([b"250 2.0.0 queued as X"])
+    setup = _setup(tmp_path, ZONE + "xyz.example MX 10 mx.pqr.example\n", server.port)
+    setup.worker.resolver = _SlowFor(setup.worker.resolver, "pqr.example")
+
+    async def main() -> None:
+        entry = _enqueue_dsn(
+            setup,
+            [
+                QueuedRecipient("brendon@xyz.example", notify="SUCCESS"),
+                QueuedRecipient("later@pqr.example", notify="NEVER"),
+            ],
+        )
+        task = asyncio.get_running_loop().create_task(setup.worker.run())
+        try:
+            await asyncio.wait_for(
+                _until(lambda: not setup.queue.load(entry.id).recipients[0].pending), 5
+            )
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await setup.worker.aclose(0.1)
+
+    asyncio.run(main())
+    (raw,) = setup.raw_bounces()
+    assert b"Action: relayed" in raw and b"brendon@xyz.example" in raw

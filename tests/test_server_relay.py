@@ -842,6 +842,48 @@ def test_limits_batches_taken_before_a_malformed_reply_are_not_sent_again(
     assert relay.reports() == []
 
 
+def test_a_limits_batch_is_recorded_as_it_ends_though_the_round_is_then_stopped(
+    tmp_path: Path,
+) -> None:
+    """RFC 5321 §6.1: the first batch answered 250 is in the queue file before the second
+    batch ends; a stop meanwhile leaves only the second batch to send again."""
+    with remote(extra_ehlo=LIMITED, data_replies=[b"250 2.0.0 queued", b""]) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        entry = relay.enqueue(list(FOUR))
+
+        def first_batch_recorded() -> bool:
+            return [r.address for r in relay.queue.load(entry.id).pending] == FOUR[2:]
+
+        async def main() -> None:
+            task = asyncio.get_running_loop().create_task(relay.worker.run())
+            try:
+                await asyncio.wait_for(_until(lambda: len(server.transactions) == 2), 5)
+                await asyncio.wait_for(_until(first_batch_recorded), 2)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await relay.worker.aclose(0.1)  # the second batch's reply never comes
+
+        asyncio.run(main())
+        server.release.set()
+        _wait_closed(server)
+    assert [r.address for r in relay.queue.load(entry.id).pending] == FOUR[2:]
+
+
+def test_limits_mailmax_sessions_follow_one_another_within_the_round(tmp_path: Path) -> None:
+    """RFC 9422 §5.1: an exchanger that takes one transaction a session is healthy: the
+    rest go in new sessions to it at once, not after a backoff, nor to the next one."""
+    limits = (b"LIMITS MAILMAX=1 RCPTMAX=1",)
+    with remote(extra_ehlo=limits) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        relay.enqueue(list(FOUR[:3]))
+        _run(relay, relay.empty, timeout=5.0)
+        _wait_closed(server)
+    assert [t.recipients for t in server.transactions] == [[a] for a in FOUR[:3]]
+    assert server.connections == 3 and relay.reports() == []
+    assert not relay.worker.failures.is_bad("mx.pqr.example")
+
+
 def test_a_5xx_at_rcpt_bounces_though_the_session_then_fails(tmp_path: Path) -> None:
     """RFC 5321 §4.2.1: the 550 is permanent, whatever the 421 after the content says of
     the session; the accepted recipient waits."""

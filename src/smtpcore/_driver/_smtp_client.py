@@ -516,6 +516,7 @@ class BaseSMTPClient(BaseClient):
         mail_params: ParametersLike = None,
         rcpt_params: RecipientParameters = None,
         xforward: Xforward | None = None,
+        on_batch: Callable[[TransactionResult], Awaitable[None]] | None = None,
     ) -> TransactionResult:
         """Send one message over this session; returns each recipient's fate.
 
@@ -569,6 +570,11 @@ class BaseSMTPClient(BaseClient):
         ``MAIL`` commands its ``MAILMAX`` allows says QUIT and raises
         :class:`SMTPConnectionError` (``local``, ``421 4.5.3``) rather than
         begin one more, with the recipients not sent unanswered in ``result``.
+        ``on_batch``, for a message that goes in several transactions, is awaited
+        with each one's result as it ends (delivered or refused), before the next
+        begins, so that a caller can record what each delivered though a later one
+        fails or the call is cancelled (RFC 5321 §6.1: else it is sent again); a
+        message that goes in one transaction has its result in the return value.
         """
         if self._busy:  # as @one_call does, without a coroutine more to resume
             self._second_call()
@@ -602,7 +608,12 @@ class BaseSMTPClient(BaseClient):
                     batches = self._batches(envelope.rcpts, content, limits)
                     if len(batches) > 1:
                         return await self._transactions(
-                            mail, batches, content, chunked=chunked, forward=forward
+                            mail,
+                            batches,
+                            content,
+                            chunked=chunked,
+                            forward=forward,
+                            on_batch=on_batch,
                         )
                 return await self._transaction(
                     mail, envelope.rcpts, content, chunked=chunked, forward=forward
@@ -637,6 +648,7 @@ class BaseSMTPClient(BaseClient):
         *,
         chunked: bool,
         forward: Sequence[Xforward] = (),
+        on_batch: Callable[[TransactionResult], Awaitable[None]] | None = None,
     ) -> TransactionResult:
         """One transaction per batch of recipients, the content sent again for each
         (RFC 9422 §5.2); their results in one. A batch refused whole (its MAIL, every
@@ -685,6 +697,8 @@ class BaseSMTPClient(BaseClient):
                 )
                 exc.result = _merged(results)
                 raise
+            if on_batch is not None:  # this batch ended, delivered or refused
+                await on_batch(results[-1])
         merged = _merged(results)
         if not merged.delivered and refusal is not None:
             refusal.result = merged

@@ -91,6 +91,10 @@ MAX_BACKOFF: Final = 4000.0
 """The longest wait between two attempts by default (Postfix's ``maximal_backoff_time``),
 unless ``retry_after`` itself is longer."""
 
+REPORT_ON_STOP: Final = 5.0
+"""Seconds a stopped round has to make the success reports it owes (RFC 3461 §5.2.2: a
+"relayed" report for a recipient sent to a server without DSN)."""
+
 
 def opportunistic_tls_context() -> ssl.SSLContext:
     """TLS that encrypts without checking who answers (RFC 7435 opportunistic security):
@@ -330,6 +334,7 @@ class DeliveryWorker:
         try:
             await self._deliver(queue_id)
         except asyncio.CancelledError:
+            await self._report_owed_on_stop(queue_id)
             raise
         except FileNotFoundError:
             logger.warning("%s: gone from the queue directory; forgotten", queue_id)
@@ -352,6 +357,20 @@ class DeliveryWorker:
             await self._report_successes(entry, self.queue.content(queue_id))
         except Exception:
             logger.exception("%s: cannot make the success report owed", queue_id)
+
+    async def _report_owed_on_stop(self, queue_id: str) -> None:
+        """:meth:`_report_owed` for a round stopped (cancelled): the recipients it sent
+        are recorded so, and no later round would make their report. Shielded from a
+        second cancellation and bounded by :data:`REPORT_ON_STOP` seconds, so that a
+        stop still ends."""
+        if not self._succeeded.get(queue_id):
+            return
+        owed = asyncio.ensure_future(self._report_owed(queue_id))
+        try:
+            await asyncio.wait_for(asyncio.shield(owed), REPORT_ON_STOP)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            owed.cancel()
+            logger.error("%s: stopped before the success report owed was made", queue_id)
 
     async def _report_successes(self, entry: QueueEntry, content: QueuedContent) -> None:
         succeeded = self._succeeded.pop(entry.id, {})
@@ -759,7 +778,7 @@ class DeliveryWorker:
             last.detail if last.reply is None else reply_text(last.reply),
             relay,
             remote_mta=attempts[-1].host if attempts else None,
-            from_remote=last.reply is not None,
+            from_remote=last.reply is not None and not last.local,
         )
 
     # -- bounces ----------------------------------------------------------------

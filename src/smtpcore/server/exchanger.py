@@ -29,6 +29,7 @@ from smtpcore._driver import (
     MessageRefused,
     RecipientsRefused,
     SenderRefused,
+    SMTPConnectionError,
     SMTPError,
     SMTPReplyError,
     Timeouts,
@@ -156,6 +157,7 @@ class TryNext(Exception):
         *,
         requiretls: bool = False,
         settled: Mapping[str, Outcome] | None = None,
+        local: bool = False,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
@@ -165,6 +167,24 @@ class TryNext(Exception):
         self.reply = reply
         self.requiretls = requiretls
         self.settled: Mapping[str, Outcome] = settled or {}
+        self.local = local
+        """``reply`` is the client's own (``SMTPError.local``), not the exchanger's: a
+        report does not give it as the server's (RFC 3464 §2.3.6)."""
+
+
+MAILMAX_SESSIONS: Final = 20
+"""The sessions :meth:`ExchangerSession.deliver` has with one exchanger in a round when
+its LIMITS MAILMAX (RFC 9422 §5.1) ends each before the message is sent to all."""
+
+
+class _SessionFull(Exception):
+    """The client stopped at the exchanger's MAILMAX: ``outcomes`` for the recipients
+    the session answered, ``unsent`` the others, for a new session."""
+
+    def __init__(self, outcomes: dict[str, Outcome], unsent: list[str]) -> None:
+        super().__init__("the exchanger's LIMITS MAILMAX was reached")
+        self.outcomes = outcomes
+        self.unsent = unsent
 
 
 def _tls_reason(exc: SMTPError) -> str:
@@ -265,6 +285,47 @@ Recorder = Callable[[Mapping[str, Outcome]], Awaitable[None]]
 """Records outcomes as soon as an exchanger gives them (see ``ExchangerSession.deliver``)."""
 
 
+class _OutcomeOf(Protocol):
+    """Makes a recipient's outcome from a reply (``ExchangerSession._send``)."""
+
+    def __call__(self, reply: Reply, *, from_remote: bool = True) -> Outcome: ...
+
+
+def _once(record: Recorder) -> Recorder:
+    """``record``, given each address once: a LIMITS transaction's outcomes are recorded
+    as it ends, and again among the session's."""
+    recorded: set[str] = set()
+
+    async def once(outcomes: Mapping[str, Outcome]) -> None:
+        fresh = {a: o for a, o in outcomes.items() if a not in recorded}
+        recorded.update(fresh)
+        if fresh:
+            await record(fresh)
+
+    return once
+
+
+def _batch_recorder(
+    deliveries: Mapping[str, RemoteDelivery], record: Recorder, outcome: _OutcomeOf
+) -> Callable[[TransactionResult], Awaitable[None]]:
+    """The client's ``on_batch``: each LIMITS transaction's delivered and refused-for-good
+    recipients recorded as it ends (RFC 9422 §5.2), matched among every transaction's
+    so far (``_fates``)."""
+    results: list[RecipientResult] = []
+
+    async def on_batch(result: TransactionResult) -> None:
+        results.extend(result.recipients)
+        mine = set(map(id, result.recipients))
+        decided = {}
+        for address, item in _fates(deliveries, results).items():
+            reply = _own_reply(item)
+            if id(item) in mine and reply is not None and (reply.is_positive or reply.code >= 500):
+                decided[address] = outcome(reply)
+        await record(decided)
+
+    return on_batch
+
+
 def _fates(
     deliveries: Mapping[str, RemoteDelivery], results: Iterable[RecipientResult]
 ) -> dict[str, RecipientResult]:
@@ -280,12 +341,6 @@ def _fates(
         if addresses:
             fates[addresses.pop(0)] = item
     return fates
-
-
-class _OutcomeOf(Protocol):
-    """Makes a recipient's outcome from a reply (``ExchangerSession._send``)."""
-
-    def __call__(self, reply: Reply, *, from_remote: bool = True) -> Outcome: ...
 
 
 def _own_reply(item: RecipientResult) -> Reply | None:
@@ -386,7 +441,7 @@ class ExchangerSession:
         except SMTPError as exc:
             if starttls is not False and _tls_failure(exc):
                 raise _TLSFailed(_tls_reason(exc)) from exc
-            raise TryNext(self._error_text(exc, relay), reply=exc.reply) from exc
+            raise TryNext(self._error_text(exc, relay), reply=exc.reply, local=exc.local) from exc
         return client
 
     def _error_text(self, exc: SMTPError, relay: str) -> str:
@@ -418,19 +473,76 @@ class ExchangerSession:
         (by default, the configured policy).
 
         ``record`` is given the outcomes (those a :class:`TryNext` settled, when the
-        session fails) before QUIT: the exchanger has taken the message once it
-        answered the content, and a QUIT it never answers, or a stop meanwhile, must
-        not leave that unrecorded (RFC 5321 §6.1: a restart would send it again)."""
+        session fails) before QUIT, and each LIMITS transaction's as it ends: the
+        exchanger has taken the message once it answered the content, and a QUIT it
+        never answers, a later transaction that fails, or a stop meanwhile, must not
+        leave that unrecorded (RFC 5321 §6.1: a restart would send it again).
+
+        A session that has had the transactions the exchanger's LIMITS allow (MAILMAX,
+        RFC 9422 §5.1) is followed by another to the same exchanger for the recipients
+        not sent yet, up to :data:`MAILMAX_SESSIONS` sessions: nothing is wrong with
+        it, and each session sends at least one transaction."""
         policy = policy or self.policy()
+        if record is not None:
+            record = _once(record)
+        outcomes: dict[str, Outcome] = {}
+        remaining = dict(deliveries)
+        for _ in range(MAILMAX_SESSIONS):
+            try:
+                return outcomes | await self._session(
+                    attempt, relay, entry, remaining, content, policy, record
+                )
+            except _SessionFull as full:
+                outcomes |= full.outcomes
+                remaining = {a: remaining[a] for a in full.unsent}
+            except TryNext as failure:
+                # What the sessions before this one decided for good stands.
+                done = {
+                    a: o for a, o in outcomes.items() if o.status is not RecipientStatus.PENDING
+                }
+                failure.settled = {**done, **failure.settled}
+                raise
+        logger.info(
+            "%s: %s took %d sessions of its LIMITS MAILMAX; %d recipient(s) wait",
+            entry.id,
+            relay,
+            MAILMAX_SESSIONS,
+            len(remaining),
+        )
+        waiting = Outcome(
+            RecipientStatus.PENDING,
+            "4.5.3",
+            f"the exchanger takes a few transactions a session (LIMITS MAILMAX) and "
+            f"{MAILMAX_SESSIONS} sessions were had this round",
+            relay,
+            attempt.host,
+        )
+        return outcomes | dict.fromkeys(remaining, waiting)
+
+    async def _session(
+        self,
+        attempt: Attempt,
+        relay: str,
+        entry: QueueEntry,
+        deliveries: Mapping[str, RemoteDelivery],
+        content: QueuedContent,
+        policy: MessageTLS,
+        record: Recorder | None,
+    ) -> dict[str, Outcome]:
+        """One session of :meth:`deliver`."""
         client = await self._connect(attempt, relay, policy)
         try:
             try:
                 outcomes = await self._send(
-                    client, attempt, relay, entry, deliveries, content, policy
+                    client, attempt, relay, entry, deliveries, content, policy, record
                 )
             except TryNext as failure:
                 if record is not None and failure.settled:
                     await record(failure.settled)
+                raise
+            except _SessionFull as full:
+                if record is not None:
+                    await record(full.outcomes)
                 raise
             if record is not None:
                 await record(outcomes)
@@ -447,6 +559,7 @@ class ExchangerSession:
         deliveries: Mapping[str, RemoteDelivery],
         content: QueuedContent,
         policy: MessageTLS,
+        record: Recorder | None = None,
     ) -> dict[str, Outcome]:
         tls = self._tls_field(client, policy)
         addresses = list(deliveries)
@@ -490,6 +603,7 @@ class ExchangerSession:
                 orcpt = None if recipient.orcpt is None else _passed_orcpt(client, recipient.orcpt)
                 if orcpt is not None:
                     params["ORCPT"] = orcpt
+        on_batch = None if record is None else _batch_recorder(deliveries, record, outcome)
         # The content goes from the queue file in the client's chunks (DATA or BDAT),
         # so a message of any size needs no more memory than a chunk.
         try:
@@ -500,6 +614,7 @@ class ExchangerSession:
                     rcpts,
                     mail_params=mail_params,
                     rcpt_params=lambda mailbox: rcpt_params.get(mailbox, {}),
+                    on_batch=on_batch,
                 )
         except LocalProtocolError as exc:
             # The client's own refusal of what it was about to send: the same message
@@ -522,13 +637,24 @@ class ExchangerSession:
                 return dict.fromkeys(addresses, refused)
             return self._refused(deliveries, exc.result, refused, outcome)
         except SMTPError as exc:
+            if isinstance(exc, SMTPConnectionError) and exc.local and exc.result is not None:
+                # The client's own stop at the exchanger's MAILMAX (RFC 9422 §5.1): the
+                # recipients it did not send go in a new session to the same exchanger.
+                answered = self._refused(deliveries, exc.result, None, outcome)
+                fates = _fates(deliveries, exc.result.recipients)
+                unsent = [a for a in addresses if a not in fates or fates[a].reply is None]
+                raise _SessionFull(
+                    {a: o for a, o in answered.items() if a not in unsent}, unsent
+                ) from exc
             settled = self._settled(client, exc, deliveries, outcome)
             reply = exc.reply
             if reply is not None and 500 <= reply.code < 600:
                 # Refused for good, by the exchanger or for what it announced: bounce now.
                 refused = outcome(reply, from_remote=not exc.local)
                 return {address: settled.get(address, refused) for address in addresses}
-            raise TryNext(self._error_text(exc, relay), reply=reply, settled=settled) from exc
+            raise TryNext(
+                self._error_text(exc, relay), reply=reply, settled=settled, local=exc.local
+            ) from exc
         return self._refused(deliveries, result, None, outcome)
 
     def _refused(
