@@ -166,6 +166,28 @@ def test_a_utf8_recipient_to_a_server_without_smtputf8_bounces_with_553_5_6_7(
     assert b"Status: 5.6.7" in raw and b"does not offer SMTPUTF8" in text
 
 
+def test_a_utf8_domain_sent_in_a_labels_is_relayed_once_with_its_dsn_parameters(
+    tmp_path: Path,
+) -> None:
+    """To an exchanger without SMTPUTF8 the client sends ``bob@bücher.example`` as
+    ``bob@xn--bcher-kva.example`` and names it so in its result: the relay knows it as
+    the address it queued, so the 250 settles it, and its NOTIFY goes with it (it
+    waited for a reply it never knew, and was sent again every round)."""
+    zone = "xn--bcher-kva.example MX 10 mx.pqr.example\nmx.pqr.example A 127.0.0.1\n"
+    with remote(smtputf8=False, dsn=True) as server:
+        relay = _relay(tmp_path, server.port, zone=zone)
+        relay.enqueue(
+            [QueuedRecipient("bob@bücher.example", notify="FAILURE,DELAY")],
+            params=(("SMTPUTF8", None),),
+        )
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    [transaction] = server.transactions
+    assert transaction.rcpt_lines == [
+        b"RCPT TO:<bob@xn--bcher-kva.example> NOTIFY=FAILURE,DELAY\r\n"
+    ]
+
+
 def test_550_bounces_at_once_and_452_is_retried(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

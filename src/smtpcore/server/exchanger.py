@@ -326,18 +326,25 @@ def _batch_recorder(
     return on_batch
 
 
+def _same_address(mailbox: Mailbox) -> tuple[str, str]:
+    """What identifies a recipient in the client's results: the client may send a UTF-8
+    domain in A-labels to an exchanger without SMTPUTF8 (the same address, RFC 5890
+    §2.3.2.1), and names the recipient as it sent it."""
+    return mailbox.local_part, mailbox.ascii_domain
+
+
 def _fates(
     deliveries: Mapping[str, RemoteDelivery], results: Iterable[RecipientResult]
 ) -> dict[str, RecipientResult]:
     """Each address's result, matched by the recipient it answers, in order among those
     with the same mailbox: a message split into transactions (RFC 9422 LIMITS) may
     have results from some of them only, so a position says nothing."""
-    waiting: dict[Mailbox, list[str]] = {}
+    waiting: dict[tuple[str, str], list[str]] = {}
     for address, delivery in deliveries.items():
-        waiting.setdefault(delivery.mailbox, []).append(address)
+        waiting.setdefault(_same_address(delivery.mailbox), []).append(address)
     fates = {}
     for item in results:
-        addresses = waiting.get(item.recipient)
+        addresses = waiting.get(_same_address(item.recipient))
         if addresses:
             fates[addresses.pop(0)] = item
     return fates
@@ -592,12 +599,12 @@ class ExchangerSession:
             return dict.fromkeys(addresses, outcome(refusal, from_remote=False))
         sender: Mailbox | str = "" if not entry.sender else parse_mailbox(entry.sender)
         mail_params = _forwarded_mail_params(client, entry)
-        rcpt_params: dict[Mailbox, dict[str, str | None]] = {}
+        rcpt_params: dict[tuple[str, str], dict[str, str | None]] = {}
         if passed:
             queued = {r.address: r for r in entry.recipients}
             for address, delivery in deliveries.items():
                 recipient = queued[address]
-                params = rcpt_params.setdefault(delivery.mailbox, {})
+                params = rcpt_params.setdefault(_same_address(delivery.mailbox), {})
                 if recipient.notify is not None:
                     params["NOTIFY"] = recipient.notify
                 orcpt = None if recipient.orcpt is None else _passed_orcpt(client, recipient.orcpt)
@@ -613,7 +620,7 @@ class ExchangerSession:
                     sender,
                     rcpts,
                     mail_params=mail_params,
-                    rcpt_params=lambda mailbox: rcpt_params.get(mailbox, {}),
+                    rcpt_params=lambda mailbox: rcpt_params.get(_same_address(mailbox), {}),
                     on_batch=on_batch,
                 )
         except LocalProtocolError as exc:
