@@ -265,6 +265,32 @@ def test_a_utf8_policy_gives_utf8_fields_only_in_an_smtputf8_transaction(adapter
     assert contents[1].isascii() and b"Subject: =?utf-8?" in contents[1]
 
 
+@pytest.mark.parametrize("policy", [email.policy.default, email.policy.compat32])
+def test_utf8_header_fields_parsed_from_bytes_need_smtputf8(
+    adapter: str, policy: email.policy.Policy
+) -> None:
+    """A message parsed from bytes keeps its header fields as they came: raw UTF-8 goes
+    only in an SMTPUTF8 transaction (RFC 6532 §3), and a server without SMTPUTF8
+    refuses it before MAIL (553 5.6.7); it went raw with BODY=8BITMIME alone."""
+    raw = "From: alice@abc.example\nTo: bob@pqr.example\nSubject: café\n\nbody\n".encode()
+    message = email.message_from_bytes(raw, policy=policy)
+    mod = module(adapter)
+    handler = Sink()
+    with running_smtp_server(adapter, handler) as server:
+        run(adapter, lambda: mod.send_message(message, host=server.host, port=server.port))
+    [envelope] = handler.messages
+    assert "SMTPUTF8" in envelope.mail_params
+    assert "Subject: café\r\n".encode() in envelope.content
+    refusing = Sink()
+    with (
+        running_smtp_server(adapter, refusing, connection_factory=without_smtputf8) as server,
+        pytest.raises(mod.ExtensionNotOffered) as refused,
+    ):
+        run(adapter, lambda: mod.send_message(message, host=server.host, port=server.port))
+    assert refused.value.code == 553 and "UTF-8 header fields" in str(refused.value)
+    assert refusing.messages == []
+
+
 def test_a_resent_email_message_goes_to_its_resent_recipients(adapter: str) -> None:
     """RFC 5322 §3.6.6: a message resent once goes from the Resent-From (or Resent-Sender)
     to the Resent-To, -Cc and -Bcc, as smtplib sends it, not back to its first

@@ -144,11 +144,16 @@ def build_envelope(
     utf8_policy = False
     content: Content
     if isinstance(message, email.message.Message):
-        wide_field = _first_wide_field(message)
+        field = _first_wide_field(message)
+        wide_field = None if field is None else f"the UTF-8 address in its {field} field"
         # A policy whose utf8 asks for UTF-8 header fields, to a server that takes them.
         utf8_policy = offer.smtputf8 and getattr(message.policy, "utf8", False)
         utf8 = wide is not None or wide_field is not None or utf8_policy or "SMTPUTF8" in given
         content = _email_bytes(message, utf8=utf8)
+        if not utf8 and not _header_section(content).isascii():
+            # Header fields a message parsed from bytes keeps as they came: UTF-8 they
+            # stay, and go only in an SMTPUTF8 transaction (RFC 6532 §3).
+            wide_field = "its UTF-8 header fields"
     else:
         check_not_text(message)
         content = bytes(message) if isinstance(message, (bytearray, memoryview)) else message
@@ -183,8 +188,8 @@ def check_sendable(
     wide_field: str | None = None,
 ) -> None:
     """Refuse a message the server has said it cannot take, with the reply RFC 3463
-    names: a UTF-8 address (``wide``, the first one; ``wide_field``, the header
-    field of an email message that has one), a parameter with a UTF-8 value
+    names: a UTF-8 address (``wide``, the first one; ``wide_field``, what in an email
+    message's header section is UTF-8), a parameter with a UTF-8 value
     (``wide_value``, its keyword) or ``SMTPUTF8`` without the extension
     (``553 5.6.7``), 8-bit content without 8BITMIME (``554 5.6.3``), a size
     (``SIZE=`` declared, else the content's where known) over ``SIZE`` (``552
@@ -201,7 +206,7 @@ def check_sendable(
         if wide is not None:
             needed, keyword = f"for {wide}", None
         elif wide_field is not None:
-            needed, keyword = f"for the UTF-8 address in its {wide_field} field", None
+            needed, keyword = f"for {wide_field}", None
         elif wide_value is not None:
             needed, keyword = f"for the UTF-8 {wide_value} value", wide_value
         else:
@@ -384,6 +389,12 @@ def _first_wide_field(message: email.message.Message) -> str | None:
         ):
             return name
     return None
+
+
+def _header_section(content: bytes) -> bytes:
+    """The header section of a message's wire form (up to its first empty line)."""
+    end = content.find(b"\r\n\r\n")
+    return content if end < 0 else content[:end]
 
 
 def _email_bytes(message: email.message.Message, *, utf8: bool) -> bytes:
