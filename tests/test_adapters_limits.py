@@ -341,3 +341,35 @@ def test_mailmax_counts_every_mail_of_the_session(adapter: str) -> None:
     assert [(str(r.recipient), r.reply) for r in error.result.recipients] == [
         ("c@pqr.example", None)
     ]
+
+
+def test_on_batch_hears_of_each_transaction_as_it_ends(adapter: str) -> None:
+    """``on_batch`` is awaited with each transaction's result before the next begins, so
+    a caller can record what each delivered; on the blocking client it is a plain
+    function."""
+    from smtpcore import sync
+
+    handler = Sink()
+    seen: list[list[str]] = []
+
+    async def heard(result: Any) -> None:
+        seen.append([str(r.recipient) for r in result.recipients])
+        assert len(handler.messages) == len(seen)  # that transaction ended; no next one yet
+
+    async def go(port: int) -> Any:
+        async with module(adapter).SMTPClient("127.0.0.1", port) as client:
+            return await client.send_message(MESSAGE, "a@abc.example", RECIPIENTS, on_batch=heard)
+
+    with running_smtp_server(adapter, handler, limits=True, max_recipients=2) as server:
+        run(adapter, lambda: go(server.port))
+        batches = [RECIPIENTS[0:2], RECIPIENTS[2:4], RECIPIENTS[4:]]
+        assert seen == batches
+        plain: list[int] = []
+        with sync.SMTPClient("127.0.0.1", server.port, timeout=10) as client:
+            client.send_message(
+                MESSAGE,
+                "a@abc.example",
+                RECIPIENTS,
+                on_batch=lambda r: plain.append(len(r.recipients)),
+            )
+        assert plain == [2, 2, 1]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import email.message
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -233,9 +233,11 @@ class SMTPClient(_WithBlock):
         mail_params: ParametersLike = None,
         rcpt_params: RecipientParameters = None,
         xforward: Xforward | None = None,
+        on_batch: Callable[[TransactionResult], None] | None = None,
     ) -> TransactionResult:
         """Send one message; returns each recipient's fate (see the asyncio client's
-        :meth:`~smtpcore.asyncio.SMTPClient.send_message` for the options and errors)."""
+        :meth:`~smtpcore.asyncio.SMTPClient.send_message` for the options and errors;
+        ``on_batch`` is a plain function here, called as each transaction ends)."""
         return run(
             self._session.send_message(
                 message,
@@ -244,6 +246,7 @@ class SMTPClient(_WithBlock):
                 mail_params=mail_params,
                 rcpt_params=rcpt_params,
                 xforward=xforward,
+                on_batch=None if on_batch is None else _awaitable(on_batch),
             )
         )
 
@@ -317,6 +320,15 @@ def send_message(
         return client.send_message(
             message, sender, recipients, mail_params=mail_params, rcpt_params=rcpt_params
         )
+
+
+def _awaitable(call: Callable[[T], None]) -> Callable[[T], Awaitable[None]]:
+    """``call`` as the session awaits it (a blocking session's waits block)."""
+
+    async def awaited(value: T) -> None:
+        call(value)
+
+    return awaited
 
 
 def _each(items: AsyncIterator[T]) -> Iterator[T]:
