@@ -6,6 +6,8 @@ raw control characters from a fetched header; ``fetch --auth``."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import io
 import os
 import smtplib
@@ -17,10 +19,13 @@ import pytest
 
 import smtpcore.__main__ as cli
 from peers import make_tls_files
+from smtpcore.handler import Authenticator
+from smtpcore.sasl import derive_scram_credentials
 from smtpcore.server.cli import build_parser, config_from_args
-from smtpcore.server.config import ConfigError
+from smtpcore.server.config import ConfigError, ServerConfig
 from smtpcore.server.credentials import Credentials, hash_password, is_hashed
 from smtpcore.server.passwords import ENVIRONMENT_VARIABLE, read_password
+from smtpcore.server.pop3 import POP3Store
 from smtpcore.server.tools import printable
 from test_cli_serve import LOOPBACK, ROOT, serve
 
@@ -63,6 +68,46 @@ def test_keys_of_another_scram_hash_are_never_a_password() -> None:
     credentials = Credentials({"john@abc.example": keys})
     assert not credentials.check_password("john@abc.example", keys)
     assert credentials.get_password("john@abc.example") is None
+
+
+def test_every_password_check_costs_one_derivation_whoever_the_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong password cost a PBKDF2 derivation for a user with stored keys and none for
+    an unknown user, a malformed name or a plaintext user, so its time told who exists
+    (POP3 USER/PASS, AUTH PLAIN and LOGIN). Counted, not timed."""
+    users = {
+        "john@abc.example": hash_password("s3cret"),
+        "jane@abc.example": derive_scram_credentials("s3cret", iterations=5000).to_text(),
+        "anne@abc.example": derive_scram_credentials("s3cret", iterations=5000).to_text(),
+        "mary@abc.example": "plain",
+    }
+    derivations: list[int] = []
+    real = hashlib.pbkdf2_hmac
+
+    def counted(name: str, password: bytes, salt: bytes, iterations: int) -> bytes:
+        derivations.append(iterations)
+        return real(name, password, salt, iterations)
+
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", counted)
+    credentials = Credentials(users)
+    store = POP3Store(
+        ServerConfig(domains=("abc.example",), users=users, data_dir=tmp_path),
+        Authenticator(check_password=credentials.check_password),
+        credentials=credentials,
+    )
+    names = ["jane@abc.example", "john@abc.example", "mary@abc.example"]
+    names += ["nobody@abc.example", "not an address", ""]
+    right = {(names[0], "s3cret"), (names[1], "s3cret"), (names[2], "plain")}
+    for name in names:
+        for password in ("wrong", "s3cret", "plain", "\u0007"):  # SASLprep refuses BEL
+            derivations.clear()
+            ok = credentials.check_password(name, password)
+            assert ok is ((name, password) in right)
+            assert asyncio.run(store.check_password(None, name, password)) is ok  # type: ignore[arg-type]  # the session is not used
+            # One derivation a check, of the user's own count or else of the one most keys have
+            count = 4096 if name == names[1] else 5000
+            assert derivations == [count, count], (name, password)
 
 
 def test_hash_password_reads_stdin_and_serve_logs_in_with_the_keys(tmp_path: Path) -> None:

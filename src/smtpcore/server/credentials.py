@@ -13,10 +13,13 @@ password itself, so a user with stored keys cannot use them.
 from __future__ import annotations
 
 import hmac
+import secrets
+from collections import Counter
 from collections.abc import Mapping
 
 from smtpcore.address import AddressError, parse_mailbox
 from smtpcore.sasl import ScramCredentials, derive_scram_credentials
+from smtpcore.sasl._scram import DEFAULT_ITERATIONS
 from smtpcore.server.config import mailbox_key
 
 __all__ = ["SCRAM_PREFIX", "Credentials", "hash_password", "is_hashed"]
@@ -42,6 +45,7 @@ class Credentials:
     def __init__(self, users: Mapping[str, str]) -> None:
         self.users = users
         self._scram: dict[str, ScramCredentials] = {}
+        self._decoy_keys: ScramCredentials | None = None
 
     def key(self, username: str) -> str | None:
         """The mailbox key of a known user, else None."""
@@ -59,25 +63,57 @@ class Credentials:
         return self.users[key]
 
     def check_password(self, username: str, password: str) -> bool:
+        """Whether ``password`` is the user's, at the cost of one key derivation whoever
+        the user is: a known user with stored keys needs one, so a user with a password
+        in the clear, an unknown user and a malformed name get one too, against made-up
+        keys with the iteration count the users' keys have; otherwise the time a wrong
+        password takes would tell which users exist."""
         key = self.key(username)
-        stored = self.users.get(key, "") if key is not None else ""
-        if key is not None and is_hashed(stored):
-            keys = self.get_scram(username)
-            if keys is None:
-                return False
-            try:
-                tried = derive_scram_credentials(
-                    password, salt=keys.salt, iterations=keys.iterations
-                )
-            except ValueError:  # a password SASLprep refuses cannot be right
-                return False
-            return hmac.compare_digest(tried.stored_key, keys.stored_key)
-        ok = hmac.compare_digest(stored.encode(), password.encode())
-        return ok and key is not None
+        stored = self.users[key] if key is not None else None
+        keys = self._stored_keys(stored) if stored is not None and is_hashed(stored) else None
+        against = keys if keys is not None else self._decoy()
+        try:
+            tried = derive_scram_credentials(
+                password, salt=against.salt, iterations=against.iterations
+            ).stored_key
+        except ValueError:  # SASLprep refuses it: it cannot be right, but costs the same
+            derive_scram_credentials("-", salt=against.salt, iterations=against.iterations)
+            tried = b""
+        if keys is not None:
+            return hmac.compare_digest(tried, keys.stored_key)
+        plain = stored is not None and not is_hashed(stored)
+        ok = hmac.compare_digest((stored if plain else "").encode(), password.encode())
+        return ok and plain
+
+    @staticmethod
+    def _stored_keys(stored: str) -> ScramCredentials | None:
+        """SCRAM-SHA-256 keys as the users file holds them; None for anything else
+        (:class:`~smtpcore.server.config.ServerConfig` refuses it), which lets no one in."""
+        try:
+            keys = ScramCredentials.from_text(stored)
+        except ValueError:
+            return None
+        return keys if keys.hash_name == "SHA-256" else None
+
+    def _decoy(self) -> ScramCredentials:
+        """Made-up keys for a user who has none: a random salt and key, and the iteration
+        count most of the users' keys have (that of ``hash-password`` when none do).
+        Nothing is derived to make them, so the first check costs what the others do."""
+        if self._decoy_keys is None:
+            counts = Counter(
+                keys.iterations
+                for secret in self.users.values()
+                if is_hashed(secret) and (keys := self._stored_keys(secret)) is not None
+            )
+            iterations = max(counts, key=lambda n: (counts[n], n), default=DEFAULT_ITERATIONS)
+            key = secrets.token_bytes(32)
+            self._decoy_keys = ScramCredentials(secrets.token_bytes(16), iterations, key, key)
+        return self._decoy_keys
 
     def forget(self) -> None:
         """Drop the keys derived so far (the users changed)."""
         self._scram.clear()
+        self._decoy_keys = None
 
     def get_scram(self, username: str) -> ScramCredentials | None:
         key = self.key(username)

@@ -101,8 +101,9 @@ class POP3Store(MaildirStore):
         return key if key in self.config.users else ""
 
     async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
-        """USER/PASS against the password or the stored SCRAM keys."""
-        return bool(self._key(user)) and self.credentials.check_password(user, password)
+        """USER/PASS against the password or the stored SCRAM keys; an unknown user is
+        checked too, so that he takes as long as a wrong password."""
+        return self.credentials.check_password(user, password) and bool(self._key(user))
 
     async def apop_secret(self, session: POP3Session, user: str) -> str | None:
         """APOP needs the password in the clear: none for a user with stored keys."""
