@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peers import TLSFiles, module, run, running_smtp_server
+from smtpcore._driver._trace import WireTrace
 from smtpcore.smtp import Help, Reply
 from smtpcore.testing import ScriptedServer, Send, script
 from smtpcore.testing import strategies as sst
@@ -141,6 +142,16 @@ def test_trace_escapes_control_characters_and_bounds_lines(adapter: str) -> None
     assert lines[0] == "220-\\x1b[31mred\\x1b[0m"
     assert lines[1].endswith(" [...]") and len(lines[1]) < 2100
     assert lines[2] == "220 ok"
+
+
+def test_trace_escapes_line_separators_as_a_log_does() -> None:
+    """The trace escaped C0 and C1 controls but let U+2028 and U+2029 through, which
+    split the line for a log reader; it now escapes as every peer text in a log is."""
+    lines: list[str] = []
+    WireTrace(lambda direction, line: lines.append(line)).received(
+        "250-a\u2028b\u2029c\u0085d\u009be\u202ef\r\n".encode()
+    )
+    assert lines == ["250-a\\u2028b\\u2029c\\x85d\\x9be\\u202ef"]
 
 
 @given(

@@ -22,6 +22,7 @@ from smtpcore.asyncio import SMTPClient
 from smtpcore.routing import StaticResolver
 from smtpcore.server import ConfigError, MailServer, ServerConfig
 from smtpcore.server.app import MAX_HOPS, MailStore
+from smtpcore.server.log import delivery_line
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
 from smtpcore.server.queue import Queue, QueuedRecipient
@@ -292,6 +293,59 @@ def test_the_session_limits_reach_every_listener(tmp_path: Path) -> None:
     (smtp_first, smtp_second), (pop3_first, pop3_second) = _run(main)
     assert smtp_first.startswith(b"220 ") and smtp_second.startswith(b"421 4.7.0 ")
     assert pop3_first.startswith(b"+OK") and pop3_second.startswith(b"-ERR [SYS/TEMP]")
+
+
+_HOSTILE = "\u009b2J\u009b31mRED\u0085FAKE\u2028LINE\u2029P\u202eRTL"
+"""8-bit CSI sequences, NEL, the line and paragraph separators and a bidi override,
+which the command parsers let through (they refuse C0 controls): raw in a log line,
+they drive a terminal or split the line."""
+
+
+def test_what_a_peer_chose_reaches_the_log_escaped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A HELO name and a POP3 USER name with C1 controls and line separators reached the
+    mail log raw (the disconnect line, helo=<...> and user=<...> of the reject lines),
+    as a remote server's reply in a delivery line did."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    config = _config(tmp_path, "pqr.example", {"b@pqr.example": "x"}, pop3_port=2110)
+
+    def talk(port: int, lines: list[str]) -> None:
+        with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+            reader = sock.makefile("rb")
+            reader.readline()
+            for line in lines:
+                sock.sendall(line.encode() + b"\r\n")
+                while (reply := reader.readline())[3:4] == b"-":
+                    pass
+                assert reply, line
+
+    async def main() -> None:
+        sockets = {"smtp": _listening(), "pop3": _listening()}
+        async with MailServer(config, sockets=sockets) as server:
+            await asyncio.to_thread(
+                talk,
+                _port(server, "smtp"),
+                [f"HELO h{_HOSTILE}", "MAIL FROM:<a@b.example>", "RCPT TO:<x@pqr.ex>", "QUIT"],
+            )
+            await asyncio.to_thread(
+                talk, _port(server, "pop3"), [f"USER u{_HOSTILE}", "PASS wrong", "QUIT"]
+            )
+
+    _run(main)
+    log = [r.getMessage() for r in caplog.records]
+    log.append(
+        delivery_line(
+            "Q1", "x@pqr.example", relay="mx.pqr.example", delay=0.0, dsn="5.0.0",
+            status="bounced", detail=f"550 no{_HOSTILE}",
+        )
+    )  # fmt: skip
+    escaped = "\\x9b2J\\x9b31mRED\\x85FAKE\\u2028LINE\\u2029P\\u202eRTL"
+    for needle in ("disconnect from", "helo=<h", "user=<u", "status=bounced"):
+        (line,) = [line for line in log if needle in line]
+        assert escaped in line, line
+    for line in log:
+        assert line.isprintable() or "\t" in line, line  # no raw control, separator, bidi
 
 
 def test_the_queue_is_picked_up_after_a_restart(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from smtpcore._driver._listener import (
     ServedSession,
     SessionRegistry,
 )
+from smtpcore._driver._logtext import loggable
 from smtpcore._driver._pop3_exchange import SASLExchange, top_chunks, top_chunks_now
 from smtpcore._driver._proxied import Network, networks, peer_text
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts
@@ -296,7 +297,9 @@ class POP3ServerSession(ServedSession):
             except BaseException as exc:
                 if not self._call_failed(exc):
                     raise
-                logger.exception("closing the maildrop of %s failed", self.session.user)
+                logger.exception(
+                    "closing the maildrop of %s failed", loggable(str(self.session.user))
+                )
 
     def _new_connection(self) -> ServerConnection:
         options = self.options
@@ -635,7 +638,7 @@ class POP3ServerSession(ServedSession):
             peer_text(self.session.peer),
             answer.code,
             answer.text,
-            user or "",
+            loggable(user or ""),
         )
 
     async def _login(self, user: str, mechanism: str) -> None:

@@ -26,6 +26,7 @@ from smtpcore._driver._listener import (
     ServedSession,
     SessionRegistry,
 )
+from smtpcore._driver._logtext import loggable, loggable_reply
 from smtpcore._driver._proxied import Network, ip_peer, networks, peer_text, trusted
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts
 from smtpcore._driver._transport import Link
@@ -743,7 +744,7 @@ class ServerSession(ServedSession):
             "NOQUEUE: reject: %s from %s: %s",
             _logged_verb(event),
             peer_text(self.session.peer),
-            " ".join(str(event.reply).split()),
+            loggable_reply(event.reply),
         )
         self._answer(event.reply)
 
@@ -751,7 +752,7 @@ class ServerSession(ServedSession):
         logger.info(
             "NOQUEUE: reject: DATA from %s: %s",
             peer_text(self.session.peer),
-            " ".join(str(event.reply).split()),
+            loggable_reply(event.reply),
         )
         self._in_chunk = False
         await self._end_transaction()
@@ -1000,7 +1001,11 @@ class ServerSession(ServedSession):
         )
         if greeting.code == 220:
             await self._end_transaction()
-            logger.info("XCLIENT from %s: now %s", peer_text(self.transport.peer_address), merged)
+            logger.info(
+                "XCLIENT from %s: now %s",
+                peer_text(self.transport.peer_address),
+                loggable(str(merged)),
+            )
         elif greeting.code != 421:
             session.peer, session.local, session.peer_name, session.helo_name = before
             session.authenticated, session.xclient = before_identity
@@ -1061,7 +1066,10 @@ class ServerSession(ServedSession):
         if answered.code == 235:
             session.authenticated = identity
             logger.info(
-                "AUTH %s from %s as %s", identity.mechanism, peer_text(session.peer), identity
+                "AUTH %s from %s as %s",
+                identity.mechanism,
+                peer_text(session.peer),
+                loggable(str(identity)),
             )
         else:  # the handler's veto counts as a failed attempt: logged as one
             self._log_auth_refusal(answered, flow.mechanism)
@@ -1073,7 +1081,7 @@ class ServerSession(ServedSession):
             logger.info(
                 "NOQUEUE: reject: AUTH from %s: %s; mechanism=%s",
                 peer_text(self.session.peer),
-                " ".join(str(reply).split()),
+                loggable_reply(reply),
                 mechanism,
             )
 

@@ -7,7 +7,8 @@ for the server's) or to a :class:`logging.Logger` at DEBUG (``"C: EHLO ..."``).
 The session marks what must not be shown: the AUTH initial response and
 every SASL continuation line (RFC 4954 §4) appear as ``****``, POP3's PASS
 argument and APOP digest the same. Lines are shown as text with control
-characters escaped, so a hostile server cannot drive the terminal a trace is
+characters, line separators and bidi controls escaped, as every peer text in
+a log line is, so a hostile server cannot drive the terminal a trace is
 printed on, and a line is cut at :data:`MAX_LINE` characters, so that a
 trace stays bounded whatever arrives.
 """
@@ -15,9 +16,10 @@ trace stays bounded whatever arrives.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from typing import Final, TypeAlias
+
+from smtpcore._driver._logtext import loggable
 
 __all__ = ["MASK", "MAX_LINE", "Trace", "WireTrace"]
 
@@ -27,12 +29,6 @@ Trace: TypeAlias = Callable[[str, str], None] | logging.Logger
 MASK: Final = "****"
 MAX_LINE: Final = 2048
 """Characters of a line shown; the rest is left out, marked ``[...]``."""
-
-_UNPRINTABLE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def _escape(match: re.Match[str]) -> str:
-    return f"\\x{ord(match.group()):02x}"
 
 
 class _Lines:
@@ -104,7 +100,7 @@ class WireTrace:
         the next command starts a line of its own."""
         rest = self._sent.rest()
         if rest is not None:
-            text = _UNPRINTABLE.sub(_escape, rest.decode("utf-8", "replace"))
+            text = loggable(rest.decode("utf-8", "replace"))
             self._emit("C", f"{text} [chunk ends]")
 
     def received(self, data: bytes) -> None:
@@ -114,5 +110,5 @@ class WireTrace:
     def _lines(self, direction: str, lines: list[tuple[bytes, bool]]) -> None:
         emit = self._emit
         for raw, cut in lines:
-            text = _UNPRINTABLE.sub(_escape, raw.decode("utf-8", "replace"))
+            text = loggable(raw.decode("utf-8", "replace"))
             emit(direction, text + " [...]" if cut else text)

@@ -34,7 +34,7 @@ from smtpcore.server.bounce import ReportedRecipient, build_success_report
 from smtpcore.server.config import ServerConfig, mailbox_key
 from smtpcore.server.delivery import DeliveryWorker
 from smtpcore.server.internal import InternalAddresses
-from smtpcore.server.log import delivery_line, logger, peer_text, refusal_line
+from smtpcore.server.log import delivery_line, loggable, logger, peer_text, refusal_line
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import StagedMessage
 from smtpcore.server.queue import (
@@ -299,9 +299,9 @@ class _MailHandler(Handler):
             "duration=%.2fs",
             self.listener,
             peer_text(session.peer),
-            session.helo_name or "-",
+            loggable(session.helo_name or "-"),
             tls,
-            "-" if auth is None else str(auth),
+            "-" if auth is None else loggable(str(auth)),
             stats.mail,
             stats.accepted,
             stats.rcpt,
@@ -580,11 +580,11 @@ class _MailHandler(Handler):
         logger.info(
             "%s: from=<%s>, size=%d, nrcpt=%d, client=%s%s",
             accepted.queue_id,
-            sender,
+            loggable(sender),
             size,
             nrcpt,
-            client,
-            "" if auth is None else f", sasl_username={auth}",
+            loggable(client),
+            "" if auth is None else f", sasl_username={loggable(str(auth))}",
         )
         for address, key in local.items():
             path = accepted.delivered.get(key)

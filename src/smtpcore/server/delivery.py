@@ -67,7 +67,7 @@ from smtpcore.server.exchanger import (
     reply_text,
 )
 from smtpcore.server.internal import InternalAddresses
-from smtpcore.server.log import delivery_line, logger
+from smtpcore.server.log import delivery_line, loggable, logger
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.queue import (
     Queue,
@@ -686,7 +686,7 @@ class DeliveryWorker:
         if refused:
             attempts = tuple(a for a in attempts if not self.internal.refused(a.address))
             names = ", ".join(sorted({f"{a.host}[{a.address}]" for a in refused}))
-            logger.info("%s: not connecting to internal addresses: %s", entry.id, names)
+            logger.info("%s: not connecting to internal addresses: %s", entry.id, loggable(names))
             if not attempts:
                 return dict.fromkeys(
                     addresses,
@@ -725,7 +725,9 @@ class DeliveryWorker:
                 if not remaining:
                     return {}
                 if number < len(attempts):
-                    logger.info("%s: %s; trying the next exchanger", entry.id, failure.detail)
+                    logger.info(
+                        "%s: %s; trying the next exchanger", entry.id, loggable(failure.detail)
+                    )
                 last = failure
                 continue
             # A recipient this exchanger deferred (a 4xx to RCPT, or after the content)
@@ -743,7 +745,7 @@ class DeliveryWorker:
                 logger.info(
                     "%s: %s deferred %d recipient(s); trying the next exchanger",
                     entry.id,
-                    relay,
+                    loggable(relay),
                     len(remaining),
                 )
         if len(remaining) < len(deliveries) or deferred:
@@ -880,7 +882,9 @@ class DeliveryWorker:
             key = self.mailboxes.lookup(decision.mailbox)
             if key is None:
                 key = self.mailboxes.config.postmaster_key(self.mailboxes.config.domains[0])
-                logger.info("%s: sender <%s> has no mailbox; report to %s", queue_id, sender, key)
+                logger.info(
+                    "%s: sender <%s> has no mailbox; report to %s", queue_id, loggable(sender), key
+                )
             path = await asyncio.to_thread(self.mailboxes.deliver, key, "", report)
             logger.info("%s: sender %s notification: delivered to %s", queue_id, kind, path)
             self.mailboxes.delivered(key, path, queue_id)

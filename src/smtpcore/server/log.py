@@ -9,16 +9,20 @@ last with the reply in parentheses::
         delay=0.05, tls=yes, tls_policy=may, dsn=2.0.0,
         status=sent (250 2.0.0 Ok: queued as 7C81D0E2AA)
 
-They go to the ``smtpcore.mail`` logger at INFO level.
+They go to the ``smtpcore.mail`` logger at INFO level. What a peer chose
+(addresses, a HELO or user name, a reply's text) has its control characters,
+line separators and bidi controls escaped, so that it can neither drive the
+terminal the log is read on nor write a line of its own.
 """
 
 from __future__ import annotations
 
 import logging
 
+from smtpcore._driver._logtext import loggable, loggable_reply
 from smtpcore._driver._proxied import peer_text
 
-__all__ = ["delivery_line", "logger", "peer_text", "refusal_line"]
+__all__ = ["delivery_line", "loggable", "logger", "peer_text", "refusal_line"]
 
 logger = logging.getLogger("smtpcore.mail")
 
@@ -40,18 +44,12 @@ def refusal_line(
     mailbox here; listener=smtp from=<a@b> to=<x@y> helo=<h>``. ``reply`` prints as its
     wire form without the line breaks."""
     fields = [f"listener={listener}"]
-    if sender is not None:
-        fields.append(f"from=<{sender}>")
-    if recipient is not None:
-        fields.append(f"to=<{recipient}>")
-    if user is not None:
-        fields.append(f"user=<{user}>")
-    if helo is not None:
-        fields.append(f"helo=<{helo}>")
-    text = " ".join(str(reply).split())
+    for name, value in (("from", sender), ("to", recipient), ("user", user), ("helo", helo)):
+        if value is not None:
+            fields.append(f"{name}=<{loggable(value)}>")
     return (
-        f"{queue_id or 'NOQUEUE'}: reject: {command} from {peer_text(peer)}: {text}; "
-        + " ".join(fields)
+        f"{queue_id or 'NOQUEUE'}: reject: {command} from {peer_text(peer)}: "
+        f"{loggable_reply(reply)}; " + " ".join(fields)
     )
 
 
@@ -68,13 +66,14 @@ def delivery_line(
     tls_policy: str | None = None,
 ) -> str:
     """One recipient's outcome of one delivery attempt; ``tls`` is ``no``, ``yes``
-    (encrypted) or ``verified``, and ``tls_policy`` the relay's ``--relay-tls``."""
+    (encrypted) or ``verified``, and ``tls_policy`` the relay's ``--relay-tls``.
+    ``detail`` is often the remote server's reply, escaped as the rest."""
     if isinstance(tls, bool):
         tls = "yes" if tls else "no"
     tls_field = "" if tls is None else f", tls={tls}"
     if tls_policy is not None:
         tls_field += f", tls_policy={tls_policy}"
     return (
-        f"{queue_id}: to=<{recipient}>, relay={relay}, delay={delay:.2f}{tls_field}, "
-        f"dsn={dsn}, status={status} ({detail})"
+        f"{queue_id}: to=<{loggable(recipient)}>, relay={loggable(relay)}, "
+        f"delay={delay:.2f}{tls_field}, dsn={dsn}, status={status} ({loggable(detail)})"
     )

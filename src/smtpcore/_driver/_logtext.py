@@ -1,0 +1,41 @@
+"""Text from a peer made safe for a log line, and for the terminal it may be read on.
+
+Much of what a mail log says is the peer's choice: a HELO name, a user name,
+an address, the text of a remote server's reply. Raw, a control character
+in it drives the terminal the log is read on (xterm obeys the 8-bit CSI,
+U+009B, as it does ESC [), and a line or paragraph separator (NEL, U+2028,
+the C0 separators) splits the line for any reader that follows
+:meth:`str.splitlines`, so that a peer could write lines of its own into the
+log. Every such field goes through :func:`loggable`, and so do the lines of
+a client's wire trace; what goes on the wire or into mail is left alone.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+__all__ = ["loggable", "loggable_reply"]
+
+_UNSAFE: Final = re.compile(
+    # C0 (with \x1c-\x1e, which splitlines takes for line ends), DEL, C1 (with NEL,
+    # \x85), the line and paragraph separators, and the bidi controls that reorder
+    # what a reader sees.
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def loggable(text: str) -> str:
+    """``text`` with every control character, line or paragraph separator and bidi
+    control shown as its escape (``\\x9b``, ``\\u2028``), never raw."""
+    return _UNSAFE.sub(_escape, text)
+
+
+def loggable_reply(reply: object) -> str:
+    """A reply (SMTP or POP3) as one log line: its lines joined by a space, escaped."""
+    return loggable(" ".join(str(reply).split()))
