@@ -664,6 +664,57 @@ def test_a_reply_line_over_512_octets_is_refused_and_changes_nothing() -> None:
     assert conn.send(Reply(250, "queued")) == b"250 2.0.0 queued\r\n"
 
 
+def test_an_ehlo_reply_whose_keyword_lines_overrun_is_refused_and_changes_nothing() -> None:
+    """The EHLO keyword lines were not measured: an AUTH line over 512 octets raised
+    once the session had moved (HELLO to READY, helo_name set), and the 451 that
+    should follow was refused ("there is no command to answer"). The constructor
+    refuses such a list; one set on the session later fails the reply, the machine
+    left as it was."""
+    names = [f"X-MECHANISM-{i:04d}ABCD" for i in range(30)]  # 20 octets each
+    with pytest.raises(ValueError, match="AUTH line of 24 mechanisms is over 512"):
+        ServerConnection("mx.pqr.example", auth_mechanisms=names[:24])  # 514 octets
+    fits = greeted(auth_mechanisms=names[:23], auth_require_tls=False)  # 493 octets
+    run(fits, EHLO)
+    conn = greeted(auth_mechanisms=["PLAIN"], auth_require_tls=False)
+    conn.auth_mechanisms = tuple(names)  # as a driver offers a session its own
+    conn.receive_data(EHLO)
+    assert isinstance(conn.next_event(), Ehlo)
+    before = _fields(conn)
+    with pytest.raises(LocalProtocolError, match="512 octets"):
+        conn.send(Reply(250, "hello"))
+    assert _fields(conn) == before
+    assert conn.state is State.HELLO and conn.helo_name is None
+    assert conn.send(Reply(451, "try again later", "4.3.0")) == b"451 try again later\r\n"
+    conn.auth_mechanisms = ("PLAIN",)
+    run(conn, EHLO)
+    assert conn.state is State.READY and conn.extended
+
+
+@pytest.mark.parametrize(
+    "hostname", ["x" * 250 + ".example", "mx pqr.example", "mx.pqr.example\r\n250 ok", "", "1.2"]
+)
+def test_a_hostname_that_is_no_domain_is_refused(hostname: str) -> None:
+    """The host name heads the greeting and the EHLO reply (RFC 5321 §4.1.1.1): a domain
+    of at most 255 octets (§4.5.3.1.2) or an address literal. A longer one overran the
+    EHLO reply's first line after the session had moved."""
+    with pytest.raises(ValueError, match="is not a domain"):
+        ServerConnection(hostname)
+    conn = greeted()
+    with pytest.raises(ValueError, match="is not a domain"):
+        conn.hostname = hostname
+    assert conn.hostname == "mx.pqr.example"
+
+
+@pytest.mark.parametrize(
+    "hostname",
+    ["localhost", "mx.pqr.example.", "b\u00fccher.example", "[192.0.2.1]", "[IPv6:::1]"],
+)
+def test_a_domain_or_address_literal_names_the_host(hostname: str) -> None:
+    conn = ServerConnection(hostname)
+    conn.send(Reply(220, "ready"))
+    assert run(conn, EHLO)[1].startswith(f"250-{hostname} ".encode())
+
+
 def test_the_limit_counts_the_enhanced_status_only_where_it_is_written() -> None:
     conn = greeted(enhanced_status_codes=False, starttls=True)
     run(conn, EHLO)

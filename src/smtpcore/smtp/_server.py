@@ -21,6 +21,7 @@ from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import ascii_upper
+from smtpcore.address import AddressError, parse_domain
 from smtpcore.sasl import SERVER_MECHANISMS
 from smtpcore.smtp._commands import (
     CommandSyntaxError,
@@ -176,6 +177,8 @@ def _option(name: str, doc: str = "") -> property:
     command (its parameters, its commands) and the next EHLO (its line there)."""
 
     def write(conn: ServerConnection, value: object) -> None:
+        if name == "hostname":
+            value = _checked_hostname(value)  # type: ignore[arg-type]  # a str, or refused there
         old = conn._config
         new = old.replaced(name, value)
         if new.tables is not old.tables:
@@ -282,7 +285,7 @@ class ServerConnection:
         # The configuration, set attribute by attribute rather than through a
         # constructor of its own: a connection_factory builds a machine per connection.
         config: ServerConfig = _new(ServerConfig)
-        config.hostname = hostname
+        config.hostname = _checked_hostname(hostname)
         config.lmtp = lmtp
         config.max_command_line = max_command_line
         config.max_text_line = max_text_line
@@ -313,6 +316,11 @@ class ServerConnection:
         for name in config.auth_mechanisms:  # each goes on the EHLO AUTH line (RFC 4422 §3.1)
             if not _MECHANISM_RE.fullmatch(name):
                 raise ValueError(f"not a SASL mechanism name: {name!r}")
+        if len("250-AUTH \r\n") + len(" ".join(config.auth_mechanisms)) > MAX_REPLY_LINE:
+            raise ValueError(
+                f"the EHLO AUTH line of {len(config.auth_mechanisms)} mechanisms is over "
+                f"{MAX_REPLY_LINE} octets (RFC 5321 §4.5.3.1.5)"
+            )
         config.auth_require_tls = auth_require_tls
         config.require_auth = require_auth
         config.max_auth_failures = max_auth_failures
@@ -1129,6 +1137,7 @@ class ServerConnection:
         code = event.code
         success = code in rule.success_codes
         target = rule.on_success
+        before = self._state
         if success and isinstance(target, State):  # a success's named state: no call
             self._state = target
         else:
@@ -1140,7 +1149,12 @@ class ServerConnection:
         if success:
             on_accept = _ON_ACCEPT.get(type(command))
             if on_accept is not None:
-                written = on_accept(self, command, event)
+                try:
+                    written = on_accept(self, command, event)
+                except LocalProtocolError:  # an answer it cannot write: put back as it was
+                    self._state = before
+                    self._pending = command
+                    raise
                 if written is not None:
                     return written
         elif code in _AUTH_FAILURE_STATUS and isinstance(command, Auth | AuthResponse):
@@ -1151,37 +1165,54 @@ class ServerConnection:
     # returns the bytes of its answer when they are not the plain ones (_finish's).
 
     def _hello_accepted(self, command: Ehlo | Helo | Lhlo, event: Reply) -> bytes:
+        """The session opened (RFC 5321 §4.1.1.1). The reply is built first: one that
+        cannot be written (an EHLO keyword line over 512 octets, RFC 5321 §4.5.3.1.5,
+        say a long ``auth_mechanisms`` list) raises ``LocalProtocolError`` with the
+        session's fields as they were (:meth:`_answer_command` puts back its state)."""
+        config = self._config
+        extended = not isinstance(command, Helo)
+        if not extended:
+            data = self._hello_reply(event, ())
+            verbs = config.tables.plain_verbs
+            limit = config.max_command_line
+        else:
+            verbs = config.tables.extended_verbs
+            # A session's first EHLO, its facts still the configuration's (no TLS, AUTH
+            # or XCLIENT of its own yet), answered with the reply every EHLO of the
+            # server gets: most connections' EHLO, answered as the one before (a test
+            # holds it to the general path below).
+            first = config.first_hello
+            fresh = (
+                self.tls is config.tls
+                and not self.authenticated
+                and self.trusted_forwarder is config.trusted_forwarder
+                and self.auth_mechanisms is config.auth_mechanisms
+                and type(self) is ServerConnection
+            )
+            if fresh and first is not None and first[0] is event:
+                limit = first[1]
+                data = first[2]
+            else:
+                # The extensions are asked as of a session opened with EHLO.
+                kept = self.helo_name, self.extended
+                self.helo_name = command.domain
+                self.extended = True
+                try:
+                    keywords, limit = self._offered_now()
+                    data = self._hello_reply(event, keywords)
+                except LocalProtocolError:
+                    self.helo_name, self.extended = kept
+                    raise
+                if fresh and config.tables.hellos is not None:  # built-in extensions alone
+                    config.first_hello = (event, limit, data)
         self.helo_name = command.domain
-        self.extended = not isinstance(command, Helo)
+        self.extended = extended
         # _reset_transaction's fields, set without the call (once a connection).
         self._utf8_transaction = self._binary_transaction = False
         self._accepted = self._overshoot = 0
         self._forwarded_message = None
-        config = self._config
-        if not self.extended:
-            self._verbs = config.tables.plain_verbs
-            self._command_line_limit = config.max_command_line
-            return self._hello_reply(event, ())
-        self._verbs = config.tables.extended_verbs
-        # A session's first EHLO, its facts still the configuration's (no TLS, AUTH or
-        # XCLIENT of its own yet), answered with the reply every EHLO of the server
-        # gets: most connections' EHLO, answered as the one before (a test holds it to
-        # the general path below).
-        first = config.first_hello
-        fresh = (
-            self.tls is config.tls
-            and not self.authenticated
-            and self.trusted_forwarder is config.trusted_forwarder
-            and self.auth_mechanisms is config.auth_mechanisms
-            and type(self) is ServerConnection
-        )
-        if fresh and first is not None and first[0] is event:
-            self._command_line_limit = first[1]
-            return first[2]
-        keywords, self._command_line_limit = self._offered_now()
-        data = self._hello_reply(event, keywords)
-        if fresh and config.tables.hellos is not None:  # built-in extensions alone
-            config.first_hello = (event, self._command_line_limit, data)
+        self._verbs = verbs
+        self._command_line_limit = limit
         return data
 
     def _offered_now(self) -> tuple[tuple[str, ...], int]:
@@ -1401,6 +1432,17 @@ _SURE_TO_FIT: Final = MAX_REPLY_LINE - len("250-\r\n") - len("5.999.999 ") - 256
 code, separator and CRLF, an enhanced status, and before an EHLO reply's first line
 the host name (a domain, at most 255 octets: RFC 5321 §4.5.3.1.2) and a space.
 :meth:`ServerConnection.send` checks a longer one with care (``_send_long``)."""
+
+
+def _checked_hostname(hostname: str) -> str:
+    """``hostname`` if it is a domain (U-labels allowed, RFC 6531 §3.3) or an address
+    literal: it names this host in the greeting and the EHLO reply (RFC 5321
+    §4.1.1.1), and a domain is at most 255 octets (§4.5.3.1.2), which the reply
+    lines' limit counts on (:data:`_SURE_TO_FIT`). ``ValueError`` otherwise."""
+    try:
+        return parse_domain(hostname)
+    except (AddressError, TypeError) as exc:
+        raise ValueError(f"hostname {hostname!r} is not a domain: {exc}") from None
 
 
 def _slot_names(kind: type) -> tuple[str, ...]:
