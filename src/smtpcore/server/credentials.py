@@ -81,9 +81,9 @@ class Credentials:
             tried = b""
         if keys is not None:
             return hmac.compare_digest(tried, keys.stored_key)
-        plain = stored is not None and not is_hashed(stored)
-        ok = hmac.compare_digest((stored if plain else "").encode(), password.encode())
-        return ok and plain
+        plain = stored if stored is not None and not is_hashed(stored) else None
+        ok = hmac.compare_digest((plain or "").encode(), password.encode())
+        return ok and plain is not None
 
     @staticmethod
     def _stored_keys(stored: str) -> ScramCredentials | None:
