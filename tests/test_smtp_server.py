@@ -691,7 +691,7 @@ def test_an_ehlo_reply_whose_keyword_lines_overrun_is_refused_and_changes_nothin
 
 
 @pytest.mark.parametrize(
-    "hostname", ["x" * 250 + ".example", "mx pqr.example", "mx.pqr.example\r\n250 ok", "", "1.2"]
+    "hostname", ["x" * 250 + ".example", "mx pqr.example", "mx.pqr.example\r\n250 ok", ""]
 )
 def test_a_hostname_that_is_no_domain_is_refused(hostname: str) -> None:
     """The host name heads the greeting and the EHLO reply (RFC 5321 §4.1.1.1): a domain
@@ -707,7 +707,15 @@ def test_a_hostname_that_is_no_domain_is_refused(hostname: str) -> None:
 
 @pytest.mark.parametrize(
     "hostname",
-    ["localhost", "mx.pqr.example.", "b\u00fccher.example", "[192.0.2.1]", "[IPv6:::1]"],
+    [
+        "localhost",
+        "mx.pqr.example.",
+        "b\u00fccher.example",
+        "[192.0.2.1]",
+        "[IPv6:::1]",
+        "build_host.example",  # socket.getfqdn() may give one: the server must start
+        "192.0.2.1",
+    ],
 )
 def test_a_domain_or_address_literal_names_the_host(hostname: str) -> None:
     conn = ServerConnection(hostname)

@@ -21,7 +21,6 @@ from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import ascii_upper
-from smtpcore.address import AddressError, parse_domain
 from smtpcore.sasl import SERVER_MECHANISMS
 from smtpcore.smtp._commands import (
     CommandSyntaxError,
@@ -1435,14 +1434,23 @@ the host name (a domain, at most 255 octets: RFC 5321 §4.5.3.1.2) and a space.
 
 
 def _checked_hostname(hostname: str) -> str:
-    """``hostname`` if it is a domain (U-labels allowed, RFC 6531 §3.3) or an address
-    literal: it names this host in the greeting and the EHLO reply (RFC 5321
-    §4.1.1.1), and a domain is at most 255 octets (§4.5.3.1.2), which the reply
-    lines' limit counts on (:data:`_SURE_TO_FIT`). ``ValueError`` otherwise."""
-    try:
-        return parse_domain(hostname)
-    except (AddressError, TypeError) as exc:
-        raise ValueError(f"hostname {hostname!r} is not a domain: {exc}") from None
+    """``hostname`` if it can name this host in the greeting and the EHLO reply (RFC
+    5321 §4.1.1.1): one word of at most 255 octets (a domain's limit, §4.5.3.1.2,
+    which the reply lines' limit counts on: :data:`_SURE_TO_FIT`), no white space or
+    control character. Not held to a domain's grammar: the default, the machine's
+    own name, may hold an underscore or be an address, and a server that would not
+    start for it helps no one. ``ValueError`` otherwise."""
+    if not isinstance(hostname, str) or not hostname:
+        raise ValueError(f"hostname {hostname!r} is not a domain: it is empty or no str")
+    if len(hostname.encode("utf-8", "surrogatepass")) > 255 or not _ONE_WORD.fullmatch(hostname):
+        raise ValueError(
+            f"hostname {hostname!r} is not a domain: over 255 octets, or white space "
+            "or a control character in it"
+        )
+    return hostname
+
+
+_ONE_WORD: Final = re.compile(r"[^\x00-\x20\x7f-\x9f\s\ud800-\udfff]+")
 
 
 def _slot_names(kind: type) -> tuple[str, ...]:
