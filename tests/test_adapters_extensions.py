@@ -222,12 +222,12 @@ def test_typed_dsn_values_reach_the_handler(adapter: str) -> None:
             adapter,
             server.port,
             b"Subject: dsn\r\n\r\nbody\r\n",
-            mail_params={"RET": Ret.HDRS, "ENVID": EnvelopeId("QQ 314159 = +x")},
+            mail_params={"RET": Ret.HDRS, "ENVID": EnvelopeId("QQ 314159 = ü")},
             rcpt_params={"NOTIFY": notify, "ORCPT": orcpt},
         )
     [envelope] = handler.messages
     assert Ret.parse(envelope.mail_params["RET"] or "") is Ret.HDRS
-    assert EnvelopeId.parse(envelope.mail_params["ENVID"] or "") == EnvelopeId("QQ 314159 = +x")
+    assert EnvelopeId.parse(envelope.mail_params["ENVID"] or "") == EnvelopeId("QQ 314159 = ü")
     [recipient] = envelope.recipients
     assert Notify.parse(recipient.params["NOTIFY"] or "") == notify
     assert OriginalRecipient.parse(recipient.params["ORCPT"] or "") == orcpt

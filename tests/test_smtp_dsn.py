@@ -62,7 +62,7 @@ def test_ret_round_trips(ret: Ret) -> None:
 
 @given(st.text(min_size=1, max_size=30))
 def test_envid_round_trips(text: str) -> None:
-    if len(xtext(text)) > 100 or CONTROL.search(text) or not text.isascii():
+    if len(xtext(text)) > 100 or CONTROL.search(text):
         with pytest.raises(DSNError):
             EnvelopeId(text)
         return
@@ -111,8 +111,8 @@ def test_a_utf8_orcpt_is_written_within_500_characters_and_read_back(address: st
 
 @given(st.text(min_size=1, max_size=60))
 def test_rfc822_orcpt_round_trips(address: str) -> None:
-    if CONTROL.search(address) or not address.isascii():
-        with pytest.raises(DSNError, match=r"control character|US-ASCII"):
+    if CONTROL.search(address):
+        with pytest.raises(DSNError, match="control character"):
             OriginalRecipient("rfc822", address)
         return
     orcpt = OriginalRecipient("rfc822", address)
@@ -188,8 +188,8 @@ def _client(lines: list[str]) -> ClientConnection:
     notifies,
     addresses,
     st.sampled_from(Ret),
-    st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=20).filter(
-        lambda text: len(xtext(text)) <= 100  # printable US-ASCII (RFC 3461 §4.4)
+    st.text(st.characters(exclude_categories=["Cc"]), min_size=1, max_size=20).filter(
+        lambda text: len(xtext(text)) <= 100
     ),
 )
 def test_typed_values_cross_the_wire(notify: Notify, address: str, ret: Ret, envid: str) -> None:
@@ -260,25 +260,6 @@ def test_a_decoded_control_character_is_refused(line: bytes) -> None:
     with pytest.raises(DSNError, match="control character"):
         OriginalRecipient.of("a\nb@d.example")
     assert EnvelopeId.parse("a+09b") == EnvelopeId("a\tb")  # white space is printable
-
-
-@pytest.mark.parametrize(
-    "line",
-    [
-        b"MAIL FROM:<a@b.example> ENVID=caf+C3+A9\r\n",
-        b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example> ORCPT=rfc822;j+C3+B6rg@d\r\n",
-    ],
-)
-def test_a_decoded_character_outside_us_ascii_is_refused(line: bytes) -> None:
-    """RFC 3461 §4.2, §4.4: an ENVID and an ORCPT address are US-ASCII once decoded; a
-    UTF-8 address goes as an ORCPT of type utf-8 (RFC 6533 §3), an ENVID never."""
-    _, out = run(greeted(dsn=True), EHLO + line)
-    assert codes(out)[-1] == "501 5.5.4"
-    with pytest.raises(DSNError, match="US-ASCII"):
-        EnvelopeId("café")
-    with pytest.raises(DSNError, match="US-ASCII"):
-        OriginalRecipient("rfc822", "jörg@d.example")
-    assert OriginalRecipient.of("jörg@d.example").addr_type == "utf-8"
 
 
 def test_a_raw_utf8_orcpt_is_measured_as_it_came() -> None:

@@ -172,9 +172,9 @@ _orcpts = st.one_of(
     ),
     st.text(_carried, min_size=1, max_size=30).map(lambda a: OriginalRecipient("utf-8", a)),
 )
-_envid_texts = st.text(
-    st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=30
-).filter(lambda text: len(xtext(text)) <= 100)  # printable US-ASCII (RFC 3461 §4.4)
+_envid_texts = st.text(st.characters(exclude_categories=["Cc"]), min_size=1, max_size=30).filter(
+    lambda text: len(xtext(text)) <= 100
+)
 
 
 def _unitext(address: str) -> str:

@@ -144,8 +144,6 @@ class EnvelopeId:
             raise DSNError("ENVID must be xtext of 1 to 100 characters")
         if _CONTROL.search(self.text):
             raise DSNError("ENVID holds a control character (RFC 3461 §4.4)")
-        if not self.text.isascii():
-            raise DSNError("ENVID holds a character outside US-ASCII (RFC 3461 §4.4)")
 
     @classmethod
     def parse(cls, value: str) -> EnvelopeId:
@@ -186,11 +184,6 @@ class OriginalRecipient:
             raise DSNError("a utf-8 ORCPT address holds a character RFC 6533 cannot carry")
         if _CONTROL.search(self.address):
             raise DSNError("ORCPT holds a control character (RFC 3461 §4.2)")
-        if not self.address.isascii() and self.addr_type.lower() != "utf-8":
-            raise DSNError(
-                f"a {self.addr_type} ORCPT address is US-ASCII (RFC 3461 §4.2); "
-                "a UTF-8 one is of type utf-8 (RFC 6533 §3)"
-            )
         if len(self.to_parameter()) > MAX_ORCPT:
             raise DSNError("ORCPT is longer than 500 characters")
 
