@@ -262,6 +262,25 @@ def test_a_decoded_control_character_is_refused(line: bytes) -> None:
     assert EnvelopeId.parse("a+09b") == EnvelopeId("a\tb")  # white space is printable
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        # Postfix relays every UTF-8 recipient of an SMTPUTF8 message so.
+        b"MAIL FROM:<a@b.example> SMTPUTF8\r\n"
+        + "RCPT TO:<jöran@d.example> ORCPT=rfc822;j+C3+B6ran@d.example\r\n".encode(),
+        b"MAIL FROM:<a@b.example> ENVID=caf+C3+A9\r\n",
+    ],
+)
+def test_utf8_in_an_xtext_dsn_value_is_taken(line: bytes) -> None:
+    """RFC 3461 §4.2, §4.4 ask for US-ASCII once decoded, but Postfix sends an
+    ``rfc822`` ORCPT of UTF-8 for every UTF-8 recipient, and passes on the ENVID it was
+    given: these values only feed reports (which write them escaped), and refusing
+    the RCPT or the MAIL for them bounces deliverable mail. Taken, as Postfix takes
+    them."""
+    _, out = run(greeted(dsn=True), EHLO + line)
+    assert codes(out)[-1].startswith("250")
+
+
 def test_a_raw_utf8_orcpt_is_measured_as_it_came() -> None:
     """RFC 3461 §4.2's 500 characters count the value as sent (RFC 6533 §3): a raw
     UTF-8 ORCPT of 75 characters is no longer for being 400 in utf-8-addr-xtext."""
