@@ -529,6 +529,8 @@ def test_a_mailbox_that_fails_defers_only_its_own_recipient(
     (waiting,) = entry.pending
     assert waiting.address == "john@abc.example" and waiting.dsn == "4.2.0"
     assert list((john / "tmp").iterdir()) == []
+    # What a report would tell the sender: not the server's paths or its error text.
+    assert waiting.reply == "cannot deliver into the mailbox (PermissionError)"
 
 
 def test_an_entry_removed_by_hand_is_forgotten(

@@ -647,10 +647,13 @@ class DeliveryWorker:
         except FileNotFoundError:
             raise  # the content: the message is gone
         except OSError as exc:  # the mailbox's trouble, not the other recipients'
-            detail = f"cannot deliver into maildir: {type(exc).__name__}: {exc}"
+            # The error, with its paths, is the operator's; the sender's report (the
+            # outcome's detail) says what happened, not where the server keeps mail.
+            logger.warning("%s: cannot deliver into the mailbox of %s: %s", entry.id, key, exc)
+            detail = f"cannot deliver into the mailbox ({type(exc).__name__})"
             return Outcome(RecipientStatus.PENDING, "4.2.0", detail, "local")
         self.mailboxes.delivered(key, path, entry.id)
-        return Outcome(RecipientStatus.SENT, "2.0.0", f"delivered to maildir {path}", "local")
+        return Outcome(RecipientStatus.SENT, "2.0.0", f"delivered to maildir {path.name}", "local")
 
     # -- remote -----------------------------------------------------------------
 
