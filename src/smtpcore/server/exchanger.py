@@ -39,7 +39,7 @@ from smtpcore._errors import LocalProtocolError
 from smtpcore.address import Mailbox, parse_mailbox
 from smtpcore.asyncio import SMTPClient
 from smtpcore.routing import Attempt, RemoteDelivery
-from smtpcore.server.log import logger
+from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import MessageTLS, RelayTLS, relay_tls_context
 from smtpcore.smtp import DSNError, OriginalRecipient, RecipientResult, Reply, TransactionResult
@@ -276,7 +276,9 @@ def _passed_orcpt(client: BaseSMTPClient, orcpt: str) -> str | None:
         if passed is not None and not passed.isascii():
             passed = None
     if passed is None or len(passed) > MAX_ORCPT:
-        logger.info("ORCPT %r cannot go on in a form the exchanger takes; left off", orcpt)
+        logger.info(
+            "ORCPT %s cannot go on in a form the exchanger takes; left off", loggable(orcpt)
+        )
         return None
     return passed
 
@@ -426,7 +428,10 @@ class ExchangerSession:
                 raise TryNext(detail, "4.7.5", requiretls=policy.requiretls) from failure
             # Opportunistic TLS goes on in plaintext (RFC 7435 §3), as Postfix's "may".
             logger.info(
-                "%s: %s; trying again without TLS (policy %s)", relay, failure.detail, policy.label
+                "%s: %s; trying again without TLS (policy %s)",
+                loggable(relay),
+                loggable(failure.detail),  # the exchanger's words, maybe
+                policy.label,
             )
         try:
             return await self._open(attempt, relay, False, policy)
@@ -512,7 +517,7 @@ class ExchangerSession:
         logger.info(
             "%s: %s took %d sessions of its LIMITS MAILMAX; %d recipient(s) wait",
             entry.id,
-            relay,
+            loggable(relay),
             MAILMAX_SESSIONS,
             len(remaining),
         )
