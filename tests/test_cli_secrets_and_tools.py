@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import logging
 import os
 import smtplib
 import subprocess
@@ -108,6 +109,31 @@ def test_every_password_check_costs_one_derivation_whoever_the_user(
             # One derivation a check, of the user's own count or else of the one most keys have
             count = 4096 if name == names[1] else 5000
             assert derivations == [count, count], (name, password)
+
+
+def test_made_up_keys_cost_the_lowest_count_most_keys_have_and_a_mix_is_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With as many keys of one count as of another, a guessed name costs the lower (it
+    cost the higher: a user's expensive keys made every guess as expensive); keys of
+    several counts cannot all be matched, and the operator is told so."""
+    users = {
+        "jane@abc.example": derive_scram_credentials("s3cret", iterations=5000).to_text(),
+        "anne@abc.example": derive_scram_credentials("s3cret", iterations=4500).to_text(),
+    }
+    derivations: list[int] = []
+    real = hashlib.pbkdf2_hmac
+
+    def counted(name: str, password: bytes, salt: bytes, iterations: int) -> bytes:
+        derivations.append(iterations)
+        return real(name, password, salt, iterations)
+
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", counted)
+    caplog.set_level(logging.WARNING, "smtpcore.mail")
+    credentials = Credentials(users)
+    assert not credentials.check_password("nobody@abc.example", "guess")
+    assert derivations == [4500]
+    assert "different iteration counts (4500, 5000)" in caplog.text
 
 
 def test_hash_password_reads_stdin_and_serve_logs_in_with_the_keys(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from smtpcore.address import AddressError, parse_mailbox
 from smtpcore.sasl import ScramCredentials, derive_scram_credentials
 from smtpcore.sasl._scram import DEFAULT_ITERATIONS
 from smtpcore.server.config import mailbox_key
+from smtpcore.server.log import logger
 
 __all__ = ["SCRAM_PREFIX", "Credentials", "hash_password", "is_hashed"]
 
@@ -97,15 +98,25 @@ class Credentials:
 
     def _decoy(self) -> ScramCredentials:
         """Made-up keys for a user who has none: a random salt and key, and the iteration
-        count most of the users' keys have (that of ``hash-password`` when none do).
-        Nothing is derived to make them, so the first check costs what the others do."""
+        count most of the users' keys have (the lowest of those most have, so that a
+        guessed name costs no more than a user does; that of ``hash-password`` when no
+        user has keys). Nothing is derived to make them, so the first check costs what
+        the others do. A user whose keys have another count answers in another time:
+        that is logged, once, for the operator to make the counts one."""
         if self._decoy_keys is None:
             counts = Counter(
                 keys.iterations
                 for secret in self.users.values()
                 if is_hashed(secret) and (keys := self._stored_keys(secret)) is not None
             )
-            iterations = max(counts, key=lambda n: (counts[n], n), default=DEFAULT_ITERATIONS)
+            iterations = max(counts, key=lambda n: (counts[n], -n), default=DEFAULT_ITERATIONS)
+            if len(counts) > 1:
+                logger.warning(
+                    "users' keys have different iteration counts (%s): the time a failed "
+                    "login takes tells apart the users whose count is not %d",
+                    ", ".join(map(str, sorted(counts))),
+                    iterations,
+                )
             key = secrets.token_bytes(32)
             self._decoy_keys = ScramCredentials(secrets.token_bytes(16), iterations, key, key)
         return self._decoy_keys
