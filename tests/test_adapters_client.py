@@ -289,6 +289,17 @@ def test_utf8_header_fields_parsed_from_bytes_need_smtputf8(
         run(adapter, lambda: mod.send_message(message, host=server.host, port=server.port))
     assert refused.value.code == 553 and "UTF-8 header fields" in str(refused.value)
     assert refusing.messages == []
+    # No header fields at all: the UTF-8 is the body's, which 8BITMIME carries.
+    headless = email.message_from_bytes("\ncafé\n\nmore\n".encode(), policy=policy)
+    with running_smtp_server(adapter, refusing, connection_factory=without_smtputf8) as server:
+        run(
+            adapter,
+            lambda: mod.send_message(
+                headless, "a@abc.example", ["b@pqr.example"], host=server.host, port=server.port
+            ),
+        )
+    [sent] = refusing.messages
+    assert sent.mail_params.get("BODY") == "8BITMIME" and "SMTPUTF8" not in sent.mail_params
 
 
 def test_a_resent_email_message_goes_to_its_resent_recipients(adapter: str) -> None:

@@ -392,8 +392,9 @@ def _first_wide_field(message: email.message.Message) -> str | None:
 
 
 def _header_section(content: bytes) -> bytes:
-    """The header section of a message's wire form (up to its first empty line)."""
-    end = content.find(b"\r\n\r\n")
+    """The header section of a message's wire form: up to its first empty line, which
+    may be the first line (a message without header fields)."""
+    end = (b"\r\n" + content).find(b"\r\n\r\n")
     return content if end < 0 else content[:end]
 
 
