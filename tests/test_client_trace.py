@@ -149,9 +149,9 @@ def test_trace_escapes_line_separators_as_a_log_does() -> None:
     split the line for a log reader; it now escapes as every peer text in a log is."""
     lines: list[str] = []
     WireTrace(lambda direction, line: lines.append(line)).received(
-        "250-a\u2028b\u2029c\u0085d\u009be\u202ef\r\n".encode()
+        "250-a\u2028b\u2029c\u0085d\u009be\u202ef\u061cg\r\n".encode()
     )
-    assert lines == ["250-a\\u2028b\\u2029c\\x85d\\x9be\\u202ef"]
+    assert lines == ["250-a\\u2028b\\u2029c\\x85d\\x9be\\u202ef\\u061cg"]  # U+061C: a bidi mark
 
 
 @given(

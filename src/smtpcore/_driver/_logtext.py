@@ -21,7 +21,7 @@ _UNSAFE: Final = re.compile(
     # C0 (with \x1c-\x1e, which splitlines takes for line ends), DEL, C1 (with NEL,
     # \x85), the line and paragraph separators, and the bidi controls that reorder
     # what a reader sees.
-    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+    "[\x00-\x1f\x7f-\x9f\u061c\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]"
 )
 
 
