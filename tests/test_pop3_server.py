@@ -696,3 +696,13 @@ class TestApplicationMistakes:
         assert conn.state is State.ERROR
         with pytest.raises(RemoteProtocolError):
             conn.next_event()
+
+
+@pytest.mark.parametrize("hostname", ["h" * 256, "pop host", "pop.test\r\n+OK", ""])
+def test_a_hostname_that_cannot_head_the_greeting_is_refused(hostname: str) -> None:
+    """The POP3 greeting names the host, as the SMTP one does, under the same rule: one
+    word of at most 255 octets; a longer one was taken, and every client then got
+    -ERR with a traceback logged."""
+    with pytest.raises(ValueError, match="is not a domain"):
+        ServerConnection(hostname)
+    assert ServerConnection("build_host.example").hostname == "build_host.example"

@@ -17,6 +17,7 @@ from typing import Final
 
 from smtpcore._dotstuff import DotEncoder
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._hostname import checked_hostname
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import ascii_upper
@@ -127,7 +128,7 @@ class ServerConnection:
         implementation: str | None = None,
         extra_capabilities: Sequence[str] = (),
     ) -> None:
-        self.hostname = hostname
+        self.hostname = checked_hostname(hostname)
         self.max_command_line = max_command_line
         self.max_auth_line = max_auth_line
         self.max_response_line = max_response_line

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 from smtpcore._content import ContentFilter
 from smtpcore._dotstuff import DotDecoder, decode_whole
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._hostname import checked_hostname
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import ascii_upper
@@ -177,7 +178,7 @@ def _option(name: str, doc: str = "") -> property:
 
     def write(conn: ServerConnection, value: object) -> None:
         if name == "hostname":
-            value = _checked_hostname(value)  # type: ignore[arg-type]  # a str, or refused there
+            value = checked_hostname(value)  # type: ignore[arg-type]  # a str, or refused there
         old = conn._config
         new = old.replaced(name, value)
         if new.tables is not old.tables:
@@ -284,7 +285,7 @@ class ServerConnection:
         # The configuration, set attribute by attribute rather than through a
         # constructor of its own: a connection_factory builds a machine per connection.
         config: ServerConfig = _new(ServerConfig)
-        config.hostname = _checked_hostname(hostname)
+        config.hostname = checked_hostname(hostname)
         config.lmtp = lmtp
         config.max_command_line = max_command_line
         config.max_text_line = max_text_line
@@ -1431,26 +1432,6 @@ _SURE_TO_FIT: Final = MAX_REPLY_LINE - len("250-\r\n") - len("5.999.999 ") - 256
 code, separator and CRLF, an enhanced status, and before an EHLO reply's first line
 the host name (a domain, at most 255 octets: RFC 5321 §4.5.3.1.2) and a space.
 :meth:`ServerConnection.send` checks a longer one with care (``_send_long``)."""
-
-
-def _checked_hostname(hostname: str) -> str:
-    """``hostname`` if it can name this host in the greeting and the EHLO reply (RFC
-    5321 §4.1.1.1): one word of at most 255 octets (a domain's limit, §4.5.3.1.2,
-    which the reply lines' limit counts on: :data:`_SURE_TO_FIT`), no white space or
-    control character. Not held to a domain's grammar: the default, the machine's
-    own name, may hold an underscore or be an address, and a server that would not
-    start for it helps no one. ``ValueError`` otherwise."""
-    if not isinstance(hostname, str) or not hostname:
-        raise ValueError(f"hostname {hostname!r} is not a domain: it is empty or no str")
-    if len(hostname.encode("utf-8", "surrogatepass")) > 255 or not _ONE_WORD.fullmatch(hostname):
-        raise ValueError(
-            f"hostname {hostname!r} is not a domain: over 255 octets, or white space "
-            "or a control character in it"
-        )
-    return hostname
-
-
-_ONE_WORD: Final = re.compile(r"[^\x00-\x20\x7f-\x9f\s\ud800-\udfff]+")
 
 
 def _slot_names(kind: type) -> tuple[str, ...]:
