@@ -33,6 +33,26 @@ class Sink(Handler):
         return None
 
 
+ONE_A_BATCH = (
+    "S: 220 scripted.test ESMTP\nC~ EHLO .+\n"
+    "S: 250-scripted.test\nS: 250-PIPELINING\nS: 250 LIMITS RCPTMAX=1\n"
+)
+"""A scripted server's greeting and EHLO reply: one recipient a transaction."""
+ENVELOPE = "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<{}@pqr.example>\nC: DATA\n"
+CONTENT = "C: Subject: many\nC:\nC: to many recipients\nC: .\n"
+THREE = ["b@pqr.example", "c@pqr.example", "d@pqr.example"]
+
+
+def send_to(adapter: str, port: int, recipients: list[str]) -> Any:
+    """MESSAGE from a@abc.example to ``recipients``, over one session to ``port``."""
+
+    async def go() -> Any:
+        async with module(adapter).SMTPClient("127.0.0.1", port) as client:
+            return await client.send_message(MESSAGE, "a@abc.example", recipients)
+
+    return run(adapter, go)
+
+
 def send(adapter: str, port: int, content: Any) -> Any:
     async def go() -> Any:
         async with module(adapter).SMTPClient("127.0.0.1", port) as client:
@@ -73,33 +93,23 @@ def test_a_batch_whose_mail_is_refused_leaves_the_others_and_their_record(adapte
     in the result; the batches before and after it are delivered and kept."""
     from smtpcore.testing import ScriptedServer, script
 
-    envelope = "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<{}@pqr.example>\nC: DATA\n"
-    content = "C: Subject: many\nC:\nC: to many recipients\nC: .\n"
     steps = script(
-        "S: 220 scripted.test ESMTP\nC~ EHLO .+\n"
-        "S: 250-scripted.test\nS: 250-PIPELINING\nS: 250 LIMITS RCPTMAX=1\n"
-        + envelope.format("b")
+        ONE_A_BATCH
+        + ENVELOPE.format("b")
         + "S: 250 ok\nS: 250 ok\nS: 354 go\n"
-        + content
+        + CONTENT
         + "S: 250 queued\n"
-        + envelope.format("c")
+        + ENVELOPE.format("c")
         + "S: 451 4.7.1 not now\nS: 503 5.5.1 no MAIL\nS: 503 5.5.1 no MAIL\n"
         + "C: RSET\n"
-        + envelope.format("d")
+        + ENVELOPE.format("d")
         + "S: 250 reset\nS: 250 ok\nS: 250 ok\nS: 354 go\n"
-        + content
+        + CONTENT
         + "S: 250 queued\nC: QUIT\nS: 221 bye\n"
     )
-    mod = module(adapter)
-
-    async def send(port: int) -> Any:
-        async with mod.SMTPClient("127.0.0.1", port) as client:
-            return await client.send_message(
-                MESSAGE, "a@abc.example", ["b@pqr.example", "c@pqr.example", "d@pqr.example"]
-            )
 
     with ScriptedServer(steps) as server:
-        result = run(adapter, lambda: send(server.port))
+        result = send_to(adapter, server.port, THREE)
     fates = {
         str(r.recipient): (r.delivered, r.reply.code if r.reply else None)
         for r in result.recipients
@@ -117,30 +127,21 @@ def test_a_session_lost_between_batches_says_which_were_delivered(adapter: str) 
     unanswered, so that a retry does not deliver the first batch twice."""
     from smtpcore.testing import ScriptedServer, script
 
-    envelope = "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<{}@pqr.example>\nC: DATA\n"
-    content = "C: Subject: many\nC:\nC: to many recipients\nC: .\n"
     steps = script(
-        "S: 220 scripted.test ESMTP\nC~ EHLO .+\n"
-        "S: 250-scripted.test\nS: 250-PIPELINING\nS: 250 LIMITS RCPTMAX=1\n"
-        + envelope.format("b")
+        ONE_A_BATCH
+        + ENVELOPE.format("b")
         + "S: 250 ok\nS: 250 ok\nS: 354 go\n"
-        + content
+        + CONTENT
         + "S: 250 queued\n"
-        + envelope.format("c")
+        + ENVELOPE.format("c")
         + "S: 250 ok\nS: 250 ok\nS: 354 go\n"
-        + content
+        + CONTENT
         + "-- close\n"
     )
     mod = module(adapter)
 
-    async def send(port: int) -> Any:
-        async with mod.SMTPClient("127.0.0.1", port) as client:
-            return await client.send_message(
-                MESSAGE, "a@abc.example", ["b@pqr.example", "c@pqr.example", "d@pqr.example"]
-            )
-
     with ScriptedServer(steps) as server, pytest.raises(mod.SMTPConnectionError) as caught:
-        run(adapter, lambda: send(server.port))
+        send_to(adapter, server.port, THREE)
     result = caught.value.result
     assert result is not None
     assert [str(r.recipient) for r in result.recipients] == [
@@ -158,29 +159,20 @@ def test_a_malformed_reply_between_batches_says_which_were_delivered(adapter: st
     unanswered."""
     from smtpcore.testing import ScriptedServer, script
 
-    envelope = "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<{}@pqr.example>\nC: DATA\n"
-    content = "C: Subject: many\nC:\nC: to many recipients\nC: .\n"
     steps = script(
-        "S: 220 scripted.test ESMTP\nC~ EHLO .+\n"
-        "S: 250-scripted.test\nS: 250-PIPELINING\nS: 250 LIMITS RCPTMAX=1\n"
-        + envelope.format("b")
+        ONE_A_BATCH
+        + ENVELOPE.format("b")
         + "S: 250 ok\nS: 250 ok\nS: 354 go\n"
-        + content
+        + CONTENT
         + "S: 250 queued\n"
-        + envelope.format("c")
+        + ENVELOPE.format("c")
         + "S: 250 ok\nS: 2x0 what\n"
         + "-- close\n"
     )
     mod = module(adapter)
 
-    async def send(port: int) -> Any:
-        async with mod.SMTPClient("127.0.0.1", port) as client:
-            return await client.send_message(
-                MESSAGE, "a@abc.example", ["b@pqr.example", "c@pqr.example", "d@pqr.example"]
-            )
-
     with ScriptedServer(steps) as server, pytest.raises(mod.SMTPProtocolError) as caught:
-        run(adapter, lambda: send(server.port))
+        send_to(adapter, server.port, THREE)
     result = caught.value.result
     assert result is not None
     assert [str(r.recipient) for r in result.delivered] == ["b@pqr.example"]
@@ -195,29 +187,19 @@ def test_a_batch_whose_data_is_refused_is_refused_in_the_result(adapter: str) ->
     returns, with the first batch's recipient in ``refused``, the DATA reply its own."""
     from smtpcore.testing import ScriptedServer, script
 
-    envelope = "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<{}@pqr.example>\nC: DATA\n"
-    content = "C: Subject: many\nC:\nC: to many recipients\nC: .\n"
     steps = script(
-        "S: 220 scripted.test ESMTP\nC~ EHLO .+\n"
-        "S: 250-scripted.test\nS: 250-PIPELINING\nS: 250 LIMITS RCPTMAX=1\n"
-        + envelope.format("b")
+        ONE_A_BATCH
+        + ENVELOPE.format("b")
         + "S: 250 ok\nS: 250 ok\nS: 554 5.3.4 not this one\n"
         + "C: RSET\n"
-        + envelope.format("c")
+        + ENVELOPE.format("c")
         + "S: 250 reset\nS: 250 ok\nS: 250 ok\nS: 354 go\n"
-        + content
+        + CONTENT
         + "S: 250 queued\nC: QUIT\nS: 221 bye\n"
     )
-    mod = module(adapter)
-
-    async def send(port: int) -> Any:
-        async with mod.SMTPClient("127.0.0.1", port) as client:
-            return await client.send_message(
-                MESSAGE, "a@abc.example", ["b@pqr.example", "c@pqr.example"]
-            )
 
     with ScriptedServer(steps) as server:
-        result = run(adapter, lambda: send(server.port))
+        result = send_to(adapter, server.port, ["b@pqr.example", "c@pqr.example"])
     b, c = result.recipients
     assert result.delivered == (c,) and result.refused == (b,)
     assert b.delivery is not None and b.delivery.code == 554
@@ -290,14 +272,8 @@ def test_batches_past_mailmax_are_left_for_a_new_connection(adapter: str) -> Non
     )
     mod = module(adapter)
 
-    async def send(port: int) -> Any:
-        async with mod.SMTPClient("127.0.0.1", port) as client:
-            return await client.send_message(
-                MESSAGE, "a@abc.example", ["b@pqr.example", "c@pqr.example", "d@pqr.example"]
-            )
-
     with ScriptedServer(steps) as server, pytest.raises(mod.SMTPConnectionError) as caught:
-        run(adapter, lambda: send(server.port))
+        send_to(adapter, server.port, THREE)
     error = caught.value
     assert error.local and error.code == 421
     assert error.result is not None
