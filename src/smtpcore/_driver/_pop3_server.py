@@ -820,16 +820,8 @@ class POP3ServerSession(ServedSession):
                 chunk = await anext(chunks)
             except StopAsyncIteration:
                 return batch, True
-            if not isinstance(chunk, bytes):
-                raise _not_bytes(chunk)
-            if chunk:
-                batch.append(chunk)
-                size += len(chunk)
-                empty = 0
-            else:
-                empty += 1
-                if empty == _EMPTY_CHUNKS:
-                    raise _no_content()
+            empty = _batched(batch, chunk, empty)
+            size += len(chunk)
         return batch, False
 
     def _read_chunks_now(self, chunks: Iterator[bytes]) -> tuple[list[bytes], bool]:
@@ -841,16 +833,8 @@ class POP3ServerSession(ServedSession):
             chunk = next(chunks, None)
             if chunk is None:
                 return batch, True
-            if not isinstance(chunk, bytes):
-                raise _not_bytes(chunk)
-            if chunk:
-                batch.append(chunk)
-                size += len(chunk)
-                empty = 0
-            else:
-                empty += 1
-                if empty == _EMPTY_CHUNKS:
-                    raise _no_content()
+            empty = _batched(batch, chunk, empty)
+            size += len(chunk)
         return batch, False
 
     async def _quit(self) -> None:
@@ -873,6 +857,21 @@ class POP3ServerSession(ServedSession):
             return
         left = len(self.numbers)
         self._answer(Ok(f"{hostname} POP3 server signing off ({left} messages left)"))
+
+
+def _batched(batch: list[bytes], chunk: object, empty: int) -> int:
+    """Put a message's ``chunk`` in ``batch``, where the chunks read go out together;
+    the count of empty chunks in a row after it, which an iterator that never ends
+    and never gives an octet soon makes :func:`_no_content` (it would hold the event
+    loop, never yielding, and grow the batch for ever)."""
+    if not isinstance(chunk, bytes):
+        raise _not_bytes(chunk)
+    if chunk:
+        batch.append(chunk)
+        return 0
+    if empty + 1 == _EMPTY_CHUNKS:
+        raise _no_content()
+    return empty + 1
 
 
 def _not_bytes(chunk: object) -> TypeError:
