@@ -197,6 +197,32 @@ def without_smtputf8(options: Any) -> ServerConnection:
     return ServerConnection(options.hostname, smtputf8=False)
 
 
+def sent_with_and_without_smtputf8(
+    adapter: str, message: email.message.Message, *envelope: Any
+) -> tuple[Envelope, Any]:
+    """``message`` (with the ``envelope`` given, if any) as a server offering SMTPUTF8
+    receives it, and the refusal of one that does not offer it (which receives
+    nothing)."""
+    mod = module(adapter)
+    handler, refusing = Sink(), Sink()
+    with running_smtp_server(adapter, handler) as server:
+        run(
+            adapter,
+            lambda: mod.send_message(message, *envelope, host=server.host, port=server.port),
+        )
+    with (
+        running_smtp_server(adapter, refusing, connection_factory=without_smtputf8) as server,
+        pytest.raises(mod.ExtensionNotOffered) as refused,
+    ):
+        run(
+            adapter,
+            lambda: mod.send_message(message, *envelope, host=server.host, port=server.port),
+        )
+    assert refusing.messages == []
+    [envelope_received] = handler.messages
+    return envelope_received, refused.value
+
+
 def test_a_utf8_address_in_a_header_field_needs_smtputf8_whatever_the_envelope(
     adapter: str,
 ) -> None:
@@ -207,39 +233,12 @@ def test_a_utf8_address_in_a_header_field_needs_smtputf8_whatever_the_envelope(
     message["From"] = "Alice <alice@abc.example>"
     message["To"] = "Jörg <jörg@pqr.example>"
     message.set_content("Hallo\n")
-    mod = module(adapter)
-    handler = Sink()
-    with running_smtp_server(adapter, handler) as server:
-        run(
-            adapter,
-            lambda: mod.send_message(
-                message,
-                "alice@abc.example",
-                ["bob@pqr.example"],
-                host=server.host,
-                port=server.port,
-            ),
-        )
-    [envelope] = handler.messages
+    envelope, refused = sent_with_and_without_smtputf8(
+        adapter, message, "alice@abc.example", ["bob@pqr.example"]
+    )
     assert "SMTPUTF8" in envelope.mail_params
     assert "To: Jörg <jörg@pqr.example>\r\n".encode() in envelope.content
-    refusing = Sink()
-    with (
-        running_smtp_server(adapter, refusing, connection_factory=without_smtputf8) as server,
-        pytest.raises(mod.ExtensionNotOffered) as refused,
-    ):
-        run(
-            adapter,
-            lambda: mod.send_message(
-                message,
-                "alice@abc.example",
-                ["bob@pqr.example"],
-                host=server.host,
-                port=server.port,
-            ),
-        )
-    assert refused.value.code == 553 and "To field" in str(refused.value)
-    assert refusing.messages == []
+    assert refused.code == 553 and "To field" in str(refused)
 
 
 def test_a_utf8_policy_gives_utf8_fields_only_in_an_smtputf8_transaction(adapter: str) -> None:
@@ -274,23 +273,13 @@ def test_utf8_header_fields_parsed_from_bytes_need_smtputf8(
     refuses it before MAIL (553 5.6.7); it went raw with BODY=8BITMIME alone."""
     raw = "From: alice@abc.example\nTo: bob@pqr.example\nSubject: café\n\nbody\n".encode()
     message = email.message_from_bytes(raw, policy=policy)
-    mod = module(adapter)
-    handler = Sink()
-    with running_smtp_server(adapter, handler) as server:
-        run(adapter, lambda: mod.send_message(message, host=server.host, port=server.port))
-    [envelope] = handler.messages
+    envelope, refused = sent_with_and_without_smtputf8(adapter, message)
     assert "SMTPUTF8" in envelope.mail_params
     assert "Subject: café\r\n".encode() in envelope.content
-    refusing = Sink()
-    with (
-        running_smtp_server(adapter, refusing, connection_factory=without_smtputf8) as server,
-        pytest.raises(mod.ExtensionNotOffered) as refused,
-    ):
-        run(adapter, lambda: mod.send_message(message, host=server.host, port=server.port))
-    assert refused.value.code == 553 and "UTF-8 header fields" in str(refused.value)
-    assert refusing.messages == []
+    assert refused.code == 553 and "UTF-8 header fields" in str(refused)
     # No header fields at all: the UTF-8 is the body's, which 8BITMIME carries.
     headless = email.message_from_bytes("\ncafé\n\nmore\n".encode(), policy=policy)
+    mod, refusing = module(adapter), Sink()
     with running_smtp_server(adapter, refusing, connection_factory=without_smtputf8) as server:
         run(
             adapter,
