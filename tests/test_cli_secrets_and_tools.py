@@ -71,6 +71,20 @@ def test_keys_of_another_scram_hash_are_never_a_password() -> None:
     assert credentials.get_password("john@abc.example") is None
 
 
+def counted_derivations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The iteration count of each PBKDF2 derivation from now on: what a password check
+    costs, counted rather than timed."""
+    derivations: list[int] = []
+    real = hashlib.pbkdf2_hmac
+
+    def counted(name: str, password: bytes, salt: bytes, iterations: int) -> bytes:
+        derivations.append(iterations)
+        return real(name, password, salt, iterations)
+
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", counted)
+    return derivations
+
+
 def test_every_password_check_costs_one_derivation_whoever_the_user(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -83,14 +97,7 @@ def test_every_password_check_costs_one_derivation_whoever_the_user(
         "anne@abc.example": derive_scram_credentials("s3cret", iterations=5000).to_text(),
         "mary@abc.example": "plain",
     }
-    derivations: list[int] = []
-    real = hashlib.pbkdf2_hmac
-
-    def counted(name: str, password: bytes, salt: bytes, iterations: int) -> bytes:
-        derivations.append(iterations)
-        return real(name, password, salt, iterations)
-
-    monkeypatch.setattr(hashlib, "pbkdf2_hmac", counted)
+    derivations = counted_derivations(monkeypatch)
     credentials = Credentials(users)
     store = POP3Store(
         ServerConfig(domains=("abc.example",), users=users, data_dir=tmp_path),
@@ -121,14 +128,7 @@ def test_made_up_keys_cost_the_lowest_count_most_keys_have_and_a_mix_is_logged(
         "jane@abc.example": derive_scram_credentials("s3cret", iterations=5000).to_text(),
         "anne@abc.example": derive_scram_credentials("s3cret", iterations=4500).to_text(),
     }
-    derivations: list[int] = []
-    real = hashlib.pbkdf2_hmac
-
-    def counted(name: str, password: bytes, salt: bytes, iterations: int) -> bytes:
-        derivations.append(iterations)
-        return real(name, password, salt, iterations)
-
-    monkeypatch.setattr(hashlib, "pbkdf2_hmac", counted)
+    derivations = counted_derivations(monkeypatch)
     caplog.set_level(logging.WARNING, "smtpcore.mail")
     credentials = Credentials(users)
     assert not credentials.check_password("nobody@abc.example", "guess")
