@@ -1304,3 +1304,12 @@ def test_what_a_mailstore_gives_wrong_is_its_failure(
         assert b"SASL" not in answers[0]
     if fault.startswith("messages"):
         assert store.closed == 1
+
+
+def test_a_pop3_server_with_a_hostname_that_cannot_head_its_greeting_will_not_start(
+    adapter: str, store: MaildirStore
+) -> None:
+    """Refused when the server is built, as the SMTP server does; it started, and every
+    session then ended with no greeting."""
+    with pytest.raises(ValueError, match="cannot name this server"):
+        module(adapter).POP3Server(store, hostname="pop host")

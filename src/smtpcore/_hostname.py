@@ -22,11 +22,11 @@ _ONE_WORD: Final = re.compile(r"[^\x00-\x20\x7f-\x9f\s\ud800-\udfff]+")
 def checked_hostname(hostname: str) -> str:
     """``hostname`` if a server can name itself so; ``ValueError`` otherwise."""
     if not isinstance(hostname, str) or not hostname:
-        raise ValueError(f"hostname {hostname!r} is not a domain: it is empty or no str")
+        raise ValueError(f"hostname {hostname!r} cannot name this server: it is empty or no str")
     size = len(hostname.encode("utf-8", "surrogatepass"))
     if size > MAX_HOSTNAME or not _ONE_WORD.fullmatch(hostname):
         raise ValueError(
-            f"hostname {hostname!r} is not a domain: over {MAX_HOSTNAME} octets, or white "
+            f"hostname {hostname!r} cannot name this server: over {MAX_HOSTNAME} octets, or white "
             "space or a control character in it"
         )
     return hostname

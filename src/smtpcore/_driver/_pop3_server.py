@@ -34,6 +34,7 @@ from smtpcore._driver._proxied import Network, networks, peer_text
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._hostname import checked_hostname
 from smtpcore._ip import unmapped
 from smtpcore._sentinels import NEED_DATA, PAUSED
 from smtpcore.maildrop import (
@@ -172,6 +173,7 @@ class POP3ServerOptions:
     proxy_networks: tuple[Network, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        checked_hostname(self.hostname)  # refused now, not at each session's greeting
         if self.tls_on_connect and self.ssl_context is None:
             raise ValueError("tls_on_connect needs an ssl_context")
         if self.max_sessions < 1:

@@ -31,6 +31,7 @@ from smtpcore._driver._proxied import Network, ip_peer, networks, peer_text, tru
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._hostname import checked_hostname
 from smtpcore._lines import FramingPolicy
 from smtpcore._sentinels import NEED_DATA, PAUSED
 from smtpcore.address import Mailbox
@@ -237,6 +238,7 @@ class ServerOptions:
     connections share it rather than each holding these options itself."""
 
     def __post_init__(self) -> None:
+        checked_hostname(self.hostname)  # refused now, not at each session's greeting
         if self.tls_on_connect and self.ssl_context is None:
             raise ValueError("tls_on_connect needs an ssl_context")
         if self.max_sessions < 1:
