@@ -173,12 +173,17 @@ def test_hostile_replies_raise_only_protocol_errors(writes: list[bytes]) -> None
 
 
 @SESSIONS
-@given(sst.server_transcripts(shutdown=True), st.data())
+@given(
+    st.booleans().flatmap(lambda text: sst.server_transcripts(shutdown=True, text=text)),
+    st.data(),
+)
 def test_a_client_machine_reads_a_server_transcript_however_it_is_cut(
     transcript: sst.ServerTranscript, data: st.DataObject
 ) -> None:
     """The client sends the session's groups and reads each group's replies, cut as
-    the network may cut them: it gets every reply, in order, and a 421 ends it."""
+    the network may cut them: it gets every reply, in order, and a 421 ends it; with
+    the replies' own text too (``text=False``), whose AUTH replies carried a status
+    the EHLO reply did not offer (RFC 2034 §3), which the client read as text."""
     client = ClientConnection("client.test")
     got: list[smtp.Event] = []
 

@@ -65,6 +65,16 @@ class ServerTranscript:
         return out
 
 
+def _unstatused(reply: Reply) -> Reply:
+    """``reply`` with its enhanced status written into its text, as a client reads it
+    from a server that did not offer ENHANCEDSTATUSCODES (RFC 2034 §3: the status is
+    text then), which the transcript's EHLO reply does not; a transcript's replies
+    compare equal to what a correct client reads."""
+    if reply.status is None:
+        return reply
+    return Reply(reply.code, [f"{reply.status} {line}" for line in reply.lines])
+
+
 def _answers(
     item: Event | bytes, extensions: Collection[str], tls: bool, auth: ServerAuth
 ) -> list[Reply]:
@@ -84,9 +94,9 @@ def _answers(
     if isinstance(item, StartTls):
         return [Reply(220, "2.0.0 Ready to start TLS")]
     if isinstance(item, Auth):
-        return [auth.start(item)]
+        return [_unstatused(auth.start(item))]
     if isinstance(item, AuthResponse):
-        return [auth.step(item)]
+        return [_unstatused(auth.step(item))]
     if isinstance(item, Data):
         return [Reply(354, "End data with <CR><LF>.<CR><LF>")]
     if isinstance(item, Quit):
