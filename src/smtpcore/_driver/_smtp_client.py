@@ -530,9 +530,10 @@ class BaseSMTPClient(BaseClient):
         the sender and recipients when they are not passed, as ``smtplib``
         takes them (the ``Resent-`` fields of a message resent once), whose
         Bcc header is not sent, and whose header fields are UTF-8 in an
-        SMTPUTF8 transaction (RFC 6532; a UTF-8 address in one needs it) and
-        ASCII otherwise. Content whose 8-bit-ness
-        cannot be seen before it is sent (a file, an iterable) is declared
+        SMTPUTF8 transaction (RFC 6532; a UTF-8 address in one, or raw UTF-8
+        fields of a message parsed from bytes, need it) and ASCII otherwise.
+        Content whose 8-bit-ness cannot be seen before it is sent (a file, an
+        iterable) is declared
         ``BODY=8BITMIME`` when the server offers 8BITMIME; to a server without
         it, an 8-bit octet found as the content is read is
         :class:`~smtpcore.LocalProtocolError`, and the connection is closed
@@ -561,8 +562,9 @@ class BaseSMTPClient(BaseClient):
         A message the server has said it cannot take is refused before
         ``MAIL``, with the reply RFC 3463 names: :class:`MessageTooLarge`
         (``552 5.3.4``) over its ``SIZE``, :class:`ExtensionNotOffered` for a
-        UTF-8 address without ``SMTPUTF8`` (``553 5.6.7``) or 8-bit content
-        without ``8BITMIME`` (``554 5.6.3``). After any other error than a
+        UTF-8 local part or UTF-8 header fields without ``SMTPUTF8`` (``553
+        5.6.7``; an address whose only UTF-8 is its domain goes in A-labels) or
+        8-bit content without ``8BITMIME`` (``554 5.6.3``). After any other error than a
         refusal the connection is closed.
 
         A server's LIMITS (RFC 9422) are kept: more recipients than it takes

@@ -99,8 +99,10 @@ def _command_tables(
 class ServerConnection:
     """A sans-I/O POP3 server session.
 
-    ``hostname`` is this host's own name. Every limit and extension is a
-    keyword argument with a safe default; :meth:`capabilities` lists what is
+    ``hostname`` is this host's own name: one word of at most 255 octets, no
+    white space or control character in it (``ValueError`` otherwise), as the
+    SMTP machine's. Every limit and extension is a keyword argument with a safe
+    default; :meth:`capabilities` lists what is
     switched on, for the answer to CAPA.
     """
 

@@ -162,8 +162,9 @@ class OriginalRecipient:
     ``addr_type`` is ``"rfc822"`` for an ASCII address, ``"utf-8"`` for an
     internationalized one (RFC 6533 §3; :meth:`of` chooses), or another type;
     ``address`` is the decoded text. The wire form of a ``utf-8`` address is
-    ``utf-8-addr-xtext``, which any server may be sent; a server reads the
-    ``utf-8-addr-unitext`` form too, in an SMTPUTF8 transaction.
+    ``utf-8-addr-xtext``, which any server may be sent, where that fits in 500
+    characters, else the raw ``utf-8-addr-unitext``, which goes only in an
+    SMTPUTF8 transaction; a server reads either form there.
 
     RFC 3461 §4.2 limits the value to 500 characters as it is sent: :meth:`parse`
     measures the value it is given, and a value built here must fit in the form

@@ -193,8 +193,12 @@ class ServerConnection:
     """A sans-I/O SMTP (or LMTP) server session.
 
     ``hostname`` is this host's own name, used where the machine writes a
-    reply itself. Every limit and extension is a keyword argument with a
+    reply itself: one word of at most 255 octets, no white space or control
+    character in it (``ValueError`` otherwise; an underscore or an address is
+    taken). Every limit and extension is a keyword argument with a
     safe default; the ``EHLO`` reply lists the extensions switched on.
+    ``auth_mechanisms`` are SASL names (RFC 4422 §3.1: 1 to 20 of A-Z, 0-9, ``-``
+    and ``_``) that fit on one EHLO line of 512 octets; ``ValueError`` otherwise.
 
     Each extension is one entry (``smtp/_ext/``) whose ``option`` is the keyword
     here that turns it on. ``extra_extensions`` adds entries of the
