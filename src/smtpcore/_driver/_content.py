@@ -41,7 +41,9 @@ def check_not_text(content: object) -> None:
 def known_size(content: Content) -> int | None:
     """The octets ``content`` makes on the wire (RFC 1870 §4: CRLF pairs counted), if
     known without reading it: bytes with each bare CR or LF counted as the CRLF it is
-    sent as, or what is left of a regular file (as it stands); None for an iterator."""
+    sent as, or what is left of a regular file as it stands (an estimate where its
+    lines end in LF alone, which RFC 1870 §4 allows a client to give); None for an
+    iterator."""
     if isinstance(content, (bytes, bytearray)):
         crlf = content.count(b"\r\n")
         return len(content) + (content.count(b"\n") - crlf) + (content.count(b"\r") - crlf)
