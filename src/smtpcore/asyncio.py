@@ -942,7 +942,8 @@ class _Listener(BaseListener[_S]):
         whose waits are asyncio's), in this task, until it ends.
 
         It counts toward the session limits like an accepted connection (a
-        refused one gets the busy reply and is closed), gets the same
+        refused one gets the busy reply, or after aclose the shutting-down one, and is
+        closed), gets the same
         timeouts, and the same graceful shutdown from :meth:`aclose`: the
         task is cancelled if the session outlives the grace period. The
         server need not listen anywhere for this (it need not even start).

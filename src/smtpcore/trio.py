@@ -1012,7 +1012,8 @@ class _Listener(BaseListener[_S]):
         whose waits are trio's), in this task, until it ends.
 
         It counts toward the session limits like an accepted connection (a
-        refused one gets the busy reply and is closed), gets the same
+        refused one gets the busy reply, or after aclose the shutting-down one, and is
+        closed), gets the same
         timeouts, and the same graceful shutdown: it is cancelled if it
         outlives the grace period. The server need not listen anywhere for
         this (it need not even be entered).
