@@ -41,6 +41,14 @@ ONE_A_BATCH = (
 ENVELOPE = "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<{}@pqr.example>\nC: DATA\n"
 CONTENT = "C: Subject: many\nC:\nC: to many recipients\nC: .\n"
 THREE = ["b@pqr.example", "c@pqr.example", "d@pqr.example"]
+FIRST_DELIVERED = (
+    ONE_A_BATCH
+    + ENVELOPE.format("b")
+    + "S: 250 ok\nS: 250 ok\nS: 354 go\n"
+    + CONTENT
+    + "S: 250 queued\n"
+)
+"""The first batch of a message to THREE, delivered."""
 
 
 def send_to(adapter: str, port: int, recipients: list[str]) -> Any:
@@ -94,11 +102,7 @@ def test_a_batch_whose_mail_is_refused_leaves_the_others_and_their_record(adapte
     from smtpcore.testing import ScriptedServer, script
 
     steps = script(
-        ONE_A_BATCH
-        + ENVELOPE.format("b")
-        + "S: 250 ok\nS: 250 ok\nS: 354 go\n"
-        + CONTENT
-        + "S: 250 queued\n"
+        FIRST_DELIVERED
         + ENVELOPE.format("c")
         + "S: 451 4.7.1 not now\nS: 503 5.5.1 no MAIL\nS: 503 5.5.1 no MAIL\n"
         + "C: RSET\n"
@@ -128,11 +132,7 @@ def test_a_session_lost_between_batches_says_which_were_delivered(adapter: str) 
     from smtpcore.testing import ScriptedServer, script
 
     steps = script(
-        ONE_A_BATCH
-        + ENVELOPE.format("b")
-        + "S: 250 ok\nS: 250 ok\nS: 354 go\n"
-        + CONTENT
-        + "S: 250 queued\n"
+        FIRST_DELIVERED
         + ENVELOPE.format("c")
         + "S: 250 ok\nS: 250 ok\nS: 354 go\n"
         + CONTENT
@@ -160,14 +160,7 @@ def test_a_malformed_reply_between_batches_says_which_were_delivered(adapter: st
     from smtpcore.testing import ScriptedServer, script
 
     steps = script(
-        ONE_A_BATCH
-        + ENVELOPE.format("b")
-        + "S: 250 ok\nS: 250 ok\nS: 354 go\n"
-        + CONTENT
-        + "S: 250 queued\n"
-        + ENVELOPE.format("c")
-        + "S: 250 ok\nS: 2x0 what\n"
-        + "-- close\n"
+        FIRST_DELIVERED + ENVELOPE.format("c") + "S: 250 ok\nS: 2x0 what\n" + "-- close\n"
     )
     mod = module(adapter)
 
