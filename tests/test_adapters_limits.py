@@ -342,3 +342,36 @@ def test_on_batch_hears_of_each_transaction_as_it_ends(adapter: str) -> None:
                 on_batch=lambda r: plain.append(len(r.recipients)),
             )
         assert plain == [2, 2, 1]
+
+
+def test_on_batch_on_the_one_shot_send_message(adapter: str) -> None:
+    """The module-level ``send_message`` takes ``on_batch`` (and ``xforward``) as the
+    client's method does: a caller sending one message to a LIMITS server can record
+    each transaction as it ends."""
+    from smtpcore import sync
+
+    handler = Sink()
+    seen: list[int] = []
+
+    async def heard(result: Any) -> None:
+        seen.append(len(result.recipients))
+
+    async def go(port: int) -> Any:
+        return await module(adapter).send_message(
+            MESSAGE, "a@abc.example", RECIPIENTS, host="127.0.0.1", port=port, on_batch=heard
+        )
+
+    with running_smtp_server(adapter, handler, limits=True, max_recipients=2) as server:
+        result = run(adapter, lambda: go(server.port))
+        assert seen == [2, 2, 1] and len(result.delivered) == 4  # user3 is refused
+        plain: list[int] = []
+        sync.send_message(
+            MESSAGE,
+            "a@abc.example",
+            RECIPIENTS,
+            host="127.0.0.1",
+            port=server.port,
+            timeout=10,
+            on_batch=lambda r: plain.append(len(r.recipients)),
+        )
+        assert plain == [2, 2, 1]

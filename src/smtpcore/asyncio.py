@@ -95,7 +95,7 @@ from smtpcore.maildrop import (
     MessageUnavailable,
     POP3Session,
 )
-from smtpcore.smtp import TransactionResult
+from smtpcore.smtp import TransactionResult, Xforward
 from smtpcore.smtp._params import ParametersLike
 from smtpcore.transport import Transport
 
@@ -1110,17 +1110,25 @@ async def send_message(
     port: int | None = None,
     mail_params: ParametersLike = None,
     rcpt_params: RecipientParameters = None,
+    xforward: Xforward | None = None,
+    on_batch: Callable[[TransactionResult], Awaitable[None]] | None = None,
     **options: Unpack[SMTPClientOptions],
 ) -> TransactionResult:
     """Connect, send one message, say QUIT; returns each recipient's fate.
 
-    The keywords are :class:`SMTPClient`'s; see
-    :meth:`SMTPClient.send_message <smtpcore.asyncio.SMTPClient.send_message>`
-    for the errors raised.
+    ``mail_params``, ``rcpt_params``, ``xforward`` and ``on_batch`` are those of
+    :meth:`SMTPClient.send_message <smtpcore.asyncio.SMTPClient.send_message>`, which
+    says what is raised; the other keywords are :class:`SMTPClient`'s.
     """
     async with SMTPClient(host, port, **options) as client:
         return await client.send_message(
-            message, sender, recipients, mail_params=mail_params, rcpt_params=rcpt_params
+            message,
+            sender,
+            recipients,
+            mail_params=mail_params,
+            rcpt_params=rcpt_params,
+            xforward=xforward,
+            on_batch=on_batch,
         )
 
 

@@ -309,16 +309,26 @@ def send_message(
     port: int | None = None,
     mail_params: ParametersLike = None,
     rcpt_params: RecipientParameters = None,
+    xforward: Xforward | None = None,
+    on_batch: Callable[[TransactionResult], None] | None = None,
     timeout: float | None = None,
     **options: Unpack[SMTPClientOptions],
 ) -> TransactionResult:
     """Connect, send one message, say QUIT; returns each recipient's fate.
 
-    The keywords are :class:`SMTPClient`'s.
+    ``mail_params``, ``rcpt_params``, ``xforward`` and ``on_batch`` (a plain function)
+    are those of :meth:`SMTPClient.send_message`; the other keywords are
+    :class:`SMTPClient`'s.
     """
     with SMTPClient(host, port, timeout=timeout, **options) as client:
         return client.send_message(
-            message, sender, recipients, mail_params=mail_params, rcpt_params=rcpt_params
+            message,
+            sender,
+            recipients,
+            mail_params=mail_params,
+            rcpt_params=rcpt_params,
+            xforward=xforward,
+            on_batch=on_batch,
         )
 
 
