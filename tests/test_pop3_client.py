@@ -330,6 +330,14 @@ class TestStates:
         conn.send_failed()
         assert conn.state is State.ERROR
 
+    def test_bytes_in_error_are_not_kept(self) -> None:
+        """A machine in ERROR reads no more: what comes is dropped, not buffered
+        without bound."""
+        conn = greeted()
+        conn.send_failed()
+        conn.receive_data(b"+OK " + b"x" * 100_000)
+        assert conn.buffered == 0
+
 
 class TestAuth:
     def test_exchange(self) -> None:
@@ -402,6 +410,16 @@ class TestStls:
         assert conn.state is State.AUTHORIZATION
         assert conn.next_event() is PAUSED
         assert exchange(conn, Capa(), b"+OK\r\nUSER\r\n.\r\n")[0] == Ok()
+
+    def test_a_server_that_leaves_before_the_handshake_closes_the_session(self) -> None:
+        """End of file while the TLS handshake is awaited: ConnectionClosed, as
+        anywhere else, not PAUSED for ever."""
+        conn = greeted()
+        exchange(conn, Stls(), b"+OK\r\n")
+        assert conn.state is State.TLS_PENDING
+        conn.receive_data(b"")
+        assert conn.next_event() == ConnectionClosed()
+        assert conn.state.name == "CLOSED"  # .name: mypy kept the earlier narrowing
 
     def test_capabilities_are_forgotten(self) -> None:
         conn = greeted()

@@ -407,6 +407,17 @@ class TestStls:
         assert conn.next_event() is NEED_DATA
         assert receive(conn, b"CAPA\r\n") == Capa()
 
+    def test_a_client_that_leaves_before_the_handshake_closes_the_session(self) -> None:
+        """End of file while the TLS handshake is awaited: ConnectionClosed, as
+        anywhere else, not PAUSED for ever."""
+        conn = greeted(stls=True)
+        receive(conn, b"STLS\r\n")
+        conn.send(Ok())
+        assert conn.state is State.TLS_PENDING
+        conn.receive_data(b"")
+        assert conn.next_event() == ConnectionClosed()
+        assert conn.state.name == "CLOSED"  # .name: mypy kept the earlier narrowing
+
     def test_refused_stls_keeps_the_plaintext_session(self) -> None:
         conn = greeted(stls=True)
         conn.receive_data(b"STLS\r\nCAPA\r\n")
@@ -696,6 +707,19 @@ class TestApplicationMistakes:
         assert conn.state is State.ERROR
         with pytest.raises(RemoteProtocolError):
             conn.next_event()
+
+    def test_bytes_after_the_session_ended_are_not_kept(self) -> None:
+        """A closed session or one in ERROR reads no more: what comes is dropped, not
+        buffered without bound."""
+        failed = logged_in()
+        failed.send_failed()
+        failed.receive_data(b"NOOP\r\n" * 20_000)
+        assert failed.buffered == 0
+        conn = logged_in()
+        receive(conn, b"QUIT\r\n")
+        conn.send(Ok())
+        conn.receive_data(b"STAT\r\n" * 20_000)
+        assert conn.buffered == 0 and conn.next_event() == ConnectionClosed()
 
 
 @pytest.mark.parametrize("hostname", ["h" * 256, "pop host", "pop.test\r\n+OK", ""])

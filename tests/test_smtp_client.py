@@ -740,6 +740,24 @@ def test_quit() -> None:
     assert isinstance(conn.next_event(), ConnectionClosed)
 
 
+def test_a_transaction_is_complete_once_the_machine_is_in_error() -> None:
+    """No reply comes in ERROR (a write that failed, a reply that cannot be read), so
+    the transaction is complete, as after a close."""
+    conn = in_data()
+    conn.send(MessageData(b"Subject: x\r\n\r\nhi\r\n"))
+    conn.send(EndOfMessage())
+    conn.send_failed()
+    transaction = conn.transaction
+    assert transaction is not None and transaction.complete and not transaction.delivered
+    garbled = in_data()
+    garbled.send(MessageData(b"hi\r\n"))
+    garbled.send(EndOfMessage())
+    with pytest.raises(RemoteProtocolError):
+        feed(garbled, b"2x0 what\r\n")
+    transaction = garbled.transaction
+    assert transaction is not None and transaction.complete
+
+
 def test_send_failed_is_an_error() -> None:
     conn = session()
     conn.send(Noop())
@@ -772,6 +790,18 @@ def test_starttls_discards_injected_replies() -> None:
     assert state(conn) is State.READY
     with pytest.raises(LocalProtocolError, match="already"):
         conn.send(StartTls())
+
+
+def test_a_server_that_leaves_before_the_handshake_closes_the_session() -> None:
+    """End of file while the TLS handshake is awaited: ConnectionClosed, as anywhere
+    else, not PAUSED for ever."""
+    conn = session()
+    conn.send(StartTls())
+    feed(conn, b"220 2.0.0 go ahead\r\n")
+    assert state(conn) is State.TLS_PENDING
+    conn.receive_data(b"")
+    assert isinstance(conn.next_event(), ConnectionClosed)
+    assert state(conn) is State.CLOSED
 
 
 def test_starttls_refused_keeps_the_session() -> None:

@@ -484,6 +484,32 @@ def test_starttls_discards_pipelined_plaintext() -> None:
     assert codes(out) == ["503 5.5.1"]
 
 
+def test_a_client_that_leaves_before_the_handshake_closes_the_session() -> None:
+    """End of file while the TLS handshake is awaited: ConnectionClosed, as anywhere
+    else, not PAUSED for ever."""
+    conn = greeted(starttls=True)
+    run(conn, EHLO + b"STARTTLS\r\n")
+    assert conn.state is State.TLS_PENDING
+    conn.receive_data(b"")
+    assert isinstance(conn.next_event(), ConnectionClosed)
+    assert conn.state.name == "CLOSED"  # .name: mypy kept the earlier narrowing
+
+
+def test_bytes_after_the_session_ended_are_not_kept() -> None:
+    """A closed session or one in ERROR reads no more: what comes is dropped, not
+    buffered without bound."""
+    conn = greeted()
+    run(conn, EHLO + b"QUIT\r\n")
+    assert conn.state is State.CLOSED
+    conn.receive_data(b"x" * 100_000)
+    assert conn.buffered == 0 and isinstance(conn.next_event(), ConnectionClosed)
+    failed = greeted()
+    run(failed, EHLO)
+    failed.send_failed()
+    failed.receive_data(b"NOOP\r\n" * 20_000)
+    assert failed.buffered == 0
+
+
 def test_require_tls_before_mail() -> None:
     conn = greeted(starttls=True, require_tls=True)
     _, out = run(conn, EHLO + b"MAIL FROM:<a@b.example>\r\n")

@@ -37,7 +37,7 @@ from smtpcore.pop3._events import (
     Utf8,
 )
 from smtpcore.pop3._responses import parse_capabilities, parse_status_line
-from smtpcore.pop3._state import COMMAND_STATES, MOVES, Move, State
+from smtpcore.pop3._state import COMMAND_STATES, DISCARDING, MOVES, Move, State
 
 __all__ = ["ClientConnection"]
 
@@ -128,9 +128,10 @@ class ClientConnection:
         """Buffer bytes from the server; ``b""`` means it closed its side.
 
         In TLS_PENDING, bytes are plaintext from before the handshake: a man
-        in the middle's injected responses (RFC 2595 §4). Dropped.
+        in the middle's injected responses (RFC 2595 §4). Dropped, as are bytes
+        that come once the session is CLOSED or in ERROR.
         """
-        self._buffer.receive(data, discard=self._state in (State.TLS_PENDING, State.CLOSED))
+        self._buffer.receive(data, discard=self._state in DISCARDING)
 
     def next_event(self) -> Event | NoEvent:
         """The next event from the server, ``NEED_DATA`` or ``PAUSED``.
@@ -240,6 +241,9 @@ class ClientConnection:
         if state is State.CLOSED:
             return ConnectionClosed()
         if state is State.TLS_PENDING:
+            if self._buffer.peer_closed:
+                self._state = State.CLOSED  # the server left before the handshake
+                return ConnectionClosed()
             return PAUSED
         if self._decoder is not None:
             return self._next_content()

@@ -47,7 +47,7 @@ from smtpcore.pop3._events import (
     User,
     Utf8,
 )
-from smtpcore.pop3._state import MOVES, Move, State
+from smtpcore.pop3._state import DISCARDING, MOVES, Move, State
 
 __all__ = ["ServerConnection"]
 
@@ -192,9 +192,10 @@ class ServerConnection:
     def receive_data(self, data: bytes) -> None:
         """Buffer bytes from the client; ``b""`` means it closed its side.
 
-        In TLS_PENDING, bytes are plaintext from before the handshake: dropped.
+        In TLS_PENDING, bytes are plaintext from before the handshake: dropped; so
+        are bytes that come once the session is CLOSED or in ERROR.
         """
-        self._buffer.receive(data, discard=self._state is State.TLS_PENDING)
+        self._buffer.receive(data, discard=self._state in DISCARDING)
 
     def next_event(self) -> Event | NoEvent:
         """The next event from the client, ``NEED_DATA`` or ``PAUSED``.
@@ -209,6 +210,9 @@ class ServerConnection:
                 reply_hint=self._error.reply_hint if self._error else None,
             )
         if state is State.CLOSED:
+            return ConnectionClosed()
+        if state is State.TLS_PENDING and self._buffer.peer_closed:
+            self._state = State.CLOSED  # the client left before the handshake
             return ConnectionClosed()
         if (
             self._pending is not None

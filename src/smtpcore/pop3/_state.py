@@ -67,6 +67,10 @@ class State(enum.Enum):
 COMMAND_STATES: Final = frozenset({State.AUTHORIZATION, State.USER, State.TRANSACTION})
 """States in which a new command may be sent."""
 
+DISCARDING: Final = frozenset({State.TLS_PENDING, State.CLOSED, State.ERROR})
+"""States whose received bytes are dropped: plaintext before the TLS handshake (RFC 2595 §4),
+and bytes no event will ever be read from (memory stays bounded)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Move:

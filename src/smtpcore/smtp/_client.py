@@ -49,7 +49,7 @@ from smtpcore.smtp._events import (
 from smtpcore.smtp._extensions import ServerExtensions, check_command, check_content
 from smtpcore.smtp._params import NO_PARAMETERS
 from smtpcore.smtp._replies import Reply, ReplyParser, known_replies
-from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, Rule, State, next_state
+from smtpcore.smtp._state import DISCARDING, END_OF_DATA_RULE, RULES, Rule, State, next_state
 from smtpcore.smtp._transaction import TransactionResult, _Transaction
 
 __all__ = ["ClientConnection"]
@@ -61,8 +61,6 @@ __all__ = ["ClientConnection"]
 _GROUP_CONTINUES: Final = (Mail, Rcpt, Rset, Bdat, EndOfMessage, Xforward)
 
 _TRANSACTION_EVENTS: Final = (Mail, Rcpt, Data, Bdat, EndOfMessage)
-_DISCARDING: Final = (State.TLS_PENDING, State.CLOSED, State.ERROR)
-"""States whose received bytes are dropped (RFC 3207 §6: plaintext before TLS)."""
 _SESSION_RESETS: Final = (Rset, Ehlo, Helo, Lhlo, Quit, Xclient)
 
 
@@ -300,7 +298,7 @@ class ClientConnection:
         Bytes that arrive while the machine waits for the TLS handshake are
         plaintext that came before it, and are dropped (RFC 3207 §6).
         """
-        discard = self._state in _DISCARDING
+        discard = self._state in DISCARDING
         if data and not discard and not self._buffer.peer_closed:
             self._received += data  # the buffer's own bytes (ReceiveBuffer.view)
             return
@@ -315,10 +313,13 @@ class ClientConnection:
         ended (221, 421, or the server closed), ``ConnectionClosed()``.
         """
         state = self._state
-        if state in _DISCARDING:  # one test for the three states no reply is read in
+        if state in DISCARDING:  # one test for the three states no reply is read in
             if state is State.ERROR:
                 raise RemoteProtocolError("the connection is in the ERROR state")
             if state is State.CLOSED:
+                return ConnectionClosed()
+            if self._buffer.peer_closed:  # the server left before the handshake
+                self._close()
                 return ConnectionClosed()
             return PAUSED  # TLS_PENDING
         received = self._received
@@ -337,7 +338,7 @@ class ClientConnection:
                     self._dispatch(reply)
                     return reply
             except RemoteProtocolError:
-                self._state = State.ERROR
+                self._fail()
                 raise
         if self._buffer.peer_closed:
             self._close()
@@ -361,7 +362,7 @@ class ClientConnection:
             and self._queue
             and type(data) is bytes
             and len(data) <= self.max_reply_line
-            and self._state not in _DISCARDING
+            and self._state not in DISCARDING
             and not self._parser._lines
             and not self._buffer.peer_closed
         ):
@@ -370,7 +371,7 @@ class ClientConnection:
                 try:
                     self._dispatch(reply)
                 except RemoteProtocolError:
-                    self._state = State.ERROR
+                    self._fail()
                     raise
                 return reply
         self.receive_data(data)
@@ -394,7 +395,7 @@ class ClientConnection:
         meanwhile), that is :class:`RemoteProtocolError` and the ERROR state.
         """
         state = self._state
-        if state in _DISCARDING:  # one test for the three states nothing goes out in
+        if state in DISCARDING:  # one test for the three states nothing goes out in
             if state is State.ERROR:
                 raise LocalProtocolError("the connection is in the ERROR state")
             if state is State.CLOSED:
@@ -417,12 +418,12 @@ class ClientConnection:
         start = bytes(self._received[:80])
         if b"421".startswith(start[:3]):
             raise LocalProtocolError("the server sent a reply: read it with next_event() first")
-        self._state = State.ERROR
+        self._fail()
         raise RemoteProtocolError(f"the server sent a reply no command asked for: {start!r}")
 
     def send_failed(self) -> None:
         """The bytes of the last ``send`` never reached the server."""
-        self._state = State.ERROR
+        self._fail()
 
     def tls_started(self) -> None:
         """The TLS handshake after STARTTLS is done: say EHLO again (RFC 3207 §4.2)."""
@@ -769,6 +770,11 @@ class ClientConnection:
             self._queue.popleft()
             transaction.complete = True
             self._state = moved
+
+    def _fail(self) -> None:
+        """The ERROR state: as after a close, no reply will come for any transaction."""
+        self._close()
+        self._state = State.ERROR
 
     def _close(self) -> None:
         self._state = State.CLOSED

@@ -69,7 +69,7 @@ from smtpcore.smtp._server_config import (
     ServerConfig,
     session_tables,
 )
-from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, Rule, State
+from smtpcore.smtp._state import DISCARDING, END_OF_DATA_RULE, RULES, Rule, State
 
 __all__ = ["ServerConnection"]
 
@@ -536,13 +536,14 @@ class ServerConnection:
     def receive_data(self, data: bytes) -> None:
         """Buffer bytes from the client; ``b""`` means it closed its side.
 
-        In TLS_PENDING, bytes are plaintext from before the handshake: dropped.
+        In TLS_PENDING, bytes are plaintext from before the handshake: dropped; so
+        are bytes that come once the session is CLOSED or in ERROR.
         """
         buffer = self._buffer
-        if data and not buffer.peer_closed and self._state is not _STATE_TLS_PENDING:
+        if data and not buffer.peer_closed and self._state not in DISCARDING:
             self._buffer += data  # in place: what buffer.receive does, without the call
             return
-        buffer.receive(data, discard=self._state is _STATE_TLS_PENDING)
+        buffer.receive(data, discard=self._state in DISCARDING)
 
     def next_event(self) -> Event | NoEvent:
         """The next event from the client, ``NEED_DATA`` or ``PAUSED``."""
@@ -566,6 +567,9 @@ class ServerConnection:
             return ConnectionClosed()
         if isinstance(self._pending, Bdat) and (self._chunk_left or self._chunk_last):
             return self._next_chunk_data()
+        if state is _STATE_TLS_PENDING and self._buffer.peer_closed:
+            self._state = _STATE_CLOSED  # the client left before the handshake
+            return ConnectionClosed()
         if self._pending is not None or state in (State.GREETING, State.TLS_PENDING):
             return PAUSED
         if state is State.DATA:

@@ -92,6 +92,10 @@ RESET: Final = _Marker.RESET
 SESSION: Final = frozenset({State.HELLO, State.READY, State.MAIL, State.RCPT, State.BDAT})
 """States in which a new command may start (BDAT: between two chunks)."""
 
+DISCARDING: Final = frozenset({State.TLS_PENDING, State.CLOSED, State.ERROR})
+"""States whose received bytes are dropped: plaintext before the TLS handshake (RFC 3207 §4.2),
+and bytes no event will ever be read from (memory stays bounded)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Rule:

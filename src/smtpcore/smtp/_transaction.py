@@ -78,7 +78,7 @@ class TransactionResult:
     """The replies after the content (one in SMTP, one per accepted recipient in LMTP)."""
     complete: bool
     """True once no further reply will come for this transaction (refused, ended,
-    abandoned with RSET, or the connection closed)."""
+    abandoned with RSET, the connection closed, or the machine in ERROR)."""
 
     @property
     def accepted(self) -> tuple[RecipientResult, ...]:
