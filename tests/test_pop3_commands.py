@@ -116,11 +116,24 @@ BAD = [
     ("UIDL x", "Invalid message number"),
     ("TOP 1", "Syntax"),
     ("TOP 1 -1", "Invalid line count"),
+    ("TOP 1 \u0661", "Invalid line count"),
+    ("TOP 1 1" + "0" * 300, "Invalid line count"),
     ("TOP 0 1", "Invalid message number"),
     ("TOP 1 2 3", "Syntax"),
     ("USER a\x00b", "Control character"),
     ("PASS a\x1bb", "Control character"),
 ]
+
+
+@pytest.mark.parametrize(
+    "count", [f"{MAX_MESSAGE_NUMBER + 1}", "99999999999999999999", "0" * 30 + "7"]
+)
+def test_a_top_line_count_past_the_largest_asks_for_the_whole_message(count: str) -> None:
+    """TOP's ``n`` is any non-negative number (RFC 1939 §7): past the body's lines, the
+    whole message. One past 2**31 - 1 was refused as a bad command (enough of them
+    ended the session), where Dovecot sends the message."""
+    event = parse_command_line(f"TOP 1 {count}", KEYWORDS)
+    assert event == Top(1, min(int(count), MAX_MESSAGE_NUMBER))
 
 
 @pytest.mark.parametrize(("line", "why"), BAD, ids=[repr(line) for line, _ in BAD])

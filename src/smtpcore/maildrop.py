@@ -342,7 +342,9 @@ class Maildir(Maildrop):
     Maildir, so a second session (in this process or another) gets
     ``-ERR [IN-USE]``; the kernel drops the lock if the process dies. The
     listing is taken once, from ``new`` and ``cur``. Sizes come from
-    Dovecot's ``,W=`` field when the name has one, else from reading the
+    Dovecot's ``,W=`` field when the name has one (Dovecot counts a bare CR as
+    one octet and adds no CRLF to an unended last line, both of which are sent
+    as CRLF: such a file is listed a few octets short), else from reading the
     file once (remembered in ``size_cache`` by inode, size and mtime, until the
     message is deleted; at most 100,000 sizes).
 

@@ -146,10 +146,16 @@ def _one_number(cls: type[Retr | Dele]) -> Parser:
 
 
 def _parse_top(argument: str) -> Command:
+    """TOP's line count is any non-negative number (RFC 1939 §7), and one past the
+    body's lines means the whole message: a count beyond the largest the event holds
+    asks for no less, so it is that largest."""
     words = argument.split()
     if len(words) != 2:
         raise _syntax("TOP msg n")
-    return Top(_number(words[0]), _number(words[1], minimum=0, what="line count"))
+    lines = parse_number(words[1], max_digits=255)  # a command line's worth (RFC 2449 §4)
+    if lines is None:
+        raise CommandSyntaxError(Err(f"Invalid line count: {words[1][:20]}"))
+    return Top(_number(words[0]), min(lines, MAX_MESSAGE_NUMBER))
 
 
 KEYWORDS: Final[dict[str, Parser]] = {
