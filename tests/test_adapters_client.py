@@ -136,6 +136,21 @@ def test_a_from_field_without_an_address_is_no_null_sender(
     assert handler.messages == []
 
 
+@pytest.mark.parametrize("hostname", ["x" * 256, "client test", "cliént.example"])
+def test_a_hostname_ehlo_cannot_carry_is_refused_when_the_client_is_built(
+    adapter: str, hostname: str
+) -> None:
+    """The client's own name goes in EHLO: ASCII, one word of at most 255 octets (RFC
+    5321 §4.5.3.1.2). Another is a ValueError at once, not a refused EHLO (or a line
+    over 512 octets sent) at the first connection."""
+    from smtpcore import sync
+
+    with pytest.raises(ValueError, match="cannot go in EHLO"):
+        module(adapter).SMTPClient("127.0.0.1", 25, hostname=hostname)
+    with pytest.raises(ValueError, match="cannot go in EHLO"):
+        sync.SMTPClient("127.0.0.1", 25, hostname=hostname)
+
+
 def test_a_compat32_message_is_sent_as_an_email_message(adapter: str) -> None:
     """``email.message_from_bytes`` gives a compat32 :class:`email.message.Message` by
     default, which ``smtplib.send_message`` takes: its headers give the envelope, its

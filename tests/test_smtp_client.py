@@ -758,6 +758,33 @@ def test_a_transaction_is_complete_once_the_machine_is_in_error() -> None:
     assert transaction is not None and transaction.complete
 
 
+@pytest.mark.parametrize(
+    "command", [Vrfy("a" * 600), Noop("a" * 600), Ehlo("x" * 256), Helo("x" * 256)]
+)
+def test_a_command_a_server_need_not_take_is_not_sent(command: Event) -> None:
+    """A command line over 512 octets (RFC 5321 §4.5.3.1.4) or a hello domain over 255
+    (§4.5.3.1.2) is refused with the machine unchanged; they went out."""
+    conn = session()
+    with pytest.raises(LocalProtocolError, match="RFC 5321"):
+        conn.send(command)
+    assert state(conn) is State.READY and conn.send(Noop()) == b"NOOP\r\n"
+
+
+def test_mail_and_rcpt_lines_may_take_what_the_offered_parameters_add() -> None:
+    """MAIL and RCPT may pass 512 octets by what the offered extensions' parameters add
+    (ORCPT's 500 under DSN), and no more."""
+    conn = session()
+    conn.send(Mail(ALICE))
+    long_orcpt = "rfc822;" + "+2B" * 64 + "@" + ".".join(["c" * 63] * 4)  # xtext
+    line = conn.send(Rcpt(BOB, {"NOTIFY": "SUCCESS,FAILURE,DELAY", "ORCPT": long_orcpt}))
+    assert 512 < len(line) < 512 + 500
+    bare = session(EHLO_BARE)
+    bare.send(Vrfy("a" * 505))  # 512 octets with its CRLF: the most a server must take
+    feed(bare, b"252 cannot verify\r\n")
+    with pytest.raises(LocalProtocolError, match="RFC 5321"):
+        bare.send(Vrfy("a" * 506))
+
+
 def test_send_failed_is_an_error() -> None:
     conn = session()
     conn.send(Noop())

@@ -48,6 +48,7 @@ from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, rest_of_answe
 from smtpcore._driver._trace import MASK, Trace, WireTrace
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._hostname import MAX_HOSTNAME
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore.address import Mailbox
 from smtpcore.sasl import ClientMechanism
@@ -212,6 +213,8 @@ class BaseSMTPClient(BaseClient):
         self.host = host
         self.port = port if port is not None else (465 if tls_on_connect else 25)
         self.hostname = hostname or socket.getfqdn()
+        if hostname:
+            _check_hello_name(hostname)
         self.tls_on_connect = tls_on_connect
         self.use_starttls = starttls
         """The ``starttls`` option: True requires it, None uses it if offered, False never."""
@@ -1355,3 +1358,18 @@ def _masked(event: Event) -> str | None:
     if isinstance(event, AuthResponse):
         return "*" if event.cancel else MASK
     return None
+
+
+def _check_hello_name(hostname: str) -> None:
+    """``ValueError`` for a ``hostname`` EHLO cannot carry (ASCII, one word of at most
+    255 octets: RFC 5321 §4.1.1.1, §4.5.3.1.2), when the client is built rather than
+    at its first connection."""
+    try:
+        Ehlo(hostname)
+    except LocalProtocolError as exc:
+        raise ValueError(f"hostname {hostname!r} cannot go in EHLO: {exc}") from None
+    if not hostname.isascii() or len(hostname) > MAX_HOSTNAME:
+        raise ValueError(
+            f"hostname {hostname!r} cannot go in EHLO: it must be ASCII (A-labels) and at "
+            f"most {MAX_HOSTNAME} octets"
+        )

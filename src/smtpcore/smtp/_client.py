@@ -21,6 +21,7 @@ from typing import Final
 
 from smtpcore._dotstuff import DotEncoder, encode_whole
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._hostname import MAX_HOSTNAME
 from smtpcore._lines import ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore.address import Mailbox, format_path
@@ -46,7 +47,13 @@ from smtpcore.smtp._events import (
     Xclient,
     Xforward,
 )
-from smtpcore.smtp._extensions import ServerExtensions, check_command, check_content
+from smtpcore.smtp._extensions import (
+    MAX_COMMAND_LINE,
+    ServerExtensions,
+    check_command,
+    check_content,
+    command_line_limit,
+)
 from smtpcore.smtp._params import NO_PARAMETERS
 from smtpcore.smtp._replies import Reply, ReplyParser, known_replies
 from smtpcore.smtp._state import DISCARDING, END_OF_DATA_RULE, RULES, Rule, State, next_state
@@ -505,6 +512,13 @@ class ClientConnection:
             return b"DATA\r\n"
         self._check_command(command)
         data = format_command(command)
+        if len(data) > MAX_COMMAND_LINE:
+            limit = command_line_limit(self._extensions, command)
+            if len(data) > limit:
+                raise LocalProtocolError(
+                    f"{command.verb} would be a line of {len(data)} octets; a server need "
+                    f"take no more than {limit} (RFC 5321 §4.5.3.1.4)"
+                )
         if isinstance(command, Mail):
             params = command.params
             body = (params.get("BODY") or "").upper()
@@ -565,6 +579,10 @@ class ClientConnection:
                 raise LocalProtocolError(f"this session opens with {expected}")
             if not command.domain.isascii():
                 raise LocalProtocolError("the hello domain must be ASCII (use A-labels)")
+            if len(command.domain) > MAX_HOSTNAME:
+                raise LocalProtocolError(
+                    f"the hello domain is over {MAX_HOSTNAME} octets (RFC 5321 §4.5.3.1.2)"
+                )
         elif isinstance(command, StartTls) and self._tls:
             raise LocalProtocolError("TLS is already active")
         transaction = self._transaction

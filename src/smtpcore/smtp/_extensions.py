@@ -33,7 +33,7 @@ from smtpcore.smtp._events import (
     Xclient,
     Xforward,
 )
-from smtpcore.smtp._ext import Limits, owner_of_parameter, owner_of_verb
+from smtpcore.smtp._ext import KNOWN, Limits, owner_of_parameter, owner_of_verb
 from smtpcore.smtp._extension import ParameterError
 from smtpcore.smtp._replies import Reply
 
@@ -261,6 +261,23 @@ def check_command(
         and not offered.smtputf8
     ):
         raise LocalProtocolError(f"a UTF-8 {command.verb} argument needs SMTPUTF8")
+
+
+MAX_COMMAND_LINE: Final = 512
+"""A command line's octets, CRLF included, that every server takes (RFC 5321
+§4.5.3.1.4)."""
+
+
+def command_line_limit(offered: ServerExtensions, command: Command) -> int:
+    """The longest line ``command`` may go as: 512 octets (RFC 5321 §4.5.3.1.4, which
+    holds AUTH and XCLIENT to it too), and for MAIL and RCPT what the parameters of
+    each extension the server offered add (RFC 1870 §3 (5), RFC 3461 §4, ...), as
+    the server machine works out its own limit."""
+    if not isinstance(command, (Mail, Rcpt)):
+        return MAX_COMMAND_LINE
+    return MAX_COMMAND_LINE + sum(
+        [entry.line_allowance for entry in KNOWN if entry.keyword in offered]
+    )
 
 
 def check_content(offered: ServerExtensions, data: bytes) -> None:
