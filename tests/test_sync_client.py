@@ -180,12 +180,13 @@ def test_the_reference_server_submission_and_pop3(tmp_path: Path) -> None:
             timeout=60,
         ) as client:
             assert client.connection.tls and client.authenticated_with is not None
+            assert client.channel_bindings() == {}  # as the async clients': ssl exports none
             client.send_message(MESSAGE, "bob@pqr.example", "bob@pqr.example")
         _until(lambda: len(pqr.mailbox("bob@pqr.example")) == 1, "delivery", pqr)
         with sync.POP3Client(
             "127.0.0.1", pqr.ports["pop3"], ssl_context=tls.client_context, timeout=60
         ) as pop:
-            assert pop.tls
+            assert pop.tls and pop.channel_bindings() == {}
             pop.login("bob@pqr.example", "pw")
             [listing] = pop.list()
             [(number, message)] = list(pop.retrieve_many([listing.number]))

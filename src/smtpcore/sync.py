@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from smtpcore import pop3
 from smtpcore._driver._blocking import open_link, run
 from smtpcore._driver._client_base import BaseClient
+from smtpcore._driver._content import Content
 from smtpcore._driver._pop3_client import (
     BasePOP3Client,
     MessageListing,
@@ -219,6 +220,12 @@ class SMTPClient(_WithBlock):
         """The SASL mechanism the session authenticated with, once it has."""
         return self._session.authenticated_with
 
+    def channel_bindings(self) -> dict[str, bytes]:
+        """The channel binding data of the connection's TLS layer, by type, as the async
+        clients' ``channel_bindings()``: empty here, since the standard library's
+        :mod:`ssl` cannot export keying material (RFC 9266)."""
+        return self._session.channel_bindings()
+
     def connect(self) -> None:
         """Connect, read the greeting, say EHLO, start TLS and authenticate as
         configured; the connection is closed on every error."""
@@ -226,7 +233,7 @@ class SMTPClient(_WithBlock):
 
     def send_message(
         self,
-        message: bytes | email.message.Message,
+        message: Content | email.message.Message,
         sender: str | Mailbox | None = None,
         recipients: Recipients | None = None,
         *,
@@ -301,7 +308,7 @@ class SMTPClient(_WithBlock):
 
 
 def send_message(
-    message: bytes | email.message.Message,
+    message: Content | email.message.Message,
     sender: str | Mailbox | None = None,
     recipients: Recipients | None = None,
     *,
@@ -416,6 +423,12 @@ class POP3Client(_WithBlock):
     def tls(self) -> bool:
         """Whether the session is protected by TLS."""
         return self._session.tls
+
+    def channel_bindings(self) -> dict[str, bytes]:
+        """The channel binding data of the connection's TLS layer, by type, as the async
+        clients' ``channel_bindings()``: empty here, since the standard library's
+        :mod:`ssl` cannot export keying material (RFC 9266)."""
+        return self._session.channel_bindings()
 
     def connect(self) -> None:
         """Connect, read the greeting, ask CAPA and start TLS as configured."""

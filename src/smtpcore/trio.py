@@ -41,6 +41,7 @@ from smtpcore._driver import (
     tls_info,
 )
 from smtpcore._driver._client_constructors import ClientConstructors, Options
+from smtpcore._driver._content import Content
 from smtpcore._driver._listener import BaseListener, ListenedSession
 from smtpcore._driver._pop3_client import (
     BasePOP3Client,
@@ -1165,7 +1166,7 @@ class SMTPClient(_TrioClient, BaseSMTPClient):
 
 
 async def send_message(
-    message: bytes | email.message.Message,
+    message: Content | email.message.Message,
     sender: str | Mailbox | None = None,
     recipients: Recipients | None = None,
     *,
