@@ -87,6 +87,42 @@ def test_a_connection_not_from_a_trusted_proxy_is_closed(adapter: str) -> None:
     assert handler.peers == []
 
 
+NAMES_NO_CLIENT = {
+    "v1 UNKNOWN": b"PROXY UNKNOWN\r\n",
+    "v2 LOCAL": b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00",
+    "v2 UNSPEC": b"\r\n\r\n\x00\r\nQUIT\n\x21\x00\x00\x00",
+}
+
+
+def ehlo_reply(port: int, header: bytes) -> bytes:
+    """The server's reply to EHLO after ``header``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        lines = sock.makefile("rb")
+        sock.sendall(header)
+        assert lines.readline().startswith(b"220 ")
+        sock.sendall(b"EHLO a.example\r\n")
+        reply = b""
+        while not (line := lines.readline()).startswith(b"250 "):
+            reply += line
+        sock.sendall(b"QUIT\r\n")
+        lines.readline()
+        return reply + line
+
+
+@pytest.mark.parametrize("header", NAMES_NO_CLIENT.values(), ids=NAMES_NO_CLIENT.keys())
+def test_a_header_naming_no_client_is_not_trusted_as_its_proxy(
+    adapter: str, header: bytes
+) -> None:
+    """A header that names no client leaves the proxy's address as the peer, but the
+    client behind it is unknown: not one of ``xclient_from`` because its proxy is."""
+    named = b"PROXY TCP4 127.0.0.9 127.0.0.1 40000 25\r\n"
+    with running_smtp_server(
+        adapter, Recorder(), proxy_protocol_from=["127.0.0.1"], xclient_from=["127.0.0.0/8"]
+    ) as server:
+        assert b"XCLIENT" in ehlo_reply(server.port, named)
+        assert b"XCLIENT" not in ehlo_reply(server.port, header)
+
+
 def test_haproxy_in_front(adapter: str) -> None:
     handler = Recorder()
     with (

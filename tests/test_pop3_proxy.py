@@ -183,6 +183,34 @@ def test_the_loopback_exemption_is_the_named_clients(
     assert store.peers == [("127.0.0.1", 40000)]
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"PROXY UNKNOWN\r\n",  # what HAProxy sends for a client on a Unix socket
+        b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00",  # v2 LOCAL
+        b"\r\n\r\n\x00\r\nQUIT\n\x21\x00\x00\x00",  # v2 PROXY, unspecified family
+    ],
+    ids=["v1 UNKNOWN", "v2 LOCAL", "v2 UNSPEC"],
+)
+def test_a_client_the_header_does_not_name_is_no_loopback_client(
+    adapter: str, store: Recorder, tls: TLSFiles, header: bytes
+) -> None:
+    """A header that names no client leaves the proxy's loopback address as the peer,
+    but not the loopback exemption of require_tls's default: the client is unknown."""
+    with (
+        running_pop3_server(
+            adapter, store, ssl_context=tls.server_context, proxy_protocol_from=["127.0.0.1"]
+        ) as server,
+        connect(server.port, header) as (sock, lines),
+    ):
+        assert read_line(lines).startswith(b"+OK")
+        sock.sendall(b"USER alice\r\nPASS wonderland\r\nQUIT\r\n")
+        assert read_line(lines).startswith(b"-ERR [AUTH]")  # TLS first
+        assert read_line(lines).startswith(b"-ERR")
+        assert read_line(lines).startswith(b"+OK")
+    assert store.peers == []
+
+
 def test_the_log_names_the_client(
     adapter: str, store: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:

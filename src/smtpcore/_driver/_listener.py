@@ -21,7 +21,7 @@ from smtpcore._driver._proxied import Network, ip_peer, peer_text, read_proxy_he
 from smtpcore._driver._timeouts import Watchdog
 from smtpcore._driver._transport import Link, address
 from smtpcore._ip import unmapped
-from smtpcore.proxy import ProxyHeader, ProxyProtocolError
+from smtpcore.proxy import ProxyProtocolError
 
 __all__ = [
     "BaseListener",
@@ -292,10 +292,10 @@ class BaseListener(Generic[S]):
 class _Client(Protocol):
     """A session as its hooks see it (``Session``, ``POP3Session``)."""
 
-    @property
-    def peer(self) -> tuple[str, int] | None:
-        """The client: the one a trusted proxy's header named, once it has."""
-        ...
+    peer: tuple[str, int] | None
+    """The client: the one a trusted proxy's header named, once it has."""
+    local: tuple[str, int] | None
+    """The address the client reached."""
 
 
 class ConnectionLost(Exception):
@@ -425,17 +425,33 @@ class ServedSession:
         if self._waiting_idle:
             self._watchdog.expire()
 
+    async def _known_client(
+        self, timeout: float | None, send_timeout: float | None
+    ) -> tuple[str, int] | None:
+        """Who the client is, as far as the server knows, for what trusts a client by
+        its address (a loopback client's login without TLS, XCLIENT): the connection's
+        peer, or the client a trusted proxy's header names (see
+        :meth:`_client_from_proxy`).
+
+        None when the header names no client (v1 ``UNKNOWN``, a v2 ``LOCAL`` command
+        or unspecified family: HAProxy sends ``UNKNOWN`` for a client on a Unix
+        socket): the peer is then the proxy's address, which the log shows and the
+        session is counted under, but the client behind it is unknown, never
+        loopback or trusted because its proxy is."""
+        if not self.state.proxy_networks:
+            return self.session.peer
+        return await self._client_from_proxy(timeout, send_timeout)
+
     async def _client_from_proxy(
         self, timeout: float | None, send_timeout: float | None
-    ) -> ProxyHeader:
-        """The PROXY header a trusted proxy opens the connection with (read within
-        ``timeout``), the session counted under the client it names from now on.
+    ) -> tuple[str, int] | None:
+        """The client named by the PROXY header a trusted proxy opens the connection
+        with (read within ``timeout``), if it names one: from now on the session's
+        peer (and ``local`` the address it reached) and counted under it.
 
         A connection from anywhere else, a bad header, or a client over its share
         (told so with the registry's ``address_busy_reply``, written within
-        ``send_timeout``) ends the session: :class:`ConnectionLost`. The protocol
-        then shows the header's ``source`` and ``destination``, when it names
-        them, as the session's peer and local addresses.
+        ``send_timeout``) ends the session: :class:`ConnectionLost`.
         """
         transport = self.transport
         proxy = transport.peer_address
@@ -455,7 +471,10 @@ class ServedSession:
                     async with transport.deadline(send_timeout):
                         await transport.send_all(self.state.address_busy_reply)
             raise ConnectionLost
-        return header
+        if header.source is not None:
+            self.session.peer = header.source
+            self.session.local = header.destination
+        return header.source
 
     async def _open(self) -> None:
         """Start the session: what comes before the client's first command (a PROXY

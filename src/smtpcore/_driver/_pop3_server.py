@@ -142,7 +142,8 @@ class POP3ServerOptions:
     """Implicit TLS: the handshake comes before the greeting (RFC 8314 §3.3, port 995)."""
     require_tls: bool | None = None
     """Refuse every login until TLS is up (RFC 2595 §4). ``None``: when STLS is offered,
-    except to a client on loopback, as Dovecot's ``disable_plaintext_auth`` does."""
+    except to a client on loopback, as Dovecot's ``disable_plaintext_auth`` does (behind
+    a proxy, the client its PROXY header names: one it leaves unnamed is not on loopback)."""
     timeouts: POP3Timeouts = DEFAULT_POP3_TIMEOUTS
     max_sessions: int = 1000
     """Sessions served at once; past that a client gets ``-ERR [SYS/TEMP]`` and is closed."""
@@ -303,7 +304,9 @@ class POP3ServerSession(ServedSession):
                     "closing the maildrop of %s failed", loggable(str(self.session.user))
                 )
 
-    def _new_connection(self) -> ServerConnection:
+    def _new_connection(self, client: tuple[str, int] | None) -> ServerConnection:
+        """The session's machine; ``client`` is who it is known to be (see
+        :meth:`_known_client`), for ``require_tls``'s default."""
         options = self.options
         if options.connection_factory is not None:
             return options.connection_factory(options)
@@ -312,7 +315,7 @@ class POP3ServerSession(ServedSession):
         stls = options.ssl_context is not None and not options.tls_on_connect
         require_tls = options.require_tls
         if require_tls is None:
-            require_tls = stls and not _is_loopback(self.session.peer)
+            require_tls = stls and not _is_loopback(client)
         return ServerConnection(
             options.hostname,
             user=self.state.user_login,
@@ -349,19 +352,15 @@ class POP3ServerSession(ServedSession):
 
     async def _open(self) -> None:
         options = self.options
-        if options.proxy_networks:
-            timeouts = options.timeouts
-            header = await self._client_from_proxy(timeouts.greeting, timeouts.send)
-            if header.source is not None:
-                self.session.peer = header.source
-                self.session.local = header.destination
+        timeouts = options.timeouts
+        client = await self._known_client(timeouts.greeting, timeouts.send)
         if options.tls_on_connect:
             await self._handshake()
         elif self.session.tls is None:
             # A stream that is TLS already (a trio.SSLStream, asyncio's start_server(ssl=)
             # given to serve_stream): the session is under TLS from its first byte.
             self.session.tls = self.transport.tls
-        conn = self.conn = self._new_connection()
+        conn = self.conn = self._new_connection(client)
         conn.tls = self.session.tls is not None
         if self.state.stopping:
             self._answer(_SHUTTING_DOWN)

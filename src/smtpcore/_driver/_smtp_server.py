@@ -431,8 +431,6 @@ class ServerSession(ServedSession):
             peer=peer,
             local=transport.local_address,
         )
-        if options.forwarder_networks:
-            self._trust_forwarder()
         self._out: list[bytes] | None = None
         """The replies due, in the order answered; None when none is (an idle session
         keeps no list)."""
@@ -459,15 +457,11 @@ class ServerSession(ServedSession):
             await self._call("handle_close", (self.session,))
 
     async def _open(self) -> None:
-        if self.options.proxy_networks:
-            header = await self._client_from_proxy(
-                self.options.timeouts.greeting, self.options.timeouts.command
-            )
-            if header.source is not None:
-                self.session.peer = header.source
-                self.session.local = header.destination
-                if self.options.forwarder_networks:
-                    self._trust_forwarder()
+        client = await self._known_client(
+            self.options.timeouts.greeting, self.options.timeouts.command
+        )
+        if self.options.forwarder_networks:
+            self._trust_forwarder(client)
         if self.options.tls_on_connect:
             await self._handshake()
             self.conn.tls = True
@@ -969,10 +963,11 @@ class ServerSession(ServedSession):
         self.conn.authenticated = False
         self.session.authenticated = None
 
-    def _trust_forwarder(self) -> None:
+    def _trust_forwarder(self, client: tuple[str, int] | None) -> None:
         """Whether this client may use XCLIENT and XFORWARD: by its address (the one a
-        trusted proxy's header named, if any), in ``xclient_from``."""
-        self.conn.trusted_forwarder = trusted(self.session.peer, self.options.forwarder_networks)
+        trusted proxy's header named, if any: see :meth:`_known_client`), in
+        ``xclient_from``."""
+        self.conn.trusted_forwarder = trusted(client, self.options.forwarder_networks)
 
     # -- XCLIENT and XFORWARD (Postfix) ----------------------------------------
 
