@@ -5,6 +5,8 @@ HAProxy in front of our server with send-proxy and send-proxy-v2."""
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 import smtplib
 import socket
 import ssl
@@ -14,6 +16,7 @@ import pytest
 
 from haproxy_peer import haproxy
 from peers import TLSFiles, make_tls_files, running_smtp_server
+from smtpcore.asyncio import Timeouts
 from smtpcore.handler import Handler, Session
 from smtpcore.smtp import Reply
 
@@ -121,6 +124,22 @@ def test_a_header_naming_no_client_is_not_trusted_as_its_proxy(
     ) as server:
         assert b"XCLIENT" in ehlo_reply(server.port, named)
         assert b"XCLIENT" not in ehlo_reply(server.port, header)
+
+
+def test_a_header_that_never_comes_is_logged_as_a_timeout(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "smtpcore")
+    with (
+        running_smtp_server(
+            adapter, Recorder(), proxy_protocol_from=["127.0.0.1"], timeouts=Timeouts(greeting=0.2)
+        ) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock,
+    ):
+        sock.sendall(b"PROXY TCP4 192.0.2.7")
+        with contextlib.suppress(ConnectionResetError):  # closed, the header's start unread
+            assert sock.recv(1024) == b""
+    assert re.search(r"bad PROXY header from \[127\.0\.0\.1\]:\d+: timeout", caplog.text)
 
 
 def test_haproxy_in_front(adapter: str) -> None:

@@ -461,7 +461,9 @@ class ServedSession:
         try:
             header = await read_proxy_header(transport, timeout)
         except (ProxyProtocolError, OSError, TimeoutError) as exc:
-            self.logger.info("bad PROXY header from %s: %s", peer_text(proxy), exc or "timeout")
+            self.logger.info(
+                "bad PROXY header from %s: %s", peer_text(proxy), str(exc) or "timeout"
+            )
             raise ConnectionLost from None
         client = proxy if header.source is None else header.source
         if not self.state.readdress(self, ip_peer(client)):
