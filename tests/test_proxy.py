@@ -72,6 +72,9 @@ def test_an_ipv4_mapped_address_is_given_as_the_ipv4_one() -> None:
         b"PROXY TCP4 192.0.2.7 198.51.100.1 65536 25\r\n",
         b"PROXY TCP4 192.0.2.07 198.51.100.1 1 25\r\n",
         b"PROXY TCP5 192.0.2.7 198.51.100.1 1 25\r\n",
+        # An IPv6 zone is no address the spec allows, and would carry any text after it.
+        b"PROXY TCP6 fe80::1%eth0 ::1 4000 25\r\n",
+        b"PROXY TCP6 fe80::1%]:1\tfrom=[203.0.113.66 ::1 4000 25\r\n",
         b"PROXY TCP4 192.0.2.7 198.51.100.1 1 25\n",
         b"PROXY UNKNOWN x\ny\r\n",  # a bare LF, refused read whole as read in pieces
         b"PROXY " + b"x" * 120,

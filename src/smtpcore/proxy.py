@@ -111,6 +111,11 @@ def _parse_v1(data: bytes) -> ProxyHeader | int:
 
 
 def _ip(text: str, version: int) -> str:
+    """A v1 header's address: dotted quad or RFC 4291 text, never with an IPv6 zone
+    (``%eth0``), which the spec's addresses do not have (proxy-protocol.txt §2.1) and
+    ``ipaddress`` would take with any text after the ``%``."""
+    if "%" in text:
+        raise ProxyProtocolError(f"not an IP address: {text!r}")
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
