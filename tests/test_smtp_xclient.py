@@ -235,6 +235,10 @@ def test_the_commands_need_ehlo_first() -> None:
         (b"XCLIENT PORT=\xd9\xa1\r\n", "501 5.5.4"),  # an Arabic-Indic one is no digit here
         (b"XCLIENT PROTO=HTTP\r\n", "501 5.5.4"),
         (b"XCLIENT ADDR=[TEMPUNAVAIL]\r\n", "501 5.5.4"),
+        (b"XCLIENT ADDR=fe80::1%eth0\r\n", "501 5.5.4"),  # a zone: any text after "%"
+        (b"XCLIENT ADDR=IPV6:fe80::1%]:1\r\n", "501 5.5.4"),
+        (b"XCLIENT DESTADDR=fe80::1%1\r\n", "501 5.5.4"),
+        (b"XFORWARD ADDR=fe80::1%eth0\r\n", "501 5.5.4"),  # nor as an address in text
         (b"XCLIENT HELO=" + b"h" * 256 + b"\r\n", "501 5.5.4"),
         (b"XCLIENT HELO=" + b"h" * 600 + b"\r\n", "500 5.5.6"),  # over the line limit
         (b"XFORWARD SOURCE=ELSEWHERE\r\n", "501 5.5.4"),

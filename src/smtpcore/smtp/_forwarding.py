@@ -82,10 +82,16 @@ def _host(value: object) -> str:
 
 
 def _ip(value: object) -> str:
-    """An IPv4 or IPv6 address, ``IPV6:`` prefix or not; kept in its short form."""
+    """An IPv4 or IPv6 address, ``IPV6:`` prefix or not; kept in its short form.
+
+    Never with a ``%`` zone (RFC 4007 §11), which ``ipaddress`` takes with any text
+    after it: a zone names an interface of the host that wrote it, nothing a peer
+    can be told, and its text would reach the session's peer and the log."""
     text = _text(value)
     if ascii_upper(text[:5]) == _IPV6_PREFIX:
         text = text[5:]
+    if "%" in text:
+        raise ValueError(f"not an IP address (a zone): {text!r}")
     try:
         return ip_text(ipaddress.ip_address(text))
     except ValueError:
@@ -93,11 +99,15 @@ def _ip(value: object) -> str:
 
 
 def _address(value: object) -> str:
-    """XFORWARD's ADDR: an IP address, or some other network's address as text."""
+    """XFORWARD's ADDR: an IP address, or some other network's address as text; not
+    an IP address with a zone passed off as text (see :func:`_ip`)."""
     try:
         return _ip(value)
     except ValueError:
-        return _text(value)
+        text = _text(value)
+        if "%" in text:
+            raise ValueError(f"not an address (a zone): {text!r}") from None
+        return text
 
 
 def _port(value: object) -> int:
