@@ -208,10 +208,38 @@ def test_trust_is_read_at_each_command() -> None:
     assert b"XCLIENT " + ATTRIBUTES in out and codes(out)[-1] == "220"
 
 
-def test_the_commands_need_ehlo_first() -> None:
-    _, out = run(greeted(**TRUSTED), b"XCLIENT ADDR=192.0.2.1\r\nHELO a.example\r\n")
+def test_xforward_needs_ehlo_first() -> None:
+    _, out = run(greeted(**TRUSTED), b"XFORWARD ADDR=192.0.2.1\r\nHELO a.example\r\n")
     _, after_helo = run(greeted(**TRUSTED), b"HELO a.example\r\nXFORWARD ADDR=192.0.2.1\r\n")
     assert codes(out)[0] == "500 5.5.2" and codes(after_helo)[-1] == "500 5.5.2"
+
+
+def test_xclient_may_come_before_ehlo_and_after_helo() -> None:
+    """XCLIENT_README: at any time outside a mail transaction."""
+    conn = greeted(**TRUSTED)
+    assert "XCLIENT" in conn.commands() and "XFORWARD" not in conn.commands()
+    _, out = run(conn, b"XCLIENT ADDR=192.0.2.1\r\n")
+    _, after_helo = run(greeted(**TRUSTED), b"HELO a.example\r\nXCLIENT ADDR=192.0.2.1\r\n")
+    assert codes(out) == ["220"] and codes(after_helo)[-1] == "220"
+    assert conn.forwarded_client == Xclient(addr="192.0.2.1")
+    # Not to a client the server does not trust, before EHLO either.
+    _, untrusted = run(greeted(xclient=True), b"XCLIENT ADDR=192.0.2.1\r\n")
+    assert codes(untrusted) == ["500 5.5.2"]
+
+
+def test_xclients_may_come_back_to_back() -> None:
+    """XCLIENT_README, note 1: a client splits long attributes over several commands,
+    sending NAME and ADDR last (as Dovecot does, with no EHLO between them)."""
+    conn = greeted(**TRUSTED)
+    _, out = run(
+        conn,
+        EHLO + b"XCLIENT HELO=client.abc.example PROTO=ESMTP\r\n"
+        b"XCLIENT NAME=client.abc.example ADDR=192.0.2.7\r\n" + EHLO,
+    )
+    assert codes(out)[1:] == ["220", "220", "250"]
+    assert conn.forwarded_client == Xclient(
+        name="client.abc.example", addr="192.0.2.7", proto="ESMTP", helo="client.abc.example"
+    )
 
 
 # -- hostile and malformed commands -----------------------------------------------------
@@ -309,6 +337,60 @@ def test_a_refused_xclient_changes_nothing() -> None:
     )
     assert codes(out)[1:] == ["550 5.7.0", "250 2.1.0"]
     assert conn.forwarded_client is None and conn.extended
+
+
+def test_a_554_to_xclient_keeps_the_named_client_and_serves_it_nothing() -> None:
+    """The answer to XCLIENT is the named client's greeting (XCLIENT_README): a 554
+    refuses it service as a 554 greeting does, everything but QUIT getting 503 (RFC
+    5321 §3.1), rather than leaving the session to go on as the forwarder."""
+    conn = greeted(**TRUSTED)
+
+    def refuse(machine: ServerConnection, event: object) -> Reply | None:
+        if isinstance(event, Xclient):
+            return Reply(554, "not from there", "5.7.1")
+        from smtpcore.testing import permissive_smtp_answer
+
+        answer = permissive_smtp_answer(machine, event)  # type: ignore[arg-type]
+        assert not isinstance(answer, list)
+        return answer
+
+    _, out = run(
+        conn,
+        EHLO + b"XCLIENT ADDR=192.0.2.66\r\n" + EHLO + b"MAIL FROM:<a@b.example>\r\n"
+        b"XCLIENT ADDR=192.0.2.1\r\nNOOP\r\nQUIT\r\n",
+        answer=refuse,
+    )
+    assert codes(out)[1:] == ["554 5.7.1", *["503 5.5.1"] * 4, "221 2.0.0"]
+    assert conn.forwarded_client == Xclient(addr="192.0.2.66")
+    assert conn.state is State.CLOSED
+
+
+def test_a_554_to_xclient_tells_the_client_machine_there_is_no_service() -> None:
+    client = ClientConnection("filter.pqr.example")
+    client.receive_data(b"220 mx ESMTP\r\n")
+    client.next_event()
+    client.send(Ehlo("filter.pqr.example"))
+    client.receive_data(b"250-mx\r\n250 XCLIENT NAME ADDR\r\n")
+    client.next_event()
+    client.send(Xclient(addr="192.0.2.66"))
+    client.receive_data(b"554 5.7.1 not from there\r\n")
+    client.next_event()
+    assert client.state is State.NO_SERVICE
+    with pytest.raises(LocalProtocolError):  # only QUIT now
+        client.send(Ehlo("filter.pqr.example"))
+
+
+def test_a_split_sends_name_and_addr_together_last() -> None:
+    """XCLIENT_README, note 1: once ADDR is sent, the client usually may not send
+    XCLIENT again, so NAME and ADDR go last."""
+    command = Xclient(
+        name="mail.abc.example", addr="192.0.2.7", port=25, helo="h" * 250, login="l" * 250
+    )
+    parts = command.split()
+    assert len(parts) == 2
+    assert parts[0].addr is None and parts[0].name is None
+    assert {"NAME", "ADDR", "PORT"} <= parts[1].attributes.keys()
+    assert parts[0].merged(parts[1]) == command
 
 
 # -- what XFORWARD keeps, and for how long --------------------------------------------------

@@ -302,6 +302,8 @@ class ForwardingCommand(Command):
     __slots__ = ()
 
     ATTRIBUTES: ClassVar[tuple[Attribute, ...]] = ()
+    SENT_LAST: ClassVar[frozenset[str]] = frozenset()
+    """Attributes :meth:`split` sends together, in the last command."""
 
     def _check_attributes(self) -> None:
         given = False
@@ -361,22 +363,35 @@ class ForwardingCommand(Command):
     def split(self: _F, max_line: int = 512) -> list[_F]:
         """The attributes in as few commands as fit ``max_line`` octets each, CRLF
         included (the command line limit of RFC 5321 §4.5.3.1.4); Postfix's README
-        asks a client to send long values in several commands this way."""
+        asks a client to send long values in several commands this way, those of
+        ``SENT_LAST`` together in the last one."""
+        given = [
+            (attribute, value)
+            for attribute in self.ATTRIBUTES
+            if (value := getattr(self, attribute.field)) is not None
+        ]
+        last = [
+            (attribute, value) for attribute, value in given if attribute.name in self.SENT_LAST
+        ]
+        groups = [[pair] for pair in given if pair[0].name not in self.SENT_LAST]
+        if last:
+            groups.append(last)
         parts: list[_F] = []
         fields: dict[str, Value] = {}
         length = len(self.verb) + 2
-        for attribute in self.ATTRIBUTES:
-            value = getattr(self, attribute.field)
-            if value is None:
-                continue
-            word = 1 + len(attribute.name) + 1 + len(xtext(attribute.to_text(value)))
-            if fields and length + word > max_line:
+        for group in groups:
+            size = sum(
+                1 + len(attribute.name) + 1 + len(xtext(attribute.to_text(value)))
+                for attribute, value in group
+            )
+            if fields and length + size > max_line:
                 parts.append(type(self)(**fields))
                 fields, length = {}, len(self.verb) + 2
-            if length + word > max_line:
-                raise LocalProtocolError(f"{self.verb} {attribute.name} is too long for one line")
-            fields[attribute.field] = value
-            length += word
+            if length + size > max_line:
+                names = " ".join(attribute.name for attribute, _ in group)
+                raise LocalProtocolError(f"{self.verb} {names} is too long for one line")
+            fields.update({attribute.field: value for attribute, value in group})
+            length += size
         parts.append(type(self)(**fields))
         return parts
 
@@ -404,6 +419,9 @@ class Xclient(ForwardingCommand):
     destport: int | Unavailable | None = None
     verb = "XCLIENT"
     ATTRIBUTES = XCLIENT_ATTRIBUTES
+    # Once the client it names is known, the proxy usually may not send XCLIENT again
+    # (XCLIENT_README, note 1: NAME and ADDR last).
+    SENT_LAST = frozenset({"NAME", "ADDR", "PORT"})
 
     def __post_init__(self) -> None:
         self._check_attributes()

@@ -76,9 +76,9 @@ class ServerFacts(Protocol):
 class Requirement:
     """Something the session must have for an extension to be offered and used.
 
-    Every extension needs a session opened with EHLO or LHLO; requirements add
-    to that. A command of the extension sent while one does not hold gets
-    ``refusal``.
+    Every extension needs a session opened with EHLO or LHLO, unless its entry
+    says otherwise (``needs_ehlo``); requirements add to that. A command of the
+    extension sent while one does not hold gets ``refusal``.
     """
 
     name: str
@@ -167,6 +167,9 @@ class Extension:
     knows the parameters of. ``verbs`` are the commands that exist only while
     it is in force: without it they are unknown commands. ``depends`` names
     extensions that must be in force too (BINARYMIME needs CHUNKING).
+    ``needs_ehlo`` false makes its commands known from the greeting on, before
+    EHLO and after HELO too (its requirements still hold, and its line is
+    still in the EHLO reply alone).
     """
 
     keyword: str
@@ -179,6 +182,7 @@ class Extension:
     verbs: tuple[str, ...] = ()
     requires: tuple[Requirement, ...] = ()
     depends: tuple[str, ...] = ()
+    needs_ehlo: bool = True
     client_check: Callable[[ServerExtensions, Any], str | None] | None = field(
         default=None, compare=False
     )

@@ -402,7 +402,8 @@ class ServerConnection:
     """Whether this client may speak for another: only then are ``xclient`` and
     ``xforward`` offered to it (Postfix's ``smtpd_authorized_xclient_hosts``).
     The application decides, from the client's address; it may set this before
-    the greeting."""
+    the greeting, and decides again for the client an accepted XCLIENT names
+    (XCLIENT_README, note 1: that client usually may not send XCLIENT)."""
     auth_mechanisms: Sequence[str]
 
     if TYPE_CHECKING:
@@ -957,12 +958,12 @@ class ServerConnection:
 
     def in_force(self, keyword: str) -> bool:
         """Whether the extension ``keyword`` is in force in this session now: offered
-        by this server, the session opened with EHLO or LHLO, and its requirements
-        met (STARTTLS only before TLS, say)."""
-        if not self.extended:
-            return False
+        by this server, the session opened with EHLO or LHLO (if the extension needs
+        it), and its requirements met (STARTTLS only before TLS, say)."""
         for entry in self._config.tables.offerable:
             if entry.keyword == keyword:
+                if entry.needs_ehlo and not self.extended:
+                    return False
                 return entry.unmet(self) is None and (
                     not entry.depends or all(self.in_force(needed) for needed in entry.depends)
                 )
@@ -1154,7 +1155,8 @@ class ServerConnection:
                 raise LocalProtocolError(f"{code} is not an answer to {type(command).__name__}")
             self._state = state
         self._pending = None
-        if success:
+        # A 554 to XCLIENT is the named client's greeting: the command took effect.
+        if success or (code == 554 and rule.greets):
             on_accept = _ON_ACCEPT.get(type(command))
             if on_accept is not None:
                 try:
@@ -1297,7 +1299,12 @@ class ServerConnection:
     def _xclient_accepted(self, command: Xclient, event: Reply) -> bytes:
         """Start over at the greeting stage, speaking for the client XCLIENT names; TLS
         stays as it is, and the session is authenticated as its LOGIN, if it gave one
-        (Postfix's XCLIENT_README)."""
+        (Postfix's XCLIENT_README). The answer is that client's greeting: a 554 keeps
+        it named and serves it nothing but QUIT, as a 554 greeting does (RFC 5321 §3.1).
+
+        Whether the session may send XCLIENT again is ``trusted_forwarder``, which the
+        application decides again for the named client: a proxy that named the client
+        it relays for must not let that client name another (XCLIENT_README, note 1)."""
         known = self._forwarded_client
         self._forwarded_client = command if known is None else known.merged(command)
         self.helo_name = None

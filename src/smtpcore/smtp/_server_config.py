@@ -178,7 +178,8 @@ class SessionTables:
     verb_owner: dict[str, Extension]
     """Verb -> the extension it belongs to (BDAT: CHUNKING)."""
     plain_verbs: Verbs
-    """The commands known before EHLO (or after HELO)."""
+    """The commands known before EHLO (or after HELO): RFC 5321's, and those of the
+    offered extensions that need no EHLO (XCLIENT)."""
     extended_verbs: Verbs
     """The commands known after EHLO: the plain ones and the offered extensions' own."""
     everyday_mail: int
@@ -224,6 +225,14 @@ def build_tables(
         for verb, parse in VERBS.items()
         if verb not in excluded and verb not in extension_verbs
     }
+    # An offered extension's commands known before EHLO too (XCLIENT).
+    plain_verbs.update(
+        {
+            verb: VERBS[verb]
+            for verb, entry in verb_owner.items()
+            if not entry.needs_ehlo and verb in VERBS
+        }
+    )
     mail_readers = parameter_readers(offerable, mail=True)
     rcpt_readers = parameter_readers(offerable, mail=False)
     return SessionTables(

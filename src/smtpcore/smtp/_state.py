@@ -104,6 +104,9 @@ class Rule:
     on_success: State | _Marker
     on_failure: State | _Marker = KEEP
     intermediate: frozenset[int] = frozenset()
+    greets: bool = False
+    """Its answer is a new greeting (XCLIENT's): a 554 refuses service as a 554
+    greeting does, leaving QUIT alone to be served (RFC 5321 §3.1)."""
 
     def accepts(self, code: int) -> bool:
         return code in self.success_codes or code in self.intermediate or code >= 400
@@ -117,6 +120,8 @@ class Rule:
         elif code >= 400:
             if code == 421:
                 return State.CLOSED
+            if code == 554 and self.greets:
+                return State.NO_SERVICE
             target = self.on_failure
         elif code in self.intermediate:
             return State.AUTH
@@ -150,8 +155,11 @@ RULES: Final[dict[type[Command], Rule]] = {
     Help: Rule(SESSION, frozenset({211, 214}), KEEP),
     Quit: Rule(SESSION | {State.NO_SERVICE}, frozenset({221}), State.CLOSED),
     StartTls: Rule(frozenset({State.READY}), frozenset({220}), State.TLS_PENDING),
-    # Postfix's XCLIENT restarts the session at the greeting stage: EHLO comes again.
-    Xclient: Rule(frozenset({State.READY}), frozenset({220}), State.HELLO),
+    # Postfix's XCLIENT restarts the session at the greeting stage: EHLO comes again. It
+    # may come at any time outside a transaction, back to back as well (XCLIENT_README).
+    Xclient: Rule(
+        frozenset({State.HELLO, State.READY}), frozenset({220}), State.HELLO, greets=True
+    ),
     Xforward: Rule(frozenset({State.READY}), _OK, KEEP),
     Auth: Rule(
         frozenset({State.READY}),
@@ -174,6 +182,8 @@ def next_state(rule: Rule, code: int, current: State) -> State:
         return State.CLOSED
     if code in rule.intermediate:
         return State.AUTH
+    if code == 554 and rule.greets:
+        return State.NO_SERVICE
     target = rule.on_success if code in rule.success_codes else rule.on_failure
     if target is KEEP:
         return current

@@ -3,9 +3,13 @@
 Offered, with the attributes this server reads as its argument
 (``XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT``), only to a
 client the server trusts (``trusted_forwarder``); to any other the command is
-unknown. The command is :class:`~smtpcore.smtp.Xclient`; a ``220`` answers it
-and the session starts again at EHLO, with the named client as its client
-(Postfix's XCLIENT_README). The attribute grammar is in ``smtp/_forwarding.py``.
+unknown. It may come at any time outside a mail transaction, before EHLO and
+right after another XCLIENT too: a proxy splits long attributes over several
+commands, sent back to back (XCLIENT_README, "XCLIENT Command syntax" and its
+note 1). The command is :class:`~smtpcore.smtp.Xclient`; the answer is the
+greeting of the client it names, which becomes the session's client: ``220``
+and the session starts again at EHLO, or ``554`` and no service (RFC 5321
+§3.1). The attribute grammar is in ``smtp/_forwarding.py``.
 """
 
 from __future__ import annotations
@@ -40,5 +44,6 @@ XCLIENT: Final = Extension(
     arguments=lambda facts: " ".join(attribute.name for attribute in XCLIENT_ATTRIBUTES),
     verbs=("XCLIENT",),
     requires=(TRUSTED_FORWARDER,),
+    needs_ehlo=False,
     client_check=unannounced,
 )
