@@ -11,7 +11,7 @@ import pytest
 
 from peers import module, raw_smtp_session, run, running_smtp_server
 from smtpcore.handler import AuthIdentity, Envelope, Handler, MessageReply, Session
-from smtpcore.smtp import UNAVAILABLE, Rcpt, Reply, Xclient, Xforward
+from smtpcore.smtp import UNAVAILABLE, Rcpt, Reply, State, Xclient, Xforward
 
 MESSAGE = b"Subject: forwarded\r\n\r\nthrough a filter\r\n"
 
@@ -88,7 +88,9 @@ def test_the_handler_sees_the_forwarded_client(adapter: str) -> None:
             second = await client.send_message(MESSAGE, "a@abc.example", ["b@pqr.example"])
             return first, second
 
-    with running_smtp_server(adapter, handler, xclient_from=["127.0.0.0/8"]) as server:
+    # The named client is trusted in turn: XFORWARD is offered to it still.
+    trusting = ["127.0.0.0/8", "2001:db8::/32"]
+    with running_smtp_server(adapter, handler, xclient_from=trusting) as server:
         first, second = run(adapter, go)
     assert first.delivered and second.delivered
     [before, after] = handler.connects
@@ -133,7 +135,9 @@ def test_an_untrusted_client_finds_no_such_command(adapter: str) -> None:
     assert len(handler.connects) == 2
 
 
-def test_a_greeting_refused_for_the_new_client_leaves_the_session(adapter: str) -> None:
+def test_a_greeting_refused_for_the_named_client_serves_it_nothing(adapter: str) -> None:
+    """XCLIENT_README: the answer is the named client's greeting; a 554 keeps that
+    client and serves it nothing but QUIT (RFC 5321 §3.1), as a 554 greeting does."""
     handler = Recorder(refuse="192.0.2.66")
     errors = module(adapter)
 
@@ -142,11 +146,87 @@ def test_a_greeting_refused_for_the_new_client_leaves_the_session(adapter: str) 
             with pytest.raises(errors.SMTPReplyError) as refused:
                 await client.xclient(Xclient(addr="192.0.2.66"))
             assert refused.value.code == 554
-            await client.send_message(MESSAGE, "a@abc.example", ["b@pqr.example"])
+            assert client.connection.state is State.NO_SERVICE
 
     with running_smtp_server(adapter, handler, xclient_from=["127.0.0.1"]) as server:
         run(adapter, go)
-    assert handler.mails[0].peer is not None and handler.mails[0].peer[0] == "127.0.0.1"
+        with raw_smtp_session(server.host, server.port) as raw:
+            raw.recv_reply()
+            raw.command(b"EHLO filter.test")
+            assert raw.command(b"XCLIENT ADDR=192.0.2.66 PORT=5555").startswith(b"554 5.7.1")
+            for line in (b"EHLO client.test", b"MAIL FROM:<a@abc.example>", b"RCPT TO:<b@x.test>"):
+                assert raw.command(line).startswith(b"503 "), line
+            assert raw.command(b"QUIT").startswith(b"221 ")
+    assert handler.mails == []
+    assert [seen.peer for seen in handler.connects][-1] == ("192.0.2.66", 5555)
+
+
+def test_the_named_client_may_not_name_another(adapter: str) -> None:
+    """XCLIENT_README, note 1: once XCLIENT names a client outside ``xclient_from``, the
+    session may not send XCLIENT (or XFORWARD) again: behind a transparent proxy the
+    real client would otherwise claim any address and login."""
+    handler = Recorder()
+    with (
+        running_smtp_server(
+            adapter, handler, xclient_from=["127.0.0.1", "192.0.2.0/24"]
+        ) as server,
+        raw_smtp_session(server.host, server.port) as raw,
+    ):
+        raw.recv_reply()
+        raw.command(b"EHLO proxy.test")
+        # Named inside xclient_from: still trusted.
+        assert raw.command(b"XCLIENT ADDR=192.0.2.5").startswith(b"220 ")
+        assert b"XCLIENT" in raw.command(b"EHLO proxy.test")
+        assert raw.command(b"XCLIENT ADDR=203.0.113.5 PORT=40000").startswith(b"220 ")
+        assert b"XCLIENT" not in raw.command(b"EHLO evil.test")
+        for line in (b"XCLIENT ADDR=10.0.0.1 LOGIN=admin", b"XFORWARD ADDR=10.0.0.1"):
+            assert raw.command(line).startswith(b"500 5.5.2"), line
+        raw.command(b"MAIL FROM:<x@evil.test>")
+        raw.command(b"RCPT TO:<y@pqr.example>")
+    assert [(seen.peer, seen.authenticated) for seen in handler.mails] == [
+        (("203.0.113.5", 40000), None)
+    ]
+
+
+def test_xclient_may_come_before_ehlo_and_back_to_back(adapter: str) -> None:
+    """XCLIENT_README: at any time outside a transaction; note 1 has a proxy split
+    long attributes over several commands (Dovecot sends them back to back)."""
+    handler = Recorder()
+    with (
+        running_smtp_server(adapter, handler, xclient_from=["127.0.0.1"]) as server,
+        raw_smtp_session(server.host, server.port) as raw,
+    ):
+        raw.recv_reply()
+        assert raw.command(b"XCLIENT HELO=client.test PROTO=ESMTP").startswith(b"220 ")
+        assert raw.command(b"XCLIENT NAME=client.test ADDR=192.0.2.7").startswith(b"220 ")
+        raw.command(b"EHLO client.test")
+        raw.command(b"MAIL FROM:<a@abc.example>")
+        assert raw.command(b"RCPT TO:<b@pqr.example>").startswith(b"250 ")
+    assert handler.mails[0].peer == ("192.0.2.7", 0)
+    assert handler.mails[0].peer_name == "client.test"
+
+
+def test_the_log_names_the_client_the_proxy_header_named(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="smtpcore")
+    with (
+        running_smtp_server(
+            adapter,
+            Recorder(),
+            proxy_protocol_from=["127.0.0.1"],
+            xclient_from=["192.0.2.0/24"],
+        ) as server,
+        raw_smtp_session(server.host, server.port) as raw,
+    ):
+        raw.send(b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 25\r\n")
+        raw.recv_reply()
+        assert raw.command(b"XCLIENT ADDR=192.0.2.8").startswith(b"220 ")
+        raw.command(b"QUIT")
+    [line] = [
+        record.getMessage() for record in caplog.records if "XCLIENT from" in record.getMessage()
+    ]
+    assert line.startswith("XCLIENT from [192.0.2.7]:40000: now "), line
 
 
 def test_the_session_is_counted_under_the_forwarded_address(adapter: str) -> None:
@@ -176,10 +256,11 @@ def test_the_blocking_client_speaks_for_another_too() -> None:
 
     handler = Recorder()
     with (
-        running_smtp_server("asyncio", handler, xclient_from=["127.0.0.1"]) as server,
+        running_smtp_server("asyncio", handler, xclient_from=["127.0.0.1", "192.0.2.7"]) as server,
         SMTPClient("127.0.0.1", server.port, timeout=10) as client,
     ):
         assert client.xclient(Xclient(addr="192.0.2.7", name="mail.abc.example")).code == 220
+        # 192.0.2.7 is trusted in turn (xclient_from): XFORWARD is offered to it still.
         client.send_message(
             MESSAGE, "a@abc.example", ["b@pqr.example"], xforward=Xforward(ident="Q")
         )

@@ -333,7 +333,8 @@ class Handler:
         """A client connected: ``220 <hostname> ESMTP smtpcore`` greets it.
 
         ``Reply(554, ...)`` refuses service (RFC 5321 §3.1), and ``Reply(421, ...)``
-        closes at once.
+        closes at once. Asked again for the client a trusted XCLIENT names, whose
+        greeting the answer is, with the same three choices.
         """
         return _greeting(session.hostname)
 

@@ -116,6 +116,8 @@ enough that unstuffing a chunk stays in the CPU cache."""
 
 _LOCAL_ERROR: Final = Reply(451, "Local error in processing", "4.3.0")
 _IDLE_STATES: Final = frozenset({State.HELLO, State.READY, State.NO_SERVICE})
+_GREETING_CODES: Final = frozenset({220, 554, 421})
+"""What may greet a client (RFC 5321 §3.1, §4.3.2): the connection or the one XCLIENT names."""
 _DATA_STATE: Final = State.DATA
 """A global: a member read through its enum class costs the class's __getattr__ hook."""
 _AUTH_UNAVAILABLE: Final = Reply(454, "Temporary authentication failure", "4.7.0")
@@ -973,12 +975,13 @@ class ServerSession(ServedSession):
 
     async def _xclient(self, command: Xclient) -> None:
         """The session now speaks for the client XCLIENT names: the handler sees it
-        connect (its answer is the new greeting, Postfix's connection-level decision)
-        and it is counted under its own address; a greeting other than 220 leaves
-        the session as it was."""
+        connect, and its answer is that client's greeting (Postfix's connection-level
+        decision), handled as the connection's own: 554 serves it nothing but QUIT,
+        421 closes. The session is counted under the named client's address, and
+        that client may use XCLIENT only if ``xclient_from`` trusts it in turn
+        (XCLIENT_README, note 1): a proxy's client cannot name yet another."""
         session = self.session
-        before = (session.peer, session.local, session.peer_name, session.helo_name)
-        before_identity = (session.authenticated, session.xclient)
+        before = session.peer
         known = session.xclient
         merged = command if known is None else known.merged(command)
         _present(session, merged)
@@ -990,23 +993,24 @@ class ServerSession(ServedSession):
                 )
             )
             return
+        unavailable = self.state.unavailable
         greeting = await self._ask(
             "handle_connect",
             (session,),
             self.options.timeouts.command,
-            failed=self.state.unavailable,
+            failed=unavailable,
         )
-        if greeting.code == 220:
-            await self._end_transaction()
-            logger.info(
-                "XCLIENT from %s: now %s",
-                peer_text(self.transport.peer_address),
-                loggable(str(merged)),
-            )
-        elif greeting.code != 421:
-            session.peer, session.local, session.peer_name, session.helo_name = before
-            session.authenticated, session.xclient = before_identity
-            self.state.readdress(self, ip_peer(session.peer))
+        if greeting.code not in _GREETING_CODES:
+            logger.error("the handler's greeting %s is not 220, 554 or 421", greeting)
+            greeting = unavailable
+        await self._end_transaction()
+        self._trust_forwarder()
+        logger.info(
+            "XCLIENT from %s: now %s%s",
+            peer_text(before),
+            loggable(str(merged)),
+            "" if greeting.code == 220 else f", greeted {greeting.code}",
+        )
         self._answer(greeting)
 
     def _xforward(self, command: Xforward) -> None:
