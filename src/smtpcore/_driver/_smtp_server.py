@@ -1004,7 +1004,8 @@ class ServerSession(ServedSession):
             logger.error("the handler's greeting %s is not 220, 554 or 421", greeting)
             greeting = unavailable
         await self._end_transaction()
-        self._trust_forwarder()
+        if merged.addr is not None:  # a client named: trusted by its own address now
+            self._trust_forwarder(session.peer)
         logger.info(
             "XCLIENT from %s: now %s%s",
             peer_text(before),
