@@ -8,10 +8,13 @@ UPDATE.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
+import threading
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given
@@ -27,6 +30,7 @@ from smtpcore.maildrop import (
     MessageInfo,
     MessageUnavailable,
     POP3Session,
+    _order_key,
     delivery_order,
     pop3_size,
 )
@@ -195,6 +199,93 @@ def test_update_deletes_marks_seen_and_moves_new_to_cur(tmp_path: Path) -> None:
         [f"{uids[1]}:2,S", f"{uids[2]}:2,", f"{uids[3]}:2,FS"]
     )
     assert [m.uid for m in run(Maildir(path).messages())] == uids[1:]
+
+
+def test_an_update_given_up_finishes_in_its_thread_under_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """UPDATE runs in a worker thread: a wait given up (the store timeout) leaves it
+    to finish, every message either removed or whole in ``cur/``, and a close
+    meanwhile lets the lock go only when it is done, so that no session lists a
+    maildrop still being updated."""
+    path = tmp_path / "alice"
+    write_maildir(path, [b"1\n", b"2\n", b"3\n"])
+    moving = threading.Event()
+    mark = Maildir._mark
+
+    def slow_mark(self: Maildir, *args: Any, **options: Any) -> None:
+        moving.wait(5)
+        mark(self, *args, **options)
+
+    monkeypatch.setattr(Maildir, "_mark", slow_mark)
+
+    async def main() -> None:
+        maildrop = await MaildirStore(tmp_path, {}).open_maildrop(SESSION, "alice")
+        uids = [m.uid for m in await maildrop.messages()]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(maildrop.update({1}, {2}), 0.2)
+        await maildrop.close()
+        with pytest.raises(MaildropInUse):
+            Maildir(path).lock()
+        moving.set()
+        again = Maildir(path)
+        for _ in range(500):
+            with contextlib.suppress(MaildropInUse):
+                again.lock()
+                break
+            await asyncio.sleep(0.01)
+        assert sorted(os.listdir(path / "cur")) == [f"{uids[1]}:2,S", f"{uids[2]}:2,"]
+        assert [m.uid for m in await again.messages()] == uids[1:]
+        await again.close()
+
+    try:
+        run(main())
+    finally:
+        moving.set()
+    assert os.listdir(path / "new") == []
+    assert sorted(p.read_bytes() for p in (path / "cur").iterdir()) == [b"2\n", b"3\n"]
+
+
+def test_a_close_before_its_work_started_stops_the_work(tmp_path: Path) -> None:
+    """Work whose wait was given up before a thread took it never starts once the
+    maildrop is closed: nothing is removed without the lock."""
+    path = tmp_path / "alice"
+    write_maildir(path, [b"1\n"])
+    maildir = Maildir(path)
+    maildir.lock()
+    run(maildir.messages())
+    run(maildir.close())
+    with pytest.raises(MaildropError, match="over"):
+        run(maildir.update({1}, set()))
+    assert len(os.listdir(path / "new")) == 1
+
+
+def test_listings_sharing_a_size_cache_run_at_once(tmp_path: Path) -> None:
+    """The listings of several sessions fill one ``size_cache`` from their threads
+    at the same time: every size right, the cache bounded."""
+    contents = [b"x" * n + b"\n" * (n % 3) for n in range(40)]
+    for user in range(6):
+        write_maildir(tmp_path / f"u{user}", contents)
+    store = MaildirStore(tmp_path, {})
+
+    async def main() -> list[list[int]]:
+        listings = await asyncio.gather(
+            *(store.maildir(f"u{user}").messages() for user in range(6))
+        )
+        return [[m.size for m in listing] for listing in listings]
+
+    assert run(main()) == [[pop3_size([c]) for c in contents]] * 6
+    assert len(store.size_cache) == 6 * 40
+
+
+@given(st.lists(st.text(alphabet="0123456789.:,MPQRa\u00b2\x01\xff", max_size=12), max_size=8))
+def test_the_listings_sort_key_orders_as_delivery_order(names: list[str]) -> None:
+    """The listing sorts by a compact string key: the same order as the
+    :func:`delivery_order` lists, ties included (the sort is stable)."""
+    by_list = sorted(names, key=delivery_order)
+    assert sorted(names, key=_order_key) == by_list
+    for a, b in itertools.pairwise(by_list):
+        assert (delivery_order(a) == delivery_order(b)) == (_order_key(a) == _order_key(b))
 
 
 def test_a_deleted_message_takes_its_size_out_of_the_cache(

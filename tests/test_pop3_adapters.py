@@ -39,6 +39,7 @@ from peers import (
 from smtpcore._asyncio_raw import RawSocketTransport
 from smtpcore._driver import POP3Timeouts
 from smtpcore.maildrop import (
+    Maildir,
     MaildirStore,
     Maildrop,
     MaildropError,
@@ -770,6 +771,90 @@ def test_an_async_maildrop_streams_under_the_store_timeout(adapter: str) -> None
         assert time.monotonic() - started < 5
         assert client.noop().startswith(b"+OK")
         client.quit()
+
+
+# -- a Maildir whose listing takes long --------------------------------------------------
+
+
+@contextlib.contextmanager
+def slow_listing(
+    monkeypatch: pytest.MonkeyPatch, user: str, wait: Callable[[], object]
+) -> Iterator[None]:
+    """``Maildir``'s listing of ``user`` calls ``wait`` first, blocking as a large
+    Maildir's listing does (a stat and a read per file): in the event loop it
+    would hold every session."""
+    scan = Maildir._scan
+
+    def slow_scan(self: Maildir) -> Any:
+        if self.path.name == user:
+            wait()
+        return scan(self)
+
+    monkeypatch.setattr(Maildir, "_scan", slow_scan)
+    yield
+
+
+def test_a_slow_maildir_listing_holds_no_other_session(
+    adapter: str, store: MaildirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing runs in a worker thread: while alice's takes a second, bob is
+    greeted, logs in, lists and quits."""
+    write_maildir(store.root / "bob", MESSAGES[:1])
+    with (
+        slow_listing(monkeypatch, "alice", lambda: time.sleep(1.0)),
+        running_pop3_server(adapter, store) as server,
+        raw(server.port) as alice,
+    ):
+        read_until(alice, b"\r\n")
+        converse(alice, b"USER alice")
+        alice.sendall(b"PASS wonderland\r\n")
+        time.sleep(0.1)  # alice's listing has begun
+        started = time.monotonic()
+        with raw(server.port) as bob:
+            assert read_until(bob, b"\r\n").startswith(b"+OK")
+            greeted = time.monotonic() - started
+            answers = converse(bob, b"USER bob", b"PASS builder", b"STAT", b"QUIT")
+        served = time.monotonic() - started
+        assert [a[:3] for a in answers] == [b"+OK"] * 4
+        assert answers[2] == b"+OK 1 %d\r\n" % len(crlf(MESSAGES[0]))
+        assert greeted < 0.3 and served < 0.6, (greeted, served)
+        assert read_until(alice, b"\r\n").startswith(b"+OK Logged in, 3 messages")
+
+
+def test_a_stuck_maildir_listing_is_err_at_the_store_timeout_and_unlocks_when_done(
+    adapter: str, store: MaildirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store timeout ends the wait for a listing that hangs (-ERR [SYS/TEMP]);
+    the worker thread keeps the maildrop locked until it is done, then lets go."""
+    timeouts = dataclasses.replace(POP3Timeouts.uniform(10.0), store=0.3)
+    stuck = threading.Event()
+    with (
+        slow_listing(monkeypatch, "alice", lambda: stuck.wait(5)),
+        running_pop3_server(adapter, store, timeouts=timeouts) as server,
+    ):
+        try:
+            with raw(server.port) as sock:
+                read_until(sock, b"\r\n")
+                started = time.monotonic()
+                answers = converse(sock, b"USER alice", b"PASS wonderland")
+                assert answers[1].startswith(b"-ERR [SYS/TEMP]")
+                assert time.monotonic() - started < 2
+            with raw(server.port) as sock:
+                read_until(sock, b"\r\n")
+                answers = converse(sock, b"USER alice", b"PASS wonderland", b"QUIT")
+                assert answers[1].startswith(b"-ERR [IN-USE]")  # the thread holds it
+        finally:
+            stuck.set()
+
+        def logs_in() -> bool:
+            with raw(server.port) as sock:
+                read_until(sock, b"\r\n")
+                answers = converse(sock, b"USER alice", b"PASS wonderland", b"QUIT")
+            return answers[1].startswith(b"+OK Logged in, 3 messages")
+
+        wait_until(logs_in)
+        server.wait_for_sessions(0)
+    assert maildir_count(store) == 3
 
 
 class EagerDrop(Maildrop):
