@@ -634,6 +634,12 @@ class MaildirStore(Mailstore):
     data, see :mod:`smtpcore.transport`). ``apop``
     turns APOP off. A reference implementation: subclass it, or write a
     :class:`Mailstore`, to check credentials against a real user database.
+
+    Each user's :class:`Maildir` is listed at login, and updated at QUIT, in a
+    worker thread of the framework that serves it (asyncio or trio): the
+    ``store`` timeout ends the wait, and the lock is kept until the thread is
+    done. The sizes read from files are shared by all sessions in
+    ``size_cache``.
     """
 
     def __init__(
