@@ -538,8 +538,11 @@ def running_smtp_server(
     The server runs in a thread with its own event loop, so tests drive it
     with blocking clients (smtplib, raw sockets, peer programs). Leaving the
     block shuts it down gracefully and re-raises any error the loop died of.
+    A failed AUTH is answered at once (``auth_failure_delay=0``) unless
+    ``options`` say otherwise: tests of wrong passwords stay fast.
     """
     options.setdefault("hostname", "mx.test")
+    options.setdefault("auth_failure_delay", 0.0)
     yield from _serve_in_thread(adapter, "SMTPServer", handler, startup_timeout, options)
 
 
@@ -682,9 +685,11 @@ def running_pop3_server(
     """Serve the mailstore ``store`` over POP3 with ``smtpcore.<adapter>`` for the block.
 
     As :func:`running_smtp_server`: the server runs in a thread with its own
-    event loop, for blocking clients (poplib, fetchmail, ...).
+    event loop, for blocking clients (poplib, fetchmail, ...), and a failed
+    login is answered at once unless ``options`` say otherwise.
     """
     options.setdefault("hostname", "pop.test")
+    options.setdefault("auth_failure_delay", 0.0)
     yield from _serve_in_thread(adapter, "POP3Server", store, startup_timeout, options)
 
 

@@ -16,6 +16,7 @@ import hmac
 import logging
 import smtplib
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -408,12 +409,20 @@ def test_a_scram_server_that_cannot_prove_itself_is_refused(adapter: str, tls: T
 
 
 def test_server_options_are_checked() -> None:
-    from smtpcore.asyncio import SMTPServer
+    from smtpcore.asyncio import POP3Server, SMTPServer
+    from smtpcore.maildrop import MaildirStore
 
     with pytest.raises(ValueError, match="need TLS"):
         SMTPServer(Handler(), auth=Authenticator(check_password=check_password))
     with pytest.raises(ValueError, match="require_auth needs auth"):
         SMTPServer(Handler(), require_auth=True)
+    for delay in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="auth_failure_delay"):
+            SMTPServer(Handler(), auth_failure_delay=delay)
+        with pytest.raises(ValueError, match="auth_failure_delay"):
+            POP3Server(MaildirStore(".", {}), auth_failure_delay=delay)
+    assert SMTPServer(Handler()).options.auth_failure_delay == 2.0
+    assert POP3Server(MaildirStore(".", {})).options.auth_failure_delay == 2.0
     with pytest.raises(ValueError, match="credential check"):
         Authenticator(check_password=check_password, mechanisms=["CRAM-MD5"])
     server = SMTPServer(Handler(), auth=authenticator(), auth_require_tls=False)
@@ -488,6 +497,80 @@ def test_bad_input_and_the_failure_limit(adapter: str) -> None:
             assert c.command(b"AUTH PLAIN " + plain(USER, "nope")).startswith(b"535 5.7.8")
         assert c.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"421 4.7.0")
         assert c.recv_some() == b""
+
+
+def test_a_failed_auth_is_answered_after_the_delay_and_holds_no_other_session(
+    adapter: str,
+) -> None:
+    """A wrong password was answered at once: a client guessed a thousand times a
+    second. Its 535 (and a veto's, and a cancelled exchange's) now waits
+    ``auth_failure_delay``, in that session alone: another client is served meanwhile.
+    A 504 (an unknown mechanism) is no guess, and is answered at once."""
+    with (
+        running_smtp_server(
+            adapter,
+            Submission(),
+            auth=authenticator(),
+            auth_require_tls=False,
+            auth_failure_delay=0.3,
+        ) as server,
+        raw_smtp_session(server.host, server.port) as guesser,
+        raw_smtp_session(server.host, server.port) as bystander,
+    ):
+        guesser.recv_reply()
+        guesser.command(b"EHLO guesser.test")
+        started = time.monotonic()
+        assert guesser.command(b"AUTH GSSAPI").startswith(b"504 5.5.4")
+        assert time.monotonic() - started < 0.25
+        started = time.monotonic()
+        guesser.send(b"AUTH PLAIN " + plain(USER, "nope") + b"\r\n")
+        bystander.recv_reply()
+        assert bystander.command(b"EHLO bystander.test").startswith(b"250")
+        assert bystander.command(b"NOOP").startswith(b"250")
+        assert time.monotonic() - started < 0.25
+        assert guesser.recv_reply().startswith(b"535 5.7.8")
+        assert time.monotonic() - started >= 0.3
+        started = time.monotonic()
+        assert guesser.command(b"AUTH LOGIN").startswith(b"334")
+        assert guesser.command(b"*").startswith(b"501 5.0.0")
+        assert time.monotonic() - started >= 0.3
+        started = time.monotonic()
+        # A veto (the handler's 535) counts as a failure too.
+        vetoed = plain(USER, PASSWORD, "postmaster@abc.example")
+        assert guesser.command(b"AUTH PLAIN " + vetoed).startswith(b"535 5.7.8 Not for")
+        assert time.monotonic() - started >= 0.3
+        started = time.monotonic()
+        assert guesser.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"235")
+        assert time.monotonic() - started < 0.25
+
+
+def test_a_shutdown_waits_for_a_delayed_failure_no_longer_than_its_grace(adapter: str) -> None:
+    """A session holding back a failed AUTH's reply is busy, not idle: a graceful
+    shutdown lets it answer (then 421), and cuts it off once ``grace`` runs out, as it
+    does a session busy in a handler's hook; it never waits longer than either."""
+    for delay, grace in ((0.3, 30.0), (30.0, 0.3)):
+        with (
+            running_smtp_server(
+                adapter,
+                Submission(),
+                auth=authenticator(),
+                auth_require_tls=False,
+                auth_failure_delay=delay,
+            ) as server,
+            raw_smtp_session(server.host, server.port) as guesser,
+        ):
+            guesser.recv_reply()
+            guesser.command(b"EHLO guesser.test")
+            guesser.send(b"AUTH PLAIN " + plain(USER, "nope") + b"\r\n")
+            server.wait_for_sessions(1)
+            time.sleep(0.05)  # the guess is read, its answer held back
+            started = time.monotonic()
+            server.call(lambda: server.server.aclose(grace))  # noqa: B023
+            assert time.monotonic() - started < min(delay, grace) + 1.0
+            if delay < grace:  # answered, then told the server is going
+                assert guesser.recv_reply().startswith(b"535 5.7.8")
+                assert guesser.recv_reply().startswith(b"421 4.3.2")
+            assert guesser.recv_some() == b""
 
 
 def test_the_reject_log_never_quotes_what_may_be_a_password(

@@ -567,3 +567,56 @@ def test_trio_cancel_status_still_tells_cancel_scopes_apart() -> None:
         assert cancel_status(task) is outside
 
     trio.run(body)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_run_in_thread_keeps_the_loop_free_and_a_deadline_ends_its_wait(framework: str) -> None:
+    """A slow credential check runs in a worker thread while the loop goes on; a wait
+    for one cut off by a deadline (a shutdown's cancellation alike) ends at once, the
+    call left to finish in its thread. ``sleep`` waits, interruptibly too."""
+    import threading
+
+    release = threading.Event()
+
+    def slow() -> str:
+        release.wait(5)
+        return threading.current_thread().name
+
+    async def body() -> None:
+        clock = clock_for(framework)
+        main = threading.current_thread().name
+        ticks: list[None] = []
+
+        async def ticking() -> str:
+            for _ in range(3):
+                await sleep(framework, 0.01)
+                ticks.append(None)
+            release.set()
+            return main
+
+        async def both() -> list[str]:
+            if framework == "asyncio":
+                return list(await asyncio.gather(clock.run_in_thread(slow), ticking()))
+            names: list[str] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ticking)
+                names.append(await clock.run_in_thread(slow))
+            return [*names, main]
+
+        worker, _ = await both()
+        assert worker != main and len(ticks) == 3
+        release.clear()
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with clock.deadline(0.05):
+                await clock.run_in_thread(slow)
+        with pytest.raises(TimeoutError):
+            async with clock.deadline(0.05):
+                await clock.sleep(5)
+        assert time.monotonic() - started < 1
+        release.set()  # the abandoned call ends in its thread
+        started = time.monotonic()
+        await clock.sleep(0.05)
+        assert time.monotonic() - started >= 0.05
+
+    run(framework, body)

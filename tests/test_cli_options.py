@@ -73,6 +73,26 @@ def test_session_limits_on_the_command_line(tmp_path: Path) -> None:
         config_from_args(build_parser().parse_args([*base, "--max-sessions", "0"]))
 
 
+def test_auth_failure_delay_on_the_command_line(tmp_path: Path) -> None:
+    """Failed logins wait 2 seconds, as Dovecot's ``auth_failure_delay``; 0 answers at
+    once; a negative or endless wait is refused. The server's listeners get it."""
+    from smtpcore.server.mailserver import MailServer
+
+    base = ["serve", "--data-dir", str(tmp_path)]
+    assert config_from_args(build_parser().parse_args(base)).auth_failure_delay == 2.0
+    config = config_from_args(build_parser().parse_args([*base, "--auth-failure-delay", "0"]))
+    assert config.auth_failure_delay == 0.0
+    config = config_from_args(build_parser().parse_args([*base, "--auth-failure-delay", "0.5"]))
+    assert config.auth_failure_delay == 0.5
+    assert MailServer(config)._smtp_handler("submission")[1]["auth_failure_delay"] == 0.5
+    with pytest.raises(ConfigError, match="--auth-failure-delay"):
+        dataclasses.replace(config, auth_failure_delay=-1.0)
+    with pytest.raises(ConfigError, match="--auth-failure-delay"):
+        dataclasses.replace(config, auth_failure_delay=float("inf"))
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--auth-failure-delay", "-1"])
+
+
 def test_max_message_size_zero_is_no_limit(tmp_path: Path) -> None:
     """As Postfix's ``message_size_limit = 0``, and as the machine reads it: the server
     announces ``SIZE 0`` (RFC 1870 §4: no fixed maximum) and keeps to it."""

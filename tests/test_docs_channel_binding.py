@@ -97,6 +97,7 @@ def smtp_server(**options: Any) -> SMTPServer:
     return SMTPServer(
         Handler(),
         hostname=HOST,
+        auth_failure_delay=0,
         ssl_context=ssl.create_default_context(ssl.Purpose.CLIENT_AUTH),
         **options,
     )
@@ -154,6 +155,7 @@ def test_pop3_logs_in_with_plus_after_stls(page: dict[str, Any], tmp_path: Path)
     server = POP3Server(
         MaildirStore(tmp_path, {"john": "pencil"}),
         hostname=HOST,
+        auth_failure_delay=0,
         ssl_context=ssl.create_default_context(ssl.Purpose.CLIENT_AUTH),
     )
 
@@ -194,6 +196,7 @@ def test_pop3_downgrade_and_stdlib_server(
     server = POP3Server(
         MaildirStore(tmp_path, {"john": "pencil"}),
         hostname=HOST,
+        auth_failure_delay=0,
         ssl_context=stdlib_server_context(page)
         if stdlib
         else ssl.create_default_context(ssl.Purpose.CLIENT_AUTH),
@@ -249,6 +252,7 @@ def test_a_stdlib_tls_server_offers_no_plus_and_a_binding_client_says_y(
     server = SMTPServer(
         Handler(),
         hostname=HOST,
+        auth_failure_delay=0,
         ssl_context=stdlib_server_context(page),
         auth={
             "SCRAM-SHA-256-PLUS": lambda: ScramSHA256PlusServer(KEYS.get),
@@ -521,6 +525,7 @@ def test_the_trio_adapter_binds_smtp_and_pop3_logins(page: dict[str, Any], tmp_p
         server = smtpcore.trio.SMTPServer(
             Handler(),
             hostname=HOST,
+            auth_failure_delay=0,
             ssl_context=ssl.create_default_context(ssl.Purpose.CLIENT_AUTH),
             auth=Authenticator(get_scram_credentials=KEYS.get),
         )
@@ -538,6 +543,7 @@ def test_the_trio_adapter_binds_smtp_and_pop3_logins(page: dict[str, Any], tmp_p
         server = smtpcore.trio.POP3Server(
             MaildirStore(tmp_path, {"john": "pencil"}),
             hostname=HOST,
+            auth_failure_delay=0,
             ssl_context=ssl.create_default_context(ssl.Purpose.CLIENT_AUTH),
         )
         client = smtpcore.trio.POP3Client.over_transport(

@@ -162,6 +162,71 @@ def test_poplib_apop_and_wrong_passwords(adapter: str, store: MaildirStore) -> N
             client.noop()
 
 
+def test_a_failed_login_is_answered_after_the_delay_and_holds_no_other_session(
+    adapter: str, store: MaildirStore
+) -> None:
+    """A wrong PASS, APOP or AUTH was answered at once: a client guessed a thousand
+    times a second. Its ``-ERR [AUTH]`` now waits ``auth_failure_delay``, in that
+    session alone: another client logs in meanwhile. A syntax error is no guess."""
+    digest = hashlib.md5(b"not it").hexdigest()
+    guesses = [
+        (b"USER alice\r\n", b"PASS nope\r\n"),
+        (None, b"APOP alice " + digest.encode() + b"\r\n"),
+        (b"AUTH CRAM-MD5\r\n", base64.b64encode(b"alice 0123456789abcdef") + b"\r\n"),
+    ]
+    with (
+        running_pop3_server(adapter, store, auth_failure_delay=0.3, max_auth_failures=5) as s,
+        raw(s.port) as guesser,
+    ):
+        answers = guesser.makefile("rb")
+        assert answers.readline().startswith(b"+OK")
+        for before, guess in guesses:
+            if before is not None:  # USER's +OK, or the CRAM-MD5 challenge
+                guesser.sendall(before)
+                assert answers.readline()[:1] == b"+"
+            started = time.monotonic()
+            guesser.sendall(guess)
+            with raw(s.port) as bystander:
+                replies = bystander.makefile("rb")
+                assert replies.readline().startswith(b"+OK")
+                bystander.sendall(b"USER bob\r\nPASS builder\r\nQUIT\r\n")
+                assert [replies.readline()[:3] for _ in range(3)] == [b"+OK"] * 3
+            assert time.monotonic() - started < 0.25
+            assert answers.readline().startswith(b"-ERR [AUTH]")
+            assert time.monotonic() - started >= 0.3
+        started = time.monotonic()
+        guesser.sendall(b"AUTH\r\nAUTH CRAM-MD5 !!!\r\n")
+        assert answers.readline().startswith(b"-ERR Syntax")
+        assert answers.readline().startswith(b"-ERR")
+        assert time.monotonic() - started < 0.25
+
+
+def test_a_shutdown_waits_for_a_delayed_login_failure_no_longer_than_its_grace(
+    adapter: str, store: MaildirStore
+) -> None:
+    """A session holding back a failed login's ``-ERR`` is busy, not idle: a graceful
+    shutdown lets it answer (then says it is going), and cuts it off once ``grace``
+    runs out; it never waits longer than either."""
+    for delay, grace in ((0.3, 30.0), (30.0, 0.3)):
+        with (
+            running_pop3_server(adapter, store, auth_failure_delay=delay) as server,
+            raw(server.port) as guesser,
+        ):
+            answers = guesser.makefile("rb")
+            assert answers.readline().startswith(b"+OK")
+            guesser.sendall(b"USER alice\r\n")
+            assert answers.readline().startswith(b"+OK")
+            guesser.sendall(b"PASS nope\r\n")
+            time.sleep(0.05)  # the guess is read, its answer held back
+            started = time.monotonic()
+            server.call(lambda: server.server.aclose(grace))  # noqa: B023
+            assert time.monotonic() - started < min(delay, grace) + 1.0
+            if delay < grace:  # answered, then told the server is going
+                assert answers.readline().startswith(b"-ERR [AUTH]")
+                assert answers.readline() == b"-ERR [SYS/TEMP] Server shutting down\r\n"
+            assert answers.readline() == b""
+
+
 def test_a_store_with_apop_off_offers_no_timestamp_and_apop_costs_no_login(
     adapter: str, tmp_path: Path
 ) -> None:

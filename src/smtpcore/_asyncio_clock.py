@@ -191,6 +191,15 @@ class AsyncioClock:
         """The clock itself (see the class's description)."""
         return self
 
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def run_in_thread(self, call: Callable[[], _T]) -> _T:
+        """``call()`` in the loop's default executor (``asyncio.to_thread``). A cancelled
+        wait ends at once; the call runs on to its end in its thread, its result
+        dropped, and ``asyncio.run`` waits for it as it shuts that executor down."""
+        return await asyncio.to_thread(call)
+
     def within(self, seconds: float | None, call: Awaitable[_T]) -> Coroutine[Any, Any, _T]:
         # The coroutine itself, not one awaiting it: a hook call is the hot path.
         return deadline_when_waiting(self.deadline, seconds, call)

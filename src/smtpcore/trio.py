@@ -437,6 +437,15 @@ class TrioClock:
     def close(self) -> None:
         """Nothing to drop: the run's one timer forgets a watchdog when its block ends."""
 
+    async def sleep(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+    async def run_in_thread(self, call: Callable[[], _T]) -> _T:
+        """``call()`` in one of trio's worker threads. A cancelled wait ends at once
+        (``abandon_on_cancel``): the call runs on to its end in its thread, its
+        result dropped, and ``trio.run`` does not wait for it."""
+        return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+
     def stray_cancellation(self, exc: BaseException) -> bool:
         """A ``trio.Cancelled`` while no scope around the session's code is cancelled
         (its effective deadline is not minus infinity): no scope of the session's

@@ -166,6 +166,13 @@ class SocketClock:
     def close(self) -> None:
         self._deadlines.clear()
 
+    async def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    async def run_in_thread(self, call: Callable[[], T]) -> T:
+        """``call()`` in this thread: a blocking session holds no event loop."""
+        return call()
+
     def stray_cancellation(self, exc: BaseException) -> bool:
         """Nothing cancels a blocking session's code."""
         return False

@@ -31,7 +31,7 @@ from smtpcore._driver._listener import (
 from smtpcore._driver._logtext import loggable
 from smtpcore._driver._pop3_exchange import SASLExchange, top_chunks, top_chunks_now
 from smtpcore._driver._proxied import Network, networks, peer_text
-from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts
+from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts, checked_delay
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import checked_hostname
@@ -153,6 +153,11 @@ class POP3ServerOptions:
     ``None``: no limit."""
     max_auth_failures: int = 3
     """Failed logins per session; the last one closes the connection."""
+    auth_failure_delay: float = 2.0
+    """Seconds a failed login (``PASS``, ``APOP`` or ``AUTH``) waits before its ``-ERR``,
+    as Dovecot's ``auth_failure_delay``, so that a client guessing passwords makes a
+    guess every so often, not a thousand a second. Only that session waits; ``0``
+    answers at once."""
     utf8: bool = False
     """Offer UTF8 (RFC 6856)."""
     pipelining: bool = True
@@ -183,6 +188,7 @@ class POP3ServerOptions:
             raise ValueError("max_sessions_per_address must be at least 1 (or None)")
         if self.max_auth_failures < 1:
             raise ValueError("max_auth_failures must be at least 1")
+        checked_delay(self.auth_failure_delay)
         try:
             object.__setattr__(self, "proxy_networks", networks(self.proxy_protocol_from))
         except ValueError as exc:
@@ -201,6 +207,7 @@ class POP3ServerKeywords(TypedDict, total=False):
     max_sessions: int
     max_sessions_per_address: int | None
     max_auth_failures: int
+    auth_failure_delay: float
     utf8: bool
     pipelining: bool
     expire: str | None
@@ -592,7 +599,7 @@ class POP3ServerSession(ServedSession):
         else:
             if ok is not False:
                 logger.error("check_password gave %s, not a bool: refused", type(ok).__name__)
-            self._failed("PASS", user)
+            await self._failed("PASS", user)
 
     async def _apop(self, event: Apop) -> None:
         conn = self.conn
@@ -610,7 +617,7 @@ class POP3ServerSession(ServedSession):
         if matches:
             await self._login(event.name, "APOP")
         else:
-            self._failed("APOP", event.name)
+            await self._failed("APOP", event.name)
 
     async def _auth(self, event: Auth) -> None:
         await self._sasl_answer(self._sasl.start(event))
@@ -622,11 +629,16 @@ class POP3ServerSession(ServedSession):
         if isinstance(answer, Success):
             await self._login(answer.authzid, self._sasl.name)
         elif isinstance(answer, Failure):
-            self._failed("AUTH", None)
+            await self._failed("AUTH", None)
         else:
             self._answer(answer)
 
-    def _failed(self, command: str, user: str | None) -> None:
+    async def _failed(self, command: str, user: str | None) -> None:
+        """A failed login: ``-ERR [AUTH]`` after ``auth_failure_delay`` seconds, which
+        this session alone waits, and logged in the line fail2ban's filter reads."""
+        delay = self.options.auth_failure_delay
+        if delay:
+            await self.transport.sleep(delay)
         self._failures += 1
         answer = _AUTH_FAILED
         if self._failures >= self.options.max_auth_failures:

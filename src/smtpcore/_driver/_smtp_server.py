@@ -28,7 +28,7 @@ from smtpcore._driver._listener import (
 )
 from smtpcore._driver._logtext import loggable, loggable_reply
 from smtpcore._driver._proxied import Network, ip_peer, networks, peer_text, trusted
-from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts
+from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, checked_delay
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import checked_hostname
@@ -221,6 +221,11 @@ class ServerOptions:
     """Refuse ``MAIL`` with ``530 5.7.0`` until AUTH succeeds (a submission server)."""
     max_auth_failures: int = 3
     """Failed AUTH attempts per session; the next one gets ``421 4.7.0`` and a close."""
+    auth_failure_delay: float = 2.0
+    """Seconds a failed AUTH waits before its reply (Dovecot's ``auth_failure_delay``,
+    Postfix's ``smtpd_error_sleep_time``), so that a client guessing passwords makes a
+    guess every so often, not a thousand a second. Only that session waits; ``0``
+    answers at once."""
     proxy_protocol_from: Sequence[str] = ()
     """Read HAProxy's PROXY protocol header (v1 or v2, :mod:`smtpcore.proxy`) before the
     greeting and take the client's address from it. Each connection must come from
@@ -247,6 +252,7 @@ class ServerOptions:
             raise ValueError("max_sessions must be at least 1")
         if self.max_sessions_per_address is not None and self.max_sessions_per_address < 1:
             raise ValueError("max_sessions_per_address must be at least 1 (or None)")
+        checked_delay(self.auth_failure_delay)
         auth = self.auth
         if isinstance(auth, Authenticator):
             mechanisms = auth.server_mechanisms(self.hostname)
@@ -334,6 +340,7 @@ class ServerKeywords(TypedDict, total=False):
     auth_require_tls: bool
     require_auth: bool
     max_auth_failures: int
+    auth_failure_delay: float
     proxy_protocol_from: Sequence[str]
     xclient_from: Sequence[str]
 
@@ -1055,7 +1062,7 @@ class ServerSession(ServedSession):
         session = self.session
         success = flow.success
         if reply.code != 235 or success is None:
-            self._log_auth_refusal(self._answer(reply), flow.mechanism)
+            await self._auth_failed(self._answer(reply), flow.mechanism)
             return
         flow.success = None
         identity = AuthIdentity(success.authcid, success.authzid, flow.mechanism)
@@ -1074,11 +1081,14 @@ class ServerSession(ServedSession):
                 loggable(str(identity)),
             )
         else:  # the handler's veto counts as a failed attempt: logged as one
-            self._log_auth_refusal(answered, flow.mechanism)
+            await self._auth_failed(answered, flow.mechanism)
 
-    def _log_auth_refusal(self, reply: Reply, mechanism: str | None) -> None:
-        """A failed AUTH at INFO, in the line fail2ban's filter reads (a 5xx other than
-        504, an unknown mechanism: not a guess at a password)."""
+    async def _auth_failed(self, reply: Reply, mechanism: str | None) -> None:
+        """A failed AUTH, answered with ``reply`` (a 5xx other than 504, an unknown
+        mechanism: not a guess at a password): logged at INFO, in the line
+        fail2ban's filter reads, and the reply held back ``auth_failure_delay``
+        seconds. The replies due go out at the session's next wait for its client,
+        so the session waits here, alone, before it gets there."""
         if reply.code >= 500 and reply.code != 504:
             logger.info(
                 "NOQUEUE: reject: AUTH from %s: %s; mechanism=%s",
@@ -1086,6 +1096,9 @@ class ServerSession(ServedSession):
                 loggable_reply(reply),
                 mechanism,
             )
+            delay = self.options.auth_failure_delay
+            if delay:
+                await self.transport.sleep(delay)
 
     # -- content --------------------------------------------------------------
 

@@ -9,9 +9,10 @@ scopes on trio).
 
 from __future__ import annotations
 
+import math
 import time
 import types
-from collections.abc import Awaitable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
@@ -26,6 +27,7 @@ __all__ = [
     "Timeouts",
     "Watchdog",
     "Within",
+    "checked_delay",
     "deadline_when_waiting",
     "finish_when_waiting",
     "rest_of",
@@ -182,6 +184,22 @@ class Clock(Protocol):
         (``within(seconds, call)`` itself, where nothing can start)."""
         ...
 
+    def sleep(self, seconds: float) -> Awaitable[None]:
+        """Wait ``seconds`` (a failed login's delay), the session's other waits aside:
+        a cancellation of the session (a shutdown's, past its grace) ends it early."""
+        ...
+
+    def run_in_thread(self, call: Callable[[], T]) -> Awaitable[T]:
+        """``call()`` run in a worker thread, its result (or exception) awaited, so
+        that a slow call (a key derivation, a database query) never holds the
+        event loop and its other sessions.
+
+        A cancelled wait ends at once, and never holds a shutdown: a thread cannot
+        be interrupted, so ``call`` runs on in its thread to its end, and what it
+        gives is dropped.
+        """
+        ...
+
     def close(self) -> None:
         """The connection is gone: drop any timer still scheduled for it."""
         ...
@@ -306,3 +324,11 @@ def rest_of_answer(timeout: float, begun: float | None) -> tuple[float, float]:
     if begun is None:
         begun = now
     return begun, timeout - (now - begun)
+
+
+def checked_delay(seconds: float) -> float:
+    """``auth_failure_delay`` as given, if it is a number of seconds a session can wait:
+    zero or more, and finite (``ValueError`` otherwise)."""
+    if not 0 <= seconds < math.inf:
+        raise ValueError(f"auth_failure_delay must be 0 or more seconds, not {seconds!r}")
+    return seconds

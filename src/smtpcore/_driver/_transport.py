@@ -181,6 +181,12 @@ class LinkBase:
     def watchdog(self) -> AbstractAsyncContextManager[Watchdog]:
         return self.clock.watchdog()
 
+    def sleep(self, seconds: float) -> Awaitable[None]:
+        return self.clock.sleep(seconds)
+
+    def run_in_thread(self, call: Callable[[], _T]) -> Awaitable[_T]:
+        return self.clock.run_in_thread(call)
+
     def stray_cancellation(self, exc: BaseException) -> bool:
         return self.clock.stray_cancellation(exc)
 

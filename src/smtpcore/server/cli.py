@@ -174,6 +174,14 @@ def _add_serve(commands: Any) -> None:
         help="sessions each listener serves at once for one client address, as Postfix's "
         "smtpd_client_connection_count_limit; 0 for no limit (default 50)",
     )
+    limits.add_argument(
+        "--auth-failure-delay",
+        type=_arg(parse_duration, "duration"),
+        default=2.0,
+        metavar="SECONDS",
+        help="wait this long before answering a failed login (SMTP AUTH, POP3), as "
+        "Dovecot's auth_failure_delay; 0 answers at once (default 2)",
+    )
     relay = serve.add_argument_group("relaying")
     relay.add_argument(
         "--resolver",
@@ -484,6 +492,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_recipients=args.max_recipients,
         max_sessions=args.max_sessions,
         max_sessions_per_address=args.max_sessions_per_address or None,
+        auth_failure_delay=args.auth_failure_delay,
         resolver=args.resolver,
         remote_port=args.remote_port,
         relay_host=args.relay_host,

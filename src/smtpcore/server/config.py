@@ -333,6 +333,9 @@ class ServerConfig:
     max_sessions_per_address: int | None = 50
     """Sessions each listener serves at once for one client address (Postfix's
     ``smtpd_client_connection_count_limit``); None for no limit."""
+    auth_failure_delay: float = 2.0
+    """Seconds a failed login (SMTP AUTH, POP3 PASS, APOP, AUTH) waits before its answer,
+    as Dovecot's ``auth_failure_delay``: a client guessing passwords guesses slowly."""
     resolver: str = "system"
     """``system``, ``static:FILE`` or ``dns:HOST:PORT``."""
     remote_port: int = 25
@@ -397,7 +400,8 @@ class ServerConfig:
         if not 0 < self.remote_port < 65536:
             raise ConfigError(f"--remote-port: {self.remote_port} is not a port")
         self._check_routable()
-        for name in ("retry_after", "max_retry_after", "max_queue_age", "delay_warning"):
+        durations = ("retry_after", "max_retry_after", "max_queue_age", "delay_warning")
+        for name in (*durations, "auth_failure_delay"):
             seconds = getattr(self, name)
             if seconds is not None and not math.isfinite(seconds):
                 raise ConfigError(f"--{name.replace('_', '-')}: {seconds} is not a duration")
@@ -409,6 +413,8 @@ class ServerConfig:
             raise ConfigError("--max-queue-age must be positive")
         if self.delay_warning is not None and self.delay_warning <= 0:
             raise ConfigError("--delay-warning must be positive (leave it out for none)")
+        if self.auth_failure_delay < 0:
+            raise ConfigError("--auth-failure-delay must not be negative (0: answer at once)")
         if self.relay_tls not in ("may", "encrypt", "verify"):
             raise ConfigError(f"--relay-tls: {self.relay_tls!r}; use may, encrypt or verify")
         if self.relay_ca is not None:

@@ -292,6 +292,7 @@ class MailServer:
             "max_recipients": config.max_recipients,
             "max_sessions": config.max_sessions,
             "max_sessions_per_address": config.max_sessions_per_address,
+            "auth_failure_delay": config.auth_failure_delay,
             "ssl_context": self.tls_context,
         }
         if name in PROXIED_LISTENERS:
@@ -351,6 +352,7 @@ class MailServer:
             proxy_protocol_from=self.config.proxy_protocol_from,
             max_sessions=self.config.max_sessions,
             max_sessions_per_address=self.config.max_sessions_per_address,
+            auth_failure_delay=self.config.auth_failure_delay,
         )
         await server.start()
         self._servers.append(server)

@@ -54,7 +54,9 @@ class SMTPTestServer:
     ``localhost`` and ``hostname``, made with ``trustme`` (in
     ``smtpcore[testing]``); :attr:`client_context` trusts it. Other keywords
     go to :class:`smtpcore.asyncio.SMTPServer` (``lmtp``, ``dsn``,
-    ``max_message_size``, ``auth``...).
+    ``max_message_size``, ``auth``...); a failed AUTH is answered at once
+    (``auth_failure_delay=0``) unless they say otherwise, so that tests of
+    wrong passwords take no longer than others.
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`.
     """
@@ -74,7 +76,7 @@ class SMTPTestServer:
         self.host = host
         self.port = port
         self.hostname = hostname
-        self.options = options
+        self.options = {"auth_failure_delay": 0.0, **options}
         self.ssl_context = ssl_context
         """The server's context for STARTTLS, if any."""
         self.client_context: ssl.SSLContext | None = None
