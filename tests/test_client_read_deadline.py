@@ -290,6 +290,8 @@ def test_a_clock_without_timed_reader_gets_a_deadline_around_the_read() -> None:
             self.start_within = self.inner.start_within
             self.close = self.inner.close
             self.stray_cancellation = self.inner.stray_cancellation
+            self.sleep = self.inner.sleep
+            self.run_in_thread = self.inner.run_in_thread
 
     async def main() -> None:
         transport = AsyncioTransport()
