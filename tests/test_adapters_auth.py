@@ -573,6 +573,50 @@ def test_a_shutdown_waits_for_a_delayed_failure_no_longer_than_its_grace(adapter
             assert guesser.recv_some() == b""
 
 
+def test_an_authenticator_in_thread_checks_in_a_worker_thread_and_holds_no_other_session(
+    adapter: str,
+) -> None:
+    """A password check is a key derivation (milliseconds; more for keys of a high
+    iteration count) and ran in the event loop: fifty guessing clients held every other
+    session's greeting. With ``in_thread=True`` each step of an exchange runs in a
+    worker thread, and another client is served meanwhile."""
+    import threading
+
+    checked_in: list[str] = []
+
+    def slow_check(username: str, password: str) -> bool:
+        checked_in.append(threading.current_thread().name)
+        time.sleep(0.5)
+        return check_password(username, password)
+
+    auth = Authenticator(check_password=slow_check, mechanisms=["PLAIN", "LOGIN"], in_thread=True)
+    with (
+        running_smtp_server(adapter, Submission(), auth=auth, auth_require_tls=False) as server,
+        raw_smtp_session(server.host, server.port) as guesser,
+        raw_smtp_session(server.host, server.port) as bystander,
+    ):
+        guesser.recv_reply()
+        guesser.command(b"EHLO guesser.test")
+        bystander.recv_reply()
+        for login in (
+            [b"AUTH PLAIN " + plain(USER, "nope")],
+            [b"AUTH LOGIN", base64.b64encode(USER.encode()), base64.b64encode(b"nope")],
+        ):
+            for line in login[:-1]:
+                assert guesser.command(line).startswith(b"334")
+            started = time.monotonic()
+            guesser.send(login[-1] + b"\r\n")
+            time.sleep(0.05)  # the check is under way
+            assert bystander.command(b"NOOP").startswith(b"250")
+            assert time.monotonic() - started < 0.4
+            assert guesser.recv_reply().startswith(b"535 5.7.8")
+            assert time.monotonic() - started >= 0.5
+        assert guesser.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"235 2.7.0")
+    assert len(checked_in) == 3
+    assert threading.current_thread().name not in checked_in
+    assert not any(name.startswith(("SMTPServer", "MainThread")) for name in checked_in)
+
+
 def test_the_reject_log_never_quotes_what_may_be_a_password(
     adapter: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -227,6 +227,52 @@ def test_a_shutdown_waits_for_a_delayed_login_failure_no_longer_than_its_grace(
             assert answers.readline() == b""
 
 
+def test_an_authenticator_in_thread_checks_pop3_auth_in_a_worker_thread(
+    adapter: str, store: MaildirStore
+) -> None:
+    """A store whose AUTH mechanisms are an ``Authenticator(in_thread=True)``'s: each
+    step of the exchange runs in a worker thread, so a slow check holds no other
+    session (it ran in the event loop)."""
+    import threading
+
+    from smtpcore.handler import Authenticator
+
+    checked_in: list[str] = []
+
+    def slow_check(username: str, password: str) -> bool:
+        checked_in.append(threading.current_thread().name)
+        time.sleep(0.5)
+        return PASSWORDS.get(username) == password
+
+    auth = Authenticator(check_password=slow_check, mechanisms=["PLAIN"], in_thread=True)
+
+    class SlowChecks(MaildirStore):
+        def sasl_mechanisms(self, session: POP3Session) -> Any:
+            return auth.server_mechanisms(session.hostname)
+
+    slow = SlowChecks(store.root, PASSWORDS)
+    with (
+        running_pop3_server(adapter, slow) as server,
+        raw(server.port) as guesser,
+        raw(server.port) as bystander,
+    ):
+        answers, replies = guesser.makefile("rb"), bystander.makefile("rb")
+        assert answers.readline().startswith(b"+OK")
+        assert replies.readline().startswith(b"+OK")
+        for password, answer in ((b"nope", b"-ERR [AUTH]"), (b"wonderland", b"+OK Logged in")):
+            started = time.monotonic()
+            guesser.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0" + password) + b"\r\n")
+            time.sleep(0.05)  # the check is under way
+            bystander.sendall(b"NOOP\r\n")
+            assert replies.readline().startswith(b"-ERR")  # NOOP before a login
+            assert time.monotonic() - started < 0.4
+            assert answers.readline().startswith(answer)
+            assert time.monotonic() - started >= 0.5
+    assert len(checked_in) == 2
+    assert threading.current_thread().name not in checked_in
+    assert not any(name.startswith(("POP3Server", "MainThread")) for name in checked_in)
+
+
 def test_a_store_with_apop_off_offers_no_timestamp_and_apop_costs_no_login(
     adapter: str, tmp_path: Path
 ) -> None:

@@ -112,10 +112,15 @@ class Authenticator:
     nobody may. ``mechanisms`` offers only the names listed, in that order.
 
     The callables run in the event loop, one at a time: keep them quick (an
-    in-memory lookup, a hash check), compare secrets with
-    :func:`hmac.compare_digest`, take as long for an unknown user as for a
-    wrong password, and raise :class:`~smtpcore.sasl.CredentialsUnavailable`
-    when the store cannot answer (the client gets ``454 4.7.0``).
+    in-memory lookup), or pass ``in_thread=True``, and the server adapters
+    run each step of an exchange, the callables with it, in a worker thread
+    (the framework's), so that a slow check (a key derivation, a database
+    query) never holds the other sessions; the callables must then be
+    thread-safe, as several sessions' checks may run at once. Either way,
+    compare secrets with :func:`hmac.compare_digest`, take as long for an
+    unknown user as for a wrong password, and raise
+    :class:`~smtpcore.sasl.CredentialsUnavailable` when the store cannot
+    answer (the client gets ``454 4.7.0``).
     """
 
     check_password: Callable[[str, str], bool] | None = None
@@ -124,6 +129,7 @@ class Authenticator:
     check_token: CheckToken | None = None
     authorize: Authorize | None = None
     mechanisms: Sequence[str] | None = None
+    in_thread: bool = False
 
     def __post_init__(self) -> None:
         available = self._available()
@@ -161,6 +167,10 @@ class Authenticator:
         return factories
 
     def _factory(self, name: str, hostname: str) -> MechanismFactory:
+        factory = self._mechanism_factory(name, hostname)
+        return _InThread(factory) if self.in_thread else factory
+
+    def _mechanism_factory(self, name: str, hostname: str) -> MechanismFactory:
         authorize = self.authorize
         if name in ("PLAIN", "LOGIN"):
             check = self._password_check()
@@ -196,6 +206,22 @@ class Authenticator:
             return ok and stored is not None
 
         return check
+
+
+@dataclass(frozen=True, slots=True)
+class _InThread:
+    """A factory of an :class:`Authenticator` made with ``in_thread=True``: the adapters
+    see it, and run each step of the mechanisms it builds in a worker thread."""
+
+    factory: MechanismFactory
+
+    def __call__(self) -> ServerMechanism:
+        return self.factory()
+
+
+def _runs_in_thread(factory: object) -> bool:
+    """Whether the steps of the mechanisms ``factory`` builds run in a worker thread."""
+    return isinstance(factory, _InThread)
 
 
 @dataclass(frozen=True, slots=True)

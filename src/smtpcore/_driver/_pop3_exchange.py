@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Final
 
+from smtpcore.handler import _runs_in_thread
 from smtpcore.maildrop import MechanismFactory
 from smtpcore.pop3 import Auth, AuthResponse, Continue, Err
 from smtpcore.sasl import (
@@ -56,6 +57,14 @@ class SASLExchange:
         """The mechanism of the exchange under way, or of the last one."""
         self._mechanism: ServerMechanism | None = None
         self._final: Success | None = None
+        self._in_thread = False
+
+    def in_thread(self, event: Auth | AuthResponse) -> bool:
+        """Whether to work out the answer to ``event`` in a worker thread: a step of a
+        mechanism of an ``Authenticator(in_thread=True)``, whose checks may be slow."""
+        if isinstance(event, Auth):
+            return _runs_in_thread(self.mechanisms.get(event.mechanism))
+        return self._in_thread and self._mechanism is not None
 
     def start(self, event: Auth) -> Continue | Err | Success | Failure:
         """The answer to ``AUTH mechanism [initial-response]``."""
@@ -63,6 +72,7 @@ class SASLExchange:
         if factory is None:
             return Err("Unsupported authentication mechanism")
         self.name, self._final = event.mechanism, None
+        self._in_thread = _runs_in_thread(factory)
         try:
             self._mechanism = factory()
             bindings = self.channel_bindings

@@ -9,6 +9,7 @@ answered; a message is streamed from the maildrop in chunks, never held whole.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import logging
@@ -620,10 +621,20 @@ class POP3ServerSession(ServedSession):
             await self._failed("APOP", event.name)
 
     async def _auth(self, event: Auth) -> None:
-        await self._sasl_answer(self._sasl.start(event))
+        sasl = self._sasl
+        if sasl.in_thread(event):  # see Authenticator's in_thread
+            answer = await self.transport.run_in_thread(functools.partial(sasl.start, event))
+        else:
+            answer = sasl.start(event)
+        await self._sasl_answer(answer)
 
     async def _auth_response(self, event: AuthResponse) -> None:
-        await self._sasl_answer(self._sasl.step(event))
+        sasl = self._sasl
+        if sasl.in_thread(event):
+            answer = await self.transport.run_in_thread(functools.partial(sasl.step, event))
+        else:
+            answer = sasl.step(event)
+        await self._sasl_answer(answer)
 
     async def _sasl_answer(self, answer: Continue | Err | Success | Failure) -> None:
         if isinstance(answer, Success):

@@ -10,6 +10,7 @@ the commands already received are answered (RFC 2920 §3.1).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -47,6 +48,7 @@ from smtpcore.handler import (
     MessageReply,
     Recipient,
     Session,
+    _runs_in_thread,
 )
 from smtpcore.sasl import SERVER_MECHANISMS, ChannelBindings, offered_mechanisms
 from smtpcore.smtp import (
@@ -148,6 +150,9 @@ class _SessionAuth(ServerAuth):
         super().__init__(mechanisms, channel_bindings=channel_bindings)
         self.names = names
         self.mechanism = ""
+        self.in_thread = False
+        """Whether the steps of the exchange under way run in a worker thread (its
+        mechanism is an ``Authenticator(in_thread=True)``'s)."""
 
 
 _NO_AUTH: Final = _SessionAuth((), {})
@@ -1054,8 +1059,14 @@ class ServerSession(ServedSession):
         flow = self._auth
         if isinstance(event, Auth):
             flow.mechanism = event.mechanism.upper()
+            flow.in_thread = _runs_in_thread(flow.mechanisms.get(flow.mechanism))
         try:
-            reply = flow.start(event) if isinstance(event, Auth) else flow.step(event)
+            step = (
+                functools.partial(flow.start, event)
+                if isinstance(event, Auth)
+                else functools.partial(flow.step, event)
+            )
+            reply = await self.transport.run_in_thread(step) if flow.in_thread else step()
         except Exception:
             logger.exception("AUTH %s failed", flow.mechanism)
             reply = _AUTH_UNAVAILABLE

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import threading
 from collections import Counter
 from collections.abc import Mapping
 
@@ -41,12 +42,16 @@ def hash_password(password: str) -> str:
 
 
 class Credentials:
-    """Looks up users by login (the address, in any case) and checks their secrets."""
+    """Looks up users by login (the address, in any case) and checks their secrets.
+
+    Thread-safe: the servers call it from worker threads, several at once."""
 
     def __init__(self, users: Mapping[str, str]) -> None:
         self.users = users
         self._scram: dict[str, ScramCredentials] = {}
         self._decoy_keys: ScramCredentials | None = None
+        self._decoy_lock = threading.Lock()
+        """Held while the made-up keys are made: once, and logged once."""
 
     def key(self, username: str) -> str | None:
         """The mailbox key of a known user, else None."""
@@ -103,6 +108,11 @@ class Credentials:
         user has keys). Nothing is derived to make them, so the first check costs what
         the others do. A user whose keys have another count answers in another time:
         that is logged, once, for the operator to make the counts one."""
+        with self._decoy_lock:
+            return self._decoy_made()
+
+    def _decoy_made(self) -> ScramCredentials:
+        """:meth:`_decoy`, under its lock."""
         if self._decoy_keys is None:
             counts = Counter(
                 keys.iterations

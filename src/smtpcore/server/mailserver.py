@@ -175,11 +175,15 @@ class MailServer:
         )
 
     def authenticator(self) -> Authenticator:
+        """SMTP AUTH's and POP3 AUTH's checks: the users' credentials, checked in a worker
+        thread, as a password check is a key derivation (milliseconds, more for keys
+        of a high iteration count) that would hold every other session."""
         credentials = self.credentials
         return Authenticator(
             check_password=credentials.check_password,
             get_password=credentials.get_password,
             get_scram_credentials=credentials.get_scram,
+            in_thread=True,
         )
 
     # -- running ----------------------------------------------------------------

@@ -8,6 +8,7 @@ line in the mail log.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Collection, Mapping, Sequence
 
@@ -102,8 +103,11 @@ class POP3Store(MaildirStore):
 
     async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
         """USER/PASS against the password or the stored SCRAM keys; an unknown user is
-        checked too, so that he takes as long as a wrong password."""
-        return self.credentials.check_password(user, password) and bool(self._key(user))
+        checked too, so that he takes as long as a wrong password. The check is a key
+        derivation: it runs in a worker thread, not holding the other sessions (the
+        reference server runs on asyncio)."""
+        ok = await asyncio.to_thread(self.credentials.check_password, user, password)
+        return ok and bool(self._key(user))
 
     async def apop_secret(self, session: POP3Session, user: str) -> str | None:
         """APOP needs the password in the clear: none for a user with stored keys."""
