@@ -147,6 +147,27 @@ def test_the_reference_server_derives_keys_in_a_worker_thread(
     assert len(threads) == 2 and threading.current_thread() not in threads
 
 
+def test_scram_shows_an_unknown_user_the_count_the_users_keys_have(tmp_path: Path) -> None:
+    """SCRAM's server-first message gave an unknown user 4,096 iterations, a user with
+    100,000-iteration keys 100,000: the count told who exists. The reference server's
+    authenticator shows the made-up keys' count (``scram_mock_iterations``)."""
+    from smtpcore.sasl import Challenge
+    from smtpcore.server.mailserver import MailServer
+
+    keys = derive_scram_credentials("s3cret", iterations=5000).to_text()
+    users = {"john@abc.example": keys, "jane@abc.example": keys}
+    server = MailServer(ServerConfig(domains=("abc.example",), users=users, data_dir=tmp_path))
+    mechanisms = server.authenticator().server_mechanisms("mx.abc.example")
+    shown = {}
+    for user in ("john@abc.example", "nobody@abc.example"):
+        step = mechanisms["SCRAM-SHA-256"]().start(f"n,,n={user},r=abcdefgh".encode())
+        assert isinstance(step, Challenge)
+        shown[user] = dict(part.split("=", 1) for part in step.data.decode().split(","))["i"]
+    assert shown == {"john@abc.example": "5000", "nobody@abc.example": "5000"}
+    with pytest.raises(ValueError, match="scram_mock_iterations"):
+        Authenticator(get_scram_credentials=server.credentials.get_scram, scram_mock_iterations=0)
+
+
 def test_made_up_keys_cost_the_lowest_count_most_keys_have_and_a_mix_is_logged(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -46,6 +46,7 @@ from smtpcore.sasl import (
     ServerMechanism,
     XOAuth2Server,
 )
+from smtpcore.sasl._scram import DEFAULT_ITERATIONS
 from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Parameters, Rcpt, Reply, Xclient, Xforward
 
 __all__ = [
@@ -107,6 +108,10 @@ class Authenticator:
     - ``check_token(username, token) -> bool | str``: OAuth 2.0 bearer
       tokens, OAUTHBEARER (RFC 7628) and XOAUTH2.
 
+    ``scram_mock_iterations`` is the iteration count SCRAM shows for an
+    unknown user: the count the users' keys have (4,096 by default, that of
+    :func:`~smtpcore.sasl.derive_scram_credentials`).
+
     ``authorize(authzid, authcid) -> bool`` decides whether a client that
     proved it is ``authcid`` may act as another ``authzid``; by default
     nobody may. ``mechanisms`` offers only the names listed, in that order.
@@ -130,11 +135,18 @@ class Authenticator:
     authorize: Authorize | None = None
     mechanisms: Sequence[str] | None = None
     in_thread: bool = False
+    scram_mock_iterations: int = DEFAULT_ITERATIONS
+    """The iteration count SCRAM gives for a user ``get_scram_credentials`` does not
+    know (made-up credentials, see :class:`~smtpcore.sasl.ScramSHA256Server`): set it
+    to the count the users' keys have, or the count in the server-first message
+    tells which users exist (RFC 5802 §9)."""
 
     def __post_init__(self) -> None:
         available = self._available()
         if not available:
             raise ValueError("an Authenticator needs at least one credential check")
+        if not 1 <= self.scram_mock_iterations <= 0xFFFFFFFF:
+            raise ValueError("scram_mock_iterations out of range")
         if self.mechanisms is not None:
             for name in self.mechanisms:
                 if name.upper() not in available:
@@ -184,9 +196,14 @@ class Authenticator:
         if name in ("SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"):
             get_credentials = self.get_scram_credentials
             assert get_credentials is not None
+            mock = self.scram_mock_iterations
             if name == "SCRAM-SHA-256-PLUS":
-                return lambda: ScramSHA256PlusServer(get_credentials, authorize=authorize)
-            return lambda: ScramSHA256Server(get_credentials, authorize=authorize)
+                return lambda: ScramSHA256PlusServer(
+                    get_credentials, authorize=authorize, mock_iterations=mock
+                )
+            return lambda: ScramSHA256Server(
+                get_credentials, authorize=authorize, mock_iterations=mock
+            )
         check_token = self.check_token
         assert check_token is not None
         if name == "OAUTHBEARER":

@@ -131,6 +131,11 @@ class Credentials:
             self._decoy_keys = ScramCredentials(secrets.token_bytes(16), iterations, key, key)
         return self._decoy_keys
 
+    def decoy_iterations(self) -> int:
+        """The iteration count of the made-up keys (see :meth:`_decoy`): what SCRAM shows
+        for an unknown user, so that its server-first message tells no one apart."""
+        return self._decoy().iterations
+
     def forget(self) -> None:
         """Drop the keys derived so far (the users changed)."""
         self._scram.clear()

@@ -177,13 +177,17 @@ class MailServer:
     def authenticator(self) -> Authenticator:
         """SMTP AUTH's and POP3 AUTH's checks: the users' credentials, checked in a worker
         thread, as a password check is a key derivation (milliseconds, more for keys
-        of a high iteration count) that would hold every other session."""
+        of a high iteration count) that would hold every other session. SCRAM shows
+        an unknown user the iteration count the users' keys have (taken when a
+        listener starts: after a reload that changes the counts, a restart)."""
         credentials = self.credentials
         return Authenticator(
             check_password=credentials.check_password,
             get_password=credentials.get_password,
             get_scram_credentials=credentials.get_scram,
             in_thread=True,
+            # An unknown user's made-up keys show the count the users' keys have.
+            scram_mock_iterations=credentials.decoy_iterations(),
         )
 
     # -- running ----------------------------------------------------------------
