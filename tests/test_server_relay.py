@@ -77,6 +77,7 @@ def _relay(
     *,
     clock: Callable[[], float] | None = None,
     zone: str = ZONE,
+    smart_host: tuple[str, int] | None = None,
     **options: object,
 ) -> Relay:
     config = ServerConfig(
@@ -95,7 +96,9 @@ def _relay(
     options.setdefault("internal", InternalAddresses(allowed=True))  # remotes on loopback
     worker = DeliveryWorker(
         queue,
-        router=Router(["abc.example"], hostnames=["mx.abc.example"], port=port),
+        router=Router(
+            ["abc.example"], hostnames=["mx.abc.example"], port=port, smart_host=smart_host
+        ),
         resolver=StaticResolver.from_zone_text(zone),
         mailboxes=mailboxes,
         hostname="mx.abc.example",
@@ -656,6 +659,23 @@ def test_mx_hosts_on_internal_addresses_bounce_without_a_connection(tmp_path: Pa
     assert server.connections == 0
     (raw,) = relay.reports()
     assert b"Status: 5.4.4" in raw and b"internal addresses" in raw
+
+
+def test_a_smart_host_on_an_internal_address_is_the_operators_choice(tmp_path: Path) -> None:
+    """``--relay-host`` on the LAN or loopback is the usual set-up: the internal-address
+    rule keeps users from reaching the network, and the operator chose this host."""
+    with remote() as server:
+        relay = _relay(
+            tmp_path,
+            server.port,
+            internal=InternalAddresses(),
+            zone=ZONE + "relay.abc.example A 127.0.0.1\n",
+            smart_host=("relay.abc.example", server.port),
+        )
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: relay.empty())
+        assert [t.recipients for t in server.transactions] == [["brendon@pqr.example"]]
+    assert relay.reports() == []
 
 
 # -- RFC 6533 reports ----------------------------------------------------------------------

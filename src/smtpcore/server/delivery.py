@@ -679,13 +679,17 @@ class DeliveryWorker:
     ) -> dict[str, Outcome]:
         """The outcomes :meth:`_deliver_remote` has not recorded yet."""
         addresses = list(deliveries)
+        delivery = next(iter(deliveries.values()))
         attempts = await self.router.resolve(
-            next(iter(deliveries.values())), self.resolver, rng=self.rng, failures=self.failures
+            delivery, self.resolver, rng=self.rng, failures=self.failures
         )
         if isinstance(attempts, Rejected):
             outcome = self._rejected_outcome(attempts)
             return dict.fromkeys(addresses, outcome)
-        refused = [a for a in attempts if self.internal.refused(a.address)]
+        # The smart host is the operator's choice, not a user's: the internal-address
+        # rule (smtpcore.server.internal) keeps users out of the network, not him.
+        checked = delivery.smart_host is None
+        refused = [a for a in attempts if checked and self.internal.refused(a.address)]
         if refused:
             attempts = tuple(a for a in attempts if not self.internal.refused(a.address))
             names = ", ".join(sorted({f"{a.host}[{a.address}]" for a in refused}))

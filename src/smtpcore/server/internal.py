@@ -11,6 +11,9 @@ means loopback, private (RFC 1918, RFC 4193), link-local, unspecified,
 multicast, reserved, or one of the server's own addresses (its ``--host``
 and what its ``--hostname`` resolves to).
 
+The ``--relay-host`` smart host is exempt: the operator chose it, and a
+smart host on the local network or on loopback is the usual set-up.
+
 Tests and the demo, which relay between servers on loopback, allow it
 explicitly.
 """
