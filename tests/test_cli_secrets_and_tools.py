@@ -276,6 +276,8 @@ def test_a_password_file_is_read_to_its_first_lf_and_must_be_utf8(
     password.write_text("pass\u2028word\f \r\nsecond line\n", encoding="utf-8")
     read = read_password(given=None, password_file=password, user="u", environ={})
     assert read == "pass\u2028word\f "
+    password.write_bytes(b"\xef\xbb\xbfpw\n")  # a BOM is the UTF-8 signature, not the password
+    assert read_password(given=None, password_file=password, user="u", environ={}) == "pw"
     password.write_bytes(b"p\xe4ss\n")
     for argv in (
         ("send", "--server", "127.0.0.1:9", "--from", "a@b.example", "--to", "c@d.example"),

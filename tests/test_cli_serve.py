@@ -455,6 +455,11 @@ def test_queue_and_reload_signals_from_the_lock_to_its_release_never_kill_the_se
         (("--users-file", "users"), {"users": b"a@abc.example:p\xe4ss\n"}, "users:1: not UTF-8"),
         (
             ("--users-file", "users"),
+            {"users": b"\xef\xbb\xbfa@abc.example:pw\nb\xe2\x80\x8b@abc.example:pw\n"},
+            "users:2: the address holds an invisible format character, U+200B",
+        ),
+        (
+            ("--users-file", "users"),
             {"users": b"a@abc.example:SCRAM-SHA-1$4096:c2FsdA==$AAAA:AAAA\n"},
             "users:1: not SCRAM-SHA-256 keys",
         ),

@@ -155,6 +155,9 @@ def test_from_zone_file(tmp_path: Path) -> None:
     path.write_text(ZONE_TEXT, encoding="utf-8")
     resolver = StaticResolver.from_zone_file(path)
     assert now(resolver.mx("pqr.example")) == now(ZONE.mx("pqr.example"))
+    path.write_text("\ufeff" + ZONE_TEXT, encoding="utf-8")  # a BOM: the UTF-8 signature
+    resolver = StaticResolver.from_zone_file(path)
+    assert now(resolver.mx("pqr.example")) == now(ZONE.mx("pqr.example"))
 
 
 def test_works_under_asyncio_and_trio() -> None:

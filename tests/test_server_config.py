@@ -209,6 +209,29 @@ def test_a_users_file_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
         read_users_file(path)
 
 
+def test_a_users_file_with_a_bom_is_read_and_invisible_characters_are_refused(
+    tmp_path: Path,
+) -> None:
+    """Notepad's byte order mark (U+FEFF) made the first user another address, who could
+    neither log in nor get mail, and the server said nothing; it is the UTF-8 signature.
+    Any other format character in an address is refused with its line."""
+    path = tmp_path / "users"
+    path.write_bytes(b"\xef\xbb\xbfjohn@abc.example:one\r\nmary@abc.example:two\r\n")
+    assert read_users_file(path) == {"john@abc.example": "one", "mary@abc.example": "two"}
+    cases = [
+        ("john@abc.example:one\n\ufeffmary@abc.example:two\n", "users:2: .*U\\+FEFF"),
+        ("jo\u200bhn@abc.example:one\n", "users:1: .*U\\+200B"),
+        ("john@abc.example\u2060:one\n", "users:1: .*U\\+2060"),
+    ]
+    for text, message in cases:
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(ConfigError, match=message):
+            read_users_file(path)
+    path.write_text("john@abc.example:one\nsales@abc.example -> jo\u200dhn@abc.example\n", "utf-8")
+    with pytest.raises(ConfigError, match=r"users:2: sales@abc.example -> login 1: .*U\+200D"):
+        read_users_file(path)
+
+
 SHA1_KEY = "A" * 27 + "="  # 20 octets, a SHA-1 digest
 SHA1_KEYS = f"SCRAM-SHA-1$4096:c2FsdHNhbHQ=${SHA1_KEY}:{SHA1_KEY}"
 

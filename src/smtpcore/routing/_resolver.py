@@ -124,8 +124,9 @@ class StaticResolver:
 
     @classmethod
     def from_zone_file(cls, path: str | os.PathLike[str]) -> StaticResolver:
-        """Build a resolver from a UTF-8 file of zone-like lines."""
-        return cls.from_zone_text(Path(path).read_text(encoding="utf-8"))
+        """Build a resolver from a UTF-8 file of zone-like lines (a byte order mark at
+        its start, as Windows editors write, is the UTF-8 signature, not text)."""
+        return cls.from_zone_text(Path(path).read_text(encoding="utf-8-sig"))
 
     async def mx(self, domain: str) -> list[MXRecord]:
         return [r for r in self._lookup(domain) if isinstance(r, MXRecord)]

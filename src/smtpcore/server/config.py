@@ -7,11 +7,13 @@ that names the option or the line at fault.
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
 import math
 import re
 import socket
 import ssl
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +118,17 @@ def _got(text: str) -> str:
     return f", got {shown!r} and more, not shown (it may hold the password)"
 
 
+def _check_visible(address: str, where: str) -> None:
+    """Refuse a format character (Unicode category Cf: a byte order mark, a zero-width
+    space or joiner) in an address: it shows neither in an editor nor in a log, yet
+    makes another address, whose user could never log in nor get his mail."""
+    for char in address:
+        if unicodedata.category(char) == "Cf":
+            raise ConfigError(
+                f"{where}: the address holds an invisible format character, U+{ord(char):04X}"
+            )
+
+
 def _mailbox_key_of(text: str, where: str, domain_needed: str = "needs a domain") -> str:
     """The mailbox key of the address ``text``, the first thing on a users-file line or
     a ``--user``; an error quotes only what :func:`_address_part` lets it."""
@@ -124,6 +137,7 @@ def _mailbox_key_of(text: str, where: str, domain_needed: str = "needs a domain"
     if shown is not None and shown != address:
         # A blank or '=' inside: the parser's message would quote what follows it.
         raise ConfigError(f"{where}: not a mail address{_got(text)}")
+    _check_visible(address, where)
     try:
         mailbox = parse_mailbox(address)
     except AddressError as exc:
@@ -163,6 +177,7 @@ def _is_alias_line(line: str) -> bool:
 def _login_key(place: int, text: str, where: str) -> str:
     """The mailbox key of a login after '->'. An error counts it rather than quote it:
     a user line that lost its ':' may have a '->' in its password."""
+    _check_visible(text, f"{where} login {place}")
     try:
         mailbox = parse_mailbox(text.strip())
     except AddressError:
@@ -181,9 +196,10 @@ def read_users_and_aliases(path: Path) -> tuple[dict[str, str], dict[str, tuple[
     comments are skipped.
 
     Lines end at LF (a CR before it goes too) and nowhere else: ``str.splitlines``
-    would also cut a password at a form feed or U+2028."""
+    would also cut a password at a form feed or U+2028. A byte order mark at the
+    start, which Windows editors write, is the UTF-8 signature, not text."""
     try:
-        data = path.read_bytes()
+        data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     except OSError as exc:
         raise ConfigError(f"--users-file: cannot read {path}: {exc.strerror}") from None
     try:

@@ -41,7 +41,8 @@ def read_password(
         return given
     if password_file is not None:
         try:
-            text = password_file.read_text(encoding="utf-8")
+            # utf-8-sig: a byte order mark at the start (Notepad's) is no part of the password.
+            text = password_file.read_text(encoding="utf-8-sig")
         except OSError as exc:
             raise ConfigError(
                 f"--password-file: cannot read {password_file}: {exc.strerror}"
