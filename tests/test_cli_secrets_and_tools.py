@@ -375,6 +375,25 @@ def test_send_to_a_server_that_is_down_is_one_line() -> None:
     assert "refused by 127.0.0.1:9" in result.stdout and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("fqdn", "warned"),
+    [("localhost", True), ("localhost.localdomain", True), ("laptop", True), ("h.example", False)],
+)
+def test_send_warns_when_the_machines_name_it_would_give_in_ehlo_is_not_qualified(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fqdn: str, warned: bool
+) -> None:
+    """RFC 5321 §4.1.1.1: EHLO gives a fully qualified domain name, and many servers
+    refuse another; socket.getfqdn() gives "localhost" on many hosts. --helo is the fix."""
+    monkeypatch.setattr("socket.getfqdn", lambda name="": fqdn)
+    argv = ["send", "--server", "127.0.0.1:9", "--from", "a@b.example", "--to", "c@d.example"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    warning = f"smtpcore send: warning: this machine's name {fqdn!r}, used for want of --helo"
+    assert (warning in err) is warned, err
+    assert cli.main([*argv, "--helo", "laptop"]) == 1  # given: the user's choice
+    assert "warning" not in capsys.readouterr().err
+
+
 # -- item 15: fetch ----------------------------------------------------------------------------
 
 

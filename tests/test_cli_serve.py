@@ -450,6 +450,51 @@ def test_queue_and_reload_signals_from_the_lock_to_its_release_never_kill_the_se
 
 
 @pytest.mark.parametrize(
+    ("fqdn", "options", "warned"),
+    [
+        ("localhost", (), True),
+        ("localhost.localdomain", (), True),
+        ("mailhost", (), True),
+        ("127.0.1.1", (), True),
+        ("mail.abc.example", (), False),
+        ("localhost", ("--hostname", "mail.abc.example"), False),
+        ("localhost", ("--hostname", "mailhost"), False),  # the operator's own choice
+    ],
+)
+def test_serve_warns_when_the_default_hostname_is_not_fully_qualified(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fqdn: str,
+    options: tuple[str, ...],
+    warned: bool,
+) -> None:
+    """RFC 5321 §2.3.5, §4.1.1.1: the name given in EHLO (and in bounces) is a fully
+    qualified domain name; socket.getfqdn() gives "localhost" on a host whose
+    /etc/hosts lists that first, and the server used it without a word."""
+    started: list[ServerConfig] = []
+
+    async def fake_serve(config: ServerConfig, **kwargs: object) -> int:
+        started.append(config)
+        return 0
+
+    monkeypatch.setattr("socket.getfqdn", lambda name="": fqdn)
+    monkeypatch.setattr(cli, "_serve", fake_serve)
+    caplog.set_level(logging.WARNING, "smtpcore.mail")
+    assert cli.main(["serve", "--relay-host", "127.0.0.1:25", *options]) == 0
+    (config,) = started
+    assert config.hostname == (options[1] if options else fqdn)
+    warnings = [r.getMessage() for r in caplog.records if "fully qualified" in r.getMessage()]
+    if warned:
+        assert warnings == [
+            f"this machine's name {fqdn!r}, used for want of --hostname, is not a fully "
+            "qualified domain name, which EHLO must give (RFC 5321 §4.1.1.1): other servers "
+            "may refuse the mail; give --hostname NAME"
+        ]
+    else:
+        assert warnings == []
+
+
+@pytest.mark.parametrize(
     ("options", "files", "message"),
     [
         (("--users-file", "users"), {"users": b"a@abc.example:p\xe4ss\n"}, "users:1: not UTF-8"),

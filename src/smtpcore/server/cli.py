@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from smtpcore.server.config import (
     DEFAULT_MAX_QUEUE_AGE,
     ConfigError,
     ServerConfig,
+    default_hostname_warning,
     parse_duration,
     parse_host_port,
     parse_server,
@@ -139,7 +141,8 @@ def _add_serve(commands: Any) -> None:
     )
     mail.add_argument(
         "--hostname",
-        help="this server's name in greetings, Received lines and bounces (default: the FQDN)",
+        help="this server's name in greetings, EHLO, Received lines and bounces (default: the "
+        "machine's FQDN, with a warning when it is not fully qualified)",
     )
     tls = serve.add_argument_group("TLS")
     tls.add_argument("--tls-cert", type=Path, metavar="FILE", help="certificate chain (PEM)")
@@ -472,9 +475,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             f"of this machine; {advice}",
             file=sys.stderr,
         )
-    options: dict[str, Any] = {}
-    if args.hostname:
-        options["hostname"] = args.hostname
+    options: dict[str, Any] = {"hostname": args.hostname or socket.getfqdn()}
     return ServerConfig(
         domains=tuple(args.domain or ("localhost",)),
         users=users,
@@ -600,6 +601,9 @@ def _run_serve(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     config = config_from_args(args)
+    warning = None if args.hostname else default_hostname_warning(config.hostname, "--hostname")
+    if warning is not None:
+        logging.getLogger("smtpcore.mail").warning("%s", warning)
     return asyncio.run(
         _serve(config, stop_timeout=args.stop_timeout, reread=lambda: config_from_args(args))
     )

@@ -30,6 +30,7 @@ __all__ = [
     "XCLIENT_LISTENERS",
     "ConfigError",
     "ServerConfig",
+    "default_hostname_warning",
     "mailbox_key",
     "parse_duration",
     "parse_host_port",
@@ -64,6 +65,28 @@ def mailbox_key(mailbox: Mailbox) -> str:
     """
     domain = mailbox.domain if mailbox.is_address_literal else normalize_domain(mailbox.domain)
     return f"{mailbox.local_part.lower()}@{domain}"
+
+
+def default_hostname_warning(hostname: str, option: str) -> str | None:
+    """What to tell the operator when ``hostname``, the machine's name taken for want
+    of ``option``, is not a fully qualified domain name (no dot, ``localhost``,
+    ``localhost.localdomain`` or an IP address, as ``socket.getfqdn()`` gives on a host
+    whose ``/etc/hosts`` lists ``127.0.0.1 localhost`` first); None when it is one.
+
+    EHLO gives the client's fully qualified domain name (RFC 5321 §2.3.5, §4.1.1.1),
+    and many servers refuse one that is not (Postfix's
+    ``reject_non_fqdn_helo_hostname``); Postfix itself will not start without one."""
+    name = hostname.rstrip(".").lower()
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        if "." in name and name != "localhost.localdomain":
+            return None
+    return (
+        f"this machine's name {hostname!r}, used for want of {option}, is not a fully "
+        f"qualified domain name, which EHLO must give (RFC 5321 §4.1.1.1): other servers "
+        f"may refuse the mail; give {option} NAME"
+    )
 
 
 def _check_path_safe(key: str, where: str) -> None:

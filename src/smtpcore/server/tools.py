@@ -37,7 +37,7 @@ from smtpcore.sasl import (
     PlainClient,
     ScramSHA256Client,
 )
-from smtpcore.server.config import ConfigError
+from smtpcore.server.config import ConfigError, default_hostname_warning
 from smtpcore.server.maildir import Maildir
 from smtpcore.server.passwords import read_password
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
@@ -157,7 +157,7 @@ def _client(
     return SMTPClient(
         host,
         port,
-        hostname=args.helo or socket.getfqdn(),
+        hostname=args.helo,
         tls_on_connect=args.tls,
         starttls=starttls,
         ssl_context=client_tls_context(args.cafile, insecure),
@@ -274,9 +274,14 @@ def run_send(args: argparse.Namespace) -> int:
         args.password = read_password(
             given=args.password, password_file=args.password_file, user=args.user
         )
+    if not args.helo:
+        args.helo = socket.getfqdn()
+        warning = default_hostname_warning(args.helo, "--helo")
+        if warning is not None:
+            print(f"smtpcore send: warning: {warning}", file=sys.stderr)
     if content is None:
         content = make_test_message(
-            args.sender, args.recipients, args.subject, args.body, args.helo or socket.getfqdn()
+            args.sender, args.recipients, args.subject, args.body, args.helo
         )
     if args.server is None:
         resolver = make_resolver(args.resolver)
