@@ -139,7 +139,7 @@ def test_a_header_that_never_comes_is_logged_as_a_timeout(
         sock.sendall(b"PROXY TCP4 192.0.2.7")
         with contextlib.suppress(ConnectionResetError):  # closed, the header's start unread
             assert sock.recv(1024) == b""
-    assert re.search(r"bad PROXY header from \[127\.0\.0\.1\]:\d+: timeout", caplog.text)
+    assert re.search(r"bad PROXY header from \[127\.0\.0\.1\]:\d+: TimeoutError", caplog.text)
 
 
 def test_haproxy_in_front(adapter: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import smtplib
 import socket
 import struct
@@ -676,6 +677,23 @@ def test_failed_handshake_ends_the_session(adapter: str, tls: TLSFiles) -> None:
             raise AssertionError("the server kept the connection open")
         assert handler.closed.wait(5)
         server.wait_for_sessions(0)
+
+
+def test_a_handshake_the_client_gives_up_is_logged_with_a_reason(
+    adapter: str, tls: TLSFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that closes instead of its ClientHello (as ours does when it will not trust
+    the certificate) made asyncio raise ``ConnectionResetError()``, whose text is empty:
+    the line said "failed:" and no reason, which operator.rst promises."""
+    caplog.set_level(logging.INFO, "smtpcore.server")
+    with running_smtp_server(adapter, Recorder(), ssl_context=tls.server_context) as server:
+        with raw_smtp_session(server.host, server.port) as s:
+            s.recv_reply()
+            s.command(b"EHLO client.test")
+            assert s.command(b"STARTTLS").startswith(b"220")
+        server.wait_for_sessions(0)
+    (line,) = [r.getMessage() for r in caplog.records if "TLS handshake with" in r.getMessage()]
+    assert line.partition(" failed: ")[2].strip(), line
 
 
 # -- timeouts, limits, shutdown and vanishing peers ------------------------------------

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import hashlib
 import io
+import logging
 import poplib
 import socket
 import threading
@@ -526,6 +527,22 @@ def test_plaintext_pipelined_behind_stls_is_never_executed(
             secure.sendall(b"QUIT\r\n")
             assert read_until(secure, b"\r\n").startswith(b"+OK")
     assert maildir_count(store) == 3
+
+
+def test_a_handshake_the_client_gives_up_is_logged_with_a_reason(
+    adapter: str, store: MaildirStore, tls: TLSFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As for STARTTLS: a client that closes instead of its ClientHello left "failed:" with
+    no reason (asyncio's ``ConnectionResetError()`` has no text)."""
+    caplog.set_level(logging.INFO, "smtpcore.pop3.server")
+    with running_pop3_server(adapter, store, ssl_context=tls.server_context) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            read_until(sock, b"\r\n")
+            sock.sendall(b"STLS\r\n")
+            assert read_until(sock, b"\r\n").startswith(b"+OK")
+        server.wait_for_sessions(0)
+    (line,) = [r.getMessage() for r in caplog.records if "TLS handshake with" in r.getMessage()]
+    assert line.partition(" failed: ")[2].strip(), line
 
 
 def test_utf8_and_tcp_nodelay(adapter: str, store: MaildirStore) -> None:

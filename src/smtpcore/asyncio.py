@@ -51,6 +51,7 @@ from smtpcore._driver import (
 from smtpcore._driver._client_constructors import ClientConstructors, Options
 from smtpcore._driver._content import Content
 from smtpcore._driver._listener import BaseListener, ListenedSession
+from smtpcore._driver._logtext import describe_error
 from smtpcore._driver._pop3_client import (
     BasePOP3Client,
     MessageListing,
@@ -866,9 +867,10 @@ class _Listener(BaseListener[_S]):
 
     def _handed(self, sock: socket.socket, handing: asyncio.Task[object]) -> None:
         self._handing.discard(handing)
-        if handing.cancelled() or handing.exception() is not None:
-            if not handing.cancelled():
-                logger.warning("cannot serve a connection: %s", handing.exception())
+        error = None if handing.cancelled() else handing.exception()
+        if handing.cancelled() or error is not None:
+            if error is not None:
+                logger.warning("cannot serve a connection: %s", describe_error(error))
             sock.close()
 
     def _connected(self, transport: AsyncioTransport) -> None:

@@ -43,6 +43,7 @@ from smtpcore._driver import (
 from smtpcore._driver._client_constructors import ClientConstructors, Options
 from smtpcore._driver._content import Content
 from smtpcore._driver._listener import BaseListener, ListenedSession
+from smtpcore._driver._logtext import describe_error
 from smtpcore._driver._pop3_client import (
     BasePOP3Client,
     MessageListing,
@@ -992,7 +993,7 @@ class _Listener(BaseListener[_S]):
             except OSError as exc:
                 if exc.errno not in _ACCEPT_RETRY:
                     raise
-                logger.warning("accept() failed, retrying soon: %s", exc)
+                logger.warning("accept() failed, retrying soon: %s", describe_error(exc))
                 await trio.sleep(0.1)
                 continue
             transport = TrioTransport(stream)
@@ -1060,7 +1061,7 @@ class _Listener(BaseListener[_S]):
                 try:
                     await transport.finish_handshake()
                 except OSError as exc:
-                    logger.info("TLS handshake failed on a stream given: %s", exc)
+                    logger.info("TLS handshake failed on a stream given: %s", describe_error(exc))
                     scope.cancel()
             if scope.cancelled_caught:
                 await trio.aclose_forcefully(stream)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from smtpcore._driver._logtext import describe_error
 from smtpcore._driver._proxied import Network, ip_peer, peer_text, read_proxy_header, trusted
 from smtpcore._driver._timeouts import Watchdog
 from smtpcore._driver._transport import Link, address
@@ -461,9 +462,7 @@ class ServedSession:
         try:
             header = await read_proxy_header(transport, timeout)
         except (ProxyProtocolError, OSError, TimeoutError) as exc:
-            self.logger.info(
-                "bad PROXY header from %s: %s", peer_text(proxy), str(exc) or "timeout"
-            )
+            self.logger.info("bad PROXY header from %s: %s", peer_text(proxy), describe_error(exc))
             raise ConnectionLost from None
         client = proxy if header.source is None else header.source
         if not self.state.readdress(self, ip_peer(client)):

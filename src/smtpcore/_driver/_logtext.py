@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["loggable", "loggable_reply"]
+__all__ = ["describe_error", "loggable", "loggable_reply"]
 
 _UNSAFE: Final = re.compile(
     # C0 (with \x1c-\x1e, which splitlines takes for line ends), DEL, C1 (with NEL,
@@ -39,3 +39,10 @@ def loggable(text: str) -> str:
 def loggable_reply(reply: object) -> str:
     """A reply (SMTP or POP3) as one log line: its lines joined by a space, escaped."""
     return loggable(" ".join(str(reply).split()))
+
+
+def describe_error(exc: BaseException) -> str:
+    """``exc`` as the reason on a log line: its text, escaped, or its type's name when it
+    has none (``ConnectionResetError()``, as asyncio raises for a client that gives up
+    in the TLS handshake; ``TimeoutError()``), so that "failed:" is never left bare."""
+    return loggable(str(exc)) or type(exc).__name__

@@ -29,7 +29,7 @@ from smtpcore._driver._listener import (
     ServedSession,
     SessionRegistry,
 )
-from smtpcore._driver._logtext import loggable
+from smtpcore._driver._logtext import describe_error, loggable
 from smtpcore._driver._pop3_exchange import SASLExchange, top_chunks, top_chunks_now
 from smtpcore._driver._proxied import Network, networks, peer_text
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts, checked_delay
@@ -577,7 +577,8 @@ class POP3ServerSession(ServedSession):
             async with self.transport.deadline(self.options.timeouts.tls_handshake):
                 await self.transport.start_tls(context, server_side=True)
         except (OSError, TimeoutError) as exc:
-            logger.info("TLS handshake with %s failed: %s", peer_text(self.session.peer), exc)
+            peer = peer_text(self.session.peer)
+            logger.info("TLS handshake with %s failed: %s", peer, describe_error(exc))
             raise ConnectionLost from None
         self.session.tls = self.transport.tls
 

@@ -27,7 +27,7 @@ from smtpcore._driver._listener import (
     ServedSession,
     SessionRegistry,
 )
-from smtpcore._driver._logtext import loggable, loggable_reply
+from smtpcore._driver._logtext import describe_error, loggable, loggable_reply
 from smtpcore._driver._proxied import Network, ip_peer, networks, peer_text, trusted
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, checked_delay
 from smtpcore._driver._transport import Link
@@ -1036,7 +1036,8 @@ class ServerSession(ServedSession):
             async with self.transport.deadline(self.options.timeouts.tls_handshake):
                 await self.transport.start_tls(context, server_side=True)
         except (OSError, TimeoutError) as exc:
-            logger.info("TLS handshake with %s failed: %s", peer_text(self.session.peer), exc)
+            peer = peer_text(self.session.peer)
+            logger.info("TLS handshake with %s failed: %s", peer, describe_error(exc))
             raise ConnectionLost from None
         self.session.tls = self.transport.tls
         names = self._auth.names
