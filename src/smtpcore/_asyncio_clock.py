@@ -197,7 +197,8 @@ class AsyncioClock:
     async def run_in_thread(self, call: Callable[[], _T]) -> _T:
         """``call()`` in the loop's default executor (``asyncio.to_thread``). A cancelled
         wait ends at once; the call runs on to its end in its thread, its result
-        dropped, and ``asyncio.run`` waits for it as it shuts that executor down."""
+        dropped, and ``asyncio.run`` waits for it as it shuts that executor down (as
+        :func:`smtpcore._threads.in_thread` runs it on asyncio)."""
         return await asyncio.to_thread(call)
 
     def within(self, seconds: float | None, call: Awaitable[_T]) -> Coroutine[Any, Any, _T]:

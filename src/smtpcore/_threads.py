@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["in_thread"]
+__all__ = ["in_thread", "in_trio_thread"]
 
 _T = TypeVar("_T")
 
@@ -36,5 +36,13 @@ async def in_thread(call: Callable[[], _T]) -> _T:
         except RuntimeError:  # imported, but this is no trio run
             pass
         else:
-            return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+            return await in_trio_thread(call)
     return await asyncio.to_thread(call)
+
+
+async def in_trio_thread(call: Callable[[], _T]) -> _T:
+    """``call()`` in one of trio's worker threads, as :func:`in_thread` runs it under
+    trio (``abandon_on_cancel``: ``trio.run`` does not wait for an abandoned call)."""
+    import trio
+
+    return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
