@@ -3,6 +3,7 @@ clients: submission with AUTH, relay between two servers, POP3, restarts, retrie
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import email
 import email.policy
@@ -492,6 +493,78 @@ def test_serve_warns_when_the_default_hostname_is_not_fully_qualified(
         ]
     else:
         assert warnings == []
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [(signal.SIGHUP, signal.SIGUSR1), (signal.SIGTERM,), (signal.SIGINT,)],
+    ids=["reload-and-queue", "sigterm", "sigint"],
+)
+def test_signals_sent_while_serve_imports_and_reads_its_configuration_are_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sent: tuple[signal.Signals, ...]
+) -> None:
+    """Before the event loop handles them, a SIGHUP (logrotate, ``systemctl reload``)
+    or a ``queue`` command's SIGUSR1 killed the server, and SIGINT raised in the middle
+    of an import. Sent before the loop runs, all are held: SIGHUP and SIGUSR1 are
+    carried out once it listens, and a stop ends it cleanly right after it started."""
+    import asyncio
+
+    import smtpcore.__main__ as entry
+    from smtpcore.server.mailserver import MailServer
+
+    fatal: list[str] = []
+    done: list[str] = []
+    config_from_args = cli.config_from_args
+
+    def configure_under_signals(args: argparse.Namespace) -> ServerConfig:
+        """Reading the configuration, as slow as an operator is quick."""
+        if not done:
+            done.append("configured")
+            for signum in sent:
+                handler = signal.getsignal(signum)
+                if handler in (signal.SIG_DFL, None, signal.default_int_handler):
+                    fatal.append(signum.name)  # would kill this process or raise here
+                else:
+                    signal.raise_signal(signum)
+        return config_from_args(args)
+
+    run_queue_commands = MailServer.run_queue_commands
+    reload = MailServer.reload
+
+    async def queue_commands(self: MailServer) -> None:
+        await run_queue_commands(self)
+        done.append("queue")
+
+    async def reloaded(self: MailServer, config: ServerConfig) -> None:
+        await reload(self, config)
+        done.append("reload")
+
+    async def stop_once_both_ran() -> None:
+        for _ in range(200):
+            if done.count("reload") == 1 and done.count("queue") == 2:
+                break
+            await asyncio.sleep(0.01)
+        signal.raise_signal(signal.SIGTERM)
+
+    def announce(*args: object, **kwargs: object) -> None:
+        done.append("listening")
+        if signal.SIGHUP in sent or fatal:  # else a held stop comes now
+            asyncio.get_running_loop().create_task(stop_once_both_ran())
+
+    monkeypatch.setattr(cli, "config_from_args", configure_under_signals)
+    monkeypatch.setattr(MailServer, "run_queue_commands", queue_commands)
+    monkeypatch.setattr(MailServer, "reload", reloaded)
+    monkeypatch.setattr(cli, "print", announce, raising=False)
+    argv = _serve_argv(tmp_path / "abc", "abc.example", [], {"smtp": free_port()}, (), True)
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGHUP, signal.SIGINT)}
+    assert entry.main(argv[argv.index("serve") :]) == 0
+    assert fatal == []
+    assert done[:3] == ["configured", "queue", "listening"]  # start's own queue round
+    if signal.SIGHUP in sent:
+        assert done.count("reload") == 1 and done.count("queue") == 2
+    else:
+        assert done == ["configured", "queue", "listening"]  # stopped at once, cleanly
+    assert {signum: signal.getsignal(signum) for signum in before} == before
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,26 @@ scripted session through the SMTP server machine alone.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Sequence
 
-from smtpcore.server.cli import main
+from smtpcore._early_signals import held
 
 __all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command. For ``serve``, signals are held from here, before the server's
+    modules are imported: one sent while it starts is carried out once it listens,
+    never fatal (SIGHUP, SIGUSR1), or stops it right after (SIGTERM, SIGINT)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    command = next((arg for arg in args if not arg.startswith("-")), None)
+    with held() if command == "serve" else contextlib.nullcontext():
+        from smtpcore.server.cli import main as run
+
+        return run(argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from smtpcore._early_signals import take as take_early_signals
 from smtpcore._version import __version__
 from smtpcore.server.config import (
     DEFAULT_MAX_QUEUE_AGE,
@@ -521,7 +522,8 @@ async def _serve(
     """Run until SIGTERM or SIGINT, which stop within ``stop_timeout`` seconds (sessions
     finish their message, then get 421; deliveries under way finish or stay queued);
     SIGHUP calls ``reread`` and reloads users and certificates; SIGUSR1 runs the
-    commands ``python -m smtpcore queue`` left."""
+    commands ``python -m smtpcore queue`` left. Signals the entry point held while
+    this process started are carried out as if they came now."""
     from smtpcore.server.mailserver import MailServer
 
     log = logging.getLogger("smtpcore.mail")
@@ -566,6 +568,8 @@ async def _serve(
     # announced: whoever waits for that line (an init system, a test) may signal at once.
     for signum, handler in handlers.items():
         loop.add_signal_handler(signum, handler)
+    for signum in take_early_signals():  # held by the entry point while this started
+        handlers[signum]()
     try:
         try:
             listeners = await server.start()
