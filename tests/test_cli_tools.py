@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import io
+import socket
 import sys
+import threading
+import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -125,3 +130,88 @@ def test_send_from_stdin_by_mx_and_over_tls(
         assert "in the clear (AUTH PLAIN)" in capsys.readouterr().err
     first = email.message_from_bytes(pqr.mailbox("b@pqr.example")[0], policy=email.policy.default)
     assert "with ESMTPS" in str(first["Received"])
+
+
+_BLOCK = (b"A" * 1022 + b"\r\n") * 64  # 64 KiB of message lines
+_HEAD = b"From: <a@abc.example>\r\nSubject: big\r\n\r\n"
+
+
+@contextlib.contextmanager
+def _one_message_pop3(listed: int, blocks: int) -> Iterator[tuple[str, list[str]]]:
+    """A POP3 server on loopback with one message of ``blocks`` times 64 KiB, whose
+    LIST says it has ``listed`` octets; the commands it got, by verb."""
+    commands: list[str] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve_one() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn, conn.makefile("rb") as lines:
+                conn.sendall(b"+OK ready\r\n")
+                for line in lines:
+                    verb = (line.split() or [b""])[0].upper()
+                    commands.append(verb.decode())
+                    if verb == b"CAPA":
+                        conn.sendall(b"+OK\r\nUSER\r\n.\r\n")
+                    elif verb == b"LIST":
+                        conn.sendall(b"+OK\r\n1 %d\r\n.\r\n" % listed)
+                    elif verb == b"RETR":
+                        conn.sendall(b"+OK\r\n" + _HEAD)
+                        for _ in range(blocks):
+                            conn.sendall(_BLOCK)
+                        conn.sendall(b".\r\n")
+                    else:
+                        conn.sendall(b"+OK\r\n")
+                    if verb == b"QUIT":
+                        return
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}", commands
+    finally:
+        listener.close()
+        thread.join(10)
+
+
+def _fetch(server: str, *options: str) -> int:
+    login = ("--user", "u", "--password", "p", "--no-stls", "--auth", "user")
+    return cli.main(["fetch", "--server", server, *login, *options])
+
+
+def test_fetch_refuses_a_message_far_larger_than_listed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server whose LIST said 100 octets and whose RETR ran on for megabytes filled
+    memory (8 times the size) and then the Maildir. Past LIST's size, 10% and 64 KiB,
+    the message is refused: nothing stored, nothing left in ``tmp/``, nothing deleted."""
+    target = tmp_path / "fetched"
+    with _one_message_pop3(listed=100, blocks=32) as (server, commands):
+        assert _fetch(server, "--to-maildir", str(target), "--delete") == 1
+    err = capsys.readouterr().err
+    assert "smtpcore fetch: message 1 runs past 65646 octets, where LIST said 100" in err
+    assert "DELE" not in commands and "QUIT" not in commands  # no UPDATE: nothing deleted
+    assert Maildir(target).messages() == []
+    assert list((target / "tmp").iterdir()) == []
+
+
+def test_fetch_streams_a_large_message_into_the_maildir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An 8 MB message is written as it arrives and summed up from its header alone:
+    fetch held it whole, and copies of it, about 8 times its size at its peak."""
+    size = len(_HEAD) + 128 * len(_BLOCK)
+    target = tmp_path / "fetched"
+    with _one_message_pop3(listed=size, blocks=128) as (server, commands):
+        tracemalloc.start()
+        try:
+            assert _fetch(server, "--to-maildir", str(target), "--delete") == 0
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 2_000_000, peak
+    out = capsys.readouterr().out
+    assert f'1: {size} octets, from <a@abc.example>: "big"' in out
+    assert commands[-2:] == ["DELE", "QUIT"]  # deleted once stored and synced
+    [stored] = Maildir(target).messages()
+    assert stored.stat().st_size == size - (size - len(_HEAD)) // 1024 - 3  # LF line ends

@@ -28,7 +28,7 @@ from typing import BinaryIO, Final
 
 from smtpcore.maildrop import WireSize, delivery_order
 
-__all__ = ["LFWriter", "Maildir", "StagedMessage", "fsync_directory"]
+__all__ = ["LFWriter", "Maildir", "StagedMessage", "Staging", "fsync_directory"]
 
 _COPY_SIZE: Final = 65536
 _counter = itertools.count(1)
@@ -144,6 +144,53 @@ class StagedMessage:
         self.tmp_path.unlink(missing_ok=True)
 
 
+class Staging:
+    """A message being written into its Maildir's ``tmp/`` under a unique name:
+    :meth:`write` its CRLF content chunk by chunk, then :meth:`finish` (fsync, and
+    the name that gives its sizes) or :meth:`discard`. Memory holds a chunk at a
+    time, whatever the message's size."""
+
+    def __init__(self, maildir: Maildir, prefix: bytes) -> None:
+        self.maildir = maildir
+        self._base = unique_name()
+        self._tmp = maildir.path / "tmp" / self._base
+        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._file = os.fdopen(fd, "wb")
+        self._writer = LFWriter(self._file)
+        try:
+            self._writer.write(prefix)
+        except BaseException:
+            self.discard()
+            raise
+
+    def write(self, chunk: bytes) -> None:
+        self._writer.write(chunk)
+
+    def finish(self) -> StagedMessage:
+        """Flush and fsync the file, and name it with its sizes; the file is removed if
+        that fails."""
+        writer = self._writer
+        try:
+            writer.close()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            # Dovecot's size fields: S= octets on disk, W= octets on the wire (CRLF).
+            name = f"{self._base},S={writer.size},W={writer.wire_size}"
+            os.replace(self._tmp, self.maildir.path / "tmp" / name)
+        except BaseException:
+            self.discard()
+            raise
+        return StagedMessage(self.maildir, name, writer.size)
+
+    def discard(self) -> None:
+        """Close and remove the file: nothing of the message stays in ``tmp/``."""
+        try:
+            self._file.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+
 class Maildir:
     """A Maildir at ``path``: ``tmp``, ``new`` and ``cur``, created on demand."""
 
@@ -188,31 +235,25 @@ class Maildir:
         ``content`` is a binary file, copied from where it stands to its end,
         or an iterable of chunks.
         """
-        self.create()
-        base = unique_name()
-        tmp = self.path / "tmp" / base
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        staging = self.begin(prefix)
         try:
-            with os.fdopen(fd, "wb") as file:
-                writer = LFWriter(file)
-                writer.write(prefix)
-                chunks = (
-                    iter(lambda: content.read(_COPY_SIZE), b"")
-                    if hasattr(content, "read")
-                    else content
-                )
-                for chunk in chunks:
-                    writer.write(chunk)
-                writer.close()
-                file.flush()
-                os.fsync(file.fileno())
-            # Dovecot's size fields: S= octets on disk, W= octets on the wire (CRLF).
-            name = f"{base},S={writer.size},W={writer.wire_size}"
-            os.replace(tmp, self.path / "tmp" / name)
+            chunks = (
+                iter(lambda: content.read(_COPY_SIZE), b"")
+                if hasattr(content, "read")
+                else content
+            )
+            for chunk in chunks:
+                staging.write(chunk)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            staging.discard()
             raise
-        return StagedMessage(self, name, writer.size)
+        return staging.finish()
+
+    def begin(self, prefix: bytes) -> Staging:
+        """A message to write into ``tmp/`` a chunk at a time, as it arrives (what
+        :meth:`stage` does with content that is all there): ``prefix`` is written."""
+        self.create()
+        return Staging(self, prefix)
 
     def deliver(self, prefix: bytes, content: BinaryIO | Iterable[bytes]) -> Path:
         """Stage and commit at once: the path of the new message (nothing is left in

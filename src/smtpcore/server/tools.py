@@ -307,14 +307,52 @@ def printable(text: str) -> str:
     return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
-def _summary(number: int, content: bytes) -> str:
-    """``3: 1234 octets, from <...>, "subject"``: one line per fetched message."""
-    header = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(content)
+def _summary(number: int, size: int, head: bytes) -> str:
+    """``3: 1234 octets, from <...>, "subject"``: one line per fetched message, from its
+    ``size`` and ``head``, the header as far as :class:`_Head` kept it."""
+    header = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
     sender = printable(_header_text(header, "From") or "(no From)")
     subject = printable(_header_text(header, "Subject") or "(no Subject)")
     date = printable(_header_text(header, "Date"))
     when = f", {date}" if date else ""
-    return f'{number}: {len(content)} octets, from {sender}{when}: "{subject}"'
+    return f'{number}: {size} octets, from {sender}{when}: "{subject}"'
+
+
+HEAD_LIMIT = 64 * 1024
+"""Octets of a fetched message's header kept for its summary line."""
+
+
+class _Head:
+    """The start of a message up to the blank line that ends its header (RFC 5322
+    §2.1), at most :data:`HEAD_LIMIT` octets, gathered from chunks as they come."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.complete = False
+
+    def feed(self, chunk: bytes) -> None:
+        if self.complete:
+            return
+        searched = max(len(self.data) - 3, 0)
+        self.data += chunk[:HEAD_LIMIT]
+        end = self.data.find(b"\r\n\r\n", searched)
+        if self.data.startswith(b"\r\n"):
+            end = 0  # no header at all
+        if end >= 0 or len(self.data) >= HEAD_LIMIT:
+            del self.data[end + 2 if end >= 0 else HEAD_LIMIT :]
+            self.complete = True
+
+
+def size_bound(listed: int) -> int:
+    """The most octets ``fetch`` takes for a message LIST gave as ``listed``: 10% and
+    64 KiB more, for a server that counts its line ends as LF alone (RFC 1939 §5 asks
+    for the exact size). A message that runs past it is refused: a hostile server
+    cannot fill the disk with a message it said was small."""
+    return listed + listed // 10 + 64 * 1024
+
+
+class MessageOverrun(Exception):
+    """A message ran past :func:`size_bound` of the size LIST gave."""
 
 
 def _header_text(header: email.message.Message, name: str) -> str:
@@ -355,20 +393,55 @@ async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
             listing = await client.list()
             total = 0
             for item in listing:
-                content = await client.retrieve(item.number)
-                total += len(content)
-                if target is not None:
-                    await asyncio.to_thread(target.deliver, b"", [content])
-                say(_summary(item.number, content))
+                size, head = await _retrieve(client, item.number, item.size, target)
+                total += size
+                say(_summary(item.number, size, head))
                 if args.delete:
                     await client.delete(item.number)
-    except POP3Error as exc:
+    except (POP3Error, MessageOverrun) as exc:
         _fetch_failed(exc)
         return 1
     kept = f"stored in {args.to_maildir}, " if target is not None else ""
     deleted = "deleted from the server" if args.delete else "left on the server"
     say(f"{len(listing)} messages, {total} octets; {kept}{deleted}.")
     return 0
+
+
+async def _retrieve(
+    client: POP3Client, number: int, listed: int, target: Maildir | None
+) -> tuple[int, bytes]:
+    """Retrieve message ``number`` (``listed`` octets, LIST said) into ``target``
+    (synced and in ``new/`` when this returns), or only read it without it: its size
+    and its header. Streamed, a chunk at a time: memory does not grow with the
+    message. Nothing of it stays in the Maildir when it fails or runs past
+    :func:`size_bound` (:class:`MessageOverrun`)."""
+    staging = target.begin(b"") if target is not None else None
+    head = _Head()
+    size = 0
+    bound = size_bound(listed)
+    try:
+        async for chunk in client.retrieve_chunks(number):
+            size += len(chunk)
+            if size > bound:
+                raise MessageOverrun(
+                    f"message {number} runs past {bound} octets, where LIST said {listed}: "
+                    "refused, and nothing more fetched"
+                )
+            head.feed(chunk)
+            if staging is not None:
+                staging.write(chunk)
+        if staging is not None:
+            staged = await asyncio.to_thread(staging.finish)
+            staging = None  # finished: a failure to commit removes the file below
+            try:
+                await asyncio.to_thread(staged.commit)
+            except BaseException:
+                staged.discard()
+                raise
+    finally:
+        if staging is not None:
+            staging.discard()
+    return size, bytes(head.data)
 
 
 _SASL_CLIENTS: dict[str, Callable[[str, str], ClientMechanism]] = {
