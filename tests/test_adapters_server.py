@@ -849,7 +849,25 @@ def test_graceful_shutdown_finishes_messages_in_flight(adapter: str) -> None:
     assert envelope.content == b"Subject: in flight\r\n\r\nbody\r\n"
 
 
-def test_shutdown_cuts_off_sessions_after_the_grace_period(adapter: str) -> None:
+@pytest.mark.parametrize(
+    "script",
+    [
+        pytest.param([b"MAIL FROM:<a@abc.example>\r\n"], id="mid-transaction"),
+        pytest.param(
+            [
+                b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\nDATA\r\n",
+                b"Subject: x\r\n",
+            ],
+            id="mid-data",
+        ),
+    ],
+)
+def test_shutdown_cuts_off_sessions_after_the_grace_period(
+    adapter: str, script: list[bytes]
+) -> None:
+    """Cut off, a session still gets the 421 that says the service shuts down: RFC
+    5321 §3.8 lets a server close only after QUIT, a timeout, or that 421 (a client
+    in DATA saw the connection end, and could not tell a shutdown from a crash)."""
     handler = Recorder()
     with (
         running_smtp_server(adapter, handler) as server,
@@ -857,8 +875,10 @@ def test_shutdown_cuts_off_sessions_after_the_grace_period(adapter: str) -> None
     ):
         s.recv_reply()
         s.command(b"EHLO client.test")
-        s.send(b"MAIL FROM:<a@abc.example>\r\n")
-        s.recv_reply()
+        s.send(script[0])
+        for _ in script[0].splitlines():
+            s.recv_reply()
+        s.send(b"".join(script[1:]))
         started = time.monotonic()
 
         async def close() -> None:
@@ -866,9 +886,11 @@ def test_shutdown_cuts_off_sessions_after_the_grace_period(adapter: str) -> None
 
         server.call(close)
         assert time.monotonic() - started < 5
+        assert s.recv_reply().startswith(b"421 4.3.2 ")
         assert s.recv_some() == b""
         assert server.active_sessions == 0
     assert handler.events[-1] == "reset"
+    assert handler.messages == []
 
 
 # -- the transports themselves ----------------------------------------------------------

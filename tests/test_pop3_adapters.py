@@ -1102,6 +1102,28 @@ def test_a_client_that_stops_reading_is_cut_off_at_the_grace_period(
     assert took < 3.0, took  # the close's own 5 s wait came on top of the grace before
 
 
+def test_a_session_cut_off_at_the_grace_period_is_told_the_server_shuts_down(
+    adapter: str,
+) -> None:
+    """A session still busy when the grace runs out (here a password check that
+    hangs) gets ``-ERR [SYS/TEMP] Server shutting down`` before the close, as an idle
+    one does at once: it saw the connection end without a word."""
+    with (
+        running_pop3_server(adapter, FaultyStore(adapter, "check_password: hangs")) as server,
+        raw(server.port) as sock,
+    ):
+        read_until(sock, b"\r\n")
+        sock.sendall(b"USER alice\r\n")
+        read_until(sock, b"\r\n")
+        sock.sendall(b"PASS wonderland\r\n")
+        time.sleep(0.1)
+        started = time.monotonic()
+        server.call(lambda: server.server.aclose(grace=0.3))
+        assert time.monotonic() - started < 5
+        assert read_until(sock, b"\r\n") == b"-ERR [SYS/TEMP] Server shutting down\r\n"
+        assert sock.recv(100) == b""
+
+
 @pytest.mark.parametrize("password_length", [177, 180])
 def test_our_client_sends_an_initial_response_while_the_auth_line_fits(
     adapter: str, password_length: int

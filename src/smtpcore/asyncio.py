@@ -50,7 +50,7 @@ from smtpcore._driver import (
 )
 from smtpcore._driver._client_constructors import ClientConstructors, Options
 from smtpcore._driver._content import Content
-from smtpcore._driver._listener import BaseListener, ListenedSession
+from smtpcore._driver._listener import LAST_WORDS, BaseListener, ListenedSession
 from smtpcore._driver._logtext import describe_error
 from smtpcore._driver._pop3_client import (
     BasePOP3Client,
@@ -922,7 +922,9 @@ class _Listener(BaseListener[_S]):
         return bool(done)
 
     async def _end_sessions(self, grace: float | None) -> None:
-        """Have every session say goodbye, and cut off those still there after ``grace``.
+        """Have every session say goodbye, and cut off those still there after ``grace``:
+        each is interrupted to write its shutting-down reply (RFC 5321 §3.8), and
+        cancelled if it has not ended :data:`LAST_WORDS` seconds later.
 
         A cut-off session is cancelled again while it still waits, on its close, for a
         client that does not read to take its last bytes: asyncio's cancellation is
@@ -930,6 +932,9 @@ class _Listener(BaseListener[_S]):
         out its own timeout past the grace."""
         self.state.begin_shutdown()
         if await self._until_idle(grace):
+            return
+        self.state.cut_off()
+        if await self._until_idle(LAST_WORDS):
             return
         for _ in range(_CUT_OFF_ROUNDS):
             for runner in list(getattr(self, "_runners", ())):

@@ -42,7 +42,7 @@ from smtpcore._driver import (
 )
 from smtpcore._driver._client_constructors import ClientConstructors, Options
 from smtpcore._driver._content import Content
-from smtpcore._driver._listener import BaseListener, ListenedSession
+from smtpcore._driver._listener import LAST_WORDS, BaseListener, ListenedSession
 from smtpcore._driver._logtext import describe_error
 from smtpcore._driver._pop3_client import (
     BasePOP3Client,
@@ -1084,6 +1084,11 @@ class _Listener(BaseListener[_S]):
         with trio.move_on_after(math.inf if grace is None else grace) as scope:
             scope.shield = True
             await self._all_done.wait()
+        if not self._all_done.is_set():
+            self.state.cut_off()  # each writes its shutting-down reply (RFC 5321 §3.8)
+            with trio.move_on_after(LAST_WORDS) as scope:
+                scope.shield = True
+                await self._all_done.wait()
         if not self._all_done.is_set():
             self._sessions_scope.cancel()
             for scope in list(self._stream_scopes or ()):

@@ -15,7 +15,7 @@ import socket
 import stat
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
 from smtpcore._driver._logtext import describe_error
 from smtpcore._driver._proxied import Network, ip_peer, peer_text, read_proxy_header, trusted
@@ -25,6 +25,7 @@ from smtpcore._ip import unmapped
 from smtpcore.proxy import ProxyProtocolError
 
 __all__ = [
+    "LAST_WORDS",
     "BaseListener",
     "ConnectionLost",
     "ListenedSession",
@@ -45,12 +46,21 @@ class ListenedSession(Protocol):
         """Interrupt a wait for the next command (graceful shutdown)."""
         ...
 
+    def cut_off(self) -> None:
+        """Interrupt whatever the session does, so that it closes with the
+        shutting-down reply (the grace period of a shutdown is over)."""
+        ...
+
     def log_failure(self) -> None:
         """Log the exception being handled as the session's failure."""
         ...
 
 
 S = TypeVar("S", bound=ListenedSession)
+
+LAST_WORDS: Final = 1.0
+"""Seconds the sessions cut off at the end of a shutdown's grace period have to write
+their shutting-down reply and close, before they are cancelled outright."""
 
 
 class SessionRegistry(Generic[S]):
@@ -101,6 +111,8 @@ class SessionRegistry(Generic[S]):
         self.per_address: dict[str, int] = {}
         """Live sessions by peer address (only with ``max_per_address``)."""
         self.stopping = False
+        self.cutting_off = False
+        """True once the grace period of the shutdown is over (see :meth:`cut_off`)."""
         self.proxied = bool(self.proxy_networks)
         """Whether a connection may name its real client later (see
         :meth:`client_named_later`, asked only then: a subclass that says otherwise
@@ -184,6 +196,16 @@ class SessionRegistry(Generic[S]):
             session.wake_if_idle()
         if not self.sessions and self.on_empty is not None:
             self.on_empty()
+
+    def cut_off(self) -> None:
+        """The grace period is over: every session still there is interrupted, and says
+        the shutting-down reply as it closes (SMTP's 421 4.3.2, POP3's ``-ERR
+        [SYS/TEMP]``), for RFC 5321 §3.8 lets a server close a connection only after
+        QUIT, a timeout, or a 421 that says it shuts down. The adapter gives them
+        :data:`LAST_WORDS` seconds for it, then cancels what is left."""
+        self.cutting_off = True
+        for session in list(self.sessions):
+            session.cut_off()
 
     def remove(self, session: S) -> None:
         """Stop counting ``session`` (it ended, or its task never ran); safe twice."""
@@ -442,6 +464,15 @@ class ServedSession:
         if not self.state.proxy_networks:
             return self.session.peer
         return await self._client_from_proxy(timeout, send_timeout)
+
+    def cut_off(self) -> None:
+        """Interrupt the session wherever it is, as its watchdog going off does: its
+        :meth:`_close` then writes the shutting-down reply. A session not yet in
+        its loop (a TLS handshake, the greeting) has no watchdog to go off: the
+        adapter's cancellation ends it."""
+        watchdog = getattr(self, "_watchdog", None)  # unset before the loop
+        if watchdog is not None:
+            watchdog.expire()
 
     async def _client_from_proxy(
         self, timeout: float | None, send_timeout: float | None

@@ -500,7 +500,7 @@ class ServerSession(ServedSession):
 
     async def _close(self, timed_out: bool) -> None:
         if timed_out:
-            if self._waited_idle and self.state.stopping:
+            if self.state.stopping and (self._waited_idle or self.state.cutting_off):
                 reply = Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2")
             else:
                 reply = Reply(421, f"{self.options.hostname} Timeout exceeded", "4.4.2")
