@@ -287,3 +287,20 @@ def test_an_auth_exchange_of_drawn_responses_reads_back(data: st.DataObject) -> 
     expected = pop3.State.TRANSACTION if isinstance(response[0], pop3.Ok) else None
     if expected is not None:
         assert pair.client.state is expected and pair.server.state is expected
+
+
+# Every command of RFC 1939 (its optional ones too), CAPA (2449), STLS (2595),
+# AUTH (5034) and UTF8 (6856), as it starts a line: with its argument, or alone.
+POP3_LINE_STARTS = [
+    *(b"USER ", b"PASS ", b"APOP ", b"STAT\r\n", b"LIST ", b"RETR ", b"DELE "),
+    *(b"NOOP\r\n", b"RSET\r\n", b"QUIT\r\n", b"TOP ", b"UIDL ", b"UIDL\r\n"),
+    *(b"CAPA\r\n", b"STLS\r\n", b"AUTH ", b"UTF8\r\n", b"*\r\n"),
+]
+
+
+@pytest.mark.parametrize("start", POP3_LINE_STARTS)
+def test_every_pop3_command_is_drawn_as_a_valid_line(start: bytes) -> None:
+    """``pop3_command_lines`` draws every command (DELE was only ever drawn as the
+    hostile ``DELE 0``), and the ``*`` that cancels an AUTH exchange."""
+    line = find(sst.pop3_command_lines(), lambda line: line.startswith(start))
+    assert line.endswith(b"\r\n")

@@ -442,8 +442,10 @@ _VALID_LINES: Final = (
     b"LIST\r\n",
     b"LIST 1\r\n",
     b"RETR 1\r\n",
+    b"DELE 1\r\n",
     b"TOP 1 0\r\n",
     b"UIDL\r\n",
+    b"UIDL 1\r\n",
     b"NOOP\r\n",
     b"RSET\r\n",
     b"QUIT\r\n",
@@ -466,7 +468,9 @@ _HOSTILE_LINES: Final = (
 
 def pop3_command_lines(*, hostile: bool = False) -> st.SearchStrategy[bytes]:
     """One client line, CRLF included: every command of RFC 1939 and its
-    extensions, SASL responses among them; ``hostile=True`` adds bad
+    extensions (RFC 2449, 2595, 5034, 6856), the wire form of
+    :func:`pop3_commands` with every capability listed, QUIT, and SASL
+    responses; ``hostile=True`` adds bad
     message numbers (zero, negative, non-ASCII digits, 300 digits), missing
     arguments, bare CR or LF, NUL, over-long lines and arbitrary bytes.
 
@@ -484,7 +488,13 @@ def pop3_command_lines(*, hostile: bool = False) -> st.SearchStrategy[bytes]:
     ...     assert server.buffered <= server.max_buffered + len(line)
     >>> test_memory_stays_bounded()
     """
-    valid = st.sampled_from(_VALID_LINES)
+    events = st.one_of(
+        pop3_commands(login=True, capabilities=POP3_CAPABILITIES | {"UTF8"}),
+        st.just(pop3.Quit()),
+        st.builds(pop3.AuthResponse, st.binary(max_size=30)),
+        st.just(pop3.AuthResponse(cancel=True)),
+    )
+    valid = st.one_of(st.sampled_from(_VALID_LINES), events.map(format_command))
     if not hostile:
         return valid
     return st.one_of(valid, st.sampled_from(_HOSTILE_LINES), st.binary(max_size=30))
