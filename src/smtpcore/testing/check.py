@@ -490,7 +490,9 @@ def check_starttls_injection(probe: Probe) -> str:
 
 
 def check_command_line_length(probe: Probe) -> str:
-    """An over-long command line is one line: one reply, 250 or 500 (RFC 5321 §4.5.3.1.4).
+    """An over-long command line is one line: one reply, 250 or 500.
+
+    RFC 5321 §4.5.3.1.4 sets the limit, §4.5.3.1.9 gives "500 Line too long".
 
     A 10,000-octet ``NOOP`` line, then ``NOOP`` and ``QUIT``; a server that
     cuts the line at its limit and reads the rest as more commands answers
