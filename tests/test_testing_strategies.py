@@ -8,6 +8,7 @@ stays out of ``import smtpcore``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import subprocess
 import sys
@@ -337,3 +338,11 @@ def test_permissive_answer_refuses_rejected_lmtp_content_once_per_recipient() ->
     assert isinstance(events[-1], RejectedMessage)
     assert out.count(b"\r\n") == 2 and out.startswith(b"550")
     assert conn.state is smtp.State.READY
+
+
+
+@given(st.one_of(sst.replies(codes=[334]), sst.replies().filter(lambda r: r.code == 334)))
+def test_a_334_reply_is_one_base64_challenge(reply: Reply) -> None:
+    """RFC 4954 §4: the text of a 334 is the base64 challenge and nothing else."""
+    [text] = reply.lines
+    base64.b64decode(text, validate=True)

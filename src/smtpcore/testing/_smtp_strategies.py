@@ -9,6 +9,7 @@ each answer to a 334 challenge is a group of its own (RFC 4954 §4).
 
 from __future__ import annotations
 
+import base64
 import itertools
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
@@ -816,7 +817,8 @@ def replies(
 
     ``codes`` narrows the codes (all of RFC 5321's and its extensions' by
     default); with ``enhanced``, 2xx, 4xx and 5xx replies may carry an
-    enhanced status code (RFC 3463).
+    enhanced status code (RFC 3463). A 334 is one line holding nothing but
+    a base64 challenge, perhaps empty (RFC 4954 §4).
 
     >>> sst.replies(codes=[250, 550]).example()  # doctest: +SKIP
     Reply(code=550, text=('no such user',), status=EnhancedStatus(5, 1, 1))
@@ -827,6 +829,8 @@ def replies(
     @st.composite
     def build(draw: st.DrawFn) -> Reply:
         number = draw(code)
+        if number == 334:
+            return Reply(334, base64.b64encode(draw(st.binary(max_size=60))).decode("ascii"))
         status = None
         if enhanced and number // 100 != 3 and draw(st.booleans()):
             status = EnhancedStatus(
@@ -867,8 +871,8 @@ def reply_lines(*, hostile: bool = False) -> st.SearchStrategy[bytes]:
     what a client must refuse or survive: missing or extra digits, codes out
     of range, non-ASCII digits, a code that changes inside a multi-line
     reply, bare LF or CR endings, NUL and invalid UTF-8, over-long lines and
-    too many lines, a 421 where another reply was due, and a reply glued to
-    an unsolicited one.
+    too many lines, a 421 where another reply was due, a 334 whose text is
+    not base64, and a reply glued to an unsolicited one.
 
     >>> from hypothesis import given
     >>> from smtpcore import ProtocolError
