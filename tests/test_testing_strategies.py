@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
 import subprocess
 import sys
 
@@ -346,3 +347,22 @@ def test_a_334_reply_is_one_base64_challenge(reply: Reply) -> None:
     """RFC 4954 §4: the text of a 334 is the base64 challenge and nothing else."""
     [text] = reply.lines
     base64.b64decode(text, validate=True)
+
+
+_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+")
+_QUOTED_STRING = re.compile(r'"(?:[ !#-\[\]-~]|\\[ -~])*"')
+
+
+@settings(max_examples=400)  # cheap draws; the four commands are a third of them
+@given(sst.commands())
+def test_string_arguments_are_rfc_5321_strings(command: smtp.Command) -> None:
+    """NOOP, HELP, VRFY and EXPN take a String (RFC 5321 §4.1.1.6-9, §4.1.2: an
+    atom or a quoted string, "." and "@" are no atext); VRFY and EXPN a mailbox too."""
+    if not isinstance(command, smtp.Noop | smtp.Help | smtp.Vrfy | smtp.Expn):
+        return
+    argument = command.argument
+    if not argument or _ATOM.fullmatch(argument) or _QUOTED_STRING.fullmatch(argument):
+        assert argument or isinstance(command, smtp.Noop | smtp.Help)
+        return
+    assert isinstance(command, smtp.Vrfy | smtp.Expn), argument
+    parse_mailbox(argument)

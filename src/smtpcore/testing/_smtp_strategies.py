@@ -47,7 +47,7 @@ from smtpcore.smtp import (
     xtext,
 )
 from smtpcore.smtp._commands import format_command
-from smtpcore.testing._addresses import domains, mailboxes, paths
+from smtpcore.testing._addresses import _ATEXT, domains, mailboxes, paths
 from smtpcore.testing._content import message_contents
 
 __all__ = [
@@ -333,7 +333,19 @@ def _parameters(
 # -- single commands ----------------------------------------------------------------
 
 
-_WORDS: Final = st.from_regex(r"[A-Za-z0-9.@_+-]{1,20}", fullmatch=True)
+_QTEXT: Final = "".join(chr(code) for code in range(32, 127) if chr(code) not in '"\\')
+_STRINGS: Final = st.one_of(
+    st.text(st.sampled_from(_ATEXT), min_size=1, max_size=20),
+    st.lists(
+        st.one_of(
+            st.sampled_from(_QTEXT),
+            st.characters(min_codepoint=32, max_codepoint=126).map(lambda char: "\\" + char),
+        ),
+        max_size=15,
+    ).map(lambda parts: '"' + "".join(parts) + '"'),
+)
+"""RFC 5321 §4.1.2 String = Atom / Quoted-string, the argument of VRFY, EXPN, HELP
+and NOOP (§4.1.1.6 to §4.1.1.9): atext only, or qtextSMTP and quoted pairs in quotes."""
 
 
 def _mail(sender: Mailbox | None, params: Parameters) -> Mail:
@@ -350,7 +362,9 @@ def commands(
 
     ``extensions`` limits parameters and the commands of extensions
     (``BDAT`` needs CHUNKING, ``STARTTLS``, ``AUTH``); ``lmtp`` uses LHLO for
-    the greeting command (RFC 2033).
+    the greeting command (RFC 2033). NOOP, HELP, VRFY and EXPN take an RFC
+    5321 String (an atom or a quoted string, §4.1.2); VRFY and EXPN may
+    take a mailbox instead, as clients use them (§3.5).
 
     >>> from hypothesis import given
     >>> from smtpcore.smtp import Auth, Bdat, StartTls
@@ -371,11 +385,11 @@ def commands(
         st.builds(Rcpt, mailboxes(utf8=utf8), rcpt_parameters(extensions=offered)),
         st.just(Data()),
         st.just(Rset()),
-        st.builds(Noop, st.just("") | _WORDS),
+        st.builds(Noop, st.just("") | _STRINGS),
         st.just(Quit()),
-        st.builds(Vrfy, _WORDS),
-        st.builds(Expn, _WORDS),
-        st.builds(Help, st.just("") | _WORDS),
+        st.builds(Vrfy, _STRINGS | mailboxes().map(str)),
+        st.builds(Expn, _STRINGS | mailboxes().map(str)),
+        st.builds(Help, st.just("") | _STRINGS),
     ]
     if "CHUNKING" in offered:
         options.append(st.builds(Bdat, st.integers(0, 10_000), st.booleans()))
