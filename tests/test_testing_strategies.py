@@ -341,6 +341,55 @@ def test_permissive_answer_refuses_rejected_lmtp_content_once_per_recipient() ->
     assert conn.state is smtp.State.READY
 
 
+def _replies_in(conn: ServerConnection, line: bytes) -> list[bytes]:
+    """The final reply lines ``conn`` writes for ``line``."""
+    _, out = run_server(conn, line)
+    return [reply for reply in out.split(b"\r\n")[:-1] if reply[3:4] != b"-"]
+
+
+@settings(max_examples=200)  # cheap examples: reach the fixed lists and the built ones
+@given(st.data())
+def test_broken_lines_are_refused_in_any_state(data: st.DataObject) -> None:
+    """What ``command_lines(hostile=True)`` and ``sessions(hostile=True)`` slip in as
+    broken is refused with a 5xx, before MAIL and inside a transaction: a lower-case
+    verb (RFC 5321 §2.4) or a source route (§4.1.1.3) once passed for broken."""
+    from smtpcore.testing._smtp_strategies import _broken_lines
+
+    line = data.draw(_broken_lines(sst.EXTENSIONS))
+    for opening in (b"", b"MAIL FROM:<>\r\nRCPT TO:<bob@pqr.example>\r\n"):
+        conn = _server(chunking=True)
+        run_server(conn, opening)
+        replies = _replies_in(conn, line)
+        assert replies and all(reply.startswith(b"5") for reply in replies), (line, replies)
+
+
+@settings(max_examples=20)  # whole sessions: slow draws
+@given(sst.sessions(extensions={"PIPELINING", "SIZE", "8BITMIME", "DSN"}, hostile=True))
+def test_hostile_sessions_deliver_what_their_valid_commands_say(
+    session: sst.ClientSession,
+) -> None:
+    """Every broken line is refused: none adds a transaction or a recipient, the
+    server sees the session's own envelopes, and a 5xx answers each broken line."""
+    conn = ServerConnection("mx.test", dsn=True)
+    conn.send(Reply(220, "mx.test ESMTP"))
+    seen: list[smtp.Event] = []
+    for write in session.writes():
+        events, _ = run_server(conn, write)
+        seen += events
+    envelope = (smtp.Mail, smtp.Rcpt)
+    assert [e for e in seen if isinstance(e, envelope)] == [
+        item for item in session.events if isinstance(item, envelope)
+    ]
+    broken = sum(isinstance(item, bytes) for item in session.events)
+    assert sum(isinstance(e, BadCommand) for e in seen) >= broken
+
+
+def test_valid_command_lines_write_verbs_in_any_case() -> None:
+    """Verbs are case-insensitive (RFC 5321 §2.4): valid lines, not broken ones."""
+    lower = find(sst.command_lines(), lambda line: line.startswith(b"mail from:"))
+    conn = _server()
+    assert _replies_in(conn, lower)[0].startswith(b"250")
+
 
 @given(st.one_of(sst.replies(codes=[334]), sst.replies().filter(lambda r: r.code == 334)))
 def test_a_334_reply_is_one_base64_challenge(reply: Reply) -> None:

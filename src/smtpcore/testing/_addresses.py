@@ -19,6 +19,7 @@ from smtpcore.address import (
     AddressError,
     Mailbox,
     parse_domain,
+    parse_path,
 )
 
 __all__ = [
@@ -216,8 +217,8 @@ def _mailbox_or_none(local: str, domain: str) -> Mailbox | None:
         return None
 
 
-# Paths a server must refuse (501 5.1.3 or 553) or must read with care.
-_HOSTILE_PATHS: Final = (
+# Paths no parser may take (RFC 5321 §4.1.2, §4.5.3.1): a server must refuse them (501).
+_BROKEN_PATHS: Final = (
     "<" + "l" * (MAX_LOCAL_PART_OCTETS + 1) + "@abc.example>",
     "<x@" + _domain_of_length(MAX_DOMAIN_OCTETS + 1) + ">",
     "<" + "l" * 64 + "@" + _domain_of_length(MAX_PATH_OCTETS - 2 - 64 - 1 + 1) + ">",
@@ -246,15 +247,20 @@ _HOSTILE_PATHS: Final = (
     "<john\x00@abc.example>",
     "<john\r@abc.example>",
     "<john\x7f@abc.example>",
-    "<jöhn@abc.example>",
-    "<john@exämple.test>",
     "<john@ex\u3002ample>",
+    # A-d-l = At-domain *( "," At-domain ), At-domain = "@" Domain: no address literal.
     "<@relay.example,@[192.0.2.1]:john@abc.example>",
-    "<@relay.example:john@abc.example>",
-    "<postmaster>",
-    "<Postmaster>",
-    "<>",
 )
+# Paths a server must read with care: refused or taken by where they stand.
+_ODD_PATHS: Final = (
+    "<jöhn@abc.example>",  # 553 without SMTPUTF8 (RFC 6531 §3.4), taken with it
+    "<john@exämple.test>",
+    "<@relay.example:john@abc.example>",  # a source route: accepted and ignored (§4.1.1.3)
+    "<postmaster>",  # RCPT TO only (§4.1.1.3)
+    "<Postmaster>",
+    "<>",  # MAIL FROM only
+)
+_HOSTILE_PATHS: Final = _BROKEN_PATHS + _ODD_PATHS
 
 
 # What broken paths are made of: the path syntax's own punctuation, letters that
@@ -288,9 +294,27 @@ def paths(
         options.append(st.just("<>"))
     if hostile:
         options.append(st.sampled_from(_HOSTILE_PATHS))
-        options.append(
-            st.lists(st.sampled_from(_PATH_PIECES), max_size=20).map(
-                lambda pieces: "<" + "".join(pieces) + ">"
-            )
-        )
+        options.append(_pieced_paths())
     return st.one_of(options)
+
+
+def _pieced_paths() -> st.SearchStrategy[str]:
+    return st.lists(st.sampled_from(_PATH_PIECES), max_size=20).map(
+        lambda pieces: "<" + "".join(pieces) + ">"
+    )
+
+
+def _unparsable(path: str) -> bool:
+    try:
+        parse_path(path, allow_postmaster=True)
+    except AddressError:
+        return True
+    return False
+
+
+def broken_paths() -> st.SearchStrategy[str]:
+    """Paths that :func:`~smtpcore.address.parse_path` refuses wherever they stand,
+    so that a server must refuse them too: the broken part of ``paths(hostile=True)``,
+    without its valid paths, source routes, ``<Postmaster>``, ``<>`` and non-ASCII
+    paths (which SMTPUTF8 makes valid)."""
+    return st.one_of(st.sampled_from(_BROKEN_PATHS), _pieced_paths().filter(_unparsable))

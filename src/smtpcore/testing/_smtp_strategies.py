@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import base64
 import itertools
-from collections.abc import Collection, Iterator, Sequence
+import re
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -47,7 +48,7 @@ from smtpcore.smtp import (
     xtext,
 )
 from smtpcore.smtp._commands import format_command
-from smtpcore.testing._addresses import _ATEXT, domains, mailboxes, paths
+from smtpcore.testing._addresses import _ATEXT, _ODD_PATHS, broken_paths, domains, mailboxes
 from smtpcore.testing._content import message_contents
 
 __all__ = [
@@ -123,8 +124,10 @@ def xtexts(*, hostile: bool = False) -> st.SearchStrategy[str]:
     )
     if not hostile:
         return valid
-    malformed = ["+", "+2", "+zz", "+2b", "a=b", "x+", "+G0", "a+0D+0Ab", "+00"]
-    return st.one_of(valid, st.sampled_from(malformed))
+    return st.one_of(valid, st.sampled_from(_MALFORMED_XTEXTS))
+
+
+_MALFORMED_XTEXTS: Final = ("+", "+2", "+zz", "+2b", "a=b", "x+", "+G0", "a+0D+0Ab", "+00")
 
 
 def _numbers() -> st.SearchStrategy[str]:
@@ -159,11 +162,12 @@ def mail_parameters(
     Parameters({'SIZE': '1024', 'RET': 'HDRS'})
     """
     offered = {name.upper() for name in extensions}
+    # Values are as case-insensitive as the rest of the ABNF (RFC 5234 §2.3): 7bit, hdrs.
     choices: list[st.SearchStrategy[tuple[str, str | None]]] = []
     if "SIZE" in offered:
         choices.append(st.tuples(st.just("SIZE"), _numbers()))
     if "8BITMIME" in offered:
-        choices.append(st.tuples(st.just("BODY"), st.sampled_from(["7BIT", "8BITMIME"])))
+        choices.append(st.tuples(st.just("BODY"), st.sampled_from(["7BIT", "8BITMIME", "7bit"])))
     if "SMTPUTF8" in offered:
         choices.append(st.just(("SMTPUTF8", None)))
     if "DSN" in offered:
@@ -177,17 +181,21 @@ def mail_parameters(
             )
         )
     if hostile:
-        choices += [
-            st.tuples(st.sampled_from(["SIZE", "size"]), _hostile_numbers()),
-            st.tuples(st.just("BODY"), st.sampled_from(["BINARY", "8BIT", "7bit", "X"])),
-            st.tuples(st.just("RET"), st.sampled_from(["NONE", "FULL,HDRS"])),
-            # A raw "=" is no esmtp-value at all: Parameters cannot hold it, and
-            # command_lines(hostile=True) writes it on a line instead.
-            st.tuples(st.just("ENVID"), xtexts(hostile=True).filter(lambda v: "=" not in v)),
-            st.tuples(st.sampled_from(["X-FOO", "NOTIFY", "ORCPT"]), st.just("1")),
-            st.tuples(st.sampled_from(["SIZE", "BODY", "RET", "ENVID"]), st.none()),
-        ]
+        choices += _HOSTILE_MAIL_PARAMETERS
     return _parameters(choices)
+
+
+_HOSTILE_MAIL_PARAMETERS: Final[list[st.SearchStrategy[tuple[str, str | None]]]] = [
+    st.tuples(st.sampled_from(["SIZE", "size"]), _hostile_numbers()),
+    st.tuples(st.just("BODY"), st.sampled_from(["BINARY", "8BIT", "X"])),
+    st.tuples(st.just("RET"), st.sampled_from(["NONE", "FULL,HDRS"])),
+    # A raw "=" is no esmtp-value at all: Parameters cannot hold it, and
+    # command_lines(hostile=True) writes it on a line instead.
+    st.tuples(st.just("ENVID"), st.sampled_from([v for v in _MALFORMED_XTEXTS if "=" not in v])),
+    st.tuples(st.sampled_from(["X-FOO", "NOTIFY", "ORCPT"]), st.just("1")),
+    st.tuples(st.sampled_from(["SIZE", "BODY", "RET", "ENVID"]), st.none()),
+]
+"""MAIL parameters a server must refuse (501 or 555), whatever it offers."""
 
 
 def rcpt_parameters(
@@ -238,15 +246,19 @@ def rcpt_parameters(
             )
         )
     if hostile:
-        choices += [
-            st.tuples(
-                st.just("NOTIFY"),
-                st.sampled_from(["NEVER,SUCCESS", "SOMETIMES", "SUCCESS,SUCCESS"]),
-            ),
-            st.tuples(st.just("ORCPT"), st.sampled_from(["bob@pqr.example", "rfc822;+zz", ";x"])),
-            st.tuples(st.sampled_from(["X-FOO", "SIZE", "BODY"]), st.just("1")),
-        ]
+        choices += _HOSTILE_RCPT_PARAMETERS
     return _parameters(choices)
+
+
+_HOSTILE_RCPT_PARAMETERS: Final[list[st.SearchStrategy[tuple[str, str | None]]]] = [
+    st.tuples(
+        st.just("NOTIFY"),
+        st.sampled_from(["NEVER,SUCCESS", "SOMETIMES", "SUCCESS,SUCCESS"]),
+    ),
+    st.tuples(st.just("ORCPT"), st.sampled_from(["bob@pqr.example", "rfc822;+zz", ";x"])),
+    st.tuples(st.sampled_from(["X-FOO", "SIZE", "BODY"]), st.just("1")),
+]
+"""RCPT parameters a server must refuse (501 or 555), whatever it offers."""
 
 
 _HOSTILE_KEYWORDS: Final = ("-X", "X_Y", "", "\u00e9", "size", "Body", "notify", "X-")
@@ -321,13 +333,13 @@ def parameter_texts(
 
 
 def _parameters(
-    choices: list[st.SearchStrategy[tuple[str, str | None]]],
+    choices: list[st.SearchStrategy[tuple[str, str | None]]], *, min_size: int = 0
 ) -> st.SearchStrategy[Parameters]:
     if not choices:
         return st.just(Parameters())
-    return st.lists(st.one_of(choices), max_size=4, unique_by=lambda item: item[0].upper()).map(
-        Parameters
-    )
+    return st.lists(
+        st.one_of(choices), min_size=min_size, max_size=4, unique_by=lambda item: item[0].upper()
+    ).map(Parameters)
 
 
 # -- single commands ----------------------------------------------------------------
@@ -403,10 +415,8 @@ def commands(
 _HOSTILE_LINES: Final = (
     b"EHLO\r\n",
     b"HELO\r\n",
-    b"MAIL FROM: <john@abc.example>\r\n",
     b"MAIL FROM:john@abc.example\r\n",
     b"MAIL TO:<john@abc.example>\r\n",
-    b"MAIL  FROM:<john@abc.example>\r\n",
     b"RCPT TO:<brendon@pqr.example> NOTIFY\r\n",
     b"RCPT TO:<brendon@pqr.example> =1\r\n",
     b"MAIL FROM:<john@abc.example> ENVID=a=b\r\n",
@@ -436,29 +446,74 @@ _HOSTILE_LINES: Final = (
     b"EXPN\r\n",
     b"x" * 510 + b"\r\n",
     b"x" * 511 + b"\r\n",
+)
+"""Broken lines: each one, in any state, a server must refuse with a 5xx reply."""
+_LENIENT_LINES: Final = (
+    # RFC 5321 §3.3 allows no space around the colon, but it "has been a common
+    # error": Postfix (and smtpcore) take these, stricter servers refuse them.
+    b"MAIL FROM: <john@abc.example>\r\n",
+    b"MAIL  FROM:<john@abc.example>\r\n",
+    # Over 512 octets: the extensions in force may add room (§4.5.3.1.4), and a
+    # server may take longer lines still.
     b"NOOP " + b"x" * 600 + b"\r\n",
 )
+"""Near-valid lines a server may take or refuse (one reply each, either way)."""
 
 
 def _broken_lines(offered: Collection[str]) -> st.SearchStrategy[bytes]:
+    """Lines a server must refuse with a 5xx reply wherever they come, the only
+    ones :func:`sessions` slips in: its refusals must not change the session."""
     return st.one_of(
         st.sampled_from(_HOSTILE_LINES),
         st.builds(
             lambda verb, path: f"{verb}:{path}\r\n".encode("utf-8", "surrogateescape"),
-            st.sampled_from(["MAIL FROM", "RCPT TO", "mail from", "rcpt to"]),
-            paths(hostile=True),
+            st.sampled_from(["MAIL FROM", "RCPT TO"]),
+            broken_paths(),
         ),
         st.builds(
             lambda verb, params: f"{verb} {params}\r\n".encode(),
-            st.sampled_from(["MAIL FROM:<john@abc.example>", "RCPT TO:<brendon@pqr.example>"]),
-            st.one_of(
-                mail_parameters(extensions=offered, hostile=True),
-                rcpt_parameters(extensions=offered, hostile=True),
-            ),
+            st.just("MAIL FROM:<john@abc.example>"),
+            _parameters(_HOSTILE_MAIL_PARAMETERS, min_size=1),
+        ),
+        st.builds(
+            lambda verb, params: f"{verb} {params}\r\n".encode(),
+            st.just("RCPT TO:<brendon@pqr.example>"),
+            _parameters(_HOSTILE_RCPT_PARAMETERS, min_size=1),
         ),
         _number_lines(),
         _number_lines(),  # twice the weight: numbers on the wire are where parsers crash
     )
+
+
+def _near_valid_lines() -> st.SearchStrategy[bytes]:
+    """Lines a server may take or refuse: lenient syntax, and paths that are
+    valid in one place and not in another (source routes, ``<Postmaster>``, ``<>``,
+    non-ASCII ones that need SMTPUTF8)."""
+    return st.one_of(
+        st.sampled_from(_LENIENT_LINES),
+        st.builds(
+            lambda verb, path: f"{verb}:{path}\r\n".encode(),
+            st.sampled_from(["MAIL FROM", "RCPT TO"]),
+            st.sampled_from(_ODD_PATHS),
+        ),
+    )
+
+
+_VERB: Final = re.compile(rb"MAIL FROM:|RCPT TO:|[A-Z]+")
+_CASES: Final[tuple[Callable[[bytes], bytes], ...]] = (
+    bytes.upper,
+    bytes.upper,
+    bytes.lower,
+    bytes.title,
+)
+
+
+def _in_case(line: bytes, case: Callable[[bytes], bytes]) -> bytes:
+    """``line`` with its verb (and MAIL's ``FROM:``, RCPT's ``TO:``) in another case:
+    verbs are case-insensitive (RFC 5321 §2.4)."""
+    verb = _VERB.match(line)
+    assert verb is not None  # format_command writes verbs in upper case
+    return case(verb.group()) + line[verb.end() :]
 
 
 def _number_lines() -> st.SearchStrategy[bytes]:
@@ -477,19 +532,29 @@ def command_lines(
 ) -> st.SearchStrategy[bytes]:
     """One command line as a client writes it, CRLF included.
 
-    Valid by default (the wire form of :func:`commands`); ``hostile=True``
-    adds near-valid and broken lines a server must answer with 500, 501 or
-    555 and survive: missing arguments, a space after the colon, bare CR or
-    LF endings, NUL, invalid UTF-8, lines at and over the 512-octet limit,
-    hostile paths and ESMTP parameters with non-ASCII digits.
+    Valid by default: the wire form of :func:`commands`, its verb in upper,
+    lower or mixed case (verbs are case-insensitive, RFC 5321 §2.4).
+
+    ``hostile=True`` adds broken lines, which a server must refuse with a
+    5xx reply in any state and survive: missing arguments, bare CR or LF
+    inside a line, NUL, invalid UTF-8, unknown verbs at and over the
+    512-octet limit, broken paths, ESMTP parameters a server must refuse,
+    numbers with non-ASCII digits. And a few near-valid lines a server may
+    take or refuse, as long as it answers each once: a space after the
+    colon (§3.3 forbids it, many servers allow it), a NOOP over 512 octets
+    (extensions add room, §4.5.3.1.4), and paths valid in one place only: a
+    source route (accepted and ignored, §4.1.1.3), ``<Postmaster>`` (RCPT
+    only), ``<>`` (MAIL only), non-ASCII paths (with SMTPUTF8 only).
 
     >>> sst.command_lines(hostile=True).example()  # doctest: +SKIP
     b'MAIL FROM:<john@abc.example> SIZE=\\xd9\\xa3\\r\\n'
     """
-    valid = commands(extensions=extensions).map(format_command)
+    valid = st.builds(
+        _in_case, commands(extensions=extensions).map(format_command), st.sampled_from(_CASES)
+    )
     if not hostile:
         return valid
-    return st.one_of(valid, _broken_lines(extensions))
+    return st.one_of(valid, _broken_lines(extensions), _near_valid_lines())
 
 
 # -- whole client sessions ----------------------------------------------------------
