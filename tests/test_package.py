@@ -39,6 +39,10 @@ IO_MODULES: tuple[str, ...] = (
     "smtpcore.server*",
     "smtpcore.__main__",
     "smtpcore.routing.dnspython",
+    # The Maildir mailstore: files, and a worker thread of the running framework
+    # for the work that touches many of them.
+    "smtpcore.maildrop",
+    "smtpcore._threads",
     # The testing toolkit: Hypothesis (the testing extra), and tools that talk to
     # servers over sockets or drive a fuzzer's clock and randomness.
     "smtpcore.testing*",

@@ -23,7 +23,7 @@ from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore.smtp import BadCommand, EndOfMessage, RejectedMessage, Reply, ServerConnection
 from smtpcore.smtp._extension import Extension, ServerFacts
 from smtpcore.smtp._server_config import ServerConfig
-from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, State, next_state
+from smtpcore.smtp._state import DISCARDING, END_OF_DATA_RULE, RULES, State, next_state
 from smtpcore.testing import strategies as sst
 
 TRANSACTION = ("_utf8_transaction", "_binary_transaction", "_accepted", "_overshoot")
@@ -232,8 +232,8 @@ def test_a_success_moves_to_the_state_its_rule_names_as_move_says() -> None:
 
 def _through_the_buffer(conn: ServerConnection, data: bytes) -> None:
     """``receive_data`` as it was before its inline append: every piece through the
-    line buffer's own ``receive``."""
-    conn._buffer.receive(data, discard=conn.state is State.TLS_PENDING)
+    line buffer's own ``receive``, dropped in the states that read nothing more."""
+    conn._buffer.receive(data, discard=conn.state in DISCARDING)
 
 
 def _fed(
