@@ -879,6 +879,71 @@ def test_bdat_out_of_sequence_skips_its_chunk() -> None:
     assert codes(out)[1:] == ["503 5.5.1", "250 2.0.0"]
 
 
+SMUGGLED = b"RSET\r\nMAIL FROM:<evil@e.example>\r\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        (b"BDAT %d  LAST", "501 5.5.4"),
+        (b"BDAT %d LAST x", "501 5.5.4"),
+        (b"BDAT %d FIRST", "501 5.5.4"),
+        (b"bdat\t%d", "500 5.5.2"),
+        (b"BDAT %d \xff", "500 5.5.2"),
+        (b"BDAT %d \x01", "501 5.5.2"),
+        (b"BDAT 000000000000000%d LAST x", "501 5.5.4"),
+    ],
+)
+def test_bdat_refused_for_its_syntax_skips_its_chunk(line: bytes, code: str) -> None:
+    """RFC 3030 §2: the chunk follows a failed BDAT whatever the reason; read as
+    commands, it would run a transaction of the client's choosing."""
+    conn = greeted()
+    wire = ENVELOPE + line % len(SMUGGLED) + b"\r\n" + SMUGGLED + b"NOOP\r\n"
+    events, out = run(conn, wire)
+    assert codes(out)[-2:] == [code, "250 2.0.0"]
+    assert [type(event) for event in events[-2:]] == [BadCommand, Noop]
+    assert sum(isinstance(event, Mail) for event in events) == 1
+
+
+@pytest.mark.parametrize("hello", [b"HELO client.abc.example\r\n", b"EHLO client.abc.example\r\n"])
+def test_bdat_where_it_is_unknown_skips_its_chunk(hello: bytes) -> None:
+    """After HELO (or with CHUNKING off) BDAT is an unknown command, but a client that
+    sends it sends its chunk too: skipped, never read as commands."""
+    conn = greeted(chunking=not hello.startswith(b"EHLO"))
+    wire = hello + b"BDAT %d LAST\r\n" % len(SMUGGLED) + SMUGGLED + b"NOOP\r\n"
+    events, out = run(conn, wire)
+    assert codes(out)[-2:] == ["500 5.5.2", "250 2.0.0"]
+    assert not any(isinstance(event, Mail | Rset) for event in events)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"BDAT +34 LAST",
+        b"BDAT 34x",
+        b"BDAT \xc2\xb2",
+        b"BDAT",
+        b"BDAT 9" + b"0" * 19,  # 20 digits
+        b"BDAT\x0b34",
+    ],
+)
+@pytest.mark.parametrize("chunking", [True, False])
+def test_bdat_whose_size_cannot_be_read_ends_the_session(line: bytes, chunking: bool) -> None:
+    """No one knows where that chunk ends: 421 and close (RFC 5321 §3.8), as Postfix
+    closes, rather than read it as commands."""
+    conn = greeted(chunking=chunking)
+    run(conn, ENVELOPE)
+    conn.receive_data(line + b"\r\n" + SMUGGLED)
+    with pytest.raises(RemoteProtocolError) as raised:
+        conn.next_event()
+    hint = raised.value.reply_hint
+    assert isinstance(hint, Reply)
+    assert conn.state is State.ERROR
+    assert conn.send(hint).startswith(b"421 4.5.2 mx.pqr.example ")
+    with pytest.raises(RemoteProtocolError):
+        conn.next_event()
+
+
 def test_bdat_size_limit_rejects_at_last() -> None:
     conn = greeted(max_message_size=10)
     run(conn, ENVELOPE)

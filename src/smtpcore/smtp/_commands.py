@@ -57,6 +57,7 @@ from smtpcore.smtp._replies import EnhancedStatus, Reply, shortened
 __all__ = [
     "CommandSyntaxError",
     "VERBS",
+    "chunk_after",
     "format_auth_response",
     "format_command",
     "parse_auth_response",
@@ -151,12 +152,34 @@ def _parameters(text: str) -> Parameters:
         raise CommandSyntaxError(reply(501, "5.5.4", f"Bad parameter syntax: {exc}")) from None
 
 
+_BDAT_DIGITS: Final = 18
+"""The longest chunk size read: under 10**18 octets, more than any server takes."""
+_BDAT_VERB: Final = re.compile(rb"[ \t]*BDAT(?![!-~])", re.IGNORECASE)
+_WSP: Final = re.compile(rb"[ \t]+")
+
+
 def _parse_bdat(argument: str) -> Command:
     words = argument.split(" ")
-    size = parse_number(words[0], max_digits=18)
+    size = parse_number(words[0], max_digits=_BDAT_DIGITS)
     if size is None or len(words) > 2 or (len(words) == 2 and ascii_upper(words[1]) != "LAST"):
         raise _syntax("BDAT size [LAST]")
     return Bdat(size, len(words) == 2)
+
+
+def chunk_after(line: bytes) -> int | None:
+    """The octets that follow ``line``, a command line refused as it stands (unknown,
+    not UTF-8, or not the command's syntax): a BDAT line's chunk follows it whatever
+    the answer (RFC 3030 §2), and read as commands it would run whatever the client
+    put in it. 0 for a line that is not BDAT; None for a BDAT line whose first
+    argument is no size (not ASCII digits, or too many): then no one knows where its
+    chunk ends. BDAT counts so after HELO too, where it is unknown: a client sends its
+    chunk all the same, and an intermediary that knows BDAT sees the chunk as one."""
+    verb = _BDAT_VERB.match(line)
+    if verb is None:
+        return 0
+    rest = line[verb.end() :].rstrip(b"\n").removesuffix(b"\r").strip(b" \t")
+    size = _WSP.split(rest, maxsplit=1)[0]
+    return parse_number(size.decode("latin-1"), max_digits=_BDAT_DIGITS)
 
 
 def _required(cls: type[Vrfy | Expn]) -> Callable[[str], Command]:

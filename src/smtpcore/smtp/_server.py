@@ -25,6 +25,7 @@ from smtpcore._words import ascii_upper
 from smtpcore.sasl import SERVER_MECHANISMS
 from smtpcore.smtp._commands import (
     CommandSyntaxError,
+    chunk_after,
     parse_auth_response,
     parse_command_line,
     parse_everyday_line,
@@ -758,11 +759,11 @@ class ServerConnection:
             ):
                 return self._take_command(line, everyday)
         if not lf_ends and line.find(b"\n", 0, len(line) - 2) >= 0:
-            return self._bad(line, reply(500, "5.5.2", "Bare LF in command; use CRLF"))
+            return self._refused(line, reply(500, "5.5.2", "Bare LF in command; use CRLF"))
         try:
             text = line.rstrip(b"\n").removesuffix(b"\r").decode("utf-8")
         except UnicodeDecodeError:
-            return self._bad(line, reply(500, "5.5.2", "Invalid UTF-8 in command"))
+            return self._refused(line, reply(500, "5.5.2", "Invalid UTF-8 in command"))
         if in_auth:
             return self._auth_response(line, text)
         try:
@@ -773,8 +774,30 @@ class ServerConnection:
                 if self._bad_commands >= config.max_bad_commands:
                     answer = reply(421, "4.7.0", f"{config.hostname} Too many unknown commands")
                     return self._bad(line, answer)
-            return self._bad(line, exc.reply)
+            return self._refused(line, exc.reply)
         return self._take_command(line, command)
+
+    def _refused(self, line: bytes, answer: Reply) -> BadCommand:
+        """A command line refused as it stands (unknown, or not its command's syntax).
+
+        A BDAT line's chunk follows it whatever the answer (RFC 3030 §2: the server
+        discards the chunks of a failed BDAT), so it is skipped, as the chunk of a BDAT
+        refused for its place is. Where the size cannot be read, no one knows where
+        that chunk ends: the session cannot go on, and gets 421 (RFC 5321 §3.8).
+        """
+        if self._state is not _STATE_AUTH:  # an AUTH exchange's line is no command
+            size = chunk_after(line)
+            if size is None:
+                self._state = State.ERROR
+                self._error = RemoteProtocolError(
+                    "a BDAT line whose chunk size cannot be read (RFC 3030 §2)",
+                    reply_hint=reply(
+                        421, "4.5.2", f"{self._config.hostname} Unreadable BDAT chunk size"
+                    ),
+                )
+                raise self._error from None
+            self._skip = size
+        return self._bad(line, answer)
 
     def _take_command(self, line: bytes, command: Command) -> Event:
         """A parsed command: refused here (a ``BadCommand``), or pending its answer.
