@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from smtp_helpers import codes, greeted, run
@@ -235,3 +235,55 @@ def test_the_everyday_line_parser_takes_the_everyday_lines() -> None:
         b"MAIL FROM:<john@abc.example>\n",
     ):
         assert parse_everyday_line(other) is None
+
+
+UTF8_LINES = st.builds(
+    lambda start, text: start + text.encode("utf-8") + b"\r\n",
+    st.sampled_from(
+        [
+            b"MAIL FROM:<",
+            b"MAIL FROM:<a@",
+            b"RCPT TO:<",
+            b"RCPT TO:<b@",
+            b"MAIL FROM:<a@b.example> ENVID=",
+            b"RCPT TO:<b@c.example> ORCPT=rfc822;",
+            b"RCPT TO:<b@c.example> NOTIFY=",
+            b"EHLO ",
+            b"VRFY ",
+            b"BDAT ",
+            b"",
+        ]
+    ),
+    st.text(
+        st.sampled_from("a.@<> \u00a7")
+        | st.characters(min_codepoint=0xA0, exclude_categories=["Cs"]),
+        max_size=40,
+    ),
+)
+
+
+@given(
+    st.lists(
+        st.one_of(sst.command_lines(hostile=True), UTF8_LINES, st.just(ENVELOPE)), max_size=12
+    ),
+    st.booleans(),
+)
+@example([b"HELO c.example\r\n", b"MAIL FROM:<a@test.example.>\r\n"], False)  # "§"
+@example([b"HELO c.example\r\n", b"MAIL FROM:<\xc3\xa9\xc3\xa9\r\n"], True)
+def test_replies_to_hostile_lines_are_printable_ascii(lines: list[bytes], smtputf8: bool) -> None:
+    """RFC 5321 §4.2: reply text is printable US-ASCII; the machine's own refusals,
+    which quote exceptions (with "§" in them) and the client's bytes, too. An
+    SMTPUTF8 transaction (RFC 6531) may quote its UTF-8 back: none opens here."""
+    if smtputf8:
+        lines = [line for line in lines if b"SMTPUTF8" not in line.upper()]
+    conn = greeted(smtputf8=smtputf8, dsn=True)
+    out = b""
+    for line in lines:
+        try:
+            out += run(conn, line)[1]
+        except RemoteProtocolError as exc:  # a BDAT with no size: its reply, then the end
+            assert isinstance(exc.reply_hint, Reply)
+            out += conn.send(exc.reply_hint)
+            break
+    assert out.isascii(), out
+    assert not any(byte < 32 and byte not in b"\t\r\n" for byte in out), out

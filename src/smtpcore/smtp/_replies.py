@@ -27,6 +27,7 @@ __all__ = [
     "everyday_reply",
     "known_replies",
     "parse_everyday_reply",
+    "printable_ascii",
     "shortened",
 ]
 
@@ -49,6 +50,19 @@ def shortened(text: str, octets: int = TEXT_ROOM) -> str:
         return text  # UTF-8 takes at most 4 octets a character
     cut = text.encode("utf-8", "surrogatepass")[: octets - 3]
     return cut.decode("utf-8", "ignore") + "..."
+
+
+_SECTION: Final = re.compile(r"\u00a7 ?")
+
+
+def printable_ascii(text: str) -> str:
+    """``text`` in printable US-ASCII, as RFC 5321 §4.2's ``textstring`` is: "§" written
+    as "section ", any other non-ASCII character backslash-escaped (``\\xe9``), then
+    cut short to fit a reply line again."""
+    if text.isascii():
+        return text
+    escaped = _SECTION.sub("section ", text).encode("ascii", "backslashreplace")
+    return shortened(escaped.decode("ascii"))
 
 
 @dataclass(frozen=True, slots=True)

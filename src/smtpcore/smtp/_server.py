@@ -62,7 +62,7 @@ from smtpcore.smtp._events import (
 from smtpcore.smtp._everyday_params import SIZE_BIT, SMTPUTF8_BIT
 from smtpcore.smtp._ext import BUILTIN, Body
 from smtpcore.smtp._extension import Extension
-from smtpcore.smtp._replies import MAX_REPLY_LINE, EnhancedStatus, Reply
+from smtpcore.smtp._replies import MAX_REPLY_LINE, EnhancedStatus, Reply, printable_ascii
 from smtpcore.smtp._server_config import (
     HELLOS_KEPT,
     STRICT,
@@ -851,7 +851,17 @@ class ServerConnection:
 
     def _bad(self, line: bytes, answer: Reply) -> BadCommand:
         """The line refused, marked secret when it may carry a credential: read as an
-        answer to a 334 (the AUTH state), or an AUTH command."""
+        answer to a 334 (the AUTH state), or an AUTH command.
+
+        Every refusal the machine words passes here, some quoting an exception's text
+        or the client's own bytes: written in printable US-ASCII (RFC 5321 §4.2's
+        ``textstring``), but in an SMTPUTF8 transaction (RFC 6531), where the UTF-8
+        address or value the client gave may be quoted back as it was.
+        """
+        if not self._utf8_transaction and not all(map(str.isascii, answer.lines)):
+            answer = Reply(
+                answer.code, [printable_ascii(text) for text in answer.lines], answer.status
+            )
         secret = self._state is _STATE_AUTH or _AUTH_LINE.match(line) is not None
         event = BadCommand(line, answer, secret)
         self._pending = event
