@@ -165,16 +165,16 @@ _notifies = st.sampled_from([Notify.NEVER]) | st.sets(
 ).map(lambda flags: Notify(sum(flag.value for flag in flags)))
 # Code points an ORCPT may hold: RFC 6533 §3 carries no surrogates, RFC 3461 §4.2
 # allows no control characters.
-_carried = st.characters(exclude_categories=["Cs", "Cc"])
+_carried = st.characters(exclude_categories=["Cs", "Cc", "Cf", "Zl", "Zp"])  # RFC 3461 §4.2
 _orcpts = st.one_of(
     st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=60).map(
         lambda address: OriginalRecipient("rfc822", address)
     ),
     st.text(_carried, min_size=1, max_size=30).map(lambda a: OriginalRecipient("utf-8", a)),
 )
-_envid_texts = st.text(st.characters(exclude_categories=["Cc"]), min_size=1, max_size=30).filter(
-    lambda text: len(xtext(text)) <= 100
-)
+_envid_texts = st.text(
+    st.characters(exclude_categories=["Cs", "Cc", "Cf", "Zl", "Zp"]), min_size=1, max_size=30
+).filter(lambda text: len(xtext(text)) <= 100)
 
 
 def _unitext(address: str) -> str:
