@@ -218,7 +218,7 @@ class SmallServer:
     def command(self, line: bytes) -> bytes:
         self.commands.append(line)
         if not line:
-            return _reply(500, "5.5.6 Line too long")
+            return _reply(500, "5.5.2 Line too long")
         if b"\n" in line[:-2]:
             return _reply(500, "5.5.2 Bare LF in command")
         try:

@@ -175,7 +175,7 @@ def test_a_line_over_the_limit_is_refused(carrier: str) -> None:
     wire = data(content) if carrier == "DATA" else bdat(content)
     events, out = send(greeted(), carrier, wire)
     assert isinstance(events[-1], RejectedMessage)
-    assert codes(out)[-1] == "500 5.5.6"
+    assert codes(out)[-1] == "500 5.6.0"
 
 
 def test_the_client_writes_the_longest_line_and_the_server_takes_it() -> None:

@@ -81,7 +81,7 @@ def test_the_end_of_a_message_moves_as_its_rule_says() -> None:
         (None, b"bare\nLF\r\n", b"550 5.5.2"),
         (10, b"bare\nLF and more\r\n", b"552 5.3.4"),  # the size first
         (None, b"nul\x00\r\n", b"550 5.6.0"),
-        (None, b"x" * 1200 + b"\r\n", b"500 5.5.6"),
+        (None, b"x" * 1200 + b"\r\n", b"500 5.6.0"),
     ],
 )
 def test_content_is_judged_inline_as_content_refusal_judges_it(

@@ -746,7 +746,9 @@ class ServerConnection:
                     )
                     self._state = State.READY
                     return bad
-                return self._bad(b"", reply(500, "5.5.6", "Line too long"))
+                # RFC 3463 X.5.2, a syntax error: X.5.6 is the AUTH exchange's line
+                # alone (RFC 4954 §6, the RFC 5248 registry).
+                return self._bad(b"", reply(500, "5.5.2", "Line too long"))
             line = read
         if self._errors >= config.max_errors:
             return self._bad(line, reply(421, "4.7.0", f"{config.hostname} Too many errors"))
@@ -1140,7 +1142,9 @@ class ServerConnection:
         if content.nul:
             return reply(550, "5.6.0", "Message contains NUL octets")
         if content.line_too_long:
-            return reply(500, "5.5.6", "Message line too long")
+            # RFC 3463 X.6.0, other media error: the content breaks RFC 5321
+            # §4.5.3.1.6's text line limit (X.5.6 is for AUTH lines, RFC 4954 §6).
+            return reply(500, "5.6.0", "Message line too long")
         return None
 
     def _end_content(self) -> Event:

@@ -79,7 +79,7 @@ def message_contents(
     of RFC 5321 §4.5.3.1.6 once CRLF is counted; a stuffing dot is not),
     with ``eight_bit`` 8-bit and UTF-8 lines (for ``BODY=8BITMIME``).
     ``over_limit=True`` adds lines of 999 octets and more, which a server
-    refuses with 500 5.5.6 after reading to the end. ``smuggling=True`` splices in
+    refuses with 500 5.6.0 after reading to the end. ``smuggling=True`` splices in
     :data:`SMUGGLING_SEQUENCES`, bare CRs and LFs and NULs; a correct server
     treats none of them as the end of the message.
 
