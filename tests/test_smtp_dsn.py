@@ -37,8 +37,8 @@ notifies = st.sampled_from([Notify.NEVER]) | st.sets(
 ).map(lambda flags: Notify(sum(flag.value for flag in flags)))
 # Code points an ORCPT may hold: RFC 6533 §3 carries no surrogates, RFC 3461 §4.2
 # allows no control, format or separator characters.
-_UNPRINTABLE = ["Cc", "Cf", "Zl", "Zp"]
-_carried = st.characters(exclude_categories=["Cs", *_UNPRINTABLE])
+_UNPRINTABLE = ("Cc", "Cf", "Zl", "Zp")
+_carried = st.characters(exclude_categories=("Cs", "Cc", "Cf", "Zl", "Zp"))
 addresses = st.text(_carried, min_size=1, max_size=40)
 
 
