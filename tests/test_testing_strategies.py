@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from smtpcore import NEED_DATA, PAUSED, ProtocolError, RemoteProtocolError, smtp
 from smtpcore.address import AddressError, Mailbox, parse_mailbox, parse_path
 from smtpcore.smtp import BadCommand, ClientConnection, RejectedMessage, Reply, ServerConnection
+from smtpcore.smtp._commands import chunk_after
 from smtpcore.testing import ConnectionPair, run_server
 from smtpcore.testing import strategies as sst
 
@@ -359,6 +360,11 @@ def test_broken_lines_are_refused_in_any_state(data: st.DataObject) -> None:
     for opening in (b"", b"MAIL FROM:<>\r\nRCPT TO:<bob@pqr.example>\r\n"):
         conn = _server(chunking=True)
         run_server(conn, opening)
+        if chunk_after(line) is None:  # a BDAT whose chunk no one can find the end of
+            with pytest.raises(RemoteProtocolError) as ended:
+                _replies_in(conn, line)
+            assert ended.value.reply_hint is not None and ended.value.reply_hint.code == 421
+            continue
         replies = _replies_in(conn, line)
         assert replies and all(reply.startswith(b"5") for reply in replies), (line, replies)
 

@@ -548,7 +548,10 @@ def command_lines(
     5xx reply in any state and survive: missing arguments, bare CR or LF
     inside a line, NUL, invalid UTF-8, unknown verbs at and over the
     512-octet limit, broken paths, ESMTP parameters a server must refuse,
-    numbers with non-ASCII digits. And a few near-valid lines a server may
+    numbers with non-ASCII digits. A ``BDAT`` line whose chunk size cannot be
+    read is among them: no one knows where its chunk ends, so a server may
+    instead answer ``421`` and close (RFC 3030 §2; Postfix, smtpcore), and
+    :func:`sessions` leaves such lines out. And a few near-valid lines a server may
     take or refuse, as long as it answers each once: a space after the
     colon (§3.3 forbids it, many servers allow it), a NOOP over 512 octets
     (extensions add room, §4.5.3.1.4), and paths valid in one place only: a
