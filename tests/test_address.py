@@ -118,7 +118,7 @@ INVALID_MAILBOXES = [
     ("a@" + "b" * 64 + ".example", "over 63"),
     ("a@[300.1.1.1]", "IPv4"),
     ("a@[1.2.3]", "neither"),
-    ("a@[001.2.3.4]", "IPv4"),
+    ("a@[0256.1.1.1]", "neither"),
     ("a@[IPv6:zz]", "IPv6"),
     ("a@[IPv6:2001:db8::1%eth0]", "IPv6"),
     ("a@[IPv6:1:2:3:4:5:6:7::]", "at least two"),
@@ -440,6 +440,7 @@ def test_parse_domain_invalid(text: str) -> None:
         ("[ipv6:::FFFF:192.0.2.1]", "[IPv6:::ffff:192.0.2.1]"),
         ("[IPv6:0:0:0:0:0:0:0:1]", "[IPv6:::1]"),
         ("[x-tag:Foo]", "[x-tag:Foo]"),
+        ("[010.000.000.001]", "[10.0.0.1]"),
     ],
 )
 def test_normalize_domain(text: str, normal: str) -> None:
@@ -453,6 +454,12 @@ def test_normalize_domain(text: str, normal: str) -> None:
         ("[IPv6:2001:db8::1]", ipaddress.IPv6Address("2001:db8::1")),
         ("[IPv6:::ffff:192.0.2.1]", ipaddress.IPv6Address("::ffff:192.0.2.1")),
         ("[x-tag:anything]", None),
+        # RFC 5321 §4.1.3: each Snum is 1 to 3 digits read as decimal, never octal.
+        ("[001.2.3.4]", ipaddress.IPv4Address("1.2.3.4")),
+        ("[010.0.0.1]", ipaddress.IPv4Address("10.0.0.1")),
+        ("[192.168.000.001]", ipaddress.IPv4Address("192.168.0.1")),
+        ("[IPv6:::ffff:001.2.3.4]", ipaddress.IPv6Address("::ffff:1.2.3.4")),
+        ("[IPv6:1:2:3:4:5:6:010.0.0.1]", ipaddress.IPv6Address("1:2:3:4:5:6:a00:1")),
     ],
 )
 def test_parse_address_literal(

@@ -651,6 +651,19 @@ def test_the_servers_own_address_is_refused_however_it_is_written() -> None:
     assert not own.refused(ip_address("::ffff:93.184.216.35"))
 
 
+def test_an_address_literal_with_leading_zeros_is_the_address_its_decimal_snums_name() -> None:
+    """RFC 5321 §4.1.3 reads each Snum as decimal: ``[010.0.0.1]`` is 10.0.0.1 (never
+    octal 8.0.0.1), an internal address the relay refuses as it refuses 10.0.0.1."""
+    from ipaddress import ip_address
+
+    from smtpcore.address import parse_mailbox
+
+    refused = InternalAddresses().refused_literal(parse_mailbox("u@[010.000.000.001]"))
+    assert refused == ip_address("10.0.0.1")
+    own = InternalAddresses(["93.184.216.34"])
+    assert own.refused_literal(parse_mailbox("u@[093.184.216.034]")) is not None
+
+
 def test_mx_hosts_on_internal_addresses_bounce_without_a_connection(tmp_path: Path) -> None:
     with remote() as server:
         relay = _relay(tmp_path, server.port, internal=InternalAddresses())

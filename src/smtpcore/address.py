@@ -63,6 +63,7 @@ _LDH_STR = re.compile(r"[A-Za-z0-9-]*[A-Za-z0-9]")  # Standardized-tag
 _DCONTENT = re.compile(r"[!-Z^-~]+")  # %d33-90 / %d94-126
 _IPV4_LITERAL = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 _IPV6_ADDR = re.compile(r"[0-9A-Fa-f:.]+")
+_IPV4_TAIL = re.compile(r"(?<=:)[0-9]{1,3}(?:\.[0-9]{1,3}){3}\Z")  # IPv6v4-full/comp's tail
 # C0 controls, DEL, C1 controls and lone surrogates: never valid in any SMTP address.
 _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # Label separators that IDNA 2003 treats as dots (RFC 3490 §3.1); "." is the only one we
@@ -197,6 +198,17 @@ def _format_ipv6(addr: ipaddress.IPv6Address) -> str:
     return f"::ffff:{mapped}" if mapped is not None else addr.compressed
 
 
+def _decimal_snums(dotted: str) -> str:
+    """``dotted`` (four runs of 1 to 3 ASCII digits) with each Snum written as its
+    decimal value: RFC 5321 §4.1.3 reads ``010`` as ten, never octal, and
+    :mod:`ipaddress` refuses leading zeros. Over 255 stays so, to be refused."""
+    return ".".join(str(int(snum)) for snum in dotted.split("."))
+
+
+def _decimal_tail(match: re.Match[str]) -> str:
+    return _decimal_snums(match.group())
+
+
 def _parse_literal(text: str) -> tuple[str, _IPAddress | None]:
     """Validate an address literal (RFC 5321 §4.1.3); return its normal form and address."""
     _check_chars(text, "address literal")
@@ -207,7 +219,7 @@ def _parse_literal(text: str) -> tuple[str, _IPAddress | None]:
     body = text[1:-1]
     if _IPV4_LITERAL.fullmatch(body):
         try:
-            v4 = ipaddress.IPv4Address(body)
+            v4 = ipaddress.IPv4Address(_decimal_snums(body))
         except ValueError as exc:
             raise AddressError(f"invalid IPv4 address literal {_show(text)}: {exc}") from None
         return f"[{v4}]", v4
@@ -218,7 +230,7 @@ def _parse_literal(text: str) -> tuple[str, _IPAddress | None]:
         if not _IPV6_ADDR.fullmatch(content):
             raise AddressError(f"invalid IPv6 address literal {_show(text)}")
         try:
-            v6 = ipaddress.IPv6Address(content)
+            v6 = ipaddress.IPv6Address(_IPV4_TAIL.sub(_decimal_tail, content))
         except ValueError as exc:
             raise AddressError(f"invalid IPv6 address literal {_show(text)}: {exc}") from None
         if "::" in content:
