@@ -925,12 +925,16 @@ def test_bdat_where_it_is_unknown_skips_its_chunk(hello: bytes) -> None:
         b"BDAT",
         b"BDAT 9" + b"0" * 19,  # 20 digits
         b"BDAT\x0b34",
+        b"BDAT 34" + b" " * 600 + b"LAST",  # over the line limit: dropped unread
+        b"bdat 34 LAST " + b"x" * 3000,
     ],
+    ids=["plus", "letter", "superscript", "none", "20 digits", "VT", "long", "long lower"],
 )
 @pytest.mark.parametrize("chunking", [True, False])
 def test_bdat_whose_size_cannot_be_read_ends_the_session(line: bytes, chunking: bool) -> None:
     """No one knows where that chunk ends: 421 and close (RFC 5321 §3.8), as Postfix
-    closes, rather than read it as commands."""
+    closes, rather than read it as commands. So for a BDAT line over the limit, which
+    is dropped unread: its chunk, read as commands, could hold a whole transaction."""
     conn = greeted(chunking=chunking)
     run(conn, ENVELOPE)
     conn.receive_data(line + b"\r\n" + SMUGGLED)

@@ -166,6 +166,12 @@ def _parse_bdat(argument: str) -> Command:
     return Bdat(size, len(words) == 2)
 
 
+def starts_bdat(line: bytes) -> bool:
+    """Whether ``line`` (or the head of one) is a BDAT command line, whose chunk
+    follows it whatever becomes of it (see :func:`chunk_after`)."""
+    return _BDAT_VERB.match(line) is not None
+
+
 def chunk_after(line: bytes) -> int | None:
     """The octets that follow ``line``, a command line refused as it stands (unknown,
     not UTF-8, or not the command's syntax): a BDAT line's chunk follows it whatever

@@ -13,7 +13,7 @@ import functools
 import re
 from collections.abc import Callable, Sequence
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from smtpcore._content import ContentFilter
 from smtpcore._dotstuff import DotDecoder, decode_whole
@@ -30,6 +30,7 @@ from smtpcore.smtp._commands import (
     parse_command_line,
     parse_everyday_line,
     reply,
+    starts_bdat,
 )
 from smtpcore.smtp._events import (
     _MECHANISM_RE,
@@ -734,6 +735,16 @@ class ServerConnection:
             del buffer[: end + 2]
             buffer._searched = 0
         else:  # a line the method reads, or none yet (a whole line is never either)
+            if (
+                not in_auth
+                and not buffer._discarding
+                and len(buffer) > limit
+                and buffer.find(b"\n", 0, limit) < 0
+                and starts_bdat(buffer[:32])
+            ):
+                # A BDAT line over the limit, about to be dropped unread: its chunk
+                # follows it (RFC 3030 §2), and no one can say where that ends.
+                self._unreadable_chunk()
             read = buffer.next_line(limit, lf_ends=lf_ends)
             if read is None:
                 if not self._buffer.peer_closed:
@@ -790,16 +801,20 @@ class ServerConnection:
         if self._state is not _STATE_AUTH:  # an AUTH exchange's line is no command
             size = chunk_after(line)
             if size is None:
-                self._state = State.ERROR
-                self._error = RemoteProtocolError(
-                    "a BDAT line whose chunk size cannot be read (RFC 3030 §2)",
-                    reply_hint=reply(
-                        421, "4.5.2", f"{self._config.hostname} Unreadable BDAT chunk size"
-                    ),
-                )
-                raise self._error from None
+                self._unreadable_chunk()
             self._skip = size
         return self._bad(line, answer)
+
+    def _unreadable_chunk(self) -> NoReturn:
+        """A BDAT line whose chunk size cannot be read (no size, or a line too long to
+        read): no one knows where its chunk ends, so the session cannot go on
+        (RFC 3030 §2) and ends with 421 (RFC 5321 §3.8)."""
+        self._state = State.ERROR
+        self._error = RemoteProtocolError(
+            "a BDAT line whose chunk size cannot be read (RFC 3030 §2)",
+            reply_hint=reply(421, "4.5.2", f"{self._config.hostname} Unreadable BDAT chunk size"),
+        )
+        raise self._error from None
 
     def _take_command(self, line: bytes, command: Command) -> Event:
         """A parsed command: refused here (a ``BadCommand``), or pending its answer.
