@@ -164,7 +164,7 @@ class EnvelopeId:
         if not self.text or len(xtext(self.text)) > MAX_ENVID:
             raise DSNError("ENVID must be xtext of 1 to 100 characters")
         if _unprintable(self.text):
-            raise DSNError("ENVID holds a control character (RFC 3461 §4.4)")
+            raise DSNError("ENVID holds a control, format or separator character (RFC 3461 §4.4)")
 
     @classmethod
     def parse(cls, value: str) -> EnvelopeId:
@@ -205,7 +205,7 @@ class OriginalRecipient:
         ):
             raise DSNError("a utf-8 ORCPT address holds a character RFC 6533 cannot carry")
         if _unprintable(self.address):
-            raise DSNError("ORCPT holds a control character (RFC 3461 §4.2)")
+            raise DSNError("ORCPT holds a control, format or separator character (RFC 3461 §4.2)")
         if len(self.to_parameter()) > MAX_ORCPT:
             raise DSNError("ORCPT is longer than 500 characters")
 
