@@ -150,6 +150,9 @@ def _replayable(content: Content) -> bool:
 class BaseSMTPClient(BaseClient):
     """An SMTP client session to ``host``; the adapters add how to open a connection.
 
+    ``hostname`` is the name the client gives in EHLO (the machine's FQDN by
+    default): ASCII (A-labels), one word of at most 255 octets (RFC 5321
+    §4.1.1.1, §4.5.3.1.2), else ``ValueError`` when the client is built.
     ``tls_on_connect`` speaks TLS from the first byte (port 465, RFC 8314).
     ``starttls``: True requires STARTTLS, None (the default) uses it when the
     server offers it, False never does. Certificates are checked against

@@ -49,7 +49,8 @@ __all__ = [
 ]
 
 MAX_MESSAGE_NUMBER: Final = 2**31 - 1
-"""The largest message number (and TOP line count) a machine accepts."""
+"""The largest message number (and TOP line count) a machine accepts; a server reads a
+larger TOP count as this one (the whole message, RFC 1939 §7)."""
 
 # Printable text or non-ASCII text, tab allowed, no other control character, no lone
 # surrogate (a str may hold one; UTF-8 has no form for it).

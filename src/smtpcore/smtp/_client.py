@@ -392,7 +392,9 @@ class ClientConnection:
         command the shared state table does not allow once the commands
         before it have succeeded, a second command without PIPELINING, a
         parameter or address the server's extensions do not cover, 8-bit
-        content without 8BITMIME, content before the 354.
+        content without 8BITMIME, content before the 354, a command line over
+        512 octets (RFC 5321 §4.5.3.1.4; MAIL and RCPT may add what the offered
+        extensions' parameters take) or a hello domain over 255 (§4.5.3.1.2).
 
         Bytes the server sent while no reply was awaited are a reply no command
         asked for: sent now, the command would be paired with it and every
