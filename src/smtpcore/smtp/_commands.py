@@ -166,7 +166,7 @@ def _parse_bdat(argument: str) -> Command:
     return Bdat(size, len(words) == 2)
 
 
-def starts_bdat(line: bytes) -> bool:
+def starts_bdat(line: bytes | bytearray) -> bool:
     """Whether ``line`` (or the head of one) is a BDAT command line, whose chunk
     follows it whatever becomes of it (see :func:`chunk_after`)."""
     return _BDAT_VERB.match(line) is not None
