@@ -15,6 +15,7 @@ import smtplib
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,6 +70,51 @@ def test_keys_of_another_scram_hash_are_never_a_password() -> None:
     credentials = Credentials({"john@abc.example": keys})
     assert not credentials.check_password("john@abc.example", keys)
     assert credentials.get_password("john@abc.example") is None
+
+
+def test_keys_derived_across_a_reload_are_not_kept_for_the_new_users(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SCRAM keys run in a worker thread while a reload may swap the users: keys being
+    derived from the old password when the reload lands were kept for the new users,
+    so the old password went on logging in (until the next reload)."""
+    import smtpcore.server.credentials as module
+
+    credentials = Credentials({"john@abc.example": "old password"})
+    derive = module.derive_scram_credentials
+
+    def reloaded_meanwhile(password: str, **options: Any) -> Any:
+        credentials.users = {"john@abc.example": "new password"}  # the reload lands
+        return derive(password, **options)
+
+    monkeypatch.setattr(module, "derive_scram_credentials", reloaded_meanwhile)
+    assert credentials.get_scram("john@abc.example") is not None  # the old password's
+    monkeypatch.undo()
+    keys = credentials.get_scram("john@abc.example")
+    assert keys is not None
+    new = derive("new password", salt=keys.salt, iterations=keys.iterations)
+    assert new.stored_key == keys.stored_key
+
+
+def test_a_user_a_reload_removes_mid_check_is_unknown_not_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each call reads the users once: one a reload removed between the lookup and the
+    read raised KeyError (logged as an error, 454 to the client)."""
+    import smtpcore.server.credentials as module
+
+    credentials = Credentials({"john@abc.example": "pw"})
+    key = module.mailbox_key
+
+    def reloaded_meanwhile(mailbox: Any) -> str:
+        found = key(mailbox)
+        credentials.users = {}  # the reload lands after the lookup
+        return found
+
+    monkeypatch.setattr(module, "mailbox_key", reloaded_meanwhile)
+    assert credentials.get_password("john@abc.example") == "pw"  # the users it began with
+    credentials.users = {"john@abc.example": "pw"}
+    assert credentials.check_password("john@abc.example", "pw")
 
 
 def counted_derivations(monkeypatch: pytest.MonkeyPatch) -> list[int]:

