@@ -278,6 +278,42 @@ def test_listings_sharing_a_size_cache_run_at_once(tmp_path: Path) -> None:
     assert len(store.size_cache) == 6 * 40
 
 
+def test_maildir_listings_keep_off_the_loops_shared_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listings run in the store's own threads: twelve slow ones at once leave the
+    event loop's default executor (the reference server's spool writes, password
+    checks) free; on it, they held every other use of it for the whole listing."""
+    import time
+
+    from smtpcore import _threads
+
+    for user in range(12):
+        write_maildir(tmp_path / f"u{user}", [b"x\n"])
+    store = MaildirStore(tmp_path, {})
+    scan = Maildir._scan
+
+    def slow_scan(self: Maildir) -> Any:
+        time.sleep(0.5)
+        return scan(self)
+
+    monkeypatch.setattr(Maildir, "_scan", slow_scan)
+
+    async def main() -> float:
+        listings = [
+            asyncio.ensure_future(store.maildir(f"u{user}").messages()) for user in range(12)
+        ]
+        await asyncio.sleep(0.05)  # the listings are in their threads
+        started = time.monotonic()
+        await asyncio.to_thread(lambda: None)
+        waited = time.monotonic() - started
+        await asyncio.gather(*listings)
+        return waited
+
+    assert run(main()) < 0.3
+    assert _threads.STORE_THREADS < 12  # the listings queued on their own threads
+
+
 @given(st.lists(st.text(alphabet="0123456789.:,MPQRa\u00b2\x01\xff", max_size=12), max_size=8))
 def test_the_listings_sort_key_orders_as_delivery_order(names: list[str]) -> None:
     """The listing sorts by a compact string key: the same order as the
