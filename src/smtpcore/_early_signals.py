@@ -16,7 +16,11 @@ from collections.abc import Iterator
 
 __all__ = ["HELD", "held", "take"]
 
-HELD = (signal.SIGHUP, signal.SIGUSR1, signal.SIGINT, signal.SIGTERM)
+HELD = tuple(
+    signum
+    for name in ("SIGHUP", "SIGUSR1", "SIGINT", "SIGTERM")
+    if (signum := getattr(signal, name, None)) is not None  # Windows has no SIGHUP
+)
 
 _received: list[int] = []
 
