@@ -382,7 +382,8 @@ class Maildir(Maildrop):
     opened.
 
     The listing and UPDATE, which touch every file, run in a worker thread
-    (asyncio's or trio's), so that a maildrop of 100,000 messages does not
+    (asyncio's or trio's, one of the store's own four), so that a maildrop of
+    100,000 messages does not
     hold the other sessions for seconds. A wait given up (the store timeout,
     a shutdown) leaves the thread to finish; a :meth:`close` meanwhile
     releases the lock when it has, so that no other session lists a maildrop
