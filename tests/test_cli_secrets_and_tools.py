@@ -24,7 +24,7 @@ from peers import make_tls_files
 from smtpcore.handler import Authenticator
 from smtpcore.sasl import derive_scram_credentials
 from smtpcore.server.cli import build_parser, config_from_args
-from smtpcore.server.config import ConfigError, ServerConfig
+from smtpcore.server.config import ConfigError, ServerConfig, mailbox_key
 from smtpcore.server.credentials import Credentials, hash_password, is_hashed
 from smtpcore.server.passwords import ENVIRONMENT_VARIABLE, read_password
 from smtpcore.server.pop3 import POP3Store
@@ -81,7 +81,7 @@ def test_keys_derived_across_a_reload_are_not_kept_for_the_new_users(
     import smtpcore.server.credentials as module
 
     credentials = Credentials({"john@abc.example": "old password"})
-    derive = module.derive_scram_credentials
+    derive = derive_scram_credentials
 
     def reloaded_meanwhile(password: str, **options: Any) -> Any:
         credentials.users = {"john@abc.example": "new password"}  # the reload lands
@@ -104,7 +104,7 @@ def test_a_user_a_reload_removes_mid_check_is_unknown_not_an_error(
     import smtpcore.server.credentials as module
 
     credentials = Credentials({"john@abc.example": "pw"})
-    key = module.mailbox_key
+    key = mailbox_key
 
     def reloaded_meanwhile(mailbox: Any) -> str:
         found = key(mailbox)
