@@ -893,6 +893,66 @@ def test_shutdown_cuts_off_sessions_after_the_grace_period(
     assert handler.messages == []
 
 
+# -- closing on the server's own word ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "pipelined",
+    [
+        pytest.param(
+            b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\nBDAT 1x LAST\r\n",
+            id="unreadable-bdat",
+        ),
+        pytest.param(b"XYZZY\r\n" * 60, id="unknown-commands"),
+    ],
+)
+def test_a_421_with_the_clients_bytes_unread_is_read_before_the_end(
+    adapter: str, pipelined: bytes
+) -> None:
+    """The server's 421 ends the session while the client still sends (a chunk's
+    octets, pipelined commands): the server lingers, half-closed, reading what comes,
+    so the client reads the 421 and then the end, not a reset (RFC 5321 §3.8)."""
+    with running_smtp_server(adapter, Recorder()) as server:
+        sock = socket.create_connection((server.host, server.port), timeout=10)
+        with sock:
+            assert sock.recv(100).startswith(b"220 ")
+            sock.sendall(b"EHLO client.test\r\n" + pipelined + b"x" * 200_000)
+            time.sleep(0.3)  # the client reads late: the server closed meanwhile
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+            assert received.splitlines()[-1].startswith(b"421 4.")
+        server.wait_for_sessions(0)
+
+
+def test_a_lingering_session_ends_within_its_bound_when_the_client_stays(adapter: str) -> None:
+    with (
+        running_smtp_server(adapter, Recorder()) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.send(b"EHLO client.test\r\n" + b"XYZZY\r\n" * 60)
+        while not s.recv_reply().startswith(b"421 "):
+            pass
+        started = time.monotonic()
+        assert s.recv_some() == b""  # half-closed at once
+        server.wait_for_sessions(0, timeout=3)  # LINGER, though the client never closes
+        assert time.monotonic() - started < 2
+
+
+def test_a_session_ended_by_quit_closes_at_once(adapter: str) -> None:
+    """No lingering after QUIT's 221: the client has nothing left to send."""
+    with (
+        running_smtp_server(adapter, Recorder()) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.command(b"EHLO client.test")
+        assert s.command(b"QUIT").startswith(b"221 ")
+        assert s.recv_some() == b""
+        server.wait_for_sessions(0, timeout=0.3)  # the client's socket is still open
+
+
 # -- the transports themselves ----------------------------------------------------------
 
 

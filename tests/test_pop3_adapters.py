@@ -381,6 +381,33 @@ def test_autologout_closes_silently_without_update(adapter: str, store: MaildirS
     assert maildir_count(store) == 3
 
 
+def test_a_closing_err_with_the_clients_bytes_unread_is_read_before_the_end(
+    adapter: str, store: MaildirStore
+) -> None:
+    """Too many bad commands end the session while the client still sends: the server
+    lingers, half-closed, reading what comes, so the client reads the -ERR and then
+    the end, not a reset."""
+    with running_pop3_server(adapter, store) as server, raw(server.port) as sock:
+        read_until(sock, b"\r\n")
+        sock.sendall(b"XYZZY\r\n" * 30 + b"x" * 200_000)
+        time.sleep(0.3)  # the client reads late: the server closed meanwhile
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        assert received.endswith(b"-ERR Too many bad commands, closing\r\n")
+        server.wait_for_sessions(0)
+
+
+def test_a_session_ended_by_quit_closes_at_once(adapter: str, store: MaildirStore) -> None:
+    """No lingering after QUIT: the client has nothing left to send."""
+    with running_pop3_server(adapter, store) as server, raw(server.port) as sock:
+        read_until(sock, b"\r\n")
+        sock.sendall(b"QUIT\r\n")
+        assert read_until(sock, b"\r\n").startswith(b"+OK")
+        assert sock.recv(100) == b""
+        server.wait_for_sessions(0, timeout=0.3)  # the client's socket is still open
+
+
 def test_session_limit_and_graceful_shutdown(adapter: str, store: MaildirStore) -> None:
     with (
         running_pop3_server(adapter, store, max_sessions=1) as server,

@@ -755,6 +755,23 @@ class RawSocketTransport(_OwnLink):
         if self._lost:
             raise ConnectionResetError("the connection was lost while writing")
 
+    async def send_eof(self) -> None:
+        """Shut down the sending side once everything written has gone (the held reply
+        first): the client reads the last reply, then the end. Under TLS, nothing
+        (see :meth:`AsyncioTransport.send_eof <smtpcore.asyncio.AsyncioTransport.send_eof>`)."""
+        inner = self._inner
+        if inner is not None:
+            await inner.send_eof()
+            return
+        if self._lost or self._closing:
+            raise ConnectionResetError("the connection is closed")
+        self._write_held()
+        if self._out is not None:
+            await self._sent()
+        if self._lost:
+            raise ConnectionResetError("the connection was lost while writing")
+        self._sock.shutdown(socket.SHUT_WR)
+
     async def _sent(self) -> None:
         """Wait until the kernel has taken everything written, or the connection is lost."""
         self._watch_for_room()

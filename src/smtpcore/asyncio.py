@@ -585,6 +585,15 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         if self._lost:
             raise ConnectionResetError("the connection was lost while writing")
 
+    async def send_eof(self) -> None:
+        """Shut down the sending side once what is buffered has gone, where asyncio's
+        transport can (``can_write_eof()``: a plain socket, not TLS)."""
+        transport = self._transport
+        if transport is None or self._lost or self._closing:
+            raise ConnectionResetError("the connection is closed")
+        if transport.can_write_eof():
+            transport.write_eof()
+
     async def start_tls(
         self,
         context: ssl.SSLContext,
@@ -708,6 +717,15 @@ class StreamTransport:
             raise ConnectionResetError("the connection is closed")
         cast(asyncio.WriteTransport, transport).write(data)  # a stream's (see connection_made)
         await self._writer.drain()  # the protocol's flow control, TLS or not
+
+    async def send_eof(self) -> None:
+        """Shut down the sending side once what is buffered has gone, where the stream
+        can (``can_write_eof()``: a socket or a pipe, not TLS)."""
+        transport = cast(asyncio.WriteTransport, self._transport)
+        if self._closed or transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        if transport.can_write_eof():
+            transport.write_eof()
 
     async def start_tls(
         self,

@@ -26,6 +26,13 @@ with the data, a server offers ``SCRAM-SHA-256-PLUS`` and a client uses it
 (see :mod:`smtpcore.sasl`). The adapters' own transports have no such
 method: the standard library's :mod:`ssl` cannot export keying material,
 and its ``tls-unique`` is undefined for TLS 1.3.
+
+A transport may also have an ``async send_eof() -> None`` method: shut down
+the sending side once everything written has gone (TCP's FIN), the
+receiving side still open, where the stream can (plain TCP; not TLS, where
+it does nothing). A server that ends a session on its own (a 421) uses it
+to close gracefully while its client may still be sending; without it the
+server only reads and drops what still comes before it closes.
 """
 
 from __future__ import annotations
@@ -48,7 +55,8 @@ class Transport(Protocol):
     one the framework can cancel: that is how timeouts reach a transport.
 
     Optional, looked up when present: ``channel_binding(kind)``, the TLS
-    channel binding data that SCRAM-SHA-256-PLUS needs (see the module's
+    channel binding data that SCRAM-SHA-256-PLUS needs, and ``send_eof()``,
+    the half-close of a session the server ends on its own (see the module's
     description).
     """
 

@@ -797,6 +797,24 @@ class TrioTransport:
             except trio.ClosedResourceError as exc:  # closed by another task meanwhile
                 raise ConnectionResetError("the connection is closed") from exc
 
+    async def send_eof(self) -> None:
+        """Shut down the sending side once everything written has gone (the held reply
+        first), where the stream can: a ``trio.abc.HalfCloseableStream`` (a
+        ``SocketStream``) with no TLS over it; else nothing."""
+        if self._closed:
+            raise ConnectionResetError("the connection is closed")
+        stream = self._stream
+        if self._ssl is not None or not isinstance(stream, trio.abc.HalfCloseableStream):
+            return
+        if self._writes is not None and self._fd >= 0:
+            held = await self._held_first(b"")
+            if held:
+                await self._send_plain(held)
+        try:
+            await stream.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ConnectionResetError(str(exc) or "connection lost") from exc
+
     async def start_tls(
         self,
         context: ssl.SSLContext,

@@ -26,6 +26,8 @@ from smtpcore.proxy import ProxyProtocolError
 
 __all__ = [
     "LAST_WORDS",
+    "LINGER",
+    "LINGER_BYTES",
     "BaseListener",
     "ConnectionLost",
     "ListenedSession",
@@ -61,6 +63,16 @@ S = TypeVar("S", bound=ListenedSession)
 LAST_WORDS: Final = 1.0
 """Seconds the sessions cut off at the end of a shutdown's grace period have to write
 their shutting-down reply and close, before they are cancelled outright."""
+
+LINGER: Final = 1.0
+"""Seconds at most that a session the server ends on its own reads and drops what its
+client still sends, before it closes (see :meth:`ServedSession._linger`); Apache's
+lingering close waits 2 seconds a read. While the server shuts down, half of
+:data:`LAST_WORDS`, so that a session cut off closes within its last words."""
+LINGER_BYTES: Final = 1 << 22
+"""Octets at most that a lingering session reads and drops (the CPU a client that
+streams without pause can take from it)."""
+_LINGER_READ: Final = 65536
 
 
 class SessionRegistry(Generic[S]):
@@ -332,7 +344,8 @@ class ServedSession:
     session in the registry, opens it (:meth:`_open`: the greeting), answers
     the client in its loop under the watchdog, and then hands whatever ended
     the loop to :meth:`_end`, which closes the session (:meth:`_close`: a last
-    reply), logs a failure, leaves the registry, lets the protocol tidy up
+    reply; :meth:`_linger` after a server's own goodbye), logs a failure, leaves
+    the registry, lets the protocol tidy up
     (:meth:`_ended`: an abandoned transaction, a maildrop lock) and closes the
     transport, whatever happened. The loop is written out in :meth:`run`,
     not called as a coroutine of its own, and it reads its client with
@@ -391,7 +404,8 @@ class ServedSession:
         """End the session, whatever ended its loop: ``ended`` is what the protocol's
         :meth:`run` raised (``None``: the session came to its end), ``watching`` the
         watchdog's block once the loop entered it, which is left first. It says
-        goodbye (:meth:`_close`, told whether the watchdog went off), unless the
+        goodbye (:meth:`_close`, told whether the watchdog went off), and lingers
+        when the goodbye was the server's own (:meth:`_linger`), unless the
         connection was lost; after a failure (logged) it still writes the replies
         already made, and says nothing more; then, in any case, the
         session leaves the registry, the protocol tidies up and the transport
@@ -412,7 +426,8 @@ class ServedSession:
                     and self._watchdog.expired
                 ):
                     raise ended
-                await self._close(ended is not None)
+                if await self._close(ended is not None):
+                    await self._linger()
             except ConnectionLost:
                 pass
             except Exception:
@@ -513,10 +528,35 @@ class ServedSession:
         header, TLS on connect, the greeting)."""
         raise NotImplementedError
 
-    async def _close(self, timed_out: bool) -> None:
+    async def _close(self, timed_out: bool) -> bool:
         """End the session: its last replies (``timed_out``: the watchdog went off,
-        a wait for the client timed out or a shutdown woke an idle session)."""
+        a wait for the client timed out or a shutdown woke an idle session). True
+        when the server ends it on its own (SMTP's 421, POP3's closing ``-ERR``),
+        with the client perhaps still sending: :meth:`_end` then lingers. False
+        after the client's QUIT, or its own close: nothing is left to read."""
         raise NotImplementedError
+
+    async def _linger(self) -> None:
+        """Close gracefully after the server's own goodbye: half-close (the transport's
+        ``send_eof``, where it can), then read and drop what the client still sends,
+        until it closes too, for :data:`LINGER` seconds and :data:`LINGER_BYTES`
+        at most (Apache's lingering close).
+
+        A socket closed with bytes of its peer unread is reset (RFC 1122 §4.2.2.13),
+        and a reset makes the client's kernel drop what it had not read yet: the
+        421 that RFC 5321 §3.8 has the server send before it closes, when the client
+        pipelined commands behind the one that ended the session, or a chunk's
+        content. Half-closed, the client reads the reply and then the end."""
+        transport = self.transport
+        left = LINGER_BYTES
+        with contextlib.suppress(OSError, TimeoutError):
+            async with transport.deadline(LAST_WORDS / 2 if self.state.stopping else LINGER):
+                await transport.send_eof()
+                while left > 0:
+                    data = await transport.receive_some(min(left, _LINGER_READ))
+                    if not data:
+                        break
+                    left -= len(data)
 
     async def _ended(self) -> None:
         """Tidy up after the session, before the transport closes."""

@@ -379,7 +379,7 @@ class POP3ServerSession(ServedSession):
                 greeting = conn.greeting()
             self._answer(greeting)
 
-    async def _close(self, timed_out: bool) -> None:
+    async def _close(self, timed_out: bool) -> bool:
         if timed_out:
             if not self.state.stopping:
                 # RFC 1939 §3: the autologout timer closes without a response, and
@@ -387,6 +387,10 @@ class POP3ServerSession(ServedSession):
                 raise ConnectionLost from None
             self._goodbye(_SHUTTING_DOWN)
         await self._flush()
+        # The server's own goodbye (a shutdown's, a failed maildrop's) or a protocol
+        # error's -ERR (too many bad commands): not after QUIT, nor the client's close.
+        conn = self.conn
+        return self._closing or (conn is not None and conn.state is State.ERROR)
 
     async def run(self) -> None:
         """Serve the connection to its end; never raises but for cancellation (see

@@ -498,19 +498,25 @@ class ServerSession(ServedSession):
             greeting = Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2")
         self._answer(greeting, unavailable)
 
-    async def _close(self, timed_out: bool) -> None:
+    async def _close(self, timed_out: bool) -> bool:
         if timed_out:
             if self.state.stopping and (self._waited_idle or self.state.cutting_off):
                 reply = Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2")
             else:
                 reply = Reply(421, f"{self.options.hostname} Timeout exceeded", "4.4.2")
             self._answer(reply)
+        # The server ends the session on its own after a protocol error (the ERROR
+        # state), or with 421, the one code it closes with unasked (RFC 5321 §3.8): not
+        # after QUIT's 221, nor the replies before the client's own close.
+        out = self._out
+        hung_up = self.conn.state is State.ERROR or (out is not None and out[-1][:3] == b"421")
         try:
             rest = self._flush()
             if rest is not None:
                 await rest
         except TimeoutError:
             raise ConnectionLost from None
+        return hung_up
 
     async def run(self) -> None:
         """Serve the connection to its end; never raises but for cancellation (see

@@ -178,6 +178,13 @@ class LinkBase:
         export keying material)."""
         return getattr(self.transport, "channel_binding", _no_channel_binding)(kind)
 
+    async def send_eof(self) -> None:
+        """Shut down the sending side once what was written has gone (TCP's FIN), where
+        the transport can: its optional ``send_eof``; nothing without one."""
+        send_eof = getattr(self.transport, "send_eof", None)
+        if send_eof is not None:
+            await send_eof()
+
     def watchdog(self) -> AbstractAsyncContextManager[Watchdog]:
         return self.clock.watchdog()
 
