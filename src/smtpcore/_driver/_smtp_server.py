@@ -121,6 +121,7 @@ _IDLE_STATES: Final = frozenset({State.HELLO, State.READY, State.NO_SERVICE})
 _GREETING_CODES: Final = frozenset({220, 554, 421})
 """What may greet a client (RFC 5321 §3.1, §4.3.2): the connection or the one XCLIENT names."""
 _DATA_STATE: Final = State.DATA
+_ERROR_STATE: Final = State.ERROR
 """A global: a member read through its enum class costs the class's __getattr__ hook."""
 _AUTH_UNAVAILABLE: Final = Reply(454, "Temporary authentication failure", "4.7.0")
 _OK: Final = Reply(250, "OK")
@@ -471,9 +472,13 @@ class ServerSession(ServedSession):
             await self._call("handle_close", (self.session,))
 
     async def _open(self) -> None:
-        client = await self._known_client(
-            self.options.timeouts.greeting, self.options.timeouts.command
-        )
+        # _known_client, its coroutine spared where no proxy is trusted: every
+        # connection opens here.
+        if self.state.proxy_networks:
+            timeouts = self.options.timeouts
+            client = await self._client_from_proxy(timeouts.greeting, timeouts.command)
+        else:
+            client = self.session.peer
         if self.options.forwarder_networks:
             self._trust_forwarder(client)
         if self.options.tls_on_connect:
@@ -509,7 +514,7 @@ class ServerSession(ServedSession):
         # state), or with 421, the one code it closes with unasked (RFC 5321 §3.8): not
         # after QUIT's 221, nor the replies before the client's own close.
         out = self._out
-        hung_up = self.conn.state is State.ERROR or (out is not None and out[-1][:3] == b"421")
+        hung_up = (out is not None and out[-1][:3] == b"421") or self.conn.state is _ERROR_STATE
         try:
             rest = self._flush()
             if rest is not None:
