@@ -26,6 +26,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from peers import (
+    RunningSMTPServer,
     TLSFiles,
     free_port,
     missing_peer,
@@ -433,6 +434,16 @@ def test_server_options_are_checked() -> None:
 # -- the server's policy, on the wire ---------------------------------------------------
 
 
+def plaintext_auth_server(
+    adapter: str, **options: Any
+) -> contextlib.AbstractContextManager[RunningSMTPServer]:
+    """A submission server offering the test authenticator's mechanisms without TLS,
+    as the raw-session AUTH tests talk to it; ``options`` are the server's."""
+    return running_smtp_server(
+        adapter, Submission(), auth=authenticator(), auth_require_tls=False, **options
+    )
+
+
 def plain(authcid: str, password: str, authzid: str = "") -> bytes:
     return base64.b64encode(f"{authzid}\0{authcid}\0{password}".encode())
 
@@ -475,13 +486,7 @@ def test_identity_authzid_veto_and_auth_parameter(
 
 def test_bad_input_and_the_failure_limit(adapter: str) -> None:
     with (
-        running_smtp_server(
-            adapter,
-            Submission(),
-            auth=authenticator(),
-            auth_require_tls=False,
-            max_auth_failures=2,
-        ) as server,
+        plaintext_auth_server(adapter, max_auth_failures=2) as server,
         raw_smtp_session(server.host, server.port) as c,
     ):
         c.recv_reply()
@@ -507,13 +512,7 @@ def test_a_failed_auth_is_answered_after_the_delay_and_holds_no_other_session(
     ``auth_failure_delay``, in that session alone: another client is served meanwhile.
     A 504 (an unknown mechanism) is no guess, and is answered at once."""
     with (
-        running_smtp_server(
-            adapter,
-            Submission(),
-            auth=authenticator(),
-            auth_require_tls=False,
-            auth_failure_delay=0.3,
-        ) as server,
+        plaintext_auth_server(adapter, auth_failure_delay=0.3) as server,
         raw_smtp_session(server.host, server.port) as guesser,
         raw_smtp_session(server.host, server.port) as bystander,
     ):
@@ -550,13 +549,7 @@ def test_a_shutdown_waits_for_a_delayed_failure_no_longer_than_its_grace(adapter
     does a session busy in a handler's hook; it never waits longer than either."""
     for delay, grace in ((0.3, 30.0), (30.0, 0.3)):
         with (
-            running_smtp_server(
-                adapter,
-                Submission(),
-                auth=authenticator(),
-                auth_require_tls=False,
-                auth_failure_delay=delay,
-            ) as server,
+            plaintext_auth_server(adapter, auth_failure_delay=delay) as server,
             raw_smtp_session(server.host, server.port) as guesser,
         ):
             guesser.recv_reply()
@@ -626,9 +619,7 @@ def test_the_reject_log_never_quotes_what_may_be_a_password(
     cancelled, was logged (``reject: OPENSESAME``). An answer to a 334 is ``AUTH``, a
     known verb its name, anything else ``command``."""
     with (
-        running_smtp_server(
-            adapter, Submission(), auth=authenticator(), auth_require_tls=False
-        ) as s,
+        plaintext_auth_server(adapter) as s,
         raw_smtp_session(s.host, s.port) as c,
         caplog.at_level(logging.INFO, logger="smtpcore.server"),
     ):
