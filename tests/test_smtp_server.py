@@ -948,6 +948,32 @@ def test_bdat_whose_size_cannot_be_read_ends_the_session(line: bytes, chunking: 
         conn.next_event()
 
 
+@pytest.mark.parametrize(
+    "line",
+    [b"NOOP\nBDAT %d LAST", b"RSET\n bdat %d", b"NOOP\nNOOP\nBDAT %d"],
+    ids=["after NOOP", "lower case", "third"],
+)
+def test_bdat_after_a_bare_lf_ends_the_session(line: bytes) -> None:
+    """A reader that ends lines at a bare LF sees a BDAT there and takes what follows
+    as its chunk; this machine sees one refused line and would read that chunk as
+    commands. Neither can say where the other's next command is: 421 and close."""
+    conn = greeted()
+    run(conn, ENVELOPE)
+    conn.receive_data(line % len(SMUGGLED) + b"\r\n" + SMUGGLED)
+    with pytest.raises(RemoteProtocolError) as raised:
+        conn.next_event()
+    assert isinstance(raised.value.reply_hint, Reply)
+    assert conn.state is State.ERROR
+    assert conn.send(raised.value.reply_hint).startswith(b"421 4.5.2 ")
+
+
+def test_bare_lf_line_without_bdat_is_refused_and_the_session_goes_on() -> None:
+    conn = greeted()
+    run(conn, ENVELOPE)
+    _events, out = run(conn, b"NOOP\nBDATA 3\r\nRSET\r\n")
+    assert codes(out) == ["500 5.5.2", "250 2.0.0"]
+
+
 def test_bdat_size_limit_rejects_at_last() -> None:
     conn = greeted(max_message_size=10)
     run(conn, ENVELOPE)

@@ -179,9 +179,16 @@ def chunk_after(line: bytes) -> int | None:
     put in it. 0 for a line that is not BDAT; None for a BDAT line whose first
     argument is no size (not ASCII digits, or too many): then no one knows where its
     chunk ends. BDAT counts so after HELO too, where it is unknown: a client sends its
-    chunk all the same, and an intermediary that knows BDAT sees the chunk as one."""
+    chunk all the same, and an intermediary that knows BDAT sees the chunk as one.
+
+    None too for a line in which a bare LF puts a BDAT: a reader that ends lines at a
+    bare LF (some intermediaries do) sees a BDAT there, and its chunk where this
+    machine reads commands, so neither can say where the other's next command is."""
     verb = _BDAT_VERB.match(line)
     if verb is None:
+        body = line.removesuffix(b"\r\n")
+        if body.find(b"\n") >= 0 and any(map(starts_bdat, body.split(b"\n")[1:])):
+            return None
         return 0
     rest = line[verb.end() :].rstrip(b"\n").removesuffix(b"\r").strip(b" \t")
     size = _WSP.split(rest, maxsplit=1)[0]

@@ -806,9 +806,10 @@ class ServerConnection:
         return self._bad(line, answer)
 
     def _unreadable_chunk(self) -> NoReturn:
-        """A BDAT line whose chunk size cannot be read (no size, or a line too long to
-        read): no one knows where its chunk ends, so the session cannot go on
-        (RFC 3030 §2) and ends with 421 (RFC 5321 §3.8)."""
+        """A BDAT line whose chunk size cannot be read (no size, a line too long to
+        read, or a BDAT that only a reader ending lines at a bare LF sees): no one
+        knows where its chunk ends, so the session cannot go on (RFC 3030 §2) and ends
+        with 421 (RFC 5321 §3.8)."""
         self._state = State.ERROR
         self._error = RemoteProtocolError(
             "a BDAT line whose chunk size cannot be read (RFC 3030 §2)",
