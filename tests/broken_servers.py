@@ -220,7 +220,7 @@ class SmallServer:
         if not line:
             return _reply(500, "5.5.2 Line too long")
         if b"\n" in line[:-2]:
-            return _reply(500, "5.5.2 Bare LF in command")
+            return self.bare_lf_line(line)
         try:
             text = line[:-2].decode()
         except UnicodeDecodeError:
@@ -268,6 +268,15 @@ class SmallServer:
             self.forget_plaintext()
             return _reply(220, "2.0.0 Ready to start TLS")
         return _reply(500, "5.5.2 Command unrecognized")
+
+    def bare_lf_line(self, line: bytes) -> bytes:
+        """Refused whole; but where a BDAT follows the LF, a reader that ends lines
+        there takes the next octets for its chunk, so no one knows where commands
+        resume: close."""
+        if any(part.lstrip(b" \t").upper().startswith(b"BDAT") for part in line.split(b"\n")[1:]):
+            self.closed = True
+            return _reply(421, "4.5.2 BDAT after a bare LF")
+        return _reply(500, "5.5.2 Bare LF in command")
 
     def forget_plaintext(self) -> None:
         """Bytes behind STARTTLS came before the handshake: never read them."""
@@ -358,6 +367,14 @@ class EagerBdatServer(SmallServer):
     def chunk_done(self) -> bytes:
         super().chunk_done()  # keeps the message; the reply went out already
         return b""
+
+
+class BareLfBdatServer(SmallServer):
+    """Refuses a line holding a bare LF whole, then reads a BDAT's chunk after it as
+    commands (what smtpcore did before it closed there)."""
+
+    def bare_lf_line(self, line: bytes) -> bytes:
+        return _reply(500, "5.5.2 Bare LF in command")
 
 
 class NonAsciiDigitServer(SmallServer):

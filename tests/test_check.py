@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from broken_servers import (
+    BareLfBdatServer,
     EagerBdatServer,
     FewRecipientsServer,
     LfDotLfServer,
@@ -45,6 +46,7 @@ from smtpcore.testing.check import CHECKS, Outcome, check_handler, check_server
 PLANTED = [
     (LfDotLfServer, "smuggling"),
     (EagerBdatServer, "bdat-octets"),
+    (BareLfBdatServer, "bdat-bare-lf"),
     (NonAsciiDigitServer, "ascii-digits"),
     (OutOfOrderServer, "pipelining"),
     (SplitCommandServer, "chunking"),
@@ -474,6 +476,7 @@ def test_what_the_checks_find_in_aiosmtpd(aiosmtpd_server: int) -> None:
     # aiosmtpd offers neither PIPELINING nor CHUNKING.
     assert outcomes.pop("pipelining") is Outcome.SKIPPED
     assert outcomes.pop("bdat-octets") is Outcome.SKIPPED
+    assert outcomes.pop("bdat-bare-lf") is Outcome.SKIPPED
     # It takes SIZE= in Arabic-Indic digits as a size: int() reads them.
     assert outcomes.pop("ascii-digits") is Outcome.FAILED
     assert "SIZE=\u0661\u0660' was answered 250" in report["ascii-digits"].summary

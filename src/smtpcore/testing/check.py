@@ -658,6 +658,33 @@ def check_bdat_octets(probe: Probe) -> str:
     return f"an unfinished chunk got {_codes(replies) or 'no reply'}"
 
 
+def check_bdat_bare_lf(probe: Probe) -> str:
+    """A bare LF does not hide a BDAT and its chunk (RFC 5321 §2.3.8, RFC 3030 §2).
+
+    ``NOOP<LF>BDAT n LAST<CRLF>``, then n octets holding three ``NOOP`` marker
+    lines, then ``QUIT``. A reader that ends lines at the bare LF (some
+    intermediaries do) passes the octets on as BDAT's chunk. The server must
+    agree, or refuse the line and skip the octets, or close (421): a server
+    that answers the markers ran as commands what such a reader took for
+    content, the BDAT form of SMTP smuggling.
+    """
+    client, offered = probe.hello()
+    if "CHUNKING" not in offered:
+        raise _Skipped("CHUNKING is not offered")
+    probe.transaction(client)
+    chunk = _MARKER * 3
+    client.send(b"NOOP\nBDAT %d LAST\r\n" % len(chunk) + chunk + b"QUIT\r\n")
+    replies = client.read_until_closed()
+    if not replies:
+        raise _Failed("the line and QUIT got no reply before the server closed or fell silent")
+    if len(replies) > 3:  # NOOP, BDAT and QUIT at most
+        raise _Failed(
+            f"NOOP<LF>BDAT, its chunk and QUIT got {_show(_codes(replies))}: the marker "
+            "lines in the chunk were answered as commands"
+        )
+    return f"NOOP<LF>BDAT, its chunk and QUIT got {_show(_codes(replies))}"
+
+
 CHECKS: Final[Mapping[str, Callable[[Probe], str]]] = {
     "chunking": check_chunking,
     "smuggling": check_smuggling,
@@ -669,6 +696,7 @@ CHECKS: Final[Mapping[str, Callable[[Probe], str]]] = {
     "size-limit": check_size_limit,
     "ascii-digits": check_ascii_digits,
     "bdat-octets": check_bdat_octets,
+    "bdat-bare-lf": check_bdat_bare_lf,
 }
 """The battery, by name, in the order it runs. Each check returns a summary, or
 raises to fail or be skipped; :func:`check_server` runs them."""
