@@ -7,13 +7,18 @@ raw control characters from a fetched header; ``fetch --auth``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import logging
 import os
 import smtplib
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -445,9 +450,69 @@ def test_send_warns_when_the_machines_name_it_would_give_in_ehlo_is_not_qualifie
 
 def test_printable_escapes_what_a_terminal_would_obey() -> None:
     assert printable("Mallory \x1b]0;pwned\x07<m@x>") == "Mallory \\x1b]0;pwned\\x07<m@x>"
-    assert printable("a\rb\nc\td\x9b") == "a\\rb\\nc\\td\\x9b"
+    assert printable("a\rb\nc\td\x9b") == "a\\x0db\\x0ac\\x09d\\x9b"
     assert printable("Jörg \u202eevil") == "Jörg \\u202eevil"
     assert printable("plain text") == "plain text"
+
+
+HOSTILE_TEXT = b"no \xc2\x9b31m\xe2\x80\xaeevil"  # an 8-bit CSI and a right-to-left override
+
+
+@contextmanager
+def scripted_server(greeting: bytes, answers: dict[bytes, bytes]) -> Iterator[int]:
+    """One session on a loopback port: each line whose verb is in ``answers`` gets that
+    answer, any other line the answer under ``*``; QUIT ends it."""
+    listener = socket.create_server((LOOPBACK, 0))
+    port = listener.getsockname()[1]
+
+    def run() -> None:
+        with listener, listener.accept()[0] as conn, conn.makefile("rb") as lines:
+            conn.settimeout(10)
+            conn.sendall(greeting)
+            for line in lines:
+                verb = line.split(b" ", 1)[0].strip().upper()
+                conn.sendall(answers.get(verb, answers[b"*"]))
+                if verb == b"QUIT":
+                    return
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        with contextlib.suppress(OSError):
+            socket.create_connection((LOOPBACK, port), timeout=1).close()
+        thread.join(5)
+
+
+def test_send_and_fetch_show_a_servers_control_characters_escaped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A reply's text is the server's choice: printed raw, an 8-bit CSI drives the
+    terminal and a bidi override disguises the line."""
+    smtp = {
+        b"EHLO": b"250 mx.abc.example\r\n",
+        b"RCPT": b"550 5.1.1 " + HOSTILE_TEXT + b"\r\n",
+        b"QUIT": b"221 bye\r\n",
+        b"*": b"250 ok\r\n",
+    }
+    with scripted_server(b"220 mx.abc.example\r\n", smtp) as port:
+        argv = ["send", "--server", f"{LOOPBACK}:{port}", "--helo", "client.abc.example"]
+        status = cli.main([*argv, "--from", "a@abc.example", "--to", "b@abc.example"])
+    out = capsys.readouterr().out
+    assert status == 1 and "\x9b" not in out and "\u202e" not in out
+    assert "550 5.1.1 no \\x9b31m\\u202eevil" in out
+    pop3 = {
+        b"CAPA": b"-ERR no capabilities\r\n",
+        b"PASS": b"-ERR [AUTH] " + HOSTILE_TEXT + b"\r\n",
+        b"*": b"+OK\r\n",
+    }
+    with scripted_server(b"+OK ready\r\n", pop3) as port:
+        argv = ["fetch", "--server", f"{LOOPBACK}:{port}", "--auth", "user"]
+        status = cli.main([*argv, "--user", "john@abc.example", "--password", "pw"])
+    err = capsys.readouterr().err
+    assert status == 1 and "\x9b" not in err and "\u202e" not in err
+    assert "no \\x9b31m\\u202eevil" in err, err
 
 
 def test_fetch_reports_errors_on_stderr_never_quoting_the_password(

@@ -317,6 +317,21 @@ def test_queue_tool_errors_of_the_file_system_are_one_line(
         assert err == f"smtpcore queue: --data-dir: {lock}: Permission denied\n"
 
 
+def test_queue_list_shows_a_remote_servers_control_characters_escaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pending recipient's last error is a remote server's text: raw, its 8-bit CSI
+    would drive the terminal and a bidi override disguise the line."""
+    from smtpcore.server import cli, queuetool
+
+    Queue(tmp_path / "queue").open()
+    line = "    <a@pqr.example>  (451 4.3.0 busy \x9b31m\u202eevil)"
+    monkeypatch.setattr(queuetool, "format_listing", lambda *args: [line])
+    assert cli.main(["queue", "--data-dir", str(tmp_path), "list"]) == 0
+    out = capsys.readouterr().out
+    assert out == "    <a@pqr.example>  (451 4.3.0 busy \\x9b31m\\u202eevil)\n"
+
+
 def test_sigterm_lets_a_message_in_flight_finish_then_stops(tmp_path: Path) -> None:
     with serve(
         tmp_path / "abc",

@@ -6,6 +6,7 @@ import argparse
 import time
 
 from smtpcore.server.config import ConfigError
+from smtpcore.server.log import loggable
 from smtpcore.server.queue import Queue
 from smtpcore.server.queuectl import (
     QueueCommand,
@@ -38,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
     queue = Queue(queue_dir)
     if args.action == "list":
         for line in format_listing(queue, time.time()):
-            print(line)
+            print(loggable(line))  # remote servers' replies, senders' addresses
         return 0
     ids = validate_ids(queue, getattr(args, "ids", ()))
     command = QueueCommand(args.action, ids)

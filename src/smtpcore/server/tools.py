@@ -38,6 +38,7 @@ from smtpcore.sasl import (
     ScramSHA256Client,
 )
 from smtpcore.server.config import ConfigError, default_hostname_warning
+from smtpcore.server.log import loggable
 from smtpcore.server.maildir import Maildir
 from smtpcore.server.passwords import read_password
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
@@ -289,22 +290,20 @@ def run_send(args: argparse.Namespace) -> int:
     try:
         fates = asyncio.run(_send(args, content, rcpts))
     except (OSError, ProtocolError, ValueError, SMTPError) as exc:
-        print(f"smtpcore send: {exc}", file=sys.stderr)
+        print(printable(f"smtpcore send: {exc}"), file=sys.stderr)
         return 1
     for fate in fates:
-        print(f"<{fate.recipient}>: {'accepted' if fate.accepted else 'refused'} by {fate.text}")
+        verdict = "accepted" if fate.accepted else "refused"
+        print(printable(f"<{fate.recipient}>: {verdict} by {fate.text}"))
     return 0 if fates and all(f.accepted for f in fates) else 1
-
-
-_UNPRINTABLE = re.compile(
-    r"[^\S ]|[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-)
 
 
 def printable(text: str) -> str:
     """``text`` safe for a terminal: control characters, escape sequences and bidi
-    controls shown as ``\\x1b`` and the like, never sent raw."""
-    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    controls shown as ``\\x1b`` and the like, never sent raw, as in the server's log
+    lines. Every line the tools print that holds a peer's words (a reply, an
+    address, a header) goes through it."""
+    return loggable(text)
 
 
 def _summary(number: int, size: int, head: bytes) -> str:
@@ -488,7 +487,7 @@ async def _log_in(client: POP3Client, args: argparse.Namespace) -> None:
 def _fetch_failed(exc: Exception) -> None:
     """An error on standard error, as ``send`` reports its own: standard output is
     for the messages."""
-    print(f"smtpcore fetch: {exc}", file=sys.stderr)
+    print(printable(f"smtpcore fetch: {exc}"), file=sys.stderr)
 
 
 def run_fetch(args: argparse.Namespace, say: Callable[[str], None] = print) -> int:
