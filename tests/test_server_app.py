@@ -577,6 +577,31 @@ def test_a_message_delivered_with_notify_success_is_answered_250_whatever_follow
     assert [record.getMessage().split(": ", 1)[1] for record in caplog.records] == errors
 
 
+def test_a_recipient_given_twice_gets_one_group_in_the_success_report(tmp_path: Path) -> None:
+    """The message is delivered once, and the report names the recipient once, as the
+    queue's reports for remote recipients do."""
+    config = _config(tmp_path, "abc.example", {"john@abc.example": "pw", "mary@abc.example": "pw"})
+
+    def send(port: int) -> int:
+        with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+            smtp.ehlo("mx.xyz.example")
+            smtp.mail("john@abc.example")
+            for _ in range(2):
+                smtp.rcpt("mary@abc.example", ["NOTIFY=SUCCESS"])
+            return smtp.data(b"Subject: twice\r\n\r\nbody\r\n")[0]
+
+    async def main() -> None:
+        sockets = {"smtp": _listening()}
+        async with MailServer(config, sockets=sockets) as server:
+            assert await asyncio.to_thread(send, _port(server, "smtp")) == 250
+            await _eventually(lambda: len(_messages(config, "john@abc.example")) == 1)
+
+    _run(main)
+    assert len(_messages(config, "mary@abc.example")) == 1
+    (report,) = _messages(config, "john@abc.example")
+    assert report.count(b"Final-Recipient: rfc822; mary@abc.example") == 1
+
+
 # -- storage failures ----------------------------------------------------------------
 
 

@@ -472,6 +472,7 @@ class _MailHandler(Handler):
         remote: list[QueuedRecipient] = []
         local_dsn: dict[str, QueuedRecipient] = {}
         notify_success: list[Recipient] = []
+        success_wanted: set[str] = set()
         for recipient in envelope.recipients:
             address = str(recipient.mailbox)
             notify = recipient.params.get("NOTIFY")
@@ -483,7 +484,9 @@ class _MailHandler(Handler):
             else:
                 local[address] = key
                 local_dsn[address] = queued
-                if notify is not None and "SUCCESS" in notify.upper().split(","):
+                wants_report = notify is not None and "SUCCESS" in notify.upper().split(",")
+                if wants_report and address not in success_wanted:  # one group an address
+                    success_wanted.add(address)
                     notify_success.append(recipient)
         params = [(k, v) for k, v in envelope.mail_params.items() if k in _KEPT_MAIL_PARAMS]
         client = f"{peer_text(session.peer)} helo={session.helo_name or '-'}"
