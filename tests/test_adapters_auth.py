@@ -37,6 +37,7 @@ from peers import (
     running_smtp_server,
 )
 from smtpcore._driver._smtp_credentials import Credentials
+from smtpcore.asyncio import Timeouts
 from smtpcore.handler import Authenticator, AuthIdentity, Envelope, Handler, MessageReply, Session
 from smtpcore.sasl import (
     CramMD5Server,
@@ -609,6 +610,63 @@ def test_an_authenticator_in_thread_checks_in_a_worker_thread_and_holds_no_other
     assert len(checked_in) == 3
     assert threading.current_thread().name not in checked_in
     assert not any(name.startswith(("SMTPServer", "MainThread")) for name in checked_in)
+
+
+def test_an_authenticator_in_thread_check_past_the_command_timeout_fails_temporarily(
+    adapter: str,
+) -> None:
+    """A step run in a worker thread was awaited with no deadline: a credential backend
+    that hung held the session until it answered, while the handler's hooks get
+    ``timeouts.command``. Past that the client gets ``454 4.7.0`` (RFC 4954 §6), not
+    delayed nor counted as a failed attempt, and the abandoned exchange, which its
+    thread still changes when its check returns, is never used again."""
+    import threading
+
+    release = threading.Event()
+    returned = threading.Event()
+    calls: list[str] = []
+
+    def hung_then_quick(username: str, password: str) -> bool:
+        calls.append(password)
+        if len(calls) == 1:  # the backend hangs on the first check
+            release.wait(10)
+            returned.set()
+        return check_password(username, password)
+
+    auth = Authenticator(check_password=hung_then_quick, mechanisms=["LOGIN"], in_thread=True)
+    login = [b"AUTH LOGIN", base64.b64encode(USER.encode()), base64.b64encode(PASSWORD.encode())]
+    try:
+        with (
+            running_smtp_server(
+                adapter,
+                Submission(),
+                auth=auth,
+                auth_require_tls=False,
+                timeouts=dataclasses.replace(Timeouts(), command=0.5),
+                auth_failure_delay=30.0,
+                max_auth_failures=1,
+            ) as server,
+            raw_smtp_session(server.host, server.port) as client,
+        ):
+            client.recv_reply()
+            client.command(b"EHLO client.test")
+            for line in login[:-1]:
+                assert client.command(line).startswith(b"334")
+            started = time.monotonic()
+            reply = client.command(login[-1])
+            waited = time.monotonic() - started
+            assert reply.startswith(b"454 4.7.0"), reply
+            assert 0.4 < waited < 2.0
+            # A fresh exchange, which the hung check's late success leaves alone.
+            assert client.command(login[0]).startswith(b"334")
+            release.set()
+            assert returned.wait(5)
+            time.sleep(0.1)  # its step has returned, changing the exchange it was given
+            assert client.command(login[1]).startswith(b"334")
+            assert client.command(login[2]).startswith(b"235 2.7.0")
+    finally:
+        release.set()
+    assert calls == [PASSWORD, PASSWORD]
 
 
 def test_the_reject_log_never_quotes_what_may_be_a_password(

@@ -275,6 +275,65 @@ def test_an_authenticator_in_thread_checks_pop3_auth_in_a_worker_thread(
     assert not any(name.startswith(("POP3Server", "MainThread")) for name in checked_in)
 
 
+def test_an_authenticator_in_thread_check_past_the_store_timeout_fails_temporarily(
+    adapter: str, store: MaildirStore
+) -> None:
+    """POP3 AUTH's check in a worker thread was awaited with no deadline, where
+    USER/PASS's gets the store timeout: a credential backend that hung held the session
+    until it answered. Past the store timeout the client gets ``-ERR [SYS/TEMP]``, as
+    PASS does, neither delayed nor counted as a failed login, and the abandoned
+    exchange, which its thread still changes when its check returns, is never used
+    again."""
+    from smtpcore.handler import Authenticator
+
+    release = threading.Event()
+    returned = threading.Event()
+    calls: list[str] = []
+
+    def hung_then_quick(username: str, password: str) -> bool:
+        calls.append(password)
+        if len(calls) == 1:  # the backend hangs on the first check
+            release.wait(10)
+            returned.set()
+        return PASSWORDS.get(username) == password
+
+    auth = Authenticator(check_password=hung_then_quick, mechanisms=["PLAIN"], in_thread=True)
+
+    class HungChecks(MaildirStore):
+        def sasl_mechanisms(self, session: POP3Session) -> Any:
+            return auth.server_mechanisms(session.hostname)
+
+    credentials = base64.b64encode(b"\0alice\0wonderland")
+    try:
+        with (
+            running_pop3_server(
+                adapter,
+                HungChecks(store.root, PASSWORDS),
+                timeouts=dataclasses.replace(POP3Timeouts(), store=0.5),
+                auth_failure_delay=30.0,
+                max_auth_failures=1,
+            ) as server,
+            raw(server.port) as client,
+        ):
+            answers = client.makefile("rb")
+            assert answers.readline().startswith(b"+OK")
+            started = time.monotonic()
+            client.sendall(b"AUTH PLAIN " + credentials + b"\r\n")
+            assert answers.readline().startswith(b"-ERR [SYS/TEMP]")
+            assert 0.4 < time.monotonic() - started < 2.0
+            # A fresh exchange, which the hung check's late success leaves alone.
+            client.sendall(b"AUTH PLAIN\r\n")
+            assert answers.readline() == b"+ \r\n"
+            release.set()
+            assert returned.wait(5)
+            time.sleep(0.1)  # its step has returned, changing the exchange it was given
+            client.sendall(credentials + b"\r\n")
+            assert answers.readline().startswith(b"+OK Logged in")
+    finally:
+        release.set()
+    assert calls == ["wonderland", "wonderland"]
+
+
 def test_a_store_with_apop_off_offers_no_timestamp_and_apop_costs_no_login(
     adapter: str, tmp_path: Path
 ) -> None:

@@ -121,9 +121,13 @@ class Authenticator:
     run each step of an exchange, the callables with it, in a worker thread
     (the framework's), so that a slow check (a key derivation, a database
     query) never holds the other sessions; the callables must then be
-    thread-safe, as several sessions' checks may run at once. Either way,
-    compare secrets with :func:`hmac.compare_digest`, take as long for an
-    unknown user as for a wrong password, and raise
+    thread-safe, as several sessions' checks may run at once. ``in_thread=True`` is also
+    what makes a step's deadline hold (SMTP: ``Timeouts.command``; POP3:
+    ``POP3Timeouts.store``): past it the client gets a temporary failure, not
+    counted as a failed login, and the thread's late answer is dropped. A
+    check run in the event loop cannot be cut off: it holds the loop until it
+    returns. Either way, compare secrets with :func:`hmac.compare_digest`,
+    take as long for an unknown user as for a wrong password, and raise
     :class:`~smtpcore.sasl.CredentialsUnavailable` when the store cannot
     answer (the client gets ``454 4.7.0``).
     """

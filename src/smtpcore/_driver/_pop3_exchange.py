@@ -106,6 +106,11 @@ class SASLExchange:
         """Forget the exchange under way (the client's answer was unreadable)."""
         self._mechanism = self._final = None
 
+    def fresh(self) -> SASLExchange:
+        """A new exchange with the same mechanisms and channel bindings, for a session
+        whose exchange was abandoned to a worker thread still running its step."""
+        return SASLExchange(self.mechanisms, self.channel_bindings)
+
     def _answer(self, step: Step) -> Continue | Err | Success | Failure:
         if isinstance(step, Challenge):
             return Continue(step.data)

@@ -628,17 +628,34 @@ class POP3ServerSession(ServedSession):
     async def _auth(self, event: Auth) -> None:
         sasl = self._sasl
         if sasl.in_thread(event):  # see Authenticator's in_thread
-            answer = await self.transport.run_in_thread(functools.partial(sasl.start, event))
+            await self._sasl_in_thread(functools.partial(sasl.start, event), event.mechanism)
         else:
-            answer = sasl.start(event)
-        await self._sasl_answer(answer)
+            await self._sasl_answer(sasl.start(event))
 
     async def _auth_response(self, event: AuthResponse) -> None:
         sasl = self._sasl
         if sasl.in_thread(event):
-            answer = await self.transport.run_in_thread(functools.partial(sasl.step, event))
+            await self._sasl_in_thread(functools.partial(sasl.step, event), sasl.name)
         else:
-            answer = sasl.step(event)
+            await self._sasl_answer(sasl.step(event))
+
+    async def _sasl_in_thread(
+        self, step: Callable[[], Continue | Err | Success | Failure], mechanism: str
+    ) -> None:
+        """Answer with a step of an exchange that runs in a worker thread, under the
+        store timeout, as USER/PASS's login check is: the store's mechanisms check
+        its credentials. A step past it is answered as a store call past it is
+        (``-ERR [SYS/TEMP]``, no failed login: the password was never judged), and
+        its exchange is left to its thread, which may still change it: any later
+        AUTH starts on a fresh one."""
+        try:
+            answer = await self._store(lambda: self.transport.run_in_thread(step))
+        except BaseException as exc:
+            if not self._call_failed(exc):
+                raise
+            self._sasl = self._sasl.fresh()
+            self._answer(self._failure(exc, "SASL %s", mechanism))
+            return
         await self._sasl_answer(answer)
 
     async def _sasl_answer(self, answer: Continue | Err | Success | Failure) -> None:

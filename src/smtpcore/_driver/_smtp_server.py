@@ -155,6 +155,11 @@ class _SessionAuth(ServerAuth):
         """Whether the steps of the exchange under way run in a worker thread (its
         mechanism is an ``Authenticator(in_thread=True)``'s)."""
 
+    def fresh(self) -> _SessionAuth:
+        """A new AUTH state with the same mechanisms and channel bindings, for a session
+        whose exchange was abandoned to a worker thread still running its step."""
+        return _SessionAuth(self.names, self.mechanisms, self.channel_bindings)
+
 
 _NO_AUTH: Final = _SessionAuth((), {})
 """The AUTH state of a session that offers no mechanism: its machine refuses every
@@ -1072,15 +1077,27 @@ class ServerSession(ServedSession):
         if isinstance(event, Auth):
             flow.mechanism = event.mechanism.upper()
             flow.in_thread = _runs_in_thread(flow.mechanisms.get(flow.mechanism))
+        step = (
+            functools.partial(flow.start, event)
+            if isinstance(event, Auth)
+            else functools.partial(flow.step, event)
+        )
         try:
-            step = (
-                functools.partial(flow.start, event)
-                if isinstance(event, Auth)
-                else functools.partial(flow.step, event)
-            )
-            reply = await self.transport.run_in_thread(step) if flow.in_thread else step()
-        except Exception:
+            if flow.in_thread:
+                # Under the deadline of the handler's hooks; past it the exchange
+                # is its thread's, which may still change it: a fresh one follows.
+                reply = await self.transport.within(
+                    self.options.timeouts.command, self.transport.run_in_thread(step)
+                )
+            else:
+                reply = step()
+        except BaseException as exc:
+            if not self._call_failed(exc):
+                raise
             logger.exception("AUTH %s failed", flow.mechanism)
+            if flow.in_thread:
+                self._auth = flow.fresh()
+            # RFC 4954 §6: 454 4.7.0, a temporary failure, no failed attempt counted.
             reply = _AUTH_UNAVAILABLE
         session = self.session
         success = flow.success

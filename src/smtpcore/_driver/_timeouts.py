@@ -64,8 +64,12 @@ class Timeouts:
     """Client: waiting for the 220 greeting (§4.5.3.2.1); server: the connect hook."""
     command: float | None = 300.0
     """Server: the time from the start of the wait for a command until its line is
-    complete, however many reads it takes; client: the reply to MAIL, RCPT and the
-    others (§4.5.3.2.2, §4.5.3.2.3). Also bounds each write of replies or commands."""
+    complete, however many reads it takes; and the handler's answer to a command
+    (``handle_hello``, ``handle_mail``, ``handle_rcpt``, ``handle_data``,
+    ``handle_vrfy``, ``handle_expn``, ``handle_auth``, and ``handle_connect`` after
+    XCLIENT), each step of an ``Authenticator(in_thread=True)``'s AUTH exchange with
+    them (past it: ``454 4.7.0``). Client: the reply to MAIL, RCPT and the others
+    (§4.5.3.2.2, §4.5.3.2.3). Also bounds each write of replies or commands."""
     data_initiation: float | None = 120.0
     """Client: waiting for the 354 reply to DATA (§4.5.3.2.4)."""
     data_block: float | None = 180.0
@@ -302,7 +306,9 @@ class POP3Timeouts:
     """Either side: each write, while the peer is slow to read."""
     store: float | None = 120.0
     """Server: each call to the mailstore (a login check, opening or updating the
-    maildrop, reading a chunk of a message)."""
+    maildrop, reading a chunk of a message), and each step of an AUTH exchange of the
+    store's mechanisms that runs in a worker thread (an
+    ``Authenticator(in_thread=True)``'s). Past it: ``-ERR [SYS/TEMP]``."""
     tls_handshake: float | None = 60.0
     """The TLS handshake, after STLS or on connect."""
 
