@@ -669,6 +669,77 @@ def test_an_authenticator_in_thread_check_past_the_command_timeout_fails_tempora
     assert calls == [PASSWORD, PASSWORD]
 
 
+def test_authenticator_in_thread_checks_keep_off_the_frameworks_shared_threads(
+    adapter: str,
+) -> None:
+    """The steps of an ``Authenticator(in_thread=True)`` ran on the framework's shared
+    threads (asyncio's default executor, ``min(32, CPUs + 4)`` threads; trio's default
+    limiter), which the reference server's spool writes use too: a credential backend
+    that hung held them all. They run on threads of their own, ``AUTH_THREADS`` at
+    once, and the shared threads stay free."""
+    import threading
+
+    from smtpcore import _threads
+
+    release = threading.Event()
+    lock = threading.Lock()
+    running: list[int] = []  # one entry per check under way
+    most = 0
+
+    def hung(username: str, password: str) -> bool:
+        nonlocal most
+        with lock:
+            running.append(1)
+            most = max(most, len(running))
+        try:
+            release.wait(10)
+        finally:
+            with lock:
+                running.pop()
+        return False
+
+    async def shared_thread_wait() -> float:
+        started = time.monotonic()
+        if adapter == "asyncio":
+            await asyncio.to_thread(lambda: None)
+        else:
+            import trio
+
+            await trio.to_thread.run_sync(lambda: None)
+        return time.monotonic() - started
+
+    auth = Authenticator(check_password=hung, mechanisms=["PLAIN"], in_thread=True)
+    clients = _threads.AUTH_THREADS + 4
+    try:
+        with (
+            running_smtp_server(
+                adapter, Submission(), auth=auth, auth_require_tls=False
+            ) as server,
+            contextlib.ExitStack() as stack,
+        ):
+            sessions = [
+                stack.enter_context(raw_smtp_session(server.host, server.port))
+                for _ in range(clients)
+            ]
+            for session in sessions:
+                session.recv_reply()
+                session.command(b"EHLO client.test")
+                session.send(b"AUTH PLAIN " + plain(USER, "nope") + b"\r\n")
+            due = time.monotonic() + 5
+            while len(running) < _threads.AUTH_THREADS:
+                assert time.monotonic() < due, f"{len(running)} checks under way"
+                time.sleep(0.01)
+            time.sleep(0.1)  # no other check starts: the rest wait for a thread
+            assert len(running) == _threads.AUTH_THREADS
+            assert server.call(shared_thread_wait) < 0.5
+            release.set()
+            for session in sessions:
+                assert session.recv_reply().startswith(b"535 5.7.8")
+    finally:
+        release.set()
+    assert most == _threads.AUTH_THREADS
+
+
 def test_the_reject_log_never_quotes_what_may_be_a_password(
     adapter: str, caplog: pytest.LogCaptureFixture
 ) -> None:

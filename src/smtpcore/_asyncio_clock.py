@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from smtpcore._asyncio_timers import Timers
 from smtpcore._driver._timeouts import deadline_when_waiting
+from smtpcore._threads import AUTH
 
 if TYPE_CHECKING:
     from smtpcore._asyncio_runner import SessionRunner
@@ -195,11 +196,11 @@ class AsyncioClock:
         await asyncio.sleep(seconds)
 
     async def run_in_thread(self, call: Callable[[], _T]) -> _T:
-        """``call()`` in the loop's default executor (``asyncio.to_thread``). A cancelled
-        wait ends at once; the call runs on to its end in its thread, its result
-        dropped, and ``asyncio.run`` waits for it as it shuts that executor down (as
-        :func:`smtpcore._threads.in_thread` runs it on asyncio)."""
-        return await asyncio.to_thread(call)
+        """``call()`` in a thread of the credential checks' own executor
+        (:data:`smtpcore._threads.AUTH`), not the loop's default one, which the
+        reference server's spool writes use. A cancelled wait ends at once; the
+        call runs on to its end in its thread, its result dropped."""
+        return await AUTH.run_asyncio(call)
 
     def within(self, seconds: float | None, call: Awaitable[_T]) -> Coroutine[Any, Any, _T]:
         # The coroutine itself, not one awaiting it: a hook call is the hot path.

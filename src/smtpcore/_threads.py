@@ -6,10 +6,12 @@ cannot choose the framework: it asks which one runs. trio is looked for in
 :data:`sys.modules` alone: a program that never imported it is not running it,
 and it is no dependency of this package.
 
-Mailstore work runs in threads of its own, at most :data:`STORE_THREADS` at once:
-a hundred logins to big maildrops queued on the framework's shared threads held
-up every other use of them (the reference server's spool writes, password
-checks) for seconds.
+Each kind of blocking work has threads of its own (a :class:`ThreadPool`), a
+few at once, never the framework's shared ones: a hundred logins to big
+maildrops, or a hundred password checks against a credential backend that
+stopped answering, queued on those held up every other use of them (the
+reference server's spool writes) for seconds. :data:`STORE` runs mailstore
+work, :data:`AUTH` credential checks.
 """
 
 from __future__ import annotations
@@ -21,67 +23,109 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
 
-__all__ = ["STORE_THREADS", "in_thread", "in_trio_thread"]
+__all__ = [
+    "AUTH",
+    "AUTH_THREADS",
+    "STORE",
+    "STORE_THREADS",
+    "ThreadPool",
+    "in_auth_thread",
+    "in_thread",
+    "in_trio_thread",
+]
 
 _T = TypeVar("_T")
 
+
+class ThreadPool:
+    """At most ``size`` worker threads for one kind of work, per process on asyncio (an
+    executor of its own, made at its first use) and per run on trio (a
+    ``CapacityLimiter`` of its own in a ``RunVar``: a limiter belongs to one run)."""
+
+    def __init__(self, name: str, size: int) -> None:
+        self.name = name
+        self.size = size
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._limiter: Any = None
+        """trio's ``RunVar`` of this pool's limiter, made lazily."""
+
+    async def run(self, call: Callable[[], _T]) -> _T:
+        """``call()`` in one of this pool's threads, under the framework that runs, its
+        result or exception given back.
+
+        A cancellation (a deadline, a shutdown) ends the wait at once and leaves
+        the thread to run ``call`` to its end, whose result is then lost: ``call``
+        must leave things right by itself, whenever its caller stopped waiting. A
+        call still queued for a thread when its wait is cancelled never runs.
+        """
+        if "trio" in sys.modules:
+            import trio  # imported already: this only names it
+
+            try:
+                trio.lowlevel.current_trio_token()
+            except RuntimeError:  # imported, but this is no trio run
+                pass
+            else:
+                return await self.run_trio(call)
+        return await self.run_asyncio(call)
+
+    async def run_asyncio(self, call: Callable[[], _T]) -> _T:
+        """:meth:`run` where asyncio is known to run."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor(), call)
+
+    async def run_trio(self, call: Callable[[], _T]) -> _T:
+        """:meth:`run` where trio is known to run."""
+        return await in_trio_thread(call, limiter=self.limiter())
+
+    def executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.size, thread_name_prefix=self.name)
+            return self._executor
+
+    def limiter(self) -> Any:
+        """This trio run's ``CapacityLimiter`` of this pool."""
+        import trio
+
+        if self._limiter is None:
+            self._limiter = trio.lowlevel.RunVar(f"{self.name}_limiter")
+        try:
+            return self._limiter.get()
+        except LookupError:
+            limiter = trio.CapacityLimiter(self.size)
+            self._limiter.set(limiter)
+            return limiter
+
+
 STORE_THREADS: Final = 4
 """Mailstore calls running at once, per process (asyncio) or per run (trio)."""
+AUTH_THREADS: Final = 8
+"""Credential checks running at once, per process (asyncio) or per run (trio): the
+steps of an ``Authenticator(in_thread=True)``'s exchanges, and the reference server's
+POP3 password checks. More than the store's, as a check may wait on a remote backend
+(a database, LDAP); a check queued past these waits for a thread under the same
+deadline as the check itself."""
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-_trio_limiter: Any = None
-"""trio's CapacityLimiter for mailstore work, one per run (a RunVar), made lazily."""
+STORE: Final = ThreadPool("smtpcore-store", STORE_THREADS)
+AUTH: Final = ThreadPool("smtpcore-auth", AUTH_THREADS)
 
 
 async def in_thread(call: Callable[[], _T]) -> _T:
-    """``call()`` in one of the mailstore's worker threads, its result or exception
-    given back.
+    """``call()`` in one of the mailstore's worker threads (see :meth:`ThreadPool.run`)."""
+    return await STORE.run(call)
 
-    A cancellation (a deadline, a shutdown) ends the wait at once and leaves
-    the thread to run ``call`` to its end, whose result is then lost: ``call``
-    must leave things right by itself, whenever its caller stopped waiting. On
-    asyncio a call still queued for a thread when its wait is cancelled never
-    runs.
-    """
-    if "trio" in sys.modules:
-        import trio  # imported already: this only names it
 
-        try:
-            trio.lowlevel.current_trio_token()
-        except RuntimeError:  # imported, but this is no trio run
-            pass
-        else:
-            return await in_trio_thread(call, limiter=_store_limiter())
-    return await asyncio.get_running_loop().run_in_executor(_store_pool(), call)
+async def in_auth_thread(call: Callable[[], _T]) -> _T:
+    """``call()`` in one of the credential checks' worker threads (see
+    :meth:`ThreadPool.run`)."""
+    return await AUTH.run(call)
 
 
 async def in_trio_thread(call: Callable[[], _T], *, limiter: Any = None) -> _T:
     """``call()`` in one of trio's worker threads (``limiter``'s, else the default's),
-    as :func:`in_thread` runs it under trio (``abandon_on_cancel``: ``trio.run`` does
-    not wait for an abandoned call)."""
+    as :meth:`ThreadPool.run` runs it under trio (``abandon_on_cancel``: ``trio.run``
+    does not wait for an abandoned call)."""
     import trio
 
     return await trio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=limiter)
-
-
-def _store_pool() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="smtpcore-store")
-        return _pool
-
-
-def _store_limiter() -> Any:
-    import trio
-
-    global _trio_limiter
-    if _trio_limiter is None:
-        _trio_limiter = trio.lowlevel.RunVar("smtpcore_store_limiter")
-    try:
-        return _trio_limiter.get()
-    except LookupError:
-        limiter = trio.CapacityLimiter(STORE_THREADS)
-        _trio_limiter.set(limiter)
-        return limiter

@@ -119,9 +119,10 @@ class Authenticator:
     The callables run in the event loop, one at a time: keep them quick (an
     in-memory lookup), or pass ``in_thread=True``, and the server adapters
     run each step of an exchange, the callables with it, in a worker thread
-    (the framework's), so that a slow check (a key derivation, a database
-    query) never holds the other sessions; the callables must then be
-    thread-safe, as several sessions' checks may run at once. ``in_thread=True`` is also
+    (one of a few kept for credential checks, apart from the framework's
+    shared ones), so that a slow check (a key derivation, a database query)
+    never holds the other sessions; the callables must then be thread-safe,
+    as several sessions' checks may run at once. ``in_thread=True`` is also
     what makes a step's deadline hold (SMTP: ``Timeouts.command``; POP3:
     ``POP3Timeouts.store``): past it the client gets a temporary failure, not
     counted as a failed login, and the thread's late answer is dropped. A

@@ -68,7 +68,7 @@ from smtpcore._driver._smtp_client import (
 )
 from smtpcore._driver._timeouts import POP3Timeouts, rest_of
 from smtpcore._driver._transport import Link, YieldFirst
-from smtpcore._threads import in_trio_thread
+from smtpcore._threads import AUTH
 from smtpcore._trio_held import HOLD_AT_MOST, HeldWrites
 from smtpcore.address import Mailbox
 from smtpcore.handler import (
@@ -443,10 +443,11 @@ class TrioClock:
         await trio.sleep(seconds)
 
     async def run_in_thread(self, call: Callable[[], _T]) -> _T:
-        """``call()`` in one of trio's worker threads. A cancelled wait ends at once
-        (``abandon_on_cancel``): the call runs on to its end in its thread, its
-        result dropped, and ``trio.run`` does not wait for it."""
-        return await in_trio_thread(call)
+        """``call()`` in one of trio's worker threads, under the credential checks' own
+        limiter (:data:`smtpcore._threads.AUTH`), not the default one. A cancelled
+        wait ends at once (``abandon_on_cancel``): the call runs on to its end in
+        its thread, its result dropped, and ``trio.run`` does not wait for it."""
+        return await AUTH.run_trio(call)
 
     def stray_cancellation(self, exc: BaseException) -> bool:
         """A ``trio.Cancelled`` while no scope around the session's code is cancelled

@@ -195,12 +195,14 @@ class Clock(Protocol):
 
     def run_in_thread(self, call: Callable[[], T]) -> Awaitable[T]:
         """``call()`` run in a worker thread, its result (or exception) awaited, so
-        that a slow call (a key derivation, a database query) never holds the
-        event loop and its other sessions.
+        that a slow credential check (a key derivation, a database query) never
+        holds the event loop and its other sessions. The threads are the credential
+        checks' own (:data:`smtpcore._threads.AUTH`): a backend that stopped
+        answering holds them, not the framework's shared ones.
 
-        A cancelled wait ends at once, and never holds a shutdown: a thread cannot
-        be interrupted, so ``call`` runs on in its thread to its end, and what it
-        gives is dropped.
+        A cancelled wait (a deadline, a shutdown) ends at once, and never holds a
+        shutdown: a thread cannot be interrupted, so ``call`` runs on in its thread
+        to its end, and what it gives is dropped.
         """
         ...
 

@@ -8,10 +8,10 @@ line in the mail log.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Collection, Mapping, Sequence
 
+from smtpcore._threads import AUTH
 from smtpcore.address import AddressError, parse_mailbox
 from smtpcore.handler import Authenticator
 from smtpcore.maildrop import (
@@ -104,9 +104,11 @@ class POP3Store(MaildirStore):
     async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
         """USER/PASS against the password or the stored SCRAM keys; an unknown user is
         checked too, so that he takes as long as a wrong password. The check is a key
-        derivation: it runs in a worker thread, not holding the other sessions (the
+        derivation: it runs in one of the credential checks' worker threads, not
+        holding the other sessions, nor the threads the spool writes run in (the
         reference server runs on asyncio)."""
-        ok = await asyncio.to_thread(self.credentials.check_password, user, password)
+        check = self.credentials.check_password
+        ok = await AUTH.run_asyncio(lambda: check(user, password))
         return ok and bool(self._key(user))
 
     async def apop_secret(self, session: POP3Session, user: str) -> str | None:
