@@ -355,6 +355,51 @@ def test_a_damaged_envelope_is_set_aside_and_the_rest_of_the_queue_goes_on(
     assert (corrupt / f"{bad.id}.message").read_bytes() == b"Subject: bad\r\n\r\nx\r\n"
 
 
+def _envelope_with(entry: QueueEntry, field: str, value: str) -> bytes:
+    """``entry``'s queue file with ``field``'s value replaced by the JSON text ``value``."""
+    data = json.loads(entry.to_json())
+    data[field] = "@@"
+    return json.dumps(data).replace('"@@"', value).encode()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        (None, "[" * 100_000),  # RecursionError from the JSON reader
+        ("size", "1e400"),  # infinity to Python's reader: int() of it overflowed
+        ("attempts", "1e999"),
+        ("attempts", "2.5"),
+        ("created", '"12.5"'),
+        ("sender", "7"),
+        (
+            "recipients",
+            '[{"address": "a@pqr.example", "status": ["pending"], "reply": null, '
+            '"dsn": null, "remote_mta": null}]',
+        ),
+        ("params", '[["SMTPUTF8"]]'),
+        ("held", '"no"'),
+        ("id", '"0123456789"'),  # another entry's id: its files would be the wrong ones
+    ],
+    ids=lambda v: v if v is None or len(v) < 20 else v[:12],
+)
+def test_an_envelope_of_the_wrong_types_is_set_aside_not_a_crash(
+    tmp_path: Path, field: str | None, value: str
+) -> None:
+    """Such a file raised RecursionError or OverflowError, not ValueError, out of
+    ``open`` (a server that could not start until the file was removed by hand) and out
+    of ``entries`` (``queue list``)."""
+    queue = _queue(tmp_path)
+    good = queue.add(b"Subject: good\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    bad = queue.add(b"Subject: bad\r\n\r\nx\r\n", "john@abc.example", ["b@pqr.example"])
+    damage = value.encode() if field is None else _envelope_with(bad, field, value)
+    queue.envelope_path(bad.id).write_bytes(damage)
+    with pytest.raises(ValueError):
+        queue.load(bad.id)
+    assert [e.id for e in queue.entries()] == [good.id]
+    assert [e.id for e in Queue(tmp_path / "queue").open()] == [good.id]
+    assert (tmp_path / "queue" / "corrupt" / f"{bad.id}.envelope").read_bytes() == damage
+
+
 def test_an_envelope_that_cannot_be_read_is_set_aside_too(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -168,41 +168,113 @@ class QueueEntry:
     @classmethod
     def from_json(cls, text: str) -> QueueEntry:
         """The entry a queue file holds; ``ValueError`` for one that is not one, whatever
-        is wrong with it (not JSON, a field missing or of another type)."""
+        is wrong with it (not JSON, nested too deep to parse, a field missing or of
+        another type).
+
+        Python's JSON reader takes ``1e400`` as infinity, which no int can hold, and
+        what the file holds is data to check, not to convert: ``bool("no")`` is True.
+        So every field is checked for its own type here, before any of it is used."""
         try:
             return cls._from_data(json.loads(text))
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, RecursionError) as exc:
             raise ValueError(f"malformed queue file: {exc!r}") from None
 
     @classmethod
-    def _from_data(cls, data: Any) -> QueueEntry:
-        if data.get("format") != _FORMAT:
-            raise ValueError(f"unknown queue file format {data.get('format')!r}")
+    def _from_data(cls, data: object) -> QueueEntry:
+        fields = _object(data)
+        if fields.get("format") != _FORMAT:
+            raise ValueError(f"unknown queue file format {fields.get('format')!r}")
         return cls(
-            id=str(data["id"]),
-            sender=str(data["sender"]),
-            created=float(data["created"]),
-            size=int(data["size"]),
-            attempts=int(data["attempts"]),
-            next_attempt=float(data["next_attempt"]),
-            client=str(data["client"]),
-            params=tuple((str(k), None if v is None else str(v)) for k, v in data["params"]),
-            delay_warned=bool(data.get("delay_warned", False)),  # absent from older files
-            held=bool(data.get("held", False)),
-            recipients=tuple(
-                QueuedRecipient(
-                    address=str(r["address"]),
-                    status=RecipientStatus(r["status"]),
-                    reply=r["reply"],
-                    dsn=r["dsn"],
-                    remote_mta=r["remote_mta"],
-                    notify=r.get("notify"),  # absent from files of earlier versions
-                    orcpt=r.get("orcpt"),
-                    from_remote=bool(r.get("from_remote", False)),
-                )
-                for r in data["recipients"]
-            ),
+            id=_text(fields, "id"),
+            sender=_text(fields, "sender"),
+            created=_number(fields, "created"),
+            size=_integer(fields, "size"),
+            attempts=_integer(fields, "attempts"),
+            next_attempt=_number(fields, "next_attempt"),
+            client=_text(fields, "client"),
+            params=tuple(_param(item) for item in _array(fields, "params")),
+            delay_warned=_flag(fields, "delay_warned"),  # absent from older files
+            held=_flag(fields, "held"),
+            recipients=tuple(_recipient(_object(r)) for r in _array(fields, "recipients")),
         )
+
+
+def _recipient(fields: Mapping[str, object]) -> QueuedRecipient:
+    return QueuedRecipient(
+        address=_text(fields, "address"),
+        status=RecipientStatus(_text(fields, "status")),
+        reply=_optional_text(fields, "reply"),
+        dsn=_optional_text(fields, "dsn"),
+        remote_mta=_optional_text(fields, "remote_mta"),
+        notify=_optional_text(fields, "notify", absent_ok=True),  # absent from older files
+        orcpt=_optional_text(fields, "orcpt", absent_ok=True),
+        from_remote=_flag(fields, "from_remote"),
+    )
+
+
+def _param(item: object) -> tuple[str, str | None]:
+    if not (isinstance(item, list) and len(item) == 2):
+        raise ValueError(f"params: {item!r} is not a [keyword, value] pair")
+    keyword, value = item
+    if not isinstance(keyword, str) or not (value is None or isinstance(value, str)):
+        raise ValueError(f"params: {item!r} is not a [keyword, value] pair")
+    return keyword, value
+
+
+def _object(value: object) -> Mapping[str, object]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{type(value).__name__} where an object belongs")
+    return value
+
+
+def _array(fields: Mapping[str, object], key: str) -> list[object]:
+    value = fields[key]
+    if not isinstance(value, list):
+        raise ValueError(f"{key}: {type(value).__name__}, not an array")
+    return value
+
+
+def _text(fields: Mapping[str, object], key: str) -> str:
+    value = fields[key]
+    if not isinstance(value, str):
+        raise ValueError(f"{key}: {type(value).__name__}, not a string")
+    return value
+
+
+def _optional_text(
+    fields: Mapping[str, object], key: str, *, absent_ok: bool = False
+) -> str | None:
+    if absent_ok and key not in fields:
+        return None
+    value = fields[key]
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{key}: {type(value).__name__}, not a string or null")
+    return value
+
+
+def _integer(fields: Mapping[str, object], key: str) -> int:
+    value = fields[key]
+    if isinstance(value, bool) or not isinstance(value, int):  # a float, even 1e400, is not
+        raise ValueError(f"{key}: {value!r} is not an integer")
+    return value
+
+
+def _number(fields: Mapping[str, object], key: str) -> float:
+    value = fields[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key}: {value!r} is not a number")
+    try:
+        return float(value)
+    except OverflowError:  # an integer past float's range
+        raise ValueError(f"{key}: {value!r} is out of range") from None
+
+
+def _flag(fields: Mapping[str, object], key: str) -> bool:
+    """A flag, false when absent (files written before it existed)."""
+    value = fields.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key}: {value!r} is not true or false")
+    return value
 
 
 def _write_synced(path: Path, data: bytes) -> None:
@@ -387,7 +459,7 @@ class Queue:
                 _remove_leftover(path)  # by hand, or half set aside
                 continue
             try:
-                entries.append(QueueEntry.from_json(path.read_text(encoding="utf-8")))
+                entries.append(self.load(path.name))
             except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
                 if not self._set_aside(path.name, exc):
                     kept.add(path.name)
@@ -497,7 +569,13 @@ class Queue:
         return found
 
     def load(self, queue_id: str) -> QueueEntry:
-        return QueueEntry.from_json(self.envelope_path(queue_id).read_text(encoding="utf-8"))
+        """The entry ``envelopes/queue_id`` holds; ``ValueError`` for a damaged one (see
+        :meth:`QueueEntry.from_json`), and for one that names another id: its files are
+        found, and removed, by the id it names."""
+        entry = QueueEntry.from_json(self.envelope_path(queue_id).read_text(encoding="utf-8"))
+        if entry.id != queue_id:
+            raise ValueError(f"malformed queue file: it names the entry {entry.id!r}")
+        return entry
 
     def read_content(self, queue_id: str) -> bytes:
         """The whole content, for tools and tests; the relay reads :meth:`content`."""
