@@ -400,6 +400,23 @@ def test_an_envelope_of_the_wrong_types_is_set_aside_not_a_crash(
     assert (tmp_path / "queue" / "corrupt" / f"{bad.id}.envelope").read_bytes() == damage
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("next_attempt", "NaN"), ("next_attempt", "Infinity"), ("created", "-1e400")],
+)
+def test_an_envelope_whose_times_are_not_finite_is_set_aside(
+    tmp_path: Path, field: str, value: str
+) -> None:
+    """Python's JSON reader takes these; a ``next_attempt`` of NaN is never due, and
+    the delivery worker woke for it without end (a quarter of a CPU, idle), while the
+    message was neither delivered nor set aside."""
+    queue = _queue(tmp_path)
+    bad = queue.add(b"Subject: bad\r\n\r\nx\r\n", "john@abc.example", ["b@pqr.example"])
+    queue.envelope_path(bad.id).write_bytes(_envelope_with(bad, field, value))
+    assert Queue(tmp_path / "queue").open() == []
+    assert (tmp_path / "queue" / "corrupt" / f"{bad.id}.message").exists()
+
+
 def test_an_envelope_that_cannot_be_read_is_set_aside_too(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

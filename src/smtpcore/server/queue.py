@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import math
 import os
 import secrets
 import time
@@ -169,11 +170,12 @@ class QueueEntry:
     def from_json(cls, text: str) -> QueueEntry:
         """The entry a queue file holds; ``ValueError`` for one that is not one, whatever
         is wrong with it (not JSON, nested too deep to parse, a field missing or of
-        another type).
+        another type, a number that is not finite).
 
-        Python's JSON reader takes ``1e400`` as infinity, which no int can hold, and
-        what the file holds is data to check, not to convert: ``bool("no")`` is True.
-        So every field is checked for its own type here, before any of it is used."""
+        Python's JSON reader takes ``NaN``, ``Infinity`` and ``1e400`` (infinity),
+        which no int can hold and no time can be, and what the file holds is data to
+        check, not to convert: ``bool("no")`` is True. So every field is checked for
+        its own type here, numbers for being finite, before any of it is used."""
         try:
             return cls._from_data(json.loads(text))
         except (KeyError, RecursionError) as exc:
@@ -260,13 +262,19 @@ def _integer(fields: Mapping[str, object], key: str) -> int:
 
 
 def _number(fields: Mapping[str, object], key: str) -> float:
+    """A finite number. A time that is NaN is never due (every comparison with it is
+    false: the delivery worker woke for it without end, and never delivered it), and
+    one that is infinite never comes."""
     value = fields[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{key}: {value!r} is not a number")
     try:
-        return float(value)
+        number = float(value)
     except OverflowError:  # an integer past float's range
         raise ValueError(f"{key}: {value!r} is out of range") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{key}: {value!r} is not finite")
+    return number
 
 
 def _flag(fields: Mapping[str, object], key: str) -> bool:
