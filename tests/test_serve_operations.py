@@ -145,6 +145,29 @@ def test_a_queue_tool_holding_the_lock_is_waited_for_and_no_stale_pid_is_signall
         bystander.wait()
 
 
+def test_a_lock_taken_only_by_a_queue_tools_probe_is_waited_for_not_refused(
+    tmp_path: Path,
+) -> None:
+    """``running_server`` (every ``queue`` run) takes a shared lock for a moment; a
+    server's start landing in that moment probed again, found the lock free, and
+    refused to start "in use by another smtpcore server". Here the probe's lock is held
+    for a fifth of a second: the start waits for it."""
+    import fcntl
+
+    from smtpcore.server.queuectl import LOCK_NAME, take_lock
+
+    probe = os.open(tmp_path / LOCK_NAME, os.O_RDONLY | os.O_CREAT, 0o600)
+    fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    release = threading.Timer(0.2, fcntl.flock, (probe, fcntl.LOCK_UN))
+    release.start()
+    try:
+        os.close(take_lock(tmp_path, "4242"))
+    finally:
+        release.join()
+        os.close(probe)
+    assert (tmp_path / LOCK_NAME).read_text() == "4242\n"
+
+
 def test_sighup_reloads_users_and_certificates_without_dropping_a_session(
     tmp_path: Path,
 ) -> None:

@@ -95,8 +95,12 @@ def running_server(data_dir: Path) -> int | None:
 def take_lock(data_dir: Path, mark: str) -> int:
     """``data_dir``'s lock, held by the descriptor returned and marked with ``mark`` (a
     server's process id, for ``queue`` to signal; :data:`TOOL_MARK` for the tool). A
-    ``queue`` tool that holds it is waited for a while; anything else holding it is a
-    :class:`ConfigError` naming who."""
+    ``queue`` tool that holds it is waited for a while; a server holding it is a
+    :class:`ConfigError` naming who.
+
+    A lock found taken, then free when probed, was held for a moment only: another
+    ``queue`` tool's :func:`running_server` probe (a shared lock), or a holder that
+    has just let go. That is tried again, not taken for a server."""
     fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     deadline = time.monotonic() + _TOOL_WAIT
     while True:
@@ -105,11 +109,13 @@ def take_lock(data_dir: Path, mark: str) -> int:
             break
         except OSError:
             holder = running_server(data_dir)
-            if holder == -1 and time.monotonic() < deadline:
+            if holder in (-1, None) and time.monotonic() < deadline:
                 time.sleep(0.05)  # the queue tool, at work on the files: it is quick
                 continue
             os.close(fd)
-            who = "the queue tool" if holder == -1 else "another smtpcore server"
+            who = {-1: "the queue tool", None: "another process"}.get(
+                holder, "another smtpcore server"
+            )
             raise ConfigError(f"{data_dir} is in use by {who}") from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{mark}\n".encode("ascii"))
