@@ -440,6 +440,41 @@ def test_an_envelope_that_cannot_be_read_is_set_aside_too(
     assert (corrupt / f"{bad.id}.message").read_bytes() == b"Subject: bad\r\n\r\nx\r\n"
 
 
+def test_an_envelope_whose_message_is_gone_is_kept_and_logged_not_deleted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Content lost (a disk, an ``rm``): the envelope, the one record left of a message
+    accepted for delivery, was deleted with no word in the log. It goes to ``corrupt/``
+    now, and the log names its sender and undelivered recipients."""
+    queue = _queue(tmp_path)
+    entry = queue.add(b"Subject: x\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    queue.content_path(entry.id).unlink()
+    assert Queue(tmp_path / "queue").open() == []
+    corrupt = tmp_path / "queue" / "corrupt"
+    assert QueueEntry.from_json((corrupt / f"{entry.id}.envelope").read_text()) == entry
+    assert not queue.envelope_path(entry.id).exists()
+    [record] = [r for r in caplog.records if entry.id in r.getMessage()]
+    assert record.levelname == "ERROR"
+    assert "from=<john@abc.example> to=<a@pqr.example>" in record.getMessage()
+    assert "no bounce" in record.getMessage()
+
+
+def test_a_set_aside_cut_short_is_finished(tmp_path: Path) -> None:
+    """A crash between :meth:`Queue._set_aside`'s two moves leaves the content in
+    ``corrupt/`` and the envelope in the queue; the next ``open`` moves the envelope
+    after it (it was deleted, and the operator had a message with no envelope)."""
+    queue = _queue(tmp_path)
+    entry = queue.add(b"Subject: x\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    corrupt = tmp_path / "queue" / "corrupt"
+    corrupt.mkdir()
+    queue.envelope_path(entry.id).write_bytes(b"{ damaged")
+    queue.content_path(entry.id).replace(corrupt / f"{entry.id}.message")
+    assert Queue(tmp_path / "queue").open() == []
+    assert (corrupt / f"{entry.id}.envelope").read_bytes() == b"{ damaged"
+    assert (corrupt / f"{entry.id}.message").read_bytes() == b"Subject: x\r\n\r\nx\r\n"
+    assert list((tmp_path / "queue" / "envelopes").iterdir()) == []
+
+
 def test_a_maildirs_old_tmp_files_are_cleared_and_young_ones_kept(tmp_path: Path) -> None:
     """The Maildir spec: a file untouched in tmp/ for 36 hours is a dead delivery. (A
     file's ctime cannot be set back: the clock is set forward instead.)"""

@@ -14,7 +14,11 @@ Layout under the queue directory, all on one file system::
 Creating ``envelopes/ID`` (by a rename, after ``messages/ID`` is in place)
 is what commits an entry; removing it is what ends one. A content file with
 no envelope is what a crash left half-done, and :meth:`Queue.open` removes
-it; files in ``tmp/`` likewise.
+it; files in ``tmp/`` likewise. An envelope with no content is never what a
+crash of ours leaves, except in the middle of moving a damaged entry to
+``corrupt/``: :meth:`Queue.open` finishes that move, and sets aside any other
+such envelope there too, logged, for it holds an accepted message's sender
+and recipients.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import logging
 import math
 import os
 import secrets
@@ -455,7 +460,8 @@ class Queue:
         of an entry, or a read that fails) is moved with its content to ``corrupt/``,
         as Postfix moves such files aside: the message is kept for the operator, and
         the rest of the queue goes on. One that cannot even be moved is left where it
-        is, with its content, and skipped."""
+        is, with its content, and skipped. An envelope whose content is gone goes to
+        ``corrupt/`` too (see :meth:`_without_content`)."""
         for sub in ("tmp", "messages", "envelopes"):
             (self.directory / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         for leftover in (self.directory / "tmp").iterdir():
@@ -464,7 +470,7 @@ class Queue:
         kept: set[str] = set()
         for path in sorted((self.directory / "envelopes").iterdir()):
             if not self.content_path(path.name).exists():
-                _remove_leftover(path)  # by hand, or half set aside
+                self._without_content(path.name)
                 continue
             try:
                 entries.append(self.load(path.name))
@@ -476,6 +482,41 @@ class Queue:
             if path.name not in kept:
                 _remove_leftover(path)
         return entries
+
+    def _without_content(self, queue_id: str) -> None:
+        """Set aside an envelope whose content is gone. If the content is in
+        ``corrupt/``, a crash cut :meth:`_set_aside` short, and this finishes it.
+        Otherwise the content was lost (a disk, an operator's ``rm``): the envelope
+        is the only record left of a message accepted for delivery (RFC 5321 §6.1),
+        and no bounce can be made without the message it would return, so the
+        envelope is kept and its sender and recipients logged as an error."""
+        corrupt = self.directory / "corrupt"
+        if (corrupt / f"{queue_id}.message").exists() and not (
+            corrupt / f"{queue_id}.envelope"
+        ).exists():
+            problem, level = "damaged entry half set aside (a crash)", logging.WARNING
+        else:
+            try:
+                entry = self.load(queue_id)
+                to = ", ".join(f"<{r.address}>" for r in entry.pending) or "none"
+                whose = f"from=<{entry.sender}> to={to}"
+            except (OSError, ValueError) as exc:
+                whose = f"queue file unreadable too: {exc}"
+            problem = f"message lost from the queue ({whose}); no bounce can be made without it"
+            level = logging.ERROR
+        try:
+            corrupt.mkdir(mode=0o700, exist_ok=True)
+            self.envelope_path(queue_id).replace(corrupt / f"{queue_id}.envelope")
+        except OSError as exc:
+            logger.error(
+                "%s: %s; its queue file cannot be moved to %s: %s; skipped",
+                queue_id,
+                problem,
+                corrupt,
+                exc,
+            )
+            return
+        logger.log(level, "%s: %s; its queue file moved to %s", queue_id, problem, corrupt)
 
     def _set_aside(self, queue_id: str, problem: Exception) -> bool:
         """Move a damaged entry's content and envelope to ``corrupt/``; False when
@@ -501,11 +542,15 @@ class Queue:
     def _unused_id(self) -> str:
         while True:
             queue_id = new_queue_id()
-            if not (
-                self.envelope_path(queue_id).exists()
-                or self.content_path(queue_id).exists()
-                or (self.directory / "tmp" / queue_id).exists()
-            ):
+            corrupt = self.directory / "corrupt"
+            taken = (
+                self.envelope_path(queue_id),
+                self.content_path(queue_id),
+                self.directory / "tmp" / queue_id,
+                corrupt / f"{queue_id}.message",  # set aside: kept apart from a new one's
+                corrupt / f"{queue_id}.envelope",
+            )
+            if not any(path.exists() for path in taken):
                 return queue_id
 
     def spool(self) -> Spool:
