@@ -168,6 +168,22 @@ def test_a_lock_taken_only_by_a_queue_tools_probe_is_waited_for_not_refused(
     assert (tmp_path / LOCK_NAME).read_text() == "4242\n"
 
 
+def test_a_damaged_queue_command_is_dropped_and_a_good_one_kept_until_done(
+    tmp_path: Path,
+) -> None:
+    """A command file nested too deep for the JSON reader raised RecursionError out of
+    ``read_commands``, which stopped the server's start, every time."""
+    from smtpcore.server.queuectl import QueueCommand, read_commands, submit
+
+    submit(tmp_path, QueueCommand("hold", ("0123456789",)), pid=0)
+    commands = tmp_path / "commands"
+    for name, damage in (("0-deep", "[" * 100_000), ("1-not-json", "{"), ("2-list", "[]")):
+        (commands / f"{name}.json").write_text(damage)
+    [(path, command)] = read_commands(tmp_path)
+    assert command == QueueCommand("hold", ("0123456789",))
+    assert list(commands.glob("*.json")) == [path]  # removed by whoever carries it out
+
+
 def test_sighup_reloads_users_and_certificates_without_dropping_a_session(
     tmp_path: Path,
 ) -> None:

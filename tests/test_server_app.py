@@ -12,6 +12,7 @@ import logging
 import os
 import smtplib
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -26,6 +27,7 @@ from smtpcore.server.log import delivery_line
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
 from smtpcore.server.queue import Queue, QueuedRecipient
+from smtpcore.server.queuectl import QueueCommand, submit
 from smtpcore.smtp import Reply
 
 LOOPBACK = "127.0.0.1"
@@ -454,6 +456,38 @@ def test_one_server_per_data_directory(tmp_path: Path) -> None:
                 await MailServer(config, sockets={"smtp": _listening()}).start()
         async with MailServer(config, sockets={"smtp": _listening()}):
             pass  # free again once the first one stopped
+
+    _run(main)
+
+
+def test_a_queue_command_is_kept_until_it_has_been_carried_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server removed a ``queue`` command's file as it read it, before acting on
+    it: killed in between, it lost a command the tool had already reported as handed
+    to the running server. Here the worker fails in between instead; the command is
+    still there for the next run, which carries it out and removes it."""
+    config = _config(tmp_path, "abc.example", {}, submission_port=0)
+    queue = Queue(config.queue_dir)
+    queue.open()
+    entry = queue.add(b"Subject: x\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    queue.update(dataclasses.replace(entry, next_attempt=time.time() + 3600))
+    commands = config.queue_dir / "commands"
+
+    async def killed(command: QueueCommand) -> NoReturn:
+        raise RuntimeError("killed")
+
+    async def main() -> None:
+        async with MailServer(config, sockets={"smtp": _listening()}) as server:
+            submit(config.queue_dir, QueueCommand("hold", (entry.id,)), pid=0)
+            with monkeypatch.context() as patch:
+                patch.setattr(server.worker, "apply", killed)
+                with pytest.raises(RuntimeError):
+                    await server.run_queue_commands()
+            assert len(list(commands.glob("*.json"))) == 1
+            await server.run_queue_commands()
+            assert queue.load(entry.id).held
+            assert list(commands.glob("*.json")) == []
 
     _run(main)
 

@@ -285,11 +285,13 @@ class MailServer:
         """Carry out what ``python -m smtpcore queue`` left in the queue directory (it
         sends SIGUSR1 after). One signal's commands at a time, in the order given: two
         tool runs close together must neither read one command twice nor act on one
-        message at once."""
+        message at once. Each command's file goes once it is carried out, so that a
+        crash before leaves it for the next start."""
         async with self._queue_commands:
-            for command in await asyncio.to_thread(read_commands, self.config.queue_dir):
+            for path, command in await asyncio.to_thread(read_commands, self.config.queue_dir):
                 done = await self.worker.apply(command)
                 logger.info("queue %s: %d messages", command.action, len(done))
+                await asyncio.to_thread(path.unlink, missing_ok=True)
 
     def _smtp_handler(self, name: str) -> tuple[Handler, dict[str, Any]]:
         config = self.config

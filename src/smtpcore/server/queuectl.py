@@ -145,8 +145,11 @@ def submit(queue_dir: Path, command: QueueCommand, pid: int) -> None:
         os.kill(pid, signal.SIGUSR1)
 
 
-def read_commands(queue_dir: Path) -> list[QueueCommand]:
-    """Take the waiting commands, oldest first (the server's side of :func:`submit`)."""
+def read_commands(queue_dir: Path) -> list[tuple[Path, QueueCommand]]:
+    """The waiting commands, oldest first, each with its file (the server's side of
+    :func:`submit`). The caller removes a command's file once it has carried the command
+    out, not before: the tool has told the operator that the server has it, and a crash
+    in between must not lose it (carried out twice, each action ends the same)."""
     directory = _commands_dir(queue_dir)
     if not directory.is_dir():
         return []
@@ -154,10 +157,11 @@ def read_commands(queue_dir: Path) -> list[QueueCommand]:
     for path in sorted(directory.glob("*.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            commands.append(QueueCommand(str(data["action"]), tuple(map(str, data["ids"]))))
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # a damaged command is dropped, not retried forever
-        path.unlink(missing_ok=True)
+            commands.append(
+                (path, QueueCommand(str(data["action"]), tuple(map(str, data["ids"]))))
+            )
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            path.unlink(missing_ok=True)  # a damaged command is dropped, not retried forever
     return commands
 
 
