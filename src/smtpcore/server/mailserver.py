@@ -289,7 +289,14 @@ class MailServer:
         crash before leaves it for the next start."""
         async with self._queue_commands:
             for path, command in await asyncio.to_thread(read_commands, self.config.queue_dir):
-                done = await self.worker.apply(command)
+                try:
+                    done = await self.worker.apply(command)
+                except Exception:  # a disk error: kept, and must not stop a start
+                    logger.exception(
+                        "queue %s: failed; the command is kept for the next SIGUSR1 or start",
+                        command.action,
+                    )
+                    continue
                 logger.info("queue %s: %d messages", command.action, len(done))
                 await asyncio.to_thread(path.unlink, missing_ok=True)
 
