@@ -407,6 +407,56 @@ def _attempts(config: ServerConfig) -> list[int]:
     return [queue.load(path.name).attempts for path in (config.queue_dir / "envelopes").iterdir()]
 
 
+def test_an_exchanger_at_an_address_the_hostname_resolves_to_is_this_host(
+    tmp_path: Path,
+) -> None:
+    """RFC 5321 §5.1: listening on every address (``--host 0.0.0.0``), the server knows
+    its own addresses from its ``--hostname``; the best exchanger at one of them is this
+    host, so the mail loops back (550 5.4.6), never goes to the backup exchanger (which
+    would send it straight back here)."""
+    zone = (
+        "mx.abc.example A 11.0.0.50\n"
+        "loop.example MX 10 mail.loop.example\nmail.loop.example A 11.0.0.50\n"
+        "loop.example MX 20 backup.loop.example\nbackup.loop.example A 11.0.0.60\n"
+    )
+    config = _config(
+        tmp_path,
+        "abc.example",
+        {"john@abc.example": "pw"},
+        host="0.0.0.0",  # nothing is bound there: the listener is the socket given
+        smtp_port=25,
+        submission_port=0,
+        remote_port=25,
+        allow_internal_relay=False,
+    )
+    connections: list[str] = []
+
+    def no_network(host: str, port: int, **options: object) -> NoReturn:
+        connections.append(f"{host}:{port}")
+        raise RuntimeError("no connection here")
+
+    async def main() -> None:
+        resolver = StaticResolver.from_zone_text(zone)
+        async with MailServer(
+            config,
+            sockets={"smtp": _listening()},
+            resolver=resolver,
+            client_factory=no_network,
+        ) as server:
+            spool = server.queue.spool()
+            spool.write(b"Subject: loop\r\n\r\nx\r\n")
+            entry = server.queue.prepare(spool, "john@abc.example", ["u@loop.example"]).commit()
+            server.worker.schedule(entry)
+            await _eventually(
+                lambda: bool(connections) or not any((config.queue_dir / "envelopes").iterdir())
+            )
+
+    _run(main)
+    assert connections == []
+    (bounce,) = _messages(config, "john@abc.example")
+    assert b"Status: 5.4.6" in bounce
+
+
 def test_bdat_chunks_are_delivered(tmp_path: Path) -> None:
     """CHUNKING (RFC 3030): no DATA command, the spool opens with the first chunk."""
     config = _config(tmp_path, "pqr.example", {"b@pqr.example": "x"}, submission_port=0)

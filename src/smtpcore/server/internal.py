@@ -53,12 +53,18 @@ def is_internal_address(address: IPAddress) -> bool:
 class InternalAddresses:
     """The relay's rule: internal addresses, and the server's own, unless ``allowed``."""
 
-    def __init__(self, own: Iterable[str] = (), *, allowed: bool = False) -> None:
+    def __init__(self, own: Iterable[IPAddress | str] = (), *, allowed: bool = False) -> None:
         self.allowed = allowed
         self.own: set[IPAddress] = set()
-        for text in own:
+        """This server's own addresses, IPv4-mapped ones as the IPv4 address they map."""
+        self.learn(own)
+
+    def learn(self, addresses: Iterable[IPAddress | str]) -> None:
+        """Count ``addresses`` among this server's own; text that is no address (a
+        ``--host`` name) is left out."""
+        for value in addresses:
             try:
-                self.own.add(_unmapped(ip_address(text)))
+                self.own.add(_unmapped(ip_address(value)))
             except ValueError:
                 continue
 

@@ -15,7 +15,6 @@ import socket
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from smtpcore.server.config import (
 )
 from smtpcore.server.credentials import Credentials
 from smtpcore.server.delivery import ClientFactory, DeliveryWorker
-from smtpcore.server.internal import InternalAddresses
+from smtpcore.server.internal import InternalAddresses, IPAddress
 from smtpcore.server.log import logger
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.pop3 import POP3Store
@@ -132,18 +131,15 @@ class MailServer:
 
     # -- routers ----------------------------------------------------------------
 
-    def _local_addresses(self) -> list[str]:
-        """Our own address counts for MX self-detection only where the relay would reach
-        this very server: our SMTP port is the remote port (routing's advice for several
-        servers sharing one address)."""
-        host = self.config.host
-        try:
-            address = ip_address(host)
-        except ValueError:
+    def _local_addresses(self) -> list[IPAddress]:
+        """This server's own addresses (``self.internal.own``: its ``--host`` and what its
+        ``--hostname`` resolves to) cut an MX list below this host, as its names do
+        (RFC 5321 §5.1), but only where the relay would reach this very server: our SMTP
+        port is the remote port (routing's advice for several servers sharing one
+        address). The unspecified address names no host."""
+        if self.config.smtp_port != self.config.remote_port:
             return []
-        if address.is_unspecified or self.config.smtp_port != self.config.remote_port:
-            return []
-        return [host]
+        return sorted((a for a in self.internal.own if not a.is_unspecified), key=str)
 
     def relay_router(self) -> Router:
         """The delivery worker's router: MX lookups on ``remote_port``, or the smart host."""
@@ -242,14 +238,16 @@ class MailServer:
             raise ConfigError(f"--data-dir: {exc}") from None
 
     async def _learn_own_addresses(self) -> None:
-        """The addresses ``--hostname`` resolves to are this server's own: the relay
-        does not connect to them (``smtpcore.server.internal``). A lookup that fails or
-        takes over two seconds adds none."""
+        """The addresses ``--hostname`` resolves to are this server's own: an exchanger
+        there is this host, which cuts the MX list (the relay router is built again with
+        them), and the relay does not connect to them (``smtpcore.server.internal``). A
+        lookup that fails or takes over two seconds adds none."""
         try:
             found = await asyncio.wait_for(self.resolver.addresses(self.config.hostname), 2.0)
         except Exception:  # NXDOMAIN, no DNS, a timeout: nothing learnt
             return
-        self.internal.own.update(found)
+        self.internal.learn(found)
+        self.worker.router = self.relay_router()
 
     async def reload(self, config: ServerConfig) -> None:
         """SIGHUP: take ``config``'s users and sender aliases, and load the TLS
