@@ -325,6 +325,15 @@ def test_resolver_specs(tmp_path: Path) -> None:
         make_resolver("dns:nowhere")
 
 
+def test_a_dns_resolver_is_given_by_its_address() -> None:
+    """``dns:HOST:PORT`` names the server that answers for names, so HOST is an IP
+    address; a name is a configuration error, not dnspython's ValueError."""
+    with pytest.raises(ConfigError, match="'localhost' is not an IP address"):
+        make_resolver("dns:localhost:53")
+    for spec in ("dns:[::1]:53", "dns:[127.0.0.1]:53", "dns:::1:53"):
+        assert type(make_resolver(spec)).__name__ == "DNSPythonResolver"
+
+
 # -- bounces ----------------------------------------------------------------------------
 
 ORIGINAL = b"From: john@abc.example\r\nSubject: hello\r\n\r\nbody\r\n"

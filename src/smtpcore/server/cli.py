@@ -191,7 +191,8 @@ def _add_serve(commands: Any) -> None:
         "--resolver",
         default="system",
         metavar="system|static:FILE|dns:HOST:PORT",
-        help="where MX and address lookups go (default system)",
+        help="where MX and address lookups go: the system's DNS, a zone file, or the DNS "
+        "server at IP address HOST (default system)",
     )
     relay.add_argument(
         "--remote-port",
@@ -317,7 +318,8 @@ def _add_send(commands: Any) -> None:
         "--resolver",
         default="system",
         metavar="system|static:FILE|dns:HOST:PORT",
-        help="for MX lookups without --server (default system)",
+        help="for MX lookups without --server: the system's DNS, a zone file, or the DNS "
+        "server at IP address HOST (default system)",
     )
     send.add_argument(
         "--remote-port",

@@ -1,4 +1,5 @@
-"""The resolver behind ``--resolver``: ``system``, ``static:FILE`` or ``dns:HOST:PORT``."""
+"""The resolver behind ``--resolver``: ``system``, ``static:FILE`` or ``dns:HOST:PORT``
+(``HOST`` an IP address)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
 from smtpcore.routing import MXRecord, NXDomain, Resolver, StaticResolver, TemporaryDNSError
-from smtpcore.server.config import ConfigError, parse_host_port
+from smtpcore.server.config import ConfigError, parse_server
 
 __all__ = ["NO_MX_LOOKUPS", "SystemResolver", "check_remote_delivery", "make_resolver"]
 
@@ -83,9 +84,17 @@ def make_resolver(spec: str) -> Resolver:
             raise ConfigError(f"--resolver: {rest}: {exc}") from None
     if kind == "dns" and rest:
         try:
-            host, port = parse_host_port(rest)
+            host, port = parse_server(rest)
         except ValueError as exc:
             raise ConfigError(f"--resolver: {exc}") from None
+        try:
+            # The DNS server is asked for names, so it cannot be found by one.
+            ip_address(host)
+        except ValueError:
+            raise ConfigError(
+                f"--resolver dns:HOST:PORT: {host!r} is not an IP address; the DNS server "
+                "is given by its address (dns:127.0.0.1:53, dns:[::1]:53)"
+            ) from None
         try:
             from smtpcore.routing.dnspython import DNSPythonResolver
         except ImportError:
