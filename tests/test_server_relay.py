@@ -621,6 +621,25 @@ def test_relay_options_on_the_command_line(tmp_path: Path) -> None:
         ("fe80::1", True),
         ("fd00::1", True),
         ("::ffff:10.0.0.1", True),
+        # Not globally reachable (RFC 6890): shared address space (RFC 6598, carrier
+        # NAT, tailnets, cloud metadata), documentation, benchmarking, IETF protocol.
+        ("100.64.0.1", True),
+        ("100.100.100.200", True),
+        ("100.127.255.254", True),
+        ("192.0.2.1", True),
+        ("198.51.100.7", True),
+        ("203.0.113.9", True),
+        ("198.18.0.1", True),
+        ("192.0.0.1", True),
+        ("2001:db8::1", True),
+        ("224.0.0.1", True),
+        ("ff0e::1", True),
+        ("fec0::1", True),  # site-local (deprecated, RFC 3879)
+        ("2002:7f00:1::1", True),  # 6to4 (RFC 3056) to 127.0.0.1
+        ("2002:a00:1::1", True),  # 6to4 to 10.0.0.1
+        ("2002:808:808::1", False),  # 6to4 to 8.8.8.8
+        ("100.63.255.255", False),
+        ("100.128.0.0", False),
         ("8.8.8.8", False),
         ("2a00:1450:4001:80b::200e", False),
     ],
@@ -649,6 +668,35 @@ def test_the_servers_own_address_is_refused_however_it_is_written() -> None:
     assert own.refused_literal(mapped) is not None
     assert InternalAddresses(["::ffff:93.184.216.34"]).refused(ip_address("93.184.216.34"))
     assert not own.refused(ip_address("::ffff:93.184.216.35"))
+
+
+def test_shared_address_space_is_refused_as_a_literal_and_as_an_exchanger(
+    tmp_path: Path,
+) -> None:
+    """RFC 6598's 100.64.0.0/10 (carrier NAT, Tailscale, cloud metadata such as
+    100.100.100.200) is no more the Internet than 10.0.0.0/8: refused at RCPT, and an
+    exchanger there bounces without a connection."""
+    from ipaddress import ip_address
+
+    from smtpcore.address import parse_mailbox
+
+    refused = InternalAddresses().refused_literal(parse_mailbox("u@[100.100.100.200]"))
+    assert refused == ip_address("100.100.100.200")
+    connections: list[str] = []
+
+    def no_network(host: str, port: int, **options: object) -> object:
+        connections.append(host)
+        raise RuntimeError("no connection here")
+
+    zone = "pqr.example MX 10 mx.pqr.example\nmx.pqr.example A 100.64.0.1\n"
+    relay = _relay(
+        tmp_path, 25, zone=zone, internal=InternalAddresses(), client_factory=no_network
+    )
+    relay.enqueue(["brendon@pqr.example"])
+    _run(relay, lambda: bool(connections) or (relay.empty() and bool(relay.reports())))
+    assert connections == []
+    (raw,) = relay.reports()
+    assert b"Status: 5.4.4" in raw and b"100.64.0.1" in raw
 
 
 def test_an_address_literal_with_leading_zeros_is_the_address_its_decimal_snums_name() -> None:

@@ -245,8 +245,9 @@ def _add_serve(commands: Any) -> None:
     relay.add_argument(
         "--allow-internal-relay",
         action="store_true",
-        help="let relayed mail go to loopback, private and link-local addresses and this "
-        "server's own (address literals and MX hosts); off by default",
+        help="let relayed mail go to addresses that are not globally reachable (loopback, "
+        "private, shared, link-local...) and this server's own (address literals and MX "
+        "hosts); off by default",
     )
     relay.add_argument(
         "--relay-ca",

@@ -7,9 +7,12 @@ forgery). So an address literal recipient that names an internal address is
 refused at RCPT (``550 5.7.1``), and the delivery worker never connects to
 an internal address: if every address a domain's exchangers have is
 internal, its recipients bounce (``554 5.4.4``, unable to route). Internal
-means loopback, private (RFC 1918, RFC 4193), link-local, unspecified,
-multicast, reserved, or one of the server's own addresses (its ``--host``
-and what its ``--hostname`` resolves to).
+means every address that is not globally reachable (loopback, private
+(RFC 1918, RFC 4193), shared (RFC 6598: carrier-grade NAT, Tailscale, some
+cloud metadata services), link-local, unspecified, documentation,
+benchmarking and the others of RFC 6890), multicast, reserved, or one of the
+server's own addresses (its ``--host`` and what its ``--hostname`` resolves
+to).
 
 The ``--relay-host`` smart host is exempt: the operator chose it, and a
 smart host on the local network or on loopback is the usual set-up.
@@ -38,16 +41,19 @@ def _unmapped(address: IPAddress) -> IPAddress:
 
 
 def is_internal_address(address: IPAddress) -> bool:
-    """Whether ``address`` is one no relay from the Internet should reach."""
+    """Whether ``address`` is one no relay from the Internet should reach: every address
+    that is not globally reachable (IANA's special-purpose registries, RFC 6890, as
+    :mod:`ipaddress` knows them: loopback, private, shared (RFC 6598), link-local,
+    documentation, benchmarking...), and the multicast, reserved and site-local ones
+    :mod:`ipaddress` calls global. A 6to4 address (RFC 3056) is judged by the IPv4
+    address it embeds too, to which its packets go."""
     address = _unmapped(address)
-    return (
-        address.is_loopback
-        or address.is_private
-        or address.is_link_local
-        or address.is_unspecified
-        or address.is_multicast
-        or address.is_reserved
-    )
+    if isinstance(address, IPv6Address):
+        if address.sixtofour is not None and is_internal_address(address.sixtofour):
+            return True
+        if address.is_site_local:
+            return True
+    return not address.is_global or address.is_multicast or address.is_reserved
 
 
 class InternalAddresses:
