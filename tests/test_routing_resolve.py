@@ -354,6 +354,33 @@ def test_a_custom_resolver_fits_the_protocol() -> None:
     assert result.temporary
 
 
+class Generating:
+    """Answers as generators: every record is read, though ``Sequence`` was asked for."""
+
+    async def mx(self, domain: str) -> Sequence[MXRecord]:
+        records = (MXRecord(10, f"mx{i}.gen.example") for i in range(3))
+        return records  # type: ignore[return-value]  # the contract broken on purpose
+
+    async def addresses(self, host: str) -> Sequence[IPv4Address | IPv6Address]:
+        number = int(host[2])  # mxN.gen.example
+        found = iter([ip_address(f"2001:db8::{number}"), ip_address(f"192.0.2.{number}")])
+        return found  # type: ignore[return-value]  # the contract broken on purpose
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_answers_that_are_generators_are_read_once(library: str) -> None:
+    """``all()`` over the MX records took the first from a generator, and ``any()`` over
+    a host's addresses took them all before they were listed: the mail bounced, as for
+    a domain with no usable exchanger (550 5.4.4)."""
+    result = run(
+        library, lambda: resolve_exchangers("gen.example", Generating(), rng=random.Random(0))
+    )
+    assert isinstance(result, tuple)
+    assert len(result) == 5  # max_attempts: every address of two hosts, one of the third
+    assert {a.host for a in result} == {"mx0.gen.example", "mx1.gen.example", "mx2.gen.example"}
+    assert sum(a.address.version == 4 for a in result) == 2
+
+
 # --- Router.resolve: MX lookup or smart host --------------------------------
 
 

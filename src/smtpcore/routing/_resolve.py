@@ -104,7 +104,9 @@ async def resolve_exchangers(
         return _literal_attempt(domain, own_addresses, port)
     domain = normalize_domain(domain)
     try:
-        records: Sequence[MXRecord] = await resolver.mx(domain)
+        # Each answer is read once, into a tuple: a resolver that hands back a
+        # generator must not see it emptied by the first look.
+        records: Sequence[MXRecord] = tuple(await resolver.mx(domain))
     except NXDomain:
         return out.no_such_domain(domain)
     except TemporaryDNSError:
@@ -126,7 +128,7 @@ async def resolve_exchangers(
         if len(attempts) >= max_attempts and exchanger.preference > attempts[-1].preference:
             break
         try:
-            found = await resolver.addresses(exchanger.exchange)
+            found = tuple(await resolver.addresses(exchanger.exchange))
         except NXDomain:
             continue
         except TemporaryDNSError:
@@ -176,7 +178,7 @@ async def resolve_host(
     else:
         return (Attempt(host, literal, port, 0),)
     try:
-        found = await resolver.addresses(normalize_domain(host))
+        found = tuple(await resolver.addresses(normalize_domain(host)))
     except NXDomain:
         return out.smart_host_failure(host)
     except TemporaryDNSError:
