@@ -865,6 +865,38 @@ def test_one_domains_broken_lookup_does_not_hold_up_another(tmp_path: Path) -> N
     assert waiting.reply == "local error in delivery: ValueError: not a domain name"
 
 
+class _HangsFor(_BrokenFor):
+    """``broken``'s MX lookup never answers, as a custom resolver with no timeout."""
+
+    async def mx(self, domain: str) -> Sequence[MXRecord]:
+        if domain == self.broken:
+            await asyncio.Event().wait()
+        return await self.inner.mx(domain)
+
+
+def test_a_resolver_that_never_answers_defers_its_domain_in_time(tmp_path: Path) -> None:
+    """A lookup past ``resolve_timeout`` is a temporary DNS failure: its recipients wait
+    for the next round (the round held its message, never retried, until a restart),
+    and the message's other domains are delivered."""
+    zone = ZONE + "xyz.example MX 10 mx.pqr.example\n"
+    with remote() as server:
+        relay = _relay(tmp_path, server.port, zone=zone, retry_after=3600.0, resolve_timeout=0.2)
+        relay.worker.resolver = _HangsFor(relay.worker.resolver, "xyz.example")
+        relay.enqueue(["victim@xyz.example", "brendon@pqr.example"])
+        _run(relay, lambda: relay.entries()[0].attempts >= 1, timeout=5.0)
+        _wait_closed(server)
+    (transaction,) = server.transactions
+    assert transaction.recipients == ["brendon@pqr.example"]
+    (entry,) = relay.entries()
+    (waiting,) = entry.pending
+    assert waiting.address == "victim@xyz.example" and waiting.dsn == "4.4.3"
+    assert (
+        waiting.reply
+        == "451 4.4.3 temporary DNS failure looking up xyz.example: no answer in time"
+    )
+    assert relay.reports() == []
+
+
 def test_limits_batches_taken_before_a_lost_connection_are_not_sent_again(
     tmp_path: Path,
 ) -> None:

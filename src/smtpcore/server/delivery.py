@@ -83,6 +83,7 @@ __all__ = [
     "ClientFactory",
     "DeliveryWorker",
     "MAX_BACKOFF",
+    "RESOLVE_TIMEOUT",
     "backoff",
     "opportunistic_tls_context",
 ]
@@ -90,6 +91,13 @@ __all__ = [
 MAX_BACKOFF: Final = 4000.0
 """The longest wait between two attempts by default (Postfix's ``maximal_backoff_time``),
 unless ``retry_after`` itself is longer."""
+
+RESOLVE_TIMEOUT: Final = 120.0
+"""Seconds one domain's lookups (its MX records, then its exchangers' addresses) may take
+in a round by default: past that, a temporary DNS failure (451 4.4.3), and the mail waits
+for the next round. The dnspython resolver bounds each lookup (5 s), but a domain can
+make many, and a custom resolver may bound none: one that hangs held its message, never
+retried nor expired, until a restart."""
 
 REPORT_ON_STOP: Final = 5.0
 """Seconds a stopped round has to make the success reports it owes (RFC 3461 §5.2.2: a
@@ -151,7 +159,8 @@ class DeliveryWorker:
     ``router`` decides local or remote and where remote mail goes (its
     ``port`` is the remote port); ``mailboxes`` takes the bounces for local
     senders and any recipient that became local. Disk work runs in threads,
-    so the event loop keeps serving sessions meanwhile.
+    so the event loop keeps serving sessions meanwhile. ``resolve_timeout``
+    bounds one domain's lookups in a round (:data:`RESOLVE_TIMEOUT`).
     """
 
     def __init__(
@@ -174,7 +183,10 @@ class DeliveryWorker:
         concurrency: int = 20,
         clock: Callable[[], float] = time.time,
         rng: RandomSource | None = None,
+        resolve_timeout: float = RESOLVE_TIMEOUT,
     ) -> None:
+        if resolve_timeout <= 0:
+            raise ValueError("resolve_timeout must be positive")
         self.queue = queue
         self.router = router
         self.resolver = resolver
@@ -193,6 +205,7 @@ class DeliveryWorker:
         self.concurrency = concurrency
         self.clock = clock
         self.rng: RandomSource = rng or random.SystemRandom()
+        self.resolve_timeout = resolve_timeout
         self.failures = FailedExchangers(time.monotonic)
         self.tls_context = relay_tls_context(relay_tls, relay_ca)
         self.exchanger = ExchangerSession(
@@ -680,9 +693,7 @@ class DeliveryWorker:
         """The outcomes :meth:`_deliver_remote` has not recorded yet."""
         addresses = list(deliveries)
         delivery = next(iter(deliveries.values()))
-        attempts = await self.router.resolve(
-            delivery, self.resolver, rng=self.rng, failures=self.failures
-        )
+        attempts = await self._resolve(entry, delivery)
         if isinstance(attempts, Rejected):
             outcome = self._rejected_outcome(attempts)
             return dict.fromkeys(addresses, outcome)
@@ -776,6 +787,32 @@ class DeliveryWorker:
                 ),
             )
         return dict.fromkeys(addresses, self._failure_outcome(last, relay, attempts))
+
+    async def _resolve(
+        self, entry: QueueEntry, delivery: RemoteDelivery
+    ) -> tuple[Attempt, ...] | Rejected:
+        """Where ``delivery`` goes, found within :attr:`resolve_timeout` seconds: a
+        resolver that has not answered by then failed temporarily, as one that times
+        out itself does (the ``Resolver`` contract's ``TemporaryDNSError``)."""
+        name = delivery.domain if delivery.smart_host is None else delivery.smart_host[0]
+        try:
+            return await asyncio.wait_for(
+                self.router.resolve(delivery, self.resolver, rng=self.rng, failures=self.failures),
+                self.resolve_timeout,
+            )
+        except asyncio.TimeoutError:
+            logger.warning(
+                "%s: no answer from the resolver for %s within %gs",
+                entry.id,
+                loggable(name),
+                self.resolve_timeout,
+            )
+        return Rejected(
+            451,
+            "4.4.3",
+            f"temporary DNS failure looking up {name}: no answer in time",
+            RejectReason.DNS_TEMPORARY,
+        )
 
     def _failure_outcome(self, last: TryNext, relay: str, attempts: Sequence[Attempt]) -> Outcome:
         """A recipient's when no exchanger took it: the last failure, waiting."""
