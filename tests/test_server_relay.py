@@ -9,6 +9,7 @@ import logging
 import random
 import socket
 import ssl
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
@@ -895,6 +896,36 @@ def test_a_resolver_that_never_answers_defers_its_domain_in_time(tmp_path: Path)
         == "451 4.4.3 temporary DNS failure looking up xyz.example: no answer in time"
     )
     assert relay.reports() == []
+
+
+class _CancelsFor(_BrokenFor):
+    """``broken``'s MX lookup raises ``CancelledError``, as a resolver does whose own
+    future was cancelled (a query abandoned by another part of its library)."""
+
+    async def mx(self, domain: str) -> Sequence[MXRecord]:
+        if domain == self.broken:
+            raise asyncio.CancelledError
+        return await self.inner.mx(domain)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Task.cancelling() tells it apart")
+def test_a_lookup_cancelled_by_the_resolver_is_a_temporary_failure(tmp_path: Path) -> None:
+    """A cancellation the round did not ask for ended it and left the message out of
+    the schedule until a restart; it is a temporary DNS failure, retried."""
+    zone = ZONE + "xyz.example MX 10 mx.pqr.example\n"
+    with remote() as server:
+        relay = _relay(tmp_path, server.port, zone=zone, retry_after=3600.0)
+        relay.worker.resolver = _CancelsFor(relay.worker.resolver, "xyz.example")
+        relay.enqueue(["victim@xyz.example", "brendon@pqr.example"])
+        _run(relay, lambda: relay.entries()[0].attempts >= 1, timeout=5.0)
+        _wait_closed(server)
+        assert relay.worker.queued == 1  # scheduled again
+    (transaction,) = server.transactions
+    assert transaction.recipients == ["brendon@pqr.example"]
+    (waiting,) = relay.entries()[0].pending
+    assert waiting.address == "victim@xyz.example" and waiting.dsn == "4.4.3"
+    assert waiting.reply is not None
+    assert waiting.reply.endswith("looking up xyz.example: the lookup was cancelled")
 
 
 def test_limits_batches_taken_before_a_lost_connection_are_not_sent_again(

@@ -31,6 +31,7 @@ import contextlib
 import functools
 import random
 import ssl
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -135,6 +136,16 @@ def backoff(
     low = max(retry_after, wait / 2)
     steps = int((wait - low) * 1000)
     return low + (rng.randrange(steps + 1) / 1000 if steps > 0 else 0.0)
+
+
+def _stray_cancellation() -> bool:
+    """Whether the ``CancelledError`` being handled is not the running task's own (its
+    ``cancelling()`` is 0): some future that other code cancelled. Before Python 3.11 a
+    task cannot tell, and every one is taken as the task's."""
+    if sys.version_info < (3, 11):
+        return False
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
 
 
 def _duration_text(seconds: float) -> str:
@@ -793,7 +804,10 @@ class DeliveryWorker:
     ) -> tuple[Attempt, ...] | Rejected:
         """Where ``delivery`` goes, found within :attr:`resolve_timeout` seconds: a
         resolver that has not answered by then failed temporarily, as one that times
-        out itself does (the ``Resolver`` contract's ``TemporaryDNSError``)."""
+        out itself does (the ``Resolver`` contract's ``TemporaryDNSError``). So did one
+        whose lookup was cancelled while this round was not (a future of its own
+        cancelled): let through, that ended the round and left the message unscheduled
+        until a restart."""
         name = delivery.domain if delivery.smart_host is None else delivery.smart_host[0]
         try:
             return await asyncio.wait_for(
@@ -801,16 +815,16 @@ class DeliveryWorker:
                 self.resolve_timeout,
             )
         except asyncio.TimeoutError:
-            logger.warning(
-                "%s: no answer from the resolver for %s within %gs",
-                entry.id,
-                loggable(name),
-                self.resolve_timeout,
-            )
+            why = "no answer in time"
+        except asyncio.CancelledError:
+            if not _stray_cancellation():
+                raise
+            why = "the lookup was cancelled"
+        logger.warning("%s: resolving %s: %s", entry.id, loggable(name), why)
         return Rejected(
             451,
             "4.4.3",
-            f"temporary DNS failure looking up {name}: no answer in time",
+            f"temporary DNS failure looking up {name}: {why}",
             RejectReason.DNS_TEMPORARY,
         )
 
