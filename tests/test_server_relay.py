@@ -740,6 +740,19 @@ def test_a_smart_host_on_an_internal_address_is_the_operators_choice(tmp_path: P
     assert relay.reports() == []
 
 
+def test_an_exchanger_that_answers_again_is_no_longer_tried_last(tmp_path: Path) -> None:
+    """A host that failed goes to the back of its level for an hour (FailedExchangers);
+    one that has just taken a message is forgotten there, as ``mark_good`` is for."""
+    with remote() as server:
+        relay = _relay(tmp_path, server.port)
+        relay.worker.failures.mark_bad("mx.pqr.example")
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert [t.recipients for t in server.transactions] == [["brendon@pqr.example"]]
+    assert not relay.worker.failures.is_bad("mx.pqr.example")
+
+
 # -- RFC 6533 reports ----------------------------------------------------------------------
 
 

@@ -759,6 +759,8 @@ class DeliveryWorker:
                     )
                 last = failure
                 continue
+            # It answered: no longer tried last in its level (FailedExchangers).
+            self.failures.mark_good(attempt.host)
             # A recipient this exchanger deferred (a 4xx to RCPT, or after the content)
             # goes to the next one, as Postfix keeps soft-failed recipients for the
             # next server; the last one's reply stands.
