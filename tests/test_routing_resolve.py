@@ -9,7 +9,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from typing import TypeVar
 
 import pytest
@@ -338,6 +338,46 @@ def test_lookups_stop_once_enough_addresses_are_found() -> None:
     )
     assert isinstance(result, tuple)
     assert recording.asked == ["mx.wide.example"]
+
+
+def test_excluded_addresses_are_left_out_before_the_cut() -> None:
+    """``exclude`` (a caller's internal-address rule) drops addresses before the list
+    is cut to ``max_attempts``: the best level's excluded addresses take no place of
+    the next level's; with every address excluded, no route (550 5.4.4)."""
+    zone = StaticResolver.from_zone_text(
+        "pqr.example MX 10 lan.pqr.example\n"
+        + "".join(f"lan.pqr.example A 10.0.0.{n}\n" for n in range(1, 4))
+        + "pqr.example MX 20 mx.pqr.example\nmx.pqr.example A 192.0.2.70\n"
+    )
+    seen: list[str] = []
+
+    def private(attempt: Attempt) -> bool:
+        seen.append(str(attempt.address))
+        return attempt.address in ip_network("10.0.0.0/8")
+
+    for library in LIBRARIES:
+        result = run(
+            library,
+            lambda: resolve_exchangers(
+                "pqr.example", zone, rng=random.Random(0), max_attempts=2, exclude=private
+            ),
+        )
+        assert isinstance(result, tuple)
+        assert [(a.host, str(a.address)) for a in result] == [("mx.pqr.example", "192.0.2.70")]
+    assert sorted(set(seen)) == ["10.0.0.1", "10.0.0.2", "10.0.0.3", "192.0.2.70"]
+    literal = run(
+        "asyncio",
+        lambda: resolve_exchangers("[10.0.0.1]", zone, rng=random.Random(0), exclude=private),
+    )
+    assert isinstance(literal, Rejected) and literal.reason is RejectReason.NO_ROUTE
+    router = Router(["abc.example"], smart_host=("lan.pqr.example", 25))
+    smart = run(
+        "asyncio",
+        lambda: router.resolve(
+            remote("pqr.example", router.smart_host), zone, rng=random.Random(0), exclude=private
+        ),
+    )
+    assert isinstance(smart, Rejected) and smart.temporary
 
 
 class Flaky:

@@ -723,6 +723,37 @@ def test_mx_hosts_on_internal_addresses_bounce_without_a_connection(tmp_path: Pa
     assert b"Status: 5.4.4" in raw and b"internal addresses" in raw
 
 
+def test_internal_addresses_take_no_place_of_a_less_preferred_public_exchanger(
+    tmp_path: Path,
+) -> None:
+    """Five internal addresses at the best level filled the five attempts, were all
+    refused, and the mail bounced (554 5.4.4) though the level below is public: they are
+    left out before the list is cut to its length."""
+    lan = "".join(f"lan.pqr.example A 10.0.0.{n}\n" for n in range(1, 6))
+    zone = (
+        "pqr.example MX 10 lan.pqr.example\n" + lan + "pqr.example MX 20 mx.pqr.example\n"
+        "mx.pqr.example A 11.0.0.70\n"
+    )
+    connections: list[str] = []
+
+    def no_network(host: str, port: int, **options: object) -> object:
+        connections.append(host)
+        raise RuntimeError("no connection here")
+
+    relay = _relay(
+        tmp_path,
+        25,
+        zone=zone,
+        internal=InternalAddresses(),
+        client_factory=no_network,
+        retry_after=3600.0,
+    )
+    relay.enqueue(["brendon@pqr.example"])
+    _run(relay, lambda: bool(connections) or bool(relay.reports()))
+    assert connections == ["11.0.0.70"]
+    assert relay.reports() == []
+
+
 def test_a_smart_host_on_an_internal_address_is_the_operators_choice(tmp_path: Path) -> None:
     """``--relay-host`` on the LAN or loopback is the usual set-up: the internal-address
     rule keeps users from reaching the network, and the operator chose this host."""

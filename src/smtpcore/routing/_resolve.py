@@ -8,7 +8,7 @@ as it is.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Literal
 
@@ -22,6 +22,7 @@ __all__ = ["AddressPreference", "order_addresses", "resolve_exchangers", "resolv
 
 IPAddress = IPv4Address | IPv6Address
 AddressPreference = Literal["ipv6", "ipv4", "any"]
+Exclude = Callable[[Attempt], bool]
 
 DEFAULT_MAX_ATTEMPTS = 5
 
@@ -53,7 +54,7 @@ def _unmapped(address: IPAddress) -> IPAddress:
 
 
 def _literal_attempt(
-    literal: str, local_addresses: Collection[IPAddress], port: int
+    literal: str, local_addresses: Collection[IPAddress], port: int, exclude: Exclude | None
 ) -> tuple[Attempt, ...] | Rejected:
     address = parse_address_literal(literal)
     if address is None:
@@ -61,7 +62,10 @@ def _literal_attempt(
         return out.no_route(literal)
     if _unmapped(address) in local_addresses:
         return out.routing_loop(literal)
-    return (Attempt(literal, address, port, 0),)
+    attempt = Attempt(literal, address, port, 0)
+    if exclude is not None and exclude(attempt):
+        return out.no_route(literal)
+    return (attempt,)
 
 
 async def resolve_exchangers(
@@ -75,6 +79,7 @@ async def resolve_exchangers(
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     port: int = 25,
     address_preference: AddressPreference = "ipv6",
+    exclude: Exclude | None = None,
 ) -> tuple[Attempt, ...] | Rejected:
     """Find where mail for ``domain`` goes: addresses to try in order, or why not.
 
@@ -84,7 +89,10 @@ async def resolve_exchangers(
     This host, recognised by one of ``local_names`` or by one of
     ``local_addresses``, drops itself and every exchanger not more preferred
     than itself. At most ``max_attempts`` addresses are returned (RFC 5321
-    asks that at least two be tried when there are two).
+    asks that at least two be tried when there are two). An address for
+    which ``exclude`` is true (one the caller will not connect to, such as an
+    internal one) is left out before that cut, so that it takes no usable
+    address's place; if it leaves none, the outcome is 550 5.4.4.
 
     The outcomes the server maps to replies:
 
@@ -101,7 +109,7 @@ async def resolve_exchangers(
         raise ValueError("max_attempts must be at least 1")
     own_addresses = {_unmapped(ip_address(a)) for a in local_addresses}
     if is_address_literal(domain):
-        return _literal_attempt(domain, own_addresses, port)
+        return _literal_attempt(domain, own_addresses, port, exclude)
     domain = normalize_domain(domain)
     try:
         # Each answer is read once, into a tuple: a resolver that hands back a
@@ -139,11 +147,10 @@ async def resolve_exchangers(
             attempts = [a for a in attempts if a.preference < cutoff]
             break
         listed = {a.address for a in attempts}
-        attempts.extend(
-            Attempt(exchanger.exchange, address, port, exchanger.preference)
-            for address in order_addresses(found, address_preference, rng)
-            if address not in listed
-        )
+        for address in order_addresses(found, address_preference, rng):
+            attempt = Attempt(exchanger.exchange, address, port, exchanger.preference)
+            if address not in listed and (exclude is None or not exclude(attempt)):
+                attempts.append(attempt)
 
     attempts = attempts[:max_attempts]
     if attempts:
@@ -163,27 +170,29 @@ async def resolve_host(
     rng: RandomSource,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     address_preference: AddressPreference = "ipv6",
+    exclude: Exclude | None = None,
 ) -> tuple[Attempt, ...] | Rejected:
     """Find the addresses of a smart host, without any MX lookup.
 
     This is Postfix's ``relayhost = [host]:port``. A smart host that cannot be
     resolved is a configuration problem of this host, not of the recipient,
     so every failure here is temporary (451 4.3.5 or 451 4.4.3): the queue
-    keeps the mail until the administrator fixes it.
+    keeps the mail until the administrator fixes it. ``exclude`` is
+    ``resolve_exchangers``'s.
     """
+    addresses: Sequence[IPAddress]
     try:
-        literal = ip_address(host.removeprefix("[").removesuffix("]"))
+        addresses = (ip_address(host.removeprefix("[").removesuffix("]")),)
     except ValueError:
-        pass
-    else:
-        return (Attempt(host, literal, port, 0),)
-    try:
-        found = tuple(await resolver.addresses(normalize_domain(host)))
-    except NXDomain:
+        try:
+            found = tuple(await resolver.addresses(normalize_domain(host)))
+        except NXDomain:
+            return out.smart_host_failure(host)
+        except TemporaryDNSError:
+            return out.dns_temporary(host)
+        addresses = order_addresses(found, address_preference, rng)
+    candidates = (Attempt(host, address, port, 0) for address in addresses)
+    usable = [a for a in candidates if exclude is None or not exclude(a)][:max_attempts]
+    if not usable:
         return out.smart_host_failure(host)
-    except TemporaryDNSError:
-        return out.dns_temporary(host)
-    ordered = order_addresses(found, address_preference, rng)[:max_attempts]
-    if not ordered:
-        return out.smart_host_failure(host)
-    return tuple(Attempt(host, address, port, 0) for address in ordered)
+    return tuple(usable)

@@ -24,6 +24,7 @@ from smtpcore.routing._outcomes import Attempt, LocalDelivery, Rejected, RemoteD
 from smtpcore.routing._resolve import (
     DEFAULT_MAX_ATTEMPTS,
     AddressPreference,
+    Exclude,
     resolve_exchangers,
     resolve_host,
 )
@@ -213,11 +214,12 @@ class Router:
         *,
         rng: RandomSource,
         failures: FailedExchangers | None = None,
+        exclude: Exclude | None = None,
     ) -> tuple[Attempt, ...] | Rejected:
         """Find the addresses to try for a remote delivery, with this router's settings.
 
-        See ``resolve_exchangers`` for the outcomes. With a smart host, only
-        its addresses are looked up, and failures are temporary.
+        See ``resolve_exchangers`` for the outcomes and for ``exclude``. With a
+        smart host, only its addresses are looked up, and failures are temporary.
         """
         if delivery.smart_host is not None:
             host, port = delivery.smart_host
@@ -228,6 +230,7 @@ class Router:
                 rng=rng,
                 max_attempts=self.max_attempts,
                 address_preference=self.address_preference,
+                exclude=exclude,
             )
         return await resolve_exchangers(
             delivery.domain,
@@ -239,4 +242,5 @@ class Router:
             max_attempts=self.max_attempts,
             port=self.port,
             address_preference=self.address_preference,
+            exclude=exclude,
         )

@@ -704,19 +704,25 @@ class DeliveryWorker:
         """The outcomes :meth:`_deliver_remote` has not recorded yet."""
         addresses = list(deliveries)
         delivery = next(iter(deliveries.values()))
-        attempts = await self._resolve(entry, delivery)
-        if isinstance(attempts, Rejected):
-            outcome = self._rejected_outcome(attempts)
-            return dict.fromkeys(addresses, outcome)
-        # The smart host is the operator's choice, not a user's: the internal-address
-        # rule (smtpcore.server.internal) keeps users out of the network, not him.
-        checked = delivery.smart_host is None
-        refused = [a for a in attempts if checked and self.internal.refused(a.address)]
+        refused: list[Attempt] = []
+
+        def internal(attempt: Attempt) -> bool:
+            if self.internal.refused(attempt.address):
+                refused.append(attempt)
+                return True
+            return False
+
+        # The internal-address rule (smtpcore.server.internal) is applied by routing,
+        # before the list is cut to its length: internal addresses at the best level
+        # must not take the places of a less preferred exchanger's public ones. The
+        # smart host is the operator's choice, not a user's: the rule keeps users out
+        # of the network, not him.
+        exclude = internal if delivery.smart_host is None else None
+        attempts = await self._resolve(entry, delivery, exclude)
         if refused:
-            attempts = tuple(a for a in attempts if not self.internal.refused(a.address))
             names = ", ".join(sorted({f"{a.host}[{a.address}]" for a in refused}))
             logger.info("%s: not connecting to internal addresses: %s", entry.id, loggable(names))
-            if not attempts:
+            if isinstance(attempts, Rejected) and attempts.reason is RejectReason.NO_ROUTE:
                 return dict.fromkeys(
                     addresses,
                     Outcome(
@@ -726,6 +732,9 @@ class DeliveryWorker:
                         " relay to internal networks is not allowed here",
                     ),
                 )
+        if isinstance(attempts, Rejected):
+            outcome = self._rejected_outcome(attempts)
+            return dict.fromkeys(addresses, outcome)
         header = await asyncio.to_thread(content.header)
         policy = message_tls(self.relay_tls, requiretls=entry.requiretls, header=header)
         last = TryNext("no exchanger to try")
@@ -802,9 +811,13 @@ class DeliveryWorker:
         return dict.fromkeys(addresses, self._failure_outcome(last, relay, attempts))
 
     async def _resolve(
-        self, entry: QueueEntry, delivery: RemoteDelivery
+        self,
+        entry: QueueEntry,
+        delivery: RemoteDelivery,
+        exclude: Callable[[Attempt], bool] | None,
     ) -> tuple[Attempt, ...] | Rejected:
-        """Where ``delivery`` goes, found within :attr:`resolve_timeout` seconds: a
+        """Where ``delivery`` goes (less what ``exclude`` leaves out, see
+        :meth:`Router.resolve`), found within :attr:`resolve_timeout` seconds: a
         resolver that has not answered by then failed temporarily, as one that times
         out itself does (the ``Resolver`` contract's ``TemporaryDNSError``). So did one
         whose lookup was cancelled while this round was not (a future of its own
@@ -813,7 +826,13 @@ class DeliveryWorker:
         name = delivery.domain if delivery.smart_host is None else delivery.smart_host[0]
         try:
             return await asyncio.wait_for(
-                self.router.resolve(delivery, self.resolver, rng=self.rng, failures=self.failures),
+                self.router.resolve(
+                    delivery,
+                    self.resolver,
+                    rng=self.rng,
+                    failures=self.failures,
+                    exclude=exclude,
+                ),
                 self.resolve_timeout,
             )
         except asyncio.TimeoutError:
