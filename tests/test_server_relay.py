@@ -972,6 +972,27 @@ def test_a_lookup_cancelled_by_the_resolver_is_a_temporary_failure(tmp_path: Pat
     assert waiting.reply.endswith("looking up xyz.example: the lookup was cancelled")
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Task.cancelling() tells it apart")
+def test_a_round_broken_by_a_stray_cancellation_is_scheduled_again(tmp_path: Path) -> None:
+    """A cancellation the round did not ask for, from anywhere in it (here the remote
+    delivery itself), is a round broken on our side: recorded and retried, not a
+    message left out of the schedule until a restart."""
+    with remote() as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+
+        async def cancelled(*args: object) -> None:
+            future = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future
+
+        relay.worker._deliver_remote = cancelled  # type: ignore[method-assign,assignment]
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: relay.entries()[0].attempts >= 1, timeout=5.0)
+        assert relay.worker.queued == 1  # scheduled again
+    (waiting,) = relay.entries()[0].pending
+    assert waiting.dsn == "4.3.0"
+
+
 def test_limits_batches_taken_before_a_lost_connection_are_not_sent_again(
     tmp_path: Path,
 ) -> None:

@@ -357,9 +357,17 @@ class DeliveryWorker:
     async def _process(self, queue_id: str) -> None:
         try:
             await self._deliver(queue_id)
-        except asyncio.CancelledError:
-            await self._report_owed_on_stop(queue_id)
-            raise
+        except asyncio.CancelledError as exc:
+            if not _stray_cancellation():
+                await self._report_owed_on_stop(queue_id)
+                raise
+            # Some future other code cancelled (a library's, a hook's): a broken round
+            # like any other, or the message would wait unscheduled until a restart.
+            logger.exception(
+                "%s: delivery failed (a stray cancellation); retrying later", queue_id
+            )
+            await self._report_owed(queue_id)
+            await self._record_local_error(queue_id, exc)
         except FileNotFoundError:
             logger.warning("%s: gone from the queue directory; forgotten", queue_id)
             self._unsaved.pop(queue_id, None)
@@ -401,7 +409,7 @@ class DeliveryWorker:
         if succeeded:
             await self._report_success(entry, content, succeeded)
 
-    async def _record_local_error(self, queue_id: str, exc: Exception) -> None:
+    async def _record_local_error(self, queue_id: str, exc: BaseException) -> None:
         """A round that broke on our side: its error is every pending recipient's last
         error (so an expiry bounce says what it was), and the backoff goes on."""
         detail = _local_error(exc).detail
@@ -979,7 +987,7 @@ class DeliveryWorker:
         self.schedule(queued)
 
 
-def _local_error(exc: Exception) -> Outcome:
+def _local_error(exc: BaseException) -> Outcome:
     """A recipient's outcome when delivery broke on our side: it waits, and its last
     error says what broke (so an expiry bounce does)."""
     detail = f"local error in delivery: {type(exc).__name__}: {exc}"
