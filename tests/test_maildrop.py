@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import os
 import threading
+import unicodedata
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +35,7 @@ from smtpcore.maildrop import (
     delivery_order,
     pop3_size,
 )
+from smtpcore.sasl import Challenge, Success
 
 T = TypeVar("T")
 SESSION = POP3Session("pop.test")
@@ -382,6 +384,26 @@ def test_store_credentials_and_mechanisms(tmp_path: Path) -> None:
     for user in ("../etc", "", ".."):
         with pytest.raises(MaildropError):
             run(store.open_maildrop(SESSION, user))
+
+
+def test_a_password_is_taken_decomposed_as_scram_takes_it(tmp_path: Path) -> None:
+    """PASS, PLAIN and LOGIN compared the password octet for octet: a client that sent
+    "päss" decomposed was refused, while SCRAM (which prepares it) let the user in."""
+    composed = "p\u00e4ss"
+    decomposed = unicodedata.normalize("NFD", composed)
+    store = MaildirStore(tmp_path, {"alice": composed}, plaintext_sasl=True)
+    assert run(store.check_password(SESSION, "alice", decomposed))
+    assert not run(store.check_password(SESSION, "alice", decomposed + "x"))
+    for name, messages in [
+        ("PLAIN", [b"\x00alice\x00" + decomposed.encode()]),
+        ("LOGIN", [b"alice", decomposed.encode()]),
+    ]:
+        mechanism = store.sasl_mechanisms(SESSION)[name]()
+        step = mechanism.start(None)
+        for message in messages:
+            assert isinstance(step, Challenge)
+            step = mechanism.step(message)
+        assert step == Success("alice", "alice"), name
 
 
 def test_delivery_order_compares_numbers_as_numbers(tmp_path: Path) -> None:

@@ -88,13 +88,26 @@ def check_password(users: dict[str, str]) -> Callable[[str, str, str], bool]:
     return check
 
 
+def as_query(name: str) -> str | None:
+    """The name a server mechanism looks up: SASLprep as a query; None when SASLprep
+    refuses or empties it, which fails the exchange (RFC 4616 §2)."""
+    try:
+        return saslprep(name, allow_unassigned=True) or None
+    except ValueError:
+        return None
+
+
 @settings(max_examples=60)
 @given(names, names, st.one_of(st.just(""), names), st.booleans())
 def test_plain(user: str, password: str, authzid: str, initial: bool) -> None:
-    users = {user: password}
+    login, acting = as_query(user), as_query(authzid) if authzid else ""
+    users = {login or user: password}
     server = PlainServer(check_password(users), authorize=lambda z, c: True)
     step = run(PlainClient(user, password, authzid), server, initial_response=initial)
-    assert step == Success(authzid or user, user)
+    if login is None or acting is None:
+        assert isinstance(step, Failure)
+    else:
+        assert step == Success(acting or login, login)
     wrong = run(
         PlainClient(user, password + "x"),
         PlainServer(check_password(users)),
@@ -106,11 +119,15 @@ def test_plain(user: str, password: str, authzid: str, initial: bool) -> None:
 @settings(max_examples=60)
 @given(names, names, st.booleans())
 def test_login(user: str, password: str, initial: bool) -> None:
-    users = {user: password}
+    login = as_query(user)
+    users = {login or user: password}
     step = run(
         LoginClient(user, password), LoginServer(check_password(users)), initial_response=initial
     )
-    assert step == Success(user, user)
+    if login is None:
+        assert isinstance(step, Failure)
+    else:
+        assert step == Success(login, login)
     wrong = run(
         LoginClient(user + "x", password),
         LoginServer(check_password(users)),
@@ -126,11 +143,15 @@ def test_login(user: str, password: str, initial: bool) -> None:
     st.from_regex(r"[0-9]{1,8}\.[a-z]{1,8}", fullmatch=True),
 )
 def test_cram_md5(user: str, password: str, nonce: str) -> None:
-    server = CramMD5Server({user: password}.get, "mx.example", nonce=nonce)
-    assert run(CramMD5Client(user, password), server, initial_response=False) == Success(
-        user, user
-    )
-    server = CramMD5Server({user: password}.get, "mx.example", nonce=nonce)
+    login = as_query(user)
+    users = {login or user: password}
+    server = CramMD5Server(users.get, "mx.example", nonce=nonce)
+    step = run(CramMD5Client(user, password), server, initial_response=False)
+    if login is None:
+        assert isinstance(step, Failure)
+    else:
+        assert step == Success(login, login)
+    server = CramMD5Server(users.get, "mx.example", nonce=nonce)
     wrong = run(CramMD5Client(user, password + "x"), server, initial_response=False)
     assert isinstance(wrong, Failure)
 
@@ -169,9 +190,13 @@ def test_scram(
     client = ScramSHA256Client(user, password, authzid=authzid, min_iterations=1)
     server = ScramSHA256Server(store.get, authorize=lambda z, c: True)
     step = run(client, server, initial_response=initial, success_data_as_challenge=as_challenge)
-    assert isinstance(step, Success)
-    assert (step.authzid, step.authcid) == (authzid or prepared_user, prepared_user)
-    assert step.data is not None and step.data.startswith(b"v=")
+    acting = as_query(authzid) if authzid else ""
+    if acting is None:
+        assert isinstance(step, Failure)  # an authzid SASLprep refuses
+    else:
+        assert isinstance(step, Success)
+        assert (step.authzid, step.authcid) == (acting or prepared_user, prepared_user)
+        assert step.data is not None and step.data.startswith(b"v=")
     wrong = ScramSHA256Client(user, password + "x", min_iterations=1)
     step = run(wrong, ScramSHA256Server(store.get), initial_response=initial)
     assert isinstance(step, Failure)

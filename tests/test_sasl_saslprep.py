@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import stringprep
+import unicodedata
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtpcore.sasl import saslprep
+from smtpcore.handler import Authenticator
+from smtpcore.sasl import (
+    Challenge,
+    ClientMechanism,
+    CramMD5Server,
+    Failure,
+    LoginServer,
+    PlainClient,
+    PlainServer,
+    ScramCredentials,
+    ScramSHA256Client,
+    ScramSHA256Server,
+    ServerMechanism,
+    Step,
+    Success,
+    derive_scram_credentials,
+    passwords_match,
+    saslprep,
+)
+from smtpcore.server.credentials import Credentials
 
 
 @pytest.mark.parametrize(
@@ -63,3 +87,155 @@ def test_output_is_prepared(text: str, allow_unassigned: bool) -> None:
     assert saslprep(prepared, allow_unassigned=allow_unassigned) == prepared
     assert not any(stringprep.in_table_c21_c22(char) for char in prepared)
     assert not any(stringprep.in_table_b1(char) for char in prepared)
+
+
+# -- user names and passwords as the server mechanisms compare them ---------------------
+
+COMPOSED = "j\u00fcrgen"  # as SASLprep gives it, and as a user store keeps it
+DECOMPOSED = unicodedata.normalize("NFD", COMPOSED)  # as a client that does not prep sends it
+KEYS = derive_scram_credentials("pencil")
+
+
+class Store:
+    """One user, COMPOSED, whose password is "pencil"; remembers the names it is asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def check_password(self, authzid: str, authcid: str, password: str) -> bool:
+        self.asked.append(authcid)
+        return authcid == COMPOSED and passwords_match("pencil", password)
+
+    def get_password(self, name: str) -> str | None:
+        self.asked.append(name)
+        return "pencil" if name == COMPOSED else None
+
+    def get_credentials(self, name: str) -> ScramCredentials | None:
+        self.asked.append(name)
+        return KEYS if name == COMPOSED else None
+
+
+SERVERS: dict[str, Callable[[Store], ServerMechanism]] = {
+    "PLAIN": lambda store: PlainServer(store.check_password),
+    "LOGIN": lambda store: LoginServer(store.check_password),
+    "CRAM-MD5": lambda store: CramMD5Server(store.get_password, "mx.example"),
+    "SCRAM-SHA-256": lambda store: ScramSHA256Server(store.get_credentials),
+}
+
+
+def first_messages(mechanism: str, name: str, password: str = "pencil") -> list[bytes]:
+    """What a client that does not prep sends (up to the name, for CRAM-MD5 and SCRAM)."""
+    if mechanism == "PLAIN":
+        return [b"\x00" + name.encode() + b"\x00" + password.encode()]
+    if mechanism == "LOGIN":
+        return [name.encode(), password.encode()]
+    if mechanism == "CRAM-MD5":
+        return [name.encode() + b" " + b"0" * 32]
+    return [f"n,,n={name},r=clientnonce".encode()]
+
+
+def feed(server: ServerMechanism, messages: list[bytes]) -> Step:
+    step = server.start(None)
+    for message in messages:
+        if not isinstance(step, Challenge):
+            break
+        step = server.step(message)
+    return step
+
+
+def test_the_scram_server_prepares_the_user_name() -> None:
+    """RFC 5802 §5.1: the server "MUST either prepare it using the SASLprep profile ...
+    treating it as a query string" or compare SASLprep-aware; it looked the name up as
+    sent, so a client that does not prep failed with the right password."""
+    store = Store()
+    server = ScramSHA256Server(store.get_credentials)
+    first_bare = f"n={DECOMPOSED},r=clientnonce".encode()  # no SASLprep on the client
+    challenge = server.start(b"n,," + first_bare)
+    assert isinstance(challenge, Challenge)
+    nonce, salt, iterations = (part[2:] for part in challenge.data.decode().split(","))
+    salted = hashlib.pbkdf2_hmac("sha256", b"pencil", base64.b64decode(salt), int(iterations))
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    without_proof = f"c=biws,r={nonce}".encode()
+    auth_message = first_bare + b"," + challenge.data + b"," + without_proof
+    signature = hmac.digest(hashlib.sha256(client_key).digest(), auth_message, "sha256")
+    proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+    step = server.step(without_proof + b",p=" + base64.b64encode(proof))
+    assert store.asked == [COMPOSED]
+    assert isinstance(step, Success) and step.authcid == COMPOSED
+
+
+@pytest.mark.parametrize("mechanism", list(SERVERS))
+def test_every_server_mechanism_looks_up_the_prepared_name(mechanism: str) -> None:
+    """RFC 4616 §2, RFC 5802 §5.1: the name is prepared before the store sees it, so the
+    same user typed another way (decomposed) is the same user."""
+    store = Store()
+    step = feed(SERVERS[mechanism](store), first_messages(mechanism, DECOMPOSED))
+    assert store.asked == [COMPOSED]
+    if mechanism in ("PLAIN", "LOGIN"):
+        assert step == Success(COMPOSED, COMPOSED)
+
+
+@pytest.mark.parametrize("mechanism", list(SERVERS))
+@pytest.mark.parametrize("name", ["john\x07", "\u00ad", "\ue000x"])  # control, empty, private
+def test_a_name_saslprep_refuses_fails_before_any_lookup(mechanism: str, name: str) -> None:
+    """RFC 4616 §2: "if preparation fails or results in an empty string, verification
+    SHALL fail"."""
+    store = Store()
+    step = feed(SERVERS[mechanism](store), first_messages(mechanism, name))
+    assert isinstance(step, Failure) and not step.temporary and "SASLprep" in step.reason
+    assert store.asked == []
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
+def test_the_authzid_is_prepared_as_the_name_is(mechanism: str) -> None:
+    """An authzid that is the user's own name typed another way acts as himself (no
+    authorize needed); one SASLprep refuses fails."""
+    client: ClientMechanism = (
+        PlainClient(COMPOSED, "pencil", authzid=DECOMPOSED)
+        if mechanism == "PLAIN"
+        else ScramSHA256Client(COMPOSED, "pencil", authzid=DECOMPOSED)
+    )
+    server = SERVERS[mechanism](Store())
+    step = server.start(client.initial_response())
+    while isinstance(step, Challenge):
+        step = server.step(client.respond(step.data))
+    assert isinstance(step, Success) and step.authzid == step.authcid == COMPOSED
+    refused = PlainServer(Store().check_password).start(b"a\x07\x00jo\x00pencil")
+    assert isinstance(refused, Failure) and "authzid" in refused.reason
+
+
+@pytest.mark.parametrize(
+    ("stored", "presented", "match"),
+    [
+        ("p\u00e4ss", unicodedata.normalize("NFD", "p\u00e4ss"), True),  # composed or not
+        ("pass word", "pass\u00a0word", True),  # NO-BREAK SPACE is a space
+        ("IX", "I\u00adX", True),  # SOFT HYPHEN is nothing
+        ("pencil", "Pencil", False),  # case is kept
+        ("pencil", "pencil\x07", False),  # a presented password SASLprep refuses
+        ("key\U0001f511", "key\U0001f511", True),  # unassigned in Unicode 3.2: exactly
+        ("key\U0001f511", "key\U0001f512", False),
+        ("a\x07b", "a\x07b", True),  # a stored control character: exactly
+        ("\u00ad", "", False),  # empty after SASLprep: exactly, and nothing is empty
+        ("", "", False),  # no password (an unknown user) matches nothing
+    ],
+)
+def test_passwords_match_compares_prepared_passwords(
+    stored: str, presented: str, match: bool
+) -> None:
+    """RFC 4616 §2: the presented and the stored password are both prepared (a query, a
+    stored string); a stored one SASLprep refuses is compared as it is."""
+    assert passwords_match(stored, presented) is match
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_a_password_kept_in_the_clear_is_taken_decomposed(mechanism: str) -> None:
+    """A user whose password is kept in the clear (an Authenticator's get_password, the
+    reference server's users file) was refused over PLAIN and LOGIN when his client sent
+    it decomposed, while SCRAM, which prepares it, let him in."""
+    authenticator = Authenticator(get_password={"jo@abc.example": COMPOSED}.get)
+    server = authenticator.server_mechanisms("mx.abc.example")[mechanism]()
+    step = feed(server, first_messages(mechanism, "jo@abc.example", DECOMPOSED))
+    assert step == Success("jo@abc.example", "jo@abc.example")
+    credentials = Credentials({"jo@abc.example": COMPOSED})
+    assert credentials.check_password("jo@abc.example", DECOMPOSED)  # also POP3 PASS
+    assert not credentials.check_password("jo@abc.example", DECOMPOSED + "x")

@@ -25,7 +25,6 @@ both adapters.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
@@ -45,6 +44,7 @@ from smtpcore.sasl import (
     ScramSHA256Server,
     ServerMechanism,
     XOAuth2Server,
+    passwords_match,
 )
 from smtpcore.sasl._scram import DEFAULT_ITERATIONS
 from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Parameters, Rcpt, Reply, Xclient, Xforward
@@ -95,7 +95,9 @@ class Authenticator:
     Give the callables your user store can answer; each one enables the
     mechanisms that need it, and the server offers them strongest first:
 
-    - ``check_password(username, password) -> bool``: PLAIN and LOGIN.
+    - ``check_password(username, password) -> bool``: PLAIN and LOGIN. The
+      user name comes prepared with SASLprep, the password as the client sent
+      it: compare it with :func:`~smtpcore.sasl.passwords_match`.
     - ``get_scram_credentials(username) -> ScramCredentials | None``:
       SCRAM-SHA-256 from stored keys (see
       :func:`~smtpcore.sasl.derive_scram_credentials`); the password never
@@ -104,7 +106,9 @@ class Authenticator:
       gives channel binding data (:mod:`smtpcore.transport`).
     - ``get_password(username) -> str | None``: the password in the clear, for
       CRAM-MD5; it also serves PLAIN and LOGIN when ``check_password`` is not
-      given. Only for stores that must keep passwords anyway.
+      given, both passwords prepared with SASLprep before they are compared
+      (:func:`~smtpcore.sasl.passwords_match`). Only for stores that must keep
+      passwords anyway.
     - ``check_token(username, token) -> bool | str``: OAuth 2.0 bearer
       tokens, OAUTHBEARER (RFC 7628) and XOAUTH2.
 
@@ -127,8 +131,10 @@ class Authenticator:
     ``POP3Timeouts.store``): past it the client gets a temporary failure, not
     counted as a failed login, and the thread's late answer is dropped. A
     check run in the event loop cannot be cut off: it holds the loop until it
-    returns. Either way, compare secrets with :func:`hmac.compare_digest`,
-    take as long for an unknown user as for a wrong password, and raise
+    returns. Either way, compare passwords with
+    :func:`~smtpcore.sasl.passwords_match` and tokens with
+    :func:`hmac.compare_digest`, take as long for an unknown user as for a
+    wrong password, and raise
     :class:`~smtpcore.sasl.CredentialsUnavailable` when the store cannot
     answer (the client gets ``454 4.7.0``).
     """
@@ -224,8 +230,7 @@ class Authenticator:
 
         def check(authzid: str, authcid: str, password: str) -> bool:
             stored = get_password(authcid)
-            ok = hmac.compare_digest((stored or "").encode(), password.encode())
-            return ok and stored is not None
+            return passwords_match(stored or "", password) and stored is not None
 
         return check
 

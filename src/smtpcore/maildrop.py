@@ -21,7 +21,6 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import hmac
 import os
 import re
 import stat
@@ -42,6 +41,7 @@ from smtpcore.sasl import (
     ScramSHA256Server,
     ServerMechanism,
     derive_scram_credentials,
+    passwords_match,
 )
 
 __all__ = [
@@ -632,8 +632,9 @@ class MaildirStore(Mailstore):
     APOP, and the SASL mechanisms PLAIN and LOGIN (offered under TLS
     only unless ``plaintext_sasl``), CRAM-MD5, SCRAM-SHA-256 and
     SCRAM-SHA-256-PLUS (offered only where the TLS layer gives channel binding
-    data, see :mod:`smtpcore.transport`). ``apop``
-    turns APOP off. A reference implementation: subclass it, or write a
+    data, see :mod:`smtpcore.transport`); PASS, PLAIN and LOGIN compare the
+    password as SASLprep prepares it (:func:`~smtpcore.sasl.passwords_match`),
+    as SCRAM does. ``apop`` turns APOP off. A reference implementation: subclass it, or write a
     :class:`Mailstore`, to check credentials against a real user database.
 
     Each user's :class:`Maildir` is listed at login, and updated at QUIT, in a
@@ -663,8 +664,7 @@ class MaildirStore(Mailstore):
 
     async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
         stored = self.passwords.get(user) if self._user_ok(user) else None
-        match = hmac.compare_digest((stored or "").encode(), password.encode())
-        return match and stored is not None
+        return passwords_match(stored or "", password) and stored is not None
 
     async def apop_secret(self, session: POP3Session, user: str) -> str | None:
         return self.passwords.get(user) if self.apop and self._user_ok(user) else None
@@ -672,8 +672,7 @@ class MaildirStore(Mailstore):
     def sasl_mechanisms(self, session: POP3Session) -> Mapping[str, MechanismFactory]:
         def check(authzid: str, authcid: str, password: str) -> bool:
             stored = self.passwords.get(authcid)
-            match = hmac.compare_digest((stored or "").encode(), password.encode())
-            return match and stored is not None
+            return passwords_match(stored or "", password) and stored is not None
 
         def scram(user: str) -> ScramCredentials | None:
             secret = self.passwords.get(user)

@@ -57,7 +57,7 @@ from smtpcore.sasl._registry import (
     choose_mechanism,
     scram_client,
 )
-from smtpcore.sasl._saslprep import saslprep
+from smtpcore.sasl._saslprep import passwords_match, saslprep
 from smtpcore.sasl._scram import (
     GetCredentials,
     ScramCredentials,
@@ -118,6 +118,7 @@ __all__ = [
     "derive_scram_credentials",
     "needs_channel_binding",
     "offered_mechanisms",
+    "passwords_match",
     "saslprep",
     "scram_client",
 ]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Final, TypeAlias
 
 from smtpcore._errors import LocalProtocolError, ProtocolError
+from smtpcore.sasl._saslprep import saslprep
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_SIZE",
@@ -142,6 +143,21 @@ def encode_utf8(text: str, what: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         raise LocalProtocolError(f"{what} cannot be encoded in UTF-8") from None
+
+
+def prepare_identity(name: str, what: str) -> str:
+    """SASLprep a user name the client sent, as a query (RFC 4013; RFC 3454 §7:
+    unassigned code points allowed), so that every way of typing it names one user
+    (RFC 5802 §5.1, RFC 4616 §2). Refused, or left empty, it fails the exchange, as
+    RFC 4616 §2 says ("If preparation fails or results in an empty string,
+    verification SHALL fail")."""
+    try:
+        prepared = saslprep(name, allow_unassigned=True)
+    except ValueError as exc:
+        raise _Reject(f"{what} refused by SASLprep: {exc}") from None
+    if not prepared:
+        raise _Reject(f"{what} is empty after SASLprep")
+    return prepared
 
 
 def escape_saslname(name: str) -> str:

@@ -26,6 +26,7 @@ from smtpcore.sasl._base import (
     _Reject,
     decode_utf8,
     encode_utf8,
+    prepare_identity,
 )
 
 __all__ = ["CramMD5Client", "CramMD5Server", "GetPassword"]
@@ -74,7 +75,10 @@ class CramMD5Server(ServerMechanism):
     to two random numbers (the RFC's example uses a process id and a clock,
     which this layer does not read) and is injectable for tests. The
     response is the user name, a space and 32 hex digits (matched without
-    regard to case, in constant time). CRAM-MD5 is server-first: an initial
+    regard to case, in constant time). The user name is prepared with SASLprep
+    as a query before ``get_password`` sees it, as the other mechanisms' are;
+    the password is the HMAC key as it is (RFC 2195 prepares nothing, and the
+    client keys with the password it has). CRAM-MD5 is server-first: an initial
     response ends the exchange with :class:`~smtpcore.sasl.UnexpectedInitialResponse`
     (RFC 4954 §4 answers it with 501).
     """
@@ -107,6 +111,7 @@ class CramMD5Server(ServerMechanism):
         username, _, digest = decode_utf8(response, "CRAM-MD5 response").rpartition(" ")
         if not username or not _DIGEST.fullmatch(digest):
             raise _Reject("CRAM-MD5 response is not 'user digest'")
+        username = prepare_identity(username, "CRAM-MD5 user name")
         password = self._get_password(username)
         key = _DUMMY_KEY if password is None else password.encode("utf-8")
         expected = _digest(key, self.challenge)

@@ -23,6 +23,7 @@ from smtpcore.sasl._base import (
     _require_true,
     decode_utf8,
     encode_utf8,
+    prepare_identity,
 )
 
 __all__ = [
@@ -38,9 +39,12 @@ CheckPassword: TypeAlias = Callable[[str, str, str], bool]
 anything else refuses (a verdict that is not a bool as the callback's mistake).
 
 ``authzid`` is what the client asked to act as ("" for itself; LOGIN always
-passes ""). Compare the password with :func:`hmac.compare_digest` (or a
-password hash), and take the same time for an unknown user as for a wrong
-password. Raise :class:`CredentialsUnavailable` if the store cannot answer.
+passes ""). Both names come prepared with SASLprep; the password comes as the
+client sent it: compare it with :func:`~smtpcore.sasl.passwords_match`, which
+prepares both passwords (RFC 4616 §2) and compares in constant time, or with a
+password hash of the prepared password. Take the same time for an unknown user
+as for a wrong password. Raise :class:`CredentialsUnavailable` if the store
+cannot answer.
 """
 
 USERNAME_PROMPT: Final = b"Username:"
@@ -84,10 +88,13 @@ class PlainServer(ServerMechanism):
     """PLAIN, server side (RFC 4616 §2, §3).
 
     The message must hold exactly two NULs, valid UTF-8 and a non-empty
-    authcid and password. ``check_password(authzid, authcid, password)``
-    decides; then an authzid other than "" or the authcid needs
-    ``authorize(authzid, authcid)`` as well (RFC 4616 §2: the server
-    verifies that the authcid may act as the authzid).
+    authcid and password. The authcid, and the authzid if any, are prepared
+    with SASLprep as queries (RFC 4616 §2; the authzid so that it compares
+    with the authcid), and the exchange fails if SASLprep refuses one or
+    empties it. ``check_password(authzid, authcid, password)`` decides, given
+    the password as sent (see :data:`CheckPassword`); then an authzid other
+    than "" or the authcid needs ``authorize(authzid, authcid)`` as well (RFC
+    4616 §2: the server verifies that the authcid may act as the authzid).
     """
 
     name = "PLAIN"
@@ -116,6 +123,9 @@ class PlainServer(ServerMechanism):
         authzid, authcid, password = (decode_utf8(field, "PLAIN message") for field in fields)
         if not authcid or not password:
             raise _Reject("PLAIN authcid and password may not be empty")
+        authcid = prepare_identity(authcid, "PLAIN authcid")
+        if authzid:
+            authzid = prepare_identity(authzid, "PLAIN authzid")
         verdict = self._check_password(authzid, authcid, password)
         _require_true(verdict, "check_password", "invalid credentials")
         return self._succeed(authzid, authcid)
@@ -152,8 +162,9 @@ class LoginServer(ServerMechanism):
     Those are the prompts deployed servers send, and some clients insist on
     them. A client that sends the user name as an initial response
     (``AUTH LOGIN dXNlcg==``, as some do) is asked only for the password.
-    ``check_password`` is called with an empty authzid. NUL is refused in
-    both, as PLAIN refuses it, so that no credential store sees it.
+    ``check_password`` is called with an empty authzid, the user name prepared
+    with SASLprep as PLAIN's authcid is, and the password as sent. NUL is
+    refused in both, as PLAIN refuses it, so that no credential store sees it.
     """
 
     name = "LOGIN"
@@ -182,7 +193,7 @@ class LoginServer(ServerMechanism):
         if self._username is None:
             if not text:
                 raise _Reject("LOGIN username may not be empty")
-            self._username = text
+            self._username = prepare_identity(text, "LOGIN username")
             return Challenge(PASSWORD_PROMPT)
         if not text:
             raise _Reject("LOGIN password may not be empty")

@@ -8,11 +8,12 @@ what makes two implementations agree on the same password.
 
 from __future__ import annotations
 
+import hmac
 import stringprep
 import unicodedata
 from collections.abc import Callable
 
-__all__ = ["saslprep"]
+__all__ = ["passwords_match", "saslprep"]
 
 _PROHIBITED: tuple[Callable[[str], bool], ...] = (
     stringprep.in_table_c12,  # non-ASCII space characters
@@ -60,3 +61,34 @@ def saslprep(text: str, *, allow_unassigned: bool = False) -> str:
         if not (stringprep.in_table_d1(prepared[0]) and stringprep.in_table_d1(prepared[-1])):
             raise ValueError("right-to-left text must start and end right-to-left")
     return prepared
+
+
+def passwords_match(stored: str, presented: str) -> bool:
+    """Whether ``presented``, a password the client sent in the clear (PLAIN, LOGIN,
+    POP3 ``PASS``), is the ``stored`` one, in constant time.
+
+    Both are prepared with SASLprep first, as RFC 4616 §2 asks: the stored one as a
+    stored string, the presented one as a query; so a password typed decomposed
+    (``u`` and a combining diaeresis) matches one stored composed, as it does under
+    SCRAM. A presented password SASLprep refuses, or leaves empty, matches nothing.
+    A stored password SASLprep refuses (a control character, or an emoji, which
+    Unicode 3.2 does not assign) is compared exactly as it is instead: RFC 4616 §2
+    lets a server prepare with another algorithm, "including none", and its user
+    can still log in by typing it exactly, as before (SCRAM cannot serve him).
+    """
+    try:
+        expected = saslprep(stored)
+    except ValueError:
+        expected = ""
+    if not expected:
+        return bool(stored) and hmac.compare_digest(_octets(stored), _octets(presented))
+    try:
+        given = saslprep(presented, allow_unassigned=True)
+    except ValueError:
+        given = ""
+    return hmac.compare_digest(expected.encode(), given.encode())
+
+
+def _octets(text: str) -> bytes:
+    """UTF-8, a lone surrogate and all: a password SASLprep refuses may hold one."""
+    return text.encode("utf-8", "surrogatepass")

@@ -46,6 +46,7 @@ from smtpcore.sasl._base import (
     decode_utf8,
     encode_utf8,
     escape_saslname,
+    prepare_identity,
     unescape_saslname,
 )
 from smtpcore.sasl._channel import CB_NAME, TLS_EXPORTER
@@ -521,7 +522,7 @@ class _ScramServer(ServerMechanism):
             authzid = unescape_saslname(authz[2:]) if authz.startswith("a=") else None
             if not authzid:
                 raise _Reject("SCRAM authzid is malformed")
-            self._authzid = authzid
+            self._authzid = prepare_identity(authzid, "SCRAM authzid")
         fields = bare.split(",")
         if fields[0].startswith("m="):
             raise _Reject("SCRAM extensions-not-supported")
@@ -531,6 +532,9 @@ class _ScramServer(ServerMechanism):
         client_nonce = fields[1][2:]
         if not username or not _NONCE.fullmatch(client_nonce):
             raise _Reject("SCRAM username or nonce is malformed")
+        # RFC 5802 §5.1: the server "MUST either prepare it using the SASLprep
+        # profile ... treating it as a query string" or compare SASLprep-aware.
+        username = prepare_identity(username, "SCRAM username")
         credentials = self._get_credentials(username)
         self._known_user = credentials is not None
         if credentials is None:
@@ -615,8 +619,11 @@ class ScramSHA256Server(_ScramServer):
     processes serving the same users should share one ``mock_secret`` and
     set ``mock_iterations`` to the count real users have.
 
-    The user name is used as the client sent it (RFC 5802 §5.1 has the
-    client apply SASLprep); a ``Success`` carries the server-final message
+    The user name, and the authzid if any, are prepared with SASLprep as
+    queries before ``get_credentials`` and ``authorize`` see them (RFC 5802
+    §5.1: a client that did not prepare its name still names its user), and
+    the exchange fails if SASLprep refuses one or empties it; the proof
+    covers the name as sent. A ``Success`` carries the server-final message
     (``v=...``), which must reach the client.
 
     Channel binding comes from :meth:`bind_channel`: this plain variant

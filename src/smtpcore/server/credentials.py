@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from smtpcore.address import AddressError, parse_mailbox
-from smtpcore.sasl import ScramCredentials, derive_scram_credentials
+from smtpcore.sasl import ScramCredentials, derive_scram_credentials, passwords_match
 from smtpcore.sasl._scram import DEFAULT_ITERATIONS
 from smtpcore.server.config import mailbox_key
 from smtpcore.server.log import logger
@@ -93,7 +93,12 @@ class Credentials:
         return None if stored is None or is_hashed(stored) else stored
 
     def check_password(self, username: str, password: str) -> bool:
-        """Whether ``password`` is the user's, at the cost of one key derivation whoever
+        """Whether ``password`` is the user's. A password in the clear is compared as
+        SASLprep prepares it (:func:`~smtpcore.sasl.passwords_match`, RFC 4616 §2), as
+        stored keys were derived: PLAIN, LOGIN and POP3 PASS take it in any form it is
+        typed in (composed or not), as SCRAM does.
+
+        It costs one key derivation whoever
         the user is: a known user with stored keys needs one, so a user with a password
         in the clear, an unknown user and a malformed name get one too, against made-up
         keys with the iteration count the users' keys have; otherwise the time a wrong
@@ -113,8 +118,7 @@ class Credentials:
         if keys is not None:
             return hmac.compare_digest(tried, keys.stored_key)
         plain = stored if stored is not None and not is_hashed(stored) else None
-        ok = hmac.compare_digest((plain or "").encode(), password.encode())
-        return ok and plain is not None
+        return passwords_match(plain or "", password) and plain is not None
 
     @staticmethod
     def _stored_keys(stored: str) -> ScramCredentials | None:
