@@ -356,6 +356,31 @@ def test_client_finish_raises_on_refusal() -> None:
     assert info.value.reply == Reply(535, "no", "5.7.8")
 
 
+@pytest.mark.parametrize(
+    ("make", "challenge"),
+    [
+        (lambda: ScramSHA256Client("john@abc.example", "x"), b"r=zzz,s=c2FsdA==,i=4096"),
+        (lambda: PlainClient("john@abc.example", "x"), b"unexpected"),
+    ],
+)
+def test_a_server_that_goes_on_after_the_cancel_fails_the_exchange(
+    make: Callable[[], ClientMechanism], challenge: bytes
+) -> None:
+    """A hostile server that answers the client's "*" with 235 (or another 334) made
+    finish (respond) raise LocalProtocolError, the error of the application's misuse,
+    rather than the AuthenticationFailed ClientAuth documents."""
+    mechanism = make()
+    flow = ClientAuth(mechanism)
+    flow.start()
+    assert flow.respond(Reply.challenge(challenge)) == AuthResponse(cancel=True)
+    with pytest.raises(AuthenticationFailed, match="cancelled") as info:
+        flow.finish(Reply(235, "Authentication successful", "2.7.0"))
+    assert info.value.reply is not None and info.value.reply.code == 235
+    with pytest.raises(AuthenticationFailed, match="cancelled"):
+        flow.respond(Reply.challenge(b"again"))
+    assert not mechanism.complete
+
+
 # -- a real client: smtplib --------------------------------------------------------
 
 

@@ -128,7 +128,10 @@ class ClientAuth:
 
     Send :meth:`start`'s event; answer each 334 with :meth:`respond`; hand the
     final reply to :meth:`finish`, which raises :class:`AuthenticationFailed`
-    unless the server accepted and (for SCRAM) proved its own identity.
+    unless the server accepted and (for SCRAM) proved its own identity. Once
+    :meth:`respond` has cancelled the exchange (``*``), a server that goes on
+    gets :class:`AuthenticationFailed` from both: the cancel ended it (RFC 4954
+    §4), whatever the server answers.
 
     ``max_line`` is the longest ``AUTH`` command line, CRLF included: RFC 5321's
     512 octets (§4.5.3.1.4), which RFC 4954 §4 holds the command to.
@@ -137,6 +140,8 @@ class ClientAuth:
     def __init__(self, mechanism: ClientMechanism, *, max_line: int = 512) -> None:
         self.mechanism = mechanism
         self.max_line = max_line
+        self._cancelled: str | None = None
+        """Why :meth:`respond` cancelled the exchange, once it has."""
 
     def start(self) -> Auth:
         """``AUTH`` with the initial response, if the mechanism has one and the line
@@ -150,14 +155,28 @@ class ClientAuth:
         return command
 
     def respond(self, reply: Reply) -> AuthResponse:
+        """The answer to a 334: the mechanism's response, or the ``*`` that cancels
+        when it cannot accept the challenge."""
+        if self._cancelled is not None:
+            # RFC 4954 §4: the server answers "*" with 501, not another challenge.
+            raise AuthenticationFailed(
+                f"a challenge after the client cancelled ({self._cancelled})", reply
+            )
         try:
             return AuthResponse(self.mechanism.respond(reply.challenge_data()))
-        except SASLError:
+        except SASLError as exc:
+            self._cancelled = str(exc)
             return AuthResponse(cancel=True)
 
     def finish(self, reply: Reply) -> None:
+        """Accept the final reply, or raise :class:`AuthenticationFailed`."""
         if reply.code != 235:
             raise AuthenticationFailed(f"authentication refused: {reply}", reply)
+        if self._cancelled is not None:
+            # A server that accepts an exchange the client cancelled proved nothing.
+            raise AuthenticationFailed(
+                f"server accepted an exchange the client cancelled ({self._cancelled})", reply
+            )
         try:
             self.mechanism.verify_success(None)
         except SASLError as exc:
