@@ -357,3 +357,93 @@ def test_a_pop3_response_no_command_asked_for_ends_the_session(
     verbs = [line[:4].upper() for line in seen]
     assert b"DELE" not in verbs  # nothing went out behind the unasked bytes
     assert verbs[-1] == behind.upper()
+
+
+# -- a server that keeps the socket full -------------------------------------------------
+
+
+class _Flood:
+    """A link's ``receive_nowait`` over a server that writes unasked bytes faster than
+    they are read: every call finds another chunk, as a blocking client's look at its
+    socket does (the audit's server grew it to gigabytes). ``taken`` counts what the
+    client read; after ``most`` octets the flood ends, lest an unbounded reader run on."""
+
+    def __init__(self, chunk: bytes, most: int = 16 * 1024 * 1024) -> None:
+        self.chunk = chunk
+        self.most = most
+        self.taken = 0
+
+    def __call__(self, max_bytes: int) -> bytes | None:
+        if self.taken >= self.most:
+            return None
+        data = self.chunk[:max_bytes]
+        self.taken += len(data)
+        return data
+
+
+def _flooded(session: Any, flood: _Flood) -> None:
+    """Make the open ``session`` (an async client, or a blocking one's session) look
+    at ``flood`` for what came unasked."""
+    session._transport.receive_nowait = flood
+
+
+@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
+@pytest.mark.parametrize("protocol", ["smtp", "pop3"])
+def test_bytes_flooding_in_unasked_are_read_no_further_than_the_machine_holds(
+    adapter: str, protocol: str, listener: socket.socket
+) -> None:
+    """Before a command the client takes what came unasked; it stops once its machine
+    holds more than ``max_buffered`` (no reply is that long) instead of reading as long
+    as the server keeps writing, and the session ends with the protocol error."""
+    sent = threading.Event()
+    seen: list[bytes] = []
+    if protocol == "smtp":
+        target: Any = _serve
+        args: tuple[Any, ...] = (listener, b"", sent, seen)
+        flood = _Flood(b"4" + b"2" * 65535)
+    else:
+        target, args = _serve_pop3, (listener, b"none", b"", sent, seen)
+        flood = _Flood(b"+" + b"O" * 65535)
+    thread = threading.Thread(target=target, args=args)
+    thread.start()
+    port = listener.getsockname()[1]
+    module: Any = importlib.import_module(f"smtpcore.{adapter}")
+    error = getattr(module, "SMTPProtocolError" if protocol == "smtp" else "POP3ProtocolError")
+    message = b"Subject: x\r\n\r\nx\r\n"
+    machine: Any = None
+    try:
+        if adapter == "sync":
+            with pytest.raises(error):
+                if protocol == "smtp":
+                    with module.SMTPClient("127.0.0.1", port, timeout=10) as client:
+                        machine = client.connection
+                        _flooded(client._session, flood)
+                        client.send_message(message, "a@abc.example", "b@pqr.example")
+                else:
+                    with module.POP3Client("127.0.0.1", port, timeout=10, stls=False) as client:
+                        client.login("u", "p")
+                        machine = client.connection
+                        _flooded(client._session, flood)
+                        client.noop()
+        else:
+
+            async def session() -> None:
+                nonlocal machine
+                if protocol == "smtp":
+                    async with module.SMTPClient("127.0.0.1", port) as client:
+                        machine = client.connection
+                        _flooded(client, flood)
+                        await client.send_message(message, "a@abc.example", "b@pqr.example")
+                else:
+                    async with module.POP3Client("127.0.0.1", port, stls=False) as client:
+                        await client.login("u", "p")
+                        machine = client.connection
+                        _flooded(client, flood)
+                        await client.noop()
+
+            with pytest.raises(error):
+                run(adapter, session)
+    finally:
+        thread.join(10)
+    assert 0 < flood.taken <= machine.max_buffered + len(flood.chunk)
+    assert b"MAIL" not in b"".join(seen) and b"NOOP" not in b"".join(seen)

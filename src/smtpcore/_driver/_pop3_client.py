@@ -567,7 +567,9 @@ class BasePOP3Client(BaseClient):
     def _take_unasked(self) -> None:
         """Hand the machine what has already arrived from the server, without waiting;
         :class:`POP3ConnectionError` if the server has closed the connection (the
-        machine's ``RemoteProtocolError`` if bytes came before the close)."""
+        machine's ``RemoteProtocolError`` if bytes came before the close). Reading
+        stops once the machine holds more than its ``max_buffered`` (any byte is one
+        too many already): a server that keeps the socket full cannot grow memory."""
         conn = self.connection
         # A stand-in for a Link (a wrapper that shows the wire) may not have it.
         receive_nowait = getattr(self._transport, "receive_nowait", None)
@@ -579,6 +581,8 @@ class BasePOP3Client(BaseClient):
                 self._peer_closed = True
                 conn.next_event()  # the machine closes the session, or refuses what came
                 raise POP3ConnectionError("the server closed the connection")
+            if conn.buffered > conn.max_buffered:
+                return
 
     async def _write(self, data: bytes) -> None:
         transport = self._transport

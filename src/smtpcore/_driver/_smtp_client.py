@@ -1200,7 +1200,9 @@ class BaseSMTPClient(BaseClient):
         later reply with the wrong one (a refused recipient read as accepted): the
         machine turns it into an error here, and a ``421`` into the end of the
         session (RFC 5321 §3.8). Nothing is read while replies are due, unless the
-        caller knows none is (``idle``: it has just read the last one).
+        caller knows none is (``idle``: it has just read the last one). Reading stops
+        once the machine holds more than its ``max_buffered``, more than any reply
+        can be: a server that keeps the socket full cannot grow memory here.
         """
         conn = self._conn
         transport = self._transport
@@ -1214,7 +1216,7 @@ class BaseSMTPClient(BaseClient):
             if self._trace is not None:
                 self._trace.received(data)
             conn.receive_data(data)
-            if not data:
+            if not data or conn.buffered > conn.max_buffered:
                 break
         await self._unasked_held()
 
