@@ -320,3 +320,168 @@ def test_pop3_content_slower_in_all_than_the_timeout_is_read(adapter: str) -> No
                 assert await client.retrieve(1) == expected
 
         run(adapter, go)
+
+
+class TricklingServer:
+    """A POP3 server that answers the client's commands as ``answers`` says (by verb, else
+    ``+OK``) and opens ``trickled``'s multi-line answer with ``+OK`` and then ``lines``
+    (so many lines ``interval`` seconds apart, each well within the client's timeout;
+    or a header line, and ``interval`` seconds later the ``bytes`` given, at once), and
+    ends it with ``.`` once they are all sent; until the client closes."""
+
+    def __init__(
+        self,
+        trickled: bytes,
+        lines: int | bytes,
+        answers: dict[bytes, bytes] | None = None,
+        interval: float = 0.02,
+    ) -> None:
+        self.trickled = trickled
+        self.lines = lines
+        self.answers = answers or {}
+        self.interval = interval
+        self.ended = threading.Event()
+        """Set when the whole answer was sent (the client read on to its end)."""
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn, conn.makefile("rb") as commands, contextlib.suppress(OSError):
+            conn.sendall(b"+OK trickling\r\n")
+            while line := commands.readline(1000):
+                verb = line[:4].upper()
+                if verb != self.trickled:
+                    conn.sendall(self.answers.get(verb, b"+OK\r\n"))
+                    continue
+                conn.sendall(b"+OK\r\n")
+                if isinstance(self.lines, bytes):
+                    conn.sendall(b"Subject: big\r\n")
+                    time.sleep(self.interval)
+                    conn.sendall(self.lines)
+                else:
+                    for n in range(self.lines):
+                        conn.sendall(b"X-Line: %d\r\n" % n)
+                        time.sleep(self.interval)
+                conn.sendall(b".\r\n")
+                self.ended.set()
+
+    def __enter__(self) -> TricklingServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.listener.close()
+        self.thread.join(10)
+
+
+NO_CAPA = {b"CAPA": b"-ERR no CAPA here\r\n"}
+
+
+@pytest.mark.parametrize("adapter", [*ADAPTERS, "sync"])
+def test_a_capa_listing_trickled_a_line_at_a_time_ends_within_the_timeout(adapter: str) -> None:
+    """CAPA's content is read whole in ``connect()``: each line in time, but 4 s in all,
+    would hold it that long (for ever, from a server that never ends it); it must end
+    within the ``response`` timeout, as a status line must."""
+    mod: Any = importlib.import_module(f"smtpcore.{adapter}")
+    started = time.monotonic()
+    with TricklingServer(b"CAPA", 200) as server:
+        if adapter == "sync":
+            client = mod.POP3Client("127.0.0.1", server.port, timeout=0.3, stls=False)
+            with pytest.raises(mod.POP3Timeout, match=r"did not end within 0\.3 s"):
+                client.connect()
+        else:
+            timeouts = mod.POP3Timeouts.uniform(0.3)
+            client = mod.POP3Client("127.0.0.1", server.port, timeouts=timeouts, stls=False)
+            with pytest.raises(mod.POP3Timeout, match=r"did not end within 0\.3 s"):
+                run(adapter, client.connect)
+    assert time.monotonic() - started < 2.0
+    assert not server.ended.is_set()
+
+
+@pytest.mark.parametrize("adapter", [*ADAPTERS, "sync"])
+def test_a_capa_listing_without_end_is_refused_past_its_bound(adapter: str) -> None:
+    """A CAPA listing past ``MAX_CAPABILITIES`` octets (64 KiB; real ones have a few
+    hundred) ends the session rather than be read on."""
+    mod: Any = importlib.import_module(f"smtpcore.{adapter}")
+    listing = b"X-CAPABILITY " + b"x" * 80 + b"\r\n"
+    with TricklingServer(b"CAPA", listing * 1000) as server:
+        if adapter == "sync":
+            client = mod.POP3Client("127.0.0.1", server.port, timeout=10, stls=False)
+            with pytest.raises(mod.POP3ProtocolError, match="CAPA listing longer than 65536"):
+                client.connect()
+        else:
+            timeouts = mod.POP3Timeouts.uniform(10)
+            client = mod.POP3Client("127.0.0.1", server.port, timeouts=timeouts, stls=False)
+            with pytest.raises(mod.POP3ProtocolError, match="CAPA listing longer than 65536"):
+                run(adapter, client.connect)
+
+
+def _quit_after_leaving_a_message_early(adapter: str, port: int, timeout: float) -> None:
+    """Log in, leave a loop over ``retrieve_chunks(1)`` at its first chunk, and quit:
+    the rest of the message is read and dropped before QUIT."""
+    mod: Any = importlib.import_module(f"smtpcore.{adapter}")
+    if adapter == "sync":
+        client = mod.POP3Client("127.0.0.1", port, timeout=timeout, stls=False)
+        client.connect()
+        client.login("u", "p")
+        for _chunk in client.retrieve_chunks(1):
+            break
+        client.quit()
+        return
+
+    async def session() -> None:
+        timeouts = mod.POP3Timeouts.uniform(timeout)
+        client = mod.POP3Client("127.0.0.1", port, timeouts=timeouts, stls=False)
+        await client.connect()
+        await client.login("u", "p")
+        async for _chunk in client.retrieve_chunks(1):
+            break
+        await client.quit()
+
+    run(adapter, session)
+
+
+@pytest.mark.parametrize("adapter", [*ADAPTERS, "sync"])
+def test_the_rest_of_a_message_left_unread_must_come_within_the_timeout(adapter: str) -> None:
+    """``quit()`` reads what a loop left unread before QUIT; a server that goes on
+    sending it, each line in time, cannot hold ``quit()`` beyond the ``response``
+    timeout: the connection is closed, and the error says so (QUIT never went out, so
+    nothing marked is deleted)."""
+    mod: Any = importlib.import_module(f"smtpcore.{adapter}")
+    started = time.monotonic()
+    with (
+        TricklingServer(b"RETR", 200, NO_CAPA) as server,
+        pytest.raises(mod.POP3Timeout, match=r"did not end within 0\.3 s"),
+    ):
+        _quit_after_leaving_a_message_early(adapter, server.port, 0.3)
+    assert time.monotonic() - started < 2.5
+    assert not server.ended.is_set()
+
+
+@pytest.mark.parametrize("adapter", [*ADAPTERS, "sync"])
+def test_the_rest_of_a_message_left_unread_is_read_no_further_than_a_bound(
+    adapter: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a size to go by, what is read and dropped of a message left unread is
+    bounded by ``MAX_UNREAD`` (64 MiB; made small here): past it the connection is
+    closed rather than read on."""
+    from smtpcore._driver import _pop3_client
+
+    monkeypatch.setattr(_pop3_client, "MAX_UNREAD", 10_000)
+    mod: Any = importlib.import_module(f"smtpcore.{adapter}")
+    rest = b"\r\n" + (b"x" * 70 + b"\r\n") * 1000
+    with (
+        TricklingServer(b"RETR", rest, NO_CAPA, interval=0.1) as server,
+        pytest.raises(mod.POP3ProtocolError, match="runs on past 10000 octets"),
+    ):
+        _quit_after_leaving_a_message_early(adapter, server.port, 10)
+
+
+@pytest.mark.parametrize("adapter", [*ADAPTERS, "sync"])
+def test_the_rest_of_a_message_left_unread_is_read_before_quit(adapter: str) -> None:
+    """What comes in time and within its bound is read and dropped, and QUIT goes out."""
+    with TricklingServer(b"RETR", 20, NO_CAPA, interval=0.001) as server:
+        _quit_after_leaving_a_message_early(adapter, server.port, 10)
+    assert server.ended.is_set()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -128,6 +129,17 @@ unique-ids, a million with short ones): each line becomes Python objects many ti
 its size, so a server that sent listings without end would grow memory without end."""
 
 
+MAX_CAPABILITIES: Final = 64 * 1024
+"""Octets a CAPA listing may have: a few hundred is usual (RFC 2449 §5), and the machine
+looks at the first 16 KiB alone; a server that sent one without end would hold the
+client in ``connect()`` for ever."""
+
+MAX_UNREAD: Final = 64 * 1024 * 1024
+"""Octets the client reads and drops of the rest of a message left unread (a loop over
+:meth:`BasePOP3Client.retrieve_chunks` left early), where nothing bounds it already:
+past them the connection is closed rather than read on."""
+
+
 class POP3ProtocolError(POP3Error):
     """The server broke the protocol beyond repair (or the SASL exchange failed)."""
 
@@ -144,6 +156,15 @@ class POP3ClientOptions(TypedDict, total=False):
     pipelining: bool | None
     hostname: str | None
     trace: Trace | None
+
+
+@dataclass(slots=True)
+class _Content:
+    """The content of a multi-line answer still to read: how many more octets it may
+    have (``None``: no bound), and what to say when it runs past them."""
+
+    left: int | None
+    overrun: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,10 +233,11 @@ class BasePOP3Client(BaseClient):
         """Forget what the last session left: a session cut off in the middle of a
         response (a timeout, a lost connection, cancellation) must not leave the
         next one waiting for the rest of it."""
-        self._streaming = False
-        """The content of a multi-line response is under way, unread (see :meth:`_drain`)."""
-        self._owed = 0
-        """Answers to pipelined multi-line commands not yet read (see :meth:`_drain`)."""
+        self._unread: _Content | None = None
+        """The content of a multi-line response under way, unread (see :meth:`_drain`)."""
+        self._owed: deque[_Content] = deque()
+        """The content of each answer owed to pipelined multi-line commands, oldest first
+        (see :meth:`_drain`)."""
         self._peer_closed = False
 
     @property
@@ -359,17 +381,17 @@ class BasePOP3Client(BaseClient):
         if with_uids and conn.pipelining:
             await self._drain()
             await self._write(self._send(List()) + self._send(Uidl()))
-            self._owed += 1  # UIDL's answer, behind LIST's
+            self._owed.append(_listing())  # UIDL's answer, behind LIST's
             response = await self._status(self.timeouts.response)
             if isinstance(response, Err):
                 await self._drain()  # UIDL's answer must not pass for the next one's
                 raise POP3ResponseError("LIST", response)
-            sizes = _parse(parse_listing, await self._collect(MAX_LISTING))
-            self._owed -= 1
+            sizes = _parse(parse_listing, await self._collect(_listing()))
+            self._owed.popleft()
             uids = await self._uids()
         else:
             await self._command(List())
-            sizes = _parse(parse_listing, await self._collect(MAX_LISTING))
+            sizes = _parse(parse_listing, await self._collect())
             uids = None
             if with_uids:
                 await self._drain()
@@ -381,7 +403,7 @@ class BasePOP3Client(BaseClient):
         response = await self._status(self.timeouts.response)
         if isinstance(response, Err):
             return None
-        return dict(_parse(parse_uid_listing, await self._collect(MAX_LISTING)))
+        return dict(_parse(parse_uid_listing, await self._collect(_listing())))
 
     def retrieve_chunks(self, number: int) -> AsyncIterator[bytes]:
         """Message ``number`` in chunks as they arrive, dot-stuffing removed.
@@ -430,16 +452,16 @@ class BasePOP3Client(BaseClient):
                 in_flight.append(number)
             if batch:
                 await self._write(b"".join(batch))
-                self._owed += len(batch)
+                self._owed.extend(_Content(None, "") for _ in batch)
             if not in_flight:
                 return
             number = in_flight.popleft()
-            self._owed -= 1
+            content = self._owed.popleft()
             response = await self._status(self.timeouts.response)
             if isinstance(response, Err):
                 await self._drain()  # the answers to the RETRs behind it
                 raise POP3ResponseError(f"RETR {number}", response)
-            yield number, await self._collect()
+            yield number, await self._collect(content)
 
     @one_call
     async def top(self, number: int, lines: int) -> bytes:
@@ -483,7 +505,7 @@ class BasePOP3Client(BaseClient):
         await self._write(data)
         response = await self._status(self.timeouts.response)
         if isinstance(response, Ok) and command.multiline:
-            self._streaming = True
+            self._unread = _content_of(command)
         return response
 
     async def _command(
@@ -497,34 +519,33 @@ class BasePOP3Client(BaseClient):
             raise POP3ProtocolError(f"unexpected {response!r} to {command.keyword}")
         return response
 
-    async def _content(self, command: Command) -> bytes:
-        await self._command(command)
-        return await self._collect()
-
-    async def _collect(self, limit: int | None = None) -> bytes:
-        """The whole multi-line response under way; past ``limit`` octets (a listing),
-        :class:`POP3ProtocolError`, so that a server cannot grow memory without end."""
-        self._streaming = True
-        chunks = []
-        size = 0
-        async for chunk in self._stream():
-            size += len(chunk)
-            if limit is not None and size > limit:
-                # The rest is not read (it may never end): the session is lost with it.
-                await self._abort()
-                raise POP3ProtocolError(f"a listing longer than {limit} octets")
-            chunks.append(chunk)
+    async def _collect(self, content: _Content | None = None) -> bytes:
+        """The whole multi-line response under way (whose ``content`` is given when no
+        :meth:`_ask` read its status line), within its bound (see :meth:`_stream`)."""
+        if content is not None:
+            self._unread = content
+        chunks = [chunk async for chunk in self._stream()]
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def _stream(self) -> AsyncIterator[bytes]:
-        """The content of the multi-line response under way."""
-        self._streaming = True
+    async def _stream(self, until: float | None = None) -> AsyncIterator[bytes]:
+        """The content of the multi-line response under way, to end by ``until`` (a
+        :func:`time.monotonic` time) if given. Past its bound in octets,
+        :class:`POP3ProtocolError`: the rest is not read (it may never end), and the
+        session is lost with it, so that a server cannot grow memory or hold the
+        client without end."""
+        content = self._unread
+        assert content is not None
         while True:
-            event = await self._event(self.timeouts.response)
+            event = await self._event(self.timeouts.response, until=until)
             if isinstance(event, ResponseData):
+                if content.left is not None:
+                    content.left -= len(event.data)
+                    if content.left < 0:
+                        await self._abort()
+                        raise POP3ProtocolError(f"{content.overrun}: the connection is closed")
                 yield event.data
             elif isinstance(event, EndOfResponse):
-                self._streaming = False
+                self._unread = None
                 return
             else:
                 raise POP3ProtocolError(f"unexpected {event!r} in a multi-line response")
@@ -532,17 +553,33 @@ class BasePOP3Client(BaseClient):
     async def _drain(self) -> None:
         """Read and drop what the caller left unread, before the next command: the
         rest of a multi-line response (a loop over :meth:`retrieve_chunks` left
-        early), then the answers still owed to pipelined multi-line commands (one
-        over :meth:`retrieve_many`). Each would be paired with a later command."""
+        early, or a CAPA listing, which only the machine reads), then the answers
+        still owed to pipelined multi-line commands (one over :meth:`retrieve_many`).
+        Each would be paired with a later command.
+
+        All of it must come within one ``response`` timeout, and each content within
+        its bound in octets (:data:`MAX_UNREAD` where it has none): a server that
+        sends without end, a line at a time each in time, would otherwise hold
+        ``connect()`` or ``quit()`` for ever. Past either, the connection is closed
+        (:class:`POP3Timeout`, :class:`POP3ProtocolError`): the session cannot go on
+        without the rest."""
+        if self._unread is None and not self._owed:
+            return
+        timeout = self.timeouts.response
+        until = None if timeout is None else time.monotonic() + timeout
         while True:
-            if self._streaming:
-                async for _ in self._stream():
+            content = self._unread
+            if content is not None:
+                if content.left is None:
+                    content.left = MAX_UNREAD
+                    content.overrun = f"a message left unread runs on past {MAX_UNREAD} octets"
+                async for _ in self._stream(until):
                     pass
             if not self._owed:
                 return
-            self._owed -= 1
-            if isinstance(await self._status(self.timeouts.response), Ok):
-                self._streaming = True
+            content = self._owed.popleft()
+            if isinstance(await self._status(timeout, until=until), Ok):
+                self._unread = content
 
     def _send(self, event: Command | AuthResponse) -> bytes:
         """The bytes of ``event``, checked by the machine, and traced.
@@ -555,7 +592,7 @@ class BasePOP3Client(BaseClient):
         caller sees as :class:`POP3ProtocolError`."""
         conn = self.connection
         try:
-            if isinstance(event, Command) and not self._streaming and not conn.outstanding:
+            if isinstance(event, Command) and self._unread is None and not conn.outstanding:
                 self._take_unasked()
             data = conn.send(event)
         except RemoteProtocolError as exc:
@@ -604,27 +641,32 @@ class BasePOP3Client(BaseClient):
             await self._abort()
             raise
 
-    async def _status(self, timeout: float | None) -> Ok | Err | Continue:
-        event = await self._event(timeout, line=True)
+    async def _status(
+        self, timeout: float | None, *, until: float | None = None
+    ) -> Ok | Err | Continue:
+        event = await self._event(timeout, line=True, until=until)
         if not isinstance(event, (Ok, Err, Continue)):
             raise POP3ProtocolError(f"expected a status line, got {event!r}")
         return event
 
-    async def _event(self, timeout: float | None, *, line: bool = False) -> Event:
+    async def _event(
+        self, timeout: float | None, *, line: bool = False, until: float | None = None
+    ) -> Event:
         """The next event, reading as needed under ``timeout``; ``line``: a status
-        line, which must also end within ``timeout`` of its first bytes.
+        line, which must also end within ``timeout`` of its first bytes; ``until``: a
+        :func:`time.monotonic` time it must come by (:meth:`_drain`'s).
 
         Whatever stops it (a lost connection, a timeout, a broken answer,
         cancellation) leaves the session where nobody can say, so the
         connection is closed before the error goes on.
         """
         try:
-            return await self._read_event(timeout, line)
+            return await self._read_event(timeout, line, until)
         except BaseException:
             await self._abort()
             raise
 
-    async def _read_event(self, timeout: float | None, line: bool) -> Event:
+    async def _read_event(self, timeout: float | None, line: bool, until: float | None) -> Event:
         """The next event. ``timeout`` bounds each read; for a status line (``line``)
         it also bounds the wait for the line's end from its first bytes, so that a
         server dripping an octet at a time cannot hold the session for hours.
@@ -649,10 +691,19 @@ class BasePOP3Client(BaseClient):
                     begun, wait = rest_of_answer(timeout, begun)
                     if wait <= 0:
                         raise POP3Timeout(_UNENDED.format(timeout))
+                late = False  # whether ``until`` is the nearer end of the wait
+                if until is not None:
+                    left = until - time.monotonic()
+                    if left <= 0:
+                        raise POP3Timeout(_UNDRAINED.format(self.timeouts.response))
+                    if wait is None or left < wait:
+                        wait, late = left, True
                 try:
                     async with transport.deadline(wait):
                         data = await transport.receive_some(_READ_SIZE)
                 except TimeoutError as exc:
+                    if late:
+                        raise POP3Timeout(_UNDRAINED.format(self.timeouts.response)) from exc
                     if begun is not None:
                         raise POP3Timeout(_UNENDED.format(timeout)) from exc
                     raise POP3Timeout(f"no answer within {timeout} s") from exc
@@ -673,7 +724,23 @@ class BasePOP3Client(BaseClient):
 
 
 _UNENDED: Final = "the status line did not end within {} s of its start"
+_UNDRAINED: Final = "the rest of a multi-line answer did not end within {} s"
 _R = TypeVar("_R")
+
+
+def _listing() -> _Content:
+    """The bound of a LIST or UIDL listing's content."""
+    return _Content(MAX_LISTING, f"a listing longer than {MAX_LISTING} octets")
+
+
+def _content_of(command: Command) -> _Content:
+    """The bound of the content a ``+OK`` to ``command`` opens, unless its caller sets
+    one: CAPA's, or a listing's (RETR and TOP have none here)."""
+    if isinstance(command, Capa):
+        return _Content(MAX_CAPABILITIES, f"a CAPA listing longer than {MAX_CAPABILITIES} octets")
+    if isinstance(command, (List, Uidl)):
+        return _listing()
+    return _Content(None, "")
 
 
 def _masked(event: Command | AuthResponse) -> str | None:
