@@ -418,14 +418,18 @@ def test_a_capa_listing_without_end_is_refused_past_its_bound(adapter: str) -> N
                 run(adapter, client.connect)
 
 
-def _quit_after_leaving_a_message_early(adapter: str, port: int, timeout: float) -> None:
-    """Log in, leave a loop over ``retrieve_chunks(1)`` at its first chunk, and quit:
-    the rest of the message is read and dropped before QUIT."""
+def _quit_after_leaving_a_message_early(
+    adapter: str, port: int, timeout: float, *, listed: bool = False
+) -> None:
+    """Log in, ask LIST if ``listed``, leave a loop over ``retrieve_chunks(1)`` at its
+    first chunk, and quit: the rest of the message is read and dropped before QUIT."""
     mod: Any = importlib.import_module(f"smtpcore.{adapter}")
     if adapter == "sync":
         client = mod.POP3Client("127.0.0.1", port, timeout=timeout, stls=False)
         client.connect()
         client.login("u", "p")
+        if listed:
+            client.list()
         for _chunk in client.retrieve_chunks(1):
             break
         client.quit()
@@ -436,6 +440,8 @@ def _quit_after_leaving_a_message_early(adapter: str, port: int, timeout: float)
         client = mod.POP3Client("127.0.0.1", port, timeouts=timeouts, stls=False)
         await client.connect()
         await client.login("u", "p")
+        if listed:
+            await client.list()
         async for _chunk in client.retrieve_chunks(1):
             break
         await client.quit()
@@ -465,11 +471,11 @@ def test_the_rest_of_a_message_left_unread_is_read_no_further_than_a_bound(
     adapter: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without a size to go by, what is read and dropped of a message left unread is
-    bounded by ``MAX_UNREAD`` (64 MiB; made small here): past it the connection is
+    bounded by ``MAX_MESSAGE`` (64 MiB; made small here): past it the connection is
     closed rather than read on."""
     from smtpcore._driver import _pop3_client
 
-    monkeypatch.setattr(_pop3_client, "MAX_UNREAD", 10_000)
+    monkeypatch.setattr(_pop3_client, "MAX_MESSAGE", 10_000)
     mod: Any = importlib.import_module(f"smtpcore.{adapter}")
     rest = b"\r\n" + (b"x" * 70 + b"\r\n") * 1000
     with (
@@ -485,3 +491,140 @@ def test_the_rest_of_a_message_left_unread_is_read_before_quit(adapter: str) -> 
     with TricklingServer(b"RETR", 20, NO_CAPA, interval=0.001) as server:
         _quit_after_leaving_a_message_early(adapter, server.port, 10)
     assert server.ended.is_set()
+
+
+LISTED_100 = {
+    b"CAPA": b"-ERR no CAPA here\r\n",
+    b"LIST": b"+OK\r\n1 100\r\n.\r\n",
+    b"UIDL": b"-ERR no UIDL here\r\n",
+}
+"""A server that lists message 1 as 100 octets."""
+FETCHES = ("retrieve", "top", "retrieve_many", "retrieve_chunks")
+
+
+def _fetch_one(adapter: str, port: int, fetch: str, *, listed: bool, **options: Any) -> bytes:
+    """Log in, ask LIST if ``listed``, and fetch message 1 by ``fetch`` (its top, by
+    ``top``) with ``options``; what came, whole."""
+    mod: Any = importlib.import_module(f"smtpcore.{adapter}")
+    if adapter == "sync":
+        with mod.POP3Client("127.0.0.1", port, timeout=10, stls=False) as pop:
+            pop.login("u", "p")
+            if listed:
+                pop.list()
+            if fetch == "retrieve":
+                content: bytes = pop.retrieve(1, **options)
+            elif fetch == "top":
+                content = pop.top(1, 0, **options)
+            elif fetch == "retrieve_many":
+                [(_, content)] = list(pop.retrieve_many([1], **options))
+            else:
+                content = b"".join(pop.retrieve_chunks(1, **options))
+            return content
+
+    async def session() -> bytes:
+        timeouts = mod.POP3Timeouts.uniform(10)
+        async with mod.POP3Client("127.0.0.1", port, timeouts=timeouts, stls=False) as client:
+            await client.login("u", "p")
+            if listed:
+                await client.list()
+            if fetch == "retrieve":
+                content: bytes = await client.retrieve(1, **options)
+            elif fetch == "top":
+                content = await client.top(1, 0, **options)
+            elif fetch == "retrieve_many":
+                [(_, content)] = [item async for item in client.retrieve_many([1], **options)]
+            else:
+                content = b"".join([chunk async for chunk in client.retrieve_chunks(1, **options)])
+            return content
+
+    return run(adapter, session)
+
+
+def _message_of(size: int) -> bytes:
+    """The rest of a message of some ``size`` octets, behind the header line a
+    :class:`TricklingServer` writes first."""
+    line = b"x" * 998 + b"\r\n"
+    return b"\r\n" + line * (size // len(line))
+
+
+@pytest.mark.parametrize("adapter", [*ADAPTERS, "sync"])
+@pytest.mark.parametrize("fetch", FETCHES)
+def test_a_message_far_past_the_size_listed_is_refused(adapter: str, fetch: str) -> None:
+    """A message LIST gave as 100 octets whose RETR (or TOP 1 0) runs on for 200 KB is
+    refused past the size, 10% and 64 KiB: the client kept it all before (a server
+    sent 200 MB, and memory grew by as much)."""
+    mod: Any = importlib.import_module(f"smtpcore.{adapter}")
+    verb = b"TOP " if fetch == "top" else b"RETR"
+    part = "the top of message 1" if fetch == "top" else "message 1"
+    expected = f"{part} runs past 65646 octets, where LIST said 100: the connection is closed"
+    with (
+        TricklingServer(verb, _message_of(200_000), LISTED_100, interval=0) as server,
+        pytest.raises(mod.POP3ProtocolError, match=expected),
+    ):
+        _fetch_one(adapter, server.port, fetch, listed=True)
+
+
+@pytest.mark.parametrize("adapter", [*ADAPTERS, "sync"])
+@pytest.mark.parametrize("fetch", FETCHES)
+def test_a_message_is_fetched_within_max_size_and_refused_past_it(
+    adapter: str, fetch: str
+) -> None:
+    """``max_size`` replaces the bound LIST sets: the same 200 KB message comes whole
+    with ``max_size=None`` or a bound above it, and is refused past a bound below."""
+    mod: Any = importlib.import_module(f"smtpcore.{adapter}")
+    verb = b"TOP " if fetch == "top" else b"RETR"
+    rest = _message_of(200_000)
+    for max_size in (None, 300_000):
+        with TricklingServer(verb, rest, LISTED_100, interval=0) as server:
+            got = _fetch_one(adapter, server.port, fetch, listed=True, max_size=max_size)
+        assert got == b"Subject: big\r\n" + rest
+    with (
+        TricklingServer(verb, rest, LISTED_100, interval=0) as server,
+        pytest.raises(mod.POP3ProtocolError, match="runs past max_size, 1000 octets"),
+    ):
+        _fetch_one(adapter, server.port, fetch, listed=False, max_size=1000)
+
+
+@pytest.mark.parametrize("adapter", [*ADAPTERS, "sync"])
+@pytest.mark.parametrize("fetch", FETCHES)
+def test_a_message_no_list_sized_is_bounded_when_held_whole(
+    adapter: str, fetch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without LIST, what holds a message whole (``retrieve``, ``top``,
+    ``retrieve_many``) keeps at most ``MAX_MESSAGE`` octets (64 MiB; made small
+    here); ``retrieve_chunks``, the way for huge messages, streams it all."""
+    from smtpcore._driver import _pop3_client
+
+    monkeypatch.setattr(_pop3_client, "MAX_MESSAGE", 100_000)
+    mod: Any = importlib.import_module(f"smtpcore.{adapter}")
+    verb = b"TOP " if fetch == "top" else b"RETR"
+    rest = _message_of(200_000)
+    with TricklingServer(verb, rest, LISTED_100, interval=0) as server:
+        if fetch == "retrieve_chunks":
+            assert (
+                _fetch_one(adapter, server.port, fetch, listed=False) == b"Subject: big\r\n" + rest
+            )
+            return
+        with pytest.raises(mod.POP3ProtocolError, match=r"past 100000 octets \(no LIST gave"):
+            _fetch_one(adapter, server.port, fetch, listed=False)
+
+
+def test_a_max_size_that_is_no_size_is_refused_before_anything_is_sent() -> None:
+    mod: Any = importlib.import_module("smtpcore.asyncio")
+    client = mod.POP3Client("127.0.0.1", 1)
+    for max_size in (-1, 1.5, True, "all"):
+        with pytest.raises(ValueError, match="max_size must be octets"):
+            client.retrieve_chunks(1, max_size=max_size)
+        with pytest.raises(ValueError, match="max_size must be octets"):
+            client.retrieve_many([1], max_size=max_size)
+
+
+@pytest.mark.parametrize("adapter", [*ADAPTERS, "sync"])
+def test_the_rest_of_a_message_left_unread_is_bounded_by_the_size_listed(adapter: str) -> None:
+    """What is read and dropped of a message LIST sized is bounded as the message is."""
+    mod: Any = importlib.import_module(f"smtpcore.{adapter}")
+    with (
+        TricklingServer(b"RETR", _message_of(200_000), LISTED_100, interval=0.1) as server,
+        pytest.raises(mod.POP3ProtocolError, match="runs past 65646 octets, where LIST said"),
+    ):
+        _quit_after_leaving_a_message_early(adapter, server.port, 10, listed=True)

@@ -29,6 +29,7 @@ from smtpcore._driver._client_base import BaseClient
 from smtpcore._driver._content import Content
 from smtpcore._driver._pop3_client import (
     BasePOP3Client,
+    MaxSize,
     MessageListing,
     POP3AuthenticationError,
     POP3ClientOptions,
@@ -450,24 +451,32 @@ class POP3Client(_WithBlock):
         """Every message with its number, size and unique-id."""
         return run(self._session.list())
 
-    def retrieve(self, number: int) -> bytes:
-        """Message ``number`` whole, dot-stuffing removed."""
-        return run(self._session.retrieve(number))
+    def retrieve(self, number: int, *, max_size: MaxSize = "listed") -> bytes:
+        """Message ``number`` whole, dot-stuffing removed. ``max_size`` bounds it in
+        octets: by default, the size :meth:`list` gave and 10% and 64 KiB more, or
+        64 MiB if it was not asked; ``None``, no bound. Past it,
+        :class:`POP3ProtocolError`, and the connection is closed."""
+        return run(self._session.retrieve(number, max_size=max_size))
 
-    def retrieve_chunks(self, number: int) -> Iterator[bytes]:
+    def retrieve_chunks(self, number: int, *, max_size: MaxSize = "listed") -> Iterator[bytes]:
         """Message ``number`` in chunks as they arrive, dot-stuffing removed: a large
-        message in bounded memory. Leaving the loop early is allowed: the rest is
-        read and dropped before the next command."""
-        return _each(self._session.retrieve_chunks(number))
+        message in bounded memory. ``max_size`` as for :meth:`retrieve`, except that
+        by default a message :meth:`list` did not size has no bound. Leaving the loop
+        early is allowed: the rest is read and dropped before the next command."""
+        return _each(self._session.retrieve_chunks(number, max_size=max_size))
 
-    def retrieve_many(self, numbers: Iterable[int]) -> Iterator[tuple[int, bytes]]:
+    def retrieve_many(
+        self, numbers: Iterable[int], *, max_size: MaxSize = "listed"
+    ) -> Iterator[tuple[int, bytes]]:
         """``(number, message)`` for each of ``numbers`` as they arrive, several RETR
-        in flight when the server offers PIPELINING."""
-        return _each(self._session.retrieve_many(numbers))
+        in flight when the server offers PIPELINING; ``max_size`` as for
+        :meth:`retrieve`."""
+        return _each(self._session.retrieve_many(numbers, max_size=max_size))
 
-    def top(self, number: int, lines: int) -> bytes:
-        """The header of message ``number`` and its first ``lines`` body lines."""
-        return run(self._session.top(number, lines))
+    def top(self, number: int, lines: int, *, max_size: MaxSize = "listed") -> bytes:
+        """The header of message ``number`` and its first ``lines`` body lines, within
+        ``max_size`` as for :meth:`retrieve`."""
+        return run(self._session.top(number, lines, max_size=max_size))
 
     def uid(self, number: int) -> str:
         """The unique-id of message ``number`` (UIDL, RFC 1939 §7)."""

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, TypedDict, TypeVar
+from typing import Any, Final, Literal, TypedDict, TypeVar
 
 from smtpcore._driver._client_base import BaseClient, one_call
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts, rest_of_answer
@@ -70,6 +70,7 @@ __all__ = [
     "POP3ResponseError",
     "POP3TLSNotAvailable",
     "POP3Timeout",
+    "size_bound",
 ]
 
 _READ_SIZE: Final = 262144
@@ -134,10 +135,23 @@ MAX_CAPABILITIES: Final = 64 * 1024
 looks at the first 16 KiB alone; a server that sent one without end would hold the
 client in ``connect()`` for ever."""
 
-MAX_UNREAD: Final = 64 * 1024 * 1024
-"""Octets the client reads and drops of the rest of a message left unread (a loop over
-:meth:`BasePOP3Client.retrieve_chunks` left early), where nothing bounds it already:
-past them the connection is closed rather than read on."""
+MAX_MESSAGE: Final = 64 * 1024 * 1024
+"""Octets of a message whose size no LIST gave that :meth:`~BasePOP3Client.retrieve`,
+:meth:`~BasePOP3Client.top` and :meth:`~BasePOP3Client.retrieve_many` keep by default
+(they hold it whole), and that the client reads and drops of one left unread where
+nothing bounds it (a loop over :meth:`~BasePOP3Client.retrieve_chunks` left early)."""
+
+MaxSize = int | None | Literal["listed"]
+"""A fetch's ``max_size``: octets, ``None`` for no bound, or ``"listed"``: by the size
+LIST gave (:func:`size_bound`)."""
+
+
+def size_bound(listed: int) -> int:
+    """The most octets taken by default of a message LIST gave as ``listed``: 10% and
+    64 KiB more, for a server that counts its line ends as LF alone (RFC 1939 §5 asks
+    for the exact size). A message that runs past it is refused: a hostile server
+    cannot fill memory or a disk with a message it said was small."""
+    return listed + listed // 10 + 64 * 1024
 
 
 class POP3ProtocolError(POP3Error):
@@ -239,6 +253,9 @@ class BasePOP3Client(BaseClient):
         """The content of each answer owed to pipelined multi-line commands, oldest first
         (see :meth:`_drain`)."""
         self._peer_closed = False
+        self._sizes: dict[int, int] = {}
+        """Each message's size as the last LIST gave it: numbers and sizes hold for
+        the session (RFC 1939 §5, the maildrop is locked)."""
 
     @property
     def connection(self) -> ClientConnection:
@@ -397,6 +414,7 @@ class BasePOP3Client(BaseClient):
                 await self._drain()
                 await self._write(self._send(Uidl()))
                 uids = await self._uids()
+        self._sizes = dict(sizes)
         return [MessageListing(n, size, (uids or {}).get(n)) for n, size in sizes]
 
     async def _uids(self) -> dict[int, str] | None:
@@ -405,37 +423,58 @@ class BasePOP3Client(BaseClient):
             return None
         return dict(_parse(parse_uid_listing, await self._collect(_listing())))
 
-    def retrieve_chunks(self, number: int) -> AsyncIterator[bytes]:
-        """Message ``number`` in chunks as they arrive, dot-stuffing removed.
+    def retrieve_chunks(
+        self, number: int, *, max_size: MaxSize = "listed"
+    ) -> AsyncIterator[bytes]:
+        """Message ``number`` in chunks as they arrive, dot-stuffing removed: the way
+        to fetch one too large to hold whole.
 
+        ``max_size`` bounds it in octets: by default, the size :meth:`list` gave and
+        10% and 64 KiB more (no bound if it was not asked); ``None``, no bound. Past
+        it, :class:`POP3ProtocolError`, and the connection is closed rather than read
+        on.
         Leaving the loop early is allowed: the rest is read and dropped before
         the next command.
         """
-        return self._held(self._retrieve_chunks(number))
+        content = self._bound(number, max_size, held=False)
+        return self._held(self._retrieve_chunks(number, content))
 
-    async def _retrieve_chunks(self, number: int) -> AsyncIterator[bytes]:
-        await self._command(Retr(number))
+    async def _retrieve_chunks(self, number: int, content: _Content) -> AsyncIterator[bytes]:
+        await self._command(Retr(number), content=content)
         async for chunk in self._stream():
             yield chunk
 
     @one_call
-    async def retrieve(self, number: int) -> bytes:
-        """Message ``number`` whole."""
-        await self._command(Retr(number))
+    async def retrieve(self, number: int, *, max_size: MaxSize = "listed") -> bytes:
+        """Message ``number`` whole.
+
+        ``max_size`` bounds it in octets, so that a server cannot fill memory with a
+        message it said was small: by default, the size :meth:`list` gave and 10% and
+        64 KiB more (for a server that counts line ends as LF alone; RFC 1939 §5 asks
+        for the exact size), or 64 MiB if :meth:`list` was not asked; ``None``, no
+        bound. Past it, :class:`POP3ProtocolError`, and the connection is closed
+        rather than read on.
+        """
+        await self._command(Retr(number), content=self._bound(number, max_size, held=True))
         return await self._collect()
 
-    def retrieve_many(self, numbers: Iterable[int]) -> AsyncIterator[tuple[int, bytes]]:
+    def retrieve_many(
+        self, numbers: Iterable[int], *, max_size: MaxSize = "listed"
+    ) -> AsyncIterator[tuple[int, bytes]]:
         """``(number, message)`` for each of ``numbers``, in order.
 
         With PIPELINING up to 8 RETR commands are in flight at once, so a
         mailbox of small messages costs one round trip, not one per message.
-        A message the server refuses raises :class:`POP3ResponseError`.
+        A message the server refuses raises :class:`POP3ResponseError`; one
+        past ``max_size``, :class:`POP3ProtocolError` (see :meth:`retrieve`).
         Leaving the loop early is allowed: the answers still owed are read and
         dropped before the next command.
         """
-        return self._held(self._retrieve_many(numbers))
+        return self._held(self._retrieve_many(numbers, _checked(max_size)))
 
-    async def _retrieve_many(self, numbers: Iterable[int]) -> AsyncIterator[tuple[int, bytes]]:
+    async def _retrieve_many(
+        self, numbers: Iterable[int], max_size: MaxSize
+    ) -> AsyncIterator[tuple[int, bytes]]:
         conn = self.connection
         await self._drain()
         pending = iter(numbers)
@@ -443,16 +482,18 @@ class BasePOP3Client(BaseClient):
         in_flight: deque[int] = deque()
         while True:
             batch: list[bytes] = []
+            bounds: list[_Content] = []
             # Refill when half the window is answered: fewer, fuller writes.
             while len(in_flight) < window and (batch or len(in_flight) <= window // 2):
                 number = next(pending, None)
                 if number is None:
                     break
                 batch.append(self._send(Retr(number)))
+                bounds.append(self._bound(number, max_size, held=True))
                 in_flight.append(number)
             if batch:
                 await self._write(b"".join(batch))
-                self._owed.extend(_Content(None, "") for _ in batch)
+                self._owed.extend(bounds)
             if not in_flight:
                 return
             number = in_flight.popleft()
@@ -464,9 +505,12 @@ class BasePOP3Client(BaseClient):
             yield number, await self._collect(content)
 
     @one_call
-    async def top(self, number: int, lines: int) -> bytes:
-        """The header of message ``number`` and its first ``lines`` body lines."""
-        await self._command(Top(number, lines))
+    async def top(self, number: int, lines: int, *, max_size: MaxSize = "listed") -> bytes:
+        """The header of message ``number`` and its first ``lines`` body lines, within
+        ``max_size`` octets as :meth:`retrieve` says (the whole message's bound: no
+        more than the message can come)."""
+        content = self._bound(number, max_size, held=True, top=True)
+        await self._command(Top(number, lines), content=content)
         return await self._collect()
 
     @one_call
@@ -493,10 +537,35 @@ class BasePOP3Client(BaseClient):
         """NOOP: keeps the session from the server's autologout timer."""
         await self._command(Noop())
 
+    def _bound(self, number: int, max_size: MaxSize, *, held: bool, top: bool = False) -> _Content:
+        """The bound of message ``number``'s content (``top``: the start TOP gives) as
+        ``max_size`` says; ``held``: a message kept whole, which :data:`MAX_MESSAGE`
+        bounds by default where no LIST gave its size."""
+        what = f"the top of message {number}" if top else f"message {number}"
+        max_size = _checked(max_size)
+        if isinstance(max_size, str):  # "listed"
+            listed = self._sizes.get(number)
+            if listed is not None:
+                bound = size_bound(listed)
+                return _Content(
+                    bound, f"{what} runs past {bound} octets, where LIST said {listed}"
+                )
+            if not held:
+                return _Content(None, "")
+            return _Content(
+                MAX_MESSAGE, f"{what} runs past {MAX_MESSAGE} octets (no LIST gave its size)"
+            )
+        if max_size is None:
+            return _Content(None, "")
+        return _Content(max_size, f"{what} runs past max_size, {max_size} octets")
+
     # -- I/O ------------------------------------------------------------------
 
-    async def _ask(self, command: Command) -> Ok | Err | Continue:
-        """Send ``command`` and read its status line."""
+    async def _ask(
+        self, command: Command, *, content: _Content | None = None
+    ) -> Ok | Err | Continue:
+        """Send ``command`` and read its status line; ``content``: the bound of the
+        content its ``+OK`` opens, where :func:`_content_of` does not know it."""
         await self._drain()
         try:
             data = self._send(command)
@@ -505,14 +574,18 @@ class BasePOP3Client(BaseClient):
         await self._write(data)
         response = await self._status(self.timeouts.response)
         if isinstance(response, Ok) and command.multiline:
-            self._unread = _content_of(command)
+            self._unread = content if content is not None else _content_of(command)
         return response
 
     async def _command(
-        self, command: Command, *, error: type[POP3ResponseError] = POP3ResponseError
+        self,
+        command: Command,
+        *,
+        error: type[POP3ResponseError] = POP3ResponseError,
+        content: _Content | None = None,
     ) -> Ok:
         """Send ``command`` and read its status line; ``-ERR`` raises ``error``."""
-        response = await self._ask(command)
+        response = await self._ask(command, content=content)
         if isinstance(response, Err):
             raise error(command.keyword, response)
         if not isinstance(response, Ok):
@@ -558,7 +631,7 @@ class BasePOP3Client(BaseClient):
         Each would be paired with a later command.
 
         All of it must come within one ``response`` timeout, and each content within
-        its bound in octets (:data:`MAX_UNREAD` where it has none): a server that
+        its bound in octets (:data:`MAX_MESSAGE` where it has none): a server that
         sends without end, a line at a time each in time, would otherwise hold
         ``connect()`` or ``quit()`` for ever. Past either, the connection is closed
         (:class:`POP3Timeout`, :class:`POP3ProtocolError`): the session cannot go on
@@ -571,8 +644,8 @@ class BasePOP3Client(BaseClient):
             content = self._unread
             if content is not None:
                 if content.left is None:
-                    content.left = MAX_UNREAD
-                    content.overrun = f"a message left unread runs on past {MAX_UNREAD} octets"
+                    content.left = MAX_MESSAGE
+                    content.overrun = f"a message left unread runs on past {MAX_MESSAGE} octets"
                 async for _ in self._stream(until):
                     pass
             if not self._owed:
@@ -728,6 +801,15 @@ _UNDRAINED: Final = "the rest of a multi-line answer did not end within {} s"
 _R = TypeVar("_R")
 
 
+def _checked(max_size: MaxSize) -> MaxSize:
+    """``max_size`` if it is one (``ValueError`` otherwise), before any command goes out."""
+    if max_size is None or max_size == "listed":
+        return max_size
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
+        raise ValueError(f'max_size must be octets, None or "listed", not {max_size!r}')
+    return max_size
+
+
 def _listing() -> _Content:
     """The bound of a LIST or UIDL listing's content."""
     return _Content(MAX_LISTING, f"a listing longer than {MAX_LISTING} octets")
@@ -735,7 +817,7 @@ def _listing() -> _Content:
 
 def _content_of(command: Command) -> _Content:
     """The bound of the content a ``+OK`` to ``command`` opens, unless its caller sets
-    one: CAPA's, or a listing's (RETR and TOP have none here)."""
+    one: CAPA's, or a listing's (RETR's and TOP's are the caller's: see ``_bound``)."""
     if isinstance(command, Capa):
         return _Content(MAX_CAPABILITIES, f"a CAPA listing longer than {MAX_CAPABILITIES} octets")
     if isinstance(command, (List, Uidl)):

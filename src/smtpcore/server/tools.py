@@ -342,18 +342,6 @@ class _Head:
             self.complete = True
 
 
-def size_bound(listed: int) -> int:
-    """The most octets ``fetch`` takes for a message LIST gave as ``listed``: 10% and
-    64 KiB more, for a server that counts its line ends as LF alone (RFC 1939 §5 asks
-    for the exact size). A message that runs past it is refused: a hostile server
-    cannot fill the disk with a message it said was small."""
-    return listed + listed // 10 + 64 * 1024
-
-
-class MessageOverrun(Exception):
-    """A message ran past :func:`size_bound` of the size LIST gave."""
-
-
 def _header_text(header: email.message.Message, name: str) -> str:
     """A field's text as it came, RFC 2047 words decoded (what they decode to is
     escaped by :func:`printable` like the rest)."""
@@ -392,12 +380,12 @@ async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
             listing = await client.list()
             total = 0
             for item in listing:
-                size, head = await _retrieve(client, item.number, item.size, target)
+                size, head = await _retrieve(client, item.number, target)
                 total += size
                 say(_summary(item.number, size, head))
                 if args.delete:
                     await client.delete(item.number)
-    except (POP3Error, MessageOverrun) as exc:
+    except POP3Error as exc:
         _fetch_failed(exc)
         return 1
     kept = f"stored in {args.to_maildir}, " if target is not None else ""
@@ -406,26 +394,19 @@ async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     return 0
 
 
-async def _retrieve(
-    client: POP3Client, number: int, listed: int, target: Maildir | None
-) -> tuple[int, bytes]:
-    """Retrieve message ``number`` (``listed`` octets, LIST said) into ``target``
-    (synced and in ``new/`` when this returns), or only read it without it: its size
-    and its header. Streamed, a chunk at a time: memory does not grow with the
-    message. Nothing of it stays in the Maildir when it fails or runs past
-    :func:`size_bound` (:class:`MessageOverrun`)."""
+async def _retrieve(client: POP3Client, number: int, target: Maildir | None) -> tuple[int, bytes]:
+    """Retrieve message ``number`` into ``target`` (synced and in ``new/`` when this
+    returns), or only read it without it: its size and its header. Streamed, a chunk
+    at a time: memory does not grow with the message. Nothing of it stays in the
+    Maildir when it fails, or runs past the size LIST gave and 10% and 64 KiB more,
+    which the client refuses (``retrieve_chunks``' bound): a hostile server cannot
+    fill the disk with a message it said was small."""
     staging = target.begin(b"") if target is not None else None
     head = _Head()
     size = 0
-    bound = size_bound(listed)
     try:
         async for chunk in client.retrieve_chunks(number):
             size += len(chunk)
-            if size > bound:
-                raise MessageOverrun(
-                    f"message {number} runs past {bound} octets, where LIST said {listed}: "
-                    "refused, and nothing more fetched"
-                )
             head.feed(chunk)
             if staging is not None:
                 staging.write(chunk)
