@@ -1140,6 +1140,33 @@ def test_our_client_refuses_a_uidl_answer_that_names_no_unique_id(adapter: str) 
         run(adapter, lambda: session(server.port))
 
 
+@pytest.mark.parametrize(
+    ("listings", "error"),
+    [
+        ("S: 1 10\nS: 1 20\nS: .", "message number 1 twice"),
+        ("S: 1 10\nS: 2 20\nS: .\nC: UIDL\nS: +OK\nS: 1 a\nS: 1 b\nS: .", "number 1 twice"),
+        ("S: 1 10\nS: 2 20\nS: .\nC: UIDL\nS: +OK\nS: 1 a\nS: 2 a\nS: .", "unique-id 'a' twice"),
+    ],
+)
+def test_our_client_refuses_a_listing_that_names_a_message_twice(
+    adapter: str, listings: str, error: str
+) -> None:
+    """A message number, or a unique-id, twice in a listing (RFC 1939 §5, §7) is a
+    protocol error: the later UID no longer replaces the first in silence."""
+    mod = module(adapter)
+    login = LOGIN.replace("S: PIPELINING\n", "")
+    steps = script(login + "C: LIST\nS: +OK\n" + listings + "\nC: QUIT\nS: +OK bye")
+
+    async def session(port: int) -> None:
+        async with mod.POP3Client("127.0.0.1", port) as client:
+            await client.login("u", "p")
+            with pytest.raises(mod.POP3ProtocolError, match=error):
+                await client.list()
+
+    with ScriptedServer(steps) as server:
+        run(adapter, lambda: session(server.port))
+
+
 def test_our_client_refuses_a_listing_without_end(
     adapter: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

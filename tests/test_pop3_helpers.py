@@ -94,6 +94,19 @@ class TestListings:
         with pytest.raises(RemoteProtocolError):
             parse_uid_listing(b"x abc\r\n")
 
+    def test_a_message_or_a_unique_id_listed_twice_is_refused(self) -> None:
+        """RFC 1939 §5, §7: a line for each message, and a unique-id names one message.
+        Taken as it came, the later UID of a message listed twice replaced the first,
+        and a unique-id given to two messages would leave one of them never fetched
+        by a client that keeps the unique-ids it has fetched."""
+        with pytest.raises(RemoteProtocolError, match="message number 1 twice"):
+            parse_listing(b"1 120\r\n2 200\r\n1 300\r\n")
+        with pytest.raises(RemoteProtocolError, match="message number 2 twice"):
+            parse_uid_listing(b"1 abc\r\n2 def\r\n2 ghi\r\n")
+        with pytest.raises(RemoteProtocolError, match="unique-id 'abc' twice"):
+            parse_uid_listing(b"1 abc\r\n2 abc\r\n")
+        assert parse_uid_listing(b"1 abc\r\n2 ABC\r\n") == [(1, "abc"), (2, "ABC")]
+
     def test_capabilities(self) -> None:
         data = (
             b"TOP\r\nuser\r\nSASL PLAIN LOGIN\r\nEXPIRE 30 USER\r\n"

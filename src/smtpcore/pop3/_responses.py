@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Final
+from typing import Final, TypeVar
 
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._numbers import parse_number
@@ -70,6 +70,17 @@ def _count(word: str, what: str) -> int:
     return number
 
 
+_T = TypeVar("_T", int, str)
+
+
+def _once(value: _T, seen: set[_T], what: str) -> _T:
+    """``value``, the first time a listing gives it (kept in ``seen``)."""
+    if value in seen:
+        raise RemoteProtocolError(f"{what} {value!r} twice in a listing")
+    seen.add(value)
+    return value
+
+
 def parse_stat(text: str) -> tuple[int, int]:
     """``(count, size)`` from the text of a ``+OK`` answering STAT (RFC 1939 §5)."""
     words = text.split()
@@ -81,32 +92,42 @@ def parse_stat(text: str) -> tuple[int, int]:
 def parse_listing(data: bytes | str) -> list[tuple[int, int]]:
     """``(number, size)`` pairs from LIST content, or from the text of ``+OK`` to ``LIST n``.
 
-    RFC 1939 §5 lets anything follow the size; it is ignored.
+    RFC 1939 §5 lets anything follow the size; it is ignored. A message listed
+    twice is a ``RemoteProtocolError``: the listing has a line for each message, and
+    which of two sizes is the message's, nobody can say.
     """
     pairs = []
+    numbers: set[int] = set()
     for line in _lines(data):
         words = line.split()
         if not words:
             continue
         if len(words) < 2:
             raise RemoteProtocolError(f"not a scan listing: {line[:80]!r}")
-        pairs.append((_count(words[0], "message number"), _count(words[1], "message size")))
+        number = _once(_count(words[0], "message number"), numbers, "message number")
+        pairs.append((number, _count(words[1], "message size")))
     return pairs
 
 
 def parse_uid_listing(data: bytes | str) -> list[tuple[int, str]]:
     """``(number, unique-id)`` pairs from UIDL content, or from ``+OK`` to ``UIDL n``.
 
-    A unique-id is 1 to 70 printable ASCII characters (RFC 1939 §7).
+    A unique-id is 1 to 70 printable ASCII characters (RFC 1939 §7), and names one
+    message of the maildrop: a message listed twice, or a unique-id given to two,
+    is a ``RemoteProtocolError``. A client that keeps the unique-ids it has fetched
+    (to leave mail on the server) would otherwise never fetch one of the two.
     """
     pairs = []
+    numbers: set[int] = set()
+    uids: set[str] = set()
     for line in _lines(data):
         words = line.split()
         if not words:
             continue
         if len(words) < 2 or not _UNIQUE_ID_RE.fullmatch(words[1]):
             raise RemoteProtocolError(f"not a unique-id listing: {line[:80]!r}")
-        pairs.append((_count(words[0], "message number"), words[1]))
+        number = _once(_count(words[0], "message number"), numbers, "message number")
+        pairs.append((number, _once(words[1], uids, "unique-id")))
     return pairs
 
 

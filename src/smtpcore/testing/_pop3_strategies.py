@@ -364,8 +364,27 @@ def _content(draw: st.DrawFn, data: bytes) -> list[pop3.Event]:
     return [*pieces, pop3.EndOfResponse()]
 
 
-def _listing(line: st.SearchStrategy[str]) -> st.SearchStrategy[list[pop3.Event]]:
-    return st.lists(line, max_size=6).flatmap(lambda lines: _content(pop3.format_lines(lines)))
+def _listing(
+    values: st.SearchStrategy[int] | st.SearchStrategy[str], *, unique: bool
+) -> st.SearchStrategy[list[pop3.Event]]:
+    """A scan or unique-id listing: message numbers and ``values`` (sizes, or unique-ids,
+    ``unique`` too), a line for each message, none named twice (RFC 1939 §5, §7)."""
+    pairs = st.lists(
+        st.tuples(_NUMBERS, values),
+        max_size=6,
+        unique_by=(_first, _second) if unique else _first,
+    )
+    return pairs.flatmap(
+        lambda pairs: _content(pop3.format_lines(f"{number} {value}" for number, value in pairs))
+    )
+
+
+def _first(pair: tuple[int, object]) -> object:
+    return pair[0]
+
+
+def _second(pair: tuple[int, object]) -> object:
+    return pair[1]
 
 
 @st.composite
@@ -402,8 +421,6 @@ def pop3_responses(draw: st.DrawFn, command: Sent) -> list[pop3.Event]:
         codes = _CONTENT_CODES
     if draw(st.booleans()):
         return draw(_err(codes))
-    scan = st.builds(lambda number, size: f"{number} {size}", _NUMBERS, _SIZES)
-    unique = st.builds(lambda number, uid: f"{number} {uid}", _NUMBERS, _UNIQUE_IDS)
     if isinstance(command, pop3.Stat):
         return [pop3.Ok(draw(st.builds(lambda count, size: f"{count} {size}", _SIZES, _SIZES)))]
     if isinstance(command, pop3.List) and command.message is not None:
@@ -415,9 +432,9 @@ def pop3_responses(draw: st.DrawFn, command: Sent) -> list[pop3.Event]:
         lines = draw(pop3_capabilities(transaction=draw(st.booleans())))
         return answer + draw(_content(pop3.format_lines(lines)))
     if isinstance(command, pop3.List):
-        return answer + draw(_listing(scan))
+        return answer + draw(_listing(_SIZES, unique=False))
     if isinstance(command, pop3.Uidl):
-        return answer + draw(_listing(unique))
+        return answer + draw(_listing(_UNIQUE_IDS, unique=True))
     if isinstance(command, pop3.Command) and command.multiline:
         pieces = draw(st.lists(_CONTENT_PIECES, max_size=12))
         answer += [pop3.ResponseData(piece) for piece in pieces]
