@@ -32,10 +32,12 @@ from smtpcore.smtp import (
     Body,
     EnvelopeId,
     Expn,
+    Extension,
     Help,
     MessageData,
     Notify,
     OriginalRecipient,
+    Parameter,
     Rcpt,
     Reply,
     Ret,
@@ -362,3 +364,55 @@ def test_smtplib_reads_the_expn_hook_and_help(adapter: str) -> None:
         )
         assert client.expn("nobody")[0] == 502
         assert b"EXPN" in client.help().split()
+
+
+def _crash(facts: Any, value: Any) -> Reply | None:
+    raise ZeroDivisionError("a bug in the application's check")
+
+
+def test_an_entry_of_the_applications_own_never_costs_the_client_its_reply(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``int`` as a parser refuses what it cannot read with 501; a check that raises
+    is the application's bug, logged and answered 451, and the session goes on."""
+    entries = [
+        Extension("X-PRIO", "", "priorities", mail_parameters=(Parameter("X-PRIO", int, str),)),
+        Extension("X-HOLD", "", "holds", mail_parameters=(Parameter("X-HOLD", str, str, _crash),)),
+    ]
+
+    def factory(options: Any) -> ServerConnection:
+        return ServerConnection(options.hostname, extra_extensions=entries)
+
+    with (
+        running_smtp_server(adapter, Sink(), connection_factory=factory) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        assert b"250 X-HOLD" in s.command(b"EHLO client.test")
+        assert s.command(b"MAIL FROM:<a@abc.example> X-PRIO=abc").startswith(b"501 5.5.4")
+        assert s.command(b"MAIL FROM:<a@abc.example> X-PRIO").startswith(b"501 5.5.4")
+        assert s.command(b"MAIL FROM:<a@abc.example> X-HOLD=1").startswith(b"451 4.3.0")
+        assert s.command(b"MAIL FROM:<a@abc.example> X-PRIO=3").startswith(b"250")
+        assert s.command(b"QUIT").startswith(b"221")
+    assert "a bug in the application's check" in caplog.text
+
+
+def test_an_entry_whose_arguments_fail_costs_the_ehlo_alone(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def arguments(facts: Any) -> str:
+        raise AttributeError("a bug in the application's arguments")
+
+    def factory(options: Any) -> ServerConnection:
+        entry = Extension("X-FOO", "", "listed", arguments=arguments)
+        return ServerConnection(options.hostname, extra_extensions=[entry])
+
+    with (
+        running_smtp_server(adapter, Sink(), connection_factory=factory) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        assert s.command(b"EHLO client.test").startswith(b"451 ")
+        assert s.command(b"HELO client.test").startswith(b"250 ")
+        assert s.command(b"QUIT").startswith(b"221")
+    assert "a bug in the application's arguments" in caplog.text

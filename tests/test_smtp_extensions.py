@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from smtp_helpers import EHLO, codes, greeted, run
-from smtpcore import LocalProtocolError
+from smtpcore import PAUSED, LocalProtocolError
 from smtpcore.address import Mailbox
 from smtpcore.smtp import (
     Bdat,
@@ -21,6 +24,7 @@ from smtpcore.smtp import (
     ParameterError,
     Rcpt,
     Reply,
+    Requirement,
     ServerExtensions,
     StartTls,
 )
@@ -159,6 +163,85 @@ def test_an_extra_entry_brings_its_parameters() -> None:
     assert codes(out) == ["501 5.5.4"]
     _, out = run(conn, b"HELO a.example\r\nMAIL FROM:<a@b.example> MT-PRIORITY=3\r\n")
     assert codes(out)[-1] == "555 5.5.4"
+
+
+def test_a_parsers_value_error_or_type_error_refuses_the_clients_value() -> None:
+    """``int`` is a parser: what it refuses (``abc``, a bare keyword) is the client's bad
+    value, ``501 5.5.4``, and the session goes on."""
+    parameter = Parameter("X-PRIO", int, str)
+    priority = Extension("X-PRIO", "", "priorities", mail_parameters=(parameter,))
+    conn = greeted(extra_extensions=[priority])
+    _, out = run(conn, EHLO + b"MAIL FROM:<a@b.example> X-PRIO=abc\r\n")
+    assert codes(out)[-1] == "501 5.5.4"
+    _, out = run(conn, b"MAIL FROM:<a@b.example> X-PRIO\r\nMAIL FROM:<a@b.example> X-PRIO=3\r\n")
+    assert codes(out) == ["501 5.5.4", "250 2.1.0"]
+
+
+def _broken(exc: Exception) -> Callable[..., Any]:
+    def broken(*args: object) -> Any:
+        raise exc
+
+    return broken
+
+
+_UNWELL = Requirement("a broken rule", _broken(RuntimeError("the rule's bug")), Reply(530, "no"))
+
+
+@pytest.mark.parametrize(
+    ("parameter", "cause"),
+    [
+        (Parameter("X-PRIO", _broken(LookupError("parse's bug")), str), LookupError),
+        (
+            Parameter("X-PRIO", int, str, check=_broken(ZeroDivisionError("check's bug"))),
+            ZeroDivisionError,
+        ),
+        (Parameter("X-PRIO", int, str, check=lambda facts, value: "no"), None),  # no Reply
+        (Parameter("X-PRIO", int, str, read=_broken(ValueError("read's bug"))), ValueError),
+    ],
+    ids=["parse", "check", "check-gives-str", "read"],
+)
+def test_an_entrys_own_failure_is_the_applications_and_the_session_goes_on(
+    parameter: Parameter[Any], cause: type | None
+) -> None:
+    """Entry code that fails other than by refusing the value is the application's
+    mistake: ``LocalProtocolError`` (the original chained), the command taken and
+    pending its ``reply_hint``, 451; nothing else escapes ``next_event()``."""
+    entry = Extension("X-PRIO", "", "priorities", mail_parameters=(parameter,))
+    conn = greeted(extra_extensions=[entry])
+    conn.receive_data(EHLO)
+    assert isinstance(conn.next_event(), Ehlo)
+    conn.send(Reply(250, "OK"))
+    conn.receive_data(b"MAIL FROM:<a@b.example> X-PRIO=3\r\nNOOP\r\n")
+    with pytest.raises(LocalProtocolError) as failed:
+        conn.next_event()
+    assert "X-PRIO" in str(failed.value)
+    assert type(failed.value.__cause__) is (cause or type(None))
+    assert conn.next_event() is PAUSED
+    assert conn.send(failed.value.reply_hint) == b"451 4.3.0 Local error in processing\r\n"
+    _, out = run(conn)
+    assert codes(out) == ["250 2.0.0"]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        Extension("X-FOO", "", "listed", arguments=_broken(AttributeError("arguments' bug"))),
+        Extension("X-FOO", "", "listed", requires=(_UNWELL,)),
+    ],
+    ids=["arguments", "requirement"],
+)
+def test_an_entry_failing_on_the_ehlo_reply_leaves_it_to_answer_otherwise(
+    entry: Extension,
+) -> None:
+    conn = greeted(extra_extensions=[entry])
+    conn.receive_data(EHLO + b"NOOP\r\n")
+    assert isinstance(conn.next_event(), Ehlo)
+    with pytest.raises(LocalProtocolError, match="X-FOO") as failed:
+        conn.send(Reply(250, "OK"))
+    assert isinstance(failed.value.__cause__, (AttributeError, RuntimeError))
+    assert conn.send(Reply(451, "Local error in processing")).startswith(b"451 ")
+    _, out = run(conn)
+    assert codes(out) == ["250 2.0.0"]
 
 
 def test_a_parameter_value_in_utf8_needs_smtputf8() -> None:

@@ -553,6 +553,16 @@ class ServerSession(ServedSession):
                     if isinstance(exc.reply_hint, Reply):
                         self._out = [*(self._out or ()), conn.send(exc.reply_hint)]
                     break
+                except LocalProtocolError as exc:
+                    # An extension entry of the application's own failed on a command
+                    # (see ServerConnection.next_event): its mistake, logged and
+                    # answered as a failing hook's, and the session goes on.
+                    if not isinstance(exc.reply_hint, Reply):
+                        raise
+                    logger.exception("extension entry: %s", exc)
+                    self._answer(exc.reply_hint)
+                    new_wait = True
+                    continue
                 if event is NEED_DATA:
                     # The wait itself is written out here, not in a method: a
                     # suspended session's stack is one frame shorter, and every

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
+from smtpcore._errors import LocalProtocolError
 from smtpcore.smtp._replies import EnhancedStatus, Reply
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ __all__ = [
     "Readers",
     "Requirement",
     "ServerFacts",
+    "entry_failed",
     "parameter_readers",
 ]
 
@@ -53,6 +55,21 @@ class ParameterError(ValueError):
     def __init__(self, message: str, reply: Reply | None = None) -> None:
         super().__init__(message)
         self.reply = reply if reply is not None else _reply(501, "5.5.4", message)
+
+
+ENTRY_FAILED: Final = _reply(451, "4.3.0", "Local error in processing")
+"""The reply to a command an entry's own code failed on: the server's fault (RFC 5321
+§4.2.1: 451, "local error in processing"), for the client to try again."""
+
+
+def entry_failed(what: str, cause: Exception | None = None) -> LocalProtocolError:
+    """The error for an entry's own code (``parse``, ``check``, ``arguments``, a
+    requirement's ``holds``) that failed or gave what it must not: the application's
+    mistake, not the client's, so no refusal of the client's value. Its
+    ``reply_hint`` answers the command; raise it ``from`` the cause, which the
+    adapters log with it."""
+    message = what if cause is None else f"{what} failed: {type(cause).__name__}: {cause}"
+    return LocalProtocolError(message, reply_hint=ENTRY_FAILED)
 
 
 class ServerFacts(Protocol):
@@ -122,7 +139,11 @@ class Parameter(Generic[T]):
     """A MAIL or RCPT parameter (``KEYWORD[=value]``) an extension brings.
 
     ``parse`` turns the wire value (None for a bare keyword) into a typed
-    value or raises :class:`ParameterError`; ``format`` is its inverse, for a
+    value, or refuses it: with :class:`ParameterError` for a reply of its own,
+    or with any ``ValueError`` or ``TypeError`` (``int`` as a parser: ``int("abc")``,
+    ``int(None)``) for ``501 5.5.4``, as the client's bad value. Any other exception
+    from ``parse`` or ``check`` is the application's own mistake: the server
+    answers the command ``451 4.3.0`` and logs it. ``format`` is its inverse, for a
     client. ``check`` is the server's policy on a well-formed value (SIZE over
     the limit), ``client_check`` what a client must verify against the EHLO
     reply before sending it (a problem as text, or None). ``needs`` names the
@@ -143,12 +164,27 @@ class Parameter(Generic[T]):
 
     def refusal(self, facts: ServerFacts, value: str | None) -> Reply | None:
         """The reply a server refuses ``value`` with (``parse`` failed, or ``check``
-        refused what it gave), or None when the value is accepted."""
+        refused what it gave), or None when the value is accepted.
+
+        Raises :func:`entry_failed`'s ``LocalProtocolError`` when ``parse`` or
+        ``check`` fails other than by refusing the value (see the class).
+        """
         try:
             typed = self.parse(value)
         except ParameterError as exc:
             return exc.reply
-        return None if self.check is _no_check else self.check(facts, typed)
+        except (ValueError, TypeError):
+            # The natural parsers (int, Decimal, an enum by value) refuse a bad value so;
+            # their text names Python's types, not the client's mistake.
+            return _reply(501, "5.5.4", f"Malformed {self.keyword} value")
+        except Exception as exc:
+            raise entry_failed(f"the {self.keyword} parameter's parse", exc) from exc
+        if self.check is _no_check:
+            return None
+        try:
+            return self.check(facts, typed)
+        except Exception as exc:
+            raise entry_failed(f"the {self.keyword} parameter's check", exc) from exc
 
 
 def _bare(facts: ServerFacts) -> str | None:
@@ -203,14 +239,21 @@ class Extension:
             )
 
     def unmet(self, facts: ServerFacts) -> Requirement | None:
-        """The first requirement the session does not meet, or None."""
+        """The first requirement the session does not meet, or None; a requirement
+        that fails to tell is :func:`entry_failed`'s ``LocalProtocolError``."""
         for requirement in self.requires:
-            if not requirement.holds(facts):
+            try:
+                holds = requirement.holds(facts)
+            except Exception as exc:
+                what = f"{self.keyword}'s requirement {requirement.name}"
+                raise entry_failed(what, exc) from exc
+            if not holds:
                 return requirement
         return None
 
     def ehlo_line(self, facts: ServerFacts) -> str | None:
-        """The line this extension adds to the EHLO reply now, or None."""
+        """The line this extension adds to the EHLO reply now, or None; ``arguments``
+        failing is :func:`entry_failed`'s ``LocalProtocolError``."""
         # Requirements asked of an entry that has some, arguments of one that has
         # any: most are bare keywords with none, and a call each costs.
         if self.requires and self.unmet(facts) is not None:
@@ -219,7 +262,10 @@ class Extension:
             return None
         if self.arguments is _bare:
             return self.keyword
-        arguments = self.arguments(facts)
+        try:
+            arguments = self.arguments(facts)
+        except Exception as exc:
+            raise entry_failed(f"the {self.keyword} extension's arguments", exc) from exc
         if arguments is None:
             return None
         return f"{self.keyword} {arguments}" if arguments else self.keyword

@@ -62,7 +62,7 @@ from smtpcore.smtp._events import (
 )
 from smtpcore.smtp._everyday_params import SIZE_BIT, SMTPUTF8_BIT
 from smtpcore.smtp._ext import BUILTIN, Body
-from smtpcore.smtp._extension import Extension
+from smtpcore.smtp._extension import Extension, entry_failed
 from smtpcore.smtp._replies import MAX_REPLY_LINE, EnhancedStatus, Reply, printable_ascii
 from smtpcore.smtp._server_config import (
     HELLOS_KEPT,
@@ -549,7 +549,12 @@ class ServerConnection:
         buffer.receive(data, discard=self._state in DISCARDING)
 
     def next_event(self) -> Event | NoEvent:
-        """The next event from the client, ``NEED_DATA`` or ``PAUSED``."""
+        """The next event from the client, ``NEED_DATA`` or ``PAUSED``.
+
+        ``LocalProtocolError`` when the code of an extension entry of the
+        application's own fails on a command: the command is taken, and answered
+        with the error's ``reply_hint`` (``451 4.3.0``) the session goes on.
+        """
         state = self._state
         if self._pending is None:  # the everyday case first: nothing awaits an answer
             if state is _STATE_DATA:
@@ -823,6 +828,11 @@ class ServerConnection:
         Refused, in this order: a command of an extension this client may not use
         (XCLIENT: it must not tell it more), one out of sequence, then what the
         command's own check (``_CHECKS``) refuses.
+
+        An extension entry's own code that fails on the way (an application's
+        ``Parameter.check`` that raises, say) is ``LocalProtocolError``, raised with
+        the line taken and refused pending: the application answers it, with the
+        error's ``reply_hint`` (451 4.3.0), and the session goes on.
         """
         kind = type(command)
         allowed, check, junk, owned = _TAKING[kind]
@@ -832,20 +842,26 @@ class ServerConnection:
                 answer = reply(421, "4.7.0", f"{self._config.hostname} Too many commands")
                 return self._bad(line, answer)
         problem: Reply | None = None
-        if owned is not None:
-            owner = self._config.tables.verb_owner.get(owned)
-            unmet = None if owner is None else owner.unmet(self)
-            if unmet is not None:
-                problem = unmet.refusal
-        if problem is None:
-            if self._state not in allowed:
-                problem = self._out_of_sequence(command)
-            elif check is not None:
-                problem = check(self, command)
+        failed: LocalProtocolError | None = None
+        try:
+            if owned is not None:
+                owner = self._config.tables.verb_owner.get(owned)
+                unmet = None if owner is None else owner.unmet(self)
+                if unmet is not None:
+                    problem = unmet.refusal
+            if problem is None:
+                if self._state not in allowed:
+                    problem = self._out_of_sequence(command)
+                elif check is not None:
+                    problem = check(self, command)
+        except LocalProtocolError as exc:  # see smtp/_extension.py's entry_failed
+            problem, failed = exc.reply_hint, exc
         if problem is not None:
             if isinstance(command, Bdat):
                 self._skip = command.size  # the chunk follows the command regardless
             bad = self._bad(line, problem)
+            if failed is not None:
+                raise failed
             if problem is _TOO_MANY_RECIPIENTS:
                 self._overshoot += 1
                 if self._overshoot <= self._config.max_recipient_overshoot:
@@ -1002,8 +1018,18 @@ class ServerConnection:
             if value is not None and not utf8 and not value.isascii():
                 return reply(501, "5.5.4", f"Non-ASCII {keyword} value needs SMTPUTF8")
             read = parameter.read
-            problem = parameter.refusal(self, value) if read is None else read(self, value)
+            if read is None:
+                problem = parameter.refusal(self, value)
+            else:
+                try:
+                    problem = read(self, value)
+                except Exception as exc:
+                    raise entry_failed(f"the {keyword} parameter's read", exc) from exc
             if problem is not None:
+                if not isinstance(problem, Reply):  # the application's entry, mistyped
+                    raise entry_failed(
+                        f"the {keyword} parameter's check gave {problem!r}, not a Reply or None"
+                    )
                 return problem
         return None
 
