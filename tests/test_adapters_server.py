@@ -321,6 +321,68 @@ def test_a_hook_past_the_command_timeout_becomes_451_and_the_session_goes_on(
     assert "handle_rcpt failed" in caplog.text
 
 
+class Hanging(Recorder):
+    """``handle_reset`` and ``handle_close`` that never return (a spool file's delete on
+    a hung network mount, say)."""
+
+    def __init__(self, adapter: str) -> None:
+        super().__init__()
+        self.adapter = adapter
+
+    async def _forever(self) -> None:
+        if self.adapter == "asyncio":
+            await asyncio.sleep(3600)
+        else:
+            import trio
+
+            await trio.sleep(3600)
+
+    async def handle_reset(self, session: Session, envelope: Envelope) -> None:
+        await self._forever()
+
+    async def handle_close(self, session: Session) -> None:
+        await self._forever()
+
+
+def test_a_handle_reset_that_never_returns_is_answered_and_timed(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RSET's 250 goes out before the hook waits; the hook has the command timeout,
+    as every hook, and the session goes on after it (it kept its slot for ever)."""
+    with (
+        running_smtp_server(adapter, Hanging(adapter), timeouts=Timeouts(command=0.5)) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.sock.settimeout(5)
+        s.recv_reply()
+        s.command(b"EHLO client.test")
+        s.command(b"MAIL FROM:<a@abc.example>")
+        started = time.monotonic()
+        assert s.command(b"RSET").startswith(b"250")
+        assert time.monotonic() - started < 0.4
+        assert s.command(b"NOOP").startswith(b"250")  # once the hook's time is up
+        assert 0.4 < time.monotonic() - started < 3
+        s.send(b"QUIT\r\n")
+    assert "handle_reset failed" in caplog.text
+
+
+def test_a_handle_close_that_never_returns_holds_no_connection(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The connection closes after QUIT's 221 whatever ``handle_close`` does, and the hook
+    has the command timeout: the server shuts down at once after it."""
+    with running_smtp_server(adapter, Hanging(adapter), timeouts=Timeouts(command=0.5)) as server:
+        with raw_smtp_session(server.host, server.port) as s:
+            s.sock.settimeout(5)
+            s.recv_reply()
+            assert s.command(b"QUIT").startswith(b"221 ")
+            started = time.monotonic()
+            assert s.recv_some() == b""
+            assert time.monotonic() - started < 0.4
+        server.wait_for_sessions(0, timeout=3)
+    assert "handle_close failed" in caplog.text
+
+
 class CancelledElsewhere(Handler):
     """``handle_rcpt`` of ``lost@`` meets a cancellation that is not its session's: on
     asyncio it awaits a shared future other code cancels; on trio it unwraps the

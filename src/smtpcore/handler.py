@@ -450,7 +450,8 @@ class Handler:
         return _NO_EXPN
 
     async def handle_close(self, session: Session) -> None:
-        """The connection is gone, whatever the reason."""
+        """The connection is gone, whatever the reason: it is closed before this is
+        called, which has the ``command`` timeout, as every hook."""
 
 
 # Handler's answers, built once: replies are immutable.

@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
@@ -345,13 +345,14 @@ class ServedSession:
     the client in its loop under the watchdog, and then hands whatever ended
     the loop to :meth:`_end`, which closes the session (:meth:`_close`: a last
     reply; :meth:`_linger` after a server's own goodbye), logs a failure, leaves
-    the registry, lets the protocol tidy up
-    (:meth:`_ended`: an abandoned transaction, a maildrop lock) and closes the
-    transport, whatever happened. The loop is written out in :meth:`run`,
-    not called as a coroutine of its own, and it reads its client with
-    ``receive_or_wait`` (:class:`~smtpcore._driver._transport.Link`): so a
-    session waiting for its client is suspended one coroutine deep, where an
-    idle session's memory, and each wake-up's calls, grow with every level.
+    the registry, lets the protocol tidy up (:meth:`_ended`: a maildrop lock),
+    closes the transport and then tells the application (:meth:`_after_close`:
+    an abandoned transaction, ``handle_close``), whatever happened. The loop
+    is written out in :meth:`run`, not called as a coroutine of its own, and
+    it reads its client with ``receive_or_wait``
+    (:class:`~smtpcore._driver._transport.Link`): so a session waiting for
+    its client is suspended one coroutine deep, where an idle session's
+    memory, and each wake-up's calls, grow with every level.
     """
 
     # Slots, here and in the protocols' sessions: an idle session keeps its fields for
@@ -408,8 +409,9 @@ class ServedSession:
         when the goodbye was the server's own (:meth:`_linger`), unless the
         connection was lost; after a failure (logged) it still writes the replies
         already made, and says nothing more; then, in any case, the
-        session leaves the registry, the protocol tidies up and the transport
-        closes. A cancellation is raised again once all that is done."""
+        session leaves the registry, the protocol tidies up, the transport
+        closes and the application is told. A cancellation is raised again once
+        all that is done."""
         if watching is not None:  # what leaving ``async with`` does
             try:
                 if ended is None:
@@ -441,7 +443,15 @@ class ServedSession:
             try:
                 await self._ended()
             finally:
-                await self.transport.aclose()
+                try:
+                    await self.transport.aclose()
+                finally:
+                    told = self._after_close()
+                    if told is not None:
+                        try:
+                            await told
+                        finally:
+                            self.transport.clock.close()  # its deadlines set the timer again
 
     def log_failure(self) -> None:
         """Log the exception being handled as the session's failure (one that ended
@@ -559,4 +569,13 @@ class ServedSession:
                     left -= len(data)
 
     async def _ended(self) -> None:
-        """Tidy up after the session, before the transport closes."""
+        """Tidy up after the session, before the transport closes (POP3: the maildrop's
+        lock, released before the client sees the end)."""
+
+    def _after_close(self) -> Awaitable[None] | None:
+        """What tells the application that the session is over, to await once the
+        transport is closed (SMTP: ``handle_reset`` of an abandoned transaction,
+        ``handle_close``), so that its code, however long it takes within its
+        deadline, never holds the client's connection; None when there is nothing
+        to tell."""
+        return None

@@ -470,10 +470,17 @@ class ServerSession(ServedSession):
 
     # -- the loop ---------------------------------------------------------
 
-    async def _ended(self) -> None:
+    def _after_close(self) -> Awaitable[None] | None:
+        # Handler's own handle_close does nothing: most sessions need no coroutine here.
+        if self.session.envelope is None and "handle_close" not in self.state.overridden:
+            return None
+        return self._tell_closed()
+
+    async def _tell_closed(self) -> None:
+        self._out = None  # nothing more reaches the client
         if self.session.envelope is not None:
             await self._end_transaction()
-        if "handle_close" in self.state.overridden:  # Handler's own does nothing
+        if "handle_close" in self.state.overridden:
             await self._call("handle_close", (self.session,))
 
     async def _open(self) -> None:
@@ -754,16 +761,39 @@ class ServerSession(ServedSession):
         return reply
 
     async def _call(self, hook: str, args: tuple[Any, ...]) -> None:
-        """Tell the handler's ``hook``, called with ``args``, with no time limit."""
+        """Tell the handler's ``hook``, called with ``args``, within the ``command``
+        timeout as every hook: one that runs past it is logged as failed, and the
+        session goes on (docs/adapters.rst). A hook that waits has the replies
+        already due written first: a client is not kept waiting for its RSET's 250
+        while the handler tidies up."""
         if hook not in self.state.overridden:
             await getattr(_HANDLER, hook)(*args)
             return
         try:
-            await self.transport.within(None, getattr(self.state.handler, hook)(*args))
+            started = self.transport.start_within(
+                self.options.timeouts.command, getattr(self.state.handler, hook)(*args)
+            )
+            if not isinstance(started, tuple):
+                self._write_due_now()
+                await started
         except BaseException as exc:
             if not self._call_failed(exc):
                 raise
             logger.exception("%s failed", hook)
+
+    def _write_due_now(self) -> None:
+        """Write the replies due, as far as the kernel takes them without waiting; the
+        rest stays due, and a failed write is met again by the next one (which ends
+        the session): for a caller that must not wait here."""
+        out = self._out
+        if out is None:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        try:
+            sent = self.transport.send_nowait(data)
+        except OSError:
+            return
+        self._out = [data[sent:]] if sent < len(data) else None
 
     # -- events -------------------------------------------------------------
 
@@ -791,9 +821,9 @@ class ServerSession(ServedSession):
             loggable_reply(event.reply),
         )
         self._in_chunk = False
-        await self._end_transaction()
         for _ in range(self._replies_due()):
             self._answer(event.reply)
+        await self._end_transaction()
 
     async def _hello(self, command: Ehlo | Helo | Lhlo) -> None:
         session = self.session
@@ -1210,10 +1240,9 @@ class ServerSession(ServedSession):
 
     async def _message_failed(self) -> None:
         """Answer the end of a message whose handling failed (``_chunk_failed``)."""
-        due = self._replies_due()
-        await self._end_transaction()
-        for _ in range(due):
+        for _ in range(self._replies_due()):
             self._answer(_LOCAL_ERROR)
+        await self._end_transaction()
 
     async def _message_answered(self, envelope: Envelope, accepted: Reply | None) -> None:
         """Answer the end of a message as the handler's ``handle_message`` does (or
