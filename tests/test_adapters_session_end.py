@@ -18,7 +18,7 @@ import trio
 
 import smtpcore.asyncio as smtp_asyncio
 import smtpcore.trio as smtp_trio
-from smtpcore.handler import Handler, TLSInfo
+from smtpcore.handler import Handler, Session, TLSInfo
 from smtpcore.smtp import Event, Noop, ServerConnection
 
 
@@ -203,3 +203,44 @@ def test_a_read_that_gives_none_fails_the_session_rather_than_reading_for_ever(
     assert b"".join(transport.written).startswith(b"220 mx.test")
     messages = [record.getMessage() for record in caplog.records]
     assert any("session with" in text and "failed" in text for text in messages)
+
+
+class FailingClose(ScriptedTransport):
+    """One whose close fails (a transport of the application's own, with a bug)."""
+
+    async def aclose(self) -> None:
+        self.closed = True
+        raise ValueError("a bug in the transport's close")
+
+
+@pytest.mark.parametrize("adapter", ["asyncio", "trio"])
+def test_a_close_that_fails_is_logged_and_ends_that_session_alone(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``serve_transport`` returns on both adapters, the failure logged as the
+    session's (on asyncio it reached the caller, unlogged), and ``handle_close`` is
+    still called."""
+    closed: list[bool] = []
+
+    class Closing(Handler):
+        async def handle_close(self, session: Session) -> None:
+            closed.append(True)
+
+    transport = FailingClose(b"EHLO client.test\r\nQUIT\r\n")
+
+    async def asyncio_body() -> None:
+        await smtp_asyncio.SMTPServer(Closing(), hostname="mx.test").serve_transport(transport)
+
+    async def trio_body() -> None:
+        await smtp_trio.SMTPServer(Closing(), hostname="mx.test").serve_transport(transport)
+
+    if adapter == "asyncio":
+        asyncio.run(asyncio_body())
+    else:
+        trio.run(trio_body)
+    assert transport.closed and closed == [True]
+    assert b"".join(transport.written).endswith(b"221 2.0.0 mx.test Bye\r\n")
+    assert "a bug in the transport's close" in caplog.text
+    assert any(
+        "session with" in r.getMessage() and "failed" in r.getMessage() for r in caplog.records
+    )

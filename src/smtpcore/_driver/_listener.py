@@ -445,6 +445,8 @@ class ServedSession:
             finally:
                 try:
                     await self.transport.aclose()
+                except Exception:  # run() raises only cancellations (a transport's own bug)
+                    self.log_failure()
                 finally:
                     told = self._after_close()
                     if told is not None:
