@@ -283,6 +283,29 @@ def test_a_failing_hook_becomes_451_and_the_session_goes_on(
     assert "a bug in the handler" in caplog.text
 
 
+class ListingItsOwn(Recorder):
+    async def handle_hello(self, session: Session, command: Ehlo | Helo | Lhlo) -> Reply | None:
+        if command.domain == "lines.test":
+            return Reply(250, ["mx.test hi", "PIPELINING", "X-FAKE"])
+        return None
+
+
+def test_a_hello_reply_of_several_lines_is_an_illegal_reply(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its lines after the first would be read as extensions offered (PIPELINING twice):
+    451 4.3.0 and logged, as any reply not legal where it is given."""
+    with (
+        running_smtp_server(adapter, ListingItsOwn()) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        assert s.command(b"EHLO lines.test").startswith(b"451 ")
+        assert s.command(b"EHLO client.test").count(b"PIPELINING") == 1
+        assert s.command(b"QUIT").startswith(b"221")
+    assert "one line" in caplog.text
+
+
 class Slow(Handler):
     """Answers RCPT after ``seconds`` (waiting with the adapter's own sleep)."""
 

@@ -111,6 +111,24 @@ def test_ehlo_text_given_by_the_application_comes_first() -> None:
     assert out.startswith(b"250-mx.pqr.example greets client.abc.example\r\n250-SIZE")
 
 
+@pytest.mark.parametrize("line", [EHLO, b"HELO client.abc.example\r\n", b"LHLO c.example\r\n"])
+def test_a_positive_hello_reply_of_several_lines_is_refused_and_changes_nothing(
+    line: bytes,
+) -> None:
+    """After its first line, an EHLO reply's lines are ehlo-lines (RFC 5321 §4.1.1.1),
+    which a client reads as extensions offered: the application's own would list
+    what the machine does not take (``PIPELINING`` twice, ``X-FAKE``). A HELO's
+    reply is one line."""
+    conn = greeted(lmtp=line.startswith(b"LHLO"))
+    conn.receive_data(line)
+    conn.next_event()
+    before = _fields(conn)
+    with pytest.raises(LocalProtocolError, match="one line"):
+        conn.send(Reply(250, ["mx.pqr.example hi", "PIPELINING", "X-FAKE"]))
+    assert _fields(conn) == before
+    assert conn.send(Reply(451, "Local error in processing")).startswith(b"451 ")
+
+
 @pytest.mark.parametrize("line", [b"EHLO\r\n", b"EHLO a b\r\n", b"HELO\r\n"])
 def test_hello_without_a_name_is_a_syntax_error(line: bytes) -> None:
     _, out = run(greeted(), line)

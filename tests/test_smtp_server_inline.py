@@ -150,7 +150,7 @@ def test_the_ehlo_lines_remembered_are_the_ones_each_extension_gives(
         assert conn._command_line_limit == expected_limit == conn.max_command_line + allowance
 
 
-HELLO_REPLIES = (Reply(250, "Hello"), Reply(250, ["mx.pqr.example greets you", "again"]))
+HELLO_REPLIES = (Reply(250, "Hello"), Reply(250, "mx.pqr.example greets you"))
 SESSION_FACTS = st.fixed_dictionaries(
     {
         "tls": st.booleans(),

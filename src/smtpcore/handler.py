@@ -392,8 +392,9 @@ class Handler:
         return _greeting(session.hostname)
 
     async def handle_hello(self, session: Session, command: Ehlo | Helo | Lhlo) -> Reply | None:
-        """EHLO, HELO or LHLO: ``250 <hostname>``. A positive reply gets the extension
-        lines added."""
+        """EHLO, HELO or LHLO: ``250 <hostname>``. A positive reply is one line, and
+        gets the extension lines added (``extra_extensions`` for one's own): a reply
+        of several lines is not legal (RFC 5321 §4.1.1.1), logged and answered ``451``."""
         return _hello(session.hostname)
 
     async def handle_auth(self, session: Session, identity: AuthIdentity) -> Reply | None:

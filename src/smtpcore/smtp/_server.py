@@ -1257,7 +1257,17 @@ class ServerConnection:
         """The session opened (RFC 5321 §4.1.1.1). The reply is built first: one that
         cannot be written (an EHLO keyword line over 512 octets, RFC 5321 §4.5.3.1.5,
         say a long ``auth_mechanisms`` list) raises ``LocalProtocolError`` with the
-        session's fields as they were (:meth:`_answer_command` puts back its state)."""
+        session's fields as they were (:meth:`_answer_command` puts back its state).
+
+        The application's reply is one line, the one naming this host: after it,
+        an EHLO reply's lines are ehlo-lines (§4.1.1.1's ``ehlo-ok-rsp``; a HELO's
+        is one line), read by clients as extensions offered, and the machine writes
+        them from its entries (``extra_extensions`` for the application's own)."""
+        if len(event.lines) > 1:
+            raise LocalProtocolError(
+                "a positive reply to a hello is one line (RFC 5321 §4.1.1.1): the machine "
+                "adds the EHLO lines (extra_extensions for extensions of one's own)"
+            )
         config = self._config
         extended = not isinstance(command, Helo)
         if not extended:
