@@ -168,7 +168,7 @@ def test_an_extra_entry_brings_its_parameters() -> None:
 def test_a_parsers_value_error_or_type_error_refuses_the_clients_value() -> None:
     """``int`` is a parser: what it refuses (``abc``, a bare keyword) is the client's bad
     value, ``501 5.5.4``, and the session goes on."""
-    parameter = Parameter("X-PRIO", int, str)
+    parameter = Parameter("X-PRIO", int, str)  # type: ignore[arg-type]  # int as users write it
     priority = Extension("X-PRIO", "", "priorities", mail_parameters=(parameter,))
     conn = greeted(extra_extensions=[priority])
     _, out = run(conn, EHLO + b"MAIL FROM:<a@b.example> X-PRIO=abc\r\n")
@@ -192,11 +192,14 @@ _UNWELL = Requirement("a broken rule", _broken(RuntimeError("the rule's bug")), 
     [
         (Parameter("X-PRIO", _broken(LookupError("parse's bug")), str), LookupError),
         (
-            Parameter("X-PRIO", int, str, check=_broken(ZeroDivisionError("check's bug"))),
+            Parameter("X-PRIO", str, str, check=_broken(ZeroDivisionError("check's bug"))),
             ZeroDivisionError,
         ),
-        (Parameter("X-PRIO", int, str, check=lambda facts, value: "no"), None),  # no Reply
-        (Parameter("X-PRIO", int, str, read=_broken(ValueError("read's bug"))), ValueError),
+        (
+            Parameter("X-PRIO", str, str, check=lambda facts, value: "no"),  # type: ignore[arg-type, return-value]  # the mistake under test
+            None,
+        ),
+        (Parameter("X-PRIO", str, str, read=_broken(ValueError("read's bug"))), ValueError),
     ],
     ids=["parse", "check", "check-gives-str", "read"],
 )
