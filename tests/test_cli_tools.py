@@ -215,3 +215,83 @@ def test_fetch_streams_a_large_message_into_the_maildir(
     assert commands[-2:] == ["DELE", "QUIT"]  # deleted once stored and synced
     [stored] = Maildir(target).messages()
     assert stored.stat().st_size == size - (size - len(_HEAD)) // 1024 - 3  # LF line ends
+
+
+@contextlib.contextmanager
+def _exchanger(address: str, port: int, rcpt_reply: bytes) -> Iterator[list[bytes]]:
+    """One SMTP session on ``address:port`` that answers RCPT with ``rcpt_reply`` and
+    takes a message; yields the command lines it read."""
+    listener = socket.create_server((address, port))
+    lines: list[bytes] = []
+
+    def run() -> None:
+        with (
+            contextlib.suppress(OSError),  # the unused one's wake-up connection, reset
+            listener,
+            listener.accept()[0] as conn,
+            conn.makefile("rb") as reader,
+        ):
+            conn.settimeout(10)
+            conn.sendall(b"220 mx ready\r\n")
+            in_data = False
+            for line in reader:
+                if in_data:
+                    in_data = line != b".\r\n"
+                    if not in_data:
+                        conn.sendall(b"250 2.0.0 queued\r\n")
+                    continue
+                lines.append(line)
+                verb = line[:4].upper()
+                if verb == b"QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                answer = {b"RCPT": rcpt_reply, b"DATA": b"354 go ahead\r\n"}.get(verb)
+                in_data = verb == b"DATA"
+                conn.sendall(answer or b"250 ok\r\n")
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield lines
+    finally:
+        with contextlib.suppress(OSError):
+            socket.create_connection((address, port), timeout=1).close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize(
+    ("first_reply", "second_used"),
+    [(b"451 4.3.0 busy, try later\r\n", True), (b"550 5.1.1 no such user\r\n", False)],
+    ids=["4xx: next exchanger", "5xx: final"],
+)
+def test_send_by_mx_tries_the_next_exchanger_for_a_recipient_refused_for_now(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], first_reply: bytes, second_used: bool
+) -> None:
+    """RFC 5321 §5.1: a busy exchanger is no reason to give up; a 5xx is final. send
+    stopped at the first exchanger that answered, whatever it answered."""
+    with socket.create_server(("127.0.0.2", 0)) as probe:
+        port = probe.getsockname()[1]
+    zone = tmp_path / "zone"
+    zone.write_text(
+        "pqr.example MX 10 mx1.pqr.example\nmx1.pqr.example A 127.0.0.2\n"
+        "pqr.example MX 20 mx2.pqr.example\nmx2.pqr.example A 127.0.0.1\n"
+    )
+    argv = [
+        *("send", "--from", "john@abc.example", "--to", "b@pqr.example"),
+        *("--resolver", f"static:{zone}", "--remote-port", str(port), "--no-starttls"),
+        *("--helo", "client.abc.example"),
+    ]
+    with (
+        _exchanger("127.0.0.2", port, first_reply),
+        _exchanger("127.0.0.1", port, b"250 2.1.5 ok\r\n") as second,
+    ):
+        status = cli.main(argv)
+    out = capsys.readouterr().out
+    if second_used:
+        assert status == 0, out
+        assert out.startswith("<b@pqr.example>: accepted by mx2.pqr.example[127.0.0.1]:")
+        assert b"RCPT TO:<b@pqr.example>\r\n" in second
+    else:
+        assert status == 1
+        assert "refused by mx1.pqr.example[127.0.0.2]" in out and "550 5.1.1" in out
+        assert not second

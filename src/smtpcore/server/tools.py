@@ -15,7 +15,7 @@ import socket
 import ssl
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,13 +105,22 @@ class _Fate:
     recipient: str
     accepted: bool
     text: str
+    temporary: bool = False
+    """Refused for now (a 4xx, no answer, the connection lost): by MX lookup, the next
+    exchanger is tried for it (RFC 5321 §5.1)."""
+
+
+def _for_now(reply: Reply | None) -> bool:
+    return reply is None or 400 <= reply.code < 500
 
 
 def _fates(result: TransactionResult, where: str) -> list[_Fate]:
     fates = []
     for item in result.recipients:
         reply = item.delivery if item.accepted else item.reply
-        fates.append(_Fate(str(item.recipient), item.delivered, f"{where}: {_reply_text(reply)}"))
+        text = f"{where}: {_reply_text(reply)}"
+        later = not item.delivered and _for_now(reply)
+        fates.append(_Fate(str(item.recipient), item.delivered, text, later))
     return fates
 
 
@@ -122,16 +131,15 @@ async def _submit(
     try:
         result = await client.send_message(content, sender, rcpts)
     except SenderRefused as exc:
-        return [
-            _Fate(str(r), False, f"{where}: MAIL refused: {_reply_text(exc.reply)}") for r in rcpts
-        ]
+        text = f"{where}: MAIL refused: {_reply_text(exc.reply)}"
+        return [_Fate(str(r), False, text, _for_now(exc.reply)) for r in rcpts]
     except (RecipientsRefused, MessageRefused) as exc:
         if exc.result is not None and isinstance(exc, RecipientsRefused):
             return _fates(exc.result, where)
         text = f"{where}: {exc.command} refused: {_reply_text(exc.reply)}"
-        return [_Fate(str(r), False, text) for r in rcpts]
-    except SMTPError as exc:
-        return [_Fate(str(r), False, f"{where}: {exc}") for r in rcpts]
+        return [_Fate(str(r), False, text, _for_now(exc.reply)) for r in rcpts]
+    except SMTPError as exc:  # no answer in time, the connection lost
+        return [_Fate(str(r), False, f"{where}: {exc}", True) for r in rcpts]
     except (ProtocolError, ValueError) as exc:  # what the server's extensions rule out
         return [_Fate(str(r), False, f"{where}: cannot send: {exc}") for r in rcpts]
     finally:
@@ -191,7 +199,11 @@ async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) 
             text = f"{domain}: {attempts.code} {attempts.status} {attempts.text}"
             fates += [_Fate(str(r), False, text) for r in group]
             continue
-        last = f"{domain}: no exchanger answered"
+        # Each exchanger in turn, for the recipients the ones before refused for now
+        # (RFC 5321 §5.1: an unreachable or busy one is no reason to give up).
+        unanswered = _Fate("", False, f"{domain}: no exchanger answered", temporary=True)
+        fate = {str(r): replace(unanswered, recipient=str(r)) for r in group}
+        pending = group
         for attempt in attempts:
             where = f"{attempt.host}[{attempt.address}]:{attempt.port}"
             client = _client(
@@ -200,12 +212,14 @@ async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) 
             try:
                 await client.connect()
             except SMTPError as exc:
-                last = f"{where}: {exc}"
+                fate |= {str(r): _Fate(str(r), False, f"{where}: {exc}", True) for r in pending}
                 continue
-            fates += await _submit(client, content, sender, group, where)
-            break
-        else:
-            fates += [_Fate(str(r), False, last) for r in group]
+            for result in await _submit(client, content, sender, pending, where):
+                fate[result.recipient] = result
+            pending = [r for r in pending if fate[str(r)].temporary]
+            if not pending:
+                break
+        fates += [fate[str(r)] for r in group]
     return fates
 
 
