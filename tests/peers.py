@@ -482,6 +482,26 @@ async def alongside(
     return results[0]
 
 
+def cancelled_elsewhere(adapter: str) -> BaseException:
+    """A cancellation that is not a session's: on asyncio a ``CancelledError`` (what
+    reading a future other code cancelled raises), on trio a ``trio.Cancelled`` a
+    scope of another run raised (what a check that kept it would let out)."""
+    if adapter == "asyncio":
+        return asyncio.CancelledError()
+    import trio
+
+    async def caught() -> BaseException:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            try:
+                await trio.sleep(0)
+            except trio.Cancelled as exc:
+                return exc
+        raise AssertionError("the scope was cancelled")
+
+    return trio.run(caught)
+
+
 async def until(adapter: str, event: threading.Event, timeout: float = 5.0) -> None:
     """Wait, letting the adapter's other tasks run, until ``event`` (set by a task or
     a scripted server's thread) is set."""

@@ -28,6 +28,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from peers import (
     RunningSMTPServer,
     TLSFiles,
+    cancelled_elsewhere,
     free_port,
     missing_peer,
     module,
@@ -738,6 +739,52 @@ def test_authenticator_in_thread_checks_keep_off_the_frameworks_shared_threads(
     finally:
         release.set()
     assert most == _threads.AUTH_THREADS
+
+
+@pytest.mark.parametrize("in_thread", [False, True], ids=["in_loop", "in_thread"])
+def test_a_check_that_lets_out_a_cancellation_not_the_sessions_fails_temporarily(
+    adapter: str, in_thread: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A credential check that lets out a cancellation its session is not under (it
+    read a future other code cancelled) ended the session on asyncio with no reply
+    and nothing logged (the check runs before any task of the session's, and the
+    running task was asked). It fails as a check that raises: logged, ``454 4.7.0``
+    (RFC 4954 §6), no failed attempt, and the session goes on."""
+    if adapter == "asyncio" and not hasattr(asyncio.Task, "cancelling"):
+        pytest.skip("before Python 3.11 a task cannot tell whose cancellation it is")
+    stray = cancelled_elsewhere(adapter)
+    calls: list[str] = []
+
+    def check(username: str, password: str) -> bool:
+        calls.append(password)
+        if len(calls) == 1:
+            raise stray
+        return check_password(username, password)
+
+    auth = Authenticator(check_password=check, mechanisms=["PLAIN"], in_thread=in_thread)
+    with (
+        running_smtp_server(
+            adapter,
+            Submission(),
+            auth=auth,
+            auth_require_tls=False,
+            auth_failure_delay=30.0,
+            max_auth_failures=1,
+        ) as server,
+        raw_smtp_session(server.host, server.port) as client,
+        caplog.at_level(logging.INFO, logger="smtpcore.server"),
+    ):
+        client.recv_reply()
+        client.command(b"EHLO client.test")
+        started = time.monotonic()
+        assert client.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"454 4.7.0")
+        assert time.monotonic() - started < 5.0
+        assert client.command(b"NOOP").startswith(b"250")
+        assert client.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"235 2.7.0")
+    failed = [r for r in caplog.records if r.getMessage() == "AUTH PLAIN failed"]
+    assert [r.levelno for r in failed] == [logging.ERROR]
+    assert "reject: AUTH" not in caplog.text
+    assert "session with" not in caplog.text
 
 
 def test_the_reject_log_never_quotes_what_may_be_a_password(

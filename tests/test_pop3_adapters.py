@@ -30,6 +30,7 @@ from peers import (
     HeldAnswer,
     TLSFiles,
     alongside,
+    cancelled_elsewhere,
     module,
     open_fd_count,
     run,
@@ -332,6 +333,63 @@ def test_an_authenticator_in_thread_check_past_the_store_timeout_fails_temporari
     finally:
         release.set()
     assert calls == ["wonderland", "wonderland"]
+
+
+class AuthenticatorStore(MaildirStore):
+    """A store whose AUTH mechanisms are ``auth``'s."""
+
+    def __init__(self, root: Path, auth: Any) -> None:
+        super().__init__(root, PASSWORDS)
+        self.auth = auth
+
+    def sasl_mechanisms(self, session: POP3Session) -> Any:
+        return self.auth.server_mechanisms(session.hostname)
+
+
+@pytest.mark.parametrize("in_thread", [False, True], ids=["in_loop", "in_thread"])
+def test_a_check_that_lets_out_a_cancellation_not_the_sessions_fails_temporarily(
+    adapter: str, in_thread: bool, store: MaildirStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """POP3 AUTH's check in the event loop that lets out a cancellation its session is
+    not under (it read a future other code cancelled) ended the session with no
+    answer: the exchange caught ``Exception`` alone. It fails as a store call that
+    raises, as it did in a worker thread: logged, ``-ERR [SYS/TEMP]``, no failed
+    login, and the session goes on."""
+    from smtpcore.handler import Authenticator
+
+    if adapter == "asyncio" and not hasattr(asyncio.Task, "cancelling"):
+        pytest.skip("before Python 3.11 a task cannot tell whose cancellation it is")
+    stray = cancelled_elsewhere(adapter)
+    calls: list[str] = []
+
+    def check(username: str, password: str) -> bool:
+        calls.append(password)
+        if len(calls) == 1:
+            raise stray
+        return PASSWORDS.get(username) == password
+
+    auth = Authenticator(check_password=check, mechanisms=["PLAIN"], in_thread=in_thread)
+    credentials = base64.b64encode(b"\0alice\0wonderland")
+    with (
+        running_pop3_server(
+            adapter,
+            AuthenticatorStore(store.root, auth),
+            auth_failure_delay=30.0,
+            max_auth_failures=1,
+        ) as server,
+        raw(server.port) as client,
+    ):
+        answers = client.makefile("rb")
+        assert answers.readline().startswith(b"+OK")
+        started = time.monotonic()
+        client.sendall(b"AUTH PLAIN " + credentials + b"\r\n")
+        assert answers.readline().startswith(b"-ERR [SYS/TEMP]")
+        assert time.monotonic() - started < 5.0
+        client.sendall(b"AUTH PLAIN " + credentials + b"\r\n")
+        assert answers.readline().startswith(b"+OK Logged in")
+    failed = [r for r in caplog.records if r.getMessage() == "SASL PLAIN failed"]
+    assert [r.levelno for r in failed] == [logging.ERROR]
+    assert "session with" not in caplog.text
 
 
 def test_a_store_with_apop_off_offers_no_timestamp_and_apop_costs_no_login(

@@ -245,6 +245,16 @@ class SessionRunner(AsyncioClock):
         await INTO_A_TASK
         return await deadline_when_waiting(self.deadline, seconds, call)
 
+    def stray_cancellation(self, exc: BaseException) -> bool:
+        """As the clock's, but for the session, not whatever task the loop runs: the
+        embedder's code may run before a task takes the session over (a credential
+        check called in the loop), and then ``asyncio.current_task()`` is none of
+        the session's. Until then the runner is the session's task, and its own
+        count of cancellations tells."""
+        if self.task is not None:
+            return super().stray_cancellation(exc)
+        return isinstance(exc, asyncio.CancelledError) and self._cancels == 0
+
     def cancelling(self) -> int:
         return self._cancels
 

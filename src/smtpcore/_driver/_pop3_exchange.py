@@ -67,26 +67,25 @@ class SASLExchange:
         return self._in_thread and self._mechanism is not None
 
     def start(self, event: Auth) -> Continue | Err | Success | Failure:
-        """The answer to ``AUTH mechanism [initial-response]``."""
+        """The answer to ``AUTH mechanism [initial-response]``.
+
+        What a mechanism or its callables raise comes out: the session tells the
+        application's failure from its own cancellation, and starts afresh."""
         factory = self.mechanisms.get(event.mechanism)
         if factory is None:
             return Err("Unsupported authentication mechanism")
-        self.name, self._final = event.mechanism, None
+        self.name, self._final, self._mechanism = event.mechanism, None, None
         self._in_thread = _runs_in_thread(factory)
-        try:
-            self._mechanism = factory()
-            bindings = self.channel_bindings
-            plus_offered = bool(bindings) and any(map(needs_channel_binding, self.mechanisms))
-            self._mechanism.bind_channel(bindings, plus_offered=plus_offered)
-            step = self._mechanism.start(event.initial_response)
-        except Exception:
-            logger.exception("starting SASL %s failed", event.mechanism)
-            self._mechanism = None
-            return _TEMPORARY
-        return self._answer(step)
+        mechanism = factory()
+        bindings = self.channel_bindings
+        plus_offered = bool(bindings) and any(map(needs_channel_binding, self.mechanisms))
+        mechanism.bind_channel(bindings, plus_offered=plus_offered)
+        self._mechanism = mechanism
+        return self._answer(mechanism.start(event.initial_response))
 
     def step(self, event: AuthResponse) -> Continue | Err | Success | Failure:
-        """The answer to a line that answers a ``+`` challenge."""
+        """The answer to a line that answers a ``+`` challenge (what the mechanism
+        raises comes out, as from :meth:`start`)."""
         mechanism = self._mechanism
         if event.cancel or mechanism is None:
             self.reset()
@@ -95,12 +94,7 @@ class SASLExchange:
         if final is not None:
             self._final = None
             return self._answer(final if not event.data else Failure("unexpected data"))
-        try:
-            step = mechanism.step(event.data)
-        except Exception:
-            logger.exception("SASL %s failed", self.name)
-            step = Failure("internal error", temporary=True)
-        return self._answer(step)
+        return self._answer(mechanism.step(event.data))
 
     def reset(self) -> None:
         """Forget the exchange under way (the client's answer was unreadable)."""

@@ -627,29 +627,35 @@ class POP3ServerSession(ServedSession):
 
     async def _auth(self, event: Auth) -> None:
         sasl = self._sasl
-        if sasl.in_thread(event):  # see Authenticator's in_thread
-            await self._sasl_in_thread(functools.partial(sasl.start, event), event.mechanism)
-        else:
-            await self._sasl_answer(sasl.start(event))
+        start = functools.partial(sasl.start, event)
+        await self._sasl_step(start, event.mechanism, sasl.in_thread(event))
 
     async def _auth_response(self, event: AuthResponse) -> None:
         sasl = self._sasl
-        if sasl.in_thread(event):
-            await self._sasl_in_thread(functools.partial(sasl.step, event), sasl.name)
-        else:
-            await self._sasl_answer(sasl.step(event))
+        step = functools.partial(sasl.step, event)
+        await self._sasl_step(step, sasl.name, sasl.in_thread(event))
 
-    async def _sasl_in_thread(
-        self, step: Callable[[], Continue | Err | Success | Failure], mechanism: str
+    async def _sasl_step(
+        self,
+        step: Callable[[], Continue | Err | Success | Failure],
+        mechanism: str,
+        in_thread: bool,
     ) -> None:
-        """Answer with a step of an exchange that runs in a worker thread, under the
-        store timeout, as USER/PASS's login check is: the store's mechanisms check
-        its credentials. A step past it is answered as a store call past it is
-        (``-ERR [SYS/TEMP]``, no failed login: the password was never judged), and
-        its exchange is left to its thread, which may still change it: any later
-        AUTH starts on a fresh one."""
+        """Answer with a step of an AUTH exchange. What the store's mechanisms or
+        their callables raise is the store's failure, answered as a store call's
+        (``-ERR [SYS/TEMP]``, no failed login: no password was judged), and so is
+        a cancellation that is not the session's (:meth:`_call_failed`); the next
+        AUTH starts on a fresh exchange.
+
+        With ``in_thread`` (an ``Authenticator(in_thread=True)``'s step) it runs in
+        a worker thread, under the store timeout, as USER/PASS's login check is:
+        the store's mechanisms check its credentials. Past it the exchange is left
+        to its thread, which may still change it."""
         try:
-            answer = await self._store(lambda: self.transport.run_in_thread(step))
+            if in_thread:  # see Authenticator's in_thread
+                answer = await self._store(lambda: self.transport.run_in_thread(step))
+            else:
+                answer = step()
         except BaseException as exc:
             if not self._call_failed(exc):
                 raise
