@@ -787,6 +787,42 @@ def test_a_check_that_lets_out_a_cancellation_not_the_sessions_fails_temporarily
     assert "session with" not in caplog.text
 
 
+class ChallengingVeto(Submission):
+    """``handle_auth`` answers with what is no answer to a finished exchange."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__()
+        self.reply = reply
+
+    async def handle_auth(self, session: Session, identity: AuthIdentity) -> Reply | None:
+        return self.reply
+
+
+@pytest.mark.parametrize("code", [334, 250])
+def test_handle_auth_answers_235_or_a_refusal_and_anything_else_is_its_failure(
+    adapter: str, code: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``handle_auth`` answering 334 was sent: the exchange is over, so the client's
+    next command was read as a SASL response (RFC 4954 §4). A reply that is neither
+    235 nor a refusal is the hook's failure, as a reply not legal for any hook is:
+    logged, ``451 4.3.0``, no login, and the session goes on."""
+    handler = ChallengingVeto(Reply(code, ""))
+    with (
+        running_smtp_server(
+            adapter, handler, auth=authenticator(), auth_require_tls=False
+        ) as server,
+        raw_smtp_session(server.host, server.port) as client,
+    ):
+        client.recv_reply()
+        client.command(b"EHLO client.test")
+        assert client.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"451 4.3.0")
+        assert client.command(b"NOOP").startswith(b"250")
+        assert client.command(b"MAIL FROM:<a@abc.example>").startswith(b"250")
+    assert handler.mail_identities == [None]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith(f"handle_auth's reply {code} "), errors
+
+
 def test_the_reject_log_never_quotes_what_may_be_a_password(
     adapter: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -402,7 +402,9 @@ class Handler:
 
         A veto (``Reply(535, ..., "5.7.8")``, say, for a disabled account, or
         ``454 4.7.0`` for a temporary problem) keeps the session
-        unauthenticated; a 535 counts as a failed attempt.
+        unauthenticated; a 535 counts as a failed attempt. The exchange is
+        over: any other reply (a ``334``) is this hook's failure, answered
+        ``451 4.3.0``.
         """
         return _AUTHENTICATED
 

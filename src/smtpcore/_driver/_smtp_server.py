@@ -1151,6 +1151,11 @@ class ServerSession(ServedSession):
             (session, identity),
             self.options.timeouts.command,
         )
+        if reply.code != 235 and reply.code < 400:
+            # The exchange is over: a 334 would have the client's next command read
+            # as its answer (RFC 4954 §4), and the machine cannot tell.
+            logger.error("handle_auth's reply %s is not legal here: 235, 4xx or 5xx", reply)
+            reply = _LOCAL_ERROR
         answered = self._answer(reply)
         if answered.code == 235:
             session.authenticated = identity
