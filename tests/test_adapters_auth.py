@@ -823,6 +823,50 @@ def test_handle_auth_answers_235_or_a_refusal_and_anything_else_is_its_failure(
     assert len(errors) == 1 and errors[0].startswith(f"handle_auth's reply {code} "), errors
 
 
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
+@pytest.mark.parametrize("in_thread", [False, True], ids=["in_loop", "in_thread"])
+def test_a_check_that_gives_no_bool_is_the_applications_error_not_a_failed_login(
+    adapter: str, in_thread: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ``async def check_password`` gives a coroutine, not a bool: it was answered
+    as the client's wrong password (535, the fail2ban line, counted toward
+    ``max_auth_failures``), and nothing told the application. It is the
+    application's error, logged as one, answered ``454 4.7.0`` at once (no failure
+    delay) and never counted."""
+
+    async def check(username: str, password: str) -> bool:  # the mistake: async def
+        return True
+
+    auth = Authenticator(
+        check_password=check,  # type: ignore[arg-type]  # the mistake under test
+        mechanisms=["PLAIN"],
+        in_thread=in_thread,
+    )
+    with (
+        running_smtp_server(
+            adapter,
+            Submission(),
+            auth=auth,
+            auth_require_tls=False,
+            auth_failure_delay=30.0,
+            max_auth_failures=1,
+        ) as server,
+        raw_smtp_session(server.host, server.port) as client,
+        caplog.at_level(logging.INFO, logger="smtpcore.server"),
+    ):
+        client.recv_reply()
+        client.command(b"EHLO client.test")
+        started = time.monotonic()
+        for _ in range(2):
+            reply = client.command(b"AUTH PLAIN " + plain(USER, PASSWORD))
+            assert reply.startswith(b"454 4.7.0"), reply
+        assert time.monotonic() - started < 5.0
+        assert client.command(b"NOOP").startswith(b"250")
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == ["AUTH PLAIN failed: check_password gave coroutine, not a bool"] * 2
+    assert "reject: AUTH" not in caplog.text
+
+
 def test_the_reject_log_never_quotes_what_may_be_a_password(
     adapter: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -392,6 +392,51 @@ def test_a_check_that_lets_out_a_cancellation_not_the_sessions_fails_temporarily
     assert "session with" not in caplog.text
 
 
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
+@pytest.mark.parametrize("in_thread", [False, True], ids=["in_loop", "in_thread"])
+def test_a_check_that_gives_no_bool_is_the_applications_error_not_a_failed_login(
+    adapter: str, in_thread: bool, store: MaildirStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ``async def check_password`` gives a coroutine, not a bool: POP3 AUTH
+    answered it as the client's wrong password (``-ERR [AUTH]`` after the failure
+    delay, the fail2ban line, counted toward ``max_auth_failures``) and logged
+    nothing. It is the application's error: logged, ``-ERR [SYS/TEMP]`` at once,
+    never counted."""
+    from smtpcore.handler import Authenticator
+
+    async def check(username: str, password: str) -> bool:  # the mistake: async def
+        return True
+
+    auth = Authenticator(
+        check_password=check,  # type: ignore[arg-type]  # the mistake under test
+        mechanisms=["PLAIN"],
+        in_thread=in_thread,
+    )
+    credentials = base64.b64encode(b"\0alice\0wonderland")
+    with (
+        running_pop3_server(
+            adapter,
+            AuthenticatorStore(store.root, auth),
+            auth_failure_delay=30.0,
+            max_auth_failures=1,
+        ) as server,
+        raw(server.port) as client,
+        caplog.at_level(logging.INFO, logger="smtpcore.pop3.server"),
+    ):
+        answers = client.makefile("rb")
+        assert answers.readline().startswith(b"+OK")
+        started = time.monotonic()
+        for _ in range(2):
+            client.sendall(b"AUTH PLAIN " + credentials + b"\r\n")
+            assert answers.readline().startswith(b"-ERR [SYS/TEMP]")
+        assert time.monotonic() - started < 5.0
+        client.sendall(b"NOOP\r\n")
+        assert answers.readline().startswith(b"-ERR")  # NOOP before a login: still open
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == ["SASL PLAIN failed: check_password gave coroutine, not a bool"] * 2
+    assert "reject:" not in caplog.text
+
+
 def test_a_store_with_apop_off_offers_no_timestamp_and_apop_costs_no_login(
     adapter: str, tmp_path: Path
 ) -> None:

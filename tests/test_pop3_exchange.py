@@ -113,6 +113,15 @@ def test_sasl_exchange_refusals() -> None:
         failing.start(Auth("PLAIN"))
     assert failing.step(AuthResponse(b"x")) == Err("Authentication cancelled")
 
+    # A callback's broken contract is no failed login: a temporary failure.
+    def says_yes(authzid: str, authcid: str, password: str) -> bool:
+        return "yes"  # type: ignore[return-value]  # the mistake under test
+
+    confused = SASLExchange({"PLAIN": lambda: PlainServer(says_yes)})
+    assert confused.start(Auth("PLAIN", b"\0bob\0pw")) == Err(
+        "Temporary authentication failure", code="SYS/TEMP"
+    )
+
 
 def test_sasl_exchange_initial_response_to_a_server_first_mechanism() -> None:
     """RFC 5034 §4: -ERR, and not a Failure, which the session counts as a failed login."""

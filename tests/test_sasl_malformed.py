@@ -328,11 +328,18 @@ def test_credential_store_down_is_a_temporary_failure(mechanism: str) -> None:
     assert step == Failure("store down", temporary=True)
 
 
+def callback_error(reason: str) -> Failure:
+    """The failure of a callback that broke its contract: temporary, no client's fault."""
+    return Failure(reason, temporary=True, callback_error=True)
+
+
 @pytest.mark.parametrize("verdict", ["no", 1, None, [False]])
 def test_only_true_from_a_callback_authenticates(verdict: object) -> None:
     """A ``check_password`` or ``authorize`` that answers with anything but a bool
     (a truthy ``"no"``, say) refuses, naming the callback's mistake: read by
-    truthiness, a wrong answer let the client in."""
+    truthiness, a wrong answer let the client in. The failure says it is the
+    callback's (``callback_error``): read as a wrong password, it was counted
+    against the client and never reached the application's log."""
 
     def check(*args: object) -> bool:
         return verdict  # type: ignore[return-value]  # the callback's mistake
@@ -341,14 +348,32 @@ def test_only_true_from_a_callback_authenticates(verdict: object) -> None:
         return True
 
     reason = f"check_password gave {type(verdict).__name__}, not a bool"
-    assert PlainServer(check).start(b"\x00tim\x00pw") == Failure(reason)
+    assert PlainServer(check).start(b"\x00tim\x00pw") == callback_error(reason)
     server = LoginServer(check)
     server.start(b"tim")
-    assert server.step(b"pw") == Failure(reason)
+    assert server.step(b"pw") == callback_error(reason)
     acting = PlainServer(yes, authorize=check)
     reason = f"authorize gave {type(verdict).__name__}, not a bool"
-    assert acting.start(b"boss\x00tim\x00pw") == Failure(reason)
+    assert acting.start(b"boss\x00tim\x00pw") == callback_error(reason)
     assert PlainServer(yes, authorize=yes).start(b"boss\x00tim\x00pw") == Success("boss", "tim")
+    assert PlainServer(lambda *args: False).start(b"\x00tim\x00pw") == Failure(
+        "invalid credentials"
+    )
+
+
+@pytest.mark.parametrize("verdict", [1, None, [True], b"tim"])
+def test_a_token_check_that_gives_no_bool_or_str_is_its_own_mistake(verdict: object) -> None:
+    """``check_token`` answers True, False or the token's owner: anything else (an
+    ``async def``'s coroutine) was read as a refused token, the client's failure."""
+
+    def check(user: str, token: str) -> bool:
+        return verdict  # type: ignore[return-value]  # the callback's mistake
+
+    reason = f"check_token gave {type(verdict).__name__}, not a bool or str"
+    xoauth2 = XOAuth2Server(check).start(b"user=tim\x01auth=Bearer t\x01\x01")
+    assert xoauth2 == callback_error(reason)
+    oauthbearer = OAuthBearerServer(check).start(b"n,a=tim,\x01auth=Bearer t\x01\x01")
+    assert oauthbearer == callback_error(reason)
 
 
 @pytest.mark.parametrize("mechanism", sorted(FACTORIES))

@@ -136,7 +136,9 @@ class Authenticator:
     :func:`hmac.compare_digest`, take as long for an unknown user as for a
     wrong password, and raise
     :class:`~smtpcore.sasl.CredentialsUnavailable` when the store cannot
-    answer (the client gets ``454 4.7.0``).
+    answer (the client gets ``454 4.7.0``). A callable that gives a verdict
+    of another type (an ``async def`` one gives a coroutine) is logged as the
+    application's error, and the client gets ``454 4.7.0`` too.
     """
 
     check_password: Callable[[str, str], bool] | None = None

@@ -112,6 +112,9 @@ class SASLExchange:
             self._final = Success(step.authzid, step.authcid)
             return Continue(step.data)
         self._mechanism = None
+        if isinstance(step, Failure) and step.callback_error:
+            # The application's mistake, never the client's failed login.
+            logger.error("SASL %s failed: %s", self.name, step.reason)
         if isinstance(step, UnexpectedInitialResponse):
             # RFC 5034 §4: "-ERR", and no login was tried, so none failed.
             return Err(f"{self.name} takes no initial response")

@@ -1112,7 +1112,13 @@ class ServerSession(ServedSession):
     # -- AUTH -----------------------------------------------------------------
 
     async def _authenticate(self, event: Auth | AuthResponse) -> None:
-        """One step of an AUTH exchange (RFC 4954 §4); the handler may veto a success."""
+        """One step of an AUTH exchange (RFC 4954 §4); the handler may veto a success.
+
+        A step that raises (the mechanism or the application's callables), lets
+        out a cancellation that is not the session's (:meth:`_call_failed`), or
+        whose callback broke its contract (a ``check_password`` that gave no bool)
+        is the application's failure: logged, and answered ``454 4.7.0`` (RFC 4954
+        §6), which counts no failed attempt: no password was judged."""
         flow = self._auth
         if isinstance(event, Auth):
             flow.mechanism = event.mechanism.upper()
@@ -1137,8 +1143,11 @@ class ServerSession(ServedSession):
             logger.exception("AUTH %s failed", flow.mechanism)
             if flow.in_thread:
                 self._auth = flow.fresh()
-            # RFC 4954 §6: 454 4.7.0, a temporary failure, no failed attempt counted.
             reply = _AUTH_UNAVAILABLE
+        else:
+            failure = flow.failure
+            if failure is not None and failure.callback_error:  # answered 454 already
+                logger.error("AUTH %s failed: %s", flow.mechanism, failure.reason)
         session = self.session
         success = flow.success
         if reply.code != 235 or success is None:

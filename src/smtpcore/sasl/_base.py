@@ -86,10 +86,19 @@ class Success:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """The exchange failed; ``temporary`` when retrying later may help."""
+    """The exchange failed; ``temporary`` when retrying later may help.
+
+    ``callback_error`` when the application's credential callback broke its
+    contract (a ``check_password`` that gave no bool: an ``async def`` one
+    gives a coroutine), so that no credential was judged: the mechanisms make
+    it temporary too. A server logs it as the application's error and answers
+    as it does a callback that raised (SMTP ``454 4.7.0``), never as the
+    client's wrong password, which a failed-login limit or fail2ban counts.
+    """
 
     reason: str
     temporary: bool = False
+    callback_error: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +120,11 @@ class _Reject(Exception):
     """Raised inside a server mechanism to end the exchange with a Failure."""
 
 
+class _CallbackError(Exception):
+    """Raised inside a server mechanism when a callback broke its contract: the
+    exchange ends with a Failure that says so (``callback_error``)."""
+
+
 class _Progress(enum.Enum):
     FRESH = "fresh"
     RUNNING = "running"
@@ -118,12 +132,12 @@ class _Progress(enum.Enum):
 
 
 def _require_true(verdict: object, callback: str, refusal: str) -> None:
-    """Go on only if a callback's verdict is ``True``; anything else ends the
-    exchange with ``refusal``, and a verdict that is not a bool (``"no"``,
-    ``None``) as the callback's mistake: a mistake must never let anyone in."""
+    """Go on only if a callback's verdict is ``True``; ``False`` ends the exchange
+    with ``refusal``, and a verdict that is not a bool (``"no"``, ``None``, a
+    coroutine) as the callback's mistake: a mistake must never let anyone in."""
     if verdict is not True:
         if verdict is not False:
-            refusal = f"{callback} gave {type(verdict).__name__}, not a bool"
+            raise _CallbackError(f"{callback} gave {type(verdict).__name__}, not a bool")
         raise _Reject(refusal)
 
 
@@ -277,6 +291,8 @@ class ServerMechanism(abc.ABC):
                 result = handler()
             except _Reject as exc:
                 result = Failure(str(exc))
+            except _CallbackError as exc:
+                result = Failure(str(exc), temporary=True, callback_error=True)
             except CredentialsUnavailable as exc:
                 result = Failure(str(exc) or "credentials unavailable", temporary=True)
         if not isinstance(result, Challenge):

@@ -26,6 +26,7 @@ from smtpcore.sasl._base import (
     SASLError,
     ServerMechanism,
     Step,
+    _CallbackError,
     _Reject,
     decode_utf8,
     encode_utf8,
@@ -159,6 +160,8 @@ class _BearerServer(ServerMechanism):
             if not user:
                 raise _Reject("token accepted, but no user named")
             return self._succeed("", user)
+        if verdict is not False and not isinstance(verdict, str):  # an async def's coroutine
+            raise _CallbackError(f"check_token gave {type(verdict).__name__}, not a bool or str")
         self._refused = "invalid token"
         return Challenge(self._error_challenge())
 

@@ -39,7 +39,9 @@ class ServerAuth:
     ``mechanisms`` maps each mechanism name the server offers to a factory
     that builds a fresh :class:`~smtpcore.sasl.ServerMechanism` (one per
     ``AUTH`` command). After a 235, :attr:`success` holds the outcome with
-    the authenticated identity.
+    the authenticated identity; after a step the mechanism failed,
+    :attr:`failure` holds its :class:`~smtpcore.sasl.Failure` (whose
+    ``callback_error`` is the application's mistake, to log as such).
 
     ``channel_bindings`` is the channel binding data of the session's TLS
     connection, by type (``{"tls-exporter": ...}``, RFC 9266), given to every
@@ -62,11 +64,13 @@ class ServerAuth:
             needs_channel_binding(name) for name in self.mechanisms
         )
         self.success: Success | None = None
+        self.failure: Failure | None = None
         self._mechanism: ServerMechanism | None = None
         self._final_data_sent: Success | None = None
 
     def start(self, event: Auth) -> Reply:
         """The reply to ``AUTH mechanism [initial-response]``."""
+        self.failure = None
         name = ascii_upper(event.mechanism)
         factory = self.mechanisms.get(name)
         if factory is None or (needs_channel_binding(name) and not self.channel_bindings):
@@ -80,6 +84,7 @@ class ServerAuth:
         """The reply to a line answering a 334 challenge."""
         if self._mechanism is None:
             raise LocalProtocolError("no AUTH exchange is under way")
+        self.failure = None
         if event.cancel:
             self._mechanism = None
             return Reply(501, "Authentication cancelled", "5.0.0")
@@ -97,6 +102,7 @@ class ServerAuth:
             return Reply.challenge(step.data)
         if isinstance(step, Failure):
             self._mechanism = None
+            self.failure = step
             if isinstance(step, UnexpectedInitialResponse):
                 # RFC 4954 §4: "MUST reject the AUTH command with a 501 reply", status
                 # 5.7.0; no credential was tried, so the machine counts no failure.
