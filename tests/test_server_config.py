@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from smtpcore.address import parse_mailbox
 from smtpcore.routing import StaticResolver
 from smtpcore.server.bounce import (
     MAX_RETURNED_MESSAGE,
@@ -22,6 +23,7 @@ from smtpcore.server.cli import build_parser
 from smtpcore.server.config import (
     ConfigError,
     ServerConfig,
+    mailbox_key,
     parse_duration,
     parse_host_port,
     parse_server,
@@ -29,7 +31,8 @@ from smtpcore.server.config import (
     parse_user,
     read_users_file,
 )
-from smtpcore.server.credentials import hash_password, is_hashed
+from smtpcore.server.credentials import Credentials, hash_password, is_hashed
+from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.resolvers import SystemResolver, make_resolver
 
 
@@ -230,6 +233,52 @@ def test_a_users_file_with_a_bom_is_read_and_invisible_characters_are_refused(
     path.write_text("john@abc.example:one\nsales@abc.example -> jo\u200dhn@abc.example\n", "utf-8")
     with pytest.raises(ConfigError, match=r"users:2: sales@abc.example -> login 1: .*U\+200D"):
         read_users_file(path)
+
+
+JOSE_NFC = "jos\u00e9@abc.example"
+JOSE_NFD = "jose\u0301@abc.example"  # as macOS editors write it
+
+
+def test_canonically_equivalent_spellings_name_one_mailbox(tmp_path: Path) -> None:
+    """``josé`` precomposed (NFC) and ``e`` with a combining acute (NFD) are one
+    address (RFC 6530 §10.1, RFC 6532 §3.1), as case variants were already: a user
+    written in NFD in the users file was reachable by neither RCPT nor login in the
+    usual NFC spelling, and the reverse. Delivery, AUTH and POP3 share the key."""
+    assert mailbox_key(parse_mailbox(JOSE_NFD)) == mailbox_key(parse_mailbox(JOSE_NFC))
+    assert mailbox_key(parse_mailbox("JOS\u00c9@ABC.example")) == JOSE_NFC
+    assert mailbox_key(parse_mailbox("\u212aate@abc.example")) == "kate@abc.example"
+    path = tmp_path / "users"
+    for stored, used in ((JOSE_NFD, JOSE_NFC), (JOSE_NFC, JOSE_NFD)):
+        path.write_text(f"{stored}:pw\n", encoding="utf-8")
+        users = read_users_file(path)
+        assert list(users) == [JOSE_NFC]
+        config = ServerConfig(domains=("abc.example",), users=users, data_dir=tmp_path)
+        assert LocalMailboxes(config).lookup(parse_mailbox(used)) == JOSE_NFC
+        credentials = Credentials(users)
+        assert credentials.key(used) == JOSE_NFC
+        assert credentials.get_password(used) == "pw"
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("Kate@abc.example", "kate@ABC.example"),
+        (JOSE_NFC, JOSE_NFD),
+        ("john@abc.example", "john@abc.example"),
+    ],
+)
+def test_two_users_file_lines_for_one_mailbox_are_refused(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    """``Kate@`` and ``kate@`` (or one address in NFC and in NFD) were one user, the
+    last line's password silently winning; now both lines are named."""
+    path = tmp_path / "users"
+    path.write_text(f"{first}:Zq7one\n# comment\n{second}:Zq7two\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        read_users_file(path)
+    key = mailbox_key(parse_mailbox(first))
+    assert str(caught.value).startswith(f"{path}:3: {key} is the user of line 1 again")
+    assert "Zq7" not in str(caught.value)
 
 
 SHA1_KEY = "A" * 27 + "="  # 20 octets, a SHA-1 digest

@@ -60,11 +60,21 @@ class ConfigError(ValueError):
 def mailbox_key(mailbox: Mailbox) -> str:
     """The name a mailbox is known by here: ``local@domain``, lowercase, A-label domain.
 
-    Local parts are compared without regard to case, as almost every mail
-    server does, although RFC 5321 §2.4 lets the host decide.
+    The one key every part of the server (delivery, the users file, AUTH, POP3)
+    names a mailbox by. Local parts are compared without regard to case, as almost
+    every mail server does, although RFC 5321 §2.4 lets the host decide; and
+    canonically equivalent spellings are one (``é`` precomposed, or ``e`` and a
+    combining acute as macOS writes it), kept in NFC as RFC 6530 §10.1 and RFC
+    6532 §3.1 recommend for UTF-8 addresses. Lowercasing the decomposed form makes
+    the key depend on the canonical spelling alone, whichever one came.
     """
+    local = mailbox.local_part
+    if local.isascii():
+        local = local.lower()
+    else:
+        local = unicodedata.normalize("NFC", unicodedata.normalize("NFD", local).lower())
     domain = mailbox.domain if mailbox.is_address_literal else normalize_domain(mailbox.domain)
-    return f"{mailbox.local_part.lower()}@{domain}"
+    return f"{local}@{domain}"
 
 
 def default_hostname_warning(hostname: str, option: str) -> str | None:
@@ -220,7 +230,11 @@ def read_users_and_aliases(path: Path) -> tuple[dict[str, str], dict[str, tuple[
 
     Lines end at LF (a CR before it goes too) and nowhere else: ``str.splitlines``
     would also cut a password at a form feed or U+2028. A byte order mark at the
-    start, which Windows editors write, is the UTF-8 signature, not text."""
+    start, which Windows editors write, is the UTF-8 signature, not text.
+
+    Two lines that name one mailbox (``Kate@`` and ``kate@``, or ``josé`` in NFC and
+    in NFD: see :func:`mailbox_key`) are refused with both line numbers: the last
+    password would silently win."""
     try:
         data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     except OSError as exc:
@@ -231,6 +245,7 @@ def read_users_and_aliases(path: Path) -> tuple[dict[str, str], dict[str, tuple[
         number = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{path}:{number}: not UTF-8 ({exc.reason})") from None
     users: dict[str, str] = {}
+    user_lines: dict[str, int] = {}
     aliases: dict[str, tuple[str, ...]] = {}
     for number, line in enumerate(text.split("\n"), 1):
         line = line.removesuffix("\r")
@@ -249,6 +264,12 @@ def read_users_and_aliases(path: Path) -> tuple[dict[str, str], dict[str, tuple[
             aliases[key] = tuple(dict.fromkeys(aliases.get(key, ()) + logins))
             continue
         key, password = parse_user(line, where)
+        if key in user_lines:
+            raise ConfigError(
+                f"{where}: {key} is the user of line {user_lines[key]} again (addresses "
+                "are compared without regard to case, in Unicode NFC); keep one line"
+            )
+        user_lines[key] = number
         users[key] = password
     for alias, logins in aliases.items():
         for login in logins:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from smtpcore.address import Mailbox, normalize_domain
-from smtpcore.server.config import ServerConfig
+from smtpcore.server.config import ServerConfig, mailbox_key
 from smtpcore.server.log import logger
 from smtpcore.server.maildir import Maildir, StagedMessage
 from smtpcore.server.trace import return_path_header
@@ -50,17 +50,18 @@ class LocalMailboxes:
             maildir.clean_tmp()
 
     def lookup(self, mailbox: Mailbox) -> str | None:
-        """The mailbox key of a recipient at a local domain, or None: no such user.
+        """The mailbox key (:func:`mailbox_key`) of a recipient at a local domain, or
+        None: no such user.
 
         ``postmaster`` at any local domain, and the bare ``postmaster``, always
         exist (RFC 5321 §4.5.1).
         """
-        domain = normalize_domain(mailbox.domain) if mailbox.domain else ""
         if mailbox.local_part.lower() == "postmaster":
+            domain = normalize_domain(mailbox.domain) if mailbox.domain else ""
             return self.config.postmaster_key(domain or self.config.domains[0])
         if mailbox.is_address_literal:
             return None
-        key = f"{mailbox.local_part.lower()}@{domain}"
+        key = mailbox_key(mailbox)
         return key if key in self.config.users else None
 
     def maildir(self, key: str) -> Maildir:
