@@ -62,6 +62,7 @@ VALID_MAILBOXES = [
     ('"a@b"@x.example', Mailbox("a@b", "x.example")),
     ('"a..b."@x.example', Mailbox("a..b.", "x.example")),
     ('" "@x.example', Mailbox(" ", "x.example")),
+    ('""@x.example', Mailbox("", "x.example")),
     ('"<>[]:,;"@x.example', Mailbox("<>[]:,;", "x.example")),
     ("jöhn@bücher.example", Mailbox("jöhn", "bücher.example")),
     ("用户@例子.广告", Mailbox("用户", "例子.广告")),
@@ -87,7 +88,6 @@ INVALID_MAILBOXES = [
     ("", "missing '@'"),
     ("user", "missing '@'"),
     ("@x.example", "empty local part"),
-    ('""@x.example', "empty local part"),
     ("user@", "missing domain"),
     (".user@x.example", "starts with a dot"),
     ("user.@x.example", "ends with a dot"),
@@ -158,6 +158,7 @@ def test_parse_mailbox_invalid(text: str, message: str) -> None:
         (Mailbox("john doe", "x.example"), '"john doe"@x.example'),
         (Mailbox('a"b\\c', "x.example"), '"a\\"b\\\\c"@x.example'),
         (Mailbox(".a", "x.example"), '".a"@x.example'),
+        (Mailbox("", "x.example"), '""@x.example'),
         (Mailbox("jöhn", "bücher.example"), "jöhn@bücher.example"),
         (Mailbox("Postmaster", ""), "Postmaster"),
         (Mailbox("postmaster", "x.example"), "postmaster@x.example"),
@@ -190,7 +191,7 @@ def test_mailbox_properties(
 @pytest.mark.parametrize(
     ("local", "domain"),
     [
-        ("", "x.example"),
+        ("", ""),
         ("user", ""),
         ("a\rb", "x.example"),
         ("a", "x\n.example"),
@@ -205,6 +206,24 @@ def test_mailbox_properties(
 def test_mailbox_invalid(local: str, domain: str) -> None:
     with pytest.raises(AddressError):
         Mailbox(local, domain)
+
+
+def test_an_empty_quoted_local_part_is_a_mailbox() -> None:
+    """RFC 5321 §4.1.2: Local-part = Dot-string / Quoted-string, and a Quoted-string
+    is ``DQUOTE *QcontentSMTP DQUOTE``: ``""@x.example`` is valid (aiosmtpd takes
+    it), and was refused as "empty local part". A Dot-string still may not be empty,
+    nor may a mailbox lack both parts."""
+    mailbox = parse_mailbox('""@x.example')
+    assert mailbox == Mailbox("", "x.example")
+    assert str(mailbox) == '""@x.example'
+    assert parse_mailbox(str(mailbox)) == mailbox
+    assert parse_path('<""@x.example>', allow_null=False) == mailbox
+    assert parse_path('<@a.example:""@x.example>') == mailbox
+    assert mailbox.is_ascii
+    with pytest.raises(AddressError, match="empty local part"):
+        parse_mailbox("@x.example")
+    with pytest.raises(AddressError, match="only Postmaster"):
+        Mailbox("", "")
 
 
 def test_mailbox_rejects_non_str() -> None:
@@ -233,6 +252,7 @@ def test_domain_too_long_message_names_the_domain() -> None:
         ("a..b", '"a..b"'),
         ('"', '"\\""'),
         ("ü", "ü"),
+        ("", '""'),
     ],
 )
 def test_quote_local_part(local: str, quoted: str) -> None:
@@ -245,6 +265,7 @@ VALID_PATHS: list[tuple[str, dict[str, bool], Mailbox | None]] = [
     ("<>", {}, None),
     ("<user@example.com>", {}, Mailbox("user", "example.com")),
     ('<"a>b"@x.example>', {}, Mailbox("a>b", "x.example")),
+    ('<""@x.example>', {}, Mailbox("", "x.example")),
     ("<user@[tag:a>b]>", {}, Mailbox("user", "[tag:a>b]")),
     ("<@a.example:user@c.example>", {}, Mailbox("user", "c.example")),
     ("<@a.example,@b.example:user@c.example>", {}, Mailbox("user", "c.example")),
@@ -276,6 +297,7 @@ INVALID_PATHS: list[tuple[str, dict[str, bool], str]] = [
     ("< user@example.com>", {}, "whitespace"),
     ("<postmaster>", {}, "only allowed in RCPT"),
     ("<@a.example:postmaster>", {"allow_postmaster": True}, "missing '@'"),
+    ('<"">', {"allow_postmaster": True}, "expected '@'"),
     ("<@a..example:user@c.example>", {}, "source route"),
     ("<@a.example,user@c.example>", {}, "not ended"),
     ("<@a.example,b.example:user@c.example>", {}, "does not start with '@'"),

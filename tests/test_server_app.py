@@ -130,6 +130,30 @@ def test_inbound_mail_is_delivered_and_nothing_is_relayed(
     )
 
 
+def test_an_empty_quoted_local_part_is_no_user_here(tmp_path: Path) -> None:
+    """``<""@domain>`` is a valid path (RFC 5321 §4.1.2): the reference server takes it
+    as a sender and answers 550 5.1.1 for it as a local recipient, as for any address
+    that is no user; it got 501 before."""
+    config = _config(tmp_path, "pqr.example", {"brendon@pqr.example": "pw"})
+
+    def client(port: int) -> list[tuple[int, bytes]]:
+        with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+            smtp.ehlo("client.abc.example")
+            return [
+                smtp.docmd("MAIL", 'FROM:<""@abc.example>'),
+                smtp.docmd("RCPT", 'TO:<""@pqr.example>'),
+                smtp.docmd("RCPT", "TO:<brendon@pqr.example>"),
+            ]
+
+    async def main() -> list[tuple[int, bytes]]:
+        async with MailServer(config, sockets={"smtp": _listening()}) as server:
+            return await asyncio.to_thread(client, _port(server, "smtp"))
+
+    mail, empty, brendon = _run(main)
+    assert mail[0] == 250 and brendon[0] == 250
+    assert empty[0] == 550 and empty[1].startswith(b"5.1.1")
+
+
 def test_submission_needs_auth_then_relays_to_the_other_server(tmp_path: Path) -> None:
     pqr = _config(tmp_path, "pqr.example", {"brendon@pqr.example": "pw"}, submission_port=0)
     message = b"From: john@abc.example\r\nTo: brendon@pqr.example\r\nSubject: hi\r\n\r\n.dot\r\n"

@@ -251,7 +251,7 @@ def test_the_everyday_line_takes_a_path_as_the_address_rules_do(
 
 @given(
     st.one_of(
-        st.sampled_from(["john", "a.b"]),
+        st.sampled_from(["john", "a.b", '""']),  # "" the empty Quoted-string: the full rules'
         st.integers(63, 66).map(lambda size: "j" * size),
     ),
     st.lists(
@@ -267,6 +267,7 @@ def test_the_everyday_line_takes_a_path_as_the_address_rules_do(
 @example("j", "d" * 63 + "." + "d" * 63 + "." + "d" * 63 + "." + "d" * 61)  # 257
 @example("john", "example.2")
 @example("j" * 65, "example")
+@example('""', "example")
 def test_the_simple_path_pattern_holds_the_limits_simple_mailbox_holds(
     local: str, domain: str
 ) -> None:

@@ -214,6 +214,7 @@ MAIL_CASES = [
     (b"MAIL FROM:<john@[192.0.2.1]>\r\n", "250 2.1.0"),
     (b"MAIL FROM:<john@[IPv6:2001:db8::1]>\r\n", "250 2.1.0"),
     (b'MAIL FROM:<"john doe"@abc.example>\r\n', "250 2.1.0"),
+    (b'MAIL FROM:<""@abc.example>\r\n', "250 2.1.0"),
     (b"MAIL FROM:<john@abc.example> SIZE=1000 BODY=8BITMIME\r\n", "250 2.1.0"),
     (b"MAIL FROM:<john@abc.example> BODY=7BIT\r\n", "250 2.1.0"),
     (b"MAIL FROM:john@abc.example\r\n", "501 5.1.7"),
@@ -250,6 +251,17 @@ def test_mail_parameters_reach_the_application() -> None:
     assert mail.params["size"] == "10"
 
 
+def test_an_empty_quoted_local_part_reaches_the_application() -> None:
+    """``<""@domain>`` is a valid path (RFC 5321 §4.1.2: a Quoted-string may be empty);
+    MAIL and RCPT with it got 501. The application decides whether such a user exists."""
+    events, out = run(
+        greeted(), EHLO + b'MAIL FROM:<""@abc.example>\r\nRCPT TO:<""@pqr.example>\r\n'
+    )
+    assert codes(out)[-2:] == ["250 2.1.0", "250 2.1.5"]
+    assert events[-2] == Mail(Mailbox("", "abc.example"))
+    assert events[-1] == Rcpt(Mailbox("", "pqr.example"))
+
+
 def test_mail_parameters_need_ehlo() -> None:
     _, out = run(greeted(), b"HELO a.example\r\nMAIL FROM:<a@b.example> SIZE=10\r\n")
     assert codes(out)[-1] == "555 5.5.4"
@@ -258,6 +270,7 @@ def test_mail_parameters_need_ehlo() -> None:
 RCPT_CASES = [
     (b"RCPT TO:<brendon@pqr.example>\r\n", "250 2.1.5"),
     (b"RCPT TO:<Postmaster>\r\n", "250 2.1.5"),
+    (b'RCPT TO:<""@pqr.example>\r\n', "250 2.1.5"),
     (b"RCPT TO:<>\r\n", "501 5.1.3"),
     (b"RCPT TO:brendon@pqr.example\r\n", "501 5.1.3"),
     (b"RCPT FROM:<brendon@pqr.example>\r\n", "501 5.5.4"),

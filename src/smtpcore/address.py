@@ -147,8 +147,8 @@ def quote_local_part(local_part: str) -> str:
 
 
 def _check_local_part(local_part: str) -> None:
-    if not local_part:
-        raise AddressError("empty local part")
+    """Characters and size of a local part. An empty one is valid: it is the empty
+    Quoted-string ``""`` (RFC 5321 §4.1.2: ``DQUOTE *QcontentSMTP DQUOTE``)."""
     _check_chars(local_part, "local part")
     size = _octets(quote_local_part(local_part))
     if size > MAX_LOCAL_PART_OCTETS:
@@ -283,8 +283,9 @@ def _validate_domain(text: str, *, allow_trailing_dot: bool) -> str:
 class Mailbox:
     """An envelope mailbox, ``local_part@domain`` (RFC 5321 §4.1.2, RFC 6531 §3.3).
 
-    ``local_part`` is the unquoted value (``john doe``, not ``"john doe"``); ``domain``
-    is a domain name (U-labels allowed) or an address literal, both kept as given.
+    ``local_part`` is the unquoted value (``john doe``, not ``"john doe"``; ``""`` for
+    the empty Quoted-string, written ``""@domain``); ``domain`` is a domain name
+    (U-labels allowed) or an address literal, both kept as given.
     ``domain == ""`` is allowed only for the ``RCPT TO:<Postmaster>`` form (§4.1.1.3).
     Construction enforces the limits of §4.5.3.1, including that the mailbox fits in a
     256-octet path, so every Mailbox can be sent.
@@ -414,7 +415,8 @@ def parse_mailbox(text: str) -> Mailbox:
     """Parse ``Local-part "@" ( Domain / address-literal )`` without angle brackets.
 
     RFC 5321 §4.1.2 with RFC 6531 §3.3. A quoted local part is unquoted, so
-    ``"john"@x.example`` and ``john@x.example`` give equal mailboxes.
+    ``"john"@x.example`` and ``john@x.example`` give equal mailboxes; ``""@x.example``
+    gives the local part ``""`` (a Quoted-string may be empty, a Dot-string not).
     """
     _check_chars(text, "mailbox")
     if text.startswith('"'):

@@ -52,8 +52,9 @@ def local_parts(*, utf8: bool = False, quoted: bool = True) -> st.SearchStrategy
     """Valid local parts, unquoted (as :attr:`Mailbox.local_part` holds them).
 
     Dot-strings, and with ``quoted`` the contents of quoted strings (spaces,
-    ``@``, ``"`` and ``\\`` among them); with ``utf8``, non-ASCII characters
-    too (RFC 6531 §3.3). Each fits the 64-octet limit of RFC 5321 §4.5.3.1.1.
+    ``@``, ``"`` and ``\\`` among them, and the empty one, ``""`` on the wire);
+    with ``utf8``, non-ASCII characters too (RFC 6531 §3.3). Each fits the
+    64-octet limit of RFC 5321 §4.5.3.1.1.
 
     >>> from smtpcore.testing import strategies as sst
     >>> sst.local_parts(quoted=False).example()  # doctest: +SKIP
@@ -65,7 +66,7 @@ def local_parts(*, utf8: bool = False, quoted: bool = True) -> st.SearchStrategy
         chars = st.one_of(st.sampled_from(_ATEXT + _QTEXT_SPECIALS + "."))
         if utf8:
             chars = st.one_of(chars, _UTF8_LETTERS)
-        options.append(st.text(chars, min_size=1, max_size=20))
+        options.append(st.text(chars, max_size=20))
     return st.one_of(options).filter(lambda text: len(text.encode()) <= MAX_LOCAL_PART_OCTETS)
 
 
