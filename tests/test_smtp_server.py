@@ -230,6 +230,8 @@ MAIL_CASES = [
     (b"MAIL FROM:<john@abc.example> SIZE=1 SIZE=2\r\n", "501 5.5.4"),
     ("MAIL FROM:<jöhn@abc.example>\r\n".encode(), "553 5.6.7"),
     ("MAIL FROM:<jöhn@abc.example> SMTPUTF8\r\n".encode(), "250 2.1.0"),
+    ("MAIL FROM:<@bücher.example:john@abc.example>\r\n".encode(), "553 5.6.7"),
+    ("MAIL FROM:<@bücher.example:john@abc.example> SMTPUTF8\r\n".encode(), "250 2.1.0"),
     (b"MAIL FROM:<john@abc.example> SMTPUTF8=yes\r\n", "555 5.5.4"),
     (b"MAIL FROM:<j\xffhn@abc.example>\r\n", "500 5.5.2"),
     (b"MAIL FROM:<john@abc.example>\x00\r\n", "501 5.5.2"),
@@ -276,6 +278,7 @@ RCPT_CASES = [
     (b"RCPT FROM:<brendon@pqr.example>\r\n", "501 5.5.4"),
     (b"RCPT TO:<brendon@pqr.example> NOTIFY=NEVER\r\n", "555 5.5.4"),
     ("RCPT TO:<brëndon@pqr.example>\r\n".encode(), "553 5.6.7"),
+    ("RCPT TO:<@bücher.example:brendon@pqr.example>\r\n".encode(), "553 5.6.7"),
 ]
 
 
@@ -283,6 +286,23 @@ RCPT_CASES = [
 def test_rcpt_command(line: bytes, expected: str) -> None:
     _, out = run(greeted(), EHLO + b"MAIL FROM:<john@abc.example>\r\n" + line)
     assert codes(out)[-1] == expected
+
+
+def test_utf8_in_a_source_route_needs_smtputf8_as_in_the_mailbox() -> None:
+    """An At-domain is an ASCII Domain (RFC 5321 §4.1.2); U-labels need SMTPUTF8 (RFC
+    6531 §3.3). The route is dropped, and the check looked only at the mailbox left:
+    ``<@bücher.example:s@x.example>`` got 250 without SMTPUTF8 where the same octets
+    in the mailbox got 553 5.6.7. With SMTPUTF8 the route is still ignored."""
+    mail = "MAIL FROM:<@bücher.example:john@abc.example>\r\n".encode()
+    rcpt = "RCPT TO:<@é.example,@relay.example:brendon@pqr.example>\r\n".encode()
+    plain = b"MAIL FROM:<john@abc.example>\r\n"
+    _, out = run(greeted(), EHLO + mail + plain + rcpt)
+    assert codes(out)[1:] == ["553 5.6.7", "250 2.1.0", "553 5.6.7"]
+    utf8 = "MAIL FROM:<@bücher.example:john@abc.example> SMTPUTF8\r\n".encode()
+    events, out = run(greeted(), EHLO + utf8 + rcpt)
+    assert codes(out)[1:] == ["250 2.1.0", "250 2.1.5"]
+    assert events[-2] == Mail(Mailbox("john", "abc.example"), {"SMTPUTF8": None})
+    assert events[-1] == Rcpt(Mailbox("brendon", "pqr.example"))
 
 
 def test_utf8_recipient_allowed_in_a_smtputf8_transaction() -> None:

@@ -468,8 +468,9 @@ def parse_path(
 
     ``<>`` (the null reverse-path) gives None when ``allow_null``; ``<Postmaster>``
     without a domain is allowed by ``allow_postmaster`` (RCPT TO, §4.1.1.3). A source
-    route is checked and dropped. ``text`` must be the whole path: use ``split_path``
-    to cut the ESMTP parameters off first.
+    route is checked and dropped, U-labels and all: whether the path needs SMTPUTF8
+    (RFC 6531 §3.3) is a question for ``text``, not the mailbox. ``text`` must be the
+    whole path: use ``split_path`` to cut the ESMTP parameters off first.
     """
     simple = _SIMPLE_PATH.fullmatch(text)
     if simple is not None:

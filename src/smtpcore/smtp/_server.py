@@ -853,7 +853,7 @@ class ServerConnection:
                 if self._state not in allowed:
                     problem = self._out_of_sequence(command)
                 elif check is not None:
-                    problem = check(self, command)
+                    problem = check(self, command, line)
         except LocalProtocolError as exc:  # see smtp/_extension.py's entry_failed
             problem, failed = exc.reply_hint, exc
         if problem is not None:
@@ -914,10 +914,10 @@ class ServerConnection:
 
     # A command's own checks, once it is known and in sequence (see _CHECKS).
 
-    def _check_data(self, command: Data) -> Reply | None:
+    def _check_data(self, command: Data, line: bytes) -> Reply | None:
         return _BINARY_NEEDS_BDAT if self._binary_transaction else None  # RFC 3030 §3
 
-    def _check_auth(self, command: Auth) -> Reply | None:
+    def _check_auth(self, command: Auth, line: bytes) -> Reply | None:
         if self.authenticated:
             return reply(503, "5.5.1", "Already authenticated")
         config = self._config
@@ -939,7 +939,12 @@ class ServerConnection:
             return list(self.auth_mechanisms)
         return [name for name in self.auth_mechanisms if not _needs_tls(name)]
 
-    def _check_mail(self, command: Mail) -> Reply | None:
+    def _check_mail(self, command: Mail, line: bytes) -> Reply | None:
+        """Without SMTPUTF8 the whole path must be ASCII (RFC 6531 §3.3: U-labels and
+        UTF-8 local parts need it), a source route too, though the parser drops the
+        route (RFC 5321 §4.1.2 At-domain): so the line is asked, in C, rather than the
+        mailbox. Its parameters are ASCII by then: the everyday ones always are, and
+        the general check answers a UTF-8 value with 501 first."""
         config = self._config
         if config.require_tls and not self.tls:
             return reply(530, "5.7.0", "Must issue a STARTTLS command first")
@@ -967,17 +972,13 @@ class ServerConnection:
                 problem = self._check_parameters(items, config.tables.mail_readers, utf8)
                 if problem is not None:
                     return problem
-        sender = command.sender
-        # Mailbox.is_ascii, read in C here and below: every MAIL and RCPT asks it.
-        if (
-            sender is not None
-            and not utf8
-            and not (sender.local_part.isascii() and sender.domain.isascii())
-        ):
+        if not utf8 and not line.isascii():
             return reply(553, "5.6.7", "Non-ASCII sender address needs SMTPUTF8")
         return None
 
-    def _check_rcpt(self, command: Rcpt) -> Reply | None:
+    def _check_rcpt(self, command: Rcpt, line: bytes) -> Reply | None:
+        """Outside an SMTPUTF8 transaction the whole path must be ASCII, its source
+        route too: the line is asked, as in :meth:`_check_mail`."""
         config = self._config
         if self._accepted >= config.max_recipients:
             return _TOO_MANY_RECIPIENTS
@@ -991,10 +992,7 @@ class ServerConnection:
                 )
                 if problem is not None:
                     return problem
-        recipient = command.recipient
-        if not self._utf8_transaction and not (
-            recipient.local_part.isascii() and recipient.domain.isascii()
-        ):
+        if not self._utf8_transaction and not line.isascii():
             return reply(553, "5.6.7", "Non-ASCII recipient address needs SMTPUTF8")
         return None
 
@@ -1593,15 +1591,15 @@ _EVERYDAY_ANSWERS: Final[dict[type[object], _EverydayAnswer]] = {
 }
 """Command type -> how :meth:`ServerConnection.send` takes a success answering it."""
 
-_Check = Callable[[ServerConnection, Any], Reply | None]
+_Check = Callable[[ServerConnection, Any, bytes], Reply | None]
 _CHECKS: Final[dict[type[Command], _Check]] = {
     Mail: ServerConnection._check_mail,
     Rcpt: ServerConnection._check_rcpt,
     Data: ServerConnection._check_data,
     Auth: ServerConnection._check_auth,
 }
-"""Command type -> its own check, once it is known and in sequence: the reply that
-refuses it here, or None."""
+"""Command type -> its own check, once it is known and in sequence, given the command
+and its line: the reply that refuses it here, or None."""
 
 _EXTENSION_VERBS: Final = frozenset({verb for entry in BUILTIN for verb in entry.verbs})
 """Verbs an extension brings (BDAT: CHUNKING): known only where it is offered."""

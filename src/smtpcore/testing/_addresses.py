@@ -257,6 +257,7 @@ _ODD_PATHS: Final = (
     "<jöhn@abc.example>",  # 553 without SMTPUTF8 (RFC 6531 §3.4), taken with it
     "<john@exämple.test>",
     "<@relay.example:john@abc.example>",  # a source route: accepted and ignored (§4.1.1.3)
+    "<@bücher.example:john@abc.example>",  # 553 without SMTPUTF8 (RFC 6531 §3.3), as above
     "<postmaster>",  # RCPT TO only (§4.1.1.3)
     "<Postmaster>",
     "<>",  # MAIL FROM only
