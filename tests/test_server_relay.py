@@ -639,6 +639,10 @@ def test_relay_options_on_the_command_line(tmp_path: Path) -> None:
         ("2002:7f00:1::1", True),  # 6to4 (RFC 3056) to 127.0.0.1
         ("2002:a00:1::1", True),  # 6to4 to 10.0.0.1
         ("2002:808:808::1", False),  # 6to4 to 8.8.8.8
+        ("64:ff9b::808:808", False),  # NAT64 (RFC 6052) to 8.8.8.8: DNS64 answers so
+        ("64:ff9b::a00:1", True),  # NAT64 to 10.0.0.1
+        ("64:ff9b::7f00:1", True),  # NAT64 to 127.0.0.1
+        ("64:ff9b:1::808:808", True),  # the local-use prefix (RFC 8215): not global
         ("100.63.255.255", False),
         ("100.128.0.0", False),
         ("8.8.8.8", False),

@@ -24,7 +24,8 @@ explicitly.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address
+from typing import Final
 
 from smtpcore.address import Mailbox, parse_address_literal
 
@@ -40,15 +41,24 @@ def _unmapped(address: IPAddress) -> IPAddress:
     return address
 
 
+_NAT64: Final = IPv6Network("64:ff9b::/96")
+"""RFC 6052 §2.1's well-known prefix: an IPv4 host seen through a NAT64 gateway (DNS64
+answers with it on IPv6-only networks). Globally reachable (RFC 6890's registry), and
+judged by the IPv4 address it embeds, which §3.1 says must be a global one."""
+
+
 def is_internal_address(address: IPAddress) -> bool:
     """Whether ``address`` is one no relay from the Internet should reach: every address
     that is not globally reachable (IANA's special-purpose registries, RFC 6890, as
     :mod:`ipaddress` knows them: loopback, private, shared (RFC 6598), link-local,
     documentation, benchmarking...), and the multicast, reserved and site-local ones
     :mod:`ipaddress` calls global. A 6to4 address (RFC 3056) is judged by the IPv4
-    address it embeds too, to which its packets go."""
+    address it embeds too, to which its packets go, and a NAT64 address (RFC 6052) by
+    the IPv4 address it embeds alone."""
     address = _unmapped(address)
     if isinstance(address, IPv6Address):
+        if address in _NAT64:
+            return is_internal_address(IPv4Address(int(address) & 0xFFFFFFFF))
         if address.sixtofour is not None and is_internal_address(address.sixtofour):
             return True
         if address.is_site_local:
