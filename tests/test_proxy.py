@@ -111,6 +111,15 @@ def test_v2_unix() -> None:
     assert header.destination == ("/run/smtp.sock", 0)
 
 
+@pytest.mark.parametrize("path", [b"/x\r\nX-Injected: yes", b"/x\x1b[2J", "/x\u202e".encode()])
+def test_v2_unix_path_with_an_unprintable_character_is_refused(path: bytes) -> None:
+    """The path is the client's name in logs and trace headers, and a local user chooses
+    it (a client socket may be bound to any path it can write)."""
+    block = path.ljust(108, b"\x00") + b"/run/smtp.sock".ljust(108, b"\x00")
+    with pytest.raises(ProxyProtocolError, match="unprintable"):
+        parse_proxy_header(v2(1, 3, block))
+
+
 ports = st.integers(0, 65535)
 tlvs = st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=40)), max_size=4)
 
@@ -185,11 +194,13 @@ def valid_headers(draw: st.DrawFn) -> tuple[bytes, ProxyHeader]:
     )
     fields = draw(tlvs) if kind.startswith("v2") or kind == "local" else []
     if kind == "v2-unix":
-        paths = st.text(
-            st.characters(min_codepoint=1, max_codepoint=0x2FF, exclude_categories=["Cs"]),
+        paths = st.text(  # printable: a path with a control character is refused
+            st.characters(
+                min_codepoint=1, max_codepoint=0x2FF, exclude_categories=["Cs", "Cc", "Zs"]
+            ),
             min_size=1,
             max_size=30,
-        )
+        ).filter(str.isprintable)
         source_path, destination_path = draw(paths), draw(paths)
         block = source_path.encode().ljust(108, b"\0") + destination_path.encode().ljust(
             108, b"\0"
@@ -206,8 +217,12 @@ def valid_headers(draw: st.DrawFn) -> tuple[bytes, ProxyHeader]:
     version: Literal[4, 6] = 4 if kind.endswith("4") else 6
     source_ip, destination_ip = draw(st.ip_addresses(v=version)), draw(st.ip_addresses(v=version))
     source_port, destination_port = draw(ports), draw(ports)
-    source = (str(source_ip), source_port)
-    destination = (str(destination_ip), destination_port)
+    # An IPv4-mapped address is read back as the IPv4 address it is.
+    source = (str(getattr(source_ip, "ipv4_mapped", None) or source_ip), source_port)
+    destination = (
+        str(getattr(destination_ip, "ipv4_mapped", None) or destination_ip),
+        destination_port,
+    )
     if kind.startswith("v1"):
         line = f"PROXY TCP{version} {source_ip} {destination_ip} {source_port} {destination_port}"
         data = f"{line}\r\n".encode()
@@ -236,3 +251,13 @@ def test_any_header_under_any_chunking_reads_back_what_the_proxy_wrote(
         if len(received) < len(data):
             assert isinstance(result, int) and 1 <= result <= len(data) - len(received)
     assert parse_proxy_header(received + b"EHLO client.example\r\n") == expected
+
+
+def test_the_log_shows_a_unix_path_peer_escaped() -> None:
+    """A peer that is a UNIX socket's path reaches the log lines whole: a line end in it
+    would split the line (one that fail2ban or a reader takes for the server's)."""
+    from smtpcore._driver._proxied import peer_text
+
+    assert peer_text(("192.0.2.1", 25)) == "[192.0.2.1]:25"
+    assert peer_text(("/x\r\nX: y", 0)) == "[/x\\x0d\\x0aX: y]:0"
+    assert peer_text(None) == "[unknown]"

@@ -226,6 +226,32 @@ def test_the_helo_name_keeps_only_the_characters_of_a_domain(helo: str, written:
     assert header.startswith(f"Received: from {written} ([127.0.0.1])\r\n".encode())
 
 
+@pytest.mark.parametrize(
+    "path, written",
+    [
+        ("/run/client.sock", "[/run/client.sock]"),
+        ("/x\r\nX-Injected: yes", "[/x??X-Injected:?yes]"),  # a header of its own
+        ("/x]) (forged [192.0.2.1", "[/x????forged??192.0.2.1]"),
+        ("/tmp/\u202egnp.sock", "[/tmp/?gnp.sock]"),
+    ],
+)
+def test_a_peer_that_is_a_unix_path_keeps_to_its_literal(path: str, written: str) -> None:
+    """A peer named by a UNIX socket's path (a PROXY v2 header from HAProxy's UNIX
+    frontend, a UNIX listener) is a local user's choice: in the Received line it may
+    not end the line, the literal or the comment."""
+    header = received_header(
+        helo="c.example",
+        peer=(path, 0),
+        by="mx",
+        protocol="ESMTP",
+        queue_id="Q",
+        recipient=None,
+        when=0.0,
+    )
+    assert header.startswith(f"Received: from c.example ({written})\r\n".encode())
+    assert header.count(b"\r\n") == header.count(b"\r\n\t") + 1
+
+
 def test_return_path_and_hop_count() -> None:
     assert return_path_header("") == b"Return-Path: <>\r\n"
     header = b"Received: a\r\nreceived: b\r\n\tRECEIVED: folded\r\nSubject: Received: no\r\n"

@@ -175,7 +175,13 @@ def _addresses(family: int, block: bytes) -> tuple[tuple[str, int], tuple[str, i
 
 
 def _unix_path(raw: bytes) -> str:
-    return raw.split(b"\x00", 1)[0].decode("utf-8", "replace")
+    """A UNIX address: a path, which a local user may choose (any client socket may be
+    bound to a path of its own) and which ends up in logs and trace headers as the
+    client's name. One with a control, separator or format character is refused."""
+    path = raw.split(b"\x00", 1)[0].decode("utf-8", "replace")
+    if not path.isprintable():
+        raise ProxyProtocolError(f"PROXY v2 UNIX address {path!r} holds an unprintable character")
+    return path
 
 
 def _local_tlvs(body: bytes, address_length: int) -> tuple[tuple[int, bytes], ...]:

@@ -15,6 +15,7 @@ import ipaddress
 from collections.abc import Sequence
 from typing import TypeAlias
 
+from smtpcore._driver._logtext import loggable
 from smtpcore._driver._transport import Link
 from smtpcore._ip import unmapped
 from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
@@ -61,8 +62,13 @@ def ip_peer(peer: tuple[str, int] | None) -> tuple[str, int] | None:
 
 
 def peer_text(peer: tuple[str, int] | None) -> str:
-    """``[192.0.2.1]:40312`` for the log (what fail2ban's ``<HOST>`` matches)."""
-    return "[unknown]" if peer is None else f"[{peer[0]}]:{peer[1]}"
+    """``[192.0.2.1]:40312`` for the log (what fail2ban's ``<HOST>`` matches); a peer
+    that is a UNIX socket's path, which a local user chooses, escaped as the log's
+    other fields from a peer are."""
+    if peer is None:
+        return "[unknown]"
+    host = peer[0]
+    return f"[{host if host.isprintable() else loggable(host)}]:{peer[1]}"
 
 
 async def read_proxy_header(link: Link, timeout: float | None) -> ProxyHeader:

@@ -26,6 +26,9 @@ __all__ = [
 #: comment, end the clause or make the header 8-bit, is written as ``?``, as
 #: Postfix does.
 _HELO_KEEPS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:[]")
+_PATH_KEEPS = frozenset(chr(c) for c in range(0x21, 0x7F)) - set("()[]\\")
+"""What a non-IP peer (a UNIX socket's path) keeps in the header: printable ASCII but
+what would end its literal or its comment."""
 
 #: Longer than any field name a message header holds in one line (RFC 5322 §2.1.1).
 FIELD_NAME_LIMIT = 998
@@ -48,8 +51,8 @@ def protocol_name(*, lmtp: bool, extended: bool, tls: bool, auth: bool, utf8: bo
 def _address_literal(host: str) -> str:
     try:
         address = ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return f"[{host}]"
+    except ValueError:  # a UNIX socket's path: a comment's and a literal's brackets kept
+        return "[" + "".join(c if c in _PATH_KEEPS else "?" for c in host) + "]"
     if isinstance(address, IPv6Address):
         if address.ipv4_mapped is not None:
             return f"[{address.ipv4_mapped}]"
