@@ -115,6 +115,9 @@ ZONE = StaticResolver.from_zone_text(
     selfaddr.example     MX 10 other-name.abc.example
     selfaddr.example     MX 20 mx.backup.example
     selfimplicit.example A 192.0.2.99
+    nat64self.example    MX 10 nat64.abc.example
+    nat64self.example    MX 20 mx.backup.example
+    nat64.abc.example    AAAA 64:ff9b::c000:263
     mx.abc.example       A 192.0.2.99
     other-name.abc.example A 192.0.2.99
 
@@ -192,6 +195,9 @@ RFC_CASES: list[tuple[str, Outcome]] = [
     ("[192.0.2.5]", [("[192.0.2.5]", "192.0.2.5")]),
     ("[IPv6:2001:db8::5]", [("[IPv6:2001:db8::5]", "2001:db8::5")]),
     ("[192.0.2.99]", RejectReason.ROUTING_LOOP),
+    # This host through a NAT64 gateway (RFC 6052): itself, as ::ffff:192.0.2.99 is.
+    ("nat64self.example", RejectReason.ROUTING_LOOP),
+    ("[IPv6:64:ff9b::192.0.2.99]", RejectReason.ROUTING_LOOP),
 ]
 
 REPLIES = {

@@ -673,6 +673,10 @@ def test_the_servers_own_address_is_refused_however_it_is_written() -> None:
     assert own.refused_literal(mapped) is not None
     assert InternalAddresses(["::ffff:93.184.216.34"]).refused(ip_address("93.184.216.34"))
     assert not own.refused(ip_address("::ffff:93.184.216.35"))
+    # Through a NAT64 gateway (RFC 6052's well-known prefix) it is the same host.
+    assert own.refused(ip_address("64:ff9b::93.184.216.34"))
+    assert own.refused_literal(parse_mailbox("u@[IPv6:64:ff9b::5db8:d822]")) is not None
+    assert not own.refused(ip_address("64:ff9b::93.184.216.35"))
 
 
 def test_shared_address_space_is_refused_as_a_literal_and_as_an_exchanger(

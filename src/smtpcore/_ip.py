@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import ipaddress
 
-__all__ = ["ip_text", "unmapped"]
+__all__ = ["NAT64_PREFIX", "host_address", "ip_text", "unmapped"]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
+"""RFC 6052 §2.1's well-known prefix: an IPv4 host seen through a NAT64 gateway (DNS64
+answers with it on IPv6-only networks)."""
 
 
 def ip_text(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
@@ -29,3 +35,15 @@ def unmapped(host: str) -> str:
         return ip_text(ipaddress.ip_address(host))
     except ValueError:
         return host
+
+
+def host_address(address: IPAddress) -> IPAddress:
+    """The address of the host ``address`` reaches, for "is this one of ours?" and "is
+    this internal?": an IPv4-mapped address (RFC 4291 §2.5.5.2) and one in the NAT64
+    well-known prefix (RFC 6052 §2.1) as the IPv4 address they stand for."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address in NAT64_PREFIX:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address

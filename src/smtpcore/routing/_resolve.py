@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Literal
 
+from smtpcore._ip import host_address
 from smtpcore.address import is_address_literal, normalize_domain, parse_address_literal
 from smtpcore.routing import _outcomes as out
 from smtpcore.routing._mx import FailedExchangers, MXRecord, RandomSource, order_exchangers
@@ -47,12 +48,6 @@ def order_addresses(
     return sorted(unique, key=lambda a: a.version != first)
 
 
-def _unmapped(address: IPAddress) -> IPAddress:
-    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
 def _literal_attempt(
     literal: str, local_addresses: Collection[IPAddress], port: int, exclude: Exclude | None
 ) -> tuple[Attempt, ...] | Rejected:
@@ -60,7 +55,7 @@ def _literal_attempt(
     if address is None:
         # A general address literal (RFC 5321 section 4.1.3) names no IP host.
         return out.no_route(literal)
-    if _unmapped(address) in local_addresses:
+    if host_address(address) in local_addresses:
         return out.routing_loop(literal)
     attempt = Attempt(literal, address, port, 0)
     if exclude is not None and exclude(attempt):
@@ -107,7 +102,7 @@ async def resolve_exchangers(
     """
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
-    own_addresses = {_unmapped(ip_address(a)) for a in local_addresses}
+    own_addresses = {host_address(ip_address(a)) for a in local_addresses}
     if is_address_literal(domain):
         return _literal_attempt(domain, own_addresses, port, exclude)
     domain = normalize_domain(domain)
@@ -142,7 +137,7 @@ async def resolve_exchangers(
         except TemporaryDNSError:
             failed_levels.add(exchanger.preference)
             continue
-        if any(_unmapped(a) in own_addresses for a in found):
+        if any(host_address(a) in own_addresses for a in found):
             cutoff = exchanger.preference
             attempts = [a for a in attempts if a.preference < cutoff]
             break

@@ -24,27 +24,14 @@ explicitly.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address
-from typing import Final
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
+from smtpcore._ip import host_address
 from smtpcore.address import Mailbox, parse_address_literal
 
 __all__ = ["InternalAddresses", "is_internal_address"]
 
 IPAddress = IPv4Address | IPv6Address
-
-
-def _unmapped(address: IPAddress) -> IPAddress:
-    """``::ffff:a.b.c.d`` as ``a.b.c.d``: the same host, whichever way it is written."""
-    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-_NAT64: Final = IPv6Network("64:ff9b::/96")
-"""RFC 6052 §2.1's well-known prefix: an IPv4 host seen through a NAT64 gateway (DNS64
-answers with it on IPv6-only networks). Globally reachable (RFC 6890's registry), and
-judged by the IPv4 address it embeds, which §3.1 says must be a global one."""
 
 
 def is_internal_address(address: IPAddress) -> bool:
@@ -54,11 +41,9 @@ def is_internal_address(address: IPAddress) -> bool:
     documentation, benchmarking...), and the multicast, reserved and site-local ones
     :mod:`ipaddress` calls global. A 6to4 address (RFC 3056) is judged by the IPv4
     address it embeds too, to which its packets go, and a NAT64 address (RFC 6052) by
-    the IPv4 address it embeds alone."""
-    address = _unmapped(address)
+    the IPv4 address it embeds alone (RFC 6052 §3.1: it embeds global ones only)."""
+    address = host_address(address)
     if isinstance(address, IPv6Address):
-        if address in _NAT64:
-            return is_internal_address(IPv4Address(int(address) & 0xFFFFFFFF))
         if address.sixtofour is not None and is_internal_address(address.sixtofour):
             return True
         if address.is_site_local:
@@ -72,7 +57,8 @@ class InternalAddresses:
     def __init__(self, own: Iterable[IPAddress | str] = (), *, allowed: bool = False) -> None:
         self.allowed = allowed
         self.own: set[IPAddress] = set()
-        """This server's own addresses, IPv4-mapped ones as the IPv4 address they map."""
+        """This server's own addresses, IPv4-mapped and NAT64 ones as the IPv4 address
+        they stand for (see :func:`smtpcore._ip.host_address`)."""
         self.learn(own)
 
     def learn(self, addresses: Iterable[IPAddress | str]) -> None:
@@ -80,14 +66,14 @@ class InternalAddresses:
         ``--host`` name) is left out."""
         for value in addresses:
             try:
-                self.own.add(_unmapped(ip_address(value)))
+                self.own.add(host_address(ip_address(value)))
             except ValueError:
                 continue
 
     def refused(self, address: IPAddress) -> bool:
         """Whether the relay must not connect to ``address``."""
         return not self.allowed and (
-            _unmapped(address) in self.own or is_internal_address(address)
+            host_address(address) in self.own or is_internal_address(address)
         )
 
     def refused_literal(self, mailbox: Mailbox) -> IPAddress | None:
