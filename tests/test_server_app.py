@@ -864,3 +864,19 @@ def test_a_message_one_mailbox_refuses_is_accepted_and_delivered_once_everywhere
     ]:
         assert len(_messages(config, key)) == 1, key
     assert list((abc.mailbox_path("mary@abc.example") / "tmp").iterdir()) == []
+
+
+def test_a_maildir_under_another_spelling_of_a_users_key_is_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Keys are NFC now: a Maildir an older server made under a users file's NFD
+    spelling is no longer served, and the operator is told where its mail went."""
+    caplog.set_level(logging.WARNING, "smtpcore.mail")
+    config = _config(tmp_path, "abc.example", {"jos\u00e9@abc.example": "pw"})
+    older = config.mailboxes_dir / "jose\u0301@abc.example"
+    (older / "new").mkdir(parents=True)
+    (config.mailboxes_dir / "not an address").mkdir()
+    LocalMailboxes(config).create_all()
+    (warning,) = [record.getMessage() for record in caplog.records]
+    assert warning.startswith("mailbox directory jose\u0301@abc.example is another spelling")
+    assert "served from jos\u00e9@abc.example alone" in warning

@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from smtpcore.address import Mailbox, normalize_domain
+from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
 from smtpcore.server.config import ServerConfig, mailbox_key
-from smtpcore.server.log import logger
+from smtpcore.server.log import loggable, logger
 from smtpcore.server.maildir import Maildir, StagedMessage
 from smtpcore.server.trace import return_path_header
 
@@ -48,6 +48,31 @@ class LocalMailboxes:
             maildir = self.maildir(key)
             maildir.create()
             maildir.clean_tmp()
+        self._warn_of_other_spellings(keys)
+
+    def _warn_of_other_spellings(self, keys: set[str]) -> None:
+        """Say which Maildirs are named by another spelling of a user's key: one a server
+        before keys were in NFC made for a users file in NFD, say. Its mail is neither
+        served nor delivered to there, and unsaid it would go unseen."""
+        try:
+            names = [path.name for path in self.config.mailboxes_dir.iterdir() if path.is_dir()]
+        except OSError:
+            return
+        for name in names:
+            if name in keys:
+                continue
+            try:
+                key = mailbox_key(parse_mailbox(name))
+            except AddressError:
+                continue
+            if key in keys:
+                logger.warning(
+                    "mailbox directory %s is another spelling of %s: its mail is served "
+                    "from %s alone; move the messages there",
+                    loggable(name),
+                    key,
+                    key,
+                )
 
     def lookup(self, mailbox: Mailbox) -> str | None:
         """The mailbox key (:func:`mailbox_key`) of a recipient at a local domain, or
