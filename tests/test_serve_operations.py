@@ -5,6 +5,7 @@ message in flight finish."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import smtplib
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -297,6 +299,119 @@ def test_a_reload_whose_key_does_not_match_the_certificate_keeps_the_old_pair(
     _handshake(server.tls_context, new.client_context)
     with pytest.raises(ssl.SSLError):
         _handshake(server.tls_context, old.client_context)
+
+
+def _peer_name(listener: str, port: int, context: ssl.SSLContext) -> str | None:
+    """The common name of the certificate ``listener`` shows a client of ``context``
+    (implicit TLS, STARTTLS or STLS), None when their handshake fails. The server is
+    named by its address, so no client sends SNI (RFC 6066 §3)."""
+    import poplib
+
+    try:
+        if listener in ("smtps", "pop3s"):
+            with (
+                socket.create_connection((LOOPBACK, port), timeout=10) as raw,
+                context.wrap_socket(raw, server_hostname=LOOPBACK) as tls,
+            ):
+                cert = tls.getpeercert()
+        elif listener == "submission":
+            with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+                smtp.starttls(context=context)
+                cert = smtp.sock.getpeercert()  # type: ignore[union-attr]  # set by starttls
+        else:
+            pop3 = poplib.POP3(LOOPBACK, port, timeout=10)
+            try:
+                pop3.stls(context=context)
+                cert = pop3.sock.getpeercert()  # type: ignore[attr-defined]  # an SSLSocket now
+            finally:
+                with contextlib.suppress(OSError):  # a failed wrap took the socket with it
+                    pop3.close()
+    except (ssl.SSLError, ConnectionError):
+        return None
+    assert cert is not None
+    subject = cast("tuple[tuple[tuple[str, str], ...], ...]", cert["subject"])
+    return dict(pair for name in subject for pair in name)["commonName"]
+
+
+def test_a_reload_to_another_key_type_serves_only_the_new_certificate(tmp_path: Path) -> None:
+    """OpenSSL keeps one certificate per key type in a context: loading an ECDSA pair into
+    the live one left the RSA certificate it replaced served to clients that take no
+    ECDSA (TLS 1.2 with RSA suites), and going back to RSA left the ECDSA one served
+    to every client that takes it. Each listener, whatever its way to TLS, shows the
+    certificate loaded last or fails the handshake; a session keeps its own TLS."""
+    import asyncio
+
+    import trustme
+
+    from smtpcore.server.config import ServerConfig
+    from smtpcore.server.mailserver import MailServer
+
+    ca = trustme.CA()
+    rsa, ecdsa = trustme.KeyType.RSA, trustme.KeyType.ECDSA
+    pairs = {
+        name: ca.issue_cert(LOOPBACK, common_name=name, key_type=key_type)
+        for name, key_type in (("rsa-1", rsa), ("ecdsa", ecdsa), ("rsa-2", rsa))
+    }
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+
+    def install(name: str) -> None:
+        pairs[name].private_key_pem.write_to_path(str(key))
+        cert.write_bytes(b"".join(blob.bytes() for blob in pairs[name].cert_chain_pems))
+
+    def client(suite: str | None) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        if suite is not None:  # TLS 1.2, where the suite names the certificate's key type
+            context.maximum_version = ssl.TLSVersion.TLSv1_2
+            context.set_ciphers(suite)
+        return context
+
+    clients = {
+        "any": client(None),
+        "rsa only": client("ECDHE-RSA-AES128-GCM-SHA256"),
+        "ecdsa only": client("ECDHE-ECDSA-AES128-GCM-SHA256"),
+    }
+    listeners = ("submission", "smtps", "pop3", "pop3s")
+
+    def seen(ports: dict[str, int]) -> dict[str, set[str | None]]:
+        return {
+            kind: {_peer_name(name, ports[name], context) for name in listeners}
+            for kind, context in clients.items()
+        }
+
+    install("rsa-1")
+    config = ServerConfig(
+        domains=("abc.example",),
+        data_dir=tmp_path / "data",
+        tls_cert=cert,
+        tls_key=key,
+        smtp_port=0,
+        submission_port=1,  # the sockets replace these four
+        smtps_port=1,
+        pop3_port=1,
+        pop3s_port=1,
+    )
+
+    async def main() -> list[dict[str, set[str | None]]]:
+        sockets = {name: socket.create_server((LOOPBACK, 0)) for name in listeners}
+        async with MailServer(config, sockets=sockets) as server:
+            ports = {listener.name: listener.port for listener in server.listeners}
+            held = await asyncio.to_thread(
+                smtplib.SMTP_SSL, LOOPBACK, ports["smtps"], context=clients["any"], timeout=10
+            )
+            views = [await asyncio.to_thread(seen, ports)]
+            for name in ("ecdsa", "rsa-2"):
+                install(name)
+                await server.reload(config)
+                views.append(await asyncio.to_thread(seen, ports))
+            assert (await asyncio.to_thread(held.noop))[0] == 250  # its TLS goes on
+            await asyncio.to_thread(held.quit)
+        return views
+
+    before, ecdsa_now, rsa_again = asyncio.run(asyncio.wait_for(main(), 60))
+    assert before == {"any": {"rsa-1"}, "rsa only": {"rsa-1"}, "ecdsa only": {None}}
+    assert ecdsa_now == {"any": {"ecdsa"}, "rsa only": {None}, "ecdsa only": {"ecdsa"}}
+    assert rsa_again == {"any": {"rsa-2"}, "rsa only": {"rsa-2"}, "ecdsa only": {None}}
 
 
 def test_a_reload_that_fails_in_any_way_is_logged_and_the_server_serves_on(

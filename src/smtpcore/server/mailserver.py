@@ -97,6 +97,11 @@ class MailServer:
             if config.tls_cert is not None and config.tls_key is not None
             else None
         )
+        # Every listener holds self.tls_context; each handshake moves on to the context
+        # of the certificate loaded last (see _hand_over).
+        self._tls_current = self.tls_context
+        if self.tls_context is not None:
+            self.tls_context.sni_callback = self._hand_over
         self.queue = Queue(config.queue_dir)
         self.internal = InternalAddresses([config.host], allowed=config.allow_internal_relay)
         self.mailboxes = LocalMailboxes(config, on_delivery=on_delivery)
@@ -249,6 +254,16 @@ class MailServer:
         self.internal.learn(found)
         self.worker.router = self.relay_router()
 
+    def _hand_over(
+        self, connection: ssl.SSLObject, server_name: str | None, served: ssl.SSLContext
+    ) -> None:
+        """The served context's servername callback, which OpenSSL (1.1.1 and later) calls
+        for every ClientHello, with SNI or without: the handshake goes on with the context
+        :meth:`reload` built last, whose certificate is the only one it holds. A session
+        keeps the context it shook hands with, whatever reloads come after."""
+        if self._tls_current is not None and self._tls_current is not served:
+            connection.context = self._tls_current
+
     async def reload(self, config: ServerConfig) -> None:
         """SIGHUP: take ``config``'s users and sender aliases, and load the TLS
         certificate again from its files, without dropping a session: sessions under
@@ -256,18 +271,16 @@ class MailServer:
         need a restart. Whatever fails leaves the configuration as it was."""
         new = replace(self.config, users=config.users, sender_aliases=config.sender_aliases)
         await asyncio.to_thread(LocalMailboxes(new).create_all)
+        fresh = self._tls_current
         if config.tls_cert is not None and config.tls_key is not None:
             if self.tls_context is None:
                 logger.warning("reload: TLS was off at start; restart to turn it on")
             else:
-                # Tried on a context of its own first: a certificate whose key does not
-                # match is already in the context when OpenSSL finds out, and the live
-                # one would be left with a pair no handshake can use.
-                server_tls_context(config.tls_cert, config.tls_key)
-                try:
-                    self.tls_context.load_cert_chain(config.tls_cert, config.tls_key)
-                except (OSError, ssl.SSLError) as exc:
-                    raise ConfigError(f"cannot load {config.tls_cert}: {exc}") from None
+                # A context of its own, never a second load into the live one: OpenSSL
+                # keeps a certificate per key type there, so an ECDSA pair loaded over an
+                # RSA one would leave the RSA one served to clients that take no ECDSA.
+                fresh = server_tls_context(config.tls_cert, config.tls_key)
+        self._tls_current = fresh
         self.config = new
         self.mailboxes.config = new
         self.store.config = new
