@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import smtplib
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +18,15 @@ from pathlib import Path
 import pytest
 
 from peers import make_tls_files
-from relay_remote import LOOPBACK, remote
+from relay_remote import LOOPBACK, ScriptedRemote, remote
 from smtpcore.asyncio import ExtensionNotOffered, SMTPClient
+from smtpcore.server.config import ServerConfig
+from smtpcore.server.mailserver import MailServer
+from smtpcore.server.queue import QueuedRecipient
 from smtpcore.server.relay_tls import MessageTLS, RelayTLS, message_tls, tls_required_no
 from test_cli_serve import _until, serve
 from test_server_relay import _lines, _relay, _run, _wait_closed
+from test_server_relay import _until as _eventually
 
 REQUIRETLS = (("REQUIRETLS", None),)
 MESSAGE = b"From: john@abc.example\r\nSubject: the secret plan\r\n\r\nsecret body line\r\n"
@@ -61,7 +66,7 @@ def _bounced(relay_reports: list[bytes]) -> bytes:
     (raw,) = relay_reports
     assert b"Action: failed" in raw and b"Status: 5.7.30" in raw
     assert b"REQUIRETLS support required" in b" ".join(raw.split())
-    # RFC 8689 §5: the bounce travels without REQUIRETLS, so the content stays behind.
+    # RFC 8689 §5: the bounce of a REQUIRETLS message returns its header, not its content.
     assert b"Content-Type: text/rfc822-headers" in raw
     assert b"Subject: the secret plan" in raw and b"secret body line" not in raw
     return raw
@@ -181,6 +186,112 @@ def test_requiretls_waits_when_an_exchanger_could_not_be_reached(
     (entry,) = relay.entries()
     assert entry.pending and entry.pending[0].dsn is not None
     assert entry.pending[0].dsn.startswith("4.")
+
+
+# -- the reports on a REQUIRETLS message ---------------------------------------------------
+
+REMOTE_SENDER = "carol@pqr.example"
+"""A sender at the exchanger's domain: the reports on her message are relayed there."""
+
+
+@pytest.mark.parametrize("kind", ["non-delivery", "delay", "success"])
+def test_a_report_on_a_requiretls_message_goes_with_requiretls(
+    tmp_path: Path, mx: MXCertificates, kind: str
+) -> None:
+    """RFC 8689 §5: a report holds the message's header, and goes as a "REQUIRETLS bounce
+    message": over verified TLS, with REQUIRETLS on its ``MAIL FROM:<>``. A bounce, a
+    delay notice and a success report all went without, under the relay's policy."""
+    replies = {"non-delivery": b"550 5.1.1 no such user", "delay": b"450 4.2.1 try later"}
+    rcpt_replies = {"brendon@pqr.example": replies[kind]} if kind in replies else {}
+    with remote(
+        starttls="tls", tls_context=mx.server, requiretls=True, rcpt_replies=rcpt_replies
+    ) as server:
+        relay = _relay(tmp_path, server.port, relay_ca=mx.ca_file, delay_warning=0.0)
+        notify = "SUCCESS" if kind == "success" else None  # relayed to a server without DSN
+        relay.enqueue(
+            [QueuedRecipient("brendon@pqr.example", notify=notify)],
+            content=MESSAGE,
+            params=REQUIRETLS,
+            sender=REMOTE_SENDER,
+        )
+        _run(relay, lambda: any(t.recipients == [REMOTE_SENDER] for t in server.transactions))
+        _wait_closed(server)
+    (report,) = [t for t in server.transactions if t.recipients == [REMOTE_SENDER]]
+    assert report.mail_line.startswith(b"MAIL FROM:<>")
+    assert report.tls and report.mail_line.rstrip().endswith(b" REQUIRETLS")
+    action = {"non-delivery": b"failed", "delay": b"delayed", "success": b"relayed"}[kind]
+    assert b"Action: " + action in report.content
+    assert b"Subject: the secret plan" in report.content
+    assert b"secret body line" not in report.content
+
+
+def test_a_report_on_a_requiretls_message_is_dropped_rather_than_sent_in_the_clear(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mx: MXCertificates
+) -> None:
+    """The message goes nowhere without TLS, and nor does its bounce, which went in
+    plaintext with the header the sender asked to protect. Being from ``<>``, the
+    bounce is not bounced in turn (RFC 5321 §4.5.5): it is dropped, and logged."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(requiretls=True) as server:  # no STARTTLS
+        relay = _relay(tmp_path, server.port, relay_ca=mx.ca_file)
+        relay.enqueue(
+            ["brendon@pqr.example"], content=MESSAGE, params=REQUIRETLS, sender=REMOTE_SENDER
+        )
+        _run(relay, lambda: len(_lines(caplog, " status=")) == 2 and relay.empty())
+        _wait_closed(server)
+    assert server.mail_lines == []
+    first, second = _lines(caplog, "status=bounced")
+    assert "to=<brendon@pqr.example>" in first and "dsn=5.7.30" in first
+    assert f"to=<{REMOTE_SENDER}>" in second and "dsn=5.7.30" in second
+    assert "tls_policy=requiretls" in second
+    assert _lines(caplog, "null sender: no bounce for 1 recipients")
+
+
+def test_the_success_report_of_a_local_delivery_goes_with_requiretls(
+    tmp_path: Path, mx: MXCertificates
+) -> None:
+    """The report ``NOTIFY=SUCCESS`` asks for when the ``smtp`` listener delivers the
+    message itself, made in the session, is queued with REQUIRETLS as the relay's are."""
+    tls = make_tls_files(tmp_path)
+    zone = tmp_path / "zone"
+    zone.write_text("pqr.example MX 10 mx.pqr.example\nmx.pqr.example A 127.0.0.1\n")
+
+    def send(port: int) -> None:
+        with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+            smtp.starttls(context=tls.client_context)
+            smtp.ehlo()
+            assert smtp.mail(REMOTE_SENDER, ["REQUIRETLS"])[0] == 250
+            assert smtp.rcpt("john@abc.example", ["NOTIFY=SUCCESS"])[0] == 250
+            assert smtp.data(MESSAGE)[0] == 250
+
+    async def main(remote_port: int, server: ScriptedRemote) -> None:
+        config = ServerConfig(
+            domains=("abc.example",),
+            users={"john@abc.example": "pw"},
+            data_dir=tmp_path / "data",
+            hostname="mx.abc.example",
+            smtp_port=1,  # the socket replaces it
+            submission_port=0,
+            pop3_port=0,
+            tls_cert=tls.cert_file,
+            tls_key=tls.key_file,
+            resolver=f"static:{zone}",
+            remote_port=remote_port,
+            relay_ca=mx.ca_file,
+            allow_internal_relay=True,  # the exchanger is on loopback
+        )
+        sockets = {"smtp": socket.create_server((LOOPBACK, 0))}
+        async with MailServer(config, sockets=sockets) as abc:
+            await asyncio.to_thread(send, abc.listeners[0].port)
+            await _eventually(lambda: bool(server.transactions))
+
+    with remote(starttls="tls", tls_context=mx.server, requiretls=True) as server:
+        asyncio.run(asyncio.wait_for(main(server.port, server), 30))
+        _wait_closed(server)
+    (report,) = server.transactions
+    assert report.recipients == [REMOTE_SENDER] and b"Action: delivered" in report.content
+    assert report.mail_line.startswith(b"MAIL FROM:<>")
+    assert report.tls and report.mail_line.rstrip().endswith(b" REQUIRETLS")
 
 
 # -- TLS-Required: No ---------------------------------------------------------------------

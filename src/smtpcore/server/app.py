@@ -563,7 +563,10 @@ class _MailHandler(Handler):
                 envid=envelope.mail_params.get("ENVID"),
                 utf8="SMTPUTF8" in envelope.mail_params,
             )
-            await worker.send_report(accepted.queue_id, sender, report, "success")
+            requiretls = "REQUIRETLS" in envelope.mail_params  # RFC 8689 §5, as a bounce
+            await worker.send_report(
+                accepted.queue_id, sender, report, "success", requiretls=requiretls
+            )
         except Exception:
             logger.exception("%s: cannot send the success notification", accepted.queue_id)
 

@@ -659,7 +659,9 @@ class DeliveryWorker:
             envid=entry.param("ENVID"),
             utf8=_is_utf8(entry),
         )
-        await self.send_report(entry.id, entry.sender, notice, "delay")
+        await self.send_report(
+            entry.id, entry.sender, notice, "delay", requiretls=entry.requiretls
+        )
 
     # -- local ------------------------------------------------------------------
 
@@ -895,8 +897,8 @@ class DeliveryWorker:
             )
         if not wanted:
             return
-        # RFC 8689 §5: a bounce is not sent under REQUIRETLS (its return path is null),
-        # so the content of a message that asked for it does not come back, only its header.
+        # RFC 8689 §5: the bounce of a REQUIRETLS message returns its header only, as
+        # RET=HDRS does, whatever RET asked (and goes under REQUIRETLS: send_report).
         headers_only = (entry.param("RET") or "").upper() == "HDRS" or entry.requiretls
         original = None
         if not headers_only:
@@ -927,7 +929,9 @@ class DeliveryWorker:
             expired_after=_duration_text(self.max_queue_age) if expired else None,
             utf8=_is_utf8(entry),
         )
-        await self.send_report(entry.id, entry.sender, bounce, "non-delivery")
+        await self.send_report(
+            entry.id, entry.sender, bounce, "non-delivery", requiretls=entry.requiretls
+        )
 
     async def _report_success(
         self, entry: QueueEntry, content: QueuedContent, succeeded: Mapping[str, Outcome]
@@ -959,11 +963,21 @@ class DeliveryWorker:
             envid=entry.param("ENVID"),
             utf8=_is_utf8(entry),
         )
-        await self.send_report(entry.id, entry.sender, report, "success")
+        await self.send_report(
+            entry.id, entry.sender, report, "success", requiretls=entry.requiretls
+        )
 
-    async def send_report(self, queue_id: str, sender: str, report: bytes, kind: str) -> None:
+    async def send_report(
+        self, queue_id: str, sender: str, report: bytes, kind: str, *, requiretls: bool = False
+    ) -> None:
         """Hand a delivery status notification to ``sender``: into its mailbox when it
-        is local (a postmaster's when it has none), else into the queue, from ``<>``."""
+        is local (a postmaster's when it has none), else into the queue, from ``<>``.
+
+        ``requiretls``: the report is on a message that came with REQUIRETLS, and holds
+        its header, so it is queued with REQUIRETLS as well (a "REQUIRETLS bounce
+        message", RFC 8689 §5): the relay sends it only as it would send that message.
+        When no exchanger qualifies it is dropped, and logged, rather than sent in the
+        clear; being from ``<>``, it is never bounced (RFC 5321 §4.5.5)."""
         decision = self._route(sender)
         if isinstance(decision, LocalDelivery):
             key = self.mailboxes.lookup(decision.mailbox)
@@ -982,6 +996,8 @@ class DeliveryWorker:
             params.append(("BODY", "8BITMIME"))
         if not sender.isascii() or b"Content-Type: message/global" in report:
             params.append(("SMTPUTF8", None))
+        if requiretls:
+            params.append(("REQUIRETLS", None))
         queued = await asyncio.to_thread(self.queue.add, report, "", [sender], params=params)
         logger.info("%s: sender %s notification: %s", queue_id, kind, queued.id)
         self.schedule(queued)

@@ -18,9 +18,10 @@ One message may ask for more or for less than the configured policy (RFC 8689):
 - a message that came with ``REQUIRETLS`` on its ``MAIL`` (§4.1) goes only to
   an exchanger that gives ``verify``'s TLS and offers REQUIRETLS itself, and
   is sent with ``REQUIRETLS`` again (§4.2.1), whatever the policy; when no
-  exchanger qualifies it is returned with ``5.7.30`` (§5), never sent in
-  the clear;
-- a message without it whose header has ``TLS-Required: No`` (§5) goes under
+  exchanger qualifies it is returned with ``5.7.30`` (§4.2.1, §5), never sent
+  in the clear. The reports on it hold its header and are queued with
+  ``REQUIRETLS`` too (§5), so the same rule holds for them;
+- a message without it whose header has ``TLS-Required: No`` (§3) goes under
   ``may``: opportunistic TLS, and plaintext when TLS fails, even where the
   policy would demand more (§4.2.2).
 """
@@ -78,7 +79,7 @@ _TLS_REQUIRED_NO: Final = re.compile(rb"tls-required[ \t]*:[ \t]*no[ \t]*", re.I
 
 
 def tls_required_no(header: bytes) -> bool:
-    """Whether the header section has ``TLS-Required: No`` (RFC 8689 §5: the field name
+    """Whether the header section has ``TLS-Required: No`` (RFC 8689 §3: the field name
     and ``No`` in any case, folding white space around the value)."""
     unfolded = _UNFOLD.sub(b"", header)
     return any(_TLS_REQUIRED_NO.fullmatch(line) for line in unfolded.splitlines())
