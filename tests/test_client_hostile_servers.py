@@ -342,6 +342,8 @@ class TricklingServer:
         self.interval = interval
         self.ended = threading.Event()
         """Set when the whole answer was sent (the client read on to its end)."""
+        self.verbs: list[bytes] = []
+        """The verb of each command read, in order."""
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -352,6 +354,7 @@ class TricklingServer:
             conn.sendall(b"+OK trickling\r\n")
             while line := commands.readline(1000):
                 verb = line[:4].upper()
+                self.verbs.append(verb)
                 if verb != self.trickled:
                     conn.sendall(self.answers.get(verb, b"+OK\r\n"))
                     continue
@@ -419,10 +422,18 @@ def test_a_capa_listing_without_end_is_refused_past_its_bound(adapter: str) -> N
 
 
 def _quit_after_leaving_a_message_early(
-    adapter: str, port: int, timeout: float, *, listed: bool = False
+    adapter: str,
+    port: int,
+    timeout: float,
+    *,
+    listed: bool = False,
+    many: list[int] | None = None,
+    **options: Any,
 ) -> None:
     """Log in, ask LIST if ``listed``, leave a loop over ``retrieve_chunks(1)`` at its
-    first chunk, and quit: the rest of the message is read and dropped before QUIT."""
+    first chunk (over ``retrieve_many(many)`` at its first message), with ``options``,
+    and quit: the rest of the message (the answers still owed) is read and dropped
+    before QUIT."""
     mod: Any = importlib.import_module(f"smtpcore.{adapter}")
     if adapter == "sync":
         client = mod.POP3Client("127.0.0.1", port, timeout=timeout, stls=False)
@@ -430,8 +441,12 @@ def _quit_after_leaving_a_message_early(
         client.login("u", "p")
         if listed:
             client.list()
-        for _chunk in client.retrieve_chunks(1):
-            break
+        if many is None:
+            for _chunk in client.retrieve_chunks(1, **options):
+                break
+        else:
+            for _item in client.retrieve_many(many, **options):
+                break
         client.quit()
         return
 
@@ -442,8 +457,12 @@ def _quit_after_leaving_a_message_early(
         await client.login("u", "p")
         if listed:
             await client.list()
-        async for _chunk in client.retrieve_chunks(1):
-            break
+        if many is None:
+            async for _chunk in client.retrieve_chunks(1, **options):
+                break
+        else:
+            async for _item in client.retrieve_many(many, **options):
+                break
         await client.quit()
 
     run(adapter, session)
@@ -483,6 +502,21 @@ def test_the_rest_of_a_message_left_unread_is_read_no_further_than_a_bound(
         pytest.raises(mod.POP3ProtocolError, match="runs on past 10000 octets"),
     ):
         _quit_after_leaving_a_message_early(adapter, server.port, 10)
+
+
+PIPELINED = {b"CAPA": b"+OK\r\nUSER\r\nPIPELINING\r\n.\r\n"}
+
+
+@pytest.mark.parametrize("adapter", [*ADAPTERS, "sync"])
+def test_answers_a_retrieve_many_left_owed_each_have_their_own_timeout(adapter: str) -> None:
+    """Leaving ``retrieve_many`` early leaves several RETRs in flight; each answer
+    must end within one ``response`` timeout, not all of them together: four
+    answers of 0.25 s, 1 s in all, are read and dropped under a 0.6 s timeout, and
+    QUIT goes out (before, ``quit()`` raised ``POP3Timeout`` and closed the
+    connection, so a slow link lost the deletions)."""
+    with TricklingServer(b"RETR", 5, PIPELINED, interval=0.05) as server:
+        _quit_after_leaving_a_message_early(adapter, server.port, 0.6, many=[1, 2, 3, 4, 5])
+    assert server.verbs[-6:] == [b"RETR"] * 5 + [b"QUIT"]
 
 
 @pytest.mark.parametrize("adapter", [*ADAPTERS, "sync"])

@@ -462,7 +462,8 @@ class POP3Client(_WithBlock):
         """Message ``number`` in chunks as they arrive, dot-stuffing removed: a large
         message in bounded memory. ``max_size`` as for :meth:`retrieve`, except that
         by default a message :meth:`list` did not size has no bound. Leaving the loop
-        early is allowed: the rest is read and dropped before the next command."""
+        early is allowed: the rest is read and dropped before the next command,
+        within one ``timeout`` in all."""
         return _each(self._session.retrieve_chunks(number, max_size=max_size))
 
     def retrieve_many(
@@ -470,7 +471,9 @@ class POP3Client(_WithBlock):
     ) -> Iterator[tuple[int, bytes]]:
         """``(number, message)`` for each of ``numbers`` as they arrive, several RETR
         in flight when the server offers PIPELINING; ``max_size`` as for
-        :meth:`retrieve`."""
+        :meth:`retrieve`. Leaving the loop early is allowed: the answers still owed
+        are read and dropped before the next command, each within its bound and one
+        ``timeout`` of its own in all."""
         return _each(self._session.retrieve_many(numbers, max_size=max_size))
 
     def top(self, number: int, lines: int, *, max_size: MaxSize = "listed") -> bytes:

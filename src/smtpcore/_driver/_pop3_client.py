@@ -434,7 +434,7 @@ class BasePOP3Client(BaseClient):
         it, :class:`POP3ProtocolError`, and the connection is closed rather than read
         on.
         Leaving the loop early is allowed: the rest is read and dropped before
-        the next command.
+        the next command, within one ``response`` timeout in all.
         """
         content = self._bound(number, max_size, held=False)
         return self._held(self._retrieve_chunks(number, content))
@@ -468,7 +468,8 @@ class BasePOP3Client(BaseClient):
         A message the server refuses raises :class:`POP3ResponseError`; one
         past ``max_size``, :class:`POP3ProtocolError` (see :meth:`retrieve`).
         Leaving the loop early is allowed: the answers still owed are read and
-        dropped before the next command.
+        dropped before the next command, each within its bound and one
+        ``response`` timeout of its own in all.
         """
         return self._held(self._retrieve_many(numbers, _checked(max_size)))
 
@@ -630,29 +631,28 @@ class BasePOP3Client(BaseClient):
         still owed to pipelined multi-line commands (one over :meth:`retrieve_many`).
         Each would be paired with a later command.
 
-        All of it must come within one ``response`` timeout, and each content within
-        its bound in octets (:data:`MAX_MESSAGE` where it has none): a server that
-        sends without end, a line at a time each in time, would otherwise hold
-        ``connect()`` or ``quit()`` for ever. Past either, the connection is closed
+        Each answer must end within one ``response`` timeout of its own, from when
+        its turn comes, not one per read: a server that sends without end, a line at
+        a time each in time, would otherwise hold ``connect()`` or ``quit()`` for
+        ever, while several large answers owed over a slow link each take their
+        time. Each keeps its bound in octets (:data:`MAX_MESSAGE` where it has
+        none). Past either, the connection is closed
         (:class:`POP3Timeout`, :class:`POP3ProtocolError`): the session cannot go on
         without the rest."""
-        if self._unread is None and not self._owed:
-            return
         timeout = self.timeouts.response
-        until = None if timeout is None else time.monotonic() + timeout
-        while True:
-            content = self._unread
-            if content is not None:
-                if content.left is None:
-                    content.left = MAX_MESSAGE
-                    content.overrun = f"a message left unread runs on past {MAX_MESSAGE} octets"
-                async for _ in self._stream(until):
-                    pass
-            if not self._owed:
-                return
-            content = self._owed.popleft()
-            if isinstance(await self._status(timeout, until=until), Ok):
+        while self._unread is not None or self._owed:
+            until = None if timeout is None else time.monotonic() + timeout
+            if self._unread is None:
+                content = self._owed.popleft()
+                if not isinstance(await self._status(timeout, until=until), Ok):
+                    continue
                 self._unread = content
+            content = self._unread
+            if content.left is None:
+                content.left = MAX_MESSAGE
+                content.overrun = f"a message left unread runs on past {MAX_MESSAGE} octets"
+            async for _ in self._stream(until):
+                pass
 
     def _send(self, event: Command | AuthResponse) -> bytes:
         """The bytes of ``event``, checked by the machine, and traced.

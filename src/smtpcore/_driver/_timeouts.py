@@ -304,8 +304,8 @@ class POP3Timeouts:
     its end (a server dripping an octet at a time cannot hold the session); and for
     each next block of multi-line content (a large message over a slow link may take
     longer than one wait in all), except content the client reads only to go past it
-    (a CAPA listing, the rest of a message a loop left early), which must end within
-    it in all."""
+    (a CAPA listing, the rest of a message a loop left early, each answer still owed
+    to one), each answer of which must end within it in all."""
     send: float | None = 300.0
     """Either side: each write, while the peer is slow to read."""
     store: float | None = 120.0
