@@ -520,6 +520,23 @@ def test_answers_a_retrieve_many_left_owed_each_have_their_own_timeout(adapter: 
 
 
 @pytest.mark.parametrize("adapter", [*ADAPTERS, "sync"])
+@pytest.mark.parametrize("many", [None, [1, 2]], ids=["retrieve_chunks", "retrieve_many"])
+def test_the_rest_of_a_message_left_unread_is_not_bounded_where_max_size_is_none(
+    adapter: str, many: list[int] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``max_size=None`` is no bound, for the rest read and dropped of a message left
+    unread as for what the loop read: ``MAX_MESSAGE`` (64 MiB; made small here)
+    bounds only a rest the default leaves without one, and QUIT goes out."""
+    from smtpcore._driver import _pop3_client
+
+    monkeypatch.setattr(_pop3_client, "MAX_MESSAGE", 10_000)
+    rest = b"\r\n" + (b"x" * 70 + b"\r\n") * 1000
+    with TricklingServer(b"RETR", rest, PIPELINED, interval=0.1) as server:
+        _quit_after_leaving_a_message_early(adapter, server.port, 10, many=many, max_size=None)
+    assert server.verbs[-1] == b"QUIT"
+
+
+@pytest.mark.parametrize("adapter", [*ADAPTERS, "sync"])
 def test_the_rest_of_a_message_left_unread_is_read_before_quit(adapter: str) -> None:
     """What comes in time and within its bound is read and dropped, and QUIT goes out."""
     with TricklingServer(b"RETR", 20, NO_CAPA, interval=0.001) as server:

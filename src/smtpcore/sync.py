@@ -463,7 +463,8 @@ class POP3Client(_WithBlock):
         message in bounded memory. ``max_size`` as for :meth:`retrieve`, except that
         by default a message :meth:`list` did not size has no bound. Leaving the loop
         early is allowed: the rest is read and dropped before the next command,
-        within one ``timeout`` in all."""
+        within the same bound (64 MiB where the default gives none) and one
+        ``timeout`` in all."""
         return _each(self._session.retrieve_chunks(number, max_size=max_size))
 
     def retrieve_many(

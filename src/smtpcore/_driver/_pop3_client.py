@@ -139,7 +139,8 @@ MAX_MESSAGE: Final = 64 * 1024 * 1024
 """Octets of a message whose size no LIST gave that :meth:`~BasePOP3Client.retrieve`,
 :meth:`~BasePOP3Client.top` and :meth:`~BasePOP3Client.retrieve_many` keep by default
 (they hold it whole), and that the client reads and drops of one left unread where
-nothing bounds it (a loop over :meth:`~BasePOP3Client.retrieve_chunks` left early)."""
+the default bounds it no other way (a loop over :meth:`~BasePOP3Client.retrieve_chunks`
+left early); not where the caller chose no bound (``max_size=None``)."""
 
 MaxSize = int | None | Literal["listed"]
 """A fetch's ``max_size``: octets, ``None`` for no bound, or ``"listed"``: by the size
@@ -179,6 +180,9 @@ class _Content:
 
     left: int | None
     overrun: str
+    unbounded: bool = False
+    """The caller chose no bound (``max_size=None``): none applies to the rest left
+    unread either, where :meth:`BasePOP3Client._drain` would apply :data:`MAX_MESSAGE`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,7 +438,8 @@ class BasePOP3Client(BaseClient):
         it, :class:`POP3ProtocolError`, and the connection is closed rather than read
         on.
         Leaving the loop early is allowed: the rest is read and dropped before
-        the next command, within one ``response`` timeout in all.
+        the next command, within the same bound (64 MiB where the default gives
+        none) and one ``response`` timeout in all.
         """
         content = self._bound(number, max_size, held=False)
         return self._held(self._retrieve_chunks(number, content))
@@ -557,7 +562,7 @@ class BasePOP3Client(BaseClient):
                 MAX_MESSAGE, f"{what} runs past {MAX_MESSAGE} octets (no LIST gave its size)"
             )
         if max_size is None:
-            return _Content(None, "")
+            return _Content(None, "", unbounded=True)
         return _Content(max_size, f"{what} runs past max_size, {max_size} octets")
 
     # -- I/O ------------------------------------------------------------------
@@ -635,8 +640,8 @@ class BasePOP3Client(BaseClient):
         its turn comes, not one per read: a server that sends without end, a line at
         a time each in time, would otherwise hold ``connect()`` or ``quit()`` for
         ever, while several large answers owed over a slow link each take their
-        time. Each keeps its bound in octets (:data:`MAX_MESSAGE` where it has
-        none). Past either, the connection is closed
+        time. Each keeps its bound in octets (:data:`MAX_MESSAGE` where it has none,
+        unless the caller chose none). Past either, the connection is closed
         (:class:`POP3Timeout`, :class:`POP3ProtocolError`): the session cannot go on
         without the rest."""
         timeout = self.timeouts.response
@@ -648,7 +653,7 @@ class BasePOP3Client(BaseClient):
                     continue
                 self._unread = content
             content = self._unread
-            if content.left is None:
+            if content.left is None and not content.unbounded:
                 content.left = MAX_MESSAGE
                 content.overrun = f"a message left unread runs on past {MAX_MESSAGE} octets"
             async for _ in self._stream(until):
