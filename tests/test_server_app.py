@@ -534,6 +534,19 @@ def test_one_server_per_data_directory(tmp_path: Path) -> None:
     _run(main)
 
 
+def _not_due(config: ServerConfig) -> str:
+    """A queued message, not due for an hour: no round starts for it meanwhile."""
+    queue = Queue(config.queue_dir)
+    queue.open()
+    entry = queue.add(b"Subject: x\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    queue.update(dataclasses.replace(entry, next_attempt=time.time() + 3600))
+    return entry.id
+
+
+def _no_space(entry: object) -> NoReturn:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
 def test_a_queue_command_is_kept_until_it_has_been_carried_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -542,29 +555,146 @@ def test_a_queue_command_is_kept_until_it_has_been_carried_out(
     to the running server. Here the worker fails in between instead; the command is
     still there for the next run, which carries it out and removes it. The failure is
     logged and does not stop the server (or its start: the next start would meet the
-    same command)."""
+    same command). The commands after it wait too: ``release`` carried out first, then
+    the ``hold`` kept for the next run, left held what the operator had released."""
     config = _config(tmp_path, "abc.example", {}, submission_port=0)
+    queue_id = _not_due(config)
     queue = Queue(config.queue_dir)
-    queue.open()
-    entry = queue.add(b"Subject: x\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
-    queue.update(dataclasses.replace(entry, next_attempt=time.time() + 3600))
     commands = config.queue_dir / "commands"
-
-    async def killed(command: QueueCommand) -> NoReturn:
-        raise RuntimeError("killed")
 
     async def main() -> None:
         async with MailServer(config, sockets={"smtp": _listening()}) as server:
-            submit(config.queue_dir, QueueCommand("hold", (entry.id,)), pid=0)
+            apply = server.worker.apply
+
+            async def killed_at_hold(command: QueueCommand) -> Any:
+                if command.action == "hold":
+                    raise RuntimeError("killed")
+                return await apply(command)
+
+            submit(config.queue_dir, QueueCommand("hold", (queue_id,)), pid=0)
+            submit(config.queue_dir, QueueCommand("release", (queue_id,)), pid=0)
             with monkeypatch.context() as patch:
-                patch.setattr(server.worker, "apply", killed)
+                patch.setattr(server.worker, "apply", killed_at_hold)
                 await server.run_queue_commands()  # logged, not raised: a start goes on
-            assert len(list(commands.glob("*.json"))) == 1
+            assert len(list(commands.glob("*.json"))) == 2
             await server.run_queue_commands()
-            assert queue.load(entry.id).held
+            assert not queue.load(queue_id).held  # held, then released
             assert list(commands.glob("*.json")) == []
 
     _run(main)
+
+
+def test_a_queue_command_the_disk_refuses_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``hold`` whose envelope the disk refused to take was logged by the worker and
+    then counted as carried out: its file went, and a restart lost the hold. It is kept
+    for the next run now."""
+    config = _config(tmp_path, "abc.example", {}, submission_port=0)
+    queue_id = _not_due(config)
+    queue = Queue(config.queue_dir)
+    commands = config.queue_dir / "commands"
+
+    async def main() -> None:
+        async with MailServer(config, sockets={"smtp": _listening()}) as server:
+            submit(config.queue_dir, QueueCommand("hold", (queue_id,)), pid=0)
+            with monkeypatch.context() as patch:
+                patch.setattr(server.queue, "update", _no_space)
+                await server.run_queue_commands()
+            assert len(list(commands.glob("*.json"))) == 1
+            assert "queue hold: failed; kept" in caplog.text
+            await server.run_queue_commands()
+            assert queue.load(queue_id).held
+            assert list(commands.glob("*.json")) == []
+
+    _run(main)
+
+
+def _in_a_round(tmp_path: Path) -> tuple[socket.socket, ServerConfig, StaticResolver, str]:
+    """A server's configuration whose one queued message goes to an exchanger that
+    takes the connection and never greets (the round waits for it), with that exchanger's
+    listening socket and the resolver that leads there."""
+    tarpit = socket.create_server((LOOPBACK, 0))
+    tarpit.settimeout(10)
+    zone = f"pqr.example MX 10 mx.pqr.example\nmx.pqr.example A {LOOPBACK}\n"
+    config = _config(
+        tmp_path,
+        "abc.example",
+        {},
+        submission_port=0,
+        remote_port=tarpit.getsockname()[1],
+        retry_after=3600,
+    )
+    queue = Queue(config.queue_dir)
+    queue.open()
+    entry = queue.add(b"Subject: x\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    return tarpit, config, StaticResolver.from_zone_text(zone), entry.id
+
+
+def test_a_queue_command_for_a_message_in_delivery_is_kept_until_it_is_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``hold`` for a message in a delivery round waits in memory for the round's
+    end; its file went at once all the same, so a stop or crash before the round ended
+    lost it, and the message went on being delivered. The file now stays until the
+    hold is on disk, after the round."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    tarpit, config, resolver, queue_id = _in_a_round(tmp_path)
+    queue = Queue(config.queue_dir)
+    commands = config.queue_dir / "commands"
+
+    async def main() -> None:
+        async with MailServer(config, sockets={"smtp": _listening()}, resolver=resolver) as server:
+            peer, _ = await asyncio.to_thread(tarpit.accept)  # the round is under way
+            with peer:
+                submit(config.queue_dir, QueueCommand("hold", (queue_id,)), pid=0)
+                await server.run_queue_commands()
+                await server.run_queue_commands()  # a second signal: carried out once
+                assert caplog.text.count("queue hold: 1 messages") == 1
+                assert len(list(commands.glob("*.json"))) == 1
+                assert not queue.load(queue_id).held
+            # The exchanger hangs up: the round ends, deferred, and the hold is written.
+            await _eventually(lambda: not any(commands.glob("*.json")))
+            assert queue.load(queue_id).held
+
+    with tarpit:
+        _run(main)
+
+
+def test_a_queue_command_waiting_for_a_round_is_kept_through_a_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop cuts the round short, and the ``hold`` that waited for it cannot be
+    written (the disk refuses it): the command is still there (it was removed as the
+    server read it), and the next server carries it out (after its own round, which
+    its stop cuts short, if one has begun)."""
+    tarpit, config, resolver, queue_id = _in_a_round(tmp_path)
+    queue = Queue(config.queue_dir)
+    commands = config.queue_dir / "commands"
+
+    async def main() -> None:
+        server = MailServer(config, sockets={"smtp": _listening()}, resolver=resolver)
+        await server.start()
+        try:
+            peer, _ = await asyncio.to_thread(tarpit.accept)  # the round is under way
+            with peer:
+                submit(config.queue_dir, QueueCommand("hold", (queue_id,)), pid=0)
+                await server.run_queue_commands()
+                with monkeypatch.context() as patch:
+                    patch.setattr(server.queue, "update", _no_space)
+                    await server.aclose(grace=0.1)
+        finally:
+            await server.aclose(grace=0)
+        assert len(list(commands.glob("*.json"))) == 1
+        assert not queue.load(queue_id).held
+        again = MailServer(config, sockets={"smtp": _listening()}, resolver=resolver)
+        await again.start()
+        await again.aclose(grace=0.1)
+
+    with tarpit:
+        _run(main)
+    assert queue.load(queue_id).held
+    assert list(commands.glob("*.json")) == []
 
 
 def test_dsn_requests_are_passed_on_and_answered(tmp_path: Path) -> None:

@@ -563,13 +563,46 @@ def test_a_hold_while_a_round_begins_waits_for_the_round_to_end(tmp_path: Path) 
         worker._running[queue_id] = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
         return loaded
 
-    async def main() -> list[str]:
+    async def main() -> tuple[tuple[str, ...], bool]:
         worker._load = load_as_a_round_begins  # type: ignore[method-assign]
-        return await worker.apply(QueueCommand("hold", (entry.id,)))
+        applied = await worker.apply(QueueCommand("hold", (entry.id,)))
+        return applied.ids, applied.written.done()
 
-    assert asyncio.run(main()) == [entry.id]
-    assert worker._after_round == {entry.id: ["hold"]}
+    assert asyncio.run(main()) == ((entry.id,), False)  # not written until after the round
+    assert [action for action, _ in worker._after_round[entry.id]] == ["hold"]
     assert not setup.queue.load(entry.id).held  # written by the round's end, then held
+
+
+def test_an_action_given_as_a_round_ends_comes_after_those_that_waited_for_it(
+    tmp_path: Path,
+) -> None:
+    """``hold`` given while a round delivers the message waits for the round's end; a
+    ``release`` given just as the round ended was carried out at once, while the hold
+    was still reading the entry, and the hold then wrote over it: the message ended
+    held. Actions on one message are carried out in the order given."""
+    setup = _setup(tmp_path, ZONE, 25)
+    entry = setup.queue.add(MESSAGE, "john@abc.example", ["brendon@pqr.example"])
+    worker = setup.worker
+    load = worker._load
+    slow = [0.2]
+
+    async def slow_first_load(queue_id: str) -> QueueEntry:
+        if slow:
+            await asyncio.sleep(slow.pop())
+        return await load(queue_id)
+
+    async def main() -> None:
+        round_ = asyncio.get_running_loop().create_future()
+        worker._running[entry.id] = round_  # type: ignore[assignment]
+        await worker.apply(QueueCommand("hold", (entry.id,)))
+        worker._load = slow_first_load  # type: ignore[method-assign]
+        worker._done(entry.id, round_)  # type: ignore[arg-type]
+        await worker.apply(QueueCommand("release", (entry.id,)))
+        while worker._control_tasks:
+            await asyncio.wait(worker._control_tasks)
+
+    asyncio.run(main())
+    assert not setup.queue.load(entry.id).held
 
 
 def test_rewrites_of_one_envelope_at_once_leave_a_whole_one(tmp_path: Path) -> None:

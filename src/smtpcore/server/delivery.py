@@ -34,7 +34,7 @@ import ssl
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
@@ -81,6 +81,8 @@ from smtpcore.server.queuectl import QueueCommand
 from smtpcore.server.relay_tls import RelayTLS, message_tls, relay_tls_context
 
 __all__ = [
+    "Applied",
+    "COMMANDS_ON_STOP",
     "ClientFactory",
     "DeliveryWorker",
     "MAX_BACKOFF",
@@ -103,6 +105,55 @@ retried nor expired, until a restart."""
 REPORT_ON_STOP: Final = 5.0
 """Seconds a stopped round has to make the success reports it owes (RFC 3461 §5.2.2: a
 "relayed" report for a recipient sent to a server without DSN)."""
+
+COMMANDS_ON_STOP: Final = 5.0
+"""Seconds a stop gives the operator's actions that waited for a round's end to be
+written; one not written by then stays in its command file for the next start."""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What :meth:`DeliveryWorker.apply` did with one operator's command: ``ids``, the
+    messages acted on or waiting for their round, and ``written``, which becomes True
+    once every action is on disk, False if one could not be written (it is logged).
+    Until True, the command's file must stay: a crash would lose the actions still in
+    memory, which the tool has reported handed over."""
+
+    ids: tuple[str, ...]
+    written: asyncio.Future[bool]
+
+
+def _all_written(waiting: Sequence[asyncio.Future[bool]]) -> asyncio.Future[bool]:
+    """One future for many: True once every one is, False as soon as one is not."""
+    combined: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    left = len(waiting)
+
+    def settled(one: asyncio.Future[bool]) -> None:
+        nonlocal left
+        left -= 1
+        if combined.done():
+            return
+        if one.cancelled() or not one.result():
+            combined.set_result(False)
+        elif not left:
+            combined.set_result(True)
+
+    if not waiting:
+        combined.set_result(True)
+    for one in waiting:
+        one.add_done_callback(settled)
+    return combined
+
+
+async def _finish(tasks: set[asyncio.Task[None]], timeout: float) -> None:
+    """Let ``tasks`` end within ``timeout`` seconds, then cancel what is left."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
 
 
 def opportunistic_tls_context() -> ssl.SSLContext:
@@ -237,8 +288,13 @@ class DeliveryWorker:
         done again, and written again by each round until the disk takes them."""
         self._wakeup: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
-        self._after_round: dict[str, list[str]] = {}
-        """Operator commands for messages in delivery, carried out when the round ends."""
+        self._after_round: dict[str, list[tuple[str, asyncio.Future[bool]]]] = {}
+        """Per message in delivery, the operator's actions that wait for its round to end,
+        oldest first, each with the future that says when it is written. A message stays
+        here until they are all carried out, and a newer action for it queues behind them,
+        so that actions on one message are carried out in the order given."""
+        self._draining: set[str] = set()
+        """Messages whose waiting actions a task is carrying out (one task per message)."""
         self._control_tasks: set[asyncio.Task[None]] = set()
 
     # -- scheduling -----------------------------------------------------------
@@ -280,9 +336,9 @@ class DeliveryWorker:
 
     def _done(self, queue_id: str, task: asyncio.Task[None]) -> None:
         self._running.pop(queue_id, None)
-        waiting = self._after_round.pop(queue_id, [])
-        if waiting:
-            follow = asyncio.get_running_loop().create_task(self._apply_waiting(queue_id, waiting))
+        if queue_id in self._after_round and queue_id not in self._draining:
+            self._draining.add(queue_id)
+            follow = asyncio.get_running_loop().create_task(self._apply_waiting(queue_id))
             self._control_tasks.add(follow)
             follow.add_done_callback(self._control_tasks.discard)
         if self._wakeup is not None:
@@ -290,63 +346,91 @@ class DeliveryWorker:
 
     # -- the operator's commands (``python -m smtpcore queue``) -------------------
 
-    async def apply(self, command: QueueCommand) -> list[str]:
-        """Carry out ``command`` on the queue; a message in delivery is acted on when its
-        round ends. Returns the ids acted on or waiting for their round."""
+    async def apply(self, command: QueueCommand) -> Applied:
+        """Carry out ``command`` on the queue. A message in delivery, or with actions that
+        still wait for its round, is acted on after them, when its round ends. An action
+        the disk refuses now raises (those before it stand)."""
         entries = await asyncio.to_thread(self.queue.entries)
-        done = []
+        ids = []
+        waiting = []
         for entry in entries:
-            if command.applies_to(entry.id):
-                done.append(entry.id)
-                await self._apply_one(entry.id, command.action)
-        return done
+            if not command.applies_to(entry.id):
+                continue
+            ids.append(entry.id)
+            busy = entry.id in self._running or entry.id in self._after_round
+            if busy or not await self._act(entry.id, command.action):
+                written = asyncio.get_running_loop().create_future()
+                self._after_round.setdefault(entry.id, []).append((command.action, written))
+                waiting.append(written)
+        return Applied(tuple(ids), _all_written(waiting))
 
-    async def _apply_waiting(self, queue_id: str, actions: list[str]) -> None:
-        for action in actions:
-            await self._apply_one(queue_id, action)
+    async def _apply_waiting(self, queue_id: str) -> None:
+        """Carry out, oldest first, the actions that waited for ``queue_id``'s round. A
+        round begun meanwhile makes the rest wait for its end. An action that fails is
+        logged, and it and the rest count as not written: their commands are carried
+        out again, in order, at the next SIGUSR1 or start."""
+        waiting = self._after_round[queue_id]
+        try:
+            while waiting:
+                action, written = waiting[0]
+                try:
+                    if not await self._act(queue_id, action):
+                        return  # a round began: its end carries on from here
+                except Exception:
+                    logger.exception(
+                        "%s: queue %s failed after its delivery round", queue_id, action
+                    )
+                    for _, unwritten in waiting:
+                        unwritten.set_result(False)
+                    waiting.clear()
+                else:
+                    waiting.pop(0)
+                    written.set_result(True)
+            del self._after_round[queue_id]
+        finally:
+            self._draining.discard(queue_id)
 
-    async def _apply_one(self, queue_id: str, action: str) -> None:
-        """One action on one message, or, while a round delivers it, after the round:
-        the round writes its entry back at its end, over a ``hold`` made meanwhile."""
+    async def _act(self, queue_id: str, action: str) -> bool:
+        """``action`` on one message now, on disk when this returns True; what the disk
+        refuses is raised. False, with nothing done, while a round delivers the message
+        (one may begin as the entry is read): the round writes its entry back at its end,
+        over a ``hold`` made meanwhile, so the action must wait for that end."""
         if queue_id in self._running:
-            self._after_round.setdefault(queue_id, []).append(action)
-            return
+            return False
         if action in ("delete", "hold"):
             self._due.pop(queue_id, None)  # no round starts for it while this acts
         try:
             entry = await self._load(queue_id)
-        except (OSError, ValueError):
-            return  # delivered or deleted meanwhile
+        except FileNotFoundError:
+            return True  # delivered or deleted meanwhile: nothing left to act on
         if queue_id in self._running:  # a round began while the entry was read
-            self._after_round.setdefault(queue_id, []).append(action)
-            return
+            return False
         if action == "delete":
             await asyncio.to_thread(self.queue.remove, queue_id)
             self._unsaved.pop(queue_id, None)
             logger.info("%s: removed by the operator (queue delete)", queue_id)
         elif action == "hold":
-            await self._save(replace(entry, held=True))
+            await self._write(replace(entry, held=True))
             logger.info("%s: on hold (queue hold)", queue_id)
         elif action == "release":
             entry = replace(entry, held=False, next_attempt=self.clock())
-            await self._save(entry)
+            await self._write(entry)
             logger.info("%s: released (queue release)", queue_id)
             self.schedule(entry)
         elif not entry.held:  # flush
             self.schedule(replace(entry, next_attempt=self.clock()))
+        return True
 
     async def aclose(self, grace: float = 10.0) -> None:
-        """Let deliveries under way finish for up to ``grace`` seconds, then cancel them.
+        """Let deliveries under way finish for up to ``grace`` seconds, then cancel them;
+        then give the operator's actions that waited for them up to
+        :data:`COMMANDS_ON_STOP` seconds to be written.
 
-        The caller cancels the :meth:`run` task; what is left stays queued.
+        The caller cancels the :meth:`run` task; what is left stays queued, and an
+        action not written stays in its command file.
         """
-        tasks = list(self._running.values())
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        await _finish(set(self._running.values()), grace)
+        await _finish(set(self._control_tasks), COMMANDS_ON_STOP)
 
     # -- one message ----------------------------------------------------------
 
@@ -441,9 +525,8 @@ class DeliveryWorker:
         """Write ``entry`` to its queue file. Kept in memory first: if the disk refuses
         it, this process still knows what it sent and reported, and the next round
         writes it again (a restart meanwhile forgets it, as RFC 1047's gap does)."""
-        self._unsaved[entry.id] = entry
         try:
-            await asyncio.to_thread(self.queue.update, entry)
+            await self._write(entry)
         except OSError as exc:
             logger.error(
                 "%s: cannot record the delivery state in the queue: %s; kept in memory, "
@@ -451,9 +534,14 @@ class DeliveryWorker:
                 entry.id,
                 exc,
             )
-        else:
-            self._unsaved.pop(entry.id, None)
         return entry
+
+    async def _write(self, entry: QueueEntry) -> None:
+        """:meth:`_save`, raising what the disk refuses: an operator's action must know
+        whether it is on disk (its command is kept until it is)."""
+        self._unsaved[entry.id] = entry
+        await asyncio.to_thread(self.queue.update, entry)
+        self._unsaved.pop(entry.id, None)
 
     async def _deliver(self, queue_id: str) -> None:
         entry = await self._load(queue_id)

@@ -132,7 +132,12 @@ class MailServer:
         self._worker_task: asyncio.Task[None] | None = None
         self._lock_fd: int | None = None
         self._queue_commands = asyncio.Lock()
-        """Held while one signal's queue commands are carried out (see run_queue_commands)."""
+        """Held while one signal's queue commands are carried out (see run_queue_commands),
+        and while carried-out commands' files are removed."""
+        self._commands_in_hand: dict[Path, asyncio.Future[bool]] = {}
+        """The files of the commands carried out but not yet removed, oldest first, each
+        with whether its actions are on disk (see run_queue_commands)."""
+        self._removals: set[asyncio.Task[None]] = set()
 
     # -- routers ----------------------------------------------------------------
 
@@ -296,20 +301,63 @@ class MailServer:
         """Carry out what ``python -m smtpcore queue`` left in the queue directory (it
         sends SIGUSR1 after). One signal's commands at a time, in the order given: two
         tool runs close together must neither read one command twice nor act on one
-        message at once. Each command's file goes once it is carried out, so that a
-        crash before leaves it for the next start."""
+        message at once.
+
+        A command's file goes once its actions are on disk (an action on a message in
+        delivery waits for the round's end) and so are those of every command before
+        it: what a stop or crash leaves is the last commands given, which the next
+        start carries out again, in order (each action, done twice, ends the same). A
+        command that fails (a disk error) is logged and kept, with every later one,
+        for the next SIGUSR1 or start: carried out after them, it would undo them."""
         async with self._queue_commands:
             for path, command in await asyncio.to_thread(read_commands, self.config.queue_dir):
+                if path in self._commands_in_hand:
+                    continue  # carried out already, its file kept until it is on disk
                 try:
-                    done = await self.worker.apply(command)
+                    applied = await self.worker.apply(command)
                 except Exception:  # a disk error: kept, and must not stop a start
                     logger.exception(
-                        "queue %s: failed; the command is kept for the next SIGUSR1 or start",
+                        "queue %s: failed; kept, with the commands after it, for the next "
+                        "SIGUSR1 or start",
                         command.action,
                     )
-                    continue
-                logger.info("queue %s: %d messages", command.action, len(done))
+                    break
+                logger.info("queue %s: %d messages", command.action, len(applied.ids))
+                self._commands_in_hand[path] = applied.written
+                applied.written.add_done_callback(self._command_written)
+            await self._remove_carried_out()
+
+    def _command_written(self, written: asyncio.Future[bool]) -> None:
+        task = asyncio.get_running_loop().create_task(self._remove_commands())
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
+
+    async def _remove_commands(self) -> None:
+        async with self._queue_commands:
+            await self._remove_carried_out()
+
+    async def _remove_carried_out(self) -> None:
+        """Remove the files of the oldest commands in hand whose actions are on disk, up
+        to the first one that is not yet. One that could not be written is given up
+        with every later one: all are read and carried out again, in order, at the next
+        SIGUSR1 or start. The caller holds ``_queue_commands``."""
+        while self._commands_in_hand:
+            path, written = next(iter(self._commands_in_hand.items()))
+            if not written.done():
+                return
+            if not written.result():
+                logger.error(
+                    "queue: a command could not be written; kept, with the commands after "
+                    "it, for the next SIGUSR1 or start"
+                )
+                self._commands_in_hand.clear()
+                return
+            try:
                 await asyncio.to_thread(path.unlink, missing_ok=True)
+            except OSError as exc:  # kept in hand, the later ones behind it: tried again
+                logger.error("queue: cannot remove a command carried out: %s", exc)
+                return
+            del self._commands_in_hand[path]
 
     def _smtp_handler(self, name: str) -> tuple[Handler, dict[str, Any]]:
         config = self.config
@@ -396,6 +444,9 @@ class MailServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.worker.aclose(grace)
+        await self._remove_commands()  # those whose actions the end of a round wrote
+        if self._removals:
+            await asyncio.wait(self._removals)
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
             os.close(fd)

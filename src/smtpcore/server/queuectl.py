@@ -147,9 +147,9 @@ def submit(queue_dir: Path, command: QueueCommand, pid: int) -> None:
 
 def read_commands(queue_dir: Path) -> list[tuple[Path, QueueCommand]]:
     """The waiting commands, oldest first, each with its file (the server's side of
-    :func:`submit`). The caller removes a command's file once it has carried the command
-    out, not before: the tool has told the operator that the server has it, and a crash
-    in between must not lose it (carried out twice, each action ends the same)."""
+    :func:`submit`). The caller removes a command's file once what it does is on disk,
+    not before: the tool has told the operator that the server has it, and a crash in
+    between must not lose it (carried out twice, each action ends the same)."""
     directory = _commands_dir(queue_dir)
     if not directory.is_dir():
         return []
