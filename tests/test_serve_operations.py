@@ -104,6 +104,24 @@ def test_queue_tools_without_a_server(tmp_path: Path) -> None:
     assert _queue(tmp_path / "nowhere", "list").returncode == 2
 
 
+def test_commands_a_stopped_server_left_come_before_the_tools_own(tmp_path: Path) -> None:
+    """A server that stops or crashes before a command's actions are on disk leaves its
+    file for the next start. The tool, with no server running, acted on the files and
+    left that command there: ``release`` now, then the next start carried out the
+    ``hold`` given before it, and the message ended held."""
+    from smtpcore.server.queuectl import QueueCommand, read_commands, submit
+
+    queue = Queue(tmp_path / "queue")
+    queue.open()
+    entry = queue.add(b"Subject: one\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    submit(tmp_path / "queue", QueueCommand("hold", (entry.id,)), pid=0)  # left by a crash
+    released = _queue(tmp_path, "release", entry.id)
+    assert released.returncode == 0, released.stderr
+    assert read_commands(tmp_path / "queue") == []
+    assert not queue.load(entry.id).held
+    assert "queue: 1 commands a stopped server left carried out first" in released.stdout
+
+
 def test_a_queue_tool_holding_the_lock_is_waited_for_and_no_stale_pid_is_signalled(
     tmp_path: Path,
 ) -> None:

@@ -9,7 +9,9 @@ the command out between deliveries (a message being delivered is acted on
 when its round ends, so a round never writes back over a ``hold``). With no
 server running, the tool takes the lock itself and changes the files.
 Listing only reads: the envelope files are replaced by renames, so a reader
-sees a whole one or none.
+sees a whole one or none. Commands a server left unfinished (it stopped or
+crashed first) are carried out, in order, by the next start, or by the tool
+before its own command.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from smtpcore.server.queue import Queue, QueueEntry
 __all__ = [
     "ACTIONS",
     "QueueCommand",
+    "apply_left_offline",
     "apply_offline",
     "format_listing",
     "offline_lock",
@@ -181,6 +184,19 @@ def apply_offline(queue: Queue, command: QueueCommand, now: float) -> list[str]:
             queue.update(replace(entry, next_attempt=now))
         done.append(entry.id)
     return done
+
+
+def apply_left_offline(queue: Queue, now: float) -> int:
+    """Carry out, oldest first, the commands a server left in ``queue``'s directory (it
+    stopped or crashed before they were on disk), each file removed once done; how many.
+    The tool does this before its own command, which was given after them: left for the
+    next start, they would be carried out over it (a ``hold`` left would undo the
+    ``release`` given now)."""
+    left = read_commands(queue.directory)
+    for path, command in left:
+        apply_offline(queue, command, now)
+        path.unlink(missing_ok=True)
+    return len(left)
 
 
 def _entries(queue: Queue) -> list[QueueEntry]:

@@ -10,6 +10,7 @@ from smtpcore.server.log import loggable
 from smtpcore.server.queue import Queue
 from smtpcore.server.queuectl import (
     QueueCommand,
+    apply_left_offline,
     apply_offline,
     format_listing,
     offline_lock,
@@ -50,6 +51,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"queue {args.action}: {what}: handed to the running server (pid {pid})")
         return 0
     with offline_lock(data_dir):
+        left = apply_left_offline(queue, time.time())
+        if left:
+            print(f"queue: {left} commands a stopped server left carried out first")
         done = apply_offline(queue, command, time.time())
     later = " (delivered when the server starts)" if args.action in ("flush", "release") else ""
     print(f"queue {args.action}: {len(done)} messages{later}")
