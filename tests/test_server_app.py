@@ -543,10 +543,6 @@ def _not_due(config: ServerConfig) -> str:
     return entry.id
 
 
-def _no_space(entry: object) -> NoReturn:
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
 def test_a_queue_command_is_kept_until_it_has_been_carried_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
