@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import find, given, settings
@@ -35,6 +37,56 @@ def test_import_smtpcore_does_not_import_hypothesis() -> None:
         "assert 'smtpcore.testing' not in sys.modules, 'smtpcore.testing imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+_DRAW_EACH_STRATEGY = """
+import sys
+from hypothesis import given, settings
+from smtpcore import pop3
+from smtpcore.testing import strategies as sst
+
+settings.load_profile("default")
+STRATEGIES = {
+    name: getattr(sst, name)()
+    for name in sst.__all__
+    if name[0].islower() and name not in ("chunkings", "hostile_bytes", "pop3_responses")
+}
+STRATEGIES["chunkings"] = sst.chunkings(b"EHLO a.test\\r\\nQUIT\\r\\n")
+STRATEGIES["hostile_bytes"] = sst.hostile_bytes(sent_by="smtp-client")
+STRATEGIES["pop3_responses"] = sst.pop3_responses(pop3.Capa())
+STRATEGIES["sessions(hostile=True)"] = sst.sessions(hostile=True)
+failed = []
+for name, strategy in STRATEGIES.items():
+    @settings(max_examples=50)
+    @given(strategy)
+    def draw(value):
+        pass
+    try:
+        draw()
+    except Exception as exc:
+        failed.append(f"{name}: {type(exc).__name__}: {exc}")
+if failed:
+    sys.exit("\\n\\n".join(failed))
+"""
+
+
+def test_every_strategy_passes_the_default_health_checks_from_a_fresh_start(
+    tmp_path: Path,
+) -> None:
+    """Fifty examples of each strategy, under Hypothesis's default settings, in a
+    directory with no ``.hypothesis/`` cache yet: what a user's first test meets.
+    (A regex drawn without an alphabet took seconds there, building a table of
+    every UTF-8 character: ``Input generation is slow``.)"""
+    env = {**os.environ, "HYPOTHESIS_STORAGE_DIRECTORY": str(tmp_path / ".hypothesis")}
+    run = subprocess.run(
+        [sys.executable, "-c", _DRAW_EACH_STRATEGY],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
 
 
 @given(sst.mailboxes(utf8=True))

@@ -1,7 +1,12 @@
-"""Every Python code block of the fuzzer tutorial runs, in order, in one namespace."""
+"""Every Python code block of the fuzzer tutorial runs, in order, in one namespace,
+as a new user runs it."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -30,10 +35,34 @@ def test_the_tutorial_has_code() -> None:
     assert len(code_blocks(TUTORIAL.read_text())) >= 5
 
 
-def test_every_code_block_runs() -> None:
-    namespace: dict[str, object] = {"__name__": "fuzzer_tutorial"}
-    for number, block in enumerate(code_blocks(TUTORIAL.read_text()), 1):
-        exec(compile(block, f"fuzzer.rst block {number}", "exec"), namespace)
+# Hypothesis's own defaults, as on a user's machine outside CI (which has its
+# own profile, one that suppresses the too_slow health check).
+_RUN_BLOCKS = """
+import json, sys
+from hypothesis import settings
+settings.load_profile("default")
+namespace = {"__name__": "fuzzer_tutorial"}
+for number, block in enumerate(json.load(sys.stdin), 1):
+    exec(compile(block, f"fuzzer.rst block {number}", "exec"), namespace)
+"""
+
+
+def test_every_code_block_runs_as_a_new_user_runs_it(tmp_path: Path) -> None:
+    """In order, in one namespace, in a fresh directory with no ``.hypothesis/``
+    cache yet and Hypothesis's default settings: not the suite's profiles, which
+    relax the health checks a user's first run meets."""
+    blocks = code_blocks(TUTORIAL.read_text())
+    env = {**os.environ, "HYPOTHESIS_STORAGE_DIRECTORY": str(tmp_path / ".hypothesis")}
+    run = subprocess.run(
+        [sys.executable, "-c", _RUN_BLOCKS],
+        input=json.dumps(blocks),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
 
 
 def test_no_private_names() -> None:

@@ -8,6 +8,7 @@ the near-valid and hostile paths a server must refuse can be drawn too.
 from __future__ import annotations
 
 import ipaddress
+import string
 from typing import Final
 
 from hypothesis import strategies as st
@@ -21,6 +22,7 @@ from smtpcore.address import (
     parse_domain,
     parse_path,
 )
+from smtpcore.testing._regex import regex
 
 __all__ = [
     "address_literals",
@@ -92,10 +94,10 @@ def address_literals(*, general: bool = False) -> st.SearchStrategy[str]:
         options.append(
             st.builds(
                 lambda tag, content: f"[{tag}:{content}]",
-                st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,6}[A-Za-z0-9]", fullmatch=True).filter(
+                regex(r"[A-Za-z][A-Za-z0-9-]{0,6}[A-Za-z0-9]").filter(
                     lambda tag: tag.lower() != "ipv6"
                 ),
-                st.from_regex(r"[!-Z^-~]{1,20}", fullmatch=True),
+                regex(r"[!-Z^-~]{1,20}"),
             )
         )
     return st.one_of(options)
@@ -108,14 +110,14 @@ def _ipv6_literal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
 
 
 def _ldh_labels() -> st.SearchStrategy[str]:
-    return st.from_regex(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,10}[a-zA-Z0-9])?", fullmatch=True)
+    return regex(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,10}[a-zA-Z0-9])?")
 
 
 def _u_labels() -> st.SearchStrategy[str]:
     """U-labels: real words, and labels mixing ASCII, hyphens and letters of
     several scripts, each one IDNA 2003 takes as it is."""
-    chars = f"a-z0-9{_U_LETTERS}"
-    built = st.from_regex(rf"[{chars}]([{chars}-]{{0,10}}[{chars}])?", fullmatch=True)
+    chars = string.ascii_lowercase + string.digits + _U_LETTERS
+    built = regex(rf"[{chars}]([{chars}-]{{0,10}}[{chars}])?", alphabet=chars + "-")
     return st.one_of(st.sampled_from(_U_LABELS), built.filter(_is_domain))
 
 
@@ -148,7 +150,7 @@ def domains(*, utf8: bool = False, literals: bool = False) -> st.SearchStrategy[
     label = st.one_of(_ldh_labels(), _a_labels())
     if utf8:
         label = st.one_of(label, _u_labels())
-    top = st.from_regex(r"[a-z][a-z0-9]{0,5}", fullmatch=True)
+    top = regex(r"[a-z][a-z0-9]{0,5}")
     if utf8:
         top = st.one_of(top, _u_labels().filter(lambda text: not text.isdigit()))
     names = st.builds(

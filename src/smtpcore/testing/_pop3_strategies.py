@@ -22,6 +22,7 @@ from hypothesis.errors import InvalidArgument
 from smtpcore import LocalProtocolError, pop3
 from smtpcore.pop3._commands import format_command
 from smtpcore.sasl import PlainClient
+from smtpcore.testing._regex import regex
 
 __all__ = [
     "POP3_CAPABILITIES",
@@ -54,7 +55,7 @@ _SIZES: Final = st.integers(0, 10**9)
 _TEXT: Final = st.text(
     st.characters(exclude_categories=("Cs", "Cc"), exclude_characters="[]"), max_size=30
 ).map(str.strip)
-_NAMES: Final = st.from_regex(r"[a-z][a-z0-9.]{0,15}", fullmatch=True)
+_NAMES: Final = regex(r"[a-z][a-z0-9.]{0,15}")
 _UNIQUE_IDS: Final = st.text(
     st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=70
 )
@@ -133,7 +134,7 @@ def pop3_capabilities(*, transaction: bool = False) -> st.SearchStrategy[list[st
         ),
         st.builds(
             lambda tag, params: " ".join(["X-" + tag, *params]),
-            st.from_regex(r"[A-Z0-9-]{1,12}", fullmatch=True),
+            regex(r"[A-Z0-9-]{1,12}"),
             st.lists(_PARAMS, max_size=2),
         ),
     )
@@ -177,13 +178,11 @@ def pop3_commands(
     if "TOP" in tags:
         options.append(st.builds(pop3.Top, _NUMBERS, st.integers(0, 2**31 - 1)))
     if login:
-        options.append(
-            st.builds(pop3.Apop, _NAMES, st.from_regex(r"[0-9a-f]{32}", fullmatch=True))
-        )
+        options.append(st.builds(pop3.Apop, _NAMES, regex(r"[0-9a-f]{32}")))
         if "USER" in tags:
             options += [
                 st.builds(pop3.User, _NAMES),
-                st.builds(pop3.Pass, st.from_regex(r"[!-~][ -~]{0,15}", fullmatch=True)),
+                st.builds(pop3.Pass, regex(r"[!-~][ -~]{0,15}")),
             ]
         if tags.get("SASL"):
             options.append(

@@ -10,6 +10,7 @@ each answer to a 334 challenge is a group of its own (RFC 4954 §4).
 from __future__ import annotations
 
 import base64
+import functools
 import itertools
 import re
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -50,6 +51,7 @@ from smtpcore.smtp import (
 from smtpcore.smtp._commands import chunk_after, format_command
 from smtpcore.testing._addresses import _ATEXT, _ODD_PATHS, broken_paths, domains, mailboxes
 from smtpcore.testing._content import message_contents
+from smtpcore.testing._regex import regex
 
 __all__ = [
     "AUTH_MECHANISMS",
@@ -277,7 +279,7 @@ def _hostile_tokens(offered: Collection[str]) -> st.SearchStrategy[str]:
     keyword = st.one_of(
         st.sampled_from(_HOSTILE_KEYWORDS),
         st.sampled_from(["SIZE", "BODY", "NOTIFY", "ORCPT", "RET", "ENVID", "SMTPUTF8", "AUTH"]),
-        st.from_regex(r"[A-Za-z0-9][A-Za-z0-9-]{0,6}", fullmatch=True),
+        regex(r"[A-Za-z0-9][A-Za-z0-9-]{0,6}"),
     )
     value = st.one_of(st.none(), st.sampled_from(_HOSTILE_VALUES), _PRINTABLE)
     return st.one_of(
@@ -519,9 +521,11 @@ def _in_case(line: bytes, case: Callable[[bytes], bytes]) -> bytes:
     return case(verb.group()) + line[verb.end() :]
 
 
-def _session_lines(offered: Collection[str]) -> st.SearchStrategy[bytes]:
+@functools.cache
+def _session_lines(offered: frozenset[str]) -> st.SearchStrategy[bytes]:
     """Broken lines that leave a session going: no BDAT whose size cannot be read, which
-    ends it (no one knows where its chunk ends, RFC 3030 §2), nor one with a chunk."""
+    ends it (no one knows where its chunk ends, RFC 3030 §2), nor one with a chunk.
+    Built once per offer, as :func:`sessions` draws from it inside its own draws."""
     return _broken_lines(offered).filter(lambda line: chunk_after(line) == 0)
 
 
@@ -678,6 +682,22 @@ def _encode(group: tuple[Event | bytes, ...]) -> list[tuple[bytes, bool]]:
     return out
 
 
+@functools.cache
+def _envelope_strategies(
+    offered: frozenset[str], *, utf8: bool
+) -> tuple[
+    st.SearchStrategy[Parameters], st.SearchStrategy[Mailbox], st.SearchStrategy[Parameters]
+]:
+    """MAIL parameters, mailboxes and RCPT parameters for a transaction, built once
+    per offer: a strategy built inside a draw is validated again at every draw,
+    which made a session slow enough to fail Hypothesis's too_slow health check."""
+    return (
+        mail_parameters(extensions=offered - {"SMTPUTF8", "AUTH"}),
+        mailboxes(utf8=utf8),
+        rcpt_parameters(extensions=offered),
+    )
+
+
 def _transaction(
     draw: st.DrawFn,
     offered: frozenset[str],
@@ -687,7 +707,8 @@ def _transaction(
     hostile: bool,
 ) -> list[tuple[Event | bytes, ...]]:
     utf8 = "SMTPUTF8" in offered and draw(st.booleans())
-    params = dict(draw(mail_parameters(extensions=offered - {"SMTPUTF8", "AUTH"})))
+    mail_params, senders, rcpt_params = _envelope_strategies(offered, utf8=utf8)
+    params = dict(draw(mail_params))
     params.pop("BODY", None)
     if utf8:
         params["SMTPUTF8"] = None
@@ -697,14 +718,11 @@ def _transaction(
         params["BODY"] = "8BITMIME"
     if "SIZE" in params:
         params["SIZE"] = str(len(body))
-    sender = draw(st.none() | mailboxes(utf8=utf8))
-    recipients = draw(st.lists(mailboxes(utf8=utf8), min_size=1, max_size=4))
+    sender = draw(st.none() | senders)
+    recipients = draw(st.lists(senders, min_size=1, max_size=4))
     mail = _fitting(Mail(sender, Parameters(params)), keep={"SMTPUTF8", "BODY"})
     envelope: list[Event | bytes] = [mail]
-    envelope += [
-        _fitting(Rcpt(rcpt, draw(rcpt_parameters(extensions=offered))), keep=set())
-        for rcpt in recipients
-    ]
+    envelope += [_fitting(Rcpt(rcpt, draw(rcpt_params)), keep=set()) for rcpt in recipients]
     if hostile:
         for line in draw(st.lists(_session_lines(offered), max_size=2)):
             envelope.insert(draw(st.integers(1, len(envelope))), line)

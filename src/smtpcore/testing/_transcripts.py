@@ -10,6 +10,7 @@ network may cut it (:func:`~smtpcore.testing.strategies.chunkings`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -147,11 +148,19 @@ def server_transcripts(
                 out.append(Reply(421, "4.3.2 Service shutting down"))
                 return ServerTranscript(session, greeting, (*groups, tuple(out)))
             if text and not isinstance(item, Ehlo | Lhlo) and reply.code != 334:
-                reply = draw(replies(codes=[reply.code], enhanced=False))
+                reply = draw(_reply_texts(reply.code))
             out.append(reply)
             answered += 1
         groups.append(tuple(out))
     return ServerTranscript(session, greeting, tuple(groups))
+
+
+@functools.cache
+def _reply_texts(code: int) -> st.SearchStrategy[Reply]:
+    """Replies with ``code`` and drawn text, built once per code: a strategy built
+    inside a draw is built and validated again at every draw, slow enough to fail
+    Hypothesis's too_slow health check."""
+    return replies(codes=[code], enhanced=False)
 
 
 def _due(session: ClientSession) -> list[list[tuple[Event | bytes, Reply]]]:
