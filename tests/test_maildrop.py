@@ -80,6 +80,14 @@ def test_pop3_size_table(content: bytes, size: int) -> None:
     assert pop3_size([content]) == size
 
 
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_pop3_size_counts_the_content_itself_as_one_chunk(kind: type[bytes]) -> None:
+    """As the docs say a store uses it: ``pop3_size(content)``, not only its chunks."""
+    content = b"Subject: hi\n\nhello\n"
+    assert pop3_size(kind(content)) == pop3_size([content]) == len(content) + 3
+    assert pop3_size(iter([b"a\r", b"\nb"])) == 6
+
+
 def test_message_info_checks_its_fields() -> None:
     MessageInfo(0, "a" * 70)
     for size, uid in [(-1, "a"), (1, ""), (1, "a" * 71), (1, "a b"), (1, "é")]:

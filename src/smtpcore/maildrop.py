@@ -25,7 +25,15 @@ import os
 import re
 import stat
 import threading
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final, TypeAlias, TypeVar
@@ -237,13 +245,15 @@ class Mailstore:
         """
 
 
-def pop3_size(chunks: Sequence[bytes] | Any) -> int:
+def pop3_size(content: bytes | bytearray | memoryview | Iterable[bytes]) -> int:
     """Octets of content as a POP3 server sends it: each line end CRLF (RFC 1939 §3).
 
+    ``content`` is the message, or its chunks in order (an iterator will do).
     A bare CR or bare LF becomes CRLF on the wire, and content that does not
     end with a line end gets one; the count follows the same rule as the
     server machine, so that LIST's size is what RETR delivers.
     """
+    chunks = [bytes(content)] if isinstance(content, bytes | bytearray | memoryview) else content
     counter = WireSize()
     for chunk in chunks:
         counter.feed(chunk)
