@@ -20,7 +20,7 @@ import poplib
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from smtpcore.maildrop import (
     Maildrop,
     MaildropError,
     Mailstore,
+    MechanismFactory,
     MessageInfo,
     MessageUnavailable,
     POP3Session,
@@ -333,6 +334,53 @@ def test_an_authenticator_in_thread_check_past_the_store_timeout_fails_temporari
     finally:
         release.set()
     assert calls == ["wonderland", "wonderland"]
+
+
+class MaildirsBehind(Mailstore):
+    """The maildrops of a :class:`MaildirStore`, logged into by SASL alone."""
+
+    def __init__(self, maildirs: MaildirStore) -> None:
+        self.maildirs = maildirs
+
+    async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
+        return await self.maildirs.open_maildrop(session, user)
+
+
+class PlainMechanisms(MaildirsBehind):
+    def sasl_mechanisms(self, session: POP3Session) -> Mapping[str, MechanismFactory]:
+        return self.maildirs.sasl_mechanisms(session)
+
+
+class AsyncMechanisms(MaildirsBehind):
+    async def sasl_mechanisms(self, session: POP3Session) -> Mapping[str, MechanismFactory]:
+        return self.maildirs.sasl_mechanisms(session)
+
+
+@pytest.mark.parametrize("kind", [PlainMechanisms, AsyncMechanisms], ids=["plain", "async"])
+def test_sasl_mechanisms_may_be_a_plain_method_or_a_coroutine(
+    adapter: str,
+    kind: type[MaildirsBehind],
+    store: MaildirStore,
+    tls: TLSFiles,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every Mailstore hook is a coroutine but ``sasl_mechanisms``, which the server
+    called without awaiting: an ``async def`` one, written like its siblings, offered
+    no SASL at all (its coroutine has no ``items``, logged) and was never awaited.
+    Both forms offer their mechanisms in CAPA, asked again after STLS."""
+    mod = module(adapter)
+
+    async def session(port: int) -> None:
+        async with mod.POP3Client("127.0.0.1", port, ssl_context=tls.client_context) as client:
+            await client.authenticate(PlainClient("alice", "wonderland"))  # under TLS only
+            assert (await client.stat())[0] == 3
+
+    with running_pop3_server(adapter, kind(store), ssl_context=tls.server_context) as server:
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        assert client.capa()["SASL"] == ["SCRAM-SHA-256", "CRAM-MD5"]
+        client.quit()
+        run(adapter, lambda: session(server.port))
+    assert "sasl_mechanisms failed" not in caplog.text
 
 
 class AuthenticatorStore(MaildirStore):

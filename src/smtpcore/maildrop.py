@@ -27,6 +27,7 @@ import stat
 import threading
 from collections.abc import (
     AsyncIterator,
+    Awaitable,
     Callable,
     Collection,
     Iterable,
@@ -228,11 +229,15 @@ class Mailstore:
         """
         return None
 
-    def sasl_mechanisms(self, session: POP3Session) -> Mapping[str, MechanismFactory]:
+    def sasl_mechanisms(
+        self, session: POP3Session
+    ) -> Mapping[str, MechanismFactory] | Awaitable[Mapping[str, MechanismFactory]]:
         """AUTH (RFC 5034): the SASL mechanisms to offer, by name, strongest first.
 
         An :class:`~smtpcore.handler.Authenticator`'s ``server_mechanisms(hostname)``
-        is one answer. A successful exchange logs in as its ``authzid``.
+        is one answer. A successful exchange logs in as its ``authzid``. Override
+        it as a plain method (a fixed table needs no wait) or, like the other
+        hooks, as a coroutine (``async def``), which the server awaits.
         """
         return {}
 

@@ -20,6 +20,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from inspect import isawaitable
 from types import CoroutineType
 from typing import TYPE_CHECKING, Final, TypedDict, TypeVar
 
@@ -312,13 +313,13 @@ class POP3ServerSession(ServedSession):
                     "closing the maildrop of %s failed", loggable(str(self.session.user))
                 )
 
-    def _new_connection(self, client: tuple[str, int] | None) -> ServerConnection:
+    async def _new_connection(self, client: tuple[str, int] | None) -> ServerConnection:
         """The session's machine; ``client`` is who it is known to be (see
         :meth:`_known_client`), for ``require_tls``'s default."""
         options = self.options
         if options.connection_factory is not None:
             return options.connection_factory(options)
-        self._sasl.mechanisms = self._offered_mechanisms()
+        self._sasl.mechanisms = await self._offered_mechanisms()
         names = tuple(self._sasl.mechanisms)
         stls = options.ssl_context is not None and not options.tls_on_connect
         require_tls = options.require_tls
@@ -338,15 +339,19 @@ class POP3ServerSession(ServedSession):
             implementation=options.implementation,
         )
 
-    def _offered_mechanisms(self) -> dict[str, MechanismFactory]:
+    async def _offered_mechanisms(self) -> dict[str, MechanismFactory]:
         """The store's mechanisms for this session, SCRAM-SHA-256-PLUS only where the
         TLS layer gives channel binding data (RFC 5802 §6, RFC 9266), which the
-        exchange then hands to each mechanism."""
+        exchange then hands to each mechanism.
+
+        The store's hook may be a coroutine, as its other hooks are, awaited under
+        the ``store`` timeout, or a plain method (a fixed table needs no wait)."""
         bindings = self._sasl.channel_bindings = self.transport.channel_bindings()
         if not self.state.sasl_login:
             return {}
         try:
-            offered = self.store.sasl_mechanisms(self.session)
+            answer = self.store.sasl_mechanisms(self.session)
+            offered = await self._store(lambda: answer) if isawaitable(answer) else answer
             by_name = {name.upper(): factory for name, factory in offered.items()}
             for name in by_name:  # each goes on the CAPA SASL line (RFC 4422 §3.1)
                 if not MECHANISM_NAME.fullmatch(name):
@@ -368,7 +373,7 @@ class POP3ServerSession(ServedSession):
             # A stream that is TLS already (a trio.SSLStream, asyncio's start_server(ssl=)
             # given to serve_stream): the session is under TLS from its first byte.
             self.session.tls = self.transport.tls
-        conn = self.conn = self._new_connection(client)
+        conn = self.conn = await self._new_connection(client)
         conn.tls = self.session.tls is not None
         if self.state.stopping:
             self._answer(_SHUTTING_DOWN)
@@ -571,7 +576,7 @@ class POP3ServerSession(ServedSession):
         await self._handshake()
         conn.tls_started()
         if self.state.sasl_login and self.options.connection_factory is None:
-            self._sasl.mechanisms = self._offered_mechanisms()
+            self._sasl.mechanisms = await self._offered_mechanisms()
             conn.sasl_mechanisms = tuple(self._sasl.mechanisms)
 
     async def _handshake(self) -> None:
