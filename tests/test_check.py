@@ -10,6 +10,7 @@ tests pin what it finds there (docs/testing-check.rst records it).
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import subprocess
 import sys
@@ -525,6 +526,15 @@ def python_blocks(page: Path) -> list[str]:
                 body.append(following)
             blocks.append(textwrap.dedent("\n".join(body)))
     return blocks
+
+
+def test_the_docs_page_console_example_counts_every_check() -> None:
+    """The example run's totals are one per check: it said 10 after a check was added."""
+    page = (Path(__file__).parent.parent / "docs" / "testing-check.rst").read_text()
+    totals = re.findall(r"^   (\d+) passed, (\d+) failed, (\d+) skipped$", page, re.MULTILINE)
+    assert totals
+    for counts in totals:
+        assert sum(map(int, counts)) == len(CHECKS), counts
 
 
 def test_the_docs_page_python_runs(capsys: pytest.CaptureFixture[str]) -> None:
