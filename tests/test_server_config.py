@@ -99,10 +99,34 @@ def test_host_ports(text: str, result: tuple[str, int]) -> None:
     assert parse_host_port(text) == result
 
 
-@pytest.mark.parametrize("text", ["relay.example", ":25", "host:0", "host:99999", "host:x"])
+@pytest.mark.parametrize(
+    "text", ["relay.example", ":25", "host:0", "host:99999", "host:x", "host:\uff12\uff15"]
+)
 def test_bad_host_ports(text: str) -> None:
     with pytest.raises(ValueError):
         parse_host_port(text)
+
+
+@pytest.mark.parametrize("text", ["2001:db8::1:25", "::1:2525", "::ffff:192.0.2.1:25"])
+def test_an_ipv6_address_with_a_port_must_be_in_brackets(
+    text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``2001:db8::1:25`` was host ``2001:db8::1``, port 25, by its last colon, though
+    the port may as well be the address's last group: Postfix wants brackets, and so
+    do ``--relay-host``, ``send --server`` and ``fetch --server`` (status 2, one line)."""
+    with pytest.raises(ConfigError, match=r"in brackets, as \[2001:db8::1\]:25"):
+        parse_host_port(text)
+    for argv in (
+        ["serve", "--relay-host", text],
+        ["send", "--server", text],
+        ["fetch", "--server", text, "--user", "u"],
+    ):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args(argv)
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument --{argv[1][2:]}: {text!r}: write an IPv6 address" in err, err
+        assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(
@@ -379,8 +403,10 @@ def test_a_dns_resolver_is_given_by_its_address() -> None:
     address; a name is a configuration error, not dnspython's ValueError."""
     with pytest.raises(ConfigError, match="'localhost' is not an IP address"):
         make_resolver("dns:localhost:53")
-    for spec in ("dns:[::1]:53", "dns:[127.0.0.1]:53", "dns:::1:53"):
+    for spec in ("dns:[::1]:53", "dns:[127.0.0.1]:53"):
         assert type(make_resolver(spec)).__name__ == "DNSPythonResolver"
+    with pytest.raises(ConfigError, match="IPv6 address with a port in brackets"):
+        make_resolver("dns:::1:53")  # as Postfix, an IPv6 address needs its brackets
 
 
 # -- bounces ----------------------------------------------------------------------------

@@ -192,7 +192,7 @@ def _add_serve(commands: Any) -> None:
         default="system",
         metavar="system|static:FILE|dns:HOST:PORT",
         help="where MX and address lookups go: the system's DNS, a zone file, or the DNS "
-        "server at IP address HOST (default system)",
+        "server at IP address HOST, an IPv6 one in brackets: dns:[::1]:53 (default system)",
     )
     relay.add_argument(
         "--remote-port",
@@ -205,7 +205,8 @@ def _add_serve(commands: Any) -> None:
         "--relay-host",
         type=_arg(parse_host_port, "HOST:PORT"),
         metavar="HOST:PORT",
-        help="send all remote mail through this smart host instead of MX lookups",
+        help="send all remote mail through this smart host instead of MX lookups "
+        "([HOST]:PORT as in Postfix; an IPv6 address in brackets: [2001:db8::1]:25)",
     )
     relay.add_argument(
         "--retry-after",
@@ -277,7 +278,13 @@ def _add_send(commands: Any) -> None:
         help="submit a message over SMTP",
         description="Submit a message to a server, or straight to the recipients' exchangers.",
     )
-    send.add_argument("--server", type=_arg(parse_server, "HOST:PORT"), metavar="HOST:PORT")
+    send.add_argument(
+        "--server",
+        type=_arg(parse_server, "HOST:PORT"),
+        metavar="HOST:PORT",
+        help="the server to submit to (an IPv6 address in brackets: [::1]:587); without "
+        "it, straight to the recipients' exchangers",
+    )
     send.add_argument(
         "--from", dest="sender", metavar="ADDR", help="default: the message's From header"
     )
@@ -320,7 +327,7 @@ def _add_send(commands: Any) -> None:
         default="system",
         metavar="system|static:FILE|dns:HOST:PORT",
         help="for MX lookups without --server: the system's DNS, a zone file, or the DNS "
-        "server at IP address HOST (default system)",
+        "server at IP address HOST, an IPv6 one in brackets: dns:[::1]:53 (default system)",
     )
     send.add_argument(
         "--remote-port",
@@ -344,7 +351,11 @@ def _add_fetch(commands: Any) -> None:
         description="Retrieve every message over POP3 and print a line about each.",
     )
     fetch.add_argument(
-        "--server", type=_arg(parse_server, "HOST:PORT"), required=True, metavar="HOST:PORT"
+        "--server",
+        type=_arg(parse_server, "HOST:PORT"),
+        required=True,
+        metavar="HOST:PORT",
+        help="the POP3 server (an IPv6 address in brackets: [::1]:110)",
     )
     fetch.add_argument("--user", required=True, metavar="NAME")
     fetch.add_argument(

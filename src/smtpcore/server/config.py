@@ -311,10 +311,19 @@ def parse_size(text: str) -> int:
 
 def parse_host_port(text: str) -> tuple[str, int]:
     """``HOST:PORT``, ``[HOST]:PORT`` or ``[IPv6]:PORT``; the brackets of a name are kept,
-    since to a smart host they mean "no MX lookup" as in Postfix."""
+    since to a smart host they mean "no MX lookup" as in Postfix.
+
+    An IPv6 address with a port must be in brackets, as Postfix and URIs (RFC 3986
+    §3.2.2) write it: in ``2001:db8::1:25`` the port cannot be told from the last
+    group of the address, so a host with a colon outside brackets is refused.
+    """
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if not sep or not host or not (port.isascii() and port.isdigit()):
         raise ValueError(f"{text!r} is not HOST:PORT")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ConfigError(
+            f"{text!r}: write an IPv6 address with a port in brackets, as [2001:db8::1]:25"
+        )
     number = int(port)
     if not 0 < number < 65536:
         raise ValueError(f"port {number} out of range")
