@@ -528,6 +528,23 @@ def python_blocks(page: Path) -> list[str]:
     return blocks
 
 
+def test_an_ipv6_server_is_named_in_brackets() -> None:
+    """The report and its transcript named ``::1:2525``; as the CLI takes it, the
+    address goes in brackets: ``[::1]:2525``."""
+    with socket.socket(socket.AF_INET6) as sock:
+        sock.bind(("::1", 0))
+        port = sock.getsockname()[1]
+    report = check_server("::1", port, checks=["chunking"], timeout=5)  # refused
+    assert report.format().startswith(f"smtpcore check of [::1]:{port}\n")
+    with socket.socket(socket.AF_INET6) as listener:
+        listener.bind(("::1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = _wire.WireClient("::1", port, timeout=5)
+        client.sock.close()
+    assert _wire.format_transcript(client.transcript) == f"-- connect to [::1]:{port}"
+
+
 def test_the_docs_page_console_example_counts_every_check() -> None:
     """The example run's totals are one per check: it said 10 after a check was added."""
     page = (Path(__file__).parent.parent / "docs" / "testing-check.rst").read_text()

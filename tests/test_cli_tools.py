@@ -77,6 +77,19 @@ def test_send_then_fetch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert wrong == 1 and "smtpcore fetch:" in capsys.readouterr().err
 
 
+def test_send_names_an_ipv6_server_in_brackets(capsys: pytest.CaptureFixture[str]) -> None:
+    """``refused by ::1:2587: cannot connect to ::1:2587``: which colon is the port's?
+    The address is written as ``--server`` takes it, ``[::1]:2587``."""
+    with socket.socket(socket.AF_INET6) as sock:
+        sock.bind(("::1", 0))
+        port = sock.getsockname()[1]
+    argv = ["send", "--server", f"[::1]:{port}", "--from", "a@b.example", "--to", "c@d.example"]
+    assert cli.main([*argv, "--no-starttls", "--helo", "client.b.example"]) == 1
+    out = capsys.readouterr().out
+    where = f"[::1]:{port}"
+    assert out.startswith(f"<c@d.example>: refused by {where}: cannot connect to {where}: ")
+
+
 def test_send_from_stdin_by_mx_and_over_tls(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -541,6 +541,27 @@ def test_connection_refused_leaves_nothing_open(adapter: str) -> None:
     assert open_fd_count() == before
 
 
+def test_an_ipv6_server_is_named_in_brackets_in_connection_errors(adapter: str) -> None:
+    """``cannot connect to ::1:2525`` left the port to be told from the address's last
+    group: the address goes in brackets, ``[::1]:2525``, as in a URI (RFC 3986 §3.2.2)."""
+    import socket
+
+    mod = module(adapter)
+    with socket.socket(socket.AF_INET6) as sock:
+        sock.bind(("::1", 0))
+        port = sock.getsockname()[1]
+
+    async def go(client: Any) -> None:
+        await client.connect()
+
+    for client, error in (
+        (mod.SMTPClient("::1", port), mod.SMTPConnectionError),
+        (mod.POP3Client("::1", port), mod.POP3ConnectionError),
+    ):
+        with pytest.raises(error, match=rf"^cannot connect to \[::1\]:{port}: "):
+            run(adapter, lambda: go(client))  # noqa: B023 - run at once
+
+
 #: A POP3 login with USER and PASS, the capabilities asked before and after it.
 POP3_LOGGED_IN = """
 S: +OK ready

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 
-__all__ = ["NAT64_PREFIX", "host_address", "ip_text", "unmapped"]
+__all__ = ["NAT64_PREFIX", "host_address", "host_port", "ip_text", "unmapped"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -24,6 +24,15 @@ def ip_text(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     """``address`` as sessions name it: a mapped address as the IPv4 one it maps."""
     mapped = getattr(address, "ipv4_mapped", None)
     return str(address if mapped is None else mapped)
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` for people (log lines, messages): an IPv6 address in brackets,
+    ``[::1]:25``, as URIs write it (RFC 3986 §3.2.2) and Postfix reads it, so that
+    its last group is not taken for the port."""
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
 
 
 def unmapped(host: str) -> str:

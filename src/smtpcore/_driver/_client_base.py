@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Concatenate, ParamSpec, Protocol, TypeVar
 
 from smtpcore._driver._transport import Link
+from smtpcore._ip import host_port
 
 __all__ = ["BaseClient", "one_call"]
 
@@ -172,7 +173,7 @@ class BaseClient:
         if self._transport is not None:
             raise self.connection_error("already connected: quit() or close() the session first")
         # A Unix socket's path names where, rather than the host named for TLS.
-        where = self._unix_path or f"{self.host}:{self.port}"
+        where = self._unix_path or host_port(self.host, self.port)
         try:
             self._transport = await self._open(self.host, self.port)
         except TimeoutError as exc:

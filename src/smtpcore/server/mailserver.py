@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from smtpcore._ip import host_port
 from smtpcore.asyncio import POP3Server, SMTPServer
 from smtpcore.handler import Authenticator, Handler
 from smtpcore.routing import Resolver, Router
@@ -51,8 +52,7 @@ class Listener:
     port: int
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.name} listening on {host}:{self.port}"
+        return f"{self.name} listening on {host_port(self.host, self.port)}"
 
 
 def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -213,9 +213,9 @@ class MailServer:
                 try:
                     await self._listen(name, port)
                 except OSError as exc:
-                    host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+                    where = host_port(self.config.host, port)
                     raise OSError(
-                        exc.errno, f"{name} listener on {host}:{port}: {exc.strerror or exc}"
+                        exc.errno, f"{name} listener on {where}: {exc.strerror or exc}"
                     ) from exc
         except BaseException:
             await self.aclose(grace=0)

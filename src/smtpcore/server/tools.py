@@ -27,6 +27,7 @@ from smtpcore._driver import (
     SenderRefused,
     SMTPError,
 )
+from smtpcore._ip import host_port
 from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
 from smtpcore.asyncio import POP3Client, POP3Error, SMTPClient
 from smtpcore.routing import Rejected, resolve_exchangers
@@ -179,7 +180,7 @@ async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) 
     sender = args.sender
     if args.server is not None:
         host, port = args.server
-        where = f"{host}:{port}"
+        where = host_port(host, port)
         client = _client(args, host, port, host, exchanger=False)
         try:
             await client.connect()

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from smtpcore._ip import host_port
+
 __all__ = ["Exchange", "ServerFlood", "ServerReply", "WireClient", "format_transcript"]
 
 #: A reply longer than this is a broken server, not a reason to eat memory.
@@ -94,7 +96,8 @@ class WireClient:
         self.host = host
         self.timeout = timeout
         self.pause = pause
-        self.transcript: list[Exchange] = [Exchange("note", note=f"connect to {host}:{port}")]
+        connect = Exchange("note", note=f"connect to {host_port(host, port)}")
+        self.transcript: list[Exchange] = [connect]
         self.closed = False
         self.received = 0
         """Octets read from the server so far (at most :data:`MAX_RECEIVED`)."""

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from smtpcore._ip import host_port
 from smtpcore.testing._wire import (
     Exchange,
     ServerFlood,
@@ -798,7 +799,7 @@ def check_server(
             max_size_probe=max_size_probe,
         )
         results.append(_run_one(name, CHECKS[name], probe))
-    return CheckReport(f"{host}:{port}", tuple(results))
+    return CheckReport(host_port(host, port), tuple(results))
 
 
 @contextlib.contextmanager
@@ -858,4 +859,5 @@ def check_handler(
     """
     with serving(handler, **dict(server_options or {})) as (host, port):
         report = check_server(host, port, **options)
-    return CheckReport(f"handler {type(handler).__name__} at {host}:{port}", report.results)
+    where = host_port(host, port)
+    return CheckReport(f"handler {type(handler).__name__} at {where}", report.results)
