@@ -344,6 +344,7 @@ def test_cli_exits_non_zero_and_prints_the_failure(capsys: pytest.CaptureFixture
     [
         (["127.0.0.1:93567"], "'127.0.0.1:93567': the port must be 1 to 65535"),
         (["127.0.0.1:0"], "the port must be 1 to 65535"),
+        (["::1:25"], "write an IPv6 address with a port in brackets, as [::1]:25"),
         (["127.0.0.1:25", "--timeout", "-1"], "'-1' is not a positive number of seconds"),
         (["127.0.0.1:25", "--timeout", "0"], "'0' is not a positive number of seconds"),
         (["127.0.0.1:25", "--timeout", "nan"], "'nan' is not a positive number of seconds"),

@@ -33,6 +33,11 @@ def _address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
     if len(port) > 5 or not 1 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r}: the port must be 1 to 65535")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        # In ::1:25 the port cannot be told from the address's last group.
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write an IPv6 address with a port in brackets, as [::1]:25"
+        )
     return host.strip("[]"), int(port)
 
 
