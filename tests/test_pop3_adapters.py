@@ -1584,9 +1584,20 @@ class FaultyStore(Mailstore):
         await self.meet("check_password")
         if self.fault == "check_password: str":
             return "no"  # type: ignore[return-value]  # the test's point
+        if self.fault == "check_password: None":
+            return None  # type: ignore[return-value]  # the test's point: no return
+        if self.fault == "check_password: coroutine":
+            return self._unawaited(password == "wonderland")  # type: ignore[return-value]
         return password == "wonderland"
 
+    @staticmethod
+    async def _unawaited(value: object) -> object:
+        """What a hook that forgot to await an ``async def`` helper gives: its coroutine."""
+        return value
+
     async def apop_secret(self, session: POP3Session, user: str) -> str | None:
+        if self.fault == "apop_secret: coroutine":
+            return self._unawaited("secret")  # type: ignore[return-value]  # the test's point
         return b"secret" if self.fault == "apop_secret: bytes" else None  # type: ignore[return-value]
 
     def sasl_mechanisms(self, session: POP3Session) -> Any:
@@ -1750,11 +1761,11 @@ WRONG: dict[str, tuple[list[bytes], list[bytes], str]] = {
     "apop_secret: bytes": (
         [b"APOP alice " + b"0" * 32, b"NOOP"],
         [b"-ERR [SYS/TEMP]", b"-ERR"],
-        "apop_secret failed",
+        "apop_secret gave bytes, not a str or None",
     ),
     "check_password: str": (
         [b"USER alice", b"PASS wonderland"],
-        [b"+OK", b"-ERR [AUTH]"],
+        [b"+OK", b"-ERR [SYS/TEMP]"],
         "check_password gave str, not a bool",
     ),
     "messages: tuples": (
@@ -1804,6 +1815,45 @@ def test_what_a_mailstore_gives_wrong_is_its_failure(
         assert b"SASL" not in answers[0]
     if fault.startswith("messages"):
         assert store.closed == 1
+
+
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
+@pytest.mark.parametrize(
+    ("fault", "logged"),
+    [
+        ("check_password: coroutine", "check_password gave coroutine, not a bool"),
+        ("check_password: None", "check_password gave NoneType, not a bool"),
+        ("apop_secret: coroutine", "apop_secret gave coroutine, not a str or None"),
+    ],
+)
+def test_a_login_hook_that_gives_the_wrong_type_is_the_stores_error_not_a_failed_login(
+    adapter: str, fault: str, logged: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store's ``check_password`` that gives no bool (the coroutine of an ``async
+    def`` helper it forgot to await, or None) was answered as the client's wrong
+    password: ``-ERR [AUTH]`` after the failure delay, the fail2ban line, a count
+    toward ``max_auth_failures``; an ``apop_secret`` coroutine was logged as a
+    TypeError. Both are the store's mistake, as a SASL callback's is: logged at
+    ERROR, ``-ERR [SYS/TEMP]`` at once, never counted."""
+    login = [b"USER alice", b"PASS wonderland"]
+    if fault.startswith("apop_secret"):
+        login = [b"APOP alice " + b"0" * 32]
+    with (
+        running_pop3_server(
+            adapter, FaultyStore(adapter, fault), auth_failure_delay=30.0, max_auth_failures=1
+        ) as server,
+        raw(server.port) as sock,
+        caplog.at_level(logging.INFO, logger="smtpcore.pop3.server"),
+    ):
+        read_until(sock, b"\r\n")
+        started = time.monotonic()
+        for _ in range(2):
+            assert converse(sock, *login)[-1].startswith(b"-ERR [SYS/TEMP]")
+        assert time.monotonic() - started < 5.0
+        assert converse(sock, b"NOOP")[0].startswith(b"-ERR")  # still open: nothing counted
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [logged] * 2
+    assert "reject:" not in caplog.text
 
 
 def test_a_pop3_server_with_a_hostname_that_cannot_head_its_greeting_will_not_start(

@@ -218,7 +218,8 @@ class Mailstore:
 
     async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
         """USER/PASS (RFC 1939 §7): is ``password`` right for ``user``? Only ``True``
-        logs in."""
+        logs in, and ``False`` is the client's failed login; anything else (``None``,
+        an unawaited coroutine) is the store's mistake, answered ``-ERR [SYS/TEMP]``."""
         return False
 
     async def apop_secret(self, session: POP3Session, user: str) -> str | None:
@@ -226,6 +227,8 @@ class Mailstore:
 
         APOP proves knowledge of the secret with an MD5 digest, so the server
         must hold the plaintext secret: offer it only from a store that does.
+        Anything but a str or ``None`` is the store's mistake, answered
+        ``-ERR [SYS/TEMP]``.
         """
         return None
 

@@ -607,10 +607,10 @@ class POP3ServerSession(ServedSession):
             return
         if ok is True:  # nothing else logs in: a wrong answer must fail closed
             await self._login(user, "USER")
-        else:
-            if ok is not False:
-                logger.error("check_password gave %s, not a bool: refused", type(ok).__name__)
+        elif ok is False:
             await self._failed("PASS", user)
+        else:
+            self._wrong_verdict("check_password", ok, "a bool")
 
     async def _apop(self, event: Apop) -> None:
         conn = self.conn
@@ -618,8 +618,7 @@ class POP3ServerSession(ServedSession):
         timestamp = conn.apop_timestamp
         try:
             secret = await self._store(lambda: self.store.apop_secret(self.session, event.name))
-            # A secret that is not a str fails here: the store's failure too.
-            matches = secret is not None and apop_matches(timestamp, secret, event.digest)
+            matches = isinstance(secret, str) and apop_matches(timestamp, secret, event.digest)
         except BaseException as exc:
             if not self._call_failed(exc):
                 raise
@@ -627,8 +626,19 @@ class POP3ServerSession(ServedSession):
             return
         if matches:
             await self._login(event.name, "APOP")
-        else:
+        elif secret is None or isinstance(secret, str):
             await self._failed("APOP", event.name)
+        else:
+            self._wrong_verdict("apop_secret", secret, "a str or None")
+
+    def _wrong_verdict(self, hook: str, verdict: object, expected: str) -> None:
+        """A login hook answered with the wrong type (an ``async def`` helper's coroutine
+        left unawaited, a forgotten ``return``): the store's mistake, not the client's
+        failed login, so it is logged at ERROR and answered ``-ERR [SYS/TEMP]`` at once,
+        with no failure delay, no count and no line for fail2ban, as a SASL callback's
+        is (:attr:`smtpcore.sasl.Failure.callback_error`)."""
+        logger.error("%s gave %s, not %s", hook, type(verdict).__name__, expected)
+        self._answer(_TEMP_ERROR)
 
     async def _auth(self, event: Auth) -> None:
         sasl = self._sasl
