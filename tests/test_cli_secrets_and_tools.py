@@ -29,7 +29,7 @@ from peers import make_tls_files
 from smtpcore.handler import Authenticator
 from smtpcore.sasl import derive_scram_credentials
 from smtpcore.server.cli import build_parser, config_from_args
-from smtpcore.server.config import ConfigError, ServerConfig, mailbox_key
+from smtpcore.server.config import ConfigError, ServerConfig, credential_key
 from smtpcore.server.credentials import Credentials, hash_password, is_hashed
 from smtpcore.server.passwords import ENVIRONMENT_VARIABLE, read_password
 from smtpcore.server.pop3 import POP3Store
@@ -109,14 +109,14 @@ def test_a_user_a_reload_removes_mid_check_is_unknown_not_an_error(
     import smtpcore.server.credentials as module
 
     credentials = Credentials({"john@abc.example": "pw"})
-    key = mailbox_key
+    key = credential_key
 
-    def reloaded_meanwhile(mailbox: Any) -> str:
-        found = key(mailbox)
+    def reloaded_meanwhile(login: str) -> str | None:
+        found = key(login)
         credentials.users = {}  # the reload lands after the lookup
         return found
 
-    monkeypatch.setattr(module, "mailbox_key", reloaded_meanwhile)
+    monkeypatch.setattr(module, "credential_key", reloaded_meanwhile)
     assert credentials.get_password("john@abc.example") == "pw"  # the users it began with
     credentials.users = {"john@abc.example": "pw"}
     assert credentials.check_password("john@abc.example", "pw")

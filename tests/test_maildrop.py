@@ -35,7 +35,15 @@ from smtpcore.maildrop import (
     delivery_order,
     pop3_size,
 )
-from smtpcore.sasl import Challenge, Success
+from smtpcore.sasl import (
+    Challenge,
+    ClientMechanism,
+    CramMD5Client,
+    PlainClient,
+    ScramSHA256Client,
+    ServerMechanism,
+    Success,
+)
 
 T = TypeVar("T")
 SESSION = POP3Session("pop.test")
@@ -412,6 +420,80 @@ def test_a_password_is_taken_decomposed_as_scram_takes_it(tmp_path: Path) -> Non
             assert isinstance(step, Challenge)
             step = mechanism.step(message)
         assert step == Success("alice", "alice"), name
+
+
+def _sasl_login(server: ServerMechanism, client: ClientMechanism) -> str | None:
+    """Whom a server mechanism lets the client in as, or None."""
+    step = server.start(client.initial_response())
+    while isinstance(step, Challenge):
+        step = server.step(client.respond(step.data))
+    return step.authzid if isinstance(step, Success) else None
+
+
+@pytest.mark.parametrize(
+    ("stored", "prepared"),
+    [
+        ("\uff71\uff72", "\u30a2\u30a4"),  # halfwidth katakana
+        ("\ufb01ona", "fiona"),  # the ligature fi
+        ("\u2168", "IX"),  # ROMAN NUMERAL NINE
+        ("jose\u0301", "jos\u00e9"),  # decomposed
+        ("jos\u00e9", "jose\u0301"),  # composed, the client decomposes
+    ],
+)
+def test_a_user_whose_name_saslprep_rewrites_logs_in_by_every_path(
+    tmp_path: Path, stored: str, prepared: str
+) -> None:
+    """The SASL mechanisms give the store the user name SASLprep'd (``アイ`` for
+    ``ｱｲ``), and ``passwords`` was looked up by it as given: such a user could not
+    log in by AUTH at all, only by USER/PASS and APOP. Now every path finds him
+    by either spelling, and opens his Maildir as ``passwords`` names it."""
+    store = MaildirStore(tmp_path, {stored: "pw"}, plaintext_sasl=True)
+    for login in (stored, prepared):
+        mechanisms = store.sasl_mechanisms(SESSION)
+        for name, client in [
+            ("PLAIN", PlainClient(login, "pw")),
+            ("SCRAM-SHA-256", ScramSHA256Client(login, "pw")),
+            ("CRAM-MD5", CramMD5Client(login, "pw")),
+        ]:
+            user = _sasl_login(mechanisms[name](), client)
+            assert user is not None, (login, name)
+            maildrop = run(store.open_maildrop(SESSION, user))
+            assert maildrop.path == tmp_path / stored  # type: ignore[attr-defined]  # a Maildir
+            run(maildrop.close())
+        assert _sasl_login(mechanisms["PLAIN"](), PlainClient(login, "wrong")) is None
+        assert run(store.check_password(SESSION, login, "pw"))  # USER/PASS
+        assert not run(store.check_password(SESSION, login, "wrong"))
+        assert run(store.apop_secret(SESSION, login)) == "pw"
+
+
+def test_a_name_saslprep_refuses_is_kept_as_given(tmp_path: Path) -> None:
+    """A private-use character is prohibited by SASLprep: the name is kept as given,
+    so that USER/PASS and APOP still find the user (AUTH refuses the name, RFC 4616
+    §2)."""
+    store = MaildirStore(tmp_path, {"\ue000x": "pw", "kate": "pw2"}, plaintext_sasl=True)
+    assert run(store.check_password(SESSION, "\ue000x", "pw"))
+    assert run(store.apop_secret(SESSION, "\ue000x")) == "pw"
+    assert not run(store.check_password(SESSION, "\ue000X", "pw"))
+    plain = store.sasl_mechanisms(SESSION)["PLAIN"]()
+    assert not isinstance(plain.start("\0\ue000x\0pw".encode()), Success)
+    maildrop = run(store.open_maildrop(SESSION, "\ue000x"))
+    assert maildrop.path == tmp_path / "\ue000x"  # type: ignore[attr-defined]  # a Maildir
+    run(maildrop.close())
+
+
+def test_two_names_one_login_would_find_are_refused_and_the_users_are_read_only(
+    tmp_path: Path,
+) -> None:
+    """``ｱｲ`` and ``アイ`` are one login once SASLprep'd: the store cannot tell which
+    is meant. The users are prepared when given, so a change is a new mapping."""
+    with pytest.raises(ValueError, match="log in by one name"):
+        MaildirStore(tmp_path, {"\uff71\uff72": "one", "\u30a2\u30a4": "two"})
+    store = MaildirStore(tmp_path, {"alice": "pw"})
+    with pytest.raises(TypeError):
+        store.passwords["bob"] = "pw"  # type: ignore[index]  # read-only, the test's point
+    store.passwords = {"\u2168": "pw"}
+    assert run(store.check_password(SESSION, "IX", "pw"))
+    assert not run(store.check_password(SESSION, "alice", "pw"))
 
 
 def test_delivery_order_compares_numbers_as_numbers(tmp_path: Path) -> None:

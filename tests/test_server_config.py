@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import email
 import email.policy
 import math
+import socket
+from collections.abc import Awaitable
 from email.message import EmailMessage
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from smtpcore.address import parse_mailbox
+from smtpcore.maildrop import POP3Session
 from smtpcore.routing import StaticResolver
+from smtpcore.sasl import (
+    Challenge,
+    ClientMechanism,
+    Failure,
+    PlainClient,
+    ScramSHA256Client,
+    ServerMechanism,
+    Success,
+)
 from smtpcore.server.bounce import (
     MAX_RETURNED_MESSAGE,
     FailedRecipient,
@@ -33,6 +48,8 @@ from smtpcore.server.config import (
 )
 from smtpcore.server.credentials import Credentials, hash_password, is_hashed
 from smtpcore.server.mailboxes import LocalMailboxes
+from smtpcore.server.mailserver import MailServer
+from smtpcore.server.pop3 import POP3Store
 from smtpcore.server.resolvers import SystemResolver, make_resolver
 
 
@@ -303,6 +320,182 @@ def test_two_users_file_lines_for_one_mailbox_are_refused(
     key = mailbox_key(parse_mailbox(first))
     assert str(caught.value).startswith(f"{path}:3: {key} is the user of line 1 again")
     assert "Zq7" not in str(caught.value)
+
+
+T = TypeVar("T")
+REWRITTEN_BY_SASLPREP = [
+    # (the users file's address, the same as SASLprep writes it)
+    ("\uff71\uff72@abc.example", "\u30a2\u30a4@abc.example"),  # halfwidth katakana
+    ("\ufb01ona@abc.example", "fiona@abc.example"),  # the ligature fi
+    ("\u2168@abc.example", "IX@abc.example"),  # ROMAN NUMERAL NINE
+    (JOSE_NFD, JOSE_NFC),
+]
+
+
+def _run(awaitable: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await awaitable
+
+    return asyncio.run(main())
+
+
+def _sasl_login(server: ServerMechanism, client: ClientMechanism) -> str | None:
+    """Whom a server mechanism lets the client in as, or None."""
+    step = server.start(client.initial_response())
+    while isinstance(step, Challenge):
+        step = server.step(client.respond(step.data))
+    return step.authzid if isinstance(step, Success) else None
+
+
+def _reference_server(tmp_path: Path, address: str) -> tuple[ServerConfig, MailServer, POP3Store]:
+    """The reference server's pieces for one user, read from a users file."""
+    path = tmp_path / "users"
+    path.write_text(f"{address}:Zq7pw\n", encoding="utf-8")
+    config = ServerConfig(domains=("abc.example",), users=read_users_file(path), data_dir=tmp_path)
+    server = MailServer(config)
+    store = POP3Store(config, server.authenticator(), credentials=server.credentials)
+    return config, server, store
+
+
+@pytest.mark.parametrize(("stored", "prepared"), REWRITTEN_BY_SASLPREP)
+def test_a_user_whose_name_saslprep_rewrites_logs_in_by_every_path(
+    tmp_path: Path, stored: str, prepared: str
+) -> None:
+    """SMTP AUTH and POP3 AUTH give the credentials the user name SASLprep'd (``アイ``
+    for ``ｱｲ``, ``fiona`` for ``ﬁona``, ``IX`` for ``Ⅸ``), while the users were
+    keyed by the name as written: such a user could no longer log in by AUTH, in
+    whatever way he typed his name, though USER/PASS still worked. Now every path
+    finds him by either spelling, and POP3 opens his own Maildir."""
+    config, server, store = _reference_server(tmp_path, stored)
+    (key,) = config.users
+    session = POP3Session("pop.abc.example", peer=("127.0.0.1", 1110))
+    smtp = server.authenticator().server_mechanisms("mx.abc.example")
+    pop3 = store.sasl_mechanisms(session)
+    for login in (stored, prepared):
+        for mechanisms in (smtp, pop3):
+            assert _sasl_login(mechanisms["PLAIN"](), PlainClient(login, "Zq7pw")) == prepared
+            assert _sasl_login(mechanisms["PLAIN"](), PlainClient(login, "wrong")) is None
+            scram = ScramSHA256Client(login, "Zq7pw")
+            assert _sasl_login(mechanisms["SCRAM-SHA-256"](), scram) == prepared
+        assert config.user_key(login) == server.credentials.key(login) == key
+        assert _run(store.check_password(session, login, "Zq7pw"))  # USER/PASS
+        assert not _run(store.check_password(session, login, "wrong"))
+        assert _run(store.apop_secret(session, login)) == "Zq7pw"
+        maildrop = _run(store.open_maildrop(session, login))
+        assert maildrop.path == config.mailbox_path(key)  # type: ignore[attr-defined]  # a Maildir
+        _run(maildrop.close())
+    assert LocalMailboxes(config).lookup(parse_mailbox(stored)) == key  # delivery: as it was
+
+
+def test_a_name_saslprep_refuses_logs_in_by_user_and_apop_as_before(tmp_path: Path) -> None:
+    """A private-use character is prohibited by SASLprep: AUTH refuses the name (RFC
+    4616 §2: "If preparation fails ..., verification SHALL fail"), but the user is
+    keyed by his mailbox key, as before, and USER/PASS and APOP still let him in."""
+    stored = "\ue000x@abc.example"
+    _, server, store = _reference_server(tmp_path, stored)
+    session = POP3Session("pop.abc.example")
+    for login in (stored, "\ue000X@ABC.example"):
+        assert server.credentials.key(login) == "\ue000x@abc.example"
+        assert _run(store.check_password(session, login, "Zq7pw"))
+        assert _run(store.apop_secret(session, login)) == "Zq7pw"
+        plain = server.authenticator().server_mechanisms("mx.abc.example")["PLAIN"]()
+        step = plain.start(b"\0" + login.encode() + b"\0Zq7pw")
+        assert isinstance(step, Failure) and "SASLprep" in step.reason
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("\uff71\uff72@abc.example", "\u30a2\u30a4@abc.example"),
+        ("\u2168@abc.example", "ix@abc.example"),
+        ("\ufb01ona@abc.example", "FIONA@abc.example"),
+    ],
+)
+def test_two_users_one_login_would_find_are_refused(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    """``ｱｲ@`` and ``アイ@`` are two mailboxes, but one login name once SASLprep'd: the
+    users file names both lines, ``--user`` and a reload are refused as well."""
+    path = tmp_path / "users"
+    path.write_text(f"{first}:Zq7one\n# comment\n{second}:Zq7two\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        read_users_file(path)
+    one, two = (mailbox_key(parse_mailbox(address)) for address in (first, second))
+    assert str(caught.value).startswith(
+        f"{path}:3: {two} logs in by the name of line 1's user, {one}"
+    )
+    assert "Zq7" not in str(caught.value)
+    users = {one: "Zq7one", two: "Zq7two"}
+    with pytest.raises(ConfigError, match=f"users {one} and {two} log in by one name"):
+        ServerConfig(domains=("abc.example",), users=users, data_dir=tmp_path)
+    with pytest.raises(ConfigError, match="log in by one name"):
+        Credentials(users)
+
+
+def test_a_user_whose_name_saslprep_rewrites_sends_and_fetches_end_to_end(
+    tmp_path: Path,
+) -> None:
+    """Over the network: AUTH PLAIN on submission, MAIL FROM his own address (the
+    login, SASLprep'd, is his), delivery to his Maildir, then POP3 AUTH PLAIN and
+    USER/PASS find the message."""
+    stored, prepared = "\uff71\uff72@abc.example", "\u30a2\u30a4@abc.example"
+    config = ServerConfig(
+        domains=("abc.example",),
+        users={stored: "Zq7pw"},
+        data_dir=tmp_path,
+        hostname="mx.abc.example",
+        auth_failure_delay=0,
+    )
+    plain = base64.b64encode(f"\0{stored}\0Zq7pw".encode())
+
+    def talk(sock: socket.socket, commands: list[bytes], multiline: bool) -> list[bytes]:
+        """The last line of each answer, the greeting's first."""
+        file = sock.makefile("rb")
+        answers = []
+        for command in [b"", *commands]:
+            sock.sendall(command)
+            line = file.readline()
+            while multiline and line[3:4] == b"-":
+                line = file.readline()
+            answers.append(line.rstrip())
+        return answers
+
+    def client(submission: int, pop3: int) -> tuple[list[bytes], list[bytes]]:
+        with socket.create_connection(("127.0.0.1", submission), timeout=10) as sock:
+            smtp = talk(
+                sock,
+                [
+                    b"EHLO client.abc.example\r\n",
+                    b"AUTH PLAIN " + plain + b"\r\n",
+                    f"MAIL FROM:<{stored}> SMTPUTF8\r\n".encode(),
+                    f"RCPT TO:<{prepared}>\r\n".encode(),
+                    f"RCPT TO:<{stored}>\r\n".encode(),
+                    b"DATA\r\n",
+                    b"Subject: hi\r\n\r\nhello\r\n.\r\n",
+                    b"QUIT\r\n",
+                ],
+                multiline=True,
+            )
+        pop = []
+        for login in ([b"AUTH PLAIN " + plain], [f"USER {prepared}".encode(), b"PASS Zq7pw"]):
+            with socket.create_connection(("127.0.0.1", pop3), timeout=10) as sock:
+                commands = [*(c + b"\r\n" for c in login), b"STAT\r\n"]
+                *logged_in, stat, _ = talk(sock, [*commands, b"QUIT\r\n"], multiline=False)
+                pop.append(stat[:6] if all(a.startswith(b"+OK") for a in logged_in) else b"-")
+        return smtp, pop
+
+    async def main() -> tuple[list[bytes], list[bytes]]:
+        sockets = {name: socket.create_server(("127.0.0.1", 0)) for name in ("submission", "pop3")}
+        ports = [sock.getsockname()[1] for sock in sockets.values()]
+        async with MailServer(config, sockets=sockets):
+            return await asyncio.to_thread(client, *ports)
+
+    smtp, pop = asyncio.run(asyncio.wait_for(main(), 30))
+    # RCPT to アイ@ is another mailbox, which no user has: only ｱｲ@ gets it
+    codes = [b"220", b"250", b"235", b"250", b"550", b"250", b"354", b"250", b"221"]
+    assert [answer[:3] for answer in smtp] == codes
+    assert pop == [b"+OK 1 "] * 2  # STAT: one message
+    assert len(list((config.mailbox_path(stored) / "cur").iterdir())) == 1  # QUIT moved it
 
 
 SHA1_KEY = "A" * 27 + "="  # 20 octets, a SHA-1 digest

@@ -37,6 +37,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, BinaryIO, Final, TypeAlias, TypeVar
 
 from smtpcore._threads import in_thread
@@ -51,6 +52,7 @@ from smtpcore.sasl import (
     ServerMechanism,
     derive_scram_credentials,
     passwords_match,
+    saslprep,
 )
 
 __all__ = [
@@ -643,6 +645,16 @@ class Maildir(Maildrop):
                 os.rename(path, target)
 
 
+def _login_name(name: str) -> str:
+    """How :class:`MaildirStore` compares user names: SASLprep'd as a query (RFC 4013,
+    RFC 3454 §7), as its SASL mechanisms give them; a name SASLprep refuses or
+    empties is kept as it is."""
+    try:
+        return saslprep(name, allow_unassigned=True) or name
+    except ValueError:
+        return name
+
+
 class MaildirStore(Mailstore):
     """Each user's Maildir under ``root`` (``root/<user>``), with passwords in memory.
 
@@ -654,6 +666,16 @@ class MaildirStore(Mailstore):
     password as SASLprep prepares it (:func:`~smtpcore.sasl.passwords_match`),
     as SCRAM does. ``apop`` turns APOP off. A reference implementation: subclass it, or write a
     :class:`Mailstore`, to check credentials against a real user database.
+
+    A user is found by the name SASLprep'd as a query (RFC 4013), on every path:
+    the SASL mechanisms give it prepared (RFC 5802 §5.1, RFC 4616 §2), USER and
+    APOP as typed, and either way ``ｱｲ`` (halfwidth) finds the user ``アイ`` or
+    ``ｱｲ``, ``ﬁona`` the user ``fiona`` or ``ﬁona``. The names in ``passwords`` are
+    prepared so when it is given (a name SASLprep refuses, such as one with a
+    private-use character, is kept as it is: USER and APOP find it, AUTH refuses
+    it); two names that prepare alike are a :class:`ValueError`. The mapping is
+    read-only: assign a new one to change the users. A user's Maildir is named
+    as in ``passwords``, whichever way the login wrote the name.
 
     Each user's :class:`Maildir` is listed at login, and updated at QUIT, in a
     worker thread of the framework that serves it (asyncio or trio): the
@@ -671,39 +693,66 @@ class MaildirStore(Mailstore):
         plaintext_sasl: bool = False,
     ) -> None:
         self.root = Path(root)
-        self.passwords = dict(passwords)
+        self.passwords = passwords
         self.apop = apop
         self.plaintext_sasl = plaintext_sasl
         self.size_cache: dict[tuple[int, int, int, int], int] = {}
+
+    @property
+    def passwords(self) -> Mapping[str, str]:
+        """The users' secrets, by user name as given."""
+        return self._passwords
+
+    @passwords.setter
+    def passwords(self, passwords: Mapping[str, str]) -> None:
+        names: dict[str, str] = {}
+        for name in passwords:
+            other = names.setdefault(_login_name(name), name)
+            if other != name:
+                raise ValueError(
+                    f"users {other!r} and {name!r} log in by one name, {_login_name(name)!r} "
+                    "(user names are compared as SASLprep, RFC 4013, prepares them)"
+                )
+        self._passwords: Mapping[str, str] = MappingProxyType(dict(passwords))
+        self._names = names
         self._scram: dict[str, ScramCredentials] = {}
+
+    def _user(self, login: str) -> str | None:
+        """The name in :attr:`passwords` of the user ``login`` names, or None."""
+        name = self._names.get(_login_name(login))
+        return name if name is not None and self._user_ok(name) else None
+
+    def _secret(self, login: str) -> str | None:
+        name = self._user(login)
+        return None if name is None else self._passwords[name]
 
     def _user_ok(self, user: str) -> bool:
         return bool(user) and "/" not in user and user not in (".", "..") and "\x00" not in user
 
     async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
-        stored = self.passwords.get(user) if self._user_ok(user) else None
+        stored = self._secret(user)
         return passwords_match(stored or "", password) and stored is not None
 
     async def apop_secret(self, session: POP3Session, user: str) -> str | None:
-        return self.passwords.get(user) if self.apop and self._user_ok(user) else None
+        return self._secret(user) if self.apop else None
 
     def sasl_mechanisms(self, session: POP3Session) -> Mapping[str, MechanismFactory]:
         def check(authzid: str, authcid: str, password: str) -> bool:
-            stored = self.passwords.get(authcid)
+            stored = self._secret(authcid)
             return passwords_match(stored or "", password) and stored is not None
 
         def scram(user: str) -> ScramCredentials | None:
-            secret = self.passwords.get(user)
-            if secret is None:
+            name = self._user(user)
+            if name is None:
                 return None
-            if user not in self._scram:
-                self._scram[user] = derive_scram_credentials(secret)
-            return self._scram[user]
+            if name not in self._scram:
+                self._scram[name] = derive_scram_credentials(self._passwords[name])
+            return self._scram[name]
 
         mechanisms: dict[str, MechanismFactory] = {
             "SCRAM-SHA-256-PLUS": lambda: ScramSHA256PlusServer(scram),
             "SCRAM-SHA-256": lambda: ScramSHA256Server(scram),
-            "CRAM-MD5": lambda: CramMD5Server(self.passwords.get, session.hostname),
+            "CRAM-MD5": lambda: CramMD5Server(self._secret, session.hostname),
         }
         if session.tls is not None or self.plaintext_sasl:
             mechanisms["PLAIN"] = lambda: PlainServer(check)
@@ -715,9 +764,13 @@ class MaildirStore(Mailstore):
         return Maildir(self.root / user, size_cache=self.size_cache)
 
     async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
-        if not self._user_ok(user):
+        """The Maildir of the user ``user`` names (see :attr:`passwords`), or of
+        ``user`` as given when it names none (a subclass that checks credentials
+        elsewhere)."""
+        name = self._user(user) or user
+        if not self._user_ok(name):
             raise MaildropError("No such maildrop", "SYS/PERM")
-        return await self._open(self.maildir(user))
+        return await self._open(self.maildir(name))
 
     async def _open(self, maildrop: Maildir) -> Maildir:
         """Create the Maildir's folders if need be, lock it and take its listing."""

@@ -677,14 +677,17 @@ class SubmissionHandler(_MailHandler):
     def _may_send_as(self, login: str, sender: Mailbox | None) -> bool:
         """Whether ``login`` may use ``sender`` as MAIL FROM: its own address, or an alias
         the users file grants it (Postfix's ``reject_sender_login_mismatch``). The null
-        sender is allowed, as Postfix allows it."""
+        sender is allowed, as Postfix allows it. A user's login is the address
+        SASLprep'd (``アイ@`` for ``ｱｲ@``): its mailbox is the user's."""
         config = self.config
         if sender is None or not config.sender_login_match:
             return True
-        try:
-            login_key = mailbox_key(parse_mailbox(login))
-        except (AddressError, ValueError):
-            return False
+        login_key = config.user_key(login)
+        if login_key is None:  # not a user here (an XCLIENT LOGIN): the address itself
+            try:
+                login_key = mailbox_key(parse_mailbox(login))
+            except (AddressError, ValueError):
+                return False
         sender_key = mailbox_key(sender) if sender.domain else sender.local_part.lower()
         return sender_key == login_key or login_key in config.sender_aliases.get(sender_key, ())
 

@@ -22,7 +22,7 @@ from types import MappingProxyType
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
 from smtpcore.routing import Router
-from smtpcore.sasl import ScramCredentials
+from smtpcore.sasl import ScramCredentials, saslprep
 
 __all__ = [
     "MAX_DURATION",
@@ -30,6 +30,8 @@ __all__ = [
     "XCLIENT_LISTENERS",
     "ConfigError",
     "ServerConfig",
+    "credential_key",
+    "credential_keys",
     "default_hostname_warning",
     "mailbox_key",
     "parse_duration",
@@ -75,6 +77,58 @@ def mailbox_key(mailbox: Mailbox) -> str:
         local = unicodedata.normalize("NFC", unicodedata.normalize("NFD", local).lower())
     domain = mailbox.domain if mailbox.is_address_literal else normalize_domain(mailbox.domain)
     return f"{local}@{domain}"
+
+
+def credential_key(login: str) -> str | None:
+    """The key a login name finds its user by: the name SASLprep'd as a query (RFC
+    4013; RFC 3454 §7), then its :func:`mailbox_key`; None if it names no mailbox.
+
+    SMTP AUTH and POP3 AUTH give the user name SASLprep'd (RFC 5802 §5.1, RFC 4616
+    §2), POP3 USER and APOP as the client typed it: keyed this way, every path finds
+    the one user, whose name may hold a compatibility character (``ｱｲ``, ``ﬁona``,
+    ``Ⅸ``, which SASLprep makes ``アイ``, ``fiona``, ``IX``). A name SASLprep refuses
+    (a private-use character) or makes into no address is keyed by its mailbox key
+    alone, as before, so that its user still logs in by USER and APOP (AUTH fails
+    it: RFC 4616 §2). Mail is delivered by the mailbox key, never by this one.
+    """
+    try:
+        prepared = saslprep(login, allow_unassigned=True)
+    except ValueError:
+        prepared = login
+    for name in dict.fromkeys((prepared, login)):
+        try:
+            return mailbox_key(parse_mailbox(name))
+        except (AddressError, ValueError):
+            continue
+    return None
+
+
+def _user_credential_key(key: str) -> str:
+    """The :func:`credential_key` of the user whose mailbox key is ``key``: that of the
+    address written out again (quoted if its local part needs it), else ``key``."""
+    local, at, domain = key.rpartition("@")
+    try:
+        address = str(Mailbox(local, domain)) if at else key
+    except (AddressError, ValueError):
+        address = key
+    return credential_key(address) or key
+
+
+def credential_keys(users: Iterable[str]) -> dict[str, str]:
+    """Each user's :func:`credential_key`, mapped to the user's mailbox key.
+
+    Two users whom one key would find (``ｱｲ@`` and ``アイ@``, ``Ⅸ@`` and ``ix@``) are
+    a :class:`ConfigError`: a login could not tell them apart."""
+    logins: dict[str, str] = {}
+    for key in users:
+        login = _user_credential_key(key)
+        other = logins.setdefault(login, key)
+        if other != key:
+            raise ConfigError(
+                f"users {other} and {key} log in by one name, {login} (user names are "
+                "compared as SASLprep, RFC 4013, prepares them); keep one"
+            )
+    return logins
 
 
 def default_hostname_warning(hostname: str, option: str) -> str | None:
@@ -234,7 +288,8 @@ def read_users_and_aliases(path: Path) -> tuple[dict[str, str], dict[str, tuple[
 
     Two lines that name one mailbox (``Kate@`` and ``kate@``, or ``josé`` in NFC and
     in NFD: see :func:`mailbox_key`) are refused with both line numbers: the last
-    password would silently win."""
+    password would silently win. So are two lines whose users one login name would
+    find (``ｱｲ@`` and ``アイ@``: see :func:`credential_key`)."""
     try:
         data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     except OSError as exc:
@@ -246,6 +301,7 @@ def read_users_and_aliases(path: Path) -> tuple[dict[str, str], dict[str, tuple[
         raise ConfigError(f"{path}:{number}: not UTF-8 ({exc.reason})") from None
     users: dict[str, str] = {}
     user_lines: dict[str, int] = {}
+    login_lines: dict[str, tuple[int, str]] = {}
     aliases: dict[str, tuple[str, ...]] = {}
     for number, line in enumerate(text.split("\n"), 1):
         line = line.removesuffix("\r")
@@ -269,7 +325,16 @@ def read_users_and_aliases(path: Path) -> tuple[dict[str, str], dict[str, tuple[
                 f"{where}: {key} is the user of line {user_lines[key]} again (addresses "
                 "are compared without regard to case, in Unicode NFC); keep one line"
             )
+        login = _user_credential_key(key)
+        if login in login_lines:
+            first, other = login_lines[login]
+            raise ConfigError(
+                f"{where}: {key} logs in by the name of line {first}'s user, {other} (user "
+                "names are compared as SASLprep, RFC 4013, prepares them: both are "
+                f"{login}); keep one line"
+            )
         user_lines[key] = number
+        login_lines[login] = number, key
         users[key] = password
     for alias, logins in aliases.items():
         for login in logins:
@@ -377,9 +442,11 @@ class ServerConfig:
     """One mail server: its domains and mailboxes, listeners, storage and relay policy.
 
     ``users`` maps each mailbox key (:func:`mailbox_key`) to its password;
-    the key is also the login name for AUTH and POP3. Each user's mailbox is
-    a Maildir at ``data_dir/mailboxes/KEY/``. A port of 0 turns its listener
-    off. The repr shows the users' addresses, never their passwords.
+    the address is also the login name for AUTH and POP3, in any case and as
+    SASLprep writes it (:meth:`user_key`), and two users one login would find
+    are refused. Each user's mailbox is a Maildir at ``data_dir/mailboxes/KEY/``.
+    A port of 0 turns its listener off. The repr shows the users' addresses,
+    never their passwords.
     """
 
     domains: tuple[str, ...] = ("localhost",)
@@ -438,6 +505,8 @@ class ServerConfig:
     xclient_from: tuple[str, ...] = ()
     """The clients that may use XCLIENT and XFORWARD on the ``XCLIENT_LISTENERS``
     (Postfix's ``smtpd_authorized_xclient_hosts``)."""
+    _logins: Mapping[str, str] = field(init=False, repr=False, compare=False)
+    """Each user's :func:`credential_key` to the user's mailbox key."""
 
     def __post_init__(self) -> None:
         if not self.domains:
@@ -455,6 +524,7 @@ class ServerConfig:
                 )
         users = {key: _check_secret(secret, f"user {key}") for key, secret in self.users.items()}
         object.__setattr__(self, "users", MappingProxyType(users))
+        object.__setattr__(self, "_logins", MappingProxyType(credential_keys(users)))
         for alias, logins in self.sender_aliases.items():
             for login in logins:
                 if login not in self.users:
@@ -544,6 +614,12 @@ class ServerConfig:
     @property
     def queue_dir(self) -> Path:
         return self.data_dir / "queue"
+
+    def user_key(self, login: str) -> str | None:
+        """The mailbox key of the user ``login`` names, however SASLprep would write it
+        (see :func:`credential_key`); None when it names no user."""
+        key = credential_key(login)
+        return None if key is None else self._logins.get(key)
 
     def mailbox_path(self, key: str) -> Path:
         """Where the Maildir of mailbox ``key`` lives."""

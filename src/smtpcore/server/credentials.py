@@ -19,10 +19,9 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from smtpcore.address import AddressError, parse_mailbox
 from smtpcore.sasl import ScramCredentials, derive_scram_credentials, passwords_match
 from smtpcore.sasl._scram import DEFAULT_ITERATIONS
-from smtpcore.server.config import mailbox_key
+from smtpcore.server.config import credential_key, credential_keys
 from smtpcore.server.log import logger
 
 __all__ = ["SCRAM_PREFIX", "Credentials", "hash_password", "is_hashed"]
@@ -48,12 +47,24 @@ class _Generation:
     a derivation still running for the old set can only fill the old set's caches."""
 
     users: Mapping[str, str]
+    logins: Mapping[str, str]
+    """Each user's credential key to the user's mailbox key (:func:`credential_keys`)."""
     scram: dict[str, ScramCredentials] = field(default_factory=dict)
     decoy: ScramCredentials | None = None
 
 
+def _generation(users: Mapping[str, str]) -> _Generation:
+    return _Generation(users, credential_keys(users))
+
+
 class Credentials:
-    """Looks up users by login (the address, in any case) and checks their secrets.
+    """Looks up users by login and checks their secrets.
+
+    A login finds its user by :func:`~smtpcore.server.config.credential_key`: the
+    address in any case, as SASLprep writes it or as it is typed, so that SMTP AUTH
+    and POP3 AUTH (which SASLprep the name) and POP3 USER and APOP (which do not)
+    find one user. Two users one login would find are a
+    :class:`~smtpcore.server.config.ConfigError`.
 
     Thread-safe: the servers call it from worker threads, several at once, while a
     reload (``credentials.users = new``) may swap the users. Each call works on the
@@ -61,7 +72,7 @@ class Credentials:
     users alone: keys of a password a reload replaced are never used after it."""
 
     def __init__(self, users: Mapping[str, str]) -> None:
-        self._now = _Generation(users)
+        self._now = _generation(users)
         self._decoy_lock = threading.Lock()
         """Held while the made-up keys are made: once a generation, and logged once."""
 
@@ -72,24 +83,22 @@ class Credentials:
 
     @users.setter
     def users(self, users: Mapping[str, str]) -> None:
-        self._now = _Generation(users)
+        self._now = _generation(users)
 
-    def _key(self, users: Mapping[str, str], username: str) -> str | None:
-        try:
-            key = mailbox_key(parse_mailbox(username))
-        except (AddressError, ValueError):
-            return None
-        return key if key in users else None
+    @staticmethod
+    def _key(now: _Generation, username: str) -> str | None:
+        login = credential_key(username)
+        return None if login is None else now.logins.get(login)
 
     def key(self, username: str) -> str | None:
         """The mailbox key of a known user, else None."""
-        return self._key(self._now.users, username)
+        return self._key(self._now, username)
 
     def get_password(self, username: str) -> str | None:
         """The password in the clear (CRAM-MD5, APOP); None when only keys are stored."""
-        users = self._now.users
-        key = self._key(users, username)
-        stored = users.get(key) if key is not None else None
+        now = self._now
+        key = self._key(now, username)
+        stored = now.users.get(key) if key is not None else None
         return None if stored is None or is_hashed(stored) else stored
 
     def check_password(self, username: str, password: str) -> bool:
@@ -104,7 +113,7 @@ class Credentials:
         keys with the iteration count the users' keys have; otherwise the time a wrong
         password takes would tell which users exist."""
         now = self._now
-        key = self._key(now.users, username)
+        key = self._key(now, username)
         stored = now.users.get(key) if key is not None else None
         keys = self._stored_keys(stored) if stored is not None and is_hashed(stored) else None
         against = keys if keys is not None else self._decoy(now)
@@ -167,13 +176,14 @@ class Credentials:
 
     def forget(self) -> None:
         """Drop the keys derived so far (the users changed): a new generation."""
-        self._now = _Generation(self._now.users)
+        now = self._now
+        self._now = _Generation(now.users, now.logins)
 
     def get_scram(self, username: str) -> ScramCredentials | None:
         """The user's SCRAM keys: stored, or derived once from a password in the clear
         and kept for the users this call began with."""
         now = self._now
-        key = self._key(now.users, username)
+        key = self._key(now, username)
         if key is None:
             return None
         keys = now.scram.get(key)

@@ -2,8 +2,8 @@
 
 :class:`~smtpcore.maildrop.MaildirStore` does the POP3 work; this store adds
 what the reference server promises: the login is the full address, in any
-case (as for SMTP AUTH), and each session that opened a maildrop leaves one
-line in the mail log.
+case and however SASLprep writes it (as for SMTP AUTH), and each session
+that opened a maildrop leaves one line in the mail log.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 
 from smtpcore._threads import AUTH
-from smtpcore.address import AddressError, parse_mailbox
 from smtpcore.handler import Authenticator
 from smtpcore.maildrop import (
     Maildir,
@@ -23,7 +22,7 @@ from smtpcore.maildrop import (
     MessageInfo,
     POP3Session,
 )
-from smtpcore.server.config import ServerConfig, mailbox_key
+from smtpcore.server.config import ServerConfig
 from smtpcore.server.credentials import Credentials
 from smtpcore.server.log import logger, peer_text
 
@@ -93,13 +92,10 @@ class POP3Store(MaildirStore):
         self.credentials = credentials or Credentials(config.users)
 
     def _key(self, user: str) -> str:
-        """The mailbox key for a login name; an unknown or malformed name gives one that
-        matches no user, so that it fails like a wrong password."""
-        try:
-            key = mailbox_key(parse_mailbox(user))
-        except (AddressError, ValueError):
-            return ""
-        return key if key in self.config.users else ""
+        """The mailbox key for a login name, as USER gives it or SASLprep'd as AUTH does
+        (:meth:`~smtpcore.server.config.ServerConfig.user_key`); an unknown or malformed
+        name gives one that matches no user, so that it fails like a wrong password."""
+        return self.config.user_key(user) or ""
 
     async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
         """USER/PASS against the password or the stored SCRAM keys; an unknown user is
@@ -113,8 +109,8 @@ class POP3Store(MaildirStore):
 
     async def apop_secret(self, session: POP3Session, user: str) -> str | None:
         """APOP needs the password in the clear: none for a user with stored keys."""
-        key = self._key(user)
-        return self.credentials.get_password(key) if key and self.apop else None
+        known = self.apop and bool(self._key(user))
+        return self.credentials.get_password(user) if known else None
 
     def sasl_mechanisms(self, session: POP3Session) -> Mapping[str, MechanismFactory]:
         """The same mechanisms as SMTP AUTH; PLAIN and LOGIN only under TLS when the server
