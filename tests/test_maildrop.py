@@ -438,6 +438,7 @@ def _sasl_login(server: ServerMechanism, client: ClientMechanism) -> str | None:
         ("\u2168", "IX"),  # ROMAN NUMERAL NINE
         ("jose\u0301", "jos\u00e9"),  # decomposed
         ("jos\u00e9", "jose\u0301"),  # composed, the client decomposes
+        ("\u05e9\u05dc\u05d5\u05dd@abc.example",) * 2,  # right-to-left, then a domain
     ],
 )
 def test_a_user_whose_name_saslprep_rewrites_logs_in_by_every_path(

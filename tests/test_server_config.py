@@ -329,6 +329,9 @@ REWRITTEN_BY_SASLPREP = [
     ("\ufb01ona@abc.example", "fiona@abc.example"),  # the ligature fi
     ("\u2168@abc.example", "IX@abc.example"),  # ROMAN NUMERAL NINE
     (JOSE_NFD, JOSE_NFC),
+    # Right-to-left before a left-to-right domain: SASLprep's bidirectional rule
+    # refused the whole address, and so every such user, at AUTH.
+    ("\u05e9\u05dc\u05d5\u05dd@abc.example", "\u05e9\u05dc\u05d5\u05dd@abc.example"),
 ]
 
 

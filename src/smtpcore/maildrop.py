@@ -650,7 +650,7 @@ def _login_name(name: str) -> str:
     RFC 3454 §7), as its SASL mechanisms give them; a name SASLprep refuses or
     empties is kept as it is."""
     try:
-        return saslprep(name, allow_unassigned=True) or name
+        return saslprep(name, allow_unassigned=True, bidi_rule=False) or name
     except ValueError:
         return name
 

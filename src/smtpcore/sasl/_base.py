@@ -162,11 +162,12 @@ def encode_utf8(text: str, what: str) -> bytes:
 def prepare_identity(name: str, what: str) -> str:
     """SASLprep a user name the client sent, as a query (RFC 4013; RFC 3454 §7:
     unassigned code points allowed), so that every way of typing it names one user
-    (RFC 5802 §5.1, RFC 4616 §2). Refused, or left empty, it fails the exchange, as
-    RFC 4616 §2 says ("If preparation fails or results in an empty string,
-    verification SHALL fail")."""
+    (RFC 5802 §5.1, RFC 4616 §2); without the bidirectional rule, which would refuse
+    every address with a right-to-left local part. Refused (a control or private-use
+    character), or left empty, it fails the exchange, as RFC 4616 §2 says ("If
+    preparation fails or results in an empty string, verification SHALL fail")."""
     try:
-        prepared = saslprep(name, allow_unassigned=True)
+        prepared = saslprep(name, allow_unassigned=True, bidi_rule=False)
     except ValueError as exc:
         raise _Reject(f"{what} refused by SASLprep: {exc}") from None
     if not prepared:

@@ -29,7 +29,7 @@ _PROHIBITED: tuple[Callable[[str], bool], ...] = (
 )
 
 
-def saslprep(text: str, *, allow_unassigned: bool = False) -> str:
+def saslprep(text: str, *, allow_unassigned: bool = False, bidi_rule: bool = True) -> str:
     """Prepare ``text`` as RFC 4013 says; raise :class:`ValueError` if it is prohibited.
 
     Steps (RFC 4013 §2): map non-ASCII spaces to SPACE and the "commonly
@@ -39,6 +39,11 @@ def saslprep(text: str, *, allow_unassigned: bool = False) -> str:
     rule of RFC 3454 §6; and refuse unassigned code points unless
     ``allow_unassigned`` (RFC 3454 §7: true for queries such as a SCRAM user
     name, false for stored strings such as a password). Case is preserved.
+
+    ``bidi_rule=False`` leaves the bidirectional rule out: for a user name that is
+    a whole mail address, where a right-to-left local part and its left-to-right
+    domain would fail it, and so every such user. What a name is compared by
+    needs no rule about how it displays.
     """
     if text.isascii() and text.isprintable():
         return text  # nothing in printable ASCII is mapped, normalized or prohibited
@@ -55,7 +60,7 @@ def saslprep(text: str, *, allow_unassigned: bool = False) -> str:
     for char in prepared:
         if any(table(char) for table in _PROHIBITED):
             raise ValueError(f"prohibited code point U+{ord(char):04X}")
-    if any(stringprep.in_table_d1(char) for char in prepared):
+    if bidi_rule and any(stringprep.in_table_d1(char) for char in prepared):
         if any(stringprep.in_table_d2(char) for char in prepared):
             raise ValueError("mixes right-to-left and left-to-right characters")
         if not (stringprep.in_table_d1(prepared[0]) and stringprep.in_table_d1(prepared[-1])):

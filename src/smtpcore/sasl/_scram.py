@@ -285,7 +285,7 @@ class _ScramClient(ClientMechanism):
     ) -> None:
         super().__init__()
         try:
-            user = saslprep(username, allow_unassigned=True)
+            user = saslprep(username, allow_unassigned=True, bidi_rule=False)
             self._password = _prepare_password(password)
         except ValueError as exc:
             raise LocalProtocolError(f"SCRAM credentials refused by SASLprep: {exc}") from None

@@ -92,7 +92,7 @@ def credential_key(login: str) -> str | None:
     it: RFC 4616 §2). Mail is delivered by the mailbox key, never by this one.
     """
     try:
-        prepared = saslprep(login, allow_unassigned=True)
+        prepared = saslprep(login, allow_unassigned=True, bidi_rule=False)
     except ValueError:
         prepared = login
     for name in dict.fromkeys((prepared, login)):
