@@ -76,10 +76,10 @@ _CHAR_NAMES = {"\r": "CR", "\n": "LF", "\x00": "NUL", "\t": "TAB"}
 _SIMPLE_LOCAL = re.compile(
     r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(?:\.[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*"
 )
-# Labels of 1 to 63 letters, digits and hyphens, no hyphen first or last: written with
-# lookarounds and the dot before each further label, so that a match never backtracks
-# (the everyday-line parser matches every MAIL and RCPT with it).
-_SIMPLE_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+# Labels of 1 to 63 letters, digits and hyphens, no hyphen first or last: a letter or
+# digit first, a lookbehind for the last, and the dot before each further label, so that
+# a match never backtracks (the everyday-line parser matches every MAIL and RCPT with it).
+_SIMPLE_LABEL = r"[A-Za-z0-9][A-Za-z0-9-]{0,62}(?<!-)"
 _SIMPLE_DOMAIN = re.compile(rf"{_SIMPLE_LABEL}(?:\.{_SIMPLE_LABEL})*")
 
 # In a path, each label but the last is followed by a dot: one all digits before the
