@@ -4,7 +4,8 @@
 ``BODY=``, ``SMTPUTF8``, ``RET=``, ``ENVID=``, ``NOTIFY=``, ``ORCPT=``) with a
 lookup or two and marks them, and the server machine then checks them by bits
 against the extensions in force. Here a machine is held, line for line, to the
-same machine with the everyday-line parser switched off, whose commands take the
+same machine with the everyday-line parser switched off (on the line and in the
+buffer), whose commands take the
 full parser and the general checks (which word every refusal): whatever the
 server offers, the session's stage, the parameters, their order and case, and
 whether a text was read before.
@@ -96,7 +97,10 @@ def test_the_everyday_parameters_are_answered_as_the_general_path_answers(
     rcpt = f"RCPT TO:<brendon@pqr.example>{rcpt_text}\r\n".encode()
     lines = [mail, rcpt, b"RSET\r\n", mail, rcpt, rcpt, b"DATA\r\n"]
     fast = session(options, hello, lines)
-    with mock.patch.object(server_module, "parse_everyday_line", lambda line: None):
+    with (
+        mock.patch.object(server_module, "parse_everyday_line", lambda line: None),
+        mock.patch.object(server_module, "match_everyday_line", lambda buffer: None),
+    ):
         general = session(options, hello, lines)
     assert fast == general
 

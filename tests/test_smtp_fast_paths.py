@@ -27,6 +27,8 @@ from smtpcore.smtp import _server as server_module
 from smtpcore.smtp._commands import (
     VERBS,
     CommandSyntaxError,
+    everyday_command,
+    match_everyday_line,
     parse_command_line,
     parse_everyday_line,
 )
@@ -762,6 +764,23 @@ def test_the_commands_known_by_type_are_known_to_every_session(options: dict[str
         assert {kind.verb for kind in _ALWAYS_KNOWN} <= verbs.keys()
     owned = {verb for _, _, _, verb in _TAKING.values() if verb is not None}
     assert tables.verb_owner.keys() <= owned
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"MAIL FROM:<a@b.example>\r\n",
+        b"RCPT TO:<a@b.example> NOTIFY=NEVER\r\n",
+        *(verb + b"\r\n" for verb in (b"DATA", b"rset", b"Noop", b"QUIT")),
+    ],
+)
+def test_the_lines_read_where_they_stand_are_commands_every_session_knows(line: bytes) -> None:
+    """``_next_command`` takes a line ``match_everyday_line`` matches in the buffer
+    without asking the session's verbs: each kind the expression reads is one of
+    ``_ALWAYS_KNOWN``."""
+    match = match_everyday_line(bytearray(line + b"NOOP\r\n"))
+    assert match is not None and match[0] == line
+    assert type(everyday_command(match, line)) in _ALWAYS_KNOWN
     for kind, (allowed, check, junk, _) in _TAKING.items():
         assert (allowed, check, junk) == (
             RULES[kind].allowed,

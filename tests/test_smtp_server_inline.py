@@ -272,7 +272,12 @@ def test_receive_data_appends_as_the_line_buffer_receives(pieces: list[bytes]) -
 
 @given(
     st.lists(
-        st.sampled_from([b"a", b" ", b"\r", b"\n", b"\r\n", b"NOOP", b"MAIL FROM:<a@b.example>"]),
+        st.sampled_from(
+            [
+                *(b"a", b" ", b"\r", b"\n", b"\r\n", b"NOOP", b"data", b"MAIL FROM:<a@b.example>"),
+                *(b"RCPT TO:<b@c.example>", b" SIZE=10", b" NOTIFY=NEVER", b" BODY=8BITMIME"),
+            ]
+        ),
         max_size=12,
     ).map(b"".join),
     st.sampled_from([0, 0, 0, 1, 3, 40]),
@@ -285,12 +290,17 @@ def test_receive_data_appends_as_the_line_buffer_receives(pieces: list[bytes]) -
 @example(b"NOOP\r\n", 0, False, 5, False)  # over it
 @example(b"NOOP\nNOOP\r\n", 0, False, 20, False)  # a bare LF stays inside the line
 @example(b"NOOP\r\nNOOP\r\n", 3, False, 20, False)
+@example(b"MAIL FROM:<a@b.example>\r\nNOOP\r\n", 0, False, 25, False)  # read where it stands
+@example(b"MAIL FROM:<a@b.example>\r\n", 0, False, 24, False)  # the match over the limit
+@example(b"MAIL FROM:<a@b.example> SIZE=10 SIZE=10\r\n", 0, False, 60, False)  # the full parser's
+@example(b"MAIL FROM:<a@b.example>\nNOOP\r\n", 0, False, 40, False)
 def test_a_command_line_is_taken_from_the_buffer_as_next_line_takes_it(
     data: bytes, searched: int, discarding: bool, limit: int, lf_ends: bool
 ) -> None:
     """``_next_command`` takes a whole line ended by CRLF within the limit from the
-    buffer itself, without ``ReceiveBuffer.next_line``: the buffer is left as the
-    method leaves it, and the line taken is the one it gives."""
+    buffer itself, without ``ReceiveBuffer.next_line``, and an everyday line where it
+    stands, matched in the buffer: the buffer is left as the method leaves it, and
+    the line taken is the one it gives."""
     framing = FramingPolicy(lf_ends_command=True) if lf_ends else None
     conn = greeted(max_junk_commands=1000, framing=framing)
     run(conn, b"EHLO c.example\r\n")

@@ -334,19 +334,44 @@ def parse_everyday_line(line: bytes) -> Command | None:
             return known
     match = _EVERYDAY_LINE.fullmatch(line)
     if match is None:
-        hello = _HELLO_LINE.fullmatch(line)
-        if hello is None:
-            return None
-        verb, name = hello.groups()
-        kind = _HELLOS[verb.upper()]
-        event: Ehlo | Helo | Lhlo = _new(kind)
-        # As for Mail below: no checks. One string for every session that gives the
-        # same name (a client host's sessions do): a session keeps it while it lasts.
-        _SET_DOMAIN[kind](event, intern(name.decode()))  # ASCII, as below
-        return event
-    rcpt, local, domain, size, text, bare = match.groups()
-    if bare is not None:
-        return _BARE[bare.upper()]  # bytes: ASCII case alone
+        return parse_hello_line(line)
+    return everyday_command(match, line)
+
+
+match_everyday_line: Final[Callable[[bytes | bytearray], re.Match[bytes] | None]] = (
+    _EVERYDAY_LINE.match
+)
+"""The everyday line :func:`parse_everyday_line` recognises, at the start of a buffer
+of unread bytes: no class of the expression holds a CR, so a match ends at the
+buffer's first CRLF, and is the buffer's first line. A server reads the everyday
+commands where they stand, without a search for the line's end or a copy of it
+before the match; build the command with :func:`everyday_command` before the line
+leaves the buffer (a match reads its groups from the buffer as it is then)."""
+
+
+def parse_hello_line(line: bytes) -> Ehlo | Helo | Lhlo | None:
+    """``EHLO``, ``HELO`` or ``LHLO`` and a domain in printable ASCII, CRLF included: the
+    second match of :func:`parse_everyday_line`, for a line known not to be the first's."""
+    hello = _HELLO_LINE.fullmatch(line)
+    if hello is None:
+        return None
+    verb, name = hello.groups()
+    kind = _HELLOS[verb.upper()]
+    event: Ehlo | Helo | Lhlo = _new(kind)
+    # As for Mail below: no checks. One string for every session that gives the
+    # same name (a client host's sessions do): a session keeps it while it lasts.
+    _SET_DOMAIN[kind](event, intern(name.decode()))  # ASCII, as below
+    return event
+
+
+def everyday_command(match: re.Match[bytes], line: bytes) -> Command | None:
+    """The command of ``line``, an everyday line, and ``match``, its match of the
+    expression (see :func:`match_everyday_line`); None where its parameters are not
+    read here (malformed, or a keyword given twice: the full parser words why)."""
+    if len(line) == 6:  # DATA, RSET, NOOP or QUIT and CRLF: the only lines this short
+        known = _BARE_LINES.get(line)
+        return _BARE[line[:4].upper()] if known is None else known  # bytes: ASCII case alone
+    rcpt, local, domain, size, text, _ = match.groups()
     # A mailbox as it stands (SIMPLE_PATH_PATTERN holds the limits too): built without
     # Mailbox's checks, as below. Its parts are ASCII, which decode's default (UTF-8)
     # reads alike, with no argument to parse.
@@ -356,7 +381,7 @@ def parse_everyday_line(line: bytes) -> Command | None:
     if text or size is not None:
         params = read_parameters(size, text)
         if params is None:
-            return None  # malformed, or a keyword given twice: the full parser words why
+            return None
     else:
         params = _NO_PARAMETERS
     # Built without their constructors' checks, which these parts pass: a call less.

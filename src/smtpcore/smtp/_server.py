@@ -26,9 +26,12 @@ from smtpcore.sasl import SERVER_MECHANISMS
 from smtpcore.smtp._commands import (
     CommandSyntaxError,
     chunk_after,
+    everyday_command,
+    match_everyday_line,
     parse_auth_response,
     parse_command_line,
     parse_everyday_line,
+    parse_hello_line,
     reply,
     starts_bdat,
 )
@@ -731,51 +734,73 @@ class ServerConnection:
         lf_ends = config.framing.lf_ends_command
         limit = config.max_auth_line if in_auth else self._command_line_limit
         buffer = self._buffer
-        # ReceiveBuffer.next_line, without its call, for the line every command is: whole,
-        # ended by CRLF within the limit, while no over-long line is being dropped. Any
-        # other line (or only LF ending a line) is the method's (a test holds them equal).
-        end = -1 if lf_ends or buffer._discarding else buffer.find(b"\r\n", buffer._searched)
-        if 0 <= end < limit - 1:
-            line = bytes(buffer[: end + 2])
-            del buffer[: end + 2]
-            buffer._searched = 0
-        else:  # a line the method reads, or none yet (a whole line is never either)
-            if (
-                not in_auth
-                and not buffer._discarding
-                and len(buffer) > limit
-                and buffer.find(b"\n", 0, limit) < 0
-                and starts_bdat(buffer[:32])
-            ):
-                # A BDAT line over the limit, about to be dropped unread: its chunk
-                # follows it (RFC 3030 §2), and no one can say where that ends.
-                self._unreadable_chunk()
-            read = buffer.next_line(limit, lf_ends=lf_ends)
-            if read is None:
-                if not self._buffer.peer_closed:
-                    return NEED_DATA  # the wait for every command: no call for it
-                return self._closed_or_need_data()
-            if read is LINE_TOO_LONG:
-                if in_auth:
-                    bad = self._bad(
-                        b"", reply(500, "5.5.6", "Authentication exchange line too long")
-                    )
-                    self._state = State.READY
-                    return bad
-                # RFC 3463 X.5.2, a syntax error: X.5.6 is the AUTH exchange's line
-                # alone (RFC 4954 §6, the RFC 5248 registry).
-                return self._bad(b"", reply(500, "5.5.2", "Line too long"))
-            line = read
-        if self._errors >= config.max_errors:
-            return self._bad(line, reply(421, "4.7.0", f"{config.hostname} Too many errors"))
-        if not in_auth:
-            everyday = parse_everyday_line(line)
-            # By its type where every session knows it (a verb read through its event
-            # costs a class attribute's lookup); a hello by its verb.
-            if everyday is not None and (
-                type(everyday) in _ALWAYS_KNOWN or everyday.verb in self._verbs
-            ):
-                return self._take_command(line, everyday)
+        line: bytes | None = None
+        # The everyday lines (MAIL, RCPT, DATA, RSET, NOOP, QUIT, commands every session
+        # knows) read where they stand: a match ends at the buffer's first CRLF, so it
+        # is the line ReceiveBuffer.next_line would take, read with no search for its
+        # end and no copy before the match (a test holds them equal). Tried only while
+        # nothing of the buffer was searched (_searched 0): a line that trickles in is
+        # matched at its first read, not again at each.
+        tried = (
+            not (in_auth or lf_ends or buffer._discarding or buffer._searched)
+            and self._errors < config.max_errors
+        )
+        if tried:
+            match = match_everyday_line(buffer)
+            if match is not None and (end := match.end()) <= limit:
+                line = match[0]
+                everyday = everyday_command(match, line)  # while the line is in the buffer
+                del buffer[:end]
+                if everyday is not None:
+                    return self._take_command(line, everyday)
+        if line is None:
+            # ReceiveBuffer.next_line, without its call, for the line every command is:
+            # whole, ended by CRLF within the limit, while no over-long line is being
+            # dropped. Any other line (or only LF ending a line) is the method's (a test
+            # holds them equal).
+            end = -1 if lf_ends or buffer._discarding else buffer.find(b"\r\n", buffer._searched)
+            if 0 <= end < limit - 1:
+                line = bytes(buffer[: end + 2])
+                del buffer[: end + 2]
+                buffer._searched = 0
+            else:  # a line the method reads, or none yet (a whole line is never either)
+                if (
+                    not in_auth
+                    and not buffer._discarding
+                    and len(buffer) > limit
+                    and buffer.find(b"\n", 0, limit) < 0
+                    and starts_bdat(buffer[:32])
+                ):
+                    # A BDAT line over the limit, about to be dropped unread: its chunk
+                    # follows it (RFC 3030 §2), and no one can say where that ends.
+                    self._unreadable_chunk()
+                read = buffer.next_line(limit, lf_ends=lf_ends)
+                if read is None:
+                    if not self._buffer.peer_closed:
+                        return NEED_DATA  # the wait for every command: no call for it
+                    return self._closed_or_need_data()
+                if read is LINE_TOO_LONG:
+                    if in_auth:
+                        bad = self._bad(
+                            b"", reply(500, "5.5.6", "Authentication exchange line too long")
+                        )
+                        self._state = State.READY
+                        return bad
+                    # RFC 3463 X.5.2, a syntax error: X.5.6 is the AUTH exchange's line
+                    # alone (RFC 4954 §6, the RFC 5248 registry).
+                    return self._bad(b"", reply(500, "5.5.2", "Line too long"))
+                line = read
+            if self._errors >= config.max_errors:
+                return self._bad(line, reply(421, "4.7.0", f"{config.hostname} Too many errors"))
+            if not in_auth:
+                # A line the match above did not take is no everyday line: a hello?
+                everyday = parse_hello_line(line) if tried else parse_everyday_line(line)
+                # By its type where every session knows it (a verb read through its
+                # event costs a class attribute's lookup); a hello by its verb.
+                if everyday is not None and (
+                    type(everyday) in _ALWAYS_KNOWN or everyday.verb in self._verbs
+                ):
+                    return self._take_command(line, everyday)
         if not lf_ends and line.find(b"\n", 0, len(line) - 2) >= 0:
             return self._refused(line, reply(500, "5.5.2", "Bare LF in command; use CRLF"))
         try:
