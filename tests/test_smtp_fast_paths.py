@@ -25,6 +25,8 @@ from smtpcore.address import _SIMPLE_DOMAIN, _SIMPLE_LOCAL, _SIMPLE_PATH, simple
 from smtpcore.smtp import BadCommand, Mail, Rcpt, Reply, ServerConnection
 from smtpcore.smtp import _server as server_module
 from smtpcore.smtp._commands import (
+    BARE_BY_FIRST_OCTET,
+    BARE_LINES,
     VERBS,
     CommandSyntaxError,
     everyday_command,
@@ -781,6 +783,17 @@ def test_the_lines_read_where_they_stand_are_commands_every_session_knows(line: 
     match = match_everyday_line(bytearray(line + b"NOOP\r\n"))
     assert match is not None and match[0] == line
     assert type(everyday_command(match, line)) in _ALWAYS_KNOWN
+
+
+def test_the_bare_lines_are_told_apart_by_their_first_letter() -> None:
+    """``_next_command`` takes DATA, RSET, NOOP and QUIT by ``BARE_LINES`` and the
+    line's first octet: one entry a line, its CR fifth, its command the line's own
+    and one every session knows."""
+    assert sorted(line for line, _ in BARE_BY_FIRST_OCTET.values()) == sorted(BARE_LINES)
+    for first, (line, command) in BARE_BY_FIRST_OCTET.items():
+        assert line[0] == first and line[4:] == b"\r\n"
+        assert parse_command_line(line[:4].decode("ascii"), VERBS) == command
+        assert type(command) in _ALWAYS_KNOWN
     for kind, (allowed, check, junk, _) in _TAKING.items():
         assert (allowed, check, junk) == (
             RULES[kind].allowed,

@@ -287,6 +287,7 @@ def test_receive_data_appends_as_the_line_buffer_receives(pieces: list[bytes]) -
 )
 @example(b"NOOP\r\nNOOP\r\n", 0, True, 20, False)  # the tail of a line dropped: not taken
 @example(b"NOOP\r\n", 0, False, 6, False)  # at the limit
+@example(b"Data\r\nrset\r\n", 0, False, 40, False)  # mixed case: matched; lower: by its letter
 @example(b"NOOP\r\n", 0, False, 5, False)  # over it
 @example(b"NOOP\nNOOP\r\n", 0, False, 20, False)  # a bare LF stays inside the line
 @example(b"NOOP\r\nNOOP\r\n", 3, False, 20, False)

@@ -55,6 +55,8 @@ from smtpcore.smtp._params import Parameters, parse_parameters
 from smtpcore.smtp._replies import EnhancedStatus, Reply, shortened
 
 __all__ = [
+    "BARE_BY_FIRST_OCTET",
+    "BARE_LINES",
     "CommandSyntaxError",
     "VERBS",
     "chunk_after",
@@ -312,6 +314,14 @@ _BARE_LINES: Final[dict[bytes, Command]] = {
     for line in (verb + b"\r\n", verb.lower() + b"\r\n")
 }
 """Their lines as clients write them, upper or lower case: one lookup, no match."""
+BARE_LINES: Final = tuple(_BARE_LINES)
+"""The same lines, for ``bytes.startswith``: a server finds them at the start of its
+unread bytes without copying them out (see :data:`BARE_BY_FIRST_OCTET`)."""
+BARE_BY_FIRST_OCTET: Final[dict[int, tuple[bytes, Command]]] = {
+    line[0]: (line, command) for line, command in _BARE_LINES.items()
+}
+"""Each of :data:`BARE_LINES` and its command, by its first octet: the four verbs start
+with four letters, and a line is all upper or all lower case."""
 _HELLO_LINE: Final = re.compile(rb"(?i:(EHLO|HELO|LHLO)) ([!-~]+)\r\n")
 """A hello naming its client in printable ASCII, once per connection: the full parser
 takes the same domain (no space, no control, not empty) after decoding the line."""

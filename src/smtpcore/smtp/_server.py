@@ -24,6 +24,8 @@ from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import ascii_upper
 from smtpcore.sasl import SERVER_MECHANISMS
 from smtpcore.smtp._commands import (
+    BARE_BY_FIRST_OCTET,
+    BARE_LINES,
     CommandSyntaxError,
     chunk_after,
     everyday_command,
@@ -746,6 +748,13 @@ class ServerConnection:
             and self._errors < config.max_errors
         )
         if tried:
+            # DATA, RSET, NOOP or QUIT and CRLF as clients write them, the shortest and
+            # most frequent lines, told by their first letter (the CR first: a MAIL or
+            # RCPT line has a space there), with no match at all.
+            if limit > 5 and len(buffer) > 5 and buffer[4] == 13 and buffer.startswith(BARE_LINES):
+                line, bare = BARE_BY_FIRST_OCTET[buffer[0]]
+                del buffer[:6]
+                return self._take_command(line, bare)
             match = match_everyday_line(buffer)
             if match is not None and (end := match.end()) <= limit:
                 line = match[0]
