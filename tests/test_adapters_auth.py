@@ -26,6 +26,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from peers import (
+    RawSmtpSession,
     RunningSMTPServer,
     TLSFiles,
     cancelled_elsewhere,
@@ -613,6 +614,29 @@ def test_an_authenticator_in_thread_checks_in_a_worker_thread_and_holds_no_other
     assert not any(name.startswith(("SMTPServer", "MainThread")) for name in checked_in)
 
 
+@contextlib.contextmanager
+def unforgiving_session(
+    adapter: str, auth: Authenticator, **options: Any
+) -> Iterator[RawSmtpSession]:
+    """A client after EHLO, on a server whose first failed login would cost 30 s and
+    end the session: where a test's AUTH must be answered as no failed login."""
+    with (
+        running_smtp_server(
+            adapter,
+            Submission(),
+            auth=auth,
+            auth_require_tls=False,
+            auth_failure_delay=30.0,
+            max_auth_failures=1,
+            **options,
+        ) as server,
+        raw_smtp_session(server.host, server.port) as client,
+    ):
+        client.recv_reply()
+        client.command(b"EHLO client.test")
+        yield client
+
+
 def test_an_authenticator_in_thread_check_past_the_command_timeout_fails_temporarily(
     adapter: str,
 ) -> None:
@@ -637,20 +661,9 @@ def test_an_authenticator_in_thread_check_past_the_command_timeout_fails_tempora
     auth = Authenticator(check_password=hung_then_quick, mechanisms=["LOGIN"], in_thread=True)
     login = [b"AUTH LOGIN", base64.b64encode(USER.encode()), base64.b64encode(PASSWORD.encode())]
     try:
-        with (
-            running_smtp_server(
-                adapter,
-                Submission(),
-                auth=auth,
-                auth_require_tls=False,
-                timeouts=dataclasses.replace(Timeouts(), command=0.5),
-                auth_failure_delay=30.0,
-                max_auth_failures=1,
-            ) as server,
-            raw_smtp_session(server.host, server.port) as client,
-        ):
-            client.recv_reply()
-            client.command(b"EHLO client.test")
+        with unforgiving_session(
+            adapter, auth, timeouts=dataclasses.replace(Timeouts(), command=0.5)
+        ) as client:
             for line in login[:-1]:
                 assert client.command(line).startswith(b"334")
             started = time.monotonic()
@@ -763,19 +776,9 @@ def test_a_check_that_lets_out_a_cancellation_not_the_sessions_fails_temporarily
 
     auth = Authenticator(check_password=check, mechanisms=["PLAIN"], in_thread=in_thread)
     with (
-        running_smtp_server(
-            adapter,
-            Submission(),
-            auth=auth,
-            auth_require_tls=False,
-            auth_failure_delay=30.0,
-            max_auth_failures=1,
-        ) as server,
-        raw_smtp_session(server.host, server.port) as client,
+        unforgiving_session(adapter, auth) as client,
         caplog.at_level(logging.INFO, logger="smtpcore.server"),
     ):
-        client.recv_reply()
-        client.command(b"EHLO client.test")
         started = time.monotonic()
         assert client.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"454 4.7.0")
         assert time.monotonic() - started < 5.0
@@ -843,19 +846,9 @@ def test_a_check_that_gives_no_bool_is_the_applications_error_not_a_failed_login
         in_thread=in_thread,
     )
     with (
-        running_smtp_server(
-            adapter,
-            Submission(),
-            auth=auth,
-            auth_require_tls=False,
-            auth_failure_delay=30.0,
-            max_auth_failures=1,
-        ) as server,
-        raw_smtp_session(server.host, server.port) as client,
+        unforgiving_session(adapter, auth) as client,
         caplog.at_level(logging.INFO, logger="smtpcore.server"),
     ):
-        client.recv_reply()
-        client.command(b"EHLO client.test")
         started = time.monotonic()
         for _ in range(2):
             reply = client.command(b"AUTH PLAIN " + plain(USER, PASSWORD))
