@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -82,6 +82,24 @@ def maildir_count(store: MaildirStore, user: str = "alice") -> int:
 def raw(port: int) -> Iterator[socket.socket]:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         yield sock
+
+
+@contextlib.contextmanager
+def unforgiving_session(
+    adapter: str, store: Mailstore, **options: Any
+) -> Iterator[tuple[socket.socket, BinaryIO]]:
+    """A client past the greeting, and its answers, on a server whose first failed
+    login would cost 30 s and end the session: where a test's login must be answered
+    as no failed login."""
+    with (
+        running_pop3_server(
+            adapter, store, auth_failure_delay=30.0, max_auth_failures=1, **options
+        ) as server,
+        raw(server.port) as client,
+    ):
+        answers = client.makefile("rb")
+        assert answers.readline().startswith(b"+OK")
+        yield client, answers
 
 
 def read_until(sock: socket.socket, ending: bytes, limit: int = 1 << 20) -> bytes:
@@ -307,18 +325,11 @@ def test_an_authenticator_in_thread_check_past_the_store_timeout_fails_temporari
 
     credentials = base64.b64encode(b"\0alice\0wonderland")
     try:
-        with (
-            running_pop3_server(
-                adapter,
-                HungChecks(store.root, PASSWORDS),
-                timeouts=dataclasses.replace(POP3Timeouts(), store=0.5),
-                auth_failure_delay=30.0,
-                max_auth_failures=1,
-            ) as server,
-            raw(server.port) as client,
-        ):
-            answers = client.makefile("rb")
-            assert answers.readline().startswith(b"+OK")
+        with unforgiving_session(
+            adapter,
+            HungChecks(store.root, PASSWORDS),
+            timeouts=dataclasses.replace(POP3Timeouts(), store=0.5),
+        ) as (client, answers):
             started = time.monotonic()
             client.sendall(b"AUTH PLAIN " + credentials + b"\r\n")
             assert answers.readline().startswith(b"-ERR [SYS/TEMP]")
@@ -418,17 +429,10 @@ def test_a_check_that_lets_out_a_cancellation_not_the_sessions_fails_temporarily
 
     auth = Authenticator(check_password=check, mechanisms=["PLAIN"], in_thread=in_thread)
     credentials = base64.b64encode(b"\0alice\0wonderland")
-    with (
-        running_pop3_server(
-            adapter,
-            AuthenticatorStore(store.root, auth),
-            auth_failure_delay=30.0,
-            max_auth_failures=1,
-        ) as server,
-        raw(server.port) as client,
+    with unforgiving_session(adapter, AuthenticatorStore(store.root, auth)) as (
+        client,
+        answers,
     ):
-        answers = client.makefile("rb")
-        assert answers.readline().startswith(b"+OK")
         started = time.monotonic()
         client.sendall(b"AUTH PLAIN " + credentials + b"\r\n")
         assert answers.readline().startswith(b"-ERR [SYS/TEMP]")
@@ -462,17 +466,9 @@ def test_a_check_that_gives_no_bool_is_the_applications_error_not_a_failed_login
     )
     credentials = base64.b64encode(b"\0alice\0wonderland")
     with (
-        running_pop3_server(
-            adapter,
-            AuthenticatorStore(store.root, auth),
-            auth_failure_delay=30.0,
-            max_auth_failures=1,
-        ) as server,
-        raw(server.port) as client,
+        unforgiving_session(adapter, AuthenticatorStore(store.root, auth)) as (client, answers),
         caplog.at_level(logging.INFO, logger="smtpcore.pop3.server"),
     ):
-        answers = client.makefile("rb")
-        assert answers.readline().startswith(b"+OK")
         started = time.monotonic()
         for _ in range(2):
             client.sendall(b"AUTH PLAIN " + credentials + b"\r\n")
