@@ -504,36 +504,44 @@ class Queue:
                 whose = f"queue file unreadable too: {exc}"
             problem = f"message lost from the queue ({whose}); no bounce can be made without it"
             level = logging.ERROR
-        try:
-            corrupt.mkdir(mode=0o700, exist_ok=True)
-            self.envelope_path(queue_id).replace(corrupt / f"{queue_id}.envelope")
-        except OSError as exc:
+        failed = self._into_corrupt(queue_id, content=False)
+        if failed is not None:
             logger.error(
                 "%s: %s; its queue file cannot be moved to %s: %s; skipped",
                 queue_id,
                 problem,
                 corrupt,
-                exc,
+                failed,
             )
             return
         logger.log(level, "%s: %s; its queue file moved to %s", queue_id, problem, corrupt)
+
+    def _into_corrupt(self, queue_id: str, *, content: bool) -> OSError | None:
+        """Move an entry's envelope, and its content first when ``content``, to
+        ``corrupt/``; the error that stopped it, or None. The content goes first: if
+        only it moves, the message is safe there."""
+        corrupt = self.directory / "corrupt"
+        try:
+            corrupt.mkdir(mode=0o700, exist_ok=True)
+            if content:
+                self.content_path(queue_id).replace(corrupt / f"{queue_id}.message")
+            self.envelope_path(queue_id).replace(corrupt / f"{queue_id}.envelope")
+        except OSError as exc:
+            return exc
+        return None
 
     def _set_aside(self, queue_id: str, problem: Exception) -> bool:
         """Move a damaged entry's content and envelope to ``corrupt/``; False when
         that fails (what was not moved stays, and the queue opens without it)."""
         corrupt = self.directory / "corrupt"
-        try:
-            corrupt.mkdir(mode=0o700, exist_ok=True)
-            # The content first: if only it moves, the message is safe in corrupt/.
-            self.content_path(queue_id).replace(corrupt / f"{queue_id}.message")
-            self.envelope_path(queue_id).replace(corrupt / f"{queue_id}.envelope")
-        except OSError as exc:
+        failed = self._into_corrupt(queue_id, content=True)
+        if failed is not None:
             logger.error(
                 "%s: queue file damaged (%s) and cannot be moved to %s: %s; skipped",
                 queue_id,
                 problem,
                 corrupt,
-                exc,
+                failed,
             )
             return False
         logger.warning("%s: queue file damaged, moved to %s: %s", queue_id, corrupt, problem)
