@@ -11,7 +11,7 @@ garbage collection can hide a leak.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -355,6 +355,57 @@ def test_text_content_is_refused_before_mail_and_the_session_goes_on(
             with pytest.raises(TypeError, match="not text"):
                 await client.send_message("Subject: text", "a@abc.example", "bob@pqr.example")
             await client.noop()
+
+    with ScriptedServer(steps) as server:
+        run(adapter, lambda: go(server.port))
+
+
+def test_an_iterable_of_text_is_refused_before_mail_and_the_session_goes_on(
+    adapter: str,
+) -> None:
+    """An iterable (sync or async) whose first piece is a ``str`` is a ``TypeError``
+    before ``MAIL``, as a ``str`` is: its first piece is read ahead. Before, MAIL,
+    RCPT and DATA went out, and the error came once the server had said 354, which
+    ended the session."""
+    mod = module(adapter)
+    steps = script(GREET + "C: NOOP\nS: 250 2.0.0 ok\nC: QUIT\nS: 221 bye")
+
+    async def pieces() -> AsyncIterator[str]:
+        yield "Subject: text\r\n"
+
+    async def go(port: int) -> None:
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            for content in (iter(["Subject: text\r\n", b"\r\nbody\r\n"]), pieces()):
+                with pytest.raises(TypeError, match="give bytes, not str"):
+                    await client.send_message(content, "a@abc.example", "bob@pqr.example")
+            await client.noop()
+
+    with ScriptedServer(steps) as server:
+        run(adapter, lambda: go(server.port))
+
+
+def test_an_iterable_is_sent_whole_with_its_first_piece_read_ahead(adapter: str) -> None:
+    """The piece read ahead goes first, and the rest behind it, for a sync and an
+    async iterable alike."""
+    mod = module(adapter)
+    plain = GREET.replace("S: 250-PIPELINING\n", "")
+    one = (
+        "C: MAIL FROM:<a@abc.example>\nS: 250 ok\nC: RCPT TO:<bob@pqr.example>\nS: 250 ok\n"
+        + "C: DATA\nS: 354 go\n"
+        + MESSAGE_LINES
+        + "S: 250 queued\n"
+    )
+    steps = script(plain + one + one + "C: QUIT\nS: 221 bye")
+    parts = [MESSAGE[:9], MESSAGE[9:20], MESSAGE[20:]]
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for part in parts:
+            yield part
+
+    async def go(port: int) -> None:
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            await client.send_message(iter(parts), "a@abc.example", "bob@pqr.example")
+            await client.send_message(pieces(), "a@abc.example", "bob@pqr.example")
 
     with ScriptedServer(steps) as server:
         run(adapter, lambda: go(server.port))

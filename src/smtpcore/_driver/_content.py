@@ -13,12 +13,20 @@ dot-stuffed (RFC 3030 §2) but must still be canonical unless it is
 from __future__ import annotations
 
 import io
+import itertools
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from stat import S_ISREG
 from typing import BinaryIO, TypeAlias
 
-__all__ = ["Content", "CRLFNormalizer", "check_not_text", "content_chunks", "known_size"]
+__all__ = [
+    "Content",
+    "CRLFNormalizer",
+    "check_not_text",
+    "content_chunks",
+    "first_piece_checked",
+    "known_size",
+]
 
 Content: TypeAlias = (
     bytes | bytearray | memoryview | BinaryIO | Iterable[bytes] | AsyncIterable[bytes]
@@ -36,6 +44,36 @@ def check_not_text(content: object) -> None:
             f"message content is octets, not text ({type(content).__name__}): "
             "give bytes, a file opened in binary mode ('rb'), or an iterable of bytes"
         )
+
+
+async def first_piece_checked(content: Content) -> Content:
+    """``content``, an iterable's first piece read ahead and checked to be octets: an
+    iterator of ``str`` is a :class:`TypeError` before ``MAIL``, as a ``str`` is,
+    rather than once the server has said 354 (the session then ends with the
+    message). The piece is kept and goes first; memory holds that one piece. A
+    later piece that is not octets is found only as it is sent. Octets and files
+    are given back as they are."""
+    if isinstance(content, (bytes, bytearray, memoryview)) or hasattr(content, "read"):
+        return content
+    if isinstance(content, AsyncIterable):
+        pieces = aiter(content)
+        try:
+            first = await anext(pieces)
+        except StopAsyncIteration:
+            return ()
+        _check_piece(first)
+        return _after(first, pieces)
+    iterator = iter(content)
+    for first in iterator:
+        _check_piece(first)
+        return itertools.chain((first,), iterator)
+    return ()
+
+
+async def _after(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for piece in rest:
+        yield piece
 
 
 def known_size(content: Content) -> int | None:
@@ -87,9 +125,13 @@ async def content_chunks(content: Content, chunk_size: int) -> AsyncIterator[byt
             yield part
 
 
-def _split(piece: bytes, chunk_size: int) -> Iterable[bytes]:
+def _check_piece(piece: object) -> None:
     if not isinstance(piece, (bytes, bytearray, memoryview)):
         raise TypeError(f"content iterables give bytes, not {type(piece).__name__}")
+
+
+def _split(piece: bytes, chunk_size: int) -> Iterable[bytes]:
+    _check_piece(piece)
     view = memoryview(piece).cast("B")
     for start in range(0, len(view), chunk_size):
         yield bytes(view[start : start + chunk_size])

@@ -20,7 +20,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, NoReturn, TypedDict, TypeVar
 
 from smtpcore._driver._client_base import BaseClient, one_call
-from smtpcore._driver._content import Content, CRLFNormalizer, content_chunks
+from smtpcore._driver._content import (
+    Content,
+    CRLFNormalizer,
+    content_chunks,
+    first_piece_checked,
+)
 from smtpcore._driver._smtp_credentials import Credentials
 from smtpcore._driver._smtp_envelope import (
     Offer,
@@ -528,9 +533,12 @@ class BaseSMTPClient(BaseClient):
 
         ``message`` is the content as bytes (CRLF line ends; others are made
         CRLF), a file opened in binary mode, a sync or async iterable of
-        bytes (read ``chunk_size`` octets at a time, never whole; a ``str``
-        or a file opened in text mode is a :class:`TypeError`, before
-        anything is sent), or an email message (an
+        bytes (read ``chunk_size`` octets at a time, never whole; a ``str``,
+        a file opened in text mode, or an iterable whose first piece is a
+        ``str`` is a :class:`TypeError`, before anything is sent: that first
+        piece is read before ``MAIL``; a later piece that is not bytes is
+        found only as it is sent, and the connection is closed without the
+        final dot), or an email message (an
         :class:`~email.message.EmailMessage`, or a :class:`~email.message.Message`
         of any policy, as ``email.message_from_bytes`` makes), whose headers give
         the sender and recipients when they are not passed, as ``smtplib``
@@ -603,6 +611,8 @@ class BaseSMTPClient(BaseClient):
                     raise _not_offered("XFORWARD")
                 forward = sent.split()
             mail, content = envelope.mail, envelope.content
+            if type(content) is not bytes:  # an iterator of str: refused before MAIL
+                content = await first_piece_checked(content)
             chunked = (
                 offer.chunking  # as _uses_bdat decides for a message without parameters
                 if self.chunking is None and mail.params is NO_PARAMETERS
