@@ -388,6 +388,23 @@ class TestAuth:
         assert isinstance(event, BadCommand)
         assert event.response.text == "Line too long"
 
+    @pytest.mark.parametrize("verb", [b"USER", b"PASS", b"AUTHX", b"NOOP"])
+    def test_other_lines_are_cut_off_at_the_command_limit_where_auth_is_offered(
+        self, verb: bytes
+    ) -> None:
+        """With AUTH offered, only an AUTH line may run to ``max_auth_line``: any other
+        command line is dropped past 255 octets (RFC 2449 §4) as it comes, not
+        buffered to 12,288 first, and refused whole at its end."""
+        conn = greeted(sasl_mechanisms=["PLAIN"])
+        for _ in range(5):
+            conn.receive_data(verb + b" " + b"u" * 2000)
+            assert conn.next_event() is NEED_DATA
+            assert conn.buffered <= conn.max_command_line
+        assert receive(conn, b"\r\n") == BadCommand(b"", Err("Line too long"))
+        conn.send(Err("Line too long"))
+        token = b"A" * 2000  # an AUTH line is still taken past 255 octets
+        assert receive(conn, b"auth PLAIN " + token + b"\r\n") == Auth("PLAIN", b"\x00" * 1500)
+
 
 class TestStls:
     def test_plaintext_pipelined_behind_stls_is_never_executed(self) -> None:

@@ -20,7 +20,6 @@ from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import checked_hostname
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
-from smtpcore._words import ascii_upper
 from smtpcore.pop3._apop import apop_timestamp, find_apop_timestamp
 from smtpcore.pop3._commands import (
     KEYWORDS,
@@ -186,7 +185,8 @@ class ServerConnection:
     @property
     def max_buffered(self) -> int:
         """The bound on :attr:`buffered`: an unfinished command line
-        (``max_auth_line`` during AUTH, ``max_command_line`` otherwise)."""
+        (``max_auth_line`` for an AUTH line and during AUTH, ``max_command_line``
+        otherwise)."""
         return max(self.max_command_line, self.max_auth_line)
 
     def receive_data(self, data: bytes) -> None:
@@ -331,9 +331,7 @@ class ServerConnection:
     # -- reading commands -----------------------------------------------
 
     def _next_command(self) -> Event | NoEvent:
-        auth_allowed = "AUTH" in self._keywords and self._state in _AUTHORIZATION
-        limit = max(self.max_command_line, self.max_auth_line if auth_allowed else 0)
-        line = self._buffer.next_line(limit, lf_ends=self.framing.lf_ends_command)
+        line = self._buffer.next_line(self._line_limit(), lf_ends=self.framing.lf_ends_command)
         if line is None:
             return self._no_line()
         if line is LINE_TOO_LONG:
@@ -341,9 +339,6 @@ class ServerConnection:
         text = self._decode(line)
         if isinstance(text, BadCommand):
             return text
-        if len(line) > self.max_command_line and ascii_upper(text[:5]) != "AUTH ":
-            # RFC 5034 §4 lets only an AUTH line with its initial response run longer.
-            return self._bad(line, Err("Line too long"))
         try:
             command = parse_command_line(text, self._keywords)
         except CommandSyntaxError as exc:
@@ -356,6 +351,24 @@ class ServerConnection:
             self._state = move.during
         self._pending, self._move = command, move
         return command
+
+    def _line_limit(self) -> int:
+        """The octets the command line under way may have: ``max_command_line`` (RFC
+        2449 §4: 255, CRLF included), or ``max_auth_line`` for an ``AUTH`` line where
+        AUTH may be sent, whose initial response may run longer (RFC 5034 §4 has a
+        client send a longer one after an empty challenge; one that does not is
+        taken). Told by the line's first five octets, there whenever the limit is
+        reached: any other line is cut off at its own limit, not buffered to the
+        longer one."""
+        limit = self.max_command_line
+        if (
+            self.max_auth_line > limit
+            and "AUTH" in self._keywords
+            and self._state in _AUTHORIZATION
+            and self._buffer[:5].upper() == b"AUTH "
+        ):
+            return self.max_auth_line
+        return limit
 
     def _next_auth_response(self) -> Event | NoEvent:
         line = self._buffer.next_line(self.max_auth_line, lf_ends=self.framing.lf_ends_command)
