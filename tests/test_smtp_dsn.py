@@ -337,6 +337,31 @@ def test_a_utf8_orcpt_too_long_escaped_goes_raw_in_an_smtputf8_transaction() -> 
         client.send(Rcpt(Mailbox("c", "d.example"), {"ORCPT": orcpt}))
 
 
+def test_a_raw_utf8_orcpt_near_500_characters_fits_the_rcpt_line() -> None:
+    """A raw UTF-8 ORCPT of near 500 characters (RFC 6533 §3, RFC 3461 §4.2) makes a
+    RCPT line of some 1,500 octets: with SMTPUTF8 in force as well as DSN the client
+    sends it and the server reads it, each counting four octets a character for the
+    ORCPT. Before, both counted 500 octets: the client refused to send what the
+    typed value allowed, and the server answered ``500 5.5.2 Line too long``."""
+    orcpt = OriginalRecipient.of("用" * 480 + "@pqr.example")
+    value = orcpt.to_parameter()
+    assert len(value) < 500 < 1000 < len(value.encode())
+    pair = ConnectionPair(server=ServerConnection("mx.pqr.example", dsn=True, smtputf8=True))
+    pair.send(Ehlo("client.abc.example"))
+    notify = Notify.SUCCESS | Notify.FAILURE | Notify.DELAY
+    pair.send(
+        Mail(Mailbox("a", "b.example"), {"SMTPUTF8": True}),
+        Rcpt(Mailbox("c", "d.example"), {"NOTIFY": notify, "ORCPT": orcpt}),
+    )
+    assert [a.reply.code for a in pair.answers[-2:]] == [250, 250]
+    rcpt = pair.server_events[-1]
+    assert isinstance(rcpt, Rcpt) and rcpt.orcpt == orcpt
+    # Without SMTPUTF8 no raw UTF-8 goes, and the limit stays what ASCII needs.
+    line = f"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example> ORCPT={value}\r\n"
+    _, out = run(greeted(dsn=True, smtputf8=False), EHLO + line.encode())
+    assert codes(out)[-1] == "500 5.5.2"
+
+
 NOTIFY_TEXT = st.lists(
     st.sampled_from(["NEVER", "SUCCESS", "FAILURE", "DELAY", "never", "Delay", "", "X", " DELAY"]),
     min_size=1,

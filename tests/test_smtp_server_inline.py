@@ -142,8 +142,9 @@ def test_the_ehlo_lines_remembered_are_the_ones_each_extension_gives(
         assert out.decode().split("\r\n")[1:-1] == [f"250-{line}" for line in expected_lines][
             : len(expected_lines) - 1
         ] + [f"250 {line}" for line in expected_lines[-1:]]
+        utf8 = conn.in_force("SMTPUTF8")
         allowance = sum(
-            entry.line_allowance
+            entry.allowance(utf8)
             for entry in conn._config.tables.offerable
             if conn.in_force(entry.keyword)
         )

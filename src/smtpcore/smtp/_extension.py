@@ -229,6 +229,16 @@ class Extension:
     (§4.5.3.1.4: "SMTP extensions may be used to increase this limit"): the
     server reads longer lines while the extension is in force (SIZE: 26, RFC
     1870 §3; DSN: a 500-character ORCPT, RFC 3461 §4.2)."""
+    utf8_line_allowance: int = 0
+    """Octets more while SMTPUTF8 is in force too, where a value its RFC counts in
+    characters may be raw UTF-8, up to four octets a character (RFC 3629 §3; DSN:
+    the 500-character ORCPT in RFC 6533's utf-8-addr-unitext)."""
+
+    def allowance(self, utf8: bool) -> int:
+        """The octets this extension adds to a command line: ``line_allowance``, and
+        ``utf8_line_allowance`` when SMTPUTF8 is in force too (``utf8``). The server
+        machine and the client add up the same."""
+        return self.line_allowance + self.utf8_line_allowance if utf8 else self.line_allowance
 
     def __post_init__(self) -> None:
         if not _EHLO_KEYWORD.fullmatch(self.keyword):

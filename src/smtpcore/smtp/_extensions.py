@@ -271,12 +271,14 @@ MAX_COMMAND_LINE: Final = 512
 def command_line_limit(offered: ServerExtensions, command: Command) -> int:
     """The longest line ``command`` may go as: 512 octets (RFC 5321 §4.5.3.1.4, which
     holds AUTH and XCLIENT to it too), and for MAIL and RCPT what the parameters of
-    each extension the server offered add (RFC 1870 §3 (5), RFC 3461 §4, ...), as
-    the server machine works out its own limit."""
+    each extension the server offered add (RFC 1870 §3 (5), RFC 3461 §4, ...), more
+    where it offered SMTPUTF8 too (``Extension.allowance``), as the server machine
+    works out its own limit."""
     if not isinstance(command, (Mail, Rcpt)):
         return MAX_COMMAND_LINE
+    utf8 = offered.smtputf8
     return MAX_COMMAND_LINE + sum(
-        [entry.line_allowance for entry in KNOWN if entry.keyword in offered]
+        [entry.allowance(utf8) for entry in KNOWN if entry.keyword in offered]
     )
 
 

@@ -1381,11 +1381,13 @@ class ServerConnection:
 
     def _offered(self) -> tuple[tuple[str, ...], int]:
         """What :meth:`_offered_now` gives, asked of each extension."""
+        utf8 = self.in_force("SMTPUTF8")
         allowance = sum(
             [
-                entry.line_allowance
+                entry.allowance(utf8)
                 for entry in self._config.tables.offerable
-                if entry.line_allowance and self.in_force(entry.keyword)
+                if (entry.line_allowance or entry.utf8_line_allowance)
+                and self.in_force(entry.keyword)
             ]
         )
         return tuple(self.extensions()), self._config.max_command_line + allowance

@@ -78,6 +78,8 @@ DSN: Final = Extension(
     # The longest RCPT parameters: every NOTIFY event and a 500-character ORCPT
     # (RFC 3461 §4.2); RET and ENVID (at most 100, §4.4) make MAIL shorter.
     line_allowance=len(" NOTIFY=SUCCESS,FAILURE,DELAY ORCPT=") + MAX_ORCPT,
+    # In an SMTPUTF8 session those 500 characters may go raw (RFC 6533 §3), 4 octets each.
+    utf8_line_allowance=3 * MAX_ORCPT,
     mail_parameters=(
         _reader("RET", Ret.parse, frozenset(_RETS)),
         _reader("ENVID", EnvelopeId.parse),
