@@ -177,6 +177,75 @@ def test_checks_skip_what_the_server_does_not_offer() -> None:
     assert report.ok
 
 
+class StartTlsCrashServer(SmallServer):
+    """Offers STARTTLS, and the session dies on it (a crash in its TLS setup)."""
+
+    def command(self, line: bytes) -> bytes:
+        if line.upper().startswith(b"STARTTLS"):
+            raise RuntimeError("planted: crash in STARTTLS")
+        return super().command(line)
+
+
+class InjectionClosingServer(SmallServer):
+    """Closes without a reply when a command comes pipelined behind STARTTLS."""
+
+    def command(self, line: bytes) -> bytes:
+        if line.upper().startswith(b"STARTTLS") and self.buffer:
+            self.closed = True
+            return b""
+        return super().command(line)
+
+
+class StartTlsSilentServer(SmallServer):
+    """Offers STARTTLS, and reads and answers nothing from it on (a hung session)."""
+
+    hung = False
+
+    def step(self) -> bytes | None:
+        return None if self.hung else super().step()
+
+    def command(self, line: bytes) -> bytes:
+        if line.upper().startswith(b"STARTTLS"):
+            self.hung = True
+            return b""
+        return super().command(line)
+
+
+@pytest.mark.parametrize(
+    ("server_class", "summary"),
+    [
+        (
+            StartTlsCrashServer,
+            "the server offers STARTTLS but closed the connection instead of answering it "
+            "(alone, on a new connection, it closed the connection)",
+        ),
+        (
+            InjectionClosingServer,
+            "STARTTLS with a command pipelined behind it: the server closed the connection "
+            "instead of answering it (alone it got 220 2.0.0 Ready to start TLS)",
+        ),
+        (
+            StartTlsSilentServer,
+            "the server offers STARTTLS but sent no whole reply within 0.3 s instead of "
+            "answering it (alone, on a new connection, it sent no whole reply within 0.3 s)",
+        ),
+    ],
+    ids=["crash", "closed-on-injection", "silent"],
+)
+def test_a_starttls_offered_and_left_unanswered_fails(
+    server_class: type[SmallServer], summary: str, tls: TLSFiles
+) -> None:
+    """A server that offers STARTTLS and then closes the connection (or says nothing)
+    instead of answering it fails, with the detail of a STARTTLS sent alone on a new
+    connection; before, the check was skipped as if STARTTLS had been refused."""
+    with serve(server_class, tls=tls.server_context) as server:
+        report = check_server(server.host, server.port, checks=["starttls-injection"], timeout=0.3)
+    result = report["starttls-injection"]
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary.startswith(summary), result.summary
+    assert "-- connection 2" in result.transcript_text()
+
+
 def test_an_unknown_check_name_is_refused() -> None:
     with pytest.raises(ValueError, match="no check named"):
         check_server("127.0.0.1", 1, checks=["nope"])

@@ -453,14 +453,19 @@ def check_starttls_injection(probe: Probe) -> str:
 
     ``STARTTLS`` and an unknown command go in one write; after the
     handshake, ``NOOP`` must get the first reply, and ``QUIT`` the second.
+    A STARTTLS the server offers and then leaves unanswered (closing the
+    connection, or silent) fails (:func:`_unanswered_starttls`); one it
+    refuses skips the check.
     """
     context = probe.tls_context or _insecure_context()
     client, offered = probe.hello()
     if "STARTTLS" not in offered:
         raise _Skipped("STARTTLS is not offered")
     client.send(b"STARTTLS\r\nXSMTPCORE-INJECTED\r\n")
-    answer = client.read_reply()
-    if answer is None or answer.code != 220:
+    answer = _starttls_reply(client)
+    if not isinstance(answer, ServerReply):
+        raise _unanswered_starttls(probe, answer)
+    if answer.code != 220:
         raise _Skipped(f"STARTTLS was answered {answer}")
     if client.unread:
         raise _Failed(f"the server answered in plaintext after its 220: {client.unread!r}")
@@ -488,6 +493,36 @@ def check_starttls_injection(probe: Probe) -> str:
             "plaintext behind STARTTLS was run after the handshake"
         )
     return "the plaintext behind STARTTLS was dropped"
+
+
+def _starttls_reply(client: WireClient) -> ServerReply | str:
+    """The reply to the STARTTLS just sent, or what the server did instead."""
+    try:
+        answer = client.read_reply()
+    except TimeoutError:
+        return f"sent no whole reply within {client.timeout:g} s"
+    return "closed the connection" if answer is None else answer
+
+
+def _unanswered_starttls(probe: Probe, instead: str) -> _Failed:
+    """The failure for a STARTTLS the server offered and then left unanswered
+    (``instead``: what it did): a session that dies on a command fails every check,
+    and a server that will not go on says 421 first (RFC 5321 §3.8). A STARTTLS
+    alone, on a new connection, tells whether the command behind it was the cause."""
+    probe.close()
+    clean, _ = probe.hello()
+    clean.send(b"STARTTLS\r\n")
+    alone = _starttls_reply(clean)
+    if not isinstance(alone, ServerReply):
+        return _Failed(
+            f"the server offers STARTTLS but {instead} instead of answering it "
+            f"(alone, on a new connection, it {alone})"
+        )
+    return _Failed(
+        f"STARTTLS with a command pipelined behind it: the server {instead} instead of "
+        f"answering it (alone it got {alone}); a server that will not go on replies 421 "
+        "before closing (RFC 5321 §3.8)"
+    )
 
 
 def check_command_line_length(probe: Probe) -> str:
