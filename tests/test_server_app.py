@@ -12,6 +12,7 @@ import logging
 import os
 import smtplib
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -662,8 +663,8 @@ def test_a_queue_command_waiting_for_a_round_is_kept_through_a_stop(
 ) -> None:
     """A stop cuts the round short, and the ``hold`` that waited for it cannot be
     written (the disk refuses it): the command is still there (it was removed as the
-    server read it), and the next server carries it out (after its own round, which
-    its stop cuts short, if one has begun)."""
+    server read it), and the next server carries it out as it starts, before a round
+    of its own begins."""
     tarpit, config, resolver, queue_id = _in_a_round(tmp_path)
     queue = Queue(config.queue_dir)
     commands = config.queue_dir / "commands"
@@ -691,6 +692,77 @@ def test_a_queue_command_waiting_for_a_round_is_kept_through_a_stop(
         _run(main)
     assert queue.load(queue_id).held
     assert list(commands.glob("*.json")) == []
+
+
+def test_a_queue_command_waiting_for_a_round_is_written_within_the_stop_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop gave a ``hold`` that waited for the round it cut short five seconds of its
+    own past the grace, so a slow disk made ``--stop-timeout`` 0.3s a stop of over five.
+    The wait comes out of the grace now; the hold not written by then keeps its file."""
+    tarpit, config, resolver, queue_id = _in_a_round(tmp_path)
+    commands = config.queue_dir / "commands"
+    disk_back = threading.Event()
+
+    def slow_disk(entry: object) -> None:
+        disk_back.wait(10)
+        raise OSError(errno.EIO, "the disk came back too late")
+
+    async def main() -> float:
+        server = MailServer(config, sockets={"smtp": _listening()}, resolver=resolver)
+        await server.start()
+        try:
+            peer, _ = await asyncio.to_thread(tarpit.accept)  # the round is under way
+            with peer:
+                submit(config.queue_dir, QueueCommand("hold", (queue_id,)), pid=0)
+                await server.run_queue_commands()
+                monkeypatch.setattr(server.queue, "update", slow_disk)
+                started = time.monotonic()
+                await server.aclose(grace=0.3)
+                return time.monotonic() - started
+        finally:
+            disk_back.set()
+            await server.aclose(grace=0)
+
+    with tarpit:
+        took = _run(main)
+    assert took < 1.5
+    assert len(list(commands.glob("*.json"))) == 1
+
+
+def test_sessions_and_deliveries_share_the_stop_timeout(tmp_path: Path) -> None:
+    """A session in the middle of a message had the whole grace, then a delivery round
+    had the whole grace again: ``--stop-timeout`` 1s stopped in 2.5s. The round goes on
+    while the session ends and has what is left of the grace after it."""
+    tarpit, config, resolver, _ = _in_a_round(tmp_path)
+    config = dataclasses.replace(config, users={"a@abc.example": "pw"})
+    smtp = _listening()
+
+    async def main() -> float:
+        server = MailServer(config, sockets={"smtp": smtp}, resolver=resolver)
+        await server.start()
+        try:
+            peer, _ = await asyncio.to_thread(tarpit.accept)  # the round is under way
+            with peer:
+                reader, writer = await asyncio.open_connection(*smtp.getsockname()[:2])
+                await reader.readline()
+                for command in ("EHLO c.example", "MAIL FROM:<>", "RCPT TO:<a@abc.example>"):
+                    writer.write(f"{command}\r\n".encode())
+                    while (await reader.readline())[3:4] == b"-":
+                        pass
+                writer.write(b"DATA\r\n")
+                assert (await reader.readline()).startswith(b"354")
+                started = time.monotonic()
+                await server.aclose(grace=1.0)
+                took = time.monotonic() - started
+                writer.close()
+                return took
+        finally:
+            await server.aclose(grace=0)
+
+    with tarpit:
+        took = _run(main)
+    assert took < 2.2  # the grace, then the half second a cut-off session takes to end
 
 
 def test_dsn_requests_are_passed_on_and_answered(tmp_path: Path) -> None:

@@ -82,7 +82,6 @@ from smtpcore.server.relay_tls import RelayTLS, message_tls, relay_tls_context
 
 __all__ = [
     "Applied",
-    "COMMANDS_ON_STOP",
     "ClientFactory",
     "DeliveryWorker",
     "MAX_BACKOFF",
@@ -105,10 +104,6 @@ retried nor expired, until a restart."""
 REPORT_ON_STOP: Final = 5.0
 """Seconds a stopped round has to make the success reports it owes (RFC 3461 §5.2.2: a
 "relayed" report for a recipient sent to a server without DSN)."""
-
-COMMANDS_ON_STOP: Final = 5.0
-"""Seconds a stop gives the operator's actions that waited for a round's end to be
-written; one not written by then stays in its command file for the next start."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,15 +417,19 @@ class DeliveryWorker:
         return True
 
     async def aclose(self, grace: float = 10.0) -> None:
-        """Let deliveries under way finish for up to ``grace`` seconds, then cancel them;
-        then give the operator's actions that waited for them up to
-        :data:`COMMANDS_ON_STOP` seconds to be written.
+        """Let deliveries under way finish, then the operator's actions that waited for
+        them be written, all within ``grace`` seconds (the operator's stop timeout bounds
+        the whole stop); then cancel what is left. A round cut off still has up to
+        :data:`REPORT_ON_STOP` seconds for the success reports it owes, which no later
+        round would make.
 
         The caller cancels the :meth:`run` task; what is left stays queued, and an
-        action not written stays in its command file.
+        action not written stays in its command file for the next start.
         """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         await _finish(set(self._running.values()), grace)
-        await _finish(set(self._control_tasks), COMMANDS_ON_STOP)
+        await _finish(set(self._control_tasks), max(deadline - loop.time(), 0.0))
 
     # -- one message ----------------------------------------------------------
 

@@ -221,8 +221,11 @@ class MailServer:
             await self.aclose(grace=0)
             raise
         await self._learn_own_addresses()
+        # What was asked while no server ran (or left by a stop that cut a round short
+        # before an action waiting for it was written), before any round can begin:
+        # a ``hold`` must not wait for a round its message should no longer have.
+        await self.run_queue_commands()
         self._worker_task = asyncio.get_running_loop().create_task(self.worker.run())
-        await self.run_queue_commands()  # what was asked while no server ran
         return list(self.listeners)
 
     def _prepare_storage(self) -> list[Any]:
@@ -435,7 +438,13 @@ class MailServer:
         self.listeners.append(Listener(name, host, bound))
 
     async def aclose(self, grace: float = 10.0) -> None:
-        """Stop listening, let sessions and deliveries finish within ``grace``, stop."""
+        """Stop listening, let sessions and deliveries finish, stop: one ``grace`` for it
+        all (``serve --stop-timeout``), not one after the other. Deliveries go on while
+        the sessions end, and have what is left of ``grace`` after them; a session cut
+        off then has a second more to hear its 421
+        (:meth:`smtpcore.asyncio.SMTPServer.aclose`)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         servers, self._servers = self._servers, []
         await asyncio.gather(*(server.aclose(grace) for server in servers))
         task, self._worker_task = self._worker_task, None
@@ -443,7 +452,7 @@ class MailServer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.worker.aclose(grace)
+        await self.worker.aclose(max(deadline - loop.time(), 0.0))
         await self._remove_commands()  # those whose actions the end of a round wrote
         if self._removals:
             await asyncio.wait(self._removals)
