@@ -319,6 +319,39 @@ def test_a_reload_whose_key_does_not_match_the_certificate_keeps_the_old_pair(
         _handshake(server.tls_context, old.client_context)
 
 
+def test_a_reload_from_other_certificate_files_names_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reload from a certificate at another path loaded it, and logged the path of the
+    one it replaced (the server's configuration kept the old paths)."""
+    import asyncio
+    import logging
+    from dataclasses import replace
+
+    from peers import make_tls_files
+    from smtpcore.server.config import ServerConfig
+    from smtpcore.server.mailserver import MailServer
+
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old, new = make_tls_files(tmp_path / "old"), make_tls_files(tmp_path / "new")
+    zone = tmp_path / "zone"
+    zone.write_text("")
+    config = ServerConfig(
+        domains=("abc.example",),
+        data_dir=tmp_path / "data",
+        tls_cert=old.cert_file,
+        tls_key=old.key_file,
+        resolver=f"static:{zone}",
+    )
+    server = MailServer(config)
+    asyncio.run(server.reload(replace(config, tls_cert=new.cert_file, tls_key=new.key_file)))
+    assert f"TLS certificate {new.cert_file}" in caplog.text
+    assert str(old.cert_file) not in caplog.text
+    assert (server.config.tls_cert, server.config.tls_key) == (new.cert_file, new.key_file)
+
+
 def _peer_name(listener: str, port: int, context: ssl.SSLContext) -> str | None:
     """The common name of the certificate ``listener`` shows a client of ``context``
     (implicit TLS, STARTTLS or STLS), None when their handshake fails. The server is

@@ -274,9 +274,10 @@ class MailServer:
 
     async def reload(self, config: ServerConfig) -> None:
         """SIGHUP: take ``config``'s users and sender aliases, and load the TLS
-        certificate again from its files, without dropping a session: sessions under
-        way keep their TLS, new handshakes use the new certificate. Other options
-        need a restart. Whatever fails leaves the configuration as it was."""
+        certificate again from its files (``config``'s, which become this server's),
+        without dropping a session: sessions under way keep their TLS, new handshakes
+        use the new certificate. Other options need a restart. Whatever fails leaves
+        the configuration as it was."""
         new = replace(self.config, users=config.users, sender_aliases=config.sender_aliases)
         await asyncio.to_thread(LocalMailboxes(new).create_all)
         fresh = self._tls_current
@@ -288,6 +289,7 @@ class MailServer:
                 # keeps a certificate per key type there, so an ECDSA pair loaded over an
                 # RSA one would leave the RSA one served to clients that take no ECDSA.
                 fresh = server_tls_context(config.tls_cert, config.tls_key)
+                new = replace(new, tls_cert=config.tls_cert, tls_key=config.tls_key)
         self._tls_current = fresh
         self.config = new
         self.mailboxes.config = new
