@@ -131,6 +131,50 @@ def test_inbound_mail_is_delivered_and_nothing_is_relayed(
     )
 
 
+def _both_loopbacks_free() -> int | None:
+    """A port free a moment ago on 127.0.0.1 and on ::1; None without IPv6 loopback."""
+    with socket.create_server((LOOPBACK, 0)) as ipv4:
+        port: int = ipv4.getsockname()[1]
+        try:
+            with socket.socket(socket.AF_INET6) as ipv6:
+                ipv6.bind(("::1", port))
+        except OSError:
+            return None
+    return port
+
+
+def test_a_listener_on_a_name_with_two_addresses_names_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``--host`` that resolves to 127.0.0.1 and ::1 is listened on at both, and
+    ``serve`` printed the first only: a client given the other could not know it works.
+    Each address is a listener of its own now, printed as such."""
+    port = _both_loopbacks_free()
+    if port is None:
+        pytest.skip("no IPv6 loopback")
+    real = socket.getaddrinfo
+
+    def two_records(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "mail.abc.example":
+            return real(LOOPBACK, *args, **kwargs) + real("::1", *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_records)
+    config = _config(
+        tmp_path, "abc.example", {}, host="mail.abc.example", smtp_port=port, submission_port=0
+    )
+
+    async def main() -> list[str]:
+        async with MailServer(config) as server:
+            for listener in server.listeners:
+                reader, writer = await asyncio.open_connection(listener.host, listener.port)
+                assert (await reader.readline()).startswith(b"220 ")
+                writer.close()
+            return [str(listener) for listener in server.listeners]
+
+    assert _run(main) == [f"smtp listening on 127.0.0.1:{port}", f"smtp listening on [::1]:{port}"]
+
+
 def test_an_empty_quoted_local_part_is_no_user_here(tmp_path: Path) -> None:
     """``<""@domain>`` is a valid path (RFC 5321 §4.1.2): the reference server takes it
     as a sender and answers 550 5.1.1 for it as a local recipient, as for any address

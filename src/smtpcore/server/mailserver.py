@@ -45,7 +45,9 @@ __all__ = ["Listener", "MailServer", "server_tls_context"]
 
 @dataclass(frozen=True, slots=True)
 class Listener:
-    """A bound listener: its name (``smtp``, ``submission``...) and address."""
+    """One address a listener (``smtp``, ``submission``...) is bound to: a listener whose
+    host resolves to several addresses (an A and an AAAA record) has one each, and
+    ``serve`` prints each, since a client may reach any of them."""
 
     name: str
     host: str
@@ -413,10 +415,7 @@ class MailServer:
         handler, options = self._smtp_handler(name)
         sock = self.sockets.get(name)
         server = SMTPServer(handler, self.config.host, port, sock=sock, **options)
-        await server.start()
-        self._servers.append(server)
-        host, bound = server.addresses[0]
-        self.listeners.append(Listener(name, host, bound))
+        await self._started(name, server)
 
     async def _listen_pop3(self, name: str, port: int) -> None:
         store = POP3Store(self.config, self.authenticator(), name, credentials=self.credentials)
@@ -434,10 +433,12 @@ class MailServer:
             max_sessions_per_address=self.config.max_sessions_per_address,
             auth_failure_delay=self.config.auth_failure_delay,
         )
+        await self._started(name, server)
+
+    async def _started(self, name: str, server: SMTPServer | POP3Server) -> None:
         await server.start()
         self._servers.append(server)
-        host, bound = server.addresses[0]
-        self.listeners.append(Listener(name, host, bound))
+        self.listeners.extend(Listener(name, host, port) for host, port in server.addresses)
 
     async def aclose(self, grace: float = 10.0) -> None:
         """Stop listening, let sessions and deliveries finish, stop: one ``grace`` for it
