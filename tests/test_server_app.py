@@ -22,7 +22,7 @@ import pytest
 
 from smtpcore.asyncio import SMTPClient
 from smtpcore.routing import StaticResolver
-from smtpcore.server import ConfigError, MailServer, ServerConfig
+from smtpcore.server import ConfigError, MailServer, ServerConfig, maildir, mailserver
 from smtpcore.server.app import MAX_HOPS, MailStore
 from smtpcore.server.log import delivery_line
 from smtpcore.server.mailboxes import LocalMailboxes
@@ -807,6 +807,35 @@ def test_sessions_and_deliveries_share_the_stop_timeout(tmp_path: Path) -> None:
     with tarpit:
         took = _run(main)
     assert took < 2.2  # the grace, then the half second a cut-off session takes to end
+
+
+def test_a_running_server_clears_its_maildirs_tmp_now_and_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``tmp/`` was cleared of dead deliveries at start only: a server that ran for
+    months kept every one a crash (or a full disk) left meanwhile. It is cleared every
+    few hours now (here every 50 ms, of files untouched for 0.3 s instead of 36 hours),
+    and a delivery being written, whose file changes as it goes, is left alone."""
+    monkeypatch.setattr(mailserver, "TMP_SCAN_EVERY", 0.05, raising=False)
+    monkeypatch.setattr(maildir, "TMP_LIFETIME", 0.3)
+    config = _config(tmp_path, "abc.example", {"john@abc.example": "pw"}, submission_port=0)
+    mailbox = Maildir(config.mailbox_path("john@abc.example"))
+
+    async def main() -> None:
+        async with MailServer(config, sockets={"smtp": _listening()}):
+            dead = mailbox.path / "tmp" / "1.M1P1Q1.dead"
+            dead.write_bytes(b"cut short\r\n")
+            writing = mailbox.begin(b"Subject: slow\r\n\r\n")
+            for _ in range(10):  # a delivery that takes a second, written all along
+                await asyncio.sleep(0.1)
+                writing.write(b"more\r\n" * 12_000)  # past the file's buffer: on disk
+            assert not dead.exists()
+            writing.finish().commit()
+
+    _run(main)
+    (delivered,) = _messages(config, "john@abc.example")
+    assert delivered.endswith(b"more\n")
+    assert list((mailbox.path / "tmp").iterdir()) == []
 
 
 def test_dsn_requests_are_passed_on_and_answered(tmp_path: Path) -> None:

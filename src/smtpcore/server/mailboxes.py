@@ -38,17 +38,35 @@ class LocalMailboxes:
         except Exception:
             logger.exception("%s: the on_delivery hook failed for %s", queue_id, key)
 
+    def _keys(self) -> set[str]:
+        """Every user's mailbox key, and the postmaster's of each domain."""
+        keys = set(self.config.users)
+        keys.update(self.config.postmaster_key(domain) for domain in self.config.domains)
+        return keys
+
     def create_all(self) -> None:
         """Create every user's Maildir (and the postmaster's), so that mail tools and the
         POP3 server find them before the first message; and clear each ``tmp/`` of what
         deliveries a crash cut short left there over 36 hours ago."""
-        keys = set(self.config.users)
-        keys.update(self.config.postmaster_key(domain) for domain in self.config.domains)
+        keys = self._keys()
         for key in keys:
             maildir = self.maildir(key)
             maildir.create()
             maildir.clean_tmp()
         self._warn_of_other_spellings(keys)
+
+    def clean_all(self) -> int:
+        """Clear each mailbox's ``tmp/`` of the files untouched for 36 hours, as a running
+        server must from time to time (:meth:`Maildir.clean_tmp`: a delivery under way
+        writes its file within seconds, so none of its is touched); how many went. A
+        Maildir that cannot be read (removed by hand) is logged and the rest go on."""
+        removed = 0
+        for key in sorted(self._keys()):
+            try:
+                removed += self.maildir(key).clean_tmp()
+            except OSError as exc:
+                logger.warning("mailbox %s: cannot clear tmp/: %s", key, exc)
+        return removed
 
     def _warn_of_other_spellings(self, keys: set[str]) -> None:
         """Say which Maildirs are named by another spelling of a user's key: one a server

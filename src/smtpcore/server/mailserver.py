@@ -16,7 +16,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from smtpcore._ip import host_port
 from smtpcore.asyncio import POP3Server, SMTPServer
@@ -40,7 +40,13 @@ from smtpcore.server.queuectl import read_commands, take_lock
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
 
-__all__ = ["Listener", "MailServer", "server_tls_context"]
+__all__ = ["TMP_SCAN_EVERY", "Listener", "MailServer", "server_tls_context"]
+
+TMP_SCAN_EVERY: Final = 8 * 3600.0
+"""How often a running server clears its Maildirs' ``tmp/`` of the files a crash left
+there (36 hours untouched, as the Maildir convention has it), as Dovecot scans each
+``tmp/`` at most every 8 hours (``MAILDIR_TMP_SCAN_SECS``): the start does it too, but a
+server runs for months."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +146,7 @@ class MailServer:
         """The files of the commands carried out but not yet removed, oldest first, each
         with whether its actions are on disk (see run_queue_commands)."""
         self._removals: set[asyncio.Task[None]] = set()
+        self._cleaner: asyncio.Task[None] | None = None
 
     # -- routers ----------------------------------------------------------------
 
@@ -228,7 +235,17 @@ class MailServer:
         # a ``hold`` must not wait for a round its message should no longer have.
         await self.run_queue_commands()
         self._worker_task = asyncio.get_running_loop().create_task(self.worker.run())
+        self._cleaner = asyncio.get_running_loop().create_task(self._clean_maildirs())
         return list(self.listeners)
+
+    async def _clean_maildirs(self) -> None:
+        """Every :data:`TMP_SCAN_EVERY` seconds, what :meth:`start` does once: the
+        Maildirs' ``tmp/`` cleared of what deliveries a crash cut short left there."""
+        while True:
+            await asyncio.sleep(TMP_SCAN_EVERY)
+            removed = await asyncio.to_thread(self.mailboxes.clean_all)
+            if removed:
+                logger.info("maildirs: %d files left in tmp/ over 36 hours removed", removed)
 
     def _prepare_storage(self) -> list[Any]:
         """The data directory made ready, its lock taken; a storage error is a
@@ -450,11 +467,13 @@ class MailServer:
         deadline = loop.time() + grace
         servers, self._servers = self._servers, []
         await asyncio.gather(*(server.aclose(grace) for server in servers))
-        task, self._worker_task = self._worker_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        tasks = (self._worker_task, self._cleaner)
+        self._worker_task = self._cleaner = None
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.worker.aclose(max(deadline - loop.time(), 0.0))
         await self._remove_commands()  # those whose actions the end of a round wrote
         if self._removals:
