@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from relay_remote import ScriptedRemote, remote
 from smtpcore.routing import MXRecord, Resolver, Router, StaticResolver
+from smtpcore.server import delivery
 from smtpcore.server.config import ConfigError, ServerConfig
 from smtpcore.server.delivery import MAX_BACKOFF, DeliveryWorker, backoff
 from smtpcore.server.internal import InternalAddresses
@@ -1174,6 +1175,25 @@ def test_a_message_is_recorded_sent_before_quit_is_answered(tmp_path: Path) -> N
         _run(relay, recorded, timeout=5.0)
         _wait_closed(server)
     assert len(server.transactions) == 1
+
+
+def test_a_quit_never_answered_holds_the_round_briefly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The message is recorded sent before QUIT, but the round waited for QUIT's reply
+    as for any command's, five minutes, and the message's next domain, its report and
+    the operator's actions on it with it. The relay waits ``QUIT_TIMEOUT`` (here 0.3 s)."""
+    monkeypatch.setattr(delivery, "QUIT_TIMEOUT", 0.3, raising=False)
+    zone = ZONE + "xyz.example MX 10 mx.pqr.example\n"
+    with remote(answer_quit=False) as server:
+        relay = _relay(tmp_path, server.port, zone=zone, retry_after=3600.0)
+        relay.enqueue(["brendon@pqr.example", "a@xyz.example"])
+        _run(relay, relay.empty, timeout=5.0)
+        _wait_closed(server)
+    assert [t.recipients for t in server.transactions] == [
+        ["brendon@pqr.example"],
+        ["a@xyz.example"],
+    ]
 
 
 # -- DSN parameters that cannot go on as they are --------------------------------------------

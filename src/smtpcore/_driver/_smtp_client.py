@@ -311,7 +311,7 @@ class BaseSMTPClient(BaseClient):
                 and not conn.pending
                 and conn.state in _QUIT_STATES
             ):
-                await self._command(Quit(), self.timeouts.command)
+                await self._command(Quit(), self.timeouts.quit)
         except SMTPError:
             pass
         finally:

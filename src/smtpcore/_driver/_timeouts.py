@@ -87,11 +87,15 @@ class Timeouts:
     client that sends at this rate or faster is never cut off, and one that
     trickles is cut off after about ``data_block`` seconds. ``None``: no credit,
     and ``data_block`` bounds each read (a trickling client is never cut off)."""
+    quit: float | None = 300.0
+    """Client: writing QUIT and waiting for its reply, as Postfix's ``smtp_quit_timeout``
+    (300 s by default there too). The session's mail is settled before QUIT: a relay
+    that must not be held by a server that never answers it sets this short."""
 
     @classmethod
     def uniform(cls, seconds: float | None) -> Timeouts:
         """The same timeout everywhere, for tests and tight deployments."""
-        return cls(seconds, seconds, seconds, seconds, seconds, seconds, seconds)
+        return cls(seconds, seconds, seconds, seconds, seconds, seconds, seconds, quit=seconds)
 
 
 DEFAULT_TIMEOUTS: Final = Timeouts()

@@ -85,6 +85,7 @@ __all__ = [
     "ClientFactory",
     "DeliveryWorker",
     "MAX_BACKOFF",
+    "QUIT_TIMEOUT",
     "RESOLVE_TIMEOUT",
     "backoff",
     "opportunistic_tls_context",
@@ -100,6 +101,14 @@ in a round by default: past that, a temporary DNS failure (451 4.4.3), and the m
 for the next round. The dnspython resolver bounds each lookup (5 s), but a domain can
 make many, and a custom resolver may bound none: one that hangs held its message, never
 retried nor expired, until a restart."""
+
+QUIT_TIMEOUT: Final = 10.0
+"""Seconds the relay waits for an exchanger to answer its QUIT by default
+(:attr:`Timeouts.quit <smtpcore.asyncio.Timeouts.quit>`): what the session sent is
+recorded before QUIT, and the reply tells nothing more, but the round waits for it, and
+with it an operator's action on the message and the message's other domains. Postfix's
+``smtp_quit_timeout`` is 300 s, as every command's; an exchanger that never answers
+QUIT held a round that long."""
 
 REPORT_ON_STOP: Final = 5.0
 """Seconds a stopped round has to make the success reports it owes (RFC 3461 §5.2.2: a
@@ -258,7 +267,7 @@ class DeliveryWorker:
         self.internal = internal if internal is not None else InternalAddresses()
         """Which addresses the relay must not connect to (none allowed by default)."""
         self.client_factory = client_factory
-        self.timeouts = timeouts or Timeouts()
+        self.timeouts = timeouts or Timeouts(quit=QUIT_TIMEOUT)
         self.concurrency = concurrency
         self.clock = clock
         self.rng: RandomSource = rng or random.SystemRandom()
