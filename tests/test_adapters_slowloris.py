@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,6 +157,61 @@ def test_max_sessions_per_address_must_be_positive() -> None:
 
     with pytest.raises(ValueError, match="max_sessions_per_address"):
         SMTPServer(Handler(), max_sessions_per_address=0)
+
+
+class _Addressed:
+    """A stand-in transport: only the addresses a session reads when it is built."""
+
+    def __init__(self, host: str) -> None:
+        self.peer_address = (host, 40000)
+        self.local_address = ("2001:db8::25", 25)
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "pop3"])
+def test_an_ipv6_client_is_counted_by_its_network(protocol: str, tmp_path: Path) -> None:
+    """Postfix 3.8's ``smtpd_client_ipv6_prefix_length`` (84): a host with a /64 has
+    2**64 addresses, each of which would have a share of its own; an IPv4-mapped
+    address is the IPv4 client's. ``client_ipv6_prefix_length=128`` counts each
+    address."""
+    from smtpcore._driver._pop3_server import POP3ServerOptions, POP3ServerState
+    from smtpcore._driver._smtp_server import ServerOptions, ServerState
+
+    def registry(**options: Any) -> Any:
+        if protocol == "smtp":
+            return ServerState(Handler(), ServerOptions(hostname="mx.test", **options))
+        store = MaildirStore(tmp_path, {})
+        return POP3ServerState(store, POP3ServerOptions(hostname="pop.test", **options))
+
+    def admitted(state: Any, host: str) -> bool:
+        return not isinstance(state.admit(_Addressed(host)), bytes)
+
+    state = registry(max_sessions_per_address=2)
+    assert admitted(state, "2001:db8:0:1::1") and admitted(state, "2001:db8:0:1:0:fff:ffff:2")
+    assert not admitted(state, "2001:db8:0:1:0:abc::3")  # the same /84
+    assert admitted(state, "2001:db8:0:1:0:1000::3")  # the next /84
+    assert admitted(state, "2001:db8:0:2::1")  # another /64
+    assert admitted(state, "192.0.2.1") and admitted(state, "::ffff:192.0.2.1")
+    assert not admitted(state, "192.0.2.1")
+    state = registry(max_sessions_per_address=2, client_ipv6_prefix_length=128)
+    assert all(admitted(state, f"2001:db8:0:1::{n}") for n in range(1, 6))
+    with pytest.raises(ValueError, match="client_ipv6_prefix_length"):
+        registry(client_ipv6_prefix_length=129)
+
+
+def test_a_proxied_ipv6_client_is_counted_by_its_network() -> None:
+    """The client a PROXY header names is counted by the same rule (``readdress``)."""
+    from smtpcore._driver._proxied import networks
+    from smtpcore._driver._smtp_server import ServerOptions, ServerState
+
+    options = ServerOptions(
+        hostname="mx.test", max_sessions_per_address=1, proxy_protocol_from=["127.0.0.1"]
+    )
+    state = ServerState(Handler(), options)
+    first, second = (state.admit(_Addressed("127.0.0.1")) for _ in range(2))
+    assert options.proxy_networks == networks(["127.0.0.1"])
+    assert state.readdress(first, ("2001:db8::1", 1))
+    assert not state.readdress(second, ("2001:db8::2", 1))
+    assert state.readdress(second, ("2001:db8:1::2", 1))
 
 
 # -- POP3 -------------------------------------------------------------------------------

@@ -73,6 +73,20 @@ def test_session_limits_on_the_command_line(tmp_path: Path) -> None:
         config_from_args(build_parser().parse_args([*base, "--max-sessions", "0"]))
 
 
+def test_the_ipv6_prefix_of_the_session_limit_on_the_command_line(tmp_path: Path) -> None:
+    """An IPv6 client is counted by its /84, as Postfix's smtpd_client_ipv6_prefix_length;
+    the listeners get the option."""
+    from smtpcore.server.mailserver import MailServer
+
+    base = ["serve", "--data-dir", str(tmp_path)]
+    assert config_from_args(build_parser().parse_args(base)).client_ipv6_prefix_length == 84
+    args = [*base, "--client-ipv6-prefix-length", "64"]
+    config = config_from_args(build_parser().parse_args(args))
+    assert MailServer(config)._smtp_handler("smtp")[1]["client_ipv6_prefix_length"] == 64
+    with pytest.raises(ConfigError, match="--client-ipv6-prefix-length"):
+        dataclasses.replace(config, client_ipv6_prefix_length=129)
+
+
 def test_auth_failure_delay_on_the_command_line(tmp_path: Path) -> None:
     """Failed logins wait 2 seconds, as Dovecot's ``auth_failure_delay``; 0 answers at
     once; a negative or endless wait is refused. The server's listeners get it."""

@@ -11,13 +11,27 @@ from __future__ import annotations
 
 import ipaddress
 
-__all__ = ["NAT64_PREFIX", "host_address", "host_port", "ip_text", "unmapped"]
+__all__ = [
+    "CLIENT_IPV6_PREFIX_LENGTH",
+    "NAT64_PREFIX",
+    "checked_prefix_length",
+    "client_block",
+    "host_address",
+    "host_port",
+    "ip_text",
+    "unmapped",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
 """RFC 6052 §2.1's well-known prefix: an IPv4 host seen through a NAT64 gateway (DNS64
 answers with it on IPv6-only networks)."""
+
+CLIENT_IPV6_PREFIX_LENGTH = 84
+"""The bits of an IPv6 client's address that name the client (Postfix 3.8's
+``smtpd_client_ipv6_prefix_length`` default): an ordinary IPv6 customer has a /64 or
+more, every address of which is the one host or network."""
 
 
 def ip_text(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
@@ -56,3 +70,29 @@ def host_address(address: IPAddress) -> IPAddress:
         if address in NAT64_PREFIX:
             return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address
+
+
+def client_block(host: str, ipv6_prefix_length: int) -> str:
+    """What a client at ``host`` (an address as sessions know it) is counted under: an
+    IPv4 address (or anything that is no IP address) as it is, an IPv6 address as its
+    network of ``ipv6_prefix_length`` bits (``2001:db8:0:1::/84``), as Postfix's
+    anvil counts them since 3.8. Counted by its own address, an IPv6 client with a
+    /64 would have 2**64 shares of a limit, and so no limit. An IPv4-mapped
+    address counts as the IPv4 one. Cheap for an IPv4 address: one comparison."""
+    if ":" not in host:
+        return host
+    try:
+        address = ipaddress.IPv6Address(host)
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, ipv6_prefix_length), strict=False))
+
+
+def checked_prefix_length(bits: object) -> int:
+    """``bits`` if it is an IPv6 prefix length (0 to 128), else ValueError now, not at
+    the first IPv6 client."""
+    if not isinstance(bits, int) or isinstance(bits, bool) or not 0 <= bits <= 128:
+        raise ValueError(f"client_ipv6_prefix_length must be 0 to 128, not {bits!r}")
+    return bits

@@ -21,7 +21,7 @@ from smtpcore._driver._logtext import describe_error
 from smtpcore._driver._proxied import Network, ip_peer, peer_text, read_proxy_header, trusted
 from smtpcore._driver._timeouts import Watchdog
 from smtpcore._driver._transport import Link, address
-from smtpcore._ip import unmapped
+from smtpcore._ip import CLIENT_IPV6_PREFIX_LENGTH, client_block, unmapped
 from smtpcore.proxy import ProxyProtocolError
 
 __all__ = [
@@ -87,10 +87,12 @@ class SessionRegistry(Generic[S]):
     ``max_per_address`` keeps one address from taking every slot, as Postfix's
     ``smtpd_client_connection_count_limit`` does: sessions are counted by the
     peer's IP address (a connection without one, over a Unix socket say, is
-    not counted). A connection from a proxy that names its client later (the
-    PROXY protocol header) is not counted under the proxy's address: the
-    session calls :meth:`readdress` once it knows whose it is, so that one
-    proxy in front does not cap every client behind it at one client's share.
+    not counted), an IPv6 peer by its network of ``ipv6_prefix_length`` bits
+    (:func:`~smtpcore._ip.client_block`). A connection from a proxy that names
+    its client later (the PROXY protocol header) is not counted under the
+    proxy's address: the session calls :meth:`readdress` once it knows whose it
+    is, so that one proxy in front does not cap every client behind it at one
+    client's share.
     A connection from one of ``proxy_networks`` is such a connection (a
     subclass may say otherwise in :meth:`client_named_later`).
     """
@@ -104,6 +106,7 @@ class SessionRegistry(Generic[S]):
         address_busy_reply: bytes = b"",
         stopping_reply: bytes = b"",
         proxy_networks: Sequence[Network] = (),
+        ipv6_prefix_length: int = CLIENT_IPV6_PREFIX_LENGTH,
     ) -> None:
         if max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
@@ -112,16 +115,19 @@ class SessionRegistry(Generic[S]):
         self.max_sessions = max_sessions
         self.busy_reply = busy_reply
         self.max_per_address = max_per_address
+        self.ipv6_prefix_length = ipv6_prefix_length
         self.address_busy_reply = address_busy_reply
         self.stopping_reply = stopping_reply
         self.proxy_networks = tuple(proxy_networks)
         """The proxies whose PROXY header names the client (``proxy_protocol_from``)."""
         self.sessions: dict[S, str | None] = {}
-        """The live sessions, each with the address it is counted under (None: none).
+        """The live sessions, each with the address (an IPv6 network) it is counted
+        under (None: none).
         One dictionary for both, rather than a set and a dictionary of the counted
         ones: a set's table takes more room a session than a dictionary's."""
         self.per_address: dict[str, int] = {}
-        """Live sessions by peer address (only with ``max_per_address``)."""
+        """Live sessions by peer address, an IPv6 peer's by its network (only with
+        ``max_per_address``)."""
         self.stopping = False
         self.cutting_off = False
         """True once the grace period of the shutdown is over (see :meth:`cut_off`)."""
@@ -150,7 +156,7 @@ class SessionRegistry(Generic[S]):
     def admit(self, transport: Link) -> S | bytes:
         """A session for a new connection, counted from now on; or, when there is no
         room for it, what to write to the client before closing."""
-        # What full and _has_room say, and the count, written out: this runs for every connection.
+        # What full and readdress say, and the count, written out: this runs for every connection.
         sessions = self.sessions
         if len(sessions) >= self.max_sessions or self.stopping:
             # A client turned away by a shutdown is told so, not that the server is full.
@@ -164,6 +170,8 @@ class SessionRegistry(Generic[S]):
         host = None
         if limit is not None and counted is not None:
             host = counted[0]
+            if ":" in host:  # IPv6: counted by its network (client_block)
+                host = client_block(host, self.ipv6_prefix_length)
             count = self.per_address.get(host, 0)
             if count >= limit:
                 return self.address_busy_reply
@@ -181,16 +189,16 @@ class SessionRegistry(Generic[S]):
         sessions = self.sessions
         self._uncount(sessions.get(session))
         sessions[session] = None
-        if not self._has_room(peer):
-            return False
-        if self.max_per_address is not None and peer is not None:
-            host = sessions[session] = peer[0]
-            self.per_address[host] = self.per_address.get(host, 0) + 1
-        return True
-
-    def _has_room(self, peer: tuple[str, int] | None) -> bool:
         limit = self.max_per_address
-        return limit is None or peer is None or self.per_address.get(peer[0], 0) < limit
+        if limit is None or peer is None:
+            return True
+        host = client_block(peer[0], self.ipv6_prefix_length)
+        count = self.per_address.get(host, 0)
+        if count >= limit:
+            return False
+        sessions[session] = host
+        self.per_address[host] = count + 1
+        return True
 
     def _uncount(self, host: str | None) -> None:
         """One session less under ``host`` (None: a session counted under none)."""

@@ -37,7 +37,7 @@ from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts, chec
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import checked_hostname
-from smtpcore._ip import unmapped
+from smtpcore._ip import CLIENT_IPV6_PREFIX_LENGTH, checked_prefix_length, unmapped
 from smtpcore._sentinels import NEED_DATA, PAUSED
 from smtpcore.maildrop import (
     Maildrop,
@@ -153,6 +153,12 @@ class POP3ServerOptions:
     """Sessions served at once for one client IP address, so that one address cannot
     take every slot; past that the client gets ``-ERR [SYS/TEMP]`` and is closed.
     ``None``: no limit."""
+    client_ipv6_prefix_length: int = CLIENT_IPV6_PREFIX_LENGTH
+    """The bits of an IPv6 client's address ``max_sessions_per_address`` counts it by
+    (84, as Postfix's ``smtpd_client_ipv6_prefix_length``): every address of that
+    network is one client, for an ordinary IPv6 customer has a /64 or more, which
+    counted address by address would be no limit. ``128`` counts each address;
+    an IPv4 client (one on a dual-stack socket too) is counted by its address."""
     max_auth_failures: int = 3
     """Failed logins per session; the last one closes the connection."""
     auth_failure_delay: float = 2.0
@@ -188,6 +194,7 @@ class POP3ServerOptions:
             raise ValueError("max_sessions must be at least 1")
         if self.max_sessions_per_address is not None and self.max_sessions_per_address < 1:
             raise ValueError("max_sessions_per_address must be at least 1 (or None)")
+        checked_prefix_length(self.client_ipv6_prefix_length)
         if self.max_auth_failures < 1:
             raise ValueError("max_auth_failures must be at least 1")
         checked_delay(self.auth_failure_delay)
@@ -208,6 +215,7 @@ class POP3ServerKeywords(TypedDict, total=False):
     timeouts: POP3Timeouts
     max_sessions: int
     max_sessions_per_address: int | None
+    client_ipv6_prefix_length: int
     max_auth_failures: int
     auth_failure_delay: float
     utf8: bool
@@ -232,6 +240,7 @@ class POP3ServerState(SessionRegistry["POP3ServerSession"]):
             options.max_sessions,
             busy.to_bytes() if plain else b"",
             max_per_address=options.max_sessions_per_address,
+            ipv6_prefix_length=options.client_ipv6_prefix_length,
             address_busy_reply=address_busy.to_bytes() if plain else b"",
             stopping_reply=_SHUTTING_DOWN.to_bytes() if plain else b"",
             proxy_networks=options.proxy_networks,

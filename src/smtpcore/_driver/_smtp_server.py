@@ -33,6 +33,7 @@ from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, checked_delay
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import checked_hostname
+from smtpcore._ip import CLIENT_IPV6_PREFIX_LENGTH, checked_prefix_length
 from smtpcore._lines import FramingPolicy
 from smtpcore._sentinels import NEED_DATA, PAUSED
 from smtpcore.address import Mailbox
@@ -200,6 +201,12 @@ class ServerOptions:
     """Sessions served at once for one client IP address (Postfix's
     ``smtpd_client_connection_count_limit``), so that one address cannot take every
     slot; past that the client gets ``421 4.7.0`` and is closed. ``None``: no limit."""
+    client_ipv6_prefix_length: int = CLIENT_IPV6_PREFIX_LENGTH
+    """The bits of an IPv6 client's address ``max_sessions_per_address`` counts it by
+    (84, as Postfix's ``smtpd_client_ipv6_prefix_length``): every address of that
+    network is one client, for an ordinary IPv6 customer has a /64 or more, which
+    counted address by address would be no limit. ``128`` counts each address;
+    an IPv4 client (one on a dual-stack socket too) is counted by its address."""
     max_message_size: int | None = 10_240_000
     max_recipients: int = 100
     max_recipient_overshoot: int = 1000
@@ -263,6 +270,7 @@ class ServerOptions:
             raise ValueError("max_sessions must be at least 1")
         if self.max_sessions_per_address is not None and self.max_sessions_per_address < 1:
             raise ValueError("max_sessions_per_address must be at least 1 (or None)")
+        checked_prefix_length(self.client_ipv6_prefix_length)
         checked_delay(self.auth_failure_delay)
         auth = self.auth
         if isinstance(auth, Authenticator):
@@ -336,6 +344,7 @@ class ServerKeywords(TypedDict, total=False):
     timeouts: Timeouts
     max_sessions: int
     max_sessions_per_address: int | None
+    client_ipv6_prefix_length: int
     max_message_size: int | None
     max_recipients: int
     max_recipient_overshoot: int
@@ -373,6 +382,7 @@ class ServerState(SessionRegistry["ServerSession"]):
             options.max_sessions,
             busy.to_bytes(busy.status) if plain else b"",
             max_per_address=options.max_sessions_per_address,
+            ipv6_prefix_length=options.client_ipv6_prefix_length,
             address_busy_reply=address_busy.to_bytes(address_busy.status) if plain else b"",
             stopping_reply=stopping.to_bytes(stopping.status) if plain else b"",
             proxy_networks=options.proxy_networks,

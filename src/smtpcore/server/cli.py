@@ -179,6 +179,15 @@ def _add_serve(commands: Any) -> None:
         "smtpd_client_connection_count_limit; 0 for no limit (default 50)",
     )
     limits.add_argument(
+        "--client-ipv6-prefix-length",
+        type=_arg(int, "number"),
+        default=84,
+        metavar="BITS",
+        help="count an IPv6 client for --max-sessions-per-address by its network of this "
+        "many bits, as Postfix's smtpd_client_ipv6_prefix_length; 128 counts each "
+        "address (default 84)",
+    )
+    limits.add_argument(
         "--auth-failure-delay",
         type=_arg(parse_duration, "duration"),
         default=2.0,
@@ -508,6 +517,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_recipients=args.max_recipients,
         max_sessions=args.max_sessions,
         max_sessions_per_address=args.max_sessions_per_address or None,
+        client_ipv6_prefix_length=args.client_ipv6_prefix_length,
         auth_failure_delay=args.auth_failure_delay,
         resolver=args.resolver,
         remote_port=args.remote_port,

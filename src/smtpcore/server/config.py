@@ -469,6 +469,10 @@ class ServerConfig:
     max_sessions_per_address: int | None = 50
     """Sessions each listener serves at once for one client address (Postfix's
     ``smtpd_client_connection_count_limit``); None for no limit."""
+    client_ipv6_prefix_length: int = 84
+    """The bits of an IPv6 client's address ``max_sessions_per_address`` counts it by,
+    as Postfix's ``smtpd_client_ipv6_prefix_length``: an IPv6 customer's /64 is one
+    client, not 2**64 of them."""
     auth_failure_delay: float = 2.0
     """Seconds a failed login (SMTP AUTH, POP3 PASS, APOP, AUTH) waits before its answer,
     as Dovecot's ``auth_failure_delay``: a client guessing passwords guesses slowly."""
@@ -569,6 +573,8 @@ class ServerConfig:
             raise ConfigError(
                 "--max-sessions-per-address must be at least 1 (0 on the command line: none)"
             )
+        if not 0 <= self.client_ipv6_prefix_length <= 128:
+            raise ConfigError("--client-ipv6-prefix-length must be 0 to 128")
         object.__setattr__(
             self,
             "proxy_protocol_from",

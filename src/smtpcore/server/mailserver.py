@@ -391,6 +391,7 @@ class MailServer:
             "max_recipients": config.max_recipients,
             "max_sessions": config.max_sessions,
             "max_sessions_per_address": config.max_sessions_per_address,
+            "client_ipv6_prefix_length": config.client_ipv6_prefix_length,
             "auth_failure_delay": config.auth_failure_delay,
             "ssl_context": self.tls_context,
         }
@@ -448,6 +449,7 @@ class MailServer:
             proxy_protocol_from=self.config.proxy_protocol_from,
             max_sessions=self.config.max_sessions,
             max_sessions_per_address=self.config.max_sessions_per_address,
+            client_ipv6_prefix_length=self.config.client_ipv6_prefix_length,
             auth_failure_delay=self.config.auth_failure_delay,
         )
         await self._started(name, server)
