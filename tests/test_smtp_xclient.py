@@ -148,6 +148,19 @@ def test_an_ipv4_client_named_in_its_mapped_form_is_its_ipv4_address() -> None:
     assert Xclient(addr="IPV6:2001:db8::7").addr == "2001:db8::7"
 
 
+def test_an_ipv6_address_on_the_wire_comes_after_its_prefix() -> None:
+    """XCLIENT_README: ADDR is "an IPv4 network address, an IPv6 address prefixed with
+    IPV6:" (DESTADDR alike); a bare IPv6 address gets 501 5.5.4, as from Postfix (see
+    the malformed commands below), while an application's event may omit it."""
+    line = b"XCLIENT ADDR=IPV6:::ffff:192.0.2.7 DESTADDR=Ipv6:2001:db8::25\r\n"
+    events, out = run(greeted(**TRUSTED), EHLO + line)
+    assert events[-1] == Xclient(addr="192.0.2.7", destaddr="2001:db8::25")
+    assert codes(out)[-1] == "220"
+    _, out = run(greeted(**TRUSTED), EHLO + b"XCLIENT ADDR=2001:db8::7\r\n")
+    assert out.endswith(b"501 5.5.4 Bad ADDR syntax\r\n")
+    assert Xclient(addr="2001:db8::7").to_line() == "XCLIENT ADDR=IPV6:2001:db8::7"
+
+
 @pytest.mark.parametrize(
     "fields",
     [
@@ -268,6 +281,12 @@ def test_xclients_may_come_back_to_back() -> None:
         (b"XCLIENT ADDR=fe80::1%eth0\r\n", "501 5.5.4"),  # a zone: any text after "%"
         (b"XCLIENT ADDR=IPV6:fe80::1%]:1\r\n", "501 5.5.4"),
         (b"XCLIENT DESTADDR=fe80::1%1\r\n", "501 5.5.4"),
+        # XCLIENT_README: an IPv6 address "prefixed with IPV6:", and only an IPv6 one;
+        # Postfix answers 501 5.5.4 to a bare one, whatever it would read it as.
+        (b"XCLIENT ADDR=2001:db8::1\r\n", "501 5.5.4"),
+        (b"XCLIENT ADDR=::ffff:192.0.2.1\r\n", "501 5.5.4"),
+        (b"XCLIENT ADDR=IPV6:192.0.2.1\r\n", "501 5.5.4"),
+        (b"XCLIENT DESTADDR=2001:db8::25\r\n", "501 5.5.4"),
         (b"XFORWARD ADDR=fe80::1%eth0\r\n", "501 5.5.4"),  # nor as an address in text
         (b"XCLIENT HELO=" + b"h" * 256 + b"\r\n", "501 5.5.4"),
         (b"XCLIENT HELO=" + b"h" * 600 + b"\r\n", "500 5.5.2"),  # over the line limit

@@ -250,7 +250,7 @@ def _forwarding(cls: type[ForwardingCommand]) -> Callable[[str], Command]:
             if not XTEXT_VALUE.fullmatch(value):
                 raise CommandSyntaxError(reply(501, "5.5.4", f"Bad {attribute.name} syntax"))
             try:
-                values[attribute.field] = attribute.read(decode_xtext(value))
+                values[attribute.field] = attribute.from_wire(decode_xtext(value))
             except ValueError:
                 raise CommandSyntaxError(
                     reply(501, "5.5.4", f"Bad {attribute.name} syntax")

@@ -98,6 +98,18 @@ def _ip(value: object) -> str:
         raise ValueError(f"not an IP address: {text!r}") from None
 
 
+def _literal_ip(text: str) -> None:
+    """XCLIENT's address on the wire: an IPv4 address, or an IPv6 address after its
+    ``IPV6:`` prefix (XCLIENT_README, "XCLIENT Command syntax"), as Postfix's
+    ``valid_mailhost_addr()`` reads it, which answers anything else ``501 5.5.4``
+    (a bare IPv6 address, ``IPV6:`` before an IPv4 one). ValueError when ``text``
+    (which :func:`_ip` took) is not so written."""
+    prefixed = ascii_upper(text[:5]) == _IPV6_PREFIX
+    version = ipaddress.ip_address(text[5:] if prefixed else text).version
+    if version != (6 if prefixed else 4):
+        raise ValueError(f"an IPv6 address is written IPV6:address, IPv4 bare: {text!r}")
+
+
 def _address(value: object) -> str:
     """XFORWARD's ADDR: an IP address, or some other network's address as text; not
     an IP address with a zone passed off as text (see :func:`_ip`)."""
@@ -154,6 +166,10 @@ class Attribute:
     """Validates a value (wire text or typed) and returns it typed and normalised."""
     write: Callable[[str], str] = str
     tempunavail: bool = False
+    wire_form: Callable[[str], None] | None = None
+    """Refuses (ValueError) a value the wire writes otherwise than the attribute's
+    grammar says, where :attr:`check`, which the typed values an application gives
+    pass too, is lenient (XCLIENT's ADDR: an IPv6 address without ``IPV6:``)."""
 
     def read(self, value: object) -> Value:
         """``value`` as the event holds it: an :class:`Unavailable`, or checked."""
@@ -169,6 +185,14 @@ class Attribute:
             return unavailable
         return self.check(value)
 
+    def from_wire(self, text: str) -> Value:
+        """``text`` (an xtext-decoded value a client sent) as the event holds it, or
+        ValueError: :meth:`read`, and the attribute's ``wire_form``."""
+        value = self.read(text)
+        if self.wire_form is not None and not isinstance(value, Unavailable):
+            self.wire_form(text)
+        return value
+
     def to_text(self, value: Value) -> str:
         """The value as text, before xtext encoding."""
         if isinstance(value, Unavailable):
@@ -180,12 +204,12 @@ _UNAVAILABLE_WORDS: Final = {member.value: member for member in Unavailable}
 
 XCLIENT_ATTRIBUTES: Final = (
     Attribute("NAME", "name", _host, tempunavail=True),
-    Attribute("ADDR", "addr", _ip, _write_ip),
+    Attribute("ADDR", "addr", _ip, _write_ip, wire_form=_literal_ip),
     Attribute("PORT", "port", _port),
     Attribute("PROTO", "proto", _one_of("SMTP", "ESMTP")),
     Attribute("HELO", "helo", _text),
     Attribute("LOGIN", "login", _text),
-    Attribute("DESTADDR", "destaddr", _ip, _write_ip),
+    Attribute("DESTADDR", "destaddr", _ip, _write_ip, wire_form=_literal_ip),
     Attribute("DESTPORT", "destport", _port),
 )
 """XCLIENT's attributes (XCLIENT_README: Postfix 2.1 to 3.2), in the order the EHLO
