@@ -25,6 +25,7 @@ from smtpcore.smtp import (
     Rcpt,
     Reply,
     Requirement,
+    ServerConnection,
     ServerExtensions,
     StartTls,
 )
@@ -73,17 +74,59 @@ def test_the_ehlo_reply_lists_every_entry_switched_on() -> None:
 # -- commands of an extension exist only while it is in force ----------------------------
 
 
-@pytest.mark.parametrize("line", [b"BDAT 1 LAST\r\nx", b"STARTTLS\r\n", b"AUTH CRAM-MD5\r\n"])
-def test_extension_commands_are_unknown_after_helo(line: bytes) -> None:
+EXTENSION_LINES = [b"BDAT 1 LAST\r\nx", b"STARTTLS\r\n", b"AUTH CRAM-MD5\r\n", b"AUTH\r\n"]
+
+
+@pytest.mark.parametrize("line", EXTENSION_LINES)
+def test_extension_commands_need_ehlo_after_helo(line: bytes) -> None:
+    """A command of an extension the server offers, in a session opened with HELO, is
+    out of sequence (RFC 5321 §4.3.2): 503, as Postfix answers AUTH before EHLO."""
     conn = greeted(**ALL_ON)
     _, out = run(conn, HELO + b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n" + line)
-    assert codes(out)[-1] == "500 5.5.2"
+    assert out.endswith(b"503 5.5.1 Send EHLO first\r\n")
     assert not {"BDAT", "STARTTLS", "AUTH"} & set(conn.commands())
 
 
-@pytest.mark.parametrize("line", [b"STARTTLS\r\n", b"AUTH CRAM-MD5\r\n"])
-def test_extension_commands_are_unknown_before_any_hello(line: bytes) -> None:
-    _, out = run(greeted(**ALL_ON), line)
+@pytest.mark.parametrize("line", EXTENSION_LINES)
+def test_extension_commands_need_ehlo_before_any_hello(line: bytes) -> None:
+    """RFC 5321 §4.1.4, RFC 4954 §4: the server knows AUTH (STARTTLS, BDAT) once it offers
+    it; before EHLO it is a bad sequence (503 5.5.1), not an unknown command (500). Such
+    a line is no unknown command toward ``max_bad_commands`` either, and a BDAT's chunk
+    is still skipped."""
+    conn = greeted(**ALL_ON, max_bad_commands=2)
+    _, out = run(conn, line + line + b"NOOP\r\n")
+    assert codes(out) == ["503 5.5.1", "503 5.5.1", "250 2.0.0"]
+    _, lmtp = run(greeted(lmtp=True, starttls=True), b"STARTTLS\r\n")
+    assert lmtp == b"503 5.5.1 Send LHLO first\r\n"
+
+
+@pytest.mark.parametrize(
+    ("options", "line"),
+    [
+        ({}, b"STARTTLS\r\n"),  # not offered at all
+        ({}, b"AUTH PLAIN\r\n"),
+        ({"chunking": False}, b"BDAT 1 LAST\r\nx"),
+        ({"xforward": True}, b"XFORWARD ADDR=192.0.2.1\r\n"),  # a client not trusted
+    ],
+)
+def test_commands_no_ehlo_would_offer_stay_unknown(options: dict[str, Any], line: bytes) -> None:
+    _, out = run(greeted(**options), line)
+    assert codes(out) == ["500 5.5.2"]
+
+
+def test_a_command_that_needs_ehlo_after_a_554_greeting_gets_no_service() -> None:
+    conn = ServerConnection("mx.pqr.example", auth_mechanisms=["CRAM-MD5"])
+    conn.send(Reply(554, "mx.pqr.example No service here"))
+    _, out = run(conn, b"AUTH CRAM-MD5\r\n")
+    assert out == b"503 5.5.1 No service here; send QUIT\r\n"
+
+
+def test_starttls_after_tls_before_ehlo_stays_unknown() -> None:
+    """After the handshake STARTTLS is offered by no EHLO (RFC 3207 §4.2)."""
+    conn = greeted(starttls=True)
+    run(conn, EHLO + b"STARTTLS\r\n")
+    conn.tls_started()
+    _, out = run(conn, b"STARTTLS\r\n")
     assert codes(out) == ["500 5.5.2"]
 
 

@@ -224,9 +224,13 @@ def test_trust_is_read_at_each_command() -> None:
 
 
 def test_xforward_needs_ehlo_first() -> None:
+    """To a trusted client, XFORWARD before EHLO is out of sequence; to any other it
+    does not exist."""
     _, out = run(greeted(**TRUSTED), b"XFORWARD ADDR=192.0.2.1\r\nHELO a.example\r\n")
     _, after_helo = run(greeted(**TRUSTED), b"HELO a.example\r\nXFORWARD ADDR=192.0.2.1\r\n")
-    assert codes(out)[0] == "500 5.5.2" and codes(after_helo)[-1] == "500 5.5.2"
+    assert codes(out)[0] == "503 5.5.1" and codes(after_helo)[-1] == "503 5.5.1"
+    _, untrusted = run(greeted(xforward=True), b"XFORWARD ADDR=192.0.2.1\r\n")
+    assert codes(untrusted) == ["500 5.5.2"]
 
 
 def test_xclient_may_come_before_ehlo_and_after_helo() -> None:

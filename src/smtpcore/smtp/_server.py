@@ -171,6 +171,10 @@ JUNK_COMMANDS: Final[frozenset[type[Command]]] = frozenset(
 ``smtpd_junk_command_limit`` (HELO, EHLO, RSET, NOOP, VRFY), and EXPN and HELP,
 which Postfix does not serve at all (they count as errors there)."""
 _OUT_OF_SEQUENCE: Final = reply(503, "5.5.1", "Bad sequence of commands")
+_NO_SERVICE: Final = reply(503, "5.5.1", "No service here; send QUIT")
+"""Every command but QUIT after a 554 greeting (RFC 5321 §3.1)."""
+_SEND_EHLO: Final = reply(503, "5.5.1", "Send EHLO first")
+_SEND_LHLO: Final = reply(503, "5.5.1", "Send LHLO first")
 _BINARY_NEEDS_BDAT: Final = reply(503, "5.5.1", "BINARYMIME content must be sent with BDAT")
 _HELLO_VERBS: Final = frozenset({"EHLO", "HELO", "LHLO"})
 _BINARYMIME: Final = Body.BINARYMIME.value
@@ -822,12 +826,32 @@ class ServerConnection:
             command = parse_command_line(text, self._verbs)
         except CommandSyntaxError as exc:
             if exc.reply.code == 500:
+                early = None if self.extended else self._before_ehlo(text)
+                if early is not None:
+                    return self._refused(line, early)
                 self._bad_commands += 1
                 if self._bad_commands >= config.max_bad_commands:
                     answer = reply(421, "4.7.0", f"{config.hostname} Too many unknown commands")
                     return self._bad(line, answer)
             return self._refused(line, exc.reply)
         return self._take_command(line, command)
+
+    def _before_ehlo(self, text: str) -> Reply | None:
+        """What a command the session does not know yet gets, when it is one of an
+        extension this server offers: the session was not opened with EHLO (or LHLO),
+        which the client must send first. That is a bad sequence of commands, ``503
+        5.5.1`` (RFC 5321 §4.1.4 and §4.3.2), as Postfix answers AUTH before EHLO, not
+        an unknown command. None (an unknown command, ``500``) for a verb no EHLO would
+        make known, and for one of an extension whose requirements the session does
+        not meet (XFORWARD to a client not trusted with it: no EHLO offers it)."""
+        verb = ascii_upper(text.partition(" ")[0])
+        tables = self._config.tables
+        owner = tables.verb_owner.get(verb)
+        if owner is None or verb not in tables.extended_verbs or owner.unmet(self) is not None:
+            return None
+        if self._state is State.NO_SERVICE:
+            return _NO_SERVICE
+        return _SEND_LHLO if self._config.lmtp else _SEND_EHLO
 
     def _refused(self, line: bytes, answer: Reply) -> BadCommand:
         """A command line refused as it stands (unknown, or not its command's syntax).
@@ -938,7 +962,7 @@ class ServerConnection:
     def _out_of_sequence(self, command: Command) -> Reply:
         state = self._state
         if state is State.NO_SERVICE:
-            return reply(503, "5.5.1", "No service here; send QUIT")
+            return _NO_SERVICE
         found = _SEQUENCE_ERRORS.get((command.verb, state))
         if found is not None:
             if found is _NO_VALID_RECIPIENTS and self._config.lmtp:
