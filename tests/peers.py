@@ -28,6 +28,7 @@ __all__ = [
     "RunningProcess",
     "SinkMessage",
     "SmtpSink",
+    "dual_stack_loopback",
     "free_port",
     "in_ci",
     "missing_peer",
@@ -89,6 +90,23 @@ def free_port(host: str = LOOPBACK) -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def dual_stack_loopback() -> socket.socket:
+    """A listening IPv6 socket that takes IPv4 connections (``IPV6_V6ONLY`` off), bound
+    to 127.0.0.1 alone as ``::ffff:127.0.0.1``: the socket names both ends of each
+    connection in the IPv4-mapped form, as a server on ``::`` does for IPv4 clients.
+    For a server's ``sock=``; skips the test where the host cannot make one."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::ffff:127.0.0.1", 0))
+        sock.listen(16)
+    except OSError as exc:
+        sock.close()
+        pytest.skip(f"no dual-stack loopback socket here: {exc}")
+    sock.setblocking(False)
+    return sock
 
 
 def wait_for_port(

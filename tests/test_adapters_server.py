@@ -23,6 +23,7 @@ import pytest
 from peers import (
     RawSmtpSession,
     TLSFiles,
+    dual_stack_loopback,
     open_fd_count,
     raise_fd_limit,
     raw_smtp_session,
@@ -208,6 +209,22 @@ def test_bad_commands_get_the_machines_reply_and_the_session_goes_on(adapter: st
         assert s.command(b"HELP").startswith(b"214")
         assert s.command(b"STARTTLS").startswith(b"500")  # not offered without a context
         assert s.command(b"NOOP").startswith(b"250")
+
+
+def test_a_dual_stack_socket_names_both_ends_of_an_ipv4_client_in_ipv4(adapter: str) -> None:
+    """RFC 4291 §2.5.5.2: on a dual-stack socket an IPv4 client, and the address it
+    reached, come IPv4-mapped (``::ffff:127.0.0.1``); the session knows both as IPv4
+    addresses, ``local`` as well as ``peer``, so that the two are in one family."""
+    handler = Recorder()
+    with running_smtp_server(adapter, handler, sock=dual_stack_loopback()) as server:
+        port = server.port
+        with raw_smtp_session("127.0.0.1", port) as s:
+            s.recv_reply()
+            assert s.command(b"QUIT").startswith(b"221")
+        server.wait_for_sessions(0)
+    [session] = handler.sessions
+    assert session.peer is not None and session.peer[0] == "127.0.0.1"
+    assert session.local == ("127.0.0.1", port)
 
 
 class Expander(Recorder):

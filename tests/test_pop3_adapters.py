@@ -31,6 +31,7 @@ from peers import (
     TLSFiles,
     alongside,
     cancelled_elsewhere,
+    dual_stack_loopback,
     module,
     open_fd_count,
     run,
@@ -121,6 +122,32 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 # -- real clients: poplib ----------------------------------------------------------
+
+
+def test_a_dual_stack_socket_names_both_ends_of_an_ipv4_client_in_ipv4(
+    adapter: str, tmp_path: Path
+) -> None:
+    """As for SMTP: on a dual-stack socket ``session.local`` is the IPv4 address the
+    client reached, as ``session.peer`` is the client's, not their mapped forms."""
+    seen: list[tuple[tuple[str, int] | None, tuple[str, int] | None]] = []
+
+    class Noting(MaildirStore):
+        async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
+            seen.append((session.peer, session.local))
+            return await super().check_password(session, user, password)
+
+    store = Noting(tmp_path / "mail", PASSWORDS)
+    with running_pop3_server(adapter, store, sock=dual_stack_loopback()) as server:
+        port = server.port
+        with raw(port) as client:
+            answers = client.makefile("rb")
+            client.sendall(b"USER bob\r\nPASS wrong\r\nQUIT\r\n")
+            said = [answers.readline()[:4] for _ in range(4)]
+            assert said == [b"+OK ", b"+OK ", b"-ERR", b"+OK "]
+        server.wait_for_sessions(0)
+    [(peer, local)] = seen
+    assert peer is not None and peer[0] == "127.0.0.1"
+    assert local == ("127.0.0.1", port)
 
 
 def test_poplib_session_and_deletion_only_after_quit(adapter: str, store: MaildirStore) -> None:

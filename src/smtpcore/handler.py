@@ -340,7 +340,8 @@ class Session(_RoomForExtra):
     """The client's address and port: from the connection, a trusted proxy's PROXY
     header, or a trusted client's XCLIENT (``None`` when it said ``[UNAVAILABLE]``)."""
     local: tuple[str, int] | None = None
-    """The address and port the client connected to."""
+    """The address and port the client connected to; an IPv4 address as such, as in
+    ``peer``, though a dual-stack socket gives it IPv4-mapped (``::ffff:192.0.2.1``)."""
     peer_name: str | None = None
     """The client's host name, when a trusted client named it with XCLIENT; smtpcore
     looks up no names itself."""

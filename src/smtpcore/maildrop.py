@@ -145,7 +145,8 @@ class POP3Session(_RoomForExtra):
     peer: tuple[str, int] | None = None
     """The client's address and port."""
     local: tuple[str, int] | None = None
-    """The address and port the client connected to."""
+    """The address and port the client connected to; an IPv4 address as such, as in
+    ``peer``, though a dual-stack socket gives it IPv4-mapped (``::ffff:192.0.2.1``)."""
     tls: TLSInfo | None = None
     """Set once TLS is up, by STLS or on connect."""
     user: str | None = None

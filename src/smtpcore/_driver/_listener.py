@@ -34,6 +34,7 @@ __all__ = [
     "ListenerOptions",
     "ServedSession",
     "SessionRegistry",
+    "session_address",
 ]
 
 
@@ -73,6 +74,17 @@ LINGER_BYTES: Final = 1 << 22
 """Octets at most that a lingering session reads and drops (the CPU a client that
 streams without pause can take from it)."""
 _LINGER_READ: Final = 65536
+
+
+def session_address(address: tuple[str, int] | None) -> tuple[str, int] | None:
+    """``address`` (a socket's, the client's or the server's own) as sessions know it:
+    an IPv4 address a dual-stack socket gives mapped (``::ffff:192.0.2.1``) as the
+    IPv4 one (see :mod:`smtpcore._ip`), so that ``session.peer`` and
+    ``session.local`` are in the same family. :meth:`SessionRegistry.admit` writes
+    this out for the peer."""
+    if address is not None and address[0][:7] == "::ffff:":
+        return (unmapped(address[0]), address[1])
+    return address
 
 
 class SessionRegistry(Generic[S]):
@@ -162,7 +174,7 @@ class SessionRegistry(Generic[S]):
             # A client turned away by a shutdown is told so, not that the server is full.
             return self.stopping_reply if self.stopping else self.busy_reply
         peer = counted = transport.peer_address
-        if peer is not None and peer[0][:7] == "::ffff:":  # an IPv4 client, dual-stack socket
+        if peer is not None and peer[0][:7] == "::ffff:":  # session_address(peer), inline
             peer = counted = (unmapped(peer[0]), peer[1])
         if peer is not None and self.proxied and self.client_named_later(peer):
             counted = None

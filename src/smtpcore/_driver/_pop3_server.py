@@ -29,6 +29,7 @@ from smtpcore._driver._listener import (
     ConnectionLost,
     ServedSession,
     SessionRegistry,
+    session_address,
 )
 from smtpcore._driver._logtext import describe_error, loggable
 from smtpcore._driver._pop3_exchange import SASLExchange, top_chunks, top_chunks_now
@@ -289,7 +290,7 @@ class POP3ServerSession(ServedSession):
         self.session = POP3Session(
             hostname=options.hostname,
             peer=peer,
-            local=transport.local_address,
+            local=session_address(transport.local_address),
         )
         self.conn: ServerConnection | None = None
         self.maildrop: Maildrop | None = None

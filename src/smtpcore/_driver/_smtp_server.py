@@ -26,6 +26,7 @@ from smtpcore._driver._listener import (
     ConnectionLost,
     ServedSession,
     SessionRegistry,
+    session_address,
 )
 from smtpcore._driver._logtext import describe_error, loggable, loggable_reply
 from smtpcore._driver._proxied import Network, ip_peer, networks, peer_text, trusted
@@ -459,7 +460,7 @@ class ServerSession(ServedSession):
         self.session = Session(
             hostname=options.hostname,
             peer=peer,
-            local=transport.local_address,
+            local=session_address(transport.local_address),
         )
         self._out: list[bytes] | None = None
         """The replies due, in the order answered; None when none is (an idle session
