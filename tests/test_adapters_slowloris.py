@@ -207,7 +207,9 @@ def test_a_proxied_ipv6_client_is_counted_by_its_network() -> None:
         hostname="mx.test", max_sessions_per_address=1, proxy_protocol_from=["127.0.0.1"]
     )
     state = ServerState(Handler(), options)
-    first, second = (state.admit(_Addressed("127.0.0.1")) for _ in range(2))
+    stand_in: Any = _Addressed("127.0.0.1")  # a transport's addresses alone
+    first, second = state.admit(stand_in), state.admit(stand_in)
+    assert not isinstance(first, bytes) and not isinstance(second, bytes)
     assert options.proxy_networks == networks(["127.0.0.1"])
     assert state.readdress(first, ("2001:db8::1", 1))
     assert not state.readdress(second, ("2001:db8::2", 1))
