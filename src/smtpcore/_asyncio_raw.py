@@ -46,6 +46,9 @@ from smtpcore._driver._timeouts import (
     Watchdog,
     deadline_when_waiting,
     finish_when_waiting,
+    new_pump,
+    rest_of,
+    rest_pumped,
 )
 from smtpcore._driver._transport import Link, LinkBase, address
 from smtpcore.handler import TLSInfo
@@ -387,13 +390,30 @@ class RawSocketTransport(_OwnLink):
         if runner.task is None:  # type: ignore[union-attr]  # see clock
             return runner.within(seconds, call)  # type: ignore[union-attr]  # into a task
         # The first step of deadline_when_waiting, without its coroutine: a hook of
-        # every message, which most often answers at once.
-        steps = call if type(call) is CoroutineType else call.__await__()
-        try:
-            waiting_on = steps.send(None)
-        except StopIteration as done:
-            return (done.value,)
-        return finish_when_waiting(runner.deadline, seconds, steps, waiting_on)  # type: ignore[union-attr]
+        # every message, which most often answers at once. In the server's pump, lent
+        # to this call alone, where it answers without a StopIteration (see new_pump).
+        timers = runner._timers  # type: ignore[union-attr]  # see clock
+        pump = timers.pump
+        if pump is None or type(call) is not CoroutineType:  # lent, or none: without
+            steps = call if type(call) is CoroutineType else call.__await__()
+            try:
+                waiting_on = steps.send(None)
+            except StopIteration as done:
+                return (done.value,)
+            rest: Awaitable[_T] = rest_of(steps, waiting_on)
+        else:
+            timers.pump = None
+            try:
+                waiting_on = pump.send(call)
+            except BaseException:
+                timers.pump = new_pump()  # the call's exception ended this one
+                raise
+            if pump.gi_yieldfrom is None:  # answered: the pump is idle again
+                timers.pump = pump
+                return (waiting_on,)
+            timers.pump = new_pump()  # this one stays with its call
+            rest = rest_pumped(pump, waiting_on)
+        return finish_when_waiting(runner.deadline, seconds, rest)  # type: ignore[union-attr]
 
     def watchdog(self) -> AbstractAsyncContextManager[Watchdog]:
         return self._runner.watchdog()  # type: ignore[union-attr]  # see clock

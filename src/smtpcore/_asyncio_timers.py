@@ -21,7 +21,10 @@ import heapq
 import logging
 import time
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
+
+if TYPE_CHECKING:
+    from smtpcore._driver._timeouts import Pump
 
 __all__ = ["Cancellable", "Due", "Timers"]
 
@@ -77,6 +80,7 @@ class Timers:
         "last_tick",
         "loop",
         "now",
+        "pump",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -96,6 +100,10 @@ class Timers:
         self.last_tick = 0.0
         """The last due time a timer rounded to a tick of its own accord (see
         ``AsyncioClock.arm``), for the next one rounded to the same tick to share."""
+        self.pump: Pump | None = None
+        """Where a server keeps the pump its sessions' clocks lend their handlers'
+        hooks (``RawSocketTransport.start_within``); None while it is lent, and where
+        nothing put one (a hook then starts without)."""
 
     def add(self, timer: Due, when: float) -> None:
         """Queue ``timer`` for ``when`` (in :attr:`now`'s time); an entry it had

@@ -74,7 +74,7 @@ from smtpcore._driver._smtp_client import (
     Recipients,
     SMTPClientOptions,
 )
-from smtpcore._driver._timeouts import POP3Timeouts
+from smtpcore._driver._timeouts import POP3Timeouts, new_pump
 from smtpcore._driver._transport import BoundLink, Link
 from smtpcore.address import Mailbox
 from smtpcore.handler import (
@@ -819,6 +819,7 @@ class _Listener(BaseListener[_S]):
         # Kept off the loop (see OffLoopTimers): each pass of the loop, a wait for
         # every session's next bytes, works out no timeout for it.
         self._timers = OffLoopTimers(loop)
+        self._timers.pump = new_pump()  # the sessions' hooks share it (see new_pump)
         self._stopped = asyncio.Event()
         self._handing = set()
         # Each connection's protocol, made without a Python call of ours.

@@ -15,7 +15,7 @@ import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, NoReturn, Protocol, TypeAlias, TypeVar, cast
 
 __all__ = [
     "Clock",
@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_TIMEOUTS",
     "Deadline",
     "DeadlineFactory",
+    "Pump",
     "POP3Timeouts",
     "Timeouts",
     "Watchdog",
@@ -30,8 +31,10 @@ __all__ = [
     "checked_delay",
     "deadline_when_waiting",
     "finish_when_waiting",
+    "new_pump",
     "rest_of",
     "rest_of_answer",
+    "rest_pumped",
 ]
 
 T = TypeVar("T")
@@ -250,17 +253,15 @@ async def deadline_when_waiting(
 
 
 async def finish_when_waiting(
-    deadline: DeadlineFactory,
-    seconds: float | None,
-    steps: Steps[T],
-    waiting_on: Any,
+    deadline: DeadlineFactory, seconds: float | None, rest: Awaitable[T]
 ) -> T:
-    """The rest of a call started as :func:`deadline_when_waiting` starts it, which
-    waits on ``waiting_on``: under ``deadline(seconds)``. For a caller that took the
-    first step itself, to have the result at once where the call waits for nothing
-    (the asyncio server's hooks, see ``LinkBase.start_within``)."""
+    """The ``rest`` of a call started as :func:`deadline_when_waiting` starts it
+    (:func:`rest_of`, or :func:`rest_pumped`): under ``deadline(seconds)``. For a
+    caller that took the first step itself, to have the result at once where the
+    call waits for nothing (the asyncio server's hooks, see
+    ``LinkBase.start_within``)."""
     async with deadline(seconds):
-        return await rest_of(steps, waiting_on)
+        return await rest
 
 
 @types.coroutine
@@ -285,6 +286,78 @@ def rest_of(steps: Steps[T], waiting_on: Any) -> Generator[Any, Any, T]:
             except StopIteration as done:
                 result = done.value
                 return result
+
+
+Pump: TypeAlias = "types.GeneratorType[Any, Any, NoReturn]"
+"""A pump (:func:`new_pump`): sent a coroutine, it gives what the coroutine answers or
+what it waits on first."""
+
+
+@types.coroutine  # so that it may yield from a coroutine
+def _pump() -> Generator[Any, Any, NoReturn]:
+    """The pump's code (see :func:`new_pump`): the answer of each call sent to it is
+    what it yields next, with nothing of the call kept once it is asked for the
+    next."""
+    call = yield
+    while True:
+        call = yield (yield from call)
+
+
+def new_pump() -> Pump:
+    """A generator that runs each coroutine sent to it, and gives back its answer
+    without the ``StopIteration`` that ``call.send(None)`` raises when the call
+    answers at once.
+
+    ``pump.send(call)`` takes the first step of ``call``, as ``call.send(None)``
+    does, through ``yield from``, where the interpreter hands a coroutine's
+    answer on without an exception: made, raised and caught, that exception
+    costs about 1,500 instructions of a handler's hook that answers at once,
+    the everyday ``handle_rcpt``. What ``send`` gave is the call's answer when
+    the pump is back at its own ``yield`` (``pump.gi_yieldfrom is None``),
+    else what the call waits on; the rest of the call then goes through the
+    pump (:func:`rest_pumped`). An exception of the call leaves through
+    ``send``, as from ``call.send(None)``, and ends the pump.
+
+    A pump runs one call at a time, and a call started while another runs in
+    it (``ValueError: generator already executing``) or waits in it would get
+    the other's steps. So whoever keeps one lends it to one call at a time: it
+    takes the pump out of its place for the call's first step, puts it back
+    only if the call answered then (the pump is then idle at its own
+    ``yield``, as a new one is), and otherwise makes a new one, the lent one
+    staying with its call to the end (a wait, a cancellation, a close), and
+    going with it. A call started while the pump is out (a hook that starts
+    another in its first step) takes ``call.send(None)``'s way instead. The
+    keeper is one event loop's (an asyncio server's), whose sessions all run
+    in its thread: no two threads ever reach for the same pump.
+
+    What a call sees is what it sees started without: the same values sent
+    and exceptions thrown in (``yield from`` passes each on as it comes, a
+    cancellation and a close included), the same context and task. Only a
+    traceback through the pump shows its frame.
+    """
+    pump = cast("Pump", _pump())  # a generator: types.coroutine only flags its code
+    pump.send(None)
+    return pump
+
+
+@types.coroutine
+def rest_pumped(pump: Pump, waiting_on: Any) -> Generator[Any, Any, Any]:
+    """:func:`rest_of` for a call started in ``pump`` (:func:`new_pump`) that waits on
+    ``waiting_on``: each step goes to the call through the pump, and the call has
+    answered once the pump is back at its own ``yield``, its answer given, where
+    :func:`rest_of` meets a ``StopIteration``."""
+    while True:
+        try:
+            sent = yield waiting_on
+        except GeneratorExit:
+            pump.close()  # and the call in it, as yield from does
+            raise
+        except BaseException as exc:  # cancellation too: the call must see it
+            waiting_on = pump.throw(exc)
+        else:
+            waiting_on = pump.send(sent)
+        if pump.gi_yieldfrom is None:
+            return waiting_on
 
 
 @dataclass(frozen=True, slots=True)
