@@ -198,6 +198,23 @@ def test_an_ipv6_client_is_counted_by_its_network(protocol: str, tmp_path: Path)
         registry(client_ipv6_prefix_length=129)
 
 
+def test_an_ipv4_client_through_nat64_is_counted_by_its_ipv4_address() -> None:
+    """Each address of the NAT64 prefix (RFC 6052 §2.1) is another IPv4 client: all of
+    ``64:ff9b::/96`` lies in one /84, where every IPv4 client of a server behind a
+    translator would share one client's slots."""
+    from smtpcore._driver._smtp_server import ServerOptions, ServerState
+
+    state = ServerState(Handler(), ServerOptions(hostname="mx.test", max_sessions_per_address=1))
+
+    def admitted(host: str) -> bool:
+        return not isinstance(state.admit(_Addressed(host)), bytes)
+
+    assert admitted("64:ff9b::c000:201")  # 192.0.2.1
+    assert admitted("64:ff9b::cb00:7101")  # 203.0.113.1: another client
+    assert not admitted("192.0.2.1")  # the first one's share, taken
+    assert state.per_address == {"192.0.2.1": 1, "203.0.113.1": 1}
+
+
 def test_a_proxied_ipv6_client_is_counted_by_its_network() -> None:
     """The client a PROXY header names is counted by the same rule (``readdress``)."""
     from smtpcore._driver._proxied import networks

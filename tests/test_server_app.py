@@ -838,6 +838,34 @@ def test_a_running_server_clears_its_maildirs_tmp_now_and_then(
     assert list((mailbox.path / "tmp").iterdir()) == []
 
 
+def test_a_failing_tmp_cleanup_is_logged_and_the_stop_is_clean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cleanup that fails with something other than an OSError was the cleaner task's
+    end, unseen, and its exception came out of the next stop, before the queue's last
+    writes. It is logged, tried again next time, and the stop goes on."""
+    monkeypatch.setattr(mailserver, "TMP_SCAN_EVERY", 0.02, raising=False)
+    config = _config(tmp_path, "abc.example", {"john@abc.example": "pw"}, submission_port=0)
+    tries: list[int] = []
+
+    def failing(self: object) -> int:
+        tries.append(1)
+        raise RuntimeError("cannot list")
+
+    async def main() -> None:
+        async with MailServer(config, sockets={"smtp": _listening()}) as server:
+            monkeypatch.setattr(type(server.mailboxes), "clean_all", failing)
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if len(tries) >= 2:
+                    break
+
+    with caplog.at_level(logging.ERROR, logger="smtpcore.server"):
+        _run(main)
+    assert len(tries) >= 2  # tried again after the failure
+    assert "clearing tmp/ failed" in caplog.text
+
+
 def test_dsn_requests_are_passed_on_and_answered(tmp_path: Path) -> None:
     """RFC 3461 end to end: the submission server offers DSN and passes NOTIFY, ORCPT,
     RET and ENVID to the next hop, which speaks DSN too; each server reports the

@@ -77,16 +77,19 @@ def client_block(host: str, ipv6_prefix_length: int) -> str:
     IPv4 address (or anything that is no IP address) as it is, an IPv6 address as its
     network of ``ipv6_prefix_length`` bits (``2001:db8:0:1::/84``), as Postfix's
     anvil counts them since 3.8. Counted by its own address, an IPv6 client with a
-    /64 would have 2**64 shares of a limit, and so no limit. An IPv4-mapped
-    address counts as the IPv4 one. Cheap for an IPv4 address: one comparison."""
+    /64 would have 2**64 shares of a limit, and so no limit. An address that stands
+    for an IPv4 host (:func:`host_address`: IPv4-mapped, or through NAT64, where each
+    address of the prefix is another IPv4 client) counts as that IPv4 address. Cheap
+    for an IPv4 address: one comparison."""
     if ":" not in host:
         return host
     try:
         address = ipaddress.IPv6Address(host)
     except ValueError:
         return host
-    if address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
+    host_ip = host_address(address)
+    if host_ip is not address:
+        return str(host_ip)
     return str(ipaddress.IPv6Network((address, ipv6_prefix_length), strict=False))
 
 

@@ -243,7 +243,11 @@ class MailServer:
         Maildirs' ``tmp/`` cleared of what deliveries a crash cut short left there."""
         while True:
             await asyncio.sleep(TMP_SCAN_EVERY)
-            removed = await asyncio.to_thread(self.mailboxes.clean_all)
+            try:
+                removed = await asyncio.to_thread(self.mailboxes.clean_all)
+            except Exception:  # logged, and tried again next time: a stop must not meet it
+                logger.exception("maildirs: clearing tmp/ failed")
+                continue
             if removed:
                 logger.info("maildirs: %d files left in tmp/ over 36 hours removed", removed)
 
