@@ -97,7 +97,7 @@ def test_content_that_cannot_be_sent_twice_is_refused_before_mail(adapter: str) 
 
 
 def test_a_batch_whose_mail_is_refused_leaves_the_others_and_their_record(adapter: str) -> None:
-    """RFC 9422 §5.2 batches: a 4xx to one batch's MAIL refuses that batch's recipients
+    """RFC 9422 §4.2 batches: a 4xx to one batch's MAIL refuses that batch's recipients
     in the result; the batches before and after it are delivered and kept."""
     from smtpcore.testing import ScriptedServer, script
 
@@ -252,7 +252,7 @@ def _mailmax_script(mail_max: int, body: str) -> Any:
 
 
 def test_batches_past_mailmax_are_left_for_a_new_connection(adapter: str) -> None:
-    """RFC 9422 §5.1: a server taking one transaction a session gets one MAIL; the
+    """RFC 9422 §4.1: a server taking one transaction a session gets one MAIL; the
     batches after it are not sent but left unanswered in the error's ``result``, and
     the session ends with QUIT (the script has no second MAIL)."""
     from smtpcore.testing import ScriptedServer
@@ -279,7 +279,7 @@ def test_batches_past_mailmax_are_left_for_a_new_connection(adapter: str) -> Non
 
 def test_mailmax_counts_every_mail_of_the_session(adapter: str) -> None:
     """MAILMAX counts the session's MAIL commands, refused ones too and across an
-    RSET (RFC 9422 §5.1): with MAILMAX=2, a third message is not sent; the error
+    RSET (RFC 9422 §4.1): with MAILMAX=2, a third message is not sent; the error
     comes before MAIL, its recipients unanswered."""
     from smtpcore.testing import ScriptedServer
 
@@ -309,6 +309,58 @@ def test_mailmax_counts_every_mail_of_the_session(adapter: str) -> None:
     assert error.result is not None
     assert [(str(r.recipient), r.reply) for r in error.result.recipients] == [
         ("c@pqr.example", None)
+    ]
+
+
+def test_rcptdomainmax_counts_the_domains_of_the_session(adapter: str) -> None:
+    """RFC 9422 §4.3: RCPTDOMAINMAX is the number of recipient domains in a session, not
+    in a transaction. With RCPTDOMAINMAX=1, a message to two domains sends the first
+    domain's recipients, then QUIT, the other's left unanswered for a new connection;
+    a second message of the session to the other domain sends no MAIL at all."""
+    from smtpcore.testing import ScriptedServer, script
+
+    steps = script(
+        "S: 220 scripted.test ESMTP\nC~ EHLO .+\n"
+        "S: 250-scripted.test\nS: 250-PIPELINING\nS: 250 LIMITS RCPTDOMAINMAX=1\n"
+        "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<b@pqr.example>\n"
+        "C: RCPT TO:<d@PQR.example>\nC: DATA\n"
+        "S: 250 ok\nS: 250 ok\nS: 250 ok\nS: 354 go\n" + CONTENT + "S: 250 queued\n"
+        "C: QUIT\nS: 221 bye\n"
+    )
+    mod = module(adapter)
+    recipients = ["b@pqr.example", "c@xyz.example", "d@PQR.example"]
+
+    async def send(port: int, second_port: int) -> tuple[Any, Any]:
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            with pytest.raises(mod.SMTPConnectionError) as first:
+                await client.send_message(MESSAGE, "a@abc.example", recipients)
+        async with mod.SMTPClient("127.0.0.1", second_port) as client:
+            await client.send_message(MESSAGE, "a@abc.example", ["b@pqr.example"])
+            with pytest.raises(mod.SMTPConnectionError) as second:
+                await client.send_message(MESSAGE, "a@abc.example", ["c@xyz.example"])
+        return first.value, second.value
+
+    second_session = script(
+        "S: 220 scripted.test ESMTP\nC~ EHLO .+\n"
+        "S: 250-scripted.test\nS: 250-PIPELINING\nS: 250 LIMITS RCPTDOMAINMAX=1\n"
+        "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<b@pqr.example>\nC: DATA\n"
+        "S: 250 ok\nS: 250 ok\nS: 354 go\n" + CONTENT + "S: 250 queued\n"
+        "C: QUIT\nS: 221 bye\n"
+    )
+    with ScriptedServer(steps) as server, ScriptedServer(second_session) as other:
+        first, second = run(adapter, lambda: send(server.port, other.port))
+    assert first.local and first.code == 421 and "RCPTDOMAINMAX" in str(first.reply)
+    assert first.result is not None
+    assert [str(r.recipient) for r in first.result.delivered] == [
+        "b@pqr.example",
+        "d@PQR.example",
+    ]
+    assert [(str(r.recipient), r.reply) for r in first.result.recipients if r.reply is None] == [
+        ("c@xyz.example", None)
+    ]
+    assert second.local and second.code == 421
+    assert [(str(r.recipient), r.reply) for r in second.result.recipients] == [
+        ("c@xyz.example", None)
     ]
 
 

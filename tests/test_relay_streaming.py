@@ -110,7 +110,7 @@ def test_the_header_is_found_across_the_read_boundary(tmp_path: Path, shift: int
 def test_the_queue_file_is_sent_again_for_each_transaction_limits_asks_for(
     tmp_path: Path, chunking: bool
 ) -> None:
-    """RFC 9422 §5.2: a server taking one recipient a transaction gets the message once
+    """RFC 9422 §4.2: a server taking one recipient a transaction gets the message once
     per recipient; the client reads the queue file again from its start each time."""
     content = b"Subject: twice\r\n\r\n" + b"".join(_lines()) * 200
     options = {"chunking": chunking, "extra_ehlo": (b"LIMITS RCPTMAX=1",)}

@@ -882,7 +882,7 @@ def test_a_round_that_breaks_on_our_side_records_its_error_and_backs_off(
 # -- each recipient's own fate, recorded at once -------------------------------------------
 
 LIMITED = (b"LIMITS RCPTMAX=2",)
-"""RFC 9422 §5.2: four recipients go in two transactions on one connection."""
+"""RFC 9422 §4.2: four recipients go in two transactions on one connection."""
 FOUR = [f"u{number}@pqr.example" for number in range(1, 5)]
 
 
@@ -1111,7 +1111,7 @@ def test_a_limits_batch_is_recorded_as_it_ends_though_the_round_is_then_stopped(
 
 
 def test_limits_mailmax_sessions_follow_one_another_within_the_round(tmp_path: Path) -> None:
-    """RFC 9422 §5.1: an exchanger that takes one transaction a session is healthy: the
+    """RFC 9422 §4.1: an exchanger that takes one transaction a session is healthy: the
     rest go in new sessions to it at once, not after a backoff, nor to the next one."""
     limits = (b"LIMITS MAILMAX=1 RCPTMAX=1",)
     with remote(extra_ehlo=limits) as server:

@@ -248,7 +248,10 @@ class BaseSMTPClient(BaseClient):
         self._transaction_failed = False
         self._mails = 0
         """The MAIL commands sent in this session, refused or not: what LIMITS MAILMAX
-        counts (RFC 9422 §5.1), RSET or no RSET."""
+        counts (RFC 9422 §4.1), RSET or no RSET."""
+        self._domains: set[str] = set()
+        """The recipient domains this session has been given, while the server's
+        LIMITS has RCPTDOMAINMAX: what that limit counts (RFC 9422 §4.3)."""
         self._offer: Offer | None = None
         """What the server's EHLO reply says about sending, read once per reply."""
         self._exchanging: Link | None = None
@@ -582,10 +585,12 @@ class BaseSMTPClient(BaseClient):
         refusal the connection is closed.
 
         A server's LIMITS (RFC 9422) are kept: more recipients than it takes
-        in one transaction go in several, and a session that has had the
-        ``MAIL`` commands its ``MAILMAX`` allows says QUIT and raises
-        :class:`SMTPConnectionError` (``local``, ``421 4.5.3``) rather than
-        begin one more, with the recipients not sent unanswered in ``result``.
+        in one transaction (``RCPTMAX``) go in several, and a session that has
+        had the ``MAIL`` commands its ``MAILMAX`` allows, or the recipient
+        domains its ``RCPTDOMAINMAX`` allows (in the session, not in one
+        transaction), says QUIT and raises :class:`SMTPConnectionError`
+        (``local``, ``421 4.5.3``) rather than send the rest, with the
+        recipients not sent unanswered in ``result``.
         ``on_batch``, for a message that goes in several transactions, is awaited
         with each one's result as it ends (delivered or refused), before the next
         begins, so that a caller can record what each delivered though a later one
@@ -622,9 +627,9 @@ class BaseSMTPClient(BaseClient):
                 limits = offer.limits
                 if limits is not None:
                     if limits.mail_max is not None and self._mails >= limits.mail_max:
-                        await self._no_more_mail(limits.mail_max, mail, [envelope.rcpts])
-                    batches = self._batches(envelope.rcpts, content, limits)
-                    if len(batches) > 1:
+                        await self._no_more_mail(_mailmax(limits.mail_max), mail, [envelope.rcpts])
+                    batches, later = self._batches(envelope.rcpts, content, limits)
+                    if len(batches) != 1 or later:
                         return await self._transactions(
                             mail,
                             batches,
@@ -632,6 +637,7 @@ class BaseSMTPClient(BaseClient):
                             chunked=chunked,
                             forward=forward,
                             on_batch=on_batch,
+                            later=later,
                         )
                 return await self._transaction(
                     mail, envelope.rcpts, content, chunked=chunked, forward=forward
@@ -644,19 +650,27 @@ class BaseSMTPClient(BaseClient):
 
     def _batches(
         self, rcpts: Sequence[Rcpt], content: Content, limits: Limits
-    ) -> list[list[Rcpt]]:
-        """The RCPTs in groups the server's LIMITS allow in one transaction (RFC 9422
-        §5.2: RCPTMAX, §5.3: RCPTDOMAINMAX); one group when it announced none."""
-        groups = limits.split([rcpt.recipient for rcpt in rcpts])
+    ) -> tuple[list[list[Rcpt]], list[Rcpt]]:
+        """The RCPTs this session may still take, in groups the server's LIMITS allow
+        in one transaction (RFC 9422 §4.2: RCPTMAX), and those of recipient domains
+        past its RCPTDOMAINMAX (§4.3), for a new session; one group and none left
+        when it announced neither."""
+        recipients = [rcpt.recipient for rcpt in rcpts]
+        taken, left = limits.admit(recipients, self._domains)
+        later = [rcpts[index] for index in left]
+        if left:
+            rcpts = [rcpts[index] for index in taken]
+            recipients = [recipients[index] for index in taken]
+        groups = limits.split(recipients)
         if len(groups) == 1:
-            return [list(rcpts)]
-        if not _replayable(content):
+            return [list(rcpts)], later
+        if len(groups) > 1 and not _replayable(content):
             raise ValueError(
                 f"the server takes {len(groups[0])} recipients a transaction (LIMITS), "
                 "so the content is sent more than once: give bytes or a seekable file"
             )
         remaining = iter(rcpts)
-        return [[next(remaining) for _ in group] for group in groups]
+        return [[next(remaining) for _ in group] for group in groups], later
 
     async def _transactions(
         self,
@@ -667,17 +681,19 @@ class BaseSMTPClient(BaseClient):
         chunked: bool,
         forward: Sequence[Xforward] = (),
         on_batch: Callable[[TransactionResult], Awaitable[None]] | None = None,
+        later: Sequence[Rcpt] = (),
     ) -> TransactionResult:
         """One transaction per batch of recipients, the content sent again for each
-        (RFC 9422 §5.2); their results in one. A batch refused whole (its MAIL, every
+        (RFC 9422 §4.2); their results in one. A batch refused whole (its MAIL, every
         RCPT, or the content) does not stop the others, and its recipients carry the
         refusal in the result; if none is delivered, the last refusal is raised, its
         ``result`` every batch's, so that no recipient is judged by another batch's
         reply. Any other error part way (a session lost or timed out, a malformed
         reply) carries in ``result`` the batches done and, unanswered, the recipients
         of the others, so that a retry goes to those only (as LMTP's lost session
-        does); so does a session that reaches the server's MAILMAX (RFC 9422 §5.1)
-        before the last batch."""
+        does); so does a session that reaches the server's MAILMAX (RFC 9422 §4.1)
+        before the last batch, and one that has ``later`` recipients, of domains
+        past its RCPTDOMAINMAX (§4.3), once the batches are done."""
         start = None if isinstance(content, bytes) else content.tell()  # type: ignore[union-attr]  # _replayable
         offer = self._offer
         mail_max = None if offer is None or offer.limits is None else offer.limits.mail_max
@@ -685,7 +701,9 @@ class BaseSMTPClient(BaseClient):
         refusal: SenderRefused | RecipientsRefused | MessageRefused | None = None
         for done, batch in enumerate(batches):
             if mail_max is not None and self._mails >= mail_max:
-                await self._no_more_mail(mail_max, mail, batches[done:], results)
+                await self._no_more_mail(
+                    _mailmax(mail_max), mail, [*batches[done:], later], results
+                )
             if start is not None:
                 content.seek(start)  # type: ignore[union-attr]  # _replayable
             try:
@@ -717,6 +735,14 @@ class BaseSMTPClient(BaseClient):
                 raise
             if on_batch is not None:  # this batch ended, delivered or refused
                 await on_batch(results[-1])
+        if later:
+            assert offer is not None and offer.limits is not None  # later comes of them
+            domain_max = offer.limits.rcpt_domain_max
+            reason = (
+                f"the server takes recipients of {domain_max} domain(s) a session "
+                "(LIMITS RCPTDOMAINMAX)"
+            )
+            await self._no_more_mail(reason, mail, [later], results)
         merged = _merged(results)
         if not merged.delivered and refusal is not None:
             refusal.result = merged
@@ -725,25 +751,21 @@ class BaseSMTPClient(BaseClient):
 
     async def _no_more_mail(
         self,
-        mail_max: int,
+        reason: str,
         mail: Mail,
         unsent: Sequence[Sequence[Rcpt]],
         results: Sequence[TransactionResult] = (),
     ) -> NoReturn:
-        """End a session that has had the transactions the server's LIMITS allow
-        (MAILMAX, RFC 9422 §5.1), where a MAIL more would be refused or the
+        """End a session that has had what the server's LIMITS allow (MAILMAX, RFC
+        9422 §4.1; RCPTDOMAINMAX, §4.3), where more would be refused or the
         connection closed: say QUIT and raise :class:`SMTPConnectionError` with the
         ``421`` a server closes with (``4.5.3``: RFC 3463 asks for the rest of the
-        recipients in another attempt). Its ``result`` holds the transactions done
-        and, unanswered, the ``unsent`` recipients, to go over a new connection."""
+        recipients in another attempt), ``reason`` its text. Its ``result`` holds the
+        transactions done and, unanswered, the ``unsent`` recipients, to go over a
+        new connection."""
         recipients = tuple(RecipientResult(rcpt.recipient) for batch in unsent for rcpt in batch)
         rest = TransactionResult(mail.sender, None, recipients, None, (), complete=True)
-        reply = Reply(
-            421,
-            f"the server takes {mail_max} transaction(s) a session (LIMITS MAILMAX): "
-            "the rest need a new connection",
-            "4.5.3",
-        )
+        reply = Reply(421, f"{reason}: the rest need a new connection", "4.5.3")
         exc = SMTPConnectionError("MAIL not sent", reply)
         exc.local = True
         exc.result = _merged([*results, rest])
@@ -1358,6 +1380,10 @@ def _merged(results: Sequence[TransactionResult]) -> TransactionResult:
         tuple(reply for result in results for reply in result.end_replies),
         complete=True,
     )
+
+
+def _mailmax(mail_max: int) -> str:
+    return f"the server takes {mail_max} transaction(s) a session (LIMITS MAILMAX)"
 
 
 def _not_offered(verb: str) -> ExtensionNotOffered:

@@ -48,8 +48,8 @@ class SMTPError(Exception):
     decided recipient by recipient: each recipient's fate so far, so that a retry
     goes to those not delivered only. In LMTP, among the replies after the
     content (RFC 2033 §4.2); with a server's LIMITS, among the transactions a
-    message was split into (RFC 9422 §5.2), the recipients of those not done
-    unanswered, as when the session reached the server's MAILMAX (§5.1)."""
+    message was split into (RFC 9422 §4.2), the recipients of those not done
+    unanswered, as when the session reached the server's MAILMAX (§4.1)."""
 
     def __init__(self, message: str, reply: Reply | None = None) -> None:
         super().__init__(message if reply is None else f"{message}: {reply}")
@@ -96,7 +96,7 @@ class SenderRefused(SMTPReplyError):
     """``MAIL FROM`` was refused.
 
     ``result`` is None, but for a message split into transactions for the server's
-    LIMITS (RFC 9422 §5.2) none of which delivered it, and the last of them
+    LIMITS (RFC 9422 §4.2) none of which delivered it, and the last of them
     refused at ``MAIL``: then it holds every batch's recipients, each with its
     own reply (its batch's ``MAIL`` reply where that was refused).
     """
@@ -105,7 +105,7 @@ class SenderRefused(SMTPReplyError):
 class RecipientsRefused(SMTPReplyError):
     """Every recipient was refused; ``result`` holds each one's reply, and ``reply``
     is the last of them. For a message split into transactions (LIMITS, RFC 9422
-    §5.2), ``result`` covers every transaction and ``reply`` is the last one's."""
+    §4.2), ``result`` covers every transaction and ``reply`` is the last one's."""
 
     def __init__(self, reply: Reply, result: TransactionResult) -> None:
         super().__init__("RCPT", reply)
@@ -116,7 +116,7 @@ class MessageRefused(SMTPReplyError):
     """``DATA`` or the message itself was refused (for every recipient, in LMTP).
 
     ``result`` holds each recipient's fate when the transaction got that far
-    (for a message split into transactions for LIMITS, RFC 9422 §5.2, every
+    (for a message split into transactions for LIMITS, RFC 9422 §4.2, every
     transaction's), and is ``None`` when the client refused the message before
     ``MAIL``.
     """
@@ -213,7 +213,7 @@ class SMTPConnectionError(SMTPError, ConnectionError):
     """The connection failed or closed (``reply`` is the 421, if the server sent one).
 
     Also raised, with ``local`` true and ``421 4.5.3``, when the session has had
-    the transactions the server's LIMITS allow (MAILMAX, RFC 9422 §5.1): the
+    the transactions the server's LIMITS allow (MAILMAX, RFC 9422 §4.1): the
     client says QUIT rather than send a ``MAIL`` more, and ``result`` lists
     the recipients not sent, unanswered, for a new connection.
     """

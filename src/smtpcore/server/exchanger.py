@@ -174,15 +174,16 @@ class TryNext(Exception):
 
 MAILMAX_SESSIONS: Final = 20
 """The sessions :meth:`ExchangerSession.deliver` has with one exchanger in a round when
-its LIMITS MAILMAX (RFC 9422 §5.1) ends each before the message is sent to all."""
+its LIMITS MAILMAX or RCPTDOMAINMAX (RFC 9422 §4.1, §4.3) ends each before the message
+is sent to all."""
 
 
 class _SessionFull(Exception):
-    """The client stopped at the exchanger's MAILMAX: ``outcomes`` for the recipients
-    the session answered, ``unsent`` the others, for a new session."""
+    """The client stopped at the exchanger's MAILMAX or RCPTDOMAINMAX: ``outcomes`` for
+    the recipients the session answered, ``unsent`` the others, for a new session."""
 
     def __init__(self, outcomes: dict[str, Outcome], unsent: list[str]) -> None:
-        super().__init__("the exchanger's LIMITS MAILMAX was reached")
+        super().__init__("the exchanger's LIMITS MAILMAX or RCPTDOMAINMAX was reached")
         self.outcomes = outcomes
         self.unsent = unsent
 
@@ -311,7 +312,7 @@ def _batch_recorder(
     deliveries: Mapping[str, RemoteDelivery], record: Recorder, outcome: _OutcomeOf
 ) -> Callable[[TransactionResult], Awaitable[None]]:
     """The client's ``on_batch``: each LIMITS transaction's delivered and refused-for-good
-    recipients recorded as it ends (RFC 9422 §5.2), matched among every transaction's
+    recipients recorded as it ends (RFC 9422 §4.2), matched among every transaction's
     so far (``_fates``)."""
     results: list[RecipientResult] = []
 
@@ -490,10 +491,11 @@ class ExchangerSession:
         never answers, a later transaction that fails, or a stop meanwhile, must not
         leave that unrecorded (RFC 5321 §6.1: a restart would send it again).
 
-        A session that has had the transactions the exchanger's LIMITS allow (MAILMAX,
-        RFC 9422 §5.1) is followed by another to the same exchanger for the recipients
-        not sent yet, up to :data:`MAILMAX_SESSIONS` sessions: nothing is wrong with
-        it, and each session sends at least one transaction."""
+        A session that has had the transactions or recipient domains the exchanger's
+        LIMITS allow (MAILMAX, RCPTDOMAINMAX: RFC 9422 §4.1, §4.3) is followed by
+        another to the same exchanger for the recipients not sent yet, up to
+        :data:`MAILMAX_SESSIONS` sessions: nothing is wrong with it, and each session
+        sends at least one transaction."""
         policy = policy or self.policy()
         if record is not None:
             record = _once(record)
@@ -650,8 +652,9 @@ class ExchangerSession:
             return self._refused(deliveries, exc.result, refused, outcome)
         except SMTPError as exc:
             if isinstance(exc, SMTPConnectionError) and exc.local and exc.result is not None:
-                # The client's own stop at the exchanger's MAILMAX (RFC 9422 §5.1): the
-                # recipients it did not send go in a new session to the same exchanger.
+                # The client's own stop at the exchanger's MAILMAX or RCPTDOMAINMAX (RFC
+                # 9422 §4.1, §4.3): the recipients it did not send go in a new session to
+                # the same exchanger.
                 answered = self._refused(deliveries, exc.result, None, outcome)
                 fates = _fates(deliveries, exc.result.recipients)
                 unsent = [a for a in addresses if a not in fates or fates[a].reply is None]
@@ -679,7 +682,7 @@ class ExchangerSession:
         """Each recipient's outcome from its own reply in ``result`` (its RCPT's
         refusal, or the reply after the content or the refusal of the content that
         its transaction had). A recipient with no reply of its own there (a LIMITS
-        batch not sent, RFC 9422 §5.2) waits: another transaction's reply, ``last``
+        batch not sent, RFC 9422 §4.2) waits: another transaction's reply, ``last``
         (the refusal raised, if any), says nothing of its fate (RFC 5321 §6.1)."""
         fates = _fates(deliveries, result.recipients)
         outcomes = {}

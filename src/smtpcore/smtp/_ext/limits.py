@@ -1,11 +1,12 @@
 """LIMITS (RFC 9422): limits the server will apply in this session, told up front.
 
 The server lists ``LIMITS RCPTMAX=n`` (its ``max_recipients``); a client
-reads the registered limits (RFC 9422 §5: MAILMAX, RCPTMAX, RCPTDOMAINMAX)
+reads the registered limits (RFC 9422 §4: MAILMAX, RCPTMAX, RCPTDOMAINMAX)
 and keeps under them, splitting a transaction with more recipients than
-RCPTMAX into several (§5.2), and sending no more MAIL commands in a session
-than MAILMAX (§5.1), the rest left for a new one. The extension brings no
-command and no parameter.
+RCPTMAX into several (§4.2), and sending no more MAIL commands in a session
+than MAILMAX (§4.1), nor recipients of more domains than RCPTDOMAINMAX
+(§4.3), the rest left for a new one. The extension brings no command and no
+parameter.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from smtpcore.smtp._extension import Extension, ServerFacts
 
 __all__ = ["LIMITS", "Limits"]
 
-# RFC 9422 §4: limit-name = 1*(ALPHA / DIGIT / "-" / "_"); limit-value = VCHAR but ";".
+# RFC 9422 §3: limit-name = 1*(ALPHA / DIGIT / "-" / "_"); limit-value = VCHAR but ";".
 _NAME_VALUE: Final = re.compile(r"([A-Za-z0-9_-]+)(?:=([!-:<-~]+))?")
+_MAX_DIGITS: Final = 6
+"""RFC 9422 §4.1-§4.3: each registered value is ``%x31-39 0*5DIGIT`` (1 to 999999)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,29 +34,58 @@ class Limits:
     """The registered limits a server announced; None where it announced none."""
 
     mail_max: int | None = None
-    """MAILMAX: transactions in this session (RFC 9422 §5.1)."""
+    """MAILMAX: MAIL commands in this session, refused ones too (RFC 9422 §4.1)."""
     rcpt_max: int | None = None
-    """RCPTMAX: recipients in one transaction (RFC 9422 §5.2)."""
+    """RCPTMAX: RCPT commands in one transaction (RFC 9422 §4.2)."""
     rcpt_domain_max: int | None = None
-    """RCPTDOMAINMAX: distinct recipient domains in one transaction (RFC 9422 §5.3)."""
+    """RCPTDOMAINMAX: distinct recipient domains in this session (RFC 9422 §4.3)."""
 
     @classmethod
     def parse(cls, params: tuple[str, ...]) -> Limits:
-        """Read the LIMITS parameters; malformed, unknown or zero ones are ignored
-        (a client can only keep to limits it understands)."""
+        """Read the LIMITS parameters. A parameter that is not ``name[=value]`` makes
+        the whole list unreadable, read as no limits (RFC 9422 §3.7: proceed as if
+        LIMITS had not been used); a registered limit whose value is not 1 to 999999
+        (§4.1-§4.3: no leading zero, six digits at most), and an unknown one, are
+        ignored alone. Of a limit given twice, the first counts."""
         found: dict[str, int] = {}
         for param in params:
             match = _NAME_VALUE.fullmatch(param)
-            if match is None or match.group(2) is None:
+            if match is None:
+                return cls()
+            text = match.group(2)
+            if text is None or text[0] == "0":
                 continue
-            value = parse_number(match.group(2), max_digits=9)
-            if value:
+            value = parse_number(text, max_digits=_MAX_DIGITS)
+            if value is not None:
                 found.setdefault(ascii_upper(match.group(1)), value)
         return cls(found.get("MAILMAX"), found.get("RCPTMAX"), found.get("RCPTDOMAINMAX"))
 
+    def admit(
+        self, recipients: Sequence[Mailbox], domains: set[str]
+    ) -> tuple[list[int], list[int]]:
+        """The indexes of ``recipients`` this session may still take and of those it
+        may not, given ``domains``, the recipient domains it has had (updated with
+        the ones taken): RCPTDOMAINMAX counts the distinct domains of a session, not
+        of a transaction (RFC 9422 §4.3), so a recipient of a domain more goes in a
+        new session. Every recipient is taken without RCPTDOMAINMAX."""
+        if self.rcpt_domain_max is None:
+            return list(range(len(recipients))), []
+        taken: list[int] = []
+        left: list[int] = []
+        for index, recipient in enumerate(recipients):
+            domain = recipient.ascii_domain.lower()
+            if domain in domains or len(domains) < self.rcpt_domain_max:
+                domains.add(domain)
+                taken.append(index)
+            else:
+                left.append(index)
+        return taken, left
+
     def split(self, recipients: Sequence[Mailbox]) -> list[list[Mailbox]]:
         """``recipients`` in order, in groups each within RCPTMAX recipients and
-        RCPTDOMAINMAX distinct domains: one transaction each (RFC 9422 §5.2, §5.3)."""
+        RCPTDOMAINMAX distinct domains: one transaction each (RFC 9422 §4.2). The
+        domains are bounded per session too (:meth:`admit`, §4.3): a group never
+        has more than the session may."""
         groups: list[list[Mailbox]] = []
         group: list[Mailbox] = []
         domains: set[str] = set()
@@ -75,8 +107,13 @@ class Limits:
         return groups
 
 
-def _arguments(facts: ServerFacts) -> str:
-    return f"RCPTMAX={facts.max_recipients}"
+def _arguments(facts: ServerFacts) -> str | None:
+    """``RCPTMAX=max_recipients``; no LIMITS line for a limit RFC 9422 §4.2 cannot
+    write (1 to 999999), as a bare ``LIMITS`` would be a syntax error (§3)."""
+    rcpt_max = facts.max_recipients
+    if not 0 < rcpt_max < 10**_MAX_DIGITS:
+        return None
+    return f"RCPTMAX={rcpt_max}"
 
 
 LIMITS: Final = Extension(
