@@ -141,6 +141,22 @@ def test_the_wire_form() -> None:
     assert forward.to_line() == "XFORWARD ADDR=x25:1234 IDENT=4XyZ SOURCE=REMOTE"
 
 
+def test_xforward_addr_is_written_as_the_readme_says() -> None:
+    """XFORWARD_README: ADDR is an IPv4 address, or an IPv6 address after ``IPV6:``
+    (any case), which current Postfix holds a client to (a bare IPv6 one: ``501
+    5.5.4``); an event an application builds takes a bare IPv6 address, and the
+    client writes it with the prefix. Text that is no IP address stays text."""
+    events, out = run(
+        greeted(**TRUSTED),
+        EHLO + b"XFORWARD ADDR=ipv6:2001:DB8::7\r\nXFORWARD ADDR=x25+3A1234\r\n",
+    )
+    assert events[-2:] == [Xforward(addr="2001:db8::7"), Xforward(addr="x25:1234")]
+    assert codes(out)[1:] == ["250 2.0.0", "250 2.0.0"]
+    assert Xforward(addr="2001:db8::7").to_line() == "XFORWARD ADDR=IPV6:2001:db8::7"
+    with pytest.raises(LocalProtocolError):
+        Xforward(addr="IPV6:x25")
+
+
 def test_an_ipv4_client_named_in_its_mapped_form_is_its_ipv4_address() -> None:
     """RFC 4291 §2.5.5.2: one client, one form, whichever the forwarder wrote."""
     assert Xclient(addr="::ffff:192.0.2.7").addr == "192.0.2.7"
@@ -292,6 +308,9 @@ def test_xclients_may_come_back_to_back() -> None:
         (b"XCLIENT ADDR=IPV6:192.0.2.1\r\n", "501 5.5.4"),
         (b"XCLIENT DESTADDR=2001:db8::25\r\n", "501 5.5.4"),
         (b"XFORWARD ADDR=fe80::1%eth0\r\n", "501 5.5.4"),  # nor as an address in text
+        (b"XFORWARD ADDR=2001:db8::1\r\n", "501 5.5.4"),  # IPv6 needs IPV6: (README)
+        (b"XFORWARD ADDR=IPV6:192.0.2.1\r\n", "501 5.5.4"),  # and IPv4 goes bare
+        (b"XFORWARD ADDR=IPV6:x25+3A1\r\n", "501 5.5.4"),  # nor text after IPV6:
         (b"XCLIENT HELO=" + b"h" * 256 + b"\r\n", "501 5.5.4"),
         (b"XCLIENT HELO=" + b"h" * 600 + b"\r\n", "500 5.5.2"),  # over the line limit
         (b"XFORWARD SOURCE=ELSEWHERE\r\n", "501 5.5.4"),

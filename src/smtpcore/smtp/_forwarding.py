@@ -112,14 +112,31 @@ def _literal_ip(text: str) -> None:
 
 def _address(value: object) -> str:
     """XFORWARD's ADDR: an IP address, or some other network's address as text; not
-    an IP address with a zone passed off as text (see :func:`_ip`)."""
+    an IP address with a zone passed off as text (see :func:`_ip`), nor text after
+    ``IPV6:``, which names an IPv6 address alone."""
     try:
         return _ip(value)
     except ValueError:
         text = _text(value)
         if "%" in text:
             raise ValueError(f"not an address (a zone): {text!r}") from None
+        if ascii_upper(text[:5]) == _IPV6_PREFIX:
+            raise ValueError(f"not an IPv6 address after IPV6: {text!r}") from None
         return text
+
+
+def _literal_address(text: str) -> None:
+    """XFORWARD's ADDR on the wire: an IP address written as XCLIENT's is, IPv4 bare and
+    IPv6 after ``IPV6:`` (XFORWARD_README, "XFORWARD Command syntax"; current Postfix
+    answers a bare IPv6 address ``501 5.5.4``); a value that is no IP address at all,
+    another network's, which the README allowed before it named IP addresses alone,
+    stays text. ValueError when ``text`` (which :func:`_address` took) is not so written."""
+    prefixed = ascii_upper(text[:5]) == _IPV6_PREFIX
+    try:
+        ipaddress.ip_address(text[5:] if prefixed else text)
+    except ValueError:
+        return  # no IP address (and not after IPV6:, which _address refuses)
+    _literal_ip(text)
 
 
 def _port(value: object) -> int:
@@ -217,7 +234,7 @@ reply lists them."""
 
 XFORWARD_ATTRIBUTES: Final = (
     Attribute("NAME", "name", _text),
-    Attribute("ADDR", "addr", _address, _write_ip),
+    Attribute("ADDR", "addr", _address, _write_ip, wire_form=_literal_address),
     Attribute("PORT", "port", _port),
     Attribute("PROTO", "proto", _protocol_name),
     Attribute("HELO", "helo", _text),
