@@ -256,6 +256,39 @@ def test_asyncio_reads_give_back_every_byte_received_once_in_order(
     asyncio.run(main())
 
 
+def test_asyncio_a_second_read_while_one_waits_is_refused() -> None:
+    """One read slot: a second read started while one waits (two tasks reading one
+    connection) is a RuntimeError, as asyncio's StreamReader makes it, not a silent
+    swap that leaves the first reader waiting for bytes the second took. A future of
+    next_bytes cancelled leaves the slot free."""
+
+    async def main() -> None:
+        transport = AsyncioTransport()
+        first = asyncio.ensure_future(transport.receive_some(1 << 16))
+        await asyncio.sleep(0)
+        with pytest.raises(RuntimeError, match="another read"):
+            await asyncio.wait_for(transport.receive_some(1 << 16), 1)
+        view = transport.get_buffer(-1)
+        view[:4] = b"ok\r\n"
+        transport.buffer_updated(4)
+        assert await asyncio.wait_for(first, 5) == b"ok\r\n"
+        waiting = transport.next_bytes()
+        assert waiting is not None
+        with pytest.raises(RuntimeError, match="another read"):
+            transport.next_bytes()
+        with pytest.raises(RuntimeError, match="another read"):
+            await asyncio.wait_for(transport.receive_some(1 << 16), 1)
+        waiting.cancel()
+        later = transport.next_bytes()
+        assert later is not None
+        view = transport.get_buffer(-1)
+        view[:4] = b"go\r\n"
+        transport.buffer_updated(4)
+        assert await later == b"go\r\n"
+
+    asyncio.run(main())
+
+
 def test_asyncio_transport_has_no_instance_dict() -> None:
     """One per connection, mostly idle: slots only (an idle session's memory)."""
 

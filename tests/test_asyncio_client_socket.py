@@ -80,6 +80,34 @@ def test_reads_of_any_size_lose_no_byte() -> None:
     run(scenario)
 
 
+def test_a_second_read_while_one_waits_is_refused() -> None:
+    """One read slot: a second read started while one waits (two tasks reading one
+    client) is a RuntimeError, as asyncio's StreamReader makes it, not a silent swap
+    that leaves the first reader waiting for bytes the second took. A read cancelled
+    or timed out leaves the slot free."""
+
+    async def scenario(transport: SocketClientTransport, peer: socket.socket) -> None:
+        first = asyncio.ensure_future(transport.receive_some(100))
+        await asyncio.sleep(0)
+        with pytest.raises(RuntimeError, match="another read"):
+            await asyncio.wait_for(transport.receive_some(100), 1)
+        with pytest.raises(RuntimeError, match="another read"):
+            transport.next_bytes()
+        peer.sendall(b"250 ok\r\n")
+        assert await asyncio.wait_for(first, 5) == b"250 ok\r\n"
+        waiting = transport.next_bytes()
+        assert waiting is not None
+        with pytest.raises(RuntimeError, match="another read"):
+            transport.next_bytes()
+        waiting.cancel()
+        later = transport.next_bytes()
+        assert later is not None
+        peer.sendall(b"250 again\r\n")
+        assert await asyncio.wait_for(later, 5) == b"250 again\r\n"
+
+    run(scenario)
+
+
 def test_a_flood_is_held_back_then_read_on() -> None:
     block = b"x" * 65536
     total = 4 << 20

@@ -206,6 +206,8 @@ class SocketClientTransport:
             return self._tls.next_bytes()
         if self._chunks or not self._reading:
             return None
+        if self._waiter is not None:
+            _one_reader(self._waiter)
         waiter: asyncio.Future[bytes] = asyncio.Future(loop=self._loop)
         self._waiter = waiter
         return waiter
@@ -218,6 +220,8 @@ class SocketClientTransport:
                 return b""
             if not self._reading:  # pragma: no cover - held back only with bytes waiting
                 raise ConnectionResetError("the connection is not read")
+            if self._waiter is not None:
+                _one_reader(self._waiter)
             waiter: asyncio.Future[bytes] = asyncio.Future(loop=self._loop)
             self._waiter = waiter
             try:
@@ -348,6 +352,15 @@ class SocketClientTransport:
     @property
     def tls(self) -> TLSInfo | None:
         return None if self._tls is None else self._tls.tls
+
+
+def _one_reader(waiter: asyncio.Future[bytes]) -> None:
+    """Refuse a read while another waits (``RuntimeError``, as asyncio's
+    ``StreamReader`` does): the transport has one read slot, and a second reader
+    would take it, leaving the first waiting for bytes that go to the second. A
+    waiter cancelled or timed out, which its read left behind, is no reader."""
+    if not waiter.done():
+        raise RuntimeError("a read was started while another read is waiting for data")
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

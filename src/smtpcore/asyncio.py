@@ -480,6 +480,8 @@ class AsyncioTransport(asyncio.BufferedProtocol):
             if runner is not None and runner.task is None:
                 await WOKEN
                 continue
+            if self._reader is not None or self._waiter is not None:
+                self._one_reader()
             self._reader = self._loop.create_future()
             try:
                 await self._reader
@@ -526,8 +528,20 @@ class AsyncioTransport(asyncio.BufferedProtocol):
             or self._runner is not None
         ):
             return None
+        if self._waiter is not None:
+            self._one_reader()
         waiter = self._waiter = self._loop.create_future()
         return waiter
+
+    def _one_reader(self) -> None:
+        """Refuse a read while another waits (``RuntimeError``, as asyncio's
+        ``StreamReader`` does): there is one read slot, and a second reader would take
+        it, leaving the first waiting for bytes that go to the second. A future of
+        :meth:`next_bytes` cancelled or timed out, which its reader left behind, is no
+        reader."""
+        waiter = self._waiter
+        if self._reader is not None or (waiter is not None and not waiter.done()):
+            raise RuntimeError("a read was started while another read is waiting for data")
 
     def _read_exactly(self, max_bytes: int) -> None:
         """Let the event loop read at most ``max_bytes`` (any amount if that is the
