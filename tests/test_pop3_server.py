@@ -747,3 +747,7 @@ def test_a_hostname_that_cannot_head_the_greeting_is_refused(hostname: str) -> N
     with pytest.raises(ValueError, match="cannot name this server"):
         ServerConnection(hostname)
     assert ServerConnection("build_host.example").hostname == "build_host.example"
+    conn = ServerConnection("pop.test")
+    with pytest.raises(ValueError, match="cannot name this server"):
+        conn.hostname = hostname  # set after construction: the same check
+    assert conn.hostname == "pop.test"

@@ -440,3 +440,17 @@ def test_an_auth_mechanism_that_is_no_sasl_name_is_refused_when_configured(name:
     (a space would list two, a line break end the reply)."""
     with pytest.raises(ValueError, match="not a SASL mechanism name"):
         ServerConnection("mx.test", auth_mechanisms=["PLAIN", name])
+
+
+@pytest.mark.parametrize("name", ["PLAIN X", "PLAIN\r\n250 OK", "", "A" * 21, "PLÄIN"])
+def test_an_auth_mechanism_set_on_a_session_is_checked_as_when_configured(name: str) -> None:
+    """``conn.auth_mechanisms = ...`` (what the driver does per connection) goes through
+    the constructor's check of each name: one that is no SASL name is a ValueError, and
+    the session keeps what it had (a list too long for one line fails the EHLO reply
+    instead: test_smtp_server.py)."""
+    conn = ServerConnection("mx.test", auth_mechanisms=["PLAIN"])
+    with pytest.raises(ValueError, match="not a SASL mechanism name"):
+        conn.auth_mechanisms = ["LOGIN", name]
+    assert conn.auth_mechanisms == ("PLAIN",)
+    conn.auth_mechanisms = ["login", "plain"]
+    assert conn.auth_mechanisms == ("LOGIN", "PLAIN")

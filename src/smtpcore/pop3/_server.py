@@ -129,7 +129,7 @@ class ServerConnection:
         implementation: str | None = None,
         extra_capabilities: Sequence[str] = (),
     ) -> None:
-        self.hostname = checked_hostname(hostname)
+        self.hostname = hostname  # checked by the property
         self.max_command_line = max_command_line
         self.max_auth_line = max_auth_line
         self.max_response_line = max_response_line
@@ -428,6 +428,17 @@ class ServerConnection:
     def sasl_mechanisms(self, names: Sequence[str]) -> None:
         self._sasl_mechanisms = tuple(name.upper() for name in names)
         self._keywords = self._command_tables[bool(self._sasl_mechanisms)]
+
+    @property
+    def hostname(self) -> str:
+        """This host's own name, which heads the greeting and the APOP timestamp. A
+        write is checked as the constructor's argument is (``ValueError``): a space or
+        a line break would break the greeting line."""
+        return self._hostname
+
+    @hostname.setter
+    def hostname(self, hostname: str) -> None:
+        self._hostname = checked_hostname(hostname)
 
     def _check(self, command: Command) -> Err | None:
         """The -ERR that refuses ``command`` here, or None if it may proceed."""

@@ -180,6 +180,30 @@ _HELLO_VERBS: Final = frozenset({"EHLO", "HELO", "LHLO"})
 _BINARYMIME: Final = Body.BINARYMIME.value
 
 
+def _mechanism_names(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` upper-cased, each a SASL mechanism name (RFC 4422 §3.1), as the EHLO
+    AUTH line lists them; ValueError otherwise (a space would list two names, a line
+    break end the reply)."""
+    upper = tuple(map(str.upper, names))
+    for name in upper:
+        if not _MECHANISM_RE.fullmatch(name):
+            raise ValueError(f"not a SASL mechanism name: {name!r}")
+    return upper
+
+
+def _checked_mechanisms(names: Sequence[str]) -> tuple[str, ...]:
+    """:func:`_mechanism_names`, on one EHLO AUTH line (RFC 5321 §4.5.3.1.5): the
+    constructor's check. A session's own list over the line fails its EHLO reply
+    instead (``LocalProtocolError``, the machine left as it was)."""
+    upper = _mechanism_names(names)
+    if len("250-AUTH \r\n") + len(" ".join(upper)) > MAX_REPLY_LINE:
+        raise ValueError(
+            f"the EHLO AUTH line of {len(upper)} mechanisms is over "
+            f"{MAX_REPLY_LINE} octets (RFC 5321 §4.5.3.1.5)"
+        )
+    return upper
+
+
 def _option(name: str, doc: str = "") -> property:
     """The constructor option ``name`` of a machine, kept in its shared configuration:
     read in C (no Python call: extensions read some on every command), and written
@@ -230,6 +254,7 @@ class ServerConnection:
     __slots__ = (
         "__dict__",
         "_accepted",
+        "_auth_mechanisms",
         "_binary_transaction",
         "_buffer",
         "_chunk_last",
@@ -251,7 +276,6 @@ class ServerConnection:
         "_state",
         "_utf8_transaction",
         "_verbs",
-        "auth_mechanisms",
         "authenticated",
         "extended",
         "helo_name",
@@ -327,15 +351,7 @@ class ServerConnection:
         config.starttls = starttls
         config.tls = tls
         config.require_tls = require_tls
-        config.auth_mechanisms = tuple(map(str.upper, auth_mechanisms))
-        for name in config.auth_mechanisms:  # each goes on the EHLO AUTH line (RFC 4422 §3.1)
-            if not _MECHANISM_RE.fullmatch(name):
-                raise ValueError(f"not a SASL mechanism name: {name!r}")
-        if len("250-AUTH \r\n") + len(" ".join(config.auth_mechanisms)) > MAX_REPLY_LINE:
-            raise ValueError(
-                f"the EHLO AUTH line of {len(config.auth_mechanisms)} mechanisms is over "
-                f"{MAX_REPLY_LINE} octets (RFC 5321 §4.5.3.1.5)"
-            )
+        config.auth_mechanisms = _checked_mechanisms(auth_mechanisms)
         config.auth_require_tls = auth_require_tls
         config.require_auth = require_auth
         config.max_auth_failures = max_auth_failures
@@ -364,7 +380,7 @@ class ServerConnection:
         self._pending: Event | None = None
         self.tls = config.tls
         self.trusted_forwarder = config.trusted_forwarder
-        self.auth_mechanisms = config.auth_mechanisms
+        self._auth_mechanisms = config.auth_mechanisms
         self.helo_name: str | None = None
         self.extended = False
         self.authenticated = False
@@ -415,7 +431,19 @@ class ServerConnection:
     The application decides, from the client's address; it may set this before
     the greeting, and decides again for the client an accepted XCLIENT names
     (XCLIENT_README, note 1: that client usually may not send XCLIENT)."""
-    auth_mechanisms: Sequence[str]
+
+    def _set_auth_mechanisms(self, names: Sequence[str]) -> None:
+        self._auth_mechanisms = _mechanism_names(names)
+
+    auth_mechanisms = property(
+        attrgetter("_auth_mechanisms"),
+        _set_auth_mechanisms,
+        doc="""The SASL mechanisms AUTH offers this session (RFC 4954), upper-cased: the
+        constructor's ``auth_mechanisms``, which the driver sets per connection. Each
+        name written is checked as the constructor's are (``ValueError``), since it
+        goes on the EHLO AUTH line; a list too long for that line fails the EHLO
+        reply, the machine left as it was.""",
+    )
 
     if TYPE_CHECKING:
         hostname: str
@@ -981,7 +1009,7 @@ class ServerConnection:
         config = self._config
         if self._auth_failures >= config.max_auth_failures:
             return reply(421, "4.7.0", f"{config.hostname} Too many failed authentications")
-        if command.mechanism not in self.auth_mechanisms:
+        if command.mechanism not in self._auth_mechanisms:
             return reply(504, "5.5.4", "Unrecognized authentication type")
         if command.mechanism not in self.offered_auth_mechanisms():
             return reply(538, "5.7.11", "Encryption required for requested mechanism")
@@ -994,8 +1022,8 @@ class ServerConnection:
         tokens) are offered only under TLS unless ``auth_require_tls`` is off.
         """
         if self.tls or not self._config.auth_require_tls:
-            return list(self.auth_mechanisms)
-        return [name for name in self.auth_mechanisms if not _needs_tls(name)]
+            return list(self._auth_mechanisms)
+        return [name for name in self._auth_mechanisms if not _needs_tls(name)]
 
     def _check_mail(self, command: Mail, line: bytes) -> Reply | None:
         """Without SMTPUTF8 the whole path must be ASCII (RFC 6531 §3.3: U-labels and
@@ -1341,7 +1369,7 @@ class ServerConnection:
                 self.tls is config.tls
                 and not self.authenticated
                 and self.trusted_forwarder is config.trusted_forwarder
-                and self.auth_mechanisms is config.auth_mechanisms
+                and self._auth_mechanisms is config.auth_mechanisms
                 and type(self) is ServerConnection
             )
             if fresh and first is not None and first[0] is event:
@@ -1391,7 +1419,7 @@ class ServerConnection:
             self.trusted_forwarder,
             config.max_message_size,
             config.max_recipients,
-            tuple(self.auth_mechanisms),
+            self._auth_mechanisms,
             config.auth_require_tls,
             config.max_command_line,
         )
