@@ -205,6 +205,36 @@ def test_a_message_another_reader_renamed_is_read_and_deleted_where_it_is(
     assert os.listdir(path / "new") == [] and os.listdir(path / "cur") == []
 
 
+def test_a_renamed_message_beside_a_copy_of_it_is_refused_not_guessed(tmp_path: Path) -> None:
+    """A listed file renamed by another reader (its flags changed) beside a copy of it
+    under the same unique name: which is the message cannot be told, so RETR and DELE
+    are refused (DELE counted as not done) rather than acting on whichever file the
+    directory lists first; both files stay. A file moved under its full name is found
+    exactly, whatever shares its unique name."""
+    path = tmp_path / "alice"
+    base = "1700000001.M1P1.test"
+    (path / "cur").mkdir(parents=True)
+    (path / "new").mkdir()
+    (path / "cur" / f"{base}:2,S").write_bytes(b"the message\n")
+    maildir = Maildir(path)
+    run(maildir.messages())
+    (path / "cur" / f"{base}:2,S").rename(path / "cur" / f"{base}:2,ST")
+    (path / "cur" / f"{base}:2,T").write_bytes(b"a copy\n")
+    with pytest.raises(MaildropError, match="2 files hold message"):
+        list(maildir.open(1))
+    with pytest.raises(MaildropError, match="1 deleted messages could not be removed"):
+        run(maildir.update(deleted={1}, retrieved=set()))
+    assert sorted(os.listdir(path / "cur")) == [f"{base}:2,ST", f"{base}:2,T"]
+    run(maildir.close())
+
+    (path / "cur" / f"{base}:2,T").unlink()
+    (path / "new" / f"{base}:2,S").write_bytes(b"a copy\n")
+    again = Maildir(path)
+    run(again.messages())  # lists cur/...:2,ST, the copy in new/ being the same message
+    (path / "cur" / f"{base}:2,ST").rename(path / "new" / f"{base}:2,ST")
+    assert b"".join(again.open(1)) == b"the message\n"  # its full name, found exactly
+
+
 def test_update_deletes_marks_seen_and_moves_new_to_cur(tmp_path: Path) -> None:
     path = tmp_path / "alice"
     write_maildir(path, [b"1\n", b"2\n", b"3\n"])

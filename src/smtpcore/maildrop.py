@@ -580,7 +580,8 @@ class Maildir(Maildrop):
     def _reopened(self, number: int, use: Callable[[str], _T]) -> _T:
         """``use(path)`` of message ``number``'s file; where it is gone, of the file
         another reader renamed it to (``new/`` to ``cur/``, its flags changed), found
-        by its unique name as Dovecot finds it; ``FileNotFoundError`` when none is."""
+        by its unique name as Dovecot finds it; ``FileNotFoundError`` when none is,
+        and an ``OSError`` when more than one may be (see :meth:`_find`)."""
         entry = self._entry(number)
         try:
             return use(entry.path)
@@ -593,21 +594,36 @@ class Maildir(Maildrop):
             return use(moved)
 
     def _find(self, path: str) -> str | None:
-        """The file in ``new/`` or ``cur/`` with the unique name of ``path``, or None."""
-        base = os.path.basename(path).split(":", 1)[0]
+        """The file in ``new/`` or ``cur/`` that the listed ``path`` became, or None: one
+        of the same full name (moved between the two), else the one file of the same
+        unique name (its flags changed). Two or more of them, and none of the full name,
+        is ambiguous (a copy beside a rename): an ``OSError``, so that no RETR reads
+        and no DELE removes a file chosen by the order of a directory listing."""
+        name = os.path.basename(path)
+        base = name.split(":", 1)[0]
         root = os.fspath(self.path)
+        found: list[str] = []
         for sub in ("cur", "new"):
             directory = os.path.join(root, sub)
             try:
                 names = os.listdir(directory)
             except FileNotFoundError:
                 continue
-            for name in names:
-                if name.split(":", 1)[0] == base:
-                    found = os.path.join(directory, name)
-                    if found != path:
-                        return found
-        return None
+            for other in names:
+                if other.split(":", 1)[0] == base:
+                    candidate = os.path.join(directory, other)
+                    if candidate == path:
+                        continue
+                    if other == name:
+                        return candidate
+                    found.append(candidate)
+        if len(found) > 1:
+            raise OSError(
+                errno.EEXIST,
+                f"{len(found)} files hold message {base} since it was listed: "
+                + ", ".join(sorted(os.path.basename(f) for f in found)),
+            )
+        return found[0] if found else None
 
     # -- UPDATE ---------------------------------------------------------
 
