@@ -175,6 +175,46 @@ def test_a_malformed_reply_between_batches_says_which_were_delivered(adapter: st
     ]
 
 
+class _RewrittenAfterReading(io.BytesIO):
+    """MESSAGE, rewritten with 8-bit text by another writer once it has been read."""
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if self.tell():
+            self.__init__(MESSAGE.replace(b"many recipients", b"m\xc3\xa4ny recipients"))  # type: ignore[misc]  # reset the buffer
+        return super().seek(pos, whence)
+
+
+def test_a_local_error_in_a_later_batch_says_which_were_delivered(adapter: str) -> None:
+    """Content found unsendable only in the second batch (8-bit now, and no 8BITMIME):
+    the LocalProtocolError raised carries in ``result`` the first batch delivered and
+    the others unanswered, as a lost session does, for a caller without ``on_batch``."""
+    from smtpcore import LocalProtocolError
+    from smtpcore.testing import ScriptedServer, script
+
+    steps = script(
+        FIRST_DELIVERED
+        + ENVELOPE.format("c")
+        + "S: 250 ok\nS: 250 ok\nS: 354 go\n-- expect close\n"
+    )
+    mod = module(adapter)
+
+    async def go(port: int) -> Any:
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            return await client.send_message(
+                _RewrittenAfterReading(MESSAGE), "a@abc.example", THREE
+            )
+
+    with ScriptedServer(steps) as server, pytest.raises(LocalProtocolError) as caught:
+        run(adapter, lambda: go(server.port))
+    result = caught.value.result
+    assert result is not None
+    assert [str(r.recipient) for r in result.delivered] == ["b@pqr.example"]
+    assert [(str(r.recipient), r.reply) for r in result.recipients[1:]] == [
+        ("c@pqr.example", None),
+        ("d@pqr.example", None),
+    ]
+
+
 def test_a_batch_whose_data_is_refused_is_refused_in_the_result(adapter: str) -> None:
     """RFC 5321 §4.2.1: the first batch's DATA refused, the second delivered: the send
     returns, with the first batch's recipient in ``refused``, the DATA reply its own."""

@@ -29,6 +29,13 @@ class ProtocolError(Exception):
 class LocalProtocolError(ProtocolError):
     """The application asked for something the protocol does not allow."""
 
+    result: Any = None
+    """Set by the SMTP clients when a message split into several transactions for a
+    server's LIMITS (RFC 9422 §4.2) raises this in one of them (content that changed
+    between transactions, say): the ``TransactionResult`` of the transactions done
+    and, unanswered, the recipients of the others, as a lost session's
+    ``SMTPError.result`` has it, so that those delivered are not sent again."""
+
 
 class RemoteProtocolError(ProtocolError):
     """The peer sent something the machine cannot recover from."""

@@ -596,6 +596,10 @@ class BaseSMTPClient(BaseClient):
         begins, so that a caller can record what each delivered though a later one
         fails or the call is cancelled (RFC 5321 §6.1: else it is sent again); a
         message that goes in one transaction has its result in the return value.
+        Without ``on_batch``, an error in a later transaction carries them: its
+        ``result`` (an :class:`SMTPError`'s, or a
+        :class:`~smtpcore.LocalProtocolError`'s, for content found unsendable only
+        then) holds the transactions done and, unanswered, the recipients not sent.
         """
         if self._busy:  # as @one_call does, without a coroutine more to resume
             self._second_call()
@@ -689,11 +693,12 @@ class BaseSMTPClient(BaseClient):
         refusal in the result; if none is delivered, the last refusal is raised, its
         ``result`` every batch's, so that no recipient is judged by another batch's
         reply. Any other error part way (a session lost or timed out, a malformed
-        reply) carries in ``result`` the batches done and, unanswered, the recipients
-        of the others, so that a retry goes to those only (as LMTP's lost session
-        does); so does a session that reaches the server's MAILMAX (RFC 9422 §4.1)
-        before the last batch, and one that has ``later`` recipients, of domains
-        past its RCPTDOMAINMAX (§4.3), once the batches are done."""
+        reply, a :class:`LocalProtocolError`) carries in ``result`` the batches done
+        and, unanswered, the recipients of the others, so that a retry goes to those
+        only (as LMTP's lost session does); so does a session that reaches the
+        server's MAILMAX (RFC 9422 §4.1) before the last batch, and one that has
+        ``later`` recipients, of domains past its RCPTDOMAINMAX (§4.3), once the
+        batches are done."""
         start = None if isinstance(content, bytes) else content.tell()  # type: ignore[union-attr]  # _replayable
         offer = self._offer
         mail_max = None if offer is None or offer.limits is None else offer.limits.mail_max
@@ -721,8 +726,9 @@ class BaseSMTPClient(BaseClient):
                     raise
                 refusal = exc
                 results.append(exc.result)
-            except SMTPError as exc:
-                # Any other failure (a lost session, a timeout, a malformed reply):
+            except (SMTPError, LocalProtocolError) as exc:
+                # Any other failure (a lost session, a timeout, a malformed reply, the
+                # client's own refusal of content that changed since the last batch):
                 # this batch's fate as far as it is known (LMTP's replies so far),
                 # else unknown; the batches after it, not begun.
                 known = exc.result.recipients if exc.result is not None else ()
