@@ -207,7 +207,8 @@ def test_an_ipv4_client_through_nat64_is_counted_by_its_ipv4_address() -> None:
     state = ServerState(Handler(), ServerOptions(hostname="mx.test", max_sessions_per_address=1))
 
     def admitted(host: str) -> bool:
-        return not isinstance(state.admit(_Addressed(host)), bytes)
+        stand_in: Any = _Addressed(host)  # a transport's addresses alone
+        return not isinstance(state.admit(stand_in), bytes)
 
     assert admitted("64:ff9b::c000:201")  # 192.0.2.1
     assert admitted("64:ff9b::cb00:7101")  # 203.0.113.1: another client
