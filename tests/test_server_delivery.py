@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -443,7 +444,8 @@ def test_what_the_queue_cannot_record_on_a_full_disk_is_not_done_twice(
     schedule = setup.worker.schedule
 
     def recorded(entry: QueueEntry) -> None:
-        attempts.append(entry.attempts)
+        if entry.report_on is None:  # the message's rounds, not its success report's
+            attempts.append(entry.attempts)
         schedule(entry)
 
     monkeypatch.setattr(setup.worker, "schedule", recorded)
@@ -833,5 +835,70 @@ def test_a_success_report_owed_is_made_though_the_round_is_stopped(
             await setup.worker.aclose(0.1)
 
     asyncio.run(main())
-    (raw,) = setup.raw_bounces()
+    assert setup.raw_bounces() == []  # owed on disk, for the next start
+    restarted = _setup(tmp_path, ZONE + "xyz.example MX 10 mx.pqr.example\n", server.port)
+
+    async def start_again() -> None:
+        for entry in restarted.queue.open():
+            restarted.worker.schedule(entry)
+        await _run_until(restarted, lambda: _queue_empty(restarted))
+
+    asyncio.run(start_again())
+    (raw,) = restarted.raw_bounces()
     assert b"Action: relayed" in raw and b"brendon@xyz.example" in raw
+    assert [t.recipients for t in server.transactions].count(["brendon@xyz.example"]) == 1
+
+
+class _Crash(BaseException):
+    """A kill -9 or a power loss: no handler takes it, so nothing after it is done."""
+
+
+@pytest.mark.parametrize("when", ["before the report", "once the report is queued"])
+def test_a_success_report_owed_outlives_a_crash_and_is_made_once(
+    tmp_path: Path,
+    scripted: Callable[..., ScriptedSMTP],
+    monkeypatch: pytest.MonkeyPatch,
+    when: str,
+) -> None:
+    """RFC 3461 §6.2: the report owed for a recipient relayed to a server without DSN is
+    written with its ``sent`` record, so a crash before the report is made does not
+    lose it, and one after it is queued does not make it twice: the next start makes
+    or finds it, and the message is not sent again."""
+    server = scripted([b"250 2.0.0 queued as X"])
+    setup = _setup(tmp_path, ZONE, server.port)
+    crashed: list[bool] = []
+
+    def crash(*args: object, **kwargs: object) -> None:
+        crashed.append(True)
+        raise _Crash
+
+    if when == "before the report":
+        monkeypatch.setattr("smtpcore.server.delivery.build_success_report", crash)
+    else:
+        add = setup.queue.add
+
+        def add_then_crash(content: bytes, sender: str, *args: Any, **kwargs: Any) -> Any:
+            entry = add(content, sender, *args, **kwargs)
+            if not sender:  # the report, from <>
+                crash()
+            return entry
+
+        monkeypatch.setattr(setup.queue, "add", add_then_crash)
+
+    async def until_the_crash() -> None:
+        _enqueue_dsn(setup, [QueuedRecipient("brendon@pqr.example", notify="SUCCESS")])
+        await _run_until(setup, lambda: bool(crashed))
+
+    asyncio.run(until_the_crash())
+    monkeypatch.undo()
+    restarted = _setup(tmp_path, ZONE, server.port)
+
+    async def start_again() -> None:
+        for entry in restarted.queue.open():
+            restarted.worker.schedule(entry)
+        await _run_until(restarted, lambda: _queue_empty(restarted))
+
+    asyncio.run(start_again())
+    assert len(server.transactions) == 1
+    (raw,) = restarted.raw_bounces()
+    assert b"Action: relayed" in raw and b"Final-Recipient: rfc822; brendon@pqr.example" in raw

@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Final
 
 from smtpcore.address import AddressError, Mailbox, parse_mailbox
-from smtpcore.handler import Envelope, Handler, MessageReply, Recipient, Session
+from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.routing import LocalDelivery, Rejected, RemoteDelivery, Router
-from smtpcore.server.bounce import ReportedRecipient, build_success_report
 from smtpcore.server.config import ServerConfig, mailbox_key
 from smtpcore.server.delivery import DeliveryWorker
 from smtpcore.server.internal import InternalAddresses
@@ -40,7 +39,6 @@ from smtpcore.server.maildir import StagedMessage
 from smtpcore.server.queue import (
     PreparedEntry,
     Queue,
-    QueuedContent,
     QueuedRecipient,
     QueueEntry,
     Spool,
@@ -466,35 +464,35 @@ class _MailHandler(Handler):
     async def _commit(
         self, session: Session, envelope: Envelope, spool: Spool, due: int
     ) -> MessageReply:
+        """Local recipients whose sender asked ``NOTIFY=SUCCESS`` go through the queue
+        (one a mailbox): the worker records the delivery and the report it owes in one
+        write (RFC 3461 §6.2), where a report made here after the delivery would be lost
+        to a crash between the two."""
         sender = "" if envelope.sender is None else str(envelope.sender)
         routes: dict[str, str | None] = session.extra.get("routes", {})
         local: dict[str, str] = {}
         remote: list[QueuedRecipient] = []
         local_dsn: dict[str, QueuedRecipient] = {}
-        notify_success: list[Recipient] = []
-        success_wanted: set[str] = set()
+        reported: dict[str, QueuedRecipient] = {}
         for recipient in envelope.recipients:
             address = str(recipient.mailbox)
-            notify = recipient.params.get("NOTIFY")
+            notify = _upper(recipient.params.get("NOTIFY"))
             orcpt = recipient.params.get("ORCPT")
-            queued = QueuedRecipient(address, notify=_upper(notify), orcpt=orcpt)
+            queued = QueuedRecipient(address, notify=notify, orcpt=orcpt)
             key = routes.get(address)
             if key is None:
                 remote.append(queued)
+            elif sender and notify is not None and "SUCCESS" in notify.split(","):
+                reported.setdefault(key, queued)
             else:
                 local[address] = key
                 local_dsn[address] = queued
-                wants_report = notify is not None and "SUCCESS" in notify.upper().split(",")
-                if wants_report and address not in success_wanted:  # one group an address
-                    success_wanted.add(address)
-                    notify_success.append(recipient)
+        local = {address: key for address, key in local.items() if key not in reported}
+        remote.extend(reported.values())
         params = [(k, v) for k, v in envelope.mail_params.items() if k in _KEPT_MAIL_PARAMS]
         client = f"{peer_text(session.peer)} helo={session.helo_name or '-'}"
         size = spool.size
-        header = b""
         try:
-            if notify_success and sender:
-                header = await asyncio.to_thread(_spooled_header, spool)
             accepted = await asyncio.to_thread(
                 self.store.accept,
                 spool,
@@ -507,68 +505,9 @@ class _MailHandler(Handler):
             )
         except Exception:
             logger.exception("%s: cannot store the message", spool.id)
-            spool.discard()  # accept discards it itself; a failed header read does not
             return _LOCAL_ERROR
         self._accepted(session, accepted, sender, size, local, client)
-        # A copy that went through the queue is reported by the delivery worker.
-        notify_success = [
-            r for r in notify_success if routes[str(r.mailbox)] in accepted.delivered
-        ]
-        if notify_success and sender:
-            await self._report_delivered(
-                accepted, envelope, sender, notify_success, routes, header
-            )
         return Reply(250, f"Ok: queued as {accepted.queue_id}", "2.0.0")
-
-    async def _report_delivered(
-        self,
-        accepted: Accepted,
-        envelope: Envelope,
-        sender: str,
-        recipients: Sequence[Recipient],
-        routes: dict[str, str | None],
-        header: bytes,
-    ) -> None:
-        """The report ``NOTIFY=SUCCESS`` asks for, for recipients delivered here
-        (RFC 3461 §4.1), with ``header`` read from the spool before the commit. It comes
-        after the commit: one that cannot be made is logged, and the client still hears
-        250, since its retry would deliver the message again (RFC 5321 §6.1)."""
-        worker = self.store.worker
-        if worker is None:
-            logger.info("%s: no delivery worker: no success notification", accepted.queue_id)
-            return
-        try:
-            reported = []
-            for recipient in recipients:
-                address = str(recipient.mailbox)
-                key = routes[address]
-                assert key is not None
-                reported.append(
-                    ReportedRecipient(
-                        address,
-                        "2.0.0",
-                        f"delivered to maildir {accepted.delivered[key].name}",
-                        action="delivered",
-                        original_recipient=recipient.params.get("ORCPT"),
-                    )
-                )
-            report = build_success_report(
-                reporting_mta=self.store.config.hostname,
-                recipient=sender,
-                queue_id=accepted.queue_id,
-                arrival=time.time(),
-                now=time.time(),
-                reported=reported,
-                original=header,
-                envid=envelope.mail_params.get("ENVID"),
-                utf8="SMTPUTF8" in envelope.mail_params,
-            )
-            requiretls = "REQUIRETLS" in envelope.mail_params  # RFC 8689 §5, as a bounce
-            await worker.send_report(
-                accepted.queue_id, sender, report, "success", requiretls=requiretls
-            )
-        except Exception:
-            logger.exception("%s: cannot send the success notification", accepted.queue_id)
 
     def _accepted(
         self,
@@ -746,11 +685,3 @@ def _path_text(path: Mailbox | None) -> str:
 
 def _upper(value: str | None) -> str | None:
     return None if value is None else value.upper()
-
-
-def _spooled_header(spool: Spool) -> bytes:
-    """The header of the message as spooled, for a success report. It is read before
-    the commit: a delivered file is then its mailbox's, which a reader may move from
-    ``new/`` to ``cur/`` or delete (POP3 DELE) at any moment."""
-    spool.finish()
-    return QueuedContent(spool.path).header()

@@ -110,10 +110,6 @@ with it an operator's action on the message and the message's other domains. Pos
 ``smtp_quit_timeout`` is 300 s, as every command's; an exchanger that never answers
 QUIT held a round that long."""
 
-REPORT_ON_STOP: Final = 5.0
-"""Seconds a stopped round has to make the success reports it owes (RFC 3461 §5.2.2: a
-"relayed" report for a recipient sent to a server without DSN)."""
-
 
 @dataclass(frozen=True, slots=True)
 class Applied:
@@ -284,8 +280,6 @@ class DeliveryWorker:
         )
         self._due: dict[str, float] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._succeeded: dict[str, dict[str, Outcome]] = {}
-        """Per message in a round: recipients whose sender asked NOTIFY=SUCCESS."""
         self._unsaved: dict[str, QueueEntry] = {}
         """Entries as this process left them when their queue file could not take the
         change (a full disk): read in their place, so that nothing sent or reported is
@@ -428,9 +422,8 @@ class DeliveryWorker:
     async def aclose(self, grace: float = 10.0) -> None:
         """Let deliveries under way finish, then the operator's actions that waited for
         them be written, all within ``grace`` seconds (the operator's stop timeout bounds
-        the whole stop); then cancel what is left. A round cut off still has up to
-        :data:`REPORT_ON_STOP` seconds for the success reports it owes, which no later
-        round would make.
+        the whole stop); then cancel what is left. The success reports a round cut
+        off owes are on disk with its recipients' marks: the next start makes them.
 
         The caller cancels the :meth:`run` task; what is left stays queued, and an
         action not written stays in its command file for the next start.
@@ -451,8 +444,7 @@ class DeliveryWorker:
             await self._deliver(queue_id)
         except asyncio.CancelledError as exc:
             if not _stray_cancellation():
-                await self._report_owed_on_stop(queue_id)
-                raise
+                raise  # a success report owed is on disk: the next start makes it
             # Some future other code cancelled (a library's, a hook's): a broken round
             # like any other, or the message would wait unscheduled until a restart.
             logger.exception(
@@ -467,39 +459,41 @@ class DeliveryWorker:
             logger.exception("%s: delivery failed; retrying later", queue_id)
             await self._report_owed(queue_id)
             await self._record_local_error(queue_id, exc)
-        finally:
-            self._succeeded.pop(queue_id, None)
 
     async def _report_owed(self, queue_id: str) -> None:
         """The success reports owed for recipients this broken round sent and recorded
-        so: no later round sends them again, so none would make the report (RFC 3461
-        §5.2.2)."""
-        if not self._succeeded.get(queue_id):
-            return
+        so (RFC 3461 §5.2.2): made now rather than after the backoff. One not made stays
+        owed on disk, for the next round."""
         try:
             entry = await self._load(queue_id)
             await self._report_successes(entry, self.queue.content(queue_id))
         except Exception:
             logger.exception("%s: cannot make the success report owed", queue_id)
 
-    async def _report_owed_on_stop(self, queue_id: str) -> None:
-        """:meth:`_report_owed` for a round stopped (cancelled): the recipients it sent
-        are recorded so, and no later round would make their report. Shielded from a
-        second cancellation and bounded by :data:`REPORT_ON_STOP` seconds, so that a
-        stop still ends."""
-        if not self._succeeded.get(queue_id):
-            return
-        owed = asyncio.ensure_future(self._report_owed(queue_id))
-        try:
-            await asyncio.wait_for(asyncio.shield(owed), REPORT_ON_STOP)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            owed.cancel()
-            logger.error("%s: stopped before the success report owed was made", queue_id)
-
-    async def _report_successes(self, entry: QueueEntry, content: QueuedContent) -> None:
-        succeeded = self._succeeded.pop(entry.id, {})
-        if succeeded:
-            await self._report_success(entry, content, succeeded)
+    async def _report_successes(self, entry: QueueEntry, content: QueuedContent) -> QueueEntry:
+        """Queue the success report the recipients of ``entry`` are owed (their
+        :attr:`~QueuedRecipient.report_owed`), then record it queued; ``entry`` as
+        recorded. The report is delivered only after that record: a crash between the
+        two leaves a report that :meth:`Queue.open` finds, and it is not made again."""
+        owed = [r for r in entry.recipients if r.report_owed is not None]
+        if not owed:
+            return entry
+        report = await self._success_report(entry, content, owed)
+        queued = await asyncio.to_thread(
+            self.queue.add,
+            report,
+            "",
+            [self._report_recipient(entry.id, entry.sender)],
+            params=_report_params(entry.sender, report, requiretls=entry.requiretls),
+            report_on=entry.id,
+            reported=[r.address for r in owed],
+        )
+        logger.info("%s: sender success notification: %s", entry.id, queued.id)
+        entry = await self._save(
+            entry.with_recipients({r.address: replace(r, report_owed=None) for r in owed})
+        )
+        self.schedule(queued)
+        return entry
 
     async def _record_local_error(self, queue_id: str, exc: BaseException) -> None:
         """A round that broke on our side: its error is every pending recipient's last
@@ -564,7 +558,6 @@ class DeliveryWorker:
             return
         failed: dict[str, Outcome] = {}
         deferred: dict[str, Outcome] = {}
-        self._succeeded[entry.id] = {}
         groups: dict[tuple[str, tuple[str, int] | None], dict[str, RemoteDelivery]] = {}
         for recipient in entry.pending:
             decision = self._route(recipient.address)
@@ -618,11 +611,11 @@ class DeliveryWorker:
         deferred: dict[str, Outcome],
     ) -> QueueEntry:
         """Log each outcome and record what was sent at once (never twice, even after a
-        crash unless the disk refused the record); failures wait for the bounce at the
-        end of the round."""
+        crash unless the disk refused the record), with the success report it is owed,
+        if any, in the same write; failures wait for the bounce at the end of the
+        round."""
         sent: dict[str, QueuedRecipient] = {}
         recipients = {r.address: r for r in entry.recipients}
-        succeeded = self._succeeded.setdefault(entry.id, {})
         delay = self.clock() - entry.created
         for address, outcome in outcomes.items():
             label = {
@@ -645,8 +638,10 @@ class DeliveryWorker:
             )
             if outcome.status is RecipientStatus.SENT:
                 sent[address] = _updated(recipients[address], outcome)
-                if _notify(recipients[address], "SUCCESS") and not outcome.dsn_passed:
-                    succeeded[address] = outcome
+                wanted = _notify(recipients[address], "SUCCESS") and not outcome.dsn_passed
+                if wanted and entry.sender:  # RFC 3461 §6.2; none to <> (RFC 5321 §4.5.5)
+                    action = "delivered" if outcome.relay == "local" else "relayed"
+                    sent[address] = replace(sent[address], report_owed=action)
             elif outcome.status is RecipientStatus.FAILED:
                 failed[address] = outcome
             else:
@@ -672,7 +667,7 @@ class DeliveryWorker:
                 {address: _updated(recipients[address], o) for address, o in failed.items()}
             )
             self._unsaved[entry.id] = entry
-        await self._report_successes(entry, content)
+        entry = await self._report_successes(entry, content)
         entry = entry.with_recipients(
             {address: _updated(recipients[address], o) for address, o in deferred.items()}
         )
@@ -1029,15 +1024,12 @@ class DeliveryWorker:
             entry.id, entry.sender, bounce, "non-delivery", requiretls=entry.requiretls
         )
 
-    async def _report_success(
-        self, entry: QueueEntry, content: QueuedContent, succeeded: Mapping[str, Outcome]
-    ) -> None:
+    async def _success_report(
+        self, entry: QueueEntry, content: QueuedContent, owed: Sequence[QueuedRecipient]
+    ) -> bytes:
         """The report ``NOTIFY=SUCCESS`` asked for: delivered here, or relayed to a
         server that does not speak DSN (RFC 3461 §6.2)."""
-        if not entry.sender:
-            return
-        recipients = {r.address: r for r in entry.recipients}
-        report = build_success_report(
+        return build_success_report(
             reporting_mta=self.hostname,
             recipient=entry.sender,
             queue_id=entry.id,
@@ -1045,23 +1037,32 @@ class DeliveryWorker:
             now=self.clock(),
             reported=[
                 ReportedRecipient(
-                    address,
-                    outcome.dsn if outcome.dsn[:1] == "2" else "2.0.0",
-                    outcome.detail,
-                    outcome.remote_mta,
-                    outcome.from_remote,
-                    action="delivered" if outcome.relay == "local" else "relayed",
-                    original_recipient=recipients[address].orcpt,
+                    r.address,
+                    r.dsn if r.dsn is not None and r.dsn[:1] == "2" else "2.0.0",
+                    r.reply or "",
+                    r.remote_mta,
+                    r.from_remote,
+                    action=r.report_owed or "relayed",
+                    original_recipient=r.orcpt,
                 )
-                for address, outcome in succeeded.items()
+                for r in owed
             ],
             original=await asyncio.to_thread(content.header),
             envid=entry.param("ENVID"),
             utf8=_is_utf8(entry),
         )
-        await self.send_report(
-            entry.id, entry.sender, report, "success", requiretls=entry.requiretls
-        )
+
+    def _report_recipient(self, queue_id: str, sender: str) -> str:
+        """Where a report to ``sender`` goes: the sender, or a postmaster's mailbox for
+        a local sender with none (as :meth:`send_report` delivers it)."""
+        decision = self._route(sender)
+        if isinstance(decision, LocalDelivery) and self.mailboxes.lookup(decision.mailbox) is None:
+            key = self.mailboxes.config.postmaster_key(self.mailboxes.config.domains[0])
+            logger.info(
+                "%s: sender <%s> has no mailbox; report to %s", queue_id, loggable(sender), key
+            )
+            return key
+        return sender
 
     async def send_report(
         self, queue_id: str, sender: str, report: bytes, kind: str, *, requiretls: bool = False
@@ -1086,17 +1087,25 @@ class DeliveryWorker:
             logger.info("%s: sender %s notification: delivered to %s", queue_id, kind, path)
             self.mailboxes.delivered(key, path, queue_id)
             return
-        # An RFC 6533 report, or one to a UTF-8 address, needs SMTPUTF8 on the next hop.
-        params: list[tuple[str, str | None]] = []
-        if not report.isascii():
-            params.append(("BODY", "8BITMIME"))
-        if not sender.isascii() or b"Content-Type: message/global" in report:
-            params.append(("SMTPUTF8", None))
-        if requiretls:
-            params.append(("REQUIRETLS", None))
+        params = _report_params(sender, report, requiretls=requiretls)
         queued = await asyncio.to_thread(self.queue.add, report, "", [sender], params=params)
         logger.info("%s: sender %s notification: %s", queue_id, kind, queued.id)
         self.schedule(queued)
+
+
+def _report_params(
+    sender: str, report: bytes, *, requiretls: bool
+) -> list[tuple[str, str | None]]:
+    """The MAIL parameters a queued report needs: an RFC 6533 report, or one to a UTF-8
+    address, needs SMTPUTF8 on the next hop; one on a REQUIRETLS message, REQUIRETLS."""
+    params: list[tuple[str, str | None]] = []
+    if not report.isascii():
+        params.append(("BODY", "8BITMIME"))
+    if not sender.isascii() or b"Content-Type: message/global" in report:
+        params.append(("SMTPUTF8", None))
+    if requiretls:
+        params.append(("REQUIRETLS", None))
+    return params
 
 
 def _local_error(exc: BaseException) -> Outcome:

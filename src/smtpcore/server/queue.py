@@ -90,6 +90,11 @@ class QueuedRecipient:
     """The ``ORCPT`` it came with (RFC 3461 §4.2), passed on and reported."""
     from_remote: bool = False
     """True when ``reply`` is the remote server's own SMTP reply (not our words)."""
+    report_owed: str | None = None
+    """The ``Action`` (RFC 3464 §2.3.3: ``delivered`` or ``relayed``) of the success
+    report ``NOTIFY=SUCCESS`` asks for and not yet queued (RFC 3461 §6.2). Written with
+    the ``sent`` status in one step, so that a crash between the delivery and the
+    report cannot lose the report; cleared once the report is queued."""
 
     @property
     def pending(self) -> bool:
@@ -120,6 +125,11 @@ class QueueEntry:
     """The sender was told once that the message is delayed (``Action: delayed``)."""
     held: bool = False
     """Put on hold by the operator (``queue hold``): not delivered until released."""
+    report_on: str | None = None
+    """For a success report: the id of the entry it reports on, whose recipients in
+    ``reported`` owed it. :meth:`Queue.open` clears what they owe when a crash came
+    between queuing the report and recording it queued: it is never made twice."""
+    reported: tuple[str, ...] = ()
 
     @property
     def requiretls(self) -> bool:
@@ -155,6 +165,8 @@ class QueueEntry:
             "params": [list(p) for p in self.params],
             "delay_warned": self.delay_warned,
             "held": self.held,
+            "report_on": self.report_on,
+            "reported": list(self.reported),
             "recipients": [
                 {
                     "address": r.address,
@@ -165,6 +177,7 @@ class QueueEntry:
                     "notify": r.notify,
                     "orcpt": r.orcpt,
                     "from_remote": r.from_remote,
+                    "report_owed": r.report_owed,
                 }
                 for r in self.recipients
             ],
@@ -202,6 +215,8 @@ class QueueEntry:
             params=tuple(_param(item) for item in _array(fields, "params")),
             delay_warned=_flag(fields, "delay_warned"),  # absent from older files
             held=_flag(fields, "held"),
+            report_on=_optional_text(fields, "report_on", absent_ok=True),
+            reported=tuple(_texts(fields, "reported")),
             recipients=tuple(_recipient(_object(r)) for r in _array(fields, "recipients")),
         )
 
@@ -216,6 +231,7 @@ def _recipient(fields: Mapping[str, object]) -> QueuedRecipient:
         notify=_optional_text(fields, "notify", absent_ok=True),  # absent from older files
         orcpt=_optional_text(fields, "orcpt", absent_ok=True),
         from_remote=_flag(fields, "from_remote"),
+        report_owed=_optional_text(fields, "report_owed", absent_ok=True),
     )
 
 
@@ -239,6 +255,16 @@ def _array(fields: Mapping[str, object], key: str) -> list[object]:
     if not isinstance(value, list):
         raise ValueError(f"{key}: {type(value).__name__}, not an array")
     return value
+
+
+def _texts(fields: Mapping[str, object], key: str) -> list[str]:
+    """An array of strings, empty when absent (files written before it existed)."""
+    if key not in fields:
+        return []
+    items = _array(fields, key)
+    if not all(isinstance(item, str) for item in items):
+        raise ValueError(f"{key}: not an array of strings")
+    return [str(item) for item in items]
 
 
 def _text(fields: Mapping[str, object], key: str) -> str:
@@ -481,7 +507,33 @@ class Queue:
         for path in (self.directory / "messages").iterdir():
             if path.name not in kept:
                 _remove_leftover(path)
-        return entries
+        return self._settle_reports(entries)
+
+    def _settle_reports(self, entries: list[QueueEntry]) -> list[QueueEntry]:
+        """Clear the success reports owed that are queued already: a crash came between
+        queuing one and recording that it was (RFC 3461 §6.2: one report, not two). The
+        delivery worker queues a report only before it records it so, and delivers it
+        only after: so a queued report whose entry still owes it is in the queue yet."""
+        found = {entry.id: entry for entry in entries}
+        for report in entries:
+            owing = found.get(report.report_on or "")
+            if owing is None:
+                continue
+            done = {
+                r.address: replace(r, report_owed=None)
+                for r in owing.recipients
+                if r.report_owed is not None and r.address in report.reported
+            }
+            if not done:
+                continue
+            try:
+                self.update(owing.with_recipients(done))
+            except OSError as exc:
+                logger.error("%s: cannot record its success report queued: %s", owing.id, exc)
+                continue
+            found[owing.id] = owing.with_recipients(done)
+            logger.info("%s: success report queued before a stop, as %s", owing.id, report.id)
+        return list(found.values())
 
     def _without_content(self, queue_id: str) -> None:
         """Set aside an envelope whose content is gone. If the content is in
@@ -574,10 +626,13 @@ class Queue:
         *,
         client: str = "",
         params: Iterable[tuple[str, str | None]] = (),
+        report_on: str | None = None,
+        reported: Sequence[str] = (),
     ) -> PreparedEntry:
         """Sync the spooled content and write the envelope beside it, not yet committed.
 
-        A recipient given as a :class:`QueuedRecipient` keeps its DSN parameters."""
+        A recipient given as a :class:`QueuedRecipient` keeps its DSN parameters;
+        ``report_on`` and ``reported`` mark a success report (:attr:`QueueEntry.report_on`)."""
         spool.finish()
         unique: dict[str, QueuedRecipient] = {}
         for recipient in recipients:
@@ -592,6 +647,8 @@ class Queue:
             size=spool.size,
             client=client,
             params=tuple(params),
+            report_on=report_on,
+            reported=tuple(reported),
         )
         envelope_tmp = self.directory / "tmp" / f"{spool.id}.envelope"
         _write_synced(envelope_tmp, entry.to_json().encode("utf-8"))
@@ -604,12 +661,22 @@ class Queue:
         recipients: Sequence[str],
         *,
         params: Iterable[tuple[str, str | None]] = (),
+        report_on: str | None = None,
+        reported: Sequence[str] = (),
     ) -> QueueEntry:
-        """Queue a message made here (a bounce) in one go."""
+        """Queue a message made here (a bounce, a report) in one go."""
         spool = self.spool()
         try:
             spool.write(content)
-            prepared = self.prepare(spool, sender, recipients, client="local", params=params)
+            prepared = self.prepare(
+                spool,
+                sender,
+                recipients,
+                client="local",
+                params=params,
+                report_on=report_on,
+                reported=reported,
+            )
         except BaseException:
             spool.discard()
             raise
