@@ -902,3 +902,52 @@ def test_a_success_report_owed_outlives_a_crash_and_is_made_once(
     assert len(server.transactions) == 1
     (raw,) = restarted.raw_bounces()
     assert b"Action: relayed" in raw and b"Final-Recipient: rfc822; brendon@pqr.example" in raw
+
+
+@pytest.mark.parametrize("crashed_in", ["the message", "the success report"])
+def test_a_local_copy_whose_record_a_crash_stopped_is_not_delivered_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crashed_in: str
+) -> None:
+    """RFC 5321 §6.1: a kill -9 between the rename into the Maildir and the ``sent``
+    record leaves the recipient pending; the next start finds the copy in the mailbox
+    (moved to ``cur/`` by its reader meanwhile) by its name and does not deliver it
+    again, whether it was a local recipient that asked ``NOTIFY=SUCCESS`` or the
+    report to a local sender."""
+    setup = _setup(tmp_path, ZONE, 9)
+    crashed: list[bool] = []
+    update = setup.queue.update
+
+    def update_or_crash(entry: QueueEntry) -> None:
+        delivered = any(
+            (r.reply or "").startswith("delivered to maildir") for r in entry.recipients
+        )
+        if delivered and (entry.report_on is None) == (crashed_in == "the message"):
+            crashed.append(True)
+            raise _Crash
+        update(entry)
+
+    monkeypatch.setattr(setup.queue, "update", update_or_crash)
+
+    async def until_the_crash() -> None:
+        _enqueue_dsn(setup, [QueuedRecipient("postmaster@abc.example", notify="SUCCESS")])
+        await _run_until(setup, lambda: bool(crashed))
+
+    asyncio.run(until_the_crash())
+    monkeypatch.undo()
+    for box in ("postmaster@abc.example", "john@abc.example"):
+        for path in Maildir(setup.mailboxes.config.mailbox_path(box)).messages():
+            path.rename(path.parent.parent / "cur" / f"{path.name}:2,S")
+    restarted = _setup(tmp_path, ZONE, 9)
+
+    async def start_again() -> None:
+        for entry in restarted.queue.open():
+            restarted.worker.schedule(entry)
+        await _run_until(restarted, lambda: _queue_empty(restarted))
+
+    asyncio.run(start_again())
+    postmaster = Maildir(setup.mailboxes.config.mailbox_path("postmaster@abc.example"))
+    (copy,) = postmaster.messages()
+    assert copy.read_bytes().endswith(b"\n.leading dot\nbody\n")
+    (raw,) = restarted.raw_bounces()
+    assert b"Action: delivered" in raw
+    assert b"Final-Recipient: rfc822; postmaster@abc.example" in raw

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import io
 import itertools
@@ -16,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from smtpcore.maildrop import Maildir as MaildropMaildir
 from smtpcore.maildrop import pop3_size
 from smtpcore.server import maildir as maildir_module
 from smtpcore.server import queue as queue_module
@@ -135,6 +137,32 @@ def test_unique_names(tmp_path: Path) -> None:
     box = Maildir(tmp_path / "m")
     names = {box.deliver(b"", [b"x"]).name for _ in range(50)}
     assert len(names) == 50
+
+
+def test_a_copy_delivered_once_is_found_where_a_reader_moved_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queue entry's copy is named after the entry and the mailbox, in the Maildir
+    shape (Dovecot's sizes, a unique part before ``:``, the POP3 unique-id): delivered
+    again, found in ``cur/`` with its flags (the host renamed meanwhile), it is not
+    written twice; another entry's, or another mailbox's, is a copy of its own."""
+    box = Maildir(tmp_path / "m")
+    once = maildir_module.once_name(1700000000.5, "0A1B2C3D4E", "mary@abc.example")
+    assert once.startswith("1700000000.Q0A1B2C3D4EK") and "/" not in once and ":" not in once
+    path, written = box.deliver_once(once, b"", [b"Subject: x\r\n\r\nbody\r\n"])
+    assert written and path.parent.name == "new"
+    assert path.name == f"{once}.{maildir_module._host_part()},S=17,W=20"
+    moved = path.parent.parent / "cur" / f"{path.name}:2,S"
+    path.rename(moved)
+    monkeypatch.setattr(maildir_module, "_host_part", lambda: "renamed.example")
+    assert box.deliver_once(once, b"", [b"other"]) == (moved, False)
+    others = [
+        maildir_module.once_name(1700000000.5, "0A1B2C3D4F", "mary@abc.example"),
+        maildir_module.once_name(1700000000.5, "0A1B2C3D4E", "john@abc.example"),
+    ]
+    assert all(box.deliver_once(other, b"", [b"x"])[1] for other in others)
+    listing = asyncio.run(MaildropMaildir(box.path).messages())
+    assert sorted(m.uid for m in listing) == sorted(p.name.split(":")[0] for p in box.messages())
 
 
 def test_a_failed_write_leaves_no_tmp_file(tmp_path: Path) -> None:

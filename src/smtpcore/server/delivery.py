@@ -759,15 +759,25 @@ class DeliveryWorker:
     async def _deliver_local(
         self, entry: QueueEntry, decision: LocalDelivery, content: QueuedContent
     ) -> Outcome:
-        """A recipient that is local now (the domain became local after a restart)."""
+        """A local recipient in the queue: one that asked ``NOTIFY=SUCCESS``, a report to
+        a local sender, a copy its mailbox first refused, one whose domain became local.
+        The copy is delivered once a mailbox (:meth:`LocalMailboxes.deliver_queued`):
+        found in place, it was delivered before a crash that kept it from being
+        recorded, or for another address of this entry that names the same mailbox, and
+        is not written again (RFC 5321 §6.1)."""
         key = self.mailboxes.lookup(decision.mailbox)
         if key is None:
             return Outcome(
                 RecipientStatus.FAILED, "5.1.1", "550 5.1.1 no such mailbox here", "local"
             )
         try:
-            path = await asyncio.to_thread(
-                self.mailboxes.deliver_file, key, entry.sender, content.path
+            path, written = await asyncio.to_thread(
+                self.mailboxes.deliver_queued,
+                key,
+                entry.sender,
+                content.path,
+                entry.id,
+                entry.created,
             )
         except FileNotFoundError:
             raise  # the content: the message is gone
@@ -777,7 +787,10 @@ class DeliveryWorker:
             logger.warning("%s: cannot deliver into the mailbox of %s: %s", entry.id, key, exc)
             detail = f"cannot deliver into the mailbox ({type(exc).__name__})"
             return Outcome(RecipientStatus.PENDING, "4.2.0", detail, "local")
-        self.mailboxes.delivered(key, path, entry.id)
+        if written:
+            self.mailboxes.delivered(key, path, entry.id)
+        else:
+            logger.info("%s: the copy for %s is in its mailbox already", entry.id, key)
         return Outcome(RecipientStatus.SENT, "2.0.0", f"delivered to maildir {path.name}", "local")
 
     # -- remote -----------------------------------------------------------------

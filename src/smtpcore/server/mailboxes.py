@@ -9,7 +9,7 @@ from typing import BinaryIO
 from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
 from smtpcore.server.config import ServerConfig, mailbox_key
 from smtpcore.server.log import loggable, logger
-from smtpcore.server.maildir import Maildir, StagedMessage
+from smtpcore.server.maildir import Maildir, StagedMessage, once_name
 from smtpcore.server.trace import return_path_header
 
 __all__ = ["LocalMailboxes"]
@@ -135,6 +135,19 @@ class LocalMailboxes:
         """Deliver the content of ``source`` (trace headers included) into one mailbox."""
         with source.open("rb") as content:
             return self.maildir(key).deliver(return_path_header(sender), content)
+
+    def deliver_queued(
+        self, key: str, sender: str, source: Path, queue_id: str, created: float
+    ) -> tuple[Path, bool]:
+        """:meth:`deliver_file` for queue entry ``queue_id`` (queued at ``created``),
+        once: its copy is named after the entry and the mailbox (:func:`once_name`), and
+        one in place already (a crash came before its delivery was recorded; another
+        address of the entry names this mailbox) is not written again. The path, and
+        whether it was written now."""
+        with source.open("rb") as content:
+            return self.maildir(key).deliver_once(
+                once_name(created, queue_id, key), return_path_header(sender), content
+            )
 
     def deliver(self, key: str, sender: str, content: bytes | BinaryIO) -> Path:
         """Deliver one message made or queued here (its trace headers included)."""

@@ -16,6 +16,7 @@ see :meth:`smtpcore.server.app.MailStore.accept`.)
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import secrets
@@ -28,7 +29,7 @@ from typing import BinaryIO, Final
 
 from smtpcore.maildrop import WireSize, delivery_order
 
-__all__ = ["LFWriter", "Maildir", "StagedMessage", "Staging", "fsync_directory"]
+__all__ = ["LFWriter", "Maildir", "StagedMessage", "Staging", "fsync_directory", "once_name"]
 
 _COPY_SIZE: Final = 65536
 _counter = itertools.count(1)
@@ -60,6 +61,16 @@ def unique_name() -> str:
     return (
         f"{seconds}.M{micro}P{os.getpid()}Q{next(_counter)}R{secrets.token_hex(4)}.{_host_part()}"
     )
+
+
+def once_name(created: float, queue_id: str, key: str) -> str:
+    """``seconds.Q<queue id>K<key digest>``: the unique name, without its host, of the
+    copy queue entry ``queue_id`` (queued at ``created``) delivers into mailbox ``key``.
+    The queue id is unique among queued entries and the time tells a later entry that
+    reuses it; being the same at every attempt, the name lets a retry see that the copy
+    is in place already (:meth:`Maildir.deliver_once`)."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{int(created)}.Q{queue_id}K{digest}"
 
 
 TMP_LIFETIME: Final = 36 * 3600.0
@@ -150,10 +161,11 @@ class Staging:
     the name that gives its sizes) or :meth:`discard`. Memory holds a chunk at a
     time, whatever the message's size."""
 
-    def __init__(self, maildir: Maildir, prefix: bytes) -> None:
+    def __init__(self, maildir: Maildir, prefix: bytes, *, name: str | None = None) -> None:
         self.maildir = maildir
-        self._base = unique_name()
-        self._tmp = maildir.path / "tmp" / self._base
+        self._tmp = maildir.path / "tmp" / unique_name()
+        self._base = name or self._tmp.name
+        """The unique name in ``new/``: the file's own in ``tmp/`` unless one is given."""
         fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._file = os.fdopen(fd, "wb")
         self._writer = LFWriter(self._file)
@@ -228,14 +240,17 @@ class Maildir:
     def exists(self) -> bool:
         return all((self.path / sub).is_dir() for sub in ("tmp", "new", "cur"))
 
-    def stage(self, prefix: bytes, content: BinaryIO | Iterable[bytes]) -> StagedMessage:
+    def stage(
+        self, prefix: bytes, content: BinaryIO | Iterable[bytes], *, name: str | None = None
+    ) -> StagedMessage:
         """Write ``prefix`` (trace headers) then ``content`` (CRLF wire form) into
         ``tmp/`` with LF line ends, and fsync the file.
 
         ``content`` is a binary file, copied from where it stands to its end,
-        or an iterable of chunks.
+        or an iterable of chunks. ``name`` is the unique name to commit it under
+        (a fresh one by default).
         """
-        staging = self.begin(prefix)
+        staging = self.begin(prefix, name=name)
         try:
             chunks = (
                 iter(lambda: content.read(_COPY_SIZE), b"")
@@ -249,21 +264,52 @@ class Maildir:
             raise
         return staging.finish()
 
-    def begin(self, prefix: bytes) -> Staging:
+    def begin(self, prefix: bytes, *, name: str | None = None) -> Staging:
         """A message to write into ``tmp/`` a chunk at a time, as it arrives (what
         :meth:`stage` does with content that is all there): ``prefix`` is written."""
         self.create()
-        return Staging(self, prefix)
+        return Staging(self, prefix, name=name)
 
-    def deliver(self, prefix: bytes, content: BinaryIO | Iterable[bytes]) -> Path:
+    def deliver(
+        self, prefix: bytes, content: BinaryIO | Iterable[bytes], *, name: str | None = None
+    ) -> Path:
         """Stage and commit at once: the path of the new message (nothing is left in
         ``tmp/`` when the commit fails)."""
-        staged = self.stage(prefix, content)
+        staged = self.stage(prefix, content, name=name)
         try:
             return staged.commit()
         except BaseException:
             staged.discard()
             raise
+
+    def deliver_once(
+        self, once: str, prefix: bytes, content: BinaryIO | Iterable[bytes]
+    ) -> tuple[Path, bool]:
+        """:meth:`deliver` under the unique name ``once.host`` (:func:`once_name`),
+        unless a message so named is here already, in ``new/`` or ``cur/`` (where a
+        reader moved it, its flags added): a delivery that a crash stopped before it
+        was recorded, which must not be made twice (RFC 5321 §6.1). The message's
+        path, and whether it was written now."""
+        found = self.find(once)
+        if found is not None:
+            return found, False
+        return self.deliver(prefix, content, name=f"{once}.{_host_part()}"), True
+
+    def find(self, once: str) -> Path | None:
+        """The message in ``new/`` or ``cur/`` whose unique name is ``once`` and a host
+        (whichever: the host's name may have changed since), or None. ``new/`` is
+        read first, so that a message a reader moves to ``cur/`` meanwhile is seen."""
+        start = f"{once}."
+        for sub in ("new", "cur"):
+            directory = self.path / sub
+            try:
+                names = os.listdir(directory)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if name.startswith(start):
+                    return directory / name
+        return None
 
     def messages(self) -> list[Path]:
         """Messages in ``new/`` and ``cur/``, oldest name first."""
