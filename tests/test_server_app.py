@@ -1010,6 +1010,38 @@ def test_a_recipient_given_twice_gets_one_group_in_the_success_report(tmp_path: 
     assert report.count(b"Final-Recipient: rfc822; mary@abc.example") == 1
 
 
+def test_two_addresses_of_one_mailbox_get_one_copy_and_a_success_report_each(
+    tmp_path: Path,
+) -> None:
+    """RFC 3461 §6.2 owes a report to each recipient that asked, and RFC 5321 §6.1 one
+    copy to the mailbox: ``Mary@`` and ``mary@`` are both reported, the mailbox gets
+    the message once, and so does it for a third spelling that asked for no report."""
+    config = _config(tmp_path, "abc.example", {"john@abc.example": "pw", "mary@abc.example": "pw"})
+
+    def send(port: int) -> int:
+        with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+            smtp.ehlo("mx.xyz.example")
+            smtp.mail("john@abc.example")
+            smtp.rcpt("Mary@abc.example", ["NOTIFY=SUCCESS"])
+            smtp.rcpt("mary@abc.example", ["NOTIFY=SUCCESS,FAILURE"])
+            smtp.rcpt("MARY@abc.example")
+            return smtp.data(b"Subject: one box\r\n\r\nbody\r\n")[0]
+
+    async def main() -> None:
+        sockets = {"smtp": _listening()}
+        async with MailServer(config, sockets=sockets) as server:
+            assert await asyncio.to_thread(send, _port(server, "smtp")) == 250
+            await _eventually(lambda: len(_messages(config, "john@abc.example")) == 1)
+            await _eventually(lambda: not any((config.queue_dir / "envelopes").iterdir()))
+
+    _run(main)
+    assert len(_messages(config, "mary@abc.example")) == 1
+    (report,) = _messages(config, "john@abc.example")
+    assert report.count(b"Final-Recipient: rfc822; Mary@abc.example") == 1
+    assert report.count(b"Final-Recipient: rfc822; mary@abc.example") == 1
+    assert b"MARY@" not in report
+
+
 # -- storage failures ----------------------------------------------------------------
 
 

@@ -464,16 +464,17 @@ class _MailHandler(Handler):
     async def _commit(
         self, session: Session, envelope: Envelope, spool: Spool, due: int
     ) -> MessageReply:
-        """Local recipients whose sender asked ``NOTIFY=SUCCESS`` go through the queue
-        (one a mailbox): the worker records the delivery and the report it owes in one
-        write (RFC 3461 §6.2), where a report made here after the delivery would be lost
-        to a crash between the two."""
+        """Local recipients whose sender asked ``NOTIFY=SUCCESS`` go through the queue,
+        every address (RFC 3461 §6.2 owes each its report): the worker records the
+        delivery and the report it owes in one write, where a report made here after the
+        delivery would be lost to a crash between the two. Their mailbox gets its copy
+        from the queue alone, once, whichever of its addresses asked."""
         sender = "" if envelope.sender is None else str(envelope.sender)
         routes: dict[str, str | None] = session.extra.get("routes", {})
         local: dict[str, str] = {}
         remote: list[QueuedRecipient] = []
         local_dsn: dict[str, QueuedRecipient] = {}
-        reported: dict[str, QueuedRecipient] = {}
+        reported: set[str] = set()
         for recipient in envelope.recipients:
             address = str(recipient.mailbox)
             notify = _upper(recipient.params.get("NOTIFY"))
@@ -483,12 +484,12 @@ class _MailHandler(Handler):
             if key is None:
                 remote.append(queued)
             elif sender and notify is not None and "SUCCESS" in notify.split(","):
-                reported.setdefault(key, queued)
+                reported.add(key)
+                remote.append(queued)
             else:
                 local[address] = key
                 local_dsn[address] = queued
         local = {address: key for address, key in local.items() if key not in reported}
-        remote.extend(reported.values())
         params = [(k, v) for k, v in envelope.mail_params.items() if k in _KEPT_MAIL_PARAMS]
         client = f"{peer_text(session.peer)} helo={session.helo_name or '-'}"
         size = spool.size
