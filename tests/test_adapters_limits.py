@@ -125,6 +125,17 @@ def test_a_batch_whose_mail_is_refused_leaves_the_others_and_their_record(adapte
     }
 
 
+def _first_batch_delivered_and_the_rest_unanswered(result: Any) -> None:
+    """``result`` of THREE where only the first batch (``b@``) was delivered: the
+    recipients of the later ones are there, unanswered."""
+    assert result is not None
+    assert [str(r.recipient) for r in result.delivered] == ["b@pqr.example"]
+    assert [(str(r.recipient), r.reply) for r in result.recipients[1:]] == [
+        ("c@pqr.example", None),
+        ("d@pqr.example", None),
+    ]
+
+
 def test_a_session_lost_between_batches_says_which_were_delivered(adapter: str) -> None:
     """A connection lost after one batch was delivered and the next one's content sent:
     the error's ``result`` has the first batch delivered and the others' recipients
@@ -166,13 +177,7 @@ def test_a_malformed_reply_between_batches_says_which_were_delivered(adapter: st
 
     with ScriptedServer(steps) as server, pytest.raises(mod.SMTPProtocolError) as caught:
         send_to(adapter, server.port, THREE)
-    result = caught.value.result
-    assert result is not None
-    assert [str(r.recipient) for r in result.delivered] == ["b@pqr.example"]
-    assert [(str(r.recipient), r.reply) for r in result.recipients[1:]] == [
-        ("c@pqr.example", None),
-        ("d@pqr.example", None),
-    ]
+    _first_batch_delivered_and_the_rest_unanswered(caught.value.result)
 
 
 class _RewrittenAfterReading(io.BytesIO):
@@ -206,13 +211,7 @@ def test_a_local_error_in_a_later_batch_says_which_were_delivered(adapter: str) 
 
     with ScriptedServer(steps) as server, pytest.raises(LocalProtocolError) as caught:
         run(adapter, lambda: go(server.port))
-    result = caught.value.result
-    assert result is not None
-    assert [str(r.recipient) for r in result.delivered] == ["b@pqr.example"]
-    assert [(str(r.recipient), r.reply) for r in result.recipients[1:]] == [
-        ("c@pqr.example", None),
-        ("d@pqr.example", None),
-    ]
+    _first_batch_delivered_and_the_rest_unanswered(caught.value.result)
 
 
 def test_a_batch_whose_data_is_refused_is_refused_in_the_result(adapter: str) -> None:

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -282,17 +282,11 @@ def _handshake(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -
     raise AssertionError("the handshake did not finish")
 
 
-def test_a_reload_whose_key_does_not_match_the_certificate_keeps_the_old_pair(
-    tmp_path: Path,
-) -> None:
-    """The operator copied the new certificate, not yet its key, and sent SIGHUP: OpenSSL
-    had put the certificate into the live context before it found the key did not match,
-    so "the old configuration stays" was logged and no handshake succeeded after."""
-    import asyncio
-    from dataclasses import replace
-
+def _server_and_two_certificates(tmp_path: Path) -> tuple[Any, Any, Any, Any]:
+    """A reference server configured with an old certificate pair, its configuration,
+    and the old and a new pair (``make_tls_files``), for the reload tests."""
     from peers import make_tls_files
-    from smtpcore.server.config import ConfigError, ServerConfig
+    from smtpcore.server.config import ServerConfig
     from smtpcore.server.mailserver import MailServer
 
     (tmp_path / "old").mkdir()
@@ -307,7 +301,21 @@ def test_a_reload_whose_key_does_not_match_the_certificate_keeps_the_old_pair(
         tls_key=old.key_file,
         resolver=f"static:{zone}",
     )
-    server = MailServer(config)
+    return MailServer(config), config, old, new
+
+
+def test_a_reload_whose_key_does_not_match_the_certificate_keeps_the_old_pair(
+    tmp_path: Path,
+) -> None:
+    """The operator copied the new certificate, not yet its key, and sent SIGHUP: OpenSSL
+    had put the certificate into the live context before it found the key did not match,
+    so "the old configuration stays" was logged and no handshake succeeded after."""
+    import asyncio
+    from dataclasses import replace
+
+    from smtpcore.server.config import ConfigError
+
+    server, config, old, new = _server_and_two_certificates(tmp_path)
     assert server.tls_context is not None
     _handshake(server.tls_context, old.client_context)
     with pytest.raises(ConfigError, match="key values mismatch"):
@@ -328,24 +336,8 @@ def test_a_reload_from_other_certificate_files_names_them(
     import logging
     from dataclasses import replace
 
-    from peers import make_tls_files
-    from smtpcore.server.config import ServerConfig
-    from smtpcore.server.mailserver import MailServer
-
     caplog.set_level(logging.INFO, "smtpcore.mail")
-    (tmp_path / "old").mkdir()
-    (tmp_path / "new").mkdir()
-    old, new = make_tls_files(tmp_path / "old"), make_tls_files(tmp_path / "new")
-    zone = tmp_path / "zone"
-    zone.write_text("")
-    config = ServerConfig(
-        domains=("abc.example",),
-        data_dir=tmp_path / "data",
-        tls_cert=old.cert_file,
-        tls_key=old.key_file,
-        resolver=f"static:{zone}",
-    )
-    server = MailServer(config)
+    server, config, old, new = _server_and_two_certificates(tmp_path)
     asyncio.run(server.reload(replace(config, tls_cert=new.cert_file, tls_key=new.key_file)))
     assert f"TLS certificate {new.cert_file}" in caplog.text
     assert str(old.cert_file) not in caplog.text

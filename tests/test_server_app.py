@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import email
 import email.policy
@@ -14,7 +15,7 @@ import smtplib
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -702,6 +703,25 @@ def test_a_queue_command_for_a_message_in_delivery_is_kept_until_it_is_written(
         _run(main)
 
 
+@contextlib.asynccontextmanager
+async def _holding_in_a_round(
+    tarpit: Any, config: ServerConfig, resolver: Any, queue_id: str
+) -> AsyncIterator[MailServer]:
+    """A server started whose delivery round of ``queue_id`` is under way (its
+    exchanger, ``tarpit``, took the connection and says nothing), with a ``queue
+    hold`` of that message given and waiting for the round; stopped at the end."""
+    server = MailServer(config, sockets={"smtp": _listening()}, resolver=resolver)
+    await server.start()
+    try:
+        peer, _ = await asyncio.to_thread(tarpit.accept)  # the round is under way
+        with peer:
+            submit(config.queue_dir, QueueCommand("hold", (queue_id,)), pid=0)
+            await server.run_queue_commands()
+            yield server
+    finally:
+        await server.aclose(grace=0)
+
+
 def test_a_queue_command_waiting_for_a_round_is_kept_through_a_stop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -714,18 +734,10 @@ def test_a_queue_command_waiting_for_a_round_is_kept_through_a_stop(
     commands = config.queue_dir / "commands"
 
     async def main() -> None:
-        server = MailServer(config, sockets={"smtp": _listening()}, resolver=resolver)
-        await server.start()
-        try:
-            peer, _ = await asyncio.to_thread(tarpit.accept)  # the round is under way
-            with peer:
-                submit(config.queue_dir, QueueCommand("hold", (queue_id,)), pid=0)
-                await server.run_queue_commands()
-                with monkeypatch.context() as patch:
-                    patch.setattr(server.queue, "update", _no_space)
-                    await server.aclose(grace=0.1)
-        finally:
-            await server.aclose(grace=0)
+        async with _holding_in_a_round(tarpit, config, resolver, queue_id) as server:
+            with monkeypatch.context() as patch:
+                patch.setattr(server.queue, "update", _no_space)
+                await server.aclose(grace=0.1)
         assert len(list(commands.glob("*.json"))) == 1
         assert not queue.load(queue_id).held
         again = MailServer(config, sockets={"smtp": _listening()}, resolver=resolver)
@@ -753,20 +765,14 @@ def test_a_queue_command_waiting_for_a_round_is_written_within_the_stop_timeout(
         raise OSError(errno.EIO, "the disk came back too late")
 
     async def main() -> float:
-        server = MailServer(config, sockets={"smtp": _listening()}, resolver=resolver)
-        await server.start()
         try:
-            peer, _ = await asyncio.to_thread(tarpit.accept)  # the round is under way
-            with peer:
-                submit(config.queue_dir, QueueCommand("hold", (queue_id,)), pid=0)
-                await server.run_queue_commands()
+            async with _holding_in_a_round(tarpit, config, resolver, queue_id) as server:
                 monkeypatch.setattr(server.queue, "update", slow_disk)
                 started = time.monotonic()
                 await server.aclose(grace=0.3)
                 return time.monotonic() - started
         finally:
             disk_back.set()
-            await server.aclose(grace=0)
 
     with tarpit:
         took = _run(main)
