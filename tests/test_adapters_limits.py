@@ -403,6 +403,35 @@ def test_rcptdomainmax_counts_the_domains_of_the_session(adapter: str) -> None:
     ]
 
 
+def test_rcptdomainmax_takes_content_sent_once_of_any_kind(adapter: str) -> None:
+    """A message to two domains under RCPTDOMAINMAX=1 goes once in this session (the
+    other domain's recipient for a new one): an iterator is fine content for that,
+    where its missing ``tell`` was an AttributeError before MAIL."""
+    from smtpcore.testing import ScriptedServer, script
+
+    steps = script(
+        "S: 220 scripted.test ESMTP\nC~ EHLO .+\n"
+        "S: 250-scripted.test\nS: 250-PIPELINING\nS: 250 LIMITS RCPTDOMAINMAX=1\n"
+        "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<b@pqr.example>\nC: DATA\n"
+        "S: 250 ok\nS: 250 ok\nS: 354 go\n" + CONTENT + "S: 250 queued\n"
+        "C: QUIT\nS: 221 bye\n"
+    )
+    mod = module(adapter)
+
+    async def send(port: int) -> Any:
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            with pytest.raises(mod.SMTPConnectionError) as caught:
+                await client.send_message(
+                    iter([MESSAGE]), "a@abc.example", ["b@pqr.example", "c@xyz.example"]
+                )
+        return caught.value
+
+    with ScriptedServer(steps) as server:
+        error = run(adapter, lambda: send(server.port))
+    assert error.local and error.code == 421 and "RCPTDOMAINMAX" in str(error.reply)
+    assert [str(r.recipient) for r in error.result.delivered] == ["b@pqr.example"]
+
+
 def test_on_batch_hears_of_each_transaction_as_it_ends(adapter: str) -> None:
     """``on_batch`` is awaited with each transaction's result before the next begins, so
     a caller can record what each delivered; on the blocking client it is a plain

@@ -268,6 +268,8 @@ def test_asyncio_a_second_read_while_one_waits_is_refused() -> None:
         await asyncio.sleep(0)
         with pytest.raises(RuntimeError, match="another read"):
             await asyncio.wait_for(transport.receive_some(1 << 16), 1)
+        with pytest.raises(RuntimeError, match="another read"):  # either way round
+            transport.next_bytes()
         view = transport.get_buffer(-1)
         view[:4] = b"ok\r\n"
         transport.buffer_updated(4)

@@ -1017,11 +1017,14 @@ def test_a_recipient_given_twice_gets_one_group_in_the_success_report(tmp_path: 
 
 
 def test_two_addresses_of_one_mailbox_get_one_copy_and_a_success_report_each(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """RFC 3461 §6.2 owes a report to each recipient that asked, and RFC 5321 §6.1 one
     copy to the mailbox: ``Mary@`` and ``mary@`` are both reported, the mailbox gets
-    the message once, and so does it for a third spelling that asked for no report."""
+    the message once, and so does it for a third spelling that asked for no report,
+    which is recorded delivered with them (it was in no record at all: had the copy
+    failed for good, its failure would have been reported to no one)."""
+    caplog.set_level(logging.INFO, "smtpcore")
     config = _config(tmp_path, "abc.example", {"john@abc.example": "pw", "mary@abc.example": "pw"})
 
     def send(port: int) -> int:
@@ -1046,6 +1049,7 @@ def test_two_addresses_of_one_mailbox_get_one_copy_and_a_success_report_each(
     assert report.count(b"Final-Recipient: rfc822; Mary@abc.example") == 1
     assert report.count(b"Final-Recipient: rfc822; mary@abc.example") == 1
     assert b"MARY@" not in report
+    assert any("to=<MARY@abc.example>" in r.getMessage() for r in caplog.records)
 
 
 # -- storage failures ----------------------------------------------------------------

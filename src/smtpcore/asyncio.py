@@ -528,7 +528,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
             or self._runner is not None
         ):
             return None
-        if self._waiter is not None:
+        if self._reader is not None or self._waiter is not None:
             self._one_reader()
         waiter = self._waiter = self._loop.create_future()
         return waiter

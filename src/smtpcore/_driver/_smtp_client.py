@@ -632,7 +632,8 @@ class BaseSMTPClient(BaseClient):
                 if limits is not None:
                     if limits.mail_max is not None and self._mails >= limits.mail_max:
                         await self._no_more_mail(_mailmax(limits.mail_max), mail, [envelope.rcpts])
-                    batches, later = self._batches(envelope.rcpts, content, limits)
+                    batches, later, domains = self._batches(envelope.rcpts, content, limits)
+                    self._domains = domains  # checked: their RCPTs go now (RFC 9422 §4.3)
                     if len(batches) != 1 or later:
                         return await self._transactions(
                             mail,
@@ -654,27 +655,30 @@ class BaseSMTPClient(BaseClient):
 
     def _batches(
         self, rcpts: Sequence[Rcpt], content: Content, limits: Limits
-    ) -> tuple[list[list[Rcpt]], list[Rcpt]]:
+    ) -> tuple[list[list[Rcpt]], list[Rcpt], set[str]]:
         """The RCPTs this session may still take, in groups the server's LIMITS allow
-        in one transaction (RFC 9422 §4.2: RCPTMAX), and those of recipient domains
-        past its RCPTDOMAINMAX (§4.3), for a new session; one group and none left
-        when it announced neither."""
+        in one transaction (RFC 9422 §4.2: RCPTMAX), those of recipient domains past
+        its RCPTDOMAINMAX (§4.3), for a new session, and the session's recipient
+        domains once the groups are sent; one group and none left when it announced
+        neither. The session's own count is the caller's to update: a message
+        refused here (``ValueError``) sends no RCPT, and its domains do not count."""
         recipients = [rcpt.recipient for rcpt in rcpts]
-        taken, left = limits.admit(recipients, self._domains)
+        domains = set(self._domains)
+        taken, left = limits.admit(recipients, domains)
         later = [rcpts[index] for index in left]
         if left:
             rcpts = [rcpts[index] for index in taken]
             recipients = [recipients[index] for index in taken]
         groups = limits.split(recipients)
         if len(groups) == 1:
-            return [list(rcpts)], later
+            return [list(rcpts)], later, domains
         if len(groups) > 1 and not _replayable(content):
             raise ValueError(
                 f"the server takes {len(groups[0])} recipients a transaction (LIMITS), "
                 "so the content is sent more than once: give bytes or a seekable file"
             )
         remaining = iter(rcpts)
-        return [[next(remaining) for _ in group] for group in groups], later
+        return [[next(remaining) for _ in group] for group in groups], later, domains
 
     async def _transactions(
         self,
@@ -699,7 +703,10 @@ class BaseSMTPClient(BaseClient):
         server's MAILMAX (RFC 9422 §4.1) before the last batch, and one that has
         ``later`` recipients, of domains past its RCPTDOMAINMAX (§4.3), once the
         batches are done."""
-        start = None if isinstance(content, bytes) else content.tell()  # type: ignore[union-attr]  # _replayable
+        # Content sent more than once is _replayable; once (a batch, and the rest of
+        # the recipients for a new session) it may be any.
+        replayed = len(batches) > 1 and not isinstance(content, bytes)
+        start = content.tell() if replayed else None  # type: ignore[union-attr]  # _replayable
         offer = self._offer
         mail_max = None if offer is None or offer.limits is None else offer.limits.mail_max
         results: list[TransactionResult] = []

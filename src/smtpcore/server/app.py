@@ -468,7 +468,8 @@ class _MailHandler(Handler):
         every address (RFC 3461 §6.2 owes each its report): the worker records the
         delivery and the report it owes in one write, where a report made here after the
         delivery would be lost to a crash between the two. Their mailbox gets its copy
-        from the queue alone, once, whichever of its addresses asked."""
+        from the queue alone, once, whichever of its addresses asked, and every other
+        address of that mailbox goes through the queue with them."""
         sender = "" if envelope.sender is None else str(envelope.sender)
         routes: dict[str, str | None] = session.extra.get("routes", {})
         local: dict[str, str] = {}
@@ -489,7 +490,12 @@ class _MailHandler(Handler):
             else:
                 local[address] = key
                 local_dsn[address] = queued
-        local = {address: key for address, key in local.items() if key not in reported}
+        for address in [address for address, key in local.items() if key in reported]:
+            # Its mailbox gets its copy from the queue: so does this address, which is
+            # then recorded delivered (the worker writes one copy a mailbox), or bounced
+            # with the others should that copy fail for good.
+            del local[address]
+            remote.append(local_dsn.pop(address))
         params = [(k, v) for k, v in envelope.mail_params.items() if k in _KEPT_MAIL_PARAMS]
         client = f"{peer_text(session.peer)} helo={session.helo_name or '-'}"
         size = spool.size

@@ -517,7 +517,7 @@ class ExchangerSession:
                 failure.settled = {**done, **failure.settled}
                 raise
         logger.info(
-            "%s: %s took %d sessions of its LIMITS MAILMAX; %d recipient(s) wait",
+            "%s: %s took %d sessions of its LIMITS (MAILMAX, RCPTDOMAINMAX); %d recipient(s) wait",
             entry.id,
             loggable(relay),
             MAILMAX_SESSIONS,
@@ -526,7 +526,8 @@ class ExchangerSession:
         waiting = Outcome(
             RecipientStatus.PENDING,
             "4.5.3",
-            f"the exchanger takes a few transactions a session (LIMITS MAILMAX) and "
+            f"the exchanger takes a few transactions or domains a session (LIMITS MAILMAX, "
+            f"RCPTDOMAINMAX) and "
             f"{MAILMAX_SESSIONS} sessions were had this round",
             relay,
             attempt.host,
