@@ -457,11 +457,10 @@ class ServerSession(ServedSession):
         self.state = state
         self.options = options = state.options
         self.conn = options.new_connection()
-        self.session = Session(
-            hostname=options.hostname,
-            peer=peer,
-            local=session_address(transport.local_address),
-        )
+        local = transport.local_address
+        if local is not None and local[0][:7] == "::ffff:":  # session_address, inline:
+            local = session_address(local)  # a call less for every connection
+        self.session = Session(hostname=options.hostname, peer=peer, local=local)
         self._out: list[bytes] | None = None
         """The replies due, in the order answered; None when none is (an idle session
         keeps no list)."""
