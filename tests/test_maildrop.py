@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from peers import write_maildir
 from smtpcore._dotstuff import DotEncoder
 from smtpcore.maildrop import (
+    READ_SIZE,
     Maildir,
     MaildirStore,
     MaildropError,
@@ -166,6 +167,37 @@ def test_open_streams_and_a_vanished_file_is_unavailable(tmp_path: Path) -> None
         read(2)
     with pytest.raises(MessageUnavailable):
         read(3)
+
+
+@pytest.mark.parametrize("size", [0, 10_241, READ_SIZE, READ_SIZE + 5])
+@pytest.mark.parametrize("most", [None, 1000])
+def test_a_message_is_read_from_its_descriptor_to_its_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, most: int | None
+) -> None:
+    """A message is read with ``os.read`` on its descriptor, no file object made (three
+    system calls more a RETR), and no read past its end once the size ``fstat`` gave is
+    read by a short read; a read that is short before that (``most``) is not taken for
+    the end."""
+    content = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    path = tmp_path / "alice"
+    write_maildir(path, [content])
+    maildir = Maildir(path)
+    run(maildir.messages())
+    reads: list[int] = []
+    real_read = os.read
+
+    def read(fd: int, count: int) -> bytes:
+        data = real_read(fd, count if most is None else min(count, most))
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(os, "read", read)
+    assert b"".join(maildir.open(1)) == content
+    assert sum(reads) == size
+    if most is None:  # one read a READ_SIZE, and one that finds the end after a full one
+        assert len(reads) == size // READ_SIZE + 1
+    else:
+        assert len(reads) == -(-size // most) + (size % most == 0)
 
 
 def test_a_link_or_a_fifo_in_a_messages_place_is_not_read(tmp_path: Path) -> None:
