@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping
 from pathlib import Path
+from types import FrameType
 from typing import Any, BinaryIO
 
 import pytest
@@ -1886,3 +1887,40 @@ def test_a_pop3_server_with_a_hostname_that_cannot_head_its_greeting_will_not_st
     session then ended with no greeting."""
     with pytest.raises(ValueError, match="cannot name this server"):
         module(adapter).POP3Server(store, hostname="pop host")
+
+
+def test_a_retr_of_a_maildir_message_asks_no_abstract_class_what_it_reads(
+    adapter: str, store: MaildirStore
+) -> None:
+    """The common case of a RETR, a Maildir's message read by a generator, is told from
+    an async iterator without ``isinstance(chunks, AsyncIterator)``: the ABC's check is
+    a Python call, and a RETR's work is counted in calls (issue 17)."""
+    checks: list[str] = []
+    counting = threading.Event()
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        caller = frame.f_back
+        if (
+            counting.is_set()
+            and event == "call"
+            and frame.f_code.co_name == "__instancecheck__"
+            and caller is not None
+            and "smtpcore" in caller.f_code.co_filename
+        ):
+            checks.append(caller.f_code.co_name)
+
+    threading.setprofile(profile)
+    try:
+        with running_pop3_server(adapter, store) as server, raw(server.port) as sock:
+            read_until(sock, b"\r\n")
+            for line in (b"USER alice\r\n", b"PASS wonderland\r\n"):
+                sock.sendall(line)
+                assert read_until(sock, b"\r\n").startswith(b"+OK")
+            counting.set()
+            for number in (1, 2, 3):
+                sock.sendall(b"RETR %d\r\n" % number)
+                assert read_until(sock, b"\r\n.\r\n").startswith(b"+OK")
+            counting.clear()
+    finally:
+        threading.setprofile(None)
+    assert checks == []

@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from inspect import isawaitable
-from types import CoroutineType
+from types import CoroutineType, GeneratorType
 from typing import TYPE_CHECKING, Final, TypedDict, TypeVar
 
 from smtpcore._driver._listener import (
@@ -112,6 +112,7 @@ _EMPTY_CHUNKS: Final = 65536
 gives nothing else and never ends (``iter(partial(file.read, n), None)`` at the
 end of the file) would keep the session reading without a pause for the event
 loop: past this many it has failed."""
+_TRANSACTION_COMMANDS: Final = (Retr, Top, Stat, List, Uidl, Dele, Noop, Rset)
 
 T = TypeVar("T")
 
@@ -544,9 +545,13 @@ class POP3ServerSession(ServedSession):
     # -- commands ---------------------------------------------------------
 
     async def _dispatch(self, event: Event) -> None:
+        """Answer a command; those of the TRANSACTION state asked first, the commands
+        of nearly every exchange of a session."""
         conn = self.conn
         assert conn is not None
-        if isinstance(event, BadCommand):
+        if isinstance(event, _TRANSACTION_COMMANDS):
+            await self._transaction(event)
+        elif isinstance(event, BadCommand):
             self._sasl.reset()  # an unreadable SASL answer ends the exchange
             self._answer(event.response)
         elif isinstance(event, Capa):
@@ -567,8 +572,8 @@ class POP3ServerSession(ServedSession):
             self._answer(Ok("UTF8 enabled"))
         elif isinstance(event, Quit):
             await self._quit()
-        else:
-            await self._transaction(event)
+        else:  # pragma: no cover - the machine gives no other command
+            self._answer(Err("Command not implemented"))
 
     async def _capa(self) -> None:
         conn = self.conn
@@ -755,17 +760,17 @@ class POP3ServerSession(ServedSession):
         numbers = self.numbers
         conn = self.conn
         assert conn is not None
-        if isinstance(event, Stat):
-            count, size = self._totals()
-            self._answer(Ok(f"{count} {size}"))
-        elif isinstance(event, (List, Uidl)):
-            await self._listing(event)
-        elif isinstance(event, (Retr, Top)):
+        if isinstance(event, (Retr, Top)):
             problem = numbers.check(event.message)
             if problem is not None:
                 self._answer(problem)
             else:
                 await self._send_message(event)
+        elif isinstance(event, Stat):
+            count, size = self._totals()
+            self._answer(Ok(f"{count} {size}"))
+        elif isinstance(event, (List, Uidl)):
+            await self._listing(event)
         elif isinstance(event, Dele):
             problem = numbers.delete(event.message)
             self._answer(problem or Ok(f"Message {event.message} deleted"))
@@ -829,7 +834,9 @@ class POP3ServerSession(ServedSession):
                                 chunks = top_chunks(raw, event.lines)
                             else:
                                 chunks = top_chunks_now(raw, event.lines)
-                    if isinstance(chunks, AsyncIterator):
+                    # A generator is no async iterator: asked first, it spares the
+                    # common case the ABC's check, a Python call (here and at close).
+                    if not isinstance(chunks, GeneratorType) and isinstance(chunks, AsyncIterator):
                         batch, done = await self.transport.within(
                             self.options.timeouts.store, self._read_chunks(chunks)
                         )
@@ -873,7 +880,7 @@ class POP3ServerSession(ServedSession):
         fails or hangs leaves the maildrop in a state the session cannot trust: it
         is logged, and the session ends once the answers made are written."""
         try:
-            if isinstance(generator, AsyncIterator):
+            if not isinstance(generator, GeneratorType) and isinstance(generator, AsyncIterator):
                 aclose = getattr(generator, "aclose", None)
                 if aclose is not None:
                     await self._store(aclose)
