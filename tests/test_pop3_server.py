@@ -751,3 +751,29 @@ def test_a_hostname_that_cannot_head_the_greeting_is_refused(hostname: str) -> N
     with pytest.raises(ValueError, match="cannot name this server"):
         conn.hostname = hostname  # set after construction: the same check
     assert conn.hostname == "pop.test"
+
+
+def test_a_status_line_is_made_once_and_sent_as_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bytes of a ``+OK`` or ``-ERR`` answer are made once, for the length check of
+    RFC 2449 §4 and to be sent: the line sent is the line checked, at one call a
+    command (issue 17)."""
+    conn = logged_in()
+    made: list[Ok | Err] = []
+    ok_bytes, err_bytes = Ok.to_bytes, Err.to_bytes
+
+    def counted_ok(self: Ok) -> bytes:
+        made.append(self)
+        return ok_bytes(self)
+
+    def counted_err(self: Err) -> bytes:
+        made.append(self)
+        return err_bytes(self)
+
+    monkeypatch.setattr(Ok, "to_bytes", counted_ok)
+    monkeypatch.setattr(Err, "to_bytes", counted_err)
+    receive(conn, b"RETR 1\r\n")
+    assert conn.send(Ok("120 octets")) == b"+OK 120 octets\r\n"
+    assert conn.send(EndOfResponse()) == b".\r\n"
+    receive(conn, b"DELE 9\r\n")
+    assert conn.send(Err("No such message")) == b"-ERR No such message\r\n"
+    assert made == [Ok("120 octets"), Err("No such message")]

@@ -239,6 +239,7 @@ class ServerConnection:
             return self._send_content(event)
         if isinstance(event, (ResponseData, EndOfResponse)):
             raise LocalProtocolError("content follows only a +OK to a multi-line command")
+        line = b""  # a Continue's is made by _continue
         if isinstance(event, (Ok, Err)):
             line = event.to_bytes()
             if len(line) > self.max_response_line:
@@ -266,7 +267,7 @@ class ServerConnection:
             self._state = target
             if target is State.AUTHORIZATION:
                 self.user = None
-        return event.to_bytes()
+        return line
 
     def send_failed(self) -> None:
         """The bytes of the last ``send`` never reached the client."""
