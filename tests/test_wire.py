@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
+from types import FrameType
 
 import pytest
 from hypothesis import assume, given
@@ -98,6 +100,30 @@ def test_encoding_without_normalizing_keeps_crlf_content(
     decoded, ended, _ = decode_pieces(data.draw(sst.chunkings(wire)))
     expected = content if not content or content.endswith(b"\r\n") else content + b"\r\n"
     assert ended and decoded == expected
+
+
+@pytest.mark.parametrize(
+    ("content", "calls"),
+    [(b"Subject: x\n\n.dot\nbody\n", 3), (b"Subject: x\r\n\r\n.dot\r\nbody\r\n", 4)],
+)
+def test_an_encoder_costs_a_message_few_python_calls(content: bytes, calls: int) -> None:
+    """A message of one chunk costs its encoder's making, ``encode`` and ``end``, and
+    for content with a CR the check that it is CRLF only: the newline decoder is made
+    for the chunk, not kept in the encoder (a Python call more a message, issue 17)."""
+    counted: list[str] = []
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call":
+            counted.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        encoder = DotEncoder()
+        wire = encoder.encode(content) + encoder.end()
+    finally:
+        sys.setprofile(None)
+    assert wire == b"Subject: x\r\n\r\n..dot\r\nbody\r\n.\r\n"
+    assert len(counted) == calls, counted
 
 
 @given(any_text, st.data())
