@@ -53,6 +53,7 @@ from smtpcore.maildrop import (
     MessageUnavailable,
     POP3Session,
 )
+from smtpcore.pop3 import EndOfResponse
 from smtpcore.sasl import CramMD5Client, PlainClient, ScramSHA256Client
 from smtpcore.testing import ExpectClose, ScriptedServer, Send, script
 
@@ -1924,3 +1925,21 @@ def test_a_retr_of_a_maildir_message_asks_no_abstract_class_what_it_reads(
     finally:
         threading.setprofile(None)
     assert checks == []
+
+
+def test_a_multi_line_answer_ends_with_the_one_end_of_response(
+    adapter: str, store: MaildirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RETR, TOP and LIST end with one immutable ``EndOfResponse`` made once, not one
+    made for each answer (a Python call a RETR, issue 17)."""
+    made: list[EndOfResponse] = []
+    monkeypatch.setattr(EndOfResponse, "__init__", lambda self: made.append(self))
+    with running_pop3_server(adapter, store) as server, raw(server.port) as sock:
+        read_until(sock, b"\r\n")
+        for line in (b"USER alice\r\n", b"PASS wonderland\r\n"):
+            sock.sendall(line)
+            assert read_until(sock, b"\r\n").startswith(b"+OK")
+        for command in (b"RETR 1\r\n", b"TOP 2 0\r\n", b"LIST\r\n"):
+            sock.sendall(command)
+            assert read_until(sock, b"\r\n.\r\n").startswith(b"+OK")
+    assert made == []

@@ -105,6 +105,9 @@ _TEMP_ERROR: Final = Err("Internal error, try again later", code="SYS/TEMP")
 _NOT_REMOVED: Final = Err("Some deleted messages were not removed", code="SYS/TEMP")
 _SHUTTING_DOWN: Final = Err("Server shutting down", code="SYS/TEMP")
 _AUTH_FAILED: Final = Err("Authentication failed", code="AUTH")
+_END_OF_RESPONSE: Final = EndOfResponse()
+"""The one every multi-line answer ends with: an event is immutable, and making one
+is a Python call a RETR."""
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]+")
 _greetings = itertools.count(1)
 _EMPTY_CHUNKS: Final = 65536
@@ -581,7 +584,7 @@ class POP3ServerSession(ServedSession):
         self._answer(Ok("Capability list follows"))
         lines = ["CAPA", *conn.capabilities()]
         self._out.append(conn.send(ResponseData(format_lines(lines))))
-        self._out.append(conn.send(EndOfResponse()))
+        self._out.append(conn.send(_END_OF_RESPONSE))
 
     async def _stls(self) -> None:
         conn = self.conn
@@ -806,7 +809,7 @@ class POP3ServerSession(ServedSession):
                 batch.clear()
         if batch:
             await self._emit(conn.send(ResponseData(format_lines(batch))))
-        self._out.append(conn.send(EndOfResponse()))
+        self._out.append(conn.send(_END_OF_RESPONSE))
 
     async def _send_message(self, event: Retr | Top) -> None:
         """Stream one message. The maildrop's ``open`` is called and the first chunk
@@ -864,7 +867,7 @@ class POP3ServerSession(ServedSession):
                     await self._write_out()
             if not answered and not self._answer(ok):  # an empty message
                 return
-            self._out.append(conn.send(EndOfResponse()))
+            self._out.append(conn.send(_END_OF_RESPONSE))
             if isinstance(event, Retr):
                 self.retrieved.add(number)
         finally:
