@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import sys
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -777,3 +779,22 @@ def test_a_status_line_is_made_once_and_sent_as_checked(monkeypatch: pytest.Monk
     receive(conn, b"DELE 9\r\n")
     assert conn.send(Err("No such message")) == b"-ERR No such message\r\n"
     assert made == [Ok("120 octets"), Err("No such message")]
+
+
+def test_the_state_is_read_without_a_python_call() -> None:
+    """The server's session reads ``state`` before every read: a property read in C,
+    as the SMTP machine's (a Python call twice a RETR, issue 17)."""
+    conn = logged_in()
+    calls: list[str] = []
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call":
+            calls.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        state = conn.state
+    finally:
+        sys.setprofile(None)
+    assert state is State.TRANSACTION
+    assert calls == []

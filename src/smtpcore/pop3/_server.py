@@ -13,7 +13,8 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
-from typing import Final
+from operator import attrgetter
+from typing import TYPE_CHECKING, Final
 
 from smtpcore._dotstuff import DotEncoder
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
@@ -168,9 +169,15 @@ class ServerConnection:
 
     # -- the four verbs -------------------------------------------------
 
-    @property
-    def state(self) -> State:
-        return self._state
+    if TYPE_CHECKING:
+
+        @property
+        def state(self) -> State: ...
+
+    else:
+        # Read in C, without a Python call: the server's session asks before every
+        # read (as the SMTP machine's).
+        state = property(attrgetter("_state"), doc="The state the session is in.")
 
     @property
     def buffered(self) -> int:
