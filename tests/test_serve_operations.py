@@ -104,6 +104,33 @@ def test_queue_tools_without_a_server(tmp_path: Path) -> None:
     assert _queue(tmp_path / "nowhere", "list").returncode == 2
 
 
+def test_queue_list_shows_a_success_report_owed_and_delete_says_it_is_dropped(
+    tmp_path: Path,
+) -> None:
+    """An entry whose recipients are all sent but that still owes a success report
+    (RFC 3461 §6.2) was listed with no recipient at all: an operator could delete it as
+    empty and lose the report without a word."""
+    from dataclasses import replace
+
+    from smtpcore.server.queue import RecipientStatus
+
+    queue = Queue(tmp_path / "queue")
+    queue.open()
+    entry = queue.add(b"Subject: one\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    sent = replace(entry.recipients[0], status=RecipientStatus.SENT, report_owed="relayed")
+    queue.update(replace(entry.with_recipients({"a@pqr.example": sent}), held=True))
+    listing = _queue(tmp_path, "list").stdout
+    assert f"{entry.id} (held)" in listing
+    assert "    (owes a success report for <a@pqr.example>)" in listing
+    deleted = _queue(tmp_path, "delete", entry.id)
+    assert deleted.returncode == 0, deleted.stderr
+    assert (
+        f"{entry.id}: the success report owed for <a@pqr.example> is dropped with it"
+        in deleted.stdout
+    )
+    assert "1 messages" in deleted.stdout and not queue.entries()
+
+
 def test_commands_a_stopped_server_left_come_before_the_tools_own(tmp_path: Path) -> None:
     """A server that stops or crashes before a command's actions are on disk leaves its
     file for the next start. The tool, with no server running, acted on the files and

@@ -575,6 +575,32 @@ def test_a_hold_while_a_round_begins_waits_for_the_round_to_end(tmp_path: Path) 
     assert not setup.queue.load(entry.id).held  # written by the round's end, then held
 
 
+def test_deleting_an_entry_that_owes_a_success_report_logs_the_report_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``queue delete`` on a message whose recipients are all sent but whose success
+    report (RFC 3461 §6.2) is not yet queued drops the report with it: the operator
+    decides, but the log must say so, naming whom it was for."""
+    from smtpcore.server.queue import RecipientStatus
+
+    setup = _setup(tmp_path, ZONE, 25)
+    entry = setup.queue.add(MESSAGE, "john@abc.example", ["brendon@pqr.example"])
+    sent = replace(entry.recipients[0], status=RecipientStatus.SENT, report_owed="relayed")
+    setup.queue.update(entry.with_recipients({"brendon@pqr.example": sent}))
+
+    async def main() -> None:
+        applied = await setup.worker.apply(QueueCommand("delete", (entry.id,)))
+        assert await applied.written
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(main())
+    assert not setup.queue.entries()
+    assert (
+        f"{entry.id}: the success report owed for <brendon@pqr.example> is dropped with it"
+        in caplog.text
+    )
+
+
 def test_an_action_given_as_a_round_ends_comes_after_those_that_waited_for_it(
     tmp_path: Path,
 ) -> None:

@@ -77,7 +77,7 @@ from smtpcore.server.queue import (
     QueueEntry,
     RecipientStatus,
 )
-from smtpcore.server.queuectl import QueueCommand
+from smtpcore.server.queuectl import QueueCommand, dropped_report
 from smtpcore.server.relay_tls import RelayTLS, message_tls, relay_tls_context
 
 __all__ = [
@@ -407,6 +407,8 @@ class DeliveryWorker:
             await asyncio.to_thread(self.queue.remove, queue_id)
             self._unsaved.pop(queue_id, None)
             logger.info("%s: removed by the operator (queue delete)", queue_id)
+            if (dropped := dropped_report(entry)) is not None:
+                logger.warning("%s", loggable(dropped))
         elif action == "hold":
             await self._write(replace(entry, held=True))
             logger.info("%s: on hold (queue hold)", queue_id)

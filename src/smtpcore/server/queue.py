@@ -148,6 +148,12 @@ class QueueEntry:
     def pending(self) -> tuple[QueuedRecipient, ...]:
         return tuple(r for r in self.recipients if r.pending)
 
+    @property
+    def reports_owed(self) -> tuple[str, ...]:
+        """The recipients whose success report (RFC 3461 §6.2) is owed and not yet
+        queued: an entry with none pending is still in the queue for them."""
+        return tuple(r.address for r in self.recipients if r.report_owed is not None)
+
     def with_recipients(self, updates: Mapping[str, QueuedRecipient]) -> QueueEntry:
         """This entry with the recipients named in ``updates`` replaced."""
         return replace(self, recipients=tuple(updates.get(r.address, r) for r in self.recipients))

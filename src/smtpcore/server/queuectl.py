@@ -23,7 +23,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
@@ -36,6 +36,7 @@ __all__ = [
     "QueueCommand",
     "apply_left_offline",
     "apply_offline",
+    "dropped_report",
     "format_listing",
     "offline_lock",
     "read_commands",
@@ -168,14 +169,31 @@ def read_commands(queue_dir: Path) -> list[tuple[Path, QueueCommand]]:
     return commands
 
 
-def apply_offline(queue: Queue, command: QueueCommand, now: float) -> list[str]:
-    """Carry ``command`` out on the files, no server running; the ids acted on."""
+def _owed(entry: QueueEntry) -> str:
+    return ", ".join(f"<{address}>" for address in entry.reports_owed)
+
+
+def dropped_report(entry: QueueEntry) -> str | None:
+    """What deleting ``entry`` drops that the operator may not see: the success reports
+    it still owes (RFC 3461 §6.2), which go with it. None when it owes none."""
+    if not entry.reports_owed:
+        return None
+    return f"{entry.id}: the success report owed for {_owed(entry)} is dropped with it"
+
+
+def apply_offline(
+    queue: Queue, command: QueueCommand, now: float, tell: Callable[[str], object] = print
+) -> list[str]:
+    """Carry ``command`` out on the files, no server running; the ids acted on. What a
+    delete drops beyond the message (see :func:`dropped_report`) goes to ``tell``."""
     done = []
     for entry in _entries(queue):
         if not command.applies_to(entry.id):
             continue
         if command.action == "delete":
             queue.remove(entry.id)
+            if (dropped := dropped_report(entry)) is not None:
+                tell(dropped)
         elif command.action == "hold":
             queue.update(replace(entry, held=True))
         elif command.action == "release":
@@ -186,7 +204,7 @@ def apply_offline(queue: Queue, command: QueueCommand, now: float) -> list[str]:
     return done
 
 
-def apply_left_offline(queue: Queue, now: float) -> int:
+def apply_left_offline(queue: Queue, now: float, tell: Callable[[str], object] = print) -> int:
     """Carry out, oldest first, the commands a server left in ``queue``'s directory (it
     stopped or crashed before they were on disk), each file removed once done; how many.
     The tool does this before its own command, which was given after them: left for the
@@ -194,7 +212,7 @@ def apply_left_offline(queue: Queue, now: float) -> int:
     ``release`` given now)."""
     left = read_commands(queue.directory)
     for path, command in left:
-        apply_offline(queue, command, now)
+        apply_offline(queue, command, now, tell)
         path.unlink(missing_ok=True)
     return len(left)
 
@@ -213,7 +231,8 @@ def _age(seconds: float) -> str:
 
 def format_listing(queue: Queue, now: float) -> list[str]:
     """``mailq``'s view: per message its id, age, size, sender and state, then each
-    pending recipient with its last error."""
+    pending recipient with its last error, then the success reports it still owes (an
+    entry with no recipient pending is kept for them: deleting it drops them)."""
     lines = []
     entries = _entries(queue)
     for entry in sorted(entries, key=lambda e: e.created):
@@ -226,6 +245,8 @@ def format_listing(queue: Queue, now: float) -> list[str]:
         for recipient in entry.pending:
             error = f"  ({recipient.reply})" if recipient.reply else ""
             lines.append(f"    <{recipient.address}>{error}")
+        if entry.reports_owed:
+            lines.append(f"    (owes a success report for {_owed(entry)})")
     count = len(entries)
     total = sum(e.size for e in entries)
     lines.append("queue is empty" if not count else f"-- {count} messages, {total} octets")

@@ -42,6 +42,10 @@ def _run(args: argparse.Namespace) -> int:
         for line in format_listing(queue, time.time()):
             print(loggable(line))  # remote servers' replies, senders' addresses
         return 0
+
+    def tell(line: str) -> None:
+        print(loggable(line))  # senders' addresses
+
     ids = validate_ids(queue, getattr(args, "ids", ()))
     command = QueueCommand(args.action, ids)
     pid = running_server(data_dir)
@@ -51,10 +55,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"queue {args.action}: {what}: handed to the running server (pid {pid})")
         return 0
     with offline_lock(data_dir):
-        left = apply_left_offline(queue, time.time())
+        left = apply_left_offline(queue, time.time(), tell)
         if left:
             print(f"queue: {left} commands a stopped server left carried out first")
-        done = apply_offline(queue, command, time.time())
+        done = apply_offline(queue, command, time.time(), tell)
     later = " (delivered when the server starts)" if args.action in ("flush", "release") else ""
     print(f"queue {args.action}: {len(done)} messages{later}")
     return 0
