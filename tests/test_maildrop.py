@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import threading
 import unicodedata
@@ -265,6 +266,30 @@ def test_a_renamed_message_beside_a_copy_of_it_is_refused_not_guessed(tmp_path: 
     run(again.messages())  # lists cur/...:2,ST, the copy in new/ being the same message
     (path / "cur" / f"{base}:2,ST").rename(path / "new" / f"{base}:2,ST")
     assert b"".join(again.open(1)) == b"the message\n"  # its full name, found exactly
+
+
+def test_two_files_of_one_unique_name_list_one_message_and_warn_naming_both(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A copy beside a rename (the same unique name, other flags): one unique-id names
+    one message (RFC 1939 §7), so one is listed; the other, hidden until the first is
+    deleted, was hidden without a word. The operator is told which files to fix."""
+    path = tmp_path / "alice"
+    base = "1700000001.M1P1.test"
+    (path / "cur").mkdir(parents=True)
+    (path / "new").mkdir()
+    (path / "cur" / f"{base}:2,S").write_bytes(b"the message\n")
+    (path / "new" / base).write_bytes(b"a copy\n")
+    (path / "cur" / "1700000002.M1P1.test:2,").write_bytes(b"another\n")
+    maildir = Maildir(path)
+    with caplog.at_level(logging.WARNING, logger="smtpcore.pop3.server"):
+        listing = run(maildir.messages())
+    assert [m.uid for m in listing] == [base, "1700000002.M1P1.test"]
+    assert b"".join(maildir.open(1)) == b"the message\n"
+    [warning] = caplog.records
+    assert repr(str(path / "cur" / f"{base}:2,S")) in warning.getMessage()
+    assert repr(str(path / "new" / base)) in warning.getMessage()
+    run(maildir.close())
 
 
 def test_update_deletes_marks_seen_and_moves_new_to_cur(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import stat
@@ -90,6 +91,7 @@ _SIZES_GUARD: Final = threading.Lock()
 """Held to add a size to a ``size_cache``, which the listings of several sessions
 fill at once from their threads (the bound is checked and kept in one step)."""
 _DIGITS_RE: Final = re.compile(r"([0-9]+)")
+logger: Final = logging.getLogger("smtpcore.pop3.server")
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +398,19 @@ def _order_key(name: str) -> str:
     return "".join(parts)
 
 
+def _hidden(listed: str, other: str) -> None:
+    """Warn that ``other`` shares ``listed``'s unique name and is not listed: a unique-id
+    names one message (RFC 1939 §7), and a second one made up for the copy would change
+    as its flags do. Only the operator can tell a copy (one a reader renamed beside
+    another) from a move caught half done, and which to keep."""
+    logger.warning(
+        "maildrop: two files share the unique name of one message; %r is listed, %r "
+        "is not (it shows once the other is gone): remove or rename one of them",
+        listed,
+        other,
+    )
+
+
 class Maildir(Maildrop):
     """A Maildir (``tmp``, ``new``, ``cur``) as a POP3 maildrop.
 
@@ -412,7 +427,10 @@ class Maildir(Maildrop):
     Files are never renamed or removed before UPDATE: then the messages
     marked deleted are removed, and the rest of ``new`` moves to ``cur``,
     with the ``S`` (seen) flag on those retrieved, as Dovecot does. A message
-    another reader renamed meanwhile is found again by its unique name. Only
+    another reader renamed meanwhile is found again by its unique name. Two
+    files of one unique name (a copy beside a rename) are listed as one
+    message, the first found (``cur`` is read before ``new``), and a warning
+    names both: a unique-id is one message's (RFC 1939 §7). Only
     regular files are messages: a symbolic link is not followed, nor a FIFO
     opened.
 
@@ -529,15 +547,16 @@ class Maildir(Maildrop):
                 found.append((_order_key(base), os.path.join(directory, name), base))
         found.sort(key=lambda item: item[0])
         entries = []
-        seen: set[str] = set()
+        listed: dict[str, str] = {}
         for _, path, base in found:
             uid = _uid(base)
-            if uid in seen:  # the same message in new/ and cur/ mid-rename
+            if uid in listed:
+                _hidden(listed[uid], path)
                 continue
             sized = self._size(path, base)
             if sized is None:
                 continue
-            seen.add(uid)
+            listed[uid] = path
             entries.append(_Entry(path, MessageInfo(sized[0], uid), sized[1]))
         return entries
 
