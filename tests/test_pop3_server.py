@@ -5,12 +5,11 @@
 
 from __future__ import annotations
 
-import sys
-from types import FrameType
 from typing import Any
 
 import pytest
 
+from python_calls import python_calls
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import FramingPolicy
 from smtpcore.pop3 import (
@@ -785,16 +784,7 @@ def test_the_state_is_read_without_a_python_call() -> None:
     """The server's session reads ``state`` before every read: a property read in C,
     as the SMTP machine's (a Python call twice a RETR, issue 17)."""
     conn = logged_in()
-    calls: list[str] = []
-
-    def profile(frame: FrameType, event: str, arg: object) -> None:
-        if event == "call":
-            calls.append(frame.f_code.co_name)
-
-    sys.setprofile(profile)
-    try:
+    with python_calls() as calls:
         state = conn.state
-    finally:
-        sys.setprofile(None)
     assert state is State.TRANSACTION
     assert calls == []

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import itertools
 import re
-import sys
-from types import FrameType
 
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from python_calls import python_calls
 from smtpcore._dotstuff import _MANY_DOTS, DotDecoder, DotEncoder, decode_whole
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer, line_length_exceeded
 from smtpcore.testing import strategies as sst
@@ -110,18 +109,9 @@ def test_an_encoder_costs_a_message_few_python_calls(content: bytes, calls: int)
     """A message of one chunk costs its encoder's making, ``encode`` and ``end``, and
     for content with a CR the check that it is CRLF only: the newline decoder is made
     for the chunk, not kept in the encoder (a Python call more a message, issue 17)."""
-    counted: list[str] = []
-
-    def profile(frame: FrameType, event: str, arg: object) -> None:
-        if event == "call":
-            counted.append(frame.f_code.co_name)
-
-    sys.setprofile(profile)
-    try:
+    with python_calls() as counted:
         encoder = DotEncoder()
         wire = encoder.encode(content) + encoder.end()
-    finally:
-        sys.setprofile(None)
     assert wire == b"Subject: x\r\n\r\n..dot\r\nbody\r\n.\r\n"
     assert len(counted) == calls, counted
 
