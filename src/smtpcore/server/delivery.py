@@ -27,7 +27,6 @@ recipient is:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import random
 import ssl
@@ -327,8 +326,14 @@ class DeliveryWorker:
                 timeout = None
                 if waiting and len(self._running) < self.concurrency:
                     timeout = max(min(waiting) - self.clock(), 0.0) + 0.01
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+                # asyncio.wait, not wait_for: on Python 3.11 wait_for loses a
+                # cancellation that comes as the event is set (a round ending as the
+                # server stops), and this loop then ran on, holding the stop for ever.
+                wake = asyncio.ensure_future(self._wakeup.wait())
+                try:
+                    await asyncio.wait((wake,), timeout=timeout)
+                finally:
+                    wake.cancel()
         finally:
             self._wakeup = None
 
