@@ -224,12 +224,15 @@ def _enqueue_dsn(
     setup: Setup,
     recipients: list[QueuedRecipient],
     params: tuple[tuple[str, str | None], ...] = (),
+    *,
+    new: bool = False,
 ) -> QueueEntry:
-    """Queue MESSAGE from john@abc.example as the SMTP listener does, DSN parameters kept."""
+    """Queue MESSAGE from john@abc.example as the SMTP listener does, DSN parameters kept
+    (``new``: scheduled as the listener schedules it, as queued by this process)."""
     spool = setup.queue.spool()
     spool.write(MESSAGE)
     entry = setup.queue.prepare(spool, "john@abc.example", recipients, params=params).commit()
-    setup.worker.schedule(entry)
+    setup.worker.schedule(entry, new=new)
     return entry
 
 
@@ -443,10 +446,10 @@ def test_what_the_queue_cannot_record_on_a_full_disk_is_not_done_twice(
     attempts: list[int] = []
     schedule = setup.worker.schedule
 
-    def recorded(entry: QueueEntry) -> None:
+    def recorded(entry: QueueEntry, *, new: bool = False) -> None:
         if entry.report_on is None:  # the message's rounds, not its success report's
             attempts.append(entry.attempts)
-        schedule(entry)
+        schedule(entry, new=new)
 
     monkeypatch.setattr(setup.worker, "schedule", recorded)
 
@@ -955,7 +958,9 @@ def test_a_local_copy_whose_record_a_crash_stopped_is_not_delivered_twice(
     monkeypatch.setattr(setup.queue, "update", update_or_crash)
 
     async def until_the_crash() -> None:
-        _enqueue_dsn(setup, [QueuedRecipient("postmaster@abc.example", notify="SUCCESS")])
+        _enqueue_dsn(
+            setup, [QueuedRecipient("postmaster@abc.example", notify="SUCCESS")], new=True
+        )
         await _run_until(setup, lambda: bool(crashed))
 
     asyncio.run(until_the_crash())
@@ -977,6 +982,71 @@ def test_a_local_copy_whose_record_a_crash_stopped_is_not_delivered_twice(
     (raw,) = restarted.raw_bounces()
     assert b"Action: delivered" in raw
     assert b"Final-Recipient: rfc822; postmaster@abc.example" in raw
+
+
+def _count_listings(monkeypatch: pytest.MonkeyPatch, under: Path) -> list[str]:
+    """The directories under ``under`` that ``os.listdir`` or ``os.scandir`` reads from now."""
+    listed: list[str] = []
+    for name in ("listdir", "scandir"):
+        real = getattr(os, name)
+
+        def counted(path: Any = ".", *, real: Any = real) -> Any:
+            if Path(path).is_relative_to(under):
+                listed.append(Path(path).name)
+            return real(path)
+
+        monkeypatch.setattr(os, name, counted)
+    return listed
+
+
+def test_a_new_entrys_local_copies_are_written_without_listing_the_mailbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message this process queued cannot have a copy in a mailbox yet, so its copies
+    (a recipient that asked NOTIFY=SUCCESS, then the success report) are written
+    without the search for one, which listed the whole mailbox at every delivery. A
+    second address naming a mailbox this round wrote into does look, and finds it."""
+    setup = _setup(tmp_path, ZONE, 9)
+    box = Maildir(setup.mailboxes.config.mailbox_path("john@abc.example"))
+    listed = _count_listings(monkeypatch, box.path)
+
+    async def main() -> None:
+        recipients = [QueuedRecipient("john@abc.example", notify="SUCCESS")]
+        _enqueue_dsn(setup, [*recipients, QueuedRecipient("John@abc.example")], new=True)
+        await _run_until(setup, lambda: _queue_empty(setup))
+
+    asyncio.run(main())
+    assert listed == ["new"]  # the second address's search, finding the copy there
+    monkeypatch.undo()
+    copy, report = sorted(box.messages(), key=lambda p: b"Action: delivered" in p.read_bytes())
+    assert copy.read_bytes().endswith(b"\n.leading dot\nbody\n")
+    assert b"Final-Recipient: rfc822; john@abc.example" in report.read_bytes()
+
+
+def test_a_copy_a_broken_round_wrote_is_found_by_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 5321 §6.1: a new message's round that breaks after its copy is written, before
+    the record, leaves the recipient pending; the retry in this process looks for the
+    copy (moved to ``cur/`` by its reader meanwhile), finds it, and does not write it
+    twice."""
+    setup = _setup(tmp_path, ZONE, 9, retry_after=0.01)
+    broken: list[Path] = []
+
+    def break_once(key: str, path: Path, queue_id: str) -> None:
+        if not broken:
+            broken.append(path.rename(path.parent.parent / "cur" / f"{path.name}:2,S"))
+            raise RuntimeError("a bug between the write and its record")
+
+    monkeypatch.setattr(setup.mailboxes, "delivered", break_once)
+
+    async def main() -> None:
+        _enqueue_dsn(setup, [QueuedRecipient("john@abc.example")], new=True)
+        await _run_until(setup, lambda: _queue_empty(setup))
+
+    asyncio.run(main())
+    (copy,) = Maildir(setup.mailboxes.config.mailbox_path("john@abc.example")).messages()
+    assert broken == [copy]
 
 
 def test_a_worker_cancelled_as_it_is_woken_stops(tmp_path: Path) -> None:

@@ -556,7 +556,7 @@ class _MailHandler(Handler):
             # Delivered all the same whatever the hook does: no 451 for a retry to repeat.
             self.store.mailboxes.delivered(key, path, accepted.queue_id)
         if accepted.queued is not None and self.store.worker is not None:
-            self.store.worker.schedule(accepted.queued)
+            self.store.worker.schedule(accepted.queued, new=True)
 
 
 class InboundHandler(_MailHandler):

@@ -293,11 +293,19 @@ class DeliveryWorker:
         self._draining: set[str] = set()
         """Messages whose waiting actions a task is carrying out (one task per message)."""
         self._control_tasks: set[asyncio.Task[None]] = set()
+        self._copies_begun: dict[str, set[str]] = {}
+        """For each entry this process queued, the mailboxes its rounds began to write its
+        copy into: only these can hold one already (a round broken after the write), so a
+        copy for any other is written without the search, which lists the whole mailbox.
+        An entry not here (found on disk at start) is searched for every time."""
 
     # -- scheduling -----------------------------------------------------------
 
-    def schedule(self, entry: QueueEntry) -> None:
-        """Deliver ``entry`` at its ``next_attempt`` (now, for a new message)."""
+    def schedule(self, entry: QueueEntry, *, new: bool = False) -> None:
+        """Deliver ``entry`` at its ``next_attempt`` (now, for a new message). ``new``:
+        this process has just queued it, so none of its local copies exists yet."""
+        if new:
+            self._copies_begun.setdefault(entry.id, set())
         self._due[entry.id] = entry.next_attempt
         if self._wakeup is not None:
             self._wakeup.set()
@@ -339,6 +347,8 @@ class DeliveryWorker:
 
     def _done(self, queue_id: str, task: asyncio.Task[None]) -> None:
         self._running.pop(queue_id, None)
+        if queue_id not in self._due:  # delivered, held or gone
+            self._copies_begun.pop(queue_id, None)
         if queue_id in self._after_round and queue_id not in self._draining:
             self._draining.add(queue_id)
             follow = asyncio.get_running_loop().create_task(self._apply_waiting(queue_id))
@@ -411,6 +421,7 @@ class DeliveryWorker:
         if action == "delete":
             await asyncio.to_thread(self.queue.remove, queue_id)
             self._unsaved.pop(queue_id, None)
+            self._copies_begun.pop(queue_id, None)
             logger.info("%s: removed by the operator (queue delete)", queue_id)
             if (dropped := dropped_report(entry)) is not None:
                 logger.warning("%s", loggable(dropped))
@@ -499,7 +510,7 @@ class DeliveryWorker:
         entry = await self._save(
             entry.with_recipients({r.address: replace(r, report_owed=None) for r in owed})
         )
-        self.schedule(queued)
+        self.schedule(queued, new=True)
         return entry
 
     async def _record_local_error(self, queue_id: str, exc: BaseException) -> None:
@@ -771,12 +782,17 @@ class DeliveryWorker:
         The copy is delivered once a mailbox (:meth:`LocalMailboxes.deliver_queued`):
         found in place, it was delivered before a crash that kept it from being
         recorded, or for another address of this entry that names the same mailbox, and
-        is not written again (RFC 5321 §6.1)."""
+        is not written again (RFC 5321 §6.1). It is looked for only where an earlier
+        write may have left it (``_copies_begun``)."""
         key = self.mailboxes.lookup(decision.mailbox)
         if key is None:
             return Outcome(
                 RecipientStatus.FAILED, "5.1.1", "550 5.1.1 no such mailbox here", "local"
             )
+        begun = self._copies_begun.get(entry.id)
+        search = begun is None or key in begun
+        if begun is not None:
+            begun.add(key)  # before the write: a round broken in it must search next time
         try:
             path, written = await asyncio.to_thread(
                 self.mailboxes.deliver_queued,
@@ -785,6 +801,7 @@ class DeliveryWorker:
                 content.path,
                 entry.id,
                 entry.created,
+                search=search,
             )
         except FileNotFoundError:
             raise  # the content: the message is gone
@@ -1110,7 +1127,7 @@ class DeliveryWorker:
         params = _report_params(sender, report, requiretls=requiretls)
         queued = await asyncio.to_thread(self.queue.add, report, "", [sender], params=params)
         logger.info("%s: sender %s notification: %s", queue_id, kind, queued.id)
-        self.schedule(queued)
+        self.schedule(queued, new=True)
 
 
 def _report_params(

@@ -137,16 +137,28 @@ class LocalMailboxes:
             return self.maildir(key).deliver(return_path_header(sender), content)
 
     def deliver_queued(
-        self, key: str, sender: str, source: Path, queue_id: str, created: float
+        self,
+        key: str,
+        sender: str,
+        source: Path,
+        queue_id: str,
+        created: float,
+        *,
+        search: bool = True,
     ) -> tuple[Path, bool]:
         """:meth:`deliver_file` for queue entry ``queue_id`` (queued at ``created``),
         once: its copy is named after the entry and the mailbox (:func:`once_name`), and
         one in place already (a crash came before its delivery was recorded; another
         address of the entry names this mailbox) is not written again. The path, and
-        whether it was written now."""
+        whether it was written now. ``search=False``: no earlier attempt can have
+        written the copy, so the mailbox is not searched for it
+        (:meth:`Maildir.deliver_once`)."""
         with source.open("rb") as content:
             return self.maildir(key).deliver_once(
-                once_name(created, queue_id, key), return_path_header(sender), content
+                once_name(created, queue_id, key),
+                return_path_header(sender),
+                content,
+                search=search,
             )
 
     def deliver(self, key: str, sender: str, content: bytes | BinaryIO) -> Path:

@@ -283,14 +283,22 @@ class Maildir:
             raise
 
     def deliver_once(
-        self, once: str, prefix: bytes, content: BinaryIO | Iterable[bytes]
+        self,
+        once: str,
+        prefix: bytes,
+        content: BinaryIO | Iterable[bytes],
+        *,
+        search: bool = True,
     ) -> tuple[Path, bool]:
         """:meth:`deliver` under the unique name ``once.host`` (:func:`once_name`),
         unless a message so named is here already, in ``new/`` or ``cur/`` (where a
         reader moved it, its flags added): a delivery that a crash stopped before it
         was recorded, which must not be made twice (RFC 5321 §6.1). The message's
-        path, and whether it was written now."""
-        found = self.find(once)
+        path, and whether it was written now.
+
+        ``search=False`` when the caller knows no earlier attempt wrote this copy:
+        :meth:`find` lists the whole mailbox, and is skipped."""
+        found = self.find(once) if search else None
         if found is not None:
             return found, False
         return self.deliver(prefix, content, name=f"{once}.{_host_part()}"), True
