@@ -582,7 +582,9 @@ class BaseSMTPClient(BaseClient):
         UTF-8 local part or UTF-8 header fields without ``SMTPUTF8`` (``553
         5.6.7``; an address whose only UTF-8 is its domain goes in A-labels) or
         8-bit content without ``8BITMIME`` (``554 5.6.3``). After any other error than a
-        refusal the connection is closed.
+        refusal the connection is closed, except the caller's mistakes found before
+        anything is sent (a :class:`TypeError`, :class:`ValueError` or
+        :class:`~smtpcore.LocalProtocolError`), which leave the session as it was.
 
         A server's LIMITS (RFC 9422) are kept: more recipients than it takes
         in one transaction (``RCPTMAX``) go in several, and a session that has
@@ -627,12 +629,15 @@ class BaseSMTPClient(BaseClient):
                 if self.chunking is None and mail.params is NO_PARAMETERS
                 else self._uses_bdat(mail, offer)
             )
+            limits = offer.limits
+            # Outside the try: content _batches refuses (ValueError) is the caller's
+            # mistake, found before anything is sent, and the session goes on.
+            plan = None if limits is None else self._batches(envelope.rcpts, content, limits)
             try:  # as _closing_unless_refused does, without a coroutine more to resume
-                limits = offer.limits
-                if limits is not None:
+                if limits is not None and plan is not None:
                     if limits.mail_max is not None and self._mails >= limits.mail_max:
                         await self._no_more_mail(_mailmax(limits.mail_max), mail, [envelope.rcpts])
-                    batches, later, domains = self._batches(envelope.rcpts, content, limits)
+                    batches, later, domains = plan
                     self._domains = domains  # checked: their RCPTs go now (RFC 9422 §4.3)
                     if len(batches) != 1 or later:
                         return await self._transactions(
