@@ -429,6 +429,9 @@ def test_server_options_are_checked() -> None:
     assert POP3Server(MaildirStore(".", {})).options.auth_failure_delay == 2.0
     with pytest.raises(ValueError, match="credential check"):
         Authenticator(check_password=check_password, mechanisms=["CRAM-MD5"])
+    # One str where names are listed would be its letters: P, L, A, I, N.
+    with pytest.raises(TypeError, match=r"mechanisms=\['PLAIN'\]"):
+        Authenticator(check_password=check_password, mechanisms="PLAIN")
     server = SMTPServer(Handler(), auth=authenticator(), auth_require_tls=False)
     # -PLUS is configured, and offered only where the transport gives channel binding data
     assert list(server.options.auth_mechanisms) == ["SCRAM-SHA-256-PLUS", *MECHANISMS]

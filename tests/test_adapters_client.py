@@ -151,6 +151,17 @@ def test_a_hostname_ehlo_cannot_carry_is_refused_when_the_client_is_built(
         sync.SMTPClient("127.0.0.1", 25, hostname=hostname)
 
 
+def test_one_str_for_the_auth_mechanisms_is_a_type_error(adapter: str) -> None:
+    """``auth_mechanisms="PLAIN"`` would allow P, L, A, I and N, none of them a
+    mechanism, and AUTH would fail at the first connection for want of a shared one."""
+    from smtpcore import sync
+
+    with pytest.raises(TypeError, match=r"auth_mechanisms=\['PLAIN'\]"):
+        module(adapter).SMTPClient("127.0.0.1", 25, auth_mechanisms="PLAIN")
+    with pytest.raises(TypeError, match="not one str"):
+        sync.SMTPClient("127.0.0.1", 25, auth_mechanisms="PLAIN")
+
+
 def test_a_compat32_message_is_sent_as_an_email_message(adapter: str) -> None:
     """``email.message_from_bytes`` gives a compat32 :class:`email.message.Message` by
     default, which ``smtplib.send_message`` takes: its headers give the envelope, its

@@ -160,6 +160,20 @@ def test_err_greeting_closes() -> None:
     assert conn.next_event() == ConnectionClosed()
 
 
+def test_one_str_for_a_list_of_names_is_a_type_error() -> None:
+    """``sasl_mechanisms="PLAIN"`` would offer P, L, A, I and N (and
+    ``extra_capabilities="X-FOO"`` list a capability a letter): refused, in the
+    constructor and when the mechanisms are set during a session."""
+    with pytest.raises(TypeError, match=r"sasl_mechanisms=\['PLAIN'\]"):
+        ServerConnection("pop.pqr.example", sasl_mechanisms="PLAIN")
+    with pytest.raises(TypeError, match=r"extra_capabilities=\['X-FOO'\]"):
+        ServerConnection("pop.pqr.example", extra_capabilities="X-FOO")
+    conn = greeted(sasl_mechanisms=["LOGIN"])
+    with pytest.raises(TypeError, match="not one str"):
+        conn.sasl_mechanisms = "PLAIN"
+    assert conn.sasl_mechanisms == ("LOGIN",)
+
+
 def test_commands_before_the_greeting_wait() -> None:
     conn = ServerConnection("pop.pqr.example")
     conn.receive_data(b"CAPA\r\n")

@@ -454,3 +454,14 @@ def test_an_auth_mechanism_set_on_a_session_is_checked_as_when_configured(name: 
     assert conn.auth_mechanisms == ("PLAIN",)
     conn.auth_mechanisms = ["login", "plain"]
     assert conn.auth_mechanisms == ("LOGIN", "PLAIN")
+
+
+def test_one_str_for_the_auth_mechanisms_is_a_type_error() -> None:
+    """``auth_mechanisms="PLAIN"`` would offer P, L, A, I and N, each a SASL name: a
+    str is refused where the list is given, constructor and session alike."""
+    with pytest.raises(TypeError, match=r"auth_mechanisms=\['PLAIN'\]"):
+        ServerConnection("mx.test", auth_mechanisms="PLAIN")
+    conn = ServerConnection("mx.test", auth_mechanisms=["LOGIN"])
+    with pytest.raises(TypeError, match="not one str"):
+        conn.auth_mechanisms = "PLAIN"
+    assert conn.auth_mechanisms == ("LOGIN",)

@@ -174,6 +174,16 @@ def test_extra_extensions_may_not_list_what_the_machine_refuses(
         greeted(extra_extensions=[extra])
 
 
+def test_one_str_for_the_extra_extensions_is_a_type_error() -> None:
+    """``extra_extensions="HELP"`` would list H, E, L and P, each a valid keyword."""
+    with pytest.raises(TypeError, match=r"extra_extensions=\['HELP'\]"):
+        greeted(extra_extensions="HELP")
+    conn = greeted()
+    with pytest.raises(TypeError, match="not one str"):
+        conn.extra_extensions = "HELP"  # type: ignore[assignment]  # the mistake tested
+    assert conn.extra_extensions == ()
+
+
 def test_extra_extensions_may_not_name_one_thing_twice() -> None:
     flag = Parameter("X-FLAG", str, str)
     one = Extension("X-ONE", "", "one", mail_parameters=(flag,))

@@ -12,9 +12,12 @@ than we do.
 from __future__ import annotations
 
 import string
-from typing import Final
+from collections.abc import Iterable
+from typing import Final, TypeVar
 
-__all__ = ["ascii_upper"]
+__all__ = ["ascii_upper", "listed"]
+
+T = TypeVar("T")
 
 _ASCII_UPPER: Final = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
 
@@ -24,3 +27,12 @@ def ascii_upper(word: str) -> str:
     if word.isascii():
         return word.upper()  # the same, in C
     return word.translate(_ASCII_UPPER)
+
+
+def listed(option: str, items: Iterable[T]) -> Iterable[T]:
+    """``items``, the value of ``option``, a collection of names or lines; a ``str``
+    is a TypeError naming the fix, where iterating it would take each of its letters
+    for a name (``auth_mechanisms="PLAIN"`` offering P, L, A, I and N)."""
+    if isinstance(items, str):
+        raise TypeError(f"{option} takes a list, not one str: write {option}=[{items!r}]")
+    return items

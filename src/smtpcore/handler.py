@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
+from smtpcore._words import listed
 from smtpcore.address import Mailbox
 from smtpcore.sasl import (
     PREFERENCE,
@@ -161,7 +162,7 @@ class Authenticator:
         if not 1 <= self.scram_mock_iterations <= 0xFFFFFFFF:
             raise ValueError("scram_mock_iterations out of range")
         if self.mechanisms is not None:
-            for name in self.mechanisms:
+            for name in listed("mechanisms", self.mechanisms):
                 if name.upper() not in available:
                     raise ValueError(f"{name} needs a credential check the Authenticator lacks")
 

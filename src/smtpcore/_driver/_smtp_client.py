@@ -55,6 +55,7 @@ from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import MAX_HOSTNAME
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
+from smtpcore._words import listed
 from smtpcore.address import Mailbox
 from smtpcore.sasl import ClientMechanism
 from smtpcore.smtp import (
@@ -167,7 +168,7 @@ class BaseSMTPClient(BaseClient):
     With ``username`` and ``password`` (or ``oauth_token``) the client
     authenticates after EHLO and STARTTLS, with the strongest mechanism both
     sides have (:func:`~smtpcore.sasl.choose_mechanism`), limited to
-    ``auth_mechanisms`` if given; ``sasl_mechanism`` supplies a client
+    ``auth_mechanisms`` if given (a list of names); ``sasl_mechanism`` supplies a client
     mechanism instead (a factory of one, for a client that connects more
     than once). Mechanisms that show a reusable
     secret (PLAIN, LOGIN, bearer tokens) are used only under TLS unless
@@ -215,7 +216,9 @@ class BaseSMTPClient(BaseClient):
             password,
             oauth_token,
             sasl_mechanism,
-            None if auth_mechanisms is None else [name.upper() for name in auth_mechanisms],
+            None
+            if auth_mechanisms is None
+            else [name.upper() for name in listed("auth_mechanisms", auth_mechanisms)],
             allow_plaintext_auth,
         )
         self.host = host

@@ -21,6 +21,7 @@ from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import checked_hostname
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
+from smtpcore._words import listed
 from smtpcore.pop3._apop import apop_timestamp, find_apop_timestamp
 from smtpcore.pop3._commands import (
     KEYWORDS,
@@ -143,7 +144,7 @@ class ServerConnection:
         self.expire = expire
         self.login_delay = login_delay
         self.implementation = implementation
-        self.extra_capabilities = tuple(extra_capabilities)
+        self.extra_capabilities = tuple(listed("extra_capabilities", extra_capabilities))
 
         self._command_tables = _command_tables(
             bool(user), bool(apop), bool(stls), bool(top), bool(uidl), bool(utf8)
@@ -425,7 +426,8 @@ class ServerConnection:
 
     @property
     def sasl_mechanisms(self) -> tuple[str, ...]:
-        """The SASL mechanisms AUTH offers (RFC 5034), upper case; none turns AUTH off.
+        """The SASL mechanisms AUTH offers (RFC 5034), upper case; none turns AUTH off
+        (a list: one ``str`` is a TypeError).
 
         May change during a session: a server may offer the mechanisms that
         show a password only once TLS is up (RFC 2595 §6).
@@ -434,7 +436,7 @@ class ServerConnection:
 
     @sasl_mechanisms.setter
     def sasl_mechanisms(self, names: Sequence[str]) -> None:
-        self._sasl_mechanisms = tuple(name.upper() for name in names)
+        self._sasl_mechanisms = tuple(name.upper() for name in listed("sasl_mechanisms", names))
         self._keywords = self._command_tables[bool(self._sasl_mechanisms)]
 
     @property

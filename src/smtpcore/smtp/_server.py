@@ -21,7 +21,7 @@ from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import checked_hostname
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
-from smtpcore._words import ascii_upper
+from smtpcore._words import ascii_upper, listed
 from smtpcore.sasl import SERVER_MECHANISMS
 from smtpcore.smtp._commands import (
     BARE_BY_FIRST_OCTET,
@@ -183,8 +183,8 @@ _BINARYMIME: Final = Body.BINARYMIME.value
 def _mechanism_names(names: Sequence[str]) -> tuple[str, ...]:
     """``names`` upper-cased, each a SASL mechanism name (RFC 4422 §3.1), as the EHLO
     AUTH line lists them; ValueError otherwise (a space would list two names, a line
-    break end the reply)."""
-    upper = tuple(map(str.upper, names))
+    break end the reply); TypeError for one str."""
+    upper = tuple(map(str.upper, listed("auth_mechanisms", names)))
     for name in upper:
         if not _MECHANISM_RE.fullmatch(name):
             raise ValueError(f"not a SASL mechanism name: {name!r}")
@@ -233,7 +233,9 @@ class ServerConnection:
     taken). Every limit and extension is a keyword argument with a
     safe default; the ``EHLO`` reply lists the extensions switched on.
     ``auth_mechanisms`` are SASL names (RFC 4422 §3.1: 1 to 20 of A-Z, 0-9, ``-``
-    and ``_``) that fit on one EHLO line of 512 octets; ``ValueError`` otherwise.
+    and ``_``) that fit on one EHLO line of 512 octets; ``ValueError`` otherwise
+    (``TypeError`` for one ``str``, ``"PLAIN"`` for ``["PLAIN"]``; so for
+    ``extra_extensions``).
 
     Each extension is one entry (``smtp/_ext/``) whose ``option`` is the keyword
     here that turns it on. ``extra_extensions`` adds entries of the
@@ -357,7 +359,7 @@ class ServerConnection:
         config.max_auth_failures = max_auth_failures
         config.max_auth_line = max_auth_line
         config.reject_early_content = reject_early_content
-        config.extra_extensions = tuple(extra_extensions)
+        config.extra_extensions = tuple(listed("extra_extensions", extra_extensions))
         config.first_hello = None
         config.tables = session_tables(config)
         self._begin(config)

@@ -16,6 +16,7 @@ from itertools import repeat
 from typing import TYPE_CHECKING, Final
 
 from smtpcore._lines import FramingPolicy
+from smtpcore._words import listed
 from smtpcore.smtp._commands import VERBS
 from smtpcore.smtp._events import Command
 from smtpcore.smtp._everyday_params import everyday_bits
@@ -253,7 +254,7 @@ def build_tables(
 
 def extra_entries(entries: Sequence[str | Extension]) -> tuple[Extension, ...]:
     """The ``extra_extensions`` as entries, each keyword and parameter had by one."""
-    extras = tuple([_extra(entry) for entry in entries])
+    extras = tuple([_extra(entry) for entry in listed("extra_extensions", entries)])
     keywords = [entry.keyword for entry in extras]
     parameters = [p.keyword for e in extras for p in (*e.mail_parameters, *e.rcpt_parameters)]
     for names in (keywords, parameters):
