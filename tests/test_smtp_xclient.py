@@ -74,10 +74,9 @@ xclients = _commands(
 )
 xforwards = _commands(
     Xforward,
-    name=_maybe(texts),
-    # Text in ADDR is [UNAVAILABLE]-like or a name Postfix passed on; a "%" (a zone) is
-    # refused by Xforward itself, so it is no command to round-trip.
-    addr=_maybe(addresses | texts.filter(lambda text: "%" not in text)),
+    # Postfix's valid_hostname() takes no all-digit name (it would pass for an address).
+    name=_maybe(hostnames.filter(lambda name: not set(name) <= set("0123456789."))),
+    addr=_maybe(addresses),
     port=_maybe(ports),
     proto=_maybe(texts),
     helo=_maybe(texts),
@@ -143,18 +142,21 @@ def test_the_wire_form() -> None:
 
 def test_xforward_addr_is_written_as_the_readme_says() -> None:
     """XFORWARD_README: ADDR is an IPv4 address, or an IPv6 address after ``IPV6:``
-    (any case), which current Postfix holds a client to (a bare IPv6 one: ``501
-    5.5.4``); an event an application builds takes a bare IPv6 address, and the
-    client writes it with the prefix. Text that is no IP address stays text."""
+    (any case), which current Postfix holds a client to (smtpd.c's xforward_cmd: a
+    bare IPv6 one, or text that is no IP address, ``501 5.5.4``); an event an
+    application builds takes a bare IPv6 address, and the client writes it with the
+    prefix, and text, documented for a server that takes it."""
     events, out = run(
         greeted(**TRUSTED),
         EHLO + b"XFORWARD ADDR=ipv6:2001:DB8::7\r\nXFORWARD ADDR=x25+3A1234\r\n",
     )
-    assert events[-2:] == [Xforward(addr="2001:db8::7"), Xforward(addr="x25:1234")]
-    assert codes(out)[1:] == ["250 2.0.0", "250 2.0.0"]
+    assert events[-2] == Xforward(addr="2001:db8::7")
+    assert codes(out)[1:] == ["250 2.0.0", "501 5.5.4"]
     assert Xforward(addr="2001:db8::7").to_line() == "XFORWARD ADDR=IPV6:2001:db8::7"
     with pytest.raises(LocalProtocolError):
         Xforward(addr="IPV6:x25")
+    with pytest.raises(LocalProtocolError):  # NAME is a host name, as XCLIENT's
+        Xforward(name="up/stream")
 
 
 def test_an_ipv4_client_named_in_its_mapped_form_is_its_ipv4_address() -> None:
@@ -311,6 +313,14 @@ def test_xclients_may_come_back_to_back() -> None:
         (b"XFORWARD ADDR=2001:db8::1\r\n", "501 5.5.4"),  # IPv6 needs IPV6: (README)
         (b"XFORWARD ADDR=IPV6:192.0.2.1\r\n", "501 5.5.4"),  # and IPv4 goes bare
         (b"XFORWARD ADDR=IPV6:x25+3A1\r\n", "501 5.5.4"),  # nor text after IPV6:
+        # Current Postfix (smtpd.c, xforward_cmd) reads ADDR with
+        # normalize_mailhost_addr() and NAME with valid_hostname(): 501 5.5.4 to the rest.
+        (b"XFORWARD ADDR=x25+3A1234\r\n", "501 5.5.4"),
+        (b"XFORWARD ADDR=unknown\r\n", "501 5.5.4"),
+        (b"XFORWARD NAME=up+2Fstream\r\n", "501 5.5.4"),
+        (b"XFORWARD NAME=192.0.2.1\r\n", "501 5.5.4"),
+        (b"XFORWARD NAME=up.abc.example.\r\n", "501 5.5.4"),
+        (b"XFORWARD NAME=[TEMPUNAVAIL]\r\n", "501 5.5.4"),  # XCLIENT's alone
         (b"XCLIENT HELO=" + b"h" * 256 + b"\r\n", "501 5.5.4"),
         (b"XCLIENT HELO=" + b"h" * 600 + b"\r\n", "500 5.5.2"),  # over the line limit
         (b"XFORWARD SOURCE=ELSEWHERE\r\n", "501 5.5.4"),

@@ -433,10 +433,13 @@ class Xforward(ForwardingCommand):
     for the next mail transaction only, who sent the message to the host before it
     (Postfix's XFORWARD_README). The server answers ``250``.
 
-    ``name``, ``addr``, ``port`` and ``helo`` describe the up-stream client
-    (``addr`` may be a non-IP address), ``proto`` the protocol it used (up to
-    64 characters), ``ident`` the message's queue id up-stream and ``source``
-    ``"LOCAL"`` or ``"REMOTE"``.
+    ``name`` (a host name), ``addr``, ``port`` and ``helo`` describe the
+    up-stream client, ``proto`` the protocol it used (up to 64 characters),
+    ``ident`` the message's queue id up-stream and ``source`` ``"LOCAL"`` or
+    ``"REMOTE"``. ``addr`` may be a non-IP address, for a server that takes one;
+    current Postfix, and smtpcore's server machine, answer ``501 5.5.4`` to anything
+    but an IP address there, and to a ``name`` that is all digits or ends in a dot
+    (XFORWARD_README: an IPv4 address, or ``IPV6:`` and an IPv6 one).
     """
 
     name: str | Unavailable | None = None

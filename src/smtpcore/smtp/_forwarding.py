@@ -57,6 +57,7 @@ _HOSTNAME: Final = re.compile(
     r"(?=.{1,255}\Z)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
     r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
 )
+_NUMERIC: Final = re.compile(r"[0-9.]+")
 _IPV6_PREFIX: Final = "IPV6:"
 
 Value = str | int | Unavailable
@@ -81,6 +82,15 @@ def _host(value: object) -> str:
     return text
 
 
+def _valid_hostname(text: str) -> None:
+    """XFORWARD's NAME on the wire, as current Postfix's ``valid_hostname()`` reads it
+    (smtpd.c, ``xforward_cmd``), which answers anything else ``501 5.5.4``: a host
+    name (:func:`_host`, which the event checked) without a final dot, and not all
+    digits, which would pass for an address. ValueError otherwise."""
+    if text.endswith(".") or _NUMERIC.fullmatch(text):
+        raise ValueError(f"not a host name: {text!r}")
+
+
 def _ip(value: object) -> str:
     """An IPv4 or IPv6 address, ``IPV6:`` prefix or not; kept in its short form.
 
@@ -99,11 +109,12 @@ def _ip(value: object) -> str:
 
 
 def _literal_ip(text: str) -> None:
-    """XCLIENT's address on the wire: an IPv4 address, or an IPv6 address after its
-    ``IPV6:`` prefix (XCLIENT_README, "XCLIENT Command syntax"), as Postfix's
-    ``valid_mailhost_addr()`` reads it, which answers anything else ``501 5.5.4``
-    (a bare IPv6 address, ``IPV6:`` before an IPv4 one). ValueError when ``text``
-    (which :func:`_ip` took) is not so written."""
+    """XCLIENT's and XFORWARD's address on the wire: an IPv4 address, or an IPv6
+    address after its ``IPV6:`` prefix (the READMEs' "Command syntax"), as Postfix's
+    ``valid_mailhost_addr()`` reads it, which answers anything else ``501 5.5.4`` (a
+    bare IPv6 address, ``IPV6:`` before an IPv4 one, text that is no address at all).
+    ValueError when ``text`` (which :func:`_ip` or :func:`_address` took) is not so
+    written."""
     prefixed = ascii_upper(text[:5]) == _IPV6_PREFIX
     version = ipaddress.ip_address(text[5:] if prefixed else text).version
     if version != (6 if prefixed else 4):
@@ -111,8 +122,10 @@ def _literal_ip(text: str) -> None:
 
 
 def _address(value: object) -> str:
-    """XFORWARD's ADDR: an IP address, or some other network's address as text; not
-    an IP address with a zone passed off as text (see :func:`_ip`), nor text after
+    """XFORWARD's ADDR in an event: an IP address, or some other network's address as
+    text, which the README once allowed (a server that takes it; on the wire our
+    server, as current Postfix, holds a client to :func:`_literal_ip`); not an IP
+    address with a zone passed off as text (see :func:`_ip`), nor text after
     ``IPV6:``, which names an IPv6 address alone."""
     try:
         return _ip(value)
@@ -123,20 +136,6 @@ def _address(value: object) -> str:
         if ascii_upper(text[:5]) == _IPV6_PREFIX:
             raise ValueError(f"not an IPv6 address after IPV6: {text!r}") from None
         return text
-
-
-def _literal_address(text: str) -> None:
-    """XFORWARD's ADDR on the wire: an IP address written as XCLIENT's is, IPv4 bare and
-    IPv6 after ``IPV6:`` (XFORWARD_README, "XFORWARD Command syntax"; current Postfix
-    answers a bare IPv6 address ``501 5.5.4``); a value that is no IP address at all,
-    another network's, which the README allowed before it named IP addresses alone,
-    stays text. ValueError when ``text`` (which :func:`_address` took) is not so written."""
-    prefixed = ascii_upper(text[:5]) == _IPV6_PREFIX
-    try:
-        ipaddress.ip_address(text[5:] if prefixed else text)
-    except ValueError:
-        return  # no IP address (and not after IPV6:, which _address refuses)
-    _literal_ip(text)
 
 
 def _port(value: object) -> int:
@@ -233,12 +232,15 @@ XCLIENT_ATTRIBUTES: Final = (
 reply lists them."""
 
 XFORWARD_ATTRIBUTES: Final = (
-    Attribute("NAME", "name", _text),
-    Attribute("ADDR", "addr", _address, _write_ip, wire_form=_literal_address),
+    Attribute("NAME", "name", _host, wire_form=_valid_hostname),
+    Attribute("ADDR", "addr", _address, _write_ip, wire_form=_literal_ip),
     Attribute("PORT", "port", _port),
     Attribute("PROTO", "proto", _protocol_name),
     Attribute("HELO", "helo", _text),
     Attribute("IDENT", "ident", _text),
     Attribute("SOURCE", "source", _one_of("LOCAL", "REMOTE")),
 )
-"""XFORWARD's attributes (XFORWARD_README), in the order the EHLO reply lists them."""
+"""XFORWARD's attributes (XFORWARD_README), in the order the EHLO reply lists them. On
+the wire, as current Postfix (smtpd.c, ``xforward_cmd``) reads them: NAME a host name,
+ADDR an IPv4 address or ``IPV6:`` and an IPv6 one, PORT digits, PROTO at most 64
+characters, each or ``[UNAVAILABLE]``; HELO and IDENT any text."""
