@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.message
 import email.policy
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -642,6 +643,39 @@ def test_parameters_the_server_was_not_offered_or_malformed_are_never_sent(
         assert run(adapter, lambda: attempts(server.port)) == ["DSN", "1"]
     [envelope] = handler.messages  # only the last one: nothing else reached MAIL
     assert "NOTIFY" not in envelope.recipients[0].params
+
+
+def test_a_file_refused_before_its_content_went_is_where_it_was(
+    adapter: str, tmp_path: Path
+) -> None:
+    """A file is not read before the server takes the content (only an iterator's
+    first piece is): refused at MAIL, it stands where the caller left it, and the
+    same file sent again (to another server) goes whole."""
+    path = tmp_path / "message.eml"
+    path.write_bytes(b"skipped" + MESSAGE)
+    refusing, taking = Sink(refuse_mail=True), Sink()
+    mod = module(adapter)
+    with (
+        path.open("rb") as file,
+        running_smtp_server(adapter, refusing) as first,
+        running_smtp_server(adapter, taking) as second,
+    ):
+        file.seek(len(b"skipped"))
+        with pytest.raises(mod.SenderRefused):
+            run(
+                adapter,
+                lambda: mod.send_message(
+                    file, "a@abc.example", "b@pqr.example", host=first.host, port=first.port
+                ),
+            )
+        assert file.tell() == len(b"skipped")
+        run(
+            adapter,
+            lambda: mod.send_message(
+                file, "a@abc.example", "b@pqr.example", host=second.host, port=second.port
+            ),
+        )
+    assert [m.content for m in taking.messages] == [MESSAGE]
 
 
 def test_malformed_dsn_values_are_refused_before_mail(adapter: str) -> None:

@@ -544,7 +544,9 @@ class BaseSMTPClient(BaseClient):
         ``str`` is a :class:`TypeError`, before anything is sent: that first
         piece is read before ``MAIL``; a later piece that is not bytes is
         found only as it is sent, and the connection is closed without the
-        final dot), or an email message (an
+        final dot; an iterator refused before its content went has lost that
+        piece, where a file is read only once the server takes the content,
+        so it can be sent again), or an email message (an
         :class:`~email.message.EmailMessage`, or a :class:`~email.message.Message`
         of any policy, as ``email.message_from_bytes`` makes), whose headers give
         the sender and recipients when they are not passed, as ``smtplib``
