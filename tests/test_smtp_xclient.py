@@ -61,9 +61,11 @@ def _commands(cls: type[Any], **fields: st.SearchStrategy[Any]) -> st.SearchStra
     )
 
 
+# Postfix's valid_hostname() takes no all-digit name (it would pass for an address).
+names = hostnames.filter(lambda name: not set(name) <= set("0123456789."))
 xclients = _commands(
     Xclient,
-    name=_maybe(hostnames) | st.just(TEMPUNAVAIL),
+    name=_maybe(names) | st.just(TEMPUNAVAIL),
     addr=_maybe(addresses),
     port=_maybe(ports),
     proto=_maybe(st.sampled_from(["SMTP", "ESMTP"])),
@@ -74,8 +76,7 @@ xclients = _commands(
 )
 xforwards = _commands(
     Xforward,
-    # Postfix's valid_hostname() takes no all-digit name (it would pass for an address).
-    name=_maybe(hostnames.filter(lambda name: not set(name) <= set("0123456789."))),
+    name=_maybe(names),
     addr=_maybe(addresses),
     port=_maybe(ports),
     proto=_maybe(texts),
@@ -321,6 +322,9 @@ def test_xclients_may_come_back_to_back() -> None:
         (b"XFORWARD NAME=192.0.2.1\r\n", "501 5.5.4"),
         (b"XFORWARD NAME=up.abc.example.\r\n", "501 5.5.4"),
         (b"XFORWARD NAME=[TEMPUNAVAIL]\r\n", "501 5.5.4"),  # XCLIENT's alone
+        # XCLIENT's NAME too (smtpd.c, xclient_cmd: valid_hostname()).
+        (b"XCLIENT NAME=192.0.2.1\r\n", "501 5.5.4"),
+        (b"XCLIENT NAME=mail.abc.example.\r\n", "501 5.5.4"),
         (b"XCLIENT HELO=" + b"h" * 256 + b"\r\n", "501 5.5.4"),
         (b"XCLIENT HELO=" + b"h" * 600 + b"\r\n", "500 5.5.2"),  # over the line limit
         (b"XFORWARD SOURCE=ELSEWHERE\r\n", "501 5.5.4"),

@@ -83,8 +83,9 @@ def _host(value: object) -> str:
 
 
 def _valid_hostname(text: str) -> None:
-    """XFORWARD's NAME on the wire, as current Postfix's ``valid_hostname()`` reads it
-    (smtpd.c, ``xforward_cmd``), which answers anything else ``501 5.5.4``: a host
+    """XCLIENT's and XFORWARD's NAME on the wire, as current Postfix's
+    ``valid_hostname()`` reads it (smtpd.c, ``xclient_cmd`` and ``xforward_cmd``),
+    which answers anything else ``501 5.5.4``: a host
     name (:func:`_host`, which the event checked) without a final dot, and not all
     digits, which would pass for an address. ValueError otherwise."""
     if text.endswith(".") or _NUMERIC.fullmatch(text):
@@ -219,7 +220,7 @@ class Attribute:
 _UNAVAILABLE_WORDS: Final = {member.value: member for member in Unavailable}
 
 XCLIENT_ATTRIBUTES: Final = (
-    Attribute("NAME", "name", _host, tempunavail=True),
+    Attribute("NAME", "name", _host, tempunavail=True, wire_form=_valid_hostname),
     Attribute("ADDR", "addr", _ip, _write_ip, wire_form=_literal_ip),
     Attribute("PORT", "port", _port),
     Attribute("PROTO", "proto", _one_of("SMTP", "ESMTP")),
