@@ -597,9 +597,32 @@ class ServerConnection:
         state = self._state
         if self._pending is None:  # the everyday case first: nothing awaits an answer
             if state is _STATE_DATA:
+                if self._content_ended:  # the content was passed on: the end of the message
+                    if self._refusal is None and not self._config.lmtp:  # _end_content's
+                        self._decoder = self._content = None
+                        self._content_ended = False
+                        self._lmtp_replies_due = 1
+                        self._pending = _END_OF_MESSAGE
+                        return _END_OF_MESSAGE
+                    return self._end_content()
                 buffered = self._buffer
-                if not buffered and not self._content_ended and not buffered.peer_closed:
-                    return NEED_DATA  # nothing to read: the wait for content
+                if not buffered:
+                    if not buffered.peer_closed:
+                        return NEED_DATA  # nothing to read: the wait for content
+                elif self._decoder is None:  # the message's first bytes
+                    # The everyday message: whole in this read, and nothing to do to it.
+                    config = self._config
+                    data = decode_whole(buffered, config.framing, config.max_text_line)
+                    if data is not None:
+                        size = len(data)
+                        limit = config.max_message_size
+                        if not limit or size <= limit:
+                            del buffered[: size + 3]  # consume's work: nothing searched
+                            self._received = size
+                            self._content_ended = True
+                            event: MessageData = _new(MessageData)
+                            _SET_DATA(event, data)
+                            return event
                 return self._next_content()
             if state in _READING_COMMANDS:
                 if not self._buffer and not self._buffer.peer_closed:
@@ -619,9 +642,7 @@ class ServerConnection:
             return ConnectionClosed()
         if self._pending is not None or state in (State.GREETING, State.TLS_PENDING):
             return PAUSED
-        if state is State.DATA:
-            return self._next_content()
-        return self._next_command()
+        return self._next_command()  # DATA with nothing pending is the first branch's
 
     def send(self, event: Event) -> bytes:
         """Check ``event`` against the state, apply it, and return its bytes."""
@@ -1151,32 +1172,16 @@ class ServerConnection:
     # -- reading content ------------------------------------------------
 
     def _next_content(self) -> Event | NoEvent:
-        if self._content_ended:  # the content was passed on: the end of the message
-            if self._refusal is None and not self._config.lmtp:  # _end_content's, inline
-                self._decoder = self._content = None
-                self._content_ended = False
-                self._lmtp_replies_due = 1
-                self._pending = _END_OF_MESSAGE
-                return _END_OF_MESSAGE
-            return self._end_content()
+        """Content that :meth:`next_event` does not take itself, without this call:
+        the end of a message whose content was passed on, and a message whole in its
+        first read that needs nothing done to it (most are both); the rest of
+        DATA's content, read by a decoder built here."""
         decoder = self._decoder
         buffered = self._buffer
-        if decoder is None:  # the message's first bytes
+        if decoder is None:  # the message's first bytes, not one whole everyday message
             if not buffered:
-                return NEED_DATA if not buffered.peer_closed else self._closed_or_need_data()
+                return self._closed_or_need_data()
             config = self._config
-            # The everyday message: whole in this read, and nothing to do to it.
-            data = decode_whole(buffered, config.framing, config.max_text_line)
-            if data is not None:
-                size = len(data)
-                limit = config.max_message_size
-                if not limit or size <= limit:
-                    del buffered[: size + 3]  # consume's work: DATA leaves nothing searched
-                    self._received = size
-                    self._content_ended = True
-                    event: MessageData = _new(MessageData)
-                    _SET_DATA(event, data)
-                    return event
             decoder = self._decoder = DotDecoder(
                 config.framing, max_line_length=config.max_text_line
             )
