@@ -777,7 +777,7 @@ def test_the_commands_known_by_type_are_known_to_every_session(options: dict[str
     ],
 )
 def test_the_lines_read_where_they_stand_are_commands_every_session_knows(line: bytes) -> None:
-    """``_next_command`` takes a line ``match_everyday_line`` matches in the buffer
+    """``next_event`` takes a line ``match_everyday_line`` matches in the buffer
     without asking the session's verbs: each kind the expression reads is one of
     ``_ALWAYS_KNOWN``."""
     match = match_everyday_line(bytearray(line + b"NOOP\r\n"))
@@ -786,7 +786,7 @@ def test_the_lines_read_where_they_stand_are_commands_every_session_knows(line: 
 
 
 def test_the_bare_lines_are_told_apart_by_their_first_letter() -> None:
-    """``_next_command`` takes DATA, RSET, NOOP and QUIT by ``BARE_LINES`` and the
+    """``next_event`` takes DATA, RSET, NOOP and QUIT by ``BARE_LINES`` and the
     line's first octet: one entry a line, its CR fifth, its command the line's own
     and one every session knows."""
     assert sorted(line for line, _ in BARE_BY_FIRST_OCTET.values()) == sorted(BARE_LINES)

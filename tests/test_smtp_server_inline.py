@@ -131,6 +131,36 @@ def test_a_whole_message_and_its_end_are_taken_by_next_event_itself() -> None:
     assert out.startswith(b"250 ")
 
 
+@pytest.mark.parametrize(
+    ("line", "calls"),
+    [
+        (b"MAIL FROM:<a@b.example>\r\n", ["everyday_command", "_take_command", "_check_mail"]),
+        (b"RCPT TO:<c@d.example>\r\n", ["everyday_command", "_take_command", "_check_rcpt"]),
+        (b"DATA\r\n", ["_take_command", "_check_data"]),
+    ],
+)
+def test_an_everyday_command_line_is_read_by_next_event_itself(
+    line: bytes, calls: list[str]
+) -> None:
+    """MAIL, RCPT and DATA as clients write them are read where they stand by
+    ``next_event`` itself, which hands the command to ``_take_command``: no call to
+    ``_next_command`` for them (three a message, about 1% of a pipelined session's
+    instructions, issue 17)."""
+    conn = greeted()
+    run(conn, EHLO)
+    for sent in (b"MAIL FROM:<x@y.example>\r\n", b"RCPT TO:<x@y.example>\r\n"):
+        if line[:4] != sent[:4]:
+            run(conn, sent)
+        else:
+            break
+    conn.receive_data(line + b"NOOP\r\n")
+    with python_calls() as counted:
+        event = conn.next_event()
+    assert counted == ["next_event", *calls]
+    assert type(event).__name__ == line[:4].decode().capitalize()
+    assert bytes(conn._buffer) == b"NOOP\r\n"
+
+
 OPTIONS = st.fixed_dictionaries(
     {
         "size": st.booleans(),
@@ -331,10 +361,10 @@ def test_receive_data_appends_as_the_line_buffer_receives(pieces: list[bytes]) -
 def test_a_command_line_is_taken_from_the_buffer_as_next_line_takes_it(
     data: bytes, searched: int, discarding: bool, limit: int, lf_ends: bool
 ) -> None:
-    """``_next_command`` takes a whole line ended by CRLF within the limit from the
-    buffer itself, without ``ReceiveBuffer.next_line``, and an everyday line where it
-    stands, matched in the buffer: the buffer is left as the method leaves it, and
-    the line taken is the one it gives."""
+    """The machine takes a whole line ended by CRLF within the limit from the buffer
+    itself, without ``ReceiveBuffer.next_line`` (``_next_command``), and an everyday
+    line where it stands, matched in the buffer (``next_event``): the buffer is left
+    as the method leaves it, and the line taken is the one it gives."""
     framing = FramingPolicy(lf_ends_command=True) if lf_ends else None
     conn = greeted(max_junk_commands=1000, framing=framing)
     run(conn, b"EHLO c.example\r\n")

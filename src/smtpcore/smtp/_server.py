@@ -625,9 +625,50 @@ class ServerConnection:
                             return event
                 return self._next_content()
             if state in _READING_COMMANDS:
-                if not self._buffer and not self._buffer.peer_closed:
-                    return NEED_DATA  # nothing to read: the wait before every command
-                return self._next_command()
+                buffer = self._buffer
+                if not buffer:
+                    if not buffer.peer_closed:
+                        return NEED_DATA  # nothing to read: the wait before every command
+                    return self._next_command()
+                config = self._config
+                # The everyday lines (MAIL, RCPT, DATA, RSET, NOOP, QUIT, commands every
+                # session knows) read where they stand: a match ends at the buffer's
+                # first CRLF, so it is the line ReceiveBuffer.next_line would take, read
+                # with no search for its end and no copy before the match (a test holds
+                # them equal). Tried only while nothing of the buffer was searched
+                # (_searched 0): a line that trickles in is matched at its first read,
+                # not again at each. Any other line is _next_command's.
+                if (
+                    state is _STATE_AUTH
+                    or self._skip
+                    or buffer._discarding
+                    or buffer._searched
+                    or config.framing.lf_ends_command
+                    or self._errors >= config.max_errors
+                ):
+                    return self._next_command()
+                limit = self._command_line_limit
+                # DATA, RSET, NOOP or QUIT and CRLF as clients write them, the shortest
+                # and most frequent lines, told by their first letter (the CR first: a
+                # MAIL or RCPT line has a space there), with no match at all.
+                if (
+                    limit > 5
+                    and len(buffer) > 5
+                    and buffer[4] == 13
+                    and buffer.startswith(BARE_LINES)
+                ):
+                    line, bare = BARE_BY_FIRST_OCTET[buffer[0]]
+                    del buffer[:6]
+                    return self._take_command(line, bare)
+                match = match_everyday_line(buffer)
+                if match is None or (end := match.end()) > limit:
+                    return self._next_command(tried=True)
+                line = match[0]
+                everyday = everyday_command(match, line)  # while the line is in the buffer
+                del buffer[:end]
+                if everyday is None:
+                    return self._next_command(line)
+                return self._take_command(line, everyday)
         if state is State.ERROR:
             raise RemoteProtocolError(
                 "the connection is in the ERROR state",
@@ -781,8 +822,12 @@ class ServerConnection:
 
     # -- reading commands -----------------------------------------------
 
-    def _next_command(self) -> Event | NoEvent:
-        if self._skip:
+    def _next_command(self, line: bytes | None = None, tried: bool = False) -> Event | NoEvent:
+        """The next command line, read and parsed as every line is: ``line`` when
+        :meth:`next_event` took it from the buffer already, ``tried`` once its
+        everyday match was tried (on ``line``, or on the line still in the buffer).
+        """
+        if self._skip:  # never so with a line taken
             self._skip -= len(self._buffer.take(self._skip))
             if self._skip:
                 return self._closed_or_need_data()
@@ -791,32 +836,6 @@ class ServerConnection:
         lf_ends = config.framing.lf_ends_command
         limit = config.max_auth_line if in_auth else self._command_line_limit
         buffer = self._buffer
-        line: bytes | None = None
-        # The everyday lines (MAIL, RCPT, DATA, RSET, NOOP, QUIT, commands every session
-        # knows) read where they stand: a match ends at the buffer's first CRLF, so it
-        # is the line ReceiveBuffer.next_line would take, read with no search for its
-        # end and no copy before the match (a test holds them equal). Tried only while
-        # nothing of the buffer was searched (_searched 0): a line that trickles in is
-        # matched at its first read, not again at each.
-        tried = (
-            not (in_auth or lf_ends or buffer._discarding or buffer._searched)
-            and self._errors < config.max_errors
-        )
-        if tried:
-            # DATA, RSET, NOOP or QUIT and CRLF as clients write them, the shortest and
-            # most frequent lines, told by their first letter (the CR first: a MAIL or
-            # RCPT line has a space there), with no match at all.
-            if limit > 5 and len(buffer) > 5 and buffer[4] == 13 and buffer.startswith(BARE_LINES):
-                line, bare = BARE_BY_FIRST_OCTET[buffer[0]]
-                del buffer[:6]
-                return self._take_command(line, bare)
-            match = match_everyday_line(buffer)
-            if match is not None and (end := match.end()) <= limit:
-                line = match[0]
-                everyday = everyday_command(match, line)  # while the line is in the buffer
-                del buffer[:end]
-                if everyday is not None:
-                    return self._take_command(line, everyday)
         if line is None:
             # ReceiveBuffer.next_line, without its call, for the line every command is:
             # whole, ended by CRLF within the limit, while no over-long line is being
