@@ -6,7 +6,10 @@ known line as it came), and content of one piece goes out with its end
 through ``_send_whole`` (``send(MessageData(...))`` then
 ``send(EndOfMessage())``, dot-stuffed by ``encode_whole``). Here two machines
 are driven side by side, one through the shortcut and one through the
-general calls, and must agree on every event, error, state and result.
+general calls, and must agree on every event, error, state and result. The
+success of MAIL, RCPT, DATA or the content, which both ``_receive_event`` and
+``next_event`` record without ``_dispatch`` (``_record_fused``), goes through
+``_dispatch`` on the general side.
 """
 
 from __future__ import annotations
@@ -79,6 +82,8 @@ COMMANDS = st.sampled_from(
         Rcpt(parse_mailbox("b@pqr.example")),
         Rcpt(parse_mailbox("c@pqr.example")),
         Data(),
+        MessageData(b"Subject: hi\r\n\r\nhello\r\n"),
+        EndOfMessage(),
         Rset(),
         Noop(),
     ]
@@ -131,22 +136,40 @@ MAIL = Mail(parse_mailbox("a@abc.example"))
 RCPT = Rcpt(parse_mailbox("b@pqr.example"))
 
 
+EVERYDAY_MESSAGE = [
+    (MAIL, b"250 2.1.0 Ok\r\n"),
+    (RCPT, b"250 2.1.5 Ok\r\n"),
+    (Rcpt(parse_mailbox("c@pqr.example")), b"550 5.1.1 no such user\r\n"),
+    (Data(), b"354 go\r\n"),
+    (MessageData(b"hello\r\n"), EndOfMessage(), b"250 2.0.0 Ok: queued\r\n"),
+]
+
+
 @settings(max_examples=500)
-@given(OFFERS, st.sampled_from([4096, 16, 30]), STEPS)
-@example([], 4096, [(MAIL, b"250 2"), (b"250 2.1.0 Ok\r\n",)])  # behind a piece
-@example([], 30, [(MAIL, b"250 2.1.5 recipient ok, and a longer text\r\n")])  # too long
-@example([], 4096, [(MAIL, b"250-first line\r\n", b"250 2.1.0 Ok\r\n")])  # a last line
+@given(OFFERS, st.sampled_from([4096, 16, 30]), st.booleans(), STEPS)
+@example([], 4096, False, [(MAIL, b"250 2"), (b"250 2.1.0 Ok\r\n",)])  # behind a piece
+@example([], 30, False, [(MAIL, b"250 2.1.5 recipient ok, and a longer text\r\n")])  # too long
+@example([], 4096, False, [(MAIL, b"250-first line\r\n", b"250 2.1.0 Ok\r\n")])  # a last line
 @example(  # after the close
     ["PIPELINING"],
     4096,
+    False,
     [(MAIL,), (RCPT, b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n", b""), (Data(), b"354 go\r\n")],
 )
+@example([], 4096, False, EVERYDAY_MESSAGE)  # each reply fused
+@example([], 4096, True, EVERYDAY_MESSAGE)  # LMTP: the 354 and the end go to _dispatch
+@example(  # a success after a refusal the commands behind it were not checked for
+    ["PIPELINING"],
+    4096,
+    False,
+    [(MAIL,), (RCPT,), (b"550 5.1.1 no such user\r\n",), (b"250 2.1.5 Ok\r\n",)],
+)
 def test_receive_event_is_receive_data_then_next_event(
-    offered: list[str], max_reply_line: int, steps: list[tuple[object, ...]]
+    offered: list[str], max_reply_line: int, lmtp: bool, steps: list[tuple[object, ...]]
 ) -> None:
-    short = greeted(offered, 4096, lmtp=False)
+    short = greeted(offered, 4096, lmtp=lmtp)
     short.max_reply_line = max_reply_line
-    general = greeted(offered, 4096, lmtp=False)
+    general = greeted(offered, 4096, lmtp=lmtp)
     general.max_reply_line = max_reply_line
     for step in (single for group in steps for single in group):
         if isinstance(step, bytes):
@@ -161,6 +184,10 @@ def test_receive_event_is_receive_data_then_next_event(
 
 
 def received(conn: ClientConnection, data: bytes) -> object:
+    """``receive_data`` then ``next_event``, every reply through ``_dispatch``: no
+    success recorded as ``_record_fused`` records it."""
+    for entry in conn._queue:
+        entry.fused = frozenset()
     conn.receive_data(data)
     return conn.next_event()
 

@@ -71,6 +71,9 @@ _TRANSACTION_EVENTS: Final = (Mail, Rcpt, Data, Bdat, EndOfMessage)
 _SESSION_RESETS: Final = (Rset, Ehlo, Helo, Lhlo, Quit, Xclient)
 
 
+_NOT_FUSED: Final[frozenset[int]] = frozenset()
+
+
 @dataclass(slots=True)
 class _Awaited:
     """An event that still waits for its reply (or replies, for LMTP content)."""
@@ -89,6 +92,10 @@ class _Awaited:
     replaced: _Transaction | None = None
     """For a command that resets the session, the transaction it ended when sent:
     open again if the server refuses the reset."""
+    fused: frozenset[int] = _NOT_FUSED
+    """The reply codes :meth:`ClientConnection._receive_event` records itself for
+    this entry (its success, for MAIL, RCPT, DATA and the end of the content); any
+    other reply goes through ``_dispatch``."""
 
 
 def _awaited(event: Event, rule: Rule, transaction: _Transaction | None, after: State) -> _Awaited:
@@ -103,6 +110,7 @@ def _awaited(event: Event, rule: Rule, transaction: _Transaction | None, after: 
     entry.replies_due = 0
     entry.after = after
     entry.replaced = None
+    entry.fused = _NOT_FUSED
     return entry
 
 
@@ -339,6 +347,10 @@ class ClientConnection:
                     reply = self._known.get(bytes(received[: end + 1]))
                     if reply is not None:
                         self._buffer.consume(end + 1)
+                        entry = self._queue[0]
+                        if reply.code in entry.fused:
+                            self._record_fused(entry, reply)
+                            return reply
                 if reply is None:
                     reply = self._read_reply()
                 if reply is not None:
@@ -363,6 +375,11 @@ class ClientConnection:
         ahead of them; the line is then looked up as it came, without being copied
         into the buffer, searched and cut out again. Anything else takes the two
         calls. A property test holds both to the same events and state.
+
+        The reply most often is the success the command at the head of the queue was
+        sent for (MAIL, RCPT, DATA, the end of the content: the entry's ``fused``
+        codes). It is recorded here as :meth:`_dispatch` records it, without that
+        method's tests for the greeting, the unasked, the refused and LMTP.
         """
         if (
             not self._received
@@ -375,6 +392,10 @@ class ClientConnection:
         ):
             reply = self._known.get(data)
             if reply is not None:
+                entry = self._queue[0]
+                if reply.code in entry.fused:
+                    self._record_fused(entry, reply)
+                    return reply
                 try:
                     self._dispatch(reply)
                 except RemoteProtocolError:
@@ -495,6 +516,7 @@ class ClientConnection:
             if command.params is NO_PARAMETERS and local.isascii() and domain.isascii():
                 assert transaction is not None  # the MAIL state implies a MAIL sent
                 entry.recipient = transaction.add_recipient(to)
+                entry.fused = rule.success_codes
                 queue.append(entry)
                 return b"RCPT TO:" + (_PATHS.get((local, domain)) or _wire_path(to)) + b"\r\n"
         elif kind is Mail:
@@ -506,10 +528,13 @@ class ClientConnection:
                 entry.transaction = self._transaction = _Transaction(
                     sender, utf8=False, binary=False
                 )
+                entry.fused = rule.success_codes
                 queue.append(entry)
                 path = None if sender is None else _PATHS.get((sender.local_part, sender.domain))
                 return b"MAIL FROM:" + (path or _wire_path(sender)) + b"\r\n"
         elif kind is Data and (transaction is None or not transaction.binary):
+            if transaction is not None and not self.lmtp:  # LMTP's 354 is checked
+                entry.fused = rule.success_codes
             queue.append(entry)
             return b"DATA\r\n"
         self._check_command(command)
@@ -620,9 +645,7 @@ class ClientConnection:
             raise LocalProtocolError(_CONTENT_OUT_OF_PLACE)
         encoder = self._encoder
         self._encoder = None
-        self._queue.append(
-            _awaited(event, END_OF_DATA_RULE, self._content_transaction, State.READY)
-        )
+        self._queue.append(self._awaited_end(event))
         return b".\r\n" if encoder is None else encoder.end()  # no content: a fresh encoder's
 
     def _send_whole(self, data: bytes) -> bytes:
@@ -640,10 +663,17 @@ class ClientConnection:
             return self.send(MessageData(data)) + self.send(_END)
         if not data.isascii():
             check_content(self._extensions, data)
-        self._queue.append(
-            _awaited(_END, END_OF_DATA_RULE, self._content_transaction, State.READY)
-        )
+        self._queue.append(self._awaited_end(_END))
         return encode_whole(data, normalize=self.normalize_line_endings)
+
+    def _awaited_end(self, event: EndOfMessage) -> _Awaited:
+        """The entry for the end of the content; its success is fused (see
+        :meth:`_receive_event`) in SMTP, where one reply answers for every recipient."""
+        transaction = self._content_transaction
+        entry = _awaited(event, END_OF_DATA_RULE, transaction, State.READY)
+        if transaction is not None and not self.lmtp:
+            entry.fused = END_OF_DATA_RULE.success_codes
+        return entry
 
     def _send_auth_response(self, event: AuthResponse) -> bytes:
         if self._state is not State.AUTH or self._queue:
@@ -663,6 +693,41 @@ class ClientConnection:
                 raise RemoteProtocolError(f"reply line longer than {limit} octets")
             return None  # the line is not complete yet
         return self._parser.next_reply(self._buffer, enhanced=self._enhanced_status_codes)
+
+    def _record_fused(self, entry: _Awaited, reply: Reply) -> None:
+        """Record ``reply``, one of ``entry.fused`` (the success of MAIL, RCPT, DATA or
+        the end of the content, ``entry`` at the head of the queue), as
+        :meth:`_dispatch` records it, without that method's tests for the greeting,
+        the unasked, the refused and LMTP: the reply most replies are. A property
+        test holds the two equal."""
+        queue = self._queue
+        event = entry.event
+        transaction = entry.transaction
+        assert transaction is not None  # fused only where there is one
+        if type(event) is Rcpt:
+            transaction.replies[entry.recipient] = reply
+            self._answered_recipient = event.recipient
+        else:
+            self._answered_recipient = None
+            if type(event) is Mail:
+                transaction.mail_reply = reply
+                transaction.complete = False
+            elif type(event) is Data:  # the 354
+                transaction.data_reply = reply
+                self._content_transaction = transaction
+            else:  # after the content: SMTP's one reply for every recipient
+                deliveries = transaction.deliveries
+                for index, answer in enumerate(transaction.replies):
+                    if answer is not None and 200 <= answer.code < 300:
+                        deliveries[index] = reply
+                transaction.end_replies.append(reply)
+                transaction.complete = True
+        queue.popleft()
+        self._state = entry.rule.on_success  # type: ignore[assignment]  # a State where fused
+        self._answered = event
+        self._last_transaction = transaction
+        if queue and self._state is not entry.after:
+            self._reproject()  # not the success the commands behind it were checked for
 
     def _dispatch(self, reply: Reply) -> None:
         self._answered_recipient = None
