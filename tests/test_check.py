@@ -109,7 +109,34 @@ def test_a_crash_is_a_dropped_connection_in_the_transcript() -> None:
     assert "dropped connection" in result.summary
     assert "SIZE=\\xc2\\xb2" in result.transcript_text()
     assert "-- server closed the connection" in result.transcript_text()
-    assert [type(crash) for crash in server.crashes] == [ValueError]
+    assert {type(crash) for crash in server.crashes} == {ValueError}
+
+
+class RefuseThenCloseDigitServer(SmallServer):
+    """Trusts ``str.isdigit()`` too, but catches ``int("²")``: 501 and a close, as a
+    crashed worker with a last word does; ``SIZE=`` in Arabic-Indic digits is a size."""
+
+    def parse_number(self, text: str) -> int | None:
+        if not text.isdigit():
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            self.closed = True
+            return None
+
+
+def test_a_refusal_then_a_close_does_not_hide_a_size_read_from_other_digits() -> None:
+    with serve(RefuseThenCloseDigitServer) as server:
+        report = check_server(server.host, server.port, checks=["ascii-digits"], timeout=5)
+    result = report["ascii-digits"]
+    assert result.outcome is Outcome.FAILED, result
+    # Only BDAT may close after its refusal; every line is still tried, on a new connection.
+    assert "instead of answering RSET after 'MAIL FROM:<check@smtpcore.test> SIZE=²'" in (
+        result.summary
+    )
+    assert "SIZE=\u0661\u0660' was answered 250 2.1.0 OK, not a 5xx refusal" in result.summary
+    assert len(server.sessions) >= 2
 
 
 class CrashOnMailServer(SmallServer):

@@ -644,31 +644,52 @@ def check_ascii_digits(probe: Probe) -> str:
     reads), the same with SMTPUTF8 when offered and, with CHUNKING,
     ``BDAT ²`` must each get a 5xx refusal, not a crash and not a size;
     ``BDAT ²`` may instead get 421 and a close (RFC 5321 §3.8): no one knows
-    where its chunk ends.
+    where its chunk ends. Every line is tried, on a new connection where the
+    server closed the last one, so that one refusal cannot hide a size taken
+    from another line.
     """
+    client: WireClient | None
     client, offered = probe.hello()
     lines = [probe.mail_line(" SIZE=²"), probe.mail_line(" SIZE=\u0661\u0660")]
     if "SMTPUTF8" in offered:  # where non-ASCII is allowed, it still is no digit
         lines.append(probe.mail_line(" SMTPUTF8 SIZE=²"))
     if "CHUNKING" in offered:
         lines.append(b"BDAT \xc2\xb2 LAST")  # the superscript two, with no octets after
+    problems: list[str] = []
+    closed_after = ""
     for line in lines:
         text = line.decode()
+        if client is None:
+            client, _ = probe.hello()
+        bdat = line.startswith(b"BDAT")
         answer = client.command(line)
         if answer is None:
-            raise _Failed(f"{text!r} was answered by a dropped connection")
-        closing = answer.code == 421 and line.startswith(b"BDAT")
+            problems.append(f"{text!r} was answered by a dropped connection")
+            client = None
+            continue
+        closing = answer.code == 421 and bdat
         if answer.code // 100 != 5 and not closing:
-            raise _Failed(f"{text!r} was answered {answer}, not a 5xx refusal")
-        if client.command(b"RSET") is None:
-            # Closing after a refusal is fine: after a bad BDAT size, no one
-            # knows where the chunk would end.
-            return f"non-ASCII digits were refused, {text!r} with {answer.code}, then closed"
-        if closing:
-            raise _Failed(f"{text!r} was answered {answer}, and the session went on")
-    after = _quit(client)
-    if _codes(after) != [221]:
-        raise _Failed(f"QUIT after the refusals got {_codes(after)}")
+            problems.append(f"{text!r} was answered {answer}, not a 5xx refusal")
+        after = client.command(b"RSET")
+        if after is None and bdat:
+            # Closing after a refused BDAT is fine: no one knows where its chunk would end.
+            closed_after = f", {text!r} with {answer.code}, then closed"
+        elif after is None:
+            problems.append(
+                f"the server closed the connection instead of answering RSET after {text!r}"
+            )
+        elif closing:
+            problems.append(f"{text!r} was answered {answer}, and the session went on")
+        if after is None or after.code == 421:  # a session ended the proper way, §3.8
+            client = None
+    if problems:
+        raise _Failed("; ".join(problems))
+    if client is not None:
+        after_quit = _quit(client)
+        if _codes(after_quit) != [221]:
+            raise _Failed(f"QUIT after the refusals got {_codes(after_quit)}")
+    if closed_after:
+        return f"non-ASCII digits were refused{closed_after}"
     return "non-ASCII digits were refused with 5xx"
 
 
