@@ -545,6 +545,22 @@ def test_smtpcore_asyncio_server_passes_every_check(tls: TLSFiles) -> None:
     assert report.target.startswith("handler Sink at 127.0.0.1:")
 
 
+class NoSuchUser(Handler):
+    """Refuses every recipient; after max_errors (20) refusals the server says 421 and closes."""
+
+    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
+        return Reply(550, "No such user")
+
+
+def test_a_refused_recipient_skips_the_recipient_limit_check() -> None:
+    # RFC 5321 §3.8: ending the session after too many errors is correct, and
+    # a refused recipient says nothing of the limit (docs/testing-check.rst).
+    report = check_handler(NoSuchUser(), checks=["recipient-limit"], timeout=5)
+    result = report["recipient-limit"]
+    assert result.outcome is Outcome.SKIPPED, result
+    assert result.summary.startswith("the recipient was refused (550")
+
+
 @pytest.fixture
 def aiosmtpd_server(tls: TLSFiles) -> Iterator[int]:
     from aiosmtpd.controller import Controller
