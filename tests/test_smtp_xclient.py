@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 from smtp_helpers import EHLO, ENVELOPE, codes, greeted, run
 from smtpcore import LocalProtocolError
@@ -26,64 +25,10 @@ from smtpcore.smtp import (
     Xforward,
 )
 from smtpcore.testing import ConnectionPair
+from smtpcore.testing import strategies as sst
 
 TRUSTED = {"xclient": True, "xforward": True, "trusted_forwarder": True}
 ATTRIBUTES = b"NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT"
-
-# -- values, as Hypothesis draws them ---------------------------------------------------
-
-# Narrow on purpose: XCLIENT and XFORWARD attribute values (Postfix extensions, outside
-# what smtpcore.testing draws), with "_" in host names as Postfix sends them.
-
-_label = st.from_regex(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,20}[A-Za-z0-9_])?", fullmatch=True)
-hostnames = st.lists(_label, min_size=1, max_size=4).map(".".join)
-addresses = st.ip_addresses().map(str)
-ports = st.integers(0, 65535)
-# Printable text without spaces, "+" and "=" included: xtext must encode those.
-texts = st.text(
-    st.characters(blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp", "Cf", "Co", "Cn")),
-    min_size=1,
-    max_size=40,
-).filter(lambda text: text.isprintable() and not any(c.isspace() for c in text))
-
-
-def _maybe(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.none() | st.just(UNAVAILABLE) | values
-
-
-def _commands(cls: type[Any], **fields: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    """Commands of ``cls`` with at least one attribute, on one command line."""
-    return (
-        st.fixed_dictionaries(fields)
-        .filter(lambda drawn: any(value is not None for value in drawn.values()))
-        .map(lambda drawn: cls(**drawn))
-        .filter(lambda command: len(command.to_line()) <= 510)
-    )
-
-
-# Postfix's valid_hostname() takes no all-digit name (it would pass for an address).
-names = hostnames.filter(lambda name: not set(name) <= set("0123456789."))
-xclients = _commands(
-    Xclient,
-    name=_maybe(names) | st.just(TEMPUNAVAIL),
-    addr=_maybe(addresses),
-    port=_maybe(ports),
-    proto=_maybe(st.sampled_from(["SMTP", "ESMTP"])),
-    helo=_maybe(texts),
-    login=_maybe(texts),
-    destaddr=_maybe(addresses),
-    destport=_maybe(ports),
-)
-xforwards = _commands(
-    Xforward,
-    name=_maybe(names),
-    addr=_maybe(addresses),
-    port=_maybe(ports),
-    proto=_maybe(texts),
-    helo=_maybe(texts),
-    ident=_maybe(texts),
-    source=_maybe(st.sampled_from(["LOCAL", "REMOTE"])),
-)
 
 
 def _pair() -> ConnectionPair:
@@ -100,14 +45,14 @@ def _pair() -> ConnectionPair:
 # -- the grammar, both ways --------------------------------------------------------------
 
 
-@given(xclients)
+@given(sst.xclients())
 def test_xclient_round_trips(command: Xclient) -> None:
     pair = _pair()
     pair.send(command)
     assert pair.server_events[-1] == command
 
 
-@given(xforwards)
+@given(sst.xforwards())
 def test_xforward_round_trips(command: Xforward) -> None:
     pair = _pair()
     pair.send(command)

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from smtpcore import NEED_DATA, PAUSED, ProtocolError, RemoteProtocolError, smtp
 from smtpcore.address import AddressError, Mailbox, parse_mailbox, parse_path
 from smtpcore.smtp import BadCommand, ClientConnection, RejectedMessage, Reply, ServerConnection
-from smtpcore.smtp._commands import chunk_after
+from smtpcore.smtp._commands import chunk_after, format_command
 from smtpcore.testing import ConnectionPair, run_server
 from smtpcore.testing import strategies as sst
 
@@ -127,6 +127,80 @@ def test_valid_parameters_are_accepted(mail: smtp.Parameters, rcpt: smtp.Paramet
     line += f"RCPT TO:<{'jöhn' if utf8 else 'john'}@pqr.example> {rcpt}".rstrip() + "\r\n"
     events, _ = run_server(conn, line.encode())
     assert not [e for e in events if isinstance(e, BadCommand)], events
+
+
+MORE_EXTENSIONS = {"8BITMIME", "CHUNKING", "BINARYMIME", "REQUIRETLS", "MT-PRIORITY"}
+
+
+def _more_server() -> ServerConnection:
+    """A server over TLS offering BINARYMIME, REQUIRETLS and (as an extra) MT-PRIORITY."""
+    from smtpcore.smtp._ext.announced import MT_PRIORITY
+
+    conn = ServerConnection(
+        "mx.test", binarymime=True, requiretls=True, tls=True, extra_extensions=[MT_PRIORITY]
+    )
+    conn.send(Reply(220, "mx.test ESMTP"))
+    run_server(conn, b"EHLO client.test\r\n")
+    return conn
+
+
+@given(sst.mail_parameters(extensions=MORE_EXTENSIONS))
+def test_parameters_of_more_extensions_are_accepted(mail: smtp.Parameters) -> None:
+    events, out = run_server(_more_server(), f"MAIL FROM:<john@abc.example> {mail}\r\n".encode())
+    assert not [e for e in events if isinstance(e, BadCommand)], (events, out)
+    assert out.startswith(b"250 "), out
+
+
+@pytest.mark.parametrize(
+    ("extension", "wanted"),
+    [("BINARYMIME", ("BODY", "BINARYMIME")), ("REQUIRETLS", ("REQUIRETLS", None))]
+    + [("MT-PRIORITY", ("MT-PRIORITY", value)) for value in ("-9", "+3", "9")],
+)
+def test_each_extension_offered_has_its_parameter_drawn(
+    extension: str, wanted: tuple[str, str | None]
+) -> None:
+    key, value = wanted
+    drawn = find(
+        sst.mail_parameters(extensions={extension}),
+        lambda params: key in params and params[key] == value,
+    )
+    assert drawn[key] == value
+
+
+@given(sst.xclients() | sst.xforwards())
+def test_forwarding_commands_are_accepted_by_a_trusting_server(
+    command: smtp.Xclient | smtp.Xforward,
+) -> None:
+    conn = ServerConnection("mx.test", xclient=True, xforward=True, trusted_forwarder=True)
+    conn.send(Reply(220, "mx.test ESMTP"))
+    run_server(conn, b"EHLO proxy.test\r\n")
+    line = format_command(command)
+    events, out = run_server(conn, line)
+    assert events == [command], (line, out)
+    assert out[:4] in (b"220 ", b"250 "), out
+    # On the wire: NAME not all digits, no final dot; ADDR IPv4, or IPV6: and IPv6.
+    assert not re.search(rb"NAME=[0-9.]+[ \r]|NAME=[^ ]*\.[ \r]", line), line
+    for address in re.findall(rb"ADDR=([^ \r]+)", line):
+        if address != b"[UNAVAILABLE]":
+            assert address.count(b":") == 0 or address.upper().startswith(b"IPV6:"), line
+
+
+@pytest.mark.parametrize("extension", ["XCLIENT", "XFORWARD"])
+def test_commands_draws_the_forwarding_command_of_an_extension_offered(extension: str) -> None:
+    command = find(
+        sst.commands(extensions={extension}),
+        lambda c: isinstance(c, smtp.Xclient | smtp.Xforward),
+    )
+    assert command.verb == extension
+
+
+@SESSIONS
+@given(sst.sessions(extensions={"PIPELINING", "8BITMIME", "STARTTLS", "REQUIRETLS"}))
+def test_sessions_ask_for_requiretls_only_over_tls(session: sst.ClientSession) -> None:
+    pair = ConnectionPair(server=ServerConnection("mx.test", starttls=True, requiretls=True))
+    pair.play(session)
+    assert not [e for e in pair.server_events if isinstance(e, BadCommand | RejectedMessage)]
+    assert pair.messages == list(session.messages)
 
 
 @settings(max_examples=400)  # cheap draws; enough to reach every hostile value

@@ -15,7 +15,7 @@ import itertools
 import re
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from hypothesis import strategies as st
 
@@ -23,6 +23,8 @@ from smtpcore._dotstuff import DotEncoder
 from smtpcore.address import Mailbox
 from smtpcore.sasl import PlainClient
 from smtpcore.smtp import (
+    TEMPUNAVAIL,
+    UNAVAILABLE,
     Auth,
     AuthResponse,
     Bdat,
@@ -45,7 +47,10 @@ from smtpcore.smtp import (
     Reply,
     Rset,
     StartTls,
+    Unavailable,
     Vrfy,
+    Xclient,
+    Xforward,
     xtext,
 )
 from smtpcore.smtp._commands import chunk_after, format_command
@@ -65,6 +70,8 @@ __all__ = [
     "replies",
     "reply_lines",
     "sessions",
+    "xclients",
+    "xforwards",
     "xtexts",
 ]
 
@@ -156,7 +163,11 @@ def mail_parameters(
 
     ``SIZE`` (RFC 1870), ``BODY=7BIT|8BITMIME`` (RFC 6152), ``SMTPUTF8``
     (RFC 6531), ``RET`` and ``ENVID`` (DSN, RFC 3461), ``AUTH=`` (RFC 4954
-    §5, an xtext mailbox or ``<>``). ``hostile=True`` adds values the server
+    §5, an xtext mailbox or ``<>``), and for extensions outside
+    :data:`EXTENSIONS`, when named: ``BODY=BINARYMIME`` (RFC 3030 §3: the
+    content must then go with BDAT), ``REQUIRETLS`` (RFC 8689 §4.1: offered
+    over TLS only) and ``MT-PRIORITY`` from -9 to 9 (RFC 6710 §3, which
+    smtpcore's server takes through ``extra_extensions``). ``hostile=True`` adds values the server
     must refuse with 501 or 555: signed, huge and non-ASCII-digit sizes,
     unknown bodies and keywords, bad xtext. Every value is still an
     esmtp-value (a :class:`~smtpcore.smtp.Parameters` can only hold those);
@@ -185,6 +196,12 @@ def mail_parameters(
                 st.one_of(st.just("<>"), mailboxes(literals=False).map(lambda m: xtext(str(m)))),
             )
         )
+    if "BINARYMIME" in offered:
+        choices.append(st.just(("BODY", "BINARYMIME")))
+    if "REQUIRETLS" in offered:
+        choices.append(st.just(("REQUIRETLS", None)))
+    if "MT-PRIORITY" in offered:  # priority-value = 0*1("-" / "+") DIGIT
+        choices.append(st.tuples(st.just("MT-PRIORITY"), regex(r"[+-]?[0-9]")))
     if hostile:
         choices += _HOSTILE_MAIL_PARAMETERS
     return _parameters(choices)
@@ -378,7 +395,9 @@ def commands(
     """Any one valid SMTP command event, whatever the state it would be legal in.
 
     ``extensions`` limits parameters and the commands of extensions
-    (``BDAT`` needs CHUNKING, ``STARTTLS``, ``AUTH``); ``lmtp`` uses LHLO for
+    (``BDAT`` needs CHUNKING, ``STARTTLS``, ``AUTH``, and, outside
+    :data:`EXTENSIONS`, ``XCLIENT`` and ``XFORWARD``: :func:`xclients`,
+    :func:`xforwards`); ``lmtp`` uses LHLO for
     the greeting command (RFC 2033). NOOP, HELP, VRFY and EXPN take an RFC
     5321 String (an atom or a quoted string, §4.1.2); VRFY and EXPN may
     take a mailbox instead, as clients use them (§3.5).
@@ -414,7 +433,121 @@ def commands(
         options.append(st.just(StartTls()))
     if "AUTH" in offered:
         options.append(st.builds(Auth, st.just("PLAIN"), st.none() | st.binary(max_size=40)))
+    if "XCLIENT" in offered:
+        options.append(xclients())
+    if "XFORWARD" in offered:
+        options.append(xforwards())
     return st.one_of(options)
+
+
+# -- XCLIENT and XFORWARD (Postfix) ----------------------------------------------------
+
+
+_LABEL: Final = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,20}[A-Za-z0-9_])?"
+_HOST_NAMES: Final = (
+    regex(rf"{_LABEL}(?:\.{_LABEL}){{0,3}}")
+    # Postfix's valid_hostname(): no name that would pass for an address.
+    .filter(lambda name: not set(name) <= set("0123456789."))
+)
+"""Host names as Postfix checks them: labels of letters, digits, ``-`` and ``_``
+(which it lets through), not all digits, no final dot."""
+_ADDRESSES: Final = st.ip_addresses().map(str)
+"""IPv4 and IPv6 addresses: the events write an IPv6 one ``IPV6:address``."""
+_PORTS: Final = st.integers(0, 65535)
+_VALUE_TEXTS: Final = st.text(
+    st.characters(exclude_categories=["Cc", "Cs", "Zs", "Zl", "Zp", "Cf", "Co", "Cn"]),
+    min_size=1,
+    max_size=40,
+).filter(lambda text: text.isprintable() and not any(char.isspace() for char in text))
+"""Printable text without spaces, ``+`` and ``=`` included (xtext encodes those)."""
+
+
+def _maybe(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """An attribute left out, ``[UNAVAILABLE]``, or a value."""
+    unavailable: st.SearchStrategy[Unavailable] = st.just(UNAVAILABLE)
+    return st.none() | unavailable | values
+
+
+def _forwarding(
+    command: Callable[..., Xclient | Xforward], **fields: st.SearchStrategy[Any]
+) -> st.SearchStrategy[Any]:
+    """Commands with at least one attribute, on one command line (RFC 5321 §4.5.3.1.4)."""
+    return (
+        st.fixed_dictionaries(fields)
+        .filter(lambda drawn: any(value is not None for value in drawn.values()))
+        .map(lambda drawn: command(**drawn))
+        .filter(lambda built: len(built.to_line()) <= _MAX_COMMAND_LINE - 2)
+    )
+
+
+def xclients() -> st.SearchStrategy[Xclient]:
+    """``XCLIENT`` commands (Postfix's XCLIENT_README), as a trusted proxy sends them.
+
+    Each names at least one attribute, any of them ``[UNAVAILABLE]`` and
+    NAME ``[TEMPUNAVAIL]`` too, and fits one command line. NAME is a host
+    name as Postfix checks it (letters, digits, ``-`` and ``_``, not all
+    digits, no final dot), ADDR and DESTADDR an IPv4 address or ``IPV6:`` and
+    an IPv6 one on the wire, PROTO ``SMTP`` or ``ESMTP``, HELO and LOGIN
+    printable text without spaces. A server that offers XCLIENT to the
+    client accepts each one.
+
+    >>> from hypothesis import given
+    >>> from smtpcore.smtp import Reply, ServerConnection
+    >>> from smtpcore.testing import run_server
+    >>> from smtpcore.testing import strategies as sst
+    >>> @given(sst.xclients())
+    ... def test_a_trusted_proxy_is_heard(command):
+    ...     server = ServerConnection("mx.test", xclient=True, trusted_forwarder=True)
+    ...     server.send(Reply(220, "mx.test ESMTP"))
+    ...     events, _ = run_server(server, f"{command.to_line()}\\r\\n".encode())
+    ...     assert events[-1] == command
+    >>> test_a_trusted_proxy_is_heard()
+    """
+    tempunavail: st.SearchStrategy[Unavailable] = st.just(TEMPUNAVAIL)
+    return _forwarding(
+        Xclient,
+        name=_maybe(_HOST_NAMES) | tempunavail,
+        addr=_maybe(_ADDRESSES),
+        port=_maybe(_PORTS),
+        proto=_maybe(st.sampled_from(["SMTP", "ESMTP"])),
+        helo=_maybe(_VALUE_TEXTS),
+        login=_maybe(_VALUE_TEXTS),
+        destaddr=_maybe(_ADDRESSES),
+        destport=_maybe(_PORTS),
+    )
+
+
+def xforwards() -> st.SearchStrategy[Xforward]:
+    """``XFORWARD`` commands (Postfix's XFORWARD_README), as a content filter sends them.
+
+    Each names at least one attribute, any of them ``[UNAVAILABLE]``, and
+    fits one command line. NAME and ADDR are as in :func:`xclients` (what
+    current Postfix takes: it answers ``501`` to a NAME that is all digits or
+    ends in a dot, and to an ADDR that is no IP address), PROTO and HELO and
+    IDENT printable text without spaces, SOURCE ``LOCAL`` or ``REMOTE``. A
+    server that offers XFORWARD to the client accepts each one.
+
+    >>> from hypothesis import given
+    >>> from smtpcore.testing import strategies as sst
+    >>> sst.xforwards().example()  # doctest: +SKIP
+    Xforward(name='relay.abc.example', addr='2001:db8::7', port=None, proto='ESMTP', ...)
+    >>> @given(sst.xforwards())
+    ... def test_an_ipv6_address_is_written_with_its_prefix(command):
+    ...     address = command.attributes.get("ADDR")
+    ...     if isinstance(address, str) and ":" in address:
+    ...         assert f"ADDR=IPV6:{address}" in command.to_line()
+    >>> test_an_ipv6_address_is_written_with_its_prefix()
+    """
+    return _forwarding(
+        Xforward,
+        name=_maybe(_HOST_NAMES),
+        addr=_maybe(_ADDRESSES),
+        port=_maybe(_PORTS),
+        proto=_maybe(_VALUE_TEXTS),
+        helo=_maybe(_VALUE_TEXTS),
+        ident=_maybe(_VALUE_TEXTS),
+        source=_maybe(st.sampled_from(["LOCAL", "REMOTE"])),
+    )
 
 
 _HOSTILE_LINES: Final = (
@@ -829,12 +962,14 @@ def sessions(
     usable = "AUTH" in offered and (tls or "STARTTLS" not in offered)
     if usable and mechanisms and draw(st.booleans()):
         groups += _authentication(draw, mechanisms)
+    # REQUIRETLS is offered over TLS only (RFC 8689 §4.1).
+    in_force = offered if tls or "STARTTLS" not in offered else offered - {"REQUIRETLS"}
     for _ in range(draw(st.integers(0, max_transactions))):
         if draw(st.booleans()):
             groups.append((draw(st.sampled_from([Rset(), Noop()])),))
         if hostile and draw(st.booleans()):
             groups.append((draw(_session_lines(offered)),))
-        groups += _transaction(draw, offered, content, pipelining=pipelining, hostile=hostile)
+        groups += _transaction(draw, in_force, content, pipelining=pipelining, hostile=hostile)
     if pipelining and len(groups) > 1 and draw(st.booleans()) and _ends_with_end(groups[-1]):
         groups[-1] = (*groups[-1], Quit())  # QUIT may follow the end of content at once
     else:

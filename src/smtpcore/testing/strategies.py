@@ -42,6 +42,8 @@ from smtpcore.testing._smtp_strategies import (
     replies,
     reply_lines,
     sessions,
+    xclients,
+    xforwards,
     xtexts,
 )
 from smtpcore.testing._transcripts import ServerTranscript, server_transcripts
@@ -78,5 +80,7 @@ __all__ = [
     "reply_lines",
     "server_transcripts",
     "sessions",
+    "xclients",
+    "xforwards",
     "xtexts",
 ]
