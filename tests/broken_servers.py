@@ -354,6 +354,18 @@ class LfDotLfServer(SmallServer):
         return found
 
 
+class LfDotLfDroppingServer(LfDotLfServer):
+    """Ends DATA at ``LF.LF`` too, and drops what else its read held after the end of a
+    message: one write of a message and its pipelined commands gets one reply, but a
+    marker in a read of its own is run as a command (SMTP smuggling all the same)."""
+
+    def read_content(self) -> bytes | None:
+        answer = super().read_content()
+        if answer is not None:
+            self.buffer.clear()
+        return answer
+
+
 class EagerBdatServer(SmallServer):
     """Answers ``BDAT`` as soon as the command line is in, before the chunk's octets."""
 

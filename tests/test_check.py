@@ -25,6 +25,7 @@ from broken_servers import (
     BareLfBdatServer,
     EagerBdatServer,
     FewRecipientsServer,
+    LfDotLfDroppingServer,
     LfDotLfServer,
     LongLineTailServer,
     LongTextLineServer,
@@ -92,7 +93,9 @@ def test_a_smuggling_failure_shows_the_bytes_and_every_look_alike() -> None:
     assert "LF.LF" in result.summary and "CR.CR" not in result.summary
     sent = b"".join(e.data for e in result.transcript if e.side == "client")
     assert b"before\n.\nNOOP smtpcore-smuggling-marker\r\n" in sent
-    assert r"before\n.\nNOOP smtpcore-smuggling-marker\r\n" in result.transcript_text()
+    # Two writes, split after the look-alike (see check_smuggling).
+    assert r"before\n.\n'" in result.transcript_text()
+    assert r"C: b'NOOP smtpcore-smuggling-marker\r\nafter" in result.transcript_text()
     # The server took the marker for a command: the smuggled part became a session of its own.
     assert server.sessions[0].commands[-4:] == [
         b"NOOP smtpcore-smuggling-marker\r\n",
@@ -100,6 +103,22 @@ def test_a_smuggling_failure_shows_the_bytes_and_every_look_alike() -> None:
         b".\r\n",
         b"QUIT\r\n",
     ]
+
+
+def test_a_server_that_drops_the_rest_of_its_read_is_caught_by_the_split_write() -> None:
+    """One write of the look-alike, the marker and QUIT got one reply from a server that
+    drops its read's rest after the end of a message, and passed; the marker in a read
+    of its own is run as a command."""
+    with serve(LfDotLfDroppingServer) as server:
+        report = check_server(
+            server.host, server.port, checks=["smuggling"], timeout=2, pause=0.05
+        )
+    result = report["smuggling"]
+    assert result.outcome is Outcome.FAILED, result
+    assert "LF.LF" in result.summary and "CR.CR" not in result.summary
+    sent = [e.data for e in result.transcript if e.side == "client"]
+    assert any(data.endswith(b"before\n.\n") for data in sent)
+    assert b"NOOP smtpcore-smuggling-marker\r\n" in server.sessions[0].commands
 
 
 def test_a_crash_is_a_dropped_connection_in_the_transcript() -> None:

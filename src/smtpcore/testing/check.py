@@ -383,6 +383,12 @@ def check_smuggling(probe: Probe) -> str:
     answers the marker (and the rest) as commands: more than two replies.
     Refusing the message (RFC 5321 §4.1.1.4 allows only CRLF.CRLF; Postfix
     replies 550 or 521 for a bare LF) is fine.
+
+    The message goes in two writes, the probe's pause apart, split after the
+    look-alike: a server that ends the message there and drops the rest of
+    that read (its pipelined commands) would answer one reply to a single
+    write and pass, yet run the marker when it comes in a read of its own, as
+    an attacker's relay may send it.
     """
     failed, unanswered = [], []
     for name, ending in SMUGGLING_ENDINGS.items():
@@ -391,8 +397,9 @@ def check_smuggling(probe: Probe) -> str:
         answer = _ask(client, b"DATA")
         if answer.code != 354:
             raise _Skipped(f"DATA was answered {answer}")
-        content = b"Subject: smtpcore smuggling check\r\n\r\nbefore" + ending + _MARKER
-        client.send(content + b"after\r\n.\r\n" + b"QUIT\r\n")
+        head = b"Subject: smtpcore smuggling check\r\n\r\nbefore" + ending
+        tail = _MARKER + b"after\r\n.\r\n" + b"QUIT\r\n"
+        client.send(head + tail, [head, tail])
         replies = client.read_until_closed()
         if len(replies) > 2:
             failed.append(f"{name} ({len(replies)} replies: {_show(_codes(replies))})")
