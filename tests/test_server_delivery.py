@@ -777,6 +777,89 @@ class _BrokenFor:
         return await self.inner.addresses(host)
 
 
+class _MissingFileFor(_BrokenFor):
+    """The zone's answers, but ``broken``'s MX lookup needs a file that is not there,
+    as the relay's CA bundle removed while the server runs."""
+
+    async def mx(self, domain: str) -> Sequence[MXRecord]:
+        if domain == self.broken:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), "/gone/ca.pem")
+        return await self.inner.mx(domain)
+
+
+def test_a_missing_file_not_the_messages_own_is_a_local_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any FileNotFoundError in a round was read as the message gone: it was dropped
+    from the schedule, its files left in the queue, never retried nor bounced until a
+    restart. Only its own files missing mean that; another is retried with backoff,
+    and the message bounces at ``max_queue_age`` with what was missing."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    now = [1000.0]
+    setup = _setup(tmp_path, ZONE, 25, max_queue_age=3600, clock=lambda: now[0])
+    setup.worker.resolver = _MissingFileFor(setup.worker.resolver, "pqr.example")
+
+    async def main() -> None:
+        entry = _enqueue(setup, "john@abc.example", ["brendon@pqr.example"])
+        await _run_until(setup, lambda: [e.attempts for e in setup.queue.entries()] == [1])
+        assert entry.id in setup.worker._due  # scheduled for a retry, not forgotten
+        now[0] += 7200  # past the queue lifetime
+        setup.worker.schedule(setup.queue.load(entry.id))
+        await _run_until(setup, lambda: _queue_empty(setup))
+
+    asyncio.run(main())
+    assert "forgotten" not in caplog.text
+    assert "/gone/ca.pem" in caplog.text
+    (raw,) = setup.raw_bounces()
+    assert b"FileNotFoundError" in raw and b"/gone/ca.pem" in raw
+
+
+def test_a_file_missing_in_a_mailbox_defers_its_recipient(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file missing in a local recipient's mailbox is that mailbox's trouble (4.2.0,
+    retried), not the message gone."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    setup = _setup(tmp_path, ZONE, 25)
+
+    def deliver_queued(*args: object, **kwargs: object) -> None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), "/mail/john/tmp")
+
+    monkeypatch.setattr(setup.mailboxes, "deliver_queued", deliver_queued)
+
+    async def main() -> None:
+        _enqueue(setup, "", ["john@abc.example"])
+        await _run_until(setup, lambda: [e.attempts for e in setup.queue.entries()] == [1])
+
+    asyncio.run(main())
+    assert "forgotten" not in caplog.text and "/mail/john/tmp" in caplog.text
+    (entry,) = setup.queue.entries()
+    assert entry.pending[0].dsn == "4.2.0"
+
+
+def test_an_action_on_a_message_whose_files_are_there_is_not_taken_as_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FileNotFoundError while an operator's action reads the entry counts as done
+    (the message gone) only when the message's own files are missing: otherwise the
+    action failed, and its command is kept for the next SIGUSR1 or start."""
+    setup = _setup(tmp_path, ZONE, 25)
+    entry = setup.queue.add(MESSAGE, "john@abc.example", ["brendon@pqr.example"])
+
+    def load(queue_id: str) -> QueueEntry:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), "/elsewhere")
+
+    async def main() -> None:
+        with monkeypatch.context() as patched:
+            patched.setattr(setup.queue, "load", load)
+            with pytest.raises(FileNotFoundError):
+                await setup.worker._act(entry.id, "hold")
+        setup.queue.remove(entry.id)
+        assert await setup.worker._act(entry.id, "hold")  # gone: nothing left to do
+
+    asyncio.run(main())
+
+
 def test_a_success_report_owed_is_made_though_another_domain_breaks(
     tmp_path: Path, scripted: Callable[..., ScriptedSMTP]
 ) -> None:

@@ -414,8 +414,10 @@ class DeliveryWorker:
             self._due.pop(queue_id, None)  # no round starts for it while this acts
         try:
             entry = await self._load(queue_id)
-        except FileNotFoundError:
-            return True  # delivered or deleted meanwhile: nothing left to act on
+        except FileNotFoundError as exc:
+            if await self._gone(queue_id, exc):
+                return True  # delivered or deleted meanwhile: nothing left to act on
+            raise
         if queue_id in self._running:  # a round began while the entry was read
             return False
         if action == "delete":
@@ -470,13 +472,35 @@ class DeliveryWorker:
             )
             await self._report_owed(queue_id)
             await self._record_local_error(queue_id, exc)
-        except FileNotFoundError:
-            logger.warning("%s: gone from the queue directory; forgotten", queue_id)
-            self._unsaved.pop(queue_id, None)
         except Exception as exc:
+            if await self._gone(queue_id, exc):
+                logger.warning("%s: gone from the queue directory; forgotten", queue_id)
+                self._unsaved.pop(queue_id, None)
+                return
             logger.exception("%s: delivery failed; retrying later", queue_id)
             await self._report_owed(queue_id)
             await self._record_local_error(queue_id, exc)
+
+    async def _gone(self, queue_id: str, exc: BaseException) -> bool:
+        """Whether ``exc`` means that the message is gone (removed by hand, or by the
+        operator meanwhile): a FileNotFoundError while its own files, envelope or
+        content, are missing. Any other file missing (the relay's CA bundle, a
+        mailbox's directory) is a local error like any other: the message is retried,
+        and bounces at ``max_queue_age`` (RFC 5321 §6.1), not forgotten until a
+        restart with its files left in the queue."""
+        if not isinstance(exc, FileNotFoundError):
+            return False
+
+        def missing() -> bool:
+            try:
+                return not (
+                    self.queue.envelope_path(queue_id).exists()
+                    and self.queue.content_path(queue_id).exists()
+                )
+            except OSError:  # not known to be gone: a local error
+                return False
+
+        return await asyncio.to_thread(missing)
 
     async def _report_owed(self, queue_id: str) -> None:
         """The success reports owed for recipients this broken round sent and recorded
@@ -596,9 +620,9 @@ class DeliveryWorker:
         for (domain, _), deliveries in groups.items():
             try:
                 await self._deliver_remote(entry, deliveries, content, record)
-            except FileNotFoundError:
-                raise  # the content: the message is gone
             except Exception as exc:
+                if await self._gone(entry.id, exc):
+                    raise
                 # One domain's trouble (a hostile DNS answer, a bug) is its recipients'
                 # alone: the other domains' are sent, bounced or deferred on their own.
                 logger.exception("%s: delivery to %s failed; retrying later", entry.id, domain)
@@ -803,9 +827,9 @@ class DeliveryWorker:
                 entry.created,
                 search=search,
             )
-        except FileNotFoundError:
-            raise  # the content: the message is gone
         except OSError as exc:  # the mailbox's trouble, not the other recipients'
+            if await self._gone(entry.id, exc):
+                raise
             # The error, with its paths, is the operator's; the sender's report (the
             # outcome's detail) says what happened, not where the server keeps mail.
             logger.warning("%s: cannot deliver into the mailbox of %s: %s", entry.id, key, exc)
