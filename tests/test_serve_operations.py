@@ -74,7 +74,9 @@ def test_queue_tools_on_a_running_server(tmp_path: Path) -> None:
             _until(lambda: f"{first}: on hold" in abc.log(), "the hold", abc)
             assert f"{first} (held)" in _queue(data, "list").stdout
             server.rcpt_replies.clear()
-            assert _queue(data, "flush").returncode == 0  # the held one stays
+            flushed = _queue(data, "flush")  # the held one stays
+            assert flushed.returncode == 0, flushed.stderr
+            assert "flush: every message queued now (2): handed to the running" in flushed.stdout
             _until(lambda: abc.queued() == 1, "the second delivered", abc)
             assert [t.recipients for t in server.transactions] == [["b@pqr.example"]]
             assert _queue(data, "release", first.lower()).returncode == 0
@@ -129,6 +131,25 @@ def test_queue_list_shows_a_success_report_owed_and_delete_says_it_is_dropped(
         in deleted.stdout
     )
     assert "1 messages" in deleted.stdout and not queue.entries()
+
+
+def test_a_command_for_all_a_stopped_server_left_spares_mail_queued_after_it(
+    tmp_path: Path,
+) -> None:
+    """``ALL`` handed to a server that stopped before carrying it out is the messages
+    queued when it was given: the tool, carrying it out first, deleted mail accepted
+    afterwards too (and held it, for a ``hold ALL`` given on an empty queue)."""
+    from smtpcore.server.queuectl import QueueCommand, apply_left_offline, submit
+
+    queue = Queue(tmp_path / "queue")
+    queue.open()
+    before = queue.add(b"Subject: one\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    submit(tmp_path / "queue", QueueCommand("delete"), pid=0)
+    queue.remove(before.id)
+    submit(tmp_path / "queue", QueueCommand("hold"), pid=0)  # the queue is empty now
+    after = queue.add(b"Subject: two\r\n\r\nx\r\n", "john@abc.example", ["b@pqr.example"])
+    assert apply_left_offline(queue, 0.0, tell=lambda line: None) == 2
+    assert [(entry.id, entry.held) for entry in queue.entries()] == [(after.id, False)]
 
 
 def test_commands_a_stopped_server_left_come_before_the_tools_own(tmp_path: Path) -> None:

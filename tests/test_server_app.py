@@ -750,6 +750,43 @@ def test_a_queue_command_waiting_for_a_round_is_kept_through_a_stop(
     assert list(commands.glob("*.json")) == []
 
 
+def test_a_command_for_all_left_by_a_stop_spares_mail_accepted_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``queue delete ALL`` waits for a round's end and a stop leaves it in its file;
+    the next start carried it out on the queue as it was then, and deleted a message
+    accepted (answered 250) after it was given: neither delivered nor bounced. ALL is
+    the messages queued when the command was given, and only those, run twice or not."""
+    tarpit, config, resolver, _ = _in_a_round(tmp_path)  # its round waits
+    queue = Queue(config.queue_dir)
+    commands = config.queue_dir / "commands"
+
+    async def main() -> str:
+        server = MailServer(config, sockets={"smtp": _listening()}, resolver=resolver)
+        await server.start()
+        try:
+            peer, _ = await asyncio.to_thread(tarpit.accept)  # the round is under way
+            with peer:
+                submit(config.queue_dir, QueueCommand("delete"), pid=0)
+                await server.run_queue_commands()
+                later = _not_due(config)  # accepted after the command was given
+                with monkeypatch.context() as patch:
+                    patch.setattr(server.queue, "remove", _no_space)
+                    await server.aclose(grace=0.1)
+        finally:
+            await server.aclose(grace=0)
+        assert len(list(commands.glob("*.json"))) == 1
+        again = MailServer(config, sockets={"smtp": _listening()}, resolver=resolver)
+        await again.start()
+        await again.aclose(grace=0.1)
+        return later
+
+    with tarpit:
+        later = _run(main)
+    assert [entry.id for entry in queue.entries()] == [later]
+    assert list(commands.glob("*.json")) == []
+
+
 def test_a_queue_command_waiting_for_a_round_is_written_within_the_stop_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

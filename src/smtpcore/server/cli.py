@@ -444,7 +444,9 @@ def _add_queue(commands: Any) -> None:
         ("release", "deliver held messages again, at once"),
     ):
         action = actions.add_parser(name, help=what)
-        action.add_argument("ids", nargs="+", metavar="ID", help="queue ids, or ALL")
+        action.add_argument(
+            "ids", nargs="+", metavar="ID", help="queue ids, or ALL (those queued now)"
+        )
 
 
 def _add_hash_password(commands: Any) -> None:

@@ -6,7 +6,9 @@ directory's lock (``smtpcore.lock``, with its process id inside), and its
 delivery worker is the only writer: the tool then leaves a command file in
 ``queue/commands/`` and sends the server ``SIGUSR1``, and the worker carries
 the command out between deliveries (a message being delivered is acted on
-when its round ends, so a round never writes back over a ``hold``). With no
+when its round ends, so a round never writes back over a ``hold``). ``ALL``
+in that file is the messages queued when the command was given, by id: the
+server, or its next start, must not reach mail accepted after it. With no
 server running, the tool takes the lock itself and changes the files.
 Listing only reads: the envelope files are replaced by renames, so a reader
 sees a whole one or none. Commands a server left unfinished (it stopped or
@@ -52,17 +54,20 @@ LOCK_NAME: Final = "smtpcore.lock"
 
 @dataclass(frozen=True, slots=True)
 class QueueCommand:
-    """One request to the delivery worker: ``action`` on ``ids`` (empty: every message)."""
+    """One request to the delivery worker: ``action`` on ``ids`` (empty: every message,
+    as found when it is carried out). ``pinned``: ``ids`` is ``ALL`` as it was when
+    the command was given (:func:`submit`), and only those, none if it is empty."""
 
     action: str
     ids: tuple[str, ...] = ()
+    pinned: bool = False
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise ValueError(f"unknown queue action {self.action!r}")
 
     def applies_to(self, queue_id: str) -> bool:
-        return not self.ids or queue_id in self.ids
+        return queue_id in self.ids if self.ids or self.pinned else True
 
 
 def _commands_dir(queue_dir: Path) -> Path:
@@ -137,16 +142,25 @@ def offline_lock(data_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def submit(queue_dir: Path, command: QueueCommand, pid: int) -> None:
-    """Leave ``command`` for the running server ``pid`` and wake it with SIGUSR1."""
+def submit(queue_dir: Path, command: QueueCommand, pid: int) -> QueueCommand:
+    """Leave ``command`` for the running server ``pid`` and wake it with SIGUSR1; the
+    command as left. One for every message is pinned first to the messages queued now:
+    the server may carry it out later, and again at its next start if it stops before
+    the actions are on disk, and neither must reach mail accepted after it was given
+    (a ``delete`` would drop it unseen, neither delivered nor bounced)."""
+    if not command.ids and not command.pinned:
+        ids = tuple(entry.id for entry in Queue(queue_dir).entries())
+        command = replace(command, ids=ids, pinned=True)
     directory = _commands_dir(queue_dir)
     directory.mkdir(mode=0o700, exist_ok=True)
     name = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
     tmp = directory / f".{name}.tmp"
-    tmp.write_text(json.dumps({"action": command.action, "ids": list(command.ids)}))
+    fields = {"action": command.action, "ids": list(command.ids), "all": command.pinned}
+    tmp.write_text(json.dumps(fields))
     os.replace(tmp, directory / f"{name}.json")
     if pid > 0:
         os.kill(pid, signal.SIGUSR1)
+    return command
 
 
 def read_commands(queue_dir: Path) -> list[tuple[Path, QueueCommand]]:
@@ -161,9 +175,9 @@ def read_commands(queue_dir: Path) -> list[tuple[Path, QueueCommand]]:
     for path in sorted(directory.glob("*.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            commands.append(
-                (path, QueueCommand(str(data["action"]), tuple(map(str, data["ids"]))))
-            )
+            action, ids = str(data["action"]), tuple(map(str, data["ids"]))
+            pinned = data.get("all") is True  # missing: left by a version that did not pin
+            commands.append((path, QueueCommand(action, ids, pinned)))
         except (OSError, ValueError, KeyError, TypeError, RecursionError):
             path.unlink(missing_ok=True)  # a damaged command is dropped, not retried forever
     return commands

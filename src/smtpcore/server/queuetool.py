@@ -51,7 +51,9 @@ def _run(args: argparse.Namespace) -> int:
     pid = running_server(data_dir)
     what = "every message" if not ids else ", ".join(ids)
     if pid is not None and pid > 0:  # -1: another queue tool, waited for below
-        submit(queue_dir, command, pid)
+        sent = submit(queue_dir, command, pid)
+        if sent.pinned:
+            what = f"every message queued now ({len(sent.ids)})"
         print(f"queue {args.action}: {what}: handed to the running server (pid {pid})")
         return 0
     with offline_lock(data_dir):
