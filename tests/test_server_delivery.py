@@ -961,6 +961,80 @@ def test_a_success_report_owed_is_made_though_the_round_is_stopped(
     assert [t.recipients for t in server.transactions].count(["brendon@xyz.example"]) == 1
 
 
+def test_a_round_cancelled_as_its_lookup_answers_ends(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP]
+) -> None:
+    """On Python 3.11, ``asyncio.wait_for`` lost a cancellation that came as the lookup
+    it waited on answered: a round the stop cancelled then connected and relayed after
+    the stop had begun, and the stop waited for it without limit. Here the round is
+    cancelled in the loop iteration in which the exchanger's address comes."""
+    server = scripted([b"250 2.0.0 queued as X"])
+    setup = _setup(tmp_path, ZONE, server.port)
+    zone = setup.worker.resolver
+    cancelled: list[asyncio.Task[None]] = []
+
+    class AnswerAsCancelled:
+        async def mx(self, domain: str) -> Sequence[MXRecord]:
+            return await zone.mx(domain)
+
+        async def addresses(self, host: str) -> Sequence[IPv4Address | IPv6Address]:
+            found = await zone.addresses(host)
+            for task in setup.worker._running.values():
+                asyncio.get_running_loop().call_soon(task.cancel)
+                cancelled.append(task)
+            return found
+
+    setup.worker.resolver = AnswerAsCancelled()
+
+    async def main() -> None:
+        task = asyncio.get_running_loop().create_task(setup.worker.run())
+        try:
+            await asyncio.wait_for(_until(lambda: bool(cancelled)), 5)
+            (delivery_round,) = cancelled
+            await asyncio.wait((delivery_round,), timeout=5)
+            assert delivery_round.cancelled()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await setup.worker.aclose(0.1)
+
+    entry = _enqueue(setup, "john@abc.example", ["brendon@pqr.example"])
+    asyncio.run(main())
+    assert server.connections == 0
+    assert setup.queue.load(entry.id).recipients[0].pending
+
+
+def test_a_round_that_lost_its_cancellation_is_cancelled_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop cancelled a round once and then waited for it without limit: a round
+    that lost that cancellation (as ``wait_for`` lost them) held the stop for ever. It is
+    cancelled again now, and the stop ends within its grace and a second."""
+    setup = _setup(tmp_path, ZONE, 1)
+    began = asyncio.Event()
+
+    async def deaf(queue_id: str) -> None:
+        began.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)  # the first cancellation, lost
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(setup.worker, "_deliver", deaf)
+
+    async def main() -> float:
+        task = asyncio.get_running_loop().create_task(setup.worker.run())
+        await asyncio.wait_for(began.wait(), 5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.wait_for(setup.worker.aclose(0.1), 10)
+        return loop.time() - started
+
+    _enqueue(setup, "john@abc.example", ["brendon@pqr.example"])
+    assert asyncio.run(main()) < 0.1 + 2
+
+
 class _Crash(BaseException):
     """A kill -9 or a power loss: no handler takes it, so nothing after it is done."""
 

@@ -27,6 +27,7 @@ recipient is:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 import ssl
@@ -78,6 +79,7 @@ from smtpcore.server.queue import (
 )
 from smtpcore.server.queuectl import QueueCommand, dropped_report
 from smtpcore.server.relay_tls import RelayTLS, message_tls, relay_tls_context
+from smtpcore.server.waits import finish, within
 
 __all__ = [
     "Applied",
@@ -142,17 +144,6 @@ def _all_written(waiting: Sequence[asyncio.Future[bool]]) -> asyncio.Future[bool
     for one in waiting:
         one.add_done_callback(settled)
     return combined
-
-
-async def _finish(tasks: set[asyncio.Task[None]], timeout: float) -> None:
-    """Let ``tasks`` end within ``timeout`` seconds, then cancel what is left."""
-    if not tasks:
-        return
-    _, pending = await asyncio.wait(tasks, timeout=timeout)
-    for task in pending:
-        task.cancel()
-    if pending:
-        await asyncio.wait(pending)
 
 
 def opportunistic_tls_context() -> ssl.SSLContext:
@@ -334,14 +325,11 @@ class DeliveryWorker:
                 timeout = None
                 if waiting and len(self._running) < self.concurrency:
                     timeout = max(min(waiting) - self.clock(), 0.0) + 0.01
-                # asyncio.wait, not wait_for: on Python 3.11 wait_for loses a
-                # cancellation that comes as the event is set (a round ending as the
-                # server stops), and this loop then ran on, holding the stop for ever.
-                wake = asyncio.ensure_future(self._wakeup.wait())
-                try:
-                    await asyncio.wait((wake,), timeout=timeout)
-                finally:
-                    wake.cancel()
+                # within, not wait_for: on Python 3.11 wait_for loses a cancellation
+                # that comes as the event is set (a round ending as the server stops),
+                # and this loop then ran on, holding the stop for ever.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await within(self._wakeup.wait(), timeout)
         finally:
             self._wakeup = None
 
@@ -442,7 +430,8 @@ class DeliveryWorker:
     async def aclose(self, grace: float = 10.0) -> None:
         """Let deliveries under way finish, then the operator's actions that waited for
         them be written, all within ``grace`` seconds (the operator's stop timeout bounds
-        the whole stop); then cancel what is left. The success reports a round cut
+        the whole stop); then cancel what is left
+        (:func:`~smtpcore.server.waits.finish`). The success reports a round cut
         off owes are on disk with its recipients' marks: the next start makes them.
 
         The caller cancels the :meth:`run` task; what is left stays queued, and an
@@ -450,8 +439,8 @@ class DeliveryWorker:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        await _finish(set(self._running.values()), grace)
-        await _finish(set(self._control_tasks), max(deadline - loop.time(), 0.0))
+        await finish(set(self._running.values()), grace)
+        await finish(set(self._control_tasks), max(deadline - loop.time(), 0.0))
 
     # -- one message ----------------------------------------------------------
 
@@ -984,10 +973,11 @@ class DeliveryWorker:
         out itself does (the ``Resolver`` contract's ``TemporaryDNSError``). So did one
         whose lookup was cancelled while this round was not (a future of its own
         cancelled): let through, that ended the round and left the message unscheduled
-        until a restart."""
+        until a restart. The round's own cancellation (a stop) is never lost, even as
+        the answer comes (:func:`~smtpcore.server.waits.within`)."""
         name = delivery.domain if delivery.smart_host is None else delivery.smart_host[0]
         try:
-            return await asyncio.wait_for(
+            return await within(
                 self.router.resolve(
                     delivery,
                     self.resolver,
