@@ -544,8 +544,11 @@ class ExchangerSession:
         policy: MessageTLS,
         record: Recorder | None,
     ) -> dict[str, Outcome]:
-        """One session of :meth:`deliver`."""
+        """One session of :meth:`deliver`. Cancelled (a stop), it closes the connection
+        without QUIT, whose reply tells nothing more: waiting for it held the stop up to
+        :data:`~smtpcore.server.delivery.QUIT_TIMEOUT` seconds past its grace."""
         client = await self._connect(attempt, relay, policy)
+        polite = True
         try:
             try:
                 outcomes = await self._send(
@@ -562,8 +565,12 @@ class ExchangerSession:
             if record is not None:
                 await record(outcomes)
             return outcomes
+        except asyncio.CancelledError:
+            polite = False
+            raise
         finally:
-            await client.quit()  # closes the connection on every way out
+            # Closes the connection on every way out.
+            await (client.quit() if polite else client.close())
 
     async def _send(
         self,
