@@ -817,6 +817,62 @@ def test_a_queue_command_waiting_for_a_round_is_written_within_the_stop_timeout(
     assert len(list(commands.glob("*.json"))) == 1
 
 
+def test_a_queue_command_being_carried_out_is_cut_off_within_the_stop_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop waited for a ``queue hold ALL`` being carried out to reach its last
+    message: ``--stop-timeout 1s`` with 2,500 messages stopped in five. It is cut off
+    at the end of the grace now, its file kept, and the next start carries it out."""
+    config = _config(tmp_path, "abc.example", {}, submission_port=0)
+    resolver = StaticResolver.from_zone_text("")
+    queue = Queue(config.queue_dir)
+    queue.open()
+    ids = []
+    for _ in range(4):
+        entry = queue.add(b"Subject: x\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+        # Due in an hour: no round for them, the command alone writes.
+        queue.update(dataclasses.replace(entry, next_attempt=time.time() + 3600))
+        ids.append(entry.id)
+    commands = config.queue_dir / "commands"
+    writing = threading.Event()
+    disk_back = threading.Event()
+
+    async def main() -> float:
+        server = MailServer(config, sockets={"smtp": _listening()}, resolver=resolver)
+        await server.start()
+        update = server.queue.update
+
+        def slow_disk(entry: Any) -> None:
+            writing.set()
+            disk_back.wait(1)
+            update(entry)
+
+        monkeypatch.setattr(server.queue, "update", slow_disk)
+        submit(config.queue_dir, QueueCommand("hold"), pid=0)
+        carrying_out = asyncio.get_running_loop().create_task(server.run_queue_commands())
+        try:
+            await asyncio.to_thread(writing.wait, 5)
+            started = time.monotonic()
+            await server.aclose(grace=0.2)
+            return time.monotonic() - started
+        finally:
+            disk_back.set()
+            await asyncio.gather(carrying_out, return_exceptions=True)
+
+    took = _run(main)
+    assert took < 0.2 + 2
+    assert len(list(commands.glob("*.json"))) == 1
+
+    async def start_again() -> None:
+        again = MailServer(config, sockets={"smtp": _listening()}, resolver=resolver)
+        await again.start()
+        await again.aclose(grace=0.1)
+
+    _run(start_again)
+    assert all(queue.load(queue_id).held for queue_id in ids)
+    assert list(commands.glob("*.json")) == []
+
+
 def test_sessions_and_deliveries_share_the_stop_timeout(tmp_path: Path) -> None:
     """A session in the middle of a message had the whole grace, then a delivery round
     had the whole grace again: ``--stop-timeout`` 1s stopped in 2.5s. The round goes on

@@ -13,7 +13,7 @@ import errno
 import os
 import socket
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
@@ -39,6 +39,7 @@ from smtpcore.server.queue import Queue
 from smtpcore.server.queuectl import read_commands, take_lock
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
+from smtpcore.server.waits import finish
 
 __all__ = ["TMP_SCAN_EVERY", "Listener", "MailServer", "server_tls_context"]
 
@@ -146,6 +147,8 @@ class MailServer:
         """The files of the commands carried out but not yet removed, oldest first, each
         with whether its actions are on disk (see run_queue_commands)."""
         self._removals: set[asyncio.Task[None]] = set()
+        self._command_runs: set[asyncio.Task[Any]] = set()
+        """The tasks in :meth:`run_queue_commands`, which a stop cuts off with the rest."""
         self._cleaner: asyncio.Task[None] | None = None
 
     # -- routers ----------------------------------------------------------------
@@ -337,7 +340,7 @@ class MailServer:
         start carries out again, in order (each action, done twice, ends the same). A
         command that fails (a disk error) is logged and kept, with every later one,
         for the next SIGUSR1 or start: carried out after them, it would undo them."""
-        async with self._queue_commands:
+        async with self._carrying_out(), self._queue_commands:
             for path, command in await asyncio.to_thread(read_commands, self.config.queue_dir):
                 if path in self._commands_in_hand:
                     continue  # carried out already, its file kept until it is on disk
@@ -354,6 +357,22 @@ class MailServer:
                 self._commands_in_hand[path] = applied.written
                 applied.written.add_done_callback(self._command_written)
             await self._remove_carried_out()
+
+    @contextlib.asynccontextmanager
+    async def _carrying_out(self) -> AsyncIterator[None]:
+        """The running task counted in :attr:`_command_runs` for the block: one a stop
+        cuts off leaves its command's file, and those after it, for the next start."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._command_runs.add(task)
+        try:
+            yield
+        except asyncio.CancelledError:
+            logger.warning("queue: commands cut off; kept for the next SIGUSR1 or start")
+            raise
+        finally:
+            if task is not None:
+                self._command_runs.discard(task)
 
     def _command_written(self, written: asyncio.Future[bool]) -> None:
         task = asyncio.get_running_loop().create_task(self._remove_commands())
@@ -465,10 +484,11 @@ class MailServer:
 
     async def aclose(self, grace: float = 10.0) -> None:
         """Stop listening, let sessions and deliveries finish, stop: one ``grace`` for it
-        all (``serve --stop-timeout``), not one after the other. Deliveries go on while
-        the sessions end, and have what is left of ``grace`` after them; a session cut
-        off then has a second more to hear its 421
-        (:meth:`smtpcore.asyncio.SMTPServer.aclose`)."""
+        all (``serve --stop-timeout``), not one after the other. Deliveries, and the
+        queue commands being carried out, go on while the sessions end, and have what
+        is left of ``grace`` after them; a session cut off then has a second more to
+        hear its 421 (:meth:`smtpcore.asyncio.SMTPServer.aclose`), a delivery or a
+        command a second more to end (:func:`smtpcore.server.waits.finish`)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         servers, self._servers = self._servers, []
@@ -480,7 +500,10 @@ class MailServer:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await self.worker.aclose(max(deadline - loop.time(), 0.0))
+        # The queue commands being carried out (SIGUSR1) share the grace with the
+        # deliveries, and are cut off with them.
+        left = max(deadline - loop.time(), 0.0)
+        await asyncio.gather(self.worker.aclose(left), finish(set(self._command_runs), left))
         await self._remove_commands()  # those whose actions the end of a round wrote
         if self._removals:
             await asyncio.wait(self._removals)
