@@ -1161,8 +1161,11 @@ def _report_params(
 
 def _local_error(exc: BaseException) -> Outcome:
     """A recipient's outcome when delivery broke on our side: it waits, and its last
-    error says what broke (so an expiry bounce does)."""
-    detail = f"local error in delivery: {type(exc).__name__}: {exc}"
+    error says what broke (so an expiry bounce does). An OSError is said without the
+    files it names: the bounce goes to the sender, and where the server keeps its
+    files is the operator's, whose log has the whole error."""
+    what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    detail = f"local error in delivery: {type(exc).__name__}: {what}"
     return Outcome(RecipientStatus.PENDING, "4.3.0", detail)
 
 
