@@ -21,6 +21,7 @@ from typing import Any, NoReturn, TypeVar
 
 import pytest
 
+from slow_writes import SlowWrites
 from smtpcore.asyncio import SMTPClient
 from smtpcore.routing import StaticResolver
 from smtpcore.server import ConfigError, MailServer, ServerConfig, maildir, mailserver
@@ -834,29 +835,20 @@ def test_a_queue_command_being_carried_out_is_cut_off_within_the_stop_timeout(
         queue.update(dataclasses.replace(entry, next_attempt=time.time() + 3600))
         ids.append(entry.id)
     commands = config.queue_dir / "commands"
-    writing = threading.Event()
-    disk_back = threading.Event()
 
     async def main() -> float:
         server = MailServer(config, sockets={"smtp": _listening()}, resolver=resolver)
         await server.start()
-        update = server.queue.update
-
-        def slow_disk(entry: Any) -> None:
-            writing.set()
-            disk_back.wait(1)
-            update(entry)
-
-        monkeypatch.setattr(server.queue, "update", slow_disk)
+        disk = SlowWrites(server.queue, monkeypatch, hold=1)
         submit(config.queue_dir, QueueCommand("hold"), pid=0)
         carrying_out = asyncio.get_running_loop().create_task(server.run_queue_commands())
         try:
-            await asyncio.to_thread(writing.wait, 5)
+            await asyncio.to_thread(disk.writing.wait, 5)
             started = time.monotonic()
             await server.aclose(grace=0.2)
             return time.monotonic() - started
         finally:
-            disk_back.set()
+            disk.back.set()
             await asyncio.gather(carrying_out, return_exceptions=True)
 
     took = _run(main)

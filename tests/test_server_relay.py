@@ -10,7 +10,6 @@ import random
 import socket
 import ssl
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
@@ -21,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay_remote import ScriptedRemote, remote
+from slow_writes import SlowWrites
 from smtpcore.routing import MXRecord, Resolver, Router, StaticResolver
 from smtpcore.server import delivery
 from smtpcore.server.config import ConfigError, ServerConfig
@@ -1203,32 +1203,23 @@ def test_a_round_stopped_as_it_records_closes_without_quit(
     """A round the stop cancelled while it recorded what the exchanger took (a slow
     disk) said QUIT on its way out and waited ``QUIT_TIMEOUT`` (10 s) for a reply that
     never came: ``--stop-timeout 1s`` stopped in 11. Cancelled, it closes at once."""
-    writing = threading.Event()
-    disk_back = threading.Event()
     with remote(answer_quit=False) as server:
         relay = _relay(tmp_path, server.port, retry_after=3600.0)
-        update = relay.queue.update
-
-        def slow_update(entry: QueueEntry) -> None:
-            writing.set()
-            disk_back.wait(5)
-            update(entry)
-
-        monkeypatch.setattr(relay.queue, "update", slow_update)
+        disk = SlowWrites(relay.queue, monkeypatch, hold=5)
         relay.enqueue(["brendon@pqr.example"])
 
         async def main() -> float:
             loop = asyncio.get_running_loop()
             task = loop.create_task(relay.worker.run())
             try:
-                await asyncio.to_thread(writing.wait, 5)
+                await asyncio.to_thread(disk.writing.wait, 5)
                 (delivery_round,) = relay.worker._running.values()
                 started = loop.time()
                 delivery_round.cancel()
                 await asyncio.wait((delivery_round,), timeout=15)
                 return loop.time() - started
             finally:
-                disk_back.set()
+                disk.back.set()
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
                 await relay.worker.aclose(1.0)
@@ -1238,8 +1229,6 @@ def test_a_round_stopped_as_it_records_closes_without_quit(
     assert len(server.transactions) == 1
     assert took < 2
 
-
-# -- DSN parameters that cannot go on as they are
 
 # -- DSN parameters that cannot go on as they are --------------------------------------------
 
