@@ -30,7 +30,7 @@ from smtpcore.server.log import delivery_line
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
 from smtpcore.server.queue import Queue, QueuedRecipient
-from smtpcore.server.queuectl import QueueCommand, submit
+from smtpcore.server.queuectl import LOCK_NAME, QueueCommand, running_server, submit
 from smtpcore.smtp import Reply
 
 LOOPBACK = "127.0.0.1"
@@ -863,6 +863,25 @@ def test_a_queue_command_being_carried_out_is_cut_off_within_the_stop_timeout(
     _run(start_again)
     assert all(queue.load(queue_id).held for queue_id in ids)
     assert list(commands.glob("*.json")) == []
+
+
+def test_a_stopped_server_leaves_no_process_id_in_its_lock(tmp_path: Path) -> None:
+    """The process id a stopped server left in its lock file was read by a ``queue``
+    tool that came as the next server had taken the lock and not yet marked it, and
+    signalled: SIGUSR1 to whatever process had that id then, which it kills."""
+    config = _config(tmp_path, "abc.example", {})
+    lock = config.data_dir / LOCK_NAME
+
+    async def main() -> None:
+        server = MailServer(config, sockets={"smtp": _listening()})
+        await server.start()
+        assert lock.read_text() == f"{os.getpid()}\n"
+        assert running_server(config.data_dir) == os.getpid()
+        await server.aclose(grace=0.1)
+
+    _run(main)
+    assert lock.read_text() == ""
+    assert running_server(config.data_dir) is None
 
 
 def test_sessions_and_deliveries_share_the_stop_timeout(tmp_path: Path) -> None:

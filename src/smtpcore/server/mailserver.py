@@ -36,7 +36,7 @@ from smtpcore.server.log import logger
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.pop3 import POP3Store
 from smtpcore.server.queue import Queue
-from smtpcore.server.queuectl import read_commands, take_lock
+from smtpcore.server.queuectl import read_commands, release_lock, take_lock
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
 from smtpcore.server.waits import finish
@@ -509,7 +509,7 @@ class MailServer:
             await asyncio.wait(self._removals)
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
-            os.close(fd)
+            release_lock(fd)
 
     async def __aenter__(self) -> MailServer:
         await self.start()

@@ -42,6 +42,7 @@ __all__ = [
     "format_listing",
     "offline_lock",
     "read_commands",
+    "release_lock",
     "running_server",
     "submit",
     "take_lock",
@@ -131,6 +132,17 @@ def take_lock(data_dir: Path, mark: str) -> int:
     return fd
 
 
+def release_lock(fd: int) -> None:
+    """Let go of the lock :func:`take_lock` gave, its mark cleared first: a process id
+    left in the file names no server once this one has stopped, and a ``queue`` tool
+    that read it while the next server had taken the lock and not yet marked it
+    would signal whatever process has that id now (SIGUSR1 kills by default). Only
+    a server that died leaves its mark."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+    os.close(fd)
+
+
 @contextlib.contextmanager
 def offline_lock(data_dir: Path) -> Iterator[None]:
     """The data directory's lock for the tool itself, marked as the tool's (so that no
@@ -139,7 +151,7 @@ def offline_lock(data_dir: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        os.close(fd)
+        release_lock(fd)
 
 
 def submit(queue_dir: Path, command: QueueCommand, pid: int) -> QueueCommand:
