@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
@@ -634,6 +635,105 @@ def test_an_action_given_as_a_round_ends_comes_after_those_that_waited_for_it(
 
     asyncio.run(main())
     assert not setup.queue.load(entry.id).held
+
+
+def test_a_release_reading_the_entry_as_a_round_begins_and_ends_does_not_write_it_back(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP]
+) -> None:
+    """``release`` (and ``flush``) left the message in the schedule while it read the
+    entry: a round that began and ended meanwhile delivered the message and removed it,
+    and the release then wrote the entry as read back, an envelope without its content.
+    No round begins while an operator's action is carried out."""
+    server = scripted([b"250 2.0.0 ok"])
+    setup = _setup(tmp_path, ZONE, server.port)
+    worker = setup.worker
+    load = worker._load
+    runs: list[asyncio.Task[None]] = []
+
+    def round_over() -> bool:
+        return bool(server.transactions) and not worker._running
+
+    async def load_as_the_worker_runs(queue_id: str) -> QueueEntry:
+        loaded = await load(queue_id)
+        if not runs:  # the release's reading: a round due now may begin and end
+            runs.append(asyncio.get_running_loop().create_task(worker.run()))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(_until(round_over), 0.5)
+        return loaded
+
+    async def main() -> None:
+        entry = _enqueue(setup, "john@abc.example", ["brendon@pqr.example"])
+        worker._load = load_as_the_worker_runs  # type: ignore[method-assign]
+        try:
+            applied = await worker.apply(QueueCommand("release", (entry.id,)))
+            assert await applied.written
+            await asyncio.wait_for(_until(lambda: not worker.queued), 5)
+        finally:
+            for task in runs:
+                task.cancel()
+            await asyncio.gather(*runs, return_exceptions=True)
+            await worker.aclose(1.0)
+
+    asyncio.run(main())
+    assert [t.recipients for t in server.transactions] == [["brendon@pqr.example"]]
+    assert _queue_empty(setup)
+
+
+def test_a_release_written_as_a_round_keeps_the_record_the_disk_refused_the_round(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round that began while ``release`` wrote the entry, and whose own record the
+    disk refused (kept in memory for the next write), lost it when the release's write
+    ended, which cleared that memory: the entry on disk, the release's, still had the
+    recipient the round sent to send, and the next round sent it again."""
+    server = scripted([b"250 2.0.0 ok"], rcpt_replies={"b@pqr.example": b"451 4.2.1 later"})
+    setup = _setup(tmp_path, ZONE, server.port, retry_after=3600)
+    worker = setup.worker
+    update = setup.queue.update
+    runs: list[asyncio.Task[None]] = []
+    full = [True]
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def start_the_worker() -> None:
+        runs.append(asyncio.get_running_loop().create_task(worker.run()))
+
+    def update_as_a_round_runs(entry: QueueEntry) -> None:
+        if runs:
+            if full:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            update(entry)
+            return
+        # The release's write, in its thread: a round due now may begin and end.
+        loops[0].call_soon_threadsafe(start_the_worker)
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline and not (server.transactions and not worker._running):
+            time.sleep(0.01)
+        update(entry)
+        full.clear()
+
+    monkeypatch.setattr(setup.queue, "update", update_as_a_round_runs)
+
+    def waiting_for_the_retry() -> bool:
+        later = all(due > time.time() for due in worker._due.values())
+        return bool(server.transactions) and not worker._running and later
+
+    async def main() -> None:
+        loops.append(asyncio.get_running_loop())
+        entry = _enqueue(setup, "john@abc.example", ["a@pqr.example", "b@pqr.example"])
+        try:
+            applied = await worker.apply(QueueCommand("release", (entry.id,)))
+            assert await applied.written
+            await asyncio.wait_for(_until(waiting_for_the_retry), 5)
+        finally:
+            for task in runs:
+                task.cancel()
+            await asyncio.gather(*runs, return_exceptions=True)
+            await worker.aclose(1.0)
+
+    asyncio.run(main())
+    assert [t.recipients for t in server.transactions] == [["a@pqr.example"]]
+    (left,) = setup.queue.entries()
+    assert [r.address for r in left.pending] == ["b@pqr.example"]
 
 
 def test_rewrites_of_one_envelope_at_once_leave_a_whole_one(tmp_path: Path) -> None:

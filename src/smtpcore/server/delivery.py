@@ -393,20 +393,33 @@ class DeliveryWorker:
 
     async def _act(self, queue_id: str, action: str) -> bool:
         """``action`` on one message now, on disk when this returns True; what the disk
-        refuses is raised. False, with nothing done, while a round delivers the message
-        (one may begin as the entry is read): the round writes its entry back at its end,
-        over a ``hold`` made meanwhile, so the action must wait for that end."""
+        refuses is raised. False, with nothing done, while a round delivers the message:
+        the round writes its entry back at its end, over a ``hold`` made meanwhile, so
+        the action must wait for that end.
+
+        No round begins while this acts, whatever the action: one begun, and ended,
+        while the entry was read or written would have its record written over with the
+        entry as read (its recipients sent again, or the envelope of the message it
+        delivered and removed put back without its content)."""
         if queue_id in self._running:
             return False
-        if action in ("delete", "hold"):
-            self._due.pop(queue_id, None)  # no round starts for it while this acts
+        due = self._due.pop(queue_id, None)
+        try:
+            return await self._act_unscheduled(queue_id, action)
+        except BaseException:
+            if due is not None and action in ("flush", "release"):
+                self._due.setdefault(queue_id, due)  # not done: it goes on as it was
+            raise
+
+    async def _act_unscheduled(self, queue_id: str, action: str) -> bool:
+        """:meth:`_act`, the message out of the schedule."""
         try:
             entry = await self._load(queue_id)
         except FileNotFoundError as exc:
             if await self._gone(queue_id, exc):
                 return True  # delivered or deleted meanwhile: nothing left to act on
             raise
-        if queue_id in self._running:  # a round began while the entry was read
+        if queue_id in self._running:  # scheduled anew, and begun, as the entry was read
             return False
         if action == "delete":
             await asyncio.to_thread(self.queue.remove, queue_id)
@@ -571,10 +584,13 @@ class DeliveryWorker:
 
     async def _write(self, entry: QueueEntry) -> None:
         """:meth:`_save`, raising what the disk refuses: an operator's action must know
-        whether it is on disk (its command is kept until it is)."""
+        whether it is on disk (its command is kept until it is). Once it is, the entry
+        is no longer kept in memory, unless another write put its own there meanwhile:
+        that one is not on disk because this one is."""
         self._unsaved[entry.id] = entry
         await asyncio.to_thread(self.queue.update, entry)
-        self._unsaved.pop(entry.id, None)
+        if self._unsaved.get(entry.id) is entry:
+            del self._unsaved[entry.id]
 
     async def _deliver(self, queue_id: str) -> None:
         entry = await self._load(queue_id)
