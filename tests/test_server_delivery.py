@@ -736,6 +736,40 @@ def test_a_release_written_as_a_round_keeps_the_record_the_disk_refused_the_roun
     assert [r.address for r in left.pending] == ["b@pqr.example"]
 
 
+def test_a_delete_cut_off_by_a_stop_as_the_files_go_is_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stop cancels the operator's commands being carried out. A ``delete`` cancelled
+    while its thread removed the files went on removing them, but its log line was
+    never written, and the next start, finding the message gone, wrote none: the
+    operator's record lost a deletion. The removal and its log line are one step."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    setup = _setup(tmp_path, ZONE, 25)
+    entry = setup.queue.add(MESSAGE, "john@abc.example", ["brendon@pqr.example"])
+    remove = setup.queue.remove
+    removing, go_on = threading.Event(), threading.Event()
+
+    def slow_remove(queue_id: str) -> None:
+        removing.set()
+        go_on.wait(5)
+        remove(queue_id)
+
+    monkeypatch.setattr(setup.queue, "remove", slow_remove)
+
+    async def main() -> None:
+        command = QueueCommand("delete", (entry.id,))
+        task = asyncio.get_running_loop().create_task(setup.worker.apply(command))
+        await asyncio.to_thread(removing.wait, 5)
+        task.cancel()  # the stop
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        go_on.set()  # asyncio.run waits for the removal's thread to end
+
+    asyncio.run(main())
+    assert not setup.queue.entries()
+    assert f"{entry.id}: removed by the operator (queue delete)" in caplog.text
+
+
 def test_rewrites_of_one_envelope_at_once_leave_a_whole_one(tmp_path: Path) -> None:
     """An operator's command and a delivery round may rewrite one envelope at the same
     time: each through a temporary file of its own, so the envelope in place is always

@@ -422,12 +422,9 @@ class DeliveryWorker:
         if queue_id in self._running:  # scheduled anew, and begun, as the entry was read
             return False
         if action == "delete":
-            await asyncio.to_thread(self.queue.remove, queue_id)
+            await asyncio.to_thread(self._remove_by_operator, entry)
             self._unsaved.pop(queue_id, None)
             self._copies_begun.pop(queue_id, None)
-            logger.info("%s: removed by the operator (queue delete)", queue_id)
-            if (dropped := dropped_report(entry)) is not None:
-                logger.warning("%s", loggable(dropped))
         elif action == "hold":
             await self._write(replace(entry, held=True))
             logger.info("%s: on hold (queue hold)", queue_id)
@@ -439,6 +436,16 @@ class DeliveryWorker:
         elif not entry.held:  # flush
             self.schedule(replace(entry, next_attempt=self.clock()))
         return True
+
+    def _remove_by_operator(self, entry: QueueEntry) -> None:
+        """``queue delete``: the files removed and the operator's record of it in one
+        step, in the thread. A stop that cancels the action while the files go cannot
+        leave the deletion out of the log (the next start finds the message gone, and
+        says nothing), nor log one that did not happen."""
+        self.queue.remove(entry.id)
+        logger.info("%s: removed by the operator (queue delete)", entry.id)
+        if (dropped := dropped_report(entry)) is not None:
+            logger.warning("%s", loggable(dropped))
 
     async def aclose(self, grace: float = 10.0) -> None:
         """Let deliveries under way finish, then the operator's actions that waited for
