@@ -152,6 +152,32 @@ def test_a_command_for_all_a_stopped_server_left_spares_mail_queued_after_it(
     assert [(entry.id, entry.held) for entry in queue.entries()] == [(after.id, False)]
 
 
+def test_a_command_for_all_left_by_an_older_version_is_pinned_when_first_read(
+    tmp_path: Path,
+) -> None:
+    """A command file from before ``ALL`` was pinned holds no ids and no ``"all"``: every
+    message as found when carried out. A start that read it and was stopped before it
+    was on disk left it so, and the next one reached mail accepted in between. It is
+    pinned, and written so, when first read."""
+    import json
+
+    from smtpcore.server.queuectl import apply_left_offline, read_commands
+
+    queue = Queue(tmp_path / "queue")
+    queue.open()
+    before = queue.add(b"Subject: one\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    commands = tmp_path / "queue" / "commands"
+    commands.mkdir()
+    (commands / "01-older.json").write_text(json.dumps({"action": "delete", "ids": []}))
+    [(path, command)] = read_commands(tmp_path / "queue")  # a start, then a stop
+    assert (command.ids, command.pinned) == ((before.id,), True)
+    assert json.loads(path.read_text()) == {"action": "delete", "ids": [before.id], "all": True}
+    after = queue.add(b"Subject: two\r\n\r\nx\r\n", "john@abc.example", ["b@pqr.example"])
+    assert apply_left_offline(queue, 0.0, tell=lambda line: None) == 1
+    assert [entry.id for entry in queue.entries()] == [after.id]
+    assert list(commands.iterdir()) == []
+
+
 def test_commands_a_stopped_server_left_come_before_the_tools_own(tmp_path: Path) -> None:
     """A server that stops or crashes before a command's actions are on disk leaves its
     file for the next start. The tool, with no server running, acted on the files and

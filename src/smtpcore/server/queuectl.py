@@ -160,26 +160,41 @@ def submit(queue_dir: Path, command: QueueCommand, pid: int) -> QueueCommand:
     the server may carry it out later, and again at its next start if it stops before
     the actions are on disk, and neither must reach mail accepted after it was given
     (a ``delete`` would drop it unseen, neither delivered nor bounced)."""
-    if not command.ids and not command.pinned:
-        ids = tuple(entry.id for entry in Queue(queue_dir).entries())
-        command = replace(command, ids=ids, pinned=True)
+    command = _pinned(queue_dir, command)
     directory = _commands_dir(queue_dir)
     directory.mkdir(mode=0o700, exist_ok=True)
-    name = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
-    tmp = directory / f".{name}.tmp"
-    fields = {"action": command.action, "ids": list(command.ids), "all": command.pinned}
-    tmp.write_text(json.dumps(fields))
-    os.replace(tmp, directory / f"{name}.json")
+    _write_command(directory / f"{time.time_ns():020d}-{secrets.token_hex(4)}.json", command)
     if pid > 0:
         os.kill(pid, signal.SIGUSR1)
     return command
+
+
+def _pinned(queue_dir: Path, command: QueueCommand) -> QueueCommand:
+    """``command``, one for every message made one for the messages queued now."""
+    if command.ids or command.pinned:
+        return command
+    ids = tuple(entry.id for entry in Queue(queue_dir).entries())
+    return replace(command, ids=ids, pinned=True)
+
+
+def _write_command(path: Path, command: QueueCommand) -> None:
+    """``command`` into ``path``, whole or not at all (a rename: readers see one or the
+    other, and the glob for ``*.json`` skips the temporary file)."""
+    tmp = path.with_name(f".{path.stem}.tmp")
+    fields = {"action": command.action, "ids": list(command.ids), "all": command.pinned}
+    tmp.write_text(json.dumps(fields))
+    os.replace(tmp, path)
 
 
 def read_commands(queue_dir: Path) -> list[tuple[Path, QueueCommand]]:
     """The waiting commands, oldest first, each with its file (the server's side of
     :func:`submit`). The caller removes a command's file once what it does is on disk,
     not before: the tool has told the operator that the server has it, and a crash in
-    between must not lose it (carried out twice, each action ends the same)."""
+    between must not lose it (carried out twice, each action ends the same).
+
+    One for every message left by a version that did not pin it (no ``"all"``) is
+    pinned here, at its first reading, and written so: carried out again after a stop,
+    it must not reach mail accepted after that (see :func:`submit`)."""
     directory = _commands_dir(queue_dir)
     if not directory.is_dir():
         return []
@@ -188,10 +203,15 @@ def read_commands(queue_dir: Path) -> list[tuple[Path, QueueCommand]]:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             action, ids = str(data["action"]), tuple(map(str, data["ids"]))
-            pinned = data.get("all") is True  # missing: left by a version that did not pin
-            commands.append((path, QueueCommand(action, ids, pinned)))
+            command = QueueCommand(action, ids, data.get("all") is True)
         except (OSError, ValueError, KeyError, TypeError, RecursionError):
             path.unlink(missing_ok=True)  # a damaged command is dropped, not retried forever
+            continue
+        pinned = _pinned(queue_dir, command)
+        if pinned != command:
+            with contextlib.suppress(OSError):  # not written: pinned again at the next reading
+                _write_command(path, pinned)
+        commands.append((path, pinned))
     return commands
 
 
