@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import os
 import re
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 from hypothesis import find, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 
 from smtpcore import NEED_DATA, PAUSED, ProtocolError, RemoteProtocolError, smtp
 from smtpcore.address import AddressError, Mailbox, parse_mailbox, parse_path
@@ -239,6 +241,49 @@ def test_sessions_play_through_a_pair_without_a_refusal(
     assert not refused
     assert pair.messages == list(session.messages)
     assert pair.client.state is smtp.State.CLOSED
+
+
+_LIMITED = {"PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "CHUNKING", "DSN"}
+
+
+@SESSIONS
+@given(
+    st.tuples(st.integers(1, 3), st.integers(0, 3)).flatmap(
+        lambda limits: st.tuples(
+            st.just(limits),
+            sst.sessions(
+                extensions=_LIMITED, max_recipients=limits[0], max_transactions=limits[1]
+            ),
+        )
+    ),
+    sst.chunk_sizes(),
+)
+def test_sessions_keep_within_the_limits_a_server_announces(
+    case: tuple[tuple[int, int], sst.ClientSession], up: list[int]
+) -> None:
+    """A server that announces ``LIMITS RCPTMAX=n`` (RFC 9422 §4.2) answered drawn
+    sessions with 452, as they had up to four recipients a transaction whatever
+    the server took: drawn within its limits, every command is accepted."""
+    (rcpt_max, mail_max), session = case
+    server = ServerConnection("mx.test", dsn=True, max_recipients=rcpt_max, limits=True)
+    assert f"LIMITS RCPTMAX={rcpt_max}" in server.extensions()
+    pair = ConnectionPair(server=server, client_chunks=up)
+    pair.play(session)
+    assert [a.reply for a in pair.answers if a.reply.code >= 400] == []
+    assert pair.messages == list(session.messages)
+    mails = [i for i, item in enumerate(session.events) if isinstance(item, smtp.Mail)]
+    assert len(mails) <= mail_max
+    for start, end in itertools.pairwise([*mails, len(session.events)]):
+        rcpts = [item for item in session.events[start:end] if isinstance(item, smtp.Rcpt)]
+        assert 1 <= len(rcpts) <= rcpt_max
+
+
+def test_sessions_refuse_limits_no_session_can_keep() -> None:
+    """A transaction needs a recipient: no session keeps within ``max_recipients=0``."""
+    with pytest.raises(InvalidArgument, match="max_recipients"):
+        sst.sessions(max_recipients=0)
+    with pytest.raises(InvalidArgument, match="max_transactions"):
+        sst.sessions(max_transactions=-1)
 
 
 @SESSIONS

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 
 from smtpcore._dotstuff import DotEncoder
 from smtpcore.address import Mailbox
@@ -838,6 +839,7 @@ def _transaction(
     *,
     pipelining: bool,
     hostile: bool,
+    max_recipients: int,
 ) -> list[tuple[Event | bytes, ...]]:
     utf8 = "SMTPUTF8" in offered and draw(st.booleans())
     mail_params, senders, rcpt_params = _envelope_strategies(offered, utf8=utf8)
@@ -852,7 +854,7 @@ def _transaction(
     if "SIZE" in params:
         params["SIZE"] = str(len(body))
     sender = draw(st.none() | senders)
-    recipients = draw(st.lists(senders, min_size=1, max_size=4))
+    recipients = draw(st.lists(senders, min_size=1, max_size=max_recipients))
     mail = _fitting(Mail(sender, Parameters(params)), keep={"SMTPUTF8", "BODY"})
     envelope: list[Event | bytes] = [mail]
     envelope += [_fitting(Rcpt(rcpt, draw(rcpt_params)), keep=set()) for rcpt in recipients]
@@ -908,17 +910,16 @@ def _fitting(command: Mail | Rcpt, *, keep: set[str]) -> Mail | Rcpt:
     return Rcpt(command.recipient, params)
 
 
-@st.composite
 def sessions(
-    draw: st.DrawFn,
     *,
     extensions: Collection[str] = EXTENSIONS,
     lmtp: bool = False,
     max_transactions: int = 3,
+    max_recipients: int = 4,
     content: st.SearchStrategy[bytes] | None = None,
     hostile: bool = False,
     auth_mechanisms: Collection[str] = AUTH_MECHANISMS,
-) -> ClientSession:
+) -> st.SearchStrategy[ClientSession]:
     """A whole client session that follows the state machine.
 
     Opens with EHLO (LHLO with ``lmtp``), then optionally STARTTLS and
@@ -927,11 +928,16 @@ def sessions(
     mail transactions (DATA, or BDAT chunks when CHUNKING is offered, the
     recipients' content drawn from ``content``, by default
     :func:`message_contents` with 8-bit lines only under 8BITMIME),
-    with RSET and NOOP between them, and QUIT. Narrow ``extensions`` to what
+    with RSET and NOOP between them, and QUIT. Each transaction has one to
+    ``max_recipients`` recipients. Narrow ``extensions`` to what
     your server offers: without PIPELINING every command is its own group.
+    Narrow the limits to your server's too, so that no command goes past
+    one: ``max_recipients`` to the recipients it takes a transaction (what
+    it announces as ``LIMITS RCPTMAX``, RFC 9422 §4.2), ``max_transactions``
+    to the MAIL commands it takes a session (``LIMITS MAILMAX``, §4.1).
     ``hostile=True`` slips broken command lines (bytes items) in between
     and into the envelope's pipelined group, where their refusals must
-    come back in order.
+    come back in order; they are not counted against those limits.
 
     AUTH runs a whole exchange with one of ``auth_mechanisms`` (narrow it
     to the mechanisms your server lists; those of :data:`AUTH_MECHANISMS`
@@ -941,12 +947,45 @@ def sessions(
     cancelled with ``*``, which the server answers with 501 (RFC 4954 §4).
 
     >>> from hypothesis import given
+    >>> from smtpcore.smtp import ServerConnection
+    >>> from smtpcore.testing import ConnectionPair
     >>> from smtpcore.testing import strategies as sst
-    >>> @given(sst.sessions(extensions={"PIPELINING", "8BITMIME"}))
+    >>> @given(sst.sessions(extensions={"PIPELINING", "8BITMIME"}, max_recipients=2))
     ... def test_my_server(session):
-    ...     for write in session.writes():
-    ...         ...
+    ...     pair = ConnectionPair(server=ServerConnection("mx.test", max_recipients=2))
+    ...     pair.play(session)
+    ...     assert all(answer.reply.code < 400 for answer in pair.answers)
+    >>> test_my_server()
     """
+    if max_transactions < 0:
+        raise InvalidArgument(f"max_transactions={max_transactions!r} must be at least 0")
+    if max_recipients < 1:
+        raise InvalidArgument(
+            f"max_recipients={max_recipients!r} must be at least 1: a transaction needs one"
+        )
+    return _sessions(
+        extensions=extensions,
+        lmtp=lmtp,
+        max_transactions=max_transactions,
+        max_recipients=max_recipients,
+        content=content,
+        hostile=hostile,
+        auth_mechanisms=auth_mechanisms,
+    )
+
+
+@st.composite
+def _sessions(
+    draw: st.DrawFn,
+    *,
+    extensions: Collection[str],
+    lmtp: bool,
+    max_transactions: int,
+    max_recipients: int,
+    content: st.SearchStrategy[bytes] | None,
+    hostile: bool,
+    auth_mechanisms: Collection[str],
+) -> ClientSession:
     offered = frozenset(name.upper() for name in extensions)
     pipelining = "PIPELINING" in offered
     if content is None:
@@ -969,7 +1008,14 @@ def sessions(
             groups.append((draw(st.sampled_from([Rset(), Noop()])),))
         if hostile and draw(st.booleans()):
             groups.append((draw(_session_lines(offered)),))
-        groups += _transaction(draw, in_force, content, pipelining=pipelining, hostile=hostile)
+        groups += _transaction(
+            draw,
+            in_force,
+            content,
+            pipelining=pipelining,
+            hostile=hostile,
+            max_recipients=max_recipients,
+        )
     if pipelining and len(groups) > 1 and draw(st.booleans()) and _ends_with_end(groups[-1]):
         groups[-1] = (*groups[-1], Quit())  # QUIT may follow the end of content at once
     else:
