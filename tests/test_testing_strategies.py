@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import find, given, settings
+from hypothesis import Phase, find, given, settings
 from hypothesis import strategies as st
-from hypothesis.errors import InvalidArgument
+from hypothesis.errors import InvalidArgument, NoSuchExample
 
 from smtpcore import NEED_DATA, PAUSED, ProtocolError, RemoteProtocolError, smtp
 from smtpcore.address import AddressError, Mailbox, parse_mailbox, parse_path
@@ -320,6 +320,70 @@ def test_smuggling_content_is_one_message_per_transaction(
     refused = [e for e in pair.server_events if isinstance(e, RejectedMessage)]
     assert len(pair.messages) + len(refused) == len(session.messages)
     assert not any(isinstance(e, BadCommand) for e in pair.server_events)
+
+
+_BINARY = {"PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "CHUNKING", "BINARYMIME"}
+
+
+def _transactions(session: sst.ClientSession) -> list[tuple[smtp.Event | bytes, ...]]:
+    """The session's items from each MAIL to the next (or to the end)."""
+    events = session.events
+    starts = [i for i, item in enumerate(events) if isinstance(item, smtp.Mail)]
+    return [events[a:b] for a, b in itertools.pairwise([*starts, len(events)])]
+
+
+def _binary(transaction: tuple[smtp.Event | bytes, ...]) -> bool:
+    mail = transaction[0]
+    return isinstance(mail, smtp.Mail) and mail.params.get("BODY") == "BINARYMIME"
+
+
+@SESSIONS
+@given(sst.sessions(extensions=_BINARY), sst.chunk_sizes())
+def test_binarymime_sessions_deliver_their_octets_with_bdat_only(
+    session: sst.ClientSession, up: list[int]
+) -> None:
+    """RFC 3030 §3: a BODY=BINARYMIME transaction sends its content with BDAT, never
+    DATA, and the server machine gets every octet as sent (no dot, no line rule)."""
+    pair = ConnectionPair(server=ServerConnection("mx.test", binarymime=True), client_chunks=up)
+    pair.play(session)
+    assert not [e for e in pair.server_events if isinstance(e, BadCommand | RejectedMessage)]
+    assert [a.reply for a in pair.answers if a.reply.code >= 400] == []
+    assert pair.messages == list(session.messages)
+    for transaction in filter(_binary, _transactions(session)):
+        assert not any(isinstance(item, smtp.Data) for item in transaction)
+        assert any(isinstance(item, smtp.Bdat) and item.last for item in transaction)
+
+
+def _bare_lf(data: bytes) -> bool:
+    return any(data[i] == 0x0A and (i == 0 or data[i - 1] != 0x0D) for i in range(len(data)))
+
+
+def test_binarymime_sessions_draw_content_only_binary_may_hold() -> None:
+    """Sessions used to take BODY out of the MAIL parameters: no BINARYMIME
+    transaction, and no content with NUL, bare LF and 8-bit octets, was ever drawn."""
+
+    def binary_octets(session: sst.ClientSession) -> bool:
+        return any(
+            b"\x00" in data and _bare_lf(data) and not data.isascii()
+            for transaction in filter(_binary, _transactions(session))
+            for data in [b"".join(i.data for i in transaction if isinstance(i, smtp.MessageData))]
+        )
+
+    no_shrinking = settings(phases=[Phase.generate], database=None)
+    session = find(sst.sessions(extensions=_BINARY), binary_octets, settings=no_shrinking)
+    pair = ConnectionPair(server=ServerConnection("mx.test", binarymime=True))
+    pair.play(session)
+    assert pair.messages == list(session.messages)
+
+
+def test_binarymime_is_played_only_with_chunking() -> None:
+    """BINARYMIME needs BDAT (RFC 3030 §3): without CHUNKING no transaction declares it."""
+    with pytest.raises(NoSuchExample):
+        find(
+            sst.sessions(extensions={"8BITMIME", "BINARYMIME"}),
+            lambda session: any(map(_binary, _transactions(session))),
+            settings=settings(max_examples=100, database=None),
+        )
 
 
 @given(st.binary(max_size=200).flatmap(lambda data: st.tuples(st.just(data), sst.chunkings(data))))

@@ -62,6 +62,13 @@ _EIGHT_BIT_LINES: Final = st.one_of(
     st.text(st.characters(min_codepoint=0xA0, max_codepoint=0x2FFF), max_size=30).map(str.encode),
     st.binary(max_size=30).map(lambda data: bytes(b | 0x80 for b in data)),
 )
+_BINARY_PIECES: Final = st.one_of(
+    st.binary(min_size=1, max_size=64),
+    st.sampled_from([b"\r", b"\n", b"\x00", b"\r\n.\r\n", b"\xff"]),
+    _OVER_LIMIT_LINES.map(lambda part: part + b"\r\n"),
+)
+"""What only ``BODY=BINARYMIME`` content may hold (RFC 3030 §3): any octets, NUL,
+bare CR and LF, lines of any length, and DATA's end line, which means nothing in BDAT."""
 
 
 def message_contents(
@@ -70,6 +77,7 @@ def message_contents(
     long_lines: bool = True,
     over_limit: bool = False,
     smuggling: bool = False,
+    binary: bool = False,
     max_lines: int = 30,
 ) -> st.SearchStrategy[bytes]:
     """Message content as the client means it, before dot-stuffing: CRLF lines.
@@ -81,7 +89,10 @@ def message_contents(
     ``over_limit=True`` adds lines of 999 octets and more, which a server
     refuses with 500 5.6.0 after reading to the end. ``smuggling=True`` splices in
     :data:`SMUGGLING_SEQUENCES`, bare CRs and LFs and NULs; a correct server
-    treats none of them as the end of the message.
+    treats none of them as the end of the message. ``binary=True`` splices in
+    what only binary content may hold (``BODY=BINARYMIME``, sent with BDAT
+    only, RFC 3030 §3): runs of any octets, NUL, bare CRs and LFs, lines of
+    any length, ``CRLF.CRLF``; no line rule applies to it.
 
     >>> from smtpcore.testing import strategies as sst
     >>> sst.message_contents(smuggling=True).example()  # doctest: +SKIP
@@ -98,14 +109,17 @@ def message_contents(
     crlf_lines = st.lists(line, max_size=max_lines).map(
         lambda parts: b"".join(part + b"\r\n" for part in parts)
     )
-    if not smuggling:
+    if not (smuggling or binary):
         return crlf_lines
-    pieces = st.one_of(
-        line.map(lambda part: part + b"\r\n"),
-        st.sampled_from(SMUGGLING_SEQUENCES),
-        st.sampled_from([b"\r", b"\n", b"\x00", b".", b"MAIL FROM:<admin@pqr.example>\r\n"]),
-    )
-    return st.lists(pieces, max_size=max_lines).map(b"".join)
+    pieces = [line.map(lambda part: part + b"\r\n")]
+    if smuggling:
+        pieces += [
+            st.sampled_from(SMUGGLING_SEQUENCES),
+            st.sampled_from([b"\r", b"\n", b"\x00", b".", b"MAIL FROM:<admin@pqr.example>\r\n"]),
+        ]
+    if binary:
+        pieces.append(_BINARY_PIECES)
+    return st.lists(st.one_of(pieces), max_size=max_lines).map(b"".join)
 
 
 def chunk_sizes(*, max_size: int = 64) -> st.SearchStrategy[list[int]]:

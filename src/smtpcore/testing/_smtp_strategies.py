@@ -79,7 +79,8 @@ __all__ = [
 EXTENSIONS: Final = frozenset(
     {"PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "CHUNKING", "DSN", "STARTTLS", "AUTH"}
 )
-"""The ESMTP extensions the session strategies know how to use."""
+"""The ESMTP extensions the session strategies use unless narrowed; :func:`sessions`
+uses BINARYMIME and REQUIRETLS too where ``extensions`` names them."""
 
 AUTH_MECHANISMS: Final = ("PLAIN", "LOGIN")
 """The SASL mechanisms whose exchange :func:`sessions` plays (RFC 4616; LOGIN as deployed)."""
@@ -836,20 +837,27 @@ def _transaction(
     draw: st.DrawFn,
     offered: frozenset[str],
     content: st.SearchStrategy[bytes],
+    binary_content: st.SearchStrategy[bytes] | None,
     *,
     pipelining: bool,
     hostile: bool,
     max_recipients: int,
 ) -> list[tuple[Event | bytes, ...]]:
+    """One transaction; a ``BODY=BINARYMIME`` one, with ``binary_content``, when
+    that is given (RFC 3030 §3: its content goes in BDAT chunks only)."""
     utf8 = "SMTPUTF8" in offered and draw(st.booleans())
     mail_params, senders, rcpt_params = _envelope_strategies(offered, utf8=utf8)
     params = dict(draw(mail_params))
-    params.pop("BODY", None)
+    params.pop("BODY", None)  # set below, to what the content needs
     if utf8:
         params["SMTPUTF8"] = None
+    binary = False
+    if binary_content is not None and draw(st.booleans()):
+        binary, content = True, binary_content
     body = draw(content)
-    eight_bit = any(octet > 127 for octet in body)
-    if eight_bit:
+    if binary:
+        params["BODY"] = "BINARYMIME"
+    elif any(octet > 127 for octet in body):
         params["BODY"] = "8BITMIME"
     if "SIZE" in params:
         params["SIZE"] = str(len(body))
@@ -862,7 +870,7 @@ def _transaction(
         for line in draw(st.lists(_session_lines(offered), max_size=2)):
             envelope.insert(draw(st.integers(1, len(envelope))), line)
     groups: list[tuple[Event | bytes, ...]] = []
-    use_bdat = "CHUNKING" in offered and draw(st.booleans())
+    use_bdat = binary or ("CHUNKING" in offered and draw(st.booleans()))
     if use_bdat:
         cuts = sorted(set(draw(st.lists(st.integers(0, len(body)), max_size=3))))
         bounds = [0, *cuts, len(body)]
@@ -917,6 +925,7 @@ def sessions(
     max_transactions: int = 3,
     max_recipients: int = 4,
     content: st.SearchStrategy[bytes] | None = None,
+    binary_content: st.SearchStrategy[bytes] | None = None,
     hostile: bool = False,
     auth_mechanisms: Collection[str] = AUTH_MECHANISMS,
 ) -> st.SearchStrategy[ClientSession]:
@@ -929,7 +938,11 @@ def sessions(
     recipients' content drawn from ``content``, by default
     :func:`message_contents` with 8-bit lines only under 8BITMIME),
     with RSET and NOOP between them, and QUIT. Each transaction has one to
-    ``max_recipients`` recipients. Narrow ``extensions`` to what
+    ``max_recipients`` recipients. Where ``extensions`` names BINARYMIME and
+    CHUNKING, a transaction may declare ``BODY=BINARYMIME`` and send content
+    drawn from ``binary_content`` (by default :func:`message_contents` with
+    ``binary=True``: any octets, bare CR and LF, NUL), in BDAT chunks only
+    (RFC 3030 §3), never DATA. Narrow ``extensions`` to what
     your server offers: without PIPELINING every command is its own group.
     Narrow the limits to your server's too, so that no command goes past
     one: ``max_recipients`` to the recipients it takes a transaction (what
@@ -963,12 +976,21 @@ def sessions(
         raise InvalidArgument(
             f"max_recipients={max_recipients!r} must be at least 1: a transaction needs one"
         )
+    offered = frozenset(name.upper() for name in extensions)
+    # Built here, once per call: a strategy built inside a draw is validated at every draw.
+    if content is None:
+        content = message_contents(eight_bit="8BITMIME" in offered)
+    if not {"BINARYMIME", "CHUNKING"} <= offered:
+        binary_content = None  # RFC 3030 §3: BINARYMIME content goes with BDAT only
+    elif binary_content is None:
+        binary_content = message_contents(binary=True)
     return _sessions(
-        extensions=extensions,
+        offered=offered,
         lmtp=lmtp,
         max_transactions=max_transactions,
         max_recipients=max_recipients,
         content=content,
+        binary_content=binary_content,
         hostile=hostile,
         auth_mechanisms=auth_mechanisms,
     )
@@ -978,18 +1000,16 @@ def sessions(
 def _sessions(
     draw: st.DrawFn,
     *,
-    extensions: Collection[str],
+    offered: frozenset[str],
     lmtp: bool,
     max_transactions: int,
     max_recipients: int,
-    content: st.SearchStrategy[bytes] | None,
+    content: st.SearchStrategy[bytes],
+    binary_content: st.SearchStrategy[bytes] | None,
     hostile: bool,
     auth_mechanisms: Collection[str],
 ) -> ClientSession:
-    offered = frozenset(name.upper() for name in extensions)
     pipelining = "PIPELINING" in offered
-    if content is None:
-        content = message_contents(eight_bit="8BITMIME" in offered)
     hello: Event = Lhlo("client.abc.example") if lmtp else Ehlo("client.abc.example")
     groups: list[tuple[Event | bytes, ...]] = [(hello,)]
     tls = "STARTTLS" in offered and draw(st.booleans())
@@ -1012,6 +1032,7 @@ def _sessions(
             draw,
             in_force,
             content,
+            binary_content,
             pipelining=pipelining,
             hostile=hostile,
             max_recipients=max_recipients,
