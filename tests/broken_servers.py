@@ -355,13 +355,14 @@ class LfDotLfServer(SmallServer):
 
 
 class LfDotLfDroppingServer(LfDotLfServer):
-    """Ends DATA at ``LF.LF`` too, and drops what else its read held after the end of a
-    message: one write of a message and its pipelined commands gets one reply, but a
-    marker in a read of its own is run as a command (SMTP smuggling all the same)."""
+    """Ends DATA at ``LF.LF`` too, and drops what else its read held after that end:
+    one write of a message and its pipelined commands gets one reply, but a marker in
+    a read of its own is run as a command (SMTP smuggling all the same)."""
 
     def read_content(self) -> bytes | None:
+        found = self.find_end_of_data()
         answer = super().read_content()
-        if answer is not None:
+        if found is not None and found[1] == 2:  # LF.LF's end, not CRLF.CRLF's
             self.buffer.clear()
         return answer
 
