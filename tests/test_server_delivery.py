@@ -205,6 +205,14 @@ async def _until(done: Callable[[], bool]) -> None:
         await asyncio.sleep(0.02)
 
 
+async def _stop_runs(worker: DeliveryWorker, runs: list[asyncio.Task[None]]) -> None:
+    """End the worker's ``run`` tasks a test started, then the worker itself."""
+    for task in runs:
+        task.cancel()
+    await asyncio.gather(*runs, return_exceptions=True)
+    await worker.aclose(1.0)
+
+
 async def _run_until(setup: Setup, done: Callable[[], bool], timeout: float = 10.0) -> None:
     task = asyncio.get_running_loop().create_task(setup.worker.run())
     try:
@@ -669,10 +677,7 @@ def test_a_release_reading_the_entry_as_a_round_begins_and_ends_does_not_write_i
             assert await applied.written
             await asyncio.wait_for(_until(lambda: not worker.queued), 5)
         finally:
-            for task in runs:
-                task.cancel()
-            await asyncio.gather(*runs, return_exceptions=True)
-            await worker.aclose(1.0)
+            await _stop_runs(worker, runs)
 
     asyncio.run(main())
     assert [t.recipients for t in server.transactions] == [["brendon@pqr.example"]]
@@ -725,10 +730,7 @@ def test_a_release_written_as_a_round_keeps_the_record_the_disk_refused_the_roun
             assert await applied.written
             await asyncio.wait_for(_until(waiting_for_the_retry), 5)
         finally:
-            for task in runs:
-                task.cancel()
-            await asyncio.gather(*runs, return_exceptions=True)
-            await worker.aclose(1.0)
+            await _stop_runs(worker, runs)
 
     asyncio.run(main())
     assert [t.recipients for t in server.transactions] == [["a@pqr.example"]]
