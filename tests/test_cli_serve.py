@@ -400,7 +400,9 @@ def test_queue_and_reload_signals_from_the_lock_to_its_release_never_kill_the_se
             if signal.getsignal(signum) in (signal.SIG_DFL, None):
                 unhandled.append(f"{signum.name} while {when}")
         if not unhandled:
-            submit(server.config.queue_dir, QueueCommand("flush"), 0)  # pid 0: no signal
+            # pid 0: no signal. An id, for a command that leaves its file: ALL on the
+            # empty queue would leave none.
+            submit(server.config.queue_dir, QueueCommand("flush", ("0123456789",)), 0)
             signal.raise_signal(signal.SIGUSR1)
             signal.raise_signal(signal.SIGHUP)
 

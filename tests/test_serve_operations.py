@@ -138,7 +138,11 @@ def test_a_command_for_all_a_stopped_server_left_spares_mail_queued_after_it(
 ) -> None:
     """``ALL`` handed to a server that stopped before carrying it out is the messages
     queued when it was given: the tool, carrying it out first, deleted mail accepted
-    afterwards too (and held it, for a ``hold ALL`` given on an empty queue)."""
+    afterwards too (and held it, for a ``hold ALL`` given on an empty queue). A command
+    for ALL on an empty queue leaves no file at all: ``"ids": []`` is every message to a
+    server of an earlier version, which knows no ``"all"``."""
+    import json
+
     from smtpcore.server.queuectl import QueueCommand, apply_left_offline, submit
 
     queue = Queue(tmp_path / "queue")
@@ -146,9 +150,12 @@ def test_a_command_for_all_a_stopped_server_left_spares_mail_queued_after_it(
     before = queue.add(b"Subject: one\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
     submit(tmp_path / "queue", QueueCommand("delete"), pid=0)
     queue.remove(before.id)
-    submit(tmp_path / "queue", QueueCommand("hold"), pid=0)  # the queue is empty now
+    held = submit(tmp_path / "queue", QueueCommand("hold"), pid=0)  # the queue is empty now
+    assert held.pinned and held.ids == ()
+    files = sorted((tmp_path / "queue" / "commands").glob("*.json"))
+    assert [json.loads(path.read_text())["ids"] for path in files] == [[before.id]]
     after = queue.add(b"Subject: two\r\n\r\nx\r\n", "john@abc.example", ["b@pqr.example"])
-    assert apply_left_offline(queue, 0.0, tell=lambda line: None) == 2
+    assert apply_left_offline(queue, 0.0, tell=lambda line: None) == 1
     assert [(entry.id, entry.held) for entry in queue.entries()] == [(after.id, False)]
 
 

@@ -400,7 +400,11 @@ class DeliveryWorker:
         No round begins while this acts, whatever the action: one begun, and ended,
         while the entry was read or written would have its record written over with the
         entry as read (its recipients sent again, or the envelope of the message it
-        delivered and removed put back without its content)."""
+        delivered and removed put back without its content).
+
+        A ``hold`` or ``delete`` the disk refuses leaves the message out of the schedule,
+        as the operator asked: it is not delivered before its command, kept, is carried
+        out again (at the next SIGUSR1, which any ``queue`` command sends, or start)."""
         if queue_id in self._running:
             return False
         due = self._due.pop(queue_id, None)

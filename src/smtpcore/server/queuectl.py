@@ -26,7 +26,7 @@ import secrets
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
@@ -62,13 +62,16 @@ class QueueCommand:
     action: str
     ids: tuple[str, ...] = ()
     pinned: bool = False
+    _members: frozenset[str] = field(init=False, repr=False, compare=False)
+    """``ids`` as a set: a pinned ``ALL`` names every message, and each is looked up."""
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise ValueError(f"unknown queue action {self.action!r}")
+        object.__setattr__(self, "_members", frozenset(self.ids))
 
     def applies_to(self, queue_id: str) -> bool:
-        return queue_id in self.ids if self.ids or self.pinned else True
+        return queue_id in self._members if self.ids or self.pinned else True
 
 
 def _commands_dir(queue_dir: Path) -> Path:
@@ -161,6 +164,10 @@ def submit(queue_dir: Path, command: QueueCommand, pid: int) -> QueueCommand:
     the actions are on disk, and neither must reach mail accepted after it was given
     (a ``delete`` would drop it unseen, neither delivered nor bounced)."""
     command = _pinned(queue_dir, command)
+    if command.pinned and not command.ids:
+        # Nothing queued: nothing to do, and no file, which a server of an earlier
+        # version (no "all") would read as every message, mail accepted later too.
+        return command
     directory = _commands_dir(queue_dir)
     directory.mkdir(mode=0o700, exist_ok=True)
     _write_command(directory / f"{time.time_ns():020d}-{secrets.token_hex(4)}.json", command)

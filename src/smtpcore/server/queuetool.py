@@ -52,6 +52,9 @@ def _run(args: argparse.Namespace) -> int:
     what = "every message" if not ids else ", ".join(ids)
     if pid is not None and pid > 0:  # -1: another queue tool, waited for below
         sent = submit(queue_dir, command, pid)
+        if sent.pinned and not sent.ids:
+            print(f"queue {args.action}: 0 messages (none queued)")
+            return 0
         if sent.pinned:
             what = f"every message queued now ({len(sent.ids)})"
         print(f"queue {args.action}: {what}: handed to the running server (pid {pid})")
