@@ -34,6 +34,8 @@ CLIENTS: dict[str, Callable[[int, int], None]] = {
     "smtpcore.trio": client_loads.trio_client,
     "asyncio floor": client_loads.asyncio_floor_client,  # asyncio's own share
     "asyncio minimal": client_loads.asyncio_minimal_client,  # the least on asyncio
+    "asyncio woken": client_loads.asyncio_woken_client,  # woken as smtpcore wakes
+    "asyncio callback": client_loads.asyncio_callback_client,  # woken once a message
     "aiosmtplib": client_loads.aiosmtplib_client,  # the asyncio client's own kind of peer
 }
 

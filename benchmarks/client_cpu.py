@@ -88,6 +88,8 @@ CLIENTS = {
     "asyncio floor": "asyncio_floor_client",
     "blocking floor": "blocking_floor_client",
     "asyncio minimal": "asyncio_minimal_client",
+    "asyncio woken": "asyncio_woken_client",
+    "asyncio callback": "asyncio_callback_client",
     "aiosmtplib": "aiosmtplib_client",
 }
 

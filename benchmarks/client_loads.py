@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import re
 import smtplib
 import socket
@@ -255,6 +256,179 @@ def asyncio_minimal_client(port: int, messages: int) -> None:
             sock.close()
 
     asyncio.run(main())
+
+
+def asyncio_woken_client(port: int, messages: int) -> None:
+    """The asyncio minimal client, its task woken as ``smtpcore.asyncio`` wakes its
+    own: a plain future for each read, resolved in the reader's callback, which
+    then runs the task at once (``SocketClientTransport._run``), rather than
+    :class:`StepNow`'s Python methods. Beside :func:`asyncio_callback_client`,
+    what waking the task costs for each reply."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sock = _nonblocking_connection(port)
+        fd = sock.fileno()
+        waiting: list[asyncio.Future[bytes]] = []
+        received = bytearray()  # what came and is not read yet
+
+        def readable() -> None:
+            data = os.read(fd, 65536)
+            if waiting:
+                _wake_now(waiting.pop(), data)
+            else:
+                received.extend(data)
+
+        async def more() -> None:
+            future = loop.create_future()
+            waiting.append(future)
+            received.extend(await future)
+
+        async def reply() -> int:
+            """The code of the next reply, once its last line has come."""
+            start = 0
+            while True:
+                end = received.find(b"\n", start)
+                if end < 0:
+                    await more()
+                elif received[start + 3 : start + 4] == b"-":  # a line before the last
+                    start = end + 1
+                else:
+                    code = int(received[:3])
+                    del received[: end + 1]
+                    return code
+
+        async def send_message(sender: str, recipients: list[str], content: bytes) -> None:
+            envelope = [
+                f"MAIL FROM:<{sender}>\r\n".encode(),
+                *(f"RCPT TO:<{recipient}>\r\n".encode() for recipient in recipients),
+                b"DATA\r\n",
+            ]
+            codes = []
+            for command in envelope:  # one at a time: this client is for servers without it
+                os.write(fd, command)
+                codes.append(await reply())
+                if codes[0] != 250:
+                    break
+            if codes[0] != 250 or codes[-1] != 354 or not {250, 251} & set(codes[1:-1]):
+                raise ValueError(f"the envelope was refused: {codes}")
+            os.write(fd, _stuffed(content))
+            if await reply() != 250:
+                raise ValueError("the message was refused")
+
+        loop.add_reader(fd, readable)
+        try:
+            await reply()  # the greeting
+            os.write(fd, b"EHLO bench.test\r\n")
+            while b"\n250 " not in received and not received.startswith(b"250 "):
+                await more()
+            received.clear()
+            for _ in range(messages):
+                await send_message(SENDER, [RECIPIENT], BODY_1K)
+            os.write(fd, b"QUIT\r\n")
+            await reply()
+        finally:
+            loop.remove_reader(fd)
+            sock.close()
+
+    asyncio.run(main())
+
+
+def asyncio_callback_client(port: int, messages: int) -> None:
+    """:func:`asyncio_woken_client` with the replies read in the reader's callback:
+    each reply that lets the next command go (250 and 251, 354) is read there and
+    the next command written at once, and the task is woken once a message, with
+    the reply to its content, or with any other reply. One command at a time, as
+    for a server without PIPELINING."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sock = _nonblocking_connection(port)
+        fd = sock.fileno()
+        received = bytearray()
+        to_send: list[bytes] = []  # what goes after each success, the next one last
+        codes: list[int] = []  # the codes read for the commands sent
+        waiting: list[asyncio.Future[bytes]] = []
+
+        def readable() -> None:
+            received.extend(os.read(fd, 65536))
+            read_replies()
+
+        def read_replies() -> None:
+            """Read what replies have come; send on while each lets the next command go;
+            wake the task with any other, or once nothing is left to send."""
+            while waiting:
+                end = received.find(b"\n")
+                if end < 0:
+                    return
+                if received[3:4] == b"-":  # a line before the last
+                    del received[: end + 1]
+                    continue
+                code = int(received[:3])
+                del received[: end + 1]
+                codes.append(code)
+                if to_send and code in (250, 251, 354):
+                    os.write(fd, to_send.pop())
+                    continue
+                _wake_now(waiting.pop(), b"")
+
+        async def exchange(commands: list[bytes]) -> list[int]:
+            """Send ``commands``, each once the one before it succeeded; their codes."""
+            codes.clear()
+            to_send[:] = reversed(commands)
+            future = loop.create_future()
+            waiting.append(future)
+            if to_send:
+                os.write(fd, to_send.pop())
+            read_replies()  # what came already (the greeting, say)
+            if waiting:
+                await future
+            return list(codes)
+
+        async def send_message(sender: str, recipients: list[str], content: bytes) -> None:
+            commands = [
+                f"MAIL FROM:<{sender}>\r\n".encode(),
+                *(f"RCPT TO:<{recipient}>\r\n".encode() for recipient in recipients),
+                b"DATA\r\n",
+                _stuffed(content),
+            ]
+            codes = await exchange(commands)
+            if codes != [250, *(250 for _ in recipients), 354, 250]:
+                raise ValueError(f"the message was refused: {codes}")
+
+        loop.add_reader(fd, readable)
+        try:
+            await exchange([])  # the greeting
+            await exchange([b"EHLO bench.test\r\n"])
+            for _ in range(messages):
+                await send_message(SENDER, [RECIPIENT], BODY_1K)
+            await exchange([b"QUIT\r\n"])
+        finally:
+            loop.remove_reader(fd)
+            sock.close()
+
+    asyncio.run(main())
+
+
+def _wake_now(future: asyncio.Future[bytes], data: bytes) -> None:
+    """Resolve ``future`` with ``data``, and run the task that awaits it at once, in its
+    context, as ``smtpcore.asyncio``'s transport does (``SocketClientTransport._run``)."""
+    if not future._callbacks:  # type: ignore[attr-defined]  # nothing awaits it yet
+        future.set_result(data)
+        return
+    wake_up, context = future._callbacks[0]
+    future.remove_done_callback(wake_up)
+    future.set_result(data)
+    context.run(wake_up, future)
+
+
+def _stuffed(content: bytes) -> bytes:
+    """The content with its leading dots doubled as ``smtplib`` doubles them, and its
+    end (RFC 5321 §4.5.2)."""
+    stuffed = _LEADING_DOT.sub(b"..", content)
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed + b".\r\n"
 
 
 def blocking_floor_client(port: int, messages: int) -> None:

@@ -31,6 +31,8 @@ LOADS = [
     "asyncio_floor_client",
     "blocking_floor_client",
     "asyncio_minimal_client",
+    "asyncio_woken_client",
+    "asyncio_callback_client",
     "aiosmtplib_client",
 ]
 
