@@ -413,7 +413,7 @@ def asyncio_callback_client(port: int, messages: int) -> None:
 def _wake_now(future: asyncio.Future[bytes], data: bytes) -> None:
     """Resolve ``future`` with ``data``, and run the task that awaits it at once, in its
     context, as ``smtpcore.asyncio``'s transport does (``SocketClientTransport._run``)."""
-    if not future._callbacks:  # type: ignore[attr-defined]  # nothing awaits it yet
+    if not future._callbacks:  # nothing awaits it yet
         future.set_result(data)
         return
     wake_up, context = future._callbacks[0]
