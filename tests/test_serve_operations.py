@@ -269,6 +269,52 @@ def test_a_lock_taken_only_by_a_queue_tools_probe_is_waited_for_not_refused(
     assert (tmp_path / LOCK_NAME).read_text() == "4242\n"
 
 
+def test_a_stale_process_id_is_cleared_before_the_lock_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server killed with SIGKILL leaves its process id in the lock file. The next
+    process to take the lock (a server starting, a ``queue`` tool) held it a moment with
+    that id still there, and a ``queue`` command run in that moment signalled whatever
+    process has the id now: SIGUSR1, which kills it. Here a command runs in that moment,
+    just as the lock is taken, and the process with the stale id lives."""
+    import fcntl
+
+    from smtpcore.server.queuectl import (
+        LOCK_NAME,
+        QueueCommand,
+        release_lock,
+        running_server,
+        submit,
+        take_lock,
+    )
+
+    queue = Queue(tmp_path / "queue")
+    queue.open()
+    queue.add(b"Subject: one\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    real_flock = fcntl.flock
+    probed: list[int | None] = []
+
+    def flock(fd: int, operation: int) -> None:
+        real_flock(fd, operation)
+        if operation & fcntl.LOCK_EX and not probed:  # what a `queue` command does now
+            probed.append(pid := running_server(tmp_path))
+            if pid is not None and pid > 0:
+                submit(tmp_path / "queue", QueueCommand("hold"), pid)
+
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / LOCK_NAME).write_text(f"{victim.pid}\n")  # a server's, killed
+        monkeypatch.setattr(fcntl, "flock", flock)
+        release_lock(take_lock(tmp_path, "4242"))
+        monkeypatch.undo()
+        with pytest.raises(subprocess.TimeoutExpired):
+            victim.wait(0.3)
+        assert probed == [-1]  # taken, not yet marked: no one to signal
+    finally:
+        victim.kill()
+        victim.wait()
+
+
 def test_a_damaged_queue_command_is_dropped_and_a_good_one_kept_until_done(
     tmp_path: Path,
 ) -> None:

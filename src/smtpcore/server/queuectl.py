@@ -111,28 +111,45 @@ def take_lock(data_dir: Path, mark: str) -> int:
     ``queue`` tool that holds it is waited for a while; a server holding it is a
     :class:`ConfigError` naming who.
 
+    What the file says is cleared under a shared lock before the lock is taken: then no
+    one holds it, so the text is a mark a server that died (``kill -9``) left there, and
+    a ``queue`` tool that read that id once the lock is taken, before this mark is
+    written, would signal whatever process has the id now (SIGUSR1 kills by default).
+    A lock held meanwhile by another taker reads as one not yet marked: no one to
+    signal, waited for.
+
     A lock found taken, then free when probed, was held for a moment only: another
     ``queue`` tool's :func:`running_server` probe (a shared lock), or a holder that
     has just let go. That is tried again, not taken for a server."""
     fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     deadline = time.monotonic() + _TOOL_WAIT
     while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except OSError:
-            holder = running_server(data_dir)
-            if holder in (-1, None) and time.monotonic() < deadline:
-                time.sleep(0.05)  # the queue tool, at work on the files: it is quick
-                continue
-            os.close(fd)
-            who = {-1: "the queue tool", None: "another process"}.get(
-                holder, "another smtpcore server"
-            )
-            raise ConfigError(f"{data_dir} is in use by {who}") from None
+        if _flock_now(fd, fcntl.LOCK_SH):
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            if _flock_now(fd, fcntl.LOCK_EX):
+                break
+        holder = running_server(data_dir)
+        if holder in (-1, None) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the queue tool, at work on the files: it is quick
+            continue
+        os.close(fd)
+        who = {-1: "the queue tool", None: "another process"}.get(
+            holder, "another smtpcore server"
+        )
+        raise ConfigError(f"{data_dir} is in use by {who}")
     os.ftruncate(fd, 0)
     os.write(fd, f"{mark}\n".encode("ascii"))
     return fd
+
+
+def _flock_now(fd: int, operation: int) -> bool:
+    """Whether ``fd`` got the lock ``operation`` asks for, without waiting."""
+    try:
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def release_lock(fd: int) -> None:
@@ -140,7 +157,8 @@ def release_lock(fd: int) -> None:
     left in the file names no server once this one has stopped, and a ``queue`` tool
     that read it while the next server had taken the lock and not yet marked it
     would signal whatever process has that id now (SIGUSR1 kills by default). Only
-    a server that died leaves its mark."""
+    a server that died leaves its mark, and the next :func:`take_lock` clears it
+    before it takes the lock."""
     with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)
     os.close(fd)
