@@ -315,6 +315,34 @@ def test_a_stale_process_id_is_cleared_before_the_lock_is_taken(
         victim.wait()
 
 
+def test_commands_are_carried_out_in_the_order_given_whatever_the_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Command files were named after the wall clock and carried out in name order: a
+    clock stepped back between ``hold ALL`` and ``release ALL`` (NTP, ``date -s``) ran
+    the release first, and the mail stayed held."""
+    from smtpcore.server.queuectl import (
+        QueueCommand,
+        apply_left_offline,
+        read_commands,
+        submit,
+    )
+
+    queue = Queue(tmp_path / "queue")
+    queue.open()
+    entry = queue.add(b"Subject: one\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    submit(tmp_path / "queue", QueueCommand("hold"), pid=0)
+    stepped_back = time.time_ns() - 5_000_000_000
+    monkeypatch.setattr(time, "time_ns", lambda: stepped_back)
+    submit(tmp_path / "queue", QueueCommand("release"), pid=0)
+    submit(tmp_path / "queue", QueueCommand("flush"), pid=0)  # the same clock again
+    monkeypatch.undo()
+    commands = read_commands(tmp_path / "queue")
+    assert [command.action for _, command in commands] == ["hold", "release", "flush"]
+    assert apply_left_offline(queue, 0.0, tell=lambda line: None) == 3
+    assert not queue.load(entry.id).held
+
+
 def test_a_damaged_queue_command_is_dropped_and_a_good_one_kept_until_done(
     tmp_path: Path,
 ) -> None:

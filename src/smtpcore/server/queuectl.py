@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import signal
 import time
@@ -188,7 +189,7 @@ def submit(queue_dir: Path, command: QueueCommand, pid: int) -> QueueCommand:
         return command
     directory = _commands_dir(queue_dir)
     directory.mkdir(mode=0o700, exist_ok=True)
-    _write_command(directory / f"{time.time_ns():020d}-{secrets.token_hex(4)}.json", command)
+    _write_new_command(directory, command)
     if pid > 0:
         os.kill(pid, signal.SIGUSR1)
     return command
@@ -209,6 +210,31 @@ def _write_command(path: Path, command: QueueCommand) -> None:
     fields = {"action": command.action, "ids": list(command.ids), "all": command.pinned}
     tmp.write_text(json.dumps(fields))
     os.replace(tmp, path)
+
+
+_NUMBERED: Final = re.compile(r"([0-9]{20})[-.]")
+"""A command file's name as :func:`_write_new_command` gives it (an earlier version
+put ``-`` and a random part after the number)."""
+
+
+def _write_new_command(directory: Path, command: QueueCommand) -> Path:
+    """``command`` in a file of its own, named after every command waiting: they are
+    carried out in name order, which must be the order given. The clock gives the
+    number, but one stepped back (NTP, ``date -s``) must not put a ``release`` before
+    the ``hold`` given first. The file is linked in whole; a name another tool took
+    meanwhile is a retry with the next number."""
+    staged = directory / f".{secrets.token_hex(8)}.new"
+    _write_command(staged, command)
+    try:
+        while True:
+            waiting = [int(m[1]) for p in directory.iterdir() if (m := _NUMBERED.match(p.name))]
+            number = max([time.time_ns(), *(n + 1 for n in waiting)])
+            with contextlib.suppress(FileExistsError):
+                path = directory / f"{number:020d}.json"
+                os.link(staged, path)
+                return path
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 def read_commands(queue_dir: Path) -> list[tuple[Path, QueueCommand]]:
