@@ -343,6 +343,97 @@ def test_commands_are_carried_out_in_the_order_given_whatever_the_clock(
     assert not queue.load(entry.id).held
 
 
+NOBODY = 65534
+
+
+def _chown_tree(top: Path, uid: int) -> None:
+    for where, dirs, files in os.walk(top):
+        for name in (where, *(os.path.join(where, f) for f in (*dirs, *files))):
+            os.chown(name, uid, uid)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to act on another user's queue")
+def test_the_queue_tool_refuses_to_change_another_users_queue(tmp_path: Path) -> None:
+    """Run as root (``sudo``) on the queue of a server that runs as another user, the
+    tool rewrote an envelope as root, mode 0600: the server could not read it and set
+    the message aside as damaged, neither delivered nor bounced. Its command files for a
+    running server were root's too, and never read. It now refuses, naming the owner;
+    ``list`` only reads, and works."""
+    queue = Queue(tmp_path / "queue")
+    queue.open()
+    entry = queue.add(b"Subject: one\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    _chown_tree(tmp_path, NOBODY)
+    held = _queue(tmp_path, "hold", entry.id)
+    assert held.returncode == 2, held.stdout
+    owner = f"uid {NOBODY}"
+    assert f"--data-dir: {tmp_path / 'queue'} belongs to " in held.stderr
+    assert owner in held.stderr and "run the queue tool as that user" in held.stderr
+    envelope = queue.envelope_path(entry.id).stat()
+    assert envelope.st_uid == NOBODY and not queue.load(entry.id).held
+    assert not (tmp_path / "queue" / "commands").exists()
+    listed = _queue(tmp_path, "list")
+    assert listed.returncode == 0 and listed.stdout.startswith(entry.id), listed.stderr
+
+
+def _read_commands_as_nobody(queue_dir: Path) -> str:
+    """What ``read_commands`` finds and logs in a child process that runs as ``nobody``
+    (forked, not run: this Python may be where ``nobody`` cannot reach it)."""
+    import logging
+
+    from smtpcore.server.log import logger
+    from smtpcore.server.queuectl import read_commands
+
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            with os.fdopen(write, "w") as out:
+                handler = logging.StreamHandler(out)
+                handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+                logger.addHandler(handler)
+                out.write(f"{[command.action for _, command in read_commands(queue_dir)]}\n")
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as found:
+        text = found.read()
+    os.waitpid(child, 0)
+    return text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to make files another user cannot read")
+def test_the_server_logs_queue_commands_it_cannot_read() -> None:
+    """A commands directory, or a command file, the server's user may not read (root's,
+    left by ``sudo queue`` of an earlier version) read as no command at all, silently,
+    and such a file was removed as damaged: the operator's command was lost, though the
+    tool had said the server had it. Both are now logged, and the file kept."""
+    import tempfile
+
+    from smtpcore.server.queuectl import QueueCommand, submit
+
+    with tempfile.TemporaryDirectory() as top:  # tmp_path's parents are root's, 0700
+        queue_dir = Path(top) / "queue"
+        Queue(queue_dir).open()
+        _chown_tree(Path(top), NOBODY)
+        submit(queue_dir, QueueCommand("hold", ("0123456789",)), pid=0)  # as root
+        commands = queue_dir / "commands"
+        [command] = commands.glob("*.json")
+        os.chmod(command, 0o600)
+        for unreadable, what in (
+            (commands, "the queue commands"),
+            (command, "this queue command"),
+        ):
+            os.chown(commands, NOBODY if unreadable is command else 0, NOBODY)
+            found = _read_commands_as_nobody(queue_dir)
+            assert found.endswith("[]\n"), found
+            assert f"ERROR {unreadable}: cannot read {what}: Permission denied" in found
+            assert command.exists()
+
+
 def test_a_damaged_queue_command_is_dropped_and_a_good_one_kept_until_done(
     tmp_path: Path,
 ) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Final
 
 from smtpcore.server.config import ConfigError
+from smtpcore.server.log import logger
 from smtpcore.server.queue import Queue, QueueEntry
 
 __all__ = [
@@ -245,17 +246,37 @@ def read_commands(queue_dir: Path) -> list[tuple[Path, QueueCommand]]:
 
     One for every message left by a version that did not pin it (no ``"all"``) is
     pinned here, at its first reading, and written so: carried out again after a stop,
-    it must not reach mail accepted after that (see :func:`submit`)."""
+    it must not reach mail accepted after that (see :func:`submit`).
+
+    A directory or file this process may not read (another user's: ``sudo queue`` by an
+    earlier version) is logged as an error, never taken for no command or a damaged
+    one: that command, and those given after it, wait until it can be read."""
     directory = _commands_dir(queue_dir)
-    if not directory.is_dir():
+    try:
+        paths = sorted(path for path in directory.iterdir() if path.suffix == ".json")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        logger.error("%s: cannot read the queue commands: %s", directory, exc.strerror or exc)
         return []
     commands = []
-    for path in sorted(directory.glob("*.json")):
+    for path in paths:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # not damaged: kept, and it comes before those after it
+            logger.error(
+                "%s: cannot read this queue command: %s; it waits, with those after it",
+                path,
+                exc.strerror or exc,
+            )
+            break
+        try:
+            data = json.loads(text)
             action, ids = str(data["action"]), tuple(map(str, data["ids"]))
             command = QueueCommand(action, ids, data.get("all") is True)
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             path.unlink(missing_ok=True)  # a damaged command is dropped, not retried forever
             continue
         pinned = _pinned(queue_dir, command)

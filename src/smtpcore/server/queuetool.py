@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import pwd
 import time
+from pathlib import Path
 
 from smtpcore.server.config import ConfigError
 from smtpcore.server.log import loggable
@@ -46,6 +49,7 @@ def _run(args: argparse.Namespace) -> int:
     def tell(line: str) -> None:
         print(loggable(line))  # senders' addresses
 
+    _check_owner(queue_dir)
     ids = validate_ids(queue, getattr(args, "ids", ()))
     command = QueueCommand(args.action, ids)
     pid = running_server(data_dir)
@@ -67,3 +71,24 @@ def _run(args: argparse.Namespace) -> int:
     later = " (delivered when the server starts)" if args.action in ("flush", "release") else ""
     print(f"queue {args.action}: {len(done)} messages{later}")
     return 0
+
+
+def _check_owner(queue_dir: Path) -> None:
+    """Refuse to change a queue as any user but its owner, the server's (most often: as
+    root, with ``sudo``). The files the tool writes (an envelope rewritten, a command for
+    the server, the lock) would be this user's, mode 0600, and the server could read
+    none of them: it set the message aside as damaged, or never saw the command.
+    Refused rather than each file given to the owner: every file the tool creates, now
+    or later, would need its ``chown``, and one forgotten is that loss again. ``list``
+    only reads, and is not refused."""
+    owner = queue_dir.stat().st_uid
+    if os.geteuid() == owner:
+        return
+    try:
+        who = f"{pwd.getpwuid(owner).pw_name} (uid {owner})"
+    except KeyError:  # a uid with no name
+        who = f"uid {owner}"
+    raise ConfigError(
+        f"--data-dir: {queue_dir} belongs to {who}: run the queue tool as that user; "
+        "the server could not read the files it would write as another"
+    )
