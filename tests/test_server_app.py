@@ -9,6 +9,7 @@ import email
 import email.policy
 import errno
 import io
+import json
 import logging
 import os
 import smtplib
@@ -863,6 +864,69 @@ def test_a_queue_command_being_carried_out_is_cut_off_within_the_stop_timeout(
     _run(start_again)
     assert all(queue.load(queue_id).held for queue_id in ids)
     assert list(commands.glob("*.json")) == []
+
+
+def _older_all(config: ServerConfig, action: str) -> Path:
+    """A command for every message as a version from before the pin left it: no ids,
+    no ``"all"``."""
+    commands = config.queue_dir / "commands"
+    commands.mkdir(exist_ok=True)
+    path = commands / "00000000000000000001-older.json"
+    path.write_text(json.dumps({"action": action, "ids": []}))
+    return path
+
+
+@pytest.mark.parametrize("cut_off", ["pin", "hold"])
+def test_a_stop_lets_the_lock_go_only_once_the_disk_work_it_cut_off_has_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cut_off: str
+) -> None:
+    """A stop cancels the queue command being carried out, but not the thread that does
+    its disk work: the server let go of the lock, and the thread went on to write (an
+    older version's ``hold ALL`` pinned, a ``hold``'s envelope) after a ``queue`` tool,
+    finding no server, had carried the command out, removed it, and the operator's
+    ``release ALL`` had come: the stale hold came back. The lock now goes once that
+    thread has ended, and the command stays for the next start."""
+    from smtpcore.server import queuectl
+
+    config = _config(tmp_path, "abc.example", {}, submission_port=0)
+    queue_id = _not_due(config)
+    commands = config.queue_dir / "commands"
+    writing, go_on = threading.Event(), threading.Event()
+
+    def slowly(work: Callable[..., Any]) -> Callable[..., Any]:
+        def slow(*args: Any) -> Any:
+            writing.set()
+            go_on.wait(5)
+            return work(*args)
+
+        return slow
+
+    async def main() -> None:
+        server = MailServer(config, sockets={"smtp": _listening()})
+        await server.start()
+        if cut_off == "pin":
+            _older_all(config, "hold")
+            monkeypatch.setattr(queuectl, "_pinned", slowly(queuectl._pinned))
+        else:
+            submit(config.queue_dir, QueueCommand("hold", (queue_id,)), pid=0)
+            monkeypatch.setattr(server.queue, "update", slowly(server.queue.update))
+        carrying_out = asyncio.get_running_loop().create_task(server.run_queue_commands())
+        try:
+            await asyncio.to_thread(writing.wait, 5)
+            stopping = asyncio.get_running_loop().create_task(server.aclose(grace=0.1))
+            await asyncio.sleep(0.5)  # the grace is over: the command is cut off
+            assert running_server(config.data_dir) == os.getpid()
+            go_on.set()
+            await stopping
+            assert running_server(config.data_dir) is None
+        finally:
+            go_on.set()
+            await asyncio.gather(carrying_out, return_exceptions=True)
+
+    _run(main)
+    [left] = commands.glob("*.json")  # for the next start
+    pinned = cut_off == "pin"
+    assert json.loads(left.read_text()) == {"action": "hold", "ids": [queue_id], "all": pinned}
 
 
 def test_a_stopped_server_leaves_no_process_id_in_its_lock(tmp_path: Path) -> None:

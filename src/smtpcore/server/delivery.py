@@ -79,7 +79,7 @@ from smtpcore.server.queue import (
 )
 from smtpcore.server.queuectl import QueueCommand, dropped_report
 from smtpcore.server.relay_tls import RelayTLS, message_tls, relay_tls_context
-from smtpcore.server.waits import finish, within
+from smtpcore.server.waits import Threads, finish, within
 
 __all__ = [
     "Applied",
@@ -253,6 +253,10 @@ class DeliveryWorker:
         self.internal = internal if internal is not None else InternalAddresses()
         """Which addresses the relay must not connect to (none allowed by default)."""
         self.client_factory = client_factory
+        self.threads = Threads()
+        """Where the worker's disk work runs: a stop waits there for what it cut off
+        before the data directory's lock goes (see :meth:`MailServer.aclose
+        <smtpcore.server.mailserver.MailServer.aclose>`)."""
         self.timeouts = timeouts or Timeouts(quit=QUIT_TIMEOUT)
         self.concurrency = concurrency
         self.clock = clock
@@ -351,7 +355,7 @@ class DeliveryWorker:
         """Carry out ``command`` on the queue. A message in delivery, or with actions that
         still wait for its round, is acted on after them, when its round ends. An action
         the disk refuses now raises (those before it stand)."""
-        entries = await asyncio.to_thread(self.queue.entries)
+        entries = await self.threads.run(self.queue.entries)
         ids = []
         waiting = []
         for entry in entries:
@@ -426,7 +430,7 @@ class DeliveryWorker:
         if queue_id in self._running:  # scheduled anew, and begun, as the entry was read
             return False
         if action == "delete":
-            await asyncio.to_thread(self._remove_by_operator, entry)
+            await self.threads.run(self._remove_by_operator, entry)
             self._unsaved.pop(queue_id, None)
             self._copies_begun.pop(queue_id, None)
         elif action == "hold":
@@ -513,7 +517,7 @@ class DeliveryWorker:
             except OSError:  # not known to be gone: a local error
                 return False
 
-        return await asyncio.to_thread(missing)
+        return await self.threads.run(missing)
 
     async def _report_owed(self, queue_id: str) -> None:
         """The success reports owed for recipients this broken round sent and recorded
@@ -534,7 +538,7 @@ class DeliveryWorker:
         if not owed:
             return entry
         report = await self._success_report(entry, content, owed)
-        queued = await asyncio.to_thread(
+        queued = await self.threads.run(
             self.queue.add,
             report,
             "",
@@ -575,7 +579,7 @@ class DeliveryWorker:
     async def _load(self, queue_id: str) -> QueueEntry:
         """The entry, as this process last left it if its queue file is behind. The
         file is read all the same: one removed meanwhile ends the delivery."""
-        entry = await asyncio.to_thread(self.queue.load, queue_id)
+        entry = await self.threads.run(self.queue.load, queue_id)
         return self._unsaved.get(queue_id, entry)
 
     async def _save(self, entry: QueueEntry) -> QueueEntry:
@@ -599,7 +603,7 @@ class DeliveryWorker:
         is no longer kept in memory, unless another write put its own there meanwhile:
         that one is not on disk because this one is."""
         self._unsaved[entry.id] = entry
-        await asyncio.to_thread(self.queue.update, entry)
+        await self.threads.run(self.queue.update, entry)
         if self._unsaved.get(entry.id) is entry:
             del self._unsaved[entry.id]
 
@@ -609,7 +613,7 @@ class DeliveryWorker:
             logger.info("%s: on hold; not delivered until released", entry.id)
             return
         content = self.queue.content(queue_id)
-        if not await asyncio.to_thread(content.path.exists):
+        if not await self.threads.run(content.path.exists):
             raise FileNotFoundError(content.path)
         if self.clock() >= entry.created + self.max_queue_age:
             await self._expire(entry, content)
@@ -731,7 +735,7 @@ class DeliveryWorker:
         )
         if not entry.pending:
             try:
-                await asyncio.to_thread(self.queue.remove, entry.id)
+                await self.threads.run(self.queue.remove, entry.id)
             except OSError as exc:
                 logger.error("%s: cannot remove the delivered message: %s", entry.id, exc)
             else:
@@ -803,7 +807,7 @@ class DeliveryWorker:
                 )
                 for r in delayed
             ],
-            original=await asyncio.to_thread(content.header),
+            original=await self.threads.run(content.header),
             retry_until=entry.created + self.max_queue_age,
             envid=entry.param("ENVID"),
             utf8=_is_utf8(entry),
@@ -834,7 +838,7 @@ class DeliveryWorker:
         if begun is not None:
             begun.add(key)  # before the write: a round broken in it must search next time
         try:
-            path, written = await asyncio.to_thread(
+            path, written = await self.threads.run(
                 self.mailboxes.deliver_queued,
                 key,
                 entry.sender,
@@ -913,7 +917,7 @@ class DeliveryWorker:
         if isinstance(attempts, Rejected):
             outcome = self._rejected_outcome(attempts)
             return dict.fromkeys(addresses, outcome)
-        header = await asyncio.to_thread(content.header)
+        header = await self.threads.run(content.header)
         policy = message_tls(self.relay_tls, requiretls=entry.requiretls, header=header)
         last = TryNext("no exchanger to try")
         relay = "none"
@@ -1071,10 +1075,10 @@ class DeliveryWorker:
         headers_only = (entry.param("RET") or "").upper() == "HDRS" or entry.requiretls
         original = None
         if not headers_only:
-            original = await asyncio.to_thread(content.returned, MAX_RETURNED_MESSAGE)
+            original = await self.threads.run(content.returned, MAX_RETURNED_MESSAGE)
         if original is None:  # asked for, or the message is too large to return whole
             headers_only = True
-            original = await asyncio.to_thread(content.header)
+            original = await self.threads.run(content.header)
         bounce = build_bounce(
             reporting_mta=self.hostname,
             recipient=entry.sender,
@@ -1125,7 +1129,7 @@ class DeliveryWorker:
                 )
                 for r in owed
             ],
-            original=await asyncio.to_thread(content.header),
+            original=await self.threads.run(content.header),
             envid=entry.param("ENVID"),
             utf8=_is_utf8(entry),
         )
@@ -1161,12 +1165,12 @@ class DeliveryWorker:
                 logger.info(
                     "%s: sender <%s> has no mailbox; report to %s", queue_id, loggable(sender), key
                 )
-            path = await asyncio.to_thread(self.mailboxes.deliver, key, "", report)
+            path = await self.threads.run(self.mailboxes.deliver, key, "", report)
             logger.info("%s: sender %s notification: delivered to %s", queue_id, kind, path)
             self.mailboxes.delivered(key, path, queue_id)
             return
         params = _report_params(sender, report, requiretls=requiretls)
-        queued = await asyncio.to_thread(self.queue.add, report, "", [sender], params=params)
+        queued = await self.threads.run(self.queue.add, report, "", [sender], params=params)
         logger.info("%s: sender %s notification: %s", queue_id, kind, queued.id)
         self.schedule(queued, new=True)
 

@@ -39,7 +39,7 @@ from smtpcore.server.queue import Queue
 from smtpcore.server.queuectl import read_commands, release_lock, take_lock
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
-from smtpcore.server.waits import finish
+from smtpcore.server.waits import CUT_OFF, finish
 
 __all__ = ["TMP_SCAN_EVERY", "Listener", "MailServer", "server_tls_context"]
 
@@ -341,7 +341,8 @@ class MailServer:
         command that fails (a disk error) is logged and kept, with every later one,
         for the next SIGUSR1 or start: carried out after them, it would undo them."""
         async with self._carrying_out(), self._queue_commands:
-            for path, command in await asyncio.to_thread(read_commands, self.config.queue_dir):
+            left = await self.worker.threads.run(read_commands, self.config.queue_dir)
+            for path, command in left:
                 if path in self._commands_in_hand:
                     continue  # carried out already, its file kept until it is on disk
                 try:
@@ -400,7 +401,7 @@ class MailServer:
                 self._commands_in_hand.clear()
                 return
             try:
-                await asyncio.to_thread(path.unlink, missing_ok=True)
+                await self.worker.threads.run(path.unlink, missing_ok=True)
             except OSError as exc:  # kept in hand, the later ones behind it: tried again
                 logger.error("queue: cannot remove a command carried out: %s", exc)
                 return
@@ -488,7 +489,9 @@ class MailServer:
         queue commands being carried out, go on while the sessions end, and have what
         is left of ``grace`` after them; a session cut off then has a second more to
         hear its 421 (:meth:`smtpcore.asyncio.SMTPServer.aclose`), a delivery or a
-        command a second more to end (:func:`smtpcore.server.waits.finish`)."""
+        command a second more to end (:func:`smtpcore.server.waits.finish`), and the
+        disk work they had begun in threads a second more: the data directory's lock
+        goes only once that has ended."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         servers, self._servers = self._servers, []
@@ -509,7 +512,33 @@ class MailServer:
             await asyncio.wait(self._removals)
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
+            await self._let_go(fd, max(deadline - loop.time(), 0.0) + CUT_OFF)
+
+    async def _let_go(self, fd: int, timeout: float) -> None:
+        """Release the data directory's lock once the disk work this stop cut off has
+        ended (:class:`~smtpcore.server.waits.Threads`): a ``queue`` tool finding it free
+        acts on the files itself, and nothing of this server may land there after that.
+        Waited for ``timeout`` seconds; work that runs on past that (a hung disk) lets
+        the lock go when it ends, and the stop ends without it."""
+        loop = asyncio.get_running_loop()
+        released: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not released.done():
+                released.set_result(None)
+
+        def release() -> None:
             release_lock(fd)
+            with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
+                loop.call_soon_threadsafe(settle)
+
+        self.worker.threads.then(release)
+        done, _ = await asyncio.wait((released,), timeout=timeout)
+        if not done:
+            logger.error(
+                "stopping: disk work cut off still runs; the data directory's lock goes "
+                "when it ends"
+            )
 
     async def __aenter__(self) -> MailServer:
         await self.start()

@@ -10,19 +10,27 @@ grace is over. Two things held it past that, without limit:
 - a task cut off may still await something on its way out (a reply, a disk), or may
   have lost its cancellation in code not ours: :func:`finish` cancels it again while
   it runs, for at most :data:`CUT_OFF` seconds, then stops waiting for it.
+
+A cancellation does not stop a thread: the disk work a task cut off had handed to one
+goes on after the task has ended. :class:`Threads` counts that work, so that a server
+lets go of its data directory only once none of it is left to land there.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Collection
-from typing import Any, Final, TypeVar
+import contextvars
+import functools
+import threading
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any, Final, ParamSpec, TypeVar
 
 from smtpcore.server.log import logger
 
-__all__ = ["CUT_OFF", "finish", "within"]
+__all__ = ["CUT_OFF", "Threads", "finish", "within"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 CUT_OFF: Final = 1.0
 """Seconds a task cancelled at the end of a stop's grace has to end, cancelled again
@@ -72,3 +80,57 @@ async def finish(tasks: Collection[asyncio.Task[Any]], timeout: float) -> None:
             logger.error("stopping: %d tasks cancelled did not end; left running", len(pending))
             return
         _, pending = await asyncio.wait(pending, timeout=min(left, CANCEL_AGAIN_EVERY))
+
+
+class Threads:
+    """The disk work one server hands to threads (:func:`asyncio.to_thread` in all else).
+
+    A stop cancels the task that awaits such work, but the thread goes on: a queue
+    envelope or a command file it writes after the server has released the data
+    directory's lock lands over what a ``queue`` tool did meanwhile, with no server
+    running (a message it deleted comes back, a ``hold`` it carried out and removed
+    comes back after the operator's ``release``). Work handed over here always runs
+    to its end, even when its task is cancelled first, and :meth:`then` waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._running = 0
+        self._then: list[Callable[[], object]] = []
+
+    async def run(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``func(*args, **kwargs)`` in a thread, in the caller's context, counted until
+        it returns; cancelling the caller leaves it to end, counted."""
+        call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+
+        def counted() -> T:
+            try:
+                return call()
+            finally:
+                self._ended()
+
+        with self._guard:
+            self._running += 1
+        try:
+            future = asyncio.get_running_loop().run_in_executor(None, counted)
+        except BaseException:  # not handed over (the executor is shut down)
+            self._ended()
+            raise
+        # Shielded: a cancellation must not take back work the executor has not begun,
+        # which would leave it counted for ever.
+        return await asyncio.shield(future)
+
+    def _ended(self) -> None:
+        with self._guard:
+            self._running -= 1
+            due, self._then = (self._then, []) if not self._running else ([], self._then)
+        for callback in due:
+            callback()
+
+    def then(self, callback: Callable[[], object]) -> None:
+        """``callback()`` once no work is running: now, or in the thread of the last
+        one to end."""
+        with self._guard:
+            if self._running:
+                self._then.append(callback)
+                return
+        callback()
