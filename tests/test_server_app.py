@@ -789,6 +789,48 @@ def test_a_command_for_all_left_by_a_stop_spares_mail_accepted_after_it(
     assert list(commands.glob("*.json")) == []
 
 
+def test_a_command_for_all_an_older_version_left_is_not_carried_out_on_a_pin_not_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An older version's ``delete ALL`` whose pin the disk refused to write was carried
+    out on the pin kept in memory: waiting for a round, it was left without ids by a
+    stop, and the next start pinned it anew, to a message accepted in between too, and
+    deleted that unseen (neither delivered nor bounced). A command whose pin is not on
+    disk is not carried out: it is set aside, and the log says so."""
+    from smtpcore.server import queuectl
+
+    tarpit, config, resolver, in_delivery = _in_a_round(tmp_path)  # its round waits
+    queue = Queue(config.queue_dir)
+    older = _older_all(config, "delete")
+
+    async def main() -> str:
+        server = MailServer(config, sockets={"smtp": _listening()}, resolver=resolver)
+        older.rename(older.with_suffix(".later"))  # given once the server runs
+        await server.start()
+        try:
+            peer, _ = await asyncio.to_thread(tarpit.accept)  # the round is under way
+            with peer:
+                older.with_suffix(".later").rename(older)
+                with monkeypatch.context() as patch:
+                    patch.setattr(queuectl, "_write_command", _no_space)
+                    await server.run_queue_commands()
+                later = _not_due(config)  # accepted after the command was read
+                await server.aclose(grace=0.1)
+        finally:
+            await server.aclose(grace=0)
+        again = MailServer(config, sockets={"smtp": _listening()}, resolver=resolver)
+        await again.start()
+        await again.aclose(grace=0.1)
+        return later
+
+    with tarpit:
+        later = _run(main)
+    assert sorted(entry.id for entry in queue.entries()) == sorted([in_delivery, later])
+    assert [path.name for path in older.parent.iterdir()] == [older.with_suffix(".unpinned").name]
+    assert "queue delete ALL, left by an earlier version, cannot be pinned" in caplog.text
+    assert "not carried out" in caplog.text
+
+
 def test_a_queue_command_waiting_for_a_round_is_written_within_the_stop_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -927,6 +969,37 @@ def test_a_stop_lets_the_lock_go_only_once_the_disk_work_it_cut_off_has_ended(
     [left] = commands.glob("*.json")  # for the next start
     pinned = cut_off == "pin"
     assert json.loads(left.read_text()) == {"action": "hold", "ids": [queue_id], "all": pinned}
+
+
+def test_a_command_for_all_an_older_version_left_is_pinned_before_mail_is_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start pinned an older version's command for ALL after its listeners had begun
+    to accept mail (and a name lookup of up to two seconds): a ``delete ALL`` deleted
+    mail accepted at the start, unseen. It is pinned before any listener is bound."""
+    from smtpcore.server import queuectl
+
+    config = _config(tmp_path, "abc.example", {}, submission_port=0)
+    queue_id = _not_due(config)
+    path = _older_all(config, "hold")
+    listening: list[int] = []
+    pinned = queuectl._pinned
+
+    def pin(queue_dir: Path, command: QueueCommand) -> QueueCommand:
+        listening.append(len(server.listeners))
+        return pinned(queue_dir, command)
+
+    monkeypatch.setattr(queuectl, "_pinned", pin)
+    server = MailServer(config, sockets={"smtp": _listening()})
+
+    async def main() -> None:
+        await server.start()
+        await server.aclose(grace=0.1)
+
+    _run(main)
+    assert listening == [0]
+    assert Queue(config.queue_dir).load(queue_id).held
+    assert not path.exists()
 
 
 def test_a_stopped_server_leaves_no_process_id_in_its_lock(tmp_path: Path) -> None:

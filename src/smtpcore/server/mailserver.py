@@ -221,6 +221,12 @@ class MailServer:
                 self.worker.schedule(entry)
             if entries:
                 logger.info("queue: %d messages waiting from before", len(entries))
+            # What was asked while no server ran (or left by a stop that cut a round short
+            # before an action waiting for it was written), before any round can begin:
+            # a ``hold`` must not wait for a round its message should no longer have.
+            # Before any listener, too: a command for ALL an earlier version left is
+            # pinned as it is first read, and must not reach mail accepted after it.
+            await self.run_queue_commands()
             for name, port in self.config.listeners():
                 try:
                     await self._listen(name, port)
@@ -233,10 +239,6 @@ class MailServer:
             await self.aclose(grace=0)
             raise
         await self._learn_own_addresses()
-        # What was asked while no server ran (or left by a stop that cut a round short
-        # before an action waiting for it was written), before any round can begin:
-        # a ``hold`` must not wait for a round its message should no longer have.
-        await self.run_queue_commands()
         self._worker_task = asyncio.get_running_loop().create_task(self.worker.run())
         self._cleaner = asyncio.get_running_loop().create_task(self._clean_maildirs())
         return list(self.listeners)

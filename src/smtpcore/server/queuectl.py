@@ -238,26 +238,31 @@ def _write_new_command(directory: Path, command: QueueCommand) -> Path:
         staged.unlink(missing_ok=True)
 
 
-def read_commands(queue_dir: Path) -> list[tuple[Path, QueueCommand]]:
+def read_commands(
+    queue_dir: Path, tell: Callable[[str], object] = logger.error
+) -> list[tuple[Path, QueueCommand]]:
     """The waiting commands, oldest first, each with its file (the server's side of
     :func:`submit`). The caller removes a command's file once what it does is on disk,
     not before: the tool has told the operator that the server has it, and a crash in
     between must not lose it (carried out twice, each action ends the same).
 
     One for every message left by a version that did not pin it (no ``"all"``) is
-    pinned here, at its first reading, and written so: carried out again after a stop,
-    it must not reach mail accepted after that (see :func:`submit`).
+    pinned here, at its first reading (a server reads them before it accepts mail), and
+    written so: carried out again after a stop, it must not reach mail accepted after
+    that (see :func:`submit`). One whose pin the disk refuses is not carried out: its
+    next reading would pin it anew, to mail accepted meanwhile too. It is set aside as
+    ``NAME.unpinned``, which no reader takes, and ``tell`` says so, for the operator.
 
     A directory or file this process may not read (another user's: ``sudo queue`` by an
-    earlier version) is logged as an error, never taken for no command or a damaged
-    one: that command, and those given after it, wait until it can be read."""
+    earlier version) is told of too, never taken for no command or a damaged one: that
+    command, and those given after it, wait until it can be read."""
     directory = _commands_dir(queue_dir)
     try:
         paths = sorted(path for path in directory.iterdir() if path.suffix == ".json")
     except FileNotFoundError:
         return []
     except OSError as exc:
-        logger.error("%s: cannot read the queue commands: %s", directory, exc.strerror or exc)
+        tell(f"{directory}: cannot read the queue commands: {exc.strerror or exc}")
         return []
     commands = []
     for path in paths:
@@ -266,10 +271,9 @@ def read_commands(queue_dir: Path) -> list[tuple[Path, QueueCommand]]:
         except FileNotFoundError:
             continue
         except OSError as exc:  # not damaged: kept, and it comes before those after it
-            logger.error(
-                "%s: cannot read this queue command: %s; it waits, with those after it",
-                path,
-                exc.strerror or exc,
+            tell(
+                f"{path}: cannot read this queue command: {exc.strerror or exc}; "
+                "it waits, with those after it"
             )
             break
         try:
@@ -281,10 +285,32 @@ def read_commands(queue_dir: Path) -> list[tuple[Path, QueueCommand]]:
             continue
         pinned = _pinned(queue_dir, command)
         if pinned != command:
-            with contextlib.suppress(OSError):  # not written: pinned again at the next reading
+            try:
                 _write_command(path, pinned)
+            except OSError as exc:
+                _set_aside(path, command, exc, tell)
+                continue
         commands.append((path, pinned))
     return commands
+
+
+def _set_aside(
+    path: Path, command: QueueCommand, exc: OSError, tell: Callable[[str], object]
+) -> None:
+    """``path``, whose command for every message could not be pinned (``exc``), renamed
+    out of the readers' way; left in place (and read again) only if that fails too."""
+    unpinned = path.with_suffix(".unpinned")
+    try:
+        os.replace(path, unpinned)
+    except OSError as rename_exc:
+        where = f"left as {path}, read again at the next SIGUSR1 or start ({rename_exc})"
+    else:
+        where = f"set aside as {unpinned}: give the command again if it is still wanted"
+    tell(
+        f"queue {command.action} ALL, left by an earlier version, cannot be pinned to the "
+        f"messages queued ({exc.strerror or exc}); not carried out, as it would reach mail "
+        f"accepted after it: {where}"
+    )
 
 
 def _owed(entry: QueueEntry) -> str:
@@ -328,7 +354,7 @@ def apply_left_offline(queue: Queue, now: float, tell: Callable[[str], object] =
     The tool does this before its own command, which was given after them: left for the
     next start, they would be carried out over it (a ``hold`` left would undo the
     ``release`` given now)."""
-    left = read_commands(queue.directory)
+    left = read_commands(queue.directory, tell)
     for path, command in left:
         apply_offline(queue, command, now, tell)
         path.unlink(missing_ok=True)
