@@ -55,6 +55,7 @@ __all__ = [
     "BROKEN_SERVERS",
     "EagerBdatServer",
     "FewRecipientsServer",
+    "LfDotLfOneCommandServer",
     "LfDotLfServer",
     "LongLineTailServer",
     "LongTextLineServer",
@@ -63,6 +64,7 @@ __all__ = [
     "PlaintextAfterStartTlsServer",
     "RunningServer",
     "SizeIgnoringServer",
+    "SlowLfDotLfDroppingServer",
     "SmallServer",
     "SplitCommandServer",
     "serve",
@@ -365,6 +367,41 @@ class LfDotLfDroppingServer(LfDotLfServer):
         if found is not None and found[1] == 2:  # LF.LF's end, not CRLF.CRLF's
             self.buffer.clear()
         return answer
+
+
+class SlowLfDotLfDroppingServer(LfDotLfDroppingServer):
+    """The same, reading so slowly that a message written in two writes, a pause
+    apart, comes in one read (here: in DATA it reads nothing before ``QUIT`` is
+    in too): the marker goes with the rest of the read, QUIT with it, and the
+    message gets one reply, QUIT none and no close."""
+
+    def receive(self, data: bytes) -> bytes:
+        if self.mode == "data" and not (self.buffer + data).endswith(b"QUIT\r\n"):
+            self.buffer += data
+            return b""
+        return super().receive(data)
+
+
+class LfDotLfOneCommandServer(LfDotLfServer):
+    """Ends DATA at ``LF.LF`` too, and takes one command from each read, dropping
+    the rest: a marker after ``LF.LF`` is run (250) and QUIT behind it dropped, so
+    a message and QUIT get two replies, the second not 221."""
+
+    def receive(self, data: bytes) -> bytes:
+        self.buffer += data
+        replies = []
+        while not self.closed and self.mode != "command":
+            answer = self.step()
+            if answer is None:
+                break
+            replies.append(answer)
+        if self.mode == "command" and not self.closed:
+            answer = self.step()
+            if answer is not None:
+                replies.append(answer)
+                if self.mode == "command":
+                    self.buffer.clear()
+        return self.emit(replies)
 
 
 class EagerBdatServer(SmallServer):

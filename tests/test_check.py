@@ -26,6 +26,7 @@ from broken_servers import (
     EagerBdatServer,
     FewRecipientsServer,
     LfDotLfDroppingServer,
+    LfDotLfOneCommandServer,
     LfDotLfServer,
     LongLineTailServer,
     LongTextLineServer,
@@ -33,6 +34,7 @@ from broken_servers import (
     OutOfOrderServer,
     PlaintextAfterStartTlsServer,
     SizeIgnoringServer,
+    SlowLfDotLfDroppingServer,
     SmallServer,
     SplitCommandServer,
     serve,
@@ -119,6 +121,86 @@ def test_a_server_that_drops_the_rest_of_its_read_is_caught_by_the_split_write()
     sent = [e.data for e in result.transcript if e.side == "client"]
     assert any(data.endswith(b"before\n.\n") for data in sent)
     assert b"NOOP smtpcore-smuggling-marker\r\n" in server.sessions[0].commands
+
+
+def test_a_message_answered_once_with_quit_left_unanswered_fails() -> None:
+    """Where both writes come in one read, a server that ends the message at LF.LF and
+    drops the rest of the read drops QUIT too: one reply and no close passed, counted as
+    a message read whole."""
+    with serve(SlowLfDotLfDroppingServer) as server:
+        report = check_server(server.host, server.port, checks=["smuggling"], timeout=0.5)
+    result = report["smuggling"]
+    assert result.outcome is Outcome.FAILED, result
+    unanswered = "([250]: QUIT was left unanswered: no 221 and no close within 0.5 s)"
+    assert f"LF.LF {unanswered}; CRLF.LF {unanswered}" in result.summary
+    assert "CR.CR" not in result.summary
+    assert b"Subject: smtpcore smuggling check\r\n\r\nbefore\n" in server.messages
+    assert "-- the server did not close within 0.5 s" in result.transcript_text()
+
+
+def test_a_marker_answered_in_place_of_quit_fails() -> None:
+    """Two replies passed whatever they were: here the marker's 250 after a message
+    ended at LF.LF, and QUIT dropped with the rest of its read."""
+    with serve(LfDotLfOneCommandServer) as server:
+        report = check_server(server.host, server.port, checks=["smuggling"], timeout=0.5)
+    result = report["smuggling"]
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary.startswith(
+        "a message and QUIT got two replies, the second not QUIT's 221, so the message "
+        "ended early and the marker line after the look-alike was answered in QUIT's "
+        "place: LF.LF ([250, 250]); CRLF.LF ([250, 250])"
+    ), result.summary
+    assert "CR.CR" not in result.summary
+    assert any(b"smtpcore-smuggling-marker" in s.commands[-1] for s in server.sessions)
+
+
+class QuitIgnoringServer(SmallServer):
+    """Leaves QUIT unanswered and the connection open."""
+
+    def command(self, line: bytes) -> bytes:
+        if line.upper().startswith(b"QUIT"):
+            return b""
+        return super().command(line)
+
+
+class OpenAfterQuitServer(SmallServer):
+    """Answers QUIT with 221 and keeps the connection open."""
+
+    def command(self, line: bytes) -> bytes:
+        answer = super().command(line)
+        if line.upper().startswith(b"QUIT"):
+            self.closed = False
+        return answer
+
+
+@pytest.mark.parametrize(
+    ("server_class", "summary"),
+    [
+        (QuitIgnoringServer, "QUIT was left unanswered: no 221 and no close within 0.3 s"),
+        (
+            OpenAfterQuitServer,
+            "the server answered QUIT but did not close the connection within 0.3 s "
+            "(RFC 5321 §4.1.1.10)",
+        ),
+    ],
+    ids=["unanswered", "not-closed"],
+)
+def test_a_session_that_does_not_end_as_quit_asks_fails_every_check(
+    server_class: type[SmallServer], summary: str
+) -> None:
+    """Every check reads to the close after QUIT, so that no reply is missed; a server
+    still open at the timeout passed on the replies that had come (chunking and
+    pipelining compared two runs that both lacked the 221)."""
+    names = ["chunking", "pipelining", "text-line-length", "command-line-length"]
+    with serve(server_class) as server:
+        report = check_server(server.host, server.port, checks=names, timeout=0.3)
+    for result in report.results:
+        assert result.outcome is Outcome.FAILED, result
+        assert result.summary.endswith(summary), result
+    assert report["chunking"].summary.startswith("QUIT got ")
+    assert report["text-line-length"].summary.startswith(
+        "a message of long lines and QUIT got [552"
+    )
 
 
 def test_a_crash_is_a_dropped_connection_in_the_transcript() -> None:

@@ -12,8 +12,10 @@ The checks send ordinary mail (to ``recipient``, from ``sender``): point them
 at a server whose recipient is a sink. Every check ends its sessions with
 ``QUIT`` and reads until the server closes, so a reply the server owes no one
 (the mark of a command read from inside a message, a line or a chunk) is
-counted, not missed. Nothing here needs Hypothesis; the checks are
-deterministic but for the seed of the chunkings they try.
+counted, not missed; a server that leaves QUIT unanswered, or the connection
+open after it, fails rather than pass on the replies that came. Nothing here
+needs Hypothesis; the checks are deterministic but for the seed of the
+chunkings they try.
 """
 
 from __future__ import annotations
@@ -254,10 +256,45 @@ def _show(codes: Sequence[int]) -> str:
     )
 
 
+_CLOSING: Final = (421, 521)
+"""Replies with which a server ends the session itself, owing QUIT nothing after:
+421 (RFC 5321 §3.8) and 521 (RFC 7504 §3; Postfix's answer to a bare LF)."""
+
+
+def _after_quit(client: WireClient, replies: Sequence[ServerReply]) -> str | None:
+    """What is wrong with how a session ended, read to the close after QUIT, or None.
+
+    QUIT gets 221 and then the close (RFC 5321 §4.1.1.10), unless the server
+    ended the session first (:data:`_CLOSING`). A server still open at the
+    timeout may yet answer, so the replies that came cannot be counted: that
+    fails, never passes on what came so far (a server that dropped QUIT with
+    the rest of a read would otherwise pass a check by saying nothing).
+    """
+    codes = _codes(replies)
+    if not client.closed:
+        if 221 in codes:
+            return (
+                f"the server answered QUIT but did not close the connection within "
+                f"{client.timeout:g} s (RFC 5321 §4.1.1.10)"
+            )
+        return f"QUIT was left unanswered: no 221 and no close within {client.timeout:g} s"
+    if 221 not in codes and not (codes and codes[-1] in _CLOSING):
+        return "the server closed the connection with QUIT unanswered (no 221)"
+    return None
+
+
 def _quit(client: WireClient) -> list[ServerReply]:
-    """QUIT, and every reply until the server closes (an owed-to-no-one reply shows here)."""
+    """QUIT, and every reply until the server closes (an owed-to-no-one reply shows
+    here); the check fails where the session does not end as QUIT asks
+    (:func:`_after_quit`). A connection already closed owes QUIT nothing."""
+    if client.closed:
+        return []
     client.send(b"QUIT\r\n")
-    return client.read_until_closed()
+    replies = client.read_until_closed()
+    wrong = _after_quit(client, replies)
+    if wrong:
+        raise _Failed(f"QUIT got {_show(_codes(replies))}: {wrong}")
+    return replies
 
 
 # -- the checks ----------------------------------------------------------------------------
@@ -379,18 +416,21 @@ def check_smuggling(probe: Probe) -> str:
 
     For each sequence in :data:`SMUGGLING_ENDINGS`, a message holds the
     sequence followed by a ``NOOP`` marker line, then ends properly, and
-    ``QUIT`` follows. A server that ended the message at the look-alike
-    answers the marker (and the rest) as commands: more than two replies.
-    Refusing the message (RFC 5321 §4.1.1.4 allows only CRLF.CRLF; Postfix
-    replies 550 or 521 for a bare LF) is fine.
+    ``QUIT`` follows. The replies must be the message's and then QUIT's 221,
+    and then the close, or one reply that ends the session (421, 521). A
+    server that ended the message at the look-alike answers the marker (and
+    the rest) as commands: more than two replies, or a second one that is
+    not 221. Refusing the message (RFC 5321 §4.1.1.4 allows only CRLF.CRLF;
+    Postfix replies 550 or 521 for a bare LF) is fine.
 
     The message goes in two writes, the probe's pause apart, split after the
     look-alike: a server that ends the message there and drops the rest of
     that read (its pipelined commands) would answer one reply to a single
-    write and pass, yet run the marker when it comes in a read of its own, as
-    an attacker's relay may send it.
+    write, yet run the marker when it comes in a read of its own, as an
+    attacker's relay may send it. Where both writes still come in one read,
+    such a server drops QUIT with the marker: QUIT left unanswered fails too.
     """
-    failed, unanswered = [], []
+    ran, out_of_order, unanswered, unfinished = [], [], [], []
     for name, ending in SMUGGLING_ENDINGS.items():
         client, _ = probe.hello()
         probe.transaction(client)
@@ -401,25 +441,46 @@ def check_smuggling(probe: Probe) -> str:
         tail = _MARKER + b"after\r\n.\r\n" + b"QUIT\r\n"
         client.send(head + tail, [head, tail])
         replies = client.read_until_closed()
-        if len(replies) > 2:
-            failed.append(f"{name} ({len(replies)} replies: {_show(_codes(replies))})")
-            probe.close()
-        elif not replies:  # the message is owed a reply, refusal or not
+        codes = _codes(replies)
+        if not codes:  # the message is owed a reply, refusal or not
             unanswered.append(name)
-            probe.close()
+        elif len(codes) > 2:
+            ran.append(f"{name} ({len(codes)} replies: {_show(codes)})")
+        elif codes[0] == 221 or codes[1:] not in ([], [221]):
+            out_of_order.append(f"{name} ({codes})")
+        elif wrong := _after_quit(client, replies):
+            unfinished.append(f"{name} ({codes}: {wrong})")
         else:
             probe.clients.remove(client)
             client.close()
-    if failed:
-        raise _Failed(
+            continue
+        probe.close()
+    problems = []
+    if ran:
+        problems.append(
             "a message and QUIT got more than two replies, so the message ended early and "
-            f"the marker line after the look-alike was run as a command: {'; '.join(failed)}"
+            f"the marker line after the look-alike was run as a command: {'; '.join(ran)}"
+        )
+    if out_of_order:
+        problems.append(
+            "a message and QUIT got two replies, the second not QUIT's 221, so the message "
+            "ended early and the marker line after the look-alike was answered in QUIT's "
+            f"place: {'; '.join(out_of_order)}"
+        )
+    if unfinished:
+        problems.append(
+            "a message and QUIT did not end with QUIT's 221 and the close, so the server "
+            "left unread what came after the message (one that ends the message at the "
+            "look-alike and drops the rest of its read, the marker, the real end and QUIT, "
+            f"does): {'; '.join(unfinished)}"
         )
     if unanswered:
-        raise _Failed(
+        problems.append(
             f"a message holding {', '.join(unanswered)} got no reply before the server "
             "closed the connection or fell silent"
         )
+    if problems:
+        raise _Failed("; ".join(problems))
     return f"none of {len(SMUGGLING_ENDINGS)} look-alikes ended a message"
 
 
@@ -580,6 +641,9 @@ def check_text_line_length(probe: Probe) -> str:
         raise _Failed(f"a message of long lines and QUIT got {_show(codes)}: a cut line ended it")
     if codes[:1] == [221] or codes[1:] not in ([], [221]):
         raise _Failed(f"a message of long lines and QUIT got {codes}, out of order")
+    wrong = _after_quit(client, replies)
+    if wrong:
+        raise _Failed(f"a message of long lines and QUIT got {codes}: {wrong}")
     if codes[0] != 250 and codes[0] // 100 != 5:
         raise _Failed(f"the message of long lines was answered {codes[0]}")
     return f"the message of long lines got {codes[0]}"
@@ -753,6 +817,9 @@ def check_bdat_bare_lf(probe: Probe) -> str:
             f"NOOP<LF>BDAT, its chunk and QUIT got {_show(_codes(replies))}: the marker "
             "lines in the chunk were answered as commands"
         )
+    wrong = _after_quit(client, replies)
+    if wrong:
+        raise _Failed(f"NOOP<LF>BDAT, its chunk and QUIT got {_show(_codes(replies))}: {wrong}")
     return f"NOOP<LF>BDAT, its chunk and QUIT got {_show(_codes(replies))}"
 
 
