@@ -67,6 +67,7 @@ __all__ = [
     "SlowLfDotLfDroppingServer",
     "SmallServer",
     "SplitCommandServer",
+    "StateFirstBdatServer",
     "serve",
 ]
 
@@ -434,6 +435,20 @@ class NonAsciiDigitServer(SmallServer):
         if text.isdigit():
             return int(text)
         return None
+
+
+class StateFirstBdatServer(SmallServer):
+    """Refuses BDAT outside a transaction before it reads the size (503), and
+    inside one trusts ``str.isdigit()``: ``BDAT ²`` crashes the session, but
+    only once MAIL and RCPT are accepted."""
+
+    def bdat(self, argument: str) -> bytes:
+        if self.recipients == 0:
+            return _reply(503, "5.5.1 Need RCPT first")
+        words = argument.split()
+        if words and words[0].isdigit():
+            words[0] = str(int(words[0]))  # int("²") raises: the session dies
+        return super().bdat(" ".join(words))
 
 
 class OutOfOrderServer(SmallServer):

@@ -37,6 +37,7 @@ from broken_servers import (
     SlowLfDotLfDroppingServer,
     SmallServer,
     SplitCommandServer,
+    StateFirstBdatServer,
     serve,
 )
 from peers import TLSFiles, free_port
@@ -238,6 +239,36 @@ def test_a_refusal_then_a_close_does_not_hide_a_size_read_from_other_digits() ->
     )
     assert "SIZE=\u0661\u0660' was answered 250 2.1.0 OK, not a 5xx refusal" in result.summary
     assert len(server.sessions) >= 2
+
+
+def test_bdat_with_non_ascii_digits_goes_inside_a_transaction() -> None:
+    """After RSET, with no transaction, a server may refuse BDAT before it reads the
+    size: this one passed, though ``BDAT ²`` crashes it once MAIL and RCPT are in."""
+    with serve(StateFirstBdatServer) as server:
+        report = check_server(server.host, server.port, checks=["ascii-digits"], timeout=5)
+    result = report["ascii-digits"]
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == "'BDAT ² LAST' was answered by a dropped connection"
+    assert "C: b'RCPT TO:<postmaster@smtpcore.test>\\r\\n'" in result.transcript_text()
+    assert {type(crash) for crash in server.crashes} == {ValueError}
+
+
+class RecipientRefusingServer(SmallServer):
+    """Refuses every recipient (a sink the check was not pointed at)."""
+
+    def rcpt(self, argument: str) -> bytes:
+        return b"550 5.1.1 No such user\r\n"
+
+
+def test_bdat_with_non_ascii_digits_is_skipped_not_passed_without_a_transaction() -> None:
+    with serve(RecipientRefusingServer) as server:
+        report = check_server(server.host, server.port, checks=["ascii-digits"], timeout=5)
+    result = report["ascii-digits"]
+    assert result.outcome is Outcome.SKIPPED, result
+    assert result.summary.startswith(
+        "the SIZE= lines were refused with 5xx, but 'BDAT ² LAST' was not tried: "
+        "'RCPT TO:<postmaster@smtpcore.test>' was answered 550 5.1.1 No such user"
+    ), result.summary
 
 
 class CrashOnMailServer(SmallServer):
