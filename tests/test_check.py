@@ -10,12 +10,14 @@ tests pin what it finds there (docs/testing-check.rst records it).
 from __future__ import annotations
 
 import contextlib
+import gc
 import re
 import socket
 import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -87,6 +89,17 @@ def test_the_correct_server_passes_every_check(tls: TLSFiles) -> None:
     assert report.ok, report.format()
     assert [r.outcome for r in report.results] == [Outcome.PASSED] * len(CHECKS)
     assert not server.crashes
+
+
+def test_the_chunking_check_closes_the_connections_it_forgets() -> None:
+    """The runs that matched the unsplit one were dropped from the transcript unclosed:
+    a ResourceWarning ("unclosed socket") each, an error under ``-W error``."""
+    with serve(SmallServer) as server, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        report = check_server(server.host, server.port, checks=["chunking"], timeout=5)
+        gc.collect()
+    assert report["chunking"].passed, report["chunking"]
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
 
 
 def test_a_smuggling_failure_shows_the_bytes_and_every_look_alike() -> None:
