@@ -284,6 +284,48 @@ def test_bdat_with_non_ascii_digits_is_skipped_not_passed_without_a_transaction(
     ), result.summary
 
 
+class SenderPolicyServer(SmallServer):
+    """Takes mail only from senders at ok.example, refusing the others (550) before it
+    reads MAIL's parameters, as a server may; offers no CHUNKING; and reads SIZE with
+    ``int()``, so that Arabic-Indic digits are a size."""
+
+    def command(self, line: bytes) -> bytes:
+        return super().command(line).replace(b"250-CHUNKING\r\n", b"")
+
+    def mail(self, argument: str) -> bytes:
+        if self.hello and not self.in_transaction and "@ok.example>" not in argument:
+            return b"550 5.7.1 Sender not allowed\r\n"
+        return super().mail(argument)
+
+    def parse_number(self, text: str) -> int | None:
+        try:
+            return int(text)
+        except ValueError:
+            return None
+
+
+def test_a_refused_sender_skips_the_checks_that_probe_mail_parameters() -> None:
+    """The refusal of the sender passed for a refusal of the digits (ascii-digits passed
+    a server that reads Arabic-Indic digits as a size), and failed size-limit on a
+    server whose SIZE is right: neither says anything until the sender is accepted."""
+    names = ["ascii-digits", "size-limit"]
+    with serve(SenderPolicyServer) as server:
+        refused = check_server(server.host, server.port, checks=names, timeout=5)
+        accepted = check_server(
+            server.host, server.port, checks=names, sender="check@ok.example", timeout=5
+        )
+    for result in refused.results:
+        assert result.outcome is Outcome.SKIPPED, result
+        assert result.summary == (
+            "'MAIL FROM:<check@smtpcore.test>' was answered 550 5.7.1 Sender not allowed: "
+            "give a sender the server accepts"
+        )
+    result = accepted["ascii-digits"]
+    assert result.outcome is Outcome.FAILED, result
+    assert "SIZE=\u0661\u0660' was answered 250 2.1.0 OK, not a 5xx refusal" in result.summary
+    assert accepted["size-limit"].passed, accepted["size-limit"]
+
+
 class CrashOnMailServer(SmallServer):
     """The session dies on any MAIL (a crash in its parser): the connection drops."""
 

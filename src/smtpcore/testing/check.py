@@ -186,6 +186,23 @@ class Probe:
                     "recipient the server accepts"
                 )
 
+    def sender_accepted(self, client: WireClient) -> None:
+        """A plain MAIL from the sender, then RSET, before a check probes MAIL's
+        parameters: a server that refuses the sender refuses every probing line for
+        it, which would pass for a refusal of the parameter, or fail a check that
+        wants another code. As in :meth:`transaction`, that refusal skips the check.
+        RSET must get 250 (RFC 5321 §4.1.1.5), so the probing starts with no
+        transaction open."""
+        answer = _ask(client, self.mail_line())
+        if answer.code // 100 != 2:
+            raise _Skipped(
+                f"{self.mail_line().decode()!r} was answered {answer}: give a sender the "
+                "server accepts"
+            )
+        reset = _ask(client, b"RSET")
+        if reset.code != 250:
+            raise _Failed(f"RSET after an accepted MAIL got {reset}, not 250 (RFC 5321 §4.1.1.5)")
+
     def mail_line(self, params: str = "") -> bytes:
         return f"MAIL FROM:<{self.sender}>{params}".encode()
 
@@ -690,13 +707,17 @@ def check_size_limit(probe: Probe) -> str:
     """Beyond the SIZE it offers, a server answers 552 (RFC 1870 §6.1, §6.3).
 
     ``MAIL ... SIZE=`` one over the limit; then, when the limit is at most
-    ``max_size_probe``, a message that is too big: one 552 after its end.
+    ``max_size_probe``, a message that is too big: one 552 after its end. A
+    plain MAIL goes first (:meth:`Probe.sender_accepted`): a server may apply
+    its sender policy before it reads the parameters, and its refusal of the
+    sender says nothing of SIZE, so it skips the check.
     """
     client, offered = probe.hello()
     words = offered.get("SIZE", "").split()
     if not words or not words[0].isascii() or not words[0].isdigit() or int(words[0]) == 0:
         raise _Skipped("no SIZE limit is offered")
     limit = int(words[0])
+    probe.sender_accepted(client)
     answer = client.command(probe.mail_line(f" SIZE={limit + 1}"))
     if answer is None or answer.code != 552:
         raise _Failed(f"MAIL with SIZE={limit + 1} over the offered {limit} got {answer}")
@@ -730,10 +751,14 @@ def check_ascii_digits(probe: Probe) -> str:
     from another line. ``BDAT ²`` goes inside a transaction (MAIL and RCPT
     accepted first, RFC 3030 §2): outside one, a server may refuse BDAT
     before it reads the size at all, which would test nothing; where the
-    transaction is refused, the check is skipped rather than passed.
+    transaction is refused, the check is skipped rather than passed. So is
+    it where a plain MAIL from the sender is refused
+    (:meth:`Probe.sender_accepted`): every line would be refused for the
+    sender, which would pass for a refusal of its digits.
     """
     client: WireClient | None
     client, offered = probe.hello()
+    probe.sender_accepted(client)
     lines = [probe.mail_line(" SIZE=²"), probe.mail_line(" SIZE=\u0661\u0660")]
     if "SMTPUTF8" in offered:  # where non-ASCII is allowed, it still is no digit
         lines.append(probe.mail_line(" SMTPUTF8 SIZE=²"))
