@@ -47,12 +47,14 @@ import contextlib
 import socket
 import ssl
 import threading
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
 __all__ = [
     "BROKEN_SERVERS",
+    "DigitSizeBdatServer",
     "EagerBdatServer",
     "FewRecipientsServer",
     "LfDotLfOneCommandServer",
@@ -449,6 +451,25 @@ class StateFirstBdatServer(SmallServer):
         if words and words[0].isdigit():
             words[0] = str(int(words[0]))  # int("²") raises: the session dies
         return super().bdat(" ".join(words))
+
+
+class DigitSizeBdatServer(SmallServer):
+    """Reads a chunk size in any script's digits (``unicodedata.digit``: ``²`` is 2),
+    refuses one that is not ASCII at once (501) and then skips that many octets, as a
+    refused chunk's: the start of the next command goes with them, and the rest of it
+    is answered as a command."""
+
+    def bdat(self, argument: str) -> bytes:
+        words = argument.split()
+        if not words or words[0].isascii():
+            return super().bdat(argument)
+        try:
+            size = int("".join(str(unicodedata.digit(char)) for char in words[0]))
+        except ValueError:
+            return super().bdat(argument)
+        self.chunk_left, self.chunk_last, self.mode = size, False, "bdat"
+        self.chunk_refusal = b""  # refused already: its octets get no reply of their own
+        return _reply(501, "5.5.4 BDAT size in ASCII digits, please")
 
 
 class OutOfOrderServer(SmallServer):

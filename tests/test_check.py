@@ -25,6 +25,7 @@ import pytest
 
 from broken_servers import (
     BareLfBdatServer,
+    DigitSizeBdatServer,
     EagerBdatServer,
     FewRecipientsServer,
     LfDotLfDroppingServer,
@@ -264,6 +265,21 @@ def test_bdat_with_non_ascii_digits_goes_inside_a_transaction() -> None:
     assert result.summary == "'BDAT ² LAST' was answered by a dropped connection"
     assert "C: b'RCPT TO:<postmaster@smtpcore.test>\\r\\n'" in result.transcript_text()
     assert {type(crash) for crash in server.crashes} == {ValueError}
+
+
+def test_rset_after_a_refused_bdat_must_get_250() -> None:
+    """A server that reads ``²`` as 2 and refuses ``BDAT ²`` at once takes "RS" of the
+    RSET after it for the chunk and answers "ET" with 500: any reply to RSET passed."""
+    with serve(DigitSizeBdatServer) as server:
+        report = check_server(server.host, server.port, checks=["ascii-digits"], timeout=5)
+    result = report["ascii-digits"]
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == (
+        "RSET after 'BDAT ² LAST' got 500 5.5.2 Command unrecognized, not 250 "
+        "(RFC 5321 §4.1.1.5), as from a server that read a size from '²' and took the "
+        "start of RSET for the chunk's octets"
+    )
+    assert b"ET\r\n" in server.sessions[0].commands
 
 
 class RecipientRefusingServer(SmallServer):

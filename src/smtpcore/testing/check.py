@@ -746,7 +746,10 @@ def check_ascii_digits(probe: Probe) -> str:
     reads), the same with SMTPUTF8 when offered and, with CHUNKING,
     ``BDAT ²`` must each get a 5xx refusal, not a crash and not a size;
     ``BDAT ²`` may instead get 421 and a close (RFC 5321 §3.8): no one knows
-    where its chunk ends. Every line is tried, on a new connection where the
+    where its chunk ends. Each line is followed by RSET, which must get 250
+    (RFC 5321 §4.1.1.5) or 421: a server that read a size from ``²`` and
+    refused BDAT at once would take RSET's first octets for the chunk and
+    answer the rest. Every line is tried, on a new connection where the
     server closed the last one, so that one refusal cannot hide a size taken
     from another line. ``BDAT ²`` goes inside a transaction (MAIL and RCPT
     accepted first, RFC 3030 §2): outside one, a server may refuse BDAT
@@ -796,6 +799,14 @@ def check_ascii_digits(probe: Probe) -> str:
             )
         elif closing:
             problems.append(f"{text!r} was answered {answer}, and the session went on")
+        elif after.code not in (250, 421):
+            wrong = f"RSET after {text!r} got {after}, not 250 (RFC 5321 §4.1.1.5)"
+            if bdat:
+                wrong += (
+                    ", as from a server that read a size from '²' and took the start of "
+                    "RSET for the chunk's octets"
+                )
+            problems.append(wrong)
         if after is None or after.code == 421:  # a session ended the proper way, §3.8
             client = None
     if problems:
