@@ -575,6 +575,21 @@ def drip_after_quit(sock: socket.socket, stop: threading.Event) -> None:
         sock.sendall(b"250 ok\r\n")
 
 
+def open_after_half_close(sock: socket.socket, stop: threading.Event) -> None:
+    """CHUNKING offered, 250 to each line; after BDAT, reads to the client's close and
+    then stays open (for 3 s), as a server that ignores the end of input does."""
+    sock.sendall(b"220 half-open ESMTP\r\n")
+    reader = sock.makefile("rb")
+    for line in reader:
+        if line.startswith(b"BDAT"):
+            break
+        sock.sendall(
+            b"250-half-open\r\n250 CHUNKING\r\n" if line[:4] == b"EHLO" else b"250 ok\r\n"
+        )
+    reader.read()
+    stop.wait(3)
+
+
 def flood_after_greeting(sock: socket.socket, stop: threading.Event) -> None:
     """Once the client speaks, 20,000 replies nobody asked for (then silence: closing
     with the client's bytes unread would reset the connection, losing replies)."""
@@ -592,6 +607,23 @@ def test_reading_until_the_server_closes_is_bounded_too() -> None:
         elapsed = time.monotonic() - started
     result = report["command-line-length"]
     assert result.outcome is Outcome.FAILED
+    assert "-- the server did not close within 0.3 s" in result.transcript_text()
+    assert elapsed < 1.5
+
+
+def test_a_server_still_open_after_the_clients_close_fails_bdat_octets() -> None:
+    """bdat-octets ends its session by closing the client's side, not with QUIT: a server
+    that stayed open passed at the timeout, on the replies that had come by then."""
+    with raw_server(open_after_half_close) as (host, port):
+        started = time.monotonic()
+        report = check_server(host, port, checks=["bdat-octets"], timeout=0.3)
+        elapsed = time.monotonic() - started
+    result = report["bdat-octets"]
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == (
+        "BDAT 20 LAST with 5 of its octets got []: the server did not close the connection "
+        "within 0.3 s of the client closing its side, so a reply may yet come"
+    )
     assert "-- the server did not close within 0.3 s" in result.transcript_text()
     assert elapsed < 1.5
 

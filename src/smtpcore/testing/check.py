@@ -10,10 +10,11 @@ it, byte for byte.
 
 The checks send ordinary mail (to ``recipient``, from ``sender``): point them
 at a server whose recipient is a sink. Every check ends its sessions with
-``QUIT`` and reads until the server closes, so a reply the server owes no one
-(the mark of a command read from inside a message, a line or a chunk) is
-counted, not missed; a server that leaves QUIT unanswered, or the connection
-open after it, fails rather than pass on the replies that came. Nothing here
+``QUIT`` (``bdat-octets`` by closing its side of the connection instead) and
+reads until the server closes, so a reply the server owes no one (the mark of
+a command read from inside a message, a line or a chunk) is counted, not
+missed; a server that leaves QUIT unanswered, or the connection open after the
+session's end, fails rather than pass on the replies that came. Nothing here
 needs Hypothesis; the checks are deterministic but for the seed of the
 chunkings they try.
 """
@@ -281,16 +282,26 @@ _CLOSING: Final = (421, 521)
 421 (RFC 5321 §3.8) and 521 (RFC 7504 §3; Postfix's answer to a bare LF)."""
 
 
-def _after_quit(client: WireClient, replies: Sequence[ServerReply]) -> str | None:
-    """What is wrong with how a session ended, read to the close after QUIT, or None.
+def _session_end(
+    client: WireClient, replies: Sequence[ServerReply], *, by_quit: bool = True
+) -> str | None:
+    """What is wrong with how a session ended, read to the close, or None.
 
-    QUIT gets 221 and then the close (RFC 5321 §4.1.1.10), unless the server
-    ended the session first (:data:`_CLOSING`). A server still open at the
-    timeout may yet answer, so the replies that came cannot be counted: that
-    fails, never passes on what came so far (a server that dropped QUIT with
-    the rest of a read would otherwise pass a check by saying nothing).
+    The client ends it with QUIT, which gets 221 and then the close (RFC 5321
+    §4.1.1.10), unless the server ended the session first (:data:`_CLOSING`);
+    or, ``by_quit`` false, by closing its side of the connection, after which
+    the server can read nothing more (it cancels the transaction, §4.1.1.10)
+    and has nothing left to do but close. Either way a server still open at
+    the timeout may yet answer, so the replies that came cannot be counted:
+    that fails, never passes on what came so far (a server that dropped QUIT
+    with the rest of a read would otherwise pass a check by saying nothing).
     """
     codes = _codes(replies)
+    if not client.closed and not by_quit:
+        return (
+            f"the server did not close the connection within {client.timeout:g} s of the "
+            "client closing its side, so a reply may yet come"
+        )
     if not client.closed:
         if 221 in codes:
             return (
@@ -298,7 +309,7 @@ def _after_quit(client: WireClient, replies: Sequence[ServerReply]) -> str | Non
                 f"{client.timeout:g} s (RFC 5321 §4.1.1.10)"
             )
         return f"QUIT was left unanswered: no 221 and no close within {client.timeout:g} s"
-    if 221 not in codes and not (codes and codes[-1] in _CLOSING):
+    if by_quit and 221 not in codes and not (codes and codes[-1] in _CLOSING):
         return "the server closed the connection with QUIT unanswered (no 221)"
     return None
 
@@ -306,12 +317,12 @@ def _after_quit(client: WireClient, replies: Sequence[ServerReply]) -> str | Non
 def _quit(client: WireClient) -> list[ServerReply]:
     """QUIT, and every reply until the server closes (an owed-to-no-one reply shows
     here); the check fails where the session does not end as QUIT asks
-    (:func:`_after_quit`). A connection already closed owes QUIT nothing."""
+    (:func:`_session_end`). A connection already closed owes QUIT nothing."""
     if client.closed:
         return []
     client.send(b"QUIT\r\n")
     replies = client.read_until_closed()
-    wrong = _after_quit(client, replies)
+    wrong = _session_end(client, replies)
     if wrong:
         raise _Failed(f"QUIT got {_show(_codes(replies))}: {wrong}")
     return replies
@@ -468,7 +479,7 @@ def check_smuggling(probe: Probe) -> str:
             ran.append(f"{name} ({len(codes)} replies: {_show(codes)})")
         elif codes[0] == 221 or codes[1:] not in ([], [221]):
             out_of_order.append(f"{name} ({codes})")
-        elif wrong := _after_quit(client, replies):
+        elif wrong := _session_end(client, replies):
             unfinished.append(f"{name} ({codes}: {wrong})")
         else:
             probe.clients.remove(client)
@@ -661,7 +672,7 @@ def check_text_line_length(probe: Probe) -> str:
         raise _Failed(f"a message of long lines and QUIT got {_show(codes)}: a cut line ended it")
     if codes[:1] == [221] or codes[1:] not in ([], [221]):
         raise _Failed(f"a message of long lines and QUIT got {codes}, out of order")
-    wrong = _after_quit(client, replies)
+    wrong = _session_end(client, replies)
     if wrong:
         raise _Failed(f"a message of long lines and QUIT got {codes}: {wrong}")
     if codes[0] != 250 and codes[0] // 100 != 5:
@@ -827,7 +838,9 @@ def check_bdat_octets(probe: Probe) -> str:
 
     ``BDAT 20 LAST`` and 5 octets, then the client closes its side: the
     server never got the chunk, so a 2xx for it is a message accepted
-    before it arrived.
+    before it arrived. This session ends with that close, not QUIT; the
+    server must close too, since only at its close are all its replies in
+    (:func:`_session_end`).
     """
     client, offered = probe.hello()
     if "CHUNKING" not in offered:
@@ -841,6 +854,9 @@ def check_bdat_octets(probe: Probe) -> str:
             f"BDAT 20 LAST with 5 of its octets got {_codes(replies)}: answered before "
             "the chunk was in"
         )
+    wrong = _session_end(client, replies, by_quit=False)
+    if wrong:
+        raise _Failed(f"BDAT 20 LAST with 5 of its octets got {_codes(replies)}: {wrong}")
     return f"an unfinished chunk got {_codes(replies) or 'no reply'}"
 
 
@@ -868,7 +884,7 @@ def check_bdat_bare_lf(probe: Probe) -> str:
             f"NOOP<LF>BDAT, its chunk and QUIT got {_show(_codes(replies))}: the marker "
             "lines in the chunk were answered as commands"
         )
-    wrong = _after_quit(client, replies)
+    wrong = _session_end(client, replies)
     if wrong:
         raise _Failed(f"NOOP<LF>BDAT, its chunk and QUIT got {_show(_codes(replies))}: {wrong}")
     return f"NOOP<LF>BDAT, its chunk and QUIT got {_show(_codes(replies))}"
