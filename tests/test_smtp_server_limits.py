@@ -72,6 +72,24 @@ def test_the_overshoot_count_is_per_transaction() -> None:
     assert conn.state is State.READY
 
 
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b"RCPT TO:<r9@pqr.example> NOTIFY=SOMETIMES\r\n", "501 5.5.4"),
+        (b"RCPT TO:<r9@pqr.example> X-FOO=1\r\n", "555 5.5.4"),
+        (b"RCPT TO:<r9@pqr.example> =1\r\n", "501 5.5.4"),
+    ],
+)
+def test_a_broken_rcpt_at_the_recipient_limit_is_refused_for_its_syntax(
+    line: bytes, expected: str
+) -> None:
+    # A 452 would tell the client to send the line again in the next transaction;
+    # Postfix's rcpt_cmd reads the parameters before its limit.
+    conn = greeted(max_recipients=1, dsn=True)
+    _, out = run(conn, EHLO + b"MAIL FROM:<john@abc.example>\r\n" + recipients(1) + line)
+    assert codes(out)[3].startswith(expected)
+
+
 # -- junk commands (Postfix smtpd_junk_command_limit) ----------------------------------
 
 

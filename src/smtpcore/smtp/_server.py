@@ -1105,11 +1105,12 @@ class ServerConnection:
         return None
 
     def _check_rcpt(self, command: Rcpt, line: bytes) -> Reply | None:
-        """Outside an SMTPUTF8 transaction the whole path must be ASCII, its source
-        route too: the line is asked, as in :meth:`_check_mail`."""
+        """The parameters first, then the recipient limit, as Postfix's ``rcpt_cmd``
+        does: a broken RCPT gets its 5xx in any state, a 452 would tell the client to
+        send it again in the next transaction (RFC 5321 §4.5.3.1.10). Outside an
+        SMTPUTF8 transaction the whole path must be ASCII, its source route too: the
+        line is asked, as in :meth:`_check_mail`."""
         config = self._config
-        if self._accepted >= config.max_recipients:
-            return _TOO_MANY_RECIPIENTS
         params = command.params
         items = params._items
         if items:
@@ -1120,6 +1121,8 @@ class ServerConnection:
                 )
                 if problem is not None:
                     return problem
+        if self._accepted >= config.max_recipients:
+            return _TOO_MANY_RECIPIENTS
         if not self._utf8_transaction and not line.isascii():
             return reply(553, "5.6.7", "Non-ASCII recipient address needs SMTPUTF8")
         return None
