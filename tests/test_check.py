@@ -676,13 +676,16 @@ def test_cli_exits_non_zero_and_prints_the_failure(capsys: pytest.CaptureFixture
         (["127.0.0.1:93567"], "'127.0.0.1:93567': the port must be 1 to 65535"),
         (["127.0.0.1:0"], "the port must be 1 to 65535"),
         (["::1:25"], "write an IPv6 address with a port in brackets, as [::1]:25"),
+        (["a..b:25"], "'a..b' is no host name or address"),
+        ([f"mx.{'x' * 64}.example:25"], "is no host name or address"),
+        (["[]:25"], "'' is no host name or address"),
         (["127.0.0.1:25", "--timeout", "-1"], "'-1' is not a positive number of seconds"),
         (["127.0.0.1:25", "--timeout", "0"], "'0' is not a positive number of seconds"),
         (["127.0.0.1:25", "--timeout", "nan"], "'nan' is not a positive number of seconds"),
         (["127.0.0.1:25", "--timeout", "soon"], "'soon' is not a positive number of seconds"),
     ],
 )
-def test_cli_refuses_a_port_or_timeout_out_of_range(
+def test_cli_refuses_a_host_port_or_timeout_out_of_range(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exited:

@@ -9,8 +9,8 @@ status is 1 when the pure mutator found a crash, and libFuzzer's own when
 atheris did (77 for a crash, 70 for an input past ``--timeout``).
 ``fuzz TARGET --reproduce FILE`` runs one crash file again.
 
-A bad argument (a port outside 1 to 65535, a timeout that is not a positive
-number, a ``--machine`` that cannot be loaded, a missing ``--reproduce``
+A bad argument (a host name with an empty label or one over 63 octets, a port
+outside 1 to 65535, a timeout that is not a positive number, a ``--machine`` that cannot be loaded, a missing ``--reproduce``
 file) is a one-line usage error with exit status 2.
 """
 
@@ -38,7 +38,16 @@ def _address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(
             f"{text!r}: write an IPv6 address with a port in brackets, as [::1]:25"
         )
-    return host.strip("[]"), int(port)
+    host = host.strip("[]")
+    try:
+        # What the socket calls do with a name (an empty label, one over 63 octets
+        # raises there), asked now: a usage error, not a traceback mid-run.
+        valid = bool(host.encode("idna"))
+    except UnicodeError:
+        valid = False
+    if not valid:
+        raise argparse.ArgumentTypeError(f"{text!r}: {host!r} is no host name or address")
+    return host, int(port)
 
 
 def _seconds(text: str) -> float:
