@@ -10,8 +10,9 @@ atheris did (77 for a crash, 70 for an input past ``--timeout``).
 ``fuzz TARGET --reproduce FILE`` runs one crash file again.
 
 A bad argument (a host name with an empty label or one over 63 octets, a port
-outside 1 to 65535, a timeout that is not a positive number, a ``--machine`` that cannot be loaded, a missing ``--reproduce``
-file) is a one-line usage error with exit status 2.
+outside 1 to 65535, a timeout that is not a positive number, a ``--machine``
+that cannot be loaded, a missing ``--reproduce`` file) is a one-line usage
+error with exit status 2.
 """
 
 from __future__ import annotations
