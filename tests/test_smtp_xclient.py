@@ -77,6 +77,21 @@ def test_values_are_read_typed_in_any_case() -> None:
     assert codes(out)[-1] == "220"
 
 
+def test_what_postfix_takes_at_the_limits_is_taken() -> None:
+    """0.0.0.0 (Postfix's valid_ipv4_hostaddr() allows it alone of 0.0.0.0/8), a PROTO
+    of 64 octets, a value whose xtext is 255 octets."""
+    line = (
+        b"XFORWARD ADDR=0.0.0.0 PROTO=" + b"p" * 64 + b" HELO=" + b"+2B" * 85 + b"\r\n"
+        b"XCLIENT DESTADDR=IPV6:::ffff:1.2.3.4 ADDR=1.0.0.0\r\n"
+    )
+    events, out = run(greeted(**TRUSTED), EHLO + line)
+    assert events[-2] == Xforward(addr="0.0.0.0", proto="p" * 64, helo="+" * 85)
+    assert events[-1] == Xclient(addr="1.0.0.0", destaddr="1.2.3.4")
+    assert codes(out)[1:] == ["250 2.0.0", "220"]
+    with pytest.raises(LocalProtocolError):  # 66 octets in 33 characters
+        Xforward(proto="é" * 33)
+
+
 def test_the_wire_form() -> None:
     command = Xclient(name="mail.abc.example", addr="2001:db8::7", port=40312, login="a+b=c")
     assert command.to_line() == (
@@ -138,6 +153,7 @@ def test_an_ipv6_address_on_the_wire_comes_after_its_prefix() -> None:
         {"proto": "LMTP"},
         {"name": "bad_host-.example"},
         {"helo": TEMPUNAVAIL},
+        {"proto": UNAVAILABLE},  # XCLIENT_README: SMTP or ESMTP
     ],
 )
 def test_an_xclient_that_would_mislead_cannot_be_built(fields: dict[str, Any]) -> None:
@@ -275,6 +291,19 @@ def test_xclients_may_come_back_to_back() -> None:
         (b"XFORWARD SOURCE=ELSEWHERE\r\n", "501 5.5.4"),
         (b"XFORWARD LOGIN=bob\r\n", "501 5.5.4"),
         (b"XFORWARD IDENT=a\rb\r\n", "501 5.5.2"),
+        # Postfix's valid_ipv4_hostaddr(): no address in 0.0.0.0/8 but 0.0.0.0, nor
+        # as the dotted end of an IPv6 one.
+        (b"XCLIENT ADDR=0.0.0.1\r\n", "501 5.5.4"),
+        (b"XCLIENT DESTADDR=0.1.2.3\r\n", "501 5.5.4"),
+        (b"XCLIENT ADDR=IPV6:::ffff:0.1.2.3\r\n", "501 5.5.4"),
+        (b"XFORWARD ADDR=0.255.255.255\r\n", "501 5.5.4"),
+        (b"XFORWARD ADDR=IPV6:::0.0.0.1\r\n", "501 5.5.4"),
+        (b"XCLIENT PROTO=[UNAVAILABLE]\r\n", "501 5.5.4"),  # SMTP or ESMTP only
+        (b"XFORWARD PROTO=" + b"p" * 65 + b"\r\n", "501 5.5.4"),  # 64 octets at most
+        (b"XFORWARD PROTO=" + b"+C3+A9" * 33 + b"\r\n", "501 5.5.4"),  # 33 characters
+        # Postfix's 255 is the xtext's octets: 86 characters here, 258 on the wire.
+        (b"XFORWARD HELO=" + b"+2B" * 86 + b"\r\n", "501 5.5.4"),
+        (b"XCLIENT LOGIN=" + b"+2B" * 86 + b"\r\n", "501 5.5.4"),
     ],
 )
 def test_a_malformed_command_is_refused_and_changes_nothing(line: bytes, reply: str) -> None:

@@ -187,6 +187,106 @@ def test_forwarding_commands_are_accepted_by_a_trusting_server(
             assert address.count(b":") == 0 or address.upper().startswith(b"IPV6:"), line
 
 
+def _postfix_ipv4(text: str) -> bool:
+    """Postfix's valid_ipv4_hostaddr() (util/valid_hostname.c): four decimal octets,
+    and no first octet 0 but in 0.0.0.0."""
+    octets = text.split(".")
+    if len(octets) != 4 or not all(re.fullmatch(r"[0-9]+", o) and int(o) <= 255 for o in octets):
+        return False
+    return int(octets[0]) != 0 or set(text) <= {"0", "."}
+
+
+def _postfix_ipv6(text: str) -> bool:
+    """Postfix's valid_ipv6_hostaddr(), its loop ported as it is: a dotted end is
+    read by valid_ipv4_hostaddr()."""
+    null_field = field = length = i = 0
+    while True:
+        char = text[i : i + 1]
+        if not char:
+            return field >= 2 and (length > 0 or null_field == field - 1)
+        if char == ".":
+            return 2 <= field <= 6 and _postfix_ipv4(text[i - length :])
+        if char == ":":
+            if field == 0 and length == 0 and re.match(r"[A-Za-z0-9]", text[i + 1 : i + 2]):
+                return False
+            field, i, length = field + 1, i + 1, 0
+            if field > 7:
+                return False
+            if text[i : i + 1] == ":":
+                if null_field:
+                    return False
+                null_field = field
+            continue
+        length = len(re.match(r"[0-9A-Fa-f]*", text[i:])[0])  # type: ignore[index]  # always matches
+        if not 0 < length <= 4:
+            return False
+        i += length
+
+
+def _postfix_refusal(line: str) -> str | None:
+    """Why current Postfix answers ``line`` 501 (smtpd.c, xclient_cmd and
+    xforward_cmd), or for XFORWARD what its README's note 1 forbids; None if neither."""
+    verb, *words = line.split(" ")
+    for word in words:
+        name, _, raw = word.partition("=")
+        if not raw or len(raw) > 255:
+            return f"{name}: empty, or over 255 octets as xtext"
+        octets = re.sub(rb"\+([0-9A-F]{2})", lambda m: bytes([int(m[1], 16)]), raw.encode())
+        text = octets.decode("latin-1")
+        word_upper = text.upper()
+        unavailable = word_upper == "[UNAVAILABLE]"
+        if verb == "XFORWARD" and not all(33 <= octet <= 126 for octet in octets):
+            return f"{name}: a control, non-ASCII or space (XFORWARD_README note 1)"
+        if name == "NAME":
+            numeric = re.fullmatch(r"[0-9.]+", text)
+            label = r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)"
+            hostname = re.fullmatch(rf"{label}(?:\.{label})*", text) and len(text) <= 255
+            tempunavail = verb == "XCLIENT" and word_upper == "[TEMPUNAVAIL]"
+            ok = unavailable or tempunavail or (hostname and not numeric)
+        elif name in ("ADDR", "DESTADDR"):
+            ipv6 = word_upper.startswith("IPV6:")
+            ok = unavailable or (_postfix_ipv6(text[5:]) if ipv6 else _postfix_ipv4(text))
+        elif name in ("PORT", "DESTPORT"):
+            ok = unavailable or re.fullmatch(r"[0-9]{1,5}", text) is not None
+        elif name == "PROTO" and verb == "XCLIENT":
+            ok = word_upper in ("SMTP", "ESMTP")
+        elif name == "PROTO":
+            ok = unavailable or len(octets) <= 64
+        elif name == "SOURCE":
+            ok = word_upper in ("[UNAVAILABLE]", "LOCAL", "REMOTE")
+        else:
+            ok = name in ("HELO", "LOGIN", "IDENT")
+        if not ok:
+            return f"Bad {name} syntax: {text}"
+    return None
+
+
+def test_the_postfix_rules_port_refuses_what_postfix_refuses() -> None:
+    assert _postfix_ipv4("0.0.0.0") and _postfix_ipv4("10.0.0.1")
+    assert not _postfix_ipv4("0.1.2.3") and not _postfix_ipv4("1.2.3")
+    assert _postfix_ipv6("::") and _postfix_ipv6("2001:db8::1") and _postfix_ipv6("::ffff:1.2.3.4")
+    assert not _postfix_ipv6("::ffff:0.0.0.1") and not _postfix_ipv6("1::2:")
+    for refused in (
+        "XCLIENT ADDR=0.0.0.1",
+        "XCLIENT PROTO=[UNAVAILABLE]",
+        "XFORWARD PROTO=" + "p" * 65,
+        "XFORWARD HELO=j+C3+B6rg",
+        "XCLIENT LOGIN=" + "+2B" * 86,
+        "XFORWARD NAME=123",
+    ):
+        assert _postfix_refusal(refused) is not None, refused
+    assert _postfix_refusal("XCLIENT ADDR=IPV6:::1 NAME=x.example PORT=25 PROTO=esmtp") is None
+
+
+@settings(max_examples=3000, derandomize=True, database=None)
+@given(sst.xclients() | sst.xforwards())
+def test_forwarding_commands_are_what_current_postfix_takes(
+    command: smtp.Xclient | smtp.Xforward,
+) -> None:
+    line = command.to_line()
+    assert _postfix_refusal(line) is None, line
+
+
 @pytest.mark.parametrize("extension", ["XCLIENT", "XFORWARD"])
 def test_commands_draws_the_forwarding_command_of_an_extension_offered(extension: str) -> None:
     command = find(

@@ -50,7 +50,7 @@ from smtpcore.smtp._events import (
     Xforward,
 )
 from smtpcore.smtp._everyday_params import read_parameters
-from smtpcore.smtp._forwarding import XTEXT_VALUE
+from smtpcore.smtp._forwarding import MAX_VALUE, XTEXT_VALUE
 from smtpcore.smtp._params import Parameters, parse_parameters
 from smtpcore.smtp._replies import EnhancedStatus, Reply, shortened
 
@@ -230,8 +230,9 @@ def _parse_auth(argument: str) -> Command:
 def _forwarding(cls: type[ForwardingCommand]) -> Callable[[str], Command]:
     """``XCLIENT`` or ``XFORWARD``: ``1*( SP attribute-name "=" xtext )``, names in any
     case (Postfix's READMEs); an attribute named twice keeps its last value, as in
-    Postfix. A name the command does not have, a value that is not xtext, or one
-    its attribute cannot hold is ``501 5.5.4``."""
+    Postfix. A name the command does not have, a value that is not xtext or whose
+    xtext is over 255 octets (XFORWARD_README note 1; Postfix's limit), or one its
+    attribute cannot hold is ``501 5.5.4``."""
     by_name = {attribute.name: attribute for attribute in cls.ATTRIBUTES}
 
     def parse(argument: str) -> Command:
@@ -247,6 +248,8 @@ def _forwarding(cls: type[ForwardingCommand]) -> Callable[[str], Command]:
                 raise CommandSyntaxError(
                     reply(501, "5.5.4", f"Bad {cls.verb} attribute name: {name[:32]}")
                 )
+            if len(value) > MAX_VALUE:
+                raise CommandSyntaxError(reply(501, "5.5.4", f"{attribute.name} value too long"))
             if not XTEXT_VALUE.fullmatch(value):
                 raise CommandSyntaxError(reply(501, "5.5.4", f"Bad {attribute.name} syntax"))
             try:

@@ -47,7 +47,11 @@ UNAVAILABLE: Final = Unavailable.UNAVAILABLE
 TEMPUNAVAIL: Final = Unavailable.TEMPUNAVAIL
 
 MAX_VALUE: Final = 255
-"""Characters in one value, xtext-decoded (XFORWARD_README, note 1)."""
+"""Characters in one value, xtext-decoded (XFORWARD_README, note 1); on the wire, the
+octets of its xtext, which is what Postfix counts (smtpd.c, ``xclient_cmd``)."""
+MAX_PROTOCOL_NAME: Final = 64
+"""Octets in XFORWARD's PROTO, xtext-decoded (XFORWARD_README; Postfix's
+``xforward_cmd`` counts octets)."""
 XTEXT_VALUE: Final = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-Fa-f]{2})+")
 """An xtext value as sent (RFC 3461 §4; lower-case hex digits read too)."""
 
@@ -113,13 +117,26 @@ def _literal_ip(text: str) -> None:
     """XCLIENT's and XFORWARD's address on the wire: an IPv4 address, or an IPv6
     address after its ``IPV6:`` prefix (the READMEs' "Command syntax"), as Postfix's
     ``valid_mailhost_addr()`` reads it, which answers anything else ``501 5.5.4`` (a
-    bare IPv6 address, ``IPV6:`` before an IPv4 one, text that is no address at all).
-    ValueError when ``text`` (which :func:`_ip` or :func:`_address` took) is not so
-    written."""
+    bare IPv6 address, ``IPV6:`` before an IPv4 one, text that is no address at all,
+    an address in 0.0.0.0/8: :func:`_host_ipv4`). ValueError when ``text`` (which
+    :func:`_ip` or :func:`_address` took) is not so written."""
     prefixed = ascii_upper(text[:5]) == _IPV6_PREFIX
-    version = ipaddress.ip_address(text[5:] if prefixed else text).version
+    bare = text[5:] if prefixed else text
+    version = ipaddress.ip_address(bare).version
     if version != (6 if prefixed else 4):
         raise ValueError(f"an IPv6 address is written IPV6:address, IPv4 bare: {text!r}")
+    if "." in bare:
+        _host_ipv4(bare.rpartition(":")[2])
+
+
+def _host_ipv4(text: str) -> None:
+    """An IPv4 address (alone, or the dotted end of an IPv6 one) whose first octet is
+    not 0, but for ``0.0.0.0``: Postfix's ``valid_ipv4_hostaddr()`` answers the rest
+    of 0.0.0.0/8 ``501 5.5.4``, addresses that name no host (RFC 1122 §3.2.1.3 (a)
+    and (b): "this host on this network", a source at boot only). ValueError."""
+    address = ipaddress.IPv4Address(text)
+    if address.packed[0] == 0 and int(address) != 0:
+        raise ValueError(f"not a host's address (0.0.0.0/8): {text!r}")
 
 
 def _address(value: object) -> str:
@@ -161,7 +178,12 @@ def _one_of(*words: str) -> Callable[[object], str]:
 
 
 def _protocol_name(value: object) -> str:
-    return _text(value, 64)
+    """XFORWARD's PROTO: text of at most 64 octets, as Postfix's ``xforward_cmd``
+    counts (a UTF-8 character may take four)."""
+    text = _text(value)
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_PROTOCOL_NAME:
+        raise ValueError(f"a PROTO is at most {MAX_PROTOCOL_NAME} octets: {text!r}")
+    return text
 
 
 def _write_ip(value: str) -> str:
@@ -183,6 +205,9 @@ class Attribute:
     """Validates a value (wire text or typed) and returns it typed and normalised."""
     write: Callable[[str], str] = str
     tempunavail: bool = False
+    unavailable: bool = True
+    """Whether the value may be ``[UNAVAILABLE]``: not XCLIENT's PROTO, which is
+    ``SMTP`` or ``ESMTP`` (XCLIENT_README; Postfix answers ``501 5.5.4``)."""
     wire_form: Callable[[str], None] | None = None
     """Refuses (ValueError) a value the wire writes otherwise than the attribute's
     grammar says, where :attr:`check`, which the typed values an application gives
@@ -198,6 +223,8 @@ class Attribute:
             unavailable = None
         if unavailable is TEMPUNAVAIL and not self.tempunavail:
             raise ValueError(f"{self.name} cannot be [TEMPUNAVAIL]")
+        if unavailable is UNAVAILABLE and not self.unavailable:
+            raise ValueError(f"{self.name} cannot be [UNAVAILABLE]")
         if unavailable is not None:
             return unavailable
         return self.check(value)
@@ -223,7 +250,7 @@ XCLIENT_ATTRIBUTES: Final = (
     Attribute("NAME", "name", _host, tempunavail=True, wire_form=_valid_hostname),
     Attribute("ADDR", "addr", _ip, _write_ip, wire_form=_literal_ip),
     Attribute("PORT", "port", _port),
-    Attribute("PROTO", "proto", _one_of("SMTP", "ESMTP")),
+    Attribute("PROTO", "proto", _one_of("SMTP", "ESMTP"), unavailable=False),
     Attribute("HELO", "helo", _text),
     Attribute("LOGIN", "login", _text),
     Attribute("DESTADDR", "destaddr", _ip, _write_ip, wire_form=_literal_ip),
@@ -243,5 +270,6 @@ XFORWARD_ATTRIBUTES: Final = (
 )
 """XFORWARD's attributes (XFORWARD_README), in the order the EHLO reply lists them. On
 the wire, as current Postfix (smtpd.c, ``xforward_cmd``) reads them: NAME a host name,
-ADDR an IPv4 address or ``IPV6:`` and an IPv6 one, PORT digits, PROTO at most 64
-characters, each or ``[UNAVAILABLE]``; HELO and IDENT any text."""
+ADDR an IPv4 address (not in 0.0.0.0/8 but for 0.0.0.0) or ``IPV6:`` and an IPv6
+one, PORT digits, PROTO at most 64 octets, each or ``[UNAVAILABLE]``; HELO and IDENT
+any text."""

@@ -15,6 +15,7 @@ import itertools
 import re
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Final
 
 from hypothesis import strategies as st
@@ -55,6 +56,7 @@ from smtpcore.smtp import (
     xtext,
 )
 from smtpcore.smtp._commands import chunk_after, format_command
+from smtpcore.smtp._forwarding import MAX_VALUE as _MAX_XTEXT_VALUE
 from smtpcore.testing._addresses import _ATEXT, _ODD_PATHS, broken_paths, domains, mailboxes
 from smtpcore.testing._content import message_contents
 from smtpcore.testing._regex import regex
@@ -453,15 +455,36 @@ _HOST_NAMES: Final = (
 )
 """Host names as Postfix checks them: labels of letters, digits, ``-`` and ``_``
 (which it lets through), not all digits, no final dot."""
-_ADDRESSES: Final = st.ip_addresses().map(str)
-"""IPv4 and IPv6 addresses: the events write an IPv6 one ``IPV6:address``."""
+
+
+def _host_address(address: IPv4Address | IPv6Address) -> bool:
+    """Not in 0.0.0.0/8 but 0.0.0.0, which Postfix's ``valid_ipv4_hostaddr()`` refuses
+    (an IPv4-mapped address is written as the IPv4 one it maps)."""
+    ipv4 = address if isinstance(address, IPv4Address) else address.ipv4_mapped
+    return ipv4 is None or ipv4.packed[0] != 0 or int(ipv4) == 0
+
+
+_ADDRESSES: Final = st.ip_addresses().filter(_host_address).map(str)
+"""IPv4 and IPv6 addresses Postfix takes: the events write an IPv6 one ``IPV6:address``."""
 _PORTS: Final = st.integers(0, 65535)
 _VALUE_TEXTS: Final = st.text(
     st.characters(exclude_categories=["Cc", "Cs", "Zs", "Zl", "Zp", "Cf", "Co", "Cn"]),
     min_size=1,
     max_size=40,
-).filter(lambda text: text.isprintable() and not any(char.isspace() for char in text))
-"""Printable text without spaces, ``+`` and ``=`` included (xtext encodes those)."""
+).filter(
+    lambda text: (
+        text.isprintable()
+        and not any(char.isspace() for char in text)
+        and len(xtext(text)) <= _MAX_XTEXT_VALUE
+    )
+)
+"""Printable text without spaces, ``+`` and ``=`` included (xtext encodes those), and
+non-ASCII: at most 255 octets as xtext, Postfix's limit (``xclient_cmd``)."""
+_ASCII_TEXTS: Final = st.text(
+    st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40
+)
+"""Printable US-ASCII without spaces, at most 40 characters (PROTO's limit is 64
+octets): XFORWARD_README note 1 forbids controls, non-ASCII and white space."""
 
 
 def _maybe(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -485,13 +508,14 @@ def _forwarding(
 def xclients() -> st.SearchStrategy[Xclient]:
     """``XCLIENT`` commands (Postfix's XCLIENT_README), as a trusted proxy sends them.
 
-    Each names at least one attribute, any of them ``[UNAVAILABLE]`` and
-    NAME ``[TEMPUNAVAIL]`` too, and fits one command line. NAME is a host
+    Each names at least one attribute, any of them but PROTO ``[UNAVAILABLE]``
+    and NAME ``[TEMPUNAVAIL]`` too, and fits one command line. NAME is a host
     name as Postfix checks it (letters, digits, ``-`` and ``_``, not all
-    digits, no final dot), ADDR and DESTADDR an IPv4 address or ``IPV6:`` and
-    an IPv6 one on the wire, PROTO ``SMTP`` or ``ESMTP``, HELO and LOGIN
-    printable text without spaces. A server that offers XCLIENT to the
-    client accepts each one.
+    digits, no final dot), ADDR and DESTADDR an IPv4 address (none in
+    0.0.0.0/8 but 0.0.0.0) or ``IPV6:`` and an IPv6 one on the wire, PROTO
+    ``SMTP`` or ``ESMTP``, HELO and LOGIN printable text without spaces, at
+    most 255 octets as xtext. A server that offers XCLIENT to the client
+    (current Postfix, smtpcore's) accepts each one.
 
     >>> from hypothesis import given
     >>> from smtpcore.smtp import Reply, ServerConnection
@@ -511,7 +535,7 @@ def xclients() -> st.SearchStrategy[Xclient]:
         name=_maybe(_HOST_NAMES) | tempunavail,
         addr=_maybe(_ADDRESSES),
         port=_maybe(_PORTS),
-        proto=_maybe(st.sampled_from(["SMTP", "ESMTP"])),
+        proto=st.none() | st.sampled_from(["SMTP", "ESMTP"]),  # never [UNAVAILABLE]
         helo=_maybe(_VALUE_TEXTS),
         login=_maybe(_VALUE_TEXTS),
         destaddr=_maybe(_ADDRESSES),
@@ -525,9 +549,11 @@ def xforwards() -> st.SearchStrategy[Xforward]:
     Each names at least one attribute, any of them ``[UNAVAILABLE]``, and
     fits one command line. NAME and ADDR are as in :func:`xclients` (what
     current Postfix takes: it answers ``501`` to a NAME that is all digits or
-    ends in a dot, and to an ADDR that is no IP address), PROTO and HELO and
-    IDENT printable text without spaces, SOURCE ``LOCAL`` or ``REMOTE``. A
-    server that offers XFORWARD to the client accepts each one.
+    ends in a dot, and to an ADDR that is no IP address or is in 0.0.0.0/8),
+    PROTO and HELO and IDENT printable US-ASCII without spaces (XFORWARD_README
+    note 1), PROTO of at most 64 octets, SOURCE ``LOCAL`` or ``REMOTE``. A
+    server that offers XFORWARD to the client (current Postfix, smtpcore's)
+    accepts each one.
 
     >>> from hypothesis import given
     >>> from smtpcore.testing import strategies as sst
@@ -545,9 +571,9 @@ def xforwards() -> st.SearchStrategy[Xforward]:
         name=_maybe(_HOST_NAMES),
         addr=_maybe(_ADDRESSES),
         port=_maybe(_PORTS),
-        proto=_maybe(_VALUE_TEXTS),
-        helo=_maybe(_VALUE_TEXTS),
-        ident=_maybe(_VALUE_TEXTS),
+        proto=_maybe(_ASCII_TEXTS),
+        helo=_maybe(_ASCII_TEXTS),
+        ident=_maybe(_ASCII_TEXTS),
         source=_maybe(st.sampled_from(["LOCAL", "REMOTE"])),
     )
 
