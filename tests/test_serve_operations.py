@@ -185,6 +185,36 @@ def test_a_command_for_all_left_by_an_older_version_is_pinned_when_first_read(
     assert list(commands.iterdir()) == []
 
 
+def test_a_command_for_all_behind_one_that_cannot_be_read_is_pinned_all_the_same(
+    tmp_path: Path,
+) -> None:
+    """An older version's ``delete ALL`` given after a command file the server could not
+    read was left unpinned (the reading stopped at that file): the start accepted mail,
+    and once the file could be read, the next reading pinned the delete to that mail
+    too. It is pinned at the first reading, though carried out only after that file."""
+    import json
+
+    from smtpcore.server.queuectl import read_commands
+
+    queue = Queue(tmp_path / "queue")
+    queue.open()
+    before = queue.add(b"Subject: one\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    commands = tmp_path / "queue" / "commands"
+    commands.mkdir()
+    unreadable = commands / "00000000000000000001-aaaaaaaa.json"
+    unreadable.mkdir()  # IsADirectoryError: an OSError, as a file of root's, 0600, gives
+    older = commands / "00000000000000000002-bbbbbbbb.json"
+    older.write_text(json.dumps({"action": "delete", "ids": []}))
+    told: list[str] = []
+    assert read_commands(tmp_path / "queue", told.append) == []  # a start
+    assert f"{unreadable}: cannot read this queue command" in told[0]
+    assert json.loads(older.read_text()) == {"action": "delete", "ids": [before.id], "all": True}
+    queue.add(b"Subject: two\r\n\r\nx\r\n", "john@abc.example", ["b@pqr.example"])
+    unreadable.rmdir()  # the operator has made it readable
+    [(path, command)] = read_commands(tmp_path / "queue")
+    assert (path, command.ids, command.pinned) == (older, (before.id,), True)
+
+
 def test_commands_a_stopped_server_left_come_before_the_tools_own(tmp_path: Path) -> None:
     """A server that stops or crashes before a command's actions are on disk leaves its
     file for the next start. The tool, with no server running, acted on the files and

@@ -255,16 +255,28 @@ def read_commands(
 
     A directory or file this process may not read (another user's: ``sudo queue`` by an
     earlier version) is told of too, never taken for no command or a damaged one: that
-    command, and those given after it, wait until it can be read."""
+    command, and those given after it, wait until it can be read. Those after it are
+    pinned all the same: pinning is not carrying out, and a pin put off until the file
+    before them can be read would reach mail accepted meanwhile."""
+    commands, _ = _read_waiting(queue_dir, tell)
+    return commands
+
+
+def _read_waiting(
+    queue_dir: Path, tell: Callable[[str], object]
+) -> tuple[list[tuple[Path, QueueCommand]], Path | None]:
+    """:func:`read_commands`, and the first command file (or the directory) that could
+    not be read, before which the commands returned stop; None if there was none."""
     directory = _commands_dir(queue_dir)
     try:
         paths = sorted(path for path in directory.iterdir() if path.suffix == ".json")
     except FileNotFoundError:
-        return []
+        return [], None
     except OSError as exc:
         tell(f"{directory}: cannot read the queue commands: {exc.strerror or exc}")
-        return []
+        return [], directory
     commands = []
+    blocked: Path | None = None
     for path in paths:
         try:
             text = path.read_text(encoding="utf-8")
@@ -275,7 +287,8 @@ def read_commands(
                 f"{path}: cannot read this queue command: {exc.strerror or exc}; "
                 "it waits, with those after it"
             )
-            break
+            blocked = blocked or path
+            continue
         try:
             data = json.loads(text)
             action, ids = str(data["action"]), tuple(map(str, data["ids"]))
@@ -290,8 +303,9 @@ def read_commands(
             except OSError as exc:
                 _set_aside(path, command, exc, tell)
                 continue
-        commands.append((path, pinned))
-    return commands
+        if blocked is None:
+            commands.append((path, pinned))
+    return commands, blocked
 
 
 def _set_aside(
