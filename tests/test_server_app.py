@@ -971,6 +971,58 @@ def test_a_stop_lets_the_lock_go_only_once_the_disk_work_it_cut_off_has_ended(
     assert json.loads(left.read_text()) == {"action": "hold", "ids": [queue_id], "all": pinned}
 
 
+@pytest.mark.parametrize("listener", ["smtp", "lmtp"])
+def test_a_stop_lets_the_lock_go_only_once_a_session_cut_off_has_stored_its_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listener: str
+) -> None:
+    """A session's message is stored in a thread, which a stop's 421 does not stop: the
+    lock went at once, a ``queue`` tool could act on the queue before the message landed
+    there, and the client, told 421, sent it again (delivered twice). The lock now goes
+    once the message is stored, as it does for the delivery worker's disk work."""
+    ports = {"smtp_port": 0, "submission_port": 0, "lmtp_port": 0, f"{listener}_port": 1}
+    config = _config(tmp_path, "abc.example", {"a@abc.example": "pw"}, **ports)  # 1: on
+    storing, go_on = threading.Event(), threading.Event()
+    sock = _listening()
+    work: Any = (MailStore, "accept") if listener == "smtp" else (LocalMailboxes, "deliver_file")
+    store = getattr(*work)
+
+    def slowly(*args: Any, **kwargs: Any) -> Any:
+        storing.set()
+        go_on.wait(5)
+        return store(*args, **kwargs)
+
+    monkeypatch.setattr(*work, slowly)
+
+    async def main() -> None:
+        server = MailServer(config, sockets={listener: sock})
+        await server.start()
+        try:
+            reader, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            await reader.readline()
+            hello = "LHLO" if listener == "lmtp" else "EHLO"
+            for line in (f"{hello} c.example", "MAIL FROM:<>", "RCPT TO:<a@abc.example>"):
+                writer.write(f"{line}\r\n".encode())
+                while (await reader.readline())[3:4] == b"-":
+                    pass
+            writer.write(b"DATA\r\n")
+            assert (await reader.readline()).startswith(b"354")
+            writer.write(b"Subject: hi\r\n\r\nx\r\n.\r\n")
+            await asyncio.to_thread(storing.wait, 5)
+            stopping = asyncio.get_running_loop().create_task(server.aclose(grace=0.1))
+            assert (await reader.readline()).startswith(b"421")  # the session is cut off
+            await asyncio.wait((stopping,), timeout=1.5)  # past the grace and CUT_OFF
+            assert running_server(config.data_dir) == os.getpid()
+            go_on.set()
+            await stopping
+            await _eventually(lambda: running_server(config.data_dir) is None)
+            writer.close()
+        finally:
+            go_on.set()
+            await server.aclose(grace=0)
+
+    _run(main)
+
+
 def test_a_command_for_all_an_older_version_left_is_pinned_before_mail_is_accepted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

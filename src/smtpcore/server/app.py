@@ -20,7 +20,6 @@ copy through the queue (:meth:`MailStore.accept`).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -50,6 +49,7 @@ from smtpcore.server.trace import (
     protocol_name,
     received_header,
 )
+from smtpcore.server.waits import Threads
 from smtpcore.smtp import Mail, Rcpt, Reply
 from smtpcore.smtp._replies import shortened
 
@@ -92,7 +92,11 @@ class MailStore:
     """Where accepted mail goes: the local Maildirs and the outbound queue.
 
     :meth:`accept` is the commit point of a message; it blocks on the disk
-    and runs in a thread.
+    and runs in a thread, one of ``threads``: the server's, which a stop waits for
+    before it lets the data directory go. A session cut off by the stop hears 421 while
+    its message may still be landing in the queue; were the lock free by then, a
+    ``queue`` tool could act on the queue as that message lands, and the client,
+    which sends it again, would have it delivered twice.
     """
 
     def __init__(
@@ -101,11 +105,14 @@ class MailStore:
         queue: Queue,
         mailboxes: LocalMailboxes,
         worker: DeliveryWorker | None,
+        *,
+        threads: Threads | None = None,
     ) -> None:
         self.config = config
         self.queue = queue
         self.mailboxes = mailboxes
         self.worker = worker
+        self.threads = threads if threads is not None else Threads()
 
     def accept(
         self,
@@ -500,7 +507,7 @@ class _MailHandler(Handler):
         client = f"{peer_text(session.peer)} helo={session.helo_name or '-'}"
         size = spool.size
         try:
-            accepted = await asyncio.to_thread(
+            accepted = await self.store.threads.run(
                 self.store.accept,
                 spool,
                 sender,
@@ -654,7 +661,7 @@ class LMTPHandler(_MailHandler):
         replies: list[Reply] = []
         size = spool.size
         try:
-            await asyncio.to_thread(spool.finish)
+            await self.store.threads.run(spool.finish)
         except OSError:
             logger.exception("%s: cannot store the message", spool.id)
             spool.discard()
@@ -669,7 +676,7 @@ class LMTPHandler(_MailHandler):
                 continue
             try:
                 if key not in paths:
-                    paths[key] = await asyncio.to_thread(
+                    paths[key] = await self.store.threads.run(
                         self.store.mailboxes.deliver_file, key, sender, spool.path
                     )
             except Exception:

@@ -236,6 +236,7 @@ class DeliveryWorker:
         clock: Callable[[], float] = time.time,
         rng: RandomSource | None = None,
         resolve_timeout: float = RESOLVE_TIMEOUT,
+        threads: Threads | None = None,
     ) -> None:
         if resolve_timeout <= 0:
             raise ValueError("resolve_timeout must be positive")
@@ -253,10 +254,10 @@ class DeliveryWorker:
         self.internal = internal if internal is not None else InternalAddresses()
         """Which addresses the relay must not connect to (none allowed by default)."""
         self.client_factory = client_factory
-        self.threads = Threads()
-        """Where the worker's disk work runs: a stop waits there for what it cut off
-        before the data directory's lock goes (see :meth:`MailServer.aclose
-        <smtpcore.server.mailserver.MailServer.aclose>`)."""
+        self.threads = threads if threads is not None else Threads()
+        """Where the worker's disk work runs (the server's, shared with its sessions): a
+        stop waits there for what it cut off before the data directory's lock goes (see
+        :meth:`MailServer.aclose <smtpcore.server.mailserver.MailServer.aclose>`)."""
         self.timeouts = timeouts or Timeouts(quit=QUIT_TIMEOUT)
         self.concurrency = concurrency
         self.clock = clock

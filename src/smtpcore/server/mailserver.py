@@ -39,7 +39,7 @@ from smtpcore.server.queue import Queue
 from smtpcore.server.queuectl import read_commands, release_lock, take_lock
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
-from smtpcore.server.waits import CUT_OFF, finish
+from smtpcore.server.waits import CUT_OFF, Threads, finish
 
 __all__ = ["TMP_SCAN_EVERY", "Listener", "MailServer", "server_tls_context"]
 
@@ -114,6 +114,9 @@ class MailServer:
         self.queue = Queue(config.queue_dir)
         self.internal = InternalAddresses([config.host], allowed=config.allow_internal_relay)
         self.mailboxes = LocalMailboxes(config, on_delivery=on_delivery)
+        self.threads = Threads()
+        """Where this server's disk work runs, its sessions' and its worker's: a stop
+        lets the data directory's lock go once none of it is left (see :meth:`aclose`)."""
         worker_options: dict[str, Any] = {}
         if client_factory is not None:
             worker_options["client_factory"] = client_factory
@@ -130,9 +133,12 @@ class MailServer:
             relay_tls=RelayTLS(config.relay_tls),
             relay_ca=config.relay_ca,
             internal=self.internal,
+            threads=self.threads,
             **worker_options,
         )
-        self.store = MailStore(config, self.queue, self.mailboxes, self.worker)
+        self.store = MailStore(
+            config, self.queue, self.mailboxes, self.worker, threads=self.threads
+        )
         self.credentials = Credentials(config.users)
         self.listeners: list[Listener] = []
         self._handlers: list[InboundHandler | SubmissionHandler | LMTPHandler] = []
@@ -216,7 +222,7 @@ class MailServer:
         Raises :class:`ConfigError` when the data directory cannot be used, and
         :class:`OSError` when a listener cannot be bound."""
         try:
-            entries = await asyncio.to_thread(self._prepare_storage)
+            entries = await self.threads.run(self._prepare_storage)
             for entry in entries:
                 self.worker.schedule(entry)
             if entries:
@@ -249,7 +255,7 @@ class MailServer:
         while True:
             await asyncio.sleep(TMP_SCAN_EVERY)
             try:
-                removed = await asyncio.to_thread(self.mailboxes.clean_all)
+                removed = await self.threads.run(self.mailboxes.clean_all)
             except Exception:  # logged, and tried again next time: a stop must not meet it
                 logger.exception("maildirs: clearing tmp/ failed")
                 continue
@@ -307,7 +313,7 @@ class MailServer:
         use the new certificate. Other options need a restart. Whatever fails leaves
         the configuration as it was."""
         new = replace(self.config, users=config.users, sender_aliases=config.sender_aliases)
-        await asyncio.to_thread(LocalMailboxes(new).create_all)
+        await self.threads.run(LocalMailboxes(new).create_all)
         fresh = self._tls_current
         if config.tls_cert is not None and config.tls_key is not None:
             if self.tls_context is None:
@@ -343,7 +349,7 @@ class MailServer:
         command that fails (a disk error) is logged and kept, with every later one,
         for the next SIGUSR1 or start: carried out after them, it would undo them."""
         async with self._carrying_out(), self._queue_commands:
-            left = await self.worker.threads.run(read_commands, self.config.queue_dir)
+            left = await self.threads.run(read_commands, self.config.queue_dir)
             for path, command in left:
                 if path in self._commands_in_hand:
                     continue  # carried out already, its file kept until it is on disk
@@ -403,7 +409,7 @@ class MailServer:
                 self._commands_in_hand.clear()
                 return
             try:
-                await self.worker.threads.run(path.unlink, missing_ok=True)
+                await self.threads.run(path.unlink, missing_ok=True)
             except OSError as exc:  # kept in hand, the later ones behind it: tried again
                 logger.error("queue: cannot remove a command carried out: %s", exc)
                 return
@@ -512,16 +518,15 @@ class MailServer:
         await self._remove_commands()  # those whose actions the end of a round wrote
         if self._removals:
             await asyncio.wait(self._removals)
-        fd, self._lock_fd = self._lock_fd, None
-        if fd is not None:
-            await self._let_go(fd, max(deadline - loop.time(), 0.0) + CUT_OFF)
+        await self._let_go(max(deadline - loop.time(), 0.0) + CUT_OFF)
 
-    async def _let_go(self, fd: int, timeout: float) -> None:
+    async def _let_go(self, timeout: float) -> None:
         """Release the data directory's lock once the disk work this stop cut off has
-        ended (:class:`~smtpcore.server.waits.Threads`): a ``queue`` tool finding it free
-        acts on the files itself, and nothing of this server may land there after that.
-        Waited for ``timeout`` seconds; work that runs on past that (a hung disk) lets
-        the lock go when it ends, and the stop ends without it."""
+        ended (:attr:`threads`; a start cut off may be taking the lock there): a
+        ``queue`` tool finding it free acts on the files itself, and nothing of this
+        server may land there after that. Waited for ``timeout`` seconds; work that runs
+        on past that (a hung disk) lets the lock go when it ends, and the stop ends
+        without it."""
         loop = asyncio.get_running_loop()
         released: asyncio.Future[None] = loop.create_future()
 
@@ -530,11 +535,13 @@ class MailServer:
                 released.set_result(None)
 
         def release() -> None:
-            release_lock(fd)
+            fd, self._lock_fd = self._lock_fd, None
+            if fd is not None:
+                release_lock(fd)
             with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
                 loop.call_soon_threadsafe(settle)
 
-        self.worker.threads.then(release)
+        self.threads.then(release)
         done, _ = await asyncio.wait((released,), timeout=timeout)
         if not done:
             logger.error(
