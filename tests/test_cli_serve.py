@@ -452,6 +452,59 @@ def test_queue_and_reload_signals_from_the_lock_to_its_release_never_kill_the_se
     assert len(list(commands.glob("*.json"))) == 1  # the one sent while stopping
 
 
+def test_a_queue_signal_after_a_stop_that_still_holds_the_lock_never_kills_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Disk work a stop cut off that runs past its wait (a slow disk) keeps the lock, with
+    this process's id in it, after aclose() returns; ``serve`` then took its handlers
+    away, and a ``queue`` command's SIGUSR1 killed the server in the middle of that
+    work. The handlers stay until the lock goes: the signal is ignored, the command
+    waits in its file for the next start."""
+    import asyncio
+    import threading
+
+    from smtpcore.server.mailserver import MailServer
+    from smtpcore.server.queuectl import QueueCommand, running_server, submit
+
+    caplog.set_level(logging.INFO)
+    data_dir = tmp_path / "abc"
+    closed = threading.Event()
+    unhandled: list[str] = []
+
+    def outlives_the_stop() -> None:
+        """Disk work that ends after aclose() has returned; then ``queue flush``."""
+        closed.wait(10)
+        time.sleep(0.2)  # serve goes on past aclose() meanwhile
+        if running_server(data_dir) != os.getpid():
+            unhandled.append("the lock let go before this work ended")
+        elif signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+            unhandled.append("SIGUSR1 unhandled while the lock names this process")
+        else:
+            submit(data_dir / "queue", QueueCommand("flush", ("0123456789",)), os.getpid())
+            time.sleep(0.1)  # the signal is handled meanwhile
+
+    aclose = MailServer.aclose
+    working: list[asyncio.Task[None]] = []
+
+    async def closing(self: MailServer, grace: float = 10.0) -> None:
+        run = self.threads.run(outlives_the_stop)
+        working.append(asyncio.get_running_loop().create_task(run))
+        await asyncio.sleep(0)  # handed over
+        await aclose(self, 0)  # the stop waits a second for it, then ends without it
+        closed.set()
+
+    def announce(*args: object, **kwargs: object) -> None:
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(MailServer, "aclose", closing)
+    monkeypatch.setattr(cli, "print", announce, raising=False)
+    argv = _serve_argv(data_dir, "abc.example", [], {"smtp": free_port()}, (), True)
+    assert cli.main(argv[argv.index("serve") :]) == 0
+    assert unhandled == []
+    assert "stopping: SIGUSR1 ignored" in caplog.text
+    assert len(list((data_dir / "queue" / "commands").glob("*.json"))) == 1
+
+
 @pytest.mark.parametrize(
     ("fqdn", "options", "warned"),
     [

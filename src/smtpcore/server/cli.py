@@ -590,7 +590,8 @@ async def _serve(
     }
     # Handled before start(), which takes the data directory's lock: from then on the
     # queue tool may signal this pid, and SIGUSR1 or SIGHUP unhandled would kill. Kept
-    # until aclose() has let the lock go. Handled, too, before the listeners are
+    # until the lock is let go, which disk work a stop cut off may put off past aclose()'s
+    # return (lock_released, waited for). Handled, too, before the listeners are
     # announced: whoever waits for that line (an init system, a test) may signal at once.
     for signum, handler in handlers.items():
         loop.add_signal_handler(signum, handler)
@@ -619,6 +620,7 @@ async def _serve(
             await server.aclose(grace=stop_timeout)
             log.info("stopped")
     finally:
+        await server.lock_released()
         for signum in handlers:
             loop.remove_signal_handler(signum)
     return 0

@@ -146,6 +146,8 @@ class MailServer:
         self._servers: list[SMTPServer | POP3Server] = []
         self._worker_task: asyncio.Task[None] | None = None
         self._lock_fd: int | None = None
+        self._released: asyncio.Future[None] | None = None
+        """Settled once the lock a stop lets go is released (see :meth:`lock_released`)."""
         self._queue_commands = asyncio.Lock()
         """Held while one signal's queue commands are carried out (see run_queue_commands),
         and while carried-out commands' files are removed."""
@@ -520,6 +522,14 @@ class MailServer:
             await asyncio.wait(self._removals)
         await self._let_go(max(deadline - loop.time(), 0.0) + CUT_OFF)
 
+    async def lock_released(self) -> None:
+        """Return once :meth:`aclose` has let the data directory's lock go, which may be
+        after it returns (see :meth:`_let_go`). Until then the lock names this process
+        for a ``queue`` tool to signal (SIGUSR1): ``serve`` keeps its signal handlers
+        while it waits here."""
+        if self._released is not None:
+            await asyncio.shield(self._released)
+
     async def _let_go(self, timeout: float) -> None:
         """Release the data directory's lock once the disk work this stop cut off has
         ended (:attr:`threads`; a start cut off may be taking the lock there): a
@@ -528,7 +538,7 @@ class MailServer:
         on past that (a hung disk) lets the lock go when it ends, and the stop ends
         without it."""
         loop = asyncio.get_running_loop()
-        released: asyncio.Future[None] = loop.create_future()
+        released = self._released = loop.create_future()
 
         def settle() -> None:
             if not released.done():
