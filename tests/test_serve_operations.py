@@ -233,6 +233,32 @@ def test_commands_a_stopped_server_left_come_before_the_tools_own(tmp_path: Path
     assert "queue: 1 commands a stopped server left carried out first" in released.stdout
 
 
+def test_the_tool_refuses_its_own_command_behind_a_waiting_one_it_cannot_read(
+    tmp_path: Path,
+) -> None:
+    """With no server running, the tool said of a waiting command it could not read that
+    it waits, with those after it, then carried out its own, given later, at once: the
+    waiting ``hold`` was carried out over the ``release`` once readable. It now carries
+    out those before it and refuses its own, in one line naming the file."""
+    from smtpcore.server.queuectl import QueueCommand, submit
+
+    queue = Queue(tmp_path / "queue")
+    queue.open()
+    entry = queue.add(b"Subject: one\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    submit(tmp_path / "queue", QueueCommand("hold", (entry.id,)), pid=0)  # left by a crash
+    unreadable = tmp_path / "queue" / "commands" / "99999999999999999999-later.json"
+    unreadable.mkdir()  # IsADirectoryError: an OSError, as a file of root's, 0600, gives
+    released = _queue(tmp_path, "release", entry.id)
+    assert released.returncode == 2, released.stdout
+    assert released.stderr.splitlines() == [
+        f"smtpcore queue: {unreadable}: cannot read this command, given before yours "
+        "(Is a directory); nothing more done: make it readable for this user, or remove "
+        "it, and try again"
+    ]
+    assert queue.load(entry.id).held  # the hold before it carried out, the release not
+    assert [path.name for path in unreadable.parent.iterdir()] == [unreadable.name]
+
+
 def test_a_queue_tool_holding_the_lock_is_waited_for_and_no_stale_pid_is_signalled(
     tmp_path: Path,
 ) -> None:

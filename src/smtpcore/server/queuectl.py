@@ -258,36 +258,36 @@ def read_commands(
     command, and those given after it, wait until it can be read. Those after it are
     pinned all the same: pinning is not carrying out, and a pin put off until the file
     before them can be read would reach mail accepted meanwhile."""
-    commands, _ = _read_waiting(queue_dir, tell)
+    commands, unreadable = _read_waiting(queue_dir, tell)
+    for path, why in unreadable:
+        if path == _commands_dir(queue_dir):
+            tell(f"{path}: cannot read the queue commands: {why}")
+        else:
+            tell(f"{path}: cannot read this queue command: {why}; it waits, with those after it")
     return commands
 
 
 def _read_waiting(
     queue_dir: Path, tell: Callable[[str], object]
-) -> tuple[list[tuple[Path, QueueCommand]], Path | None]:
-    """:func:`read_commands`, and the first command file (or the directory) that could
-    not be read, before which the commands returned stop; None if there was none."""
+) -> tuple[list[tuple[Path, QueueCommand]], list[tuple[Path, str]]]:
+    """:func:`read_commands`, but what could not be read (the directory, or command files)
+    returned with the reason, not told: the commands returned stop before the first."""
     directory = _commands_dir(queue_dir)
     try:
         paths = sorted(path for path in directory.iterdir() if path.suffix == ".json")
     except FileNotFoundError:
-        return [], None
+        return [], []
     except OSError as exc:
-        tell(f"{directory}: cannot read the queue commands: {exc.strerror or exc}")
-        return [], directory
+        return [], [(directory, str(exc.strerror or exc))]
     commands = []
-    blocked: Path | None = None
+    unreadable: list[tuple[Path, str]] = []
     for path in paths:
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             continue
         except OSError as exc:  # not damaged: kept, and it comes before those after it
-            tell(
-                f"{path}: cannot read this queue command: {exc.strerror or exc}; "
-                "it waits, with those after it"
-            )
-            blocked = blocked or path
+            unreadable.append((path, str(exc.strerror or exc)))
             continue
         try:
             data = json.loads(text)
@@ -303,9 +303,9 @@ def _read_waiting(
             except OSError as exc:
                 _set_aside(path, command, exc, tell)
                 continue
-        if blocked is None:
+        if not unreadable:
             commands.append((path, pinned))
-    return commands, blocked
+    return commands, unreadable
 
 
 def _set_aside(
@@ -367,11 +367,22 @@ def apply_left_offline(queue: Queue, now: float, tell: Callable[[str], object] =
     stopped or crashed before they were on disk), each file removed once done; how many.
     The tool does this before its own command, which was given after them: left for the
     next start, they would be carried out over it (a ``hold`` left would undo the
-    ``release`` given now)."""
-    left = read_commands(queue.directory, tell)
+    ``release`` given now).
+
+    A command left that cannot be read is a :class:`ConfigError` naming its file, once
+    those before it are carried out: the tool's own command must wait for it, as a
+    server's would, and a tool that cannot carry it out cannot wait."""
+    left, unreadable = _read_waiting(queue.directory, tell)
     for path, command in left:
         apply_offline(queue, command, now, tell)
         path.unlink(missing_ok=True)
+    if unreadable:
+        path, why = unreadable[0]
+        what = "the queue commands" if path == _commands_dir(queue.directory) else "this command"
+        raise ConfigError(
+            f"{path}: cannot read {what}, given before yours ({why}); nothing more done: "
+            "make it readable for this user, or remove it, and try again"
+        )
     return len(left)
 
 
