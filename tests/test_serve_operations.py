@@ -399,6 +399,57 @@ def test_commands_are_carried_out_in_the_order_given_whatever_the_clock(
     assert not queue.load(entry.id).held
 
 
+def test_command_numbers_past_twenty_digits_keep_the_order_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiting command numbered 99999999999999999999 (a clock once set to the year
+    5138) made the next one 100000000000000000000, which was not counted as waiting:
+    every later submit tried that name again, for ever, and name order put it first.
+    Numbers of any length count and are read in number order, and a name that can never
+    be taken is given up after a bound."""
+    import json
+
+    from smtpcore.server.config import ConfigError
+    from smtpcore.server.queuectl import QueueCommand, read_commands, submit
+
+    queue = Queue(tmp_path / "queue")
+    queue.open()
+    entry = queue.add(b"Subject: one\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    commands = tmp_path / "queue" / "commands"
+    commands.mkdir()
+    (commands / "99999999999999999999.json").write_text(
+        json.dumps({"action": "hold", "ids": [entry.id], "all": True})
+    )
+    link, links = os.link, []
+
+    def counted(*args: Any) -> None:
+        links.append(args)
+        if len(links) > 10:  # spinning: fail, not hang
+            raise RuntimeError("os.link called again and again")
+        link(*args)
+
+    monkeypatch.setattr(os, "link", counted)
+    submit(tmp_path / "queue", QueueCommand("release"), pid=0)
+    submit(tmp_path / "queue", QueueCommand("flush"), pid=0)
+    assert len(links) == 2
+    found = read_commands(tmp_path / "queue")
+    assert [(path.name, command.action) for path, command in found] == [
+        ("99999999999999999999.json", "hold"),
+        ("100000000000000000000.json", "release"),
+        ("100000000000000000001.json", "flush"),
+    ]
+
+    def taken(*args: Any) -> None:
+        links.append(args)
+        raise FileExistsError(args[1])
+
+    monkeypatch.setattr(os, "link", taken)
+    with pytest.raises(ConfigError, match="no name free for a queue command after 1000 tries"):
+        submit(tmp_path / "queue", QueueCommand("delete"), pid=0)
+    assert len(links) == 2 + 1000
+    assert sorted(path.name for path in commands.iterdir()) == sorted(p.name for p, _ in found)
+
+
 NOBODY = 65534
 
 

@@ -26,7 +26,7 @@ import re
 import secrets
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
@@ -213,22 +213,46 @@ def _write_command(path: Path, command: QueueCommand) -> None:
     os.replace(tmp, path)
 
 
-_NUMBERED: Final = re.compile(r"([0-9]{20})[-.]")
-"""A command file's name as :func:`_write_new_command` gives it (an earlier version
-put ``-`` and a random part after the number)."""
+_NUMBERED: Final = re.compile(r"([0-9]{20,})[-.]")
+"""A command file's name as :func:`_write_new_command` gives it: 20 digits at least, more
+after 99999999999999999999 (a clock once set to the year 5138); an earlier version put
+``-`` and a random part after the number."""
+
+_NAME_TRIES: Final = 1000
+"""Names :func:`_write_new_command` tries, each taken meanwhile by another tool, before
+it gives up: a name that can never be taken must not spin for ever."""
+
+
+def _number(path: Path) -> int | None:
+    """A command file's number (see :data:`_NUMBERED`); None for a name without one."""
+    match = _NUMBERED.match(path.name)
+    return int(match[1]) if match else None
+
+
+def _in_order(paths: Iterable[Path]) -> list[Path]:
+    """Command files in the order given: by number, not by name (which puts
+    100000000000000000000 before 99999999999999999999); a name without a number (none is
+    written so) first, by name."""
+
+    def order(path: Path) -> tuple[int, str]:
+        number = _number(path)
+        return (-1 if number is None else number, path.name)
+
+    return sorted(paths, key=order)
 
 
 def _write_new_command(directory: Path, command: QueueCommand) -> Path:
-    """``command`` in a file of its own, named after every command waiting: they are
-    carried out in name order, which must be the order given. The clock gives the
-    number, but one stepped back (NTP, ``date -s``) must not put a ``release`` before
-    the ``hold`` given first. The file is linked in whole; a name another tool took
-    meanwhile is a retry with the next number."""
+    """``command`` in a file of its own, numbered after every command waiting: they are
+    carried out in number order (:func:`_in_order`), which must be the order given. The
+    clock gives the number, but one stepped back (NTP, ``date -s``) must not put a
+    ``release`` before the ``hold`` given first. The file is linked in whole; a name
+    another tool took meanwhile is a retry with the next number, :data:`_NAME_TRIES`
+    times at most."""
     staged = directory / f".{secrets.token_hex(8)}.new"
     _write_command(staged, command)
     try:
-        while True:
-            waiting = [int(m[1]) for p in directory.iterdir() if (m := _NUMBERED.match(p.name))]
+        for _ in range(_NAME_TRIES):
+            waiting = [n for p in directory.iterdir() if (n := _number(p)) is not None]
             number = max([time.time_ns(), *(n + 1 for n in waiting)])
             with contextlib.suppress(FileExistsError):
                 path = directory / f"{number:020d}.json"
@@ -236,6 +260,7 @@ def _write_new_command(directory: Path, command: QueueCommand) -> Path:
                 return path
     finally:
         staged.unlink(missing_ok=True)
+    raise ConfigError(f"{directory}: no name free for a queue command after {_NAME_TRIES} tries")
 
 
 def read_commands(
@@ -274,7 +299,7 @@ def _read_waiting(
     returned with the reason, not told: the commands returned stop before the first."""
     directory = _commands_dir(queue_dir)
     try:
-        paths = sorted(path for path in directory.iterdir() if path.suffix == ".json")
+        paths = _in_order(path for path in directory.iterdir() if path.suffix == ".json")
     except FileNotFoundError:
         return [], []
     except OSError as exc:
