@@ -983,15 +983,16 @@ def test_a_stop_lets_the_lock_go_only_once_a_session_cut_off_has_stored_its_mess
     config = _config(tmp_path, "abc.example", {"a@abc.example": "pw"}, **ports)  # 1: on
     storing, go_on = threading.Event(), threading.Event()
     sock = _listening()
-    work: Any = (MailStore, "accept") if listener == "smtp" else (LocalMailboxes, "deliver_file")
-    store = getattr(*work)
+    owner: type = MailStore if listener == "smtp" else LocalMailboxes
+    name = "accept" if listener == "smtp" else "deliver_file"
+    store = getattr(owner, name)
 
     def slowly(*args: Any, **kwargs: Any) -> Any:
         storing.set()
         go_on.wait(5)
         return store(*args, **kwargs)
 
-    monkeypatch.setattr(*work, slowly)
+    monkeypatch.setattr(owner, name, slowly)
 
     async def main() -> None:
         server = MailServer(config, sockets={listener: sock})
