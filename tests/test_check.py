@@ -161,9 +161,9 @@ def test_a_marker_answered_in_place_of_quit_fails() -> None:
     result = report["smuggling"]
     assert result.outcome is Outcome.FAILED, result
     assert result.summary.startswith(
-        "a message and QUIT got two replies, the second not QUIT's 221, so the message "
-        "ended early and the marker line after the look-alike was answered in QUIT's "
-        "place: LF.LF ([250, 250]); CRLF.LF ([250, 250])"
+        "a message and QUIT got two replies, the second no answer to QUIT (221, 421, "
+        "521), so the message ended early and the marker line after the look-alike "
+        "was answered in QUIT's place: LF.LF ([250, 250]); CRLF.LF ([250, 250])"
     ), result.summary
     assert "CR.CR" not in result.summary
     assert any(b"smtpcore-smuggling-marker" in s.commands[-1] for s in server.sessions)
@@ -398,6 +398,44 @@ def test_a_look_alike_that_kills_the_session_gets_no_reply() -> None:
     assert result.outcome is Outcome.FAILED
     assert result.summary.startswith("a message holding LF.LF, LF.CRLF, CRLF.LF")
     assert "CR.CR" not in result.summary
+
+
+class ErrorLimitServer(SmallServer):
+    """Refuses every message (554), and after one refusal answers the next command,
+    QUIT included, 421 and closes: Postfix at ``smtpd_hard_error_limit = 1`` (its
+    limit under stress), which RFC 5321 §3.8 allows."""
+
+    errors = 0
+
+    def command(self, line: bytes) -> bytes:
+        if self.errors:
+            self.closed = True
+            return b"421 4.7.0 Error: too many errors\r\n"
+        answer = super().command(line)
+        self.errors += answer.startswith(b"5")
+        return answer
+
+    def end_of_message(self, content: bytes) -> bytes:
+        self.reset()
+        self.errors += 1
+        return b"554 5.7.1 Message refused\r\n"
+
+
+def test_a_session_the_server_ends_with_421_after_a_refusal_is_no_failure() -> None:
+    """[554, 421] to a message and QUIT failed smuggling as a marker answered in
+    QUIT's place, and text-line-length as out of order; pipelining failed on the
+    close after a 421 inside its group, where it has nothing to compare."""
+    checks = ["smuggling", "text-line-length", "pipelining"]
+    with serve(ErrorLimitServer) as server:
+        report = check_server(server.host, server.port, checks=checks, timeout=2)
+    assert report["smuggling"].outcome is Outcome.PASSED, report.format()
+    assert report["text-line-length"].summary == "the message of long lines got 554"
+    assert report["text-line-length"].outcome is Outcome.PASSED
+    assert report["pipelining"].outcome is Outcome.SKIPPED, report.format()
+    assert report["pipelining"].summary == (
+        "the server ended the session at 'RCPT TO:<postmaster@smtpcore.test>' "
+        "(421 4.7.0 Error: too many errors)"
+    )
 
 
 def test_checks_skip_what_the_server_does_not_offer() -> None:
