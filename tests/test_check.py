@@ -522,6 +522,9 @@ def test_an_unknown_check_name_is_refused() -> None:
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [
+        ({"host": "a..b"}, ValueError, "'a..b' is no host name or address"),
+        ({"host": f"mx.{'x' * 64}.example"}, ValueError, "is no host name or address"),
+        ({"host": ""}, ValueError, "'' is no host name or address"),
         ({"port": 93567}, ValueError, "port must be an int from 1 to 65535, not 93567"),
         ({"port": 0}, ValueError, "port must be"),
         ({"timeout": 0}, ValueError, "timeout must be a positive number of seconds, not 0"),
@@ -535,11 +538,12 @@ def test_an_unknown_check_name_is_refused() -> None:
 def test_arguments_that_would_test_something_else_are_refused(
     options: dict[str, object], error: type[Exception], message: str
 ) -> None:
-    arguments: dict[str, object] = {"port": 1, **options}
-    port = arguments.pop("port")
-    # Nothing listens on the port: a check that ran would fail, not raise.
+    arguments: dict[str, object] = {"host": "127.0.0.1", "port": 1, **options}
+    host, port = arguments.pop("host"), arguments.pop("port")
+    # Nothing listens on the port: a check that ran would fail, not raise (a host
+    # the IDNA codec refuses raised UnicodeError from the first connection).
     with pytest.raises(error, match=message):
-        check_server("127.0.0.1", port, **arguments)  # type: ignore[arg-type]  # on purpose
+        check_server(host, port, **arguments)  # type: ignore[arg-type]  # on purpose
 
 
 # -- servers that never stop talking --------------------------------------------------------

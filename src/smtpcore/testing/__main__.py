@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from smtpcore.testing._wire import checked_host
+
 __all__ = ["main"]
 
 
@@ -39,16 +41,11 @@ def _address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(
             f"{text!r}: write an IPv6 address with a port in brackets, as [::1]:25"
         )
-    host = host.strip("[]")
     try:
-        # What the socket calls do with a name (an empty label, one over 63 octets
-        # raises there), asked now: a usage error, not a traceback mid-run.
-        valid = bool(host.encode("idna"))
-    except UnicodeError:
-        valid = False
-    if not valid:
-        raise argparse.ArgumentTypeError(f"{text!r}: {host!r} is no host name or address")
-    return host, int(port)
+        # A usage error, not a traceback mid-run.
+        return checked_host(host.strip("[]")), int(port)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
 def _seconds(text: str) -> float:

@@ -20,7 +20,14 @@ from typing import Final, Literal
 
 from smtpcore._ip import host_port
 
-__all__ = ["Exchange", "ServerFlood", "ServerReply", "WireClient", "format_transcript"]
+__all__ = [
+    "Exchange",
+    "ServerFlood",
+    "ServerReply",
+    "WireClient",
+    "checked_host",
+    "format_transcript",
+]
 
 #: A reply longer than this is a broken server, not a reason to eat memory.
 MAX_REPLY: Final = 1 << 20
@@ -31,6 +38,22 @@ MAX_REPLIES: Final = 10_000
 MAX_RECEIVED: Final = 8 << 20
 
 _STATUS: Final = re.compile(rb"^[245]\.\d{1,3}\.\d{1,3}")
+
+
+def checked_host(host: object) -> str:
+    """``host`` if the socket calls can take it, else ValueError naming it. They encode
+    a name with the IDNA codec, which refuses an empty label (``a..b``) or one over
+    63 octets (RFC 1035 §2.3.4) with a UnicodeError, and so only at the first
+    connection, halfway through a run: asked first, it is the caller's mistake."""
+    if not isinstance(host, str):
+        raise ValueError(f"{host!r} is no host name or address")
+    try:
+        encoded = host.encode("idna")
+    except UnicodeError:
+        encoded = b""
+    if not encoded:
+        raise ValueError(f"{host!r} is no host name or address")
+    return host
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from smtpcore.testing._wire import (
     ServerFlood,
     ServerReply,
     WireClient,
+    checked_host,
     format_transcript,
 )
 
@@ -966,9 +967,11 @@ def _run_one(name: str, function: Callable[[Probe], str], probe: Probe) -> Check
     return CheckResult(name, Outcome.PASSED, summary, probe.transcript())
 
 
-def _check_arguments(port: int, timeout: float, pause: float, checks: object) -> None:
+def _check_arguments(host: str, port: int, timeout: float, pause: float, checks: object) -> None:
     """Refuse what would test something else than asked (a port past 65535 wraps
-    around in the resolver) or fail every check for a reason of the tool's own."""
+    around in the resolver) or fail every check for a reason of the tool's own
+    (a host the socket calls refuse: :func:`~smtpcore.testing._wire.checked_host`)."""
+    checked_host(host)
     if isinstance(checks, str):
         raise TypeError(f"checks is a list of names, not the str {checks!r}: write [{checks!r}]")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
@@ -1005,11 +1008,13 @@ def check_server(
     checks no certificate); ``max_size_probe`` is the largest SIZE limit the
     size check sends a whole message over.
 
-    Raises ``ValueError`` for a port outside 1 to 65535, a ``timeout`` that
-    is not a positive number of seconds, or an unknown check name;
+    Raises ``ValueError`` for a host name the socket calls cannot take (an
+    empty label, as in ``a..b``, or one over 63 octets), a port outside 1 to
+    65535, a ``timeout`` that is not a positive number of seconds, or an
+    unknown check name;
     ``TypeError`` when ``checks`` is one str rather than a list of names.
     """
-    _check_arguments(port, timeout, pause, checks)
+    _check_arguments(host, port, timeout, pause, checks)
     names = list(CHECKS) if checks is None else list(checks)
     for name in names:
         if name not in CHECKS:
