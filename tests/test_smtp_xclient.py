@@ -4,10 +4,14 @@ what hostile clients get."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import ipaddress
 from typing import Any
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from smtp_helpers import EHLO, ENVELOPE, codes, greeted, run
 from smtpcore import LocalProtocolError
@@ -23,6 +27,7 @@ from smtpcore.smtp import (
     State,
     Xclient,
     Xforward,
+    xtext,
 )
 from smtpcore.testing import ConnectionPair
 from smtpcore.testing import strategies as sst
@@ -57,6 +62,63 @@ def test_xforward_round_trips(command: Xforward) -> None:
     pair = _pair()
     pair.send(command)
     assert pair.server_events[-1] == command
+
+
+def _spellings(text: str) -> list[str]:
+    """Ways a client may write ``text`` (a value before xtext) that a server may read
+    as the same value: each octet escaped, in lower-case hex; an IPv4 address as the
+    IPv6 address that maps it, in either form (RFC 4291 §2.5.5.2); an IPv6 one in full."""
+    found = [xtext(text), "".join(f"+{octet:02x}" for octet in text.encode())]
+    with contextlib.suppress(ValueError):
+        address = ipaddress.ip_address(text.removeprefix("IPV6:"))
+        if address.version == 4:
+            number = int(address)
+            found += [f"IPV6:::ffff:{number >> 16:x}:{number & 0xFFFF:x}", f"ipv6:::ffff:{text}"]
+        else:
+            found.append(f"IPV6:{address.exploded.upper()}")
+    return found
+
+
+@st.composite
+def _respelt(draw: st.DrawFn) -> bytes:
+    """A command from xclients() or xforwards(), each value spelt one of the ways
+    :func:`_spellings` gives, and maybe one more value for an attribute, which then
+    holds that: up to 85 raw octets (255 as xtext; UTF-8 or not), or an IPv4 address
+    (0.0.0.0/8 often), mapped, for ADDR."""
+    command = draw(sst.xclients() | sst.xforwards())
+    words = [command.verb]
+    for attribute in command.ATTRIBUTES:
+        value = getattr(command, attribute.field)
+        if value is not None:
+            spelt = draw(st.sampled_from(_spellings(attribute.to_text(value))))
+            words.append(f"{attribute.name}={spelt}")
+    names = st.sampled_from([attribute.name for attribute in command.ATTRIBUTES])
+    octets = st.binary(min_size=1, max_size=85).map(
+        lambda octets: "".join(f"+{octet:02X}" for octet in octets)
+    )
+    addresses = st.ip_addresses(v=4) | st.ip_addresses(network="0.0.0.0/8")
+    mapped = addresses.map(lambda address: _spellings(str(address))[2])
+    extra = draw(st.none() | st.tuples(names, octets) | st.tuples(st.just("ADDR"), mapped))
+    if extra is not None:
+        words.append("=".join(extra))
+    return " ".join(words).encode()
+
+
+@given(_respelt())
+def test_what_the_server_reads_it_writes_back_as_a_line_it_reads_the_same(line: bytes) -> None:
+    """An event the machine read is one a client can send, to the same effect: its
+    lines (:meth:`~smtpcore.smtp.Xclient.split`, a new EHLO before each) are taken,
+    and read as the same values. 'XCLIENT ADDR=IPV6:::ffff:1:203' was read as
+    0.1.2.3, written 'ADDR=0.1.2.3', and that refused."""
+    events, _ = run(greeted(**TRUSTED), EHLO + line + b"\r\n")
+    read = events[-1]
+    if not isinstance(read, (Xclient, Xforward)):
+        return  # refused
+    lines = b"".join(EHLO + part.to_line().encode() + b"\r\n" for part in read.split())
+    again, out = run(greeted(**TRUSTED), lines)
+    parts = [event for event in again if isinstance(event, type(read))]
+    assert len(parts) == len(read.split()), out
+    assert functools.reduce(lambda sum, part: sum.merged(part), parts) == read, out
 
 
 def test_values_are_read_typed_in_any_case() -> None:
@@ -159,6 +221,30 @@ def test_an_ipv6_address_on_the_wire_comes_after_its_prefix() -> None:
 def test_an_xclient_that_would_mislead_cannot_be_built(fields: dict[str, Any]) -> None:
     with pytest.raises(LocalProtocolError):
         Xclient(**fields)
+
+
+@pytest.mark.parametrize(
+    ("cls", "fields"),
+    [
+        # 0.0.0.0/8 but 0.0.0.0, mapped or not (Postfix's valid_ipv4_hostaddr()).
+        (Xclient, {"addr": "0.1.2.3"}),
+        (Xclient, {"addr": "::ffff:0.1.2.3"}),
+        (Xclient, {"destaddr": "IPV6:::ffff:1:203"}),
+        (Xforward, {"addr": "0.255.255.255"}),
+        (Xforward, {"addr": "IPV6:::FFFF:0.0.0.1"}),
+        # Over 255 octets as xtext, though not in characters.
+        (Xforward, {"helo": "+" * 86}),
+        (Xclient, {"login": "é" * 43}),
+        (Xforward, {"ident": "=" * 100}),
+    ],
+)
+def test_an_event_the_server_would_refuse_cannot_be_built(
+    cls: type[Xclient | Xforward], fields: dict[str, Any]
+) -> None:
+    """Typed values are held to the rules the wire is (the machine answers 501 5.5.4):
+    a value is what it would be sent as."""
+    with pytest.raises(LocalProtocolError):
+        cls(**fields)
 
 
 def test_long_values_are_split_over_commands_that_fit_a_line() -> None:
@@ -304,6 +390,11 @@ def test_xclients_may_come_back_to_back() -> None:
         # Postfix's 255 is the xtext's octets: 86 characters here, 258 on the wire.
         (b"XFORWARD HELO=" + b"+2B" * 86 + b"\r\n", "501 5.5.4"),
         (b"XCLIENT LOGIN=" + b"+2B" * 86 + b"\r\n", "501 5.5.4"),
+        # A mapped address is judged by the IPv4 address it maps, which it is read as
+        # (Postfix takes this spelling, and refuses the 0.1.2.3 it stands for).
+        (b"XCLIENT ADDR=IPV6:::ffff:1:203\r\n", "501 5.5.4"),
+        # Each octet that is not UTF-8 stands for U+FFFD, 9 octets as xtext.
+        (b"XFORWARD HELO=" + b"+FF" * 30 + b"\r\n", "501 5.5.4"),
     ],
 )
 def test_a_malformed_command_is_refused_and_changes_nothing(line: bytes, reply: str) -> None:

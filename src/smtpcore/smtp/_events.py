@@ -294,9 +294,12 @@ class ForwardingCommand(Command):
 
     A field left ``None`` is not sent; a value is typed (a port is an ``int``, an
     address its short text form) or :data:`~smtpcore.smtp.UNAVAILABLE`. At least
-    one attribute must be given, and every value must be printable text of at
-    most 255 characters without spaces, so that no value can carry a command
-    or header injection; anything else is :class:`LocalProtocolError`.
+    one attribute must be given, and every value must be printable text
+    without spaces, so that no value can carry a command or header injection,
+    and what the server machine (and Postfix) takes as it will be sent: at
+    most 255 octets as xtext, an address not in 0.0.0.0/8 but for 0.0.0.0 (an
+    IPv4-mapped one judged by the address it maps); anything else is
+    :class:`LocalProtocolError`.
     """
 
     __slots__ = ()

@@ -23,6 +23,7 @@ from typing import Final
 from smtpcore._ip import ip_text
 from smtpcore._numbers import parse_number
 from smtpcore._words import ascii_upper
+from smtpcore.smtp._dsn import xtext
 
 __all__ = [
     "TEMPUNAVAIL",
@@ -48,7 +49,8 @@ TEMPUNAVAIL: Final = Unavailable.TEMPUNAVAIL
 
 MAX_VALUE: Final = 255
 """Characters in one value, xtext-decoded (XFORWARD_README, note 1); on the wire, the
-octets of its xtext, which is what Postfix counts (smtpd.c, ``xclient_cmd``)."""
+octets of its xtext, which is what Postfix counts (smtpd.c, ``xclient_cmd``), and
+what an event's value must fit as it will be sent (:meth:`Attribute.read`)."""
 MAX_PROTOCOL_NAME: Final = 64
 """Octets in XFORWARD's PROTO, xtext-decoded (XFORWARD_README; Postfix's
 ``xforward_cmd`` counts octets)."""
@@ -96,21 +98,28 @@ def _valid_hostname(text: str) -> None:
         raise ValueError(f"not a host name: {text!r}")
 
 
+def _unprefixed(text: str) -> str:
+    return text[5:] if ascii_upper(text[:5]) == _IPV6_PREFIX else text
+
+
 def _ip(value: object) -> str:
-    """An IPv4 or IPv6 address, ``IPV6:`` prefix or not; kept in its short form.
+    """An IPv4 or IPv6 address, ``IPV6:`` prefix or not; kept in its short form, an
+    IPv4-mapped address as the IPv4 address it maps (:func:`~smtpcore._ip.ip_text`),
+    which must be a host's (:func:`_host_ipv4`): so written, it would be refused.
 
     Never with a ``%`` zone (RFC 4007 §11), which ``ipaddress`` takes with any text
     after it: a zone names an interface of the host that wrote it, nothing a peer
     can be told, and its text would reach the session's peer and the log."""
-    text = _text(value)
-    if ascii_upper(text[:5]) == _IPV6_PREFIX:
-        text = text[5:]
+    text = _unprefixed(_text(value))
     if "%" in text:
         raise ValueError(f"not an IP address (a zone): {text!r}")
     try:
-        return ip_text(ipaddress.ip_address(text))
+        short = ip_text(ipaddress.ip_address(text))
     except ValueError:
         raise ValueError(f"not an IP address: {text!r}") from None
+    if ":" not in short:
+        _host_ipv4(short)
+    return short
 
 
 def _literal_ip(text: str) -> None:
@@ -145,15 +154,16 @@ def _address(value: object) -> str:
     server, as current Postfix, holds a client to :func:`_literal_ip`); not an IP
     address with a zone passed off as text (see :func:`_ip`), nor text after
     ``IPV6:``, which names an IPv6 address alone."""
+    text = _text(value)
     try:
-        return _ip(value)
+        ipaddress.ip_address(_unprefixed(text))
     except ValueError:
-        text = _text(value)
         if "%" in text:
             raise ValueError(f"not an address (a zone): {text!r}") from None
-        if ascii_upper(text[:5]) == _IPV6_PREFIX:
+        if _unprefixed(text) != text:
             raise ValueError(f"not an IPv6 address after IPV6: {text!r}") from None
         return text
+    return _ip(text)
 
 
 def _port(value: object) -> int:
@@ -227,7 +237,11 @@ class Attribute:
             raise ValueError(f"{self.name} cannot be [UNAVAILABLE]")
         if unavailable is not None:
             return unavailable
-        return self.check(value)
+        typed = self.check(value)
+        sent = xtext(self.to_text(typed))
+        if len(sent) > MAX_VALUE:
+            raise ValueError(f"a value is at most {MAX_VALUE} octets as xtext, not {len(sent)}")
+        return typed
 
     def from_wire(self, text: str) -> Value:
         """``text`` (an xtext-decoded value a client sent) as the event holds it, or
