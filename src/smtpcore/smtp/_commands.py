@@ -25,7 +25,6 @@ from smtpcore.address import (
     parse_path,
     split_path,
 )
-from smtpcore.smtp._dsn import decode_xtext
 from smtpcore.smtp._events import (
     Auth,
     AuthResponse,
@@ -50,7 +49,7 @@ from smtpcore.smtp._events import (
     Xforward,
 )
 from smtpcore.smtp._everyday_params import read_parameters
-from smtpcore.smtp._forwarding import MAX_VALUE, XTEXT_VALUE
+from smtpcore.smtp._forwarding import MAX_VALUE, XTEXT_VALUE, decode_value
 from smtpcore.smtp._params import Parameters, parse_parameters
 from smtpcore.smtp._replies import EnhancedStatus, Reply, shortened
 
@@ -253,7 +252,7 @@ def _forwarding(cls: type[ForwardingCommand]) -> Callable[[str], Command]:
             if not XTEXT_VALUE.fullmatch(value):
                 raise CommandSyntaxError(reply(501, "5.5.4", f"Bad {attribute.name} syntax"))
             try:
-                values[attribute.field] = attribute.from_wire(decode_xtext(value))
+                values[attribute.field] = attribute.from_wire(decode_value(value))
             except ValueError:
                 raise CommandSyntaxError(
                     reply(501, "5.5.4", f"Bad {attribute.name} syntax")

@@ -313,7 +313,11 @@ def xtext(text: str) -> str:
     )
 
 
+def xtext_octets(value: str) -> bytes:
+    """The octets an xtext value stands for (RFC 3461 §4), each ``+XX`` one octet."""
+    return _XTEXT_HEX.sub(lambda m: bytes([int(m.group(1), 16)]), value.encode("utf-8"))
+
+
 def decode_xtext(value: str) -> str:
     """The text an xtext value stands for; octets that are not UTF-8 become U+FFFD."""
-    raw = _XTEXT_HEX.sub(lambda m: bytes([int(m.group(1), 16)]), value.encode("utf-8"))
-    return raw.decode("utf-8", "replace")
+    return xtext_octets(value).decode("utf-8", "replace")

@@ -299,7 +299,10 @@ class ForwardingCommand(Command):
     and what the server machine (and Postfix) takes as it will be sent: at
     most 255 octets as xtext, an address not in 0.0.0.0/8 but for 0.0.0.0 (an
     IPv4-mapped one judged by the address it maps); anything else is
-    :class:`LocalProtocolError`.
+    :class:`LocalProtocolError`. The server machine reads an octet sent that is
+    no part of a UTF-8 character as ``?``, as Postfix's ``printable()`` masks
+    it: a value stays ``str``, and what the machine reads it writes back no
+    longer as xtext, within the 255 octets it came in.
     """
 
     __slots__ = ()

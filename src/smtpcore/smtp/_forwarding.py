@@ -23,7 +23,7 @@ from typing import Final
 from smtpcore._ip import ip_text
 from smtpcore._numbers import parse_number
 from smtpcore._words import ascii_upper
-from smtpcore.smtp._dsn import xtext
+from smtpcore.smtp._dsn import xtext, xtext_octets
 
 __all__ = [
     "TEMPUNAVAIL",
@@ -33,6 +33,7 @@ __all__ = [
     "XTEXT_VALUE",
     "Attribute",
     "Unavailable",
+    "decode_value",
 ]
 
 
@@ -67,6 +68,20 @@ _NUMERIC: Final = re.compile(r"[0-9.]+")
 _IPV6_PREFIX: Final = "IPV6:"
 
 Value = str | int | Unavailable
+
+
+_ESCAPED_OCTET: Final = re.compile("[\udc80-\udcff]")
+
+
+def decode_value(value: str) -> str:
+    """An xtext value a client sent (:data:`XTEXT_VALUE`), as text: an octet that is
+    not part of a UTF-8 character becomes ``?``, as Postfix's ``printable()`` masks
+    it (smtpd.c, ``xclient_cmd`` and ``xforward_cmd``). Written back, the value is
+    then never longer as xtext than it came: U+FFFD, which
+    :func:`~smtpcore.smtp.decode_xtext` gives, is 9 octets as xtext for the 3 of
+    ``+E9``, and would take a value the wire's 255 octets hold over them."""
+    text = xtext_octets(value).decode("utf-8", "surrogateescape")
+    return _ESCAPED_OCTET.sub("?", text)
 
 
 def _text(value: object, limit: int = MAX_VALUE) -> str:
