@@ -57,6 +57,7 @@ __all__ = [
     "DigitSizeBdatServer",
     "EagerBdatServer",
     "FewRecipientsServer",
+    "LfDotLfClosingServer",
     "LfDotLfOneCommandServer",
     "LfDotLfServer",
     "LongLineTailServer",
@@ -370,6 +371,25 @@ class LfDotLfDroppingServer(LfDotLfServer):
         if found is not None and found[1] == 2:  # LF.LF's end, not CRLF.CRLF's
             self.buffer.clear()
         return answer
+
+
+class LfDotLfClosingServer(LfDotLfServer):
+    """Ends DATA at ``LF.LF`` too, and answers a command other than ``QUIT`` after a
+    message 421, and closes (a server that takes one message a session): the marker
+    after ``LF.LF`` gets a 421, as ``QUIT`` might from a server shutting down."""
+
+    after_message = False
+
+    def end_of_message(self, content: bytes) -> bytes:
+        self.after_message = True
+        return super().end_of_message(content)
+
+    def command(self, line: bytes) -> bytes:
+        if self.after_message and not line.upper().startswith(b"QUIT"):
+            self.commands.append(line)
+            self.closed = True
+            return _reply(421, "4.3.2 Shutting down")
+        return super().command(line)
 
 
 class SlowLfDotLfDroppingServer(LfDotLfDroppingServer):

@@ -28,6 +28,7 @@ from broken_servers import (
     DigitSizeBdatServer,
     EagerBdatServer,
     FewRecipientsServer,
+    LfDotLfClosingServer,
     LfDotLfDroppingServer,
     LfDotLfOneCommandServer,
     LfDotLfServer,
@@ -161,8 +162,8 @@ def test_a_marker_answered_in_place_of_quit_fails() -> None:
     result = report["smuggling"]
     assert result.outcome is Outcome.FAILED, result
     assert result.summary.startswith(
-        "a message and QUIT got two replies, the second no answer to QUIT (221, 421, "
-        "521), so the message ended early and the marker line after the look-alike "
+        "a message and QUIT got two replies, the second no answer to QUIT (221; after "
+        "a refusal 421 or 521), so the message ended early and the marker line after the look-alike "
         "was answered in QUIT's place: LF.LF ([250, 250]); CRLF.LF ([250, 250])"
     ), result.summary
     assert "CR.CR" not in result.summary
@@ -397,6 +398,18 @@ def test_a_look_alike_that_kills_the_session_gets_no_reply() -> None:
     result = report["smuggling"]
     assert result.outcome is Outcome.FAILED
     assert result.summary.startswith("a message holding LF.LF, LF.CRLF, CRLF.LF")
+    assert "CR.CR" not in result.summary
+
+
+def test_a_marker_answered_421_after_an_accepted_message_fails() -> None:
+    """[250, 421] passed as the message's reply and QUIT's 421, here the 421 of the
+    marker after a message ended at LF.LF: after an accepted message only a 221
+    answers QUIT."""
+    with serve(LfDotLfClosingServer) as server:
+        report = check_server(server.host, server.port, checks=["smuggling"], timeout=2)
+    result = report["smuggling"]
+    assert result.outcome is Outcome.FAILED, result
+    assert "LF.LF ([250, 421]); CRLF.LF ([250, 421])" in result.summary, result.summary
     assert "CR.CR" not in result.summary
 
 

@@ -282,22 +282,24 @@ _CLOSING: Final = (421, 521)
 """Replies with which a server ends the session itself, owing QUIT nothing after:
 421 (RFC 5321 §3.8) and 521 (RFC 7504 §3; Postfix's answer to a bare LF)."""
 
-_QUIT_ANSWERS: Final = (221, *_CLOSING)
-"""Replies that may answer QUIT: 221 (RFC 5321 §4.1.1.10), or one that ends the
-session, which a server shutting down sends to any command, QUIT included (§3.8;
-Postfix at its ``smtpd_hard_error_limit`` after a refused message)."""
-
 
 def _message_then_quit(codes: Sequence[int]) -> bool:
     """Whether ``codes``, what a message and the ``QUIT`` written behind it got, are
     one reply to each, in order: the message's (never QUIT's 221), then at most one
-    of :data:`_QUIT_ANSWERS`. More, or another second reply, means a line inside the
-    message was answered as a command."""
-    return (
-        0 < len(codes) <= 2
-        and codes[0] != 221
-        and all(code in _QUIT_ANSWERS for code in codes[1:])
-    )
+    for QUIT: its 221 (RFC 5321 §4.1.1.10), or, after a refused message, one that
+    ends the session, which a server shutting down sends to any command, QUIT
+    included (§3.8; Postfix at its ``smtpd_hard_error_limit``). After an accepted
+    message a 421 is not taken for QUIT's: it is also what a server gives a line
+    inside the message that it ran as a command and answered by closing, which is
+    the defect looked for, and a server has no cause to shut down at a QUIT that
+    follows a message it took. More, or another second reply, means a line inside
+    the message was answered as a command."""
+    if not 0 < len(codes) <= 2 or codes[0] == 221:
+        return False
+    if len(codes) == 1:
+        return True
+    refused = codes[0] >= 400
+    return codes[1] == 221 or (refused and codes[1] in _CLOSING)
 
 
 def _session_end(
@@ -466,8 +468,9 @@ def check_smuggling(probe: Probe) -> str:
     For each sequence in :data:`SMUGGLING_ENDINGS`, a message holds the
     sequence followed by a ``NOOP`` marker line, then ends properly, and
     ``QUIT`` follows. The replies must be the message's and then QUIT's
-    (221, or a 421 or 521 that ends the session, RFC 5321 §3.8), and then the
-    close; a message answered 421 or 521 owes QUIT nothing. A server that
+    (221, or after a refused message a 421 or 521 that ends the session, RFC
+    5321 §3.8), and then the close; a message answered 421 or 521 owes QUIT
+    nothing. A server that
     ended the message at the look-alike answers the marker (and the rest) as
     commands: more than two replies, or a second one that cannot answer QUIT
     (:func:`_message_then_quit`). Refusing the message (RFC 5321 §4.1.1.4 allows only CRLF.CRLF;
@@ -513,8 +516,8 @@ def check_smuggling(probe: Probe) -> str:
         )
     if out_of_order:
         problems.append(
-            "a message and QUIT got two replies, the second no answer to QUIT (221, 421, "
-            "521), so the message ended early and the marker line after the look-alike "
+            "a message and QUIT got two replies, the second no answer to QUIT (221; after "
+            "a refusal 421 or 521), so the message ended early and the marker line after the look-alike "
             f"was answered in QUIT's place: {'; '.join(out_of_order)}"
         )
     if unfinished:
