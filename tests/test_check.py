@@ -37,6 +37,7 @@ from broken_servers import (
     NonAsciiDigitServer,
     OutOfOrderServer,
     PlaintextAfterStartTlsServer,
+    RunningServer,
     SizeIgnoringServer,
     SlowLfDotLfDroppingServer,
     SmallServer,
@@ -50,7 +51,7 @@ from smtpcore.handler import Envelope, Handler, Session
 from smtpcore.smtp import Rcpt, Reply
 from smtpcore.testing import _wire
 from smtpcore.testing.__main__ import main
-from smtpcore.testing.check import CHECKS, Outcome, check_handler, check_server
+from smtpcore.testing.check import CHECKS, CheckResult, Outcome, check_handler, check_server
 
 PLANTED = [
     (LfDotLfServer, "smuggling"),
@@ -163,8 +164,8 @@ def test_a_marker_answered_in_place_of_quit_fails() -> None:
     assert result.outcome is Outcome.FAILED, result
     assert result.summary.startswith(
         "a message and QUIT got two replies, the second no answer to QUIT (221; after "
-        "a refusal 421 or 521), so the message ended early and the marker line after the look-alike "
-        "was answered in QUIT's place: LF.LF ([250, 250]); CRLF.LF ([250, 250])"
+        "a refusal 421 or 521), so the message ended early and the marker line after "
+        "the look-alike was answered in QUIT's place: LF.LF ([250, 250]); CRLF.LF ([250, 250])"
     ), result.summary
     assert "CR.CR" not in result.summary
     assert any(b"smtpcore-smuggling-marker" in s.commands[-1] for s in server.sessions)
@@ -219,10 +220,16 @@ def test_a_session_that_does_not_end_as_quit_asks_fails_every_check(
     )
 
 
-def test_a_crash_is_a_dropped_connection_in_the_transcript() -> None:
-    with serve(NonAsciiDigitServer) as server:
+def ascii_digits_against(server_class: type[SmallServer]) -> tuple[CheckResult, RunningServer]:
+    """The ``ascii-digits`` check's result against ``server_class``, and what its
+    sessions did."""
+    with serve(server_class) as server:
         report = check_server(server.host, server.port, checks=["ascii-digits"], timeout=5)
-    result = report["ascii-digits"]
+    return report["ascii-digits"], server
+
+
+def test_a_crash_is_a_dropped_connection_in_the_transcript() -> None:
+    result, server = ascii_digits_against(NonAsciiDigitServer)
     assert "dropped connection" in result.summary
     assert "SIZE=\\xc2\\xb2" in result.transcript_text()
     assert "-- server closed the connection" in result.transcript_text()
@@ -244,9 +251,7 @@ class RefuseThenCloseDigitServer(SmallServer):
 
 
 def test_a_refusal_then_a_close_does_not_hide_a_size_read_from_other_digits() -> None:
-    with serve(RefuseThenCloseDigitServer) as server:
-        report = check_server(server.host, server.port, checks=["ascii-digits"], timeout=5)
-    result = report["ascii-digits"]
+    result, server = ascii_digits_against(RefuseThenCloseDigitServer)
     assert result.outcome is Outcome.FAILED, result
     # Only BDAT may close after its refusal; every line is still tried, on a new connection.
     assert "instead of answering RSET after 'MAIL FROM:<check@smtpcore.test> SIZE=²'" in (
@@ -259,9 +264,7 @@ def test_a_refusal_then_a_close_does_not_hide_a_size_read_from_other_digits() ->
 def test_bdat_with_non_ascii_digits_goes_inside_a_transaction() -> None:
     """After RSET, with no transaction, a server may refuse BDAT before it reads the
     size: this one passed, though ``BDAT ²`` crashes it once MAIL and RCPT are in."""
-    with serve(StateFirstBdatServer) as server:
-        report = check_server(server.host, server.port, checks=["ascii-digits"], timeout=5)
-    result = report["ascii-digits"]
+    result, server = ascii_digits_against(StateFirstBdatServer)
     assert result.outcome is Outcome.FAILED, result
     assert result.summary == "'BDAT ² LAST' was answered by a dropped connection"
     assert "C: b'RCPT TO:<postmaster@smtpcore.test>\\r\\n'" in result.transcript_text()
@@ -271,9 +274,7 @@ def test_bdat_with_non_ascii_digits_goes_inside_a_transaction() -> None:
 def test_rset_after_a_refused_bdat_must_get_250() -> None:
     """A server that reads ``²`` as 2 and refuses ``BDAT ²`` at once takes "RS" of the
     RSET after it for the chunk and answers "ET" with 500: any reply to RSET passed."""
-    with serve(DigitSizeBdatServer) as server:
-        report = check_server(server.host, server.port, checks=["ascii-digits"], timeout=5)
-    result = report["ascii-digits"]
+    result, server = ascii_digits_against(DigitSizeBdatServer)
     assert result.outcome is Outcome.FAILED, result
     assert result.summary == (
         "RSET after 'BDAT ² LAST' got 500 5.5.2 Command unrecognized, not 250 "
@@ -291,9 +292,7 @@ class RecipientRefusingServer(SmallServer):
 
 
 def test_bdat_with_non_ascii_digits_is_skipped_not_passed_without_a_transaction() -> None:
-    with serve(RecipientRefusingServer) as server:
-        report = check_server(server.host, server.port, checks=["ascii-digits"], timeout=5)
-    result = report["ascii-digits"]
+    result, _ = ascii_digits_against(RecipientRefusingServer)
     assert result.outcome is Outcome.SKIPPED, result
     assert result.summary.startswith(
         "the SIZE= lines were refused with 5xx, but 'BDAT ² LAST' was not tried: "

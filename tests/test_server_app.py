@@ -72,6 +72,13 @@ async def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
     await asyncio.wait_for(wait(), timeout)
 
 
+async def _start_and_stop(config: ServerConfig, resolver: StaticResolver) -> None:
+    """A server started on ``config`` and stopped: what it carries out as it starts."""
+    again = MailServer(config, sockets={"smtp": _listening()}, resolver=resolver)
+    await again.start()
+    await again.aclose(grace=0.1)
+
+
 def _run(main: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(asyncio.wait_for(main(), 30))
 
@@ -742,9 +749,7 @@ def test_a_queue_command_waiting_for_a_round_is_kept_through_a_stop(
                 await server.aclose(grace=0.1)
         assert len(list(commands.glob("*.json"))) == 1
         assert not queue.load(queue_id).held
-        again = MailServer(config, sockets={"smtp": _listening()}, resolver=resolver)
-        await again.start()
-        await again.aclose(grace=0.1)
+        await _start_and_stop(config, resolver)
 
     with tarpit:
         _run(main)
@@ -778,9 +783,7 @@ def test_a_command_for_all_left_by_a_stop_spares_mail_accepted_after_it(
         finally:
             await server.aclose(grace=0)
         assert len(list(commands.glob("*.json"))) == 1
-        again = MailServer(config, sockets={"smtp": _listening()}, resolver=resolver)
-        await again.start()
-        await again.aclose(grace=0.1)
+        await _start_and_stop(config, resolver)
         return later
 
     with tarpit:
@@ -818,9 +821,7 @@ def test_a_command_for_all_an_older_version_left_is_not_carried_out_on_a_pin_not
                 await server.aclose(grace=0.1)
         finally:
             await server.aclose(grace=0)
-        again = MailServer(config, sockets={"smtp": _listening()}, resolver=resolver)
-        await again.start()
-        await again.aclose(grace=0.1)
+        await _start_and_stop(config, resolver)
         return later
 
     with tarpit:
@@ -898,12 +899,7 @@ def test_a_queue_command_being_carried_out_is_cut_off_within_the_stop_timeout(
     assert took < 0.2 + 2
     assert len(list(commands.glob("*.json"))) == 1
 
-    async def start_again() -> None:
-        again = MailServer(config, sockets={"smtp": _listening()}, resolver=resolver)
-        await again.start()
-        await again.aclose(grace=0.1)
-
-    _run(start_again)
+    _run(lambda: _start_and_stop(config, resolver))
     assert all(queue.load(queue_id).held for queue_id in ids)
     assert list(commands.glob("*.json")) == []
 

@@ -517,8 +517,8 @@ def check_smuggling(probe: Probe) -> str:
     if out_of_order:
         problems.append(
             "a message and QUIT got two replies, the second no answer to QUIT (221; after "
-            "a refusal 421 or 521), so the message ended early and the marker line after the look-alike "
-            f"was answered in QUIT's place: {'; '.join(out_of_order)}"
+            "a refusal 421 or 521), so the message ended early and the marker line after "
+            f"the look-alike was answered in QUIT's place: {'; '.join(out_of_order)}"
         )
     if unfinished:
         problems.append(
