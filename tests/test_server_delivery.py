@@ -411,6 +411,67 @@ def test_unreachable_mail_expires_into_a_bounce(
     assert b"Diagnostic-Code: x-local; connect to mx.pqr.example[127.0.0.1]" in raw
 
 
+def test_a_message_past_its_lifetime_gets_one_more_attempt(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP]
+) -> None:
+    """Postfix's maximal_queue_lifetime: a message is returned when delivery fails with
+    a temporary error and its time in the queue has reached the limit. A round due past
+    the lifetime bounced before connecting, though the exchanger would now take it."""
+    server = scripted([b"451 4.3.0 busy", b"451 4.3.0 busy", b"250 2.0.0 ok"])
+    now = [1000.0]
+    setup = _setup(
+        tmp_path, ZONE, server.port, retry_after=3000, max_queue_age=3600, clock=lambda: now[0]
+    )
+
+    async def main() -> None:
+        entry = _enqueue(setup, "john@abc.example", ["brendon@pqr.example"])
+        for _ in range(3):
+            await setup.worker._deliver(entry.id)
+            if _queue_empty(setup):
+                return
+            now[0] = setup.queue.load(entry.id).next_attempt
+        raise AssertionError("still queued after three rounds")
+
+    asyncio.run(main())
+    assert now[0] - 1000.0 >= 3600  # the last round came past the lifetime
+    assert [t.reply[:3] for t in server.transactions] == [b"451", b"451", b"250"]
+    assert setup.bounces() == []
+
+
+@pytest.mark.parametrize(
+    ("zone", "status"),
+    [
+        ("pqr.example SERVFAIL\n", b"Status: 4.4.3"),  # no exchanger found
+        (ZONE + "pqr.example MX 20 mx2.pqr.example\n", b"Status: 4.3.0"),  # the last one's
+    ],
+)
+def test_a_temporary_failure_past_the_lifetime_bounces_with_its_last_error(
+    tmp_path: Path,
+    scripted: Callable[..., ScriptedSMTP],
+    caplog: pytest.LogCaptureFixture,
+    zone: str,
+    status: bytes,
+) -> None:
+    """The attempt past the lifetime that fails temporarily, found or not, is the last:
+    the recipient bounces with that error (logged ``status=bounced``), not waits again."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    server = scripted([b"451 4.3.0 busy"])
+    now = [1000.0]
+    setup = _setup(tmp_path, zone, server.port, max_queue_age=3600, clock=lambda: now[0])
+
+    async def main() -> None:
+        entry = _enqueue(setup, "john@abc.example", ["brendon@pqr.example"])
+        now[0] += 3600
+        await setup.worker._deliver(entry.id)
+
+    asyncio.run(main())
+    assert _queue_empty(setup)
+    (raw,) = setup.raw_bounces()
+    assert b"It was retried for 1h without success" in b" ".join(raw.split())
+    assert status in raw
+    assert "status=bounced" in caplog.text and "status=deferred" not in caplog.text
+
+
 def test_dns_failures(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """No such domain bounces; a temporary DNS failure defers."""
     caplog.set_level(logging.INFO, "smtpcore.mail")

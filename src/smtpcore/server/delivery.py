@@ -19,9 +19,9 @@ recipient is:
   with exponential backoff and jitter between ``retry_after`` and
   ``max_retry_after`` (Postfix's ``minimal_backoff_time`` and
   ``maximal_backoff_time``; RFC 5321 §4.5.4.1), the sender warned once after
-  ``delay_warning`` if asked (Postfix's ``delay_warning_time``), until the
-  message is ``max_queue_age`` old and bounces with each recipient's last
-  error.
+  ``delay_warning`` if asked (Postfix's ``delay_warning_time``), until a
+  round made once the message is ``max_queue_age`` old fails temporarily
+  again: then it bounces with each recipient's last error.
 """
 
 from __future__ import annotations
@@ -556,23 +556,17 @@ class DeliveryWorker:
         return entry
 
     async def _record_local_error(self, queue_id: str, exc: BaseException) -> None:
-        """A round that broke on our side: its error is every pending recipient's last
-        error (so an expiry bounce says what it was), and the backoff goes on."""
-        detail = _local_error(exc).detail
+        """A round that broke on our side: its error is every pending recipient's
+        temporary failure, settled as any other (so the backoff goes on, and a message
+        past its lifetime bounces saying what it was, rather than break for ever)."""
+        outcome = _local_error(exc)
         try:
             entry = await self._load(queue_id)
-            updates = {
-                r.address: replace(r, reply=detail, dsn="4.3.0", from_remote=False)
-                for r in entry.pending
-            }
-            attempts = entry.attempts + 1
-            entry = replace(
-                entry.with_recipients(updates),
-                attempts=attempts,
-                next_attempt=self.clock() + self.next_wait(attempts),
-            )
-            await self._save(entry)
-            self.schedule(entry)
+            failed: dict[str, Outcome] = {}
+            deferred: dict[str, Outcome] = {}
+            outcomes = dict.fromkeys((r.address for r in entry.pending), outcome)
+            entry = await self._settle(entry, outcomes, failed, deferred)
+            await self._finish_round(entry, self.queue.content(queue_id), failed, deferred)
         except Exception:
             logger.exception("%s: cannot record the failed round", queue_id)
             self._due[queue_id] = self.clock() + self.next_wait(1)
@@ -616,9 +610,6 @@ class DeliveryWorker:
         content = self.queue.content(queue_id)
         if not await self.threads.run(content.path.exists):
             raise FileNotFoundError(content.path)
-        if self.clock() >= entry.created + self.max_queue_age:
-            await self._expire(entry, content)
-            return
         failed: dict[str, Outcome] = {}
         deferred: dict[str, Outcome] = {}
         groups: dict[tuple[str, tuple[str, int] | None], dict[str, RemoteDelivery]] = {}
@@ -676,11 +667,15 @@ class DeliveryWorker:
         """Log each outcome and record what was sent at once (never twice, even after a
         crash unless the disk refused the record), with the success report it is owed,
         if any, in the same write; failures wait for the bounce at the end of the
-        round."""
+        round. A temporary failure once the message has reached its lifetime is its last
+        (:meth:`_expired`)."""
         sent: dict[str, QueuedRecipient] = {}
         recipients = {r.address: r for r in entry.recipients}
         delay = self.clock() - entry.created
+        expired = self._expired(entry)
         for address, outcome in outcomes.items():
+            if expired and outcome.status is RecipientStatus.PENDING:
+                outcome = _expiry_outcome(outcome)
             label = {
                 RecipientStatus.SENT: "sent",
                 RecipientStatus.FAILED: "bounced",
@@ -719,12 +714,11 @@ class DeliveryWorker:
         content: QueuedContent,
         failed: Mapping[str, Outcome],
         deferred: Mapping[str, Outcome],
-        *,
-        expired: bool = False,
     ) -> None:
         recipients = {r.address: r for r in entry.recipients}
         if failed:
-            await self._bounce(entry, content, failed, expired=expired)
+            # Past its lifetime, the bounce says how long the message was retried.
+            await self._bounce(entry, content, failed, expired=self._expired(entry))
             # Known at once: whatever fails next, this bounce is not made again.
             entry = entry.with_recipients(
                 {address: _updated(recipients[address], o) for address, o in failed.items()}
@@ -759,20 +753,13 @@ class DeliveryWorker:
         )
         self.schedule(entry)
 
-    async def _expire(self, entry: QueueEntry, content: QueuedContent) -> None:
-        """Bounce what is still pending, each recipient with its last real error (its
-        code and text, and the exchanger that gave it), as Postfix does."""
-        failed = {}
-        for recipient in entry.pending:
-            failed[recipient.address] = Outcome(
-                RecipientStatus.FAILED,
-                recipient.dsn if recipient.dsn and recipient.dsn[0] == "4" else "4.4.7",
-                recipient.reply or "no delivery attempt was made before the message expired",
-                remote_mta=recipient.remote_mta,
-                from_remote=recipient.from_remote,
-            )
-        await self._settle(entry, failed, {}, {})
-        await self._finish_round(entry, content, failed, {}, expired=True)
+    def _expired(self, entry: QueueEntry) -> bool:
+        """Whether ``entry`` has been queued ``max_queue_age``: a round is still made,
+        and only a temporary failure in it bounces (Postfix's ``maximal_queue_lifetime``:
+        returned "when delivery fails with a temporary error, and the time in the queue
+        has reached" the limit). Bouncing before the round lost mail the exchanger
+        would take now."""
+        return self.clock() >= entry.created + self.max_queue_age
 
     # -- delay notices ------------------------------------------------------------
 
@@ -1199,6 +1186,15 @@ def _local_error(exc: BaseException) -> Outcome:
     what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     detail = f"local error in delivery: {type(exc).__name__}: {what}"
     return Outcome(RecipientStatus.PENDING, "4.3.0", detail)
+
+
+def _expiry_outcome(last: Outcome) -> Outcome:
+    """A temporary failure past the message's lifetime: the recipient fails with that
+    error, its code and text and the exchanger that gave it, as Postfix's expiry bounce
+    does (its status class stays 4, RFC 3464 §2.3.4: the failure itself was
+    temporary; 4.4.7, "delivery time expired", RFC 3463, when it had none)."""
+    dsn = last.dsn if last.dsn[:1] == "4" else "4.4.7"
+    return replace(last, status=RecipientStatus.FAILED, dsn=dsn)
 
 
 def _is_utf8(entry: QueueEntry) -> bool:
