@@ -318,6 +318,48 @@ def test_5xx_at_end_of_data_bounces_every_recipient(
     assert raw.count(b"Status: 5.6.0") == 2
 
 
+@pytest.mark.parametrize(
+    ("reply", "dsn"),
+    [(b"552 5.5.3 Too many recipients", "4.5.3"), (b"552 too many recipients", "4.0.0")],
+)
+def test_a_552_to_rcpt_is_deferred_as_452(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP], reply: bytes, dsn: str
+) -> None:
+    """RFC 5321 §4.5.3.1.10: RFC 821 wrongly gave 552 for too many recipients, and a
+    client SHOULD take a 552 to RCPT as temporary (Postfix reads it as 452). It was
+    bounced; it waits now, its status class 4, the server's own reply kept."""
+    server = scripted([b"250 2.0.0 ok"], rcpt_replies={"c@pqr.example": reply})
+    setup = _setup(tmp_path, ZONE, server.port, retry_after=300)
+
+    async def main() -> QueueEntry:
+        entry = _enqueue(setup, "john@abc.example", ["a@pqr.example", "c@pqr.example"])
+        await setup.worker._deliver(entry.id)
+        return setup.queue.load(entry.id)
+
+    entry = asyncio.run(main())
+    assert [t.recipients for t in server.transactions] == [["a@pqr.example"]]
+    assert setup.bounces() == []
+    (waiting,) = entry.pending
+    assert (waiting.address, waiting.dsn, waiting.reply) == ("c@pqr.example", dsn, reply.decode())
+
+
+def test_a_552_to_the_content_still_bounces(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP]
+) -> None:
+    """Only RCPT's 552 is RFC 821's misnumbered 452: after the content it is "exceeded
+    storage allocation" (RFC 5321 §4.2.2), for good."""
+    server = scripted([b"552 5.3.4 message too big for me"])
+    setup = _setup(tmp_path, ZONE, server.port)
+
+    async def main() -> None:
+        _enqueue(setup, "john@abc.example", ["a@pqr.example"])
+        await _run_until(setup, lambda: _queue_empty(setup))
+
+    asyncio.run(main())
+    (raw,) = setup.raw_bounces()
+    assert b"Status: 5.3.4" in raw
+
+
 def test_no_bounce_for_the_null_sender(
     tmp_path: Path, scripted: Callable[..., ScriptedSMTP], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -3,7 +3,8 @@ and turn each reply into a recipient's outcome.
 
 What the exchanger says decides (RFC 5321 §4.2.1, §4.5.4.1): a 2xx delivers, a 5xx
 (its own, or the client's refusal on its behalf for what it announced, such as a
-SIZE overrun) fails for good, a 4xx waits. A failure of the whole session (a
+SIZE overrun) fails for good, a 4xx waits, and so does a 552 to RCPT, RFC 821's
+"too many recipients" (RFC 5321 §4.5.3.1.10). A failure of the whole session (a
 connection refused or lost, a 4xx to MAIL, a TLS policy that cannot be met) is a
 :class:`TryNext`: the next exchanger may do better, for the recipients whose fate the
 session had not decided yet (those it had delivered or refused for good are settled).
@@ -291,7 +292,9 @@ Recorder = Callable[[Mapping[str, Outcome]], Awaitable[None]]
 class _OutcomeOf(Protocol):
     """Makes a recipient's outcome from a reply (``ExchangerSession._send``)."""
 
-    def __call__(self, reply: Reply, *, from_remote: bool = True) -> Outcome: ...
+    def __call__(
+        self, reply: Reply, *, from_remote: bool = True, to_rcpt: bool = False
+    ) -> Outcome: ...
 
 
 def _once(record: Recorder) -> Recorder:
@@ -321,9 +324,9 @@ def _batch_recorder(
         mine = set(map(id, result.recipients))
         decided = {}
         for address, item in _fates(deliveries, results).items():
-            reply = _own_reply(item)
-            if id(item) in mine and reply is not None and (reply.is_positive or reply.code >= 500):
-                decided[address] = outcome(reply)
+            fate = _own_outcome(item, outcome)
+            if id(item) in mine and fate is not None and fate.status is not RecipientStatus.PENDING:
+                decided[address] = fate
         await record(decided)
 
     return on_batch
@@ -353,10 +356,19 @@ def _fates(
     return fates
 
 
-def _own_reply(item: RecipientResult) -> Reply | None:
-    """The reply that decided a recipient's fate: its RCPT's refusal, or once accepted
-    the reply after the content; None while unknown."""
-    return item.delivery if item.accepted else item.reply
+def _own_outcome(item: RecipientResult, outcome: _OutcomeOf) -> Outcome | None:
+    """The outcome of the reply that decided a recipient's fate: its RCPT's refusal, or
+    once accepted the reply after the content; None while unknown."""
+    if item.accepted:
+        return None if item.delivery is None else outcome(item.delivery)
+    return None if item.reply is None else outcome(item.reply, to_rcpt=True)
+
+
+def _too_many_recipients(reply: Reply, *, to_rcpt: bool) -> bool:
+    """Whether ``reply`` is RFC 821's misnumbered 452: RFC 5321 §4.5.3.1.10 says a client
+    SHOULD take a 552 to RCPT as temporary, as Postfix's client does (it reads it as
+    452, its enhanced status class as 4). After the content, 552 is for good (§4.2.2)."""
+    return to_rcpt and reply.code == 552
 
 
 class ExchangerSession:
@@ -589,17 +601,20 @@ class ExchangerSession:
         # RFC 3461 §6.2: to a server that speaks DSN, the parameters go on with the message.
         passed = client.connection.extensions.dsn
 
-        def outcome(reply: Reply, *, from_remote: bool = True) -> Outcome:
+        def outcome(reply: Reply, *, from_remote: bool = True, to_rcpt: bool = False) -> Outcome:
+            dsn = reply_dsn(reply)
             if reply.is_positive:
                 status = RecipientStatus.SENT
+            elif _too_many_recipients(reply, to_rcpt=to_rcpt):
+                status, dsn = RecipientStatus.PENDING, f"4{dsn[1:]}"
             elif reply.code >= 500:
                 status = RecipientStatus.FAILED
             else:
                 status = RecipientStatus.PENDING
             return Outcome(
                 status,
-                reply_dsn(reply),
-                reply_text(reply),
+                dsn,
+                reply_text(reply),  # the server's own words (RFC 3464 §2.3.6)
                 relay,
                 attempt.host,
                 from_remote=from_remote,
@@ -696,9 +711,9 @@ class ExchangerSession:
         outcomes = {}
         for address in deliveries:
             item = fates.get(address)
-            reply = None if item is None else _own_reply(item)
-            if reply is not None:
-                outcomes[address] = outcome(reply)
+            fate = None if item is None else _own_outcome(item, outcome)
+            if fate is not None:
+                outcomes[address] = fate
                 continue
             known = "" if last is None else f" (the last refusal: {last.detail})"
             unknown = outcome(Reply(451, "no reply known", "4.0.0"), from_remote=False)
@@ -710,7 +725,7 @@ class ExchangerSession:
         client: BaseSMTPClient,
         exc: SMTPError,
         deliveries: Mapping[str, RemoteDelivery],
-        outcome: Callable[[Reply], Outcome],
+        outcome: _OutcomeOf,
     ) -> dict[str, Outcome]:
         """What a session that failed as a whole had decided for good, recipient by
         recipient: delivered (2xx) or refused (5xx, RFC 5321 §4.2.1). From the
@@ -723,7 +738,7 @@ class ExchangerSession:
             fates.update(_fates(deliveries, answered))
         settled = {}
         for address, item in fates.items():
-            reply = _own_reply(item)
-            if reply is not None and (reply.is_positive or reply.code >= 500):
-                settled[address] = outcome(reply)
+            fate = _own_outcome(item, outcome)
+            if fate is not None and fate.status is not RecipientStatus.PENDING:
+                settled[address] = fate
         return settled
