@@ -110,9 +110,12 @@ def test_serve_refuses_relay_to_internal_address_literals_by_default(tmp_path: P
             with smtplib.SMTP(LOOPBACK, abc.ports["submission"], timeout=10) as smtp:
                 smtp.login("john@abc.example", "john-pw")
                 smtp.mail("john@abc.example")
-                for literal in ("[127.0.0.1]", "[10.0.0.1]", "[IPv6:::1]"):
+                for literal in ("[10.0.0.1]", "[IPv6:::1]"):
                     code, text = smtp.rcpt(f"x@{literal}")
                     assert (code, text[:5]) == (550, b"5.7.1"), text
+                # The server's own address (--host) is local (RFC 1123 §5.2.17): no user x.
+                code, text = smtp.rcpt("x@[127.0.0.1]")
+                assert (code, text[:5]) == (550, b"5.1.1"), text
                 # An MX on loopback: accepted, then bounced without a connection.
                 assert smtp.rcpt("b@pqr.example")[0] == 250
                 smtp.data(b"Subject: hi\r\n\r\nhello\r\n")

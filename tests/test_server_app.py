@@ -185,6 +185,48 @@ def test_a_listener_on_a_name_with_two_addresses_names_both(
     assert _run(main) == [f"smtp listening on 127.0.0.1:{port}", f"smtp listening on [::1]:{port}"]
 
 
+def test_mail_to_the_servers_own_address_literal_is_local_on_both_listeners(
+    tmp_path: Path,
+) -> None:
+    """RFC 1123 §5.2.17: a server MUST accept a domain literal for any of its own
+    addresses, ``postmaster`` there included (RFC 5321 §4.5.1). Only the relay's router
+    knew them, and only with the SMTP port the remote port: both listeners answered
+    ``550 5.7.1 relay access denied``. ``user@[own address]`` is ``user`` at the first
+    local domain."""
+    config = _config(
+        tmp_path, "pqr.example", {"brendon@pqr.example": "pw"}, host=LOOPBACK, remote_port=2525
+    )
+    recipients = ("postmaster@[127.0.0.1]", "Brendon@[127.0.0.1]", "nobody@[127.0.0.1]")
+
+    def rcpts(smtp: smtplib.SMTP, *others: str) -> list[int]:
+        smtp.ehlo("client.abc.example")
+        smtp.mail("brendon@pqr.example")
+        codes = [smtp.rcpt(address)[0] for address in recipients + others]
+        smtp.data(b"Subject: hi\r\n\r\nx\r\n")
+        return codes
+
+    def client(smtp_port: int, submission_port: int) -> list[list[int]]:
+        with smtplib.SMTP(LOOPBACK, smtp_port, timeout=10) as smtp:
+            inbound = rcpts(smtp, "brendon@[192.0.2.1]")  # not ours: no relay
+        with smtplib.SMTP(LOOPBACK, submission_port, timeout=10) as smtp:
+            smtp.login("brendon@pqr.example", "pw")
+            submission = rcpts(smtp)
+        return [inbound, submission]
+
+    async def main() -> list[list[int]]:
+        sockets = {"smtp": _listening(), "submission": _listening()}
+        async with MailServer(config, sockets=sockets) as server:
+            return await asyncio.to_thread(
+                client, _port(server, "smtp"), _port(server, "submission")
+            )
+
+    inbound, submission = _run(main)
+    assert inbound == [250, 250, 550, 550]
+    assert submission == [250, 250, 550]
+    assert len(_messages(config, "brendon@pqr.example")) == 2
+    assert len(_messages(config, "postmaster@pqr.example")) == 2
+
+
 def test_an_empty_quoted_local_part_is_no_user_here(tmp_path: Path) -> None:
     """``<""@domain>`` is a valid path (RFC 5321 §4.1.2): the reference server takes it
     as a sender and answers 550 5.1.1 for it as a local recipient, as for any address

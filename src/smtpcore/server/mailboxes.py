@@ -93,17 +93,21 @@ class LocalMailboxes:
                 )
 
     def lookup(self, mailbox: Mailbox) -> str | None:
-        """The mailbox key (:func:`mailbox_key`) of a recipient at a local domain, or
-        None: no such user.
+        """The mailbox key (:func:`mailbox_key`) of a recipient the router found local,
+        or None: no such user.
 
         ``postmaster`` at any local domain, and the bare ``postmaster``, always
-        exist (RFC 5321 §4.5.1).
+        exist (RFC 5321 §4.5.1). A recipient at an address literal (one naming this
+        server, RFC 1123 §5.2.17) is the same user at the first local domain.
         """
         if mailbox.local_part.lower() == "postmaster":
             domain = normalize_domain(mailbox.domain) if mailbox.domain else ""
             return self.config.postmaster_key(domain or self.config.domains[0])
         if mailbox.is_address_literal:
-            return None
+            try:
+                mailbox = Mailbox(mailbox.local_part, self.config.domains[0])
+            except AddressError:  # too long a path there: no user has it
+                return None
         key = mailbox_key(mailbox)
         return key if key in self.config.users else None
 

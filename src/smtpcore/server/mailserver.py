@@ -161,41 +161,50 @@ class MailServer:
 
     # -- routers ----------------------------------------------------------------
 
-    def _local_addresses(self) -> list[IPAddress]:
+    def _own_addresses(self) -> list[IPAddress]:
         """This server's own addresses (``self.internal.own``: its ``--host`` and what its
-        ``--hostname`` resolves to) cut an MX list below this host, as its names do
-        (RFC 5321 §5.1), but only where the relay would reach this very server: our SMTP
-        port is the remote port (routing's advice for several servers sharing one
-        address). The unspecified address names no host."""
+        ``--hostname`` resolves to): mail to an address literal naming one is local
+        (RFC 1123 §5.2.17 MUST). The unspecified address names no host."""
+        return sorted((a for a in self.internal.own if not a.is_unspecified), key=str)
+
+    def _relay_local_addresses(self) -> list[IPAddress]:
+        """The own addresses as the relay sees them: they cut an MX list below this host,
+        as its names do (RFC 5321 §5.1), but only where the relay would reach this very
+        server: our SMTP port is the remote port (routing's advice for several servers
+        sharing one address). Elsewhere an exchanger there is another server."""
         if self.config.smtp_port != self.config.remote_port:
             return []
-        return sorted((a for a in self.internal.own if not a.is_unspecified), key=str)
+        return self._own_addresses()
 
     def relay_router(self) -> Router:
         """The delivery worker's router: MX lookups on ``remote_port``, or the smart host."""
         return Router(
             self.config.domains,
             hostnames=[self.config.hostname],
-            local_addresses=self._local_addresses(),
+            local_addresses=self._relay_local_addresses(),
             trusted_networks=(),
             smart_host=self.config.relay_host,
             port=self.config.remote_port,
         )
 
     def inbound_router(self) -> Router:
-        """The ``smtp`` and ``lmtp`` listeners' router: local domains only, never a relay."""
+        """The ``smtp`` and ``lmtp`` listeners' router: local domains and this server's own
+        address literals only, never a relay."""
         return Router(
             self.config.domains,
             hostnames=[self.config.hostname],
+            local_addresses=self._own_addresses(),
             trusted_networks=(),
             relay_for_authenticated=False,
         )
 
     def submission_router(self) -> Router:
-        """The submission router: an authenticated client may send anywhere."""
+        """The submission router: an authenticated client may send anywhere; this server's
+        own address literals are local, as on the ``smtp`` listener."""
         return Router(
             self.config.domains,
             hostnames=[self.config.hostname],
+            local_addresses=self._own_addresses(),
             trusted_networks=(),
             relay_for_authenticated=True,
         )
@@ -288,15 +297,22 @@ class MailServer:
 
     async def _learn_own_addresses(self) -> None:
         """The addresses ``--hostname`` resolves to are this server's own: an exchanger
-        there is this host, which cuts the MX list (the relay router is built again with
-        them), and the relay does not connect to them (``smtpcore.server.internal``). A
-        lookup that fails or takes over two seconds adds none."""
+        there is this host, which cuts the MX list, mail to a literal naming one is local
+        (every router is built again with them), and the relay does not connect to them
+        (``smtpcore.server.internal``). A lookup that fails or takes over two seconds
+        adds none."""
         try:
             found = await asyncio.wait_for(self.resolver.addresses(self.config.hostname), 2.0)
         except Exception:  # NXDOMAIN, no DNS, a timeout: nothing learnt
             return
         self.internal.learn(found)
         self.worker.router = self.relay_router()
+        for handler in self._handlers:
+            handler.router = (
+                self.submission_router()
+                if isinstance(handler, SubmissionHandler)
+                else self.inbound_router()
+            )
 
     def _hand_over(
         self, connection: ssl.SSLObject, server_name: str | None, served: ssl.SSLContext
