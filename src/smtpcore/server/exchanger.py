@@ -324,8 +324,8 @@ def _batch_recorder(
         mine = set(map(id, result.recipients))
         decided = {}
         for address, item in _fates(deliveries, results).items():
-            fate = _own_outcome(item, outcome)
-            if id(item) in mine and fate is not None and fate.status is not RecipientStatus.PENDING:
+            fate = _own_outcome(item, outcome) if id(item) in mine else None
+            if fate is not None and fate.status is not RecipientStatus.PENDING:
                 decided[address] = fate
         await record(decided)
 
