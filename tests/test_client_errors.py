@@ -11,6 +11,8 @@ garbage collection can hide a leak.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -820,3 +822,63 @@ S: 354 go
     with ScriptedServer(steps) as server:
         result = run(adapter, go)
     assert [str(r.recipient) for r in result.delivered] == ["u1@pqr.example"]
+
+
+# -- async content closed when the message stops --------------------------------
+
+
+ASKED_FOR_CONTENT = AFTER_MAIL + "C: RCPT TO:<bob@pqr.example>\nC: DATA\nS: 250 ok\n"
+STOPS: dict[str, list[Step]] = {
+    # Only the piece read ahead before MAIL was taken from the iterator.
+    "refused": [*script(ASKED_FOR_CONTENT + "S: 550 5.1.1 no\nS: 554 5.5.1 no"), ONE_LINE],
+    # The iterator suspended between two pieces, the server no longer reading.
+    "cancelled": [
+        *script(ASKED_FOR_CONTENT + "S: 250 ok\nS: 354 go"),
+        Call(lambda connection: time.sleep(1.5)),
+    ],
+}
+
+
+@pytest.mark.parametrize("stop", list(STOPS))
+def test_async_content_is_closed_when_the_message_stops(adapter: str, stop: str) -> None:
+    """An async generator of content the message stopped reading (a refusal, a
+    cancellation) is closed by the time ``send_message`` gives up: its ``finally``
+    runs then, in the caller's context, not at garbage collection (PEP 525), which
+    trio warns of."""
+    mod = module(adapter)
+    closed: list[bool] = []
+
+    async def pieces() -> AsyncIterator[bytes]:
+        try:
+            for _ in range(10_000):  # 640 MB at most: the server stops reading long before
+                yield b"x" * 65_536 + b"\r\n"
+        finally:
+            closed.append(True)
+
+    content = pieces()  # held here: only an explicit close can run its finally now
+    seen: list[bool] = []
+
+    async def send(client: Any) -> None:
+        try:
+            await client.send_message(content, "a@abc.example", "bob@pqr.example")
+        finally:
+            seen.append(bool(closed))
+
+    async def go_asyncio(port: int) -> None:
+        client = mod.SMTPClient("127.0.0.1", port)
+        await client.connect()
+        with pytest.raises((mod.RecipientsRefused, asyncio.TimeoutError)):
+            await asyncio.wait_for(send(client), 0.5)
+        await client.close()
+
+    async def go_trio(port: int) -> None:
+        client = mod.SMTPClient("127.0.0.1", port)
+        await client.connect()
+        refused = pytest.raises(mod.RecipientsRefused)
+        with trio.move_on_after(0.5), refused if stop == "refused" else contextlib.nullcontext():
+            await send(client)
+        await client.close()
+
+    with ScriptedServer(STOPS[stop]) as server:
+        run(adapter, lambda: (go_asyncio if adapter == "asyncio" else go_trio)(server.port))
+    assert seen == [True]

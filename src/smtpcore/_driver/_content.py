@@ -15,14 +15,16 @@ from __future__ import annotations
 import io
 import itertools
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from stat import S_ISREG
 from typing import BinaryIO, TypeAlias
 
 __all__ = [
     "Content",
     "CRLFNormalizer",
+    "ReadAhead",
     "check_not_text",
+    "close_iterator",
     "content_chunks",
     "first_piece_checked",
     "known_size",
@@ -62,7 +64,7 @@ async def first_piece_checked(content: Content) -> Content:
         except StopAsyncIteration:
             return ()
         _check_piece(first)
-        return _after(first, pieces)
+        return ReadAhead(first, pieces)
     iterator = iter(content)
     for first in iterator:
         _check_piece(first)
@@ -70,10 +72,41 @@ async def first_piece_checked(content: Content) -> Content:
     return ()
 
 
-async def _after(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for piece in rest:
-        yield piece
+class ReadAhead:
+    """An async iterator of content whose first piece was read ahead
+    (:func:`first_piece_checked`), and which closes the caller's iterator it reads
+    from in :meth:`aclose`: a message stopped early (refused, cancelled, its
+    connection lost) must not leave an async generator suspended, whose ``finally``
+    would then run at garbage collection, out of the caller's context (PEP 525;
+    trio warns of it), even when not one more piece was read."""
+
+    __slots__ = ("_first", "_rest")
+
+    def __init__(self, first: bytes, rest: AsyncIterator[bytes]) -> None:
+        self._first: bytes | None = first
+        self._rest = rest
+
+    def __aiter__(self) -> ReadAhead:
+        return self
+
+    async def __anext__(self) -> bytes:
+        first = self._first
+        if first is not None:
+            self._first = None
+            return first
+        return await anext(self._rest)
+
+    async def aclose(self) -> None:
+        self._first = None
+        await close_iterator(self._rest)
+
+
+async def close_iterator(iterator: object) -> None:
+    """Close an async iterator the client read content from, if it can be closed (an
+    async generator can); the caller's files are the caller's to close."""
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def known_size(content: Content) -> int | None:
@@ -101,7 +134,7 @@ def known_size(content: Content) -> int | None:
     return max(stat.st_size - position, 0)
 
 
-async def content_chunks(content: Content, chunk_size: int) -> AsyncIterator[bytes]:
+async def content_chunks(content: Content, chunk_size: int) -> AsyncGenerator[bytes]:
     """``content`` in pieces of at most ``chunk_size`` octets (none empty)."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
@@ -116,9 +149,13 @@ async def content_chunks(content: Content, chunk_size: int) -> AsyncIterator[byt
             yield bytes(piece)
         return
     if isinstance(content, AsyncIterable):
-        async for piece in content:
-            for part in _split(piece, chunk_size):
-                yield part
+        pieces = aiter(content)
+        try:
+            async for piece in pieces:
+                for part in _split(piece, chunk_size):
+                    yield part
+        finally:  # the loop left early: its source is not left suspended (ReadAhead)
+            await close_iterator(pieces)
         return
     for piece in content:
         for part in _split(piece, chunk_size):

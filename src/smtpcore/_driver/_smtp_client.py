@@ -17,12 +17,14 @@ import email.message
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import aclosing
 from typing import Final, NoReturn, TypedDict, TypeVar
 
 from smtpcore._driver._client_base import BaseClient, one_call
 from smtpcore._driver._content import (
     Content,
     CRLFNormalizer,
+    ReadAhead,
     content_chunks,
     first_piece_checked,
 )
@@ -546,7 +548,9 @@ class BaseSMTPClient(BaseClient):
         found only as it is sent, and the connection is closed without the
         final dot; an iterator refused before its content went has lost that
         piece, where a file is read only once the server takes the content,
-        so it can be sent again), or an email message (an
+        so it can be sent again; an async iterator the message stopped
+        reading, refused or cancelled, is closed before this returns, so that
+        an async generator's ``finally`` runs then, PEP 525), or an email message (an
         :class:`~email.message.EmailMessage`, or a :class:`~email.message.Message`
         of any policy, as ``email.message_from_bytes`` makes), whose headers give
         the sender and recipients when they are not passed, as ``smtplib``
@@ -611,6 +615,7 @@ class BaseSMTPClient(BaseClient):
         if self._busy:  # as @one_call does, without a coroutine more to resume
             self._second_call()
         self._busy = True
+        content: Content = b""
         try:
             conn = self._conn
             if conn is None:
@@ -661,7 +666,11 @@ class BaseSMTPClient(BaseClient):
                 await self._end_unless_refused(exc)
                 raise
         finally:
-            self._busy = False
+            try:
+                if type(content) is ReadAhead:  # an async iterator the message left unread
+                    await content.aclose()
+            finally:
+                self._busy = False
 
     def _batches(
         self, rcpts: Sequence[Rcpt], content: Content, limits: Limits
@@ -1121,10 +1130,11 @@ class BaseSMTPClient(BaseClient):
             await self._write(timeout, MessageData(content), _END)
             return
         ready = b""
-        async for chunk in content_chunks(content, self.chunk_size):
-            if ready:
-                await self._write(timeout, before=ready)
-            ready = self._send(MessageData(chunk))
+        async with aclosing(content_chunks(content, self.chunk_size)) as chunks:
+            async for chunk in chunks:
+                if ready:
+                    await self._write(timeout, before=ready)
+                ready = self._send(MessageData(chunk))
         await self._write(timeout, _END, before=ready)
 
     async def _forward(self, commands: Sequence[Rset | Xforward]) -> None:
@@ -1193,13 +1203,14 @@ class BaseSMTPClient(BaseClient):
         BINARYMIME content is sent as it is; other content gets CRLF line endings."""
         normalizer = None if binary else CRLFNormalizer()
         pending: bytes | None = None
-        async for piece in content_chunks(content, self.chunk_size):
-            data = piece if normalizer is None else normalizer.feed(piece)
-            if not data:
-                continue
-            if pending is not None:
-                await self._send_chunk(pending, last=False)
-            pending = data
+        async with aclosing(content_chunks(content, self.chunk_size)) as pieces:
+            async for piece in pieces:
+                data = piece if normalizer is None else normalizer.feed(piece)
+                if not data:
+                    continue
+                if pending is not None:
+                    await self._send_chunk(pending, last=False)
+                pending = data
         tail = b"" if normalizer is None else normalizer.end()
         return await self._send_chunk((pending or b"") + tail, last=True)
 
