@@ -73,7 +73,7 @@ class Limits:
         taken: list[int] = []
         left: list[int] = []
         for index, recipient in enumerate(recipients):
-            domain = recipient.ascii_domain.lower()
+            domain = _domain_of(recipient)
             if domain in domains or len(domains) < self.rcpt_domain_max:
                 domains.add(domain)
                 taken.append(index)
@@ -90,7 +90,7 @@ class Limits:
         group: list[Mailbox] = []
         domains: set[str] = set()
         for recipient in recipients:
-            domain = recipient.domain.lower()
+            domain = _domain_of(recipient)
             full = self.rcpt_max is not None and len(group) >= self.rcpt_max
             too_many_domains = (
                 self.rcpt_domain_max is not None
@@ -105,6 +105,13 @@ class Limits:
         if group:
             groups.append(group)
         return groups
+
+
+def _domain_of(recipient: Mailbox) -> str:
+    """The domain RCPTDOMAINMAX counts a recipient under, one for every spelling: case
+    aside (RFC 5321 §2.4), and a U-label and its A-label are one name (RFC 5890
+    §2.3.2.1), however the client sends it."""
+    return recipient.ascii_domain.lower()
 
 
 def _arguments(facts: ServerFacts) -> str | None:
