@@ -19,6 +19,7 @@ from smtpcore.address import parse_mailbox
 from smtpcore.routing import (
     Attempt,
     FailedExchangers,
+    LocalDelivery,
     MXRecord,
     Rejected,
     RejectReason,
@@ -511,3 +512,27 @@ def test_rejected_is_validated(code: int, status: str, text: str) -> None:
 def test_attempt_port_is_validated() -> None:
     with pytest.raises(ValueError):
         Attempt("mx.example", ip_address("192.0.2.1"), 0)
+
+
+def test_local_literals_are_local_but_cut_no_mx_list() -> None:
+    """A host whose own address serves another server on the relay's port (several
+    servers on one address, each on its own port) takes mail to its address literal
+    (RFC 1123 §5.2.17) without taking an exchanger at that address for itself (RFC 5321
+    §5.1): ``local_literals`` are the first, ``local_addresses`` both."""
+    literal = parse_mailbox("user@[192.0.2.99]")
+    sharing = Router(["abc.example"], local_literals=LOCAL_ADDRESSES, max_attempts=1)
+    assert sharing.is_local_domain("[192.0.2.99]")
+    assert isinstance(sharing.route(literal), LocalDelivery)
+    result = run(
+        "asyncio", lambda: sharing.resolve(remote("selfaddr.example"), ZONE, rng=random.Random(0))
+    )
+    assert isinstance(result, tuple)
+    assert [(a.host, str(a.address)) for a in result] == [("other-name.abc.example", "192.0.2.99")]
+
+    owning = Router(["abc.example"], local_addresses=LOCAL_ADDRESSES, max_attempts=1)
+    assert isinstance(owning.route(literal), LocalDelivery)
+    result = run(
+        "asyncio", lambda: owning.resolve(remote("selfaddr.example"), ZONE, rng=random.Random(0))
+    )
+    assert isinstance(result, Rejected)
+    assert result.reason is RejectReason.ROUTING_LOOP

@@ -227,6 +227,46 @@ def test_mail_to_the_servers_own_address_literal_is_local_on_both_listeners(
     assert len(_messages(config, "postmaster@pqr.example")) == 2
 
 
+@pytest.mark.parametrize("allow_internal_relay", [False, True])
+def test_queued_mail_to_the_servers_own_address_literal_is_delivered_here(
+    tmp_path: Path, allow_internal_relay: bool
+) -> None:
+    """A recipient at the server's own address literal that goes through the queue (here
+    for the success report ``NOTIFY=SUCCESS`` asks) is local for the delivery worker too,
+    whatever ``--remote-port`` is (RFC 1123 §5.2.17). With the SMTP port not the remote
+    port, the relay took it for remote: bounced as internal, unreported as NOTIFY asked
+    no failure report (accepted with 250, then lost), or relayed to whatever listens on
+    the remote port."""
+    with socket.create_server((LOOPBACK, 0)) as other:  # another server, on the remote port
+        other_port = other.getsockname()[1]
+    config = _config(
+        tmp_path,
+        "pqr.example",
+        {"brendon@pqr.example": "pw"},
+        host=LOOPBACK,
+        remote_port=other_port,
+        allow_internal_relay=allow_internal_relay,
+    )
+
+    def client(port: int) -> None:
+        with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+            smtp.ehlo("client.abc.example")
+            smtp.mail("brendon@pqr.example")
+            assert smtp.rcpt("brendon@[127.0.0.1]", ["NOTIFY=SUCCESS"])[0] == 250
+            smtp.data(b"Subject: literal\r\n\r\nx\r\n")
+
+    async def main() -> None:
+        async with MailServer(config, sockets={"smtp": _listening()}) as server:
+            await asyncio.to_thread(client, _port(server, "smtp"))
+            await _eventually(lambda: len(_messages(config, "brendon@pqr.example")) == 2)
+
+    _run(main)
+    messages = _messages(config, "brendon@pqr.example")
+    assert any(b"Subject: literal" in m for m in messages)
+    (report,) = [m for m in messages if b"Subject: Successful Mail Delivery Report" in m]
+    assert b"Action: delivered" in report
+
+
 def test_an_empty_quoted_local_part_is_no_user_here(tmp_path: Path) -> None:
     """``<""@domain>`` is a valid path (RFC 5321 §4.1.2): the reference server takes it
     as a sender and answers 550 5.1.1 for it as a local recipient, as for any address

@@ -84,7 +84,8 @@ class Router:
     are: without regard to case, as A-labels, with any trailing dot ignored;
     an address literal among them (``[192.0.2.1]``) counts as one of
     ``local_addresses``. A recipient at an address literal naming one of
-    ``local_addresses`` is local too (RFC 5321 section 4.1.3).
+    ``local_addresses`` or ``local_literals`` is local too (RFC 5321 section
+    4.1.3; RFC 1123 section 5.2.17).
 
     Every other domain is relayed only for a client that may relay: one that
     authenticated (when ``relay_for_authenticated``) or whose address is in
@@ -100,8 +101,11 @@ class Router:
 
     ``hostnames`` are this host's own names, and ``local_addresses`` its own
     addresses: an MX list naming either is cut below this host (RFC 5321
-    section 5.1). With ``smart_host`` set, every remote recipient is sent to
-    that (host, port) instead of the domain's exchangers.
+    section 5.1). ``local_literals`` are addresses of this host where another
+    server answers on ``port`` (several servers sharing one address, each on
+    its own port): mail to their literals is local, but an exchanger there is
+    that other server, and cuts nothing. With ``smart_host`` set, every remote
+    recipient is sent to that (host, port) instead of the domain's exchangers.
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class Router:
         *,
         hostnames: Iterable[str] = (),
         local_addresses: Iterable[IPAddress | str] = (),
+        local_literals: Iterable[IPAddress | str] = (),
         trusted_networks: Iterable[str | IPNetwork] = DEFAULT_TRUSTED_NETWORKS,
         relay_for_authenticated: bool = True,
         relay_domains: Iterable[str] = (),
@@ -127,6 +132,10 @@ class Router:
                 domains.add(normalize_domain(domain))
         self.local_domains: frozenset[str] = frozenset(domains)
         self.local_addresses: frozenset[IPAddress] = frozenset(addresses)
+        self.local_literals: frozenset[IPAddress] = self.local_addresses | {
+            _as_address(a) for a in local_literals
+        }
+        """Every address whose literal is local: ``local_addresses`` and ``local_literals``."""
         self.hostnames: frozenset[str] = frozenset(canonical_host(h) for h in hostnames)
         self.trusted_networks: tuple[IPNetwork, ...] = tuple(
             ip_network(n) for n in trusted_networks
@@ -151,7 +160,7 @@ class Router:
         """True when mail for ``domain`` (a name or an address literal) is delivered here."""
         if is_address_literal(domain):
             address = parse_address_literal(domain)
-            return address is not None and _as_address(address) in self.local_addresses
+            return address is not None and _as_address(address) in self.local_literals
         return normalize_domain(domain) in self.local_domains
 
     def is_trusted(self, client_address: IPAddress | str | None) -> bool:
@@ -187,7 +196,7 @@ class Router:
         domain = recipient.domain if literal else normalize_domain(recipient.domain)
         if literal:
             address = parse_address_literal(domain)
-            local = address is not None and _as_address(address) in self.local_addresses
+            local = address is not None and _as_address(address) in self.local_literals
             domain = normalize_domain(domain)
         else:
             local = domain in self.local_domains

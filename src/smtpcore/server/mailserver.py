@@ -171,17 +171,21 @@ class MailServer:
         """The own addresses as the relay sees them: they cut an MX list below this host,
         as its names do (RFC 5321 §5.1), but only where the relay would reach this very
         server: our SMTP port is the remote port (routing's advice for several servers
-        sharing one address). Elsewhere an exchanger there is another server."""
+        sharing one address). Elsewhere an exchanger there is another server, though
+        mail to their literals is still ours (``local_literals``)."""
         if self.config.smtp_port != self.config.remote_port:
             return []
         return self._own_addresses()
 
     def relay_router(self) -> Router:
-        """The delivery worker's router: MX lookups on ``remote_port``, or the smart host."""
+        """The delivery worker's router: MX lookups on ``remote_port``, or the smart host;
+        a queued recipient at this server's own address literal is local, as it was on
+        the listener that took it."""
         return Router(
             self.config.domains,
             hostnames=[self.config.hostname],
             local_addresses=self._relay_local_addresses(),
+            local_literals=self._own_addresses(),
             trusted_networks=(),
             smart_host=self.config.relay_host,
             port=self.config.remote_port,
@@ -193,7 +197,7 @@ class MailServer:
         return Router(
             self.config.domains,
             hostnames=[self.config.hostname],
-            local_addresses=self._own_addresses(),
+            local_literals=self._own_addresses(),
             trusted_networks=(),
             relay_for_authenticated=False,
         )
@@ -204,7 +208,7 @@ class MailServer:
         return Router(
             self.config.domains,
             hostnames=[self.config.hostname],
-            local_addresses=self._own_addresses(),
+            local_literals=self._own_addresses(),
             trusted_networks=(),
             relay_for_authenticated=True,
         )
