@@ -57,6 +57,10 @@ class ScriptedSMTP:
     rcpt_replies: dict[str, bytes] = field(default_factory=dict)
     dsn: bool = False
     """Offer DSN in the EHLO reply."""
+    mail_reply: bytes = b"250 2.1.0 ok"
+    """The answer to every MAIL."""
+    limits: bytes = b""
+    """The LIMITS to offer in the EHLO reply (RFC 9422), such as ``RCPTMAX=1``."""
     transactions: list[Transaction] = field(default_factory=list)
     connections: int = 0
 
@@ -89,11 +93,12 @@ class ScriptedSMTP:
                 verb = line[:4].upper()
                 if verb in (b"EHLO", b"HELO"):
                     extra = b"250-DSN\r\n" if self.dsn else b""
+                    extra += b"250-LIMITS " + self.limits + b"\r\n" if self.limits else b""
                     conn.sendall(b"250-scripted\r\n" + extra + b"250 8BITMIME\r\n")
                 elif verb == b"MAIL":
                     sender = line.decode().split(":", 1)[1].strip().split()[0].strip("<>")
                     recipients, mail_line, rcpt_lines = [], line, []
-                    conn.sendall(b"250 2.1.0 ok\r\n")
+                    conn.sendall(self.mail_reply + b"\r\n")
                 elif verb == b"RCPT":
                     rcpt_lines.append(line)
                     address = line.decode().split(":", 1)[1].strip().split()[0].strip("<>")
@@ -135,9 +140,12 @@ def scripted() -> Iterator[Callable[..., ScriptedSMTP]]:
     servers: list[ScriptedSMTP] = []
 
     def start(
-        data_replies: list[bytes], rcpt_replies: dict[str, bytes] | None = None, dsn: bool = False
+        data_replies: list[bytes],
+        rcpt_replies: dict[str, bytes] | None = None,
+        dsn: bool = False,
+        **options: Any,
     ) -> ScriptedSMTP:
-        server = ScriptedSMTP(data_replies, rcpt_replies or {}, dsn)
+        server = ScriptedSMTP(data_replies, rcpt_replies or {}, dsn, **options)
         servers.append(server)
         return server
 
@@ -358,6 +366,31 @@ def test_a_552_to_the_content_still_bounces(
     asyncio.run(main())
     (raw,) = setup.raw_bounces()
     assert b"Status: 5.3.4" in raw
+
+
+@pytest.mark.parametrize("limits", [b"", b"RCPTMAX=1"])
+def test_a_552_to_mail_bounces(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP], limits: bytes
+) -> None:
+    """A 552 to MAIL is "exceeded storage allocation" (RFC 5321 §4.2.2), for good: only
+    RCPT's 552 is RFC 821's misnumbered 452 (§4.5.3.1.10). With LIMITS RCPTMAX (RFC
+    9422 §4.2) each batch's recipients carry their MAIL's refusal, and it was read as
+    their RCPT's: both waited as 4.3.4 until the message's lifetime."""
+    server = scripted(
+        [b"250 2.0.0 ok"],
+        mail_reply=b"552 5.3.4 message size exceeds fixed maximum",
+        limits=limits,
+    )
+    setup = _setup(tmp_path, ZONE, server.port, retry_after=300)
+
+    async def main() -> None:
+        entry = _enqueue(setup, "john@abc.example", ["a@pqr.example", "b@pqr.example"])
+        await setup.worker._deliver(entry.id)
+
+    asyncio.run(main())
+    assert _queue_empty(setup)
+    (raw,) = setup.raw_bounces()
+    assert raw.count(b"Status: 5.3.4") == 2
 
 
 def test_no_bounce_for_the_null_sender(

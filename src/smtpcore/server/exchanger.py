@@ -357,11 +357,12 @@ def _fates(
 
 
 def _own_outcome(item: RecipientResult, outcome: _OutcomeOf) -> Outcome | None:
-    """The outcome of the reply that decided a recipient's fate: its RCPT's refusal, or
-    once accepted the reply after the content; None while unknown."""
+    """The outcome of the reply that decided a recipient's fate: its RCPT's refusal (or
+    its LIMITS transaction's MAIL's, which is read as a reply to MAIL), or once accepted
+    the reply after the content; None while unknown."""
     if item.accepted:
         return None if item.delivery is None else outcome(item.delivery)
-    return None if item.reply is None else outcome(item.reply, to_rcpt=True)
+    return None if item.reply is None else outcome(item.reply, to_rcpt=not item.mail_refused)
 
 
 def _too_many_recipients(reply: Reply, *, to_rcpt: bool) -> bool:

@@ -28,6 +28,12 @@ class RecipientResult:
     §4.2.1: the message was not taken). It stays None for a recipient refused
     at ``RCPT`` and until it arrives.
 
+    ``mail_refused`` says that ``reply`` is not its ``RCPT``'s at all: the
+    transaction's ``MAIL`` was refused, and that refusal answers for each of
+    its recipients, whose ``RCPT`` was never sent (a LIMITS transaction of a
+    message sent in several, RFC 9422 §4.2). A reply code means what the
+    command it answers makes it mean (RFC 5321 §4.2.2, §4.5.3.1.10).
+
     Once the content has been answered, every recipient is exactly one of
     :attr:`delivered` and :attr:`refused`; :attr:`accepted` says only how its
     ``RCPT`` was answered.
@@ -36,6 +42,7 @@ class RecipientResult:
     recipient: Mailbox
     reply: Reply | None = None
     delivery: Reply | None = None
+    mail_refused: bool = False
 
     @property
     def accepted(self) -> bool:
@@ -168,11 +175,13 @@ class _Transaction:
 def _recipient_result(
     recipient: Mailbox, reply: Reply | None, delivery: Reply | None
 ) -> RecipientResult:
-    """``RecipientResult(recipient, reply, delivery)``, each field set through its slot."""
+    """``RecipientResult(recipient, reply, delivery)``, each field set through its slot
+    (a recipient of the machine's own transaction had its RCPT sent)."""
     result = _new(RecipientResult)
     _SET_RECIPIENT(result, recipient)
     _SET_REPLY(result, reply)
     _SET_DELIVERY(result, delivery)
+    _SET_MAIL_REFUSED(result, False)
     return result
 
 
@@ -186,3 +195,4 @@ _SET_COMPLETE: Final = vars(TransactionResult)["complete"].__set__
 _SET_RECIPIENT: Final = vars(RecipientResult)["recipient"].__set__
 _SET_REPLY: Final = vars(RecipientResult)["reply"].__set__
 _SET_DELIVERY: Final = vars(RecipientResult)["delivery"].__set__
+_SET_MAIL_REFUSED: Final = vars(RecipientResult)["mail_refused"].__set__
