@@ -744,8 +744,7 @@ class BaseSMTPClient(BaseClient):
             except SenderRefused as exc:  # for this batch: each of its recipients refused so
                 refusal = exc
                 refused = tuple(
-                    RecipientResult(rcpt.recipient, exc.reply, mail_refused=True)
-                    for rcpt in batch
+                    RecipientResult(rcpt.recipient, exc.reply, mail_refused=True) for rcpt in batch
                 )
                 results.append(
                     TransactionResult(mail.sender, exc.reply, refused, None, (), complete=True)
