@@ -547,6 +547,99 @@ def test_a_temporary_failure_past_the_lifetime_bounces_with_its_last_error(
     assert "status=bounced" in caplog.text and "status=deferred" not in caplog.text
 
 
+def test_a_permanent_failure_past_the_lifetime_does_not_say_it_was_retried(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP]
+) -> None:
+    """The bounce's "retried for" sentence is for recipients whose time ran out (a
+    temporary failure past the lifetime); a 550 in that round was said to have been
+    retried for the lifetime, though the exchanger refused it at once. With both in one
+    bounce the sentence, which speaks for every recipient listed, is left out."""
+    server = scripted(
+        [b"250 2.0.0 ok"],
+        rcpt_replies={"a@pqr.example": b"550 5.1.1 no such user", "c@pqr.example": b"451 busy"},
+    )
+    now = [1000.0]
+    setup = _setup(tmp_path, ZONE, server.port, max_queue_age=3600, clock=lambda: now[0])
+
+    async def main() -> None:
+        entry = _enqueue(setup, "john@abc.example", ["a@pqr.example", "c@pqr.example"])
+        now[0] += 3600
+        await setup.worker._deliver(entry.id)
+
+    asyncio.run(main())
+    (raw,) = setup.raw_bounces()
+    assert b"Status: 5.1.1" in raw and b"Status: 4.0.0" in raw
+    assert b"retried for" not in b" ".join(raw.split())
+
+
+def test_a_notice_that_cannot_be_made_does_not_freeze_the_backoff(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round whose delay warning cannot be made (a full disk) breaks, and the broken
+    round is recorded: it counts as an attempt, so the backoff grows (RFC 5321
+    §4.5.4.1). Recording it went through the same round's end, which broke again, and
+    the fallback waited ``next_wait(1)`` every time without counting the attempt: a
+    retry every five minutes for days."""
+    server = scripted([b"451 4.3.0 busy"])
+    now = [1000.0]
+    setup = _setup(
+        tmp_path, ZONE, server.port, retry_after=300, max_queue_age=5 * 86400, clock=lambda: now[0]
+    )
+    setup.worker.delay_warning = 600
+
+    async def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(setup.worker, "send_report", disk_full)
+
+    async def main() -> list[int]:
+        entry = _enqueue(setup, "john@abc.example", ["brendon@pqr.example"])
+        counted = []
+        for _ in range(4):
+            await setup.worker._process(entry.id)
+            entry = setup.queue.load(entry.id)
+            assert entry.next_attempt > now[0]
+            counted.append(entry.attempts)
+            now[0] = entry.next_attempt
+        return counted
+
+    assert asyncio.run(main()) == [1, 2, 3, 4]
+    assert server.connections == 4
+
+
+def test_a_damaged_message_past_its_lifetime_is_not_said_bounced(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A content file that cannot be read makes no bounce either: past the lifetime, each
+    round logged ``status=bounced`` though none was made, and its backoff stood still
+    (attempts 0, the next attempt on disk in the past). It waits, counted, as before."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    server = scripted([b"250 2.0.0 ok"])
+    now = [1000.0]
+    setup = _setup(
+        tmp_path, ZONE, server.port, retry_after=300, max_queue_age=3600, clock=lambda: now[0]
+    )
+
+    async def main() -> list[int]:
+        entry = _enqueue(setup, "john@abc.example", ["brendon@pqr.example"])
+        content = setup.queue.content(entry.id).path
+        content.unlink()
+        content.mkdir()
+        now[0] += 4000
+        counted = []
+        for _ in range(3):
+            await setup.worker._process(entry.id)
+            entry = setup.queue.load(entry.id)
+            assert entry.next_attempt > now[0]
+            counted.append(entry.attempts)
+            now[0] = entry.next_attempt
+        return counted
+
+    assert asyncio.run(main()) == [1, 2, 3]
+    assert setup.raw_bounces() == []
+    assert "status=bounced" not in caplog.text
+
+
 def test_dns_failures(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """No such domain bounces; a temporary DNS failure defers."""
     caplog.set_level(logging.INFO, "smtpcore.mail")

@@ -558,7 +558,8 @@ class DeliveryWorker:
     async def _record_local_error(self, queue_id: str, exc: BaseException) -> None:
         """A round that broke on our side: its error is every pending recipient's
         temporary failure, settled as any other (so the backoff goes on, and a message
-        past its lifetime bounces saying what it was, rather than break for ever)."""
+        past its lifetime bounces saying what it was, rather than break for ever). If
+        that breaks too, :meth:`_defer_round`."""
         outcome = _local_error(exc)
         try:
             entry = await self._load(queue_id)
@@ -567,6 +568,27 @@ class DeliveryWorker:
             outcomes = dict.fromkeys((r.address for r in entry.pending), outcome)
             entry = await self._settle(entry, outcomes, failed, deferred)
             await self._finish_round(entry, self.queue.content(queue_id), failed, deferred)
+        except Exception:
+            logger.exception("%s: cannot finish the failed round; deferred", queue_id)
+            await self._defer_round(queue_id, outcome)
+
+    async def _defer_round(self, queue_id: str, outcome: Outcome) -> None:
+        """The last resort of a broken round whose end breaks as well (a bounce or a delay
+        warning that cannot be made: a full disk, a damaged content file): every pending
+        recipient waits, ``outcome`` its last error, and the attempt counts, so the
+        backoff grows (RFC 5321 §4.5.4.1) rather than retry at the first wait for ever.
+        Nothing is bounced here: a recipient bounces only with the bounce made."""
+        try:
+            entry = await self._load(queue_id)
+            waiting = {r.address: _updated(r, outcome) for r in entry.pending}
+            attempts = entry.attempts + 1
+            entry = replace(
+                entry.with_recipients(waiting),
+                attempts=attempts,
+                next_attempt=self.clock() + self.next_wait(attempts),
+            )
+            await self._save(entry)
+            self.schedule(entry)
         except Exception:
             logger.exception("%s: cannot record the failed round", queue_id)
             self._due[queue_id] = self.clock() + self.next_wait(1)
@@ -664,36 +686,20 @@ class DeliveryWorker:
         failed: dict[str, Outcome],
         deferred: dict[str, Outcome],
     ) -> QueueEntry:
-        """Log each outcome and record what was sent at once (never twice, even after a
-        crash unless the disk refused the record), with the success report it is owed,
-        if any, in the same write; failures wait for the bounce at the end of the
-        round. A temporary failure once the message has reached its lifetime is its last
+        """Log each outcome sent or deferred, and record what was sent at once (never
+        twice, even after a crash unless the disk refused the record), with the success
+        report it is owed, if any, in the same write; failures wait for the bounce at the
+        end of the round, and are logged once it is made (:meth:`_finish_round`). A
+        temporary failure once the message has reached its lifetime is its last
         (:meth:`_expired`)."""
         sent: dict[str, QueuedRecipient] = {}
         recipients = {r.address: r for r in entry.recipients}
-        delay = self.clock() - entry.created
         expired = self._expired(entry)
         for address, outcome in outcomes.items():
             if expired and outcome.status is RecipientStatus.PENDING:
                 outcome = _expiry_outcome(outcome)
-            label = {
-                RecipientStatus.SENT: "sent",
-                RecipientStatus.FAILED: "bounced",
-                RecipientStatus.PENDING: "deferred",
-            }[outcome.status]
-            logger.info(
-                delivery_line(
-                    entry.id,
-                    address,
-                    relay=outcome.relay,
-                    delay=delay,
-                    dsn=outcome.dsn,
-                    status=label,
-                    detail=outcome.detail,
-                    tls=outcome.tls,
-                    tls_policy=outcome.tls_policy,
-                )
-            )
+            if outcome.status is not RecipientStatus.FAILED:
+                self._log_outcome(entry, address, outcome)
             if outcome.status is RecipientStatus.SENT:
                 sent[address] = _updated(recipients[address], outcome)
                 wanted = _notify(recipients[address], "SUCCESS") and not outcome.dsn_passed
@@ -708,6 +714,27 @@ class DeliveryWorker:
             entry = await self._save(entry.with_recipients(sent))
         return entry
 
+    def _log_outcome(self, entry: QueueEntry, address: str, outcome: Outcome) -> None:
+        """One recipient's line in the mail log, as Postfix writes it."""
+        label = {
+            RecipientStatus.SENT: "sent",
+            RecipientStatus.FAILED: "bounced",
+            RecipientStatus.PENDING: "deferred",
+        }[outcome.status]
+        logger.info(
+            delivery_line(
+                entry.id,
+                address,
+                relay=outcome.relay,
+                delay=self.clock() - entry.created,
+                dsn=outcome.dsn,
+                status=label,
+                detail=outcome.detail,
+                tls=outcome.tls,
+                tls_policy=outcome.tls_policy,
+            )
+        )
+
     async def _finish_round(
         self,
         entry: QueueEntry,
@@ -717,8 +744,9 @@ class DeliveryWorker:
     ) -> None:
         recipients = {r.address: r for r in entry.recipients}
         if failed:
-            # Past its lifetime, the bounce says how long the message was retried.
-            await self._bounce(entry, content, failed, expired=self._expired(entry))
+            await self._bounce(entry, content, failed)
+            for address, outcome in failed.items():  # bounced now, and not before
+                self._log_outcome(entry, address, outcome)
             # Known at once: whatever fails next, this bounce is not made again.
             entry = entry.with_recipients(
                 {address: _updated(recipients[address], o) for address, o in failed.items()}
@@ -1040,11 +1068,11 @@ class DeliveryWorker:
         entry: QueueEntry,
         content: QueuedContent,
         failed: Mapping[str, Outcome],
-        *,
-        expired: bool = False,
     ) -> None:
         """Tell the sender, unless it is the null sender (RFC 5321 §4.5.5) or asked not
-        to hear of these failures (``NOTIFY``, RFC 3461 §4.1)."""
+        to hear of these failures (``NOTIFY``, RFC 3461 §4.1). The bounce says how long
+        the message was retried when that is why each recipient it lists failed
+        (:attr:`Outcome.expired`); its words speak for them all."""
         if not entry.sender:
             logger.info("%s: null sender: no bounce for %d recipients", entry.id, len(failed))
             return
@@ -1067,6 +1095,8 @@ class DeliveryWorker:
         if original is None:  # asked for, or the message is too large to return whole
             headers_only = True
             original = await self.threads.run(content.header)
+        expired = all(outcome.expired for outcome in wanted.values())
+        retried_for = _duration_text(self.max_queue_age) if expired else None
         bounce = build_bounce(
             reporting_mta=self.hostname,
             recipient=entry.sender,
@@ -1087,7 +1117,7 @@ class DeliveryWorker:
             original=original,
             envid=entry.param("ENVID"),
             headers_only=headers_only,
-            expired_after=_duration_text(self.max_queue_age) if expired else None,
+            expired_after=retried_for,
             utf8=_is_utf8(entry),
         )
         await self.send_report(
@@ -1194,7 +1224,7 @@ def _expiry_outcome(last: Outcome) -> Outcome:
     does (its status class stays 4, RFC 3464 §2.3.4: the failure itself was
     temporary; 4.4.7, "delivery time expired", RFC 3463, when it had none)."""
     dsn = last.dsn if last.dsn[:1] == "4" else "4.4.7"
-    return replace(last, status=RecipientStatus.FAILED, dsn=dsn)
+    return replace(last, status=RecipientStatus.FAILED, dsn=dsn, expired=True)
 
 
 def _is_utf8(entry: QueueEntry) -> bool:

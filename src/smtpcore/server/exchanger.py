@@ -129,6 +129,9 @@ class Outcome:
     tls_policy: str | None = None
     dsn_passed: bool = False
     """The next hop took the DSN parameters: reporting success is its job now."""
+    expired: bool = False
+    """Failed because the message's time in the queue ran out: a temporary failure
+    past its lifetime (the bounce then says how long it was retried)."""
 
 
 def _tls_name(attempt: Attempt) -> str:
