@@ -22,6 +22,8 @@ from smtpcore.maildrop import pop3_size
 from smtpcore.server import maildir as maildir_module
 from smtpcore.server import queue as queue_module
 from smtpcore.server.app import _Incoming
+from smtpcore.server.config import ServerConfig
+from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import LFWriter, Maildir
 from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
 from smtpcore.server.trace import (
@@ -102,6 +104,29 @@ def test_discard_leaves_nothing(tmp_path: Path) -> None:
     staged.discard()
     assert list((box.path / "tmp").iterdir()) == []
     assert box.exists()
+
+
+def test_the_mailboxes_directory_and_each_mailbox_are_private(tmp_path: Path) -> None:
+    """Path.mkdir(parents=True) made ``mailboxes/`` and ``mailboxes/ADDRESS/`` with the
+    default mode (0755 under the usual umask): any local user could list who has a
+    mailbox here, though the mail itself sat in 0700 directories. Postfix and Dovecot
+    keep mail directories private."""
+    config = ServerConfig(
+        domains=("abc.example",), users={"john@abc.example": "pw"}, data_dir=tmp_path / "data"
+    )
+    config.data_dir.mkdir()
+    old_umask = os.umask(0o022)
+    try:
+        LocalMailboxes(config).create_all()
+        queue = Queue(config.queue_dir)
+        queue.open()
+    finally:
+        os.umask(old_umask)
+    private = [config.mailboxes_dir, config.mailbox_path("john@abc.example"), config.queue_dir]
+    private += [config.mailbox_path("john@abc.example") / sub for sub in ("tmp", "new", "cur")]
+    assert {str(path): oct(path.stat().st_mode & 0o777) for path in private} == {
+        str(path): "0o700" for path in private
+    }
 
 
 def _no_space(*args: object, **kwargs: object) -> NoReturn:

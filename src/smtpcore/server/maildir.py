@@ -29,7 +29,15 @@ from typing import BinaryIO, Final
 
 from smtpcore.maildrop import WireSize, delivery_order
 
-__all__ = ["LFWriter", "Maildir", "StagedMessage", "Staging", "fsync_directory", "once_name"]
+__all__ = [
+    "LFWriter",
+    "Maildir",
+    "StagedMessage",
+    "Staging",
+    "fsync_directory",
+    "make_private_directory",
+    "once_name",
+]
 
 _COPY_SIZE: Final = 65536
 _counter = itertools.count(1)
@@ -45,6 +53,24 @@ def fsync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def make_private_directory(path: Path) -> None:
+    """Make ``path`` and each missing directory above it with mode 0700 (the umask may
+    only take more away): mail and the names of its mailboxes are private, as Postfix
+    and Dovecot keep them. ``Path.mkdir(parents=True)`` gives ``mode`` to the last
+    directory alone and makes the others with the default mode, 0755 under the usual
+    umask, which lets every local user list the directories inside."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileNotFoundError:
+        if path.parent == path:  # the root itself is missing: nothing more to make
+            raise
+        make_private_directory(path.parent)  # as deep as the path, no deeper
+        path.mkdir(mode=0o700, exist_ok=True)
+    except FileExistsError:
+        if not path.is_dir():
+            raise
 
 
 def _host_part() -> str:
@@ -213,9 +239,10 @@ class Maildir:
         return f"Maildir({str(self.path)!r})"
 
     def create(self) -> None:
-        """Make the three directories (mode 0700: mail is private)."""
+        """Make the three directories, and the Maildir's own and those above it that
+        are missing, all mode 0700 (:func:`make_private_directory`)."""
         for sub in ("tmp", "new", "cur"):
-            (self.path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_private_directory(self.path / sub)
 
     def clean_tmp(self, now: float | None = None) -> int:
         """Remove the files in ``tmp/`` untouched for 36 hours: a delivery a crash cut

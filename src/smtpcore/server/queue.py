@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 from smtpcore.server.log import logger
-from smtpcore.server.maildir import fsync_directory
+from smtpcore.server.maildir import fsync_directory, make_private_directory
 
 __all__ = [
     "PreparedEntry",
@@ -495,7 +495,7 @@ class Queue:
         is, with its content, and skipped. An envelope whose content is gone goes to
         ``corrupt/`` too (see :meth:`_without_content`)."""
         for sub in ("tmp", "messages", "envelopes"):
-            (self.directory / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_private_directory(self.directory / sub)
         for leftover in (self.directory / "tmp").iterdir():
             _remove_leftover(leftover)
         entries = []
