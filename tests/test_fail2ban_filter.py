@@ -9,6 +9,7 @@ becomes an address group, as fail2ban substitutes it.
 
 from __future__ import annotations
 
+import base64
 import configparser
 import poplib
 import re
@@ -59,7 +60,7 @@ def _hosts(log: str) -> list[tuple[str, str]]:
 
 def test_the_filter_parses_as_fail2ban_reads_it() -> None:
     date, fail = _filter()
-    assert len(fail) == 2 and date.match("2026-12-03 14:43:07,530 x")
+    assert len(fail) == 3 and date.match("2026-12-03 14:43:07,530 x")
 
 
 def test_every_refusal_is_one_line_the_filter_bans_and_nothing_else(tmp_path: Path) -> None:
@@ -111,3 +112,58 @@ def test_every_refusal_is_one_line_the_filter_bans_and_nothing_else(tmp_path: Pa
     assert "status=sent" in log and "disconnect from [127.0.0.1]" in log
     # Addresses print as addresses, never as Python tuples.
     assert "('127.0.0.1'" not in log
+
+
+def _until_closed(smtp: smtplib.SMTP, command: str, most: int) -> bytes:
+    """Send ``command`` until the server answers 421 and ends the session (at most
+    ``most`` times); the 421's text."""
+    for _ in range(most):
+        code, text = smtp.docmd(command)
+        if code == 421:
+            return text
+    raise AssertionError(f"no 421 after {most} times {command!r}")
+
+
+# A sender whose quoted local part (RFC 5321 §4.1.2 Quoted-string) writes what a
+# 421 disconnect line says, for another address: it reaches the log in from=<...>.
+FORGED_SENDER = '"reject: AUTH from [192.0.2.99]:1: 421 4.7.0 h Too many errors"@b.example'
+
+
+def test_a_session_ended_for_abuse_is_one_line_the_filter_bans(tmp_path: Path) -> None:
+    """The server ends a session that errs, guesses passwords or sends junk with a
+    421 4.7.0 "Too many ..." (Postfix's smtpd_hard_error_limit, fail2ban's postfix
+    "errors" mode). The filter matched none of those lines: a client that sent
+    nothing but unknown commands was never banned. A sender address that writes
+    such a line is not one."""
+    with serve(
+        tmp_path / "abc",
+        "abc.example",
+        ["john@abc.example:john-pw"],
+        extra=("--auth-failure-delay", "0"),
+    ) as abc:
+        ports = abc.ports
+        with smtplib.SMTP(LOOPBACK, ports["smtp"], timeout=10) as smtp:
+            smtp.ehlo()
+            assert smtp.mail(FORGED_SENDER)[0] == 250
+            assert smtp.rcpt("john@abc.example")[0] == 250
+            assert smtp.data(b"Subject: forged\r\n\r\nx\r\n")[0] == 250
+        wrong = base64.b64encode(b"\0john@abc.example\0wrong").decode("ascii")
+        abuse = [
+            ("smtp", "RCPT TO:<x@abc.example>", b"Too many errors"),
+            ("submission", f"AUTH PLAIN {wrong}", b"Too many failed authentications"),
+            ("smtp", "XYZZY", b"Too many unknown commands"),
+            ("smtp", "NOOP", b"Too many commands"),
+        ]
+        for listener, command, said in abuse:
+            smtp = smtplib.SMTP(LOOPBACK, ports[listener], timeout=10)
+            smtp.ehlo()
+            assert said in _until_closed(smtp, command, 200)
+            smtp.close()
+        assert abc.stop() == 0
+    log = abc.log()
+    found = _hosts(log)
+    assert {host for host, _ in found} == {"127.0.0.1"}
+    disconnects = [line for _, line in found if ": 421 4.7.0 " in line]
+    ends = sorted(line.rpartition(" Too many ")[2] for line in disconnects)
+    assert ends == ["commands", "errors", "failed authentications", "unknown commands"], log
+    assert "192.0.2.99" in log and all("192.0.2.99" not in line for _, line in found)
