@@ -551,6 +551,53 @@ def test_serve_warns_when_the_default_hostname_is_not_fully_qualified(
 
 
 @pytest.mark.parametrize(
+    ("fqdn", "options", "named", "warned"),
+    [
+        ("build!box.example", (), "build!box.example", True),
+        ("b\u00fcild.example", (), "xn--bild-0ra.example", False),
+        (
+            "localhost",
+            ("--hostname", "\u00fcn\u00efcode.example"),
+            "xn--ncode-cta3g.example",
+            False,
+        ),
+    ],
+)
+def test_serve_names_itself_in_a_label_form_and_warns_of_a_machine_name_that_is_none(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fqdn: str,
+    options: tuple[str, ...],
+    named: str,
+    warned: bool,
+) -> None:
+    """RFC 5321 §4.1.2, §4.2; RFC 6531: a U-label name is used in its A-label form
+    (greeting, EHLO, Received, bounces); the machine's own name, if it is no domain,
+    is used with a warning, as one that is not fully qualified is."""
+    started: list[ServerConfig] = []
+
+    async def fake_serve(config: ServerConfig, **kwargs: object) -> int:
+        started.append(config)
+        return 0
+
+    monkeypatch.setattr("socket.getfqdn", lambda name="": fqdn)
+    monkeypatch.setattr(cli, "_serve", fake_serve)
+    caplog.set_level(logging.WARNING, "smtpcore.mail")
+    assert cli.main(["serve", "--relay-host", "127.0.0.1:25", *options]) == 0
+    (config,) = started
+    assert config.hostname == named
+    warnings = [r.getMessage() for r in caplog.records if "is not a domain name" in r.getMessage()]
+    if warned:
+        (warning,) = warnings
+        assert warning.startswith(
+            f"this machine's name {fqdn!r}, used for want of --hostname, is not a domain name"
+        )
+        assert warning.endswith("give --hostname NAME")
+    else:
+        assert warnings == []
+
+
+@pytest.mark.parametrize(
     "sent",
     [(signal.SIGHUP, signal.SIGUSR1), (signal.SIGTERM,), (signal.SIGINT,)],
     ids=["reload-and-queue", "sigterm", "sigint"],
@@ -638,6 +685,7 @@ def test_signals_sent_while_serve_imports_and_reads_its_configuration_are_held(
         ),
         (("--hostname", "bad host"), {}, "--hostname: not a domain name: 'bad host'"),
         (("--hostname", "[127.0.0.1]"), {}, "--hostname: not a domain name: '[127.0.0.1]'"),
+        (("--hostname", "bad_host!"), {}, "--hostname: not a domain name: 'bad_host!'"),
         (("--relay-host", "bad host:25"), {}, "--relay-host: label 'bad host'"),
         (("--relay-ca", "ca.pem"), {"ca.pem": b"not PEM\n"}, "--relay-ca: cannot load"),
         (("--data-dir", "afile"), {"afile": b"x"}, "--data-dir: afile: Not a directory"),

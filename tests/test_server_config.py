@@ -549,6 +549,12 @@ def test_scram_keys_in_the_users_file_must_be_sha256_keys(
         ({"resolver": "bind:x"}, "--resolver"),
         ({"hostname": "bad host"}, "--hostname: not a domain name"),
         ({"hostname": "[127.0.0.1]"}, "--hostname: not a domain name"),
+        ({"hostname": "bad_host!"}, "--hostname: not a domain name: 'bad_host!'"),
+        ({"hostname": "mx..abc.example"}, "--hostname: not a domain name"),
+        ({"hostname": "-mx.abc.example"}, "--hostname: not a domain name"),
+        ({"hostname": "x" * 64 + ".example"}, "--hostname: not a domain name"),
+        ({"hostname": ("x" * 60 + ".") * 5 + "example"}, "--hostname: not a domain name"),
+        ({"hostname": "stra\u00dfe.example"}, "--hostname: not a domain name"),
         ({"relay_host": ("bad host", 25)}, "--relay-host: label 'bad host'"),
         ({"relay_host": ("relay.example", 0)}, "--relay-host: smart host port 0"),
         ({"retry_after": math.inf}, "--retry-after: inf"),
@@ -559,6 +565,38 @@ def test_scram_keys_in_the_users_file_must_be_sha256_keys(
 def test_config_mistakes(options: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         ServerConfig(**options)  # type: ignore[arg-type]  # the table mixes field types
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        ("mx.abc.example", "mx.abc.example"),
+        ("MX.Abc.Example.", "mx.abc.example"),
+        ("mail_1.abc.example", "mail_1.abc.example"),  # Postfix's valid_hostname() allows _
+        ("\u00fcn\u00efcode.example", "xn--ncode-cta3g.example"),
+        ("m\u00fcnchen.example", "xn--mnchen-3ya.example"),
+    ],
+)
+def test_the_server_names_itself_by_a_domain_in_a_label_form(given: str, named: str) -> None:
+    """RFC 5321 §4.1.2, §4.2: the greeting and EHLO name a Domain of LDH labels;
+    RFC 6531 lets U-labels in only once SMTPUTF8 is agreed, after the greeting and
+    our own EHLO. "bad_host!" and "ünïcode.example" were taken as given, and the
+    server greeted with them, raw UTF-8 and all."""
+    assert ServerConfig(hostname=given).hostname == named
+
+
+def test_this_machines_own_name_is_kept_though_it_is_no_domain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default is the machine's name, which the operator did not choose: the
+    server starts with it (``serve`` warns, see test_cli_serve), as it does with a
+    name that is not fully qualified. The same name given is refused."""
+    monkeypatch.setattr(socket, "getfqdn", lambda name="": "build!box")
+    assert ServerConfig().hostname == "build!box"
+    monkeypatch.setattr(socket, "getfqdn", lambda name="": "b\u00fcild.example")
+    assert ServerConfig().hostname == "xn--bild-0ra.example"
+    with pytest.raises(ConfigError, match="--hostname: not a domain name: 'bad_host!'"):
+        ServerConfig(hostname="bad_host!")
 
 
 def test_a_relay_ca_that_holds_no_certificate_is_refused(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "format_path",
     "is_address_literal",
     "normalize_domain",
+    "normalize_host_name",
     "parse_address_literal",
     "parse_domain",
     "parse_mailbox",
@@ -59,6 +60,9 @@ _ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~" + _UTF8_NON_ASCII
 _ATOM = f"[{_ATEXT}]+"
 _DOT_STRING = re.compile(f"{_ATOM}(?:\\.{_ATOM})*")
 _LDH_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")  # sub-domain
+# A label of a host's own name: a sub-domain that may also hold "_", as Postfix's
+# valid_hostname() takes it (a machine's name may have one).
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?")
 _LDH_STR = re.compile(r"[A-Za-z0-9-]*[A-Za-z0-9]")  # Standardized-tag
 _DCONTENT = re.compile(r"[!-Z^-~]+")  # %d33-90 / %d94-126
 _IPV4_LITERAL = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
@@ -158,8 +162,10 @@ def _check_local_part(local_part: str) -> None:
         )
 
 
-def _label_to_ascii(label: str, domain: str) -> str:
-    """One label in lowercase LDH / A-label form, or AddressError (RFC 5321 §4.1.2, RFC 5890)."""
+def _label_to_ascii(label: str, domain: str, *, host: bool = False) -> str:
+    """One label in lowercase LDH / A-label form, or AddressError (RFC 5321 §4.1.2, RFC 5890).
+
+    ``host``: the label of a host's own name, whose ASCII labels may hold ``_``."""
     if not label:
         raise AddressError(f"empty label in domain {_show(domain)}")
     if label.isascii():
@@ -167,10 +173,11 @@ def _label_to_ascii(label: str, domain: str) -> str:
             raise AddressError(
                 f"label {_show(label)} is {len(label)} octets, over {MAX_LABEL_OCTETS}"
             )
-        if not _LDH_LABEL.fullmatch(label):
+        if not (_HOST_LABEL if host else _LDH_LABEL).fullmatch(label):
+            also = ", underscores" if host else ""
             raise AddressError(
-                f"label {_show(label)} in domain {_show(domain)} is not letters, digits and "
-                "inner hyphens (RFC 5321 §4.1.2 sub-domain)"
+                f"label {_show(label)} in domain {_show(domain)} is not letters, digits{also} "
+                "and inner hyphens (RFC 5321 §4.1.2 sub-domain)"
             )
         return label.lower()
     if _IDEOGRAPHIC_DOTS.intersection(label):
@@ -250,8 +257,10 @@ def _parse_literal(text: str) -> tuple[str, _IPAddress | None]:
     return text, None
 
 
-def _validate_domain(text: str, *, allow_trailing_dot: bool) -> str:
-    """Check a Domain or address-literal; return lowercase A-label (or normalized literal) form."""
+def _validate_domain(text: str, *, allow_trailing_dot: bool, host: bool = False) -> str:
+    """Check a Domain or address-literal; return lowercase A-label (or normalized literal) form.
+
+    ``host``: a host's own name, whose ASCII labels may hold ``_`` (see ``_HOST_LABEL``)."""
     if not text:
         raise AddressError("empty domain")
     _check_chars(text, "domain")
@@ -267,7 +276,7 @@ def _validate_domain(text: str, *, allow_trailing_dot: bool) -> str:
         if not allow_trailing_dot:
             raise AddressError(f"domain {_show(text)} ends with a dot (RFC 5321 §4.1.2)")
         name = text[:-1]
-    labels = [_label_to_ascii(label, text) for label in name.split(".")]
+    labels = [_label_to_ascii(label, text, host=host) for label in name.split(".")]
     if is_digits(labels[-1]):
         raise AddressError(
             f"domain {_show(text)} has an all-numeric top label; write an IP address as "
@@ -562,6 +571,21 @@ def normalize_domain(text: str) -> str:
     literals unchanged.
     """
     return _validate_domain(text, allow_trailing_dot=True)
+
+
+def normalize_host_name(text: str) -> str:
+    """A host's own name, for its greeting, its EHLO and its trace and report fields,
+    in lowercase A-label form without a trailing dot; AddressError for anything else,
+    an address literal too.
+
+    RFC 5321 §4.1.2 Domain (labels of 1 to 63 octets, 255 in all), whose ASCII labels
+    may also hold ``_``, as Postfix's ``valid_hostname()`` allows for a machine's name.
+    A U-label is converted: RFC 6531 puts UTF-8 on the wire only once SMTPUTF8 is
+    agreed, which the greeting and a client's EHLO come before.
+    """
+    if text.startswith("["):
+        raise AddressError(f"{_show(text)} is an address literal, not a host name")
+    return _validate_domain(text, allow_trailing_dot=True, host=True)
 
 
 def is_address_literal(text: str) -> bool:

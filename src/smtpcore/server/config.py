@@ -20,7 +20,13 @@ from pathlib import Path
 from types import MappingProxyType
 
 from smtpcore._secret import SECRET, secret_repr
-from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
+from smtpcore.address import (
+    AddressError,
+    Mailbox,
+    normalize_domain,
+    normalize_host_name,
+    parse_mailbox,
+)
 from smtpcore.routing import Router
 from smtpcore.sasl import ScramCredentials, saslprep
 
@@ -33,6 +39,7 @@ __all__ = [
     "credential_key",
     "credential_keys",
     "default_hostname_warning",
+    "machine_name",
     "mailbox_key",
     "parse_duration",
     "parse_host_port",
@@ -41,6 +48,7 @@ __all__ = [
     "parse_user",
     "read_users_file",
     "read_users_and_aliases",
+    "server_hostname",
 ]
 
 PROXIED_LISTENERS = ("smtp", "submission", "smtps", "pop3", "pop3s")
@@ -135,7 +143,8 @@ def default_hostname_warning(hostname: str, option: str) -> str | None:
     """What to tell the operator when ``hostname``, the machine's name taken for want
     of ``option``, is not a fully qualified domain name (no dot, ``localhost``,
     ``localhost.localdomain`` or an IP address, as ``socket.getfqdn()`` gives on a host
-    whose ``/etc/hosts`` lists ``127.0.0.1 localhost`` first); None when it is one.
+    whose ``/etc/hosts`` lists ``127.0.0.1 localhost`` first), or is no domain name at
+    all (:func:`server_hostname`); None when it is one.
 
     EHLO gives the client's fully qualified domain name (RFC 5321 §2.3.5, §4.1.1.1),
     and many servers refuse one that is not (Postfix's
@@ -145,12 +154,54 @@ def default_hostname_warning(hostname: str, option: str) -> str | None:
         ipaddress.ip_address(name)
     except ValueError:
         if "." in name and name != "localhost.localdomain":
-            return None
+            return _no_domain_warning(hostname, option)
     return (
         f"this machine's name {hostname!r}, used for want of {option}, is not a fully "
         f"qualified domain name, which EHLO must give (RFC 5321 §4.1.1.1): other servers "
         f"may refuse the mail; give {option} NAME"
     )
+
+
+def _no_domain_warning(hostname: str, option: str) -> str | None:
+    """The warning for a machine's name that is no domain name (``build!box``)."""
+    try:
+        normalize_host_name(hostname)
+    except AddressError as exc:
+        return (
+            f"this machine's name {hostname!r}, used for want of {option}, is not a domain "
+            f"name ({exc}), which the greeting and EHLO must give (RFC 5321 §4.1.1.1, "
+            f"§4.2): other servers may refuse the mail; give {option} NAME"
+        )
+    return None
+
+
+def machine_name() -> str:
+    """This machine's fully qualified name, as the resolver knows it: the default name
+    of a server that is given none."""
+    return socket.getfqdn()
+
+
+def server_hostname(hostname: str) -> str:
+    """The name the mail server gives itself, in the form it is used everywhere: its
+    greeting and EHLO reply, its ``Received`` lines, its relay's EHLO and its bounces'
+    ``Reporting-MTA``. A :class:`ConfigError` naming ``--hostname`` if it is no domain.
+
+    RFC 5321 §4.1.2, §4.2: a Domain of LDH labels (``_`` allowed, as Postfix allows it;
+    see :func:`smtpcore.address.normalize_host_name`), a U-label converted to its A-label,
+    since RFC 6531 allows UTF-8 only after SMTPUTF8 is agreed, which the greeting and
+    our EHLO come before. Peers answer any other name with 501 and the mail defers
+    until it bounces. This machine's own name, the default, which the operator did not
+    choose, is kept as it is (``serve`` warns of it, see
+    :func:`default_hostname_warning`), as one that is not fully qualified is: the
+    library takes it (:mod:`smtpcore._hostname`), and a server that would not start
+    for it helps no one.
+    """
+    try:
+        return normalize_host_name(hostname)
+    except AddressError as exc:
+        if hostname == machine_name():
+            return hostname
+        raise ConfigError(f"--hostname: not a domain name: {hostname!r} ({exc})") from None
 
 
 def _check_path_safe(key: str, where: str) -> None:
@@ -452,7 +503,8 @@ class ServerConfig:
     domains: tuple[str, ...] = ("localhost",)
     users: Mapping[str, str] = field(default_factory=dict, metadata=SECRET)
     data_dir: Path = Path("smtpcore-data")
-    hostname: str = field(default_factory=socket.getfqdn)
+    hostname: str = field(default_factory=machine_name)
+    """The server's name (:func:`server_hostname`), kept in lowercase A-label form."""
     host: str = "127.0.0.1"
     smtp_port: int = 2525
     submission_port: int = 2587
@@ -542,6 +594,7 @@ class ServerConfig:
             raise ConfigError("--smtps-port and --pop3s-port need --tls-cert and --tls-key")
         if not 0 < self.remote_port < 65536:
             raise ConfigError(f"--remote-port: {self.remote_port} is not a port")
+        object.__setattr__(self, "hostname", server_hostname(self.hostname))
         self._check_routable()
         durations = ("retry_after", "max_retry_after", "max_queue_age", "delay_warning")
         for name in (*durations, "auth_failure_delay"):
