@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from python_calls import python_calls
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError
@@ -41,6 +43,7 @@ from smtpcore.pop3 import (
     apop_digest,
     format_lines,
 )
+from smtpcore.testing import strategies as sst
 
 TIMESTAMP = "<1896.697170952@dbc.mtview.ca.us>"
 
@@ -802,3 +805,35 @@ def test_the_state_is_read_without_a_python_call() -> None:
         state = conn.state
     assert state is State.TRANSACTION
     assert calls == []
+
+
+@settings(max_examples=200)
+@given(sst.domains(utf8=True, long=True), st.booleans())
+def test_the_greeting_is_sendable_for_every_hostname_the_machine_takes(
+    hostname: str, apop: bool
+) -> None:
+    """A status line is at most 512 octets (RFC 2449 §4) and a hostname may have 255:
+    the greeting named the host twice (first, and in the APOP timestamp), so a name of
+    some 230 octets made a greeting that send() refused, and every client got -ERR. The
+    timestamp (RFC 1939 §7) stays whole and last; a non-ASCII name stands in it in its
+    A-label form, for a timestamp is ASCII."""
+    conn = ServerConnection(hostname, apop=apop)
+    greeting = conn.greeting(4_194_304, "1796546431629259475.1")
+    assert len(conn.send(greeting)) <= 512
+    assert conn.state is State.AUTHORIZATION
+    if apop:
+        assert conn.apop_timestamp is not None
+        assert greeting.text.endswith(conn.apop_timestamp)
+        assert conn.apop_timestamp.startswith("<4194304.1796546431629259475.1@")
+    if len(hostname.encode()) < 200:
+        assert greeting.text.startswith(f"{hostname} POP3 server ready")
+
+
+def test_a_long_hostname_leaves_the_head_of_the_greeting() -> None:
+    hostname = ("a" * 63 + ".") * 3 + "b" * 40  # 232 octets: the audit's name
+    greeting = ServerConnection(hostname).greeting(12345, "1796546431629259475.1")
+    assert greeting == Ok(f"POP3 server ready <12345.1796546431629259475.1@{hostname}>")
+    assert ServerConnection(hostname).greeting() == Ok(f"{hostname} POP3 server ready")
+    assert ServerConnection("mäil.example").greeting(1, 2) == Ok(
+        "mäil.example POP3 server ready <1.2@xn--mil-qla.example>"
+    )

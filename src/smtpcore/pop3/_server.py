@@ -22,7 +22,7 @@ from smtpcore._hostname import checked_hostname
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import listed
-from smtpcore.pop3._apop import apop_timestamp, find_apop_timestamp
+from smtpcore.pop3._apop import apop_timestamp, find_apop_timestamp, timestamp_host
 from smtpcore.pop3._commands import (
     KEYWORDS,
     CommandSyntaxError,
@@ -295,12 +295,25 @@ class ServerConnection:
 
         ``process`` and ``clock`` must make the timestamp unique to this
         greeting (RFC 1939 §7): a process id and a counter or clock reading
-        that the application supplies, since the machine has neither.
+        that the application supplies, since the machine has neither. The
+        timestamp comes whole and last; the name that heads the text is left
+        out when the line would not fit ``max_response_line`` (RFC 2449 §4: a
+        255-octet hostname twice does not), so every name the machine takes
+        makes a greeting it can send.
         """
-        text = f"{self.hostname} POP3 server ready"
+        text = "POP3 server ready"
         if process is not None and clock is not None and "APOP" in self._keywords:
-            text += " " + apop_timestamp(process, clock, self.hostname)
-        return Ok(text)
+            text += " " + apop_timestamp(process, clock, timestamp_host(self.hostname))
+        named = Ok(f"{self.hostname} {text}")
+        if len(named.to_bytes()) <= self.max_response_line:
+            return named
+        unnamed = Ok(text)
+        if len(unnamed.to_bytes()) > self.max_response_line:
+            raise LocalProtocolError(
+                f"the APOP timestamp of {process!r} and {clock!r} does not fit a status line "
+                f"of {self.max_response_line} octets (RFC 2449 §4)"
+            )
+        return unnamed
 
     # -- capabilities ---------------------------------------------------
 

@@ -139,10 +139,14 @@ def _is_domain(text: str) -> bool:
     return True
 
 
-def domains(*, utf8: bool = False, literals: bool = False) -> st.SearchStrategy[str]:
+def domains(
+    *, utf8: bool = False, literals: bool = False, long: bool = False
+) -> st.SearchStrategy[str]:
     """Valid domains: LDH host names, A-labels among them (``xn--``, IDNA,
     RFC 5890), with ``utf8`` also U-labels, with ``literals`` also address
-    literals. The top label is never all digits.
+    literals, with ``long`` also names of 64 to 255 octets in labels of at most
+    63 (RFC 1035 §2.3.4), the longest a host may call itself. The top label is
+    never all digits.
 
     >>> sst.domains(utf8=True).example()  # doctest: +SKIP
     'mail.exämple.test'
@@ -156,9 +160,20 @@ def domains(*, utf8: bool = False, literals: bool = False) -> st.SearchStrategy[
     names = st.builds(
         lambda labels, last: ".".join([*labels, last]), st.lists(label, max_size=3), top
     )
+    if long:
+        names = st.one_of(names, _long_domains())
     if literals:
         return st.one_of(names, address_literals())
     return names
+
+
+def _long_domains() -> st.SearchStrategy[str]:
+    """LDH names of 64 to 255 octets, each label at most 63 (RFC 1035 §2.3.4)."""
+    return st.builds(
+        _domain_of_length,
+        st.integers(64, MAX_DOMAIN_OCTETS),
+        st.sampled_from(string.ascii_lowercase),
+    )
 
 
 def _domain_of_length(length: int, fill: str = "a") -> str:
