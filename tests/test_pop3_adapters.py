@@ -245,10 +245,29 @@ def test_a_failed_login_is_answered_after_the_delay_and_holds_no_other_session(
             assert answers.readline().startswith(b"-ERR [AUTH]")
             assert time.monotonic() - started >= 0.3
         started = time.monotonic()
-        guesser.sendall(b"AUTH\r\nAUTH CRAM-MD5 !!!\r\n")
+        guesser.sendall(b"AUTH CRAM-MD5 a b\r\nAUTH CRAM-MD5 !!!\r\n")
         assert answers.readline().startswith(b"-ERR Syntax")
         assert answers.readline().startswith(b"-ERR")
         assert time.monotonic() - started < 0.25
+
+
+def test_bare_auth_lists_the_mechanisms_and_is_no_failed_login(
+    adapter: str, store: MaildirStore
+) -> None:
+    """``AUTH`` with no argument (the RFC 1734-era probe) got ``-ERR Syntax``; Dovecot
+    answers it with the mechanisms, one a line, as CAPA's SASL line names them. It is
+    no login attempt: with ``max_auth_failures=1`` the session goes on."""
+    with running_pop3_server(adapter, store, max_auth_failures=1) as server:
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        for _ in range(2):
+            response, lines, _octets = client._longcmd("AUTH")
+            assert response.startswith(b"+OK")
+            assert lines == [b"SCRAM-SHA-256", b"CRAM-MD5"]  # PLAIN only under TLS
+            assert client.capa()["SASL"] == ["SCRAM-SHA-256", "CRAM-MD5"]
+        client.user("alice")
+        client.pass_("wonderland")
+        assert client.stat()[0] == 3
+        client.quit()
 
 
 def test_a_shutdown_waits_for_a_delayed_login_failure_no_longer_than_its_grace(

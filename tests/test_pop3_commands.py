@@ -10,6 +10,7 @@ from smtpcore.pop3 import (
     MAX_MESSAGE_NUMBER,
     Apop,
     Auth,
+    AuthMechanisms,
     AuthResponse,
     Capa,
     Command,
@@ -51,6 +52,7 @@ GOOD = [
         "APOP mrose C4C9334BAC560ECC979E58001B3E22FB",
         Apop("mrose", "c4c9334bac560ecc979e58001b3e22fb"),
     ),
+    ("AUTH", AuthMechanisms()),  # the mechanisms, as Dovecot answers it
     ("AUTH PLAIN", Auth("PLAIN")),
     ("auth plain", Auth("PLAIN")),
     ("AUTH PLAIN =", Auth("PLAIN", b"")),
@@ -92,7 +94,6 @@ BAD = [
     ("APOP mrose", "Syntax"),
     ("APOP c4c9334bac560ecc979e58001b3e22fb", "Syntax"),
     ("APOP mrose xyz", "Syntax"),
-    ("AUTH", "Syntax"),
     ("AUTH PLAIN a b", "Syntax"),
     ("AUTH PLAIN !!!", "Invalid base64"),
     ("AUTH PLAIN AHRlc3QAdGVzdA", "Invalid base64"),

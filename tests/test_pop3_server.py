@@ -17,6 +17,7 @@ from smtpcore._lines import FramingPolicy
 from smtpcore.pop3 import (
     Apop,
     Auth,
+    AuthMechanisms,
     AuthResponse,
     BadCommand,
     Capa,
@@ -43,6 +44,7 @@ from smtpcore.pop3 import (
     apop_digest,
     format_lines,
 )
+from smtpcore.testing import POP3ConnectionPair
 from smtpcore.testing import strategies as sst
 
 TIMESTAMP = "<1896.697170952@dbc.mtview.ca.us>"
@@ -837,3 +839,40 @@ def test_a_long_hostname_leaves_the_head_of_the_greeting() -> None:
     assert ServerConnection("mäil.example").greeting(1, 2) == Ok(
         "mäil.example POP3 server ready <1.2@xn--mil-qla.example>"
     )
+
+
+class TestBareAuth:
+    """``AUTH`` with no argument: the RFC 1734-era probe some clients still send before
+    choosing a mechanism. RFC 5034 does not define it; Dovecot answers ``+OK`` and the
+    mechanisms one a line, as CAPA's SASL line names them. It got ``-ERR Syntax``."""
+
+    def test_is_a_multiline_command_answered_from_the_sasl_line(self) -> None:
+        conn = greeted(sasl_mechanisms=["plain", "LOGIN"])
+        event = receive(conn, b"AUTH\r\n")
+        assert event == AuthMechanisms()
+        assert conn.offered_mechanisms() == ("PLAIN", "LOGIN")
+        assert "SASL PLAIN LOGIN" in conn.capabilities()
+        conn.send(Ok())
+        conn.send(ResponseData(format_lines(conn.offered_mechanisms())))
+        assert conn.send(EndOfResponse()) == b".\r\n"
+        assert conn.state is State.AUTHORIZATION  # no SASL exchange was entered
+        assert receive(conn, b"auth  \r\n") == AuthMechanisms()
+
+    def test_is_refused_where_auth_is(self) -> None:
+        assert isinstance(receive(greeted(), b"AUTH\r\n"), BadCommand)  # no mechanisms
+        event = receive(greeted(sasl_mechanisms=["PLAIN"], require_tls=True), b"AUTH\r\n")
+        assert isinstance(event, BadCommand) and event.response.code == "AUTH"
+        event = receive(logged_in(sasl_mechanisms=["PLAIN"]), b"AUTH\r\n")
+        assert isinstance(event, BadCommand) and event.response.text == "Already logged in"
+
+    def test_the_client_machine_reads_the_listing(self) -> None:
+        server = ServerConnection("pop.test", sasl_mechanisms=["PLAIN", "LOGIN"])
+        pair = POP3ConnectionPair(server=server)
+        pair.send(AuthMechanisms())
+        assert pair.server_events[-1] == AuthMechanisms()
+        assert pair.client_events[-3:] == [
+            Ok(),
+            ResponseData(b"PLAIN\r\nLOGIN\r\n"),
+            EndOfResponse(),
+        ]
+        assert pair.client.state is State.AUTHORIZATION

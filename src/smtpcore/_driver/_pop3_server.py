@@ -51,6 +51,7 @@ from smtpcore.maildrop import (
 from smtpcore.pop3 import (
     Apop,
     Auth,
+    AuthMechanisms,
     AuthResponse,
     BadCommand,
     Capa,
@@ -558,7 +559,9 @@ class POP3ServerSession(ServedSession):
             self._sasl.reset()  # an unreadable SASL answer ends the exchange
             self._answer(event.response)
         elif isinstance(event, Capa):
-            await self._capa()
+            self._lines(Ok("Capability list follows"), ["CAPA", *conn.capabilities()])
+        elif isinstance(event, AuthMechanisms):
+            self._lines(Ok("Mechanisms follow"), conn.offered_mechanisms())
         elif isinstance(event, User):
             self._answer(Ok("Send PASS"))  # the same for every name: no user probing
         elif isinstance(event, Pass):
@@ -578,11 +581,12 @@ class POP3ServerSession(ServedSession):
         else:  # pragma: no cover - the machine gives no other command
             self._answer(Err("Command not implemented"))
 
-    async def _capa(self) -> None:
+    def _lines(self, answer: Ok, lines: Sequence[str]) -> None:
+        """Answer a command whose content the machine gives (CAPA, bare AUTH): ``answer``
+        then ``lines``, one a line."""
         conn = self.conn
         assert conn is not None
-        self._answer(Ok("Capability list follows"))
-        lines = ["CAPA", *conn.capabilities()]
+        self._answer(answer)
         self._out.append(conn.send(ResponseData(format_lines(lines))))
         self._out.append(conn.send(_END_OF_RESPONSE))
 

@@ -21,6 +21,7 @@ from smtpcore.pop3._events import (
     MAX_MESSAGE_NUMBER,
     Apop,
     Auth,
+    AuthMechanisms,
     AuthResponse,
     Capa,
     Command,
@@ -114,8 +115,12 @@ def decode_base64(text: str) -> bytes:
 
 
 def _parse_auth(argument: str) -> Command:
+    """``AUTH mechanism [initial-response]`` (RFC 5034 §4), or bare ``AUTH``, which asks
+    for the mechanisms (:class:`AuthMechanisms`)."""
     words = argument.split()
-    if not 1 <= len(words) <= 2:
+    if not words:
+        return AuthMechanisms()
+    if len(words) > 2:
         raise _syntax("AUTH mechanism [initial-response]")
     mechanism = ascii_upper(words[0])
     initial = decode_base64(words[1]) if len(words) == 2 else None

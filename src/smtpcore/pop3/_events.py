@@ -21,6 +21,7 @@ __all__ = [
     "MAX_MESSAGE_NUMBER",
     "Apop",
     "Auth",
+    "AuthMechanisms",
     "AuthResponse",
     "BadCommand",
     "Capa",
@@ -176,6 +177,23 @@ class Auth(Command):
             raise LocalProtocolError("AUTH initial response must be bytes or None")
 
     __repr__ = secret_repr
+
+
+@dataclass(frozen=True, slots=True)
+class AuthMechanisms(Command):
+    """``AUTH`` with no argument: list the SASL mechanisms, one a line.
+
+    The RFC 1734 era's probe, which older clients still send before choosing
+    a mechanism. RFC 5034 §4 does not define it; Dovecot answers it with
+    ``+OK`` and the names CAPA's SASL line gives, so the server does too. It
+    opens no SASL exchange and is no login attempt.
+    """
+
+    keyword: ClassVar[str] = "AUTH"
+
+    @property
+    def multiline(self) -> bool:
+        return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from smtpcore.pop3._commands import (
 from smtpcore.pop3._events import (
     Apop,
     Auth,
+    AuthMechanisms,
     AuthResponse,
     BadCommand,
     Command,
@@ -323,14 +324,13 @@ class ServerConnection:
         Answer :class:`Capa` with ``Ok``, then
         ``ResponseData(format_lines(conn.capabilities()))``, then ``EndOfResponse``.
         """
-        login_allowed = self.tls or not self.require_tls
         lines = []
         if "TOP" in self._keywords:
             lines.append("TOP")
-        if "USER" in self._keywords and login_allowed:
+        if "USER" in self._keywords and self._login_allowed:
             lines.append("USER")
-        if self.sasl_mechanisms and login_allowed:
-            lines.append("SASL " + " ".join(self.sasl_mechanisms))
+        if self.offered_mechanisms():
+            lines.append("SASL " + " ".join(self.offered_mechanisms()))
         if self.resp_codes:
             lines += ["RESP-CODES", "AUTH-RESP-CODE"]
         if self.pipelining:
@@ -349,6 +349,17 @@ class ServerConnection:
             lines.append(f"IMPLEMENTATION {self.implementation}")
         lines.extend(self.extra_capabilities)
         return lines
+
+    def offered_mechanisms(self) -> tuple[str, ...]:
+        """The SASL mechanisms a login may use now: CAPA's SASL line (RFC 2449 §6.3)
+        and the answer to a bare ``AUTH`` (:class:`AuthMechanisms`: ``Ok``, then
+        ``ResponseData(format_lines(conn.offered_mechanisms()))``, then
+        ``EndOfResponse``). None while TLS must come first (RFC 2595 §4)."""
+        return self.sasl_mechanisms if self._login_allowed else ()
+
+    @property
+    def _login_allowed(self) -> bool:
+        return self.tls or not self.require_tls
 
     # -- reading commands -----------------------------------------------
 
@@ -469,7 +480,10 @@ class ServerConnection:
         if (state, type(command)) not in MOVES:
             default = _NOT_LOGGED_IN if state in _AUTHORIZATION else _WRONG_STATE
             return _SEQUENCE_ERRORS.get((command.keyword, state), default)
-        if isinstance(command, (User, Pass, Apop, Auth)) and self.require_tls and not self.tls:
+        if (
+            isinstance(command, (User, Pass, Apop, Auth, AuthMechanisms))
+            and not self._login_allowed
+        ):
             return _NEED_TLS
         if isinstance(command, Apop) and self.apop_timestamp is None:
             return Err("APOP not available: no timestamp in the greeting")

@@ -15,6 +15,7 @@ from typing import Final
 from smtpcore.pop3._events import (
     Apop,
     Auth,
+    AuthMechanisms,
     AuthResponse,
     BadCommand,
     Capa,
@@ -100,6 +101,7 @@ MOVES: Final[dict[tuple[State, type[Event]], Move]] = {
     (State.USER, Pass): _LOGIN,
     **{(state, Apop): _LOGIN for state in _AUTHORIZATION},
     **{(state, Auth): _SASL for state in _AUTHORIZATION},
+    **{(state, AuthMechanisms): _STAY for state in _AUTHORIZATION},
     (State.SASL, AuthResponse): _SASL,
     # An unreadable SASL response ends the exchange (RFC 5034 §4).
     (State.SASL, BadCommand): Move(on_err=State.AUTHORIZATION),

@@ -210,6 +210,8 @@ def permissive_pop3_answer(
         return [pop3.Ok()]
     if isinstance(event, pop3.Capa):
         body = pop3.format_lines(conn.capabilities())
+    elif isinstance(event, pop3.AuthMechanisms):
+        body = pop3.format_lines(conn.offered_mechanisms())
     elif isinstance(event, pop3.Uidl):
         body = b"1 uid1\r\n"
     elif isinstance(event, pop3.List):

@@ -307,6 +307,7 @@ def pop3_client_machine() -> pop3.ClientConnection:
 def _pop3_script() -> list[pop3.Event]:
     return [
         pop3.Capa(),
+        pop3.AuthMechanisms(),
         pop3.Stls(),
         pop3.Capa(),
         pop3.Auth("PLAIN"),

@@ -83,6 +83,7 @@ _POP3_COMMANDS: Final = (
     "PASS b",
     "APOP a 0123456789abcdef0123456789abcdef",
     "AUTH PLAIN",
+    "AUTH",
     "CAPA",
     "STLS",
     "STAT",

@@ -150,8 +150,8 @@ def pop3_commands(
     """One valid TRANSACTION-state command (STAT, LIST, RETR, DELE, NOOP,
     RSET, CAPA, and TOP and UIDL when listed in ``capabilities``); with
     ``login``, the AUTHORIZATION commands too: USER and PASS when USER is
-    listed, APOP, AUTH with the listed SASL mechanisms, STLS and UTF8 when
-    listed.
+    listed, APOP, AUTH with the listed SASL mechanisms (and bare AUTH, which
+    lists them), STLS and UTF8 when listed.
 
     >>> from hypothesis import given
     >>> from smtpcore import pop3
@@ -185,11 +185,12 @@ def pop3_commands(
                 st.builds(pop3.Pass, regex(r"[!-~][ -~]{0,15}")),
             ]
         if tags.get("SASL"):
-            options.append(
+            options += [
                 st.builds(
                     pop3.Auth, st.sampled_from(tags["SASL"]), st.none() | st.binary(max_size=30)
-                )
-            )
+                ),
+                st.just(pop3.AuthMechanisms()),
+            ]
         if "STLS" in tags:
             options.append(st.just(pop3.Stls()))
         if "UTF8" in tags:
@@ -430,6 +431,9 @@ def pop3_responses(draw: st.DrawFn, command: Sent) -> list[pop3.Event]:
     if isinstance(command, pop3.Capa):
         lines = draw(pop3_capabilities(transaction=draw(st.booleans())))
         return answer + draw(_content(pop3.format_lines(lines)))
+    if isinstance(command, pop3.AuthMechanisms):
+        names = draw(st.lists(st.sampled_from(_MECHANISMS), min_size=1, unique=True))
+        return answer + draw(_content(pop3.format_lines(names)))
     if isinstance(command, pop3.List):
         return answer + draw(_listing(_SIZES, unique=False))
     if isinstance(command, pop3.Uidl):
@@ -447,6 +451,7 @@ _VALID_LINES: Final = (
     b"USER mrose\r\n",
     b"PASS secret\r\n",
     b"APOP mrose c4c9334bac560ecc979e58001b3e22fb\r\n",
+    b"AUTH\r\n",
     b"AUTH PLAIN\r\n",
     b"AUTH PLAIN AHUAcA==\r\n",
     b"AHUAcA==\r\n",
