@@ -257,17 +257,19 @@ def test_bare_auth_lists_the_mechanisms_and_is_no_failed_login(
     """``AUTH`` with no argument (the RFC 1734-era probe) got ``-ERR Syntax``; Dovecot
     answers it with the mechanisms, one a line, as CAPA's SASL line names them. It is
     no login attempt: with ``max_auth_failures=1`` the session goes on."""
-    with running_pop3_server(adapter, store, max_auth_failures=1) as server:
-        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+    with (
+        running_pop3_server(adapter, store, max_auth_failures=1) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as client,
+    ):
+        answers = client.makefile("rb")
+        assert answers.readline().startswith(b"+OK")
+        client.sendall(b"AUTH\r\nauth\r\nUSER alice\r\nPASS wonderland\r\nSTAT\r\n")
         for _ in range(2):
-            response, lines, _octets = client._longcmd("AUTH")
-            assert response.startswith(b"+OK")
-            assert lines == [b"SCRAM-SHA-256", b"CRAM-MD5"]  # PLAIN only under TLS
-            assert client.capa()["SASL"] == ["SCRAM-SHA-256", "CRAM-MD5"]
-        client.user("alice")
-        client.pass_("wonderland")
-        assert client.stat()[0] == 3
-        client.quit()
+            assert answers.readline().startswith(b"+OK")
+            lines = [answers.readline() for _ in range(3)]
+            assert lines == [b"SCRAM-SHA-256\r\n", b"CRAM-MD5\r\n", b".\r\n"]  # PLAIN: TLS
+        assert [answers.readline()[:3] for _ in range(2)] == [b"+OK", b"+OK"]
+        assert answers.readline().startswith(b"+OK 3 ")
 
 
 def test_a_shutdown_waits_for_a_delayed_login_failure_no_longer_than_its_grace(
@@ -769,6 +771,31 @@ def test_our_client_logins_and_typed_errors(
 
     with running_pop3_server(adapter, store, ssl_context=tls.server_context) as server:
         run(adapter, lambda: session(server.port))
+
+
+def test_our_client_issues_utf8_where_the_server_lists_it(
+    adapter: str, store: MaildirStore
+) -> None:
+    """The client had no way to send UTF8 (RFC 6856 §2), which poplib offers as
+    ``POP3.utf8()``: ``utf8()`` sends it before login, and is a clear error where the
+    server does not list it or where it is no longer valid (after login)."""
+    mod = module(adapter)
+
+    async def session(port: int, offered: bool) -> None:
+        async with mod.POP3Client("127.0.0.1", port, stls=False) as client:
+            if not offered:
+                with pytest.raises(mod.POP3Error, match="does not offer UTF8"):
+                    await client.utf8()
+                return
+            await client.utf8()
+            assert client.connection.utf8
+            await client.login("alice", "wonderland")
+            with pytest.raises(mod.POP3Error, match="UTF8 not possible now"):
+                await client.utf8()
+
+    for offered in (True, False):
+        with running_pop3_server(adapter, store, utf8=offered) as server:
+            run(adapter, functools.partial(session, server.port, offered))
 
 
 def test_our_client_requires_what_it_is_told_to(adapter: str, store: MaildirStore) -> None:

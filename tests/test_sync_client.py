@@ -224,6 +224,29 @@ def test_lmtp_and_pop3_over_unix_sockets(tmp_path: Path) -> None:
         sync.SMTPClient.over_unix_socket(tmp_path / "absent.sock", timeout=10).connect()
 
 
+def test_pop3_utf8_is_sent_where_the_server_lists_it(tmp_path: Path) -> None:
+    """``utf8()`` (RFC 6856 §2), as poplib's ``POP3.utf8()``; refused clearly where
+    the server does not list UTF8."""
+    from peers import running_pop3_server, write_maildir
+    from smtpcore.maildrop import MaildirStore
+
+    write_maildir(tmp_path / "mail" / "alice", [MESSAGE])
+    store = MaildirStore(tmp_path / "mail", {"alice": "wonderland"})
+    with (
+        running_pop3_server("asyncio", store, utf8=True) as server,
+        sync.POP3Client(server.host, server.port, timeout=10) as pop,
+    ):
+        pop.utf8()
+        pop.login("alice", "wonderland")
+        assert pop.stat()[0] == 1
+    with (
+        running_pop3_server("asyncio", store) as server,
+        sync.POP3Client(server.host, server.port, timeout=10) as pop,
+        pytest.raises(sync.POP3Error, match="does not offer UTF8"),
+    ):
+        pop.utf8()
+
+
 def test_pop3_retrieve_chunks_reads_a_large_message_in_pieces(tmp_path: Path) -> None:
     """As the async clients' ``retrieve_chunks``: a large message is never held whole,
     and a loop left early leaves the session ready for the next command."""

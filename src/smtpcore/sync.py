@@ -443,6 +443,12 @@ class POP3Client(_WithBlock):
         """AUTH with a SASL mechanism (RFC 5034)."""
         run(self._session.authenticate(mechanism))
 
+    def utf8(self) -> None:
+        """UTF8 (RFC 6856 §2): switch the session to UTF-8, before logging in.
+        :class:`POP3Error` when the server does not list UTF8, :class:`POP3ResponseError`
+        when it refuses."""
+        run(self._session.utf8())
+
     def stat(self) -> tuple[int, int]:
         """``(count, size)`` of the maildrop."""
         return run(self._session.stat())

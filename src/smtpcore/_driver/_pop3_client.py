@@ -51,6 +51,7 @@ from smtpcore.pop3 import (
     Top,
     Uidl,
     User,
+    Utf8,
     apop_digest,
     parse_listing,
     parse_stat,
@@ -314,6 +315,18 @@ class BasePOP3Client(BaseClient):
         await self._handshake()
         self.connection.tls_started()
         await self._capa()
+
+    @one_call
+    async def utf8(self) -> None:
+        """UTF8 (RFC 6856 §2): switch the session to UTF-8, before logging in; from
+        then on the server sends messages with UTF-8 headers as they are stored.
+
+        :class:`POP3Error` when the server does not list UTF8 in CAPA (RFC 6856 §2: a
+        client issues it only then), :class:`POP3ResponseError` when it refuses.
+        """
+        if "UTF8" not in (self.connection.capabilities or {}):
+            raise POP3Error("the server does not offer UTF8 (RFC 6856 §2)")
+        await self._command(Utf8())
 
     @one_call
     async def login(self, user: str, password: str, *, apop: bool = False) -> None:
