@@ -13,6 +13,7 @@ from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError
 from smtpcore.pop3 import (
     Apop,
     Auth,
+    AuthMechanisms,
     AuthResponse,
     Capa,
     ClientConnection,
@@ -436,6 +437,61 @@ class TestStls:
         assert conn.state is State.AUTHORIZATION
         with pytest.raises(LocalProtocolError):
             conn.tls_started()
+
+
+class TestBareAuth:
+    """``AUTH`` with no argument is defined by no RFC: Dovecot answers a listing, other
+    servers one line. A client that pipelined behind it, or read one line as the start
+    of a listing, took the next answer for the mechanisms and waited for ever."""
+
+    def test_the_listing_is_read(self) -> None:
+        conn = greeted(pipelining=True)
+        events = exchange(conn, AuthMechanisms(), b"+OK\r\nPLAIN\r\nscram-sha-256\r\n.\r\n")
+        assert events == [Ok(), ResponseData(b"PLAIN\r\nscram-sha-256\r\n"), EndOfResponse()]
+        assert exchange(conn, Capa(), b"+OK\r\nUSER\r\n.\r\n")[0] == Ok()
+
+    def test_nothing_is_pipelined_behind_it(self) -> None:
+        """As behind STLS: until the listing has ended, no command may follow."""
+        conn = greeted(pipelining=True)
+        conn.send(AuthMechanisms())
+        with pytest.raises(LocalProtocolError, match="behind AuthMechanisms"):
+            conn.send(Capa())
+        conn.receive_data(b"+OK\r\nPLA")
+        assert drain(conn) == [Ok(), ResponseData(b"PLA")]
+        with pytest.raises(LocalProtocolError, match="behind AuthMechanisms"):
+            conn.send(Capa())  # the listing is still coming
+        conn.receive_data(b"IN\r\n.\r\n")
+        assert drain(conn) == [ResponseData(b"IN\r\n"), EndOfResponse()]
+        conn.send(Capa())
+        assert conn.outstanding == (Capa(),)
+
+    @pytest.mark.parametrize(
+        "after",
+        [
+            b"+OK Capability list follows\r\n",
+            b"-ERR\r\n",
+            b"-ERR Unknown command\r\n",
+            b"PLAIN LOGIN\r\n",
+            b"A" * 30,
+            b".\r\n".rjust(24, b"X"),
+        ],
+    )
+    def test_a_line_that_is_no_mechanism_name_is_an_error(self, after: bytes) -> None:
+        """RFC 4422 §3.1: 1 to 20 of A-Z, 0-9, - and _. A server that answered with
+        one line shows up so, not as a listing that never ends."""
+        conn = greeted()
+        conn.send(AuthMechanisms())
+        conn.receive_data(b"+OK\r\n" + after)
+        with pytest.raises(RemoteProtocolError, match="bare AUTH"):
+            drain(conn)
+        assert conn.state is State.ERROR
+
+    def test_refused(self) -> None:
+        conn = greeted()
+        assert exchange(conn, AuthMechanisms(), b"-ERR Unknown command\r\n") == [
+            Err("Unknown command")
+        ]
+        assert conn.state is State.AUTHORIZATION
 
 
 class TestHostileServers:

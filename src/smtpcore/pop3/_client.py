@@ -11,6 +11,7 @@ whole, and a server that never ends a line or a response cannot grow memory.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from typing import Final
 
@@ -22,6 +23,7 @@ from smtpcore.pop3._apop import find_apop_timestamp
 from smtpcore.pop3._commands import format_command
 from smtpcore.pop3._events import (
     Auth,
+    AuthMechanisms,
     AuthResponse,
     Capa,
     Command,
@@ -37,12 +39,16 @@ from smtpcore.pop3._events import (
     Utf8,
 )
 from smtpcore.pop3._responses import parse_capabilities, parse_status_line
-from smtpcore.pop3._state import COMMAND_STATES, DISCARDING, MOVES, Move, State
+from smtpcore.pop3._state import ALONE, COMMAND_STATES, DISCARDING, MOVES, Move, State
 
 __all__ = ["ClientConnection"]
 
 _MAX_CAPABILITIES: Final = 16384
 """Octets of CAPA content the machine keeps to learn about PIPELINING."""
+_MECHANISM_RE: Final = re.compile(rb"[A-Za-z0-9_-]{1,20}")
+"""A SASL mechanism name (RFC 4422 §3.1: upper case on the wire, compared in any case)."""
+_MAX_MECHANISM_LINE: Final = 22
+"""A mechanism name and its CRLF."""
 
 Sent = Command | AuthResponse
 
@@ -77,6 +83,7 @@ class ClientConnection:
         self._decoder: DotDecoder | None = None
         self._content_ended = False
         self._capa: bytearray | None = None
+        self._mechanism_line: bytearray | None = None
         self._error: RemoteProtocolError | None = None
         self.tls = False
         """Whether TLS is active (set by :meth:`tls_started`)."""
@@ -104,7 +111,7 @@ class ClientConnection:
         most :attr:`max_buffered` beyond the last piece given to
         :meth:`receive_data`. A fuzzer asserts memory stays bounded with it.
         """
-        return len(self._buffer) + len(self._capa or b"")
+        return len(self._buffer) + len(self._capa or b"") + len(self._mechanism_line or b"")
 
     @property
     def max_buffered(self) -> int:
@@ -164,10 +171,12 @@ class ClientConnection:
             raise LocalProtocolError(
                 "wait for the answer first: the server did not list PIPELINING (RFC 2449 §6.6)"
             )
+        last = self._outstanding[-1] if self._outstanding else self.answered
         possible = self._possible_states()
-        if not possible <= COMMAND_STATES:
-            head = self._outstanding[-1]
-            raise LocalProtocolError(f"nothing may be pipelined behind {type(head).__name__}")
+        if not possible <= COMMAND_STATES or (
+            type(last) in ALONE and (self._outstanding or self._decoder is not None)
+        ):
+            raise LocalProtocolError(f"nothing may be pipelined behind {type(last).__name__}")
         if not any((s, type(event)) in MOVES for s in possible):
             raise LocalProtocolError(f"{event.keyword} is not valid in the {state.name} state")
         data = format_command(event)
@@ -324,6 +333,7 @@ class ClientConnection:
         if isinstance(head, Command) and head.multiline:
             self._decoder = DotDecoder(FramingPolicy.lenient())
             self._capa = bytearray() if isinstance(head, Capa) else None
+            self._mechanism_line = bytearray() if isinstance(head, AuthMechanisms) else None
         else:
             self._enter_head()
         return response
@@ -339,6 +349,8 @@ class ClientConnection:
             capa = self._capa
             if capa is not None and len(capa) < _MAX_CAPABILITIES:
                 capa += data[: _MAX_CAPABILITIES - len(capa)]
+            if self._mechanism_line is not None:
+                self._check_mechanisms(data, ended)
             if ended:
                 self._content_ended = True
                 return ResponseData(data) if data else self._end_content()
@@ -350,9 +362,34 @@ class ClientConnection:
             raise RemoteProtocolError("the server closed in the middle of a multi-line response")
         return NEED_DATA
 
+    def _check_mechanisms(self, data: bytes, ended: bool) -> None:
+        """Every line of the answer to a bare AUTH must be a SASL mechanism name (RFC
+        4422 §3.1). No RFC defines the command: a server that answered it with one
+        line would have the client read what follows (the server's next answer, or
+        nothing ever) as the listing; a line that is no name, such as ``+OK ...`` or
+        ``-ERR``, shows that, rather than an answer taken for the wrong command."""
+        pending = self._mechanism_line
+        assert pending is not None
+        pending += data
+        *lines, rest = bytes(pending).split(b"\n")
+        for line in lines:
+            name = line.removesuffix(b"\r")
+            if not _MECHANISM_RE.fullmatch(name) or name.upper() == b"-ERR":
+                raise RemoteProtocolError(
+                    f"the answer to a bare AUTH has a line that is no SASL mechanism name "
+                    f"(RFC 4422 §3.1): {name[:40]!r}; the server may answer it with one line"
+                )
+        if len(rest) > _MAX_MECHANISM_LINE or (ended and rest):
+            raise RemoteProtocolError(
+                "the answer to a bare AUTH has a line longer than a SASL mechanism name "
+                "(RFC 4422 §3.1)"
+            )
+        pending[:] = rest
+
     def _end_content(self) -> Event:
         self._decoder = None
         self._content_ended = False
+        self._mechanism_line = None
         if self._capa is not None:
             self.capabilities = parse_capabilities(bytes(self._capa))
             self._capa = None

@@ -35,7 +35,7 @@ from smtpcore.pop3._events import (
     Utf8,
 )
 
-__all__ = ["COMMAND_STATES", "MOVES", "Move", "State", "allowed_in"]
+__all__ = ["ALONE", "COMMAND_STATES", "MOVES", "Move", "State", "allowed_in"]
 
 
 class State(enum.Enum):
@@ -80,16 +80,23 @@ class Move:
     ``None`` means the state stays as it is. ``during`` is the state the
     session is in while the answer is awaited, when that differs (QUIT in
     TRANSACTION enters UPDATE before the server answers). ``on_continue`` is
-    set where a ``+`` continuation may answer (AUTH).
+    set where a ``+`` continuation may answer (AUTH). ``alone`` marks a command
+    nothing may be pipelined behind: a client cannot tell where its answer ends
+    without knowing which form the server chose (a bare AUTH, answered with a
+    listing by some servers and with one line by others).
     """
 
     on_ok: State | None = None
     on_err: State | None = None
     during: State | None = None
     on_continue: State | None = None
+    alone: bool = False
 
 
 _STAY: Final = Move()
+# No RFC defines a bare AUTH (RFC 5034 §4 needs a mechanism): Dovecot answers it
+# with a listing, other servers with one line.
+_LISTING: Final = Move(alone=True)
 _LOGIN: Final = Move(State.TRANSACTION, State.AUTHORIZATION)
 _SASL: Final = Move(State.TRANSACTION, State.AUTHORIZATION, on_continue=State.SASL)
 _USER: Final = Move(State.USER, State.AUTHORIZATION)
@@ -101,7 +108,7 @@ MOVES: Final[dict[tuple[State, type[Event]], Move]] = {
     (State.USER, Pass): _LOGIN,
     **{(state, Apop): _LOGIN for state in _AUTHORIZATION},
     **{(state, Auth): _SASL for state in _AUTHORIZATION},
-    **{(state, AuthMechanisms): _STAY for state in _AUTHORIZATION},
+    **{(state, AuthMechanisms): _LISTING for state in _AUTHORIZATION},
     (State.SASL, AuthResponse): _SASL,
     # An unreadable SASL response ends the exchange (RFC 5034 §4).
     (State.SASL, BadCommand): Move(on_err=State.AUTHORIZATION),
@@ -121,3 +128,7 @@ MOVES: Final[dict[tuple[State, type[Event]], Move]] = {
 def allowed_in(event: type[Event]) -> frozenset[State]:
     """The states in which ``event`` may be sent."""
     return frozenset(state for state, kind in MOVES if kind is event)
+
+
+ALONE: Final = frozenset(kind for (_, kind), move in MOVES.items() if move.alone)
+"""Commands nothing may be pipelined behind, whatever the state (see :class:`Move`)."""
