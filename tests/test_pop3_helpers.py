@@ -33,11 +33,29 @@ class TestApop:
         assert not apop_matches(timestamp, "tanstaa", "c4c9334bac560ecc979e58001b3e22fb")
 
     @pytest.mark.parametrize(
-        ("process", "clock", "host"), [("1 2", 3, "h"), (1, 2, "a@b"), (1, 2, "h>"), ("", 2, "h")]
+        ("process", "clock", "host"), [("1 2", 3, "h"), ("", 2, "h"), (1, "<2>", "h"), (1, 2, "")]
     )
     def test_timestamp_parts_are_checked(self, process: object, clock: object, host: str) -> None:
         with pytest.raises(LocalProtocolError):
             apop_timestamp(process, clock, host)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize(
+        ("host", "stands"),
+        [
+            ("mäil.example", "xn--mil-qla.example"),
+            ("MÄIL.Example", "xn--mil-qla.example"),  # IDNA lowercases (RFC 5891 §5.2)
+            ("例子.测试", "xn--fsqu00a.xn--0zwm56d"),
+            ("POP.Example", "POP.Example"),  # ASCII stays as given
+            ("straße.de", "stra-e.de"),  # IDNA 2003 would make it strasse: refused
+            ("a@b", "a-b"),
+            ("<h>", "-h-"),
+        ],
+    )
+    def test_the_host_stands_in_ascii(self, host: str, stands: str) -> None:
+        """A timestamp is a msg-id (RFC 1939 §7), ASCII: an application building its
+        own greeting with a non-ASCII hostname got LocalProtocolError; the name is now
+        in the A-label form the greeting uses, by the project's IDNA conversion."""
+        assert apop_timestamp(1, 2, host) == f"<1.2@{stands}>"
 
     @pytest.mark.parametrize(
         ("greeting", "timestamp"),

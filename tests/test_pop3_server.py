@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from python_calls import python_calls
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import FramingPolicy
+from smtpcore.pop3._apop import timestamp_host
 from smtpcore.pop3 import (
     Apop,
     Auth,
@@ -827,8 +828,9 @@ def test_the_greeting_is_sendable_for_every_hostname_the_machine_takes(
         assert conn.apop_timestamp is not None
         assert greeting.text.endswith(conn.apop_timestamp)
         assert conn.apop_timestamp.startswith("<4194304.1796546431629259475.1@")
+    assert greeting.text.isascii()  # UTF-8 only in UTF8 mode (RFC 6856 §2)
     if len(hostname.encode()) < 200:
-        assert greeting.text.startswith(f"{hostname} POP3 server ready")
+        assert greeting.text.startswith(f"{timestamp_host(hostname)} POP3 server ready")
 
 
 def test_a_long_hostname_leaves_the_head_of_the_greeting() -> None:
@@ -837,8 +839,16 @@ def test_a_long_hostname_leaves_the_head_of_the_greeting() -> None:
     assert greeting == Ok(f"POP3 server ready <12345.1796546431629259475.1@{hostname}>")
     assert ServerConnection(hostname).greeting() == Ok(f"{hostname} POP3 server ready")
     assert ServerConnection("mäil.example").greeting(1, 2) == Ok(
-        "mäil.example POP3 server ready <1.2@xn--mil-qla.example>"
+        "xn--mil-qla.example POP3 server ready <1.2@xn--mil-qla.example>"
     )
+
+
+def test_a_non_ascii_hostname_heads_the_greeting_in_its_a_label_form() -> None:
+    """A server sends UTF-8 in a response only in UTF8 mode (RFC 6856 §2), and the
+    greeting comes before any command: the name that heads it went as UTF-8."""
+    conn = ServerConnection("MÄIL.Example", utf8=True)
+    wire = conn.send(conn.greeting())
+    assert wire == b"+OK xn--mil-qla.example POP3 server ready\r\n"
 
 
 class TestBareAuth:

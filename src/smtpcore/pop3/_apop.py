@@ -13,6 +13,7 @@ import re
 from typing import Final
 
 from smtpcore._errors import LocalProtocolError
+from smtpcore.address import AddressError, normalize_domain
 
 __all__ = [
     "apop_digest",
@@ -24,6 +25,7 @@ __all__ = [
 
 _PART_RE: Final = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]+")
 _NOT_IN_PART_RE: Final = re.compile(r"[^\x21-\x3b\x3d\x3f-\x7e]|@")
+_NOT_ASCII_RE: Final = re.compile(r"[^\x00-\x7f]")
 _MAX_HOST: Final = 255
 _TIMESTAMP_RE: Final = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+@[\x21-\x3b\x3d\x3f-\x7e]+>")
 
@@ -32,8 +34,10 @@ def apop_timestamp(process: int | str, clock: int | str, host: str) -> str:
     """The ``<process.clock@host>`` timestamp to put in the greeting (RFC 1939 §7).
 
     It must differ on every greeting, or a captured digest could be replayed.
+    ``host`` stands in it as :func:`timestamp_host` gives it (a non-ASCII name in
+    its A-label form); ``process`` and ``clock`` must be printable ASCII as they are.
     """
-    parts = (str(process), str(clock), host)
+    parts = (str(process), str(clock), timestamp_host(host))
     for part in parts:
         if not _PART_RE.fullmatch(part) or "@" in part:
             raise LocalProtocolError(f"not usable in an APOP timestamp: {part!r}")
@@ -41,20 +45,34 @@ def apop_timestamp(process: int | str, clock: int | str, host: str) -> str:
 
 
 def timestamp_host(hostname: str) -> str:
-    """``hostname`` as it may stand after the ``@`` of a timestamp, which is a msg-id
-    (RFC 1939 §7, RFC 822 §6): ASCII, so a non-ASCII label becomes its A-label
-    (``xn--``, RFC 5890 §2.3.2.1), and a character no msg-id may hold (``<``, ``>``,
-    ``@``) a hyphen; at most 255 octets, a domain's limit (RFC 5321 §4.5.3.1.2). The
-    name only tells the client who made the timestamp: the process and clock make
-    it unique."""
-    labels = [_a_label(label) for label in hostname.split(".")]
-    return _NOT_IN_PART_RE.sub("-", ".".join(labels))[:_MAX_HOST]
+    """``hostname`` as a server may send it before UTF8 mode, in its greeting and
+    after the ``@`` of the timestamp, which is a msg-id (RFC 1939 §7, RFC 822 §6).
+
+    Both are ASCII (RFC 6856 §2: UTF-8 in responses only after UTF8), so a
+    non-ASCII name becomes its lowercase A-label form (``xn--``, RFC 5890
+    §2.3.2.1) by the IDNA conversion of :func:`smtpcore.address.normalize_domain`;
+    a label IDNA refuses keeps its ASCII characters, each other one a hyphen, as
+    does a character no msg-id may hold (``<``, ``>``, ``@``, control characters).
+    At most 255 octets, a domain's limit (RFC 5321 §4.5.3.1.2). The name only tells
+    the client who greeted: the process and clock make a timestamp unique.
+    """
+    if not hostname.isascii():
+        try:
+            hostname = normalize_domain(hostname)
+        except AddressError:
+            hostname = ".".join(_ascii_label(label) for label in hostname.split("."))
+    return _NOT_IN_PART_RE.sub("-", hostname)[:_MAX_HOST]
 
 
-def _a_label(label: str) -> str:
+def _ascii_label(label: str) -> str:
+    """One label of a name IDNA refused as a whole: its A-label if IDNA takes this
+    label alone, else its ASCII characters with a hyphen for each other one."""
     if label.isascii():
         return label
-    return "xn--" + label.encode("punycode").decode("ascii")
+    try:
+        return normalize_domain(label)
+    except AddressError:
+        return _NOT_ASCII_RE.sub("-", label)
 
 
 def find_apop_timestamp(text: str) -> str | None:

@@ -296,16 +296,17 @@ class ServerConnection:
 
         ``process`` and ``clock`` must make the timestamp unique to this
         greeting (RFC 1939 §7): a process id and a counter or clock reading
-        that the application supplies, since the machine has neither. The
-        timestamp comes whole and last; the name that heads the text is left
+        that the application supplies, since the machine has neither. The host
+        is named in ASCII, a non-ASCII name in its A-label form (RFC 6856 §2: no
+        UTF-8 in a response before UTF8 mode). The timestamp comes whole and last; the name that heads the text is left
         out when the line would not fit ``max_response_line`` (RFC 2449 §4: a
         255-octet hostname twice does not), so every name the machine takes
         makes a greeting it can send.
         """
         text = "POP3 server ready"
         if process is not None and clock is not None and "APOP" in self._keywords:
-            text += " " + apop_timestamp(process, clock, timestamp_host(self.hostname))
-        named = Ok(f"{self.hostname} {text}")
+            text += " " + apop_timestamp(process, clock, self.hostname)
+        named = Ok(f"{timestamp_host(self.hostname)} {text}")
         if len(named.to_bytes()) <= self.max_response_line:
             return named
         unnamed = Ok(text)
@@ -465,7 +466,8 @@ class ServerConnection:
 
     @property
     def hostname(self) -> str:
-        """This host's own name, which heads the greeting and the APOP timestamp. A
+        """This host's own name, which heads the greeting and the APOP timestamp (in
+        A-label form where it is not ASCII). A
         write is checked as the constructor's argument is (``ValueError``): a space or
         a line break would break the greeting line."""
         return self._hostname
