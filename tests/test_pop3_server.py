@@ -811,7 +811,7 @@ def test_the_state_is_read_without_a_python_call() -> None:
 
 
 @settings(max_examples=200)
-@given(sst.domains(utf8=True, long=True), st.booleans())
+@given(sst.hostnames(), st.booleans())
 def test_the_greeting_is_sendable_for_every_hostname_the_machine_takes(
     hostname: str, apop: bool
 ) -> None:

@@ -22,11 +22,13 @@ from smtpcore.address import (
     parse_domain,
     parse_path,
 )
+from smtpcore._hostname import MAX_HOSTNAME
 from smtpcore.testing._regex import regex
 
 __all__ = [
     "address_literals",
     "domains",
+    "hostnames",
     "local_parts",
     "mailboxes",
     "paths",
@@ -165,6 +167,28 @@ def domains(
     if literals:
         return st.one_of(names, address_literals())
     return names
+
+
+def hostnames() -> st.SearchStrategy[str]:
+    """Names a server may call itself (the ``hostname`` its machines take): the
+    domains of ``domains(utf8=True, long=True)``, and names of 64 to 255 UTF-8
+    octets with multi-byte letters that no domain grammar takes, whose A-label
+    form may run past 255 octets or that IDNA refuses (a label of over 63
+    octets in A-label form, a leading hyphen), for what a server sends of its
+    name in ASCII (RFC 6856 §2) to be cut and masked right.
+
+    >>> sst.hostnames().example()  # doctest: +SKIP
+    'aä日x.пример-.exämple'
+    """
+    return st.one_of(domains(utf8=True, long=True), _long_u_names())
+
+
+@st.composite
+def _long_u_names(draw: st.DrawFn) -> str:
+    chars = string.ascii_lowercase + string.digits + "-" + _U_LETTERS
+    labels = draw(st.lists(st.text(chars, min_size=20, max_size=40), min_size=4, max_size=12))
+    octets = ".".join(labels).encode()[:MAX_HOSTNAME]
+    return octets.decode("utf-8", "ignore").strip(".")
 
 
 def _long_domains() -> st.SearchStrategy[str]:

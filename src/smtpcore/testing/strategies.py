@@ -12,7 +12,14 @@ property test starts from what a server must accept and widens from there::
     def test_my_server(session, sizes): ...
 """
 
-from smtpcore.testing._addresses import address_literals, domains, local_parts, mailboxes, paths
+from smtpcore.testing._addresses import (
+    address_literals,
+    domains,
+    hostnames,
+    local_parts,
+    mailboxes,
+    paths,
+)
 from smtpcore.testing._content import (
     SMUGGLING_SEQUENCES,
     chunk_sizes,
@@ -62,6 +69,7 @@ __all__ = [
     "command_lines",
     "commands",
     "domains",
+    "hostnames",
     "hostile_bytes",
     "local_parts",
     "mail_parameters",
