@@ -798,6 +798,42 @@ def test_our_client_issues_utf8_where_the_server_lists_it(
             run(adapter, functools.partial(session, server.port, offered))
 
 
+def test_our_client_sends_a_non_ascii_login_only_where_utf8_user_is_listed(
+    adapter: str, store: MaildirStore
+) -> None:
+    """RFC 6856 §2.1: no UTF-8 in USER, PASS or APOP unless CAPA lists ``UTF8 USER``.
+    The client sent a non-ASCII name or password whatever the server listed; now it is
+    a POP3Error before a line goes out, and the reference server lists ``UTF8 USER``
+    where it takes them (``utf8=True``)."""
+    mod = module(adapter)
+    sent: list[bytes] = []
+
+    def trace(direction: str, line: bytes) -> None:
+        sent.append(line)
+
+    async def session(port: int, offered: bool) -> None:
+        async with mod.POP3Client("127.0.0.1", port, stls=False, trace=trace) as client:
+            assert client.capabilities.get("UTF8") == (("USER",) if offered else None)
+            sent.clear()
+            for user, password, apop in (
+                ("j\u00fcrgen", "wonderland", False),
+                ("alice", "w\u00f6nderland", False),
+                ("alice", "w\u00f6nderland", True),
+            ):
+                if offered:
+                    with pytest.raises(mod.POP3AuthenticationError):
+                        await client.login(user, password, apop=apop)
+                else:
+                    with pytest.raises(mod.POP3Error, match="UTF8 USER"):
+                        await client.login(user, password, apop=apop)
+            assert bool(sent) is offered
+            await client.login("alice", "wonderland")
+
+    for offered in (True, False):
+        with running_pop3_server(adapter, store, utf8=offered, max_auth_failures=5) as server:
+            run(adapter, functools.partial(session, server.port, offered))
+
+
 def test_our_client_requires_what_it_is_told_to(adapter: str, store: MaildirStore) -> None:
     mod = module(adapter)
 

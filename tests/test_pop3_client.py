@@ -494,6 +494,33 @@ class TestBareAuth:
         assert conn.state is State.AUTHORIZATION
 
 
+class TestUtf8Login:
+    """RFC 6856 §2.1: a client MUST NOT use UTF-8 in USER, PASS or APOP unless CAPA
+    lists ``UTF8 USER``. The machine sent them whatever the server listed."""
+
+    @pytest.mark.parametrize("listing", [b"", b"UTF8\r\n", b"UTF8 LANG\r\n"])
+    def test_refused_without_utf8_user(self, listing: bytes) -> None:
+        conn = greeted()
+        exchange(conn, Capa(), b"+OK\r\nUSER\r\n" + listing + b".\r\n")
+        assert not conn.utf8_login
+        for command in (User("j\u00fcrgen"), Apop("j\u00fcrgen", "0" * 32)):
+            with pytest.raises(LocalProtocolError, match="UTF8 USER"):
+                conn.send(command)
+        assert exchange(conn, User("mrose"), b"+OK\r\n") == [Ok()]
+        with pytest.raises(LocalProtocolError, match="UTF8 USER"):
+            conn.send(Pass("p\u00e4ss"))
+        assert conn.outstanding == ()
+
+    def test_sent_with_utf8_user_and_auth_is_free(self) -> None:
+        conn = greeted()
+        assert conn.send(Auth("PLAIN", "\u00e4".encode())).startswith(b"AUTH PLAIN ")
+        conn.receive_data(b"-ERR no\r\n")
+        drain(conn)
+        exchange(conn, Capa(), b"+OK\r\nUSER\r\nutf8 user\r\n.\r\n")
+        assert conn.utf8_login
+        assert conn.send(User("j\u00fcrgen")) == "USER j\u00fcrgen\r\n".encode()
+
+
 class TestHostileServers:
     def test_unsolicited_response(self) -> None:
         conn = logged_in()

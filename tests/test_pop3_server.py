@@ -563,7 +563,7 @@ class TestMultiline:
         assert out == (
             b"+OK Capability list follows\r\n"
             b"TOP\r\nUSER\r\nSASL PLAIN\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n"
-            b"UIDL\r\nSTLS\r\nUTF8\r\nEXPIRE NEVER\r\nLOGIN-DELAY 900\r\n"
+            b"UIDL\r\nSTLS\r\nUTF8 USER\r\nEXPIRE NEVER\r\nLOGIN-DELAY 900\r\n"
             b"IMPLEMENTATION smtpcore\r\nX-EXAMPLE\r\n.\r\n"
         )
 
@@ -718,6 +718,43 @@ class TestFraming:
         conn.send(Ok())
         assert conn.utf8
         assert receive(conn, "USER j\u00fcrgen\r\n".encode()) == User("j\u00fcrgen")
+
+    def test_utf8_user_is_listed_and_holds_without_the_utf8_command(self) -> None:
+        """RFC 6856 §2.1: ``UTF8 USER`` says USER, PASS and APOP take UTF-8, and a client
+        needs no UTF8 command first to use it. The server took them and listed UTF8
+        alone, so a careful client never sent them."""
+        conn = greeted(utf8=True)
+        assert "UTF8 USER" in conn.capabilities()
+        assert receive(conn, "USER j\u00fcrgen\r\n".encode()) == User("j\u00fcrgen")
+        conn.send(Ok())
+        assert receive(conn, "PASS p\u00e4ss\r\n".encode()) == Pass("p\u00e4ss")
+
+    @pytest.mark.parametrize(
+        "line",
+        [
+            "USER j\u00fcrgen\r\n",
+            "APOP j\u00fcrgen c4c9334bac560ecc979e58001b3e22fb\r\n",
+        ],
+    )
+    def test_no_utf8_login_where_utf8_user_is_not_listed(self, line: str) -> None:
+        """Without UTF8 the server lists no ``UTF8 USER`` and takes no UTF-8 name or
+        password (RFC 6856 §2.1, RFC 1939 §3: arguments are printable ASCII); it took
+        them, as if it listed what it did not."""
+        conn = greeted()
+        event = receive(conn, line.encode())
+        assert isinstance(event, BadCommand) and "UTF8 USER" in event.response.text
+        conn.send(event.response)
+        assert conn.state is State.AUTHORIZATION
+
+    def test_no_utf8_password_where_utf8_user_is_not_listed(self) -> None:
+        conn = greeted()
+        assert receive(conn, b"USER mrose\r\n") == User("mrose")
+        conn.send(Ok())
+        event = receive(conn, "PASS p\u00e4ss\r\n".encode())
+        assert isinstance(event, BadCommand) and event.secret
+        assert "p\u00e4ss" not in repr(event)
+        conn.send(event.response)
+        assert conn.state is State.USER
 
 
 class TestApplicationMistakes:

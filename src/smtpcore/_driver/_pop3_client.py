@@ -334,9 +334,17 @@ class BasePOP3Client(BaseClient):
 
         APOP sends a digest rather than the password; it needs a server that
         put a timestamp in its greeting (:class:`POP3Error` if it did not).
-        Raises :class:`POP3AuthenticationError` when refused.
+        Raises :class:`POP3AuthenticationError` when refused. A non-ASCII user name
+        or password is :class:`POP3Error`, before anything is sent, unless CAPA listed
+        ``UTF8 USER`` (RFC 6856 §2.1); :meth:`authenticate` carries UTF-8 anywhere.
         """
         conn = self.connection
+        if not (user.isascii() and password.isascii()) and not conn.utf8_login:
+            raise POP3Error(
+                "cannot log in: the server does not list UTF8 USER in CAPA, and a non-ASCII "
+                "user name or password may not go in USER, PASS or APOP without it "
+                "(RFC 6856 §2.1); AUTH with a SASL mechanism carries UTF-8"
+            )
         try:
             if apop:
                 if conn.apop_timestamp is None:

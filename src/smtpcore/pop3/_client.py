@@ -19,6 +19,7 @@ from smtpcore._dotstuff import DotDecoder
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
+from smtpcore._words import ascii_upper
 from smtpcore.pop3._apop import find_apop_timestamp
 from smtpcore.pop3._commands import format_command
 from smtpcore.pop3._events import (
@@ -37,6 +38,7 @@ from smtpcore.pop3._events import (
     ResponseData,
     Stls,
     Utf8,
+    non_ascii_login,
 )
 from smtpcore.pop3._responses import parse_capabilities, parse_status_line
 from smtpcore.pop3._state import ALONE, COMMAND_STATES, DISCARDING, MOVES, Move, State
@@ -127,6 +129,14 @@ class ClientConnection:
         return self.capabilities is not None and "PIPELINING" in self.capabilities
 
     @property
+    def utf8_login(self) -> bool:
+        """Whether CAPA listed ``UTF8 USER``: only then may a user name or password in
+        USER, PASS or APOP be non-ASCII (RFC 6856 §2.1). AUTH needs no capability for
+        it, nor the UTF8 command first."""
+        arguments = (self.capabilities or {}).get("UTF8", ())
+        return any(ascii_upper(argument) == "USER" for argument in arguments)
+
+    @property
     def outstanding(self) -> tuple[Sent, ...]:
         """The commands sent and not yet (completely) answered, oldest first."""
         return tuple(self._outstanding)
@@ -177,6 +187,11 @@ class ClientConnection:
             type(last) in ALONE and (self._outstanding or self._decoder is not None)
         ):
             raise LocalProtocolError(f"nothing may be pipelined behind {type(last).__name__}")
+        if non_ascii_login(event) and not self.utf8_login:
+            raise LocalProtocolError(
+                f"a non-ASCII name or password in {event.keyword} needs a server that lists "
+                "UTF8 USER in CAPA (RFC 6856 §2.1); AUTH carries UTF-8 without it"
+            )
         if not any((s, type(event)) in MOVES for s in possible):
             raise LocalProtocolError(f"{event.keyword} is not valid in the {state.name} state")
         data = format_command(event)

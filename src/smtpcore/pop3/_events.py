@@ -47,6 +47,7 @@ __all__ = [
     "Uidl",
     "User",
     "Utf8",
+    "non_ascii_login",
 ]
 
 MAX_MESSAGE_NUMBER: Final = 2**31 - 1
@@ -151,6 +152,20 @@ class Apop(Command):
         _check_text("APOP name", self.name, empty=False, padded=False)
         if not isinstance(self.digest, str) or not _DIGEST_RE.fullmatch(self.digest):
             raise LocalProtocolError("APOP digest must be 32 lower-case hex digits")
+
+
+def non_ascii_login(event: Event) -> bool:
+    """Whether ``event`` is a USER, PASS or APOP with a non-ASCII name or password.
+
+    RFC 6856 §2.1: a client sends UTF-8 in these only where CAPA lists ``UTF8
+    USER``, and the server that lists it takes them. AUTH is free of this: SASL
+    mechanisms carry UTF-8 of their own (SASLprep, RFC 4013).
+    """
+    if isinstance(event, (User, Apop)):
+        return not event.name.isascii()
+    if isinstance(event, Pass):
+        return not event.password.isascii()
+    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ from smtpcore.pop3._events import (
     Stls,
     User,
     Utf8,
+    non_ascii_login,
 )
 from smtpcore.pop3._state import DISCARDING, MOVES, Move, State
 
@@ -69,6 +70,7 @@ _SEQUENCE_ERRORS: Final[dict[tuple[str, State], Err]] = {
     ("UTF8", State.TRANSACTION): Err("UTF8 is only valid before logging in"),
 }
 _NOT_LOGGED_IN: Final = Err("Not logged in")
+_NO_UTF8_LOGIN: Final = Err("No UTF-8 in user names and passwords: UTF8 USER is not offered")
 _WRONG_STATE: Final = Err("Command not valid in this state")
 
 
@@ -341,7 +343,7 @@ class ServerConnection:
         if self.stls and not self.tls and self._state is State.AUTHORIZATION:
             lines.append("STLS")  # not once USER is accepted: STLS is refused there
         if "UTF8" in self._keywords:
-            lines.append("UTF8")
+            lines.append("UTF8 USER")  # UTF-8 names and passwords are taken (RFC 6856 §2.1)
         if self.expire is not None:
             lines.append(f"EXPIRE {self.expire}")
         if self.login_delay is not None:
@@ -487,6 +489,8 @@ class ServerConnection:
             and not self._login_allowed
         ):
             return _NEED_TLS
+        if "UTF8" not in self._keywords and non_ascii_login(command):
+            return _NO_UTF8_LOGIN  # RFC 6856 §2.1: only where UTF8 USER is listed
         if isinstance(command, Apop) and self.apop_timestamp is None:
             return Err("APOP not available: no timestamp in the greeting")
         if isinstance(command, Auth) and command.mechanism not in self.sasl_mechanisms:
