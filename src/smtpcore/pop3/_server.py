@@ -48,7 +48,6 @@ from smtpcore.pop3._events import (
     Stls,
     User,
     Utf8,
-    non_ascii_login,
 )
 from smtpcore.pop3._state import DISCARDING, MOVES, Move, State
 
@@ -70,7 +69,6 @@ _SEQUENCE_ERRORS: Final[dict[tuple[str, State], Err]] = {
     ("UTF8", State.TRANSACTION): Err("UTF8 is only valid before logging in"),
 }
 _NOT_LOGGED_IN: Final = Err("Not logged in")
-_NO_UTF8_LOGIN: Final = Err("No UTF-8 in user names and passwords: UTF8 USER is not offered")
 _WRONG_STATE: Final = Err("Command not valid in this state")
 
 
@@ -300,7 +298,8 @@ class ServerConnection:
         greeting (RFC 1939 §7): a process id and a counter or clock reading
         that the application supplies, since the machine has neither. The host
         is named in ASCII, a non-ASCII name in its A-label form (RFC 6856 §2: no
-        UTF-8 in a response before UTF8 mode). The timestamp comes whole and last; the name that heads the text is left
+        UTF-8 in a response before UTF8 mode). The timestamp comes whole and
+        last; the name that heads the text is left
         out when the line would not fit ``max_response_line`` (RFC 2449 §4: a
         255-octet hostname twice does not), so every name the machine takes
         makes a greeting it can send.
@@ -489,8 +488,6 @@ class ServerConnection:
             and not self._login_allowed
         ):
             return _NEED_TLS
-        if "UTF8" not in self._keywords and non_ascii_login(command):
-            return _NO_UTF8_LOGIN  # RFC 6856 §2.1: only where UTF8 USER is listed
         if isinstance(command, Apop) and self.apop_timestamp is None:
             return Err("APOP not available: no timestamp in the greeting")
         if isinstance(command, Auth) and command.mechanism not in self.sasl_mechanisms:

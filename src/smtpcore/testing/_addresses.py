@@ -13,6 +13,7 @@ from typing import Final
 
 from hypothesis import strategies as st
 
+from smtpcore._hostname import MAX_HOSTNAME
 from smtpcore.address import (
     MAX_DOMAIN_OCTETS,
     MAX_LOCAL_PART_OCTETS,
@@ -22,7 +23,6 @@ from smtpcore.address import (
     parse_domain,
     parse_path,
 )
-from smtpcore._hostname import MAX_HOSTNAME
 from smtpcore.testing._regex import regex
 
 __all__ = [
