@@ -6,16 +6,20 @@ fuzzes one of them (with tests/ on ``sys.path``).
 
 from __future__ import annotations
 
-from smtpcore import NEED_DATA
+from smtpcore import NEED_DATA, pop3
+from smtpcore._lines import LineTooLong, ReceiveBuffer
 from smtpcore._sentinels import NoEvent
 from smtpcore.smtp import BadCommand, ClientConnection, Event, ServerConnection, State
 
 __all__ = [
+    "HoardingBuffer",
     "NulCrashServer",
     "SpinningTlsServer",
     "StallingServer",
     "StuckTlsServer",
     "hoarding_client",
+    "hoarding_pop3_server",
+    "hoarding_server",
     "nul_crash_server",
     "spinning_tls_server",
     "stalling_server",
@@ -58,6 +62,16 @@ class SpinningTlsServer(ServerConnection):
             pass
 
 
+class HoardingBuffer(ReceiveBuffer):
+    """A receive buffer that ignores the line limit it is given: it keeps an
+    unfinished line whole, however long, where the real one drops it."""
+
+    __slots__ = ()
+
+    def next_line(self, limit: int, *, lf_ends: bool = True) -> bytes | LineTooLong | None:
+        return super().next_line(2**40, lf_ends=lf_ends)
+
+
 def nul_crash_server() -> NulCrashServer:
     return NulCrashServer("fuzz.test")
 
@@ -71,6 +85,21 @@ def hoarding_client() -> ClientConnection:
     parser was left unbounded: it holds a never-ending multi-line reply whole."""
     conn = ClientConnection("fuzz.test", max_reply_lines=100)
     conn._parser.max_lines = 10**9  # the planted defect
+    return conn
+
+
+def hoarding_server() -> ServerConnection:
+    """An SMTP server that holds a command line past its limit until the line ends
+    (a few KB below the longest AUTH line: the bound follows the state)."""
+    conn = ServerConnection("fuzz.test")
+    conn._buffer = HoardingBuffer()  # the planted defect
+    return conn
+
+
+def hoarding_pop3_server() -> pop3.ServerConnection:
+    """A POP3 server that holds a command line past its limit until the line ends."""
+    conn = pop3.ServerConnection("fuzz.test")
+    conn._buffer = HoardingBuffer()  # the planted defect
     return conn
 
 

@@ -7,13 +7,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from peers import missing_peer
 from planted_defects import (
     hoarding_client,
+    hoarding_pop3_server,
+    hoarding_server,
     nul_crash_server,
     spinning_tls_server,
     stalling_server,
@@ -78,8 +82,8 @@ def test_the_pure_fuzzer_is_deterministic_for_a_seed(tmp_path: Path) -> None:
 
 
 def test_a_buffer_past_its_bound_is_a_crash(tmp_path: Path) -> None:
-    # In pieces of 16 octets: the machine may hold its longest line (12,288 octets for
-    # AUTH) plus one piece, not the 18,000 octets that follow XSTALL.
+    # In pieces of 16 octets: the machine may hold a command line (its limit after
+    # EHLO) plus one piece, not the 18,000 octets that follow XSTALL.
     stall = b"\x10EHLO x\r\nXSTALL\r\n" + b"NOOP\r\n" * 3000
     assert isinstance(TARGETS["smtp-server"].run(stall, stalling_server), BufferOverrun)
     result = fuzz.fuzz(
@@ -107,6 +111,29 @@ def test_the_smtp_client_may_hold_a_whole_multi_line_reply_but_no_more() -> None
     endless = greeting + line * (client.max_reply_lines + 10)
     assert isinstance(TARGETS["smtp-client"].run(endless, hoarding_client), BufferOverrun)
     assert TARGETS["smtp-client"].run(endless) is None  # the real one refuses the 101st line
+
+
+HOARDERS = [("smtp-server", hoarding_server), ("pop3-server", hoarding_pop3_server)]
+
+
+@pytest.mark.parametrize(("target", "machine"), HOARDERS, ids=[name for name, _ in HOARDERS])
+def test_a_server_that_keeps_a_line_past_its_limit_is_caught(
+    target: str, machine: Callable[[], Any], tmp_path: Path
+) -> None:
+    # The bound is the limit on the line under way (a command line's, outside
+    # AUTH), not the longest line of any state: a server that keeps a 3,000-octet
+    # command line whole, well under the 12,288 of an AUTH line, holds too much.
+    line = (
+        b"\x40EHLO x\r\nNOOP " + b"A" * 3000
+        if target == "smtp-server"
+        else b"\x40NOOP " + b"A" * 3000
+    )
+    assert isinstance(TARGETS[target].run(line, machine), BufferOverrun)
+    assert TARGETS[target].run(line) is None
+    result = fuzz.fuzz(target, runs=RUNS, machine=machine, crash_dir=tmp_path, stop_on_crash=True)
+    assert [type(crash.error) for crash in result.crashes] == [BufferOverrun]
+    [crash] = result.crashes
+    assert crash.path is not None and fuzz.reproduce(target, crash.path) is None
 
 
 STARTTLS = b"\x00EHLO x\r\nSTARTTLS\r\nNOOP\r\n"

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smtpcore import NEED_DATA, PAUSED, ProtocolError, pop3, smtp
@@ -52,11 +52,11 @@ def _smtp_answer(event: smtp.Event, rnd: random.Random) -> smtp.Reply:
     return answers.get(type(event), smtp.Reply(250, "ok"))
 
 
-def _serve_smtp(conn: smtp.ServerConnection, rnd: random.Random, *, handshake: bool) -> None:
+def _serve_smtp(conn: smtp.ServerConnection, rnd: random.Random, *, handshake: bool) -> object:
     for _ in range(_STEPS):
         event = conn.next_event()
         if event is NEED_DATA or isinstance(event, smtp.ConnectionClosed):
-            return
+            return event
         if event is PAUSED:
             if isinstance(conn.pending, smtp.Bdat):
                 conn.send(_smtp_answer(conn.pending, rnd))
@@ -65,7 +65,7 @@ def _serve_smtp(conn: smtp.ServerConnection, rnd: random.Random, *, handshake: b
             elif conn.state is smtp.State.TLS_PENDING and handshake:
                 conn.tls_started()
             else:
-                return
+                return event
         elif not isinstance(event, smtp.Bdat | smtp.MessageData):
             conn.send(_smtp_answer(event, rnd))
     raise AssertionError("the SMTP server machine never stopped producing events")
@@ -143,18 +143,18 @@ _SMTP_CLIENT_SENDS: tuple[smtp.Event, ...] = (
 )
 
 
-def _client_smtp(conn: smtp.ClientConnection, rnd: random.Random) -> None:
+def _client_smtp(conn: smtp.ClientConnection, rnd: random.Random) -> object:
     for _ in range(_STEPS):
         event = conn.next_event()
         if event is NEED_DATA or isinstance(event, smtp.ConnectionClosed):
-            return
+            return event
         if event is PAUSED and conn.state is smtp.State.TLS_PENDING:
             conn.tls_started()
         elif rnd.random() < 0.5:
             with contextlib.suppress(ProtocolError):
                 conn.send(rnd.choice(_SMTP_CLIENT_SENDS))
         elif event is PAUSED:
-            return
+            return event
     raise AssertionError("the SMTP client machine never stopped producing events")
 
 
@@ -209,11 +209,11 @@ def _pop3_answer(event: pop3.Event, rnd: random.Random) -> list[pop3.Event]:
     return [pop3.Ok("ok")]
 
 
-def _serve_pop3(conn: pop3.ServerConnection, rnd: random.Random, *, handshake: bool) -> None:
+def _serve_pop3(conn: pop3.ServerConnection, rnd: random.Random, *, handshake: bool) -> object:
     for _ in range(_STEPS):
         event = conn.next_event()
         if event is NEED_DATA or isinstance(event, pop3.ConnectionClosed):
-            return
+            return event
         if event is PAUSED:
             if conn.state is pop3.State.GREETING:
                 conn.send(pop3.Ok("ready"))
@@ -222,7 +222,7 @@ def _serve_pop3(conn: pop3.ServerConnection, rnd: random.Random, *, handshake: b
             elif conn.state is pop3.State.UPDATE:  # the QUIT that ends a transaction
                 conn.send(rnd.choice([pop3.Ok("bye"), pop3.Err("some deletes failed")]))
             else:
-                return
+                return event
         else:
             for answer in _pop3_answer(event, rnd):
                 conn.send(answer)
@@ -277,18 +277,18 @@ _POP3_CLIENT_SENDS: tuple[pop3.Event, ...] = (
 )
 
 
-def _client_pop3(conn: pop3.ClientConnection, rnd: random.Random) -> None:
+def _client_pop3(conn: pop3.ClientConnection, rnd: random.Random) -> object:
     for _ in range(_STEPS):
         event = conn.next_event()
         if event is NEED_DATA or isinstance(event, pop3.ConnectionClosed):
-            return
+            return event
         if event is PAUSED and conn.state is pop3.State.TLS_PENDING:
             conn.tls_started()
         elif rnd.random() < 0.5:
             with contextlib.suppress(ProtocolError):
                 conn.send(rnd.choice(_POP3_CLIENT_SENDS))
         elif event is PAUSED:
-            return
+            return event
     raise AssertionError("the POP3 client machine never stopped producing events")
 
 
@@ -323,7 +323,7 @@ def _pop3_client(state: pop3.State) -> pop3.ClientConnection:
 # -- the property ------------------------------------------------------------
 
 Machine = Any
-_MACHINES: dict[str, tuple[Callable[[Any], Machine], Callable[..., None], str]] = {
+_MACHINES: dict[str, tuple[Callable[[Any], Machine], Callable[..., object], str]] = {
     "smtp-server": (_smtp_server, lambda c, r: _serve_smtp(c, r, handshake=True), "smtp-client"),
     "smtp-client": (_smtp_client, _client_smtp, "smtp-server"),
     "pop3-server": (_pop3_server, lambda c, r: _serve_pop3(c, r, handshake=True), "pop3-client"),
@@ -355,3 +355,92 @@ def test_hostile_bytes_raise_only_protocol_errors(
             drive(conn, rnd)
         except ProtocolError:
             pass
+
+
+# -- the bound on what a machine holds ---------------------------------------
+
+_LONG_RUNS = st.builds(
+    bytes.__mul__, st.sampled_from([b"A", b" ", b"\r", b"\x00", b"."]), st.integers(200, 14_000)
+)
+"""A run of one octet, no LF in it: the line under way grows past every limit."""
+
+
+@pytest.mark.parametrize(("machine", "state"), _CASES, ids=[f"{m}-{s.name}" for m, s in _CASES])
+@settings(max_examples=25)
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_what_a_machine_holds_stays_within_its_bound(
+    machine: str, state: Any, data: st.DataObject, seed: int
+) -> None:
+    """After ``NEED_DATA`` a machine holds at most ``max_buffered`` beyond the last piece
+    fed (the fuzzer's check), a bound that follows the state: long lines and hostile
+    bytes in any state never take a correct machine past it."""
+    build, drive, sent_by = _MACHINES[machine]
+    conn = build(state)
+    pieces = st.one_of(sst.hostile_bytes(sent_by=sent_by), _LONG_RUNS)
+    payload = data.draw(st.lists(pieces, min_size=1, max_size=4).map(b"".join))
+    rnd = random.Random(seed)
+    for chunk in data.draw(sst.chunkings(payload)):
+        try:
+            conn.receive_data(chunk)
+            stopped = drive(conn, rnd)
+        except ProtocolError:
+            return
+        if stopped is NEED_DATA:
+            assert conn.buffered <= conn.max_buffered + len(chunk), (conn.state, len(chunk))
+
+
+@pytest.mark.parametrize(
+    ("state", "bound"),
+    [
+        (smtp.State.READY, "command"),
+        (smtp.State.MAIL, "command"),
+        (smtp.State.BDAT, "command"),
+        (smtp.State.AUTH, 12_288),
+        (smtp.State.DATA, 2),
+    ],
+)
+def test_the_smtp_server_bound_is_the_limit_on_the_line_under_way(
+    state: smtp.State, bound: int | str
+) -> None:
+    """A command line's limit (with what EHLO's extensions add) outside AUTH, an AUTH
+    line's in it, and in DATA the two octets a terminator's start may hold back."""
+    conn = _smtp_server(state)
+    assert conn.state is state
+    expected = conn._command_line_limit if bound == "command" else bound
+    assert conn.max_buffered == expected
+    assert expected == 2 or expected > 512
+
+
+def test_the_pop3_server_bound_is_the_limit_on_the_line_under_way() -> None:
+    """255 octets for a command line, the AUTH line's 12,288 once the line under way
+    starts ``AUTH `` where AUTH may be sent, and during the SASL exchange."""
+    conn = _pop3_server(pop3.State.AUTHORIZATION)
+    assert conn.max_buffered == 255
+    conn.receive_data(b"AUTH PLAIN " + b"A" * 1000)
+    assert conn.next_event() is NEED_DATA
+    assert conn.max_buffered == 12_288 and conn.buffered == 1011
+    assert _pop3_server(pop3.State.SASL).max_buffered == 12_288
+    assert _pop3_server(pop3.State.TRANSACTION).max_buffered == 255
+
+
+def test_the_client_bounds_follow_the_reply_under_way() -> None:
+    """An SMTP client between replies holds one unfinished reply line at most, and the
+    lines of a multi-line reply as they come; a POP3 client one status line (an AUTH
+    continuation's during AUTH), and in a multi-line response the octets a
+    terminator's start may hold back and the CAPA listing it keeps."""
+    smtp_client = _smtp_client(smtp.State.READY)
+    assert smtp_client.max_buffered == 4096
+    smtp_client.send(smtp.Noop())
+    smtp_client.receive_data(b"250-one\r\n250-two\r\n250")
+    assert smtp_client.next_event() is NEED_DATA
+    assert smtp_client.max_buffered == 3 * 4096
+    pop3_client = _pop3_client(pop3.State.AUTHORIZATION)
+    assert pop3_client.max_buffered == 2048
+    pop3_client.send(pop3.Auth("PLAIN"))
+    assert pop3_client.max_buffered == 12_288
+    pop3_client = _pop3_client(pop3.State.AUTHORIZATION)
+    pop3_client.send(pop3.Capa())
+    pop3_client.receive_data(b"+OK\r\nTOP\r\n")
+    while pop3_client.next_event() is not NEED_DATA:
+        pass
+    assert pop3_client.max_buffered == 2 + 16_384

@@ -31,9 +31,20 @@ from typing import Final
 from smtpcore._content import ContentFilter, crlf_only, passes_whole
 from smtpcore._lines import FramingPolicy
 
-__all__ = ["DotDecoder", "DotEncoder", "TERMINATOR", "decode_whole", "encode_whole"]
+__all__ = [
+    "HELD_BACK",
+    "DotDecoder",
+    "DotEncoder",
+    "TERMINATOR",
+    "decode_whole",
+    "encode_whole",
+]
 
 TERMINATOR = b"\r\n.\r\n"
+HELD_BACK: Final = 2
+"""The most octets :meth:`DotDecoder.decode` leaves unconsumed: ``".\\r"`` at a line's
+start, the start of the terminator's last line (a CRLF before it is content already):
+the bound on what a machine reading content holds."""
 
 _LINE_WITH_DOT: Final = re.compile(rb"\r\n\.")
 """A CRLF and the dot that starts the next line (see the module's docstring)."""
@@ -168,7 +179,8 @@ def _unstuffed(buf: bytes | bytearray, start: int, end: int, dots: list[int] | N
 
 
 def _unsafe_tail(buf: bytes | bytearray) -> int:
-    """How many trailing bytes may belong to a CRLF or terminator still arriving."""
+    """How many trailing bytes may belong to a CRLF or terminator still arriving
+    (at most :data:`HELD_BACK`)."""
     if buf.endswith(b"\r"):
         return 2 if buf.endswith(b"\r\n.\r") else 1
     if buf.endswith(b"\r\n."):

@@ -15,7 +15,7 @@ import re
 from collections import deque
 from typing import Final
 
-from smtpcore._dotstuff import DotDecoder
+from smtpcore._dotstuff import HELD_BACK, DotDecoder
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
@@ -117,9 +117,13 @@ class ClientConnection:
 
     @property
     def max_buffered(self) -> int:
-        """The bound on :attr:`buffered`: an unfinished line (``max_auth_line``
-        during AUTH, ``max_response_line`` otherwise) and the CAPA listing kept."""
-        return max(self.max_response_line, self.max_auth_line) + _MAX_CAPABILITIES
+        """The bound on :attr:`buffered` now: the limit on the line under way
+        (:meth:`_line_limit`) or, in a multi-line response, the octets that may
+        start the terminator and the CAPA listing kept. A driver reading what no
+        command asked for stops past it, and a fuzzer holds the machine to it."""
+        if self._decoder is None:
+            return self._line_limit()
+        return HELD_BACK + (0 if self._capa is None else _MAX_CAPABILITIES)
 
     @property
     def pipelining(self) -> bool:
@@ -280,7 +284,7 @@ class ClientConnection:
             return PAUSED
         head = self._outstanding[0] if self._outstanding else None
         sasl = isinstance(head, (Auth, AuthResponse))
-        line = self._next_line(self.max_auth_line if sasl else self.max_response_line)
+        line = self._next_line(self._line_limit())
         if line is None:
             if self._buffer.peer_closed:
                 if self._buffer:
@@ -292,6 +296,15 @@ class ClientConnection:
         if head is None:
             return self._greeted(response)
         return self._answered(head, response)
+
+    def _line_limit(self) -> int:
+        """The octets the line under way may have: an AUTH continuation's
+        ``max_auth_line`` while AUTH awaits its answer (RFC 5034 §4), a status
+        line's ``max_response_line`` otherwise."""
+        head = self._outstanding[0] if self._outstanding else None
+        if isinstance(head, (Auth, AuthResponse)):
+            return self.max_auth_line
+        return self.max_response_line
 
     def _next_line(self, limit: int) -> bytes | None:
         view = self._buffer.view()

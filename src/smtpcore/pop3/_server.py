@@ -193,10 +193,10 @@ class ServerConnection:
 
     @property
     def max_buffered(self) -> int:
-        """The bound on :attr:`buffered`: an unfinished command line
-        (``max_auth_line`` for an AUTH line and during AUTH, ``max_command_line``
-        otherwise)."""
-        return max(self.max_command_line, self.max_auth_line)
+        """The bound on :attr:`buffered`: the limit on the line under way now
+        (:meth:`_line_limit`), which a fuzzer holds the machine to; not the
+        longest line of any state."""
+        return self._line_limit()
 
     def receive_data(self, data: bytes) -> None:
         """Buffer bytes from the client; ``b""`` means it closed its side.
@@ -388,13 +388,16 @@ class ServerConnection:
         return command
 
     def _line_limit(self) -> int:
-        """The octets the command line under way may have: ``max_command_line`` (RFC
-        2449 §4: 255, CRLF included), or ``max_auth_line`` for an ``AUTH`` line where
-        AUTH may be sent, whose initial response may run longer (RFC 5034 §4 has a
+        """The octets the line under way may have: ``max_auth_line`` for a SASL
+        response (RFC 5034 §4), ``max_command_line`` for a command (RFC 2449 §4:
+        255, CRLF included), or ``max_auth_line`` for an ``AUTH`` line where AUTH
+        may be sent, whose initial response may run longer (RFC 5034 §4 has a
         client send a longer one after an empty challenge; one that does not is
         taken). Told by the line's first five octets, there whenever the limit is
         reached: any other line is cut off at its own limit, not buffered to the
-        longer one."""
+        longer one. Read by the line readers and :attr:`max_buffered` alike."""
+        if self._state is State.SASL:
+            return self.max_auth_line
         limit = self.max_command_line
         if (
             self.max_auth_line > limit
@@ -406,7 +409,7 @@ class ServerConnection:
         return limit
 
     def _next_auth_response(self) -> Event | NoEvent:
-        line = self._buffer.next_line(self.max_auth_line, lf_ends=self.framing.lf_ends_command)
+        line = self._buffer.next_line(self._line_limit(), lf_ends=self.framing.lf_ends_command)
         if line is None:
             return self._no_line()
         if line is LINE_TOO_LONG:

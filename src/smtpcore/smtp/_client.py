@@ -226,10 +226,13 @@ class ClientConnection:
 
     @property
     def max_buffered(self) -> int:
-        """The bound on :attr:`buffered`, from the limits: a reply of
-        ``max_reply_lines`` lines held whole, and an unfinished line of up to
-        ``max_reply_line`` octets."""
-        return self.max_reply_line * (self.max_reply_lines + 1)
+        """The bound on :attr:`buffered` now, from the limits: the lines of the
+        multi-line reply under way read so far (at most ``max_reply_lines``), and
+        an unfinished line, each of up to ``max_reply_line`` octets. Between
+        replies that is one line: a driver reading what no command asked for
+        stops there, and a fuzzer holds the machine to it."""
+        held = min(len(self._parser._lines), self.max_reply_lines)
+        return self.max_reply_line * (held + 1)
 
     @property
     def state(self) -> State:

@@ -16,7 +16,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from smtpcore._content import ContentFilter
-from smtpcore._dotstuff import DotDecoder, decode_whole
+from smtpcore._dotstuff import HELD_BACK, DotDecoder, decode_whole
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import checked_hostname
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
@@ -565,10 +565,14 @@ class ServerConnection:
 
     @property
     def max_buffered(self) -> int:
-        """The bound on :attr:`buffered`: an unfinished command line (during
-        AUTH ``max_auth_line``, otherwise ``max_command_line`` and what the
-        extensions in force add to it, RFC 5321 §4.5.3.1.4)."""
-        return max(self._command_line_limit, self._config.max_auth_line)
+        """The bound on :attr:`buffered` in the state the session is in: the limit on
+        the command line under way (:meth:`_line_limit`), or in DATA the octets
+        that may start the terminator (content is passed on as it comes). A
+        fuzzer holds the machine to it, so it is the limit applied now, not the
+        longest line of any state."""
+        if self._state is _STATE_DATA:
+            return HELD_BACK
+        return self._line_limit()
 
     @property
     def accepted_recipients(self) -> int:
@@ -822,6 +826,15 @@ class ServerConnection:
 
     # -- reading commands -----------------------------------------------
 
+    def _line_limit(self) -> int:
+        """The octets the line under way may have, CRLF included: during AUTH a SASL
+        response's ``max_auth_line`` (RFC 4954 §4), otherwise ``max_command_line``
+        and what the extensions in force add to it (RFC 5321 §4.5.3.1.4). One
+        place, read by :meth:`_next_command` and :attr:`max_buffered` alike."""
+        if self._state is _STATE_AUTH:
+            return self._config.max_auth_line
+        return self._command_line_limit
+
     def _next_command(self, line: bytes | None = None, tried: bool = False) -> Event | NoEvent:
         """The next command line, read and parsed as every line is: ``line`` when
         :meth:`next_event` took it from the buffer already, ``tried`` once its
@@ -834,7 +847,7 @@ class ServerConnection:
         config = self._config
         in_auth = self._state is _STATE_AUTH
         lf_ends = config.framing.lf_ends_command
-        limit = config.max_auth_line if in_auth else self._command_line_limit
+        limit = self._line_limit()
         buffer = self._buffer
         if line is None:
             # ReceiveBuffer.next_line, without its call, for the line every command is:

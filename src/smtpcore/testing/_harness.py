@@ -145,7 +145,8 @@ Machine = (
 
 def _check_bound(conn: Machine, piece: int) -> None:
     """After ``NEED_DATA``: the machine holds no more than its limits allow (its
-    :attr:`max_buffered`, from its own line and reply limits) beyond the last piece."""
+    :attr:`max_buffered`, the limit on the line under way in the state it is in)
+    beyond the last piece."""
     held, bound = conn.buffered, conn.max_buffered
     if held > bound + piece:
         raise BufferOverrun(

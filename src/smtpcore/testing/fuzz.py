@@ -10,7 +10,8 @@ sequence of events it has not seen (a poor man's coverage).
 
 A crash is an exception outside :class:`~smtpcore.ProtocolError` escaping a
 machine (or the permissive application driving it), a receive buffer
-grown past the machine's line limit plus the piece just fed, or a
+grown past the piece just fed and the limit the machine puts on the line
+under way (its ``max_buffered``, which follows the state), or a
 :class:`Hang`: an input that took more events than its length can need, or
 longer than its ``timeout``. Each crash is written to a file holding the
 input; ``--reproduce FILE`` runs it again.
