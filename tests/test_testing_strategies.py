@@ -760,3 +760,19 @@ def test_string_arguments_are_rfc_5321_strings(command: smtp.Command) -> None:
         return
     assert isinstance(command, smtp.Vrfy | smtp.Expn), argument
     parse_mailbox(argument)
+
+
+def test_sessions_builds_the_strategies_its_draws_use_before_the_first_draw() -> None:
+    # Hypothesis's one-time work on a strategy (the graph checked, lazy and regex
+    # strategies built) once counted as the first session's draw time, enough on a
+    # loaded machine for the too_slow health check. An offer no other test uses: the
+    # envelope strategies are remembered per offer.
+    from smtpcore.testing._smtp_strategies import _envelope_strategies
+
+    offered = frozenset({"PIPELINING", "DSN", "SMTPUTF8", "STARTTLS", "REQUIRETLS"})
+    sst.sessions(extensions=offered)
+    for offer in (offered, offered - {"REQUIRETLS"}):
+        for utf8 in (False, True):
+            # validate_called: Hypothesis's own flag, set by validate().
+            built = _envelope_strategies(offer, utf8=utf8)
+            assert all(strategy.validate_called for strategy in built)

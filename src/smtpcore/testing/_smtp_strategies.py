@@ -1010,6 +1010,7 @@ def sessions(
         binary_content = None  # RFC 3030 §3: BINARYMIME content goes with BDAT only
     elif binary_content is None:
         binary_content = message_contents(binary=True)
+    _prepare(offered, content, binary_content, hostile=hostile)
     return _sessions(
         offered=offered,
         lmtp=lmtp,
@@ -1020,6 +1021,33 @@ def sessions(
         hostile=hostile,
         auth_mechanisms=auth_mechanisms,
     )
+
+
+def _prepare(
+    offered: frozenset[str],
+    content: st.SearchStrategy[bytes],
+    binary_content: st.SearchStrategy[bytes] | None,
+    *,
+    hostile: bool,
+) -> None:
+    """Build and validate now the strategies a session draws from inside its draws.
+
+    Hypothesis does its one-time work on a strategy (checking the graph below it
+    for emptiness, building lazy and regex strategies, reading the source of a
+    filter's lambda) at the strategy's first draw, where it counted as the time
+    of the first session's draw: a tenth of a second here, and seconds on a
+    loaded machine, enough for the ``too_slow`` health check. Done here, it is
+    paid once, when the test is defined."""
+    offers = {offered, offered - {"REQUIRETLS"}}
+    for utf8 in (False, True) if "SMTPUTF8" in offered else (False,):
+        for offer in offers:
+            for strategy in _envelope_strategies(offer, utf8=utf8):
+                strategy.validate()
+    content.validate()
+    if binary_content is not None:
+        binary_content.validate()
+    if hostile:
+        _session_lines(offered).validate()
 
 
 @st.composite
