@@ -22,8 +22,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field
 from inspect import isawaitable
 from types import CoroutineType, GeneratorType
-from typing import TYPE_CHECKING, Final, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypedDict, TypeVar
 
+from smtpcore._driver._factory import check_agreement, refuse_server_keywords
 from smtpcore._driver._listener import (
     BaseListener,
     ConnectionLost,
@@ -105,6 +106,7 @@ pieces this big, and many small pipelined answers in one."""
 _TEMP_ERROR: Final = Err("Internal error, try again later", code="SYS/TEMP")
 _NOT_REMOVED: Final = Err("Some deleted messages were not removed", code="SYS/TEMP")
 _SHUTTING_DOWN: Final = Err("Server shutting down", code="SYS/TEMP")
+_UNAVAILABLE: Final = Err("Service not available, try again later", code="SYS/TEMP")
 _AUTH_FAILED: Final = Err("Authentication failed", code="AUTH")
 _END_OF_RESPONSE: Final = EndOfResponse()
 """The one every multi-line answer ends with: an event is immutable, and making one
@@ -183,7 +185,11 @@ class POP3ServerOptions:
     implementation: str | None = None
     """The IMPLEMENTATION capability's argument (RFC 2449 §6.9)."""
     connection_factory: Callable[[POP3ServerOptions], ServerConnection] | None = None
-    """Builds the machine of each session, to set the machine options not listed here."""
+    """Builds the machine of each session, to set the machine options not listed here:
+    start from ``options.build_connection(...)``, the server's own machine. The server
+    sets each session's ``sasl_mechanisms`` and ``require_tls`` on whatever machine it
+    gives; one whose STLS disagrees with ``ssl_context`` is refused: ``ValueError`` when
+    the server is made, ``-ERR [SYS/TEMP]`` for a session, as for a factory that raises."""
     proxy_protocol_from: Sequence[str] = ()
     """Read HAProxy's PROXY protocol header (v1 or v2, :mod:`smtpcore.proxy`) before the
     greeting and take the client's address from it, as Dovecot's
@@ -191,6 +197,11 @@ class POP3ServerOptions:
     or networks (``"127.0.0.1"``, ``"10.0.0.0/8"``) and start with a valid header, read
     within ``timeouts.greeting``; any other is closed at once."""
     proxy_networks: tuple[Network, ...] = field(init=False, repr=False, compare=False)
+    store_logins: tuple[bool, bool] = field(
+        init=False, default=(True, True), repr=False, compare=False
+    )
+    """Whether the server's mailstore serves USER/PASS and APOP, set by the server that
+    runs these options (:class:`POP3ServerState`): the machine offers what it serves."""
 
     def __post_init__(self) -> None:
         checked_hostname(self.hostname)  # refused now, not at each session's greeting
@@ -208,6 +219,64 @@ class POP3ServerOptions:
             object.__setattr__(self, "proxy_networks", networks(self.proxy_protocol_from))
         except ValueError as exc:
             raise ValueError(f"proxy_protocol_from: {exc}") from None
+
+    @property
+    def stls(self) -> bool:
+        """Whether STLS is offered (RFC 2595 §4): with a context, unless TLS starts on
+        connect."""
+        return self.ssl_context is not None and not self.tls_on_connect
+
+    def build_connection(
+        self, machine: type[ServerConnection] = ServerConnection, /, **machine_options: Any
+    ) -> ServerConnection:
+        """For a ``connection_factory``: the machine this server builds (of the class
+        ``machine``), with ``machine_options``, keywords of its constructor that the
+        server does not set; one it sets is a ``ValueError`` naming the server's
+        keyword. The session's SASL mechanisms and ``require_tls`` (the mailstore's
+        and the client's) are set on the machine per session."""
+        refuse_server_keywords(machine_options, _POP3_SERVER_KEYWORDS)
+        user, apop = self.store_logins
+        return machine(
+            self.hostname,
+            user=user,
+            apop=apop,
+            stls=self.stls,
+            require_tls=self.require_tls is not False and self.stls,  # set per session
+            utf8=self.utf8,
+            pipelining=self.pipelining,
+            expire=self.expire,
+            login_delay=self.login_delay,
+            implementation=self.implementation,
+            **machine_options,
+        )
+
+    def check_connection(self, conn: ServerConnection) -> ServerConnection:
+        """``conn``, a machine a ``connection_factory`` built, once it offers STLS
+        exactly when the server does, else a ``ValueError`` naming ``stls``: STLS
+        without a context cannot start TLS, and none with one leaves logins in
+        plaintext."""
+        if not isinstance(conn, ServerConnection):
+            raise TypeError(
+                f"connection_factory gave {type(conn).__name__}, not a ServerConnection"
+            )
+        check_agreement(conn, {"stls": self.stls}, _POP3_SERVER_KEYWORDS)
+        return conn
+
+
+_POP3_SERVER_KEYWORDS: Final = {
+    "hostname": "hostname",
+    "user": "a mailstore with check_password",
+    "apop": "a mailstore with apop_secret",
+    "sasl_mechanisms": "a mailstore with sasl_mechanisms",
+    "stls": "ssl_context and tls_on_connect",
+    "require_tls": "require_tls",
+    "utf8": "utf8",
+    "pipelining": "pipelining",
+    "expire": "expire",
+    "login_delay": "login_delay",
+    "implementation": "implementation",
+}
+"""A machine option the POP3 server sets -> what sets it."""
 
 
 class POP3ServerKeywords(TypedDict, total=False):
@@ -257,6 +326,11 @@ class POP3ServerState(SessionRegistry["POP3ServerSession"]):
         self.user_login = kind.check_password is not Mailstore.check_password
         self.apop_login = kind.apop_secret is not Mailstore.apop_secret and store.apop
         self.sasl_login = kind.sasl_mechanisms is not Mailstore.sasl_mechanisms
+        object.__setattr__(options, "store_logins", (self.user_login, self.apop_login))
+        if options.connection_factory is not None:
+            # One machine now: a factory at odds with the server fails here, loudly,
+            # rather than at every connection.
+            options.check_connection(options.connection_factory(options))
 
     def new_session(self, transport: Link, peer: tuple[str, int] | None) -> POP3ServerSession:
         return POP3ServerSession(transport, self, peer)
@@ -328,31 +402,27 @@ class POP3ServerSession(ServedSession):
                     "closing the maildrop of %s failed", loggable(str(self.session.user))
                 )
 
-    async def _new_connection(self, client: tuple[str, int] | None) -> ServerConnection:
-        """The session's machine; ``client`` is who it is known to be (see
-        :meth:`_known_client`), for ``require_tls``'s default."""
+    def _new_connection(self) -> ServerConnection:
+        """The session's machine: the ``connection_factory``'s, checked against the
+        server (:meth:`POP3ServerOptions.check_connection`), or the server's own."""
         options = self.options
-        if options.connection_factory is not None:
-            return options.connection_factory(options)
+        factory = options.connection_factory
+        if factory is None:
+            return options.build_connection()
+        return options.check_connection(factory(options))
+
+    async def _set_for_session(
+        self, conn: ServerConnection, client: tuple[str, int] | None
+    ) -> None:
+        """What the server decides per session, on whatever machine it runs: the
+        store's mechanisms, and ``require_tls`` (by default, for a ``client`` off
+        loopback: see :meth:`_known_client`)."""
         self._sasl.mechanisms = await self._offered_mechanisms()
-        names = tuple(self._sasl.mechanisms)
-        stls = options.ssl_context is not None and not options.tls_on_connect
-        require_tls = options.require_tls
+        conn.sasl_mechanisms = tuple(self._sasl.mechanisms)  # more once TLS is up: _stls
+        require_tls = self.options.require_tls
         if require_tls is None:
-            require_tls = stls and not _is_loopback(client)
-        return ServerConnection(
-            options.hostname,
-            user=self.state.user_login,
-            apop=self.state.apop_login,
-            sasl_mechanisms=names,  # a store may offer more once TLS is up: see _stls
-            stls=stls,
-            require_tls=require_tls,
-            utf8=options.utf8,
-            pipelining=options.pipelining,
-            expire=options.expire,
-            login_delay=options.login_delay,
-            implementation=options.implementation,
-        )
+            require_tls = self.options.stls and not _is_loopback(client)
+        conn.require_tls = require_tls
 
     async def _offered_mechanisms(self) -> dict[str, MechanismFactory]:
         """The store's mechanisms for this session, SCRAM-SHA-256-PLUS only where the
@@ -388,7 +458,17 @@ class POP3ServerSession(ServedSession):
             # A stream that is TLS already (a trio.SSLStream, asyncio's start_server(ssl=)
             # given to serve_stream): the session is under TLS from its first byte.
             self.session.tls = self.transport.tls
-        conn = self.conn = await self._new_connection(client)
+        try:
+            conn = self.conn = self._new_connection()
+        except BaseException as exc:
+            if not self._call_failed(exc):
+                raise
+            # As a server that cannot serve (RFC 1939 §4 allows -ERR for the greeting).
+            logger.error("the session is refused: %s", describe_error(exc), exc_info=exc)
+            self.conn = options.build_connection()
+            self._goodbye(_UNAVAILABLE)
+            return
+        await self._set_for_session(conn, client)
         conn.tls = self.session.tls is not None
         if self.state.stopping:
             self._answer(_SHUTTING_DOWN)
@@ -593,11 +673,14 @@ class POP3ServerSession(ServedSession):
     async def _stls(self) -> None:
         conn = self.conn
         assert conn is not None
+        if self.options.ssl_context is None:  # a machine offering what the server cannot
+            self._answer(Err("TLS not available"))
+            return
         self._answer(Ok("Begin TLS negotiation"))
         await self._flush()
         await self._handshake()
         conn.tls_started()
-        if self.state.sasl_login and self.options.connection_factory is None:
+        if self.state.sasl_login:
             self._sasl.mechanisms = await self._offered_mechanisms()
             conn.sasl_mechanisms = tuple(self._sasl.mechanisms)
 

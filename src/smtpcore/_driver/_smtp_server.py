@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final, TypedDict
 
+from smtpcore._driver._factory import check_agreement, refuse_server_keywords
 from smtpcore._driver._listener import (
     BaseListener,
     ConnectionLost,
@@ -176,6 +177,35 @@ AuthConfig = Authenticator | Mapping[str, MechanismFactory]
 to offer by name, each with a factory of :class:`~smtpcore.sasl.ServerMechanism`."""
 
 
+ENFORCED: Final = (
+    "starttls",
+    "tls",
+    "require_tls",
+    "auth_require_tls",
+    "require_auth",
+    "max_auth_failures",
+    "max_message_size",
+    "lmtp",
+    "xclient",
+    "xforward",
+    "trusted_forwarder",
+)
+"""The machine options a ``connection_factory``'s machine must have as the server's
+own: its guards (STARTTLS and ``require_tls``, RFC 3207 §4; AUTH, RFC 4954; SIZE,
+RFC 1870; who may speak for another client, XCLIENT) and the shape of its replies
+(LMTP's one per recipient, RFC 2033 §4.2), which the driver relies on."""
+_SERVER_KEYWORDS: Final = {
+    "hostname": "hostname",
+    "starttls": "ssl_context and tls_on_connect",
+    "tls": "tls_on_connect (the server sets tls per session)",
+    "auth_mechanisms": "auth",
+    "xclient": "xclient_from",
+    "xforward": "xclient_from",
+    "trusted_forwarder": "xclient_from (the server decides per client)",
+}
+"""A machine option the server sets under another name -> that name."""
+
+
 def _submitter(value: str | None) -> str | None:
     """The mailbox of ``AUTH=xtext`` (RFC 4954 §5, xtext of RFC 3461 §4); None for ``<>``."""
     if value is None or value == "<>":
@@ -230,7 +260,11 @@ class ServerOptions:
     must then keep the message to verified TLS, or return it."""
     framing: FramingPolicy | None = None
     connection_factory: Callable[[ServerOptions], ServerConnection] | None = None
-    """Builds the machine of each session, to set the machine options not listed here."""
+    """Builds the machine of each session, to set the machine options not listed here:
+    start from ``options.build_connection(...)``, the server's own machine. A machine
+    that disagrees with the server's TLS, AUTH, SIZE, LMTP or XCLIENT settings
+    (:data:`ENFORCED`) is refused: ``ValueError`` when the server is made, and
+    ``421 4.3.0`` for a session, as for a factory that raises."""
     auth: AuthConfig | None = None
     """Offers SMTP AUTH (RFC 4954) with these credential checks or mechanisms."""
     auth_require_tls: bool = True
@@ -259,6 +293,8 @@ class ServerOptions:
     proxy_networks: tuple[Network, ...] = field(init=False, repr=False, compare=False)
     forwarder_networks: tuple[Network, ...] = field(init=False, repr=False, compare=False)
     """The mechanisms offered, by name, as ``auth`` gives them."""
+    _machine_options: Mapping[str, Any] = field(init=False, repr=False, compare=False)
+    """The machine's constructor keywords these options make (see :meth:`build_connection`)."""
     _machine_config: ServerConfig = field(init=False, repr=False, compare=False)
     """What every session's machine is built with, built once: a server's
     connections share it rather than each holding these options itself."""
@@ -299,37 +335,73 @@ class ServerOptions:
                 f"{', '.join(mechanisms)} need TLS, and there is no ssl_context: "
                 "give one, or pass auth_require_tls=False to offer them in plaintext"
             )
-        configured = ServerConnection(
-            self.hostname,
-            lmtp=self.lmtp,
-            dsn=self.dsn,
-            binarymime=self.binarymime,
-            limits=self.limits,
-            requiretls=self.requiretls,
-            xclient=bool(self.forwarder_networks),
-            xforward=bool(self.forwarder_networks),
-            max_recipients=self.max_recipients,
-            max_recipient_overshoot=self.max_recipient_overshoot,
-            max_junk_commands=self.max_junk_commands,
-            max_message_size=self.max_message_size,
-            framing=self.framing,
-            starttls=self.ssl_context is not None and not self.tls_on_connect,
-            require_tls=self.require_tls,
-            auth_mechanisms=list(mechanisms),
-            auth_require_tls=self.auth_require_tls,
-            require_auth=self.require_auth,
-            max_auth_failures=self.max_auth_failures,
-        )
+        machine_options: dict[str, Any] = {
+            "lmtp": self.lmtp,
+            "dsn": self.dsn,
+            "binarymime": self.binarymime,
+            "limits": self.limits,
+            "requiretls": self.requiretls,
+            "xclient": bool(self.forwarder_networks),
+            "xforward": bool(self.forwarder_networks),
+            "max_recipients": self.max_recipients,
+            "max_recipient_overshoot": self.max_recipient_overshoot,
+            "max_junk_commands": self.max_junk_commands,
+            "max_message_size": self.max_message_size,
+            "framing": self.framing,
+            "starttls": self.ssl_context is not None and not self.tls_on_connect,
+            "require_tls": self.require_tls,
+            "auth_mechanisms": list(mechanisms),
+            "auth_require_tls": self.auth_require_tls,
+            "require_auth": self.require_auth,
+            "max_auth_failures": self.max_auth_failures,
+        }
+        object.__setattr__(self, "_machine_options", machine_options)
+        configured = ServerConnection(self.hostname, **machine_options)
         object.__setattr__(self, "_machine_config", configured._config)
 
     def new_connection(self) -> ServerConnection:
-        if self.connection_factory is not None:
-            return self.connection_factory(self)
+        """A session's machine as the server builds it, with no ``connection_factory``."""
         # Every connection's machine shares one configuration (_machine_config), built
         # with the options: only the session's own state is made per connection.
         conn = ServerConnection.__new__(ServerConnection)
         conn._begin(self._machine_config)
         return conn
+
+    def build_connection(
+        self, machine: type[ServerConnection] = ServerConnection, /, **machine_options: Any
+    ) -> ServerConnection:
+        """For a ``connection_factory``: the machine this server builds (of the class
+        ``machine``, a :class:`~smtpcore.smtp.ServerConnection` subclass, say), with
+        ``machine_options``, keywords of its constructor that the server does not
+        set. One it sets (``starttls``, ``max_recipients``, ``auth_mechanisms``...)
+        is a ``ValueError`` naming the server's keyword: a factory never weakens the
+        server's TLS, AUTH or size settings."""
+        refuse_server_keywords(machine_options, self._machine_server_keywords())
+        return machine(self.hostname, **self._machine_options, **machine_options)
+
+    def check_connection(self, conn: ServerConnection) -> ServerConnection:
+        """``conn``, a machine a ``connection_factory`` built, once it agrees with the
+        server on what the server enforces (:data:`ENFORCED`; AUTH only with
+        mechanisms the server's ``auth`` runs), else a ``ValueError`` naming the
+        setting: a session on it would go without the server's guards."""
+        if not isinstance(conn, ServerConnection):
+            raise TypeError(
+                f"connection_factory gave {type(conn).__name__}, not a ServerConnection"
+            )
+        unknown = [name for name in conn.auth_mechanisms if name not in self.auth_mechanisms]
+        if unknown:
+            raise ValueError(
+                f"connection_factory: the machine's auth_mechanisms offer {', '.join(unknown)}, "
+                "which the server's auth does not run"
+            )
+        config = self._machine_config
+        check_agreement(conn, {name: getattr(config, name) for name in ENFORCED}, _SERVER_KEYWORDS)
+        return conn
+
+    def _machine_server_keywords(self) -> dict[str, str]:
+        """Every machine option the server sets -> the server keyword that sets it."""
+        names = (*self._machine_options, *_SERVER_KEYWORDS)
+        return {name: _SERVER_KEYWORDS.get(name, name) for name in names}
 
 
 class ServerKeywords(TypedDict, total=False):
@@ -390,6 +462,10 @@ class ServerState(SessionRegistry["ServerSession"]):
         )
         self.handler = handler
         self.options = options
+        if options.connection_factory is not None:
+            # One machine now: a factory at odds with the server fails here, loudly,
+            # rather than at every connection.
+            options.check_connection(options.connection_factory(options))
         # Replies every session may send, built once per server rather than per connection.
         self.unavailable = Reply(421, f"{options.hostname} Service not available", "4.3.0")
         self.bye = Reply(221, f"{options.hostname} Bye")
@@ -494,6 +570,7 @@ class ServerSession(ServedSession):
             await self._call("handle_close", (self.session,))
 
     async def _open(self) -> None:
+        served = self.options.connection_factory is None or self._machine_from_factory()
         # _known_client, its coroutine spared where no proxy is trusted: every
         # connection opens here.
         if self.state.proxy_networks:
@@ -512,18 +589,43 @@ class ServerSession(ServedSession):
             self.session.tls = tls
             self.conn.tls = True
         unavailable = self.state.unavailable
-        greeting = (
-            self.session.hostname is self.options.hostname  # see ServerState.unasked
-            and self.state.unasked.get("handle_connect")
-        ) or await self._ask(
-            "handle_connect",
-            (self.session,),
-            self.options.timeouts.greeting,
-            failed=unavailable,
-        )
+        if not served:
+            greeting = unavailable
+        else:
+            greeting = (
+                self.session.hostname is self.options.hostname  # see ServerState.unasked
+                and self.state.unasked.get("handle_connect")
+            ) or await self._ask(
+                "handle_connect",
+                (self.session,),
+                self.options.timeouts.greeting,
+                failed=unavailable,
+            )
         if self.state.stopping:
             greeting = Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2")
         self._answer(greeting, unavailable)
+
+    def _machine_from_factory(self) -> bool:
+        """Take the session's machine from the ``connection_factory``, checked against
+        the server (:meth:`ServerOptions.check_connection`). False when the factory
+        fails or its machine would go without the server's guards: logged, and the
+        session is refused with ``421 4.3.0`` on the server's own machine, as when
+        ``handle_connect`` fails (RFC 5321 §3.1)."""
+        options = self.options
+        assert options.connection_factory is not None
+        try:
+            conn = options.check_connection(options.connection_factory(options))
+        except BaseException as exc:
+            if not self._call_failed(exc):
+                raise
+            logger.error("the session is refused: %s", describe_error(exc), exc_info=exc)
+            return False
+        self.conn = conn
+        self._auth = _NO_AUTH
+        names = conn.auth_mechanisms
+        if names or options.auth_mechanisms:
+            self._offer_auth(names)
+        return True
 
     async def _close(self, timed_out: bool) -> bool:
         if timed_out:
@@ -1028,6 +1130,9 @@ class ServerSession(ServedSession):
         return None
 
     async def _starttls(self, command: StartTls) -> None:
+        if self.options.ssl_context is None:  # a machine offering what the server cannot
+            self._answer(Reply(454, "TLS not available", "4.7.0"))  # RFC 3207 §4
+            return
         self._answer(Reply(220, "Ready to start TLS"))
         try:
             rest = self._flush()
