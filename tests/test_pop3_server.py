@@ -390,6 +390,24 @@ class TestAuth:
         assert isinstance(receive(second, b"AUTH PLAIN\r\n"), BadCommand)
         assert "AUTH" not in greeted()._keywords
 
+    def test_offered_logins_and_stls_may_be_set_before_the_greeting(self) -> None:
+        """A server learns per session what its mailstore serves: USER and APOP set
+        on the machine before the greeting count, the APOP timestamp included (RFC
+        1939 §7); STLS set off is no command."""
+        conn = ServerConnection("pop.pqr.example", user=False, apop=False, stls=True)
+        conn.offers_user = conn.offers_apop = True
+        conn.stls = False
+        assert conn.offers_user and conn.offers_apop and not conn.stls
+        conn.send(conn.greeting(4242, 17))
+        assert conn.apop_timestamp == "<4242.17@pop.pqr.example>"
+        assert isinstance(receive(conn, b"USER mrose\r\n"), User)
+        conn.send(Err("no"))
+        assert isinstance(receive(conn, b"STLS\r\n"), BadCommand)
+        conn.send(Err("no"))
+        assert "STLS" not in conn.capabilities() and "USER" in conn.capabilities()
+        conn.offers_user = False
+        assert "USER" not in conn.capabilities() and not conn.offers_utf8
+
     def test_continuation_only_answers_auth(self) -> None:
         conn = logged_in()
         receive(conn, b"STAT\r\n")

@@ -14,7 +14,7 @@ import functools
 import re
 from collections.abc import Sequence
 from operator import attrgetter
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from smtpcore._dotstuff import DotEncoder
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
@@ -72,26 +72,35 @@ _NOT_LOGGED_IN: Final = Err("Not logged in")
 _WRONG_STATE: Final = Err("Command not valid in this state")
 
 
+class _Offered(NamedTuple):
+    """The optional commands a machine offers: the key of its command tables."""
+
+    user: bool
+    apop: bool
+    stls: bool
+    top: bool
+    uidl: bool
+    utf8: bool
+
+
 @functools.lru_cache(maxsize=64)
-def _command_tables(
-    user: bool, apop: bool, stls: bool, top: bool, uidl: bool, utf8: bool
-) -> tuple[dict[str, Parser], dict[str, Parser]]:
+def _command_tables(offered: _Offered) -> tuple[dict[str, Parser], dict[str, Parser]]:
     """The commands a session knows, by keyword, without AUTH and with it (AUTH is a
     command only while there are mechanisms to offer): built once per configuration
     and shared, never changed, by every connection of a server, which then holds
     no table of its own."""
     excluded = set()
-    if not user:
+    if not offered.user:
         excluded |= {"USER", "PASS"}
-    if not apop:
+    if not offered.apop:
         excluded.add("APOP")
-    if not stls:
+    if not offered.stls:
         excluded.add("STLS")
-    if not top:
+    if not offered.top:
         excluded.add("TOP")
-    if not uidl:
+    if not offered.uidl:
         excluded.add("UIDL")
-    if not utf8:
+    if not offered.utf8:
         excluded.add("UTF8")
     with_auth = {keyword: parse for keyword, parse in KEYWORDS.items() if keyword not in excluded}
     without_auth = {keyword: parse for keyword, parse in with_auth.items() if keyword != "AUTH"}
@@ -138,7 +147,6 @@ class ServerConnection:
         self.max_response_line = max_response_line
         self.max_bad_commands = max_bad_commands
         self.framing = framing or FramingPolicy()
-        self.stls = stls
         self.require_tls = require_tls
         self.pipelining = pipelining
         self.resp_codes = resp_codes
@@ -147,9 +155,10 @@ class ServerConnection:
         self.implementation = implementation
         self.extra_capabilities = tuple(listed("extra_capabilities", extra_capabilities))
 
-        self._command_tables = _command_tables(
+        self._offered = _Offered(
             bool(user), bool(apop), bool(stls), bool(top), bool(uidl), bool(utf8)
         )
+        self._command_tables = _command_tables(self._offered)
         self._keywords: dict[str, Parser]
         self.sasl_mechanisms = sasl_mechanisms  # AUTH is a command only with mechanisms
 
@@ -466,6 +475,48 @@ class ServerConnection:
     @sasl_mechanisms.setter
     def sasl_mechanisms(self, names: Sequence[str]) -> None:
         self._sasl_mechanisms = tuple(name.upper() for name in listed("sasl_mechanisms", names))
+        self._keywords = self._command_tables[bool(self._sasl_mechanisms)]
+
+    @property
+    def offers_user(self) -> bool:
+        """Whether USER and PASS are commands (the constructor's ``user``). May be set
+        before the greeting: a server learns per session what its mailstore serves."""
+        return self._offered.user
+
+    @offers_user.setter
+    def offers_user(self, value: bool) -> None:
+        self._offer(self._offered._replace(user=bool(value)))
+
+    @property
+    def offers_apop(self) -> bool:
+        """Whether APOP is a command (the constructor's ``apop``). Set before the
+        greeting, it decides whether the greeting carries a timestamp (RFC 1939 §7)."""
+        return self._offered.apop
+
+    @offers_apop.setter
+    def offers_apop(self, value: bool) -> None:
+        self._offer(self._offered._replace(apop=bool(value)))
+
+    @property
+    def stls(self) -> bool:
+        """Whether STLS is offered (RFC 2595 §4): a command, and a CAPA line until TLS
+        is up."""
+        return self._offered.stls
+
+    @stls.setter
+    def stls(self, value: bool) -> None:
+        self._offer(self._offered._replace(stls=bool(value)))
+
+    @property
+    def offers_utf8(self) -> bool:
+        """Whether UTF8 is offered (the constructor's ``utf8``, RFC 6856);
+        :attr:`utf8` says whether the client switched to it."""
+        return self._offered.utf8
+
+    def _offer(self, offered: _Offered) -> None:
+        """Offer the commands ``offered`` from the next command on."""
+        self._offered = offered
+        self._command_tables = _command_tables(offered)
         self._keywords = self._command_tables[bool(self._sasl_mechanisms)]
 
     @property
