@@ -49,7 +49,7 @@ class Recording(ServerConnection):
 
 def recording_factory(seen: list[type[Event]], **options: Any) -> Any:
     def factory(server_options: Any) -> ServerConnection:
-        conn = Recording(server_options.hostname, **options)
+        conn: Recording = server_options.build_connection(Recording, **options)
         conn.seen = seen
         return conn
 

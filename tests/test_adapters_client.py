@@ -576,17 +576,11 @@ def test_connection_refused(adapter: str) -> None:
         )
 
 
-def dsn_connection(options: Any) -> Any:
-    from smtpcore.smtp import ServerConnection
-
-    return ServerConnection(options.hostname, dsn=True)
-
-
 def test_mail_and_rcpt_parameters_reach_the_server(adapter: str) -> None:
     """DSN parameters (RFC 3461) as smtplib's mail_options and rcpt_options: the
     same for every RCPT, or per recipient through a function."""
     handler = Sink()
-    with running_smtp_server(adapter, handler, connection_factory=dsn_connection) as server:
+    with running_smtp_server(adapter, handler, dsn=True) as server:
         run(
             adapter,
             lambda: module(adapter).send_message(
@@ -693,7 +687,7 @@ def test_malformed_dsn_values_are_refused_before_mail(adapter: str) -> None:
                     MESSAGE, "a@abc.example", "bob@pqr.example", mail_params={"RET": "ALL"}
                 )
 
-    with running_smtp_server(adapter, Sink(), connection_factory=dsn_connection) as server:
+    with running_smtp_server(adapter, Sink(), dsn=True) as server:
         run(adapter, lambda: attempt(server.port))
 
 

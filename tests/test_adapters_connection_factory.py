@@ -1,11 +1,13 @@
-"""A server's ``connection_factory`` never weakens the server (SMTP and POP3).
+"""A server's ``connection_factory`` never changes what the server sets (SMTP, POP3).
 
 A factory starts from the server's own machine with ``options.build_connection``
-and changes only what the server does not set; a machine built by hand that
-disagrees with the server on a setting it enforces (TLS, AUTH, SIZE, LMTP,
-XCLIENT) is refused: at the server's start with ``ValueError``, and per
-connection with ``421 4.3.0`` (POP3: ``-ERR [SYS/TEMP]``), as a factory that
-raises is (RFC 5321 §3.1).
+and changes only what the server does not set. The factory is called as each
+session starts, never before; a machine built by hand that disagrees with the
+server on any option the server sets, weaker or stricter, is refused for that
+session with ``421 4.3.0`` (POP3: ``-ERR [SYS/TEMP]``) and an error logged, as a
+factory that raises is (RFC 5321 §3.1). What the server decides per session
+(SMTP's ``tls`` and ``trusted_forwarder``; POP3's logins and ``require_tls``) it
+sets on whatever machine runs the session.
 """
 
 from __future__ import annotations
@@ -99,17 +101,6 @@ def _smtp(adapter: str, client: bytes, **options: Any) -> list[bytes]:
     )
 
 
-def _varying(first: Callable[[Any], Any], then: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """A factory that builds with ``first`` at the server's start, with ``then`` after."""
-    calls: list[None] = []
-
-    def factory(options: Any) -> Any:
-        calls.append(None)
-        return (first if len(calls) == 1 else then)(options)
-
-    return factory
-
-
 def _raising(options: Any) -> Any:
     raise RuntimeError("the factory's own bug")
 
@@ -162,46 +153,114 @@ def test_build_connection_takes_a_subclass() -> None:
 @pytest.mark.parametrize(
     ("options", "machine", "named"),
     [
-        (GUARDED, {"max_recipients": 5}, "starttls"),  # the audit's repro
+        (GUARDED, {"max_recipients": 5}, "max_recipients"),  # the audit's repro
         ({}, {"starttls": True}, "starttls"),  # would hit STARTTLS with no context
         ({}, {"auth_mechanisms": ["PLAIN"], "auth_require_tls": False}, "auth_mechanisms"),
         ({"max_message_size": 1000}, {}, "max_message_size"),
         ({"lmtp": True}, {}, "lmtp"),
         ({}, {"xclient": True, "trusted_forwarder": True}, "xclient"),
-        ({}, {"tls": True}, "tls"),
+        # Every option the server sets, not only its guards.
+        ({"max_junk_commands": 5}, {}, "max_junk_commands"),
+        ({"dsn": True}, {}, "dsn"),
+        ({"limits": True}, {}, "limits"),
+        ({}, {"hostname": "other.test"}, "hostname"),
+        # Stricter is refused too: the server's setting is the one source of truth.
+        ({}, {"require_tls": True}, "require_tls"),
+        ({}, {"max_message_size": 1000}, "max_message_size"),
     ],
 )
 @ADAPTERS
-def test_a_machine_that_disagrees_with_the_server_is_refused_at_its_start(
-    adapter: str, options: dict[str, Any], machine: dict[str, Any], named: str
+def test_a_machine_that_disagrees_with_the_server_gets_421(
+    adapter: str,
+    options: dict[str, Any],
+    machine: dict[str, Any],
+    named: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     def factory(server_options: Any) -> ServerConnection:
-        return ServerConnection(server_options.hostname, **machine)
+        chosen = {"hostname": server_options.hostname, **machine}
+        return ServerConnection(chosen.pop("hostname"), **chosen)
 
-    mod = smtp_asyncio if adapter == "asyncio" else smtp_trio
-    with pytest.raises(ValueError, match=named):
-        mod.SMTPServer(Handler(), hostname="mx.test", connection_factory=factory, **options)
+    with caplog.at_level(logging.ERROR, logger="smtpcore.server"):
+        lines = _smtp(
+            adapter,
+            b"EHLO client.test\r\nMAIL FROM:<a@b.example>\r\n",
+            connection_factory=factory,
+            **options,
+        )
+    assert lines == [b"421 mx.test Service not available", b""]
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(
+        f"{named}=" in message and "options.build_connection()" in message for message in messages
+    ), messages
 
 
 @ADAPTERS
-def test_a_machine_that_disagrees_later_gets_421(
-    adapter: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    factory = _varying(
-        lambda options: ServerConnection(options.hostname),
-        lambda options: ServerConnection(options.hostname, starttls=True),
+def test_the_factory_is_called_per_session_only(adapter: str) -> None:
+    """Never when the server is made: a factory may need the session's running loop
+    (here ``current_task``, which raised out of ``SMTPServer(...)``)."""
+    calls: list[object] = []
+
+    def factory(options: Any) -> ServerConnection:
+        calls.append(
+            asyncio.current_task() if adapter == "asyncio" else trio.lowlevel.current_task()
+        )
+        built: ServerConnection = options.build_connection()
+        return built
+
+    lines = _smtp(adapter, b"QUIT\r\n", connection_factory=factory)
+    assert lines[0].startswith(b"220") and lines[1].startswith(b"221")
+    assert len(calls) == 1 and calls[0] is not None
+
+
+@ADAPTERS
+def test_a_hand_built_machine_agreeing_with_the_server_is_served(adapter: str) -> None:
+    """Options the server does not set are the machine's own; ``tls`` and
+    ``trusted_forwarder`` are not compared but set per session: here a machine that
+    says TLS is up and its client may speak for another gets neither, so MAIL waits
+    for STARTTLS and XCLIENT is no command for a client outside ``xclient_from``."""
+
+    def factory(options: Any) -> ServerConnection:
+        return ServerConnection(
+            options.hostname,
+            smtputf8=False,
+            starttls=True,
+            require_tls=True,
+            xclient=True,
+            xforward=True,
+            trusted_forwarder=True,
+            tls=True,
+        )
+
+    lines = _smtp(
+        adapter,
+        b"EHLO client.test\r\nXCLIENT ADDR=192.0.2.9\r\nMAIL FROM:<a@b.example>\r\nQUIT\r\n",
+        connection_factory=factory,
+        ssl_context=CONTEXT,
+        require_tls=True,
+        xclient_from=["10.0.0.0/8"],
     )
-    with caplog.at_level(logging.ERROR, logger="smtpcore.server"):
-        lines = _smtp(adapter, b"EHLO client.test\r\nSTARTTLS\r\n", connection_factory=factory)
-    assert lines == [b"421 mx.test Service not available", b""]
-    assert any("starttls" in record.getMessage() for record in caplog.records)
+    assert lines[0].startswith(b"220") and b"250 STARTTLS" in lines
+    assert not any(b"SMTPUTF8" in line or b"XCLIENT" in line for line in lines[:-4])
+    assert lines[-4].startswith(b"500 5.5.2")  # XCLIENT: not for this client
+    assert lines[-3].startswith(b"530 5.7.0")  # MAIL before STARTTLS
+    assert lines[-2].startswith(b"221")
+
+
+def test_check_connection_compares_options_as_the_machine_takes_them() -> None:
+    """An implicit-TLS server's machine is one with ``tls=True`` (the driver sets it
+    anyway); ``0`` and ``None`` are both no SIZE limit (RFC 1870 §4)."""
+    options = smtp_asyncio.ServerOptions(
+        hostname="mx.test", ssl_context=CONTEXT, tls_on_connect=True, max_message_size=0
+    )
+    conn = ServerConnection("mx.test", tls=True, max_message_size=None)
+    assert options.check_connection(conn) is conn
 
 
 @ADAPTERS
 def test_a_factory_that_raises_gets_421(adapter: str, caplog: pytest.LogCaptureFixture) -> None:
-    factory = _varying(lambda options: options.build_connection(), _raising)
     with caplog.at_level(logging.ERROR, logger="smtpcore.server"):
-        lines = _smtp(adapter, b"EHLO client.test\r\n", connection_factory=factory)
+        lines = _smtp(adapter, b"EHLO client.test\r\n", connection_factory=_raising)
     assert lines == [b"421 mx.test Service not available", b""]
     assert any(
         record.exc_info and "the factory's own bug" in str(record.exc_info[1])
@@ -270,12 +329,14 @@ def test_a_pop3_factory_built_on_the_server_machine_keeps_its_guards(adapter: st
 @ADAPTERS
 def test_a_hand_built_pop3_machine_gets_the_session_settings(adapter: str) -> None:
     """The mechanisms and require_tls are the session's (the store's and the client's):
-    the server sets them on whatever machine the factory gives."""
+    the server sets them on a machine that left them at their defaults."""
     lines = _pop3(
         adapter,
         b"CAPA\r\nUSER a\r\nQUIT\r\n",
         ssl_context=CONTEXT,
-        connection_factory=lambda options: pop3.ServerConnection(options.hostname, stls=True),
+        connection_factory=lambda options: pop3.ServerConnection(
+            options.hostname, stls=True, apop=False
+        ),
     )
     assert b"STLS" in lines and b"USER" not in lines
     assert any(line.startswith(b"-ERR") for line in lines[1:])
@@ -290,37 +351,96 @@ def test_pop3_build_connection_refuses_what_the_server_sets() -> None:
         options.build_connection(sasl_mechanisms=["PLAIN"])
 
 
+def test_pop3_build_connection_leaves_the_logins_to_the_server() -> None:
+    """Options of no server offer nothing a mailstore would decide: no USER, no APOP
+    timestamp (they were the last server's, or USER and APOP whatever the store)."""
+    options = smtp_asyncio.POP3ServerOptions(hostname="pop.test")
+    conn = options.build_connection()
+    assert "USER" not in conn.capabilities() and not conn.sasl_mechanisms
+    assert "<" not in conn.greeting(1, 2).text
+
+
+class ApopStore(Store):
+    """A store that serves APOP too."""
+
+    async def apop_secret(self, session: POP3Session, user: str) -> str | None:
+        return None
+
+
+@ADAPTERS
+def test_a_pop3_factory_machine_offers_the_store_logins(adapter: str) -> None:
+    """Set before the greeting: the APOP timestamp follows the store."""
+    lines = _lines(
+        adapter,
+        lambda mod: mod.POP3Server(
+            ApopStore(),
+            hostname="pop.test",
+            connection_factory=lambda options: options.build_connection(top=False),
+        ),
+        b"CAPA\r\nQUIT\r\n",
+    )
+    assert lines[0].startswith(b"+OK") and b"@pop.test>" in lines[0]
+    assert b"USER" in lines and b"TOP" not in lines
+
+
 @pytest.mark.parametrize(
-    ("options", "machine"),
-    [({"ssl_context": CONTEXT}, {}), ({}, {"stls": True})],
+    ("options", "machine", "named"),
+    [
+        ({"ssl_context": CONTEXT}, {"apop": False}, "stls"),
+        ({}, {"stls": True, "apop": False}, "stls"),
+        ({}, {"utf8": True, "apop": False}, "offers_utf8"),
+        ({}, {"implementation": "other", "apop": False}, "implementation"),
+        # The store's logins: this one serves USER, and no APOP.
+        ({}, {}, "offers_apop"),
+        ({}, {"user": False, "apop": False}, "offers_user"),
+        # Never lowered: what the factory chose stricter stays, or the session goes.
+        ({"require_tls": False}, {"require_tls": True, "apop": False}, "require_tls"),
+        ({}, {"sasl_mechanisms": ["CRAM-MD5"], "apop": False}, "SASL"),
+    ],
 )
 @ADAPTERS
-def test_a_pop3_machine_that_disagrees_is_refused_at_the_start(
-    adapter: str, options: dict[str, Any], machine: dict[str, Any]
+def test_a_pop3_machine_that_disagrees_gets_sys_temp(
+    adapter: str,
+    options: dict[str, Any],
+    machine: dict[str, Any],
+    named: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    mod = smtp_asyncio if adapter == "asyncio" else smtp_trio
-    with pytest.raises(ValueError, match="stls"):
-        mod.POP3Server(
-            Store(),
-            hostname="pop.test",
+    with caplog.at_level(logging.ERROR, logger="smtpcore.pop3.server"):
+        lines = _pop3(
+            adapter,
+            b"CAPA\r\nUSER a\r\n",
             connection_factory=lambda o: pop3.ServerConnection(o.hostname, **machine),
             **options,
         )
-
-
-@pytest.mark.parametrize("later", ["raises", "disagrees"])
-@ADAPTERS
-def test_a_pop3_factory_that_fails_later_gets_sys_temp(
-    adapter: str, later: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    def disagreeing(options: Any) -> pop3.ServerConnection:
-        return pop3.ServerConnection(options.hostname, stls=True)
-
-    factory = _varying(
-        lambda options: options.build_connection(),
-        _raising if later == "raises" else disagreeing,
-    )
-    with caplog.at_level(logging.ERROR, logger="smtpcore.pop3.server"):
-        lines = _pop3(adapter, b"CAPA\r\n", connection_factory=factory)
     assert lines[0].startswith(b"-ERR [SYS/TEMP]") and lines[1:] == [b""]
-    assert caplog.records
+    assert any(named in record.getMessage() for record in caplog.records)
+
+
+@ADAPTERS
+def test_a_pop3_factory_that_raises_gets_sys_temp(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="smtpcore.pop3.server"):
+        lines = _pop3(adapter, b"CAPA\r\n", connection_factory=_raising)
+    assert lines[0].startswith(b"-ERR [SYS/TEMP]") and lines[1:] == [b""]
+    assert any(
+        record.exc_info and "the factory's own bug" in str(record.exc_info[1])
+        for record in caplog.records
+    )
+
+
+@ADAPTERS
+def test_the_pop3_factory_is_called_per_session_only(adapter: str) -> None:
+    calls: list[object] = []
+
+    def factory(options: Any) -> pop3.ServerConnection:
+        calls.append(
+            asyncio.current_task() if adapter == "asyncio" else trio.lowlevel.current_task()
+        )
+        built: pop3.ServerConnection = options.build_connection()
+        return built
+
+    lines = _pop3(adapter, b"QUIT\r\n", connection_factory=factory)
+    assert lines[0].startswith(b"+OK") and lines[1].startswith(b"+OK")
+    assert len(calls) == 1 and calls[0] is not None

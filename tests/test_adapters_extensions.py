@@ -91,7 +91,7 @@ class Counting(ServerConnection):
 
 def counting_factory(received: list[int], **options: Any) -> Any:
     def factory(server_options: Any) -> ServerConnection:
-        conn = Counting(server_options.hostname, **options)
+        conn: Counting = server_options.build_connection(Counting, **options)
         conn.received = received
         return conn
 

@@ -159,7 +159,7 @@ def test_plaintext_logins_are_refused_off_loopback_when_stls_is_offered(
     options = POP3ServerOptions(hostname="pop.test", ssl_context=context)
     state = POP3ServerState(MaildirStore(tmp_path, {"a": "b"}), options)
     session = state.new_session(_FakeTransport(peer), peer)  # type: ignore[arg-type]  # a stand-in
-    conn = session._new_connection()
-    asyncio.run(session._set_for_session(conn, peer))  # the client, as _known_client gives it
+    logins = asyncio.run(session._logins(peer))  # the client, as _known_client gives it
+    conn = options._session_connection(logins)
     assert conn.require_tls is required
     assert ("USER" in conn.capabilities()) is not required

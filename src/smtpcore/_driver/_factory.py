@@ -1,16 +1,17 @@
 """What a ``connection_factory`` may change in a server's machine, shared by the SMTP
 and POP3 servers.
 
-A server builds each session's machine with its own settings (TLS, AUTH, SIZE,
-...). A factory either starts from that machine (``options.build_connection``),
-which refuses a keyword the server sets, or builds its own, which the server
-checks against its settings: a machine that disagrees would run a session
-without the server's guards, so it is refused, never served.
+One rule for both: what the server sets is the server's. A factory starts from the
+server's machine (``options.build_connection``), which refuses a keyword the server
+sets, or builds its own, which must have every option the server sets as the server
+has it: a machine that disagrees, weaker or stricter, would run a session the
+server's settings do not describe, so it is refused, never served. What the server
+decides per session (SMTP's ``tls``, POP3's logins) it sets on every machine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 __all__ = ["check_agreement", "refuse_server_keywords"]
 
@@ -30,15 +31,18 @@ def refuse_server_keywords(
 
 
 def check_agreement(
-    conn: object, expected: Mapping[str, object], server_keywords: Mapping[str, str]
+    conn: object,
+    expected: Mapping[str, object],
+    server_keywords: Mapping[str, str],
+    read: Callable[[object, str], object] = getattr,
 ) -> None:
-    """``ValueError`` naming the first option on which the machine ``conn`` disagrees
-    with the values the server enforces (``expected``, by machine option)."""
+    """``ValueError`` naming the first attribute on which the machine ``conn`` (read
+    with ``read``) disagrees with the values the server sets (``expected``)."""
     for name, value in expected.items():
-        actual = getattr(conn, name)
+        actual = read(conn, name)
         if actual != value:
             raise ValueError(
                 f"connection_factory: the machine has {name}={actual!r} where the "
-                f"server's {server_keywords.get(name, name)} make it {value!r}: build it "
-                "with options.build_connection(), or set that on the server"
+                f"server's {server_keywords.get(name, name)} sets it to {value!r}: build "
+                "it with options.build_connection(), or set it on the server"
             )

@@ -18,7 +18,15 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from inspect import isawaitable
 from types import CoroutineType, GeneratorType
@@ -185,11 +193,11 @@ class POP3ServerOptions:
     implementation: str | None = None
     """The IMPLEMENTATION capability's argument (RFC 2449 §6.9)."""
     connection_factory: Callable[[POP3ServerOptions], ServerConnection] | None = None
-    """Builds the machine of each session, to set the machine options not listed here:
-    start from ``options.build_connection(...)``, the server's own machine. The server
-    sets each session's ``sasl_mechanisms`` and ``require_tls`` on whatever machine it
-    gives; one whose STLS disagrees with ``ssl_context`` is refused: ``ValueError`` when
-    the server is made, ``-ERR [SYS/TEMP]`` for a session, as for a factory that raises."""
+    """Builds the machine of each session, called as the session starts, to set the
+    machine options not listed here: start from ``options.build_connection(...)``.
+    What the server sets is the server's: a machine that disagrees with it, or offers
+    logins other than the mailstore's, is refused (``-ERR [SYS/TEMP]`` and a close,
+    logged), as when the factory raises. See :meth:`check_connection`."""
     proxy_protocol_from: Sequence[str] = ()
     """Read HAProxy's PROXY protocol header (v1 or v2, :mod:`smtpcore.proxy`) before the
     greeting and take the client's address from it, as Dovecot's
@@ -197,11 +205,6 @@ class POP3ServerOptions:
     or networks (``"127.0.0.1"``, ``"10.0.0.0/8"``) and start with a valid header, read
     within ``timeouts.greeting``; any other is closed at once."""
     proxy_networks: tuple[Network, ...] = field(init=False, repr=False, compare=False)
-    store_logins: tuple[bool, bool] = field(
-        init=False, default=(True, True), repr=False, compare=False
-    )
-    """Whether the server's mailstore serves USER/PASS and APOP, set by the server that
-    runs these options (:class:`POP3ServerState`): the machine offers what it serves."""
 
     def __post_init__(self) -> None:
         checked_hostname(self.hostname)  # refused now, not at each session's greeting
@@ -232,51 +235,100 @@ class POP3ServerOptions:
         """For a ``connection_factory``: the machine this server builds (of the class
         ``machine``), with ``machine_options``, keywords of its constructor that the
         server does not set; one it sets is a ``ValueError`` naming the server's
-        keyword. The session's SASL mechanisms and ``require_tls`` (the mailstore's
-        and the client's) are set on the machine per session."""
+        keyword. What the server decides per session (USER and APOP as its mailstore
+        serves them, the SASL mechanisms, ``require_tls``) is left off here, and set
+        on the machine before its greeting."""
         refuse_server_keywords(machine_options, _POP3_SERVER_KEYWORDS)
-        user, apop = self.store_logins
+        conn = self._session_connection(_NO_LOGINS, machine, machine_options)
+        setattr(conn, _LOGINS_LEFT_TO_SERVER, True)
+        return conn
+
+    def _session_connection(
+        self,
+        logins: _SessionLogins,
+        machine: type[ServerConnection] = ServerConnection,
+        machine_options: Mapping[str, Any] | None = None,
+    ) -> ServerConnection:
+        """The machine of a session with these ``logins``: what a server with no
+        ``connection_factory`` runs, built in one constructor call."""
         return machine(
             self.hostname,
-            user=user,
-            apop=apop,
+            user=logins.user,
+            apop=logins.apop,
+            sasl_mechanisms=logins.sasl_mechanisms,
+            require_tls=logins.require_tls,
             stls=self.stls,
-            require_tls=self.require_tls is not False and self.stls,  # set per session
             utf8=self.utf8,
             pipelining=self.pipelining,
             expire=self.expire,
             login_delay=self.login_delay,
             implementation=self.implementation,
-            **machine_options,
+            **(machine_options or {}),
         )
 
     def check_connection(self, conn: ServerConnection) -> ServerConnection:
-        """``conn``, a machine a ``connection_factory`` built, once it offers STLS
-        exactly when the server does, else a ``ValueError`` naming ``stls``: STLS
-        without a context cannot start TLS, and none with one leaves logins in
-        plaintext."""
+        """``conn``, a machine a ``connection_factory`` built, once it has every option
+        this server sets as the server has it, else a ``ValueError`` naming it: STLS
+        without a context cannot start TLS, none with one leaves logins in plaintext,
+        and the server's CAPA answer is the server's to make. (What it sets per
+        session is checked as the session starts.)"""
         if not isinstance(conn, ServerConnection):
             raise TypeError(
                 f"connection_factory gave {type(conn).__name__}, not a ServerConnection"
             )
-        check_agreement(conn, {"stls": self.stls}, _POP3_SERVER_KEYWORDS)
+        expected = {
+            "hostname": self.hostname,
+            "stls": self.stls,
+            "offers_utf8": self.utf8,
+            "pipelining": self.pipelining,
+            "expire": self.expire,
+            "login_delay": self.login_delay,
+            "implementation": self.implementation,
+        }
+        check_agreement(conn, expected, _POP3_SERVER_KEYWORDS)
         return conn
 
+
+@dataclass(frozen=True, slots=True)
+class _SessionLogins:
+    """What a POP3 server decides per session, from its mailstore and the client: the
+    logins the machine offers and whether they wait for TLS."""
+
+    user: bool
+    """USER and PASS: the mailstore checks passwords."""
+    apop: bool
+    """APOP: the mailstore gives APOP secrets."""
+    sasl_mechanisms: tuple[str, ...]
+    """The mailstore's mechanisms for this session."""
+    require_tls: bool
+    """``require_tls``, decided for this client."""
+
+
+_NO_LOGINS: Final = _SessionLogins(user=False, apop=False, sasl_mechanisms=(), require_tls=False)
+"""What ``build_connection`` builds with: nothing offered that the session's own values
+would not add."""
+_LOGINS_LEFT_TO_SERVER: Final = "_smtpcore_logins_left_to_server"
+"""The attribute that marks a machine of ``build_connection``, whose logins are
+placeholders the server replaces; a machine built by hand has chosen its own, which
+the server checks instead (see :meth:`POP3ServerSession._factory_connection`)."""
 
 _POP3_SERVER_KEYWORDS: Final = {
     "hostname": "hostname",
     "user": "a mailstore with check_password",
+    "offers_user": "mailstore (its check_password)",
     "apop": "a mailstore with apop_secret",
+    "offers_apop": "mailstore (its apop_secret and apop)",
     "sasl_mechanisms": "a mailstore with sasl_mechanisms",
     "stls": "ssl_context and tls_on_connect",
     "require_tls": "require_tls",
     "utf8": "utf8",
+    "offers_utf8": "utf8",
     "pipelining": "pipelining",
     "expire": "expire",
     "login_delay": "login_delay",
     "implementation": "implementation",
 }
-"""A machine option the POP3 server sets -> what sets it."""
+"""A machine option (or attribute) the POP3 server sets -> what sets it."""
 
 
 class POP3ServerKeywords(TypedDict, total=False):
@@ -326,11 +378,6 @@ class POP3ServerState(SessionRegistry["POP3ServerSession"]):
         self.user_login = kind.check_password is not Mailstore.check_password
         self.apop_login = kind.apop_secret is not Mailstore.apop_secret and store.apop
         self.sasl_login = kind.sasl_mechanisms is not Mailstore.sasl_mechanisms
-        object.__setattr__(options, "store_logins", (self.user_login, self.apop_login))
-        if options.connection_factory is not None:
-            # One machine now: a factory at odds with the server fails here, loudly,
-            # rather than at every connection.
-            options.check_connection(options.connection_factory(options))
 
     def new_session(self, transport: Link, peer: tuple[str, int] | None) -> POP3ServerSession:
         return POP3ServerSession(transport, self, peer)
@@ -402,27 +449,55 @@ class POP3ServerSession(ServedSession):
                     "closing the maildrop of %s failed", loggable(str(self.session.user))
                 )
 
-    def _new_connection(self) -> ServerConnection:
-        """The session's machine: the ``connection_factory``'s, checked against the
-        server (:meth:`POP3ServerOptions.check_connection`), or the server's own."""
-        options = self.options
-        factory = options.connection_factory
-        if factory is None:
-            return options.build_connection()
-        return options.check_connection(factory(options))
-
-    async def _set_for_session(
-        self, conn: ServerConnection, client: tuple[str, int] | None
-    ) -> None:
-        """What the server decides per session, on whatever machine it runs: the
-        store's mechanisms, and ``require_tls`` (by default, for a ``client`` off
-        loopback: see :meth:`_known_client`)."""
+    async def _logins(self, client: tuple[str, int] | None) -> _SessionLogins:
+        """What this session offers: the store's logins and mechanisms, and
+        ``require_tls`` (by default, for a ``client`` off loopback: see
+        :meth:`_known_client`)."""
         self._sasl.mechanisms = await self._offered_mechanisms()
-        conn.sasl_mechanisms = tuple(self._sasl.mechanisms)  # more once TLS is up: _stls
         require_tls = self.options.require_tls
         if require_tls is None:
             require_tls = self.options.stls and not _is_loopback(client)
-        conn.require_tls = require_tls
+        return _SessionLogins(
+            user=self.state.user_login,
+            apop=self.state.apop_login,
+            sasl_mechanisms=tuple(self._sasl.mechanisms),  # more once TLS is up: _stls
+            require_tls=require_tls,
+        )
+
+    def _factory_connection(self, logins: _SessionLogins) -> ServerConnection:
+        """The ``connection_factory``'s machine, checked against the server
+        (:meth:`POP3ServerOptions.check_connection`), with the session's ``logins``."""
+        options = self.options
+        assert options.connection_factory is not None
+        conn = options.check_connection(options.connection_factory(options))
+        if not getattr(conn, _LOGINS_LEFT_TO_SERVER, False):
+            self._check_hand_built(conn, logins)
+        conn.offers_user = logins.user
+        conn.offers_apop = logins.apop  # before the greeting: its APOP timestamp
+        conn.sasl_mechanisms = logins.sasl_mechanisms
+        conn.require_tls = logins.require_tls
+        return conn
+
+    @staticmethod
+    def _check_hand_built(conn: ServerConnection, logins: _SessionLogins) -> None:
+        """``ValueError`` for a machine built by hand whose logins the session's would
+        change: the server never lowers what a factory chose (its ``require_tls``, the
+        mechanisms it listed), nor offers logins the mailstore does not serve."""
+        expected = {"offers_user": logins.user, "offers_apop": logins.apop}
+        check_agreement(conn, expected, _POP3_SERVER_KEYWORDS)
+        if conn.require_tls and not logins.require_tls:
+            raise ValueError(
+                "connection_factory: the machine has require_tls=True where the server "
+                "does not require TLS of this client: set require_tls on the server"
+            )
+        named = conn.sasl_mechanisms
+        if named and set(named) != set(logins.sasl_mechanisms):
+            raise ValueError(
+                f"connection_factory: the machine offers SASL {' '.join(named)} where the "
+                f"mailstore offers {' '.join(logins.sasl_mechanisms) or 'none'}: leave "
+                "sasl_mechanisms to the server (options.build_connection()), or change "
+                "the mailstore's sasl_mechanisms"
+            )
 
     async def _offered_mechanisms(self) -> dict[str, MechanismFactory]:
         """The store's mechanisms for this session, SCRAM-SHA-256-PLUS only where the
@@ -458,17 +533,20 @@ class POP3ServerSession(ServedSession):
             # A stream that is TLS already (a trio.SSLStream, asyncio's start_server(ssl=)
             # given to serve_stream): the session is under TLS from its first byte.
             self.session.tls = self.transport.tls
-        try:
-            conn = self.conn = self._new_connection()
-        except BaseException as exc:
-            if not self._call_failed(exc):
-                raise
-            # As a server that cannot serve (RFC 1939 §4 allows -ERR for the greeting).
-            logger.error("the session is refused: %s", describe_error(exc), exc_info=exc)
-            self.conn = options.build_connection()
-            self._goodbye(_UNAVAILABLE)
-            return
-        await self._set_for_session(conn, client)
+        logins = await self._logins(client)
+        if options.connection_factory is None:
+            conn = self.conn = options._session_connection(logins)
+        else:
+            try:
+                conn = self.conn = self._factory_connection(logins)
+            except BaseException as exc:
+                if not self._call_failed(exc):
+                    raise
+                # As a server that cannot serve (RFC 1939 §4 allows -ERR for the greeting).
+                logger.error("the session is refused: %s", describe_error(exc), exc_info=exc)
+                self.conn = options._session_connection(_NO_LOGINS)
+                self._goodbye(_UNAVAILABLE)
+                return
         conn.tls = self.session.tls is not None
         if self.state.stopping:
             self._answer(_SHUTTING_DOWN)

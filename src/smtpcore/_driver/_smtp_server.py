@@ -177,23 +177,6 @@ AuthConfig = Authenticator | Mapping[str, MechanismFactory]
 to offer by name, each with a factory of :class:`~smtpcore.sasl.ServerMechanism`."""
 
 
-ENFORCED: Final = (
-    "starttls",
-    "tls",
-    "require_tls",
-    "auth_require_tls",
-    "require_auth",
-    "max_auth_failures",
-    "max_message_size",
-    "lmtp",
-    "xclient",
-    "xforward",
-    "trusted_forwarder",
-)
-"""The machine options a ``connection_factory``'s machine must have as the server's
-own: its guards (STARTTLS and ``require_tls``, RFC 3207 §4; AUTH, RFC 4954; SIZE,
-RFC 1870; who may speak for another client, XCLIENT) and the shape of its replies
-(LMTP's one per recipient, RFC 2033 §4.2), which the driver relies on."""
 _SERVER_KEYWORDS: Final = {
     "hostname": "hostname",
     "starttls": "ssl_context and tls_on_connect",
@@ -203,7 +186,15 @@ _SERVER_KEYWORDS: Final = {
     "xforward": "xclient_from",
     "trusted_forwarder": "xclient_from (the server decides per client)",
 }
-"""A machine option the server sets under another name -> that name."""
+"""A machine option the server sets under another name -> that name; the others it
+sets (see :meth:`ServerOptions.build_connection`) have the names of its own keywords."""
+
+
+def _option_value(machine: object, name: str) -> object:
+    """Option ``name`` of a machine or its configuration, as the server compares it:
+    ``max_message_size`` ``0`` and ``None`` both mean no limit (RFC 1870 §4)."""
+    value = getattr(machine, name)
+    return (value or None) if name == "max_message_size" else value
 
 
 def _submitter(value: str | None) -> str | None:
@@ -260,11 +251,11 @@ class ServerOptions:
     must then keep the message to verified TLS, or return it."""
     framing: FramingPolicy | None = None
     connection_factory: Callable[[ServerOptions], ServerConnection] | None = None
-    """Builds the machine of each session, to set the machine options not listed here:
-    start from ``options.build_connection(...)``, the server's own machine. A machine
-    that disagrees with the server's TLS, AUTH, SIZE, LMTP or XCLIENT settings
-    (:data:`ENFORCED`) is refused: ``ValueError`` when the server is made, and
-    ``421 4.3.0`` for a session, as for a factory that raises."""
+    """Builds the machine of each session, called as the session starts, to set the
+    machine options not listed here: start from ``options.build_connection(...)``.
+    What the server sets is the server's: a machine that disagrees with it, weaker
+    or stricter, is refused (``421 4.3.0`` and a close, logged), as when the factory
+    raises. See :meth:`check_connection`."""
     auth: AuthConfig | None = None
     """Offers SMTP AUTH (RFC 4954) with these credential checks or mechanisms."""
     auth_require_tls: bool = True
@@ -380,23 +371,25 @@ class ServerOptions:
         return machine(self.hostname, **self._machine_options, **machine_options)
 
     def check_connection(self, conn: ServerConnection) -> ServerConnection:
-        """``conn``, a machine a ``connection_factory`` built, once it agrees with the
-        server on what the server enforces (:data:`ENFORCED`; AUTH only with
-        mechanisms the server's ``auth`` runs), else a ``ValueError`` naming the
-        setting: a session on it would go without the server's guards."""
+        """``conn``, a machine a ``connection_factory`` built, once it has every option
+        the server sets (:meth:`build_connection`'s, ``hostname`` and the AUTH
+        mechanisms included) as the server has it, else a ``ValueError`` naming the
+        first that differs. Weaker, a session would go without the server's guards;
+        stricter, the server's settings would no longer say what it does: either is
+        set on the server. ``tls`` and ``trusted_forwarder`` are not compared: the
+        server sets them on every session's machine."""
         if not isinstance(conn, ServerConnection):
             raise TypeError(
                 f"connection_factory gave {type(conn).__name__}, not a ServerConnection"
             )
-        unknown = [name for name in conn.auth_mechanisms if name not in self.auth_mechanisms]
-        if unknown:
-            raise ValueError(
-                f"connection_factory: the machine's auth_mechanisms offer {', '.join(unknown)}, "
-                "which the server's auth does not run"
-            )
         config = self._machine_config
-        check_agreement(conn, {name: getattr(config, name) for name in ENFORCED}, _SERVER_KEYWORDS)
+        expected = {name: _option_value(config, name) for name in self._server_set()}
+        check_agreement(conn, expected, _SERVER_KEYWORDS, _option_value)
         return conn
+
+    def _server_set(self) -> tuple[str, ...]:
+        """The machine options the server sets, as the machine names them."""
+        return ("hostname", *self._machine_options)
 
     def _machine_server_keywords(self) -> dict[str, str]:
         """Every machine option the server sets -> the server keyword that sets it."""
@@ -462,10 +455,6 @@ class ServerState(SessionRegistry["ServerSession"]):
         )
         self.handler = handler
         self.options = options
-        if options.connection_factory is not None:
-            # One machine now: a factory at odds with the server fails here, loudly,
-            # rather than at every connection.
-            options.check_connection(options.connection_factory(options))
         # Replies every session may send, built once per server rather than per connection.
         self.unavailable = Reply(421, f"{options.hostname} Service not available", "4.3.0")
         self.bye = Reply(221, f"{options.hostname} Bye")
@@ -550,9 +539,10 @@ class ServerSession(ServedSession):
         """Whether the last wait for the client was between transactions."""
         self._chunk_failed = False
         self._auth = _NO_AUTH
-        names = self.conn.auth_mechanisms
-        if names or options.auth_mechanisms:
-            self._offer_auth(names)
+        # With a connection_factory, this machine only answers a refusal: the
+        # factory's, offered AUTH in _machine_from_factory, serves the session.
+        if options.auth_mechanisms and options.connection_factory is None:
+            self._offer_auth(self.conn.auth_mechanisms)
 
     # -- the loop ---------------------------------------------------------
 
@@ -578,8 +568,11 @@ class ServerSession(ServedSession):
             client = await self._client_from_proxy(timeouts.greeting, timeouts.command)
         else:
             client = self.session.peer
+        # tls and trusted_forwarder are the session's, set on whatever machine runs it.
         if self.options.forwarder_networks:
             self._trust_forwarder(client)
+        else:
+            self.conn.trusted_forwarder = False
         if self.options.tls_on_connect:
             await self._handshake()
             self.conn.tls = True
@@ -588,6 +581,8 @@ class ServerSession(ServedSession):
             # given to serve_stream): the session is under TLS from its first byte.
             self.session.tls = tls
             self.conn.tls = True
+        else:
+            self.conn.tls = False
         unavailable = self.state.unavailable
         if not served:
             greeting = unavailable
@@ -621,10 +616,8 @@ class ServerSession(ServedSession):
             logger.error("the session is refused: %s", describe_error(exc), exc_info=exc)
             return False
         self.conn = conn
-        self._auth = _NO_AUTH
-        names = conn.auth_mechanisms
-        if names or options.auth_mechanisms:
-            self._offer_auth(names)
+        if options.auth_mechanisms:
+            self._offer_auth(options._machine_config.auth_mechanisms)
         return True
 
     async def _close(self, timed_out: bool) -> bool:
