@@ -4,10 +4,11 @@ A factory starts from the server's own machine with ``options.build_connection``
 and changes only what the server does not set. The factory is called as each
 session starts, never before; a machine built by hand that disagrees with the
 server on any option the server sets, weaker or stricter, is refused for that
-session with ``421 4.3.0`` (POP3: ``-ERR [SYS/TEMP]``) and an error logged, as a
-factory that raises is (RFC 5321 §3.1). What the server decides per session
-(SMTP's ``tls`` and ``trusted_forwarder``; POP3's logins and ``require_tls``) it
-sets on whatever machine runs the session.
+session with a ``421`` greeting (POP3: ``-ERR [SYS/TEMP]``) and an error logged,
+as a factory that raises is (RFC 5321 §3.1), and so is a machine that is not new.
+What the server decides per session (SMTP's ``tls`` and ``trusted_forwarder``;
+POP3's logins and ``require_tls``) it sets on whatever machine runs the session,
+unless a factory chose them: then they are checked, never silently replaced.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import smtpcore.trio as smtp_trio
 from smtpcore import pop3
 from smtpcore.handler import Authenticator, Handler, TLSInfo
 from smtpcore.maildrop import Maildrop, MaildropError, Mailstore, MechanismFactory, POP3Session
-from smtpcore.smtp import ServerConnection
+from smtpcore.smtp import Reply, ServerConnection
 
 ADAPTERS = pytest.mark.parametrize("adapter", ["asyncio", "trio"])
 CONTEXT = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -287,6 +288,63 @@ def test_starttls_without_a_context_is_454(adapter: str) -> None:
     assert lines[-2].startswith(b"221")
 
 
+def _authenticated(conn: ServerConnection) -> None:
+    conn.authenticated = True
+
+
+def _greeted(conn: ServerConnection) -> None:
+    conn.send(Reply(220, "mx.test ready"))
+
+
+def _fed(conn: ServerConnection) -> None:
+    conn.receive_data(b"EHLO client.test\r\n")
+
+
+def _helloed(conn: ServerConnection) -> None:
+    conn.helo_name, conn.extended = "client.test", True
+
+
+@pytest.mark.parametrize(
+    ("used", "named"),
+    [
+        (_authenticated, "authenticated"),  # the review's repro: MAIL with no AUTH
+        (_greeted, "state"),
+        (_fed, "buffered"),
+        (_helloed, "extended"),
+    ],
+)
+@ADAPTERS
+def test_a_machine_that_is_not_new_gets_421(
+    adapter: str,
+    used: Callable[[ServerConnection], None],
+    named: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Options that agree are not enough: a machine already authenticated took MAIL and
+    RCPT on a ``require_auth`` server with no AUTH."""
+
+    def factory(options: Any) -> ServerConnection:
+        built: ServerConnection = options.build_connection()
+        used(built)
+        return built
+
+    with caplog.at_level(logging.ERROR, logger="smtpcore.server"):
+        lines = _smtp(
+            adapter,
+            b"EHLO client.test\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@y.example>\r\n",
+            connection_factory=factory,
+            auth=AUTH,
+            auth_require_tls=False,
+            require_auth=True,
+        )
+    assert lines == [b"421 mx.test Service not available", b""]
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(
+        "the machine is not new" in message and f"its {named} is" in message
+        for message in messages
+    ), messages
+
+
 # -- POP3 ------------------------------------------------------------------------
 
 
@@ -444,3 +502,41 @@ def test_the_pop3_factory_is_called_per_session_only(adapter: str) -> None:
     lines = _pop3(adapter, b"QUIT\r\n", connection_factory=factory)
     assert lines[0].startswith(b"+OK") and lines[1].startswith(b"+OK")
     assert len(calls) == 1 and calls[0] is not None
+
+
+def _pop3_greeted(conn: pop3.ServerConnection) -> None:
+    conn.send(conn.greeting())
+
+
+def _pop3_fed(conn: pop3.ServerConnection) -> None:
+    conn.receive_data(b"USER a\r\n")
+
+
+def _pop3_with_user(conn: pop3.ServerConnection) -> None:
+    conn.user = "a"
+
+
+@pytest.mark.parametrize(
+    ("used", "named"),
+    [(_pop3_greeted, "state"), (_pop3_fed, "buffered"), (_pop3_with_user, "user")],
+)
+@ADAPTERS
+def test_a_pop3_machine_that_is_not_new_gets_sys_temp(
+    adapter: str,
+    used: Callable[[pop3.ServerConnection], None],
+    named: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def factory(options: Any) -> pop3.ServerConnection:
+        built: pop3.ServerConnection = options.build_connection()
+        used(built)
+        return built
+
+    with caplog.at_level(logging.ERROR, logger="smtpcore.pop3.server"):
+        lines = _pop3(adapter, b"CAPA\r\nUSER a\r\n", connection_factory=factory)
+    assert lines[0].startswith(b"-ERR [SYS/TEMP]") and lines[1:] == [b""]
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(
+        "the machine is not new" in message and f"its {named} is" in message
+        for message in messages
+    ), messages

@@ -6,14 +6,16 @@ server's machine (``options.build_connection``), which refuses a keyword the ser
 sets, or builds its own, which must have every option the server sets as the server
 has it: a machine that disagrees, weaker or stricter, would run a session the
 server's settings do not describe, so it is refused, never served. What the server
-decides per session (SMTP's ``tls``, POP3's logins) it sets on every machine.
+decides per session (SMTP's ``tls``, POP3's logins) it sets on every machine. And
+either machine must be new: one that a session (or the factory) has already moved
+on would start past the server's guards.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-__all__ = ["check_agreement", "refuse_server_keywords"]
+__all__ = ["check_agreement", "check_new", "refuse_server_keywords"]
 
 
 def refuse_server_keywords(
@@ -45,4 +47,21 @@ def check_agreement(
                 f"connection_factory: the machine has {name}={actual!r} where the "
                 f"server's {server_keywords.get(name, name)} sets it to {value!r}: build "
                 "it with options.build_connection(), or set it on the server"
+            )
+
+
+def check_new(conn: object, new: object, session_state: Iterable[str]) -> None:
+    """``ValueError`` naming the first of ``session_state`` (what a machine shows of
+    the session it has run: its state, whether the client authenticated, bytes
+    received...) on which ``conn`` differs from ``new``, a machine no session has used.
+    The options agreeing is not enough: a machine already authenticated, greeted or
+    holding a client's bytes would serve MAIL with no AUTH, or commands the server
+    never read."""
+    for name in session_state:
+        actual, expected = getattr(conn, name), getattr(new, name)
+        if actual != expected:
+            raise ValueError(
+                f"connection_factory: the machine is not new: its {name} is {actual!r} "
+                f"where a new machine's is {expected!r}: return a machine no session has "
+                "used, as options.build_connection() gives"
             )

@@ -32,7 +32,7 @@ from inspect import isawaitable
 from types import CoroutineType, GeneratorType
 from typing import TYPE_CHECKING, Any, Final, TypedDict, TypeVar
 
-from smtpcore._driver._factory import check_agreement, refuse_server_keywords
+from smtpcore._driver._factory import check_agreement, check_new, refuse_server_keywords
 from smtpcore._driver._listener import (
     BaseListener,
     ConnectionLost,
@@ -195,9 +195,9 @@ class POP3ServerOptions:
     connection_factory: Callable[[POP3ServerOptions], ServerConnection] | None = None
     """Builds the machine of each session, called as the session starts, to set the
     machine options not listed here: start from ``options.build_connection(...)``.
-    What the server sets is the server's: a machine that disagrees with it, or offers
-    logins other than the mailstore's, is refused (``-ERR [SYS/TEMP]`` and a close,
-    logged), as when the factory raises. See :meth:`check_connection`."""
+    What the server sets is the server's: a machine that disagrees with it, offers
+    logins other than the mailstore's, or is not new, is refused (``-ERR [SYS/TEMP]``
+    and a close, logged), as when the factory raises. See :meth:`check_connection`."""
     proxy_protocol_from: Sequence[str] = ()
     """Read HAProxy's PROXY protocol header (v1 or v2, :mod:`smtpcore.proxy`) before the
     greeting and take the client's address from it, as Dovecot's
@@ -270,8 +270,10 @@ class POP3ServerOptions:
         """``conn``, a machine a ``connection_factory`` built, once it has every option
         this server sets as the server has it, else a ``ValueError`` naming it: STLS
         without a context cannot start TLS, none with one leaves logins in plaintext,
-        and the server's CAPA answer is the server's to make. (What it sets per
-        session is checked as the session starts.)"""
+        and the server's CAPA answer is the server's to make. The machine must also
+        be new (its :data:`_POP3_SESSION_STATE` a new machine's): a session begins at
+        its greeting. (What the server sets per session is checked as the session
+        starts.)"""
         if not isinstance(conn, ServerConnection):
             raise TypeError(
                 f"connection_factory gave {type(conn).__name__}, not a ServerConnection"
@@ -286,6 +288,7 @@ class POP3ServerOptions:
             "implementation": self.implementation,
         }
         check_agreement(conn, expected, _POP3_SERVER_KEYWORDS)
+        check_new(conn, self._session_connection(_NO_LOGINS), _POP3_SESSION_STATE)
         return conn
 
 
@@ -311,6 +314,10 @@ _LOGINS_LEFT_TO_SERVER: Final = "_smtpcore_logins_left_to_server"
 """The attribute that marks a machine of ``build_connection``, whose logins are
 placeholders the server replaces; a machine built by hand has chosen its own, which
 the server checks instead (see :meth:`POP3ServerSession._factory_connection`)."""
+_POP3_SESSION_STATE: Final = ("state", "buffered", "user", "utf8", "apop_timestamp")
+"""What a machine shows of the session it has run (``tls`` aside: the server sets it):
+a factory's machine must have a new machine's values. Public session state added to
+the machine belongs here."""
 
 _POP3_SERVER_KEYWORDS: Final = {
     "hostname": "hostname",

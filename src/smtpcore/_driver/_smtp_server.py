@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final, TypedDict
 
-from smtpcore._driver._factory import check_agreement, refuse_server_keywords
+from smtpcore._driver._factory import check_agreement, check_new, refuse_server_keywords
 from smtpcore._driver._listener import (
     BaseListener,
     ConnectionLost,
@@ -190,6 +190,24 @@ _SERVER_KEYWORDS: Final = {
 sets (see :meth:`ServerOptions.build_connection`) have the names of its own keywords."""
 
 
+_SESSION_STATE: Final = (
+    "state",
+    "pending",
+    "buffered",
+    "authenticated",
+    "extended",
+    "helo_name",
+    "accepted_recipients",
+    "binary_transaction",
+    "forwarded_client",
+    "forwarded_message",
+)
+"""What a machine shows of the session it has run (``tls`` and ``trusted_forwarder``
+aside: the server sets them): a factory's machine must have a new machine's values
+(:meth:`ServerOptions.check_connection`). Public session state added to the machine
+belongs here."""
+
+
 def _option_value(machine: object, name: str) -> object:
     """Option ``name`` of a machine or its configuration, as the server compares it:
     ``max_message_size`` ``0`` and ``None`` both mean no limit (RFC 1870 §4)."""
@@ -254,8 +272,8 @@ class ServerOptions:
     """Builds the machine of each session, called as the session starts, to set the
     machine options not listed here: start from ``options.build_connection(...)``.
     What the server sets is the server's: a machine that disagrees with it, weaker
-    or stricter, is refused (``421 4.3.0`` and a close, logged), as when the factory
-    raises. See :meth:`check_connection`."""
+    or stricter, or that is not new, is refused (a ``421`` greeting and a close,
+    logged), as when the factory raises. See :meth:`check_connection`."""
     auth: AuthConfig | None = None
     """Offers SMTP AUTH (RFC 4954) with these credential checks or mechanisms."""
     auth_require_tls: bool = True
@@ -377,7 +395,9 @@ class ServerOptions:
         first that differs. Weaker, a session would go without the server's guards;
         stricter, the server's settings would no longer say what it does: either is
         set on the server. ``tls`` and ``trusted_forwarder`` are not compared: the
-        server sets them on every session's machine."""
+        server sets them on every session's machine. The machine must also be new
+        (its :data:`_SESSION_STATE` a new machine's): one already authenticated, say,
+        would take MAIL on a ``require_auth`` server with no AUTH."""
         if not isinstance(conn, ServerConnection):
             raise TypeError(
                 f"connection_factory gave {type(conn).__name__}, not a ServerConnection"
@@ -385,6 +405,7 @@ class ServerOptions:
         config = self._machine_config
         expected = {name: _option_value(config, name) for name in self._server_set()}
         check_agreement(conn, expected, _SERVER_KEYWORDS, _option_value)
+        check_new(conn, self.new_connection(), _SESSION_STATE)
         return conn
 
     def _server_set(self) -> tuple[str, ...]:
@@ -604,8 +625,9 @@ class ServerSession(ServedSession):
         """Take the session's machine from the ``connection_factory``, checked against
         the server (:meth:`ServerOptions.check_connection`). False when the factory
         fails or its machine would go without the server's guards: logged, and the
-        session is refused with ``421 4.3.0`` on the server's own machine, as when
-        ``handle_connect`` fails (RFC 5321 §3.1)."""
+        session is refused with a ``421`` greeting on the server's own machine, as when
+        ``handle_connect`` fails (RFC 5321 §3.1; no enhanced code before EHLO, RFC
+        2034)."""
         options = self.options
         assert options.connection_factory is not None
         try:
