@@ -345,6 +345,36 @@ def test_a_machine_that_is_not_new_gets_421(
     ), messages
 
 
+@ADAPTERS
+def test_the_auth_mechanisms_in_another_order_agree(adapter: str) -> None:
+    """The machine lists the mechanisms on EHLO in its own order; the set is what the
+    server's ``auth`` must run."""
+
+    def factory(options: Any) -> ServerConnection:
+        return ServerConnection(
+            options.hostname,
+            starttls=True,
+            auth_mechanisms=list(reversed(list(options.auth_mechanisms))),
+        )
+
+    lines = _smtp(
+        adapter,
+        b"EHLO client.test\r\nQUIT\r\n",
+        connection_factory=factory,
+        ssl_context=CONTEXT,
+        auth=AUTH,
+    )
+    assert lines[0].startswith(b"220") and lines[-2].startswith(b"221")
+    options = smtp_asyncio.ServerOptions(hostname="mx.test", auth=AUTH, auth_require_tls=False)
+    conn = ServerConnection("mx.test", auth_mechanisms=["LOGIN", "PLAIN"], auth_require_tls=False)
+    assert list(options.auth_mechanisms) == ["PLAIN", "LOGIN"]
+    assert options.check_connection(conn) is conn
+    with pytest.raises(ValueError, match="auth_mechanisms"):
+        options.check_connection(
+            ServerConnection("mx.test", auth_mechanisms=["LOGIN"], auth_require_tls=False)
+        )
+
+
 # -- POP3 ------------------------------------------------------------------------
 
 

@@ -210,9 +210,15 @@ belongs here."""
 
 def _option_value(machine: object, name: str) -> object:
     """Option ``name`` of a machine or its configuration, as the server compares it:
-    ``max_message_size`` ``0`` and ``None`` both mean no limit (RFC 1870 §4)."""
+    ``max_message_size`` ``0`` and ``None`` both mean no limit (RFC 1870 §4); the AUTH
+    mechanisms as a set, sorted, since the machine lists them on EHLO in its own order
+    while what matters is which the server's ``auth`` must run."""
     value = getattr(machine, name)
-    return (value or None) if name == "max_message_size" else value
+    if name == "max_message_size":
+        return value or None
+    if name == "auth_mechanisms":
+        return sorted(set(value))
+    return value
 
 
 def _submitter(value: str | None) -> str | None:
