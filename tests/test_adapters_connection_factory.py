@@ -570,3 +570,86 @@ def test_a_pop3_machine_that_is_not_new_gets_sys_temp(
         "the machine is not new" in message and f"its {named} is" in message
         for message in messages
     ), messages
+
+
+@ADAPTERS
+def test_a_pop3_factory_that_changes_the_placeholders_is_checked(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The review's repro: a factory turned USER off, required TLS and offered SCRAM
+    alone on its ``build_connection()`` machine, and a loopback client still saw USER
+    and SASL PLAIN LOGIN and got ``+OK`` to USER. Its choices are now judged as a
+    hand-built machine's: here they differ from what the server decides, so the
+    session is refused rather than its choices undone."""
+
+    def factory(options: Any) -> pop3.ServerConnection:
+        built: pop3.ServerConnection = options.build_connection()
+        built.offers_user = False
+        built.require_tls = True
+        built.sasl_mechanisms = ("SCRAM-SHA-256",)
+        return built
+
+    with caplog.at_level(logging.ERROR, logger="smtpcore.pop3.server"):
+        lines = _pop3(
+            adapter,
+            b"CAPA\r\nUSER a\r\nQUIT\r\n",
+            ssl_context=CONTEXT,
+            require_tls=False,
+            connection_factory=factory,
+        )
+    assert lines[0].startswith(b"-ERR [SYS/TEMP]") and lines[1:] == [b""]
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(
+        "offers_user" in message and "changed sasl_mechanisms, require_tls on" in message
+        for message in messages
+    ), messages
+
+
+@ADAPTERS
+def test_a_changed_build_connection_machine_that_agrees_is_served(adapter: str) -> None:
+    """A factory's choice the server's decision matches is kept: ``require_tls`` on,
+    for a client off loopback that the server asks TLS of anyway; the mechanisms the
+    mailstore offers, in another order."""
+
+    def factory(options: Any) -> pop3.ServerConnection:
+        built: pop3.ServerConnection = options.build_connection()
+        built.offers_user = True
+        built.require_tls = True
+        built.sasl_mechanisms = ("LOGIN", "PLAIN")
+        return built
+
+    lines = _pop3(
+        adapter, b"CAPA\r\nUSER a\r\nQUIT\r\n", ssl_context=CONTEXT, connection_factory=factory
+    )
+    assert lines[0].startswith(b"+OK") and b"STLS" in lines
+    assert b"USER" not in lines  # require_tls: logins wait for TLS
+    assert lines[-2].startswith(b"+OK")
+
+
+@ADAPTERS
+def test_a_stricter_change_to_a_build_connection_machine_is_refused(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``require_tls`` turned on by the factory where the server does not require it:
+    refused, as for a hand-built machine, not lowered to the server's."""
+
+    def factory(options: Any) -> pop3.ServerConnection:
+        built: pop3.ServerConnection = options.build_connection()
+        built.offers_user = True
+        built.require_tls = True
+        return built
+
+    with caplog.at_level(logging.ERROR, logger="smtpcore.pop3.server"):
+        lines = _pop3(
+            adapter,
+            b"CAPA\r\n",
+            ssl_context=CONTEXT,
+            require_tls=False,
+            connection_factory=factory,
+        )
+    assert lines[0].startswith(b"-ERR [SYS/TEMP]") and lines[1:] == [b""]
+    assert any(
+        "require_tls=True" in record.getMessage()
+        and "changed offers_user, require_tls" in record.getMessage()
+        for record in caplog.records
+    )

@@ -27,7 +27,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from inspect import isawaitable
 from types import CoroutineType, GeneratorType
 from typing import TYPE_CHECKING, Any, Final, TypedDict, TypeVar
@@ -236,11 +236,12 @@ class POP3ServerOptions:
         ``machine``), with ``machine_options``, keywords of its constructor that the
         server does not set; one it sets is a ``ValueError`` naming the server's
         keyword. What the server decides per session (USER and APOP as its mailstore
-        serves them, the SASL mechanisms, ``require_tls``) is left off here, and set
-        on the machine before its greeting."""
+        serves them, the SASL mechanisms, ``require_tls``) is left to placeholders
+        here, and set on the machine before its greeting, unless the factory changes
+        them: then they are its choice, checked as a hand-built machine's."""
         refuse_server_keywords(machine_options, _POP3_SERVER_KEYWORDS)
         conn = self._session_connection(_NO_LOGINS, machine, machine_options)
-        setattr(conn, _LOGINS_LEFT_TO_SERVER, True)
+        setattr(conn, _LOGIN_PLACEHOLDERS, _SessionLogins.of(conn))
         return conn
 
     def _session_connection(
@@ -306,14 +307,34 @@ class _SessionLogins:
     require_tls: bool
     """``require_tls``, decided for this client."""
 
+    @classmethod
+    def of(cls, conn: ServerConnection) -> _SessionLogins:
+        """The logins the machine ``conn`` offers now."""
+        return cls(
+            user=conn.offers_user,
+            apop=conn.offers_apop,
+            sasl_mechanisms=tuple(conn.sasl_mechanisms),
+            require_tls=conn.require_tls,
+        )
+
+    def changed(self, other: _SessionLogins) -> list[str]:
+        """The machine attributes whose values differ in ``other``."""
+        names = {"user": "offers_user", "apop": "offers_apop"}
+        return [
+            names.get(item.name, item.name)
+            for item in fields(self)
+            if getattr(self, item.name) != getattr(other, item.name)
+        ]
+
 
 _NO_LOGINS: Final = _SessionLogins(user=False, apop=False, sasl_mechanisms=(), require_tls=False)
 """What ``build_connection`` builds with: nothing offered that the session's own values
 would not add."""
-_LOGINS_LEFT_TO_SERVER: Final = "_smtpcore_logins_left_to_server"
-"""The attribute that marks a machine of ``build_connection``, whose logins are
-placeholders the server replaces; a machine built by hand has chosen its own, which
-the server checks instead (see :meth:`POP3ServerSession._factory_connection`)."""
+_LOGIN_PLACEHOLDERS: Final = "_smtpcore_login_placeholders"
+"""The attribute in which ``build_connection`` records the logins it gave its machine,
+placeholders. A machine that still has them gets the session's; one whose factory
+changed any, like one built by hand, has chosen its own, which the server checks and
+never silently replaces (see :meth:`POP3ServerSession._factory_connection`)."""
 _POP3_SESSION_STATE: Final = ("state", "buffered", "user", "utf8", "apop_timestamp")
 """What a machine shows of the session it has run (``tls`` aside: the server sets it):
 a factory's machine must have a new machine's values. Public session state added to
@@ -473,12 +494,26 @@ class POP3ServerSession(ServedSession):
 
     def _factory_connection(self, logins: _SessionLogins) -> ServerConnection:
         """The ``connection_factory``'s machine, checked against the server
-        (:meth:`POP3ServerOptions.check_connection`), with the session's ``logins``."""
+        (:meth:`POP3ServerOptions.check_connection`), with the session's ``logins``:
+        on a machine of ``build_connection`` that kept its placeholders, they are
+        the session's to fill; logins the factory chose (by hand, or by changing the
+        placeholders) are checked, one rule for both, never silently replaced."""
         options = self.options
         assert options.connection_factory is not None
         conn = options.check_connection(options.connection_factory(options))
-        if not getattr(conn, _LOGINS_LEFT_TO_SERVER, False):
-            self._check_hand_built(conn, logins)
+        placeholders = getattr(conn, _LOGIN_PLACEHOLDERS, None)
+        chosen = _SessionLogins.of(conn)
+        if chosen != placeholders:
+            try:
+                self._check_chosen_logins(conn, logins)
+            except ValueError as exc:
+                if placeholders is None:
+                    raise
+                raise ValueError(
+                    f"the factory changed {', '.join(placeholders.changed(chosen))} on its "
+                    "build_connection() machine, whose logins are then all its own, "
+                    f"checked as a hand-built machine's: {exc}"
+                ) from None
         conn.offers_user = logins.user
         conn.offers_apop = logins.apop  # before the greeting: its APOP timestamp
         conn.sasl_mechanisms = logins.sasl_mechanisms
@@ -486,10 +521,11 @@ class POP3ServerSession(ServedSession):
         return conn
 
     @staticmethod
-    def _check_hand_built(conn: ServerConnection, logins: _SessionLogins) -> None:
-        """``ValueError`` for a machine built by hand whose logins the session's would
-        change: the server never lowers what a factory chose (its ``require_tls``, the
-        mechanisms it listed), nor offers logins the mailstore does not serve."""
+    def _check_chosen_logins(conn: ServerConnection, logins: _SessionLogins) -> None:
+        """``ValueError`` for a machine whose logins the factory chose and the
+        session's would change: the server never lowers what a factory chose (its
+        ``require_tls``, the mechanisms it listed), nor offers logins the mailstore
+        does not serve."""
         expected = {"offers_user": logins.user, "offers_apop": logins.apop}
         check_agreement(conn, expected, _POP3_SERVER_KEYWORDS)
         if conn.require_tls and not logins.require_tls:
