@@ -882,3 +882,34 @@ def test_async_content_is_closed_when_the_message_stops(adapter: str, stop: str)
     with ScriptedServer(STOPS[stop]) as server:
         run(adapter, lambda: (go_asyncio if adapter == "asyncio" else go_trio)(server.port))
     assert seen == [True]
+
+
+def test_async_content_a_limits_split_refuses_is_closed(adapter: str) -> None:
+    """A server's LIMITS RCPTMAX splits the message into two transactions, which an
+    async iterator cannot be sent twice for: ``ValueError`` before MAIL, the session
+    going on, and the iterator (one piece read ahead) closed by then."""
+    mod = module(adapter)
+    limits = GREET.replace(
+        "S: 250 ENHANCEDSTATUSCODES", "S: 250-ENHANCEDSTATUSCODES\nS: 250 LIMITS RCPTMAX=1"
+    )
+    steps = script(limits + "C: QUIT\nS: 221 bye")
+    closed: list[bool] = []
+
+    async def pieces() -> AsyncIterator[bytes]:
+        try:
+            yield MESSAGE
+        finally:
+            closed.append(True)
+
+    content = pieces()
+
+    async def go(port: int) -> None:
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            with pytest.raises(ValueError, match="LIMITS"):
+                await client.send_message(
+                    content, "a@abc.example", ["b@pqr.example", "c@pqr.example"]
+                )
+            assert closed == [True]
+
+    with ScriptedServer(steps) as server:
+        run(adapter, lambda: go(server.port))

@@ -615,7 +615,6 @@ class BaseSMTPClient(BaseClient):
         if self._busy:  # as @one_call does, without a coroutine more to resume
             self._second_call()
         self._busy = True
-        content: Content = b""
         try:
             conn = self._conn
             if conn is None:
@@ -642,7 +641,7 @@ class BaseSMTPClient(BaseClient):
             limits = offer.limits
             # Outside the try: content _batches refuses (ValueError) is the caller's
             # mistake, found before anything is sent, and the session goes on.
-            plan = None if limits is None else self._batches(envelope.rcpts, content, limits)
+            plan = None if limits is None else await self._plan(envelope.rcpts, content, limits)
             try:  # as _closing_unless_refused does, without a coroutine more to resume
                 if limits is not None and plan is not None:
                     if limits.mail_max is not None and self._mails >= limits.mail_max:
@@ -663,14 +662,27 @@ class BaseSMTPClient(BaseClient):
                     mail, envelope.rcpts, content, chunked=chunked, forward=forward
                 )
             except BaseException as exc:
-                await self._end_unless_refused(exc)
+                try:
+                    await self._end_unless_refused(exc)
+                finally:  # an async iterator the message stopped reading (refused, cut)
+                    if type(content) is ReadAhead:
+                        await content.aclose()
                 raise
         finally:
-            try:
-                if type(content) is ReadAhead:  # an async iterator the message left unread
-                    await content.aclose()
-            finally:
-                self._busy = False
+            self._busy = False
+
+    async def _plan(
+        self, rcpts: Sequence[Rcpt], content: Content, limits: Limits
+    ) -> tuple[list[list[Rcpt]], list[Rcpt], set[str]]:
+        """:meth:`_batches`, and an async iterator of content closed when they refuse it
+        (one that cannot be sent twice): the caller's mistake ends the message before
+        anything is sent, and its ``finally`` runs now (PEP 525)."""
+        try:
+            return self._batches(rcpts, content, limits)
+        except ValueError:
+            if type(content) is ReadAhead:
+                await content.aclose()
+            raise
 
     def _batches(
         self, rcpts: Sequence[Rcpt], content: Content, limits: Limits
