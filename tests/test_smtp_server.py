@@ -612,6 +612,19 @@ def test_lmtp_refuses_ehlo() -> None:
     assert codes(out) == ["500 5.5.2"]
 
 
+@pytest.mark.parametrize(
+    ("lmtp", "expected"),
+    [(False, b"503 5.5.1 Send EHLO or HELO first\r\n"), (True, b"503 5.5.1 Send LHLO first\r\n")],
+)
+def test_a_command_before_the_hello_asks_for_the_hello_of_its_mode(
+    lmtp: bool, expected: bytes
+) -> None:
+    """RFC 2033 §4.1: LMTP refuses EHLO and HELO, so a command that needs the session
+    opened first asks for LHLO there, as the extension verbs' answer does."""
+    _, out = run(greeted(lmtp=lmtp), b"MAIL FROM:<a@b.example>\r\n")
+    assert out == expected
+
+
 def test_smtp_refuses_lhlo() -> None:
     _, out = run(greeted(), b"LHLO a.example\r\n")
     assert codes(out) == ["500 5.5.2"]

@@ -134,8 +134,12 @@ _NO_VALID_RECIPIENTS: Final = reply(554, "5.5.1", "No valid recipients")
 """DATA or BDAT with no recipient accepted (RFC 5321 §3.3 allows 503 or 554)."""
 _LMTP_NO_RECIPIENTS: Final = reply(503, "5.5.1", "No valid recipients")
 """The same in LMTP, where RFC 2033 §4.2 names 503."""
+_SEND_EHLO_OR_HELO: Final = reply(503, "5.5.1", "Send EHLO or HELO first")
+"""A command that needs the session opened first (RFC 5321 §4.1.4)."""
+_SEND_LHLO: Final = reply(503, "5.5.1", "Send LHLO first")
+"""The same in LMTP, which refuses EHLO and HELO (RFC 2033 §4.1)."""
 _SEQUENCE_ERRORS: Final[dict[tuple[str, State], Reply]] = {
-    ("MAIL", State.HELLO): reply(503, "5.5.1", "Send EHLO or HELO first"),
+    ("MAIL", State.HELLO): _SEND_EHLO_OR_HELO,
     ("MAIL", State.MAIL): reply(503, "5.5.1", "Nested MAIL command"),
     ("MAIL", State.RCPT): reply(503, "5.5.1", "Nested MAIL command"),
     ("MAIL", State.BDAT): reply(503, "5.5.1", "Nested MAIL command"),
@@ -151,6 +155,11 @@ _SEQUENCE_ERRORS: Final[dict[tuple[str, State], Reply]] = {
         for state in (State.MAIL, State.RCPT, State.BDAT)
     },
 }
+_IN_LMTP: Final[dict[Reply, Reply]] = {
+    _NO_VALID_RECIPIENTS: _LMTP_NO_RECIPIENTS,
+    _SEND_EHLO_OR_HELO: _SEND_LHLO,
+}
+"""The ``_SEQUENCE_ERRORS`` LMTP words otherwise: what it names or refuses differs."""
 _READING_COMMANDS: Final = frozenset(
     {State.NO_SERVICE, State.HELLO, State.READY, State.MAIL, State.RCPT, State.BDAT, State.AUTH}
 )
@@ -174,7 +183,6 @@ _OUT_OF_SEQUENCE: Final = reply(503, "5.5.1", "Bad sequence of commands")
 _NO_SERVICE: Final = reply(503, "5.5.1", "No service here; send QUIT")
 """Every command but QUIT after a 554 greeting (RFC 5321 §3.1)."""
 _SEND_EHLO: Final = reply(503, "5.5.1", "Send EHLO first")
-_SEND_LHLO: Final = reply(503, "5.5.1", "Send LHLO first")
 _BINARY_NEEDS_BDAT: Final = reply(503, "5.5.1", "BINARYMIME content must be sent with BDAT")
 _HELLO_VERBS: Final = frozenset({"EHLO", "HELO", "LHLO"})
 _BINARYMIME: Final = Body.BINARYMIME.value
@@ -1048,9 +1056,7 @@ class ServerConnection:
             return _NO_SERVICE
         found = _SEQUENCE_ERRORS.get((command.verb, state))
         if found is not None:
-            if found is _NO_VALID_RECIPIENTS and self._config.lmtp:
-                return _LMTP_NO_RECIPIENTS  # RFC 2033 §4.2: in LMTP, DATA MUST fail with 503
-            return found
+            return _IN_LMTP.get(found, found) if self._config.lmtp else found
         return _IN_TRANSACTION if state in _TRANSACTION_STATES else _NEED_MAIL
 
     # A command's own checks, once it is known and in sequence (see _CHECKS).
