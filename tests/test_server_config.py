@@ -33,6 +33,7 @@ from smtpcore.server.bounce import (
     ReportedRecipient,
     build_bounce,
     build_success_report,
+    seven_bit_form,
 )
 from smtpcore.server.cli import build_parser
 from smtpcore.server.config import (
@@ -64,7 +65,7 @@ def test_a_bounce_for_a_long_host_name_keeps_its_boundary_within_70_characters()
         now=0.0,
         failed=[FailedRecipient("c@d.example", "5.0.0", "refused")],
         original=b"Subject: x\r\n\r\nbody\r\n",
-    )
+    ).content
     message = email.message_from_bytes(raw, policy=email.policy.default)
     boundary = message.get_boundary()
     assert boundary is not None and 1 <= len(boundary) <= 70
@@ -668,13 +669,13 @@ def test_bounce_is_a_delivery_status_report() -> None:
             FailedRecipient("jörg@pqr.example", "4.4.7", "message expired after 5 days"),
         ],
         original=ORIGINAL,
-    )
+    ).content
     assert b"\n" not in raw.replace(b"\r\n", b"")
     message = _parse(raw)
     assert message.get_content_type() == "multipart/report"
-    assert message.get_param("report-type") == "delivery-status"
     assert message["To"] == "john@abc.example" and message["Auto-Submitted"] == "auto-replied"
     text, status, returned = message.iter_parts()
+    assert message.get_param("report-type") == "global-delivery-status"  # RFC 6522 §3
     assert "nobody@pqr.example" in text.get_content()
     # A UTF-8 address makes it an RFC 6533 report.
     assert status.get_content_type() == "message/global-delivery-status"
@@ -691,6 +692,68 @@ def test_bounce_is_a_delivery_status_report() -> None:
     assert ORIGINAL in raw
 
 
+@pytest.mark.parametrize(
+    ("utf8", "status_type"),
+    [(False, "message/delivery-status"), (True, "message/global-delivery-status")],
+)
+def test_a_report_type_is_the_subtype_of_its_status_part(utf8: bool, status_type: str) -> None:
+    """RFC 6522 §3: report-type names the second part's media subtype, so an RFC 6533
+    report is a ``global-delivery-status`` one."""
+    for raw in (
+        build_bounce(
+            reporting_mta="mx.abc.example",
+            recipient="john@abc.example",
+            queue_id="Q1",
+            arrival=0.0,
+            now=0.0,
+            failed=[FailedRecipient("nobody@pqr.example", "5.1.1", "550 5.1.1 no")],
+            original=ORIGINAL,
+            utf8=utf8,
+        ).content,
+        build_success_report(
+            reporting_mta="mx.abc.example",
+            recipient="john@abc.example",
+            queue_id="Q1",
+            arrival=0.0,
+            now=0.0,
+            reported=[ReportedRecipient("b@pqr.example", "2.0.0", "250 ok", action="relayed")],
+            original=ORIGINAL,
+            utf8=utf8,
+        ).content,
+    ):
+        message = _parse(raw)
+        status = list(message.iter_parts())[1]
+        assert status.get_content_type() == status_type
+        assert message.get_param("report-type") == status_type.partition("/")[2]
+
+
+def test_the_7bit_form_of_a_report_is_the_same_report_with_the_header_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 3461 §4.3, RFC 6152 §3: what the relay sends to a server without 8BITMIME.
+    An RFC 6533 report whose returned header is UTF-8 has none (it needs SMTPUTF8)."""
+    monkeypatch.setattr("smtpcore.server.bounce.secrets.token_hex", lambda n: "0" * 2 * n)
+
+    def bounce(original: bytes, *, headers_only: bool = False, utf8: bool = False) -> bytes:
+        return build_bounce(
+            reporting_mta="mx.abc.example",
+            recipient="john@abc.example",
+            queue_id="Q1",
+            arrival=0.0,
+            now=0.0,
+            failed=[FailedRecipient("nobody@pqr.example", "5.6.3", "554 5.6.3 no 8BITMIME")],
+            original=original,
+            headers_only=headers_only,
+            utf8=utf8,
+        ).content
+
+    seven_bit = seven_bit_form(bounce("Subject: x\r\n\r\ncafé\r\n".encode()))
+    assert seven_bit is not None and seven_bit.isascii()
+    assert seven_bit == bounce(b"Subject: x\r\n\r\n", headers_only=True)
+    assert seven_bit_form(bounce("Subject: ü\r\n\r\nx\r\n".encode(), utf8=True)) is None
+    assert seven_bit_form(ORIGINAL) is None  # not a report
+
+
 def test_a_utf8_report_keeps_lines_within_998_octets_and_says_8bit() -> None:
     """RFC 6532 §3.4: the line limit is in octets, and a UTF-8 diagnostic of 900
     characters is far more; RFC 2045 §6.1: a part without Content-Transfer-Encoding
@@ -704,7 +767,7 @@ def test_a_utf8_report_keeps_lines_within_998_octets_and_says_8bit() -> None:
         now=0.0,
         failed=[FailedRecipient("c@d.example", "5.0.0", f"550 5.0.0 {long_word}", "mx", True)],
         original="Subject: ü\r\n\r\nx\r\n".encode(),
-    )
+    ).content
     assert max(len(line) for line in raw.split(b"\r\n")) <= 998
     message = _parse(raw)
     assert message["Content-Transfer-Encoding"] == "8bit"
@@ -718,7 +781,7 @@ def test_a_utf8_report_keeps_lines_within_998_octets_and_says_8bit() -> None:
         now=0.0,
         failed=[FailedRecipient("c@d.example", "5.0.0", "refused")],
         original=ORIGINAL,
-    )
+    ).content
     assert b"Content-Transfer-Encoding" not in ascii_only
 
 
@@ -732,7 +795,7 @@ def test_a_large_message_comes_back_as_its_header() -> None:
         now=0.0,
         failed=[FailedRecipient("c@d.example", "5.0.0", "refused")],
         original=original,
-    )
+    ).content
     assert b"Content-Type: text/rfc822-headers" in raw
     assert b"Subject: big\r\n" in raw and b"xxxx" not in raw
     with pytest.raises(ValueError):
@@ -767,7 +830,7 @@ def test_a_success_report_returns_only_the_header() -> None:
         ],
         original=b"Subject: hi\r\n\r\nsecret body\r\n",
         envid="E+3D1",
-    )
+    ).content
     assert b"Subject: Successful Mail Delivery Report" in raw
     assert b"Original-Envelope-Id: E=1" in raw
     assert b"Original-Recipient: rfc822; b+x@pqr.example" in raw

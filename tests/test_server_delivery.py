@@ -61,6 +61,8 @@ class ScriptedSMTP:
     """The answer to every MAIL."""
     limits: bytes = b""
     """The LIMITS to offer in the EHLO reply (RFC 9422), such as ``RCPTMAX=1``."""
+    offers: tuple[bytes, ...] = (b"8BITMIME",)
+    """The other extensions the EHLO reply names (none: a 7-bit-only server)."""
     transactions: list[Transaction] = field(default_factory=list)
     connections: int = 0
 
@@ -92,9 +94,15 @@ class ScriptedSMTP:
             for line in lines:
                 verb = line[:4].upper()
                 if verb in (b"EHLO", b"HELO"):
-                    extra = b"250-DSN\r\n" if self.dsn else b""
-                    extra += b"250-LIMITS " + self.limits + b"\r\n" if self.limits else b""
-                    conn.sendall(b"250-scripted\r\n" + extra + b"250 8BITMIME\r\n")
+                    words = [b"scripted", *([b"DSN"] if self.dsn else [])]
+                    words += [b"LIMITS " + self.limits] if self.limits else []
+                    words += self.offers
+                    conn.sendall(
+                        b"".join(b"250-" + w + b"\r\n" for w in words[:-1])
+                        + b"250 "
+                        + words[-1]
+                        + b"\r\n"
+                    )
                 elif verb == b"MAIL":
                     sender = line.decode().split(":", 1)[1].strip().split()[0].strip("<>")
                     recipients, mail_line, rcpt_lines = [], line, []
@@ -424,6 +432,108 @@ def test_a_remote_sender_gets_its_bounce_queued(
     _, bounce = server.transactions
     assert bounce.sender == "" and bounce.recipients == ["mary@xyz.example"]
     assert b"multipart/report" in bounce.content
+
+
+def _bounce_from(
+    tmp_path: Path,
+    server: ScriptedSMTP,
+    message: bytes,
+    params: tuple[tuple[str, str | None], ...] = (),
+) -> Transaction:
+    """Queue ``message`` from mary@xyz.example to nobody@pqr.example as the SMTP listener
+    does; both domains' exchanger is ``server``, which refuses it: the bounce it gets."""
+    zone = ZONE + "xyz.example MX 10 mx.pqr.example\n"
+    setup = _setup(tmp_path, zone, server.port)
+
+    def bounced() -> list[Transaction]:
+        return [t for t in server.transactions if t.recipients == ["mary@xyz.example"]]
+
+    async def main() -> None:
+        spool = setup.queue.spool()
+        spool.write(message)
+        recipients = [QueuedRecipient("nobody@pqr.example")]
+        entry = setup.queue.prepare(spool, "mary@xyz.example", recipients, params=params).commit()
+        setup.worker.schedule(entry, new=True)
+        await _run_until(setup, lambda: _queue_empty(setup) and bool(bounced()), timeout=6)
+
+    asyncio.run(main())
+    (bounce,) = bounced()
+    assert bounce.sender == ""
+    return bounce
+
+
+EIGHT_BIT_BODY = (
+    b"From: mary@xyz.example\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    + "Café au lait\r\n".encode()
+)
+
+
+@pytest.mark.parametrize(
+    ("message", "returned_header"),
+    [
+        (EIGHT_BIT_BODY, b"Subject: =?utf-8?q?caf=C3=A9?=\r\n"),
+        # Raw 8-bit octets in the header of mail sent without SMTPUTF8, as old mailers
+        # send it: the header comes back quoted-printable (it is text/rfc822-headers).
+        (
+            EIGHT_BIT_BODY.replace(b"=?utf-8?q?caf=C3=A9?=", "café".encode()),
+            "Subject: café\r\n".encode(),
+        ),
+    ],
+)
+def test_the_bounce_of_8bit_mail_reaches_a_7bit_only_exchanger_with_the_header_only(
+    tmp_path: Path,
+    scripted: Callable[..., ScriptedSMTP],
+    caplog: pytest.LogCaptureFixture,
+    message: bytes,
+    returned_header: bytes,
+) -> None:
+    """RFC 5321 §6.1: the sender must hear of the failure, and the bounce (from <>) of a
+    failed bounce is never made. Returned whole, the 8-bit message made the bounce 8-bit,
+    which the relay cannot send to an exchanger without 8BITMIME (RFC 6152 §3). The
+    report the server made goes as RFC 3461 §4.3 lets it, with the header only; the
+    message itself is still refused 554 5.6.3 there."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    server = scripted([b"250 2.0.0 ok"], offers=())
+    bounce = _bounce_from(tmp_path, server, message, params=(("BODY", "8BITMIME"),))
+    assert bounce.content.isascii()
+    assert b"BODY=8BITMIME" not in bounce.mail_line
+    report = email.message_from_bytes(bounce.content, policy=email.policy.default)
+    assert isinstance(report, email.message.EmailMessage)
+    assert report.get_content_type() == "multipart/report"
+    assert report.get_param("report-type") == "delivery-status"
+    _text, status, returned = report.iter_parts()
+    assert "Status: 5.6.3" in status.as_string()
+    assert returned.get_content_type() == "text/rfc822-headers"
+    assert returned["Content-Description"] == "Undelivered message headers"
+    header = returned.get_payload(decode=True)
+    assert isinstance(header, bytes)
+    assert returned_header in header and b"au lait" not in header
+    assert "goes in its 7-bit form, the message returned with the header only" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("message", "params", "smtputf8"),
+    [
+        # An ASCII message that quotes an RFC 6533 report's part header.
+        (MESSAGE + b"Content-Type: message/global\r\n", (), False),
+        ("Subject: grüße\r\n\r\nx\r\n".encode(), (("SMTPUTF8", None),), True),
+    ],
+)
+def test_a_bounce_asks_for_smtputf8_when_it_is_an_rfc_6533_report(
+    tmp_path: Path,
+    scripted: Callable[..., ScriptedSMTP],
+    message: bytes,
+    params: tuple[tuple[str, str | None], ...],
+    smtputf8: bool,
+) -> None:
+    """The report says whether it follows RFC 6533 (its builder knows): what the returned
+    message quotes does not make it one."""
+    refused = {"nobody@pqr.example": b"550 5.1.1 no such user"}
+    server = scripted([b"250 2.0.0 ok"], refused, offers=(b"8BITMIME", b"SMTPUTF8"))
+    bounce = _bounce_from(tmp_path, server, message, params)
+    assert (b" SMTPUTF8" in bounce.mail_line) is smtputf8
+    assert (b"message/global-delivery-status" in bounce.content) is smtputf8
 
 
 def test_the_next_exchanger_is_tried_when_one_is_down(

@@ -809,7 +809,7 @@ def _report(**options: object) -> bytes:
         "failed": [ReportedRecipient("b@pqr.example", "5.1.1", "550 5.1.1 jösé unknown")],
         "original": "Subject: grüße\r\n\r\nbody\r\n".encode(),
     }
-    return build_bounce(**{**defaults, **options})  # type: ignore[arg-type]  # the table
+    return build_bounce(**{**defaults, **options}).content  # type: ignore[arg-type]  # the table
 
 
 def test_a_report_on_smtputf8_mail_is_global_with_raw_utf8() -> None:

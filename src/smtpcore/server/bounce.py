@@ -9,12 +9,16 @@ internationalised message (SMTPUTF8, or a UTF-8 address) follows RFC 6533:
 ``message/global-delivery-status`` with UTF-8 fields, ``message/global``
 or ``message/global-headers``, and addresses in ``utf-8;`` form. It goes to the original sender
 with the null reverse path, so that it can never cause a report of its own
-(RFC 5321 §4.5.5); mail that arrived with the null sender gets none.
+(RFC 5321 §4.5.5); mail that arrived with the null sender gets none. So a
+report that cannot be sent is lost: one that returns 8-bit content has a
+7-bit form (:func:`seven_bit_form`) for a server without 8BITMIME.
 """
 
 from __future__ import annotations
 
+import binascii
 import email.utils
+import re
 import secrets
 import textwrap
 from collections.abc import Sequence
@@ -26,10 +30,12 @@ from smtpcore.smtp import OriginalRecipient, decode_xtext
 __all__ = [
     "FailedRecipient",
     "MAX_RETURNED_MESSAGE",
+    "Report",
     "ReportedRecipient",
     "build_bounce",
     "build_delay_notice",
     "build_success_report",
+    "seven_bit_form",
 ]
 
 MAX_RETURNED_MESSAGE: Final = 256 * 1024
@@ -59,6 +65,16 @@ class ReportedRecipient:
 
 FailedRecipient = ReportedRecipient
 """What a bounce lists: a :class:`ReportedRecipient` whose action is ``failed``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A report as built: its wire form, and what the relay must know to send it."""
+
+    content: bytes
+    international: bool
+    """It follows RFC 6533 (``message/global-delivery-status``): it goes with SMTPUTF8.
+    Said by the builder, which chose it; what the returned message quotes never is."""
 
 
 def _embedded(text: str) -> str:
@@ -112,9 +128,138 @@ _GLOBAL_TYPES: Final = {
 """RFC 6533 §6: the media types of a report on an internationalised message."""
 
 
+_HEADERS_ONLY: Final = {
+    "message/rfc822": "text/rfc822-headers",
+    "message/global": "message/global-headers",
+}
+"""The type of a returned message's header alone, by the type of the whole (RFC 3462 §2,
+RFC 6533 §6.4)."""
+_WHOLE: Final = "Undelivered message"
+_HEADER_ONLY: Final = "Undelivered message headers"
+"""The descriptions of a bounce's returned part, whole or the header only."""
+_PREAMBLE: Final = "This is a MIME-encapsulated message."
+
+
 def _header_part(message: bytes) -> bytes:
     end = message.find(b"\r\n\r\n")
     return message if end < 0 else message[: end + 2]
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One part of a report: the text, the status, or the returned message."""
+
+    content_type: str
+    description: str
+    body: bytes
+    """In wire form, each line ending in CRLF (or empty)."""
+    quoted: bool = False
+    """``body`` is quoted-printable (RFC 2045 §6.7)."""
+
+    def seven_bit(self) -> _Part | None:
+        """This part with no 8-bit octet: as it is, or quoted-printable when its type is
+        text; None for a ``message`` type, which no encoding may hide (RFC 2046 §5.2.1;
+        an RFC 6533 one needs SMTPUTF8 anyway)."""
+        if self.body.isascii():
+            return self
+        if not self.content_type.startswith("text/"):
+            return None
+        quoted = binascii.b2a_qp(self.body, istext=True)
+        return replace(self, body=quoted, quoted=True)
+
+
+def _assemble(fields: Sequence[str], boundary: str, parts: Sequence[_Part]) -> bytes:
+    """A ``multipart/report`` in wire form: ``fields`` (the header but its MIME fields),
+    then ``parts``, the second being the status part, whose media subtype is the
+    report-type (RFC 6522 §3). A part that holds 8-bit octets says 8bit (RFC 2045 §6.1:
+    7bit is assumed), and so does the multipart that encloses it (RFC 2045 §6.4)."""
+    report_type = parts[1].content_type.partition("/")[2]
+    lines = [
+        *fields,
+        "MIME-Version: 1.0",
+        f"Content-Type: multipart/report; report-type={report_type};",
+        f'\tboundary="{boundary}"',
+    ]
+    if not all(part.body.isascii() for part in parts):
+        lines.append("Content-Transfer-Encoding: 8bit")
+    lines += ["", _PREAMBLE, ""]
+    wire = [("\r\n".join(lines) + "\r\n").encode("utf-8")]
+    for part in parts:
+        head = [
+            f"--{boundary}",
+            f"Content-Type: {part.content_type}",
+            f"Content-Description: {part.description}",
+        ]
+        if part.quoted:
+            head.append("Content-Transfer-Encoding: quoted-printable")
+        elif not part.body.isascii():
+            head.append("Content-Transfer-Encoding: 8bit")
+        wire += [("\r\n".join(head) + "\r\n\r\n").encode("utf-8"), part.body, b"\r\n"]
+    wire.append(f"--{boundary}--\r\n".encode("ascii"))
+    return b"".join(wire)
+
+
+_BOUNDARY: Final = re.compile(r'boundary="([^"]+)"')
+
+
+def _disassemble(report: bytes) -> tuple[list[str], str, list[_Part]] | None:
+    """What :func:`_assemble` made ``report`` from; None for anything else. The boundary
+    holds 64 random bits, so a returned message does not hold it by chance."""
+    end = report.find(b"\r\n\r\n")
+    try:
+        head = report[: max(end, 0)].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    found = _BOUNDARY.search(head)
+    if found is None:
+        return None
+    boundary = found.group(1)
+    fields: list[str] = []
+    mime = False
+    for line in head.split("\r\n"):
+        if not line.startswith(("\t", " ")):
+            name = line.partition(":")[0].lower()
+            mime = name == "mime-version" or name.startswith("content-")
+        if not mime:
+            fields.append(line)
+    pieces = report[end + 4 :].split(f"\r\n--{boundary}".encode("ascii"))
+    if len(pieces) != 5 or pieces[-1] != b"--\r\n":
+        return None
+    parts = []
+    for piece in pieces[1:-1]:
+        part_head, _, body = piece.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        values = {}
+        for line in part_head.decode("utf-8", "replace").split("\r\n"):
+            name, _, value = line.partition(":")
+            values[name.strip().lower()] = value.strip()
+        if values.get("content-transfer-encoding", "8bit") != "8bit":
+            return None  # not the form the builder writes
+        parts.append(
+            _Part(values.get("content-type", ""), values.get("content-description", ""), body)
+        )
+    return fields, boundary, parts
+
+
+def seven_bit_form(report: bytes) -> bytes | None:
+    """The 7-bit form of a report built here, for a server without 8BITMIME (RFC 6152
+    §3: convert it or return it; a report, from ``<>``, cannot be returned): the same
+    report with the returned message as its header only, as RFC 3461 §4.3 allows, and a
+    header that holds 8-bit octets quoted-printable (``text/rfc822-headers`` is text).
+    None when there is none: not a report of this module's, or an RFC 6533 one whose
+    status or header is UTF-8 (it needs SMTPUTF8, RFC 6533 §6)."""
+    found = _disassemble(report)
+    if found is None:
+        return None
+    fields, boundary, parts = found
+    returned = parts[2]
+    if returned.content_type in _HEADERS_ONLY:
+        returned = _Part(
+            _HEADERS_ONLY[returned.content_type], _HEADER_ONLY, _header_part(returned.body)
+        )
+    seven_bit = [part.seven_bit() for part in (parts[0], parts[1], returned)]
+    if None in seven_bit:
+        return None
+    return _assemble(fields, boundary, [part for part in seven_bit if part is not None])
 
 
 def build_bounce(
@@ -130,7 +275,7 @@ def build_bounce(
     headers_only: bool = False,
     expired_after: str | None = None,
     utf8: bool = False,
-) -> bytes:
+) -> Report:
     """The bounce for ``failed``, addressed to ``recipient`` (the original sender).
 
     ``original`` is the message as queued (wire form); ``arrival`` and
@@ -139,7 +284,6 @@ def build_bounce(
     ``expired_after`` (``5d``) says the message spent that long in the queue;
     each recipient's diagnostic is then its last error. ``utf8`` (the message
     came with SMTPUTF8) makes an RFC 6533 report, as any non-ASCII address does.
-    Returns the message in wire form.
     """
     if not failed:
         raise ValueError("a bounce needs at least one failed recipient")
@@ -153,10 +297,10 @@ def build_bounce(
             f" It was retried for {expired_after} without success; the last error "
             "for each recipient is below."
         )
-    returned, kind, description = original, "message/rfc822", "Undelivered message"
+    returned, kind, description = original, "message/rfc822", _WHOLE
     if headers_only or len(original) > MAX_RETURNED_MESSAGE:
         returned = _header_part(original)
-        kind, description = "text/rfc822-headers", "Undelivered message headers"
+        kind, description = _HEADERS_ONLY[kind], _HEADER_ONLY
     return _build_report(
         subject="Undelivered Mail Returned to Sender",
         explanation=explanation,
@@ -183,7 +327,7 @@ def build_success_report(
     original: bytes,
     envid: str | None = None,
     utf8: bool = False,
-) -> bytes:
+) -> Report:
     """The report asked for with ``NOTIFY=SUCCESS`` (RFC 3461 §4.1): ``reported`` were
     ``delivered`` here, or ``relayed`` to a server that does not speak DSN. Only the
     message's header comes back."""
@@ -222,7 +366,7 @@ def build_delay_notice(
     retry_until: float,
     envid: str | None = None,
     utf8: bool = False,
-) -> bytes:
+) -> Report:
     """The warning that mail is still waiting (RFC 3464 §2.3.3 ``Action: delayed``),
     sent once, as Postfix's ``delay_warning_time`` does: each of ``delayed`` with its
     last error and ``Will-Retry-Until`` (§2.3.7). Only the message's header comes
@@ -267,13 +411,12 @@ def _build_report(
     returned: tuple[bytes, str, str],
     retry_until: str | None = None,
     utf8: bool = False,
-) -> bytes:
+) -> Report:
     utf8 = utf8 or not recipient.isascii() or any(not r.address.isascii() for r in reported)
     # RFC 2046 §5.1.1: 1 to 70 characters; a long host name is cut short.
     boundary = f"{queue_id}.{secrets.token_hex(8)}/{reporting_mta}"[:70]
     arrival_date = email.utils.formatdate(arrival, localtime=True)
     date = email.utils.formatdate(now, localtime=True)
-    notification = ["Content-Type: text/plain; charset=utf-8", "Content-Description: Notification"]
     text = textwrap.wrap(explanation, 72)
     for item in reported:
         text.append("")
@@ -285,10 +428,10 @@ def _build_report(
             subsequent_indent="    ",
             break_on_hyphens=False,
         )
+    text += ["", "The delivery report and your message follow."]
     status_type = "message/delivery-status"
     if utf8:
         status_type = _GLOBAL_TYPES[status_type]
-    status_head = [f"Content-Type: {status_type}", "Content-Description: Delivery report"]
     status = []
     if envid is not None:  # RFC 3464 §2.2.1, decoded from xtext (RFC 3461 §6.3)
         status.append(f"Original-Envelope-Id: {_one_line(decode_xtext(envid), utf8)}")
@@ -318,36 +461,23 @@ def _build_report(
     content, content_type, description = returned
     if utf8:
         content_type = _GLOBAL_TYPES[content_type]
-    returned_head = [f"Content-Type: {content_type}", f"Content-Description: {description}"]
-    # RFC 2045 §6.1: a part says 8bit when it holds 8-bit octets (7bit is assumed),
-    # and so does the multipart that encloses it (RFC 2045 §6.4).
-    eight_bit = False
-    for part_head, ascii_only in (
-        (notification, all(line.isascii() for line in text)),
-        (status_head, all(line.isascii() for line in status)),
-        (returned_head, content.isascii()),
-    ):
-        if not ascii_only:
-            part_head.append("Content-Transfer-Encoding: 8bit")
-            eight_bit = True
-    lines = [
+    if content and not content.endswith(b"\r\n"):
+        content += b"\r\n"
+    fields = [
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
         f"To: <{recipient}>",
         f"Subject: {subject}",
         f"Date: {date}",
         f"Message-ID: <{queue_id}.{secrets.token_hex(6)}@{reporting_mta}>",
         "Auto-Submitted: auto-replied",  # RFC 3834 §5: no automatic answer to this
-        "MIME-Version: 1.0",
-        "Content-Type: multipart/report; report-type=delivery-status;",
-        f'\tboundary="{boundary}"',
     ]
-    if eight_bit:
-        lines.append("Content-Transfer-Encoding: 8bit")
-    lines += ["", "This is a MIME-encapsulated message.", "", f"--{boundary}", *notification, ""]
-    lines += text
-    lines += ["", "The delivery report and your message follow.", "", f"--{boundary}"]
-    lines += [*status_head, "", *status, "", f"--{boundary}", *returned_head, ""]
-    head = ("\r\n".join(lines) + "\r\n").encode("utf-8")
-    if content and not content.endswith(b"\r\n"):
-        content += b"\r\n"
-    return head + content + f"\r\n--{boundary}--\r\n".encode("ascii")
+    parts = [
+        _Part("text/plain; charset=utf-8", "Notification", _lines(text)),
+        _Part(status_type, "Delivery report", _lines(status)),
+        _Part(content_type, description, content),
+    ]
+    return Report(_assemble(fields, boundary, parts), international=utf8)
+
+
+def _lines(lines: Sequence[str]) -> bytes:
+    return "".join(f"{line}\r\n" for line in lines).encode("utf-8")

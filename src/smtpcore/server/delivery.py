@@ -14,7 +14,9 @@ recipient is:
   reply, and what the exchanger's announcements rule out before a word of
   the message is sent, which the client refuses with the reply RFC 3463
   names (a message over its SIZE, ``552 5.3.4``; UTF-8 to a server without
-  SMTPUTF8, ``553 5.6.7``; 8-bit content without 8BITMIME, ``554 5.6.3``);
+  SMTPUTF8, ``553 5.6.7``; 8-bit content without 8BITMIME, ``554 5.6.3``,
+  except a report of this server's, which goes in its 7-bit form instead,
+  :func:`~smtpcore.server.bounce.seven_bit_form`);
 - or deferred (4xx, a connection lost or refused, DNS trouble), and retried
   with exponential backoff and jitter between ``retry_after`` and
   ``max_retry_after`` (Postfix's ``minimal_backoff_time`` and
@@ -53,6 +55,7 @@ from smtpcore.routing import (
 )
 from smtpcore.server.bounce import (
     MAX_RETURNED_MESSAGE,
+    Report,
     ReportedRecipient,
     build_bounce,
     build_delay_notice,
@@ -541,7 +544,7 @@ class DeliveryWorker:
         report = await self._success_report(entry, content, owed)
         queued = await self.threads.run(
             self.queue.add,
-            report,
+            report.content,
             "",
             [self._report_recipient(entry.id, entry.sender)],
             params=_report_params(entry.sender, report, requiretls=entry.requiretls),
@@ -1126,7 +1129,7 @@ class DeliveryWorker:
 
     async def _success_report(
         self, entry: QueueEntry, content: QueuedContent, owed: Sequence[QueuedRecipient]
-    ) -> bytes:
+    ) -> Report:
         """The report ``NOTIFY=SUCCESS`` asked for: delivered here, or relayed to a
         server that does not speak DSN (RFC 3461 §6.2)."""
         return build_success_report(
@@ -1165,10 +1168,11 @@ class DeliveryWorker:
         return sender
 
     async def send_report(
-        self, queue_id: str, sender: str, report: bytes, kind: str, *, requiretls: bool = False
+        self, queue_id: str, sender: str, report: Report, kind: str, *, requiretls: bool = False
     ) -> None:
         """Hand a delivery status notification to ``sender``: into its mailbox when it
-        is local (a postmaster's when it has none), else into the queue, from ``<>``.
+        is local (a postmaster's when it has none), else into the queue, from ``<>``,
+        marked a report on ``queue_id`` (:attr:`QueueEntry.is_report`).
 
         ``requiretls``: the report is on a message that came with REQUIRETLS, and holds
         its header, so it is queued with REQUIRETLS as well (a "REQUIRETLS bounce
@@ -1183,25 +1187,28 @@ class DeliveryWorker:
                 logger.info(
                     "%s: sender <%s> has no mailbox; report to %s", queue_id, loggable(sender), key
                 )
-            path = await self.threads.run(self.mailboxes.deliver, key, "", report)
+            path = await self.threads.run(self.mailboxes.deliver, key, "", report.content)
             logger.info("%s: sender %s notification: delivered to %s", queue_id, kind, path)
             self.mailboxes.delivered(key, path, queue_id)
             return
         params = _report_params(sender, report, requiretls=requiretls)
-        queued = await self.threads.run(self.queue.add, report, "", [sender], params=params)
+        queued = await self.threads.run(
+            self.queue.add, report.content, "", [sender], params=params, report_on=queue_id
+        )
         logger.info("%s: sender %s notification: %s", queue_id, kind, queued.id)
         self.schedule(queued, new=True)
 
 
 def _report_params(
-    sender: str, report: bytes, *, requiretls: bool
+    sender: str, report: Report, *, requiretls: bool
 ) -> list[tuple[str, str | None]]:
-    """The MAIL parameters a queued report needs: an RFC 6533 report, or one to a UTF-8
-    address, needs SMTPUTF8 on the next hop; one on a REQUIRETLS message, REQUIRETLS."""
+    """The MAIL parameters a queued report needs: an RFC 6533 report (as its builder
+    says), or one to a UTF-8 address, needs SMTPUTF8 on the next hop; one on a
+    REQUIRETLS message, REQUIRETLS."""
     params: list[tuple[str, str | None]] = []
-    if not report.isascii():
+    if not report.content.isascii():
         params.append(("BODY", "8BITMIME"))
-    if not sender.isascii() or b"Content-Type: message/global" in report:
+    if not sender.isascii() or report.international:
         params.append(("SMTPUTF8", None))
     if requiretls:
         params.append(("REQUIRETLS", None))

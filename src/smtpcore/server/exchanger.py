@@ -17,6 +17,7 @@ each message gets is a :class:`~smtpcore.server.relay_tls.MessageTLS` (REQUIRETL
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import ssl
@@ -40,6 +41,7 @@ from smtpcore._errors import LocalProtocolError
 from smtpcore.address import Mailbox, parse_mailbox
 from smtpcore.asyncio import SMTPClient
 from smtpcore.routing import Attempt, RemoteDelivery
+from smtpcore.server.bounce import seven_bit_form
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import MessageTLS, RelayTLS, relay_tls_context
@@ -242,6 +244,19 @@ async def _needs_8bitmime(client: BaseSMTPClient, content: QueuedContent) -> Rep
     if await asyncio.to_thread(content.is_ascii):
         return None
     return Reply(554, "the server does not offer 8BITMIME, needed for 8-bit content", "5.6.3")
+
+
+def _seven_bit_report(entry: QueueEntry, content: QueuedContent) -> bytes | None:
+    """What goes instead of a report of this server's that :func:`_needs_8bitmime`
+    refuses: its 7-bit form (RFC 6152 §3 lets a server convert what it cannot send as
+    it is), or None. Being from ``<>``, a refused report would be lost unreported (RFC
+    5321 §4.5.5), where other mail comes back to its sender. The whole report is read:
+    it was built whole in memory, its returned message bounded
+    (:data:`~smtpcore.server.bounce.MAX_RETURNED_MESSAGE`)."""
+    if not entry.is_report:
+        return None
+    with content.open() as file:
+        return seven_bit_form(file.read())
 
 
 _FORWARDED_MAIL_PARAMS: Final = frozenset({"SMTPUTF8", "BODY", "RET", "ENVID", "REQUIRETLS"})
@@ -628,8 +643,20 @@ class ExchangerSession:
             )
 
         header = await asyncio.to_thread(content.header)
-        refusal = _needs_smtputf8(client, entry, header) or await _needs_8bitmime(client, content)
-        if refusal is not None:
+        refusal = _needs_smtputf8(client, entry, header)
+        converted: bytes | None = None  # what goes instead of the queued content
+        if refusal is None:
+            refusal = await _needs_8bitmime(client, content)
+            if refusal is not None:
+                converted = await asyncio.to_thread(_seven_bit_report, entry, content)
+        if converted is not None:
+            logger.info(
+                "%s: %s does not offer 8BITMIME: the report goes in its 7-bit form, the "
+                "message returned with the header only (RFC 3461 §4.3)",
+                entry.id,
+                loggable(relay),
+            )
+        elif refusal is not None:
             return dict.fromkeys(addresses, outcome(refusal, from_remote=False))
         sender: Mailbox | str = "" if not entry.sender else parse_mailbox(entry.sender)
         mail_params = _forwarded_mail_params(client, entry)
@@ -648,9 +675,13 @@ class ExchangerSession:
         # The content goes from the queue file in the client's chunks (DATA or BDAT),
         # so a message of any size needs no more memory than a chunk.
         try:
-            with await asyncio.to_thread(content.open) as file:
+            with (
+                contextlib.nullcontext(converted)
+                if converted is not None
+                else await asyncio.to_thread(content.open)
+            ) as message:
                 result = await client.send_message(
-                    file,
+                    message,
                     sender,
                     rcpts,
                     mail_params=mail_params,

@@ -126,10 +126,19 @@ class QueueEntry:
     held: bool = False
     """Put on hold by the operator (``queue hold``): not delivered until released."""
     report_on: str | None = None
-    """For a success report: the id of the entry it reports on, whose recipients in
-    ``reported`` owed it. :meth:`Queue.open` clears what they owe when a crash came
-    between queuing the report and recording it queued: it is never made twice."""
+    """For a report this server made (a bounce, a delay warning, a success report): the
+    id of the entry it reports on. For a success report, its recipients in ``reported``
+    owed it: :meth:`Queue.open` clears what they owe when a crash came between queuing
+    the report and recording it queued, so it is never made twice."""
     reported: tuple[str, ...] = ()
+
+    @property
+    def is_report(self) -> bool:
+        """A report this server made, from ``<>``: the relay may send it in its 7-bit
+        form (:func:`~smtpcore.server.bounce.seven_bit_form`) where the exchanger has
+        no 8BITMIME, for nothing would tell its sender otherwise (RFC 5321 §4.5.5).
+        One queued by an older version, with no ``report_on``, is not known as one."""
+        return not self.sender and self.report_on is not None
 
     @property
     def requiretls(self) -> bool:
@@ -638,7 +647,7 @@ class Queue:
         """Sync the spooled content and write the envelope beside it, not yet committed.
 
         A recipient given as a :class:`QueuedRecipient` keeps its DSN parameters;
-        ``report_on`` and ``reported`` mark a success report (:attr:`QueueEntry.report_on`)."""
+        ``report_on`` and ``reported`` mark a report made here (:attr:`QueueEntry.report_on`)."""
         spool.finish()
         unique: dict[str, QueuedRecipient] = {}
         for recipient in recipients:
