@@ -731,13 +731,20 @@ def test_the_7bit_form_of_a_report_is_the_same_report_with_the_header_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """RFC 3461 §4.3, RFC 6152 §3: what the relay sends to a server without 8BITMIME.
-    An RFC 6533 report whose returned header is UTF-8 has none (it needs SMTPUTF8)."""
+    An RFC 6533 report's UTF-8 parts go quoted-printable (RFC 6533 §6); one whose
+    own header is UTF-8 (to a UTF-8 address, which needs SMTPUTF8 anyway) has none."""
     monkeypatch.setattr("smtpcore.server.bounce.secrets.token_hex", lambda n: "0" * 2 * n)
 
-    def bounce(original: bytes, *, headers_only: bool = False, utf8: bool = False) -> bytes:
+    def bounce(
+        original: bytes,
+        *,
+        headers_only: bool = False,
+        utf8: bool = False,
+        recipient: str = "john@abc.example",
+    ) -> bytes:
         return build_bounce(
             reporting_mta="mx.abc.example",
-            recipient="john@abc.example",
+            recipient=recipient,
             queue_id="Q1",
             arrival=0.0,
             now=0.0,
@@ -750,7 +757,12 @@ def test_the_7bit_form_of_a_report_is_the_same_report_with_the_header_only(
     seven_bit = seven_bit_form(bounce("Subject: x\r\n\r\ncafé\r\n".encode()))
     assert seven_bit is not None and seven_bit.isascii()
     assert seven_bit == bounce(b"Subject: x\r\n\r\n", headers_only=True)
-    assert seven_bit_form(bounce("Subject: ü\r\n\r\nx\r\n".encode(), utf8=True)) is None
+    global_form = seven_bit_form(bounce("Subject: ü\r\n\r\nx\r\n".encode(), utf8=True))
+    assert global_form is not None and global_form.isascii()
+    assert b"Content-Type: message/global-headers\r\n" in global_form
+    assert b"quoted-printable\r\n\r\nSubject: =C3=BC\r\n" in global_form
+    to_utf8 = bounce("x\r\n\r\ncafé\r\n".encode(), recipient="jösé@abc.example")
+    assert seven_bit_form(to_utf8) is None
     assert seven_bit_form(ORIGINAL) is None  # not a report
 
 

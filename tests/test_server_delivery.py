@@ -9,6 +9,7 @@ import email.policy
 import errno
 import logging
 import os
+import quopri
 import re
 import socket
 import threading
@@ -439,9 +440,11 @@ def _bounce_from(
     server: ScriptedSMTP,
     message: bytes,
     params: tuple[tuple[str, str | None], ...] = (),
+    orcpt: str | None = None,
 ) -> Transaction:
-    """Queue ``message`` from mary@xyz.example to nobody@pqr.example as the SMTP listener
-    does; both domains' exchanger is ``server``, which refuses it: the bounce it gets."""
+    """Queue ``message`` from mary@xyz.example to nobody@pqr.example (with ``orcpt``) as
+    the SMTP listener does; both domains' exchanger is ``server``, which refuses it: the
+    bounce it gets."""
     zone = ZONE + "xyz.example MX 10 mx.pqr.example\n"
     setup = _setup(tmp_path, zone, server.port)
 
@@ -451,7 +454,7 @@ def _bounce_from(
     async def main() -> None:
         spool = setup.queue.spool()
         spool.write(message)
-        recipients = [QueuedRecipient("nobody@pqr.example")]
+        recipients = [QueuedRecipient("nobody@pqr.example", orcpt=orcpt)]
         entry = setup.queue.prepare(spool, "mary@xyz.example", recipients, params=params).commit()
         setup.worker.schedule(entry, new=True)
         await _run_until(setup, lambda: _queue_empty(setup) and bool(bounced()), timeout=6)
@@ -510,6 +513,47 @@ def test_the_bounce_of_8bit_mail_reaches_a_7bit_only_exchanger_with_the_header_o
     assert isinstance(header, bytes)
     assert returned_header in header and b"au lait" not in header
     assert "goes in its 7-bit form, the message returned with the header only" in caplog.text
+
+
+def test_the_bounce_of_smtputf8_mail_reaches_a_7bit_only_exchanger_quoted_printable(
+    tmp_path: Path,
+    scripted: Callable[..., ScriptedSMTP],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An RFC 6533 report (UTF-8 status and returned header) to a sender whose exchanger
+    offers neither SMTPUTF8 nor 8BITMIME: its own header is ASCII, so SMTPUTF8 is not
+    needed, and its 8-bit parts go quoted-printable (RFC 6533 §6.1, §6.3), the message
+    cut to its header as ``message/global-headers``, instead of a 554 5.6.3 that would
+    lose it (RFC 5321 §4.5.5)."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    server = scripted([b"250 2.0.0 ok"], offers=())
+    message = "From: mary@xyz.example\r\nSubject: café\r\n\r\nCafé au lait\r\n".encode()
+    params = (("BODY", "8BITMIME"), ("SMTPUTF8", None))
+    bounce = _bounce_from(tmp_path, server, message, params, orcpt="utf-8;jösé@pqr.example")
+    assert bounce.content.isascii()
+    assert bounce.mail_line == b"MAIL FROM:<>\r\n"
+    report = email.message_from_bytes(bounce.content, policy=email.policy.default)
+    assert isinstance(report, email.message.EmailMessage)
+    assert report.get_param("report-type") == "global-delivery-status"
+    _text, status, returned = report.iter_parts()
+    assert status.get_content_type() == "message/global-delivery-status"
+    assert returned.get_content_type() == "message/global-headers"
+    assert returned["Content-Description"] == "Undelivered message headers"
+
+    def decoded(part: email.message.EmailMessage) -> str:
+        # The email package parses a message/* part as a message whatever its encoding.
+        assert part["Content-Transfer-Encoding"] == "quoted-printable"
+        raw = part.get_content()
+        assert isinstance(raw, bytes)
+        return quopri.decodestring(raw).decode("utf-8")
+
+    fields = decoded(status)
+    assert "Original-Recipient: utf-8; jösé@pqr.example" in fields
+    assert "Final-Recipient: rfc822; nobody@pqr.example" in fields
+    assert "Status: 5.6.7" in fields
+    header = decoded(returned)
+    assert "Subject: café" in header and "au lait" not in header
+    assert "goes in its 7-bit form" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,9 @@ internationalised message (SMTPUTF8, or a UTF-8 address) follows RFC 6533:
 or ``message/global-headers``, and addresses in ``utf-8;`` form. It goes to the original sender
 with the null reverse path, so that it can never cause a report of its own
 (RFC 5321 §4.5.5); mail that arrived with the null sender gets none. So a
-report that cannot be sent is lost: one that returns 8-bit content has a
-7-bit form (:func:`seven_bit_form`) for a server without 8BITMIME.
+report that cannot be sent is lost: one that holds 8-bit content, an RFC 6533
+one included, has a 7-bit form (:func:`seven_bit_form`) for a server without
+8BITMIME.
 """
 
 from __future__ import annotations
@@ -73,8 +74,10 @@ class Report:
 
     content: bytes
     international: bool
-    """It follows RFC 6533 (``message/global-delivery-status``): it goes with SMTPUTF8.
-    Said by the builder, which chose it; what the returned message quotes never is."""
+    """It follows RFC 6533 (``message/global-delivery-status``): it is queued with
+    SMTPUTF8, which goes on where the exchanger offers it (its own header is ASCII but
+    for a UTF-8 address, so one without may take it too, RFC 6531 §3.4). Said by the
+    builder, which chose it; what the returned message quotes never is."""
 
 
 def _embedded(text: str) -> str:
@@ -138,6 +141,11 @@ _WHOLE: Final = "Undelivered message"
 _HEADER_ONLY: Final = "Undelivered message headers"
 """The descriptions of a bounce's returned part, whole or the header only."""
 _PREAMBLE: Final = "This is a MIME-encapsulated message."
+_QUOTABLE: Final = frozenset(
+    {"message/global", "message/global-headers", "message/global-delivery-status"}
+)
+"""The ``message`` types that may be quoted-printable over a 7-bit transport (RFC 6532
+§3.5, RFC 6533 §6.1, §6.3), where RFC 2046 §5.2.1 forbids it to the others."""
 
 
 def _header_part(message: bytes) -> bytes:
@@ -158,11 +166,11 @@ class _Part:
 
     def seven_bit(self) -> _Part | None:
         """This part with no 8-bit octet: as it is, or quoted-printable when its type is
-        text; None for a ``message`` type, which no encoding may hide (RFC 2046 §5.2.1;
-        an RFC 6533 one needs SMTPUTF8 anyway)."""
+        text or one of RFC 6533's (:data:`_QUOTABLE`); None for another ``message``
+        type, which no encoding may hide (RFC 2046 §5.2.1)."""
         if self.body.isascii():
             return self
-        if not self.content_type.startswith("text/"):
+        if not self.content_type.startswith("text/") and self.content_type not in _QUOTABLE:
             return None
         quoted = binascii.b2a_qp(self.body, istext=True)
         return replace(self, body=quoted, quoted=True)
@@ -243,23 +251,26 @@ def _disassemble(report: bytes) -> tuple[list[str], str, list[_Part]] | None:
 def seven_bit_form(report: bytes) -> bytes | None:
     """The 7-bit form of a report built here, for a server without 8BITMIME (RFC 6152
     §3: convert it or return it; a report, from ``<>``, cannot be returned): the same
-    report with the returned message as its header only, as RFC 3461 §4.3 allows, and a
-    header that holds 8-bit octets quoted-printable (``text/rfc822-headers`` is text).
-    None when there is none: not a report of this module's, or an RFC 6533 one whose
-    status or header is UTF-8 (it needs SMTPUTF8, RFC 6533 §6)."""
+    report with the returned message as its header only, as RFC 3461 §4.3 allows
+    (``text/rfc822-headers``, or ``message/global-headers`` for ``message/global``),
+    and each part that holds 8-bit octets quoted-printable: the text, the header, and
+    an RFC 6533 report's UTF-8 status (RFC 6533 §6.1, §6.3 allow it over a 7-bit
+    transport). None when there is none: not a report of this module's, or one whose
+    own header holds UTF-8 (a UTF-8 address, which needs SMTPUTF8 in the envelope
+    too, RFC 6531 §3.4)."""
     found = _disassemble(report)
     if found is None:
         return None
-    fields, boundary, parts = found
-    returned = parts[2]
+    fields, boundary, (text, status, returned) = found
     if returned.content_type in _HEADERS_ONLY:
         returned = _Part(
             _HEADERS_ONLY[returned.content_type], _HEADER_ONLY, _header_part(returned.body)
         )
-    seven_bit = [part.seven_bit() for part in (parts[0], parts[1], returned)]
+    seven_bit = [part.seven_bit() for part in (text, status, returned)]
     if None in seven_bit:
         return None
-    return _assemble(fields, boundary, [part for part in seven_bit if part is not None])
+    converted = _assemble(fields, boundary, [part for part in seven_bit if part is not None])
+    return converted if converted.isascii() else None
 
 
 def build_bounce(

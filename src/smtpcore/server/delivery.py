@@ -1203,8 +1203,9 @@ def _report_params(
     sender: str, report: Report, *, requiretls: bool
 ) -> list[tuple[str, str | None]]:
     """The MAIL parameters a queued report needs: an RFC 6533 report (as its builder
-    says), or one to a UTF-8 address, needs SMTPUTF8 on the next hop; one on a
-    REQUIRETLS message, REQUIRETLS."""
+    says), or one to a UTF-8 address, SMTPUTF8 (passed on where it is offered; only a
+    UTF-8 address or header needs it, RFC 6531 §3.4); one on a REQUIRETLS message,
+    REQUIRETLS."""
     params: list[tuple[str, str | None]] = []
     if not report.content.isascii():
         params.append(("BODY", "8BITMIME"))
