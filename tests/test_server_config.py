@@ -9,9 +9,10 @@ import email.policy
 import math
 import socket
 from collections.abc import Awaitable
+from dataclasses import replace
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -32,6 +33,7 @@ from smtpcore.server.bounce import (
     FailedRecipient,
     ReportedRecipient,
     build_bounce,
+    build_delay_notice,
     build_success_report,
     seven_bit_form,
 )
@@ -730,8 +732,9 @@ def test_a_report_type_is_the_subtype_of_its_status_part(utf8: bool, status_type
 def test_the_7bit_form_of_a_report_is_the_same_report_with_the_header_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """RFC 3461 §4.3, RFC 6152 §3: what the relay sends to a server without 8BITMIME.
-    An RFC 6533 report's UTF-8 parts go quoted-printable (RFC 6533 §6); one whose
+    """RFC 3461 §4.3, RFC 6152 §3: what the relay sends to a server without 8BITMIME,
+    its notification saying that only the header follows, as a headers-only bounce's
+    does. An RFC 6533 report's UTF-8 parts go quoted-printable (RFC 6533 §6); one whose
     own header is UTF-8 (to a UTF-8 address, which needs SMTPUTF8 anyway) has none."""
     monkeypatch.setattr("smtpcore.server.bounce.secrets.token_hex", lambda n: "0" * 2 * n)
 
@@ -757,6 +760,7 @@ def test_the_7bit_form_of_a_report_is_the_same_report_with_the_header_only(
     seven_bit = seven_bit_form(bounce("Subject: x\r\n\r\ncafé\r\n".encode()))
     assert seven_bit is not None and seven_bit.isascii()
     assert seven_bit == bounce(b"Subject: x\r\n\r\n", headers_only=True)
+    assert b"The delivery report and the header of your message follow." in seven_bit
     global_form = seven_bit_form(bounce("Subject: ü\r\n\r\nx\r\n".encode(), utf8=True))
     assert global_form is not None and global_form.isascii()
     assert b"Content-Type: message/global-headers\r\n" in global_form
@@ -820,6 +824,35 @@ def test_a_large_message_comes_back_as_its_header() -> None:
             failed=[],
             original=b"",
         )
+
+
+@pytest.mark.parametrize("utf8", [False, True])
+def test_a_report_says_whether_the_message_or_its_header_follows(utf8: bool) -> None:
+    """The notification names what comes after it (RFC 3461 §4.3: the message or its
+    header only), in every report and in a bounce's 7-bit form, which cuts the message."""
+    whole = b"The delivery report and your message follow."
+    header = b"The delivery report and the header of your message follow."
+    original = "Subject: x\r\n\r\ncafé\r\n".encode()
+    common: dict[str, Any] = {
+        "reporting_mta": "mx.abc.example",
+        "recipient": "john@abc.example",
+        "queue_id": "Q1",
+        "arrival": 0.0,
+        "now": 0.0,
+        "original": original,
+        "utf8": utf8,
+    }
+    reported = [FailedRecipient("nobody@pqr.example", "5.1.1", "550 5.1.1 no such user")]
+    bounce = build_bounce(failed=reported, **common).content
+    assert whole in bounce and header not in bounce
+    headers_only = build_bounce(failed=reported, headers_only=True, **common).content
+    delayed = build_delay_notice(delayed=reported, retry_until=0.0, **common).content
+    relayed = [replace(reported[0], status="2.0.0", action="relayed")]
+    success = build_success_report(reported=relayed, **common).content
+    seven_bit = seven_bit_form(bounce)
+    assert seven_bit is not None
+    for report in (headers_only, delayed, success, seven_bit):
+        assert header in report and whole not in report
 
 
 def test_a_success_report_returns_only_the_header() -> None:

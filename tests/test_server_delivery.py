@@ -535,7 +535,8 @@ def test_the_bounce_of_smtputf8_mail_reaches_a_7bit_only_exchanger_quoted_printa
     report = email.message_from_bytes(bounce.content, policy=email.policy.default)
     assert isinstance(report, email.message.EmailMessage)
     assert report.get_param("report-type") == "global-delivery-status"
-    _text, status, returned = report.iter_parts()
+    text, status, returned = report.iter_parts()
+    assert "the header of your message follow" in text.get_content()
     assert status.get_content_type() == "message/global-delivery-status"
     assert returned.get_content_type() == "message/global-headers"
     assert returned["Content-Description"] == "Undelivered message headers"

@@ -148,6 +148,14 @@ _QUOTABLE: Final = frozenset(
 §3.5, RFC 6533 §6.1, §6.3), where RFC 2046 §5.2.1 forbids it to the others."""
 
 
+def _what_follows(returned_type: str) -> str:
+    """The notification's last sentence: what the report holds after it, the message or
+    its header only (RFC 3461 §4.3), by the returned part's type."""
+    if returned_type in _HEADERS_ONLY.values():
+        return "The delivery report and the header of your message follow."
+    return "The delivery report and your message follow."
+
+
 def _header_part(message: bytes) -> bytes:
     end = message.find(b"\r\n\r\n")
     return message if end < 0 else message[: end + 2]
@@ -253,19 +261,23 @@ def seven_bit_form(report: bytes) -> bytes | None:
     §3: convert it or return it; a report, from ``<>``, cannot be returned): the same
     report with the returned message as its header only, as RFC 3461 §4.3 allows
     (``text/rfc822-headers``, or ``message/global-headers`` for ``message/global``),
-    and each part that holds 8-bit octets quoted-printable: the text, the header, and
-    an RFC 6533 report's UTF-8 status (RFC 6533 §6.1, §6.3 allow it over a 7-bit
-    transport). None when there is none: not a report of this module's, or one whose
-    own header holds UTF-8 (a UTF-8 address, which needs SMTPUTF8 in the envelope
-    too, RFC 6531 §3.4)."""
+    its notification saying so, and each part that holds 8-bit octets quoted-printable:
+    the text, the header, and an RFC 6533 report's UTF-8 status (RFC 6533 §6.1, §6.3
+    allow it over a 7-bit transport). None when there is none: not a report of this
+    module's, or one whose own header holds UTF-8 (a UTF-8 address, which needs
+    SMTPUTF8 in the envelope too, RFC 6531 §3.4)."""
     found = _disassemble(report)
     if found is None:
         return None
     fields, boundary, (text, status, returned) = found
     if returned.content_type in _HEADERS_ONLY:
+        whole = _what_follows(returned.content_type).encode("utf-8") + b"\r\n"
         returned = _Part(
             _HEADERS_ONLY[returned.content_type], _HEADER_ONLY, _header_part(returned.body)
         )
+        if text.body.endswith(whole):
+            ending = _what_follows(returned.content_type).encode("utf-8") + b"\r\n"
+            text = replace(text, body=text.body.removesuffix(whole) + ending)
     seven_bit = [part.seven_bit() for part in (text, status, returned)]
     if None in seven_bit:
         return None
@@ -439,7 +451,10 @@ def _build_report(
             subsequent_indent="    ",
             break_on_hyphens=False,
         )
-    text += ["", "The delivery report and your message follow."]
+    content, content_type, description = returned
+    if utf8:
+        content_type = _GLOBAL_TYPES[content_type]
+    text += ["", _what_follows(content_type)]
     status_type = "message/delivery-status"
     if utf8:
         status_type = _GLOBAL_TYPES[status_type]
@@ -469,9 +484,6 @@ def _build_report(
             status.append(f"Last-Attempt-Date: {date}")
         if item.action == "delayed" and retry_until is not None:
             status.append(f"Will-Retry-Until: {retry_until}")
-    content, content_type, description = returned
-    if utf8:
-        content_type = _GLOBAL_TYPES[content_type]
     if content and not content.endswith(b"\r\n"):
         content += b"\r\n"
     fields = [
