@@ -418,6 +418,36 @@ def test_no_bounce_for_the_null_sender(
     assert any("null sender: no bounce" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize(
+    ("report_on", "named"),
+    [("ORIGINAL1", "a lost report on ORIGINAL1"), (None, "a lost report (")],
+)
+def test_a_report_that_fails_for_good_is_logged_lost_as_a_warning(
+    tmp_path: Path,
+    scripted: Callable[..., ScriptedSMTP],
+    caplog: pytest.LogCaptureFixture,
+    report_on: str | None,
+    named: str,
+) -> None:
+    """Mail from <> is a report, never bounced (RFC 5321 §4.5.5, RFC 3461 §6.2): when it
+    fails for good, nobody is told, so the operator is, above the INFO of any bounce,
+    with the message it reported on when the server made it."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    server = scripted([b"550 5.7.1 go away"])
+    setup = _setup(tmp_path, ZONE, server.port)
+
+    async def main() -> None:
+        entry = setup.queue.add(MESSAGE, "", ["brendon@pqr.example"], report_on=report_on)
+        setup.worker.schedule(entry)
+        await _run_until(setup, lambda: _queue_empty(setup))
+
+    asyncio.run(main())
+    (lost,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert lost.levelno == logging.WARNING
+    assert named in lost.getMessage()
+    assert "null sender: no bounce for 1 recipients" in lost.getMessage()
+
+
 def test_a_remote_sender_gets_its_bounce_queued(
     tmp_path: Path, scripted: Callable[..., ScriptedSMTP]
 ) -> None:

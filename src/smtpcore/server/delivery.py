@@ -1075,9 +1075,19 @@ class DeliveryWorker:
         """Tell the sender, unless it is the null sender (RFC 5321 §4.5.5) or asked not
         to hear of these failures (``NOTIFY``, RFC 3461 §4.1). The bounce says how long
         the message was retried when that is why each recipient it lists failed
-        (:attr:`Outcome.expired`); its words speak for them all."""
+        (:attr:`Outcome.expired`); its words speak for them all.
+
+        Mail from the null sender is a report (this server's or another's), which is
+        never bounced (RFC 3461 §6.2): one that fails is lost, and only the log can say
+        so, at WARNING, naming the message it reported on when this server made it."""
         if not entry.sender:
-            logger.info("%s: null sender: no bounce for %d recipients", entry.id, len(failed))
+            logger.warning(
+                "%s: null sender: no bounce for %d recipients: a lost report%s (a report is "
+                "never bounced, RFC 5321 §4.5.5)",
+                entry.id,
+                len(failed),
+                "" if entry.report_on is None else f" on {entry.report_on}",
+            )
             return
         recipients = {r.address: r for r in entry.recipients}
         wanted = {a: o for a, o in failed.items() if _notify(recipients[a], "FAILURE")}
