@@ -571,7 +571,7 @@ def test_the_bounce_of_smtputf8_mail_reaches_a_7bit_only_exchanger_quoted_printa
     assert returned.get_content_type() == "message/global-headers"
     assert returned["Content-Description"] == "Undelivered message headers"
 
-    def decoded(part: email.message.EmailMessage) -> str:
+    def decoded(part: email.message.MIMEPart) -> str:
         # The email package parses a message/* part as a message whatever its encoding.
         assert part["Content-Transfer-Encoding"] == "quoted-printable"
         raw = part.get_content()
