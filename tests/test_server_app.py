@@ -1593,3 +1593,48 @@ def test_a_maildir_under_another_spelling_of_a_users_key_is_named_in_a_warning(
     (warning,) = [record.getMessage() for record in caplog.records]
     assert warning.startswith("mailbox directory jose\u0301@abc.example is another spelling")
     assert "served from jos\u00e9@abc.example alone" in warning
+
+
+def test_cram_md5_and_apop_are_offered_only_while_a_user_has_a_clear_password(
+    tmp_path: Path,
+) -> None:
+    """SCRAM keys cannot serve CRAM-MD5 or APOP. Both were offered all the same (CAPA's
+    SASL line, the POP3 greeting's timestamp, EHLO's AUTH line), so fetchmail's default
+    ``auth any`` tried CRAM-MD5 at every poll and logged a failed login the fail2ban
+    jail counted. They follow the users now, across a reload too."""
+    from smtpcore.server.credentials import hash_password
+
+    keys_only = {"b@pqr.example": hash_password("pw")}
+    config = _config(tmp_path, "pqr.example", keys_only, pop3_port=2110, submission_port=2587)
+
+    def offered(pop3: int, submission: int) -> tuple[bool, bool, bool]:
+        """(APOP timestamp, CRAM-MD5 in CAPA, CRAM-MD5 in EHLO)."""
+        with socket.create_connection((LOOPBACK, pop3), timeout=10) as sock:
+            reader = sock.makefile("rb")
+            greeting = reader.readline()
+            sock.sendall(b"CAPA\r\n")
+            capa = b""
+            for _ in range(50):
+                line = reader.readline()
+                if line in (b".\r\n", b""):
+                    break
+                capa += line
+            sock.sendall(b"QUIT\r\n")
+        with smtplib.SMTP(LOOPBACK, submission, timeout=10) as smtp:
+            smtp.ehlo("h.example")
+            ehlo = smtp.esmtp_features.get("auth", "")
+        return b"<" in greeting, b"CRAM-MD5" in capa, "CRAM-MD5" in ehlo.split()
+
+    async def main() -> list[tuple[bool, bool, bool]]:
+        sockets = {"pop3": _listening(), "submission": _listening()}
+        async with MailServer(config, sockets=sockets) as server:
+            ports = _port(server, "pop3"), _port(server, "submission")
+            seen = [await asyncio.to_thread(offered, *ports)]
+            clear = dataclasses.replace(config, users={**keys_only, "c@pqr.example": "pw"})
+            await server.reload(clear)
+            seen.append(await asyncio.to_thread(offered, *ports))
+            await server.reload(config)
+            seen.append(await asyncio.to_thread(offered, *ports))
+            return seen
+
+    assert _run(main) == [(False, False, False), (True, True, True), (False, False, False)]

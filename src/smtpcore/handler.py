@@ -113,6 +113,13 @@ class Authenticator:
     - ``check_token(username, token) -> bool | str``: OAuth 2.0 bearer
       tokens, OAUTHBEARER (RFC 7628) and XOAUTH2.
 
+    ``has_passwords() -> bool``, with ``get_password``, says whether any user's
+    password is in the clear now: while it answers ``False`` (every user's
+    secret is SCRAM keys), :meth:`withheld` names CRAM-MD5, which the server
+    adapters then leave out of what a session offers. No exchange of it could
+    succeed, and a client that tries it first (fetchmail's default) would
+    log a failed login at every connection.
+
     ``scram_mock_iterations`` is the iteration count SCRAM shows for an
     unknown user: the count the users' keys have (4,096 by default, that of
     :func:`~smtpcore.sasl.derive_scram_credentials`).
@@ -148,6 +155,7 @@ class Authenticator:
     check_token: CheckToken | None = None
     authorize: Authorize | None = None
     mechanisms: Sequence[str] | None = None
+    has_passwords: Callable[[], bool] | None = None
     in_thread: bool = False
     scram_mock_iterations: int = DEFAULT_ITERATIONS
     """The iteration count SCRAM gives for a user ``get_scram_credentials`` does not
@@ -191,6 +199,15 @@ class Authenticator:
         if "CRAM-MD5" in factories:
             factories["CRAM-MD5"]()  # checks the hostname now, not at the first AUTH
         return factories
+
+    def withheld(self) -> frozenset[str]:
+        """The mechanisms of :meth:`server_mechanisms` that no user could use now, to be
+        left out of what a session starting now offers: CRAM-MD5 while
+        ``has_passwords`` answers ``False``. Asked per session, so that it follows
+        the users when they change."""
+        if self.has_passwords is not None and not self.has_passwords():
+            return frozenset({"CRAM-MD5"})
+        return frozenset()
 
     def _factory(self, name: str, hostname: str) -> MechanismFactory:
         factory = self._mechanism_factory(name, hostname)

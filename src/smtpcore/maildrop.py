@@ -219,7 +219,8 @@ class Mailstore:
     apop: bool = True
     """Whether a store that overrides :meth:`apop_secret` offers APOP: false, and the
     greeting carries no timestamp (RFC 1939 §7) and APOP is refused as a command
-    the server does not know, rather than as a failed login."""
+    the server does not know, rather than as a failed login. Read as each session
+    starts, so that a store may turn it off while no user has a secret in the clear."""
 
     async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
         """USER/PASS (RFC 1939 §7): is ``password`` right for ``user``? Only ``True``

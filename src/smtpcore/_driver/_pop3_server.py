@@ -404,7 +404,9 @@ class POP3ServerState(SessionRegistry["POP3ServerSession"]):
         self.options = options
         kind = type(store)
         self.user_login = kind.check_password is not Mailstore.check_password
-        self.apop_login = kind.apop_secret is not Mailstore.apop_secret and store.apop
+        self.apop_login = kind.apop_secret is not Mailstore.apop_secret
+        """Whether the store serves APOP at all; its ``apop`` says, per session, whether
+        it does now."""
         self.sasl_login = kind.sasl_mechanisms is not Mailstore.sasl_mechanisms
 
     def new_session(self, transport: Link, peer: tuple[str, int] | None) -> POP3ServerSession:
@@ -487,7 +489,7 @@ class POP3ServerSession(ServedSession):
             require_tls = self.options.stls and not _is_loopback(client)
         return _SessionLogins(
             user=self.state.user_login,
-            apop=self.state.apop_login,
+            apop=self.state.apop_login and bool(self.store.apop),
             sasl_mechanisms=tuple(self._sasl.mechanisms),  # more once TLS is up: _stls
             require_tls=require_tls,
         )

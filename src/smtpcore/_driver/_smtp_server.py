@@ -1240,9 +1240,14 @@ class ServerSession(ServedSession):
         """A fresh AUTH state for this connection's channel, of a machine built with the
         mechanisms ``names``: SCRAM-SHA-256-PLUS is offered, and its binding checked,
         only with the TLS layer's channel binding data (RFC 5802 §6, RFC 9266);
-        nothing learnt before a handshake stands."""
+        nothing learnt before a handshake stands. An Authenticator's
+        :meth:`~smtpcore.handler.Authenticator.withheld` mechanisms, which no user
+        could use now, are not offered."""
         bindings = self.transport.channel_bindings()
-        self.conn.auth_mechanisms = tuple(offered_mechanisms(names, bindings))
+        auth = self.options.auth
+        withheld = auth.withheld() if isinstance(auth, Authenticator) else frozenset()
+        offered = offered_mechanisms([n for n in names if n not in withheld], bindings)
+        self.conn.auth_mechanisms = tuple(offered)
         self._auth = _SessionAuth(names, self.options.auth_mechanisms, bindings)
 
     # -- AUTH -----------------------------------------------------------------

@@ -49,12 +49,15 @@ class _Generation:
     users: Mapping[str, str]
     logins: Mapping[str, str]
     """Each user's credential key to the user's mailbox key (:func:`credential_keys`)."""
+    clear: bool = False
+    """Whether any user's secret is a password in the clear (CRAM-MD5 and APOP need one)."""
     scram: dict[str, ScramCredentials] = field(default_factory=dict)
     decoy: ScramCredentials | None = None
 
 
 def _generation(users: Mapping[str, str]) -> _Generation:
-    return _Generation(users, credential_keys(users))
+    clear = not all(map(is_hashed, users.values()))
+    return _Generation(users, credential_keys(users), clear=clear)
 
 
 class Credentials:
@@ -93,6 +96,12 @@ class Credentials:
     def key(self, username: str) -> str | None:
         """The mailbox key of a known user, else None."""
         return self._key(self._now, username)
+
+    def has_passwords(self) -> bool:
+        """Whether any user has a password in the clear: without one, CRAM-MD5 and APOP
+        can log no one in, and are not offered (a client that tries them first, as
+        fetchmail does, would fail a login at every poll)."""
+        return self._now.clear
 
     def get_password(self, username: str) -> str | None:
         """The password in the clear (CRAM-MD5, APOP); None when only keys are stored."""
@@ -177,7 +186,7 @@ class Credentials:
     def forget(self) -> None:
         """Drop the keys derived so far (the users changed): a new generation."""
         now = self._now
-        self._now = _Generation(now.users, now.logins)
+        self._now = _Generation(now.users, now.logins, clear=now.clear)
 
     def get_scram(self, username: str) -> ScramCredentials | None:
         """The user's SCRAM keys: stored, or derived once from a password in the clear

@@ -85,11 +85,22 @@ class POP3Store(MaildirStore):
         *,
         credentials: Credentials | None = None,
     ) -> None:
+        self.credentials = credentials or Credentials(config.users)
         super().__init__(config.mailboxes_dir, config.users, plaintext_sasl=not config.tls)
         self.config = config
         self.authenticator = authenticator
         self.listener = listener
-        self.credentials = credentials or Credentials(config.users)
+
+    @property
+    def apop(self) -> bool:
+        """APOP, with its greeting timestamp, only while some user has a password in the
+        clear: stored SCRAM keys cannot serve it, and a client offered it may try it
+        first and fail a login at every poll. Read as each session starts."""
+        return self._apop and self.credentials.has_passwords()
+
+    @apop.setter
+    def apop(self, wanted: bool) -> None:
+        self._apop = wanted
 
     def _key(self, user: str) -> str:
         """The mailbox key for a login name, as USER gives it or SASLprep'd as AUTH does
@@ -113,12 +124,15 @@ class POP3Store(MaildirStore):
         return self.credentials.get_password(user) if known else None
 
     def sasl_mechanisms(self, session: POP3Session) -> Mapping[str, MechanismFactory]:
-        """The same mechanisms as SMTP AUTH; PLAIN and LOGIN only under TLS when the server
-        has TLS (RFC 2595 §6 asks that passwords not cross in the clear)."""
-        mechanisms = self.authenticator.server_mechanisms(session.hostname)
+        """The same mechanisms as SMTP AUTH, without those no user could use now
+        (CRAM-MD5 when every user has SCRAM keys); PLAIN and LOGIN only under TLS when
+        the server has TLS (RFC 2595 §6 asks that passwords not cross in the clear)."""
+        authenticator = self.authenticator
+        left_out = authenticator.withheld()
         if session.tls is None and self.config.tls:
-            return {k: v for k, v in mechanisms.items() if k not in _PLAINTEXT_SECRETS}
-        return mechanisms
+            left_out |= _PLAINTEXT_SECRETS
+        mechanisms = authenticator.server_mechanisms(session.hostname)
+        return {name: factory for name, factory in mechanisms.items() if name not in left_out}
 
     async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
         key = self._key(user)
