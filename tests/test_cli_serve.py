@@ -337,7 +337,10 @@ def test_bad_configuration_exits_2(tmp_path: Path) -> None:
         [*argv, "--user", "x@elsewhere.example:pw"], env=env, capture_output=True, text=True
     )
     assert result.returncode == 2
-    assert "not a local domain (add --domain elsewhere.example)" in result.stderr
+    assert (
+        "smtpcore serve: --user: x@elsewhere.example: elsewhere.example is not a local "
+        "domain: a typo, or add --domain elsewhere.example"
+    ) in result.stderr
 
 
 def test_serve_handles_signals_before_it_says_it_listens(
@@ -682,6 +685,12 @@ def test_signals_sent_while_serve_imports_and_reads_its_configuration_are_held(
             ("--users-file", "users"),
             {"users": b"a@abc.example:SCRAM-SHA-1$4096:c2FsdA==$AAAA:AAAA\n"},
             "users:1: not SCRAM-SHA-256 keys",
+        ),
+        (
+            ("--users-file", "users"),
+            {"users": b"a@abc.example:pw\n# typo:\nc@abc.exmaple:pw\n"},
+            "users:3: c@abc.exmaple: abc.exmaple is not a local domain: a typo, "
+            "or add --domain abc.exmaple",
         ),
         (("--hostname", "bad host"), {}, "--hostname: not a domain name: 'bad host'"),
         (("--hostname", "[127.0.0.1]"), {}, "--hostname: not a domain name: '[127.0.0.1]'"),

@@ -29,7 +29,7 @@ from smtpcore.server.config import (
     parse_server,
     parse_size,
     parse_user,
-    read_users_and_aliases,
+    read_users,
 )
 from smtpcore.server.credentials import is_hashed
 from smtpcore.server.tools import AUTH_CHOICES
@@ -480,11 +480,13 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """The :class:`ServerConfig` that ``serve``'s options describe."""
     users: dict[str, str] = {}
     aliases: dict[str, tuple[str, ...]] = {}
+    sources: dict[str, str] = {}
     if args.users_file is not None:
-        users, aliases = read_users_and_aliases(args.users_file)
+        users, aliases, sources = read_users(args.users_file)
     for text in args.user:
         key, password = parse_user(text)
         users[key] = password
+        sources[key] = "--user"
         if is_hashed(password):  # no safer there: RFC 5802 §9
             shown = "SCRAM keys of {} on the command line, where `ps` shows them"
             advice = (
@@ -505,6 +507,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         domains=tuple(args.domain or ("localhost",)),
         users=users,
+        user_sources=sources,
         data_dir=args.data_dir,
         host=args.host,
         smtp_port=args.smtp_port,

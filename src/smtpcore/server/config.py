@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import NamedTuple
 
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.address import (
@@ -46,6 +47,8 @@ __all__ = [
     "parse_server",
     "parse_size",
     "parse_user",
+    "UsersFile",
+    "read_users",
     "read_users_file",
     "read_users_and_aliases",
     "server_hostname",
@@ -326,6 +329,21 @@ def _login_key(place: int, text: str, where: str) -> str:
 
 
 def read_users_and_aliases(path: Path) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """The users and sender aliases of :func:`read_users`, without where each user is."""
+    users, aliases, _ = read_users(path)
+    return users, aliases
+
+
+class UsersFile(NamedTuple):
+    """What :func:`read_users` found in a users file."""
+
+    users: dict[str, str]
+    aliases: dict[str, tuple[str, ...]]
+    sources: dict[str, str]
+    """Each user's ``FILE:LINE``, for :class:`ServerConfig` to name in its errors."""
+
+
+def read_users(path: Path) -> UsersFile:
     """The users file: one ``ADDRESS:PASSWORD`` a line, the password in the clear or as
     SCRAM-SHA-256 keys (``SCRAM-SHA-256$4096:salt$StoredKey:ServerKey``, RFC 5803, as
     ``python -m smtpcore hash-password`` prints them); and sender aliases, one
@@ -351,6 +369,7 @@ def read_users_and_aliases(path: Path) -> tuple[dict[str, str], dict[str, tuple[
         number = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{path}:{number}: not UTF-8 ({exc.reason})") from None
     users: dict[str, str] = {}
+    sources: dict[str, str] = {}
     user_lines: dict[str, int] = {}
     login_lines: dict[str, tuple[int, str]] = {}
     aliases: dict[str, tuple[str, ...]] = {}
@@ -387,11 +406,12 @@ def read_users_and_aliases(path: Path) -> tuple[dict[str, str], dict[str, tuple[
         user_lines[key] = number
         login_lines[login] = number, key
         users[key] = password
+        sources[key] = where
     for alias, logins in aliases.items():
         for login in logins:
             if login not in users:
                 raise ConfigError(f"{path}: {alias} -> {login}: {login} is not a user here")
-    return users, aliases
+    return UsersFile(users, aliases, sources)
 
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*\Z", re.IGNORECASE)
@@ -561,6 +581,9 @@ class ServerConfig:
     xclient_from: tuple[str, ...] = ()
     """The clients that may use XCLIENT and XFORWARD on the ``XCLIENT_LISTENERS``
     (Postfix's ``smtpd_authorized_xclient_hosts``)."""
+    user_sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    """Where each user was given (``FILE:LINE``, ``--user``), for the errors about it
+    to name, as the users file's parser names the line of its own."""
     _logins: Mapping[str, str] = field(init=False, repr=False, compare=False)
     """Each user's :func:`credential_key` to the user's mailbox key."""
 
@@ -573,12 +596,16 @@ class ServerConfig:
             raise ConfigError(f"--domain: {exc}") from None
         object.__setattr__(self, "domains", domains)
         for key in self.users:
-            if key.rpartition("@")[2] not in domains:
+            domain = key.rpartition("@")[2]
+            if domain not in domains:
                 raise ConfigError(
-                    f"user {key}: {key.rpartition('@')[2]} is not a local domain "
-                    f"(add --domain {key.rpartition('@')[2]})"
+                    f"{self._user_source(key)}: {domain} is not a local domain: "
+                    f"a typo, or add --domain {domain}"
                 )
-        users = {key: _check_secret(secret, f"user {key}") for key, secret in self.users.items()}
+        users = {
+            key: _check_secret(secret, self._user_source(key))
+            for key, secret in self.users.items()
+        }
         object.__setattr__(self, "users", MappingProxyType(users))
         object.__setattr__(self, "_logins", MappingProxyType(credential_keys(users)))
         for alias, logins in self.sender_aliases.items():
@@ -649,6 +676,12 @@ class ServerConfig:
             )
 
     __repr__ = secret_repr
+
+    def _user_source(self, key: str) -> str:
+        """``FILE:LINE: KEY``, ``--user: KEY`` or ``user KEY``: the user an error is about,
+        and where it was given when that is known."""
+        where = self.user_sources.get(key)
+        return f"user {key}" if where is None else f"{where}: {key}"
 
     def _check_routable(self) -> None:
         """The names the mail server's routers are built from, refused here as the

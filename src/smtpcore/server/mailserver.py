@@ -335,7 +335,12 @@ class MailServer:
         without dropping a session: sessions under way keep their TLS, new handshakes
         use the new certificate. Other options need a restart. Whatever fails leaves
         the configuration as it was."""
-        new = replace(self.config, users=config.users, sender_aliases=config.sender_aliases)
+        new = replace(
+            self.config,
+            users=config.users,
+            user_sources=config.user_sources,
+            sender_aliases=config.sender_aliases,
+        )
         await self.threads.run(LocalMailboxes(new).create_all)
         fresh = self._tls_current
         if config.tls_cert is not None and config.tls_key is not None:
