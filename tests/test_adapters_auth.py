@@ -472,6 +472,7 @@ def test_identity_authzid_veto_and_auth_parameter(
         [refused] = [r.getMessage() for r in caplog.records if "reject: AUTH" in r.getMessage()]
         assert refused.startswith("NOQUEUE: reject: AUTH from [127.0.0.1]:")
         assert "535 5.7.8 Not for postmaster" in refused
+        assert refused.endswith(f"; mechanism=PLAIN user=<{USER}>"), refused
         assert c.command(b"MAIL FROM:<a@abc.example> AUTH=<>").startswith(b"250")
         assert c.command(b"RSET").startswith(b"250")
         assert c.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"235 2.7.0")
@@ -1154,3 +1155,22 @@ def test_the_adapters_own_tls_gives_no_channel_binding_so_no_plus(
     assert "SCRAM-SHA-256" in offered and "SCRAM-SHA-256-PLUS" not in offered
     assert bindings == {}
     assert used == "SCRAM-SHA-256"
+
+
+def test_a_failed_auth_logs_the_user_the_client_named(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reject line gave the mechanism but not the user tried, which POP3's gives (as
+    Dovecot's ``user=``); the name is the client's text, escaped on the one line."""
+    with (
+        running_smtp_server(
+            adapter, Submission(), auth=authenticator(), auth_require_tls=False
+        ) as s,
+        raw_smtp_session(s.host, s.port) as c,
+        caplog.at_level(logging.INFO, logger="smtpcore.server"),
+    ):
+        c.recv_reply()
+        c.command(b"EHLO client.test")
+        assert c.command(b"AUTH PLAIN " + plain("eve\u2028x@abc.example", "no")).startswith(b"535")
+    [refused] = [r.getMessage() for r in caplog.records if "reject: AUTH" in r.getMessage()]
+    assert refused.endswith("; mechanism=PLAIN user=<eve\\u2028x@abc.example>"), refused

@@ -2025,3 +2025,37 @@ def test_a_multi_line_answer_ends_with_the_one_end_of_response(
             sock.sendall(command)
             assert read_until(sock, b"\r\n.\r\n").startswith(b"+OK")
     assert made == []
+
+
+def test_a_failed_auth_logs_its_mechanism_and_the_user_it_named(
+    adapter: str, store: MaildirStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed AUTH logged ``user=<>`` and no mechanism, though the client's response
+    named the user; SMTP's line gives the mechanism. Both now, on one line: the name is
+    the client's text, escaped, so it cannot write a line of its own into the log."""
+    import hmac
+
+    forged = "bob\n2026-01-01 00:00:00,000 smtpcore.x: pop3: reject: PASS from [192.0.2.9]:1"
+    plain = MaildirStore(store.root, PASSWORDS, plaintext_sasl=True)
+    with (
+        running_pop3_server(adapter, plain, auth_failure_delay=0.0) as server,
+        raw(server.port) as client,
+        caplog.at_level(logging.INFO, logger="smtpcore.pop3.server"),
+    ):
+        answers = client.makefile("rb")
+        assert answers.readline().startswith(b"+OK")
+        client.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0wrong") + b"\r\n")
+        assert answers.readline().startswith(b"-ERR [AUTH]")
+        client.sendall(b"AUTH CRAM-MD5\r\n")
+        challenge = base64.b64decode(answers.readline()[2:].strip())
+        digest = hmac.new(b"wrong", challenge, hashlib.md5).hexdigest()
+        client.sendall(base64.b64encode(f"{forged} {digest}".encode()) + b"\r\n")
+        assert answers.readline().startswith(b"-ERR [AUTH]")
+        client.sendall(b"QUIT\r\n")
+        answers.readline()
+    lines = [r.getMessage() for r in caplog.records if "reject: AUTH" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert lines[0].endswith("-ERR [AUTH] Authentication failed; mechanism=PLAIN user=<alice>")
+    escaped = forged.replace("\n", "\\x0a")
+    assert lines[1].endswith(f"; mechanism=CRAM-MD5 user=<{escaped}>"), lines[1]
+    assert all(line.isprintable() for line in lines)

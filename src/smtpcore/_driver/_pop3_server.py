@@ -911,13 +911,14 @@ class POP3ServerSession(ServedSession):
         if isinstance(answer, Success):
             await self._login(answer.authzid, self._sasl.name)
         elif isinstance(answer, Failure):
-            await self._failed("AUTH", None)
+            await self._failed("AUTH", answer.named, mechanism=self._sasl.name)
         else:
             self._answer(answer)
 
-    async def _failed(self, command: str, user: str | None) -> None:
+    async def _failed(self, command: str, user: str | None, *, mechanism: str = "") -> None:
         """A failed login: ``-ERR [AUTH]`` after ``auth_failure_delay`` seconds, which
-        this session alone waits, and logged in the line fail2ban's filter reads."""
+        this session alone waits, and logged in the line fail2ban's filter reads, with
+        the AUTH ``mechanism`` and the ``user`` the client named (escaped: its text)."""
         delay = self.options.auth_failure_delay
         if delay:
             await self.transport.sleep(delay)
@@ -928,11 +929,12 @@ class POP3ServerSession(ServedSession):
             self._closing = True
         self._answer(answer)
         logger.info(
-            "pop3: reject: %s from %s: -ERR [%s] %s; user=<%s>",
+            "pop3: reject: %s from %s: -ERR [%s] %s; %suser=<%s>",
             command,
             peer_text(self.session.peer),
             answer.code,
             answer.text,
+            f"mechanism={mechanism} " if mechanism else "",
             loggable(user or ""),
         )
 

@@ -1292,7 +1292,8 @@ class ServerSession(ServedSession):
         session = self.session
         success = flow.success
         if reply.code != 235 or success is None:
-            await self._auth_failed(self._answer(reply), flow.mechanism)
+            named = flow.failure.named if flow.failure is not None else None
+            await self._auth_failed(self._answer(reply), flow.mechanism, named)
             return
         flow.success = None
         identity = AuthIdentity(success.authcid, success.authzid, flow.mechanism)
@@ -1316,20 +1317,22 @@ class ServerSession(ServedSession):
                 loggable(str(identity)),
             )
         else:  # the handler's veto counts as a failed attempt: logged as one
-            await self._auth_failed(answered, flow.mechanism)
+            await self._auth_failed(answered, flow.mechanism, identity.authcid)
 
-    async def _auth_failed(self, reply: Reply, mechanism: str | None) -> None:
+    async def _auth_failed(self, reply: Reply, mechanism: str | None, user: str | None) -> None:
         """A failed AUTH, answered with ``reply`` (a 5xx other than 504, an unknown
         mechanism: not a guess at a password): logged at INFO, in the line
-        fail2ban's filter reads, and the reply held back ``auth_failure_delay``
-        seconds. The replies due go out at the session's next wait for its client,
-        so the session waits here, alone, before it gets there."""
+        fail2ban's filter reads, with the ``user`` the client named (its text,
+        escaped; empty when it named none), and the reply held back
+        ``auth_failure_delay`` seconds. The replies due go out at the session's next
+        wait for its client, so the session waits here, alone, before it gets there."""
         if reply.code >= 500 and reply.code != 504:
             logger.info(
-                "NOQUEUE: reject: AUTH from %s: %s; mechanism=%s",
+                "NOQUEUE: reject: AUTH from %s: %s; mechanism=%s user=<%s>",
                 peer_text(self.session.peer),
                 loggable_reply(reply),
                 mechanism,
+                loggable(user or ""),
             )
             delay = self.options.auth_failure_delay
             if delay:

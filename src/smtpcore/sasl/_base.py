@@ -10,6 +10,7 @@ machines, and so does the ``*`` that cancels an exchange.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -99,6 +100,11 @@ class Failure:
     reason: str
     temporary: bool = False
     callback_error: bool = False
+    named: str | None = dataclasses.field(default=None, compare=False)
+    """The identity the client named before the exchange failed, as it sent it, or
+    None when it named none (:attr:`ServerMechanism.named`): unproven client text,
+    for a failed login's log line, which must escape it. Not part of the verdict,
+    so not compared."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +243,15 @@ class ServerMechanism(abc.ABC):
         self._progress = _Progress.FRESH
         self._channel_bindings: Mapping[str, bytes] = {}
         self._plus_offered = False
+        self._named: str | None = None
+
+    @property
+    def named(self) -> str | None:
+        """The identity the client's responses named so far (PLAIN's and CRAM-MD5's
+        authcid, LOGIN's and SCRAM's user name, the OAuth user), as sent; None until
+        one is read. Unproven: a :class:`Failure` carries it for the log line that
+        tells the operator who was tried, as Dovecot's ``user=`` does."""
+        return self._named
 
     def bind_channel(self, bindings: Mapping[str, bytes], *, plus_offered: bool) -> None:
         """Tell the mechanism about the session's channel, before :meth:`start`.
@@ -296,6 +311,8 @@ class ServerMechanism(abc.ABC):
                 result = Failure(str(exc), temporary=True, callback_error=True)
             except CredentialsUnavailable as exc:
                 result = Failure(str(exc) or "credentials unavailable", temporary=True)
+        if isinstance(result, Failure) and result.named is None and self._named is not None:
+            result = dataclasses.replace(result, named=self._named)
         if not isinstance(result, Challenge):
             self._progress = _Progress.DONE
         return result

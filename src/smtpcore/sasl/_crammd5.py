@@ -109,6 +109,7 @@ class CramMD5Server(ServerMechanism):
 
     def _step(self, response: bytes) -> Step:
         username, _, digest = decode_utf8(response, "CRAM-MD5 response").rpartition(" ")
+        self._named = username or None
         if not username or not _DIGEST.fullmatch(digest):
             raise _Reject("CRAM-MD5 response is not 'user digest'")
         username = prepare_identity(username, "CRAM-MD5 user name")

@@ -153,6 +153,7 @@ class _BearerServer(ServerMechanism):
         if self._refused is not None:
             return Failure(self._refused)  # whatever the dummy response held
         user, token = self._parse(response)
+        self._named = user or None
         verdict = self._check_token(user, token)  # CredentialsUnavailable: temporary
         if isinstance(verdict, str) and verdict:
             return self._succeed(user, verdict)

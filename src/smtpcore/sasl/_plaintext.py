@@ -121,6 +121,7 @@ class PlainServer(ServerMechanism):
         if len(fields) != 3:
             raise _Reject("PLAIN message needs exactly two NUL separators")
         authzid, authcid, password = (decode_utf8(field, "PLAIN message") for field in fields)
+        self._named = authcid or None
         if not authcid or not password:
             raise _Reject("PLAIN authcid and password may not be empty")
         authcid = prepare_identity(authcid, "PLAIN authcid")
@@ -193,6 +194,7 @@ class LoginServer(ServerMechanism):
         if self._username is None:
             if not text:
                 raise _Reject("LOGIN username may not be empty")
+            self._named = text
             self._username = prepare_identity(text, "LOGIN username")
             return Challenge(PASSWORD_PROMPT)
         if not text:

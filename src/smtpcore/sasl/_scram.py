@@ -529,6 +529,7 @@ class _ScramServer(ServerMechanism):
         if len(fields) < 2 or not (fields[0].startswith("n=") and fields[1].startswith("r=")):
             raise _Reject("SCRAM client-first-message is malformed")
         username = unescape_saslname(fields[0][2:])
+        self._named = username or None
         client_nonce = fields[1][2:]
         if not username or not _NONCE.fullmatch(client_nonce):
             raise _Reject("SCRAM username or nonce is malformed")
