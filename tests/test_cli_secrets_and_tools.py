@@ -563,3 +563,19 @@ def test_fetch_shows_header_control_characters_escaped(
             assert "\x1b" not in out and "\x07" not in out
             assert "\\x1b[2J" in out and "\\x1b[31mred" in out
         assert abc.stop() == 0
+
+
+def test_send_starttls_to_a_server_without_it_says_the_refusal_is_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--starttls`` against a server that offers none printed ``454 4.7.4 the server
+    does not offer STARTTLS``, which reads as the server's reply: the client refused."""
+    with serve(tmp_path / "abc", "abc.example", ["john@abc.example:pw"]) as abc:
+        server = f"127.0.0.1:{abc.ports['smtp']}"
+        argv = ["send", "--server", server, "--from", "x@y.example", "--to", "john@abc.example"]
+        assert cli.main([*argv, "--starttls"]) == 1
+        out = capsys.readouterr().out
+        said = f"<john@abc.example>: not sent to {server}: STARTTLS not sent: this client"
+        assert said in out, out
+        assert "the server does not offer STARTTLS" in out and "454" not in out, out
+        assert abc.stop() == 0

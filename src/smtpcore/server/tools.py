@@ -26,6 +26,7 @@ from smtpcore._driver import (
     RecipientsRefused,
     SenderRefused,
     SMTPError,
+    SMTPReplyError,
 )
 from smtpcore._ip import host_port
 from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
@@ -109,6 +110,20 @@ class _Fate:
     temporary: bool = False
     """Refused for now (a 4xx, no answer, the connection lost): by MX lookup, the next
     exchanger is tried for it (RFC 5321 §5.1)."""
+    local: bool = False
+    """Not sent by this client's own choice (``--starttls`` and no STARTTLS offered):
+    nothing was refused by the server, whatever reply the error carries."""
+
+
+def _error_fate(recipient: str, where: str, exc: SMTPError, temporary: bool = False) -> _Fate:
+    """The fate of a recipient a client error stopped. An error the client raised on
+    its own (:attr:`SMTPReplyError.local`) carries a reply the server never sent
+    (``454 4.7.4``): shown as the client's refusal, without that code."""
+    if isinstance(exc, SMTPReplyError) and exc.local:
+        reason = " ".join(exc.reply.lines)
+        text = f"{where}: {exc.command} not sent: this client refused to go on: {reason}"
+        return _Fate(recipient, False, text, temporary, local=True)
+    return _Fate(recipient, False, f"{where}: {exc}", temporary)
 
 
 def _for_now(reply: Reply | None) -> bool:
@@ -140,7 +155,7 @@ async def _submit(
         text = f"{where}: {exc.command} refused: {_reply_text(exc.reply)}"
         return [_Fate(str(r), False, text, _for_now(exc.reply)) for r in rcpts]
     except SMTPError as exc:  # no answer in time, the connection lost
-        return [_Fate(str(r), False, f"{where}: {exc}", True) for r in rcpts]
+        return [_error_fate(str(r), where, exc, True) for r in rcpts]
     except (ProtocolError, ValueError) as exc:  # what the server's extensions rule out
         return [_Fate(str(r), False, f"{where}: cannot send: {exc}") for r in rcpts]
     finally:
@@ -185,7 +200,7 @@ async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) 
         try:
             await client.connect()
         except SMTPError as exc:
-            return [_Fate(str(r), False, f"{where}: {exc}") for r in rcpts]
+            return [_error_fate(str(r), where, exc) for r in rcpts]
         return await _submit(client, content, sender, rcpts, where)
     resolver = make_resolver(args.resolver)
     by_domain: dict[str, list[Mailbox]] = {}
@@ -213,7 +228,7 @@ async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) 
             try:
                 await client.connect()
             except SMTPError as exc:
-                fate |= {str(r): _Fate(str(r), False, f"{where}: {exc}", True) for r in pending}
+                fate |= {str(r): _error_fate(str(r), where, exc, True) for r in pending}
                 continue
             for result in await _submit(client, content, sender, pending, where):
                 fate[result.recipient] = result
@@ -308,8 +323,10 @@ def run_send(args: argparse.Namespace) -> int:
         print(printable(f"smtpcore send: {exc}"), file=sys.stderr)
         return 1
     for fate in fates:
-        verdict = "accepted" if fate.accepted else "refused"
-        print(printable(f"<{fate.recipient}>: {verdict} by {fate.text}"))
+        verdict = "accepted by" if fate.accepted else "refused by"
+        if fate.local:
+            verdict = "not sent to"
+        print(printable(f"<{fate.recipient}>: {verdict} {fate.text}"))
     return 0 if fates and all(f.accepted for f in fates) else 1
 
 
