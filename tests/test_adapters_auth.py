@@ -1157,20 +1157,106 @@ def test_the_adapters_own_tls_gives_no_channel_binding_so_no_plus(
     assert used == "SCRAM-SHA-256"
 
 
-def test_a_failed_auth_logs_the_user_the_client_named(
+def _refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "AUTH from" in r.getMessage()]
+
+
+def test_a_failed_auth_names_only_a_user_is_user_knows(
     adapter: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The reject line gave the mechanism but not the user tried, which POP3's gives (as
-    Dovecot's ``user=``); the name is the client's text, escaped on the one line."""
+    """The reject line named whatever the client sent as its name: a password typed at
+    LOGIN's name prompt, or PLAIN's fields swapped, put the password into the log.
+    A name is logged now only when ``is_user`` knows it (escaped, cut to 255
+    characters), ``user=<>`` otherwise, as Dovecot logs failures."""
+    odd = "eve\u2028x@abc.example"
+    long_name = "a" * 300 + "@abc.example"
+    known = [USER, odd, long_name]
+    auth = dataclasses.replace(authenticator(), is_user=known.__contains__)
+    attempts = [[b"AUTH PLAIN " + plain(name, "no")] for name in known]
+    attempts.append([b"AUTH PLAIN " + plain("S3cret-Passw0rd!", "no")])
+    attempts.append([b"AUTH LOGIN", *map(base64.b64encode, (b"S3cret-Passw0rd!", b"x"))])
     with (
-        running_smtp_server(
-            adapter, Submission(), auth=authenticator(), auth_require_tls=False
-        ) as s,
+        running_smtp_server(adapter, Submission(), auth=auth, auth_require_tls=False) as s,
+        caplog.at_level(logging.INFO, logger="smtpcore.server"),
+    ):
+        for commands in attempts:  # one session each: three failures end a session
+            with raw_smtp_session(s.host, s.port) as c:
+                c.recv_reply()
+                c.command(b"EHLO client.test")
+                replies = [c.command(command) for command in commands]
+                assert replies[-1].startswith(b"535"), replies
+    lines = _refusals(caplog)
+    assert len(lines) == 5 and all(": reject: AUTH" in line for line in lines), lines
+    ends = [line.rpartition("; ")[2] for line in lines]
+    assert sorted(ends[:3]) == [
+        "mechanism=PLAIN user=<" + "a" * 252 + "...>",
+        "mechanism=PLAIN user=<eve\\u2028x@abc.example>",
+        f"mechanism=PLAIN user=<{USER}>",
+    ]
+    assert ends[3:] == ["mechanism=PLAIN user=<>", "mechanism=LOGIN user=<>"]
+    assert "S3cret" not in "\n".join(lines)
+
+
+def test_without_is_user_a_failed_auth_names_nobody(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An Authenticator that cannot tell a user from a password logs ``user=<>``."""
+    with (
+        plaintext_auth_server(adapter) as s,
         raw_smtp_session(s.host, s.port) as c,
         caplog.at_level(logging.INFO, logger="smtpcore.server"),
     ):
         c.recv_reply()
         c.command(b"EHLO client.test")
-        assert c.command(b"AUTH PLAIN " + plain("eve\u2028x@abc.example", "no")).startswith(b"535")
-    [refused] = [r.getMessage() for r in caplog.records if "reject: AUTH" in r.getMessage()]
-    assert refused.endswith("; mechanism=PLAIN user=<eve\\u2028x@abc.example>"), refused
+        assert c.command(b"AUTH PLAIN " + plain(USER, "no")).startswith(b"535")
+    [line] = _refusals(caplog)
+    assert line.endswith("; mechanism=PLAIN user=<>"), line
+
+
+def test_cram_md5_for_a_user_without_a_clear_password_is_not_logged_as_a_guess(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """fetchmail's ``auth any`` tries CRAM-MD5 first; for a user whose secret is SCRAM
+    keys it cannot succeed, and its reject line got the poller banned. The client is
+    answered as for a wrong password; the line, at INFO, says why, without
+    ``reject:``. An unknown user's attempt is a refusal as before."""
+    import hashlib
+
+    keys_only = "mary@abc.example"
+    known = {USER, keys_only}
+    auth = dataclasses.replace(authenticator(), is_user=known.__contains__)
+    with (
+        running_smtp_server(adapter, Submission(), auth=auth, auth_require_tls=False) as s,
+        raw_smtp_session(s.host, s.port) as c,
+        caplog.at_level(logging.INFO, logger="smtpcore.server"),
+    ):
+        c.recv_reply()
+        c.command(b"EHLO client.test")
+        replies = []
+        for name in (keys_only, USER, "nobody@abc.example"):
+            challenge = base64.b64decode(c.command(b"AUTH CRAM-MD5")[4:].strip())
+            digest = hmac.new(b"wrong", challenge, hashlib.md5).hexdigest()
+            replies.append(c.command(base64.b64encode(f"{name} {digest}".encode())))
+    assert replies[0] == replies[1] == replies[2], replies
+    lines = _refusals(caplog)
+    assert len(lines) == 3, lines
+    impossible, wrong, unknown = lines
+    assert ": reject:" not in impossible and impossible.startswith("NOQUEUE: AUTH from [")
+    assert impossible.endswith(
+        "; not possible for this user: no password in the clear; "
+        f"mechanism=CRAM-MD5 user=<{keys_only}>"
+    ), impossible
+    assert ": reject: AUTH from" in wrong
+    assert wrong.endswith(f"; mechanism=CRAM-MD5 user=<{USER}>"), wrong
+    assert unknown.endswith("; mechanism=CRAM-MD5 user=<>") and ": reject: AUTH" in unknown
+
+
+def test_a_positional_authenticator_means_what_it_meant() -> None:
+    """Fields added later go last, keyword-only: the seventh positional argument is
+    still ``in_thread``, not ``has_passwords`` (whose call then raised TypeError at
+    every session start)."""
+    auth = Authenticator(check_password, None, None, None, None, None, True)
+    assert auth.in_thread is True and auth.has_passwords is None and auth.is_user is None
+    assert auth.withheld() == frozenset()
+    with pytest.raises(TypeError):
+        Authenticator(check_password, None, None, None, None, None, True, 4096, None)  # type: ignore[call-arg]

@@ -14,6 +14,7 @@ import configparser
 import poplib
 import re
 import smtplib
+import socket
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,53 @@ def test_a_session_ended_for_abuse_is_one_line_the_filter_bans(tmp_path: Path) -
     ends = sorted(line.rpartition(" Too many ")[2] for line in disconnects)
     assert ends == ["commands", "errors", "failed authentications", "unknown commands"], log
     assert "192.0.2.99" in log and all("192.0.2.99" not in line for _, line in found)
+
+
+def test_cram_md5_and_apop_a_user_cannot_use_are_no_failed_logins(tmp_path: Path) -> None:
+    """With one user's password in the clear, CRAM-MD5 and APOP are offered to all;
+    fetchmail's ``auth any`` tries CRAM-MD5 for a user whose secret is SCRAM keys,
+    fails, and falls back to USER/PASS, and its reject line banned the poller. The
+    client is answered as for a wrong password, after the same delay; the line says
+    the attempt was not possible and the filter does not match it. A wrong password
+    for a user who has one is still a failed login, and so is an unknown user."""
+    import hashlib
+    import hmac
+
+    from smtpcore.server.credentials import hash_password
+
+    keys = f"john@abc.example:{hash_password('john-pw')}"
+    with serve(
+        tmp_path / "abc",
+        "abc.example",
+        [keys, "mary@abc.example:mary-pw"],
+        extra=("--auth-failure-delay", "0"),
+    ) as abc:
+        answers = {}
+        for name in ("john@abc.example", "mary@abc.example", "nobody@abc.example"):
+            with socket.create_connection((LOOPBACK, abc.ports["pop3"]), timeout=10) as sock:
+                reader = sock.makefile("rb")
+                stamp = reader.readline().split()[-1]
+                apop = hashlib.md5(stamp + b"john-pw").hexdigest()
+                sock.sendall(f"APOP {name} {apop}\r\n".encode())
+                refused = reader.readline()
+                sock.sendall(b"AUTH CRAM-MD5\r\n")
+                challenge = base64.b64decode(reader.readline()[2:].strip())
+                digest = hmac.new(b"john-pw", challenge, hashlib.md5).hexdigest()
+                sock.sendall(base64.b64encode(f"{name} {digest}".encode()) + b"\r\n")
+                answers[name] = (refused, reader.readline())
+        assert abc.stop() == 0
+    assert len(set(answers.values())) == 1, answers  # one answer: no user enumeration
+    assert all(a.startswith(b"-ERR [AUTH]") for a in answers["john@abc.example"]), answers
+    log = abc.log()
+    found = "\n".join(line for _, line in _hosts(log))
+    assert "john@" not in found
+    assert "user=<mary@abc.example>" in found and found.count("user=<>") == 2, found
+    impossible = [line for line in log.splitlines() if "not possible" in line]
+    assert len(impossible) == 2, log
+    assert impossible[0].endswith(
+        "pop3: APOP from [127.0.0.1]:"
+        + impossible[0].split("]:")[1].split(":")[0]
+        + ": -ERR [AUTH] Authentication failed; not possible for this user: "
+        "no password in the clear; user=<john@abc.example>"
+    ), impossible
+    assert impossible[1].endswith("; mechanism=CRAM-MD5 user=<john@abc.example>"), impossible

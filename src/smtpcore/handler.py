@@ -120,6 +120,16 @@ class Authenticator:
     succeed, and a client that tries it first (fetchmail's default) would
     log a failed login at every connection.
 
+    ``is_user(username) -> bool`` says whether a name the client gave (as it
+    sent it) is one of the users; a failed AUTH is logged with that name only
+    then, and with ``user=<>`` otherwise, or when ``is_user`` is not given: a
+    client may type a password where the name is due, and what a client sends
+    that names no user is not logged. It is asked only after a failed
+    exchange, in a worker thread with ``in_thread=True``. A CRAM-MD5 attempt
+    for a user ``is_user`` knows and ``get_password`` has no password for is
+    logged as not possible, not as a refusal (see
+    :attr:`smtpcore.sasl.Failure.no_secret`).
+
     ``scram_mock_iterations`` is the iteration count SCRAM shows for an
     unknown user: the count the users' keys have (4,096 by default, that of
     :func:`~smtpcore.sasl.derive_scram_credentials`).
@@ -155,13 +165,20 @@ class Authenticator:
     check_token: CheckToken | None = None
     authorize: Authorize | None = None
     mechanisms: Sequence[str] | None = None
-    has_passwords: Callable[[], bool] | None = None
     in_thread: bool = False
     scram_mock_iterations: int = DEFAULT_ITERATIONS
     """The iteration count SCRAM gives for a user ``get_scram_credentials`` does not
     know (made-up credentials, see :class:`~smtpcore.sasl.ScramSHA256Server`): set it
     to the count the users' keys have, or the count in the server-first message
     tells which users exist (RFC 5802 §9)."""
+    # Fields added later are keyword-only and come last, so that a positional call
+    # written for an older Authenticator still means what it meant.
+    has_passwords: Callable[[], bool] | None = field(default=None, kw_only=True)
+    """Whether any user's password is in the clear now (see the class's docs)."""
+    is_user: Callable[[str], bool] | None = field(default=None, kw_only=True)
+    """Whether a name the client gave names a user: only then does a failed AUTH's log
+    line show it (``user=<>`` otherwise, and without this callable), so that a
+    password typed as a name is never logged."""
 
     def __post_init__(self) -> None:
         available = self._available()

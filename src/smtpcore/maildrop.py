@@ -238,6 +238,13 @@ class Mailstore:
         """
         return None
 
+    async def is_user(self, session: POP3Session, user: str) -> bool:
+        """Whether ``user``, a name a client gave (USER, APOP, an AUTH exchange), names
+        one of the store's users. A failed login's log line shows the name only then,
+        and ``user=<>`` otherwise: a client may type a password where the name is
+        due. Asked only after a failed login; by default no name is shown."""
+        return False
+
     def sasl_mechanisms(
         self, session: POP3Session
     ) -> Mapping[str, MechanismFactory] | Awaitable[Mapping[str, MechanismFactory]]:
@@ -791,6 +798,9 @@ class MaildirStore(Mailstore):
 
     async def apop_secret(self, session: POP3Session, user: str) -> str | None:
         return self._secret(user) if self.apop else None
+
+    async def is_user(self, session: POP3Session, user: str) -> bool:
+        return self._user(user) is not None
 
     def sasl_mechanisms(self, session: POP3Session) -> Mapping[str, MechanismFactory]:
         def check(authzid: str, authcid: str, password: str) -> bool:

@@ -15,7 +15,14 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["describe_error", "loggable", "loggable_reply"]
+__all__ = [
+    "LOGGED_NAME_LIMIT",
+    "NO_CLEAR_PASSWORD",
+    "describe_error",
+    "login_fields",
+    "loggable",
+    "loggable_reply",
+]
 
 _UNSAFE: Final = re.compile(
     # C0 (with \x1c-\x1e, which splitlines takes for line ends), DEL, C1 (with NEL,
@@ -34,6 +41,38 @@ def loggable(text: str) -> str:
     """``text`` with every control character, line or paragraph separator and bidi
     control shown as its escape (``\\x9b``, ``\\u2028``), never raw."""
     return _UNSAFE.sub(_escape, text)
+
+
+LOGGED_NAME_LIMIT: Final = 255
+"""The most characters of a user name a failed login's line shows, escapes counted:
+an AUTH line of 12,288 octets must not make a log line of 9,000."""
+
+NO_CLEAR_PASSWORD: Final = "not possible for this user: no password in the clear"
+"""Why a CRAM-MD5 or APOP attempt for a user whose secret is SCRAM keys failed: no
+password could have succeeded, so it is no guess, and its line says so in place of
+``reject:``, which fail2ban's filter counts."""
+
+
+def login_fields(user: str | None, mechanism: str | None = None) -> str:
+    """``mechanism=NAME user=<USER>`` (``user=<USER>`` without a mechanism), the end of
+    every failed login's line, SMTP and POP3 alike: ``user`` escaped, and cut to
+    :data:`LOGGED_NAME_LIMIT` characters ending ``...``, never inside an escape.
+    ``None`` or empty gives ``user=<>``: whether a name may be shown at all (a
+    password typed as one may not) is the caller's rule."""
+    shown = ""
+    if user:
+        shown = loggable(user[: LOGGED_NAME_LIMIT + 1])
+        if len(shown) > LOGGED_NAME_LIMIT:
+            cut, room = [], LOGGED_NAME_LIMIT - 3
+            for char in user[:LOGGED_NAME_LIMIT]:  # bounded: each round fills one or more
+                piece = loggable(char)
+                if len(piece) > room:
+                    break
+                cut.append(piece)
+                room -= len(piece)
+            shown = "".join(cut) + "..."
+    fields = f"user=<{shown}>"
+    return fields if not mechanism else f"mechanism={mechanism} {fields}"
 
 
 def loggable_reply(reply: object) -> str:

@@ -40,7 +40,7 @@ from smtpcore._driver._listener import (
     SessionRegistry,
     session_address,
 )
-from smtpcore._driver._logtext import describe_error, loggable
+from smtpcore._driver._logtext import NO_CLEAR_PASSWORD, describe_error, loggable, login_fields
 from smtpcore._driver._pop3_exchange import SASLExchange, top_chunks, top_chunks_now
 from smtpcore._driver._proxied import Network, networks, peer_text
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts, checked_delay
@@ -855,7 +855,7 @@ class POP3ServerSession(ServedSession):
         if matches:
             await self._login(event.name, "APOP")
         elif secret is None or isinstance(secret, str):
-            await self._failed("APOP", event.name)
+            await self._failed("APOP", event.name, no_secret=secret is None)
         else:
             self._wrong_verdict("apop_secret", secret, "a str or None")
 
@@ -911,14 +911,29 @@ class POP3ServerSession(ServedSession):
         if isinstance(answer, Success):
             await self._login(answer.authzid, self._sasl.name)
         elif isinstance(answer, Failure):
-            await self._failed("AUTH", answer.named, mechanism=self._sasl.name)
+            await self._failed(
+                "AUTH", answer.named, mechanism=self._sasl.name, no_secret=answer.no_secret
+            )
         else:
             self._answer(answer)
 
-    async def _failed(self, command: str, user: str | None, *, mechanism: str = "") -> None:
+    async def _failed(
+        self,
+        command: str,
+        named: str | None,
+        *,
+        mechanism: str | None = None,
+        no_secret: bool = False,
+    ) -> None:
         """A failed login: ``-ERR [AUTH]`` after ``auth_failure_delay`` seconds, which
         this session alone waits, and logged in the line fail2ban's filter reads, with
-        the AUTH ``mechanism`` and the ``user`` the client named (escaped: its text)."""
+        the AUTH ``mechanism``, and the user the client ``named`` only when the
+        store's :meth:`~smtpcore.maildrop.Mailstore.is_user` knows it (a password
+        typed as a name is not logged). A known user the store had no secret for
+        (APOP or CRAM-MD5 and SCRAM keys: ``no_secret``) could not have logged in:
+        answered alike, but logged as not possible in place of ``reject:``, so that
+        a client trying each way in turn is not banned for it."""
+        user = await self._known_user(named)
         delay = self.options.auth_failure_delay
         if delay:
             await self.transport.sleep(delay)
@@ -928,15 +943,41 @@ class POP3ServerSession(ServedSession):
             answer = Err("Authentication failed, too many attempts", code="AUTH")
             self._closing = True
         self._answer(answer)
-        logger.info(
-            "pop3: reject: %s from %s: -ERR [%s] %s; %suser=<%s>",
-            command,
-            peer_text(self.session.peer),
-            answer.code,
-            answer.text,
-            f"mechanism={mechanism} " if mechanism else "",
-            loggable(user or ""),
-        )
+        peer = peer_text(self.session.peer)
+        fields = login_fields(user, mechanism)
+        if no_secret and user:
+            logger.info(
+                "pop3: %s from %s: -ERR [%s] %s; %s; %s",
+                command,
+                peer,
+                answer.code,
+                answer.text,
+                NO_CLEAR_PASSWORD,
+                fields,
+            )
+        else:
+            logger.info(
+                "pop3: reject: %s from %s: -ERR [%s] %s; %s",
+                command,
+                peer,
+                answer.code,
+                answer.text,
+                fields,
+            )
+
+    async def _known_user(self, name: str | None) -> str | None:
+        """``name`` when the store's ``is_user`` says it names a user, else None (no
+        name, or a call that failed, which is logged)."""
+        if not name:
+            return None
+        try:
+            known = await self._store(lambda: self.store.is_user(self.session, name))
+        except BaseException as exc:
+            if not self._call_failed(exc):
+                raise
+            logger.error("is_user failed", exc_info=exc)
+            return None
+        return name if known is True else None
 
     async def _login(self, user: str, mechanism: str) -> None:
         """Open and lock the maildrop; then the session is in TRANSACTION (RFC 1939 §4)."""

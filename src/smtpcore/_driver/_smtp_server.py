@@ -29,7 +29,13 @@ from smtpcore._driver._listener import (
     SessionRegistry,
     session_address,
 )
-from smtpcore._driver._logtext import describe_error, loggable, loggable_reply
+from smtpcore._driver._logtext import (
+    NO_CLEAR_PASSWORD,
+    describe_error,
+    loggable,
+    loggable_reply,
+    login_fields,
+)
 from smtpcore._driver._proxied import Network, ip_peer, networks, peer_text, trusted
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, checked_delay
 from smtpcore._driver._transport import Link
@@ -53,7 +59,7 @@ from smtpcore.handler import (
     Session,
     _runs_in_thread,
 )
-from smtpcore.sasl import SERVER_MECHANISMS, ChannelBindings, offered_mechanisms
+from smtpcore.sasl import SERVER_MECHANISMS, ChannelBindings, Failure, offered_mechanisms
 from smtpcore.smtp import (
     Auth,
     AuthResponse,
@@ -1292,8 +1298,7 @@ class ServerSession(ServedSession):
         session = self.session
         success = flow.success
         if reply.code != 235 or success is None:
-            named = flow.failure.named if flow.failure is not None else None
-            await self._auth_failed(self._answer(reply), flow.mechanism, named)
+            await self._auth_failed(self._answer(reply), flow.mechanism, flow.failure)
             return
         flow.success = None
         identity = AuthIdentity(success.authcid, success.authzid, flow.mechanism)
@@ -1317,26 +1322,72 @@ class ServerSession(ServedSession):
                 loggable(str(identity)),
             )
         else:  # the handler's veto counts as a failed attempt: logged as one
-            await self._auth_failed(answered, flow.mechanism, identity.authcid)
+            await self._auth_failed(answered, flow.mechanism, None, proven=identity.authcid)
 
-    async def _auth_failed(self, reply: Reply, mechanism: str | None, user: str | None) -> None:
+    async def _auth_failed(
+        self,
+        reply: Reply,
+        mechanism: str | None,
+        failure: Failure | None,
+        *,
+        proven: str | None = None,
+    ) -> None:
         """A failed AUTH, answered with ``reply`` (a 5xx other than 504, an unknown
         mechanism: not a guess at a password): logged at INFO, in the line
-        fail2ban's filter reads, with the ``user`` the client named (its text,
-        escaped; empty when it named none), and the reply held back
-        ``auth_failure_delay`` seconds. The replies due go out at the session's next
-        wait for its client, so the session waits here, alone, before it gets there."""
+        fail2ban's filter reads, and the reply held back ``auth_failure_delay``
+        seconds. The line names the user the ``failure`` named only when the
+        Authenticator's ``is_user`` knows it (a password typed as a name is not
+        logged), or the one a handler vetoed (``proven``). A known user whom the
+        mechanism had no secret for (CRAM-MD5 and SCRAM keys) could not have
+        succeeded: the client is answered alike, but the line says so in place of
+        ``reject:``, so that a client trying mechanisms in turn is not banned.
+        The replies due go out at the session's next wait for its client, so the
+        session waits here, alone, before it gets there."""
         if reply.code >= 500 and reply.code != 504:
-            logger.info(
-                "NOQUEUE: reject: AUTH from %s: %s; mechanism=%s user=<%s>",
-                peer_text(self.session.peer),
-                loggable_reply(reply),
-                mechanism,
-                loggable(user or ""),
-            )
+            user = proven
+            if user is None and failure is not None:
+                user = await self._known_user(failure.named)
+            fields = login_fields(user, mechanism)
+            peer = peer_text(self.session.peer)
+            if proven is None and user and failure is not None and failure.no_secret:
+                logger.info(
+                    "NOQUEUE: AUTH from %s: %s; %s; %s",
+                    peer,
+                    loggable_reply(reply),
+                    NO_CLEAR_PASSWORD,
+                    fields,
+                )
+            else:
+                logger.info(
+                    "NOQUEUE: reject: AUTH from %s: %s; %s", peer, loggable_reply(reply), fields
+                )
             delay = self.options.auth_failure_delay
             if delay:
                 await self.transport.sleep(delay)
+
+    async def _known_user(self, name: str | None) -> str | None:
+        """``name`` when the Authenticator's ``is_user`` says it names a user, else None
+        (no name, no ``is_user``, or one that failed, which is logged). Run as the
+        exchange's steps are: in a worker thread, under the command deadline, with
+        ``in_thread``."""
+        auth = self.options.auth
+        if not name or not isinstance(auth, Authenticator) or auth.is_user is None:
+            return None
+        is_user = auth.is_user
+        try:
+            if auth.in_thread:
+                known = await self.transport.within(
+                    self.options.timeouts.command,
+                    self.transport.run_in_thread(lambda: is_user(name)),
+                )
+            else:
+                known = is_user(name)
+        except BaseException as exc:
+            if not self._call_failed(exc):
+                raise
+            logger.exception("is_user failed")
+            return None
+        return name if known is True else None
 
     # -- content --------------------------------------------------------------
 

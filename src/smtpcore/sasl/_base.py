@@ -105,6 +105,12 @@ class Failure:
     None when it named none (:attr:`ServerMechanism.named`): unproven client text,
     for a failed login's log line, which must escape it. Not part of the verdict,
     so not compared."""
+    no_secret: bool = dataclasses.field(default=False, compare=False)
+    """The credential lookup had no secret this mechanism can use for :attr:`named`
+    (CRAM-MD5: ``get_password`` gave None): an unknown user, or one whose secret is
+    SCRAM keys, whom no password could have logged in. The client is answered as
+    for a wrong password; a server that knows the user exists logs the attempt as
+    impossible rather than as a guess. Not compared either."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +250,7 @@ class ServerMechanism(abc.ABC):
         self._channel_bindings: Mapping[str, bytes] = {}
         self._plus_offered = False
         self._named: str | None = None
+        self._no_secret = False
 
     @property
     def named(self) -> str | None:
@@ -312,7 +319,7 @@ class ServerMechanism(abc.ABC):
             except CredentialsUnavailable as exc:
                 result = Failure(str(exc) or "credentials unavailable", temporary=True)
         if isinstance(result, Failure) and result.named is None and self._named is not None:
-            result = dataclasses.replace(result, named=self._named)
+            result = dataclasses.replace(result, named=self._named, no_secret=self._no_secret)
         if not isinstance(result, Challenge):
             self._progress = _Progress.DONE
         return result

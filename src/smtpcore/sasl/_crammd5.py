@@ -116,6 +116,7 @@ class CramMD5Server(ServerMechanism):
         password = self._get_password(username)
         key = _DUMMY_KEY if password is None else password.encode("utf-8")
         expected = _digest(key, self.challenge)
+        self._no_secret = password is None
         if not hmac.compare_digest(expected, digest.lower()) or password is None:
             raise _Reject("invalid credentials")
         return self._succeed("", username)

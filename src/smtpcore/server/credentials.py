@@ -97,6 +97,10 @@ class Credentials:
         """The mailbox key of a known user, else None."""
         return self._key(self._now, username)
 
+    def is_user(self, username: str) -> bool:
+        """Whether ``username`` names a known user (by any spelling that logs in)."""
+        return self.key(username) is not None
+
     def has_passwords(self) -> bool:
         """Whether any user has a password in the clear: without one, CRAM-MD5 and APOP
         can log no one in, and are not offered (a client that tries them first, as

@@ -224,10 +224,11 @@ class MailServer:
             check_password=credentials.check_password,
             get_password=credentials.get_password,
             get_scram_credentials=credentials.get_scram,
-            has_passwords=credentials.has_passwords,  # CRAM-MD5 only while it can serve
             in_thread=True,
             # An unknown user's made-up keys show the count the users' keys have.
             scram_mock_iterations=credentials.decoy_iterations(),
+            has_passwords=credentials.has_passwords,  # CRAM-MD5 only while it can serve
+            is_user=credentials.is_user,  # a failed AUTH's line names known users only
         )
 
     # -- running ----------------------------------------------------------------

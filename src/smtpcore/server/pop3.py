@@ -123,6 +123,11 @@ class POP3Store(MaildirStore):
         known = self.apop and bool(self._key(user))
         return self.credentials.get_password(user) if known else None
 
+    async def is_user(self, session: POP3Session, user: str) -> bool:
+        """A user of the server's, by any name that logs in as one: only then does a
+        failed login's line show the name."""
+        return bool(self._key(user))
+
     def sasl_mechanisms(self, session: POP3Session) -> Mapping[str, MechanismFactory]:
         """The same mechanisms as SMTP AUTH, without those no user could use now
         (CRAM-MD5 when every user has SCRAM keys); PLAIN and LOGIN only under TLS when
