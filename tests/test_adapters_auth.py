@@ -450,6 +450,23 @@ def plaintext_auth_server(
     )
 
 
+@contextlib.contextmanager
+def _logged_session(
+    server: contextlib.AbstractContextManager[RunningSMTPServer],
+    caplog: pytest.LogCaptureFixture,
+) -> Iterator[RawSmtpSession]:
+    """A raw session with ``server``, past its greeting and EHLO, with what the server
+    logs at INFO in ``caplog``."""
+    with (
+        server as s,
+        raw_smtp_session(s.host, s.port) as c,
+        caplog.at_level(logging.INFO, logger="smtpcore.server"),
+    ):
+        c.recv_reply()
+        c.command(b"EHLO client.test")
+        yield c
+
+
 def plain(authcid: str, password: str, authzid: str = "") -> bytes:
     return base64.b64encode(f"{authzid}\0{authcid}\0{password}".encode())
 
@@ -458,13 +475,9 @@ def test_identity_authzid_veto_and_auth_parameter(
     adapter: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     handler = Submission()
-    with (
-        running_smtp_server(adapter, handler, auth=authenticator(), auth_require_tls=False) as s,
-        raw_smtp_session(s.host, s.port) as c,
-        caplog.at_level(logging.INFO, logger="smtpcore.server"),
-    ):
-        c.recv_reply()
-        c.command(b"EHLO client.test")
+    with _logged_session(
+        running_smtp_server(adapter, handler, auth=authenticator(), auth_require_tls=False), caplog
+    ) as c:
         # Acting as postmaster is authorized, but the handler wants TLS for it.
         reply = c.command(b"AUTH PLAIN " + plain(USER, PASSWORD, "postmaster@abc.example"))
         assert reply.startswith(b"535 5.7.8 Not for postmaster")
@@ -871,13 +884,7 @@ def test_the_reject_log_never_quotes_what_may_be_a_password(
     without base64 as the answer to a 334, or read as a command once the exchange was
     cancelled, was logged (``reject: OPENSESAME``). An answer to a 334 is ``AUTH``, a
     known verb its name, anything else ``command``."""
-    with (
-        plaintext_auth_server(adapter) as s,
-        raw_smtp_session(s.host, s.port) as c,
-        caplog.at_level(logging.INFO, logger="smtpcore.server"),
-    ):
-        c.recv_reply()
-        c.command(b"EHLO client.test")
+    with _logged_session(plaintext_auth_server(adapter), caplog) as c:
         assert c.command(b"AUTH LOGIN").startswith(b"334")
         assert c.command(base64.b64encode(USER.encode())).startswith(b"334")
         assert c.command(b"OpenSesame!42").startswith(b"501 5.5.2")  # not base64
@@ -1201,13 +1208,7 @@ def test_without_is_user_a_failed_auth_names_nobody(
     adapter: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An Authenticator that cannot tell a user from a password logs ``user=<>``."""
-    with (
-        plaintext_auth_server(adapter) as s,
-        raw_smtp_session(s.host, s.port) as c,
-        caplog.at_level(logging.INFO, logger="smtpcore.server"),
-    ):
-        c.recv_reply()
-        c.command(b"EHLO client.test")
+    with _logged_session(plaintext_auth_server(adapter), caplog) as c:
         assert c.command(b"AUTH PLAIN " + plain(USER, "no")).startswith(b"535")
     [line] = _refusals(caplog)
     assert line.endswith("; mechanism=PLAIN user=<>"), line
@@ -1225,13 +1226,9 @@ def test_cram_md5_for_a_user_without_a_clear_password_is_not_logged_as_a_guess(
     keys_only = "mary@abc.example"
     known = {USER, keys_only}
     auth = dataclasses.replace(authenticator(), is_user=known.__contains__)
-    with (
-        running_smtp_server(adapter, Submission(), auth=auth, auth_require_tls=False) as s,
-        raw_smtp_session(s.host, s.port) as c,
-        caplog.at_level(logging.INFO, logger="smtpcore.server"),
-    ):
-        c.recv_reply()
-        c.command(b"EHLO client.test")
+    with _logged_session(
+        running_smtp_server(adapter, Submission(), auth=auth, auth_require_tls=False), caplog
+    ) as c:
         replies = []
         for name in (keys_only, USER, "nobody@abc.example"):
             challenge = base64.b64decode(c.command(b"AUTH CRAM-MD5")[4:].strip())

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import trio
@@ -25,9 +25,10 @@ import trio
 import smtpcore.asyncio as smtp_asyncio
 import smtpcore.trio as smtp_trio
 from smtpcore import pop3
-from smtpcore.handler import Authenticator, Handler, TLSInfo
+from smtpcore.handler import Authenticator, Handler
 from smtpcore.maildrop import Maildrop, MaildropError, Mailstore, MechanismFactory, POP3Session
 from smtpcore.smtp import Reply, ServerConnection
+from test_adapters_session_end import ScriptedTransport
 
 ADAPTERS = pytest.mark.parametrize("adapter", ["asyncio", "trio"])
 CONTEXT = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -42,46 +43,12 @@ GUARDED: dict[str, Any] = {
     "max_message_size": 1000,
 }
 """A submission server's guards: TLS and AUTH before mail, a small SIZE."""
-
-
-class ScriptedTransport:
-    """A transport that gives the client's bytes in one piece, from an address not on
-    loopback, and records what the server writes."""
-
-    def __init__(self, client: bytes) -> None:
-        self.client = client
-        self.written: list[bytes] = []
-
-    async def receive_some(self, max_bytes: int) -> bytes:
-        data, self.client = self.client[:max_bytes], self.client[max_bytes:]
-        return data
-
-    async def send_all(self, data: bytes) -> None:
-        self.written.append(data)
-
-    async def start_tls(
-        self, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
-    ) -> None:
-        raise ConnectionResetError("no TLS here")
-
-    async def aclose(self) -> None:
-        pass
-
-    @property
-    def peer_address(self) -> tuple[str, int] | None:
-        return ("192.0.2.1", 40000)
-
-    @property
-    def local_address(self) -> tuple[str, int] | None:
-        return ("192.0.2.25", 25)
-
-    @property
-    def tls(self) -> TLSInfo | None:
-        return None
+Machine = TypeVar("Machine", ServerConnection, pop3.ServerConnection)
 
 
 def _lines(adapter: str, make_server: Callable[[Any], Any], client: bytes) -> list[bytes]:
-    """The lines one session of ``make_server(adapter module)`` writes to ``client``."""
+    """The lines one session of ``make_server(adapter module)`` writes to ``client``,
+    whose address is not on loopback."""
     transport = ScriptedTransport(client)
 
     async def body() -> None:
@@ -104,6 +71,52 @@ def _smtp(adapter: str, client: bytes, **options: Any) -> list[bytes]:
 
 def _raising(options: Any) -> Any:
     raise RuntimeError("the factory's own bug")
+
+
+def _built_then(used: Callable[[Machine], None]) -> Callable[[Any], Machine]:
+    """A factory that builds the server's own machine and then ``used`` it."""
+
+    def factory(options: Any) -> Machine:
+        built: Machine = options.build_connection()
+        used(built)
+        return built
+
+    return factory
+
+
+def _noting_the_task(adapter: str, calls: list[object]) -> Callable[[Any], Any]:
+    """A factory that notes the task it runs in, then builds the server's own machine."""
+
+    def factory(options: Any) -> Any:
+        calls.append(
+            asyncio.current_task() if adapter == "asyncio" else trio.lowlevel.current_task()
+        )
+        return options.build_connection()
+
+    return factory
+
+
+def _smtp_refused(
+    adapter: str, caplog: pytest.LogCaptureFixture, client: bytes, **options: Any
+) -> list[str]:
+    """What the server logged for an SMTP session it refused with 421 before its greeting."""
+    with caplog.at_level(logging.ERROR, logger="smtpcore.server"):
+        lines = _smtp(adapter, client, **options)
+    assert lines == [b"421 mx.test Service not available", b""]
+    return [record.getMessage() for record in caplog.records]
+
+
+def _assert_logged_the_factory_bug(caplog: pytest.LogCaptureFixture) -> None:
+    """The server logged what ``_raising`` raised, with its traceback."""
+    assert any(
+        record.exc_info and "the factory's own bug" in str(record.exc_info[1])
+        for record in caplog.records
+    )
+
+
+def _assert_logged(messages: list[str], *parts: str) -> None:
+    """One of the ``messages`` says every one of ``parts``."""
+    assert any(all(part in message for part in parts) for message in messages), messages
 
 
 # -- SMTP ------------------------------------------------------------------------
@@ -182,18 +195,14 @@ def test_a_machine_that_disagrees_with_the_server_gets_421(
         chosen = {"hostname": server_options.hostname, **machine}
         return ServerConnection(chosen.pop("hostname"), **chosen)
 
-    with caplog.at_level(logging.ERROR, logger="smtpcore.server"):
-        lines = _smtp(
-            adapter,
-            b"EHLO client.test\r\nMAIL FROM:<a@b.example>\r\n",
-            connection_factory=factory,
-            **options,
-        )
-    assert lines == [b"421 mx.test Service not available", b""]
-    messages = [record.getMessage() for record in caplog.records]
-    assert any(
-        f"{named}=" in message and "options.build_connection()" in message for message in messages
-    ), messages
+    messages = _smtp_refused(
+        adapter,
+        caplog,
+        b"EHLO client.test\r\nMAIL FROM:<a@b.example>\r\n",
+        connection_factory=factory,
+        **options,
+    )
+    _assert_logged(messages, f"{named}=", "options.build_connection()")
 
 
 @ADAPTERS
@@ -201,15 +210,7 @@ def test_the_factory_is_called_per_session_only(adapter: str) -> None:
     """Never when the server is made: a factory may need the session's running loop
     (here ``current_task``, which raised out of ``SMTPServer(...)``)."""
     calls: list[object] = []
-
-    def factory(options: Any) -> ServerConnection:
-        calls.append(
-            asyncio.current_task() if adapter == "asyncio" else trio.lowlevel.current_task()
-        )
-        built: ServerConnection = options.build_connection()
-        return built
-
-    lines = _smtp(adapter, b"QUIT\r\n", connection_factory=factory)
+    lines = _smtp(adapter, b"QUIT\r\n", connection_factory=_noting_the_task(adapter, calls))
     assert lines[0].startswith(b"220") and lines[1].startswith(b"221")
     assert len(calls) == 1 and calls[0] is not None
 
@@ -260,13 +261,8 @@ def test_check_connection_compares_options_as_the_machine_takes_them() -> None:
 
 @ADAPTERS
 def test_a_factory_that_raises_gets_421(adapter: str, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.ERROR, logger="smtpcore.server"):
-        lines = _smtp(adapter, b"EHLO client.test\r\n", connection_factory=_raising)
-    assert lines == [b"421 mx.test Service not available", b""]
-    assert any(
-        record.exc_info and "the factory's own bug" in str(record.exc_info[1])
-        for record in caplog.records
-    )
+    _smtp_refused(adapter, caplog, b"EHLO client.test\r\n", connection_factory=_raising)
+    _assert_logged_the_factory_bug(caplog)
 
 
 @ADAPTERS
@@ -322,27 +318,16 @@ def test_a_machine_that_is_not_new_gets_421(
 ) -> None:
     """Options that agree are not enough: a machine already authenticated took MAIL and
     RCPT on a ``require_auth`` server with no AUTH."""
-
-    def factory(options: Any) -> ServerConnection:
-        built: ServerConnection = options.build_connection()
-        used(built)
-        return built
-
-    with caplog.at_level(logging.ERROR, logger="smtpcore.server"):
-        lines = _smtp(
-            adapter,
-            b"EHLO client.test\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@y.example>\r\n",
-            connection_factory=factory,
-            auth=AUTH,
-            auth_require_tls=False,
-            require_auth=True,
-        )
-    assert lines == [b"421 mx.test Service not available", b""]
-    messages = [record.getMessage() for record in caplog.records]
-    assert any(
-        "the machine is not new" in message and f"its {named} is" in message
-        for message in messages
-    ), messages
+    messages = _smtp_refused(
+        adapter,
+        caplog,
+        b"EHLO client.test\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@y.example>\r\n",
+        connection_factory=_built_then(used),
+        auth=AUTH,
+        auth_require_tls=False,
+        require_auth=True,
+    )
+    _assert_logged(messages, "the machine is not new", f"its {named} is")
 
 
 @ADAPTERS
@@ -395,6 +380,16 @@ def _pop3(adapter: str, client: bytes, **options: Any) -> list[bytes]:
     return _lines(
         adapter, lambda mod: mod.POP3Server(Store(), hostname="pop.test", **options), client
     )
+
+
+def _pop3_refused(
+    adapter: str, caplog: pytest.LogCaptureFixture, client: bytes, **options: Any
+) -> list[str]:
+    """What the server logged for a POP3 session it refused with ``-ERR [SYS/TEMP]``."""
+    with caplog.at_level(logging.ERROR, logger="smtpcore.pop3.server"):
+        lines = _pop3(adapter, client, **options)
+    assert lines[0].startswith(b"-ERR [SYS/TEMP]") and lines[1:] == [b""]
+    return [record.getMessage() for record in caplog.records]
 
 
 @ADAPTERS
@@ -494,42 +489,28 @@ def test_a_pop3_machine_that_disagrees_gets_sys_temp(
     named: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="smtpcore.pop3.server"):
-        lines = _pop3(
-            adapter,
-            b"CAPA\r\nUSER a\r\n",
-            connection_factory=lambda o: pop3.ServerConnection(o.hostname, **machine),
-            **options,
-        )
-    assert lines[0].startswith(b"-ERR [SYS/TEMP]") and lines[1:] == [b""]
-    assert any(named in record.getMessage() for record in caplog.records)
+    messages = _pop3_refused(
+        adapter,
+        caplog,
+        b"CAPA\r\nUSER a\r\n",
+        connection_factory=lambda o: pop3.ServerConnection(o.hostname, **machine),
+        **options,
+    )
+    _assert_logged(messages, named)
 
 
 @ADAPTERS
 def test_a_pop3_factory_that_raises_gets_sys_temp(
     adapter: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="smtpcore.pop3.server"):
-        lines = _pop3(adapter, b"CAPA\r\n", connection_factory=_raising)
-    assert lines[0].startswith(b"-ERR [SYS/TEMP]") and lines[1:] == [b""]
-    assert any(
-        record.exc_info and "the factory's own bug" in str(record.exc_info[1])
-        for record in caplog.records
-    )
+    _pop3_refused(adapter, caplog, b"CAPA\r\n", connection_factory=_raising)
+    _assert_logged_the_factory_bug(caplog)
 
 
 @ADAPTERS
 def test_the_pop3_factory_is_called_per_session_only(adapter: str) -> None:
     calls: list[object] = []
-
-    def factory(options: Any) -> pop3.ServerConnection:
-        calls.append(
-            asyncio.current_task() if adapter == "asyncio" else trio.lowlevel.current_task()
-        )
-        built: pop3.ServerConnection = options.build_connection()
-        return built
-
-    lines = _pop3(adapter, b"QUIT\r\n", connection_factory=factory)
+    lines = _pop3(adapter, b"QUIT\r\n", connection_factory=_noting_the_task(adapter, calls))
     assert lines[0].startswith(b"+OK") and lines[1].startswith(b"+OK")
     assert len(calls) == 1 and calls[0] is not None
 
@@ -557,19 +538,10 @@ def test_a_pop3_machine_that_is_not_new_gets_sys_temp(
     named: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def factory(options: Any) -> pop3.ServerConnection:
-        built: pop3.ServerConnection = options.build_connection()
-        used(built)
-        return built
-
-    with caplog.at_level(logging.ERROR, logger="smtpcore.pop3.server"):
-        lines = _pop3(adapter, b"CAPA\r\nUSER a\r\n", connection_factory=factory)
-    assert lines[0].startswith(b"-ERR [SYS/TEMP]") and lines[1:] == [b""]
-    messages = [record.getMessage() for record in caplog.records]
-    assert any(
-        "the machine is not new" in message and f"its {named} is" in message
-        for message in messages
-    ), messages
+    messages = _pop3_refused(
+        adapter, caplog, b"CAPA\r\nUSER a\r\n", connection_factory=_built_then(used)
+    )
+    _assert_logged(messages, "the machine is not new", f"its {named} is")
 
 
 @ADAPTERS
@@ -589,20 +561,15 @@ def test_a_pop3_factory_that_changes_the_placeholders_is_checked(
         built.sasl_mechanisms = ("SCRAM-SHA-256",)
         return built
 
-    with caplog.at_level(logging.ERROR, logger="smtpcore.pop3.server"):
-        lines = _pop3(
-            adapter,
-            b"CAPA\r\nUSER a\r\nQUIT\r\n",
-            ssl_context=CONTEXT,
-            require_tls=False,
-            connection_factory=factory,
-        )
-    assert lines[0].startswith(b"-ERR [SYS/TEMP]") and lines[1:] == [b""]
-    messages = [record.getMessage() for record in caplog.records]
-    assert any(
-        "offers_user" in message and "changed sasl_mechanisms, require_tls on" in message
-        for message in messages
-    ), messages
+    messages = _pop3_refused(
+        adapter,
+        caplog,
+        b"CAPA\r\nUSER a\r\nQUIT\r\n",
+        ssl_context=CONTEXT,
+        require_tls=False,
+        connection_factory=factory,
+    )
+    _assert_logged(messages, "offers_user", "changed sasl_mechanisms, require_tls on")
 
 
 @ADAPTERS
@@ -639,17 +606,12 @@ def test_a_stricter_change_to_a_build_connection_machine_is_refused(
         built.require_tls = True
         return built
 
-    with caplog.at_level(logging.ERROR, logger="smtpcore.pop3.server"):
-        lines = _pop3(
-            adapter,
-            b"CAPA\r\n",
-            ssl_context=CONTEXT,
-            require_tls=False,
-            connection_factory=factory,
-        )
-    assert lines[0].startswith(b"-ERR [SYS/TEMP]") and lines[1:] == [b""]
-    assert any(
-        "require_tls=True" in record.getMessage()
-        and "changed offers_user, require_tls" in record.getMessage()
-        for record in caplog.records
+    messages = _pop3_refused(
+        adapter,
+        caplog,
+        b"CAPA\r\n",
+        ssl_context=CONTEXT,
+        require_tls=False,
+        connection_factory=factory,
     )
+    _assert_logged(messages, "require_tls=True", "changed offers_user, require_tls")

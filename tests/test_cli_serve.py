@@ -508,6 +508,28 @@ def test_a_queue_signal_after_a_stop_that_still_holds_the_lock_never_kills_the_s
     assert len(list((data_dir / "queue" / "commands").glob("*.json"))) == 1
 
 
+def _started_on(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fqdn: str,
+    options: tuple[str, ...],
+) -> ServerConfig:
+    """The configuration ``serve options`` starts with on a machine named ``fqdn``,
+    its warnings in ``caplog``."""
+    started: list[ServerConfig] = []
+
+    async def fake_serve(config: ServerConfig, **kwargs: object) -> int:
+        started.append(config)
+        return 0
+
+    monkeypatch.setattr("socket.getfqdn", lambda name="": fqdn)
+    monkeypatch.setattr(cli, "_serve", fake_serve)
+    caplog.set_level(logging.WARNING, "smtpcore.mail")
+    assert cli.main(["serve", "--relay-host", "127.0.0.1:25", *options]) == 0
+    (config,) = started
+    return config
+
+
 @pytest.mark.parametrize(
     ("fqdn", "options", "warned"),
     [
@@ -530,17 +552,7 @@ def test_serve_warns_when_the_default_hostname_is_not_fully_qualified(
     """RFC 5321 §2.3.5, §4.1.1.1: the name given in EHLO (and in bounces) is a fully
     qualified domain name; socket.getfqdn() gives "localhost" on a host whose
     /etc/hosts lists that first, and the server used it without a word."""
-    started: list[ServerConfig] = []
-
-    async def fake_serve(config: ServerConfig, **kwargs: object) -> int:
-        started.append(config)
-        return 0
-
-    monkeypatch.setattr("socket.getfqdn", lambda name="": fqdn)
-    monkeypatch.setattr(cli, "_serve", fake_serve)
-    caplog.set_level(logging.WARNING, "smtpcore.mail")
-    assert cli.main(["serve", "--relay-host", "127.0.0.1:25", *options]) == 0
-    (config,) = started
+    config = _started_on(monkeypatch, caplog, fqdn, options)
     assert config.hostname == (options[1] if options else fqdn)
     warnings = [r.getMessage() for r in caplog.records if "fully qualified" in r.getMessage()]
     if warned:
@@ -577,17 +589,7 @@ def test_serve_names_itself_in_a_label_form_and_warns_of_a_machine_name_that_is_
     """RFC 5321 §4.1.2, §4.2; RFC 6531: a U-label name is used in its A-label form
     (greeting, EHLO, Received, bounces); the machine's own name, if it is no domain,
     is used with a warning, as one that is not fully qualified is."""
-    started: list[ServerConfig] = []
-
-    async def fake_serve(config: ServerConfig, **kwargs: object) -> int:
-        started.append(config)
-        return 0
-
-    monkeypatch.setattr("socket.getfqdn", lambda name="": fqdn)
-    monkeypatch.setattr(cli, "_serve", fake_serve)
-    caplog.set_level(logging.WARNING, "smtpcore.mail")
-    assert cli.main(["serve", "--relay-host", "127.0.0.1:25", *options]) == 0
-    (config,) = started
+    config = _started_on(monkeypatch, caplog, fqdn, options)
     assert config.hostname == named
     warnings = [r.getMessage() for r in caplog.records if "is not a domain name" in r.getMessage()]
     if warned:

@@ -15,11 +15,12 @@ import poplib
 import re
 import smtplib
 import socket
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 
-from test_cli_serve import LOOPBACK, serve
+from test_cli_serve import LOOPBACK, Served, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 FILTER = ROOT / "docs" / "fail2ban" / "smtpcore.conf"
@@ -59,18 +60,25 @@ def _hosts(log: str) -> list[tuple[str, str]]:
     return found
 
 
+def _banned_lines(log: str) -> list[str]:
+    """The lines of ``log`` the filter matches, each of them naming the test's client."""
+    found = _hosts(log)
+    assert {host for host, _ in found} == {"127.0.0.1"}
+    return [line for _, line in found]
+
+
+def _serve_john(tmp_path: Path, *extra: str) -> AbstractContextManager[Served]:
+    """abc.example's server, with one user: john@abc.example, password john-pw."""
+    return serve(tmp_path / "abc", "abc.example", ["john@abc.example:john-pw"], extra=extra)
+
+
 def test_the_filter_parses_as_fail2ban_reads_it() -> None:
     date, fail = _filter()
     assert len(fail) == 3 and date.match("2026-12-03 14:43:07,530 x")
 
 
 def test_every_refusal_is_one_line_the_filter_bans_and_nothing_else(tmp_path: Path) -> None:
-    with serve(
-        tmp_path / "abc",
-        "abc.example",
-        ["john@abc.example:john-pw"],
-        extra=("--max-message-size", "2000"),
-    ) as abc:
+    with _serve_john(tmp_path, "--max-message-size", "2000") as abc:
         ports = abc.ports
         with smtplib.SMTP(LOOPBACK, ports["smtp"], timeout=10) as smtp:
             smtp.ehlo()
@@ -98,18 +106,17 @@ def test_every_refusal_is_one_line_the_filter_bans_and_nothing_else(tmp_path: Pa
         client.quit()
         assert abc.stop() == 0
     log = abc.log()
-    found = _hosts(log)
-    assert {host for host, _ in found} == {"127.0.0.1"}
-    kinds = [re.search(r"reject: (\w+) from", line).group(1) for _, line in found]  # type: ignore[union-attr]
+    found = _banned_lines(log)
+    kinds = [re.search(r"reject: (\w+) from", line).group(1) for line in found]  # type: ignore[union-attr]
     # smtplib tries each mechanism the server offers: one AUTH line or more.
     assert sorted(set(kinds)) == ["AUTH", "DATA", "MAIL", "PASS", "RCPT"]
     assert (kinds.count("RCPT"), kinds.count("MAIL"), kinds.count("DATA")) == (2, 2, 1), log
-    codes = "\n".join(line for _, line in found)
+    codes = "\n".join(found)
     for text in ("550 5.1.1", "550 5.7.1", "552 5.3.4", "530 5.7.0", "535", "553 5.7.1"):
         assert text in codes, (text, codes)
     assert "-ERR [AUTH]" in codes
     # Nothing else: sessions, accepted messages and deliveries are not refusals.
-    assert all("reject:" in line for _, line in found)
+    assert all("reject:" in line for line in found)
     assert "status=sent" in log and "disconnect from [127.0.0.1]" in log
     # Addresses print as addresses, never as Python tuples.
     assert "('127.0.0.1'" not in log
@@ -136,12 +143,7 @@ def test_a_session_ended_for_abuse_is_one_line_the_filter_bans(tmp_path: Path) -
     "errors" mode). The filter matched none of those lines: a client that sent
     nothing but unknown commands was never banned. A sender address that writes
     such a line is not one."""
-    with serve(
-        tmp_path / "abc",
-        "abc.example",
-        ["john@abc.example:john-pw"],
-        extra=("--auth-failure-delay", "0"),
-    ) as abc:
+    with _serve_john(tmp_path, "--auth-failure-delay", "0") as abc:
         ports = abc.ports
         with smtplib.SMTP(LOOPBACK, ports["smtp"], timeout=10) as smtp:
             smtp.ehlo()
@@ -162,12 +164,11 @@ def test_a_session_ended_for_abuse_is_one_line_the_filter_bans(tmp_path: Path) -
             smtp.close()
         assert abc.stop() == 0
     log = abc.log()
-    found = _hosts(log)
-    assert {host for host, _ in found} == {"127.0.0.1"}
-    disconnects = [line for _, line in found if ": 421 4.7.0 " in line]
+    found = _banned_lines(log)
+    disconnects = [line for line in found if ": 421 4.7.0 " in line]
     ends = sorted(line.rpartition(" Too many ")[2] for line in disconnects)
     assert ends == ["commands", "errors", "failed authentications", "unknown commands"], log
-    assert "192.0.2.99" in log and all("192.0.2.99" not in line for _, line in found)
+    assert "192.0.2.99" in log and all("192.0.2.99" not in line for line in found)
 
 
 def test_cram_md5_and_apop_a_user_cannot_use_are_no_failed_logins(tmp_path: Path) -> None:

@@ -657,6 +657,28 @@ def _parse(raw: bytes) -> EmailMessage:
     return message
 
 
+def _bounce(
+    failed: list[FailedRecipient],
+    original: bytes = ORIGINAL,
+    *,
+    recipient: str = "john@abc.example",
+    headers_only: bool = False,
+    utf8: bool = False,
+) -> bytes:
+    """A bounce from mx.abc.example to ``recipient``, sent as its message arrived."""
+    return build_bounce(
+        reporting_mta="mx.abc.example",
+        recipient=recipient,
+        queue_id="Q1",
+        arrival=0.0,
+        now=0.0,
+        failed=failed,
+        original=original,
+        headers_only=headers_only,
+        utf8=utf8,
+    ).content
+
+
 def test_bounce_is_a_delivery_status_report() -> None:
     raw = build_bounce(
         reporting_mta="mx.abc.example",
@@ -702,16 +724,7 @@ def test_a_report_type_is_the_subtype_of_its_status_part(utf8: bool, status_type
     """RFC 6522 §3: report-type names the second part's media subtype, so an RFC 6533
     report is a ``global-delivery-status`` one."""
     for raw in (
-        build_bounce(
-            reporting_mta="mx.abc.example",
-            recipient="john@abc.example",
-            queue_id="Q1",
-            arrival=0.0,
-            now=0.0,
-            failed=[FailedRecipient("nobody@pqr.example", "5.1.1", "550 5.1.1 no")],
-            original=ORIGINAL,
-            utf8=utf8,
-        ).content,
+        _bounce([FailedRecipient("nobody@pqr.example", "5.1.1", "550 5.1.1 no")], utf8=utf8),
         build_success_report(
             reporting_mta="mx.abc.example",
             recipient="john@abc.example",
@@ -737,35 +750,16 @@ def test_the_7bit_form_of_a_report_is_the_same_report_with_the_header_only(
     does. An RFC 6533 report's UTF-8 parts go quoted-printable (RFC 6533 §6); one whose
     own header is UTF-8 (to a UTF-8 address, which needs SMTPUTF8 anyway) has none."""
     monkeypatch.setattr("smtpcore.server.bounce.secrets.token_hex", lambda n: "0" * 2 * n)
-
-    def bounce(
-        original: bytes,
-        *,
-        headers_only: bool = False,
-        utf8: bool = False,
-        recipient: str = "john@abc.example",
-    ) -> bytes:
-        return build_bounce(
-            reporting_mta="mx.abc.example",
-            recipient=recipient,
-            queue_id="Q1",
-            arrival=0.0,
-            now=0.0,
-            failed=[FailedRecipient("nobody@pqr.example", "5.6.3", "554 5.6.3 no 8BITMIME")],
-            original=original,
-            headers_only=headers_only,
-            utf8=utf8,
-        ).content
-
-    seven_bit = seven_bit_form(bounce("Subject: x\r\n\r\ncafé\r\n".encode()))
+    failed = [FailedRecipient("nobody@pqr.example", "5.6.3", "554 5.6.3 no 8BITMIME")]
+    seven_bit = seven_bit_form(_bounce(failed, "Subject: x\r\n\r\ncafé\r\n".encode()))
     assert seven_bit is not None and seven_bit.isascii()
-    assert seven_bit == bounce(b"Subject: x\r\n\r\n", headers_only=True)
+    assert seven_bit == _bounce(failed, b"Subject: x\r\n\r\n", headers_only=True)
     assert b"The delivery report and the header of your message follow." in seven_bit
-    global_form = seven_bit_form(bounce("Subject: ü\r\n\r\nx\r\n".encode(), utf8=True))
+    global_form = seven_bit_form(_bounce(failed, "Subject: ü\r\n\r\nx\r\n".encode(), utf8=True))
     assert global_form is not None and global_form.isascii()
     assert b"Content-Type: message/global-headers\r\n" in global_form
     assert b"quoted-printable\r\n\r\nSubject: =C3=BC\r\n" in global_form
-    to_utf8 = bounce("x\r\n\r\ncafé\r\n".encode(), recipient="jösé@abc.example")
+    to_utf8 = _bounce(failed, "x\r\n\r\ncafé\r\n".encode(), recipient="jösé@abc.example")
     assert seven_bit_form(to_utf8) is None
     assert seven_bit_form(ORIGINAL) is None  # not a report
 
@@ -775,55 +769,27 @@ def test_a_utf8_report_keeps_lines_within_998_octets_and_says_8bit() -> None:
     characters is far more; RFC 2045 §6.1: a part without Content-Transfer-Encoding
     is 7bit, so every part holding UTF-8 says 8bit, and so does the multipart."""
     long_word = "€" * 1500
-    raw = build_bounce(
-        reporting_mta="mx.abc.example",
+    raw = _bounce(
+        [FailedRecipient("c@d.example", "5.0.0", f"550 5.0.0 {long_word}", "mx", True)],
+        "Subject: ü\r\n\r\nx\r\n".encode(),
         recipient="jörg@abc.example",
-        queue_id="Q",
-        arrival=0.0,
-        now=0.0,
-        failed=[FailedRecipient("c@d.example", "5.0.0", f"550 5.0.0 {long_word}", "mx", True)],
-        original="Subject: ü\r\n\r\nx\r\n".encode(),
-    ).content
+    )
     assert max(len(line) for line in raw.split(b"\r\n")) <= 998
     message = _parse(raw)
     assert message["Content-Transfer-Encoding"] == "8bit"
     for part in message.iter_parts():
         assert part["Content-Transfer-Encoding"] == "8bit", part.get_content_type()
-    ascii_only = build_bounce(
-        reporting_mta="mx",
-        recipient="a@b.example",
-        queue_id="Q",
-        arrival=0.0,
-        now=0.0,
-        failed=[FailedRecipient("c@d.example", "5.0.0", "refused")],
-        original=ORIGINAL,
-    ).content
+    ascii_only = _bounce([FailedRecipient("c@d.example", "5.0.0", "refused")])
     assert b"Content-Transfer-Encoding" not in ascii_only
 
 
 def test_a_large_message_comes_back_as_its_header() -> None:
     original = b"Subject: big\r\n\r\n" + b"x" * 998 * 2 + b"\r\n" * (MAX_RETURNED_MESSAGE // 2)
-    raw = build_bounce(
-        reporting_mta="mx",
-        recipient="a@b.example",
-        queue_id="Q",
-        arrival=0.0,
-        now=0.0,
-        failed=[FailedRecipient("c@d.example", "5.0.0", "refused")],
-        original=original,
-    ).content
+    raw = _bounce([FailedRecipient("c@d.example", "5.0.0", "refused")], original)
     assert b"Content-Type: text/rfc822-headers" in raw
     assert b"Subject: big\r\n" in raw and b"xxxx" not in raw
     with pytest.raises(ValueError):
-        build_bounce(
-            reporting_mta="mx",
-            recipient="a@b.example",
-            queue_id="Q",
-            arrival=0.0,
-            now=0.0,
-            failed=[],
-            original=b"",
-        )
+        _bounce([], b"")
 
 
 @pytest.mark.parametrize("utf8", [False, True])

@@ -266,6 +266,31 @@ def _queue_empty(setup: Setup) -> bool:
     return not any((setup.queue.directory / "envelopes").iterdir())
 
 
+async def _attempts_by_round(
+    setup: Setup, entry: QueueEntry, now: list[float], rounds: int
+) -> list[int]:
+    """Run ``rounds`` rounds of ``entry``, each at the time the last one set for the
+    next (the clock ``now[0]``, which each must move on): its attempts after each."""
+    counted = []
+    for _ in range(rounds):
+        await setup.worker._process(entry.id)
+        entry = setup.queue.load(entry.id)
+        assert entry.next_attempt > now[0]
+        counted.append(entry.attempts)
+        now[0] = entry.next_attempt
+    return counted
+
+
+def _deliver_all(setup: Setup, sender: str, recipients: list[str]) -> None:
+    """Queue MESSAGE from ``sender`` and run the worker until the queue is empty."""
+
+    async def main() -> None:
+        _enqueue(setup, sender, recipients)
+        await _run_until(setup, lambda: _queue_empty(setup))
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize(
     ("attempts", "wait"),
     [(0, 300.0), (1, 300.0), (2, 600.0), (3, 1200.0), (4, 2400.0), (5, MAX_BACKOFF), (20, 4000.0)],
@@ -282,11 +307,7 @@ def test_4xx_then_250_is_retried_and_delivered_once(
     server = scripted([b"451 4.3.0 try again later", b"250 2.0.0 queued as X"])
     setup = _setup(tmp_path, ZONE, server.port)
 
-    async def main() -> None:
-        _enqueue(setup, "john@abc.example", ["brendon@pqr.example"])
-        await _run_until(setup, lambda: _queue_empty(setup))
-
-    asyncio.run(main())
+    _deliver_all(setup, "john@abc.example", ["brendon@pqr.example"])
     assert [t.reply[:3] for t in server.transactions] == [b"451", b"250"]
     delivered = server.transactions[-1]
     assert delivered.content == MESSAGE and delivered.sender == "john@abc.example"
@@ -305,11 +326,7 @@ def test_5xx_bounces_to_a_local_sender(
     server = scripted([b"250 ok"], rcpt_replies={"nobody@pqr.example": b"550 5.1.1 no such user"})
     setup = _setup(tmp_path, ZONE, server.port)
 
-    async def main() -> None:
-        _enqueue(setup, "john@abc.example", ["brendon@pqr.example", "nobody@pqr.example"])
-        await _run_until(setup, lambda: _queue_empty(setup))
-
-    asyncio.run(main())
+    _deliver_all(setup, "john@abc.example", ["brendon@pqr.example", "nobody@pqr.example"])
     assert [t.recipients for t in server.transactions] == [["brendon@pqr.example"]]
     (bounce,) = setup.bounces()
     assert bounce["Return-Path"] == "<>"
@@ -326,11 +343,7 @@ def test_5xx_at_end_of_data_bounces_every_recipient(
     server = scripted([b"554 5.6.0 content refused"])
     setup = _setup(tmp_path, ZONE, server.port)
 
-    async def main() -> None:
-        _enqueue(setup, "john@abc.example", ["a@pqr.example", "b@pqr.example"])
-        await _run_until(setup, lambda: _queue_empty(setup))
-
-    asyncio.run(main())
+    _deliver_all(setup, "john@abc.example", ["a@pqr.example", "b@pqr.example"])
     (raw,) = setup.raw_bounces()
     assert raw.count(b"Status: 5.6.0") == 2
 
@@ -368,11 +381,7 @@ def test_a_552_to_the_content_still_bounces(
     server = scripted([b"552 5.3.4 message too big for me"])
     setup = _setup(tmp_path, ZONE, server.port)
 
-    async def main() -> None:
-        _enqueue(setup, "john@abc.example", ["a@pqr.example"])
-        await _run_until(setup, lambda: _queue_empty(setup))
-
-    asyncio.run(main())
+    _deliver_all(setup, "john@abc.example", ["a@pqr.example"])
     (raw,) = setup.raw_bounces()
     assert b"Status: 5.3.4" in raw
 
@@ -409,11 +418,7 @@ def test_no_bounce_for_the_null_sender(
     server = scripted([b"550 5.7.1 go away"])
     setup = _setup(tmp_path, ZONE, server.port)
 
-    async def main() -> None:
-        _enqueue(setup, "", ["brendon@pqr.example"])
-        await _run_until(setup, lambda: _queue_empty(setup))
-
-    asyncio.run(main())
+    _deliver_all(setup, "", ["brendon@pqr.example"])
     assert setup.bounces() == []
     assert any("null sender: no bounce" in r.getMessage() for r in caplog.records)
 
@@ -624,11 +629,7 @@ def test_the_next_exchanger_is_tried_when_one_is_down(
     )
     setup = _setup(tmp_path, zone, server.port)
 
-    async def main() -> None:
-        _enqueue(setup, "john@abc.example", ["brendon@pqr.example"])
-        await _run_until(setup, lambda: _queue_empty(setup))
-
-    asyncio.run(main())
+    _deliver_all(setup, "john@abc.example", ["brendon@pqr.example"])
     assert len(server.transactions) == 1
     assert setup.bounces() == []
 
@@ -779,14 +780,7 @@ def test_a_notice_that_cannot_be_made_does_not_freeze_the_backoff(
 
     async def main() -> list[int]:
         entry = _enqueue(setup, "john@abc.example", ["brendon@pqr.example"])
-        counted = []
-        for _ in range(4):
-            await setup.worker._process(entry.id)
-            entry = setup.queue.load(entry.id)
-            assert entry.next_attempt > now[0]
-            counted.append(entry.attempts)
-            now[0] = entry.next_attempt
-        return counted
+        return await _attempts_by_round(setup, entry, now, 4)
 
     assert asyncio.run(main()) == [1, 2, 3, 4]
     assert server.connections == 4
@@ -811,14 +805,7 @@ def test_a_damaged_message_past_its_lifetime_is_not_said_bounced(
         content.unlink()
         content.mkdir()
         now[0] += 4000
-        counted = []
-        for _ in range(3):
-            await setup.worker._process(entry.id)
-            entry = setup.queue.load(entry.id)
-            assert entry.next_attempt > now[0]
-            counted.append(entry.attempts)
-            now[0] = entry.next_attempt
-        return counted
+        return await _attempts_by_round(setup, entry, now, 3)
 
     assert asyncio.run(main()) == [1, 2, 3]
     assert setup.raw_bounces() == []
@@ -918,11 +905,7 @@ def test_the_worker_tells_on_delivery_of_what_it_delivers_locally(
 
     setup.mailboxes.on_delivery = hook
 
-    async def main() -> None:
-        _enqueue(setup, "john@abc.example", ["john@abc.example", "nobody@pqr.example"])
-        await _run_until(setup, lambda: _queue_empty(setup))
-
-    asyncio.run(main())
+    _deliver_all(setup, "john@abc.example", ["john@abc.example", "nobody@pqr.example"])
     assert [key for key, _ in told] == ["john@abc.example", "john@abc.example"]
     assert all(path.exists() for _, path in told)
     kinds = sorted(message.get_content_type() for message in setup.bounces())
