@@ -465,6 +465,16 @@ class TestBareAuth:
         conn.send(Capa())
         assert conn.outstanding == (Capa(),)
 
+    def test_a_listing_line_under_way_is_within_max_buffered(self) -> None:
+        """The part of a listing line kept until its end counts in ``buffered``, so it
+        counts in the bound too (the fuzzer found ``+OK e`` held where the bound said
+        2: the two changes were made apart)."""
+        conn = greeted()
+        conn.send(AuthMechanisms())
+        conn.receive_data(b"+OK\r\nSCRAM-SHA-256-PL")
+        assert drain(conn) == [Ok(), ResponseData(b"SCRAM-SHA-256-PL")]
+        assert 0 < conn.buffered <= conn.max_buffered
+
     @pytest.mark.parametrize(
         "after",
         [

@@ -119,11 +119,16 @@ class ClientConnection:
     def max_buffered(self) -> int:
         """The bound on :attr:`buffered` now: the limit on the line under way
         (:meth:`_line_limit`) or, in a multi-line response, the octets that may
-        start the terminator and the CAPA listing kept. A driver reading what no
+        start the terminator and what the machine keeps of the listing: CAPA's, or
+        the mechanism name under way of a bare AUTH's. A driver reading what no
         command asked for stops past it, and a fuzzer holds the machine to it."""
         if self._decoder is None:
             return self._line_limit()
-        return HELD_BACK + (0 if self._capa is None else _MAX_CAPABILITIES)
+        if self._capa is not None:
+            return HELD_BACK + _MAX_CAPABILITIES
+        if self._mechanism_line is not None:
+            return HELD_BACK + _MAX_MECHANISM_LINE
+        return HELD_BACK
 
     @property
     def pipelining(self) -> bool:
