@@ -13,6 +13,7 @@ import re
 from typing import Final
 
 from smtpcore._errors import LocalProtocolError
+from smtpcore._hostname import MAX_HOSTNAME
 from smtpcore.address import AddressError, normalize_domain
 
 __all__ = [
@@ -23,11 +24,11 @@ __all__ = [
     "timestamp_host",
 ]
 
-_PART_RE: Final = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]+")
-_NOT_IN_PART_RE: Final = re.compile(r"[^\x21-\x3b\x3d\x3f-\x7e]|@")
-_NOT_ASCII_RE: Final = re.compile(r"[^\x00-\x7f]")
-_MAX_HOST: Final = 255
-_TIMESTAMP_RE: Final = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+@[\x21-\x3b\x3d\x3f-\x7e]+>")
+_PART: Final = r"[\x21-\x3b\x3d\x3f-\x7e]"
+"""What a timestamp's parts may hold: printable ASCII but ``<`` and ``>``."""
+_PART_RE: Final = re.compile(f"{_PART}+")
+_NOT_IN_PART_RE: Final = re.compile(f"[^{_PART[1:-1]}]|@")
+_TIMESTAMP_RE: Final = re.compile(f"<{_PART}+@{_PART}+>")
 
 
 def apop_timestamp(process: int | str, clock: int | str, host: str) -> str:
@@ -61,18 +62,19 @@ def timestamp_host(hostname: str) -> str:
             hostname = normalize_domain(hostname)
         except AddressError:
             hostname = ".".join(_ascii_label(label) for label in hostname.split("."))
-    return _NOT_IN_PART_RE.sub("-", hostname)[:_MAX_HOST]
+    return _NOT_IN_PART_RE.sub("-", hostname)[:MAX_HOSTNAME]
 
 
 def _ascii_label(label: str) -> str:
     """One label of a name IDNA refused as a whole: its A-label if IDNA takes this
-    label alone, else its ASCII characters with a hyphen for each other one."""
+    label alone, else the label as it is, whose other characters :func:`timestamp_host`
+    makes hyphens."""
     if label.isascii():
         return label
     try:
         return normalize_domain(label)
     except AddressError:
-        return _NOT_ASCII_RE.sub("-", label)
+        return label
 
 
 def find_apop_timestamp(text: str) -> str | None:

@@ -340,8 +340,8 @@ class ServerConnection:
             lines.append("TOP")
         if "USER" in self._keywords and self._login_allowed:
             lines.append("USER")
-        if self.offered_mechanisms():
-            lines.append("SASL " + " ".join(self.offered_mechanisms()))
+        if mechanisms := self.offered_mechanisms():
+            lines.append("SASL " + " ".join(mechanisms))
         if self.resp_codes:
             lines += ["RESP-CODES", "AUTH-RESP-CODE"]
         if self.pipelining:

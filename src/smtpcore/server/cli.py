@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import logging
 import signal
-import socket
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from smtpcore.server.config import (
     ConfigError,
     ServerConfig,
     default_hostname_warning,
+    machine_name,
     parse_duration,
     parse_host_port,
     parse_server,
@@ -503,7 +503,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             f"of this machine; {advice}",
             file=sys.stderr,
         )
-    options: dict[str, Any] = {"hostname": args.hostname or socket.getfqdn()}
+    options: dict[str, Any] = {"hostname": args.hostname or machine_name()}
     return ServerConfig(
         domains=tuple(args.domain or ("localhost",)),
         users=users,

@@ -37,6 +37,7 @@ __all__ = [
     "XCLIENT_LISTENERS",
     "ConfigError",
     "ServerConfig",
+    "UsersFile",
     "credential_key",
     "credential_keys",
     "default_hostname_warning",
@@ -47,10 +48,9 @@ __all__ = [
     "parse_server",
     "parse_size",
     "parse_user",
-    "UsersFile",
     "read_users",
-    "read_users_file",
     "read_users_and_aliases",
+    "read_users_file",
     "server_hostname",
 ]
 
@@ -305,8 +305,8 @@ def parse_user(text: str, where: str = "--user") -> tuple[str, str]:
 
 
 def read_users_file(path: Path) -> dict[str, str]:
-    """The users of :func:`read_users_and_aliases`, without the sender aliases."""
-    return read_users_and_aliases(path)[0]
+    """The users of :func:`read_users`, without the sender aliases and sources."""
+    return read_users(path).users
 
 
 def _is_alias_line(line: str) -> bool:
@@ -524,7 +524,8 @@ class ServerConfig:
     users: Mapping[str, str] = field(default_factory=dict, metadata=SECRET)
     data_dir: Path = Path("smtpcore-data")
     hostname: str = field(default_factory=machine_name)
-    """The server's name (:func:`server_hostname`), kept in lowercase A-label form."""
+    """The server's name (:func:`server_hostname`), kept in lowercase A-label form; the
+    machine's own name, when it is no domain name, as it is."""
     host: str = "127.0.0.1"
     smtp_port: int = 2525
     submission_port: int = 2587

@@ -17,7 +17,7 @@ import secrets
 import threading
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from smtpcore.sasl import ScramCredentials, derive_scram_credentials, passwords_match
 from smtpcore.sasl._scram import DEFAULT_ITERATIONS
@@ -190,7 +190,7 @@ class Credentials:
     def forget(self) -> None:
         """Drop the keys derived so far (the users changed): a new generation."""
         now = self._now
-        self._now = _Generation(now.users, now.logins, clear=now.clear)
+        self._now = replace(now, scram={}, decoy=None)
 
     def get_scram(self, username: str) -> ScramCredentials | None:
         """The user's SCRAM keys: stored, or derived once from a password in the clear

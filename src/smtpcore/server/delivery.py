@@ -692,7 +692,7 @@ class DeliveryWorker:
         """Log each outcome sent or deferred, and record what was sent at once (never
         twice, even after a crash unless the disk refused the record), with the success
         report it is owed, if any, in the same write; failures wait for the bounce at the
-        end of the round, and are logged once it is made (:meth:`_finish_round`). A
+        end of the round, and are logged after its bounce step (:meth:`_finish_round`). A
         temporary failure once the message has reached its lifetime is its last
         (:meth:`_expired`)."""
         sent: dict[str, QueuedRecipient] = {}
@@ -748,7 +748,7 @@ class DeliveryWorker:
         recipients = {r.address: r for r in entry.recipients}
         if failed:
             await self._bounce(entry, content, failed)
-            for address, outcome in failed.items():  # bounced now, and not before
+            for address, outcome in failed.items():  # after the bounce step, never before
                 self._log_outcome(entry, address, outcome)
             # Known at once: whatever fails next, this bounce is not made again.
             entry = entry.with_recipients(
