@@ -270,6 +270,10 @@ VALID_PATHS: list[tuple[str, dict[str, bool], Mailbox | None]] = [
     ("<@a.example:user@c.example>", {}, Mailbox("user", "c.example")),
     ("<@a.example,@b.example:user@c.example>", {}, Mailbox("user", "c.example")),
     ("<@bücher.example:jöhn@c.example>", {}, Mailbox("jöhn", "c.example")),
+    # A route's domains are held to the grammar only (RFC 5321 §4.1.2, App. C), as
+    # Postfix takes them: a numeric top label, refused in the mailbox, is ignored there.
+    ("<@relay.9:user@c.example>", {}, Mailbox("user", "c.example")),
+    ("<@a.example,@9:user@c.example>", {}, Mailbox("user", "c.example")),
     ("<postmaster>", {"allow_postmaster": True}, Mailbox("postmaster", "")),
     ("<PostMaster>", {"allow_postmaster": True}, Mailbox("PostMaster", "")),
     ("<Postmaster@example.com>", {}, Mailbox("Postmaster", "example.com")),
@@ -302,6 +306,7 @@ INVALID_PATHS: list[tuple[str, dict[str, bool], str]] = [
     ("<@a.example,user@c.example>", {}, "not ended"),
     ("<@a.example,b.example:user@c.example>", {}, "does not start with '@'"),
     ("<@:user@c.example>", {}, "source route"),
+    ("<user@b.4>", {}, "all-numeric top label"),
     ("<@a.example,:user@c.example>", {}, "does not start with '@'"),
     ("<@[192.0.2.1]:user@c.example>", {}, "literals"),
     ("<a.example:user@c.example>", {}, "':'"),

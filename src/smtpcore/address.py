@@ -257,10 +257,15 @@ def _parse_literal(text: str) -> tuple[str, _IPAddress | None]:
     return text, None
 
 
-def _validate_domain(text: str, *, allow_trailing_dot: bool, host: bool = False) -> str:
+def _validate_domain(
+    text: str, *, allow_trailing_dot: bool, host: bool = False, numeric_top: bool = False
+) -> str:
     """Check a Domain or address-literal; return lowercase A-label (or normalized literal) form.
 
-    ``host``: a host's own name, whose ASCII labels may hold ``_`` (see ``_HOST_LABEL``)."""
+    ``host``: a host's own name, whose ASCII labels may hold ``_`` (see ``_HOST_LABEL``).
+    ``numeric_top``: an all-numeric last label is allowed, as the grammar allows it
+    (RFC 5321 §4.1.2 ``sub-domain``); elsewhere it is refused, since no top-level
+    domain is numeric (RFC 3696 §2) and such a name is an IP address written wrong."""
     if not text:
         raise AddressError("empty domain")
     _check_chars(text, "domain")
@@ -277,7 +282,7 @@ def _validate_domain(text: str, *, allow_trailing_dot: bool, host: bool = False)
             raise AddressError(f"domain {_show(text)} ends with a dot (RFC 5321 §4.1.2)")
         name = text[:-1]
     labels = [_label_to_ascii(label, text, host=host) for label in name.split(".")]
-    if is_digits(labels[-1]):
+    if not numeric_top and is_digits(labels[-1]):
         raise AddressError(
             f"domain {_show(text)} has an all-numeric top label; write an IP address as "
             "an address literal such as [192.0.2.1] (RFC 5321 §4.1.3)"
@@ -453,7 +458,8 @@ def _skip_source_route(inner: str) -> str:
     """Check and drop an A-d-l source route, return the mailbox after it (§4.1.2, App. C).
 
     The route MUST be accepted and SHOULD be ignored; At-domain holds a Domain, never a
-    literal, so the first ':' ends it.
+    literal, so the first ':' ends it. Its domains are held to the grammar only: a
+    numeric top label, refused in the mailbox, names nothing that is used here.
     """
     route, colon, rest = inner.partition(":")
     if not colon:
@@ -464,7 +470,7 @@ def _skip_source_route(inner: str) -> str:
         if at_domain.startswith("@["):
             raise AddressError("a source route names domains, not address literals")
         try:
-            _validate_domain(at_domain[1:], allow_trailing_dot=False)
+            _validate_domain(at_domain[1:], allow_trailing_dot=False, numeric_top=True)
         except AddressError as exc:
             raise AddressError(f"invalid domain in source route: {exc}") from None
     return rest
