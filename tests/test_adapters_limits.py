@@ -503,3 +503,94 @@ def test_on_batch_on_the_one_shot_send_message(adapter: str) -> None:
             on_batch=lambda r: plain.append(len(r.recipients)),
         )
         assert plain == [2, 2, 1]
+
+
+class TakesAll(Handler):
+    """Every recipient taken, up to the server's ``max_recipients`` a transaction."""
+
+    def __init__(self) -> None:
+        self.messages: list[Envelope] = []
+
+    async def handle_rcpt(
+        self, session: Session, envelope: Envelope, command: Rcpt
+    ) -> Reply | None:
+        return Reply(250, "OK")
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        self.messages.append(envelope)
+        return None
+
+
+@pytest.mark.parametrize("limit", [1, 2, 4])
+def test_recipients_refused_452_are_sent_again_at_once(adapter: str, limit: int) -> None:
+    """RFC 5321 §4.5.3.1.10: recipients past a limit the server did not announce get
+    ``452 4.5.3``; with ``resend_too_many`` they go in new transactions on the same
+    session (MAIL again, the content again: bytes, or a file read from where it
+    began), each recipient once in the result, ``on_batch`` told of each."""
+    handler = TakesAll()
+    seen: list[list[str]] = []
+
+    async def heard(result: Any) -> None:
+        seen.append([str(r.recipient) for r in result.recipients])
+
+    async def go(port: int, content: Any) -> Any:
+        async with module(adapter).SMTPClient("127.0.0.1", port) as client:
+            return await client.send_message(
+                content, "a@abc.example", RECIPIENTS, on_batch=heard, resend_too_many=True
+            )
+
+    with running_smtp_server(adapter, handler, max_recipients=limit) as server:
+        for content in (MESSAGE, io.BytesIO(b"before" + MESSAGE)):
+            if not isinstance(content, bytes):
+                content.seek(len(b"before"))
+            result = run(adapter, lambda: go(server.port, content))  # noqa: B023
+            assert [str(r.recipient) for r in result.recipients] == RECIPIENTS
+            assert len(result.delivered) == len(RECIPIENTS)
+    batches = [RECIPIENTS[n : n + limit] for n in range(0, len(RECIPIENTS), limit)]
+    assert [[str(r.mailbox) for r in m.recipients] for m in handler.messages] == batches * 2
+    assert all(m.content == MESSAGE for m in handler.messages)
+    assert seen == batches * 2
+
+
+def test_a_452_to_every_recipient_is_not_sent_again(adapter: str) -> None:
+    """No recipient delivered, no progress: the 452s are the refusal, as without
+    ``resend_too_many``, and one transaction was tried."""
+    from smtpcore.testing import ScriptedServer, script
+
+    steps = script(
+        "S: 220 scripted.test ESMTP\nC~ EHLO .+\nS: 250 scripted.test\n"
+        "C: MAIL FROM:<a@abc.example>\nS: 250 ok\n"
+        "C: RCPT TO:<b@pqr.example>\nS: 452 4.5.3 too many recipients\n"
+        "C: QUIT\nS: 221 bye\n"
+    )
+
+    async def go(port: int) -> Any:
+        async with module(adapter).SMTPClient("127.0.0.1", port) as client:
+            with pytest.raises(module(adapter).RecipientsRefused) as refused:
+                await client.send_message(
+                    MESSAGE, "a@abc.example", ["b@pqr.example"], resend_too_many=True
+                )
+            return refused.value
+
+    with ScriptedServer(steps) as server:
+        error = run(adapter, lambda: go(server.port))
+    assert error.reply.code == 452
+
+
+def test_content_sent_once_is_not_sent_again_for_a_452(adapter: str) -> None:
+    """An iterator cannot be read twice: its 452 recipients stay refused in the result."""
+    handler = TakesAll()
+
+    def pieces() -> Iterator[bytes]:
+        yield MESSAGE
+
+    async def go(port: int) -> Any:
+        async with module(adapter).SMTPClient("127.0.0.1", port) as client:
+            return await client.send_message(
+                pieces(), "a@abc.example", RECIPIENTS[:3], resend_too_many=True
+            )
+
+    with running_smtp_server(adapter, handler, max_recipients=2) as server:
+        result = run(adapter, lambda: go(server.port))
+    assert [r.reply.code for r in result.refused] == [452]
+    assert len(handler.messages) == 1

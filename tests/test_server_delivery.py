@@ -64,6 +64,12 @@ class ScriptedSMTP:
     """The LIMITS to offer in the EHLO reply (RFC 9422), such as ``RCPTMAX=1``."""
     offers: tuple[bytes, ...] = (b"8BITMIME",)
     """The other extensions the EHLO reply names (none: a 7-bit-only server)."""
+    max_recipients: int | None = None
+    """Recipients taken in one transaction; RCPTs past them get ``452 4.5.3`` (RFC 5321
+    §4.5.3.1.10), without LIMITS saying so."""
+    hang_up_at_data: int | None = None
+    """The transaction of a connection (1 for its first) whose DATA is answered by
+    closing the connection."""
     transactions: list[Transaction] = field(default_factory=list)
     connections: int = 0
 
@@ -92,6 +98,7 @@ class ScriptedSMTP:
             conn.sendall(b"220 scripted ESMTP\r\n")
             sender, recipients = "", list[str]()
             mail_line, rcpt_lines = b"", list[bytes]()
+            mails = 0
             for line in lines:
                 verb = line[:4].upper()
                 if verb in (b"EHLO", b"HELO"):
@@ -107,15 +114,20 @@ class ScriptedSMTP:
                 elif verb == b"MAIL":
                     sender = line.decode().split(":", 1)[1].strip().split()[0].strip("<>")
                     recipients, mail_line, rcpt_lines = [], line, []
+                    mails += 1
                     conn.sendall(self.mail_reply + b"\r\n")
                 elif verb == b"RCPT":
                     rcpt_lines.append(line)
                     address = line.decode().split(":", 1)[1].strip().split()[0].strip("<>")
                     reply = self.rcpt_replies.get(address, b"250 2.1.5 ok")
+                    if self.max_recipients is not None and len(recipients) >= self.max_recipients:
+                        reply = b"452 4.5.3 too many recipients"
                     if reply.startswith(b"2"):
                         recipients.append(address)
                     conn.sendall(reply + b"\r\n")
                 elif verb == b"DATA":
+                    if mails == self.hang_up_at_data:
+                        return
                     conn.sendall(b"354 go on\r\n")
                     content = b""
                     for data_line in lines:
@@ -409,6 +421,111 @@ def test_a_552_to_mail_bounces(
     assert _queue_empty(setup)
     (raw,) = setup.raw_bounces()
     assert raw.count(b"Status: 5.3.4") == 2
+
+
+def _logged(caplog: pytest.LogCaptureFixture, address: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if f"to=<{address}>" in r.getMessage()]
+
+
+TEN = [f"r{index}@pqr.example" for index in range(10)]
+
+
+def test_recipients_refused_452_go_at_once_in_new_transactions(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP], caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 5321 §4.5.3.1.10: a 452 to RCPT past the server's limit asks for the rest in
+    a new transaction, as Exim does on the same connection (§3.3: MAIL again). They
+    waited for the next exchanger or the queue's backoff: one round per 4 here."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    server = scripted([b"250 2.0.0 ok"], max_recipients=4)
+    setup = _setup(tmp_path, ZONE, server.port, retry_after=300)
+
+    async def main() -> None:
+        entry = _enqueue(setup, "john@abc.example", TEN)
+        await setup.worker._deliver(entry.id)
+
+    asyncio.run(main())
+    assert [t.recipients for t in server.transactions] == [TEN[:4], TEN[4:8], TEN[8:]]
+    assert all(t.content == MESSAGE for t in server.transactions)
+    assert server.connections == 1
+    assert _queue_empty(setup) and setup.bounces() == []
+    for address in TEN:
+        (line,) = _logged(caplog, address)
+        assert "status=sent (250 2.0.0 ok)" in line
+
+
+def test_a_452_to_every_recipient_defers_them_without_a_loop(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP], caplog: pytest.LogCaptureFixture
+) -> None:
+    """No progress, no new transaction: a server that takes none waits as before."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    server = scripted([b"250 2.0.0 ok"], max_recipients=0)
+    setup = _setup(tmp_path, ZONE, server.port, retry_after=300)
+
+    async def main() -> QueueEntry:
+        entry = _enqueue(setup, "john@abc.example", TEN[:3])
+        await setup.worker._deliver(entry.id)
+        return setup.queue.load(entry.id)
+
+    entry = asyncio.run(main())
+    assert server.transactions == [] and server.connections == 1
+    assert [(r.address, r.dsn, r.reply) for r in entry.pending] == [
+        (address, "4.5.3", "452 4.5.3 too many recipients") for address in TEN[:3]
+    ]
+    for address in TEN[:3]:
+        (line,) = _logged(caplog, address)
+        assert "status=deferred (452 4.5.3 too many recipients)" in line
+
+
+def test_a_452_after_a_refusal_of_the_content_is_not_sent_again(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP]
+) -> None:
+    """Only a transaction that delivered makes progress: one whose content was refused
+    leaves its 452 recipients waiting, and its own refused for good."""
+    server = scripted([b"554 5.6.0 content refused"], max_recipients=1)
+    setup = _setup(tmp_path, ZONE, server.port, retry_after=300)
+
+    async def main() -> QueueEntry:
+        entry = _enqueue(setup, "john@abc.example", TEN[:2])
+        await setup.worker._deliver(entry.id)
+        return setup.queue.load(entry.id)
+
+    entry = asyncio.run(main())
+    assert [t.recipients for t in server.transactions] == [TEN[:1]]
+    assert [(r.address, r.reply) for r in entry.pending] == [
+        (TEN[1], "452 4.5.3 too many recipients")
+    ]
+    (raw,) = setup.raw_bounces()
+    assert b"Final-Recipient: rfc822; r0@pqr.example" in raw
+
+
+def test_a_session_lost_in_the_new_transaction_keeps_what_was_delivered(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first transaction's recipients are recorded sent before the second begins
+    (RFC 5321 §6.1: a restart must not send them again); the second's wait, and go
+    once the exchanger takes them, the first ones never sent twice."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    server = scripted([b"250 2.0.0 ok"], max_recipients=2, hang_up_at_data=2)
+    setup = _setup(tmp_path, ZONE, server.port, retry_after=300)
+
+    async def main() -> QueueEntry:
+        entry = _enqueue(setup, "john@abc.example", TEN[:3])
+        await setup.worker._deliver(entry.id)
+        waiting = setup.queue.load(entry.id)
+        server.hang_up_at_data = None
+        await setup.worker._deliver(entry.id)
+        return waiting
+
+    waiting = asyncio.run(main())
+    assert [r.address for r in waiting.pending] == [TEN[2]]
+    assert [t.recipients for t in server.transactions] == [TEN[:2], TEN[2:3]]
+    assert _queue_empty(setup)
+    for address in TEN[:2]:
+        (line,) = _logged(caplog, address)
+        assert "status=sent" in line
+    deferred, sent = _logged(caplog, TEN[2])
+    assert "status=deferred" in deferred and "status=sent" in sent
 
 
 def test_no_bounce_for_the_null_sender(

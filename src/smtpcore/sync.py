@@ -242,6 +242,7 @@ class SMTPClient(_WithBlock):
         rcpt_params: RecipientParameters = None,
         xforward: Xforward | None = None,
         on_batch: Callable[[TransactionResult], None] | None = None,
+        resend_too_many: bool = False,
     ) -> TransactionResult:
         """Send one message; returns each recipient's fate (see the asyncio client's
         :meth:`~smtpcore.asyncio.SMTPClient.send_message` for the options and errors;
@@ -255,6 +256,7 @@ class SMTPClient(_WithBlock):
                 rcpt_params=rcpt_params,
                 xforward=xforward,
                 on_batch=None if on_batch is None else _awaitable(on_batch),
+                resend_too_many=resend_too_many,
             )
         )
 

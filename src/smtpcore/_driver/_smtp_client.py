@@ -51,6 +51,7 @@ from smtpcore._driver._smtp_errors import (
     SMTPTimeout,
     TLSNotAvailable,
 )
+from smtpcore._driver._smtp_resend import to_send_again
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, rest_of_answer
 from smtpcore._driver._trace import MASK, Trace, WireTrace
 from smtpcore._driver._transport import Link
@@ -536,6 +537,7 @@ class BaseSMTPClient(BaseClient):
         rcpt_params: RecipientParameters = None,
         xforward: Xforward | None = None,
         on_batch: Callable[[TransactionResult], Awaitable[None]] | None = None,
+        resend_too_many: bool = False,
     ) -> TransactionResult:
         """Send one message over this session; returns each recipient's fate.
 
@@ -611,6 +613,16 @@ class BaseSMTPClient(BaseClient):
         ``result`` (an :class:`SMTPError`'s, or a
         :class:`~smtpcore.LocalProtocolError`'s, for content found unsendable only
         then) holds the transactions done and, unanswered, the recipients not sent.
+
+        ``resend_too_many``: recipients refused ``452`` (``4.5.3`` or no enhanced
+        status) as past the server's limit on recipients in one transaction go at
+        once in a new transaction on this session, as RFC 5321 §4.5.3.1.10 asks
+        (``MAIL`` again, the same content, §3.3), again and again while each
+        transaction delivers to someone: one that delivers to none leaves them
+        refused, so that a server that takes none is not asked forever. Each
+        recipient is in ``result`` once, with the reply of its last transaction, and
+        ``on_batch`` is awaited for each transaction. Content must be bytes or a
+        seekable file for it; other content goes once, the ``452`` left in ``result``.
         """
         if self._busy:  # as @one_call does, without a coroutine more to resume
             self._second_call()
@@ -639,6 +651,7 @@ class BaseSMTPClient(BaseClient):
                 else self._uses_bdat(mail, offer)
             )
             limits = offer.limits
+            resend = resend_too_many and _replayable(content)
             # Outside the try: content _batches refuses (ValueError) is the caller's
             # mistake, found before anything is sent, and the session goes on.
             plan = None if limits is None else await self._plan(envelope.rcpts, content, limits)
@@ -657,7 +670,17 @@ class BaseSMTPClient(BaseClient):
                             forward=forward,
                             on_batch=on_batch,
                             later=later,
+                            resend=resend,
                         )
+                if resend:
+                    return await self._resending(
+                        mail,
+                        envelope.rcpts,
+                        content,
+                        chunked=chunked,
+                        forward=forward,
+                        on_batch=on_batch,
+                    )
                 return await self._transaction(
                     mail, envelope.rcpts, content, chunked=chunked, forward=forward
                 )
@@ -711,6 +734,39 @@ class BaseSMTPClient(BaseClient):
         remaining = iter(rcpts)
         return [[next(remaining) for _ in group] for group in groups], later, domains
 
+    async def _resending(
+        self,
+        mail: Mail,
+        rcpts: Sequence[Rcpt],
+        content: Content,
+        *,
+        chunked: bool,
+        forward: Sequence[Xforward],
+        on_batch: Callable[[TransactionResult], Awaitable[None]] | None,
+    ) -> TransactionResult:
+        """One transaction, as :meth:`_transaction` sends it (its refusals raised as
+        they are), and when the server's limit refused some of its recipients while
+        it delivered to others, :meth:`_transactions` for those (RFC 5321
+        §4.5.3.1.10): ``content`` is ``_replayable``."""
+        start = None if isinstance(content, bytes) else content.tell()  # type: ignore[union-attr]  # _replayable
+        result = await self._transaction(mail, rcpts, content, chunked=chunked, forward=forward)
+        again, result = to_send_again(rcpts, result)
+        if not again:
+            return result
+        if on_batch is not None:  # the message goes in several transactions now
+            await on_batch(result)
+        return await self._transactions(
+            mail,
+            [again],
+            content,
+            chunked=chunked,
+            forward=forward,
+            on_batch=on_batch,
+            resend=True,
+            start=start,
+            before=[result],
+        )
+
     async def _transactions(
         self,
         mail: Mail,
@@ -721,6 +777,9 @@ class BaseSMTPClient(BaseClient):
         forward: Sequence[Xforward] = (),
         on_batch: Callable[[TransactionResult], Awaitable[None]] | None = None,
         later: Sequence[Rcpt] = (),
+        resend: bool = False,
+        start: int | None = None,
+        before: Sequence[TransactionResult] = (),
     ) -> TransactionResult:
         """One transaction per batch of recipients, the content sent again for each
         (RFC 9422 §4.2); their results in one. A batch refused whole (its MAIL, every
@@ -733,15 +792,24 @@ class BaseSMTPClient(BaseClient):
         only (as LMTP's lost session does); so does a session that reaches the
         server's MAILMAX (RFC 9422 §4.1) before the last batch, and one that has
         ``later`` recipients, of domains past its RCPTDOMAINMAX (§4.3), once the
-        batches are done."""
+        batches are done.
+
+        With ``resend`` (``content`` then ``_replayable``), a batch's recipients
+        refused as past the server's limit while it delivered to others make a new
+        batch at the end (:func:`to_send_again`, RFC 5321 §4.5.3.1.10), each smaller
+        than the one it comes of: at most one per recipient. ``start`` is where the
+        content begins (read here when not given), ``before`` the results of the
+        transactions already sent for this message."""
         # Content sent more than once is _replayable; once (a batch, and the rest of
         # the recipients for a new session) it may be any.
-        replayed = len(batches) > 1 and not isinstance(content, bytes)
-        start = content.tell() if replayed else None  # type: ignore[union-attr]  # _replayable
+        replayed = (len(batches) > 1 or resend) and not isinstance(content, bytes)
+        if start is None and replayed:
+            start = content.tell()  # type: ignore[union-attr]  # _replayable
         offer = self._offer
         mail_max = None if offer is None or offer.limits is None else offer.limits.mail_max
-        results: list[TransactionResult] = []
+        results: list[TransactionResult] = list(before)
         refusal: SenderRefused | RecipientsRefused | MessageRefused | None = None
+        batches = list(batches)  # grows by the batches sent again, bounded as said
         for done, batch in enumerate(batches):
             if mail_max is not None and self._mails >= mail_max:
                 await self._no_more_mail(
@@ -750,9 +818,14 @@ class BaseSMTPClient(BaseClient):
             if start is not None:
                 content.seek(start)  # type: ignore[union-attr]  # _replayable
             try:
-                results.append(
-                    await self._transaction(mail, batch, content, chunked=chunked, forward=forward)
+                result = await self._transaction(
+                    mail, batch, content, chunked=chunked, forward=forward
                 )
+                if resend:
+                    again, result = to_send_again(batch, result)
+                    if again:
+                        batches.append(again)
+                results.append(result)
             except SenderRefused as exc:  # for this batch: each of its recipients refused so
                 refusal = exc
                 refused = tuple(

@@ -4,10 +4,13 @@ and turn each reply into a recipient's outcome.
 What the exchanger says decides (RFC 5321 §4.2.1, §4.5.4.1): a 2xx delivers, a 5xx
 (its own, or the client's refusal on its behalf for what it announced, such as a
 SIZE overrun) fails for good, a 4xx waits, and so does a 552 to RCPT, RFC 821's
-"too many recipients" (RFC 5321 §4.5.3.1.10). A failure of the whole session (a
-connection refused or lost, a 4xx to MAIL, a TLS policy that cannot be met) is a
-:class:`TryNext`: the next exchanger may do better, for the recipients whose fate the
-session had not decided yet (those it had delivered or refused for good are settled).
+"too many recipients" (RFC 5321 §4.5.3.1.10). A 452 to RCPT for that limit goes at
+once in a new transaction of the session while each transaction delivers (the
+client's ``resend_too_many``), and waits when one delivers to none. A failure of
+the whole session (a connection refused or lost, a 4xx to MAIL, a TLS policy that
+cannot be met) is a :class:`TryNext`: the next exchanger may do better, for the
+recipients whose fate the session had not decided yet (those it had delivered or
+refused for good are settled).
 Replies are matched to recipients by the recipient they answer, never by position: a
 message split into transactions (RFC 9422 LIMITS) has replies from each. The TLS
 each message gets is a :class:`~smtpcore.server.relay_tls.MessageTLS` (REQUIRETLS,
@@ -687,6 +690,7 @@ class ExchangerSession:
                     mail_params=mail_params,
                     rcpt_params=lambda mailbox: rcpt_params.get(_same_address(mailbox), {}),
                     on_batch=on_batch,
+                    resend_too_many=True,
                 )
         except LocalProtocolError as exc:
             # The client's own refusal of what it was about to send: the same message
