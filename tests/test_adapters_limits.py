@@ -523,8 +523,8 @@ class TakesAll(Handler):
 
 @pytest.mark.parametrize("limit", [1, 2, 4])
 def test_recipients_refused_452_are_sent_again_at_once(adapter: str, limit: int) -> None:
-    """RFC 5321 §4.5.3.1.10: recipients past a limit the server did not announce get
-    ``452 4.5.3``; with ``resend_too_many`` they go in new transactions on the same
+    """RFC 5321 §4.5.3.1.8, .10: recipients past a limit the server did not announce
+    get ``452 4.5.3``; with ``resend_too_many`` they go in new transactions on the same
     session (MAIL again, the content again: bytes, or a file read from where it
     began), each recipient once in the result, ``on_batch`` told of each."""
     handler = TakesAll()
@@ -594,3 +594,33 @@ def test_content_sent_once_is_not_sent_again_for_a_452(adapter: str) -> None:
         result = run(adapter, lambda: go(server.port))
     assert [r.reply.code for r in result.refused] == [452]
     assert len(handler.messages) == 1
+
+
+def test_resend_too_many_on_the_one_shot_send_message(adapter: str) -> None:
+    """The module-level ``send_message`` (and ``smtpcore.sync``'s) takes
+    ``resend_too_many`` as the client's method does, where it went on to
+    ``SMTPClient`` as an option and was a ``TypeError``: the 452s past the server's
+    limit go in new transactions of the one session."""
+    from smtpcore import sync
+
+    handler = TakesAll()
+
+    async def go(port: int) -> Any:
+        return await module(adapter).send_message(
+            MESSAGE, "a@abc.example", RECIPIENTS, host="127.0.0.1", port=port, resend_too_many=True
+        )
+
+    with running_smtp_server(adapter, handler, max_recipients=2) as server:
+        result = run(adapter, lambda: go(server.port))
+        assert len(result.delivered) == len(RECIPIENTS)
+        result = sync.send_message(
+            MESSAGE,
+            "a@abc.example",
+            RECIPIENTS,
+            host="127.0.0.1",
+            port=server.port,
+            timeout=10,
+            resend_too_many=True,
+        )
+        assert len(result.delivered) == len(RECIPIENTS)
+    assert [len(m.recipients) for m in handler.messages] == [2, 2, 1] * 2

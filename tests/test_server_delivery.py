@@ -8,6 +8,7 @@ import email
 import email.policy
 import errno
 import logging
+import math
 import os
 import quopri
 import re
@@ -28,7 +29,7 @@ from smtpcore.server.delivery import MAX_BACKOFF, DeliveryWorker, backoff
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
-from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry
+from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
 from smtpcore.server.queuectl import QueueCommand
 
 LOOPBACK = "127.0.0.1"
@@ -64,9 +65,13 @@ class ScriptedSMTP:
     """The LIMITS to offer in the EHLO reply (RFC 9422), such as ``RCPTMAX=1``."""
     offers: tuple[bytes, ...] = (b"8BITMIME",)
     """The other extensions the EHLO reply names (none: a 7-bit-only server)."""
-    max_recipients: int | None = None
+    max_recipients: int | tuple[int, ...] | None = None
     """Recipients taken in one transaction; RCPTs past them get ``452 4.5.3`` (RFC 5321
-    §4.5.3.1.10), without LIMITS saying so."""
+    §4.5.3.1.10), without LIMITS saying so. A tuple gives each transaction of a
+    connection its own, in turn (the last repeats)."""
+    at_mail: Callable[[int], None] | None = None
+    """Called with the number of each MAIL on its connection (1 for the first),
+    before it is answered: to look at the client's side while it waits."""
     hang_up_at_data: int | None = None
     """The transaction of a connection (1 for its first) whose DATA is answered by
     closing the connection."""
@@ -115,12 +120,14 @@ class ScriptedSMTP:
                     sender = line.decode().split(":", 1)[1].strip().split()[0].strip("<>")
                     recipients, mail_line, rcpt_lines = [], line, []
                     mails += 1
+                    if self.at_mail is not None:
+                        self.at_mail(mails)
                     conn.sendall(self.mail_reply + b"\r\n")
                 elif verb == b"RCPT":
                     rcpt_lines.append(line)
                     address = line.decode().split(":", 1)[1].strip().split()[0].strip("<>")
                     reply = self.rcpt_replies.get(address, b"250 2.1.5 ok")
-                    if self.max_recipients is not None and len(recipients) >= self.max_recipients:
+                    if len(recipients) >= self._recipients_taken(mails):
                         reply = b"452 4.5.3 too many recipients"
                     if reply.startswith(b"2"):
                         recipients.append(address)
@@ -146,6 +153,15 @@ class ScriptedSMTP:
                     return
                 else:
                     conn.sendall(b"250 ok\r\n")
+
+    def _recipients_taken(self, mails: int) -> float:
+        """The ``max_recipients`` of a connection's transaction ``mails`` (1 for its first)."""
+        taken = self.max_recipients
+        if taken is None:
+            return math.inf
+        if isinstance(taken, int):
+            return taken
+        return taken[min(mails, len(taken)) - 1]
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -433,9 +449,10 @@ TEN = [f"r{index}@pqr.example" for index in range(10)]
 def test_recipients_refused_452_go_at_once_in_new_transactions(
     tmp_path: Path, scripted: Callable[..., ScriptedSMTP], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """RFC 5321 §4.5.3.1.10: a 452 to RCPT past the server's limit asks for the rest in
-    a new transaction, as Exim does on the same connection (§3.3: MAIL again). They
-    waited for the next exchanger or the queue's backoff: one round per 4 here."""
+    """RFC 5321 §4.5.3.1.8, .10: a 452 to RCPT past the server's limit asks for the
+    rest in "chunks", new transactions, sent as Exim does on the same connection
+    (§3.3: MAIL again). They waited for the next exchanger or the queue's backoff:
+    one round per 4 here."""
     caplog.set_level(logging.INFO, "smtpcore.mail")
     server = scripted([b"250 2.0.0 ok"], max_recipients=4)
     setup = _setup(tmp_path, ZONE, server.port, retry_after=300)
@@ -502,15 +519,23 @@ def test_a_452_after_a_refusal_of_the_content_is_not_sent_again(
 def test_a_session_lost_in_the_new_transaction_keeps_what_was_delivered(
     tmp_path: Path, scripted: Callable[..., ScriptedSMTP], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The first transaction's recipients are recorded sent before the second begins
-    (RFC 5321 §6.1: a restart must not send them again); the second's wait, and go
-    once the exchanger takes them, the first ones never sent twice."""
+    """The first transaction's recipients are recorded sent in the queue before the
+    second transaction's MAIL (RFC 5321 §6.1: a worker stopped in it, where nothing
+    else records them, must not send them again); the second's wait, and go once
+    the exchanger takes them, the first ones never sent twice."""
     caplog.set_level(logging.INFO, "smtpcore.mail")
+    recorded: dict[int, list[str]] = {}
     server = scripted([b"250 2.0.0 ok"], max_recipients=2, hang_up_at_data=2)
     setup = _setup(tmp_path, ZONE, server.port, retry_after=300)
+    entry = _enqueue(setup, "john@abc.example", TEN[:3])
+
+    def at_mail(mails: int) -> None:
+        recipients = setup.queue.load(entry.id).recipients
+        recorded[mails] = [r.address for r in recipients if r.status is RecipientStatus.SENT]
+
+    server.at_mail = at_mail
 
     async def main() -> QueueEntry:
-        entry = _enqueue(setup, "john@abc.example", TEN[:3])
         await setup.worker._deliver(entry.id)
         waiting = setup.queue.load(entry.id)
         server.hang_up_at_data = None
@@ -518,6 +543,7 @@ def test_a_session_lost_in_the_new_transaction_keeps_what_was_delivered(
         return waiting
 
     waiting = asyncio.run(main())
+    assert recorded[2] == TEN[:2]
     assert [r.address for r in waiting.pending] == [TEN[2]]
     assert [t.recipients for t in server.transactions] == [TEN[:2], TEN[2:3]]
     assert _queue_empty(setup)
@@ -526,6 +552,36 @@ def test_a_session_lost_in_the_new_transaction_keeps_what_was_delivered(
         assert "status=sent" in line
     deferred, sent = _logged(caplog, TEN[2])
     assert "status=deferred" in deferred and "status=sent" in sent
+
+
+def test_a_452_to_every_recipient_of_the_new_transaction_defers_them(
+    tmp_path: Path, scripted: Callable[..., ScriptedSMTP], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first transaction delivers, the second delivers to none (every RCPT 452):
+    no progress, so no third; its recipients wait with the 452, each logged once,
+    and the first ones are sent."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    mails: list[int] = []
+    server = scripted([b"250 2.0.0 ok"], max_recipients=(2, 0), at_mail=mails.append)
+    setup = _setup(tmp_path, ZONE, server.port, retry_after=300)
+
+    async def main() -> QueueEntry:
+        entry = _enqueue(setup, "john@abc.example", TEN[:5])
+        await setup.worker._deliver(entry.id)
+        return setup.queue.load(entry.id)
+
+    entry = asyncio.run(main())
+    assert [t.recipients for t in server.transactions] == [TEN[:2]]
+    assert mails == [1, 2] and server.connections == 1
+    assert [(r.address, r.dsn, r.reply) for r in entry.pending] == [
+        (address, "4.5.3", "452 4.5.3 too many recipients") for address in TEN[2:5]
+    ]
+    for address in TEN[:2]:
+        (line,) = _logged(caplog, address)
+        assert "status=sent (250 2.0.0 ok)" in line
+    for address in TEN[2:5]:
+        (line,) = _logged(caplog, address)
+        assert "status=deferred (452 4.5.3 too many recipients)" in line
 
 
 def test_no_bounce_for_the_null_sender(

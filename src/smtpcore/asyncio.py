@@ -1153,13 +1153,15 @@ async def send_message(
     rcpt_params: RecipientParameters = None,
     xforward: Xforward | None = None,
     on_batch: Callable[[TransactionResult], Awaitable[None]] | None = None,
+    resend_too_many: bool = False,
     **options: Unpack[SMTPClientOptions],
 ) -> TransactionResult:
     """Connect, send one message, say QUIT; returns each recipient's fate.
 
-    ``mail_params``, ``rcpt_params``, ``xforward`` and ``on_batch`` are those of
-    :meth:`SMTPClient.send_message <smtpcore.asyncio.SMTPClient.send_message>`, which
-    says what is raised; the other keywords are :class:`SMTPClient`'s.
+    ``mail_params``, ``rcpt_params``, ``xforward``, ``on_batch`` and ``resend_too_many``
+    are those of :meth:`SMTPClient.send_message
+    <smtpcore.asyncio.SMTPClient.send_message>`, which says what is raised; the other
+    keywords are :class:`SMTPClient`'s.
     """
     async with SMTPClient(host, port, **options) as client:
         return await client.send_message(
@@ -1170,6 +1172,7 @@ async def send_message(
             rcpt_params=rcpt_params,
             xforward=xforward,
             on_batch=on_batch,
+            resend_too_many=resend_too_many,
         )
 
 

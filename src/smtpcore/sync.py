@@ -255,7 +255,8 @@ class SMTPClient(_WithBlock):
                 mail_params=mail_params,
                 rcpt_params=rcpt_params,
                 xforward=xforward,
-                on_batch=None if on_batch is None else _awaitable(on_batch),
+                # The usual None falls through, one jump fewer than `None if ...`.
+                on_batch=_awaitable(on_batch) if on_batch is not None else None,
                 resend_too_many=resend_too_many,
             )
         )
@@ -321,14 +322,15 @@ def send_message(
     rcpt_params: RecipientParameters = None,
     xforward: Xforward | None = None,
     on_batch: Callable[[TransactionResult], None] | None = None,
+    resend_too_many: bool = False,
     timeout: float | None = None,
     **options: Unpack[SMTPClientOptions],
 ) -> TransactionResult:
     """Connect, send one message, say QUIT; returns each recipient's fate.
 
-    ``mail_params``, ``rcpt_params``, ``xforward`` and ``on_batch`` (a plain function)
-    are those of :meth:`SMTPClient.send_message`; the other keywords are
-    :class:`SMTPClient`'s.
+    ``mail_params``, ``rcpt_params``, ``xforward``, ``on_batch`` (a plain function) and
+    ``resend_too_many`` are those of :meth:`SMTPClient.send_message`; the other
+    keywords are :class:`SMTPClient`'s.
     """
     with SMTPClient(host, port, timeout=timeout, **options) as client:
         return client.send_message(
@@ -339,6 +341,7 @@ def send_message(
             rcpt_params=rcpt_params,
             xforward=xforward,
             on_batch=on_batch,
+            resend_too_many=resend_too_many,
         )
 
 

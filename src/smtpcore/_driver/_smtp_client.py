@@ -51,7 +51,7 @@ from smtpcore._driver._smtp_errors import (
     SMTPTimeout,
     TLSNotAvailable,
 )
-from smtpcore._driver._smtp_resend import to_send_again
+from smtpcore._driver._smtp_resend import any_too_many, to_send_again
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, rest_of_answer
 from smtpcore._driver._trace import MASK, Trace, WireTrace
 from smtpcore._driver._transport import Link
@@ -154,6 +154,16 @@ def _replayable(content: Content) -> bool:
         return True
     seekable = getattr(content, "seekable", None)
     return seekable is not None and bool(seekable()) and hasattr(content, "tell")
+
+
+def _start_of(content: Content) -> int | None:
+    """Where a file's content begins, for a transaction that may have to send it
+    again (``resend_too_many``); None for bytes, and for content that cannot be
+    sent again (:func:`_replayable`), whose ``tell`` may fail."""
+    if isinstance(content, bytes) or not _replayable(content):
+        return None
+    start: int = content.tell()  # type: ignore[union-attr]  # _replayable
+    return start
 
 
 class BaseSMTPClient(BaseClient):
@@ -615,11 +625,12 @@ class BaseSMTPClient(BaseClient):
         then) holds the transactions done and, unanswered, the recipients not sent.
 
         ``resend_too_many``: recipients refused ``452`` (``4.5.3`` or no enhanced
-        status) as past the server's limit on recipients in one transaction go at
-        once in a new transaction on this session, as RFC 5321 §4.5.3.1.10 asks
-        (``MAIL`` again, the same content, §3.3), again and again while each
-        transaction delivers to someone: one that delivers to none leaves them
-        refused, so that a server that takes none is not asked forever. Each
+        status, RFC 5321 §4.5.3.1.10) as past the server's limit on recipients in one
+        transaction go at once in a new transaction on this session, the "chunks"
+        §4.5.3.1.8 asks a client to be ready to send (``MAIL`` again, the same
+        content, §3.3), again and again while each transaction delivers to someone:
+        one that delivers to none leaves them refused, so that a server that takes
+        none is not asked forever. Each
         recipient is in ``result`` once, with the reply of its last transaction, and
         ``on_batch`` is awaited for each transaction. Content must be bytes or a
         seekable file for it; other content goes once, the ``452`` left in ``result``.
@@ -650,13 +661,17 @@ class BaseSMTPClient(BaseClient):
                 if self.chunking is None and mail.params is NO_PARAMETERS
                 else self._uses_bdat(mail, offer)
             )
-            limits = offer.limits
-            resend = resend_too_many and _replayable(content)
             # Outside the try: content _batches refuses (ValueError) is the caller's
             # mistake, found before anything is sent, and the session goes on.
-            plan = None if limits is None else await self._plan(envelope.rcpts, content, limits)
+            plan = (
+                None
+                if offer.limits is None
+                else await self._plan(envelope.rcpts, content, offer.limits)
+            )
             try:  # as _closing_unless_refused does, without a coroutine more to resume
-                if limits is not None and plan is not None:
+                if plan is not None:
+                    limits = offer.limits
+                    assert limits is not None  # the plan is made of them
                     if limits.mail_max is not None and self._mails >= limits.mail_max:
                         await self._no_more_mail(_mailmax(limits.mail_max), mail, [envelope.rcpts])
                     batches, later, domains = plan
@@ -670,13 +685,21 @@ class BaseSMTPClient(BaseClient):
                             forward=forward,
                             on_batch=on_batch,
                             later=later,
-                            resend=resend,
+                            resend=resend_too_many,
                         )
-                if resend:
-                    return await self._resending(
+                if resend_too_many:  # the one test the usual message pays for the option
+                    start = _start_of(content)
+                    result = await self._transaction(
+                        mail, envelope.rcpts, content, chunked=chunked, forward=forward
+                    )
+                    if not any_too_many(result):
+                        return result
+                    return await self._send_again(
                         mail,
                         envelope.rcpts,
                         content,
+                        result,
+                        start=start,
                         chunked=chunked,
                         forward=forward,
                         on_batch=on_batch,
@@ -734,27 +757,31 @@ class BaseSMTPClient(BaseClient):
         remaining = iter(rcpts)
         return [[next(remaining) for _ in group] for group in groups], later, domains
 
-    async def _resending(
+    async def _send_again(
         self,
         mail: Mail,
         rcpts: Sequence[Rcpt],
         content: Content,
+        first: TransactionResult,
         *,
+        start: int | None,
         chunked: bool,
         forward: Sequence[Xforward],
         on_batch: Callable[[TransactionResult], Awaitable[None]] | None,
     ) -> TransactionResult:
-        """One transaction, as :meth:`_transaction` sends it (its refusals raised as
-        they are), and when the server's limit refused some of its recipients while
-        it delivered to others, :meth:`_transactions` for those (RFC 5321
-        §4.5.3.1.10): ``content`` is ``_replayable``."""
-        start = None if isinstance(content, bytes) else content.tell()  # type: ignore[union-attr]  # _replayable
-        result = await self._transaction(mail, rcpts, content, chunked=chunked, forward=forward)
-        again, result = to_send_again(rcpts, result)
-        if not again:
-            return result
+        """What follows a transaction (``first``, of ``rcpts``) that had RCPTs refused
+        ``452``: those the server's limit refused go in new transactions (RFC 5321
+        §4.5.3.1.8), :meth:`_transactions` sending them, once ``on_batch`` has heard
+        of ``first`` (a caller records what it delivered before the next begins).
+        Content that cannot be sent again leaves ``first`` as it is; ``start`` is
+        where a file's content began (:func:`_start_of`)."""
+        if not _replayable(content):
+            return first
+        again, first = to_send_again(rcpts, first)
+        if not again:  # 452s of another kind (4.2.2, a full mailbox)
+            return first
         if on_batch is not None:  # the message goes in several transactions now
-            await on_batch(result)
+            await on_batch(first)
         return await self._transactions(
             mail,
             [again],
@@ -764,7 +791,7 @@ class BaseSMTPClient(BaseClient):
             on_batch=on_batch,
             resend=True,
             start=start,
-            before=[result],
+            before=[first],
         )
 
     async def _transactions(
@@ -794,14 +821,16 @@ class BaseSMTPClient(BaseClient):
         ``later`` recipients, of domains past its RCPTDOMAINMAX (§4.3), once the
         batches are done.
 
-        With ``resend`` (``content`` then ``_replayable``), a batch's recipients
-        refused as past the server's limit while it delivered to others make a new
-        batch at the end (:func:`to_send_again`, RFC 5321 §4.5.3.1.10), each smaller
-        than the one it comes of: at most one per recipient. ``start`` is where the
-        content begins (read here when not given), ``before`` the results of the
-        transactions already sent for this message."""
+        With ``resend`` (for content that can be sent again), a batch's recipients
+        refused as past the server's limit make a new batch at the end
+        (:func:`to_send_again`, RFC 5321 §4.5.3.1.8). Only a batch whose transaction
+        delivered to someone gets that far (one that delivers to none is refused
+        whole), so each new batch is smaller than the one it comes of: at most one per
+        recipient. ``start`` is where the content begins (read here when not given),
+        ``before`` the results of the transactions already sent for this message."""
         # Content sent more than once is _replayable; once (a batch, and the rest of
         # the recipients for a new session) it may be any.
+        resend = resend and _replayable(content)
         replayed = (len(batches) > 1 or resend) and not isinstance(content, bytes)
         if start is None and replayed:
             start = content.tell()  # type: ignore[union-attr]  # _replayable
@@ -821,7 +850,7 @@ class BaseSMTPClient(BaseClient):
                 result = await self._transaction(
                     mail, batch, content, chunked=chunked, forward=forward
                 )
-                if resend:
+                if resend and any_too_many(result):
                     again, result = to_send_again(batch, result)
                     if again:
                         batches.append(again)

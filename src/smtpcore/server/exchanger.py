@@ -6,7 +6,8 @@ What the exchanger says decides (RFC 5321 §4.2.1, §4.5.4.1): a 2xx delivers, a
 SIZE overrun) fails for good, a 4xx waits, and so does a 552 to RCPT, RFC 821's
 "too many recipients" (RFC 5321 §4.5.3.1.10). A 452 to RCPT for that limit goes at
 once in a new transaction of the session while each transaction delivers (the
-client's ``resend_too_many``), and waits when one delivers to none. A failure of
+client's ``resend_too_many``: the "chunks" of §4.5.3.1.8), and waits when one
+delivers to none. A failure of
 the whole session (a connection refused or lost, a 4xx to MAIL, a TLS policy that
 cannot be met) is a :class:`TryNext`: the next exchanger may do better, for the
 recipients whose fate the session had not decided yet (those it had delivered or

@@ -1125,8 +1125,9 @@ class ServerConnection:
 
     def _check_rcpt(self, command: Rcpt, line: bytes) -> Reply | None:
         """The parameters first, then the recipient limit, as Postfix's ``rcpt_cmd``
-        does: a broken RCPT gets its 5xx in any state, a 452 would tell the client to
-        send it again in the next transaction (RFC 5321 §4.5.3.1.10). Outside an
+        does: a broken RCPT gets its 5xx in any state, a 452 (RFC 5321 §4.5.3.1.10)
+        would tell the client to send it again in the next transaction (§4.5.3.1.8's
+        "chunks"). Outside an
         SMTPUTF8 transaction the whole path must be ASCII, its source route too: the
         line is asked, as in :meth:`_check_mail`."""
         config = self._config
