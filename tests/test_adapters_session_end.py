@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import trio
@@ -19,7 +21,7 @@ import trio
 import smtpcore.asyncio as smtp_asyncio
 import smtpcore.trio as smtp_trio
 from smtpcore.handler import Handler, Session, TLSInfo
-from smtpcore.smtp import Event, Noop, ServerConnection
+from smtpcore.smtp import Event, Noop, Reply, ServerConnection
 
 
 class ScriptedTransport:
@@ -242,3 +244,120 @@ def test_a_close_that_fails_is_logged_and_ends_that_session_alone(
     assert any(
         "session with" in r.getMessage() and "failed" in r.getMessage() for r in caplog.records
     )
+
+
+CONTEXT = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+"""A context with no certificate: the scripted transport's handshake fails anyway."""
+
+
+class CountingConnects(Handler):
+    """Counts ``handle_connect`` and ``handle_close``, as a handler that pairs them does
+    (a session counter, a resource opened for the session and closed after it); the
+    first ``handle_connect`` may first serve another session (``inside``), so that the
+    server is busy with this one while the other arrives."""
+
+    def __init__(self) -> None:
+        self.connects = 0
+        self.closes = 0
+        self.inside: Callable[[], Awaitable[None]] | None = None
+
+    async def handle_connect(self, session: Session) -> Reply | None:
+        self.connects += 1
+        inside, self.inside = self.inside, None
+        if inside is not None:
+            await inside()
+        return await super().handle_connect(session)
+
+    async def handle_close(self, session: Session) -> None:
+        self.closes += 1
+
+
+PROXIED = b"PROXY TCP4 198.51.100.7 192.0.2.25 40000 25\r\n"
+"""A PROXY v1 header naming the client 198.51.100.7."""
+
+
+def _told(
+    adapter: str, client: bytes, second_client: bytes | None, **options: object
+) -> tuple[int, int]:
+    """``handle_connect`` and ``handle_close`` calls over a session of ``client`` (and,
+    from within its ``handle_connect``, one of ``second_client``)."""
+    handler = CountingConnects()
+    module: Any = smtp_asyncio if adapter == "asyncio" else smtp_trio
+
+    async def body() -> None:
+        server = module.SMTPServer(handler, hostname="mx.test", **options)
+        if second_client is not None:
+            handler.inside = lambda: server.serve_transport(ScriptedTransport(second_client))
+        await server.serve_transport(ScriptedTransport(client))
+
+    if adapter == "asyncio":
+        asyncio.run(body())
+    else:
+        trio.run(body)
+    return handler.connects, handler.closes
+
+
+def _disagreeing(options: smtp_asyncio.ServerOptions) -> ServerConnection:
+    return ServerConnection(options.hostname, max_recipients=5)
+
+
+def _raising(options: smtp_asyncio.ServerOptions) -> ServerConnection:
+    raise RuntimeError("the factory's own bug")
+
+
+@pytest.mark.parametrize(
+    ("client", "second_client", "options", "told"),
+    [
+        pytest.param(b"QUIT\r\n", None, {}, (1, 1), id="served"),
+        pytest.param(b"", None, {}, (1, 1), id="peer-closes-before-the-greeting"),
+        pytest.param(
+            b"QUIT\r\n", None, {"connection_factory": _disagreeing}, (0, 0), id="factory-refused"
+        ),
+        pytest.param(
+            b"QUIT\r\n", None, {"connection_factory": _raising}, (0, 0), id="factory-raises"
+        ),
+        pytest.param(
+            b"QUIT\r\n", None, {"proxy_protocol_from": ["10.0.0.0/8"]}, (0, 0), id="no-proxy"
+        ),
+        pytest.param(
+            b"QUIT\r\n", None, {"proxy_protocol_from": ["192.0.2.1"]}, (0, 0), id="bad-header"
+        ),
+        pytest.param(
+            b"QUIT\r\n",
+            None,
+            {"ssl_context": CONTEXT, "tls_on_connect": True},
+            (0, 0),
+            id="tls-handshake-fails",
+        ),
+        pytest.param(b"QUIT\r\n", b"QUIT\r\n", {"max_sessions": 1}, (1, 1), id="server-full"),
+        pytest.param(
+            b"QUIT\r\n",
+            b"QUIT\r\n",
+            {"max_sessions_per_address": 1},
+            (1, 1),
+            id="address-over-its-share",
+        ),
+        pytest.param(
+            PROXIED + b"QUIT\r\n",
+            PROXIED + b"QUIT\r\n",
+            {"proxy_protocol_from": ["192.0.2.1"], "max_sessions_per_address": 1},
+            (1, 1),
+            id="proxied-client-over-its-share",
+        ),
+    ],
+)
+@pytest.mark.parametrize("adapter", ["asyncio", "trio"])
+def test_handle_close_follows_handle_connect_and_nothing_else(
+    adapter: str,
+    client: bytes,
+    second_client: bytes | None,
+    options: dict[str, object],
+    told: tuple[int, int],
+) -> None:
+    """A session the handler was never told of (refused before ``handle_connect``: a
+    factory's machine the server refuses, a connection from no trusted proxy or with
+    a bad header, a failed TLS handshake, no room) is closed without ``handle_close``,
+    which followed the factory's refusal, the PROXY and the TLS ones: a handler that
+    pairs the two (aiosmtpd's counters, a resource opened in one and closed in the
+    other) saw closes of sessions it never opened."""
+    assert _told(adapter, client, second_client, **options) == told

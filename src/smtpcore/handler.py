@@ -492,7 +492,11 @@ class Handler:
 
     async def handle_close(self, session: Session) -> None:
         """The connection is gone, whatever the reason: it is closed before this is
-        called, which has the ``command`` timeout, as every hook."""
+        called, which has the ``command`` timeout, as every hook. Called for every
+        session :meth:`handle_connect` was asked for, and for no other: a connection
+        the server refuses before its greeting (a ``connection_factory``'s machine,
+        a missing or bad PROXY header, a failed TLS handshake on connect, no room
+        for it) gets neither hook, so that a handler can pair them."""
 
 
 # Handler's answers, built once: replies are immutable.

@@ -536,6 +536,7 @@ class ServerSession(ServedSession):
     __slots__ = (
         "_auth",
         "_chunk_failed",
+        "_connect_told",
         "_content_wait",
         "_in_chunk",
         "_last_read",
@@ -571,6 +572,8 @@ class ServerSession(ServedSession):
         self._waited_idle = False
         """Whether the last wait for the client was between transactions."""
         self._chunk_failed = False
+        self._connect_told = False
+        """Whether the handler was told of the session (see :meth:`_after_close`)."""
         self._auth = _NO_AUTH
         # With a connection_factory, this machine only answers a refusal: the
         # factory's, offered AUTH in _machine_from_factory, serves the session.
@@ -580,6 +583,13 @@ class ServerSession(ServedSession):
     # -- the loop ---------------------------------------------------------
 
     def _after_close(self) -> Awaitable[None] | None:
+        """``handle_close`` only for a session whose ``handle_connect`` was asked (or
+        answered by Handler's own): handlers pair the two, as aiosmtpd's count
+        sessions or open a resource for one, and a session refused before its
+        greeting (a factory's machine, a PROXY header, TLS on connect) is one the
+        handler never saw."""
+        if not self._connect_told:
+            return None
         # Handler's own handle_close does nothing: most sessions need no coroutine here.
         if self.session.envelope is None and "handle_close" not in self.state.overridden:
             return None
@@ -620,6 +630,7 @@ class ServerSession(ServedSession):
         if not served:
             greeting = unavailable
         else:
+            self._connect_told = True
             greeting = (
                 self.session.hostname is self.options.hostname  # see ServerState.unasked
                 and self.state.unasked.get("handle_connect")
