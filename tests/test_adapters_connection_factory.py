@@ -615,3 +615,77 @@ def test_a_stricter_change_to_a_build_connection_machine_is_refused(
         connection_factory=factory,
     )
     _assert_logged(messages, "require_tls=True", "changed offers_user, require_tls")
+
+
+# -- machines built per session ----------------------------------------------------
+
+
+def _machines_built(
+    adapter: str, protocol: str, monkeypatch: pytest.MonkeyPatch, **options: Any
+) -> tuple[int, bytes]:
+    """How many machines one session builds (the server's own, made with the server,
+    not counted), and the first line it writes. Every SMTP machine starts in
+    ``_begin`` (the constructor's, or ``new_connection``'s), every POP3 one in its
+    constructor."""
+    built: list[object] = []
+    counted: Any = ServerConnection if protocol == "SMTP" else pop3.ServerConnection
+    method = "_begin" if protocol == "SMTP" else "__init__"
+    original = getattr(counted, method)
+
+    def counting(self: object, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    module: Any = smtp_asyncio if adapter == "asyncio" else smtp_trio
+    transport = ScriptedTransport(b"QUIT\r\n")
+
+    async def body() -> None:
+        if protocol == "SMTP":
+            server = module.SMTPServer(Handler(), hostname="mx.test", **options)
+        else:
+            server = module.POP3Server(Store(), hostname="pop.test", **options)
+        monkeypatch.setattr(counted, method, counting)
+        await server.serve_transport(transport)
+
+    if adapter == "asyncio":
+        asyncio.run(body())
+    else:
+        trio.run(body)
+    return len(built), b"".join(transport.written).split(b"\r\n")[0]
+
+
+def _own_machine(options: Any) -> Any:
+    return options.build_connection()
+
+
+@pytest.mark.parametrize("protocol", ["SMTP", "POP3"])
+@pytest.mark.parametrize("factory", [None, _own_machine], ids=["no-factory", "factory"])
+@ADAPTERS
+def test_a_session_builds_only_the_machine_it_runs(
+    adapter: str, protocol: str, factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One machine a session, with a factory or without: with one, the SMTP session
+    built the server's machine before calling it, and both servers built yet another
+    to compare the factory's with a new one (the performance issue's ServerConnection
+    per connection, three times over)."""
+    count, first = _machines_built(adapter, protocol, monkeypatch, connection_factory=factory)
+    assert first.startswith(b"220" if protocol == "SMTP" else b"+OK")
+    assert count == 1
+
+
+@pytest.mark.parametrize("protocol", ["SMTP", "POP3"])
+@ADAPTERS
+def test_a_refused_factory_machine_is_answered_on_the_server_machine(
+    adapter: str, protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refusal is the one session that needs the server's own machine beside the
+    factory's: it answers ``421`` (``-ERR [SYS/TEMP]``) on it."""
+
+    def not_new(options: Any) -> Any:
+        conn = options.build_connection()
+        conn.receive_data(b"QUIT\r\n")
+        return conn
+
+    count, first = _machines_built(adapter, protocol, monkeypatch, connection_factory=not_new)
+    assert first.startswith(b"421" if protocol == "SMTP" else b"-ERR [SYS/TEMP]")
+    assert count == 2

@@ -8,14 +8,16 @@ has it: a machine that disagrees, weaker or stricter, would run a session the
 server's settings do not describe, so it is refused, never served. What the server
 decides per session (SMTP's ``tls``, POP3's logins) it sets on every machine. And
 either machine must be new: one that a session (or the factory) has already moved
-on would start past the server's guards.
+on would start past the server's guards. What "new" looks like is read once, from
+the machine the server builds with its options (:func:`session_state`), so that a
+session runs on the factory's machine alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-__all__ = ["check_agreement", "check_new", "refuse_server_keywords"]
+__all__ = ["check_agreement", "check_new", "refuse_server_keywords", "session_state"]
 
 
 def refuse_server_keywords(
@@ -50,15 +52,21 @@ def check_agreement(
             )
 
 
-def check_new(conn: object, new: object, session_state: Iterable[str]) -> None:
-    """``ValueError`` naming the first of ``session_state`` (what a machine shows of
-    the session it has run: its state, whether the client authenticated, bytes
-    received...) on which ``conn`` differs from ``new``, a machine no session has used.
+def session_state(conn: object, names: Iterable[str]) -> dict[str, object]:
+    """What the machine ``conn`` shows of the session it has run, by attribute
+    ``names``: taken once from a new machine, it is what :func:`check_new` expects."""
+    return {name: getattr(conn, name) for name in names}
+
+
+def check_new(conn: object, new: Mapping[str, object]) -> None:
+    """``ValueError`` naming the first attribute of ``new`` (what a machine no session
+    has used shows of its session, by :func:`session_state`: its state, whether the
+    client authenticated, bytes received...) on which ``conn`` differs from it.
     The options agreeing is not enough: a machine already authenticated, greeted or
     holding a client's bytes would serve MAIL with no AUTH, or commands the server
     never read."""
-    for name in session_state:
-        actual, expected = getattr(conn, name), getattr(new, name)
+    for name, expected in new.items():
+        actual = getattr(conn, name)
         if actual != expected:
             raise ValueError(
                 f"connection_factory: the machine is not new: its {name} is {actual!r} "

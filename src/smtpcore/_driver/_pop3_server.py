@@ -32,7 +32,12 @@ from inspect import isawaitable
 from types import CoroutineType, GeneratorType
 from typing import TYPE_CHECKING, Any, Final, TypedDict, TypeVar
 
-from smtpcore._driver._factory import check_agreement, check_new, refuse_server_keywords
+from smtpcore._driver._factory import (
+    check_agreement,
+    check_new,
+    refuse_server_keywords,
+    session_state,
+)
 from smtpcore._driver._listener import (
     BaseListener,
     ConnectionLost,
@@ -205,6 +210,9 @@ class POP3ServerOptions:
     or networks (``"127.0.0.1"``, ``"10.0.0.0/8"``) and start with a valid header, read
     within ``timeouts.greeting``; any other is closed at once."""
     proxy_networks: tuple[Network, ...] = field(init=False, repr=False, compare=False)
+    _new_session_state: Mapping[str, object] = field(init=False, repr=False, compare=False)
+    """What a new machine shows of its session (:data:`_POP3_SESSION_STATE`), read
+    once: what :meth:`check_connection` holds a factory's machine to."""
 
     def __post_init__(self) -> None:
         checked_hostname(self.hostname)  # refused now, not at each session's greeting
@@ -222,6 +230,8 @@ class POP3ServerOptions:
             object.__setattr__(self, "proxy_networks", networks(self.proxy_protocol_from))
         except ValueError as exc:
             raise ValueError(f"proxy_protocol_from: {exc}") from None
+        new = self._session_connection(_NO_LOGINS)
+        object.__setattr__(self, "_new_session_state", session_state(new, _POP3_SESSION_STATE))
 
     @property
     def stls(self) -> bool:
@@ -289,7 +299,7 @@ class POP3ServerOptions:
             "implementation": self.implementation,
         }
         check_agreement(conn, expected, _POP3_SERVER_KEYWORDS)
-        check_new(conn, self._session_connection(_NO_LOGINS), _POP3_SESSION_STATE)
+        check_new(conn, self._new_session_state)
         return conn
 
 

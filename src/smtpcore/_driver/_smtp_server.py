@@ -21,7 +21,12 @@ from dataclasses import dataclass, field
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final, TypedDict
 
-from smtpcore._driver._factory import check_agreement, check_new, refuse_server_keywords
+from smtpcore._driver._factory import (
+    check_agreement,
+    check_new,
+    refuse_server_keywords,
+    session_state,
+)
 from smtpcore._driver._listener import (
     BaseListener,
     ConnectionLost,
@@ -319,6 +324,9 @@ class ServerOptions:
     _machine_config: ServerConfig = field(init=False, repr=False, compare=False)
     """What every session's machine is built with, built once: a server's
     connections share it rather than each holding these options itself."""
+    _new_session_state: Mapping[str, object] = field(init=False, repr=False, compare=False)
+    """What a new machine shows of its session (:data:`_SESSION_STATE`), read once:
+    what :meth:`check_connection` holds a factory's machine to."""
 
     def __post_init__(self) -> None:
         checked_hostname(self.hostname)  # refused now, not at each session's greeting
@@ -379,6 +387,7 @@ class ServerOptions:
         object.__setattr__(self, "_machine_options", machine_options)
         configured = ServerConnection(self.hostname, **machine_options)
         object.__setattr__(self, "_machine_config", configured._config)
+        object.__setattr__(self, "_new_session_state", session_state(configured, _SESSION_STATE))
 
     def new_connection(self) -> ServerConnection:
         """A session's machine as the server builds it, with no ``connection_factory``."""
@@ -417,7 +426,7 @@ class ServerOptions:
         config = self._machine_config
         expected = {name: _option_value(config, name) for name in self._server_set()}
         check_agreement(conn, expected, _SERVER_KEYWORDS, _option_value)
-        check_new(conn, self.new_connection(), _SESSION_STATE)
+        check_new(conn, self._new_session_state)
         return conn
 
     def _server_set(self) -> tuple[str, ...]:
@@ -550,12 +559,14 @@ class ServerSession(ServedSession):
     protocol = "SMTP"
     state: ServerState
     session: Session
+    conn: ServerConnection
+    """The session's machine: the server's own, built with the session, or a
+    ``connection_factory``'s, taken as the session starts (:meth:`_open`)."""
 
     def __init__(self, transport: Link, state: ServerState, peer: tuple[str, int] | None) -> None:
         self.transport = transport
         self.state = state
         self.options = options = state.options
-        self.conn = options.new_connection()
         local = transport.local_address
         if local is not None and local[0][:7] == "::ffff:":  # session_address, inline:
             local = session_address(local)  # a call less for every connection
@@ -575,10 +586,12 @@ class ServerSession(ServedSession):
         self._connect_told = False
         """Whether the handler was told of the session (see :meth:`_after_close`)."""
         self._auth = _NO_AUTH
-        # With a connection_factory, this machine only answers a refusal: the
-        # factory's, offered AUTH in _machine_from_factory, serves the session.
-        if options.auth_mechanisms and options.connection_factory is None:
-            self._offer_auth(self.conn.auth_mechanisms)
+        # With a connection_factory, the machine is the factory's, taken as the
+        # session starts (_machine_from_factory): none is built here.
+        if options.connection_factory is None:
+            self.conn = options.new_connection()
+            if options.auth_mechanisms:
+                self._offer_auth(self.conn.auth_mechanisms)
 
     # -- the loop ---------------------------------------------------------
 
@@ -648,14 +661,15 @@ class ServerSession(ServedSession):
         """Take the session's machine from the ``connection_factory``, checked against
         the server (:meth:`ServerOptions.check_connection`). False when the factory
         fails or its machine would go without the server's guards: logged, and the
-        session is refused with a ``421`` greeting on the server's own machine, as when
-        ``handle_connect`` fails (RFC 5321 §3.1; no enhanced code before EHLO, RFC
-        2034)."""
+        session is refused with a ``421`` greeting on the server's own machine, built
+        for that alone, as when ``handle_connect`` fails (RFC 5321 §3.1; no enhanced
+        code before EHLO, RFC 2034)."""
         options = self.options
         assert options.connection_factory is not None
         try:
             conn = options.check_connection(options.connection_factory(options))
         except BaseException as exc:
+            self.conn = options.new_connection()  # the refusal's, whatever ends the session
             if not self._call_failed(exc):
                 raise
             logger.error("the session is refused: %s", describe_error(exc), exc_info=exc)
