@@ -15,7 +15,9 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import Phase, find, given, settings
@@ -762,17 +764,62 @@ def test_string_arguments_are_rfc_5321_strings(command: smtp.Command) -> None:
     parse_mailbox(argument)
 
 
-def test_sessions_builds_the_strategies_its_draws_use_before_the_first_draw() -> None:
-    # Hypothesis's one-time work on a strategy (the graph checked, lazy and regex
-    # strategies built) once counted as the first session's draw time, enough on a
-    # loaded machine for the too_slow health check. An offer no other test uses: the
-    # envelope strategies are remembered per offer.
-    from smtpcore.testing._smtp_strategies import _envelope_strategies
+def test_sessions_builds_the_strategies_its_draws_use_before_the_first_draw(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hypothesis's one-time work on a strategy (the graph checked, lazy and regex
+    strategies built) once counted as the first session's draw time, enough on a
+    loaded machine for the too_slow health check: ``sessions()`` builds and validates
+    the envelope strategies its draws use before it returns, and no draw builds one.
 
-    offered = frozenset({"PIPELINING", "DSN", "SMTPUTF8", "STARTTLS", "REQUIRETLS"})
-    sst.sessions(extensions=offered)
-    for offer in (offered, offered - {"REQUIRETLS"}):
-        for utf8 in (False, True):
-            # validate_called: Hypothesis's own flag, set by validate().
-            built = _envelope_strategies(offer, utf8=utf8)
-            assert all(strategy.validate_called for strategy in built)
+    Seen through public means only: smtpcore's own builders, patched, hand out each
+    strategy behind ``st.deferred``, whose definition Hypothesis runs when the
+    strategy is first validated or drawn from."""
+    from smtpcore.testing import _smtp_strategies
+
+    built: list[str] = []
+    resolved: list[str] = []
+    building: list[str] = []  # a builder's own calls (ORCPT's mailboxes) are its part
+
+    def noting(builder: Callable[..., st.SearchStrategy[Any]]) -> Callable[..., Any]:
+        def build(*args: Any, **kwargs: Any) -> st.SearchStrategy[Any]:
+            name = f"{builder.__name__}{args}{sorted(kwargs.items())}"
+            if building:
+                return builder(*args, **kwargs)
+            built.append(name)
+            building.append(name)
+            try:
+                strategy = builder(*args, **kwargs)
+            finally:
+                building.pop()
+
+            def definition() -> st.SearchStrategy[Any]:
+                resolved.append(name)
+                return strategy
+
+            return st.deferred(definition)
+
+        return build
+
+    for name in ("mail_parameters", "mailboxes", "rcpt_parameters"):
+        monkeypatch.setattr(_smtp_strategies, name, noting(getattr(_smtp_strategies, name)))
+    envelopes = _smtp_strategies._envelope_strategies
+    envelopes.cache_clear()  # remembered per offer: built again, through the builders above
+    try:
+        offered = frozenset({"PIPELINING", "DSN", "SMTPUTF8", "STARTTLS", "REQUIRETLS"})
+        strategy = sst.sessions(extensions=offered)
+        # Two offers (REQUIRETLS only under TLS), each with and without SMTPUTF8, of
+        # three builders.
+        assert len(built) == 2 * 2 * 3
+        assert sorted(resolved) == sorted(built)  # validated: before any draw
+        before_drawing = len(built)
+
+        @settings(max_examples=10, database=None, phases=[Phase.generate])
+        @given(strategy)
+        def draw(session: sst.ClientSession) -> None:
+            pass
+
+        draw()
+        assert len(built) == before_drawing  # no draw built one
+    finally:
+        envelopes.cache_clear()  # no other test draws from the deferred ones
