@@ -361,3 +361,136 @@ def test_handle_close_follows_handle_connect_and_nothing_else(
     pairs the two (aiosmtpd's counters, a resource opened in one and closed in the
     other) saw closes of sessions it never opened."""
     assert _told(adapter, client, second_client, **options) == told
+
+
+class PairingHandler(CountingConnects):
+    """Counts both hooks, and answers ``handle_connect`` for a client by its address as
+    ``answers`` says: a reply, or an exception to raise."""
+
+    def __init__(self, answers: dict[str, Reply | Exception]) -> None:
+        super().__init__()
+        self.answers = answers
+
+    async def handle_connect(self, session: Session) -> Reply | None:
+        answer = self.answers.get(session.peer[0] if session.peer else "")
+        if isinstance(answer, Exception):
+            self.connects += 1
+            raise answer
+        if answer is not None:
+            self.connects += 1
+            return answer
+        return await super().handle_connect(session)
+
+
+FORWARDERS = ["192.0.2.0/24", "198.51.100.0/24"]
+"""``xclient_from``: the scripted client (192.0.2.1) and the clients it names."""
+
+
+def _xclient(addr: bytes) -> bytes:
+    return b"EHLO c.test\r\nXCLIENT ADDR=" + addr + b" NAME=x.test\r\n"
+
+
+@pytest.mark.parametrize(
+    ("client", "told"),
+    [
+        pytest.param(b"EHLO c.test\r\nQUIT\r\n", 1, id="no-xclient"),
+        pytest.param(_xclient(b"198.51.100.9") + b"QUIT\r\n", 2, id="one-xclient"),
+        pytest.param(
+            _xclient(b"198.51.100.9") + _xclient(b"198.51.100.10") + b"QUIT\r\n",
+            3,
+            id="two-xclients",
+        ),
+        pytest.param(
+            _xclient(b"198.51.100.9") + b"MAIL FROM:<a@b.example>\r\n"
+            b"RCPT TO:<c@d.example>\r\n" + _xclient(b"198.51.100.10") + b"QUIT\r\n",
+            3,
+            id="xclient-in-a-transaction",
+        ),
+        pytest.param(_xclient(b"198.51.100.66") + b"QUIT\r\n", 2, id="named-client-gets-554"),
+        pytest.param(_xclient(b"198.51.100.67") + b"QUIT\r\n", 2, id="named-client-gets-421"),
+        pytest.param(_xclient(b"198.51.100.68") + b"QUIT\r\n", 2, id="handle-connect-raises"),
+        pytest.param(b"XCLIENT FOO=bar\r\nQUIT\r\n", 1, id="xclient-refused-501"),
+    ],
+)
+@pytest.mark.parametrize("adapter", ["asyncio", "trio"])
+def test_handle_close_pairs_with_each_handle_connect_across_xclient(
+    adapter: str, client: bytes, told: int
+) -> None:
+    """A trusted XCLIENT makes the server act as if the named client had connected
+    anew (Postfix's XCLIENT_README): ``handle_connect`` is asked for it, so the
+    session as it was (the proxy's part) is closed for the handler first. Only
+    ``handle_connect`` was asked again, and a handler pairing the two counted a
+    session alive per XCLIENT after all had ended. A named client the handler
+    refuses (``554``, ``421``, a hook that fails) was asked for, and is closed too; an
+    XCLIENT the machine refuses changes nothing."""
+    handler = PairingHandler(
+        {
+            "198.51.100.66": Reply(554, "not from there", "5.7.1"),
+            "198.51.100.67": Reply(421, "not now", "4.7.0"),
+            "198.51.100.68": RuntimeError("the handler's own bug"),
+        }
+    )
+    module: Any = smtp_asyncio if adapter == "asyncio" else smtp_trio
+
+    async def body() -> None:
+        server = module.SMTPServer(handler, hostname="mx.test", xclient_from=FORWARDERS)
+        await server.serve_transport(ScriptedTransport(client))
+
+    if adapter == "asyncio":
+        asyncio.run(body())
+    else:
+        trio.run(body)
+    assert (handler.connects, handler.closes) == (told, told)
+
+
+class FromElsewhere(ScriptedTransport):
+    """A scripted client from another address of the trusted network."""
+
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        return ("192.0.2.2", 40001)
+
+
+class PeersTold(CountingConnects):
+    """Which client each ``handle_connect`` and ``handle_close`` was told of."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connected: list[tuple[str, int] | None] = []
+        self.closed: list[tuple[str, int] | None] = []
+
+    async def handle_connect(self, session: Session) -> Reply | None:
+        self.connected.append(session.peer)
+        return await super().handle_connect(session)
+
+    async def handle_close(self, session: Session) -> None:
+        self.closed.append(session.peer)
+        await super().handle_close(session)
+
+
+@pytest.mark.parametrize("adapter", ["asyncio", "trio"])
+def test_a_named_client_over_its_share_is_closed_without_handle_connect(adapter: str) -> None:
+    """An XCLIENT naming a client whose address has its share already: the proxy's part
+    is closed for the handler, and the named client is refused with ``421`` before
+    ``handle_connect``, as a proxied client over its share is: it gets neither hook
+    (it got ``handle_close`` alone, the proxy's part none). The named address
+    (192.0.2.1) is the first session's, served while the proxy's waits in its
+    ``handle_connect``."""
+    handler = PeersTold()
+    module: Any = smtp_asyncio if adapter == "asyncio" else smtp_trio
+    proxy = FromElsewhere(b"EHLO c.test\r\nXCLIENT ADDR=192.0.2.1\r\nQUIT\r\n")
+
+    async def body() -> None:
+        server = module.SMTPServer(
+            handler, hostname="mx.test", xclient_from=FORWARDERS, max_sessions_per_address=1
+        )
+        handler.inside = lambda: server.serve_transport(proxy)
+        await server.serve_transport(ScriptedTransport(b"QUIT\r\n"))
+
+    if adapter == "asyncio":
+        asyncio.run(body())
+    else:
+        trio.run(body)
+    assert b"".join(proxy.written).split(b"\r\n")[-2].startswith(b"421 4.7.0")
+    assert handler.connected == [("192.0.2.1", 40000), ("192.0.2.2", 40001)]
+    assert handler.closed == [("192.0.2.2", 40001), ("192.0.2.1", 40000)]

@@ -141,6 +141,53 @@ def test_inbound_mail_is_delivered_and_nothing_is_relayed(
     )
 
 
+def test_an_xclient_logs_the_proxys_part_then_the_named_client(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After XCLIENT the server acts as if the named client had connected anew: the
+    proxy's part of the session gets its own ``disconnect from`` line, with its EHLO
+    name and counts, before the XCLIENT line, and the named client's line ends the
+    session with its own. The proxy's part had no line, and the stats it ran up
+    were lost when ``handle_connect`` started them again for the named client."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    config = _config(tmp_path, "pqr.example", {}, xclient_from=("127.0.0.0/8",))
+
+    def client(port: int) -> None:
+        with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+            reader = sock.makefile("rb")
+            reader.readline()
+            for command in (
+                b"EHLO proxy.test",
+                b"XCLIENT ADDR=192.0.2.7 PORT=40312",
+                b"EHLO mail.abc.example",
+                b"QUIT",
+            ):
+                sock.sendall(command + b"\r\n")
+                while (line := reader.readline())[3:4] == b"-":
+                    pass
+                assert line[:1] in (b"2",), line
+
+    async def main() -> None:
+        async with MailServer(config, sockets={"smtp": _listening()}) as server:
+            await asyncio.to_thread(client, _port(server, "smtp"))
+            for _ in range(100):  # the last line is written as the session ends
+                if "[192.0.2.7]:40312 helo" in caplog.text:
+                    break
+                await asyncio.sleep(0.05)
+
+    _run(main)
+    lines = [
+        record.getMessage()
+        for record in caplog.records
+        if "disconnect from" in record.getMessage() or "XCLIENT from" in record.getMessage()
+    ]
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("smtp: disconnect from [127.0.0.1]:"), lines
+    assert " helo=proxy.test " in lines[0]
+    assert lines[1].startswith("XCLIENT from [127.0.0.1]:")
+    assert lines[2].startswith("smtp: disconnect from [192.0.2.7]:40312 helo=mail.abc.example ")
+
+
 def _both_loopbacks_free() -> int | None:
     """A port free a moment ago on 127.0.0.1 and on ::1; None without IPv6 loopback."""
     with socket.create_server((LOOPBACK, 0)) as ipv4:

@@ -425,7 +425,8 @@ class Handler:
 
         ``Reply(554, ...)`` refuses service (RFC 5321 §3.1), and ``Reply(421, ...)``
         closes at once. Asked again for the client a trusted XCLIENT names, whose
-        greeting the answer is, with the same three choices.
+        greeting the answer is, with the same three choices, once
+        :meth:`handle_close` has ended the session so far.
         """
         return _greeting(session.hostname)
 
@@ -496,7 +497,9 @@ class Handler:
         session :meth:`handle_connect` was asked for, and for no other: a connection
         the server refuses before its greeting (a ``connection_factory``'s machine,
         a missing or bad PROXY header, a failed TLS handshake on connect, no room
-        for it) gets neither hook, so that a handler can pair them."""
+        for it) gets neither hook, so that a handler can pair them. A trusted
+        XCLIENT, which asks :meth:`handle_connect` again for the client it names,
+        first ends the session so far with this hook."""
 
 
 # Handler's answers, built once: replies are immutable.

@@ -610,6 +610,12 @@ class ServerSession(ServedSession):
 
     async def _tell_closed(self) -> None:
         self._out = None  # nothing more reaches the client
+        await self._tell_handler_closed()
+
+    async def _tell_handler_closed(self) -> None:
+        """End, for the handler, the session it was told of: ``handle_reset`` for a
+        transaction left open, then ``handle_close``. At the connection's close, and
+        at a trusted XCLIENT, which starts the named client's session on it."""
         if self.session.envelope is not None:
             await self._end_transaction()
         if "handle_close" in self.state.overridden:
@@ -1209,18 +1215,24 @@ class ServerSession(ServedSession):
     # -- XCLIENT and XFORWARD (Postfix) ----------------------------------------
 
     async def _xclient(self, command: Xclient) -> None:
-        """The session now speaks for the client XCLIENT names: the handler sees it
-        connect, and its answer is that client's greeting (Postfix's connection-level
-        decision), handled as the connection's own: 554 serves it nothing but QUIT,
-        421 closes. The session is counted under the named client's address, and
-        that client may use XCLIENT only if ``xclient_from`` trusts it in turn
+        """The session now speaks for the client XCLIENT names, as if that client had
+        connected anew (XCLIENT_README): the handler sees the session so far close
+        (:meth:`_tell_handler_closed`), so that ``handle_close`` still pairs with
+        each ``handle_connect``, and then the named client connect; its answer is
+        that client's greeting (Postfix's connection-level decision), handled as
+        the connection's own: 554 serves it nothing but QUIT, 421 closes. The
+        session is counted under the named client's address (one over its share is
+        closed with 421 before ``handle_connect``, as a proxied one is), and that
+        client may use XCLIENT only if ``xclient_from`` trusts it in turn
         (XCLIENT_README, note 1): a proxy's client cannot name yet another."""
         session = self.session
         before = session.peer
         known = session.xclient
         merged = command if known is None else known.merged(command)
+        await self._tell_handler_closed()
         _present(session, merged)
         if not self.state.readdress(self, ip_peer(session.peer)):
+            self._connect_told = False  # the named client: refused before handle_connect
             logger.info("too many sessions from %s: refused", peer_text(session.peer))
             self._answer(
                 Reply(
@@ -1238,7 +1250,6 @@ class ServerSession(ServedSession):
         if greeting.code not in _GREETING_CODES:
             logger.error("the handler's greeting %s is not 220, 554 or 421", greeting)
             greeting = unavailable
-        await self._end_transaction()
         if merged.addr is not None:  # a client named: trusted by its own address now
             self._trust_forwarder(session.peer)
         logger.info(

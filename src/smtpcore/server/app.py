@@ -292,10 +292,14 @@ class _MailHandler(Handler):
     # -- session ---------------------------------------------------------------
 
     async def handle_connect(self, session: Session) -> Reply | None:
+        """The session's counts start: at the connection, and again for the client a
+        trusted XCLIENT names, whose part of the session starts then."""
         session.extra["stats"] = _Stats()
         return None
 
     async def handle_close(self, session: Session) -> None:
+        """The ``disconnect from`` line: at the end of the connection, and of a
+        proxy's part of it at a trusted XCLIENT (before its ``XCLIENT from`` line)."""
         stats: _Stats = session.extra.get("stats") or _Stats()
         tls = session.tls.version if session.tls is not None else "no"
         auth = session.authenticated
