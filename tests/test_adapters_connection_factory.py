@@ -28,7 +28,7 @@ from smtpcore import pop3
 from smtpcore.handler import Authenticator, Handler
 from smtpcore.maildrop import Maildrop, MaildropError, Mailstore, MechanismFactory, POP3Session
 from smtpcore.smtp import Reply, ServerConnection
-from test_adapters_session_end import ScriptedTransport
+from test_adapters_session_end import CountingConnects, ScriptedTransport
 
 ADAPTERS = pytest.mark.parametrize("adapter", ["asyncio", "trio"])
 CONTEXT = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -689,3 +689,104 @@ def test_a_refused_factory_machine_is_answered_on_the_server_machine(
     count, first = _machines_built(adapter, protocol, monkeypatch, connection_factory=not_new)
     assert first.startswith(b"421" if protocol == "SMTP" else b"-ERR [SYS/TEMP]")
     assert count == 2
+
+
+# -- one machine, one session ----------------------------------------------------
+
+
+class ServingAnother(ScriptedTransport):
+    """A client whose first read waits while ``another`` (a second session of the same
+    server) is served: two sessions alive at once."""
+
+    def __init__(self, client: bytes, another: Callable[[], Any]) -> None:
+        super().__init__(client)
+        self.another: Callable[[], Any] | None = another
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        another, self.another = self.another, None
+        if another is not None:
+            await another()
+        return await super().receive_some(max_bytes)
+
+
+def _one_shared_machine() -> Callable[[Any], Any]:
+    """A factory that builds one machine and gives it to every session."""
+    shared: list[Any] = []
+
+    def factory(options: Any) -> Any:
+        if not shared:
+            shared.append(options.build_connection())
+        return shared[0]
+
+    return factory
+
+
+def _two_sessions(adapter: str, protocol: str, client: bytes) -> tuple[list[bytes], list[bytes]]:
+    """The lines two sessions of one server on :func:`_one_shared_machine` write, the
+    second served while the first is at its weakest: SMTP's waiting for
+    ``handle_connect`` (its machine still looks new), POP3's for its client's first
+    command (its machine greeted, at once after the factory)."""
+    module: Any = smtp_asyncio if adapter == "asyncio" else smtp_trio
+    factory = _one_shared_machine()
+    later = ScriptedTransport(client)
+    earlier = ServingAnother(client, lambda: server.serve_transport(later))
+    handler = CountingConnects()
+    server: Any = None
+
+    async def body() -> None:
+        nonlocal server
+        if protocol == "SMTP":
+            server = module.SMTPServer(handler, hostname="mx.test", connection_factory=factory)
+            handler.inside, earlier.another = earlier.another, None
+        else:
+            server = module.POP3Server(Store(), hostname="pop.test", connection_factory=factory)
+        await server.serve_transport(earlier)
+
+    if adapter == "asyncio":
+        asyncio.run(body())
+    else:
+        trio.run(body)
+    return (
+        b"".join(earlier.written).split(b"\r\n"),
+        b"".join(later.written).split(b"\r\n"),
+    )
+
+
+@pytest.mark.parametrize("protocol", ["SMTP", "POP3"])
+@ADAPTERS
+def test_a_machine_running_another_session_is_refused(
+    adapter: str, protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A factory that hands one machine to two sessions: to the second, SMTP's looked
+    new while the first waited for ``handle_connect`` on it, and the second session ran
+    on it, the first then failing; POP3's was refused as "not new", which named a
+    state and not the problem. The second is refused as any bad factory machine is,
+    and the first is served to its end."""
+    logger = "smtpcore.server" if protocol == "SMTP" else "smtpcore.pop3.server"
+    client = b"EHLO one.test\r\nQUIT\r\n" if protocol == "SMTP" else b"CAPA\r\nQUIT\r\n"
+    with caplog.at_level(logging.ERROR, logger=logger):
+        first, second = _two_sessions(adapter, protocol, client)
+    if protocol == "SMTP":
+        assert first[0].startswith(b"220") and first[-2].startswith(b"221"), first
+        assert second == [b"421 mx.test Service not available", b""]
+    else:
+        assert first[0].startswith(b"+OK") and first[-2].startswith(b"+OK"), first
+        assert second[0].startswith(b"-ERR [SYS/TEMP]") and second[1:] == [b""]
+    _assert_logged(
+        [record.getMessage() for record in caplog.records],
+        "the machine is running another session",
+    )
+
+
+@pytest.mark.parametrize("protocol", ["SMTP", "POP3"])
+@ADAPTERS
+def test_a_machine_is_given_back_when_its_session_ends(adapter: str, protocol: str) -> None:
+    """Sessions one after another, each on a new machine: a machine a session ended on
+    counts as running none, whatever (reused) identity the next one has."""
+    for _ in range(20):
+        if protocol == "SMTP":
+            lines = _smtp(adapter, b"QUIT\r\n", connection_factory=_own_machine)
+            assert lines[0].startswith(b"220"), lines
+        else:
+            lines = _pop3(adapter, b"QUIT\r\n", connection_factory=_own_machine)
+            assert lines[0].startswith(b"+OK"), lines

@@ -10,14 +10,21 @@ decides per session (SMTP's ``tls``, POP3's logins) it sets on every machine. An
 either machine must be new: one that a session (or the factory) has already moved
 on would start past the server's guards. What "new" looks like is read once, from
 the machine the server builds with its options (:func:`session_state`), so that a
-session runs on the factory's machine alone.
+session runs on the factory's machine alone. Nor may a machine run two sessions at
+once: each server keeps the machines its sessions run on (:class:`MachinesInUse`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-__all__ = ["check_agreement", "check_new", "refuse_server_keywords", "session_state"]
+__all__ = [
+    "MachinesInUse",
+    "check_agreement",
+    "check_new",
+    "refuse_server_keywords",
+    "session_state",
+]
 
 
 def refuse_server_keywords(
@@ -73,3 +80,34 @@ def check_new(conn: object, new: Mapping[str, object]) -> None:
                 f"where a new machine's is {expected!r}: return a machine no session has "
                 "used, as options.build_connection() gives"
             )
+
+
+class MachinesInUse:
+    """The machines a ``connection_factory`` gave to a server's sessions still running,
+    by identity. A factory that hands one machine to two sessions passes
+    :func:`check_new` for the second while the first has not yet moved it (SMTP's
+    waits for ``handle_connect``): both would then drive it. Kept only for sessions
+    with a factory; a session gives its machine back as it ends, while it still holds
+    it, so an identity here is never a later machine's."""
+
+    __slots__ = ("_running",)
+
+    def __init__(self) -> None:
+        self._running: set[int] = set()
+
+    def check_free(self, conn: object) -> None:
+        """``ValueError`` when ``conn`` runs a session already."""
+        if id(conn) in self._running:
+            raise ValueError(
+                "connection_factory: the machine is running another session already: "
+                "return a new machine for each session, as options.build_connection() gives"
+            )
+
+    def take(self, conn: object) -> None:
+        """``conn`` runs a session from now on (checked with :meth:`check_free`)."""
+        self._running.add(id(conn))
+
+    def give_back(self, conn: object) -> None:
+        """The session on ``conn`` is over; nothing when ``conn`` was never taken (a
+        refused session's machine)."""
+        self._running.discard(id(conn))

@@ -33,6 +33,7 @@ from types import CoroutineType, GeneratorType
 from typing import TYPE_CHECKING, Any, Final, TypedDict, TypeVar
 
 from smtpcore._driver._factory import (
+    MachinesInUse,
     check_agreement,
     check_new,
     refuse_server_keywords,
@@ -412,6 +413,8 @@ class POP3ServerState(SessionRegistry["POP3ServerSession"]):
         )
         self.store = store
         self.options = options
+        self.factory_machines = MachinesInUse()
+        """The ``connection_factory``'s machines the sessions run on."""
         kind = type(store)
         self.user_login = kind.check_password is not Mailstore.check_password
         self.apop_login = kind.apop_secret is not Mailstore.apop_secret
@@ -473,6 +476,8 @@ class POP3ServerSession(ServedSession):
     # -- the loop ---------------------------------------------------------
 
     async def _ended(self) -> None:
+        if self.options.connection_factory is not None and self.conn is not None:
+            self.state.factory_machines.give_back(self.conn)
         await self._release()
 
     async def _release(self) -> None:
@@ -509,10 +514,14 @@ class POP3ServerSession(ServedSession):
         (:meth:`POP3ServerOptions.check_connection`), with the session's ``logins``:
         on a machine of ``build_connection`` that kept its placeholders, they are
         the session's to fill; logins the factory chose (by hand, or by changing the
-        placeholders) are checked, one rule for both, never silently replaced."""
+        placeholders) are checked, one rule for both, never silently replaced. A
+        machine running another session is refused, and one that passes is taken
+        (:class:`~smtpcore._driver._factory.MachinesInUse`) until :meth:`_ended`."""
         options = self.options
         assert options.connection_factory is not None
-        conn = options.check_connection(options.connection_factory(options))
+        conn = options.connection_factory(options)
+        self.state.factory_machines.check_free(conn)
+        conn = options.check_connection(conn)
         placeholders = getattr(conn, _LOGIN_PLACEHOLDERS, None)
         chosen = _SessionLogins.of(conn)
         if chosen != placeholders:
@@ -530,6 +539,7 @@ class POP3ServerSession(ServedSession):
         conn.offers_apop = logins.apop  # before the greeting: its APOP timestamp
         conn.sasl_mechanisms = logins.sasl_mechanisms
         conn.require_tls = logins.require_tls
+        self.state.factory_machines.take(conn)  # once every check passed: see _ended
         return conn
 
     @staticmethod

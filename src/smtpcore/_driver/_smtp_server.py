@@ -22,6 +22,7 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from smtpcore._driver._factory import (
+    MachinesInUse,
     check_agreement,
     check_new,
     refuse_server_keywords,
@@ -497,6 +498,8 @@ class ServerState(SessionRegistry["ServerSession"]):
         )
         self.handler = handler
         self.options = options
+        self.factory_machines = MachinesInUse()
+        """The ``connection_factory``'s machines the sessions run on."""
         # Replies every session may send, built once per server rather than per connection.
         self.unavailable = Reply(421, f"{options.hostname} Service not available", "4.3.0")
         self.bye = Reply(221, f"{options.hostname} Bye")
@@ -666,24 +669,35 @@ class ServerSession(ServedSession):
     def _machine_from_factory(self) -> bool:
         """Take the session's machine from the ``connection_factory``, checked against
         the server (:meth:`ServerOptions.check_connection`). False when the factory
-        fails or its machine would go without the server's guards: logged, and the
+        fails, its machine would go without the server's guards, or it runs another
+        session (:class:`~smtpcore._driver._factory.MachinesInUse`): logged, and the
         session is refused with a ``421`` greeting on the server's own machine, built
         for that alone, as when ``handle_connect`` fails (RFC 5321 §3.1; no enhanced
         code before EHLO, RFC 2034)."""
         options = self.options
         assert options.connection_factory is not None
+        running = self.state.factory_machines
         try:
-            conn = options.check_connection(options.connection_factory(options))
+            conn = options.connection_factory(options)
+            running.check_free(conn)
+            conn = options.check_connection(conn)
         except BaseException as exc:
             self.conn = options.new_connection()  # the refusal's, whatever ends the session
             if not self._call_failed(exc):
                 raise
             logger.error("the session is refused: %s", describe_error(exc), exc_info=exc)
             return False
+        running.take(conn)  # given back by _ended
         self.conn = conn
         if options.auth_mechanisms:
             self._offer_auth(options._machine_config.auth_mechanisms)
         return True
+
+    async def _ended(self) -> None:
+        """Give the factory's machine back while the session still holds it (see
+        :class:`~smtpcore._driver._factory.MachinesInUse`)."""
+        if self.options.connection_factory is not None:
+            self.state.factory_machines.give_back(self.conn)
 
     async def _close(self, timed_out: bool) -> bool:
         if timed_out:
