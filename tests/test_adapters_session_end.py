@@ -494,15 +494,3 @@ def test_a_named_client_over_its_share_is_closed_without_handle_connect(adapter:
     assert b"".join(proxy.written).split(b"\r\n")[-2].startswith(b"421 4.7.0")
     assert handler.connected == [("192.0.2.1", 40000), ("192.0.2.2", 40001)]
     assert handler.closed == [("192.0.2.2", 40001), ("192.0.2.1", 40000)]
-
-
-def test_an_smtp_session_keeps_its_size() -> None:
-    """Memory per idle session is a published benchmark (benchmarks/idle_memory.py),
-    and every field of the session object is 8 bytes of every connection (16 with
-    the allocator's rounding). Recording whether ``handle_connect`` was asked made it
-    one field bigger (136 bytes, 160 allocated); reading the server's options from
-    the server's state, rather than keeping them in a slot of their own, pays for
-    it (128, as before)."""
-    from smtpcore._driver._smtp_server import ServerSession
-
-    assert ServerSession.__basicsize__ <= 128

@@ -542,7 +542,7 @@ class ServerSession(ServedSession):
     """One connection, from greeting to close.
 
     Its fields are slots, as an idle session keeps them for minutes (the
-    handler and the options are read from :attr:`state`, not kept again).
+    handler is read from :attr:`state`, not kept again).
     """
 
     __slots__ = (
@@ -555,6 +555,7 @@ class ServerSession(ServedSession):
         "_out",
         "_waited_idle",
         "conn",
+        "options",
     )
 
     logger = logger
@@ -568,7 +569,7 @@ class ServerSession(ServedSession):
     def __init__(self, transport: Link, state: ServerState, peer: tuple[str, int] | None) -> None:
         self.transport = transport
         self.state = state
-        options = state.options
+        self.options = options = state.options
         local = transport.local_address
         if local is not None and local[0][:7] == "::ffff:":  # session_address, inline:
             local = session_address(local)  # a call less for every connection
@@ -594,12 +595,6 @@ class ServerSession(ServedSession):
             self.conn = options.new_connection()
             if options.auth_mechanisms:
                 self._offer_auth(self.conn.auth_mechanisms)
-
-    @property
-    def options(self) -> ServerOptions:
-        """The server's options: its :attr:`state`'s, read there rather than kept in a
-        slot of every session."""
-        return self.state.options
 
     # -- the loop ---------------------------------------------------------
 
