@@ -272,6 +272,41 @@ def test_bare_auth_lists_the_mechanisms_and_is_no_failed_login(
         assert answers.readline().startswith(b"+OK 3 ")
 
 
+@pytest.mark.parametrize(
+    "round_trip",
+    [(b"AUTH CRAM-MD5\r\n", b"*\r\n"), (b"AUTH CRAM-MD5 eA==\r\n",)],
+    ids=["cancelled", "initial response to CRAM-MD5"],
+)
+def test_an_auth_the_client_breaks_again_and_again_ends_as_bad_commands_do(
+    adapter: str, store: MaildirStore, round_trip: tuple[bytes, ...]
+) -> None:
+    """A client that cancelled AUTH with ``*`` (RFC 5034 §4), or sent CRAM-MD5 an
+    initial response, round after round, was never cut off (an audit's loop ran past
+    1000 rounds, a credential lookup each). Each round is a bad command: the session
+    ends at the tenth with ``Too many bad commands``, and none is a failed login
+    (with ``max_auth_failures=1`` a single one would have ended it)."""
+    with (
+        running_pop3_server(adapter, store, max_auth_failures=1) as server,
+        raw(server.port) as sock,
+    ):
+        answers = sock.makefile("rb")
+        assert answers.readline().startswith(b"+OK")
+        seen: list[bytes] = []
+        for _ in range(20):
+            for line in round_trip:
+                sock.sendall(line)
+                answer = answers.readline()
+                seen.append(answer)
+                if not answer or answer.startswith(b"-ERR Too many"):
+                    break
+            if not answer or answer.startswith(b"-ERR Too many"):
+                break
+        assert answer == b"-ERR Too many bad commands, closing\r\n"
+        assert answers.readline() == b""
+        assert not any(b"[AUTH]" in line for line in seen)
+        assert sum(line.startswith(b"-ERR") for line in seen[:-1]) == 10
+
+
 def test_a_shutdown_waits_for_a_delayed_login_failure_no_longer_than_its_grace(
     adapter: str, store: MaildirStore
 ) -> None:

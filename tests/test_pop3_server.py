@@ -319,6 +319,49 @@ class TestAuth:
         conn.send(Err("authentication cancelled"))
         assert conn.state is State.AUTHORIZATION
 
+    @pytest.mark.parametrize(
+        ("lines", "answer"),
+        [
+            ((b"AUTH LOGIN\r\n", b"*\r\n"), Err("Authentication cancelled")),
+            ((b"AUTH CRAM-MD5 eA==\r\n",), Err("CRAM-MD5 takes no initial response")),
+            # A cancel is the client's own doing whatever the answer's code says.
+            ((b"AUTH LOGIN\r\n", b"*\r\n"), Err("cancelled", code="AUTH")),
+        ],
+    )
+    def test_an_exchange_the_client_broke_counts_as_a_bad_command(
+        self, lines: tuple[bytes, ...], answer: Err
+    ) -> None:
+        """An AUTH cancelled with ``*`` (RFC 5034 §4), or a CRAM-MD5 AUTH sent with an
+        initial response, counted toward no limit: a client repeated it forever,
+        holding the session and a credential lookup each round. An ``-ERR`` with no
+        response code ending an exchange (no [AUTH]: no credential was judged, RFC
+        3206 §4), or any answer to a cancel, counts as a bad command; the session
+        ends at ``max_bad_commands`` as for any other."""
+        conn = greeted(sasl_mechanisms=["LOGIN", "CRAM-MD5"], max_bad_commands=3)
+        for _ in range(3):
+            assert conn.state is State.AUTHORIZATION
+            for line in lines:
+                event = receive(conn, line)
+                if isinstance(event, Auth) and event.initial_response is None:
+                    conn.send(Continue(b"Username:"))
+            conn.send(answer)
+        with pytest.raises(RemoteProtocolError) as info:
+            conn.next_event()
+        assert conn.state is State.ERROR
+        assert info.value.reply_hint == Err("Too many bad commands, closing")
+
+    def test_a_failed_login_is_no_bad_command(self) -> None:
+        """``-ERR [AUTH]`` (RFC 3206 §4: the credentials) or ``[SYS/TEMP]`` ends an
+        exchange the client ran by the rules: the application's failed-login count
+        (or its store) is what judges it, never ``max_bad_commands``."""
+        conn = greeted(sasl_mechanisms=["PLAIN"], max_bad_commands=2)
+        for code in ["AUTH", "SYS/TEMP"] * 3:
+            receive(conn, b"AUTH PLAIN AHRlc3QAdGVzdA==\r\n")
+            conn.send(Err("no", code=code))
+        receive(conn, b"AUTH PLAIN AHRlc3QAdGVzdA==\r\n")
+        conn.send(Ok())
+        assert conn.state is State.TRANSACTION
+
     def test_invalid_base64_ends_the_exchange(self) -> None:
         conn = greeted(sasl_mechanisms=["LOGIN"])
         receive(conn, b"AUTH LOGIN\r\n")

@@ -107,6 +107,17 @@ def _command_tables(offered: _Offered) -> tuple[dict[str, Parser], dict[str, Par
     return without_auth, with_auth
 
 
+def _client_broke_the_exchange(answered: Event, answer: Err) -> bool:
+    """Whether ``answer`` ends an AUTH exchange the client broke, a bad command: a
+    cancel (``*``, RFC 5034 §4), or an ``-ERR`` with no response code, which judged
+    no credential (a failed login is ``[AUTH]``, RFC 3206 §4; a server's trouble
+    ``[SYS/TEMP]``): an initial response to a server-first mechanism, a mechanism
+    the application does not run. Failed logins are the application's to count."""
+    if isinstance(answered, AuthResponse):
+        return answered.cancel or answer.code is None
+    return isinstance(answered, Auth) and answer.code is None
+
+
 class ServerConnection:
     """A sans-I/O POP3 server session.
 
@@ -285,6 +296,8 @@ class ServerConnection:
             self._state = target
             if target is State.AUTHORIZATION:
                 self.user = None
+        if isinstance(event, Err) and _client_broke_the_exchange(pending, event):
+            self._count_bad_command()
         return line
 
     def send_failed(self) -> None:
@@ -449,18 +462,26 @@ class ServerConnection:
             return self._bad(line, Err("Invalid UTF-8 in command", code="UTF8"))
 
     def _bad(self, line: bytes, response: Err) -> BadCommand:
-        self._bad_commands += 1
-        if self._bad_commands >= self.max_bad_commands:
-            self._state = State.ERROR
-            self._error = RemoteProtocolError(
-                "too many bad commands", reply_hint=Err("Too many bad commands, closing")
-            )
+        self._count_bad_command()
+        if self._error is not None:
             raise self._error
         secret = self._state is State.SASL or _SECRET_LINE.match(line) is not None
         event = BadCommand(line, response, secret)
         self._pending = event
         self._move = MOVES.get((self._state, BadCommand), Move())
         return event
+
+    def _count_bad_command(self) -> None:
+        """One more command the client got wrong: at ``max_bad_commands`` the session
+        is over (ERROR, with the ``-ERR`` to send before closing), whether the
+        machine refused the line itself or the answer to an AUTH exchange says the
+        client broke it (:func:`_client_broke_the_exchange`)."""
+        self._bad_commands += 1
+        if self._bad_commands >= self.max_bad_commands:
+            self._state = State.ERROR
+            self._error = RemoteProtocolError(
+                "too many bad commands", reply_hint=Err("Too many bad commands, closing")
+            )
 
     @property
     def sasl_mechanisms(self) -> tuple[str, ...]:
