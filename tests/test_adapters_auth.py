@@ -44,6 +44,7 @@ from smtpcore.handler import Authenticator, AuthIdentity, Envelope, Handler, Mes
 from smtpcore.sasl import (
     CramMD5Server,
     PlainClient,
+    SASLError,
     ScramSHA1Server,
     ScramSHA256Server,
     derive_scram_credentials,
@@ -401,7 +402,7 @@ def test_a_scram_server_that_cannot_prove_itself_is_refused(adapter: str, tls: T
     auth = {"SCRAM-SHA-256": lambda: ScramSHA256Server({USER: forged}.get)}
     with (
         running_smtp_server(adapter, Submission(), ssl_context=tls.server_context, auth=auth) as s,
-        pytest.raises(module(adapter).AuthenticationError, match="could not prove") as info,
+        pytest.raises(module(adapter).AuthenticationError) as info,
     ):
         run(
             adapter,
@@ -410,6 +411,9 @@ def test_a_scram_server_that_cannot_prove_itself_is_refused(adapter: str, tls: T
             ),
         )
     assert info.value.reply.code == 501  # the client's "*" (RFC 4954 §4)
+    # The SASL reason, as the POP3 client gives it, not a guess between two causes.
+    assert "SCRAM server signature does not match" in str(info.value)
+    assert isinstance(info.value.__cause__, SASLError)
 
 
 def test_server_options_are_checked() -> None:

@@ -22,6 +22,7 @@ from smtpcore.sasl import (
     OAuthBearerServer,
     PlainClient,
     PlainServer,
+    SASLError,
     ScramSHA256Client,
     ScramSHA256Server,
     ServerMechanism,
@@ -465,3 +466,21 @@ def test_one_str_for_the_auth_mechanisms_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="not one str"):
         conn.auth_mechanisms = "PLAIN"
     assert conn.auth_mechanisms == ("LOGIN",)
+
+
+def test_why_the_client_cancelled_is_public() -> None:
+    """``ClientAuth`` kept the SASLError's reason in a private field, so a driver could
+    only say "a malformed challenge, or a server that could not prove...": it is now
+    ``cancelled`` (None until the cancel), read-only, and ``cancel_error`` is the
+    SASLError itself, to chain."""
+    flow = ClientAuth(ScramSHA256Client("john@abc.example", "x", nonce="abc"))
+    flow.start()
+    assert flow.cancelled is None and flow.cancel_error is None
+    salt = base64.b64encode(b"saltsalt").decode()
+    answer = flow.respond(Reply.challenge(f"r=abcXYZ,s={salt},i=1".encode()))
+    assert answer == AuthResponse(cancel=True)
+    assert flow.cancelled is not None and "iteration count 1" in flow.cancelled
+    assert isinstance(flow.cancel_error, SASLError)
+    assert str(flow.cancel_error) == flow.cancelled
+    with pytest.raises(AttributeError):
+        flow.cancelled = None  # type: ignore[misc]  # read-only: the test checks it

@@ -22,13 +22,21 @@ from typing import Any, ClassVar, Concatenate, ParamSpec, Protocol, TypeVar
 from smtpcore._driver._transport import Link
 from smtpcore._ip import host_port
 
-__all__ = ["BaseClient", "one_call"]
+__all__ = ["BaseClient", "one_call", "sasl_failure_text"]
 
 _C = TypeVar("_C", bound="BaseClient")
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 _BUSY = "another call is in progress on this session"
+
+
+def sasl_failure_text(command: str, error: BaseException) -> str:
+    """The message of an AUTH the client ended over ``error``: the command, then the
+    mechanism's own reason (a SCRAM iteration count refused, a server signature that
+    does not match, RFC 5802 §9), in the same words from the SMTP and POP3 clients;
+    the ``*`` the client sent (RFC 4954 §4, RFC 5034 §4) says nothing of it."""
+    return f"{command}: {error}"
 
 
 class _Hold:

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypedDict, TypeVar
 
-from smtpcore._driver._client_base import BaseClient, one_call
+from smtpcore._driver._client_base import BaseClient, one_call, sasl_failure_text
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts, rest_of_answer
 from smtpcore._driver._trace import MASK, Trace, WireTrace
 from smtpcore._driver._transport import Link
@@ -387,7 +387,7 @@ class BasePOP3Client(BaseClient):
                 raise POP3AuthenticationError(f"AUTH {mechanism.name}", response)
             mechanism.verify_success(None)
         except SASLError as exc:
-            raise POP3ProtocolError(f"AUTH {mechanism.name}: {exc}") from exc
+            raise POP3ProtocolError(sasl_failure_text(f"AUTH {mechanism.name}", exc)) from exc
         if self.connection.capabilities is not None:
             await self._capa()
 

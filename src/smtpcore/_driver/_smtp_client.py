@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Final, NoReturn, TypedDict, TypeVar
 
-from smtpcore._driver._client_base import BaseClient, one_call
+from smtpcore._driver._client_base import BaseClient, one_call, sasl_failure_text
 from smtpcore._driver._content import (
     Content,
     CRLFNormalizer,
@@ -509,30 +509,22 @@ class BaseSMTPClient(BaseClient):
         command = f"AUTH {flow.mechanism.name}"
         timeout = self.timeouts.command
         reply = await self._command(flow.start(), timeout)
-        cancelled = False
-        while reply.code == 334 and not cancelled:
-            try:
-                response = flow.respond(reply)
-            except RemoteProtocolError:  # a challenge that is not base64
-                response = AuthResponse(cancel=True)
-            cancelled = response.cancel
-            reply = await self._command(response, timeout)
-        if cancelled:
+        while reply.code == 334 and flow.cancel_error is None:
+            reply = await self._command(flow.respond(reply), timeout)
+        if flow.cancel_error is not None:
             if reply.code == 334:
                 # RFC 4954 §4 has the server answer "*" with 501: one that goes on
                 # challenging has lost the exchange, and the session with it.
                 raise SMTPProtocolError(f"{command}: a 334 challenge after the client's '*'")
             # RFC 4954 §4: "*" ends the exchange, whatever the server answers.
-            message = (
-                f"{command} cancelled by the client: a malformed challenge, "
-                "or a server that could not prove it holds the user's keys"
-            )
-            raise AuthenticationError(command, reply, message)
+            message = sasl_failure_text(command, flow.cancel_error)
+            raise AuthenticationError(command, reply, message) from flow.cancel_error
         try:
             flow.finish(reply)
         except AuthenticationFailed as exc:
-            detail = None if reply.code != 235 else f"{command}: {exc}"
-            raise AuthenticationError(command, reply, detail) from exc
+            # A 235 from a server that did not prove itself: its SASLError, chained.
+            detail = None if reply.code != 235 else sasl_failure_text(command, exc)
+            raise AuthenticationError(command, reply, detail) from exc.__cause__ or exc
         self.authenticated_with = flow.mechanism.name
 
     # -- messages -------------------------------------------------------------

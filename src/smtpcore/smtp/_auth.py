@@ -146,8 +146,23 @@ class ClientAuth:
     def __init__(self, mechanism: ClientMechanism, *, max_line: int = 512) -> None:
         self.mechanism = mechanism
         self.max_line = max_line
-        self._cancelled: str | None = None
-        """Why :meth:`respond` cancelled the exchange, once it has."""
+        self._cancel_error: SASLError | RemoteProtocolError | None = None
+
+    @property
+    def cancelled(self) -> str | None:
+        """Why :meth:`respond` cancelled the exchange (the text of
+        :attr:`cancel_error`), or None while it has not: what a client tells its
+        user, since the server's 501 answers only the ``*``."""
+        error = self._cancel_error
+        return None if error is None else str(error)
+
+    @property
+    def cancel_error(self) -> SASLError | RemoteProtocolError | None:
+        """The error that made :meth:`respond` cancel: the mechanism's
+        :class:`~smtpcore.sasl.SASLError` (a SCRAM server that could not prove
+        itself), or the ``RemoteProtocolError`` of a challenge that is not base64;
+        None while it has not. A client chains it to the error it raises."""
+        return self._cancel_error
 
     def start(self) -> Auth:
         """``AUTH`` with the initial response, if the mechanism has one and the line
@@ -162,28 +177,29 @@ class ClientAuth:
 
     def respond(self, reply: Reply) -> AuthResponse:
         """The answer to a 334: the mechanism's response, or the ``*`` that cancels
-        when it cannot accept the challenge."""
-        if self._cancelled is not None:
+        (RFC 4954 §4) when it cannot accept the challenge: one that is not base64,
+        or one the mechanism refuses (:attr:`cancelled` says why)."""
+        if self._cancel_error is not None:
             # RFC 4954 §4: the server answers "*" with 501, not another challenge.
             raise AuthenticationFailed(
-                f"a challenge after the client cancelled ({self._cancelled})", reply
+                f"a challenge after the client cancelled ({self.cancelled})", reply
             )
         try:
             return AuthResponse(self.mechanism.respond(reply.challenge_data()))
-        except SASLError as exc:
-            self._cancelled = str(exc)
+        except (SASLError, RemoteProtocolError) as exc:
+            self._cancel_error = exc
             return AuthResponse(cancel=True)
 
     def finish(self, reply: Reply) -> None:
         """Accept the final reply, or raise :class:`AuthenticationFailed`."""
         if reply.code != 235:
             raise AuthenticationFailed(f"authentication refused: {reply}", reply)
-        if self._cancelled is not None:
+        if self._cancel_error is not None:
             # A server that accepts an exchange the client cancelled proved nothing.
             raise AuthenticationFailed(
-                f"server accepted an exchange the client cancelled ({self._cancelled})", reply
-            )
+                f"server accepted an exchange the client cancelled ({self.cancelled})", reply
+            ) from self._cancel_error
         try:
             self.mechanism.verify_success(None)
         except SASLError as exc:
-            raise AuthenticationFailed(f"server failed to prove itself: {exc}", reply) from None
+            raise AuthenticationFailed(f"server failed to prove itself: {exc}", reply) from exc
