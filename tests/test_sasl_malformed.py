@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import re
+import string
 from collections.abc import Callable
 
 import pytest
@@ -18,6 +22,7 @@ from smtpcore.sasl import (
     LoginServer,
     OAuthBearerServer,
     PlainServer,
+    SASLError,
     ScramSHA256Client,
     ScramSHA256Server,
     ServerMechanism,
@@ -104,6 +109,12 @@ MALFORMED_START: list[tuple[str, bytes]] = [
     ("SCRAM-SHA-256", b"n,,n=user,r="),  # empty nonce
     ("SCRAM-SHA-256", b"n,,n=user,r=a b"),  # space in nonce
     ("SCRAM-SHA-256", b"n,,n=us\x00er,r=abc"),  # NUL
+    # RFC 5802 §7: what follows the nonce is extensions, each ALPHA "=" value.
+    ("SCRAM-SHA-256", b"n,,n=user,r=abc,garbage"),
+    ("SCRAM-SHA-256", b"n,,n=user,r=a,bc"),  # a "," in the nonce: not "a"
+    ("SCRAM-SHA-256", b"n,,n=user,r=abc,x="),  # a value has one character or more
+    ("SCRAM-SHA-256", b"n,,n=user,r=abc,xy=z"),  # one letter names an attribute
+    ("SCRAM-SHA-256", b"n,,n=user,r=abc,"),
     ("XOAUTH2", b"user=a\x01auth=Bearer good"),  # no final separators
     ("XOAUTH2", b"user=a\x01\x01"),  # no auth
     ("XOAUTH2", b"auth=Bearer good\x01\x01"),  # no user
@@ -394,3 +405,137 @@ def test_payloads_must_be_bytes() -> None:
         plain().start("\x00tim\x00pw")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         Challenge("text")  # type: ignore[arg-type]
+
+
+SCRAM_NONCE = "abcXYZ"
+SCRAM_BARE = SCRAM_FIRST.removeprefix(b"n,,")
+SCRAM_SERVER_FIRST = f"r={SCRAM_NONCE},s={base64.b64encode(b'salt').decode()},i=4096".encode()
+
+
+def proven_final(without_proof: bytes) -> bytes:
+    """``without_proof`` and the proof of the right password over it (RFC 5802 §3):
+    a client-final-message only its grammar can make the server refuse."""
+    salted = hashlib.pbkdf2_hmac("sha256", b"pencil", b"salt", 4096)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    auth_message = SCRAM_BARE + b"," + SCRAM_SERVER_FIRST + b"," + without_proof
+    signature = hmac.digest(hashlib.sha256(client_key).digest(), auth_message, "sha256")
+    proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+    return without_proof + b",p=" + base64.b64encode(proof)
+
+
+CBIND = b"c=" + base64.b64encode(b"n,,") + b",r=" + SCRAM_NONCE.encode()
+
+
+@pytest.mark.parametrize(
+    ("without_proof", "accepted"),
+    [
+        (CBIND, True),
+        (CBIND + b",x=an extension", True),  # RFC 5802 §7: ignored
+        (CBIND + b",garbage", False),
+        (CBIND + b",x=", False),
+        (CBIND + b",", False),
+        (CBIND + b",=y", False),
+    ],
+)
+def test_a_scram_final_with_a_field_that_is_no_attribute_fails(
+    without_proof: bytes, accepted: bool
+) -> None:
+    """The server took a client-final-message whose extensions were not ``ALPHA "="
+    value`` (RFC 5802 §7) as long as the proof covered them: now such a message fails
+    the exchange as any malformed one does, and a real extension is ignored."""
+    server = scram()
+    assert server.start(SCRAM_FIRST) == Challenge(SCRAM_SERVER_FIRST)
+    step = server.step(proven_final(without_proof))
+    assert isinstance(step, Success) is accepted, step
+    if not accepted:
+        assert step == Failure("SCRAM client-final-message is malformed")
+
+
+def scram_client() -> ScramSHA256Client:
+    client = ScramSHA256Client("user", "pencil", nonce="abc")
+    client.initial_response()
+    return client
+
+
+@pytest.mark.parametrize(
+    "server_first",
+    [
+        SCRAM_SERVER_FIRST + b",garbage",
+        SCRAM_SERVER_FIRST + b",x=",
+        SCRAM_SERVER_FIRST + b",",
+        b"r=abc,XYZ,s=c2FsdA==,i=4096",  # a "," in the nonce
+        b"r=abcXYZ,s=,i=4096",  # an empty value
+    ],
+)
+def test_a_server_first_with_a_field_that_is_no_attribute_is_refused(
+    server_first: bytes,
+) -> None:
+    """The client took ``...,i=4096,garbage``: RFC 5802 §7 allows only extensions
+    (``ALPHA "=" value``) after the iteration count."""
+    with pytest.raises(SASLError, match="server-first-message is malformed"):
+        scram_client().respond(server_first)
+
+
+def completed_exchange() -> tuple[ScramSHA256Client, bytes]:
+    """A client past its proof, and the server-final-message that answers it."""
+    client = ScramSHA256Client("user", "pencil", nonce="abc")
+    server = scram()
+    first = server.start(client.initial_response())
+    assert isinstance(first, Challenge)
+    success = server.step(client.respond(first.data))
+    assert isinstance(success, Success) and success.data is not None
+    return client, success.data
+
+
+def test_a_server_final_with_a_field_that_is_no_attribute_is_refused() -> None:
+    client, server_final = completed_exchange()
+    with pytest.raises(SASLError, match="server-final-message is malformed"):
+        client.verify_success(server_final + b",garbage")
+    client, server_final = completed_exchange()
+    client.verify_success(server_final + b",x=an extension")
+    assert client.complete
+
+
+ATTR_VAL = re.compile(r"[A-Za-z]=[^\x00,]+")
+"""RFC 5802 §7 attr-val, as the test reads it: ALPHA "=" 1*value-char."""
+value_chars = st.characters(codec="utf-8", blacklist_characters=",\x00")
+attr_vals = st.builds(
+    "{}={}".format, st.sampled_from(string.ascii_letters), st.text(value_chars, min_size=1)
+)
+not_attr_vals = st.text(
+    st.characters(codec="utf-8", blacklist_characters=","), max_size=12
+).filter(lambda field: ATTR_VAL.fullmatch(field) is None)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(["client-first", "server-first", "server-final"]),
+    st.lists(attr_vals, min_size=1, max_size=3),
+    not_attr_vals,
+)
+def test_scram_messages_take_extensions_and_refuse_any_other_field(
+    message: str, extensions: list[str], junk: str
+) -> None:
+    """Every message either side makes parses on the other with extensions after it
+    (RFC 5802 §7: unrecognized attributes are ignored), and with a field that is no
+    ``ALPHA "=" value`` after it, fails: the server's Failure, the client's SASLError."""
+    tail = ("," + ",".join(extensions)).encode()
+    bad = ("," + junk).encode()
+    if message == "client-first":
+        first = ScramSHA256Client("user", "pencil", nonce="abc").initial_response()
+        assert isinstance(scram().start(first + tail), Challenge)
+        assert scram().start(first + bad) == Failure("SCRAM client-first-message is malformed")
+    elif message == "server-first":
+        server = scram()
+        first = server.start(scram_client().initial_response())
+        assert isinstance(first, Challenge)
+        assert scram_client().respond(first.data + tail).startswith(b"c=biws,r=abcXYZ,p=")
+        with pytest.raises(SASLError, match="malformed"):
+            scram_client().respond(first.data + bad)
+    else:
+        client, server_final = completed_exchange()
+        client.verify_success(server_final + tail)
+        assert client.complete
+        client, server_final = completed_exchange()
+        with pytest.raises(SASLError, match="malformed"):
+            client.verify_success(server_final + bad)

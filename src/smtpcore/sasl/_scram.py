@@ -86,6 +86,9 @@ DEFAULT_ITERATIONS: Final = 4096
 DEFAULT_MAX_ITERATIONS: Final = 1_000_000
 _NONCE: Final = re.compile(r"[!-+\--~]+")  # printable ASCII except "," (RFC 5802 §7)
 _ITERATIONS: Final = re.compile(r"[1-9][0-9]{0,9}")
+_ATTR_VAL: Final = re.compile(r"[A-Za-z]=[^\x00,]+")
+"""RFC 5802 §7 ``attr-val``: ``ALPHA "=" value``, a value being one or more
+``value-char`` (any UTF-8 character but NUL and ",")."""
 # Fabricated credentials for unknown users derive from this secret, so that the
 # same unknown name always gets the same salt within a process.
 _PROCESS_SECRET: Final = secrets.token_bytes(32)
@@ -114,6 +117,46 @@ def _unb64(text: str) -> bytes | None:
         return base64.b64decode(text, validate=True)
     except ValueError:  # binascii.Error, or a non-ASCII str
         return None
+
+
+class _Malformed(ValueError):
+    """A SCRAM message off RFC 5802 §7's grammar: the client raises a SASLError for
+    it, the server fails the exchange."""
+
+
+class _MandatoryExtension(_Malformed):
+    """A ``reserved-mext`` first (``m=``, RFC 5802 §7): an extension the receiver
+    must understand to go on, and none is defined."""
+
+
+def _attributes(message: str) -> list[tuple[str, str]]:
+    """``message``'s attributes, (name, value) in order. Every field must be an
+    ``attr-val`` (:data:`_ATTR_VAL`): where RFC 5802 §7 allows more than a
+    message's own attributes it allows ``extensions``, which are attr-vals too,
+    so a field that is none is an error wherever it stands."""
+    fields = message.split(",")
+    if fields[0].startswith("m="):
+        raise _MandatoryExtension
+    if not all(_ATTR_VAL.fullmatch(field) for field in fields):
+        raise _Malformed
+    return [(field[0], field[2:]) for field in fields]
+
+
+def _values(message: str, leading: str, *, last: str = "") -> list[str]:
+    """The values of the attributes ``leading`` names (a letter each) in the order
+    they open ``message``, then of the one ``last`` names, which ends it (the
+    client's proof ``p=``). What stands between them is ``extensions`` (RFC 5802 §7),
+    checked by :func:`_attributes` and ignored, as §7 has a receiver do."""
+    attributes = _attributes(message)
+    names = "".join(name for name, _ in attributes)
+    if (
+        len(names) < len(leading) + len(last)
+        or not names.startswith(leading)
+        or not names.endswith(last)
+    ):
+        raise _Malformed
+    values = [value for _, value in attributes]
+    return values[: len(leading)] + values[len(values) - len(last) :]
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,16 +366,12 @@ class _ScramClient(ClientMechanism):
 
     def _client_final(self, server_first: bytes) -> bytes:
         """Parse server-first-message (RFC 5802 §7) and prove the password."""
-        text = _decode(server_first)
-        fields = text.split(",")
-        if fields[0].startswith("m="):
-            raise SASLError("SCRAM server requires an unsupported extension")
-        if len(fields) < 3 or not all(
-            field.startswith(prefix)
-            for field, prefix in zip(fields[:3], ("r=", "s=", "i="), strict=True)
-        ):
-            raise SASLError("SCRAM server-first-message is malformed")
-        nonce, salt_text, iterations_text = (field[2:] for field in fields[:3])
+        try:
+            nonce, salt_text, iterations_text = _values(_decode(server_first), "rsi")
+        except _MandatoryExtension:
+            raise SASLError("SCRAM server requires an unsupported extension") from None
+        except _Malformed:
+            raise SASLError("SCRAM server-first-message is malformed") from None
         if not _NONCE.fullmatch(nonce) or not nonce.startswith(self._nonce):
             raise SASLError("SCRAM server nonce does not extend the client's")
         if len(nonce) == len(self._nonce):
@@ -356,10 +395,13 @@ class _ScramClient(ClientMechanism):
 
     def _check_server_final(self, server_final: bytes) -> None:
         """Check server-final-message's ``v=`` (RFC 5802 §7); ``e=`` is a refusal."""
-        first = _decode(server_final).split(",", 1)[0]
-        if first.startswith("e="):
-            raise SASLError(f"SCRAM server refused: {first[2:]}")
-        signature = _unb64(first[2:]) if first.startswith("v=") else None
+        try:
+            name, value = _attributes(_decode(server_final))[0]
+        except _Malformed:
+            raise SASLError("SCRAM server-final-message is malformed") from None
+        if name == "e":
+            raise SASLError(f"SCRAM server refused: {value}")
+        signature = _unb64(value) if name == "v" else None
         if signature is None:
             raise SASLError("SCRAM server-final-message is malformed")
         if not hmac.compare_digest(signature, self._server_signature):
@@ -523,14 +565,14 @@ class _ScramServer(ServerMechanism):
             if not authzid:
                 raise _Reject("SCRAM authzid is malformed")
             self._authzid = prepare_identity(authzid, "SCRAM authzid")
-        fields = bare.split(",")
-        if fields[0].startswith("m="):
-            raise _Reject("SCRAM extensions-not-supported")
-        if len(fields) < 2 or not (fields[0].startswith("n=") and fields[1].startswith("r=")):
-            raise _Reject("SCRAM client-first-message is malformed")
-        username = unescape_saslname(fields[0][2:])
+        try:
+            name, client_nonce = _values(bare, "nr")
+        except _MandatoryExtension:
+            raise _Reject("SCRAM extensions-not-supported") from None
+        except _Malformed:
+            raise _Reject("SCRAM client-first-message is malformed") from None
+        username = unescape_saslname(name)
         self._named = username or None
-        client_nonce = fields[1][2:]
         if not username or not _NONCE.fullmatch(client_nonce):
             raise _Reject("SCRAM username or nonce is malformed")
         # RFC 5802 §5.1: the server "MUST either prepare it using the SASLprep
@@ -587,14 +629,15 @@ class _ScramServer(ServerMechanism):
     def _finish(self, client_final: bytes, credentials: ScramCredentials) -> Step:
         """Check client-final-message's binding, nonce and proof (RFC 5802 §7)."""
         text = decode_utf8(client_final, "SCRAM client-final-message")
-        without_proof, separator, proof_text = text.rpartition(",p=")
-        fields = without_proof.split(",")
-        if not separator or len(fields) < 2 or "," in proof_text:
-            raise _Reject("SCRAM client-final-message is malformed")
-        binding = _unb64(fields[0][2:]) if fields[0].startswith("c=") else None
+        try:
+            binding_text, nonce, proof_text = _values(text, "cr", last="p")
+        except _Malformed:
+            raise _Reject("SCRAM client-final-message is malformed") from None
+        without_proof = text.rpartition(",")[0]  # the proof is the last attribute
+        binding = _unb64(binding_text)
         if binding is None or not hmac.compare_digest(binding, self._cbind_input):
             raise _Reject("SCRAM channel-bindings-dont-match")
-        if fields[1] != f"r={self._nonce}":
+        if nonce != self._nonce:
             raise _Reject("SCRAM nonce does not match")
         proof = _unb64(proof_text)
         hash_ = self._hash
