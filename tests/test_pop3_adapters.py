@@ -869,6 +869,30 @@ def test_our_client_sends_a_non_ascii_login_only_where_utf8_user_is_listed(
             run(adapter, functools.partial(session, server.port, offered))
 
 
+def test_our_client_sends_no_apop_for_a_name_with_a_space(
+    adapter: str, store: MaildirStore
+) -> None:
+    """``APOP ann smith <digest>`` went out, which no server can parse (RFC 1939 §7;
+    Dovecot: ``-ERR Invalid parameters``), and a server counted it: now it is a
+    POP3Error before a line goes out, as for a name APOP cannot carry in ASCII."""
+    mod = module(adapter)
+    sent: list[bytes] = []
+
+    def trace(direction: str, line: bytes) -> None:
+        sent.append(line)
+
+    async def session(port: int) -> None:
+        async with mod.POP3Client("127.0.0.1", port, stls=False, trace=trace) as client:
+            sent.clear()
+            with pytest.raises(mod.POP3Error, match="cannot log in: APOP name"):
+                await client.login("ann smith", "wonderland", apop=True)
+            assert sent == []
+            await client.login("alice", "wonderland", apop=True)
+
+    with running_pop3_server(adapter, store, max_auth_failures=1) as server:
+        run(adapter, functools.partial(session, server.port))
+
+
 def test_our_client_requires_what_it_is_told_to(adapter: str, store: MaildirStore) -> None:
     mod = module(adapter)
 

@@ -531,6 +531,17 @@ class TestUtf8Login:
         assert conn.send(User("j\u00fcrgen")) == "USER j\u00fcrgen\r\n".encode()
 
 
+def test_a_name_with_a_space_goes_in_user_and_never_in_apop() -> None:
+    """``APOP ann smith <digest>`` went out, which no server can parse (RFC 1939 §7:
+    name and digest one space apart; Dovecot answers ``-ERR Invalid parameters``):
+    the name cannot be sent in APOP. USER's one argument is the rest of the line, as
+    Dovecot, poplib and smtpcore's server read it: the name goes as it is."""
+    conn = greeted()
+    with pytest.raises(LocalProtocolError, match="APOP name may not hold a space"):
+        conn.send(Apop("ann smith", "0" * 32))
+    assert conn.send(User("ann smith")) == b"USER ann smith\r\n"
+
+
 class TestHostileServers:
     def test_unsolicited_response(self) -> None:
         conn = logged_in()

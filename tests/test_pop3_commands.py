@@ -94,6 +94,7 @@ BAD = [
     ("APOP mrose", "Syntax"),
     ("APOP c4c9334bac560ecc979e58001b3e22fb", "Syntax"),
     ("APOP mrose xyz", "Syntax"),
+    ("APOP ann smith c4c9334bac560ecc979e58001b3e22fb", "Syntax"),  # RFC 1939 §7
     ("AUTH PLAIN a b", "Syntax"),
     ("AUTH PLAIN !!!", "Invalid base64"),
     ("AUTH PLAIN AHRlc3QAdGVzdA", "Invalid base64"),

@@ -97,10 +97,12 @@ def _parse_pass(argument: str) -> Command:
 
 
 def _parse_apop(argument: str) -> Command:
-    name, _, digest = argument.strip(" ").rpartition(" ")
-    name = name.strip(" ")
-    if not name or not re.fullmatch(r"[0-9a-fA-F]{32}", digest):
+    """RFC 1939 §7 ``APOP name digest``: two arguments, so a name holds no space (a
+    line with three words is a syntax error, as Dovecot's "Invalid parameters")."""
+    words = [word for word in argument.split(" ") if word]
+    if len(words) != 2 or not re.fullmatch(r"[0-9a-fA-F]{32}", words[1]):
         raise _syntax("APOP name digest")
+    name, digest = words
     return Apop(name, digest.lower())
 
 

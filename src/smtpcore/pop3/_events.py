@@ -150,6 +150,11 @@ class Apop(Command):
 
     def __post_init__(self) -> None:
         _check_text("APOP name", self.name, empty=False, padded=False)
+        if " " in self.name:
+            # RFC 1939 §3 and §7: the name and the digest are arguments one space
+            # apart, so a server cannot tell where such a name ends (Dovecot answers
+            # "-ERR Invalid parameters"). USER's one argument is the rest of its line.
+            raise LocalProtocolError(f"APOP name may not hold a space: {self.name!r}")
         if not isinstance(self.digest, str) or not _DIGEST_RE.fullmatch(self.digest):
             raise LocalProtocolError("APOP digest must be 32 lower-case hex digits")
 
