@@ -527,11 +527,11 @@ def test_scram_messages_take_extensions_and_refuse_any_other_field(
         assert scram().start(first + bad) == Failure("SCRAM client-first-message is malformed")
     elif message == "server-first":
         server = scram()
-        first = server.start(scram_client().initial_response())
-        assert isinstance(first, Challenge)
-        assert scram_client().respond(first.data + tail).startswith(b"c=biws,r=abcXYZ,p=")
+        server_first = server.start(scram_client().initial_response())
+        assert isinstance(server_first, Challenge)
+        assert scram_client().respond(server_first.data + tail).startswith(b"c=biws,r=abcXYZ,p=")
         with pytest.raises(SASLError, match="malformed"):
-            scram_client().respond(first.data + bad)
+            scram_client().respond(server_first.data + bad)
     else:
         client, server_final = completed_exchange()
         client.verify_success(server_final + tail)

@@ -475,7 +475,7 @@ def test_why_the_client_cancelled_is_public() -> None:
     SASLError itself, to chain."""
     flow = ClientAuth(ScramSHA256Client("john@abc.example", "x", nonce="abc"))
     flow.start()
-    assert flow.cancelled is None and flow.cancel_error is None
+    assert (flow.cancelled, flow.cancel_error) == (None, None)  # no narrowing to None
     salt = base64.b64encode(b"saltsalt").decode()
     answer = flow.respond(Reply.challenge(f"r=abcXYZ,s={salt},i=1".encode()))
     assert answer == AuthResponse(cancel=True)
