@@ -307,6 +307,42 @@ def test_an_auth_the_client_breaks_again_and_again_ends_as_bad_commands_do(
         assert sum(line.startswith(b"-ERR") for line in seen[:-1]) == 10
 
 
+class DisabledMaildrops(MaildirStore):
+    """Users who log in, over USER/PASS or AUTH PLAIN, to a maildrop the store will not
+    open: a ``MaildropError`` with no response code, as its docs allow."""
+
+    async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
+        raise MaildropError("Mailbox disabled by the administrator", code=None)
+
+
+@pytest.mark.parametrize(
+    "login",
+    [
+        (b"USER alice\r\n", b"PASS wonderland\r\n"),
+        (b"AUTH PLAIN " + base64.b64encode(b"\0alice\0wonderland") + b"\r\n",),
+    ],
+    ids=["USER/PASS", "AUTH PLAIN"],
+)
+def test_a_maildrop_error_with_no_code_after_a_login_is_no_bad_command(
+    adapter: str, tmp_path: Path, login: tuple[bytes, ...]
+) -> None:
+    """A login whose maildrop cannot be opened (``MaildropError(..., code=None)``) is
+    answered with its plain ``-ERR``: over AUTH each one was counted as a bad command
+    and the tenth ended the session, where USER/PASS went on. Neither counts now:
+    the client broke nothing, so twelve rounds leave the session open either way."""
+    store = DisabledMaildrops(tmp_path / "mail", PASSWORDS, plaintext_sasl=True)
+    with running_pop3_server(adapter, store) as server, raw(server.port) as sock:
+        answers = sock.makefile("rb")
+        assert answers.readline().startswith(b"+OK")
+        for _ in range(12):
+            for line in login:
+                sock.sendall(line)
+                answer = answers.readline()
+            assert answer == b"-ERR Mailbox disabled by the administrator\r\n"
+        sock.sendall(b"NOOP\r\n")
+        assert answers.readline() == b"-ERR Not logged in\r\n"
+
+
 def test_a_shutdown_waits_for_a_delayed_login_failure_no_longer_than_its_grace(
     adapter: str, store: MaildirStore
 ) -> None:

@@ -320,47 +320,78 @@ class TestAuth:
         assert conn.state is State.AUTHORIZATION
 
     @pytest.mark.parametrize(
-        ("lines", "answer"),
-        [
-            ((b"AUTH LOGIN\r\n", b"*\r\n"), Err("Authentication cancelled")),
-            ((b"AUTH CRAM-MD5 eA==\r\n",), Err("CRAM-MD5 takes no initial response")),
-            # A cancel is the client's own doing whatever the answer's code says.
-            ((b"AUTH LOGIN\r\n", b"*\r\n"), Err("cancelled", code="AUTH")),
-        ],
+        "answer",
+        # A cancel is the client's own doing whatever the answer's code says.
+        [Err("Authentication cancelled"), Err("cancelled", code="AUTH")],
     )
-    def test_an_exchange_the_client_broke_counts_as_a_bad_command(
-        self, lines: tuple[bytes, ...], answer: Err
-    ) -> None:
-        """An AUTH cancelled with ``*`` (RFC 5034 §4), or a CRAM-MD5 AUTH sent with an
-        initial response, counted toward no limit: a client repeated it forever,
-        holding the session and a credential lookup each round. An ``-ERR`` with no
-        response code ending an exchange (no [AUTH]: no credential was judged, RFC
-        3206 §4), or any answer to a cancel, counts as a bad command; the session
-        ends at ``max_bad_commands`` as for any other."""
-        conn = greeted(sasl_mechanisms=["LOGIN", "CRAM-MD5"], max_bad_commands=3)
+    def test_a_cancelled_exchange_counts_as_a_bad_command(self, answer: Err) -> None:
+        """An AUTH cancelled with ``*`` (RFC 5034 §4) counted toward no limit: a client
+        repeated it forever, holding the session and a credential lookup each round.
+        The machine sees the cancel itself, so it counts it, however it is answered;
+        the session ends at ``max_bad_commands`` as for any other bad command."""
+        conn = greeted(sasl_mechanisms=["LOGIN"], max_bad_commands=3)
         for _ in range(3):
             assert conn.state is State.AUTHORIZATION
-            for line in lines:
-                event = receive(conn, line)
-                if isinstance(event, Auth) and event.initial_response is None:
-                    conn.send(Continue(b"Username:"))
+            receive(conn, b"AUTH LOGIN\r\n")
+            conn.send(Continue(b"Username:"))
+            assert receive(conn, b"*\r\n") == AuthResponse(cancel=True)
             conn.send(answer)
         with pytest.raises(RemoteProtocolError) as info:
             conn.next_event()
         assert conn.state is State.ERROR
         assert info.value.reply_hint == Err("Too many bad commands, closing")
 
-    def test_a_failed_login_is_no_bad_command(self) -> None:
-        """``-ERR [AUTH]`` (RFC 3206 §4: the credentials) or ``[SYS/TEMP]`` ends an
-        exchange the client ran by the rules: the application's failed-login count
-        (or its store) is what judges it, never ``max_bad_commands``."""
-        conn = greeted(sasl_mechanisms=["PLAIN"], max_bad_commands=2)
-        for code in ["AUTH", "SYS/TEMP"] * 3:
+    def test_the_application_counts_an_exchange_only_it_knows_is_broken(self) -> None:
+        """An initial response sent to CRAM-MD5 (server-first, RFC 5034 §4) is a
+        mistake only the mechanism knows of: the application answers it and says so
+        with :meth:`~ServerConnection.count_bad_command`, which counts it as the lines
+        the machine refuses itself are counted."""
+        conn = greeted(sasl_mechanisms=["CRAM-MD5"], max_bad_commands=3)
+        for _ in range(3):
+            assert conn.state is State.AUTHORIZATION
+            assert receive(conn, b"AUTH CRAM-MD5 eA==\r\n") == Auth("CRAM-MD5", b"x")
+            conn.send(Err("CRAM-MD5 takes no initial response"))
+            conn.count_bad_command()
+        with pytest.raises(RemoteProtocolError) as info:
+            conn.next_event()
+        assert conn.state is State.ERROR
+        assert info.value.reply_hint == Err("Too many bad commands, closing")
+
+    @pytest.mark.parametrize("code", ["AUTH", "SYS/TEMP", None])
+    def test_a_failed_login_is_no_bad_command(self, code: str | None) -> None:
+        """An ``-ERR`` that ends an exchange the client ran by the rules judges no
+        protocol error, with a response code or without one: RFC 3206's codes are
+        optional (``resp_codes=False`` advertises none), so a plain ``-ERR`` is a
+        failed login as well as ``[AUTH]``, and a maildrop that cannot be opened
+        after one (a ``MaildropError`` with no code) no bad command either. Only the
+        application's failed-login count judges them, never ``max_bad_commands``."""
+        conn = greeted(sasl_mechanisms=["PLAIN"], max_bad_commands=2, resp_codes=False)
+        for _ in range(10):
             receive(conn, b"AUTH PLAIN AHRlc3QAdGVzdA==\r\n")
             conn.send(Err("no", code=code))
+        assert conn.state is State.AUTHORIZATION
         receive(conn, b"AUTH PLAIN AHRlc3QAdGVzdA==\r\n")
         conn.send(Ok())
         assert conn.state is State.TRANSACTION
+
+    def test_a_failed_multi_step_login_is_no_bad_command(self) -> None:
+        """The same for an exchange of several steps that ends in a plain ``-ERR``."""
+        conn = greeted(sasl_mechanisms=["LOGIN"], max_bad_commands=2)
+        for _ in range(10):
+            receive(conn, b"AUTH LOGIN\r\n")
+            conn.send(Continue(b"Username:"))
+            assert receive(conn, b"dGVzdA==\r\n") == AuthResponse(b"test")
+            conn.send(Err("Authentication failed"))
+        assert conn.state is State.AUTHORIZATION
+
+    def test_counting_a_bad_command_is_refused_once_the_session_is_over(self) -> None:
+        conn = greeted(sasl_mechanisms=["PLAIN"], max_bad_commands=1)
+        receive(conn, b"AUTH PLAIN AHRlc3QAdGVzdA==\r\n")
+        conn.send(Err("no"))
+        conn.count_bad_command()
+        assert conn.state is State.ERROR
+        with pytest.raises(LocalProtocolError, match="ERROR"):
+            conn.count_bad_command()
 
     def test_invalid_base64_ends_the_exchange(self) -> None:
         conn = greeted(sasl_mechanisms=["LOGIN"])

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, TypeAlias
 
 from smtpcore.handler import _runs_in_thread
 from smtpcore.maildrop import MechanismFactory
@@ -26,17 +27,32 @@ from smtpcore.sasl import (
     needs_channel_binding,
 )
 
-__all__ = ["SASLExchange", "top_chunks", "top_chunks_now"]
+__all__ = ["BrokenByClient", "SASLAnswer", "SASLExchange", "top_chunks", "top_chunks_now"]
 
 logger = logging.getLogger("smtpcore.pop3.server")
 
 _TEMPORARY: Final = Err("Temporary authentication failure", code="SYS/TEMP")
 
 
+@dataclass(frozen=True, slots=True)
+class BrokenByClient:
+    """An exchange the client broke in a way only the mechanism can tell (an initial
+    response sent to CRAM-MD5, RFC 5034 §4): answer ``response`` at once, as no
+    failed login, and tell the machine it was a bad command
+    (:meth:`~smtpcore.pop3.ServerConnection.count_bad_command`)."""
+
+    response: Err
+
+
+SASLAnswer: TypeAlias = Continue | Err | Success | Failure | BrokenByClient
+"""What a step of an exchange asks the session to do (:class:`SASLExchange`)."""
+
+
 class SASLExchange:
     """One session's AUTH exchanges: each answer is a ``Continue`` to send, an ``Err``
-    to send, a :class:`~smtpcore.sasl.Success` (log the user in) or a
-    :class:`~smtpcore.sasl.Failure` (a failed login).
+    to send, a :class:`~smtpcore.sasl.Success` (log the user in), a
+    :class:`~smtpcore.sasl.Failure` (a failed login) or a :class:`BrokenByClient`
+    (a bad command).
 
     Additional data with success (SCRAM's server-final message) cannot ride
     on POP3's ``+OK``: it goes out in a last ``+`` line, whose answer must be
@@ -66,7 +82,7 @@ class SASLExchange:
             return _runs_in_thread(self.mechanisms.get(event.mechanism))
         return self._in_thread and self._mechanism is not None
 
-    def start(self, event: Auth) -> Continue | Err | Success | Failure:
+    def start(self, event: Auth) -> SASLAnswer:
         """The answer to ``AUTH mechanism [initial-response]``.
 
         What a mechanism or its callables raise comes out: the session tells the
@@ -83,7 +99,7 @@ class SASLExchange:
         self._mechanism = mechanism
         return self._answer(mechanism.start(event.initial_response))
 
-    def step(self, event: AuthResponse) -> Continue | Err | Success | Failure:
+    def step(self, event: AuthResponse) -> SASLAnswer:
         """The answer to a line that answers a ``+`` challenge (what the mechanism
         raises comes out, as from :meth:`start`)."""
         mechanism = self._mechanism
@@ -105,7 +121,7 @@ class SASLExchange:
         whose exchange was abandoned to a worker thread still running its step."""
         return SASLExchange(self.mechanisms, self.channel_bindings)
 
-    def _answer(self, step: Step) -> Continue | Err | Success | Failure:
+    def _answer(self, step: Step) -> SASLAnswer:
         if isinstance(step, Challenge):
             return Continue(step.data)
         if isinstance(step, Success) and step.data is not None:
@@ -117,7 +133,7 @@ class SASLExchange:
             logger.error("SASL %s failed: %s", self.name, step.reason)
         if isinstance(step, UnexpectedInitialResponse):
             # RFC 5034 §4: "-ERR", and no login was tried, so none failed.
-            return Err(f"{self.name} takes no initial response")
+            return BrokenByClient(Err(f"{self.name} takes no initial response"))
         if isinstance(step, Failure) and step.temporary:
             return _TEMPORARY
         return step

@@ -47,7 +47,13 @@ from smtpcore._driver._listener import (
     session_address,
 )
 from smtpcore._driver._logtext import NO_CLEAR_PASSWORD, describe_error, loggable, login_fields
-from smtpcore._driver._pop3_exchange import SASLExchange, top_chunks, top_chunks_now
+from smtpcore._driver._pop3_exchange import (
+    BrokenByClient,
+    SASLAnswer,
+    SASLExchange,
+    top_chunks,
+    top_chunks_now,
+)
 from smtpcore._driver._proxied import Network, networks, peer_text
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts, checked_delay
 from smtpcore._driver._transport import Link
@@ -900,7 +906,7 @@ class POP3ServerSession(ServedSession):
 
     async def _sasl_step(
         self,
-        step: Callable[[], Continue | Err | Success | Failure],
+        step: Callable[[], SASLAnswer],
         mechanism: str,
         in_thread: bool,
     ) -> None:
@@ -927,8 +933,13 @@ class POP3ServerSession(ServedSession):
             return
         await self._sasl_answer(answer)
 
-    async def _sasl_answer(self, answer: Continue | Err | Success | Failure) -> None:
-        if isinstance(answer, Success):
+    async def _sasl_answer(self, answer: SASLAnswer) -> None:
+        if isinstance(answer, BrokenByClient):
+            conn = self.conn
+            assert conn is not None
+            self._answer(answer.response)
+            conn.count_bad_command()
+        elif isinstance(answer, Success):
             await self._login(answer.authzid, self._sasl.name)
         elif isinstance(answer, Failure):
             await self._failed(

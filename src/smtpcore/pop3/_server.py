@@ -107,17 +107,6 @@ def _command_tables(offered: _Offered) -> tuple[dict[str, Parser], dict[str, Par
     return without_auth, with_auth
 
 
-def _client_broke_the_exchange(answered: Event, answer: Err) -> bool:
-    """Whether ``answer`` ends an AUTH exchange the client broke, a bad command: a
-    cancel (``*``, RFC 5034 §4), or an ``-ERR`` with no response code, which judged
-    no credential (a failed login is ``[AUTH]``, RFC 3206 §4; a server's trouble
-    ``[SYS/TEMP]``): an initial response to a server-first mechanism, a mechanism
-    the application does not run. Failed logins are the application's to count."""
-    if isinstance(answered, AuthResponse):
-        return answered.cancel or answer.code is None
-    return isinstance(answered, Auth) and answer.code is None
-
-
 class ServerConnection:
     """A sans-I/O POP3 server session.
 
@@ -296,7 +285,9 @@ class ServerConnection:
             self._state = target
             if target is State.AUTHORIZATION:
                 self.user = None
-        if isinstance(event, Err) and _client_broke_the_exchange(pending, event):
+        if isinstance(pending, AuthResponse) and pending.cancel:
+            # RFC 5034 §4: "*" abandons the exchange; a client that repeats it
+            # forever holds the session, so it counts as a bad command.
             self._count_bad_command()
         return line
 
@@ -471,11 +462,24 @@ class ServerConnection:
         self._move = MOVES.get((self._state, BadCommand), Move())
         return event
 
+    def count_bad_command(self) -> None:
+        """Count a command the client got wrong that only the application can tell,
+        after answering it: an initial response sent to a mechanism where the server
+        speaks first (RFC 5034 §4), which the machine parses as a well-formed AUTH.
+        It counts toward ``max_bad_commands`` as the lines the machine refuses
+        itself; at the limit :meth:`next_event` raises as for those.
+
+        A failed login is no bad command, with or without a response code: count
+        those yourself (RFC 3206's codes are optional)."""
+        if self._state in (State.ERROR, State.CLOSED):
+            raise LocalProtocolError(f"the session is over ({self._state.name})")
+        self._count_bad_command()
+
     def _count_bad_command(self) -> None:
         """One more command the client got wrong: at ``max_bad_commands`` the session
         is over (ERROR, with the ``-ERR`` to send before closing), whether the
-        machine refused the line itself or the answer to an AUTH exchange says the
-        client broke it (:func:`_client_broke_the_exchange`)."""
+        machine refused the line itself, the client cancelled an AUTH exchange, or
+        the application said so (:meth:`count_bad_command`)."""
         self._bad_commands += 1
         if self._bad_commands >= self.max_bad_commands:
             self._state = State.ERROR
