@@ -532,10 +532,11 @@ class TestUtf8Login:
 
 
 def test_a_name_with_a_space_goes_in_user_and_never_in_apop() -> None:
-    """``APOP ann smith <digest>`` went out, which no server can parse (RFC 1939 §7:
-    name and digest one space apart; Dovecot answers ``-ERR Invalid parameters``):
-    the name cannot be sent in APOP. USER's one argument is the rest of the line, as
-    Dovecot, poplib and smtpcore's server read it: the name goes as it is."""
+    """``APOP ann smith <digest>`` went out, which a server that splits arguments
+    refuses (RFC 1939 §7: name and digest one space apart; Dovecot answers ``-ERR
+    Invalid parameters``): the client machine will not send the name in APOP, though
+    the event holds it (a server reads it). USER's one argument is the rest of the
+    line, as Dovecot, poplib and smtpcore's server read it: the name goes as it is."""
     conn = greeted()
     with pytest.raises(LocalProtocolError, match="APOP name may not hold a space"):
         conn.send(Apop("ann smith", "0" * 32))

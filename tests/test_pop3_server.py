@@ -255,6 +255,16 @@ class TestApop:
         conn.send(Ok("maildrop has 1 message (369 octets)"))
         assert conn.state is State.TRANSACTION
 
+    def test_a_name_with_a_space_is_read_up_to_the_digest(self) -> None:
+        """``APOP ann smith <digest>``: the digest is 32 hex digits, always the last
+        word, so the name is the rest, as mpop and fetchmail send it and as the
+        machine read it before (our client refuses to send it: Dovecot does not)."""
+        conn = greeted()
+        event = receive(conn, b"APOP  ann smith c4c9334bac560ecc979e58001b3e22fb \r\n")
+        assert event == Apop("ann smith", "c4c9334bac560ecc979e58001b3e22fb")
+        conn.send(Ok("maildrop has 0 messages (0 octets)"))
+        assert conn.state is State.TRANSACTION
+
     def test_failed_apop(self) -> None:
         conn = greeted()
         receive(conn, f"APOP mrose {'0' * 32}\r\n".encode())

@@ -23,6 +23,7 @@ from smtpcore._words import ascii_upper
 from smtpcore.pop3._apop import find_apop_timestamp
 from smtpcore.pop3._commands import format_command
 from smtpcore.pop3._events import (
+    Apop,
     Auth,
     AuthMechanisms,
     AuthResponse,
@@ -201,6 +202,10 @@ class ClientConnection:
                 f"a non-ASCII name or password in {event.keyword} needs a server that lists "
                 "UTF8 USER in CAPA (RFC 6856 §2.1); AUTH carries UTF-8 without it"
             )
+        if isinstance(event, Apop) and " " in event.name:
+            # RFC 1939 §3 and §7 have name and digest one space apart: Dovecot answers
+            # "-ERR Invalid parameters" and may count it. USER takes the rest of its line.
+            raise LocalProtocolError(f"APOP name may not hold a space: {event.name!r}")
         if not any((s, type(event)) in MOVES for s in possible):
             raise LocalProtocolError(f"{event.keyword} is not valid in the {state.name} state")
         data = format_command(event)

@@ -97,12 +97,13 @@ def _parse_pass(argument: str) -> Command:
 
 
 def _parse_apop(argument: str) -> Command:
-    """RFC 1939 §7 ``APOP name digest``: two arguments, so a name holds no space (a
-    line with three words is a syntax error, as Dovecot's "Invalid parameters")."""
-    words = [word for word in argument.split(" ") if word]
-    if len(words) != 2 or not re.fullmatch(r"[0-9a-fA-F]{32}", words[1]):
+    """RFC 1939 §7 ``APOP name digest``. The digest is 32 hex digits, always the last
+    word, so the name is the rest: a name with a space in it, as mpop and fetchmail
+    send it, is read whole (Dovecot refuses it; our client does not send it)."""
+    name, _, digest = argument.strip(" ").rpartition(" ")
+    name = name.strip(" ")
+    if not name or not re.fullmatch(r"[0-9a-fA-F]{32}", digest):
         raise _syntax("APOP name digest")
-    name, digest = words
     return Apop(name, digest.lower())
 
 

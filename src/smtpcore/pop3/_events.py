@@ -142,7 +142,12 @@ class Pass(Command):
 
 @dataclass(frozen=True, slots=True)
 class Apop(Command):
-    """``APOP name digest``: MD5 of the greeting's timestamp and a secret (RFC 1939 §7)."""
+    """``APOP name digest``: MD5 of the greeting's timestamp and a secret (RFC 1939 §7).
+
+    A name may hold a space: a server reads the digest as the last word (mpop and
+    fetchmail send such names). A client machine will not send one
+    (:class:`~smtpcore.pop3.ClientConnection`): Dovecot and others split arguments.
+    """
 
     name: str
     digest: str
@@ -150,11 +155,6 @@ class Apop(Command):
 
     def __post_init__(self) -> None:
         _check_text("APOP name", self.name, empty=False, padded=False)
-        if " " in self.name:
-            # RFC 1939 §3 and §7: the name and the digest are arguments one space
-            # apart, so a server cannot tell where such a name ends (Dovecot answers
-            # "-ERR Invalid parameters"). USER's one argument is the rest of its line.
-            raise LocalProtocolError(f"APOP name may not hold a space: {self.name!r}")
         if not isinstance(self.digest, str) or not _DIGEST_RE.fullmatch(self.digest):
             raise LocalProtocolError("APOP digest must be 32 lower-case hex digits")
 
