@@ -484,3 +484,34 @@ def test_why_the_client_cancelled_is_public() -> None:
     assert str(flow.cancel_error) == flow.cancelled
     with pytest.raises(AttributeError):
         flow.cancelled = None  # type: ignore[misc]  # read-only: the test checks it
+
+
+@pytest.mark.parametrize(
+    ("make", "challenge", "reason"),
+    [
+        (lambda: LoginClient("alice", "pencil"), Reply(334, "!!!not base64!!!"), "not base64"),
+        (
+            lambda: ScramSHA256Client("john@abc.example", "x", nonce="abc"),
+            Reply.challenge(b"r=abcXYZ,s=c2FsdHNhbHQ=,i=1"),
+            "iteration count 1",
+        ),
+    ],
+    ids=["challenge not base64", "SCRAM challenge refused"],
+)
+def test_the_refusal_of_a_cancelled_exchange_says_why_the_client_cancelled(
+    make: Callable[[], ClientMechanism], challenge: Reply, reason: str
+) -> None:
+    """After the client's ``*`` the server's 501 answers the cancel, not the
+    credentials: ``finish`` said only "authentication refused: 501 ...", with no
+    cause, where a challenge that is not base64 used to raise at once. It now names
+    the client's reason and chains the error that made it cancel."""
+    flow = ClientAuth(make())
+    flow.start()
+    assert flow.respond(challenge) == AuthResponse(cancel=True)
+    refusal = Reply(501, "Authentication cancelled", "5.7.0")
+    with pytest.raises(AuthenticationFailed, match="cancelled by the client") as info:
+        flow.finish(refusal)
+    assert reason in str(info.value)
+    assert info.value.reply == refusal
+    assert info.value.__cause__ is flow.cancel_error
+    assert info.value.__cause__ is not None

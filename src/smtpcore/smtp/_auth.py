@@ -181,9 +181,7 @@ class ClientAuth:
         or one the mechanism refuses (:attr:`cancelled` says why)."""
         if self._cancel_error is not None:
             # RFC 4954 §4: the server answers "*" with 501, not another challenge.
-            raise AuthenticationFailed(
-                f"a challenge after the client cancelled ({self.cancelled})", reply
-            )
+            raise self._cancelled_exchange(reply) from self._cancel_error
         try:
             return AuthResponse(self.mechanism.respond(reply.challenge_data()))
         except (SASLError, RemoteProtocolError) as exc:
@@ -191,15 +189,26 @@ class ClientAuth:
             return AuthResponse(cancel=True)
 
     def finish(self, reply: Reply) -> None:
-        """Accept the final reply, or raise :class:`AuthenticationFailed`."""
+        """Accept the final reply, or raise :class:`AuthenticationFailed`. After a
+        cancel the error names the client's reason and chains :attr:`cancel_error`:
+        the server's reply answers the ``*``, not the credentials."""
+        if self._cancel_error is not None:
+            raise self._cancelled_exchange(reply) from self._cancel_error
         if reply.code != 235:
             raise AuthenticationFailed(f"authentication refused: {reply}", reply)
-        if self._cancel_error is not None:
-            # A server that accepts an exchange the client cancelled proved nothing.
-            raise AuthenticationFailed(
-                f"server accepted an exchange the client cancelled ({self.cancelled})", reply
-            ) from self._cancel_error
         try:
             self.mechanism.verify_success(None)
         except SASLError as exc:
             raise AuthenticationFailed(f"server failed to prove itself: {exc}", reply) from exc
+
+    def _cancelled_exchange(self, reply: Reply) -> AuthenticationFailed:
+        """The error for ``reply`` to an exchange :meth:`respond` cancelled (RFC 4954
+        §4): a 501 refuses the ``*``, and a 235 or a 334 goes on with an exchange
+        that is over, which proves nothing."""
+        if reply.code == 235:
+            what = "server accepted an exchange the client cancelled"
+        elif reply.code == 334:
+            what = "a challenge after the client cancelled"
+        else:
+            what = "authentication cancelled by the client"
+        return AuthenticationFailed(f"{what} ({self.cancelled}): {reply}", reply)
