@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtpcore._driver._pop3_exchange import SASLExchange, top_chunks
+from smtpcore._driver._pop3_exchange import BrokenByClient, SASLExchange, top_chunks
 from smtpcore._driver._pop3_server import POP3ServerOptions, POP3ServerState
 from smtpcore.maildrop import MaildirStore
 from smtpcore.pop3 import Auth, AuthResponse, Continue, Err
@@ -124,10 +124,12 @@ def test_sasl_exchange_refusals() -> None:
 
 
 def test_sasl_exchange_initial_response_to_a_server_first_mechanism() -> None:
-    """RFC 5034 §4: -ERR, and not a Failure, which the session counts as a failed login."""
+    """RFC 5034 §4: -ERR, and not a Failure, which the session counts as a failed login;
+    the exchange says the client broke it, so the session counts a bad command (a plain
+    -ERR alone says nothing of whose fault it was)."""
     exchange = SASLExchange({"CRAM-MD5": lambda: CramMD5Server({"bob": "pw"}.get, "pqr.example")})
     answer = exchange.start(Auth("CRAM-MD5", b"bob 0123"))
-    assert answer == Err("CRAM-MD5 takes no initial response")
+    assert answer == BrokenByClient(Err("CRAM-MD5 takes no initial response"))
     assert isinstance(exchange.start(Auth("CRAM-MD5")), Continue)
 
 
