@@ -450,6 +450,58 @@ def test_a_session_the_server_ends_with_421_after_a_refusal_is_no_failure() -> N
     )
 
 
+class SynchronizingServer(SmallServer):
+    """Postfix 3.7 with ``smtpd_forbid_unauth_pipelining = yes``: a bare LF ends a
+    command line, and a command that RFC 2920 §3.1 puts last in a group (NOOP,
+    EHLO, DATA, ...) with more octets behind it is answered 554 and the session
+    closed, a defence against smuggling that does not run the octets behind it."""
+
+    group_enders = (b"EHLO", b"HELO", b"NOOP", b"DATA", b"VRFY", b"EXPN", b"HELP", b"STARTTLS")
+
+    def next_line(self) -> bytes | None:
+        end = self.buffer.find(b"\n")
+        if end < 0:
+            return None
+        line = bytes(self.buffer[: end + 1])
+        del self.buffer[: end + 1]
+        return line.rstrip(b"\r\n") + b"\r\n"
+
+    def command(self, line: bytes) -> bytes:
+        if line.split(b" ")[0].strip().upper() in self.group_enders and self.buffer:
+            self.closed = True
+            return b"554 5.5.0 Error: SMTP protocol synchronization\r\n"
+        return super().command(line)
+
+
+class BareLfRefusingServer(SmallServer):
+    """Refuses a command line holding a bare LF with 554 and closes at once, before
+    any octet behind it is read."""
+
+    def bare_lf_line(self, line: bytes) -> bytes:
+        self.closed = True
+        return b"554 5.5.2 Bare LF in command, goodbye\r\n"
+
+
+@pytest.mark.parametrize(
+    ("server_class", "codes"),
+    [(SynchronizingServer, "[250, 250, 221]"), (BareLfRefusingServer, "[554]")],
+    ids=["synchronizing", "refuse-and-close"],
+)
+def test_bdat_bare_lf_passes_a_server_that_runs_no_marker(
+    server_class: type[SmallServer], codes: str
+) -> None:
+    """``NOOP<LF>BDAT`` failed Postfix with ``smtpd_forbid_unauth_pipelining``: NOOP
+    may only end a group (RFC 2920 §3.1), so it answered 554 and closed, running no
+    marker. RCPT may stand anywhere in a group; and one refusal, then the close, is
+    the line refused with the chunk never run."""
+    with serve(server_class) as server:
+        report = check_server(server.host, server.port, checks=["bdat-bare-lf"], timeout=2)
+    result = report["bdat-bare-lf"]
+    assert result.outcome is Outcome.PASSED, result
+    assert result.summary.startswith(f"RCPT<LF>BDAT, its chunk and QUIT got {codes}")
+    assert not server.crashes
+
+
 def test_checks_skip_what_the_server_does_not_offer() -> None:
     with serve(SmallServer) as server:  # no TLS context: no STARTTLS
         report = check_server(server.host, server.port, checks=["starttls-injection"])

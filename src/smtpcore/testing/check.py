@@ -893,31 +893,43 @@ def check_bdat_octets(probe: Probe) -> str:
 def check_bdat_bare_lf(probe: Probe) -> str:
     """A bare LF does not hide a BDAT and its chunk (RFC 5321 §2.3.8, RFC 3030 §2).
 
-    ``NOOP<LF>BDAT n LAST<CRLF>``, then n octets holding three ``NOOP`` marker
-    lines, then ``QUIT``. A reader that ends lines at the bare LF (some
-    intermediaries do) passes the octets on as BDAT's chunk. The server must
-    agree, or refuse the line and skip the octets, or close (421): a server
-    that answers the markers ran as commands what such a reader took for
-    content, the BDAT form of SMTP smuggling.
+    ``RCPT TO:<recipient><LF>BDAT n LAST<CRLF>``, then n octets holding three
+    ``NOOP`` marker lines, then ``QUIT``. A reader that ends lines at the bare
+    LF (some intermediaries do) passes the octets on as BDAT's chunk. The
+    server must agree, or refuse the line and skip the octets, or refuse it
+    and close (:func:`_refused_then_closed`): a server that answers the
+    markers ran as commands what such a reader took for content, the BDAT
+    form of SMTP smuggling. RCPT goes first because RFC 2920 §3.1 lets it
+    stand anywhere in a pipelined group; a command that must end one (NOOP)
+    is refused by a server that enforces that (Postfix's
+    ``smtpd_forbid_unauth_pipelining``), which would test nothing.
     """
     client, offered = probe.hello()
     if "CHUNKING" not in offered:
         raise _Skipped("CHUNKING is not offered")
     probe.transaction(client)
     chunk = _MARKER * 3
-    client.send(b"NOOP\nBDAT %d LAST\r\n" % len(chunk) + chunk + b"QUIT\r\n")
+    client.send(probe.rcpt_line() + b"\nBDAT %d LAST\r\n" % len(chunk) + chunk + b"QUIT\r\n")
     replies = client.read_until_closed()
+    sent = f"RCPT<LF>BDAT, its chunk and QUIT got {_show(_codes(replies))}"
     if not replies:
         raise _Failed("the line and QUIT got no reply before the server closed or fell silent")
-    if len(replies) > 3:  # NOOP, BDAT and QUIT at most
-        raise _Failed(
-            f"NOOP<LF>BDAT, its chunk and QUIT got {_show(_codes(replies))}: the marker "
-            "lines in the chunk were answered as commands"
-        )
+    if len(replies) > 3:  # RCPT, BDAT and QUIT at most
+        raise _Failed(f"{sent}: the marker lines in the chunk were answered as commands")
+    if _refused_then_closed(client, replies):
+        return f"{sent}: the line was refused and the session closed"
     wrong = _session_end(client, replies)
     if wrong:
-        raise _Failed(f"NOOP<LF>BDAT, its chunk and QUIT got {_show(_codes(replies))}: {wrong}")
-    return f"NOOP<LF>BDAT, its chunk and QUIT got {_show(_codes(replies))}"
+        raise _Failed(f"{sent}: {wrong}")
+    return sent
+
+
+def _refused_then_closed(client: WireClient, replies: Sequence[ServerReply]) -> bool:
+    """Whether the server answered what was sent with one refusal and closed: it
+    read no further than the line it refused, so nothing behind it ran. Postfix
+    does so (554) where a command comes pipelined where RFC 2920 §3.1 does not
+    allow it; 421 and 521 (:data:`_CLOSING`) are such refusals too."""
+    return client.closed and len(replies) == 1 and replies[0].code // 100 in (4, 5)
 
 
 CHECKS: Final[Mapping[str, Callable[[Probe], str]]] = {
