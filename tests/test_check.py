@@ -502,6 +502,58 @@ def test_bdat_bare_lf_passes_a_server_that_runs_no_marker(
     assert not server.crashes
 
 
+class LongLineClosingServer(SmallServer):
+    """Answers a command line over its limit 421 and closes (RFC 5321 §3.8)."""
+
+    def next_line(self) -> bytes | None:
+        line = super().next_line()
+        if (line is None and self.discarding) or line == b"":
+            self.closed = True
+            return b"421"
+        return line
+
+    def command(self, line: bytes) -> bytes:
+        if line == b"421":
+            return b"421 4.5.0 Line too long, closing\r\n"
+        return super().command(line)
+
+
+class LongLineTailClosingServer(LongLineTailServer):
+    """Cuts an over-long line at the limit, answers its head 421, yet reads on and
+    answers the rest as commands of their own."""
+
+    def command(self, line: bytes) -> bytes:
+        if line.startswith(b"NOOP x"):
+            self.commands.append(line)
+            return b"421 4.5.0 Line too long, closing\r\n"
+        return super().command(line)
+
+
+@pytest.mark.parametrize(
+    ("server_class", "outcome", "summary"),
+    [
+        (LongLineClosingServer, Outcome.PASSED, "the 10,000-octet line got 421, then the close"),
+        (
+            LongLineTailClosingServer,
+            Outcome.FAILED,
+            "the long line got [421, 500, 500,",
+        ),
+    ],
+    ids=["421", "cut-then-421"],
+)
+def test_a_long_command_line_may_end_the_session_with_421(
+    server_class: type[SmallServer], outcome: Outcome, summary: str
+) -> None:
+    """A 421 and the close (RFC 5321 §3.8) failed: the check wanted 250 or 500 and
+    replies to the NOOP and QUIT after it. More than one reply to the long line is
+    still the sign of a line cut and run as commands."""
+    with serve(server_class) as server:
+        report = check_server(server.host, server.port, checks=["command-line-length"], timeout=1)
+    result = report["command-line-length"]
+    assert result.outcome is outcome, result
+    assert result.summary.startswith(summary), result.summary
+
+
 def test_checks_skip_what_the_server_does_not_offer() -> None:
     with serve(SmallServer) as server:  # no TLS context: no STARTTLS
         report = check_server(server.host, server.port, checks=["starttls-injection"])

@@ -655,17 +655,21 @@ def _unanswered_starttls(probe: Probe, instead: str) -> _Failed:
 
 
 def check_command_line_length(probe: Probe) -> str:
-    """An over-long command line is one line: one reply, 250 or 500.
+    """An over-long command line is one line: one reply, 250 or 500, or 421 and the close.
 
-    RFC 5321 §4.5.3.1.4 sets the limit, §4.5.3.1.9 gives "500 Line too long".
+    RFC 5321 §4.5.3.1.4 sets the limit, §4.5.3.1.9 gives "500 Line too long",
+    and §3.8 lets a server end the session with 421 instead.
 
     A 10,000-octet ``NOOP`` line, then ``NOOP`` and ``QUIT``; a server that
     cuts the line at its limit and reads the rest as more commands answers
-    too often.
+    too often. Where the long line gets a reply that ends the session
+    (:data:`_CLOSING`), nothing more is sent (:func:`_closed_at_long_line`).
     """
     client = probe.connect()
     client.send(b"NOOP " + b"x" * 9993 + b"\r\n")
     first = client.read_reply()
+    if first is not None and first.code in _CLOSING:
+        return _closed_at_long_line(client, first)
     client.send(b"NOOP\r\n")
     replies = ([first] if first else []) + client.read_replies(1) + _quit(client)
     codes = _codes(replies)
@@ -674,6 +678,24 @@ def check_command_line_length(probe: Probe) -> str:
     if codes[0] not in (250, 500):
         raise _Failed(f"the long line was answered {codes[0]}, not 500 (or 250)")
     return f"the 10,000-octet line got {codes[0]}"
+
+
+def _closed_at_long_line(client: WireClient, first: ServerReply) -> str:
+    """The verdict on a long line answered with a reply that ends the session: the
+    close must follow (RFC 5321 §3.8), and no other reply, which would answer a
+    piece of the line cut off and run as a command."""
+    after = client.read_until_closed()
+    if after:
+        raise _Failed(
+            f"the long line got {_show(_codes([first, *after]))}: more than one reply, as "
+            "from a server that cut it at its limit and ran the rest as commands"
+        )
+    if not client.closed:
+        raise _Failed(
+            f"the long line got {first.code}, but the server did not close the connection "
+            f"within {client.timeout:g} s (RFC 5321 §3.8)"
+        )
+    return f"the 10,000-octet line got {first.code}, then the close (RFC 5321 §3.8)"
 
 
 def check_text_line_length(probe: Probe) -> str:
