@@ -51,7 +51,14 @@ from smtpcore.handler import Envelope, Handler, Session
 from smtpcore.smtp import Rcpt, Reply
 from smtpcore.testing import _wire
 from smtpcore.testing.__main__ import main
-from smtpcore.testing.check import CHECKS, CheckResult, Outcome, check_handler, check_server
+from smtpcore.testing.check import (
+    CHECKS,
+    CheckResult,
+    Outcome,
+    Probe,
+    check_handler,
+    check_server,
+)
 
 PLANTED = [
     (LfDotLfServer, "smuggling"),
@@ -660,6 +667,53 @@ def test_arguments_that_would_test_something_else_are_refused(
     # the IDNA codec refuses raised UnicodeError from the first connection).
     with pytest.raises(error, match=message):
         check_server(host, port, **arguments)  # type: ignore[arg-type]  # on purpose
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"recipient": "\udcff@smtpcore.test"}, "recipient .* lone surrogate U\\+DCFF"),
+        ({"recipient": "sink@smtpcore.test>\r\nRSET"}, "recipient .* CR"),
+        ({"recipient": "no-at-sign"}, "recipient .* missing '@'"),
+        ({"sender": "a\x00b@smtpcore.test"}, "sender .* NUL"),
+        ({"sender": "x@y\nDATA"}, "sender .* LF"),
+        ({"helo": "check.test\r\nNOOP"}, "helo .* forbidden character"),
+        ({"helo": "\udcff.test"}, "helo .* forbidden character"),
+        ({"helo": ""}, "helo .* may not be empty"),
+    ],
+)
+def test_what_the_checks_say_is_checked_before_anything_connects(
+    options: dict[str, str], message: str
+) -> None:
+    """A surrogate (what a shell's ``$'\\xff'`` becomes) ended in a UnicodeEncodeError
+    mid-run, and CR or LF went onto the wire as commands of their own (then
+    ``pipelining`` compared runs of injected commands). Nothing listens on port 1."""
+    with pytest.raises(ValueError, match=message):
+        check_server("127.0.0.1", 1, **options)  # type: ignore[arg-type]  # str values
+    with pytest.raises(ValueError, match=message):
+        Probe("127.0.0.1", 1, **options)  # type: ignore[arg-type]  # str values
+
+
+def test_the_null_sender_may_be_given() -> None:
+    assert Probe("127.0.0.1", 1, sender="").mail_line() == b"MAIL FROM:<>"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--recipient", "\udcff@smtpcore.test", "lone surrogate U+DCFF"),
+        ("--sender", "a@b\r\nRSET", "CR"),
+        ("--helo", "a b", "forbidden character"),
+    ],
+)
+def test_cli_refuses_what_cannot_go_on_the_wire(
+    option: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["check", "127.0.0.1:1", option, value])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
 
 
 # -- servers that never stop talking --------------------------------------------------------

@@ -48,6 +48,18 @@ def _address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
+def _wire_word(check: Callable[[str], str]) -> Callable[[str], str]:
+    """An argument type that refuses what ``check`` refuses, as a usage error."""
+
+    def checked(text: str) -> str:
+        try:
+            return check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return checked
+
+
 def _seconds(text: str) -> float:
     try:
         seconds = float(text)
@@ -87,7 +99,7 @@ def _crash_file(text: str) -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from smtpcore.testing.check import CHECKS
+    from smtpcore.testing.check import CHECKS, checked_helo, checked_mailbox
 
     parser = argparse.ArgumentParser(
         prog="python -m smtpcore.testing",
@@ -102,9 +114,24 @@ def _parser() -> argparse.ArgumentParser:
         "It sends a few small messages to --recipient: use a sink address.",
     )
     check.add_argument("address", type=_address, metavar="HOST:PORT")
-    check.add_argument("--recipient", default="postmaster@smtpcore.test")
-    check.add_argument("--sender", default="check@smtpcore.test")
-    check.add_argument("--helo", default="check.smtpcore.test")
+    check.add_argument(
+        "--recipient",
+        type=_wire_word(lambda text: checked_mailbox("recipient", text)),
+        default="postmaster@smtpcore.test",
+        help="a mailbox the server accepts, a sink (default: postmaster@smtpcore.test)",
+    )
+    check.add_argument(
+        "--sender",
+        type=_wire_word(lambda text: checked_mailbox("sender", text, null=True)),
+        default="check@smtpcore.test",
+        help="the MAIL FROM mailbox; empty for the null path (default: check@smtpcore.test)",
+    )
+    check.add_argument(
+        "--helo",
+        type=_wire_word(checked_helo),
+        default="check.smtpcore.test",
+        help="the EHLO domain (default: check.smtpcore.test)",
+    )
     check.add_argument(
         "--timeout",
         type=_seconds,

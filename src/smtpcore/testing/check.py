@@ -32,7 +32,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from smtpcore._errors import LocalProtocolError
 from smtpcore._ip import host_port
+from smtpcore.address import parse_mailbox
+from smtpcore.smtp import Ehlo
 from smtpcore.testing._wire import (
     Exchange,
     ServerFlood,
@@ -55,6 +58,8 @@ __all__ = [
     "ServerReply",
     "check_handler",
     "check_server",
+    "checked_helo",
+    "checked_mailbox",
 ]
 
 
@@ -160,6 +165,9 @@ class Probe:
     max_size_probe: int = 2 << 20
     clients: list[WireClient] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        _check_session_words(self.helo, self.sender, self.recipient)
+
     def connect(self) -> WireClient:
         """A new connection, its 220 greeting read (anything else fails the check)."""
         client = WireClient(self.host, self.port, timeout=self.timeout, pause=self.pause)
@@ -231,6 +239,42 @@ class Probe:
         for client in self.clients[keep:]:
             client.close()
         del self.clients[keep:]
+
+
+def checked_helo(helo: object) -> str:
+    """``helo`` if ``EHLO`` can carry it as one word (RFC 5321 §4.1.1.1), else
+    ValueError: a CR or LF would put commands of the caller's on the wire, which
+    the checks would then count as the server's doing."""
+    if not isinstance(helo, str):
+        raise ValueError(f"helo must be a str, not {helo!r}")
+    try:
+        Ehlo(helo)
+    except LocalProtocolError as exc:
+        raise ValueError(f"helo {helo!r}: {exc}") from None
+    return helo
+
+
+def checked_mailbox(option: str, address: object, *, null: bool = False) -> str:
+    """``address`` if it parses as a mailbox (RFC 5321 §4.1.2, RFC 6531 §3.3), or is
+    empty where ``null`` allows the null path (§4.5.5), else ValueError naming the
+    ``option``: CR, LF, NUL or a lone surrogate (what a shell's non-UTF-8 octets
+    become) cannot go on the wire."""
+    if not isinstance(address, str):
+        raise ValueError(f"{option} must be a str, not {address!r}")
+    if null and not address:
+        return address
+    try:
+        parse_mailbox(address)
+    except ValueError as exc:
+        raise ValueError(f"{option} {address!r}: {exc}") from None
+    return address
+
+
+def _check_session_words(helo: object, sender: object, recipient: object) -> None:
+    """What the checks say, checked before anything connects (see :func:`checked_helo`)."""
+    checked_helo(helo)
+    checked_mailbox("sender", sender, null=True)
+    checked_mailbox("recipient", recipient)
 
 
 def extensions(ehlo: ServerReply) -> dict[str, str]:
@@ -1004,11 +1048,16 @@ def _run_one(name: str, function: Callable[[Probe], str], probe: Probe) -> Check
     return CheckResult(name, Outcome.PASSED, summary, probe.transcript())
 
 
-def _check_arguments(host: str, port: int, timeout: float, pause: float, checks: object) -> None:
+def _check_arguments(
+    host: str, port: int, timeout: float, pause: float, checks: object, words: Sequence[object]
+) -> None:
     """Refuse what would test something else than asked (a port past 65535 wraps
-    around in the resolver) or fail every check for a reason of the tool's own
-    (a host the socket calls refuse: :func:`~smtpcore.testing._wire.checked_host`)."""
+    around in the resolver; a CR or LF in ``words``, the helo, sender and
+    recipient, sends commands of the caller's) or fail every check for a reason
+    of the tool's own (a host the socket calls refuse:
+    :func:`~smtpcore.testing._wire.checked_host`; a value that cannot be encoded)."""
     checked_host(host)
+    _check_session_words(*words)
     if isinstance(checks, str):
         raise TypeError(f"checks is a list of names, not the str {checks!r}: write [{checks!r}]")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
@@ -1047,11 +1096,13 @@ def check_server(
 
     Raises ``ValueError`` for a host name the socket calls cannot take (an
     empty label, as in ``a..b``, or one over 63 octets), a port outside 1 to
-    65535, a ``timeout`` that is not a positive number of seconds, or an
-    unknown check name;
+    65535, a ``timeout`` that is not a positive number of seconds, an
+    unknown check name, a ``helo`` that is not one word, or a ``sender`` or
+    ``recipient`` that is no mailbox (a CR, LF, NUL or lone surrogate in any
+    of them; the sender may be empty, the null path);
     ``TypeError`` when ``checks`` is one str rather than a list of names.
     """
-    _check_arguments(host, port, timeout, pause, checks)
+    _check_arguments(host, port, timeout, pause, checks, (helo, sender, recipient))
     names = list(CHECKS) if checks is None else list(checks)
     for name in names:
         if name not in CHECKS:
