@@ -652,7 +652,8 @@ def serve(
     block stops listening, cuts the connections still open and joins every
     thread.
     """
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
     listener.bind((host, 0))
     listener.listen(16)
     listener.settimeout(0.05)

@@ -56,6 +56,7 @@ from smtpcore.testing.check import (
     CheckResult,
     Outcome,
     Probe,
+    ServerUnreachable,
     check_handler,
     check_server,
 )
@@ -907,6 +908,45 @@ def test_cli_refuses_a_host_port_or_timeout_out_of_range(
     assert message in err and "Traceback" not in err
 
 
+def refused_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_server_that_cannot_be_reached_is_no_failed_check() -> None:
+    """Eleven "FAILED ... connection error" lines and the status of a server with a
+    bug, where the run never reached a server at all."""
+    port = refused_port()
+    with pytest.raises(ServerUnreachable, match=f"could not connect to 127.0.0.1:{port}: "):
+        check_server("127.0.0.1", port, timeout=2)
+
+
+@pytest.mark.parametrize("where", ["refused", "unresolvable"])
+def test_cli_says_once_that_it_could_not_connect(
+    where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address = f"127.0.0.1:{refused_port()}" if where == "refused" else "no-such.invalid:25"
+    status = main(["check", address, "--timeout", "2"])
+    captured = capsys.readouterr()
+    assert status == 3
+    assert captured.out == ""
+    assert captured.err.startswith(f"could not connect to {address}: ")
+    assert len(captured.err.splitlines()) == 1
+
+
+def test_cli_help_lists_the_checks_and_the_exit_statuses(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["check", "--help"])
+    text = re.sub(r"-\s+", "-", " ".join(capsys.readouterr().out.split()))  # wrapped at a hyphen
+    for name in CHECKS:
+        assert name in text
+    assert "exit status" in text and "3" in text
+
+
 def test_cli_runs_as_a_module_and_exits_zero_on_a_good_server() -> None:
     with serve(SmallServer) as server:
         done = subprocess.run(
@@ -1097,8 +1137,11 @@ def test_an_ipv6_server_is_named_in_brackets() -> None:
     with socket.socket(socket.AF_INET6) as sock:
         sock.bind(("::1", 0))
         port = sock.getsockname()[1]
-    report = check_server("::1", port, checks=["chunking"], timeout=5)  # refused
-    assert report.format().startswith(f"smtpcore check of [::1]:{port}\n")
+    with pytest.raises(ServerUnreachable, match=re.escape(f"connect to [::1]:{port}: ")):
+        check_server("::1", port, checks=["chunking"], timeout=5)  # refused
+    with serve(SmallServer, host="::1") as server:
+        report = check_server("::1", server.port, checks=["chunking"], timeout=5)
+    assert report.format().startswith(f"smtpcore check of [::1]:{server.port}\n")
     with socket.socket(socket.AF_INET6) as listener:
         listener.bind(("::1", 0))
         listener.listen()

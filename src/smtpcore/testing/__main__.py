@@ -1,7 +1,8 @@
 """``python -m smtpcore.testing``: check an SMTP server, or fuzz smtpcore's machines.
 
 ``check HOST:PORT`` runs :mod:`smtpcore.testing.check`'s battery and prints
-a report; the exit status is 1 when a check failed.
+a report; the exit status is 1 when a check failed, and 3, with one line
+saying why, when the first connection failed (no server was reached).
 
 ``fuzz TARGET`` fuzzes one machine (:mod:`smtpcore.testing.fuzz`) under
 atheris when it is installed, else with the pure-Python mutator; the exit
@@ -23,7 +24,7 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from smtpcore.testing._wire import checked_host
 
@@ -111,7 +112,10 @@ def _parser() -> argparse.ArgumentParser:
         "check",
         help="run the check battery against HOST:PORT",
         description="Run the check battery against the SMTP server at HOST:PORT. "
-        "It sends a few small messages to --recipient: use a sink address.",
+        "It sends a few small messages to --recipient: use a sink address. "
+        f"The checks, in the order they run: {', '.join(CHECKS)}.",
+        epilog="exit status: 0 when no check failed, 1 when one did, 2 for a bad "
+        "argument, 3 when the server could not be reached (the first connection failed).",
     )
     check.add_argument("address", type=_address, metavar="HOST:PORT")
     check.add_argument(
@@ -140,7 +144,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--seed", type=int, default=0, help="seed of the random chunkings")
     check.add_argument(
-        "--only", action="append", choices=list(CHECKS), metavar="NAME", help="run only NAME"
+        "--only",
+        action="append",
+        choices=list(CHECKS),
+        metavar="NAME",
+        help=f"run only NAME (repeatable): one of {', '.join(CHECKS)}",
     )
     check.add_argument(
         "--no-transcripts", action="store_true", help="do not print failures' transcripts"
@@ -235,20 +243,28 @@ def _fuzz(args: argparse.Namespace) -> int:
     return 1 if result.crashes else 0
 
 
+UNREACHABLE: Final = 3
+"""The exit status of a check run that reached no server (its first connection failed)."""
+
+
 def _check(args: argparse.Namespace) -> int:
-    from smtpcore.testing.check import check_server
+    from smtpcore.testing.check import ServerUnreachable, check_server
 
     host, port = args.address
-    report = check_server(
-        host,
-        port,
-        checks=args.only,
-        helo=args.helo,
-        sender=args.sender,
-        recipient=args.recipient,
-        timeout=args.timeout,
-        seed=args.seed,
-    )
+    try:
+        report = check_server(
+            host,
+            port,
+            checks=args.only,
+            helo=args.helo,
+            sender=args.sender,
+            recipient=args.recipient,
+            timeout=args.timeout,
+            seed=args.seed,
+        )
+    except ServerUnreachable as exc:
+        print(exc, file=sys.stderr)
+        return UNREACHABLE
     print(report.format(transcripts=not args.no_transcripts))
     return 0 if report.ok else 1
 

@@ -56,6 +56,7 @@ __all__ = [
     "Exchange",
     "Outcome",
     "ServerReply",
+    "ServerUnreachable",
     "check_handler",
     "check_server",
     "checked_helo",
@@ -136,6 +137,11 @@ class CheckReport:
         return self.format()
 
 
+class ServerUnreachable(ConnectionError):
+    """The run's first connection failed (refused, unresolvable host, timeout): no
+    server was reached, so no check has anything to say about one."""
+
+
 class _Failed(Exception):
     pass
 
@@ -170,7 +176,11 @@ class Probe:
 
     def connect(self) -> WireClient:
         """A new connection, its 220 greeting read (anything else fails the check)."""
-        client = WireClient(self.host, self.port, timeout=self.timeout, pause=self.pause)
+        try:
+            client = WireClient(self.host, self.port, timeout=self.timeout, pause=self.pause)
+        except OSError as exc:
+            where = host_port(self.host, self.port)
+            raise ServerUnreachable(f"could not connect to {where}: {exc}") from exc
         self.clients.append(client)
         greeting = client.read_reply()
         if greeting is None or greeting.code != 220:
@@ -1023,7 +1033,12 @@ def _insecure_context() -> ssl.SSLContext:
     return context
 
 
-def _run_one(name: str, function: Callable[[Probe], str], probe: Probe) -> CheckResult:
+def _run_one(
+    name: str, function: Callable[[Probe], str], probe: Probe, *, first: bool = False
+) -> CheckResult:
+    """``function``'s result on ``probe``. In the ``first`` check of a run, a first
+    connection that fails raises :class:`ServerUnreachable` rather than fail the
+    check: no server was reached to fail."""
     try:
         summary = function(probe)
     except _Failed as exc:
@@ -1041,6 +1056,10 @@ def _run_one(name: str, function: Callable[[Probe], str], probe: Probe) -> Check
         return CheckResult(
             name, Outcome.FAILED, f"the server sent more than owed: {exc}", probe.transcript()
         )
+    except ServerUnreachable as exc:
+        if first and not probe.clients:
+            raise
+        return CheckResult(name, Outcome.FAILED, f"connection error: {exc}", probe.transcript())
     except (OSError, ssl.SSLError) as exc:
         return CheckResult(name, Outcome.FAILED, f"connection error: {exc}", probe.transcript())
     finally:
@@ -1100,7 +1119,10 @@ def check_server(
     unknown check name, a ``helo`` that is not one word, or a ``sender`` or
     ``recipient`` that is no mailbox (a CR, LF, NUL or lone surrogate in any
     of them; the sender may be empty, the null path);
-    ``TypeError`` when ``checks`` is one str rather than a list of names.
+    ``TypeError`` when ``checks`` is one str rather than a list of names;
+    :class:`ServerUnreachable` when the run's first connection fails (a
+    refused connection, a host that does not resolve): a server that cannot
+    be reached fails no check. A connection that fails later fails its check.
     """
     _check_arguments(host, port, timeout, pause, checks, (helo, sender, recipient))
     names = list(CHECKS) if checks is None else list(checks)
@@ -1121,7 +1143,7 @@ def check_server(
             tls_context=tls_context,
             max_size_probe=max_size_probe,
         )
-        results.append(_run_one(name, CHECKS[name], probe))
+        results.append(_run_one(name, CHECKS[name], probe, first=not results))
     return CheckReport(host_port(host, port), tuple(results))
 
 
