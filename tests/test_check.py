@@ -265,8 +265,51 @@ def test_a_refusal_then_a_close_does_not_hide_a_size_read_from_other_digits() ->
     assert "instead of answering RSET after 'MAIL FROM:<check@smtpcore.test> SIZE=²'" in (
         result.summary
     )
-    assert "SIZE=\u0661\u0660' was answered 250 2.1.0 OK, not a 5xx refusal" in result.summary
+    assert (
+        "SIZE=\u0661\u0660' was answered 250 2.1.0 OK, where 'SIZE=abc' got 501" in result.summary
+    )
     assert len(server.sessions) >= 2
+
+
+class LenientSizeServer(SmallServer):
+    """Ignores a SIZE it cannot read as ASCII digits, as Exim 4.96 does: ``SIZE=abc``,
+    ``SIZE=²`` and ``SIZE=`` in Arabic-Indic digits all get 250, and none is a size."""
+
+    def check_size(self, value: str) -> bytes | None:
+        return None if self.parse_number(value) is None else super().check_size(value)
+
+
+class LenientIntSizeServer(SmallServer):
+    """Ignores a SIZE ``int()`` cannot read, and reads one ``int()`` can: Arabic-Indic
+    digits are a size, which only a number over the limit shows."""
+
+    def parse_number(self, text: str) -> int | None:
+        try:
+            return int(text)
+        except ValueError:
+            return None
+
+    def check_size(self, value: str) -> bytes | None:
+        return None if self.parse_number(value) is None else super().check_size(value)
+
+
+def test_a_server_that_ignores_a_size_it_cannot_read_passes_ascii_digits() -> None:
+    """Exim answers 250 to ``SIZE=²`` and ``SIZE=abc`` alike and reads no size from
+    either (RFC 1870 wants no 501 there); the check failed it for not refusing."""
+    result, _ = ascii_digits_against(LenientSizeServer)
+    assert result.outcome is Outcome.PASSED, result
+    assert "got 250 as 'MAIL FROM:<check@smtpcore.test> SIZE=abc' did" in result.summary
+
+
+def test_non_ascii_digits_over_the_limit_show_a_size_read() -> None:
+    result, _ = ascii_digits_against(LenientIntSizeServer)
+    assert result.outcome is Outcome.FAILED, result
+    big = "".join(chr(0x0660 + int(digit)) for digit in "10001")
+    assert result.summary == (
+        f"'MAIL FROM:<check@smtpcore.test> SIZE={big}' (10001, over the offered SIZE "
+        "10000) was answered 552 5.3.4 Message too big, as its ASCII twin is: a size "
+        "was read from its digits"
+    )
 
 
 def test_bdat_with_non_ascii_digits_goes_inside_a_transaction() -> None:
@@ -346,7 +389,9 @@ def test_a_refused_sender_skips_the_checks_that_probe_mail_parameters() -> None:
         )
     result = accepted["ascii-digits"]
     assert result.outcome is Outcome.FAILED, result
-    assert "SIZE=\u0661\u0660' was answered 250 2.1.0 OK, not a 5xx refusal" in result.summary
+    assert (
+        "SIZE=\u0661\u0660' was answered 250 2.1.0 OK, where 'SIZE=abc' got 501" in result.summary
+    )
     assert accepted["size-limit"].passed, accepted["size-limit"]
 
 

@@ -820,6 +820,15 @@ def check_recipient_limit(probe: Probe) -> str:
     return f"100 recipients taken; the 101st got {codes[100]}"
 
 
+def _offered_size(offered: Mapping[str, str]) -> int | None:
+    """The message size limit EHLO offers (``SIZE n``, RFC 1870 §4), or None where
+    there is none: no SIZE, no number, or 0 (no fixed limit)."""
+    words = offered.get("SIZE", "").split()
+    if not words or not words[0].isascii() or not words[0].isdigit() or int(words[0]) == 0:
+        return None
+    return int(words[0])
+
+
 def check_size_limit(probe: Probe) -> str:
     """Beyond the SIZE it offers, a server answers 552 (RFC 1870 §6.1, §6.3).
 
@@ -830,10 +839,9 @@ def check_size_limit(probe: Probe) -> str:
     sender says nothing of SIZE, so it skips the check.
     """
     client, offered = probe.hello()
-    words = offered.get("SIZE", "").split()
-    if not words or not words[0].isascii() or not words[0].isdigit() or int(words[0]) == 0:
+    limit = _offered_size(offered)
+    if limit is None:
         raise _Skipped("no SIZE limit is offered")
-    limit = int(words[0])
     probe.sender_accepted(client)
     answer = client.command(probe.mail_line(f" SIZE={limit + 1}"))
     if answer is None or answer.code != 552:
@@ -855,16 +863,121 @@ def check_size_limit(probe: Probe) -> str:
     return "SIZE= over the limit and a message over it both got 552"
 
 
+_NOT_A_NUMBER: Final = " SIZE=abc"
+"""The control of ``ascii-digits``: a SIZE that is no number in any script."""
+
+
+@dataclass(frozen=True)
+class _DigitLine:
+    """A line ``ascii-digits`` sends, and what its answer is judged against."""
+
+    line: bytes
+    control: bytes | None = None
+    """The same line with ``abc`` for the number: where both are answered alike, the
+    server read no number from either (it may ignore a SIZE it cannot read)."""
+    number: int | None = None
+    """What the digits stand for, when that is over the offered SIZE: a 552 then
+    means they were read as a size, as their ASCII twin is."""
+
+    @property
+    def text(self) -> str:
+        return self.line.decode()
+
+
+def _arabic_indic(number: int) -> str:
+    """``number`` in Arabic-Indic digits (U+0660 to U+0669), which ``int()`` reads."""
+    return "".join(chr(0x0660 + int(digit)) for digit in str(number))
+
+
+def _digit_lines(probe: Probe, offered: Mapping[str, str]) -> list[_DigitLine]:
+    """The lines of ``ascii-digits``, each control before the lines judged by it."""
+    control = probe.mail_line(_NOT_A_NUMBER)
+    lines = [
+        _DigitLine(control),
+        _DigitLine(probe.mail_line(" SIZE=²"), control),
+        _DigitLine(probe.mail_line(" SIZE=\u0661\u0660"), control),
+    ]
+    limit = _offered_size(offered)
+    if limit is not None:
+        big = probe.mail_line(f" SIZE={_arabic_indic(limit + 1)}")
+        lines.append(_DigitLine(big, control, number=limit + 1))
+    if "SMTPUTF8" in offered:  # where non-ASCII is allowed, it still is no digit
+        utf8_control = probe.mail_line(" SMTPUTF8" + _NOT_A_NUMBER)
+        lines += [
+            _DigitLine(utf8_control),
+            _DigitLine(probe.mail_line(" SMTPUTF8 SIZE=²"), utf8_control),
+        ]
+    if "CHUNKING" in offered:
+        lines.append(_DigitLine(b"BDAT \xc2\xb2 LAST"))  # the superscript two, no octets after
+    return lines
+
+
+def _digit_problem(
+    item: _DigitLine, answer: ServerReply | None, control: ServerReply | None, limit: int | None
+) -> str | None:
+    """What is wrong with the answer to a line of non-ASCII digits, or None.
+
+    A dropped connection is a crash. A SIZE answered as its ``abc`` control is
+    (both 250: the server ignores a SIZE it cannot read) read no number, and
+    RFC 1870 wants no 501 there; a 552 to digits over the limit, or a 2xx where
+    ``abc`` is refused, means a size was read from them. ``BDAT ²`` must be
+    refused, or end the session (421, RFC 5321 §3.8): no one knows where its
+    chunk would end.
+    """
+    if answer is None:
+        return f"{item.text!r} was answered by a dropped connection"
+    if item.line.startswith(b"BDAT"):
+        if answer.code // 100 != 5 and answer.code != 421:
+            return f"{item.text!r} was answered {answer}, not a 5xx refusal"
+        return None
+    if item.control is None:  # a control: any answer is its own
+        return None
+    if control is not None and answer.code == control.code:
+        return None
+    if item.number is not None and answer.code == 552:
+        return (
+            f"{item.text!r} ({item.number}, over the offered SIZE {limit}) was answered "
+            f"{answer}, as its ASCII twin is: a size was read from its digits"
+        )
+    if answer.code // 100 == 2:
+        refused = f"{control}" if control is not None else "no reply"
+        return (
+            f"{item.text!r} was answered {answer}, where {_NOT_A_NUMBER.strip()!r} got "
+            f"{refused}: a size was read from its digits"
+        )
+    if answer.code // 100 != 5:
+        return f"{item.text!r} was answered {answer}, not a 5xx refusal"
+    return None
+
+
+def _ignored_like_control(
+    lines: Sequence[_DigitLine], answers: Mapping[bytes, ServerReply | None]
+) -> list[str]:
+    """The SIZE lines accepted just as their ``abc`` control was: leniency, no size."""
+    ignored = []
+    for item in lines:
+        answer = answers.get(item.line)
+        control = answers.get(item.control) if item.control else None
+        control_text = item.control.decode() if item.control else ""
+        if answer and control and answer.code // 100 == 2 and answer.code == control.code:
+            ignored.append(f"{item.text!r} got {answer.code} as {control_text!r} did")
+    return ignored
+
+
 def check_ascii_digits(probe: Probe) -> str:
     """Numbers on the wire are ASCII digits (RFC 5234's DIGIT is %x30-39).
 
     ``SIZE=²`` (a superscript two, which ``str.isdigit()`` accepts and
-    ``int()`` does not), ``SIZE=`` ten in Arabic-Indic digits (which ``int()``
-    reads), the same with SMTPUTF8 when offered and, with CHUNKING,
-    ``BDAT ²`` must each get a 5xx refusal, not a crash and not a size;
-    ``BDAT ²`` may instead get 421 and a close (RFC 5321 §3.8): no one knows
-    where its chunk ends. Each line is followed by RSET, which must get 250
-    (RFC 5321 §4.1.1.5) or 421: a server that read a size from ``²`` and
+    ``int()`` does not), ``SIZE=`` ten in Arabic-Indic digits (which
+    ``int()`` reads), the limit plus one in Arabic-Indic digits when SIZE is
+    offered, ``SMTPUTF8 SIZE=²`` when SMTPUTF8 is and, with CHUNKING,
+    ``BDAT ²``: none may be a crash, a dropped connection or a size
+    (:func:`_digit_problem`). The SIZE lines are judged against ``SIZE=abc``,
+    sent first: a server that answers a non-ASCII number as it answers no
+    number at all read none (Exim ignores a SIZE it cannot read), while one
+    that answers it as its ASCII twin (552 over the limit, 250 where ``abc``
+    is refused) read a size. Each line is followed by RSET, which must get
+    250 (RFC 5321 §4.1.1.5) or 421: a server that read a size from ``²`` and
     refused BDAT at once would take RSET's first octets for the chunk and
     answer the rest. Every line is tried, on a new connection where the
     server closed the last one, so that one refusal cannot hide a size taken
@@ -879,15 +992,12 @@ def check_ascii_digits(probe: Probe) -> str:
     client: WireClient | None
     client, offered = probe.hello()
     probe.sender_accepted(client)
-    lines = [probe.mail_line(" SIZE=²"), probe.mail_line(" SIZE=\u0661\u0660")]
-    if "SMTPUTF8" in offered:  # where non-ASCII is allowed, it still is no digit
-        lines.append(probe.mail_line(" SMTPUTF8 SIZE=²"))
-    if "CHUNKING" in offered:
-        lines.append(b"BDAT \xc2\xb2 LAST")  # the superscript two, with no octets after
+    lines = _digit_lines(probe, offered)
+    answers: dict[bytes, ServerReply | None] = {}
     problems: list[str] = []
     closed_after = untried = ""
-    for line in lines:
-        text = line.decode()
+    for item in lines:
+        text, line = item.text, item.line
         if client is None:
             client, _ = probe.hello()
         bdat = line.startswith(b"BDAT")
@@ -898,14 +1008,11 @@ def check_ascii_digits(probe: Probe) -> str:
                 untried = f"{text!r} was not tried: {exc}"
                 client = None
                 continue
-        answer = client.command(line)
+        answer = answers[line] = client.command(line)
         if answer is None:
-            problems.append(f"{text!r} was answered by a dropped connection")
             client = None
             continue
         closing = answer.code == 421 and bdat
-        if answer.code // 100 != 5 and not closing:
-            problems.append(f"{text!r} was answered {answer}, not a 5xx refusal")
         after = client.command(b"RSET")
         if after is None and bdat:
             # Closing after a refused BDAT is fine: no one knows where its chunk would end.
@@ -926,14 +1033,30 @@ def check_ascii_digits(probe: Probe) -> str:
             problems.append(wrong)
         if after is None or after.code == 421:  # a session ended the proper way, §3.8
             client = None
+    limit = _offered_size(offered)
+    judged = [
+        _digit_problem(item, answers[item.line], answers.get(item.control or b""), limit)
+        for item in lines
+        if item.line in answers
+    ]
+    problems[:0] = [problem for problem in judged if problem]
     if problems:
         raise _Failed("; ".join(problems))
     if client is not None:
         after_quit = _quit(client)
         if _codes(after_quit) != [221]:
             raise _Failed(f"QUIT after the refusals got {_codes(after_quit)}")
+    ignored = _ignored_like_control(lines, answers)
+    sized = "the SIZE= lines were refused with 5xx"
+    if ignored:
+        sized = (
+            "no size was read from non-ASCII digits: the server ignores a SIZE it cannot "
+            f"read ({'; '.join(ignored)})"
+        )
     if untried:
-        raise _Skipped(f"the SIZE= lines were refused with 5xx, but {untried}")
+        raise _Skipped(f"{sized}, but {untried}")
+    if ignored:
+        return sized + closed_after
     if closed_after:
         return f"non-ASCII digits were refused{closed_after}"
     return "non-ASCII digits were refused with 5xx"
