@@ -1252,7 +1252,7 @@ def check_server(
     for name in names:
         if name not in CHECKS:
             raise ValueError(f"no check named {name!r} (known: {', '.join(CHECKS)})")
-    results = []
+    results: list[CheckResult] = []
     for name in names:
         probe = Probe(
             host,
