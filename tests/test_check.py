@@ -503,13 +503,8 @@ def test_a_session_the_server_ends_with_421_after_a_refusal_is_no_failure() -> N
     )
 
 
-class SynchronizingServer(SmallServer):
-    """Postfix 3.7 with ``smtpd_forbid_unauth_pipelining = yes``: a bare LF ends a
-    command line, and a command that RFC 2920 §3.1 puts last in a group (NOOP,
-    EHLO, DATA, ...) with more octets behind it is answered 554 and the session
-    closed, a defence against smuggling that does not run the octets behind it."""
-
-    group_enders = (b"EHLO", b"HELO", b"NOOP", b"DATA", b"VRFY", b"EXPN", b"HELP", b"STARTTLS")
+class BareLfEndsLinesServer(SmallServer):
+    """Ends a command line at a bare LF, as Postfix does."""
 
     def next_line(self) -> bytes | None:
         end = self.buffer.find(b"\n")
@@ -518,6 +513,15 @@ class SynchronizingServer(SmallServer):
         line = bytes(self.buffer[: end + 1])
         del self.buffer[: end + 1]
         return line.rstrip(b"\r\n") + b"\r\n"
+
+
+class SynchronizingServer(BareLfEndsLinesServer):
+    """Postfix 3.7 with ``smtpd_forbid_unauth_pipelining = yes``: a bare LF ends a
+    command line, and a command that RFC 2920 §3.1 puts last in a group (NOOP,
+    EHLO, DATA, ...) with more octets behind it is answered 554 and the session
+    closed, a defence against smuggling that does not run the octets behind it."""
+
+    group_enders = (b"EHLO", b"HELO", b"NOOP", b"DATA", b"VRFY", b"EXPN", b"HELP", b"STARTTLS")
 
     def command(self, line: bytes) -> bytes:
         if line.split(b" ")[0].strip().upper() in self.group_enders and self.buffer:
@@ -536,23 +540,91 @@ class BareLfRefusingServer(SmallServer):
 
 
 @pytest.mark.parametrize(
-    ("server_class", "codes"),
-    [(SynchronizingServer, "[250, 250, 221]"), (BareLfRefusingServer, "[554]")],
+    ("server_class", "summary"),
+    [
+        (
+            SynchronizingServer,
+            "NOOP<LF>BDAT, its chunk and QUIT got [554]: the line was refused and the "
+            "session closed; RCPT<LF>BDAT, its chunk and QUIT got [250, 250, 221]",
+        ),
+        (
+            BareLfRefusingServer,
+            "NOOP<LF>BDAT, its chunk and QUIT got [554]: the line was refused and the "
+            "session closed; RCPT<LF>BDAT, its chunk and QUIT got [554]: the line was "
+            "refused and the session closed",
+        ),
+    ],
     ids=["synchronizing", "refuse-and-close"],
 )
 def test_bdat_bare_lf_passes_a_server_that_runs_no_marker(
-    server_class: type[SmallServer], codes: str
+    server_class: type[SmallServer], summary: str
 ) -> None:
-    """``NOOP<LF>BDAT`` failed Postfix with ``smtpd_forbid_unauth_pipelining``: NOOP
-    may only end a group (RFC 2920 §3.1), so it answered 554 and closed, running no
-    marker. RCPT may stand anywhere in a group; and one refusal, then the close, is
-    the line refused with the chunk never run."""
+    """``NOOP<LF>BDAT`` alone failed Postfix with ``smtpd_forbid_unauth_pipelining``:
+    NOOP may only end a group (RFC 2920 §3.1), so it answered 554 and closed, running
+    no marker. One refusal, then the close, is the line refused with the chunk never
+    run; RCPT, which may stand anywhere in a group, is tried too."""
     with serve(server_class) as server:
         report = check_server(server.host, server.port, checks=["bdat-bare-lf"], timeout=2)
     result = report["bdat-bare-lf"]
     assert result.outcome is Outcome.PASSED, result
-    assert result.summary.startswith(f"RCPT<LF>BDAT, its chunk and QUIT got {codes}")
+    assert result.summary == summary
     assert not server.crashes
+
+
+class RcptDroppingServer(SmallServer):
+    """Ends lines only at CRLF and takes NOOP with arguments (RFC 5321 §4.1.1.9), so
+    ``NOOP<LF>BDAT n LAST`` is one NOOP and the chunk behind it runs as commands;
+    but a malformed RCPT gets 501 and the connection dropped (an Exim ``drop`` ACL)."""
+
+    def bare_lf_line(self, line: bytes) -> bytes:
+        if line[:4].upper() == b"RCPT":
+            self.closed = True
+            return b"501 5.1.3 Bad recipient address syntax\r\n"
+        return self.command(line.split(b"\n")[0] + b"\r\n")
+
+
+class EagerBdatDuplicateClosingServer(BareLfEndsLinesServer):
+    """Ends lines at a bare LF and answers BDAT before its chunk, which it then reads
+    as commands; a second RCPT gets 550 and the connection closed."""
+
+    def rcpt(self, argument: str) -> bytes:
+        if self.recipients:
+            self.closed = True
+            return b"550 5.5.3 One recipient per message\r\n"
+        return super().rcpt(argument)
+
+    def bdat(self, argument: str) -> bytes:
+        return b"250 2.0.0 Chunk accepted\r\n"
+
+
+@pytest.mark.parametrize(
+    ("server_class", "summary"),
+    [
+        (
+            RcptDroppingServer,
+            "NOOP<LF>BDAT, its chunk and QUIT got [250, 250, 250, 250, 221]: the marker "
+            "lines in the chunk were answered as commands",
+        ),
+        (
+            EagerBdatDuplicateClosingServer,
+            "NOOP<LF>BDAT, its chunk and QUIT got [250, 250, 250, 250, 250, 221]: the "
+            "marker lines in the chunk were answered as commands",
+        ),
+    ],
+    ids=["crlf-rcpt-drop", "lf-duplicate-rcpt-close"],
+)
+def test_bdat_bare_lf_refused_after_rcpt_does_not_hide_markers_run_after_noop(
+    server_class: type[SmallServer], summary: str
+) -> None:
+    """With ``RCPT<LF>BDAT`` alone, one refusal of the RCPT then the close passed,
+    though BDAT was never reached: behind ``NOOP<LF>BDAT`` these servers run the
+    chunk's markers as commands. Each line is tried on a connection of its own."""
+    with serve(server_class) as server:
+        report = check_server(server.host, server.port, checks=["bdat-bare-lf"], timeout=2)
+    result = report["bdat-bare-lf"]
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary.startswith(summary), result.summary
+    assert len(server.sessions) == 2
 
 
 class LongLineClosingServer(SmallServer):

@@ -1092,28 +1092,56 @@ def check_bdat_octets(probe: Probe) -> str:
 def check_bdat_bare_lf(probe: Probe) -> str:
     """A bare LF does not hide a BDAT and its chunk (RFC 5321 §2.3.8, RFC 3030 §2).
 
-    ``RCPT TO:<recipient><LF>BDAT n LAST<CRLF>``, then n octets holding three
-    ``NOOP`` marker lines, then ``QUIT``. A reader that ends lines at the bare
-    LF (some intermediaries do) passes the octets on as BDAT's chunk. The
-    server must agree, or refuse the line and skip the octets, or refuse it
-    and close (:func:`_refused_then_closed`): a server that answers the
+    ``NOOP<LF>BDAT n LAST<CRLF>``, then n octets holding three ``NOOP``
+    marker lines, then ``QUIT``; then the same on a new connection with
+    ``RCPT TO:<recipient>`` for ``NOOP``. A reader that ends lines at the
+    bare LF (some intermediaries do) passes the octets on as BDAT's chunk.
+    The server must agree, or refuse the line and skip the octets, or refuse
+    it and close (:func:`_refused_then_closed`): a server that answers the
     markers ran as commands what such a reader took for content, the BDAT
-    form of SMTP smuggling. RCPT goes first because RFC 2920 §3.1 lets it
-    stand anywhere in a pipelined group; a command that must end one (NOOP)
-    is refused by a server that enforces that (Postfix's
-    ``smtpd_forbid_unauth_pipelining``), which would test nothing.
+    form of SMTP smuggling. Both lines are tried because a refusal and close
+    shows only that the server never read past the command it refused:
+    Postfix with ``smtpd_forbid_unauth_pipelining`` refuses a ``NOOP`` with
+    more behind it (RFC 2920 §3.1 lets NOOP only end a group), Exim's
+    ``drop`` ACL a malformed ``RCPT``; either way the BDAT behind it went
+    untested, and the other line tests it.
     """
+    client: WireClient | None
     client, offered = probe.hello()
     if "CHUNKING" not in offered:
         raise _Skipped("CHUNKING is not offered")
-    probe.transaction(client)
+    summaries: list[str] = []
+    problems: list[str] = []
+    for lead in (b"NOOP", probe.rcpt_line()):
+        if client is None:
+            client, _ = probe.hello()
+        try:
+            probe.transaction(client)
+        except _Skipped:
+            if not problems:
+                raise
+            break  # the failure found on the first line stands
+        try:
+            summaries.append(_bare_lf_bdat(client, lead))
+        except _Failed as exc:
+            problems.append(str(exc))
+        client = None
+    if problems:
+        raise _Failed("; ".join(problems))
+    return "; ".join(summaries)
+
+
+def _bare_lf_bdat(client: WireClient, lead: bytes) -> str:
+    """``lead<LF>BDAT n LAST``, its chunk of markers and QUIT in one write, on a
+    client inside a transaction: the summary, or :class:`_Failed` where a marker
+    was answered or the session did not end as it should."""
     chunk = _MARKER * 3
-    client.send(probe.rcpt_line() + b"\nBDAT %d LAST\r\n" % len(chunk) + chunk + b"QUIT\r\n")
+    client.send(lead + b"\nBDAT %d LAST\r\n" % len(chunk) + chunk + b"QUIT\r\n")
     replies = client.read_until_closed()
-    sent = f"RCPT<LF>BDAT, its chunk and QUIT got {_show(_codes(replies))}"
+    sent = f"{lead[:4].decode()}<LF>BDAT, its chunk and QUIT got {_show(_codes(replies))}"
     if not replies:
-        raise _Failed("the line and QUIT got no reply before the server closed or fell silent")
-    if len(replies) > 3:  # RCPT, BDAT and QUIT at most
+        raise _Failed(f"{sent}: no reply before the server closed or fell silent")
+    if len(replies) > 3:  # the lead, BDAT and QUIT at most
         raise _Failed(f"{sent}: the marker lines in the chunk were answered as commands")
     if _refused_then_closed(client, replies):
         return f"{sent}: the line was refused and the session closed"
@@ -1125,9 +1153,10 @@ def check_bdat_bare_lf(probe: Probe) -> str:
 
 def _refused_then_closed(client: WireClient, replies: Sequence[ServerReply]) -> bool:
     """Whether the server answered what was sent with one refusal and closed: it
-    read no further than the line it refused, so nothing behind it ran. Postfix
-    does so (554) where a command comes pipelined where RFC 2920 §3.1 does not
-    allow it; 421 and 521 (:data:`_CLOSING`) are such refusals too."""
+    read no further than the line it refused, so nothing behind it ran, and
+    nothing behind it was tested either. Postfix does so (554) where a command
+    comes pipelined where RFC 2920 §3.1 does not allow it; 421 and 521
+    (:data:`_CLOSING`) are such refusals too."""
     return client.closed and len(replies) == 1 and replies[0].code // 100 in (4, 5)
 
 
