@@ -312,6 +312,47 @@ def test_non_ascii_digits_over_the_limit_show_a_size_read() -> None:
     )
 
 
+class LenientIntNoLimitServer(LenientIntSizeServer):
+    """Reads Arabic-Indic digits as a size, ignores ``SIZE=abc``, and offers
+    ``offered`` for SIZE in EHLO: no number (no fixed limit, RFC 1870 §4), or
+    no SIZE at all (None), so no size it reads is ever over a limit it names."""
+
+    offered: bytes | None = b"SIZE"
+
+    def command(self, line: bytes) -> bytes:
+        answer = super().command(line)
+        if line[:4].upper() != b"EHLO":
+            return answer
+        size_line = f"250-SIZE {self.max_size}\r\n".encode()
+        return answer.replace(
+            size_line, b"" if self.offered is None else b"250-" + self.offered + b"\r\n"
+        )
+
+
+class LenientIntNoSizeServer(LenientIntNoLimitServer):
+    """The same, with no SIZE in EHLO."""
+
+    offered = None
+
+
+@pytest.mark.parametrize(
+    "server_class", [LenientIntNoLimitServer, LenientIntNoSizeServer], ids=["bare-SIZE", "no-SIZE"]
+)
+def test_ascii_digits_cannot_tell_without_a_control_or_a_limit(
+    server_class: type[SmallServer],
+) -> None:
+    """Where ``SIZE=abc`` is ignored and no limit is offered, a size read from
+    Arabic-Indic digits and one ignored are both answered 250: the check passed,
+    saying "no size was read from non-ASCII digits", which nothing had shown."""
+    result, _ = ascii_digits_against(server_class)
+    assert result.outcome is Outcome.SKIPPED, result
+    assert result.summary == (
+        "'MAIL FROM:<check@smtpcore.test> SIZE=abc' got 250 and no SIZE limit is "
+        "offered, so a size read from non-ASCII digits would be answered as a SIZE "
+        "ignored: the check cannot tell them apart"
+    )
+
+
 def test_bdat_with_non_ascii_digits_goes_inside_a_transaction() -> None:
     """After RSET, with no transaction, a server may refuse BDAT before it reads the
     size: this one passed, though ``BDAT ²`` crashes it once MAIL and RCPT are in."""

@@ -866,6 +866,10 @@ def check_size_limit(probe: Probe) -> str:
 _NOT_A_NUMBER: Final = " SIZE=abc"
 """The control of ``ascii-digits``: a SIZE that is no number in any script."""
 
+_ARABIC_INDIC_TEN: Final = " SIZE=\u0661\u0660"
+"""Ten in Arabic-Indic digits, which ``int()`` reads: under every limit, so only an
+``abc`` control that is refused tells a size read from it (:func:`_size_read_unseen`)."""
+
 
 @dataclass(frozen=True)
 class _DigitLine:
@@ -895,7 +899,7 @@ def _digit_lines(probe: Probe, offered: Mapping[str, str]) -> list[_DigitLine]:
     lines = [
         _DigitLine(control),
         _DigitLine(probe.mail_line(" SIZE=²"), control),
-        _DigitLine(probe.mail_line(" SIZE=\u0661\u0660"), control),
+        _DigitLine(probe.mail_line(_ARABIC_INDIC_TEN), control),
     ]
     limit = _offered_size(offered)
     if limit is not None:
@@ -964,6 +968,27 @@ def _ignored_like_control(
     return ignored
 
 
+def _size_read_unseen(
+    probe: Probe, answers: Mapping[bytes, ServerReply | None], limit: int | None
+) -> str | None:
+    """Why the SIZE lines show nothing, or None. Where ``SIZE=abc`` is accepted (the
+    server ignores a SIZE it cannot read) and no limit is offered to go over, a size
+    read from Arabic-Indic ten is accepted just as one ignored: the same 250 for a
+    server that reads them with ``int()`` and for one that does not."""
+    control = probe.mail_line(_NOT_A_NUMBER)
+    accepted = answers.get(control)
+    ten = answers.get(probe.mail_line(_ARABIC_INDIC_TEN))
+    if limit is not None or accepted is None or accepted.code // 100 != 2:
+        return None
+    if ten is None or ten.code != accepted.code:
+        return None
+    return (
+        f"{control.decode()!r} got {accepted.code} and no SIZE limit is offered, so a "
+        "size read from non-ASCII digits would be answered as a SIZE ignored: the check "
+        "cannot tell them apart"
+    )
+
+
 def check_ascii_digits(probe: Probe) -> str:
     """Numbers on the wire are ASCII digits (RFC 5234's DIGIT is %x30-39).
 
@@ -976,12 +1001,14 @@ def check_ascii_digits(probe: Probe) -> str:
     sent first: a server that answers a non-ASCII number as it answers no
     number at all read none (Exim ignores a SIZE it cannot read), while one
     that answers it as its ASCII twin (552 over the limit, 250 where ``abc``
-    is refused) read a size. Each line is followed by RSET, which must get
-    250 (RFC 5321 §4.1.1.5) or 421: a server that read a size from ``²`` and
-    refused BDAT at once would take RSET's first octets for the chunk and
-    answer the rest. Every line is tried, on a new connection where the
-    server closed the last one, so that one refusal cannot hide a size taken
-    from another line. ``BDAT ²`` goes inside a transaction (MAIL and RCPT
+    is refused) read a size. Where ``abc`` is accepted and no SIZE limit is
+    offered, nothing tells the two apart, and the check is skipped
+    (:func:`_size_read_unseen`) unless another line fails it. Each line is
+    followed by RSET, which must get 250 (RFC 5321 §4.1.1.5) or 421: a server
+    that read a size from ``²`` and refused BDAT at once would take RSET's
+    first octets for the chunk and answer the rest. Every line is tried, on a
+    new connection where the server closed the last one, so that one refusal
+    cannot hide a size taken from another line. ``BDAT ²`` goes inside a transaction (MAIL and RCPT
     accepted first, RFC 3030 §2): outside one, a server may refuse BDAT
     before it reads the size at all, which would test nothing; where the
     transaction is refused, the check is skipped rather than passed. So is
@@ -1046,6 +1073,9 @@ def check_ascii_digits(probe: Probe) -> str:
         after_quit = _quit(client)
         if _codes(after_quit) != [221]:
             raise _Failed(f"QUIT after the refusals got {_codes(after_quit)}")
+    unseen = _size_read_unseen(probe, answers, limit)
+    if unseen:
+        raise _Skipped(f"{unseen}; {untried}" if untried else unseen)
     ignored = _ignored_like_control(lines, answers)
     sized = "the SIZE= lines were refused with 5xx"
     if ignored:
