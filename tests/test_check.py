@@ -836,6 +836,8 @@ def test_arguments_that_would_test_something_else_are_refused(
         ({"recipient": "no-at-sign"}, "recipient .* missing '@'"),
         ({"sender": "a\x00b@smtpcore.test"}, "sender .* NUL"),
         ({"sender": "x@y\nDATA"}, "sender .* LF"),
+        ({"sender": "postmaster"}, "sender .* missing '@'"),
+        ({"recipient": "postmaster@"}, "recipient .*"),
         ({"helo": "check.test\r\nNOOP"}, "helo .* forbidden character"),
         ({"helo": "\udcff.test"}, "helo .* forbidden character"),
         ({"helo": ""}, "helo .* may not be empty"),
@@ -855,6 +857,29 @@ def test_what_the_checks_say_is_checked_before_anything_connects(
 
 def test_the_null_sender_may_be_given() -> None:
     assert Probe("127.0.0.1", 1, sender="").mail_line() == b"MAIL FROM:<>"
+
+
+@pytest.mark.parametrize("recipient", ["postmaster", "Postmaster", "POSTMASTER"])
+def test_the_recipient_may_be_postmaster_without_a_domain(recipient: str) -> None:
+    """RFC 5321 §4.1.1.3 takes ``RCPT TO:<Postmaster>`` with no domain, a sink every
+    server has; it was refused as "missing '@'"."""
+    assert Probe("127.0.0.1", 1, recipient=recipient).rcpt_line() == (
+        f"RCPT TO:<{recipient}>".encode()
+    )
+    with serve(SmallServer) as server:
+        report = check_server(
+            server.host, server.port, checks=["bdat-octets"], recipient=recipient, timeout=2
+        )
+    result = report["bdat-octets"]
+    assert result.passed, result
+    assert f"C: b'RCPT TO:<{recipient}>\\r\\n'" in result.transcript_text()
+
+
+def test_cli_takes_postmaster_for_the_recipient(capsys: pytest.CaptureFixture[str]) -> None:
+    with serve(SmallServer) as server:
+        address = f"{server.host}:{server.port}"
+        status = main(["check", address, "--recipient", "Postmaster", "--only", "bdat-octets"])
+    assert status == 0, capsys.readouterr()
 
 
 @pytest.mark.parametrize(

@@ -120,9 +120,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("address", type=_address, metavar="HOST:PORT")
     check.add_argument(
         "--recipient",
-        type=_wire_word(lambda text: checked_mailbox("recipient", text)),
+        type=_wire_word(lambda text: checked_mailbox("recipient", text, postmaster=True)),
         default="postmaster@smtpcore.test",
-        help="a mailbox the server accepts, a sink (default: postmaster@smtpcore.test)",
+        help="a mailbox the server accepts, a sink, or postmaster with no domain "
+        "(default: postmaster@smtpcore.test)",
     )
     check.add_argument(
         "--sender",

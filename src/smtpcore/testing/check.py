@@ -264,14 +264,19 @@ def checked_helo(helo: object) -> str:
     return helo
 
 
-def checked_mailbox(option: str, address: object, *, null: bool = False) -> str:
-    """``address`` if it parses as a mailbox (RFC 5321 §4.1.2, RFC 6531 §3.3), or is
-    empty where ``null`` allows the null path (§4.5.5), else ValueError naming the
-    ``option``: CR, LF, NUL or a lone surrogate (what a shell's non-UTF-8 octets
-    become) cannot go on the wire."""
+def checked_mailbox(
+    option: str, address: object, *, null: bool = False, postmaster: bool = False
+) -> str:
+    """``address`` if it parses as a mailbox (RFC 5321 §4.1.2, RFC 6531 §3.3), is
+    empty where ``null`` allows the null path (§4.5.5), or is ``Postmaster`` in any
+    letter case where ``postmaster`` allows it (a recipient with no domain,
+    §4.1.1.3), else ValueError naming the ``option``: CR, LF, NUL or a lone
+    surrogate (what a shell's non-UTF-8 octets become) cannot go on the wire."""
     if not isinstance(address, str):
         raise ValueError(f"{option} must be a str, not {address!r}")
     if null and not address:
+        return address
+    if postmaster and address.lower() == "postmaster":
         return address
     try:
         parse_mailbox(address)
@@ -284,7 +289,7 @@ def _check_session_words(helo: object, sender: object, recipient: object) -> Non
     """What the checks say, checked before anything connects (see :func:`checked_helo`)."""
     checked_helo(helo)
     checked_mailbox("sender", sender, null=True)
-    checked_mailbox("recipient", recipient)
+    checked_mailbox("recipient", recipient, postmaster=True)
 
 
 def extensions(ehlo: ServerReply) -> dict[str, str]:
@@ -1300,7 +1305,8 @@ def check_server(
     65535, a ``timeout`` that is not a positive number of seconds, an
     unknown check name, a ``helo`` that is not one word, or a ``sender`` or
     ``recipient`` that is no mailbox (a CR, LF, NUL or lone surrogate in any
-    of them; the sender may be empty, the null path);
+    of them; the sender may be empty, the null path, and the recipient
+    ``Postmaster`` in any letter case with no domain, RFC 5321 §4.1.1.3);
     ``TypeError`` when ``checks`` is one str rather than a list of names;
     :class:`ServerUnreachable` when the run's first connection fails (a
     refused connection, a host that does not resolve): a server that cannot
