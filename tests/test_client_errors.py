@@ -913,3 +913,155 @@ def test_async_content_a_limits_split_refuses_is_closed(adapter: str) -> None:
 
     with ScriptedServer(steps) as server:
         run(adapter, lambda: go(server.port))
+
+
+# -- leaving the block: QUIT while the session can take it ----------------------------
+
+#: The client's QUIT and the server's answer, the last lines of a polite session.
+QUIT = "C: QUIT\nS: 221 2.0.0 bye\n"
+#: A transaction whose only recipient is refused (the pipelined DATA with it).
+RCPT_REFUSED = (
+    GREET
+    + """
+C: MAIL FROM:<a@abc.example>
+C: RCPT TO:<bob@pqr.example>
+C: DATA
+S: 250 2.1.0 ok
+S: 550 5.1.1 no such user
+S: 554 5.5.1 no valid recipients
+"""
+)
+#: A transaction whose content is refused after the final dot.
+CONTENT_REFUSED = GREET + PIPELINED + MESSAGE_LINES + "S: 554 5.7.1 refused\n"
+#: A transaction delivered.
+DELIVERED = GREET + PIPELINED + MESSAGE_LINES + "S: 250 2.0.0 queued\n"
+
+#: A session the block leaves by an exception while it can take QUIT: the script's
+#: lines up to the exception, and the exception.
+STILL_USABLE: dict[str, tuple[str, str]] = {
+    "rcpt-550": (RCPT_REFUSED, "RecipientsRefused"),
+    "content-554": (CONTENT_REFUSED, "MessageRefused"),
+    "caller-error-between-messages": (DELIVERED, "ValueError"),
+}
+
+
+def _raised(mod: Any, name: str) -> type[BaseException]:
+    """The exception named in a table: the caller's own ``ValueError``, or the adapter's."""
+    return ValueError if name == "ValueError" else getattr(mod, name)
+
+
+@pytest.mark.parametrize("case", list(STILL_USABLE))
+def test_leaving_the_block_by_an_exception_says_quit_while_the_session_can(
+    adapter: str, case: str
+) -> None:
+    """RFC 5321 §4.1.1.10: the client "MUST NOT intentionally close the transmission
+    channel until it sends a QUIT command ... (even if there was an error response to
+    a previous command)". A refusal, or the caller's own error between commands,
+    leaves the session between transactions: QUIT goes out and its 221 is read."""
+    lines, error = STILL_USABLE[case]
+    mod = module(adapter)
+
+    async def go(port: int) -> None:
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+            raise ValueError("the caller's own")
+
+    with ScriptedServer(script(lines + QUIT)) as server, pytest.raises(_raised(mod, error)):
+        run(adapter, lambda: go(server.port))
+
+
+def test_send_message_says_quit_after_a_refusal(adapter: str) -> None:
+    """The module-level ``send_message`` runs in the client's block: a refusal raised
+    out of it still ends the session with QUIT (RFC 5321 §4.1.1.10)."""
+    mod = module(adapter)
+
+    async def go(port: int) -> None:
+        await mod.send_message(
+            MESSAGE, "a@abc.example", "bob@pqr.example", host="127.0.0.1", port=port
+        )
+
+    with (
+        ScriptedServer(script(RCPT_REFUSED + QUIT)) as server,
+        pytest.raises(mod.RecipientsRefused),
+    ):
+        run(adapter, lambda: go(server.port))
+
+
+def content_broken_off() -> Any:
+    """Content whose iterator fails part way, as a caller's generator may."""
+    yield b"Subject: errors\r\n\r\n"
+    yield b"body\r\n"
+    raise ValueError("the caller's content failed")
+
+
+#: Sessions the block leaves by an exception where QUIT cannot go: the script up to
+#: the failure, the exception, the client's timeouts.
+NOT_USABLE: dict[str, tuple[str, str, dict[str, float]]] = {
+    "content-fails-mid-data": (GREET + PIPELINED, "ValueError", {}),
+    "timeout": (AFTER_MAIL, "SMTPTimeout", {"command": 0.2}),
+    "421": (AFTER_MAIL + "S: 421 4.3.2 going down", "SMTPConnectionError", {}),
+    "garbage-reply": (AFTER_MAIL + "S: hello there", "SMTPProtocolError", {}),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_USABLE))
+def test_leaving_the_block_where_the_session_cannot_take_quit_only_closes(
+    adapter: str, case: str
+) -> None:
+    """Mid-content QUIT would be message text, and a final dot would deliver the part
+    sent; after a timeout, a 421 or a broken reply nobody knows where the session
+    stands. The connection is closed without either."""
+    lines, error, timeouts = NOT_USABLE[case]
+    mod = module(adapter)
+    content = content_broken_off() if case == "content-fails-mid-data" else MESSAGE
+    steps = [*script(lines), Call(ScriptedConnection.read_to_close)]
+
+    async def go(port: int) -> None:
+        client = mod.SMTPClient("127.0.0.1", port, timeouts=mod.Timeouts(**timeouts))
+        async with client:
+            await client.send_message(content, "a@abc.example", "bob@pqr.example")
+
+    with ScriptedServer(steps) as server, pytest.raises(_raised(mod, error)):
+        run(adapter, lambda: go(server.port))
+    assert not [line for line in server.transcript if "QUIT" in line]
+    assert "C: '.'" not in server.transcript
+
+
+def test_cancellation_in_the_block_closes_at_once_without_quit(adapter: str) -> None:
+    """A cancelled task must not wait on the network (trio would cancel the wait,
+    asyncio's caller awaits the cancellation): the connection is closed at once."""
+    mod = module(adapter)
+    steps = [*script(GREET), Call(ScriptedConnection.read_to_close)]
+
+    async def block(port: int) -> None:
+        async with mod.SMTPClient("127.0.0.1", port):
+            await (asyncio.sleep(30) if adapter == "asyncio" else trio.sleep(30))
+
+    async def go_asyncio(port: int) -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(block(port), 0.3)
+
+    async def go_trio(port: int) -> None:
+        with trio.move_on_after(0.3) as scope:
+            await block(port)
+        assert scope.cancelled_caught
+
+    with ScriptedServer(steps) as server:
+        run(adapter, lambda: (go_asyncio if adapter == "asyncio" else go_trio)(server.port))
+    assert not [line for line in server.transcript if "QUIT" in line]
+
+
+def test_a_pop3_block_left_by_an_exception_closes_without_quit(adapter: str) -> None:
+    """POP3's QUIT commits the messages marked deleted (RFC 1939 §6, the UPDATE
+    state): after a failure nothing may be removed, so the block only closes."""
+    mod = module(adapter)
+    steps = script(POP3_LOGGED_IN + "C: DELE 1\nS: +OK marked\n-- expect close")
+
+    async def go(port: int) -> None:
+        async with mod.POP3Client("127.0.0.1", port) as client:
+            await client.login("u", "p")
+            await client.delete(1)
+            raise ValueError("the caller's own")
+
+    with ScriptedServer(steps) as server, pytest.raises(ValueError):
+        run(adapter, lambda: go(server.port))

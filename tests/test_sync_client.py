@@ -30,7 +30,16 @@ from test_adapters_auth import (
     authenticator,
     running_aiosmtpd,
 )
-from test_client_errors import GREET, Recorder
+from test_client_errors import (
+    GREET,
+    PIPELINED,
+    POP3_LOGGED_IN,
+    QUIT,
+    RCPT_REFUSED,
+    Recorder,
+    content_broken_off,
+)
+from test_client_errors import MESSAGE as ERRORS_MESSAGE
 from test_pop3_adapters import RETRIEVE_MANY_LEFT_EARLY
 
 MESSAGE = b"Subject: sync\r\n\r\n.leading dot\r\nbody\r\n"
@@ -269,13 +278,51 @@ def test_pop3_retrieve_chunks_reads_a_large_message_in_pieces(tmp_path: Path) ->
         assert pop.retrieve(2) == MESSAGE
 
 
-@pytest.mark.parametrize("client_class", [sync.SMTPClient, sync.POP3Client])
-def test_an_exception_in_the_with_block_closes_without_quit(client_class: Any) -> None:
-    """The session may be broken: a QUIT would wait on it (and POP3's would commit the
-    deletions), so leaving the block by an exception only closes."""
-    greeting = GREET if client_class is sync.SMTPClient else "S: +OK\nC: CAPA\nS: +OK\nS: ."
-    server = ScriptedServer([*script(greeting), ExpectClose()])
-    with server, pytest.raises(KeyError), client_class("127.0.0.1", server.port, timeout=10):
+def test_an_exception_in_the_smtp_with_block_says_quit_while_the_session_can() -> None:
+    """RFC 5321 §4.1.1.10: QUIT before closing, even after an error; the caller's own
+    exception between commands leaves the session able to take it."""
+    server = ScriptedServer(script(GREET + QUIT))
+    with server, pytest.raises(KeyError), sync.SMTPClient("127.0.0.1", server.port, timeout=10):
+        raise KeyError("the caller's own")
+
+
+def test_send_message_says_quit_after_a_refusal() -> None:
+    """The module-level ``send_message`` ends with QUIT after a 550 RCPT too."""
+    with (
+        ScriptedServer(script(RCPT_REFUSED + QUIT)) as server,
+        pytest.raises(sync.RecipientsRefused),
+    ):
+        sync.send_message(
+            ERRORS_MESSAGE, "a@abc.example", "bob@pqr.example", host="127.0.0.1", port=server.port
+        )
+
+
+def test_content_failing_mid_data_closes_without_quit_or_the_dot() -> None:
+    """QUIT after the 354 would be message text, and the final dot would deliver the
+    part sent: the connection is closed without either."""
+    steps = [*script(GREET + PIPELINED), Call(ScriptedConnection.read_to_close)]
+    with (
+        ScriptedServer(steps) as server,
+        pytest.raises(ValueError, match="content failed"),
+        sync.SMTPClient("127.0.0.1", server.port, timeout=10) as client,
+    ):
+        client.send_message(content_broken_off(), "a@abc.example", "bob@pqr.example")
+    assert not [line for line in server.transcript if "QUIT" in line]
+    assert "C: '.'" not in server.transcript
+
+
+def test_an_exception_in_the_pop3_with_block_closes_without_quit() -> None:
+    """POP3's QUIT would commit the deletions (RFC 1939 §6): after an exception the
+    block only closes, and nothing marked deleted is removed."""
+    steps = script(POP3_LOGGED_IN + "C: DELE 1\nS: +OK marked")
+    server = ScriptedServer([*steps, ExpectClose()])
+    with (
+        server,
+        pytest.raises(KeyError),
+        sync.POP3Client("127.0.0.1", server.port, timeout=10) as client,
+    ):
+        client.login("u", "p")
+        client.delete(1)
         raise KeyError("the caller's own")
 
 

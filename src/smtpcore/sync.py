@@ -130,17 +130,18 @@ def _uniform(timeout: float, given: object, uniform: Callable[[float], T]) -> T:
 class _Client(Protocol):
     def connect(self) -> None: ...
 
-    def quit(self) -> None: ...
-
-    def close(self) -> None: ...
+    @property
+    def _session(self) -> BaseClient: ...
 
 
 _C = TypeVar("_C", bound=_Client)
 
 
 class _WithBlock:
-    """``with client:`` connects; leaving the block says QUIT, or only closes after an
-    exception (the session may be broken, and the exception is the news)."""
+    """``with client:`` connects; leaving the block ends the session as the async
+    clients' ``async with`` does (the session's own ``__aexit__``): QUIT, or after
+    an exception what the protocol calls for (see :class:`SMTPClient` and
+    :class:`POP3Client`)."""
 
     def __enter__(self: _C) -> _C:
         self.connect()
@@ -152,10 +153,7 @@ class _WithBlock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None:
-            self.quit()
-        else:
-            self.close()
+        run(self._session.__aexit__(exc_type, exc, tb))
 
 
 class SMTPClient(_WithBlock):
@@ -163,8 +161,10 @@ class SMTPClient(_WithBlock):
 
     ``with SMTPClient(host, port, ...) as client:`` connects, reads the
     greeting, says EHLO, starts TLS when offered and authenticates when
-    given credentials; leaving the block says QUIT (or, on an exception,
-    just closes). The keywords are those of the asyncio
+    given credentials; leaving the block says QUIT, after an exception too
+    while the session can take it (RFC 5321 §4.1.1.10: after a refusal, say),
+    and only closes where it cannot (mid-message, after a lost connection or a
+    timeout). The keywords are those of the asyncio
     :class:`~smtpcore.asyncio.SMTPClient`; ``timeout`` is one limit in
     seconds for every wait (connecting, each reply, each write), as
     smtplib's, instead of the RFC 5321 §4.5.3.2 ``timeouts``.
@@ -372,7 +372,8 @@ class POP3Client(_WithBlock):
 
     ``with POP3Client(host, ...) as client:`` connects, reads the greeting,
     asks CAPA and starts TLS (STLS) when offered; leaving the block says
-    QUIT, which removes the messages marked deleted (RFC 1939 §6). The
+    QUIT, which removes the messages marked deleted (RFC 1939 §6), or, after
+    an exception, only closes, so that nothing is removed after a failure. The
     keywords are those of the asyncio :class:`~smtpcore.asyncio.POP3Client`,
     and ``timeout``, one limit in seconds for every wait.
     """

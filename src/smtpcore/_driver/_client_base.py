@@ -230,6 +230,11 @@ class BaseClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Leave the block: QUIT, or after an exception only close. In POP3 that
+        is what must happen: QUIT in the TRANSACTION state removes the messages
+        marked deleted (RFC 1939 §6), which a failure must not commit. The SMTP
+        client, whose QUIT commits nothing, says it where it can (its own
+        ``__aexit__``)."""
         if exc_type is None:
             await self.quit()
         else:

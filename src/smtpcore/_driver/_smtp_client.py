@@ -18,6 +18,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
+from types import TracebackType
 from typing import Final, NoReturn, TypedDict, TypeVar
 
 from smtpcore._driver._client_base import BaseClient, one_call, sasl_failure_text
@@ -334,6 +335,33 @@ class BaseSMTPClient(BaseClient):
         except SMTPError:
             pass
         finally:
+            await self._abort()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Leave the block with QUIT, after an error too, while the session can take it.
+
+        RFC 5321 §4.1.1.10: the client "MUST NOT intentionally close the
+        transmission channel until it sends a QUIT command" (even after an error
+        reply). A refusal, or the caller's own exception between commands, leaves
+        the session between commands: :meth:`_quit` says QUIT there, under the QUIT
+        timeout, and reads its reply. Where the session cannot take it, the machine's
+        state says so and the connection is only closed: mid-content (QUIT would be
+        text, the final dot would deliver the part sent), and after a lost
+        connection, a timeout or a broken reply, which closed it already. An
+        exception that is not an ``Exception`` (a cancellation, ``KeyboardInterrupt``)
+        asks the task to stop, not to wait on the network: the connection is closed
+        at once. So is a session another task's call is using.
+        """
+        if exc_type is None:
+            await self.quit()
+        elif isinstance(exc, Exception) and not self._busy:
+            await self._quit()
+        else:
             await self._abort()
 
     # -- low-level commands ---------------------------------------------------
