@@ -121,6 +121,9 @@ T = TypeVar("T")
 
 _CHUNK: Final = 65536
 _QUIT_STATES: Final = RULES[Quit].allowed
+_STOPS: Final = (KeyboardInterrupt, SystemExit, GeneratorExit)
+"""What no courtesy QUIT may swallow: the process is asked to stop, or the
+coroutine closed; they propagate as themselves."""
 _BINARYMIME: Final = Body.BINARYMIME.value
 _DATA: Final = Data()
 _END: Final = EndOfMessage()
@@ -323,19 +326,30 @@ class BaseSMTPClient(BaseClient):
         await self._quit()
 
     async def _quit(self) -> None:
-        conn = self._conn
         try:
-            if (
-                conn is not None
-                and self._transport is not None
-                and not conn.pending
-                and conn.state in _QUIT_STATES
-            ):
+            if self._can_quit():
                 await self._command(Quit(), self.timeouts.quit)
         except SMTPError:
             pass
         finally:
             await self._abort()
+
+    def _can_quit(self) -> bool:
+        """Whether QUIT may go now: connected, no reply due, a state it is legal in."""
+        conn = self._conn
+        return (
+            conn is not None
+            and self._transport is not None
+            and not conn.pending
+            and conn.state in _QUIT_STATES
+        )
+
+    def _between_commands(self) -> bool:
+        """Whether the session stands between commands, where a failure leaves it
+        usable: QUIT may go, and no message is half sent (a BDAT chunk sequence
+        without its LAST is one, as DATA content is)."""
+        conn = self._conn
+        return conn is not None and conn.state is not State.BDAT and self._can_quit()
 
     async def __aexit__(
         self,
@@ -348,20 +362,37 @@ class BaseSMTPClient(BaseClient):
         RFC 5321 §4.1.1.10: the client "MUST NOT intentionally close the
         transmission channel until it sends a QUIT command" (even after an error
         reply). A refusal, or the caller's own exception between commands, leaves
-        the session between commands: :meth:`_quit` says QUIT there, under the QUIT
-        timeout, and reads its reply. Where the session cannot take it, the machine's
-        state says so and the connection is only closed: mid-content (QUIT would be
-        text, the final dot would deliver the part sent), and after a lost
-        connection, a timeout or a broken reply, which closed it already. An
-        exception that is not an ``Exception`` (a cancellation, ``KeyboardInterrupt``)
-        asks the task to stop, not to wait on the network: the connection is closed
-        at once. So is a session another task's call is using.
+        the session between commands: :meth:`_quit_after_error` says QUIT there.
+        Where the session cannot take it, the machine's state says so and the
+        connection is only closed: mid-content (QUIT would be text, the final dot
+        would deliver the part sent), and after a lost connection, a timeout or a
+        broken reply, which closed it already. An exception that is not an
+        ``Exception`` (a cancellation, ``KeyboardInterrupt``) asks the task to stop,
+        not to wait on the network: the connection is closed at once. So is a
+        session another task's call is using.
         """
         if exc_type is None:
             await self.quit()
         elif isinstance(exc, Exception) and not self._busy:
-            await self._quit()
+            await self._quit_after_error()
         else:
+            await self._abort()
+
+    async def _quit_after_error(self) -> None:
+        """QUIT as a courtesy, while an exception leaves the block: nothing that
+        happens during it may take that exception's place (a permanent refusal must
+        not come out as a timeout). An error, an outer deadline or a cancellation
+        ends it with a close, and the block's exception propagates; an asyncio task's
+        ``cancelling()`` count stays as the canceller left it, for its scope
+        (``asyncio.timeout``, ``TaskGroup``) to take back, and a trio scope stays
+        cancelled. ``KeyboardInterrupt`` and ``SystemExit``, which ask the process
+        to stop, propagate as themselves. Run as :meth:`quit`, the call holds the
+        session: another task's call meanwhile is refused as busy."""
+        try:
+            await self.quit()
+        except _STOPS:
+            raise
+        except BaseException:  # the block's own exception is the news
             await self._abort()
 
     # -- low-level commands ---------------------------------------------------
@@ -622,10 +653,14 @@ class BaseSMTPClient(BaseClient):
         (``552 5.3.4``) over its ``SIZE``, :class:`ExtensionNotOffered` for a
         UTF-8 local part or UTF-8 header fields without ``SMTPUTF8`` (``553
         5.6.7``; an address whose only UTF-8 is its domain goes in A-labels) or
-        8-bit content without ``8BITMIME`` (``554 5.6.3``). After any other error than a
-        refusal the connection is closed, except the caller's mistakes found before
-        anything is sent (a :class:`TypeError`, :class:`ValueError` or
-        :class:`~smtpcore.LocalProtocolError`), which leave the session as it was.
+        8-bit content without ``8BITMIME`` (``554 5.6.3``). After an error the session
+        goes on where it still stands between commands, as the machine's state tells:
+        after a refusal, a caller's mistake found before anything is sent (a
+        :class:`TypeError`, :class:`ValueError` or
+        :class:`~smtpcore.LocalProtocolError`), or an error of ``on_batch`` between
+        two transactions. Anywhere else (a reply due, content half sent in DATA or
+        BDAT chunks, a lost connection, a timeout, a broken reply) the connection is
+        closed.
 
         A server's LIMITS (RFC 9422) are kept: more recipients than it takes
         in one transaction (``RCPTMAX``) go in several, and a session that has
@@ -1296,25 +1331,19 @@ class BaseSMTPClient(BaseClient):
             raise
 
     async def _end_unless_refused(self, exc: BaseException) -> None:
-        """Close the connection after ``exc`` unless it was a refusal.
+        """Close the connection after ``exc`` unless the session still stands between
+        commands (:meth:`_between_commands`), as the machine's state tells.
 
-        After a refusal (an :class:`SMTPReplyError`) the session goes on;
-        after anything else (a lost connection, a timeout, a broken reply,
-        cancellation) nobody can say where it stands, so it ends here rather
-        than leave a socket open behind an exception.
+        A refusal, the caller's mistake refused before anything went out, or the
+        caller's own code failing between two transactions (``on_batch``) leave it
+        there, and the session goes on. Anything that leaves a reply due, content
+        half sent (DATA, or BDAT chunks without their LAST: a final dot now would
+        deliver the part sent) or the session broken (a lost connection, a timeout,
+        a broken reply) leaves nobody able to say where it stands, so it ends here
+        rather than leave a socket open behind an exception.
         """
-        # The caller's mistake, refused by the machine before anything went out,
-        # leaves the session as it was: not when half a pipelined group was built,
-        # nor once content is under way (8-bit bytes read from a file, found after
-        # the 354: the server waits for the rest, and a final dot now would have it
-        # deliver the part sent).
-        conn = self._conn
-        mistake = isinstance(exc, LocalProtocolError)
-        if isinstance(exc, SMTPReplyError) or (
-            mistake and conn is not None and not conn.pending and conn.state is not State.DATA
-        ):
-            return
-        await self._abort()
+        if not self._between_commands():
+            await self._abort()
 
     async def _final_replies(self) -> Reply:
         """The reply to the end of the content; in LMTP one per accepted recipient
