@@ -2,9 +2,9 @@
 
 RFC 5321 §4.1.1.10 asks for QUIT before the close even after an error reply, so
 the block says it while the session stands between commands. That QUIT is a
-courtesy: nothing that happens during it (an outer deadline or cancellation, an
+courtesy, written without waiting for its reply: nothing that happens then (an
 error of the caller's trace callback) may replace the exception the block was
-left by, and it holds the session as any other call does. Where the session does
+left by, and no outer deadline or cancellation finds it waiting. Where the session does
 not stand between commands (inside a message's content, DATA or a BDAT chunk
 sequence) the connection is only closed, whatever the exception.
 """
@@ -12,7 +12,6 @@ sequence) the connection is only closed, whatever the exception.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -45,7 +44,7 @@ S: 550 5.1.1 no such user
 S: 554 5.5.1 no valid recipients
 """
 )
-#: A server that answers nothing more: the QUIT after the refusal waits.
+#: A server that answers nothing more: a QUIT that waited for its 221 would hang.
 SILENT = Call(ScriptedConnection.read_to_close)
 QUIT = "C: QUIT\nS: 221 2.0.0 bye\n"
 
@@ -60,86 +59,51 @@ async def send_refused(mod: Any, port: int, **options: Any) -> None:
         await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
 
 
-# -- what happens during the QUIT does not replace the refusal --------------------
+# -- the QUIT waits for nothing, so nothing can replace the refusal ------------------
 
 
-def test_an_asyncio_deadline_during_the_quit_lets_the_refusal_out() -> None:
-    """asyncio's deadline fires while the QUIT waits on a silent server: the
-    connection is closed and the permanent refusal comes out (not a retryable
-    TimeoutError), within the deadline."""
+def test_the_quit_after_a_refusal_waits_for_no_reply(adapter: str) -> None:
+    """QUIT is written and the connection closed, the 221 not awaited (a SHOULD of
+    RFC 5321 §4.1.1.10): against a server that never answers it, the refusal comes
+    out at once, not after the 30-s QUIT timeout."""
+    mod = module(adapter)
+    with (
+        ScriptedServer([*script(RCPT_REFUSED), SILENT]) as server,
+        pytest.raises(mod.RecipientsRefused),
+    ):
+        began = time.monotonic()
+        try:
+            run(adapter, lambda: send_refused(mod, server.port, timeouts=mod.Timeouts(quit=30)))
+        finally:
+            assert time.monotonic() - began < 3
+    assert said_quit(server)
+
+
+def test_an_asyncio_deadline_around_the_block_sees_the_refusal() -> None:
+    """An outer deadline that has not fired yet is not reached: the permanent
+    refusal comes out, never a retryable TimeoutError."""
     mod = module("asyncio")
 
     async def go(port: int) -> None:
         with pytest.raises(mod.RecipientsRefused):
-            await asyncio.wait_for(send_refused(mod, port, timeouts=mod.Timeouts(quit=30)), 0.5)
+            await asyncio.wait_for(send_refused(mod, port, timeouts=mod.Timeouts(quit=30)), 2)
 
     with ScriptedServer([*script(RCPT_REFUSED), SILENT]) as server:
-        began = time.monotonic()
         asyncio.run(go(server.port))
-        assert time.monotonic() - began < 3
     assert said_quit(server)
 
 
-if sys.version_info >= (3, 11):  # asyncio.timeout, TaskGroup, Task.cancelling
-
-    def test_an_asyncio_timeout_scope_during_the_quit_lets_the_refusal_out() -> None:
-        """``asyncio.timeout`` fires during the QUIT: the refusal comes out of the
-        scope, which takes its cancellation back (the task's count is 0 again)."""
-        mod = module("asyncio")
-
-        async def go(port: int) -> int:
-            with pytest.raises(mod.RecipientsRefused):
-                async with asyncio.timeout(0.5):
-                    await send_refused(mod, port, timeouts=mod.Timeouts(quit=30))
-            task = asyncio.current_task()
-            assert task is not None
-            return task.cancelling()
-
-        with ScriptedServer([*script(RCPT_REFUSED), SILENT]) as server:
-            began = time.monotonic()
-            assert asyncio.run(go(server.port)) == 0
-            assert time.monotonic() - began < 3
-        assert said_quit(server)
-
-    def test_a_taskgroup_cancelling_the_quit_reports_the_refusal() -> None:
-        """A sibling's failure cancels the task in its QUIT: the task ends by its own
-        refusal, which the group reports beside the sibling's error."""
-        mod = module("asyncio")
-
-        async def sibling() -> None:
-            await asyncio.sleep(0.5)
-            raise KeyError("sibling")
-
-        async def go(port: int) -> None:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(send_refused(mod, port, timeouts=mod.Timeouts(quit=30)))
-                group.create_task(sibling())
-
-        with (
-            ScriptedServer([*script(RCPT_REFUSED), SILENT]) as server,
-            pytest.raises(Exception) as caught,  # an ExceptionGroup
-        ):
-            asyncio.run(go(server.port))
-        kinds = {type(exc) for exc in getattr(caught.value, "exceptions", ())}
-        assert kinds == {KeyError, mod.RecipientsRefused}
-
-
-def test_a_trio_deadline_during_the_quit_lets_the_refusal_out() -> None:
-    """trio.fail_after fires while the QUIT waits: the refusal comes out, not
-    TooSlowError, within the deadline; the scope did not catch its Cancelled."""
+def test_a_trio_deadline_around_the_block_sees_the_refusal() -> None:
+    """The same with a trio cancel scope: the refusal comes out and the scope's
+    deadline is not reached."""
     mod = module("trio")
 
     async def go(port: int) -> None:
-        with pytest.raises(mod.RecipientsRefused), trio.CancelScope() as scope:
-            scope.deadline = trio.current_time() + 0.5
+        with pytest.raises(mod.RecipientsRefused), trio.fail_after(2):
             await send_refused(mod, port, timeouts=mod.Timeouts(quit=30))
-        assert scope.cancel_called and not scope.cancelled_caught
-        await trio.lowlevel.checkpoint()  # the scope's cancellation ended with it
 
     with ScriptedServer([*script(RCPT_REFUSED), SILENT]) as server:
-        began = time.monotonic()
         trio.run(go, server.port)
-        assert time.monotonic() - began < 3
     assert said_quit(server)
 
 
@@ -180,46 +144,6 @@ def test_a_keyboard_interrupt_during_the_quit_propagates_as_itself(adapter: str)
     ):
         run(adapter, lambda: go(server.port))
     assert clients[0]._transport is None
-
-
-# -- the QUIT holds the session -----------------------------------------------
-
-
-def test_a_call_during_the_quit_after_an_error_is_refused_as_busy(adapter: str) -> None:
-    """The block's QUIT is a call on the session like any other: another task's
-    call while it waits for the 221 is refused at once, and the QUIT is answered."""
-    mod = module(adapter)
-    refused: list[BaseException] = []
-
-    def slow_bye(conn: ScriptedConnection) -> None:
-        time.sleep(0.5)
-        conn.send(b"221 2.0.0 bye\r\n")
-        conn.read_to_close()
-
-    async def block(client: Any) -> None:
-        with pytest.raises(ValueError):
-            async with client:
-                raise ValueError("the caller's own")
-
-    async def other(client: Any) -> None:
-        await (asyncio.sleep(0.2) if adapter == "asyncio" else trio.sleep(0.2))
-        with pytest.raises(LocalProtocolError) as caught:
-            await client.noop()
-        refused.append(caught.value)
-
-    async def go(port: int) -> None:
-        client = mod.SMTPClient("127.0.0.1", port)
-        if adapter == "asyncio":
-            await asyncio.gather(block(client), other(client))
-        else:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(block, client)
-                nursery.start_soon(other, client)
-
-    with ScriptedServer([*script(GREET + "C: QUIT\n"), Call(slow_bye)]) as server:
-        run(adapter, lambda: go(server.port))
-    assert "another call is in progress" in str(refused[0])
-    assert "S: '221 2.0.0 bye'" in server.transcript
 
 
 # -- the machine's state decides, not the exception's type ------------------------

@@ -121,9 +121,6 @@ T = TypeVar("T")
 
 _CHUNK: Final = 65536
 _QUIT_STATES: Final = RULES[Quit].allowed
-_STOPS: Final = (KeyboardInterrupt, SystemExit, GeneratorExit)
-"""What no courtesy QUIT may swallow: the process is asked to stop, or the
-coroutine closed; they propagate as themselves."""
 _BINARYMIME: Final = Body.BINARYMIME.value
 _DATA: Final = Data()
 _END: Final = EndOfMessage()
@@ -378,21 +375,31 @@ class BaseSMTPClient(BaseClient):
         else:
             await self._abort()
 
+    @one_call
     async def _quit_after_error(self) -> None:
-        """QUIT as a courtesy, while an exception leaves the block: nothing that
-        happens during it may take that exception's place (a permanent refusal must
-        not come out as a timeout). An error, an outer deadline or a cancellation
-        ends it with a close, and the block's exception propagates; an asyncio task's
-        ``cancelling()`` count stays as the canceller left it, for its scope
-        (``asyncio.timeout``, ``TaskGroup``) to take back, and a trio scope stays
-        cancelled. ``KeyboardInterrupt`` and ``SystemExit``, which ask the process
-        to stop, propagate as themselves. Run as :meth:`quit`, the call holds the
-        session: another task's call meanwhile is refused as busy."""
+        """QUIT as a courtesy while an exception leaves the block, without waiting
+        for its ``221``: RFC 5321 §4.1.1.10's MUST is that QUIT be sent before the
+        close; waiting for the reply is a SHOULD, and a wait here is one more place
+        for an outer deadline or a cancellation to land, where either would take the
+        place of the block's exception (a permanent refusal would come out as a
+        timeout) or be swallowed (an asyncio task that never stops). QUIT goes out
+        only where the session can take it (as :meth:`quit` says it), written as the
+        transport takes it; an error on the way is dropped, the block's own exception
+        being the news, and the connection is closed. A cancellation during the
+        write propagates, as cancellations must. Run as a call: another task's call
+        meanwhile is refused as busy."""
+        conn = self._conn
         try:
-            await self.quit()
-        except _STOPS:
-            raise
-        except BaseException:  # the block's own exception is the news
+            if (
+                conn is not None
+                and self._transport is not None
+                and not conn.pending
+                and conn.state in _QUIT_STATES
+            ):
+                await self._write(self.timeouts.quit, Quit())
+        except Exception:  # the block's own exception is the news
+            pass
+        finally:
             await self._abort()
 
     # -- low-level commands ---------------------------------------------------
