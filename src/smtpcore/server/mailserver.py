@@ -34,11 +34,13 @@ from smtpcore.server.delivery import ClientFactory, DeliveryWorker
 from smtpcore.server.internal import InternalAddresses, IPAddress
 from smtpcore.server.log import logger
 from smtpcore.server.mailboxes import LocalMailboxes
+from smtpcore.server.maildir import make_private_directory
 from smtpcore.server.pop3 import POP3Store
 from smtpcore.server.queue import Queue
 from smtpcore.server.queuectl import read_commands, release_lock, take_lock
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
+from smtpcore.server.safefiles import check_private_directory
 from smtpcore.server.waits import CUT_OFF, Threads, finish
 
 __all__ = ["TMP_SCAN_EVERY", "Listener", "MailServer", "server_tls_context"]
@@ -283,9 +285,12 @@ class MailServer:
         """The data directory made ready, its lock taken; a storage error is a
         :class:`ConfigError` naming the path, not one of the listeners'."""
         try:
-            self.config.data_dir.mkdir(parents=True, exist_ok=True)
+            make_private_directory(self.config.data_dir)
+            check_private_directory(self.config.data_dir)
             self._lock_data_dir()
             self.mailboxes.create_all()
+            make_private_directory(self.config.queue_dir)
+            check_private_directory(self.config.queue_dir)
             return self.queue.open()
         except FileExistsError as exc:  # mkdir(exist_ok=True) found something else there
             not_a_directory = os.strerror(errno.ENOTDIR)

@@ -29,15 +29,24 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
+import stat
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 from smtpcore.server.log import logger
 from smtpcore.server.maildir import fsync_directory, make_private_directory
+from smtpcore.server.safefiles import (
+    create_new,
+    is_visible,
+    open_regular,
+    read_regular_bytes,
+    require_real_directory,
+)
 
 __all__ = [
     "PreparedEntry",
@@ -47,6 +56,7 @@ __all__ = [
     "QueuedRecipient",
     "RecipientStatus",
     "Spool",
+    "is_queue_id",
     "new_queue_id",
 ]
 
@@ -60,6 +70,15 @@ MAX_HEADER: Final = 256 * 1024
 def new_queue_id() -> str:
     """Ten hexadecimal digits, as Postfix's short queue ids look."""
     return secrets.token_hex(5).upper()
+
+
+_QUEUE_ID: Final = re.compile(r"[0-9A-F]{10}")
+
+
+def is_queue_id(text: str) -> bool:
+    """Whether ``text`` has the form :func:`new_queue_id` gives: a name in the queue's
+    directories, never a path (``..``, ``/``) to somewhere else."""
+    return _QUEUE_ID.fullmatch(text) is not None
 
 
 class RecipientStatus(enum.Enum):
@@ -333,8 +352,9 @@ def _flag(fields: Mapping[str, object], key: str) -> bool:
 
 def _write_synced(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` and fsync it; on failure (a full disk) no part of the
-    file is left behind to hold space."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    file is left behind to hold space. ``path`` is a new file: whatever is there already,
+    a link planted to another file included, is a ``FileExistsError``, never written."""
+    fd = create_new(path)
     try:
         try:
             view = memoryview(data)
@@ -346,6 +366,14 @@ def _write_synced(path: Path, data: bytes) -> None:
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+
+
+def _is_regular(path: Path) -> bool:
+    """Whether ``path`` is a regular file itself (a link is not followed)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _remove_leftover(path: Path) -> None:
@@ -367,7 +395,7 @@ class Spool:
     def __init__(self, queue_id: str, path: Path) -> None:
         self.id = queue_id
         self.path = path
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = create_new(path)
         self._file: BinaryIO = os.fdopen(fd, "wb")
         self.size = 0
 
@@ -408,7 +436,9 @@ class QueuedContent:
     path: Path
 
     def open(self) -> BinaryIO:
-        return self.path.open("rb")
+        """The content for reading; a FIFO or a link in its place is a ``ValueError``
+        (:class:`~smtpcore.server.safefiles.NotRegularFile`), never a read that blocks."""
+        return os.fdopen(open_regular(self.path), "rb")
 
     @property
     def size(self) -> int:
@@ -505,24 +535,33 @@ class Queue:
         ``corrupt/`` too (see :meth:`_without_content`)."""
         for sub in ("tmp", "messages", "envelopes"):
             make_private_directory(self.directory / sub)
+            require_real_directory(self.directory / sub)
         for leftover in (self.directory / "tmp").iterdir():
             _remove_leftover(leftover)
         entries = []
         kept: set[str] = set()
-        for path in sorted((self.directory / "envelopes").iterdir()):
-            if not self.content_path(path.name).exists():
-                self._without_content(path.name)
+        for queue_id in sorted(self.ids()):
+            if not os.path.lexists(self.content_path(queue_id)):
+                self._without_content(queue_id)
                 continue
             try:
-                entries.append(self.load(path.name))
+                entries.append(self._load_with_content(queue_id))
             except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-                if not self._set_aside(path.name, exc):
-                    kept.add(path.name)
+                if not self._set_aside(queue_id, exc):
+                    kept.add(queue_id)
         kept.update(entry.id for entry in entries)
         for path in (self.directory / "messages").iterdir():
-            if path.name not in kept:
+            if path.name not in kept and is_visible(path.name):
                 _remove_leftover(path)
         return self._settle_reports(entries)
+
+    def _load_with_content(self, queue_id: str) -> QueueEntry:
+        """:meth:`load`, and a ``ValueError`` when the content is not a regular file (a
+        FIFO would hang the relay that reads it)."""
+        entry = self.load(queue_id)
+        if not _is_regular(self.content_path(queue_id)):
+            raise ValueError(f"{self.content_path(queue_id)}: not a regular file")
+        return entry
 
     def _settle_reports(self, entries: list[QueueEntry]) -> list[QueueEntry]:
         """Clear the success reports owed that are queued already: a crash came between
@@ -590,6 +629,7 @@ class Queue:
         corrupt = self.directory / "corrupt"
         try:
             corrupt.mkdir(mode=0o700, exist_ok=True)
+            require_real_directory(corrupt)  # a link there would take the files elsewhere
             if content:
                 self.content_path(queue_id).replace(corrupt / f"{queue_id}.message")
             self.envelope_path(queue_id).replace(corrupt / f"{queue_id}.envelope")
@@ -625,7 +665,7 @@ class Queue:
                 corrupt / f"{queue_id}.message",  # set aside: kept apart from a new one's
                 corrupt / f"{queue_id}.envelope",
             )
-            if not any(path.exists() for path in taken):
+            if not any(os.path.lexists(path) for path in taken):
                 return queue_id
 
     def spool(self) -> Spool:
@@ -697,25 +737,43 @@ class Queue:
             raise
         return prepared.commit()
 
-    def entries(self) -> list[QueueEntry]:
-        """Every entry now on disk, read without changing anything (a file that goes
-        or is being replaced meanwhile is skipped)."""
-        found: list[QueueEntry] = []
-        directory = self.directory / "envelopes"
-        if not directory.is_dir():
-            return found
-        for path in sorted(directory.iterdir()):
+    def ids(self) -> Iterator[str]:
+        """The ids of the envelopes on disk, in directory order, as the directory is read
+        (none held but the one given): what is not read is not kept. Dot-names are no
+        entries (see :func:`~smtpcore.server.safefiles.is_visible`)."""
+        try:
+            scan = os.scandir(self.directory / "envelopes")
+        except FileNotFoundError:
+            return
+        with scan:
+            for item in scan:
+                if is_visible(item.name):
+                    yield item.name
+
+    def scan(self) -> Iterator[QueueEntry]:
+        """Every entry on disk, read one at a time without changing anything (a file
+        that goes, is being replaced meanwhile, or is damaged is skipped)."""
+        for queue_id in self.ids():
             try:
-                found.append(self.load(path.name))
+                yield self.load(queue_id)
             except (OSError, ValueError):
                 continue
-        return found
+
+    def entries(self) -> list[QueueEntry]:
+        """Every entry now on disk, by id (see :meth:`scan`, which holds one at a time)."""
+        return sorted(self.scan(), key=lambda entry: entry.id)
+
+    def has(self, queue_id: str) -> bool:
+        """Whether ``queue_id`` is an id and its envelope is there, none of them read."""
+        return is_queue_id(queue_id) and os.path.lexists(self.envelope_path(queue_id))
 
     def load(self, queue_id: str) -> QueueEntry:
         """The entry ``envelopes/queue_id`` holds; ``ValueError`` for a damaged one (see
-        :meth:`QueueEntry.from_json`), and for one that names another id: its files are
-        found, and removed, by the id it names."""
-        entry = QueueEntry.from_json(self.envelope_path(queue_id).read_text(encoding="utf-8"))
+        :meth:`QueueEntry.from_json`), a link or anything but a regular file included
+        (a FIFO opened to be read would block for ever), and for one that names another
+        id: its files are found, and removed, by the id it names."""
+        data = read_regular_bytes(self.envelope_path(queue_id))
+        entry = QueueEntry.from_json(data.decode("utf-8"))
         if entry.id != queue_id:
             raise ValueError(f"malformed queue file: it names the entry {entry.id!r}")
         return entry

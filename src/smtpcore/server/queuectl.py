@@ -34,6 +34,13 @@ from typing import Final
 from smtpcore.server.config import ConfigError
 from smtpcore.server.log import logger
 from smtpcore.server.queue import Queue, QueueEntry
+from smtpcore.server.safefiles import (
+    NotRegularFile,
+    create_new,
+    open_regular,
+    read_regular_bytes,
+    require_real_directory,
+)
 
 __all__ = [
     "ACTIONS",
@@ -90,21 +97,31 @@ def running_server(data_dir: Path) -> int | None:
     """The process id of the server that holds ``data_dir``'s lock; -1 when the lock is
     held by something that is not a server to signal (the ``queue`` tool); None when
     nothing holds it."""
-    path = data_dir / LOCK_NAME
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = _open_lock(data_dir, os.O_RDONLY)
     except FileNotFoundError:
         return None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
-            text = path.read_text(encoding="ascii", errors="replace").strip()
+            text = os.pread(fd, 64, 0).decode("ascii", errors="replace").strip()
             return int(text) if text.isascii() and text.isdecimal() else -1
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
         os.close(fd)
+
+
+def _open_lock(data_dir: Path, flags: int) -> int:
+    """The lock file, opened with ``flags``: a link or a FIFO put in its place is a
+    :class:`ConfigError` naming it, never followed (truncating the lock would truncate
+    the file a link names) nor waited on."""
+    path = data_dir / LOCK_NAME
+    try:
+        return open_regular(path, flags)
+    except NotRegularFile as exc:
+        raise ConfigError(f"{exc}: remove it (and see who put it there)") from None
 
 
 def take_lock(data_dir: Path, mark: str) -> int:
@@ -123,7 +140,7 @@ def take_lock(data_dir: Path, mark: str) -> int:
     A lock found taken, then free when probed, was held for a moment only: another
     ``queue`` tool's :func:`running_server` probe (a shared lock), or a holder that
     has just let go. That is tried again, not taken for a server."""
-    fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = _open_lock(data_dir, os.O_RDWR | os.O_CREAT)
     deadline = time.monotonic() + _TOOL_WAIT
     while True:
         if _flock_now(fd, fcntl.LOCK_SH):
@@ -190,6 +207,7 @@ def submit(queue_dir: Path, command: QueueCommand, pid: int) -> QueueCommand:
         return command
     directory = _commands_dir(queue_dir)
     directory.mkdir(mode=0o700, exist_ok=True)
+    require_real_directory(directory)  # a link there: the command would be written elsewhere
     _write_new_command(directory, command)
     if pid > 0:
         os.kill(pid, signal.SIGUSR1)
@@ -200,16 +218,18 @@ def _pinned(queue_dir: Path, command: QueueCommand) -> QueueCommand:
     """``command``, one for every message made one for the messages queued now."""
     if command.ids or command.pinned:
         return command
-    ids = tuple(entry.id for entry in Queue(queue_dir).entries())
+    ids = tuple(sorted(Queue(queue_dir).ids()))
     return replace(command, ids=ids, pinned=True)
 
 
 def _write_command(path: Path, command: QueueCommand) -> None:
     """``command`` into ``path``, whole or not at all (a rename: readers see one or the
-    other, and the glob for ``*.json`` skips the temporary file)."""
-    tmp = path.with_name(f".{path.stem}.tmp")
+    other, and a dot-name without ``.json`` is no command to them). The temporary file
+    is made new, under a name of its own: nothing there already is written through."""
+    tmp = path.with_name(f".{secrets.token_hex(8)}.tmp")
     fields = {"action": command.action, "ids": list(command.ids), "all": command.pinned}
-    tmp.write_text(json.dumps(fields))
+    with os.fdopen(create_new(tmp), "w", encoding="utf-8") as file:
+        file.write(json.dumps(fields))
     os.replace(tmp, path)
 
 
@@ -299,6 +319,7 @@ def _read_waiting(
     returned with the reason, not told: the commands returned stop before the first."""
     directory = _commands_dir(queue_dir)
     try:
+        require_real_directory(directory)  # a link: another directory's files, not ours
         paths = _in_order(path for path in directory.iterdir() if path.suffix == ".json")
     except FileNotFoundError:
         return [], []
@@ -308,14 +329,20 @@ def _read_waiting(
     unreadable: list[tuple[Path, str]] = []
     for path in paths:
         try:
-            text = path.read_text(encoding="utf-8")
+            raw = read_regular_bytes(path)
         except FileNotFoundError:
             continue
         except OSError as exc:  # not damaged: kept, and it comes before those after it
             unreadable.append((path, str(exc.strerror or exc)))
             continue
+        except NotRegularFile:  # a link or a FIFO: it goes, not what a link names
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:  # a directory: kept, as a file that cannot be read is
+                unreadable.append((path, str(exc.strerror or exc)))
+            continue
         try:
-            data = json.loads(text)
+            data = json.loads(raw.decode("utf-8"))
             action, ids = str(data["action"]), tuple(map(str, data["ids"]))
             command = QueueCommand(action, ids, data.get("all") is True)
         except (ValueError, KeyError, TypeError, RecursionError):
@@ -368,11 +395,10 @@ def apply_offline(
     queue: Queue, command: QueueCommand, now: float, tell: Callable[[str], object] = print
 ) -> list[str]:
     """Carry ``command`` out on the files, no server running; the ids acted on. What a
-    delete drops beyond the message (see :func:`dropped_report`) goes to ``tell``."""
+    delete drops beyond the message (see :func:`dropped_report`) goes to ``tell``.
+    Only the envelopes of the messages it names are read, one at a time."""
     done = []
-    for entry in _entries(queue):
-        if not command.applies_to(entry.id):
-            continue
+    for entry in _targets(queue, command):
         if command.action == "delete":
             queue.remove(entry.id)
             if (dropped := dropped_report(entry)) is not None:
@@ -411,8 +437,17 @@ def apply_left_offline(queue: Queue, now: float, tell: Callable[[str], object] =
     return len(left)
 
 
-def _entries(queue: Queue) -> list[QueueEntry]:
-    return queue.entries()
+def _targets(queue: Queue, command: QueueCommand) -> Iterator[QueueEntry]:
+    """The entries ``command`` acts on, loaded one at a time; one gone or damaged is
+    skipped. Every message's ids are taken first (names only, none read): the files are
+    rewritten by renames while this goes on, which a directory read under way may or
+    may not show again."""
+    ids = command.ids if command.ids or command.pinned else tuple(sorted(queue.ids()))
+    for queue_id in ids:
+        try:
+            yield queue.load(queue_id)
+        except (OSError, ValueError):
+            continue
 
 
 def _age(seconds: float) -> str:
@@ -423,36 +458,41 @@ def _age(seconds: float) -> str:
     return f"{int(seconds)}s"
 
 
-def format_listing(queue: Queue, now: float) -> list[str]:
-    """``mailq``'s view: per message its id, age, size, sender and state, then each
-    pending recipient with its last error, then the success reports it still owes (an
-    entry with no recipient pending is kept for them: deleting it drops them)."""
-    lines = []
-    entries = _entries(queue)
-    for entry in sorted(entries, key=lambda e: e.created):
-        state = " (held)" if entry.held else ""
-        sender = entry.sender or "MAILER-DAEMON"
-        lines.append(
-            f"{entry.id}{state}  age {_age(now - entry.created)}  {entry.size} octets  "
-            f"from <{sender}>  attempts {entry.attempts}"
-        )
-        for recipient in entry.pending:
-            error = f"  ({recipient.reply})" if recipient.reply else ""
-            lines.append(f"    <{recipient.address}>{error}")
-        if entry.reports_owed:
-            lines.append(f"    (owes a success report for {_owed(entry)})")
-    count = len(entries)
-    total = sum(e.size for e in entries)
-    lines.append("queue is empty" if not count else f"-- {count} messages, {total} octets")
-    return lines
+def format_listing(queue: Queue, now: float) -> Iterator[str]:
+    """``mailq``'s view, a line at a time as the envelopes are read (in directory order,
+    as ``mailq``'s: a queue of any size is listed with one entry in memory, its first
+    line at once): per message its id, age, size, sender and state, then each pending
+    recipient with its last error, then the success reports it still owes (an entry
+    with no recipient pending is kept for them: deleting it drops them); the totals
+    last."""
+    count = total = 0
+    for entry in queue.scan():
+        yield from _entry_lines(entry, now)
+        count += 1
+        total += entry.size
+    yield "queue is empty" if not count else f"-- {count} messages, {total} octets"
+
+
+def _entry_lines(entry: QueueEntry, now: float) -> Iterator[str]:
+    state = " (held)" if entry.held else ""
+    sender = entry.sender or "MAILER-DAEMON"
+    yield (
+        f"{entry.id}{state}  age {_age(now - entry.created)}  {entry.size} octets  "
+        f"from <{sender}>  attempts {entry.attempts}"
+    )
+    for recipient in entry.pending:
+        error = f"  ({recipient.reply})" if recipient.reply else ""
+        yield f"    <{recipient.address}>{error}"
+    if entry.reports_owed:
+        yield f"    (owes a success report for {_owed(entry)})"
 
 
 def validate_ids(queue: Queue, ids: Sequence[str]) -> tuple[str, ...]:
-    """``ALL`` (every message) as no ids; otherwise the ids, each in the queue."""
+    """``ALL`` (every message) as no ids; otherwise the ids, each of a queue id's form
+    and with its envelope in the queue (none is read: see :meth:`Queue.has`)."""
     if [i.upper() for i in ids] == ["ALL"]:
         return ()
-    known = {entry.id for entry in _entries(queue)}
     for queue_id in ids:
-        if queue_id.upper() not in known:
+        if not queue.has(queue_id.upper()):
             raise ConfigError(f"no message {queue_id} in the queue")
     return tuple(i.upper() for i in ids)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pwd
 import time
 from pathlib import Path
 
@@ -20,6 +19,11 @@ from smtpcore.server.queuectl import (
     running_server,
     submit,
     validate_ids,
+)
+from smtpcore.server.safefiles import (
+    check_private_directory,
+    owner_name,
+    require_real_directory,
 )
 
 __all__ = ["run_queue"]
@@ -40,6 +44,12 @@ def _run(args: argparse.Namespace) -> int:
     queue_dir = data_dir / "queue"
     if not (queue_dir / "envelopes").is_dir():
         raise ConfigError(f"--data-dir: no queue in {data_dir}")
+    changes = args.action != "list"
+    if changes:
+        _check_owner(queue_dir)
+    for directory in (data_dir, queue_dir):
+        check_private_directory(directory, owned=changes)
+    require_real_directory(queue_dir / "envelopes")
     queue = Queue(queue_dir)
     if args.action == "list":
         for line in format_listing(queue, time.time()):
@@ -49,7 +59,6 @@ def _run(args: argparse.Namespace) -> int:
     def tell(line: str) -> None:
         print(loggable(line))  # senders' addresses
 
-    _check_owner(queue_dir)
     ids = validate_ids(queue, getattr(args, "ids", ()))
     command = QueueCommand(args.action, ids)
     pid = running_server(data_dir)
@@ -84,11 +93,8 @@ def _check_owner(queue_dir: Path) -> None:
     owner = queue_dir.stat().st_uid
     if os.geteuid() == owner:
         return
-    try:
-        who = f"{pwd.getpwuid(owner).pw_name} (uid {owner})"
-    except KeyError:  # a uid with no name
-        who = f"uid {owner}"
     raise ConfigError(
-        f"--data-dir: {queue_dir} belongs to {who}: run the queue tool as that user; "
+        f"--data-dir: {queue_dir} belongs to {owner_name(owner)}: "
+        "run the queue tool as that user; "
         "the server could not read the files it would write as another"
     )

@@ -1,0 +1,115 @@
+"""The server's own files opened so that nothing planted in its directories is followed.
+
+Whoever may write in the data directory could put there, in place of a queue file, the
+lock or a directory, a symbolic link to a file of the server's user (which a truncate,
+a write or an unlink would then reach through it) or a FIFO (whose read blocks for
+ever). Postfix opens its queue files with ``safe_open`` for this reason, and ``postfix
+check`` refuses queue directories others may write. So every queue file and the lock
+are opened here: never through a link, never blocking, and only as a regular file; a
+directory the server works in must be a real one; and :func:`check_private_directory`
+refuses, at start, a data or queue directory that others may write.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pwd
+import stat
+from pathlib import Path
+from typing import Final
+
+from smtpcore.server.config import ConfigError
+
+__all__ = [
+    "NotRegularFile",
+    "check_private_directory",
+    "create_new",
+    "is_visible",
+    "open_regular",
+    "owner_name",
+    "read_regular_bytes",
+    "require_real_directory",
+]
+
+_SAFE: Final = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+"""Added to every open: a link is refused, a FIFO opens at once (to be refused)."""
+
+
+class NotRegularFile(ValueError):
+    """A name that should hold one of our files holds a link, a FIFO, a directory or a
+    device: a damaged file, never followed or read (a ``ValueError``, as the other
+    damage a queue file can have is)."""
+
+
+def open_regular(path: Path, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
+    """A descriptor for the regular file ``path`` opened with ``flags``;
+    :class:`NotRegularFile` for a symbolic link (not followed) or anything but a
+    regular file. The descriptor is non-blocking, which a regular file ignores."""
+    try:
+        fd = os.open(path, flags | _SAFE, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a link
+            raise NotRegularFile(f"{path}: a symbolic link, not followed") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(f"{path}: not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular_bytes(path: Path) -> bytes:
+    """What the regular file ``path`` holds (see :func:`open_regular`)."""
+    with os.fdopen(open_regular(path), "rb") as file:
+        return file.read()
+
+
+def create_new(path: Path, mode: int = 0o600) -> int:
+    """A descriptor, for writing, on a file made now at ``path``: ``FileExistsError``
+    when anything is there already, a link included (``O_EXCL`` follows none)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _SAFE, mode)
+
+
+def is_visible(name: str) -> bool:
+    """Whether a name in a queue directory is one to read: dot-names are skipped, as
+    Maildir readers skip them (editors' and other tools' files, our own temporaries)."""
+    return not name.startswith(".")
+
+
+def require_real_directory(path: Path) -> None:
+    """``NotADirectoryError`` naming ``path`` unless it is a directory itself, not a link
+    to one: files would be created, renamed and removed wherever such a link points."""
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        raise NotADirectoryError(
+            errno.ENOTDIR, "not a directory (a symbolic link or another file)", str(path)
+        )
+
+
+def owner_name(uid: int) -> str:
+    """``name (uid N)``, or ``uid N`` for a uid with no name."""
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def check_private_directory(path: Path, *, owned: bool = True) -> None:
+    """:class:`ConfigError` naming ``path`` when the server may not trust what is in it:
+    group or others may write it, or (``owned``) another user owns it. Either could
+    plant a link there for this process to follow, or a file it would take for its
+    own."""
+    info = os.stat(path)
+    if owned and info.st_uid != os.geteuid():
+        raise ConfigError(
+            f"--data-dir: {path} belongs to {owner_name(info.st_uid)}, not to this user "
+            f"({owner_name(os.geteuid())}): run as its owner"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"--data-dir: {path} may be written by other users "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}), who could plant links there: "
+            f"chmod go-w {path}"
+        )

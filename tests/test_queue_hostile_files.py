@@ -1,0 +1,291 @@
+"""What another user, or a stray tool, may leave in the data directory: symbolic links
+to the server's own files, FIFOs, dot-files; and the queue tool on a large queue. Found
+by an audit of the queue and its tool: a planted ``smtpcore.lock`` link had ``queue
+flush`` truncate the file it named, a ``queue/commands`` link had the server delete
+another directory's ``*.json``, a FIFO among the envelopes hung ``queue list`` and
+``serve``, and ``queue list`` or ``queue hold ID`` read every envelope before doing
+anything."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+import pytest
+
+from smtpcore.server import cli
+from smtpcore.server.config import ConfigError
+from smtpcore.server.queue import Queue, QueueEntry
+from smtpcore.server.queuectl import (
+    LOCK_NAME,
+    QueueCommand,
+    apply_left_offline,
+    apply_offline,
+    format_listing,
+    read_commands,
+    submit,
+    take_lock,
+    validate_ids,
+)
+from test_cli_serve import ROOT
+
+MESSAGE = b"Subject: one\r\n\r\nx\r\n"
+
+
+class _TookTooLong(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _within(seconds: float) -> Iterator[None]:
+    """Fail, not hang, when the block blocks (an open of a FIFO no one writes)."""
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise _TookTooLong(f"still blocked after {seconds}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _queue_with(tmp_path: Path, count: int) -> tuple[Queue, list[QueueEntry]]:
+    queue = Queue(tmp_path / "queue")
+    queue.open()
+    entries = [queue.add(MESSAGE, "john@abc.example", [f"r{n}@pqr.example"]) for n in range(count)]
+    return queue, entries
+
+
+def _tool(data_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run(
+        [sys.executable, "-m", "smtpcore", "queue", "--data-dir", str(data_dir), *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+
+
+# -- 1. links planted in the data directory are never followed
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_what_it_names_untouched(
+    tmp_path: Path,
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious contents\n")
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    (data / LOCK_NAME).symlink_to(victim)
+    with pytest.raises(ConfigError, match=LOCK_NAME):
+        take_lock(data, "queue-tool")
+    assert victim.read_text() == "precious contents\n"
+
+
+def test_a_commands_directory_that_is_a_link_is_neither_read_nor_written(
+    tmp_path: Path,
+) -> None:
+    queue, (entry,) = _queue_with(tmp_path, 1)
+    victim = tmp_path / "victimdir"
+    victim.mkdir()
+    (victim / "settings.json").write_text('{"config": 1}')
+    (tmp_path / "queue" / "commands").symlink_to(victim)
+    told: list[str] = []
+    assert read_commands(tmp_path / "queue", told.append) == []
+    assert "not a directory" in told[0]
+    with pytest.raises(ConfigError, match="commands"):
+        apply_left_offline(queue, 0.0, tell=told.append)
+    with pytest.raises(OSError, match="not a directory"):
+        submit(tmp_path / "queue", QueueCommand("hold", (entry.id,)), pid=0)
+    assert [p.name for p in victim.iterdir()] == ["settings.json"]
+
+
+def test_a_command_file_that_is_a_link_is_dropped_not_followed(tmp_path: Path) -> None:
+    _queue_with(tmp_path, 1)
+    victim = tmp_path / "victim.json"
+    victim.write_text('{"action": "delete", "ids": [], "all": false}')
+    commands = tmp_path / "queue" / "commands"
+    commands.mkdir(mode=0o700)
+    (commands / "00000000000000000001.json").symlink_to(victim)
+    assert read_commands(tmp_path / "queue", lambda line: None) == []
+    assert victim.exists() and not list(commands.iterdir())
+
+
+def test_a_link_planted_where_a_new_envelope_goes_is_not_written_through(
+    tmp_path: Path,
+) -> None:
+    queue, _ = _queue_with(tmp_path, 0)
+    victim = tmp_path / "victim"
+    victim.write_text("precious contents\n")
+    spool = queue.spool()
+    spool.write(MESSAGE)
+    (tmp_path / "queue" / "tmp" / f"{spool.id}.envelope").symlink_to(victim)
+    with pytest.raises(FileExistsError):
+        queue.prepare(spool, "john@abc.example", ["a@pqr.example"])
+    assert victim.read_text() == "precious contents\n"
+
+
+def test_a_corrupt_directory_that_is_a_link_receives_nothing(tmp_path: Path) -> None:
+    queue, (entry,) = _queue_with(tmp_path, 1)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "queue" / "corrupt").symlink_to(elsewhere)
+    queue.envelope_path(entry.id).write_text("{ damaged")
+    assert Queue(tmp_path / "queue").open() == []
+    assert not list(elsewhere.iterdir())
+    assert queue.envelope_path(entry.id).exists()  # left where it is, and skipped
+
+
+def test_a_queue_subdirectory_that_is_a_link_stops_the_queue_opening(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "queue").mkdir(mode=0o700)
+    (tmp_path / "queue" / "tmp").symlink_to(elsewhere)
+    (elsewhere / "precious").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        Queue(tmp_path / "queue").open()
+    assert (elsewhere / "precious").exists()
+
+
+@pytest.mark.parametrize("shared", ["data", "queue"])
+def test_the_queue_tool_refuses_a_directory_others_may_write(tmp_path: Path, shared: str) -> None:
+    _queue_with(tmp_path, 1)
+    where = tmp_path if shared == "data" else tmp_path / "queue"
+    where.chmod(0o777)
+    for action in ("list", "flush"):
+        result = _tool(tmp_path, action)
+        assert result.returncode == 2, result.stdout
+        assert result.stderr == (
+            f"smtpcore queue: --data-dir: {where} may be written by other users "
+            f"(mode 0777), who could plant links there: chmod go-w {where}\n"
+        )
+
+
+def test_serve_refuses_a_data_directory_others_may_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "zone").write_text("")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data").chmod(0o775)
+    argv = ["serve", "--data-dir", "data", "--domain", "abc.example", "--resolver", "static:zone"]
+    argv += ["--smtp-port", "0", "--submission-port", "0", "--pop3-port", "0"]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == (
+        "smtpcore serve: --data-dir: data may be written by other users (mode 0775), "
+        "who could plant links there: chmod go-w data\n"
+    )
+    assert not (tmp_path / "data" / LOCK_NAME).exists()
+
+
+def test_serve_makes_a_missing_data_directory_private(tmp_path: Path) -> None:
+    """Made 0755 before (``mkdir``'s default mode), 0775 under a umask of 002: a data
+    directory the server made itself must pass its own check."""
+    from smtpcore.server.config import ServerConfig
+    from smtpcore.server.mailserver import MailServer
+    from smtpcore.server.queuectl import release_lock
+
+    old = os.umask(0o002)
+    try:
+        server = MailServer(ServerConfig(data_dir=tmp_path / "a" / "data"))
+        server._prepare_storage()
+    finally:
+        os.umask(old)
+    assert server._lock_fd is not None
+    release_lock(server._lock_fd)
+    assert (tmp_path / "a" / "data").stat().st_mode & 0o777 == 0o700
+
+
+# -- 2. FIFOs, directories and dot-files among the envelopes
+
+
+def test_a_fifo_among_the_envelopes_is_damage_not_a_hang(tmp_path: Path) -> None:
+    queue, (good,) = _queue_with(tmp_path, 1)
+    os.mkfifo(queue.envelope_path("0000000000"))
+    queue.content_path("0000000000").write_bytes(MESSAGE)
+    with _within(5):
+        assert [e.id for e in queue.entries()] == [good.id]
+        assert validate_ids(queue, ["0000000000"]) == ("0000000000",)
+        assert [e.id for e in Queue(tmp_path / "queue").open()] == [good.id]
+    corrupt = tmp_path / "queue" / "corrupt"
+    assert sorted(p.name for p in corrupt.iterdir()) == [
+        "0000000000.envelope",
+        "0000000000.message",
+    ]
+
+
+def test_queue_list_and_hold_do_not_hang_on_a_fifo(tmp_path: Path) -> None:
+    queue, (good,) = _queue_with(tmp_path, 1)
+    os.mkfifo(queue.envelope_path("0000000000"))
+    listed = _tool(tmp_path, "list")
+    assert listed.returncode == 0 and listed.stdout.startswith(good.id), listed.stderr
+    assert _tool(tmp_path, "hold", "ALL").returncode == 0
+    assert queue.load(good.id).held
+
+
+def test_dot_files_among_the_envelopes_are_not_queue_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``envelopes/.hidden`` was logged at ERROR as a message lost from the queue, and
+    moved to ``corrupt/``."""
+    queue, (good,) = _queue_with(tmp_path, 1)
+    hidden = tmp_path / "queue" / "envelopes" / ".hidden"
+    hidden.write_text("an editor's file")
+    assert [e.id for e in queue.entries()] == [good.id]
+    assert [e.id for e in Queue(tmp_path / "queue").open()] == [good.id]
+    assert hidden.exists() and "lost" not in caplog.text
+
+
+# -- 3. the tool reads the queue a message at a time
+
+
+def test_the_listing_streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first message is listed before the last is read: nothing waits for, or
+    holds, the whole queue."""
+    queue, _ = _queue_with(tmp_path, 3)
+    loaded: list[str] = []
+    real_load = Queue.load
+
+    def counting_load(self: Queue, queue_id: str) -> QueueEntry:
+        loaded.append(queue_id)
+        return real_load(self, queue_id)
+
+    monkeypatch.setattr(Queue, "load", counting_load)
+    lines = format_listing(queue, 0.0)
+    first = next(lines)
+    assert len(loaded) == 1 and first.startswith(loaded[0])
+    rest = list(lines)
+    assert len(loaded) == 3
+    assert rest[-1] == f"-- 3 messages, {3 * len(MESSAGE)} octets"
+
+
+def test_acting_on_one_id_reads_that_envelope_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue, entries = _queue_with(tmp_path, 3)
+    target = entries[1].id
+    loaded: list[str] = []
+    real_load = Queue.load
+
+    def counting_load(self: Queue, queue_id: str) -> QueueEntry:
+        loaded.append(queue_id)
+        return real_load(self, queue_id)
+
+    monkeypatch.setattr(Queue, "load", counting_load)
+    assert validate_ids(queue, [target.lower()]) == (target,)
+    assert loaded == []
+    assert apply_offline(queue, QueueCommand("hold", (target,)), 0.0) == [target]
+    assert loaded == [target]
+    for bad in ("../envelopes/" + target, "0123456789", target + "0"):
+        with pytest.raises(ConfigError, match="no message"):
+            validate_ids(queue, [bad])
