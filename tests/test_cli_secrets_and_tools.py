@@ -352,6 +352,41 @@ def test_send_and_fetch_without_a_password_anywhere_fail_with_one_line(tmp_path:
         assert "Traceback" not in result.stderr
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _end_of_file(prompt: str = "") -> str:
+    raise EOFError  # what getpass raises for Ctrl-D at its prompt
+
+
+def test_end_of_file_at_a_password_prompt_is_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-D at the prompt of ``hash-password``, ``send`` or ``fetch`` was an EOFError
+    traceback and status 1, where one line is promised."""
+    with pytest.raises(ConfigError, match="no password given"):
+        read_password(
+            given=None,
+            password_file=None,
+            user="u",
+            environ={},
+            interactive=lambda: True,
+            prompt=_end_of_file,
+        )
+    import getpass
+
+    monkeypatch.setattr(getpass, "getpass", _end_of_file)
+    monkeypatch.setattr(sys, "stdin", _Terminal())
+    monkeypatch.delenv(ENVIRONMENT_VARIABLE, raising=False)
+    send = ("send", "--server", "127.0.0.1:9", "--from", "a@b.example", "--to", "c@d.example")
+    fetch = ("fetch", "--server", "127.0.0.1:9")
+    for argv in (("hash-password",), (*send, "--user", "a@b.example"), (*fetch, "--user", "u")):
+        assert cli.main(list(argv)) == 2
+        assert capsys.readouterr().err == f"smtpcore {argv[0]}: no password given\n"
+
+
 # -- item 14: send -----------------------------------------------------------------------------
 
 
@@ -579,3 +614,51 @@ def test_send_starttls_to_a_server_without_it_says_the_refusal_is_its_own(
         assert said in out, out
         assert "the server does not offer STARTTLS" in out and "454" not in out, out
         assert abc.stop() == 0
+
+
+def test_send_says_a_refusal_before_mail_is_its_own_not_the_servers() -> None:
+    """8-bit content for a server without 8BITMIME printed ``MAIL refused: 554 5.6.3 the
+    server does not offer 8BITMIME``: a reply the server never sent. Every error this
+    client raised on its own reads as its refusal, whichever kind it is."""
+    from typing import cast
+
+    from smtpcore._driver import BaseSMTPClient
+    from smtpcore._driver._smtp_errors import ExtensionNotOffered, MessageTooLarge
+    from smtpcore.address import parse_mailbox
+    from smtpcore.server.tools import _submit
+    from smtpcore.smtp import Reply
+
+    class Refusing:
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        async def send_message(self, *args: object) -> None:
+            raise self.error
+
+        async def quit(self) -> None:
+            return None
+
+    eight_bit = ExtensionNotOffered(
+        None, "8BITMIME", Reply(554, "the server does not offer 8BITMIME", "5.6.3")
+    )
+    utf8 = ExtensionNotOffered(
+        None, "SMTPUTF8", Reply(553, "the server does not offer SMTPUTF8", "5.6.7")
+    )
+    rcpts = [parse_mailbox("c@d.example")]
+    for error in (eight_bit, utf8, MessageTooLarge(2000, 1000)):
+        client = cast(BaseSMTPClient, Refusing(error))
+        (fate,) = asyncio.run(_submit(client, b"x", "a@b.example", rcpts, "srv"))
+        assert fate.local and not fate.accepted, fate
+        assert fate.text.startswith("srv: MAIL not sent: this client refused to go on: "), fate
+        assert str(error.reply.code) not in fate.text, fate
+
+
+def test_fetch_delete_without_a_maildir_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """``fetch --delete`` alone read each message for its summary line, then deleted it:
+    the mail was thrown away. It is a usage error now, before any password is asked."""
+    argv = ["fetch", "--server", "127.0.0.1:9", "--user", "u", "--delete"]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == (
+        "smtpcore fetch: --delete needs --to-maildir: the messages would be deleted "
+        "from the server without being kept anywhere\n"
+    )

@@ -393,7 +393,11 @@ def _add_fetch(commands: Any) -> None:
         help="how to log in (default auto: without TLS, SCRAM-SHA-256, APOP or CRAM-MD5 "
         "when offered, so the password does not cross in the clear; else USER/PASS)",
     )
-    fetch.add_argument("--delete", action="store_true", help="delete what was retrieved")
+    fetch.add_argument(
+        "--delete",
+        action="store_true",
+        help="delete what was stored from the server (needs --to-maildir)",
+    )
     fetch.add_argument(
         "--to-maildir", type=Path, metavar="DIR", help="store the messages in this Maildir"
     )
@@ -645,13 +649,12 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _run_hash_password() -> int:
-    import getpass
-
     from smtpcore.server.credentials import hash_password
+    from smtpcore.server.passwords import ask_password
 
     if sys.stdin.isatty():
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
+        password = ask_password("Password: ")
+        if ask_password("Again: ") != password:
             print("smtpcore hash-password: the passwords differ", file=sys.stderr)
             return 1
     else:

@@ -4,6 +4,8 @@ Whatever is on a command line shows in ``ps`` to every user of the machine.
 So a password comes, in this order, from ``--password-file`` (its first
 line), the ``SMTPCORE_PASSWORD`` environment variable, or a prompt when
 standard input is a terminal; ``--password`` still works, with a warning.
+End of file at the prompt (Ctrl-D) is no password: one line, as the CLI's other
+mistakes, never a traceback.
 """
 
 from __future__ import annotations
@@ -16,13 +18,22 @@ from pathlib import Path
 
 from smtpcore.server.config import ConfigError
 
-__all__ = ["ENVIRONMENT_VARIABLE", "ARGV_WARNING", "read_password"]
+__all__ = ["ENVIRONMENT_VARIABLE", "ARGV_WARNING", "ask_password", "read_password"]
 
 ENVIRONMENT_VARIABLE = "SMTPCORE_PASSWORD"
 ARGV_WARNING = (
     "warning: a password on the command line shows in `ps` to every user of this "
     "machine; use --password-file, the SMTPCORE_PASSWORD environment variable or the prompt"
 )
+
+
+def ask_password(text: str, prompt: Callable[[str], str] | None = None) -> str:
+    """What the user types at the prompt ``text`` (``getpass`` unless ``prompt`` is
+    given); end of file there is a :class:`ConfigError`, for getpass raises EOFError."""
+    try:
+        return (prompt or getpass.getpass)(text)
+    except EOFError:
+        raise ConfigError("no password given") from None
 
 
 def read_password(
@@ -32,10 +43,11 @@ def read_password(
     user: str,
     environ: Mapping[str, str] = os.environ,
     interactive: Callable[[], bool] = lambda: sys.stdin.isatty(),
-    prompt: Callable[[str], str] = getpass.getpass,
+    prompt: Callable[[str], str] | None = None,
     warn: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
 ) -> str:
-    """The password for ``user``, from where the module docstring says."""
+    """The password for ``user``, from where the module docstring says (``prompt``:
+    ``getpass`` when None)."""
     if given is not None:
         warn(f"smtpcore: {ARGV_WARNING}")
         return given
@@ -59,7 +71,7 @@ def read_password(
     if environ.get(ENVIRONMENT_VARIABLE):
         return environ[ENVIRONMENT_VARIABLE]
     if interactive():
-        return prompt(f"Password for {user}: ")
+        return ask_password(f"Password for {user}: ", prompt)
     raise ConfigError(
         f"no password for {user}: give --password-file FILE, set {ENVIRONMENT_VARIABLE}, "
         "or run on a terminal to be asked"

@@ -146,14 +146,8 @@ async def _submit(
     """One transaction on a connected client; every recipient's fate, errors included."""
     try:
         result = await client.send_message(content, sender, rcpts)
-    except SenderRefused as exc:
-        text = f"{where}: MAIL refused: {_reply_text(exc.reply)}"
-        return [_Fate(str(r), False, text, _for_now(exc.reply)) for r in rcpts]
-    except (RecipientsRefused, MessageRefused) as exc:
-        if exc.result is not None and isinstance(exc, RecipientsRefused):
-            return _fates(exc.result, where)
-        text = f"{where}: {exc.command} refused: {_reply_text(exc.reply)}"
-        return [_Fate(str(r), False, text, _for_now(exc.reply)) for r in rcpts]
+    except SMTPReplyError as exc:
+        return _refusal_fates(exc, rcpts, where)
     except SMTPError as exc:  # no answer in time, the connection lost
         return [_error_fate(str(r), where, exc, True) for r in rcpts]
     except (ProtocolError, ValueError) as exc:  # what the server's extensions rule out
@@ -161,6 +155,22 @@ async def _submit(
     finally:
         await client.quit()
     return _fates(result, where)
+
+
+def _refusal_fates(exc: SMTPReplyError, rcpts: Sequence[Mailbox], where: str) -> list[_Fate]:
+    """Every recipient's fate after a refusal. This client's own (:attr:`local`: a
+    message it would not send, as ``ExtensionNotOffered`` or ``MessageTooLarge``)
+    comes first, whatever its kind: its reply is none a server sent, and must not read
+    as one. Then the server's, by the command it refused."""
+    later = _for_now(exc.reply)
+    if exc.local:
+        return [_error_fate(str(r), where, exc, later) for r in rcpts]
+    if isinstance(exc, RecipientsRefused) and exc.result is not None:
+        return _fates(exc.result, where)
+    if isinstance(exc, (SenderRefused, RecipientsRefused, MessageRefused)):
+        text = f"{where}: {exc.command} refused: {_reply_text(exc.reply)}"
+        return [_Fate(str(r), False, text, later) for r in rcpts]
+    return [_error_fate(str(r), where, exc, True) for r in rcpts]
 
 
 def _client(
@@ -505,7 +515,14 @@ def _fetch_failed(exc: Exception) -> None:
 
 def run_fetch(args: argparse.Namespace, say: Callable[[str], None] = print) -> int:
     """``fetch``: a line per message; 0 when every message was retrieved, else a one-line
-    error on standard error and 1."""
+    error on standard error and 1. ``--delete`` needs ``--to-maildir``: without it the
+    messages are only read for their summary lines, and deleting them would throw the
+    mail away (fetchmail, getmail and mpop delete only what they delivered)."""
+    if args.delete and args.to_maildir is None:
+        raise ConfigError(
+            "--delete needs --to-maildir: the messages would be deleted from the server "
+            "without being kept anywhere"
+        )
     args.password = read_password(
         given=args.password, password_file=args.password_file, user=args.user
     )
