@@ -9,6 +9,7 @@ anything."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -33,6 +34,7 @@ from smtpcore.server.queuectl import (
     take_lock,
     validate_ids,
 )
+from smtpcore.server.safefiles import NotRegularFile
 from test_cli_serve import ROOT
 
 MESSAGE = b"Subject: one\r\n\r\nx\r\n"
@@ -158,17 +160,23 @@ def test_a_queue_subdirectory_that_is_a_link_stops_the_queue_opening(tmp_path: P
 
 
 @pytest.mark.parametrize("shared", ["data", "queue"])
-def test_the_queue_tool_refuses_a_directory_others_may_write(tmp_path: Path, shared: str) -> None:
-    _queue_with(tmp_path, 1)
+def test_the_queue_tool_refuses_to_change_a_directory_others_may_write(
+    tmp_path: Path, shared: str
+) -> None:
+    """``list`` writes nothing and opens every file without following a link: it works
+    for whoever may read the queue, whatever the directories' modes."""
+    (entry,) = _queue_with(tmp_path, 1)[1]
     where = tmp_path if shared == "data" else tmp_path / "queue"
     where.chmod(0o777)
-    for action in ("list", "flush"):
-        result = _tool(tmp_path, action)
-        assert result.returncode == 2, result.stdout
-        assert result.stderr == (
-            f"smtpcore queue: --data-dir: {where} may be written by other users "
-            f"(mode 0777), who could plant links there: chmod go-w {where}\n"
-        )
+    result = _tool(tmp_path, "flush")
+    assert result.returncode == 2, result.stdout
+    assert result.stderr == (
+        f"smtpcore queue: --data-dir: {where} (mode 0777) may be written by other users, "
+        f"who could plant links there: chmod go-w {where}\n"
+    )
+    listed = _tool(tmp_path, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith(entry.id)
 
 
 def test_serve_refuses_a_data_directory_others_may_write(
@@ -182,7 +190,7 @@ def test_serve_refuses_a_data_directory_others_may_write(
     argv += ["--smtp-port", "0", "--submission-port", "0", "--pop3-port", "0"]
     assert cli.main(argv) == 2
     assert capsys.readouterr().err == (
-        "smtpcore serve: --data-dir: data may be written by other users (mode 0775), "
+        "smtpcore serve: --data-dir: data (mode 0775) may be written by other users, "
         "who could plant links there: chmod go-w data\n"
     )
     assert not (tmp_path / "data" / LOCK_NAME).exists()
@@ -289,3 +297,123 @@ def test_acting_on_one_id_reads_that_envelope_alone(
     for bad in ("../envelopes/" + target, "0123456789", target + "0"):
         with pytest.raises(ConfigError, match="no message"):
             validate_ids(queue, [bad])
+
+
+# -- 4. what an upgrade, root and the operator's typing meet
+
+
+def _serve_argv(data: str) -> list[str]:
+    argv = ["serve", "--data-dir", data, "--domain", "abc.example", "--resolver", "static:zone"]
+    return [*argv, "--smtp-port", "0", "--submission-port", "0", "--pop3-port", "0"]
+
+
+def test_serve_starts_on_a_private_data_directory_another_user_owns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Root in a container on a volume the host's user owns, or root serving a directory
+    given to a service user: ``serve`` never drops privileges, so "run as its owner" could
+    not be done. Only the mode is checked; links are refused by how files are opened."""
+    from smtpcore.server.config import ServerConfig
+    from smtpcore.server.mailserver import MailServer
+    from smtpcore.server.queuectl import release_lock
+
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    someone_else = data.stat().st_uid + 1
+    monkeypatch.setattr(os, "geteuid", lambda: someone_else)
+    server = MailServer(ServerConfig(data_dir=data))
+    server._prepare_storage()
+    assert server._lock_fd is not None
+    release_lock(server._lock_fd)
+
+
+def _shared_upgrade(tmp_path: Path) -> tuple[Path, Path]:
+    """A data directory and queue/ an earlier version made under a umask of 002."""
+    _queue_with(tmp_path, 1)
+    (tmp_path / "queue").chmod(0o775)
+    tmp_path.chmod(0o775)
+    return tmp_path, tmp_path / "queue"
+
+
+def test_serve_names_every_shared_directory_at_once_with_one_chmod(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After an upgrade, ``serve`` stopped on the data directory, then, once that was
+    fixed, on ``queue/``: one restart (one systemd loop) per directory."""
+    data, queue_dir = _shared_upgrade(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "zone").write_text("")
+    assert cli.main(_serve_argv("data")) == 2
+    assert capsys.readouterr().err == (
+        "smtpcore serve: --data-dir: data (mode 0775) and data/queue (mode 0775) may be "
+        "written by other users, who could plant links there: chmod go-w data data/queue\n"
+    )
+    assert not (data / LOCK_NAME).exists()
+    assert queue_dir.stat().st_mode & 0o777 == 0o775
+
+
+def test_the_queue_tool_names_every_shared_directory_at_once(tmp_path: Path) -> None:
+    data, queue_dir = _shared_upgrade(tmp_path / "da ta")
+    result = _tool(data, "hold", "ALL")
+    assert result.returncode == 2, result.stdout
+    assert result.stderr == (
+        f"smtpcore queue: --data-dir: {data} (mode 0775) and {queue_dir} (mode 0775) may "
+        f"be written by other users, who could plant links there: "
+        f"chmod go-w '{data}' '{queue_dir}'\n"
+    )
+
+
+def test_an_id_given_twice_is_one_message(tmp_path: Path) -> None:
+    queue, (entry,) = _queue_with(tmp_path, 1)
+    assert validate_ids(queue, [entry.id, entry.id.lower(), entry.id]) == (entry.id,)
+    result = _tool(tmp_path, "hold", entry.id, entry.id)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "queue hold: 1 messages\n"
+
+
+def test_a_damaged_entry_named_is_reported_skipped_with_a_failing_status(
+    tmp_path: Path,
+) -> None:
+    """Its id passes the check by name, and the action then skipped it in silence:
+    ``0 messages`` and status 0, where the earlier check refused it (status 2)."""
+    queue, (good,) = _queue_with(tmp_path, 1)
+    queue.envelope_path("0123456789").write_text("{ damaged")
+    queue.content_path("0123456789").write_bytes(MESSAGE)
+    result = _tool(tmp_path, "hold", "0123456789", good.id)
+    assert result.returncode == 2, result.stderr
+    skipped, done = result.stdout.splitlines()
+    assert skipped.startswith("queue hold: 0123456789 skipped: damaged (")
+    assert done == "queue hold: 1 messages"
+    assert queue.load(good.id).held
+    told: list[str] = []
+    command = QueueCommand("delete", ("0123456789",))
+    assert apply_offline(queue, command, 0.0, told.append) == []
+    assert len(told) == 1 and told[0].startswith("queue delete: 0123456789 skipped: damaged")
+    assert queue.envelope_path("0123456789").exists()
+
+
+def test_the_whole_content_is_read_without_following_a_link(tmp_path: Path) -> None:
+    queue, (entry,) = _queue_with(tmp_path, 1)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"not the queue's\r\n")
+    queue.content_path(entry.id).unlink()
+    queue.content_path(entry.id).symlink_to(victim)
+    with pytest.raises(NotRegularFile):
+        queue.read_content(entry.id)
+
+
+def test_a_command_file_naming_a_path_not_an_id_is_damaged(tmp_path: Path) -> None:
+    """A command file's ids went to ``Queue.load`` and ``Queue.remove`` unchecked:
+    ``../messages/ID`` reached a file outside ``envelopes/``."""
+    queue, (entry,) = _queue_with(tmp_path, 1)
+    commands = tmp_path / "queue" / "commands"
+    commands.mkdir(mode=0o700)
+    bad = {"action": "delete", "ids": [f"../messages/{entry.id}"], "all": False}
+    (commands / "00000000000000000001.json").write_text(json.dumps(bad))
+    assert read_commands(tmp_path / "queue", lambda line: None) == []
+    with pytest.raises(ValueError, match="queue id"):
+        QueueCommand("delete", (f"../envelopes/{entry.id}",))
+    for method in (queue.load, queue.remove):
+        with pytest.raises(ValueError, match="queue id"):
+            method(f"../envelopes/{entry.id}")
+    assert queue.read_content(entry.id) == MESSAGE

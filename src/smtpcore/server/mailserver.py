@@ -40,7 +40,7 @@ from smtpcore.server.queue import Queue
 from smtpcore.server.queuectl import read_commands, release_lock, take_lock
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
-from smtpcore.server.safefiles import check_private_directory
+from smtpcore.server.safefiles import check_private_directories
 from smtpcore.server.waits import CUT_OFF, Threads, finish
 
 __all__ = ["TMP_SCAN_EVERY", "Listener", "MailServer", "server_tls_context"]
@@ -283,14 +283,15 @@ class MailServer:
 
     def _prepare_storage(self) -> list[Any]:
         """The data directory made ready, its lock taken; a storage error is a
-        :class:`ConfigError` naming the path, not one of the listeners'."""
+        :class:`ConfigError` naming the path, not one of the listeners'. The data and
+        queue directories are checked together, before anything is written in them
+        (see :func:`~smtpcore.server.safefiles.check_private_directories`)."""
         try:
             make_private_directory(self.config.data_dir)
-            check_private_directory(self.config.data_dir)
+            check_private_directories(self.config.data_dir, self.config.queue_dir)
             self._lock_data_dir()
             self.mailboxes.create_all()
             make_private_directory(self.config.queue_dir)
-            check_private_directory(self.config.queue_dir)
             return self.queue.open()
         except FileExistsError as exc:  # mkdir(exist_ok=True) found something else there
             not_a_directory = os.strerror(errno.ENOTDIR)

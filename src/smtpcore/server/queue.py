@@ -81,6 +81,15 @@ def is_queue_id(text: str) -> bool:
     return _QUEUE_ID.fullmatch(text) is not None
 
 
+def _checked(queue_id: str) -> str:
+    """``queue_id``, or a ``ValueError`` when it is not of an id's form: ids come from
+    command files and command lines too, and one such as ``../messages/ID`` would make a
+    path to another file."""
+    if not is_queue_id(queue_id):
+        raise ValueError(f"not a queue id: {queue_id!r}")
+    return queue_id
+
+
 class RecipientStatus(enum.Enum):
     """Where one recipient of a queued message stands."""
 
@@ -411,8 +420,10 @@ class Spool:
             self._file.close()
 
     def open(self) -> BinaryIO:
-        """The content, for reading (after :meth:`finish`)."""
-        return self.path.open("rb")
+        """The content, for reading (after :meth:`finish`); opened as every queue file is
+        (see :func:`~smtpcore.server.safefiles.open_regular`), though it is this
+        process's own, made with ``O_EXCL`` in ``tmp/``: one opener, no case to argue."""
+        return os.fdopen(open_regular(self.path), "rb")
 
     def discard(self) -> None:
         """Close and remove the file. Closing flushes what is buffered, which fails on
@@ -442,7 +453,9 @@ class QueuedContent:
 
     @property
     def size(self) -> int:
-        return self.path.stat().st_size
+        """The content's size. ``lstat``: a link in its place is not followed (its own
+        size is given, and :meth:`open` refuses it); no stat blocks on a FIFO."""
+        return os.lstat(self.path).st_size
 
     def header(self, limit: int = MAX_HEADER) -> bytes:
         """The header section and the empty line after it (RFC 5322 §2.1), or the first
@@ -772,15 +785,16 @@ class Queue:
         :meth:`QueueEntry.from_json`), a link or anything but a regular file included
         (a FIFO opened to be read would block for ever), and for one that names another
         id: its files are found, and removed, by the id it names."""
-        data = read_regular_bytes(self.envelope_path(queue_id))
+        data = read_regular_bytes(self.envelope_path(_checked(queue_id)))
         entry = QueueEntry.from_json(data.decode("utf-8"))
         if entry.id != queue_id:
             raise ValueError(f"malformed queue file: it names the entry {entry.id!r}")
         return entry
 
     def read_content(self, queue_id: str) -> bytes:
-        """The whole content, for tools and tests; the relay reads :meth:`content`."""
-        return self.content_path(queue_id).read_bytes()
+        """The whole content, for tools and tests; the relay reads :meth:`content`. A
+        link or a FIFO in its place is a ``ValueError``, as for :meth:`load`."""
+        return read_regular_bytes(self.content_path(_checked(queue_id)))
 
     def content(self, queue_id: str) -> QueuedContent:
         """The content of ``queue_id``, to be read in pieces."""
@@ -799,6 +813,6 @@ class Queue:
 
     def remove(self, queue_id: str) -> None:
         """End an entry: the envelope goes first, so a crash leaves only an orphan."""
-        self.envelope_path(queue_id).unlink(missing_ok=True)
+        self.envelope_path(_checked(queue_id)).unlink(missing_ok=True)
         fsync_directory(self.directory / "envelopes")
         self.content_path(queue_id).unlink(missing_ok=True)

@@ -33,7 +33,7 @@ from typing import Final
 
 from smtpcore.server.config import ConfigError
 from smtpcore.server.log import logger
-from smtpcore.server.queue import Queue, QueueEntry
+from smtpcore.server.queue import Queue, QueueEntry, is_queue_id
 from smtpcore.server.safefiles import (
     NotRegularFile,
     create_new,
@@ -77,6 +77,9 @@ class QueueCommand:
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise ValueError(f"unknown queue action {self.action!r}")
+        for queue_id in self.ids:  # read from a file: a path there would reach elsewhere
+            if not is_queue_id(queue_id):
+                raise ValueError(f"not a queue id: {queue_id!r}")
         object.__setattr__(self, "_members", frozenset(self.ids))
 
     def applies_to(self, queue_id: str) -> bool:
@@ -218,7 +221,7 @@ def _pinned(queue_dir: Path, command: QueueCommand) -> QueueCommand:
     """``command``, one for every message made one for the messages queued now."""
     if command.ids or command.pinned:
         return command
-    ids = tuple(sorted(Queue(queue_dir).ids()))
+    ids = tuple(sorted(filter(is_queue_id, Queue(queue_dir).ids())))
     return replace(command, ids=ids, pinned=True)
 
 
@@ -395,10 +398,11 @@ def apply_offline(
     queue: Queue, command: QueueCommand, now: float, tell: Callable[[str], object] = print
 ) -> list[str]:
     """Carry ``command`` out on the files, no server running; the ids acted on. What a
-    delete drops beyond the message (see :func:`dropped_report`) goes to ``tell``.
-    Only the envelopes of the messages it names are read, one at a time."""
+    delete drops beyond the message (see :func:`dropped_report`), and each id it names
+    but skips (see :func:`_targets`), go to ``tell``. Only the envelopes of the messages
+    it names are read, one at a time."""
     done = []
-    for entry in _targets(queue, command):
+    for entry in _targets(queue, command, lambda line: tell(f"queue {command.action}: {line}")):
         if command.action == "delete":
             queue.remove(entry.id)
             if (dropped := dropped_report(entry)) is not None:
@@ -437,17 +441,35 @@ def apply_left_offline(queue: Queue, now: float, tell: Callable[[str], object] =
     return len(left)
 
 
-def _targets(queue: Queue, command: QueueCommand) -> Iterator[QueueEntry]:
-    """The entries ``command`` acts on, loaded one at a time; one gone or damaged is
-    skipped. Every message's ids are taken first (names only, none read): the files are
-    rewritten by renames while this goes on, which a directory read under way may or
-    may not show again."""
+def _targets(
+    queue: Queue, command: QueueCommand, skipped: Callable[[str], object]
+) -> Iterator[QueueEntry]:
+    """The entries ``command`` acts on, loaded one at a time. An id it names that is gone
+    or damaged is skipped and told to ``skipped`` with why: the operator asked for it.
+    For ``ALL``, such files are no messages (``list`` shows none of them), and are
+    skipped in silence. Every message's ids are taken first (names only, none read): the
+    files are rewritten by renames while this goes on, which a directory read under way
+    may or may not show again."""
+    named = bool(command.ids) and not command.pinned
     ids = command.ids if command.ids or command.pinned else tuple(sorted(queue.ids()))
     for queue_id in ids:
-        try:
-            yield queue.load(queue_id)
-        except (OSError, ValueError):
-            continue
+        found = _load_or_why(queue, queue_id)
+        if isinstance(found, QueueEntry):
+            yield found
+        elif named:
+            skipped(f"{queue_id} skipped: {found}")
+
+
+def _load_or_why(queue: Queue, queue_id: str) -> QueueEntry | str:
+    """The entry ``queue_id``, or why it cannot be acted on."""
+    try:
+        return queue.load(queue_id)
+    except FileNotFoundError:
+        return "no longer in the queue"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    except ValueError as exc:  # a link, a FIFO, not an entry's JSON
+        return f"damaged ({exc}): see queue/corrupt/ after the next start"
 
 
 def _age(seconds: float) -> str:
@@ -489,10 +511,11 @@ def _entry_lines(entry: QueueEntry, now: float) -> Iterator[str]:
 
 def validate_ids(queue: Queue, ids: Sequence[str]) -> tuple[str, ...]:
     """``ALL`` (every message) as no ids; otherwise the ids, each of a queue id's form
-    and with its envelope in the queue (none is read: see :meth:`Queue.has`)."""
+    and with its envelope in the queue (none is read: see :meth:`Queue.has`), in the
+    order given and each once."""
     if [i.upper() for i in ids] == ["ALL"]:
         return ()
     for queue_id in ids:
         if not queue.has(queue_id.upper()):
             raise ConfigError(f"no message {queue_id} in the queue")
-    return tuple(i.upper() for i in ids)
+    return tuple(dict.fromkeys(i.upper() for i in ids))  # one message, named twice, is one

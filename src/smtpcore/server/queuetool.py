@@ -21,7 +21,7 @@ from smtpcore.server.queuectl import (
     validate_ids,
 )
 from smtpcore.server.safefiles import (
-    check_private_directory,
+    check_private_directories,
     owner_name,
     require_real_directory,
 )
@@ -44,17 +44,14 @@ def _run(args: argparse.Namespace) -> int:
     queue_dir = data_dir / "queue"
     if not (queue_dir / "envelopes").is_dir():
         raise ConfigError(f"--data-dir: no queue in {data_dir}")
-    changes = args.action != "list"
-    if changes:
-        _check_owner(queue_dir)
-    for directory in (data_dir, queue_dir):
-        check_private_directory(directory, owned=changes)
     require_real_directory(queue_dir / "envelopes")
     queue = Queue(queue_dir)
-    if args.action == "list":
+    if args.action == "list":  # writes nothing, and follows no link: for any reader
         for line in format_listing(queue, time.time()):
             print(loggable(line))  # remote servers' replies, senders' addresses
         return 0
+    _check_owner(queue_dir)
+    check_private_directories(data_dir, queue_dir)
 
     def tell(line: str) -> None:
         print(loggable(line))  # senders' addresses
@@ -79,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
         done = apply_offline(queue, command, time.time(), tell)
     later = " (delivered when the server starts)" if args.action in ("flush", "release") else ""
     print(f"queue {args.action}: {len(done)} messages{later}")
-    return 0
+    return 2 if set(ids) - set(done) else 0  # each id skipped was told, with its reason
 
 
 def _check_owner(queue_dir: Path) -> None:
@@ -88,8 +85,8 @@ def _check_owner(queue_dir: Path) -> None:
     the server, the lock) would be this user's, mode 0600, and the server could read
     none of them: it set the message aside as damaged, or never saw the command.
     Refused rather than each file given to the owner: every file the tool creates, now
-    or later, would need its ``chown``, and one forgotten is that loss again. ``list``
-    only reads, and is not refused."""
+    or later, would need its ``chown``, and one forgotten is that loss again. Root is
+    refused as any other user is. ``list`` only reads, and is not refused."""
     owner = queue_dir.stat().st_uid
     if os.geteuid() == owner:
         return

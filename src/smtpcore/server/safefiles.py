@@ -6,7 +6,7 @@ a write or an unlink would then reach through it) or a FIFO (whose read blocks f
 ever). Postfix opens its queue files with ``safe_open`` for this reason, and ``postfix
 check`` refuses queue directories others may write. So every queue file and the lock
 are opened here: never through a link, never blocking, and only as a regular file; a
-directory the server works in must be a real one; and :func:`check_private_directory`
+directory the server works in must be a real one; and :func:`check_private_directories`
 refuses, at start, a data or queue directory that others may write.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import pwd
+import shlex
 import stat
 from pathlib import Path
 from typing import Final
@@ -23,7 +24,7 @@ from smtpcore.server.config import ConfigError
 
 __all__ = [
     "NotRegularFile",
-    "check_private_directory",
+    "check_private_directories",
     "create_new",
     "is_visible",
     "open_regular",
@@ -96,20 +97,31 @@ def owner_name(uid: int) -> str:
         return f"uid {uid}"
 
 
-def check_private_directory(path: Path, *, owned: bool = True) -> None:
-    """:class:`ConfigError` naming ``path`` when the server may not trust what is in it:
-    group or others may write it, or (``owned``) another user owns it. Either could
-    plant a link there for this process to follow, or a file it would take for its
-    own."""
-    info = os.stat(path)
-    if owned and info.st_uid != os.geteuid():
-        raise ConfigError(
-            f"--data-dir: {path} belongs to {owner_name(info.st_uid)}, not to this user "
-            f"({owner_name(os.geteuid())}): run as its owner"
-        )
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise ConfigError(
-            f"--data-dir: {path} may be written by other users "
-            f"(mode {stat.S_IMODE(info.st_mode):04o}), who could plant links there: "
-            f"chmod go-w {path}"
-        )
+def check_private_directories(*paths: Path) -> None:
+    """:class:`ConfigError` naming every one of ``paths`` that group or others may
+    write, when any may: such a user could plant a link there for this process to
+    follow, or a file it would take for its own. All are named at once, with the one
+    ``chmod`` that fixes them: an upgrade from a version that made them under a umask of
+    002 must not stop a start once per directory. A path not there yet is skipped (it
+    is made private). The owner is not checked: root serving a directory a service
+    user, or a container's host user, owns is no danger, and links are refused by how
+    the files are opened."""
+    shared = [(path, mode) for path in paths if (mode := _shared_mode(path)) is not None]
+    if not shared:
+        return
+    named = " and ".join(f"{path} (mode {mode:04o})" for path, mode in shared)
+    command = " ".join(shlex.quote(str(path)) for path, _ in shared)
+    raise ConfigError(
+        f"--data-dir: {named} may be written by other users, who could plant links "
+        f"there: chmod go-w {command}"
+    )
+
+
+def _shared_mode(path: Path) -> int | None:
+    """``path``'s permission bits when its group or others may write it, else None (a
+    missing path included)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    return stat.S_IMODE(mode) if mode & (stat.S_IWGRP | stat.S_IWOTH) else None
