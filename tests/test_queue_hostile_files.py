@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -21,7 +22,10 @@ from types import FrameType
 import pytest
 
 from smtpcore.server import cli
-from smtpcore.server.config import ConfigError
+from smtpcore.server.config import ConfigError, ServerConfig
+from smtpcore.server.mailboxes import LocalMailboxes
+from smtpcore.server.maildir import Maildir
+from smtpcore.server.mailserver import MailServer
 from smtpcore.server.queue import Queue, QueueEntry
 from smtpcore.server.queuectl import (
     LOCK_NAME,
@@ -30,6 +34,7 @@ from smtpcore.server.queuectl import (
     apply_offline,
     format_listing,
     read_commands,
+    release_lock,
     submit,
     take_lock,
     validate_ids,
@@ -214,6 +219,52 @@ def test_serve_makes_a_missing_data_directory_private(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "data").stat().st_mode & 0o777 == 0o700
 
 
+def _maildir_swapped_for_a_link(tmp_path: Path) -> tuple[LocalMailboxes, Path]:
+    """John's Maildir, moved away by a group member of an earlier version's 0775
+    ``mailboxes/``, and a link in its place to a Maildir of theirs."""
+    config = ServerConfig(
+        domains=("abc.example",), users={"john@abc.example": "pw"}, data_dir=tmp_path / "data"
+    )
+    mailboxes = LocalMailboxes(config)
+    mailboxes.create_all()
+    theirs = tmp_path / "theirs"
+    Maildir(theirs).create()
+    john = config.mailbox_path("john@abc.example")
+    john.rename(john.with_name(".old"))
+    john.symlink_to(theirs)
+    return mailboxes, theirs
+
+
+def test_a_mailbox_that_is_a_link_receives_no_mail(tmp_path: Path) -> None:
+    """A message accepted with 250 was written into the directory the link named."""
+    mailboxes, theirs = _maildir_swapped_for_a_link(tmp_path)
+    with pytest.raises(NotADirectoryError, match=r"john@abc\.example"):
+        mailboxes.deliver("john@abc.example", "mary@pqr.example", MESSAGE)
+    with pytest.raises(NotADirectoryError):
+        mailboxes.create_all()  # at start: serve stops, naming it
+    assert [list((theirs / sub).iterdir()) for sub in ("tmp", "new", "cur")] == [[], [], []]
+
+
+def test_a_maildir_subdirectory_that_is_a_link_is_neither_written_nor_cleared(
+    tmp_path: Path,
+) -> None:
+    """``tmp/`` is cleared of files over 36 hours old: through a link, another
+    directory's files would go."""
+    maildir = Maildir(tmp_path / "m")
+    maildir.create()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious").write_text("x")
+    for sub in ("tmp", "new"):
+        (maildir.path / sub).rmdir()
+        (maildir.path / sub).symlink_to(elsewhere)
+    with pytest.raises(NotADirectoryError):
+        maildir.deliver(b"", [MESSAGE])
+    with pytest.raises(NotADirectoryError):
+        maildir.clean_tmp(now=time.time() + 40 * 3600)
+    assert [path.name for path in elsewhere.iterdir()] == ["precious"]
+
+
 # -- 2. FIFOs, directories and dot-files among the envelopes
 
 
@@ -361,6 +412,78 @@ def test_the_queue_tool_names_every_shared_directory_at_once(tmp_path: Path) -> 
         f"be written by other users, who could plant links there: "
         f"chmod go-w '{data}' '{queue_dir}'\n"
     )
+
+
+def _shared_mailboxes(data: Path, users: int) -> ServerConfig:
+    """``mailboxes/`` and each Maildir's own directory as an earlier version made them
+    under a umask of 002 (0775; ``tmp``, ``new`` and ``cur`` 0700)."""
+    keys = [f"u{n}@abc.example" for n in range(users)]
+    config = ServerConfig(domains=("abc.example",), users=dict.fromkeys(keys, "pw"), data_dir=data)
+    LocalMailboxes(config).create_all()
+    config.mailboxes_dir.chmod(0o775)
+    for key in [*keys, "postmaster@abc.example"]:
+        config.mailbox_path(key).chmod(0o775)
+    return config
+
+
+def test_serve_names_the_shared_mailbox_directories_with_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Once ``chmod go-w data data/queue`` was done, serve started, and a group member
+    could swap a user's Maildir for a link, or delete the mail accepted."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    _shared_mailboxes(data, 0)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "zone").write_text("")
+    assert cli.main(_serve_argv("data")) == 2
+    box = "data/mailboxes/postmaster@abc.example"
+    assert capsys.readouterr().err == (
+        f"smtpcore serve: --data-dir: data/mailboxes (mode 0775) and {box} (mode 0775) may "
+        f"be written by other users, who could plant links there: "
+        f"chmod go-w data/mailboxes {box}\n"
+    )
+    assert not (data / LOCK_NAME).exists()
+
+
+def test_many_shared_directories_are_named_a_few_with_one_command_for_all(
+    tmp_path: Path,
+) -> None:
+    """A line per thousand mailboxes is no line: the first few are named, and the count
+    of the others, and the one command given fixes them all."""
+    data, _ = _shared_upgrade(tmp_path / "data")
+    config = _shared_mailboxes(data, 30)
+    server = MailServer(config)
+    with pytest.raises(ConfigError) as refused:
+        server._prepare_storage()
+    line = str(refused.value)
+    assert line.startswith(
+        f"--data-dir: {data} (mode 0775), {data}/queue (mode 0775), {data}/mailboxes "
+        f"(mode 0775), {data}/mailboxes/postmaster@abc.example (mode 0775) and 30 more "
+        f"directories in {data} may be written by other users, who could plant links "
+        f"there: "
+    )
+    command = line.rsplit("there: ", 1)[1]
+    assert command == f"find {data} -type d -perm /022 -exec chmod go-w {{}} +"
+    subprocess.run(command, shell=True, check=True, timeout=20)
+    server._prepare_storage()
+    assert server._lock_fd is not None
+    release_lock(server._lock_fd)
+
+
+def test_a_command_a_stopped_server_left_skips_in_silence(tmp_path: Path) -> None:
+    """``queue release B`` printed ``queue hold: A skipped: no longer in the queue``: a
+    command the operator never gave here, and a message delivered since, as is normal."""
+    queue, (entry,) = _queue_with(tmp_path, 1)
+    gone = "0123456789"
+    submit(tmp_path / "queue", QueueCommand("hold", (gone, entry.id)), pid=0)
+    result = _tool(tmp_path, "release", entry.id)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "queue: 1 commands a stopped server left carried out first",
+        "queue release: 1 messages (delivered when the server starts)",
+    ]
+    assert not queue.load(entry.id).held
 
 
 def test_an_id_given_twice_is_one_message(tmp_path: Path) -> None:

@@ -55,6 +55,16 @@ class LocalMailboxes:
             maildir.clean_tmp()
         self._warn_of_other_spellings(keys)
 
+    def directories(self) -> list[Path]:
+        """``mailboxes/``, and each mailbox's directories that are there, to be refused
+        at start when others may write them (see
+        :func:`~smtpcore.server.safefiles.check_private_directories`): whoever may
+        could swap a Maildir for a link, or delete the mail in it."""
+        found = [self.config.mailboxes_dir]
+        for key in sorted(self._keys()):
+            found += self.maildir(key).directories()
+        return found
+
     def clean_all(self) -> int:
         """Clear each mailbox's ``tmp/`` of the files untouched for 36 hours, as a running
         server must from time to time (:meth:`Maildir.clean_tmp`: a delivery under way

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from smtpcore.maildrop import WireSize, delivery_order
+from smtpcore.server.safefiles import require_real_directory
 
 __all__ = [
     "LFWriter",
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 _COPY_SIZE: Final = 65536
+SUBDIRECTORIES: Final = ("tmp", "new", "cur")
 _counter = itertools.count(1)
 
 
@@ -240,16 +242,32 @@ class Maildir:
 
     def create(self) -> None:
         """Make the three directories, and the Maildir's own and those above it that
-        are missing, all mode 0700 (:func:`make_private_directory`)."""
-        for sub in ("tmp", "new", "cur"):
+        are missing, all mode 0700 (:func:`make_private_directory`); a link found in
+        place of one is refused (see :meth:`require_real`)."""
+        for sub in SUBDIRECTORIES:
             make_private_directory(self.path / sub)
+        self.require_real(*SUBDIRECTORIES)
+
+    def require_real(self, *subs: str) -> None:
+        """``NotADirectoryError`` unless the Maildir's own directory and ``subs`` are
+        directories themselves: one swapped for a link, by whoever could write
+        ``mailboxes/`` under an earlier version's modes, would take the mail into a
+        directory of theirs, or have :meth:`clean_tmp` remove files elsewhere. Four
+        ``lstat`` calls per delivery: cheap beside the fsyncs."""
+        for path in (self.path, *(self.path / sub for sub in subs)):
+            require_real_directory(path)
+
+    def directories(self) -> list[Path]:
+        """The Maildir's own directory and the three the server writes in."""
+        return [self.path, *(self.path / sub for sub in SUBDIRECTORIES)]
 
     def clean_tmp(self, now: float | None = None) -> int:
         """Remove the files in ``tmp/`` untouched for 36 hours: a delivery a crash cut
         short, never to be committed (the Maildir spec has readers clean them so, and
-        Dovecot does). How many went."""
+        Dovecot does). How many went; a ``tmp/`` that is a link is refused."""
         limit = (time.time() if now is None else now) - TMP_LIFETIME
         removed = 0
+        self.require_real("tmp")
         with os.scandir(self.path / "tmp") as listing:
             for entry in listing:
                 try:
@@ -265,7 +283,7 @@ class Maildir:
         return removed
 
     def exists(self) -> bool:
-        return all((self.path / sub).is_dir() for sub in ("tmp", "new", "cur"))
+        return all((self.path / sub).is_dir() for sub in SUBDIRECTORIES)
 
     def stage(
         self, prefix: bytes, content: BinaryIO | Iterable[bytes], *, name: str | None = None

@@ -283,12 +283,14 @@ class MailServer:
 
     def _prepare_storage(self) -> list[Any]:
         """The data directory made ready, its lock taken; a storage error is a
-        :class:`ConfigError` naming the path, not one of the listeners'. The data and
-        queue directories are checked together, before anything is written in them
+        :class:`ConfigError` naming the path, not one of the listeners'. The data, queue
+        and mailbox directories are checked together, before anything is written in them
         (see :func:`~smtpcore.server.safefiles.check_private_directories`)."""
         try:
             make_private_directory(self.config.data_dir)
-            check_private_directories(self.config.data_dir, self.config.queue_dir)
+            check_private_directories(
+                self.config.data_dir, self.config.queue_dir, *self.mailboxes.directories()
+            )
             self._lock_data_dir()
             self.mailboxes.create_all()
             make_private_directory(self.config.queue_dir)

@@ -395,14 +395,27 @@ def dropped_report(entry: QueueEntry) -> str | None:
 
 
 def apply_offline(
-    queue: Queue, command: QueueCommand, now: float, tell: Callable[[str], object] = print
+    queue: Queue,
+    command: QueueCommand,
+    now: float,
+    tell: Callable[[str], object] = print,
+    *,
+    own: bool = True,
 ) -> list[str]:
     """Carry ``command`` out on the files, no server running; the ids acted on. What a
-    delete drops beyond the message (see :func:`dropped_report`), and each id it names
-    but skips (see :func:`_targets`), go to ``tell``. Only the envelopes of the messages
-    it names are read, one at a time."""
+    delete drops beyond the message (see :func:`dropped_report`) goes to ``tell``; so
+    does each id it names but skips (see :func:`_targets`) when the command is the
+    operator's ``own``. One a stopped server left (``own=False``) skips in silence: a
+    line ``queue hold: ID skipped`` under ``queue release`` reads as a command never
+    given, and a message gone since it was left was delivered, as is normal. Only the
+    envelopes of the messages it names are read, one at a time."""
+
+    def skipped(line: str) -> None:
+        if own:
+            tell(f"queue {command.action}: {line}")
+
     done = []
-    for entry in _targets(queue, command, lambda line: tell(f"queue {command.action}: {line}")):
+    for entry in _targets(queue, command, skipped):
         if command.action == "delete":
             queue.remove(entry.id)
             if (dropped := dropped_report(entry)) is not None:
@@ -429,7 +442,7 @@ def apply_left_offline(queue: Queue, now: float, tell: Callable[[str], object] =
     server's would, and a tool that cannot carry it out cannot wait."""
     left, unreadable = _read_waiting(queue.directory, tell)
     for path, command in left:
-        apply_offline(queue, command, now, tell)
+        apply_offline(queue, command, now, tell, own=False)
         path.unlink(missing_ok=True)
     if unreadable:
         path, why = unreadable[0]

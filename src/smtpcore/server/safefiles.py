@@ -7,7 +7,7 @@ ever). Postfix opens its queue files with ``safe_open`` for this reason, and ``p
 check`` refuses queue directories others may write. So every queue file and the lock
 are opened here: never through a link, never blocking, and only as a regular file; a
 directory the server works in must be a real one; and :func:`check_private_directories`
-refuses, at start, a data or queue directory that others may write.
+refuses, at start, a data, queue or mailbox directory that others may write.
 """
 
 from __future__ import annotations
@@ -97,6 +97,11 @@ def owner_name(uid: int) -> str:
         return f"uid {uid}"
 
 
+_NAMED_AT_MOST: Final = 4
+"""Shared directories :func:`check_private_directories` names; past that it counts the
+others, and gives one command for all: a line per thousand mailboxes is no line."""
+
+
 def check_private_directories(*paths: Path) -> None:
     """:class:`ConfigError` naming every one of ``paths`` that group or others may
     write, when any may: such a user could plant a link there for this process to
@@ -109,12 +114,23 @@ def check_private_directories(*paths: Path) -> None:
     shared = [(path, mode) for path in paths if (mode := _shared_mode(path)) is not None]
     if not shared:
         return
-    named = " and ".join(f"{path} (mode {mode:04o})" for path, mode in shared)
-    command = " ".join(shlex.quote(str(path)) for path, _ in shared)
+    named = [f"{path} (mode {mode:04o})" for path, mode in shared[:_NAMED_AT_MOST]]
+    directories = [path for path, _ in shared]
+    if len(shared) > _NAMED_AT_MOST:
+        top = Path(os.path.commonpath(directories))
+        named.append(f"{len(shared) - _NAMED_AT_MOST} more directories in {top}")
+        command = f"find {shlex.quote(str(top))} -type d -perm /022 -exec chmod go-w {{}} +"
+    else:
+        command = "chmod go-w " + " ".join(shlex.quote(str(path)) for path in directories)
     raise ConfigError(
-        f"--data-dir: {named} may be written by other users, who could plant links "
-        f"there: chmod go-w {command}"
+        f"--data-dir: {_listed(named)} may be written by other users, who could plant "
+        f"links there: {command}"
     )
+
+
+def _listed(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join(filter(None, (", ".join(items[:-1]), items[-1])))
 
 
 def _shared_mode(path: Path) -> int | None:
