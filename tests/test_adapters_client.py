@@ -10,17 +10,28 @@ from __future__ import annotations
 
 import email.message
 import email.policy
+import importlib
 import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from peers import HeldAnswer, TLSFiles, alongside, module, run, running_smtp_server, until
+from peers import (
+    ADAPTERS,
+    HeldAnswer,
+    TLSFiles,
+    alongside,
+    module,
+    run,
+    running_smtp_server,
+    until,
+)
 from smtpcore import LocalProtocolError
 from smtpcore._driver import Timeouts
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import Mail, Rcpt, Reply, ServerConnection, xtext
+from smtpcore.sync import SMTPClient as SyncSMTPClient
 from smtpcore.testing import (
     ExpectClose,
     ScriptedServer,
@@ -483,6 +494,75 @@ def test_starttls_required_but_not_offered(adapter: str) -> None:
                 starttls=True,
             ),
         )
+
+
+#: Offers STARTTLS, answers it with 454 (RFC 3207 §4), then takes the message in plaintext.
+STARTTLS_REFUSED = """
+S: 220 scripted.test ESMTP
+C~ EHLO .+
+S: 250-scripted.test
+S: 250-ENHANCEDSTATUSCODES
+S: 250 STARTTLS
+C: STARTTLS
+S: 454 4.7.0 TLS not available due to temporary reason
+"""
+PLAINTEXT_MESSAGE = """
+C: MAIL FROM:<a@abc.example>
+S: 250 2.1.0 ok
+C: RCPT TO:<bob@pqr.example>
+S: 250 2.1.5 ok
+C: DATA
+S: 354 go
+C: Subject: plain
+C:
+C: body
+C: .
+S: 250 2.0.0 queued
+C: QUIT
+S: 221 2.0.0 bye
+"""
+
+
+def _send_over(flavour: str, port: int, **options: Any) -> tuple[Reply | None, bool]:
+    """Send one message with the ``flavour`` client (``asyncio``, ``trio`` or ``sync``);
+    what it reports of a STARTTLS refusal, and whether the session had TLS."""
+    message = b"Subject: plain\r\n\r\nbody\r\n"
+    if flavour == "sync":
+        with SyncSMTPClient("127.0.0.1", port, timeout=5, **options) as blocking:
+            blocking.send_message(message, "a@abc.example", "bob@pqr.example")
+            return blocking.starttls_refused, blocking.connection.tls
+
+    async def session() -> tuple[Reply | None, bool]:
+        async with module(flavour).SMTPClient("127.0.0.1", port, **options) as client:
+            await client.send_message(message, "a@abc.example", "bob@pqr.example")
+            return client.starttls_refused, client.connection.tls
+
+    return run(flavour, session)
+
+
+@pytest.mark.parametrize("flavour", [*ADAPTERS, "sync"])
+def test_opportunistic_starttls_refused_with_454_goes_on_in_plaintext(flavour: str) -> None:
+    """RFC 3207 §4: after a 454 "the client must decide whether or not to continue";
+    ``starttls=None`` (use it when offered) continues on the same connection, as
+    Postfix's ``smtp_tls_security_level = may`` does, and says so in
+    ``starttls_refused``."""
+    with ScriptedServer(script(STARTTLS_REFUSED + PLAINTEXT_MESSAGE)) as server:
+        refused, tls = _send_over(flavour, server.port)
+    assert refused is not None and refused.code == 454 and not tls
+    assert str(refused.status) == "4.7.0"
+
+
+@pytest.mark.parametrize("flavour", [*ADAPTERS, "sync"])
+def test_required_starttls_refused_with_454_is_an_error(flavour: str) -> None:
+    """``starttls=True``: a refused STARTTLS ends the session; nothing goes in plaintext."""
+    errors = importlib.import_module(f"smtpcore.{flavour}")
+    steps = [*script(STARTTLS_REFUSED), ExpectClose()]
+    with (
+        ScriptedServer(steps) as server,
+        pytest.raises(errors.SMTPReplyError, match="454") as raised,
+    ):
+        _send_over(flavour, server.port, starttls=True)
+    assert raised.value.command == "STARTTLS"
 
 
 def test_implicit_tls(adapter: str, tls: TLSFiles) -> None:

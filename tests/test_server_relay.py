@@ -390,6 +390,39 @@ def test_starttls_refused_with_454_goes_on_in_plaintext_under_may(
     assert _lines(caplog, "STARTTLS refused: 454 4.7.0")
 
 
+def test_starttls_refused_under_may_goes_on_over_the_same_connection(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 454 leaves the session usable (RFC 3207 §4): the client goes on in plaintext
+    and the relay logs the refusal; it does not connect a second time."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(starttls="refuse") as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert server.connections == 1 and len(server.transactions) == 1
+    (line,) = _lines(caplog, "STARTTLS refused: 454 4.7.0")
+    assert "without TLS" in line
+
+
+def test_a_failed_handshake_under_may_is_tried_again_in_plaintext(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handshake that fails leaves no usable session (RFC 3207 §4.1): the relay
+    drops the connection and connects again without STARTTLS, as Postfix does."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    no_certificate = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # a handshake it cannot finish
+    with remote(starttls="tls", tls_context=no_certificate) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert server.connections == 2 and len(server.transactions) == 1
+    assert not server.transactions[0].tls
+    assert _lines(caplog, "TLS handshake failed")
+
+
 def test_starttls_refused_under_encrypt_defers_without_sending(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -221,6 +221,12 @@ class SMTPClient(_WithBlock):
         """The SASL mechanism the session authenticated with, once it has."""
         return self._session.authenticated_with
 
+    @property
+    def starttls_refused(self) -> Reply | None:
+        """The reply that refused STARTTLS when ``starttls`` is None, after which the
+        session went on in plaintext (RFC 3207 §4); None otherwise."""
+        return self._session.starttls_refused
+
     def channel_bindings(self) -> dict[str, bytes]:
         """The channel binding data of the connection's TLS layer, by type, as the async
         clients' ``channel_bindings()``: empty here, since the standard library's

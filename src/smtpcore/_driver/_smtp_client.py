@@ -175,7 +175,8 @@ class BaseSMTPClient(BaseClient):
     §4.1.1.1, §4.5.3.1.2), else ``ValueError`` when the client is built.
     ``tls_on_connect`` speaks TLS from the first byte (port 465, RFC 8314).
     ``starttls``: True requires STARTTLS, None (the default) uses it when the
-    server offers it, False never does. Certificates are checked against
+    server offers it, and goes on in plaintext when the server refuses it (a
+    ``454``: see :attr:`starttls_refused`), False never does. Certificates are checked against
     ``host`` (or ``server_hostname``) with ``ssl_context``, by default
     :func:`ssl.create_default_context`, which verifies them.
 
@@ -253,6 +254,10 @@ class BaseSMTPClient(BaseClient):
         self.chunk_size = chunk_size
         self.authenticated_with: str | None = None
         """The mechanism the session authenticated with, once it has."""
+        self.starttls_refused: Reply | None = None
+        """The reply that refused the STARTTLS ``connect`` sent with ``starttls=None``
+        (a ``454``, say), after which the session went on in plaintext (RFC 3207 §4);
+        None when STARTTLS was not refused, or not sent."""
         self._trace = None if trace is None else WireTrace(trace)
         self._transport: Link | None = None
         self._conn: ClientConnection | None = None
@@ -262,6 +267,7 @@ class BaseSMTPClient(BaseClient):
         """Forget what the last session left: a new one is not logged in, and owes
         no RSET for a transaction that failed in the old one."""
         self.authenticated_with = None
+        self.starttls_refused = None
         self._transaction_failed = False
         self._mails = 0
         """The MAIL commands sent in this session, refused or not: what LIMITS MAILMAX
@@ -303,7 +309,7 @@ class BaseSMTPClient(BaseClient):
             conn = self._conn
             if self.use_starttls is not False and not conn.tls:
                 if conn.extensions.starttls:
-                    await self._starttls()
+                    await self._opportunistic_starttls()
                 elif self.use_starttls:
                     raise TLSNotAvailable()
             if self._credentials.given:
@@ -454,7 +460,9 @@ class BaseSMTPClient(BaseClient):
         conn = self.connection
         if not conn.extensions.starttls:
             raise TLSNotAvailable()
-        await self._closing_unless_refused(self._starttls())
+        refusal = await self._closing_unless_refused(self._starttls())
+        if refusal is not None:
+            raise SMTPReplyError("STARTTLS", refusal)
 
     @one_call
     async def xclient(self, attributes: Xclient) -> Reply:
@@ -545,15 +553,31 @@ class BaseSMTPClient(BaseClient):
             raise HelloRefused(hello.verb, reply)
         return reply
 
-    async def _starttls(self) -> None:
+    async def _opportunistic_starttls(self) -> None:
+        """STARTTLS as ``connect`` runs it: a refusal raises only when ``starttls`` is
+        True; with None the session goes on in plaintext on the same connection
+        (RFC 3207 §4 leaves the choice to the client; RFC 7435 §3; Postfix's
+        ``smtp_tls_security_level = may``), the reply kept in :attr:`starttls_refused`.
+        A failed handshake still raises: the connection is unusable after it."""
+        refusal = await self._starttls()
+        if refusal is not None:
+            if self.use_starttls:
+                raise SMTPReplyError("STARTTLS", refusal)
+            self.starttls_refused = refusal
+
+    async def _starttls(self) -> Reply | None:
+        """STARTTLS, the handshake and EHLO again; or, with nothing else done, the
+        reply that refused STARTTLS. Any reply but 220 leaves the session where it
+        was (RFC 3207 §4), except a 421, which ends it (raised by :meth:`_reply`)."""
         reply = await self._command(StartTls(), self.timeouts.command)
         if reply.code != 220:
-            raise SMTPReplyError("STARTTLS", reply)
+            return reply
         await self._handshake()
         # Bytes that came with the 220 arrived before the handshake: the machine drops them.
         self.connection.tls_started()
         self.authenticated_with = None  # the server forgets a login made before (RFC 3207 §4.2)
         await self._hello(self.hostname)
+        return None
 
     # -- AUTH ---------------------------------------------------------------
 

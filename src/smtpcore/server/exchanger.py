@@ -205,7 +205,8 @@ def _tls_reason(exc: SMTPError) -> str:
 
 
 class _TLSFailed(Exception):
-    """STARTTLS was refused or its handshake failed; ``may`` goes on in plaintext."""
+    """STARTTLS was refused where TLS is required, or its handshake failed; ``may``
+    goes on in plaintext over a new connection."""
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -462,7 +463,9 @@ class ExchangerSession:
             if level.required:
                 detail = f"{relay}: TLS is required ({policy.label}): {failure.detail}"
                 raise TryNext(detail, "4.7.5", requiretls=policy.requiretls) from failure
-            # Opportunistic TLS goes on in plaintext (RFC 7435 §3), as Postfix's "may".
+            # Opportunistic TLS goes on in plaintext (RFC 7435 §3), as Postfix's "may": a
+            # refused STARTTLS on the same connection (the client does it), a failed
+            # handshake on a new one, since the old one is unusable (RFC 3207 §4.1).
             logger.info(
                 "%s: %s; trying again without TLS (policy %s)",
                 loggable(relay),
@@ -490,6 +493,14 @@ class ExchangerSession:
             if starttls is not False and _tls_failure(exc):
                 raise _TLSFailed(_tls_reason(exc)) from exc
             raise TryNext(self._error_text(exc, relay), reply=exc.reply, local=exc.local) from exc
+        refusal = client.starttls_refused
+        if refusal is not None:  # starttls=None: the client went on in plaintext
+            logger.info(
+                "%s: STARTTLS refused: %s; going on without TLS (policy %s)",
+                loggable(relay),
+                loggable(reply_text(refusal)),  # the exchanger's words
+                policy.label,
+            )
         return client
 
     def _error_text(self, exc: SMTPError, relay: str) -> str:

@@ -3,8 +3,10 @@
 - ``may`` (the default, Postfix's ``smtp_tls_security_level = may``):
   opportunistic TLS (RFC 3207, RFC 7435). STARTTLS when the exchanger offers
   it, the certificate unchecked (MX records are not authenticated, so a name
-  check would prove nothing); a 454 to STARTTLS or a failed handshake means
-  the same exchanger is tried again in plaintext, never that mail waits.
+  check would prove nothing); a 454 to STARTTLS means the session goes on in
+  plaintext (the client's ``starttls=None``, RFC 3207 §4), and a failed
+  handshake, after which the connection is unusable, that the same exchanger is
+  tried again in plaintext over a new one; never that mail waits.
 - ``encrypt``: TLS or nothing, the certificate unchecked. An exchanger
   without STARTTLS, or whose handshake fails, is a temporary failure
   (``4.7.4`` / ``4.7.5``, as Postfix says), so the next one is tried and the
