@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 import trio
 
-from peers import module, open_fd_count, run, running_smtp_server
+from peers import ADAPTERS, module, open_fd_count, run, running_smtp_server
 from smtpcore import LocalProtocolError
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import EnhancedStatus, Mail, Rcpt, Reply
@@ -1065,3 +1066,58 @@ def test_a_pop3_block_left_by_an_exception_closes_without_quit(adapter: str) -> 
 
     with ScriptedServer(steps) as server, pytest.raises(ValueError):
         run(adapter, lambda: go(server.port))
+
+
+#: A server that says 421 and closes once the client has begun the content (after the
+#: 354, or the BDAT command), without reading the rest.
+BODY_CUT_WITH_421 = """
+S: 220 scripted.test ESMTP
+C~ EHLO .+
+S: 250-scripted.test
+S: 250-CHUNKING
+S: 250 ENHANCEDSTATUSCODES
+C: MAIL FROM:<a@abc.example>
+S: 250 2.1.0 ok
+C: RCPT TO:<bob@pqr.example>
+S: 250 2.1.5 ok
+"""
+SHUTTING_DOWN = b"421 4.3.2 shutting down, try again later\r\n"
+BIG = b"Subject: big\r\n\r\n" + b"x" * 998 + b"\r\n" * 1 + (b"y" * 78 + b"\r\n") * 200_000
+
+
+def _says_421_once_writing(conn: ScriptedConnection) -> None:
+    """Wait for the client's first line of content (or its BDAT command), then 421."""
+    conn.line()
+    conn.send(SHUTTING_DOWN)
+
+
+@pytest.mark.parametrize("adapter", [*ADAPTERS, "sync"])
+@pytest.mark.parametrize("chunking", [False, True])
+def test_a_421_sent_while_the_body_is_written_is_what_the_caller_sees(
+    adapter: str, chunking: bool
+) -> None:
+    """A server that sends ``421`` and closes while the content is written (RFC 5321
+    §3.8) makes a later write fail; the reply it sent first is read (only what came
+    before the close, within a short wait) and raised as a 421 is anywhere else, so
+    that the caller logs "421 4.3.2 ..." rather than "connection lost", as Exim's
+    "SMTP error from remote mail server after ..." does."""
+    steps: list[Step] = [*script(BODY_CUT_WITH_421)]
+    if not chunking:
+        steps += [*script("C: DATA\nS: 354 go")]
+    steps += [Call(_says_421_once_writing), *script("-- close")]
+    errors: Any = importlib.import_module(f"smtpcore.{adapter}")
+    options = {"starttls": False, "chunking": chunking, "chunk_size": 4 << 20}
+
+    async def send(port: int) -> None:
+        async with errors.SMTPClient("127.0.0.1", port, **options) as client:
+            await client.send_message(BIG, "a@abc.example", "bob@pqr.example")
+
+    with ScriptedServer(steps) as server, pytest.raises(errors.SMTPConnectionError) as raised:
+        if adapter == "sync":
+            with errors.SMTPClient("127.0.0.1", server.port, timeout=10, **options) as client:
+                client.send_message(BIG, "a@abc.example", "bob@pqr.example")
+        else:
+            run(adapter, lambda: send(server.port))
+    assert raised.value.reply is not None, raised.value
+    assert raised.value.code == 421 and str(raised.value.status) == "4.3.2"
+    assert "shutting down" in str(raised.value)

@@ -1304,8 +1304,7 @@ class BaseSMTPClient(BaseClient):
         try:
             sent = transport.send_nowait(data)
         except OSError as exc:
-            self._send_failed()
-            raise SMTPConnectionError(f"connection lost: {exc}") from exc
+            raise await self._lost_in_writing(exc) from exc
         if sent < len(data):
             await self._write(sending, before=data[sent:] if sent else data)
         try:
@@ -1525,12 +1524,51 @@ class BaseSMTPClient(BaseClient):
             self._send_failed()
             raise SMTPTimeout("the server stopped reading") from exc
         except OSError as exc:
-            self._send_failed()
-            raise SMTPConnectionError(f"connection lost: {exc}") from exc
+            raise await self._lost_in_writing(exc) from exc
 
     def _send_failed(self) -> None:
         if self._conn is not None:
             self._conn.send_failed()
+
+    async def _lost_in_writing(self, exc: OSError) -> SMTPConnectionError:
+        """The error for a write the server's close cut short: the reply it sent
+        before closing, if one came (:meth:`_reply_left_behind`), raised as a ``421``
+        is anywhere else (RFC 5321 §3.8), so that the caller sees "421 4.3.2 ..."
+        rather than "connection lost", as Exim's "SMTP error from remote mail server
+        after ..." shows it; else the loss itself."""
+        reply = await self._reply_left_behind()
+        self._send_failed()
+        if reply is None:
+            return SMTPConnectionError(f"connection lost: {exc}")
+        if reply.code == 421:
+            return SMTPConnectionError("the server is closing the session", reply)
+        return SMTPConnectionError(f"connection lost ({exc}) after the server's reply", reply)
+
+    async def _reply_left_behind(self) -> Reply | None:
+        """The reply the server sent before closing, once a write has found it gone:
+        what the machine and the transport hold, and what arrives within
+        :data:`_LEFT_BEHIND_WAIT` seconds, never the reply timeout (the server is
+        gone). None when no whole reply came, or the bytes were not one; memory is
+        the machine's bound on an unfinished reply."""
+        conn = self._conn
+        transport = self._transport
+        if conn is None or transport is None:
+            return None
+        try:
+            async with transport.deadline(_LEFT_BEHIND_WAIT):
+                for _ in range(_LEFT_BEHIND_READS):
+                    event = conn.next_event()
+                    if isinstance(event, Reply):
+                        return event
+                    if isinstance(event, ConnectionClosed) or conn.buffered > conn.max_buffered:
+                        return None
+                    data = await transport.receive_some(_CHUNK)
+                    if self._trace is not None:
+                        self._trace.received(data)
+                    conn.receive_data(data)
+        except (TimeoutError, OSError, RemoteProtocolError):
+            pass
+        return None
 
     async def _reply(
         self,
@@ -1598,6 +1636,10 @@ class BaseSMTPClient(BaseClient):
 
 
 _UNENDED: Final = "the reply did not end within {} s of its start"
+_LEFT_BEHIND_WAIT: Final = 1.0
+"""Seconds a write the server's close cut short waits for the reply sent before it."""
+_LEFT_BEHIND_READS: Final = 64
+"""Reads that wait may make: a reply is a few lines (each bounded by the machine)."""
 
 
 def _merged(results: Sequence[TransactionResult]) -> TransactionResult:
