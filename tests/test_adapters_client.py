@@ -565,6 +565,23 @@ def test_required_starttls_refused_with_454_is_an_error(flavour: str) -> None:
     assert raised.value.command == "STARTTLS"
 
 
+@pytest.mark.parametrize("flavour", [*ADAPTERS, "sync"])
+def test_opportunistic_starttls_refused_with_credentials_to_send_is_an_error(
+    flavour: str,
+) -> None:
+    """With a login to make, a refused STARTTLS ends the session as ``starttls=True``
+    does, naming the refusal: going on would send the credentials in plaintext (or be
+    stopped by ``allow_plaintext_auth`` with a message that hides the 454)."""
+    errors = importlib.import_module(f"smtpcore.{flavour}")
+    steps = [*script(STARTTLS_REFUSED), ExpectClose()]
+    with (
+        ScriptedServer(steps) as server,
+        pytest.raises(errors.SMTPReplyError, match="454") as raised,
+    ):
+        _send_over(flavour, server.port, username="anna", password="secret")
+    assert raised.value.command == "STARTTLS"
+
+
 def test_implicit_tls(adapter: str, tls: TLSFiles) -> None:
     handler = Sink()
     with running_smtp_server(

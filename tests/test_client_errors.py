@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -1068,9 +1070,8 @@ def test_a_pop3_block_left_by_an_exception_closes_without_quit(adapter: str) -> 
         run(adapter, lambda: go(server.port))
 
 
-#: A server that says 421 and closes once the client has begun the content (after the
-#: 354, or the BDAT command), without reading the rest.
-BODY_CUT_WITH_421 = """
+#: A session up to the content (the DATA command, or the first BDAT, comes next).
+UP_TO_THE_CONTENT = """
 S: 220 scripted.test ESMTP
 C~ EHLO .+
 S: 250-scripted.test
@@ -1081,14 +1082,57 @@ S: 250 2.1.0 ok
 C: RCPT TO:<bob@pqr.example>
 S: 250 2.1.5 ok
 """
-SHUTTING_DOWN = b"421 4.3.2 shutting down, try again later\r\n"
 BIG = b"Subject: big\r\n\r\n" + b"x" * 998 + b"\r\n" * 1 + (b"y" * 78 + b"\r\n") * 200_000
 
 
-def _says_421_once_writing(conn: ScriptedConnection) -> None:
-    """Wait for the client's first line of content (or its BDAT command), then 421."""
-    conn.line()
-    conn.send(SHUTTING_DOWN)
+def _says_once_writing(reply: bytes) -> Callable[[ScriptedConnection], None]:
+    """Wait for the client's first line of content (or its BDAT command), send ``reply``
+    and make the close a reset (SO_LINGER 0), so that the client's write fails."""
+
+    def say(conn: ScriptedConnection) -> None:
+        conn.line()
+        conn.send(reply)
+        linger_zero = struct.pack("ii", 1, 0)
+        conn._conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger_zero)
+
+    return say
+
+
+def _cut_while_writing(adapter: str, chunking: bool, reply: bytes) -> Any:
+    """Send :data:`BIG` to a server that sends ``reply`` once the content has begun and
+    resets the connection; the error raised, and the transaction's delivered list and
+    end replies as the machine recorded them."""
+    steps: list[Step] = [*script(UP_TO_THE_CONTENT)]
+    if not chunking:
+        steps += [*script("C: DATA\nS: 354 go")]
+    steps += [Call(_says_once_writing(reply)), *script("-- close")]
+    errors: Any = importlib.import_module(f"smtpcore.{adapter}")
+    options = {"starttls": False, "chunking": chunking, "chunk_size": 4 << 20}
+    recorded: list[Any] = []
+
+    def note(client: Any) -> None:
+        transaction = client.connection.transaction
+        recorded.append(transaction and (transaction.delivered, transaction.end_replies))
+
+    async def send(port: int) -> None:
+        async with errors.SMTPClient("127.0.0.1", port, **options) as client:
+            try:
+                await client.send_message(BIG, "a@abc.example", "bob@pqr.example")
+            finally:
+                note(client)
+
+    with ScriptedServer(steps) as server, pytest.raises(errors.SMTPConnectionError) as raised:
+        if adapter == "sync":
+            with errors.SMTPClient("127.0.0.1", server.port, timeout=10, **options) as client:
+                try:
+                    client.send_message(BIG, "a@abc.example", "bob@pqr.example")
+                finally:
+                    note(client)
+        else:
+            run(adapter, lambda: send(server.port))
+    assert isinstance(raised.value.__cause__, OSError), "the write did not fail"
+    (transaction,) = recorded
+    return raised.value, transaction
 
 
 @pytest.mark.parametrize("adapter", [*ADAPTERS, "sync"])
@@ -1101,23 +1145,26 @@ def test_a_421_sent_while_the_body_is_written_is_what_the_caller_sees(
     before the close, within a short wait) and raised as a 421 is anywhere else, so
     that the caller logs "421 4.3.2 ..." rather than "connection lost", as Exim's
     "SMTP error from remote mail server after ..." does."""
-    steps: list[Step] = [*script(BODY_CUT_WITH_421)]
-    if not chunking:
-        steps += [*script("C: DATA\nS: 354 go")]
-    steps += [Call(_says_421_once_writing), *script("-- close")]
-    errors: Any = importlib.import_module(f"smtpcore.{adapter}")
-    options = {"starttls": False, "chunking": chunking, "chunk_size": 4 << 20}
+    shutting_down = b"421 4.3.2 shutting down, try again later\r\n"
+    error, _ = _cut_while_writing(adapter, chunking, shutting_down)
+    assert error.reply is not None, error
+    assert error.code == 421 and str(error.status) == "4.3.2"
+    assert "shutting down" in str(error)
 
-    async def send(port: int) -> None:
-        async with errors.SMTPClient("127.0.0.1", port, **options) as client:
-            await client.send_message(BIG, "a@abc.example", "bob@pqr.example")
 
-    with ScriptedServer(steps) as server, pytest.raises(errors.SMTPConnectionError) as raised:
-        if adapter == "sync":
-            with errors.SMTPClient("127.0.0.1", server.port, timeout=10, **options) as client:
-                client.send_message(BIG, "a@abc.example", "bob@pqr.example")
-        else:
-            run(adapter, lambda: send(server.port))
-    assert raised.value.reply is not None, raised.value
-    assert raised.value.code == 421 and str(raised.value.status) == "4.3.2"
-    assert "shutting down" in str(raised.value)
+@pytest.mark.parametrize("adapter", [*ADAPTERS, "sync"])
+@pytest.mark.parametrize("chunking", [False, True])
+@pytest.mark.parametrize("reply", [b"250 2.0.0 queued early", b"554 5.7.1 no thanks"])
+def test_a_reply_left_behind_by_a_failed_write_is_not_the_answer(
+    adapter: str, chunking: bool, reply: bytes
+) -> None:
+    """A reply other than 421 that came before a write failed answers content that never
+    all went out: it is not the answer to the end of data or to the chunk, and nothing
+    is recorded as delivered or refused. The error is the connection lost (a temporary
+    failure), the reply only in its text."""
+    error, transaction = _cut_while_writing(adapter, chunking, reply + b"\r\n")
+    assert error.reply is None, error
+    assert "connection lost" in str(error) and reply.decode() in str(error)
+    if transaction is not None:
+        delivered, end_replies = transaction
+        assert not delivered and not end_replies

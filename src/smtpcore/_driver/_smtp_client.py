@@ -58,6 +58,7 @@ from smtpcore._driver._trace import MASK, Trace, WireTrace
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import MAX_HOSTNAME
+from smtpcore._lines import ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import listed
 from smtpcore.address import Mailbox
@@ -94,6 +95,7 @@ from smtpcore.smtp import (
     Xforward,
 )
 from smtpcore.smtp._params import NO_PARAMETERS, ParametersLike
+from smtpcore.smtp._replies import ReplyParser
 from smtpcore.smtp._state import RULES, State
 
 __all__ = [
@@ -176,7 +178,8 @@ class BaseSMTPClient(BaseClient):
     ``tls_on_connect`` speaks TLS from the first byte (port 465, RFC 8314).
     ``starttls``: True requires STARTTLS, None (the default) uses it when the
     server offers it, and goes on in plaintext when the server refuses it (a
-    ``454``: see :attr:`starttls_refused`), False never does. Certificates are checked against
+    ``454``: see :attr:`starttls_refused`) unless credentials are to be sent,
+    False never does. Certificates are checked against
     ``host`` (or ``server_hostname``) with ``ssl_context``, by default
     :func:`ssl.create_default_context`, which verifies them.
 
@@ -554,14 +557,15 @@ class BaseSMTPClient(BaseClient):
         return reply
 
     async def _opportunistic_starttls(self) -> None:
-        """STARTTLS as ``connect`` runs it: a refusal raises only when ``starttls`` is
-        True; with None the session goes on in plaintext on the same connection
-        (RFC 3207 §4 leaves the choice to the client; RFC 7435 §3; Postfix's
+        """STARTTLS as ``connect`` runs it: a refusal raises when ``starttls`` is True
+        or credentials are to be sent, which must not go in plaintext for want of TLS;
+        else the session goes on in plaintext on the same connection (RFC 3207 §4
+        leaves the choice to the client; RFC 7435 §3; Postfix's
         ``smtp_tls_security_level = may``), the reply kept in :attr:`starttls_refused`.
         A failed handshake still raises: the connection is unusable after it."""
         refusal = await self._starttls()
         if refusal is not None:
-            if self.use_starttls:
+            if self.use_starttls or self._credentials.given:
                 raise SMTPReplyError("STARTTLS", refusal)
             self.starttls_refused = refusal
 
@@ -1531,44 +1535,49 @@ class BaseSMTPClient(BaseClient):
             self._conn.send_failed()
 
     async def _lost_in_writing(self, exc: OSError) -> SMTPConnectionError:
-        """The error for a write the server's close cut short: the reply it sent
-        before closing, if one came (:meth:`_reply_left_behind`), raised as a ``421``
-        is anywhere else (RFC 5321 §3.8), so that the caller sees "421 4.3.2 ..."
-        rather than "connection lost", as Exim's "SMTP error from remote mail server
-        after ..." shows it; else the loss itself."""
-        reply = await self._reply_left_behind()
+        """The error for a write the server's close cut short. The machine is told
+        first that the bytes never went out, so that no reply can answer them; then a
+        ``421`` the server sent before closing (:meth:`_replies_left_behind`) is raised
+        as a ``421`` is anywhere else (RFC 5321 §3.8), as Exim's "SMTP error from
+        remote mail server after ..." shows it. Any other reply answers content that
+        did not all go out: it is only quoted, and the loss stays temporary."""
         self._send_failed()
-        if reply is None:
-            return SMTPConnectionError(f"connection lost: {exc}")
-        if reply.code == 421:
-            return SMTPConnectionError("the server is closing the session", reply)
-        return SMTPConnectionError(f"connection lost ({exc}) after the server's reply", reply)
+        replies = await self._replies_left_behind()
+        for reply in replies:
+            if reply.code == 421:
+                return SMTPConnectionError("the server is closing the session", reply)
+        said = "".join(f"; the server had said {reply}" for reply in replies)
+        return SMTPConnectionError(f"connection lost: {exc}{said}")
 
-    async def _reply_left_behind(self) -> Reply | None:
-        """The reply the server sent before closing, once a write has found it gone:
-        what the machine and the transport hold, and what arrives within
-        :data:`_LEFT_BEHIND_WAIT` seconds, never the reply timeout (the server is
-        gone). None when no whole reply came, or the bytes were not one; memory is
-        the machine's bound on an unfinished reply."""
+    async def _replies_left_behind(self) -> list[Reply]:
+        """The whole replies the server sent before closing, once a write has found it
+        gone: what the machine held unread and what arrives within
+        :data:`_LEFT_BEHIND_WAIT` seconds (never the reply timeout: the server is
+        gone). Read by a reply parser of their own, never by the machine, which would
+        take them as answers to what it sent; memory is the machine's own limits."""
         conn = self._conn
         transport = self._transport
         if conn is None or transport is None:
-            return None
+            return []
+        unread = ReceiveBuffer()
+        unread.extend(conn._received)
+        parser = ReplyParser(max_line_length=conn.max_reply_line, max_lines=conn.max_reply_lines)
+        enhanced = conn.extensions.enhanced_status_codes
+        replies: list[Reply] = []
         try:
             async with transport.deadline(_LEFT_BEHIND_WAIT):
                 for _ in range(_LEFT_BEHIND_READS):
-                    event = conn.next_event()
-                    if isinstance(event, Reply):
-                        return event
-                    if isinstance(event, ConnectionClosed) or conn.buffered > conn.max_buffered:
-                        return None
+                    while (reply := parser.next_reply(unread, enhanced=enhanced)) is not None:
+                        replies.append(reply)
+                    if unread.peer_closed:
+                        break
                     data = await transport.receive_some(_CHUNK)
                     if self._trace is not None:
                         self._trace.received(data)
-                    conn.receive_data(data)
+                    unread.receive(data)
         except (TimeoutError, OSError, RemoteProtocolError):
             pass
-        return None
+        return replies
 
     async def _reply(
         self,
@@ -1639,7 +1648,7 @@ _UNENDED: Final = "the reply did not end within {} s of its start"
 _LEFT_BEHIND_WAIT: Final = 1.0
 """Seconds a write the server's close cut short waits for the reply sent before it."""
 _LEFT_BEHIND_READS: Final = 64
-"""Reads that wait may make: a reply is a few lines (each bounded by the machine)."""
+"""Reads that wait may make: a reply or two of a few lines (each bounded by the machine)."""
 
 
 def _merged(results: Sequence[TransactionResult]) -> TransactionResult:
