@@ -34,6 +34,7 @@ from smtpcore.server.credentials import Credentials, hash_password, is_hashed
 from smtpcore.server.passwords import ENVIRONMENT_VARIABLE, read_password
 from smtpcore.server.pop3 import POP3Store
 from smtpcore.server.tools import printable
+from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, script
 from test_cli_serve import LOOPBACK, ROOT, serve
 
 
@@ -662,3 +663,39 @@ def test_fetch_delete_without_a_maildir_is_refused(capsys: pytest.CaptureFixture
         "smtpcore fetch: --delete needs --to-maildir: the messages would be deleted "
         "from the server without being kept anywhere\n"
     )
+
+
+def test_send_says_when_a_refused_starttls_sends_the_message_without_tls(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A server that offers STARTTLS and answers it 454: ``send`` without a login
+    goes on in plaintext (RFC 3207 §4), and says so on stderr."""
+    session = """
+S: 220 scripted.test ESMTP
+C~ EHLO .+
+S: 250-scripted.test
+S: 250 STARTTLS
+C: STARTTLS
+S: 454 4.7.0 TLS not available
+C: MAIL FROM:<x@y.example>
+S: 250 2.1.0 ok
+C: RCPT TO:<john@abc.example>
+S: 250 2.1.5 ok
+C: DATA
+S: 354 go
+"""
+    with ScriptedServer([*script(session), Call(_read_to_dot_and_accept)]) as server:
+        where = f"127.0.0.1:{server.port}"
+        argv = ["send", "--server", where, "--from", "x@y.example", "--to", "john@abc.example"]
+        assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"{where} refused STARTTLS (454 4.7.0 TLS not available)" in err, err
+    assert "sending without TLS" in err, err
+
+
+def _read_to_dot_and_accept(conn: ScriptedConnection) -> None:
+    """The rest of the content up to its dot, then 250 and 221."""
+    conn.content()
+    conn.send(b"250 2.0.0 queued\r\n")
+    if conn.line() == b"QUIT":
+        conn.send(b"221 2.0.0 bye\r\n")

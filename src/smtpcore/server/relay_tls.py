@@ -4,7 +4,9 @@
   opportunistic TLS (RFC 3207, RFC 7435). STARTTLS when the exchanger offers
   it, the certificate unchecked (MX records are not authenticated, so a name
   check would prove nothing); a 454 to STARTTLS means the session goes on in
-  plaintext (the client's ``starttls=None``, RFC 3207 §4), and a failed
+  plaintext (the client's ``starttls=None``, RFC 3207 §4; a client a
+  ``client_factory`` gives credentials raises instead, and is tried again in
+  plaintext over a new connection, as after a failed handshake), and a failed
   handshake, after which the connection is unusable, that the same exchanger is
   tried again in plaintext over a new one; never that mail waits.
 - ``encrypt``: TLS or nothing, the certificate unchecked. An exchanger

@@ -173,6 +173,15 @@ def _refusal_fates(exc: SMTPReplyError, rcpts: Sequence[Mailbox], where: str) ->
     return [_error_fate(str(r), where, exc, True) for r in rcpts]
 
 
+def _say_if_plaintext(client: BaseSMTPClient, where: str) -> None:
+    """One line on stderr when the server offered STARTTLS and refused it, so that
+    the message goes without TLS (``starttls=None``): the user should know."""
+    refused = client.starttls_refused
+    if refused is not None:
+        text = f"{where} refused STARTTLS ({_reply_text(refused)}): sending without TLS"
+        print(printable(f"smtpcore send: warning: {text}"), file=sys.stderr)
+
+
 def _client(
     args: argparse.Namespace, host: str, port: int, server_hostname: str, *, exchanger: bool
 ) -> SMTPClient:
@@ -211,6 +220,7 @@ async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) 
             await client.connect()
         except SMTPError as exc:
             return [_error_fate(str(r), where, exc) for r in rcpts]
+        _say_if_plaintext(client, where)
         return await _submit(client, content, sender, rcpts, where)
     resolver = make_resolver(args.resolver)
     by_domain: dict[str, list[Mailbox]] = {}
@@ -240,6 +250,7 @@ async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) 
             except SMTPError as exc:
                 fate |= {str(r): _error_fate(str(r), where, exc, True) for r in pending}
                 continue
+            _say_if_plaintext(client, where)
             for result in await _submit(client, content, sender, pending, where):
                 fate[result.recipient] = result
             pending = [r for r in pending if fate[str(r)].temporary]
