@@ -12,6 +12,7 @@ import pytest
 from peers import module, run, running_smtp_server
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import Rcpt, Reply
+from smtpcore.testing import CollectingHandler
 
 MESSAGE = b"Subject: many\r\n\r\nto many recipients\r\n"
 RECIPIENTS = [f"user{n}@pqr.example" for n in range(5)]
@@ -505,29 +506,13 @@ def test_on_batch_on_the_one_shot_send_message(adapter: str) -> None:
         assert plain == [2, 2, 1]
 
 
-class TakesAll(Handler):
-    """Every recipient taken, up to the server's ``max_recipients`` a transaction."""
-
-    def __init__(self) -> None:
-        self.messages: list[Envelope] = []
-
-    async def handle_rcpt(
-        self, session: Session, envelope: Envelope, command: Rcpt
-    ) -> Reply | None:
-        return Reply(250, "OK")
-
-    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
-        self.messages.append(envelope)
-        return None
-
-
 @pytest.mark.parametrize("limit", [1, 2, 4])
 def test_recipients_refused_452_are_sent_again_at_once(adapter: str, limit: int) -> None:
     """RFC 5321 §4.5.3.1.8, .10: recipients past a limit the server did not announce
     get ``452 4.5.3``; with ``resend_too_many`` they go in new transactions on the same
     session (MAIL again, the content again: bytes, or a file read from where it
     began), each recipient once in the result, ``on_batch`` told of each."""
-    handler = TakesAll()
+    handler = CollectingHandler()
     seen: list[list[str]] = []
 
     async def heard(result: Any) -> None:
@@ -579,7 +564,7 @@ def test_a_452_to_every_recipient_is_not_sent_again(adapter: str) -> None:
 
 def test_content_sent_once_is_not_sent_again_for_a_452(adapter: str) -> None:
     """An iterator cannot be read twice: its 452 recipients stay refused in the result."""
-    handler = TakesAll()
+    handler = CollectingHandler()
 
     def pieces() -> Iterator[bytes]:
         yield MESSAGE
@@ -603,7 +588,7 @@ def test_resend_too_many_on_the_one_shot_send_message(adapter: str) -> None:
     limit go in new transactions of the one session."""
     from smtpcore import sync
 
-    handler = TakesAll()
+    handler = CollectingHandler()
 
     async def go(port: int) -> Any:
         return await module(adapter).send_message(

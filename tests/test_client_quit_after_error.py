@@ -22,31 +22,12 @@ import trio
 from peers import module, run
 from smtpcore import LocalProtocolError
 from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, script
+from test_client_errors import QUIT, RCPT_REFUSED
 
 MESSAGE = b"Subject: x\r\n\r\nbody\r\n"
 
-GREET = """
-S: 220 scripted.test ESMTP
-C~ EHLO .+
-S: 250-scripted.test
-S: 250-PIPELINING
-S: 250 ENHANCEDSTATUSCODES
-"""
-#: A transaction whose only recipient is refused (the pipelined DATA with it).
-RCPT_REFUSED = (
-    GREET
-    + """
-C: MAIL FROM:<a@abc.example>
-C: RCPT TO:<bob@pqr.example>
-C: DATA
-S: 250 2.1.0 ok
-S: 550 5.1.1 no such user
-S: 554 5.5.1 no valid recipients
-"""
-)
 #: A server that answers nothing more: a QUIT that waited for its 221 would hang.
 SILENT = Call(ScriptedConnection.read_to_close)
-QUIT = "C: QUIT\nS: 221 2.0.0 bye\n"
 
 
 def said_quit(server: ScriptedServer) -> bool:

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,7 +39,7 @@ from smtpcore.server.queuectl import (
     validate_ids,
 )
 from smtpcore.server.safefiles import NotRegularFile
-from test_cli_serve import ROOT
+from test_serve_operations import _queue
 
 MESSAGE = b"Subject: one\r\n\r\nx\r\n"
 
@@ -70,17 +69,6 @@ def _queue_with(tmp_path: Path, count: int) -> tuple[Queue, list[QueueEntry]]:
     queue.open()
     entries = [queue.add(MESSAGE, "john@abc.example", [f"r{n}@pqr.example"]) for n in range(count)]
     return queue, entries
-
-
-def _tool(data_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run(
-        [sys.executable, "-m", "smtpcore", "queue", "--data-dir", str(data_dir), *argv],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
 
 
 # -- 1. links planted in the data directory are never followed
@@ -173,13 +161,13 @@ def test_the_queue_tool_refuses_to_change_a_directory_others_may_write(
     (entry,) = _queue_with(tmp_path, 1)[1]
     where = tmp_path if shared == "data" else tmp_path / "queue"
     where.chmod(0o777)
-    result = _tool(tmp_path, "flush")
+    result = _queue(tmp_path, "flush")
     assert result.returncode == 2, result.stdout
     assert result.stderr == (
         f"smtpcore queue: --data-dir: {where} (mode 0777) may be written by other users, "
         f"who could plant links there: chmod go-w {where}\n"
     )
-    listed = _tool(tmp_path, "list")
+    listed = _queue(tmp_path, "list")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.startswith(entry.id)
 
@@ -286,9 +274,9 @@ def test_a_fifo_among_the_envelopes_is_damage_not_a_hang(tmp_path: Path) -> None
 def test_queue_list_and_hold_do_not_hang_on_a_fifo(tmp_path: Path) -> None:
     queue, (good,) = _queue_with(tmp_path, 1)
     os.mkfifo(queue.envelope_path("0000000000"))
-    listed = _tool(tmp_path, "list")
+    listed = _queue(tmp_path, "list")
     assert listed.returncode == 0 and listed.stdout.startswith(good.id), listed.stderr
-    assert _tool(tmp_path, "hold", "ALL").returncode == 0
+    assert _queue(tmp_path, "hold", "ALL").returncode == 0
     assert queue.load(good.id).held
 
 
@@ -308,10 +296,8 @@ def test_dot_files_among_the_envelopes_are_not_queue_files(
 # -- 3. the tool reads the queue a message at a time
 
 
-def test_the_listing_streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first message is listed before the last is read: nothing waits for, or
-    holds, the whole queue."""
-    queue, _ = _queue_with(tmp_path, 3)
+def _count_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the envelopes :meth:`Queue.load` reads from now on, as it reads them."""
     loaded: list[str] = []
     real_load = Queue.load
 
@@ -320,6 +306,14 @@ def test_the_listing_streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         return real_load(self, queue_id)
 
     monkeypatch.setattr(Queue, "load", counting_load)
+    return loaded
+
+
+def test_the_listing_streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first message is listed before the last is read: nothing waits for, or
+    holds, the whole queue."""
+    queue, _ = _queue_with(tmp_path, 3)
+    loaded = _count_loads(monkeypatch)
     lines = format_listing(queue, 0.0)
     first = next(lines)
     assert len(loaded) == 1 and first.startswith(loaded[0])
@@ -333,14 +327,7 @@ def test_acting_on_one_id_reads_that_envelope_alone(
 ) -> None:
     queue, entries = _queue_with(tmp_path, 3)
     target = entries[1].id
-    loaded: list[str] = []
-    real_load = Queue.load
-
-    def counting_load(self: Queue, queue_id: str) -> QueueEntry:
-        loaded.append(queue_id)
-        return real_load(self, queue_id)
-
-    monkeypatch.setattr(Queue, "load", counting_load)
+    loaded = _count_loads(monkeypatch)
     assert validate_ids(queue, [target.lower()]) == (target,)
     assert loaded == []
     assert apply_offline(queue, QueueCommand("hold", (target,)), 0.0) == [target]
@@ -405,7 +392,7 @@ def test_serve_names_every_shared_directory_at_once_with_one_chmod(
 
 def test_the_queue_tool_names_every_shared_directory_at_once(tmp_path: Path) -> None:
     data, queue_dir = _shared_upgrade(tmp_path / "da ta")
-    result = _tool(data, "hold", "ALL")
+    result = _queue(data, "hold", "ALL")
     assert result.returncode == 2, result.stdout
     assert result.stderr == (
         f"smtpcore queue: --data-dir: {data} (mode 0775) and {queue_dir} (mode 0775) may "
@@ -477,7 +464,7 @@ def test_a_command_a_stopped_server_left_skips_in_silence(tmp_path: Path) -> Non
     queue, (entry,) = _queue_with(tmp_path, 1)
     gone = "0123456789"
     submit(tmp_path / "queue", QueueCommand("hold", (gone, entry.id)), pid=0)
-    result = _tool(tmp_path, "release", entry.id)
+    result = _queue(tmp_path, "release", entry.id)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "queue: 1 commands a stopped server left carried out first",
@@ -489,7 +476,7 @@ def test_a_command_a_stopped_server_left_skips_in_silence(tmp_path: Path) -> Non
 def test_an_id_given_twice_is_one_message(tmp_path: Path) -> None:
     queue, (entry,) = _queue_with(tmp_path, 1)
     assert validate_ids(queue, [entry.id, entry.id.lower(), entry.id]) == (entry.id,)
-    result = _tool(tmp_path, "hold", entry.id, entry.id)
+    result = _queue(tmp_path, "hold", entry.id, entry.id)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "queue hold: 1 messages\n"
 
@@ -502,7 +489,7 @@ def test_a_damaged_entry_named_is_reported_skipped_with_a_failing_status(
     queue, (good,) = _queue_with(tmp_path, 1)
     queue.envelope_path("0123456789").write_text("{ damaged")
     queue.content_path("0123456789").write_bytes(MESSAGE)
-    result = _tool(tmp_path, "hold", "0123456789", good.id)
+    result = _queue(tmp_path, "hold", "0123456789", good.id)
     assert result.returncode == 2, result.stderr
     skipped, done = result.stdout.splitlines()
     assert skipped.startswith("queue hold: 0123456789 skipped: damaged (")
