@@ -102,18 +102,11 @@ def _pop3_reply(file: Any, multiline: bool) -> bytes:
     return bytes(reply)
 
 
-def test_pop3_clients_served_together_each_get_their_messages_whole(
-    adapter: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Ten POP3 clients whose pipelined commands (RFC 2449) arrive together: some replies
-    are held (counted), and every reply and message comes whole, in order, its own."""
-    counted = _count_holds(adapter, monkeypatch)
-    users = {f"user{k}": "secret" for k in range(10)}
-    expected = {}
-    for user in users:
-        expected[user] = [_message(user, n, size) for n, size in enumerate((300, 40_000, 300_000))]
-        write_maildir(tmp_path / user, expected[user])
-    with running_pop3_server(adapter, MaildirStore(tmp_path, users)) as server:
+def _retrieve_together(
+    adapter: str, store: MaildirStore, users: dict[str, str]
+) -> dict[str, bytes]:
+    """What each client received, its pipelined commands of each turn sent together."""
+    with running_pop3_server(adapter, store) as server:
         socks = {
             user: socket.create_connection((server.host, server.port), timeout=30)
             for user in users
@@ -132,16 +125,40 @@ def test_pop3_clients_served_together_each_get_their_messages_whole(
         finally:
             for sock in socks.values():
                 sock.close()
-    for user, messages in expected.items():
-        lines = received[user].split(b"\r\n")
-        statuses = [line for line in lines if line.startswith((b"+OK", b"-ERR"))]
-        assert len(statuses) == 8 and all(line.startswith(b"+OK") for line in statuses)
-        assert statuses[3] == b"+OK 3 " + str(sum(map(len, messages))).encode()
-        # Greeting, USER, PASS, STAT; each message after its +OK, ended by its dot; QUIT.
-        whole = b"".join(line + b"\r\n" for line in statuses[:4])
-        for status, content in zip(statuses[4:7], messages, strict=True):
-            whole += status + b"\r\n" + content + b".\r\n"
-        assert received[user] == whole + statuses[7] + b"\r\n"
+    return received
+
+
+def _check_whole(received: bytes, messages: list[bytes]) -> None:
+    """Greeting, USER, PASS, STAT; each message after its +OK, ended by its dot; QUIT."""
+    lines = received.split(b"\r\n")
+    statuses = [line for line in lines if line.startswith((b"+OK", b"-ERR"))]
+    assert len(statuses) == 8 and all(line.startswith(b"+OK") for line in statuses)
+    assert statuses[3] == b"+OK 3 " + str(sum(map(len, messages))).encode()
+    whole = b"".join(line + b"\r\n" for line in statuses[:4])
+    for status, content in zip(statuses[4:7], messages, strict=True):
+        whole += status + b"\r\n" + content + b".\r\n"
+    assert received == whole + statuses[7] + b"\r\n"
+
+
+def test_pop3_clients_served_together_each_get_their_messages_whole(
+    adapter: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten POP3 clients whose pipelined commands (RFC 2449) arrive together: some replies
+    are held (counted), and every reply and message comes whole, in order, its own."""
+    counted = _count_holds(adapter, monkeypatch)
+    users = {f"user{k}": "secret" for k in range(10)}
+    expected = {}
+    for user in users:
+        expected[user] = [_message(user, n, size) for n, size in enumerate((300, 40_000, 300_000))]
+        write_maildir(tmp_path / user, expected[user])
+    # A hold needs several sessions' replies ready in one pass; a loaded machine may
+    # serve one client a pass, so the clients come again, at most three times.
+    for _ in range(3):
+        received = _retrieve_together(adapter, MaildirStore(tmp_path, users), users)
+        for user, messages in expected.items():
+            _check_whole(received[user], messages)
+        if counted:
+            break
     assert counted  # some replies waited
 
 
