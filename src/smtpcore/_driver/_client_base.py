@@ -33,8 +33,9 @@ _BUSY = "another call is in progress on this session"
 
 def sasl_failure_text(command: str, error: BaseException) -> str:
     """The message of an AUTH the client ended over ``error``: the command, then the
-    mechanism's own reason (a SCRAM iteration count refused, a server signature that
-    does not match, RFC 5802 §9), in the same words from the SMTP and POP3 clients;
+    client's reason (the mechanism's own, such as a SCRAM iteration count refused, or
+    its wrapping, such as a server signature that does not match, RFC 5802 §9), in the
+    same words from the SMTP and POP3 clients;
     the ``*`` the client sent (RFC 4954 §4, RFC 5034 §4) says nothing of it."""
     return f"{command}: {error}"
 

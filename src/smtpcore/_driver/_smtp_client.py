@@ -394,17 +394,13 @@ class BaseSMTPClient(BaseClient):
         timeout) or be swallowed (an asyncio task that never stops). QUIT goes out
         only where the session can take it (as :meth:`quit` says it), written as the
         transport takes it; an error on the way is dropped, the block's own exception
-        being the news, and the connection is closed. A cancellation during the
+        being the news, and the connection is closed (a write the peer's close
+        failed may first wait up to a second for a reply it left behind, as every
+        failed write does: :meth:`_lost_in_writing`). A cancellation during the
         write propagates, as cancellations must. Run as a call: another task's call
         meanwhile is refused as busy."""
-        conn = self._conn
         try:
-            if (
-                conn is not None
-                and self._transport is not None
-                and not conn.pending
-                and conn.state in _QUIT_STATES
-            ):
+            if self._can_quit():
                 await self._write(self.timeouts.quit, Quit())
         except Exception:  # the block's own exception is the news
             pass
@@ -797,9 +793,9 @@ class BaseSMTPClient(BaseClient):
                 return await self._transaction(
                     mail, envelope.rcpts, content, chunked=chunked, forward=forward
                 )
-            except BaseException as exc:
+            except BaseException:
                 try:
-                    await self._end_unless_refused(exc)
+                    await self._end_unless_refused()
                 finally:  # an async iterator the message stopped reading (refused, cut)
                     if type(content) is ReadAhead:
                         await content.aclose()
@@ -921,9 +917,8 @@ class BaseSMTPClient(BaseClient):
         # Content sent more than once is _replayable; once (a batch, and the rest of
         # the recipients for a new session) it may be any.
         resend = resend and _replayable(content)
-        replayed = (len(batches) > 1 or resend) and not isinstance(content, bytes)
-        if start is None and replayed:
-            start = content.tell()  # type: ignore[union-attr]  # _replayable
+        if start is None and (len(batches) > 1 or resend):
+            start = _start_of(content)
         offer = self._offer
         mail_max = None if offer is None or offer.limits is None else offer.limits.mail_max
         results: list[TransactionResult] = list(before)
@@ -1356,16 +1351,16 @@ class BaseSMTPClient(BaseClient):
                 raise SMTPReplyError("XFORWARD", reply)
 
     async def _closing_unless_refused(self, call: Awaitable[T]) -> T:
-        """Await ``call``; close the connection if it fails other than by a refusal
-        (see :meth:`_end_unless_refused`)."""
+        """Await ``call``; close the connection if it fails and leaves the session
+        elsewhere than between commands (see :meth:`_end_unless_refused`)."""
         try:
             return await call
-        except BaseException as exc:
-            await self._end_unless_refused(exc)
+        except BaseException:
+            await self._end_unless_refused()
             raise
 
-    async def _end_unless_refused(self, exc: BaseException) -> None:
-        """Close the connection after ``exc`` unless the session still stands between
+    async def _end_unless_refused(self) -> None:
+        """Close the connection after an error unless the session still stands between
         commands (:meth:`_between_commands`), as the machine's state tells.
 
         A refusal, the caller's mistake refused before anything went out, or the

@@ -273,7 +273,8 @@ class ServerConnection:
             return self._continue(pending, move, event)
         if isinstance(pending, BadCommand) and not isinstance(event, Err):
             raise LocalProtocolError("a bad command is answered with -ERR")
-        if isinstance(pending, AuthResponse) and pending.cancel and isinstance(event, Ok):
+        cancelled = isinstance(pending, AuthResponse) and pending.cancel
+        if cancelled and isinstance(event, Ok):
             raise LocalProtocolError("a cancelled AUTH exchange is answered with -ERR")
         self._pending = self._move = None
         if isinstance(event, Ok):
@@ -285,7 +286,7 @@ class ServerConnection:
             self._state = target
             if target is State.AUTHORIZATION:
                 self.user = None
-        if isinstance(pending, AuthResponse) and pending.cancel:
+        if cancelled:
             # RFC 5034 §4: "*" abandons the exchange; a client that repeats it
             # forever holds the session, so it counts as a bad command.
             self._count_bad_command()

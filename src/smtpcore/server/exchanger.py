@@ -205,8 +205,8 @@ def _tls_reason(exc: SMTPError) -> str:
 
 
 class _TLSFailed(Exception):
-    """STARTTLS was refused where TLS is required, or its handshake failed; ``may``
-    goes on in plaintext over a new connection."""
+    """STARTTLS was refused (where TLS is required, or to a client that will log in)
+    or its handshake failed; ``may`` goes on in plaintext over a new connection."""
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -463,9 +463,9 @@ class ExchangerSession:
             if level.required:
                 detail = f"{relay}: TLS is required ({policy.label}): {failure.detail}"
                 raise TryNext(detail, "4.7.5", requiretls=policy.requiretls) from failure
-            # Opportunistic TLS goes on in plaintext (RFC 7435 §3), as Postfix's "may": a
-            # refused STARTTLS on the same connection (the client does it), a failed
-            # handshake on a new one, since the old one is unusable (RFC 3207 §4.1).
+            # Opportunistic TLS goes on in plaintext (RFC 7435 §3), as Postfix's "may",
+            # here over a new connection: after a failed handshake the old one is
+            # unusable (RFC 3207 §4.1), and a client that will log in stops at a refusal.
             logger.info(
                 "%s: %s; trying again without TLS (policy %s)",
                 loggable(relay),

@@ -56,6 +56,7 @@ __all__ = [
     "QueuedRecipient",
     "RecipientStatus",
     "Spool",
+    "checked_queue_id",
     "is_queue_id",
     "new_queue_id",
 ]
@@ -81,7 +82,7 @@ def is_queue_id(text: str) -> bool:
     return _QUEUE_ID.fullmatch(text) is not None
 
 
-def _checked(queue_id: str) -> str:
+def checked_queue_id(queue_id: str) -> str:
     """``queue_id``, or a ``ValueError`` when it is not of an id's form: ids come from
     command files and command lines too, and one such as ``../messages/ID`` would make a
     path to another file."""
@@ -785,7 +786,7 @@ class Queue:
         :meth:`QueueEntry.from_json`), a link or anything but a regular file included
         (a FIFO opened to be read would block for ever), and for one that names another
         id: its files are found, and removed, by the id it names."""
-        data = read_regular_bytes(self.envelope_path(_checked(queue_id)))
+        data = read_regular_bytes(self.envelope_path(checked_queue_id(queue_id)))
         entry = QueueEntry.from_json(data.decode("utf-8"))
         if entry.id != queue_id:
             raise ValueError(f"malformed queue file: it names the entry {entry.id!r}")
@@ -794,7 +795,7 @@ class Queue:
     def read_content(self, queue_id: str) -> bytes:
         """The whole content, for tools and tests; the relay reads :meth:`content`. A
         link or a FIFO in its place is a ``ValueError``, as for :meth:`load`."""
-        return read_regular_bytes(self.content_path(_checked(queue_id)))
+        return read_regular_bytes(self.content_path(checked_queue_id(queue_id)))
 
     def content(self, queue_id: str) -> QueuedContent:
         """The content of ``queue_id``, to be read in pieces."""
@@ -813,6 +814,6 @@ class Queue:
 
     def remove(self, queue_id: str) -> None:
         """End an entry: the envelope goes first, so a crash leaves only an orphan."""
-        self.envelope_path(_checked(queue_id)).unlink(missing_ok=True)
+        self.envelope_path(checked_queue_id(queue_id)).unlink(missing_ok=True)
         fsync_directory(self.directory / "envelopes")
         self.content_path(queue_id).unlink(missing_ok=True)

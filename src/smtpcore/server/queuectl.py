@@ -33,7 +33,7 @@ from typing import Final
 
 from smtpcore.server.config import ConfigError
 from smtpcore.server.log import logger
-from smtpcore.server.queue import Queue, QueueEntry, is_queue_id
+from smtpcore.server.queue import Queue, QueueEntry, checked_queue_id, is_queue_id
 from smtpcore.server.safefiles import (
     NotRegularFile,
     create_new,
@@ -78,8 +78,7 @@ class QueueCommand:
         if self.action not in ACTIONS:
             raise ValueError(f"unknown queue action {self.action!r}")
         for queue_id in self.ids:  # read from a file: a path there would reach elsewhere
-            if not is_queue_id(queue_id):
-                raise ValueError(f"not a queue id: {queue_id!r}")
+            checked_queue_id(queue_id)
         object.__setattr__(self, "_members", frozenset(self.ids))
 
     def applies_to(self, queue_id: str) -> bool:
