@@ -794,6 +794,100 @@ def test_send_failed_is_an_error() -> None:
         conn.send(Noop())
 
 
+def _cut_in_data(
+    *, ehlo: bytes = EHLO_FULL, max_reply_line: int = 4096, max_reply_lines: int = 100
+) -> ClientConnection:
+    """A client whose write of the content and its end failed."""
+    conn = session(ehlo, max_reply_line=max_reply_line, max_reply_lines=max_reply_lines)
+    for event in (Mail(ALICE), Rcpt(BOB), Data()):
+        conn.send(event)
+        feed(conn, b"354 go ahead\r\n" if isinstance(event, Data) else b"250 ok\r\n")
+    conn.send(MessageData(b"Subject: x\r\n\r\nhi\r\n"))
+    conn.send(EndOfMessage())
+    conn.send_failed()
+    return conn
+
+
+def _nothing_recorded(conn: ClientConnection) -> None:
+    transaction = conn.transaction
+    assert transaction is not None and not transaction.delivered
+    assert [r.delivery for r in transaction.recipients] == [None]
+    assert state(conn) is State.ERROR and not isinstance(conn.answered, EndOfMessage)
+
+
+def test_a_421_left_behind_is_read_across_feeds() -> None:
+    """What the server sent before it closed is read after ``send_failed()``, in
+    pieces as it arrives, and answers nothing (RFC 5321 §3.8)."""
+    conn = _cut_in_data()
+    assert conn.more_left_behind
+    assert conn.replies_left_behind() == []
+    assert conn.replies_left_behind(b"421 4.3.2 shutting") == []
+    [reply] = conn.replies_left_behind(b" down\r\n")
+    assert reply == Reply(421, "shutting down", EnhancedStatus(4, 3, 2))
+    assert conn.more_left_behind and conn.buffered == 0
+    _nothing_recorded(conn)
+
+
+def test_a_multi_line_reply_begun_before_the_failure_is_read_whole() -> None:
+    """The lines of a reply the machine already held when the send failed are the
+    reply's first lines, not lost with a parser of their own."""
+    conn = session()
+    conn.send(Noop())
+    assert feed(conn, b"421-4.3.2 first\r\n421-4.3.2 sec") == []
+    conn.send_failed()
+    [reply] = conn.replies_left_behind(b"ond\r\n421 4.3.2 last\r\n")
+    assert reply == Reply(421, ("first", "second", "last"), EnhancedStatus(4, 3, 2))
+
+
+@pytest.mark.parametrize(
+    ("data", "limits"),
+    [
+        (b"250 ok\r\nnot a reply\r\n421 bye\r\n", {}),
+        (b"250 ok\r\n421-a\r\n250 b\r\n421 bye\r\n", {}),
+        (b"250 ok\r\n421 " + b"x" * 60, {"max_reply_line": 64}),
+        (b"250 ok\r\n421 " + b"x" * 60 + b"\r\n421 bye\r\n", {"max_reply_line": 64}),
+        (b"250 ok\r\n421-a\r\n421-b\r\n421 bye\r\n", {"max_reply_lines": 2}),
+    ],
+    ids=["garbage", "code-changes", "long-unended", "long-line", "too-many-lines"],
+)
+def test_replies_left_behind_stop_quietly_at_what_is_not_a_reply(
+    data: bytes, limits: dict[str, int]
+) -> None:
+    """A line that is not part of a well-formed reply ends the reading, quietly and
+    for good: the replies before it are returned, nothing after it, nothing is held."""
+    conn = _cut_in_data(ehlo=EHLO_PIPELINING, **limits)
+    assert codes(conn.replies_left_behind(data)) == [250]
+    assert not conn.more_left_behind and conn.buffered == 0
+    assert conn.replies_left_behind(b"421 bye\r\n") == []
+    _nothing_recorded(conn)
+
+
+def test_replies_left_behind_end_at_the_close_the_machine_was_given() -> None:
+    conn = session()
+    conn.send(Noop())
+    conn.receive_data(b"421 bye\r\n")
+    conn.receive_data(b"")
+    conn.send_failed()
+    assert codes(conn.replies_left_behind()) == [421]
+    assert not conn.more_left_behind and conn.replies_left_behind(b"250 ok\r\n") == []
+
+
+def test_replies_left_behind_only_after_send_failed() -> None:
+    """Before ``send_failed()`` the bytes are the session's: ``next_event()`` reads them."""
+    conn = session()
+    conn.send(Noop())
+    assert not conn.more_left_behind
+    with pytest.raises(LocalProtocolError, match="send_failed"):
+        conn.replies_left_behind(b"250 ok\r\n")
+    assert codes(feed(conn, b"250 ok\r\n")) == [250] and state(conn) is State.READY
+    garbled = session()
+    garbled.send(Noop())
+    with pytest.raises(RemoteProtocolError):
+        feed(garbled, b"2x0 what\r\n")
+    garbled.send_failed()  # in ERROR already: what is held is no reply
+    assert garbled.replies_left_behind(b"421 bye\r\n") == []
+
+
 # -- STARTTLS -----------------------------------------------------------------
 
 

@@ -58,7 +58,6 @@ from smtpcore._driver._trace import MASK, Trace, WireTrace
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import MAX_HOSTNAME
-from smtpcore._lines import ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import listed
 from smtpcore.address import Mailbox
@@ -95,7 +94,6 @@ from smtpcore.smtp import (
     Xforward,
 )
 from smtpcore.smtp._params import NO_PARAMETERS, ParametersLike
-from smtpcore.smtp._replies import ReplyParser
 from smtpcore.smtp._state import RULES, State
 
 __all__ = [
@@ -1548,29 +1546,25 @@ class BaseSMTPClient(BaseClient):
         """The whole replies the server sent before closing, once a write has found it
         gone: what the machine held unread and what arrives within
         :data:`_LEFT_BEHIND_WAIT` seconds (never the reply timeout: the server is
-        gone). Read by a reply parser of their own, never by the machine, which would
-        take them as answers to what it sent; memory is the machine's own limits."""
+        gone), read by the machine's ``replies_left_behind``, which takes none of them
+        as an answer to what it sent."""
         conn = self._conn
         transport = self._transport
         if conn is None or transport is None:
             return []
-        unread = ReceiveBuffer()
-        unread.extend(conn._received)
-        parser = ReplyParser(max_line_length=conn.max_reply_line, max_lines=conn.max_reply_lines)
-        enhanced = conn.extensions.enhanced_status_codes
-        replies: list[Reply] = []
+        replies = conn.replies_left_behind()
         try:
             async with transport.deadline(_LEFT_BEHIND_WAIT):
                 for _ in range(_LEFT_BEHIND_READS):
-                    while (reply := parser.next_reply(unread, enhanced=enhanced)) is not None:
-                        replies.append(reply)
-                    if unread.peer_closed:
+                    if not conn.more_left_behind:
                         break
                     data = await transport.receive_some(_CHUNK)
                     if self._trace is not None:
                         self._trace.received(data)
-                    unread.receive(data)
-        except (TimeoutError, OSError, RemoteProtocolError):
+                    if not data:  # the server's close
+                        break
+                    replies += conn.replies_left_behind(data)
+        except (TimeoutError, OSError):
             pass
         return replies
 
