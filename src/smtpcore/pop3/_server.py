@@ -202,9 +202,11 @@ class ServerConnection:
 
     @property
     def max_buffered(self) -> int:
-        """The bound on :attr:`buffered`: the limit on the line under way now
-        (:meth:`_line_limit`), which a fuzzer holds the machine to; not the
-        longest line of any state."""
+        """The bound on :attr:`buffered` once :meth:`next_event` has returned
+        ``NEED_DATA``: the limit on the line under way now (:meth:`_line_limit`),
+        which a fuzzer holds the machine to; not the longest line of any state.
+        While the machine is ``PAUSED`` it parses nothing, so what a loop goes on
+        reading then is held whole: stop reading until ``NEED_DATA``."""
         return self._line_limit()
 
     def receive_data(self, data: bytes) -> None:

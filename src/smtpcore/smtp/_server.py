@@ -573,11 +573,14 @@ class ServerConnection:
 
     @property
     def max_buffered(self) -> int:
-        """The bound on :attr:`buffered` in the state the session is in: the limit on
-        the command line under way (:meth:`_line_limit`), or in DATA the octets
-        that may start the terminator (content is passed on as it comes). A
-        fuzzer holds the machine to it, so it is the limit applied now, not the
-        longest line of any state."""
+        """The bound on :attr:`buffered` in the state the session is in, once
+        :meth:`next_event` has returned ``NEED_DATA``: the limit on the command
+        line under way (:meth:`_line_limit`), or in DATA the octets that may start
+        the terminator (content is passed on as it comes). A fuzzer holds the
+        machine to it, so it is the limit applied now, not the longest line of
+        any state. While the machine is ``PAUSED`` it parses nothing, so what a
+        loop goes on reading then is held whole: stop reading until
+        ``NEED_DATA``."""
         if self._state is _STATE_DATA:
             return HELD_BACK
         return self._line_limit()
