@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
+import os
 import smtplib
 import socket
 import struct
@@ -299,6 +301,44 @@ def test_a_failing_hook_becomes_451_and_the_session_goes_on(
         assert s.command(b"hello\r\n.").startswith(b"451 4.3.0")
         assert s.command(b"QUIT").startswith(b"221")
     assert "a bug in the handler" in caplog.text
+
+
+class DiskFull(Recorder):
+    """A handler that writes each chunk to disk, on a disk that fills up: the chunk
+    says ``fill`` (ENOSPC), or the end of a message says ``quota`` (EDQUOT) or ``io``
+    (EIO, a fault of another kind)."""
+
+    async def handle_data_chunk(self, session: Session, envelope: Envelope, data: bytes) -> None:
+        if b"fill" in data:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        await super().handle_data_chunk(session, envelope, data)
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        for word, code in ((b"quota", errno.EDQUOT), (b"io", errno.EIO)):
+            if word in envelope.content:
+                raise OSError(code, os.strerror(code))
+        return None
+
+
+def test_a_full_disk_under_a_content_hook_is_452_and_the_session_goes_on(adapter: str) -> None:
+    """RFC 5321 §4.2.2 452, RFC 3463 X.3.1: temporary, as 451 is, but the client
+    learns the disk is full; any other fault stays 451 4.3.0."""
+    with (
+        running_smtp_server(adapter, DiskFull()) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.command(b"EHLO client.test")
+        for content, reply in [
+            (b"fill\r\n.", b"452 4.3.1 Insufficient system storage"),
+            (b"quota\r\n.", b"452 4.3.1 Insufficient system storage"),
+            (b"io\r\n.", b"451 4.3.0 Local error in processing"),
+            (b"fine\r\n.", b"250 "),
+        ]:
+            s.send(b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\nDATA\r\n")
+            assert [s.recv_reply()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+            assert s.command(content).startswith(reply)
+        assert s.command(b"QUIT").startswith(b"221")
 
 
 class ListingItsOwn(Recorder):

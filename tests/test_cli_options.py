@@ -115,3 +115,17 @@ def test_max_message_size_zero_is_no_limit(tmp_path: Path) -> None:
     assert config.max_message_size == 0
     with pytest.raises(ConfigError, match="must not be negative"):
         dataclasses.replace(config, max_message_size=-1)
+
+
+def test_min_free_space_is_a_size_and_defaults_to_half_again_the_size_limit(
+    tmp_path: Path,
+) -> None:
+    """As Postfix keeps 1.5 x ``message_size_limit`` free with ``queue_minfree`` left
+    alone: room for any message the server takes (RFC 1870 §6.1)."""
+    base = ["serve", "--data-dir", str(tmp_path), "--max-message-size", "10M"]
+    config = config_from_args(build_parser().parse_args(base))
+    assert config.min_free_space is None and config.free_space_floor == 15 << 20
+    config = config_from_args(build_parser().parse_args([*base, "--min-free-space", "64M"]))
+    assert config.min_free_space == config.free_space_floor == 64 << 20
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--min-free-space", "lots"])

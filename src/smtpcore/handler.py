@@ -409,7 +409,11 @@ class Handler:
     coroutines, called one at a time per session, in the order of the
     client's commands. An exception in a hook is logged and the client gets
     ``451 4.3.0`` (a transient local error; ``421`` from
-    :meth:`handle_connect`), so a bug never loses a message silently.
+    :meth:`handle_connect`), so a bug never loses a message silently. An
+    ``OSError`` that says the disk is full (``ENOSPC``, ``EDQUOT``, ``EFBIG``)
+    out of :meth:`handle_data_chunk` or :meth:`handle_message` gets
+    ``452 4.3.1`` instead (RFC 5321 §4.2.2, RFC 3463 X.3.1): as temporary, but
+    the client learns why.
 
     Message content reaches the handler through :meth:`handle_data_chunk`,
     one unstuffed chunk at a time. :class:`Handler`'s own keeps the chunks

@@ -28,6 +28,7 @@ from smtpcore._driver._factory import (
     refuse_server_keywords,
     session_state,
 )
+from smtpcore._driver._failures import LOCAL_ERROR, failure_reply
 from smtpcore._driver._listener import (
     BaseListener,
     ConnectionLost,
@@ -131,7 +132,6 @@ READ_SIZE: Final = 65536
 """Bytes asked of the transport per read: big enough for a pipelined batch, small
 enough that unstuffing a chunk stays in the CPU cache."""
 
-_LOCAL_ERROR: Final = Reply(451, "Local error in processing", "4.3.0")
 _IDLE_STATES: Final = frozenset({State.HELLO, State.READY, State.NO_SERVICE})
 _GREETING_CODES: Final = frozenset({220, 554, 421})
 """What may greet a client (RFC 5321 §3.1, §4.3.2): the connection or the one XCLIENT names."""
@@ -547,8 +547,8 @@ class ServerSession(ServedSession):
 
     __slots__ = (
         "_auth",
-        "_chunk_failed",
         "_connect_told",
+        "_content_failure",
         "_content_wait",
         "_in_chunk",
         "_last_read",
@@ -585,7 +585,9 @@ class ServerSession(ServedSession):
         self._waiting_idle = False
         self._waited_idle = False
         """Whether the last wait for the client was between transactions."""
-        self._chunk_failed = False
+        self._content_failure: Reply | None = None
+        """What a message whose content the handler failed to take is answered
+        (:func:`~smtpcore._driver._failures.failure_reply`); None while it takes it."""
         self._connect_told = False
         """Whether the handler was told of the session (see :meth:`_after_close`)."""
         self._auth = _NO_AUTH
@@ -891,7 +893,7 @@ class ServerSession(ServedSession):
             self.conn.send_failed()
             raise ConnectionLost from None
 
-    def _answer(self, reply: Reply, fallback: Reply = _LOCAL_ERROR) -> Reply:
+    def _answer(self, reply: Reply, fallback: Reply = LOCAL_ERROR) -> Reply:
         """Send ``reply`` through the machine; a reply it refuses becomes ``fallback``.
 
         Returns the reply that stands. A session whose machine is closed (a 421 or
@@ -918,7 +920,7 @@ class ServerSession(ServedSession):
         args: tuple[Any, ...],
         seconds: float | None,
         *,
-        failed: Reply = _LOCAL_ERROR,
+        failed: Reply = LOCAL_ERROR,
     ) -> Reply:
         """What the handler's ``hook`` answers, called with ``args``, within ``seconds``.
 
@@ -1050,7 +1052,7 @@ class ServerSession(ServedSession):
                 if not self._call_failed(exc):
                     raise
                 logger.exception("%s failed", hook)
-                return (_LOCAL_ERROR,)
+                return (LOCAL_ERROR,)
             if not isinstance(started, tuple):  # the hook waits: the rest is awaited
                 return self._answer_when_done(answer, event, hook, args, started)
             if started[0] is not None:
@@ -1078,7 +1080,7 @@ class ServerSession(ServedSession):
                 if not self._call_failed(exc):
                     raise
                 logger.exception("%s failed", hook)
-                reply = _LOCAL_ERROR
+                reply = LOCAL_ERROR
         if reply is None:
             reply = self.state.fixed_answers.get(hook)
             if reply is None:
@@ -1133,13 +1135,13 @@ class ServerSession(ServedSession):
                 if not isinstance(asked, tuple):
                     return asked
                 reply = asked[0]
-        self._chunk_failed = False
+        self._content_failure = None
         self._answer(reply)  # a refusal keeps the transaction open (RFC 5321 §4.1.1.4)
         return None
 
     def _bdat(self, command: Bdat) -> None:
         if self.conn.state is State.RCPT:  # the first chunk of the message
-            self._chunk_failed = False
+            self._content_failure = None
         self._in_chunk = True
         # Answered once its octets are in (see _chunk_received), or with the
         # message itself when it is the last chunk.
@@ -1361,7 +1363,7 @@ class ServerSession(ServedSession):
             # The exchange is over: a 334 would have the client's next command read
             # as its answer (RFC 4954 §4), and the machine cannot tell.
             logger.error("handle_auth's reply %s is not legal here: 235, 4xx or 5xx", reply)
-            reply = _LOCAL_ERROR
+            reply = LOCAL_ERROR
         answered = self._answer(reply)
         if answered.code == 235:
             session.authenticated = identity
@@ -1444,8 +1446,9 @@ class ServerSession(ServedSession):
     async def _chunk_received(self, command: Bdat) -> None:
         """Answer a BDAT chunk that is not the last (RFC 3030 §2)."""
         self._in_chunk = False
-        if self._chunk_failed:
-            self._answer(_LOCAL_ERROR)  # the machine abandons the transaction
+        failure = self._content_failure
+        if failure is not None:
+            self._answer(failure)  # the machine abandons the transaction
             await self._end_transaction()
         else:
             self._answer(Reply(250, f"{command.size} octets received"))
@@ -1465,7 +1468,7 @@ class ServerSession(ServedSession):
         if "handle_data_chunk" not in self.state.overridden:
             await _HANDLER.handle_data_chunk(self.session, envelope, data)
             return
-        if self._chunk_failed:
+        if self._content_failure is not None:
             return
         try:
             await self.transport.within(
@@ -1476,7 +1479,7 @@ class ServerSession(ServedSession):
             if not self._call_failed(exc):
                 raise
             logger.exception("handle_data_chunk failed")
-            self._chunk_failed = True
+            self._content_failure = failure_reply(exc)
 
     def _end_of_message(self, event: EndOfMessage) -> Awaitable[None] | None:
         session = self.session
@@ -1484,8 +1487,9 @@ class ServerSession(ServedSession):
         assert envelope is not None
         self._in_chunk = False
         session.transactions += 1
-        if self._chunk_failed:
-            return self._message_failed()
+        failure = self._content_failure
+        if failure is not None:
+            return self._message_failed(failure)
         chunks = envelope.chunks
         if chunks:
             envelope.content = b"".join(chunks)
@@ -1497,10 +1501,11 @@ class ServerSession(ServedSession):
             return None
         return self._message_answered(envelope, accepted)
 
-    async def _message_failed(self) -> None:
-        """Answer the end of a message whose handling failed (``_chunk_failed``)."""
+    async def _message_failed(self, failure: Reply) -> None:
+        """Answer the end of a message whose content the handler failed to take with
+        the reply that failure earned (``_content_failure``)."""
         for _ in range(self._replies_due()):
-            self._answer(_LOCAL_ERROR)
+            self._answer(failure)
         await self._end_transaction()
 
     async def _message_answered(self, envelope: Envelope, accepted: Reply | None) -> None:
@@ -1521,7 +1526,8 @@ class ServerSession(ServedSession):
         """The replies of ``handle_message``, ``due`` of them: one
         :class:`~smtpcore.smtp.Reply` stands for every recipient; a sequence gives
         one each (LMTP, RFC 2033 §4.2). Anything else is the hook's failure, as an
-        exception is: logged, and ``451 4.3.0`` for every reply due."""
+        exception is: logged, and ``451 4.3.0`` for every reply due (``452 4.3.1``
+        for an exception that says the disk is full: :func:`failure_reply`)."""
         result: MessageReply = None
         if "handle_message" in self.state.overridden:  # as _ask does, but for LMTP's lists
             try:
@@ -1533,7 +1539,7 @@ class ServerSession(ServedSession):
                 if not self._call_failed(exc):
                     raise
                 logger.exception("handle_message failed")
-                result = _LOCAL_ERROR
+                result = failure_reply(exc)
         if result is None:  # Handler's answer, as in _ask
             result = self.state.fixed_answers.get("handle_message")
             if result is None:
@@ -1543,11 +1549,11 @@ class ServerSession(ServedSession):
             return [result] * due
         if not isinstance(result, Sequence) or not all(isinstance(r, Reply) for r in result):
             logger.error("handle_message returned %r: not a Reply or a sequence of them", result)
-            return [_LOCAL_ERROR] * due
+            return [LOCAL_ERROR] * due
         replies = list(result)
         if len(replies) != due:
             logger.error("handle_message gave %d replies for %d recipients", len(replies), due)
-            return [_LOCAL_ERROR] * due
+            return [LOCAL_ERROR] * due
         return replies
 
     def _replies_due(self) -> int:

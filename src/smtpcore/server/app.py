@@ -26,11 +26,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
+from smtpcore._driver._failures import INSUFFICIENT_STORAGE, failure_reply
+from smtpcore._numbers import parse_number
 from smtpcore.address import AddressError, Mailbox, parse_mailbox
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.routing import LocalDelivery, Rejected, RemoteDelivery, Router
 from smtpcore.server.config import ServerConfig, mailbox_key
 from smtpcore.server.delivery import DeliveryWorker
+from smtpcore.server.freespace import FreeSpace
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import delivery_line, loggable, logger, peer_text, refusal_line
 from smtpcore.server.mailboxes import LocalMailboxes
@@ -73,7 +76,6 @@ RFC 8689); the RCPT ones kept are NOTIFY and ORCPT. SIZE is the relay's to decla
 _HEADER_SCAN_LIMIT: Final = 256 * 1024
 _UNDECIDING: Final = bytes(sorted(set(range(33, 127)) - {ord(":")})) + b" \t"
 """What a first line may hold before its colon: field-name characters, blanks after."""
-_LOCAL_ERROR: Final = Reply(451, "Local error in processing; try again later", "4.3.0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,15 @@ class MailStore:
         self.mailboxes = mailboxes
         self.worker = worker
         self.threads = threads if threads is not None else Threads()
+        self.free_space = FreeSpace()
+
+    def has_room(self, declared: int | None) -> bool:
+        """Whether the data directory's filesystem has room for a message of the
+        ``declared`` size (None: not declared), leaving ``--min-free-space`` free:
+        asked at MAIL, so that a full disk is met before the client sends the message
+        (RFC 1870 §6.1; see :mod:`smtpcore.server.freespace`)."""
+        config = self.config
+        return self.free_space.has_room(config.data_dir, config.free_space_floor, declared)
 
     def accept(
         self,
@@ -129,7 +140,8 @@ class MailStore:
         then each Maildir copy.
 
         ``local`` maps each local recipient to its mailbox key. If anything fails before
-        the renames, nothing is delivered and the caller answers 451. A mailbox whose
+        the renames, nothing is delivered and the caller answers 451 (452 for a full
+        disk: :func:`~smtpcore._driver._failures.failure_reply`). A mailbox whose
         rename fails then gets its copy through the queue, whose worker delivers to
         local recipients too and retries (with the DSN parameters ``local_dsn`` gives):
         the message is accepted once any part of it is in place, as a message in
@@ -354,8 +366,16 @@ class _MailHandler(Handler):
     # -- envelope --------------------------------------------------------------
 
     async def handle_mail(self, session: Session, command: Mail) -> Reply | None:
+        """A sender is taken only while the disk has room for its message: ``452
+        4.3.1`` otherwise (RFC 1870 §6.1), before the client sends it."""
         self._stats(session).mail += 1
         session.extra["routes"] = {}
+        size = command.params.get("SIZE")
+        declared = None if size is None else parse_number(size, max_digits=20)
+        if not self.store.has_room(declared):
+            return self._refuse(
+                session, "MAIL", INSUFFICIENT_STORAGE, sender=_path_text(command.sender)
+            )
         return None
 
     async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
@@ -398,9 +418,9 @@ class _MailHandler(Handler):
     async def handle_data(self, session: Session, envelope: Envelope) -> Reply | None:
         try:
             self._incoming(session, envelope)
-        except OSError:
+        except OSError as exc:
             logger.exception("cannot create a spool file")
-            return _LOCAL_ERROR
+            return failure_reply(exc)
         return None
 
     def _incoming(self, session: Session, envelope: Envelope) -> _Incoming:
@@ -448,16 +468,16 @@ class _MailHandler(Handler):
         due = len(envelope.recipients) if self.lmtp else 1
         try:
             incoming = self._incoming(session, envelope)  # an empty BDAT LAST has no chunk
-        except OSError:
+        except OSError as exc:
             logger.exception("cannot create a spool file")
-            return _LOCAL_ERROR
+            return failure_reply(exc)
         del session.extra["incoming"]
         try:
             incoming.spool.write(incoming.rest())
-        except OSError:
+        except OSError as exc:
             logger.exception("cannot write the spool file")
             incoming.spool.discard()
-            return _LOCAL_ERROR
+            return failure_reply(exc)
         if not incoming.header_done:
             incoming.scan(b"\r\n\r\n")
         if incoming.hops >= MAX_HOPS:
@@ -521,9 +541,9 @@ class _MailHandler(Handler):
                 params=params,
                 local_dsn=local_dsn,
             )
-        except Exception:
+        except Exception as exc:
             logger.exception("%s: cannot store the message", spool.id)
-            return _LOCAL_ERROR
+            return failure_reply(exc)
         self._accepted(session, accepted, sender, size, local, client)
         return Reply(250, f"Ok: queued as {accepted.queue_id}", "2.0.0")
 
@@ -666,10 +686,10 @@ class LMTPHandler(_MailHandler):
         size = spool.size
         try:
             await self.store.threads.run(spool.finish)
-        except OSError:
+        except OSError as exc:
             logger.exception("%s: cannot store the message", spool.id)
             spool.discard()
-            return [_LOCAL_ERROR] * due
+            return [failure_reply(exc)] * due
         delivered: dict[str, str] = {}
         paths: dict[str, Path] = {}
         for recipient in envelope.recipients:
@@ -683,9 +703,9 @@ class LMTPHandler(_MailHandler):
                     paths[key] = await self.store.threads.run(
                         self.store.mailboxes.deliver_file, key, sender, spool.path
                     )
-            except Exception:
+            except Exception as exc:
                 logger.exception("%s: delivery to %s failed", spool.id, key)
-                replies.append(_LOCAL_ERROR)
+                replies.append(failure_reply(exc))
                 continue
             delivered[address] = key
             replies.append(Reply(250, f"<{address}> delivered as {spool.id}", "2.0.0"))

@@ -157,6 +157,14 @@ def _add_serve(commands: Any) -> None:
         help="largest message accepted, in octets or like 10M; 0 for no limit (default 10240000)",
     )
     limits.add_argument(
+        "--min-free-space",
+        type=_arg(parse_size, "size"),
+        metavar="SIZE",
+        help="free space the data directory's filesystem must keep for MAIL to be "
+        "taken, as Postfix's queue_minfree; below it, or below 1.5 times a declared "
+        "SIZE, MAIL gets 452 4.3.1 (default 1.5 times --max-message-size)",
+    )
+    limits.add_argument(
         "--max-recipients",
         type=_arg(int, "number"),
         default=100,
@@ -523,6 +531,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         max_message_size=args.max_message_size,
+        min_free_space=args.min_free_space,
         max_recipients=args.max_recipients,
         max_sessions=args.max_sessions,
         max_sessions_per_address=args.max_sessions_per_address or None,

@@ -536,6 +536,11 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     max_message_size: int = 10_240_000
+    min_free_space: int | None = None
+    """Octets the data directory's filesystem must keep free for MAIL to be taken
+    (Postfix's ``queue_minfree``): below it MAIL gets ``452 4.3.1`` (RFC 1870 §6.1).
+    None, the default, is 1.5 times ``max_message_size``, as Postfix's default: room
+    for any message the server takes; 0 refuses only a message declared too big."""
     max_recipients: int = 100
     max_sessions: int = 2000
     """Sessions each listener serves at once; past that a client gets 421 4.7.0."""
@@ -645,6 +650,8 @@ class ServerConfig:
             _check_ca_file(self.relay_ca)
         if self.max_message_size < 0:
             raise ConfigError("--max-message-size must not be negative (0: no limit)")
+        if self.min_free_space is not None and self.min_free_space < 0:
+            raise ConfigError("--min-free-space must not be negative (0: no floor)")
         if self.max_recipients < 1:
             raise ConfigError("--max-recipients must be at least 1")
         if self.max_sessions < 1:
@@ -695,6 +702,14 @@ class ServerConfig:
             Router(self.domains, smart_host=self.relay_host)
         except ValueError as exc:  # AddressError too
             raise ConfigError(f"--relay-host: {exc}") from None
+
+    @property
+    def free_space_floor(self) -> int:
+        """What ``min_free_space`` asks, its default worked out: 1.5 times the size
+        limit, or no floor when there is no limit."""
+        if self.min_free_space is not None:
+            return self.min_free_space
+        return self.max_message_size * 3 // 2
 
     @property
     def tls(self) -> bool:

@@ -1,0 +1,259 @@
+"""The reference server on a full disk: 452 4.3.1 at MAIL when there is no room for the
+message (RFC 1870 §6.1), and after the content when a write finds the disk full."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import smtplib
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtpcore.asyncio import MessageRefused, SMTPClient
+from smtpcore.server import MailServer, ServerConfig, freespace, maildir, queue
+from smtpcore.server.mailboxes import LocalMailboxes
+from smtpcore.server.maildir import Maildir
+from smtpcore.smtp import Reply
+
+LOOPBACK = "127.0.0.1"
+BLOCK = 4096
+MiB = 1 << 20
+
+
+def _config(tmp_path: Path, **options: Any) -> ServerConfig:
+    return ServerConfig(
+        domains=("abc.example",),
+        users={"john@abc.example": "pw", "mary@abc.example": "pw"},
+        data_dir=tmp_path / "data",
+        hostname="mx.abc.example",
+        **{"pop3_port": 0, "submission_port": 0, "auth_failure_delay": 0.0, **options},
+    )
+
+
+def _serve(config: ServerConfig, client: Callable[[int], Any], listener: str = "smtp") -> Any:
+    """Run ``client(port)`` in a thread against a server on ``config``."""
+
+    async def main() -> Any:
+        sock = socket.create_server((LOOPBACK, 0))
+        async with MailServer(config, sockets={listener: sock}) as server:
+            port = next(x.port for x in server.listeners if x.name == listener)
+            return await asyncio.to_thread(client, port)
+
+    return asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def _statvfs_saying(data_dir: Path, free: int) -> Callable[[Any], os.statvfs_result]:
+    """``os.statvfs`` as it is on a data filesystem with ``free`` octets left to us."""
+    real = os.statvfs
+
+    def statvfs(path: Any) -> os.statvfs_result:
+        if Path(path) != data_dir:
+            return real(path)
+        avail = free // BLOCK
+        return os.statvfs_result((BLOCK, BLOCK, 1 << 20, avail, avail, 1000, 900, 900, 0, 255))
+
+    return statvfs
+
+
+def _mail_replies(commands: list[str]) -> Callable[[int], list[tuple[int, str]]]:
+    def client(port: int) -> list[tuple[int, str]]:
+        replies = []
+        with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+            smtp.ehlo("client.example")
+            for command in commands:
+                code, text = smtp.docmd(command)
+                replies.append((code, text.decode()))
+                smtp.rset()
+        return replies
+
+    return client
+
+
+# -- at MAIL: is there room? ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("free", "size", "code"),
+    [
+        (MiB, None, 250),  # exactly the floor: room
+        (MiB - BLOCK, None, 452),  # under the floor
+        (MiB - BLOCK, 1000, 452),  # under the floor, whatever the SIZE
+        (6 * MiB, 4 * MiB, 250),  # exactly 1.5 x SIZE
+        (6 * MiB - BLOCK, 4 * MiB, 452),  # under 1.5 x SIZE
+        (6 * MiB - BLOCK, None, 250),  # no SIZE: the floor alone
+        (6 * MiB - BLOCK, 0, 250),
+    ],
+)
+def test_mail_is_refused_452_when_the_data_filesystem_has_no_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, free: int, size: int | None, code: int
+) -> None:
+    config = _config(tmp_path, min_free_space=MiB)
+    monkeypatch.setattr(os, "statvfs", _statvfs_saying(config.data_dir, free))
+    declared = "" if size is None else f" SIZE={size}"
+    ((got, text),) = _serve(config, _mail_replies([f"MAIL FROM:<a@xyz.example>{declared}"]))
+    assert got == code
+    if code == 452:
+        assert text == "4.3.1 Insufficient system storage"
+
+
+def test_the_audits_96_kib_disk_refuses_a_declared_5_mb_message_at_mail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default floor too: 1.5 x the message size limit, as Postfix's."""
+    config = _config(tmp_path)
+    assert config.free_space_floor == config.max_message_size * 3 // 2
+    monkeypatch.setattr(os, "statvfs", _statvfs_saying(config.data_dir, 96 * 1024))
+    replies = _serve(config, _mail_replies(["MAIL FROM:<a@xyz.example> SIZE=5000000"]))
+    assert replies == [(452, "4.3.1 Insufficient system storage")]
+
+
+def test_a_statvfs_that_fails_refuses_no_mail_and_is_logged_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = _config(tmp_path, min_free_space=MiB)
+    real = os.statvfs
+
+    def refused(path: Any) -> os.statvfs_result:
+        if Path(path) == config.data_dir:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "statvfs", refused)
+    caplog.set_level(logging.WARNING, "smtpcore.mail")
+    commands = ["MAIL FROM:<a@xyz.example> SIZE=1000", "MAIL FROM:<a@xyz.example>"]
+    assert [code for code, _ in _serve(config, _mail_replies(commands))] == [250, 250]
+    warnings = [r for r in caplog.records if "free space" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+@given(
+    free=st.integers(min_value=0, max_value=1 << 50),
+    floor=st.integers(min_value=0, max_value=1 << 40),
+    declared=st.none() | st.integers(min_value=0, max_value=10**20),
+    more=st.integers(min_value=0, max_value=1 << 40),
+)
+def test_room_is_the_floor_and_half_again_the_declared_size(
+    free: int, floor: int, declared: int | None, more: int
+) -> None:
+    room = freespace.has_room(free, floor, declared)
+    assert room == (free >= floor and (declared is None or 2 * free >= 3 * declared))
+    if room:  # more free space never refuses what less took
+        assert freespace.has_room(free + more, floor, declared)
+
+
+def test_the_floor_is_an_option(tmp_path: Path) -> None:
+    assert _config(tmp_path, min_free_space=0).free_space_floor == 0
+    assert _config(tmp_path, max_message_size=0).free_space_floor == 0  # no limit: no floor
+    with pytest.raises(ValueError, match="--min-free-space"):
+        _config(tmp_path, min_free_space=-1)
+
+
+# -- after the content: a write that finds the disk full -------------------------------
+
+
+def _failing_once(real: Callable[..., Any], call: int, code: int) -> Callable[..., Any]:
+    """``real``, whose ``call``-th call fails with ``code``: the disk was full then."""
+    count = [0]
+
+    def write(*args: Any) -> Any:
+        count[0] += 1
+        if count[0] == call:
+            raise OSError(code, os.strerror(code))
+        return real(*args)
+
+    return write
+
+
+def _send_twice(port: int) -> list[tuple[int, str]]:
+    """A message of 200 KB, then a small one: the server goes on serving."""
+    replies = []
+    with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+        smtp.ehlo("client.example")
+        for body in (b"x" * 76 + b"\r\n") * 2600, b"small\r\n":
+            smtp.mail("a@xyz.example")
+            smtp.rcpt("john@abc.example")
+            code, text = smtp.data(b"Subject: t\r\n\r\n" + body)
+            replies.append((code, text.decode()))
+    return replies
+
+
+def _only_the_small_message_kept(config: ServerConfig) -> None:
+    """Nothing of the refused message stays in the queue or the mailbox."""
+    for sub in ("tmp", "messages", "envelopes"):
+        assert list((config.queue_dir / sub).iterdir()) == [], sub
+    box = config.mailbox_path("john@abc.example")
+    assert list((box / "tmp").iterdir()) == []
+    (kept,) = Maildir(box).messages()
+    assert kept.read_bytes().endswith(b"\nsmall\n")
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
+def test_a_spool_that_finds_the_disk_full_gets_452_and_keeps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """The spool write fails part way through the content (the Received line went).
+    Once the disk has room again, the next message is delivered."""
+    config = _config(tmp_path)
+    monkeypatch.setattr(queue.Spool, "write", _failing_once(queue.Spool.write, 3, code))
+    first, second = _serve(config, _send_twice)
+    assert first == (452, "4.3.1 Insufficient system storage")
+    assert second[0] == 250
+    _only_the_small_message_kept(config)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
+def test_a_maildir_copy_that_finds_the_disk_full_gets_452_and_keeps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """The spool took the message; the mailbox copy does not fit. Once the disk has
+    room again, the next message is delivered."""
+    config = _config(tmp_path)
+    monkeypatch.setattr(maildir.LFWriter, "write", _failing_once(maildir.LFWriter.write, 2, code))
+    first, second = _serve(config, _send_twice)
+    assert first == (452, "4.3.1 Insufficient system storage")
+    assert second[0] == 250
+    _only_the_small_message_kept(config)
+
+
+def test_any_other_fault_is_still_451_with_one_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config(tmp_path)
+    monkeypatch.setattr(queue.Spool, "write", _failing_once(queue.Spool.write, 3, errno.EIO))
+    first, second = _serve(config, _send_twice)
+    assert first == (451, "4.3.0 Local error in processing")
+    assert second[0] == 250
+    _only_the_small_message_kept(config)
+
+
+def test_lmtp_answers_452_for_each_recipient_whose_copy_finds_the_disk_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config(tmp_path, smtp_port=0, lmtp_port=1)
+
+    def full(*args: Any) -> Path:
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+
+    async def send(port: int) -> Reply | None:
+        async with SMTPClient(LOOPBACK, port, lmtp=True, hostname="client") as client:
+            with pytest.raises(MessageRefused) as refused:
+                await client.send_message(
+                    b"Subject: l\r\n\r\n",
+                    "a@xyz.example",
+                    ["john@abc.example", "mary@abc.example"],
+                )
+        return refused.value.reply
+
+    monkeypatch.setattr(LocalMailboxes, "deliver_file", full)
+    reply = _serve(config, lambda port: asyncio.run(send(port)), listener="lmtp")
+    assert reply == Reply(452, "Insufficient system storage", "4.3.1")
+    for sub in ("tmp", "messages", "envelopes"):
+        assert list((config.queue_dir / sub).iterdir()) == [], sub
