@@ -54,6 +54,19 @@ def test_the_story_runs_and_tells_itself(
     assert list(tmp_path.iterdir()) == []  # nothing left behind
 
 
+def test_the_story_runs_on_a_small_disk(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A temporary directory on a filesystem with 1 MiB free, under the default floor
+    (1.5 times the size limit): the demo keeps no floor, and its mail goes through."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    block, free = 4096, 1 << 20
+    small = (block, block, 1 << 20, free // block, free // block, 1000, 900, 900, 0, 255)
+    monkeypatch.setattr(os, "statvfs", lambda path: os.statvfs_result(small))
+    assert cli.main(["demo"]) == 0
+    assert "Yes, byte for byte" in capsys.readouterr().out
+
+
 def test_keep_and_a_fresh_process(tmp_path: Path) -> None:
     keep = tmp_path / "kept"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}

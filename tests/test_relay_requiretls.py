@@ -271,6 +271,7 @@ def test_the_success_report_of_a_local_delivery_goes_with_requiretls(
             data_dir=tmp_path / "data",
             hostname="mx.abc.example",
             smtp_port=1,  # the socket replaces it
+            min_free_space=0,  # a small temporary filesystem still takes mail
             submission_port=0,
             pop3_port=0,
             tls_cert=tls.cert_file,

@@ -47,6 +47,7 @@ def test_bare_line_endings_and_nul_never_reach_the_maildir(tmp_path: Path) -> No
         data_dir=tmp_path / "pqr.example",
         hostname="mx.pqr.example",
         pop3_port=0,
+        min_free_space=0,  # a small temporary filesystem still takes mail
     )
     injected = b"Subject: hello\nX-Injected: x\r\n\r\nbody\r\n"
     envelope = [b"MAIL FROM:<a@abc.example>\r\n", b"RCPT TO:<b@pqr.example>\r\n"]

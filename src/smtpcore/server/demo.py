@@ -240,6 +240,9 @@ class _Story:
     """The two servers, the resolver and what happened so far."""
 
     def __init__(self, base: Path, say: Callable[[str], None]) -> None:
+        """Both servers keep no free-space floor (``min_free_space=0``): the demo keeps
+        nothing that matters, and its temporary directory may sit on a small filesystem
+        that the default floor (1.5 times the size limit) would refuse all mail on."""
         self.say = say
         self.resolver = _NarratedResolver(StaticResolver.from_zone_text(_ZONE), say)
         self.submission, self.smtp, self.pop3 = _listening(), _listening(), _listening()
@@ -251,6 +254,7 @@ class _Story:
             data_dir=base / "pqr.example",
             hostname="mx.pqr.example",
             submission_port=0,
+            min_free_space=0,
         )
         self.abc_config = ServerConfig(
             domains=("abc.example",),
@@ -262,6 +266,7 @@ class _Story:
             remote_port=_port(self.smtp),
             retry_after=1,
             allow_internal_relay=True,  # the two servers share loopback
+            min_free_space=0,
         )
         self.base = base
 
