@@ -14,14 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from smtpcore.asyncio import MessageRefused, SMTPClient
 from smtpcore.server import MailServer, ServerConfig, freespace, maildir, queue
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
-from smtpcore.smtp import Reply
 
 LOOPBACK = "127.0.0.1"
 BLOCK = 4096
@@ -29,12 +27,19 @@ MiB = 1 << 20
 
 
 def _config(tmp_path: Path, **options: Any) -> ServerConfig:
+    """No floor unless the test asks for one: the temporary filesystem may be small."""
     return ServerConfig(
         domains=("abc.example",),
         users={"john@abc.example": "pw", "mary@abc.example": "pw"},
         data_dir=tmp_path / "data",
         hostname="mx.abc.example",
-        **{"pop3_port": 0, "submission_port": 0, "auth_failure_delay": 0.0, **options},
+        **{
+            "pop3_port": 0,
+            "submission_port": 0,
+            "auth_failure_delay": 0.0,
+            "min_free_space": 0,
+            **options,
+        },
     )
 
 
@@ -86,8 +91,9 @@ def _mail_replies(commands: list[str]) -> Callable[[int], list[tuple[int, str]]]
         (MiB, None, 250),  # exactly the floor: room
         (MiB - BLOCK, None, 452),  # under the floor
         (MiB - BLOCK, 1000, 452),  # under the floor, whatever the SIZE
-        (6 * MiB, 4 * MiB, 250),  # exactly 1.5 x SIZE
-        (6 * MiB - BLOCK, 4 * MiB, 452),  # under 1.5 x SIZE
+        (8 * MiB, 4 * MiB, 250),  # exactly 2 x SIZE: the spool file and a Maildir copy
+        (8 * MiB - BLOCK, 4 * MiB, 452),  # under 2 x SIZE
+        (6 * MiB, 4 * MiB, 452),  # 1.5 x SIZE: the copy would not fit beside the spool
         (6 * MiB - BLOCK, None, 250),  # no SIZE: the floor alone
         (6 * MiB - BLOCK, 0, 250),
     ],
@@ -108,7 +114,7 @@ def test_the_audits_96_kib_disk_refuses_a_declared_5_mb_message_at_mail(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The default floor too: 1.5 x the message size limit, as Postfix's."""
-    config = _config(tmp_path)
+    config = _config(tmp_path, min_free_space=None)
     assert config.free_space_floor == config.max_message_size * 3 // 2
     monkeypatch.setattr(os, "statvfs", _statvfs_saying(config.data_dir, 96 * 1024))
     replies = _serve(config, _mail_replies(["MAIL FROM:<a@xyz.example> SIZE=5000000"]))
@@ -134,24 +140,78 @@ def test_a_statvfs_that_fails_refuses_no_mail_and_is_logged_once(
     assert len(warnings) == 1
 
 
+def test_a_spell_under_the_floor_is_logged_once_and_its_end_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every MAIL is refused while the disk is under the floor: the operator hears of
+    it once, when it starts, and again when there is room."""
+    data_dir = tmp_path / "data"
+    room = freespace.FreeSpace()
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    answers = []
+    for free in (2 * MiB, MiB - BLOCK, MiB - BLOCK, 0, MiB, MiB, MiB - BLOCK):
+        monkeypatch.setattr(os, "statvfs", _statvfs_saying(data_dir, free))
+        answers.append(room.has_room(data_dir, MiB, None))
+    assert answers == [True, False, False, False, True, True, False]
+    told = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in told] == [logging.WARNING, logging.INFO, logging.WARNING]
+    assert "under --min-free-space 1048576: MAIL gets 452 4.3.1" in told[0][1]
+    assert "free again" in told[1][1]
+
+
+def test_a_declared_size_too_big_for_the_disk_is_no_spell_to_warn_of(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    data_dir = tmp_path / "data"
+    monkeypatch.setattr(os, "statvfs", _statvfs_saying(data_dir, 2 * MiB))
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    assert not freespace.FreeSpace().has_room(data_dir, MiB, 4 * MiB)
+    assert caplog.records == []
+
+
+def test_no_floor_and_no_size_asks_nothing_of_the_filesystem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[Any] = []
+    real = os.statvfs
+
+    def statvfs(path: Any) -> os.statvfs_result:
+        asked.append(path)
+        return real(path)
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    room = freespace.FreeSpace()
+    assert room.has_room(tmp_path, 0, None) and room.has_room(tmp_path, 0, 0)
+    assert asked == []
+    assert room.has_room(tmp_path, 0, 1000)
+    assert asked == [tmp_path]
+
+
 @given(
     free=st.integers(min_value=0, max_value=1 << 50),
     floor=st.integers(min_value=0, max_value=1 << 40),
-    declared=st.none() | st.integers(min_value=0, max_value=10**20),
+    declared=st.none() | st.integers(min_value=0, max_value=1 << 40),
     more=st.integers(min_value=0, max_value=1 << 40),
 )
-def test_room_is_the_floor_and_half_again_the_declared_size(
+@example(free=6 * MiB, floor=0, declared=4 * MiB, more=0)  # 1.5 x: no room for the copy
+def test_mail_is_taken_only_with_room_for_the_spool_and_a_copy_and_more_room_never_refuses(
     free: int, floor: int, declared: int | None, more: int
 ) -> None:
-    room = freespace.has_room(free, floor, declared)
-    assert room == (free >= floor and (declared is None or 2 * free >= 3 * declared))
-    if room:  # more free space never refuses what less took
+    """What is taken leaves the floor and fits twice over (the spool file and one
+    Maildir copy); more free space takes what less took; a disk far bigger than both
+    takes everything."""
+    if freespace.has_room(free, floor, declared):
+        assert free >= floor
+        assert declared is None or free - declared >= declared  # the copy beside the spool
         assert freespace.has_room(free + more, floor, declared)
+    huge = floor + 2 * (declared or 0) + more
+    assert freespace.has_room(huge, floor, declared)
 
 
 def test_the_floor_is_an_option(tmp_path: Path) -> None:
     assert _config(tmp_path, min_free_space=0).free_space_floor == 0
-    assert _config(tmp_path, max_message_size=0).free_space_floor == 0  # no limit: no floor
+    unlimited = _config(tmp_path, max_message_size=0, min_free_space=None)
+    assert unlimited.free_space_floor == 0  # no limit: no floor
     with pytest.raises(ValueError, match="--min-free-space"):
         _config(tmp_path, min_free_space=-1)
 
@@ -237,23 +297,32 @@ def test_any_other_fault_is_still_451_with_one_text(
 def test_lmtp_answers_452_for_each_recipient_whose_copy_finds_the_disk_full(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """One reply per recipient (RFC 2033 §4.2): john's copy is made, mary's finds the
+    quota spent; john has the message, mary has nothing."""
     config = _config(tmp_path, smtp_port=0, lmtp_port=1)
+    real = LocalMailboxes.deliver_file
 
-    def full(*args: Any) -> Path:
-        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+    def full_for_mary(self: LocalMailboxes, key: str, *args: Any) -> Path:
+        if key == "mary@abc.example":
+            raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+        return real(self, key, *args)
 
-    async def send(port: int) -> Reply | None:
-        async with SMTPClient(LOOPBACK, port, lmtp=True, hostname="client") as client:
-            with pytest.raises(MessageRefused) as refused:
-                await client.send_message(
-                    b"Subject: l\r\n\r\n",
-                    "a@xyz.example",
-                    ["john@abc.example", "mary@abc.example"],
-                )
-        return refused.value.reply
+    def send(port: int) -> list[tuple[int, str]]:
+        with smtplib.LMTP(LOOPBACK, port, timeout=10) as lmtp:
+            lmtp.ehlo("client.example")
+            lmtp.mail("a@xyz.example")
+            for recipient in ("john@abc.example", "mary@abc.example"):
+                assert lmtp.rcpt(recipient)[0] == 250
+            lmtp.putcmd("data")
+            assert lmtp.getreply()[0] == 354
+            lmtp.send(b"Subject: l\r\n\r\nhello\r\n.\r\n")
+            return [(code, text.decode()) for code, text in (lmtp.getreply(), lmtp.getreply())]
 
-    monkeypatch.setattr(LocalMailboxes, "deliver_file", full)
-    reply = _serve(config, lambda port: asyncio.run(send(port)), listener="lmtp")
-    assert reply == Reply(452, "Insufficient system storage", "4.3.1")
+    monkeypatch.setattr(LocalMailboxes, "deliver_file", full_for_mary)
+    (john_code, _), mary = _serve(config, send, listener="lmtp")
+    assert (john_code, mary) == (250, (452, "4.3.1 Insufficient system storage"))
+    (kept,) = Maildir(config.mailbox_path("john@abc.example")).messages()
+    assert kept.read_bytes().endswith(b"\nhello\n")
+    assert Maildir(config.mailbox_path("mary@abc.example")).messages() == []
     for sub in ("tmp", "messages", "envelopes"):
         assert list((config.queue_dir / sub).iterdir()) == [], sub

@@ -161,8 +161,9 @@ def _add_serve(commands: Any) -> None:
         type=_arg(parse_size, "size"),
         metavar="SIZE",
         help="free space the data directory's filesystem must keep for MAIL to be "
-        "taken, as Postfix's queue_minfree; below it, or below 1.5 times a declared "
-        "SIZE, MAIL gets 452 4.3.1 (default 1.5 times --max-message-size)",
+        "taken, as Postfix's queue_minfree; below it, or below twice a declared "
+        "SIZE, MAIL gets 452 4.3.1; 0 for no floor (default 1.5 times "
+        "--max-message-size)",
     )
     limits.add_argument(
         "--max-recipients",

@@ -539,8 +539,10 @@ class ServerConfig:
     min_free_space: int | None = None
     """Octets the data directory's filesystem must keep free for MAIL to be taken
     (Postfix's ``queue_minfree``): below it MAIL gets ``452 4.3.1`` (RFC 1870 §6.1).
-    None, the default, is 1.5 times ``max_message_size``, as Postfix's default: room
-    for any message the server takes; 0 refuses only a message declared too big."""
+    None, the default, is 1.5 times ``max_message_size``, as Postfix's default; 0 is
+    no floor. Either way a MAIL whose declared SIZE needs more than the disk has (the
+    spool file and one Maildir copy, twice the size) is refused too; see
+    :mod:`smtpcore.server.freespace`."""
     max_recipients: int = 100
     max_sessions: int = 2000
     """Sessions each listener serves at once; past that a client gets 421 4.7.0."""
