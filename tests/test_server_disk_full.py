@@ -255,30 +255,37 @@ def _only_the_small_message_kept(config: ServerConfig) -> None:
     assert kept.read_bytes().endswith(b"\nsmall\n")
 
 
-@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
-def test_a_spool_that_finds_the_disk_full_gets_452_and_keeps_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+FULL = (452, "4.3.1 Insufficient system storage")
+TOO_BIG = (552, "5.3.4 Message too big for system")
+WRITE_FAILURES = [(errno.ENOSPC, FULL), (errno.EDQUOT, FULL), (errno.EFBIG, TOO_BIG)]
+"""What a write's errno earns: a full disk or a spent quota is temporary; a file size
+limit (``ulimit -f``, the filesystem's largest file) is this message's size, for ever."""
+
+
+@pytest.mark.parametrize(("code", "reply"), WRITE_FAILURES)
+def test_a_spool_write_that_fails_for_want_of_room_is_answered_by_its_errno(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, reply: tuple[int, str]
 ) -> None:
     """The spool write fails part way through the content (the Received line went).
     Once the disk has room again, the next message is delivered."""
     config = _config(tmp_path)
     monkeypatch.setattr(queue.Spool, "write", _failing_once(queue.Spool.write, 3, code))
     first, second = _serve(config, _send_twice)
-    assert first == (452, "4.3.1 Insufficient system storage")
+    assert first == reply
     assert second[0] == 250
     _only_the_small_message_kept(config)
 
 
-@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
-def test_a_maildir_copy_that_finds_the_disk_full_gets_452_and_keeps_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+@pytest.mark.parametrize(("code", "reply"), WRITE_FAILURES)
+def test_a_maildir_copy_that_fails_for_want_of_room_is_answered_by_its_errno(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, reply: tuple[int, str]
 ) -> None:
     """The spool took the message; the mailbox copy does not fit. Once the disk has
     room again, the next message is delivered."""
     config = _config(tmp_path)
     monkeypatch.setattr(maildir.LFWriter, "write", _failing_once(maildir.LFWriter.write, 2, code))
     first, second = _serve(config, _send_twice)
-    assert first == (452, "4.3.1 Insufficient system storage")
+    assert first == reply
     assert second[0] == 250
     _only_the_small_message_kept(config)
 

@@ -1,35 +1,53 @@
-"""The reply a local failure earns: a full disk is told apart from any other fault.
+"""The reply a local failure earns: a write that found no room is told apart from any
+other fault, and a full disk from a message too big for the system.
 
-One function, :func:`failure_reply`, decides it for the driver (a handler's hook
-that raised while it took in a message) and for the reference server (a spool,
-queue or Maildir write that failed): both answer alike.
+One function, :func:`failure_reply`, decides it for the driver (any handler hook that
+raised where the client is owed a reply) and for the reference server (a spool, queue
+or Maildir write that failed): both answer alike, from one table, :data:`BY_ERRNO`.
 """
 
 from __future__ import annotations
 
 import errno
+from collections.abc import Mapping
 from typing import Final
 
 from smtpcore.smtp import Reply
 
-__all__ = ["INSUFFICIENT_STORAGE", "LOCAL_ERROR", "STORAGE_FULL", "failure_reply"]
+__all__ = [
+    "BY_ERRNO",
+    "INSUFFICIENT_STORAGE",
+    "LOCAL_ERROR",
+    "TOO_BIG_FOR_SYSTEM",
+    "failure_reply",
+]
 
 LOCAL_ERROR: Final = Reply(451, "Local error in processing", "4.3.0")
 """RFC 5321 §4.2.2 451; RFC 3463 X.3.0, "other or undefined mail system status"."""
 
 INSUFFICIENT_STORAGE: Final = Reply(452, "Insufficient system storage", "4.3.1")
 """RFC 5321 §4.2.2 452 and RFC 1870 §6.1; RFC 3463 X.3.1, "mail system full".
-Temporary: the client keeps the message and tries again later."""
+Temporary: the client keeps the message and tries again later, when there is room."""
 
-STORAGE_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-"""What a write says when there is no room: the filesystem is full, the owner's quota
-is spent, or the file is over the size the process may write (``ulimit -f``)."""
+TOO_BIG_FOR_SYSTEM: Final = Reply(552, "Message too big for system", "5.3.4")
+"""RFC 5321 §4.5.3.1.10 and RFC 1870 §6.1 552; RFC 3463 X.3.4, "message too big for
+system". Permanent: a file size limit is the same limit at every retry (Postfix's
+cleanup answers ``EFBIG`` so)."""
+
+BY_ERRNO: Final[Mapping[int, Reply]] = {
+    errno.ENOSPC: INSUFFICIENT_STORAGE,  # the filesystem is full
+    errno.EDQUOT: INSUFFICIENT_STORAGE,  # the owner's quota is spent
+    errno.EFBIG: TOO_BIG_FOR_SYSTEM,  # over the largest file: ulimit -f, the filesystem's
+}
+"""What a write's ``errno`` earns when it says the message found no room; any other
+error is :data:`LOCAL_ERROR`. Full space frees up (452); a file size limit does not,
+and blaming storage for it would have the client retry the message for days."""
 
 
 def failure_reply(exc: BaseException) -> Reply:
-    """``452 4.3.1`` for a write that found no room (:data:`STORAGE_FULL`), else
-    ``451 4.3.0``. Both are temporary: nothing was accepted, and the client's
-    retry duplicates nothing (RFC 5321 §6.1)."""
-    if isinstance(exc, OSError) and exc.errno in STORAGE_FULL:
-        return INSUFFICIENT_STORAGE
+    """The reply a local failure ``exc`` earns: an ``OSError`` whose ``errno`` is in
+    :data:`BY_ERRNO` its entry, anything else ``451 4.3.0``. Nothing was accepted
+    either way, so the client's retry duplicates nothing (RFC 5321 §6.1)."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return BY_ERRNO.get(exc.errno, LOCAL_ERROR)
     return LOCAL_ERROR

@@ -141,9 +141,10 @@ class MailStore:
 
         ``local`` maps each local recipient to its mailbox key. If anything fails before
         the renames, nothing is delivered and the caller answers 451 (452 for a full
-        disk: :func:`~smtpcore._driver._failures.failure_reply`). A mailbox whose
-        rename fails then gets its copy through the queue, whose worker delivers to
-        local recipients too and retries (with the DSN parameters ``local_dsn`` gives):
+        disk, 552 for a file size limit:
+        :func:`~smtpcore._driver._failures.failure_reply`). A mailbox whose rename fails
+        then gets its copy through the queue, whose worker delivers to local recipients
+        too and retries (with the DSN parameters ``local_dsn`` gives):
         the message is accepted once any part of it is in place, as a message in
         Postfix's queue is. Only if the queue cannot take that recipient either are the
         renames undone and the error raised, so that a 451 still means nothing was
