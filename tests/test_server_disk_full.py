@@ -151,7 +151,7 @@ def test_a_spell_under_the_floor_is_logged_once_and_its_end_too(
     answers = []
     for free in (2 * MiB, MiB - BLOCK, MiB - BLOCK, 0, MiB, MiB, MiB - BLOCK):
         monkeypatch.setattr(os, "statvfs", _statvfs_saying(data_dir, free))
-        answers.append(room.has_room(data_dir, MiB, None))
+        answers.append(room.allows(data_dir, MiB, None))
     assert answers == [True, False, False, False, True, True, False]
     told = [(r.levelno, r.getMessage()) for r in caplog.records]
     assert [level for level, _ in told] == [logging.WARNING, logging.INFO, logging.WARNING]
@@ -165,7 +165,7 @@ def test_a_declared_size_too_big_for_the_disk_is_no_spell_to_warn_of(
     data_dir = tmp_path / "data"
     monkeypatch.setattr(os, "statvfs", _statvfs_saying(data_dir, 2 * MiB))
     caplog.set_level(logging.INFO, "smtpcore.mail")
-    assert not freespace.FreeSpace().has_room(data_dir, MiB, 4 * MiB)
+    assert not freespace.FreeSpace().allows(data_dir, MiB, 4 * MiB)
     assert caplog.records == []
 
 
@@ -181,9 +181,9 @@ def test_no_floor_and_no_size_asks_nothing_of_the_filesystem(
 
     monkeypatch.setattr(os, "statvfs", statvfs)
     room = freespace.FreeSpace()
-    assert room.has_room(tmp_path, 0, None) and room.has_room(tmp_path, 0, 0)
+    assert room.allows(tmp_path, 0, None) and room.allows(tmp_path, 0, 0)
     assert asked == []
-    assert room.has_room(tmp_path, 0, 1000)
+    assert room.allows(tmp_path, 0, 1000)
     assert asked == [tmp_path]
 
 
@@ -200,12 +200,12 @@ def test_mail_is_taken_only_with_room_for_the_spool_and_a_copy_and_more_room_nev
     """What is taken leaves the floor and fits twice over (the spool file and one
     Maildir copy); more free space takes what less took; a disk far bigger than both
     takes everything."""
-    if freespace.has_room(free, floor, declared):
+    if freespace.fits(free, floor, declared):
         assert free >= floor
         assert declared is None or free - declared >= declared  # the copy beside the spool
-        assert freespace.has_room(free + more, floor, declared)
+        assert freespace.fits(free + more, floor, declared)
     huge = floor + 2 * (declared or 0) + more
-    assert freespace.has_room(huge, floor, declared)
+    assert freespace.fits(huge, floor, declared)
 
 
 def test_the_floor_is_an_option(tmp_path: Path) -> None:

@@ -115,15 +115,16 @@ class MailStore:
         self.mailboxes = mailboxes
         self.worker = worker
         self.threads = threads if threads is not None else Threads()
-        self.free_space = FreeSpace()
+        self.room = FreeSpace()
+        """The data directory's free space, as MAIL asks it (:meth:`can_take`)."""
 
-    def has_room(self, declared: int | None) -> bool:
+    def can_take(self, declared: int | None) -> bool:
         """Whether the data directory's filesystem has room for a message of the
         ``declared`` size (None: not declared), leaving ``--min-free-space`` free:
         asked at MAIL, so that a full disk is met before the client sends the message
         (RFC 1870 §6.1; see :mod:`smtpcore.server.freespace`)."""
         config = self.config
-        return self.free_space.has_room(config.data_dir, config.free_space_floor, declared)
+        return self.room.allows(config.data_dir, config.free_space_floor, declared)
 
     def accept(
         self,
@@ -373,7 +374,7 @@ class _MailHandler(Handler):
         session.extra["routes"] = {}
         size = command.params.get("SIZE")
         declared = None if size is None else parse_number(size, max_digits=20)
-        if not self.store.has_room(declared):
+        if not self.store.can_take(declared):
             return self._refuse(
                 session, "MAIL", INSUFFICIENT_STORAGE, sender=_path_text(command.sender)
             )

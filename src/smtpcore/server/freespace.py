@@ -27,14 +27,14 @@ from typing import Final
 
 from smtpcore.server.log import logger
 
-__all__ = ["COPIES_AT_PEAK", "FreeSpace", "free_space", "has_room", "room_needed"]
+__all__ = ["COPIES_AT_PEAK", "FreeSpace", "fits", "free_octets", "room_needed"]
 
 COPIES_AT_PEAK: Final = 2
 """How many times over a message lies on the disk while it is taken in for one local
 mailbox: its spool file and its Maildir copy."""
 
 
-def free_space(path: Path) -> int:
+def free_octets(path: Path) -> int:
     """Octets an unprivileged writer may still use on the filesystem holding ``path``
     (``f_bavail``: the blocks kept for root are not ours to count on)."""
     stats = os.statvfs(path)
@@ -49,7 +49,7 @@ def room_needed(floor: int, declared: int | None) -> int:
     return max(floor, COPIES_AT_PEAK * declared)
 
 
-def has_room(free: int, floor: int, declared: int | None) -> bool:
+def fits(free: int, floor: int, declared: int | None) -> bool:
     """Whether ``free`` octets take a message of the ``declared`` size (None: not
     declared) and leave the ``floor`` (see :func:`room_needed`)."""
     return free >= room_needed(floor, declared)
@@ -70,13 +70,13 @@ class FreeSpace:
         self._failing = False
         self._under_floor = False
 
-    def has_room(self, path: Path, floor: int, declared: int | None) -> bool:
+    def allows(self, path: Path, floor: int, declared: int | None) -> bool:
         """Whether the filesystem of ``path`` has room for a message of ``declared``
-        octets, leaving ``floor`` free (see :func:`has_room`)."""
+        octets, leaving ``floor`` free (see :func:`fits`), as it says now."""
         if room_needed(floor, declared) == 0:
             return True  # nothing to ask the filesystem
         try:
-            free = free_space(path)
+            free = free_octets(path)
         except OSError as exc:
             if not self._failing:
                 self._failing = True
@@ -84,7 +84,7 @@ class FreeSpace:
             return True
         self._failing = False
         self._note_floor(path, free, floor)
-        return has_room(free, floor, declared)
+        return fits(free, floor, declared)
 
     def _note_floor(self, path: Path, free: int, floor: int) -> None:
         """Log where a spell under the floor starts and ends; a declared size too big
