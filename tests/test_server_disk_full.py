@@ -144,19 +144,48 @@ def test_a_spell_under_the_floor_is_logged_once_and_its_end_too(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Every MAIL is refused while the disk is under the floor: the operator hears of
-    it once, when it starts, and again when there is room."""
+    it once, when it starts, and again when the free space is over the floor by the
+    margin (a largest message, here 1 MiB): MAIL is taken at the floor already."""
     data_dir = tmp_path / "data"
-    room = freespace.FreeSpace()
+    room = freespace.FreeSpace(data_dir, MiB, largest_message=MiB)
+    assert room.spell_ends_at == 2 * MiB
     caplog.set_level(logging.INFO, "smtpcore.mail")
     answers = []
-    for free in (2 * MiB, MiB - BLOCK, MiB - BLOCK, 0, MiB, MiB, MiB - BLOCK):
+    for free in (2 * MiB, MiB - BLOCK, 0, MiB, 2 * MiB - BLOCK, 2 * MiB, MiB - BLOCK):
         monkeypatch.setattr(os, "statvfs", _statvfs_saying(data_dir, free))
-        answers.append(room.allows(data_dir, MiB, None))
-    assert answers == [True, False, False, False, True, True, False]
+        answers.append(room.allows(None))
+    assert answers == [True, False, False, True, True, True, False]
     told = [(r.levelno, r.getMessage()) for r in caplog.records]
     assert [level for level, _ in told] == [logging.WARNING, logging.INFO, logging.WARNING]
     assert "under --min-free-space 1048576: MAIL gets 452 4.3.1" in told[0][1]
-    assert "free again" in told[1][1]
+    assert "has 2097152 octets free again, over --min-free-space 1048576" in told[1][1]
+
+
+@pytest.mark.parametrize(
+    ("floor", "largest", "margin"),
+    [(15 * MiB, 10 * MiB, 10 * MiB), (100 * MiB, MiB, 10 * MiB), (MiB, 0, MiB // 10), (0, 0, 0)],
+)
+def test_a_spell_ends_a_tenth_of_the_floor_or_a_largest_message_over_it(
+    floor: int, largest: int, margin: int
+) -> None:
+    assert freespace.spell_margin(floor, largest) == margin
+
+
+def test_free_space_hovering_at_the_floor_is_one_spell_told_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A busy disk's free space goes a block either way of the floor with each
+    message: one warning for it all, and no line saying it is over."""
+    data_dir = tmp_path / "data"
+    room = freespace.FreeSpace(data_dir, MiB, largest_message=64 * 1024)
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    answers = set()
+    for i in range(1000):
+        free = MiB + (BLOCK if i % 2 else -BLOCK)
+        monkeypatch.setattr(os, "statvfs", _statvfs_saying(data_dir, free))
+        answers.add(room.allows(None))
+    assert answers == {True, False}  # the floor itself still decides each MAIL
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
 
 
 def test_a_declared_size_too_big_for_the_disk_is_no_spell_to_warn_of(
@@ -165,7 +194,7 @@ def test_a_declared_size_too_big_for_the_disk_is_no_spell_to_warn_of(
     data_dir = tmp_path / "data"
     monkeypatch.setattr(os, "statvfs", _statvfs_saying(data_dir, 2 * MiB))
     caplog.set_level(logging.INFO, "smtpcore.mail")
-    assert not freespace.FreeSpace().allows(data_dir, MiB, 4 * MiB)
+    assert not freespace.FreeSpace(data_dir, MiB).allows(4 * MiB)
     assert caplog.records == []
 
 
@@ -180,10 +209,10 @@ def test_no_floor_and_no_size_asks_nothing_of_the_filesystem(
         return real(path)
 
     monkeypatch.setattr(os, "statvfs", statvfs)
-    room = freespace.FreeSpace()
-    assert room.allows(tmp_path, 0, None) and room.allows(tmp_path, 0, 0)
+    room = freespace.FreeSpace(tmp_path, 0)
+    assert room.allows(None) and room.allows(0)
     assert asked == []
-    assert room.allows(tmp_path, 0, 1000)
+    assert room.allows(1000)
     assert asked == [tmp_path]
 
 

@@ -115,16 +115,8 @@ class MailStore:
         self.mailboxes = mailboxes
         self.worker = worker
         self.threads = threads if threads is not None else Threads()
-        self.room = FreeSpace()
-        """The data directory's free space, as MAIL asks it (:meth:`can_take`)."""
-
-    def can_take(self, declared: int | None) -> bool:
-        """Whether the data directory's filesystem has room for a message of the
-        ``declared`` size (None: not declared), leaving ``--min-free-space`` free:
-        asked at MAIL, so that a full disk is met before the client sends the message
-        (RFC 1870 §6.1; see :mod:`smtpcore.server.freespace`)."""
-        config = self.config
-        return self.room.allows(config.data_dir, config.free_space_floor, declared)
+        self.room = FreeSpace(config.data_dir, config.free_space_floor, config.max_message_size)
+        """The data directory's free space, asked at MAIL (RFC 1870 §6.1)."""
 
     def accept(
         self,
@@ -369,12 +361,13 @@ class _MailHandler(Handler):
 
     async def handle_mail(self, session: Session, command: Mail) -> Reply | None:
         """A sender is taken only while the disk has room for its message: ``452
-        4.3.1`` otherwise (RFC 1870 §6.1), before the client sends it."""
+        4.3.1`` otherwise (RFC 1870 §6.1), before the client sends it (see
+        :mod:`smtpcore.server.freespace`)."""
         self._stats(session).mail += 1
         session.extra["routes"] = {}
         size = command.params.get("SIZE")
         declared = None if size is None else parse_number(size, max_digits=20)
-        if not self.store.can_take(declared):
+        if not self.store.room.allows(declared):
             return self._refuse(
                 session, "MAIL", INSUFFICIENT_STORAGE, sender=_path_text(command.sender)
             )

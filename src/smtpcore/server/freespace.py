@@ -27,7 +27,7 @@ from typing import Final
 
 from smtpcore.server.log import logger
 
-__all__ = ["COPIES_AT_PEAK", "FreeSpace", "fits", "free_octets", "room_needed"]
+__all__ = ["COPIES_AT_PEAK", "FreeSpace", "fits", "free_octets", "room_needed", "spell_margin"]
 
 COPIES_AT_PEAK: Final = 2
 """How many times over a message lies on the disk while it is taken in for one local
@@ -55,48 +55,73 @@ def fits(free: int, floor: int, declared: int | None) -> bool:
     return free >= room_needed(floor, declared)
 
 
+def spell_margin(floor: int, largest_message: int) -> int:
+    """Free octets over the floor that end a spell under it: a tenth of the floor, or
+    one message of the largest size taken, whichever is more. Each message a busy
+    server takes in or delivers moves the free space by up to its size, so a margin
+    of one such message keeps a disk that hovers at the floor one spell, logged
+    once, rather than a warning and an all-clear with each message."""
+    return max(floor // 10, largest_message)
+
+
 class FreeSpace:
-    """The data directory's room, asked at each MAIL, and what the operator is told.
+    """The room on the filesystem of ``path``, asked at each MAIL, that keeps ``floor``
+    octets free; ``largest_message`` is the largest size taken (0: no limit).
 
     A ``statvfs`` that fails (``EACCES``, a filesystem that does not support it)
     refuses no mail: the check is a courtesy to the client, and the writes still find
     a full disk. The failure is logged once, and again only after the call has worked
     in between. Free space under the floor refuses every MAIL, so the operator hears
-    of it: a warning when the floor starts refusing, once for the whole spell, and a
-    line at INFO when there is room again.
+    of it: a warning when the floor starts refusing, and a line at INFO when the spell
+    is over. It is over only once the free space is back over the floor by
+    :func:`spell_margin`: MAIL is taken again as soon as the floor is free, but a disk
+    that hovers at the floor is one spell, told once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path, floor: int, largest_message: int = 0) -> None:
+        self.path = path
+        self.floor = floor
+        self.spell_ends_at = floor + spell_margin(floor, largest_message)
+        """Free octets at or over which a spell under the floor is over."""
         self._failing = False
-        self._under_floor = False
+        self._in_spell = False
 
-    def allows(self, path: Path, floor: int, declared: int | None) -> bool:
-        """Whether the filesystem of ``path`` has room for a message of ``declared``
-        octets, leaving ``floor`` free (see :func:`fits`), as it says now."""
-        if room_needed(floor, declared) == 0:
+    def allows(self, declared: int | None) -> bool:
+        """Whether the filesystem has room for a message of the ``declared`` size
+        (None: not declared), leaving the floor free (see :func:`fits`), as it says
+        now."""
+        if room_needed(self.floor, declared) == 0:
             return True  # nothing to ask the filesystem
         try:
-            free = free_octets(path)
+            free = free_octets(self.path)
         except OSError as exc:
             if not self._failing:
                 self._failing = True
-                logger.warning("cannot read the free space of %s (%s); not checked", path, exc)
+                logger.warning(
+                    "cannot read the free space of %s (%s); not checked", self.path, exc
+                )
             return True
         self._failing = False
-        self._note_floor(path, free, floor)
-        return fits(free, floor, declared)
+        self._note_spell(free)
+        return fits(free, self.floor, declared)
 
-    def _note_floor(self, path: Path, free: int, floor: int) -> None:
-        """Log where a spell under the floor starts and ends; a declared size too big
-        for the disk is the one message's refusal, not a spell."""
-        under = free < floor
-        if under and not self._under_floor:
+    def _note_spell(self, free: int) -> None:
+        """Log where a spell under the floor starts and ends (see :func:`spell_margin`);
+        a declared size too big for the disk is the one message's refusal, not a spell."""
+        if free < self.floor and not self._in_spell:
+            self._in_spell = True
             logger.warning(
                 "%s has %d octets free, under --min-free-space %d: MAIL gets 452 4.3.1",
-                path,
+                self.path,
                 free,
-                floor,
+                self.floor,
             )
-        elif self._under_floor and not under:
-            logger.info("%s has %d octets free again: MAIL is taken", path, free)
-        self._under_floor = under
+        elif self._in_spell and free >= self.spell_ends_at:
+            self._in_spell = False
+            logger.info(
+                "%s has %d octets free again, over --min-free-space %d by %d",
+                self.path,
+                free,
+                self.floor,
+                free - self.floor,
+            )
