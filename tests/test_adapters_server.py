@@ -34,6 +34,7 @@ from peers import (
 from smtpcore._asyncio_raw import RawSocketTransport
 from smtpcore._driver import Timeouts
 from smtpcore.handler import Envelope, Handler, MessageReply, Recipient, Session
+from smtpcore.address import Mailbox
 from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Rcpt, Reply
 from smtpcore.smtp._commands import parse_everyday_line
 
@@ -338,6 +339,67 @@ def test_a_full_disk_under_a_content_hook_is_452_and_the_session_goes_on(adapter
             s.send(b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\nDATA\r\n")
             assert [s.recv_reply()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
             assert s.command(content).startswith(reply)
+        assert s.command(b"QUIT").startswith(b"221")
+
+
+class FullBeforeContent(Recorder):
+    """A handler that opens its files before the content, on a disk that fills up:
+    the sender's local part names the hook that finds no room and how (``mail-*``,
+    ``data-*``); a recipient's, ``rcpt-*``. With ``waits`` each hook first waits,
+    so that its exception comes out of the awaited rest, not the hook's start."""
+
+    ERRORS = {"nospc": errno.ENOSPC, "dquot": errno.EDQUOT, "fbig": errno.EFBIG, "io": errno.EIO}
+
+    def __init__(self, adapter: str, waits: bool) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.waits = waits
+
+    async def _fail_if(self, hook: str, mailbox: Mailbox | None) -> None:
+        if mailbox is None or not mailbox.local_part.startswith(hook + "-"):
+            return
+        if self.waits:
+            import trio
+
+            await (asyncio.sleep(0.001) if self.adapter == "asyncio" else trio.sleep(0.001))
+        code = self.ERRORS[mailbox.local_part.removeprefix(hook + "-")]
+        raise OSError(code, os.strerror(code))
+
+    async def handle_mail(self, session: Session, command: Mail) -> Reply | None:
+        await self._fail_if("mail", command.sender)
+        return None
+
+    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
+        await self._fail_if("rcpt", command.recipient)
+        return await super().handle_rcpt(session, envelope, command)
+
+    async def handle_data(self, session: Session, envelope: Envelope) -> Reply | None:
+        await self._fail_if("data", envelope.sender)
+        return None
+
+
+@pytest.mark.parametrize("waits", [False, True], ids=["at-once", "after-waiting"])
+def test_every_hook_that_finds_no_room_earns_the_same_reply(adapter: str, waits: bool) -> None:
+    """Not only the content's hooks: a MAIL, RCPT or DATA hook whose write finds the
+    disk full is ``452 4.3.1`` (RFC 5321 §4.2.2 lists 452 for all three), one over a
+    file size limit ``552 5.3.4`` (RFC 3463 X.3.4), any other fault ``451 4.3.0``."""
+    full, too_big, other = b"452 4.3.1 Insufficient", b"552 5.3.4 Message too big", b"451 4.3.0"
+    with (
+        running_smtp_server(adapter, FullBeforeContent(adapter, waits)) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.command(b"EHLO client.test")
+        for sender, reply in [(b"mail-nospc", full), (b"mail-fbig", too_big), (b"mail-io", other)]:
+            assert s.command(b"MAIL FROM:<%s@abc.example>" % sender).startswith(reply)
+        assert s.command(b"MAIL FROM:<a@abc.example>").startswith(b"250")
+        assert s.command(b"RCPT TO:<rcpt-dquot@pqr.example>").startswith(full)
+        assert s.command(b"RSET").startswith(b"250")
+        for sender, reply in [(b"data-nospc", full), (b"data-fbig", too_big)]:
+            assert s.command(b"MAIL FROM:<%s@abc.example>" % sender).startswith(b"250")
+            assert s.command(b"RCPT TO:<b@pqr.example>").startswith(b"250")
+            assert s.command(b"DATA").startswith(reply)
+            assert s.command(b"RSET").startswith(b"250")
         assert s.command(b"QUIT").startswith(b"221")
 
 

@@ -409,11 +409,13 @@ class Handler:
     coroutines, called one at a time per session, in the order of the
     client's commands. An exception in a hook is logged and the client gets
     ``451 4.3.0`` (a transient local error; ``421`` from
-    :meth:`handle_connect`), so a bug never loses a message silently. An
-    ``OSError`` that says the disk is full (``ENOSPC``, ``EDQUOT``, ``EFBIG``)
-    out of :meth:`handle_data_chunk` or :meth:`handle_message` gets
-    ``452 4.3.1`` instead (RFC 5321 §4.2.2, RFC 3463 X.3.1): as temporary, but
-    the client learns why.
+    :meth:`handle_connect`), so a bug never loses a message silently. Out of
+    any hook that answers a command but :meth:`handle_connect`, an ``OSError``
+    that says a write found no room gets the reply that says so instead: a
+    full disk or quota (``ENOSPC``, ``EDQUOT``) ``452 4.3.1`` (RFC 5321
+    §4.2.2, RFC 3463 X.3.1), as temporary, but the client learns why; a file
+    size limit (``EFBIG``) ``552 5.3.4`` (RFC 3463 X.3.4), for that message
+    will never fit.
 
     Message content reaches the handler through :meth:`handle_data_chunk`,
     one unstuffed chunk at a time. :class:`Handler`'s own keeps the chunks

@@ -233,6 +233,16 @@ def _option_value(machine: object, name: str) -> object:
     return value
 
 
+def _hook_failure(hook: str, exc: BaseException) -> Reply:
+    """Log the handler's ``hook`` that raised ``exc`` (called in its ``except``) and
+    give the reply it earns, whichever hook it is: :func:`failure_reply` tells a
+    write that found no room (``452 4.3.1``, ``552 5.3.4``) from any other fault
+    (``451 4.3.0``), before the content as after it, since RFC 5321 §4.2.2 452 is a
+    reply to MAIL, RCPT and DATA alike."""
+    logger.exception("%s failed", hook)
+    return failure_reply(exc)
+
+
 def _submitter(value: str | None) -> str | None:
     """The mailbox of ``AUTH=xtext`` (RFC 4954 §5, xtext of RFC 3461 §4); None for ``<>``."""
     if value is None or value == "<>":
@@ -920,12 +930,13 @@ class ServerSession(ServedSession):
         args: tuple[Any, ...],
         seconds: float | None,
         *,
-        failed: Reply = LOCAL_ERROR,
+        failed: Reply | None = None,
     ) -> Reply:
         """What the handler's ``hook`` answers, called with ``args``, within ``seconds``.
 
         ``None`` stands for what :class:`~smtpcore.handler.Handler`'s own hook
-        answers, and an exception for ``failed``. The hook is named and its
+        answers, and an exception for ``failed``, or else the reply the exception
+        earns (:func:`_hook_failure`). The hook is named and its
         arguments given, rather than a function calling it: a hook of every
         message makes no closure (a function and a cell per argument).
         """
@@ -937,8 +948,8 @@ class ServerSession(ServedSession):
             except BaseException as exc:
                 if not self._call_failed(exc):
                     raise
-                logger.exception("%s failed", hook)
-                return failed
+                earned = _hook_failure(hook, exc)
+                return earned if failed is None else failed
         if reply is None:
             reply = self.state.fixed_answers.get(hook)  # Handler's, without calling it
             if reply is None:
@@ -1051,8 +1062,7 @@ class ServerSession(ServedSession):
             except BaseException as exc:
                 if not self._call_failed(exc):
                     raise
-                logger.exception("%s failed", hook)
-                return (LOCAL_ERROR,)
+                return (_hook_failure(hook, exc),)
             if not isinstance(started, tuple):  # the hook waits: the rest is awaited
                 return self._answer_when_done(answer, event, hook, args, started)
             if started[0] is not None:
@@ -1079,8 +1089,7 @@ class ServerSession(ServedSession):
             except BaseException as exc:
                 if not self._call_failed(exc):
                     raise
-                logger.exception("%s failed", hook)
-                reply = LOCAL_ERROR
+                reply = _hook_failure(hook, exc)
         if reply is None:
             reply = self.state.fixed_answers.get(hook)
             if reply is None:
@@ -1478,8 +1487,7 @@ class ServerSession(ServedSession):
         except BaseException as exc:
             if not self._call_failed(exc):
                 raise
-            logger.exception("handle_data_chunk failed")
-            self._content_failure = failure_reply(exc)
+            self._content_failure = _hook_failure("handle_data_chunk", exc)
 
     def _end_of_message(self, event: EndOfMessage) -> Awaitable[None] | None:
         session = self.session
@@ -1526,8 +1534,8 @@ class ServerSession(ServedSession):
         """The replies of ``handle_message``, ``due`` of them: one
         :class:`~smtpcore.smtp.Reply` stands for every recipient; a sequence gives
         one each (LMTP, RFC 2033 §4.2). Anything else is the hook's failure, as an
-        exception is: logged, and ``451 4.3.0`` for every reply due (``452 4.3.1``
-        for an exception that says the disk is full: :func:`failure_reply`)."""
+        exception is: logged, and the reply an exception earns
+        (:func:`_hook_failure`) for every reply due; ``451 4.3.0`` for a bad result."""
         result: MessageReply = None
         if "handle_message" in self.state.overridden:  # as _ask does, but for LMTP's lists
             try:
@@ -1538,8 +1546,7 @@ class ServerSession(ServedSession):
             except BaseException as exc:
                 if not self._call_failed(exc):
                     raise
-                logger.exception("handle_message failed")
-                result = failure_reply(exc)
+                result = _hook_failure("handle_message", exc)
         if result is None:  # Handler's answer, as in _ask
             result = self.state.fixed_answers.get("handle_message")
             if result is None:
