@@ -33,8 +33,8 @@ from peers import (
 )
 from smtpcore._asyncio_raw import RawSocketTransport
 from smtpcore._driver import Timeouts
-from smtpcore.handler import Envelope, Handler, MessageReply, Recipient, Session
 from smtpcore.address import Mailbox
+from smtpcore.handler import Envelope, Handler, MessageReply, Recipient, Session
 from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Rcpt, Reply
 from smtpcore.smtp._commands import parse_everyday_line
 
@@ -342,13 +342,19 @@ def test_a_full_disk_under_a_content_hook_is_452_and_the_session_goes_on(adapter
         assert s.command(b"QUIT").startswith(b"221")
 
 
+NO_ROOM_ERRORS = {
+    "nospc": errno.ENOSPC,
+    "dquot": errno.EDQUOT,
+    "fbig": errno.EFBIG,
+    "io": errno.EIO,
+}
+
+
 class FullBeforeContent(Recorder):
     """A handler that opens its files before the content, on a disk that fills up:
     the sender's local part names the hook that finds no room and how (``mail-*``,
     ``data-*``); a recipient's, ``rcpt-*``. With ``waits`` each hook first waits,
     so that its exception comes out of the awaited rest, not the hook's start."""
-
-    ERRORS = {"nospc": errno.ENOSPC, "dquot": errno.EDQUOT, "fbig": errno.EFBIG, "io": errno.EIO}
 
     def __init__(self, adapter: str, waits: bool) -> None:
         super().__init__()
@@ -362,14 +368,16 @@ class FullBeforeContent(Recorder):
             import trio
 
             await (asyncio.sleep(0.001) if self.adapter == "asyncio" else trio.sleep(0.001))
-        code = self.ERRORS[mailbox.local_part.removeprefix(hook + "-")]
+        code = NO_ROOM_ERRORS[mailbox.local_part.removeprefix(hook + "-")]
         raise OSError(code, os.strerror(code))
 
     async def handle_mail(self, session: Session, command: Mail) -> Reply | None:
         await self._fail_if("mail", command.sender)
         return None
 
-    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
+    async def handle_rcpt(
+        self, session: Session, envelope: Envelope, command: Rcpt
+    ) -> Reply | None:
         await self._fail_if("rcpt", command.recipient)
         return await super().handle_rcpt(session, envelope, command)
 
