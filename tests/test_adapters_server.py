@@ -371,6 +371,11 @@ class FullBeforeContent(Recorder):
         code = NO_ROOM_ERRORS[mailbox.local_part.removeprefix(hook + "-")]
         raise OSError(code, os.strerror(code))
 
+    async def handle_hello(self, session: Session, command: Ehlo | Helo | Lhlo) -> Reply | None:
+        if command.domain == "full.test":  # a hook outside the mail transaction
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return None
+
     async def handle_mail(self, session: Session, command: Mail) -> Reply | None:
         await self._fail_if("mail", command.sender)
         return None
@@ -390,13 +395,15 @@ class FullBeforeContent(Recorder):
 def test_every_hook_that_finds_no_room_earns_the_same_reply(adapter: str, waits: bool) -> None:
     """Not only the content's hooks: a MAIL, RCPT or DATA hook whose write finds the
     disk full is ``452 4.3.1`` (RFC 5321 §4.2.2 lists 452 for all three), one over a
-    file size limit ``552 5.3.4`` (RFC 3463 X.3.4), any other fault ``451 4.3.0``."""
+    file size limit ``552 5.3.4`` (RFC 3463 X.3.4), any other fault ``451 4.3.0``;
+    a hook outside the transaction (EHLO here) ``451 4.3.0`` whatever it raised."""
     full, too_big, other = b"452 4.3.1 Insufficient", b"552 5.3.4 Message too big", b"451 4.3.0"
     with (
         running_smtp_server(adapter, FullBeforeContent(adapter, waits)) as server,
         raw_smtp_session(server.host, server.port) as s,
     ):
         s.recv_reply()
+        assert s.command(b"EHLO full.test").startswith(b"451 ")  # not "storage full" to EHLO
         s.command(b"EHLO client.test")
         for sender, reply in [(b"mail-nospc", full), (b"mail-fbig", too_big), (b"mail-io", other)]:
             assert s.command(b"MAIL FROM:<%s@abc.example>" % sender).startswith(reply)

@@ -410,7 +410,8 @@ class Handler:
     client's commands. An exception in a hook is logged and the client gets
     ``451 4.3.0`` (a transient local error; ``421`` from
     :meth:`handle_connect`), so a bug never loses a message silently. Out of
-    any hook that answers a command but :meth:`handle_connect`, an ``OSError``
+    a hook of the mail transaction (:meth:`handle_mail`, :meth:`handle_rcpt`,
+    :meth:`handle_data`, :meth:`handle_data_chunk`, :meth:`handle_message`), an ``OSError``
     that says a write found no room gets the reply that says so instead: a
     full disk or quota (``ENOSPC``, ``EDQUOT``) ``452 4.3.1`` (RFC 5321
     §4.2.2, RFC 3463 X.3.1), as temporary, but the client learns why; a file

@@ -233,14 +233,24 @@ def _option_value(machine: object, name: str) -> object:
     return value
 
 
+_TRANSACTION_HOOKS: Final = frozenset(
+    ("handle_mail", "handle_rcpt", "handle_data", "handle_data_chunk", "handle_message")
+)
+"""The hooks of a mail transaction, whose replies RFC 5321 §4.2.2 gives 452 (MAIL,
+RCPT, DATA and the end of the content) and 552 (the content) among."""
+
+
 def _hook_failure(hook: str, exc: BaseException) -> Reply:
     """Log the handler's ``hook`` that raised ``exc`` (called in its ``except``) and
-    give the reply it earns, whichever hook it is: :func:`failure_reply` tells a
+    give the reply it earns. In a mail transaction :func:`failure_reply` tells a
     write that found no room (``452 4.3.1``, ``552 5.3.4``) from any other fault
     (``451 4.3.0``), before the content as after it, since RFC 5321 §4.2.2 452 is a
-    reply to MAIL, RCPT and DATA alike."""
+    reply to MAIL, RCPT and DATA alike. Any other hook (EHLO, AUTH, VRFY, EXPN) gets
+    ``451 4.3.0``: "message too big" or "storage full" answers no such command."""
     logger.exception("%s failed", hook)
-    return failure_reply(exc)
+    if hook in _TRANSACTION_HOOKS:
+        return failure_reply(exc)
+    return LOCAL_ERROR
 
 
 def _submitter(value: str | None) -> str | None:
