@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import logging
 import os
+import shutil
 import threading
 import unicodedata
 from collections.abc import Awaitable, Iterator
@@ -22,6 +23,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import smtpcore.maildrop
 from peers import write_maildir
 from smtpcore._dotstuff import DotEncoder
 from smtpcore.maildrop import (
@@ -316,13 +318,13 @@ def test_an_update_given_up_finishes_in_its_thread_under_the_lock(
     path = tmp_path / "alice"
     write_maildir(path, [b"1\n", b"2\n", b"3\n"])
     moving = threading.Event()
-    mark = Maildir._mark
+    mark = smtpcore.maildrop._mark
 
-    def slow_mark(self: Maildir, *args: Any, **options: Any) -> None:
+    def slow_mark(*args: Any, **options: Any) -> None:
         moving.wait(5)
-        mark(self, *args, **options)
+        mark(*args, **options)
 
-    monkeypatch.setattr(Maildir, "_mark", slow_mark)
+    monkeypatch.setattr(smtpcore.maildrop, "_mark", slow_mark)
 
     async def main() -> None:
         maildrop = await MaildirStore(tmp_path, {}).open_maildrop(SESSION, "alice")
@@ -616,3 +618,125 @@ def test_delivery_order_takes_ascii_digits_alone_as_numbers(tmp_path: Path) -> N
     for name in names:
         (path / "new" / name).write_bytes(b"Subject: x\n\nbody\n")
     assert len(run(Maildir(path).messages())) == 2
+
+
+def _server_private(tmp_path: Path) -> Path:
+    """A directory of the server's own that no POP3 user may read or change."""
+    private = tmp_path / "server-private"
+    private.mkdir()
+    (private / "1700000001.M1P1.db-password").write_bytes(b"s3cret\n")
+    (private / "1700000002.M2P1.config").write_bytes(b"[x]\n")
+    return private
+
+
+def _link_cur(maildir: Path, private: Path) -> Path:
+    shutil.rmtree(maildir / "cur")
+    (maildir / "cur").symlink_to(private)
+    return maildir / "cur"
+
+
+def _link_new(maildir: Path, private: Path) -> Path:
+    shutil.rmtree(maildir / "new")
+    (maildir / "new").symlink_to(private)
+    return maildir / "new"
+
+
+def _link_lock_file(maildir: Path, private: Path) -> Path:
+    (maildir / "smtpcore-pop3.lock").symlink_to(private / "created-by-the-server")
+    return maildir / "smtpcore-pop3.lock"
+
+
+def _link_maildir(maildir: Path, private: Path) -> Path:
+    for sub in ("tmp", "new", "cur"):
+        (maildir / sub).rename(private / sub)
+    maildir.rmdir()
+    maildir.symlink_to(private)
+    return maildir
+
+
+@pytest.mark.parametrize("plant", [_link_cur, _link_new, _link_lock_file, _link_maildir])
+def test_a_link_in_place_of_a_folder_the_lock_or_the_maildir_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, plant: Any
+) -> None:
+    """A user who can write into his Maildir puts there a link to a directory of the
+    server's: no session lists, reads, removes or renames a file there, nor creates the
+    lock file where a link points. The login gets ``-ERR [SYS/PERM]`` (it stays so until
+    an operator acts, RFC 3206 §4) and a warning names the link."""
+    private = _server_private(tmp_path)
+    path = tmp_path / "mail" / "alice"
+    write_maildir(path, [b"mine\n"])
+    link = plant(path, private)
+    before = sorted(os.listdir(private))
+    store = MaildirStore(tmp_path / "mail", {"alice": "pw"})
+    with (
+        caplog.at_level(logging.WARNING, logger="smtpcore.pop3.server"),
+        pytest.raises(MaildropError) as info,
+    ):
+        run(store.open_maildrop(SESSION, "alice"))
+    assert info.value.code == "SYS/PERM"
+    assert sorted(os.listdir(private)) == before
+    [warning] = caplog.records
+    assert str(link) in warning.getMessage()
+
+
+def test_a_folder_swapped_for_a_link_during_the_session_is_not_followed(
+    tmp_path: Path,
+) -> None:
+    """The folders are opened once, at the lock, and every file named relative to them:
+    a link put in a folder's place after the login is not followed either (no check
+    then use)."""
+    private = _server_private(tmp_path)
+    path = tmp_path / "mail" / "alice"
+    write_maildir(path, [b"mine\n", b"also mine\n"], subdir="cur")
+    store = MaildirStore(tmp_path / "mail", {"alice": "pw"})
+    maildrop = run(store.open_maildrop(SESSION, "alice"))
+    (path / "cur").rename(path / "cur-moved")
+    (path / "cur").symlink_to(private)
+    before = sorted(os.listdir(private))
+    assert b"".join(maildrop.open(1)) == b"mine\n"  # type: ignore[arg-type]  # a plain iterator
+    run(maildrop.update(deleted={2}, retrieved={1}))
+    run(maildrop.close())
+    assert sorted(os.listdir(private)) == before
+    assert len(os.listdir(path / "cur-moved")) == 1
+
+
+def test_an_over_long_user_name_is_a_permanent_failure(tmp_path: Path) -> None:
+    """A name longer than the file system takes (ENAMETOOLONG) will not get shorter by
+    trying again: ``SYS/PERM``, not ``SYS/TEMP`` (RFC 3206 §4)."""
+    store = MaildirStore(tmp_path, {"x" * 300: "pw"})
+    with pytest.raises(MaildropError) as info:
+        run(store.open_maildrop(SESSION, "x" * 300))
+    assert info.value.code == "SYS/PERM"
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_no_session_leaves_a_descriptor_open(tmp_path: Path) -> None:
+    """Every descriptor a maildrop opens (its directory, folders, lock file, messages)
+    is closed when it is released: after QUIT, after a dropped connection (close
+    alone), after a refused login, and when a maildrop used without a lock is closed."""
+    write_maildir(tmp_path / "alice", [b"1\n", b"2\n", b"3\n"])
+    write_maildir(tmp_path / "bob", [])
+    _link_cur(tmp_path / "bob", _server_private(tmp_path))
+    store = MaildirStore(tmp_path, {"alice": "pw", "bob": "pw"})
+
+    async def sessions() -> None:
+        for round in range(50):
+            maildrop = await store.open_maildrop(SESSION, "alice")
+            b"".join(maildrop.open(1 + round % 3))  # type: ignore[arg-type]  # plain iterator
+            if round % 2:
+                await maildrop.update(deleted=(), retrieved={1})
+            await maildrop.close()
+            with pytest.raises(MaildropError):
+                await store.open_maildrop(SESSION, "bob")
+            unlocked = Maildir(tmp_path / "alice")
+            await unlocked.messages()
+            await unlocked.close()
+
+    run(sessions())  # the first round opens what asyncio keeps open (its threads)
+    before = _open_descriptors()
+    run(sessions())
+    assert _open_descriptors() == before

@@ -81,6 +81,18 @@ READ_SIZE: Final = 131072
 
 _UID_RE: Final = re.compile(r"[\x21-\x7e]{1,70}")
 _LOCK_NAME: Final = "smtpcore-pop3.lock"
+_FOLDERS: Final = ("cur", "new")
+"""The folders a listing reads, ``cur`` first (see :func:`_hidden`)."""
+_MADE: Final = ("tmp", "new", "cur")
+"""The folders :meth:`Maildir.lock` makes when asked to create the Maildir."""
+_DIRECTORY: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+"""Opens a directory itself: a symbolic link in its place is ``ENOTDIR``, not followed."""
+_LOCK_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_NOT_REAL: Final = frozenset({errno.ENOTDIR, errno.ELOOP})
+"""What opening with ``O_NOFOLLOW`` (and ``O_DIRECTORY``) gives for a symbolic link."""
+_PERMANENT: Final = _NOT_REAL | {errno.ENAMETOOLONG, errno.EACCES, errno.EPERM}
+"""Why a maildrop may fail to open that no retry cures: a link or another file where
+a directory or the lock file should be, a name too long, a permission refused."""
 _T = TypeVar("_T")
 _VSIZE_RE: Final = re.compile(r",W=([0-9]{1,15})(?:,|$)")
 _SIZES_KEPT: Final = 100_000
@@ -309,26 +321,28 @@ class WireSize:
         return self._counted + (2 if last and last not in (b"\n", b"\r") else 0)
 
 
-def _open_message(path: str) -> tuple[int, int]:
-    """The descriptor of the message file at ``path`` and its size, if it is a regular
-    file; ``FileNotFoundError`` otherwise. A symbolic link is not followed (a user who
-    can write into a Maildir would read any file the server can), and the file is
-    opened without blocking, so that a FIFO put in a message's place after the
-    listing cannot stall the server.
+def _open_message(folder: int, name: str) -> tuple[int, int]:
+    """The descriptor of the message file ``name`` in the folder open as ``folder``, and
+    its size, if it is a regular file; ``FileNotFoundError`` otherwise. A symbolic link
+    is not followed (a user who can write into a Maildir would read any file the server
+    can), and the file is opened without blocking, so that a FIFO put in a message's
+    place after the listing cannot stall the server.
 
     A descriptor rather than a file object: making one costs three more system calls
     (``fstat``, an ``ioctl`` asking whether it is a terminal, ``lseek``), and a
     buffered read one more at the end, which returns nothing."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(
+            name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder
+        )
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # a symbolic link
-            raise FileNotFoundError(errno.ENOENT, "not a message file", path) from None
+            raise FileNotFoundError(errno.ENOENT, "not a message file", name) from None
         raise
     try:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
-            raise FileNotFoundError(errno.ENOENT, "not a message file", path)
+            raise FileNotFoundError(errno.ENOENT, "not a message file", name)
         os.set_blocking(fd, True)
         return fd, status.st_size
     except BaseException:
@@ -336,25 +350,93 @@ def _open_message(path: str) -> tuple[int, int]:
         raise
 
 
-def _read_chunks(path: str) -> Iterator[bytes]:
-    """The content of the message file at ``path`` (see :func:`_open_message`), read
-    as :meth:`MaildirMaildrop.open` reads it."""
-    fd, left = _open_message(path)
+def _read_chunks(folder: int, name: str) -> Iterator[bytes]:
+    """The content of the message file ``name`` in ``folder`` (see
+    :func:`_open_message`), read as :meth:`Maildir.open` reads it."""
+    fd, left = _open_message(folder, name)
     try:
         while chunk := os.read(fd, READ_SIZE):
             yield chunk
             left -= len(chunk)
             if left <= 0 and len(chunk) < READ_SIZE:
-                break  # see MaildirMaildrop.open
+                break  # see Maildir.open
     finally:
         os.close(fd)
 
 
+@dataclass(slots=True, eq=False)
+class _Opened:
+    """The descriptors a :class:`Maildir` works through: its own directory, ``cur`` and
+    ``new`` (a folder missing when opened is left out: it holds no message), and the
+    lock file once locked.
+
+    Each is opened once, never through a symbolic link, and every file of the maildrop
+    is then named relative to its folder's descriptor (``openat``, ``fstatat``,
+    ``unlinkat``, ``renameat``): a link put in a folder's place, before the login or
+    during the session, is never followed, and no path is checked and then used. As
+    Dovecot, which refuses such links by default: whoever can write into a Maildir
+    could otherwise have the server list, read, remove or rename its own files.
+    """
+
+    root: int
+    folders: dict[str, int]
+    lock: int | None = None
+
+    def close(self) -> None:
+        """Close them all (closing the lock file's descriptor releases the flock)."""
+        held = [self.root, *self.folders.values(), self.lock]
+        self.root, self.folders, self.lock = -1, {}, None
+        for fd in held:
+            if fd is not None and fd >= 0:
+                os.close(fd)
+
+    def __del__(self) -> None:
+        """A maildrop dropped without :meth:`Maildir.close` still gives them back."""
+        self.close()
+
+
+def _open_maildir(path: Path, *, create: bool) -> _Opened:
+    """The Maildir ``path`` and its folders opened (see :class:`_Opened`), made first
+    where missing if ``create``; an ``OSError`` naming what could not be opened, an
+    ``ENOTDIR`` for a link or a file where a directory should be. Only the last part of
+    ``path`` must be a directory itself: the parts above it are the operator's."""
+    if create:
+        with contextlib.suppress(FileExistsError):  # a link there is refused below
+            path.mkdir(mode=0o700, parents=True)
+    opened = _Opened(os.open(path, _DIRECTORY), {})
+    try:
+        for name in _MADE if create else ():
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o700, dir_fd=opened.root)
+        for name in _FOLDERS:
+            with contextlib.suppress(FileNotFoundError):
+                opened.folders[name] = os.open(name, _DIRECTORY, dir_fd=opened.root)
+    except BaseException:
+        opened.close()
+        raise
+    return opened
+
+
+def _cannot_open(path: Path, exc: OSError) -> MaildropError:
+    """The error for a maildrop that could not be opened or locked for ``exc``.
+
+    A cause no retry cures (:data:`_PERMANENT`) is ``SYS/PERM``, and is logged as a
+    warning naming the path, for the operator to act on: RFC 3206 §4 has ``SYS/TEMP``
+    for a problem that is likely to be gone if the client tries again later."""
+    if exc.errno not in _PERMANENT:
+        return MaildropError(f"Cannot open the maildrop: {exc.strerror}")
+    where = path / exc.filename if isinstance(exc.filename, str) else path
+    why = "a symbolic link or another file, not followed" if exc.errno in _NOT_REAL else None
+    logger.warning("maildrop: %s: %s; the maildrop is refused", where, why or exc.strerror)
+    return MaildropError(f"Cannot open the maildrop: {why or exc.strerror}", "SYS/PERM")
+
+
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    path: str
-    """The file, as a string: a ``Path`` per message costs a dozen Python calls at
-    each use (open, stat, rename), where ``os`` takes the string as it is."""
+    folder: str
+    """``cur`` or ``new``: the file is named relative to that folder's descriptor."""
+    name: str
+    """The file's name in its folder."""
     info: MessageInfo
     cached: tuple[int, int, int, int] | None = None
     """The ``size_cache`` key of a file sized by reading it: a message deleted at
@@ -440,7 +522,10 @@ class Maildir(Maildrop):
     message, the first found (``cur`` is read before ``new``), and a warning
     names both: a unique-id is one message's (RFC 1939 §7). Only
     regular files are messages: a symbolic link is not followed, nor a FIFO
-    opened.
+    opened. Nor is a link in place of the Maildir's own directory, ``cur``,
+    ``new`` or the lock file: each is opened once, at :meth:`lock` (or at the
+    first use of a maildrop not locked), and every file named relative to it
+    (see :class:`_Opened`), until :meth:`close`.
 
     The listing and UPDATE, which touch every file, run in a worker thread
     (asyncio's or trio's, one of the store's own four), so that a maildrop of
@@ -461,7 +546,9 @@ class Maildir(Maildrop):
     ) -> None:
         self.path = Path(path)
         self._size_cache = {} if size_cache is None else size_cache
-        self._lock_fd: int | None = None
+        self._opened: _Opened | None = None
+        """Its directories and lock file, from :meth:`lock` (or the first use of a
+        maildrop not locked) to :meth:`close`."""
         self._entries: list[_Entry] | None = None
         self._guard = threading.Lock()
         """Guards the lock and the two flags below between the event loop and the
@@ -473,26 +560,46 @@ class Maildir(Maildrop):
 
     # -- session --------------------------------------------------------
 
-    def lock(self) -> None:
-        """Take the maildrop's lock, or raise :class:`MaildropInUse`."""
+    def lock(self, *, create: bool = False) -> None:
+        """Open the Maildir and take its lock, or raise :class:`MaildropInUse`; with
+        ``create``, make the Maildir and its folders first where they are missing.
+
+        The Maildir's own directory, ``cur``, ``new`` and the lock file are opened
+        here, once, never through a symbolic link (see :class:`_Opened`): one in their
+        place is :class:`MaildropError` ``SYS/PERM``, logged."""
         with self._guard:
-            if self._lock_fd is not None:
+            if self._opened is not None and self._opened.lock is not None:
                 if not self._closed:
                     return
                 raise MaildropInUse()  # closed, but a worker thread still holds it
             try:
-                fd = os.open(self.path / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                opened = self._opened or _open_maildir(self.path, create=create)
             except OSError as exc:
-                raise MaildropError(f"Cannot open the maildrop: {exc.strerror}") from exc
+                raise _cannot_open(self.path, exc) from None
+            self._opened, self._closed = opened, False
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                opened.lock = _take_lock(opened.root)
             except OSError as exc:
-                os.close(fd)
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise MaildropInUse() from None
-                raise MaildropError(f"Cannot lock the maildrop: {exc.strerror}") from exc
-            self._lock_fd = fd
-            self._closed = False
+                self._unlock()
+                raise _cannot_open(self.path, exc) from None
+            except BaseException:
+                self._unlock()
+                raise
+
+    def _directories(self) -> _Opened:
+        """The open directories, opened now for a maildrop used without :meth:`lock`."""
+        opened = self._opened
+        if opened is not None:
+            return opened
+        with self._guard:
+            if self._closed:
+                raise MaildropError("The session is over")
+            if self._opened is None:
+                try:
+                    self._opened = _open_maildir(self.path, create=False)
+                except OSError as exc:
+                    raise _cannot_open(self.path, exc) from None
+            return self._opened
 
     async def close(self) -> None:
         """Release the lock now, or, while a worker thread still works on the maildrop
@@ -503,9 +610,9 @@ class Maildir(Maildrop):
                 self._unlock()
 
     def _unlock(self) -> None:
-        fd, self._lock_fd = self._lock_fd, None
-        if fd is not None:
-            os.close(fd)  # closing the descriptor releases the flock
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            opened.close()
 
     async def _in_thread(self, work: Callable[[], _T]) -> _T:
         """``work()`` in a worker thread, which holds the lock until it is done."""
@@ -533,12 +640,13 @@ class Maildir(Maildrop):
         return [entry.info for entry in self._entries]
 
     def _scan(self) -> list[_Entry]:
-        found: list[tuple[str, str, str]] = []
-        root = os.fspath(self.path)
-        for sub in ("cur", "new"):
-            directory = os.path.join(root, sub)
+        found: list[tuple[str, str, str, str]] = []
+        folders = self._directories().folders
+        for sub in _FOLDERS:
+            if sub not in folders:
+                continue
             try:
-                with os.scandir(directory) as listing:
+                with os.scandir(folders[sub]) as listing:
                     # Messages are regular files: a directory, a FIFO (whose open would
                     # block the server) or a dangling link another program left is not.
                     names = [
@@ -546,36 +654,36 @@ class Maildir(Maildrop):
                         for e in listing
                         if e.is_file(follow_symlinks=False) and e.name[:1] != "."
                     ]
-            except FileNotFoundError:
-                continue
             except OSError as exc:
                 raise MaildropError(f"Cannot read the maildrop: {exc.strerror}") from exc
             for name in names:
                 base = name.split(":", 1)[0]
-                found.append((_order_key(base), os.path.join(directory, name), base))
+                found.append((_order_key(base), sub, name, base))
         found.sort(key=lambda item: item[0])
         entries = []
-        listed: dict[str, str] = {}
-        for _, path, base in found:
+        listed: dict[str, tuple[str, str]] = {}
+        for _, sub, name, base in found:
             uid = _uid(base)
             if uid in listed:
-                _hidden(listed[uid], path)
+                _hidden(str(self.path.joinpath(*listed[uid])), str(self.path / sub / name))
                 continue
-            sized = self._size(path, base)
+            sized = self._size(folders[sub], name, base)
             if sized is None:
                 continue
-            listed[uid] = path
-            entries.append(_Entry(path, MessageInfo(sized[0], uid), sized[1]))
+            listed[uid] = (sub, name)
+            entries.append(_Entry(sub, name, MessageInfo(sized[0], uid), sized[1]))
         return entries
 
-    def _size(self, path: str, base: str) -> tuple[int, tuple[int, int, int, int] | None] | None:
+    def _size(
+        self, folder: int, name: str, base: str
+    ) -> tuple[int, tuple[int, int, int, int] | None] | None:
         """The file's size and, if it was sized by reading, its ``size_cache`` key; None
         for a file gone since the directory was read."""
         match = _VSIZE_RE.search(base)
         if match is not None:
             return int(match[1]), None
         try:
-            stat = os.stat(path)
+            stat = os.stat(name, dir_fd=folder, follow_symlinks=False)
         except FileNotFoundError:
             return None  # removed by another program since listdir
         except OSError as exc:
@@ -585,7 +693,7 @@ class Maildir(Maildrop):
         size = cache.get(key)
         if size is None:
             try:
-                size = pop3_size(_read_chunks(path))
+                size = pop3_size(_read_chunks(folder, name))
             except FileNotFoundError:
                 return None
             except OSError as exc:
@@ -623,51 +731,47 @@ class Maildir(Maildrop):
         finally:
             os.close(fd)
 
-    def _reopened(self, number: int, use: Callable[[str], _T]) -> _T:
-        """``use(path)`` of message ``number``'s file; where it is gone, of the file
-        another reader renamed it to (``new/`` to ``cur/``, its flags changed), found
-        by its unique name as Dovecot finds it; ``FileNotFoundError`` when none is,
-        and an ``OSError`` when more than one may be (see :meth:`_find`)."""
+    def _reopened(self, number: int, use: Callable[[int, str], _T]) -> _T:
+        """``use(folder, name)`` of message ``number``'s file, ``folder`` the descriptor
+        of its folder; where it is gone, of the file another reader renamed it to
+        (``new/`` to ``cur/``, its flags changed), found by its unique name as Dovecot
+        finds it; ``FileNotFoundError`` when none is, and an ``OSError`` when more than
+        one may be (see :meth:`_find`)."""
         entry = self._entry(number)
+        folders = self._directories().folders
         try:
-            return use(entry.path)
+            return use(folders[entry.folder], entry.name)
         except FileNotFoundError:
-            moved = self._find(entry.path)
+            moved = self._find(entry, folders)
             if moved is None:
                 raise
             assert self._entries is not None
-            self._entries[number - 1] = _Entry(moved, entry.info, entry.cached)
-            return use(moved)
+            self._entries[number - 1] = moved
+            return use(folders[moved.folder], moved.name)
 
-    def _find(self, path: str) -> str | None:
-        """The file in ``new/`` or ``cur/`` that the listed ``path`` became, or None: one
+    def _find(self, entry: _Entry, folders: Mapping[str, int]) -> _Entry | None:
+        """The file in ``new/`` or ``cur/`` that the listed ``entry`` became, or None: one
         of the same full name (moved between the two), else the one file of the same
         unique name (its flags changed). Two or more of them, and none of the full name,
         is ambiguous (a copy beside a rename): an ``OSError``, so that no RETR reads
         and no DELE removes a file chosen by the order of a directory listing."""
-        name = os.path.basename(path)
-        base = name.split(":", 1)[0]
-        root = os.fspath(self.path)
-        found: list[str] = []
-        for sub in ("cur", "new"):
-            directory = os.path.join(root, sub)
-            try:
-                names = os.listdir(directory)
-            except FileNotFoundError:
+        base = entry.name.split(":", 1)[0]
+        found: list[_Entry] = []
+        for sub in _FOLDERS:
+            if sub not in folders:
                 continue
-            for other in names:
-                if other.split(":", 1)[0] == base:
-                    candidate = os.path.join(directory, other)
-                    if candidate == path:
-                        continue
-                    if other == name:
-                        return candidate
-                    found.append(candidate)
+            for other in os.listdir(folders[sub]):
+                if other.split(":", 1)[0] != base or (sub, other) == (entry.folder, entry.name):
+                    continue
+                candidate = _Entry(sub, other, entry.info, entry.cached)
+                if other == entry.name:
+                    return candidate
+                found.append(candidate)
         if len(found) > 1:
             raise OSError(
                 errno.EEXIST,
                 f"{len(found)} files hold message {base} since it was listed: "
-                + ", ".join(sorted(os.path.basename(f) for f in found)),
+                + ", ".join(sorted(f.name for f in found)),
             )
         return found[0] if found else None
 
@@ -679,33 +783,56 @@ class Maildir(Maildrop):
     def _update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
         entries = self._entries or []
         failed = 0
-        cur = os.path.join(os.fspath(self.path), "cur")
+        folders = self._directories().folders
         for number, entry in enumerate(entries, 1):
             try:
                 if number in deleted:
                     with contextlib.suppress(FileNotFoundError):  # gone: removed already
-                        self._reopened(number, os.unlink)
+                        self._reopened(number, _remove)
                     if entry.cached is not None:
                         self._size_cache.pop(entry.cached, None)
                 else:
-                    self._mark(entry.path, cur, seen=number in retrieved)
+                    _mark(entry, folders, seen=number in retrieved)
             except OSError:
                 failed += number in deleted
         if failed:
             raise MaildropError(f"{failed} deleted messages could not be removed")
 
-    def _mark(self, path: str, cur: str, *, seen: bool) -> None:
-        """Move a message from new to ``cur``, adding the S flag if ``seen`` (Maildir
-        info 2)."""
-        name = os.path.basename(path)
-        base, _, info = name.partition(":")
-        flags = info[2:] if info.startswith("2,") else ""
-        if seen and "S" not in flags:
-            flags = "".join(sorted(flags + "S"))
-        target = os.path.join(cur, f"{base}:2,{flags}")
-        if target != path:
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(path, target)
+
+def _remove(folder: int, name: str) -> None:
+    """Remove the file ``name`` from the folder open as ``folder``."""
+    os.unlink(name, dir_fd=folder)
+
+
+def _mark(entry: _Entry, folders: Mapping[str, int], *, seen: bool) -> None:
+    """Move a message from new to cur, adding the S flag if ``seen`` (Maildir info 2);
+    a Maildir without ``cur`` keeps it where it is."""
+    base, _, info = entry.name.partition(":")
+    flags = info[2:] if info.startswith("2,") else ""
+    if seen and "S" not in flags:
+        flags = "".join(sorted(flags + "S"))
+    target = f"{base}:2,{flags}"
+    if "cur" in folders and (entry.folder, entry.name) != ("cur", target):
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(
+                entry.name, target, src_dir_fd=folders[entry.folder], dst_dir_fd=folders["cur"]
+            )
+
+
+def _take_lock(root: int) -> int:
+    """The maildrop's lock file in the directory open as ``root``, opened (made if need
+    be, never through a symbolic link) and locked with ``flock``, so that a second
+    session, of this process or another, is refused (RFC 1939 §8); the kernel drops
+    the lock if the process dies. :class:`MaildropInUse` if another session holds it."""
+    fd = os.open(_LOCK_NAME, _LOCK_FLAGS, 0o600, dir_fd=root)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise MaildropInUse() from None
+        raise MaildropError(f"Cannot lock the maildrop: {exc.strerror}") from exc
+    return fd
 
 
 def _login_name(name: str) -> str:
@@ -839,13 +966,9 @@ class MaildirStore(Mailstore):
         return await self._open(self.maildir(name))
 
     async def _open(self, maildrop: Maildir) -> Maildir:
-        """Create the Maildir's folders if need be, lock it and take its listing."""
-        try:  # a user with no mail yet has an empty maildrop
-            for sub in ("tmp", "new", "cur"):
-                (maildrop.path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise MaildropError(f"Cannot open the maildrop: {exc.strerror}") from exc
-        maildrop.lock()
+        """Lock the Maildir, made first if need be (a user with no mail yet has an empty
+        maildrop), and take its listing."""
+        maildrop.lock(create=True)
         try:
             await maildrop.messages()
         except BaseException:
