@@ -575,13 +575,13 @@ class Maildir(Maildrop):
             try:
                 opened = self._opened or _open_maildir(self.path, create=create)
             except OSError as exc:
-                raise _cannot_open(self.path, exc) from None
+                raise _cannot_open(self.path, exc) from exc
             self._opened, self._closed = opened, False
             try:
                 opened.lock = _take_lock(opened.root)
             except OSError as exc:
                 self._unlock()
-                raise _cannot_open(self.path, exc) from None
+                raise _cannot_open(self.path, exc) from exc
             except BaseException:
                 self._unlock()
                 raise
@@ -598,7 +598,7 @@ class Maildir(Maildrop):
                 try:
                     self._opened = _open_maildir(self.path, create=False)
                 except OSError as exc:
-                    raise _cannot_open(self.path, exc) from None
+                    raise _cannot_open(self.path, exc) from exc
             return self._opened
 
     async def close(self) -> None:
