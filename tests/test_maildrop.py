@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 import shutil
+import socket
 import threading
 import unicodedata
 from collections.abc import Awaitable, Iterator
@@ -646,22 +647,34 @@ def _link_lock_file(maildir: Path, private: Path) -> Path:
     return maildir / "smtpcore-pop3.lock"
 
 
-def _link_maildir(maildir: Path, private: Path) -> Path:
-    for sub in ("tmp", "new", "cur"):
-        (maildir / sub).rename(private / sub)
-    maildir.rmdir()
-    maildir.symlink_to(private)
-    return maildir
+def _lock_directory(maildir: Path, private: Path) -> Path:
+    (maildir / "smtpcore-pop3.lock").mkdir()
+    return maildir / "smtpcore-pop3.lock"
 
 
-@pytest.mark.parametrize("plant", [_link_cur, _link_new, _link_lock_file, _link_maildir])
-def test_a_link_in_place_of_a_folder_the_lock_or_the_maildir_is_refused(
+def _lock_fifo(maildir: Path, private: Path) -> Path:
+    os.mkfifo(maildir / "smtpcore-pop3.lock")
+    return maildir / "smtpcore-pop3.lock"
+
+
+def _lock_socket(maildir: Path, private: Path) -> Path:
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(maildir / "smtpcore-pop3.lock"))
+    return maildir / "smtpcore-pop3.lock"
+
+
+@pytest.mark.parametrize(
+    "plant",
+    [_link_cur, _link_new, _link_lock_file, _lock_directory, _lock_fifo, _lock_socket],
+)
+def test_a_link_or_another_file_in_place_of_a_folder_or_the_lock_is_refused(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, plant: Any
 ) -> None:
     """A user who can write into his Maildir puts there a link to a directory of the
     server's: no session lists, reads, removes or renames a file there, nor creates the
-    lock file where a link points. The login gets ``-ERR [SYS/PERM]`` (it stays so until
-    an operator acts, RFC 3206 §4) and a warning names the link."""
+    lock file where a link points. Nor is a directory, a FIFO or a socket taken for the
+    lock file. The login gets ``-ERR [SYS/PERM]`` (it stays so until an operator acts,
+    RFC 3206 §4) and a warning names what is there."""
     private = _server_private(tmp_path)
     path = tmp_path / "mail" / "alice"
     write_maildir(path, [b"mine\n"])
@@ -740,3 +753,109 @@ def test_no_session_leaves_a_descriptor_open(tmp_path: Path) -> None:
     before = _open_descriptors()
     run(sessions())
     assert _open_descriptors() == before
+
+
+def test_a_maildir_the_operator_linked_elsewhere_is_served(tmp_path: Path) -> None:
+    """The Maildir's own directory lives in the operator's directory, out of its user's
+    reach: a link there (``root/alice -> /srv/real/alice``) is the operator's, and is
+    followed. Its ``cur``, ``new`` and lock file are still opened without following."""
+    real = tmp_path / "srv" / "real" / "alice"
+    write_maildir(real, [b"one\n", b"two\n"])
+    (tmp_path / "mail").mkdir()
+    (tmp_path / "mail" / "alice").symlink_to(real)
+    store = MaildirStore(tmp_path / "mail", {"alice": "pw"})
+
+    async def session() -> None:
+        maildrop = await store.open_maildrop(SESSION, "alice")
+        assert len(await maildrop.messages()) == 2
+        assert b"".join(maildrop.open(1)) == b"one\n"  # type: ignore[arg-type]  # plain
+        await maildrop.update(deleted={1}, retrieved=())
+        await maildrop.close()
+
+    run(session())
+    assert os.listdir(real / "new") == []
+    assert [p.read_bytes() for p in (real / "cur").iterdir()] == [b"two\n"]
+    assert (real / "smtpcore-pop3.lock").is_file()
+
+
+def test_a_maildir_used_unlocked_that_does_not_exist_is_empty(tmp_path: Path) -> None:
+    """A Maildir used without :meth:`~Maildir.lock` whose directory is missing holds no
+    message (nothing was delivered yet); it lists as empty once it exists, without
+    ``cur`` or ``new``, too."""
+    missing = Maildir(tmp_path / "nobody")
+    assert run(missing.messages()) == []
+    run(missing.update(deleted=(), retrieved=()))
+    run(missing.close())
+    (tmp_path / "later").mkdir()
+    assert run(Maildir(tmp_path / "later").messages()) == []
+
+
+def test_a_lock_while_a_worker_thread_works_is_refused_and_closes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A maildrop used unlocked, whose UPDATE still runs in its thread after a close,
+    cannot be locked again: the lock is refused (``IN-USE``) before anything is opened,
+    so that no descriptor the thread works through is closed under it (another session
+    holding the lock made the refused lock close them, and the thread then renamed
+    through closed, or reused, descriptor numbers)."""
+    path = tmp_path / "alice"
+    write_maildir(path, [b"1\n", b"2\n", b"3\n"])
+    started, go_on = threading.Event(), threading.Event()
+    failed: list[OSError] = []
+    mark = smtpcore.maildrop._mark
+
+    def slow_mark(*args: Any, **options: Any) -> None:
+        started.set()
+        go_on.wait(5)
+        try:
+            mark(*args, **options)
+        except OSError as exc:
+            failed.append(exc)
+            raise
+
+    monkeypatch.setattr(smtpcore.maildrop, "_mark", slow_mark)
+
+    async def main() -> None:
+        holder = Maildir(path)
+        holder.lock()
+        maildir = Maildir(path)
+        await maildir.messages()
+        update = asyncio.ensure_future(maildir.update(deleted=(), retrieved={1}))
+        for _ in range(500):
+            if started.is_set():
+                break
+            await asyncio.sleep(0.01)
+        await maildir.close()
+        with pytest.raises(MaildropInUse):
+            maildir.lock()
+        go_on.set()
+        await update
+        await holder.close()
+
+    try:
+        run(main())
+    finally:
+        go_on.set()
+    assert failed == []
+    assert os.listdir(path / "new") == []
+    assert len(os.listdir(path / "cur")) == 3
+
+
+def test_a_maildrop_locked_again_lists_again_when_a_folder_vanished(tmp_path: Path) -> None:
+    """A maildrop closed and locked again opens its folders again; the listing of the
+    first lock named files relative to folders that may be gone, so it is not kept:
+    RETR and UPDATE give a :class:`MaildropError`, never a ``KeyError``, and a new
+    listing shows what is there now."""
+    path = tmp_path / "alice"
+    write_maildir(path, [b"1\n"], subdir="cur")
+    maildir = Maildir(path)
+    maildir.lock()
+    assert len(run(maildir.messages())) == 1
+    run(maildir.close())
+    shutil.rmtree(path / "cur")
+    maildir.lock()
+    with pytest.raises(MessageUnavailable):
+        next(maildir.open(1))
+    run(maildir.update(deleted={1}, retrieved=()))
+    assert run(maildir.messages()) == []
+    run(maildir.close())

@@ -85,14 +85,25 @@ _FOLDERS: Final = ("cur", "new")
 """The folders a listing reads, ``cur`` first (see :func:`_hidden`)."""
 _MADE: Final = ("tmp", "new", "cur")
 """The folders :meth:`Maildir.lock` makes when asked to create the Maildir."""
-_DIRECTORY: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-"""Opens a directory itself: a symbolic link in its place is ``ENOTDIR``, not followed."""
-_LOCK_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_NOT_REAL: Final = frozenset({errno.ENOTDIR, errno.ELOOP})
-"""What opening with ``O_NOFOLLOW`` (and ``O_DIRECTORY``) gives for a symbolic link."""
-_PERMANENT: Final = _NOT_REAL | {errno.ENAMETOOLONG, errno.EACCES, errno.EPERM}
-"""Why a maildrop may fail to open that no retry cures: a link or another file where
-a directory or the lock file should be, a name too long, a permission refused."""
+_ROOT: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+"""Opens the Maildir's own directory, following a link: it is named in the operator's
+directory, out of its user's reach (``root/alice -> /srv/real/alice``)."""
+_FOLDER: Final = os.O_RDONLY | os.O_DIRECTORY
+"""Opens ``cur`` or ``new`` (with ``O_NOFOLLOW``, see :func:`_open_real`)."""
+_LOCK_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK
+"""Opens the lock file (with ``O_NOFOLLOW``), without blocking on a FIFO put there."""
+_NOT_REAL: Final = frozenset({errno.ENOTDIR, errno.ELOOP, errno.EISDIR, errno.ENXIO})
+"""What opening with ``O_NOFOLLOW`` gives where a name is not what it should be: a
+symbolic link (``ELOOP``, or ``ENOTDIR`` with ``O_DIRECTORY``), a file where a folder
+should be (``ENOTDIR``), a directory (``EISDIR``, with ``O_CREAT``) or a socket
+(``ENXIO``) where the lock file should be."""
+_NOT_REAL_WHY: Final = "a symbolic link or another file, not followed"
+_PERMANENT: Final = frozenset(
+    {errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.EACCES, errno.EPERM}
+)
+"""Why a maildrop may fail to open that no retry cures (besides :class:`_NotReal`): a
+file where the Maildir's directory should be, links that loop, a name too long, a
+permission refused."""
 _T = TypeVar("_T")
 _VSIZE_RE: Final = re.compile(r",W=([0-9]{1,15})(?:,|$)")
 _SIZES_KEPT: Final = 100_000
@@ -370,12 +381,17 @@ class _Opened:
     ``new`` (a folder missing when opened is left out: it holds no message), and the
     lock file once locked.
 
-    Each is opened once, never through a symbolic link, and every file of the maildrop
-    is then named relative to its folder's descriptor (``openat``, ``fstatat``,
-    ``unlinkat``, ``renameat``): a link put in a folder's place, before the login or
-    during the session, is never followed, and no path is checked and then used. As
-    Dovecot, which refuses such links by default: whoever can write into a Maildir
-    could otherwise have the server list, read, remove or rename its own files.
+    Each is opened once, and every file of the maildrop is then named relative to its
+    folder's descriptor (``openat``, ``fstatat``, ``unlinkat``, ``renameat``), so that
+    no path is checked and then used. ``cur``, ``new`` and the lock file are opened
+    without following a symbolic link (:func:`_open_real`): a link put in their place,
+    before the login or during the session, is never followed, for whoever can write
+    into a Maildir could otherwise have the server list, read, remove or rename its
+    own files. The Maildir's own directory is opened following links: it is named in
+    the operator's directory, where its user cannot write, and a link there (to a
+    Maildir elsewhere) is the operator's.
+
+    ``root`` is -1 for a Maildir that does not exist (:meth:`Maildir._directories`).
     """
 
     root: int
@@ -395,22 +411,38 @@ class _Opened:
         self.close()
 
 
+class _NotReal(OSError):
+    """A symbolic link, or a file of another kind, where a folder or the lock file of a
+    Maildir should be: refused, never followed."""
+
+
+def _open_real(name: str, flags: int, *, root: int) -> int:
+    """``name`` in the directory open as ``root``, opened with ``flags`` without following
+    a symbolic link (``O_NOFOLLOW``); :class:`_NotReal` for a link, or for a file the
+    flags refuse (see :data:`_NOT_REAL`)."""
+    try:
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=root)
+    except OSError as exc:
+        if exc.errno in _NOT_REAL:
+            raise _NotReal(exc.errno, _NOT_REAL_WHY, name) from exc
+        raise
+
+
 def _open_maildir(path: Path, *, create: bool) -> _Opened:
     """The Maildir ``path`` and its folders opened (see :class:`_Opened`), made first
-    where missing if ``create``; an ``OSError`` naming what could not be opened, an
-    ``ENOTDIR`` for a link or a file where a directory should be. Only the last part of
-    ``path`` must be a directory itself: the parts above it are the operator's."""
+    where missing if ``create``; an ``OSError`` naming what could not be opened, a
+    :class:`_NotReal` for a link or a file where a folder should be."""
     if create:
-        with contextlib.suppress(FileExistsError):  # a link there is refused below
+        with contextlib.suppress(FileExistsError):  # a file there is refused below
             path.mkdir(mode=0o700, parents=True)
-    opened = _Opened(os.open(path, _DIRECTORY), {})
+    opened = _Opened(os.open(path, _ROOT), {})
     try:
         for name in _MADE if create else ():
-            with contextlib.suppress(FileExistsError):
+            with contextlib.suppress(FileExistsError):  # a link there is refused below
                 os.mkdir(name, 0o700, dir_fd=opened.root)
         for name in _FOLDERS:
             with contextlib.suppress(FileNotFoundError):
-                opened.folders[name] = os.open(name, _DIRECTORY, dir_fd=opened.root)
+                opened.folders[name] = _open_real(name, _FOLDER, root=opened.root)
     except BaseException:
         opened.close()
         raise
@@ -423,12 +455,11 @@ def _cannot_open(path: Path, exc: OSError) -> MaildropError:
     A cause no retry cures (:data:`_PERMANENT`) is ``SYS/PERM``, and is logged as a
     warning naming the path, for the operator to act on: RFC 3206 §4 has ``SYS/TEMP``
     for a problem that is likely to be gone if the client tries again later."""
-    if exc.errno not in _PERMANENT:
+    if not isinstance(exc, _NotReal) and exc.errno not in _PERMANENT:
         return MaildropError(f"Cannot open the maildrop: {exc.strerror}")
     where = path / exc.filename if isinstance(exc.filename, str) else path
-    why = "a symbolic link or another file, not followed" if exc.errno in _NOT_REAL else None
-    logger.warning("maildrop: %s: %s; the maildrop is refused", where, why or exc.strerror)
-    return MaildropError(f"Cannot open the maildrop: {why or exc.strerror}", "SYS/PERM")
+    logger.warning("maildrop: %s: %s; the maildrop is refused", where, exc.strerror)
+    return MaildropError(f"Cannot open the maildrop: {exc.strerror}", "SYS/PERM")
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,10 +553,11 @@ class Maildir(Maildrop):
     message, the first found (``cur`` is read before ``new``), and a warning
     names both: a unique-id is one message's (RFC 1939 §7). Only
     regular files are messages: a symbolic link is not followed, nor a FIFO
-    opened. Nor is a link in place of the Maildir's own directory, ``cur``,
-    ``new`` or the lock file: each is opened once, at :meth:`lock` (or at the
-    first use of a maildrop not locked), and every file named relative to it
-    (see :class:`_Opened`), until :meth:`close`.
+    opened. Nor is a link in place of ``cur``, ``new`` or the lock file (a link
+    that is the Maildir's own directory is the operator's, and is followed):
+    each is opened once, at :meth:`lock` (or at the first use of a maildrop not
+    locked), and every file named relative to it (see :class:`_Opened`), until
+    :meth:`close`. A locked maildrop holds four descriptors meanwhile.
 
     The listing and UPDATE, which touch every file, run in a worker thread
     (asyncio's or trio's, one of the store's own four), so that a maildrop of
@@ -565,17 +597,19 @@ class Maildir(Maildrop):
         ``create``, make the Maildir and its folders first where they are missing.
 
         The Maildir's own directory, ``cur``, ``new`` and the lock file are opened
-        here, once, never through a symbolic link (see :class:`_Opened`): one in their
-        place is :class:`MaildropError` ``SYS/PERM``, logged."""
+        here, once, and the last three never through a symbolic link (see
+        :class:`_Opened`): a link or another file in their place is
+        :class:`MaildropError` ``SYS/PERM``, logged. While a worker thread still works
+        on the maildrop (a close waits for it), the lock is refused, as another
+        session's is: a refused lock closes the descriptors it opened, which the
+        thread may be using. A maildrop opened anew (locked again after a close)
+        forgets its listing, whose files were named relative to the old folders."""
         with self._guard:
-            if self._opened is not None and self._opened.lock is not None:
-                if not self._closed:
-                    return
-                raise MaildropInUse()  # closed, but a worker thread still holds it
-            try:
-                opened = self._opened or _open_maildir(self.path, create=create)
-            except OSError as exc:
-                raise _cannot_open(self.path, exc) from exc
+            if self._opened is not None and self._opened.lock is not None and not self._closed:
+                return
+            if self._working:
+                raise MaildropInUse("The maildrop is still in use by its session's last work")
+            opened = self._opened or self._open_anew(create=create)
             self._opened, self._closed = opened, False
             try:
                 opened.lock = _take_lock(opened.root)
@@ -587,7 +621,10 @@ class Maildir(Maildrop):
                 raise
 
     def _directories(self) -> _Opened:
-        """The open directories, opened now for a maildrop used without :meth:`lock`."""
+        """The open directories, opened now for a maildrop used without :meth:`lock`.
+
+        A Maildir that does not exist holds no message (none was delivered yet): it
+        has no folders, and is looked for again at the next use."""
         opened = self._opened
         if opened is not None:
             return opened
@@ -595,11 +632,25 @@ class Maildir(Maildrop):
             if self._closed:
                 raise MaildropError("The session is over")
             if self._opened is None:
-                try:
-                    self._opened = _open_maildir(self.path, create=False)
-                except OSError as exc:
-                    raise _cannot_open(self.path, exc) from exc
+                opened = self._open_anew(create=False, missing_ok=True)
+                if opened.root < 0:
+                    return opened
+                self._opened = opened
             return self._opened
+
+    def _open_anew(self, *, create: bool, missing_ok: bool = False) -> _Opened:
+        """The Maildir opened (see :class:`_Opened`), or, if ``missing_ok`` and it does
+        not exist, no folders (``root`` -1). The listing is forgotten: its files were
+        named relative to the folders opened before, which may be gone. Under the guard."""
+        self._entries = None
+        try:
+            return _open_maildir(self.path, create=create)
+        except FileNotFoundError as exc:
+            if missing_ok:
+                return _Opened(-1, {})
+            raise _cannot_open(self.path, exc) from exc
+        except OSError as exc:
+            raise _cannot_open(self.path, exc) from exc
 
     async def close(self) -> None:
         """Release the lock now, or, while a worker thread still works on the maildrop
@@ -737,8 +788,8 @@ class Maildir(Maildrop):
         (``new/`` to ``cur/``, its flags changed), found by its unique name as Dovecot
         finds it; ``FileNotFoundError`` when none is, and an ``OSError`` when more than
         one may be (see :meth:`_find`)."""
+        folders = self._directories().folders  # first: opening anew forgets the listing
         entry = self._entry(number)
-        folders = self._directories().folders
         try:
             return use(folders[entry.folder], entry.name)
         except FileNotFoundError:
@@ -781,9 +832,9 @@ class Maildir(Maildrop):
         await self._in_thread(lambda: self._update(deleted, retrieved))
 
     def _update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
+        folders = self._directories().folders  # first: opening anew forgets the listing
         entries = self._entries or []
         failed = 0
-        folders = self._directories().folders
         for number, entry in enumerate(entries, 1):
             try:
                 if number in deleted:
@@ -823,15 +874,22 @@ def _take_lock(root: int) -> int:
     """The maildrop's lock file in the directory open as ``root``, opened (made if need
     be, never through a symbolic link) and locked with ``flock``, so that a second
     session, of this process or another, is refused (RFC 1939 §8); the kernel drops
-    the lock if the process dies. :class:`MaildropInUse` if another session holds it."""
-    fd = os.open(_LOCK_NAME, _LOCK_FLAGS, 0o600, dir_fd=root)
+    the lock if the process dies. :class:`MaildropInUse` if another session holds it,
+    :class:`_NotReal` if what is there is not a regular file (a FIFO opens, and
+    takes a ``flock``, as well as a file does)."""
+    fd = _open_real(_LOCK_NAME, _LOCK_FLAGS, root=root)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _NotReal(None, _NOT_REAL_WHY, _LOCK_NAME)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise MaildropInUse() from None
+            raise MaildropError(f"Cannot lock the maildrop: {exc.strerror}") from exc
+    except BaseException:
         os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise MaildropInUse() from None
-        raise MaildropError(f"Cannot lock the maildrop: {exc.strerror}") from exc
+        raise
     return fd
 
 
