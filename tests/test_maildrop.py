@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import socket
+import tempfile
 import threading
 import unicodedata
 from collections.abc import Awaitable, Iterator
@@ -665,7 +666,14 @@ def _lock_socket(maildir: Path, private: Path) -> Path:
 
 @pytest.mark.parametrize(
     "plant",
-    [_link_cur, _link_new, _link_lock_file, _lock_directory, _lock_fifo, _lock_socket],
+    [
+        _link_cur,
+        _link_new,
+        _link_lock_file,
+        _lock_directory,
+        _lock_fifo,
+        _lock_socket,
+    ],
 )
 def test_a_link_or_another_file_in_place_of_a_folder_or_the_lock_is_refused(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, plant: Any
@@ -856,6 +864,94 @@ def test_a_maildrop_locked_again_lists_again_when_a_folder_vanished(tmp_path: Pa
     maildir.lock()
     with pytest.raises(MessageUnavailable):
         next(maildir.open(1))
-    run(maildir.update(deleted={1}, retrieved=()))
+    with pytest.raises(MaildropError) as info:
+        run(maildir.update(deleted={1}, retrieved=()))
+    assert not isinstance(info.value, MessageUnavailable)
     assert run(maildir.messages()) == []
     run(maildir.close())
+
+
+def _held_by_another_session(path: Path) -> Maildir:
+    holder = Maildir(path)
+    holder.lock()
+    return holder
+
+
+def _lock_file_is_a_fifo(path: Path) -> None:
+    os.mkfifo(path / "smtpcore-pop3.lock")
+
+
+@pytest.mark.parametrize("refuse", [_held_by_another_session, _lock_file_is_a_fifo])
+def test_a_refused_lock_leaves_an_unlocked_use_as_it_was(tmp_path: Path, refuse: Any) -> None:
+    """A maildrop used without a lock, whose :meth:`~Maildir.lock` is then refused
+    (``IN-USE``, or a lock file that is not one), goes on as before: the refusal closes
+    only what the lock opened, so its listing stays, RETR reads, and UPDATE removes the
+    messages marked deleted (RFC 1939 §6)."""
+    path = tmp_path / "alice"
+    write_maildir(path, [b"1\n", b"2\n"])
+    maildir = Maildir(path)
+
+    async def main() -> None:
+        assert len(await maildir.messages()) == 2
+        holder = refuse(path)
+        with pytest.raises(MaildropError):
+            maildir.lock()
+        if isinstance(holder, Maildir):
+            await holder.close()
+        assert b"".join(maildir.open(2)) == b"2\n"
+        await maildir.update(deleted={1}, retrieved={2})
+        await maildir.close()
+
+    run(main())
+    assert [p.read_bytes() for p in (path / "cur").iterdir()] == [b"2\n"]
+    assert os.listdir(path / "new") == []
+
+
+@given(st.sets(st.integers(1, 4)))
+def test_a_maildrop_locked_again_removes_what_was_deleted(deleted: set[int]) -> None:
+    """Locked, listed, closed and locked again over the same folders, a maildrop keeps
+    its listing: UPDATE removes exactly the messages marked deleted (RFC 1939 §6), and
+    never returns having removed none."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "alice"
+        write_maildir(path, [b"1\n", b"2\n", b"3\n", b"4\n"], subdir="cur")
+        maildir = Maildir(path)
+        maildir.lock()
+        run(maildir.messages())
+        run(maildir.close())
+        maildir.lock()
+        run(maildir.update(deleted=deleted, retrieved=()))
+        run(maildir.close())
+        kept = sorted(p.read_bytes() for p in (path / "cur").iterdir())
+        assert kept == [b"%d\n" % n for n in range(1, 5) if n not in deleted]
+
+
+def test_an_update_that_deletes_without_a_listing_is_refused(tmp_path: Path) -> None:
+    """UPDATE must remove the messages marked deleted (RFC 1939 §6): with no listing to
+    number them (never listed, or forgotten when a folder changed), it raises
+    :class:`MaildropError` rather than return having removed nothing."""
+    path = tmp_path / "alice"
+    write_maildir(path, [b"1\n"])
+    maildir = Maildir(path)
+    with pytest.raises(MaildropError):
+        run(maildir.update(deleted={1}, retrieved=()))
+    run(maildir.update(deleted=(), retrieved=()))
+    run(maildir.close())
+    assert len(os.listdir(path / "new")) == 1
+
+
+def test_a_lock_after_an_unlocked_use_opens_the_folders_anew(tmp_path: Path) -> None:
+    """A maildrop first used without a lock while ``cur`` was missing, then locked with
+    ``create=True``, works through the folders the lock opened: at UPDATE a retrieved
+    message moves from ``new`` to ``cur`` with the ``S`` flag, as it would have had
+    the Maildir been whole at the first use."""
+    path = tmp_path / "alice"
+    (path / "new").mkdir(parents=True)
+    (path / "new" / "1700000001.M1P1.test").write_bytes(b"1\n")
+    maildir = Maildir(path)
+    assert len(run(maildir.messages())) == 1
+    maildir.lock(create=True)
+    run(maildir.update(deleted=(), retrieved={1}))
+    run(maildir.close())
+    assert os.listdir(path / "new") == []
+    assert os.listdir(path / "cur") == ["1700000001.M1P1.test:2,S"]

@@ -411,6 +411,26 @@ class _Opened:
         self.close()
 
 
+def _identities(folders: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+    """The device and inode of each folder open in ``folders``: what tells whether a
+    folder opened again is the one opened before."""
+    identities = {}
+    for name, fd in folders.items():
+        status = os.fstat(fd)
+        identities[name] = (status.st_dev, status.st_ino)
+    return identities
+
+
+def _same_folders(before: Mapping[str, tuple[int, int]], folders: Mapping[str, int]) -> bool:
+    """Whether each folder of ``before`` (see :func:`_identities`) is open in ``folders``
+    as the same directory; a folder only ``folders`` has is no matter."""
+    try:
+        now = _identities({name: folders[name] for name in before if name in folders})
+    except OSError:
+        return False
+    return now == before
+
+
 class _NotReal(OSError):
     """A symbolic link, or a file of another kind, where a folder or the lock file of a
     Maildir should be: refused, never followed."""
@@ -582,6 +602,8 @@ class Maildir(Maildrop):
         """Its directories and lock file, from :meth:`lock` (or the first use of a
         maildrop not locked) to :meth:`close`."""
         self._entries: list[_Entry] | None = None
+        self._listed_in: dict[str, tuple[int, int]] = {}
+        """The device and inode of each folder the listing was taken from."""
         self._guard = threading.Lock()
         """Guards the lock and the two flags below between the event loop and the
         worker thread."""
@@ -601,24 +623,29 @@ class Maildir(Maildrop):
         :class:`_Opened`): a link or another file in their place is
         :class:`MaildropError` ``SYS/PERM``, logged. While a worker thread still works
         on the maildrop (a close waits for it), the lock is refused, as another
-        session's is: a refused lock closes the descriptors it opened, which the
-        thread may be using. A maildrop opened anew (locked again after a close)
-        forgets its listing, whose files were named relative to the old folders."""
+        session's is, for it would close the descriptors the thread works through.
+
+        The lock always opens the Maildir anew, so that a maildrop first used unlocked
+        (when ``cur`` was missing, say) works through what the lock made and opened; a
+        refused lock closes only what it opened, and the maildrop goes on as it was.
+        The listing is kept while every folder it named is the same directory (see
+        :meth:`_work_through`)."""
         with self._guard:
             if self._opened is not None and self._opened.lock is not None and not self._closed:
                 return
             if self._working:
                 raise MaildropInUse("The maildrop is still in use by its session's last work")
-            opened = self._opened or self._open_anew(create=create)
-            self._opened, self._closed = opened, False
+            opened = self._open_anew(create=create)
             try:
                 opened.lock = _take_lock(opened.root)
             except OSError as exc:
-                self._unlock()
+                opened.close()
                 raise _cannot_open(self.path, exc) from exc
             except BaseException:
-                self._unlock()
+                opened.close()
                 raise
+            self._work_through(opened)
+            self._closed = False
 
     def _directories(self) -> _Opened:
         """The open directories, opened now for a maildrop used without :meth:`lock`.
@@ -635,14 +662,13 @@ class Maildir(Maildrop):
                 opened = self._open_anew(create=False, missing_ok=True)
                 if opened.root < 0:
                     return opened
-                self._opened = opened
+                self._work_through(opened)
+                return opened
             return self._opened
 
     def _open_anew(self, *, create: bool, missing_ok: bool = False) -> _Opened:
         """The Maildir opened (see :class:`_Opened`), or, if ``missing_ok`` and it does
-        not exist, no folders (``root`` -1). The listing is forgotten: its files were
-        named relative to the folders opened before, which may be gone. Under the guard."""
-        self._entries = None
+        not exist, no folders (``root`` -1)."""
         try:
             return _open_maildir(self.path, create=create)
         except FileNotFoundError as exc:
@@ -651,6 +677,16 @@ class Maildir(Maildrop):
             raise _cannot_open(self.path, exc) from exc
         except OSError as exc:
             raise _cannot_open(self.path, exc) from exc
+
+    def _work_through(self, opened: _Opened) -> None:
+        """Make ``opened`` the maildrop's descriptors, closing those it held. The listing
+        names its files relative to the folders it was taken from: it is kept if each of
+        them is the same directory in ``opened``, and forgotten otherwise (a folder
+        removed or replaced meanwhile), to be taken again. Under the guard."""
+        if self._entries is not None and not _same_folders(self._listed_in, opened.folders):
+            self._entries = None
+        self._unlock()
+        self._opened = opened
 
     async def close(self) -> None:
         """Release the lock now, or, while a worker thread still works on the maildrop
@@ -693,6 +729,10 @@ class Maildir(Maildrop):
     def _scan(self) -> list[_Entry]:
         found: list[tuple[str, str, str, str]] = []
         folders = self._directories().folders
+        try:
+            self._listed_in = _identities(folders)
+        except OSError as exc:
+            raise MaildropError(f"Cannot read the maildrop: {exc.strerror}") from exc
         for sub in _FOLDERS:
             if sub not in folders:
                 continue
@@ -788,7 +828,7 @@ class Maildir(Maildrop):
         (``new/`` to ``cur/``, its flags changed), found by its unique name as Dovecot
         finds it; ``FileNotFoundError`` when none is, and an ``OSError`` when more than
         one may be (see :meth:`_find`)."""
-        folders = self._directories().folders  # first: opening anew forgets the listing
+        folders = self._directories().folders  # first: opening anew may forget the listing
         entry = self._entry(number)
         try:
             return use(folders[entry.folder], entry.name)
@@ -832,8 +872,15 @@ class Maildir(Maildrop):
         await self._in_thread(lambda: self._update(deleted, retrieved))
 
     def _update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
-        folders = self._directories().folders  # first: opening anew forgets the listing
-        entries = self._entries or []
+        folders = self._directories().folders  # first: opening anew may forget the listing
+        entries = self._entries
+        if entries is None:
+            if deleted:
+                raise MaildropError(
+                    f"{len(deleted)} deleted messages could not be removed: "
+                    "the maildrop was not listed, or changed since it was"
+                )
+            return
         failed = 0
         for number, entry in enumerate(entries, 1):
             try:
