@@ -658,6 +658,11 @@ def _lock_fifo(maildir: Path, private: Path) -> Path:
     return maildir / "smtpcore-pop3.lock"
 
 
+def _lock_hard_link(maildir: Path, private: Path) -> Path:
+    os.link(private / "1700000002.M2P1.config", maildir / "smtpcore-pop3.lock")
+    return maildir / "smtpcore-pop3.lock"
+
+
 def _lock_socket(maildir: Path, private: Path) -> Path:
     with socket.socket(socket.AF_UNIX) as listener:
         listener.bind(str(maildir / "smtpcore-pop3.lock"))
@@ -673,6 +678,7 @@ def _lock_socket(maildir: Path, private: Path) -> Path:
         _lock_directory,
         _lock_fifo,
         _lock_socket,
+        _lock_hard_link,
     ],
 )
 def test_a_link_or_another_file_in_place_of_a_folder_or_the_lock_is_refused(
@@ -681,8 +687,10 @@ def test_a_link_or_another_file_in_place_of_a_folder_or_the_lock_is_refused(
     """A user who can write into his Maildir puts there a link to a directory of the
     server's: no session lists, reads, removes or renames a file there, nor creates the
     lock file where a link points. Nor is a directory, a FIFO or a socket taken for the
-    lock file. The login gets ``-ERR [SYS/PERM]`` (it stays so until an operator acts,
-    RFC 3206 §4) and a warning names what is there."""
+    lock file, nor a hard link to another file (a user could link one of the server's
+    that he can read, and have the server lock it). The login gets ``-ERR [SYS/PERM]``
+    (it stays so until an operator acts, RFC 3206 §4) and a warning names what is
+    there."""
     private = _server_private(tmp_path)
     path = tmp_path / "mail" / "alice"
     write_maildir(path, [b"mine\n"])
@@ -881,7 +889,14 @@ def _lock_file_is_a_fifo(path: Path) -> None:
     os.mkfifo(path / "smtpcore-pop3.lock")
 
 
-@pytest.mark.parametrize("refuse", [_held_by_another_session, _lock_file_is_a_fifo])
+def _lock_file_is_hard_linked(path: Path) -> None:
+    (path / "elsewhere").write_bytes(b"")
+    os.link(path / "elsewhere", path / "smtpcore-pop3.lock")
+
+
+@pytest.mark.parametrize(
+    "refuse", [_held_by_another_session, _lock_file_is_a_fifo, _lock_file_is_hard_linked]
+)
 def test_a_refused_lock_leaves_an_unlocked_use_as_it_was(tmp_path: Path, refuse: Any) -> None:
     """A maildrop used without a lock, whose :meth:`~Maildir.lock` is then refused
     (``IN-USE``, or a lock file that is not one), goes on as before: the refusal closes

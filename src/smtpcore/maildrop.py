@@ -98,6 +98,7 @@ symbolic link (``ELOOP``, or ``ENOTDIR`` with ``O_DIRECTORY``), a file where a f
 should be (``ENOTDIR``), a directory (``EISDIR``, with ``O_CREAT``) or a socket
 (``ENXIO``) where the lock file should be."""
 _NOT_REAL_WHY: Final = "a symbolic link or another file, not followed"
+_LINKED_WHY: Final = "a file with other names (a hard link), not used as the lock"
 _PERMANENT: Final = frozenset(
     {errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.EACCES, errno.EPERM}
 )
@@ -433,7 +434,8 @@ def _same_folders(before: Mapping[str, tuple[int, int]], folders: Mapping[str, i
 
 class _NotReal(OSError):
     """A symbolic link, or a file of another kind, where a folder or the lock file of a
-    Maildir should be: refused, never followed."""
+    Maildir should be, or a lock file with other names (a hard link): refused, never
+    followed."""
 
 
 def _open_real(name: str, flags: int, *, root: int) -> int:
@@ -923,11 +925,16 @@ def _take_lock(root: int) -> int:
     session, of this process or another, is refused (RFC 1939 §8); the kernel drops
     the lock if the process dies. :class:`MaildropInUse` if another session holds it,
     :class:`_NotReal` if what is there is not a regular file (a FIFO opens, and
-    takes a ``flock``, as well as a file does)."""
+    takes a ``flock``, as well as a file does), or has other names: a user who can
+    write into the Maildir could hard-link there a file of the server's he can read,
+    which the server would then open for writing and lock."""
     fd = _open_real(_LOCK_NAME, _LOCK_FLAGS, root=root)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
             raise _NotReal(None, _NOT_REAL_WHY, _LOCK_NAME)
+        if status.st_nlink != 1:
+            raise _NotReal(None, _LINKED_WHY, _LOCK_NAME)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
