@@ -19,7 +19,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import errno
-import fcntl
 import hashlib
 import logging
 import os
@@ -41,6 +40,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final, TypeAlias, TypeVar
 
+from smtpcore._maildir_open import (
+    _FOLDERS,
+    _cannot_open,
+    _identities,
+    _open_maildir,
+    _Opened,
+    _same_folders,
+    _take_lock,
+)
+from smtpcore._maildrop_errors import MaildropError, MaildropInUse, MessageUnavailable
 from smtpcore._threads import in_thread
 from smtpcore.handler import TLSInfo, _RoomForExtra
 from smtpcore.sasl import (
@@ -80,31 +89,6 @@ READ_SIZE: Final = 131072
 """Bytes read from a message file at a time: one chunk of a streamed RETR."""
 
 _UID_RE: Final = re.compile(r"[\x21-\x7e]{1,70}")
-_LOCK_NAME: Final = "smtpcore-pop3.lock"
-_FOLDERS: Final = ("cur", "new")
-"""The folders a listing reads, ``cur`` first (see :func:`_hidden`)."""
-_MADE: Final = ("tmp", "new", "cur")
-"""The folders :meth:`Maildir.lock` makes when asked to create the Maildir."""
-_ROOT: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-"""Opens the Maildir's own directory, following a link: it is named in the operator's
-directory, out of its user's reach (``root/alice -> /srv/real/alice``)."""
-_FOLDER: Final = os.O_RDONLY | os.O_DIRECTORY
-"""Opens ``cur`` or ``new`` (with ``O_NOFOLLOW``, see :func:`_open_real`)."""
-_LOCK_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK
-"""Opens the lock file (with ``O_NOFOLLOW``), without blocking on a FIFO put there."""
-_NOT_REAL: Final = frozenset({errno.ENOTDIR, errno.ELOOP, errno.EISDIR, errno.ENXIO})
-"""What opening with ``O_NOFOLLOW`` gives where a name is not what it should be: a
-symbolic link (``ELOOP``, or ``ENOTDIR`` with ``O_DIRECTORY``), a file where a folder
-should be (``ENOTDIR``), a directory (``EISDIR``, with ``O_CREAT``) or a socket
-(``ENXIO``) where the lock file should be."""
-_NOT_REAL_WHY: Final = "a symbolic link or another file, not followed"
-_LINKED_WHY: Final = "a file with other names (a hard link), not used as the lock"
-_PERMANENT: Final = frozenset(
-    {errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.EACCES, errno.EPERM}
-)
-"""Why a maildrop may fail to open that no retry cures (besides :class:`_NotReal`): a
-file where the Maildir's directory should be, links that loop, a name too long, a
-permission refused."""
 _T = TypeVar("_T")
 _VSIZE_RE: Final = re.compile(r",W=([0-9]{1,15})(?:,|$)")
 _SIZES_KEPT: Final = 100_000
@@ -133,33 +117,6 @@ class MessageInfo:
             raise ValueError(f"a message size is a non-negative int: {self.size!r}")
         if not isinstance(self.uid, str) or not _UID_RE.fullmatch(self.uid):
             raise ValueError(f"a unique-id is 1 to 70 printable ASCII characters: {self.uid!r}")
-
-
-class MaildropError(Exception):
-    """The maildrop cannot serve the session; the client gets ``-ERR [code] message``.
-
-    ``code`` is an RFC 2449 §8 response code: ``SYS/TEMP`` (the default: try
-    again later), ``SYS/PERM``, ``IN-USE`` or ``LOGIN-DELAY``, or ``None``. The
-    server logs a code that is not one (``""``, ``"SYS/PERM "``) and leaves it out.
-    """
-
-    def __init__(self, message: str, code: str | None = "SYS/TEMP") -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class MaildropInUse(MaildropError):
-    """Another session holds the maildrop's lock (RFC 1939 §8, RFC 2449 §8.1.1)."""
-
-    def __init__(self, message: str = "Maildrop already locked by another session") -> None:
-        super().__init__(message, "IN-USE")
-
-
-class MessageUnavailable(MaildropError):
-    """The message went away since the listing (another program removed it)."""
-
-    def __init__(self, message: str = "Message no longer available") -> None:
-        super().__init__(message, None)
 
 
 @dataclass(slots=True, eq=False)
@@ -374,114 +331,6 @@ def _read_chunks(folder: int, name: str) -> Iterator[bytes]:
                 break  # see Maildir.open
     finally:
         os.close(fd)
-
-
-@dataclass(slots=True, eq=False)
-class _Opened:
-    """The descriptors a :class:`Maildir` works through: its own directory, ``cur`` and
-    ``new`` (a folder missing when opened is left out: it holds no message), and the
-    lock file once locked.
-
-    Each is opened once, and every file of the maildrop is then named relative to its
-    folder's descriptor (``openat``, ``fstatat``, ``unlinkat``, ``renameat``), so that
-    no path is checked and then used. ``cur``, ``new`` and the lock file are opened
-    without following a symbolic link (:func:`_open_real`): a link put in their place,
-    before the login or during the session, is never followed, for whoever can write
-    into a Maildir could otherwise have the server list, read, remove or rename its
-    own files. The Maildir's own directory is opened following links: it is named in
-    the operator's directory, where its user cannot write, and a link there (to a
-    Maildir elsewhere) is the operator's.
-
-    ``root`` is -1 for a Maildir that does not exist (:meth:`Maildir._directories`).
-    """
-
-    root: int
-    folders: dict[str, int]
-    lock: int | None = None
-
-    def close(self) -> None:
-        """Close them all (closing the lock file's descriptor releases the flock)."""
-        held = [self.root, *self.folders.values(), self.lock]
-        self.root, self.folders, self.lock = -1, {}, None
-        for fd in held:
-            if fd is not None and fd >= 0:
-                os.close(fd)
-
-    def __del__(self) -> None:
-        """A maildrop dropped without :meth:`Maildir.close` still gives them back."""
-        self.close()
-
-
-def _identities(folders: Mapping[str, int]) -> dict[str, tuple[int, int]]:
-    """The device and inode of each folder open in ``folders``: what tells whether a
-    folder opened again is the one opened before."""
-    identities = {}
-    for name, fd in folders.items():
-        status = os.fstat(fd)
-        identities[name] = (status.st_dev, status.st_ino)
-    return identities
-
-
-def _same_folders(before: Mapping[str, tuple[int, int]], folders: Mapping[str, int]) -> bool:
-    """Whether each folder of ``before`` (see :func:`_identities`) is open in ``folders``
-    as the same directory; a folder only ``folders`` has is no matter."""
-    try:
-        now = _identities({name: folders[name] for name in before if name in folders})
-    except OSError:
-        return False
-    return now == before
-
-
-class _NotReal(OSError):
-    """A symbolic link, or a file of another kind, where a folder or the lock file of a
-    Maildir should be, or a lock file with other names (a hard link): refused, never
-    followed."""
-
-
-def _open_real(name: str, flags: int, *, root: int) -> int:
-    """``name`` in the directory open as ``root``, opened with ``flags`` without following
-    a symbolic link (``O_NOFOLLOW``); :class:`_NotReal` for a link, or for a file the
-    flags refuse (see :data:`_NOT_REAL`)."""
-    try:
-        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=root)
-    except OSError as exc:
-        if exc.errno in _NOT_REAL:
-            raise _NotReal(exc.errno, _NOT_REAL_WHY, name) from exc
-        raise
-
-
-def _open_maildir(path: Path, *, create: bool) -> _Opened:
-    """The Maildir ``path`` and its folders opened (see :class:`_Opened`), made first
-    where missing if ``create``; an ``OSError`` naming what could not be opened, a
-    :class:`_NotReal` for a link or a file where a folder should be."""
-    if create:
-        with contextlib.suppress(FileExistsError):  # a file there is refused below
-            path.mkdir(mode=0o700, parents=True)
-    opened = _Opened(os.open(path, _ROOT), {})
-    try:
-        for name in _MADE if create else ():
-            with contextlib.suppress(FileExistsError):  # a link there is refused below
-                os.mkdir(name, 0o700, dir_fd=opened.root)
-        for name in _FOLDERS:
-            with contextlib.suppress(FileNotFoundError):
-                opened.folders[name] = _open_real(name, _FOLDER, root=opened.root)
-    except BaseException:
-        opened.close()
-        raise
-    return opened
-
-
-def _cannot_open(path: Path, exc: OSError) -> MaildropError:
-    """The error for a maildrop that could not be opened or locked for ``exc``.
-
-    A cause no retry cures (:data:`_PERMANENT`) is ``SYS/PERM``, and is logged as a
-    warning naming the path, for the operator to act on: RFC 3206 §4 has ``SYS/TEMP``
-    for a problem that is likely to be gone if the client tries again later."""
-    if not isinstance(exc, _NotReal) and exc.errno not in _PERMANENT:
-        return MaildropError(f"Cannot open the maildrop: {exc.strerror}")
-    where = path / exc.filename if isinstance(exc.filename, str) else path
-    logger.warning("maildrop: %s: %s; the maildrop is refused", where, exc.strerror)
-    return MaildropError(f"Cannot open the maildrop: {exc.strerror}", "SYS/PERM")
 
 
 @dataclass(frozen=True, slots=True)
@@ -917,34 +766,6 @@ def _mark(entry: _Entry, folders: Mapping[str, int], *, seen: bool) -> None:
             os.rename(
                 entry.name, target, src_dir_fd=folders[entry.folder], dst_dir_fd=folders["cur"]
             )
-
-
-def _take_lock(root: int) -> int:
-    """The maildrop's lock file in the directory open as ``root``, opened (made if need
-    be, never through a symbolic link) and locked with ``flock``, so that a second
-    session, of this process or another, is refused (RFC 1939 §8); the kernel drops
-    the lock if the process dies. :class:`MaildropInUse` if another session holds it,
-    :class:`_NotReal` if what is there is not a regular file (a FIFO opens, and
-    takes a ``flock``, as well as a file does), or has other names: a user who can
-    write into the Maildir could hard-link there a file of the server's he can read,
-    which the server would then open for writing and lock."""
-    fd = _open_real(_LOCK_NAME, _LOCK_FLAGS, root=root)
-    try:
-        status = os.fstat(fd)
-        if not stat.S_ISREG(status.st_mode):
-            raise _NotReal(None, _NOT_REAL_WHY, _LOCK_NAME)
-        if status.st_nlink != 1:
-            raise _NotReal(None, _LINKED_WHY, _LOCK_NAME)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise MaildropInUse() from None
-            raise MaildropError(f"Cannot lock the maildrop: {exc.strerror}") from exc
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _login_name(name: str) -> str:
