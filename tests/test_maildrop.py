@@ -669,6 +669,46 @@ def _lock_socket(maildir: Path, private: Path) -> Path:
     return maildir / "smtpcore-pop3.lock"
 
 
+def test_an_empty_lock_file_with_other_names_is_taken(tmp_path: Path) -> None:
+    """A hard-link copy of the mailboxes (``cp -al``) gives each lock file a second
+    name: still an empty file the server made, it is taken, and the user logs in."""
+    path = tmp_path / "alice"
+    write_maildir(path, [b"1\n"])
+    maildir = Maildir(path)
+    maildir.lock()
+    run(maildir.close())
+    os.link(path / "smtpcore-pop3.lock", tmp_path / "snapshot.lock")
+    again = Maildir(path)
+    again.lock()
+    assert [m.size for m in run(again.messages())] == [3]
+    run(again.close())
+
+
+def test_a_maildrop_locked_again_over_a_folder_made_anew_finds_what_is_there(
+    tmp_path: Path,
+) -> None:
+    """``cur`` removed and made again between two locks (ext4 gives the new folder the
+    old inode at once): the listing is kept by folder name, as paths kept it, and a
+    message whose file is gone is unavailable; UPDATE removes what is still there."""
+    path = tmp_path / "alice"
+    write_maildir(path, [b"1\n", b"2\n"], subdir="cur")
+    maildir = Maildir(path)
+    maildir.lock()
+    run(maildir.messages())
+    number = {b"".join(maildir.open(n)): n for n in (1, 2)}
+    run(maildir.close())
+    kept = next(p for p in (path / "cur").iterdir() if p.read_bytes() == b"2\n")
+    shutil.rmtree(path / "cur")
+    (path / "cur").mkdir()
+    (path / "cur" / kept.name).write_bytes(b"2\n")
+    maildir.lock()
+    with pytest.raises(MessageUnavailable):
+        b"".join(maildir.open(number[b"1\n"]))
+    run(maildir.update(deleted={number[b"2\n"]}, retrieved=()))
+    run(maildir.close())
+    assert os.listdir(path / "cur") == []
+
+
 @pytest.mark.parametrize(
     "plant",
     [
@@ -890,7 +930,7 @@ def _lock_file_is_a_fifo(path: Path) -> None:
 
 
 def _lock_file_is_hard_linked(path: Path) -> None:
-    (path / "elsewhere").write_bytes(b"")
+    (path / "elsewhere").write_bytes(b"a file of the server's\n")
     os.link(path / "elsewhere", path / "smtpcore-pop3.lock")
 
 

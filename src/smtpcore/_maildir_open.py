@@ -19,7 +19,6 @@ import fcntl
 import logging
 import os
 import stat
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -46,7 +45,7 @@ symbolic link (``ELOOP``, or ``ENOTDIR`` with ``O_DIRECTORY``), a file where a f
 should be (``ENOTDIR``), a directory (``EISDIR``, with ``O_CREAT``) or a socket
 (``ENXIO``) where the lock file should be."""
 _NOT_REAL_WHY: Final = "a symbolic link or another file, not followed"
-_LINKED_WHY: Final = "a file with other names (a hard link), not used as the lock"
+_LINKED_WHY: Final = "a file with content (the lock file is always empty), not used as the lock"
 _PERMANENT: Final = frozenset(
     {errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.EACCES, errno.EPERM}
 )
@@ -91,30 +90,10 @@ class _Opened:
         self.close()
 
 
-def _identities(folders: Mapping[str, int]) -> dict[str, tuple[int, int]]:
-    """The device and inode of each folder open in ``folders``: what tells whether a
-    folder opened again is the one opened before."""
-    identities = {}
-    for name, fd in folders.items():
-        status = os.fstat(fd)
-        identities[name] = (status.st_dev, status.st_ino)
-    return identities
-
-
-def _same_folders(before: Mapping[str, tuple[int, int]], folders: Mapping[str, int]) -> bool:
-    """Whether each folder of ``before`` (see :func:`_identities`) is open in ``folders``
-    as the same directory; a folder only ``folders`` has is no matter."""
-    try:
-        now = _identities({name: folders[name] for name in before if name in folders})
-    except OSError:
-        return False
-    return now == before
-
-
 class _NotReal(OSError):
     """A symbolic link, or a file of another kind, where a folder or the lock file of a
-    Maildir should be, or a lock file with other names (a hard link): refused, never
-    followed."""
+    Maildir should be, or a lock file with content (a hard link to some other file):
+    refused, never followed."""
 
 
 def _open_real(name: str, flags: int, *, root: int) -> int:
@@ -169,15 +148,18 @@ def _take_lock(root: int) -> int:
     session, of this process or another, is refused (RFC 1939 §8); the kernel drops
     the lock if the process dies. :class:`MaildropInUse` if another session holds it,
     :class:`_NotReal` if what is there is not a regular file (a FIFO opens, and
-    takes a ``flock``, as well as a file does), or has other names: a user who can
-    write into the Maildir could hard-link there a file of the server's he can read,
-    which the server would then open for writing and lock."""
+    takes a ``flock``, as well as a file does), or holds anything: the server never
+    writes its lock file, and a user who can write into the Maildir could hard-link
+    there a file of the server's he can read, which the server would then open for
+    writing and lock. An empty one with other names is taken: a hard-link copy of
+    the mailboxes (``cp -al``) gives every lock file two, and would shut every user
+    out until it was removed."""
     fd = _open_real(_LOCK_NAME, _LOCK_FLAGS, root=root)
     try:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
             raise _NotReal(None, _NOT_REAL_WHY, _LOCK_NAME)
-        if status.st_nlink != 1:
+        if status.st_size != 0:
             raise _NotReal(None, _LINKED_WHY, _LOCK_NAME)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -43,10 +43,8 @@ from typing import Final, TypeAlias, TypeVar
 from smtpcore._maildir_open import (
     _FOLDERS,
     _cannot_open,
-    _identities,
     _open_maildir,
     _Opened,
-    _same_folders,
     _take_lock,
 )
 from smtpcore._maildrop_errors import MaildropError, MaildropInUse, MessageUnavailable
@@ -453,7 +451,7 @@ class Maildir(Maildrop):
         """Its directories and lock file, from :meth:`lock` (or the first use of a
         maildrop not locked) to :meth:`close`."""
         self._entries: list[_Entry] | None = None
-        self._listed_in: dict[str, tuple[int, int]] = {}
+        self._listed_in: frozenset[str] = frozenset()
         """The device and inode of each folder the listing was taken from."""
         self._guard = threading.Lock()
         """Guards the lock and the two flags below between the event loop and the
@@ -479,7 +477,7 @@ class Maildir(Maildrop):
         The lock always opens the Maildir anew, so that a maildrop first used unlocked
         (when ``cur`` was missing, say) works through what the lock made and opened; a
         refused lock closes only what it opened, and the maildrop goes on as it was.
-        The listing is kept while every folder it named is the same directory (see
+        The listing is kept while every folder it named is there again (see
         :meth:`_work_through`)."""
         with self._guard:
             if self._opened is not None and self._opened.lock is not None and not self._closed:
@@ -531,10 +529,15 @@ class Maildir(Maildrop):
 
     def _work_through(self, opened: _Opened) -> None:
         """Make ``opened`` the maildrop's descriptors, closing those it held. The listing
-        names its files relative to the folders it was taken from: it is kept if each of
-        them is the same directory in ``opened``, and forgotten otherwise (a folder
-        removed or replaced meanwhile), to be taken again. Under the guard."""
-        if self._entries is not None and not _same_folders(self._listed_in, opened.folders):
+        names its files by folder and name, as a path would: it is kept if each folder it
+        was taken from is in ``opened`` again, and forgotten if one is gone, to be taken
+        again. A folder replaced meanwhile is the same name: each message is looked for
+        there by its name, then by its unique name, so a file that is no longer there
+        is unavailable and no other message is ever taken for it. Names, not device and
+        inode: once closed, a removed folder's inode is given to the next one made
+        (ext4 does at once), so an identity would hold or fail by the filesystem.
+        Under the guard."""
+        if self._entries is not None and not self._listed_in <= opened.folders.keys():
             self._entries = None
         self._unlock()
         self._opened = opened
@@ -580,10 +583,7 @@ class Maildir(Maildrop):
     def _scan(self) -> list[_Entry]:
         found: list[tuple[str, str, str, str]] = []
         folders = self._directories().folders
-        try:
-            self._listed_in = _identities(folders)
-        except OSError as exc:
-            raise MaildropError(f"Cannot read the maildrop: {exc.strerror}") from exc
+        self._listed_in = frozenset(folders)
         for sub in _FOLDERS:
             if sub not in folders:
                 continue
