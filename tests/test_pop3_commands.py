@@ -35,6 +35,7 @@ from smtpcore.pop3._commands import (
     parse_auth_response,
     parse_command_line,
 )
+from smtpcore.testing import strategies as sst
 
 GOOD = [
     ("USER mrose", User("mrose")),
@@ -78,6 +79,10 @@ GOOD = [
     ("RSET", Rset()),
     ("TOP 1 0", Top(1, 0)),
     ("TOP 10 20", Top(10, 20)),
+    # Runs of spaces before an argument are read as one, as Dovecot 2.3 reads them.
+    ("RETR  1", Retr(1)),
+    ("TOP 1  0", Top(1, 0)),
+    ("LIST  ", List()),
     ("UIDL", Uidl()),
     ("UIDL 3", Uidl(3)),
     ("QUIT", Quit()),
@@ -129,6 +134,21 @@ BAD = [
     ("TOP 1 2 3", "Syntax"),
     ("USER a\x00b", "Control character"),
     ("PASS a\x1bb", "Control character"),
+    # Arguments are separated by the ASCII space alone (RFC 1939 §3): a tab or a
+    # non-ASCII space is a character of the argument, which is then not a number.
+    ("RETR \t1", "Invalid message number"),
+    ("RETR 1\t", "Invalid message number"),
+    ("RETR 1\u00a0", "Invalid message number"),
+    ("DELE \u30001", "Invalid message number"),
+    ("LIST \u2028", "Invalid message number"),
+    ("UIDL 1\x85", "Invalid message number"),
+    ("TOP 1\u00a00", "Syntax"),
+    ("TOP 1 0\u2029", "Invalid line count"),
+    ("AUTH PLAIN\u00a0AHRlc3QAdGVzdA==", "Unsupported"),
+    ("AUTH PLAIN AHRlc3QAdGVzdA==\u00a0", "Invalid base64"),
+    ("USER mrose\u00a0", "Syntax"),
+    ("USER \u3000mrose", "Syntax"),
+    ("APOP mrose\u00a0 c4c9334bac560ecc979e58001b3e22fb", "Syntax"),
 ]
 
 
@@ -170,3 +190,44 @@ def test_empty_auth_response_is_an_empty_line() -> None:
     assert parse_auth_response("") == AuthResponse(b"")
     assert parse_auth_response("=") == AuthResponse(b"")
     assert parse_auth_response("*") == AuthResponse(cancel=True)
+
+
+def _slots(event: Command) -> list[str]:
+    """The wire form of ``event`` cut where the machine separates its words: USER's
+    name is the rest of the line, APOP's digest its last word."""
+    line = format_command(event)[:-2].decode()
+    if isinstance(event, User):
+        return line.split(" ", 1)
+    if isinstance(event, Apop):
+        keyword, rest = line.split(" ", 1)
+        return [keyword, *rest.rsplit(" ", 1)]
+    return line.split(" ")
+
+
+@given(
+    sst.pop3_commands(login=True, capabilities=sst.POP3_CAPABILITIES | {"UTF8"}).filter(
+        lambda event: not isinstance(event, Pass)  # spaces of any kind are the password's
+    ),
+    sst.other_spaces(),
+    st.data(),
+)
+def test_a_space_other_than_the_ascii_one_is_no_separator(
+    event: Command, space: str, data: st.DataObject
+) -> None:
+    """RFC 1939 §3 (RFC 2449 §3, RFC 5034 §4): keywords and arguments are separated
+    by the SPACE character. ``str.split()`` also took a tab, U+00A0 or U+3000 for one,
+    so ``RETR 1\\u00a0`` was ``RETR 1`` here and a bad command to a proxy in front."""
+    slots = _slots(event)
+    if len(slots) == 1:  # no argument: the keyword's slot
+        slots[0] += space
+    else:
+        slot = data.draw(st.integers(1, len(slots) - 1), label="argument")
+        where = data.draw(st.sampled_from(["before", "after", "instead of the space before"]))
+        if where == "before":
+            slots[slot] = space + slots[slot]
+        elif where == "after":
+            slots[slot] += space
+        else:
+            slots[slot - 1 : slot + 1] = [slots[slot - 1] + space + slots[slot]]
+    with pytest.raises(CommandSyntaxError):
+        parse_command_line(" ".join(slots), KEYWORDS)

@@ -39,6 +39,8 @@ from smtpcore.pop3 import (
         lambda: User(""),
         lambda: User("bob\r\nDELE 1"),
         lambda: User(" bob"),
+        lambda: User("bob\u00a0"),  # a Unicode space at an edge: str.strip() drops it
+        lambda: Apop("\u3000mrose", "c4c9334bac560ecc979e58001b3e22fb"),
         lambda: User("bob\n"),
         lambda: Pass(""),
         lambda: Pass("x\r\nQUIT"),

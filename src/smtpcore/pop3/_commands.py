@@ -3,7 +3,8 @@
 RFC 1939 §3: a command is a case-insensitive keyword, possibly followed by
 arguments separated by single spaces. Parsing is a table from keyword to a
 small function; every function returns the event or raises
-:class:`CommandSyntaxError` carrying the ``-ERR`` to answer with.
+:class:`CommandSyntaxError` carrying the ``-ERR`` to answer with. Every one
+cuts its argument into words with :func:`split_words`, at the SPACE alone.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ __all__ = [
     "format_command",
     "parse_auth_response",
     "parse_command_line",
+    "split_words",
 ]
 
 Parser = Callable[[str], Command]
@@ -66,6 +68,21 @@ def _syntax(usage: str) -> CommandSyntaxError:
     return CommandSyntaxError(Err(f"Syntax: {usage}"))
 
 
+def split_words(text: str) -> list[str]:
+    """The words of ``text``, separated by the SPACE character and by no other.
+
+    RFC 1939 §3 (and RFC 2449 §3, RFC 5034 §4) separates keywords and arguments
+    with SPACE. ``str.split()`` also cuts at a tab, U+00A0, U+2028, U+3000 and every
+    other Unicode space, so ``RETR 1\u00a0`` would read as ``RETR 1`` here and as a
+    bad command to a peer or proxy that follows the RFC: a line two readers read
+    differently. Any other space stays in its word, which then fails its own check
+    (a message number is ASCII digits). A run of spaces counts as one, and spaces
+    at either end are dropped: Dovecot 2.3 reads ``RETR  1`` and ``TOP 1  0`` so
+    (it refuses one after a number; no reader takes that for another command).
+    """
+    return [word for word in text.split(" ") if word]
+
+
 def _number(word: str, *, minimum: int = 1, what: str = "message number") -> int:
     number = parse_number(word, max_digits=10)
     if number is None or not minimum <= number <= MAX_MESSAGE_NUMBER:
@@ -75,7 +92,7 @@ def _number(word: str, *, minimum: int = 1, what: str = "message number") -> int
 
 def _no_argument(event: Command) -> Parser:
     def parse(argument: str) -> Command:
-        if argument.strip(" "):
+        if split_words(argument):
             raise _syntax(event.keyword)
         return event
 
@@ -120,7 +137,7 @@ def decode_base64(text: str) -> bytes:
 def _parse_auth(argument: str) -> Command:
     """``AUTH mechanism [initial-response]`` (RFC 5034 §4), or bare ``AUTH``, which asks
     for the mechanisms (:class:`AuthMechanisms`)."""
-    words = argument.split()
+    words = split_words(argument)
     if not words:
         return AuthMechanisms()
     if len(words) > 2:
@@ -135,7 +152,7 @@ def _parse_auth(argument: str) -> Command:
 
 def _optional_number(cls: type[List | Uidl]) -> Parser:
     def parse(argument: str) -> Command:
-        words = argument.split()
+        words = split_words(argument)
         if len(words) > 1:
             raise _syntax(f"{cls.keyword} [msg]")
         return cls(_number(words[0]) if words else None)
@@ -145,7 +162,7 @@ def _optional_number(cls: type[List | Uidl]) -> Parser:
 
 def _one_number(cls: type[Retr | Dele]) -> Parser:
     def parse(argument: str) -> Command:
-        words = argument.split()
+        words = split_words(argument)
         if len(words) != 1:
             raise _syntax(f"{cls.keyword} msg")
         return cls(_number(words[0]))
@@ -157,7 +174,7 @@ def _parse_top(argument: str) -> Command:
     """TOP's line count is any non-negative number (RFC 1939 §7), and one past the
     body's lines means the whole message: a count beyond the largest the event holds
     asks for no less, so it is that largest."""
-    words = argument.split()
+    words = split_words(argument)
     if len(words) != 2:
         raise _syntax("TOP msg n")
     lines = parse_number(words[1], max_digits=255)  # a command line's worth (RFC 2449 §4)

@@ -83,7 +83,9 @@ def _check_text(
         if _LONE_SURROGATE_RE.search(value):
             raise LocalProtocolError(f"{name} is not UTF-8 (a lone surrogate){shown}")
         raise LocalProtocolError(f"{name} holds a control character{shown}")
-    if not padded and value != value.strip(" \t"):
+    if not padded and value != value.strip():
+        # Any Unicode space, not the ASCII ones alone: a reader that strips "bob\u00a0"
+        # (str.strip, a proxy) would log in another name than the one we check.
         raise LocalProtocolError(f"{name} may not start or end with a space{shown}")
 
 

@@ -14,7 +14,7 @@ from typing import Final
 
 from hypothesis import strategies as st
 
-__all__ = ["hostile_bytes"]
+__all__ = ["hostile_bytes", "other_spaces"]
 
 _SMTP_COMMANDS: Final = (
     "EHLO a.example",
@@ -221,3 +221,21 @@ def hostile_bytes(*, sent_by: str, max_lines: int = 12) -> st.SearchStrategy[byt
     ).map(b"".join)
     piece = st.one_of(line, line, numbered, tricky, st.binary(max_size=6))
     return st.lists(piece, max_size=max_lines).map(b"".join)
+
+
+def other_spaces() -> st.SearchStrategy[str]:
+    """One character ``str.split()`` takes for a separator, other than SPACE: a tab,
+    the C0 separators U+001C to U+001F, NEL, and every Unicode space, line and
+    paragraph separator (categories Zs, Zl, Zp) but U+0020.
+
+    SMTP and POP3 separate words with SPACE alone (RFC 5321 §4.1.1, RFC 1939 §3):
+    put one of these where a space goes, or at either end of an argument, and the
+    line must be refused, never read as if a SPACE stood there.
+
+    >>> from smtpcore.testing import strategies as sst
+    >>> sst.other_spaces().example()  # doctest: +SKIP
+    '\\u3000'
+    """
+    return st.sampled_from("\t\x0b\x0c\x1c\x1d\x1e\x1f\x85") | st.characters(
+        categories=["Zs", "Zl", "Zp"], exclude_characters=" "
+    )

@@ -26,7 +26,7 @@ from smtpcore.testing._content import (
     chunkings,
     message_contents,
 )
-from smtpcore.testing._hostile import hostile_bytes
+from smtpcore.testing._hostile import hostile_bytes, other_spaces
 from smtpcore.testing._pop3_strategies import (
     POP3_CAPABILITIES,
     POP3Session,
@@ -76,6 +76,7 @@ __all__ = [
     "parameter_texts",
     "mailboxes",
     "message_contents",
+    "other_spaces",
     "paths",
     "pop3_capabilities",
     "pop3_command_lines",
