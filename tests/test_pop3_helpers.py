@@ -5,6 +5,7 @@ from __future__ import annotations
 import types
 
 import pytest
+from hypothesis import given
 
 import smtpcore.pop3
 from smtpcore import LocalProtocolError, RemoteProtocolError
@@ -21,6 +22,7 @@ from smtpcore.pop3 import (
     parse_stat,
     parse_uid_listing,
 )
+from smtpcore.testing import strategies as sst
 
 
 class TestApop:
@@ -96,11 +98,28 @@ class TestListings:
         a U+2028 there is text, not the start of another line (a message 7 that is not)."""
         data = f"1 60 moved{after}\r\n2 70\r\n".encode()
         assert parse_listing(data) == [(1, 60), (2, 70)]
-        assert parse_uid_listing(f"1 uid-1{after}\r\n".encode()) == [(1, "uid-1")]
+        assert parse_uid_listing(f"1 uid-1 {after}\r\n".encode()) == [(1, "uid-1")]
         assert parse_capabilities(f"TOP\r\nIMPLEMENTATION v1{after}\r\n".encode()) == {
             "TOP": (),
-            "IMPLEMENTATION": ("v1", *f"{after}".split()),
+            "IMPLEMENTATION": tuple(f"v1{after}".split(" ")),
         }
+
+    @given(sst.other_spaces())
+    def test_a_listing_separates_its_words_with_the_ascii_space_alone(self, space: str) -> None:
+        """RFC 1939 §5: a scan listing is the message number, a single space and the
+        size; §7: a unique-id listing the number, a single space and the unique-id.
+        ``str.split()`` also cut at a tab or U+00A0, so ``1\u00a0abc`` was message 1's
+        unique-id ``abc``, where a client splitting at the space finds no unique-id:
+        which message is which, and so which is deleted, would depend on the reader."""
+        for bad in (f"1{space}120", f"1 120{space}", f"{space}1 120"):
+            with pytest.raises(RemoteProtocolError):
+                parse_stat(bad)
+            with pytest.raises(RemoteProtocolError):
+                parse_listing(f"{bad}\r\n".encode())
+        for bad in (f"1{space}abc", f"1 abc{space}", f"{space}1 abc"):
+            with pytest.raises(RemoteProtocolError):
+                parse_uid_listing(f"{bad}\r\n".encode())
+        assert parse_capabilities(f"SASL{space}PLAIN\r\n".encode()) == {f"SASL{space}PLAIN": ()}
 
     def test_unique_id_listing(self) -> None:
         assert parse_uid_listing(b"1 whqtswO00WBw418f9t5JxYwZ\r\n2 QhdPYR:00WBw1Ph7x7\r\n") == [

@@ -4,6 +4,15 @@ A client reads ``+OK``, ``-ERR`` and ``+`` status lines (RFC 1939 §3,
 RFC 5034 §4) into events. The other functions here turn the text of common
 answers into values (STAT, scan and unique-id listings, CAPA) or values into
 response lines, so that applications do not each write their own.
+
+Their words are separated by SPACE alone, as a command's are
+(``split_words``): RFC 1939 §5 gives a scan
+listing as the number, a single space and the size, §7 a unique-id listing as
+the number, a single space and the unique-id. Read with ``str.split()``,
+``1\u00a0abc`` was message 1's unique-id ``abc`` where a client splitting at
+the space finds none; a client that deletes what it has fetched must not
+decide which message that is by a reading other clients do not share, so such
+a line is a ``RemoteProtocolError``.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ from typing import Final, TypeVar
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._numbers import parse_number
 from smtpcore._words import ascii_upper
-from smtpcore.pop3._commands import CommandSyntaxError, decode_base64
+from smtpcore.pop3._commands import CommandSyntaxError, decode_base64, split_words
 from smtpcore.pop3._events import Continue, Err, Ok, Response
 
 __all__ = [
@@ -83,7 +92,7 @@ def _once(value: _T, seen: set[_T], what: str) -> _T:
 
 def parse_stat(text: str) -> tuple[int, int]:
     """``(count, size)`` from the text of a ``+OK`` answering STAT (RFC 1939 §5)."""
-    words = text.split()
+    words = split_words(text)
     if len(words) < 2:
         raise RemoteProtocolError(f"not a drop listing: {text[:80]!r}")
     return _count(words[0], "message count"), _count(words[1], "maildrop size")
@@ -99,7 +108,7 @@ def parse_listing(data: bytes | str) -> list[tuple[int, int]]:
     pairs = []
     numbers: set[int] = set()
     for line in _lines(data):
-        words = line.split()
+        words = split_words(line)
         if not words:
             continue
         if len(words) < 2:
@@ -121,7 +130,7 @@ def parse_uid_listing(data: bytes | str) -> list[tuple[int, str]]:
     numbers: set[int] = set()
     uids: set[str] = set()
     for line in _lines(data):
-        words = line.split()
+        words = split_words(line)
         if not words:
             continue
         if len(words) < 2 or not _UNIQUE_ID_RE.fullmatch(words[1]):
@@ -135,7 +144,7 @@ def parse_capabilities(data: bytes | str) -> dict[str, tuple[str, ...]]:
     """Capability tag (upper-cased) -> its arguments, from CAPA content (RFC 2449 §6)."""
     capabilities: dict[str, tuple[str, ...]] = {}
     for line in _lines(data):
-        words = line.split()
+        words = split_words(line)
         if words:
             capabilities[ascii_upper(words[0])] = tuple(words[1:])
     return capabilities
