@@ -111,11 +111,14 @@ class TestListings:
         ``str.split()`` also cut at a tab or U+00A0, so ``1\u00a0abc`` was message 1's
         unique-id ``abc``, where a client splitting at the space finds no unique-id:
         which message is which, and so which is deleted, would depend on the reader."""
-        for bad in (f"1{space}120", f"1 120{space}", f"{space}1 120"):
+        for bad in (f"1{space}120", f"{space}1 120", f"1 {space}120"):
             with pytest.raises(RemoteProtocolError):
                 parse_stat(bad)
             with pytest.raises(RemoteProtocolError):
                 parse_listing(f"{bad}\r\n".encode())
+        # What follows a size is free (RFC 1939 §5): it ends at any white space.
+        assert parse_stat(f"1 120{space}octets") == (1, 120)
+        assert parse_listing(f"1 120{space}(new)\r\n".encode()) == [(1, 120)]
         for bad in (f"1{space}abc", f"1 abc{space}", f"{space}1 abc"):
             with pytest.raises(RemoteProtocolError):
                 parse_uid_listing(f"{bad}\r\n".encode())

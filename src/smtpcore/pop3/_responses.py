@@ -9,10 +9,11 @@ Their words are separated by SPACE alone, as a command's are
 (``split_words``): RFC 1939 §5 gives a scan
 listing as the number, a single space and the size, §7 a unique-id listing as
 the number, a single space and the unique-id. Read with ``str.split()``,
-``1\u00a0abc`` was message 1's unique-id ``abc`` where a client splitting at
-the space finds none; a client that deletes what it has fetched must not
-decide which message that is by a reading other clients do not share, so such
-a line is a ``RemoteProtocolError``.
+``1\u00a0abc`` was message 1's unique-id ``abc``, where mpop, splitting at the
+space, finds none (fetchmail and mutt split at any white space): a client that
+deletes what it has fetched must not decide which message that is by a reading
+clients disagree on, so such a line is a ``RemoteProtocolError``. What follows
+a size is free (RFC 1939 §5): the size ends at any white space.
 """
 
 from __future__ import annotations
@@ -90,12 +91,23 @@ def _once(value: _T, seen: set[_T], what: str) -> _T:
     return value
 
 
+def _size_word(word: str) -> str:
+    """``word`` up to its first white space of any kind: RFC 1939 §5 makes no
+    requirement on what follows the size in a drop or scan listing, and every
+    client (poplib, fetchmail, mpop) reads the size to there, so ``320\toctets`` is
+    320. What comes before the size is held to the single SPACE."""
+    for index, character in enumerate(word):
+        if character.isspace():
+            return word[:index]
+    return word
+
+
 def parse_stat(text: str) -> tuple[int, int]:
     """``(count, size)`` from the text of a ``+OK`` answering STAT (RFC 1939 §5)."""
     words = split_words(text)
     if len(words) < 2:
         raise RemoteProtocolError(f"not a drop listing: {text[:80]!r}")
-    return _count(words[0], "message count"), _count(words[1], "maildrop size")
+    return _count(words[0], "message count"), _count(_size_word(words[1]), "maildrop size")
 
 
 def parse_listing(data: bytes | str) -> list[tuple[int, int]]:
@@ -114,7 +126,7 @@ def parse_listing(data: bytes | str) -> list[tuple[int, int]]:
         if len(words) < 2:
             raise RemoteProtocolError(f"not a scan listing: {line[:80]!r}")
         number = _once(_count(words[0], "message number"), numbers, "message number")
-        pairs.append((number, _count(words[1], "message size")))
+        pairs.append((number, _count(_size_word(words[1]), "message size")))
     return pairs
 
 
