@@ -46,6 +46,7 @@ from smtpcore.server.safefiles import (
     open_regular,
     read_regular_bytes,
     require_real_directory,
+    write_synced,
 )
 
 __all__ = [
@@ -358,24 +359,6 @@ def _flag(fields: Mapping[str, object], key: str) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{key}: {value!r} is not true or false")
     return value
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` and fsync it; on failure (a full disk) no part of the
-    file is left behind to hold space. ``path`` is a new file: whatever is there already,
-    a link planted to another file included, is a ``FileExistsError``, never written."""
-    fd = create_new(path)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
 
 
 def _is_regular(path: Path) -> bool:
@@ -720,7 +703,7 @@ class Queue:
             reported=tuple(reported),
         )
         envelope_tmp = self.directory / "tmp" / f"{spool.id}.envelope"
-        _write_synced(envelope_tmp, entry.to_json().encode("utf-8"))
+        write_synced(envelope_tmp, entry.to_json().encode("utf-8"))
         return PreparedEntry(self, entry, spool.path, envelope_tmp)
 
     def add(
@@ -808,7 +791,7 @@ class Queue:
         command and a delivery round) must not write into one file, whose rename
         would then put a mix of both, or nothing, in place of the envelope."""
         tmp = self.directory / "tmp" / f"{entry.id}.{secrets.token_hex(6)}.update"
-        _write_synced(tmp, entry.to_json().encode("utf-8"))
+        write_synced(tmp, entry.to_json().encode("utf-8"))
         os.replace(tmp, self.envelope_path(entry.id))
         fsync_directory(self.directory / "envelopes")
 

@@ -31,6 +31,7 @@ __all__ = [
     "owner_name",
     "read_regular_bytes",
     "require_real_directory",
+    "write_synced",
 ]
 
 _SAFE: Final = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -72,6 +73,24 @@ def create_new(path: Path, mode: int = 0o600) -> int:
     """A descriptor, for writing, on a file made now at ``path``: ``FileExistsError``
     when anything is there already, a link included (``O_EXCL`` follows none)."""
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _SAFE, mode)
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and fsync it; on failure (a full disk) no part of the
+    file is left behind to hold space. ``path`` is a new file: whatever is there already,
+    a link planted to another file included, is a ``FileExistsError``, never written."""
+    fd = create_new(path)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def is_visible(name: str) -> bool:
