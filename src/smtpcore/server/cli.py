@@ -366,7 +366,8 @@ def _add_fetch(commands: Any) -> None:
     fetch = commands.add_parser(
         "fetch",
         help="retrieve a mailbox over POP3",
-        description="Retrieve every message over POP3 and print a line about each.",
+        description="Retrieve the messages over POP3 and print a line about each; with "
+        "--to-maildir, only those not stored there before.",
     )
     fetch.add_argument(
         "--server",
@@ -408,7 +409,16 @@ def _add_fetch(commands: Any) -> None:
         help="delete what was stored from the server (needs --to-maildir)",
     )
     fetch.add_argument(
-        "--to-maildir", type=Path, metavar="DIR", help="store the messages in this Maildir"
+        "--to-maildir",
+        type=Path,
+        metavar="DIR",
+        help="store the messages in this Maildir; those stored before (their unique-ids "
+        "are kept in DIR) are not fetched again",
+    )
+    fetch.add_argument(
+        "--all",
+        action="store_true",
+        help="fetch the messages stored before too (as fetchmail's and mpop's --all)",
     )
 
 

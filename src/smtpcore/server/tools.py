@@ -15,7 +15,7 @@ import socket
 import ssl
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,13 @@ from smtpcore._driver import (
 )
 from smtpcore._ip import host_port
 from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
-from smtpcore.asyncio import POP3Client, POP3Error, SMTPClient
+from smtpcore.asyncio import (
+    MessageListing,
+    POP3Client,
+    POP3Error,
+    POP3ResponseError,
+    SMTPClient,
+)
 from smtpcore.routing import Rejected, resolve_exchangers
 from smtpcore.sasl import (
     ClientMechanism,
@@ -40,6 +46,7 @@ from smtpcore.sasl import (
     ScramSHA256Client,
 )
 from smtpcore.server.config import ConfigError, default_hostname_warning
+from smtpcore.server.fetchrecord import FetchRecord
 from smtpcore.server.log import loggable
 from smtpcore.server.maildir import Maildir
 from smtpcore.server.passwords import read_password
@@ -431,20 +438,140 @@ async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
         async with client:
             await _log_in(client, args)
             listing = await client.list()
-            total = 0
-            for item in listing:
-                size, head = await _retrieve(client, item.number, target)
-                total += size
-                say(_summary(item.number, size, head))
-                if args.delete:
-                    await client.delete(item.number)
+            record = None if target is None else _record_for(args, listing)
+            run = _FetchRun(client, target, record, args.delete, args.all, say)
+            await run.take_all(listing)
     except POP3Error as exc:
         _fetch_failed(exc)
         return 1
-    kept = f"stored in {args.to_maildir}, " if target is not None else ""
-    deleted = "deleted from the server" if args.delete else "left on the server"
-    say(f"{len(listing)} messages, {total} octets; {kept}{deleted}.")
-    return 0
+    say(run.summary(args.to_maildir))
+    return 1 if run.refused else 0
+
+
+def _record_for(args: argparse.Namespace, listing: list[MessageListing]) -> FetchRecord | None:
+    """The record of what was stored from this account before, pruned to the ids the
+    server lists now; None, with a warning, when the server gives no unique-ids
+    (UIDL is optional, RFC 1939 §7): every message is then fetched, and the record
+    is left as it is."""
+    listed = [item.uid for item in listing]
+    if None in listed:
+        _warn(
+            "the server gives no unique-ids (no UIDL, RFC 1939 §7): every message is "
+            "fetched, as none can be told from one stored before"
+        )
+        return None
+    record = FetchRecord.read_or_empty(args.to_maildir, host_port(*args.server), args.user, _warn)
+    record.keep_only([uid for uid in listed if uid is not None])
+    return record
+
+
+@dataclass
+class _FetchRun:
+    """One ``fetch`` over the listing: each message stored and its unique-id recorded
+    before it is deleted, so that nothing is lost whatever stops the run.
+
+    Deletions wait for the record: a message is marked deleted (DELE) only once its
+    id is on disk, which :meth:`FetchRecord.save` does for several at once (see
+    :attr:`FetchRecord.due`); they take effect at QUIT alone (RFC 1939 §6)."""
+
+    client: POP3Client
+    target: Maildir | None
+    record: FetchRecord | None
+    delete: bool
+    again: bool
+    """``--all``: fetch the messages stored before too."""
+    say: Callable[[str], None]
+    fetched: int = 0
+    octets: int = 0
+    skipped: int = 0
+    refused: int = 0
+    _deletions_held: list[int] = field(default_factory=list)
+
+    async def take_all(self, listing: list[MessageListing]) -> None:
+        """Take each message in turn, then write what the record still lacks and send
+        the deletions it held. When the run stops on an error, the record is written
+        still (the messages stored are not stored again), but nothing more is deleted."""
+        try:
+            for item in listing:
+                await self._take(item)
+        except BaseException:
+            self._save_after_failure()
+            raise
+        if self.record is not None and self.record.unsaved:
+            await self._save_record(self.record)
+
+    async def _take(self, item: MessageListing) -> None:
+        if self._stored_before(item):
+            self.skipped += 1
+            if self.delete:
+                await self.client.delete(item.number)
+            return
+        try:
+            size, head = await _retrieve(self.client, item.number, self.target)
+        except POP3ResponseError as exc:
+            self._report_refused(item.number, exc)
+            return
+        self.fetched += 1
+        self.octets += size
+        self.say(_summary(item.number, size, head))
+        await self._stored(item, size)
+
+    def _stored_before(self, item: MessageListing) -> bool:
+        return (
+            not self.again
+            and self.record is not None
+            and item.uid is not None
+            and item.uid in self.record
+        )
+
+    def _report_refused(self, number: int, exc: POP3ResponseError) -> None:
+        """A RETR answered ``-ERR``: RFC 1939 §5 lets it fail (Dovecot and our own
+        server answer it for a message whose file is gone since the listing). It is left
+        on the server for the next run, and the others are still taken, as fetchmail
+        does, so that QUIT commits the deletions of those stored; the exit status, 1,
+        tells cron."""
+        self.refused += 1
+        _fetch_failed(f"message {number} not retrieved, left on the server: {exc}")
+
+    async def _stored(self, item: MessageListing, size: int) -> None:
+        """Message ``item`` is synced into the Maildir: record its id, and delete it
+        once the record holding it is on disk (at once when there is no record)."""
+        if self.record is None or item.uid is None:
+            if self.delete:
+                await self.client.delete(item.number)
+            return
+        self.record.add(item.uid, size)
+        if self.delete:
+            self._deletions_held.append(item.number)
+        if self.record.due:
+            await self._save_record(self.record)
+
+    async def _save_record(self, record: FetchRecord) -> None:
+        await asyncio.to_thread(record.save)
+        for number in self._deletions_held:
+            await self.client.delete(number)
+        self._deletions_held.clear()
+
+    def _save_after_failure(self) -> None:
+        """Write the record after a failure; its own failure is only reported (the
+        messages it names are then fetched again: duplicates, never a loss)."""
+        if self.record is None or not self.record.unsaved:
+            return
+        try:
+            self.record.save()
+        except OSError as exc:
+            _warn(f"cannot write the record of what was stored: {exc}")
+
+    def summary(self, maildir: Path | None) -> str:
+        """The last line: what was fetched, where it went, and what was not."""
+        kept = f"stored in {maildir}, " if maildir is not None else ""
+        deleted = "deleted from the server" if self.delete else "left on the server"
+        parts = [f"{self.fetched} messages, {self.octets} octets; {kept}{deleted}"]
+        if self.skipped:
+            parts.append(f"{self.skipped} stored before, not fetched again (--all fetches them)")
+        if self.refused:
+            parts.append(f"{self.refused} the server could not give, left there")
+        return printable("; ".join(parts) + ".")
 
 
 async def _retrieve(client: POP3Client, number: int, target: Maildir | None) -> tuple[int, bytes]:
@@ -518,15 +645,20 @@ async def _log_in(client: POP3Client, args: argparse.Namespace) -> None:
     await client.authenticate(_SASL_CLIENTS[method](args.user, args.password))
 
 
-def _fetch_failed(exc: Exception) -> None:
+def _fetch_failed(exc: Exception | str) -> None:
     """An error on standard error, as ``send`` reports its own: standard output is
     for the messages."""
     print(printable(f"smtpcore fetch: {exc}"), file=sys.stderr)
 
 
+def _warn(text: str) -> None:
+    """A warning on standard error; fetch goes on."""
+    print(printable(f"smtpcore fetch: warning: {text}"), file=sys.stderr)
+
+
 def run_fetch(args: argparse.Namespace, say: Callable[[str], None] = print) -> int:
-    """``fetch``: a line per message; 0 when every message was retrieved, else a one-line
-    error on standard error and 1. ``--delete`` needs ``--to-maildir``: without it the
+    """``fetch``: a line per message; 0 when every message was retrieved, else a line
+    on standard error for each failure and 1. ``--delete`` needs ``--to-maildir``: without it the
     messages are only read for their summary lines, and deleting them would throw the
     mail away (fetchmail, getmail and mpop delete only what they delivered)."""
     if args.delete and args.to_maildir is None:

@@ -33,6 +33,7 @@ __all__ = [
     "pop3_response_lines",
     "pop3_responses",
     "pop3_sessions",
+    "pop3_unique_ids",
 ]
 
 POP3_CAPABILITIES: Final = frozenset(
@@ -100,6 +101,12 @@ def _per_user(base: st.SearchStrategy[str], transaction: bool) -> st.SearchStrat
     if not transaction:
         return base
     return st.one_of(base, base.map(lambda line: line + " USER"))
+
+
+def pop3_unique_ids() -> st.SearchStrategy[str]:
+    """Unique-ids as a UIDL listing gives them: 1 to 70 characters from 0x21 to 0x7E
+    (RFC 1939 §7), for a client that keeps the ids of what it fetched."""
+    return _UNIQUE_IDS
 
 
 def pop3_capabilities(*, transaction: bool = False) -> st.SearchStrategy[list[str]]:

@@ -36,6 +36,7 @@ from smtpcore.testing._pop3_strategies import (
     pop3_response_lines,
     pop3_responses,
     pop3_sessions,
+    pop3_unique_ids,
 )
 from smtpcore.testing._smtp_strategies import (
     AUTH_MECHANISMS,
@@ -84,6 +85,7 @@ __all__ = [
     "pop3_response_lines",
     "pop3_responses",
     "pop3_sessions",
+    "pop3_unique_ids",
     "rcpt_parameters",
     "replies",
     "reply_lines",
