@@ -32,7 +32,7 @@ from smtpcore.server.config import (
     read_users,
 )
 from smtpcore.server.credentials import is_hashed
-from smtpcore.server.tools import AUTH_CHOICES
+from smtpcore.server.fetch import AUTH_CHOICES
 
 __all__ = ["build_parser", "main"]
 
@@ -704,7 +704,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "hash-password":
             return _run_hash_password()
         if args.command == "fetch":
-            from smtpcore.server.tools import run_fetch
+            from smtpcore.server.fetch import run_fetch
 
             return run_fetch(args)
         if args.scripted:

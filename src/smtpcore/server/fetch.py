@@ -1,0 +1,346 @@
+"""``fetch``: the command-line POP3 client of the reference server.
+
+It retrieves a mailbox, prints a line per message, and with ``--to-maildir`` stores
+what it has not stored before (:mod:`smtpcore.server.fetchrecord`), deleting from
+the server, with ``--delete``, only what is stored and recorded."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import email.header
+import email.message
+import email.parser
+import email.policy
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smtpcore import ProtocolError
+from smtpcore._ip import host_port
+from smtpcore.asyncio import MessageListing, POP3Client, POP3Error, POP3ResponseError
+from smtpcore.sasl import (
+    ClientMechanism,
+    CramMD5Client,
+    LoginClient,
+    PlainClient,
+    ScramSHA256Client,
+)
+from smtpcore.server.config import ConfigError
+from smtpcore.server.fetchrecord import FetchRecord
+from smtpcore.server.maildir import Maildir
+from smtpcore.server.passwords import read_password
+from smtpcore.server.tools import client_tls_context, printable
+
+__all__ = ["AUTH_CHOICES", "HEAD_LIMIT", "run_fetch"]
+
+
+def _summary(number: int, size: int, head: bytes) -> str:
+    """``3: 1234 octets, from <...>, "subject"``: one line per fetched message, from its
+    ``size`` and ``head``, the header as far as :class:`_Head` kept it."""
+    header = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
+    sender = printable(_header_text(header, "From") or "(no From)")
+    subject = printable(_header_text(header, "Subject") or "(no Subject)")
+    date = printable(_header_text(header, "Date"))
+    when = f", {date}" if date else ""
+    return f'{number}: {size} octets, from {sender}{when}: "{subject}"'
+
+
+HEAD_LIMIT = 64 * 1024
+"""Octets of a fetched message's header kept for its summary line."""
+
+
+class _Head:
+    """The start of a message up to the blank line that ends its header (RFC 5322
+    §2.1), at most :data:`HEAD_LIMIT` octets, gathered from chunks as they come."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.complete = False
+
+    def feed(self, chunk: bytes) -> None:
+        if self.complete:
+            return
+        searched = max(len(self.data) - 3, 0)
+        self.data += chunk[:HEAD_LIMIT]
+        end = self.data.find(b"\r\n\r\n", searched)
+        if self.data.startswith(b"\r\n"):
+            end = 0  # no header at all
+        if end >= 0 or len(self.data) >= HEAD_LIMIT:
+            del self.data[end + 2 if end >= 0 else HEAD_LIMIT :]
+            self.complete = True
+
+
+def _header_text(header: email.message.Message, name: str) -> str:
+    """A field's text as it came, RFC 2047 words decoded (what they decode to is
+    escaped by :func:`printable` like the rest)."""
+    raw = header.get(name)
+    if raw is None:
+        return ""
+    text = str(raw)
+    try:
+        return str(email.header.make_header(email.header.decode_header(text)))
+    except (ValueError, LookupError, UnicodeError):  # a malformed or unknown encoding
+        return text
+
+
+def _stls_choice(args: argparse.Namespace) -> bool | None:
+    """STLS whenever the server offers it, the certificate checked, as ``send`` uses
+    STARTTLS and as fetchmail does; required with ``--stls``, never with ``--no-stls``
+    or over ``--tls``, where the session is TLS already."""
+    if args.tls or args.no_stls:
+        return False
+    return True if args.stls else None
+
+
+async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
+    host, port = args.server
+    client = POP3Client(
+        host,
+        port,
+        tls_on_connect=args.tls,
+        stls=_stls_choice(args),
+        ssl_context=client_tls_context(args.cafile, args.insecure),
+    )
+    target = Maildir(args.to_maildir) if args.to_maildir is not None else None
+    try:
+        async with client:
+            await _log_in(client, args)
+            listing = await client.list()
+            record = None if target is None else _record_for(args, listing)
+            run = _FetchRun(client, target, record, args.delete, args.all, say)
+            await run.take_all(listing)
+    except POP3Error as exc:
+        _fetch_failed(exc)
+        return 1
+    say(run.summary(args.to_maildir))
+    return 1 if run.refused else 0
+
+
+def _record_for(args: argparse.Namespace, listing: list[MessageListing]) -> FetchRecord | None:
+    """The record of what was stored from this account before, pruned to the ids the
+    server lists now; None, with a warning, when the server gives no unique-ids
+    (UIDL is optional, RFC 1939 §7): every message is then fetched, and the record
+    is left as it is."""
+    listed = [item.uid for item in listing]
+    if None in listed:
+        _warn(
+            "the server gives no unique-ids (no UIDL, RFC 1939 §7): every message is "
+            "fetched, as none can be told from one stored before"
+        )
+        return None
+    record = FetchRecord.read_or_empty(args.to_maildir, host_port(*args.server), args.user, _warn)
+    record.keep_only([uid for uid in listed if uid is not None])
+    return record
+
+
+@dataclass
+class _FetchRun:
+    """One ``fetch`` over the listing: each message stored and its unique-id recorded
+    before it is deleted, so that nothing is lost whatever stops the run.
+
+    Deletions wait for the record: a message is marked deleted (DELE) only once its
+    id is on disk, which :meth:`FetchRecord.save` does for several at once (see
+    :attr:`FetchRecord.due`); they take effect at QUIT alone (RFC 1939 §6)."""
+
+    client: POP3Client
+    target: Maildir | None
+    record: FetchRecord | None
+    delete: bool
+    again: bool
+    """``--all``: fetch the messages stored before too."""
+    say: Callable[[str], None]
+    fetched: int = 0
+    octets: int = 0
+    skipped: int = 0
+    refused: int = 0
+    _deletions_held: list[int] = field(default_factory=list)
+
+    async def take_all(self, listing: list[MessageListing]) -> None:
+        """Take each message in turn, then write what the record still lacks and send
+        the deletions it held. When the run stops on an error, the record is written
+        still (the messages stored are not stored again), but nothing more is deleted."""
+        try:
+            for item in listing:
+                await self._take(item)
+        except BaseException:
+            self._save_after_failure()
+            raise
+        if self.record is not None and self.record.unsaved:
+            await self._save_record(self.record)
+
+    async def _take(self, item: MessageListing) -> None:
+        if self._stored_before(item):
+            self.skipped += 1
+            if self.delete:
+                await self.client.delete(item.number)
+            return
+        try:
+            size, head = await _retrieve(self.client, item.number, self.target)
+        except POP3ResponseError as exc:
+            self._report_refused(item.number, exc)
+            return
+        self.fetched += 1
+        self.octets += size
+        self.say(_summary(item.number, size, head))
+        await self._stored(item, size)
+
+    def _stored_before(self, item: MessageListing) -> bool:
+        return (
+            not self.again
+            and self.record is not None
+            and item.uid is not None
+            and item.uid in self.record
+        )
+
+    def _report_refused(self, number: int, exc: POP3ResponseError) -> None:
+        """A RETR answered ``-ERR``: RFC 1939 §5 lets it fail (Dovecot and our own
+        server answer it for a message whose file is gone since the listing). It is left
+        on the server for the next run, and the others are still taken, as fetchmail
+        does, so that QUIT commits the deletions of those stored; the exit status, 1,
+        tells cron."""
+        self.refused += 1
+        _fetch_failed(f"message {number} not retrieved, left on the server: {exc}")
+
+    async def _stored(self, item: MessageListing, size: int) -> None:
+        """Message ``item`` is synced into the Maildir: record its id, and delete it
+        once the record holding it is on disk (at once when there is no record)."""
+        if self.record is None or item.uid is None:
+            if self.delete:
+                await self.client.delete(item.number)
+            return
+        self.record.add(item.uid, size)
+        if self.delete:
+            self._deletions_held.append(item.number)
+        if self.record.due:
+            await self._save_record(self.record)
+
+    async def _save_record(self, record: FetchRecord) -> None:
+        await asyncio.to_thread(record.save)
+        for number in self._deletions_held:
+            await self.client.delete(number)
+        self._deletions_held.clear()
+
+    def _save_after_failure(self) -> None:
+        """Write the record after a failure; its own failure is only reported (the
+        messages it names are then fetched again: duplicates, never a loss)."""
+        if self.record is None or not self.record.unsaved:
+            return
+        try:
+            self.record.save()
+        except OSError as exc:
+            _warn(f"cannot write the record of what was stored: {exc}")
+
+    def summary(self, maildir: Path | None) -> str:
+        """The last line: what was fetched, where it went, and what was not."""
+        kept = f"stored in {maildir}, " if maildir is not None else ""
+        deleted = "deleted from the server" if self.delete else "left on the server"
+        parts = [f"{self.fetched} messages, {self.octets} octets; {kept}{deleted}"]
+        if self.skipped:
+            parts.append(f"{self.skipped} stored before, not fetched again (--all fetches them)")
+        if self.refused:
+            parts.append(f"{self.refused} the server could not give, left there")
+        return printable("; ".join(parts) + ".")
+
+
+async def _retrieve(client: POP3Client, number: int, target: Maildir | None) -> tuple[int, bytes]:
+    """Retrieve message ``number`` into ``target`` (synced and in ``new/`` when this
+    returns), or only read it without it: its size and its header. Streamed, a chunk
+    at a time: memory does not grow with the message. Nothing of it stays in the
+    Maildir when it fails, or runs past the size LIST gave and 10% and 64 KiB more,
+    which the client refuses (``retrieve_chunks``' bound): a hostile server cannot
+    fill the disk with a message it said was small."""
+    staging = target.begin(b"") if target is not None else None
+    head = _Head()
+    size = 0
+    try:
+        async for chunk in client.retrieve_chunks(number):
+            size += len(chunk)
+            head.feed(chunk)
+            if staging is not None:
+                staging.write(chunk)
+        if staging is not None:
+            staged = await asyncio.to_thread(staging.finish)
+            staging = None  # finished: a failure to commit removes the file below
+            try:
+                await asyncio.to_thread(staged.commit)
+            except BaseException:
+                staged.discard()
+                raise
+    finally:
+        if staging is not None:
+            staging.discard()
+    return size, bytes(head.data)
+
+
+_SASL_CLIENTS: dict[str, Callable[[str, str], ClientMechanism]] = {
+    "scram-sha-256": ScramSHA256Client,
+    "cram-md5": CramMD5Client,
+    "plain": PlainClient,
+    "login": LoginClient,
+}
+_IN_THE_CLEAR = {"user": "USER/PASS", "plain": "AUTH PLAIN", "login": "AUTH LOGIN"}
+"""The ways of logging in that show the password itself (base64 is no cover)."""
+AUTH_CHOICES = ("auto", "user", "apop", *_SASL_CLIENTS)
+"""``fetch --auth``: how to log in; ``auto`` chooses as :func:`_log_in` says."""
+
+
+def _auto_method(client: POP3Client) -> str:
+    """Without TLS, a method that does not send the password in the clear when the
+    server offers one: SCRAM-SHA-256, then APOP, then CRAM-MD5; else USER/PASS."""
+    if client.tls:
+        return "user"
+    offered = {name.upper() for name in client.capabilities.get("SASL", ())}
+    if "SCRAM-SHA-256" in offered:
+        return "scram-sha-256"
+    if client.connection.apop_timestamp is not None:
+        return "apop"
+    if "CRAM-MD5" in offered:
+        return "cram-md5"
+    return "user"
+
+
+async def _log_in(client: POP3Client, args: argparse.Namespace) -> None:
+    method = args.auth if args.auth != "auto" else _auto_method(client)
+    if method in _IN_THE_CLEAR and not client.tls:
+        print(
+            "smtpcore fetch: warning: the password crosses the network in the clear "
+            f"({_IN_THE_CLEAR[method]}); use --stls or --tls",
+            file=sys.stderr,
+        )
+    if method in ("user", "apop"):
+        await client.login(args.user, args.password, apop=method == "apop")
+        return
+    await client.authenticate(_SASL_CLIENTS[method](args.user, args.password))
+
+
+def _fetch_failed(exc: Exception | str) -> None:
+    """An error on standard error, as ``send`` reports its own: standard output is
+    for the messages."""
+    print(printable(f"smtpcore fetch: {exc}"), file=sys.stderr)
+
+
+def _warn(text: str) -> None:
+    """A warning on standard error; fetch goes on."""
+    print(printable(f"smtpcore fetch: warning: {text}"), file=sys.stderr)
+
+
+def run_fetch(args: argparse.Namespace, say: Callable[[str], None] = print) -> int:
+    """``fetch``: a line per message; 0 when every message was retrieved, else a line
+    on standard error for each failure and 1. ``--delete`` needs ``--to-maildir``: without it the
+    messages are only read for their summary lines, and deleting them would throw the
+    mail away (fetchmail, getmail and mpop delete only what they delivered)."""
+    if args.delete and args.to_maildir is None:
+        raise ConfigError(
+            "--delete needs --to-maildir: the messages would be deleted from the server "
+            "without being kept anywhere"
+        )
+    args.password = read_password(
+        given=args.password, password_file=args.password_file, user=args.user
+    )
+    try:
+        return asyncio.run(_fetch(args, say))
+    except (OSError, ProtocolError, ValueError) as exc:
+        _fetch_failed(exc)
+        return 1
