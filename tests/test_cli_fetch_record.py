@@ -5,9 +5,11 @@ server cannot give does not stop the others, against the project's own POP3 serv
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,10 @@ from hypothesis import strategies as st
 import smtpcore.__main__ as cli
 from peers import running_pop3_server, write_maildir
 from smtpcore.maildrop import MaildirStore, Maildrop, POP3Session
+from smtpcore.pop3 import Dele, ServerConnection
 from smtpcore.server.fetchrecord import FetchRecord, record_path
 from smtpcore.server.maildir import Maildir
+from smtpcore.testing import Expect, ScriptedServer, Send, Step, script
 from smtpcore.testing.strategies import pop3_unique_ids
 
 USER = "alice"
@@ -78,7 +82,8 @@ def test_a_second_fetch_takes_only_what_is_new_and_all_takes_everything(
         assert _fetch(server, target) == 0
         out = capsys.readouterr().out
         assert _subjects(out) == []
-        assert "0 messages, 0 octets;" in out and "2 stored before, not fetched again" in out
+        assert "0 messages, 0 octets;" in out
+        assert "2 stored before, not fetched again (--all fetches them)." in out
         _deliver(mailbox, "three")
         assert _fetch(server, target) == 0
         assert _subjects(capsys.readouterr().out) == ["three"]
@@ -104,11 +109,12 @@ def test_delete_after_a_run_that_kept_the_mail_deletes_what_was_stored(
         assert _fetch(server, target, "--delete") == 0
         out = capsys.readouterr().out
         assert _subjects(out) == ["three"]
-        assert "deleted from the server; 2 stored before" in out
+        assert "2 stored before, deleted without being fetched again." in out
+        assert "--all" not in out  # they are gone: --all would not fetch them
         assert Maildir(mailbox).messages() == []
-        assert len(_record(target, server)["ids"]) == 3
+        assert len(_record(target, server)["stored"]) == 3
         assert _fetch(server, target) == 0
-        assert _record(target, server)["ids"] == []  # pruned: the server lists none now
+        assert _record(target, server)["stored"] == {}  # pruned: the server lists none now
     assert len(Maildir(target).messages()) == 3
 
 
@@ -118,11 +124,11 @@ def test_ids_the_server_no_longer_lists_are_pruned(tmp_path: Path) -> None:
     with _pop3(tmp_path / "server") as (server, mailbox):
         paths = write_maildir(mailbox, [_message("one"), _message("two")])
         assert _fetch(server, target) == 0
-        assert len(_record(target, server)["ids"]) == 2
+        assert len(_record(target, server)["stored"]) == 2
         [first] = [p for p in Maildir(mailbox).messages() if p.name.startswith(paths[0].name)]
         first.unlink()  # read and deleted by another client (moved to cur/ once read)
         assert _fetch(server, target) == 0
-        [kept] = _record(target, server)["ids"]
+        [kept] = _record(target, server)["stored"]
         assert kept == paths[1].name.split(":")[0]
 
 
@@ -200,7 +206,7 @@ def test_a_damaged_record_is_named_and_read_as_empty(
         if damage == "garbage":
             path.write_bytes(b'{"server": "\xff')
         elif damage == "another user":
-            path.write_text(json.dumps({"server": server, "user": "bob", "ids": []}))
+            path.write_text(json.dumps({"server": server, "user": "bob", "stored": {}}))
         elif damage == "a link":
             path.symlink_to(aside)
         else:
@@ -211,30 +217,203 @@ def test_a_damaged_record_is_named_and_read_as_empty(
         assert _subjects(captured.out) == ["one"]
         assert "warning: the record of what was fetched before" in captured.err
         assert str(path) in captured.err
-        if damage == "a directory":  # cannot be replaced by a rename: the run stops
-            assert status == 1
+        if damage == "a directory":  # cannot be replaced by a rename: status 1 tells cron
+            assert status == 1 and "cannot be written" in captured.err
             return
         assert status == 0
-        assert not path.is_symlink() and len(_record(target, server)["ids"]) == 1
+        assert not path.is_symlink() and len(_record(target, server)["stored"]) == 1
     assert aside.read_text() == "precious"
 
 
-def test_messages_are_deleted_only_once_their_ids_are_recorded(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+def _full_disk(record: FetchRecord) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("cause", ["a full disk", "a directory at its path"])
+def test_a_record_that_cannot_be_written_stops_nothing_and_tells_cron(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    cause: str,
 ) -> None:
-    """Stored, then recorded and synced, then DELE: a record that cannot be written stops
-    the run before the deletions (and QUIT), so the mail stays on the server."""
-
-    def full_disk(record: FetchRecord) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(FetchRecord, "save", full_disk)
+    """A record that could not be written ended the run after message 1, without QUIT:
+    each run stored message 1 again and the others never came. The run now goes on
+    without a record, with one warning naming the file and the reason; the deletions it
+    held are sent, as each message deleted is synced into ``new/`` (DELE takes effect at
+    QUIT alone, RFC 1939 §6), and the status is 1, for cron."""
     target = tmp_path / "fetched"
     with _pop3(tmp_path / "server") as (server, mailbox):
-        write_maildir(mailbox, [_message("one"), _message("two")])
+        write_maildir(mailbox, [_message(s) for s in ("one", "two", "three")])
+        path = record_path(target, server, USER)
+        if cause == "a full disk":
+            monkeypatch.setattr(FetchRecord, "save", _full_disk)
+            reason = "No space left on device"
+        else:
+            path.mkdir(parents=True)
+            reason = "Is a directory"
         assert _fetch(server, target, "--delete") == 1
-        assert "No space left on device" in capsys.readouterr().err
-        assert len(Maildir(mailbox).messages()) == 2
+        captured = capsys.readouterr()
+        assert _subjects(captured.out) == ["one", "two", "three"]
+        assert Maildir(mailbox).messages() == []  # deleted at QUIT
+    warnings = [line for line in captured.err.splitlines() if "cannot be written" in line]
+    assert len(warnings) == 1, captured.err
+    assert str(path) in warnings[0] and reason in warnings[0] and "Errno" not in warnings[0]
+    assert len(Maildir(target).messages()) == 3
+
+
+@dataclass
+class _DeleWatch:
+    """A server hook: as each DELE arrives, the ids the record on disk holds then."""
+
+    record: Path | None = None
+    seen: list[tuple[int, set[str]]] = field(default_factory=list)
+
+    def connection(self, options: Any) -> ServerConnection:
+        watch = self
+
+        class Watched(ServerConnection):
+            def next_event(self) -> Any:  # the machine's own type: events or sentinels
+                event = super().next_event()
+                if isinstance(event, Dele):
+                    watch.note(event.message)
+                return event
+
+        built: ServerConnection = options.build_connection(Watched)
+        return built
+
+    def note(self, number: int) -> None:
+        assert self.record is not None
+        on_disk = json.loads(self.record.read_text())["stored"] if self.record.exists() else {}
+        self.seen.append((number, set(on_disk)))
+
+
+def test_the_record_on_disk_holds_a_message_before_the_server_sees_its_dele(
+    tmp_path: Path,
+) -> None:
+    """Stored and synced, recorded and synced, then DELE, looked at from the server: a
+    change that sent DELE before writing the record passed every other test."""
+    target = tmp_path / "fetched"
+    watch = _DeleWatch()
+    with _pop3(tmp_path / "server", connection_factory=watch.connection) as (server, mailbox):
+        paths = write_maildir(mailbox, [_message("one")])
+        watch.record = record_path(target, server, USER)
+        assert _fetch(server, target) == 0
+        _deliver(mailbox, "two", "three")
+        assert _fetch(server, target, "--delete") == 0
+        assert Maildir(mailbox).messages() == []
+    ids = [paths[0].name, "1800000000.two.test", "1800000000.three.test"]
+    assert sorted(number for number, _ in watch.seen) == [1, 2, 3]
+    for number, on_disk in watch.seen:
+        assert ids[number - 1] in on_disk, (number, on_disk)
+
+
+_SCRIPTED_LOGIN = """
+S: +OK ready
+C: CAPA
+S: +OK
+S: USER
+S: UIDL
+S: .
+C: USER alice
+S: +OK
+C: PASS wonderland
+S: +OK
+C: CAPA
+S: +OK
+S: USER
+S: UIDL
+S: .
+"""
+
+
+def _listed(*contents: bytes) -> list[Step]:
+    """LIST answered with the sizes of ``contents``."""
+    sizes = "".join(f"S: {n} {len(c)}\n" for n, c in enumerate(contents, 1))
+    return script(f"C: LIST\nS: +OK\n{sizes}S: .")
+
+
+def _retrieved(number: int, content: bytes) -> list[Step]:
+    return [Expect(f"RETR {number}".encode()), Send(b"+OK\r\n" + content + b".\r\n")]
+
+
+def test_a_run_cut_short_still_records_what_it_stored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A connection lost at message 3: 1 and 2 are in ``new/``, and the record, written
+    as the run stops, holds both, so the next run does not store them again. (A change
+    that dropped this write passed every other test.) Message 2 is smaller than the
+    record, so that only the write after the failure records it."""
+    target = tmp_path / "fetched"
+    one, two = _message("one"), b"Subject: two\r\n\r\n"
+    steps = [
+        *script(_SCRIPTED_LOGIN),
+        *_listed(one, two, _message("three")),
+        *script("C: UIDL\nS: +OK\nS: 1 id-one\nS: 2 id-two\nS: 3 id-three\nS: ."),
+        *_retrieved(1, one),
+        *_retrieved(2, two),
+        *script("C: RETR 3\n-- close"),
+    ]
+    with ScriptedServer(steps) as server:
+        where = f"127.0.0.1:{server.port}"
+        assert _fetch(where, target) == 1
+    assert _subjects(capsys.readouterr().out) == ["one", "two"]
+    assert _record(target, where)["stored"] == {"id-one": len(one), "id-two": len(two)}
+    assert len(Maildir(target).messages()) == 2
+
+
+@pytest.mark.parametrize(
+    ("uidl", "warning"),
+    [
+        ("S: +OK\nS: 2 id-two\nS: .", "unique-ids missing for some messages"),
+        ("S: -ERR not now", "the server answered UIDL with -ERR"),
+    ],
+)
+def test_a_uidl_listing_short_of_ids_is_named_for_what_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], uidl: str, warning: str
+) -> None:
+    """A server that offers UIDL but lists ids for some messages only, or answers it
+    ``-ERR``, was said to have no UIDL at all. Every message is fetched, as none can
+    be matched with certainty, with one warning saying what the server did."""
+    target = tmp_path / "fetched"
+    one, two = _message("one"), _message("two")
+    steps = [
+        *script(_SCRIPTED_LOGIN),
+        *_listed(one, two),
+        *script(f"C: UIDL\n{uidl}"),
+        *_retrieved(1, one),
+        *_retrieved(2, two),
+        *script("C: QUIT\nS: +OK bye\n-- close"),
+    ]
+    with ScriptedServer(steps) as server:
+        assert _fetch(f"127.0.0.1:{server.port}", target) == 0
+    captured = capsys.readouterr()
+    assert _subjects(captured.out) == ["one", "two"]
+    [line] = [line for line in captured.err.splitlines() if "UIDL" in line or "unique" in line]
+    assert warning in line and "no UIDL" not in line and "every message is fetched" in line
+
+
+def test_an_id_given_again_to_a_new_message_is_fetched_not_deleted_unseen(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A unique-id holds only while its message exists (RFC 1939 §7): a server may give
+    it to a new message once the old one is gone. A run with ``--delete`` took that new
+    message for the one stored and deleted it unseen. A message is now taken for one
+    stored before only when LIST gives it the size recorded too."""
+    target = tmp_path / "fetched"
+    new = _message("new, of another size")
+    with _pop3(tmp_path / "server") as (server, mailbox):
+        [old] = write_maildir(mailbox, [_message("old")])
+        assert _fetch(server, target) == 0
+        for path in Maildir(mailbox).messages():
+            path.unlink()  # read and deleted by another client
+        (mailbox / "new" / old.name).write_bytes(new)  # the same unique-id
+        capsys.readouterr()
+        assert _fetch(server, target, "--delete") == 0
+        assert _subjects(capsys.readouterr().out) == ["new, of another size"]
+        assert Maildir(mailbox).messages() == []
+        assert _record(target, server)["stored"] == {old.name: len(new)}
+    kept = sorted(path.read_bytes() for path in Maildir(target).messages())
+    assert kept == sorted(m.replace(b"\r\n", b"\n") for m in (_message("old"), new))
 
 
 def test_the_record_of_a_user_named_like_a_path_stays_inside_the_maildir(
@@ -250,28 +429,43 @@ def test_the_record_of_a_user_named_like_a_path_stays_inside_the_maildir(
     assert record_path(target, "pop.example:995", "u") != same
 
 
+@st.composite
+def _listings(draw: st.DrawFn, stored: dict[str, int]) -> dict[str, int]:
+    """What a server lists after ``stored``: some of those ids, some with another size
+    (the id given to a new message, RFC 1939 §7), and new ones."""
+    kept = draw(st.sets(st.sampled_from(sorted(stored)))) if stored else set()
+    resized = draw(st.sets(st.sampled_from(sorted(kept)))) if kept else set()
+    new = draw(st.dictionaries(pop3_unique_ids(), _SIZES, max_size=5))
+    listed = {uid: stored[uid] + (1 if uid in resized else 0) for uid in kept}
+    return {**new, **listed}
+
+
+_SIZES = st.integers(0, 2**40)
+
+
 @settings(max_examples=50, deadline=None)
-@given(
-    stored=st.sets(pop3_unique_ids(), max_size=20),
-    listed=st.sets(pop3_unique_ids(), max_size=20),
-)
-def test_a_record_saved_reads_back_as_the_ids_still_listed(
-    tmp_path_factory: pytest.TempPathFactory, stored: set[str], listed: set[str]
+@given(data=st.data(), stored=st.dictionaries(pop3_unique_ids(), _SIZES, max_size=20))
+def test_a_record_saved_reads_back_as_the_messages_still_listed(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject, stored: dict[str, int]
 ) -> None:
     """Whatever unique-ids RFC 1939 §7 allows, a record written and read again holds
-    exactly those the server still lists, and never warns."""
+    exactly the messages the server still lists with the id and the size recorded,
+    and never warns."""
+    listed = data.draw(_listings(stored))
     directory = tmp_path_factory.mktemp("record")
     warnings: list[str] = []
     record = FetchRecord.read_or_empty(directory, "pop.example:110", USER, warnings.append)
-    for uid in stored:
-        record.add(uid, 100)
+    for uid, size in stored.items():
+        record.add(uid, size, octets=size)
     record.save()
     again = FetchRecord.read_or_empty(directory, "pop.example:110", USER, warnings.append)
-    again.keep_only(listed)
+    again.keep_only(listed.items())
     again.save()
     last = FetchRecord.read_or_empty(directory, "pop.example:110", USER, warnings.append)
-    assert {uid for uid in stored | listed if uid in last} == stored & listed
-    assert len(last) == len(stored & listed) and warnings == []
+    both = stored.items() & listed.items()
+    assert {(uid, size) for uid, size in listed.items() if last.holds(uid, size)} == both
+    assert not any(last.holds(uid, size + 1) for uid, size in both)
+    assert len(last) == len(both) and warnings == []
     assert [name for name in os.listdir(directory) if name.endswith(".tmp")] == []
 
 
@@ -288,7 +482,7 @@ def test_rewriting_the_record_costs_no_more_than_the_mail_stored(
     path = record_path(directory, "pop.example:110", USER)
     written = 0
     for number, size in enumerate(sizes):
-        record.add(f"id-{number:06d}", size)
+        record.add(f"id-{number:06d}", size, octets=size)
         if record.due:
             record.save()
             written += path.stat().st_size

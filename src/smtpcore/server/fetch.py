@@ -28,7 +28,7 @@ from smtpcore.sasl import (
     ScramSHA256Client,
 )
 from smtpcore.server.config import ConfigError
-from smtpcore.server.fetchrecord import FetchRecord
+from smtpcore.server.fetchrecord import FetchRecord, why_it_failed
 from smtpcore.server.maildir import Maildir
 from smtpcore.server.passwords import read_password
 from smtpcore.server.tools import client_tls_context, printable
@@ -108,31 +108,45 @@ async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
         async with client:
             await _log_in(client, args)
             listing = await client.list()
-            record = None if target is None else _record_for(args, listing)
+            record = None if target is None else _record_for(args, client, listing)
             run = _FetchRun(client, target, record, args.delete, args.all, say)
             await run.take_all(listing)
     except POP3Error as exc:
         _fetch_failed(exc)
         return 1
     say(run.summary(args.to_maildir))
-    return 1 if run.refused else 0
+    return 1 if run.refused or run.record_lost else 0
 
 
-def _record_for(args: argparse.Namespace, listing: list[MessageListing]) -> FetchRecord | None:
-    """The record of what was stored from this account before, pruned to the ids the
-    server lists now; None, with a warning, when the server gives no unique-ids
-    (UIDL is optional, RFC 1939 §7): every message is then fetched, and the record
-    is left as it is."""
-    listed = [item.uid for item in listing]
-    if None in listed:
+def _record_for(
+    args: argparse.Namespace, client: POP3Client, listing: list[MessageListing]
+) -> FetchRecord | None:
+    """The record of what was stored from this account before, pruned to the messages
+    the server lists now; None, with a warning saying why, when some message has no
+    unique-id (UIDL is optional, RFC 1939 §7): every message is then fetched, and the
+    record is left as it is."""
+    without_id = [item for item in listing if item.uid is None]
+    if without_id:
         _warn(
-            "the server gives no unique-ids (no UIDL, RFC 1939 §7): every message is "
-            "fetched, as none can be told from one stored before"
+            f"{_why_ids_are_missing(client, len(without_id) < len(listing))}: every "
+            "message is fetched, as none can be told from one stored before"
         )
         return None
     record = FetchRecord.read_or_empty(args.to_maildir, host_port(*args.server), args.user, _warn)
-    record.keep_only([uid for uid in listed if uid is not None])
+    record.keep_only((item.uid, item.size) for item in listing if item.uid is not None)
     return record
+
+
+def _why_ids_are_missing(client: POP3Client, some_have_one: bool) -> str:
+    """What the server did that left messages without a unique-id: it has no UIDL
+    (optional, RFC 1939 §7; not in its CAPA, RFC 2449 §6.7), answered it ``-ERR``, or
+    left some messages out of its listing."""
+    if some_have_one:
+        return "unique-ids missing for some messages in the server's UIDL listing"
+    capabilities = client.connection.capabilities
+    if capabilities is not None and "UIDL" in capabilities:
+        return "the server answered UIDL with -ERR, though it offers UIDL"
+    return "the server gives no unique-ids (no UIDL, RFC 1939 §7)"
 
 
 @dataclass
@@ -142,7 +156,10 @@ class _FetchRun:
 
     Deletions wait for the record: a message is marked deleted (DELE) only once its
     id is on disk, which :meth:`FetchRecord.save` does for several at once (see
-    :attr:`FetchRecord.due`); they take effect at QUIT alone (RFC 1939 §6)."""
+    :attr:`FetchRecord.due`); they take effect at QUIT alone (RFC 1939 §6).
+
+    A record that cannot be written is given up for the rest of the run (see
+    :meth:`_save_record`), and the run goes on as without one."""
 
     client: POP3Client
     target: Maildir | None
@@ -155,6 +172,8 @@ class _FetchRun:
     octets: int = 0
     skipped: int = 0
     refused: int = 0
+    record_lost: bool = False
+    """The record could not be written: the next run fetches again what this one stored."""
     _deletions_held: list[int] = field(default_factory=list)
 
     async def take_all(self, listing: list[MessageListing]) -> None:
@@ -191,7 +210,7 @@ class _FetchRun:
             not self.again
             and self.record is not None
             and item.uid is not None
-            and item.uid in self.record
+            and self.record.holds(item.uid, item.size)
         )
 
     def _report_refused(self, number: int, exc: POP3ResponseError) -> None:
@@ -210,17 +229,34 @@ class _FetchRun:
             if self.delete:
                 await self.client.delete(item.number)
             return
-        self.record.add(item.uid, size)
+        self.record.add(item.uid, item.size, octets=size)
         if self.delete:
             self._deletions_held.append(item.number)
         if self.record.due:
             await self._save_record(self.record)
 
     async def _save_record(self, record: FetchRecord) -> None:
-        await asyncio.to_thread(record.save)
+        """Write the record, then send the deletions it held. A record that cannot be
+        written (a read-only DIR, a full disk) is given up, with one warning: the run
+        goes on without it, and the deletions are sent still, for each message held is
+        synced into ``new/`` (what they wait for is the record's saving a duplicate,
+        not a loss). Stopping instead stored message 1 again at every run, and never
+        the others."""
+        try:
+            await asyncio.to_thread(record.save)
+        except OSError as exc:
+            self._give_up_record(record, exc)
         for number in self._deletions_held:
             await self.client.delete(number)
         self._deletions_held.clear()
+
+    def _give_up_record(self, record: FetchRecord, exc: OSError) -> None:
+        self.record = None
+        self.record_lost = True
+        _warn(
+            f"the record of what was stored, {record.path}, cannot be written "
+            f"({why_it_failed(exc)}): the messages of this run are fetched again next time"
+        )
 
     def _save_after_failure(self) -> None:
         """Write the record after a failure; its own failure is only reported (the
@@ -230,7 +266,7 @@ class _FetchRun:
         try:
             self.record.save()
         except OSError as exc:
-            _warn(f"cannot write the record of what was stored: {exc}")
+            self._give_up_record(self.record, exc)
 
     def summary(self, maildir: Path | None) -> str:
         """The last line: what was fetched, where it went, and what was not."""
@@ -238,10 +274,18 @@ class _FetchRun:
         deleted = "deleted from the server" if self.delete else "left on the server"
         parts = [f"{self.fetched} messages, {self.octets} octets; {kept}{deleted}"]
         if self.skipped:
-            parts.append(f"{self.skipped} stored before, not fetched again (--all fetches them)")
+            parts.append(f"{self.skipped} stored before, {self._what_became_of_skipped()}")
         if self.refused:
             parts.append(f"{self.refused} the server could not give, left there")
         return printable("; ".join(parts) + ".")
+
+
+    def _what_became_of_skipped(self) -> str:
+        """The messages stored before were deleted at QUIT under ``--delete``: ``--all``
+        cannot fetch them again."""
+        if self.delete:
+            return "deleted without being fetched again"
+        return "not fetched again (--all fetches them)"
 
 
 async def _retrieve(client: POP3Client, number: int, target: Maildir | None) -> tuple[int, bytes]:

@@ -6,8 +6,13 @@ message numbers hold for one session only. The record is one file per server and
 inside the Maildir it serves, under a dot-name (no Maildir reader takes it for mail)
 made of a digest: no user name can steer it outside the directory. It is replaced
 whole (a new file, fsynced, renamed over the old one, the directory fsynced), never
-written in place or through a link, and it keeps only the ids the server still lists,
-so it stays as small as the mailbox.
+written in place or through a link, and it keeps only the messages the server still
+lists, so it stays as small as the mailbox.
+
+Each id is kept with the size LIST gave its message, and a message listed is taken for
+one stored only when both match: RFC 1939 §7 keeps an id from reuse only "as long as
+the entity exists", so a server may give it to a new message once the old one is gone,
+and that message, taken for the old, would be deleted unseen under ``--delete``.
 
 A message's id is recorded only once the message is synced into ``new/``, and deleted
 from the server only once its id is recorded and synced: a crash in between gives a
@@ -22,14 +27,14 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final
 
 from smtpcore.server.maildir import fsync_directory
 from smtpcore.server.safefiles import open_regular, write_synced
 
-__all__ = ["MAX_RECORD", "FetchRecord", "RecordDamaged", "record_path"]
+__all__ = ["MAX_RECORD", "FetchRecord", "RecordDamaged", "record_path", "why_it_failed"]
 
 RECORD_PREFIX: Final = ".smtpcore-fetched-"
 MAX_RECORD: Final = 32 * 1024 * 1024
@@ -54,8 +59,15 @@ def record_path(maildir: Path, server: str, user: str) -> Path:
     return maildir / f"{RECORD_PREFIX}{hashlib.sha256(key).hexdigest()[:32]}"
 
 
+def why_it_failed(exc: Exception) -> str:
+    """The reason an operation on a file failed, in words (``Is a directory``), not the
+    ``[Errno 21] ...`` tuple, for a warning that names the file itself."""
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
+
 class FetchRecord:
-    """The unique-ids stored from one account, and when the record is due to be written.
+    """The messages stored from one account, each a unique-id and the size LIST gave
+    it, and when the record is due to be written.
 
     Each write replaces the whole file, so writing it after every message would cost
     the square of a large mailbox's size. It is due instead once the messages stored
@@ -63,11 +75,12 @@ class FetchRecord:
     more writing than the mail itself, and a small record is written after every
     message."""
 
-    def __init__(self, path: Path, server: str, user: str, ids: Collection[str] = ()) -> None:
+    def __init__(self, path: Path, server: str, user: str) -> None:
         self.path = path
         self.server = server
         self.user = user
-        self._ids = set(ids)
+        self._sizes: dict[str, int] = {}
+        """The size LIST gave each message stored, by its unique-id."""
         self._size_on_disk = 0
         self._unsaved_octets = 0
         self._unsaved = False
@@ -89,16 +102,15 @@ class FetchRecord:
         except FileNotFoundError:
             pass
         except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             warn(
-                f"the record of what was fetched before, {path}, cannot be read ({reason}): "
-                "every message is fetched again"
+                f"the record of what was fetched before, {path}, cannot be read "
+                f"({why_it_failed(exc)}): every message is fetched again"
             )
-            record._ids.clear()
+            record._sizes.clear()
         return record
 
     def _read(self) -> None:
-        """Fill the ids from the file; :class:`RecordDamaged` for anything but a record
+        """Fill the messages from the file; :class:`RecordDamaged` for anything but a record
         of this account (a link or a FIFO is never followed or read)."""
         fd = open_regular(self.path)
         with os.fdopen(fd, "rb") as file:
@@ -109,28 +121,30 @@ class FetchRecord:
             fields = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RecordDamaged(f"not a record: {exc}") from None
-        self._ids = set(_checked_fields(fields, self.server, self.user))
+        self._sizes = _checked_fields(fields, self.server, self.user)
         self._size_on_disk = len(data)
 
-    def __contains__(self, unique_id: object) -> bool:
-        return unique_id in self._ids
+    def holds(self, unique_id: str, size: int) -> bool:
+        """Whether the message LIST gives as ``unique_id`` and ``size`` is one stored: the
+        id alone may be a new message's, given it once the old one was gone (RFC 1939 §7)."""
+        return self._sizes.get(unique_id) == size
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._sizes)
 
-    def keep_only(self, listed: Collection[str]) -> None:
-        """Forget every id the server no longer lists (the message was deleted there, by
-        this tool or another): ids are never reused (RFC 1939 §7), so the record stays
-        as small as the mailbox."""
-        gone = self._ids.difference(listed)
-        if gone:
-            self._ids -= gone
+    def keep_only(self, listed: Iterable[tuple[str, int]]) -> None:
+        """Forget every message the server no longer lists with its id and size (it was
+        deleted there, by this tool or another, and its id perhaps given to a new one),
+        so that the record stays as small as the mailbox."""
+        still = {uid: size for uid, size in listed if self.holds(uid, size)}
+        if len(still) != len(self._sizes):
+            self._sizes = still
             self._unsaved = True
 
-    def add(self, unique_id: str, octets: int) -> None:
-        """Note ``unique_id`` as stored (and synced), its message ``octets`` long; it is
-        on disk only after :meth:`save`."""
-        self._ids.add(unique_id)
+    def add(self, unique_id: str, listed_size: int, *, octets: int) -> None:
+        """Note the message LIST gave as ``unique_id`` and ``listed_size`` as stored (and
+        synced), ``octets`` written for it; it is on disk only after :meth:`save`."""
+        self._sizes[unique_id] = listed_size
         self._unsaved_octets += octets
         self._unsaved = True
 
@@ -145,12 +159,12 @@ class FetchRecord:
         return self._unsaved
 
     def save(self) -> None:
-        """Replace the file with the ids noted: a new file under a name of its own,
+        """Replace the file with the messages noted: a new file under a name of its own,
         fsynced, renamed over the record (never written through a link that may be
         there: the rename replaces the link itself), then the directory fsynced, so
         that the record on disk is the old or the new one whole, even after a crash."""
-        fields = {"server": self.server, "user": self.user, "ids": sorted(self._ids)}
-        data = json.dumps(fields, indent=0).encode("ascii")  # escaped by json
+        fields = {"server": self.server, "user": self.user, "stored": self._sizes}
+        data = json.dumps(fields, indent=0, sort_keys=True).encode("ascii")  # escaped by json
         tmp = self.path.with_name(f"{self.path.name}.{secrets.token_hex(6)}.tmp")
         write_synced(tmp, data)
         try:
@@ -164,16 +178,25 @@ class FetchRecord:
         self._unsaved = False
 
 
-def _checked_fields(fields: object, server: str, user: str) -> list[str]:
-    """The ids of a record's parsed ``fields``; :class:`RecordDamaged` unless they are
-    those :meth:`FetchRecord.save` writes for this ``server`` and ``user``."""
+def _checked_fields(fields: object, server: str, user: str) -> dict[str, int]:
+    """The sizes by unique-id of a record's parsed ``fields``; :class:`RecordDamaged`
+    unless they are those :meth:`FetchRecord.save` writes for this ``server`` and
+    ``user``."""
     if not isinstance(fields, dict):
         raise RecordDamaged("not a record")
     if fields.get("server") != server or fields.get("user") != user:
         raise RecordDamaged("the record of another server or user")
-    ids = fields.get("ids")
-    if not isinstance(ids, list) or not all(
-        isinstance(item, str) and _UNIQUE_ID.fullmatch(item) for item in ids
+    stored = fields.get("stored")
+    if not isinstance(stored, dict) or not all(
+        _UNIQUE_ID.fullmatch(uid) and _is_size(size) for uid, size in stored.items()
     ):
-        raise RecordDamaged("its unique-ids are not a list of RFC 1939 §7 unique-ids")
-    return ids
+        raise RecordDamaged(
+            "what it stores is not RFC 1939 §7 unique-ids with the sizes LIST gave"
+        )
+    return stored
+
+
+def _is_size(value: object) -> bool:
+    """A message size as LIST gives it (RFC 1939 §5): a whole number of octets (JSON's
+    ``true`` is a Python ``bool``, an ``int`` too, and no size)."""
+    return type(value) is int and value >= 0
