@@ -665,6 +665,18 @@ def test_fetch_delete_without_a_maildir_is_refused(capsys: pytest.CaptureFixture
     )
 
 
+def test_fetch_all_without_a_maildir_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """``fetch --all`` alone was accepted and did nothing: without ``--to-maildir`` there
+    is no record, and every message is fetched anyway. It is a usage error, as
+    ``--delete`` alone is, so that a mistyped command line does not pass unnoticed."""
+    argv = ["fetch", "--server", "127.0.0.1:9", "--user", "u", "--all"]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == (
+        "smtpcore fetch: --all needs --to-maildir: only the record kept in a Maildir "
+        "makes fetch leave messages out\n"
+    )
+
+
 def test_send_says_when_a_refused_starttls_sends_the_message_without_tls(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

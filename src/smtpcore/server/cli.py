@@ -418,7 +418,7 @@ def _add_fetch(commands: Any) -> None:
     fetch.add_argument(
         "--all",
         action="store_true",
-        help="fetch the messages stored before too (as fetchmail's and mpop's --all)",
+        help="fetch the messages stored before too, as fetchmail's --all (needs --to-maildir)",
     )
 
 

@@ -279,7 +279,6 @@ class _FetchRun:
             parts.append(f"{self.refused} the server could not give, left there")
         return printable("; ".join(parts) + ".")
 
-
     def _what_became_of_skipped(self) -> str:
         """The messages stored before were deleted at QUIT under ``--delete``: ``--all``
         cannot fetch them again."""
@@ -370,16 +369,31 @@ def _warn(text: str) -> None:
     print(printable(f"smtpcore fetch: warning: {text}"), file=sys.stderr)
 
 
-def run_fetch(args: argparse.Namespace, say: Callable[[str], None] = print) -> int:
-    """``fetch``: a line per message; 0 when every message was retrieved, else a line
-    on standard error for each failure and 1. ``--delete`` needs ``--to-maildir``: without it the
-    messages are only read for their summary lines, and deleting them would throw the
-    mail away (fetchmail, getmail and mpop delete only what they delivered)."""
-    if args.delete and args.to_maildir is None:
+def _check_maildir_options(args: argparse.Namespace) -> None:
+    """A usage error (:class:`ConfigError`, status 2) for an option that means nothing
+    without ``--to-maildir``: ``--delete`` would throw the mail away, the messages
+    being only read for their summary lines (fetchmail, getmail and mpop delete only
+    what they delivered), and ``--all`` would change nothing, there being no record
+    of what was stored; before any password is asked."""
+    if args.to_maildir is not None:
+        return
+    if args.delete:
         raise ConfigError(
             "--delete needs --to-maildir: the messages would be deleted from the server "
             "without being kept anywhere"
         )
+    if args.all:
+        raise ConfigError(
+            "--all needs --to-maildir: only the record kept in a Maildir makes fetch "
+            "leave messages out"
+        )
+
+
+def run_fetch(args: argparse.Namespace, say: Callable[[str], None] = print) -> int:
+    """``fetch``: a line per message; 0 when every message was retrieved and the record
+    written, else a line on standard error for each failure and 1. Options that need
+    ``--to-maildir`` are refused without it (:func:`_check_maildir_options`)."""
+    _check_maildir_options(args)
     args.password = read_password(
         given=args.password, password_file=args.password_file, user=args.user
     )
