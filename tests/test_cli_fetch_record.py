@@ -4,10 +4,12 @@ server cannot give does not stop the others, against the project's own POP3 serv
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +22,13 @@ from hypothesis import strategies as st
 import smtpcore.__main__ as cli
 from peers import running_pop3_server, write_maildir
 from smtpcore.maildrop import MaildirStore, Maildrop, POP3Session
-from smtpcore.pop3 import Dele, ServerConnection
-from smtpcore.server.fetchrecord import FetchRecord, record_path
+from smtpcore.pop3 import Dele, Retr, ServerConnection, Top
+from smtpcore.server import fetchrecord
+from smtpcore.server.cli import build_parser
+from smtpcore.server.fetch import _fetch as fetch_session
+from smtpcore.server.fetchrecord import FetchRecord, header_digest, record_limit, record_path
 from smtpcore.server.maildir import Maildir
-from smtpcore.testing import Expect, ScriptedServer, Send, Step, script
+from smtpcore.testing import Call, Expect, ScriptedConnection, ScriptedServer, Send, Step, script
 from smtpcore.testing.strategies import pop3_unique_ids
 
 USER = "alice"
@@ -68,6 +73,11 @@ def _record(target: Path, server: str) -> dict[str, Any]:
     return fields
 
 
+def _recorded_sizes(target: Path, server: str) -> dict[str, int]:
+    """The size recorded with each unique-id."""
+    return {uid: size for uid, (size, _) in _record(target, server)["stored"].items()}
+
+
 def test_a_second_fetch_takes_only_what_is_new_and_all_takes_everything(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -95,18 +105,44 @@ def test_a_second_fetch_takes_only_what_is_new_and_all_takes_everything(
     assert len(names) == 1 and names[0].startswith(".")  # the record, a dot-file alone
 
 
+@dataclass
+class _CommandLog:
+    """A server hook: the RETR and TOP commands the server received, in order."""
+
+    seen: list[str] = field(default_factory=list)
+
+    def connection(self, options: Any, **overrides: Any) -> ServerConnection:
+        log = self
+
+        class Logged(ServerConnection):
+            def next_event(self) -> Any:  # the machine's own type: events or sentinels
+                event = super().next_event()
+                if isinstance(event, Retr):
+                    log.seen.append(f"RETR {event.message}")
+                elif isinstance(event, Top):
+                    log.seen.append(f"TOP {event.message} {event.lines}")
+                return event
+
+        built: ServerConnection = options.build_connection(Logged, **overrides)
+        return built
+
+
 def test_delete_after_a_run_that_kept_the_mail_deletes_what_was_stored(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A message recorded is not fetched again, and with ``--delete`` it goes: it was
-    stored before. A new one is fetched, then deleted."""
+    """A message recorded is not fetched again, and with ``--delete`` it goes once
+    ``TOP n 0`` shows the header recorded (RFC 1939 §7): it was stored before. A new
+    one is fetched, then deleted."""
     target = tmp_path / "fetched"
-    with _pop3(tmp_path / "server") as (server, mailbox):
+    log = _CommandLog()
+    with _pop3(tmp_path / "server", connection_factory=log.connection) as (server, mailbox):
         write_maildir(mailbox, [_message("one"), _message("two")])
         assert _fetch(server, target) == 0
         _deliver(mailbox, "three")
         capsys.readouterr()
+        log.seen.clear()
         assert _fetch(server, target, "--delete") == 0
+        assert log.seen == ["TOP 1 0", "TOP 2 0", "RETR 3"]
         out = capsys.readouterr().out
         assert _subjects(out) == ["three"]
         assert "2 stored before, deleted without being fetched again." in out
@@ -215,8 +251,8 @@ def test_a_damaged_record_is_named_and_read_as_empty(
         status = _fetch(server, target)
         captured = capsys.readouterr()
         assert _subjects(captured.out) == ["one"]
-        assert "warning: the record of what was fetched before" in captured.err
-        assert str(path) in captured.err
+        [read_warning] = [line for line in captured.err.splitlines() if "fetched before" in line]
+        assert read_warning.count(str(path)) == 1  # named once, whatever the damage
         if damage == "a directory":  # cannot be replaced by a rename: status 1 tells cron
             assert status == 1 and "cannot be written" in captured.err
             return
@@ -357,7 +393,7 @@ def test_a_run_cut_short_still_records_what_it_stored(
         where = f"127.0.0.1:{server.port}"
         assert _fetch(where, target) == 1
     assert _subjects(capsys.readouterr().out) == ["one", "two"]
-    assert _record(target, where)["stored"] == {"id-one": len(one), "id-two": len(two)}
+    assert _recorded_sizes(target, where) == {"id-one": len(one), "id-two": len(two)}
     assert len(Maildir(target).messages()) == 2
 
 
@@ -392,15 +428,18 @@ def test_a_uidl_listing_short_of_ids_is_named_for_what_it_is(
     assert warning in line and "no UIDL" not in line and "every message is fetched" in line
 
 
+@pytest.mark.parametrize("subject", ["new, of another size", "new"])
 def test_an_id_given_again_to_a_new_message_is_fetched_not_deleted_unseen(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], subject: str
 ) -> None:
     """A unique-id holds only while its message exists (RFC 1939 §7): a server may give
     it to a new message once the old one is gone. A run with ``--delete`` took that new
-    message for the one stored and deleted it unseen. A message is now taken for one
-    stored before only when LIST gives it the size recorded too."""
+    message for the one stored and deleted it unseen, first whatever its size, then
+    when it had the old one's size (mail made from a template: invoices, notices). It
+    is now deleted unseen only when LIST gives the size recorded and ``TOP n 0`` the
+    header recorded too."""
     target = tmp_path / "fetched"
-    new = _message("new, of another size")
+    new = _message(subject)
     with _pop3(tmp_path / "server") as (server, mailbox):
         [old] = write_maildir(mailbox, [_message("old")])
         assert _fetch(server, target) == 0
@@ -409,9 +448,9 @@ def test_an_id_given_again_to_a_new_message_is_fetched_not_deleted_unseen(
         (mailbox / "new" / old.name).write_bytes(new)  # the same unique-id
         capsys.readouterr()
         assert _fetch(server, target, "--delete") == 0
-        assert _subjects(capsys.readouterr().out) == ["new, of another size"]
+        assert _subjects(capsys.readouterr().out) == [subject]
         assert Maildir(mailbox).messages() == []
-        assert _record(target, server)["stored"] == {old.name: len(new)}
+        assert _recorded_sizes(target, server) == {old.name: len(new)}
     kept = sorted(path.read_bytes() for path in Maildir(target).messages())
     assert kept == sorted(m.replace(b"\r\n", b"\n") for m in (_message("old"), new))
 
@@ -456,7 +495,7 @@ def test_a_record_saved_reads_back_as_the_messages_still_listed(
     warnings: list[str] = []
     record = FetchRecord.read_or_empty(directory, "pop.example:110", USER, warnings.append)
     for uid, size in stored.items():
-        record.add(uid, size, octets=size)
+        record.add(uid, size, header_digest(uid.encode()), octets=size)
     record.save()
     again = FetchRecord.read_or_empty(directory, "pop.example:110", USER, warnings.append)
     again.keep_only(listed.items())
@@ -465,6 +504,7 @@ def test_a_record_saved_reads_back_as_the_messages_still_listed(
     both = stored.items() & listed.items()
     assert {(uid, size) for uid, size in listed.items() if last.holds(uid, size)} == both
     assert not any(last.holds(uid, size + 1) for uid, size in both)
+    assert all(last.header_digest_of(uid) == header_digest(uid.encode()) for uid, _ in both)
     assert len(last) == len(both) and warnings == []
     assert [name for name in os.listdir(directory) if name.endswith(".tmp")] == []
 
@@ -482,9 +522,231 @@ def test_rewriting_the_record_costs_no_more_than_the_mail_stored(
     path = record_path(directory, "pop.example:110", USER)
     written = 0
     for number, size in enumerate(sizes):
-        record.add(f"id-{number:06d}", size, octets=size)
+        record.add(f"id-{number:06d}", size, None, octets=size)
         if record.due:
             record.save()
             written += path.stat().st_size
     record.save()
     assert written <= sum(sizes) + path.stat().st_size
+
+
+def test_a_server_without_top_has_the_messages_stored_before_fetched_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """TOP is optional (RFC 1939 §7; CAPA lists it, RFC 2449 §6.3): without it nothing
+    shows that a recorded id and size still name the message stored, so under
+    ``--delete`` it is fetched again (a duplicate at worst, never a loss), then
+    deleted."""
+    target = tmp_path / "fetched"
+    log = _CommandLog()
+
+    def without_top(options: Any) -> ServerConnection:
+        return log.connection(options, top=False)
+
+    with _pop3(tmp_path / "server", connection_factory=without_top) as (server, mailbox):
+        write_maildir(mailbox, [_message("one"), _message("two")])
+        assert _fetch(server, target) == 0
+        log.seen.clear()
+        capsys.readouterr()
+        assert _fetch(server, target, "--delete") == 0
+        assert log.seen == ["RETR 1", "RETR 2"]
+        assert _subjects(capsys.readouterr().out) == ["one", "two"]
+        assert Maildir(mailbox).messages() == []
+    assert len(Maildir(target).messages()) == 4
+
+
+_SCRIPTED_LOGIN_WITH_TOP = _SCRIPTED_LOGIN.replace("S: UIDL\n", "S: UIDL\nS: TOP\n")
+
+
+def _recorded_before(target: Path, server: str, uid: str, message: bytes) -> None:
+    """A record holding ``message`` under ``uid``, as a run that stored it writes it."""
+    head = message[: message.index(b"\r\n\r\n") + 4]
+    target.mkdir(parents=True, exist_ok=True)
+    record = FetchRecord.read_or_empty(target, server, USER, print)
+    record.add(uid, len(message), header_digest(head), octets=len(message))
+    record.save()
+
+
+def test_a_top_refused_has_the_message_fetched_again_under_delete(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server that offers TOP may still answer it ``-ERR`` (RFC 1939 §7): the message
+    recorded is then fetched, as one without TOP, never deleted unseen."""
+    target = tmp_path / "fetched"
+    one = _message("one")
+    steps = [
+        *script(_SCRIPTED_LOGIN_WITH_TOP),
+        *_listed(one),
+        *script("C: UIDL\nS: +OK\nS: 1 id-one\nS: .\nC: TOP 1 0\nS: -ERR not now"),
+        *_retrieved(1, one),
+        *script("C: DELE 1\nS: +OK\nC: QUIT\nS: +OK bye\n-- close"),
+    ]
+    with ScriptedServer(steps) as server:
+        where = f"127.0.0.1:{server.port}"
+        _recorded_before(target, where, "id-one", one)
+        assert _fetch(where, target, "--delete") == 0
+    assert _subjects(capsys.readouterr().out) == ["one"]
+    assert len(Maildir(target).messages()) == 1
+
+
+def test_a_record_lost_as_the_run_stops_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record written as a run stops on an error cannot be written either: the
+    warning said "going on without it", though the run was stopping. It now says what
+    follows: the messages this run stored come again next time. (A change that
+    swallowed this failure silently passed every other test.) A large record of
+    messages gone keeps the record from being due after message 1."""
+    target = tmp_path / "fetched"
+    one = _message("one")
+    gone = {f"gone-{n}": _message("gone") for n in range(50)}
+    steps = [
+        *script(_SCRIPTED_LOGIN),
+        *_listed(one, _message("two")),
+        *script("C: UIDL\nS: +OK\nS: 1 id-one\nS: 2 id-two\nS: ."),
+        *_retrieved(1, one),
+        *script("C: RETR 2\n-- close"),
+    ]
+    with ScriptedServer(steps) as server:
+        where = f"127.0.0.1:{server.port}"
+        for uid, message in gone.items():
+            _recorded_before(target, where, uid, message)
+        monkeypatch.setattr(FetchRecord, "save", _full_disk)
+        assert _fetch(where, target) == 1
+    [warning] = [line for line in capsys.readouterr().err.splitlines() if "record" in line]
+    assert "cannot be written (No space left on device)" in warning
+    assert "going on" not in warning
+    assert "the messages this run stored will be fetched again next time" in warning
+
+
+def test_a_cancelled_run_records_what_it_stored(tmp_path: Path) -> None:
+    """Cancelled (Ctrl-C, a task group's cancellation) while the server is slow with
+    message 3: messages 1 and 2 are in ``new/``, and the record, written as the run
+    stops on a ``BaseException`` too, holds both. Message 2 is smaller than the
+    record, so that only the write after the cancellation records it."""
+    target = tmp_path / "fetched"
+    one, two = _message("one"), b"Subject: two\r\n\r\n"
+    at_message_3, released = threading.Event(), threading.Event()
+
+    def hold(connection: ScriptedConnection) -> None:
+        at_message_3.set()
+        released.wait(10)
+
+    steps = [
+        *script(_SCRIPTED_LOGIN),
+        *_listed(one, two, _message("three")),
+        *script("C: UIDL\nS: +OK\nS: 1 id-one\nS: 2 id-two\nS: 3 id-three\nS: ."),
+        *_retrieved(1, one),
+        *_retrieved(2, two),
+        Expect(b"RETR 3"),
+        Call(hold),
+    ]
+
+    async def cancel_at_message_3(where: str) -> None:
+        argv = ["fetch", "--server", where, *LOGIN, "--to-maildir", str(target)]
+        task = asyncio.create_task(fetch_session(build_parser().parse_args(argv), print))
+        for _ in range(500):
+            if at_message_3.is_set():
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with ScriptedServer(steps) as server:
+        where = f"127.0.0.1:{server.port}"
+        try:
+            asyncio.run(cancel_at_message_3(where))
+        finally:
+            released.set()
+    assert _recorded_sizes(target, where) == {"id-one": len(one), "id-two": len(two)}
+    assert len(Maildir(target).messages()) == 2
+
+
+_SMALL_LISTING = 4096
+"""A listing limit small enough to fill in a test, for :func:`record_limit`."""
+
+
+def _listing_octets(pairs: list[tuple[str, int]]) -> int:
+    """The octets of the larger of the UIDL and LIST listings of ``pairs`` (RFC 1939)."""
+    uidl = sum(len(f"{n} {uid}\r\n") for n, (uid, _) in enumerate(pairs, 1))
+    scan = sum(len(f"{n} {size}\r\n") for n, (_, size) in enumerate(pairs, 1))
+    return max(uidl, scan)
+
+
+def _record_octets(directory: Path, pairs: list[tuple[str, int]]) -> int:
+    """The octets of messages (past its server and user) in the record of ``pairs``."""
+    record = FetchRecord.read_or_empty(directory, "pop.example:110", USER, print)
+    record.save()
+    empty = record.path.stat().st_size
+    for uid, size in pairs:
+        record.add(uid, size, header_digest(uid.encode()), octets=1)
+    record.save()
+    return record.path.stat().st_size - empty
+
+
+def _filled(make_id: Any, size: int) -> list[tuple[str, int]]:
+    """As many messages as listings under :data:`_SMALL_LISTING` octets hold."""
+    pairs: list[tuple[str, int]] = []
+    for n in range(_SMALL_LISTING):
+        more = [*pairs, (make_id(n), size)]
+        if _listing_octets(more) > _SMALL_LISTING:
+            break
+        pairs = more
+    return pairs
+
+
+@pytest.mark.parametrize(
+    ("shape", "make_id", "size"),
+    [
+        ("the longest ids, all escaped", lambda n: '"' * 62 + f"{n:08d}", 10**20 - 1),
+        ("the shortest lines", lambda n: chr(0x21 + n % 94) * (1 + n // 94), 0),
+    ],
+)
+def test_the_largest_records_the_listings_allow_are_within_the_bound(
+    tmp_path: Path, shape: str, make_id: Any, size: int
+) -> None:
+    """MAX_RECORD was 32 MiB, "twice the UIDL listing", though each entry holds the
+    id escaped, the size's digits and now a digest: a record written from listings the
+    client accepts (33,776,666 octets) was read back as damaged, and every message
+    stored again at every run. The bound now comes from the listings' limit."""
+    pairs = _filled(make_id, size)
+    assert _record_octets(tmp_path, pairs) <= record_limit(_SMALL_LISTING), shape
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    uids=st.lists(pop3_unique_ids(), unique=True, max_size=200),
+    sizes=st.lists(st.integers(0, 10**20 - 1), min_size=200, max_size=200),
+)
+def test_a_record_from_any_listing_under_the_limit_is_within_the_bound(
+    tmp_path_factory: pytest.TempPathFactory, uids: list[str], sizes: list[int]
+) -> None:
+    """Whatever RFC 1939 §7 ids and sizes a listing under its limit holds, its record
+    fits in :func:`record_limit` of that limit."""
+    pairs = list(zip(uids, sizes, strict=False))
+    while _listing_octets(pairs) > _SMALL_LISTING:
+        pairs.pop()
+    octets = _record_octets(tmp_path_factory.mktemp("record"), pairs)
+    assert octets <= record_limit(_SMALL_LISTING)
+
+
+def test_a_record_at_the_bound_is_read_and_one_octet_more_is_damage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file of MAX_RECORD octets of messages is read whole; one octet more is not
+    one this module wrote, and is read as empty with a warning."""
+    monkeypatch.setattr(fetchrecord, "MAX_RECORD", record_limit(_SMALL_LISTING))
+    pairs = _filled(lambda n: '"' * 62 + f"{n:08d}", 10**20 - 1)
+    octets = _record_octets(tmp_path, pairs)
+    path = record_path(tmp_path, "pop.example:110", USER)
+    padding = record_limit(_SMALL_LISTING) - octets
+    path.write_bytes(path.read_bytes() + b" " * padding)  # JSON allows the spaces
+    warnings: list[str] = []
+    assert len(
+        FetchRecord.read_or_empty(tmp_path, "pop.example:110", USER, warnings.append)
+    ) == len(pairs)
+    path.write_bytes(path.read_bytes() + b" ")
+    assert len(FetchRecord.read_or_empty(tmp_path, "pop.example:110", USER, warnings.append)) == 0
+    [warning] = warnings
+    assert "larger than" in warning

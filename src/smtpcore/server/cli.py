@@ -406,7 +406,9 @@ def _add_fetch(commands: Any) -> None:
     fetch.add_argument(
         "--delete",
         action="store_true",
-        help="delete what was stored from the server (needs --to-maildir)",
+        help="delete what was stored from the server (needs --to-maildir); a message "
+        "stored by an earlier run is deleted without being fetched again only when its "
+        "unique-id, size and header (TOP n 0) match the record, else it is fetched again",
     )
     fetch.add_argument(
         "--to-maildir",

@@ -28,12 +28,12 @@ from smtpcore.sasl import (
     ScramSHA256Client,
 )
 from smtpcore.server.config import ConfigError
-from smtpcore.server.fetchrecord import FetchRecord, why_it_failed
+from smtpcore.server.fetchrecord import FetchRecord, header_digest, why_it_failed
 from smtpcore.server.maildir import Maildir
 from smtpcore.server.passwords import read_password
 from smtpcore.server.tools import client_tls_context, printable
 
-__all__ = ["AUTH_CHOICES", "HEAD_LIMIT", "run_fetch"]
+__all__ = ["AUTH_CHOICES", "HEAD_LIMIT", "TOP_LIMIT", "run_fetch"]
 
 
 def _summary(number: int, size: int, head: bytes) -> str:
@@ -52,24 +52,45 @@ HEAD_LIMIT = 64 * 1024
 
 
 class _Head:
-    """The start of a message up to the blank line that ends its header (RFC 5322
-    §2.1), at most :data:`HEAD_LIMIT` octets, gathered from chunks as they come."""
+    """The start of a message up to and including the empty line that ends its header
+    (RFC 5322 §2.1), at most :data:`HEAD_LIMIT` octets, gathered from chunks as they
+    come: from RETR for the summary line and the record, and from ``TOP n 0`` (RFC 1939
+    §7) to compare with the record, both the same way."""
 
     def __init__(self) -> None:
         self.data = bytearray()
         self.complete = False
+        self.ended = False
+        """The empty line that ends the header came within :data:`HEAD_LIMIT`."""
+
+    @classmethod
+    def of(cls, content: bytes) -> _Head:
+        head = cls()
+        head.feed(content)
+        return head
 
     def feed(self, chunk: bytes) -> None:
         if self.complete:
             return
         searched = max(len(self.data) - 3, 0)
-        self.data += chunk[:HEAD_LIMIT]
-        end = self.data.find(b"\r\n\r\n", searched)
-        if self.data.startswith(b"\r\n"):
-            end = 0  # no header at all
-        if end >= 0 or len(self.data) >= HEAD_LIMIT:
-            del self.data[end + 2 if end >= 0 else HEAD_LIMIT :]
+        self.data += chunk[: HEAD_LIMIT - len(self.data)]
+        end = 0 if self.data.startswith(b"\r\n") else self.data.find(b"\r\n\r\n", searched)
+        if end >= 0:
+            del self.data[end + (2 if end == 0 else 4) :]  # "no header at all": the empty line
+            self.complete = self.ended = True
+        elif len(self.data) >= HEAD_LIMIT:
             self.complete = True
+
+    def digest(self) -> str | None:
+        """The header's :func:`header_digest`; None when it did not end in time."""
+        return header_digest(bytes(self.data)) if self.ended else None
+
+
+TOP_LIMIT = 2 * HEAD_LIMIT
+"""Octets ``TOP n 0`` may give before the client gives the session up: the header of a
+message whose digest is recorded ended within :data:`HEAD_LIMIT` octets, and a server
+that sends much more for it is not answering TOP (RFC 1939 §7); memory stays bounded
+however large LIST says the message is."""
 
 
 def _header_text(header: email.message.Message, name: str) -> str:
@@ -191,10 +212,13 @@ class _FetchRun:
 
     async def _take(self, item: MessageListing) -> None:
         if self._stored_before(item):
-            self.skipped += 1
-            if self.delete:
+            if not self.delete:
+                self.skipped += 1
+                return
+            if await self._same_header_as_stored(item):
+                self.skipped += 1
                 await self.client.delete(item.number)
-            return
+                return
         try:
             size, head = await _retrieve(self.client, item.number, self.target)
         except POP3ResponseError as exc:
@@ -202,8 +226,8 @@ class _FetchRun:
             return
         self.fetched += 1
         self.octets += size
-        self.say(_summary(item.number, size, head))
-        await self._stored(item, size)
+        self.say(_summary(item.number, size, bytes(head.data)))
+        await self._stored(item, size, head.digest())
 
     def _stored_before(self, item: MessageListing) -> bool:
         return (
@@ -212,6 +236,26 @@ class _FetchRun:
             and item.uid is not None
             and self.record.holds(item.uid, item.size)
         )
+
+    async def _same_header_as_stored(self, item: MessageListing) -> bool:
+        """Whether ``TOP n 0`` (the header and the empty line, RFC 1939 §7) gives the
+        header recorded for the message's id: only then is it deleted unseen, as the id
+        and the size alone may be a new message's. A server without TOP (optional; not
+        in its CAPA, RFC 2449 §6.3) or that answers it ``-ERR`` has it fetched again: a
+        duplicate at worst, never a loss. Nor is TOP asked when the record has no
+        digest (the header did not end within :data:`HEAD_LIMIT` octets)."""
+        assert self.record is not None and item.uid is not None
+        capabilities = self.client.connection.capabilities
+        if capabilities is not None and "TOP" not in capabilities:
+            return False
+        recorded = self.record.header_digest_of(item.uid)
+        if recorded is None:
+            return False
+        try:
+            top = await self.client.top(item.number, 0, max_size=TOP_LIMIT)
+        except POP3ResponseError:
+            return False
+        return _Head.of(top).digest() == recorded
 
     def _report_refused(self, number: int, exc: POP3ResponseError) -> None:
         """A RETR answered ``-ERR``: RFC 1939 §5 lets it fail (Dovecot and our own
@@ -222,14 +266,15 @@ class _FetchRun:
         self.refused += 1
         _fetch_failed(f"message {number} not retrieved, left on the server: {exc}")
 
-    async def _stored(self, item: MessageListing, size: int) -> None:
-        """Message ``item`` is synced into the Maildir: record its id, and delete it
-        once the record holding it is on disk (at once when there is no record)."""
+    async def _stored(self, item: MessageListing, size: int, digest: str | None) -> None:
+        """Message ``item`` is synced into the Maildir: record its id, size and header
+        ``digest``, and delete it once the record holding it is on disk (at once when
+        there is no record)."""
         if self.record is None or item.uid is None:
             if self.delete:
                 await self.client.delete(item.number)
             return
-        self.record.add(item.uid, item.size, octets=size)
+        self.record.add(item.uid, item.size, digest, octets=size)
         if self.delete:
             self._deletions_held.append(item.number)
         if self.record.due:
@@ -260,14 +305,20 @@ class _FetchRun:
         )
 
     def _save_after_failure(self) -> None:
-        """Write the record after a failure; its own failure is only reported (the
-        messages it names are then fetched again: duplicates, never a loss)."""
+        """Write the record after a failure; its own failure is only reported, in words
+        of its own, for the run is stopping (the messages it names are then fetched
+        again: duplicates, never a loss)."""
         if self.record is None or not self.record.unsaved:
             return
         try:
             self.record.save()
         except OSError as exc:
-            self._give_up_record(self.record, exc)
+            self.record_lost = True
+            _warn(
+                f"the record of what was stored, {self.record.path}, cannot be written "
+                f"({why_it_failed(exc)}): the messages this run stored will be fetched "
+                "again next time"
+            )
 
     def summary(self, maildir: Path | None) -> str:
         """The last line: what was fetched, where it went, and what was not."""
@@ -288,7 +339,7 @@ class _FetchRun:
         return "not fetched again (--all fetches them)"
 
 
-async def _retrieve(client: POP3Client, number: int, target: Maildir | None) -> tuple[int, bytes]:
+async def _retrieve(client: POP3Client, number: int, target: Maildir | None) -> tuple[int, _Head]:
     """Retrieve message ``number`` into ``target`` (synced and in ``new/`` when this
     returns), or only read it without it: its size and its header. Streamed, a chunk
     at a time: memory does not grow with the message. Nothing of it stays in the
@@ -315,7 +366,7 @@ async def _retrieve(client: POP3Client, number: int, target: Maildir | None) -> 
     finally:
         if staging is not None:
             staging.discard()
-    return size, bytes(head.data)
+    return size, head
 
 
 _SASL_CLIENTS: dict[str, Callable[[str, str], ClientMechanism]] = {
@@ -391,8 +442,9 @@ def _check_maildir_options(args: argparse.Namespace) -> None:
 
 
 def run_fetch(args: argparse.Namespace, say: Callable[[str], None] = print) -> int:
-    """``fetch``: a line per message; 0 when every message was retrieved and the record
-    written, else a line on standard error for each failure and 1. Options that need
+    """``fetch``: a line per message; 0 when every message was retrieved (and, where the
+    server gives unique-ids, the record written), else a line on standard error for
+    each failure and 1. Options that need
     ``--to-maildir`` are refused without it (:func:`_check_maildir_options`)."""
     _check_maildir_options(args)
     args.password = read_password(

@@ -9,10 +9,13 @@ whole (a new file, fsynced, renamed over the old one, the directory fsynced), ne
 written in place or through a link, and it keeps only the messages the server still
 lists, so it stays as small as the mailbox.
 
-Each id is kept with the size LIST gave its message, and a message listed is taken for
-one stored only when both match: RFC 1939 §7 keeps an id from reuse only "as long as
-the entity exists", so a server may give it to a new message once the old one is gone,
-and that message, taken for the old, would be deleted unseen under ``--delete``.
+Each id is kept with the size LIST gave its message and a digest of its header as
+stored (:func:`header_digest`), and a message listed is taken for one stored only when
+its id and size match; under ``--delete`` the header ``TOP n 0`` gives must match too
+before it is deleted unseen. RFC 1939 §7 keeps an id from reuse only "as long as the
+entity exists", so a server may give it to a new message once the old one is gone,
+and that message, taken for the old, would be deleted unseen: the size alone does
+not tell mail made from one template (invoices, notices) apart.
 
 A message's id is recorded only once the message is synced into ``new/``, and deleted
 from the server only once its id is recorded and synced: a crash in between gives a
@@ -31,18 +34,59 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final
 
+from smtpcore._driver._pop3_client import MAX_LISTING
 from smtpcore.server.maildir import fsync_directory
-from smtpcore.server.safefiles import open_regular, write_synced
+from smtpcore.server.safefiles import NotRegularFile, open_regular, write_synced
 
-__all__ = ["MAX_RECORD", "FetchRecord", "RecordDamaged", "record_path", "why_it_failed"]
+__all__ = [
+    "MAX_RECORD",
+    "FetchRecord",
+    "RecordDamaged",
+    "header_digest",
+    "record_limit",
+    "record_path",
+    "why_it_failed",
+]
 
 RECORD_PREFIX: Final = ".smtpcore-fetched-"
-MAX_RECORD: Final = 32 * 1024 * 1024
-"""Octets a record may have: twice what the client takes of a UIDL listing (16 MiB),
-for the JSON quoting; a larger file is damage, not read whole."""
 
 _UNIQUE_ID: Final = re.compile(r"[\x21-\x7e]{1,70}")
 """A unique-id: 1 to 70 characters from 0x21 to 0x7E (RFC 1939 §7)."""
+
+_DIGEST: Final = re.compile(r"[0-9a-f]{32}")
+"""What :func:`header_digest` gives."""
+
+_Entry = tuple[int, str | None]
+"""What the record keeps of a message stored: its size as LIST gave it, and the digest
+of its header, None when no empty line ended it within what fetch keeps of it."""
+
+
+def _encoded(stored: dict[str, _Entry]) -> bytes:
+    """The JSON of the messages ``stored`` as the record writes it (ASCII: json escapes)."""
+    return json.dumps(stored, separators=(",", ":"), sort_keys=True).encode("ascii")
+
+
+_SHORTEST_LISTING_LINE: Final = len(b"1 x\r\n")
+"""The fewest octets a message takes in a UIDL or a LIST listing (RFC 1939 §5, §7)."""
+_ENTRY_BEYOND_ID_AND_SIZE: Final = len(_encoded({"": (0, "0" * 32)})) - len(b"{}0") + len(b",")
+"""Octets an entry has besides its id's characters and its size's digits: quotes,
+colon, brackets, commas, the digest."""
+
+
+def record_limit(listing_limit: int) -> int:
+    """The most octets of messages a record written from listings of at most
+    ``listing_limit`` octets each (UIDL's and LIST's) can have: an id's characters are
+    at most twice its octets in the UIDL listing (JSON escapes ``"`` and ``\\``), a
+    size's digits its octets in the LIST listing, and there are at most as many entries
+    as the shortest UIDL line fits in the listing."""
+    most_ids = listing_limit // _SHORTEST_LISTING_LINE
+    return 3 * listing_limit + most_ids * _ENTRY_BEYOND_ID_AND_SIZE
+
+
+MAX_RECORD: Final = record_limit(MAX_LISTING)
+"""Octets of messages a record may have (besides its server and user), from the most
+the client takes of a UIDL or LIST listing (:func:`record_limit`): a record this module
+writes is never larger, and a larger file is damage, not read whole."""
 
 
 class RecordDamaged(ValueError):
@@ -57,6 +101,12 @@ def record_path(maildir: Path, server: str, user: str) -> Path:
     (RFC 4343)."""
     key = json.dumps([server.lower(), user]).encode("ascii")  # escaped by json
     return maildir / f"{RECORD_PREFIX}{hashlib.sha256(key).hexdigest()[:32]}"
+
+
+def header_digest(header: bytes) -> str:
+    """A digest of a message's header as fetched: its octets up to and including the
+    empty line that ends it (RFC 5322 §2.1), line ends CRLF, dot-stuffing removed."""
+    return hashlib.sha256(header).hexdigest()[:32]
 
 
 def why_it_failed(exc: Exception) -> str:
@@ -79,8 +129,8 @@ class FetchRecord:
         self.path = path
         self.server = server
         self.user = user
-        self._sizes: dict[str, int] = {}
-        """The size LIST gave each message stored, by its unique-id."""
+        self._stored: dict[str, _Entry] = {}
+        """What is kept of each message stored, by its unique-id."""
         self._size_on_disk = 0
         self._unsaved_octets = 0
         self._unsaved = False
@@ -106,45 +156,64 @@ class FetchRecord:
                 f"the record of what was fetched before, {path}, cannot be read "
                 f"({why_it_failed(exc)}): every message is fetched again"
             )
-            record._sizes.clear()
+            record._stored.clear()
         return record
 
     def _read(self) -> None:
         """Fill the messages from the file; :class:`RecordDamaged` for anything but a record
         of this account (a link or a FIFO is never followed or read)."""
-        fd = open_regular(self.path)
+        try:
+            fd = open_regular(self.path)
+        except NotRegularFile:  # its text names the path, which the warning names
+            raise RecordDamaged("not a regular file, not read") from None
+        most = MAX_RECORD + len(self._encoded_with({}))
         with os.fdopen(fd, "rb") as file:
-            data = file.read(MAX_RECORD + 1)
-        if len(data) > MAX_RECORD:
-            raise RecordDamaged(f"larger than {MAX_RECORD} octets")
+            data = file.read(most + 1)
+        if len(data) > most:
+            raise RecordDamaged(f"larger than {most} octets")
         try:
             fields = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RecordDamaged(f"not a record: {exc}") from None
-        self._sizes = _checked_fields(fields, self.server, self.user)
+        self._stored = _checked_fields(fields, self.server, self.user)
         self._size_on_disk = len(data)
+
+    def _encoded_with(self, stored: dict[str, _Entry]) -> bytes:
+        """The file that holds ``stored`` for this account."""
+        fields = {"server": self.server, "user": self.user}
+        head = json.dumps(fields, sort_keys=True).encode("ascii")  # escaped by json
+        return head[:-1] + b', "stored": ' + _encoded(stored) + b"}\n"
 
     def holds(self, unique_id: str, size: int) -> bool:
         """Whether the message LIST gives as ``unique_id`` and ``size`` is one stored: the
         id alone may be a new message's, given it once the old one was gone (RFC 1939 §7)."""
-        return self._sizes.get(unique_id) == size
+        entry = self._stored.get(unique_id)
+        return entry is not None and entry[0] == size
+
+    def header_digest_of(self, unique_id: str) -> str | None:
+        """The :func:`header_digest` of the message stored as ``unique_id``, None when
+        unknown: a message of the same id and size may still be a new one (RFC 1939
+        §7), so nothing is deleted unseen without comparing it."""
+        entry = self._stored.get(unique_id)
+        return None if entry is None else entry[1]
 
     def __len__(self) -> int:
-        return len(self._sizes)
+        return len(self._stored)
 
     def keep_only(self, listed: Iterable[tuple[str, int]]) -> None:
         """Forget every message the server no longer lists with its id and size (it was
         deleted there, by this tool or another, and its id perhaps given to a new one),
         so that the record stays as small as the mailbox."""
-        still = {uid: size for uid, size in listed if self.holds(uid, size)}
-        if len(still) != len(self._sizes):
-            self._sizes = still
+        still = {uid: self._stored[uid] for uid, size in listed if self.holds(uid, size)}
+        if len(still) != len(self._stored):
+            self._stored = still
             self._unsaved = True
 
-    def add(self, unique_id: str, listed_size: int, *, octets: int) -> None:
+    def add(self, unique_id: str, listed_size: int, digest: str | None, *, octets: int) -> None:
         """Note the message LIST gave as ``unique_id`` and ``listed_size`` as stored (and
-        synced), ``octets`` written for it; it is on disk only after :meth:`save`."""
-        self._sizes[unique_id] = listed_size
+        synced), with its header's ``digest`` (:func:`header_digest`, None if unknown),
+        ``octets`` written for it; it is on disk only after :meth:`save`."""
+        self._stored[unique_id] = (listed_size, digest)
         self._unsaved_octets += octets
         self._unsaved = True
 
@@ -163,8 +232,7 @@ class FetchRecord:
         fsynced, renamed over the record (never written through a link that may be
         there: the rename replaces the link itself), then the directory fsynced, so
         that the record on disk is the old or the new one whole, even after a crash."""
-        fields = {"server": self.server, "user": self.user, "stored": self._sizes}
-        data = json.dumps(fields, indent=0, sort_keys=True).encode("ascii")  # escaped by json
+        data = self._encoded_with(self._stored)
         tmp = self.path.with_name(f"{self.path.name}.{secrets.token_hex(6)}.tmp")
         write_synced(tmp, data)
         try:
@@ -178,8 +246,8 @@ class FetchRecord:
         self._unsaved = False
 
 
-def _checked_fields(fields: object, server: str, user: str) -> dict[str, int]:
-    """The sizes by unique-id of a record's parsed ``fields``; :class:`RecordDamaged`
+def _checked_fields(fields: object, server: str, user: str) -> dict[str, _Entry]:
+    """What is kept by unique-id in a record's parsed ``fields``; :class:`RecordDamaged`
     unless they are those :meth:`FetchRecord.save` writes for this ``server`` and
     ``user``."""
     if not isinstance(fields, dict):
@@ -188,12 +256,24 @@ def _checked_fields(fields: object, server: str, user: str) -> dict[str, int]:
         raise RecordDamaged("the record of another server or user")
     stored = fields.get("stored")
     if not isinstance(stored, dict) or not all(
-        _UNIQUE_ID.fullmatch(uid) and _is_size(size) for uid, size in stored.items()
+        _UNIQUE_ID.fullmatch(uid) and _is_entry(entry) for uid, entry in stored.items()
     ):
         raise RecordDamaged(
-            "what it stores is not RFC 1939 §7 unique-ids with the sizes LIST gave"
+            "what it stores is not RFC 1939 §7 unique-ids with the sizes LIST gave "
+            "and header digests"
         )
-    return stored
+    return {uid: (size, digest) for uid, (size, digest) in stored.items()}
+
+
+def _is_entry(value: object) -> bool:
+    """``[size, digest]`` as :meth:`FetchRecord.save` writes them, the digest null when
+    unknown."""
+    if not isinstance(value, list) or len(value) != 2:
+        return False
+    size, digest = value
+    return _is_size(size) and (
+        digest is None or (isinstance(digest, str) and bool(_DIGEST.fullmatch(digest)))
+    )
 
 
 def _is_size(value: object) -> bool:
