@@ -26,7 +26,7 @@ from smtpcore.pop3 import Dele, Retr, ServerConnection, Top
 from smtpcore.server import fetchrecord
 from smtpcore.server.cli import build_parser
 from smtpcore.server.fetch import _fetch as fetch_session
-from smtpcore.server.fetchrecord import FetchRecord, header_digest, record_limit, record_path
+from smtpcore.server.fetchrecord import ContentDigest, FetchRecord, record_limit, record_path
 from smtpcore.server.maildir import Maildir
 from smtpcore.testing import Call, Expect, ScriptedConnection, ScriptedServer, Send, Step, script
 from smtpcore.testing.strategies import pop3_unique_ids
@@ -73,6 +73,13 @@ def _record(target: Path, server: str) -> dict[str, Any]:
     return fields
 
 
+def _digest(content: bytes) -> str:
+    """The :class:`ContentDigest` of ``content``, fed whole."""
+    digest = ContentDigest()
+    digest.feed(content)
+    return digest.hexdigest()
+
+
 def _recorded_sizes(target: Path, server: str) -> dict[str, int]:
     """The size recorded with each unique-id."""
     return {uid: size for uid, (size, _) in _record(target, server)["stored"].items()}
@@ -107,11 +114,11 @@ def test_a_second_fetch_takes_only_what_is_new_and_all_takes_everything(
 
 @dataclass
 class _CommandLog:
-    """A server hook: the RETR and TOP commands the server received, in order."""
+    """A server hook: the RETR, TOP and DELE commands the server received, in order."""
 
     seen: list[str] = field(default_factory=list)
 
-    def connection(self, options: Any, **overrides: Any) -> ServerConnection:
+    def connection(self, options: Any) -> ServerConnection:
         log = self
 
         class Logged(ServerConnection):
@@ -121,17 +128,21 @@ class _CommandLog:
                     log.seen.append(f"RETR {event.message}")
                 elif isinstance(event, Top):
                     log.seen.append(f"TOP {event.message} {event.lines}")
+                elif isinstance(event, Dele):
+                    log.seen.append(f"DELE {event.message}")
                 return event
 
-        built: ServerConnection = options.build_connection(Logged, **overrides)
+        built: ServerConnection = options.build_connection(Logged)
         return built
 
 
 def test_delete_after_a_run_that_kept_the_mail_deletes_what_was_stored(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A message recorded is not fetched again, and with ``--delete`` it goes once
-    ``TOP n 0`` shows the header recorded (RFC 1939 §7): it was stored before. A new
+    """With ``--delete``, a message recorded by a run that kept the mail is read again
+    with RETR (its id and size may be a new message's, RFC 1939 §7, and ``TOP n 0``
+    shows the header alone) and deleted once its whole content matches the record,
+    without being stored again: each RETR'd once, three files in DIR, not five. A new
     one is fetched, then deleted."""
     target = tmp_path / "fetched"
     log = _CommandLog()
@@ -142,10 +153,10 @@ def test_delete_after_a_run_that_kept_the_mail_deletes_what_was_stored(
         capsys.readouterr()
         log.seen.clear()
         assert _fetch(server, target, "--delete") == 0
-        assert log.seen == ["TOP 1 0", "TOP 2 0", "RETR 3"]
+        assert log.seen == ["RETR 1", "DELE 1", "RETR 2", "DELE 2", "RETR 3", "DELE 3"]
         out = capsys.readouterr().out
         assert _subjects(out) == ["three"]
-        assert "2 stored before, deleted without being fetched again." in out
+        assert "2 stored before, read again, found unchanged and deleted." in out
         assert "--all" not in out  # they are gone: --all would not fetch them
         assert Maildir(mailbox).messages() == []
         assert len(_record(target, server)["stored"]) == 3
@@ -428,31 +439,98 @@ def test_a_uidl_listing_short_of_ids_is_named_for_what_it_is(
     assert warning in line and "no UIDL" not in line and "every message is fetched" in line
 
 
-@pytest.mark.parametrize("subject", ["new, of another size", "new"])
+_ALERT_HEADER = (
+    b"From: <alerts@x.example>\r\nSubject: disk alert\r\n"
+    b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <fixed@x.example>\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (_message("old"), _message("new, of another size")),
+        (_message("old"), _message("new")),
+        (_ALERT_HEADER + b"disk /var 91% full\r\n", _ALERT_HEADER + b"disk /srv 97% full\r\n"),
+        (b"\r\nbody AAAA\r\n", b"\r\nbody BBBB\r\n"),
+    ],
+    ids=["another size", "another header", "the same header", "no header"],
+)
 def test_an_id_given_again_to_a_new_message_is_fetched_not_deleted_unseen(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], subject: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], old: bytes, new: bytes
 ) -> None:
     """A unique-id holds only while its message exists (RFC 1939 §7): a server may give
     it to a new message once the old one is gone. A run with ``--delete`` took that new
-    message for the one stored and deleted it unseen, first whatever its size, then
-    when it had the old one's size (mail made from a template: invoices, notices). It
-    is now deleted unseen only when LIST gives the size recorded and ``TOP n 0`` the
-    header recorded too."""
+    message for the one stored and deleted it unseen: first whatever its size, then
+    when it had the old one's size, then when ``TOP n 0`` gave the old one's header too
+    (alerts and notices made from one template, on a server that adds no ``Received:``
+    of its own, or a message with no header at all). It is now deleted unseen only when
+    its whole content is the one stored; else it is stored, then deleted."""
     target = tmp_path / "fetched"
-    new = _message(subject)
     with _pop3(tmp_path / "server") as (server, mailbox):
-        [old] = write_maildir(mailbox, [_message("old")])
+        [first] = write_maildir(mailbox, [old])
         assert _fetch(server, target) == 0
         for path in Maildir(mailbox).messages():
             path.unlink()  # read and deleted by another client
-        (mailbox / "new" / old.name).write_bytes(new)  # the same unique-id
+        (mailbox / "new" / first.name).write_bytes(new)  # the same unique-id
         capsys.readouterr()
         assert _fetch(server, target, "--delete") == 0
-        assert _subjects(capsys.readouterr().out) == [subject]
+        assert "1 messages, " in capsys.readouterr().out
         assert Maildir(mailbox).messages() == []
-        assert _recorded_sizes(target, server) == {old.name: len(new)}
+        assert _recorded_sizes(target, server) == {first.name: len(new)}
     kept = sorted(path.read_bytes() for path in Maildir(target).messages())
-    assert kept == sorted(m.replace(b"\r\n", b"\n") for m in (_message("old"), new))
+    assert kept == sorted(m.replace(b"\r\n", b"\n") for m in (old, new))
+
+
+def test_a_message_changed_on_the_server_is_stored_as_new(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A message whose content changed on the server under the same id and size (a
+    header cache gone stale, a file rewritten) is read again, found unlike the record,
+    and stored as new before its DELE: a duplicate at worst, never a loss."""
+    target = tmp_path / "fetched"
+    log = _CommandLog()
+    before, after = _message("before"), _message("after!")
+    assert len(before) == len(after)
+    with _pop3(tmp_path / "server", connection_factory=log.connection) as (server, mailbox):
+        write_maildir(mailbox, [before])
+        assert _fetch(server, target) == 0
+        [path] = Maildir(mailbox).messages()
+        path.write_bytes(after)
+        log.seen.clear()
+        capsys.readouterr()
+        assert _fetch(server, target, "--delete") == 0
+        assert log.seen == ["RETR 1", "RETR 1", "DELE 1"]
+        assert _subjects(capsys.readouterr().out) == ["after!"]
+    kept = sorted(path.read_bytes() for path in Maildir(target).messages())
+    assert kept == sorted(m.replace(b"\r\n", b"\n") for m in (before, after))
+
+
+def test_a_record_owned_by_another_user_is_not_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever else may write in DIR could put there a record of their own (a rename
+    needs no right on the file it replaces) naming a new message as stored, and have it
+    deleted unseen. A record not owned by the user running fetch is named in a warning
+    and read as empty: the message is stored again, a duplicate, never a loss."""
+    target = tmp_path / "fetched"
+    with _pop3(tmp_path / "server") as (server, mailbox):
+        write_maildir(mailbox, [_message("one")])
+        assert _fetch(server, target) == 0
+        path = record_path(target, server, USER)
+        if os.geteuid() == 0:
+            os.chown(path, 12345, 12345)
+        else:
+            monkeypatch.setattr(os, "geteuid", lambda: os.getuid() + 1)
+        capsys.readouterr()
+        assert _fetch(server, target, "--delete") == 0
+        monkeypatch.undo()
+        captured = capsys.readouterr()
+        assert _subjects(captured.out) == ["one"]
+        [warning] = [line for line in captured.err.splitlines() if "fetched before" in line]
+        assert str(path) in warning and "owned by another user, not read" in warning
+        assert Maildir(mailbox).messages() == []
+        assert path.stat().st_uid == os.geteuid()  # replaced by one of this user
+    assert len(Maildir(target).messages()) == 2
 
 
 def test_the_record_of_a_user_named_like_a_path_stays_inside_the_maildir(
@@ -495,7 +573,7 @@ def test_a_record_saved_reads_back_as_the_messages_still_listed(
     warnings: list[str] = []
     record = FetchRecord.read_or_empty(directory, "pop.example:110", USER, warnings.append)
     for uid, size in stored.items():
-        record.add(uid, size, header_digest(uid.encode()), octets=size)
+        record.add(uid, size, _digest(uid.encode()), octets=size)
     record.save()
     again = FetchRecord.read_or_empty(directory, "pop.example:110", USER, warnings.append)
     again.keep_only(listed.items())
@@ -504,7 +582,8 @@ def test_a_record_saved_reads_back_as_the_messages_still_listed(
     both = stored.items() & listed.items()
     assert {(uid, size) for uid, size in listed.items() if last.holds(uid, size)} == both
     assert not any(last.holds(uid, size + 1) for uid, size in both)
-    assert all(last.header_digest_of(uid) == header_digest(uid.encode()) for uid, _ in both)
+    assert all(last.holds_content(uid, size, _digest(uid.encode())) for uid, size in both)
+    assert not any(last.holds_content(uid, size, _digest(b"")) for uid, size in both)
     assert len(last) == len(both) and warnings == []
     assert [name for name in os.listdir(directory) if name.endswith(".tmp")] == []
 
@@ -522,7 +601,7 @@ def test_rewriting_the_record_costs_no_more_than_the_mail_stored(
     path = record_path(directory, "pop.example:110", USER)
     written = 0
     for number, size in enumerate(sizes):
-        record.add(f"id-{number:06d}", size, None, octets=size)
+        record.add(f"id-{number:06d}", size, _digest(b""), octets=size)
         if record.due:
             record.save()
             written += path.stat().st_size
@@ -530,63 +609,71 @@ def test_rewriting_the_record_costs_no_more_than_the_mail_stored(
     assert written <= sum(sizes) + path.stat().st_size
 
 
-def test_a_server_without_top_has_the_messages_stored_before_fetched_again(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """TOP is optional (RFC 1939 §7; CAPA lists it, RFC 2449 §6.3): without it nothing
-    shows that a recorded id and size still name the message stored, so under
-    ``--delete`` it is fetched again (a duplicate at worst, never a loss), then
-    deleted."""
-    target = tmp_path / "fetched"
-    log = _CommandLog()
-
-    def without_top(options: Any) -> ServerConnection:
-        return log.connection(options, top=False)
-
-    with _pop3(tmp_path / "server", connection_factory=without_top) as (server, mailbox):
-        write_maildir(mailbox, [_message("one"), _message("two")])
-        assert _fetch(server, target) == 0
-        log.seen.clear()
-        capsys.readouterr()
-        assert _fetch(server, target, "--delete") == 0
-        assert log.seen == ["RETR 1", "RETR 2"]
-        assert _subjects(capsys.readouterr().out) == ["one", "two"]
-        assert Maildir(mailbox).messages() == []
-    assert len(Maildir(target).messages()) == 4
-
-
 _SCRIPTED_LOGIN_WITH_TOP = _SCRIPTED_LOGIN.replace("S: UIDL\n", "S: UIDL\nS: TOP\n")
 
 
 def _recorded_before(target: Path, server: str, uid: str, message: bytes) -> None:
     """A record holding ``message`` under ``uid``, as a run that stored it writes it."""
-    head = message[: message.index(b"\r\n\r\n") + 4]
     target.mkdir(parents=True, exist_ok=True)
     record = FetchRecord.read_or_empty(target, server, USER, print)
-    record.add(uid, len(message), header_digest(head), octets=len(message))
+    record.add(uid, len(message), _digest(message), octets=len(message))
     record.save()
 
 
-def test_a_top_refused_has_the_message_fetched_again_under_delete(
+def test_a_retr_refused_when_read_again_leaves_the_message_there(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A server that offers TOP may still answer it ``-ERR`` (RFC 1939 §7): the message
-    recorded is then fetched, as one without TOP, never deleted unseen."""
+    """A RETR refused (RFC 1939 §5) as a recorded message is read again under
+    ``--delete`` is reported as any other, once, and the message left on the server;
+    the next is still taken."""
     target = tmp_path / "fetched"
-    one = _message("one")
+    one, two = _message("one"), _message("two")
     steps = [
-        *script(_SCRIPTED_LOGIN_WITH_TOP),
-        *_listed(one),
-        *script("C: UIDL\nS: +OK\nS: 1 id-one\nS: .\nC: TOP 1 0\nS: -ERR not now"),
-        *_retrieved(1, one),
-        *script("C: DELE 1\nS: +OK\nC: QUIT\nS: +OK bye\n-- close"),
+        *script(_SCRIPTED_LOGIN),
+        *_listed(one, two),
+        *script("C: UIDL\nS: +OK\nS: 1 id-one\nS: 2 id-two\nS: .\nC: RETR 1\nS: -ERR gone"),
+        *_retrieved(2, two),
+        *script("C: DELE 2\nS: +OK\nC: QUIT\nS: +OK bye\n-- close"),
     ]
     with ScriptedServer(steps) as server:
         where = f"127.0.0.1:{server.port}"
         _recorded_before(target, where, "id-one", one)
-        assert _fetch(where, target, "--delete") == 0
-    assert _subjects(capsys.readouterr().out) == ["one"]
+        assert _fetch(where, target, "--delete") == 1
+    captured = capsys.readouterr()
+    assert _subjects(captured.out) == ["two"]
+    assert captured.err.count("message 1 not retrieved, left on the server") == 1
     assert len(Maildir(target).messages()) == 1
+
+
+def test_a_large_message_recorded_is_compared_whole_and_new_mail_still_comes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``TOP n 0`` answered with more than 128 KiB (a server that ignores the line
+    count, RFC 1939 §7) stopped every ``--delete`` run at that message, so new mail
+    behind it never came. A recorded message is now read with RETR, bounded by the
+    size LIST gave as any message is, compared whole, and deleted; TOP is never
+    sent, even to a server that offers it."""
+    target = tmp_path / "fetched"
+    big = b"Subject: big\r\n\r\n" + (b"x" * 70 + b"\r\n") * 3000
+    new = _message("new")
+    steps = [
+        *script(_SCRIPTED_LOGIN_WITH_TOP),
+        *_listed(big, new),
+        *script("C: UIDL\nS: +OK\nS: 1 id-big\nS: 2 id-new\nS: ."),
+        *_retrieved(1, big),
+        *script("C: DELE 1\nS: +OK"),
+        *_retrieved(2, new),
+        *script("C: DELE 2\nS: +OK\nC: QUIT\nS: +OK bye\n-- close"),
+    ]
+    with ScriptedServer(steps) as server:
+        where = f"127.0.0.1:{server.port}"
+        _recorded_before(target, where, "id-big", big)
+        assert _fetch(where, target, "--delete") == 0
+    out = capsys.readouterr().out
+    assert _subjects(out) == ["new"] and "1 stored before, read again" in out
+    assert [path.read_bytes() for path in Maildir(target).messages()] == [
+        new.replace(b"\r\n", b"\n")
+    ]
 
 
 def test_a_record_lost_as_the_run_stops_says_so(
@@ -680,7 +767,7 @@ def _record_octets(directory: Path, pairs: list[tuple[str, int]]) -> int:
     record.save()
     empty = record.path.stat().st_size
     for uid, size in pairs:
-        record.add(uid, size, header_digest(uid.encode()), octets=1)
+        record.add(uid, size, _digest(uid.encode()), octets=1)
     record.save()
     return record.path.stat().st_size - empty
 

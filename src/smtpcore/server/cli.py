@@ -407,8 +407,9 @@ def _add_fetch(commands: Any) -> None:
         "--delete",
         action="store_true",
         help="delete what was stored from the server (needs --to-maildir); a message "
-        "stored by an earlier run is deleted without being fetched again only when its "
-        "unique-id, size and header (TOP n 0) match the record, else it is fetched again",
+        "stored by an earlier run is read again (RETR, written nowhere) and deleted only "
+        "when its unique-id, size and whole content match the record, else it is stored "
+        "as new",
     )
     fetch.add_argument(
         "--to-maildir",

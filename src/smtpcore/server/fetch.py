@@ -28,12 +28,12 @@ from smtpcore.sasl import (
     ScramSHA256Client,
 )
 from smtpcore.server.config import ConfigError
-from smtpcore.server.fetchrecord import FetchRecord, header_digest, why_it_failed
+from smtpcore.server.fetchrecord import ContentDigest, FetchRecord, why_it_failed
 from smtpcore.server.maildir import Maildir
 from smtpcore.server.passwords import read_password
 from smtpcore.server.tools import client_tls_context, printable
 
-__all__ = ["AUTH_CHOICES", "HEAD_LIMIT", "TOP_LIMIT", "run_fetch"]
+__all__ = ["AUTH_CHOICES", "run_fetch"]
 
 
 def _summary(number: int, size: int, head: bytes) -> str:
@@ -54,20 +54,11 @@ HEAD_LIMIT = 64 * 1024
 class _Head:
     """The start of a message up to and including the empty line that ends its header
     (RFC 5322 §2.1), at most :data:`HEAD_LIMIT` octets, gathered from chunks as they
-    come: from RETR for the summary line and the record, and from ``TOP n 0`` (RFC 1939
-    §7) to compare with the record, both the same way."""
+    come, for the summary line."""
 
     def __init__(self) -> None:
         self.data = bytearray()
         self.complete = False
-        self.ended = False
-        """The empty line that ends the header came within :data:`HEAD_LIMIT`."""
-
-    @classmethod
-    def of(cls, content: bytes) -> _Head:
-        head = cls()
-        head.feed(content)
-        return head
 
     def feed(self, chunk: bytes) -> None:
         if self.complete:
@@ -77,20 +68,19 @@ class _Head:
         end = 0 if self.data.startswith(b"\r\n") else self.data.find(b"\r\n\r\n", searched)
         if end >= 0:
             del self.data[end + (2 if end == 0 else 4) :]  # "no header at all": the empty line
-            self.complete = self.ended = True
+            self.complete = True
         elif len(self.data) >= HEAD_LIMIT:
             self.complete = True
 
-    def digest(self) -> str | None:
-        """The header's :func:`header_digest`; None when it did not end in time."""
-        return header_digest(bytes(self.data)) if self.ended else None
 
+@dataclass(frozen=True)
+class _Retrieved:
+    """What :func:`_retrieve` keeps of a message: its size in octets, its header for the
+    summary line, and the :class:`ContentDigest` of the whole of it, for the record."""
 
-TOP_LIMIT = 2 * HEAD_LIMIT
-"""Octets ``TOP n 0`` may give before the client gives the session up: the header of a
-message whose digest is recorded ended within :data:`HEAD_LIMIT` octets, and a server
-that sends much more for it is not answering TOP (RFC 1939 §7); memory stays bounded
-however large LIST says the message is."""
+    size: int
+    head: _Head
+    digest: str
 
 
 def _header_text(header: email.message.Message, name: str) -> str:
@@ -212,22 +202,9 @@ class _FetchRun:
 
     async def _take(self, item: MessageListing) -> None:
         if self._stored_before(item):
-            if not self.delete:
-                self.skipped += 1
-                return
-            if await self._same_header_as_stored(item):
-                self.skipped += 1
-                await self.client.delete(item.number)
-                return
-        try:
-            size, head = await _retrieve(self.client, item.number, self.target)
-        except POP3ResponseError as exc:
-            self._report_refused(item.number, exc)
-            return
-        self.fetched += 1
-        self.octets += size
-        self.say(_summary(item.number, size, bytes(head.data)))
-        await self._stored(item, size, head.digest())
+            await self._take_stored_before(item)
+        else:
+            await self._fetch(item)
 
     def _stored_before(self, item: MessageListing) -> bool:
         return (
@@ -237,25 +214,46 @@ class _FetchRun:
             and self.record.holds(item.uid, item.size)
         )
 
-    async def _same_header_as_stored(self, item: MessageListing) -> bool:
-        """Whether ``TOP n 0`` (the header and the empty line, RFC 1939 §7) gives the
-        header recorded for the message's id: only then is it deleted unseen, as the id
-        and the size alone may be a new message's. A server without TOP (optional; not
-        in its CAPA, RFC 2449 §6.3) or that answers it ``-ERR`` has it fetched again: a
-        duplicate at worst, never a loss. Nor is TOP asked when the record has no
-        digest (the header did not end within :data:`HEAD_LIMIT` octets)."""
-        assert self.record is not None and item.uid is not None
-        capabilities = self.client.connection.capabilities
-        if capabilities is not None and "TOP" not in capabilities:
-            return False
-        recorded = self.record.header_digest_of(item.uid)
-        if recorded is None:
-            return False
+    async def _take_stored_before(self, item: MessageListing) -> None:
+        """A message listed with an id and size recorded: left alone without
+        ``--delete``, no command sent. Under ``--delete`` it is read again and deleted
+        only when its whole content is the one stored: RFC 1939 §7 keeps an id from reuse
+        only while its message exists, and neither the size nor the header (``TOP n 0``)
+        tells a new message made from the same template from the old one. Else it is
+        stored as new: a duplicate at worst, never a loss."""
+        if not self.delete:
+            self.skipped += 1
+            return
         try:
-            top = await self.client.top(item.number, 0, max_size=TOP_LIMIT)
-        except POP3ResponseError:
-            return False
-        return _Head.of(top).digest() == recorded
+            unchanged = await self._unchanged_since_stored(item)
+        except POP3ResponseError as exc:
+            self._report_refused(item.number, exc)
+            return
+        if not unchanged:
+            await self._fetch(item)
+            return
+        self.skipped += 1
+        await self.client.delete(item.number)
+
+    async def _unchanged_since_stored(self, item: MessageListing) -> bool:
+        """Whether RETR gives for ``item`` the content recorded for its id and size:
+        streamed through the same bound as any message, digested, and written nowhere.
+        It costs a download per message recorded, which only a run after one without
+        ``--delete``, or after one cut short, meets."""
+        assert self.record is not None and item.uid is not None
+        retrieved = await _retrieve(self.client, item.number, None)
+        return self.record.holds_content(item.uid, item.size, retrieved.digest)
+
+    async def _fetch(self, item: MessageListing) -> None:
+        try:
+            retrieved = await _retrieve(self.client, item.number, self.target)
+        except POP3ResponseError as exc:
+            self._report_refused(item.number, exc)
+            return
+        self.fetched += 1
+        self.octets += retrieved.size
+        self.say(_summary(item.number, retrieved.size, bytes(retrieved.head.data)))
+        await self._stored(item, retrieved)
 
     def _report_refused(self, number: int, exc: POP3ResponseError) -> None:
         """A RETR answered ``-ERR``: RFC 1939 §5 lets it fail (Dovecot and our own
@@ -266,15 +264,15 @@ class _FetchRun:
         self.refused += 1
         _fetch_failed(f"message {number} not retrieved, left on the server: {exc}")
 
-    async def _stored(self, item: MessageListing, size: int, digest: str | None) -> None:
-        """Message ``item`` is synced into the Maildir: record its id, size and header
-        ``digest``, and delete it once the record holding it is on disk (at once when
-        there is no record)."""
+    async def _stored(self, item: MessageListing, retrieved: _Retrieved) -> None:
+        """Message ``item`` is synced into the Maildir: record its id, its size and the
+        digest of what was ``retrieved``, and delete it once the record holding it is on
+        disk (at once when there is no record)."""
         if self.record is None or item.uid is None:
             if self.delete:
                 await self.client.delete(item.number)
             return
-        self.record.add(item.uid, item.size, digest, octets=size)
+        self.record.add(item.uid, item.size, retrieved.digest, octets=retrieved.size)
         if self.delete:
             self._deletions_held.append(item.number)
         if self.record.due:
@@ -332,27 +330,29 @@ class _FetchRun:
         return printable("; ".join(parts) + ".")
 
     def _what_became_of_skipped(self) -> str:
-        """The messages stored before were deleted at QUIT under ``--delete``: ``--all``
-        cannot fetch them again."""
+        """The messages stored before were read again, found unchanged and deleted at
+        QUIT under ``--delete``: ``--all`` cannot fetch them again."""
         if self.delete:
-            return "deleted without being fetched again"
+            return "read again, found unchanged and deleted"
         return "not fetched again (--all fetches them)"
 
 
-async def _retrieve(client: POP3Client, number: int, target: Maildir | None) -> tuple[int, _Head]:
+async def _retrieve(client: POP3Client, number: int, target: Maildir | None) -> _Retrieved:
     """Retrieve message ``number`` into ``target`` (synced and in ``new/`` when this
-    returns), or only read it without it: its size and its header. Streamed, a chunk
-    at a time: memory does not grow with the message. Nothing of it stays in the
-    Maildir when it fails, or runs past the size LIST gave and 10% and 64 KiB more,
-    which the client refuses (``retrieve_chunks``' bound): a hostile server cannot
-    fill the disk with a message it said was small."""
+    returns), or only read it without it: its size, its header and the digest of the
+    whole of it. Streamed, a chunk at a time: memory does not grow with the message.
+    Nothing of it stays in the Maildir when it fails, or runs past the size LIST gave
+    and 10% and 64 KiB more, which the client refuses (``retrieve_chunks``' bound): a
+    hostile server cannot fill the disk with a message it said was small."""
     staging = target.begin(b"") if target is not None else None
     head = _Head()
+    digest = ContentDigest()
     size = 0
     try:
         async for chunk in client.retrieve_chunks(number):
             size += len(chunk)
             head.feed(chunk)
+            digest.feed(chunk)
             if staging is not None:
                 staging.write(chunk)
         if staging is not None:
@@ -366,7 +366,7 @@ async def _retrieve(client: POP3Client, number: int, target: Maildir | None) -> 
     finally:
         if staging is not None:
             staging.discard()
-    return size, head
+    return _Retrieved(size, head, digest.hexdigest())
 
 
 _SASL_CLIENTS: dict[str, Callable[[str, str], ClientMechanism]] = {

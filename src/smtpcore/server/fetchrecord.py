@@ -9,13 +9,17 @@ whole (a new file, fsynced, renamed over the old one, the directory fsynced), ne
 written in place or through a link, and it keeps only the messages the server still
 lists, so it stays as small as the mailbox.
 
-Each id is kept with the size LIST gave its message and a digest of its header as
-stored (:func:`header_digest`), and a message listed is taken for one stored only when
-its id and size match; under ``--delete`` the header ``TOP n 0`` gives must match too
-before it is deleted unseen. RFC 1939 §7 keeps an id from reuse only "as long as the
-entity exists", so a server may give it to a new message once the old one is gone,
-and that message, taken for the old, would be deleted unseen: the size alone does
-not tell mail made from one template (invoices, notices) apart.
+Each id is kept with the size LIST gave its message and a digest of the whole
+message as stored (:class:`ContentDigest`). Without ``--delete`` a message listed with
+an id and size recorded is left alone. Under ``--delete`` it is read again and deleted
+only when its digest is the one recorded: RFC 1939 §7 keeps an id from reuse only "as
+long as the entity exists", so a server may give it to a new message once the old one
+is gone, and neither the size nor the header (``TOP n 0``) tells apart mail made from
+one template, with no ``Received:`` of the server's own, or with no header at all.
+
+The record is read only when the user running fetch owns it: whoever else may write
+in the directory could put a record of their own there (a rename needs no right on the
+file it replaces) and have new mail taken for mail stored.
 
 A message's id is recorded only once the message is synced into ``new/``, and deleted
 from the server only once its id is recorded and synced: a crash in between gives a
@@ -41,8 +45,8 @@ from smtpcore.server.safefiles import NotRegularFile, open_regular, write_synced
 __all__ = [
     "MAX_RECORD",
     "FetchRecord",
+    "ContentDigest",
     "RecordDamaged",
-    "header_digest",
     "record_limit",
     "record_path",
     "why_it_failed",
@@ -53,12 +57,12 @@ RECORD_PREFIX: Final = ".smtpcore-fetched-"
 _UNIQUE_ID: Final = re.compile(r"[\x21-\x7e]{1,70}")
 """A unique-id: 1 to 70 characters from 0x21 to 0x7E (RFC 1939 §7)."""
 
-_DIGEST: Final = re.compile(r"[0-9a-f]{32}")
-"""What :func:`header_digest` gives."""
+_DIGEST: Final = re.compile(r"[0-9a-f]{64}")
+"""What :meth:`ContentDigest.hexdigest` gives."""
 
-_Entry = tuple[int, str | None]
-"""What the record keeps of a message stored: its size as LIST gave it, and the digest
-of its header, None when no empty line ended it within what fetch keeps of it."""
+_Entry = tuple[int, str]
+"""What the record keeps of a message stored: its size as LIST gave it, and the
+:class:`ContentDigest` of its content."""
 
 
 def _encoded(stored: dict[str, _Entry]) -> bytes:
@@ -68,7 +72,7 @@ def _encoded(stored: dict[str, _Entry]) -> bytes:
 
 _SHORTEST_LISTING_LINE: Final = len(b"1 x\r\n")
 """The fewest octets a message takes in a UIDL or a LIST listing (RFC 1939 §5, §7)."""
-_ENTRY_BEYOND_ID_AND_SIZE: Final = len(_encoded({"": (0, "0" * 32)})) - len(b"{}0") + len(b",")
+_ENTRY_BEYOND_ID_AND_SIZE: Final = len(_encoded({"": (0, "0" * 64)})) - len(b"{}0") + len(b",")
 """Octets an entry has besides its id's characters and its size's digits: quotes,
 colon, brackets, commas, the digest."""
 
@@ -91,7 +95,7 @@ writes is never larger, and a larger file is damage, not read whole."""
 
 class RecordDamaged(ValueError):
     """The record's file is not one this module wrote (truncated, edited, another
-    server's or user's, a link or a FIFO in its place)."""
+    server's or user's, owned by another user, a link or a FIFO in its place)."""
 
 
 def record_path(maildir: Path, server: str, user: str) -> Path:
@@ -103,10 +107,20 @@ def record_path(maildir: Path, server: str, user: str) -> Path:
     return maildir / f"{RECORD_PREFIX}{hashlib.sha256(key).hexdigest()[:32]}"
 
 
-def header_digest(header: bytes) -> str:
-    """A digest of a message's header as fetched: its octets up to and including the
-    empty line that ends it (RFC 5322 §2.1), line ends CRLF, dot-stuffing removed."""
-    return hashlib.sha256(header).hexdigest()[:32]
+class ContentDigest:
+    """SHA-256 over a message's content as RETR gives it (RFC 1939 §7: dot-stuffing
+    removed, line ends CRLF, which the Maildir stores as LF), fed a chunk at a time as
+    it streams, so that no message is held whole. Only the whole content tells the
+    message stored from a new one given its id and size (RFC 1939 §7)."""
+
+    def __init__(self) -> None:
+        self._sha256 = hashlib.sha256()
+
+    def feed(self, chunk: bytes) -> None:
+        self._sha256.update(chunk)
+
+    def hexdigest(self) -> str:
+        return self._sha256.hexdigest()
 
 
 def why_it_failed(exc: Exception) -> str:
@@ -161,13 +175,16 @@ class FetchRecord:
 
     def _read(self) -> None:
         """Fill the messages from the file; :class:`RecordDamaged` for anything but a record
-        of this account (a link or a FIFO is never followed or read)."""
+        of this account that this user wrote (a link or a FIFO is never followed or read,
+        a file of another user's never read)."""
         try:
             fd = open_regular(self.path)
         except NotRegularFile:  # its text names the path, which the warning names
             raise RecordDamaged("not a regular file, not read") from None
         most = MAX_RECORD + len(self._encoded_with({}))
         with os.fdopen(fd, "rb") as file:
+            if os.fstat(file.fileno()).st_uid != os.geteuid():
+                raise RecordDamaged("owned by another user, not read")
             data = file.read(most + 1)
         if len(data) > most:
             raise RecordDamaged(f"larger than {most} octets")
@@ -190,12 +207,12 @@ class FetchRecord:
         entry = self._stored.get(unique_id)
         return entry is not None and entry[0] == size
 
-    def header_digest_of(self, unique_id: str) -> str | None:
-        """The :func:`header_digest` of the message stored as ``unique_id``, None when
-        unknown: a message of the same id and size may still be a new one (RFC 1939
-        §7), so nothing is deleted unseen without comparing it."""
-        entry = self._stored.get(unique_id)
-        return None if entry is None else entry[1]
+    def holds_content(self, unique_id: str, size: int, digest: str) -> bool:
+        """Whether the message LIST gives as ``unique_id`` and ``size``, whose content
+        has the :class:`ContentDigest` ``digest``, is the one stored: only then may it
+        be deleted unseen, as the id and size alone may be a new message's (RFC 1939
+        §7)."""
+        return self.holds(unique_id, size) and self._stored[unique_id][1] == digest
 
     def __len__(self) -> int:
         return len(self._stored)
@@ -209,10 +226,10 @@ class FetchRecord:
             self._stored = still
             self._unsaved = True
 
-    def add(self, unique_id: str, listed_size: int, digest: str | None, *, octets: int) -> None:
+    def add(self, unique_id: str, listed_size: int, digest: str, *, octets: int) -> None:
         """Note the message LIST gave as ``unique_id`` and ``listed_size`` as stored (and
-        synced), with its header's ``digest`` (:func:`header_digest`, None if unknown),
-        ``octets`` written for it; it is on disk only after :meth:`save`."""
+        synced), with its content's ``digest`` (:class:`ContentDigest`), ``octets``
+        written for it; it is on disk only after :meth:`save`."""
         self._stored[unique_id] = (listed_size, digest)
         self._unsaved_octets += octets
         self._unsaved = True
@@ -260,20 +277,17 @@ def _checked_fields(fields: object, server: str, user: str) -> dict[str, _Entry]
     ):
         raise RecordDamaged(
             "what it stores is not RFC 1939 §7 unique-ids with the sizes LIST gave "
-            "and header digests"
+            "and content digests"
         )
     return {uid: (size, digest) for uid, (size, digest) in stored.items()}
 
 
 def _is_entry(value: object) -> bool:
-    """``[size, digest]`` as :meth:`FetchRecord.save` writes them, the digest null when
-    unknown."""
+    """``[size, digest]`` as :meth:`FetchRecord.save` writes them."""
     if not isinstance(value, list) or len(value) != 2:
         return False
     size, digest = value
-    return _is_size(size) and (
-        digest is None or (isinstance(digest, str) and bool(_DIGEST.fullmatch(digest)))
-    )
+    return _is_size(size) and isinstance(digest, str) and bool(_DIGEST.fullmatch(digest))
 
 
 def _is_size(value: object) -> bool:
