@@ -5,9 +5,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError
 from smtpcore.pop3 import (
@@ -41,6 +44,7 @@ from smtpcore.pop3 import (
     Utf8,
     apop_digest,
 )
+from smtpcore.testing import strategies as sst
 
 
 def greeted(**options: Any) -> ClientConnection:
@@ -620,3 +624,29 @@ class TestHostileServers:
         conn.receive_data(b"")
         assert conn.next_event() == ConnectionClosed()
         assert conn.state is State.CLOSED
+
+
+@given(
+    lines=st.lists(sst.pop3_response_lines(hostile=True), min_size=1, max_size=10),
+    data=st.data(),
+    fail_at=st.none() | st.integers(min_value=0, max_value=10),
+    close=st.booleans(),
+)
+def test_an_ended_machine_holds_no_more_than_max_buffered(
+    lines: list[bytes], data: st.DataObject, fail_at: int | None, close: bool
+) -> None:
+    """Once the session has ended (ERROR or CLOSED) nothing held will be read, so the
+    machine holds no more than its ``max_buffered``, whatever came in one piece behind
+    the end."""
+    conn = logged_in(pipelining=True, max_response_line=64)
+    for command in (Capa(), Retr(1), Stat(), Quit()):
+        conn.send(command)
+    pieces = data.draw(sst.chunkings(b"".join(lines)))
+    for index, piece in enumerate([*pieces, b""] if close else pieces):
+        if index == fail_at:
+            conn.send_failed()
+        conn.receive_data(piece)
+        with contextlib.suppress(RemoteProtocolError):
+            drain(conn)
+        if conn.state in (State.ERROR, State.CLOSED):
+            assert conn.buffered <= conn.max_buffered, conn.state

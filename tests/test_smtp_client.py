@@ -6,6 +6,7 @@ can send exactly the broken or surprising reply it is about.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable
 
@@ -40,6 +41,7 @@ from smtpcore.smtp import (
     State,
     Vrfy,
 )
+from smtpcore.testing import strategies as sst
 
 EHLO_FULL = (
     b"250-mx.test Hello client.test\r\n"
@@ -1145,3 +1147,34 @@ def test_arbitrary_replies_raise_only_protocol_errors(chunks: list[bytes]) -> No
             assert len(conn._buffer) < 128
     except RemoteProtocolError:
         assert state(conn) is State.ERROR
+
+
+@given(
+    lines=st.lists(sst.reply_lines(hostile=True), min_size=1, max_size=8),
+    data=st.data(),
+    fail_at=st.none() | st.integers(min_value=0, max_value=8),
+    close=st.booleans(),
+)
+def test_an_ended_machine_holds_no_more_than_max_buffered(
+    lines: list[bytes], data: st.DataObject, fail_at: int | None, close: bool
+) -> None:
+    """Once the session has ended (ERROR or CLOSED) no reply will be read from what is
+    held, so the machine holds no more than its ``max_buffered``, whatever came in one
+    piece behind the end: after ``send_failed()`` only the replies left behind are
+    still read, under the same bound (see ``replies_left_behind``)."""
+    conn = session(EHLO_PIPELINING, max_reply_line=64, max_reply_lines=4)
+    for event in (Mail(ALICE), Rcpt(BOB), Data()):
+        conn.send(event)
+    pieces = data.draw(sst.chunkings(b"".join(lines)))
+    for index, piece in enumerate([*pieces, b""] if close else pieces):
+        if index == fail_at:
+            conn.send_failed()
+            conn.replies_left_behind()
+        if fail_at is not None and index >= fail_at:
+            conn.replies_left_behind(piece)
+        else:
+            conn.receive_data(piece)
+            with contextlib.suppress(RemoteProtocolError):
+                drain(conn)
+        if state(conn) in (State.ERROR, State.CLOSED):
+            assert conn.buffered <= conn.max_buffered, state(conn)

@@ -113,6 +113,7 @@ class ClientConnection:
         PIPELINING; once :meth:`next_event` has returned ``NEED_DATA``, at
         most :attr:`max_buffered` beyond the last piece given to
         :meth:`receive_data`. A fuzzer asserts memory stays bounded with it.
+        In ERROR or CLOSED, none: no response will be read from it.
         """
         return len(self._buffer) + len(self._capa or b"") + len(self._mechanism_line or b"")
 
@@ -170,7 +171,7 @@ class ClientConnection:
         try:
             return self._next_event()
         except RemoteProtocolError as exc:
-            self._state = State.ERROR
+            self._end(State.ERROR)
             self._error = exc
             raise
 
@@ -184,7 +185,7 @@ class ClientConnection:
         if state not in COMMAND_STATES:
             raise LocalProtocolError(f"no command may be sent in the {state.name} state")
         if not self._outstanding and self._decoder is None and self._buffer:
-            self._state = State.ERROR
+            self._end(State.ERROR)
             self._error = RemoteProtocolError("the server sent a response no command asked for")
             raise self._error
         if (self._outstanding or self._decoder is not None) and not self.pipelining:
@@ -220,7 +221,25 @@ class ClientConnection:
 
     def send_failed(self) -> None:
         """The bytes of the last ``send`` never reached the server."""
-        self._state = State.ERROR
+        self._end(State.ERROR)
+
+    def _end(self, state: State) -> None:
+        """Enter CLOSED or ERROR, where no response is read any more: what is held of
+        one (unread bytes, a multi-line response begun, a CAPA listing) is dropped,
+        so that a machine kept around holds no more than :attr:`max_buffered`."""
+        self._state = state
+        self._buffer.clear()
+        self._decoder = None
+        self._content_ended = False
+        self._capa = None
+        self._mechanism_line = None
+
+    def _move(self, state: State) -> None:
+        """Take a move of the state table (RFC 1939 §6: QUIT's answer ends the session)."""
+        if state is State.CLOSED:
+            self._end(state)
+        else:
+            self._state = state
 
     def tls_started(self) -> None:
         """The TLS handshake after STLS is done: capabilities must be asked again."""
@@ -280,7 +299,7 @@ class ClientConnection:
             return ConnectionClosed()
         if state is State.TLS_PENDING:
             if self._buffer.peer_closed:
-                self._state = State.CLOSED  # the server left before the handshake
+                self._end(State.CLOSED)  # the server left before the handshake
                 return ConnectionClosed()
             return PAUSED
         if self._decoder is not None:
@@ -289,7 +308,7 @@ class ClientConnection:
             if self._buffer:
                 raise RemoteProtocolError("the server sent a response no command asked for")
             if self._buffer.peer_closed:
-                self._state = State.CLOSED
+                self._end(State.CLOSED)
                 return ConnectionClosed()
             return PAUSED
         head = self._outstanding[0] if self._outstanding else None
@@ -299,7 +318,7 @@ class ClientConnection:
             if self._buffer.peer_closed:
                 if self._buffer:
                     raise RemoteProtocolError("the server closed in the middle of a line")
-                self._state = State.CLOSED
+                self._end(State.CLOSED)
                 return ConnectionClosed()
             return NEED_DATA
         response = parse_status_line(line, continuation=sasl)
@@ -332,7 +351,7 @@ class ClientConnection:
             self._state = State.AUTHORIZATION
             self.apop_timestamp = find_apop_timestamp(response.text)
         else:
-            self._state = State.CLOSED
+            self._end(State.CLOSED)
         return response
 
     def _answered(self, head: Sent, response: Response) -> Event:
@@ -353,7 +372,7 @@ class ClientConnection:
             return response
         if isinstance(response, Err):
             if move is not None and move.on_err is not None:
-                self._state = move.on_err
+                self._move(move.on_err)
             self._enter_head()
             return response
         assert isinstance(response, Ok)
@@ -362,7 +381,7 @@ class ClientConnection:
                 f"+OK to {type(head).__name__}, which is not valid in the {self._state.name} state"
             )
         if move.on_ok is not None:
-            self._state = move.on_ok
+            self._move(move.on_ok)
         if isinstance(head, Stls):
             # Anything already behind the +OK was injected before TLS (RFC 2595 §4).
             self._buffer.clear()

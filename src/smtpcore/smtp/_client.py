@@ -225,6 +225,8 @@ class ClientConnection:
         far; once :meth:`next_event` has returned ``NEED_DATA``, at most
         :attr:`max_buffered` beyond the last piece given to
         :meth:`receive_data`. A fuzzer asserts memory stays bounded with it.
+        In ERROR or CLOSED, none (after :meth:`send_failed`, only what
+        :meth:`replies_left_behind` reads).
         """
         return len(self._buffer) + self._parser.held
 
@@ -467,7 +469,7 @@ class ClientConnection:
         """
         if self._left_behind is None:  # a reply was being read: what is left may be one
             self._left_behind = self._state not in DISCARDING
-        self._fail()
+        self._fail(keep_received=self._left_behind)
 
     @property
     def more_left_behind(self) -> bool:
@@ -521,6 +523,13 @@ class ClientConnection:
     def _end_left_behind(self) -> None:
         """No more replies left behind: drop what is held of the last."""
         self._left_behind = False
+        self._drop_received()
+
+    def _drop_received(self) -> None:
+        """Forget the bytes received and the lines of a reply begun: none of them will
+        be read as a reply (the session has ended, or they came in clear before TLS,
+        RFC 3207 §4.2), and a machine kept in ERROR or CLOSED must hold no more than
+        :attr:`max_buffered`."""
         self._buffer.clear()
         self._parser = ReplyParser(
             max_line_length=self.max_reply_line, max_lines=self.max_reply_lines
@@ -530,10 +539,7 @@ class ClientConnection:
         """The TLS handshake after STARTTLS is done: say EHLO again (RFC 3207 §4.2)."""
         if self._state is not State.TLS_PENDING:
             raise LocalProtocolError("tls_started() outside the TLS_PENDING state")
-        self._buffer.clear()
-        self._parser = ReplyParser(
-            max_line_length=self.max_reply_line, max_lines=self.max_reply_lines
-        )
+        self._drop_received()
         self._tls = True
         self._offer(ServerExtensions(), extended=False)
         self._transaction = None
@@ -927,12 +933,15 @@ class ClientConnection:
             transaction.complete = True
             self._state = moved
 
-    def _fail(self) -> None:
-        """The ERROR state: as after a close, no reply will come for any transaction."""
-        self._close()
+    def _fail(self, *, keep_received: bool = False) -> None:
+        """The ERROR state: as after a close, no reply will come for any transaction.
+        ``keep_received``: a failed send keeps what :meth:`replies_left_behind` reads."""
+        self._close(keep_received=keep_received)
         self._state = State.ERROR
 
-    def _close(self) -> None:
+    def _close(self, *, keep_received: bool = False) -> None:
+        """The session has ended: every transaction is complete, and what is held
+        unread is dropped (:meth:`_drop_received`) unless ``keep_received``."""
         self._state = State.CLOSED
         for entry in self._queue:
             if entry.transaction is not None:
@@ -940,3 +949,5 @@ class ClientConnection:
         if self._last_transaction is not None:
             self._last_transaction.complete = True
         self._encoder = None
+        if not keep_received:
+            self._drop_received()
