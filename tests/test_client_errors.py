@@ -13,8 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import itertools
+import os
 import socket
+import ssl
 import struct
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -25,7 +29,7 @@ import trio
 
 from peers import ADAPTERS, module, open_fd_count, run, running_smtp_server
 from smtpcore import LocalProtocolError
-from smtpcore.handler import Envelope, Handler, MessageReply, Session
+from smtpcore.handler import Envelope, Handler, MessageReply, Session, TLSInfo
 from smtpcore.smtp import EnhancedStatus, Mail, Rcpt, Reply
 from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, Step, script
 
@@ -1168,3 +1172,172 @@ def test_a_reply_left_behind_by_a_failed_write_is_not_the_answer(
     if transaction is not None:
         delivered, end_replies = transaction
         assert not delivered and not end_replies
+
+
+# -- the read after a failed write, bounded ----------------------------------------------
+
+#: What a server that has stopped reading does next, after the client's write failed.
+AFTER_THE_FAILED_WRITE = ("garbage", "trickle", "silence")
+#: The replies up to the content, one a read (no PIPELINING: one command at a time).
+UP_TO_THE_354 = (
+    b"220 scripted.test ESMTP\r\n",
+    b"250 scripted.test\r\n",
+    b"250 ok\r\n",
+    b"250 ok\r\n",
+    b"354 go\r\n",
+)
+
+
+class _GoneWhileWriting:
+    """A stand-in transport: it answers each read with the next of :data:`UP_TO_THE_354`,
+    then fails the write of the content (``BrokenPipeError``), and from then on reads
+    as ``behaviour`` says: a line that is no reply, then nothing (``garbage``); one
+    byte of an endless multi-line reply each read (``trickle``); or nothing, the
+    connection left open (``silence``). ``reads_after`` counts those reads."""
+
+    def __init__(self, adapter: str, behaviour: str) -> None:
+        self.adapter = adapter
+        self.behaviour = behaviour
+        self.replies = list(UP_TO_THE_354)
+        self.failed = False
+        self.reads_after = 0
+        self.garbage = [b"\x00\xffnot a reply at all\r\n"]
+
+    async def _checkpoint(self) -> None:
+        if self.adapter == "asyncio":
+            await asyncio.sleep(0)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        await self._checkpoint()
+        if not self.failed:
+            return self.replies.pop(0) if self.replies else b""
+        self.reads_after += 1
+        if self.reads_after > 10_000:  # a bound on the test itself
+            return b""
+        if self.behaviour == "garbage" and self.garbage:  # then silence
+            return self.garbage.pop()
+        if self.behaviour == "trickle":  # "250-x\r\n" over and over, a byte at a time
+            return b"250-x\r\n"[(self.reads_after - 1) % 7 :][:1]
+        if self.adapter == "asyncio":
+            await asyncio.sleep(3600)
+        else:
+            await trio.sleep(3600)
+        return b""
+
+    async def send_all(self, data: bytes) -> None:
+        await self._checkpoint()
+        if not self.replies:  # the 354 was read: this is the content
+            self.failed = True
+            raise BrokenPipeError("the server stopped reading")
+
+    async def start_tls(
+        self, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
+    ) -> None:
+        raise ConnectionResetError("no TLS here")
+
+    async def aclose(self) -> None:
+        pass
+
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        return ("192.0.2.1", 25)
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        return ("192.0.2.25", 40000)
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        return None
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+@pytest.mark.parametrize("behaviour", AFTER_THE_FAILED_WRITE)
+def test_the_read_after_a_failed_write_is_bounded(adapter: str, behaviour: str) -> None:
+    """What a failed write left behind is read from what was buffered plus at most 64
+    reads within about a second (RFC 5321 §3.8: a 421 may be there); a server that then
+    sends what is no reply, drips a byte a read, or sends nothing and stays connected
+    gets the caller the connection lost, never a crash nor a hang."""
+    transport = _GoneWhileWriting(adapter, behaviour)
+    client = module(adapter).SMTPClient.over_transport(transport, "scripted.test", starttls=False)
+
+    async def send() -> None:
+        async with client:
+            await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+
+    started = time.monotonic()
+    with pytest.raises(module(adapter).SMTPConnectionError) as raised:
+        run(adapter, send)
+    assert time.monotonic() - started < 10  # about 1 s; generous for a loaded machine
+    assert isinstance(raised.value.__cause__, BrokenPipeError), raised.value
+    assert raised.value.reply is None and "connection lost" in str(raised.value)
+    assert transport.failed and 1 <= transport.reads_after <= 64
+    if behaviour == "garbage":  # no reply can follow what is none: no read waits for one
+        assert transport.reads_after == 1
+
+
+def _stops_reading_at_the_content(
+    listener: socket.socket, behaviour: str, done: threading.Event
+) -> None:
+    """A server on a Unix socket that answers up to the 354, shuts its reading side
+    (the client's write of the content then fails: EPIPE) and goes on as ``behaviour``
+    says (see :class:`_GoneWhileWriting`), until ``done`` or 10 s."""
+    listener.settimeout(10)
+    conn, _ = listener.accept()
+    with conn, contextlib.suppress(OSError):
+        conn.settimeout(10)
+        conn.sendall(b"220 scripted.test ESMTP\r\n")
+        lines = conn.makefile("rb")
+        for answer in (b"250 scripted.test\r\n", b"250 ok\r\n", b"250 ok\r\n"):
+            lines.readline()
+            conn.sendall(answer)
+        lines.readline()  # DATA
+        conn.shutdown(socket.SHUT_RD)
+        conn.sendall(b"354 go\r\n")
+        for sent in itertools.count():
+            if done.wait(0.005) or sent > 2000:
+                break
+            if behaviour == "trickle":
+                conn.sendall(b"250-x\r\n"[sent % 7 :][:1])
+
+
+@pytest.mark.parametrize("adapter", ["trio", "sync"])
+@pytest.mark.parametrize("behaviour", ["trickle", "silence"])
+def test_the_read_after_a_failed_write_is_bounded_on_a_socket(
+    adapter: str, behaviour: str, tmp_path: Path
+) -> None:
+    """As :func:`test_the_read_after_a_failed_write_is_bounded`, over a real socket whose
+    write fails while the server still sends: the caller gets the connection lost
+    within the bound, whatever comes after. (Garbage cannot be timed after the failed
+    write here: the server cannot see it; asyncio's transport closes on a failed write.)"""
+    path = tmp_path / "s.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(os.fspath(path))
+    listener.listen(1)
+    done = threading.Event()
+    server = threading.Thread(
+        target=_stops_reading_at_the_content, args=(listener, behaviour, done), daemon=True
+    )
+    server.start()
+    errors: Any = importlib.import_module(f"smtpcore.{adapter}")
+    options = {"starttls": False}
+    started = time.monotonic()
+    try:
+        with pytest.raises(errors.SMTPConnectionError):
+            if adapter == "sync":
+                with errors.SMTPClient.over_unix_socket(path, timeout=30, **options) as client:
+                    client.send_message(BIG, "a@abc.example", "bob@pqr.example")
+            else:
+
+                async def send() -> None:
+                    async with errors.SMTPClient.over_unix_socket(path, **options) as client:
+                        await client.send_message(BIG, "a@abc.example", "bob@pqr.example")
+
+                run(adapter, send)
+        assert time.monotonic() - started < 10  # about 1 s; generous for a loaded machine
+    finally:
+        done.set()
+        server.join(15)
+        listener.close()
