@@ -302,8 +302,8 @@ def test_asyncio_transport_has_no_instance_dict() -> None:
 
 def test_asyncio_writes_after_a_close_with_nothing_left_fail() -> None:
     """A close with nothing left to send does not wait for ``connection_lost``: the
-    writes after it fail all the same (the transport remembers its own close rather
-    than asking asyncio's ``is_closing`` at every write)."""
+    writes after it fail all the same (the transport remembers its own close: they
+    never reach asyncio's transport)."""
     reader = SlowReader()
     reader.started.set()
 
@@ -319,6 +319,55 @@ def test_asyncio_writes_after_a_close_with_nothing_left_fail() -> None:
     asyncio.run(main())
     reader.close()
     assert reader.received == b""
+
+
+@pytest.mark.parametrize("write", ["send_nowait", "send_all"])
+def test_asyncio_a_write_that_fails_raises_where_it_is_made(write: str) -> None:
+    """asyncio's transport never raises from ``write``: it closes itself and tells the
+    protocol at the loop's next pass. The write that failed (EPIPE: the peer shut its
+    reading side) raises at once, and so does every later one, so that the driver
+    tells the machine and reads what the server left behind (RFC 5321 §3.8), rather
+    than writing the rest of a message into the void."""
+    ours, theirs = socket.socketpair()
+    theirs.shutdown(socket.SHUT_RD)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        _, transport = await loop.create_connection(AsyncioTransport, sock=ours)
+        for _ in range(2):
+            with pytest.raises(ConnectionResetError):
+                if write == "send_nowait":
+                    transport.send_nowait(b"DATA\r\n")
+                else:
+                    await transport.send_all(b"DATA\r\n")
+        await transport.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        theirs.close()
+
+
+def test_asyncio_a_read_waiting_on_next_bytes_ends_when_the_connection_is_lost() -> None:
+    """A client waits for its reply on the future of ``next_bytes``. A connection lost
+    without the peer's close (a reset: asyncio calls ``connection_lost`` and reads no
+    more) ends that wait with ``b""``, as the peer's close does, at once: not when
+    the reply's timeout runs out, 10 minutes after the content (RFC 5321
+    §4.5.3.2.6)."""
+    ours, theirs = socket.socketpair()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        _, transport = await loop.create_connection(AsyncioTransport, sock=ours)
+        waiting = transport.next_bytes()
+        assert waiting is not None
+        await transport.send_all(b"QUIT\r\n")
+        theirs.close()  # unread bytes in its buffer: a reset for our read (ECONNRESET)
+        assert await asyncio.wait_for(waiting, 5) == b""
+        assert await transport.receive_some(1 << 16) == b""
+        await transport.aclose()
+
+    asyncio.run(main())
 
 
 def test_blocking_reply_read_keeps_each_deadline() -> None:

@@ -364,9 +364,8 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         self._closing = False
         """Whether :meth:`aclose` (or :meth:`refuse`) closed the transport: writes then
         fail, as they do once the connection is lost. (A close asyncio makes itself,
-        on an error, is followed by ``connection_lost`` at the loop's next pass,
-        which then fails them; a write before it is dropped, as asyncio drops
-        writes to a lost connection: ``is_closing()`` is not asked at every write.)"""
+        on an error, is followed by ``connection_lost`` at the loop's next pass;
+        a write before it fails through :meth:`_check_written`.)"""
         """Whether TLS was started (a close then waits for the TLS close to be answered)."""
 
     # -- asyncio.BufferedProtocol -------------------------------------------
@@ -422,6 +421,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         for waiter in self._close_waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
+        self._end_next_bytes()
         # What _wake_writer and _wake_reader do, in one go: a runner waits for one of them
         # at a time, and one that has ended waits for neither.
         reader, writer, runner = self._reader, self._writer, self._runner
@@ -439,12 +439,20 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         self._writing_paused = False
         self._wake_writer()
 
-    def _wake_reader(self) -> None:
+    def _end_next_bytes(self) -> None:
+        """Resolve the future of :meth:`next_bytes` with ``b""``, the end of the stream
+        (``buffer_updated`` hands over bytes): at the peer's close, and at the loss of
+        the connection, where asyncio reads no more and no other call would come
+        (a client would wait for its reply until the reply's timeout, 10 minutes
+        after the content, RFC 5321 §4.5.3.2.6)."""
         waiter = self._waiter
-        if waiter is not None:  # the end of the stream (buffer_updated hands over bytes)
+        if waiter is not None:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(b"")
+
+    def _wake_reader(self) -> None:
+        self._end_next_bytes()
         if self._reader is not None:
             if not self._reader.done():
                 self._reader.set_result(None)
@@ -580,6 +588,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         if self._writing_paused:
             return 0
         transport.write(data)  # asyncio buffers what the socket does not take
+        _check_written(transport)
         return len(data)
 
     async def send_all(self, data: bytes) -> None:
@@ -587,6 +596,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         if transport is None or self._lost or self._closing:
             raise ConnectionResetError("the connection is closed")
         transport.write(data)
+        _check_written(transport)
         while self._writing_paused and not self._lost:
             if self._stepped():
                 await WOKEN
@@ -696,6 +706,21 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         if self._transport is None:
             return None
         return tls_info(self._transport.get_extra_info("ssl_object"))
+
+
+def _check_written(transport: asyncio.WriteTransport) -> None:
+    """Raise ``ConnectionResetError`` if ``transport`` is closing after a write: the
+    write failed (``EPIPE``, ``ECONNRESET``), or the connection was closing already.
+
+    asyncio's transport never raises from ``write``: it closes itself at once
+    (``is_closing()``), drops every later write, and tells the protocol only at
+    the loop's next pass. Unseen, the failure would let a client write the rest
+    of a message into the void and then wait for the reply to it; seen where it
+    happens, the driver tells the machine (``send_failed``) and reads the reply
+    the server left behind, a ``421`` saying why (RFC 5321 §3.8), within its
+    bound. :class:`StreamTransport` asks the same before each write."""
+    if transport.is_closing():
+        raise ConnectionResetError("the connection was lost while writing")
 
 
 def _drop_buffered(reader: asyncio.StreamReader) -> None:
