@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Callable
+from typing import Final
 
 import pytest
 from hypothesis import given
@@ -742,6 +743,50 @@ def test_quit() -> None:
     assert isinstance(conn.next_event(), ConnectionClosed)
 
 
+def _greeting_awaited() -> ClientConnection:
+    return ClientConnection("client.test", max_reply_line=64, max_reply_lines=4)
+
+
+def _quit_sent() -> ClientConnection:
+    conn = session(EHLO_BARE, max_reply_line=64, max_reply_lines=4)
+    conn.send(Quit())
+    return conn
+
+
+def _noop_sent() -> ClientConnection:
+    conn = session(EHLO_BARE, max_reply_line=64, max_reply_lines=4)
+    conn.send(Noop())
+    return conn
+
+
+@pytest.mark.parametrize(
+    ("make", "end"),
+    [
+        (_quit_sent, b"221 2.0.0 bye\r\n"),
+        (_noop_sent, b"421 4.3.2 shutting down\r\n"),
+        (_greeting_awaited, b"421 mx.test busy\r\n"),
+        (lambda: session(EHLO_BARE, max_reply_line=64, max_reply_lines=4), b"421 4.4.2 idle\r\n"),
+    ],
+    ids=["221-to-quit", "421-to-a-command", "421-greeting", "unsolicited-421"],
+)
+@pytest.mark.parametrize(
+    "behind", [b"X" * 10_000, b"250-a\r\n250-b\r\n250-c\r\n"], ids=["endless-line", "lines"]
+)
+def test_what_comes_behind_the_end_of_the_session_is_dropped(
+    make: Callable[[], ClientConnection], end: bytes, behind: bytes
+) -> None:
+    """Whatever ends the session (221 to QUIT, RFC 5321 §4.1.1.10; a 421, §3.8), what
+    came in the same read behind it will never be read as a reply: a CLOSED machine
+    holds nothing."""
+    conn = make()
+    conn.receive_data(end + behind)
+    reply = conn.next_event()
+    assert isinstance(reply, Reply) and reply.code == int(end[:3])
+    assert state(conn) is State.CLOSED
+    assert conn.buffered == 0
+    assert isinstance(conn.next_event(), ConnectionClosed)
+
+
 def test_a_transaction_is_complete_once_the_machine_is_in_error() -> None:
     """No reply comes in ERROR (a write that failed, a reply that cannot be read), so
     the transaction is complete, as after a close."""
@@ -1149,23 +1194,40 @@ def test_arbitrary_replies_raise_only_protocol_errors(chunks: list[bytes]) -> No
         assert state(conn) is State.ERROR
 
 
+_DUE_ANSWERS: Final = {
+    Data: (b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n"),
+    Quit: (b"250 ok\r\n", b"250 ok\r\n", b"221 bye\r\n"),
+}
+"""The answers the pipelined MAIL, RCPT and last command expect, in order."""
+
+
 @given(
+    last=st.sampled_from([Data(), Quit()]),
+    answered=st.integers(min_value=0, max_value=3),
     lines=st.lists(sst.reply_lines(hostile=True), min_size=1, max_size=8),
     data=st.data(),
     fail_at=st.none() | st.integers(min_value=0, max_value=8),
     close=st.booleans(),
 )
 def test_an_ended_machine_holds_no_more_than_max_buffered(
-    lines: list[bytes], data: st.DataObject, fail_at: int | None, close: bool
+    last: Data | Quit,
+    answered: int,
+    lines: list[bytes],
+    data: st.DataObject,
+    fail_at: int | None,
+    close: bool,
 ) -> None:
     """Once the session has ended (ERROR or CLOSED) no reply will be read from what is
     held, so the machine holds no more than its ``max_buffered``, whatever came in one
     piece behind the end: after ``send_failed()`` only the replies left behind are
-    still read, under the same bound (see ``replies_left_behind``)."""
+    still read, under the same bound (see ``replies_left_behind``). The first
+    ``answered`` replies are the due ones, so that QUIT's 221 (RFC 5321 §4.1.1.10)
+    ends the session as often as a 421 or a broken reply does."""
     conn = session(EHLO_PIPELINING, max_reply_line=64, max_reply_lines=4)
-    for event in (Mail(ALICE), Rcpt(BOB), Data()):
+    for event in (Mail(ALICE), Rcpt(BOB), last):
         conn.send(event)
-    pieces = data.draw(sst.chunkings(b"".join(lines)))
+    wire = b"".join([*_DUE_ANSWERS[type(last)][:answered], *lines])
+    pieces = data.draw(sst.chunkings(wire))
     for index, piece in enumerate([*pieces, b""] if close else pieces):
         if index == fail_at:
             conn.send_failed()

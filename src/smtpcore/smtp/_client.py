@@ -73,6 +73,9 @@ _SESSION_RESETS: Final = (Rset, Ehlo, Helo, Lhlo, Quit, Xclient)
 
 _NOT_FUSED: Final[frozenset[int]] = frozenset()
 
+_CLOSED: Final = State.CLOSED
+"""Read as a global in ``_dispatch``: a member looked up on the enum costs a hook."""
+
 
 @dataclass(slots=True)
 class _Awaited:
@@ -856,7 +859,7 @@ class ClientConnection:
                 transaction.complete = not 200 <= code < 300
             else:
                 self._answer_command(entry, reply)
-        if code == 421:
+        if moved is _CLOSED:  # 221 to QUIT (RFC 5321 §4.1.1.10) or a 421 (§3.8)
             self._close()
         elif queue and queue[0] is not entry and self._state is not entry.after:
             self._reproject()  # not the success the commands behind it were checked for
