@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -624,6 +625,42 @@ class TestHostileServers:
         conn.receive_data(b"")
         assert conn.next_event() == ConnectionClosed()
         assert conn.state is State.CLOSED
+
+
+def _quit_sent() -> ClientConnection:
+    conn = logged_in(max_response_line=64)
+    conn.send(Quit())
+    return conn
+
+
+def _greeting_awaited() -> ClientConnection:
+    return ClientConnection("client.abc.example", max_response_line=64)
+
+
+@pytest.mark.parametrize(
+    ("make", "end"),
+    [
+        (_quit_sent, b"+OK bye\r\n"),
+        (_quit_sent, b"-ERR some deleted messages not removed\r\n"),
+        (_greeting_awaited, b"-ERR [SYS/TEMP] too busy\r\n"),
+    ],
+    ids=["ok-to-quit", "err-to-quit", "err-greeting"],
+)
+@pytest.mark.parametrize(
+    "behind", [b"X" * 10_000, b"+OK\r\n-ERR\r\n+OK 2 320\r\n"], ids=["endless-line", "lines"]
+)
+def test_what_comes_behind_the_end_of_the_session_is_dropped(
+    make: Callable[[], ClientConnection], end: bytes, behind: bytes
+) -> None:
+    """The answer to QUIT, either way (RFC 1939 §6), and a ``-ERR`` greeting (§4) end
+    the session: what came in the same read behind them will never be read, so a
+    CLOSED machine holds nothing (the property below reaches these ends rarely)."""
+    conn = make()
+    conn.receive_data(end + behind)
+    assert isinstance(conn.next_event(), (Ok, Err))
+    assert conn.state is State.CLOSED
+    assert conn.buffered == 0
+    assert conn.next_event() == ConnectionClosed()
 
 
 @given(
