@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import itertools
 import os
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -1278,31 +1278,74 @@ def test_the_read_after_a_failed_write_is_bounded(adapter: str, behaviour: str) 
         assert transport.reads_after == 1
 
 
-def _stops_reading_at_the_content(
-    listener: socket.socket, behaviour: str, done: threading.Event
-) -> None:
-    """A server on a Unix socket that answers up to the 354, shuts its reading side
-    (the client's write of the content then fails: EPIPE) and goes on as ``behaviour``
-    says (see :class:`_GoneWhileWriting`), until ``done`` or 10 s."""
-    listener.settimeout(10)
-    conn, _ = listener.accept()
-    with conn, contextlib.suppress(OSError):
-        conn.settimeout(10)
-        conn.sendall(b"220 scripted.test ESMTP\r\n")
-        lines = conn.makefile("rb")
-        for answer in (b"250 scripted.test\r\n", b"250 ok\r\n", b"250 ok\r\n"):
-            lines.readline()
-            conn.sendall(answer)
-        lines.readline()  # DATA
-        conn.shutdown(socket.SHUT_RD)
-        conn.sendall(b"354 go\r\n")
-        for sent in itertools.count():
-            if done.wait(0.005) or sent > 2000:
-                break
-            if behaviour == "trickle":
-                conn.sendall(b"250-x\r\n"[sent % 7 :][:1])
+#: The most reads the clients make for what a failed write left behind (the driver's bound).
+READS_LEFT_BEHIND = 64
 
 
+def _unread_by_the_peer(conn: socket.socket) -> int:
+    """Bytes written on ``conn`` that its peer has not read yet (``SIOCOUTQ``, Linux)."""
+    import fcntl
+    import termios
+
+    unread = fcntl.ioctl(conn.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
+    return int(struct.unpack("i", unread)[0])
+
+
+class _StopsReadingAtTheContent:
+    """A server on a Unix socket that answers up to the 354 and shuts its reading side
+    (the client's write of the content then fails: EPIPE). Only once the client has
+    read the 354 (so that nothing can reach it in the same read, which would be a
+    reply no command asked for), it goes on as ``behaviour`` says: nothing, the
+    connection left open (``silence``), or the bytes of a reply line that never ends,
+    each sent once the client has read the one before (``trickle``): each read the
+    client makes takes one byte, and ``taken`` counts them. A line with no end is
+    never cut short by the machine's limit on lines, nor by its line length (4096
+    octets) before ``TRICKLE_CAP`` bytes: only the driver's own bound on its reads
+    ends it sooner. The server stops there, or when the client has gone."""
+
+    TRICKLE_CAP = 1000
+
+    def __init__(self, listener: socket.socket, behaviour: str) -> None:
+        self.listener = listener
+        self.behaviour = behaviour
+        self.done = threading.Event()
+        self.taken = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        self.listener.settimeout(10)
+        conn, _ = self.listener.accept()
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(10)
+            conn.sendall(b"220 scripted.test ESMTP\r\n")
+            lines = conn.makefile("rb")
+            for answer in (b"250 scripted.test\r\n", b"250 ok\r\n", b"250 ok\r\n"):
+                lines.readline()
+                conn.sendall(answer)
+            lines.readline()  # DATA
+            conn.shutdown(socket.SHUT_RD)
+            conn.sendall(b"354 go\r\n")
+            deadline = time.monotonic() + 10
+            if not self._read_by_the_client(conn, deadline) or self.behaviour != "trickle":
+                self.done.wait(10)
+                return
+            endless = b"250-" + b"x" * (self.TRICKLE_CAP - 4)  # to the client, no end
+            for start in range(len(endless)):
+                conn.sendall(endless[start : start + 1])  # EPIPE once the client has gone
+                if not self._read_by_the_client(conn, deadline):
+                    return
+                self.taken += 1
+
+    def _read_by_the_client(self, conn: socket.socket, deadline: float) -> bool:
+        """Wait until the client has read all that was sent (or has closed: its unread
+        bytes go with it); False at ``done`` or ``deadline``."""
+        while _unread_by_the_peer(conn):
+            if self.done.wait(0.0005) or time.monotonic() > deadline:
+                return False
+        return True
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SIOCOUTQ on a Unix socket is Linux's")
 @pytest.mark.parametrize("adapter", ["asyncio", "trio", "sync"])
 @pytest.mark.parametrize("behaviour", ["trickle", "silence"])
 def test_the_read_after_a_failed_write_is_bounded_on_a_socket(
@@ -1310,20 +1353,18 @@ def test_the_read_after_a_failed_write_is_bounded_on_a_socket(
 ) -> None:
     """As :func:`test_the_read_after_a_failed_write_is_bounded`, over a real socket whose
     write fails while the server still sends: the caller gets the connection lost, as
-    a failed write (never taken for the server's close), within the bound, whatever
-    comes after. (Garbage cannot be timed after the failed write here: the server
-    cannot see it.) asyncio's transport closes the socket on the failed write, so its
-    client reads only what had arrived before; it used to miss the failure itself,
-    write the rest of the message into the void and wait 10 minutes for the reply."""
+    a failed write (never taken for the server's close), after at most 64 reads, each
+    of one byte of a line that never ends, or within about a second of silence.
+    (Garbage cannot be timed after the failed write here: the server cannot see it.)
+    asyncio's transport closes the socket on the failed write, so its client reads
+    only what had arrived before; it used to miss the failure itself, write the rest
+    of the message into the void and wait 10 minutes for the reply."""
     path = tmp_path / "s.sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(os.fspath(path))
     listener.listen(1)
-    done = threading.Event()
-    server = threading.Thread(
-        target=_stops_reading_at_the_content, args=(listener, behaviour, done), daemon=True
-    )
-    server.start()
+    server = _StopsReadingAtTheContent(listener, behaviour)
+    server.thread.start()
     errors: Any = importlib.import_module(f"smtpcore.{adapter}")
     options = {"starttls": False}
     started = time.monotonic()
@@ -1331,18 +1372,20 @@ def test_the_read_after_a_failed_write_is_bounded_on_a_socket(
         with pytest.raises(errors.SMTPConnectionError) as raised:
             if adapter == "sync":
                 with errors.SMTPClient.over_unix_socket(path, timeout=30, **options) as client:
-                    client.send_message(BIG, "a@abc.example", "bob@pqr.example")
+                    client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
             else:
 
                 async def send() -> None:
                     async with errors.SMTPClient.over_unix_socket(path, **options) as client:
-                        await client.send_message(BIG, "a@abc.example", "bob@pqr.example")
+                        await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
 
                 run(adapter, send)
         assert time.monotonic() - started < 10  # about 1 s; generous for a loaded machine
         assert raised.value.reply is None and "connection lost" in str(raised.value)
         assert isinstance(raised.value.__cause__, OSError), raised.value
     finally:
-        done.set()
-        server.join(15)
+        server.done.set()
+        server.thread.join(15)
         listener.close()
+    # One byte more than the reads may have been sent, unread when the client closed.
+    assert server.taken <= READS_LEFT_BEHIND + 1
