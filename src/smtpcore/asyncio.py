@@ -365,7 +365,7 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         """Whether :meth:`aclose` (or :meth:`refuse`) closed the transport: writes then
         fail, as they do once the connection is lost. (A close asyncio makes itself,
         on an error, is followed by ``connection_lost`` at the loop's next pass;
-        a write before it fails through :meth:`_check_written`.)"""
+        a write before it fails as :meth:`send_nowait` says.)"""
         """Whether TLS was started (a close then waits for the TLS close to be answered)."""
 
     # -- asyncio.BufferedProtocol -------------------------------------------
@@ -582,13 +582,27 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         return not self._chunks and not self._eof and not self._exact
 
     def send_nowait(self, data: bytes) -> int:
+        """Write ``data`` (asyncio buffers what the socket does not take); 0 while the
+        transport has paused writing.
+
+        asyncio's transport never raises from ``write``: a failed write (``EPIPE``,
+        ``ECONNRESET``) closes it at once (``is_closing()``), drops every later
+        write, and tells the protocol only at the loop's next pass. So the write
+        is followed by that question, inline (a write is the hot path), and a
+        closing transport raises ``ConnectionResetError`` here, as :meth:`send_all`
+        does: the driver then tells the machine (``send_failed``) and reads the
+        reply the server left behind, a ``421`` saying why (RFC 5321 §3.8), within
+        its bound, instead of writing the rest of a message into the void and
+        waiting for the reply to it. :class:`StreamTransport` asks the same before
+        each write."""
         transport = self._transport
         if transport is None or self._lost or self._closing:
             raise ConnectionResetError("the connection is closed")
         if self._writing_paused:
             return 0
-        transport.write(data)  # asyncio buffers what the socket does not take
-        _check_written(transport)
+        transport.write(data)
+        if transport.is_closing():
+            raise ConnectionResetError("the connection was lost while writing")
         return len(data)
 
     async def send_all(self, data: bytes) -> None:
@@ -596,7 +610,8 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         if transport is None or self._lost or self._closing:
             raise ConnectionResetError("the connection is closed")
         transport.write(data)
-        _check_written(transport)
+        if transport.is_closing():  # the write failed: see send_nowait
+            raise ConnectionResetError("the connection was lost while writing")
         while self._writing_paused and not self._lost:
             if self._stepped():
                 await WOKEN
@@ -706,21 +721,6 @@ class AsyncioTransport(asyncio.BufferedProtocol):
         if self._transport is None:
             return None
         return tls_info(self._transport.get_extra_info("ssl_object"))
-
-
-def _check_written(transport: asyncio.WriteTransport) -> None:
-    """Raise ``ConnectionResetError`` if ``transport`` is closing after a write: the
-    write failed (``EPIPE``, ``ECONNRESET``), or the connection was closing already.
-
-    asyncio's transport never raises from ``write``: it closes itself at once
-    (``is_closing()``), drops every later write, and tells the protocol only at
-    the loop's next pass. Unseen, the failure would let a client write the rest
-    of a message into the void and then wait for the reply to it; seen where it
-    happens, the driver tells the machine (``send_failed``) and reads the reply
-    the server left behind, a ``421`` saying why (RFC 5321 §3.8), within its
-    bound. :class:`StreamTransport` asks the same before each write."""
-    if transport.is_closing():
-        raise ConnectionResetError("the connection was lost while writing")
 
 
 def _drop_buffered(reader: asyncio.StreamReader) -> None:
