@@ -20,6 +20,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Final
 
 import pytest
 
@@ -527,16 +528,28 @@ class ErrorLimitServer(SmallServer):
         return b"554 5.7.1 Message refused\r\n"
 
 
+class LongLineErrorLimitServer(ErrorLimitServer):
+    """As :class:`ErrorLimitServer`, but takes a message whose lines all fit in
+    1000 octets (RFC 5321 §4.5.3.1.6): it refuses the long ones alone."""
+
+    def end_of_message(self, content: bytes) -> bytes:
+        if all(len(line) <= 998 for line in content.split(b"\r\n")):
+            return SmallServer.end_of_message(self, content)
+        return super().end_of_message(content)
+
+
 def test_a_session_the_server_ends_with_421_after_a_refusal_is_no_failure() -> None:
     """[554, 421] to a message and QUIT failed smuggling as a marker answered in
     QUIT's place, and text-line-length as out of order; pipelining failed on the
     close after a 421 inside its group, where it has nothing to compare."""
-    checks = ["smuggling", "text-line-length", "pipelining"]
+    checks = ["smuggling", "pipelining"]
     with serve(ErrorLimitServer) as server:
         report = check_server(server.host, server.port, checks=checks, timeout=2)
+    with serve(LongLineErrorLimitServer) as server:
+        lines = check_server(server.host, server.port, checks=["text-line-length"], timeout=2)
     assert report["smuggling"].outcome is Outcome.PASSED, report.format()
-    assert report["text-line-length"].summary == "the message of long lines got 554"
-    assert report["text-line-length"].outcome is Outcome.PASSED
+    assert lines["text-line-length"].summary == "the message of long lines got 554"
+    assert lines["text-line-length"].outcome is Outcome.PASSED
     assert report["pipelining"].outcome is Outcome.SKIPPED, report.format()
     assert report["pipelining"].summary == (
         "the server ended the session at 'RCPT TO:<postmaster@smtpcore.test>' "
@@ -689,7 +702,7 @@ class LongLineTailClosingServer(LongLineTailServer):
     answers the rest as commands of their own."""
 
     def command(self, line: bytes) -> bytes:
-        if line.startswith(b"NOOP x"):
+        if line.startswith(b"NOOP x") and len(line) > self.max_line:
             self.commands.append(line)
             return b"421 4.5.0 Line too long, closing\r\n"
         return super().command(line)
@@ -718,6 +731,72 @@ def test_a_long_command_line_may_end_the_session_with_421(
     result = report["command-line-length"]
     assert result.outcome is outcome, result
     assert result.summary.startswith(summary), result.summary
+
+
+class ShortTextLineServer(SmallServer):
+    """Refuses, 500, a message holding a line over 996 octets: a limit that counts
+    the CRLF twice, where RFC 5321 §4.5.3.1.6 has every server take 998 and the CRLF."""
+
+    def end_of_message(self, content: bytes) -> bytes:
+        if any(len(line) > 996 for line in content.split(b"\r\n")):
+            self.reset()
+            return b"500 5.6.0 Line too long\r\n"
+        return super().end_of_message(content)
+
+
+class ShortCommandLineServer(SmallServer):
+    """Takes command lines of 510 octets, CRLF included, where RFC 5321 §4.5.3.1.4
+    has every server take 512."""
+
+    max_line = 510
+
+
+class LenientLineServer(SmallServer):
+    """Takes lines of any length, commands and text, and large messages."""
+
+    max_line = 100_000
+    max_size = 1_000_000
+
+
+LENIENT_TEXT: Final = "the message of long lines got 250"
+LENIENT_COMMAND: Final = "the 10,000-octet line got 250"
+
+
+@pytest.mark.parametrize(
+    ("server_class", "name", "outcome", "summary"),
+    [
+        (
+            ShortTextLineServer,
+            "text-line-length",
+            Outcome.FAILED,
+            "a message whose longest line is 998 octets and the CRLF got 500",
+        ),
+        (
+            ShortCommandLineServer,
+            "command-line-length",
+            Outcome.FAILED,
+            "a 512-octet command line (NOOP, CRLF included) got 500",
+        ),
+        (SmallServer, "text-line-length", Outcome.PASSED, "the message of long lines got 552"),
+        (SmallServer, "command-line-length", Outcome.PASSED, "the 10,000-octet line got 500"),
+        (LenientLineServer, "text-line-length", Outcome.PASSED, LENIENT_TEXT),
+        (LenientLineServer, "command-line-length", Outcome.PASSED, LENIENT_COMMAND),
+    ],
+    ids=["text-998", "command-512", "text", "command", "lenient-text", "lenient-command"],
+)
+def test_the_line_length_checks_want_the_smallest_limit_taken(
+    server_class: type[SmallServer], name: str, outcome: Outcome, summary: str
+) -> None:
+    """A server that refused a legal 998-octet text line, or a 512-octet command line,
+    passed, as the over-long lines may be refused: RFC 5321 §4.5.3.1 has every server
+    take lines of at least those sizes, so the checks send one of each first."""
+    with serve(server_class) as server:
+        report = check_server(server.host, server.port, checks=[name], timeout=2)
+    result = report[name]
+    assert result.outcome is outcome, result
+    assert result.summary.startswith(summary), result.summary
+    if outcome is Outcome.FAILED:
+        assert "RFC 5321 §4.5.3.1" in result.summary
 
 
 def test_checks_skip_what_the_server_does_not_offer() -> None:

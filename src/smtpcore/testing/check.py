@@ -717,7 +717,9 @@ def check_command_line_length(probe: Probe) -> str:
     """An over-long command line is one line: one reply, 250 or 500, or 421 and the close.
 
     RFC 5321 §4.5.3.1.4 sets the limit, §4.5.3.1.9 gives "500 Line too long",
-    and §3.8 lets a server end the session with 421 instead.
+    and §3.8 lets a server end the session with 421 instead. A line at the
+    limit goes first and must get 250 (:func:`_shortest_limit_taken`): a
+    server may refuse longer lines, never that one.
 
     A 10,000-octet ``NOOP`` line, then ``NOOP`` and ``QUIT``; a server that
     cuts the line at its limit and reads the rest as more commands answers
@@ -725,6 +727,7 @@ def check_command_line_length(probe: Probe) -> str:
     (:data:`_CLOSING`), nothing more is sent (:func:`_closed_at_long_line`).
     """
     client = probe.connect()
+    _shortest_limit_taken(client)
     client.send(b"NOOP " + b"x" * 9993 + b"\r\n")
     first = client.read_reply()
     if first is not None and first.code in _CLOSING:
@@ -737,6 +740,34 @@ def check_command_line_length(probe: Probe) -> str:
     if codes[0] not in (250, 500):
         raise _Failed(f"the long line was answered {codes[0]}, not 500 (or 250)")
     return f"the 10,000-octet line got {codes[0]}"
+
+
+_COMMAND_LINE_MINIMUM: Final = 512
+"""The command line every server MUST take, CRLF included (RFC 5321 §4.5.3.1.4)."""
+
+_TEXT_LINE_MINIMUM: Final = 1000
+"""The text line every server MUST take, CRLF included (RFC 5321 §4.5.3.1.6)."""
+
+
+def _noop_at_the_limit() -> bytes:
+    """``NOOP`` padded to :data:`_COMMAND_LINE_MINIMUM` octets with its CRLF: NOOP
+    takes an optional string argument (RFC 5321 §4.1.1.9), so the padding is legal
+    and the line must get 250."""
+    padding = _COMMAND_LINE_MINIMUM - len(b"NOOP \r\n")
+    return b"NOOP " + b"x" * padding
+
+
+def _shortest_limit_taken(client: WireClient) -> None:
+    """A 512-octet command line gets 250, or the check fails: every server MUST
+    take command lines that long (RFC 5321 §4.5.3.1), so refusing it is no limit
+    of its own to choose."""
+    answer = _ask(client, _noop_at_the_limit())
+    if answer.code != 250:
+        raise _Failed(
+            f"a {_COMMAND_LINE_MINIMUM}-octet command line (NOOP, CRLF included) got "
+            f"{answer}, not 250: every server MUST take command lines of "
+            f"{_COMMAND_LINE_MINIMUM} octets (RFC 5321 §4.5.3.1, §4.5.3.1.4)"
+        )
 
 
 def _closed_at_long_line(client: WireClient, first: ServerReply) -> str:
@@ -760,15 +791,15 @@ def _closed_at_long_line(client: WireClient, first: ServerReply) -> str:
 def check_text_line_length(probe: Probe) -> str:
     """A long text line never ends a message (RFC 5321 §4.5.3.1.6).
 
-    Each long line ends in a dot at the limits servers cut at (512, 1000,
-    1024, 2048, 4096, 8192 octets): a server that cut there would read a
-    lone dot and end the message, then run the rest as commands.
+    A message whose longest line is at the limit goes first and must get 250
+    (:func:`_longest_legal_text_line_taken`). Then each long line ends in a
+    dot at the limits servers cut at (512, 1000, 1024, 2048, 4096, 8192
+    octets): a server that cut there would read a lone dot and end the
+    message, then run the rest as commands.
     """
     client, _ = probe.hello()
-    probe.transaction(client)
-    answer = _ask(client, b"DATA")
-    if answer.code != 354:
-        raise _Skipped(f"DATA was answered {answer}")
+    _longest_legal_text_line_taken(probe, client)
+    _data(probe, client)
     lines = [b"x" * cut + b".\r\n" for cut in (510, 512, 998, 1000, 1022, 1024, 2046, 2048)]
     lines += [b"x" * cut + b".\r\n" for cut in (4094, 4096, 8190, 8192)]
     client.send(b"Subject: long lines\r\n\r\n" + b"".join(lines) + b".\r\n" + b"QUIT\r\n")
@@ -789,6 +820,35 @@ def check_text_line_length(probe: Probe) -> str:
     if codes[0] != 250 and codes[0] // 100 != 5:
         raise _Failed(f"the message of long lines was answered {codes[0]}")
     return f"the message of long lines got {codes[0]}"
+
+
+def _data(probe: Probe, client: WireClient) -> None:
+    """MAIL, RCPT and DATA, each alone; anything but 354 to DATA skips the check."""
+    probe.transaction(client)
+    answer = _ask(client, b"DATA")
+    if answer.code != 354:
+        raise _Skipped(f"DATA was answered {answer}")
+
+
+def _longest_legal_text_line_taken(probe: Probe, client: WireClient) -> None:
+    """A message whose longest line is 998 octets and the CRLF gets 250, or the
+    check fails: every server MUST take text lines that long (RFC 5321 §4.5.3.1,
+    §4.5.3.1.6), so a refusal is no limit of its own to choose."""
+    _data(probe, client)
+    longest = b"x" * (_TEXT_LINE_MINIMUM - 2)
+    client.send(b"Subject: a line at the limit\r\n\r\n" + longest + b"\r\n.\r\n")
+    answer = client.read_reply()
+    if answer is None:
+        raise _Failed(
+            "the server closed the connection instead of answering a message whose "
+            f"longest line is {_TEXT_LINE_MINIMUM - 2} octets and the CRLF"
+        )
+    if answer.code != 250:
+        raise _Failed(
+            f"a message whose longest line is {_TEXT_LINE_MINIMUM - 2} octets and the "
+            f"CRLF got {answer}, not 250: every server MUST take text lines of "
+            f"{_TEXT_LINE_MINIMUM} octets (RFC 5321 §4.5.3.1, §4.5.3.1.6)"
+        )
 
 
 def check_recipient_limit(probe: Probe) -> str:
