@@ -18,9 +18,10 @@ from hypothesis import find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from smtpcore import pop3
+from smtpcore import ProtocolError, pop3
 from smtpcore.testing import POP3ConnectionPair, permissive_pop3_answer, run_pop3_server
 from smtpcore.testing import strategies as sst
+from smtpcore.testing._numbers import malformed_numbers
 
 SESSIONS = settings(max_examples=40)
 MECHANISMS = ["PLAIN", "LOGIN"]
@@ -304,3 +305,63 @@ def test_every_pop3_command_is_drawn_as_a_valid_line(start: bytes) -> None:
     hostile ``DELE 0``), and the ``*`` that cancels an AUTH exchange."""
     line = find(sst.pop3_command_lines(), lambda line: line.startswith(start))
     assert line.endswith(b"\r\n")
+
+
+# -- hostile lines from the grammar ---------------------------------------------------
+
+FIND_ONCE = settings(database=None, derandomize=True, max_examples=5000)
+
+
+@pytest.mark.parametrize(
+    "count", [rb"-[0-9]+", rb"0+", rb"[1-9][0-9]{9,}"], ids=["negative", "zero", "huge"]
+)
+def test_hostile_lines_put_hostile_counts_in_top(count: bytes) -> None:
+    """The hostile lines were a fixed list and random octets: TOP's line count was
+    never negative (none in 5,000 draws). Built from the grammar, every number slot
+    gets the shared hostile numbers."""
+    pattern = re.compile(rb"TOP [^ ]+ " + count + rb"\r\n")
+    line = find(
+        sst.pop3_command_lines(hostile=True),
+        lambda line: pattern.fullmatch(line) is not None,
+        settings=FIND_ONCE,
+    )
+    assert line.startswith(b"TOP ")
+
+
+def logged_in_server() -> pop3.ServerConnection:
+    server = pop3.ServerConnection("pop.test")
+    server.send(pop3.Ok("ready"))
+    run_pop3_server(server, b"USER mrose\r\nPASS secret\r\n")
+    assert server.state is pop3.State.TRANSACTION
+    return server
+
+
+NUMBER_SLOTS = ["LIST {}", "RETR {}", "DELE {}", "UIDL {}", "TOP {} 1", "TOP 1 {}"]
+
+
+@given(st.sampled_from(NUMBER_SLOTS), malformed_numbers(max_digits=255))
+def test_a_malformed_number_in_any_slot_is_answered_err(slot: str, number: str) -> None:
+    """Signed, other scripts' digits, trailing garbage, too many digits: wherever
+    POP3 wants a number (RFC 1939 §5, §7), the machine answers -ERR itself, and
+    the session goes on."""
+    server = logged_in_server()
+    events, out = run_pop3_server(server, (slot.format(number) + "\r\n").encode())
+    assert [type(event) for event in events] == [pop3.BadCommand], events
+    assert out.startswith(b"-ERR ") and out.count(b"\r\n") == 1, out
+    assert server.state is pop3.State.TRANSACTION
+
+
+@given(st.lists(sst.pop3_command_lines(hostile=True), max_size=8))
+def test_the_server_machine_takes_hostile_lines_after_login(lines: list[bytes]) -> None:
+    """Logged in, where the numbers are read: nothing but a ProtocolError escapes,
+    and a line the machine cannot read gets its -ERR."""
+    server = logged_in_server()
+    for line in lines:
+        try:
+            events, out = run_pop3_server(server, line)
+        except ProtocolError:
+            return
+        if any(isinstance(event, pop3.BadCommand) for event in events):
+            assert b"-ERR" in out
+        if server.state is not pop3.State.TRANSACTION:
+            return

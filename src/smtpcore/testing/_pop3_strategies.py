@@ -22,6 +22,7 @@ from hypothesis.errors import InvalidArgument
 from smtpcore import LocalProtocolError, pop3
 from smtpcore.pop3._commands import format_command
 from smtpcore.sasl import PlainClient
+from smtpcore.testing._numbers import hostile_numbers
 from smtpcore.testing._regex import regex
 
 __all__ = [
@@ -494,13 +495,72 @@ _HOSTILE_LINES: Final = (
 )
 
 
+_ARGUMENT_SLOTS: Final[dict[str, tuple[str, ...]]] = {
+    "USER": ("name",),
+    "PASS": ("name",),
+    "APOP": ("name", "digest"),
+    "AUTH": ("mechanism", "base64"),
+    "CAPA": (),
+    "STLS": (),
+    "UTF8": (),
+    "STAT": (),
+    "LIST": ("number",),
+    "RETR": ("number",),
+    "DELE": ("number",),
+    "NOOP": (),
+    "RSET": (),
+    "TOP": ("number", "number"),
+    "UIDL": ("number",),
+    "QUIT": (),
+}
+"""Each command's arguments, by kind: RFC 1939 §4-7, CAPA (RFC 2449 §5), STLS
+(RFC 2595 §4), AUTH (RFC 5034 §4), UTF8 (RFC 6856 §3). LIST's and UIDL's
+number is optional; ``number`` is the kind the hostile lines attack."""
+
+_NUMBER_DIGITS: Final = 255
+"""The widest number slot POP3 has: TOP's line count, a command line's worth
+(RFC 2449 §4); message numbers are narrower, so each kind is hostile to them too."""
+
+
+_SLOT_VALUES: Final[dict[str, st.SearchStrategy[str]]] = {
+    "number": hostile_numbers(max_digits=_NUMBER_DIGITS),
+    "name": st.sampled_from(["mrose", "1", "-1"]),
+    "digest": st.just("c4c9334bac560ecc979e58001b3e22fb"),
+    "mechanism": st.sampled_from(["PLAIN", "LOGIN", "X"]),
+    "base64": st.sampled_from(["AHUAcA==", "=", "*"]),
+}
+"""What goes in each kind of argument slot: hostile numbers in a number's, plain
+tokens in the others (their own attacks are in :data:`_HOSTILE_LINES`)."""
+
+
+@st.composite
+def _grammar_lines(draw: st.DrawFn, verbs: tuple[str, ...]) -> bytes:
+    """One of ``verbs`` with its argument slots filled, a number's slot with a
+    hostile number; sometimes one argument short or one too many (the extra one
+    a hostile number as well), so every argument count is tried."""
+    verb = draw(st.sampled_from(verbs))
+    slots = _ARGUMENT_SLOTS[verb]
+    count = draw(st.one_of(st.just(len(slots)), st.integers(0, len(slots) + 1)))
+    kinds = [*slots, "number"][:count]
+    words = [draw(_SLOT_VALUES[kind]) for kind in kinds]
+    return (" ".join([verb, *words]) + "\r\n").encode("utf-8")
+
+
+_NUMBERED_VERBS: Final = tuple(
+    verb for verb, slots in _ARGUMENT_SLOTS.items() if "number" in slots
+)
+
+
 def pop3_command_lines(*, hostile: bool = False) -> st.SearchStrategy[bytes]:
     """One client line, CRLF included: every command of RFC 1939 and its
     extensions (RFC 2449, 2595, 5034, 6856), the wire form of
     :func:`pop3_commands` with every capability listed, QUIT, and SASL
-    responses; ``hostile=True`` adds bad
-    message numbers (zero, negative, non-ASCII digits, 300 digits), missing
-    arguments, bare CR or LF, NUL, over-long lines and arbitrary bytes.
+    responses; ``hostile=True`` adds lines built from the grammar: every
+    command with each number slot (LIST, RETR, DELE, UIDL, both of TOP's)
+    holding a hostile number (signed, zero, huge, over-long, digits that are
+    not ASCII, empty, spaced, with trailing garbage: ``TOP 1 -1``), and every
+    command with one argument too few or too many; and missing arguments,
+    bare CR or LF, NUL, over-long lines and arbitrary bytes.
 
     >>> from hypothesis import given
     >>> from smtpcore import pop3
@@ -525,7 +585,13 @@ def pop3_command_lines(*, hostile: bool = False) -> st.SearchStrategy[bytes]:
     valid = st.one_of(st.sampled_from(_VALID_LINES), events.map(format_command))
     if not hostile:
         return valid
-    return st.one_of(valid, st.sampled_from(_HOSTILE_LINES), st.binary(max_size=30))
+    return st.one_of(
+        valid,
+        st.sampled_from(_HOSTILE_LINES),
+        _grammar_lines(_NUMBERED_VERBS),
+        _grammar_lines(tuple(_ARGUMENT_SLOTS)),
+        st.binary(max_size=30),
+    )
 
 
 _VALID_RESPONSES: Final = (

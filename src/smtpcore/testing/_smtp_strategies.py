@@ -59,6 +59,7 @@ from smtpcore.smtp._commands import chunk_after, format_command
 from smtpcore.smtp._forwarding import MAX_VALUE as _MAX_XTEXT_VALUE
 from smtpcore.testing._addresses import _ATEXT, _ODD_PATHS, broken_paths, domains, mailboxes
 from smtpcore.testing._content import message_contents
+from smtpcore.testing._numbers import malformed_numbers
 from smtpcore.testing._regex import regex
 
 __all__ = [
@@ -86,25 +87,6 @@ uses BINARYMIME and REQUIRETLS too where ``extensions`` names them."""
 
 AUTH_MECHANISMS: Final = ("PLAIN", "LOGIN")
 """The SASL mechanisms whose exchange :func:`sessions` plays (RFC 4616; LOGIN as deployed)."""
-
-_NON_ASCII_DIGITS: Final = (
-    "\u0663",
-    "\u0966",
-    "\uff11",
-    "\U0001d7d9",
-    "\u00b2",
-    "\u00b3",
-    "\u2460",
-    "\u2474",
-    "\u2070",
-    "\u1369",
-)
-"""Characters ``str.isdigit()`` accepts that are not ASCII digits: half of them
-decimal digits that ``int()`` reads as numbers (Arabic-Indic three, Devanagari
-zero, fullwidth one, a mathematical one), half digits that ``int()`` refuses with
-``ValueError`` (superscript two and three, circled one, parenthesized one,
-superscript zero, Ethiopic one): a parser that trusts ``isdigit()`` takes the
-first kind for a number and crashes on the second."""
 
 
 # -- ESMTP parameters ---------------------------------------------------------------
@@ -151,13 +133,15 @@ def _numbers() -> st.SearchStrategy[str]:
 
 
 def _hostile_numbers() -> st.SearchStrategy[str]:
-    return st.one_of(
-        st.sampled_from(["-1", "+1", "1.5", "0x10", "1e3", "", "99999999999999999999999"]),
-        st.sampled_from(_NON_ASCII_DIGITS),
-        st.builds(
-            lambda digit, tail: f"1{digit}{tail}", st.sampled_from(_NON_ASCII_DIGITS), _numbers()
-        ),
-    ).filter(bool)
+    """Sizes a server must refuse (501 or 552): the shared malformed numbers in
+    a ``size-value`` slot of at most 20 digits (RFC 1870 §4), no space in them,
+    so that each is still an esmtp-value (RFC 5321 §4.1.2)."""
+    return malformed_numbers(max_digits=_SIZE_DIGITS)
+
+
+_SIZE_DIGITS: Final = 20
+"""``size-value ::= 1*20DIGIT`` (RFC 1870 §4); BDAT's chunk size is read with no
+more room (RFC 3030 §2 sets no bound; past 20 digits no octet count is real)."""
 
 
 def mail_parameters(
@@ -713,7 +697,10 @@ def command_lines(
     5xx reply in any state and survive: missing arguments, bare CR or LF
     inside a line, NUL, invalid UTF-8, unknown verbs at and over the
     512-octet limit, broken paths, ESMTP parameters a server must refuse,
-    numbers with non-ASCII digits. A ``BDAT`` line whose chunk size cannot be
+    and in ``SIZE=`` and BDAT's chunk size numbers that are none (signed as
+    ``-1`` or ``-0``, digits that are not ASCII, trailing garbage, over 20
+    digits), the same hostile numbers :func:`hostile_bytes` and
+    :func:`pop3_command_lines` use. A ``BDAT`` line whose chunk size cannot be
     read is among them: no one knows where its chunk ends, so a server may
     instead answer ``421`` and close (RFC 3030 §2; Postfix, smtpcore), and
     :func:`sessions` leaves such lines out. And a few near-valid lines a server may
