@@ -823,3 +823,56 @@ def test_sessions_builds_the_strategies_its_draws_use_before_the_first_draw(
         assert len(built) == before_drawing  # no draw built one
     finally:
         envelopes.cache_clear()  # no other test draws from the deferred ones
+
+
+# -- failing examples paste back into @example ---------------------------------------------
+
+
+def public_names() -> dict[str, object]:
+    """What a user's test has in scope: the public names of smtpcore.smtp and
+    smtpcore.address, and nothing that starts with ``_``."""
+    import smtpcore.address
+
+    modules = (smtp, smtpcore.address)
+    return {name: getattr(m, name) for m in modules for name in m.__all__}
+
+
+def printed_example(strategy: st.SearchStrategy[Any]) -> tuple[str, object]:
+    """The example Hypothesis prints for a test that fails on every value, and the value."""
+    seen: list[object] = []
+
+    @settings(database=None, phases=[Phase.generate, Phase.shrink], max_examples=20)
+    @given(strategy)
+    def fails(value: object) -> None:
+        seen.append(value)
+        raise AssertionError
+
+    with pytest.raises(AssertionError) as caught:
+        fails()
+    notes = "\n".join(getattr(caught.value, "__notes__", []))
+    match = re.search(r"fails\(\n    value=(.*),\n\)", notes, re.DOTALL)
+    assert match, notes
+    return match.group(1), seen[-1]
+
+
+def short(mailbox: Mailbox | None) -> bool:
+    """Not one of the mailboxes at the limits, which are built otherwise."""
+    return mailbox is not None and len(str(mailbox)) < 64
+
+
+PRINTED_STRATEGIES = {
+    "mailboxes": sst.mailboxes().filter(short),
+    "mailboxes-long": sst.mailboxes(at_limits=False).filter(lambda m: len(m.domain) > 63),
+    "rcpt": sst.commands().filter(lambda c: isinstance(c, smtp.Rcpt) and short(c.recipient)),
+    "mail": sst.commands().filter(lambda c: isinstance(c, smtp.Mail) and short(c.sender)),
+    "xclient": sst.xclients(),
+}
+
+
+@pytest.mark.parametrize("name", PRINTED_STRATEGIES)
+def test_a_failing_example_pastes_back_with_public_names(name: str) -> None:
+    """``mailboxes()`` built through a private helper, so a failing Rcpt printed as
+    ``Rcpt(_mailbox_or_none('', '[0.0.0.0]'), ...)``, which no user can paste into
+    ``@example``; MAIL (``_mail(...)``) and XCLIENT (``command(**...)``) too."""
+    text, value = printed_example(PRINTED_STRATEGIES[name])
+    assert eval(text, public_names()) == value, text

@@ -11,6 +11,7 @@ import ipaddress
 import string
 from typing import Final
 
+from hypothesis import reject
 from hypothesis import strategies as st
 
 from smtpcore._hostname import MAX_HOSTNAME
@@ -191,13 +192,12 @@ def _long_u_names(draw: st.DrawFn) -> str:
     return octets.decode("utf-8", "ignore").strip(".")
 
 
-def _long_domains() -> st.SearchStrategy[str]:
-    """LDH names of 64 to 255 octets, each label at most 63 (RFC 1035 §2.3.4)."""
-    return st.builds(
-        _domain_of_length,
-        st.integers(64, MAX_DOMAIN_OCTETS),
-        st.sampled_from(string.ascii_lowercase),
-    )
+@st.composite
+def _long_domains(draw: st.DrawFn) -> str:
+    """LDH names of 64 to 255 octets, each label at most 63 (RFC 1035 §2.3.4); built
+    here, so that an example prints as the name, not a call of a private helper."""
+    length = draw(st.integers(64, MAX_DOMAIN_OCTETS))
+    return _domain_of_length(length, draw(st.sampled_from(string.ascii_lowercase)))
 
 
 def _domain_of_length(length: int, fill: str = "a") -> str:
@@ -212,14 +212,23 @@ def _domain_of_length(length: int, fill: str = "a") -> str:
 
 def _at_limits() -> st.SearchStrategy[Mailbox]:
     """Mailboxes exactly at the 64-, 255- and 256-octet limits of RFC 5321 §4.5.3.1."""
-    path_room = MAX_PATH_OCTETS - 3  # the brackets and the "@"
     return st.one_of(
         st.builds(Mailbox, st.just("l" * MAX_LOCAL_PART_OCTETS), domains()),
-        st.integers(1, MAX_LOCAL_PART_OCTETS).map(
-            lambda size: Mailbox("l" * size, _domain_of_length(path_room - size, "d"))
-        ),
-        st.just(Mailbox("x", _domain_of_length(path_room - 1, "e"))),
+        _filling_the_path(),
+        st.just(Mailbox("x", _domain_of_length(_PATH_ROOM - 1, "e"))),
     )
+
+
+_PATH_ROOM: Final = MAX_PATH_OCTETS - 3
+"""The octets of a path left to the mailbox: all but the brackets and the "@"."""
+
+
+@st.composite
+def _filling_the_path(draw: st.DrawFn) -> Mailbox:
+    """A mailbox of exactly 256 octets as a path, built here so that an example
+    prints as ``Mailbox(...)`` rather than a call of a private helper."""
+    size = draw(st.integers(1, MAX_LOCAL_PART_OCTETS))
+    return Mailbox("l" * size, _domain_of_length(_PATH_ROOM - size, "d"))
 
 
 def mailboxes(
@@ -241,22 +250,26 @@ def mailboxes(
     ...     assert parse_mailbox(str(mailbox)) == mailbox
     >>> test_round_trip()
     """
-    built = st.builds(
-        _mailbox_or_none,
-        local_parts(utf8=utf8, quoted=quoted),
-        domains(utf8=utf8, literals=literals),
-    ).filter(lambda mailbox: mailbox is not None)
-    strategy: st.SearchStrategy[Mailbox] = built  # type: ignore[assignment]  # None filtered out
+    strategy = _mailboxes_of(
+        local_parts(utf8=utf8, quoted=quoted), domains(utf8=utf8, literals=literals)
+    )
     if at_limits:
         strategy = st.one_of(strategy, _at_limits())
     return strategy
 
 
-def _mailbox_or_none(local: str, domain: str) -> Mailbox | None:
+@st.composite
+def _mailboxes_of(
+    draw: st.DrawFn, local_parts: st.SearchStrategy[str], domains: st.SearchStrategy[str]
+) -> Mailbox:
+    """``Mailbox(local_part, domain)`` built here, so that a failing example prints as
+    the public constructor and pastes into ``@example``; a combination over the
+    path limit (RFC 5321 §4.5.3.1.3) is rejected and drawn again."""
+    local_part, domain = draw(local_parts), draw(domains)
     try:
-        return Mailbox(local, domain)
-    except AddressError:  # a combination over a limit: drawn again
-        return None
+        return Mailbox(local_part, domain)
+    except AddressError:
+        reject()
 
 
 # Paths no parser may take (RFC 5321 §4.1.2, §4.5.3.1): a server must refuse them (501).

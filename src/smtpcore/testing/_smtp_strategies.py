@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Final
 
+from hypothesis import reject
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
@@ -370,8 +371,15 @@ _STRINGS: Final = st.one_of(
 and NOOP (§4.1.1.6 to §4.1.1.9): atext only, or qtextSMTP and quoted pairs in quotes."""
 
 
-def _mail(sender: Mailbox | None, params: Parameters) -> Mail:
-    """MAIL, with SMTPUTF8 for a UTF-8 reverse-path (RFC 6531 §3.4)."""
+@st.composite
+def _mails(
+    draw: st.DrawFn,
+    senders: st.SearchStrategy[Mailbox | None],
+    parameters: st.SearchStrategy[Parameters],
+) -> Mail:
+    """MAIL, with SMTPUTF8 for a UTF-8 reverse-path (RFC 6531 §3.4); built here, so
+    that a failing example prints as ``Mail(...)``, public names alone."""
+    sender, params = draw(senders), draw(parameters)
     if sender is not None and not sender.is_ascii and "SMTPUTF8" not in params:
         params = Parameters({**params, "SMTPUTF8": None})
     return Mail(sender, params)
@@ -405,7 +413,7 @@ def commands(
     hello = st.builds(Lhlo if lmtp else Ehlo, domains())
     options: list[st.SearchStrategy[Command]] = [
         hello,
-        st.builds(_mail, st.none() | mailboxes(utf8=utf8), mail_parameters(extensions=offered)),
+        _mails(st.none() | mailboxes(utf8=utf8), mail_parameters(extensions=offered)),
         st.builds(Rcpt, mailboxes(utf8=utf8), rcpt_parameters(extensions=offered)),
         st.just(Data()),
         st.just(Rset()),
@@ -481,12 +489,24 @@ def _forwarding(
     command: Callable[..., Xclient | Xforward], **fields: st.SearchStrategy[Any]
 ) -> st.SearchStrategy[Any]:
     """Commands with at least one attribute, on one command line (RFC 5321 §4.5.3.1.4)."""
-    return (
-        st.fixed_dictionaries(fields)
-        .filter(lambda drawn: any(value is not None for value in drawn.values()))
-        .map(lambda drawn: command(**drawn))
-        .filter(lambda built: len(built.to_line()) <= _MAX_COMMAND_LINE - 2)
+    attributes = st.fixed_dictionaries(fields).filter(
+        lambda drawn: any(value is not None for value in drawn.values())
     )
+    return _forwarding_commands(command, attributes)
+
+
+@st.composite
+def _forwarding_commands(
+    draw: st.DrawFn,
+    command: Callable[..., Xclient | Xforward],
+    attributes: st.SearchStrategy[dict[str, Any]],
+) -> Xclient | Xforward:
+    """``command`` built here from the attributes, so that a failing example prints
+    as ``Xclient(...)``, public names alone; one over a command line is drawn again."""
+    built = command(**draw(attributes))
+    if len(built.to_line()) > _MAX_COMMAND_LINE - 2:
+        reject()
+    return built
 
 
 def xclients() -> st.SearchStrategy[Xclient]:
