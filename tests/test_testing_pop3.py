@@ -318,14 +318,29 @@ FIND_ONCE = settings(database=None, derandomize=True, max_examples=5000)
 def test_hostile_lines_put_hostile_counts_in_top(count: bytes) -> None:
     """The hostile lines were a fixed list and random octets: TOP's line count was
     never negative (none in 5,000 draws). Built from the grammar, every number slot
-    gets the shared hostile numbers."""
-    pattern = re.compile(rb"TOP [^ ]+ " + count + rb"\r\n")
+    gets the shared hostile numbers, one slot a line, so that a valid message number
+    precedes a hostile count (``TOP 1 -1``): with both slots hostile, the message
+    number's refusal hid the count's from the parser."""
+    pattern = re.compile(rb"TOP [1-9][0-9]{0,8} " + count + rb"\r\n")
     line = find(
         sst.pop3_command_lines(hostile=True),
         lambda line: pattern.fullmatch(line) is not None,
         settings=FIND_ONCE,
     )
     assert line.startswith(b"TOP ")
+
+
+def test_hostile_lines_put_over_long_numbers_inside_the_line_limit() -> None:
+    """A number slot was 255 digits wide whatever else the line held, so its over-long
+    runs made lines past POP3's 255 octets (RFC 2449 §4), which the line limit refuses
+    before any number parser reads them. The width is now the room left on the line."""
+    pattern = re.compile(rb"(?:LIST|RETR|DELE|UIDL|TOP 1|TOP) [0-9]{21,}(?: 1)?\r\n")
+    line = find(
+        sst.pop3_command_lines(hostile=True),
+        lambda line: len(line) <= 255 and pattern.fullmatch(line) is not None,
+        settings=FIND_ONCE,
+    )
+    assert len(line) <= 255
 
 
 def logged_in_server() -> pop3.ServerConnection:

@@ -264,7 +264,8 @@ def _mailboxes_of(
 ) -> Mailbox:
     """``Mailbox(local_part, domain)`` built here, so that a failing example prints as
     the public constructor and pastes into ``@example``; a combination over the
-    path limit (RFC 5321 §4.5.3.1.3) is rejected and drawn again."""
+    path limit (RFC 5321 §4.5.3.1.3) is discarded with ``reject()``: Hypothesis
+    drops the whole example, it does not draw this one again."""
     local_part, domain = draw(local_parts), draw(domains)
     try:
         return Mailbox(local_part, domain)

@@ -151,8 +151,10 @@ _TRICKY: Final = (
 
 
 _NUMBER_DIGITS: Final = 20
-"""The widest number slot among SMTP's (``size-value``, RFC 1870 §4); POP3's are
-narrower, so its digit runs are over-long for them too."""
+"""The widest number slot among SMTP's (``size-value``, RFC 1870 §4). Not POP3's
+widest: TOP's line count is read up to a command line's worth, 255 octets (RFC 2449
+§4), so these runs are over-long for a message number but not for TOP's count;
+``pop3_command_lines(hostile=True)`` draws the runs as wide as its line."""
 
 
 _VOCABULARY: Final = {

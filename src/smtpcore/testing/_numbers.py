@@ -12,7 +12,8 @@ one parser is tried on all of them. Its kinds:
   ``1.5``, ``1_2``, which Python's ``int()`` reads as 12) and digit runs
   longer than the slot allows;
 - edges (:func:`edge_numbers`), numbers a reader must bound: ``0``, ``00``,
-  the 32- and 64-bit limits and a run of exactly the most digits allowed;
+  the 32- and 64-bit limits, a run of exactly the most digits allowed and
+  runs up to it;
 - spaced (:func:`spaced_numbers`): the empty argument, whitespace around a
   number or inside it (``1 2`` is two arguments).
 """
@@ -96,11 +97,14 @@ def malformed_numbers(*, max_digits: int) -> st.SearchStrategy[str]:
 
 def edge_numbers(*, max_digits: int) -> st.SearchStrategy[str]:
     """Numbers a reader must bound: zero and zeros, the 32- and 64-bit limits (some
-    fit the slot, some do not) and exactly ``max_digits`` digits."""
+    fit the slot, some do not), exactly ``max_digits`` digits, and runs of any
+    length up to it: where the slot is as wide as the room left on a line, those
+    are too long for the reader's number yet short enough for its line limit."""
     limits = [str(2**bits + step) for bits in (31, 32, 63, 64) for step in (-1, 0)]
     return st.one_of(
         st.sampled_from(["0", "00", "000", "01", *limits]),
         _digit_run(max_digits, max_digits),
+        _digit_run(1, max_digits),
     )
 
 

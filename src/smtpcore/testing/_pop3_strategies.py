@@ -11,6 +11,7 @@ stress dot-stuffing).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -517,33 +518,55 @@ _ARGUMENT_SLOTS: Final[dict[str, tuple[str, ...]]] = {
 (RFC 2595 §4), AUTH (RFC 5034 §4), UTF8 (RFC 6856 §3). LIST's and UIDL's
 number is optional; ``number`` is the kind the hostile lines attack."""
 
-_NUMBER_DIGITS: Final = 255
-"""The widest number slot POP3 has: TOP's line count, a command line's worth
-(RFC 2449 §4); message numbers are narrower, so each kind is hostile to them too."""
+_COMMAND_LINE_OCTETS: Final = 255
+"""The longest command line a POP3 server must take, CRLF included (RFC 2449 §4):
+the room every number slot's digits share with the rest of the line."""
 
 
 _SLOT_VALUES: Final[dict[str, st.SearchStrategy[str]]] = {
-    "number": hostile_numbers(max_digits=_NUMBER_DIGITS),
+    "number": st.just("1"),
     "name": st.sampled_from(["mrose", "1", "-1"]),
     "digest": st.just("c4c9334bac560ecc979e58001b3e22fb"),
     "mechanism": st.sampled_from(["PLAIN", "LOGIN", "X"]),
     "base64": st.sampled_from(["AHUAcA==", "=", "*"]),
 }
-"""What goes in each kind of argument slot: hostile numbers in a number's, plain
-tokens in the others (their own attacks are in :data:`_HOSTILE_LINES`)."""
+"""What goes in each kind of argument slot when it is not the one attacked: a valid
+message number in a number's, plain tokens in the others (their own attacks are in
+:data:`_HOSTILE_LINES`)."""
+
+
+def _command_line(verb: str, words: list[str]) -> bytes:
+    return (" ".join([verb, *words]) + "\r\n").encode("utf-8")
+
+
+@functools.cache
+def _hostile_numbers_in(room: int) -> st.SearchStrategy[str]:
+    """Hostile numbers for a slot with ``room`` octets left on the line: its digit
+    runs reach the line's end and just past it, so numbers too long for a parser
+    yet inside the line limit are drawn, not only lines the limit refuses first.
+    Cached: ``room`` is at most :data:`_COMMAND_LINE_OCTETS`."""
+    return hostile_numbers(max_digits=max(room, 1))
 
 
 @st.composite
 def _grammar_lines(draw: st.DrawFn, verbs: tuple[str, ...]) -> bytes:
-    """One of ``verbs`` with its argument slots filled, a number's slot with a
-    hostile number; sometimes one argument short or one too many (the extra one
-    a hostile number as well), so every argument count is tried."""
+    """One of ``verbs`` with its argument slots filled; sometimes one argument short
+    or one too many (the extra one a number), so every argument count is tried.
+
+    One number slot a line gets a hostile number and the others a valid one
+    (``TOP 1 -1``): with every slot hostile, a parser that refused the first
+    never read the next, so TOP's count went unread behind a bad message number."""
     verb = draw(st.sampled_from(verbs))
     slots = _ARGUMENT_SLOTS[verb]
     count = draw(st.one_of(st.just(len(slots)), st.integers(0, len(slots) + 1)))
     kinds = [*slots, "number"][:count]
     words = [draw(_SLOT_VALUES[kind]) for kind in kinds]
-    return (" ".join([verb, *words]) + "\r\n").encode("utf-8")
+    numbers = [index for index, kind in enumerate(kinds) if kind == "number"]
+    if numbers:
+        attacked = draw(st.sampled_from(numbers))
+        room = _COMMAND_LINE_OCTETS - len(_command_line(verb, words)) + len(words[attacked])
+        words[attacked] = draw(_hostile_numbers_in(room))
+    return _command_line(verb, words)
 
 
 _NUMBERED_VERBS: Final = tuple(
@@ -557,8 +580,10 @@ def pop3_command_lines(*, hostile: bool = False) -> st.SearchStrategy[bytes]:
     :func:`pop3_commands` with every capability listed, QUIT, and SASL
     responses; ``hostile=True`` adds lines built from the grammar: every
     command with each number slot (LIST, RETR, DELE, UIDL, both of TOP's)
-    holding a hostile number (signed, zero, huge, over-long, digits that are
-    not ASCII, empty, spaced, with trailing garbage: ``TOP 1 -1``), and every
+    holding a hostile number in turn, the others a valid one (signed, zero,
+    huge, over-long, digits that are not ASCII, empty, spaced, with trailing
+    garbage: ``TOP 1 -1``), its digit runs as long as the room left on the
+    255-octet line (RFC 2449 §4) and just longer, and every
     command with one argument too few or too many; and missing arguments,
     bare CR or LF, NUL, over-long lines and arbitrary bytes.
 

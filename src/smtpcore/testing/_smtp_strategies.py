@@ -502,7 +502,8 @@ def _forwarding_commands(
     attributes: st.SearchStrategy[dict[str, Any]],
 ) -> Xclient | Xforward:
     """``command`` built here from the attributes, so that a failing example prints
-    as ``Xclient(...)``, public names alone; one over a command line is drawn again."""
+    as ``Xclient(...)``, public names alone; one over a command line (RFC 5321
+    §4.5.3.1.4) is discarded with ``reject()``, which drops the whole example."""
     built = command(**draw(attributes))
     if len(built.to_line()) > _MAX_COMMAND_LINE - 2:
         reject()
