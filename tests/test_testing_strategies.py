@@ -862,7 +862,8 @@ def short(mailbox: Mailbox | None) -> bool:
 
 PRINTED_STRATEGIES = {
     "mailboxes": sst.mailboxes().filter(short),
-    "mailboxes-long": sst.mailboxes(at_limits=False).filter(lambda m: len(m.domain) > 63),
+    "domains-long": sst.domains(long=True).filter(lambda domain: len(domain) > 63),
+    "mailboxes-at-limits": sst.mailboxes().filter(lambda m: len(m.domain) > 63),
     "rcpt": sst.commands().filter(lambda c: isinstance(c, smtp.Rcpt) and short(c.recipient)),
     "mail": sst.commands().filter(lambda c: isinstance(c, smtp.Mail) and short(c.sender)),
     "xclient": sst.xclients(),
