@@ -528,28 +528,16 @@ class ErrorLimitServer(SmallServer):
         return b"554 5.7.1 Message refused\r\n"
 
 
-class LongLineErrorLimitServer(ErrorLimitServer):
-    """As :class:`ErrorLimitServer`, but takes a message whose lines all fit in
-    1000 octets (RFC 5321 §4.5.3.1.6): it refuses the long ones alone."""
-
-    def end_of_message(self, content: bytes) -> bytes:
-        if all(len(line) <= 998 for line in content.split(b"\r\n")):
-            return SmallServer.end_of_message(self, content)
-        return super().end_of_message(content)
-
-
 def test_a_session_the_server_ends_with_421_after_a_refusal_is_no_failure() -> None:
     """[554, 421] to a message and QUIT failed smuggling as a marker answered in
     QUIT's place, and text-line-length as out of order; pipelining failed on the
     close after a 421 inside its group, where it has nothing to compare."""
-    checks = ["smuggling", "pipelining"]
+    checks = ["smuggling", "text-line-length", "pipelining"]
     with serve(ErrorLimitServer) as server:
         report = check_server(server.host, server.port, checks=checks, timeout=2)
-    with serve(LongLineErrorLimitServer) as server:
-        lines = check_server(server.host, server.port, checks=["text-line-length"], timeout=2)
     assert report["smuggling"].outcome is Outcome.PASSED, report.format()
-    assert lines["text-line-length"].summary == "the message of long lines got 554"
-    assert lines["text-line-length"].outcome is Outcome.PASSED
+    assert report["text-line-length"].summary == "the message of long lines got 554"
+    assert report["text-line-length"].outcome is Outcome.PASSED
     assert report["pipelining"].outcome is Outcome.SKIPPED, report.format()
     assert report["pipelining"].summary == (
         "the server ended the session at 'RCPT TO:<postmaster@smtpcore.test>' "
@@ -797,6 +785,102 @@ def test_the_line_length_checks_want_the_smallest_limit_taken(
     assert result.summary.startswith(summary), result.summary
     if outcome is Outcome.FAILED:
         assert "RFC 5321 §4.5.3.1" in result.summary
+
+
+class NoopArgumentRefusingServer(SmallServer):
+    """Answers NOOP with an argument 501, as CPython's smtpd does: RFC 5321 §4.1.1.9
+    says only that a server SHOULD ignore it."""
+
+    def command(self, line: bytes) -> bytes:
+        if line.upper().startswith(b"NOOP ") and len(line) <= self.max_line:
+            self.commands.append(line)
+            return b"501 Syntax: NOOP\r\n"
+        return super().command(line)
+
+
+class NoopArgumentRefusingShortLineServer(NoopArgumentRefusingServer):
+    """Refuses NOOP's argument and takes command lines of 510 octets: a long HELO
+    is refused too, so nothing shows whether it takes 512."""
+
+    max_line = 510
+
+
+class FromRequiringServer(SmallServer):
+    """Refuses a message with no From: field, as many content policies do."""
+
+    def end_of_message(self, content: bytes) -> bytes:
+        if b"\r\nfrom:" not in b"\r\n" + content.lower():
+            self.reset()
+            return b"550 5.7.1 Message missing a From header\r\n"
+        return super().end_of_message(content)
+
+
+class StuffingDotCountingServer(SmallServer):
+    """Refuses a message with a line over 998 octets as it came on the wire, the
+    dot doubled for transparency included, which RFC 5321 §4.5.3.1.6 leaves out."""
+
+    def read_content(self) -> bytes | None:
+        found = self.find_end_of_data()
+        if found is not None and any(
+            len(line) > 998 for line in bytes(self.buffer[: found[0]]).split(b"\r\n")
+        ):
+            del self.buffer[: found[0] + found[1]]
+            self.mode = "command"
+            self.reset()
+            return b"500 5.6.0 Line too long\r\n"
+        return super().read_content()
+
+
+@pytest.mark.parametrize(
+    ("server_class", "name", "outcome", "summary", "note"),
+    [
+        (
+            NoopArgumentRefusingServer,
+            "command-line-length",
+            Outcome.PASSED,
+            "the 10,000-octet line got 500",
+            "",
+        ),
+        (
+            NoopArgumentRefusingShortLineServer,
+            "command-line-length",
+            Outcome.PASSED,
+            "the 10,000-octet line got 500",
+            "-- not judged: NOOP with an argument is refused",
+        ),
+        (FromRequiringServer, "text-line-length", Outcome.PASSED, "the message of long lines", ""),
+        (
+            ErrorLimitServer,
+            "text-line-length",
+            Outcome.PASSED,
+            "the message of long lines got 554",
+            "-- not judged: the recipient takes no mail",
+        ),
+        (
+            StuffingDotCountingServer,
+            "text-line-length",
+            Outcome.FAILED,
+            "a message whose longest line is 998 octets and the CRLF got 500",
+            "",
+        ),
+    ],
+    ids=["noop-argument", "noop-argument-510", "from-policy", "refuses-all", "stuffing-dot"],
+)
+def test_the_line_length_minimums_fail_only_a_refusal_of_the_line(
+    server_class: type[SmallServer], name: str, outcome: Outcome, summary: str, note: str
+) -> None:
+    """The minimums failed a server that refused the probe for another reason: NOOP's
+    argument (CPython's smtpd answers 501, RFC 5321 §4.1.1.9 only says SHOULD ignore
+    it), a message with no From:, or every message. A control on the same connection
+    (``NOOP x``, a message of short lines) now tells a refusal of the length from
+    one of something else; a long HELO stands in for NOOP. A dot doubled for
+    transparency is not counted (§4.5.3.1.6), so the 998-octet line starts with one."""
+    with serve(server_class) as server:
+        report = check_server(server.host, server.port, checks=[name], timeout=2)
+    result = report[name]
+    assert result.outcome is outcome, result
+    assert result.summary.startswith(summary), result.summary
+    assert note in result.transcript_text()
 
 
 def test_checks_skip_what_the_server_does_not_offer() -> None:

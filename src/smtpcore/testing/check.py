@@ -719,7 +719,8 @@ def check_command_line_length(probe: Probe) -> str:
     RFC 5321 §4.5.3.1.4 sets the limit, §4.5.3.1.9 gives "500 Line too long",
     and §3.8 lets a server end the session with 421 instead. A line at the
     limit goes first and must get 250 (:func:`_shortest_limit_taken`): a
-    server may refuse longer lines, never that one.
+    server may refuse longer lines, never that one (a server that refuses
+    NOOP's argument is tried with a long HELO instead).
 
     A 10,000-octet ``NOOP`` line, then ``NOOP`` and ``QUIT``; a server that
     cuts the line at its limit and reads the rest as more commands answers
@@ -760,14 +761,57 @@ def _noop_at_the_limit() -> bytes:
 def _shortest_limit_taken(client: WireClient) -> None:
     """A 512-octet command line gets 250, or the check fails: every server MUST
     take command lines that long (RFC 5321 §4.5.3.1), so refusing it is no limit
-    of its own to choose."""
+    of its own to choose.
+
+    The padded NOOP is refused by a server that refuses NOOP's argument, which
+    RFC 5321 §4.1.1.9 only says it SHOULD ignore (CPython's smtpd answers 501),
+    so a refusal fails the check only when a short ``NOOP x`` is taken. Otherwise
+    a HELO padded to the limit is tried (:func:`_helo_at_the_limit`); when that is
+    refused too, the minimum goes unjudged and the transcript says why."""
     answer = _ask(client, _noop_at_the_limit())
-    if answer.code != 250:
+    if answer.code == 250:
+        return
+    control = _ask(client, b"NOOP x")
+    if control.code == 250:
         raise _Failed(
             f"a {_COMMAND_LINE_MINIMUM}-octet command line (NOOP, CRLF included) got "
-            f"{answer}, not 250: every server MUST take command lines of "
-            f"{_COMMAND_LINE_MINIMUM} octets (RFC 5321 §4.5.3.1, §4.5.3.1.4)"
+            f"{answer}, not 250, where NOOP x got 250: every server MUST take command "
+            f"lines of {_COMMAND_LINE_MINIMUM} octets (RFC 5321 §4.5.3.1, §4.5.3.1.4)"
         )
+    if _ask(client, _helo_at_the_limit()).code != 250:
+        _unjudged(
+            client,
+            "NOOP with an argument is refused, and so is a HELO padded to "
+            f"{_COMMAND_LINE_MINIMUM} octets: the {_COMMAND_LINE_MINIMUM}-octet minimum "
+            "cannot be checked this way",
+        )
+
+
+def _helo_at_the_limit() -> bytes:
+    """``HELO`` padded to :data:`_COMMAND_LINE_MINIMUM` octets with its CRLF, its
+    domain in labels of at most 63 octets (RFC 1035 §2.3.4). The domain is longer
+    than the 255 octets of RFC 5321 §4.5.3.1.2, so a refusal proves nothing, but a
+    250 shows the line taken; HELO opens no transaction, and a server that refuses
+    NOOP's argument (CPython's smtpd) takes it. Sent before any other HELO, as some
+    servers refuse a second one."""
+    return b"HELO " + _domain_of_octets(_COMMAND_LINE_MINIMUM - len(b"HELO \r\n")).encode()
+
+
+def _domain_of_octets(octets: int) -> str:
+    """An LDH domain of exactly ``octets`` octets, in labels of at most 63."""
+    labels = []
+    left = octets
+    while left > 63:
+        labels.append("x" * 62)
+        left -= 63
+    labels.append("x" * left)
+    return ".".join(labels)
+
+
+def _unjudged(client: WireClient, why: str) -> None:
+    """Record in ``client``'s transcript that a check's first part could not be
+    judged, and why: the rest of the check still runs, and can still fail."""
+    client.transcript.append(Exchange("note", note=f"not judged: {why}"))
 
 
 def _closed_at_long_line(client: WireClient, first: ServerReply) -> str:
@@ -791,14 +835,15 @@ def _closed_at_long_line(client: WireClient, first: ServerReply) -> str:
 def check_text_line_length(probe: Probe) -> str:
     """A long text line never ends a message (RFC 5321 §4.5.3.1.6).
 
-    A message whose longest line is at the limit goes first and must get 250
-    (:func:`_longest_legal_text_line_taken`). Then each long line ends in a
+    A message whose longest line is at the limit goes first, on its own
+    connection, and must get 250 (:func:`_longest_legal_text_line_taken`).
+    Then, on a new connection, each long line ends in a
     dot at the limits servers cut at (512, 1000, 1024, 2048, 4096, 8192
     octets): a server that cut there would read a lone dot and end the
     message, then run the rest as commands.
     """
+    _longest_legal_text_line_taken(probe)
     client, _ = probe.hello()
-    _longest_legal_text_line_taken(probe, client)
     _data(probe, client)
     lines = [b"x" * cut + b".\r\n" for cut in (510, 512, 998, 1000, 1022, 1024, 2046, 2048)]
     lines += [b"x" * cut + b".\r\n" for cut in (4094, 4096, 8190, 8192)]
@@ -830,25 +875,62 @@ def _data(probe: Probe, client: WireClient) -> None:
         raise _Skipped(f"DATA was answered {answer}")
 
 
-def _longest_legal_text_line_taken(probe: Probe, client: WireClient) -> None:
+def _longest_legal_text_line_taken(probe: Probe) -> None:
     """A message whose longest line is 998 octets and the CRLF gets 250, or the
     check fails: every server MUST take text lines that long (RFC 5321 §4.5.3.1,
-    §4.5.3.1.6), so a refusal is no limit of its own to choose."""
+    §4.5.3.1.6), so a refusal is no limit of its own to choose.
+
+    The long line starts with a dot: §4.5.3.1.6 does not count the dot doubled
+    for transparency (§4.5.2), so a server must take the 1001 octets on the wire
+    and a server that counts the stuffing dot fails. A refusal fails the check
+    only when a message of short lines (:func:`_short_lines_taken`) is then
+    taken on the same connection: a server that refuses every message to the
+    recipient, or for a policy of its own, says nothing of lines, and the
+    minimum goes unjudged."""
+    client, _ = probe.hello()
     _data(probe, client)
-    longest = b"x" * (_TEXT_LINE_MINIMUM - 2)
-    client.send(b"Subject: a line at the limit\r\n\r\n" + longest + b"\r\n.\r\n")
+    longest = b"." + b"x" * (_TEXT_LINE_MINIMUM - 3)
+    client.send(_headers(probe, "a line at the limit") + b"." + longest + b"\r\n.\r\n")
     answer = client.read_reply()
     if answer is None:
         raise _Failed(
             "the server closed the connection instead of answering a message whose "
             f"longest line is {_TEXT_LINE_MINIMUM - 2} octets and the CRLF"
         )
-    if answer.code != 250:
-        raise _Failed(
-            f"a message whose longest line is {_TEXT_LINE_MINIMUM - 2} octets and the "
-            f"CRLF got {answer}, not 250: every server MUST take text lines of "
-            f"{_TEXT_LINE_MINIMUM} octets (RFC 5321 §4.5.3.1, §4.5.3.1.6)"
-        )
+    if answer.code == 250:
+        return
+    if not _short_lines_taken(probe, client):
+        _unjudged(client, "the recipient takes no mail, not even a message of short lines")
+        return
+    raise _Failed(
+        f"a message whose longest line is {_TEXT_LINE_MINIMUM - 2} octets and the "
+        f"CRLF got {answer}, not 250, where a message of short lines got 250: every "
+        f"server MUST take text lines of {_TEXT_LINE_MINIMUM} octets (RFC 5321 "
+        "§4.5.3.1, §4.5.3.1.6)"
+    )
+
+
+def _headers(probe: Probe, subject: str) -> bytes:
+    """The header section of a probing message, with the fields a content policy
+    asks for (From:, Date:, Message-ID:, RFC 5322 §3.6), so that it refuses the
+    message, if at all, for what the check tests."""
+    return (
+        f"From: <{probe.sender}>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+        f"Message-ID: <{subject.replace(' ', '-')}.check@smtpcore.test>\r\n"
+        f"Subject: {subject}\r\n\r\n"
+    ).encode()
+
+
+def _short_lines_taken(probe: Probe, client: WireClient) -> bool:
+    """Whether a message of short lines gets 250 on ``client``: MAIL, RCPT and DATA
+    again, each alone, then the message. Any refusal or a close is a no."""
+    for line, wanted in ((probe.mail_line(), 2), (probe.rcpt_line(), 2), (b"DATA", 3)):
+        answer = client.command(line)
+        if answer is None or answer.code // 100 != wanted:
+            return False
+    client.send(_headers(probe, "short lines") + b"a short line\r\n.\r\n")
+    answer = client.read_reply()
+    return answer is not None and answer.code == 250
 
 
 def check_recipient_limit(probe: Probe) -> str:
