@@ -10,6 +10,9 @@
 - :class:`ScriptedServer` and :class:`ScriptedClient`: a peer that plays a
   transcript (:func:`script`) over a loopback socket and fails with a diff
   when the other side departs from it.
+- :func:`play_smtp_session` and :func:`play_pop3_session`: play a session
+  of the strategies' making to any server over a socket, and return its
+  answers in order, in bounded time however the server misbehaves.
 - :class:`SMTPTestServer`: a real server in a background thread, for
   synchronous tests (``smtplib``), collecting messages in a list.
 - :mod:`smtpcore.testing.check`: a battery of checks for any SMTP server.
@@ -32,6 +35,13 @@ from smtpcore.testing._drive import (
     permissive_smtp_answer,
     run_pop3_server,
     run_server,
+)
+from smtpcore.testing._play import (
+    PlayedPOP3Session,
+    PlayedResponse,
+    PlayedSMTPSession,
+    play_pop3_session,
+    play_smtp_session,
 )
 from smtpcore.testing._scripted import (
     Call,
@@ -68,6 +78,9 @@ __all__ = [
     "ExpectClose",
     "POP3Answer",
     "POP3ConnectionPair",
+    "PlayedPOP3Session",
+    "PlayedResponse",
+    "PlayedSMTPSession",
     "SMTPAnswer",
     "SMTPTestServer",
     "ScriptMismatch",
@@ -80,6 +93,8 @@ __all__ = [
     "Step",
     "permissive_pop3_answer",
     "permissive_smtp_answer",
+    "play_pop3_session",
+    "play_smtp_session",
     "run_pop3_server",
     "run_server",
     "script",

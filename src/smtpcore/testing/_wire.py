@@ -258,6 +258,17 @@ class WireClient:
             replies.append(answer)
         return replies
 
+    def receive(self, deadline: float | None = None) -> bytes:
+        """What the server sent next, unframed: what is buffered, or one read by
+        ``deadline`` (a ``time.monotonic()`` value; by default ``timeout`` from now);
+        ``b""`` once it closed. Raises ``TimeoutError`` at the deadline. For a
+        protocol framed by someone else (the POP3 client machine)."""
+        if not self._buffer:
+            self._fill(self._deadline() if deadline is None else deadline)
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
     def command(self, line: bytes) -> ServerReply | None:
         """Send one line (CRLF added) and read its reply."""
         self.send(line + b"\r\n")

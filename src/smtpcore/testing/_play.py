@@ -1,0 +1,476 @@
+"""Play a strategy-made session against any server over a socket, in bounded time.
+
+A property about a real server needs the server's answers to the session it
+was given, in order, however wrong the server is. Reading a fixed number of
+answers with a long socket timeout fails exactly when the server has the bug
+being looked for: a server that desynchronises (SMTP smuggling makes it owe
+fewer replies, or more) has each example wait out the timeout, and shrinking,
+which runs hundreds of examples, gives up with junk left in the example and a
+``TimeoutError`` reported as a failure of its own. These players read each
+answer by one short deadline, stop at the first answer that does not come,
+and return what they read and what was missing: the server's behaviour never
+raises, so the property states what it expects and Hypothesis shrinks in
+seconds.
+
+SMTP replies are framed by the check battery's :class:`WireClient` (a
+session's hostile lines are bytes no client machine would send); POP3
+responses by :class:`smtpcore.pop3.ClientConnection`, which knows which
+commands a multi-line response answers (RFC 1939, RFC 2449 §5, RFC 5034 §4).
+Nothing here imports Hypothesis: the sessions are only read.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, TypeAlias
+
+from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError, pop3, smtp
+from smtpcore.testing._wire import (
+    MAX_RECEIVED,
+    Exchange,
+    ServerFlood,
+    ServerReply,
+    WireClient,
+    checked_host,
+    format_transcript,
+)
+
+if TYPE_CHECKING:
+    from smtpcore.testing._pop3_strategies import POP3Session
+    from smtpcore.testing._smtp_strategies import ClientSession
+
+__all__ = [
+    "PlayedPOP3Session",
+    "PlayedResponse",
+    "PlayedSMTPSession",
+    "play_pop3_session",
+    "play_smtp_session",
+]
+
+DEFAULT_TIMEOUT: Final = 2.0
+"""Seconds a player waits for one whole answer: long for a server on loopback, short
+enough that a shrinking run of hundreds of examples that wait it out ends in minutes."""
+
+POP3Sent: TypeAlias = pop3.Command | pop3.AuthResponse
+
+
+def _insecure_context() -> ssl.SSLContext:
+    """TLS without certificate checks: a player tests the protocol, not the PKI."""
+    from smtpcore.testing.check import _insecure_context as battery_context
+
+    return battery_context()
+
+
+def _named(items: Sequence[object]) -> str:
+    """A group as a reader of a failure wants it: the commands' names, or the bytes."""
+    names = []
+    for item in items:
+        if isinstance(item, bytes):
+            names.append(repr(item[:30]))
+        else:
+            names.append(getattr(item, "keyword", type(item).__name__))
+    return ", ".join(str(name) for name in names)
+
+
+# -- SMTP ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlayedSMTPSession:
+    """What an SMTP server answered to a session :func:`play_smtp_session` played.
+
+    Compare :attr:`owed` with the replies read: :attr:`missing` counts replies
+    that did not come (the player stopped at the first), :attr:`surplus` those
+    the server sent beyond what was owed (a command read from inside a
+    message). ``str()`` shows it all, with the bytes on the wire.
+    """
+
+    replies: tuple[ServerReply, ...]
+    """Every whole reply read, in order: the greeting first, and those that came
+    after the last one due, until the server closed."""
+    owed: int
+    """The replies the server owed for what was written: the greeting, and one per
+    :meth:`~smtpcore.testing.strategies.ClientSession.answer_points` offset of each
+    group sent."""
+    closed: bool
+    """Whether the server closed the connection (after QUIT, if it came to that)."""
+    stopped: str
+    """Why the play ended, in words."""
+    transcript: tuple[Exchange, ...]
+    """Every write and read, byte for byte, and what was not bytes (a TLS handshake,
+    a deadline passed)."""
+
+    @property
+    def codes(self) -> list[int]:
+        """The code of each reply (0 where a reply does not start with three digits)."""
+        return [reply.code for reply in self.replies]
+
+    @property
+    def missing(self) -> int:
+        """Replies owed and not read: a server that swallowed a command, or stalled."""
+        return max(0, self.owed - len(self.replies))
+
+    @property
+    def surplus(self) -> int:
+        """Replies read beyond those owed: a server that ran a command no one sent."""
+        return max(0, len(self.replies) - self.owed)
+
+    @property
+    def received(self) -> bytes:
+        """Every octet the server sent, joined."""
+        return b"".join(entry.data for entry in self.transcript if entry.side == "server")
+
+    def __str__(self) -> str:
+        return (
+            f"{self.stopped}; replies {self.codes}, {self.owed} owed\n"
+            f"{format_transcript(self.transcript)}"
+        )
+
+
+def _smtp_group_playable(group: tuple[object, ...], last: ServerReply | None) -> bool:
+    """Whether a group may go out after the reply ``last``: content only after 354
+    (RFC 5321 §4.1.1.4), an AUTH response only after a 334 challenge (RFC 4954 §4)."""
+    first = group[0]
+    if isinstance(first, smtp.MessageData | smtp.EndOfMessage):
+        return last is not None and last.code == 354
+    if isinstance(first, smtp.AuthResponse):
+        return last is not None and last.code == 334
+    return True
+
+
+def play_smtp_session(
+    host: str,
+    port: int,
+    session: ClientSession,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    tls_context: ssl.SSLContext | None = None,
+) -> PlayedSMTPSession:
+    """Play ``session`` (from :func:`~smtpcore.testing.strategies.sessions`) to the
+    SMTP server at ``host``, ``port``, and return what it answered.
+
+    Each group goes out in one write once the replies to the one before are in
+    (RFC 2920 §3.1): the replies its
+    :meth:`~smtpcore.testing.strategies.ClientSession.answer_points` make due are
+    read, each within ``timeout`` seconds. A content group is left out when DATA
+    did not get 354, an AUTH response when AUTH got no 334; after 220 to STARTTLS
+    the TLS handshake is made with ``tls_context`` (by default, one that checks no
+    certificate). After the last group the player reads until the server closes,
+    for at most ``timeout``. The first reply that does not come ends the play: the
+    result says how many were missing, and the whole takes at most one
+    ``timeout`` per group and one more, whatever the server does.
+
+    Raises ``OSError`` only when no connection can be made; LMTP sessions, whose
+    replies at the end of content depend on the recipients accepted, are refused
+    with ``ValueError``.
+    """
+    if session.lmtp:
+        raise ValueError("play_smtp_session plays SMTP sessions, not LMTP ones")
+    wire = WireClient(checked_host(host), port, timeout=timeout)
+    try:
+        replies, owed, stopped = _play_smtp(wire, session, tls_context)
+    finally:
+        wire.close()
+    return PlayedSMTPSession(tuple(replies), owed, wire.closed, stopped, tuple(wire.transcript))
+
+
+def _play_smtp(
+    wire: WireClient, session: ClientSession, tls_context: ssl.SSLContext | None
+) -> tuple[list[ServerReply], int, str]:
+    """The replies, the count owed and why the play ended."""
+    replies: list[ServerReply] = []
+    owed = 1
+    try:
+        if not _read_smtp_replies(wire, 1, replies):
+            return replies, owed, _smtp_stop(wire, "the greeting")
+        for number, (group, write, due) in enumerate(
+            zip(session.groups, session.writes(), session.answer_points(), strict=True), 1
+        ):
+            if not _smtp_group_playable(group, replies[-1] if replies else None):
+                continue
+            wire.send(write)
+            owed += len(due)
+            if not _read_smtp_replies(wire, len(due), replies):
+                return replies, owed, _smtp_stop(wire, f"group {number} ({_named(group)})")
+            if isinstance(group[0], smtp.StartTls) and replies[-1].code == 220:
+                wire.start_tls(tls_context or _insecure_context())
+    except ServerFlood as exc:
+        return replies, owed, f"the server sent more than any session is owed: {exc}"
+    except OSError as exc:  # the TLS handshake failed (ssl.SSLError is an OSError)
+        return replies, owed, f"the TLS handshake failed: {exc}"
+    replies += wire.read_until_closed()
+    if wire.closed:
+        return replies, owed, "the server closed the connection after the session"
+    return replies, owed, f"the server did not close within {wire.timeout:g} s after QUIT"
+
+
+def _read_smtp_replies(wire: WireClient, count: int, replies: list[ServerReply]) -> bool:
+    """Read ``count`` replies into ``replies``; False if one did not come (the server
+    closed, or the deadline passed)."""
+    for _ in range(count):
+        try:
+            reply = wire.read_reply()
+        except TimeoutError:
+            return False
+        if reply is None:
+            return False
+        replies.append(reply)
+    return True
+
+
+def _smtp_stop(wire: WireClient, what: str) -> str:
+    if wire.closed:
+        return f"the server closed the connection before its replies to {what}"
+    return f"no whole reply within {wire.timeout:g} s to {what}"
+
+
+# -- POP3 ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlayedResponse:
+    """One POP3 response as the client machine read it."""
+
+    command: POP3Sent | None
+    """What it answers; None for the greeting."""
+    status: pop3.Ok | pop3.Err | pop3.Continue
+    """The status line: ``+OK``, ``-ERR``, or a ``+`` SASL challenge (RFC 5034 §4)."""
+    content: bytes | None = None
+    """The multi-line content after ``+OK`` (RFC 1939 §3), dot-unstuffed, without
+    the final dot line; None for a single-line response."""
+    ended: bool = True
+    """False when the deadline passed inside the content: its end never came."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlayedPOP3Session:
+    """What a POP3 server answered to a session :func:`play_pop3_session` played.
+
+    ``str()`` shows it all, with the bytes on the wire.
+    """
+
+    responses: tuple[PlayedResponse, ...]
+    """Every response read, in order, the greeting first."""
+    sent: tuple[POP3Sent, ...]
+    """Every command and SASL response written, in order."""
+    unanswered: tuple[POP3Sent, ...]
+    """Those written and not (wholly) answered when the play ended."""
+    closed: bool
+    """Whether the server closed the connection."""
+    error: str | None
+    """How the server broke the protocol, if it did: what the client machine raised
+    (a response no command asked for, an over-long line), or bytes after QUIT."""
+    stopped: str
+    """Why the play ended, in words."""
+    transcript: tuple[Exchange, ...]
+    """Every write and read, byte for byte."""
+
+    def __str__(self) -> str:
+        statuses = [type(response.status).__name__ for response in self.responses]
+        return f"{self.stopped}; responses {statuses}\n{format_transcript(self.transcript)}"
+
+
+class _POP3Stop(Exception):
+    """The play ends here: ``stopped`` says why, ``error`` how the server broke POP3."""
+
+    def __init__(self, stopped: str, error: str | None = None) -> None:
+        super().__init__(stopped)
+        self.stopped = stopped
+        self.error = error
+
+
+class _POP3Player:
+    """The client machine and the socket, and what the server has answered so far."""
+
+    def __init__(self, wire: WireClient, tls_context: ssl.SSLContext | None) -> None:
+        # Groups are pipelined only when the session drew them from a PIPELINING
+        # server; each is answered before the next goes out (RFC 2449 §6.6).
+        self.client = pop3.ClientConnection("client.test", pipelining=True)
+        self.wire = wire
+        self.tls_context = tls_context
+        self.responses: list[PlayedResponse] = []
+        self.sent: list[POP3Sent] = []
+        self.content: bytearray | None = None
+        """The multi-line content under way, if any."""
+
+    def play(self, session: POP3Session) -> str:
+        """Play every group; why the play ended. Raises :class:`_POP3Stop` earlier."""
+        self.read_answers()
+        for group in session.groups:
+            if self.client.state is pop3.State.CLOSED:
+                break
+            if not self.playable(group):
+                continue
+            self.write(group)
+            self.read_answers()
+            if isinstance(group[0], pop3.Stls) and self.client.state is pop3.State.TLS_PENDING:
+                self.wire.start_tls(self.tls_context or _insecure_context())
+                self.client.tls_started()
+        return self.await_close()
+
+    def playable(self, group: tuple[POP3Sent, ...]) -> bool:
+        """A SASL response only after a ``+`` challenge, PASS only after USER's
+        ``+OK`` (RFC 1939 §7): a refusal before leaves the group out."""
+        first, state = group[0], self.client.state
+        if isinstance(first, pop3.AuthResponse):
+            return state is pop3.State.SASL
+        if isinstance(first, pop3.Pass):
+            return state is pop3.State.USER
+        return True
+
+    def write(self, group: tuple[POP3Sent, ...]) -> None:
+        try:
+            data = b"".join(self.client.send(command) for command in group)
+        except LocalProtocolError as exc:
+            # The server's earlier answers left no state this group is valid in
+            # (a refused login, say): the session cannot go on as drawn.
+            raise _POP3Stop(f"{_named(group)} cannot be sent: {exc}") from None
+        self.sent += group
+        self.wire.send(data)
+
+    def read_answers(self) -> None:
+        """Read until everything written is answered, each response within the
+        deadline (one for the whole response, however its bytes trickle in)."""
+        client = self.client
+        deadline = time.monotonic() + self.wire.timeout
+        # Each event holds an octet at least, or ends a response: the octets a
+        # connection may bring (MAX_RECEIVED) bound the events.
+        for _ in range(MAX_RECEIVED + 2 * len(self.sent) + 2):
+            event = self.next_event(deadline)
+            if event is PAUSED or isinstance(event, pop3.ConnectionClosed):
+                return
+            if self.take(event):
+                deadline = time.monotonic() + self.wire.timeout
+            if self.content is None and not client.outstanding:
+                return
+        raise _POP3Stop("the client machine gave more events than the server sent octets")
+
+    def next_event(self, deadline: float) -> pop3.Event | object:
+        """The machine's next event other than NEED_DATA, reading by ``deadline``."""
+        client, wire = self.client, self.wire
+        for _ in range(MAX_RECEIVED + 2):  # each read brings an octet, or the close
+            try:
+                event = client.next_event()
+            except RemoteProtocolError as exc:
+                raise _POP3Stop(f"the server broke the protocol: {exc}", str(exc)) from None
+            if event is not NEED_DATA:
+                return event
+            try:
+                client.receive_data(wire.receive(deadline))
+            except TimeoutError:
+                raise _POP3Stop(self.timed_out()) from None
+        raise _POP3Stop("the client machine asked for more than the server sent")
+
+    def take(self, event: object) -> bool:
+        """Record ``event``; True when it completes a response."""
+        if isinstance(event, pop3.ResponseData):
+            assert self.content is not None
+            self.content += event.data
+            return False
+        if isinstance(event, pop3.EndOfResponse):
+            last = self.responses[-1]
+            self.responses[-1] = PlayedResponse(
+                last.command, last.status, bytes(self.content or b"")
+            )
+            self.content = None
+            return True
+        assert isinstance(event, pop3.Ok | pop3.Err | pop3.Continue)
+        command = self.client.answered if self.responses else None
+        if isinstance(event, pop3.Ok) and isinstance(command, pop3.Command) and command.multiline:
+            self.content = bytearray()
+            self.responses.append(PlayedResponse(command, event, b"", ended=False))
+            return False
+        self.responses.append(PlayedResponse(command, event))
+        return True
+
+    def timed_out(self) -> str:
+        what = "the greeting"
+        if self.content is not None:
+            what = f"the end of the answer to {_named([self.responses[-1].command])}"
+        elif self.client.outstanding:
+            what = f"the answer to {_named(self.client.outstanding[:1])}"
+        return f"no whole response within {self.wire.timeout:g} s: {what}"
+
+    def read(self) -> tuple[PlayedResponse, ...]:
+        """The responses, the last one holding the content under way, if any."""
+        if self.content is None:
+            return tuple(self.responses)
+        last = self.responses[-1]
+        partial = PlayedResponse(last.command, last.status, bytes(self.content), ended=False)
+        return (*self.responses[:-1], partial)
+
+    def unanswered(self) -> tuple[POP3Sent, ...]:
+        ending = self.responses[-1].command if self.content is not None else None
+        return (*([ending] if ending is not None else []), *self.client.outstanding)
+
+    def await_close(self) -> str:
+        """After QUIT's answer, the server closes (RFC 1939 §6): wait for it once."""
+        wire = self.wire
+        deadline = time.monotonic() + wire.timeout
+        after = 0
+        try:
+            while not wire.closed:
+                after += len(wire.receive(deadline))
+        except TimeoutError:
+            return f"the server did not close within {wire.timeout:g} s after the session"
+        if after:
+            raise _POP3Stop(
+                "the server closed the connection after the session",
+                f"the server sent {after} octets no command asked for",
+            )
+        return "the server closed the connection after the session"
+
+
+def play_pop3_session(
+    host: str,
+    port: int,
+    session: POP3Session,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    tls_context: ssl.SSLContext | None = None,
+) -> PlayedPOP3Session:
+    """Play ``session`` (from :func:`~smtpcore.testing.strategies.pop3_sessions`) to
+    the POP3 server at ``host``, ``port``, and return what it answered.
+
+    Each group goes out in one write once the one before is answered. The
+    responses are read by :class:`smtpcore.pop3.ClientConnection`, which knows
+    which commands a multi-line response answers: LIST and UIDL without an
+    argument, RETR, TOP (RFC 1939), CAPA (RFC 2449 §5), a bare AUTH; and that a
+    ``+`` line is a SASL challenge (RFC 5034 §4). Each response must be whole
+    within ``timeout`` seconds. A SASL response is left out when AUTH got no
+    challenge, PASS when USER was refused; after STLS's ``+OK`` the TLS handshake
+    is made with ``tls_context`` (by default, one that checks no certificate).
+    After the last group the player waits, at most ``timeout``, for the server
+    to close.
+
+    The first response that does not come, a response that breaks POP3, or a
+    group that the server's answers made impossible to send (a refused login)
+    ends the play: the result says why, and the whole takes at most one
+    ``timeout`` per group and one more. Raises ``OSError`` only when no
+    connection can be made.
+    """
+    wire = WireClient(checked_host(host), port, timeout=timeout)
+    player = _POP3Player(wire, tls_context)
+    error: str | None = None
+    try:
+        stopped = player.play(session)
+    except _POP3Stop as stop:
+        stopped, error = stop.stopped, stop.error
+    except ServerFlood as exc:
+        stopped = error = f"the server sent more than any session is owed: {exc}"
+    except OSError as exc:  # the TLS handshake failed (ssl.SSLError is an OSError)
+        stopped = f"the TLS handshake failed: {exc}"
+    finally:
+        wire.close()
+    return PlayedPOP3Session(
+        player.read(),
+        tuple(player.sent),
+        player.unanswered(),
+        wire.closed,
+        error,
+        stopped,
+        tuple(wire.transcript),
+    )

@@ -1,0 +1,240 @@
+"""play_smtp_session and play_pop3_session: strategy-made sessions over a socket.
+
+Against smtpcore's own servers every reply comes back in order and the server
+closes after QUIT; against a server with a planted bug that desynchronises
+its replies (SMTP smuggling: LF.LF ends DATA) the player gives a quick,
+readable result, so Hypothesis finds and shrinks the bug in bounded time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from hypothesis import HealthCheck, given, settings
+
+from broken_servers import LfDotLfDroppingServer, LfDotLfServer, serve
+from smtpcore import pop3
+from smtpcore.address import parse_mailbox
+from smtpcore.smtp import Data, Ehlo, EndOfMessage, Mail, MessageData, Quit, Rcpt
+from smtpcore.testing import (
+    PlayedPOP3Session,
+    POP3ConnectionPair,
+    SMTPTestServer,
+    play_pop3_session,
+    play_smtp_session,
+    run_pop3_server,
+)
+from smtpcore.testing import strategies as sst
+from smtpcore.testing.strategies import ClientSession, POP3Session
+
+OFFERED = {"PIPELINING", "8BITMIME", "SIZE"}
+
+
+@contextlib.contextmanager
+def listening(serve_one: Callable[[socket.socket], None]) -> Iterator[tuple[str, int]]:
+    """A loopback listener whose every connection ``serve_one`` runs in a thread."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    stop = threading.Event()
+    workers: list[threading.Thread] = []
+
+    def accept_loop() -> None:
+        while not stop.is_set():
+            try:
+                sock, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            sock.settimeout(10)
+            worker = threading.Thread(target=_closing(serve_one, sock), daemon=True)
+            workers.append(worker)
+            worker.start()
+
+    acceptor = threading.Thread(target=accept_loop, daemon=True)
+    acceptor.start()
+    try:
+        yield listener.getsockname()[:2]
+    finally:
+        stop.set()
+        acceptor.join()
+        listener.close()
+        for worker in workers:
+            worker.join(10)
+
+
+def _closing(
+    serve_one: Callable[[socket.socket], None], sock: socket.socket
+) -> Callable[[], None]:
+    def run() -> None:
+        with sock, contextlib.suppress(OSError):
+            serve_one(sock)
+
+    return run
+
+
+# -- SMTP ---------------------------------------------------------------------------
+
+
+def test_a_session_against_smtpcores_own_server_gets_every_reply_in_order() -> None:
+    with SMTPTestServer() as server:
+
+        @settings(max_examples=15, deadline=None)
+        @given(sst.sessions(extensions=OFFERED))
+        def every_reply(session: ClientSession) -> None:
+            played = play_smtp_session(server.host, server.port, session)
+            assert played.missing == 0 and played.surplus == 0, played
+            assert played.closed, played
+            assert played.codes[0] == 220 and played.codes[-1] == 221
+            assert played.codes.count(354) == len(session.messages)
+
+        every_reply()
+
+
+def smuggling_session() -> ClientSession:
+    envelope = (Mail(None), Rcpt(parse_mailbox("bob@pqr.example")), Data())
+    content = (MessageData(b"a\n.\nRSET\r\n"), EndOfMessage(), Quit())
+    return ClientSession(((Ehlo("client.test"),), envelope, content), frozenset(OFFERED))
+
+
+def test_a_smuggled_end_of_data_shows_as_replies_owed_to_no_one() -> None:
+    with serve(LfDotLfServer) as server:
+        played = play_smtp_session(server.host, server.port, smuggling_session(), timeout=2)
+    assert played.closed
+    # 250 to the end at LF.LF, 250 to the smuggled RSET, 500 to the real end's dot line.
+    assert played.codes == [220, 250, 250, 250, 354, 250, 250, 500, 221]
+    assert played.owed == 7 and played.surplus == 2 and played.missing == 0
+
+
+def test_a_server_that_drops_replies_gives_a_bounded_result() -> None:
+    """The server swallows what its read held after LF.LF: the replies to the real
+    end and to QUIT never come. The player stops one deadline later and says so."""
+    with serve(LfDotLfDroppingServer) as server:
+        started = time.monotonic()
+        played = play_smtp_session(server.host, server.port, smuggling_session(), timeout=0.5)
+        took = time.monotonic() - started
+    assert took < 5
+    assert played.codes == [220, 250, 250, 250, 354, 250]
+    assert played.missing == 1 and not played.closed
+    assert "no whole reply within 0.5 s" in played.stopped
+
+
+def test_a_server_that_never_greets_gives_a_bounded_result() -> None:
+    def mute(sock: socket.socket) -> None:
+        sock.recv(1)
+
+    with listening(mute) as (host, port):
+        started = time.monotonic()
+        played = play_smtp_session(host, port, smuggling_session(), timeout=0.3)
+        assert time.monotonic() - started < 5
+    assert played.replies == () and played.missing == 1 and played.owed == 1
+
+
+def test_hypothesis_finds_and_shrinks_smuggling_in_bounded_time() -> None:
+    """The audit's property against a server that ends DATA at LF.LF: each example
+    ends in a fraction of a second, so shrinking is quick, and the example shown is
+    the bug alone: one message whose content holds LF.LF."""
+    failing: list[ClientSession] = []
+    with serve(LfDotLfServer) as server:
+
+        @settings(
+            max_examples=200,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        )
+        @given(sst.sessions(extensions=OFFERED, content=sst.message_contents(smuggling=True)))
+        def replies_match_commands(session: ClientSession) -> None:
+            played = play_smtp_session(server.host, server.port, session, timeout=1)
+            if played.surplus or played.missing or not played.closed:
+                failing.append(session)
+                raise AssertionError(str(played))
+
+        started = time.monotonic()
+        try:
+            replies_match_commands()
+        except AssertionError:
+            pass
+        else:
+            raise AssertionError("the planted smuggling bug was not found")
+        took = time.monotonic() - started
+    assert took < 120, took
+    shrunk = failing[-1]
+    assert len(shrunk.messages) == 1
+    assert b"\n.\n" in shrunk.messages[0] or b"\n.\r\n" in shrunk.messages[0]
+    assert len(shrunk.messages[0]) <= 8, shrunk.messages
+    assert len(shrunk.groups) <= 4, shrunk.groups
+
+
+# -- POP3 ---------------------------------------------------------------------------
+
+
+def pop3_machine() -> pop3.ServerConnection:
+    return pop3.ServerConnection("pop.test", sasl_mechanisms=["PLAIN", "LOGIN"])
+
+
+def serve_pop3_machine(sock: socket.socket) -> None:
+    """smtpcore's own POP3 server machine, answered as a pair answers it."""
+    conn = pop3_machine()
+    sock.sendall(conn.send(pop3.Ok("ready <1.2@pop.test>")))
+    for _ in range(1000):
+        data = sock.recv(65536)
+        events, out = run_pop3_server(conn, data)
+        if out:
+            sock.sendall(out)
+        if not data or any(isinstance(event, pop3.ConnectionClosed) for event in events):
+            return
+
+
+def as_pair_events(played: PlayedPOP3Session) -> list[pop3.Event]:
+    """The responses as :attr:`POP3ConnectionPair.client_events` shows them."""
+    events: list[pop3.Event] = []
+    for response in played.responses:
+        events.append(response.status)
+        if response.content is not None:
+            if response.content:
+                events.append(pop3.ResponseData(response.content))
+            events.append(pop3.EndOfResponse())
+    if played.closed:
+        events.append(pop3.ConnectionClosed())
+    return events
+
+
+@settings(max_examples=25, deadline=None)
+@given(sst.pop3_sessions(capabilities=pop3_machine().capabilities()))
+def test_a_pop3_session_gets_what_the_server_machine_gives(session: POP3Session) -> None:
+    pair = POP3ConnectionPair(server=pop3_machine())
+    pair.play(session)
+    with listening(serve_pop3_machine) as (host, port):
+        played = play_pop3_session(host, port, session)
+    assert played.unanswered == () and played.error is None, played
+    assert as_pair_events(played) == pair.client_events
+    assert [r.command for r in played.responses[1:]] == [
+        command for command in session.commands if command in played.sent
+    ]
+
+
+def test_a_pop3_response_that_never_ends_gives_a_bounded_result() -> None:
+    """CAPA's list never gets its terminating dot line: the player stops one
+    deadline later with what came, the response marked unended."""
+
+    def endless_capa(sock: socket.socket) -> None:
+        sock.sendall(b"+OK ready\r\n")
+        sock.recv(100)
+        sock.sendall(b"+OK capabilities follow\r\nUSER\r\n")
+        sock.recv(100)
+
+    session = POP3Session(((pop3.Capa(),), (pop3.User("mrose"),), (pop3.Quit(),)))
+    with listening(endless_capa) as (host, port):
+        started = time.monotonic()
+        played = play_pop3_session(host, port, session, timeout=0.3)
+        assert time.monotonic() - started < 5
+    greeting, capa = played.responses
+    assert greeting.status == pop3.Ok("ready") and greeting.command is None
+    assert capa.command == pop3.Capa() and capa.content == b"USER\r\n" and not capa.ended
+    assert played.unanswered == (pop3.Capa(),) and not played.closed
+    assert "CAPA" in played.stopped
