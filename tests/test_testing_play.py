@@ -13,12 +13,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 
 from broken_servers import LfDotLfDroppingServer, LfDotLfServer, serve
+from peers import running_pop3_server, write_maildir
 from smtpcore import pop3
 from smtpcore.address import parse_mailbox
+from smtpcore.maildrop import MaildirStore
 from smtpcore.smtp import Data, Ehlo, EndOfMessage, Mail, MessageData, Quit, Rcpt
 from smtpcore.testing import (
     PlayedPOP3Session,
@@ -216,6 +219,32 @@ def test_a_pop3_session_gets_what_the_server_machine_gives(session: POP3Session)
     assert [r.command for r in played.responses[1:]] == [
         command for command in session.commands if command in played.sent
     ]
+
+
+def test_sessions_drawn_from_the_reference_servers_capa_are_answered_whole(
+    tmp_path: Path,
+) -> None:
+    """The asyncio POP3 server over a Maildir: the player reads its CAPA, sessions
+    drawn from those lines log in as alice, and every command is answered (a
+    RETR of a message deleted by an earlier example gets -ERR, which is an answer)."""
+    write_maildir(tmp_path / "alice", [b"Subject: one\r\n\r\n.hi\r\n", b"Subject: two\r\n\r\n"])
+    store = MaildirStore(tmp_path, {"alice": "wonderland"})
+    with running_pop3_server("asyncio", store) as server:
+        asked = play_pop3_session(server.host, server.port, POP3Session(((pop3.Capa(),),)))
+        capa = asked.responses[1].content
+        assert capa is not None
+        lines = [line for line in capa.decode().splitlines() if line != "STLS"]
+
+        @settings(max_examples=10, deadline=None)
+        @given(sst.pop3_sessions(capabilities=lines, user="alice", password="wonderland"))
+        def every_command_is_answered(session: POP3Session) -> None:
+            played = play_pop3_session(server.host, server.port, session)
+            assert played.unanswered == () and played.error is None, played
+            assert played.closed and played.sent == session.commands, played
+            logged_in = [r for r in played.responses if isinstance(r.command, pop3.Pass)]
+            assert all(isinstance(r.status, pop3.Ok) for r in logged_in), played
+
+        every_command_is_answered()
 
 
 def test_a_pop3_response_that_never_ends_gives_a_bounded_result() -> None:

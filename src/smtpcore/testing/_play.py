@@ -39,8 +39,7 @@ from smtpcore.testing._wire import (
 )
 
 if TYPE_CHECKING:
-    from smtpcore.testing._pop3_strategies import POP3Session
-    from smtpcore.testing._smtp_strategies import ClientSession
+    import smtpcore.testing.strategies
 
 __all__ = [
     "PlayedPOP3Session",
@@ -144,7 +143,7 @@ def _smtp_group_playable(group: tuple[object, ...], last: ServerReply | None) ->
 def play_smtp_session(
     host: str,
     port: int,
-    session: ClientSession,
+    session: smtpcore.testing.strategies.ClientSession,
     *,
     timeout: float = DEFAULT_TIMEOUT,
     tls_context: ssl.SSLContext | None = None,
@@ -178,7 +177,9 @@ def play_smtp_session(
 
 
 def _play_smtp(
-    wire: WireClient, session: ClientSession, tls_context: ssl.SSLContext | None
+    wire: WireClient,
+    session: smtpcore.testing.strategies.ClientSession,
+    tls_context: ssl.SSLContext | None,
 ) -> tuple[list[ServerReply], int, str]:
     """The replies, the count owed and why the play ended."""
     replies: list[ServerReply] = []
@@ -296,7 +297,7 @@ class _POP3Player:
         self.content: bytearray | None = None
         """The multi-line content under way, if any."""
 
-    def play(self, session: POP3Session) -> str:
+    def play(self, session: smtpcore.testing.strategies.POP3Session) -> str:
         """Play every group; why the play ended. Raises :class:`_POP3Stop` earlier."""
         self.read_answers()
         for group in session.groups:
@@ -427,7 +428,7 @@ class _POP3Player:
 def play_pop3_session(
     host: str,
     port: int,
-    session: POP3Session,
+    session: smtpcore.testing.strategies.POP3Session,
     *,
     timeout: float = DEFAULT_TIMEOUT,
     tls_context: ssl.SSLContext | None = None,
