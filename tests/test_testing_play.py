@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 
 from broken_servers import LfDotLfDroppingServer, LfDotLfServer, serve
@@ -22,7 +23,7 @@ from peers import running_pop3_server, write_maildir
 from smtpcore import pop3
 from smtpcore.address import parse_mailbox
 from smtpcore.maildrop import MaildirStore
-from smtpcore.smtp import Data, Ehlo, EndOfMessage, Mail, MessageData, Quit, Rcpt
+from smtpcore.smtp import Data, Ehlo, EndOfMessage, Mail, MessageData, Noop, Quit, Rcpt
 from smtpcore.testing import (
     PlayedPOP3Session,
     POP3ConnectionPair,
@@ -267,3 +268,215 @@ def test_a_pop3_response_that_never_ends_gives_a_bounded_result() -> None:
     assert capa.command == pop3.Capa() and capa.content == b"USER\r\n" and not capa.ended
     assert played.unanswered == (pop3.Capa(),) and not played.closed
     assert "CAPA" in played.stopped
+
+
+# -- hostile servers: the players never raise, and say why they stopped ---------------
+
+
+def line_server(
+    greeting: bytes, answer: Callable[[bytes], bytes | None], *, last: bytes = b"QUIT"
+) -> Callable[[socket.socket], None]:
+    """A server that sends ``greeting``, then ``answer(line)`` to each line read
+    (upper-cased, without CRLF), nothing to a line ``answer`` gives None; it returns
+    after the line that starts with ``last``, answered."""
+
+    def serve_one(sock: socket.socket) -> None:
+        sock.sendall(greeting)
+        buffer = b""
+        for _ in range(100):
+            data = sock.recv(65536)
+            if not data:
+                return
+            buffer += data
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                line = line.rstrip(b"\r").upper()
+                reply = answer(line)
+                if reply is not None:
+                    sock.sendall(reply)
+                if line.startswith(last):
+                    return
+
+    return serve_one
+
+
+def flood(sock: socket.socket, chunk: bytes) -> None:
+    """Send ``chunk`` until the player hangs up (its limits stop it long before)."""
+    for _ in range(10_000):
+        sock.sendall(chunk)
+
+
+def smtp_then_after_quit(after: bytes) -> Callable[[socket.socket], None]:
+    """250 to everything, 221 to QUIT and then ``after`` for ever, never closing."""
+
+    def answer(line: bytes) -> bytes:
+        return b"221 bye\r\n" if line.startswith(b"QUIT") else b"250 ok\r\n"
+
+    def serve_one(sock: socket.socket) -> None:
+        line_server(b"220 hi\r\n", answer)(sock)
+        flood(sock, after)
+
+    return serve_one
+
+
+SHORT_SMTP = ClientSession(((Ehlo("client.test"),), (Noop(),), (Quit(),)), frozenset())
+
+
+@pytest.mark.parametrize(
+    ("after", "limit"),
+    [(b"x" * 65536, "a reply over"), (b"250 x\r\n" * 1000, "replies on one connection")],
+    ids=["endless line", "endless replies"],
+)
+def test_a_flood_after_quit_ends_the_smtp_play_with_a_reason(after: bytes, limit: str) -> None:
+    with listening(smtp_then_after_quit(after)) as (host, port):
+        played = play_smtp_session(host, port, SHORT_SMTP, timeout=2)
+    assert played.codes[:4] == [220, 250, 250, 221], played.codes[:4]
+    assert played.stopped.startswith("the server sent more than any session is owed")
+    assert limit in played.stopped
+    # The server never ended the stream: the player stopped reading, it did not see a close.
+    assert not played.closed
+
+
+def test_an_endless_smtp_greeting_line_ends_the_play_with_a_reason() -> None:
+    with listening(lambda sock: flood(sock, b"x" * 65536)) as (host, port):
+        played = play_smtp_session(host, port, SHORT_SMTP, timeout=2)
+    assert played.replies == () and played.missing == 1 and not played.closed
+    assert "more than any session is owed" in played.stopped
+
+
+def test_an_endless_pop3_greeting_line_ends_the_play_with_a_reason() -> None:
+    with listening(lambda sock: flood(sock, b"+OK " + b"x" * 65536)) as (host, port):
+        played = play_pop3_session(host, port, POP3Session(((pop3.Quit(),),)), timeout=2)
+    assert played.responses == () and played.sent == () and not played.closed
+    assert played.stopped.startswith("the server broke the protocol"), played.stopped
+    assert played.error is not None
+
+
+def pop3_answer(noop: bytes, bye: bytes = b"+OK bye\r\n") -> Callable[[bytes], bytes]:
+    """``+OK`` to everything, ``noop`` to NOOP and ``bye`` to QUIT."""
+
+    def answer(line: bytes) -> bytes:
+        if line.startswith(b"QUIT"):
+            return bye
+        return noop if line.startswith(b"NOOP") else b"+OK\r\n"
+
+    return answer
+
+
+LOGIN_NOOP_STAT = POP3Session(
+    ((pop3.User("a"),), (pop3.Pass("b"),), (pop3.Noop(),), (pop3.Stat(),), (pop3.Quit(),))
+)
+
+
+@pytest.mark.parametrize(
+    ("greeting", "noop"),
+    [(b"+OK ready\r\n", b"+OK\r\n+OK\r\n"), (b"+OK ready\r\n+OK again\r\n", b"+OK\r\n")],
+    ids=["NOOP answered twice", "greeting and an extra line"],
+)
+def test_an_extra_pop3_response_ends_the_play_with_a_reason(greeting: bytes, noop: bytes) -> None:
+    with listening(line_server(greeting, pop3_answer(noop))) as (host, port):
+        played = play_pop3_session(host, port, LOGIN_NOOP_STAT, timeout=2)
+    assert played.stopped == (
+        "the server broke the protocol: the server sent a response no command asked for"
+    ), played
+    assert played.error == "the server sent a response no command asked for"
+    assert played.unanswered == ()
+    assert pop3.Quit() not in played.sent
+
+
+@pytest.mark.parametrize(
+    "bye",
+    [[b"+OK bye\r\n-ERR junk\r\n"], [b"+OK bye\r\n", b"-ERR junk\r\n"]],
+    ids=["same write", "separate writes"],
+)
+def test_bytes_after_quits_answer_are_an_error_however_they_are_written(
+    bye: list[bytes],
+) -> None:
+    def serve_one(sock: socket.socket) -> None:
+        line_server(b"+OK ready\r\n", pop3_answer(b"+OK\r\n", bye[0]))(sock)
+        for more in bye[1:]:
+            time.sleep(0.05)
+            sock.sendall(more)
+
+    session = POP3Session(((pop3.User("a"),), (pop3.Quit(),)))
+    with listening(serve_one) as (host, port):
+        played = play_pop3_session(host, port, session, timeout=2)
+    assert played.error == "the server sent 11 octets no command asked for", played
+    assert played.closed
+
+
+def stat_then_close(line: bytes) -> bytes | None:
+    """What a server that closes after STAT answers."""
+    return b"+OK 0 0\r\n" if line.startswith(b"STAT") else b"+OK\r\n"
+
+
+def test_a_pop3_server_that_closes_mid_session_is_reported_at_that_group() -> None:
+    """STAT answered, DELE read and the connection closed: DELE goes unanswered and
+    QUIT is never sent, which is not 'closed after the session'."""
+    session = POP3Session(
+        ((pop3.User("a"),), (pop3.Pass("b"),), (pop3.Stat(),), (pop3.Dele(1),), (pop3.Quit(),))
+    )
+    unanswered_dele = line_server(
+        b"+OK ready\r\n",
+        lambda line: None if line.startswith(b"DELE") else stat_then_close(line),
+        last=b"DELE",
+    )
+    with listening(unanswered_dele) as (host, port):
+        played = play_pop3_session(host, port, session, timeout=2)
+    assert played.closed and played.unanswered == (pop3.Dele(1),)
+    assert played.stopped == (
+        "the server closed the connection before answering group 4 of 5 (DELE)"
+    ), played.stopped
+
+
+def test_a_pop3_server_that_closes_instead_of_answering_quit_is_reported() -> None:
+    session = POP3Session(((pop3.User("a"),), (pop3.Pass("b"),), (pop3.Stat(),), (pop3.Quit(),)))
+    with listening(line_server(b"+OK ready\r\n", stat_then_close, last=b"STAT")) as (host, port):
+        played = play_pop3_session(host, port, session, timeout=2)
+    assert played.closed and played.unanswered == (pop3.Quit(),)
+    assert played.stopped == (
+        "the server closed the connection before answering group 4 of 4 (QUIT)"
+    ), played.stopped
+
+
+def test_a_pop3_server_that_closes_after_its_greeting_is_reported() -> None:
+    def greet_and_close(sock: socket.socket) -> None:
+        sock.sendall(b"+OK ready\r\n")
+
+    with listening(greet_and_close) as (host, port):
+        played = play_pop3_session(host, port, LOGIN_NOOP_STAT, timeout=2)
+    assert played.closed and len(played.responses) == 1
+    assert played.stopped in {
+        # The close is read with the greeting, or USER is written first.
+        "the server closed the connection after the greeting, before the session ended",
+        "the server closed the connection before answering group 1 of 5 (USER)",
+    }, played.stopped
+
+
+def test_each_group_has_one_deadline_so_the_play_keeps_its_bound() -> None:
+    """A server that answers every reply just under the timeout: each reply would
+    be in time, but a pipelined group of ten replies would take ten timeouts. The
+    whole play stays within one timeout for the connection and greeting, one per
+    group and one for the close."""
+    timeout = 0.5
+
+    def slow(line: bytes) -> bytes:
+        time.sleep(0.8 * timeout)
+        return b"354 go\r\n" if line.startswith(b"DATA") else b"250 ok\r\n"
+
+    def serve_one(sock: socket.socket) -> None:
+        time.sleep(0.8 * timeout)
+        line_server(b"220 hi\r\n", slow)(sock)
+
+    recipients = tuple(Rcpt(parse_mailbox(f"u{number}@x.example")) for number in range(8))
+    session = ClientSession(
+        ((Ehlo("client.test"),), (Mail(None), *recipients, Data()), (Quit(),)),
+        frozenset({"PIPELINING"}),
+    )
+    with listening(serve_one) as (host, port):
+        started = time.monotonic()
+        played = play_smtp_session(host, port, session, timeout=timeout)
+        took = time.monotonic() - started
+    assert took <= (len(session.groups) + 2) * timeout + 0.2, took
+    assert played.codes[:2] == [220, 250] and played.missing > 0, played
+    assert "group 2" in played.stopped

@@ -6,9 +6,10 @@ answers with a long socket timeout fails exactly when the server has the bug
 being looked for: a server that desynchronises (SMTP smuggling makes it owe
 fewer replies, or more) has each example wait out the timeout, and shrinking,
 which runs hundreds of examples, gives up with junk left in the example and a
-``TimeoutError`` reported as a failure of its own. These players read each
-answer by one short deadline, stop at the first answer that does not come,
-and return what they read and what was missing: the server's behaviour never
+``TimeoutError`` reported as a failure of its own. These players give
+each group of commands one short deadline for its write and its answers, stop
+at the first answer that does not come, and return what they read and what
+was missing: the server's behaviour never
 raises, so the property states what it expects and Hypothesis shrinks in
 seconds.
 
@@ -27,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TypeAlias
 
-from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError, pop3, smtp
+from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, ProtocolError, pop3, smtp
 from smtpcore.testing._wire import (
     MAX_RECEIVED,
     Exchange,
@@ -50,8 +51,9 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT: Final = 2.0
-"""Seconds a player waits for one whole answer: long for a server on loopback, short
-enough that a shrinking run of hundreds of examples that wait it out ends in minutes."""
+"""Seconds a player gives the connection and greeting, each group (its write and all
+its answers) and the close: long for a server on loopback, short enough that a
+shrinking run of hundreds of examples that wait it out ends in minutes."""
 
 POP3Sent: TypeAlias = pop3.Command | pop3.AuthResponse
 
@@ -61,6 +63,10 @@ def _insecure_context() -> ssl.SSLContext:
     from smtpcore.testing.check import _insecure_context as battery_context
 
     return battery_context()
+
+
+def _flooded(exc: ServerFlood) -> str:
+    return f"the server sent more than any session is owed: {exc}"
 
 
 def _named(items: Sequence[object]) -> str:
@@ -88,19 +94,22 @@ class PlayedSMTPSession:
     """
 
     replies: tuple[ServerReply, ...]
-    """Every whole reply read, in order: the greeting first, and those that came
-    after the last one due, until the server closed."""
+    """Every whole reply read, in order, each a
+    :class:`smtpcore.testing.check.ServerReply`: the greeting first, and those that
+    came after the last one due, until the server closed."""
     owed: int
     """The replies the server owed for what was written: the greeting, and one per
     :meth:`~smtpcore.testing.strategies.ClientSession.answer_points` offset of each
     group sent."""
     closed: bool
-    """Whether the server closed the connection (after QUIT, if it came to that)."""
+    """Whether the server ended the stream (after QUIT, if it came to that): a read
+    found its end, or a reset. False when the play stopped reading first (a flood, a
+    failed write, a deadline)."""
     stopped: str
     """Why the play ended, in words."""
     transcript: tuple[Exchange, ...]
     """Every write and read, byte for byte, and what was not bytes (a TLS handshake,
-    a deadline passed)."""
+    a deadline passed), each a :class:`smtpcore.testing.check.Exchange`."""
 
     @property
     def codes(self) -> list[int]:
@@ -152,68 +161,82 @@ def play_smtp_session(
     SMTP server at ``host``, ``port``, and return what it answered.
 
     Each group goes out in one write once the replies to the one before are in
-    (RFC 2920 §3.1): the replies its
+    (RFC 2920 §3.1), and the replies its
     :meth:`~smtpcore.testing.strategies.ClientSession.answer_points` make due are
-    read, each within ``timeout`` seconds. A content group is left out when DATA
-    did not get 354, an AUTH response when AUTH got no 334; after 220 to STARTTLS
-    the TLS handshake is made with ``tls_context`` (by default, one that checks no
-    certificate). After the last group the player reads until the server closes,
-    for at most ``timeout``. The first reply that does not come ends the play: the
-    result says how many were missing, and the whole takes at most one
-    ``timeout`` per group and one more, whatever the server does.
+    read. A content group is left out when DATA did not get 354, an AUTH response
+    when AUTH got no 334; after 220 to STARTTLS the TLS handshake is made with
+    ``tls_context`` (by default, one that checks no certificate). After the last
+    group the player reads until the server closes.
 
+    Time is given by deadlines, each ``timeout`` seconds: one for the connection
+    and the greeting, one per group written (its write, all its replies and a
+    TLS handshake), one for the close. The first reply that does not come by its
+    deadline ends the play, and the result says how many were missing; so the
+    whole takes at most ``timeout`` times the groups written plus two, whatever
+    the server does.
+
+    Nothing the server does makes it raise: a flood, a reset, a stall or a failed
+    handshake ends the play with :attr:`~PlayedSMTPSession.stopped` saying so.
     Raises ``OSError`` only when no connection can be made; LMTP sessions, whose
     replies at the end of content depend on the recipients accepted, are refused
     with ``ValueError``.
     """
     if session.lmtp:
         raise ValueError("play_smtp_session plays SMTP sessions, not LMTP ones")
+    greeting_deadline = time.monotonic() + timeout
     wire = WireClient(checked_host(host), port, timeout=timeout)
     try:
-        replies, owed, stopped = _play_smtp(wire, session, tls_context)
+        replies, owed, stopped = _play_smtp(wire, session, tls_context, greeting_deadline)
     finally:
         wire.close()
-    return PlayedSMTPSession(tuple(replies), owed, wire.closed, stopped, tuple(wire.transcript))
+    return PlayedSMTPSession(
+        tuple(replies), owed, wire.server_closed, stopped, tuple(wire.transcript)
+    )
 
 
 def _play_smtp(
     wire: WireClient,
     session: smtpcore.testing.strategies.ClientSession,
     tls_context: ssl.SSLContext | None,
+    greeting_deadline: float,
 ) -> tuple[list[ServerReply], int, str]:
-    """The replies, the count owed and why the play ended."""
+    """The replies, the count owed and why the play ended. A flood may come at any
+    read, the last one included: every read is inside the ``try``."""
     replies: list[ServerReply] = []
     owed = 1
     try:
-        if not _read_smtp_replies(wire, 1, replies):
+        if not _read_smtp_replies(wire, 1, replies, greeting_deadline):
             return replies, owed, _smtp_stop(wire, "the greeting")
         for number, (group, write, due) in enumerate(
             zip(session.groups, session.writes(), session.answer_points(), strict=True), 1
         ):
             if not _smtp_group_playable(group, replies[-1] if replies else None):
                 continue
-            wire.send(write)
+            deadline = time.monotonic() + wire.timeout
+            wire.send(write, deadline=deadline)
             owed += len(due)
-            if not _read_smtp_replies(wire, len(due), replies):
+            if not _read_smtp_replies(wire, len(due), replies, deadline):
                 return replies, owed, _smtp_stop(wire, f"group {number} ({_named(group)})")
             if isinstance(group[0], smtp.StartTls) and replies[-1].code == 220:
-                wire.start_tls(tls_context or _insecure_context())
+                wire.start_tls(tls_context or _insecure_context(), deadline)
+        replies += wire.read_until_closed()
     except ServerFlood as exc:
-        return replies, owed, f"the server sent more than any session is owed: {exc}"
+        return replies, owed, _flooded(exc)
     except OSError as exc:  # the TLS handshake failed (ssl.SSLError is an OSError)
         return replies, owed, f"the TLS handshake failed: {exc}"
-    replies += wire.read_until_closed()
-    if wire.closed:
+    if wire.server_closed:
         return replies, owed, "the server closed the connection after the session"
     return replies, owed, f"the server did not close within {wire.timeout:g} s after QUIT"
 
 
-def _read_smtp_replies(wire: WireClient, count: int, replies: list[ServerReply]) -> bool:
-    """Read ``count`` replies into ``replies``; False if one did not come (the server
-    closed, or the deadline passed)."""
+def _read_smtp_replies(
+    wire: WireClient, count: int, replies: list[ServerReply], deadline: float
+) -> bool:
+    """Read ``count`` replies into ``replies`` by ``deadline``; False if one did not
+    come (the server closed, a write failed, or the deadline passed)."""
     for _ in range(count):
         try:
-            reply = wire.read_reply()
+            reply = wire.read_reply(deadline)
         except TimeoutError:
             return False
         if reply is None:
@@ -223,8 +246,10 @@ def _read_smtp_replies(wire: WireClient, count: int, replies: list[ServerReply])
 
 
 def _smtp_stop(wire: WireClient, what: str) -> str:
-    if wire.closed:
+    if wire.server_closed:
         return f"the server closed the connection before its replies to {what}"
+    if wire.write_failed:
+        return f"the write of {what} failed"
     return f"no whole reply within {wire.timeout:g} s to {what}"
 
 
@@ -260,14 +285,16 @@ class PlayedPOP3Session:
     unanswered: tuple[POP3Sent, ...]
     """Those written and not (wholly) answered when the play ended."""
     closed: bool
-    """Whether the server closed the connection."""
+    """Whether the server ended the stream: a read found its end, or a reset. False
+    when the play stopped reading first (a flood, a failed write, a deadline)."""
     error: str | None
     """How the server broke the protocol, if it did: what the client machine raised
     (a response no command asked for, an over-long line), or bytes after QUIT."""
     stopped: str
     """Why the play ended, in words."""
     transcript: tuple[Exchange, ...]
-    """Every write and read, byte for byte."""
+    """Every write and read, byte for byte, each a
+    :class:`smtpcore.testing.check.Exchange`."""
 
     def __str__(self) -> str:
         statuses = [type(response.status).__name__ for response in self.responses]
@@ -281,6 +308,17 @@ class _POP3Stop(Exception):
         super().__init__(stopped)
         self.stopped = stopped
         self.error = error
+
+    @classmethod
+    def refused(cls, exc: ProtocolError, group: Sequence[POP3Sent]) -> _POP3Stop:
+        """What the client machine raised, as the reason the play ends. A
+        ``RemoteProtocolError`` (from ``next_event``, or from ``send`` over a
+        response no command asked for) is the server's breach; a
+        ``LocalProtocolError`` means the server's earlier answers left no state
+        ``group`` is valid in (a refused login, say)."""
+        if isinstance(exc, LocalProtocolError):
+            return cls(f"{_named(group)} cannot be sent: {exc}")
+        return cls(f"the server broke the protocol: {exc}", str(exc))
 
 
 class _POP3Player:
@@ -297,20 +335,45 @@ class _POP3Player:
         self.content: bytearray | None = None
         """The multi-line content under way, if any."""
 
-    def play(self, session: smtpcore.testing.strategies.POP3Session) -> str:
-        """Play every group; why the play ended. Raises :class:`_POP3Stop` earlier."""
-        self.read_answers()
-        for group in session.groups:
+    def play(
+        self, session: smtpcore.testing.strategies.POP3Session, greeting_deadline: float
+    ) -> str:
+        """Play every group, each by one deadline for its write, its answers and a TLS
+        handshake; why the play ended. Raises :class:`_POP3Stop` earlier."""
+        groups = session.groups
+        self.read_answers(greeting_deadline)
+        self.stop_if_closed_early(0, groups)
+        for number, group in enumerate(groups, 1):
             if self.client.state is pop3.State.CLOSED:
                 break
             if not self.playable(group):
                 continue
-            self.write(group)
-            self.read_answers()
+            deadline = time.monotonic() + self.wire.timeout
+            self.write(group, deadline)
+            self.read_answers(deadline)
+            self.stop_if_closed_early(number, groups)
             if isinstance(group[0], pop3.Stls) and self.client.state is pop3.State.TLS_PENDING:
-                self.wire.start_tls(self.tls_context or _insecure_context())
+                self.wire.start_tls(self.tls_context or _insecure_context(), deadline)
                 self.client.tls_started()
         return self.await_close()
+
+    def stop_if_closed_early(self, number: int, groups: Sequence[tuple[POP3Sent, ...]]) -> None:
+        """Stop, saying where, if the server ended the stream with something written
+        left unanswered or before the last group (0: the greeting): the session ended
+        there, not after QUIT (RFC 1939 §6)."""
+        if not self.wire.server_closed:
+            return
+        if not self.responses:
+            raise _POP3Stop("the server closed the connection before its greeting")
+        where = "the greeting"
+        if number:
+            where = f"group {number} of {len(groups)} ({_named(groups[number - 1])})"
+        if self.unanswered():
+            raise _POP3Stop(f"the server closed the connection before answering {where}")
+        if number < len(groups):
+            raise _POP3Stop(
+                f"the server closed the connection after {where}, before the session ended"
+            )
 
     def playable(self, group: tuple[POP3Sent, ...]) -> bool:
         """A SASL response only after a ``+`` challenge, PASS only after USER's
@@ -322,29 +385,27 @@ class _POP3Player:
             return state is pop3.State.USER
         return True
 
-    def write(self, group: tuple[POP3Sent, ...]) -> None:
+    def write(self, group: tuple[POP3Sent, ...], deadline: float) -> None:
         try:
             data = b"".join(self.client.send(command) for command in group)
-        except LocalProtocolError as exc:
-            # The server's earlier answers left no state this group is valid in
-            # (a refused login, say): the session cannot go on as drawn.
-            raise _POP3Stop(f"{_named(group)} cannot be sent: {exc}") from None
+        except ProtocolError as exc:
+            raise _POP3Stop.refused(exc, group) from None
         self.sent += group
-        self.wire.send(data)
+        self.wire.send(data, deadline=deadline)
+        if self.wire.write_failed:
+            raise _POP3Stop(f"the write of {_named(group)} failed")
 
-    def read_answers(self) -> None:
-        """Read until everything written is answered, each response within the
-        deadline (one for the whole response, however its bytes trickle in)."""
+    def read_answers(self, deadline: float) -> None:
+        """Read until everything written is answered, by ``deadline`` (one for all
+        the group's responses, however their bytes trickle in)."""
         client = self.client
-        deadline = time.monotonic() + self.wire.timeout
         # Each event holds an octet at least, or ends a response: the octets a
         # connection may bring (MAX_RECEIVED) bound the events.
         for _ in range(MAX_RECEIVED + 2 * len(self.sent) + 2):
             event = self.next_event(deadline)
             if event is PAUSED or isinstance(event, pop3.ConnectionClosed):
                 return
-            if self.take(event):
-                deadline = time.monotonic() + self.wire.timeout
+            self.take(event)
             if self.content is None and not client.outstanding:
                 return
         raise _POP3Stop("the client machine gave more events than the server sent octets")
@@ -355,8 +416,8 @@ class _POP3Player:
         for _ in range(MAX_RECEIVED + 2):  # each read brings an octet, or the close
             try:
                 event = client.next_event()
-            except RemoteProtocolError as exc:
-                raise _POP3Stop(f"the server broke the protocol: {exc}", str(exc)) from None
+            except ProtocolError as exc:
+                raise _POP3Stop.refused(exc, ()) from None
             if event is not NEED_DATA:
                 return event
             try:
@@ -365,27 +426,26 @@ class _POP3Player:
                 raise _POP3Stop(self.timed_out()) from None
         raise _POP3Stop("the client machine asked for more than the server sent")
 
-    def take(self, event: object) -> bool:
-        """Record ``event``; True when it completes a response."""
+    def take(self, event: object) -> None:
+        """Record ``event``: a status line, or a piece or the end of content."""
         if isinstance(event, pop3.ResponseData):
             assert self.content is not None
             self.content += event.data
-            return False
+            return
         if isinstance(event, pop3.EndOfResponse):
             last = self.responses[-1]
             self.responses[-1] = PlayedResponse(
                 last.command, last.status, bytes(self.content or b"")
             )
             self.content = None
-            return True
+            return
         assert isinstance(event, pop3.Ok | pop3.Err | pop3.Continue)
         command = self.client.answered if self.responses else None
         if isinstance(event, pop3.Ok) and isinstance(command, pop3.Command) and command.multiline:
             self.content = bytearray()
             self.responses.append(PlayedResponse(command, event, b"", ended=False))
-            return False
+            return
         self.responses.append(PlayedResponse(command, event))
-        return True
 
     def timed_out(self) -> str:
         what = "the greeting"
@@ -408,21 +468,23 @@ class _POP3Player:
         return (*([ending] if ending is not None else []), *self.client.outstanding)
 
     def await_close(self) -> str:
-        """After QUIT's answer, the server closes (RFC 1939 §6): wait for it once."""
+        """After QUIT's answer, the server closes (RFC 1939 §6): wait for it once.
+        Whatever comes after the last answer was asked for by no command, whether it
+        came in the answer's own read (still held by the client machine) or later."""
         wire = self.wire
         deadline = time.monotonic() + wire.timeout
-        after = 0
+        after = self.client.buffered
+        stopped = "the server closed the connection after the session"
         try:
-            while not wire.closed:
+            for _ in range(MAX_RECEIVED + 1):  # each read brings an octet, or the close
+                if wire.closed:
+                    break
                 after += len(wire.receive(deadline))
         except TimeoutError:
-            return f"the server did not close within {wire.timeout:g} s after the session"
+            stopped = f"the server did not close within {wire.timeout:g} s after the session"
         if after:
-            raise _POP3Stop(
-                "the server closed the connection after the session",
-                f"the server sent {after} octets no command asked for",
-            )
-        return "the server closed the connection after the session"
+            raise _POP3Stop(stopped, f"the server sent {after} octets no command asked for")
+        return stopped
 
 
 def play_pop3_session(
@@ -444,24 +506,30 @@ def play_pop3_session(
     within ``timeout`` seconds. A SASL response is left out when AUTH got no
     challenge, PASS when USER was refused; after STLS's ``+OK`` the TLS handshake
     is made with ``tls_context`` (by default, one that checks no certificate).
-    After the last group the player waits, at most ``timeout``, for the server
-    to close.
+    After the last group the player waits for the server to close.
 
-    The first response that does not come, a response that breaks POP3, or a
-    group that the server's answers made impossible to send (a refused login)
-    ends the play: the result says why, and the whole takes at most one
-    ``timeout`` per group and one more. Raises ``OSError`` only when no
-    connection can be made.
+    Time is given by deadlines, each ``timeout`` seconds: one for the connection
+    and the greeting, one per group written (its write, all its responses and a
+    TLS handshake), one for the close; so the whole takes at most ``timeout``
+    times the groups written plus two, whatever the server does.
+
+    The first response that does not come by its deadline, a response that breaks
+    POP3 (one no command asked for, an over-long line), a close before the last
+    group, or a group that the server's answers made impossible to send (a
+    refused login) ends the play: :attr:`~PlayedPOP3Session.stopped` says why and
+    where. Nothing the server does makes it raise; ``OSError`` means no
+    connection could be made.
     """
+    greeting_deadline = time.monotonic() + timeout
     wire = WireClient(checked_host(host), port, timeout=timeout)
     player = _POP3Player(wire, tls_context)
     error: str | None = None
     try:
-        stopped = player.play(session)
+        stopped = player.play(session, greeting_deadline)
     except _POP3Stop as stop:
         stopped, error = stop.stopped, stop.error
     except ServerFlood as exc:
-        stopped = error = f"the server sent more than any session is owed: {exc}"
+        stopped = error = _flooded(exc)
     except OSError as exc:  # the TLS handshake failed (ssl.SSLError is an OSError)
         stopped = f"the TLS handshake failed: {exc}"
     finally:
@@ -470,7 +538,7 @@ def play_pop3_session(
         player.read(),
         tuple(player.sent),
         player.unanswered(),
-        wire.closed,
+        wire.server_closed,
         error,
         stopped,
         tuple(wire.transcript),

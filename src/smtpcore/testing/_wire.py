@@ -112,7 +112,9 @@ class WireClient:
     server's reads see the pieces apart (a hint, not a guarantee: TCP may
     still join them). ``timeout`` bounds each wait: a whole reply, a write,
     the TLS handshake, the wait for the server to close; each has one
-    deadline, so a server that trickles bytes cannot stretch it.
+    deadline, so a server that trickles bytes cannot stretch it. A caller
+    that bounds several waits together passes its own ``deadline`` (a
+    ``time.monotonic()`` value) to each.
     """
 
     def __init__(self, host: str, port: int, *, timeout: float, pause: float = 0.0) -> None:
@@ -122,6 +124,13 @@ class WireClient:
         connect = Exchange("note", note=f"connect to {host_port(host, port)}")
         self.transcript: list[Exchange] = [connect]
         self.closed = False
+        """Whether this client stopped reading: the server closed, a write failed, or
+        the server sent more than any check is owed."""
+        self.server_closed = False
+        """Whether the server ended the stream: a read found its end, or a reset.
+        Only a read sets it, so a flood or a failed write leaves it False."""
+        self.write_failed = False
+        """Whether a write did not go out whole (a reset, or its deadline passed)."""
         self.received = 0
         """Octets read from the server so far (at most :data:`MAX_RECEIVED`)."""
         self.replies = 0
@@ -134,8 +143,11 @@ class WireClient:
 
     # -- writing ----------------------------------------------------------
 
-    def send(self, data: bytes, pieces: Sequence[bytes] | None = None) -> None:
-        """Write ``data``, in ``pieces`` (which join to ``data``) if given."""
+    def send(
+        self, data: bytes, pieces: Sequence[bytes] | None = None, *, deadline: float | None = None
+    ) -> None:
+        """Write ``data``, in ``pieces`` (which join to ``data``) if given, by
+        ``deadline`` (by default ``timeout`` from now for each piece)."""
         if pieces is None:
             pieces = [data]
         assert b"".join(pieces) == data
@@ -144,11 +156,12 @@ class WireClient:
                 time.sleep(self.pause)
             self.transcript.append(Exchange("client", piece))
             try:
-                self.sock.settimeout(self.timeout)  # sendall's bound is the whole write
+                # sendall's bound is the whole write (Python 3.5 and later).
+                self.sock.settimeout(self._remaining(deadline))
                 self.sock.sendall(piece)
             except OSError as exc:
                 self.transcript.append(Exchange("note", note=f"write failed: {exc}"))
-                self.closed = True
+                self.closed = self.write_failed = True
                 return
 
     def shutdown_write(self) -> None:
@@ -162,13 +175,15 @@ class WireClient:
         except OSError:
             pass
 
-    def start_tls(self, context: ssl.SSLContext) -> None:
-        """The TLS handshake (raises ``ssl.SSLError`` or ``OSError`` if it fails)."""
+    def start_tls(self, context: ssl.SSLContext, deadline: float | None = None) -> None:
+        """The TLS handshake, by ``deadline`` (by default ``timeout`` from now); raises
+        ``ssl.SSLError`` or ``OSError`` (``TimeoutError`` at the deadline) if it fails."""
         self.transcript.append(Exchange("note", note="TLS handshake"))
         if self._buffer:
             # The server wrote after its 220: plaintext that came before the handshake.
             self.transcript.append(Exchange("note", note="plaintext left unread before TLS"))
-        self.sock.settimeout(self.timeout)
+        # The handshake's timeout bounds the whole handshake (Python 3.5 and later).
+        self.sock.settimeout(self._remaining(deadline))
         self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
         self.transcript.append(Exchange("note", note=f"TLS up ({self.sock.version()})"))
 
@@ -177,16 +192,23 @@ class WireClient:
     def _deadline(self) -> float:
         return time.monotonic() + self.timeout
 
+    def _remaining(self, deadline: float | None) -> float:
+        """Seconds left until ``deadline`` (``timeout`` when there is none); raises
+        ``TimeoutError`` once it has passed (a socket takes no timeout of zero or less)."""
+        if deadline is None:
+            return self.timeout
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the deadline passed")
+        return remaining
+
     def _fill(self, deadline: float) -> bool:
         """Read once more, by ``deadline``; False when the server closed (or reset)
         the connection. Raises ``TimeoutError`` at the deadline, ``ServerFlood``
         past the limits."""
         if self.closed:
             return False
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        self.sock.settimeout(remaining)
+        self.sock.settimeout(self._remaining(deadline))
         try:
             data = self.sock.recv(65536)
         except TimeoutError:
@@ -196,7 +218,7 @@ class WireClient:
             data = b""
         if not data:
             self.transcript.append(Exchange("note", note="server closed the connection"))
-            self.closed = True
+            self.closed = self.server_closed = True
             return False
         self.received += len(data)
         if self.received > MAX_RECEIVED:
@@ -235,14 +257,14 @@ class WireClient:
             if not self._fill(deadline):
                 return None
 
-    def read_reply(self) -> ServerReply | None:
+    def read_reply(self, deadline: float | None = None) -> ServerReply | None:
         """The next whole reply, or None if the server closed first.
 
-        Raises ``TimeoutError`` if the whole reply is not in within ``timeout``
-        (one deadline, however its bytes trickle in).
+        Raises ``TimeoutError`` if the whole reply is not in by ``deadline``, by
+        default within ``timeout`` (one deadline, however its bytes trickle in).
         """
         try:
-            return self._next_reply(self._deadline())
+            return self._next_reply(self._deadline() if deadline is None else deadline)
         except TimeoutError:
             note = f"no whole reply within {self.timeout:g} s"
             self.transcript.append(Exchange("note", note=note))
