@@ -654,12 +654,16 @@ def test_what_comes_behind_the_end_of_the_session_is_dropped(
 ) -> None:
     """The answer to QUIT, either way (RFC 1939 §6), and a ``-ERR`` greeting (§4) end
     the session: what came in the same read behind them will never be read, so a
-    CLOSED machine holds nothing (the property below reaches these ends rarely)."""
+    CLOSED machine holds nothing (the property below reaches these ends rarely). It
+    counts what it dropped, and what comes after, in ``unread_after_end``."""
     conn = make()
     conn.receive_data(end + behind)
     assert isinstance(conn.next_event(), (Ok, Err))
     assert conn.state is State.CLOSED
     assert conn.buffered == 0
+    assert conn.unread_after_end == len(behind)
+    conn.receive_data(b"more")
+    assert conn.unread_after_end == len(behind) + 4
     assert conn.next_event() == ConnectionClosed()
 
 

@@ -98,6 +98,12 @@ class ClientConnection:
         """The ``<...@...>`` timestamp of the greeting, for :func:`apop_digest`."""
         self.answered: Sent | None = None
         """The command the last ``Ok``, ``Err`` or ``Continue`` answered."""
+        self.unread_after_end = 0
+        """Octets the server sent that the session's end left unread: those behind
+        QUIT's answer or an error in the read that brought it, and any received after
+        (dropped, so that :attr:`buffered` stays bounded). Nothing should follow QUIT's
+        answer but the close (RFC 1939 §6): a strict client or a fuzzer can tell a
+        server that says more than it was asked."""
 
     # -- the four verbs -------------------------------------------------
 
@@ -159,7 +165,10 @@ class ClientConnection:
         in the middle's injected responses (RFC 2595 §4). Dropped, as are bytes
         that come once the session is CLOSED or in ERROR.
         """
-        self._buffer.receive(data, discard=self._state in DISCARDING)
+        discard = self._state in DISCARDING
+        if discard and self._state is not State.TLS_PENDING:
+            self.unread_after_end += len(data)
+        self._buffer.receive(data, discard=discard)
 
     def next_event(self) -> Event | NoEvent:
         """The next event from the server, ``NEED_DATA`` or ``PAUSED``.
@@ -228,6 +237,7 @@ class ClientConnection:
         one (unread bytes, a multi-line response begun, a CAPA listing) is dropped,
         so that a machine kept around holds no more than :attr:`max_buffered`."""
         self._state = state
+        self.unread_after_end += len(self._buffer)
         self._buffer.clear()
         self._decoder = None
         self._content_ended = False

@@ -470,10 +470,11 @@ class _POP3Player:
     def await_close(self) -> str:
         """After QUIT's answer, the server closes (RFC 1939 §6): wait for it once.
         Whatever comes after the last answer was asked for by no command, whether it
-        came in the answer's own read (still held by the client machine) or later."""
+        came in the answer's own read (which the client machine dropped unread at the
+        session's end, and counted) or later."""
         wire = self.wire
         deadline = time.monotonic() + wire.timeout
-        after = self.client.buffered
+        after = self.client.unread_after_end
         stopped = "the server closed the connection after the session"
         try:
             for _ in range(MAX_RECEIVED + 1):  # each read brings an octet, or the close
