@@ -107,7 +107,12 @@ def _per_user(base: st.SearchStrategy[str], transaction: bool) -> st.SearchStrat
 
 def pop3_unique_ids() -> st.SearchStrategy[str]:
     """Unique-ids as a UIDL listing gives them: 1 to 70 characters from 0x21 to 0x7E
-    (RFC 1939 §7), for a client that keeps the ids of what it fetched."""
+    (RFC 1939 §7), for a client that keeps the ids of what it fetched.
+
+    >>> from smtpcore.testing import strategies as sst
+    >>> sst.pop3_unique_ids().example()  # doctest: +SKIP
+    'QhrcOQAAf0dy0'
+    """
     return _UNIQUE_IDS
 
 
