@@ -18,16 +18,28 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 import trio
+from hypothesis import given
 
 from peers import ADAPTERS, run
 from smtpcore import LocalProtocolError, RemoteProtocolError
 from smtpcore.address import parse_mailbox
-from smtpcore.smtp import ClientConnection, Ehlo, Mail, Rcpt, Reply, State
+from smtpcore.smtp import (
+    ClientConnection,
+    Data,
+    Ehlo,
+    EndOfMessage,
+    Mail,
+    MessageData,
+    Rcpt,
+    Reply,
+    State,
+)
+from smtpcore.testing import strategies as sst
 
 ALICE = parse_mailbox("alice@abc.example")
 BOB = parse_mailbox("bob@pqr.example")
@@ -74,6 +86,45 @@ def test_replies_to_pipelined_commands_are_not_stale() -> None:
     assert conn.pending == (Mail(ALICE), Rcpt(BOB))
     reply = conn.next_event()
     assert isinstance(reply, Reply) and conn.answered == Mail(ALICE)
+
+
+def in_content() -> ClientConnection:
+    """A client machine after the 354, with a first piece of content sent."""
+    conn = idle_client()
+    for command, answer in ((Mail(ALICE), b"250 ok\r\n"), (Rcpt(BOB), b"250 ok\r\n")):
+        conn.send(command)
+        conn.receive_data(answer)
+        assert isinstance(conn.next_event(), Reply)
+    conn.send(Data())
+    conn.receive_data(b"354 go ahead\r\n")
+    assert isinstance(conn.next_event(), Reply)
+    conn.send(MessageData(b"Subject: x\r\n\r\nx\r\n"))
+    return conn
+
+
+@given(early=sst.reply_lines(hostile=True))
+def test_a_reply_before_the_end_of_the_message_never_answers_it(early: bytes) -> None:
+    """RFC 5321 §4.1.1.4: only the reply after the end of data answers it. Whatever
+    came after the 354, the machine refuses to send the end behind it: a possible
+    421 is to be read first (and answers nothing, §3.8); anything else is the
+    server's error, named as such, and the ERROR state."""
+    conn = in_content()
+    conn.receive_data(early)
+    try:
+        conn.send(EndOfMessage())
+    except LocalProtocolError:
+        assert early.startswith(b"421")
+        assert conn.state is State.DATA  # unchanged
+        reply = conn.next_event()
+        assert isinstance(reply, Reply) and reply.code == 421
+        assert conn.answered is None and conn.state is State.CLOSED
+    except RemoteProtocolError as exc:
+        assert "before the end of the message" in str(exc)
+        assert conn.state is State.ERROR
+    else:
+        raise AssertionError(f"the end of the message went out behind {early!r}")
+    transaction = conn.transaction
+    assert transaction is not None and not transaction.delivered
 
 
 # -- both adapters ---------------------------------------------------------------------
@@ -255,6 +306,187 @@ def test_a_reply_behind_the_354_ends_the_session_before_the_content(
     finally:
         thread.join(10)
     assert b"Subject: x\r\n" not in seen  # no content went out behind the unread reply
+
+
+# -- while the content streams ----------------------------------------------------------
+
+
+def _serve_early_reply(
+    listener: socket.socket,
+    early: bytes,
+    spoken: threading.Event,
+    seen: list[bytes],
+    pipelining: bool,
+) -> None:
+    """A server that answers up to its 354, then, once the first line of content has
+    come, writes ``early`` while the client still streams the rest (the audit's server:
+    a reply before the end of data, RFC 5321 §4.1.1.4), and answers the final dot only
+    when ``early`` is empty (an honest server). ``spoken`` is set once ``early`` is out."""
+    conn, _ = listener.accept()
+    with conn, conn.makefile("rb") as stream:
+        conn.sendall(b"220 mx.pqr.example ESMTP\r\n")
+        seen.append(stream.readline())
+        offer = b"250-PIPELINING\r\n" if pipelining else b""
+        conn.sendall(b"250-mx.pqr.example\r\n" + offer + b"250 ENHANCEDSTATUSCODES\r\n")
+        for _ in range(3):  # MAIL, RCPT, DATA
+            line = stream.readline()
+            seen.append(line)
+            conn.sendall(b"354 go ahead\r\n" if line.startswith(b"DATA") else b"250 2.1.0 ok\r\n")
+        seen.append(stream.readline())  # the first line of content
+        conn.sendall(early)
+        spoken.set()
+        while line := stream.readline():
+            seen.append(line)
+            if line == b".\r\n" and not early:
+                conn.sendall(b"250 2.0.0 queued\r\n")
+            elif line.startswith(b"QUIT"):
+                conn.sendall(b"221 2.0.0 bye\r\n")
+
+
+def _streamed(spoken: threading.Event) -> Iterator[bytes]:
+    """Content in three pieces, the last given once the server has spoken: the client
+    writes each piece as it reads the next, so the first is out before the wait."""
+    yield b"Subject: x\r\n\r\nfirst\r\n"
+    yield b"second\r\n"
+    spoken.wait(10)
+    yield b"third\r\n"
+
+
+async def _streamed_async(adapter: str, spoken: threading.Event) -> AsyncIterator[bytes]:
+    """:func:`_streamed` for an async client, waiting without blocking its loop."""
+    yield b"Subject: x\r\n\r\nfirst\r\n"
+    yield b"second\r\n"
+    if adapter == "asyncio":
+        await asyncio.to_thread(spoken.wait, 10)
+    else:
+        await trio.to_thread.run_sync(spoken.wait, 10)
+    yield b"third\r\n"
+
+
+def _stream_one(adapter: str, port: int, spoken: threading.Event) -> Any:
+    """Send one message of streamed content over ``adapter``'s client: its result."""
+    module: Any = importlib.import_module(f"smtpcore.{adapter}")
+    if adapter == "sync":
+        with module.SMTPClient("127.0.0.1", port, timeout=10) as client:
+            return client.send_message(_streamed(spoken), "a@abc.example", "b@pqr.example")
+
+    async def session() -> Any:
+        async with module.SMTPClient("127.0.0.1", port) as client:
+            content = _streamed_async(adapter, spoken)
+            return await client.send_message(content, "a@abc.example", "b@pqr.example")
+
+    return run(adapter, session)
+
+
+@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
+@pytest.mark.parametrize("pipelining", [False, True])
+@pytest.mark.parametrize(
+    ("early", "error", "code"),
+    [
+        (b"250 2.0.0 queued before the dot\r\n", "SMTPProtocolError", None),
+        (b"421 4.3.2 going down\r\n", "SMTPConnectionError", 421),
+    ],
+)
+def test_a_reply_while_the_content_streams_is_never_the_answer_to_its_end(
+    adapter: str,
+    listener: socket.socket,
+    pipelining: bool,
+    early: bytes,
+    error: str,
+    code: int | None,
+) -> None:
+    """RFC 5321 §3.3, §4.1.1.4: only the reply after the end of data answers it. A
+    reply that came while the content went out, before the end, ends the session
+    (a 421 as the server's close, §3.8): the message is not reported delivered, and
+    no final dot goes out behind it."""
+    spoken = threading.Event()
+    seen: list[bytes] = []
+    thread = threading.Thread(
+        target=_serve_early_reply, args=(listener, early, spoken, seen, pipelining)
+    )
+    thread.start()
+    module: Any = importlib.import_module(f"smtpcore.{adapter}")
+    try:
+        with pytest.raises(getattr(module, error)) as raised:
+            _stream_one(adapter, listener.getsockname()[1], spoken)
+    finally:
+        thread.join(10)
+    assert raised.value.code == code
+    assert raised.value.result is None  # nothing delivered: the failure stays temporary
+    if code is None:
+        assert "before the end of the message" in str(raised.value)
+    assert b".\r\n" not in seen
+
+
+@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
+@pytest.mark.parametrize("pipelining", [False, True])
+def test_streamed_content_to_an_honest_server_is_delivered(
+    adapter: str, listener: socket.socket, pipelining: bool
+) -> None:
+    """The look at what came before the end finds nothing from a server that waits
+    for the dot: no false alarm."""
+    spoken = threading.Event()
+    seen: list[bytes] = []
+    thread = threading.Thread(
+        target=_serve_early_reply, args=(listener, b"", spoken, seen, pipelining)
+    )
+    thread.start()
+    try:
+        result = _stream_one(adapter, listener.getsockname()[1], spoken)
+    finally:
+        thread.join(10)
+    assert [str(recipient.recipient) for recipient in result.delivered] == ["b@pqr.example"]
+    assert b"third\r\n" in seen and b".\r\n" in seen
+
+
+def _serve_extra_bdat_reply(
+    listener: socket.socket, spoken: threading.Event, seen: list[bytes]
+) -> None:
+    """A CHUNKING server that answers the first BDAT chunk twice, the second time a
+    moment later (while the client reads its next piece), and never answers the LAST
+    chunk: any reply the client takes for the LAST is one meant for another chunk."""
+    conn, _ = listener.accept()
+    with conn, conn.makefile("rb") as stream:
+        conn.sendall(b"220 mx.pqr.example ESMTP\r\n")
+        seen.append(stream.readline())
+        conn.sendall(b"250-mx.pqr.example\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+        chunks = 0
+        while line := stream.readline():
+            seen.append(line)
+            if line.startswith(b"BDAT"):
+                stream.read(int(line.split()[1]))
+                chunks += 1
+                if line.rstrip().endswith(b"LAST"):
+                    continue
+                conn.sendall(b"250 2.0.0 chunk\r\n")
+                if chunks == 1:
+                    time.sleep(0.2)  # the client has read the first reply by then
+                    conn.sendall(b"250 2.0.0 queued, once more\r\n")
+                    spoken.set()
+            elif line.startswith(b"QUIT"):
+                conn.sendall(b"221 2.0.0 bye\r\n")
+            else:
+                conn.sendall(b"250 2.1.0 ok\r\n")
+
+
+@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
+def test_a_reply_beyond_the_bdat_chunks_sent_answers_no_later_chunk(
+    adapter: str, listener: socket.socket
+) -> None:
+    """RFC 3030 §2: one reply a chunk. A second reply to a chunk, come while the client
+    read its next piece, is looked at before the next BDAT goes out: paired with it,
+    the reply to that chunk would pass for the LAST's, and the message for delivered."""
+    spoken = threading.Event()
+    seen: list[bytes] = []
+    thread = threading.Thread(target=_serve_extra_bdat_reply, args=(listener, spoken, seen))
+    thread.start()
+    module: Any = importlib.import_module(f"smtpcore.{adapter}")
+    try:
+        with pytest.raises(module.SMTPProtocolError, match="unsolicited reply"):
+            _stream_one(adapter, listener.getsockname()[1], spoken)
+    finally:
+        thread.join(10)
+    assert [line.split()[0] for line in seen].count(b"BDAT") == 1
 
 
 # -- POP3 --------------------------------------------------------------------------------

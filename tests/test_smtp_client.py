@@ -692,7 +692,7 @@ def test_unsolicited_reply_during_content_is_an_error() -> None:
     conn = in_data()
     conn.send(MessageData(b"hello\r\n"))
     conn.receive_data(b"550 stop\r\n")
-    with pytest.raises(RemoteProtocolError, match="unsolicited"):
+    with pytest.raises(RemoteProtocolError, match="before the end of the message"):
         conn.next_event()
 
 

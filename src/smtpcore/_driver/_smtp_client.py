@@ -1104,6 +1104,7 @@ class BaseSMTPClient(BaseClient):
         if refused and data_reply is not None and data_reply.code == 354:
             # MAIL or every RCPT refused, yet a pipelined DATA got its 354 (RFC 2920
             # §3.1 allows it): end the empty message so the session can go on.
+            await self._no_reply_before_end()
             await self._write(self.timeouts.data_block, _END)
             await self._reply(self.timeouts.data_termination)
         if mail_reply.code >= 300:
@@ -1118,8 +1119,8 @@ class BaseSMTPClient(BaseClient):
         else:
             if data_reply is None or data_reply.code != 354:
                 raise MessageRefused("DATA", data_reply or mail_reply, conn.transaction)
-            if conn._received:  # the server spoke behind its 354, where it may not
-                await self._unasked_held()
+            if conn._received:  # the look only where a byte is held: the everyday cost
+                await self._no_reply_before_end()
             if (
                 type(content) is bytes
                 and len(content) <= self.chunk_size
@@ -1133,7 +1134,7 @@ class BaseSMTPClient(BaseClient):
                     conn, transport, data, timeouts.data_block, timeouts.data_termination
                 )
             else:
-                await self._send_data(content)
+                await self._send_data(content)  # looks again before its end, if streamed
                 last = (
                     await self._final_replies()
                     if self.lmtp
@@ -1181,8 +1182,8 @@ class BaseSMTPClient(BaseClient):
         reply = await self._ask(conn, transport, _DATA, timeouts.data_initiation)
         if reply.code != 354:
             raise MessageRefused("DATA", reply, conn.transaction)
-        if conn._received:  # the server spoke behind its 354, where it may not
-            await self._unasked_held()
+        if conn._received:  # the look only where a byte is held: the everyday cost
+            await self._no_reply_before_end()
         data = conn._send_whole(content)
         last = await self._exchange(
             conn, transport, data, timeouts.data_block, timeouts.data_termination
@@ -1322,7 +1323,10 @@ class BaseSMTPClient(BaseClient):
     async def _send_data(self, content: Content) -> None:
         """The content after the 354, dot-stuffed, then the end of data (RFC 5321
         §4.1.1.4): each piece written as the next is read, and the last one with the
-        end, so that a message of one piece goes out in one write."""
+        end, so that a message of one piece goes out in one write. The caller has
+        looked at what the machine held after the 354; content that went out in
+        pieces took time, and what came meanwhile is looked at before the end
+        (:meth:`_no_reply_before_end`)."""
         timeout = self.timeouts.data_block
         if type(content) is bytes and len(content) <= self.chunk_size:  # one piece, one write
             await self._write(timeout, MessageData(content), _END)
@@ -1333,7 +1337,29 @@ class BaseSMTPClient(BaseClient):
                 if ready:
                     await self._write(timeout, before=ready)
                 ready = self._send(MessageData(chunk))
+        await self._no_reply_before_end(streamed=True)
         await self._write(timeout, _END, before=ready)
+
+    async def _no_reply_before_end(self, *, streamed: bool = False) -> None:
+        """Raise if the server has replied since its 354, before the end of the data
+        went out: every path that writes the end looks here first.
+
+        The end of data confirms the transaction, and the reply after it answers it
+        (RFC 5321 §3.3, §4.1.1.4): a reply sent before cannot, and left for the read
+        after the end it would pass for that answer (a message reported delivered
+        that the server never took). It is a reply no command asked for, which the
+        machine refuses (:meth:`_unasked_held`): a ``421`` ends the session as
+        :class:`SMTPConnectionError` with the reply (§3.8), anything else as
+        :class:`SMTPProtocolError`; the message stays undelivered, to be tried again.
+        What the machine holds is looked at; after content ``streamed`` in pieces,
+        which took time, what the transport has already too (:meth:`_take_unasked`,
+        a read that never waits, bounded as there). The one-write paths make no such
+        read: a system call a message, for a reply sent before the content that the
+        read of the 354 would most often have taken with it."""
+        if streamed:
+            await self._take_unasked()
+        else:
+            await self._unasked_held()
 
     async def _forward(self, commands: Sequence[Rset | Xforward]) -> None:
         """XFORWARD (and the RSET before it), answered before ``MAIL`` goes out: a
@@ -1395,19 +1421,29 @@ class BaseSMTPClient(BaseClient):
         BINARYMIME content is sent as it is; other content gets CRLF line endings."""
         normalizer = None if binary else CRLFNormalizer()
         pending: bytes | None = None
+        answered = False
         async with aclosing(content_chunks(content, self.chunk_size)) as pieces:
             async for piece in pieces:
                 data = piece if normalizer is None else normalizer.feed(piece)
                 if not data:
                     continue
                 if pending is not None:
-                    await self._send_chunk(pending, last=False)
+                    await self._send_chunk(pending, last=False, answered=answered)
+                    answered = True
                 pending = data
         tail = b"" if normalizer is None else normalizer.end()
-        return await self._send_chunk((pending or b"") + tail, last=True)
+        return await self._send_chunk((pending or b"") + tail, last=True, answered=answered)
 
-    async def _send_chunk(self, data: bytes, *, last: bool) -> Reply:
+    async def _send_chunk(self, data: bytes, *, last: bool, answered: bool) -> Reply:
+        """One BDAT chunk and its reply. Each chunk has one reply (RFC 3030 §2); once a
+        chunk before it was ``answered``, what came since, while the next piece was
+        read, answers nothing, and paired with this chunk it would shift every later
+        reply (the reply to this chunk read as the LAST's, the message as delivered):
+        it is looked at first, as before any command (:meth:`_take_unasked`, a read
+        that never waits; none for a message of one chunk)."""
         conn = self.connection
+        if answered:
+            await self._take_unasked(idle=True)
         bdat = Bdat(len(data), last)
         if data:
             await self._write(self.timeouts.data_block, bdat, MessageData(data))

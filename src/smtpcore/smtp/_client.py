@@ -435,6 +435,9 @@ class ClientConnection:
         server may announce its shutdown at any time, RFC 5321 §3.8; read it
         with :meth:`next_event`, which raises :class:`LocalProtocolError`
         meanwhile), that is :class:`RemoteProtocolError` and the ERROR state.
+        So is a reply buffered after the 354, when :class:`MessageData` or
+        :class:`EndOfMessage` is sent: it came before the end of the message,
+        which only the reply after it answers (RFC 5321 §4.1.1.4).
         """
         state = self._state
         if state in DISCARDING:  # one test for the three states nothing goes out in
@@ -460,8 +463,21 @@ class ClientConnection:
         start = bytes(self._received[:80])
         if b"421".startswith(start[:3]):
             raise LocalProtocolError("the server sent a reply: read it with next_event() first")
+        refused = RemoteProtocolError(  # named in the state before
+            self._out_of_turn("the server sent a reply no command asked for", repr(start))
+        )
         self._fail()
-        raise RemoteProtocolError(f"the server sent a reply no command asked for: {start!r}")
+        raise refused
+
+    def _out_of_turn(self, unasked: str, shown: str) -> str:
+        """Why a reply (``shown``) no command waits for is refused: ``unasked``, but after
+        the 354 and before the end of the content has gone out, the one reply to come
+        answers that end (RFC 5321 §3.3, §4.1.1.4): one sent earlier cannot, and read
+        after the end it would pass for its answer (a message reported delivered that
+        was not)."""
+        if self._state is State.DATA:  # the 354 came: the content and its end are due
+            return f"the server replied before the end of the message: {shown}"
+        return f"{unasked}: {shown}"
 
     def send_failed(self) -> None:
         """The bytes of the last ``send`` never reached the server.
@@ -766,7 +782,9 @@ class ClientConnection:
     def _read_reply(self) -> Reply | None:
         view = self._received
         if not self._queue and not b"421".startswith(bytes(view[:3])):
-            raise RemoteProtocolError(f"unsolicited reply {bytes(view[:80])!r}")
+            raise RemoteProtocolError(
+                self._out_of_turn("unsolicited reply", repr(bytes(view[:80])))
+            )
         limit = self.max_reply_line
         if view.find(b"\n", 0, limit) < 0:
             if len(view) >= limit:
@@ -814,7 +832,7 @@ class ClientConnection:
         queue = self._queue
         if not queue:
             if reply.code != 421:
-                raise RemoteProtocolError(f"unsolicited reply {reply}")
+                raise RemoteProtocolError(self._out_of_turn("unsolicited reply", str(reply)))
             self._answered = None
             self._close()
             return
