@@ -16,6 +16,7 @@ import asyncio
 import importlib
 import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -343,36 +344,53 @@ def _serve_early_reply(
                 conn.sendall(b"221 2.0.0 bye\r\n")
 
 
-def _streamed(spoken: threading.Event) -> Iterator[bytes]:
+def _streamed(spoken: threading.Event, *, late_end: bool = False) -> Iterator[bytes]:
     """Content in three pieces, the last given once the server has spoken: the client
-    writes each piece as it reads the next, so the first is out before the wait."""
+    writes each piece as it reads the next, so the first is out before the wait.
+    ``late_end``: every piece first, then the wait before the source ends, so that all
+    but the last piece (or chunk) are out when the server speaks."""
     yield b"Subject: x\r\n\r\nfirst\r\n"
     yield b"second\r\n"
-    spoken.wait(10)
+    if not late_end:
+        spoken.wait(10)
     yield b"third\r\n"
+    if late_end:
+        spoken.wait(10)
 
 
-async def _streamed_async(adapter: str, spoken: threading.Event) -> AsyncIterator[bytes]:
+async def _streamed_async(
+    adapter: str, spoken: threading.Event, *, late_end: bool = False
+) -> AsyncIterator[bytes]:
     """:func:`_streamed` for an async client, waiting without blocking its loop."""
     yield b"Subject: x\r\n\r\nfirst\r\n"
     yield b"second\r\n"
+    if not late_end:
+        await _wait_for(adapter, spoken)
+    yield b"third\r\n"
+    if late_end:
+        await _wait_for(adapter, spoken)
+
+
+async def _wait_for(adapter: str, spoken: threading.Event) -> None:
     if adapter == "asyncio":
         await asyncio.to_thread(spoken.wait, 10)
     else:
         await trio.to_thread.run_sync(spoken.wait, 10)
-    yield b"third\r\n"
 
 
-def _stream_one(adapter: str, port: int, spoken: threading.Event) -> Any:
+def _stream_one(
+    adapter: str, port: int, spoken: threading.Event, *, late_end: bool = False
+) -> Any:
     """Send one message of streamed content over ``adapter``'s client: its result."""
     module: Any = importlib.import_module(f"smtpcore.{adapter}")
     if adapter == "sync":
         with module.SMTPClient("127.0.0.1", port, timeout=10) as client:
-            return client.send_message(_streamed(spoken), "a@abc.example", "b@pqr.example")
+            content = _streamed(spoken, late_end=late_end)
+            return client.send_message(content, "a@abc.example", "b@pqr.example")
 
     async def session() -> Any:
         async with module.SMTPClient("127.0.0.1", port) as client:
-            content = _streamed_async(adapter, spoken)
+            content = _streamed_async(adapter, spoken, late_end=late_end)
             return await client.send_message(content, "a@abc.example", "b@pqr.example")
 
     return run(adapter, session)
@@ -487,6 +505,62 @@ def test_a_reply_beyond_the_bdat_chunks_sent_answers_no_later_chunk(
     finally:
         thread.join(10)
     assert [line.split()[0] for line in seen].count(b"BDAT") == 1
+
+
+def _serve_421_then_reset(
+    listener: socket.socket, chunking: bool, spoken: threading.Event, seen: list[bytes]
+) -> None:
+    """A server that, once the content has begun to come (the first line after its 354,
+    or the two chunks before the LAST, which it answers), writes ``421`` and resets the connection
+    (SO_LINGER 0): RFC 5321 §3.8's shutdown, then a close the client reads as an error.
+    ``spoken`` is set once the reset is out, while the client's source still produces."""
+    conn, _ = listener.accept()
+    with conn, conn.makefile("rb") as stream:
+        conn.sendall(b"220 mx.pqr.example ESMTP\r\n")
+        seen.append(stream.readline())
+        offer = b"250 CHUNKING\r\n" if chunking else b"250 PIPELINING\r\n"
+        conn.sendall(b"250-mx.pqr.example\r\n" + offer)
+        for _ in range(3 if not chunking else 2):  # MAIL, RCPT (and DATA)
+            line = stream.readline()
+            seen.append(line)
+            conn.sendall(b"354 go ahead\r\n" if line.startswith(b"DATA") else b"250 2.1.0 ok\r\n")
+        if chunking:
+            for _ in range(2):  # the chunks sent before the source ends: all but the LAST
+                line = stream.readline()
+                seen.append(line)
+                stream.read(int(line.split()[1]))
+                conn.sendall(b"250 2.0.0 chunk\r\n")
+        else:
+            seen.append(stream.readline())
+        conn.sendall(b"421 4.3.2 going down\r\n")
+        time.sleep(0.05)  # the 421 is in the client's kernel before the reset
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    spoken.set()
+
+
+@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
+@pytest.mark.parametrize("chunking", [False, True], ids=["data", "bdat"])
+def test_a_421_then_a_reset_while_the_content_streams_ends_with_the_421(
+    adapter: str, listener: socket.socket, chunking: bool
+) -> None:
+    """A 421 (RFC 5321 §3.8) followed by a reset, come while the source still produces:
+    the look before the end (or the next chunk) meets the reset after reading the 421.
+    A failed read that does not wait is the end of the stream, so the session ends as
+    the server's close carrying its 421, never with a bare ``OSError``."""
+    spoken = threading.Event()
+    seen: list[bytes] = []
+    thread = threading.Thread(
+        target=_serve_421_then_reset, args=(listener, chunking, spoken, seen)
+    )
+    thread.start()
+    module: Any = importlib.import_module(f"smtpcore.{adapter}")
+    try:
+        with pytest.raises(module.SMTPConnectionError) as raised:
+            _stream_one(adapter, listener.getsockname()[1], spoken, late_end=True)
+    finally:
+        thread.join(10)
+    assert raised.value.code == 421
+    assert raised.value.result is None
 
 
 # -- POP3 --------------------------------------------------------------------------------

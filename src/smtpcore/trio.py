@@ -687,7 +687,10 @@ class TrioTransport:
     def receive_nowait(self, max_bytes: int) -> bytes | None:
         """What the kernel holds already, without waiting (plain TCP only: a TLS
         stream's records cannot be read without waiting, so ``None``, as when
-        nothing has arrived; ``b""`` once the peer has closed)."""
+        nothing has arrived; ``b""`` once the peer has closed). A failed read (a
+        reset) is the end of the stream too: the caller looks here for a reply
+        no command asked for, and what it read before, a ``421`` say, is the news
+        to give, not the reset after it (RFC 5321 §3.8)."""
         if self._fd < 0 or self._closed:
             return None
         self._drained = False
@@ -695,6 +698,8 @@ class TrioTransport:
             return os.read(self._fd, max_bytes)
         except BlockingIOError:
             return None
+        except OSError:
+            return b""
 
     def send_nowait(self, data: bytes) -> int:
         """Write what the kernel takes at once (plain TCP only; else ``0``)."""
