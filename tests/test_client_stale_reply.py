@@ -344,30 +344,31 @@ def _serve_early_reply(
                 conn.sendall(b"221 2.0.0 bye\r\n")
 
 
-def _streamed(spoken: threading.Event, *, late_end: bool = False) -> Iterator[bytes]:
-    """Content in three pieces, the last given once the server has spoken: the client
-    writes each piece as it reads the next, so the first is out before the wait.
-    ``late_end``: every piece first, then the wait before the source ends, so that all
-    but the last piece (or chunk) are out when the server speaks."""
-    yield b"Subject: x\r\n\r\nfirst\r\n"
-    yield b"second\r\n"
-    if not late_end:
-        spoken.wait(10)
-    yield b"third\r\n"
-    if late_end:
+_PIECES = (b"Subject: x\r\n\r\nfirst\r\n", b"second\r\n", b"third\r\n")
+
+
+def _streamed(spoken: threading.Event, *, wait_at: int = 2) -> Iterator[bytes]:
+    """Content in three pieces, with a wait for the server to have spoken before the
+    piece at ``wait_at`` (3: before the source ends). The client writes each piece
+    as it reads the next, so the pieces before the one read after the wait are out
+    when the server speaks (with 0, none is)."""
+    for index, piece in enumerate(_PIECES):
+        if index == wait_at:
+            spoken.wait(10)
+        yield piece
+    if wait_at == len(_PIECES):
         spoken.wait(10)
 
 
 async def _streamed_async(
-    adapter: str, spoken: threading.Event, *, late_end: bool = False
+    adapter: str, spoken: threading.Event, *, wait_at: int = 2
 ) -> AsyncIterator[bytes]:
     """:func:`_streamed` for an async client, waiting without blocking its loop."""
-    yield b"Subject: x\r\n\r\nfirst\r\n"
-    yield b"second\r\n"
-    if not late_end:
-        await _wait_for(adapter, spoken)
-    yield b"third\r\n"
-    if late_end:
+    for index, piece in enumerate(_PIECES):
+        if index == wait_at:
+            await _wait_for(adapter, spoken)
+        yield piece
+    if wait_at == len(_PIECES):
         await _wait_for(adapter, spoken)
 
 
@@ -378,19 +379,17 @@ async def _wait_for(adapter: str, spoken: threading.Event) -> None:
         await trio.to_thread.run_sync(spoken.wait, 10)
 
 
-def _stream_one(
-    adapter: str, port: int, spoken: threading.Event, *, late_end: bool = False
-) -> Any:
+def _stream_one(adapter: str, port: int, spoken: threading.Event, *, wait_at: int = 2) -> Any:
     """Send one message of streamed content over ``adapter``'s client: its result."""
     module: Any = importlib.import_module(f"smtpcore.{adapter}")
     if adapter == "sync":
         with module.SMTPClient("127.0.0.1", port, timeout=10) as client:
-            content = _streamed(spoken, late_end=late_end)
+            content = _streamed(spoken, wait_at=wait_at)
             return client.send_message(content, "a@abc.example", "b@pqr.example")
 
     async def session() -> Any:
         async with module.SMTPClient("127.0.0.1", port) as client:
-            content = _streamed_async(adapter, spoken, late_end=late_end)
+            content = _streamed_async(adapter, spoken, wait_at=wait_at)
             return await client.send_message(content, "a@abc.example", "b@pqr.example")
 
     return run(adapter, session)
@@ -507,6 +506,59 @@ def test_a_reply_beyond_the_bdat_chunks_sent_answers_no_later_chunk(
     assert [line.split()[0] for line in seen].count(b"BDAT") == 1
 
 
+def _serve_second_rcpt_reply(
+    listener: socket.socket, spoken: threading.Event, seen: list[bytes]
+) -> None:
+    """A CHUNKING server that answers RCPT twice, the second time a moment later (while
+    the client reads its content), and never answers the LAST chunk: a client that
+    takes the second for its first chunk's reply takes each chunk's for the next one's,
+    and the last for the LAST's."""
+    conn, _ = listener.accept()
+    with conn, conn.makefile("rb") as stream:
+        conn.sendall(b"220 mx.pqr.example ESMTP\r\n")
+        seen.append(stream.readline())
+        conn.sendall(b"250-mx.pqr.example\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+        while line := stream.readline():
+            seen.append(line)
+            if line.startswith(b"BDAT"):
+                stream.read(int(line.split()[1]))
+                if not line.rstrip().endswith(b"LAST"):
+                    conn.sendall(b"250 2.0.0 chunk\r\n")
+            elif line.startswith(b"RCPT"):
+                conn.sendall(b"250 2.1.5 ok\r\n")
+                time.sleep(0.2)  # the client reads its content by then
+                conn.sendall(b"250 2.0.0 queued early\r\n")
+                spoken.set()
+            elif line.startswith(b"QUIT"):
+                conn.sendall(b"221 2.0.0 bye\r\n")
+            else:
+                conn.sendall(b"250 2.1.0 ok\r\n")
+
+
+@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
+def test_a_reply_while_the_first_chunk_is_read_is_not_its_answer(
+    adapter: str, listener: socket.socket
+) -> None:
+    """RFC 3030 §2: one reply a chunk, and none before it. Content read from a source
+    takes time (here the second piece, which the first chunk waits for: the first is
+    read ahead before MAIL), and a reply come meanwhile, before the first BDAT went
+    out, is looked at first: taken for that chunk's reply it would shift every later
+    one, and the message would pass for delivered though the server never answered
+    its LAST."""
+    spoken = threading.Event()
+    seen: list[bytes] = []
+    thread = threading.Thread(target=_serve_second_rcpt_reply, args=(listener, spoken, seen))
+    thread.start()
+    module: Any = importlib.import_module(f"smtpcore.{adapter}")
+    try:
+        with pytest.raises(module.SMTPProtocolError) as raised:
+            _stream_one(adapter, listener.getsockname()[1], spoken, wait_at=1)
+    finally:
+        thread.join(10)
+    assert raised.value.result is None
+    assert not any(line.startswith(b"BDAT") for line in seen)
+
+
 def _serve_421_then_reset(
     listener: socket.socket, chunking: bool, spoken: threading.Event, seen: list[bytes]
 ) -> None:
@@ -556,7 +608,7 @@ def test_a_421_then_a_reset_while_the_content_streams_ends_with_the_421(
     module: Any = importlib.import_module(f"smtpcore.{adapter}")
     try:
         with pytest.raises(module.SMTPConnectionError) as raised:
-            _stream_one(adapter, listener.getsockname()[1], spoken, late_end=True)
+            _stream_one(adapter, listener.getsockname()[1], spoken, wait_at=3)
     finally:
         thread.join(10)
     assert raised.value.code == 421

@@ -1357,9 +1357,16 @@ class BaseSMTPClient(BaseClient):
         read: a system call a message, for a reply sent before the content that the
         read of the 354 would most often have taken with it."""
         if streamed:
-            await self._take_unasked()
+            await self._take_arrived()
         else:
             await self._unasked_held()
+
+    async def _take_arrived(self) -> None:
+        """Raise for a reply that came while content was read from its source, which
+        takes time, before the end of data or the next BDAT chunk goes out (RFC 5321
+        §4.1.1.4, RFC 3030 §2): no reply is due then, so whatever came is read as
+        before a command (:meth:`_take_unasked`, reads that never wait)."""
+        await self._take_unasked(idle=True)
 
     async def _forward(self, commands: Sequence[Rset | Xforward]) -> None:
         """XFORWARD (and the RSET before it), answered before ``MAIL`` goes out: a
@@ -1421,29 +1428,32 @@ class BaseSMTPClient(BaseClient):
         BINARYMIME content is sent as it is; other content gets CRLF line endings."""
         normalizer = None if binary else CRLFNormalizer()
         pending: bytes | None = None
-        answered = False
+        streamed = type(content) is not bytes  # read from a source, which takes time
         async with aclosing(content_chunks(content, self.chunk_size)) as pieces:
             async for piece in pieces:
                 data = piece if normalizer is None else normalizer.feed(piece)
                 if not data:
                     continue
                 if pending is not None:
-                    await self._send_chunk(pending, last=False, answered=answered)
-                    answered = True
+                    await self._send_chunk(pending, last=False, look=streamed)
+                    streamed = True  # the chunk's reply has been read: the next piece since
                 pending = data
         tail = b"" if normalizer is None else normalizer.end()
-        return await self._send_chunk((pending or b"") + tail, last=True, answered=answered)
+        return await self._send_chunk((pending or b"") + tail, last=True, look=streamed)
 
-    async def _send_chunk(self, data: bytes, *, last: bool, answered: bool) -> Reply:
-        """One BDAT chunk and its reply. Each chunk has one reply (RFC 3030 §2); once a
-        chunk before it was ``answered``, what came since, while the next piece was
-        read, answers nothing, and paired with this chunk it would shift every later
-        reply (the reply to this chunk read as the LAST's, the message as delivered):
-        it is looked at first, as before any command (:meth:`_take_unasked`, a read
-        that never waits; none for a message of one chunk)."""
+    async def _send_chunk(self, data: bytes, *, last: bool, look: bool) -> Reply:
+        """One BDAT chunk and its reply. Each chunk has one reply, and none comes
+        before it (RFC 3030 §2): a reply that came while the chunk's content was
+        read, since the last reply was read (the RCPT's, or the chunk before's),
+        answers nothing, and paired with this chunk it would shift every later
+        reply (this chunk's read as the LAST's, the message as delivered). With
+        ``look`` (content read from a source, or a chunk after the first) what came
+        meanwhile is looked at first (:meth:`_take_arrived`); content given as one
+        ``bytes`` object, sent at once after the RCPT's reply, is not looked at
+        before its first chunk."""
         conn = self.connection
-        if answered:
-            await self._take_unasked(idle=True)
+        if look:
+            await self._take_arrived()
         bdat = Bdat(len(data), last)
         if data:
             await self._write(self.timeouts.data_block, bdat, MessageData(data))
