@@ -16,6 +16,7 @@ import asyncio
 import importlib
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -26,7 +27,7 @@ import pytest
 import trio
 from hypothesis import given
 
-from peers import ADAPTERS, run
+from peers import ADAPTERS, TLSFiles, run
 from smtpcore import LocalProtocolError, RemoteProtocolError
 from smtpcore.address import parse_mailbox
 from smtpcore.smtp import (
@@ -108,7 +109,11 @@ def test_a_reply_before_the_end_of_the_message_never_answers_it(early: bytes) ->
     """RFC 5321 §4.1.1.4: only the reply after the end of data answers it. Whatever
     came after the 354, the machine refuses to send the end behind it: a possible
     421 is to be read first (and answers nothing, §3.8); anything else is the
-    server's error, named as such, and the ERROR state."""
+    server's error and the ERROR state. The refusal itself is older than the
+    drivers' look before the end (the tests over sockets below prove that); what
+    this property guards is the machine's side of it for embedders: the refusal
+    for any reply, and its text, "before the end of the message", which the
+    drivers' errors repeat."""
     conn = in_content()
     conn.receive_data(early)
     try:
@@ -318,12 +323,16 @@ def _serve_early_reply(
     spoken: threading.Event,
     seen: list[bytes],
     pipelining: bool,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     """A server that answers up to its 354, then, once the first line of content has
     come, writes ``early`` while the client still streams the rest (the audit's server:
     a reply before the end of data, RFC 5321 §4.1.1.4), and answers the final dot only
-    when ``early`` is empty (an honest server). ``spoken`` is set once ``early`` is out."""
+    when ``early`` is empty (an honest server). ``spoken`` is set once ``early`` is out.
+    With ``tls``, the session is TLS from the first byte (RFC 8314)."""
     conn, _ = listener.accept()
+    if tls is not None:
+        conn = tls.wrap_socket(conn, server_side=True)
     with conn, conn.makefile("rb") as stream:
         conn.sendall(b"220 mx.pqr.example ESMTP\r\n")
         seen.append(stream.readline())
@@ -361,35 +370,48 @@ def _streamed(spoken: threading.Event, *, wait_at: int = 2) -> Iterator[bytes]:
 
 
 async def _streamed_async(
-    adapter: str, spoken: threading.Event, *, wait_at: int = 2
+    adapter: str, spoken: threading.Event, *, wait_at: int = 2, blocking: bool = False
 ) -> AsyncIterator[bytes]:
-    """:func:`_streamed` for an async client, waiting without blocking its loop."""
+    """:func:`_streamed` for an async client, waiting without blocking its loop (with
+    ``blocking``, a source that blocks it, as one reading a slow disk does)."""
     for index, piece in enumerate(_PIECES):
         if index == wait_at:
-            await _wait_for(adapter, spoken)
+            await _wait_for(adapter, spoken, blocking=blocking)
         yield piece
     if wait_at == len(_PIECES):
-        await _wait_for(adapter, spoken)
+        await _wait_for(adapter, spoken, blocking=blocking)
 
 
-async def _wait_for(adapter: str, spoken: threading.Event) -> None:
-    if adapter == "asyncio":
+async def _wait_for(adapter: str, spoken: threading.Event, *, blocking: bool = False) -> None:
+    if blocking:
+        spoken.wait(10)
+    elif adapter == "asyncio":
         await asyncio.to_thread(spoken.wait, 10)
     else:
         await trio.to_thread.run_sync(spoken.wait, 10)
 
 
-def _stream_one(adapter: str, port: int, spoken: threading.Event, *, wait_at: int = 2) -> Any:
-    """Send one message of streamed content over ``adapter``'s client: its result."""
+def _stream_one(
+    adapter: str,
+    port: int,
+    spoken: threading.Event,
+    *,
+    wait_at: int = 2,
+    blocking: bool = False,
+    tls: ssl.SSLContext | None = None,
+) -> Any:
+    """Send one message of streamed content over ``adapter``'s client: its result.
+    With ``tls`` (the client's context), TLS from the first byte."""
     module: Any = importlib.import_module(f"smtpcore.{adapter}")
+    options: dict[str, Any] = {} if tls is None else {"tls_on_connect": True, "ssl_context": tls}
     if adapter == "sync":
-        with module.SMTPClient("127.0.0.1", port, timeout=10) as client:
+        with module.SMTPClient("127.0.0.1", port, timeout=10, **options) as client:
             content = _streamed(spoken, wait_at=wait_at)
             return client.send_message(content, "a@abc.example", "b@pqr.example")
 
     async def session() -> Any:
-        async with module.SMTPClient("127.0.0.1", port) as client:
-            content = _streamed_async(adapter, spoken, wait_at=wait_at)
+        async with module.SMTPClient("127.0.0.1", port, **options) as client:
+            content = _streamed_async(adapter, spoken, wait_at=wait_at, blocking=blocking)
             return await client.send_message(content, "a@abc.example", "b@pqr.example")
 
     return run(adapter, session)
@@ -454,6 +476,52 @@ def test_streamed_content_to_an_honest_server_is_delivered(
         thread.join(10)
     assert [str(recipient.recipient) for recipient in result.delivered] == ["b@pqr.example"]
     assert b"third\r\n" in seen and b".\r\n" in seen
+
+
+@pytest.mark.parametrize(
+    ("adapter", "blocking"),
+    [("sync", False), ("asyncio", False), ("asyncio", True), ("trio", False), ("trio", True)],
+)
+@pytest.mark.parametrize(
+    ("early", "error", "code"),
+    [
+        (b"250 2.0.0 queued before the dot\r\n", "SMTPProtocolError", None),
+        (b"421 4.3.2 going down\r\n", "SMTPConnectionError", 421),
+    ],
+)
+def test_a_reply_while_the_content_streams_over_tls_is_never_the_answer_to_its_end(
+    adapter: str,
+    blocking: bool,
+    listener: socket.socket,
+    tls: TLSFiles,
+    early: bytes,
+    error: str,
+    code: int | None,
+) -> None:
+    """As :func:`test_a_reply_while_the_content_streams_is_never_the_answer_to_its_end`,
+    over TLS, where a reply waits as a record that no read without waiting can give
+    (trio), or in the socket while a source that blocks the event loop is read
+    (asyncio): the client sees the socket readable and reads the record before the
+    end goes out."""
+    spoken = threading.Event()
+    seen: list[bytes] = []
+    thread = threading.Thread(
+        target=_serve_early_reply,
+        args=(listener, early, spoken, seen, True, tls.server_context),
+    )
+    thread.start()
+    module: Any = importlib.import_module(f"smtpcore.{adapter}")
+    port = listener.getsockname()[1]
+    try:
+        with pytest.raises(getattr(module, error)) as raised:
+            _stream_one(
+                adapter, port, spoken, wait_at=3, blocking=blocking, tls=tls.client_context
+            )
+    finally:
+        thread.join(10)
+    assert raised.value.code == code
+    assert raised.value.result is None
+    assert b".\r\n" not in seen
 
 
 def _serve_extra_bdat_reply(

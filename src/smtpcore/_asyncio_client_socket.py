@@ -29,7 +29,7 @@ from selectors import EVENT_READ, EVENT_WRITE
 from typing import TYPE_CHECKING, Final
 
 from smtpcore._asyncio_raw import serves_raw
-from smtpcore._driver._transport import address
+from smtpcore._driver._transport import address, readable_now
 from smtpcore.handler import TLSInfo
 
 if TYPE_CHECKING:
@@ -258,6 +258,16 @@ class SocketClientTransport:
         if not self._chunks:
             return b"" if self._eof else None
         return self._take(self._buffered)
+
+    def arrived(self) -> bool:
+        """Whether the socket holds bytes the event loop has yet to read, when
+        :meth:`receive_nowait` has nothing to give (as
+        :meth:`~smtpcore.asyncio.AsyncioTransport.arrived`)."""
+        if self._tls is not None:
+            return self._tls.arrived()
+        if self._chunks or self._eof or self._closed:
+            return False
+        return readable_now(self._fd)
 
     def drained(self) -> bool:
         """Whether every byte read from the socket was read from here already, and it

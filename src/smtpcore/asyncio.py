@@ -75,7 +75,7 @@ from smtpcore._driver._smtp_client import (
     SMTPClientOptions,
 )
 from smtpcore._driver._timeouts import POP3Timeouts, new_pump
-from smtpcore._driver._transport import BoundLink, Link
+from smtpcore._driver._transport import BoundLink, Link, readable_now
 from smtpcore.address import Mailbox
 from smtpcore.handler import (
     Authenticator,
@@ -575,6 +575,17 @@ class AsyncioTransport(asyncio.BufferedProtocol):
             if self._transport is not None and not self._lost:
                 self._transport.resume_reading()
         return data
+
+    def arrived(self) -> bool:
+        """Whether the socket holds bytes the event loop has yet to read (kept from
+        running by a caller that blocked it, a content source reading a slow disk),
+        when :meth:`receive_nowait` has nothing to give: a read then starts at once
+        (over TLS a record that came in part waits for its rest, which the caller
+        bounds with a deadline)."""
+        if self._chunks or self._eof or self._transport is None or self._lost:
+            return False
+        sock = self._transport.get_extra_info("socket")
+        return sock is not None and readable_now(sock.fileno())
 
     def drained(self) -> bool:
         """Whether every byte the event loop has read was read from here already, and

@@ -67,7 +67,7 @@ from smtpcore._driver._smtp_client import (
     SMTPClientOptions,
 )
 from smtpcore._driver._timeouts import POP3Timeouts, rest_of
-from smtpcore._driver._transport import Link, YieldFirst
+from smtpcore._driver._transport import Link, YieldFirst, readable_now
 from smtpcore._threads import AUTH
 from smtpcore._trio_held import HOLD_AT_MOST, HeldWrites
 from smtpcore.address import Mailbox
@@ -700,6 +700,22 @@ class TrioTransport:
             return None
         except OSError:
             return b""
+
+    def arrived(self) -> bool:
+        """Whether bytes wait that :meth:`receive_nowait` cannot give: over TLS, a
+        record decrypted and not yet read, or the socket under the ``SSLStream``
+        readable. A read then starts at once; the caller bounds it with a deadline,
+        for a record that came in part. Asked rather than tried: a receive that
+        meets a cancelled scope is cancelled before it reads anything, and trio
+        leaves an ``SSLStream`` unusable if one is cancelled mid-handshake.
+        ``False`` in plaintext, where :meth:`receive_nowait` reads the kernel."""
+        stream = self._ssl
+        if stream is None or self._closed:
+            return False
+        if stream.pending():
+            return True
+        sock = _socket_of(stream)
+        return sock is not None and readable_now(sock.fileno())
 
     def send_nowait(self, data: bytes) -> int:
         """Write what the kernel takes at once (plain TCP only; else ``0``)."""

@@ -1365,8 +1365,16 @@ class BaseSMTPClient(BaseClient):
         """Raise for a reply that came while content was read from its source, which
         takes time, before the end of data or the next BDAT chunk goes out (RFC 5321
         §4.1.1.4, RFC 3030 §2): no reply is due then, so whatever came is read as
-        before a command (:meth:`_take_unasked`, reads that never wait)."""
+        before a command (:meth:`_take_unasked`, reads that never wait), and then
+        what has reached the socket that such a read cannot give (the transport's
+        ``arrived``: a TLS record on trio, bytes an event loop blocked by the source
+        has yet to read), read under the ``data_block`` deadline, which bounds a
+        record that came in part. Any byte of it is a reply no command asked for."""
         await self._take_unasked(idle=True)
+        # A stand-in for a Link (a wrapper that shows the wire) may not have it.
+        arrived = getattr(self._transport, "arrived", None)
+        if arrived is not None and arrived():
+            await self._unasked(await self._reply(self.timeouts.data_block, NEED_DATA))
 
     async def _forward(self, commands: Sequence[Rset | Xforward]) -> None:
         """XFORWARD (and the RSET before it), answered before ``MAIL`` goes out: a

@@ -9,6 +9,7 @@ for one connection, so the sessions and clients have one object to talk to.
 from __future__ import annotations
 
 import functools
+import select
 import ssl
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -21,7 +22,16 @@ from smtpcore.transport import Transport, tls_info
 
 _T = TypeVar("_T")
 
-__all__ = ["BoundLink", "Link", "LinkBase", "Transport", "YieldFirst", "address", "tls_info"]
+__all__ = [
+    "BoundLink",
+    "Link",
+    "LinkBase",
+    "Transport",
+    "YieldFirst",
+    "address",
+    "readable_now",
+    "tls_info",
+]
 
 
 class YieldFirst:
@@ -58,6 +68,20 @@ class YieldFirst:
         self._waits_left = self.WAITS_AFTER_A_MISS
 
 
+def readable_now(fileno: int) -> bool:
+    """Whether the socket ``fileno`` has something to read (bytes, or its end), asked
+    without waiting. ``poll`` where there is one: ``select`` refuses a descriptor
+    past ``FD_SETSIZE``, which a relay with many connections reaches."""
+    if _POLL:
+        poller = select.poll()
+        poller.register(fileno, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([fileno], [], [], 0)[0])
+
+
+_POLL: Final = hasattr(select, "poll")
+
+
 def _cannot_send_now(data: bytes) -> int:
     return 0
 
@@ -70,6 +94,10 @@ def _not_drained() -> bool:
     return False
 
 
+def _nothing_arrived() -> bool:
+    return False
+
+
 def _no_channel_binding(kind: str) -> bytes | None:
     return None
 
@@ -77,6 +105,7 @@ def _no_channel_binding(kind: str) -> bytes | None:
 _FROM_TRANSPORT: Final[dict[str, Callable[..., Any] | None]] = {
     "receive_some": None,
     "receive_nowait": _cannot_receive_now,
+    "arrived": _nothing_arrived,
     "drained": _not_drained,
     "send_all": None,
     "send_nowait": _cannot_send_now,
@@ -133,6 +162,13 @@ class LinkBase:
     """What has already arrived, without waiting: ``None`` when nothing has (or
     the transport cannot tell: it has no such method), ``b""`` once the peer has
     closed. A client reads it before writing a command while no reply is due."""
+    arrived: Callable[[], bool]
+    """Whether bytes have reached the socket that :attr:`receive_nowait` cannot give
+    (a TLS record, which a read that never waits cannot decrypt on trio; what an
+    event loop kept from running has yet to read): a read now would start on them
+    at once. ``False`` when the transport cannot tell (it has no such method). A
+    client reads them before the end of content it took time to read (RFC 5321
+    §4.1.1.4)."""
     drained: Callable[[], bool]
     """Whether the last read took everything that had arrived by then (a plain
     socket's read that gave fewer octets than asked for); ``False`` when the
@@ -233,6 +269,7 @@ class Link(LinkBase):
     """A transport and a clock joined for a session (see :class:`LinkBase`)."""
 
     __slots__ = (
+        "arrived",
         "clock",
         "deadline",
         "drained",
