@@ -13,6 +13,7 @@ client adapters read what has arrived before they write the next command.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import select
 import socket
@@ -522,6 +523,46 @@ def test_a_reply_while_the_content_streams_over_tls_is_never_the_answer_to_its_e
     assert raised.value.code == code
     assert raised.value.result is None
     assert b".\r\n" not in seen
+
+
+def _readable_for_nothing() -> bool:
+    """A link's ``arrived`` for a socket that is readable for bytes with no reply in
+    them: a TLS record that carries no application data (a KeyUpdate, a session
+    ticket sent late, RFC 8446 §4.6), which the read under it decrypts to nothing
+    and then waits on."""
+    return True
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_a_readable_socket_that_holds_no_reply_delays_the_end_only_briefly(
+    adapter: str, listener: socket.socket
+) -> None:
+    """The look before the end of data reads what the socket holds for a moment, not
+    for the ``data_block`` timeout (60 s here): finding no reply, it writes the end,
+    and the honest server's message is delivered (the review's KeyUpdate sent after
+    the 354 by ``openssl s_server``, which failed as ``SMTPTimeout`` after 180 s)."""
+    spoken = threading.Event()
+    seen: list[bytes] = []
+    thread = threading.Thread(target=_serve_early_reply, args=(listener, b"", spoken, seen, True))
+    thread.start()
+    module: Any = importlib.import_module(f"smtpcore.{adapter}")
+    timeouts = dataclasses.replace(module.Timeouts(), data_block=60.0)
+    port = listener.getsockname()[1]
+
+    async def session() -> Any:
+        async with module.SMTPClient("127.0.0.1", port, timeouts=timeouts) as client:
+            client._transport.arrived = _readable_for_nothing
+            content = _streamed_async(adapter, spoken, wait_at=3)
+            return await client.send_message(content, "a@abc.example", "b@pqr.example")
+
+    started = time.monotonic()
+    try:
+        result = run(adapter, session)
+    finally:
+        thread.join(70)
+    assert time.monotonic() - started < 10
+    assert [str(recipient.recipient) for recipient in result.delivered] == ["b@pqr.example"]
+    assert b".\r\n" in seen
 
 
 def _serve_extra_bdat_reply(

@@ -1368,13 +1368,44 @@ class BaseSMTPClient(BaseClient):
         before a command (:meth:`_take_unasked`, reads that never wait), and then
         what has reached the socket that such a read cannot give (the transport's
         ``arrived``: a TLS record on trio, bytes an event loop blocked by the source
-        has yet to read), read under the ``data_block`` deadline, which bounds a
-        record that came in part. Any byte of it is a reply no command asked for."""
+        has yet to read), looked at briefly (:meth:`_look_at_arrived`)."""
         await self._take_unasked(idle=True)
         # A stand-in for a Link (a wrapper that shows the wire) may not have it.
         arrived = getattr(self._transport, "arrived", None)
         if arrived is not None and arrived():
-            await self._unasked(await self._reply(self.timeouts.data_block, NEED_DATA))
+            await self._look_at_arrived()
+
+    async def _look_at_arrived(self) -> None:
+        """Read what a readable socket holds for at most :data:`_ARRIVED_LOOK`
+        seconds, and raise for any reply in it: a reply no command asked for (as
+        :meth:`_unasked`; the server's close too). The bytes are at the socket
+        already, so a reply in them is read at once; nothing in that time means they
+        held none (a TLS record with no application data: a KeyUpdate, a session
+        ticket sent late, RFC 8446 §4.6), and the caller goes on to write. Never the
+        ``data_block`` timeout: the server, waiting for the end, would send nothing
+        more, and an honest session would end in :class:`SMTPTimeout`."""
+        conn = self._conn
+        transport = self._transport
+        if conn is None or transport is None:
+            raise SMTPConnectionError("not connected")
+        # trio over TLS: the deadline cancels SSLStream.receive_some where it waits for
+        # the socket, before it has taken a byte, so the stream stays usable (trio
+        # warns only of a cancelled handshake or send_all; the one write a read
+        # makes, the answer a KeyUpdate may ask for, RFC 8446 §4.6.3, goes out as the
+        # record is read, without waiting for the deadline).
+        try:
+            data = await _receive_within(transport, _ARRIVED_LOOK)
+        except TimeoutError:
+            return
+        except OSError:
+            data = b""
+        if self._trace is not None:
+            self._trace.received(data)
+        try:
+            event = conn._receive_event(data)
+        except RemoteProtocolError as exc:
+            raise SMTPProtocolError(str(exc)) from exc
+        await self._unasked(event)
 
     async def _forward(self, commands: Sequence[Rset | Xforward]) -> None:
         """XFORWARD (and the RSET before it), answered before ``MAIL`` goes out: a
@@ -1692,6 +1723,21 @@ _LEFT_BEHIND_WAIT: Final = 1.0
 """Seconds a write the server's close cut short waits for the reply sent before it."""
 _LEFT_BEHIND_READS: Final = 64
 """Reads that wait may make: a reply or two of a few lines (each bounded by the machine)."""
+_ARRIVED_LOOK: Final = 0.5
+"""Seconds the look before the end of data (or a BDAT chunk) reads a readable socket:
+bytes already there decrypt at once; a reply is not in them if none comes by then."""
+
+
+async def _receive_within(transport: Link, seconds: float) -> bytes:
+    """One read of at most :data:`_CHUNK` octets under a deadline of ``seconds``
+    (``TimeoutError`` after): the link's ``receive_within``, or, for a stand-in for
+    a Link without one (a wrapper that shows the wire), its ``deadline``."""
+    receive_within = getattr(transport, "receive_within", None)
+    if receive_within is not None:
+        data: bytes = await receive_within(seconds, _CHUNK)
+        return data
+    async with transport.deadline(seconds):
+        return await transport.receive_some(_CHUNK)
 
 
 def _merged(results: Sequence[TransactionResult]) -> TransactionResult:
