@@ -645,6 +645,97 @@ def test_a_retr_refused_when_read_again_leaves_the_message_there(
     assert len(Maildir(target).messages()) == 1
 
 
+def _moved_record(target: Path, old: str, new: str) -> None:
+    """The record kept for the server at ``old`` given to the same server at ``new``
+    (a scripted server listens on a port of its own at each run)."""
+    fields = _record(target, old)
+    fields["server"] = new
+    record_path(target, old, USER).rename(record_path(target, new, USER))
+    record_path(target, new, USER).write_text(json.dumps(fields))
+
+
+def test_a_dele_refused_leaves_that_message_and_the_others_are_deleted_at_quit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A DELE may be refused (RFC 1939 §7: a message another session deleted, a
+    read-only maildrop). One ``-ERR`` to a DELE ended the run without QUIT, so none of
+    the deletions before it took effect (RFC 1939 §6) and they were all read again next
+    run. The message is now named on stderr and left on the server, the others are
+    deleted at QUIT, and the status is 1; stored and recorded, it is not stored again
+    next run, and its DELE is tried again. The messages outweigh the record, so that it
+    is written, and the deletions sent, after each."""
+    target = tmp_path / "fetched"
+    body = b"x" * 70 + b"\r\n"
+    one, two, three = (_message(s) + body * 20 for s in ("one", "two", "three"))
+    uids = "C: UIDL\nS: +OK\nS: 1 id-one\nS: 2 id-two\nS: 3 id-three\nS: ."
+    steps = [
+        *script(_SCRIPTED_LOGIN),
+        *_listed(one, two, three),
+        *script(uids),
+        *_retrieved(1, one),
+        *script("C: DELE 1\nS: +OK"),
+        *_retrieved(2, two),
+        *script("C: DELE 2\nS: -ERR [SYS/TEMP] maildrop is read-only"),
+        *_retrieved(3, three),
+        *script("C: DELE 3\nS: +OK\nC: QUIT\nS: +OK bye\n-- close"),
+    ]
+    with ScriptedServer(steps) as server:
+        first = f"127.0.0.1:{server.port}"
+        assert _fetch(first, target, "--delete") == 1
+    captured = capsys.readouterr()
+    assert _subjects(captured.out) == ["one", "two", "three"]
+    assert "1 stored but not deleted, left there." in captured.out
+    errors = [line for line in captured.err.splitlines() if "warning" not in line]
+    assert errors == [
+        "smtpcore fetch: message 2 stored but not deleted from the server: "
+        "DELE refused: -ERR [SYS/TEMP] maildrop is read-only"
+    ]
+    assert _recorded_sizes(target, first) == {
+        "id-one": len(one),
+        "id-two": len(two),
+        "id-three": len(three),
+    }
+    steps = [
+        *script(_SCRIPTED_LOGIN),
+        *_listed(two),
+        *script("C: UIDL\nS: +OK\nS: 1 id-two\nS: ."),
+        *_retrieved(1, two),
+        *script("C: DELE 1\nS: +OK\nC: QUIT\nS: +OK bye\n-- close"),
+    ]
+    with ScriptedServer(steps) as server:
+        second = f"127.0.0.1:{server.port}"
+        _moved_record(target, first, second)
+        assert _fetch(second, target, "--delete") == 0
+    out = capsys.readouterr().out
+    assert _subjects(out) == [] and "1 stored before, read again" in out
+    assert len(Maildir(target).messages()) == 3
+
+
+def test_a_dele_refused_for_a_message_read_again_is_counted_as_left_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A recorded message read again, found unchanged, and its DELE refused is counted
+    as left on the server, not as deleted; QUIT is sent and the status is 1."""
+    target = tmp_path / "fetched"
+    one = _message("one")
+    steps = [
+        *script(_SCRIPTED_LOGIN),
+        *_listed(one),
+        *script("C: UIDL\nS: +OK\nS: 1 id-one\nS: ."),
+        *_retrieved(1, one),
+        *script("C: DELE 1\nS: -ERR no such message\nC: QUIT\nS: +OK bye\n-- close"),
+    ]
+    with ScriptedServer(steps) as server:
+        where = f"127.0.0.1:{server.port}"
+        _recorded_before(target, where, "id-one", one)
+        assert _fetch(where, target, "--delete") == 1
+    captured = capsys.readouterr()
+    assert "stored before" not in captured.out
+    assert "1 stored but not deleted, left there." in captured.out
+    assert captured.err.count("message 1 stored but not deleted from the server") == 1
+    assert Maildir(target).messages() == []
+
+
 def test_a_large_message_recorded_is_compared_whole_and_new_mail_still_comes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -13,9 +13,11 @@ import email.message
 import email.parser
 import email.policy
 import sys
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final, TypeVar
 
 from smtpcore import ProtocolError
 from smtpcore._ip import host_port
@@ -81,6 +83,31 @@ class _Retrieved:
     size: int
     head: _Head
     digest: str
+
+
+@dataclass(frozen=True)
+class _LeftThere:
+    """How a run reports a message the server refused a command for, and left there:
+    ``report`` on its stderr line, ``tally`` in the last line's count."""
+
+    report: str
+    tally: str
+
+
+_LEFT_ON_REFUSAL: Final = {
+    "RETR": _LeftThere(
+        "not retrieved, left on the server", "the server could not give, left there"
+    ),
+    "DELE": _LeftThere(
+        "stored but not deleted from the server", "stored but not deleted, left there"
+    ),
+}
+"""The commands whose ``-ERR`` leaves their message on the server while the run goes on
+(see :meth:`_FetchRun._unless_refused`): RFC 1939 §5 lets RETR fail (Dovecot and our own
+server answer it for a message whose file is gone since the listing), and §7 lets DELE
+fail (a message another session deleted, a read-only maildrop)."""
+
+_T = TypeVar("_T")
 
 
 def _header_text(header: email.message.Message, name: str) -> str:
@@ -170,7 +197,8 @@ class _FetchRun:
     :attr:`FetchRecord.due`); they take effect at QUIT alone (RFC 1939 §6).
 
     A record that cannot be written is given up for the rest of the run (see
-    :meth:`_save_record`), and the run goes on as without one."""
+    :meth:`_save_record`), and the run goes on as without one; so does it past a
+    message whose RETR or DELE the server refuses (see :meth:`_unless_refused`)."""
 
     client: POP3Client
     target: Maildir | None
@@ -182,7 +210,8 @@ class _FetchRun:
     fetched: int = 0
     octets: int = 0
     skipped: int = 0
-    refused: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    """The messages left on the server by a refusal, by the command refused."""
     record_lost: bool = False
     """The record could not be written: the next run fetches again what this one stored."""
     _deletions_held: list[int] = field(default_factory=list)
@@ -224,16 +253,14 @@ class _FetchRun:
         if not self.delete:
             self.skipped += 1
             return
-        try:
-            unchanged = await self._unchanged_since_stored(item)
-        except POP3ResponseError as exc:
-            self._report_refused(item.number, exc)
+        unchanged = await self._unless_refused(item.number, self._unchanged_since_stored(item))
+        if unchanged is None:
             return
         if not unchanged:
             await self._fetch(item)
             return
-        self.skipped += 1
-        await self.client.delete(item.number)
+        if await self._delete(item.number):
+            self.skipped += 1
 
     async def _unchanged_since_stored(self, item: MessageListing) -> bool:
         """Whether RETR gives for ``item`` the content recorded for its id and size:
@@ -245,24 +272,42 @@ class _FetchRun:
         return self.record.holds_content(item.uid, item.size, retrieved.digest)
 
     async def _fetch(self, item: MessageListing) -> None:
-        try:
-            retrieved = await _retrieve(self.client, item.number, self.target)
-        except POP3ResponseError as exc:
-            self._report_refused(item.number, exc)
+        retrieved = await self._unless_refused(
+            item.number, _retrieve(self.client, item.number, self.target)
+        )
+        if retrieved is None:
             return
         self.fetched += 1
         self.octets += retrieved.size
         self.say(_summary(item.number, retrieved.size, bytes(retrieved.head.data)))
         await self._stored(item, retrieved)
 
-    def _report_refused(self, number: int, exc: POP3ResponseError) -> None:
-        """A RETR answered ``-ERR``: RFC 1939 §5 lets it fail (Dovecot and our own
-        server answer it for a message whose file is gone since the listing). It is left
-        on the server for the next run, and the others are still taken, as fetchmail
-        does, so that QUIT commits the deletions of those stored; the exit status, 1,
-        tells cron."""
-        self.refused += 1
-        _fetch_failed(f"message {number} not retrieved, left on the server: {exc}")
+    async def _unless_refused(self, number: int, command: Awaitable[_T]) -> _T | None:
+        """What ``command``, sent for message ``number``, gives; None when the server
+        answers it ``-ERR`` and :data:`_LEFT_ON_REFUSAL` says that leaves the message
+        on the server. The message is named on stderr and the others are still taken,
+        as fetchmail does, so that QUIT commits the deletions of those stored (RFC 1939
+        §6); the exit status, 1, tells cron. Any other failure stops the run."""
+        try:
+            return await command
+        except POP3ResponseError as exc:
+            left = _LEFT_ON_REFUSAL.get(exc.command)
+            if left is None:
+                raise
+            self.refused[exc.command] += 1
+            _fetch_failed(f"message {number} {left.report}: {exc}")
+            return None
+
+    async def _delete(self, number: int) -> bool:
+        """DELE message ``number``, stored and recorded; whether the server took it.
+        Refused, it stays on the server, and a next run with the record reads it again
+        and retries the DELE, never storing it twice."""
+
+        async def dele() -> bool:
+            await self.client.delete(number)
+            return True
+
+        return await self._unless_refused(number, dele()) is not None
 
     async def _stored(self, item: MessageListing, retrieved: _Retrieved) -> None:
         """Message ``item`` is synced into the Maildir: record its id, its size and the
@@ -270,7 +315,7 @@ class _FetchRun:
         disk (at once when there is no record)."""
         if self.record is None or item.uid is None:
             if self.delete:
-                await self.client.delete(item.number)
+                await self._delete(item.number)
             return
         self.record.add(item.uid, item.size, retrieved.digest, octets=retrieved.size)
         if self.delete:
@@ -290,7 +335,7 @@ class _FetchRun:
         except OSError as exc:
             self._give_up_record(record, exc)
         for number in self._deletions_held:
-            await self.client.delete(number)
+            await self._delete(number)
         self._deletions_held.clear()
 
     def _give_up_record(self, record: FetchRecord, exc: OSError) -> None:
@@ -325,8 +370,9 @@ class _FetchRun:
         parts = [f"{self.fetched} messages, {self.octets} octets; {kept}{deleted}"]
         if self.skipped:
             parts.append(f"{self.skipped} stored before, {self._what_became_of_skipped()}")
-        if self.refused:
-            parts.append(f"{self.refused} the server could not give, left there")
+        for command, left in _LEFT_ON_REFUSAL.items():
+            if self.refused[command]:
+                parts.append(f"{self.refused[command]} {left.tally}")
         return printable("; ".join(parts) + ".")
 
     def _what_became_of_skipped(self) -> str:
@@ -443,8 +489,8 @@ def _check_maildir_options(args: argparse.Namespace) -> None:
 
 def run_fetch(args: argparse.Namespace, say: Callable[[str], None] = print) -> int:
     """``fetch``: a line per message; 0 when every message was retrieved (and, where the
-    server gives unique-ids, the record written), else a line on standard error for
-    each failure and 1. Options that need
+    server gives unique-ids, the record written; under ``--delete``, each deleted), else
+    a line on standard error for each failure and 1. Options that need
     ``--to-maildir`` are refused without it (:func:`_check_maildir_options`)."""
     _check_maildir_options(args)
     args.password = read_password(
