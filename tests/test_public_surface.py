@@ -276,7 +276,7 @@ def test_the_adapters_export_every_class_of_the_handler_and_the_store() -> None:
     """docs/adapters.rst: the classes a server is written with come through both
     adapters; the aliases and the Maildir size helpers stay in their modules."""
     helpers = {"MessageReply", "MechanismFactory", "pop3_size", "WireSize"}
-    helpers |= {"delivery_order", "READ_SIZE"}
+    helpers |= {"delivery_order", "READ_SIZE", "MAX_SIZED_BY_READING"}
     for source in ("smtpcore.handler", "smtpcore.maildrop"):
         module = importlib.import_module(source)
         for adapter in ("smtpcore.asyncio", "smtpcore.trio"):

@@ -64,6 +64,7 @@ from smtpcore.sasl import (
 )
 
 __all__ = [
+    "MAX_SIZED_BY_READING",
     "READ_SIZE",
     "Maildir",
     "MaildirStore",
@@ -97,6 +98,14 @@ _SIZES_GUARD: Final = threading.Lock()
 """Held to add a size to a ``size_cache``, which the listings of several sessions
 fill at once from their threads (the bound is checked and kept in one step)."""
 _DIGITS_RE: Final = re.compile(r"([0-9]+)")
+MAX_SIZED_BY_READING: Final = 1 << 30
+"""The default largest message file (1 GiB) a :class:`Maildir` reads to size it, one
+whose name has no ``,W=``: about 8 s of a worker thread, at each first listing."""
+_RETR_SLACK: Final = READ_SIZE
+"""Octets RETR reads of a file past its listed size before it gives up. An honest
+size is never below the file's octets (CRLF on the wire only adds to them, and
+Dovecot's ``,W=`` counts each octet at least once); the slack spares a writer whose
+count is a little off, and bounds what a file grown since its listing costs."""
 logger: Final = logging.getLogger("smtpcore.pop3.server")
 
 
@@ -317,16 +326,43 @@ def _open_message(folder: int, name: str) -> tuple[int, int]:
         raise
 
 
-def _read_chunks(folder: int, name: str) -> Iterator[bytes]:
+class _TooLarge(OSError):
+    """A message file holds more than may be read of it (see :func:`_chunks`)."""
+
+    def __init__(self, size: int, most: int) -> None:
+        super().__init__(errno.EFBIG, f"{size} octets or more, over the {most} to be read")
+        self.size = size
+        self.most = most
+
+
+def _chunks(fd: int, size: int, most: int) -> Iterator[bytes]:
+    """The content of the open message file ``fd``, whose size ``fstat`` gave as
+    ``size``, in chunks of :data:`READ_SIZE`; :class:`_TooLarge`, before the chunk
+    that would pass them, rather than more than ``most`` octets.
+
+    The bound holds for the reading, not only for ``size``: a Maildir file is never
+    changed once it is in ``new`` or ``cur``, but one its owner keeps growing (or
+    makes sparse, terabytes in a moment) would otherwise hold the reader as long as
+    he likes. A read of a regular file is short at its end: once ``size`` is read,
+    that spares the read that returns nothing."""
+    if size > most:
+        raise _TooLarge(size, most)
+    done = 0
+    while chunk := os.read(fd, READ_SIZE):
+        done += len(chunk)
+        if done > most:
+            raise _TooLarge(done, most)
+        yield chunk
+        if done >= size and len(chunk) < READ_SIZE:
+            break
+
+
+def _read_chunks(folder: int, name: str, most: int) -> Iterator[bytes]:
     """The content of the message file ``name`` in ``folder`` (see
-    :func:`_open_message`), read as :meth:`Maildir.open` reads it."""
-    fd, left = _open_message(folder, name)
+    :func:`_open_message`), at most ``most`` octets of it (see :func:`_chunks`)."""
+    fd, size = _open_message(folder, name)
     try:
-        while chunk := os.read(fd, READ_SIZE):
-            yield chunk
-            left -= len(chunk)
-            if left <= 0 and len(chunk) < READ_SIZE:
-                break  # see Maildir.open
+        yield from _chunks(fd, size, most)
     finally:
         os.close(fd)
 
@@ -388,6 +424,34 @@ def _order_key(name: str) -> str:
     return "".join(parts)
 
 
+def _too_large_to_size(path: Path, size: int, most: int) -> None:
+    """Warn that the message file ``path``, with no ``,W=`` in its name, is not listed:
+    its POP3 size is exact octets with CRLF line ends (RFC 1939 §5, §11), which only
+    reading the whole file gives, and a file this large (a sparse one is made in a
+    moment) would hold a worker thread, and the logins queued behind it, for hours.
+    The file stays on disk; the operator may add its ``,W=`` size or move it."""
+    logger.warning(
+        "maildrop: %r is not listed: %d octets, over the %d a message file without a "
+        ",W= size in its name is read to be sized (max_sized_by_reading); it stays "
+        "where it is",
+        str(path),
+        size,
+        most,
+    )
+
+
+def _grown(path: Path, listed: int, size: int) -> None:
+    """Warn that RETR or TOP of ``path`` stopped: the file holds more than the size the
+    listing gave (its ``,W=`` is wrong, or the file was written to since)."""
+    logger.warning(
+        "maildrop: %r holds %d octets or more, past the %d listed for it: not sent "
+        "(a message file is not changed once delivered)",
+        str(path),
+        size,
+        listed,
+    )
+
+
 def _hidden(listed: str, other: str) -> None:
     """Warn that ``other`` shares ``listed``'s unique name and is not listed: a unique-id
     names one message (RFC 1939 §7), and a second one made up for the copy would change
@@ -412,7 +476,14 @@ class Maildir(Maildrop):
     one octet and adds no CRLF to an unended last line, both of which are sent
     as CRLF: such a file is listed a few octets short), else from reading the
     file once (remembered in ``size_cache`` by inode, size and mtime, until the
-    message is deleted; at most 100,000 sizes).
+    message is deleted; at most 100,000 sizes). A file with no ``,W=`` of more
+    than ``max_sized_by_reading`` octets (by ``st_size``; 1 GiB by default) is not
+    read and not listed: a WARNING names it, and it stays on disk. LIST must give
+    exact octets (RFC 1939 §5, §11), which no number known without reading the
+    file is (Dovecot too reads the whole file for its size unless told to list a
+    wrong one, ``pop3_fast_size_lookups``); and a user who can write into his
+    Maildir makes a sparse file of a terabyte in a moment, whose reading would
+    hold a worker thread, and every login queued behind it, for hours.
 
     Files are never renamed or removed before UPDATE: then the messages
     marked deleted are removed, and the rest of ``new`` moves to ``cur``,
@@ -436,7 +507,11 @@ class Maildir(Maildrop):
     releases the lock when it has, so that no other session lists a maildrop
     still being updated. Each removal and move is one ``unlink`` or
     ``rename``: UPDATE cut short leaves every message whole, deleted or not.
-    Reading a message (RETR, TOP) stays in the event loop, a chunk at a time.
+    Reading a message (RETR, TOP) stays in the event loop, a chunk at a time, and
+    stops a read's worth (:data:`READ_SIZE`) past the listed size: a file larger
+    than that when it is opened is ``-ERR`` (:class:`MessageUnavailable`), one that
+    grows past it while it is sent ends the session, the message unfinished; a
+    WARNING names the file either way.
     """
 
     def __init__(
@@ -444,9 +519,13 @@ class Maildir(Maildrop):
         path: str | os.PathLike[str],
         *,
         size_cache: dict[tuple[int, int, int, int], int] | None = None,
+        max_sized_by_reading: int = MAX_SIZED_BY_READING,
     ) -> None:
         self.path = Path(path)
         self._size_cache = {} if size_cache is None else size_cache
+        self.max_sized_by_reading = max_sized_by_reading
+        """The largest message file with no ``,W=`` that the listing reads to size it;
+        a larger one is left out, with a WARNING."""
         self._opened: _Opened | None = None
         """Its directories and lock file, from :meth:`lock` (or the first use of a
         maildrop not locked) to :meth:`close`."""
@@ -609,7 +688,7 @@ class Maildir(Maildrop):
             if uid in listed:
                 _hidden(str(self.path.joinpath(*listed[uid])), str(self.path / sub / name))
                 continue
-            sized = self._size(folders[sub], name, base)
+            sized = self._size(folders[sub], sub, name, base)
             if sized is None:
                 continue
             listed[uid] = (sub, name)
@@ -617,10 +696,11 @@ class Maildir(Maildrop):
         return entries
 
     def _size(
-        self, folder: int, name: str, base: str
+        self, folder: int, sub: str, name: str, base: str
     ) -> tuple[int, tuple[int, int, int, int] | None] | None:
         """The file's size and, if it was sized by reading, its ``size_cache`` key; None
-        for a file gone since the directory was read."""
+        for a file gone since the directory was read, or too large to be read (see
+        :func:`_too_large_to_size`)."""
         match = _VSIZE_RE.search(base)
         if match is not None:
             return int(match[1]), None
@@ -630,13 +710,20 @@ class Maildir(Maildrop):
             return None  # removed by another program since listdir
         except OSError as exc:
             raise MaildropError(f"Cannot read the maildrop: {exc.strerror}") from exc
+        most = self.max_sized_by_reading
+        if stat.st_size > most:
+            _too_large_to_size(self.path / sub / name, stat.st_size, most)
+            return None
         key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
         cache = self._size_cache
         size = cache.get(key)
         if size is None:
             try:
-                size = pop3_size(_read_chunks(folder, name))
+                size = pop3_size(_read_chunks(folder, name, most))
             except FileNotFoundError:
+                return None
+            except _TooLarge as exc:  # grown since the stat
+                _too_large_to_size(self.path / sub / name, exc.size, most)
                 return None
             except OSError as exc:
                 raise MaildropError(f"Cannot read the maildrop: {exc.strerror}") from exc
@@ -655,21 +742,24 @@ class Maildir(Maildrop):
     # -- content --------------------------------------------------------
 
     def open(self, number: int) -> Iterator[bytes]:
-        """The message's file in chunks of :data:`READ_SIZE` (blocking reads)."""
+        """The message's file in chunks of :data:`READ_SIZE` (blocking reads), no more
+        of it than its listed size and a read's worth (see :func:`_chunks`): a message
+        file is never changed once delivered, and the client was told its size (RFC
+        1939 §5). Past that it is :class:`MessageUnavailable`: ``-ERR`` before the
+        first chunk, and the session's end after it, the message unfinished (no
+        ``.``: the client knows it is cut, and deletes nothing)."""
         try:
-            fd, left = self._reopened(number, _open_message)
+            fd, size = self._reopened(number, _open_message)
         except FileNotFoundError:
             raise MessageUnavailable() from None
         except OSError as exc:
             raise MaildropError(f"Cannot read the message: {exc.strerror}") from exc
         try:
-            while chunk := os.read(fd, READ_SIZE):
-                yield chunk
-                left -= len(chunk)
-                if left <= 0 and len(chunk) < READ_SIZE:
-                    # A read of a regular file is short at its end: once the size
-                    # fstat gave is read, that spares the read that returns nothing.
-                    break
+            entry = self._entry(number)
+            yield from _chunks(fd, size, entry.info.size + _RETR_SLACK)
+        except _TooLarge as exc:
+            _grown(self.path / entry.folder / entry.name, entry.info.size, exc.size)
+            raise MessageUnavailable("The message changed since it was listed") from None
         finally:
             os.close(fd)
 
@@ -804,7 +894,9 @@ class MaildirStore(Mailstore):
     worker thread of the framework that serves it (asyncio or trio): the
     ``store`` timeout ends the wait, and the lock is kept until the thread is
     done. The sizes read from files are shared by all sessions in
-    ``size_cache``.
+    ``size_cache``. ``max_sized_by_reading`` is each :class:`Maildir`'s: a message
+    file larger than that with no ``,W=`` is left out of the listing unread, with a
+    WARNING, for its reading could hold a worker thread for hours.
     """
 
     def __init__(
@@ -814,11 +906,13 @@ class MaildirStore(Mailstore):
         *,
         apop: bool = True,
         plaintext_sasl: bool = False,
+        max_sized_by_reading: int = MAX_SIZED_BY_READING,
     ) -> None:
         self.root = Path(root)
         self.passwords = passwords
         self.apop = apop
         self.plaintext_sasl = plaintext_sasl
+        self.max_sized_by_reading = max_sized_by_reading
         self.size_cache: dict[tuple[int, int, int, int], int] = {}
 
     @property
@@ -887,7 +981,11 @@ class MaildirStore(Mailstore):
 
     def maildir(self, user: str) -> Maildir:
         """The Maildir of ``user`` (not yet locked)."""
-        return Maildir(self.root / user, size_cache=self.size_cache)
+        return Maildir(
+            self.root / user,
+            size_cache=self.size_cache,
+            max_sized_by_reading=self.max_sized_by_reading,
+        )
 
     async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
         """The Maildir of the user ``user`` names (see :attr:`passwords`), or of

@@ -14,6 +14,7 @@ from collections.abc import Collection, Mapping, Sequence
 from smtpcore._threads import AUTH
 from smtpcore.handler import Authenticator
 from smtpcore.maildrop import (
+    MAX_SIZED_BY_READING,
     Maildir,
     MaildirStore,
     Maildrop,
@@ -74,6 +75,16 @@ class _LoggedMaildir(Maildir):
         )
 
 
+def _most_sized_by_reading(config: ServerConfig) -> int:
+    """The largest message file with no ``,W=`` a listing reads: twice what SMTP takes
+    (room for the trace headers, and for a limit lowered since), or the library's
+    default when SMTP takes any size. The server names each file it delivers with its
+    ``,W=``, so only a file put in a mailbox by another hand is read, and one far
+    larger than any the server would deliver is left out with a WARNING, not read for
+    minutes at each login (see :class:`~smtpcore.maildrop.Maildir`)."""
+    return 2 * config.max_message_size or MAX_SIZED_BY_READING
+
+
 class POP3Store(MaildirStore):
     """Each local user's Maildir under ``data_dir/mailboxes/``, logged in by address."""
 
@@ -86,7 +97,12 @@ class POP3Store(MaildirStore):
         credentials: Credentials | None = None,
     ) -> None:
         self.credentials = credentials or Credentials(config.users)
-        super().__init__(config.mailboxes_dir, config.users, plaintext_sasl=not config.tls)
+        super().__init__(
+            config.mailboxes_dir,
+            config.users,
+            plaintext_sasl=not config.tls,
+            max_sized_by_reading=_most_sized_by_reading(config),
+        )
         self.config = config
         self.authenticator = authenticator
         self.listener = listener
@@ -143,4 +159,11 @@ class POP3Store(MaildirStore):
         key = self._key(user)
         if not key:
             raise MaildropError("No such maildrop", "SYS/PERM")
-        return await self._open(_LoggedMaildir(self, session, key, size_cache=self.size_cache))
+        maildir = _LoggedMaildir(
+            self,
+            session,
+            key,
+            size_cache=self.size_cache,
+            max_sized_by_reading=self.max_sized_by_reading,
+        )
+        return await self._open(maildir)
