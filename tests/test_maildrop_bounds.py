@@ -4,8 +4,9 @@ server read.
 A message file with no ``,W=`` size in its name is read to be sized at login (RFC 1939
 §5, §11: LIST gives the exact octets with CRLF line ends). A huge file there, a sparse
 one planted in a moment, would hold one of the store's few worker threads for hours,
-and every login behind it: past ``max_sized_by_reading`` it is left out of the
-listing, unread, with a warning. RETR of a listed file stops a little past its listed
+and every login behind it, and so would many files each of a bearable size: a listing
+reads at most ``max_sized_by_reading`` octets in all, and leaves out, unread, with one
+warning, the files it has no room left for. RETR of a listed file stops a little past its listed
 size, whatever the file has grown to since.
 """
 
@@ -86,23 +87,101 @@ def test_a_file_over_the_limit_is_left_out_and_one_at_it_is_sized_exactly(
 ) -> None:
     """The limit counts the file's octets (``st_size``), the one number known without
     reading: a file of exactly ``max_sized_by_reading`` octets is read and listed with
-    its exact POP3 size (more than the limit: each LF becomes CRLF); one octet more, or
-    a sparse file twice the limit, is left out unread with one warning each."""
+    its exact POP3 size (more than the limit: each LF becomes CRLF), at the first
+    listing whose budget the smaller files leave room for; one octet more, or a sparse
+    file twice the limit, is left out unread, with one warning for both."""
     limit = 1000
     at_limit = b"x\n" * (limit // 2)
     path = tmp_path / "alice"
     write_maildir(path, [b"first\n", at_limit, b"b" * (limit + 1), b"last\n"])
     planted = sparse(path / "new" / "1700000003.M0P0.planted", 2 * limit)
     sizes = refuse_reading_over(monkeypatch, limit)
+    cache: dict[tuple[int, int, int, int], int] = {}
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        listing = run(Maildir(path, max_sized_by_reading=limit).messages())
+        first = run(Maildir(path, size_cache=cache, max_sized_by_reading=limit).messages())
+        assert [m.size for m in first] == [7, 6]  # the budget went to the small ones
+        caplog.clear()
+        listing = run(Maildir(path, size_cache=cache, max_sized_by_reading=limit).messages())
     assert [m.size for m in listing] == [7, pop3_size(at_limit), 6]
     assert pop3_size(at_limit) == 1500
     assert max(sizes) == limit
-    assert len(caplog.records) == 2
-    assert all(r.levelname == "WARNING" for r in caplog.records)
-    assert str(planted) in caplog.records[0].getMessage()
-    assert f"over the {limit}" in caplog.records[0].getMessage()
+    [warning] = caplog.records
+    assert warning.levelname == "WARNING"
+    assert str(planted) in warning.getMessage()
+    assert f"over the {limit}" in warning.getMessage()
+    assert "1 other" in warning.getMessage()
+
+
+def count_reading(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count what ``os.read`` returns; the octets read, one number a read."""
+    real_read = os.read
+    reads: list[int] = []
+
+    def read(fd: int, count: int) -> bytes:
+        data = real_read(fd, count)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(os, "read", read)
+    return reads
+
+
+def test_a_listing_reads_no_more_than_its_budget_however_many_files_are_planted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The review's attack: many sparse files, each of exactly ``max_sized_by_reading``
+    octets (four of 1 GiB read 4 GiB, 15.5 s of a worker thread, more with each file).
+    One listing reads at most the limit in all, the smallest files first: the mail is
+    listed, though delivered after them, the planted files left out with one warning
+    for all. A later login lists
+    one more each time, the sizes read before coming from the cache; a ``touch`` that
+    makes a cached size stale costs that login's budget, never more."""
+    limit = 4 * READ_SIZE
+    path = tmp_path / "alice"
+    write_maildir(path, [b"Subject: 1\n\none\n", b"Subject: 2\n\ntwo\n"])
+    planted = [sparse(path / "new" / f"16990000{n:02d}.M9P{n}.planted", limit) for n in range(10)]
+    reads = count_reading(monkeypatch)
+    cache: dict[tuple[int, int, int, int], int] = {}
+
+    def listing() -> list[int]:
+        reads.clear()
+        caplog.clear()
+        maildir = Maildir(path, size_cache=cache, max_sized_by_reading=limit)
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            sizes = [m.size for m in run(maildir.messages())]
+        assert sum(reads) <= limit
+        return sizes
+
+    assert listing() == [19, 19]
+    [warning] = caplog.records
+    assert str(planted[0]) in warning.getMessage()
+    assert "reading budget is spent" in warning.getMessage()
+    assert "9 other" in warning.getMessage()
+    for done in range(1, 4):
+        assert listing() == [pop3_size(bytes(limit))] * done + [19, 19]
+        assert sum(reads) == limit  # the mail and the files listed before: cached
+        assert len(caplog.records) == 1
+    for file in planted:
+        os.utime(file, ns=(1, 1))  # the cache's keys are stale now
+    assert len(listing()) == 3
+    assert sum(reads) == limit
+
+
+def test_many_files_over_the_limit_make_one_warning_a_listing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user plants as many files as he likes: the log gets one line a listing for
+    them, naming the first and counting the others, not one line a file."""
+    path = tmp_path / "alice"
+    write_maildir(path, [b"ok\n"])
+    first = sparse(path / "new" / "1700000010.M0P0.planted", 2000)
+    for n in range(1, 50):
+        sparse(path / "new" / f"17000000{10 + n}.M{n}P0.planted", 2000)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert [m.size for m in run(Maildir(path, max_sized_by_reading=1000).messages())] == [4]
+    [warning] = caplog.records
+    assert str(first) in warning.getMessage()
+    assert "49 other" in warning.getMessage()
 
 
 def test_a_file_with_a_w_size_is_listed_unread_whatever_its_size(

@@ -1497,6 +1497,43 @@ def test_a_message_that_cannot_be_opened_or_is_not_bytes_is_err(
     assert "message 4 of 'alice' broke off" in caplog.text
 
 
+class CutDrop(EagerDrop):
+    """Message 1 gives a write's worth, then is :class:`MessageUnavailable`, as a
+    Maildir file that grows past its listed size while RETR sends it."""
+
+    def open(self, number: int) -> Iterator[bytes]:
+        yield b"Subject: a\r\n\r\n" + (b"x" * 76 + b"\r\n") * 4000
+        raise MessageUnavailable("The message changed since it was listed")
+
+
+class CutStore(SlowStore):
+    async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
+        return CutDrop()
+
+
+def test_a_message_unavailable_midway_is_one_log_line_without_a_traceback(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A message the maildrop gives up on after ``+OK`` (a Maildir file grown since the
+    listing, which the maildrop has already named in a warning) closes the connection
+    and is logged in one line: it is the maildrop's own answer, not a fault of the
+    server, and a user who grows files at will must not fill the log with tracebacks."""
+    with (
+        caplog.at_level(logging.INFO, logger="smtpcore.pop3.server"),
+        running_pop3_server(adapter, CutStore(adapter)) as server,
+    ):
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("alice")
+        client.pass_("wonderland")
+        with pytest.raises(poplib.error_proto, match="EOF"):  # a closed connection
+            client.retr(1)
+        client.close()
+    [line] = [r for r in caplog.records if "broke off" in r.getMessage()]
+    assert "changed since it was listed" in line.getMessage()
+    assert line.exc_info is None
+    assert "Traceback" not in caplog.text
+
+
 def test_our_client_refuses_a_uidl_answer_that_names_no_unique_id(adapter: str) -> None:
     mod = module(adapter)
     steps = script(LOGIN + "C: UIDL 1\nS: +OK\nC: QUIT\nS: +OK bye")  # still in step

@@ -47,6 +47,7 @@ from smtpcore._maildir_open import (
     _Opened,
     _take_lock,
 )
+from smtpcore._maildir_unlisted import HIDDEN, NOT_SIZED_THIS_TIME, TOO_LARGE_TO_SIZE, Unlisted
 from smtpcore._maildrop_errors import MaildropError, MaildropInUse, MessageUnavailable
 from smtpcore._threads import in_thread
 from smtpcore.handler import TLSInfo, _RoomForExtra
@@ -99,8 +100,9 @@ _SIZES_GUARD: Final = threading.Lock()
 fill at once from their threads (the bound is checked and kept in one step)."""
 _DIGITS_RE: Final = re.compile(r"([0-9]+)")
 MAX_SIZED_BY_READING: Final = 1 << 30
-"""The default largest message file (1 GiB) a :class:`Maildir` reads to size it, one
-whose name has no ``,W=``: about 8 s of a worker thread, at each first listing."""
+"""The default reading budget (1 GiB) of a :class:`Maildir` listing: the most octets it
+reads, in all, to size the files whose names have no ``,W=`` (about 8 s of a worker
+thread), and so the largest such file it reads."""
 _RETR_SLACK: Final = READ_SIZE
 """Octets RETR reads of a file past its listed size before it gives up. An honest
 size is never below the file's octets (CRLF on the wire only adds to them, and
@@ -379,6 +381,25 @@ class _Entry:
     UPDATE takes its size out of the cache with it."""
 
 
+@dataclass(slots=True)
+class _Sizing:
+    """A message file on its way into a listing: its size, once known."""
+
+    sub: str
+    name: str
+    uid: str
+    size: int | None
+    """Its POP3 size; None while it is still to be read (a ``size_cache`` miss)."""
+    key: tuple[int, int, int, int] | None = None
+    """Its ``size_cache`` key, where it has no ``,W=``."""
+
+    @property
+    def octets(self) -> int:
+        """Its ``st_size``, which reading it to size it costs."""
+        assert self.key is not None
+        return self.key[2]
+
+
 def _uid(base: str) -> str:
     """The unique-id of a Maildir file: its unique name (what precedes ``:2,``).
 
@@ -424,22 +445,6 @@ def _order_key(name: str) -> str:
     return "".join(parts)
 
 
-def _too_large_to_size(path: Path, size: int, most: int) -> None:
-    """Warn that the message file ``path``, with no ``,W=`` in its name, is not listed:
-    its POP3 size is exact octets with CRLF line ends (RFC 1939 §5, §11), which only
-    reading the whole file gives, and a file this large (a sparse one is made in a
-    moment) would hold a worker thread, and the logins queued behind it, for hours.
-    The file stays on disk; the operator may add its ``,W=`` size or move it."""
-    logger.warning(
-        "maildrop: %r is not listed: %d octets, over the %d a message file without a "
-        ",W= size in its name is read to be sized (max_sized_by_reading); it stays "
-        "where it is",
-        str(path),
-        size,
-        most,
-    )
-
-
 def _grown(path: Path, listed: int, size: int) -> None:
     """Warn that RETR or TOP of ``path`` stopped: the file holds more than the size the
     listing gave (its ``,W=`` is wrong, or the file was written to since)."""
@@ -449,19 +454,6 @@ def _grown(path: Path, listed: int, size: int) -> None:
         str(path),
         size,
         listed,
-    )
-
-
-def _hidden(listed: str, other: str) -> None:
-    """Warn that ``other`` shares ``listed``'s unique name and is not listed: a unique-id
-    names one message (RFC 1939 §7), and a second one made up for the copy would change
-    as its flags do. Only the operator can tell a copy (one a reader renamed beside
-    another) from a move caught half done, and which to keep."""
-    logger.warning(
-        "maildrop: two files share the unique name of one message; %r is listed, %r "
-        "is not (it shows once the other is gone): remove or rename one of them",
-        listed,
-        other,
     )
 
 
@@ -476,14 +468,20 @@ class Maildir(Maildrop):
     one octet and adds no CRLF to an unended last line, both of which are sent
     as CRLF: such a file is listed a few octets short), else from reading the
     file once (remembered in ``size_cache`` by inode, size and mtime, until the
-    message is deleted; at most 100,000 sizes). A file with no ``,W=`` of more
-    than ``max_sized_by_reading`` octets (by ``st_size``; 1 GiB by default) is not
-    read and not listed: a WARNING names it, and it stays on disk. LIST must give
-    exact octets (RFC 1939 §5, §11), which no number known without reading the
-    file is (Dovecot too reads the whole file for its size unless told to list a
-    wrong one, ``pop3_fast_size_lookups``); and a user who can write into his
-    Maildir makes a sparse file of a terabyte in a moment, whose reading would
-    hold a worker thread, and every login queued behind it, for hours.
+    message is deleted; at most 100,000 sizes). LIST must give exact octets (RFC
+    1939 §5, §11), which no number known without reading the file is (Dovecot too
+    reads the whole file for its size unless told to list a wrong one,
+    ``pop3_fast_size_lookups``); and a user who can write into his Maildir makes
+    sparse files of any size, as many as he likes, in a moment. So each listing
+    has a reading budget, ``max_sized_by_reading`` octets (1 GiB by default): the
+    files to be read (those whose size is not cached) are read the smallest first,
+    each costing its ``st_size``, and one the budget has no room left for is left
+    out, unread, to be listed at a later login once the sizes read before it are
+    cached; a file larger than the whole budget is never listed. Such files stay
+    on disk, and one WARNING a listing names the first and counts the others. The
+    budget bounds what one listing reads (about 8 s of a worker thread at 1 GiB),
+    not how often: each login of the user may cost it again (a ``touch`` makes the
+    cached sizes stale), one at a time, since the lock admits one session.
 
     Files are never renamed or removed before UPDATE: then the messages
     marked deleted are removed, and the rest of ``new`` moves to ``cur``,
@@ -491,7 +489,8 @@ class Maildir(Maildrop):
     another reader renamed meanwhile is found again by its unique name. Two
     files of one unique name (a copy beside a rename) are listed as one
     message, the first found (``cur`` is read before ``new``), and a warning
-    names both: a unique-id is one message's (RFC 1939 §7). Only
+    names both (one warning a listing, counting the other such files): a
+    unique-id is one message's (RFC 1939 §7). Only
     regular files are messages: a symbolic link is not followed, nor a FIFO
     opened. Nor is a link in place of ``cur``, ``new`` or the lock file (a link
     that is the Maildir's own directory is the operator's, and is followed):
@@ -524,8 +523,9 @@ class Maildir(Maildrop):
         self.path = Path(path)
         self._size_cache = {} if size_cache is None else size_cache
         self.max_sized_by_reading = max_sized_by_reading
-        """The largest message file with no ``,W=`` that the listing reads to size it;
-        a larger one is left out, with a WARNING."""
+        """The most octets a listing reads, in all, to size the message files with no
+        ``,W=``; a file it has no room left for is left out this time, with a
+        WARNING."""
         self._opened: _Opened | None = None
         """Its directories and lock file, from :meth:`lock` (or the first use of a
         maildrop not locked) to :meth:`close`."""
@@ -660,9 +660,24 @@ class Maildir(Maildrop):
         return [entry.info for entry in self._entries]
 
     def _scan(self) -> list[_Entry]:
-        found: list[tuple[str, str, str, str]] = []
         folders = self._directories().folders
         self._listed_in = frozenset(folders)
+        unlisted = Unlisted()
+        try:
+            found = self._sized_or_not(folders, self._names(folders), unlisted)
+            self._read_sizes(folders, found, unlisted)
+        finally:
+            unlisted.warn()
+        return [
+            _Entry(item.sub, item.name, MessageInfo(item.size, item.uid), item.key)
+            for item in found
+            if item.size is not None
+        ]
+
+    def _names(self, folders: Mapping[str, int]) -> list[tuple[str, str, str]]:
+        """The message files of ``new`` and ``cur`` (folder, name, and the name without
+        its flags), in delivery order."""
+        found: list[tuple[str, str, str, str]] = []
         for sub in _FOLDERS:
             if sub not in folders:
                 continue
@@ -681,29 +696,41 @@ class Maildir(Maildrop):
                 base = name.split(":", 1)[0]
                 found.append((_order_key(base), sub, name, base))
         found.sort(key=lambda item: item[0])
-        entries = []
+        return [(sub, name, base) for _, sub, name, base in found]
+
+    def _sized_or_not(
+        self,
+        folders: Mapping[str, int],
+        names: Iterable[tuple[str, str, str]],
+        unlisted: Unlisted,
+    ) -> list[_Sizing]:
+        """One :class:`_Sizing` a unique name, its size known from its ``,W=`` or the
+        ``size_cache``, or still to be read; none for a file gone since the directory
+        was read, or too large to be read."""
+        found: list[_Sizing] = []
         listed: dict[str, tuple[str, str]] = {}
-        for _, sub, name, base in found:
+        for sub, name, base in names:
             uid = _uid(base)
             if uid in listed:
-                _hidden(str(self.path.joinpath(*listed[uid])), str(self.path / sub / name))
+                unlisted.add(
+                    HIDDEN, str(self.path.joinpath(*listed[uid])), str(self.path / sub / name)
+                )
                 continue
-            sized = self._size(folders[sub], sub, name, base)
-            if sized is None:
-                continue
-            listed[uid] = (sub, name)
-            entries.append(_Entry(sub, name, MessageInfo(sized[0], uid), sized[1]))
-        return entries
+            item = self._size(folders[sub], sub, name, uid, unlisted)
+            if item is not None:
+                listed[uid] = (sub, name)
+                found.append(item)
+        return found
 
     def _size(
-        self, folder: int, sub: str, name: str, base: str
-    ) -> tuple[int, tuple[int, int, int, int] | None] | None:
-        """The file's size and, if it was sized by reading, its ``size_cache`` key; None
-        for a file gone since the directory was read, or too large to be read (see
-        :func:`_too_large_to_size`)."""
-        match = _VSIZE_RE.search(base)
+        self, folder: int, sub: str, name: str, uid: str, unlisted: Unlisted
+    ) -> _Sizing | None:
+        """The file's :class:`_Sizing`, by its name, ``stat`` and the ``size_cache``; None
+        for a file gone since the directory was read, or one larger than the listing
+        may read (see :data:`~smtpcore._maildir_unlisted.TOO_LARGE_TO_SIZE`)."""
+        match = _VSIZE_RE.search(name.split(":", 1)[0])
         if match is not None:
-            return int(match[1]), None
+            return _Sizing(sub, name, uid, int(match[1]))
         try:
             stat = os.stat(name, dir_fd=folder, follow_symlinks=False)
         except FileNotFoundError:
@@ -712,26 +739,55 @@ class Maildir(Maildrop):
             raise MaildropError(f"Cannot read the maildrop: {exc.strerror}") from exc
         most = self.max_sized_by_reading
         if stat.st_size > most:
-            _too_large_to_size(self.path / sub / name, stat.st_size, most)
+            unlisted.add(TOO_LARGE_TO_SIZE, str(self.path / sub / name), stat.st_size, most)
             return None
         key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        return _Sizing(sub, name, uid, self._size_cache.get(key), key)
+
+    def _read_sizes(
+        self, folders: Mapping[str, int], found: Iterable[_Sizing], unlisted: Unlisted
+    ) -> None:
+        """Size the files of ``found`` not yet sized by reading them, the smallest
+        first, within the listing's budget of ``max_sized_by_reading`` octets: a limit
+        for each file would let a user who plants many (sparse, each at the limit)
+        have one login read them all, and a ``touch`` makes their cached sizes stale.
+        A file the budget has no room left for is left out this time; the ones read
+        are cached, so that a later login spends its budget further on."""
+        budget = self.max_sized_by_reading
+        for item in sorted(
+            (item for item in found if item.size is None), key=lambda item: item.octets
+        ):
+            if item.octets > budget:
+                path = str(self.path / item.sub / item.name)
+                unlisted.add(NOT_SIZED_THIS_TIME, path, item.octets, self.max_sized_by_reading)
+                continue
+            budget -= self._read_size(folders[item.sub], item, budget, unlisted)
+
+    def _read_size(self, folder: int, item: _Sizing, most: int, unlisted: Unlisted) -> int:
+        """Size ``item`` by reading at most ``most`` octets of it, cache its size, and
+        return the octets this cost. A file gone meanwhile stays unsized (left out);
+        one grown past ``most`` since its ``stat`` is left out too, and spends the rest
+        of the budget (it may have been read that far)."""
+        try:
+            size = pop3_size(_read_chunks(folder, item.name, most))
+        except FileNotFoundError:
+            return 0
+        except _TooLarge as exc:
+            path = str(self.path / item.sub / item.name)
+            limit = self.max_sized_by_reading
+            reason = TOO_LARGE_TO_SIZE if exc.size > limit else NOT_SIZED_THIS_TIME
+            unlisted.add(reason, path, exc.size, limit)
+            return most
+        except OSError as exc:
+            raise MaildropError(f"Cannot read the maildrop: {exc.strerror}") from exc
         cache = self._size_cache
-        size = cache.get(key)
-        if size is None:
-            try:
-                size = pop3_size(_read_chunks(folder, name, most))
-            except FileNotFoundError:
-                return None
-            except _TooLarge as exc:  # grown since the stat
-                _too_large_to_size(self.path / sub / name, exc.size, most)
-                return None
-            except OSError as exc:
-                raise MaildropError(f"Cannot read the maildrop: {exc.strerror}") from exc
-            with _SIZES_GUARD:
-                if len(cache) >= _SIZES_KEPT:
-                    cache.clear()
-                cache[key] = size
-        return size, key
+        with _SIZES_GUARD:
+            if len(cache) >= _SIZES_KEPT:
+                cache.clear()
+            assert item.key is not None
+            cache[item.key] = size
+        item.size = size
+        return item.octets
 
     def _entry(self, number: int) -> _Entry:
         entries = self._entries
@@ -894,9 +950,9 @@ class MaildirStore(Mailstore):
     worker thread of the framework that serves it (asyncio or trio): the
     ``store`` timeout ends the wait, and the lock is kept until the thread is
     done. The sizes read from files are shared by all sessions in
-    ``size_cache``. ``max_sized_by_reading`` is each :class:`Maildir`'s: a message
-    file larger than that with no ``,W=`` is left out of the listing unread, with a
-    WARNING, for its reading could hold a worker thread for hours.
+    ``size_cache``. ``max_sized_by_reading`` is each :class:`Maildir`'s reading budget:
+    the most octets one listing reads to size the message files with no ``,W=``
+    (those it has no room for are left out this time, with a WARNING).
     """
 
     def __init__(

@@ -1134,7 +1134,7 @@ class POP3ServerSession(ServedSession):
                         raise
                     if answered:
                         # Half a message is out: the only honest end is to close.
-                        logger.exception("message %d of %r broke off", number, self.session.user)
+                        _broke_off(exc, number, self.session.user)
                         raise ConnectionLost from None
                     user = self.session.user
                     self._answer(self._failure(exc, "reading message %d of %r", number, user))
@@ -1271,6 +1271,18 @@ def _checked_listing(listing: Iterable[MessageInfo]) -> list[MessageInfo]:
             raise ValueError(f"the unique-id {info.uid!r} is listed twice (RFC 1939 §7)")
         uids.add(info.uid)
     return infos
+
+
+def _broke_off(exc: BaseException, number: int, user: str | None) -> None:
+    """Log a message cut off after ``+OK``. A :class:`MaildropError` (a Maildir file
+    grown past its listed size is :class:`~smtpcore.maildrop.MessageUnavailable`) is
+    the maildrop's own answer, which it has explained already: one line, for a user who
+    grows his files at will would fill the log with tracebacks. Anything else is a
+    fault, logged with its traceback."""
+    if isinstance(exc, MaildropError):
+        logger.warning("message %d of %r broke off: %s", number, user, loggable(str(exc)))
+    else:
+        logger.error("message %d of %r broke off", number, user, exc_info=exc)
 
 
 def _maildrop_err(exc: MaildropError) -> Err:

@@ -76,12 +76,12 @@ class _LoggedMaildir(Maildir):
 
 
 def _most_sized_by_reading(config: ServerConfig) -> int:
-    """The largest message file with no ``,W=`` a listing reads: twice what SMTP takes
-    (room for the trace headers, and for a limit lowered since), or the library's
-    default when SMTP takes any size. The server names each file it delivers with its
-    ``,W=``, so only a file put in a mailbox by another hand is read, and one far
-    larger than any the server would deliver is left out with a WARNING, not read for
-    minutes at each login (see :class:`~smtpcore.maildrop.Maildir`)."""
+    """The most octets a listing reads to size message files with no ``,W=``: twice
+    what SMTP takes (room for the trace headers, and for a limit lowered since), or
+    the library's default when SMTP takes any size. The server names each file it
+    delivers with its ``,W=``, so only files put in a mailbox by another hand are
+    read, and past this budget they wait for a later login, with a WARNING (see
+    :class:`~smtpcore.maildrop.Maildir`)."""
     return 2 * config.max_message_size or MAX_SIZED_BY_READING
 
 
