@@ -71,6 +71,7 @@ __all__ = [
     "SmallServer",
     "SplitCommandServer",
     "StateFirstBdatServer",
+    "raw_server",
     "serve",
 ]
 
@@ -692,5 +693,46 @@ def serve(
         for sock in connections:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+        for worker in workers:
+            worker.join(10)
+
+
+@contextlib.contextmanager
+def raw_server(
+    session: Callable[[socket.socket, threading.Event], None],
+    *,
+    socket_timeout: float | None = None,
+) -> Iterator[tuple[str, int]]:
+    """Run ``session(sock, stop)`` on each loopback connection, in a thread of its own
+    (``sock`` under ``socket_timeout``, if given), for a server written straight on the
+    socket: one that never stops talking, or never answers. Stop and join them after;
+    an ``OSError`` in a session (the client went) ends that session only."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    stop = threading.Event()
+    workers: list[threading.Thread] = []
+
+    def serve_one(sock: socket.socket) -> None:
+        with sock, contextlib.suppress(OSError):
+            if socket_timeout is not None:
+                sock.settimeout(socket_timeout)
+            session(sock, stop)
+
+    def accept_loop() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                sock, _ = listener.accept()
+                worker = threading.Thread(target=serve_one, args=(sock,), daemon=True)
+                workers.append(worker)
+                worker.start()
+
+    acceptor = threading.Thread(target=accept_loop, daemon=True)
+    acceptor.start()
+    try:
+        yield listener.getsockname()[:2]
+    finally:
+        stop.set()
+        acceptor.join()
+        listener.close()
         for worker in workers:
             worker.join(10)

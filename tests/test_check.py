@@ -9,7 +9,6 @@ tests pin what it finds there (docs/testing-check.rst records it).
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import re
 import socket
@@ -18,7 +17,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
@@ -44,6 +43,7 @@ from broken_servers import (
     SmallServer,
     SplitCommandServer,
     StateFirstBdatServer,
+    raw_server,
     serve,
 )
 from peers import TLSFiles, free_port
@@ -1064,40 +1064,6 @@ def test_cli_refuses_what_cannot_go_on_the_wire(
 
 
 # -- servers that never stop talking --------------------------------------------------------
-
-
-@contextlib.contextmanager
-def raw_server(
-    session: Callable[[socket.socket, threading.Event], None],
-) -> Iterator[tuple[str, int]]:
-    """Run ``session(sock, stop)`` on each loopback connection; stop and join them after."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.05)
-    stop = threading.Event()
-    workers: list[threading.Thread] = []
-
-    def serve_one(sock: socket.socket) -> None:
-        with sock, contextlib.suppress(OSError):
-            session(sock, stop)
-
-    def accept_loop() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                sock, _ = listener.accept()
-                worker = threading.Thread(target=serve_one, args=(sock,), daemon=True)
-                workers.append(worker)
-                worker.start()
-
-    acceptor = threading.Thread(target=accept_loop, daemon=True)
-    acceptor.start()
-    try:
-        yield listener.getsockname()[:2]
-    finally:
-        stop.set()
-        acceptor.join()
-        listener.close()
-        for worker in workers:
-            worker.join(5)
 
 
 def trickle(sock: socket.socket, stop: threading.Event) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from broken_servers import LfDotLfDroppingServer, LfDotLfServer, serve
+from broken_servers import LfDotLfDroppingServer, LfDotLfServer, raw_server, serve
 from peers import running_pop3_server, write_maildir
 from smtpcore import pop3
 from smtpcore.address import parse_mailbox
@@ -41,44 +40,8 @@ OFFERED = {"PIPELINING", "8BITMIME", "SIZE"}
 @contextlib.contextmanager
 def listening(serve_one: Callable[[socket.socket], None]) -> Iterator[tuple[str, int]]:
     """A loopback listener whose every connection ``serve_one`` runs in a thread."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.05)
-    stop = threading.Event()
-    workers: list[threading.Thread] = []
-
-    def accept_loop() -> None:
-        while not stop.is_set():
-            try:
-                sock, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            sock.settimeout(10)
-            worker = threading.Thread(target=_closing(serve_one, sock), daemon=True)
-            workers.append(worker)
-            worker.start()
-
-    acceptor = threading.Thread(target=accept_loop, daemon=True)
-    acceptor.start()
-    try:
-        yield listener.getsockname()[:2]
-    finally:
-        stop.set()
-        acceptor.join()
-        listener.close()
-        for worker in workers:
-            worker.join(10)
-
-
-def _closing(
-    serve_one: Callable[[socket.socket], None], sock: socket.socket
-) -> Callable[[], None]:
-    def run() -> None:
-        with sock, contextlib.suppress(OSError):
-            serve_one(sock)
-
-    return run
+    with raw_server(lambda sock, _stop: serve_one(sock), socket_timeout=10) as address:
+        yield address
 
 
 # -- SMTP ---------------------------------------------------------------------------
