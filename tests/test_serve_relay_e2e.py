@@ -153,3 +153,39 @@ def test_serve_accepts_a_utf8_orcpt_under_smtputf8_and_reports_per_rfc_6533(
     assert "Content-Type: message/global-headers" in text
     assert "Original-Recipient: utf-8; jösé@abc.example" in text
     assert "Action: delivered" in text and "\\x" not in text
+
+
+def test_serve_relays_an_idn_recipient_under_smtputf8_to_a_hop_without_it(
+    tmp_path: Path,
+) -> None:
+    """An ASCII message to ``u3@bücher.pqr.example``, submitted with SMTPUTF8, goes to
+    a next hop without SMTPUTF8 with the domain in A-labels (RFC 5890 §2.3.2.1): our
+    own Received line names it so too, where its U-labels made the header 8-bit and
+    the message bounce ``553 5.6.7`` (RFC 6531 §3.4)."""
+    zone = "xn--bcher-kva.pqr.example MX 10 mx.pqr.example\nmx.pqr.example A 127.0.0.1\n"
+    with remote(smtputf8=False) as server:
+        options = _relay_options(tmp_path, server.port)
+        (tmp_path / "zone.txt").write_text(zone)
+        with serve(
+            tmp_path / "abc",
+            "abc.example",
+            ["john@abc.example:john-pw"],
+            listeners=("submission",),
+            extra=options,
+        ) as abc:
+            with smtplib.SMTP(LOOPBACK, abc.ports["submission"], timeout=10) as smtp:
+                smtp.login("john@abc.example", "john-pw")
+                refused = smtp.sendmail(
+                    "john@abc.example",
+                    ["u3@bücher.pqr.example"],
+                    b"From: john@abc.example\r\nSubject: idn\r\n\r\nascii body\r\n",
+                    mail_options=["SMTPUTF8"],
+                )
+                assert refused == {}
+            _until(lambda: abc.queued() == 0, "the queue to empty", abc)
+            assert abc.stop() == 0
+    assert abc.mailbox("john@abc.example") == []
+    (transaction,) = server.transactions
+    assert transaction.rcpt_lines == [b"RCPT TO:<u3@xn--bcher-kva.pqr.example>\r\n"]
+    assert b"\tfor <u3@xn--bcher-kva.pqr.example>; " in transaction.content
+    assert transaction.content.isascii()

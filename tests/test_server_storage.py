@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from smtpcore.address import Mailbox
 from smtpcore.maildrop import Maildir as MaildropMaildir
 from smtpcore.maildrop import pop3_size
 from smtpcore.server import maildir as maildir_module
@@ -33,6 +34,7 @@ from smtpcore.server.trace import (
     received_header,
     return_path_header,
 )
+from smtpcore.testing import strategies as sst
 
 # -- the CRLF to LF writer ------------------------------------------------------
 
@@ -233,7 +235,7 @@ def test_received_header_shape() -> None:
         by="mx.pqr.example",
         protocol="ESMTPS",
         queue_id="ABCDEF0123",
-        recipient="brendon@pqr.example",
+        recipient=Mailbox("brendon", "pqr.example"),
         when=0.0,
         tls="TLSv1.3 with cipher TLS_AES_256_GCM_SHA384",
     )
@@ -252,6 +254,43 @@ def test_received_header_shape() -> None:
     ).decode()
     assert several.startswith("Received: from [IPv6:2001:db8::1] ([IPv6:2001:db8::1])")
     assert "for <" not in several and "id Q;\r\n\t" in several
+
+
+def _received_for(recipient: Mailbox, *, by: str = "mx.abc.example") -> bytes:
+    return received_header(
+        helo="héllo.example",
+        peer=("192.0.2.1", 4000),
+        by=by,
+        protocol="UTF8SMTPA",
+        queue_id="Q",
+        recipient=recipient,
+        when=0.0,
+        tls="TLSv1.3 with cipher TLS_AES_256_GCM_SHA384",
+    )
+
+
+def test_the_for_clause_names_an_idn_domain_in_a_labels() -> None:
+    """``u3@bücher.pqr.example`` is ``u3@xn--bcher-kva.pqr.example`` (RFC 5890
+    §2.3.2.1): written so, the header stays ASCII and the message can go to a next
+    hop without SMTPUTF8, as its envelope can (it bounced 553 5.6.7 for our line)."""
+    header = _received_for(Mailbox("u3", "bücher.pqr.example"))
+    assert b"\tfor <u3@xn--bcher-kva.pqr.example>; " in header
+    assert header.isascii()
+    # A UTF-8 local part has no ASCII form: it needs SMTPUTF8 whatever we write.
+    assert "\tfor <jörg@bücher.pqr.example>; ".encode() in _received_for(
+        Mailbox("jörg", "bücher.pqr.example")
+    )
+
+
+@given(recipient=sst.mailboxes(utf8=True), by=sst.domains(utf8=True))
+def test_the_received_line_is_ascii_exactly_when_the_envelope_can_be(
+    recipient: Mailbox, by: str
+) -> None:
+    """Whatever the recipient, the line is 8-bit only where the recipient is, in the
+    form the relay sends it to a next hop without SMTPUTF8; the HELO name (the
+    client's claim) and this server's name never make it 8-bit."""
+    header = _received_for(recipient, by=by)
+    assert header.isascii() == recipient.a_label_form.is_ascii
 
 
 @pytest.mark.parametrize(

@@ -351,6 +351,16 @@ class Mailbox:
             return self.domain.lower()
         return _validate_domain(self.domain, allow_trailing_dot=False)
 
+    @property
+    def a_label_form(self) -> Mailbox:
+        """The same mailbox as a server without SMTPUTF8 can take it: a UTF-8 domain in
+        A-labels, which name the same domain (RFC 5890 §2.3.2.1). Only a UTF-8 local
+        part needs SMTPUTF8 (RFC 6531 §3.4): it has no ASCII form, so that mailbox,
+        like an ASCII one, is returned as it is."""
+        if self.domain.isascii() or not self.local_part.isascii():
+            return self
+        return Mailbox(self.local_part, self.ascii_domain)
+
 
 def _is_simple(local: str, domain: str) -> bool:
     """True for the everyday ASCII mailbox that the full checks would accept."""

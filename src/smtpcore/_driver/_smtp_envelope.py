@@ -136,8 +136,8 @@ def build_envelope(
     if not rcpts:
         raise ValueError("no recipients")
     if not offer.smtputf8:
-        from_ = None if from_ is None else _in_a_labels(from_)
-        rcpts = list(map(_in_a_labels, rcpts))
+        from_ = None if from_ is None else from_.a_label_form
+        rcpts = [rcpt.a_label_form for rcpt in rcpts]
     given = NO_PARAMETERS if mail_params is None else Parameters.coerce(mail_params)
     wide = _first_wide(from_, rcpts)
     wide_field = None
@@ -254,15 +254,6 @@ def _first_wide_value(given: Parameters, rcpts: Sequence[Rcpt]) -> str | None:
             if value is not None and not value.isascii():
                 return keyword
     return None
-
-
-def _in_a_labels(mailbox: Mailbox) -> Mailbox:
-    """``mailbox`` with its domain in A-labels where only the domain is UTF-8: the same
-    address (RFC 5890 §2.3.2.1), which a server without SMTPUTF8 takes, as Postfix
-    sends it. A UTF-8 local part has no ASCII form: that mailbox as it is."""
-    if mailbox.domain.isascii() or not mailbox.local_part.isascii():
-        return mailbox
-    return Mailbox(mailbox.local_part, mailbox.ascii_domain)
 
 
 def _first_wide(sender: Mailbox | None, rcpts: Sequence[Mailbox]) -> Mailbox | None:

@@ -442,7 +442,7 @@ class _MailHandler(Handler):
                 utf8=utf8,
             ),
             queue_id=spool.id,
-            recipient=str(recipients[0].mailbox) if len(recipients) == 1 else None,
+            recipient=recipients[0].mailbox if len(recipients) == 1 else None,
             when=time.time(),
             tls=None if tls is None else f"{tls.version} with cipher {tls.cipher}",
         )

@@ -12,6 +12,8 @@ from __future__ import annotations
 import email.utils
 from ipaddress import IPv6Address, ip_address
 
+from smtpcore.address import Mailbox
+
 __all__ = [
     "FIELD_NAME_LIMIT",
     "count_received",
@@ -60,8 +62,11 @@ def _address_literal(host: str) -> str:
     return f"[{address}]"
 
 
-def _helo_text(helo: str) -> str:
-    return "".join(c if c in _HELO_KEEPS else "?" for c in helo)
+def _host_text(name: str) -> str:
+    """A host name as the line may hold it: a HELO name is the client's claim, and
+    this server's own name is in A-labels already, but one taken from the machine
+    unchecked (``server_hostname``) may not be."""
+    return "".join(c if c in _HELO_KEEPS else "?" for c in name)
 
 
 def received_header(
@@ -71,24 +76,29 @@ def received_header(
     by: str,
     protocol: str,
     queue_id: str,
-    recipient: str | None,
+    recipient: Mailbox | None,
     when: float,
     tls: str | None = None,
 ) -> bytes:
     """A ``Received:`` header, folded, with its CRLF.
 
     ``recipient`` goes in the ``for`` clause only when the message has one
-    recipient: naming one of several would disclose Bcc recipients. The client's
-    HELO name is its own claim, kept only in the characters of a domain name.
+    recipient: naming one of several would disclose Bcc recipients. It is written
+    with its domain in A-labels where its local part is ASCII (the same address,
+    RFC 5890 §2.3.2.1), so that the line is ASCII exactly when the envelope can go
+    as ASCII: a U-label there made the header 8-bit and the message bounce at a next
+    hop without SMTPUTF8 (RFC 6531 §3.4), though the clause is optional (RFC 5321
+    §4.4). Every other field is ASCII: the client's HELO name is its own claim,
+    kept only in the characters of a domain name, as is this server's.
     """
     literal = _address_literal(peer[0]) if peer else "[unknown]"
-    lines = [f"Received: from {_helo_text(helo) if helo else literal} ({literal})"]
+    lines = [f"Received: from {_host_text(helo) if helo else literal} ({literal})"]
     if tls:
         lines.append(f"\t(using {tls})")
-    lines.append(f"\tby {by} (smtpcore) with {protocol} id {queue_id}")
+    lines.append(f"\tby {_host_text(by)} (smtpcore) with {protocol} id {queue_id}")
     date = email.utils.formatdate(when, localtime=True)
     if recipient is not None:
-        lines.append(f"\tfor <{recipient}>; {date}")
+        lines.append(f"\tfor <{recipient.a_label_form}>; {date}")
     else:
         lines[-1] += ";"
         lines.append(f"\t{date}")
