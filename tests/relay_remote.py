@@ -62,6 +62,9 @@ class ScriptedRemote:
     relay's memory is not measuring this remote's."""
     greeting: bytes = b"220 scripted ESMTP"
     """A 421 here closes each session after it, as a busy server does."""
+    hello_replies: dict[bytes, bytes] = field(default_factory=dict)
+    """A refusal of ``EHLO`` or ``HELO`` (the key, in capitals) instead of the EHLO
+    reply (``{b"HELO": b"550 5.7.1 not welcome"}``)."""
     rcpt_replies: dict[str, bytes] = field(default_factory=dict)
     data_reply: bytes = b"250 2.0.0 queued"
     data_replies: list[bytes | None] = field(default_factory=list)
@@ -151,7 +154,9 @@ class ScriptedRemote:
             if not line:
                 return
             verb = line[:4].upper()
-            if verb in (b"EHLO", b"HELO"):
+            if verb in self.hello_replies:
+                sock.sendall(self.hello_replies[verb] + b"\r\n")
+            elif verb in (b"EHLO", b"HELO"):
                 sock.sendall(self._ehlo(tls))
             elif verb == b"STAR":
                 if self.starttls == "refuse":

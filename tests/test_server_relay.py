@@ -258,6 +258,66 @@ def test_a_4xx_for_a_recipient_sends_it_to_the_next_exchanger(
     assert _lines(caplog, "deferred") and relay.reports() == []
 
 
+REFUSES_HELLO = {b"EHLO": b"502 5.5.1 command unrecognized", b"HELO": b"550 5.7.1 not welcome"}
+
+
+def test_a_5xx_to_ehlo_and_helo_bounces_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 5321 §4.2.1: a 5xx is permanent, to HELO as to RCPT (Postfix's smtp_helo()
+    bounces it): the sender hears at once, and the exchanger is not asked again
+    (it was, every round until ``max_queue_age``, ``dsn=5.7.1, status=deferred``)."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(hello_replies=REFUSES_HELLO) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(server)
+    assert server.connections == 1 and server.mail_lines == []
+    (raw,) = relay.reports()
+    assert b"Status: 5.7.1" in raw and b"Action: failed" in raw
+    assert b"Diagnostic-Code: smtp; 550 5.7.1 not welcome" in raw
+    assert _lines(caplog, "status=bounced (550 5.7.1") and not _lines(caplog, "deferred")
+
+
+def test_an_exchanger_refusing_helo_for_good_is_followed_by_the_next(tmp_path: Path) -> None:
+    """RFC 5321 §5.1: each exchanger is tried; only the last one's refusal is final."""
+    with (
+        remote(hello_replies=REFUSES_HELLO) as first,
+        remote(host="127.0.0.2", port=first.port) as second,
+    ):
+        relay = _relay(tmp_path, first.port, zone=TWO_MX)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(first)
+        _wait_closed(second)
+    assert first.mail_lines == [] and relay.reports() == []
+    assert [t.recipients for t in second.transactions] == [["brendon@pqr.example"]]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"hello_replies": {b"EHLO": b"502 5.5.1 no", b"HELO": b"450 4.7.1 try later"}},
+        {"greeting": b"554 5.7.1 no SMTP service here"},
+    ],
+    ids=["4xx to HELO", "5xx greeting"],
+)
+def test_a_4xx_to_helo_or_a_5xx_greeting_defers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, options: dict[str, object]
+) -> None:
+    """A 4xx to HELO waits (RFC 5321 §4.2.1); so does a 5xx greeting, with its status
+    class made 4, as Postfix's default ``smtp_skip_5xx_greeting`` has it."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(**options) as server:
+        relay = _relay(tmp_path, server.port, retry_after=300)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: bool(_lines(caplog, "status=deferred")))
+        _wait_closed(server)
+    assert relay.reports() == [] and len(relay.entries()) == 1
+    assert _lines(caplog, "dsn=4.7.1, status=deferred")
+
+
 def test_an_expired_message_reports_the_servers_own_reply_and_status(
     tmp_path: Path,
 ) -> None:

@@ -11,12 +11,14 @@ recipient is:
   it again, and writes it again at each retry);
 - refused for good, and given back to the sender in a bounce at once
   (:mod:`smtpcore.server.bounce`), with the remote's own words: every 5xx
-  reply, and what the exchanger's announcements rule out before a word of
-  the message is sent, which the client refuses with the reply RFC 3463
-  names (a message over its SIZE, ``552 5.3.4``; UTF-8 to a server without
-  SMTPUTF8, ``553 5.6.7``; 8-bit content without 8BITMIME, ``554 5.6.3``,
-  except a report of this server's, which goes in its 7-bit form instead,
-  :func:`~smtpcore.server.bounce.seven_bit_form`);
+  reply (to EHLO and HELO too, where the last exchanger gives it: each
+  exchanger is tried first; a 5xx greeting waits, as Postfix's default
+  ``smtp_skip_5xx_greeting`` has it), and what the exchanger's announcements
+  rule out before a word of the message is sent, which the client refuses
+  with the reply RFC 3463 names (a message over its SIZE, ``552 5.3.4``;
+  UTF-8 to a server without SMTPUTF8, ``553 5.6.7``; 8-bit content without
+  8BITMIME, ``554 5.6.3``, except a report of this server's, which goes in
+  its 7-bit form instead, :func:`~smtpcore.server.bounce.seven_bit_form`);
 - or deferred (4xx, a connection lost or refused, DNS trouble), and retried
   with exponential backoff and jitter between ``retry_after`` and
   ``max_retry_after`` (Postfix's ``minimal_backoff_time`` and
@@ -939,6 +941,7 @@ class DeliveryWorker:
         header = await self.threads.run(content.header)
         policy = message_tls(self.relay_tls, requiretls=entry.requiretls, header=header)
         last = TryNext("no exchanger to try")
+        last_refused = False  # whether the last exchanger tried failed as a whole
         relay = "none"
         unmet: list[str] = []  # why each exchanger did not meet the message's REQUIRETLS
         deferred: dict[str, Outcome] = {}
@@ -967,8 +970,9 @@ class DeliveryWorker:
                     logger.info(
                         "%s: %s; trying the next exchanger", entry.id, loggable(failure.detail)
                     )
-                last = failure
+                last, last_refused = failure, True
                 continue
+            last_refused = False
             # It answered: no longer tried last in its level (FailedExchangers).
             self.failures.mark_good(attempt.host)
             # A recipient this exchanger deferred (a 4xx to RCPT, or after the content)
@@ -989,6 +993,10 @@ class DeliveryWorker:
                     loggable(relay),
                     len(remaining),
                 )
+        if last_refused and last.permanent:
+            # The last exchanger refused this client for good (a 5xx to EHLO and HELO):
+            # its word stands for every recipient left, as a 5xx to RCPT would.
+            return dict.fromkeys(remaining, self._failure_outcome(last, relay, attempts))
         if len(remaining) < len(deliveries) or deferred:
             # Some exchanger answered for some: the others wait with the last failure.
             failure_outcome = self._failure_outcome(last, relay, attempts)
@@ -1052,9 +1060,10 @@ class DeliveryWorker:
         )
 
     def _failure_outcome(self, last: TryNext, relay: str, attempts: Sequence[Attempt]) -> Outcome:
-        """A recipient's when no exchanger took it: the last failure, waiting."""
+        """A recipient's when no exchanger took it: the last failure, waiting, or
+        failed when it was permanent (RFC 5321 §4.2.1, :attr:`TryNext.permanent`)."""
         return Outcome(
-            RecipientStatus.PENDING,
+            RecipientStatus.FAILED if last.permanent else RecipientStatus.PENDING,
             last.dsn,
             # The server's own reply for a Diagnostic-Code of type smtp (RFC 3464
             # §2.3.6), as for a recipient's; else what went wrong.

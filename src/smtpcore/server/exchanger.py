@@ -11,7 +11,9 @@ delivers to none. A failure of
 the whole session (a connection refused or lost, a 4xx to MAIL, a TLS policy that
 cannot be met) is a :class:`TryNext`: the next exchanger may do better, for the
 recipients whose fate the session had not decided yet (those it had delivered or
-refused for good are settled).
+refused for good are settled). So is a 5xx to EHLO and HELO, marked permanent: if
+the last exchanger refuses so, the recipients fail at once (a 5xx greeting waits, as
+Postfix's ``smtp_skip_5xx_greeting`` has it).
 Replies are matched to recipients by the recipient they answer, never by position: a
 message split into transactions (RFC 9422 LIMITS) has replies from each. The TLS
 each message gets is a :class:`~smtpcore.server.relay_tls.MessageTLS` (REQUIRETLS,
@@ -32,6 +34,7 @@ from typing import Final, Protocol
 
 from smtpcore._driver import (
     BaseSMTPClient,
+    HelloRefused,
     MessageRefused,
     RecipientsRefused,
     SenderRefused,
@@ -157,6 +160,9 @@ class TryNext(Exception):
     ``settled``: the recipients the session had delivered (2xx) or refused for good
     (5xx, RFC 5321 §4.2.1) before it failed, and their outcomes; the next exchanger
     gets only the others.
+    ``permanent``: the exchanger refused this client for good (see
+    :func:`_refused_for_good`): the next one is still tried (RFC 5321 §5.1), but if
+    none does better the recipients fail at once, as for any 5xx, rather than wait.
     """
 
     def __init__(
@@ -168,9 +174,11 @@ class TryNext(Exception):
         requiretls: bool = False,
         settled: Mapping[str, Outcome] | None = None,
         local: bool = False,
+        permanent: bool = False,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.permanent = permanent
         self.dsn = dsn or (reply_dsn(reply) if reply is not None else "4.4.1")
         """The status a delay or bounce gives: the one named, else the server's own
         (RFC 3464 §2.3.4), else 4.4.1 (no answer from the host)."""
@@ -202,6 +210,27 @@ def _tls_reason(exc: SMTPError) -> str:
     if isinstance(exc, SMTPReplyError):
         return f"STARTTLS refused: {reply_text(exc.reply)}"
     return f"TLS handshake failed: {exc.__cause__ or exc}"
+
+
+def _refused_for_good(exc: SMTPError) -> bool:
+    """Whether ``exc``, which ended a session before any mail was sent, is a permanent
+    refusal: a 5xx to EHLO, or to the HELO the client falls back to (RFC 5321 §4.2.1:
+    the command SHOULD NOT be repeated), which Postfix's ``smtp_helo()`` bounces at
+    once. A 5xx greeting is not: Postfix takes it as 4xx by default
+    (``smtp_skip_5xx_greeting``, :func:`_greeting_status`), and so does this relay.
+    The relay does not authenticate, so no AUTH reply comes here."""
+    return (
+        isinstance(exc, HelloRefused) and exc.command != "greeting" and 500 <= exc.reply.code < 600
+    )
+
+
+def _greeting_status(exc: SMTPError) -> str | None:
+    """The status a 5xx greeting defers with: the server's own, its class made 4, as
+    Postfix's ``smtp_skip_5xx_greeting`` does, since it is not the permanent failure
+    its class says (RFC 3464 §2.3.4); None for every other failure."""
+    if isinstance(exc, HelloRefused) and exc.command == "greeting" and exc.reply.code >= 500:
+        return "4" + reply_dsn(exc.reply)[1:]
+    return None
 
 
 class _TLSFailed(Exception):
@@ -492,7 +521,13 @@ class ExchangerSession:
         except SMTPError as exc:
             if starttls is not False and _tls_failure(exc):
                 raise _TLSFailed(_tls_reason(exc)) from exc
-            raise TryNext(self._error_text(exc, relay), reply=exc.reply, local=exc.local) from exc
+            raise TryNext(
+                self._error_text(exc, relay),
+                _greeting_status(exc),
+                exc.reply,
+                local=exc.local,
+                permanent=_refused_for_good(exc),
+            ) from exc
         refusal = client.starttls_refused
         if refusal is not None:  # starttls=None: the client went on in plaintext
             logger.info(
