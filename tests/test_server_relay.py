@@ -1354,3 +1354,42 @@ def test_what_the_client_refuses_to_send_fails_that_message_for_good(tmp_path: P
     assert server.transactions == [] and server.connections == 1
     (raw,) = relay.reports()
     assert b"Status: 5.3.0" in raw and b"RET must be FULL or HDRS" in raw
+
+
+BINARY = (
+    b"From: john@abc.example\r\nSubject: bin\r\n\r\n\x00bare\rcr, bare\nlf, "
+    + b"x" * 1200
+    + b"\r\n"
+)
+
+
+@pytest.mark.parametrize("chunking", [False, True], ids=["DATA", "CHUNKING"])
+def test_binarymime_content_to_an_exchanger_without_binarymime_bounces_5_6_3(
+    tmp_path: Path, chunking: bool
+) -> None:
+    """RFC 3030 §3: BINARYMIME content goes only with ``BODY=BINARYMIME`` to a server
+    that offers it. One with 8BITMIME alone (CHUNKING or not) would get it without
+    the parameter, binary taken for 8-bit text, over DATA even, where its bare CR
+    and LF and long lines are not the message. Refused before MAIL, as 8-bit
+    content is without 8BITMIME."""
+    with remote(chunking=chunking) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"], content=BINARY, params=(("BODY", "BINARYMIME"),))
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(server)
+    assert server.mail_lines == [] and server.transactions == []
+    (raw,) = relay.reports()
+    assert b"Status: 5.6.3" in raw and b"BINARYMIME" in raw
+
+
+def test_binarymime_content_goes_as_it_is_to_an_exchanger_that_offers_it(
+    tmp_path: Path,
+) -> None:
+    with remote(chunking=True, extra_ehlo=(b"BINARYMIME",)) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"], content=BINARY, params=(("BODY", "BINARYMIME"),))
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert server.mail_lines == [b"MAIL FROM:<john@abc.example> BODY=BINARYMIME\r\n"]
+    (transaction,) = server.transactions
+    assert transaction.content.endswith(BINARY) and relay.reports() == []

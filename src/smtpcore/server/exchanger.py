@@ -268,6 +268,27 @@ def _needs_smtputf8(client: BaseSMTPClient, entry: QueueEntry, header: bytes) ->
     )
 
 
+def _needs_binarymime(client: BaseSMTPClient, entry: QueueEntry) -> Reply | None:
+    """RFC 3030 §3: BINARYMIME content goes only with ``BODY=BINARYMIME``, to an
+    exchanger that offers BINARYMIME. :func:`_forwarded_mail_params` leaves off a
+    parameter the exchanger was not offered, and one with 8BITMIME passes
+    :func:`_needs_8bitmime`: the binary content would go as text, over DATA even,
+    where bare CR and LF and long lines are not what was queued. So it is refused
+    before MAIL, with the status of a conversion this relay does not make (RFC 3463
+    5.6.3), as 8-bit content is without 8BITMIME."""
+    body = dict(entry.params).get("BODY")
+    if body is None or body.upper() != "BINARYMIME":
+        return None
+    missing = client.connection.extensions.missing_for("BODY", body)
+    if missing is None:
+        return None
+    return Reply(
+        554,
+        f"the message is binary (BODY=BINARYMIME) and the server does not offer {missing}",
+        "5.6.3",
+    )
+
+
 async def _needs_8bitmime(client: BaseSMTPClient, content: QueuedContent) -> Reply | None:
     """RFC 6152 §3: 8-bit content cannot go to an exchanger that offers neither 8BITMIME
     nor BINARYMIME. The content is streamed from the queue, so the client cannot see
@@ -693,7 +714,7 @@ class ExchangerSession:
             )
 
         header = await asyncio.to_thread(content.header)
-        refusal = _needs_smtputf8(client, entry, header)
+        refusal = _needs_smtputf8(client, entry, header) or _needs_binarymime(client, entry)
         converted: bytes | None = None  # what goes instead of the queued content
         if refusal is None:
             refusal = await _needs_8bitmime(client, content)
