@@ -295,6 +295,106 @@ def test_an_exchanger_refusing_helo_for_good_is_followed_by_the_next(tmp_path: P
     assert [t.recipients for t in second.transactions] == [["brendon@pqr.example"]]
 
 
+WAITS_AT_THE_FIRST: dict[str, dict[str, object]] = {
+    "421 to EHLO": {"hello_replies": {b"EHLO": b"421 4.3.2 busy, try later"}},
+    "421 greeting": {"greeting": b"421 4.3.2 busy"},
+    "451 to RCPT": {"rcpt_replies": {"brendon@pqr.example": b"451 4.3.0 mailbox busy"}},
+}
+
+
+@pytest.mark.parametrize("first_options", WAITS_AT_THE_FIRST.values(), ids=WAITS_AT_THE_FIRST)
+def test_a_hello_refusal_from_the_last_exchanger_waits_where_an_earlier_one_deferred(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, first_options: dict[str, object]
+) -> None:
+    """RFC 5321 §5.1: the mail waits while some exchanger may still take it. MX 10
+    said "try later", so MX 20's 5xx to EHLO and HELO does not bounce it (it did,
+    with MX 20's 550): it is deferred with MX 10's temporary reply."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with (
+        remote(**first_options) as first,
+        remote(host="127.0.0.2", port=first.port, hello_replies=REFUSES_HELLO) as second,
+    ):
+        relay = _relay(tmp_path, first.port, zone=TWO_MX, retry_after=300)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: bool(_lines(caplog, "status=")))
+        _wait_closed(first)
+        _wait_closed(second)
+    assert first.connections == 1 and second.connections == 1
+    assert relay.reports() == [] and len(relay.entries()) == 1
+    (line,) = _lines(caplog, "status=")
+    assert "dsn=4.3." in line and "status=deferred" in line
+
+
+def test_a_hello_refusal_from_the_last_exchanger_waits_where_an_earlier_was_unreachable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MX 10 refuses the connection (nothing listens on its address): it may be back
+    later, so MX 20's 5xx to EHLO and HELO does not bounce the mail (RFC 5321 §5.1)."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(host="127.0.0.2", hello_replies=REFUSES_HELLO) as second:
+        relay = _relay(tmp_path, second.port, zone=TWO_MX, retry_after=300)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: bool(_lines(caplog, "status=")))
+        _wait_closed(second)
+    assert second.connections == 1
+    assert relay.reports() == [] and len(relay.entries()) == 1
+    (line,) = _lines(caplog, "status=")
+    assert "dsn=4.4.1" in line and "status=deferred" in line
+
+
+def test_a_hello_refusal_from_every_exchanger_bounces(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only when every exchanger tried refused this client for good does the mail
+    bounce (RFC 5321 §4.2.1), once each was asked (§5.1)."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with (
+        remote(hello_replies=REFUSES_HELLO) as first,
+        remote(host="127.0.0.2", port=first.port, hello_replies=REFUSES_HELLO) as second,
+    ):
+        relay = _relay(tmp_path, first.port, zone=TWO_MX)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(first)
+        _wait_closed(second)
+    assert first.connections == 1 and second.connections == 1
+    (raw,) = relay.reports()
+    assert b"Status: 5.7.1" in raw and b"Action: failed" in raw
+    assert _lines(caplog, "status=bounced (550 5.7.1") and not _lines(caplog, "deferred")
+
+
+EQUAL_MX = (
+    "pqr.example MX 10 mx.pqr.example\n"
+    "pqr.example MX 10 mx2.pqr.example\n"
+    "mx.pqr.example A 127.0.0.1\n"
+    "mx2.pqr.example A 127.0.0.2\n"
+)
+
+
+@pytest.mark.parametrize("tried_last", ["mx.pqr.example", "mx2.pqr.example"])
+def test_equal_exchangers_one_busy_one_refusing_hello_wait_in_either_order(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, tried_last: str
+) -> None:
+    """Of two exchangers of one preference, one busy (421) and one refusing HELO for
+    good: whichever ``FailedExchangers`` puts last (a host that failed recently goes
+    to the back of its level), the mail waits for the busy one (RFC 5321 §5.1)."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with (
+        remote(greeting=b"421 4.3.2 busy") as busy,
+        remote(host="127.0.0.2", port=busy.port, hello_replies=REFUSES_HELLO) as refusing,
+    ):
+        relay = _relay(tmp_path, busy.port, zone=EQUAL_MX, retry_after=300)
+        relay.worker.failures.mark_bad(tried_last)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: bool(_lines(caplog, "status=")))
+        _wait_closed(busy)
+        _wait_closed(refusing)
+    assert busy.connections == 1 and refusing.connections == 1
+    assert relay.reports() == [] and len(relay.entries()) == 1
+    (line,) = _lines(caplog, "status=")
+    assert "dsn=4.3.2" in line and "status=deferred" in line
+
+
 @pytest.mark.parametrize(
     "options",
     [

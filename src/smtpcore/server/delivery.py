@@ -11,9 +11,10 @@ recipient is:
   it again, and writes it again at each retry);
 - refused for good, and given back to the sender in a bounce at once
   (:mod:`smtpcore.server.bounce`), with the remote's own words: every 5xx
-  reply (to EHLO and HELO too, where the last exchanger gives it: each
-  exchanger is tried first; a 5xx greeting waits, as Postfix's default
-  ``smtp_skip_5xx_greeting`` has it), and what the exchanger's announcements
+  reply (to EHLO and HELO too, where every exchanger tried gives it: while
+  one deferred or could not be reached, it may take the mail later, RFC 5321
+  §5.1; a 5xx greeting waits, as Postfix's default ``smtp_skip_5xx_greeting``
+  has it), and what the exchanger's announcements
   rule out before a word of the message is sent, which the client refuses
   with the reply RFC 3463 names (a message over its SIZE, ``552 5.3.4``;
   UTF-8 to a server without SMTPUTF8, ``553 5.6.7``; 8-bit content without
@@ -940,8 +941,7 @@ class DeliveryWorker:
             return dict.fromkeys(addresses, outcome)
         header = await self.threads.run(content.header)
         policy = message_tls(self.relay_tls, requiretls=entry.requiretls, header=header)
-        last = TryNext("no exchanger to try")
-        last_refused = False  # whether the last exchanger tried failed as a whole
+        failed: list[_ExchangerFailure] = []  # each exchanger that failed as a whole
         relay = "none"
         unmet: list[str] = []  # why each exchanger did not meet the message's REQUIRETLS
         deferred: dict[str, Outcome] = {}
@@ -970,9 +970,8 @@ class DeliveryWorker:
                     logger.info(
                         "%s: %s; trying the next exchanger", entry.id, loggable(failure.detail)
                     )
-                last, last_refused = failure, True
+                failed.append(_ExchangerFailure(failure, relay, attempt.host))
                 continue
-            last_refused = False
             # It answered: no longer tried last in its level (FailedExchangers).
             self.failures.mark_good(attempt.host)
             # A recipient this exchanger deferred (a 4xx to RCPT, or after the content)
@@ -993,13 +992,14 @@ class DeliveryWorker:
                     loggable(relay),
                     len(remaining),
                 )
-        if last_refused and last.permanent:
-            # The last exchanger refused this client for good (a 5xx to EHLO and HELO):
-            # its word stands for every recipient left, as a 5xx to RCPT would.
-            return dict.fromkeys(remaining, self._failure_outcome(last, relay, attempts))
+        if attempts and len(attempts) == sum(f.failure.permanent for f in failed):
+            # Every exchanger refused this client for good (a 5xx to EHLO and HELO): no
+            # MX may take the mail later (RFC 5321 §5.1), so the last one's word stands,
+            # as a 5xx to RCPT would (§4.2.1).
+            return dict.fromkeys(remaining, _failure_outcome(failed[-1], RecipientStatus.FAILED))
+        failure_outcome = _failure_outcome(_waiting_failure(failed), RecipientStatus.PENDING)
         if len(remaining) < len(deliveries) or deferred:
-            # Some exchanger answered for some: the others wait with the last failure.
-            failure_outcome = self._failure_outcome(last, relay, attempts)
+            # Some exchanger answered for some: the others wait, each with its reply.
             return {a: deferred.get(a, failure_outcome) for a in remaining}
         if unmet and len(unmet) == len(attempts):
             # RFC 8689 §4.2.1, §5: no exchanger qualifies, so the message is not sent at
@@ -1017,7 +1017,7 @@ class DeliveryWorker:
                     tls_policy=policy.label,
                 ),
             )
-        return dict.fromkeys(addresses, self._failure_outcome(last, relay, attempts))
+        return dict.fromkeys(addresses, failure_outcome)
 
     async def _resolve(
         self,
@@ -1057,20 +1057,6 @@ class DeliveryWorker:
             "4.4.3",
             f"temporary DNS failure looking up {name}: {why}",
             RejectReason.DNS_TEMPORARY,
-        )
-
-    def _failure_outcome(self, last: TryNext, relay: str, attempts: Sequence[Attempt]) -> Outcome:
-        """A recipient's when no exchanger took it: the last failure, waiting, or
-        failed when it was permanent (RFC 5321 §4.2.1, :attr:`TryNext.permanent`)."""
-        return Outcome(
-            RecipientStatus.FAILED if last.permanent else RecipientStatus.PENDING,
-            last.dsn,
-            # The server's own reply for a Diagnostic-Code of type smtp (RFC 3464
-            # §2.3.6), as for a recipient's; else what went wrong.
-            last.detail if last.reply is None else reply_text(last.reply),
-            relay,
-            remote_mta=attempts[-1].host if attempts else None,
-            from_remote=last.reply is not None and not last.local,
         )
 
     # -- bounces ----------------------------------------------------------------
@@ -1216,6 +1202,41 @@ class DeliveryWorker:
         )
         logger.info("%s: sender %s notification: %s", queue_id, kind, queued.id)
         self.schedule(queued, new=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _ExchangerFailure:
+    """An exchanger that failed as a whole in a round (:class:`TryNext`), and where."""
+
+    failure: TryNext
+    relay: str
+    host: str | None
+
+
+_NO_EXCHANGER: Final = _ExchangerFailure(TryNext("no exchanger to try"), "none", None)
+
+
+def _waiting_failure(failed: Sequence[_ExchangerFailure]) -> _ExchangerFailure:
+    """The failure a waiting recipient carries: the last one that may pass (a 4xx, a
+    connection lost or refused), which is why the mail waits and what an expiry
+    reports; the last failure of all where every one was permanent."""
+    temporary = [f for f in failed if not f.failure.permanent]
+    return (temporary or list(failed) or [_NO_EXCHANGER])[-1]
+
+
+def _failure_outcome(failed: _ExchangerFailure, status: RecipientStatus) -> Outcome:
+    """A recipient's when no exchanger took it, with ``failed``'s reply and status."""
+    failure = failed.failure
+    return Outcome(
+        status,
+        failure.dsn,
+        # The server's own reply for a Diagnostic-Code of type smtp (RFC 3464
+        # §2.3.6), as for a recipient's; else what went wrong.
+        failure.detail if failure.reply is None else reply_text(failure.reply),
+        failed.relay,
+        remote_mta=failed.host,
+        from_remote=failure.reply is not None and not failure.local,
+    )
 
 
 def _report_params(

@@ -12,8 +12,9 @@ the whole session (a connection refused or lost, a 4xx to MAIL, a TLS policy tha
 cannot be met) is a :class:`TryNext`: the next exchanger may do better, for the
 recipients whose fate the session had not decided yet (those it had delivered or
 refused for good are settled). So is a 5xx to EHLO and HELO, marked permanent: if
-the last exchanger refuses so, the recipients fail at once (a 5xx greeting waits, as
-Postfix's ``smtp_skip_5xx_greeting`` has it).
+every exchanger tried refuses so, the recipients fail at once; while one of them
+only deferred, they wait (RFC 5321 §5.1; a 5xx greeting waits too, as Postfix's
+``smtp_skip_5xx_greeting`` has it).
 Replies are matched to recipients by the recipient they answer, never by position: a
 message split into transactions (RFC 9422 LIMITS) has replies from each. The TLS
 each message gets is a :class:`~smtpcore.server.relay_tls.MessageTLS` (REQUIRETLS,
@@ -161,8 +162,9 @@ class TryNext(Exception):
     (5xx, RFC 5321 §4.2.1) before it failed, and their outcomes; the next exchanger
     gets only the others.
     ``permanent``: the exchanger refused this client for good (see
-    :func:`_refused_for_good`): the next one is still tried (RFC 5321 §5.1), but if
-    none does better the recipients fail at once, as for any 5xx, rather than wait.
+    :func:`_refused_for_good`): the next one is still tried, and only if every one
+    tried refused so do the recipients fail at once, as for any 5xx; one that
+    deferred may take the mail later, so they wait (RFC 5321 §5.1).
     """
 
     def __init__(
