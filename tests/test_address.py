@@ -6,7 +6,7 @@ import contextlib
 import ipaddress
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import smtpcore.address as address
@@ -237,6 +237,19 @@ def test_mailbox_limit_boundaries() -> None:
     assert len(str(Mailbox("a" * 64, DOMAIN_189))) == 254
     with pytest.raises(AddressError, match="256"):
         Mailbox("a" * 64, DOMAIN_190)
+
+
+WIDER_IN_A_LABELS = Mailbox("a" * 64, ".".join(["ü"] * 30) + ".example")
+"""164 octets as a path in U-labels, 314 in A-labels: over the 256 of RFC 5321 §4.5.3.1.3."""
+
+
+def test_a_label_form_is_the_mailbox_itself_where_the_a_labels_do_not_fit_a_path() -> None:
+    """No ASCII form of this mailbox can be sent, so it needs SMTPUTF8 (RFC 6531 §3.4)
+    as a UTF-8 local part does: ``a_label_form`` is the mailbox as it is, where it
+    raised AddressError and made every message to it a 451 at receipt."""
+    assert WIDER_IN_A_LABELS.a_label_form is WIDER_IN_A_LABELS
+    shorter = Mailbox("a" * 6, WIDER_IN_A_LABELS.domain)  # 256 octets in A-labels
+    assert shorter.a_label_form == Mailbox("a" * 6, shorter.ascii_domain)
 
 
 def test_domain_too_long_message_names_the_domain() -> None:
@@ -527,6 +540,17 @@ def test_round_trip(mailbox: Mailbox) -> None:
     assert parse_path(format_path(mailbox), allow_null=False) == mailbox
     assert split_path(format_path(mailbox) + " SIZE=1") == (format_path(mailbox), "SIZE=1")
     assert mailbox.ascii_domain.isascii()
+
+
+@example(WIDER_IN_A_LABELS)
+@given(mailboxes)
+def test_a_label_form_is_the_same_mailbox_in_ascii_where_one_fits(mailbox: Mailbox) -> None:
+    """RFC 5890 §2.3.2.1: the same local part at the same domain; ASCII unless the
+    local part is UTF-8 or the A-labels would not fit a path (RFC 5321 §4.5.3.1.3)."""
+    form = mailbox.a_label_form
+    assert (form.local_part, form.ascii_domain) == (mailbox.local_part, mailbox.ascii_domain)
+    ascii_path = f"<{quote_local_part(mailbox.local_part)}@{mailbox.ascii_domain}>"
+    assert form.is_ascii == (mailbox.local_part.isascii() and len(ascii_path) <= 256)
 
 
 # Hostile paths, their insides, and lone surrogates (no path strategy draws those).

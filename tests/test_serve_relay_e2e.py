@@ -7,6 +7,8 @@ from __future__ import annotations
 import smtplib
 from pathlib import Path
 
+import pytest
+
 from relay_remote import LOOPBACK, remote
 from test_cli_serve import _submit, _until, serve
 
@@ -189,3 +191,50 @@ def test_serve_relays_an_idn_recipient_under_smtputf8_to_a_hop_without_it(
     assert transaction.rcpt_lines == [b"RCPT TO:<u3@xn--bcher-kva.pqr.example>\r\n"]
     assert b"\tfor <u3@xn--bcher-kva.pqr.example>; " in transaction.content
     assert transaction.content.isascii()
+
+
+WIDER_IN_A_LABELS = "a" * 64 + "@" + "ü." * 30 + "example"
+"""164 octets as a path in U-labels, 314 in A-labels (RFC 5321 §4.5.3.1.3: 256)."""
+
+
+@pytest.mark.parametrize("smtputf8", [True, False], ids=["SMTPUTF8", "no SMTPUTF8"])
+def test_serve_takes_a_recipient_too_long_in_a_labels_and_relays_it_only_with_smtputf8(
+    tmp_path: Path, smtputf8: bool
+) -> None:
+    """A single recipient whose A-label form is over the path limit: the Received
+    line's ``for`` clause tried to write it so and raised, and every such message was
+    refused ``451 4.3.0`` at receipt. It has no ASCII form, so it needs SMTPUTF8 (RFC
+    6531 §3.4): it goes in U-labels to a next hop that offers it, and bounces
+    ``553 5.6.7`` before MAIL at one that does not."""
+    a_domain = WIDER_IN_A_LABELS.split("@")[1].encode("idna").decode("ascii")
+    with remote(smtputf8=smtputf8) as server:
+        options = _relay_options(tmp_path, server.port)
+        (tmp_path / "zone.txt").write_text(f"{a_domain} MX 10 mx.pqr.example\n{ZONE}")
+        with serve(
+            tmp_path / "abc",
+            "abc.example",
+            ["john@abc.example:john-pw"],
+            listeners=("submission",),
+            extra=options,
+        ) as abc:
+            with smtplib.SMTP(LOOPBACK, abc.ports["submission"], timeout=10) as smtp:
+                smtp.login("john@abc.example", "john-pw")
+                refused = smtp.sendmail(
+                    "john@abc.example",
+                    [WIDER_IN_A_LABELS],
+                    b"From: john@abc.example\r\nSubject: long\r\n\r\nbody\r\n",
+                    mail_options=["SMTPUTF8"],
+                )
+                assert refused == {}
+            _until(lambda: abc.queued() == 0, "the queue to empty", abc)
+            assert abc.stop() == 0
+            assert "Traceback" not in abc.log()
+    if smtputf8:
+        assert abc.mailbox("john@abc.example") == []
+        (transaction,) = server.transactions
+        assert transaction.recipients == [WIDER_IN_A_LABELS]
+        assert f"\tfor <{WIDER_IN_A_LABELS}>; ".encode() in transaction.content
+    else:
+        assert server.mail_lines == []
+        (bounce,) = abc.mailbox("john@abc.example")
+        assert b"Status: 5.6.7" in bounce

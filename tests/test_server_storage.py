@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from smtpcore.address import Mailbox
+from smtpcore.address import Mailbox, parse_mailbox
 from smtpcore.maildrop import Maildir as MaildropMaildir
 from smtpcore.maildrop import pop3_size
 from smtpcore.server import maildir as maildir_module
@@ -282,13 +282,16 @@ def test_the_for_clause_names_an_idn_domain_in_a_labels() -> None:
     )
 
 
+@example(recipient=parse_mailbox("a" * 64 + "@" + "ü." * 30 + "example"), by="mx.abc.example")
 @given(recipient=sst.mailboxes(utf8=True), by=sst.domains(utf8=True))
 def test_the_received_line_is_ascii_exactly_when_the_envelope_can_be(
     recipient: Mailbox, by: str
 ) -> None:
     """Whatever the recipient, the line is 8-bit only where the recipient is, in the
     form the relay sends it to a next hop without SMTPUTF8; the HELO name (the
-    client's claim) and this server's name never make it 8-bit."""
+    client's claim) and this server's name never make it 8-bit. A recipient whose
+    A-labels would not fit a path (RFC 5321 §4.5.3.1.3) has no ASCII form: it is
+    written as it is, where it raised and made the message a 451 at receipt."""
     header = _received_for(recipient, by=by)
     assert header.isascii() == recipient.a_label_form.is_ascii
 

@@ -321,7 +321,7 @@ class Mailbox:
                 )
             return
         _validate_domain(self.domain, allow_trailing_dot=False)
-        size = _octets(str(self)) + 2
+        size = _path_octets(self.local_part, self.domain)
         if size > MAX_PATH_OCTETS:
             raise AddressError(
                 f"mailbox makes a {size}-octet path, over the limit of {MAX_PATH_OCTETS} "
@@ -356,10 +356,21 @@ class Mailbox:
         """The same mailbox as a server without SMTPUTF8 can take it: a UTF-8 domain in
         A-labels, which name the same domain (RFC 5890 §2.3.2.1). Only a UTF-8 local
         part needs SMTPUTF8 (RFC 6531 §3.4): it has no ASCII form, so that mailbox,
-        like an ASCII one, is returned as it is."""
+        like an ASCII one, is returned as it is. So is one whose A-labels, longer than
+        its U-labels, would not fit a 256-octet path (RFC 5321 §4.5.3.1.3): it too
+        can only be sent with SMTPUTF8."""
         if self.domain.isascii() or not self.local_part.isascii():
             return self
-        return Mailbox(self.local_part, self.ascii_domain)
+        ascii_domain = self.ascii_domain
+        if _path_octets(self.local_part, ascii_domain) > MAX_PATH_OCTETS:
+            return self
+        return Mailbox(self.local_part, ascii_domain)
+
+
+def _path_octets(local_part: str, domain: str) -> int:
+    """The octets of ``<local_part@domain>`` on the wire, which RFC 5321 §4.5.3.1.3
+    limits to 256."""
+    return _octets(f"{quote_local_part(local_part)}@{domain}") + 2
 
 
 def _is_simple(local: str, domain: str) -> bool:

@@ -231,6 +231,18 @@ def _filling_the_path(draw: st.DrawFn) -> Mailbox:
     return Mailbox("l" * size, _domain_of_length(_PATH_ROOM - size, "d"))
 
 
+@st.composite
+def _wider_in_a_labels(draw: st.DrawFn) -> Mailbox:
+    """A mailbox that fits a 256-octet path in U-labels but not in A-labels (RFC 5321
+    §4.5.3.1.3): it has no ASCII form, and needs SMTPUTF8 though its local part is
+    ASCII. Each ``ü.`` is 3 octets, ``xn--tda.`` 8; 23 to 31 of them keep the domain
+    within 255 octets in A-labels."""
+    count = draw(st.integers(23, 31))
+    a_path_octets = 1 + 8 * count + len("example") + 2
+    local = "l" * draw(st.integers(MAX_PATH_OCTETS + 1 - a_path_octets, MAX_LOCAL_PART_OCTETS))
+    return Mailbox(local, "ü." * count + "example")
+
+
 def mailboxes(
     *, utf8: bool = False, quoted: bool = True, literals: bool = True, at_limits: bool = True
 ) -> st.SearchStrategy[Mailbox]:
@@ -240,7 +252,8 @@ def mailboxes(
     needs ``SMTPUTF8`` has ``is_ascii`` false); ``quoted`` adds local parts
     that must be quoted; ``literals`` adds address-literal domains;
     ``at_limits`` adds mailboxes exactly at the 64-octet local part and the
-    256-octet path limits.
+    256-octet path limits (with ``utf8``, also ones within the path limit in
+    U-labels but over it in A-labels, which have no ASCII form).
 
     >>> from hypothesis import given
     >>> from smtpcore.address import parse_mailbox
@@ -255,6 +268,8 @@ def mailboxes(
     )
     if at_limits:
         strategy = st.one_of(strategy, _at_limits())
+    if at_limits and utf8:
+        strategy = st.one_of(strategy, _wider_in_a_labels())
     return strategy
 
 
