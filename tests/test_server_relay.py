@@ -1463,16 +1463,26 @@ BINARY = (
 )
 
 
-@pytest.mark.parametrize("chunking", [False, True], ids=["DATA", "CHUNKING"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"chunking": False},
+        {"chunking": True},
+        {"chunking": False, "extra_ehlo": (b"BINARYMIME",)},
+    ],
+    ids=["DATA", "CHUNKING", "BINARYMIME without CHUNKING"],
+)
 def test_binarymime_content_to_an_exchanger_without_binarymime_bounces_5_6_3(
-    tmp_path: Path, chunking: bool
+    tmp_path: Path, options: dict[str, object]
 ) -> None:
     """RFC 3030 §3: BINARYMIME content goes only with ``BODY=BINARYMIME`` to a server
-    that offers it. One with 8BITMIME alone (CHUNKING or not) would get it without
-    the parameter, binary taken for 8-bit text, over DATA even, where its bare CR
-    and LF and long lines are not the message. Refused before MAIL, as 8-bit
+    that offers it, and only with BDAT (CHUNKING). One with 8BITMIME alone (CHUNKING
+    or not) would get it without the parameter, binary taken for 8-bit text, over
+    DATA even, where its bare CR and LF and long lines are not the message; one with
+    BINARYMIME but not CHUNKING got ``MAIL ... BODY=BINARYMIME`` and then a bounce
+    ``554 5.3.0`` when the client refused DATA for it. Refused before MAIL, as 8-bit
     content is without 8BITMIME."""
-    with remote(chunking=chunking) as server:
+    with remote(**options) as server:
         relay = _relay(tmp_path, server.port)
         relay.enqueue(["brendon@pqr.example"], content=BINARY, params=(("BODY", "BINARYMIME"),))
         _run(relay, lambda: relay.empty() and bool(relay.reports()))

@@ -272,16 +272,18 @@ def _needs_smtputf8(client: BaseSMTPClient, entry: QueueEntry, header: bytes) ->
 
 def _needs_binarymime(client: BaseSMTPClient, entry: QueueEntry) -> Reply | None:
     """RFC 3030 §3: BINARYMIME content goes only with ``BODY=BINARYMIME``, to an
-    exchanger that offers BINARYMIME. :func:`_forwarded_mail_params` leaves off a
-    parameter the exchanger was not offered, and one with 8BITMIME passes
-    :func:`_needs_8bitmime`: the binary content would go as text, over DATA even,
-    where bare CR and LF and long lines are not what was queued. So it is refused
-    before MAIL, with the status of a conversion this relay does not make (RFC 3463
-    5.6.3), as 8-bit content is without 8BITMIME."""
+    exchanger that offers BINARYMIME, and only with BDAT, so CHUNKING too.
+    :func:`_forwarded_mail_params` leaves off a parameter the exchanger was not
+    offered, and one with 8BITMIME passes :func:`_needs_8bitmime`: the binary content
+    would go as text, over DATA even, where bare CR and LF and long lines are not what
+    was queued; without CHUNKING, MAIL went and the client then refused DATA for it.
+    So it is refused before MAIL, with the status of a conversion this relay does not
+    make (RFC 3463 5.6.3), as 8-bit content is without 8BITMIME."""
     body = dict(entry.params).get("BODY")
     if body is None or body.upper() != "BINARYMIME":
         return None
-    missing = client.connection.extensions.missing_for("BODY", body)
+    offered = client.connection.extensions
+    missing = offered.missing_for("BODY", body) or (None if offered.chunking else "CHUNKING")
     if missing is None:
         return None
     return Reply(
