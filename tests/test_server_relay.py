@@ -363,6 +363,27 @@ def test_a_hello_refusal_from_every_exchanger_bounces(
     assert _lines(caplog, "status=bounced (550 5.7.1") and not _lines(caplog, "deferred")
 
 
+def test_a_hello_refusal_and_an_unmet_requiretls_bounce_with_5_7_30(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A REQUIRETLS message: one exchanger refuses HELO for good, the other offers no
+    STARTTLS. Neither can ever take it, so it goes back at once, as RFC 8689 §5 says
+    of a message no exchanger qualifies for (5.7.30), rather than wait for expiry."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with (
+        remote(hello_replies=REFUSES_HELLO) as first,
+        remote(host="127.0.0.2", port=first.port) as second,
+    ):
+        relay = _relay(tmp_path, first.port, zone=TWO_MX)
+        relay.enqueue(["brendon@pqr.example"], params=(("REQUIRETLS", None),))
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(first)
+        _wait_closed(second)
+    (raw,) = relay.reports()
+    assert b"Status: 5.7.30" in raw and b"Action: failed" in raw
+    assert _lines(caplog, "status=bounced") and not _lines(caplog, "deferred")
+
+
 EQUAL_MX = (
     "pqr.example MX 10 mx.pqr.example\n"
     "pqr.example MX 10 mx2.pqr.example\n"
@@ -1464,16 +1485,16 @@ BINARY = (
 
 
 @pytest.mark.parametrize(
-    "options",
+    ("options", "missing"),
     [
-        {"chunking": False},
-        {"chunking": True},
-        {"chunking": False, "extra_ehlo": (b"BINARYMIME",)},
+        ({"chunking": False}, b"BINARYMIME"),
+        ({"chunking": True}, b"BINARYMIME"),
+        ({"chunking": False, "extra_ehlo": (b"BINARYMIME",)}, b"CHUNKING"),
     ],
     ids=["DATA", "CHUNKING", "BINARYMIME without CHUNKING"],
 )
 def test_binarymime_content_to_an_exchanger_without_binarymime_bounces_5_6_3(
-    tmp_path: Path, options: dict[str, object]
+    tmp_path: Path, options: dict[str, object], missing: bytes
 ) -> None:
     """RFC 3030 §3: BINARYMIME content goes only with ``BODY=BINARYMIME`` to a server
     that offers it, and only with BDAT (CHUNKING). One with 8BITMIME alone (CHUNKING
@@ -1489,7 +1510,7 @@ def test_binarymime_content_to_an_exchanger_without_binarymime_bounces_5_6_3(
         _wait_closed(server)
     assert server.mail_lines == [] and server.transactions == []
     (raw,) = relay.reports()
-    assert b"Status: 5.6.3" in raw and b"BINARYMIME" in raw
+    assert b"Status: 5.6.3" in raw and b"does not offer " + missing in raw
 
 
 def test_binarymime_content_goes_as_it_is_to_an_exchanger_that_offers_it(

@@ -992,19 +992,23 @@ class DeliveryWorker:
                     loggable(relay),
                     len(remaining),
                 )
-        if attempts and len(attempts) == sum(f.failure.permanent for f in failed):
-            # Every exchanger refused this client for good (a 5xx to EHLO and HELO): no
-            # MX may take the mail later (RFC 5321 §5.1), so the last one's word stands,
-            # as a 5xx to RCPT would (§4.2.1).
+        # Every exchanger failed for a reason that will not pass: a 5xx to EHLO and
+        # HELO, or the message's REQUIRETLS unmet. No MX may take the mail later (RFC
+        # 5321 §5.1), so it goes back now rather than wait for its expiry.
+        never = bool(attempts) and len(failed) == len(attempts)
+        never = never and all(f.failure.permanent or f.failure.requiretls for f in failed)
+        if never and not unmet:
+            # Refused for good everywhere: the last one's word stands, as a 5xx to
+            # RCPT would (§4.2.1).
             return dict.fromkeys(remaining, _failure_outcome(failed[-1], RecipientStatus.FAILED))
         failure_outcome = _failure_outcome(_waiting_failure(failed), RecipientStatus.PENDING)
         if len(remaining) < len(deliveries) or deferred:
             # Some exchanger answered for some: the others wait, each with its reply.
             return {a: deferred.get(a, failure_outcome) for a in remaining}
-        if unmet and len(unmet) == len(attempts):
-            # RFC 8689 §4.2.1, §5: no exchanger qualifies, so the message is not sent at
-            # all, and goes back to its sender (a connection that failed otherwise might
-            # qualify later: then the message waits).
+        if never:
+            # RFC 8689 §4.2.1, §5: no exchanger qualifies (the others refused this client
+            # for good), so the message is not sent at all, and goes back to its sender
+            # (a connection that failed otherwise might qualify later: then it waits).
             detail = "; ".join(dict.fromkeys(unmet))
             return dict.fromkeys(
                 addresses,
