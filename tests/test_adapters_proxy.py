@@ -90,10 +90,20 @@ def test_a_connection_not_from_a_trusted_proxy_is_closed(adapter: str) -> None:
     assert handler.peers == []
 
 
+def v2_unix(source_path: bytes, destination_path: bytes = b"/run/haproxy/smtp.sock") -> bytes:
+    """A v2 PROXY header of the UNIX family (proxy-protocol.txt §2.2), as HAProxy sends
+    for a client of its ``unix@`` listener: the client's socket path, which its user
+    chose, then the one it reached."""
+    block = source_path.ljust(108, b"\x00") + destination_path.ljust(108, b"\x00")
+    return b"\r\n\r\n\x00\r\nQUIT\n\x21\x31" + struct.pack("!H", len(block)) + block
+
+
 NAMES_NO_CLIENT = {
     "v1 UNKNOWN": b"PROXY UNKNOWN\r\n",
     "v2 LOCAL": b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00",
     "v2 UNSPEC": b"\r\n\r\n\x00\r\nQUIT\n\x21\x00\x00\x00",
+    # A Unix socket a local user named after an address xclient_from trusts.
+    "v2 UNIX": v2_unix(b"127.0.0.9"),
 }
 
 
@@ -124,6 +134,31 @@ def test_a_header_naming_no_client_is_not_trusted_as_its_proxy(
     ) as server:
         assert b"XCLIENT" in ehlo_reply(server.port, named)
         assert b"XCLIENT" not in ehlo_reply(server.port, header)
+
+
+def test_a_unix_client_is_not_trusted_by_the_address_its_path_spells(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Unix socket's path is not an address, whatever it spells: the session's peer is
+    the proxy's (as for a header naming no client), XCLIENT from it is refused as from
+    any untrusted client, and the log names the client ``unix:<path>``."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    handler = Recorder()
+    with (
+        running_smtp_server(
+            adapter, handler, proxy_protocol_from=["127.0.0.1"], xclient_from=["192.0.2.10"]
+        ) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock,
+        sock.makefile("rb") as lines,
+    ):
+        sock.sendall(v2_unix(b"192.0.2.10") + b"XCLIENT ADDR=198.51.100.99\r\nQUIT\r\n")
+        assert lines.readline().startswith(b"220 ")
+        assert lines.readline().startswith(b"500 5.5.2 ")  # as from any client
+        assert lines.readline().startswith(b"221 ")
+    assert len(handler.peers) == 1
+    assert handler.peers[0] is not None and handler.peers[0][0] == "127.0.0.1"
+    assert "[192.0.2.10]" not in caplog.text
+    assert "unix:192.0.2.10 through the proxy [127.0.0.1]:" in caplog.text
 
 
 def test_a_header_that_never_comes_is_logged_as_a_timeout(

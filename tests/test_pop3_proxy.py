@@ -10,6 +10,7 @@ import contextlib
 import importlib
 import logging
 import poplib
+import re
 import socket
 import struct
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ import pytest
 from haproxy_peer import haproxy
 from peers import TLSFiles, running_pop3_server, write_maildir
 from smtpcore.maildrop import MaildirStore, Maildrop, POP3Session
-from test_adapters_proxy import TLSAfterHeader
+from test_adapters_proxy import TLSAfterHeader, v2_unix
 
 PASSWORDS = {"alice": "wonderland"}
 V1 = b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 110\r\n"
@@ -189,8 +190,9 @@ def test_the_loopback_exemption_is_the_named_clients(
         b"PROXY UNKNOWN\r\n",  # what HAProxy sends for a client on a Unix socket
         b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00",  # v2 LOCAL
         b"\r\n\r\n\x00\r\nQUIT\n\x21\x00\x00\x00",  # v2 PROXY, unspecified family
+        v2_unix(b"127.0.0.1"),  # a Unix socket whose path spells loopback
     ],
-    ids=["v1 UNKNOWN", "v2 LOCAL", "v2 UNSPEC"],
+    ids=["v1 UNKNOWN", "v2 LOCAL", "v2 UNSPEC", "v2 UNIX"],
 )
 def test_a_client_the_header_does_not_name_is_no_loopback_client(
     adapter: str, store: Recorder, tls: TLSFiles, header: bytes
@@ -224,6 +226,32 @@ def test_the_log_names_the_client(
         read_line(lines)
         assert read_line(lines).startswith(b"-ERR [AUTH]")
     assert "pop3: reject: PASS from [192.0.2.7]:40000" in caplog.text
+
+
+def test_a_unix_client_is_neither_logged_nor_counted_as_the_address_its_path_spells(
+    adapter: str, store: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Unix socket named ``203.0.113.5`` is no client of that address: its failed
+    login is not logged as from ``[203.0.113.5]`` (what fail2ban would ban), and its
+    session takes nothing of that address's share."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    unix = v2_unix(b"203.0.113.5", b"/run/haproxy/pop3.sock")
+    named = b"PROXY TCP4 203.0.113.5 127.0.0.1 40000 110\r\n"
+    with (
+        running_pop3_server(
+            adapter, store, proxy_protocol_from=["127.0.0.1"], max_sessions_per_address=1
+        ) as server,
+        connect(server.port, unix) as (sock, lines),
+    ):
+        assert read_line(lines).startswith(b"+OK")
+        sock.sendall(b"USER alice\r\nPASS wrong\r\n")
+        assert read_line(lines).startswith(b"+OK")
+        assert read_line(lines).startswith(b"-ERR [AUTH]")
+        assert login_after(server.port, named).startswith(b"+OK")  # its share is whole
+        sock.sendall(b"QUIT\r\n")
+        assert read_line(lines).startswith(b"+OK")
+    assert not re.search(r"reject: PASS from \[203\.0\.113\.5\]:\d+", caplog.text)
+    assert "unix:203.0.113.5 through the proxy [127.0.0.1]:" in caplog.text
 
 
 def test_the_header_comes_before_implicit_tls(

@@ -107,8 +107,18 @@ def test_v2_local_naming_a_family_with_no_addresses_is_accepted(family: int) -> 
 def test_v2_unix() -> None:
     block = b"/run/client.sock".ljust(108, b"\x00") + b"/run/smtp.sock".ljust(108, b"\x00")
     header = read_exactly(v2(1, 3, block))
-    assert header.source == ("/run/client.sock", 0)
-    assert header.destination == ("/run/smtp.sock", 0)
+    assert header.source_path == "/run/client.sock"
+    assert header.destination_path == "/run/smtp.sock"
+    assert header.source is None and header.destination is None
+
+
+def test_v2_unix_path_spelling_an_address_is_no_address() -> None:
+    """A local user may bind his socket to the path ``127.0.0.1``: the header's
+    ``source`` (what trust, loopback rules and session counts read) stays None."""
+    block = b"127.0.0.1".ljust(108, b"\x00") + b"192.0.2.10".ljust(108, b"\x00")
+    header = read_exactly(v2(1, 3, block))
+    assert (header.source, header.destination) == (None, None)
+    assert (header.source_path, header.destination_path) == ("127.0.0.1", "192.0.2.10")
 
 
 @pytest.mark.parametrize("path", [b"/x\r\nX-Injected: yes", b"/x\x1b[2J", "/x\u202e".encode()])
@@ -206,8 +216,15 @@ def valid_headers(draw: st.DrawFn) -> tuple[bytes, ProxyHeader]:
             108, b"\0"
         )
         data = v2(1, 3, block, fields)
-        unix = ((source_path, 0), (destination_path, 0))
-        return data, ProxyHeader(2, *unix, len(data), tlvs=tuple(fields))
+        return data, ProxyHeader(
+            2,
+            None,
+            None,
+            len(data),
+            tlvs=tuple(fields),
+            source_path=source_path,
+            destination_path=destination_path,
+        )
     if kind == "local":
         data = v2(0, 1, bytes(12), fields)
         return data, ProxyHeader(2, None, None, len(data), local=True, tlvs=tuple(fields))

@@ -46,11 +46,14 @@ class ProxyHeader:
     """What a PROXY header says about the connection.
 
     ``source`` and ``destination`` are ``(address, port)`` for TCP over
-    IPv4 or IPv6, or ``(path, 0)`` for a Unix socket; both are None when the
-    proxy did not say (version 1 ``UNKNOWN``, a version 2 ``LOCAL``
-    connection such as the proxy's own health check, or an unspecified
-    family): the connection's own addresses then stand. ``tlvs`` are the
-    version 2 type-length-value fields, in order.
+    IPv4 or IPv6, and nothing else: both are None when the proxy named no IP
+    client (version 1 ``UNKNOWN``, a version 2 ``LOCAL`` connection such as
+    the proxy's own health check, an unspecified family, or the UNIX family):
+    the connection's own addresses then stand. A Unix socket's paths are
+    ``source_path`` and ``destination_path`` instead, never in ``source``: a
+    local user chooses his socket's path, and one named ``127.0.0.1`` must not
+    pass for that address wherever an address is trusted or counted.
+    ``tlvs`` are the version 2 type-length-value fields, in order.
     """
 
     version: int
@@ -61,6 +64,10 @@ class ProxyHeader:
     local: bool = False
     """A version 2 LOCAL command: the proxy speaking for itself."""
     tlvs: tuple[tuple[int, bytes], ...] = ()
+    source_path: str | None = None
+    """The path of the client's Unix socket (version 2 UNIX family), else None."""
+    destination_path: str | None = None
+    """The path of the Unix socket the client reached (version 2 UNIX family), else None."""
 
 
 def parse_proxy_header(data: bytes) -> ProxyHeader | int:
@@ -160,13 +167,23 @@ def _parse_v2(data: bytes) -> ProxyHeader | int:
     tlvs = _tlvs(body[address_length:])
     if family == 0 or transport == 0:
         return ProxyHeader(2, None, None, length, tlvs=tlvs)
-    source, destination = _addresses(family, body[:address_length])
+    block = body[:address_length]
+    if family == 3:
+        return ProxyHeader(
+            2,
+            None,
+            None,
+            length,
+            tlvs=tlvs,
+            source_path=_unix_path(block[:108]),
+            destination_path=_unix_path(block[108:216]),
+        )
+    source, destination = _ip_addresses(family, block)
     return ProxyHeader(2, source, destination, length, tlvs=tlvs)
 
 
-def _addresses(family: int, block: bytes) -> tuple[tuple[str, int], tuple[str, int]]:
-    if family == 3:
-        return (_unix_path(block[:108]), 0), (_unix_path(block[108:216]), 0)
+def _ip_addresses(family: int, block: bytes) -> tuple[tuple[str, int], tuple[str, int]]:
+    """The INET (1) or INET6 (2) block's source and destination (proxy-protocol.txt §2.2)."""
     size = 4 if family == 1 else 16
     source = ip_text(ipaddress.ip_address(block[:size]))
     destination = ip_text(ipaddress.ip_address(block[size : 2 * size]))
@@ -176,7 +193,7 @@ def _addresses(family: int, block: bytes) -> tuple[tuple[str, int], tuple[str, i
 
 def _unix_path(raw: bytes) -> str:
     """A UNIX address: a path, which a local user may choose (any client socket may be
-    bound to a path of its own) and which ends up in logs and trace headers as the
+    bound to a path of its own, ``127.0.0.1`` say) and which ends up in logs as the
     client's name. One with a control, separator or format character is refused."""
     path = raw.split(b"\x00", 1)[0].decode("utf-8", "replace")
     if not path.isprintable():

@@ -18,7 +18,14 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
 from smtpcore._driver._logtext import describe_error
-from smtpcore._driver._proxied import Network, ip_peer, peer_text, read_proxy_header, trusted
+from smtpcore._driver._proxied import (
+    Network,
+    ip_peer,
+    peer_text,
+    read_proxy_header,
+    trusted,
+    unix_peer_text,
+)
 from smtpcore._driver._timeouts import Watchdog
 from smtpcore._driver._transport import Link, address
 from smtpcore._ip import CLIENT_IPV6_PREFIX_LENGTH, client_block, unmapped
@@ -505,9 +512,10 @@ class ServedSession:
 
         None when the header names no client (v1 ``UNKNOWN``, a v2 ``LOCAL`` command
         or unspecified family: HAProxy sends ``UNKNOWN`` for a client on a Unix
-        socket): the peer is then the proxy's address, which the log shows and the
-        session is counted under, but the client behind it is unknown, never
-        loopback or trusted because its proxy is."""
+        socket) or names a Unix socket's path (v2 UNIX family), never an address:
+        the peer is then the proxy's address, which the log shows and the session
+        is counted under, but the client behind it is unknown, never loopback or
+        trusted because its proxy is."""
         if not self.state.proxy_networks:
             return self.session.peer
         return await self._client_from_proxy(timeout, send_timeout)
@@ -528,6 +536,10 @@ class ServedSession:
         with (read within ``timeout``), if it names one: from now on the session's
         peer (and ``local`` the address it reached) and counted under it.
 
+        A header of the UNIX family names a socket's path, not an address (its
+        ``source`` is None): the proxy's address stands, as for one that names no
+        client, and the log names the client ``unix:<path>``.
+
         A connection from anywhere else, a bad header, or a client over its share
         (told so with the registry's ``address_busy_reply``, written within
         ``send_timeout``) ends the session: :class:`ConnectionLost`.
@@ -542,6 +554,12 @@ class ServedSession:
         except (ProxyProtocolError, OSError, TimeoutError) as exc:
             self.logger.info("bad PROXY header from %s: %s", peer_text(proxy), describe_error(exc))
             raise ConnectionLost from None
+        if header.source_path is not None:
+            self.logger.info(
+                "connection from %s through the proxy %s",
+                unix_peer_text(header.source_path),
+                peer_text(proxy),
+            )
         client = proxy if header.source is None else header.source
         if not self.state.readdress(self, ip_peer(client)):
             self.logger.info("too many sessions from %s: refused", peer_text(client))

@@ -20,7 +20,15 @@ from smtpcore._driver._transport import Link
 from smtpcore._ip import unmapped
 from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
 
-__all__ = ["Network", "ip_peer", "networks", "peer_text", "read_proxy_header", "trusted"]
+__all__ = [
+    "Network",
+    "ip_peer",
+    "networks",
+    "peer_text",
+    "read_proxy_header",
+    "trusted",
+    "unix_peer_text",
+]
 
 Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -69,6 +77,14 @@ def peer_text(peer: tuple[str, int] | None) -> str:
         return "[unknown]"
     host = peer[0]
     return f"[{host if host.isprintable() else loggable(host)}]:{peer[1]}"
+
+
+def unix_peer_text(path: str) -> str:
+    """``unix:/run/client.sock`` for the log: a Unix socket's path, which a local user
+    chooses, never in brackets where an address stands (fail2ban's ``[<HOST>]`` would
+    take a path spelling ``192.0.2.1`` for that address), escaped as
+    :func:`peer_text` escapes."""
+    return f"unix:{path if path.isprintable() else loggable(path)}"
 
 
 async def read_proxy_header(link: Link, timeout: float | None) -> ProxyHeader:
