@@ -24,15 +24,17 @@ import pytest
 
 from slow_writes import SlowWrites
 from smtpcore.asyncio import SMTPClient
+from smtpcore.handler import Envelope, Session
 from smtpcore.routing import StaticResolver
 from smtpcore.server import ConfigError, MailServer, ServerConfig, maildir, mailserver
 from smtpcore.server.app import MAX_HOPS, MailStore
 from smtpcore.server.log import delivery_line
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
+from smtpcore.server.origin import MessageOrigin
 from smtpcore.server.queue import Queue, QueuedRecipient
 from smtpcore.server.queuectl import LOCK_NAME, QueueCommand, running_server, submit
-from smtpcore.smtp import Reply
+from smtpcore.smtp import UNAVAILABLE, Reply, Xforward
 
 LOOPBACK = "127.0.0.1"
 T = TypeVar("T")
@@ -187,6 +189,87 @@ def test_an_xclient_logs_the_proxys_part_then_the_named_client(
     assert " helo=proxy.test " in lines[0]
     assert lines[1].startswith("XCLIENT from [127.0.0.1]:")
     assert lines[2].startswith("smtp: disconnect from [192.0.2.7]:40312 helo=mail.abc.example ")
+
+
+def _send_forwarded(port: int, xforward: bytes | None, helo: bytes = b"EHLO filter.test") -> None:
+    """A content filter's session: ``helo``, then ``xforward`` (if any) and one message."""
+    with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()
+        commands = [helo, *([xforward] if xforward else [])]
+        commands += [b"MAIL FROM:<a@abc.example>", b"RCPT TO:<b@pqr.example>", b"DATA"]
+        for command in [*commands, b"Subject: xf\r\n\r\nhi\r\n.", b"QUIT"]:
+            sock.sendall(command + b"\r\n")
+            while (line := reader.readline())[3:4] == b"-":
+                pass
+            assert line[:1] in (b"2", b"3"), (command, line)
+
+
+def test_xforward_names_the_client_in_the_received_line_and_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Postfix's XFORWARD_README: a content filter passes on the original client, and
+    the server names that client, not the filter, where it logs the message and in
+    its Received line (Postfix's smtpd hands FORWARD_HELO and FORWARD_NAMADDR to
+    cleanup for it). A name the forwarded HELO chose is kept to a domain's
+    characters, as a HELO is."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    config = _config(tmp_path, "pqr.example", {"b@pqr.example": "x"}, xclient_from=(LOOPBACK,))
+    xforward = b"XFORWARD NAME=client.example ADDR=203.0.113.77 PORT=4711 HELO=c(l)ient.example"
+
+    async def main() -> None:
+        async with MailServer(config, sockets={"smtp": _listening()}) as server:
+            await asyncio.to_thread(_send_forwarded, _port(server, "smtp"), xforward)
+
+    _run(main)
+    (stored,) = _messages(config, "b@pqr.example")
+    assert b"\nReceived: from c?l?ient.example ([203.0.113.77])\n" in stored, stored
+    (line,) = [r.getMessage() for r in caplog.records if "client=" in r.getMessage()]
+    assert "client=[203.0.113.77]:4711 helo=c(l)ient.example" in line, line
+    # The filter's own session is still the filter's: its disconnect line names it.
+    assert any(
+        r.getMessage().startswith("smtp: disconnect from [127.0.0.1]:") for r in caplog.records
+    )
+
+
+@pytest.mark.parametrize(
+    ("xforward", "expected"),
+    [
+        (None, MessageOrigin(("127.0.0.1", 40000), "filter.test")),
+        (Xforward(addr="IPV6:2001:DB8::7", port=25), MessageOrigin(("2001:db8::7", 25), None)),
+        (Xforward(addr="192.0.2.7", helo=UNAVAILABLE), MessageOrigin(("192.0.2.7", 0), None)),
+        (Xforward(name="c.example", helo="c.example"), MessageOrigin(None, "c.example")),
+    ],
+)
+def test_the_messages_origin_is_the_forwarded_client_whole(
+    xforward: Xforward | None, expected: MessageOrigin
+) -> None:
+    """What XFORWARD leaves out of the client it forwards is unknown, never the filter's
+    (Postfix presets each forwarded attribute to unknown)."""
+    session = Session("mx.pqr.example", peer=("127.0.0.1", 40000), helo_name="filter.test")
+    envelope = Envelope(sender=None, xforward=xforward)
+    assert MessageOrigin.of(session, envelope) == expected
+
+
+def test_xforward_from_an_untrusted_client_changes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without ``xclient_from`` XFORWARD is refused, and the message names its sender."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    config = _config(tmp_path, "pqr.example", {"b@pqr.example": "x"})
+
+    async def main() -> None:
+        async with MailServer(config, sockets={"smtp": _listening()}) as server:
+            with pytest.raises(AssertionError, match="XFORWARD"):
+                await asyncio.to_thread(
+                    _send_forwarded, _port(server, "smtp"), b"XFORWARD ADDR=203.0.113.77"
+                )
+            await asyncio.to_thread(_send_forwarded, _port(server, "smtp"), None)
+
+    _run(main)
+    (stored,) = _messages(config, "b@pqr.example")
+    assert b"\nReceived: from filter.test ([127.0.0.1])\n" in stored, stored
+    assert "203.0.113.77" not in caplog.text.replace("XFORWARD ADDR=203.0.113.77", "")
 
 
 def _both_loopbacks_free() -> int | None:

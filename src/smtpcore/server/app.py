@@ -11,11 +11,13 @@ Three handlers share one way of receiving a message:
   per recipient after the content.
 
 The content is streamed to a spool file in the queue as it arrives, after
-our ``Received:`` line. At the end of the message, local recipients get
-their Maildir copy (with ``Return-Path:``) and remote ones a queue entry,
-all written and synced first and made visible by renames after; only then
-is the 250 sent (RFC 5321 §6.1). A mailbox that refuses its rename gets its
-copy through the queue (:meth:`MailStore.accept`).
+our ``Received:`` line, which names the client that XFORWARD forwards, if any
+(:mod:`smtpcore.server.origin`), as the log line of the message does. At the
+end of the message, local recipients get their Maildir copy (with
+``Return-Path:``) and remote ones a queue entry, all written and synced first
+and made visible by renames after; only then is the 250 sent (RFC 5321
+§6.1). A mailbox that refuses its rename gets its copy through the queue
+(:meth:`MailStore.accept`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import delivery_line, loggable, logger, peer_text, refusal_line
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import StagedMessage
+from smtpcore.server.origin import MessageOrigin
 from smtpcore.server.queue import (
     PreparedEntry,
     Queue,
@@ -420,7 +423,10 @@ class _MailHandler(Handler):
 
     def _incoming(self, session: Session, envelope: Envelope) -> _Incoming:
         """The spool of the message being received, opened with our Received line at the
-        first sign of content (DATA, or the first BDAT chunk of RFC 3030)."""
+        first sign of content (DATA, or the first BDAT chunk of RFC 3030). The line
+        names the transaction's client (:class:`MessageOrigin`): the one a trusted
+        content filter forwards with XFORWARD, as Postfix writes it, else the
+        session's."""
         incoming = session.extra.get("incoming")
         if isinstance(incoming, _Incoming):
             return incoming
@@ -430,9 +436,10 @@ class _MailHandler(Handler):
         utf8 = "SMTPUTF8" in envelope.mail_params
         recipients = envelope.recipients
         tls = session.tls
+        origin = MessageOrigin.of(session, envelope)
         header = received_header(
-            helo=session.helo_name,
-            peer=session.peer,
+            helo=origin.helo,
+            peer=origin.peer,
             by=self.config.hostname,
             protocol=protocol_name(
                 lmtp=self.lmtp,
@@ -523,7 +530,7 @@ class _MailHandler(Handler):
             del local[address]
             remote.append(local_dsn.pop(address))
         params = [(k, v) for k, v in envelope.mail_params.items() if k in _KEPT_MAIL_PARAMS]
-        client = f"{peer_text(session.peer)} helo={session.helo_name or '-'}"
+        client = MessageOrigin.of(session, envelope).log_text()
         size = spool.size
         try:
             accepted = await self.store.threads.run(
@@ -676,7 +683,7 @@ class LMTPHandler(_MailHandler):
     ) -> MessageReply:
         sender = "" if envelope.sender is None else str(envelope.sender)
         routes: dict[str, str | None] = session.extra.get("routes", {})
-        client = f"{peer_text(session.peer)} helo={session.helo_name or '-'}"
+        client = MessageOrigin.of(session, envelope).log_text()
         replies: list[Reply] = []
         size = spool.size
         try:

@@ -1,0 +1,51 @@
+"""Who sent the message of a mail transaction: the session's client, or the one a
+content filter names with XFORWARD.
+
+Postfix's XFORWARD_README ("Purpose"): a content filter that passes mail back
+to the server names the original client, so that the server logs it, and
+writes it in its ``Received:`` line, instead of the filter (Postfix's smtpd
+hands cleanup ``FORWARD_NAMADDR`` and ``FORWARD_HELO`` for both). The machine
+hears XFORWARD only from a client ``xclient_from`` trusts and keeps it for the
+next transaction (:attr:`~smtpcore.handler.Envelope.xforward`); this module
+reads it, so that the trace line and the log line read one view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smtpcore.handler import Envelope, Session
+from smtpcore.server.log import peer_text
+
+__all__ = ["MessageOrigin"]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageOrigin:
+    """The client a message came from: its address and port, and its HELO name.
+
+    ``peer`` is None and ``helo`` is None when unknown.
+    """
+
+    peer: tuple[str, int] | None
+    helo: str | None
+
+    @classmethod
+    def of(cls, session: Session, envelope: Envelope) -> MessageOrigin:
+        """The transaction's client: the one XFORWARD names, else the session's.
+
+        Once a filter forwards a client, what it did not name of that client is
+        unknown, never the filter's own (Postfix presets each forwarded
+        attribute to unknown): the filter's HELO is no name of the client's.
+        """
+        forwarded = envelope.xforward
+        if forwarded is None:
+            return cls(session.peer, session.helo_name)
+        addr, port = forwarded.addr, forwarded.port
+        peer = (addr, port if isinstance(port, int) else 0) if isinstance(addr, str) else None
+        helo = forwarded.helo if isinstance(forwarded.helo, str) else None
+        return cls(peer, helo)
+
+    def log_text(self) -> str:
+        """``[203.0.113.7]:4711 helo=client.example``: the ``client=`` of the log."""
+        return f"{peer_text(self.peer)} helo={self.helo or '-'}"
