@@ -161,6 +161,43 @@ def test_a_unix_client_is_not_trusted_by_the_address_its_path_spells(
     assert "unix:192.0.2.10 through the proxy [127.0.0.1]:" in caplog.text
 
 
+def test_unix_clients_take_no_share_of_their_proxys_address(adapter: str) -> None:
+    """Every client of HAProxy's ``unix@`` listener comes through the proxy's one
+    address, and a socket's path is no address: its sessions are counted under none,
+    so that Unix clients never fill the proxy's share of ``max_sessions_per_address``
+    and turn away the next of them, or the proxy's own ``LOCAL`` health check."""
+    handler = Recorder()
+    with (
+        running_smtp_server(
+            adapter, handler, proxy_protocol_from=["127.0.0.1"], max_sessions_per_address=1
+        ) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as first,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as second,
+    ):
+        for sock, path in ((first, b"/run/a.sock"), (second, b"")):
+            sock.sendall(v2_unix(path))
+            assert sock.recv(1024).startswith(b"220 ")
+        assert greeting_after(server.port, NAMES_NO_CLIENT["v2 LOCAL"]).startswith(b"220 ")
+        for sock in (first, second):
+            sock.sendall(b"QUIT\r\n")
+            assert sock.recv(1024).startswith(b"221 ")
+
+
+def test_a_unix_path_is_logged_as_one_word_with_no_brackets(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A local user chooses his socket's path, spaces and brackets too: the log
+    escapes them, so that the line shows no ``[address]:port`` but the proxy's (the
+    one fail2ban's ``[<HOST>]`` would read)."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    with running_smtp_server(adapter, Recorder(), proxy_protocol_from=["127.0.0.1"]) as server:
+        path = b"/tmp/x [192.0.2.10]:25"
+        assert greeting_after(server.port, v2_unix(path)).startswith(b"220 ")
+    (line,) = [r.getMessage() for r in caplog.records if "through the proxy" in r.getMessage()]
+    assert line.startswith("connection from unix:/tmp/x\\x20\\x5b192.0.2.10\\x5d:25 through"), line
+    assert set(re.findall(r"\[([^]]*)\]:\d+", line)) == {"127.0.0.1"}, line
+
+
 def test_a_header_that_never_comes_is_logged_as_a_timeout(
     adapter: str, caplog: pytest.LogCaptureFixture
 ) -> None:

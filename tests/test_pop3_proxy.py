@@ -254,6 +254,26 @@ def test_a_unix_client_is_neither_logged_nor_counted_as_the_address_its_path_spe
     assert "unix:203.0.113.5 through the proxy [127.0.0.1]:" in caplog.text
 
 
+def test_unix_clients_take_no_share_of_their_proxys_address(adapter: str, store: Recorder) -> None:
+    """A socket's path is no address: Unix clients through one proxy are counted under
+    none, and never fill the proxy's share of ``max_sessions_per_address`` against
+    the next of them or the proxy's own ``LOCAL`` health check."""
+    local = b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00"
+    with (
+        running_pop3_server(
+            adapter, store, proxy_protocol_from=["127.0.0.1"], max_sessions_per_address=1
+        ) as server,
+        connect(server.port, v2_unix(b"/run/a.sock", b"/run/haproxy/pop3.sock")) as first,
+        connect(server.port, v2_unix(b"", b"/run/haproxy/pop3.sock")) as second,
+    ):
+        for _, lines in (first, second):
+            assert read_line(lines).startswith(b"+OK")
+        assert login_after(server.port, local).startswith(b"+OK")
+        for sock, lines in (first, second):
+            sock.sendall(b"QUIT\r\n")
+            assert read_line(lines).startswith(b"+OK")
+
+
 def test_the_header_comes_before_implicit_tls(
     adapter: str, store: Recorder, tls: TLSFiles
 ) -> None:

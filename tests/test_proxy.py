@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import struct
 from typing import Literal
 
@@ -278,3 +279,27 @@ def test_the_log_shows_a_unix_path_peer_escaped() -> None:
     assert peer_text(("192.0.2.1", 25)) == "[192.0.2.1]:25"
     assert peer_text(("/x\r\nX: y", 0)) == "[/x\\x0d\\x0aX: y]:0"
     assert peer_text(None) == "[unknown]"
+
+
+def _read_back(shown: str) -> str:
+    """What :func:`unix_peer_text`'s escapes stand for."""
+    return re.sub(
+        r"\\(?:x([0-9a-f]{2})|u([0-9a-f]{4})|U([0-9a-f]{8}))",
+        lambda match: chr(int(next(group for group in match.groups() if group), 16)),
+        shown,
+    )
+
+
+@given(st.text())
+@example("/tmp/x [192.0.2.10]:25")
+@example("/x\\x5b\r\n\u202e\U000e0001")
+def test_a_unix_path_is_logged_as_one_bracketless_word_that_reads_back(path: str) -> None:
+    """A local user chooses his socket's path: in the log it may not end the line, show
+    an ``[address]`` fail2ban would read, or split into words; what it was reads back."""
+    from smtpcore._driver._proxied import unix_peer_text
+
+    text = unix_peer_text(path)
+    assert text.startswith("unix:")
+    shown = text.removeprefix("unix:")
+    assert all(c.isprintable() and not c.isspace() and c not in "[]" for c in shown), shown
+    assert _read_back(shown) == path

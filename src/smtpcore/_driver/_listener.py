@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 from smtpcore._driver._logtext import describe_error
 from smtpcore._driver._proxied import (
     Network,
-    ip_peer,
+    counted_peer,
     peer_text,
     read_proxy_header,
     trusted,
@@ -538,7 +538,8 @@ class ServedSession:
 
         A header of the UNIX family names a socket's path, not an address (its
         ``source`` is None): the proxy's address stands, as for one that names no
-        client, and the log names the client ``unix:<path>``.
+        client, and the log names the client ``unix:<path>``; the session is counted
+        under no address (:func:`counted_peer`).
 
         A connection from anywhere else, a bad header, or a client over its share
         (told so with the registry's ``address_busy_reply``, written within
@@ -561,7 +562,7 @@ class ServedSession:
                 peer_text(proxy),
             )
         client = proxy if header.source is None else header.source
-        if not self.state.readdress(self, ip_peer(client)):
+        if not self.state.readdress(self, counted_peer(header, proxy)):
             self.logger.info("too many sessions from %s: refused", peer_text(client))
             if self.state.address_busy_reply:
                 with contextlib.suppress(OSError, TimeoutError):

@@ -22,6 +22,7 @@ from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
 
 __all__ = [
     "Network",
+    "counted_peer",
     "ip_peer",
     "networks",
     "peer_text",
@@ -69,6 +70,18 @@ def ip_peer(peer: tuple[str, int] | None) -> tuple[str, int] | None:
     return peer
 
 
+def counted_peer(header: ProxyHeader, proxy: tuple[str, int] | None) -> tuple[str, int] | None:
+    """The address a session behind ``proxy`` is counted under for
+    ``max_sessions_per_address``: the client the header names, the proxy's for a
+    header that names none (its ``LOCAL`` health check, ``UNKNOWN``), and none for a
+    Unix socket's client. A path is no address, and every client of HAProxy's
+    ``unix@`` listener comes through the proxy's: counted under it, two of them would
+    fill its share and turn away the next, and the health check."""
+    if header.source_path is not None:
+        return None
+    return ip_peer(proxy if header.source is None else header.source)
+
+
 def peer_text(peer: tuple[str, int] | None) -> str:
     """``[192.0.2.1]:40312`` for the log (what fail2ban's ``<HOST>`` matches); a peer
     that is a UNIX socket's path, which a local user chooses, escaped as the log's
@@ -81,10 +94,21 @@ def peer_text(peer: tuple[str, int] | None) -> str:
 
 def unix_peer_text(path: str) -> str:
     """``unix:/run/client.sock`` for the log: a Unix socket's path, which a local user
-    chooses, never in brackets where an address stands (fail2ban's ``[<HOST>]`` would
-    take a path spelling ``192.0.2.1`` for that address), escaped as
-    :func:`peer_text` escapes."""
-    return f"unix:{path if path.isprintable() else loggable(path)}"
+    chooses, as one word with no bracket in it. A path ``/tmp/x [192.0.2.1]:25`` raw
+    would show fail2ban's ``[<HOST>]`` an address; each space, bracket, backslash and
+    unprintable character is written as its escape (``\\x20``, ``\\x5b``), so that
+    the path still reads back whole."""
+    return "unix:" + "".join(map(_path_character_text, path))
+
+
+def _path_character_text(character: str) -> str:
+    """``character`` as :func:`unix_peer_text` shows it: itself, or its escape."""
+    if character.isprintable() and not character.isspace() and character not in "[]\\":
+        return character
+    code = ord(character)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 async def read_proxy_header(link: Link, timeout: float | None) -> ProxyHeader:
