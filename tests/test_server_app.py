@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import pytest
+from hypothesis import example, given
 
 from slow_writes import SlowWrites
 from smtpcore.asyncio import SMTPClient
@@ -35,6 +36,7 @@ from smtpcore.server.origin import MessageOrigin
 from smtpcore.server.queue import Queue, QueuedRecipient
 from smtpcore.server.queuectl import LOCK_NAME, QueueCommand, running_server, submit
 from smtpcore.smtp import UNAVAILABLE, Reply, Xforward
+from smtpcore.testing import strategies as sst
 
 LOOPBACK = "127.0.0.1"
 T = TypeVar("T")
@@ -191,8 +193,15 @@ def test_an_xclient_logs_the_proxys_part_then_the_named_client(
     assert lines[2].startswith("smtp: disconnect from [192.0.2.7]:40312 helo=mail.abc.example ")
 
 
-def _send_forwarded(port: int, xforward: bytes | None, helo: bytes = b"EHLO filter.test") -> None:
-    """A content filter's session: ``helo``, then ``xforward`` (if any) and one message."""
+def _send_forwarded(
+    port: int,
+    xforward: bytes | None,
+    helo: bytes = b"EHLO filter.test",
+    *,
+    xforward_reply: bytes = b"250 ",
+) -> None:
+    """A content filter's session: ``helo``, then ``xforward`` (if any), answered
+    ``xforward_reply``, and one message."""
     with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
         reader = sock.makefile("rb")
         reader.readline()
@@ -202,7 +211,10 @@ def _send_forwarded(port: int, xforward: bytes | None, helo: bytes = b"EHLO filt
             sock.sendall(command + b"\r\n")
             while (line := reader.readline())[3:4] == b"-":
                 pass
-            assert line[:1] in (b"2", b"3"), (command, line)
+            if command == xforward:
+                assert line.startswith(xforward_reply), (command, line)
+            else:
+                assert line[:1] in (b"2", b"3"), (command, line)
 
 
 def test_xforward_names_the_client_in_the_received_line_and_the_log(
@@ -239,6 +251,13 @@ def test_xforward_names_the_client_in_the_received_line_and_the_log(
         (Xforward(addr="IPV6:2001:DB8::7", port=25), MessageOrigin(("2001:db8::7", 25), None)),
         (Xforward(addr="192.0.2.7", helo=UNAVAILABLE), MessageOrigin(("192.0.2.7", 0), None)),
         (Xforward(name="c.example", helo="c.example"), MessageOrigin(None, "c.example")),
+        (Xforward(name="c.example"), MessageOrigin(None, None)),
+        (Xforward(proto="ESMTP"), MessageOrigin(None, None)),
+        # Postfix's own smtp client, for local mail: no client named, the session's.
+        (
+            Xforward(ident="4XyZ1", source="LOCAL"),
+            MessageOrigin(("127.0.0.1", 40000), "filter.test"),
+        ),
     ],
 )
 def test_the_messages_origin_is_the_forwarded_client_whole(
@@ -251,25 +270,66 @@ def test_the_messages_origin_is_the_forwarded_client_whole(
     assert MessageOrigin.of(session, envelope) == expected
 
 
-def test_xforward_from_an_untrusted_client_changes_nothing(
+@given(sst.xforwards())
+@example(Xforward(ident="4XyZ1", source="REMOTE"))
+@example(Xforward(source=UNAVAILABLE))
+@example(Xforward(port=UNAVAILABLE))
+def test_the_messages_origin_is_forwarded_only_when_a_client_attribute_is(
+    xforward: Xforward,
+) -> None:
+    """Postfix's smtpd switches to the forwarded client only when XFORWARD gave one of
+    NAME, ADDR, PORT, PROTO or HELO (its SMTPD_STATE_XFORWARD_CLIENT_MASK): IDENT and
+    SOURCE alone describe the message, and the client stays the session's."""
+    # A filter on a Unix socket: no forwarded client (an IP address, or unknown) is it.
+    session = Session("mx.pqr.example", peer=("/run/filter.sock", 0), helo_name="filter.test")
+    origin = MessageOrigin.of(session, Envelope(sender=None, xforward=xforward))
+    names_a_client = bool(set(xforward.attributes) - {"IDENT", "SOURCE"})
+    assert (origin == MessageOrigin(session.peer, session.helo_name)) is not names_a_client
+
+
+def test_xforward_naming_no_client_leaves_the_received_line_and_log_alone(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Without ``xclient_from`` XFORWARD is refused, and the message names its sender."""
+    """docs/adapters.rst's ``XFORWARD IDENT=... SOURCE=REMOTE`` names the message, not a
+    client: its Received line and log line name the session's client, the filter."""
     caplog.set_level(logging.INFO, "smtpcore")
-    config = _config(tmp_path, "pqr.example", {"b@pqr.example": "x"})
+    config = _config(tmp_path, "pqr.example", {"b@pqr.example": "x"}, xclient_from=(LOOPBACK,))
 
     async def main() -> None:
         async with MailServer(config, sockets={"smtp": _listening()}) as server:
-            with pytest.raises(AssertionError, match="XFORWARD"):
-                await asyncio.to_thread(
-                    _send_forwarded, _port(server, "smtp"), b"XFORWARD ADDR=203.0.113.77"
-                )
-            await asyncio.to_thread(_send_forwarded, _port(server, "smtp"), None)
+            xforward = b"XFORWARD IDENT=4XyZ1 SOURCE=REMOTE"
+            await asyncio.to_thread(_send_forwarded, _port(server, "smtp"), xforward)
 
     _run(main)
     (stored,) = _messages(config, "b@pqr.example")
     assert b"\nReceived: from filter.test ([127.0.0.1])\n" in stored, stored
-    assert "203.0.113.77" not in caplog.text.replace("XFORWARD ADDR=203.0.113.77", "")
+    (line,) = [r.getMessage() for r in caplog.records if "client=" in r.getMessage()]
+    assert "client=[127.0.0.1]:" in line and line.endswith(" helo=filter.test"), line
+
+
+def test_xforward_from_an_untrusted_client_changes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """XFORWARD from a client ``xclient_from`` does not trust is refused as unknown
+    (``500 5.5.2``, the extension is not offered to it), and the message it then
+    sends in the same session names that client, not the one it claimed."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    config = _config(tmp_path, "pqr.example", {"b@pqr.example": "x"}, xclient_from=("192.0.2.99",))
+
+    async def main() -> None:
+        async with MailServer(config, sockets={"smtp": _listening()}) as server:
+            await asyncio.to_thread(
+                _send_forwarded,
+                _port(server, "smtp"),
+                b"XFORWARD ADDR=203.0.113.77 HELO=evil.example",
+                xforward_reply=b"500 5.5.2 ",
+            )
+
+    _run(main)
+    (stored,) = _messages(config, "b@pqr.example")
+    assert b"\nReceived: from filter.test ([127.0.0.1])\n" in stored, stored
+    (line,) = [r.getMessage() for r in caplog.records if "client=" in r.getMessage()]
+    assert "client=[127.0.0.1]:" in line and line.endswith(" helo=filter.test"), line
 
 
 def _both_loopbacks_free() -> int | None:

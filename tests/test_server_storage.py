@@ -322,6 +322,28 @@ def test_the_helo_name_keeps_only_the_characters_of_a_domain(helo: str, written:
 
 
 @pytest.mark.parametrize(
+    "helo, peer, first_line",
+    [
+        (None, None, "Received: from unknown"),  # XFORWARD ADDR=[UNAVAILABLE]
+        ("c.example", None, "Received: from c.example"),  # XCLIENT ADDR=[UNAVAILABLE]
+        (None, ("192.0.2.7", 0), "Received: from [192.0.2.7] ([192.0.2.7])"),
+        (None, ("/run/client.sock", 0), "Received: from unknown ([/run/client.sock])"),
+    ],
+)
+def test_an_unknown_client_gets_a_well_formed_from_clause(
+    helo: str | None, peer: tuple[str, int] | None, first_line: str
+) -> None:
+    """RFC 5321 §4.4: the From-domain is a Domain or an address literal, and the
+    TCP-info in parentheses an address literal. ``[unknown]`` is neither (§4.1.3): an
+    unknown HELO of a client with no IP address is ``unknown`` (a Domain, Postfix's
+    word), and an unknown peer has no TCP-info at all."""
+    header = received_header(
+        helo=helo, peer=peer, by="mx", protocol="ESMTP", queue_id="Q", recipient=None, when=0.0
+    )
+    assert header.startswith(f"{first_line}\r\n\tby mx ".encode()), header
+
+
+@pytest.mark.parametrize(
     "path, written",
     [
         ("/run/client.sock", "[/run/client.sock]"),

@@ -13,11 +13,18 @@ reads it, so that the trace line and the log line read one view.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from smtpcore.handler import Envelope, Session
 from smtpcore.server.log import peer_text
 
-__all__ = ["MessageOrigin"]
+__all__ = ["CLIENT_ATTRIBUTES", "MessageOrigin"]
+
+CLIENT_ATTRIBUTES: Final = frozenset({"NAME", "ADDR", "PORT", "PROTO", "HELO"})
+"""The XFORWARD attributes that describe the up-stream client, any of which (even
+``[UNAVAILABLE]``) makes the message that client's: Postfix's smtpd switches to
+the forwarded values only when one came (``SMTPD_STATE_XFORWARD_CLIENT_MASK`` in
+src/smtpd/smtpd.h)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +41,15 @@ class MessageOrigin:
     def of(cls, session: Session, envelope: Envelope) -> MessageOrigin:
         """The transaction's client: the one XFORWARD names, else the session's.
 
-        Once a filter forwards a client, what it did not name of that client is
-        unknown, never the filter's own (Postfix presets each forwarded
-        attribute to unknown): the filter's HELO is no name of the client's.
+        XFORWARD names a client only with one of its client attributes
+        (:data:`CLIENT_ATTRIBUTES`); ``IDENT`` and ``SOURCE`` alone, what Postfix's
+        own smtp client sends for local mail, describe the message, and the client
+        stays the session's. Once a filter forwards a client, what it did not name
+        of that client is unknown, never the filter's own (Postfix presets each
+        forwarded attribute to unknown): the filter's HELO is no name of the client's.
         """
         forwarded = envelope.xforward
-        if forwarded is None:
+        if forwarded is None or not CLIENT_ATTRIBUTES & forwarded.attributes.keys():
             return cls(session.peer, session.helo_name)
         addr, port = forwarded.addr, forwarded.port
         peer = (addr, port if isinstance(port, int) else 0) if isinstance(addr, str) else None

@@ -50,11 +50,17 @@ def protocol_name(*, lmtp: bool, extended: bool, tls: bool, auth: bool, utf8: bo
     return base + suffix
 
 
-def _address_literal(host: str) -> str:
+#: The From-domain of a client that gave no HELO and has no IP address (RFC 5321
+#: §4.4 wants a Domain or an address literal there); Postfix's word too.
+_UNKNOWN_CLIENT = "unknown"
+
+
+def _ip_literal(host: str) -> str | None:
+    """``host``'s address literal (RFC 5321 §4.1.3), or None if it is no IP address."""
     try:
         address = ip_address(host.split("%", 1)[0])
-    except ValueError:  # a UNIX socket's path: a comment's and a literal's brackets kept
-        return "[" + "".join(c if c in _PATH_KEEPS else "?" for c in host) + "]"
+    except ValueError:
+        return None
     if isinstance(address, IPv6Address):
         if address.ipv4_mapped is not None:
             return f"[{address.ipv4_mapped}]"
@@ -67,6 +73,27 @@ def _host_text(name: str) -> str:
     this server's own name is in A-labels already, but one taken from the machine
     unchecked (``server_hostname``) may not be."""
     return "".join(c if c in _HELO_KEEPS else "?" for c in name)
+
+
+def _tcp_info(peer: tuple[str, int] | None) -> str | None:
+    """What goes in parentheses after the From-domain: the peer's address literal; a
+    UNIX socket's path bracketed, with what would end its literal or its comment
+    written ``?``; None for an unknown peer, of which there is nothing true to say."""
+    if peer is None:
+        return None
+    literal = _ip_literal(peer[0])
+    if literal is not None:
+        return literal
+    return "[" + "".join(c if c in _PATH_KEEPS else "?" for c in peer[0]) + "]"
+
+
+def _from_domain(helo: str | None, peer: tuple[str, int] | None) -> str:
+    """The client's HELO name (kept to a domain's characters), else its address
+    literal, else ``unknown`` (RFC 5321 §4.4 From-domain)."""
+    if helo:
+        return _host_text(helo)
+    literal = _ip_literal(peer[0]) if peer else None
+    return _UNKNOWN_CLIENT if literal is None else literal
 
 
 def received_header(
@@ -90,9 +117,12 @@ def received_header(
     hop without SMTPUTF8 (RFC 6531 §3.4), though the clause is optional (RFC 5321
     §4.4). Every other field is ASCII: the client's HELO name is its own claim,
     kept only in the characters of a domain name, as is this server's.
+    ``helo`` and ``peer`` are None when unknown (XCLIENT or XFORWARD
+    ``[UNAVAILABLE]``): the line says ``from unknown``, with no address, rather
+    than a literal that is none (RFC 5321 §4.4).
     """
-    literal = _address_literal(peer[0]) if peer else "[unknown]"
-    lines = [f"Received: from {_host_text(helo) if helo else literal} ({literal})"]
+    tcp_info = _tcp_info(peer)
+    lines = [f"Received: from {_from_domain(helo, peer)}" + (f" ({tcp_info})" if tcp_info else "")]
     if tls:
         lines.append(f"\t(using {tls})")
     lines.append(f"\tby {_host_text(by)} (smtpcore) with {protocol} id {queue_id}")
