@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import configparser
+import logging
 import poplib
 import re
 import smtplib
@@ -19,7 +20,17 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
+from peers import running_smtp_server
+from smtpcore._driver._proxied import unnamed_client_text
+from smtpcore.handler import Handler, Session
+from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
+from smtpcore.server.log import refusal_line
+from smtpcore.smtp import Reply
+from test_adapters_auth import USER, authenticator
+from test_adapters_proxy import NAMES_NO_CLIENT, v2_unix
 from test_cli_serve import LOOPBACK, Served, serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -219,3 +230,120 @@ def test_cram_md5_and_apop_a_user_cannot_use_are_no_failed_logins(tmp_path: Path
         "no password in the clear; user=<john@abc.example>"
     ), impossible
     assert impossible[1].endswith("; mechanism=CRAM-MD5 user=<john@abc.example>"), impossible
+
+
+def _proxied_session(port: int, header: bytes, commands: list[bytes]) -> list[bytes]:
+    """A session through the proxy: ``header``, then each command and its reply's last
+    line, until the server ends the session (its last reply then followed by b"")."""
+    with (
+        socket.create_connection((LOOPBACK, port), timeout=10) as sock,
+        sock.makefile("rb") as lines,
+    ):
+        sock.sendall(header)
+        replies = [lines.readline()]
+        for command in commands:
+            sock.sendall(command)
+            while (line := lines.readline())[3:4] == b"-":
+                pass
+            replies.append(line)
+            if not line:
+                break
+        return replies
+
+
+UNIX_CLIENT = v2_unix(b"/run/user/1000/mua [192.0.2.66]:25", b"/run/haproxy/mail.sock")
+UNNAMED = {"v1 UNKNOWN": b"PROXY UNKNOWN\r\n", "v2 UNIX": UNIX_CLIENT}
+
+
+@pytest.mark.parametrize("header", UNNAMED.values(), ids=UNNAMED.keys())
+def test_a_client_the_proxy_names_by_no_address_never_bans_the_proxy(
+    tmp_path: Path, header: bytes
+) -> None:
+    """A client the PROXY header names by no address (a Unix socket's, ``UNKNOWN``)
+    keeps the proxy's address as its peer, a stand-in: its refusals were logged
+    ``from [<proxy>]:port``, and a local user's wrong passwords had fail2ban ban the
+    proxy, and every client behind it. Its lines name it ``... via proxy [..]:port``,
+    which the filter does not read as an address; a client the header names by address
+    is still banned under it."""
+    with _serve_john(
+        tmp_path, "--auth-failure-delay", "0", "--proxy-protocol-from", LOOPBACK
+    ) as abc:
+        ports = abc.ports
+        pop3 = [b"USER john@abc.example\r\n", b"PASS wrong\r\n"] * 2 + [b"QUIT\r\n"]
+        smtp = [b"EHLO client.example\r\n", b"MAIL FROM:<x@elsewhere.example>\r\n"]
+        smtp += [b"RCPT TO:<nobody@abc.example>\r\n"] + [b"XYZZY\r\n"] * 30
+        for named in (header, b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 110\r\n"):
+            said = _proxied_session(ports["pop3"], named, pop3)
+            assert said[2].startswith(b"-ERR [AUTH]"), said
+            said = _proxied_session(ports["smtp"], named, smtp)
+            assert said[3].startswith(b"550 ") and said[-2].startswith(b"421 4.7.0"), said
+        assert abc.stop() == 0
+    log = abc.log()
+    assert {host for host, _ in _hosts(log)} == {"192.0.2.7"}, log
+    unnamed = [line for line in log.splitlines() if " via proxy [127.0.0.1]:" in line]
+    refused = [line for line in unnamed if "reject:" in line]
+    kinds = {re.search(r"reject: (\w+) from", line).group(1) for line in refused}  # type: ignore[union-attr]
+    assert kinds == {"PASS", "RCPT", "command"}, log
+    assert any("disconnect from" in line for line in unnamed), log
+
+
+def _as_logged(records: list[logging.LogRecord]) -> str:
+    """``records`` as the reference server's log writes them, dated for the filter."""
+    return "".join(f"2026-12-03 14:43:07,530 {r.name}: {r.getMessage()}\n" for r in records)
+
+
+@pytest.mark.parametrize(
+    ("header", "banned"),
+    [
+        *((header, set()) for header in NAMES_NO_CLIENT.values()),
+        (b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 587\r\n", {"192.0.2.7"}),
+    ],
+    ids=[*NAMES_NO_CLIENT.keys(), "v1 TCP4"],
+)
+def test_a_failed_auth_behind_a_proxy_bans_the_client_it_names_and_only_that(
+    adapter: str, caplog: pytest.LogCaptureFixture, header: bytes, banned: set[str]
+) -> None:
+    """The machine's own ``reject: AUTH`` line (SMTP AUTH, RFC 4954) for a client behind a
+    trusted proxy: banned under the address the header names, never under the proxy's
+    for a client the header names by no address (its log name ``... via proxy``)."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    options = {"auth_require_tls": False, "auth_failure_delay": 0}
+    with (
+        running_smtp_server(
+            adapter, Handler(), auth=authenticator(), proxy_protocol_from=[LOOPBACK], **options
+        ) as server,
+        socket.create_connection((LOOPBACK, server.port), timeout=10) as sock,
+        sock.makefile("rb") as lines,
+    ):
+        wrong = base64.b64encode(f"\0{USER}\0wrong".encode())
+        sock.sendall(header + b"EHLO client.example\r\nAUTH PLAIN " + wrong + b"\r\nQUIT\r\n")
+        while (line := lines.readline()).startswith(b"2"):
+            pass
+        assert line.startswith(b"535 "), line
+    log = _as_logged(caplog.records)
+    assert {host for host, _ in _hosts(log)} == banned, log
+    (refused,) = [line for line in log.splitlines() if "reject: AUTH from" in line]
+    assert (" via proxy [127.0.0.1]:" in refused) is not bool(banned), refused
+
+
+@given(st.binary(max_size=107).filter(lambda path: b"\0" not in path))
+@example(b"/tmp/x [192.0.2.10]:25")
+@example(b"127.0.0.1")
+def test_no_path_makes_a_refusal_of_a_unix_client_one_the_filter_bans(path: bytes) -> None:
+    """Whatever path a local user binds his socket to, the refusal of a client the proxy
+    names by it is no line the filter reads an address in, the proxy's or one the path
+    spells (the escapes of :func:`~smtpcore._driver._proxied.unix_peer_text`)."""
+    try:
+        header = parse_proxy_header(v2_unix(path))
+    except ProxyProtocolError:
+        return  # refused before any session: an unprintable path
+    assert isinstance(header, ProxyHeader)
+    session = Session("mx.abc.example", peer=(LOOPBACK, 4000))
+    session.peer_stands_in_for = unnamed_client_text(header)
+    line = refusal_line("smtp", session, "AUTH", Reply(535, "Authentication failed", "5.7.8"))
+    assert " via proxy [127.0.0.1]:4000: 535 " in line
+    assert _hosts(_as_logged([_record("smtpcore.mail", line)])) == []
+
+
+def _record(name: str, message: str) -> logging.LogRecord:
+    return logging.LogRecord(name, logging.INFO, __file__, 0, message, None, None)

@@ -251,7 +251,7 @@ def test_a_unix_client_is_neither_logged_nor_counted_as_the_address_its_path_spe
         sock.sendall(b"QUIT\r\n")
         assert read_line(lines).startswith(b"+OK")
     assert not re.search(r"reject: PASS from \[203\.0\.113\.5\]:\d+", caplog.text)
-    assert "unix:203.0.113.5 through the proxy [127.0.0.1]:" in caplog.text
+    assert "unix:203.0.113.5 via proxy [127.0.0.1]:" in caplog.text
 
 
 def test_unix_clients_take_no_share_of_their_proxys_address(adapter: str, store: Recorder) -> None:

@@ -20,11 +20,12 @@ from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 from smtpcore._driver._logtext import describe_error
 from smtpcore._driver._proxied import (
     Network,
+    client_text,
     counted_peer,
     peer_text,
     read_proxy_header,
     trusted,
-    unix_peer_text,
+    unnamed_client_text,
 )
 from smtpcore._driver._timeouts import Watchdog
 from smtpcore._driver._transport import Link, address
@@ -356,6 +357,9 @@ class _Client(Protocol):
 
     peer: tuple[str, int] | None
     """The client: the one a trusted proxy's header named, once it has."""
+    peer_stands_in_for: str | None
+    """The client ``peer`` stands in for, when it is the proxy's (see
+    :func:`~smtpcore._driver._proxied.client_text`)."""
     local: tuple[str, int] | None
     """The address the client reached."""
 
@@ -486,7 +490,7 @@ class ServedSession:
         """Log the exception being handled as the session's failure (one that ended
         :meth:`run`, or escaped it: see the trio adapter's ``_run_contained``)."""
         self.logger.exception(
-            "%s session with %s failed", self.protocol, peer_text(self.session.peer)
+            "%s session with %s failed", self.protocol, client_text(self.session)
         )
 
     def _call_failed(self, exc: BaseException) -> bool:
@@ -536,10 +540,12 @@ class ServedSession:
         with (read within ``timeout``), if it names one: from now on the session's
         peer (and ``local`` the address it reached) and counted under it.
 
-        A header of the UNIX family names a socket's path, not an address (its
-        ``source`` is None): the proxy's address stands, as for one that names no
-        client, and the log names the client ``unix:<path>``; the session is counted
-        under no address (:func:`counted_peer`).
+        A header that names the client by no address (its ``source`` is None: the
+        UNIX family names a socket's path, v1 ``UNKNOWN`` and v2 ``LOCAL`` name
+        none) leaves the proxy's address as the peer, a stand-in the session knows
+        for one (its ``peer_stands_in_for``), so that the log never names the
+        proxy as the client (:func:`~smtpcore._driver._proxied.client_text`). A
+        Unix socket's client is counted under no address (:func:`counted_peer`).
 
         A connection from anywhere else, a bad header, or a client over its share
         (told so with the registry's ``address_busy_reply``, written within
@@ -555,23 +561,21 @@ class ServedSession:
         except (ProxyProtocolError, OSError, TimeoutError) as exc:
             self.logger.info("bad PROXY header from %s: %s", peer_text(proxy), describe_error(exc))
             raise ConnectionLost from None
+        session = self.session
+        if header.source is None:
+            session.peer_stands_in_for = unnamed_client_text(header)
+        else:
+            session.peer = header.source
+            session.local = header.destination
         if header.source_path is not None:
-            self.logger.info(
-                "connection from %s through the proxy %s",
-                unix_peer_text(header.source_path),
-                peer_text(proxy),
-            )
-        client = proxy if header.source is None else header.source
+            self.logger.info("connection from %s", client_text(session))
         if not self.state.readdress(self, counted_peer(header, proxy)):
-            self.logger.info("too many sessions from %s: refused", peer_text(client))
+            self.logger.info("too many sessions from %s: refused", client_text(session))
             if self.state.address_busy_reply:
                 with contextlib.suppress(OSError, TimeoutError):
                     async with transport.deadline(send_timeout):
                         await transport.send_all(self.state.address_busy_reply)
             raise ConnectionLost
-        if header.source is not None:
-            self.session.peer = header.source
-            self.session.local = header.destination
         return header.source
 
     async def _open(self) -> None:

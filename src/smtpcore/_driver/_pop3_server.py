@@ -54,7 +54,7 @@ from smtpcore._driver._pop3_exchange import (
     top_chunks,
     top_chunks_now,
 )
-from smtpcore._driver._proxied import Network, networks, peer_text
+from smtpcore._driver._proxied import Network, client_text, networks
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts, checked_delay
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
@@ -840,7 +840,7 @@ class POP3ServerSession(ServedSession):
             async with self.transport.deadline(self.options.timeouts.tls_handshake):
                 await self.transport.start_tls(context, server_side=True)
         except (OSError, TimeoutError) as exc:
-            peer = peer_text(self.session.peer)
+            peer = client_text(self.session)
             logger.info("TLS handshake with %s failed: %s", peer, describe_error(exc))
             raise ConnectionLost from None
         self.session.tls = self.transport.tls
@@ -974,7 +974,7 @@ class POP3ServerSession(ServedSession):
             answer = Err("Authentication failed, too many attempts", code="AUTH")
             self._closing = True
         self._answer(answer)
-        peer = peer_text(self.session.peer)
+        peer = client_text(self.session)
         fields = login_fields(user, mechanism)
         if no_secret and user:
             logger.info(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 from smtpcore._driver._logtext import loggable
 from smtpcore._driver._transport import Link
@@ -21,7 +21,10 @@ from smtpcore._ip import unmapped
 from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
 
 __all__ = [
+    "UNKNOWN_CLIENT",
     "Network",
+    "SeenClient",
+    "client_text",
     "counted_peer",
     "ip_peer",
     "networks",
@@ -29,6 +32,7 @@ __all__ = [
     "read_proxy_header",
     "trusted",
     "unix_peer_text",
+    "unnamed_client_text",
 ]
 
 Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -90,6 +94,52 @@ def peer_text(peer: tuple[str, int] | None) -> str:
         return "[unknown]"
     host = peer[0]
     return f"[{host if host.isprintable() else loggable(host)}]:{peer[1]}"
+
+
+UNKNOWN_CLIENT = "unknown"
+"""How the log names a client the PROXY header says nothing of (v1 ``UNKNOWN``, a v2
+``LOCAL`` command or unspecified family)."""
+
+
+class SeenClient(Protocol):
+    """Who a session (or a message) is from, as the log names it."""
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        """The client's address and port, or its proxy's (see below)."""
+        ...
+
+    @property
+    def peer_stands_in_for(self) -> str | None:
+        """Set when ``peer`` is the trusted proxy's address, standing in for a client its
+        PROXY header named by no address: that client, as the log names it."""
+        ...
+
+
+def client_text(client: SeenClient) -> str:
+    """The client as every log line that names it shows it: :func:`peer_text` of its
+    address, or, for a client its proxy named by no address,
+    ``unix:/run/mua.sock via proxy [192.0.2.1]:4000`` (``unknown via proxy ...``).
+
+    The proxy's address is not the client's: a line ``reject: PASS from
+    [<proxy>]:port`` has fail2ban's ``[<HOST>]`` ban the proxy, and every client
+    behind it, for one local user's wrong password. Whatever precedes the bracket
+    keeps the filter, anchored at ``from [``, from reading the proxy's address."""
+    if client.peer_stands_in_for is None:
+        return peer_text(client.peer)
+    return f"{client.peer_stands_in_for} via proxy {peer_text(client.peer)}"
+
+
+def unnamed_client_text(header: ProxyHeader) -> str | None:
+    """How the log names the client of a PROXY header that names it by no address
+    (see :func:`client_text`): ``unix:<path>`` for the UNIX family,
+    :data:`UNKNOWN_CLIENT` for a header that names none; None for a header that
+    names its address."""
+    if header.source is not None:
+        return None
+    if header.source_path is not None:
+        return unix_peer_text(header.source_path)
+    return UNKNOWN_CLIENT
 
 
 def unix_peer_text(path: str) -> str:

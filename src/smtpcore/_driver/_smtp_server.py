@@ -43,7 +43,7 @@ from smtpcore._driver._logtext import (
     loggable_reply,
     login_fields,
 )
-from smtpcore._driver._proxied import Network, ip_peer, networks, peer_text, trusted
+from smtpcore._driver._proxied import Network, client_text, ip_peer, networks, trusted
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, checked_delay
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
@@ -1016,7 +1016,7 @@ class ServerSession(ServedSession):
         logger.info(
             "NOQUEUE: reject: %s from %s: %s",
             _logged_verb(event),
-            peer_text(self.session.peer),
+            client_text(self.session),
             loggable_reply(event.reply),
         )
         self._answer(event.reply)
@@ -1024,7 +1024,7 @@ class ServerSession(ServedSession):
     async def _rejected(self, event: RejectedMessage) -> None:
         logger.info(
             "NOQUEUE: reject: DATA from %s: %s",
-            peer_text(self.session.peer),
+            client_text(self.session),
             loggable_reply(event.reply),
         )
         self._in_chunk = False
@@ -1261,14 +1261,14 @@ class ServerSession(ServedSession):
         client may use XCLIENT only if ``xclient_from`` trusts it in turn
         (XCLIENT_README, note 1): a proxy's client cannot name yet another."""
         session = self.session
-        before = session.peer
+        before = client_text(session)
         known = session.xclient
         merged = command if known is None else known.merged(command)
         await self._tell_handler_closed()
         _present(session, merged)
         if not self.state.readdress(self, ip_peer(session.peer)):
             self._connect_told = False  # the named client: refused before handle_connect
-            logger.info("too many sessions from %s: refused", peer_text(session.peer))
+            logger.info("too many sessions from %s: refused", client_text(session))
             self._answer(
                 Reply(
                     421, f"{self.options.hostname} Too many connections from your address", "4.7.0"
@@ -1289,7 +1289,7 @@ class ServerSession(ServedSession):
             self._trust_forwarder(session.peer)
         logger.info(
             "XCLIENT from %s: now %s%s",
-            peer_text(before),
+            before,
             loggable(str(merged)),
             "" if greeting.code == 220 else f", greeted {greeting.code}",
         )
@@ -1305,7 +1305,7 @@ class ServerSession(ServedSession):
             async with self.transport.deadline(self.options.timeouts.tls_handshake):
                 await self.transport.start_tls(context, server_side=True)
         except (OSError, TimeoutError) as exc:
-            peer = peer_text(self.session.peer)
+            peer = client_text(self.session)
             logger.info("TLS handshake with %s failed: %s", peer, describe_error(exc))
             raise ConnectionLost from None
         self.session.tls = self.transport.tls
@@ -1389,7 +1389,7 @@ class ServerSession(ServedSession):
             logger.info(
                 "AUTH %s from %s as %s",
                 identity.mechanism,
-                peer_text(session.peer),
+                client_text(session),
                 loggable(str(identity)),
             )
         else:  # the handler's veto counts as a failed attempt: logged as one
@@ -1419,7 +1419,7 @@ class ServerSession(ServedSession):
             if user is None and failure is not None:
                 user = await self._known_user(failure.named)
             fields = login_fields(user, mechanism)
-            peer = peer_text(self.session.peer)
+            peer = client_text(self.session)
             if proven is None and user and failure is not None and failure.no_secret:
                 logger.info(
                     "NOQUEUE: AUTH from %s: %s; %s; %s",
@@ -1591,6 +1591,8 @@ def _present(session: Session, forwarded: Xclient) -> None:
     """Show ``forwarded`` to the handler as the session's own client (Postfix's
     XCLIENT_README): what it names replaces, what it calls unavailable is unknown."""
     addr, port = forwarded.addr, forwarded.port
+    if addr is not None:  # the client named, or said unknown: no proxy stands in for it
+        session.peer_stands_in_for = None
     if isinstance(addr, str):
         session.peer = (addr, port if isinstance(port, int) else 0)
     elif addr is not None:

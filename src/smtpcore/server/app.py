@@ -37,7 +37,7 @@ from smtpcore.server.config import ServerConfig, mailbox_key
 from smtpcore.server.delivery import DeliveryWorker
 from smtpcore.server.freespace import FreeSpace
 from smtpcore.server.internal import InternalAddresses
-from smtpcore.server.log import delivery_line, loggable, logger, peer_text, refusal_line
+from smtpcore.server.log import client_text, delivery_line, loggable, logger, refusal_line
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import StagedMessage
 from smtpcore.server.origin import MessageOrigin
@@ -316,7 +316,7 @@ class _MailHandler(Handler):
             "%s: disconnect from %s helo=%s tls=%s auth=%s mail=%d rcpt=%d/%d messages=%d%s "
             "duration=%.2fs",
             self.listener,
-            peer_text(session.peer),
+            client_text(session),
             loggable(session.helo_name or "-"),
             tls,
             "-" if auth is None else loggable(str(auth)),
@@ -342,7 +342,7 @@ class _MailHandler(Handler):
         logger.info(
             refusal_line(
                 self.listener,
-                session.peer,
+                session,
                 command,
                 reply,
                 queue_id=queue_id,

@@ -20,16 +20,16 @@ from __future__ import annotations
 import logging
 
 from smtpcore._driver._logtext import loggable, loggable_reply
-from smtpcore._driver._proxied import peer_text
+from smtpcore._driver._proxied import SeenClient, client_text, peer_text
 
-__all__ = ["delivery_line", "loggable", "logger", "peer_text", "refusal_line"]
+__all__ = ["client_text", "delivery_line", "loggable", "logger", "peer_text", "refusal_line"]
 
 logger = logging.getLogger("smtpcore.mail")
 
 
 def refusal_line(
     listener: str,
-    peer: tuple[str, int] | None,
+    client: SeenClient,
     command: str,
     reply: object,
     *,
@@ -41,14 +41,15 @@ def refusal_line(
 ) -> str:
     """One refused command, as Postfix's ``reject:`` lines read (and fail2ban's filters
     expect): ``NOQUEUE: reject: RCPT from [192.0.2.1]:40312: 550 5.1.1 <x@y>: no such
-    mailbox here; listener=smtp from=<a@b> to=<x@y> helo=<h>``. ``reply`` prints as its
-    wire form without the line breaks."""
+    mailbox here; listener=smtp from=<a@b> to=<x@y> helo=<h>``. ``client`` (the session)
+    is named as :func:`client_text` names it; ``reply`` prints as its wire form without
+    the line breaks."""
     fields = [f"listener={listener}"]
     for name, value in (("from", sender), ("to", recipient), ("user", user), ("helo", helo)):
         if value is not None:
             fields.append(f"{name}=<{loggable(value)}>")
     return (
-        f"{queue_id or 'NOQUEUE'}: reject: {command} from {peer_text(peer)}: "
+        f"{queue_id or 'NOQUEUE'}: reject: {command} from {client_text(client)}: "
         f"{loggable_reply(reply)}; " + " ".join(fields)
     )
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from smtpcore.handler import Envelope, Session
-from smtpcore.server.log import peer_text
+from smtpcore.server.log import client_text
 
 __all__ = ["CLIENT_ATTRIBUTES", "MessageOrigin"]
 
@@ -31,11 +31,14 @@ src/smtpd/smtpd.h)."""
 class MessageOrigin:
     """The client a message came from: its address and port, and its HELO name.
 
-    ``peer`` is None and ``helo`` is None when unknown.
+    ``peer`` is None and ``helo`` is None when unknown. ``peer_stands_in_for`` is the
+    session's (:attr:`~smtpcore.handler.Session.peer_stands_in_for`): set when ``peer``
+    is a proxy's address, standing in for a client its PROXY header named by no address.
     """
 
     peer: tuple[str, int] | None
     helo: str | None
+    peer_stands_in_for: str | None = None
 
     @classmethod
     def of(cls, session: Session, envelope: Envelope) -> MessageOrigin:
@@ -50,12 +53,13 @@ class MessageOrigin:
         """
         forwarded = envelope.xforward
         if forwarded is None or not CLIENT_ATTRIBUTES & forwarded.attributes.keys():
-            return cls(session.peer, session.helo_name)
+            return cls(session.peer, session.helo_name, session.peer_stands_in_for)
         addr, port = forwarded.addr, forwarded.port
         peer = (addr, port if isinstance(port, int) else 0) if isinstance(addr, str) else None
         helo = forwarded.helo if isinstance(forwarded.helo, str) else None
         return cls(peer, helo)
 
     def log_text(self) -> str:
-        """``[203.0.113.7]:4711 helo=client.example``: the ``client=`` of the log."""
-        return f"{peer_text(self.peer)} helo={self.helo or '-'}"
+        """``[203.0.113.7]:4711 helo=client.example``: the ``client=`` of the log, the
+        client named as every log line names it (:func:`~smtpcore.server.log.client_text`)."""
+        return f"{client_text(self)} helo={self.helo or '-'}"

@@ -25,7 +25,7 @@ from smtpcore.maildrop import (
 )
 from smtpcore.server.config import ServerConfig
 from smtpcore.server.credentials import Credentials
-from smtpcore.server.log import logger, peer_text
+from smtpcore.server.log import client_text, logger
 
 __all__ = ["POP3Store"]
 
@@ -63,7 +63,7 @@ class _LoggedMaildir(Maildir):
             "%s: disconnect from %s user=%s method=%s tls=%s messages=%d retrieved=%d "
             "deleted=%d%s duration=%.2fs",
             self._listener,
-            peer_text(session.peer),
+            client_text(session),
             self._key,
             session.mechanism or "-",
             session.tls.version if session.tls is not None else "no",
