@@ -28,9 +28,6 @@ __all__ = [
 #: comment, end the clause or make the header 8-bit, is written as ``?``, as
 #: Postfix does.
 _HELO_KEEPS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:[]")
-_PATH_KEEPS = frozenset(chr(c) for c in range(0x21, 0x7F)) - set("()[]\\")
-"""What a non-IP peer (a UNIX socket's path) keeps in the header: printable ASCII but
-what would end its literal or its comment."""
 
 #: Longer than any field name a message header holds in one line (RFC 5322 §2.1.1).
 FIELD_NAME_LIMIT = 998
@@ -76,15 +73,11 @@ def _host_text(name: str) -> str:
 
 
 def _tcp_info(peer: tuple[str, int] | None) -> str | None:
-    """What goes in parentheses after the From-domain: the peer's address literal; a
-    UNIX socket's path bracketed, with what would end its literal or its comment
-    written ``?``; None for an unknown peer, of which there is nothing true to say."""
-    if peer is None:
-        return None
-    literal = _ip_literal(peer[0])
-    if literal is not None:
-        return literal
-    return "[" + "".join(c if c in _PATH_KEEPS else "?" for c in peer[0]) + "]"
+    """What goes in parentheses after the From-domain: the peer's address literal, the
+    TCP-info of RFC 5321 §4.4; None for a peer with no IP address (unknown, or a Unix
+    socket's path, which a local user chooses and which is no address literal, or
+    empty for an unnamed one), of which there is nothing true to say there."""
+    return None if peer is None else _ip_literal(peer[0])
 
 
 def _from_domain(helo: str | None, peer: tuple[str, int] | None) -> str:
