@@ -374,12 +374,6 @@ class Session(_RoomForExtra):
     peer: tuple[str, int] | None = None
     """The client's address and port: from the connection, a trusted proxy's PROXY
     header, or a trusted client's XCLIENT (``None`` when it said ``[UNAVAILABLE]``)."""
-    peer_stands_in_for: str | None = None
-    """Set when ``peer`` is the address of the trusted proxy the client came through,
-    whose PROXY header named the client by no address: that client as the log names
-    it, ``unix:<path>`` (a Unix socket's, escaped) or ``unknown``. The log then
-    never names the proxy alone as the client (``unknown via proxy [192.0.2.1]:4000``),
-    so that fail2ban cannot ban the proxy for it."""
     local: tuple[str, int] | None = None
     """The address and port the client connected to; an IPv4 address as such, as in
     ``peer``, though a dual-stack socket gives it IPv4-mapped (``::ffff:192.0.2.1``)."""
@@ -405,6 +399,12 @@ class Session(_RoomForExtra):
     """The open mail transaction, if any."""
     transactions: int = 0
     """Messages that reached the end of their content in this session."""
+    peer_stands_in_for: str | None = None
+    """Set when ``peer`` is the address of the trusted proxy the client came through,
+    whose PROXY header named the client by no address: that client as the log names
+    it, ``unix:<path>`` (a Unix socket's, escaped) or ``unknown``. The log then
+    never names the proxy alone as the client (``unknown via proxy [192.0.2.1]:4000``),
+    so that fail2ban cannot ban the proxy for it."""
 
 
 class Handler:

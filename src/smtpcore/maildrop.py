@@ -137,11 +137,6 @@ class POP3Session(_RoomForExtra):
     peer: tuple[str, int] | None = None
     """The client's address and port: from the connection, or a trusted proxy's PROXY
     header."""
-    peer_stands_in_for: str | None = None
-    """Set when ``peer`` is the address of the trusted proxy the client came through,
-    whose PROXY header named the client by no address: that client as the log names
-    it, ``unix:<path>`` (a Unix socket's, escaped) or ``unknown`` (see
-    :attr:`smtpcore.handler.Session.peer_stands_in_for`)."""
     local: tuple[str, int] | None = None
     """The address and port the client connected to; an IPv4 address as such, as in
     ``peer``, though a dual-stack socket gives it IPv4-mapped (``::ffff:192.0.2.1``)."""
@@ -151,6 +146,11 @@ class POP3Session(_RoomForExtra):
     """The user logged in as; ``None`` until a login succeeds."""
     mechanism: str | None = None
     """How the user logged in: ``"USER"``, ``"APOP"`` or a SASL mechanism name."""
+    peer_stands_in_for: str | None = None
+    """Set when ``peer`` is the address of the trusted proxy the client came through,
+    whose PROXY header named the client by no address: that client as the log names
+    it, ``unix:<path>`` (a Unix socket's, escaped) or ``unknown`` (see
+    :attr:`smtpcore.handler.Session.peer_stands_in_for`)."""
 
 
 class Maildrop(abc.ABC):
