@@ -347,3 +347,30 @@ def test_no_path_makes_a_refusal_of_a_unix_client_one_the_filter_bans(path: byte
 
 def _record(name: str, message: str) -> logging.LogRecord:
     return logging.LogRecord(name, logging.INFO, __file__, 0, message, None, None)
+
+
+@pytest.mark.parametrize(
+    ("peer", "named"),
+    [(("192.0.2.1", 40312), "[192.0.2.1]:40312"), (None, "[unknown]")],
+)
+def test_refusal_line_still_takes_a_peer_as_it_did(
+    peer: tuple[str, int] | None, named: str
+) -> None:
+    """Callers that name the refused client by its ``(host, port)``, or None, as
+    earlier versions took it (positionally or as ``peer=``), get the line they did."""
+    reply = Reply(550, "no such mailbox", "5.1.1")
+    expected = f"NOQUEUE: reject: RCPT from {named}: 550 5.1.1 no such mailbox; listener=smtp"
+    assert refusal_line("smtp", peer, "RCPT", reply) == expected
+    assert refusal_line("smtp", peer=peer, command="RCPT", reply=reply) == expected
+
+
+def test_refusal_line_names_a_session_as_every_log_line_does() -> None:
+    """Given the session, the line names a stand-in proxy with the client it stands in
+    for, and an ordinary client by its address alone."""
+    reply = Reply(535, "Authentication failed", "5.7.8")
+    plain = Session("mx.abc.example", peer=("192.0.2.1", 40312))
+    assert " AUTH from [192.0.2.1]:40312: 535 " in refusal_line("smtp", plain, "AUTH", reply)
+    proxied = Session("mx.abc.example", peer=(LOOPBACK, 4000))
+    proxied.peer_stands_in_for = "unknown"
+    line = refusal_line("smtp", peer=proxied, command="AUTH", reply=reply)
+    assert " AUTH from unknown via proxy [127.0.0.1]:4000: 535 " in line
