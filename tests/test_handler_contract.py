@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import pickle
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -349,3 +351,25 @@ def test_a_sessions_extra_is_one_dictionary_made_when_first_asked_for(
     given: dict[str, Any] = {"mine": True}
     session.extra = given
     assert session.extra is given
+
+
+@pytest.mark.parametrize("make", [lambda: Session("mx.test"), lambda: POP3Session("pop.test")])
+def test_a_session_sets_no_proxy_stand_in_unless_it_has_one(
+    make: Callable[[], Session | POP3Session],
+) -> None:
+    """``peer_stands_in_for`` is set only for the rare session behind a proxy that named
+    its client by no address: every other connection's ``__init__`` spends nothing on
+    it, and reads None. Set, it is kept as ``extra`` is: pickled, not in the repr, and
+    not carried over by ``dataclasses.replace``."""
+    session = make()
+    assert "peer_stands_in_for" not in {field.name for field in dataclasses.fields(session)}
+    assert not hasattr(session, "_peer_stands_in_for")  # nothing set by __init__
+    assert session.peer_stands_in_for is None
+    session.peer_stands_in_for = "unix:/run/mua.sock"
+    session.extra["seen"] = 1
+    assert session.peer_stands_in_for == "unix:/run/mua.sock"
+    copied = pickle.loads(pickle.dumps(session))
+    assert copied.peer_stands_in_for == "unix:/run/mua.sock" and copied.extra == {"seen": 1}
+    assert "unix:" not in repr(session) and "seen" not in repr(session)
+    replaced = dataclasses.replace(session)
+    assert replaced.peer_stands_in_for is None and replaced.extra == {}

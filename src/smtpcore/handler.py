@@ -341,14 +341,17 @@ class Envelope:
     """Where the default :meth:`Handler.handle_data_chunk` collects content."""
 
 
-class _RoomForExtra:
-    """The :attr:`extra` of a session as its handler (or mail store) sees it: a
-    dictionary for the application's own state, made the first time it is asked
-    for. Most handlers never ask, and an idle server holds thousands of sessions:
-    each that never asks keeps no empty dictionary (64 bytes)."""
+class _RarelySet:
+    """What few sessions ever hold, kept out of ``__init__``: slots set the first time
+    they are needed, read through properties that make up for an unset one. An idle
+    server holds thousands of sessions, and opens one per connection; each that never
+    needs these spends neither the time to set them nor an empty dictionary (64 bytes).
+    Not dataclass fields, they stay out of the repr and ``dataclasses.replace``, as
+    the application's own state should; pickling keeps them."""
 
-    __slots__ = ("_extra",)
+    __slots__ = ("_extra", "_peer_stands_in_for")
     _extra: dict[str, Any]
+    _peer_stands_in_for: str
 
     @property
     def extra(self) -> dict[str, Any]:
@@ -364,9 +367,30 @@ class _RoomForExtra:
     def extra(self, value: dict[str, Any]) -> None:
         self._extra = value
 
+    @property
+    def peer_stands_in_for(self) -> str | None:
+        """Set when ``peer`` is the address of the trusted proxy the client came
+        through, whose PROXY header named the client by no address (proxy-protocol.txt
+        §2.1 ``UNKNOWN``, §2.2 ``LOCAL`` or the UNIX family): that client as the log
+        names it, ``unix:<path>`` (a Unix socket's, escaped) or ``unknown``. The log
+        then never names the proxy alone as the client (``unknown via proxy
+        [192.0.2.1]:4000``), so that fail2ban cannot ban the proxy for it. None for
+        every other session."""
+        try:
+            return self._peer_stands_in_for
+        except AttributeError:
+            return None
+
+    @peer_stands_in_for.setter
+    def peer_stands_in_for(self, value: str | None) -> None:
+        if value is not None:
+            self._peer_stands_in_for = value
+        elif hasattr(self, "_peer_stands_in_for"):  # XCLIENT named the client
+            del self._peer_stands_in_for
+
 
 @dataclass(slots=True, eq=False)
-class Session(_RoomForExtra):
+class Session(_RarelySet):
     """One SMTP connection, as far as the handler needs to know it."""
 
     hostname: str
@@ -399,12 +423,6 @@ class Session(_RoomForExtra):
     """The open mail transaction, if any."""
     transactions: int = 0
     """Messages that reached the end of their content in this session."""
-    peer_stands_in_for: str | None = None
-    """Set when ``peer`` is the address of the trusted proxy the client came through,
-    whose PROXY header named the client by no address: that client as the log names
-    it, ``unix:<path>`` (a Unix socket's, escaped) or ``unknown``. The log then
-    never names the proxy alone as the client (``unknown via proxy [192.0.2.1]:4000``),
-    so that fail2ban cannot ban the proxy for it."""
 
 
 class Handler:

@@ -50,7 +50,7 @@ from smtpcore._maildir_open import (
 from smtpcore._maildir_unlisted import HIDDEN, NOT_SIZED_THIS_TIME, TOO_LARGE_TO_SIZE, Unlisted
 from smtpcore._maildrop_errors import MaildropError, MaildropInUse, MessageUnavailable
 from smtpcore._threads import in_thread
-from smtpcore.handler import TLSInfo, _RoomForExtra
+from smtpcore.handler import TLSInfo, _RarelySet
 from smtpcore.sasl import (
     CramMD5Server,
     LoginServer,
@@ -129,7 +129,7 @@ class MessageInfo:
 
 
 @dataclass(slots=True, eq=False)
-class POP3Session(_RoomForExtra):
+class POP3Session(_RarelySet):
     """One POP3 connection, as far as the :class:`Mailstore` needs to know it."""
 
     hostname: str
@@ -146,11 +146,6 @@ class POP3Session(_RoomForExtra):
     """The user logged in as; ``None`` until a login succeeds."""
     mechanism: str | None = None
     """How the user logged in: ``"USER"``, ``"APOP"`` or a SASL mechanism name."""
-    peer_stands_in_for: str | None = None
-    """Set when ``peer`` is the address of the trusted proxy the client came through,
-    whose PROXY header named the client by no address: that client as the log names
-    it, ``unix:<path>`` (a Unix socket's, escaped) or ``unknown`` (see
-    :attr:`smtpcore.handler.Session.peer_stands_in_for`)."""
 
 
 class Maildrop(abc.ABC):
