@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import socket
 from typing import Any
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from peers import ADAPTERS, running_smtp_server
 from smtp_helpers import EHLO, ENVELOPE, codes, content_of, greeted, run
@@ -23,6 +26,7 @@ from smtpcore import LocalProtocolError
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import (
     AuthResponse,
+    Bdat,
     BadCommand,
     ConnectionClosed,
     EndOfMessage,
@@ -30,6 +34,7 @@ from smtpcore.smtp import (
     Reply,
     State,
 )
+from smtpcore.testing import strategies as sst
 
 # -- excess recipients (RFC 5321 §4.5.3.1.10) ---------------------------------------
 
@@ -141,6 +146,54 @@ def test_mail_commands_are_not_junk() -> None:
     assert "421 4.7.0" not in codes(out)
 
 
+def test_empty_chunks_that_are_not_the_last_are_junk() -> None:
+    """RFC 3030 §2 lets only the last BDAT be empty: a ``BDAT 0`` without LAST moves
+    no mail forward, and pipelined without end it held a session for ever."""
+    conn = greeted(max_junk_commands=10)
+    events, out = run(conn, ENVELOPE + b"BDAT 0\r\n" * 5000)
+    replies = codes(out)
+    assert replies[3:] == ["250 2.0.0"] * 9 + ["421 4.7.0"]  # EHLO was the 1st
+    assert isinstance(events[-2], BadCommand) and events[-2].reply.code == 421
+    assert conn.state is State.CLOSED
+
+
+def test_an_empty_last_chunk_ends_the_message_and_is_not_junk() -> None:
+    conn = greeted(max_junk_commands=2)
+    message = b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\nBDAT 0 LAST\r\n"
+    events, out = run(conn, EHLO + message * 20)
+    assert [e for e in events if isinstance(e, EndOfMessage)] == [EndOfMessage()] * 20
+    assert "421 4.7.0" not in codes(out)
+    assert conn.state is State.READY
+
+
+@given(st.lists(st.integers(0, 2), min_size=1, max_size=40), st.data())
+def test_only_empty_chunks_before_the_last_count_toward_the_junk_limit(
+    sizes: list[int], data: st.DataObject
+) -> None:
+    """Empty chunks mixed with chunks that carry octets (``BDAT 1`` alternation):
+    the octets do not start the count again, so the session ends at the same empty
+    chunk however the input is cut."""
+    limit = 4
+    conn = greeted(max_junk_commands=limit, max_message_size=None)
+    wire = ENVELOPE + b"".join(b"BDAT %d\r\n" % size + b"x" * size for size in sizes)
+    events: list[object] = []
+    for piece in data.draw(sst.chunkings(wire)):
+        more, _ = run(conn, piece)
+        events += more
+    chunks = [event.size for event in events if isinstance(event, Bdat)]
+    empty_at = [index for index, size in enumerate(sizes) if size == 0]
+    allowed = limit - 1  # EHLO was the first junk command
+    if len(empty_at) > allowed:
+        refused = empty_at[allowed]
+        assert chunks == sizes[:refused]
+        [refusal] = [event for event in events if isinstance(event, BadCommand)]
+        assert refusal.line == b"BDAT 0\r\n" and refusal.reply.code == 421
+        assert conn.state is State.CLOSED
+    else:
+        assert chunks == sizes
+        assert conn.state is State.BDAT
+
+
 def test_errors_are_forgiven_once_a_message_is_delivered() -> None:
     """Postfix resets its error count when a message is queued."""
     conn = greeted(max_errors=3)
@@ -212,3 +265,23 @@ def test_the_first_100_of_121_pipelined_recipients_get_the_message(adapter: str)
     assert len(result.refused) == 21
     [envelope] = handler.messages
     assert [str(r.mailbox) for r in envelope.recipients] == recipients[:100]
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_a_server_closes_a_session_of_pipelined_empty_chunks(adapter: str) -> None:
+    """Pipelined ``BDAT 0`` without LAST kept a session (and a task spinning on it)
+    open for ever: now the 11th junk command gets 421 and the connection ends."""
+    with running_smtp_server(adapter, _Collect(), max_junk_commands=10) as server:
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            envelope = ENVELOPE[len(EHLO) :]
+            sock.sendall(EHLO + envelope + b"BDAT 0\r\n" * 5000)
+            received = bytearray()
+            for _ in range(10_000):  # bounded: each pass reads something or ends
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+    lines = bytes(received).split(b"\r\n")
+    finals = [line[:3] for line in lines if line[3:4] == b" "]
+    assert finals[-1] == b"421" and finals.count(b"421") == 1
+    assert finals[1:-1] == [b"250"] * (3 + 9)  # EHLO, MAIL, RCPT, nine empty chunks

@@ -176,9 +176,34 @@ _TOO_MANY_RECIPIENTS: Final = reply(452, "4.5.3", "Too many recipients")
 JUNK_COMMANDS: Final[frozenset[type[Command]]] = frozenset(
     {Ehlo, Helo, Lhlo, Rset, Noop, Vrfy, Expn, Help}
 )
-"""Commands that move no mail forward: the ones Postfix counts toward
-``smtpd_junk_command_limit`` (HELO, EHLO, RSET, NOOP, VRFY), and EXPN and HELP,
-which Postfix does not serve at all (they count as errors there)."""
+"""Commands that move no mail forward, whatever their arguments: the ones Postfix
+counts toward ``smtpd_junk_command_limit`` (HELO, EHLO, RSET, NOOP, VRFY), and EXPN
+and HELP, which Postfix does not serve at all (they count as errors there). A
+``BDAT`` is junk only when its chunk is empty and not the last (see
+:data:`_JUNK_TESTS`)."""
+
+
+def _always_junk(command: Command) -> bool:
+    return True
+
+
+def _empty_chunk_before_the_last(command: Bdat) -> bool:
+    """A ``BDAT 0`` without LAST carries no octet and ends no message: RFC 3030 §2
+    names an empty chunk only as the last one ("MAY have a byte-count of zero"), and
+    its grammar (``chunk-size ::= 1*DIGIT``) does not forbid it elsewhere, so it is
+    answered as a chunk but counted as junk; pipelined, it would otherwise hold a
+    session for ever. (Postfix refuses it, ``551 5.7.1 Null BDAT request``, and
+    notes that counting it as a NOOP would do as well.) ``BDAT 0 LAST`` ends the
+    message and a chunk with octets moves it forward, up to ``max_message_size``."""
+    return command.size == 0 and not command.last
+
+
+_JUNK_TESTS: Final[dict[type[Command], Callable[[Any], bool]]] = {
+    **dict.fromkeys(JUNK_COMMANDS, _always_junk),
+    Bdat: _empty_chunk_before_the_last,
+}
+"""Command type -> whether one such command moves no mail forward, and so counts
+toward ``max_junk_commands`` (DESIGN: limits count what the RFC counts)."""
 _OUT_OF_SEQUENCE: Final = reply(503, "5.5.1", "Bad sequence of commands")
 _NO_SERVICE: Final = reply(503, "5.5.1", "No service here; send QUIT")
 """Every command but QUIT after a 554 greeting (RFC 5321 §3.1)."""
@@ -988,7 +1013,7 @@ class ServerConnection:
         """
         kind = type(command)
         allowed, check, junk, owned = _TAKING[kind]
-        if junk:
+        if junk is not None and junk(command):
             self._junk_commands += 1
             if self._junk_commands > self._config.max_junk_commands:
                 answer = reply(421, "4.7.0", f"{self._config.hostname} Too many commands")
@@ -1743,18 +1768,23 @@ and its line: the reply that refuses it here, or None."""
 
 _EXTENSION_VERBS: Final = frozenset({verb for entry in BUILTIN for verb in entry.verbs})
 """Verbs an extension brings (BDAT: CHUNKING): known only where it is offered."""
-_TAKING: Final[dict[type[Command], tuple[frozenset[State], _Check | None, bool, str | None]]] = {
+_TAKING: Final[
+    dict[
+        type[Command],
+        tuple[frozenset[State], _Check | None, Callable[[Any], bool] | None, str | None],
+    ]
+] = {
     kind: (
         rule.allowed,
         _CHECKS.get(kind),
-        kind in JUNK_COMMANDS,
+        _JUNK_TESTS.get(kind),
         kind.verb if kind.verb in _EXTENSION_VERBS else None,
     )
     for kind, rule in RULES.items()
 }
 """Command type -> what :meth:`ServerConnection._take_command` asks of it, in one
-lookup: the states its rule allows it in, its own check (``_CHECKS``), whether it
-counts toward the junk command limit, and its verb if an extension brings it (then
+lookup: the states its rule allows it in, its own check (``_CHECKS``), the test of
+whether it counts toward the junk command limit (``_JUNK_TESTS``), and its verb if an extension brings it (then
 the extension's requirements must be met)."""
 _ALWAYS_KNOWN: Final = frozenset(
     {kind for kind in RULES if kind.verb not in _EXTENSION_VERBS | _HELLO_VERBS}
