@@ -26,8 +26,8 @@ from smtpcore import LocalProtocolError
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import (
     AuthResponse,
-    Bdat,
     BadCommand,
+    Bdat,
     ConnectionClosed,
     EndOfMessage,
     Rcpt,
@@ -271,16 +271,17 @@ def test_the_first_100_of_121_pipelined_recipients_get_the_message(adapter: str)
 def test_a_server_closes_a_session_of_pipelined_empty_chunks(adapter: str) -> None:
     """Pipelined ``BDAT 0`` without LAST kept a session (and a task spinning on it)
     open for ever: now the 11th junk command gets 421 and the connection ends."""
-    with running_smtp_server(adapter, _Collect(), max_junk_commands=10) as server:
-        with socket.create_connection((server.host, server.port), timeout=10) as sock:
-            envelope = ENVELOPE[len(EHLO) :]
-            sock.sendall(EHLO + envelope + b"BDAT 0\r\n" * 5000)
-            received = bytearray()
-            for _ in range(10_000):  # bounded: each pass reads something or ends
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                received += chunk
+    with (
+        running_smtp_server(adapter, _Collect(), max_junk_commands=10) as server,
+        socket.create_connection((server.host, server.port), timeout=10) as sock,
+    ):
+        sock.sendall(ENVELOPE + b"BDAT 0\r\n" * 5000)
+        received = bytearray()
+        for _ in range(10_000):  # bounded: each pass reads something or ends
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
     lines = bytes(received).split(b"\r\n")
     finals = [line[:3] for line in lines if line[3:4] == b" "]
     assert finals[-1] == b"421" and finals.count(b"421") == 1

@@ -1784,8 +1784,8 @@ _TAKING: Final[
 }
 """Command type -> what :meth:`ServerConnection._take_command` asks of it, in one
 lookup: the states its rule allows it in, its own check (``_CHECKS``), the test of
-whether it counts toward the junk command limit (``_JUNK_TESTS``), and its verb if an extension brings it (then
-the extension's requirements must be met)."""
+whether it counts toward the junk command limit (``_JUNK_TESTS``), and its verb if
+an extension brings it (then the extension's requirements must be met)."""
 _ALWAYS_KNOWN: Final = frozenset(
     {kind for kind in RULES if kind.verb not in _EXTENSION_VERBS | _HELLO_VERBS}
 )
