@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import poplib
+import resource
 import signal
 import smtplib
 import socket
@@ -76,8 +77,10 @@ def serve(
     ports: dict[str, int] | None = None,
     extra: tuple[str, ...] = (),
     allow_internal_relay: bool = True,
+    open_files: tuple[int, int] | None = None,
 ) -> Iterator[Served]:
-    """Run ``python -m smtpcore serve`` until its listeners are up.
+    """Run ``python -m smtpcore serve`` until its listeners are up (under the soft and
+    hard ``open_files`` limits, ``ulimit -n``, when given).
 
     A port that was free when picked may be taken before the server binds it
     (another test's outgoing connection lands on it), so when the server
@@ -91,7 +94,10 @@ def serve(
         with contextlib.ExitStack() as stack:
             process = stack.enter_context(
                 run_process(
-                    _serve_argv(data_dir, domain, users, chosen, extra, allow_internal_relay),
+                    _limited(
+                        _serve_argv(data_dir, domain, users, chosen, extra, allow_internal_relay),
+                        open_files,
+                    ),
                     env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
                 )
             )
@@ -113,6 +119,19 @@ def serve(
             finally:
                 served.saved_log = process.output()
             return
+
+
+def _limited(argv: list[str], open_files: tuple[int, int] | None) -> list[str]:
+    """``argv`` run by a Python that first sets its ``RLIMIT_NOFILE`` (kept across exec)."""
+    if open_files is None:
+        return argv
+    soft, hard = open_files
+    setup = (
+        "import os, resource, sys; "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard})); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    return [sys.executable, "-c", setup, *argv]
 
 
 def _listening_or_gone(process: RunningProcess, expected: list[str]) -> bool:
@@ -724,3 +743,45 @@ def test_a_configuration_mistake_is_one_line_and_status_2(
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"smtpcore serve: {message}") and err.count("\n") == 1, err
+
+
+def _open_files_soft_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError("no open files limit listed")
+
+
+@pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="reads /proc/PID/limits")
+def test_serve_raises_a_short_open_files_limit_toward_the_hard_one(tmp_path: Path) -> None:
+    """Past ``ulimit -n`` the server stopped accepting without a word, and DATA got
+    451; the default session limits need more than the usual soft limit of 1,024."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    needed = 100 + 3 * 50 * 2  # smtp, submission and lmtp at 50 sessions each
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        pytest.skip(f"the hard open files limit here is {hard}")
+    settings = ("--max-sessions", "50")
+    listeners = ("smtp", "submission", "lmtp")
+    with serve(
+        tmp_path / "d",
+        "abc.example",
+        [],
+        listeners=listeners,
+        extra=settings,
+        open_files=(200, hard),
+    ) as served:
+        assert _open_files_soft_limit(served.process.popen.pid) >= needed
+        assert "open files limit (ulimit -n) raised from 200 to " in served.log()
+        assert "lower than the" not in served.log()
+
+
+def test_serve_warns_when_the_open_files_limit_stays_short(tmp_path: Path) -> None:
+    """A hard limit below what ``--max-sessions`` needs: serve starts, and says what
+    is short and what to do, rather than lower the operator's session limit."""
+    with serve(tmp_path / "d", "abc.example", [], open_files=(200, 200)) as served:
+        log = served.log()
+    assert (
+        "open files limit (ulimit -n) is 200, lower than the 18100 that --max-sessions 2000 "
+        "on every listener needs under full load"
+    ) in log
+    assert "raise `ulimit -n` to 18100 (the hard limit is 200) or lower --max-sessions" in log

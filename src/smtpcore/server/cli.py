@@ -666,9 +666,25 @@ def _run_serve(args: argparse.Namespace) -> int:
     warning = None if args.hostname else default_hostname_warning(config.hostname, "--hostname")
     if warning is not None:
         logging.getLogger("smtpcore.mail").warning("%s", warning)
+    _fit_open_files_limit(config)
     return asyncio.run(
         _serve(config, stop_timeout=args.stop_timeout, reread=lambda: config_from_args(args))
     )
+
+
+def _fit_open_files_limit(config: ServerConfig) -> None:
+    """Raise the soft ``ulimit -n`` toward the hard one for what the session limits
+    need, and warn when it stays short: ``--max-sessions`` is not changed behind the
+    operator's back (see :mod:`smtpcore.server.fdlimit`)."""
+    from smtpcore.server.fdlimit import descriptors_needed, fit_open_files_limit
+
+    log = logging.getLogger("smtpcore.mail")
+    needed = descriptors_needed((name for name, _ in config.listeners()), config.max_sessions)
+    limit = fit_open_files_limit(needed)
+    if limit.raised:
+        log.info("open files limit (ulimit -n) raised from %d to %d", limit.before, limit.after)
+    if limit.short:
+        log.warning("%s", limit.warning(config.max_sessions))
 
 
 def _run_hash_password() -> int:
