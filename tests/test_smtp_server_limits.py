@@ -30,7 +30,9 @@ from smtpcore.smtp import (
     Bdat,
     ConnectionClosed,
     EndOfMessage,
+    MessageData,
     Rcpt,
+    RejectedMessage,
     Reply,
     State,
 )
@@ -202,6 +204,95 @@ def test_errors_are_forgiven_once_a_message_is_delivered() -> None:
         _, out = run(conn, EHLO + bad + ENVELOPE[len(EHLO) :] + b"DATA\r\n")
         assert codes(out)[-1] == "354"
         run(conn, b"x\r\n.\r\n")
+    assert conn.state is State.READY
+
+
+# -- a BDAT message past max_message_size (RFC 3030 §2) --------------------------------
+
+
+def test_the_chunk_that_crosses_the_size_limit_is_refused_at_once() -> None:
+    """RFC 3030 §2: a 5xx to a chunk fails the transaction. The chunk that takes the
+    message past the limit gets 552 (Postfix: "Chunk exceeds message size limit"),
+    not 250 with the refusal kept for LAST: a client sending ``BDAT 1`` for ever
+    held the session for ever."""
+    conn = greeted(max_message_size=10)
+    run(conn, ENVELOPE)
+    events, out = run(conn, b"BDAT 8\r\n12345678BDAT 8\r\nabcdefgh")
+    assert codes(out) == ["250 2.0.0", "552 5.3.4"]
+    assert out.endswith(b"552 5.3.4 Message size exceeds fixed limit\r\n")
+    assert content_of(events) == b"12345678"  # nothing of the crossing chunk
+    assert isinstance(events[-1], RejectedMessage)
+    assert conn.state is State.READY and conn.pending is None
+
+
+def test_a_chunk_after_the_refused_one_is_read_and_refused_out_of_sequence() -> None:
+    """The transaction is over: a further BDAT gets 503 5.5.1 (RFC 5321 §4.1.4), and
+    its octets are still read (RFC 3030 §2), never taken for commands."""
+    conn = greeted(max_message_size=10)
+    run(conn, ENVELOPE + b"BDAT 11\r\n" + b"x" * 11)
+    smuggled = b"RSET\r\nQUIT\r\n"
+    events, out = run(conn, b"BDAT %d\r\n" % len(smuggled) + smuggled + b"NOOP\r\n")
+    assert codes(out) == ["503 5.5.1", "250 2.0.0"]
+    assert [type(event) for event in events] == [BadCommand, type(events[-1])]
+    assert conn.state is State.READY
+
+
+def test_chunks_sent_on_past_the_size_limit_end_the_session() -> None:
+    """Each BDAT after the refusal is an error: past ``max_errors`` the session ends
+    with 421 (RFC 5321 §3.8), however long the client goes on."""
+    conn = greeted(max_message_size=10, max_errors=5)
+    events, out = run(conn, ENVELOPE + b"BDAT 11\r\n" + b"x" * 11 + b"BDAT 1\r\ny" * 5000)
+    replies = codes(out)
+    assert replies[3:] == ["552 5.3.4"] + ["503 5.5.1"] * 4 + ["421 4.7.0"]  # 5 errors
+    assert conn.state is State.CLOSED
+    assert not any(isinstance(event, MessageData) for event in events)
+
+
+def test_a_refused_chunk_in_lmtp_gets_one_reply() -> None:
+    """RFC 2033 §4.2: one reply per recipient ends the content (BDAT LAST); a chunk
+    before it, refused, has the one reply every command has."""
+    conn = greeted(lmtp=True, max_message_size=10)
+    data = b"LHLO a.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<one@x.example>\r\n"
+    run(conn, data + b"RCPT TO:<two@x.example>\r\n")
+    conn.receive_data(b"BDAT 11\r\n" + b"x" * 11)
+    event = conn.next_event()
+    assert isinstance(event, Bdat)
+    event = conn.next_event()
+    assert isinstance(event, RejectedMessage) and conn.replies_due == 1
+    assert conn.send(event.reply).startswith(b"552 5.3.4")
+    assert conn.state is State.READY and conn.pending is None
+
+
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=12), st.booleans(), st.data())
+def test_the_size_limit_refuses_the_crossing_chunk_however_cut(
+    sizes: list[int], last: bool, data: st.DataObject
+) -> None:
+    """Every chunk up to the limit is 250 and passed on; the one that crosses it is
+    552, none of its octets passed on, and the session is back in READY."""
+    limit = 12
+    conn = greeted(max_message_size=limit)
+    run(conn, ENVELOPE)
+    wire = b"".join(
+        b"BDAT %d%s\r\n" % (size, b" LAST" if last and n == len(sizes) - 1 else b"")
+        + bytes([65 + n]) * size
+        for n, size in enumerate(sizes)
+    )
+    events: list[object] = []
+    out = b""
+    for piece in data.draw(sst.chunkings(wire)):
+        more, written = run(conn, piece)
+        events += more
+        out += written
+    totals = [sum(sizes[: n + 1]) for n in range(len(sizes))]
+    crossing = next((n for n, total in enumerate(totals) if total > limit), None)
+    content = b"".join(e.data for e in events if isinstance(e, MessageData))
+    if crossing is None:
+        assert b"".join(bytes([65 + n]) * size for n, size in enumerate(sizes)) == content
+        return
+    assert content == b"".join(bytes([65 + n]) * size for n, size in enumerate(sizes[:crossing]))
+    replies = codes(out)
+    assert replies[: crossing + 1] == ["250 2.0.0"] * crossing + ["552 5.3.4"]
+    assert replies[crossing + 1 :] == ["503 5.5.1"] * (len(sizes) - crossing - 1)
     assert conn.state is State.READY
 
 

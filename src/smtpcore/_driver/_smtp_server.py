@@ -1022,8 +1022,11 @@ class ServerSession(ServedSession):
         self._answer(event.reply)
 
     async def _rejected(self, event: RejectedMessage) -> None:
+        """A message the machine refused: at its end, or at a BDAT chunk that took it
+        past ``max_message_size`` (RFC 3030 §2); the handler never sees it."""
         logger.info(
-            "NOQUEUE: reject: DATA from %s: %s",
+            "NOQUEUE: reject: %s from %s: %s",
+            "BDAT" if self._in_chunk else "DATA",
             client_text(self.session),
             loggable_reply(event.reply),
         )
@@ -1574,8 +1577,9 @@ class ServerSession(ServedSession):
         return replies
 
     def _replies_due(self) -> int:
-        """One reply ends a message; LMTP gives one per accepted recipient (RFC 2033 §4.2)."""
-        return self.conn.accepted_recipients if self.options.lmtp else 1
+        """One reply ends a message; LMTP gives one per accepted recipient (RFC 2033
+        §4.2), but to a chunk refused before the last: the machine counts them."""
+        return self.conn.replies_due
 
     async def _end_transaction(self) -> None:
         """Drop the open transaction, telling the handler if there was one."""

@@ -615,6 +615,14 @@ class ServerConnection:
         """How many RCPTs of the open transaction were accepted."""
         return self._accepted
 
+    @property
+    def replies_due(self) -> int:
+        """How many replies the pending ``EndOfMessage`` or ``RejectedMessage`` still
+        needs: in LMTP one per accepted recipient at the end of the content (RFC 2033
+        §4.2), otherwise, and for a chunk refused before the last, one; 0 when
+        neither is pending."""
+        return self._lmtp_replies_due if isinstance(self._pending, _CONTENT) else 0
+
     def receive_data(self, data: bytes) -> None:
         """Buffer bytes from the client; ``b""`` means it closed its side.
 
@@ -1298,17 +1306,21 @@ class ServerConnection:
             )
         self._chunk_left = command.size
         self._chunk_last = command.last
+        # Counted as announced: a chunk that takes the message past the size limit is
+        # refused whole, none of its octets passed on, however the network cuts it.
+        self._received += command.size
 
     def _next_chunk_data(self) -> Event | NoEvent:
-        """The octets of a BDAT chunk: counted, never unstuffed (RFC 3030 §2), and
-        held to the framing policy as DATA content is, unless BINARYMIME."""
+        """The octets of a BDAT chunk: never unstuffed (RFC 3030 §2), and held to the
+        framing policy as DATA content is, unless BINARYMIME. Once all are read, the
+        chunk is answered (``PAUSED``), or ends the message (LAST, or one past the
+        size limit: :meth:`_chunk_past_the_limit`)."""
         content = self._content
         if self._chunk_left:
             data = self._buffer.take(self._chunk_left)
             if not data:
                 return self._closed_or_need_data()
             self._chunk_left -= len(data)
-            self._received += len(data)
             if content is not None:
                 data = content.feed(data)
             self._refusal = self._content_refusal()
@@ -1317,6 +1329,8 @@ class ServerConnection:
             if self._chunk_left:
                 return self._closed_or_need_data()
         if not self._chunk_last:
+            if self._past_size_limit():
+                return self._chunk_past_the_limit()
             return PAUSED  # the chunk is in: the application answers its BDAT
         if content is not None:
             tail = content.end()  # judges a CR that ended the last chunk
@@ -1333,9 +1347,26 @@ class ServerConnection:
             return ConnectionClosed()
         return NEED_DATA
 
-    def _content_refusal(self) -> Reply | None:
+    def _chunk_past_the_limit(self) -> Event:
+        """A chunk before the last that took the message past ``max_message_size``:
+        the message is refused now, with its 552 answering this chunk, not at LAST.
+        RFC 3030 §2: a 5xx to a BDAT fails the transaction and the client sends no
+        more chunks; a 250 to each further chunk would let a client hold the session
+        for ever, one ``BDAT 1`` at a time (Postfix answers that chunk ``552 5.3.4``).
+        The transaction ends with that one reply, in LMTP too (RFC 2033 §4.2 gives
+        one per recipient only at the end of the content); a BDAT after it is out of
+        sequence (503), its chunk still read and skipped."""
+        self._content = None
+        event = self._end_content()
+        self._lmtp_replies_due = 1
+        return event
+
+    def _past_size_limit(self) -> bool:
         limit = self._config.max_message_size
-        if limit and self._received > limit:
+        return bool(limit) and self._received > limit
+
+    def _content_refusal(self) -> Reply | None:
+        if self._past_size_limit():
             return reply(552, "5.3.4", "Message size exceeds fixed limit")
         content = self._content
         if content is None:

@@ -42,8 +42,8 @@ def permissive_smtp_answer(
 ) -> smtp.Reply | list[smtp.Reply] | None:
     """Accept everything: each command gets its positive reply, a bad one the
     reply the machine suggests, LMTP's end of content one 250 per recipient
-    (and content the machine rejects its suggested reply once per recipient,
-    RFC 2033 §4.2).
+    (and content the machine rejects its suggested reply as many times as
+    ``conn.replies_due`` says: once per recipient at its end, RFC 2033 §4.2).
 
     AUTH PLAIN and LOGIN run their exchange through :mod:`smtpcore.sasl`
     with any credentials (an empty 334 challenge for PLAIN without an
@@ -52,7 +52,7 @@ def permissive_smtp_answer(
     lets through is accepted at once with 235.
     """
     if isinstance(event, smtp.RejectedMessage) and conn.lmtp:
-        return [event.reply] * conn.accepted_recipients
+        return [event.reply] * conn.replies_due
     if isinstance(event, smtp.BadCommand | smtp.RejectedMessage):
         return event.reply
     if isinstance(event, smtp.MessageData):
