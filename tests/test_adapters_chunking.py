@@ -5,6 +5,7 @@ bytes, a file, or a sync or async iterator in chunks of a configurable size."""
 from __future__ import annotations
 
 import io
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from typing import Any
 import pytest
 
 from peers import module, run, running_smtp_server
-from smtpcore import NEED_DATA, PAUSED
+from smtp_helpers import ENVELOPE
+from smtpcore import NEED_DATA, PAUSED, sync
 from smtpcore._driver._content import CRLFNormalizer, known_size
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import Bdat, Body, Data, Event, Rcpt, Reply, ServerConnection
@@ -181,3 +183,115 @@ def test_the_trace_ends_a_line_a_chunk_left_open(adapter: str) -> None:
     ended = [line for line in sent if line.endswith(" [chunk ends]")]
     assert ended and all(line.strip("0123456789 ").startswith("[chunk") for line in ended)
     assert not any("BDAT" in line and not line.startswith("BDAT") for line in sent)
+
+
+# -- a message past max_message_size (RFC 3030 §2) ---------------------------------
+
+
+class Hooks(Sink):
+    """A handler that records each chunk of content and each transaction reset."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chunks: list[bytes] = []
+        self.resets = 0
+
+    async def handle_data_chunk(self, session: Session, envelope: Envelope, data: bytes) -> None:
+        self.chunks.append(data)
+
+    async def handle_reset(self, session: Session, envelope: Envelope) -> None:
+        self.resets += 1
+
+
+def final_codes(received: bytes) -> list[bytes]:
+    return [line[:3] for line in received.split(b"\r\n") if line[3:4] == b" "]
+
+
+def test_the_chunk_past_the_size_limit_gets_552_and_later_chunks_503(adapter: str) -> None:
+    """The chunk that takes the message past the limit is answered 552, not 250; the
+    transaction is over and nothing of it reaches ``handle_message``; a BDAT after
+    it gets 503 and its octets (``RSET`` and ``QUIT`` here) are read, not run."""
+    handler = Hooks()
+    smuggled = b"RSET\r\nQUIT\r\n"
+    wire = (
+        ENVELOPE
+        + b"BDAT 8\r\n12345678BDAT 8\r\nabcdefgh"
+        + b"BDAT %d\r\n" % len(smuggled)
+        + smuggled
+        + b"NOOP\r\nQUIT\r\n"
+    )
+    with (
+        running_smtp_server(adapter, handler, max_message_size=10) as server,
+        socket.create_connection((server.host, server.port), timeout=10) as sock,
+    ):
+        sock.sendall(wire)
+        received = bytearray()
+        for _ in range(1000):  # bounded: each pass reads something or ends
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            received += piece
+    replies = final_codes(bytes(received))
+    assert replies == [b"220", b"250", b"250", b"250", b"250", b"552", b"503", b"250", b"221"]
+    assert b"552 5.3.4 " in received and b"503 5.5.1 " in received
+    assert handler.chunks == [b"12345678"] and handler.messages == []
+    assert handler.resets == 1
+
+
+def test_a_session_of_chunks_past_the_size_limit_ends_with_421(adapter: str) -> None:
+    """Each BDAT after the refused one is an error: past ``max_errors`` (the machine's
+    default, 20) the server answers 421 and closes, however long the client goes on."""
+    handler = Hooks()
+    wire = ENVELOPE + b"BDAT 11\r\n" + b"x" * 11 + b"BDAT 1\r\ny" * 5000
+    with (
+        running_smtp_server(adapter, handler, max_message_size=10) as server,
+        socket.create_connection((server.host, server.port), timeout=10) as sock,
+    ):
+        sock.sendall(wire)
+        received = bytearray()
+        for _ in range(1000):  # bounded: each pass reads something or ends
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            received += piece
+    replies = final_codes(bytes(received))
+    assert replies == [b"220", b"250", b"250", b"250", b"552"] + [b"503"] * 19 + [b"421"]
+    assert handler.chunks == [] and handler.messages == []
+
+
+async def pieces(count: int) -> AsyncIterator[bytes]:
+    for _ in range(count):
+        yield b"x" * 7 + b"\r\n"
+
+
+def test_the_client_takes_a_552_to_a_chunk_as_the_message_refused(adapter: str) -> None:
+    """Content of unknown size (no SIZE to check before MAIL) sent in chunks past the
+    server's limit: ``MessageRefused`` for BDAT, and the session goes on."""
+    handler = Sink()
+    client_module = module(adapter)
+
+    async def go(port: int) -> Any:
+        async with client_module.SMTPClient("127.0.0.1", port, chunk_size=9) as client:
+            with pytest.raises(client_module.MessageRefused) as refused:
+                await client.send_message(pieces(10), "a@abc.example", ["b@pqr.example"])
+            await client.send_message(b"small\r\n", "a@abc.example", ["b@pqr.example"])
+            return refused.value
+
+    with running_smtp_server(adapter, handler, max_message_size=40) as server:
+        error = run(adapter, lambda: go(server.port))
+    assert (error.command, error.code) == ("BDAT", 552)
+    assert [envelope.content for envelope in handler.messages] == [b"small\r\n"]
+
+
+def test_the_sync_client_takes_a_552_to_a_chunk_as_the_message_refused() -> None:
+    handler = Sink()
+    content = iter([b"x" * 7 + b"\r\n"] * 10)
+    with (
+        running_smtp_server("asyncio", handler, max_message_size=40) as server,
+        sync.SMTPClient("127.0.0.1", server.port, chunk_size=9, timeout=10) as client,
+    ):
+        with pytest.raises(sync.MessageRefused) as refused:
+            client.send_message(content, "a@abc.example", ["b@pqr.example"])
+        client.send_message(b"small\r\n", "a@abc.example", ["b@pqr.example"])
+    assert (refused.value.command, refused.value.code) == ("BDAT", 552)
+    assert [envelope.content for envelope in handler.messages] == [b"small\r\n"]
