@@ -1363,7 +1363,7 @@ class ServerConnection:
 
     def _past_size_limit(self) -> bool:
         limit = self._config.max_message_size
-        return bool(limit) and self._received > limit
+        return limit is not None and 0 < limit < self._received
 
     def _content_refusal(self) -> Reply | None:
         if self._past_size_limit():
