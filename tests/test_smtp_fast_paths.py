@@ -34,12 +34,27 @@ from smtpcore.smtp._commands import (
     parse_command_line,
     parse_everyday_line,
 )
-from smtpcore.smtp._events import Auth, AuthResponse, Data, Ehlo, Helo, Lhlo, Noop, Quit, Rset
+from smtpcore.smtp._events import (
+    Auth,
+    AuthResponse,
+    Bdat,
+    Command,
+    Data,
+    Ehlo,
+    Expn,
+    Helo,
+    Help,
+    Lhlo,
+    Noop,
+    Quit,
+    Rset,
+    Vrfy,
+)
 from smtpcore.smtp._ext import BUILTIN
 from smtpcore.smtp._extension import Parameter
 from smtpcore.smtp._params import Parameters
 from smtpcore.smtp._replies import _BUILT, _BUILT_COUNT, EnhancedStatus
-from smtpcore.smtp._server import _ALWAYS_KNOWN, _CHECKS, _JUNK_TESTS, _TAKING
+from smtpcore.smtp._server import _ALWAYS_KNOWN, _CHECKS, _TAKING
 from smtpcore.smtp._server import _END_OF_MESSAGE as END_OF_MESSAGE
 from smtpcore.smtp._state import RULES, State, next_state
 from smtpcore.testing import strategies as sst
@@ -794,9 +809,38 @@ def test_the_bare_lines_are_told_apart_by_their_first_letter() -> None:
         assert line[0] == first and line[4:] == b"\r\n"
         assert parse_command_line(line[:4].decode("ascii"), VERBS) == command
         assert type(command) in _ALWAYS_KNOWN
-    for kind, (allowed, check, junk, _) in _TAKING.items():
-        assert (allowed, check, junk) == (
-            RULES[kind].allowed,
-            _CHECKS.get(kind),
-            _JUNK_TESTS.get(kind),
-        )
+    for kind, (allowed, check, _, _) in _TAKING.items():
+        assert (allowed, check) == (RULES[kind].allowed, _CHECKS.get(kind))
+
+
+_ALWAYS_JUNK = {Ehlo, Helo, Lhlo, Rset, Noop, Vrfy, Expn, Help}
+"""The commands that move no mail forward whatever their arguments (Postfix's
+``smtpd_junk_command_limit`` list, and EXPN and HELP)."""
+
+
+def _counts_as_junk(command: Command) -> bool:
+    """What ``_take_command`` reads from ``_TAKING`` to count a command as junk."""
+    junk = _TAKING[type(command)][2]
+    return junk is True or (junk is not False and junk(command))
+
+
+@given(st.one_of(sst.commands(), sst.commands(lmtp=True)))
+def test_the_junk_commands_are_the_ones_that_move_no_mail(command: Command) -> None:
+    """HELO, EHLO, LHLO, RSET, NOOP, VRFY, EXPN and HELP always count toward
+    ``max_junk_commands``; a BDAT only when its chunk is empty and not the last
+    (RFC 3030 §2); every other command never."""
+    if type(command) in _ALWAYS_JUNK:
+        expected = True
+    elif isinstance(command, Bdat):
+        expected = command.size == 0 and not command.last
+    else:
+        expected = False
+    assert _counts_as_junk(command) is expected
+
+
+@pytest.mark.parametrize(
+    ("command", "junk"),
+    [(Bdat(0), True), (Bdat(0, last=True), False), (Bdat(1), False), (Bdat(7, last=True), False)],
+)
+def test_only_an_empty_chunk_before_the_last_is_junk(command: Bdat, junk: bool) -> None:
+    assert _counts_as_junk(command) is junk

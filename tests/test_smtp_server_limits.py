@@ -296,6 +296,63 @@ def test_the_size_limit_refuses_the_crossing_chunk_however_cut(
     assert conn.state is State.READY
 
 
+def _refused_by_size(limit: int | None, size: int) -> bool:
+    """``max_message_size``'s meaning: ``None`` or ``0`` no limit (RFC 1870 §4), any
+    other value the largest size taken, a negative one so refusing every message."""
+    return bool(limit) and size > (limit or 0)
+
+
+@given(st.one_of(st.none(), st.integers(-3, 12)), st.integers(0, 10), st.data())
+def test_data_and_bdat_keep_to_the_size_limit_as_configured(
+    limit: int | None, length: int, data: st.DataObject
+) -> None:
+    """A DATA message and the same content in BDAT chunks get 552 5.3.4 exactly when
+    ``max_message_size`` refuses their size, however the network cuts them: a
+    negative limit refuses every message, as it refuses every ``MAIL SIZE=``."""
+    content = b"x" * length + b"\r\n"
+    cut = data.draw(st.integers(0, len(content)))
+    chunks = [part for part in (content[:cut], content[cut:]) if part]
+    wires = {  # DATA's content only after its 354 (RFC 2920 §3.1)
+        "DATA": content + b".\r\n",
+        "BDAT": b"".join(
+            b"BDAT %d%s\r\n" % (len(chunk), b" LAST" if n == len(chunks) - 1 else b"") + chunk
+            for n, chunk in enumerate(chunks)
+        ),
+    }
+    expected = "552 5.3.4" if _refused_by_size(limit, len(content)) else "250 2.0.0"
+    for verb, wire in wires.items():
+        conn = greeted(max_message_size=limit)
+        run(conn, ENVELOPE + (b"DATA\r\n" if verb == "DATA" else b""))
+        out = b""
+        for piece in data.draw(sst.chunkings(wire), label=verb):
+            out += run(conn, piece)[1]
+        replies = codes(out)  # a chunk after a refused one is out of sequence (503)
+        verdict = "552 5.3.4" if "552 5.3.4" in replies else replies[-1]
+        assert verdict == expected, verb
+        assert conn.state is State.READY
+
+
+@pytest.mark.parametrize(
+    ("wire", "replies"),
+    [
+        (b"BDAT 0 LAST\r\n", ["552 5.3.4"]),
+        (b"BDAT 0\r\nBDAT 0 LAST\r\n", ["250 2.0.0", "552 5.3.4"]),
+    ],
+)
+def test_a_negative_size_limit_refuses_even_an_empty_message(
+    wire: bytes, replies: list[str]
+) -> None:
+    """With a negative ``max_message_size`` every message is past the limit, the empty
+    one too: it is refused at LAST (an empty chunk before it adds nothing, and is
+    answered as a chunk)."""
+    conn = greeted(max_message_size=-1)
+    run(conn, ENVELOPE)
+    events, out = run(conn, wire)
+    assert codes(out) == replies
+    assert isinstance(events[-1], RejectedMessage)
+    assert conn.state is State.READY
+
+
 # -- AUTH cancelled (RFC 4954 §4) ------------------------------------------------------
 
 

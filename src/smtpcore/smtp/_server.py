@@ -183,10 +183,6 @@ and HELP, which Postfix does not serve at all (they count as errors there). A
 :data:`_JUNK_TESTS`)."""
 
 
-def _always_junk(command: Command) -> bool:
-    return True
-
-
 def _empty_chunk_before_the_last(command: Bdat) -> bool:
     """A ``BDAT 0`` without LAST carries no octet and ends no message: RFC 3030 §2
     names an empty chunk only as the last one ("MAY have a byte-count of zero"), and
@@ -198,12 +194,15 @@ def _empty_chunk_before_the_last(command: Bdat) -> bool:
     return command.size == 0 and not command.last
 
 
-_JUNK_TESTS: Final[dict[type[Command], Callable[[Any], bool]]] = {
-    **dict.fromkeys(JUNK_COMMANDS, _always_junk),
+_JunkTest = Callable[[Any], bool]
+_JUNK_TESTS: Final[dict[type[Command], bool | _JunkTest]] = {
+    **dict.fromkeys(JUNK_COMMANDS, True),
     Bdat: _empty_chunk_before_the_last,
 }
 """Command type -> whether one such command moves no mail forward, and so counts
-toward ``max_junk_commands`` (DESIGN: limits count what the RFC counts)."""
+toward ``max_junk_commands`` (DESIGN: limits count what the RFC counts): ``True``
+for every one of that type, told with no call (RSET and NOOP are everyday), or the
+test that tells for the one at hand; a type not here is never junk."""
 _OUT_OF_SEQUENCE: Final = reply(503, "5.5.1", "Bad sequence of commands")
 _NO_SERVICE: Final = reply(503, "5.5.1", "No service here; send QUIT")
 """Every command but QUIT after a 554 greeting (RFC 5321 §3.1)."""
@@ -304,6 +303,7 @@ class ServerConnection:
         "_junk_commands",
         "_lmtp_replies_due",
         "_overshoot",
+        "_past_size_limit",
         "_pending",
         "_received",
         "_refusal",
@@ -433,6 +433,9 @@ class ServerConnection:
         self._content: ContentFilter | None = None
         """The framing policy's checks on the message being read, DATA or BDAT."""
         self._received = 0
+        self._past_size_limit = False
+        """Whether ``_received`` is past ``max_message_size``: decided where octets
+        are counted, read where the message is judged."""
         self._refusal: Reply | None = None
         self._content_ended = False
         # BDAT (RFC 3030): octets of the current chunk still to come, and
@@ -523,7 +526,8 @@ class ServerConnection:
             """The largest message accepted, in octets: a larger one is read to its end and
             refused with ``552 5.3.4``, as a ``MAIL`` declaring a larger ``SIZE=``. The
             EHLO reply lists it as ``SIZE``'s argument. ``None`` or ``0`` for no limit:
-            RFC 1870 §4 reads ``SIZE 0`` so (Postfix's ``message_size_limit = 0``).""",
+            RFC 1870 §4 reads ``SIZE 0`` so (Postfix's ``message_size_limit = 0``);
+            a negative value refuses every message.""",
         )
         max_errors = _option("max_errors")
         max_bad_commands = _option("max_bad_commands")
@@ -1019,9 +1023,8 @@ class ServerConnection:
         the line taken and refused pending: the application answers it, with the
         error's ``reply_hint`` (451 4.3.0), and the session goes on.
         """
-        kind = type(command)
-        allowed, check, junk, owned = _TAKING[kind]
-        if junk is not None and junk(command):
+        allowed, check, junk, owned = _TAKING[type(command)]
+        if junk is True or (junk and junk(command)):
             self._junk_commands += 1
             if self._junk_commands > self._config.max_junk_commands:
                 answer = reply(421, "4.7.0", f"{self._config.hostname} Too many commands")
@@ -1269,10 +1272,11 @@ class ServerConnection:
             self._buffer.consume(consumed)
             # Counted and judged to the end even once refused, so that the reply names
             # the same reason however the network cut the message.
-            self._received += len(data)
+            received = self._received = self._received + len(data)
             content = self._content
             limit = self._config.max_message_size
-            if (limit and self._received > limit) or (
+            past_limit = self._past_size_limit = received > limit if limit else False
+            if past_limit or (
                 content is not None
                 and (content.bad_line_ending or content.nul or content.line_too_long)
             ):
@@ -1308,7 +1312,9 @@ class ServerConnection:
         self._chunk_last = command.last
         # Counted as announced: a chunk that takes the message past the size limit is
         # refused whole, none of its octets passed on, however the network cuts it.
-        self._received += command.size
+        received = self._received = self._received + command.size
+        limit = self._config.max_message_size
+        self._past_size_limit = received > limit if limit else False
 
     def _next_chunk_data(self) -> Event | NoEvent:
         """The octets of a BDAT chunk: never unstuffed (RFC 3030 §2), and held to the
@@ -1325,11 +1331,14 @@ class ServerConnection:
                 data = content.feed(data)
             self._refusal = self._content_refusal()
             if self._refusal is None and data:
-                return MessageData(data)
+                # Bytes of the buffer's: built without the constructor's check, a call less.
+                event: MessageData = _new(MessageData)
+                _SET_DATA(event, data)
+                return event
             if self._chunk_left:
                 return self._closed_or_need_data()
         if not self._chunk_last:
-            if self._past_size_limit():
+            if self._past_size_limit:
                 return self._chunk_past_the_limit()
             return PAUSED  # the chunk is in: the application answers its BDAT
         if content is not None:
@@ -1361,12 +1370,8 @@ class ServerConnection:
         self._lmtp_replies_due = 1
         return event
 
-    def _past_size_limit(self) -> bool:
-        limit = self._config.max_message_size
-        return limit is not None and 0 < limit < self._received
-
     def _content_refusal(self) -> Reply | None:
-        if self._past_size_limit():
+        if self._past_size_limit:
             return reply(552, "5.3.4", "Message size exceeds fixed limit")
         content = self._content
         if content is None:
@@ -1802,13 +1807,13 @@ _EXTENSION_VERBS: Final = frozenset({verb for entry in BUILTIN for verb in entry
 _TAKING: Final[
     dict[
         type[Command],
-        tuple[frozenset[State], _Check | None, Callable[[Any], bool] | None, str | None],
+        tuple[frozenset[State], _Check | None, bool | _JunkTest, str | None],
     ]
 ] = {
     kind: (
         rule.allowed,
         _CHECKS.get(kind),
-        _JUNK_TESTS.get(kind),
+        _JUNK_TESTS.get(kind, False),
         kind.verb if kind.verb in _EXTENSION_VERBS else None,
     )
     for kind, rule in RULES.items()
