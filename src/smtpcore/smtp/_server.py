@@ -1024,7 +1024,7 @@ class ServerConnection:
         error's ``reply_hint`` (451 4.3.0), and the session goes on.
         """
         allowed, check, junk, owned = _TAKING[type(command)]
-        if junk is True or (junk and junk(command)):
+        if junk and (junk is True or junk(command)):
             self._junk_commands += 1
             if self._junk_commands > self._config.max_junk_commands:
                 answer = reply(421, "4.7.0", f"{self._config.hostname} Too many commands")
@@ -1272,14 +1272,15 @@ class ServerConnection:
             self._buffer.consume(consumed)
             # Counted and judged to the end even once refused, so that the reply names
             # the same reason however the network cut the message.
-            received = self._received = self._received + len(data)
+            self._received += len(data)
             content = self._content
             limit = self._config.max_message_size
-            past_limit = self._past_size_limit = received > limit if limit else False
-            if past_limit or (
+            if (limit and self._received > limit) or (
                 content is not None
                 and (content.bad_line_ending or content.nul or content.line_too_long)
             ):
+                # Decided here, where it is read: a piece within the limit costs nothing more.
+                self._past_size_limit = self._received > limit if limit else False
                 self._refusal = self._content_refusal()  # which words the reply
             else:
                 self._refusal = None  # what _content_refusal gives, without the call
