@@ -353,6 +353,25 @@ def test_a_negative_size_limit_refuses_even_an_empty_message(
     assert conn.state is State.READY
 
 
+@pytest.mark.parametrize("lmtp", [False, True], ids=["smtp", "lmtp"])
+@pytest.mark.parametrize("body", ["", " BODY=BINARYMIME"], ids=["text", "binarymime"])
+def test_a_negative_size_limit_refuses_an_empty_message_of_any_body(
+    body: str, lmtp: bool
+) -> None:
+    """``BDAT 0 LAST`` carries no octet to judge, and BODY=BINARYMIME content has no
+    framing checks (RFC 3030 §3): the size limit still refuses it, once for each
+    recipient in LMTP (RFC 2033 §4.2)."""
+    conn = greeted(max_message_size=-1, lmtp=lmtp, binarymime=True)
+    hello = b"LHLO client.abc.example\r\n" if lmtp else EHLO
+    mail = b"MAIL FROM:<john@abc.example>%s\r\n" % body.encode("ascii")
+    rcpts = b"RCPT TO:<brendon@pqr.example>\r\nRCPT TO:<amy@pqr.example>\r\n"
+    run(conn, hello + mail + rcpts)
+    events, out = run(conn, b"BDAT 0 LAST\r\n")
+    assert codes(out) == ["552 5.3.4"] * (2 if lmtp else 1)
+    assert isinstance(events[-1], RejectedMessage)
+    assert conn.state is State.READY
+
+
 # -- AUTH cancelled (RFC 4954 §4) ------------------------------------------------------
 
 

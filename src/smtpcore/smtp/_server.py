@@ -1348,6 +1348,10 @@ class ServerConnection:
             self._content = None
             if tail and self._refusal is None:
                 return MessageData(tail)
+        else:
+            # BINARYMIME: no tail to judge, but an empty message had no piece judged,
+            # and a negative max_message_size refuses it too.
+            self._refusal = self._content_refusal()
         self._chunk_last = False
         return self._end_content()
 
