@@ -372,6 +372,21 @@ def test_a_negative_size_limit_refuses_an_empty_message_of_any_body(
     assert conn.state is State.READY
 
 
+def test_a_size_limit_lowered_in_a_chunk_counts_from_the_next_chunk() -> None:
+    """A chunk is measured once, at the size its BDAT announces: a limit written
+    while it is read judges the next chunk, as the docs say."""
+    conn = greeted(max_message_size=None)
+    run(conn, ENVELOPE + b"BDAT 10\r\n" + b"x" * 4)
+    conn.max_message_size = 5
+    events, out = run(conn, b"x" * 6)
+    assert codes(out) == ["250 2.0.0"]
+    assert content_of(events) == b"x" * 6
+    events, out = run(conn, b"BDAT 2 LAST\r\n\r\n")
+    assert codes(out) == ["552 5.3.4"]
+    assert isinstance(events[-1], RejectedMessage)
+    assert conn.state is State.READY
+
+
 # -- AUTH cancelled (RFC 4954 §4) ------------------------------------------------------
 
 

@@ -527,7 +527,9 @@ class ServerConnection:
             refused with ``552 5.3.4``, as a ``MAIL`` declaring a larger ``SIZE=``. The
             EHLO reply lists it as ``SIZE``'s argument. ``None`` or ``0`` for no limit:
             RFC 1870 §4 reads ``SIZE 0`` so (Postfix's ``message_size_limit = 0``);
-            a negative value refuses every message.""",
+            a negative value refuses every message. Written during a message, it counts
+            from the next piece of DATA content but from the next BDAT chunk: a chunk is
+            measured once, at the size its command announces (RFC 3030 §2).""",
         )
         max_errors = _option("max_errors")
         max_bad_commands = _option("max_bad_commands")
