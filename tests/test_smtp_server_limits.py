@@ -355,9 +355,7 @@ def test_a_negative_size_limit_refuses_even_an_empty_message(
 
 @pytest.mark.parametrize("lmtp", [False, True], ids=["smtp", "lmtp"])
 @pytest.mark.parametrize("body", ["", " BODY=BINARYMIME"], ids=["text", "binarymime"])
-def test_a_negative_size_limit_refuses_an_empty_message_of_any_body(
-    body: str, lmtp: bool
-) -> None:
+def test_a_negative_size_limit_refuses_an_empty_message_of_any_body(body: str, lmtp: bool) -> None:
     """``BDAT 0 LAST`` carries no octet to judge, and BODY=BINARYMIME content has no
     framing checks (RFC 3030 §3): the size limit still refuses it, once for each
     recipient in LMTP (RFC 2033 §4.2)."""
