@@ -60,7 +60,7 @@ POP3Sent: TypeAlias = pop3.Command | pop3.AuthResponse
 
 def _insecure_context() -> ssl.SSLContext:
     """TLS without certificate checks: a player tests the protocol, not the PKI."""
-    from smtpcore.testing.check import _insecure_context as battery_context
+    from smtpcore.testing._battery import insecure_context as battery_context
 
     return battery_context()
 

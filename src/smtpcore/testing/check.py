@@ -22,9 +22,7 @@ chunkings they try.
 from __future__ import annotations
 
 import contextlib
-import enum
 import itertools
-import math
 import random
 import ssl
 import threading
@@ -36,13 +34,25 @@ from smtpcore._errors import LocalProtocolError
 from smtpcore._ip import host_port
 from smtpcore.address import parse_mailbox
 from smtpcore.smtp import Ehlo
+from smtpcore.testing._battery import (
+    CheckReport,
+    CheckResult,
+    Outcome,
+    ServerUnreachable,
+    check_common_arguments,
+    close_all,
+    insecure_context,
+    open_wire,
+    run_one,
+    selected,
+    transcript_of,
+)
+from smtpcore.testing._battery import Failed as _Failed
+from smtpcore.testing._battery import Skipped as _Skipped
 from smtpcore.testing._wire import (
     Exchange,
-    ServerFlood,
     ServerReply,
     WireClient,
-    checked_host,
-    format_transcript,
 )
 
 if TYPE_CHECKING:
@@ -62,92 +72,6 @@ __all__ = [
     "checked_helo",
     "checked_mailbox",
 ]
-
-
-class Outcome(enum.Enum):
-    """How a check ended; ``SKIPPED`` when the server does not offer what it tests."""
-
-    PASSED = "passed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """What one check found: its outcome, a one-line summary and the wire transcript."""
-
-    name: str
-    outcome: Outcome
-    summary: str
-    transcript: tuple[Exchange, ...] = ()
-    """Every write and read of the connections the check made, in order (for a
-    failure, the connection that shows it)."""
-
-    @property
-    def passed(self) -> bool:
-        return self.outcome is Outcome.PASSED
-
-    def transcript_text(self) -> str:
-        """The transcript as ``C:``/``S:`` lines of exact bytes (see :attr:`transcript`)."""
-        return format_transcript(self.transcript)
-
-    def __str__(self) -> str:
-        return f"{self.outcome.value.upper():7} {self.name}: {self.summary}"
-
-
-@dataclass(frozen=True)
-class CheckReport:
-    """The results of a battery, in the order the checks ran."""
-
-    target: str
-    results: tuple[CheckResult, ...]
-
-    @property
-    def ok(self) -> bool:
-        """True when no check failed (skipped checks do not count against)."""
-        return not self.failures
-
-    @property
-    def failures(self) -> list[CheckResult]:
-        return [result for result in self.results if result.outcome is Outcome.FAILED]
-
-    def __getitem__(self, name: str) -> CheckResult:
-        for result in self.results:
-            if result.name == name:
-                return result
-        raise KeyError(name)
-
-    def format(self, *, transcripts: bool = True) -> str:
-        """A human-readable report; each failure followed by its transcript."""
-        lines = [f"smtpcore check of {self.target}"]
-        for result in self.results:
-            lines.append(str(result))
-            if transcripts and result.outcome is Outcome.FAILED and result.transcript:
-                lines += ["    " + line for line in result.transcript_text().splitlines()]
-        counts = {outcome: 0 for outcome in Outcome}
-        for result in self.results:
-            counts[result.outcome] += 1
-        lines.append(
-            f"{counts[Outcome.PASSED]} passed, {counts[Outcome.FAILED]} failed, "
-            f"{counts[Outcome.SKIPPED]} skipped"
-        )
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.format()
-
-
-class ServerUnreachable(ConnectionError):
-    """The run's first connection failed (refused, unresolvable host, timeout): no
-    server was reached, so no check has anything to say about one."""
-
-
-class _Failed(Exception):
-    pass
-
-
-class _Skipped(Exception):
-    pass
 
 
 @dataclass
@@ -176,11 +100,7 @@ class Probe:
 
     def connect(self) -> WireClient:
         """A new connection, its 220 greeting read (anything else fails the check)."""
-        try:
-            client = WireClient(self.host, self.port, timeout=self.timeout, pause=self.pause)
-        except OSError as exc:
-            where = host_port(self.host, self.port)
-            raise ServerUnreachable(f"could not connect to {where}: {exc}") from exc
+        client = open_wire(self.host, self.port, timeout=self.timeout, pause=self.pause)
         self.clients.append(client)
         greeting = client.read_reply()
         if greeting is None or greeting.code != 220:
@@ -230,17 +150,11 @@ class Probe:
         return f"RCPT TO:<{self.recipient}>".encode()
 
     def transcript(self) -> tuple[Exchange, ...]:
-        out: list[Exchange] = []
-        for number, client in enumerate(self.clients, 1):
-            if len(self.clients) > 1:
-                out.append(Exchange("note", note=f"connection {number}"))
-            out += client.transcript
-        return tuple(out)
+        return transcript_of(self.clients)
 
     def close(self) -> None:
         """Close every connection (their transcripts stay for the result)."""
-        for client in self.clients:
-            client.close()
+        close_all(self.clients)
 
     def forget(self, keep: int = 0) -> None:
         """Close every connection but the first ``keep`` and drop its transcript: it
@@ -645,7 +559,7 @@ def check_starttls_injection(probe: Probe) -> str:
     connection, or silent) fails (:func:`_unanswered_starttls`); one it
     refuses skips the check.
     """
-    context = probe.tls_context or _insecure_context()
+    context = probe.tls_context or insecure_context()
     client, offered = probe.hello()
     if "STARTTLS" not in offered:
         raise _Skipped("STARTTLS is not offered")
@@ -1354,66 +1268,14 @@ CHECKS: Final[Mapping[str, Callable[[Probe], str]]] = {
 raises to fail or be skipped; :func:`check_server` runs them."""
 
 
-def _insecure_context() -> ssl.SSLContext:
-    """TLS without certificate checks: the checks test the protocol, not the PKI."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def _run_one(
-    name: str, function: Callable[[Probe], str], probe: Probe, *, first: bool = False
-) -> CheckResult:
-    """``function``'s result on ``probe``. In the ``first`` check of a run, a first
-    connection that fails raises :class:`ServerUnreachable` rather than fail the
-    check: no server was reached to fail."""
-    try:
-        summary = function(probe)
-    except _Failed as exc:
-        return CheckResult(name, Outcome.FAILED, str(exc), probe.transcript())
-    except _Skipped as exc:
-        return CheckResult(name, Outcome.SKIPPED, str(exc), probe.transcript())
-    except TimeoutError:
-        return CheckResult(
-            name,
-            Outcome.FAILED,
-            f"no whole reply came within {probe.timeout:g} s where one was due",
-            probe.transcript(),
-        )
-    except ServerFlood as exc:
-        return CheckResult(
-            name, Outcome.FAILED, f"the server sent more than owed: {exc}", probe.transcript()
-        )
-    except ServerUnreachable as exc:
-        if first and not probe.clients:
-            raise
-        return CheckResult(name, Outcome.FAILED, f"connection error: {exc}", probe.transcript())
-    except (OSError, ssl.SSLError) as exc:
-        return CheckResult(name, Outcome.FAILED, f"connection error: {exc}", probe.transcript())
-    finally:
-        probe.close()
-    return CheckResult(name, Outcome.PASSED, summary, probe.transcript())
-
-
 def _check_arguments(
     host: str, port: int, timeout: float, pause: float, checks: object, words: Sequence[object]
 ) -> None:
-    """Refuse what would test something else than asked (a port past 65535 wraps
-    around in the resolver; a CR or LF in ``words``, the helo, sender and
-    recipient, sends commands of the caller's) or fail every check for a reason
-    of the tool's own (a host the socket calls refuse:
-    :func:`~smtpcore.testing._wire.checked_host`; a value that cannot be encoded)."""
-    checked_host(host)
+    """Refuse what :func:`~smtpcore.testing._battery.check_common_arguments` refuses,
+    and ``words``, the helo, sender and recipient, that would send commands of the
+    caller's (a CR or LF) or cannot be encoded."""
+    check_common_arguments(host, port, timeout, pause, checks)
     _check_session_words(*words)
-    if isinstance(checks, str):
-        raise TypeError(f"checks is a list of names, not the str {checks!r}: write [{checks!r}]")
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ValueError(f"port must be an int from 1 to 65535, not {port!r}")
-    if not math.isfinite(timeout) or timeout <= 0:
-        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
-    if not math.isfinite(pause) or pause < 0:
-        raise ValueError(f"pause must be zero or more seconds, not {pause!r}")
 
 
 def check_server(
@@ -1455,10 +1317,7 @@ def check_server(
     be reached fails no check. A connection that fails later fails its check.
     """
     _check_arguments(host, port, timeout, pause, checks, (helo, sender, recipient))
-    names = list(CHECKS) if checks is None else list(checks)
-    for name in names:
-        if name not in CHECKS:
-            raise ValueError(f"no check named {name!r} (known: {', '.join(CHECKS)})")
+    names = selected(CHECKS, checks)
     results: list[CheckResult] = []
     for name in names:
         probe = Probe(
@@ -1473,7 +1332,7 @@ def check_server(
             tls_context=tls_context,
             max_size_probe=max_size_probe,
         )
-        results.append(_run_one(name, CHECKS[name], probe, first=not results))
+        results.append(run_one(name, CHECKS[name], probe, first=not results))
     return CheckReport(host_port(host, port), tuple(results))
 
 

@@ -1,0 +1,237 @@
+"""What every check battery shares, whatever protocol it speaks: results, a report, a runner.
+
+:mod:`smtpcore.testing.check` (SMTP) and :mod:`smtpcore.testing.check_pop3`
+(POP3) each keep their own checks and their own way of starting a session;
+the outcome of a check, the report of a run, the failure that no server was
+reached, the connections a check made and their transcript, and the rules
+for a check's arguments are one thing, kept here.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import ssl
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from smtpcore._ip import host_port
+from smtpcore.testing._wire import (
+    Exchange,
+    ServerFlood,
+    WireClient,
+    checked_host,
+    format_transcript,
+)
+
+__all__ = [
+    "CheckReport",
+    "CheckResult",
+    "Failed",
+    "Outcome",
+    "ServerUnreachable",
+    "Skipped",
+    "check_common_arguments",
+    "close_all",
+    "insecure_context",
+    "open_wire",
+    "run_one",
+    "selected",
+    "transcript_of",
+]
+
+
+class Outcome(enum.Enum):
+    """How a check ended; ``SKIPPED`` when the server does not offer what it tests."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What one check found: its outcome, a one-line summary and the wire transcript."""
+
+    name: str
+    outcome: Outcome
+    summary: str
+    transcript: tuple[Exchange, ...] = ()
+    """Every write and read of the connections the check made, in order (for a
+    failure, the connection that shows it)."""
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome is Outcome.PASSED
+
+    def transcript_text(self) -> str:
+        """The transcript as ``C:``/``S:`` lines of exact bytes (see :attr:`transcript`)."""
+        return format_transcript(self.transcript)
+
+    def __str__(self) -> str:
+        return f"{self.outcome.value.upper():7} {self.name}: {self.summary}"
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """The results of a battery, in the order the checks ran."""
+
+    target: str
+    results: tuple[CheckResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when no check failed (skipped checks do not count against)."""
+        return not self.failures
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [result for result in self.results if result.outcome is Outcome.FAILED]
+
+    def __getitem__(self, name: str) -> CheckResult:
+        for result in self.results:
+            if result.name == name:
+                return result
+        raise KeyError(name)
+
+    def format(self, *, transcripts: bool = True) -> str:
+        """A human-readable report; each failure followed by its transcript."""
+        lines = [f"smtpcore check of {self.target}"]
+        for result in self.results:
+            lines.append(str(result))
+            if transcripts and result.outcome is Outcome.FAILED and result.transcript:
+                lines += ["    " + line for line in result.transcript_text().splitlines()]
+        counts = {outcome: 0 for outcome in Outcome}
+        for result in self.results:
+            counts[result.outcome] += 1
+        lines.append(
+            f"{counts[Outcome.PASSED]} passed, {counts[Outcome.FAILED]} failed, "
+            f"{counts[Outcome.SKIPPED]} skipped"
+        )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+class ServerUnreachable(ConnectionError):
+    """The run's first connection failed (refused, unresolvable host, timeout): no
+    server was reached, so no check has anything to say about one."""
+
+
+class Failed(Exception):
+    """Raised by a check that found the server wrong; its text is the summary."""
+
+
+class Skipped(Exception):
+    """Raised by a check with nothing to test (an extension not offered, no mail)."""
+
+
+class Prober(Protocol):
+    """What :func:`run_one` needs of a battery's probe."""
+
+    @property
+    def timeout(self) -> float: ...
+
+    @property
+    def clients(self) -> list[WireClient]: ...
+
+    def transcript(self) -> tuple[Exchange, ...]: ...
+
+    def close(self) -> None: ...
+
+
+P = TypeVar("P", bound=Prober)
+
+
+def open_wire(host: str, port: int, *, timeout: float, pause: float) -> WireClient:
+    """A new connection, or :class:`ServerUnreachable` saying why there is none."""
+    try:
+        return WireClient(host, port, timeout=timeout, pause=pause)
+    except OSError as exc:
+        raise ServerUnreachable(f"could not connect to {host_port(host, port)}: {exc}") from exc
+
+
+def transcript_of(clients: Sequence[WireClient]) -> tuple[Exchange, ...]:
+    """The transcripts of ``clients`` in order, each headed by a note where there are several."""
+    out: list[Exchange] = []
+    for number, client in enumerate(clients, 1):
+        if len(clients) > 1:
+            out.append(Exchange("note", note=f"connection {number}"))
+        out += client.transcript
+    return tuple(out)
+
+
+def close_all(clients: Sequence[WireClient]) -> None:
+    for client in clients:
+        client.close()
+
+
+def insecure_context() -> ssl.SSLContext:
+    """TLS without certificate checks: the checks test the protocol, not the PKI."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def run_one(
+    name: str, function: Callable[[P], str], probe: P, *, first: bool = False
+) -> CheckResult:
+    """``function``'s result on ``probe``. In the ``first`` check of a run, a first
+    connection that fails raises :class:`ServerUnreachable` rather than fail the
+    check: no server was reached to fail."""
+    try:
+        summary = function(probe)
+    except Failed as exc:
+        return CheckResult(name, Outcome.FAILED, str(exc), probe.transcript())
+    except Skipped as exc:
+        return CheckResult(name, Outcome.SKIPPED, str(exc), probe.transcript())
+    except TimeoutError:
+        return CheckResult(
+            name,
+            Outcome.FAILED,
+            f"no whole reply came within {probe.timeout:g} s where one was due",
+            probe.transcript(),
+        )
+    except ServerFlood as exc:
+        return CheckResult(
+            name, Outcome.FAILED, f"the server sent more than owed: {exc}", probe.transcript()
+        )
+    except ServerUnreachable as exc:
+        if first and not probe.clients:
+            raise
+        return CheckResult(name, Outcome.FAILED, f"connection error: {exc}", probe.transcript())
+    except (OSError, ssl.SSLError) as exc:
+        return CheckResult(name, Outcome.FAILED, f"connection error: {exc}", probe.transcript())
+    finally:
+        probe.close()
+    return CheckResult(name, Outcome.PASSED, summary, probe.transcript())
+
+
+def check_common_arguments(
+    host: str, port: int, timeout: float, pause: float, checks: object
+) -> None:
+    """Refuse what would test something else than asked (a port past 65535 wraps
+    around in the resolver) or fail every check for a reason of the tool's own (a
+    host the socket calls refuse: :func:`~smtpcore.testing._wire.checked_host`)."""
+    checked_host(host)
+    if isinstance(checks, str):
+        raise TypeError(f"checks is a list of names, not the str {checks!r}: write [{checks!r}]")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be an int from 1 to 65535, not {port!r}")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    if not math.isfinite(pause) or pause < 0:
+        raise ValueError(f"pause must be zero or more seconds, not {pause!r}")
+
+
+def selected(battery: Mapping[str, object], checks: Sequence[str] | None) -> list[str]:
+    """The names of ``checks`` (all of ``battery`` when None), each one known, else
+    ValueError naming it."""
+    names = list(battery) if checks is None else list(checks)
+    for name in names:
+        if name not in battery:
+            raise ValueError(f"no check named {name!r} (known: {', '.join(battery)})")
+    return names
