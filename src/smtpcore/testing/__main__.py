@@ -4,6 +4,11 @@
 a report; the exit status is 1 when a check failed, and 3, with one line
 saying why, when the first connection failed (no server was reached).
 
+``check-pop3 HOST:PORT --user U`` runs :mod:`smtpcore.testing.check_pop3`'s
+battery, logged in as U with the password of ``--password`` or, kept out of
+the process list, of the environment variable ``--password-env`` names; the
+exit statuses are ``check``'s.
+
 ``fuzz TARGET`` fuzzes one machine (:mod:`smtpcore.testing.fuzz`) under
 atheris when it is installed, else with the pure-Python mutator; the exit
 status is 1 when the pure mutator found a crash, and libFuzzer's own when
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -154,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--no-transcripts", action="store_true", help="do not print failures' transcripts"
     )
+    _add_pop3_parser(commands)
     from smtpcore.testing.fuzz import TARGETS
 
     fuzz = commands.add_parser(
@@ -192,6 +199,52 @@ def _parser() -> argparse.ArgumentParser:
         "--reproduce", type=_crash_file, metavar="FILE", help="run one crash file and report"
     )
     return parser
+
+
+def _login_word(text: str) -> str:
+    if not text or any(c in text for c in "\r\n\0"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a non-empty word without CR, LF or NUL")
+    return text
+
+
+def _add_pop3_parser(commands: Any) -> None:
+    from smtpcore.testing.check_pop3 import POP3_CHECKS
+
+    check = commands.add_parser(
+        "check-pop3",
+        help="run the POP3 check battery against HOST:PORT",
+        description="Run the POP3 check battery against the server at HOST:PORT, logged in "
+        "as --user. Put one message in the mailbox at least; no message is deleted: a "
+        "session that sent DELE ends with QUIT only after RSET has brought the listing back "
+        f"whole. The checks, in the order they run: {', '.join(POP3_CHECKS)}.",
+        epilog="exit status: 0 when no check failed, 1 when one did, 2 for a bad "
+        "argument, 3 when the server could not be reached (the first connection failed).",
+    )
+    check.add_argument("address", type=_address, metavar="HOST:PORT")
+    check.add_argument("--user", type=_login_word, required=True, help="the user to log in as")
+    secret = check.add_mutually_exclusive_group(required=True)
+    secret.add_argument("--password", type=_login_word, help="the user's password")
+    secret.add_argument(
+        "--password-env",
+        metavar="NAME",
+        help="the environment variable that holds the password (kept out of the process list)",
+    )
+    check.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=10.0,
+        help="seconds each wait may take: a whole line, a write, the server closing",
+    )
+    check.add_argument(
+        "--only",
+        action="append",
+        choices=list(POP3_CHECKS),
+        metavar="NAME",
+        help=f"run only NAME (repeatable): one of {', '.join(POP3_CHECKS)}",
+    )
+    check.add_argument(
+        "--no-transcripts", action="store_true", help="do not print failures' transcripts"
+    )
 
 
 def _fuzz(args: argparse.Namespace) -> int:
@@ -270,10 +323,40 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _password(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    if args.password is not None:
+        return str(args.password)
+    secret = os.environ.get(args.password_env)
+    if secret is None:
+        parser.error(f"--password-env: the variable {args.password_env!r} is not set")
+    try:
+        return _login_word(secret)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"--password-env {args.password_env}: {exc}")
+
+
+def _check_pop3(args: argparse.Namespace, password: str) -> int:
+    from smtpcore.testing.check_pop3 import ServerUnreachable, check_pop3_server
+
+    host, port = args.address
+    try:
+        report = check_pop3_server(
+            host, port, user=args.user, password=password, checks=args.only, timeout=args.timeout
+        )
+    except ServerUnreachable as exc:
+        print(exc, file=sys.stderr)
+        return UNREACHABLE
+    print(report.format(transcripts=not args.no_transcripts))
+    return 0 if report.ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.command == "fuzz":
         return _fuzz(args)
+    if args.command == "check-pop3":
+        return _check_pop3(args, _password(parser, args))
     return _check(args)
 
 

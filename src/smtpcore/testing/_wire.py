@@ -291,6 +291,42 @@ class WireClient:
         self._buffer.clear()
         return data
 
+    def read_line(self, deadline: float | None = None) -> bytes | None:
+        """The next line, its LF (and any CR) included, or None once the server closed
+        with no whole line left; for a protocol framed by lines of its own (POP3).
+        Raises ``TimeoutError`` if no whole line is in by ``deadline`` (by default
+        ``timeout`` from now)."""
+        deadline = self._deadline() if deadline is None else deadline
+        start = 0
+        while True:
+            end = self._buffer.find(b"\n", start)
+            if end >= 0:
+                line = bytes(self._buffer[: end + 1])
+                del self._buffer[: end + 1]
+                return line
+            start = len(self._buffer)
+            try:
+                if not self._fill(deadline):
+                    return None
+            except TimeoutError:
+                note = f"no whole line within {self.timeout:g} s"
+                self.transcript.append(Exchange("note", note=note))
+                raise
+
+    def read_lines_until_closed(self) -> list[bytes]:
+        """Every line until the server closes, or until ``timeout`` has passed (one
+        deadline for the whole wait): :meth:`read_until_closed` for lines."""
+        deadline = self._deadline()
+        lines: list[bytes] = []
+        while True:
+            try:
+                line = self.read_line(deadline)
+            except TimeoutError:
+                return lines
+            if line is None:
+                return lines
+            lines.append(line)
+
     def command(self, line: bytes) -> ServerReply | None:
         """Send one line (CRLF added) and read its reply."""
         self.send(line + b"\r\n")

@@ -1,0 +1,705 @@
+"""Check any POP3 server, in any language, for the bugs that split two readers of a session.
+
+:func:`check_pop3_server` connects to a host and port, logs in as the user
+given, and runs a battery of checks (:data:`POP3_CHECKS`) over real sockets,
+each on fresh connections. It returns a
+:class:`~smtpcore.testing.check.CheckReport`, as the SMTP battery does: every
+check passed, failed or skipped (an extension the server does not offer, or
+no message to work on), and every failure carries its transcript, byte for
+byte.
+
+The checks never lose the user's mail. A session that sent ``DELE`` (or a
+line a server might read as one) ends with ``QUIT`` only after ``RSET`` and a
+listing as whole as at login; otherwise its connection is closed without
+``QUIT``, and a server deletes nothing then (RFC 1939 §6). Every session that
+ends with ``QUIT`` is read until the server closes, so a response the server
+owes no one (a command read from inside a line, a message or a TLS
+handshake) is counted, not missed.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final
+
+from smtpcore._ip import host_port
+from smtpcore.testing._battery import (
+    CheckReport,
+    CheckResult,
+    Failed,
+    ServerUnreachable,
+    Skipped,
+    check_common_arguments,
+    insecure_context,
+    run_one,
+    selected,
+)
+from smtpcore.testing._pop3_probe import (
+    POP3Probe,
+    POP3Response,
+    ask,
+    has_multi_line_response,
+    mail_needed,
+    read_response,
+)
+from smtpcore.testing._wire import WireClient
+
+__all__ = ["POP3_CHECKS", "ServerUnreachable", "check_pop3_server"]
+
+
+# -- number-edges ------------------------------------------------------------------------
+
+_NOT_NUMBERS: Final = (
+    "0",
+    "-1",
+    "+1",
+    "1.5",
+    "1e0",
+    str(2**32 + 1),
+    str(2**64 + 1),
+    "\u0661",  # Arabic-Indic one
+    "\uff11",  # fullwidth one
+)
+"""Message numbers a server must refuse. Not ``01``: RFC 1939 gives a message number
+no grammar but decimal digits, and leading zeros are digits, so ``01`` names message 1."""
+
+_NOT_SEPARATED: Final = (b"RETR\t1", b"LIST\t1", b"RETR\xc2\xa01", b"TOP 1\t0")
+"""A tab or a no-break space where RFC 1939 §3 has one SPACE between words."""
+
+_OVER_LONG_NUMBER: Final = b"RETR 1" + b"0" * 999
+"""A thousand digits: a line over 255 octets too, so closing at it is allowed."""
+
+
+def _edge_lines() -> list[bytes]:
+    """The lines ``number-edges`` sends, the DELE lines last (they are undone after)."""
+    lines = []
+    for text in _NOT_NUMBERS:
+        number = text.encode()
+        lines += [b"RETR " + number, b"LIST " + number, b"TOP " + number + b" 0"]
+        lines.append(b"UIDL " + number)
+    lines += [b"TOP 1 -1", b"TOP 1 +0", b"TOP 1 \xd9\xa0", *_NOT_SEPARATED, _OVER_LONG_NUMBER]
+    lines += [b"DELE " + text.encode() for text in _NOT_NUMBERS] + [b"DELE\t1"]
+    return lines
+
+
+class _Sessions:
+    """Sessions for a check that sends many refused lines: a server may end a session
+    after too many (Dovecot after 20, smtpcore after 10), so a close where an answer
+    was due is tried again once on a new session before it counts. ``logged_in``
+    says which state each new session starts in."""
+
+    def __init__(self, probe: POP3Probe, *, logged_in: bool = True) -> None:
+        self.probe = probe
+        self.logged_in = logged_in
+        self.client: WireClient | None = None
+
+    def current(self) -> WireClient:
+        if self.client is not None and self.client.closed:
+            self.client.close()  # the server sees the end of the session it ended
+            self.client = None
+        if self.client is None:
+            self.client = self.probe.session() if self.logged_in else self.probe.connect()
+        return self.client
+
+    def answer(self, line: bytes) -> POP3Response | None:
+        """The status line answering ``line``, or None where two sessions closed at it."""
+        for _ in range(2):
+            client = self.current()
+            if line.upper().startswith(b"DELE"):
+                self.probe.delete_from(client)
+            client.send(line + b"\r\n")
+            answer = read_response(client, multi_line=False)
+            if answer is not None:
+                if answer.err and client.unread:
+                    _closing_notice(client, line)
+                return answer
+        return None
+
+    def refusals_missing(self, lines: Sequence[bytes], where: str) -> list[str]:
+        """What is wrong where ``lines``, each out of its state, do not get -ERR."""
+        problems = []
+        for line in lines:
+            answer = self.answer(line)
+            if answer is None:
+                problems.append(f"{line.decode()} {where} was answered by closing, twice")
+            elif not answer.err:
+                problems.append(f"{line.decode()} {where} got {answer}, not -ERR")
+                self.drop()
+        return problems
+
+    def drop(self) -> None:
+        """Give up the session: what it was asked may have left it out of step."""
+        if self.client is not None:
+            self.probe.abandon(self.client)
+            self.client = None
+
+
+def _closing_notice(client: WireClient, line: bytes) -> None:
+    """More than one line came for ``line`` answered -ERR: fine where the server
+    then closes (Dovecot says ``-ERR Too many invalid bad commands.`` after the
+    refusal that reached its limit, and closes), a surplus response otherwise."""
+    extra = client.read_lines_until_closed()
+    if not client.closed:
+        raise Failed(
+            f"{line!r} got -ERR and then {extra}, and the server went on: one command, "
+            "two responses"
+        )
+
+
+def _edge_problem(line: bytes, answer: POP3Response | None) -> str | None:
+    if answer is None:
+        if line == _OVER_LONG_NUMBER:
+            return None  # a line over the limit may be refused by closing (RFC 2449 §4)
+        return f"{line!r} was answered by closing the connection, twice"
+    if answer.err:
+        return None
+    return f"{line!r} got {answer}, not -ERR"
+
+
+def check_number_edges(probe: POP3Probe) -> str:
+    """Only a message number in ASCII digits names a message (RFC 1939 §3, §5).
+
+    ``0``, ``-1``, ``+1``, ``1.5``, ``1e0``, 2**32+1 and 2**64+1 (which wrap to
+    1 in a fixed-size integer), Arabic-Indic and fullwidth one (which Python's
+    ``int()`` reads), a thousand digits, ``TOP 1 -1``, ``TOP 1 +0``, and a tab
+    or a no-break space for the SPACE, with RETR, LIST, TOP, UIDL and DELE:
+    each must get ``-ERR``, never content or ``+OK`` (a server that parses
+    with ``atoi``, ``strtoul`` or ``int()`` hands out message 1, or deletes
+    it). Then NOOP gets ``+OK`` and LIST is whole: no refused DELE marked a
+    message. RETR 1 and LIST 1 go first, as the control: a server that takes
+    them refuses the edges for what they are.
+    """
+    sessions = _Sessions(probe)
+    client = sessions.current()
+    before = probe.listing(client)
+    mail_needed(before)
+    first = min(before)
+    for control in (b"RETR %d" % first, b"LIST %d" % first):
+        answer = ask(client, control)
+        if not answer.ok:
+            raise Failed(f"{control!r} got {answer}, though LIST lists message {first}")
+    edges = _edge_lines()
+    problems = []
+    for line in edges:
+        problem = _edge_problem(line, sessions.answer(line))
+        if problem:
+            problems.append(problem)
+            sessions.drop()
+    client = sessions.current()
+    noop = ask(client, b"NOOP")
+    after = probe.listing(client)
+    if not noop.ok:
+        problems.append(f"NOOP after the refusals got {noop}, not +OK")
+    if after != before:
+        problems.append(
+            f"after the refusals LIST gave {after}, not {before}: a message was marked"
+        )
+    probe.delete_from(client)
+    probe.restore(client, before)
+    if problems:
+        raise Failed("; ".join(problems))
+    probe.quit(client)
+    return f"{len(edges)} malformed numbers and separators got -ERR; nothing was marked deleted"
+
+
+# -- stls-injection ----------------------------------------------------------------------
+
+
+def check_stls_injection(probe: POP3Probe) -> str:
+    """Nothing pipelined behind STLS is run after the handshake (RFC 2595 §4).
+
+    ``STLS`` and ``CAPA`` go in one plaintext write; after the handshake
+    ``QUIT`` must get the only response, ``+OK``, then the close. A server
+    that kept the plaintext it had read runs the injected CAPA over TLS (the
+    POP3 twin of CVE-2011-0411, found in several POP3 servers in 2011).
+    """
+    context = probe.tls_context or insecure_context()
+    client = probe.connect()
+    offered = probe.capabilities(client) or set()
+    if "STLS" not in offered:
+        raise Skipped("STLS is not offered in CAPA")
+    client.send(b"STLS\r\nCAPA\r\n")
+    answer = read_response(client, multi_line=False)
+    if answer is None:
+        raise Failed("the server closed the connection instead of answering STLS")
+    if not answer.ok:
+        raise Skipped(f"STLS was answered {answer}")
+    if client.unread:
+        raise Failed(f"the server answered in plaintext after its +OK: {client.unread!r}")
+    try:
+        client.start_tls(context)
+    except (OSError, ssl.SSLError) as exc:
+        return _handshake_refused(probe, context, exc)
+    client.send(b"QUIT\r\n")
+    lines = client.read_lines_until_closed()
+    if len(lines) != 1 or not lines[0].startswith(b"+OK"):
+        raise Failed(
+            f"over TLS, QUIT got {lines}: the CAPA pipelined in plaintext behind STLS was "
+            "run after the handshake (RFC 2595 §4)"
+        )
+    if not client.closed:
+        raise Failed(f"the server did not close within {client.timeout:g} s of QUIT")
+    return "the plaintext behind STLS was dropped"
+
+
+def _handshake_refused(probe: POP3Probe, context: ssl.SSLContext, exc: BaseException) -> str:
+    """Fine where the server ended the injected session at the handshake, if a clean
+    STLS works; skipped where TLS does not work at all."""
+    probe.close()
+    clean = probe.connect()
+    if not ask(clean, b"STLS").ok:
+        raise Skipped("a clean STLS is refused too") from None
+    try:
+        clean.start_tls(context)
+    except (OSError, ssl.SSLError) as clean_exc:
+        raise Skipped(f"the TLS handshake fails even without injection: {clean_exc}") from None
+    return f"the server ended the injected session at the handshake ({exc})"
+
+
+# -- command-line-length -------------------------------------------------------------------
+
+_COMMAND_LINE_MINIMUM: Final = 255
+"""The command line a server with CAPA must take, CRLF included (RFC 2449 §4)."""
+
+_CUTS: Final = (255, 512, 1024, 2048, 4096, 8192)
+
+
+def _long_user_line() -> bytes:
+    """A 10,000-octet USER line with ``NOOP`` at each offset where servers cut lines:
+    a server that cut there and read on would run a NOOP from inside the line."""
+    line = bytearray(b"USER " + b"x" * 9995)
+    for cut in _CUTS:
+        line[cut : cut + 5] = b"NOOP "
+    return bytes(line)
+
+
+def _longest_line_taken(probe: POP3Probe) -> str:
+    """A 255-octet USER line gets the status an 8-octet one gets, or the check fails.
+
+    USER is the command that takes a long argument before login and touches no
+    mail (NOOP takes none in POP3, RFC 1939 §5); a user name of 250 octets is
+    allowed by RFC 2449 §4. Where the short name is refused too (a server that
+    says at USER whether the user exists), the minimum goes unjudged.
+    """
+    answers = []
+    for octets in (8, _COMMAND_LINE_MINIMUM - len(b"USER \r\n")):
+        client = probe.connect()
+        answers.append(ask(client, b"USER " + b"x" * octets))
+        probe.quit(client)
+    short, long = answers
+    if long.ok == short.ok:
+        return f"the {_COMMAND_LINE_MINIMUM}-octet USER line got {long}"
+    if short.ok:
+        raise Failed(
+            f"a {_COMMAND_LINE_MINIMUM}-octet USER line (CRLF included) got {long}, where "
+            f"an 8-octet user name got {short}: a server with CAPA MUST take command lines "
+            f"of {_COMMAND_LINE_MINIMUM} octets (RFC 2449 §4)"
+        )
+    return f"the {_COMMAND_LINE_MINIMUM}-octet minimum is not judged (short USER got {short})"
+
+
+def _long_line_answers(probe: POP3Probe, client: WireClient, *, then: bytes) -> str | None:
+    """The long line, ``then`` and QUIT in one write, read to the close: one response
+    to each, or the long line's alone (or none) and the close; else what is wrong."""
+    client.send(_long_user_line() + b"\r\n" + then + b"\r\nQUIT\r\n")
+    lines = client.read_lines_until_closed()
+    if not client.closed:
+        return f"the server did not close within {client.timeout:g} s of QUIT (got {lines})"
+    if len(lines) <= 1 or (len(lines) == 3 and lines[2].startswith(b"+OK")):
+        return None
+    return (
+        f"a 10,000-octet line, {then.decode()} and QUIT got {len(lines)} responses "
+        f"{[line[:40] for line in lines]}: a piece of the long line was run as a command"
+    )
+
+
+def check_command_line_length(probe: POP3Probe) -> str:
+    """An over-long command line is one line: one ``-ERR``, or the close (RFC 2449 §4).
+
+    First the minimum (:func:`_longest_line_taken`). Then a 10,000-octet
+    line with ``NOOP`` at 255, 512, 1024, 2048, 4096 and 8192 octets, a
+    command and ``QUIT`` in one write, before login and again after: a server
+    that cuts lines at a buffer's size and reads the rest as the next command
+    answers too often (the class of bug of Qpopper's and Dovecot's early line
+    readers, and of any ``fgets`` into a fixed buffer).
+    """
+    minimum = _longest_line_taken(probe)
+    problems = []
+    before_login = _long_line_answers(probe, probe.connect(), then=b"NOOP")
+    if before_login:
+        problems.append(f"before login, {before_login}")
+    after_login = _long_line_answers(probe, probe.session(), then=b"NOOP")
+    if after_login:
+        problems.append(f"after login, {after_login}")
+    if problems:
+        raise Failed("; ".join(problems))
+    return f"{minimum}; a 10,000-octet line was one line, before login and after"
+
+
+# -- dot-stuffing --------------------------------------------------------------------------
+
+MAX_MESSAGES: Final = 20
+"""The messages ``dot-stuffing`` reads at most, from the first."""
+MAX_MESSAGE_OCTETS: Final = 1 << 20
+"""Larger messages (by LIST) are not read: the transcript keeps every octet."""
+_SESSION_BUDGET: Final = 6 << 20
+
+
+def _framing_problem(number: int, answer: POP3Response) -> str | None:
+    """What is wrong with how a multi-line response is framed (RFC 1939 §3), or None."""
+    for index, line in enumerate(answer.lines, 1):
+        if not line.endswith(b"\r\n"):
+            return f"line {index} of RETR {number} ends in a bare LF: {line[-40:]!r}"
+        if line.startswith(b".") and not line.startswith(b".."):
+            return f"line {index} of RETR {number} starts with a dot not doubled: {line[:40]!r}"
+    return None
+
+
+def _top_expected(content: bytes, lines: int) -> bytes | None:
+    """What ``TOP n lines`` must give: the header, the blank line, ``lines`` body lines
+    (RFC 1939 §7); None where the message has no blank line to count from."""
+    end = content.find(b"\r\n\r\n")
+    if content.startswith(b"\r\n"):
+        end = -2
+    elif end < 0:
+        return None
+    body = content[end + 4 :].splitlines(keepends=True)
+    return content[: end + 4] + b"".join(body[:lines])
+
+
+def _message_problems(client: WireClient, number: int, size: int, top: bool) -> list[str]:
+    answer = ask(client, b"RETR %d" % number)
+    if not answer.ok:
+        return [f"RETR {number} got {answer}, though LIST lists it"]
+    framing = _framing_problem(number, answer)
+    if framing:
+        return [framing]
+    content = answer.content()
+    if len(content) != size:  # or the response ended early: what follows is out of step
+        return [
+            f"RETR {number} gave {len(content)} octets where LIST says {size} "
+            "(RFC 1939 §5: the exact size; §11: counted with CRLF line ends)"
+        ]
+    problems = []
+    for lines in (0, 1) if top else ():
+        expected = _top_expected(content, lines)
+        got = ask(client, b"TOP %d %d" % (number, lines))
+        if expected is not None and (not got.ok or got.content() != expected):
+            problems.append(
+                f"TOP {number} {lines} gave {got} and {len(got.content())} octets, not "
+                f"RETR's header, blank line and {lines} body lines ({len(expected)} octets)"
+            )
+    return problems
+
+
+def check_dot_stuffing(probe: POP3Probe) -> str:
+    """Every message comes framed and stuffed right, at the size LIST gives (RFC 1939 §3).
+
+    RETR of each message (the first :data:`MAX_MESSAGES` of at most
+    :data:`MAX_MESSAGE_OCTETS`): every line ends in CRLF, every line that
+    starts with a dot has it doubled, so no line of the message ends the
+    response early (a server that forgets, as some did with a message line
+    that is a lone dot, has its client read the rest as responses); after
+    unstuffing the octets are as many as LIST says, which RFC 1939 §5 calls
+    the exact size (§11 says how a server counts it), so a mismatch fails;
+    ``TOP n 0`` and ``TOP n 1`` give RETR's header, the blank line and 0 or 1
+    body lines (where TOP is offered). Each session ends with QUIT read to
+    the close: the rest of a message that ended early shows up there.
+    """
+    client = probe.session()
+    offered = probe.capabilities(client)
+    top = offered is None or "TOP" in offered
+    listing = probe.listing(client)
+    mail_needed(listing)
+    read = [(n, s) for n, s in sorted(listing.items()) if s <= MAX_MESSAGE_OCTETS][:MAX_MESSAGES]
+    for number, size in read:
+        if client.received + 3 * size > _SESSION_BUDGET:
+            probe.quit(client)
+            client = probe.session()
+        problems = _message_problems(client, number, size, top)
+        if problems:  # what follows may be the rest of the message: the transcript shows it
+            raise Failed("; ".join(problems))
+    probe.quit(client)
+    left = len(listing) - len(read)
+    more = f" ({left} not read: too many or over {MAX_MESSAGE_OCTETS} octets)" if left else ""
+    return f"{len(read)} messages framed, stuffed and sized right{more}"
+
+
+# -- state-order ---------------------------------------------------------------------------
+
+_TRANSACTION_ONLY: Final = (b"STAT", b"LIST", b"RETR 1", b"DELE 1", b"UIDL", b"TOP 1 0", b"RSET")
+
+
+def check_state_order(probe: POP3Probe) -> str:
+    """Each command only in its state (RFC 1939 §3, §4, §7).
+
+    Before login, STAT, LIST, RETR, DELE, UIDL, TOP, RSET and ``PASS``
+    without ``USER`` get ``-ERR`` (a server that serves mail before the
+    password, or takes a PASS alone, logs in whoever asks). After a wrong
+    PASS, STAT still gets ``-ERR`` (the failed login let nobody in), unless
+    the server closed after the refusal, which it may. Once logged in, USER,
+    PASS and APOP get ``-ERR``. It runs last: a wrong password slows down a
+    server's later logins (Dovecot's auth penalty).
+    """
+    before_login = _Sessions(probe, logged_in=False)
+    problems = before_login.refusals_missing(_TRANSACTION_ONLY, "before login")
+    problems += before_login.refusals_missing([b"PASS " + probe.password.encode()], "without USER")
+    before_login.drop()
+    logged_in = _Sessions(probe)
+    apop = b"APOP " + probe.user.encode() + b" " + b"0" * 32
+    problems += logged_in.refusals_missing(
+        [b"USER " + probe.user.encode(), b"PASS x", apop], "after login"
+    )
+    client = logged_in.current()
+    stat = ask(client, b"STAT")
+    if not stat.ok:
+        problems.append(f"STAT after the refusals got {stat}: the session did not go on")
+    probe.quit(client)
+    problems += _wrong_password(probe)  # last: a server may slow down logins after it
+    if problems:
+        raise Failed("; ".join(problems))
+    return "every command out of its state got -ERR, and the session went on"
+
+
+def _wrong_password(probe: POP3Probe) -> list[str]:
+    """A wrong PASS lets nobody in: STAT after it gets -ERR (or the server closed,
+    which it may after a failed login), and QUIT ends the session. The right
+    password is not tried after it: Dovecot delays a login after a failed one."""
+    client = probe.connect()
+    user = ask(client, b"USER " + probe.user.encode())
+    if not user.ok:
+        raise Skipped(f"USER was answered {user}: the server may take only SASL")
+    wrong = ask(client, b"PASS " + probe.password.encode() + b"-not-the-password")
+    if not wrong.err:
+        probe.abandon(client)
+        return [f"a wrong password got {wrong}, not -ERR"]
+    client.send(b"STAT\r\n")
+    stat = read_response(client, multi_line=False)
+    if stat is None:
+        return []  # a server may close after a failed login
+    if not stat.err:
+        probe.abandon(client)
+        return [f"STAT after a wrong PASS got {stat}, not -ERR"]
+    probe.quit(client)
+    return []
+
+
+# -- deletion ------------------------------------------------------------------------------
+
+
+def _stat(client: WireClient) -> tuple[int, int]:
+    answer = ask(client, b"STAT")
+    words = answer.status.split()
+    if not answer.ok or len(words) < 3 or not all(w.isdigit() for w in words[1:3]):
+        raise Failed(f"STAT got {answer}, not '+OK count size' (RFC 1939 §5)")
+    return int(words[1]), int(words[2])
+
+
+def check_deletion(probe: POP3Probe) -> str:
+    """A message marked deleted is gone for the session, and RSET brings it back (RFC 1939 §5).
+
+    DELE of the first message, then RETR, LIST, TOP and DELE of it get
+    ``-ERR``, STAT and LIST leave it out; RSET unmarks it and QUIT deletes
+    nothing, which a new session confirms. A server that serves, counts or
+    deletes twice a marked message, or whose RSET misses one, loses or
+    duplicates mail in every client that deletes as it goes.
+    """
+    client = probe.session()
+    before = probe.listing(client)
+    mail_needed(before)
+    count, octets = _stat(client)
+    number = min(before)
+    probe.delete_from(client)
+    marked = ask(client, b"DELE %d" % number)
+    if not marked.ok:
+        probe.restore(client, before)
+        raise Skipped(f"DELE {number} was refused ({marked}): the mailbox may be read-only")
+    problems = []
+    for line in (b"RETR %d", b"LIST %d", b"TOP %d 0", b"DELE %d"):
+        answer = ask(client, line % number)
+        if not answer.err:
+            problems.append(f"{(line % number).decode()} after DELE got {answer}, not -ERR")
+    if _stat(client) != (count - 1, octets - before[number]):
+        problems.append(
+            f"STAT after DELE does not leave out message {number}'s {before[number]} octets"
+        )
+    left = probe.listing(client)
+    if number in left:
+        problems.append(f"LIST after DELE still lists message {number}")
+    probe.restore(client, before)
+    if _stat(client) != (count, octets):
+        problems.append("STAT after RSET does not count every message again")
+    probe.quit(client)
+    client = probe.session()
+    again = probe.listing(client)
+    probe.quit(client)
+    if again != before:
+        problems.append(f"a new session lists {again}, not {before}: QUIT after RSET deleted mail")
+    if problems:
+        raise Failed("; ".join(problems))
+    return f"message {number} was gone after DELE and back after RSET; nothing was deleted"
+
+
+# -- uidl ----------------------------------------------------------------------------------
+
+
+def _unique_ids(client: WireClient, probe: POP3Probe) -> dict[int, bytes]:
+    """The UIDL listing, checked: ids of 1 to 70 octets 0x21-0x7E, one per listed
+    message, unique, each as ``UIDL n`` gives it (RFC 1939 §7)."""
+    answer = ask(client, b"UIDL")
+    if not answer.ok:
+        raise Failed(f"UIDL got {answer}, though CAPA offers it")
+    ids: dict[int, bytes] = {}
+    for line in answer.lines:
+        words = line.rstrip(b"\r\n").split(b" ")
+        if len(words) != 2 or not words[0].isdigit():
+            raise Failed(f"UIDL gave the line {line!r}, not 'number id'")
+        uid = words[1]
+        if not 1 <= len(uid) <= 70 or any(not 0x21 <= octet <= 0x7E for octet in uid):
+            raise Failed(f"the unique-id {uid!r} is not 1 to 70 octets of 0x21-0x7E (RFC 1939 §7)")
+        ids[int(words[0])] = uid
+    if len(set(ids.values())) != len(ids):
+        raise Failed(f"UIDL gave one id to two messages: {ids}")
+    listing = probe.listing(client)
+    if set(ids) != set(listing):
+        raise Failed(f"UIDL lists messages {sorted(ids)}, LIST {sorted(listing)}")
+    for number, uid in ids.items():
+        single = ask(client, b"UIDL %d" % number)
+        if single.status.split()[1:3] != [str(number).encode(), uid]:
+            raise Failed(f"UIDL {number} got {single}, where the listing says {uid!r}")
+    return ids
+
+
+def check_uidl(probe: POP3Probe) -> str:
+    """Unique-ids are well formed, unique and the same in the next session (RFC 1939 §7).
+
+    A client that keeps mail on the server fetches again, or deletes the wrong
+    message, when a server gives an id with a space or over 70 octets, gives
+    two messages one id, or numbers its ids by session.
+    """
+    client = probe.session()
+    offered = probe.capabilities(client)
+    if offered is not None and "UIDL" not in offered:
+        raise Skipped("UIDL is not offered in CAPA")
+    first = _unique_ids(client, probe)
+    mail_needed(first)
+    probe.quit(client)
+    client = probe.session()
+    second = _unique_ids(client, probe)
+    probe.quit(client)
+    if second != first:
+        raise Failed(f"the unique-ids changed between sessions: {first} then {second}")
+    return f"{len(first)} unique-ids, well formed, unique and stable"
+
+
+# -- pipelining ----------------------------------------------------------------------------
+
+
+def _pipelined_group(first: int) -> list[bytes]:
+    return [
+        b"STAT",
+        b"LIST %d" % first,
+        b"RETR %d" % first,
+        b"XSMTPCORE",
+        b"LIST",
+        b"NOOP",
+        b"RSET",
+    ]
+
+
+def _shape(answers: Sequence[POP3Response]) -> list[tuple[bool, bytes]]:
+    return [(answer.ok, answer.content()) for answer in answers]
+
+
+def check_pipelining(probe: POP3Probe) -> str:
+    """Pipelined commands get one response each, in order (RFC 2449 §6.6).
+
+    A group of accepted and refused commands, with multi-line responses among
+    them, is sent one at a time on one session and in one write on another;
+    the responses must match, and QUIT after them get the only ``+OK`` left.
+    A server that answers only the first command of a read, or reorders,
+    fails (a reader of its responses would take one for another).
+    """
+    client = probe.session()
+    offered = probe.capabilities(client)
+    if offered is None or "PIPELINING" not in offered:
+        raise Skipped("PIPELINING is not offered in CAPA")
+    listing = probe.listing(client)
+    mail_needed(listing)
+    group = _pipelined_group(min(listing))
+    lock_step = [ask(client, line) for line in group]
+    probe.quit(client)
+    client = probe.session()
+    client.send(b"".join(line + b"\r\n" for line in group))
+    pipelined: list[POP3Response] = []
+    for line in group:
+        try:
+            answer = read_response(client, multi_line=has_multi_line_response(line))
+        except TimeoutError:
+            answer = None
+        if answer is None:
+            raise Failed(
+                f"{len(group)} commands in one write got {len(pipelined)} responses before "
+                f"the server closed or fell silent for {probe.timeout:g} s"
+            )
+        pipelined.append(answer)
+    if _shape(pipelined) != _shape(lock_step):
+        shown = [str(answer) for answer in pipelined]
+        raise Failed(
+            f"pipelined, the group got {shown}; one at a time {[str(a) for a in lock_step]}"
+        )
+    probe.quit(client)
+    return f"{len(group)} pipelined commands got one response each, in order"
+
+
+POP3_CHECKS: Final[Mapping[str, Callable[[POP3Probe], str]]] = {
+    "number-edges": check_number_edges,
+    "stls-injection": check_stls_injection,
+    "command-line-length": check_command_line_length,
+    "dot-stuffing": check_dot_stuffing,
+    "deletion": check_deletion,
+    "uidl": check_uidl,
+    "pipelining": check_pipelining,
+    "state-order": check_state_order,
+}
+"""The battery, by name, in the order it runs. Each check returns a summary, or
+raises to fail or be skipped; :func:`check_pop3_server` runs them."""
+
+
+def check_pop3_server(
+    host: str,
+    port: int,
+    *,
+    user: str,
+    password: str,
+    checks: Sequence[str] | None = None,
+    timeout: float = 10.0,
+    pause: float = 0.002,
+    tls_context: ssl.SSLContext | None = None,
+) -> CheckReport:
+    """Run the checks named in ``checks`` (all of :data:`POP3_CHECKS` by default)
+    against the POP3 server at ``host:port``, logged in as ``user``.
+
+    The mailbox needs one message at least (the checks that need one are
+    skipped otherwise) and keeps every message: see the module's docstring.
+    ``timeout`` bounds each wait (a whole line, a write, the TLS handshake,
+    the close after QUIT); ``tls_context`` is used for STLS (by default, one
+    that checks no certificate).
+
+    Raises ``ValueError`` for a host the socket calls cannot take, a port
+    outside 1 to 65535, a ``timeout`` that is not a positive number, an
+    unknown check name, or a user or password with CR, LF or NUL, which
+    would put commands of the caller's on the wire; ``TypeError`` when
+    ``checks`` is one str; :class:`ServerUnreachable` when the run's first
+    connection fails.
+    """
+    check_common_arguments(host, port, timeout, pause, checks)
+    for what, word in (("user", user), ("password", password)):
+        if not isinstance(word, str) or not word or any(c in word for c in "\r\n\0"):
+            raise ValueError(f"{what} must be a non-empty str without CR, LF or NUL")
+    results: list[CheckResult] = []
+    for name in selected(POP3_CHECKS, checks):
+        probe = POP3Probe(host, port, user, password, timeout, pause, tls_context)
+        results.append(run_one(name, POP3_CHECKS[name], probe, first=not results))
+    return CheckReport(host_port(host, port), tuple(results))

@@ -1,0 +1,326 @@
+"""Small POP3 servers, each correct but for one planted defect, for the POP3 checks to find.
+
+:class:`SmallPOP3` is a plain POP3 session written by hand on the socket (not
+with smtpcore's machines, which would not have the defects): USER/PASS, CAPA,
+STAT, LIST, RETR, TOP, DELE, UIDL, NOOP, RSET, QUIT and, with a TLS context,
+STLS; command lines of 255 octets (RFC 2449 §4), numbers in ASCII digits,
+dot-stuffing, pipelining. Deletions reach the shared :class:`Mailbox` only at
+QUIT (RFC 1939 §6), so a test sees any mail a check lost. Each subclass
+plants one defect a real server has had; :func:`serve_pop3` runs one on a
+loopback port with :func:`broken_servers.raw_server`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from broken_servers import raw_server
+
+USER, PASSWORD = "alice", "wonderland"
+
+
+@dataclass
+class Mailbox:
+    """The messages every session of one server sees; deleted only by a QUIT."""
+
+    messages: list[bytes] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class SmallPOP3:
+    """One POP3 session, correct; ``answer(line)`` returns the bytes to send."""
+
+    max_line = 255
+
+    def __init__(self, mailbox: Mailbox, *, stls: bool = False) -> None:
+        self.mailbox = mailbox
+        self.stls = stls
+        self.user: str | None = None
+        self.logged_in = False
+        self.deleted: set[int] = set()
+        self.closed = False
+        self.start_tls = False
+        self.discarding = False
+
+    # -- the socket side ------------------------------------------------
+
+    def lines(self, buffer: bytearray) -> Iterator[bytes]:
+        """Whole lines from ``buffer``; an over-long one becomes ``b"\\0long"``, once,
+        and is read to its CRLF and dropped."""
+        while True:
+            end = buffer.find(b"\r\n")
+            if end < 0:
+                if len(buffer) > self.max_line:
+                    if not self.discarding:
+                        yield b"\0long"
+                    self.discarding = True
+                    del buffer[: len(buffer) - 1]  # a CR may be the last octet
+                return
+            line = bytes(buffer[:end])
+            del buffer[: end + 2]
+            if self.discarding:
+                self.discarding = False
+            else:
+                yield b"\0long" if end + 2 > self.max_line else line
+
+    def run(self, sock: socket.socket, tls: ssl.SSLContext | None) -> None:
+        sock.sendall(b"+OK small POP3 ready\r\n")
+        buffer = bytearray()
+        while not self.closed:
+            data = sock.recv(65536)
+            if not data:
+                return
+            buffer += data
+            out = bytearray()
+            for line in self.lines(buffer):
+                out += self.answer(line)
+                if self.closed or self.start_tls:
+                    break
+            sock.sendall(out)
+            if self.start_tls and tls is not None:
+                self.start_tls = False
+                buffer = self.after_stls(buffer)
+                sock = tls.wrap_socket(sock, server_side=True)
+
+    def after_stls(self, buffer: bytearray) -> bytearray:
+        """What was read behind STLS is dropped (RFC 2595 §4)."""
+        return bytearray()
+
+    # -- the protocol ---------------------------------------------------
+
+    def number(self, word: str) -> int | None:
+        if not (word.isascii() and word.isdigit()) or len(word) > 9:
+            return None
+        return int(word)
+
+    def message(self, word: str) -> int | None:
+        number = self.number(word)
+        if number is None or not 1 <= number <= len(self.mailbox.messages):
+            return None
+        return None if number in self.deleted else number
+
+    def listed(self) -> list[int]:
+        return [n for n in range(1, len(self.mailbox.messages) + 1) if n not in self.deleted]
+
+    def uid(self, number: int) -> str:
+        return f"uid-{number}"
+
+    def answer(self, line: bytes) -> bytes:
+        if line == b"\0long":
+            return b"-ERR line too long\r\n"
+        verb, _, rest = line.decode("utf-8", "replace").partition(" ")
+        words = rest.split(" ") if rest else []
+        handler = getattr(self, "do_" + verb.upper(), None) if verb.isalpha() else None
+        if handler is None:
+            return b"-ERR unknown command\r\n"
+        if verb.upper() in self.transaction_only and not self.logged_in:
+            return b"-ERR not logged in\r\n"
+        return bytes(handler(words))
+
+    transaction_only = frozenset(["STAT", "LIST", "RETR", "TOP", "DELE", "UIDL", "NOOP", "RSET"])
+
+    def do_CAPA(self, words: list[str]) -> bytes:
+        lines = ["USER", "TOP", "UIDL", "PIPELINING"] + (["STLS"] if self.stls else [])
+        return multi(b"capabilities", [f"{c}\r\n".encode() for c in lines])
+
+    def do_STLS(self, words: list[str]) -> bytes:
+        if not self.stls or self.logged_in:
+            return b"-ERR no\r\n"
+        self.start_tls = True
+        return b"+OK begin TLS\r\n"
+
+    def do_USER(self, words: list[str]) -> bytes:
+        if self.logged_in or len(words) != 1:
+            return b"-ERR no\r\n"
+        self.user = words[0]
+        return b"+OK\r\n"
+
+    def do_PASS(self, words: list[str]) -> bytes:
+        if self.logged_in or self.user is None:
+            return b"-ERR USER first\r\n"
+        if self.user != USER or " ".join(words) != PASSWORD:
+            self.user = None
+            return b"-ERR [AUTH] wrong\r\n"
+        self.logged_in = True
+        return b"+OK logged in\r\n"
+
+    def do_APOP(self, words: list[str]) -> bytes:
+        return b"-ERR no APOP\r\n"
+
+    def do_STAT(self, words: list[str]) -> bytes:
+        numbers = self.listed()
+        size = sum(len(self.mailbox.messages[n - 1]) for n in numbers)
+        return f"+OK {len(numbers)} {size}\r\n".encode()
+
+    def do_LIST(self, words: list[str]) -> bytes:
+        if words:
+            number = self.message(words[0]) if len(words) == 1 else None
+            if number is None:
+                return b"-ERR no such message\r\n"
+            return f"+OK {number} {len(self.mailbox.messages[number - 1])}\r\n".encode()
+        return multi(
+            b"listing",
+            [f"{n} {len(self.mailbox.messages[n - 1])}\r\n".encode() for n in self.listed()],
+        )
+
+    def do_UIDL(self, words: list[str]) -> bytes:
+        if words:
+            number = self.message(words[0]) if len(words) == 1 else None
+            if number is None:
+                return b"-ERR no such message\r\n"
+            return f"+OK {number} {self.uid(number)}\r\n".encode()
+        return multi(b"ids", [f"{n} {self.uid(n)}\r\n".encode() for n in self.listed()])
+
+    def do_RETR(self, words: list[str]) -> bytes:
+        number = self.message(words[0]) if len(words) == 1 else None
+        if number is None:
+            return b"-ERR no such message\r\n"
+        return multi(b"message follows", self.stuffed(self.mailbox.messages[number - 1]))
+
+    def do_TOP(self, words: list[str]) -> bytes:
+        number = self.message(words[0]) if len(words) == 2 else None
+        count = self.number(words[1]) if len(words) == 2 else None
+        if number is None or count is None:
+            return b"-ERR no such message\r\n"
+        content = self.mailbox.messages[number - 1]
+        head, _, body = content.partition(b"\r\n\r\n")
+        lines = body.splitlines(keepends=True)[:count]
+        return multi(b"top follows", self.stuffed(head + b"\r\n\r\n" + b"".join(lines)))
+
+    def stuffed(self, content: bytes) -> list[bytes]:
+        return [b"." + line if line.startswith(b".") else line for line in lines_of(content)]
+
+    def do_DELE(self, words: list[str]) -> bytes:
+        number = self.message(words[0]) if len(words) == 1 else None
+        if number is None:
+            return b"-ERR no such message\r\n"
+        self.deleted.add(number)
+        return b"+OK marked\r\n"
+
+    def do_NOOP(self, words: list[str]) -> bytes:
+        return b"+OK\r\n" if not words else b"-ERR no arguments\r\n"
+
+    def do_RSET(self, words: list[str]) -> bytes:
+        self.deleted.clear()
+        return b"+OK\r\n"
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        self.closed = True
+        if self.logged_in:
+            with self.mailbox.lock:
+                keep = [m for n, m in enumerate(self.mailbox.messages, 1) if n not in self.deleted]
+                self.mailbox.messages[:] = keep
+        return b"+OK bye\r\n"
+
+
+def lines_of(content: bytes) -> list[bytes]:
+    return content.splitlines(keepends=True)
+
+
+def multi(status: bytes, lines: list[bytes]) -> bytes:
+    return b"+OK " + status + b"\r\n" + b"".join(lines) + b".\r\n"
+
+
+# -- the planted defects ----------------------------------------------------------
+
+
+class IntNumbers(SmallPOP3):
+    """Reads message numbers with ``int()``: ``+1`` and Arabic-Indic or fullwidth one are 1."""
+
+    def number(self, word: str) -> int | None:
+        try:
+            return int(word)
+        except ValueError:
+            return None
+
+
+class KeepsPlaintextAfterStls(SmallPOP3):
+    """Runs what came behind STLS after the handshake (the POP3 CVE-2011-0411)."""
+
+    def after_stls(self, buffer: bytearray) -> bytearray:
+        return buffer
+
+
+class CutsLongLines(SmallPOP3):
+    """Takes each 255 octets of a long line as a line of its own (an fgets buffer)."""
+
+    def lines(self, buffer: bytearray) -> Iterator[bytes]:
+        while True:
+            end = buffer.find(b"\r\n")
+            if 0 <= end < self.max_line - 1:
+                line = bytes(buffer[:end])
+                del buffer[: end + 2]
+                yield line
+            elif len(buffer) >= self.max_line:
+                line = bytes(buffer[: self.max_line])
+                del buffer[: self.max_line]
+                yield line
+            else:
+                return
+
+
+class NoStuffing(SmallPOP3):
+    """Sends message lines as stored, a leading dot not doubled."""
+
+    def stuffed(self, content: bytes) -> list[bytes]:
+        return lines_of(content)
+
+
+class ServesDeleted(SmallPOP3):
+    """RETR and TOP still serve a message marked deleted."""
+
+    def do_RETR(self, words: list[str]) -> bytes:
+        saved, self.deleted = self.deleted, set()
+        try:
+            return super().do_RETR(words)
+        finally:
+            self.deleted = saved
+
+
+class SessionUidl(SmallPOP3):
+    """Numbers its unique-ids by connection: a second session gives other ids."""
+
+    sessions = 0
+
+    def __init__(self, mailbox: Mailbox, *, stls: bool = False) -> None:
+        super().__init__(mailbox, stls=stls)
+        SessionUidl.sessions += 1
+        self.session_number = SessionUidl.sessions
+
+    def uid(self, number: int) -> str:
+        return f"s{self.session_number}-{number}"
+
+
+class FirstCommandOfRead(SmallPOP3):
+    """Answers the first command of each read and drops the rest of it."""
+
+    def lines(self, buffer: bytearray) -> Iterator[bytes]:
+        end = buffer.find(b"\r\n")
+        if end >= 0:
+            line = bytes(buffer[:end])
+            buffer.clear()
+            yield line
+
+
+class MailBeforeLogin(SmallPOP3):
+    """Serves STAT, LIST and the rest before the password (no state check)."""
+
+    transaction_only = frozenset()
+
+
+@contextlib.contextmanager
+def serve_pop3(
+    kind: type[SmallPOP3], mailbox: Mailbox, *, tls: ssl.SSLContext | None = None
+) -> Iterator[tuple[str, int]]:
+    """Serve ``kind`` over ``mailbox`` on a loopback port, a thread per connection."""
+
+    def session(sock: socket.socket, stop: threading.Event) -> None:
+        kind(mailbox, stls=tls is not None).run(sock, tls)
+
+    with raw_server(session, socket_timeout=10) as address:
+        yield address
