@@ -16,6 +16,7 @@ import contextlib
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -82,10 +83,14 @@ class SmallPOP3:
                 if self.closed or self.start_tls:
                     break
             sock.sendall(out)
+            self.sent(sock, buffer)
             if self.start_tls and tls is not None:
                 self.start_tls = False
                 buffer = self.after_stls(buffer)
                 sock = tls.wrap_socket(sock, server_side=True)
+
+    def sent(self, sock: socket.socket, buffer: bytearray) -> None:
+        """Called after each write with what is left unread: a subclass may write more."""
 
     def after_stls(self, buffer: bytearray) -> bytearray:
         """What was read behind STLS is dropped (RFC 2595 §4)."""
@@ -311,6 +316,146 @@ class MailBeforeLogin(SmallPOP3):
     """Serves STAT, LIST and the rest before the password (no state check)."""
 
     transaction_only = frozenset()
+
+
+class RsetForgetsNothing(SmallPOP3):
+    """RSET unmarks what STAT and LIST see, but QUIT still deletes every message ever
+    marked in the session: a listing after RSET proves nothing about QUIT."""
+
+    def __init__(self, mailbox: Mailbox, *, stls: bool = False) -> None:
+        super().__init__(mailbox, stls=stls)
+        self.doomed: set[int] = set()
+
+    def do_DELE(self, words: list[str]) -> bytes:
+        answer = super().do_DELE(words)
+        self.doomed |= self.deleted
+        return answer
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        self.deleted |= self.doomed
+        return super().do_QUIT(words)
+
+
+class ListIgnoresMarks(SmallPOP3):
+    """LIST and STAT list marked messages too, and RSET does nothing: QUIT deletes."""
+
+    def listed(self) -> list[int]:
+        return list(range(1, len(self.mailbox.messages) + 1))
+
+    def do_RSET(self, words: list[str]) -> bytes:
+        return b"+OK\r\n"
+
+
+class DeletesRetrieved(SmallPOP3):
+    """Deletes at QUIT every message RETR or TOP sent (a delete-after-download policy)."""
+
+    def __init__(self, mailbox: Mailbox, *, stls: bool = False) -> None:
+        super().__init__(mailbox, stls=stls)
+        self.fetched: set[int] = set()
+
+    def do_RETR(self, words: list[str]) -> bytes:
+        answer = super().do_RETR(words)
+        if answer.startswith(b"+OK"):
+            self.fetched.add(int(words[0]))
+        return answer
+
+    def do_TOP(self, words: list[str]) -> bytes:
+        answer = super().do_TOP(words)
+        if answer.startswith(b"+OK"):
+            self.fetched.add(int(words[0]))
+        return answer
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        self.deleted |= self.fetched
+        return super().do_QUIT(words)
+
+
+class AddsFinalLineEnd(SmallPOP3):
+    """Correct: a message stored without a line end after its last line gets CRLF before
+    the terminator (RFC 1939 §3), while LIST gives the stored size (as Dovecot does)."""
+
+    def stuffed(self, content: bytes) -> list[bytes]:
+        return super().stuffed(content if content.endswith(b"\n") else content + b"\r\n")
+
+
+class UnknownUsersRefused(SmallPOP3):
+    """Refuses USER of anyone but :data:`USER`, and command lines over 128 octets."""
+
+    max_line = 128
+
+    def do_USER(self, words: list[str]) -> bytes:
+        if words != [USER]:
+            return b"-ERR no such user\r\n"
+        return super().do_USER(words)
+
+
+class AnswersBehindStlsInPlaintext(SmallPOP3):
+    """Answers what came behind STLS in plaintext 50 ms after its +OK, then starts
+    TLS: the client's handshake meets the answer to the injected command."""
+
+    def sent(self, sock: socket.socket, buffer: bytearray) -> None:
+        if self.start_tls:
+            time.sleep(0.05)
+            sock.sendall(b"".join(self.answer(line) for line in self.lines(buffer)))
+
+
+class TricklesRetr(SmallPOP3):
+    """Answers RETR with one line every 0.2 s (for 20 s at most), never the terminating dot."""
+
+    trickling = False
+
+    def do_RETR(self, words: list[str]) -> bytes:
+        self.trickling = True
+        return b"+OK here it comes\r\n"
+
+    def sent(self, sock: socket.socket, buffer: bytearray) -> None:
+        for _ in range(100 if self.trickling else 0):
+            try:
+                sock.sendall(b"x\r\n")
+            except OSError:
+                break
+            time.sleep(0.2)
+        self.closed = self.closed or self.trickling
+
+
+class FloodsRetr(SmallPOP3):
+    """Answers RETR with 8 MiB of empty lines and no terminating dot."""
+
+    def do_RETR(self, words: list[str]) -> bytes:
+        return b"+OK\r\n" + b"\r\n" * (4 << 20) + b"\r\n" * 200_000
+
+
+class NoStuffingInTopBody(SmallPOP3):
+    """TOP stuffs the header and the first body line only; RETR is right."""
+
+    def do_TOP(self, words: list[str]) -> bytes:
+        number = self.message(words[0]) if len(words) == 2 else None
+        count = self.number(words[1]) if len(words) == 2 else None
+        if number is None or count is None:
+            return b"-ERR no such message\r\n"
+        head, _, body = self.mailbox.messages[number - 1].partition(b"\r\n\r\n")
+        lines = body.splitlines(keepends=True)[:count]
+        return multi(b"top", self.stuffed(head + b"\r\n\r\n" + b"".join(lines[:1])) + lines[1:])
+
+
+class UidIsNumber(SmallPOP3):
+    """Unique-id = message number: stable only until a message is deleted."""
+
+    def uid(self, number: int) -> str:
+        return str(number)
+
+
+class OneLoginThenInUse(IntNumbers):
+    """Reads numbers with ``int()``, and refuses every login after the first with
+    ``[IN-USE]`` (a lock never released)."""
+
+    logins = 0
+
+    def do_PASS(self, words: list[str]) -> bytes:
+        if OneLoginThenInUse.logins:
+            return b"-ERR [IN-USE] mailbox locked\r\n"
+        OneLoginThenInUse.logins += 1
+        return super().do_PASS(words)
 
 
 @contextlib.contextmanager

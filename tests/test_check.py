@@ -1481,3 +1481,17 @@ def test_the_docs_page_python_runs(capsys: pytest.CaptureFixture[str]) -> None:
         exec(compile(block, str(page), "exec"), {"__name__": "docs"})
     out = capsys.readouterr().out
     assert "PASSED  chunking" in out and "smuggling" in out
+
+
+@pytest.mark.parametrize("name", ["CheckReport", "CheckResult", "Outcome", "ServerUnreachable"])
+def test_the_battery_names_live_where_they_are_imported_from(name: str) -> None:
+    """Shared with the POP3 battery, they keep the module users import them from."""
+    from smtpcore.testing import check
+
+    assert getattr(check, name).__module__ == "smtpcore.testing.check"
+
+
+def test_what_the_checks_say_is_refused_before_the_port() -> None:
+    """The order of main's argument errors: the host, then helo, sender and recipient."""
+    with pytest.raises(ValueError, match="helo"):
+        check_server("127.0.0.1", 0, helo="a\r\nb")

@@ -13,6 +13,8 @@ import hashlib
 import os
 import re
 import tempfile
+import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,16 +23,27 @@ import pytest
 from broken_pop3_servers import (
     PASSWORD,
     USER,
+    AddsFinalLineEnd,
+    AnswersBehindStlsInPlaintext,
     CutsLongLines,
+    DeletesRetrieved,
     FirstCommandOfRead,
+    FloodsRetr,
     IntNumbers,
     KeepsPlaintextAfterStls,
+    ListIgnoresMarks,
     MailBeforeLogin,
     Mailbox,
     NoStuffing,
+    NoStuffingInTopBody,
+    OneLoginThenInUse,
+    RsetForgetsNothing,
     ServesDeleted,
     SessionUidl,
     SmallPOP3,
+    TricklesRetr,
+    UidIsNumber,
+    UnknownUsersRefused,
     serve_pop3,
 )
 from peers import (
@@ -44,7 +57,7 @@ from peers import (
 )
 from smtpcore.maildrop import MaildirStore
 from smtpcore.testing.__main__ import main
-from smtpcore.testing.check import Outcome
+from smtpcore.testing.check import CheckResult, Outcome
 from smtpcore.testing.check_pop3 import POP3_CHECKS, ServerUnreachable, check_pop3_server
 from test_check import python_blocks
 
@@ -60,6 +73,25 @@ TIMEOUT = 3.0
 def by_digest(messages: list[bytes]) -> list[bytes]:
     """``messages`` in the order ``maildir_contents`` gives a Maildir's."""
     return sorted(messages, key=lambda message: hashlib.sha256(message).digest())
+
+
+def run_check(
+    kind: type[SmallPOP3],
+    name: str,
+    *,
+    messages: list[bytes] = MESSAGES,
+    timeout: float = TIMEOUT,
+    tls: TLSFiles | None = None,
+) -> CheckResult:
+    """``name``'s result on a ``kind`` server; the mailbox must be whole after it."""
+    mailbox = Mailbox(list(messages))
+    context = tls.server_context if tls else None
+    with serve_pop3(kind, mailbox, tls=context) as (host, port):
+        report = check_pop3_server(
+            host, port, user=USER, password=PASSWORD, timeout=timeout, checks=[name]
+        )
+    assert mailbox.messages == messages, f"{name} lost mail on {kind.__name__}"
+    return report[name]
 
 
 def run_battery(address: tuple[str, int]) -> dict[str, Outcome]:
@@ -170,6 +202,128 @@ def test_no_server_is_unreachable_and_bad_arguments_are_refused() -> None:
         check_pop3_server("127.0.0.1", 110, user=USER, password=PASSWORD, checks=["nope"])
 
 
+# -- no mail lost, whatever the server does at QUIT ----------------------------------------
+
+
+@pytest.mark.parametrize("kind", [RsetForgetsNothing, ListIgnoresMarks])
+def test_a_session_that_sent_dele_never_ends_with_quit(kind: type[SmallPOP3]) -> None:
+    """RSET that unmarks LIST and STAT but not what QUIT deletes, or LIST that shows
+    marked messages: a session that sent DELE ends after RSET without QUIT."""
+    run_check(kind, "deletion")
+    mailbox = Mailbox(list(MESSAGES))
+    with serve_pop3(kind, mailbox) as address:
+        run_battery(address)
+    assert mailbox.messages == MESSAGES
+
+
+@pytest.mark.parametrize("name", ["number-edges", "dot-stuffing", "pipelining"])
+def test_a_session_that_retrieved_never_ends_with_quit(name: str) -> None:
+    """A server that deletes what was retrieved, at QUIT, keeps every message."""
+    assert run_check(DeletesRetrieved, name).outcome is Outcome.PASSED
+
+
+def test_sessions_that_touched_no_message_still_end_with_quit() -> None:
+    result = run_check(SmallPOP3, "command-line-length")
+    assert "C: b'QUIT\\r\\n'" in result.transcript_text()
+
+
+# -- the password stays out of what is printed ---------------------------------------------
+
+
+def test_the_password_is_hidden_in_transcripts() -> None:
+    mailbox = Mailbox(list(MESSAGES))
+    with serve_pop3(NoStuffing, mailbox) as (host, port):
+        report = check_pop3_server(host, port, user=USER, password=PASSWORD, timeout=TIMEOUT)
+    text = "\n".join(result.transcript_text() for result in report.results)
+    assert "C: b'PASS <hidden>\\r\\n'" in text
+    assert PASSWORD not in text
+    assert PASSWORD not in repr(report)
+
+
+def test_an_auth_plain_login_is_hidden_in_transcripts() -> None:
+    class SaslOnly(SmallPOP3):
+        def do_USER(self, words: list[str]) -> bytes:
+            return b"-ERR use AUTH\r\n"
+
+        def do_AUTH(self, words: list[str]) -> bytes:
+            return b"-ERR [AUTH] no\r\n"
+
+    result = run_check(SaslOnly, "uidl")
+    assert "C: b'AUTH PLAIN <hidden>\\r\\n'" in result.transcript_text(), result
+
+
+def test_the_probe_repr_hides_the_password() -> None:
+    from smtpcore.testing._pop3_probe import POP3Probe
+
+    assert "hunter2" not in repr(POP3Probe("127.0.0.1", 110, USER, "hunter2"))
+
+
+# -- verdicts that were wrong ----------------------------------------------------------------
+
+
+def test_a_crlf_added_after_a_last_line_without_one_is_not_a_size_mismatch() -> None:
+    """RFC 1939 §3: the server ends the last line before the terminator; LIST counts
+    the message as stored (Dovecot)."""
+    messages = [b"Subject: no final newline\r\n\r\nlast line without CRLF", MESSAGES[1]]
+    result = run_check(AddsFinalLineEnd, "dot-stuffing", messages=messages)
+    assert result.outcome is Outcome.PASSED, result
+
+
+def test_an_unjudged_line_length_minimum_is_said_so() -> None:
+    result = run_check(UnknownUsersRefused, "command-line-length")
+    assert result.outcome is Outcome.PASSED, result
+    assert "not judged" in result.summary
+    assert "-- not judged" in result.transcript_text()
+
+
+def test_a_plaintext_answer_behind_stls_fails_the_injection_check(tls: TLSFiles) -> None:
+    result = run_check(AnswersBehindStlsInPlaintext, "stls-injection", tls=tls)
+    assert result.outcome is Outcome.FAILED, result
+
+
+def test_a_trickled_response_has_one_deadline() -> None:
+    started = time.monotonic()
+    result = run_check(TricklesRetr, "dot-stuffing", timeout=1.0)
+    assert result.outcome is Outcome.FAILED, result
+    assert time.monotonic() - started < 6
+
+
+def test_a_flood_of_empty_lines_costs_its_octets_not_an_object_a_line() -> None:
+    tracemalloc.start()
+    try:
+        result = run_check(FloodsRetr, "dot-stuffing", timeout=5.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.outcome is Outcome.FAILED, result
+    assert peak < 64 << 20, f"{peak >> 20} MiB"
+
+
+def test_stuffing_missing_in_tops_body_fails() -> None:
+    assert run_check(NoStuffingInTopBody, "dot-stuffing").outcome is Outcome.FAILED
+
+
+def test_no_line_starting_with_a_dot_leaves_stuffing_unjudged() -> None:
+    result = run_check(NoStuffing, "dot-stuffing", messages=[b"Subject: a\r\n\r\nhello\r\n"])
+    assert result.outcome is Outcome.PASSED
+    assert "no line starting with a dot" in result.summary
+
+
+def test_ids_that_are_the_message_numbers_are_said_unjudged() -> None:
+    """Stable between sessions, so not wrong here; whether they outlive a deletion
+    (RFC 1939 §7) is not tested, as the check deletes nothing."""
+    result = run_check(UidIsNumber, "uidl")
+    assert result.outcome is Outcome.PASSED
+    assert "-- not judged" in result.transcript_text()
+
+
+def test_problems_found_before_a_refused_login_fail_the_check() -> None:
+    OneLoginThenInUse.logins = 0
+    result = run_check(OneLoginThenInUse, "number-edges", timeout=1.0)
+    assert result.outcome is Outcome.FAILED, result
+    assert "'RETR +1'" in result.summary
+
+
 # -- the command line ------------------------------------------------------------------------
 
 
@@ -187,12 +341,35 @@ def test_cli_exits_zero_on_a_good_server(
     assert "0 failed" in capsys.readouterr().out
 
 
-def test_cli_takes_the_password_from_the_environment(
-    small_server: str, monkeypatch: pytest.MonkeyPatch
+def test_cli_takes_the_password_as_send_and_fetch_do(
+    small_server: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("CHECK_POP3_SECRET", PASSWORD)
-    argv = ["check-pop3", small_server, "--user", USER, "--password-env", "CHECK_POP3_SECRET"]
-    assert main([*argv, "--only", "uidl"]) == 0
+    """--password-file, then SMTPCORE_PASSWORD, then a prompt; --password warns."""
+    argv = ["check-pop3", small_server, "--user", USER, "--only", "uidl"]
+    secret = tmp_path / "secret"
+    secret.write_text(PASSWORD + "\n")
+    assert main([*argv, "--password-file", str(secret)]) == 0
+    monkeypatch.setenv("SMTPCORE_PASSWORD", PASSWORD)
+    assert main(argv) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main([*argv, "--password", PASSWORD]) == 0
+    assert "shows in `ps`" in capsys.readouterr().err
+
+
+def test_cli_errors_never_repeat_the_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SMTPCORE_PASSWORD", "s3cret-Hunter2\n")
+    with pytest.raises(SystemExit) as info:
+        main(["check-pop3", "127.0.0.1:9", "--user", USER])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["check-pop3", "127.0.0.1:9", "--user", USER, "--password", "s3cret\rHunter2"])
+    err = capsys.readouterr().err
+    assert "password" in err and "Hunter2" not in err
 
 
 def test_cli_exits_one_on_a_failure_and_prints_the_transcript(
@@ -218,7 +395,7 @@ def test_cli_exits_three_when_no_server_answers(capsys: pytest.CaptureFixture[st
         ["127.0.0.1:110", "--user", USER],  # no password
         ["127.0.0.1:110", "--user", "a\rb", "--password", "x"],
         ["127.0.0.1:0", "--user", USER, "--password", "x"],
-        ["127.0.0.1:110", "--user", USER, "--password-env", "SMTPCORE_UNSET_VARIABLE"],
+        ["127.0.0.1:110", "--user", USER, "--password-file", "/nonexistent/smtpcore"],
         ["127.0.0.1:110", "--user", USER, "--password", "x", "--only", "nope"],
     ],
 )

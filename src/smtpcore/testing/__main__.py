@@ -5,9 +5,10 @@ a report; the exit status is 1 when a check failed, and 3, with one line
 saying why, when the first connection failed (no server was reached).
 
 ``check-pop3 HOST:PORT --user U`` runs :mod:`smtpcore.testing.check_pop3`'s
-battery, logged in as U with the password of ``--password`` or, kept out of
-the process list, of the environment variable ``--password-env`` names; the
-exit statuses are ``check``'s.
+battery, logged in as U with a password taken as ``python -m smtpcore send``
+and ``fetch`` take theirs (:mod:`smtpcore.server.passwords`): from
+``--password-file``, ``SMTPCORE_PASSWORD`` or a prompt, or, with a warning,
+``--password``; the exit statuses are ``check``'s.
 
 ``fuzz TARGET`` fuzzes one machine (:mod:`smtpcore.testing.fuzz`) under
 atheris when it is installed, else with the pure-Python mutator; the exit
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -207,6 +207,13 @@ def _login_word(text: str) -> str:
     return text
 
 
+def _password_word(text: str) -> str:
+    """A password that can go on the wire; a refusal never repeats it."""
+    if not text or any(c in text for c in "\r\n\0"):
+        raise argparse.ArgumentTypeError("the password is empty or holds a CR, LF or NUL")
+    return text
+
+
 def _add_pop3_parser(commands: Any) -> None:
     from smtpcore.testing.check_pop3 import POP3_CHECKS
 
@@ -215,19 +222,22 @@ def _add_pop3_parser(commands: Any) -> None:
         help="run the POP3 check battery against HOST:PORT",
         description="Run the POP3 check battery against the server at HOST:PORT, logged in "
         "as --user. Put one message in the mailbox at least; no message is deleted: a "
-        "session that sent DELE ends with QUIT only after RSET has brought the listing back "
-        f"whole. The checks, in the order they run: {', '.join(POP3_CHECKS)}.",
+        "session that sent RETR, TOP or DELE ends after RSET without QUIT, which deletes "
+        f"nothing. The checks, in the order they run: {', '.join(POP3_CHECKS)}.",
         epilog="exit status: 0 when no check failed, 1 when one did, 2 for a bad "
         "argument, 3 when the server could not be reached (the first connection failed).",
     )
     check.add_argument("address", type=_address, metavar="HOST:PORT")
     check.add_argument("--user", type=_login_word, required=True, help="the user to log in as")
-    secret = check.add_mutually_exclusive_group(required=True)
-    secret.add_argument("--password", type=_login_word, help="the user's password")
+    secret = check.add_mutually_exclusive_group()
     secret.add_argument(
-        "--password-env",
-        metavar="NAME",
-        help="the environment variable that holds the password (kept out of the process list)",
+        "--password", metavar="PW", help="shows in ps: prefer --password-file or the prompt"
+    )
+    secret.add_argument(
+        "--password-file",
+        type=Path,
+        metavar="FILE",
+        help="read the password from FILE's first line (else $SMTPCORE_PASSWORD, else a prompt)",
     )
     check.add_argument(
         "--timeout",
@@ -324,15 +334,18 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _password(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
-    if args.password is not None:
-        return str(args.password)
-    secret = os.environ.get(args.password_env)
-    if secret is None:
-        parser.error(f"--password-env: the variable {args.password_env!r} is not set")
+    """The password, from where ``send`` and ``fetch`` take theirs; an error names
+    where it came from, never the password."""
+    from smtpcore.server.config import ConfigError
+    from smtpcore.server.passwords import read_password
+
     try:
-        return _login_word(secret)
-    except argparse.ArgumentTypeError as exc:
-        parser.error(f"--password-env {args.password_env}: {exc}")
+        secret = read_password(
+            given=args.password, password_file=args.password_file, user=args.user
+        )
+        return _password_word(secret)
+    except (ConfigError, argparse.ArgumentTypeError) as exc:
+        parser.error(str(exc))
 
 
 def _check_pop3(args: argparse.Namespace, password: str) -> int:

@@ -21,7 +21,6 @@ from smtpcore.testing._wire import (
     Exchange,
     ServerFlood,
     WireClient,
-    checked_host,
     format_transcript,
 )
 
@@ -32,13 +31,14 @@ __all__ = [
     "Outcome",
     "ServerUnreachable",
     "Skipped",
-    "check_common_arguments",
+    "check_run_arguments",
     "close_all",
     "insecure_context",
     "open_wire",
     "run_one",
     "selected",
     "transcript_of",
+    "unjudged",
 ]
 
 
@@ -143,12 +143,13 @@ class Prober(Protocol):
 
 
 P = TypeVar("P", bound=Prober)
+W = TypeVar("W", bound=WireClient)
 
 
-def open_wire(host: str, port: int, *, timeout: float, pause: float) -> WireClient:
-    """A new connection, or :class:`ServerUnreachable` saying why there is none."""
+def open_wire(host: str, port: int, *, timeout: float, pause: float, kind: type[W]) -> W:
+    """A new connection of ``kind``, or :class:`ServerUnreachable` saying why there is none."""
     try:
-        return WireClient(host, port, timeout=timeout, pause=pause)
+        return kind(host, port, timeout=timeout, pause=pause)
     except OSError as exc:
         raise ServerUnreachable(f"could not connect to {host_port(host, port)}: {exc}") from exc
 
@@ -210,13 +211,11 @@ def run_one(
     return CheckResult(name, Outcome.PASSED, summary, probe.transcript())
 
 
-def check_common_arguments(
-    host: str, port: int, timeout: float, pause: float, checks: object
-) -> None:
+def check_run_arguments(port: int, timeout: float, pause: float, checks: object) -> None:
     """Refuse what would test something else than asked (a port past 65535 wraps
-    around in the resolver) or fail every check for a reason of the tool's own (a
-    host the socket calls refuse: :func:`~smtpcore.testing._wire.checked_host`)."""
-    checked_host(host)
+    around in the resolver). Each battery first checks the host
+    (:func:`~smtpcore.testing._wire.checked_host`) and what its sessions say, in
+    that order, then these."""
     if isinstance(checks, str):
         raise TypeError(f"checks is a list of names, not the str {checks!r}: write [{checks!r}]")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
@@ -227,6 +226,12 @@ def check_common_arguments(
         raise ValueError(f"pause must be zero or more seconds, not {pause!r}")
 
 
+def unjudged(client: WireClient, why: str) -> None:
+    """Record in ``client``'s transcript that a part of a check could not be judged,
+    and why: the rest of the check still runs, and can still fail."""
+    client.transcript.append(Exchange("note", note=f"not judged: {why}"))
+
+
 def selected(battery: Mapping[str, object], checks: Sequence[str] | None) -> list[str]:
     """The names of ``checks`` (all of ``battery`` when None), each one known, else
     ValueError naming it."""
@@ -235,3 +240,7 @@ def selected(battery: Mapping[str, object], checks: Sequence[str] | None) -> lis
         if name not in battery:
             raise ValueError(f"no check named {name!r} (known: {', '.join(battery)})")
     return names
+
+
+for _public in (CheckReport, CheckResult, Outcome, ServerUnreachable):
+    _public.__module__ = "smtpcore.testing.check"  # where users import them from

@@ -7,21 +7,27 @@ frame the responses themselves (RFC 1939 §3): a status line, and after a
 ``+OK`` to a command that has a multi-line response, lines up to a lone dot.
 
 The mail in the mailbox is the user's. A server deletes a message only in
-the UPDATE state, after ``QUIT`` (RFC 1939 §6), so a session that sent
-``DELE`` is ended with ``QUIT`` only after ``RSET`` and a listing as whole
-as the one taken at login (:meth:`POP3Probe.restore`); any other way out is
-the connection closed without ``QUIT``, which deletes nothing.
+the UPDATE state, after ``QUIT`` (RFC 1939 §6), and some delete there what
+was retrieved (a delete-after-download policy), or more than was left
+marked after ``RSET`` (a broken one). So a session that sent ``RETR``,
+``TOP`` or ``DELE``, or any line a server might read as one, never sends
+``QUIT``: its connection (a :class:`POP3Wire`) refuses to write it, and
+:meth:`POP3Probe.end` sends ``RSET`` and ``NOOP`` and closes without
+``QUIT``, which deletes nothing. Only a session that touched no message
+ends with ``QUIT``.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from smtpcore._secret import SECRET, secret_repr
 from smtpcore.testing._battery import (
     Failed,
     Skipped,
@@ -29,24 +35,49 @@ from smtpcore.testing._battery import (
     open_wire,
     transcript_of,
 )
-from smtpcore.testing._wire import Exchange, WireClient
+from smtpcore.testing._wire import Exchange, WireClient, hidden_secrets
 
-__all__ = ["POP3Probe", "POP3Response", "ask", "has_multi_line_response", "read_response"]
+__all__ = [
+    "POP3Probe",
+    "POP3Response",
+    "POP3Wire",
+    "UnsafeQuit",
+    "ask",
+    "has_multi_line_response",
+    "lines_of",
+    "read_response",
+    "touches_no_message",
+]
 
 Listing = dict[int, int]
 """A scan listing: message number to size in octets (RFC 1939 §5, LIST)."""
 
 _TERMINATOR: Final = b".\r\n"
 _LOCK_RETRY: Final = 0.05
+_LINE: Final = re.compile(rb"[^\n]*\n")
+_STUFFING_DOT: Final = re.compile(rb"^\.", re.MULTILINE)
+
+_MESSAGE_FREE_VERBS: Final = frozenset(
+    {b"CAPA", b"USER", b"PASS", b"APOP", b"AUTH", b"STLS", b"STAT", b"LIST", b"UIDL"}
+    | {b"NOOP", b"RSET", b"QUIT", b"UTF8"}
+)
+"""Commands that neither mark a message deleted nor hand one out (RFC 1939 §5-§7)."""
+_MESSAGE_VERB: Final = re.compile(rb"RETR|TOP|DELE", re.IGNORECASE)
+_LINE_ENDS: Final = re.compile(rb"\r\n|\r|\n")
+_MAX_PARTIAL: Final = 64 << 10
+SETTLE: Final = 0.2
+"""Seconds the last read of a session waits for a response no command asked for."""
+_MAX_LATE_LINES: Final = 16
 
 
 @dataclass(frozen=True)
 class POP3Response:
-    """One response: its status line and, for a multi-line one, its lines as sent
-    (line ends and stuffing dots kept, the terminating dot left out)."""
+    """One response: its status line and, for a multi-line one, its ``body``: the
+    lines as sent (line ends and stuffing dots kept, the terminating dot left out),
+    in one bytes object, for a message may have millions of lines."""
 
     status: bytes
-    lines: tuple[bytes, ...] = ()
+    body: bytes = b""
 
     @property
     def ok(self) -> bool:
@@ -56,12 +87,23 @@ class POP3Response:
     def err(self) -> bool:
         return self.status.startswith(b"-ERR")
 
+    @property
+    def lines(self) -> list[bytes]:
+        """The body's lines (see :func:`lines_of`)."""
+        return lines_of(self.body)
+
     def content(self) -> bytes:
-        """The lines with the stuffing dot taken off each line that starts with one."""
-        return b"".join(line[1:] if line.startswith(b".") else line for line in self.lines)
+        """The body with the stuffing dot taken off each line that starts with one."""
+        return _STUFFING_DOT.sub(b"", self.body)
 
     def __str__(self) -> str:
         return repr(self.status.rstrip(b"\r\n"))[1:]
+
+
+def lines_of(text: bytes) -> list[bytes]:
+    """``text``'s lines, each with its line end: a line ends at LF alone, where
+    ``bytes.splitlines`` would cut at a bare CR too."""
+    return _LINE.findall(text)
 
 
 def has_multi_line_response(command: bytes) -> bool:
@@ -74,32 +116,89 @@ def has_multi_line_response(command: bytes) -> bool:
 
 def read_response(client: WireClient, *, multi_line: bool) -> POP3Response | None:
     """The next response, or None where the server closed before its status line.
-    A multi-line response cut short by the close fails the check."""
-    status = client.read_line()
+    The whole response has one deadline, ``timeout`` from now, however its lines
+    trickle in; its octets are bounded by the connection's
+    (:data:`~smtpcore.testing._wire.MAX_RECEIVED`). A multi-line response cut
+    short by the close fails the check."""
+    deadline = time.monotonic() + client.timeout
+    status = client.read_line(deadline)
     if status is None:
         return None
     if not (multi_line and status.startswith(b"+OK")):
         return POP3Response(status)
-    lines = []
-    while (line := client.read_line()) != _TERMINATOR:
+    body = bytearray()
+    while (line := client.read_line(deadline)) != _TERMINATOR:
         if line is None:
             raise Failed(
                 f"the server closed the connection inside the multi-line response to "
                 f"{status!r} (no terminating dot line, RFC 1939 §3)"
             )
-        lines.append(line)
-    return POP3Response(status, tuple(lines))
+        body += line
+    return POP3Response(status, bytes(body))
 
 
 def ask(client: WireClient, command: bytes) -> POP3Response:
     """Send ``command`` (CRLF added) and read its response; a close where the response
     was due fails the check: a session that dies on a command is a crash."""
     client.send(command + b"\r\n")
+    return _answer(client, command)
+
+
+def _answer(client: WireClient, command: bytes) -> POP3Response:
     answer = read_response(client, multi_line=has_multi_line_response(command))
     if answer is None:
-        shown = command.decode("utf-8", "replace")
+        shown = hidden_secrets(command).decode("utf-8", "replace")
         raise Failed(f"the server closed the connection instead of answering {shown!r}")
     return answer
+
+
+def touches_no_message(line: bytes) -> bool:
+    """Whether ``line`` can neither mark a message deleted nor hand one out, however a
+    server reads it: its verb touches none, and no piece of it names a verb that
+    does (a server that cuts long lines runs the pieces). Empty lines touch none."""
+    verb = line.split(b" ", 1)[0].upper()
+    return not line or (verb in _MESSAGE_FREE_VERBS and not _MESSAGE_VERB.search(line))
+
+
+class UnsafeQuit(RuntimeError):
+    """A check wrote ``QUIT`` on a session that may have touched a message: a bug in
+    the check, never the server's doing (end sessions with :meth:`POP3Probe.end`)."""
+
+
+class POP3Wire(WireClient):
+    """A POP3 connection that knows whether it may have touched a message, and so
+    whether ``QUIT`` may end it (see the module's docstring)."""
+
+    def __init__(self, host: str, port: int, *, timeout: float, pause: float = 0.0) -> None:
+        super().__init__(host, port, timeout=timeout, pause=pause)
+        self.touched = False
+        """Whether a line written may have marked or handed out a message."""
+        self._partial = b""
+
+    def send(
+        self, data: bytes, pieces: Sequence[bytes] | None = None, *, deadline: float | None = None
+    ) -> None:
+        """Write ``data`` as :meth:`WireClient.send` does; raises :class:`UnsafeQuit`,
+        writing nothing, where ``QUIT`` would follow a line that touched a message."""
+        touched, partial = self._classify(data)
+        super().send(data, pieces, deadline=deadline)
+        self.touched, self._partial = touched, partial
+
+    def send_login(self, line: bytes) -> None:
+        """Send one of the user's own login lines (CRLF added): whatever the name or
+        the password spell, the server takes it whole as a credential."""
+        super().send(line + b"\r\n")
+
+    def _classify(self, data: bytes) -> tuple[bool, bytes]:
+        """Whether the session has touched a message once ``data`` is written, and the
+        line left incomplete; a line end is CR, LF or both, as some server may read it."""
+        *lines, partial = _LINE_ENDS.split(self._partial + data)
+        touched = self.touched or len(partial) > _MAX_PARTIAL
+        for line in lines:
+            if touched and line.split(b" ", 1)[0].upper() == b"QUIT":
+                raise UnsafeQuit("QUIT after a line that may have touched a message")
+            touched = touched or not touches_no_message(line)
+        return touched, partial[:_MAX_PARTIAL]
 
 
 def parse_listing(answer: POP3Response) -> Listing:
@@ -124,32 +223,33 @@ class POP3Probe:
     """Where the POP3 server is, who logs in, and the connections a check made.
 
     A check opens connections with :meth:`connect` or :meth:`session`, raises
-    to fail or skip, and ends a session with :meth:`quit`; the connections'
+    to fail or skip, and ends a session with :meth:`end`; the connections'
     transcripts become the result's.
     """
 
     host: str
     port: int
     user: str
-    password: str
+    password: str = field(metadata=SECRET)
     timeout: float = 10.0
     pause: float = 0.002
     tls_context: ssl.SSLContext | None = None
-    clients: list[WireClient] = field(default_factory=list)
-    deleting: list[WireClient] = field(default_factory=list)
-    """Connections that sent ``DELE`` (or a line that might be read as one) and have
-    not been restored: :meth:`quit` refuses them, :meth:`close` sends them RSET."""
+    clients: list[POP3Wire] = field(default_factory=list)
 
-    def connect(self) -> WireClient:
+    __repr__ = secret_repr
+
+    def connect(self) -> POP3Wire:
         """A new connection, its ``+OK`` greeting read (anything else fails the check)."""
-        client = open_wire(self.host, self.port, timeout=self.timeout, pause=self.pause)
+        client = open_wire(
+            self.host, self.port, timeout=self.timeout, pause=self.pause, kind=POP3Wire
+        )
         self.clients.append(client)
         greeting = read_response(client, multi_line=False)
         if greeting is None or not greeting.ok:
             raise Failed(f"the greeting was {greeting} rather than +OK (RFC 1939 §4)")
         return client
 
-    def login(self, client: WireClient) -> WireClient:
+    def login(self, client: POP3Wire) -> POP3Wire:
         """USER and PASS (RFC 1939 §7), or, where USER is refused, AUTH PLAIN with an
         initial response (RFC 5034 §4); a refusal skips the check: wrong credentials
         say nothing of the server. A mailbox still locked by a session just closed
@@ -168,17 +268,21 @@ class POP3Probe:
             client = self.connect()
         return client
 
-    def _log_in(self, client: WireClient) -> POP3Response:
-        user = ask(client, b"USER " + self.user.encode())
+    def _log_in(self, client: POP3Wire) -> POP3Response:
+        def login_ask(line: bytes) -> POP3Response:
+            client.send_login(line)
+            return _answer(client, line)
+
+        user = login_ask(b"USER " + self.user.encode())
         if user.ok:
-            return ask(client, b"PASS " + self.password.encode())
+            return login_ask(b"PASS " + self.password.encode())
         secret = f"\0{self.user}\0{self.password}".encode()
-        answer = ask(client, b"AUTH PLAIN " + base64.b64encode(secret))
+        answer = login_ask(b"AUTH PLAIN " + base64.b64encode(secret))
         if answer.status.startswith(b"+ "):
-            answer = ask(client, b"*")
+            answer = login_ask(b"*")
         return answer
 
-    def session(self) -> WireClient:
+    def session(self) -> POP3Wire:
         """A new connection, logged in (the TRANSACTION state, RFC 1939 §5)."""
         return self.login(self.connect())
 
@@ -197,14 +301,10 @@ class POP3Probe:
             raise Failed(f"LIST was answered {answer} in the TRANSACTION state (RFC 1939 §5)")
         return parse_listing(answer)
 
-    def delete_from(self, client: WireClient) -> None:
-        """Note that ``client`` is about to send a line that may mark a message deleted."""
-        if client not in self.deleting:
-            self.deleting.append(client)
-
     def restore(self, client: WireClient, before: Listing) -> None:
         """RSET, then a listing that must equal ``before`` (RFC 1939 §5: RSET unmarks
-        every message); only then may ``client`` end with QUIT."""
+        every message). It proves the server's RSET, not what a QUIT would delete:
+        the session still ends without QUIT (:meth:`end`)."""
         answer = ask(client, b"RSET")
         after = self.listing(client) if answer.ok else None
         if after != before:
@@ -212,15 +312,22 @@ class POP3Probe:
                 f"after RSET ({answer}) the listing is {after}, not {before}: the session "
                 "is closed without QUIT, so that nothing is deleted"
             )
-        if client in self.deleting:
-            self.deleting.remove(client)
 
-    def quit(self, client: WireClient) -> None:
+    def end(self, client: POP3Wire) -> None:
+        """End a session without losing mail: QUIT where it touched no message, else
+        RSET and NOOP and the close without QUIT, which deletes nothing (RFC 1939 §6).
+        Either way a response the server owed no one (to a command read from inside
+        a line or a message) is counted, and fails the check."""
+        if client.closed:
+            self.abandon(client)
+        elif client.touched:
+            self._leave(client)
+        else:
+            self._quit(client)
+
+    def _quit(self, client: POP3Wire) -> None:
         """QUIT, then every line until the server closes: exactly one ``+OK`` (RFC
-        1939 §6), else the check fails, since a surplus line answers a command read
-        from inside something else."""
-        if client in self.deleting:
-            raise AssertionError("a session that may have marked messages must restore first")
+        1939 §6), else the check fails."""
         client.send(b"QUIT\r\n")
         lines = client.read_lines_until_closed()
         if not client.closed:
@@ -234,21 +341,56 @@ class POP3Probe:
                 "one was counted (RFC 1939 §6)"
             )
 
-    def abandon(self, client: WireClient) -> None:
+    def _leave(self, client: POP3Wire) -> None:
+        """RSET and NOOP, one status line each, then nothing for :data:`SETTLE`
+        seconds; then the close without QUIT. A server answers in order, so a
+        response owed no one comes before NOOP's, or just after."""
+        client.send(b"RSET\r\nNOOP\r\n")
+        deadline = time.monotonic() + client.timeout
+        lines: list[bytes] = []
+        while len(lines) < 2 and (line := client.read_line(deadline)) is not None:
+            lines.append(line)
+        lines += _late_lines(client)
+        self.abandon(client)
+        if len(lines) > 2 or not all(line.startswith((b"+OK", b"-ERR")) for line in lines):
+            raise Failed(
+                f"RSET and NOOP, the session's last commands, got {lines}, not one status "
+                "line each: a response the server owed no one was counted (RFC 1939 §3)"
+            )
+
+    def abandon(self, client: POP3Wire) -> None:
         """Give up ``client`` (it showed what it had to): RSET where it may have
-        marked a message, then the close, without QUIT, so nothing is deleted."""
-        if client in self.deleting and not client.closed:
+        touched a message, then the close, without QUIT, so nothing is deleted."""
+        if client.touched and not client.closed:
             client.send(b"RSET\r\n")
-            self.deleting.remove(client)
-        client.transcript.append(Exchange("note", note="closed without QUIT"))
+        if not client.closed:
+            client.transcript.append(Exchange("note", note="closed without QUIT"))
         client.close()
+        client.closed = True
 
     def transcript(self) -> tuple[Exchange, ...]:
         return transcript_of(self.clients)
 
     def close(self) -> None:
-        """Close every connection, those that may have marked a message after RSET and
-        without QUIT (their transcripts stay for the result)."""
-        for client in list(self.deleting):
-            self.abandon(client)
+        """Close every connection, those that may have touched a message after RSET,
+        none with QUIT (their transcripts stay for the result)."""
+        for client in self.clients:
+            if client.touched and not client.closed:
+                self.abandon(client)
         close_all(self.clients)
+
+
+def _late_lines(client: WireClient) -> list[bytes]:
+    """The lines that come within :data:`SETTLE` seconds (a few at most)."""
+    deadline = time.monotonic() + min(client.timeout, SETTLE)
+    lines: list[bytes] = []
+    for _ in range(_MAX_LATE_LINES):
+        try:
+            line = client.read_line(deadline)
+        except TimeoutError:  # no failure: say what the wait found, not that it ran out
+            client.transcript[-1] = Exchange("note", note=f"nothing more within {SETTLE:g} s")
+            break
+        if line is None:
+            break
+        lines.append(line)
+    return lines

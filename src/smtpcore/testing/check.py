@@ -39,13 +39,14 @@ from smtpcore.testing._battery import (
     CheckResult,
     Outcome,
     ServerUnreachable,
-    check_common_arguments,
+    check_run_arguments,
     close_all,
     insecure_context,
     open_wire,
     run_one,
     selected,
     transcript_of,
+    unjudged,
 )
 from smtpcore.testing._battery import Failed as _Failed
 from smtpcore.testing._battery import Skipped as _Skipped
@@ -53,6 +54,7 @@ from smtpcore.testing._wire import (
     Exchange,
     ServerReply,
     WireClient,
+    checked_host,
 )
 
 if TYPE_CHECKING:
@@ -100,7 +102,9 @@ class Probe:
 
     def connect(self) -> WireClient:
         """A new connection, its 220 greeting read (anything else fails the check)."""
-        client = open_wire(self.host, self.port, timeout=self.timeout, pause=self.pause)
+        client = open_wire(
+            self.host, self.port, timeout=self.timeout, pause=self.pause, kind=WireClient
+        )
         self.clients.append(client)
         greeting = client.read_reply()
         if greeting is None or greeting.code != 220:
@@ -693,7 +697,7 @@ def _shortest_limit_taken(client: WireClient) -> None:
             f"lines of {_COMMAND_LINE_MINIMUM} octets (RFC 5321 §4.5.3.1, §4.5.3.1.4)"
         )
     if _ask(client, _helo_at_the_limit()).code != 250:
-        _unjudged(
+        unjudged(
             client,
             "NOOP with an argument is refused, and so is a HELO padded to "
             f"{_COMMAND_LINE_MINIMUM} octets: the {_COMMAND_LINE_MINIMUM}-octet minimum "
@@ -720,12 +724,6 @@ def _domain_of_octets(octets: int) -> str:
         left -= 63
     labels.append("x" * left)
     return ".".join(labels)
-
-
-def _unjudged(client: WireClient, why: str) -> None:
-    """Record in ``client``'s transcript that a check's first part could not be
-    judged, and why: the rest of the check still runs, and can still fail."""
-    client.transcript.append(Exchange("note", note=f"not judged: {why}"))
 
 
 def _closed_at_long_line(client: WireClient, first: ServerReply) -> str:
@@ -814,7 +812,7 @@ def _longest_legal_text_line_taken(probe: Probe) -> None:
     if answer.code == 250:
         return
     if not _short_lines_taken(probe, client):
-        _unjudged(client, "the recipient takes no mail, not even a message of short lines")
+        unjudged(client, "the recipient takes no mail, not even a message of short lines")
         return
     raise _Failed(
         f"a message whose longest line is {_TEXT_LINE_MINIMUM - 2} octets and the "
@@ -1271,11 +1269,13 @@ raises to fail or be skipped; :func:`check_server` runs them."""
 def _check_arguments(
     host: str, port: int, timeout: float, pause: float, checks: object, words: Sequence[object]
 ) -> None:
-    """Refuse what :func:`~smtpcore.testing._battery.check_common_arguments` refuses,
-    and ``words``, the helo, sender and recipient, that would send commands of the
-    caller's (a CR or LF) or cannot be encoded."""
-    check_common_arguments(host, port, timeout, pause, checks)
+    """Refuse a host the socket calls cannot take, then ``words``, the helo, sender
+    and recipient, that would send commands of the caller's (a CR or LF) or cannot
+    be encoded, then what :func:`~smtpcore.testing._battery.check_run_arguments`
+    refuses."""
+    checked_host(host)
     _check_session_words(*words)
+    check_run_arguments(port, timeout, pause, checks)
 
 
 def check_server(

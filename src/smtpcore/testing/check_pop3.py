@@ -8,19 +8,24 @@ check passed, failed or skipped (an extension the server does not offer, or
 no message to work on), and every failure carries its transcript, byte for
 byte.
 
-The checks never lose the user's mail. A session that sent ``DELE`` (or a
-line a server might read as one) ends with ``QUIT`` only after ``RSET`` and a
-listing as whole as at login; otherwise its connection is closed without
-``QUIT``, and a server deletes nothing then (RFC 1939 §6). Every session that
-ends with ``QUIT`` is read until the server closes, so a response the server
-owes no one (a command read from inside a line, a message or a TLS
-handshake) is counted, not missed.
+The checks never lose the user's mail. A session that sent ``RETR``,
+``TOP`` or ``DELE`` (or a line a server might read as one) never sends
+``QUIT``: it ends with ``RSET`` and ``NOOP`` and the connection closed
+without ``QUIT``, and a server deletes nothing then (RFC 1939 §6), not even
+what a delete-after-download policy would. Only sessions that touched no
+message end with ``QUIT``: logins, ``CAPA``, ``UIDL``, ``LIST``, ``STAT``,
+``STLS`` and the long ``USER`` lines (see
+:mod:`~smtpcore.testing._pop3_probe`). Either way a response the server owes
+no one (a command read from inside a line, a message or a TLS handshake) is
+counted, not missed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Final
 
 from smtpcore._ip import host_port
@@ -30,20 +35,23 @@ from smtpcore.testing._battery import (
     Failed,
     ServerUnreachable,
     Skipped,
-    check_common_arguments,
+    check_run_arguments,
     insecure_context,
     run_one,
     selected,
+    unjudged,
 )
 from smtpcore.testing._pop3_probe import (
     POP3Probe,
     POP3Response,
+    POP3Wire,
     ask,
     has_multi_line_response,
+    lines_of,
     mail_needed,
     read_response,
 )
-from smtpcore.testing._wire import WireClient
+from smtpcore.testing._wire import WireClient, checked_host, hidden_secrets
 
 __all__ = ["POP3_CHECKS", "ServerUnreachable", "check_pop3_server"]
 
@@ -92,9 +100,9 @@ class _Sessions:
     def __init__(self, probe: POP3Probe, *, logged_in: bool = True) -> None:
         self.probe = probe
         self.logged_in = logged_in
-        self.client: WireClient | None = None
+        self.client: POP3Wire | None = None
 
-    def current(self) -> WireClient:
+    def current(self) -> POP3Wire:
         if self.client is not None and self.client.closed:
             self.client.close()  # the server sees the end of the session it ended
             self.client = None
@@ -106,8 +114,6 @@ class _Sessions:
         """The status line answering ``line``, or None where two sessions closed at it."""
         for _ in range(2):
             client = self.current()
-            if line.upper().startswith(b"DELE"):
-                self.probe.delete_from(client)
             client.send(line + b"\r\n")
             answer = read_response(client, multi_line=False)
             if answer is not None:
@@ -121,10 +127,11 @@ class _Sessions:
         problems = []
         for line in lines:
             answer = self.answer(line)
+            shown = hidden_secrets(line).decode()
             if answer is None:
-                problems.append(f"{line.decode()} {where} was answered by closing, twice")
+                problems.append(f"{shown} {where} was answered by closing, twice")
             elif not answer.err:
-                problems.append(f"{line.decode()} {where} got {answer}, not -ERR")
+                problems.append(f"{shown} {where} got {answer}, not -ERR")
                 self.drop()
         return problems
 
@@ -135,6 +142,18 @@ class _Sessions:
             self.client = None
 
 
+@contextlib.contextmanager
+def _problems_win(problems: list[str]) -> Iterator[None]:
+    """A skip part way (a login refused, or ``[IN-USE]`` past the timeout, on a new
+    session) does not hide the problems found before it: they fail the check."""
+    try:
+        yield
+    except Skipped as exc:
+        if problems:
+            raise Failed("; ".join([*problems, f"then the check stopped: {exc}"])) from None
+        raise
+
+
 def _closing_notice(client: WireClient, line: bytes) -> None:
     """More than one line came for ``line`` answered -ERR: fine where the server
     then closes (Dovecot says ``-ERR Too many invalid bad commands.`` after the
@@ -142,7 +161,8 @@ def _closing_notice(client: WireClient, line: bytes) -> None:
     extra = client.read_lines_until_closed()
     if not client.closed:
         raise Failed(
-            f"{line!r} got -ERR and then {extra}, and the server went on: one command, "
+            f"{hidden_secrets(line)!r} got -ERR and then {extra}, and the server went on: "
+            "one command, "
             "two responses"
         )
 
@@ -168,7 +188,8 @@ def check_number_edges(probe: POP3Probe) -> str:
     with ``atoi``, ``strtoul`` or ``int()`` hands out message 1, or deletes
     it). Then NOOP gets ``+OK`` and LIST is whole: no refused DELE marked a
     message. RETR 1 and LIST 1 go first, as the control: a server that takes
-    them refuses the edges for what they are.
+    them refuses the edges for what they are. Problems found before a login
+    refused on a later session still fail the check.
     """
     sessions = _Sessions(probe)
     client = sessions.current()
@@ -180,13 +201,14 @@ def check_number_edges(probe: POP3Probe) -> str:
         if not answer.ok:
             raise Failed(f"{control!r} got {answer}, though LIST lists message {first}")
     edges = _edge_lines()
-    problems = []
-    for line in edges:
-        problem = _edge_problem(line, sessions.answer(line))
-        if problem:
-            problems.append(problem)
-            sessions.drop()
-    client = sessions.current()
+    problems: list[str] = []
+    with _problems_win(problems):
+        for line in edges:
+            problem = _edge_problem(line, sessions.answer(line))
+            if problem:
+                problems.append(problem)
+                sessions.drop()
+        client = sessions.current()
     noop = ask(client, b"NOOP")
     after = probe.listing(client)
     if not noop.ok:
@@ -195,11 +217,10 @@ def check_number_edges(probe: POP3Probe) -> str:
         problems.append(
             f"after the refusals LIST gave {after}, not {before}: a message was marked"
         )
-    probe.delete_from(client)
     probe.restore(client, before)
     if problems:
         raise Failed("; ".join(problems))
-    probe.quit(client)
+    probe.end(client)
     return f"{len(edges)} malformed numbers and separators got -ERR; nothing was marked deleted"
 
 
@@ -207,12 +228,15 @@ def check_number_edges(probe: POP3Probe) -> str:
 
 
 def check_stls_injection(probe: POP3Probe) -> str:
-    """Nothing pipelined behind STLS is run after the handshake (RFC 2595 §4).
+    """Nothing pipelined behind STLS is run, before the handshake or after (RFC 2595 §4).
 
     ``STLS`` and ``CAPA`` go in one plaintext write; after the handshake
     ``QUIT`` must get the only response, ``+OK``, then the close. A server
     that kept the plaintext it had read runs the injected CAPA over TLS (the
-    POP3 twin of CVE-2011-0411, found in several POP3 servers in 2011).
+    POP3 twin of CVE-2011-0411, found in several POP3 servers in 2011); one
+    that answers it in plaintext before TLS makes the handshake fail on bytes
+    that are no TLS record, and fails too. A handshake that fails only because
+    the server closed or reset the connection passes, if a clean STLS works.
     """
     context = probe.tls_context or insecure_context()
     client = probe.connect()
@@ -229,8 +253,15 @@ def check_stls_injection(probe: POP3Probe) -> str:
         raise Failed(f"the server answered in plaintext after its +OK: {client.unread!r}")
     try:
         client.start_tls(context)
+    except _CLOSED_AT_HANDSHAKE as exc:
+        return _ended_at_handshake(probe, context, exc)
     except (OSError, ssl.SSLError) as exc:
-        return _handshake_refused(probe, context, exc)
+        _clean_handshake_works(probe, context)
+        raise Failed(
+            f"after STLS with CAPA behind it, the TLS handshake failed ({exc}) where a "
+            "clean STLS works: the server sent bytes that are no TLS record, as a "
+            "plaintext answer to the injected CAPA is (RFC 2595 §4)"
+        ) from None
     client.send(b"QUIT\r\n")
     lines = client.read_lines_until_closed()
     if len(lines) != 1 or not lines[0].startswith(b"+OK"):
@@ -243,9 +274,25 @@ def check_stls_injection(probe: POP3Probe) -> str:
     return "the plaintext behind STLS was dropped"
 
 
-def _handshake_refused(probe: POP3Probe, context: ssl.SSLContext, exc: BaseException) -> str:
+_CLOSED_AT_HANDSHAKE: Final = (
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    BrokenPipeError,
+)
+"""How a handshake fails when the server ends the session: a close or a reset."""
+
+
+def _ended_at_handshake(probe: POP3Probe, context: ssl.SSLContext, exc: BaseException) -> str:
     """Fine where the server ended the injected session at the handshake, if a clean
     STLS works; skipped where TLS does not work at all."""
+    _clean_handshake_works(probe, context)
+    return f"the server ended the injected session at the handshake ({exc})"
+
+
+def _clean_handshake_works(probe: POP3Probe, context: ssl.SSLContext) -> None:
+    """A new session's STLS, alone, and its handshake; skips the check if they fail."""
     probe.close()
     clean = probe.connect()
     if not ask(clean, b"STLS").ok:
@@ -254,7 +301,6 @@ def _handshake_refused(probe: POP3Probe, context: ssl.SSLContext, exc: BaseExcep
         clean.start_tls(context)
     except (OSError, ssl.SSLError) as clean_exc:
         raise Skipped(f"the TLS handshake fails even without injection: {clean_exc}") from None
-    return f"the server ended the injected session at the handshake ({exc})"
 
 
 # -- command-line-length -------------------------------------------------------------------
@@ -279,24 +325,30 @@ def _longest_line_taken(probe: POP3Probe) -> str:
 
     USER is the command that takes a long argument before login and touches no
     mail (NOOP takes none in POP3, RFC 1939 §5); a user name of 250 octets is
-    allowed by RFC 2449 §4. Where the short name is refused too (a server that
-    says at USER whether the user exists), the minimum goes unjudged.
+    allowed by RFC 2449 §4. Where the short name is refused (a server that
+    says at USER whether the user exists), a refused long one proves nothing,
+    and the minimum goes unjudged: the transcript says so.
     """
     answers = []
     for octets in (8, _COMMAND_LINE_MINIMUM - len(b"USER \r\n")):
         client = probe.connect()
         answers.append(ask(client, b"USER " + b"x" * octets))
-        probe.quit(client)
+        probe.end(client)
     short, long = answers
-    if long.ok == short.ok:
-        return f"the {_COMMAND_LINE_MINIMUM}-octet USER line got {long}"
-    if short.ok:
+    if not short.ok:
+        why = (
+            f"an 8-octet USER got {short}, so a refused {_COMMAND_LINE_MINIMUM}-octet one "
+            "proves nothing"
+        )
+        unjudged(client, why)
+        return f"the {_COMMAND_LINE_MINIMUM}-octet minimum was not judged ({why})"
+    if not long.ok:
         raise Failed(
             f"a {_COMMAND_LINE_MINIMUM}-octet USER line (CRLF included) got {long}, where "
             f"an 8-octet user name got {short}: a server with CAPA MUST take command lines "
             f"of {_COMMAND_LINE_MINIMUM} octets (RFC 2449 §4)"
         )
-    return f"the {_COMMAND_LINE_MINIMUM}-octet minimum is not judged (short USER got {short})"
+    return f"the {_COMMAND_LINE_MINIMUM}-octet USER line got {long}"
 
 
 def _long_line_answers(probe: POP3Probe, client: WireClient, *, then: bytes) -> str | None:
@@ -346,13 +398,25 @@ MAX_MESSAGE_OCTETS: Final = 1 << 20
 _SESSION_BUDGET: Final = 6 << 20
 
 
-def _framing_problem(number: int, answer: POP3Response) -> str | None:
+_BARE_LF: Final = re.compile(rb"(?<!\r)\n")
+_UNDOUBLED_DOT: Final = re.compile(rb"^\.(?!\.)", re.MULTILINE)
+_STUFFED_LINE: Final = re.compile(rb"^\.\.", re.MULTILINE)
+_ADDED_LINE_END: Final = 2
+"""Octets a server may add to a message: the CRLF that ends a last line that had
+none, before the terminating dot (RFC 1939 §3); LIST counts the message as stored."""
+
+
+def _framing_problem(what: str, answer: POP3Response) -> str | None:
     """What is wrong with how a multi-line response is framed (RFC 1939 §3), or None."""
-    for index, line in enumerate(answer.lines, 1):
-        if not line.endswith(b"\r\n"):
-            return f"line {index} of RETR {number} ends in a bare LF: {line[-40:]!r}"
-        if line.startswith(b".") and not line.startswith(b".."):
-            return f"line {index} of RETR {number} starts with a dot not doubled: {line[:40]!r}"
+    body = answer.body
+    if bare := _BARE_LF.search(body):
+        line = body.count(b"\n", 0, bare.start()) + 1
+        shown = body[max(0, bare.start() - 40) : bare.end()]
+        return f"line {line} of {what} ends in a bare LF: {shown!r}"
+    if dot := _UNDOUBLED_DOT.search(body):
+        line = body.count(b"\n", 0, dot.start()) + 1
+        shown = body[dot.start() : dot.start() + 40]
+        return f"line {line} of {what} starts with a dot not doubled: {shown!r}"
     return None
 
 
@@ -364,31 +428,62 @@ def _top_expected(content: bytes, lines: int) -> bytes | None:
         end = -2
     elif end < 0:
         return None
-    body = content[end + 4 :].splitlines(keepends=True)
+    body = lines_of(content[end + 4 :])
     return content[: end + 4] + b"".join(body[:lines])
 
 
-def _message_problems(client: WireClient, number: int, size: int, top: bool) -> list[str]:
+def _top_counts(content: bytes) -> list[int]:
+    """The line counts TOP is asked for: 0, 1, and every body line, so that the
+    stuffing of each body line is checked in TOP too."""
+    end = content.find(b"\r\n\r\n")
+    body_lines = content.count(b"\n", end + 4) if end >= 0 else 0
+    return sorted({0, 1, body_lines})
+
+
+def _size_problem(number: int, content: bytes, size: int) -> str | None:
+    if len(content) in (size, size + _ADDED_LINE_END) and (
+        len(content) == size or content.endswith(b"\r\n")
+    ):
+        return None
+    return (
+        f"RETR {number} gave {len(content)} octets where LIST says {size} (RFC 1939 §5: "
+        "the exact size; §11: counted with CRLF line ends; §3: a CRLF added after a "
+        "last line without one is the only difference allowed)"
+    )
+
+
+class _Seen:
+    """What ``dot-stuffing`` saw that decides what it could judge."""
+
+    def __init__(self) -> None:
+        self.stuffed_lines = False
+        self.added_line_ends = 0
+
+
+def _message_problems(
+    client: WireClient, number: int, size: int, top: bool, seen: _Seen
+) -> list[str]:
     answer = ask(client, b"RETR %d" % number)
     if not answer.ok:
         return [f"RETR {number} got {answer}, though LIST lists it"]
-    framing = _framing_problem(number, answer)
+    framing = _framing_problem(f"RETR {number}", answer)
     if framing:
         return [framing]
     content = answer.content()
-    if len(content) != size:  # or the response ended early: what follows is out of step
-        return [
-            f"RETR {number} gave {len(content)} octets where LIST says {size} "
-            "(RFC 1939 §5: the exact size; §11: counted with CRLF line ends)"
-        ]
+    size_problem = _size_problem(number, content, size)
+    if size_problem:  # or the response ended early: what follows is out of step
+        return [size_problem]
+    seen.stuffed_lines = seen.stuffed_lines or bool(_STUFFED_LINE.search(answer.body))
+    seen.added_line_ends += len(content) != size
     problems = []
-    for lines in (0, 1) if top else ():
+    for lines in _top_counts(content) if top else ():
         expected = _top_expected(content, lines)
         got = ask(client, b"TOP %d %d" % (number, lines))
         if expected is not None and (not got.ok or got.content() != expected):
             problems.append(
                 f"TOP {number} {lines} gave {got} and {len(got.content())} octets, not "
-                f"RETR's header, blank line and {lines} body lines ({len(expected)} octets)"
+                f"RETR's header, blank line and {lines} body lines ({len(expected)} octets, "
+                "stuffed as RETR's)"
             )
     return problems
 
@@ -402,10 +497,14 @@ def check_dot_stuffing(probe: POP3Probe) -> str:
     response early (a server that forgets, as some did with a message line
     that is a lone dot, has its client read the rest as responses); after
     unstuffing the octets are as many as LIST says, which RFC 1939 §5 calls
-    the exact size (§11 says how a server counts it), so a mismatch fails;
-    ``TOP n 0`` and ``TOP n 1`` give RETR's header, the blank line and 0 or 1
-    body lines (where TOP is offered). Each session ends with QUIT read to
-    the close: the rest of a message that ended early shows up there.
+    the exact size (§11 says how a server counts it), or two more where the
+    server ended a last line that had no line end with CRLF (§3), so any
+    other mismatch fails; ``TOP n 0``, ``TOP n 1`` and TOP of every body line
+    give RETR's header, the blank line and as many body lines, stuffed as
+    RETR's (where TOP is offered). Where no line starting with a dot was
+    seen, the stuffing goes unjudged, and the summary says so. Each session
+    ends with RSET and a NOOP that must get the only response left: the rest
+    of a message that ended early shows up there.
     """
     client = probe.session()
     offered = probe.capabilities(client)
@@ -413,17 +512,34 @@ def check_dot_stuffing(probe: POP3Probe) -> str:
     listing = probe.listing(client)
     mail_needed(listing)
     read = [(n, s) for n, s in sorted(listing.items()) if s <= MAX_MESSAGE_OCTETS][:MAX_MESSAGES]
+    seen = _Seen()
     for number, size in read:
-        if client.received + 3 * size > _SESSION_BUDGET:
-            probe.quit(client)
+        if client.received + 4 * size > _SESSION_BUDGET:
+            probe.end(client)
             client = probe.session()
-        problems = _message_problems(client, number, size, top)
+        problems = _message_problems(client, number, size, top, seen)
         if problems:  # what follows may be the rest of the message: the transcript shows it
             raise Failed("; ".join(problems))
-    probe.quit(client)
-    left = len(listing) - len(read)
-    more = f" ({left} not read: too many or over {MAX_MESSAGE_OCTETS} octets)" if left else ""
-    return f"{len(read)} messages framed, stuffed and sized right{more}"
+    probe.end(client)
+    return _dot_stuffing_summary(client, len(read), len(listing) - len(read), seen)
+
+
+def _dot_stuffing_summary(client: WireClient, read: int, left: int, seen: _Seen) -> str:
+    summary = f"{read} messages framed and sized right"
+    if seen.stuffed_lines:
+        summary = f"{read} messages framed, stuffed and sized right"
+    else:
+        why = "no line starting with a dot was seen, so the stuffing was not judged"
+        unjudged(client, why)
+        summary += f"; {why}"
+    if seen.added_line_ends:
+        summary += (
+            f"; {seen.added_line_ends} with a CRLF added after a last line without one "
+            "(RFC 1939 §3)"
+        )
+    if left:
+        summary += f" ({left} not read: too many or over {MAX_MESSAGE_OCTETS} octets)"
+    return summary
 
 
 # -- state-order ---------------------------------------------------------------------------
@@ -442,21 +558,24 @@ def check_state_order(probe: POP3Probe) -> str:
     PASS and APOP get ``-ERR``. It runs last: a wrong password slows down a
     server's later logins (Dovecot's auth penalty).
     """
-    before_login = _Sessions(probe, logged_in=False)
-    problems = before_login.refusals_missing(_TRANSACTION_ONLY, "before login")
-    problems += before_login.refusals_missing([b"PASS " + probe.password.encode()], "without USER")
-    before_login.drop()
-    logged_in = _Sessions(probe)
-    apop = b"APOP " + probe.user.encode() + b" " + b"0" * 32
-    problems += logged_in.refusals_missing(
-        [b"USER " + probe.user.encode(), b"PASS x", apop], "after login"
-    )
-    client = logged_in.current()
-    stat = ask(client, b"STAT")
-    if not stat.ok:
-        problems.append(f"STAT after the refusals got {stat}: the session did not go on")
-    probe.quit(client)
-    problems += _wrong_password(probe)  # last: a server may slow down logins after it
+    problems: list[str] = []
+    with _problems_win(problems):
+        before_login = _Sessions(probe, logged_in=False)
+        problems += before_login.refusals_missing(_TRANSACTION_ONLY, "before login")
+        password = b"PASS " + probe.password.encode()
+        problems += before_login.refusals_missing([password], "without USER")
+        before_login.drop()
+        logged_in = _Sessions(probe)
+        apop = b"APOP " + probe.user.encode() + b" " + b"0" * 32
+        problems += logged_in.refusals_missing(
+            [b"USER " + probe.user.encode(), b"PASS x", apop], "after login"
+        )
+        client = logged_in.current()
+        stat = ask(client, b"STAT")
+        if not stat.ok:
+            problems.append(f"STAT after the refusals got {stat}: the session did not go on")
+        probe.end(client)
+        problems += _wrong_password(probe)  # last: a server may slow down logins after it
     if problems:
         raise Failed("; ".join(problems))
     return "every command out of its state got -ERR, and the session went on"
@@ -481,7 +600,7 @@ def _wrong_password(probe: POP3Probe) -> list[str]:
     if not stat.err:
         probe.abandon(client)
         return [f"STAT after a wrong PASS got {stat}, not -ERR"]
-    probe.quit(client)
+    probe.end(client)
     return []
 
 
@@ -500,17 +619,21 @@ def check_deletion(probe: POP3Probe) -> str:
     """A message marked deleted is gone for the session, and RSET brings it back (RFC 1939 §5).
 
     DELE of the first message, then RETR, LIST, TOP and DELE of it get
-    ``-ERR``, STAT and LIST leave it out; RSET unmarks it and QUIT deletes
-    nothing, which a new session confirms. A server that serves, counts or
-    deletes twice a marked message, or whose RSET misses one, loses or
-    duplicates mail in every client that deletes as it goes.
+    ``-ERR``, STAT and LIST leave it out; RSET unmarks it. A server that
+    serves, counts or deletes twice a marked message, or whose RSET misses
+    one, loses or duplicates mail in every client that deletes as it goes.
+
+    What a QUIT would delete is not tested, and cannot be without risking the
+    message: a server whose RSET clears the listing's marks but not its own
+    list of what to delete, or whose LIST ignores marks, would lose it. The
+    session ends without QUIT (:meth:`~POP3Probe.end`), and a new session
+    must list every message: closing without QUIT deletes nothing (RFC 1939 §6).
     """
     client = probe.session()
     before = probe.listing(client)
     mail_needed(before)
     count, octets = _stat(client)
     number = min(before)
-    probe.delete_from(client)
     marked = ask(client, b"DELE %d" % number)
     if not marked.ok:
         probe.restore(client, before)
@@ -530,15 +653,21 @@ def check_deletion(probe: POP3Probe) -> str:
     probe.restore(client, before)
     if _stat(client) != (count, octets):
         problems.append("STAT after RSET does not count every message again")
-    probe.quit(client)
+    probe.end(client)
     client = probe.session()
     again = probe.listing(client)
-    probe.quit(client)
+    probe.end(client)
     if again != before:
-        problems.append(f"a new session lists {again}, not {before}: QUIT after RSET deleted mail")
+        problems.append(
+            f"a new session lists {again}, not {before}: a session closed without QUIT "
+            "deleted mail (RFC 1939 §6)"
+        )
     if problems:
         raise Failed("; ".join(problems))
-    return f"message {number} was gone after DELE and back after RSET; nothing was deleted"
+    return (
+        f"message {number} was gone after DELE and back after RSET; closed without QUIT, "
+        "nothing was deleted"
+    )
 
 
 # -- uidl ----------------------------------------------------------------------------------
@@ -576,7 +705,12 @@ def check_uidl(probe: POP3Probe) -> str:
 
     A client that keeps mail on the server fetches again, or deletes the wrong
     message, when a server gives an id with a space or over 70 octets, gives
-    two messages one id, or numbers its ids by session.
+    two messages one id, or numbers its ids by connection.
+
+    Ids that are the message numbers are stable here, and are wrong only once a
+    message is deleted and the others renumbered (§7: an id persists across
+    sessions); the check deletes nothing, so it cannot tell, and the
+    transcript says the persistence was not judged.
     """
     client = probe.session()
     offered = probe.capabilities(client)
@@ -584,12 +718,18 @@ def check_uidl(probe: POP3Probe) -> str:
         raise Skipped("UIDL is not offered in CAPA")
     first = _unique_ids(client, probe)
     mail_needed(first)
-    probe.quit(client)
+    probe.end(client)
     client = probe.session()
     second = _unique_ids(client, probe)
-    probe.quit(client)
+    probe.end(client)
     if second != first:
         raise Failed(f"the unique-ids changed between sessions: {first} then {second}")
+    if all(uid == b"%d" % number for number, uid in first.items()):
+        unjudged(
+            client,
+            "the unique-ids are the message numbers: whether they outlive a deletion "
+            "(RFC 1939 §7) is not tested, since the check deletes nothing",
+        )
     return f"{len(first)} unique-ids, well formed, unique and stable"
 
 
@@ -617,7 +757,7 @@ def check_pipelining(probe: POP3Probe) -> str:
 
     A group of accepted and refused commands, with multi-line responses among
     them, is sent one at a time on one session and in one write on another;
-    the responses must match, and QUIT after them get the only ``+OK`` left.
+    the responses must match, and a NOOP after them get the only response left.
     A server that answers only the first command of a read, or reorders,
     fails (a reader of its responses would take one for another).
     """
@@ -629,7 +769,7 @@ def check_pipelining(probe: POP3Probe) -> str:
     mail_needed(listing)
     group = _pipelined_group(min(listing))
     lock_step = [ask(client, line) for line in group]
-    probe.quit(client)
+    probe.end(client)
     client = probe.session()
     client.send(b"".join(line + b"\r\n" for line in group))
     pipelined: list[POP3Response] = []
@@ -649,7 +789,7 @@ def check_pipelining(probe: POP3Probe) -> str:
         raise Failed(
             f"pipelined, the group got {shown}; one at a time {[str(a) for a in lock_step]}"
         )
-    probe.quit(client)
+    probe.end(client)
     return f"{len(group)} pipelined commands got one response each, in order"
 
 
@@ -683,7 +823,7 @@ def check_pop3_server(
 
     The mailbox needs one message at least (the checks that need one are
     skipped otherwise) and keeps every message: see the module's docstring.
-    ``timeout`` bounds each wait (a whole line, a write, the TLS handshake,
+    ``timeout`` bounds each wait (a whole response, a write, the TLS handshake,
     the close after QUIT); ``tls_context`` is used for STLS (by default, one
     that checks no certificate).
 
@@ -694,10 +834,11 @@ def check_pop3_server(
     ``checks`` is one str; :class:`ServerUnreachable` when the run's first
     connection fails.
     """
-    check_common_arguments(host, port, timeout, pause, checks)
+    checked_host(host)
     for what, word in (("user", user), ("password", password)):
         if not isinstance(word, str) or not word or any(c in word for c in "\r\n\0"):
             raise ValueError(f"{what} must be a non-empty str without CR, LF or NUL")
+    check_run_arguments(port, timeout, pause, checks)
     results: list[CheckResult] = []
     for name in selected(POP3_CHECKS, checks):
         probe = POP3Probe(host, port, user, password, timeout, pause, tls_context)
