@@ -245,6 +245,27 @@ def test_a_crash_is_a_dropped_connection_in_the_transcript() -> None:
     assert {type(crash) for crash in server.crashes} == {ValueError}
 
 
+class ChallengesMailServer(SmallServer):
+    """A confused state machine: it answers MAIL with a SASL challenge (334)."""
+
+    def mail(self, argument: str) -> bytes:
+        return b"334 VXNlcm5hbWU6\r\n"
+
+
+def test_a_command_after_a_334_shows_byte_for_byte() -> None:
+    """The battery's own commands are no secrets: what it writes after a broken
+    server's 334 is printed as written, as every other write is."""
+    with serve(ChallengesMailServer) as server:
+        report = check_server(server.host, server.port, checks=["chunking"], timeout=5)
+    result = report["chunking"]
+    challenged = [entry.data for entry in result.transcript].index(b"334 VXNlcm5hbWU6\r\n")
+    after = b"".join(
+        entry.data for entry in result.transcript[challenged:] if entry.side == "client"
+    )
+    assert after.startswith(b"RCPT TO:<"), result.transcript_text()
+    assert "<hidden>" not in result.transcript_text(), result.transcript_text()
+
+
 class RefuseThenCloseDigitServer(SmallServer):
     """Trusts ``str.isdigit()`` too, but catches ``int("²")``: 501 and a close, as a
     crashed worker with a last word does; ``SIZE=`` in Arabic-Indic digits is a size."""

@@ -9,6 +9,7 @@ fails it; the mailbox is whole after every run.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
@@ -250,6 +251,39 @@ def test_an_auth_plain_login_is_hidden_in_transcripts() -> None:
 
     result = run_check(SaslOnly, "uidl")
     assert "C: b'AUTH PLAIN <hidden>\\r\\n'" in result.transcript_text(), result
+
+
+class EchoesWhatItRefuses(SmallPOP3):
+    """Says back every line it refuses, credentials too (``-ERR refused: PASS ...``), as
+    many servers do."""
+
+    def answer(self, line: bytes) -> bytes:
+        answer = super().answer(line)
+        return answer if answer.startswith(b"+") else b"-ERR refused: " + line + b"\r\n"
+
+
+class EchoesAndRefusesUser(EchoesWhatItRefuses):
+    """Refuses USER too, so that every login goes on to AUTH PLAIN (and is refused)."""
+
+    def do_USER(self, words: list[str]) -> bytes:
+        return b"-ERR use AUTH\r\n"
+
+
+@pytest.mark.parametrize("kind", [EchoesWhatItRefuses, EchoesAndRefusesUser])
+def test_the_password_stays_hidden_where_the_server_echoes_it(kind: type[SmallPOP3]) -> None:
+    """Whatever form the battery sent it in (PASS, AUTH PLAIN's base64), and on whichever
+    side of the transcript or in the summary it comes back, the password never shows."""
+    blob = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()
+    with serve_pop3(kind, Mailbox(list(MESSAGES))) as (host, port):
+        report = check_pop3_server(host, port, user=USER, password=PASSWORD, timeout=TIMEOUT)
+    for result in report.results:
+        text = result.transcript_text() + result.summary
+        assert PASSWORD not in text and blob not in text, result
+    state_order = report["state-order"].transcript_text()
+    if kind is EchoesWhatItRefuses:
+        assert "S: b'-ERR refused: PASS <hidden>\\r\\n'" in state_order, state_order
+    else:
+        assert "S: b'-ERR refused: AUTH PLAIN <hidden>\\r\\n'" in state_order, state_order
 
 
 def test_the_probe_repr_hides_the_password() -> None:

@@ -24,18 +24,19 @@ import re
 import ssl
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.testing._battery import (
+    CheckResult,
     Failed,
     Skipped,
     close_all,
     open_wire,
     transcript_of,
 )
-from smtpcore.testing._wire import Exchange, WireClient, hidden_secrets
+from smtpcore.testing._wire import Exchange, WireClient
 
 __all__ = [
     "POP3Probe",
@@ -65,6 +66,8 @@ _MESSAGE_FREE_VERBS: Final = frozenset(
 _MESSAGE_VERB: Final = re.compile(rb"RETR|TOP|DELE", re.IGNORECASE)
 _LINE_ENDS: Final = re.compile(rb"\r\n|\r|\n")
 _MAX_PARTIAL: Final = 64 << 10
+HIDDEN: Final = b"<hidden>"
+"""What a result shows in place of the password, in whatever form it was sent."""
 SETTLE: Final = 0.2
 """Seconds the last read of a session waits for a response no command asked for."""
 _MAX_LATE_LINES: Final = 16
@@ -147,7 +150,7 @@ def ask(client: WireClient, command: bytes) -> POP3Response:
 def _answer(client: WireClient, command: bytes) -> POP3Response:
     answer = read_response(client, multi_line=has_multi_line_response(command))
     if answer is None:
-        shown = hidden_secrets(command).decode("utf-8", "replace")
+        shown = command.decode("utf-8", "replace")
         raise Failed(f"the server closed the connection instead of answering {shown!r}")
     return answer
 
@@ -184,10 +187,15 @@ class POP3Wire(WireClient):
         super().send(data, pieces, deadline=deadline)
         self.touched, self._partial = touched, partial
 
-    def send_login(self, line: bytes) -> None:
-        """Send one of the user's own login lines (CRLF added): whatever the name or
-        the password spell, the server takes it whole as a credential."""
-        super().send(line + b"\r\n")
+    def send_login(self, command: bytes, secret: bytes = b"") -> None:
+        """Send one of the user's own login lines, ``command`` then ``secret`` (CRLF
+        added): whatever the name or the password spell, the server takes it whole as
+        a credential. The transcript shows :data:`HIDDEN` for ``secret``: the
+        password (PASS, RFC 1939 §7) or a SASL response (AUTH, RFC 5034 §4)."""
+        at = len(self.transcript)
+        super().send(command + secret + b"\r\n")
+        if secret and at < len(self.transcript) and self.transcript[at].side == "client":
+            self.transcript[at] = Exchange("client", command + HIDDEN + b"\r\n")
 
     def _classify(self, data: bytes) -> tuple[bool, bytes]:
         """Whether the session has touched a message once ``data`` is written, and the
@@ -269,18 +277,49 @@ class POP3Probe:
         return client
 
     def _log_in(self, client: POP3Wire) -> POP3Response:
-        def login_ask(line: bytes) -> POP3Response:
-            client.send_login(line)
-            return _answer(client, line)
+        def login_ask(command: bytes, secret: bytes = b"") -> POP3Response:
+            client.send_login(command, secret)
+            return _answer(client, command + secret)
 
         user = login_ask(b"USER " + self.user.encode())
         if user.ok:
-            return login_ask(b"PASS " + self.password.encode())
-        secret = f"\0{self.user}\0{self.password}".encode()
-        answer = login_ask(b"AUTH PLAIN " + base64.b64encode(secret))
+            return login_ask(b"PASS ", self.password.encode())
+        answer = login_ask(b"AUTH PLAIN ", self._plain_response())
         if answer.status.startswith(b"+ "):
             answer = login_ask(b"*")
         return answer
+
+    def _plain_response(self) -> bytes:
+        """AUTH PLAIN's initial response: no authorization identity, the user, the
+        password, in base64 (RFC 4616 §2, RFC 5034 §4)."""
+        return base64.b64encode(f"\0{self.user}\0{self.password}".encode())
+
+    def _credentials(self) -> tuple[bytes, ...]:
+        """Every form in which the battery writes the password, the longest first."""
+        return (self._plain_response(), self.password.encode())
+
+    def hide_credentials(self, result: CheckResult) -> CheckResult:
+        """``result`` with :data:`HIDDEN` wherever the password shows, in any form the
+        battery sent it, on either side: in what the battery wrote, in a server's
+        line that echoes it (``-ERR unknown command: PASS ...``), in the summary.
+        Results are printed and shared; the password has no business in them."""
+        transcript = tuple(
+            replace(entry, data=self._hidden(entry.data), note=self._hidden_text(entry.note))
+            for entry in result.transcript
+        )
+        return replace(result, summary=self._hidden_text(result.summary), transcript=transcript)
+
+    def _hidden(self, data: bytes) -> bytes:
+        for secret in self._credentials():
+            data = data.replace(secret, HIDDEN)
+        return data
+
+    def _hidden_text(self, text: str) -> str:
+        """``text`` with the password hidden, as written and as a bytes repr shows it."""
+        for secret in self._credentials():
+            for form in (secret.decode(), repr(secret)[2:-1]):
+                text = text.replace(form, HIDDEN.decode())
+        return text
 
     def session(self) -> POP3Wire:
         """A new connection, logged in (the TRANSACTION state, RFC 1939 §5)."""

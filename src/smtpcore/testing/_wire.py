@@ -27,7 +27,6 @@ __all__ = [
     "WireClient",
     "checked_host",
     "format_transcript",
-    "hidden_secrets",
 ]
 
 #: A reply longer than this is a broken server, not a reason to eat memory.
@@ -39,37 +38,6 @@ MAX_REPLIES: Final = 10_000
 MAX_RECEIVED: Final = 8 << 20
 
 _STATUS: Final = re.compile(rb"^[245]\.\d{1,3}\.\d{1,3}")
-
-HIDDEN: Final = b"<hidden>"
-"""What a transcript shows in place of a secret the client wrote."""
-
-_SECRET_AFTER: Final = {b"PASS": 1, b"APOP": 2, b"AUTH": 2}
-"""Commands whose words from this one on are secret: the password (RFC 1939 §7),
-APOP's digest (RFC 1939 §7), a SASL initial response (RFC 5034 §4, RFC 4954 §4)."""
-
-_CHALLENGE: Final = re.compile(rb"(?:\A|\n)(?:\+|334)[ \r][^\n]*\n\Z")
-"""A SASL challenge at the end of what the server sent: POP3's ``+`` (RFC 5034 §4),
-SMTP's 334 (RFC 4954 §4). What the client writes next answers it."""
-
-
-def hidden_secrets(data: bytes, *, challenged: bool = False) -> bytes:
-    """``data``, a client write, as a transcript may show it: the secret words of
-    each credential line replaced by ``<hidden>``, and, where the write answers a
-    SASL challenge (``challenged``), every line but a cancelling ``*``. Transcripts
-    are printed and shared; a password has no business in them."""
-    out = []
-    for line in data.splitlines(keepends=True):
-        text = line.rstrip(b"\r\n")
-        end = line[len(text) :]
-        if challenged:
-            text = text if text in (b"", b"*") else HIDDEN
-        else:
-            words = text.split(b" ")
-            keep = _SECRET_AFTER.get(words[0].upper())
-            if keep is not None and len(words) > keep:
-                text = b" ".join([*words[:keep], HIDDEN])
-        out.append(text + end)
-    return b"".join(out)
 
 
 def checked_host(host: object) -> str:
@@ -183,14 +151,10 @@ class WireClient:
         if pieces is None:
             pieces = [data]
         assert b"".join(pieces) == data
-        shown = hidden_secrets(data, challenged=self._challenged())
         for index, piece in enumerate(pieces):
             if index and self.pause:
                 time.sleep(self.pause)
-            if shown == data:
-                self.transcript.append(Exchange("client", piece))
-            elif index == 0:  # a write with a secret is shown whole, once
-                self.transcript.append(Exchange("client", shown))
+            self.transcript.append(Exchange("client", piece))
             try:
                 # sendall's bound is the whole write (Python 3.5 and later).
                 self.sock.settimeout(self._remaining(deadline))
@@ -199,15 +163,6 @@ class WireClient:
                 self.transcript.append(Exchange("note", note=f"write failed: {exc}"))
                 self.closed = self.write_failed = True
                 return
-
-    def _challenged(self) -> bool:
-        """Whether the last read ended with a SASL challenge (see :func:`hidden_secrets`)."""
-        for entry in reversed(self.transcript):
-            if entry.side == "server":
-                return _CHALLENGE.search(entry.data[-1024:]) is not None
-            if entry.side == "client":
-                return False
-        return False
 
     def shutdown_write(self) -> None:
         """Half-close: tell the server nothing more is coming (TCP FIN)."""

@@ -51,7 +51,7 @@ from smtpcore.testing._pop3_probe import (
     mail_needed,
     read_response,
 )
-from smtpcore.testing._wire import WireClient, checked_host, hidden_secrets
+from smtpcore.testing._wire import WireClient, checked_host
 
 __all__ = ["POP3_CHECKS", "ServerUnreachable", "check_pop3_server"]
 
@@ -127,7 +127,7 @@ class _Sessions:
         problems = []
         for line in lines:
             answer = self.answer(line)
-            shown = hidden_secrets(line).decode()
+            shown = line.decode("utf-8", "replace")
             if answer is None:
                 problems.append(f"{shown} {where} was answered by closing, twice")
             elif not answer.err:
@@ -161,7 +161,7 @@ def _closing_notice(client: WireClient, line: bytes) -> None:
     extra = client.read_lines_until_closed()
     if not client.closed:
         raise Failed(
-            f"{hidden_secrets(line)!r} got -ERR and then {extra}, and the server went on: "
+            f"{line!r} got -ERR and then {extra}, and the server went on: "
             "one command, "
             "two responses"
         )
@@ -842,5 +842,6 @@ def check_pop3_server(
     results: list[CheckResult] = []
     for name in selected(POP3_CHECKS, checks):
         probe = POP3Probe(host, port, user, password, timeout, pause, tls_context)
-        results.append(run_one(name, POP3_CHECKS[name], probe, first=not results))
+        result = run_one(name, POP3_CHECKS[name], probe, first=not results)
+        results.append(probe.hide_credentials(result))
     return CheckReport(host_port(host, port), tuple(results))
