@@ -25,6 +25,7 @@ from broken_pop3_servers import (
     PASSWORD,
     USER,
     AddsFinalLineEnd,
+    AlertsOnInjectedPlaintext,
     AnswersBehindStlsInPlaintext,
     CutsLongLines,
     DeletesRetrieved,
@@ -42,6 +43,7 @@ from broken_pop3_servers import (
     ServesDeleted,
     SessionUidl,
     SmallPOP3,
+    StallsOnInjectedPlaintext,
     TricklesRetr,
     UidIsNumber,
     UnknownUsersRefused,
@@ -313,6 +315,22 @@ def test_an_unjudged_line_length_minimum_is_said_so() -> None:
 def test_a_plaintext_answer_behind_stls_fails_the_injection_check(tls: TLSFiles) -> None:
     result = run_check(AnswersBehindStlsInPlaintext, "stls-injection", tls=tls)
     assert result.outcome is Outcome.FAILED, result
+    assert "bytes that are no TLS record" in result.summary, result
+
+
+def test_a_tls_alert_at_the_injected_handshake_passes(tls: TLSFiles) -> None:
+    """A fatal alert is a TLS record: the server ended the session in TLS, as a close does."""
+    for _ in range(3):
+        result = run_check(AlertsOnInjectedPlaintext, "stls-injection", tls=tls)
+        assert result.outcome is Outcome.PASSED, result
+        assert "ended the injected session at the handshake" in result.summary, result
+
+
+def test_a_stalled_injected_handshake_fails_with_its_own_reason(tls: TLSFiles) -> None:
+    result = run_check(StallsOnInjectedPlaintext, "stls-injection", tls=tls, timeout=1.0)
+    assert result.outcome is Outcome.FAILED, result
+    assert "no TLS record" not in result.summary, result
+    assert "did not end within 1 s" in result.summary, result
 
 
 def test_a_trickled_response_has_one_deadline() -> None:

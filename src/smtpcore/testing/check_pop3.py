@@ -235,8 +235,9 @@ def check_stls_injection(probe: POP3Probe) -> str:
     that kept the plaintext it had read runs the injected CAPA over TLS (the
     POP3 twin of CVE-2011-0411, found in several POP3 servers in 2011); one
     that answers it in plaintext before TLS makes the handshake fail on bytes
-    that are no TLS record, and fails too. A handshake that fails only because
-    the server closed or reset the connection passes, if a clean STLS works.
+    that are no TLS record, and fails too; so does a handshake that stalls. A
+    handshake the server ended, by a close, a reset or a TLS alert (a record,
+    RFC 8446 §6), passes, if a clean STLS works.
     """
     context = probe.tls_context or insecure_context()
     client = probe.connect()
@@ -253,15 +254,8 @@ def check_stls_injection(probe: POP3Probe) -> str:
         raise Failed(f"the server answered in plaintext after its +OK: {client.unread!r}")
     try:
         client.start_tls(context)
-    except _CLOSED_AT_HANDSHAKE as exc:
-        return _ended_at_handshake(probe, context, exc)
     except (OSError, ssl.SSLError) as exc:
-        _clean_handshake_works(probe, context)
-        raise Failed(
-            f"after STLS with CAPA behind it, the TLS handshake failed ({exc}) where a "
-            "clean STLS works: the server sent bytes that are no TLS record, as a "
-            "plaintext answer to the injected CAPA is (RFC 2595 §4)"
-        ) from None
+        return _injected_handshake_failed(probe, context, exc)
     client.send(b"QUIT\r\n")
     lines = client.read_lines_until_closed()
     if len(lines) != 1 or not lines[0].startswith(b"+OK"):
@@ -282,6 +276,60 @@ _CLOSED_AT_HANDSHAKE: Final = (
     BrokenPipeError,
 )
 """How a handshake fails when the server ends the session: a close or a reset."""
+
+_ALERT_REASON: Final = re.compile(r"(?:\A|_)ALERT_")
+"""OpenSSL's reason for a handshake ended by the peer's alert record:
+``SSLV3_ALERT_UNEXPECTED_MESSAGE``, ``TLSV1_ALERT_INTERNAL_ERROR``, ..."""
+
+_NO_TLS_RECORD_REASONS: Final = frozenset(
+    {
+        "WRONG_VERSION_NUMBER",
+        "HTTP_REQUEST",
+        "HTTPS_PROXY_REQUEST",
+        "PACKET_LENGTH_TOO_LONG",
+        "RECORD_LAYER_FAILURE",
+        "UNKNOWN_PROTOCOL",
+        "RECORD_LENGTH_MISMATCH",
+    }
+)
+"""OpenSSL's reasons for bytes that do not parse as a TLS record (RFC 8446 §5.1): a
+line of plaintext read as a record header gives ``WRONG_VERSION_NUMBER`` (its
+second and third octets are no version) or ``PACKET_LENGTH_TOO_LONG``."""
+
+
+def _ended_by_server(exc: BaseException) -> bool:
+    """Whether the server ended the handshake, by a close, a reset or a TLS alert
+    (a TLS record, RFC 8446 §6): no sign it answered the injected command."""
+    if isinstance(exc, _CLOSED_AT_HANDSHAKE):
+        return True
+    reason = getattr(exc, "reason", None) if isinstance(exc, ssl.SSLError) else None
+    return isinstance(reason, str) and _ALERT_REASON.search(reason) is not None
+
+
+def _injected_handshake_failed(
+    probe: POP3Probe, context: ssl.SSLContext, exc: BaseException
+) -> str:
+    """The verdict on a failed handshake after STLS with CAPA behind it, by what was
+    received; each failure is judged only where a clean STLS works."""
+    if _ended_by_server(exc):
+        return _ended_at_handshake(probe, context, exc)
+    _clean_handshake_works(probe, context)
+    if isinstance(exc, TimeoutError):
+        raise Failed(
+            f"after STLS with CAPA behind it, the TLS handshake did not end within "
+            f"{probe.timeout:g} s where a clean STLS works: the server neither answered "
+            "the ClientHello nor closed (RFC 2595 §4)"
+        ) from None
+    if getattr(exc, "reason", None) in _NO_TLS_RECORD_REASONS:
+        raise Failed(
+            f"after STLS with CAPA behind it, the TLS handshake failed ({exc}) where a "
+            "clean STLS works: the server sent bytes that are no TLS record, as a "
+            "plaintext answer to the injected CAPA is (RFC 2595 §4)"
+        ) from None
+    raise Failed(
+        f"after STLS with CAPA behind it, the TLS handshake failed ({exc}) where a "
+        "clean STLS works (RFC 2595 §4)"
+    ) from None
 
 
 def _ended_at_handshake(probe: POP3Probe, context: ssl.SSLContext, exc: BaseException) -> str:
