@@ -458,10 +458,24 @@ class TricklesRetr(SmallPOP3):
 
 
 class FloodsRetr(SmallPOP3):
-    """Answers RETR with 8 MiB of empty lines and no terminating dot."""
+    """Answers RETR with over 8 MiB of empty lines and no terminating dot, written
+    64 KiB at a time: each write has the socket's timeout, however slowly it is read."""
+
+    flood_writes = 135  # 135 * 64 KiB: over the 8 MiB a connection reads at most
+
+    def __init__(self, mailbox: Mailbox, *, stls: bool = False) -> None:
+        super().__init__(mailbox, stls=stls)
+        self.flooding = False
 
     def do_RETR(self, words: list[str]) -> bytes:
-        return b"+OK\r\n" + b"\r\n" * (4 << 20) + b"\r\n" * 200_000
+        self.flooding = True
+        return b"+OK\r\n"
+
+    def sent(self, sock: socket.socket, buffer: bytearray) -> None:
+        if self.flooding:
+            self.flooding = False
+            for _ in range(self.flood_writes):
+                sock.sendall(b"\r\n" * (32 << 10))
 
 
 class NoStuffingInTopBody(SmallPOP3):
