@@ -425,6 +425,9 @@ def test_cli_errors_never_repeat_the_password(
         main(["check-pop3", "127.0.0.1:9", "--user", USER, "--password", "s3cret\rHunter2"])
     err = capsys.readouterr().err
     assert "password" in err and "Hunter2" not in err
+    # The usage and the error are check-pop3's, whose options say how to give it.
+    assert "usage: python -m smtpcore.testing check-pop3 " in err, err
+    assert "python -m smtpcore.testing check-pop3: error:" in err, err
 
 
 def test_cli_exits_one_on_a_failure_and_prints_the_transcript(

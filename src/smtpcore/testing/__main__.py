@@ -227,6 +227,8 @@ def _add_pop3_parser(commands: Any) -> None:
         epilog="exit status: 0 when no check failed, 1 when one did, 2 for a bad "
         "argument, 3 when the server could not be reached (the first connection failed).",
     )
+    # A password refused after parsing is a usage error of check-pop3's, not the top level's.
+    check.set_defaults(own_parser=check)
     check.add_argument("address", type=_address, metavar="HOST:PORT")
     check.add_argument("--user", type=_login_word, required=True, help="the user to log in as")
     secret = check.add_mutually_exclusive_group()
@@ -369,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "fuzz":
         return _fuzz(args)
     if args.command == "check-pop3":
-        return _check_pop3(args, _password(parser, args))
+        return _check_pop3(args, _password(args.own_parser, args))
     return _check(args)
 
 
