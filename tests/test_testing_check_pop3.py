@@ -13,6 +13,7 @@ import base64
 import hashlib
 import os
 import re
+import socket
 import tempfile
 import time
 import tracemalloc
@@ -20,7 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+import broken_pop3_servers
 from broken_pop3_servers import (
     PASSWORD,
     USER,
@@ -60,7 +64,10 @@ from peers import (
 )
 from smtpcore.maildrop import MaildirStore
 from smtpcore.testing import _wire
+from smtpcore.testing import strategies as sst
 from smtpcore.testing.__main__ import main
+from smtpcore.testing._pop3_probe import POP3Probe
+from smtpcore.testing._wire import Exchange
 from smtpcore.testing.check import CheckResult, Outcome
 from smtpcore.testing.check_pop3 import POP3_CHECKS, ServerUnreachable, check_pop3_server
 from test_check import python_blocks
@@ -289,9 +296,94 @@ def test_the_password_stays_hidden_where_the_server_echoes_it(kind: type[SmallPO
         assert "S: b'-ERR refused: AUTH PLAIN <hidden>\\r\\n'" in state_order, state_order
 
 
-def test_the_probe_repr_hides_the_password() -> None:
-    from smtpcore.testing._pop3_probe import POP3Probe
+class EchoesInTwoReads(SmallPOP3):
+    """Says back a PASS sent before USER (``-ERR no USER before PASS ...``) in two
+    writes cut inside the password, so that each of the battery's reads holds half."""
 
+    def __init__(self, mailbox: Mailbox, *, stls: bool = False) -> None:
+        super().__init__(mailbox, stls=stls)
+        self.echo = b""
+
+    def answer(self, line: bytes) -> bytes:
+        if line.upper().startswith(b"PASS") and self.user is None:
+            self.echo = b"-ERR no USER before " + line + b"\r\n"
+            return b""
+        return super().answer(line)
+
+    def sent(self, sock: socket.socket, buffer: bytearray) -> None:
+        echo, self.echo = self.echo, b""
+        if echo:
+            cut = echo.index(PASSWORD.encode()) + 4
+            sock.sendall(echo[:cut])
+            time.sleep(0.15)
+            sock.sendall(echo[cut:])
+
+
+def test_a_password_echoed_across_two_reads_is_hidden_in_both() -> None:
+    text = run_check(EchoesInTwoReads, "state-order").transcript_text()
+    assert "S: b'-ERR no USER before PASS <hidden>'" in text, text
+    assert "S: b'<hidden>\\r\\n'" in text, text
+    assert PASSWORD[:4] not in text and PASSWORD[4:] not in text, text
+
+
+SHORT_PASSWORDS = ["OK", "1", "a"]
+"""Passwords that are also words, numbers and letters of what servers and the battery write."""
+
+
+def stands_as_word(secret: bytes, data: bytes) -> bool:
+    """Whether ``secret`` shows in ``data`` bounded by its start or end, a space, CR or LF."""
+    return re.search(rb"(?<![^ \r\n])" + re.escape(secret) + rb"(?![^ \r\n])", data) is not None
+
+
+@given(st.data(), st.sampled_from([*SHORT_PASSWORDS, PASSWORD]))
+def test_only_the_password_standing_as_a_word_is_hidden(
+    data: st.DataObject, password: str
+) -> None:
+    """Whatever reads a server's lines arrive in, the password never stands as a word in
+    them once hidden, and nothing else changes: not a server line without it as a word,
+    not the summary."""
+    echo = st.just(b"-ERR refused: PASS " + password.encode() + b"\r\n")
+    lines = data.draw(st.lists(st.one_of(sst.pop3_response_lines(), echo), max_size=6))
+    stream = b"".join(lines)
+    transcript = tuple(Exchange("server", piece) for piece in data.draw(sst.chunkings(stream)))
+    result = CheckResult("uidl", Outcome.PASSED, "1 of 1 OK: a -ERR, USER alice", transcript)
+    hidden = POP3Probe("127.0.0.1", 110, USER, password).hide_credentials(result)
+    assert hidden.summary == result.summary
+    assert not stands_as_word(password.encode(), b"".join(e.data for e in hidden.transcript))
+    if not stands_as_word(password.encode(), stream):
+        assert hidden.transcript == transcript
+
+
+@pytest.mark.parametrize("password", SHORT_PASSWORDS)
+def test_a_short_password_changes_nothing_but_itself(
+    password: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A password that is also ``OK``, a digit or a letter leaves the summaries, the
+    battery's writes and its notes as they are with a long one (the battery hides its
+    own writes where it makes them), and stands as a word in no server line."""
+
+    def run(secret: str) -> tuple[CheckResult, ...]:
+        monkeypatch.setattr(broken_pop3_servers, "PASSWORD", secret)
+        with serve_pop3(SmallPOP3, Mailbox(list(MESSAGES))) as (host, port):
+            checks = ["uidl", "state-order"]
+            report = check_pop3_server(
+                host, port, user=USER, password=secret, timeout=TIMEOUT, checks=checks
+            )
+        return report.results
+
+    def battery_side(result: CheckResult) -> tuple[str, list[str]]:
+        text = re.sub(r"127\.0\.0\.1:\d+", "HOST", result.transcript_text())
+        return result.summary, [line for line in text.splitlines() if not line.startswith("S:")]
+
+    short, long = run(password), run(PASSWORD)
+    assert [battery_side(r) for r in short] == [battery_side(r) for r in long]
+    for result in short:
+        server = b"".join(entry.data for entry in result.transcript if entry.side == "server")
+        assert not stands_as_word(password.encode(), server), result.transcript_text()
+        assert b"+OK logged in\r\n" in server, result.transcript_text()
+
+
+def test_the_probe_repr_hides_the_password() -> None:
     assert "hunter2" not in repr(POP3Probe("127.0.0.1", 110, USER, "hunter2"))
 
 

@@ -36,6 +36,7 @@ from smtpcore.testing._battery import (
     open_wire,
     transcript_of,
 )
+from smtpcore.testing._hiding import hide_in_server_reads, hide_quoted_server_lines
 from smtpcore.testing._wire import Exchange, WireClient
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "POP3Wire",
     "UnsafeQuit",
     "ask",
+    "ask_login",
     "has_multi_line_response",
     "lines_of",
     "read_response",
@@ -68,6 +70,7 @@ _LINE_ENDS: Final = re.compile(rb"\r\n|\r|\n")
 _MAX_PARTIAL: Final = 64 << 10
 HIDDEN: Final = b"<hidden>"
 """What a result shows in place of the password, in whatever form it was sent."""
+_WRONG: Final = b"-not-the-password"
 SETTLE: Final = 0.2
 """Seconds the last read of a session waits for a response no command asked for."""
 _MAX_LATE_LINES: Final = 16
@@ -145,6 +148,14 @@ def ask(client: WireClient, command: bytes) -> POP3Response:
     was due fails the check: a session that dies on a command is a crash."""
     client.send(command + b"\r\n")
     return _answer(client, command)
+
+
+def ask_login(client: POP3Wire, command: bytes, secret: bytes = b"") -> POP3Response:
+    """Send a login line, ``command`` then ``secret`` (see :meth:`POP3Wire.send_login`),
+    and read its response; a failure names the command with :data:`HIDDEN` for
+    ``secret``, so that the summary never holds the password."""
+    client.send_login(command, secret)
+    return _answer(client, command + HIDDEN if secret else command)
 
 
 def _answer(client: WireClient, command: bytes) -> POP3Response:
@@ -277,17 +288,17 @@ class POP3Probe:
         return client
 
     def _log_in(self, client: POP3Wire) -> POP3Response:
-        def login_ask(command: bytes, secret: bytes = b"") -> POP3Response:
-            client.send_login(command, secret)
-            return _answer(client, command + secret)
-
-        user = login_ask(b"USER " + self.user.encode())
+        user = ask_login(client, b"USER " + self.user.encode())
         if user.ok:
-            return login_ask(b"PASS ", self.password.encode())
-        answer = login_ask(b"AUTH PLAIN ", self._plain_response())
+            return ask_login(client, b"PASS ", self.password.encode())
+        answer = ask_login(client, b"AUTH PLAIN ", self._plain_response())
         if answer.status.startswith(b"+ "):
-            answer = login_ask(b"*")
+            answer = ask_login(client, b"*")
         return answer
+
+    def wrong_password(self) -> bytes:
+        """A password the server must refuse: the user's, lengthened (RFC 1939 §7)."""
+        return self.password.encode() + _WRONG
 
     def _plain_response(self) -> bytes:
         """AUTH PLAIN's initial response: no authorization identity, the user, the
@@ -295,31 +306,22 @@ class POP3Probe:
         return base64.b64encode(f"\0{self.user}\0{self.password}".encode())
 
     def _credentials(self) -> tuple[bytes, ...]:
-        """Every form in which the battery writes the password, the longest first."""
-        return (self._plain_response(), self.password.encode())
+        """Every form in which the battery writes the password."""
+        return (self._plain_response(), self.wrong_password(), self.password.encode())
 
     def hide_credentials(self, result: CheckResult) -> CheckResult:
-        """``result`` with :data:`HIDDEN` wherever the password shows, in any form the
-        battery sent it, on either side: in what the battery wrote, in a server's
-        line that echoes it (``-ERR unknown command: PASS ...``), in the summary.
-        Results are printed and shared; the password has no business in them."""
-        transcript = tuple(
-            replace(entry, data=self._hidden(entry.data), note=self._hidden_text(entry.note))
-            for entry in result.transcript
-        )
-        return replace(result, summary=self._hidden_text(result.summary), transcript=transcript)
-
-    def _hidden(self, data: bytes) -> bytes:
-        for secret in self._credentials():
-            data = data.replace(secret, HIDDEN)
-        return data
-
-    def _hidden_text(self, text: str) -> str:
-        """``text`` with the password hidden, as written and as a bytes repr shows it."""
-        for secret in self._credentials():
-            for form in (secret.decode(), repr(secret)[2:-1]):
-                text = text.replace(form, HIDDEN.decode())
-        return text
+        """``result`` with :data:`HIDDEN` where a server says the password back, in
+        any form the battery sent it, standing as a word, across the reads that cut
+        it (:mod:`~smtpcore.testing._hiding`). What the battery wrote is hidden where
+        it wrote it (:meth:`POP3Wire.send_login`), and its own words in notes and
+        summaries never hold the password, so only a server line a summary quotes is
+        hidden there: a plain replacement of a short password (``OK``, ``1``) would
+        rewrite the rest. Results are printed and shared; the password has no
+        business in them."""
+        secrets = self._credentials()
+        summary = hide_quoted_server_lines(result.summary, result.transcript, secrets, HIDDEN)
+        transcript = hide_in_server_reads(result.transcript, secrets, HIDDEN)
+        return replace(result, summary=summary, transcript=transcript)
 
     def session(self) -> POP3Wire:
         """A new connection, logged in (the TRANSACTION state, RFC 1939 §5)."""

@@ -42,10 +42,12 @@ from smtpcore.testing._battery import (
     unjudged,
 )
 from smtpcore.testing._pop3_probe import (
+    HIDDEN,
     POP3Probe,
     POP3Response,
     POP3Wire,
     ask,
+    ask_login,
     has_multi_line_response,
     lines_of,
     mail_needed,
@@ -110,30 +112,38 @@ class _Sessions:
             self.client = self.probe.session() if self.logged_in else self.probe.connect()
         return self.client
 
-    def answer(self, line: bytes) -> POP3Response | None:
-        """The status line answering ``line``, or None where two sessions closed at it."""
+    def answer(self, line: bytes, secret: bytes = b"") -> POP3Response | None:
+        """The status line answering ``line`` (then ``secret``, written as the user's
+        credential, :meth:`POP3Wire.send_login`), or None where two sessions closed
+        at it."""
         for _ in range(2):
             client = self.current()
-            client.send(line + b"\r\n")
+            if secret:
+                client.send_login(line, secret)
+            else:
+                client.send(line + b"\r\n")  # classified: it may touch a message
             answer = read_response(client, multi_line=False)
             if answer is not None:
                 if answer.err and client.unread:
-                    _closing_notice(client, line)
+                    _closing_notice(client, _shown_login(line, secret))
                 return answer
         return None
 
     def refusals_missing(self, lines: Sequence[bytes], where: str) -> list[str]:
         """What is wrong where ``lines``, each out of its state, do not get -ERR."""
-        problems = []
-        for line in lines:
-            answer = self.answer(line)
-            shown = line.decode("utf-8", "replace")
-            if answer is None:
-                problems.append(f"{shown} {where} was answered by closing, twice")
-            elif not answer.err:
-                problems.append(f"{shown} {where} got {answer}, not -ERR")
-                self.drop()
-        return problems
+        return [problem for line in lines for problem in self.refusal_missing(line, where)]
+
+    def refusal_missing(self, line: bytes, where: str, secret: bytes = b"") -> list[str]:
+        """What is wrong where ``line`` (then ``secret``), out of its state, does not
+        get -ERR; a problem shows :data:`HIDDEN` for ``secret``."""
+        answer = self.answer(line, secret)
+        shown = _shown_login(line, secret).decode("utf-8", "replace")
+        if answer is None:
+            return [f"{shown} {where} was answered by closing, twice"]
+        if not answer.err:
+            self.drop()
+            return [f"{shown} {where} got {answer}, not -ERR"]
+        return []
 
     def drop(self) -> None:
         """Give up the session: what it was asked may have left it out of step."""
@@ -152,6 +162,11 @@ def _problems_win(problems: list[str]) -> Iterator[None]:
         if problems:
             raise Failed("; ".join([*problems, f"then the check stopped: {exc}"])) from None
         raise
+
+
+def _shown_login(line: bytes, secret: bytes) -> bytes:
+    """``line`` then ``secret`` as a result shows them: :data:`HIDDEN` for ``secret``."""
+    return line + HIDDEN if secret else line
 
 
 def _closing_notice(client: WireClient, line: bytes) -> None:
@@ -610,8 +625,8 @@ def check_state_order(probe: POP3Probe) -> str:
     with _problems_win(problems):
         before_login = _Sessions(probe, logged_in=False)
         problems += before_login.refusals_missing(_TRANSACTION_ONLY, "before login")
-        password = b"PASS " + probe.password.encode()
-        problems += before_login.refusals_missing([password], "without USER")
+        password = probe.password.encode()
+        problems += before_login.refusal_missing(b"PASS ", "without USER", password)
         before_login.drop()
         logged_in = _Sessions(probe)
         apop = b"APOP " + probe.user.encode() + b" " + b"0" * 32
@@ -637,7 +652,7 @@ def _wrong_password(probe: POP3Probe) -> list[str]:
     user = ask(client, b"USER " + probe.user.encode())
     if not user.ok:
         raise Skipped(f"USER was answered {user}: the server may take only SASL")
-    wrong = ask(client, b"PASS " + probe.password.encode() + b"-not-the-password")
+    wrong = ask_login(client, b"PASS ", probe.wrong_password())
     if not wrong.err:
         probe.abandon(client)
         return [f"a wrong password got {wrong}, not -ERR"]

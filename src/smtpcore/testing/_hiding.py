@@ -1,0 +1,117 @@
+"""Hiding a credential a server says back, across the reads that cut it.
+
+A transcript keeps one entry per read, and TCP may cut a server's line
+anywhere: a server echoing ``PASS <password>`` can leave half of the
+password in one entry and half in the next. So the server's reads are
+searched as one stream, and every octet of a match is hidden in whichever
+entries it spans. Only a credential standing as a word (bounded by the start
+or end of the stream, a space, CR or LF) is hidden: a short password
+(``OK``, ``1``) is also part of words and numbers that say nothing of it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Final
+
+from smtpcore.testing._wire import Exchange
+
+__all__ = ["hide_in_server_reads", "hide_quoted_server_lines"]
+
+_MARKED: Final = re.compile(rb"\x01+")
+
+
+def hide_in_server_reads(
+    transcript: Sequence[Exchange], secrets: Sequence[bytes], shown: bytes
+) -> tuple[Exchange, ...]:
+    """``transcript`` with ``shown`` in place of each run of octets of the server's
+    reads that belong to one of ``secrets`` standing as a word; client entries and
+    notes are left as they are (the battery hides its own writes where it makes them)."""
+    reads = [entry.data for entry in transcript if entry.side == "server"]
+    marks = [bytearray(len(data)) for data in reads]
+    starts = _stream_offsets(reads)
+    for secret in filter(None, secrets):
+        for start, end in _words_in_stream(reads, secret):
+            _mark(marks, starts, start, end)
+    hidden = iter([_shown(data, mark, shown) for data, mark in zip(reads, marks, strict=True)])
+    return tuple(
+        replace(entry, data=next(hidden)) if entry.side == "server" else entry
+        for entry in transcript
+    )
+
+
+def hide_quoted_server_lines(
+    text: str, transcript: Sequence[Exchange], secrets: Sequence[bytes], shown: bytes
+) -> str:
+    """``text`` (a summary) with each quotation of a server line that holds one of
+    ``secrets`` as a word (``'-ERR bad PASS ...'``, as a bytes repr shows it) hidden
+    as in the transcript; the battery's own words are left as they are."""
+    stream = b"".join(entry.data for entry in transcript if entry.side == "server")
+    lines = {
+        stream[stream.rfind(b"\n", 0, start) + 1 : stream.find(b"\n", end) + 1 or len(stream)]
+        for secret in filter(None, secrets)
+        for start, end in _words_in_stream([stream], secret)
+    }
+    for line in lines:
+        hidden = hide_in_server_reads([Exchange("server", line)], secrets, shown)[0].data
+        for form, hidden_form in ((line, hidden), (line.rstrip(b"\r\n"), hidden.rstrip(b"\r\n"))):
+            text = text.replace(repr(form)[1:], repr(hidden_form)[1:])
+    return text
+
+
+def _words_in_stream(reads: Sequence[bytes], secret: bytes) -> Iterator[tuple[int, int]]:
+    """Stream offsets ``(start, end)`` of each ``secret`` standing as a word in the
+    reads joined. Each read is searched with the last ``len(secret)`` octets before
+    it (a match carried over, and the octet that bounds it) and the first octet
+    after it; a match is reported by the read it ends in, so once."""
+    pattern = re.compile(rb"(?<![^ \r\n])(?=" + re.escape(secret) + rb"(?![^ \r\n]))")
+    carry = b""
+    stream_at = 0
+    for data, after in zip(reads, _first_octets_after(reads), strict=True):
+        window = carry + data + after
+        for found in pattern.finditer(window):
+            end = found.start() + len(secret)
+            if len(carry) < end <= len(carry) + len(data):
+                yield stream_at - len(carry) + found.start(), stream_at - len(carry) + end
+        carry = (carry + data)[-len(secret) :]
+        stream_at += len(data)
+
+
+def _first_octets_after(reads: Sequence[bytes]) -> list[bytes]:
+    """For each read, the stream's next octet after it (empty at the end of the stream)."""
+    after = b""
+    following: list[bytes] = []
+    for data in reversed(reads):
+        following.append(after)
+        after = data[:1] or after
+    return following[::-1]
+
+
+def _stream_offsets(reads: Sequence[bytes]) -> list[int]:
+    offsets, at = [], 0
+    for data in reads:
+        offsets.append(at)
+        at += len(data)
+    return offsets
+
+
+def _mark(marks: list[bytearray], starts: list[int], start: int, end: int) -> None:
+    """Mark the stream's octets ``start`` to ``end`` in the reads they span."""
+    while start < end:
+        read = bisect.bisect_right(starts, start) - 1
+        local = start - starts[read]
+        count = min(end - start, len(marks[read]) - local)
+        marks[read][local : local + count] = b"\x01" * count
+        start += count
+
+
+def _shown(data: bytes, mark: bytearray, shown: bytes) -> bytes:
+    """``data`` with ``shown`` in place of each run of marked octets."""
+    pieces, kept = [], 0
+    for run in _MARKED.finditer(mark):
+        pieces += [data[kept : run.start()], shown]
+        kept = run.end()
+    return b"".join([*pieces, data[kept:]])
