@@ -19,6 +19,7 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -63,13 +64,18 @@ from peers import (
     write_maildir,
 )
 from smtpcore.maildrop import MaildirStore
-from smtpcore.testing import _wire
+from smtpcore.testing import _hiding, _wire
 from smtpcore.testing import strategies as sst
 from smtpcore.testing.__main__ import main
-from smtpcore.testing._pop3_probe import POP3Probe
+from smtpcore.testing._pop3_probe import POP3Probe, POP3Response
 from smtpcore.testing._wire import Exchange
 from smtpcore.testing.check import CheckResult, Outcome
-from smtpcore.testing.check_pop3 import POP3_CHECKS, ServerUnreachable, check_pop3_server
+from smtpcore.testing.check_pop3 import (
+    POP3_CHECKS,
+    ServerUnreachable,
+    _framing_problem,
+    check_pop3_server,
+)
 from test_check import python_blocks
 
 MESSAGES = [
@@ -341,12 +347,14 @@ def test_only_the_password_standing_as_a_word_is_hidden(
 ) -> None:
     """Whatever reads a server's lines arrive in, the password never stands as a word in
     them once hidden, and nothing else changes: not a server line without it as a word,
-    not the summary."""
+    not a summary without it as a word."""
     echo = st.just(b"-ERR refused: PASS " + password.encode() + b"\r\n")
     lines = data.draw(st.lists(st.one_of(sst.pop3_response_lines(), echo), max_size=6))
     stream = b"".join(lines)
     transcript = tuple(Exchange("server", piece) for piece in data.draw(sst.chunkings(stream)))
-    result = CheckResult("uidl", Outcome.PASSED, "1 of 1 OK: a -ERR, USER alice", transcript)
+    result = CheckResult(
+        "uidl", Outcome.PASSED, "UIDL well formed, OK: -ERR, USER alice", transcript
+    )
     hidden = POP3Probe("127.0.0.1", 110, USER, password).hide_credentials(result)
     assert hidden.summary == result.summary
     assert not stands_as_word(password.encode(), b"".join(e.data for e in hidden.transcript))
@@ -360,7 +368,8 @@ def test_a_short_password_changes_nothing_but_itself(
 ) -> None:
     """A password that is also ``OK``, a digit or a letter leaves the summaries, the
     battery's writes and its notes as they are with a long one (the battery hides its
-    own writes where it makes them), and stands as a word in no server line."""
+    own writes where it makes them) but where it stands as a word in a summary or a
+    note (``connection 1``), and stands as a word in no server line."""
 
     def run(secret: str) -> tuple[CheckResult, ...]:
         monkeypatch.setattr(broken_pop3_servers, "PASSWORD", secret)
@@ -371,16 +380,126 @@ def test_a_short_password_changes_nothing_but_itself(
             )
         return report.results
 
-    def battery_side(result: CheckResult) -> tuple[str, list[str]]:
+    def hide_word(text: str) -> str:
+        return re.sub(rf"(?<![^ '\"]){re.escape(password)}(?![^ '\"\\])", "<hidden>", text)
+
+    def battery_side(result: CheckResult, *, hidden: bool = False) -> tuple[str, list[str]]:
         text = re.sub(r"127\.0\.0\.1:\d+", "HOST", result.transcript_text())
-        return result.summary, [line for line in text.splitlines() if not line.startswith("S:")]
+        lines = [line for line in text.splitlines() if not line.startswith("S:")]
+        if hidden:
+            notes = [hide_word(line) if line.startswith("--") else line for line in lines]
+            return hide_word(result.summary), notes
+        return result.summary, lines
 
     short, long = run(password), run(PASSWORD)
-    assert [battery_side(r) for r in short] == [battery_side(r) for r in long]
+    assert [battery_side(r) for r in short] == [battery_side(r, hidden=True) for r in long]
     for result in short:
         server = b"".join(entry.data for entry in result.transcript if entry.side == "server")
         assert not stands_as_word(password.encode(), server), result.transcript_text()
         assert b"+OK logged in\r\n" in server, result.transcript_text()
+
+
+def hidden_summary(summary: str, server: bytes, password: str = PASSWORD) -> str:
+    """``summary`` as a result holding it and ``server``'s bytes shows it, hidden."""
+    result = CheckResult("any", Outcome.FAILED, summary, (Exchange("server", server),))
+    return POP3Probe("127.0.0.1", 110, USER, password).hide_credentials(result).summary
+
+
+def test_a_summary_quoting_several_server_lines_in_one_repr_hides_the_password() -> None:
+    """stls-injection quotes the whole unread buffer: ``b'+OK\\r\\n-ERR PASS ...\\r\\n'``."""
+    unread = b"+OK\r\n-ERR refused: PASS " + PASSWORD.encode() + b"\r\n"
+    summary = hidden_summary(f"plaintext after its +OK: {unread!r}", b"+OK go\r\n" + unread)
+    assert summary == "plaintext after its +OK: b'+OK\\r\\n-ERR refused: PASS <hidden>\\r\\n'"
+
+
+def test_a_summary_quoting_an_excerpt_from_mid_line_hides_the_password() -> None:
+    """dot-stuffing quotes the 40 octets before a bare LF, starting inside a line."""
+    body = b"a line long enough to be cut, and the password: " + PASSWORD.encode() + b"\nend\r\n"
+    summary = _framing_problem("RETR 1", POP3Response(b"+OK\r\n", body))
+    assert summary is not None and PASSWORD in summary
+    hidden = hidden_summary(summary, b"+OK\r\n" + body + b".\r\n")
+    assert PASSWORD not in hidden and "password: <hidden>\\n'" in hidden, hidden
+
+
+def test_a_summary_quoting_line_prefixes_in_a_list_hides_the_password() -> None:
+    """command-line-length quotes the first 40 octets of each line, in a list."""
+    lines = [b"-ERR too long\r\n", b"-ERR you sent PASS " + PASSWORD.encode() + b" and more text"]
+    summary = hidden_summary(f"got 2 responses {[line[:40] for line in lines]}", b"".join(lines))
+    assert (
+        summary
+        == "got 2 responses [b'-ERR too long\\r\\n', b'-ERR you sent PASS <hidden> and more t']"
+    )
+
+
+def test_a_password_in_a_note_is_hidden() -> None:
+    note = Exchange("note", note=f"connection lost: [Errno 104] {PASSWORD}")
+    result = CheckResult("any", Outcome.FAILED, "", (note,))
+    hidden = POP3Probe("127.0.0.1", 110, USER, PASSWORD).hide_credentials(result)
+    assert hidden.transcript[0].note == "connection lost: [Errno 104] <hidden>"
+
+
+@pytest.mark.parametrize(
+    ("password", "summary", "shown"),
+    [
+        ("it's", repr(b'-ERR PASS it\'s "no"'), "b'-ERR PASS <hidden> \"no\"'"),
+        ("it's", repr(b"-ERR PASS it's"), 'b"-ERR PASS <hidden>"'),
+        ("caf\u00e9", repr("-ERR PASS caf\u00e9\r\n".encode()), "b'-ERR PASS <hidden>\\r\\n'"),
+        ("OK", repr(b"+OK OK\tOK\r\n"), "b'+OK <hidden>\\t<hidden>\\r\\n'"),
+        ("1", "b'+OK 1 120', 1 of 1", "b'+OK <hidden> 120', <hidden> of <hidden>"),
+        ("1", "b'+OK 11 1x', 1.1 of 10", "b'+OK 11 1x', 1.1 of 10"),
+    ],
+)
+def test_the_password_is_hidden_in_a_summary_as_a_word_however_a_repr_escapes_it(
+    password: str, summary: str, shown: str
+) -> None:
+    """Whichever quote a repr chooses, with escaped octets, and only standing as a word."""
+    assert hidden_summary(summary, b"", password) == shown
+
+
+def test_hiding_does_work_linear_in_the_transcript() -> None:
+    """A 4 MiB stream of ``1 1 1 ...`` with the password ``1`` (a match every other
+    octet) is hidden with the regexes scanning, and the marks covering, a bounded
+    number of octets per octet of the stream: no match rescans the text around it."""
+    counted = CountingRe()
+    size = 4 * 1024 * 1024
+    stream = b"1 " * (size // 2)
+    transcript = tuple(Exchange("server", stream[at : at + 4096]) for at in range(0, size, 4096))
+    summary = f"got {stream[:80]!r}"
+    result = CheckResult("any", Outcome.FAILED, summary, transcript)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_hiding, "re", counted)
+        hidden = POP3Probe("127.0.0.1", 110, USER, "1").hide_credentials(result)
+    joined = b"".join(entry.data for entry in hidden.transcript)
+    assert joined == b"<hidden> " * (size // 2)
+    assert "1" not in hidden.summary.removeprefix("got b'")
+    assert 0 < counted.octets <= 4 * size  # three forms of the password, one pass each
+
+
+class CountingRe:
+    """``re`` for :mod:`~smtpcore.testing._hiding`, counting the octets or characters
+    its patterns are given to scan: work measured without a clock."""
+
+    def __init__(self) -> None:
+        self.octets = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(re, name)
+
+    def compile(self, pattern: str | bytes, flags: int = 0) -> CountingPattern:
+        return CountingPattern(re.compile(pattern, flags), self)
+
+
+class CountingPattern:
+    def __init__(self, pattern: re.Pattern[Any], counter: CountingRe) -> None:
+        self.pattern, self.counter = pattern, counter
+
+    def finditer(self, string: Any) -> Iterator[re.Match[Any]]:
+        self.counter.octets += len(string)
+        return self.pattern.finditer(string)
+
+    def sub(self, repl: Any, string: Any) -> Any:
+        self.counter.octets += len(string)
+        return self.pattern.sub(repl, string)
 
 
 def test_the_probe_repr_hides_the_password() -> None:

@@ -7,6 +7,9 @@ searched as one stream, and every octet of a match is hidden in whichever
 entries it spans. Only a credential standing as a word (bounded by the start
 or end of the stream, a space, CR or LF) is hidden: a short password
 (``OK``, ``1``) is also part of words and numbers that say nothing of it.
+Summaries and notes are text that quotes the server's bytes as reprs, so the
+credential is sought there as a repr writes it, with a repr's word bounds.
+Both are one pass per credential: no match rescans what is around it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Final
 
 from smtpcore.testing._wire import Exchange
 
-__all__ = ["hide_in_server_reads", "hide_quoted_server_lines"]
+__all__ = ["hide_in_server_reads", "hide_in_text"]
 
 _MARKED: Final = re.compile(rb"\x01+")
 
@@ -43,23 +46,38 @@ def hide_in_server_reads(
     )
 
 
-def hide_quoted_server_lines(
-    text: str, transcript: Sequence[Exchange], secrets: Sequence[bytes], shown: bytes
-) -> str:
-    """``text`` (a summary) with each quotation of a server line that holds one of
-    ``secrets`` as a word (``'-ERR bad PASS ...'``, as a bytes repr shows it) hidden
-    as in the transcript; the battery's own words are left as they are."""
-    stream = b"".join(entry.data for entry in transcript if entry.side == "server")
-    lines = {
-        stream[stream.rfind(b"\n", 0, start) + 1 : stream.find(b"\n", end) + 1 or len(stream)]
-        for secret in filter(None, secrets)
-        for start, end in _words_in_stream([stream], secret)
-    }
-    for line in lines:
-        hidden = hide_in_server_reads([Exchange("server", line)], secrets, shown)[0].data
-        for form, hidden_form in ((line, hidden), (line.rstrip(b"\r\n"), hidden.rstrip(b"\r\n"))):
-            text = text.replace(repr(form)[1:], repr(hidden_form)[1:])
+def hide_in_text(text: str, secrets: Sequence[bytes], shown: bytes) -> str:
+    """``text`` (a summary or a note) with ``shown`` in place of each of ``secrets`` as a
+    bytes repr writes it, standing as a word. A summary quotes server bytes in many
+    cuts (a whole line, several in one repr, an excerpt from mid-line, a list of
+    prefixes), so the secret is sought in the text itself, never by the lines it
+    came from: one substitution per form, linear in the text."""
+    replacement = _repr_body(shown)
+    for secret in filter(None, secrets):
+        for form in _repr_forms(secret):
+            text = _word_in_text(form).sub(lambda _: replacement, text)
     return text
+
+
+def _repr_forms(secret: bytes) -> set[str]:
+    """How ``repr`` of bytes holding ``secret`` may write it: a repr quoted with ``'``
+    escapes the quote, one quoted with ``"`` (chosen when ``'`` is in the bytes and
+    ``"`` is not) leaves it bare; other octets are escaped the same either way."""
+    single_quoted = repr(secret + b'"')[2:-2]
+    return {single_quoted, single_quoted.replace("\\'", "'")}
+
+
+def _repr_body(data: bytes) -> str:
+    """``data`` as ``repr`` writes it between the quotes."""
+    return repr(data)[2:-1]
+
+
+def _word_in_text(form: str) -> re.Pattern[str]:
+    """``form`` standing as a word in text holding reprs: bounded by the start or end
+    of the text, a space, a quote, or an escape (``\\r``, ``\\n``, ``\\t``, ``\\xhh``)."""
+    before = r"(?:\A|(?<=[ '\"])|(?<=\\[rnt])|(?<=\\x[0-9a-f]{2}))"
+    after = r"(?=\Z|[ '\"]|\\[rnt]|\\x[0-9a-f]{2})"
+    return re.compile(before + re.escape(form) + after)
 
 
 def _words_in_stream(reads: Sequence[bytes], secret: bytes) -> Iterator[tuple[int, int]]:

@@ -36,7 +36,7 @@ from smtpcore.testing._battery import (
     open_wire,
     transcript_of,
 )
-from smtpcore.testing._hiding import hide_in_server_reads, hide_quoted_server_lines
+from smtpcore.testing._hiding import hide_in_server_reads, hide_in_text
 from smtpcore.testing._wire import Exchange, WireClient
 
 __all__ = [
@@ -311,16 +311,19 @@ class POP3Probe:
 
     def hide_credentials(self, result: CheckResult) -> CheckResult:
         """``result`` with :data:`HIDDEN` where a server says the password back, in
-        any form the battery sent it, standing as a word, across the reads that cut
-        it (:mod:`~smtpcore.testing._hiding`). What the battery wrote is hidden where
-        it wrote it (:meth:`POP3Wire.send_login`), and its own words in notes and
-        summaries never hold the password, so only a server line a summary quotes is
-        hidden there: a plain replacement of a short password (``OK``, ``1``) would
-        rewrite the rest. Results are printed and shared; the password has no
-        business in them."""
+        any form the battery sent it, standing as a word: across the reads that cut
+        it in the transcript, and as a bytes repr writes it in the summary and the
+        notes, which quote server bytes whole, in excerpts and in lists
+        (:mod:`~smtpcore.testing._hiding`). What the battery wrote is hidden where it
+        wrote it (:meth:`POP3Wire.send_login`). Only a word is hidden: a short
+        password (``1``) is also part of numbers that say nothing of it. Results are
+        printed and shared; the password has no business in them."""
         secrets = self._credentials()
-        summary = hide_quoted_server_lines(result.summary, result.transcript, secrets, HIDDEN)
-        transcript = hide_in_server_reads(result.transcript, secrets, HIDDEN)
+        transcript = tuple(
+            replace(entry, note=hide_in_text(entry.note, secrets, HIDDEN)) if entry.note else entry
+            for entry in hide_in_server_reads(result.transcript, secrets, HIDDEN)
+        )
+        summary = hide_in_text(result.summary, secrets, HIDDEN)
         return replace(result, summary=summary, transcript=transcript)
 
     def session(self) -> POP3Wire:
