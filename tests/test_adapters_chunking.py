@@ -207,6 +207,23 @@ def final_codes(received: bytes) -> list[bytes]:
     return [line[:3] for line in received.split(b"\r\n") if line[3:4] == b" "]
 
 
+def _answers_to(adapter: str, handler: Hooks, wire: bytes) -> bytes:
+    """All a server with ``max_message_size=10`` writes to a client that sends
+    ``wire`` at once, read until it closes."""
+    with (
+        running_smtp_server(adapter, handler, max_message_size=10) as server,
+        socket.create_connection((server.host, server.port), timeout=10) as sock,
+    ):
+        sock.sendall(wire)
+        received = bytearray()
+        for _ in range(1000):  # bounded: each pass reads something or ends
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            received += piece
+    return bytes(received)
+
+
 def test_the_chunk_past_the_size_limit_gets_552_and_later_chunks_503(adapter: str) -> None:
     """The chunk that takes the message past the limit is answered 552, not 250; the
     transaction is over and nothing of it reaches ``handle_message``; a BDAT after
@@ -220,18 +237,8 @@ def test_the_chunk_past_the_size_limit_gets_552_and_later_chunks_503(adapter: st
         + smuggled
         + b"NOOP\r\nQUIT\r\n"
     )
-    with (
-        running_smtp_server(adapter, handler, max_message_size=10) as server,
-        socket.create_connection((server.host, server.port), timeout=10) as sock,
-    ):
-        sock.sendall(wire)
-        received = bytearray()
-        for _ in range(1000):  # bounded: each pass reads something or ends
-            piece = sock.recv(65536)
-            if not piece:
-                break
-            received += piece
-    replies = final_codes(bytes(received))
+    received = _answers_to(adapter, handler, wire)
+    replies = final_codes(received)
     assert replies == [b"220", b"250", b"250", b"250", b"250", b"552", b"503", b"250", b"221"]
     assert b"552 5.3.4 " in received and b"503 5.5.1 " in received
     assert handler.chunks == [b"12345678"] and handler.messages == []
@@ -243,18 +250,8 @@ def test_a_session_of_chunks_past_the_size_limit_ends_with_421(adapter: str) -> 
     default, 20) the server answers 421 and closes, however long the client goes on."""
     handler = Hooks()
     wire = ENVELOPE + b"BDAT 11\r\n" + b"x" * 11 + b"BDAT 1\r\ny" * 5000
-    with (
-        running_smtp_server(adapter, handler, max_message_size=10) as server,
-        socket.create_connection((server.host, server.port), timeout=10) as sock,
-    ):
-        sock.sendall(wire)
-        received = bytearray()
-        for _ in range(1000):  # bounded: each pass reads something or ends
-            piece = sock.recv(65536)
-            if not piece:
-                break
-            received += piece
-    replies = final_codes(bytes(received))
+    received = _answers_to(adapter, handler, wire)
+    replies = final_codes(received)
     assert replies == [b"220", b"250", b"250", b"250", b"552"] + [b"503"] * 19 + [b"421"]
     assert handler.chunks == [] and handler.messages == []
 

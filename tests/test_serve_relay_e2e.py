@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from relay_remote import LOOPBACK, remote
-from test_cli_serve import _submit, _until, serve
+from test_cli_serve import Served, _submit, _until, serve
 
 ZONE = "pqr.example MX 10 mx.pqr.example\nmx.pqr.example A 127.0.0.1\n"
 BIG = b"From: john@abc.example\r\nTo: b@pqr.example\r\nSubject: big\r\n\r\n" + b"x" * 500 + b"\r\n"
@@ -157,6 +157,32 @@ def test_serve_accepts_a_utf8_orcpt_under_smtputf8_and_reports_per_rfc_6533(
     assert "Action: delivered" in text and "\\x" not in text
 
 
+def _relayed_under_smtputf8(
+    tmp_path: Path, port: int, zone: str, recipient: str, message: bytes
+) -> Served:
+    """``message`` to ``recipient``, submitted under SMTPUTF8 to a ``serve`` whose
+    relay finds the remote on ``port`` through ``zone``; the server, stopped once
+    its queue is empty."""
+    options = _relay_options(tmp_path, port)
+    (tmp_path / "zone.txt").write_text(zone)
+    with serve(
+        tmp_path / "abc",
+        "abc.example",
+        ["john@abc.example:john-pw"],
+        listeners=("submission",),
+        extra=options,
+    ) as abc:
+        with smtplib.SMTP(LOOPBACK, abc.ports["submission"], timeout=10) as smtp:
+            smtp.login("john@abc.example", "john-pw")
+            refused = smtp.sendmail(
+                "john@abc.example", [recipient], message, mail_options=["SMTPUTF8"]
+            )
+            assert refused == {}
+        _until(lambda: abc.queued() == 0, "the queue to empty", abc)
+        assert abc.stop() == 0
+    return abc
+
+
 def test_serve_relays_an_idn_recipient_under_smtputf8_to_a_hop_without_it(
     tmp_path: Path,
 ) -> None:
@@ -166,26 +192,13 @@ def test_serve_relays_an_idn_recipient_under_smtputf8_to_a_hop_without_it(
     the message bounce ``553 5.6.7`` (RFC 6531 §3.4)."""
     zone = "xn--bcher-kva.pqr.example MX 10 mx.pqr.example\nmx.pqr.example A 127.0.0.1\n"
     with remote(smtputf8=False) as server:
-        options = _relay_options(tmp_path, server.port)
-        (tmp_path / "zone.txt").write_text(zone)
-        with serve(
-            tmp_path / "abc",
-            "abc.example",
-            ["john@abc.example:john-pw"],
-            listeners=("submission",),
-            extra=options,
-        ) as abc:
-            with smtplib.SMTP(LOOPBACK, abc.ports["submission"], timeout=10) as smtp:
-                smtp.login("john@abc.example", "john-pw")
-                refused = smtp.sendmail(
-                    "john@abc.example",
-                    ["u3@bücher.pqr.example"],
-                    b"From: john@abc.example\r\nSubject: idn\r\n\r\nascii body\r\n",
-                    mail_options=["SMTPUTF8"],
-                )
-                assert refused == {}
-            _until(lambda: abc.queued() == 0, "the queue to empty", abc)
-            assert abc.stop() == 0
+        abc = _relayed_under_smtputf8(
+            tmp_path,
+            server.port,
+            zone,
+            "u3@bücher.pqr.example",
+            b"From: john@abc.example\r\nSubject: idn\r\n\r\nascii body\r\n",
+        )
     assert abc.mailbox("john@abc.example") == []
     (transaction,) = server.transactions
     assert transaction.rcpt_lines == [b"RCPT TO:<u3@xn--bcher-kva.pqr.example>\r\n"]
@@ -208,27 +221,14 @@ def test_serve_takes_a_recipient_too_long_in_a_labels_and_relays_it_only_with_sm
     ``553 5.6.7`` before MAIL at one that does not."""
     a_domain = WIDER_IN_A_LABELS.split("@")[1].encode("idna").decode("ascii")
     with remote(smtputf8=smtputf8) as server:
-        options = _relay_options(tmp_path, server.port)
-        (tmp_path / "zone.txt").write_text(f"{a_domain} MX 10 mx.pqr.example\n{ZONE}")
-        with serve(
-            tmp_path / "abc",
-            "abc.example",
-            ["john@abc.example:john-pw"],
-            listeners=("submission",),
-            extra=options,
-        ) as abc:
-            with smtplib.SMTP(LOOPBACK, abc.ports["submission"], timeout=10) as smtp:
-                smtp.login("john@abc.example", "john-pw")
-                refused = smtp.sendmail(
-                    "john@abc.example",
-                    [WIDER_IN_A_LABELS],
-                    b"From: john@abc.example\r\nSubject: long\r\n\r\nbody\r\n",
-                    mail_options=["SMTPUTF8"],
-                )
-                assert refused == {}
-            _until(lambda: abc.queued() == 0, "the queue to empty", abc)
-            assert abc.stop() == 0
-            assert "Traceback" not in abc.log()
+        abc = _relayed_under_smtputf8(
+            tmp_path,
+            server.port,
+            f"{a_domain} MX 10 mx.pqr.example\n{ZONE}",
+            WIDER_IN_A_LABELS,
+            b"From: john@abc.example\r\nSubject: long\r\n\r\nbody\r\n",
+        )
+    assert "Traceback" not in abc.log()
     if smtputf8:
         assert abc.mailbox("john@abc.example") == []
         (transaction,) = server.transactions
