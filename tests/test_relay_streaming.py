@@ -4,7 +4,9 @@ many times the chunk size takes memory of the order of a chunk, not of the messa
 
 from __future__ import annotations
 
+import email
 import hashlib
+import logging
 import tracemalloc
 from pathlib import Path
 
@@ -77,6 +79,81 @@ def test_8bit_content_to_a_server_without_8bitmime_bounces_before_mail(tmp_path:
         assert server.mail_lines == []
     (raw,) = relay.reports()
     assert b"Status: 5.6.3" in raw and b"does not offer 8BITMIME" in b" ".join(raw.split())
+    assert b"8-bit octets in a header field" in b" ".join(raw.split())
+
+
+def _leaf_payloads(content: bytes) -> list[bytes]:
+    """Each leaf part's decoded body, as a reader of the message sees it."""
+    message = email.message_from_bytes(content)
+    found = []
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        payload = part.get_payload(decode=True)
+        assert isinstance(payload, bytes)
+        found.append(payload)
+    return found
+
+
+NULL_SENDER_8BIT = (
+    b"From: john@abc.example\r\nTo: n1@pqr.example\r\nSubject: null-8bit\r\n\r\n"
+    + "\u00e9\r\n".encode()
+)
+"""The audit's message: a report from another MTA, 8-bit, from <>."""
+
+MULTIPART_8BIT = (
+    b"From: mary@xyz.example\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed;\r\n\tboundary="=_outer"\r\n\r\n'
+    b"--=_outer\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: 8bit\r\n\r\n"
+    + "Grüße aus Köln = \r\n.dot line\r\n".encode()
+    + b"--=_outer\r\nContent-Type: application/octet-stream\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\nAAECAw==\r\n--=_outer--\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("sender", "content"),
+    [("", NULL_SENDER_8BIT), ("john@abc.example", NULL_SENDER_8BIT), ("", MULTIPART_8BIT)],
+    ids=["null-sender", "ordinary", "multipart"],
+)
+def test_8bit_content_to_a_server_without_8bitmime_goes_converted_to_7bit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, sender: str, content: bytes
+) -> None:
+    """RFC 6152 §3: convert or return; a message from <> cannot be returned (RFC 5321
+    §4.5.5), and was lost. It goes quoted-printable now, as any 8-bit message does."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(eight_bit=False, extra_ehlo=(b"PIPELINING",)) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(
+            ["n1@pqr.example"], content=content, params=(("BODY", "8BITMIME"),), sender=sender
+        )
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    (transaction,) = server.transactions
+    assert transaction.mail_line == f"MAIL FROM:<{sender}>\r\n".encode()
+    assert transaction.content.isascii()
+    assert all(len(line) <= 998 for line in transaction.content.split(b"\r\n"))
+    assert _leaf_payloads(transaction.content) == _leaf_payloads(content)
+    assert relay.reports() == []
+    assert "goes converted to 7-bit, 1 parts quoted-printable" in caplog.text
+
+
+def test_8bit_header_from_the_null_sender_is_lost_with_its_cause_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An 8-bit header has no 7-bit form (RFC 2047 needs a charset); from <> it cannot
+    bounce either, and the warning names the cause."""
+    content = "Subject: grüße\r\n\r\nbody\r\n".encode()
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(eight_bit=False) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"], content=content, sender="")
+        _run(relay, relay.empty)
+        _wait_closed(server)
+        assert server.mail_lines == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("has no 7-bit form (8-bit octets in a header field" in w for w in warnings)
 
 
 def test_a_bounce_of_a_large_message_returns_its_header_only(tmp_path: Path) -> None:

@@ -1,0 +1,430 @@
+"""The 7-bit form of a queued 8-bit message, for an exchanger without 8BITMIME.
+
+RFC 6152 §3: a server that cannot send 8-bit content on "must either return the
+message as undeliverable or convert it to 7-bit". Returning is no answer for mail
+from the null sender (a report, which gets none, RFC 5321 §4.5.5), and a needless
+bounce for the rest; so, as Postfix does by default, the relay converts: each leaf
+part (RFC 2046) whose body holds 8-bit octets goes quoted-printable (RFC 2045
+§6.7), its ``Content-Transfer-Encoding`` rewritten, and a multipart or
+``message/rfc822`` labelled ``8bit`` or ``binary`` becomes ``7bit`` once its
+insides are 7-bit (RFC 2045 §6.4). A message with no MIME at all becomes a
+``text/plain; charset=unknown-8bit`` one (RFC 1428 §3).
+
+What has no 7-bit form is :class:`NotConvertible`: 8-bit octets in a header
+field (RFC 2047 encoded words need a charset the message does not name), in a
+part already encoded (a quoted-printable or base64 body holds no 8-bit octet),
+or outside any part (a preamble or an epilogue).
+
+The message is read twice, line by line, so that memory holds a line whatever
+its size: :func:`plan_seven_bit` walks it once to find what to convert (one bit
+per MIME part) and whether it can be; :class:`SevenBitReader` walks it again,
+writing the converted form as it is read. Both walks share one parser,
+:func:`_events`. Lines are at most 998 octets and CRLF in 8BITMIME content (RFC
+5321 §4.5.3.1.6); a longer one is read in pieces of :data:`READ_LIMIT` octets.
+"""
+
+from __future__ import annotations
+
+import binascii
+import email.message
+import enum
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, BinaryIO, Final
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+__all__ = [
+    "MAX_FIELD",
+    "MAX_NESTING",
+    "NotConvertible",
+    "READ_LIMIT",
+    "SevenBitPlan",
+    "SevenBitReader",
+    "plan_seven_bit",
+]
+
+READ_LIMIT: Final = 1000
+"""Octets read at a time: a whole line of 8BITMIME content, 998 octets and CRLF."""
+
+MAX_NESTING: Final = 100
+"""How deep multiparts and enclosed messages may nest (Postfix's
+``mime_nesting_limit``); deeper is :class:`NotConvertible`."""
+
+MAX_FIELD: Final = 8192
+"""The longest ``Content-Type`` or ``Content-Transfer-Encoding`` field read for its
+value; a longer one is :class:`NotConvertible`."""
+
+_UNENCODED: Final = frozenset({"", "7bit", "8bit", "binary"})
+"""The identity encodings (RFC 2045 §6.2), the only ones 8-bit octets may be under."""
+
+_ENCLOSING: Final = frozenset({"message/rfc822", "message/news"})
+"""The ``message`` types whose body is a message (RFC 2046 §5.2.1) and may not be
+encoded; ``message/global`` may be (RFC 6532 §3.5), and is a leaf here."""
+
+_UNKNOWN_CHARSET_FIELDS: Final = b"Content-Type: text/plain; charset=unknown-8bit\r\n"
+"""What a message with no MIME gets for its 8-bit body (RFC 1428 §3)."""
+
+
+class NotConvertible(ValueError):
+    """The message has no 7-bit form; the reason says why, for the bounce and the log."""
+
+
+@dataclass(slots=True)
+class _Part:
+    """One MIME entity: the message itself, a body part, or an enclosed message."""
+
+    ordinal: int
+    depth: int
+    top: bool = False
+    default_type: str = "text/plain"
+    content_type: bytearray = field(default_factory=bytearray)
+    encoding: bytearray = field(default_factory=bytearray)
+    has_content_type: bool = False
+    has_mime_version: bool = False
+    media_type: str = ""
+    boundary: bytes | None = None
+
+    @property
+    def label(self) -> str:
+        """The declared transfer encoding, lowercased (RFC 2045 §6.1: case does not
+        matter); empty when the field is absent."""
+        return self.encoding.decode("ascii", "replace").strip().lower()
+
+    @property
+    def encloses(self) -> bool:
+        """Whether the body is more parts (a multipart with a boundary) or a message; a
+        message part encoded against RFC 2046 §5.2.1 is a leaf, its body opaque."""
+        if self.boundary is not None:
+            return True
+        return self.media_type in _ENCLOSING and self.label in _UNENCODED
+
+    def resolve(self) -> None:
+        """Read the media type and boundary once the header is whole. The email
+        package reads them, so that quoting, comments and RFC 2231 parameters are
+        understood as a reader of the message understands them (RFC 2045 §5.1)."""
+        parsed = email.message.Message()
+        parsed.set_default_type(self.default_type)
+        if self.has_content_type:
+            parsed["Content-Type"] = self.content_type.decode("ascii", "replace")
+        self.media_type = parsed.get_content_type()
+        boundary = parsed.get_boundary() if parsed.get_content_maintype() == "multipart" else None
+        self.boundary = None if not boundary else boundary.encode("ascii", "replace")
+
+
+class _Kind(enum.Enum):
+    FIELD = enum.auto()
+    """A piece of a header field line."""
+    HEADER_END = enum.auto()
+    """The empty line that ends a part's header."""
+    BODY = enum.auto()
+    """A piece of a leaf part's body."""
+    FRAME = enum.auto()
+    """A delimiter line, or a piece of a preamble or epilogue (RFC 2046 §5.1.1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    kind: _Kind
+    data: bytes
+    """The octets, without the line's CRLF."""
+    ends_line: bool
+    part: _Part
+    is_encoding: bool = False
+    """Part of the ``Content-Transfer-Encoding`` field."""
+
+
+def _pieces(file: BinaryIO) -> Iterator[tuple[bytes, bool]]:
+    """The content as ``(octets, ends_line)``: each line without its CRLF, a line longer
+    than :data:`READ_LIMIT` in pieces. A bare CR or LF (binary content) is an octet of
+    the line, not its end; a CR at the end of a read waits for the next."""
+    held = b""
+    while read := file.readline(READ_LIMIT):
+        piece, held = held + read, b""
+        if piece.endswith(b"\r\n"):
+            yield piece[:-2], True
+            continue
+        if piece.endswith(b"\r"):
+            piece, held = piece[:-1], b"\r"
+        if piece:
+            yield piece, False
+    if held:
+        yield held, False
+
+
+def _delimiter(line: bytes, boundaries: list[bytes]) -> tuple[int, bool] | None:
+    """Which enclosing boundary ``line`` delimits, innermost first, and whether it
+    closes; None for a line of content. Transport padding (spaces and tabs) may follow
+    (RFC 2046 §5.1.1); an outer boundary ends the parts inside it too."""
+    if not line.startswith(b"--"):
+        return None
+    for index in range(len(boundaries) - 1, -1, -1):
+        boundary = b"--" + boundaries[index]
+        if not line.startswith(boundary):
+            continue
+        rest = line[len(boundary) :]
+        closes = rest.startswith(b"--")
+        if (rest[2:] if closes else rest).strip(b" \t") == b"":
+            return index, closes
+    return None
+
+
+class _Parser:
+    """The MIME structure of a message read line by line (RFC 2045, RFC 2046): which
+    part each piece belongs to and what it is. Holds the boundaries of the enclosing
+    multiparts and the two fields it reads, never a body."""
+
+    def __init__(self) -> None:
+        self._parts = 0
+        self._frames: list[tuple[bytes, _Part]] = []
+        self._part = self._new_part(depth=0, top=True)
+        self._in_header = True
+        self._kept: bytearray | None = None
+        self._is_encoding = False
+        self._line_start = True
+
+    def _new_part(self, depth: int, *, top: bool = False, digest: bool = False) -> _Part:
+        if depth > MAX_NESTING:
+            raise NotConvertible(f"MIME parts nest deeper than {MAX_NESTING}")
+        part = _Part(self._parts, depth, top=top)
+        if digest:  # RFC 2046 §5.1.5
+            part.default_type = "message/rfc822"
+        self._parts += 1
+        return part
+
+    def feed(self, data: bytes, ends_line: bool) -> _Event:
+        starts, self._line_start = self._line_start, ends_line
+        if starts and ends_line and self._frames:
+            found = _delimiter(data, [boundary for boundary, _ in self._frames])
+            if found is not None:
+                return self._delimited(data, *found)
+        if not self._in_header:
+            kind = _Kind.FRAME if self._part.encloses else _Kind.BODY
+            return _Event(kind, data, ends_line, self._part)
+        if starts and ends_line and not data:
+            return self._header_end()
+        return self._field(data, ends_line, starts)
+
+    def _field(self, data: bytes, ends_line: bool, starts: bool) -> _Event:
+        """A piece of a header line: a field's first line starts it (and says whether
+        it is one of the two read), any other piece continues it (RFC 5322 §2.2.3)."""
+        part = self._part
+        if starts and data[:1] not in (b" ", b"\t"):
+            name = data.partition(b":")[0].strip().lower()
+            self._is_encoding = name == b"content-transfer-encoding"
+            self._kept = None
+            if self._is_encoding and not part.encoding:
+                self._kept = part.encoding
+            elif name == b"content-type" and not part.has_content_type:
+                part.has_content_type = True  # the first one counts, as in the email package
+                self._kept = part.content_type
+            elif name == b"mime-version":
+                part.has_mime_version = True
+            value = data.partition(b":")[2]
+        else:
+            value = data
+        if self._kept is not None:
+            if len(self._kept) + len(value) > MAX_FIELD:
+                raise NotConvertible(f"a MIME header field over {MAX_FIELD} octets")
+            self._kept += value
+        return _Event(_Kind.FIELD, data, ends_line, part, self._is_encoding)
+
+    def _header_end(self) -> _Event:
+        """The empty line: the part's type is known, and says what its body is."""
+        part = self._part
+        self._kept, self._is_encoding = None, False
+        part.resolve()
+        event = _Event(_Kind.HEADER_END, b"", True, part)
+        if part.boundary is not None:
+            self._frames.append((part.boundary, part))
+            self._in_header = False
+        elif part.media_type in _ENCLOSING:
+            self._part = self._new_part(part.depth + 1)
+        else:
+            self._in_header = False
+        return event
+
+    def _delimited(self, data: bytes, index: int, closes: bool) -> _Event:
+        """A delimiter line: the next body part's header follows, or, closing, the
+        multipart's epilogue (RFC 2046 §5.1.1); inner multiparts end with it."""
+        _, multipart = self._frames[index]
+        del self._frames[index + (0 if closes else 1) :]
+        self._kept, self._is_encoding = None, False
+        if closes:
+            self._part, self._in_header = multipart, False
+        else:
+            digest = multipart.media_type == "multipart/digest"
+            self._part = self._new_part(multipart.depth + 1, digest=digest)
+            self._in_header = True
+        return _Event(_Kind.FRAME, data, True, multipart)
+
+
+def _events(file: BinaryIO) -> Iterator[_Event]:
+    """Every piece of the message, classified by :class:`_Parser`."""
+    parser = _Parser()
+    for data, ends_line in _pieces(file):
+        yield parser.feed(data, ends_line)
+
+
+@dataclass(slots=True)
+class SevenBitPlan:
+    """What :func:`plan_seven_bit` found: the parts to rewrite, one bit each (by their
+    order in the message), so that the second reading knows at a part's header what
+    its body holds."""
+
+    rewritten: bytearray = field(default_factory=bytearray)
+    quoted_parts: int = 0
+    """How many leaf parts go quoted-printable."""
+
+    def mark(self, part: _Part) -> None:
+        byte, bit = divmod(part.ordinal, 8)
+        if byte >= len(self.rewritten):
+            self.rewritten.extend(bytes(byte + 1 - len(self.rewritten)))
+        self.rewritten[byte] |= 1 << bit
+
+    def is_rewritten(self, part: _Part) -> bool:
+        byte, bit = divmod(part.ordinal, 8)
+        return byte < len(self.rewritten) and bool(self.rewritten[byte] & (1 << bit))
+
+
+def plan_seven_bit(file: BinaryIO) -> SevenBitPlan:
+    """Read the message through once: the parts its 7-bit form rewrites, or
+    :class:`NotConvertible` with the reason it has none."""
+    plan = SevenBitPlan()
+    for event in _events(file):
+        part = event.part
+        if event.kind is _Kind.HEADER_END and part.encloses:
+            if part.label in ("8bit", "binary"):
+                plan.mark(part)  # RFC 2045 §6.4: 7bit once its insides are
+            continue
+        if event.data.isascii():
+            continue
+        if event.kind is _Kind.FIELD:
+            raise NotConvertible(
+                "8-bit octets in a header field (RFC 2047 needs a charset the message "
+                "does not name)"
+            )
+        if event.kind is _Kind.FRAME:
+            raise NotConvertible("8-bit octets outside any MIME part (a preamble or epilogue)")
+        if part.label not in _UNENCODED:
+            raise NotConvertible(f"8-bit octets in a part already encoded {part.label}")
+        if not plan.is_rewritten(part):
+            plan.mark(part)
+            plan.quoted_parts += 1
+    return plan
+
+
+def _quoted_printable(data: bytes, ends_line: bool) -> bytes:
+    """A piece of a line, quoted-printable (RFC 2045 §6.7): ``=`` and every octet
+    outside printable ASCII as ``=XX`` (a bare CR or LF too: only CRLF is a line
+    break), space and tab at the end encoded, lines of at most 76 characters with soft
+    breaks; the line's end kept as a hard break, a piece's end a soft one."""
+    encoded = binascii.b2a_qp(data, istext=False).replace(b"=\n", b"=\r\n")
+    if ends_line:
+        return encoded + b"\r\n"
+    return encoded + b"=\r\n" if data else b""
+
+
+def _added_fields(part: _Part) -> bytes:
+    """The fields a converted part's header ends with: its new encoding, and for a
+    message with no MIME its declaration (RFC 2045 §4; RFC 1428 §3 for the type)."""
+    encoding = b"quoted-printable" if not part.encloses else b"7bit"
+    added = b"Content-Transfer-Encoding: " + encoding + b"\r\n"
+    if part.top and not part.has_mime_version:
+        if not part.has_content_type:
+            added = _UNKNOWN_CHARSET_FIELDS + added
+        added = b"MIME-Version: 1.0\r\n" + added
+    return added
+
+
+def _seven_bit_pieces(file: BinaryIO, plan: SevenBitPlan) -> Iterator[bytes]:
+    """The message as :func:`plan_seven_bit` planned it: a rewritten part's encoding
+    field is left out and its new one written at the end of its header, its body
+    quoted-printable; everything else as it is."""
+    for event in _events(file):
+        rewritten = plan.is_rewritten(event.part)
+        if event.kind is _Kind.FIELD and event.is_encoding and rewritten:
+            continue
+        if event.kind is _Kind.HEADER_END:
+            yield (_added_fields(event.part) if rewritten else b"") + b"\r\n"
+        elif event.kind is _Kind.BODY and rewritten:
+            yield _quoted_printable(event.data, event.ends_line)
+        else:
+            yield event.data + (b"\r\n" if event.ends_line else b"")
+
+
+class SevenBitReader(io.RawIOBase):
+    """The 7-bit form of a message, read as a file, written as it is read.
+
+    ``open_source`` opens the message (the queue file) for each reading. Seekable, as
+    the SMTP client needs to send a message again in a new transaction (RFC 5321
+    §4.5.3.1.8): a seek starts the reading over and skips to the offset."""
+
+    def __init__(self, open_source: Callable[[], BinaryIO], plan: SevenBitPlan) -> None:
+        super().__init__()
+        self._open_source = open_source
+        self._plan = plan
+        self._source: BinaryIO | None = None
+        self._pieces: Iterator[bytes] = iter(())
+        self._pending = b""
+        self._position = 0
+
+    @property
+    def quoted_parts(self) -> int:
+        """How many parts go quoted-printable (for the log)."""
+        return self._plan.quoted_parts
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        if not self._pending:
+            self._pending = next(self._started_pieces(), b"")
+        taken, self._pending = self._pending[: len(view)], self._pending[len(view) :]
+        view[: len(taken)] = taken
+        self._position += len(taken)
+        return len(taken)
+
+    def _started_pieces(self) -> Iterator[bytes]:
+        if self._source is None:
+            self._source = self._open_source()
+            self._pieces = (
+                piece for piece in _seven_bit_pieces(self._source, self._plan) if piece
+            )
+        return self._pieces
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self._position
+        elif whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("the 7-bit form's size is not known before it is read")
+        if offset < 0:
+            raise ValueError(f"negative seek position {offset}")
+        if offset < self._position:
+            self._restart()
+        while self._position < offset and self.read(offset - self._position):
+            pass
+        return self._position
+
+    def _restart(self) -> None:
+        self._close_source()
+        self._pending, self._position = b"", 0
+
+    def _close_source(self) -> None:
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+        self._pieces = iter(())
+
+    def close(self) -> None:
+        self._close_source()
+        super().close()
