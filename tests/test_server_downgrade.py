@@ -1,0 +1,302 @@
+"""The 7-bit form of an 8-bit message (server/downgrade.py): what the relay sends to an
+exchanger without 8BITMIME (RFC 6152 §3) instead of refusing the message."""
+
+from __future__ import annotations
+
+import email
+import email.message
+import io
+from email import encoders
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smtpcore.server.downgrade import (
+    MAX_NESTING,
+    READ_LIMIT,
+    NotConvertible,
+    SevenBitReader,
+    plan_seven_bit,
+)
+from smtpcore.testing import strategies as sst
+
+
+def _downgraded(message: bytes) -> bytes:
+    plan = plan_seven_bit(io.BytesIO(message))
+    with SevenBitReader(lambda: io.BytesIO(message), plan) as reader:
+        return reader.read()
+
+
+def _parts(content: bytes) -> list[email.message.Message]:
+    return list(email.message_from_bytes(content).walk())
+
+
+def _leaves(content: bytes) -> list[tuple[str, bytes]]:
+    """Each leaf part's type and decoded body, as a reader of the message sees them."""
+    found = []
+    for part in _parts(content):
+        if part.is_multipart():
+            continue
+        payload = part.get_payload(decode=True)
+        assert isinstance(payload, bytes)
+        found.append((part.get_content_type(), payload))
+    return found
+
+
+def _fields_but_encoding(part: email.message.Message) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in part.items() if k.lower() != "content-transfer-encoding"]
+
+
+# -- generated MIME messages ----------------------------------------------------------------
+
+_AWKWARD_LINES = st.sampled_from(
+    [b"a = b", b"=", b"=41", b"trailing space ", b"trailing tab\t", b".", b".dot", b"x" * 998]
+)
+_BODIES = st.lists(
+    st.one_of(
+        sst.message_contents(eight_bit=True, long_lines=True, max_lines=6),
+        _AWKWARD_LINES.map(lambda line: line + b"\r\n"),
+    ),
+    max_size=4,
+).map(b"".join)
+
+
+def _no_delimiters(body: bytes) -> bool:
+    """A body that no boundary line could be read in (RFC 2046 §5.1.1)."""
+    return not any(line.startswith(b"--") for line in body.split(b"\r\n"))
+
+
+@st.composite
+def _entities(draw: st.DrawFn, depth: int = 0) -> bytes:
+    """A MIME entity in wire form: its header fields and body, with no empty line
+    between them (the caller writes the header's end)."""
+    kinds = ["leaf", "base64"] + (["multipart", "message"] if depth < 3 else [])
+    kind = draw(st.sampled_from(kinds))
+    if kind == "base64":
+        data = draw(st.binary(max_size=60))
+        encoded = email.message.Message()
+        encoded.set_payload(data)
+        encoders.encode_base64(encoded)
+        payload = encoded.get_payload()
+        assert isinstance(payload, str)
+        body = payload.encode().replace(b"\n", b"\r\n")
+        return (
+            b"Content-Type: application/octet-stream\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + body
+        )
+    label = draw(st.sampled_from([None, b"7bit", b"8bit", b"8BIT"]))
+    encoding = b"" if label is None else b"Content-Transfer-Encoding: " + label + b"\r\n"
+    if kind == "leaf":
+        body = draw(_BODIES.filter(_no_delimiters))
+        kind_field = draw(st.sampled_from([b"", b"Content-Type: text/plain; charset=utf-8\r\n"]))
+        return kind_field + encoding + b"\r\n" + body
+    if kind == "message":
+        inner = draw(_entities(depth + 1))
+        return b"Content-Type: message/rfc822\r\n" + encoding + b"\r\nSubject: inner\r\n" + inner
+    token = draw(st.integers(0, 999))
+    boundary, quoted = draw(
+        st.sampled_from(
+            [
+                (b"b%dx%d" % (depth, token), False),
+                (b"=_b%d %d" % (depth, token), True),
+                (b"=_b%d(%d)" % (depth, token), True),
+            ]
+        )
+    )
+    value = b'"' + boundary + b'"' if quoted else boundary
+    folded = draw(st.booleans())
+    content_type = b"Content-Type: multipart/mixed;" + (b"\r\n\t" if folded else b" ")
+    content_type += b"boundary=" + value + b"\r\n"
+    children = draw(st.lists(_entities(depth + 1), min_size=1, max_size=3))
+    padding = draw(st.sampled_from([b"", b"  ", b"\t "]))
+    preamble = draw(st.sampled_from([b"", b"This is a multipart message.\r\n"]))
+    body = preamble + b"".join(b"--" + boundary + b"\r\n" + child + b"\r\n" for child in children)
+    body += b"--" + boundary + b"--" + padding + b"\r\n"
+    return content_type + encoding + b"\r\n" + body
+
+
+_MESSAGES = _entities().map(
+    lambda entity: b"From: john@abc.example\r\nSubject: test\r\nMIME-Version: 1.0\r\n" + entity
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_MESSAGES)
+def test_the_7bit_form_decodes_to_the_same_parts(message: bytes) -> None:
+    converted = _downgraded(message)
+    assert converted.isascii()
+    assert all(len(line) <= 998 for line in converted.split(b"\r\n"))
+    assert _leaves(converted) == _leaves(message)
+    before, after = _parts(message), _parts(converted)
+    assert [_fields_but_encoding(p) for p in after] == [_fields_but_encoding(p) for p in before]
+
+
+@given(_MESSAGES)
+def test_what_is_ascii_already_goes_as_it_is(message: bytes) -> None:
+    """Only parts that hold 8-bit octets are rewritten (and their enclosing labels)."""
+    if message.isascii() and b"8bit" not in message.lower():
+        assert _downgraded(message) == message
+
+
+# -- boundaries -----------------------------------------------------------------------------
+
+EIGHT_BIT = "Grüße = \r\n".encode()
+
+
+def _multipart(content_type: bytes, *parts: bytes, close: bytes = b"--outer--\r\n") -> bytes:
+    return (
+        b"MIME-Version: 1.0\r\n"
+        + content_type
+        + b"\r\n"
+        + b"".join(b"--outer\r\n" + part + b"\r\n" for part in parts)
+        + close
+    )
+
+
+TEXT_8BIT = b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + EIGHT_BIT
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        b"Content-Type: multipart/mixed; boundary=outer\r\n",
+        b'Content-Type: multipart/mixed; boundary="outer"\r\n',
+        b"Content-Type: multipart/mixed;\r\n boundary=outer\r\n",
+        b'Content-Type: multipart/mixed;\r\n\tcharset=x;\r\n\tboundary="outer"\r\n',
+        b"content-type: Multipart/Mixed; BOUNDARY=outer\r\n",
+    ],
+    ids=["token", "quoted", "folded", "folded-quoted-second", "case"],
+)
+def test_the_boundary_is_found_however_the_field_writes_it(content_type: bytes) -> None:
+    converted = _downgraded(_multipart(content_type, TEXT_8BIT))
+    assert b"Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC=C3=9Fe =3D=20\r\n" in (
+        converted
+    )
+    assert _leaves(converted) == _leaves(_multipart(content_type, TEXT_8BIT))
+
+
+def test_a_closing_delimiter_with_transport_padding_ends_the_parts() -> None:
+    """RFC 2046 §5.1.1: spaces and tabs may follow a delimiter; the epilogue is not a
+    part, and goes as it is."""
+    message = _multipart(
+        b"Content-Type: multipart/mixed; boundary=outer\r\n",
+        TEXT_8BIT,
+        close=b"--outer-- \t \r\nepilogue\r\n",
+    )
+    converted = _downgraded(message)
+    assert converted.endswith(b"=20\r\n\r\n--outer-- \t \r\nepilogue\r\n")
+    assert _leaves(converted) == _leaves(message)
+
+
+def test_an_outer_boundary_ends_a_nested_multipart_left_open() -> None:
+    """The outer delimiter ends the inner multipart too: the part after it is the outer
+    multipart's, read with the outer default (text/plain)."""
+    inner = b"Content-Type: multipart/alternative; boundary=inner\r\n\r\n--inner\r\n" + TEXT_8BIT
+    message = _multipart(b"Content-Type: multipart/mixed; boundary=outer\r\n", inner, TEXT_8BIT)
+    converted = _downgraded(message)
+    assert converted.isascii()
+    assert converted.count(b"Content-Transfer-Encoding: quoted-printable") == 2
+    assert _leaves(converted) == _leaves(message)
+
+
+def test_a_base64_part_goes_untouched() -> None:
+    base64_part = (
+        b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"AAECAw==\r\n"
+    )
+    message = _multipart(
+        b"Content-Type: multipart/mixed; boundary=outer\r\n", base64_part, TEXT_8BIT
+    )
+    assert b"--outer\r\n" + base64_part + b"\r\n--outer\r\n" in _downgraded(message)
+
+
+def test_an_enclosed_message_labelled_8bit_becomes_7bit() -> None:
+    """RFC 2046 §5.2.1: a message/rfc822 part may not be encoded; its insides are, and
+    its label says 7bit once they are (RFC 2045 §6.4)."""
+    enclosed = (
+        b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        b"Subject: returned\r\n\r\n" + EIGHT_BIT
+    )
+    message = _multipart(b"Content-Type: multipart/report; boundary=outer\r\n", enclosed)
+    converted = _downgraded(message)
+    assert b"Content-Transfer-Encoding: 7bit\r\n\r\nSubject: returned\r\n" in converted
+    assert b"Content-Transfer-Encoding: 8bit" not in converted
+    assert _leaves(converted) == _leaves(message)
+
+
+def test_a_message_without_mime_becomes_text_plain_of_unknown_charset() -> None:
+    """RFC 1428 §3: the charset of a message with no MIME is not known."""
+    message = b"From: john@abc.example\r\nSubject: old\r\n\r\n" + EIGHT_BIT
+    converted = _downgraded(message)
+    assert converted == (
+        b"From: john@abc.example\r\nSubject: old\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset=unknown-8bit\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC=C3=9Fe =3D=20\r\n"
+    )
+
+
+def test_quoted_printable_lines_stay_within_76_characters() -> None:
+    line = "é".encode() * 499  # 998 octets
+    converted = _downgraded(b"Subject: long\r\n\r\n" + line + b"\r\n" + b"=" * 998 + b"\r\n")
+    body = converted.partition(b"\r\n\r\n")[2]
+    assert all(len(piece) <= 76 for piece in body.split(b"\r\n"))
+    assert _leaves(converted)[0][1] == line + b"\r\n" + b"=" * 998 + b"\r\n"
+
+
+def test_a_line_longer_than_a_read_is_encoded_in_pieces() -> None:
+    """Binary content may have lines of any length, bare CR and LF: a soft break joins
+    the pieces, and a bare CR or LF is an octet of the line (=0D, =0A)."""
+    body = b"\xff" * (READ_LIMIT * 3 + 7) + b"a\rb\nc\r" + b"\r\n"
+    converted = _downgraded(b"Content-Transfer-Encoding: binary\r\n\r\n" + body)
+    assert converted.isascii()
+    assert _leaves(converted)[0][1] == body
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("Subject: grüße\r\n\r\nbody\r\n".encode(), "header field"),
+        (
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+            + "préambule\r\n".encode()
+            + b"--b\r\n\r\nx\r\n--b--\r\n",
+            "outside any MIME part",
+        ),
+        (
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + EIGHT_BIT,
+            "already encoded quoted-printable",
+        ),
+    ],
+    ids=["header", "preamble", "encoded"],
+)
+def test_what_has_no_7bit_form_is_said_with_its_reason(message: bytes, reason: str) -> None:
+    with pytest.raises(NotConvertible, match=reason):
+        plan_seven_bit(io.BytesIO(message))
+
+
+def test_nesting_past_the_limit_is_not_convertible() -> None:
+    message = b"Content-Type: message/rfc822\r\n\r\n" * (MAX_NESTING + 1) + EIGHT_BIT
+    with pytest.raises(NotConvertible, match="nest deeper"):
+        plan_seven_bit(io.BytesIO(message))
+
+
+def test_the_reader_can_start_over_for_a_new_transaction() -> None:
+    """The client sends the message again from ``tell()`` at its start (RFC 5321
+    §4.5.3.1.8): a seek back reads the queue file again from the start."""
+    message = _multipart(b"Content-Type: multipart/mixed; boundary=outer\r\n", TEXT_8BIT)
+    opened: list[io.BytesIO] = []
+
+    def open_source() -> io.BytesIO:
+        opened.append(io.BytesIO(message))
+        return opened[-1]
+
+    with SevenBitReader(open_source, plan_seven_bit(io.BytesIO(message))) as reader:
+        assert reader.seekable() and reader.tell() == 0
+        whole = reader.read()
+        assert reader.tell() == len(whole)
+        assert reader.seek(10) == 10
+        assert reader.read() == whole[10:]
+        assert reader.seek(0) == 0
+        assert reader.read(7) == whole[:7]
+    assert len(opened) == 3 and all(source.closed for source in opened)
