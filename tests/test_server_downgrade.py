@@ -3,6 +3,7 @@ exchanger without 8BITMIME (RFC 6152 §3) instead of refusing the message."""
 
 from __future__ import annotations
 
+import binascii
 import email
 import email.message
 import io
@@ -17,6 +18,7 @@ from smtpcore.server.downgrade import (
     READ_LIMIT,
     NotConvertible,
     SevenBitReader,
+    _quoted_printable,
     plan_seven_bit,
 )
 from smtpcore.testing import strategies as sst
@@ -53,24 +55,59 @@ def _fields_but_encoding(part: email.message.Message) -> list[tuple[str, str]]:
 _AWKWARD_LINES = st.sampled_from(
     [b"a = b", b"=", b"=41", b"trailing space ", b"trailing tab\t", b".", b".dot", b"x" * 998]
 )
-_BODIES = st.lists(
-    st.one_of(
-        sst.message_contents(eight_bit=True, long_lines=True, max_lines=6),
-        _AWKWARD_LINES.map(lambda line: line + b"\r\n"),
-    ),
-    max_size=4,
-).map(b"".join)
 
 
-def _no_delimiters(body: bytes) -> bool:
-    """A body that no boundary line could be read in (RFC 2046 §5.1.1)."""
-    return not any(line.startswith(b"--") for line in body.split(b"\r\n"))
+def _lines_near(boundaries: tuple[bytes, ...]) -> st.SearchStrategy[bytes]:
+    """Lines that look like a delimiter of an enclosing multipart without being one
+    (RFC 2046 §5.1.1): the boundary with more after it, or mid-line after a run of
+    octets that quoted-printable folds (76 characters) or reads in pieces
+    (:data:`READ_LIMIT`), so that an encoder breaking the line there would start an
+    encoded line with it. The delimiters themselves are among them; the caller drops
+    those, which are structure, not content."""
+    dashes = st.sampled_from([b"-", b"--", b"---"])
+    if boundaries:
+        dashes = st.one_of(dashes, st.sampled_from(boundaries).map(lambda b: b"--" + b))
+    prefix = st.one_of(
+        st.just(b""),
+        st.integers(60, 80).map(lambda n: b"a" * n),
+        st.integers(20, 30).map(lambda n: "é".encode() * n),
+        st.integers(READ_LIMIT - 3, READ_LIMIT).map(lambda n: b"\xff" * n),
+    )
+    suffix = st.sampled_from([b"", b"--", b"x", b"-- x", b" \t", b"--\t"])
+    return st.tuples(prefix, dashes, suffix).map(b"".join)
+
+
+def _bodies(boundaries: tuple[bytes, ...]) -> st.SearchStrategy[bytes]:
+    line = st.one_of(_AWKWARD_LINES, _lines_near(boundaries))
+    return st.lists(
+        st.one_of(
+            sst.message_contents(eight_bit=True, long_lines=True, max_lines=6),
+            line.map(lambda line: line + b"\r\n"),
+        ),
+        max_size=4,
+    ).map(lambda pieces: _without_delimiters(b"".join(pieces), boundaries))
+
+
+def _without_delimiters(body: bytes, boundaries: tuple[bytes, ...]) -> bytes:
+    """``body`` less its lines that are a delimiter of an enclosing multipart (RFC 2046
+    §5.1.1: the boundary, ``--`` if it closes, then spaces and tabs): those are
+    structure, and a body holding one is not the body generated. Every other line
+    stays, however much it looks like one."""
+    delimiters = {b"--" + boundary for boundary in boundaries}
+
+    def is_delimiter(line: bytes) -> bool:
+        line = line.rstrip(b" \t")
+        return line in delimiters or (line.endswith(b"--") and line[:-2] in delimiters)
+
+    lines = body.split(b"\r\n")
+    return b"\r\n".join(line for line in lines if not is_delimiter(line))
 
 
 @st.composite
-def _entities(draw: st.DrawFn, depth: int = 0) -> bytes:
+def _entities(draw: st.DrawFn, depth: int = 0, boundaries: tuple[bytes, ...] = ()) -> bytes:
     """A MIME entity in wire form: its header fields and body, with no empty line
-    between them (the caller writes the header's end)."""
+    between them (the caller writes the header's end). ``boundaries`` are those of the
+    enclosing multiparts."""
     kinds = ["leaf", "base64"] + (["multipart", "message"] if depth < 3 else [])
     kind = draw(st.sampled_from(kinds))
     if kind == "base64":
@@ -85,14 +122,14 @@ def _entities(draw: st.DrawFn, depth: int = 0) -> bytes:
             b"Content-Type: application/octet-stream\r\n"
             b"Content-Transfer-Encoding: base64\r\n\r\n" + body
         )
-    label = draw(st.sampled_from([None, b"7bit", b"8bit", b"8BIT"]))
+    label = draw(st.sampled_from([None, b"7bit", b"8bit", b"8BIT", b"binary"]))
     encoding = b"" if label is None else b"Content-Transfer-Encoding: " + label + b"\r\n"
     if kind == "leaf":
-        body = draw(_BODIES.filter(_no_delimiters))
+        body = draw(_bodies(boundaries))
         kind_field = draw(st.sampled_from([b"", b"Content-Type: text/plain; charset=utf-8\r\n"]))
         return kind_field + encoding + b"\r\n" + body
     if kind == "message":
-        inner = draw(_entities(depth + 1))
+        inner = draw(_entities(depth + 1, boundaries))
         return b"Content-Type: message/rfc822\r\n" + encoding + b"\r\nSubject: inner\r\n" + inner
     token = draw(st.integers(0, 999))
     boundary, quoted = draw(
@@ -108,7 +145,8 @@ def _entities(draw: st.DrawFn, depth: int = 0) -> bytes:
     folded = draw(st.booleans())
     content_type = b"Content-Type: multipart/mixed;" + (b"\r\n\t" if folded else b" ")
     content_type += b"boundary=" + value + b"\r\n"
-    children = draw(st.lists(_entities(depth + 1), min_size=1, max_size=3))
+    inside = (*boundaries, boundary)
+    children = draw(st.lists(_entities(depth + 1, inside), min_size=1, max_size=3))
     padding = draw(st.sampled_from([b"", b"  ", b"\t "]))
     preamble = draw(st.sampled_from([b"", b"This is a multipart message.\r\n"]))
     body = preamble + b"".join(b"--" + boundary + b"\r\n" + child + b"\r\n" for child in children)
@@ -135,7 +173,7 @@ def test_the_7bit_form_decodes_to_the_same_parts(message: bytes) -> None:
 @given(_MESSAGES)
 def test_what_is_ascii_already_goes_as_it_is(message: bytes) -> None:
     """Only parts that hold 8-bit octets are rewritten (and their enclosing labels)."""
-    if message.isascii() and b"8bit" not in message.lower():
+    if message.isascii() and not any(label in message.lower() for label in (b"8bit", b"binary")):
         assert _downgraded(message) == message
 
 
@@ -300,3 +338,154 @@ def test_the_reader_can_start_over_for_a_new_transaction() -> None:
         assert reader.seek(0) == 0
         assert reader.read(7) == whole[:7]
     assert len(opened) == 3 and all(source.closed for source in opened)
+
+
+# -- what the encoder may not write, and where a line ends ----------------------------------
+
+OUTER = b"Content-Type: multipart/mixed; boundary=outer\r\n"
+SECOND = b"Content-Type: text/plain\r\n\r\nsecond"
+
+
+def _encoded_lines(converted: bytes) -> list[bytes]:
+    """The lines of the first quoted-printable body in ``converted``."""
+    body = converted.partition(b"Content-Transfer-Encoding: quoted-printable\r\n\r\n")[2]
+    return body.partition(b"\r\n--outer")[0].split(b"\r\n")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "é\r\n".encode() + b"a" * 75 + b"--outer\r\nmore text",
+        "é\r\n".encode() + b"a" * 75 + b"--outer--",
+        "é".encode() * 25 + b"--outer",
+        b"\xff" * READ_LIMIT + b"--outer",
+        b"\xff" * (READ_LIMIT - 1) + b"---outer--",
+    ],
+    ids=["soft-break", "soft-break-close", "later-fold", "piece-start", "piece-start-dash"],
+)
+def test_no_encoded_line_starts_with_a_dash(body: bytes) -> None:
+    """RFC 2046 §5.1.1: the encoder must not make a delimiter. A soft break or a piece
+    of a long line can start an encoded line with ``--outer``, which readers take for
+    one: a part appears, or, closing, the parts after it vanish into the epilogue. A
+    ``-`` that would start an encoded line goes ``=2D`` (RFC 2045 §6.7 rule 1)."""
+    part = b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+    message = _multipart(OUTER, part + body, SECOND)
+    converted = _downgraded(message)
+    lines = _encoded_lines(converted)
+    assert not any(line.startswith(b"-") for line in lines)
+    assert all(len(line) <= 76 for line in lines)
+    assert _leaves(converted) == _leaves(message)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=READ_LIMIT),
+        st.lists(st.sampled_from([b"-", b"--outer", b"a" * 37, "é".encode(), b" ", b"="]))
+        .map(b"".join)
+        .map(lambda data: data[:READ_LIMIT]),
+    ),
+    st.booleans(),
+)
+def test_quoted_printable_decodes_back_and_starts_no_line_with_a_dash(
+    data: bytes, ends_line: bool
+) -> None:
+    """Each piece of a line starts an encoded line (the piece before it ended with a
+    break, soft or hard), so each piece's encoding alone must keep the rules."""
+    encoded = _quoted_printable(data, ends_line)
+    assert encoded.isascii()
+    lines = encoded.split(b"\r\n")
+    assert lines[-1] == b""
+    assert all(len(line) <= 76 and not line.startswith(b"-") for line in lines)
+    assert all(line.endswith(b"=") for line in lines[:-2])
+    assert binascii.a2b_qp(encoded.replace(b"\r\n", b"\n")) == data + (b"\n" if ends_line else b"")
+
+
+@pytest.mark.parametrize("padding", [b"", b" \t"])
+def test_a_close_delimiter_at_the_end_without_crlf_is_one(padding: bytes) -> None:
+    """A message whose last line has no CRLF: its close delimiter still closes (RFC 2046
+    §5.1.1), and is not encoded as the part's body; its padding is left out."""
+    message = _multipart(OUTER, TEXT_8BIT, close=b"--outer--" + padding)
+    converted = _downgraded(message)
+    assert converted.endswith(b"=20\r\n\r\n--outer--")
+    assert _leaves(converted) == _leaves(message)
+
+
+def test_a_delimiter_padded_past_one_read_is_one() -> None:
+    """Transport padding may make a delimiter line longer than a read (RFC 2046 §5.1.1
+    puts no bound on it); it delimits all the same, and goes without its padding, which
+    would make a line over 998 octets (RFC 5321 §4.5.3.1.6)."""
+    message = _multipart(OUTER, TEXT_8BIT, close=b"--outer--" + b" " * 1200 + b"\t\r\n")
+    converted = _downgraded(message)
+    assert converted.endswith(b"=20\r\n\r\n--outer--\r\n")
+    assert _leaves(converted) == _leaves(message)
+    padded = _multipart(OUTER, TEXT_8BIT, SECOND).replace(
+        b"\r\n--outer\r\nContent-Type: text/plain\r\n",
+        b"\r\n--outer" + b" " * 1200 + b"\r\nContent-Type: text/plain\r\n",
+    )
+    converted = _downgraded(padded)
+    assert all(len(line) <= 998 for line in converted.split(b"\r\n"))
+    assert len(_leaves(converted)) == 2
+    assert _leaves(converted) == _leaves(padded)
+
+
+def test_a_line_that_starts_as_a_delimiter_and_goes_on_past_a_read_is_not_convertible() -> None:
+    """Whether such a line is a delimiter is known only at its end, past what one read
+    holds; the message is refused rather than read either way."""
+    line = b"--outer" + b" " * READ_LIMIT + b"and more"
+    message = _multipart(OUTER, TEXT_8BIT, b"\r\n" + line + b"\r\n")
+    with pytest.raises(NotConvertible, match="delimiter"):
+        plan_seven_bit(io.BytesIO(message))
+
+
+def test_a_line_that_is_no_header_field_ends_the_header() -> None:
+    """A line in a header that is neither a field nor a continuation starts the body, as
+    the email package reads it (its MissingHeaderBodySeparatorDefect): the new encoding
+    field goes before it, where it is a field, not after it, where it would be body."""
+    part = b"Content-Type: text/plain; charset=utf-8\r\nnot a header line\r\n\r\n" + EIGHT_BIT
+    message = _multipart(OUTER, part)
+    converted = _downgraded(message)
+    assert (
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\nnot a header line\r\n\r\n"
+    ) in converted
+    assert _leaves(converted) == _leaves(message)
+
+
+def test_a_line_that_is_no_header_field_goes_as_it_is_in_a_part_not_converted() -> None:
+    part = b"Content-Type: text/plain\r\nnot a header line\r\n\r\nascii\r\n"
+    message = _multipart(OUTER, part, TEXT_8BIT)
+    assert b"--outer\r\n" + part + b"\r\n--outer\r\n" in _downgraded(message)
+
+
+def test_the_first_encoding_field_counts_as_readers_count_it() -> None:
+    """An empty first ``Content-Transfer-Encoding`` is what readers read (the email
+    package takes the first field of a name), not the ``base64`` after it."""
+    message = (
+        b"Subject: x\r\nMIME-Version: 1.0\r\nContent-Transfer-Encoding:\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + EIGHT_BIT
+    )
+    converted = _downgraded(message)
+    assert converted.count(b"Content-Transfer-Encoding") == 1
+    assert _leaves(converted) == _leaves(message)
+
+
+def test_the_reader_fills_the_buffer_it_is_given() -> None:
+    """The client sends what one read gives as a BDAT chunk (and waits for its reply) or
+    a write: a read of one encoded line each made 20,000 chunks of a 540 KB message."""
+    message = b"Subject: x\r\n\r\n" + ("é" * 10 + "text\r\n").encode() * 20_000
+    with SevenBitReader(
+        lambda: io.BytesIO(message), plan_seven_bit(io.BytesIO(message))
+    ) as reader:
+        pieces = list(iter(lambda: reader.read(65536), b""))
+    whole = b"".join(pieces)
+    assert len(pieces) == -(-len(whole) // 65536)
+    assert all(len(piece) == 65536 for piece in pieces[:-1])
+    assert _leaves(whole) == _leaves(message)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_MESSAGES)
+def test_the_planned_size_is_the_size_of_the_7bit_form(message: bytes) -> None:
+    """The plan knows the 7-bit form's size exactly, to declare it (RFC 1870 §3)."""
+    assert plan_seven_bit(io.BytesIO(message)).size == len(_downgraded(message))

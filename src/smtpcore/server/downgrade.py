@@ -17,10 +17,11 @@ or outside any part (a preamble or an epilogue).
 
 The message is read twice, line by line, so that memory holds a line whatever
 its size: :func:`plan_seven_bit` walks it once to find what to convert (one bit
-per MIME part) and whether it can be; :class:`SevenBitReader` walks it again,
-writing the converted form as it is read. Both walks share one parser,
-:func:`_events`. Lines are at most 998 octets and CRLF in 8BITMIME content (RFC
-5321 §4.5.3.1.6); a longer one is read in pieces of :data:`READ_LIMIT` octets.
+per MIME part), whether it can be, and the size of the converted form;
+:class:`SevenBitReader` walks it again, writing the converted form as it is read.
+Both walks share one parser, :func:`_events`. Lines are at most 998 octets and
+CRLF in 8BITMIME content (RFC 5321 §4.5.3.1.6); a longer one is read in pieces of
+:data:`READ_LIMIT` octets.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import binascii
 import email.message
 import enum
 import io
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Final
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
 __all__ = [
+    "MAX_BOUNDARY",
     "MAX_FIELD",
     "MAX_NESTING",
     "NotConvertible",
@@ -56,6 +59,19 @@ MAX_NESTING: Final = 100
 MAX_FIELD: Final = 8192
 """The longest ``Content-Type`` or ``Content-Transfer-Encoding`` field read for its
 value; a longer one is :class:`NotConvertible`."""
+
+MAX_BOUNDARY: Final = READ_LIMIT - 4
+"""The longest boundary whose close delimiter (``--``, the boundary, ``--``) fits in
+one read; RFC 2046 §5.1.1 allows 70 characters. A longer one is :class:`NotConvertible`."""
+
+_QP_LINE: Final = 75
+"""The characters of an encoded line before its soft break's ``=`` (RFC 2045 §6.7 rule
+5: 76 in all)."""
+
+_HEADER_LINE: Final = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[ \t]")
+"""A line that belongs to a header: a field (a name and a colon, RFC 5322 §2.2), a
+continuation, or a misplaced ``From`` envelope line; the email package's own test
+(``email.feedparser.headerRE``), so that the header ends where readers end it."""
 
 _UNENCODED: Final = frozenset({"", "7bit", "8bit", "binary"})
 """The identity encodings (RFC 2045 §6.2), the only ones 8-bit octets may be under."""
@@ -82,10 +98,14 @@ class _Part:
     default_type: str = "text/plain"
     content_type: bytearray = field(default_factory=bytearray)
     encoding: bytearray = field(default_factory=bytearray)
+    has_encoding: bool = False
     has_content_type: bool = False
     has_mime_version: bool = False
     media_type: str = ""
     boundary: bytes | None = None
+    growth: int = 0
+    """How much the 7-bit form adds to the part so far, if it is rewritten (not known
+    until its body has been read): :func:`plan_seven_bit` counts it in once it is."""
 
     @property
     def label(self) -> str:
@@ -112,13 +132,16 @@ class _Part:
         self.media_type = parsed.get_content_type()
         boundary = parsed.get_boundary() if parsed.get_content_maintype() == "multipart" else None
         self.boundary = None if not boundary else boundary.encode("ascii", "replace")
+        if self.boundary is not None and len(self.boundary) > MAX_BOUNDARY:
+            raise NotConvertible(f"a MIME boundary over {MAX_BOUNDARY} characters")
 
 
 class _Kind(enum.Enum):
     FIELD = enum.auto()
     """A piece of a header field line."""
     HEADER_END = enum.auto()
-    """The empty line that ends a part's header."""
+    """The end of a part's header: the empty line (``ends_line``), or, with no empty
+    line, the first line that is not a field (which follows as the body's)."""
     BODY = enum.auto()
     """A piece of a leaf part's body."""
     FRAME = enum.auto()
@@ -184,6 +207,8 @@ class _Parser:
         self._kept: bytearray | None = None
         self._is_encoding = False
         self._line_start = True
+        self._padded: _Part | None = None
+        """The multipart whose delimiter line goes on past a read: padding follows."""
 
     def _new_part(self, depth: int, *, top: bool = False, digest: bool = False) -> _Part:
         if depth > MAX_NESTING:
@@ -194,18 +219,51 @@ class _Parser:
         self._parts += 1
         return part
 
-    def feed(self, data: bytes, ends_line: bool) -> _Event:
+    def feed(self, data: bytes, ends_line: bool) -> Iterator[_Event]:
+        """The events of one piece of a line: one, or two where a line that is not a
+        header field ends a header and starts the body."""
         starts, self._line_start = self._line_start, ends_line
-        if starts and ends_line and self._frames:
-            found = _delimiter(data, [boundary for boundary, _ in self._frames])
-            if found is not None:
-                return self._delimited(data, *found)
+        if self._padded is not None:
+            yield self._padding(data, ends_line)
+        elif starts and self._frames and (found := self._delimiter(data)) is not None:
+            yield self._delimited(data, ends_line, *found)
+        else:
+            yield from self._classified(data, ends_line, starts)
+
+    def _delimiter(self, data: bytes) -> tuple[int, bool] | None:
+        return _delimiter(data, [boundary for boundary, _ in self._frames])
+
+    def _classified(self, data: bytes, ends_line: bool, starts: bool) -> Iterator[_Event]:
+        """A piece that is not a delimiter's. A line that is neither a field nor a
+        continuation ends the header where there is no empty line, as the email package
+        reads it: it is the body's first line, and the header's end comes before it.
+        Recursive once or twice at most: a part with no field is never enclosing."""
         if not self._in_header:
             kind = _Kind.FRAME if self._part.encloses else _Kind.BODY
-            return _Event(kind, data, ends_line, self._part)
-        if starts and ends_line and not data:
-            return self._header_end()
-        return self._field(data, ends_line, starts)
+            yield _Event(kind, data, ends_line, self._part)
+        elif starts and ends_line and not data:
+            yield self._header_end(empty_line=True)
+        elif starts and not _HEADER_LINE.match(data):
+            yield self._header_end(empty_line=False)
+            yield from self._classified(data, ends_line, starts)
+        else:
+            yield self._field(data, ends_line, starts)
+
+    def _padding(self, data: bytes, ends_line: bool) -> _Event:
+        """A piece of a delimiter line past its first read: transport padding (RFC 2046
+        §5.1.1), spaces and tabs only, and left out. Anything else would make the line
+        content after all, known only now that its start is written as a delimiter: no
+        7-bit form."""
+        multipart = self._padded
+        assert multipart is not None  # feed() calls this only while padding
+        if data.strip(b" \t"):
+            raise NotConvertible(
+                "a line that starts as a MIME delimiter runs past "
+                f"{READ_LIMIT} octets and is not one"
+            )
+        if ends_line:
+            self._padded = None
+        return _Event(_Kind.FRAME, b"", ends_line, multipart)
 
     def _field(self, data: bytes, ends_line: bool, starts: bool) -> _Event:
         """A piece of a header line: a field's first line starts it (and says whether
@@ -215,7 +273,8 @@ class _Parser:
             name = data.partition(b":")[0].strip().lower()
             self._is_encoding = name == b"content-transfer-encoding"
             self._kept = None
-            if self._is_encoding and not part.encoding:
+            if self._is_encoding and not part.has_encoding:
+                part.has_encoding = True  # the first one counts, empty or not, as for readers
                 self._kept = part.encoding
             elif name == b"content-type" and not part.has_content_type:
                 part.has_content_type = True  # the first one counts, as in the email package
@@ -231,12 +290,12 @@ class _Parser:
             self._kept += value
         return _Event(_Kind.FIELD, data, ends_line, part, self._is_encoding)
 
-    def _header_end(self) -> _Event:
-        """The empty line: the part's type is known, and says what its body is."""
+    def _header_end(self, *, empty_line: bool) -> _Event:
+        """The header's end: the part's type is known, and says what its body is."""
         part = self._part
         self._kept, self._is_encoding = None, False
         part.resolve()
-        event = _Event(_Kind.HEADER_END, b"", True, part)
+        event = _Event(_Kind.HEADER_END, b"", empty_line, part)
         if part.boundary is not None:
             self._frames.append((part.boundary, part))
             self._in_header = False
@@ -246,10 +305,16 @@ class _Parser:
             self._in_header = False
         return event
 
-    def _delimited(self, data: bytes, index: int, closes: bool) -> _Event:
+    def _delimited(self, data: bytes, ends_line: bool, index: int, closes: bool) -> _Event:
         """A delimiter line: the next body part's header follows, or, closing, the
-        multipart's epilogue (RFC 2046 §5.1.1); inner multiparts end with it."""
+        multipart's epilogue (RFC 2046 §5.1.1); inner multiparts end with it. Its first
+        read decides: the rest of a longer line is padding, and the last line of the
+        message, with no CRLF, is a whole line too. The padding of such a line is left
+        out (transport padding is the transport's to add and remove), so that no line
+        of the 7-bit form is longer than RFC 5321 §4.5.3.1.6 allows."""
         _, multipart = self._frames[index]
+        if not ends_line:
+            self._padded, data = multipart, data.rstrip(b" \t")
         del self._frames[index + (0 if closes else 1) :]
         self._kept, self._is_encoding = None, False
         if closes:
@@ -258,73 +323,129 @@ class _Parser:
             digest = multipart.media_type == "multipart/digest"
             self._part = self._new_part(multipart.depth + 1, digest=digest)
             self._in_header = True
-        return _Event(_Kind.FRAME, data, True, multipart)
+        return _Event(_Kind.FRAME, data, ends_line, multipart)
 
 
 def _events(file: BinaryIO) -> Iterator[_Event]:
     """Every piece of the message, classified by :class:`_Parser`."""
     parser = _Parser()
     for data, ends_line in _pieces(file):
-        yield parser.feed(data, ends_line)
+        yield from parser.feed(data, ends_line)
 
 
 @dataclass(slots=True)
 class SevenBitPlan:
     """What :func:`plan_seven_bit` found: the parts to rewrite, one bit each (by their
     order in the message), so that the second reading knows at a part's header what
-    its body holds."""
+    its body holds; and the size of the 7-bit form, to declare (RFC 1870 §3)."""
 
     rewritten: bytearray = field(default_factory=bytearray)
     quoted_parts: int = 0
     """How many leaf parts go quoted-printable."""
+    size: int = 0
+    """The octets of the 7-bit form, exactly: what :class:`SevenBitReader` gives."""
 
     def mark(self, part: _Part) -> None:
         byte, bit = divmod(part.ordinal, 8)
         if byte >= len(self.rewritten):
             self.rewritten.extend(bytes(byte + 1 - len(self.rewritten)))
         self.rewritten[byte] |= 1 << bit
+        self.size, part.growth = self.size + part.growth, 0
 
     def is_rewritten(self, part: _Part) -> bool:
         byte, bit = divmod(part.ordinal, 8)
         return byte < len(self.rewritten) and bool(self.rewritten[byte] & (1 << bit))
 
+    def count(self, event: _Event) -> None:
+        """Add what ``event`` writes: as it is, and what its rewriting adds, now if its
+        part is rewritten, else held on the part until it is (:meth:`mark`)."""
+        as_is = len(_as_is(event))
+        self.size += as_is
+        if not _may_be_rewritten(event.part):
+            return
+        growth = len(_rewritten(event)) - as_is
+        if self.is_rewritten(event.part):
+            self.size += growth
+        else:
+            event.part.growth += growth
+
 
 def plan_seven_bit(file: BinaryIO) -> SevenBitPlan:
-    """Read the message through once: the parts its 7-bit form rewrites, or
-    :class:`NotConvertible` with the reason it has none."""
+    """Read the message through once: the parts its 7-bit form rewrites and its size,
+    or :class:`NotConvertible` with the reason it has none."""
     plan = SevenBitPlan()
     for event in _events(file):
-        part = event.part
-        if event.kind is _Kind.HEADER_END and part.encloses:
-            if part.label in ("8bit", "binary"):
-                plan.mark(part)  # RFC 2045 §6.4: 7bit once its insides are
-            continue
-        if event.data.isascii():
-            continue
-        if event.kind is _Kind.FIELD:
-            raise NotConvertible(
-                "8-bit octets in a header field (RFC 2047 needs a charset the message "
-                "does not name)"
-            )
-        if event.kind is _Kind.FRAME:
-            raise NotConvertible("8-bit octets outside any MIME part (a preamble or epilogue)")
-        if part.label not in _UNENCODED:
-            raise NotConvertible(f"8-bit octets in a part already encoded {part.label}")
-        if not plan.is_rewritten(part):
-            plan.mark(part)
-            plan.quoted_parts += 1
+        _check(event, plan)
+        plan.count(event)
     return plan
+
+
+def _check(event: _Event, plan: SevenBitPlan) -> None:
+    """Mark the part of ``event`` for rewriting where it needs it, or raise
+    :class:`NotConvertible` where it cannot be."""
+    part = event.part
+    if event.kind is _Kind.HEADER_END and part.encloses:
+        if part.label in ("8bit", "binary"):
+            plan.mark(part)  # RFC 2045 §6.4: 7bit once its insides are
+        return
+    if event.data.isascii():
+        return
+    if event.kind is _Kind.FIELD:
+        raise NotConvertible(
+            "8-bit octets in a header field (RFC 2047 needs a charset the message does not name)"
+        )
+    if event.kind is _Kind.FRAME:
+        raise NotConvertible("8-bit octets outside any MIME part (a preamble or epilogue)")
+    if part.label not in _UNENCODED:
+        raise NotConvertible(f"8-bit octets in a part already encoded {part.label}")
+    if not plan.is_rewritten(part):
+        plan.mark(part)
+        plan.quoted_parts += 1
+
+
+def _may_be_rewritten(part: _Part) -> bool:
+    """Whether a part could be marked: only one under an identity encoding (RFC 2045
+    §6.2) is; the rest need not be encoded to measure them."""
+    return part.label in _UNENCODED
 
 
 def _quoted_printable(data: bytes, ends_line: bool) -> bytes:
     """A piece of a line, quoted-printable (RFC 2045 §6.7): ``=`` and every octet
     outside printable ASCII as ``=XX`` (a bare CR or LF too: only CRLF is a line
     break), space and tab at the end encoded, lines of at most 76 characters with soft
-    breaks; the line's end kept as a hard break, a piece's end a soft one."""
-    encoded = binascii.b2a_qp(data, istext=False).replace(b"=\n", b"=\r\n")
+    breaks; the line's end kept as a hard break, a piece's end a soft one.
+
+    No encoded line starts with ``-``: a soft break, or the start of a piece (each
+    starts an encoded line), would otherwise let ``--boundary`` begin one, and readers
+    would take it for a delimiter, which RFC 2046 §5.1.1 forbids an encoding to make.
+    Such a ``-`` goes ``=2D`` (rule 1 lets any octet be encoded), and the lines are
+    folded again around it; so are they where the piece's own soft break would make
+    its last line 77 characters."""
+    encoded = binascii.b2a_qp(data, istext=False)
+    lines = encoded.split(b"=\n")
+    starts_with_dash = encoded.startswith(b"-") or b"\n-" in encoded
+    if starts_with_dash or (not ends_line and len(lines[-1]) > _QP_LINE):
+        lines = _folded(b"".join(lines))
     if ends_line:
-        return encoded + b"\r\n"
-    return encoded + b"=\r\n" if data else b""
+        return b"=\r\n".join(lines) + b"\r\n"
+    return b"=\r\n".join(lines) + b"=\r\n" if data else b""
+
+
+def _folded(encoded: bytes) -> list[bytes]:
+    """One encoded line cut into lines of at most :data:`_QP_LINE` characters, never
+    inside an ``=XX``, a ``-`` that starts one written ``=2D``."""
+    lines = []
+    start = 0
+    while start < len(encoded):
+        head = b""
+        if encoded[start] == ord("-"):
+            head, start = b"=2D", start + 1
+        end = start + _QP_LINE - len(head)
+        if end < len(encoded) and (escape := encoded.find(b"=", end - 2, end)) != -1:
+            end = escape
+        lines.append(head + encoded[start:end])
+        start = end
+    return lines
 
 
 def _added_fields(part: _Part) -> bytes:
@@ -339,20 +460,31 @@ def _added_fields(part: _Part) -> bytes:
     return added
 
 
+def _as_is(event: _Event) -> bytes:
+    """What ``event`` writes in a part not rewritten: its octets as they came; a
+    header's end its empty line, if it had one."""
+    if event.kind is _Kind.HEADER_END:
+        return b"\r\n" if event.ends_line else b""
+    return event.data + b"\r\n" if event.ends_line else event.data
+
+
+def _rewritten(event: _Event) -> bytes:
+    """What ``event`` writes in a rewritten part: its encoding field left out and the
+    new one written at the end of its header (with an empty line, which the header may
+    not have had), its body quoted-printable; everything else as it is."""
+    if event.kind is _Kind.FIELD and event.is_encoding:
+        return b""
+    if event.kind is _Kind.HEADER_END:
+        return _added_fields(event.part) + b"\r\n"
+    if event.kind is _Kind.BODY:
+        return _quoted_printable(event.data, event.ends_line)
+    return _as_is(event)
+
+
 def _seven_bit_pieces(file: BinaryIO, plan: SevenBitPlan) -> Iterator[bytes]:
-    """The message as :func:`plan_seven_bit` planned it: a rewritten part's encoding
-    field is left out and its new one written at the end of its header, its body
-    quoted-printable; everything else as it is."""
+    """The message as :func:`plan_seven_bit` planned it."""
     for event in _events(file):
-        rewritten = plan.is_rewritten(event.part)
-        if event.kind is _Kind.FIELD and event.is_encoding and rewritten:
-            continue
-        if event.kind is _Kind.HEADER_END:
-            yield (_added_fields(event.part) if rewritten else b"") + b"\r\n"
-        elif event.kind is _Kind.BODY and rewritten:
-            yield _quoted_printable(event.data, event.ends_line)
-        else:
-            yield event.data + (b"\r\n" if event.ends_line else b"")
+        yield _rewritten(event) if plan.is_rewritten(event.part) else _as_is(event)
 
 
 class SevenBitReader(io.RawIOBase):
@@ -376,6 +508,11 @@ class SevenBitReader(io.RawIOBase):
         """How many parts go quoted-printable (for the log)."""
         return self._plan.quoted_parts
 
+    @property
+    def size(self) -> int:
+        """The octets of the 7-bit form, known before it is read (for ``SIZE=``)."""
+        return self._plan.size
+
     def readable(self) -> bool:
         return True
 
@@ -386,13 +523,23 @@ class SevenBitReader(io.RawIOBase):
         return self._position
 
     def readinto(self, buffer: WriteableBuffer) -> int:
+        """Fill ``buffer`` whole, short only at the end: the client sends each read as
+        a BDAT chunk or a write, so a read of one encoded line each made a chunk, and a
+        wait for its reply, of every line. Memory holds the buffer and one line's
+        encoding."""
         view = memoryview(buffer).cast("B")
-        if not self._pending:
-            self._pending = next(self._started_pieces(), b"")
-        taken, self._pending = self._pending[: len(view)], self._pending[len(view) :]
-        view[: len(taken)] = taken
-        self._position += len(taken)
-        return len(taken)
+        filled = 0
+        while filled < len(view):
+            if not self._pending:
+                self._pending = next(self._started_pieces(), b"")
+                if not self._pending:
+                    break
+            taken = self._pending[: len(view) - filled]
+            self._pending = self._pending[len(taken) :]
+            view[filled : filled + len(taken)] = taken
+            filled += len(taken)
+        self._position += filled
+        return filled
 
     def _started_pieces(self) -> Iterator[bytes]:
         if self._source is None:
