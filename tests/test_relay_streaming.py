@@ -136,7 +136,38 @@ def test_8bit_content_to_a_server_without_8bitmime_goes_converted_to_7bit(
     assert all(len(line) <= 998 for line in transaction.content.split(b"\r\n"))
     assert _leaf_payloads(transaction.content) == _leaf_payloads(content)
     assert relay.reports() == []
-    assert "goes converted to 7-bit, 1 parts quoted-printable" in caplog.text
+    assert "goes converted to 7-bit, 1 part quoted-printable" in caplog.text
+
+
+def test_a_converted_message_declares_its_exact_size(tmp_path: Path) -> None:
+    """RFC 1870 §3: the 7-bit form's size is known from the planning pass, exactly, so
+    the MAIL command declares it, never lower than what is sent."""
+    with remote(eight_bit=False, size=1_000_000) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["n1@pqr.example"], content=MULTIPART_8BIT, params=(("BODY", "8BITMIME"),))
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    (transaction,) = server.transactions
+    size = len(transaction.content)
+    assert size > len(MULTIPART_8BIT)
+    assert transaction.mail_line == b"MAIL FROM:<john@abc.example> SIZE=%d\r\n" % size
+
+
+def test_a_converted_message_over_the_exchangers_size_bounces_with_552_5_3_4(
+    tmp_path: Path,
+) -> None:
+    """The exchanger's SIZE limit holds for the 7-bit form as for any message (RFC
+    1870 §6): refused before MAIL, not sent to be refused after it."""
+    content = b"Subject: x\r\n\r\n" + ("é" * 10 + "text\r\n").encode() * 50
+    with remote(eight_bit=False, size=1000) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["n1@pqr.example"], content=content, params=(("BODY", "8BITMIME"),))
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(server)
+        assert server.mail_lines == []
+    (raw,) = relay.reports()
+    assert b"Status: 5.3.4" in raw
+    assert b"exceeds the server's limit of 1000 octets" in raw
 
 
 def test_8bit_header_from_the_null_sender_is_lost_with_its_cause_logged(

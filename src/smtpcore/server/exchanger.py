@@ -289,12 +289,14 @@ def _seven_bit_content(
         )
         return report
     converted = _seven_bit_message(content)
+    parts = converted.quoted_parts
     logger.info(
-        "%s: %s does not offer 8BITMIME: the message goes converted to 7-bit, %d parts "
+        "%s: %s does not offer 8BITMIME: the message goes converted to 7-bit, %d %s "
         "quoted-printable (RFC 6152 §3)",
         entry.id,
         loggable(relay),
-        converted.quoted_parts,
+        parts,
+        "part" if parts == 1 else "parts",
     )
     return converted
 
@@ -321,7 +323,8 @@ def _seven_bit_refusal(entry: QueueEntry, relay: str, reason: NotConvertible) ->
 
 _FORWARDED_MAIL_PARAMS: Final = frozenset({"SMTPUTF8", "BODY", "RET", "ENVID", "REQUIRETLS"})
 """The queued MAIL parameters that travel on with the message. SIZE is the client's to
-write for what it sends; AUTH= is not passed on to another domain."""
+write for what it sends (the relay's for a converted message, :func:`_declared_size`);
+AUTH= is not passed on to another domain."""
 
 
 def _forwarded_mail_params(client: BaseSMTPClient, entry: QueueEntry) -> dict[str, str | None]:
@@ -335,6 +338,22 @@ def _forwarded_mail_params(client: BaseSMTPClient, entry: QueueEntry) -> dict[st
         for keyword, value in entry.params
         if keyword in _FORWARDED_MAIL_PARAMS and offered.missing_for(keyword, value) is None
     }
+
+
+def _declared_size(
+    client: BaseSMTPClient, converted: bytes | SevenBitReader | None
+) -> dict[str, str | None]:
+    """``SIZE=`` for a message converted to 7-bit, where the exchanger offers SIZE. The
+    client declares the size of what it can measure (bytes, a file), not of a reader
+    that converts as it is read; the planning pass knew that size exactly, and RFC 1870
+    §6 wants the exchanger's limit checked before MAIL (the client refuses ``552
+    5.3.4`` a declared size over it)."""
+    if not isinstance(converted, SevenBitReader):
+        return {}
+    size = str(converted.size)
+    if client.connection.extensions.missing_for("SIZE", size) is not None:
+        return {}
+    return {"SIZE": size}
 
 
 def _passed_orcpt(client: BaseSMTPClient, orcpt: str) -> str | None:
@@ -724,7 +743,7 @@ class ExchangerSession:
                 refusal = _seven_bit_refusal(entry, relay, reason)
                 return dict.fromkeys(addresses, outcome(refusal, from_remote=False))
         sender: Mailbox | str = "" if not entry.sender else parse_mailbox(entry.sender)
-        mail_params = _forwarded_mail_params(client, entry)
+        mail_params = _forwarded_mail_params(client, entry) | _declared_size(client, converted)
         rcpt_params: dict[tuple[str, str], dict[str, str | None]] = {}
         if passed:
             queued = {r.address: r for r in entry.recipients}
