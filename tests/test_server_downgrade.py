@@ -129,6 +129,12 @@ def _entities(draw: st.DrawFn, depth: int = 0, boundaries: tuple[bytes, ...] = (
         kind_field = draw(st.sampled_from([b"", b"Content-Type: text/plain; charset=utf-8\r\n"]))
         return kind_field + encoding + b"\r\n" + body
     if kind == "message":
+        if draw(st.booleans()):
+            # RFC 2046 §5.2.1 with no empty line: a line that is no field ends the
+            # enclosing header, and is the first of an enclosed message with no header.
+            body = draw(_bodies(boundaries))
+            first_line = b"Forwarded, no header\r\n"
+            return b"Content-Type: message/rfc822\r\n" + encoding + first_line + body
         inner = draw(_entities(depth + 1, boundaries))
         return b"Content-Type: message/rfc822\r\n" + encoding + b"\r\nSubject: inner\r\n" + inner
     token = draw(st.integers(0, 999))
@@ -489,3 +495,113 @@ def test_the_reader_fills_the_buffer_it_is_given() -> None:
 def test_the_planned_size_is_the_size_of_the_7bit_form(message: bytes) -> None:
     """The plan knows the 7-bit form's size exactly, to declare it (RFC 1870 §3)."""
     assert plan_seven_bit(io.BytesIO(message)).size == len(_downgraded(message))
+
+
+# -- enclosed messages, binary parts, and labels as readers read them ------------------------
+
+_NO_EMPTY_LINE = "Grüße, the forwarded text, no header\r\nmore ä\r\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "part"),
+    [
+        (OUTER, b"Content-Type: message/rfc822\r\n" + _NO_EMPTY_LINE),
+        (
+            OUTER,
+            b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: 8bit\r\n"
+            + _NO_EMPTY_LINE,
+        ),
+        (b"Content-Type: multipart/digest; boundary=outer\r\n", _NO_EMPTY_LINE),
+    ],
+    ids=["rfc822", "rfc822-8bit", "digest"],
+)
+def test_an_enclosed_message_after_a_header_with_no_empty_line(
+    content_type: bytes, part: bytes
+) -> None:
+    """A line that is no field ends a message part's header and is the first line of
+    the enclosed message, whose header is empty: its new fields go after an empty line,
+    not into the enclosing header, which would make the message/rfc822 part
+    quoted-printable (RFC 2046 §5.2.1 forbids it) and its text read as ``=C3=BC``."""
+    message = _multipart(content_type, part)
+    converted = _downgraded(message)
+    assert b"Content-Transfer-Encoding: quoted-printable" in converted
+    assert _leaves(converted) == _leaves(message)
+    assert [p.get_content_type() for p in _parts(converted)] == [
+        p.get_content_type() for p in _parts(message)
+    ]
+    assert plan_seven_bit(io.BytesIO(message)).size == len(converted)
+
+
+def test_a_binary_part_goes_quoted_printable_even_if_ascii() -> None:
+    """A ``binary`` part (BODY=BINARYMIME, RFC 3030 §3) may hold lines of any length and
+    bare CR: ASCII or not, it has no place on a hop without 8BITMIME (RFC 5321
+    §4.5.3.1.6), and goes quoted-printable."""
+    binary = (
+        b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+        + b"A" * 1500
+        + b"\rB"
+    )
+    message = _multipart(OUTER, binary, TEXT_8BIT)
+    converted = _downgraded(message)
+    assert b"binary" not in converted
+    assert converted.count(b"Content-Transfer-Encoding: quoted-printable") == 2
+    assert all(len(line) <= 998 and b"\r" not in line for line in converted.split(b"\r\n"))
+    assert _leaves(converted) == _leaves(message)
+    assert plan_seven_bit(io.BytesIO(message)).quoted_parts == 2
+
+
+@pytest.mark.parametrize("label", [b"8bit (sent by Foo)", b"8bit;", b"(c) 8BIT", b""])
+def test_an_encoding_label_is_read_as_readers_read_it(label: bytes) -> None:
+    """The field is structured (RFC 2045 §6.1): a comment or what follows the mechanism
+    is not part of it, and an empty one is 7bit; neither is already encoded."""
+    message = (
+        b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: " + label + b"\r\n\r\n" + EIGHT_BIT
+    )
+    converted = _downgraded(message)
+    assert converted.count(b"Content-Transfer-Encoding") == 1
+    assert b"Content-Transfer-Encoding: quoted-printable\r\n" in converted
+    assert _leaves(converted) == _leaves(message)
+
+
+@pytest.mark.parametrize("header", [b"Subject: x\nContent-Transfer-Encoding: base64", b"To: a\rb"])
+def test_a_bare_cr_or_lf_in_a_header_is_not_convertible(header: bytes) -> None:
+    """Readers end a header line at a bare LF (a lenient queue keeps one): the field
+    after it is one for them and not for a line reader, so no form is safe."""
+    with pytest.raises(NotConvertible, match="bare CR or LF"):
+        plan_seven_bit(io.BytesIO(header + b"\r\n\r\n" + EIGHT_BIT))
+
+
+def test_the_planned_size_counts_a_bare_cr_or_lf_as_the_client_sends_it() -> None:
+    """The client sends a bare CR or LF as CRLF (RFC 5321 §2.3.8); the declared SIZE is
+    what it sends (RFC 1870 §4)."""
+    kept = b"Content-Type: text/plain\r\n\r\nA\rB\nC\r"
+    message = _multipart(OUTER, kept, TEXT_8BIT)
+    converted = _downgraded(message)
+    assert b"A\rB\nC\r\r\n" in converted
+    assert plan_seven_bit(io.BytesIO(message)).size == len(converted) + 3
+
+
+@pytest.mark.parametrize(
+    "media_type", [b"message/global", b"message/x-unknown", b"Message/RFC822"]
+)
+def test_every_message_type_encloses_a_message_as_readers_read_it(media_type: bytes) -> None:
+    """Readers parse the body of every ``message`` type as a message (RFC 2046 §5.2);
+    ``message/global`` may be encoded (RFC 6532 §3.5), but a reader that does not decode
+    it would read a quoted-printable message's text as its header. Its insides are
+    converted instead, and its label becomes 7bit (RFC 2045 §6.4)."""
+    enclosed = (
+        b"Content-Type: " + media_type + b"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        b"Subject: returned\r\n\r\n" + EIGHT_BIT
+    )
+    message = _multipart(OUTER, enclosed)
+    converted = _downgraded(message)
+    assert b"Content-Transfer-Encoding: 7bit\r\n\r\nSubject: returned\r\n" in converted
+    assert _leaves(converted) == _leaves(message)
+
+
+def test_8bit_octets_in_a_delivery_status_are_not_convertible() -> None:
+    """message/delivery-status is blocks of fields, 7-bit (RFC 3464 §2.1)."""
+    status = b"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; " + EIGHT_BIT
+    with pytest.raises(NotConvertible, match="delivery-status"):
+        plan_seven_bit(io.BytesIO(_multipart(OUTER, status)))

@@ -28,6 +28,7 @@ __all__ = [
     "content_chunks",
     "first_piece_checked",
     "known_size",
+    "sent_size",
 ]
 
 Content: TypeAlias = (
@@ -109,6 +110,14 @@ async def close_iterator(iterator: object) -> None:
         await aclose()
 
 
+def sent_size(octets: bytes | bytearray) -> int:
+    """The octets ``octets`` make on the wire: each bare CR or LF counted as the CRLF
+    the client sends it as (DATA's encoder, :class:`CRLFNormalizer` for BDAT), as RFC
+    1870 §4 counts CRLF pairs."""
+    crlf = octets.count(b"\r\n")
+    return len(octets) + (octets.count(b"\n") - crlf) + (octets.count(b"\r") - crlf)
+
+
 def known_size(content: Content) -> int | None:
     """The octets ``content`` makes on the wire (RFC 1870 §4: CRLF pairs counted), if
     known without reading it: bytes with each bare CR or LF counted as the CRLF it is
@@ -116,8 +125,7 @@ def known_size(content: Content) -> int | None:
     lines end in LF alone, which RFC 1870 §4 allows a client to give); None for an
     iterator."""
     if isinstance(content, (bytes, bytearray)):
-        crlf = content.count(b"\r\n")
-        return len(content) + (content.count(b"\n") - crlf) + (content.count(b"\r") - crlf)
+        return sent_size(content)
     if isinstance(content, memoryview):
         return known_size(content.tobytes())
     fileno = getattr(content, "fileno", None)

@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import binascii
 import email.message
+import email.policy
 import enum
 import io
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Final
+
+from smtpcore._driver._content import sent_size
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -76,9 +79,9 @@ continuation, or a misplaced ``From`` envelope line; the email package's own tes
 _UNENCODED: Final = frozenset({"", "7bit", "8bit", "binary"})
 """The identity encodings (RFC 2045 §6.2), the only ones 8-bit octets may be under."""
 
-_ENCLOSING: Final = frozenset({"message/rfc822", "message/news"})
-"""The ``message`` types whose body is a message (RFC 2046 §5.2.1) and may not be
-encoded; ``message/global`` may be (RFC 6532 §3.5), and is a leaf here."""
+_STATUS_FIELDS: Final = "message/delivery-status"
+"""The one ``message`` type whose body is not a message but blocks of fields, 7-bit
+(RFC 3464 §2.1), as readers read it (the email package's feedparser): a leaf here."""
 
 _UNKNOWN_CHARSET_FIELDS: Final = b"Content-Type: text/plain; charset=unknown-8bit\r\n"
 """What a message with no MIME gets for its 8-bit body (RFC 1428 §3)."""
@@ -103,23 +106,25 @@ class _Part:
     has_mime_version: bool = False
     media_type: str = ""
     boundary: bytes | None = None
+    label: str = ""
+    """The declared transfer encoding, as readers read it (RFC 2045 §6.1: case and
+    comments do not matter); empty when the field is absent. Known once the header is."""
+    holds_message: bool = False
+    """Whether the body is a message (RFC 2046 §5.2): every ``message`` type but
+    :data:`_STATUS_FIELDS`, as readers parse them, ``message/global`` too (RFC 6532
+    §3.5 lets it be encoded, but its insides converted are what every reader reads the
+    same). Known once the header is."""
+    encloses: bool = False
+    """Whether the body is more parts (a multipart with a boundary) or a message, whose
+    insides are converted rather than the body encoded. Known once the header is."""
+    after_unended_header: bool = False
+    """An enclosed message whose enclosing part's header ended at a line that is no
+    field, with no empty line: that line ends this (empty) header too. Rewritten, this
+    header writes the empty line the enclosing one lacked before its new fields, which
+    would else join the enclosing header."""
     growth: int = 0
     """How much the 7-bit form adds to the part so far, if it is rewritten (not known
     until its body has been read): :func:`plan_seven_bit` counts it in once it is."""
-
-    @property
-    def label(self) -> str:
-        """The declared transfer encoding, lowercased (RFC 2045 §6.1: case does not
-        matter); empty when the field is absent."""
-        return self.encoding.decode("ascii", "replace").strip().lower()
-
-    @property
-    def encloses(self) -> bool:
-        """Whether the body is more parts (a multipart with a boundary) or a message; a
-        message part encoded against RFC 2046 §5.2.1 is a leaf, its body opaque."""
-        if self.boundary is not None:
-            return True
-        return self.media_type in _ENCLOSING and self.label in _UNENCODED
 
     def resolve(self) -> None:
         """Read the media type and boundary once the header is whole. The email
@@ -134,6 +139,21 @@ class _Part:
         self.boundary = None if not boundary else boundary.encode("ascii", "replace")
         if self.boundary is not None and len(self.boundary) > MAX_BOUNDARY:
             raise NotConvertible(f"a MIME boundary over {MAX_BOUNDARY} characters")
+        self.holds_message = (
+            parsed.get_content_maintype() == "message" and self.media_type != _STATUS_FIELDS
+        )
+        self.encloses = self.boundary is not None or self.holds_message
+        self.label = _transfer_encoding(self.encoding) if self.has_encoding else ""
+
+
+def _transfer_encoding(value: bytearray) -> str:
+    """The mechanism a ``Content-Transfer-Encoding`` value names, read by the email
+    package: the field is structured (RFC 2045 §6.1, RFC 822 §3.1.4), so comments and
+    anything after the first token (``8bit (sent by Foo)``, ``8bit;``) are not part of
+    it, and an empty value is ``7bit`` (RFC 2045 §6.1)."""
+    text = value.decode("ascii", "replace")
+    header = email.policy.default.header_factory("Content-Transfer-Encoding", text)
+    return str(getattr(header, "cte", "7bit"))
 
 
 class _Kind(enum.Enum):
@@ -299,8 +319,9 @@ class _Parser:
         if part.boundary is not None:
             self._frames.append((part.boundary, part))
             self._in_header = False
-        elif part.media_type in _ENCLOSING:
+        elif part.holds_message:
             self._part = self._new_part(part.depth + 1)
+            self._part.after_unended_header = not empty_line
         else:
             self._in_header = False
         return event
@@ -343,7 +364,9 @@ class SevenBitPlan:
     quoted_parts: int = 0
     """How many leaf parts go quoted-printable."""
     size: int = 0
-    """The octets of the 7-bit form, exactly: what :class:`SevenBitReader` gives."""
+    """The octets of the 7-bit form on the wire, exactly: what :class:`SevenBitReader`
+    gives, a bare CR or LF (queued under a lenient framing policy) counted as the CRLF
+    the client sends it as (:func:`~smtpcore._driver._content.sent_size`)."""
 
     def mark(self, part: _Part) -> None:
         byte, bit = divmod(part.ordinal, 8)
@@ -359,11 +382,11 @@ class SevenBitPlan:
     def count(self, event: _Event) -> None:
         """Add what ``event`` writes: as it is, and what its rewriting adds, now if its
         part is rewritten, else held on the part until it is (:meth:`mark`)."""
-        as_is = len(_as_is(event))
+        as_is = sent_size(_as_is(event))
         self.size += as_is
         if not _may_be_rewritten(event.part):
             return
-        growth = len(_rewritten(event)) - as_is
+        growth = sent_size(_rewritten(event)) - as_is
         if self.is_rewritten(event.part):
             self.size += growth
         else:
@@ -384,10 +407,17 @@ def _check(event: _Event, plan: SevenBitPlan) -> None:
     """Mark the part of ``event`` for rewriting where it needs it, or raise
     :class:`NotConvertible` where it cannot be."""
     part = event.part
-    if event.kind is _Kind.HEADER_END and part.encloses:
-        if part.label in ("8bit", "binary"):
+    if event.kind is _Kind.HEADER_END:
+        if part.encloses and part.label in ("8bit", "binary"):
             plan.mark(part)  # RFC 2045 §6.4: 7bit once its insides are
+        elif not part.encloses and part.label == "binary":
+            _quote(part, plan)  # RFC 3030 §3: its lines need not be lines at all
         return
+    if event.kind is _Kind.FIELD and (b"\r" in event.data or b"\n" in event.data):
+        raise NotConvertible(
+            "a bare CR or LF in a header field (RFC 5322 §2.2), which readers take "
+            "for a line's end and the conversion would not"
+        )
     if event.data.isascii():
         return
     if event.kind is _Kind.FIELD:
@@ -396,8 +426,17 @@ def _check(event: _Event, plan: SevenBitPlan) -> None:
         )
     if event.kind is _Kind.FRAME:
         raise NotConvertible("8-bit octets outside any MIME part (a preamble or epilogue)")
+    if part.media_type == _STATUS_FIELDS:
+        raise NotConvertible(f"8-bit octets in a {_STATUS_FIELDS} part (RFC 3464 §2.1: 7-bit)")
     if part.label not in _UNENCODED:
         raise NotConvertible(f"8-bit octets in a part already encoded {part.label}")
+    _quote(part, plan)
+
+
+def _quote(part: _Part, plan: SevenBitPlan) -> None:
+    """Mark a leaf to go quoted-printable, once: one with 8-bit octets, and every one
+    labelled ``binary``, whose long lines and bare CR or LF no 7-bit hop takes
+    (RFC 3030 §3, RFC 5321 §4.5.3.1.6), 8-bit octets or not."""
     if not plan.is_rewritten(part):
         plan.mark(part)
         plan.quoted_parts += 1
@@ -470,15 +509,28 @@ def _as_is(event: _Event) -> bytes:
 
 def _rewritten(event: _Event) -> bytes:
     """What ``event`` writes in a rewritten part: its encoding field left out and the
-    new one written at the end of its header (with an empty line, which the header may
-    not have had), its body quoted-printable; everything else as it is."""
+    new one written at the end of its header, its body quoted-printable; everything
+    else as it is."""
     if event.kind is _Kind.FIELD and event.is_encoding:
         return b""
     if event.kind is _Kind.HEADER_END:
-        return _added_fields(event.part) + b"\r\n"
+        return _rewritten_header_end(event)
     if event.kind is _Kind.BODY:
         return _quoted_printable(event.data, event.ends_line)
     return _as_is(event)
+
+
+def _rewritten_header_end(event: _Event) -> bytes:
+    """The new fields and the empty line, which the header may not have had (a line
+    that is no field ended it). A message part's header with no empty line ends at the
+    first line of the message it encloses, whose header is empty: that part writes the
+    empty line, before its own new fields if it is rewritten, so that they are not read
+    as the enclosing header's (RFC 2046 §5.2.1: a message/rfc822 part is never
+    encoded); if it is not rewritten, the line ends both headers as it did."""
+    part = event.part
+    before = b"\r\n" if part.after_unended_header else b""
+    after = b"" if part.holds_message and not event.ends_line else b"\r\n"
+    return before + _added_fields(part) + after
 
 
 def _seven_bit_pieces(file: BinaryIO, plan: SevenBitPlan) -> Iterator[bytes]:
