@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import hashlib
 import logging
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 
 from relay_remote import remote
 from smtpcore.server.bounce import MAX_RETURNED_MESSAGE
+from smtpcore.server.downgrade import SevenBitReader
 from smtpcore.server.queue import QueuedContent
 from test_server_relay import _relay, _run, _wait_closed
 
@@ -229,3 +231,27 @@ def test_the_queue_file_is_sent_again_for_each_transaction_limits_asks_for(
         _wait_closed(server)
     assert [t.recipients for t in server.transactions] == [["a@pqr.example"], ["b@pqr.example"]]
     assert all(t.content == content for t in server.transactions)
+
+
+def test_the_7bit_form_is_converted_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Converting is CPU work: a read of a chunk of short lines took ~100 ms, held from
+    every other session while it ran on the loop. The client awaits each read, made in
+    a worker thread."""
+    threads: list[int] = []
+    read = SevenBitReader.read
+
+    def recorded(reader: SevenBitReader, size: int = -1) -> bytes:
+        threads.append(threading.get_ident())
+        return read(reader, size)
+
+    monkeypatch.setattr(SevenBitReader, "read", recorded)
+    with remote(eight_bit=False) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["n1@pqr.example"], content=MULTIPART_8BIT, params=(("BODY", "8BITMIME"),))
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    (transaction,) = server.transactions
+    assert _leaf_payloads(transaction.content) == _leaf_payloads(MULTIPART_8BIT)
+    assert threads and threading.get_ident() not in threads

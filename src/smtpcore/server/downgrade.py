@@ -34,7 +34,7 @@ import io
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO, Final
+from typing import TYPE_CHECKING, BinaryIO, Final, NamedTuple
 
 from smtpcore._driver._content import sent_size
 
@@ -66,6 +66,9 @@ value; a longer one is :class:`NotConvertible`."""
 MAX_BOUNDARY: Final = READ_LIMIT - 4
 """The longest boundary whose close delimiter (``--``, the boundary, ``--``) fits in
 one read; RFC 2046 §5.1.1 allows 70 characters. A longer one is :class:`NotConvertible`."""
+
+_BATCH: Final = 65536
+"""The octets :class:`SevenBitReader` writes at a time, at least (the client's chunk)."""
 
 _QP_LINE: Final = 75
 """The characters of an encoded line before its soft break's ``=`` (RFC 2045 §6.7 rule
@@ -122,6 +125,9 @@ class _Part:
     field, with no empty line: that line ends this (empty) header too. Rewritten, this
     header writes the empty line the enclosing one lacked before its new fields, which
     would else join the enclosing header."""
+    marked: bool = False
+    """Rewritten, as the plan found so far (:meth:`SevenBitPlan.mark`); the second
+    reading asks the plan, whose parts these are not."""
     growth: int = 0
     """How much the 7-bit form adds to the part so far, if it is rewritten (not known
     until its body has been read): :func:`plan_seven_bit` counts it in once it is."""
@@ -168,8 +174,9 @@ class _Kind(enum.Enum):
     """A delimiter line, or a piece of a preamble or epilogue (RFC 2046 §5.1.1)."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Event:
+class _Event(NamedTuple):
+    """One piece of the message and what it is; a tuple, as one is made per line."""
+
     kind: _Kind
     data: bytes
     """The octets, without the line's CRLF."""
@@ -197,21 +204,23 @@ def _pieces(file: BinaryIO) -> Iterator[tuple[bytes, bool]]:
         yield held, False
 
 
-def _delimiter(line: bytes, boundaries: list[bytes]) -> tuple[int, bool] | None:
+def _delimiter(line: bytes, delimiters: dict[bytes, int]) -> tuple[int, bool] | None:
     """Which enclosing boundary ``line`` delimits, innermost first, and whether it
     closes; None for a line of content. Transport padding (spaces and tabs) may follow
-    (RFC 2046 §5.1.1); an outer boundary ends the parts inside it too."""
+    (RFC 2046 §5.1.1); an outer boundary ends the parts inside it too.
+
+    One lookup whatever the nesting: ``delimiters`` maps each boundary to the index of
+    the innermost multipart that has it. The line less ``--`` and its padding is a
+    boundary (a delimiter), or, less a closing ``--`` too, one that closes; where both
+    readings name one, the inner wins (``a--`` and ``a`` both read ``--a--``)."""
     if not line.startswith(b"--"):
         return None
-    for index in range(len(boundaries) - 1, -1, -1):
-        boundary = b"--" + boundaries[index]
-        if not line.startswith(boundary):
-            continue
-        rest = line[len(boundary) :]
-        closes = rest.startswith(b"--")
-        if (rest[2:] if closes else rest).strip(b" \t") == b"":
-            return index, closes
-    return None
+    name = line[2:].rstrip(b" \t")
+    opens = delimiters.get(name)
+    closes = delimiters.get(name[:-2]) if name.endswith(b"--") else None
+    if closes is not None and (opens is None or closes > opens):
+        return closes, True
+    return None if opens is None else (opens, False)
 
 
 class _Parser:
@@ -222,6 +231,8 @@ class _Parser:
     def __init__(self) -> None:
         self._parts = 0
         self._frames: list[tuple[bytes, _Part]] = []
+        self._delimiters: dict[bytes, int] = {}
+        """Each enclosing boundary and the index of its innermost frame (:func:`_delimiter`)."""
         self._part = self._new_part(depth=0, top=True)
         self._in_header = True
         self._kept: bytearray | None = None
@@ -239,35 +250,42 @@ class _Parser:
         self._parts += 1
         return part
 
-    def feed(self, data: bytes, ends_line: bool) -> Iterator[_Event]:
-        """The events of one piece of a line: one, or two where a line that is not a
-        header field ends a header and starts the body."""
+    def feed(self, data: bytes, ends_line: bool) -> tuple[_Event, ...]:
+        """The events of one piece of a line: one, or more where a line that is not a
+        header field ends a header (or two) and starts the body."""
         starts, self._line_start = self._line_start, ends_line
         if self._padded is not None:
-            yield self._padding(data, ends_line)
-        elif starts and self._frames and (found := self._delimiter(data)) is not None:
-            yield self._delimited(data, ends_line, *found)
-        else:
-            yield from self._classified(data, ends_line, starts)
+            return (self._padding(data, ends_line),)
+        if starts and self._frames and (found := _delimiter(data, self._delimiters)):
+            return (self._delimited(data, ends_line, *found),)
+        return self._classified(data, ends_line, starts)
 
-    def _delimiter(self, data: bytes) -> tuple[int, bool] | None:
-        return _delimiter(data, [boundary for boundary, _ in self._frames])
+    def _push_frame(self, multipart: _Part) -> None:
+        assert multipart.boundary is not None  # only a multipart with one frames parts
+        self._delimiters[multipart.boundary] = len(self._frames)
+        self._frames.append((multipart.boundary, multipart))
 
-    def _classified(self, data: bytes, ends_line: bool, starts: bool) -> Iterator[_Event]:
+    def _pop_frames(self, start: int) -> None:
+        """End the multiparts from ``start`` in: their boundaries delimit no more, and
+        one they hid again names the outer multipart that has it."""
+        if start >= len(self._frames):
+            return
+        del self._frames[start:]
+        self._delimiters = {boundary: index for index, (boundary, _) in enumerate(self._frames)}
+
+    def _classified(self, data: bytes, ends_line: bool, starts: bool) -> tuple[_Event, ...]:
         """A piece that is not a delimiter's. A line that is neither a field nor a
         continuation ends the header where there is no empty line, as the email package
         reads it: it is the body's first line, and the header's end comes before it.
         Recursive once or twice at most: a part with no field is never enclosing."""
         if not self._in_header:
             kind = _Kind.FRAME if self._part.encloses else _Kind.BODY
-            yield _Event(kind, data, ends_line, self._part)
-        elif starts and ends_line and not data:
-            yield self._header_end(empty_line=True)
-        elif starts and not _HEADER_LINE.match(data):
-            yield self._header_end(empty_line=False)
-            yield from self._classified(data, ends_line, starts)
-        else:
-            yield self._field(data, ends_line, starts)
+            return (_Event(kind, data, ends_line, self._part),)
+        if starts and ends_line and not data:
+            return (self._header_end(empty_line=True),)
+        if starts and not _HEADER_LINE.match(data):
+            return (self._header_end(empty_line=False), *self._classified(data, ends_line, starts))
+        return (self._field(data, ends_line, starts),)
 
     def _padding(self, data: bytes, ends_line: bool) -> _Event:
         """A piece of a delimiter line past its first read: transport padding (RFC 2046
@@ -317,7 +335,7 @@ class _Parser:
         part.resolve()
         event = _Event(_Kind.HEADER_END, b"", empty_line, part)
         if part.boundary is not None:
-            self._frames.append((part.boundary, part))
+            self._push_frame(part)
             self._in_header = False
         elif part.holds_message:
             self._part = self._new_part(part.depth + 1)
@@ -336,7 +354,7 @@ class _Parser:
         _, multipart = self._frames[index]
         if not ends_line:
             self._padded, data = multipart, data.rstrip(b" \t")
-        del self._frames[index + (0 if closes else 1) :]
+        self._pop_frames(index + (0 if closes else 1))
         self._kept, self._is_encoding = None, False
         if closes:
             self._part, self._in_header = multipart, False
@@ -373,6 +391,7 @@ class SevenBitPlan:
         if byte >= len(self.rewritten):
             self.rewritten.extend(bytes(byte + 1 - len(self.rewritten)))
         self.rewritten[byte] |= 1 << bit
+        part.marked = True
         self.size, part.growth = self.size + part.growth, 0
 
     def is_rewritten(self, part: _Part) -> bool:
@@ -382,15 +401,22 @@ class SevenBitPlan:
     def count(self, event: _Event) -> None:
         """Add what ``event`` writes: as it is, and what its rewriting adds, now if its
         part is rewritten, else held on the part until it is (:meth:`mark`)."""
-        as_is = sent_size(_as_is(event))
+        as_is = _sent_size(_as_is(event), event.data)
         self.size += as_is
         if not _may_be_rewritten(event.part):
             return
-        growth = sent_size(_rewritten(event)) - as_is
-        if self.is_rewritten(event.part):
+        growth = _sent_size(_rewritten(event), event.data) - as_is
+        if event.part.marked:
             self.size += growth
         else:
             event.part.growth += growth
+
+
+def _sent_size(written: bytes, data: bytes) -> int:
+    """What the client sends for ``written``, made from ``data``: only if ``data`` holds
+    a bare CR or LF may ``written`` (its line's CRLF aside), and a per-line count is
+    paid only then."""
+    return sent_size(written) if b"\r" in data or b"\n" in data else len(written)
 
 
 def plan_seven_bit(file: BinaryIO) -> SevenBitPlan:
@@ -437,7 +463,7 @@ def _quote(part: _Part, plan: SevenBitPlan) -> None:
     """Mark a leaf to go quoted-printable, once: one with 8-bit octets, and every one
     labelled ``binary``, whose long lines and bare CR or LF no 7-bit hop takes
     (RFC 3030 §3, RFC 5321 §4.5.3.1.6), 8-bit octets or not."""
-    if not plan.is_rewritten(part):
+    if not part.marked:
         plan.mark(part)
         plan.quoted_parts += 1
 
@@ -534,9 +560,23 @@ def _rewritten_header_end(event: _Event) -> bytes:
 
 
 def _seven_bit_pieces(file: BinaryIO, plan: SevenBitPlan) -> Iterator[bytes]:
-    """The message as :func:`plan_seven_bit` planned it."""
+    """The message as :func:`plan_seven_bit` planned it, in batches of at least
+    :data:`_BATCH` octets (but the last): a reader's buffer is filled from a few
+    joins, not a step per line. The plan is asked once per run of a part's events."""
+    part, rewritten = None, False
+    batch: list[bytes] = []
+    batched = 0
     for event in _events(file):
-        yield _rewritten(event) if plan.is_rewritten(event.part) else _as_is(event)
+        if event.part is not part:
+            part, rewritten = event.part, plan.is_rewritten(event.part)
+        written = _rewritten(event) if rewritten else _as_is(event)
+        batch.append(written)
+        batched += len(written)
+        if batched >= _BATCH:
+            yield b"".join(batch)
+            batch.clear()
+            batched = 0
+    yield b"".join(batch)
 
 
 class SevenBitReader(io.RawIOBase):

@@ -301,6 +301,36 @@ def _seven_bit_content(
     return converted
 
 
+class _ConvertedOffLoop:
+    """A :class:`SevenBitReader` whose reads run in a worker thread: each converts a
+    chunk of the message, CPU work (tens of milliseconds for short lines) that would
+    hold the event loop every other session runs on. The client awaits such reads
+    (:class:`~smtpcore._driver._content.AsyncReadable`); ``seek`` and ``tell`` stay
+    synchronous, as the client seeks only back to the start, which reopens the queue
+    file and converts nothing."""
+
+    def __init__(self, reader: SevenBitReader) -> None:
+        self._reader = reader
+
+    async def read(self, size: int, /) -> bytes:
+        return await asyncio.to_thread(self._reader.read, size)
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET, /) -> int:
+        return self._reader.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._reader.tell()
+
+    def __enter__(self) -> _ConvertedOffLoop:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._reader.close()
+
+
 def _seven_bit_refusal(entry: QueueEntry, relay: str, reason: NotConvertible) -> Reply:
     """The refusal of 8-bit content with no 7-bit form (RFC 6152 §3: returned as
     undeliverable, RFC 3463 5.6.3). From ``<>`` it cannot be returned (RFC 5321
@@ -762,7 +792,7 @@ class ExchangerSession:
             with (
                 contextlib.nullcontext(converted)
                 if isinstance(converted, bytes)
-                else converted
+                else _ConvertedOffLoop(converted)
                 if converted is not None
                 else await asyncio.to_thread(content.open)
             ) as message:
