@@ -78,8 +78,10 @@ def _lines_near(boundaries: tuple[bytes, ...]) -> st.SearchStrategy[bytes]:
     return st.tuples(prefix, dashes, suffix).map(b"".join)
 
 
-def _bodies(boundaries: tuple[bytes, ...]) -> st.SearchStrategy[bytes]:
-    line = st.one_of(_AWKWARD_LINES, _lines_near(boundaries))
+def _bodies(boundaries: tuple[bytes, ...], *, binary: bool = False) -> st.SearchStrategy[bytes]:
+    """A body's lines; over 998 octets (RFC 5321 §4.5.3.1.6) only if ``binary``."""
+    near = _lines_near(boundaries)
+    line = st.one_of(_AWKWARD_LINES, near if binary else near.filter(lambda x: len(x) <= 998))
     return st.lists(
         st.one_of(
             sst.message_contents(eight_bit=True, long_lines=True, max_lines=6),
@@ -126,7 +128,7 @@ def _entities(draw: st.DrawFn, depth: int = 0, boundaries: tuple[bytes, ...] = (
     label = draw(st.sampled_from([None, b"7bit", b"8bit", b"8BIT", b"binary"]))
     encoding = b"" if label is None else b"Content-Transfer-Encoding: " + label + b"\r\n"
     if kind == "leaf":
-        body = draw(_bodies(boundaries))
+        body = draw(_bodies(boundaries, binary=label == b"binary"))
         kind_field = draw(st.sampled_from([b"", b"Content-Type: text/plain; charset=utf-8\r\n"]))
         return kind_field + encoding + b"\r\n" + body
     if kind == "message":
@@ -586,11 +588,14 @@ def test_the_planned_size_counts_a_bare_cr_or_lf_as_the_client_sends_it() -> Non
 @pytest.mark.parametrize(
     "media_type", [b"message/global", b"message/x-unknown", b"Message/RFC822"]
 )
-def test_every_message_type_encloses_a_message_as_readers_read_it(media_type: bytes) -> None:
+def test_every_message_type_with_a_7bit_header_encloses_a_message_as_readers_read_it(
+    media_type: bytes,
+) -> None:
     """Readers parse the body of every ``message`` type as a message (RFC 2046 §5.2);
     ``message/global`` may be encoded (RFC 6532 §3.5), but a reader that does not decode
-    it would read a quoted-printable message's text as its header. Its insides are
-    converted instead, and its label becomes 7bit (RFC 2045 §6.4)."""
+    it would read a quoted-printable message's text as its header. Where the enclosed
+    header is 7-bit, its insides are converted instead, and its label becomes 7bit (RFC
+    2045 §6.4)."""
     enclosed = (
         b"Content-Type: " + media_type + b"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
         b"Subject: returned\r\n\r\n" + EIGHT_BIT
@@ -599,6 +604,66 @@ def test_every_message_type_encloses_a_message_as_readers_read_it(media_type: by
     converted = _downgraded(message)
     assert b"Content-Transfer-Encoding: 7bit\r\n\r\nSubject: returned\r\n" in converted
     assert _leaves(converted) == _leaves(message)
+
+
+_UTF8_HEADER = "From: José <jose@éxample.org>\r\nSubject: Olá\r\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("media_type", "inner"),
+    [
+        (b"message/global", _UTF8_HEADER + b"\r\ncorpo\r\n"),
+        (b"Message/Global", b"Subject: ascii\r\n" + _UTF8_HEADER + b"\r\n" + EIGHT_BIT),
+        (b"message/global-headers", _UTF8_HEADER),
+    ],
+    ids=["global", "global-later-field", "global-headers"],
+)
+def test_a_global_message_with_an_8bit_header_goes_quoted_printable_whole(
+    media_type: bytes, inner: bytes
+) -> None:
+    """A DSN relayed from another MTA returns a message/global or
+    message/global-headers whose header holds UTF-8 (RFC 6533 §6): no 7-bit header can
+    say it, but RFC 6532 §3.5 lets the part be encoded, so it goes quoted-printable as
+    a leaf, not lost as a report from ``<>`` would be."""
+    enclosed = (
+        b"Content-Type: " + media_type + b"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + inner
+    )
+    message = _multipart(OUTER, b"Content-Type: text/plain\r\n\r\nNot delivered.", enclosed)
+    plan = plan_seven_bit(io.BytesIO(message))
+    converted = _downgraded(message)
+    assert converted.isascii()
+    assert plan.quoted_parts == 1 and plan.size == len(converted)
+    returned = converted.split(b"--outer\r\n")[2].partition(b"--outer--")[0]
+    header, _, body = returned.partition(b"\r\n\r\n")
+    assert header.endswith(b"\r\nContent-Transfer-Encoding: quoted-printable")
+    assert binascii.a2b_qp(body) == inner + b"\r\n"
+
+
+def test_an_rfc822_message_with_an_8bit_header_is_not_convertible() -> None:
+    """A message/rfc822 part is never encoded (RFC 2046 §5.2.1), and its header has no
+    7-bit form."""
+    enclosed = b"Content-Type: message/rfc822\r\n\r\n" + _UTF8_HEADER + b"\r\nbody\r\n"
+    with pytest.raises(NotConvertible, match="header field"):
+        plan_seven_bit(io.BytesIO(_multipart(OUTER, enclosed)))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"Subject: " + b"x" * 990 + b"\r\n\r\nbody\r\n",
+        b"Subject: long\r\n\r\n" + b"x" * 999 + b"\r\n",
+        b"Subject: long\r\n\r\n" + "é".encode() * 1000 + b"\r\n",
+        _multipart(OUTER, TEXT_8BIT, SECOND + b"y" * 2000),
+        _multipart(OUTER, b"Content-Type: message/rfc822\r\n\r\nSubject: x\r\n\r\n" + b"z" * 999),
+    ],
+    ids=["header", "7bit-body", "8bit-body", "second-part", "enclosed"],
+)
+def test_a_line_over_998_octets_outside_a_binary_part_is_not_convertible(message: bytes) -> None:
+    """RFC 5321 §4.5.3.1.6 bounds a line at 998 octets; only a ``binary`` part (RFC 3030
+    §3), which goes quoted-printable, may hold longer ones. The strict server queues no
+    such line, but a lenient one may: refused, never sent on as it is or cut."""
+    with pytest.raises(NotConvertible, match="998"):
+        plan_seven_bit(io.BytesIO(message))
 
 
 def test_8bit_octets_in_a_delivery_status_are_not_convertible() -> None:

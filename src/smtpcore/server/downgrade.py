@@ -10,17 +10,27 @@ part (RFC 2046) whose body holds 8-bit octets goes quoted-printable (RFC 2045
 insides are 7-bit (RFC 2045 §6.4). A message with no MIME at all becomes a
 ``text/plain; charset=unknown-8bit`` one (RFC 1428 §3).
 
+A ``message/global`` or ``message/global-headers`` part whose enclosed header
+holds UTF-8 (a report relayed from another MTA, RFC 6533 §6) has no 7-bit header,
+but may itself be encoded (RFC 6532 §3.5): it goes quoted-printable whole, as a
+leaf. Every other enclosed message is converted inside, never encoded (RFC 2046
+§5.2.1).
+
 What has no 7-bit form is :class:`NotConvertible`: 8-bit octets in a header
 field (RFC 2047 encoded words need a charset the message does not name), in a
 part already encoded (a quoted-printable or base64 body holds no 8-bit octet),
-or outside any part (a preamble or an epilogue).
+or outside any part (a preamble or an epilogue); and a line over 998 octets
+(RFC 5321 §4.5.3.1.6) anywhere but in a ``binary`` part, which goes
+quoted-printable (a lenient queue may hold one; no 7-bit hop takes it).
 
 The message is read twice, line by line, so that memory holds a line whatever
 its size: :func:`plan_seven_bit` walks it once to find what to convert (one bit
 per MIME part), whether it can be, and the size of the converted form;
 :class:`SevenBitReader` walks it again, writing the converted form as it is read.
-Both walks share one parser, :func:`_events`. Lines are at most 998 octets and
-CRLF in 8BITMIME content (RFC 5321 §4.5.3.1.6); a longer one is read in pieces of
+Both walks share one parser, :func:`_events`, which decides at a message part's
+header whether it encloses a message or is encoded whole, by reading the enclosed
+header ahead and back. Lines are at most 998 octets and CRLF in 8BITMIME content
+(RFC 5321 §4.5.3.1.6); a longer one (binary content) is read in pieces of
 :data:`READ_LIMIT` octets.
 """
 
@@ -44,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_BOUNDARY",
     "MAX_FIELD",
+    "MAX_LINE",
     "MAX_NESTING",
     "NotConvertible",
     "READ_LIMIT",
@@ -54,6 +65,10 @@ __all__ = [
 
 READ_LIMIT: Final = 1000
 """Octets read at a time: a whole line of 8BITMIME content, 998 octets and CRLF."""
+
+MAX_LINE: Final = 998
+"""The longest line, CRLF aside, that a 7-bit hop takes (RFC 5321 §4.5.3.1.6); a longer
+one outside a ``binary`` part is :class:`NotConvertible`."""
 
 MAX_NESTING: Final = 100
 """How deep multiparts and enclosed messages may nest (Postfix's
@@ -86,6 +101,10 @@ _STATUS_FIELDS: Final = "message/delivery-status"
 """The one ``message`` type whose body is not a message but blocks of fields, 7-bit
 (RFC 3464 §2.1), as readers read it (the email package's feedparser): a leaf here."""
 
+_ENCODABLE_MESSAGES: Final = frozenset({"message/global", "message/global-headers"})
+"""The ``message`` types that may be encoded (RFC 6532 §3.5, RFC 6533 §6.3): one whose
+enclosed header holds UTF-8 goes quoted-printable whole."""
+
 _UNKNOWN_CHARSET_FIELDS: Final = b"Content-Type: text/plain; charset=unknown-8bit\r\n"
 """What a message with no MIME gets for its 8-bit body (RFC 1428 §3)."""
 
@@ -113,10 +132,10 @@ class _Part:
     """The declared transfer encoding, as readers read it (RFC 2045 §6.1: case and
     comments do not matter); empty when the field is absent. Known once the header is."""
     holds_message: bool = False
-    """Whether the body is a message (RFC 2046 §5.2): every ``message`` type but
-    :data:`_STATUS_FIELDS`, as readers parse them, ``message/global`` too (RFC 6532
-    §3.5 lets it be encoded, but its insides converted are what every reader reads the
-    same). Known once the header is."""
+    """Whether the body is a message (RFC 2046 §5.2) whose insides are converted: every
+    ``message`` type but :data:`_STATUS_FIELDS`, as readers parse them, ``message/global``
+    too where its enclosed header is 7-bit (RFC 6532 §3.5 lets it be encoded, but its
+    insides converted are what every reader reads the same). Known once the header is."""
     encloses: bool = False
     """Whether the body is more parts (a multipart with a boundary) or a message, whose
     insides are converted rather than the body encoded. Known once the header is."""
@@ -226,9 +245,12 @@ def _delimiter(line: bytes, delimiters: dict[bytes, int]) -> tuple[int, bool] | 
 class _Parser:
     """The MIME structure of a message read line by line (RFC 2045, RFC 2046): which
     part each piece belongs to and what it is. Holds the boundaries of the enclosing
-    multiparts and the two fields it reads, never a body."""
+    multiparts and the two fields it reads, never a body. ``file`` is the message being
+    read, seekable: an enclosed header is read ahead in it (:meth:`_header_is_8bit`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._line_length = 0
         self._parts = 0
         self._frames: list[tuple[bytes, _Part]] = []
         self._delimiters: dict[bytes, int] = {}
@@ -255,10 +277,27 @@ class _Parser:
         header field ends a header (or two) and starts the body."""
         starts, self._line_start = self._line_start, ends_line
         if self._padded is not None:
-            return (self._padding(data, ends_line),)
-        if starts and self._frames and (found := _delimiter(data, self._delimiters)):
-            return (self._delimited(data, ends_line, *found),)
-        return self._classified(data, ends_line, starts)
+            events: tuple[_Event, ...] = (self._padding(data, ends_line),)
+        elif starts and self._frames and (found := _delimiter(data, self._delimiters)):
+            events = (self._delimited(data, ends_line, *found),)
+        else:
+            events = self._classified(data, ends_line, starts)
+        self._measure_line(events, starts)
+        return events
+
+    def _measure_line(self, events: tuple[_Event, ...], starts: bool) -> None:
+        """Count the octets the line's events write as they are (a delimiter's padding is
+        left out) and refuse a line over :data:`MAX_LINE` but in a ``binary`` leaf, which
+        goes quoted-printable: as it is, no 7-bit hop takes it, and cut it would be
+        corrupted (RFC 5321 §4.5.3.1.6)."""
+        if starts:
+            self._line_length = 0
+        for event in events:
+            self._line_length += len(event.data)
+            if self._line_length > MAX_LINE and not _is_binary_leaf(event.part):
+                raise NotConvertible(
+                    f"a line over {MAX_LINE} octets outside a binary part (RFC 5321 §4.5.3.1.6)"
+                )
 
     def _push_frame(self, multipart: _Part) -> None:
         assert multipart.boundary is not None  # only a multipart with one frames parts
@@ -333,6 +372,9 @@ class _Parser:
         part = self._part
         self._kept, self._is_encoding = None, False
         part.resolve()
+        if part.holds_message and empty_line and part.media_type in _ENCODABLE_MESSAGES:
+            if self._header_is_8bit():  # RFC 6532 §3.5: encoded whole, a leaf
+                part.holds_message = part.encloses = False
         event = _Event(_Kind.HEADER_END, b"", empty_line, part)
         if part.boundary is not None:
             self._push_frame(part)
@@ -343,6 +385,25 @@ class _Parser:
         else:
             self._in_header = False
         return event
+
+    def _header_is_8bit(self) -> bool:
+        """Whether the header that starts at the file's position holds 8-bit octets: read
+        ahead to its end, as :meth:`_classified` ends it (an empty line, a line that is no
+        field, a delimiter), then back, so that both readings decide at the enclosing
+        part's header. Each enclosed header is read ahead once, so the message is read
+        at most twice over."""
+        start = self._file.tell()
+        try:
+            starts = True
+            for data, ends_line in _pieces(self._file):
+                if starts and _ends_header(data, ends_line, self._delimiters):
+                    return False
+                if not data.isascii():
+                    return True
+                starts = ends_line
+            return False
+        finally:
+            self._file.seek(start)
 
     def _delimited(self, data: bytes, ends_line: bool, index: int, closes: bool) -> _Event:
         """A delimiter line: the next body part's header follows, or, closing, the
@@ -365,9 +426,24 @@ class _Parser:
         return _Event(_Kind.FRAME, data, ends_line, multipart)
 
 
+def _ends_header(line_start: bytes, ends_line: bool, delimiters: dict[bytes, int]) -> bool:
+    """Whether a line whose first piece is ``line_start`` ends a header: the empty line,
+    a line that is no field, or a delimiter of an enclosing multipart."""
+    if ends_line and not line_start:
+        return True
+    if not _HEADER_LINE.match(line_start):
+        return True
+    return bool(delimiters) and _delimiter(line_start, delimiters) is not None
+
+
+def _is_binary_leaf(part: _Part) -> bool:
+    """A leaf labelled ``binary`` (RFC 3030 §3), which always goes quoted-printable."""
+    return part.label == "binary" and not part.encloses
+
+
 def _events(file: BinaryIO) -> Iterator[_Event]:
     """Every piece of the message, classified by :class:`_Parser`."""
-    parser = _Parser()
+    parser = _Parser(file)
     for data, ends_line in _pieces(file):
         yield from parser.feed(data, ends_line)
 
@@ -436,7 +512,7 @@ def _check(event: _Event, plan: SevenBitPlan) -> None:
     if event.kind is _Kind.HEADER_END:
         if part.encloses and part.label in ("8bit", "binary"):
             plan.mark(part)  # RFC 2045 §6.4: 7bit once its insides are
-        elif not part.encloses and part.label == "binary":
+        elif _is_binary_leaf(part):
             _quote(part, plan)  # RFC 3030 §3: its lines need not be lines at all
         return
     if event.kind is _Kind.FIELD and (b"\r" in event.data or b"\n" in event.data):
