@@ -701,3 +701,19 @@ def test_the_delimiter_lookup_is_the_scan(boundaries: list[bytes], tail: bytes) 
     delimiters = {boundary: index for index, boundary in enumerate(boundaries)}
     line = b"--" + tail
     assert _delimiter(line, delimiters) == _delimiter_by_scan(line, boundaries)
+
+
+def test_a_closed_reader_opens_no_source() -> None:
+    """A send cancelled during a read in a worker thread closes the reader at once; the
+    read, if it starts only then, must not reopen the queue file and leave it open."""
+    opened: list[io.BytesIO] = []
+
+    def open_source() -> io.BytesIO:
+        opened.append(io.BytesIO(TEXT_8BIT))
+        return opened[-1]
+
+    reader = SevenBitReader(open_source, plan_seven_bit(io.BytesIO(TEXT_8BIT)))
+    reader.close()
+    with pytest.raises(ValueError, match="closed"):
+        reader.read(100)
+    assert opened == []

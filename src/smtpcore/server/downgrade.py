@@ -42,6 +42,7 @@ import email.policy
 import enum
 import io
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Final, NamedTuple
@@ -372,9 +373,8 @@ class _Parser:
         part = self._part
         self._kept, self._is_encoding = None, False
         part.resolve()
-        if part.holds_message and empty_line and part.media_type in _ENCODABLE_MESSAGES:
-            if self._header_is_8bit():  # RFC 6532 §3.5: encoded whole, a leaf
-                part.holds_message = part.encloses = False
+        if part.holds_message and empty_line and self._encoded_whole(part):
+            part.holds_message = part.encloses = False
         event = _Event(_Kind.HEADER_END, b"", empty_line, part)
         if part.boundary is not None:
             self._push_frame(part)
@@ -385,6 +385,11 @@ class _Parser:
         else:
             self._in_header = False
         return event
+
+    def _encoded_whole(self, part: _Part) -> bool:
+        """Whether a message part is a leaf, encoded whole: a type that may be (RFC 6532
+        §3.5) whose enclosed header holds UTF-8, which no 7-bit header can say."""
+        return part.media_type in _ENCODABLE_MESSAGES and self._header_is_8bit()
 
     def _header_is_8bit(self) -> bool:
         """Whether the header that starts at the file's position holds 8-bit octets: read
@@ -660,10 +665,15 @@ class SevenBitReader(io.RawIOBase):
 
     ``open_source`` opens the message (the queue file) for each reading. Seekable, as
     the SMTP client needs to send a message again in a new transaction (RFC 5321
-    §4.5.3.1.8): a seek starts the reading over and skips to the offset."""
+    §4.5.3.1.8): a seek starts the reading over and skips to the offset.
+
+    Its reads may run in a worker thread while the event loop closes it (a cancelled
+    send): opening the source and closing hold one lock, so that a read that starts
+    after the close raises rather than reopen the queue file for no one to close."""
 
     def __init__(self, open_source: Callable[[], BinaryIO], plan: SevenBitPlan) -> None:
         super().__init__()
+        self._source_lock = threading.Lock()
         self._open_source = open_source
         self._plan = plan
         self._source: BinaryIO | None = None
@@ -711,7 +721,10 @@ class SevenBitReader(io.RawIOBase):
 
     def _started_pieces(self) -> Iterator[bytes]:
         if self._source is None:
-            self._source = self._open_source()
+            with self._source_lock:
+                if self.closed:
+                    raise ValueError("I/O operation on closed file")
+                self._source = self._open_source()
             self._pieces = (
                 piece for piece in _seven_bit_pieces(self._source, self._plan) if piece
             )
@@ -741,5 +754,6 @@ class SevenBitReader(io.RawIOBase):
         self._pieces = iter(())
 
     def close(self) -> None:
-        self._close_source()
-        super().close()
+        with self._source_lock:
+            super().close()
+            self._close_source()
