@@ -4,18 +4,23 @@ many times the chunk size takes memory of the order of a chunk, not of the messa
 
 from __future__ import annotations
 
+import asyncio
 import email
 import hashlib
+import io
 import logging
 import threading
 import tracemalloc
+import typing
 from pathlib import Path
 
 import pytest
 
 from relay_remote import remote
+from smtpcore._driver._content import Content, content_chunks
 from smtpcore.server.bounce import MAX_RETURNED_MESSAGE
-from smtpcore.server.downgrade import SevenBitReader
+from smtpcore.server.downgrade import SevenBitReader, plan_seven_bit
+from smtpcore.server.exchanger import _ConvertedOffLoop
 from smtpcore.server.queue import QueuedContent
 from test_server_relay import _relay, _run, _wait_closed
 
@@ -255,3 +260,26 @@ def test_the_7bit_form_is_converted_off_the_event_loop(
     (transaction,) = server.transactions
     assert _leaf_payloads(transaction.content) == _leaf_payloads(MULTIPART_8BIT)
     assert threads and threading.get_ident() not in threads
+
+
+def test_the_off_loop_reader_is_content_the_client_already_takes() -> None:
+    """The relay's reads in a worker thread go through the public ``Content`` as it
+    was (an async iterable, seekable for a new transaction, RFC 5321 §4.5.3.1.8): no
+    file whose ``read`` is awaited is public, for real async files (awaitable ``tell``
+    and ``seek``) would not hold to it."""
+    assert not any("Readable" in str(kind) for kind in typing.get_args(Content))
+    message = b"Subject: x\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + "é\r\n".encode() * 9000
+    plan = plan_seven_bit(io.BytesIO(message))
+    with SevenBitReader(lambda: io.BytesIO(message), plan) as reader:
+        expected = reader.read()
+
+    async def sent_twice(off_loop: _ConvertedOffLoop) -> list[bytes]:
+        sent = []
+        for _ in range(2):
+            start = off_loop.tell()
+            sent.append(b"".join([chunk async for chunk in content_chunks(off_loop, 5000)]))
+            off_loop.seek(start)
+        return sent
+
+    with _ConvertedOffLoop(SevenBitReader(lambda: io.BytesIO(message), plan)) as off_loop:
+        assert asyncio.run(sent_twice(off_loop)) == [expected, expected]

@@ -1,7 +1,7 @@
 """Message content for the SMTP client, read in bounded chunks whatever its source.
 
-``send_message`` takes bytes, a binary file (whose ``read`` may be awaited), or a
-sync or async iterable of bytes. :func:`content_chunks` reads any of them in pieces of at most
+``send_message`` takes bytes, a binary file, or a sync or async iterable of
+bytes. :func:`content_chunks` reads any of them in pieces of at most
 ``chunk_size`` octets, so a message never has to be in memory whole;
 :func:`known_size` says how long it is when that can be known without
 reading it (for ``SIZE``, RFC 1870). :class:`CRLFNormalizer` makes line
@@ -12,23 +12,14 @@ dot-stuffed (RFC 3030 §2) but must still be canonical unless it is
 
 from __future__ import annotations
 
-import inspect
 import io
 import itertools
 import os
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterable,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterable,
-)
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from stat import S_ISREG
-from typing import BinaryIO, Protocol, TypeAlias, cast
+from typing import BinaryIO, TypeAlias
 
 __all__ = [
-    "AsyncReadable",
     "Content",
     "CRLFNormalizer",
     "ReadAhead",
@@ -40,27 +31,11 @@ __all__ = [
     "sent_size",
 ]
 
-
-class AsyncReadable(Protocol):
-    """A file whose ``read`` is awaited: an async file, or one that reads off the event
-    loop (a read that converts, as the relay's 7-bit form does, is CPU work that would
-    hold every other session on the loop). With ``seekable``, ``seek`` and ``tell``
-    (not awaited) it can be sent again, as a file can."""
-
-    def read(self, size: int, /) -> Awaitable[bytes]: ...
-
-
 Content: TypeAlias = (
-    bytes
-    | bytearray
-    | memoryview
-    | BinaryIO
-    | AsyncReadable
-    | Iterable[bytes]
-    | AsyncIterable[bytes]
+    bytes | bytearray | memoryview | BinaryIO | Iterable[bytes] | AsyncIterable[bytes]
 )
-"""What ``send_message`` sends: the octets, a file opened in binary mode (or one whose
-reads are awaited), or an iterable (sync or async) of byte strings."""
+"""What ``send_message`` sends: the octets, a file opened in binary mode, or an
+iterable (sync or async) of byte strings."""
 
 
 def check_not_text(content: object) -> None:
@@ -178,7 +153,7 @@ async def content_chunks(content: Content, chunk_size: int) -> AsyncGenerator[by
         return
     read = getattr(content, "read", None)
     if read is not None:
-        while piece := await _read(read, chunk_size):
+        while piece := read(chunk_size):
             yield bytes(piece)
         return
     if isinstance(content, AsyncIterable):
@@ -190,17 +165,9 @@ async def content_chunks(content: Content, chunk_size: int) -> AsyncGenerator[by
         finally:  # the loop left early: its source is not left suspended (ReadAhead)
             await close_iterator(pieces)
         return
-    for piece in cast("Iterable[bytes]", content):  # no read, not async: the rest
+    for piece in content:
         for part in _split(piece, chunk_size):
             yield part
-
-
-async def _read(read: Callable[[int], bytes | Awaitable[bytes]], size: int) -> bytes:
-    """A read of a file, awaited if its reads are (:class:`AsyncReadable`)."""
-    piece = read(size)
-    if inspect.isawaitable(piece):
-        return await piece
-    return piece
 
 
 def _check_piece(piece: object) -> None:

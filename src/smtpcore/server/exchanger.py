@@ -25,7 +25,7 @@ import contextlib
 import os
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Protocol
@@ -301,19 +301,25 @@ def _seven_bit_content(
     return converted
 
 
+_OFF_LOOP_READ: Final = 65536
+"""The octets of the 7-bit form converted per worker-thread read: the client's chunk."""
+
+
 class _ConvertedOffLoop:
-    """A :class:`SevenBitReader` whose reads run in a worker thread: each converts a
-    chunk of the message, CPU work (tens of milliseconds for short lines) that would
-    hold the event loop every other session runs on. The client awaits such reads
-    (:class:`~smtpcore._driver._content.AsyncReadable`); ``seek`` and ``tell`` stay
+    """A :class:`SevenBitReader` read in a worker thread: each read converts a chunk of
+    the message, CPU work (tens of milliseconds for short lines) that would hold the
+    event loop every other session runs on. It is content the client already takes, an
+    async iterable of bytes, each iteration from where the reader stands; ``seek`` and
+    ``tell`` make it a file the client can send again (RFC 5321 §4.5.3.1.8), and stay
     synchronous, as the client seeks only back to the start, which reopens the queue
     file and converts nothing."""
 
     def __init__(self, reader: SevenBitReader) -> None:
         self._reader = reader
 
-    async def read(self, size: int, /) -> bytes:
-        return await asyncio.to_thread(self._reader.read, size)
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while piece := await asyncio.to_thread(self._reader.read, _OFF_LOOP_READ):
+            yield piece
 
     def seekable(self) -> bool:
         return True
