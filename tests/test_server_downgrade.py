@@ -666,11 +666,65 @@ def test_a_line_over_998_octets_outside_a_binary_part_is_not_convertible(message
         plan_seven_bit(io.BytesIO(message))
 
 
-def test_8bit_octets_in_a_delivery_status_are_not_convertible() -> None:
-    """message/delivery-status is blocks of fields, 7-bit (RFC 3464 §2.1)."""
-    status = b"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; " + EIGHT_BIT
-    with pytest.raises(NotConvertible, match="delivery-status"):
-        plan_seven_bit(io.BytesIO(_multipart(OUTER, status)))
+@pytest.mark.parametrize(
+    "media_type", [b"message/delivery-status", b"Message/Disposition-Notification"]
+)
+def test_8bit_octets_in_a_7bit_report_fields_part_are_not_convertible(media_type: bytes) -> None:
+    """message/delivery-status and message/disposition-notification are blocks of
+    fields, 7-bit (RFC 3464 §2.1, RFC 8098 §3.1): not an enclosed message, nor encoded."""
+    fields = b"Content-Type: " + media_type + b"\r\n\r\nReporting-MTA: dns; mx\r\n\r\n"
+    for eight_bit_block in (b"Reporting-UA: " + EIGHT_BIT, b"Final-Recipient: " + EIGHT_BIT):
+        message = _multipart(OUTER, TEXT_8BIT, fields + eight_bit_block)
+        with pytest.raises(NotConvertible, match=media_type.decode().lower()):
+            plan_seven_bit(io.BytesIO(message))
+
+
+_GLOBAL_RECIPIENT_FIELDS = (
+    "Original-Recipient: utf-8; josé@éxample.org\r\n"
+    "Final-Recipient: utf-8; josé@éxample.org\r\n"
+    "Action: failed\r\n"
+    "Status: 5.1.1\r\n"
+).encode()
+_GLOBAL_REPORT_FIELDS = {
+    "ascii-per-message": b"Reporting-MTA: dns; mx.example.org\r\n\r\n" + _GLOBAL_RECIPIENT_FIELDS,
+    "utf8-per-message": "Reporting-MTA: dns; mx.éxample.org\r\n\r\n".encode()
+    + _GLOBAL_RECIPIENT_FIELDS,
+}
+
+
+@pytest.mark.parametrize(
+    "media_type",
+    [
+        b"message/global-delivery-status",
+        b"message/global-disposition-notification",
+        b"Message/Global-Delivery-Status",
+    ],
+)
+@pytest.mark.parametrize("label", [b"", b"Content-Transfer-Encoding: 8bit\r\n"])
+@pytest.mark.parametrize("fields", _GLOBAL_REPORT_FIELDS.values(), ids=_GLOBAL_REPORT_FIELDS)
+def test_an_8bit_global_report_fields_part_goes_quoted_printable_whole(
+    media_type: bytes, label: bytes, fields: bytes
+) -> None:
+    """message/global-delivery-status and message/global-disposition-notification are
+    blocks of UTF-8 fields, not an enclosed message, and may be encoded (RFC 6533 §6.1,
+    §7): the part goes quoted-printable whole, its encoding in the part's own header, so
+    that its per-message block gets no field and its recipient blocks stay fields."""
+    report = b"Content-Type: " + media_type + b"\r\n" + label + b"\r\n" + fields
+    message = _multipart(
+        b"Content-Type: multipart/report; report-type=global-delivery-status; boundary=outer\r\n",
+        b"Content-Type: text/plain\r\n\r\nNot delivered.",
+        report,
+    )
+    plan = plan_seven_bit(io.BytesIO(message))
+    converted = _downgraded(message)
+    assert converted.isascii()
+    assert plan.quoted_parts == 1 and plan.size == len(converted)
+    returned = converted.split(b"--outer\r\n")[2].partition(b"--outer--")[0]
+    header, _, body = returned.partition(b"\r\n\r\n")
+    part = email.message_from_bytes(header + b"\r\n\r\n")
+    assert part.get_content_type() == media_type.decode().lower()
+    assert part.get_all("Content-Transfer-Encoding") == ["quoted-printable"]
+    assert binascii.a2b_qp(body) == fields + b"\r\n"
 
 
 def _delimiter_by_scan(line: bytes, boundaries: list[bytes]) -> tuple[int, bool] | None:

@@ -14,12 +14,16 @@ A ``message/global`` or ``message/global-headers`` part whose enclosed header
 holds UTF-8 (a report relayed from another MTA, RFC 6533 §6) has no 7-bit header,
 but may itself be encoded (RFC 6532 §3.5): it goes quoted-printable whole, as a
 leaf. Every other enclosed message is converted inside, never encoded (RFC 2046
-§5.2.1).
+§5.2.1). A report's status part (``message/delivery-status``,
+``message/disposition-notification`` and their ``global`` forms) encloses no message
+but blocks of fields: a leaf, quoted-printable whole where it is a ``global`` one
+with UTF-8 fields (RFC 6533 §6.1, §7), else 7-bit only (RFC 3464 §2.1, RFC 8098
+§3.1).
 
 What has no 7-bit form is :class:`NotConvertible`: 8-bit octets in a header
 field (RFC 2047 encoded words need a charset the message does not name), in a
 part already encoded (a quoted-printable or base64 body holds no 8-bit octet),
-or outside any part (a preamble or an epilogue); and a line over 998 octets
+in a 7-bit status part, or outside any part (a preamble or an epilogue); and a line over 998 octets
 (RFC 5321 §4.5.3.1.6) anywhere but in a ``binary`` part, which goes
 quoted-printable (a lenient queue may hold one; no 7-bit hop takes it).
 
@@ -43,7 +47,7 @@ import enum
 import io
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Final, NamedTuple
 
@@ -98,9 +102,18 @@ continuation, or a misplaced ``From`` envelope line; the email package's own tes
 _UNENCODED: Final = frozenset({"", "7bit", "8bit", "binary"})
 """The identity encodings (RFC 2045 §6.2), the only ones 8-bit octets may be under."""
 
-_STATUS_FIELDS: Final = "message/delivery-status"
-"""The one ``message`` type whose body is not a message but blocks of fields, 7-bit
-(RFC 3464 §2.1), as readers read it (the email package's feedparser): a leaf here."""
+_FIELD_BLOCKS: Final[Mapping[str, str | None]] = {
+    "message/delivery-status": "RFC 3464 §2.1",
+    "message/disposition-notification": "RFC 8098 §3.1",
+    "message/global-delivery-status": None,
+    "message/global-disposition-notification": None,
+}
+"""The ``message`` types whose body is not a message but blocks of fields (a report's
+status, RFC 3464 §2.1, RFC 8098 §3.1, RFC 6533 §6.1, §7): leaves, never an enclosed
+message, whose first block a reader would take for a header. Each maps to the RFC
+section that makes it 7-bit only, where 8-bit octets have no 7-bit form; or to None for
+the ``global`` ones, whose UTF-8 fields may be encoded (RFC 6533 §6.1, §7), and go
+quoted-printable whole as any leaf does."""
 
 _ENCODABLE_MESSAGES: Final = frozenset({"message/global", "message/global-headers"})
 """The ``message`` types that may be encoded (RFC 6532 §3.5, RFC 6533 §6.3): one whose
@@ -134,7 +147,7 @@ class _Part:
     comments do not matter); empty when the field is absent. Known once the header is."""
     holds_message: bool = False
     """Whether the body is a message (RFC 2046 §5.2) whose insides are converted: every
-    ``message`` type but :data:`_STATUS_FIELDS`, as readers parse them, ``message/global``
+    ``message`` type but the :data:`_FIELD_BLOCKS` ones, ``message/global``
     too where its enclosed header is 7-bit (RFC 6532 §3.5 lets it be encoded, but its
     insides converted are what every reader reads the same). Known once the header is."""
     encloses: bool = False
@@ -166,7 +179,7 @@ class _Part:
         if self.boundary is not None and len(self.boundary) > MAX_BOUNDARY:
             raise NotConvertible(f"a MIME boundary over {MAX_BOUNDARY} characters")
         self.holds_message = (
-            parsed.get_content_maintype() == "message" and self.media_type != _STATUS_FIELDS
+            parsed.get_content_maintype() == "message" and self.media_type not in _FIELD_BLOCKS
         )
         self.encloses = self.boundary is not None or self.holds_message
         self.label = _transfer_encoding(self.encoding) if self.has_encoding else ""
@@ -533,8 +546,8 @@ def _check(event: _Event, plan: SevenBitPlan) -> None:
         )
     if event.kind is _Kind.FRAME:
         raise NotConvertible("8-bit octets outside any MIME part (a preamble or epilogue)")
-    if part.media_type == _STATUS_FIELDS:
-        raise NotConvertible(f"8-bit octets in a {_STATUS_FIELDS} part (RFC 3464 §2.1: 7-bit)")
+    if seven_bit_only := _FIELD_BLOCKS.get(part.media_type):
+        raise NotConvertible(f"8-bit octets in a {part.media_type} part ({seven_bit_only}: 7-bit)")
     if part.label not in _UNENCODED:
         raise NotConvertible(f"8-bit octets in a part already encoded {part.label}")
     _quote(part, plan)
