@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from relay_remote import remote
-from smtpcore._driver._content import Content, content_chunks
+from smtpcore._driver._content import Content
+from smtpcore.asyncio import SMTPClient
 from smtpcore.server.bounce import MAX_RETURNED_MESSAGE
 from smtpcore.server.downgrade import SevenBitReader, plan_seven_bit
 from smtpcore.server.exchanger import _ConvertedOffLoop
@@ -266,20 +267,56 @@ def test_the_off_loop_reader_is_content_the_client_already_takes() -> None:
     """The relay's reads in a worker thread go through the public ``Content`` as it
     was (an async iterable, seekable for a new transaction, RFC 5321 §4.5.3.1.8): no
     file whose ``read`` is awaited is public, for real async files (awaitable ``tell``
-    and ``seek``) would not hold to it."""
+    and ``seek``) would not hold to it. ``send_message`` takes it as it is: a server
+    taking one recipient a transaction (RFC 9422 §4.2) gets it whole, from its start,
+    in each."""
     assert not any("Readable" in str(kind) for kind in typing.get_args(Content))
     message = b"Subject: x\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + "é\r\n".encode() * 9000
     plan = plan_seven_bit(io.BytesIO(message))
     with SevenBitReader(lambda: io.BytesIO(message), plan) as reader:
         expected = reader.read()
 
-    async def sent_twice(off_loop: _ConvertedOffLoop) -> list[bytes]:
-        sent = []
-        for _ in range(2):
-            start = off_loop.tell()
-            sent.append(b"".join([chunk async for chunk in content_chunks(off_loop, 5000)]))
-            off_loop.seek(start)
-        return sent
+    async def send(port: int, off_loop: _ConvertedOffLoop) -> None:
+        async with SMTPClient("127.0.0.1", port, hostname="abc.example") as client:
+            await client.send_message(
+                off_loop, "john@abc.example", ["a@pqr.example", "b@pqr.example"]
+            )
 
-    with _ConvertedOffLoop(SevenBitReader(lambda: io.BytesIO(message), plan)) as off_loop:
-        assert asyncio.run(sent_twice(off_loop)) == [expected, expected]
+    with remote(eight_bit=False, extra_ehlo=(b"LIMITS RCPTMAX=1",)) as server:
+        with _ConvertedOffLoop(SevenBitReader(lambda: io.BytesIO(message), plan)) as off_loop:
+            asyncio.run(send(server.port, off_loop))
+        _wait_closed(server)
+    assert [t.recipients for t in server.transactions] == [["a@pqr.example"], ["b@pqr.example"]]
+    assert [t.content for t in server.transactions] == [expected, expected]
+
+
+CONVERTED_8BIT = (
+    b"Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: 8bit\r\n\r\n" + "grüße\r\n".encode() * 10
+)
+
+
+@pytest.mark.parametrize("chunking", [False, True], ids=["DATA", "BDAT"])
+def test_a_converted_message_is_sent_again_for_each_transaction_limits_asks_for(
+    tmp_path: Path, chunking: bool
+) -> None:
+    """RFC 9422 §4.2 with RFC 6152 §3: an exchanger without 8BITMIME that takes one
+    recipient a transaction gets the 7-bit form once per recipient, each whole and
+    from its start. The client took the converting reader for content it could not
+    send again, and the message never went."""
+    plan = plan_seven_bit(io.BytesIO(CONVERTED_8BIT))
+    with SevenBitReader(lambda: io.BytesIO(CONVERTED_8BIT), plan) as reader:
+        expected = reader.read()
+    options = {"eight_bit": False, "chunking": chunking, "extra_ehlo": (b"LIMITS RCPTMAX=1",)}
+    with remote(**options) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(
+            ["a@pqr.example", "b@pqr.example"],
+            content=CONVERTED_8BIT,
+            params=(("BODY", "8BITMIME"),),
+        )
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert [t.recipients for t in server.transactions] == [["a@pqr.example"], ["b@pqr.example"]]
+    assert [t.content for t in server.transactions] == [expected, expected]
+    assert expected.startswith(b"Subject: x\r\n") and expected.isascii()

@@ -28,6 +28,7 @@ __all__ = [
     "content_chunks",
     "first_piece_checked",
     "known_size",
+    "replayable",
     "sent_size",
 ]
 
@@ -49,14 +50,29 @@ def check_not_text(content: object) -> None:
         )
 
 
+def replayable(content: Content) -> bool:
+    """Whether ``content`` can be sent again, for another transaction (RFC 9422 §4.2)
+    or recipients refused as too many (RFC 5321 §4.5.3.1.8): bytes, or content that
+    can seek (``seekable()``) and say where it stands (``tell``)."""
+    if isinstance(content, bytes):
+        return True
+    seekable = getattr(content, "seekable", None)
+    return seekable is not None and bool(seekable()) and hasattr(content, "tell")
+
+
 async def first_piece_checked(content: Content) -> Content:
     """``content``, an iterable's first piece read ahead and checked to be octets: an
     iterator of ``str`` is a :class:`TypeError` before ``MAIL``, as a ``str`` is,
     rather than once the server has said 354 (the session then ends with the
     message). The piece is kept and goes first; memory holds that one piece. A
-    later piece that is not octets is found only as it is sent. Octets and files
-    are given back as they are."""
-    if isinstance(content, (bytes, bytearray, memoryview)) or hasattr(content, "read"):
+    later piece that is not octets is found only as it is sent. Octets, files and
+    other content that can be sent again (:func:`replayable`) are given back as
+    they are: read ahead, they would no longer seek back to their start."""
+    if (
+        isinstance(content, (bytes, bytearray, memoryview))
+        or hasattr(content, "read")
+        or replayable(content)
+    ):
         return content
     if isinstance(content, AsyncIterable):
         pieces = aiter(content)
