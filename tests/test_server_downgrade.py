@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smtpcore.server.downgrade import (
+    MAX_LINE,
     MAX_NESTING,
     READ_LIMIT,
     NotConvertible,
@@ -78,10 +79,16 @@ def _lines_near(boundaries: tuple[bytes, ...]) -> st.SearchStrategy[bytes]:
     return st.tuples(prefix, dashes, suffix).map(b"".join)
 
 
-def _bodies(boundaries: tuple[bytes, ...], *, binary: bool = False) -> st.SearchStrategy[bytes]:
-    """A body's lines; over 998 octets (RFC 5321 §4.5.3.1.6) only if ``binary``."""
-    near = _lines_near(boundaries)
-    line = st.one_of(_AWKWARD_LINES, near if binary else near.filter(lambda x: len(x) <= 998))
+_LONG_LINES = st.tuples(
+    st.integers(MAX_LINE + 1, 3 * READ_LIMIT), st.sampled_from([b"x", "é".encode(), b"-"])
+).map(lambda length_octets: (length_octets[1] * length_octets[0])[: length_octets[0]])
+"""Lines over 998 octets (RFC 5321 §4.5.3.1.6), which a lenient queue may hold: a
+leaf with no transfer encoding goes quoted-printable for them."""
+
+
+def _bodies(boundaries: tuple[bytes, ...]) -> st.SearchStrategy[bytes]:
+    """A body's lines, some over 998 octets (RFC 5321 §4.5.3.1.6)."""
+    line = st.one_of(_AWKWARD_LINES, _lines_near(boundaries), _LONG_LINES)
     return st.lists(
         st.one_of(
             sst.message_contents(eight_bit=True, long_lines=True, max_lines=6),
@@ -128,7 +135,7 @@ def _entities(draw: st.DrawFn, depth: int = 0, boundaries: tuple[bytes, ...] = (
     label = draw(st.sampled_from([None, b"7bit", b"8bit", b"8BIT", b"binary"]))
     encoding = b"" if label is None else b"Content-Transfer-Encoding: " + label + b"\r\n"
     if kind == "leaf":
-        body = draw(_bodies(boundaries, binary=label == b"binary"))
+        body = draw(_bodies(boundaries))
         kind_field = draw(st.sampled_from([b"", b"Content-Type: text/plain; charset=utf-8\r\n"]))
         return kind_field + encoding + b"\r\n" + body
     if kind == "message":
@@ -181,8 +188,13 @@ def test_the_7bit_form_decodes_to_the_same_parts(message: bytes) -> None:
 
 @given(_MESSAGES)
 def test_what_is_ascii_already_goes_as_it_is(message: bytes) -> None:
-    """Only parts that hold 8-bit octets are rewritten (and their enclosing labels)."""
-    if message.isascii() and not any(label in message.lower() for label in (b"8bit", b"binary")):
+    """Only parts that hold 8-bit octets or a line over 998 octets are rewritten (and
+    their enclosing labels)."""
+    if (
+        message.isascii()
+        and not any(label in message.lower() for label in (b"8bit", b"binary"))
+        and all(len(line) <= MAX_LINE for line in message.split(b"\r\n"))
+    ):
         assert _downgraded(message) == message
 
 
@@ -647,23 +659,67 @@ def test_an_rfc822_message_with_an_8bit_header_is_not_convertible() -> None:
         plan_seven_bit(io.BytesIO(_multipart(OUTER, enclosed)))
 
 
+_PREAMBLE_OF_LONG_LINE = b"Content-Type: multipart/mixed; boundary=outer\r\n\r\n" + b"p" * 999
+
+
 @pytest.mark.parametrize(
     "message",
     [
-        b"Subject: " + b"x" * 990 + b"\r\n\r\nbody\r\n",
-        b"Subject: long\r\n\r\n" + b"x" * 999 + b"\r\n",
-        b"Subject: long\r\n\r\n" + "é".encode() * 1000 + b"\r\n",
-        _multipart(OUTER, TEXT_8BIT, SECOND + b"y" * 2000),
-        _multipart(OUTER, b"Content-Type: message/rfc822\r\n\r\nSubject: x\r\n\r\n" + b"z" * 999),
+        b"Subject: " + b"x" * 990 + b"\r\n\r\n" + EIGHT_BIT,
+        _multipart(OUTER, TEXT_8BIT, SECOND).replace(b"--outer\r\n", _PREAMBLE_OF_LONG_LINE, 1),
+        _multipart(OUTER, TEXT_8BIT, close=b"--outer--\r\n" + b"e" * 999 + b"\r\n"),
+        _multipart(
+            OUTER,
+            TEXT_8BIT,
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + b"QUFB" * 250,
+        ),
+        _multipart(
+            OUTER,
+            TEXT_8BIT,
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + b"q" * 999,
+        ),
+        _multipart(
+            OUTER,
+            TEXT_8BIT,
+            b"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; " + b"m" * 999,
+        ),
     ],
-    ids=["header", "7bit-body", "8bit-body", "second-part", "enclosed"],
+    ids=["header", "preamble", "epilogue", "base64", "quoted-printable", "delivery-status"],
 )
-def test_a_line_over_998_octets_outside_a_binary_part_is_not_convertible(message: bytes) -> None:
-    """RFC 5321 §4.5.3.1.6 bounds a line at 998 octets; only a ``binary`` part (RFC 3030
-    §3), which goes quoted-printable, may hold longer ones. The strict server queues no
-    such line, but a lenient one may: refused, never sent on as it is or cut."""
+def test_a_line_over_998_octets_that_no_encoding_may_carry_is_not_convertible(
+    message: bytes,
+) -> None:
+    """RFC 5321 §4.5.3.1.6 bounds a line at 998 octets. A header field, a preamble or
+    epilogue, a part already encoded and a 7-bit status part (RFC 3464 §2.1) cannot
+    go quoted-printable: refused, never sent on as it is or cut."""
     with pytest.raises(NotConvertible, match="998"):
         plan_seven_bit(io.BytesIO(message))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"Subject: long\r\n\r\n" + b"x" * 999 + b"\r\n",
+        b"Subject: long\r\n\r\n" + "é".encode() * 1000 + b"\r\n",
+        b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n\r\n" + "é".encode() * 750 + b"\r\nshort\r\n",
+        _multipart(OUTER, TEXT_8BIT, SECOND + b"y" * 2000),
+        _multipart(OUTER, b"Content-Type: text/csv\r\n\r\n" + b"a," * 600, TEXT_8BIT),
+        _multipart(OUTER, b"Content-Type: message/rfc822\r\n\r\nSubject: x\r\n\r\n" + b"z" * 999),
+    ],
+    ids=["7bit-body", "8bit-body", "8bit-leaf", "second-part", "7bit-leaf", "enclosed"],
+)
+def test_a_line_over_998_octets_in_a_leaf_with_no_encoding_goes_quoted_printable(
+    message: bytes,
+) -> None:
+    """A leaf under an identity encoding (7bit, 8bit, none: RFC 2045 §6.2) may go
+    quoted-printable, whose lines are at most 76 characters (RFC 2045 §6.7): its long
+    lines reach a 7-bit hop within RFC 5321 §4.5.3.1.6, and decode as they were."""
+    plan = plan_seven_bit(io.BytesIO(message))
+    converted = _downgraded(message)
+    assert converted.isascii() and plan.size == len(converted)
+    assert all(len(line) <= MAX_LINE for line in converted.split(b"\r\n"))
+    assert _leaves(converted) == _leaves(message)
 
 
 @pytest.mark.parametrize(

@@ -23,9 +23,11 @@ with UTF-8 fields (RFC 6533 §6.1, §7), else 7-bit only (RFC 3464 §2.1, RFC 80
 What has no 7-bit form is :class:`NotConvertible`: 8-bit octets in a header
 field (RFC 2047 encoded words need a charset the message does not name), in a
 part already encoded (a quoted-printable or base64 body holds no 8-bit octet),
-in a 7-bit status part, or outside any part (a preamble or an epilogue); and a line over 998 octets
-(RFC 5321 §4.5.3.1.6) anywhere but in a ``binary`` part, which goes
-quoted-printable (a lenient queue may hold one; no 7-bit hop takes it).
+in a 7-bit status part, or outside any part (a preamble or an epilogue); and a line
+over 998 octets (RFC 5321 §4.5.3.1.6) in the same places (a lenient queue may hold
+one; no 7-bit hop takes it). A leaf with no transfer encoding (``7bit``, ``8bit``,
+``binary`` or none) that holds such a line goes quoted-printable, as for 8-bit octets:
+its encoded lines are at most 76 characters, and decode to the line as it was.
 
 The message is read twice, line by line, so that memory holds a line whatever
 its size: :func:`plan_seven_bit` walks it once to find what to convert (one bit
@@ -72,8 +74,9 @@ READ_LIMIT: Final = 1000
 """Octets read at a time: a whole line of 8BITMIME content, 998 octets and CRLF."""
 
 MAX_LINE: Final = 998
-"""The longest line, CRLF aside, that a 7-bit hop takes (RFC 5321 §4.5.3.1.6); a longer
-one outside a ``binary`` part is :class:`NotConvertible`."""
+"""The longest line, CRLF aside, that a 7-bit hop takes (RFC 5321 §4.5.3.1.6); a leaf
+with no transfer encoding that holds a longer one goes quoted-printable, and a longer
+one anywhere else is :class:`NotConvertible`."""
 
 MAX_NESTING: Final = 100
 """How deep multiparts and enclosed messages may nest (Postfix's
@@ -264,7 +267,6 @@ class _Parser:
 
     def __init__(self, file: BinaryIO) -> None:
         self._file = file
-        self._line_length = 0
         self._parts = 0
         self._frames: list[tuple[bytes, _Part]] = []
         self._delimiters: dict[bytes, int] = {}
@@ -296,22 +298,7 @@ class _Parser:
             events = (self._delimited(data, ends_line, *found),)
         else:
             events = self._classified(data, ends_line, starts)
-        self._measure_line(events, starts)
         return events
-
-    def _measure_line(self, events: tuple[_Event, ...], starts: bool) -> None:
-        """Count the octets the line's events write as they are (a delimiter's padding is
-        left out) and refuse a line over :data:`MAX_LINE` but in a ``binary`` leaf, which
-        goes quoted-printable: as it is, no 7-bit hop takes it, and cut it would be
-        corrupted (RFC 5321 §4.5.3.1.6)."""
-        if starts:
-            self._line_length = 0
-        for event in events:
-            self._line_length += len(event.data)
-            if self._line_length > MAX_LINE and not _is_binary_leaf(event.part):
-                raise NotConvertible(
-                    f"a line over {MAX_LINE} octets outside a binary part (RFC 5321 §4.5.3.1.6)"
-                )
 
     def _push_frame(self, multipart: _Part) -> None:
         assert multipart.boundary is not None  # only a multipart with one frames parts
@@ -515,17 +502,25 @@ def _sent_size(written: bytes, data: bytes) -> int:
 
 def plan_seven_bit(file: BinaryIO) -> SevenBitPlan:
     """Read the message through once: the parts its 7-bit form rewrites and its size,
-    or :class:`NotConvertible` with the reason it has none."""
+    or :class:`NotConvertible` with the reason it has none. The line each event is of
+    is measured as it is written unless rewritten (a delimiter's padding left out)."""
     plan = SevenBitPlan()
+    line_length = 0
     for event in _events(file):
-        _check(event, plan)
+        line_length += len(event.data)
+        _check(event, plan, long_line=line_length > MAX_LINE)
         plan.count(event)
+        if event.ends_line:
+            line_length = 0
     return plan
 
 
-def _check(event: _Event, plan: SevenBitPlan) -> None:
+def _check(event: _Event, plan: SevenBitPlan, *, long_line: bool) -> None:
     """Mark the part of ``event`` for rewriting where it needs it, or raise
-    :class:`NotConvertible` where it cannot be."""
+    :class:`NotConvertible` where it cannot be. ``long_line``: the event's line is over
+    :data:`MAX_LINE` octets so far, which no 7-bit hop takes as it is and which cut
+    would be corrupted (RFC 5321 §4.5.3.1.6); a leaf with no transfer encoding goes
+    quoted-printable for it, as for 8-bit octets (its lines at most 76, RFC 2045 §6.7)."""
     part = event.part
     if event.kind is _Kind.HEADER_END:
         if part.encloses and part.label in ("8bit", "binary"):
@@ -538,25 +533,39 @@ def _check(event: _Event, plan: SevenBitPlan) -> None:
             "a bare CR or LF in a header field (RFC 5322 §2.2), which readers take "
             "for a line's end and the conversion would not"
         )
-    if event.data.isascii():
-        return
-    if event.kind is _Kind.FIELD:
-        raise NotConvertible(
-            "8-bit octets in a header field (RFC 2047 needs a charset the message does not name)"
+    if long_line:
+        _quote_or_refuse(event, plan, _LONG_LINE, "RFC 5321 §4.5.3.1.6")
+    elif not event.data.isascii():
+        _quote_or_refuse(
+            event, plan, "8-bit octets", "RFC 2047 needs a charset the message does not name"
         )
+
+
+_LONG_LINE: Final = f"a line over {MAX_LINE} octets"
+
+
+def _quote_or_refuse(event: _Event, plan: SevenBitPlan, what: str, field_rule: str) -> None:
+    """Mark the leaf ``event`` is of to go quoted-printable for ``what`` it holds, or
+    raise :class:`NotConvertible` where nothing may be encoded: a header field
+    (``field_rule`` says why), a preamble or epilogue, a part already encoded, a 7-bit
+    status part."""
+    part = event.part
+    if event.kind is _Kind.FIELD:
+        raise NotConvertible(f"{what} in a header field ({field_rule})")
     if event.kind is _Kind.FRAME:
-        raise NotConvertible("8-bit octets outside any MIME part (a preamble or epilogue)")
+        raise NotConvertible(f"{what} outside any MIME part (a preamble or epilogue)")
     if seven_bit_only := _FIELD_BLOCKS.get(part.media_type):
-        raise NotConvertible(f"8-bit octets in a {part.media_type} part ({seven_bit_only}: 7-bit)")
+        raise NotConvertible(f"{what} in a {part.media_type} part ({seven_bit_only}: 7-bit)")
     if part.label not in _UNENCODED:
-        raise NotConvertible(f"8-bit octets in a part already encoded {part.label}")
+        raise NotConvertible(f"{what} in a part already encoded {part.label}")
     _quote(part, plan)
 
 
 def _quote(part: _Part, plan: SevenBitPlan) -> None:
-    """Mark a leaf to go quoted-printable, once: one with 8-bit octets, and every one
-    labelled ``binary``, whose long lines and bare CR or LF no 7-bit hop takes
-    (RFC 3030 §3, RFC 5321 §4.5.3.1.6), 8-bit octets or not."""
+    """Mark a leaf to go quoted-printable, once: one with 8-bit octets or a line over
+    :data:`MAX_LINE` octets, and every one labelled ``binary``, whose long lines and
+    bare CR or LF no 7-bit hop takes (RFC 3030 §3, RFC 5321 §4.5.3.1.6), 8-bit octets
+    or not."""
     if not part.marked:
         plan.mark(part)
         plan.quoted_parts += 1
