@@ -4,14 +4,24 @@ many times the chunk size takes memory of the order of a chunk, not of the messa
 
 from __future__ import annotations
 
+import asyncio
+import email
 import hashlib
+import io
+import logging
+import threading
 import tracemalloc
+import typing
 from pathlib import Path
 
 import pytest
 
 from relay_remote import remote
+from smtpcore._driver._content import Content
+from smtpcore.asyncio import SMTPClient
 from smtpcore.server.bounce import MAX_RETURNED_MESSAGE
+from smtpcore.server.downgrade import SevenBitReader, plan_seven_bit
+from smtpcore.server.exchanger import _ConvertedOffLoop
 from smtpcore.server.queue import QueuedContent
 from test_server_relay import _relay, _run, _wait_closed
 
@@ -77,6 +87,112 @@ def test_8bit_content_to_a_server_without_8bitmime_bounces_before_mail(tmp_path:
         assert server.mail_lines == []
     (raw,) = relay.reports()
     assert b"Status: 5.6.3" in raw and b"does not offer 8BITMIME" in b" ".join(raw.split())
+    assert b"8-bit octets in a header field" in b" ".join(raw.split())
+
+
+def _leaf_payloads(content: bytes) -> list[bytes]:
+    """Each leaf part's decoded body, as a reader of the message sees it."""
+    message = email.message_from_bytes(content)
+    found = []
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        payload = part.get_payload(decode=True)
+        assert isinstance(payload, bytes)
+        found.append(payload)
+    return found
+
+
+NULL_SENDER_8BIT = (
+    b"From: john@abc.example\r\nTo: n1@pqr.example\r\nSubject: null-8bit\r\n\r\n"
+    + "\u00e9\r\n".encode()
+)
+"""The audit's message: a report from another MTA, 8-bit, from <>."""
+
+MULTIPART_8BIT = (
+    b"From: mary@xyz.example\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed;\r\n\tboundary="=_outer"\r\n\r\n'
+    b"--=_outer\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: 8bit\r\n\r\n"
+    + "Grüße aus Köln = \r\n.dot line\r\n".encode()
+    + b"--=_outer\r\nContent-Type: application/octet-stream\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\nAAECAw==\r\n--=_outer--\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("sender", "content"),
+    [("", NULL_SENDER_8BIT), ("john@abc.example", NULL_SENDER_8BIT), ("", MULTIPART_8BIT)],
+    ids=["null-sender", "ordinary", "multipart"],
+)
+def test_8bit_content_to_a_server_without_8bitmime_goes_converted_to_7bit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, sender: str, content: bytes
+) -> None:
+    """RFC 6152 §3: convert or return; a message from <> cannot be returned (RFC 5321
+    §4.5.5), and was lost. It goes quoted-printable now, as any 8-bit message does."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(eight_bit=False, extra_ehlo=(b"PIPELINING",)) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(
+            ["n1@pqr.example"], content=content, params=(("BODY", "8BITMIME"),), sender=sender
+        )
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    (transaction,) = server.transactions
+    assert transaction.mail_line == f"MAIL FROM:<{sender}>\r\n".encode()
+    assert transaction.content.isascii()
+    assert all(len(line) <= 998 for line in transaction.content.split(b"\r\n"))
+    assert _leaf_payloads(transaction.content) == _leaf_payloads(content)
+    assert relay.reports() == []
+    assert "goes converted to 7-bit, 1 part quoted-printable" in caplog.text
+
+
+def test_a_converted_message_declares_its_exact_size(tmp_path: Path) -> None:
+    """RFC 1870 §3: the 7-bit form's size is known from the planning pass, exactly, so
+    the MAIL command declares it, never lower than what is sent."""
+    with remote(eight_bit=False, size=1_000_000) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["n1@pqr.example"], content=MULTIPART_8BIT, params=(("BODY", "8BITMIME"),))
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    (transaction,) = server.transactions
+    size = len(transaction.content)
+    assert size > len(MULTIPART_8BIT)
+    assert transaction.mail_line == b"MAIL FROM:<john@abc.example> SIZE=%d\r\n" % size
+
+
+def test_a_converted_message_over_the_exchangers_size_bounces_with_552_5_3_4(
+    tmp_path: Path,
+) -> None:
+    """The exchanger's SIZE limit holds for the 7-bit form as for any message (RFC
+    1870 §6): refused before MAIL, not sent to be refused after it."""
+    content = b"Subject: x\r\n\r\n" + ("é" * 10 + "text\r\n").encode() * 50
+    with remote(eight_bit=False, size=1000) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["n1@pqr.example"], content=content, params=(("BODY", "8BITMIME"),))
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(server)
+        assert server.mail_lines == []
+    (raw,) = relay.reports()
+    assert b"Status: 5.3.4" in raw
+    assert b"exceeds the server's limit of 1000 octets" in raw
+
+
+def test_8bit_header_from_the_null_sender_is_lost_with_its_cause_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An 8-bit header has no 7-bit form (RFC 2047 needs a charset); from <> it cannot
+    bounce either, and the warning names the cause."""
+    content = "Subject: grüße\r\n\r\nbody\r\n".encode()
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(eight_bit=False) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"], content=content, sender="")
+        _run(relay, relay.empty)
+        _wait_closed(server)
+        assert server.mail_lines == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("has no 7-bit form (8-bit octets in a header field" in w for w in warnings)
 
 
 def test_a_bounce_of_a_large_message_returns_its_header_only(tmp_path: Path) -> None:
@@ -121,3 +237,86 @@ def test_the_queue_file_is_sent_again_for_each_transaction_limits_asks_for(
         _wait_closed(server)
     assert [t.recipients for t in server.transactions] == [["a@pqr.example"], ["b@pqr.example"]]
     assert all(t.content == content for t in server.transactions)
+
+
+def test_the_7bit_form_is_converted_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Converting is CPU work: a read of a chunk of short lines took ~100 ms, held from
+    every other session while it ran on the loop. The client awaits each read, made in
+    a worker thread."""
+    threads: list[int] = []
+    read = SevenBitReader.read
+
+    def recorded(reader: SevenBitReader, size: int = -1) -> bytes:
+        threads.append(threading.get_ident())
+        return read(reader, size)
+
+    monkeypatch.setattr(SevenBitReader, "read", recorded)
+    with remote(eight_bit=False) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["n1@pqr.example"], content=MULTIPART_8BIT, params=(("BODY", "8BITMIME"),))
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    (transaction,) = server.transactions
+    assert _leaf_payloads(transaction.content) == _leaf_payloads(MULTIPART_8BIT)
+    assert threads and threading.get_ident() not in threads
+
+
+def test_the_off_loop_reader_is_content_the_client_already_takes() -> None:
+    """The relay's reads in a worker thread go through the public ``Content`` as it
+    was (an async iterable, seekable for a new transaction, RFC 5321 §4.5.3.1.8): no
+    file whose ``read`` is awaited is public, for real async files (awaitable ``tell``
+    and ``seek``) would not hold to it. ``send_message`` takes it as it is: a server
+    taking one recipient a transaction (RFC 9422 §4.2) gets it whole, from its start,
+    in each."""
+    assert not any("Readable" in str(kind) for kind in typing.get_args(Content))
+    message = b"Subject: x\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + "é\r\n".encode() * 9000
+    plan = plan_seven_bit(io.BytesIO(message))
+    with SevenBitReader(lambda: io.BytesIO(message), plan) as reader:
+        expected = reader.read()
+
+    async def send(port: int, off_loop: _ConvertedOffLoop) -> None:
+        async with SMTPClient("127.0.0.1", port, hostname="abc.example") as client:
+            await client.send_message(
+                off_loop, "john@abc.example", ["a@pqr.example", "b@pqr.example"]
+            )
+
+    with remote(eight_bit=False, extra_ehlo=(b"LIMITS RCPTMAX=1",)) as server:
+        with _ConvertedOffLoop(SevenBitReader(lambda: io.BytesIO(message), plan)) as off_loop:
+            asyncio.run(send(server.port, off_loop))
+        _wait_closed(server)
+    assert [t.recipients for t in server.transactions] == [["a@pqr.example"], ["b@pqr.example"]]
+    assert [t.content for t in server.transactions] == [expected, expected]
+
+
+CONVERTED_8BIT = (
+    b"Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: 8bit\r\n\r\n" + "grüße\r\n".encode() * 10
+)
+
+
+@pytest.mark.parametrize("chunking", [False, True], ids=["DATA", "BDAT"])
+def test_a_converted_message_is_sent_again_for_each_transaction_limits_asks_for(
+    tmp_path: Path, chunking: bool
+) -> None:
+    """RFC 9422 §4.2 with RFC 6152 §3: an exchanger without 8BITMIME that takes one
+    recipient a transaction gets the 7-bit form once per recipient, each whole and
+    from its start. The client took the converting reader for content it could not
+    send again, and the message never went."""
+    plan = plan_seven_bit(io.BytesIO(CONVERTED_8BIT))
+    with SevenBitReader(lambda: io.BytesIO(CONVERTED_8BIT), plan) as reader:
+        expected = reader.read()
+    options = {"eight_bit": False, "chunking": chunking, "extra_ehlo": (b"LIMITS RCPTMAX=1",)}
+    with remote(**options) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(
+            ["a@pqr.example", "b@pqr.example"],
+            content=CONVERTED_8BIT,
+            params=(("BODY", "8BITMIME"),),
+        )
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert [t.recipients for t in server.transactions] == [["a@pqr.example"], ["b@pqr.example"]]
+    assert [t.content for t in server.transactions] == [expected, expected]
+    assert expected.startswith(b"Subject: x\r\n") and expected.isascii()

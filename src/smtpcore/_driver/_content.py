@@ -28,6 +28,8 @@ __all__ = [
     "content_chunks",
     "first_piece_checked",
     "known_size",
+    "replayable",
+    "sent_size",
 ]
 
 Content: TypeAlias = (
@@ -48,14 +50,29 @@ def check_not_text(content: object) -> None:
         )
 
 
+def replayable(content: Content) -> bool:
+    """Whether ``content`` can be sent again, for another transaction (RFC 9422 §4.2)
+    or recipients refused as too many (RFC 5321 §4.5.3.1.8): bytes, or content that
+    can seek (``seekable()``) and say where it stands (``tell``)."""
+    if isinstance(content, bytes):
+        return True
+    seekable = getattr(content, "seekable", None)
+    return seekable is not None and bool(seekable()) and hasattr(content, "tell")
+
+
 async def first_piece_checked(content: Content) -> Content:
     """``content``, an iterable's first piece read ahead and checked to be octets: an
     iterator of ``str`` is a :class:`TypeError` before ``MAIL``, as a ``str`` is,
     rather than once the server has said 354 (the session then ends with the
     message). The piece is kept and goes first; memory holds that one piece. A
-    later piece that is not octets is found only as it is sent. Octets and files
-    are given back as they are."""
-    if isinstance(content, (bytes, bytearray, memoryview)) or hasattr(content, "read"):
+    later piece that is not octets is found only as it is sent. Octets, files and
+    other content that can be sent again (:func:`replayable`) are given back as
+    they are: read ahead, they would no longer seek back to their start."""
+    if (
+        isinstance(content, (bytes, bytearray, memoryview))
+        or hasattr(content, "read")
+        or replayable(content)
+    ):
         return content
     if isinstance(content, AsyncIterable):
         pieces = aiter(content)
@@ -109,6 +126,14 @@ async def close_iterator(iterator: object) -> None:
         await aclose()
 
 
+def sent_size(octets: bytes | bytearray) -> int:
+    """The octets ``octets`` make on the wire: each bare CR or LF counted as the CRLF
+    the client sends it as (DATA's encoder, :class:`CRLFNormalizer` for BDAT), as RFC
+    1870 §4 counts CRLF pairs."""
+    crlf = octets.count(b"\r\n")
+    return len(octets) + (octets.count(b"\n") - crlf) + (octets.count(b"\r") - crlf)
+
+
 def known_size(content: Content) -> int | None:
     """The octets ``content`` makes on the wire (RFC 1870 §4: CRLF pairs counted), if
     known without reading it: bytes with each bare CR or LF counted as the CRLF it is
@@ -116,8 +141,7 @@ def known_size(content: Content) -> int | None:
     lines end in LF alone, which RFC 1870 §4 allows a client to give); None for an
     iterator."""
     if isinstance(content, (bytes, bytearray)):
-        crlf = content.count(b"\r\n")
-        return len(content) + (content.count(b"\n") - crlf) + (content.count(b"\r") - crlf)
+        return sent_size(content)
     if isinstance(content, memoryview):
         return known_size(content.tobytes())
     fileno = getattr(content, "fileno", None)

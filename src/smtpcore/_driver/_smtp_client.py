@@ -28,6 +28,7 @@ from smtpcore._driver._content import (
     ReadAhead,
     content_chunks,
     first_piece_checked,
+    replayable,
 )
 from smtpcore._driver._smtp_credentials import Credentials
 from smtpcore._driver._smtp_envelope import (
@@ -149,21 +150,13 @@ class SMTPClientOptions(TypedDict, total=False):
     chunk_size: int
 
 
-def _replayable(content: Content) -> bool:
-    """Whether ``content`` can be sent again: bytes, or a file that can seek."""
-    if isinstance(content, bytes):
-        return True
-    seekable = getattr(content, "seekable", None)
-    return seekable is not None and bool(seekable()) and hasattr(content, "tell")
-
-
 def _start_of(content: Content) -> int | None:
     """Where a file's content begins, for a transaction that may have to send it
     again (``resend_too_many``); None for bytes, and for content that cannot be
-    sent again (:func:`_replayable`), whose ``tell`` may fail."""
-    if isinstance(content, bytes) or not _replayable(content):
+    sent again (:func:`replayable`), whose ``tell`` may fail."""
+    if isinstance(content, bytes) or not replayable(content):
         return None
-    start: int = content.tell()  # type: ignore[union-attr]  # _replayable
+    start: int = content.tell()  # type: ignore[union-attr]  # replayable
     return start
 
 
@@ -833,7 +826,7 @@ class BaseSMTPClient(BaseClient):
         groups = limits.split(recipients)
         if len(groups) == 1:
             return [list(rcpts)], later, domains
-        if len(groups) > 1 and not _replayable(content):
+        if len(groups) > 1 and not replayable(content):
             raise ValueError(
                 f"the server takes {len(groups[0])} recipients a transaction (LIMITS), "
                 "so the content is sent more than once: give bytes or a seekable file"
@@ -859,7 +852,7 @@ class BaseSMTPClient(BaseClient):
         of ``first`` (a caller records what it delivered before the next begins).
         Content that cannot be sent again leaves ``first`` as it is; ``start`` is
         where a file's content began (:func:`_start_of`)."""
-        if not _replayable(content):
+        if not replayable(content):
             return first
         again, first = to_send_again(rcpts, first)
         if not again:  # 452s of another kind (4.2.2, a full mailbox)
@@ -912,9 +905,9 @@ class BaseSMTPClient(BaseClient):
         whole), so each new batch is smaller than the one it comes of: at most one per
         recipient. ``start`` is where the content begins (read here when not given),
         ``before`` the results of the transactions already sent for this message."""
-        # Content sent more than once is _replayable; once (a batch, and the rest of
+        # Content sent more than once is replayable; once (a batch, and the rest of
         # the recipients for a new session) it may be any.
-        resend = resend and _replayable(content)
+        resend = resend and replayable(content)
         if start is None and (len(batches) > 1 or resend):
             start = _start_of(content)
         offer = self._offer
@@ -928,7 +921,7 @@ class BaseSMTPClient(BaseClient):
                     _mailmax(mail_max), mail, [*batches[done:], later], results
                 )
             if start is not None:
-                content.seek(start)  # type: ignore[union-attr]  # _replayable
+                content.seek(start)  # type: ignore[union-attr]  # replayable
             try:
                 result = await self._transaction(
                     mail, batch, content, chunked=chunked, forward=forward

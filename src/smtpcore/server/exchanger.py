@@ -28,7 +28,7 @@ import contextlib
 import os
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Protocol
@@ -50,6 +50,7 @@ from smtpcore.address import Mailbox, parse_mailbox
 from smtpcore.asyncio import SMTPClient
 from smtpcore.routing import Attempt, RemoteDelivery
 from smtpcore.server.bounce import seven_bit_form
+from smtpcore.server.downgrade import NotConvertible, SevenBitReader, plan_seven_bit
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import MessageTLS, RelayTLS, relay_tls_context
@@ -293,24 +294,22 @@ def _needs_binarymime(client: BaseSMTPClient, entry: QueueEntry) -> Reply | None
     )
 
 
-async def _needs_8bitmime(client: BaseSMTPClient, content: QueuedContent) -> Reply | None:
-    """RFC 6152 §3: 8-bit content cannot go to an exchanger that offers neither 8BITMIME
-    nor BINARYMIME. The content is streamed from the queue, so the client cannot see
-    this before it is sent; the queue file is read through (in pieces) to say it first."""
+async def _needs_8bitmime(client: BaseSMTPClient, content: QueuedContent) -> bool:
+    """RFC 6152 §3: 8-bit content cannot go as it is to an exchanger that offers neither
+    8BITMIME nor BINARYMIME. The content is streamed from the queue, so the client cannot
+    see this before it is sent; the queue file is read through (in pieces) to say it
+    first."""
     extensions = client.connection.extensions
     if extensions.eight_bit_mime or extensions.binary_mime:
-        return None
-    if await asyncio.to_thread(content.is_ascii):
-        return None
-    return Reply(554, "the server does not offer 8BITMIME, needed for 8-bit content", "5.6.3")
+        return False
+    return not await asyncio.to_thread(content.is_ascii)
 
 
 def _seven_bit_report(entry: QueueEntry, content: QueuedContent) -> bytes | None:
-    """What goes instead of a report of this server's that :func:`_needs_8bitmime`
-    refuses: its 7-bit form (RFC 6152 §3 lets a server convert what it cannot send as
-    it is), or None. Being from ``<>``, a refused report would be lost unreported (RFC
-    5321 §4.5.5), where other mail comes back to its sender. The whole report is read:
-    it was built whole in memory, its returned message bounded
+    """The 7-bit form of a report of this server's (RFC 6152 §3 lets a server convert
+    what it cannot send as it is), or None: the report with the returned message cut to
+    its header, which reads better than the whole message quoted-printable. The whole
+    report is read: it was built whole in memory, its returned message bounded
     (:data:`~smtpcore.server.bounce.MAX_RETURNED_MESSAGE`)."""
     if not entry.is_report:
         return None
@@ -318,9 +317,104 @@ def _seven_bit_report(entry: QueueEntry, content: QueuedContent) -> bytes | None
         return seven_bit_form(file.read())
 
 
+def _seven_bit_message(content: QueuedContent) -> SevenBitReader:
+    """The queued message converted to 7-bit as it is sent (RFC 6152 §3, as Postfix
+    does: fewer bounces, and mail from ``<>``, which cannot bounce, is not lost), read
+    through once first to plan it; :class:`~smtpcore.server.downgrade.NotConvertible`
+    when it has no 7-bit form."""
+    with content.open() as file:
+        plan = plan_seven_bit(file)
+    return SevenBitReader(content.open, plan)
+
+
+def _seven_bit_content(
+    entry: QueueEntry, content: QueuedContent, relay: str
+) -> bytes | SevenBitReader:
+    """What goes instead of 8-bit content to an exchanger without 8BITMIME: a report of
+    this server's in its own 7-bit form, any other message converted (or
+    :class:`~smtpcore.server.downgrade.NotConvertible`)."""
+    report = _seven_bit_report(entry, content)
+    if report is not None:
+        logger.info(
+            "%s: %s does not offer 8BITMIME: the report goes in its 7-bit form, the "
+            "message returned with the header only (RFC 3461 §4.3)",
+            entry.id,
+            loggable(relay),
+        )
+        return report
+    converted = _seven_bit_message(content)
+    parts = converted.quoted_parts
+    logger.info(
+        "%s: %s does not offer 8BITMIME: the message goes converted to 7-bit, %d %s "
+        "quoted-printable (RFC 6152 §3)",
+        entry.id,
+        loggable(relay),
+        parts,
+        "part" if parts == 1 else "parts",
+    )
+    return converted
+
+
+_OFF_LOOP_READ: Final = 65536
+"""The octets of the 7-bit form converted per worker-thread read: the client's chunk."""
+
+
+class _ConvertedOffLoop:
+    """A :class:`SevenBitReader` read in a worker thread: each read converts a chunk of
+    the message, CPU work (tens of milliseconds for short lines) that would hold the
+    event loop every other session runs on. It is content the client already takes, an
+    async iterable of bytes, each iteration from where the reader stands; ``seek`` and
+    ``tell`` make it a file the client can send again (RFC 5321 §4.5.3.1.8), and stay
+    synchronous, as the client seeks only back to the start, which reopens the queue
+    file and converts nothing."""
+
+    def __init__(self, reader: SevenBitReader) -> None:
+        self._reader = reader
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while piece := await asyncio.to_thread(self._reader.read, _OFF_LOOP_READ):
+            yield piece
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET, /) -> int:
+        return self._reader.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._reader.tell()
+
+    def __enter__(self) -> _ConvertedOffLoop:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._reader.close()
+
+
+def _seven_bit_refusal(entry: QueueEntry, relay: str, reason: NotConvertible) -> Reply:
+    """The refusal of 8-bit content with no 7-bit form (RFC 6152 §3: returned as
+    undeliverable, RFC 3463 5.6.3). From ``<>`` it cannot be returned (RFC 5321
+    §4.5.5), so the loss is said here with its cause."""
+    if not entry.sender:
+        logger.warning(
+            "%s: %s does not offer 8BITMIME and the message from <> has no 7-bit form "
+            "(%s): it cannot be sent there, and no report of it can be made",
+            entry.id,
+            loggable(relay),
+            reason,
+        )
+    return Reply(
+        554,
+        f"the server does not offer 8BITMIME, needed for 8-bit content that cannot be "
+        f"converted: {reason}",
+        "5.6.3",
+    )
+
+
 _FORWARDED_MAIL_PARAMS: Final = frozenset({"SMTPUTF8", "BODY", "RET", "ENVID", "REQUIRETLS"})
 """The queued MAIL parameters that travel on with the message. SIZE is the client's to
-write for what it sends; AUTH= is not passed on to another domain."""
+write for what it sends (the relay's for a converted message, :func:`_declared_size`);
+AUTH= is not passed on to another domain."""
 
 
 def _forwarded_mail_params(client: BaseSMTPClient, entry: QueueEntry) -> dict[str, str | None]:
@@ -334,6 +428,22 @@ def _forwarded_mail_params(client: BaseSMTPClient, entry: QueueEntry) -> dict[st
         for keyword, value in entry.params
         if keyword in _FORWARDED_MAIL_PARAMS and offered.missing_for(keyword, value) is None
     }
+
+
+def _declared_size(
+    client: BaseSMTPClient, converted: bytes | SevenBitReader | None
+) -> dict[str, str | None]:
+    """``SIZE=`` for a message converted to 7-bit, where the exchanger offers SIZE. The
+    client declares the size of what it can measure (bytes, a file), not of a reader
+    that converts as it is read; the planning pass knew that size exactly, and RFC 1870
+    §6 wants the exchanger's limit checked before MAIL (the client refuses ``552
+    5.3.4`` a declared size over it)."""
+    if not isinstance(converted, SevenBitReader):
+        return {}
+    size = str(converted.size)
+    if client.connection.extensions.missing_for("SIZE", size) is not None:
+        return {}
+    return {"SIZE": size}
 
 
 def _passed_orcpt(client: BaseSMTPClient, orcpt: str) -> str | None:
@@ -719,22 +829,17 @@ class ExchangerSession:
 
         header = await asyncio.to_thread(content.header)
         refusal = _needs_smtputf8(client, entry, header) or _needs_binarymime(client, entry)
-        converted: bytes | None = None  # what goes instead of the queued content
-        if refusal is None:
-            refusal = await _needs_8bitmime(client, content)
-            if refusal is not None:
-                converted = await asyncio.to_thread(_seven_bit_report, entry, content)
-        if converted is not None:
-            logger.info(
-                "%s: %s does not offer 8BITMIME: the report goes in its 7-bit form, the "
-                "message returned with the header only (RFC 3461 §4.3)",
-                entry.id,
-                loggable(relay),
-            )
-        elif refusal is not None:
+        if refusal is not None:
             return dict.fromkeys(addresses, outcome(refusal, from_remote=False))
+        converted: bytes | SevenBitReader | None = None  # what goes instead of the queued content
+        if await _needs_8bitmime(client, content):
+            try:
+                converted = await asyncio.to_thread(_seven_bit_content, entry, content, relay)
+            except NotConvertible as reason:
+                refusal = _seven_bit_refusal(entry, relay, reason)
+                return dict.fromkeys(addresses, outcome(refusal, from_remote=False))
         sender: Mailbox | str = "" if not entry.sender else parse_mailbox(entry.sender)
-        mail_params = _forwarded_mail_params(client, entry)
+        mail_params = _forwarded_mail_params(client, entry) | _declared_size(client, converted)
         rcpt_params: dict[tuple[str, str], dict[str, str | None]] = {}
         if passed:
             queued = {r.address: r for r in entry.recipients}
@@ -752,6 +857,8 @@ class ExchangerSession:
         try:
             with (
                 contextlib.nullcontext(converted)
+                if isinstance(converted, bytes)
+                else _ConvertedOffLoop(converted)
                 if converted is not None
                 else await asyncio.to_thread(content.open)
             ) as message:
