@@ -827,3 +827,34 @@ def test_a_closed_reader_opens_no_source() -> None:
     with pytest.raises(ValueError, match="closed"):
         reader.read(100)
     assert opened == []
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Subject: t\r\n" + b"X" * 1200 + b": v\r\n",
+        b"Content-Type: message/rfc822\r\n\r\nSubject: t\r\n" + b"X" * 1200 + b": v\r\n",
+    ],
+    ids=["header", "enclosed-header"],
+)
+def test_a_field_name_longer_than_a_read_is_not_convertible(header: bytes) -> None:
+    """A header line whose colon comes after the first read is a field to readers (RFC
+    5322 §3.6.8: a name is any printable ASCII but ``:``), so it cannot end the header
+    there: read as the body's first line, the fields after it would go quoted-printable
+    as body. It is a long line in a header field: no 7-bit form."""
+    message = (
+        b"MIME-Version: 1.0\r\n"
+        + header
+        + b"Content-Type: text/plain; charset=utf-8\r\n"
+        + b"Content-Transfer-Encoding: 8bit\r\n\r\n"
+        + "grüße\r\n".encode()
+    )
+    with pytest.raises(NotConvertible, match="header line over 1000 octets"):
+        plan_seven_bit(io.BytesIO(message))
+
+
+def test_a_last_line_with_no_crlf_and_no_colon_still_ends_the_header() -> None:
+    """A short piece that does not end its line is the message's last line, not the
+    start of a long one: a line that is no field, the body's, as before."""
+    message = b"Subject: t\r\nTrailer"
+    assert _downgraded(message) == message

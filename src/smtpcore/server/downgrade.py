@@ -102,6 +102,9 @@ _HEADER_LINE: Final = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[ \t]")
 continuation, or a misplaced ``From`` envelope line; the email package's own test
 (``email.feedparser.headerRE``), so that the header ends where readers end it."""
 
+_FIELD_NAME: Final = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
+"""Field-name characters only: printable ASCII but ``:`` (RFC 5322 §3.6.8 ftext)."""
+
 _UNENCODED: Final = frozenset({"", "7bit", "8bit", "binary"})
 """The identity encodings (RFC 2045 §6.2), the only ones 8-bit octets may be under."""
 
@@ -324,6 +327,7 @@ class _Parser:
         if starts and ends_line and not data:
             return (self._header_end(empty_line=True),)
         if starts and not _HEADER_LINE.match(data):
+            _check_field_name_ends(data, ends_line)
             return (self._header_end(empty_line=False), *self._classified(data, ends_line, starts))
         return (self._field(data, ends_line, starts),)
 
@@ -437,8 +441,22 @@ def _ends_header(line_start: bytes, ends_line: bool, delimiters: dict[bytes, int
     if ends_line and not line_start:
         return True
     if not _HEADER_LINE.match(line_start):
+        _check_field_name_ends(line_start, ends_line)
         return True
     return bool(delimiters) and _delimiter(line_start, delimiters) is not None
+
+
+def _check_field_name_ends(line_start: bytes, ends_line: bool) -> None:
+    """:class:`NotConvertible` for a header line whose first read, all field-name
+    characters, does not end it: its colon may come later, making it a field (RFC 5322
+    §2.2), which only the whole line shows. Taken for the body's first line, the fields
+    after it would be encoded as body; and a header line that long has no 7-bit form
+    anyway (RFC 5321 §4.5.3.1.6). A shorter first read that does not end its line is
+    the message's last line, which ends there."""
+    if ends_line or len(line_start) < READ_LIMIT - 1:  # a CR held back: one octet less
+        return
+    if _FIELD_NAME.fullmatch(line_start):
+        raise NotConvertible(f"a header line over {READ_LIMIT} octets")
 
 
 def _is_binary_leaf(part: _Part) -> bool:
