@@ -20,7 +20,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -386,6 +386,51 @@ def test_an_iterable_of_text_is_refused_before_mail_and_the_session_goes_on(
         async with mod.SMTPClient("127.0.0.1", port) as client:
             for content in (iter(["Subject: text\r\n", b"\r\nbody\r\n"]), pieces()):
                 with pytest.raises(TypeError, match="give bytes, not str"):
+                    await client.send_message(content, "a@abc.example", "bob@pqr.example")
+            await client.noop()
+
+    with ScriptedServer(steps) as server:
+        run(adapter, lambda: go(server.port))
+
+
+class SeekableText:
+    """Content with ``seekable()``, ``tell`` and ``seek`` but no ``read``: replayable,
+    yet its pieces are ``str`` (or, with ``pieces`` None, it is not iterable)."""
+
+    def __init__(self, pieces: list[str] | None) -> None:
+        self._pieces = pieces
+        self.seeks: list[int] = []
+
+    def __iter__(self) -> Iterator[str]:
+        if self._pieces is None:
+            raise TypeError("'SeekableText' object is not iterable")
+        return iter(self._pieces)
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return 0
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        self.seeks.append(offset)
+        return offset
+
+
+def test_seekable_content_of_text_is_refused_before_mail_and_the_session_goes_on(
+    adapter: str,
+) -> None:
+    """Content that can seek back (``seekable()`` and ``tell``, no ``read``) is still
+    checked before ``MAIL``: its first piece read, then the content sought back to
+    where it stood. A ``str`` piece, or content that is not iterable, is a
+    ``TypeError`` with the session intact, not once the server has said 354."""
+    mod = module(adapter)
+    steps = script(GREET + "C: NOOP\nS: 250 2.0.0 ok\nC: QUIT\nS: 221 bye")
+
+    async def go(port: int) -> None:
+        async with mod.SMTPClient("127.0.0.1", port) as client:
+            for content in (SeekableText(["Subject: text\r\n"]), SeekableText(None)):
+                with pytest.raises(TypeError, match=r"give bytes|not iterable"):
                     await client.send_message(content, "a@abc.example", "bob@pqr.example")
             await client.noop()
 

@@ -37,6 +37,7 @@ from test_client_errors import (
     QUIT,
     RCPT_REFUSED,
     Recorder,
+    SeekableText,
     content_broken_off,
 )
 from test_client_errors import MESSAGE as ERRORS_MESSAGE
@@ -295,6 +296,22 @@ def test_send_message_says_quit_after_a_refusal() -> None:
         sync.send_message(
             ERRORS_MESSAGE, "a@abc.example", "bob@pqr.example", host="127.0.0.1", port=server.port
         )
+
+
+def test_seekable_content_of_text_is_refused_before_mail_and_the_session_goes_on() -> None:
+    """Content that can seek back but has no ``read`` has its first piece checked
+    before ``MAIL``: a ``str`` piece, or content that is not iterable, is a
+    ``TypeError`` there, and the session goes on (not one lost after the 354)."""
+    steps = script(GREET + "C: NOOP\nS: 250 2.0.0 ok\n" + QUIT)
+    with (
+        ScriptedServer(steps) as server,
+        sync.SMTPClient("127.0.0.1", server.port, timeout=10) as client,
+    ):
+        for content in (SeekableText(["Subject: text\r\n"]), SeekableText(None)):
+            with pytest.raises(TypeError, match=r"give bytes|not iterable"):
+                client.send_message(content, "a@abc.example", "bob@pqr.example")  # type: ignore[arg-type]
+            assert content.seeks == [0]  # sought back to where it stood
+        client.noop()
 
 
 def test_content_failing_mid_data_closes_without_quit_or_the_dot() -> None:

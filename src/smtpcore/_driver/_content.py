@@ -17,7 +17,7 @@ import itertools
 import os
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from stat import S_ISREG
-from typing import BinaryIO, TypeAlias
+from typing import BinaryIO, Protocol, TypeAlias, cast
 
 __all__ = [
     "Content",
@@ -53,11 +53,17 @@ def check_not_text(content: object) -> None:
 def replayable(content: Content) -> bool:
     """Whether ``content`` can be sent again, for another transaction (RFC 9422 §4.2)
     or recipients refused as too many (RFC 5321 §4.5.3.1.8): bytes, or content that
-    can seek (``seekable()``) and say where it stands (``tell``)."""
+    can seek (``seekable()``), say where it stands (``tell``) and go back there
+    (``seek``)."""
     if isinstance(content, bytes):
         return True
     seekable = getattr(content, "seekable", None)
-    return seekable is not None and bool(seekable()) and hasattr(content, "tell")
+    return (
+        seekable is not None
+        and bool(seekable())
+        and hasattr(content, "tell")
+        and hasattr(content, "seek")
+    )
 
 
 async def first_piece_checked(content: Content) -> Content:
@@ -65,14 +71,13 @@ async def first_piece_checked(content: Content) -> Content:
     iterator of ``str`` is a :class:`TypeError` before ``MAIL``, as a ``str`` is,
     rather than once the server has said 354 (the session then ends with the
     message). The piece is kept and goes first; memory holds that one piece. A
-    later piece that is not octets is found only as it is sent. Octets, files and
-    other content that can be sent again (:func:`replayable`) are given back as
-    they are: read ahead, they would no longer seek back to their start."""
-    if (
-        isinstance(content, (bytes, bytearray, memoryview))
-        or hasattr(content, "read")
-        or replayable(content)
-    ):
+    later piece that is not octets is found only as it is sent. Octets and files
+    are given back as they are; so is other content that can be sent again
+    (:func:`replayable`), checked in place (:func:`_checked_in_place`)."""
+    if isinstance(content, (bytes, bytearray, memoryview)) or hasattr(content, "read"):
+        return content
+    if replayable(content):
+        await _checked_in_place(cast("_Rewindable", content))
         return content
     if isinstance(content, AsyncIterable):
         pieces = aiter(content)
@@ -87,6 +92,37 @@ async def first_piece_checked(content: Content) -> Content:
         _check_piece(first)
         return itertools.chain((first,), iterator)
     return ()
+
+
+class _Rewindable(Protocol):
+    """Content that can be sent again (:func:`replayable`) and has no ``read``: an
+    iterable that seeks back to where it stood."""
+
+    def tell(self) -> int: ...
+    def seek(self, offset: int, /) -> object: ...
+
+
+async def _checked_in_place(content: _Rewindable) -> None:
+    """The first piece of content that can be sent again, read and checked, and the
+    content sought back to where it stood: read ahead and kept (:class:`ReadAhead`),
+    it could not be sent again from its start (RFC 5321 §4.5.3.1.8, RFC 9422 §4.2).
+    Content that is not iterable is a :class:`TypeError` here too, before ``MAIL``."""
+    start = content.tell()
+    try:
+        if isinstance(content, AsyncIterable):
+            pieces = aiter(content)
+            try:
+                async for first in pieces:
+                    _check_piece(first)
+                    break
+            finally:
+                await close_iterator(pieces)
+        else:
+            for first in cast("Iterable[object]", content):
+                _check_piece(first)
+                break
+    finally:
+        content.seek(start)
 
 
 class ReadAhead:
