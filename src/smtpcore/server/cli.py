@@ -33,6 +33,7 @@ from smtpcore.server.config import (
 )
 from smtpcore.server.credentials import is_hashed
 from smtpcore.server.fetch import AUTH_CHOICES
+from smtpcore.server.passwords import add_password_options
 
 __all__ = ["build_parser", "main"]
 
@@ -322,15 +323,7 @@ def _add_send(commands: Any) -> None:
     )
     security.add_argument("--tls", action="store_true", help="implicit TLS (port 465 style)")
     send.add_argument("--user", metavar="NAME", help="log in with AUTH as NAME")
-    send.add_argument(
-        "--password", metavar="PW", help="shows in ps: prefer --password-file or the prompt"
-    )
-    send.add_argument(
-        "--password-file",
-        type=Path,
-        metavar="FILE",
-        help="read the password from FILE's first line (else $SMTPCORE_PASSWORD, else a prompt)",
-    )
+    add_password_options(send)
     send.add_argument(
         "--cafile", type=Path, metavar="FILE", help="trust this CA for the server's certificate"
     )
@@ -377,15 +370,7 @@ def _add_fetch(commands: Any) -> None:
         help="the POP3 server (an IPv6 address in brackets: [::1]:110)",
     )
     fetch.add_argument("--user", required=True, metavar="NAME")
-    fetch.add_argument(
-        "--password", metavar="PW", help="shows in ps: prefer --password-file or the prompt"
-    )
-    fetch.add_argument(
-        "--password-file",
-        type=Path,
-        metavar="FILE",
-        help="read the password from FILE's first line (else $SMTPCORE_PASSWORD, else a prompt)",
-    )
+    add_password_options(fetch)
     security = fetch.add_mutually_exclusive_group()
     security.add_argument(
         "--stls", action="store_true", help="require STLS (RFC 2595; used when offered anyway)"

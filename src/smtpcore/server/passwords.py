@@ -10,6 +10,7 @@ mistakes, never a traceback.
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import os
 import sys
@@ -18,13 +19,34 @@ from pathlib import Path
 
 from smtpcore.server.config import ConfigError
 
-__all__ = ["ENVIRONMENT_VARIABLE", "ARGV_WARNING", "ask_password", "read_password"]
+__all__ = [
+    "ENVIRONMENT_VARIABLE",
+    "ARGV_WARNING",
+    "add_password_options",
+    "ask_password",
+    "read_password",
+]
 
 ENVIRONMENT_VARIABLE = "SMTPCORE_PASSWORD"
 ARGV_WARNING = (
     "warning: a password on the command line shows in `ps` to every user of this "
     "machine; use --password-file, the SMTPCORE_PASSWORD environment variable or the prompt"
 )
+
+
+def add_password_options(options: argparse._ActionsContainer) -> None:
+    """``--password`` and ``--password-file`` on a command's parser (or on a group of
+    it), as :func:`read_password` takes them: one wording for every command that
+    logs in."""
+    options.add_argument(
+        "--password", metavar="PW", help="shows in ps: prefer --password-file or the prompt"
+    )
+    options.add_argument(
+        "--password-file",
+        type=Path,
+        metavar="FILE",
+        help="read the password from FILE's first line (else $SMTPCORE_PASSWORD, else a prompt)",
+    )
 
 
 def ask_password(text: str, prompt: Callable[[str], str] | None = None) -> str:

@@ -231,16 +231,9 @@ def _add_pop3_parser(commands: Any) -> None:
     check.set_defaults(own_parser=check)
     check.add_argument("address", type=_address, metavar="HOST:PORT")
     check.add_argument("--user", type=_login_word, required=True, help="the user to log in as")
-    secret = check.add_mutually_exclusive_group()
-    secret.add_argument(
-        "--password", metavar="PW", help="shows in ps: prefer --password-file or the prompt"
-    )
-    secret.add_argument(
-        "--password-file",
-        type=Path,
-        metavar="FILE",
-        help="read the password from FILE's first line (else $SMTPCORE_PASSWORD, else a prompt)",
-    )
+    from smtpcore.server.passwords import add_password_options
+
+    add_password_options(check.add_mutually_exclusive_group())
     check.add_argument(
         "--timeout",
         type=_seconds,
