@@ -403,9 +403,9 @@ class _EndsInjectedSession(Exception):
     """Raised where a server found plaintext behind STLS and ends the session its way."""
 
 
-class AlertsOnInjectedPlaintext(SmallPOP3):
-    """Correct: finding plaintext behind STLS, it runs none of it and ends the session
-    with a fatal TLS alert, unexpected_message (RFC 8446 §6), where others close."""
+class _EndsOnInjectedPlaintext(SmallPOP3):
+    """Finding plaintext behind STLS, it runs none of it and ends the session its
+    own way (:meth:`end_injected`; here, by closing)."""
 
     def after_stls(self, buffer: bytearray) -> bytearray:
         if buffer:
@@ -416,26 +416,29 @@ class AlertsOnInjectedPlaintext(SmallPOP3):
         try:
             super().run(sock, tls)
         except _EndsInjectedSession:
-            sock.sendall(b"\x15\x03\x03\x00\x02\x02\x0a")  # alert: fatal, unexpected_message
-            time.sleep(0.05)
+            self.end_injected(sock)
+
+    def end_injected(self, sock: socket.socket) -> None:
+        sock.close()
 
 
-class StallsOnInjectedPlaintext(SmallPOP3):
-    """Finding plaintext behind STLS, it never starts TLS and never closes: the
-    client's handshake waits for a ServerHello that does not come."""
+class AlertsOnInjectedPlaintext(_EndsOnInjectedPlaintext):
+    """Correct: it ends the injected session with a fatal TLS alert,
+    unexpected_message (RFC 8446 §6), where others close."""
 
-    def after_stls(self, buffer: bytearray) -> bytearray:
-        if buffer:
-            raise _EndsInjectedSession
-        return buffer
+    def end_injected(self, sock: socket.socket) -> None:
+        sock.sendall(b"\x15\x03\x03\x00\x02\x02\x0a")  # alert: fatal, unexpected_message
+        time.sleep(0.05)
 
-    def run(self, sock: socket.socket, tls: ssl.SSLContext | None) -> None:
-        try:
-            super().run(sock, tls)
-        except _EndsInjectedSession:
-            for _ in range(1000):  # read, answer nothing, until the client goes
-                if not sock.recv(65536):
-                    return
+
+class StallsOnInjectedPlaintext(_EndsOnInjectedPlaintext):
+    """It never starts TLS and never closes: the client's handshake waits for a
+    ServerHello that does not come."""
+
+    def end_injected(self, sock: socket.socket) -> None:
+        for _ in range(1000):  # read, answer nothing, until the client goes
+            if not sock.recv(65536):
+                return
 
 
 class TricklesRetr(SmallPOP3):

@@ -621,6 +621,19 @@ def test_every_message_type_with_a_7bit_header_encloses_a_message_as_readers_rea
 _UTF8_HEADER = "From: José <jose@éxample.org>\r\nSubject: Olá\r\n".encode()
 
 
+def _second_part_quoted(message: bytes) -> tuple[bytes, bytes]:
+    """The header and body of the second part of ``message`` (a multipart with the
+    boundary ``outer``) once converted, checked as the one part quoted, and the whole
+    7-bit and of the planned size."""
+    plan = plan_seven_bit(io.BytesIO(message))
+    converted = _downgraded(message)
+    assert converted.isascii()
+    assert plan.quoted_parts == 1 and plan.size == len(converted)
+    returned = converted.split(b"--outer\r\n")[2].partition(b"--outer--")[0]
+    header, _, body = returned.partition(b"\r\n\r\n")
+    return header, body
+
+
 @pytest.mark.parametrize(
     ("media_type", "inner"),
     [
@@ -641,12 +654,7 @@ def test_a_global_message_with_an_8bit_header_goes_quoted_printable_whole(
         b"Content-Type: " + media_type + b"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + inner
     )
     message = _multipart(OUTER, b"Content-Type: text/plain\r\n\r\nNot delivered.", enclosed)
-    plan = plan_seven_bit(io.BytesIO(message))
-    converted = _downgraded(message)
-    assert converted.isascii()
-    assert plan.quoted_parts == 1 and plan.size == len(converted)
-    returned = converted.split(b"--outer\r\n")[2].partition(b"--outer--")[0]
-    header, _, body = returned.partition(b"\r\n\r\n")
+    header, body = _second_part_quoted(message)
     assert header.endswith(b"\r\nContent-Transfer-Encoding: quoted-printable")
     assert binascii.a2b_qp(body) == inner + b"\r\n"
 
@@ -771,12 +779,7 @@ def test_an_8bit_global_report_fields_part_goes_quoted_printable_whole(
         b"Content-Type: text/plain\r\n\r\nNot delivered.",
         report,
     )
-    plan = plan_seven_bit(io.BytesIO(message))
-    converted = _downgraded(message)
-    assert converted.isascii()
-    assert plan.quoted_parts == 1 and plan.size == len(converted)
-    returned = converted.split(b"--outer\r\n")[2].partition(b"--outer--")[0]
-    header, _, body = returned.partition(b"\r\n\r\n")
+    header, body = _second_part_quoted(message)
     part = email.message_from_bytes(header + b"\r\n\r\n")
     assert part.get_content_type() == media_type.decode().lower()
     assert part.get_all("Content-Transfer-Encoding") == ["quoted-printable"]
