@@ -5,7 +5,9 @@ HAProxy in front of our server with send-proxy and send-proxy-v2."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
+import math
 import re
 import smtplib
 import socket
@@ -16,7 +18,7 @@ import pytest
 
 from haproxy_peer import haproxy
 from peers import TLSFiles, make_tls_files, running_smtp_server
-from smtpcore.asyncio import Timeouts
+from smtpcore.asyncio import ServerOptions, Timeouts
 from smtpcore.handler import Handler, Session
 from smtpcore.smtp import Reply
 
@@ -205,7 +207,7 @@ def test_a_header_that_never_comes_is_logged_as_a_timeout(
     caplog.set_level(logging.INFO, "smtpcore")
     with (
         running_smtp_server(
-            adapter, Recorder(), proxy_protocol_from=["127.0.0.1"], timeouts=Timeouts(greeting=0.2)
+            adapter, Recorder(), proxy_protocol_from=["127.0.0.1"], proxy_protocol_timeout=0.2
         ) as server,
         socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock,
     ):
@@ -213,6 +215,41 @@ def test_a_header_that_never_comes_is_logged_as_a_timeout(
         with contextlib.suppress(ConnectionResetError):  # closed, the header's start unread
             assert sock.recv(1024) == b""
     assert re.search(r"bad PROXY header from \[127\.0\.0\.1\]:\d+: TimeoutError", caplog.text)
+
+
+def test_a_header_trickled_by_a_trusted_proxy_ends_at_the_proxy_timeout(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Half a header and then nothing: the session is closed once
+    ``proxy_protocol_timeout`` is over (Postfix's ``smtpd_upstream_proxy_timeout``),
+    not at the greeting timeout, set here far beyond the client's own wait."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    with (
+        running_smtp_server(
+            adapter,
+            Recorder(),
+            proxy_protocol_from=["127.0.0.1"],
+            proxy_protocol_timeout=0.2,
+            timeouts=Timeouts(greeting=600, command=600),
+        ) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock,
+    ):
+        sock.sendall(V2[:20])
+        with contextlib.suppress(ConnectionResetError):  # closed, the header's start unread
+            assert sock.recv(1024) == b""
+    assert re.search(r"bad PROXY header from \[127\.0\.0\.1\]:\d+: TimeoutError", caplog.text)
+
+
+@pytest.mark.parametrize("seconds", [0, -1, math.inf, math.nan])
+def test_a_proxy_timeout_that_is_no_wait_is_refused_at_once(adapter: str, seconds: float) -> None:
+    server_class = importlib.import_module(f"smtpcore.{adapter}").SMTPServer
+    with pytest.raises(ValueError, match="proxy_protocol_timeout"):
+        server_class(Recorder(), proxy_protocol_timeout=seconds)
+
+
+def test_the_proxy_timeout_is_five_seconds_by_default() -> None:
+    """As Postfix's ``smtpd_upstream_proxy_timeout``."""
+    assert ServerOptions(hostname="mx.test").proxy_protocol_timeout == 5.0
 
 
 def test_haproxy_in_front(adapter: str) -> None:

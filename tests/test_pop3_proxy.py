@@ -22,6 +22,7 @@ import pytest
 
 from haproxy_peer import haproxy
 from peers import TLSFiles, running_pop3_server, write_maildir
+from smtpcore.asyncio import POP3Timeouts
 from smtpcore.maildrop import MaildirStore, Maildrop, POP3Session
 from test_adapters_proxy import TLSAfterHeader, v2_unix
 
@@ -128,6 +129,27 @@ def test_a_header_cut_short_closes_the_connection(adapter: str, store: Recorder)
     ):
         sock.shutdown(socket.SHUT_WR)
         assert read_line(lines) == b""
+
+
+def test_a_header_trickled_by_a_trusted_proxy_ends_at_the_proxy_timeout(
+    adapter: str, store: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Half a header and then nothing: closed once ``proxy_protocol_timeout`` is over
+    (Dovecot's ``haproxy_timeout``), not at the greeting timeout, set here far beyond
+    the client's own wait."""
+    caplog.set_level(logging.INFO, "smtpcore.pop3.server")
+    with (
+        running_pop3_server(
+            adapter,
+            store,
+            proxy_protocol_from=["127.0.0.1"],
+            proxy_protocol_timeout=0.2,
+            timeouts=POP3Timeouts.uniform(600),
+        ) as server,
+        connect(server.port, V2[:20]) as (_, lines),
+    ):
+        assert read_line(lines) == b""
+    assert re.search(r"bad PROXY header from \[127\.0\.0\.1\]:\d+: TimeoutError", caplog.text)
 
 
 def test_a_connection_not_from_a_trusted_proxy_is_closed(

@@ -42,8 +42,10 @@ def test_the_options_reach_the_configuration() -> None:
     )
     assert config.proxy_protocol_from == ("10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32")
     assert config.xclient_from == ("127.0.0.1/32",)
+    assert _args("--proxy-protocol-timeout", "2").proxy_protocol_timeout == 2.0
     defaults = _args()
     assert defaults.proxy_protocol_from == () and defaults.xclient_from == ()
+    assert defaults.proxy_protocol_timeout == 5.0  # Postfix's smtpd_upstream_proxy_timeout
 
 
 @pytest.mark.parametrize(
@@ -52,6 +54,10 @@ def test_the_options_reach_the_configuration() -> None:
         (
             ["--proxy-protocol-from", "10.0.0.0/33"],
             "--proxy-protocol-from: '10.0.0.0/33' is not an IP address or network",
+        ),
+        (
+            ["--proxy-protocol-timeout", "0"],
+            "--proxy-protocol-timeout must be positive",
         ),
         (
             ["--xclient-from", "proxy.example"],
@@ -183,6 +189,44 @@ def test_each_listener_takes_the_options_it_should(
     assert after == expected
     assert "not a trusted proxy" not in caplog.text  # every connection came from 127.0.0.1
     assert "disconnect from [192.0.2.7]:40000" in caplog.text  # the log names the client
+
+
+def _closed_after_half_a_header(port: int) -> bool:
+    """Whether the server closes a connection that sends half a PROXY header and then
+    nothing, before this client's own 10 seconds are out."""
+    with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+        sock.sendall(HEADER[:20])
+        try:
+            return sock.recv(1024) == b""
+        except ConnectionResetError:  # closed, the header's start unread
+            return True
+
+
+def test_the_proxy_timeout_reaches_smtp_and_pop3_listeners(tmp_path: Path) -> None:
+    """``--proxy-protocol-timeout`` bounds the header on every proxied listener, not the
+    greeting timeout's minutes."""
+    names = ("smtp", "submission", "pop3")
+    ports: dict[str, Any] = {f"{name}_port": 1 for name in names}  # the sockets replace them
+    config = ServerConfig(
+        domains=("pqr.example",),
+        users={"alice@pqr.example": "pw"},
+        data_dir=tmp_path / "data",
+        hostname="mx.pqr.example",
+        **ports,
+        proxy_protocol_from=("127.0.0.1",),
+        proxy_protocol_timeout=0.2,
+    )
+
+    async def main() -> dict[str, bool]:
+        sockets = {name: _listening() for name in names}
+        async with MailServer(config, sockets=sockets) as server:
+            ports = {listener.name: listener.port for listener in server.listeners}
+            return {
+                name: await asyncio.to_thread(_closed_after_half_a_header, ports[name])
+                for name in names
+            }
+
+    assert asyncio.run(asyncio.wait_for(main(), 60)) == dict.fromkeys(names, True)
 
 
 def test_serve_behind_a_proxy_across_a_reload(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
 from smtpcore._driver._logtext import describe_error
 from smtpcore._driver._proxied import (
+    DEFAULT_PROXY_TIMEOUT,
     Network,
     client_text,
     counted_peer,
@@ -126,6 +127,7 @@ class SessionRegistry(Generic[S]):
         address_busy_reply: bytes = b"",
         stopping_reply: bytes = b"",
         proxy_networks: Sequence[Network] = (),
+        proxy_timeout: float = DEFAULT_PROXY_TIMEOUT,
         ipv6_prefix_length: int = CLIENT_IPV6_PREFIX_LENGTH,
     ) -> None:
         if max_sessions < 1:
@@ -140,6 +142,8 @@ class SessionRegistry(Generic[S]):
         self.stopping_reply = stopping_reply
         self.proxy_networks = tuple(proxy_networks)
         """The proxies whose PROXY header names the client (``proxy_protocol_from``)."""
+        self.proxy_timeout = proxy_timeout
+        """Seconds a proxy has to send its whole header (``proxy_protocol_timeout``)."""
         self.sessions: dict[S, str | None] = {}
         """The live sessions, each with the address (an IPv6 network) it is counted
         under (None: none).
@@ -506,9 +510,7 @@ class ServedSession:
         if self._waiting_idle:
             self._watchdog.expire()
 
-    async def _known_client(
-        self, timeout: float | None, send_timeout: float | None
-    ) -> tuple[str, int] | None:
+    async def _known_client(self, send_timeout: float | None) -> tuple[str, int] | None:
         """Who the client is, as far as the server knows, for what trusts a client by
         its address (a loopback client's login without TLS, XCLIENT): the connection's
         peer, or the client a trusted proxy's header names (see
@@ -522,7 +524,7 @@ class ServedSession:
         trusted because its proxy is."""
         if not self.state.proxy_networks:
             return self.session.peer
-        return await self._client_from_proxy(timeout, send_timeout)
+        return await self._client_from_proxy(send_timeout)
 
     def cut_off(self) -> None:
         """Interrupt the session wherever it is, as its watchdog going off does: its
@@ -533,11 +535,9 @@ class ServedSession:
         if watchdog is not None:
             watchdog.expire()
 
-    async def _client_from_proxy(
-        self, timeout: float | None, send_timeout: float | None
-    ) -> tuple[str, int] | None:
+    async def _client_from_proxy(self, send_timeout: float | None) -> tuple[str, int] | None:
         """The client named by the PROXY header a trusted proxy opens the connection
-        with (read within ``timeout``), if it names one: from now on the session's
+        with, if it names one: from now on the session's
         peer (and ``local`` the address it reached) and counted under it.
 
         A header that names the client by no address (its ``source`` is None: the
@@ -546,6 +546,10 @@ class ServedSession:
         for one (its ``peer_stands_in_for``), so that the log never names the
         proxy as the client (:func:`~smtpcore._driver._proxied.client_text`). A
         Unix socket's client is counted under no address (:func:`counted_peer`).
+
+        The header is read within the registry's ``proxy_timeout``, not the greeting's
+        timeout: a proxy sends it at once, and a trickled one would hold a session
+        slot for minutes (Postfix's ``smtpd_upstream_proxy_timeout``).
 
         A connection from anywhere else, a bad header, or a client over its share
         (told so with the registry's ``address_busy_reply``, written within
@@ -557,7 +561,7 @@ class ServedSession:
             self.logger.info("connection from %s, not a trusted proxy: closed", peer_text(proxy))
             raise ConnectionLost
         try:
-            header = await read_proxy_header(transport, timeout)
+            header = await read_proxy_header(transport, self.state.proxy_timeout)
         except (ProxyProtocolError, OSError, TimeoutError) as exc:
             self.logger.info("bad PROXY header from %s: %s", peer_text(proxy), describe_error(exc))
             raise ConnectionLost from None

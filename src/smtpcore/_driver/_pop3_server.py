@@ -54,7 +54,13 @@ from smtpcore._driver._pop3_exchange import (
     top_chunks,
     top_chunks_now,
 )
-from smtpcore._driver._proxied import Network, client_text, networks
+from smtpcore._driver._proxied import (
+    DEFAULT_PROXY_TIMEOUT,
+    Network,
+    checked_proxy_timeout,
+    client_text,
+    networks,
+)
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts, checked_delay
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
@@ -214,8 +220,13 @@ class POP3ServerOptions:
     """Read HAProxy's PROXY protocol header (v1 or v2, :mod:`smtpcore.proxy`) before the
     greeting and take the client's address from it, as Dovecot's
     ``haproxy_trusted_networks``. Each connection must come from one of these addresses
-    or networks (``"127.0.0.1"``, ``"10.0.0.0/8"``) and start with a valid header, read
-    within ``timeouts.greeting``; any other is closed at once."""
+    or networks (``"127.0.0.1"``, ``"10.0.0.0/8"``) and start with a valid header, whole
+    within ``proxy_protocol_timeout``; any other is closed at once."""
+    proxy_protocol_timeout: float = DEFAULT_PROXY_TIMEOUT
+    """Seconds a proxy of ``proxy_protocol_from`` has to send its whole header, as
+    Dovecot's ``haproxy_timeout`` and Postfix's ``smtpd_upstream_proxy_timeout``; past
+    it the connection is closed. Not ``timeouts.greeting``: a proxy writes its header
+    at once, and one trickled would hold a session slot."""
     proxy_networks: tuple[Network, ...] = field(init=False, repr=False, compare=False)
     _new_session_state: Mapping[str, object] = field(init=False, repr=False, compare=False)
     """What a new machine shows of its session (:data:`_POP3_SESSION_STATE`), read
@@ -233,6 +244,7 @@ class POP3ServerOptions:
         if self.max_auth_failures < 1:
             raise ValueError("max_auth_failures must be at least 1")
         checked_delay(self.auth_failure_delay)
+        checked_proxy_timeout(self.proxy_protocol_timeout)
         try:
             object.__setattr__(self, "proxy_networks", networks(self.proxy_protocol_from))
         except ValueError as exc:
@@ -397,6 +409,7 @@ class POP3ServerKeywords(TypedDict, total=False):
     implementation: str | None
     connection_factory: Callable[[POP3ServerOptions], ServerConnection] | None
     proxy_protocol_from: Sequence[str]
+    proxy_protocol_timeout: float
 
 
 class POP3ServerState(SessionRegistry["POP3ServerSession"]):
@@ -416,6 +429,7 @@ class POP3ServerState(SessionRegistry["POP3ServerSession"]):
             address_busy_reply=address_busy.to_bytes() if plain else b"",
             stopping_reply=_SHUTTING_DOWN.to_bytes() if plain else b"",
             proxy_networks=options.proxy_networks,
+            proxy_timeout=options.proxy_protocol_timeout,
         )
         self.store = store
         self.options = options
@@ -597,7 +611,7 @@ class POP3ServerSession(ServedSession):
     async def _open(self) -> None:
         options = self.options
         timeouts = options.timeouts
-        client = await self._known_client(timeouts.greeting, timeouts.send)
+        client = await self._known_client(timeouts.send)
         if options.tls_on_connect:
             await self._handshake()
         elif self.session.tls is None:

@@ -12,6 +12,7 @@ does the rest, whatever the protocol.
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Sequence
 from typing import Protocol, TypeAlias
 
@@ -21,11 +22,13 @@ from smtpcore._ip import unmapped
 from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
 
 __all__ = [
+    "DEFAULT_PROXY_TIMEOUT",
     "UNKNOWN_CLIENT",
     "Network",
     "SeenClient",
     "client_text",
     "counted_peer",
+    "checked_proxy_timeout",
     "ip_peer",
     "networks",
     "peer_text",
@@ -36,6 +39,24 @@ __all__ = [
 ]
 
 Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_PROXY_TIMEOUT = 5.0
+"""Seconds a trusted proxy has to send its whole PROXY header
+(``proxy_protocol_timeout``), as Postfix's ``smtpd_upstream_proxy_timeout`` (5 s) and
+Dovecot's ``haproxy_timeout`` (3 s): a proxy writes its header at once, so a header
+still incomplete after that is a stalled or hostile peer, not a slow client, and must
+not hold a session slot for the greeting's minutes."""
+
+
+def checked_proxy_timeout(seconds: float) -> float:
+    """``proxy_protocol_timeout`` as given, if it is a wait that ends: more than zero
+    seconds and finite (``ValueError`` otherwise; a header never waited for would
+    refuse every connection, one waited for forever would let a peer hold its slot)."""
+    if not 0 < seconds < math.inf:
+        raise ValueError(
+            f"proxy_protocol_timeout must be a positive number of seconds, not {seconds!r}"
+        )
+    return seconds
 
 
 def networks(specs: Sequence[str]) -> tuple[Network, ...]:

@@ -43,7 +43,15 @@ from smtpcore._driver._logtext import (
     loggable_reply,
     login_fields,
 )
-from smtpcore._driver._proxied import Network, client_text, ip_peer, networks, trusted
+from smtpcore._driver._proxied import (
+    DEFAULT_PROXY_TIMEOUT,
+    Network,
+    checked_proxy_timeout,
+    client_text,
+    ip_peer,
+    networks,
+    trusted,
+)
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, checked_delay
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
@@ -330,7 +338,13 @@ class ServerOptions:
     """Read HAProxy's PROXY protocol header (v1 or v2, :mod:`smtpcore.proxy`) before the
     greeting and take the client's address from it. Each connection must come from
     one of these addresses or networks (``"127.0.0.1"``, ``"10.0.0.0/8"``) and start
-    with a valid header; any other is closed at once."""
+    with a valid header, whole within ``proxy_protocol_timeout``; any other is closed
+    at once."""
+    proxy_protocol_timeout: float = DEFAULT_PROXY_TIMEOUT
+    """Seconds a proxy of ``proxy_protocol_from`` has to send its whole header, as
+    Postfix's ``smtpd_upstream_proxy_timeout``; past it the connection is closed.
+    Not ``timeouts.greeting``: a proxy writes its header at once, and one trickled
+    would hold a session slot for minutes."""
     xclient_from: Sequence[str] = ()
     """Offer XCLIENT and XFORWARD (Postfix) to clients from these addresses or networks
     (``"127.0.0.1"``, ``"10.0.0.0/8"``), as Postfix's ``smtpd_authorized_xclient_hosts``:
@@ -359,6 +373,7 @@ class ServerOptions:
             raise ValueError("max_sessions_per_address must be at least 1 (or None)")
         checked_prefix_length(self.client_ipv6_prefix_length)
         checked_delay(self.auth_failure_delay)
+        checked_proxy_timeout(self.proxy_protocol_timeout)
         auth = self.auth
         if isinstance(auth, Authenticator):
             mechanisms = auth.server_mechanisms(self.hostname)
@@ -491,6 +506,7 @@ class ServerKeywords(TypedDict, total=False):
     max_auth_failures: int
     auth_failure_delay: float
     proxy_protocol_from: Sequence[str]
+    proxy_protocol_timeout: float
     xclient_from: Sequence[str]
 
 
@@ -515,6 +531,7 @@ class ServerState(SessionRegistry["ServerSession"]):
             address_busy_reply=address_busy.to_bytes(address_busy.status) if plain else b"",
             stopping_reply=stopping.to_bytes(stopping.status) if plain else b"",
             proxy_networks=options.proxy_networks,
+            proxy_timeout=options.proxy_protocol_timeout,
         )
         self.handler = handler
         self.options = options
@@ -651,8 +668,7 @@ class ServerSession(ServedSession):
         # _known_client, its coroutine spared where no proxy is trusted: every
         # connection opens here.
         if self.state.proxy_networks:
-            timeouts = self.options.timeouts
-            client = await self._client_from_proxy(timeouts.greeting, timeouts.command)
+            client = await self._client_from_proxy(self.options.timeouts.command)
         else:
             client = self.session.peer
         # tls and trusted_forwarder are the session's, set on whatever machine runs it.

@@ -372,7 +372,7 @@ class POP3Timeouts:
     """Client: opening the TCP connection."""
     greeting: float | None = 60.0
     """Client: waiting for the greeting, for its first bytes and again from there for
-    its end; server: waiting for a PROXY header (``proxy_protocol_from``)."""
+    its end. (A server's wait for a PROXY header is its ``proxy_protocol_timeout``.)"""
     autologout: float | None = 600.0
     """Server: waiting for the next command; then the connection is closed without a
     response and without entering UPDATE (RFC 1939 §3)."""

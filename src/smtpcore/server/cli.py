@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from smtpcore._driver._proxied import DEFAULT_PROXY_TIMEOUT
 from smtpcore._early_signals import take as take_early_signals
 from smtpcore._version import __version__
 from smtpcore.server.config import (
@@ -95,6 +96,15 @@ def _add_serve(commands: Any) -> None:
         "the client, as an address or network (repeatable). Every connection to the smtp, "
         "submission, smtps, pop3 and pop3s listeners must then come from one and start "
         "with a header; LMTP takes none",
+    )
+    proxies.add_argument(
+        "--proxy-protocol-timeout",
+        type=_arg(parse_duration, "duration"),
+        default=DEFAULT_PROXY_TIMEOUT,
+        metavar="SECONDS",
+        help="how long a proxy of --proxy-protocol-from has to send its whole PROXY header "
+        "before the connection is closed, as Postfix's smtpd_upstream_proxy_timeout "
+        f"(default {DEFAULT_PROXY_TIMEOUT:g})",
     )
     proxies.add_argument(
         "--xclient-from",
@@ -549,6 +559,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         sender_login_match=args.sender_login_match,
         sender_aliases=aliases,
         proxy_protocol_from=tuple(args.proxy_protocol_from),
+        proxy_protocol_timeout=args.proxy_protocol_timeout,
         xclient_from=tuple(args.xclient_from),
         **options,
     )

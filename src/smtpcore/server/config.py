@@ -20,6 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import NamedTuple
 
+from smtpcore._driver._proxied import DEFAULT_PROXY_TIMEOUT
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.address import (
     AddressError,
@@ -586,6 +587,9 @@ class ServerConfig:
     """The proxies (HAProxy with ``send-proxy``) whose PROXY header names the client,
     on the ``PROXIED_LISTENERS``: every connection to those must then come from
     one of them."""
+    proxy_protocol_timeout: float = DEFAULT_PROXY_TIMEOUT
+    """Seconds a proxy of ``proxy_protocol_from`` has to send its whole header
+    (Postfix's ``smtpd_upstream_proxy_timeout``, Dovecot's ``haproxy_timeout``)."""
     xclient_from: tuple[str, ...] = ()
     """The clients that may use XCLIENT and XFORWARD on the ``XCLIENT_LISTENERS``
     (Postfix's ``smtpd_authorized_xclient_hosts``)."""
@@ -632,7 +636,7 @@ class ServerConfig:
         object.__setattr__(self, "hostname", server_hostname(self.hostname))
         self._check_routable()
         durations = ("retry_after", "max_retry_after", "max_queue_age", "delay_warning")
-        for name in (*durations, "auth_failure_delay"):
+        for name in (*durations, "auth_failure_delay", "proxy_protocol_timeout"):
             seconds = getattr(self, name)
             if seconds is not None and not math.isfinite(seconds):
                 raise ConfigError(f"--{name.replace('_', '-')}: {seconds} is not a duration")
@@ -646,6 +650,8 @@ class ServerConfig:
             raise ConfigError("--delay-warning must be positive (leave it out for none)")
         if self.auth_failure_delay < 0:
             raise ConfigError("--auth-failure-delay must not be negative (0: answer at once)")
+        if self.proxy_protocol_timeout <= 0:
+            raise ConfigError("--proxy-protocol-timeout must be positive")
         if self.relay_tls not in ("may", "encrypt", "verify"):
             raise ConfigError(f"--relay-tls: {self.relay_tls!r}; use may, encrypt or verify")
         if self.relay_ca is not None:

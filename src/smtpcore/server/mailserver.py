@@ -466,6 +466,7 @@ class MailServer:
         }
         if name in PROXIED_LISTENERS:
             options["proxy_protocol_from"] = config.proxy_protocol_from
+            options["proxy_protocol_timeout"] = config.proxy_protocol_timeout
         if name in XCLIENT_LISTENERS:
             options["xclient_from"] = config.xclient_from
         options["dsn"] = True  # reports as RFC 3461 asks: see the delivery worker
@@ -516,6 +517,7 @@ class MailServer:
             ssl_context=self.tls_context,
             tls_on_connect=name == "pop3s",
             proxy_protocol_from=self.config.proxy_protocol_from,
+            proxy_protocol_timeout=self.config.proxy_protocol_timeout,
             max_sessions=self.config.max_sessions,
             max_sessions_per_address=self.config.max_sessions_per_address,
             client_ipv6_prefix_length=self.config.client_ipv6_prefix_length,
