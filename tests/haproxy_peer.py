@@ -12,7 +12,7 @@ from pathlib import Path
 from deb_peer import library_path, unpacked
 from peers import LOOPBACK, free_port, run_process, wait_for_port
 
-__all__ = ["haproxy"]
+__all__ = ["haproxy", "haproxy_tls_offload"]
 
 _PACKAGES = ["haproxy", "liblua5.3-0", "libopentracing-c-wrapper0", "libopentracing1"]
 
@@ -56,3 +56,41 @@ def haproxy(server_port: int) -> Iterator[tuple[int, int]]:
             wait_for_port(LOOPBACK, v1_port, 20.0, process=process)
             wait_for_port(LOOPBACK, v2_port, 20.0, process=process)
             yield v1_port, v2_port
+
+
+_TLS_OFFLOAD_CONFIG = """\
+global
+  maxconn 100
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend tls
+  bind {loopback}:{port} ssl crt {pem}
+  default_backend send_proxy_v2_ssl
+backend send_proxy_v2_ssl
+  server smtp {loopback}:{server_port} send-proxy-v2-ssl
+"""
+
+
+@contextlib.contextmanager
+def haproxy_tls_offload(server_port: int, cert_file: Path, key_file: Path) -> Iterator[int]:
+    """HAProxy ending its clients' TLS (``bind ... ssl crt``) in front of ``server_port``,
+    saying so in a v2 header (``send-proxy-v2-ssl``): the port its clients reach."""
+    root = unpacked("haproxy", _PACKAGES, "usr/sbin/haproxy")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="smtpcore-haproxy-") as name:
+        pem = Path(name) / "server.pem"  # HAProxy's crt: the chain and the key in one file
+        pem.write_bytes(cert_file.read_bytes() + key_file.read_bytes())
+        config = Path(name) / "haproxy.cfg"
+        config.write_text(
+            _TLS_OFFLOAD_CONFIG.format(
+                loopback=LOOPBACK, port=port, pem=pem, server_port=server_port
+            )
+        )
+        env = {**os.environ, "LD_LIBRARY_PATH": library_path(root)}
+        argv = [str(root / "usr/sbin/haproxy"), "-db", "-f", str(config)]
+        with run_process(argv, env=env) as process:
+            wait_for_port(LOOPBACK, port, 20.0, process=process)
+            yield port

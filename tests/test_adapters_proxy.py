@@ -19,7 +19,8 @@ import pytest
 from haproxy_peer import haproxy
 from peers import TLSFiles, make_tls_files, running_smtp_server
 from smtpcore.asyncio import ServerOptions, Timeouts
-from smtpcore.handler import Handler, Session
+from smtpcore.handler import Handler, Session, TLSInfo
+from smtpcore.sasl import PlainServer
 from smtpcore.smtp import Reply
 
 
@@ -250,6 +251,64 @@ def test_a_proxy_timeout_that_is_no_wait_is_refused_at_once(adapter: str, second
 def test_the_proxy_timeout_is_five_seconds_by_default() -> None:
     """As Postfix's ``smtpd_upstream_proxy_timeout``."""
     assert ServerOptions(hostname="mx.test").proxy_protocol_timeout == 5.0
+
+
+def ssl_tlv(client: int, *fields: tuple[int, bytes]) -> bytes:
+    """A PP2_TYPE_SSL TLV (proxy-protocol.txt §2.2.6), as HAProxy's send-proxy-v2-ssl
+    writes it: the client bit field, a zero ``verify``, then sub-TLVs."""
+    value = struct.pack("!BI", client, 0) + b"".join(
+        struct.pack("!BH", kind, len(data)) + data for kind, data in fields
+    )
+    return struct.pack("!BH", 0x20, len(value)) + value
+
+
+def v2_with_tlvs(*tlvs: bytes) -> bytes:
+    """:data:`V2` (client 203.0.113.9:51000) with ``tlvs`` after its addresses."""
+    tail = V2[16:] + b"".join(tlvs)
+    return V2[:14] + struct.pack("!H", len(tail)) + tail
+
+
+OFFLOADED = v2_with_tlvs(ssl_tlv(0x01, (0x21, b"TLSv1.3"), (0x23, b"TLS_AES_256_GCM_SHA384")))
+"""A client that spoke TLS 1.3 to the proxy, which terminated it (TLS offload)."""
+
+
+class TLSRecorder(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tls: list[TLSInfo | None] = []
+
+    async def handle_connect(self, session: Session) -> Reply | None:
+        self.tls.append(session.tls)
+        return await super().handle_connect(session)
+
+
+def test_a_client_its_proxy_says_spoke_tls_counts_as_under_tls(
+    adapter: str, tls: TLSFiles
+) -> None:
+    """HAProxy's send-proxy-v2-ssl: PP2_CLIENT_SSL says the client's TLS ended at the
+    proxy. As Dovecot does, the session is under TLS: AUTH PLAIN is offered where
+    ``auth_require_tls`` keeps it from plaintext, and STARTTLS is not offered again.
+    A header without the TLV, or with PP2_CLIENT_SSL clear, is plaintext as before."""
+    handler = TLSRecorder()
+    auth = {"PLAIN": lambda: PlainServer(lambda authzid, user, password: False)}
+    plaintext = v2_with_tlvs(ssl_tlv(0x00))
+    with running_smtp_server(
+        adapter,
+        handler,
+        ssl_context=tls.server_context,
+        auth=auth,
+        proxy_protocol_from=["127.0.0.1"],
+    ) as server:
+        offloaded = ehlo_reply(server.port, OFFLOADED)
+        assert b"AUTH PLAIN" in offloaded and b"STARTTLS" not in offloaded
+        for header in (V2, plaintext):
+            reply = ehlo_reply(server.port, header)
+            assert b"STARTTLS" in reply and b"AUTH" not in reply
+    assert handler.tls == [
+        TLSInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384", terminated_by_proxy=True),
+        None,
+        None,
+    ]
 
 
 def test_haproxy_in_front(adapter: str) -> None:

@@ -20,11 +20,11 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from haproxy_peer import haproxy
+from haproxy_peer import haproxy, haproxy_tls_offload
 from peers import TLSFiles, running_pop3_server, write_maildir
 from smtpcore.asyncio import POP3Timeouts
 from smtpcore.maildrop import MaildirStore, Maildrop, POP3Session
-from test_adapters_proxy import TLSAfterHeader, v2_unix
+from test_adapters_proxy import OFFLOADED, TLSAfterHeader, v2_unix
 
 PASSWORDS = {"alice": "wonderland"}
 V1 = b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 110\r\n"
@@ -206,6 +206,32 @@ def test_the_loopback_exemption_is_the_named_clients(
     assert store.peers == [("127.0.0.1", 40000)]
 
 
+def test_a_client_its_proxy_says_spoke_tls_may_log_in(
+    adapter: str, store: Recorder, tls: TLSFiles
+) -> None:
+    """HAProxy's send-proxy-v2-ssl: the client's TLS ended at the proxy, and the header
+    says so (PP2_CLIENT_SSL). As Dovecot does, the session counts as under TLS:
+    require_tls's default lets USER/PASS through, and STLS is not offered again."""
+    with (
+        running_pop3_server(
+            adapter, store, ssl_context=tls.server_context, proxy_protocol_from=["127.0.0.1"]
+        ) as server,
+        connect(server.port, OFFLOADED) as (sock, lines),
+    ):
+        assert read_line(lines).startswith(b"+OK")
+        sock.sendall(b"CAPA\r\n")
+        capabilities = []
+        while (line := read_line(lines)) not in (b".\r\n", b""):
+            capabilities.append(line)
+        assert b"STLS\r\n" not in capabilities and b"USER\r\n" in capabilities
+        sock.sendall(b"STLS\r\nUSER alice\r\nPASS wonderland\r\nQUIT\r\n")
+        assert read_line(lines).startswith(b"-ERR")  # STLS: TLS is on already
+        assert read_line(lines).startswith(b"+OK")
+        assert read_line(lines).startswith(b"+OK Logged in")
+        assert read_line(lines).startswith(b"+OK")
+    assert store.peers == [("203.0.113.9", 51000)]
+
+
 @pytest.mark.parametrize(
     "header",
     [
@@ -359,3 +385,28 @@ def log_in_through_haproxy(
             assert client.stat()[0] == 1
             client.quit()
     assert [tuple(address) for address in clients] == store.peers
+
+
+def test_haproxy_ending_the_clients_tls(adapter: str, store: Recorder, tls: TLSFiles) -> None:
+    """HAProxy with ``bind ... ssl crt`` and ``send-proxy-v2-ssl`` in front of a server
+    that requires TLS of clients off loopback: poplib speaks TLS to HAProxy (POP3S),
+    and the server, told so by the header, lets it log in with USER/PASS."""
+    with (
+        running_pop3_server(
+            adapter,
+            store,
+            ssl_context=tls.server_context,
+            require_tls=True,
+            proxy_protocol_from=["127.0.0.1"],
+        ) as server,
+        haproxy_tls_offload(server.port, tls.cert_file, tls.key_file) as port,
+    ):
+        client = poplib.POP3_SSL("127.0.0.1", port, context=tls.client_context, timeout=10)
+        try:
+            assert "STLS" not in client.capa()
+            client.user("alice")
+            assert client.pass_("wonderland").startswith(b"+OK")
+            assert client.stat()[0] == 1
+        finally:
+            client.quit()
+    assert len(store.peers) == 1

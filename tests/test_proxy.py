@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
+from smtpcore.proxy import ProxyHeader, ProxyProtocolError, ProxyTLS, parse_proxy_header
 from smtpcore.testing import strategies as sst
 
 SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -132,7 +132,97 @@ def test_v2_unix_path_with_an_unprintable_character_is_refused(path: bytes) -> N
 
 
 ports = st.integers(0, 65535)
-tlvs = st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=40)), max_size=4)
+# Any type but PP2_TYPE_SSL, whose value has a structure of its own (ssl_tlvs below).
+tlvs = st.lists(
+    st.tuples(st.integers(0, 255).filter(lambda kind: kind != 0x20), st.binary(max_size=40)),
+    max_size=4,
+)
+
+
+def sub_tlvs(*fields: tuple[int, bytes]) -> bytes:
+    return b"".join(struct.pack("!BH", kind, len(value)) + value for kind, value in fields)
+
+
+def ssl_value(client: int, verify: int, *fields: tuple[int, bytes]) -> bytes:
+    """A PP2_TYPE_SSL value (proxy-protocol.txt §2.2.6): client, verify, sub-TLVs."""
+    return struct.pack("!BI", client, verify) + sub_tlvs(*fields)
+
+
+INET_BLOCK = bytes([203, 0, 113, 9, 127, 0, 0, 1]) + struct.pack("!HH", 51000, 25)
+HAPROXY_SSL = ssl_value(
+    0x01 | 0x02,
+    0,
+    (0x21, b"TLSv1.3"),
+    (0x22, "José".encode()),
+    (0x23, b"TLS_AES_256_GCM_SHA384"),
+    (0x24, b"RSA-SHA256"),
+    (0x25, b"RSA2048"),
+)
+
+
+def test_v2_ssl_tlv_says_how_the_client_spoke_tls_to_the_proxy() -> None:
+    """HAProxy's ``send-proxy-v2-ssl-cn``: the client's TLS, terminated at the proxy."""
+    header = read_exactly(v2(1, 1, INET_BLOCK, [(0x04, b""), (0x20, HAPROXY_SSL)]))
+    assert header.tls == ProxyTLS(
+        ssl=True,
+        certificate_on_connection=True,
+        certificate_in_session=False,
+        verify=0,
+        version="TLSv1.3",
+        cipher="TLS_AES_256_GCM_SHA384",
+        common_name="José",
+        signature_algorithm="RSA-SHA256",
+        key_algorithm="RSA2048",
+    )
+    assert header.tlvs == ((0x04, b""), (0x20, HAPROXY_SSL))  # the raw TLVs, as before
+
+
+def test_a_header_without_the_ssl_tlv_names_no_tls() -> None:
+    assert read_exactly(v2(1, 1, INET_BLOCK, [(0x01, b"smtp")])).tls is None
+    assert read_exactly(b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 25\r\n").tls is None
+
+
+def test_an_ssl_tlv_of_a_plaintext_client_says_so() -> None:
+    """The TLV with PP2_CLIENT_SSL clear: the client did not speak TLS to the proxy."""
+    tls = read_exactly(v2(1, 1, INET_BLOCK, [(0x20, ssl_value(0, 1))])).tls
+    assert tls is not None and not tls.ssl and tls.version is None and tls.verify == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        pytest.param(b"", "shorter than", id="empty"),
+        pytest.param(b"\x01\x00\x00\x00", "shorter than", id="no-room-for-verify"),
+        pytest.param(ssl_value(1, 0) + b"\x21\x00", "cut short", id="sub-tlv-header-cut"),
+        pytest.param(ssl_value(1, 0) + b"\x21\x00\x09TLSv1.3", "longer", id="sub-tlv-too-long"),
+        pytest.param(ssl_value(1, 0, (0x21, b"TLSv1.3"), (0x21, b"TLSv1.2")), "twice", id="twice"),
+        pytest.param(ssl_value(1, 0, (0x21, "TLSv1.3é".encode())), "ASCII", id="not-ascii"),
+        pytest.param(ssl_value(1, 0, (0x23, b"AES\r\nX-Evil: 1")), "ASCII", id="crlf-in-cipher"),
+        pytest.param(ssl_value(1, 0, (0x23, b"A) (B")), "ASCII", id="parentheses"),
+        pytest.param(ssl_value(1, 0, (0x21, b"")), "ASCII", id="empty-version"),
+        pytest.param(ssl_value(1, 0, (0x22, b"\xff\xfe")), "UTF-8", id="cn-not-utf8"),
+        pytest.param(ssl_value(1, 0, (0x22, b"a\x00b")), "unprintable", id="cn-nul"),
+    ],
+)
+def test_a_malformed_ssl_tlv_is_refused(value: bytes, error: str) -> None:
+    """proxy-protocol.txt §2.2.6 bounds the value: five octets, then whole sub-TLVs
+    within it, each string of its type. A header that breaks that is not believed."""
+    with pytest.raises(ProxyProtocolError, match=error):
+        parse_proxy_header(v2(1, 1, INET_BLOCK, [(0x20, value)]))
+
+
+def test_two_ssl_tlvs_are_refused() -> None:
+    """Which of two would be the client's? Neither."""
+    twice = [(0x20, ssl_value(1, 0)), (0x20, ssl_value(0, 0))]
+    with pytest.raises(ProxyProtocolError, match="twice"):
+        parse_proxy_header(v2(1, 1, INET_BLOCK, twice))
+
+
+def test_unknown_ssl_subtypes_are_skipped() -> None:
+    """A receiver may ignore the TLVs it does not understand (proxy-protocol.txt §2.2)."""
+    value = ssl_value(1, 0, (0x2F, b"\xff\x00"), (0x21, b"TLSv1.2"))
+    tls = read_exactly(v2(1, 1, INET_BLOCK, [(0x20, value)])).tls
+    assert tls is not None and tls.ssl and tls.version == "TLSv1.2"
 
 
 @given(st.ip_addresses(v=4), st.ip_addresses(v=4), ports, ports, tlvs)
@@ -195,6 +285,43 @@ def test_any_bytes_give_a_header_a_count_or_an_error(data: bytes) -> None:
     assert isinstance(result, ProxyHeader) or result >= 1
 
 
+_ASCII_NAMES = st.text(
+    st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="()\\"),
+    min_size=1,
+    max_size=30,
+)
+_COMMON_NAMES = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0x2FF), min_size=1, max_size=30
+).filter(str.isprintable)
+
+
+@st.composite
+def ssl_tlvs(draw: st.DrawFn) -> tuple[bytes, ProxyTLS]:
+    """A PP2_TYPE_SSL value as HAProxy's ``send-proxy-v2-ssl-cn`` writes one, and what
+    it says."""
+    client, verify = draw(st.integers(0, 7)), draw(st.integers(0, 2**32 - 1))
+    strings = {
+        0x21: draw(st.none() | _ASCII_NAMES),
+        0x22: draw(st.none() | _COMMON_NAMES),
+        0x23: draw(st.none() | _ASCII_NAMES),
+        0x24: draw(st.none() | _ASCII_NAMES),
+        0x25: draw(st.none() | _ASCII_NAMES),
+    }
+    present = [(kind, text.encode()) for kind, text in strings.items() if text is not None]
+    value = ssl_value(client, verify, *draw(st.permutations(present)))
+    return value, ProxyTLS(
+        ssl=bool(client & 1),
+        certificate_on_connection=bool(client & 2),
+        certificate_in_session=bool(client & 4),
+        verify=verify,
+        version=strings[0x21],
+        common_name=strings[0x22],
+        cipher=strings[0x23],
+        signature_algorithm=strings[0x24],
+        key_algorithm=strings[0x25],
+    )
+
+
 # Narrow on purpose: PROXY protocol headers (HAProxy's), outside what smtpcore.testing draws.
 @st.composite
 def valid_headers(draw: st.DrawFn) -> tuple[bytes, ProxyHeader]:
@@ -204,6 +331,10 @@ def valid_headers(draw: st.DrawFn) -> tuple[bytes, ProxyHeader]:
         st.sampled_from(["v1-4", "v1-6", "v1-unknown", "v2-4", "v2-6", "v2-unix", "local"])
     )
     fields = draw(tlvs) if kind.startswith("v2") or kind == "local" else []
+    tls = None
+    if kind.startswith("v2") and draw(st.booleans()):
+        ssl, tls = draw(ssl_tlvs())
+        fields = [*fields, (0x20, ssl)]
     if kind == "v2-unix":
         paths = st.text(  # printable: a path with a control character is refused
             st.characters(
@@ -225,6 +356,7 @@ def valid_headers(draw: st.DrawFn) -> tuple[bytes, ProxyHeader]:
             tlvs=tuple(fields),
             source_path=source_path,
             destination_path=destination_path,
+            tls=tls,
         )
     if kind == "local":
         data = v2(0, 1, bytes(12), fields)
@@ -251,7 +383,7 @@ def valid_headers(draw: st.DrawFn) -> tuple[bytes, ProxyHeader]:
         + struct.pack("!HH", source_port, destination_port)
     )
     data = v2(1, 1 if version == 4 else 2, block, fields)
-    return data, ProxyHeader(2, source, destination, len(data), tlvs=tuple(fields))
+    return data, ProxyHeader(2, source, destination, len(data), tlvs=tuple(fields), tls=tls)
 
 
 @given(valid_headers().flatmap(lambda case: st.tuples(st.just(case), sst.chunkings(case[0]))))

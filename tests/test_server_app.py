@@ -37,7 +37,7 @@ from smtpcore.server.queue import Queue, QueuedRecipient
 from smtpcore.server.queuectl import LOCK_NAME, QueueCommand, running_server, submit
 from smtpcore.smtp import UNAVAILABLE, Reply, Xforward
 from smtpcore.testing import strategies as sst
-from test_adapters_proxy import v2_unix
+from test_adapters_proxy import OFFLOADED, V2, ssl_tlv, v2_unix, v2_with_tlvs
 
 LOOPBACK = "127.0.0.1"
 T = TypeVar("T")
@@ -293,6 +293,63 @@ def test_a_client_its_proxy_names_by_no_address_has_the_proxys_as_tcp_info(
     assert b"\nReceived: from mua.example ([127.0.0.1])\n" in stored, stored
     (line,) = [r.getMessage() for r in caplog.records if "client=" in r.getMessage()]
     assert f"client={client} via proxy [127.0.0.1]:" in line, line
+
+
+@pytest.mark.parametrize(
+    ("header", "protocol", "using"),
+    [
+        (OFFLOADED, b"ESMTPS", b"\n\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)\n"),
+        (
+            v2_with_tlvs(ssl_tlv(0x01, (0x21, b"TLSv1.2"))),
+            b"ESMTPS",
+            b"\n\t(using TLSv1.2)\n",
+        ),
+        (v2_with_tlvs(ssl_tlv(0x01)), b"ESMTPS", None),
+        (V2, b"ESMTP", None),
+    ],
+    ids=["version-and-cipher", "version-alone", "nothing-named", "plaintext"],
+)
+def test_a_client_whose_tls_its_proxy_ended_is_received_with_esmtps(
+    tmp_path: Path, header: bytes, protocol: bytes, using: bytes | None
+) -> None:
+    """HAProxy's send-proxy-v2-ssl: the client spoke TLS to the proxy. The Received
+    line words it as it words a session's own TLS (``with ESMTPS``, RFC 3848; the
+    ``using`` comment as Postfix writes it), with what the proxy named and nothing
+    it did not."""
+    config = _config(
+        tmp_path, "pqr.example", {"b@pqr.example": "x"}, proxy_protocol_from=(LOOPBACK,)
+    )
+
+    def send(port: int) -> None:
+        with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+            reader = sock.makefile("rb")
+            sock.sendall(header)
+            assert reader.readline().startswith(b"220 ")
+            for command in (
+                b"EHLO mua.example",
+                b"MAIL FROM:<a@elsewhere.example>",
+                b"RCPT TO:<b@pqr.example>",
+                b"DATA",
+                b"Subject: x\r\n\r\nhi\r\n.",
+                b"QUIT",
+            ):
+                sock.sendall(command + b"\r\n")
+                while (line := reader.readline())[3:4] == b"-":
+                    pass
+                assert line[:1] in (b"2", b"3"), (command, line)
+
+    async def main() -> None:
+        async with MailServer(config, sockets={"smtp": _listening()}) as server:
+            await asyncio.to_thread(send, _port(server, "smtp"))
+
+    _run(main)
+    (stored,) = _messages(config, "b@pqr.example")
+    received = stored[: stored.index(b" id ")]
+    assert received.endswith(b" with " + protocol), stored
+    if using is None:
+        assert b"(using" not in received, stored
+    else:
+        assert using in received, stored
 
 
 @pytest.mark.parametrize(

@@ -299,6 +299,11 @@ class TLSInfo:
     peer_certificate: dict[str, Any] | None = None
     """The peer's certificate as :meth:`ssl.SSLSocket.getpeercert` gives it, if it sent one
     that was verified."""
+    terminated_by_proxy: bool = False
+    """True when a trusted proxy ended the client's TLS and said so in its PROXY header
+    (PP2_TYPE_SSL, HAProxy's ``send-proxy-v2-ssl``): the hop from the proxy is not
+    TLS, so there are no channel bindings, and ``version`` and ``cipher`` are what
+    the proxy reported (None where it did not)."""
 
 
 @dataclass(frozen=True, slots=True)

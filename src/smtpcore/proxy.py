@@ -9,7 +9,9 @@ and not a byte of what follows; a malformed header raises
 :class:`ProxyProtocolError`. Version 1 is one text line of at most 107
 octets (``PROXY TCP4 src dst sport dport``, TCP6 or UNKNOWN); version 2 a
 binary block with a 12-octet signature, addresses of the INET, INET6 or
-UNIX family, and type-length-value fields (TLVs) after them.
+UNIX family, and type-length-value fields (TLVs) after them. Of the TLVs,
+PP2_TYPE_SSL is read too (:class:`ProxyTLS`): whether the client spoke TLS to
+the proxy, which terminated it (HAProxy's ``send-proxy-v2-ssl``).
 
 Only headers from a proxy the server trusts may be believed: anyone can
 write one.
@@ -25,7 +27,7 @@ from typing import Final
 
 from smtpcore._ip import ip_text
 
-__all__ = ["ProxyHeader", "ProxyProtocolError", "parse_proxy_header"]
+__all__ = ["ProxyHeader", "ProxyProtocolError", "ProxyTLS", "parse_proxy_header"]
 
 V1_PREFIX: Final = b"PROXY "
 V1_MAX: Final = 107
@@ -35,10 +37,55 @@ _V2_FIXED: Final = 16
 _PORT: Final = re.compile(r"0|[1-9][0-9]{0,4}")
 _ADDRESS_LENGTHS: Final = {1: 12, 2: 36, 3: 216}
 """Version 2 family -> the octets of its address block (INET, INET6, UNIX)."""
+PP2_TYPE_SSL: Final = 0x20
+PP2_CLIENT_SSL: Final = 0x01
+PP2_CLIENT_CERT_CONN: Final = 0x02
+PP2_CLIENT_CERT_SESS: Final = 0x04
+_SSL_FIXED: Final = 5
+"""The octets of a PP2_TYPE_SSL value before its sub-TLVs: ``client`` and ``verify``."""
+PP2_SUBTYPE_SSL_CN: Final = 0x22
+_SSL_STRINGS: Final = {
+    0x21: "version",
+    PP2_SUBTYPE_SSL_CN: "common_name",
+    0x23: "cipher",
+    0x24: "signature_algorithm",
+    0x25: "key_algorithm",
+}
+"""PP2_SUBTYPE_SSL_* -> the :class:`ProxyTLS` field it fills (proxy-protocol.txt §2.2.6)."""
+_ASCII_NAME: Final = re.compile(r"[!-'*-\[\]-~]+")
+"""A version, cipher or algorithm name: US-ASCII, printable, with no space, parenthesis
+or backslash (it goes into the ``Received`` line's comment, RFC 5322 §3.2.2)."""
 
 
 class ProxyProtocolError(ValueError):
     """A header that breaks the PROXY protocol: close the connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyTLS:
+    """A version 2 header's PP2_TYPE_SSL field (proxy-protocol.txt §2.2.6): the TLS the
+    client spoke to the proxy, which terminated it (HAProxy's ``send-proxy-v2-ssl``
+    and ``send-proxy-v2-ssl-cn``). The strings are None where the proxy sent none."""
+
+    ssl: bool
+    """PP2_CLIENT_SSL: the client connected to the proxy over TLS."""
+    certificate_on_connection: bool
+    """PP2_CLIENT_CERT_CONN: the client presented a certificate on this connection."""
+    certificate_in_session: bool
+    """PP2_CLIENT_CERT_SESS: it did at least once in the TLS session this one resumes."""
+    verify: int
+    """Zero when the client presented a certificate the proxy verified; non-zero
+    otherwise (HAProxy sends zero too when there was none: read it with the flags)."""
+    version: str | None = None
+    """PP2_SUBTYPE_SSL_VERSION, such as ``"TLSv1.3"``."""
+    cipher: str | None = None
+    """PP2_SUBTYPE_SSL_CIPHER, such as ``"TLS_AES_256_GCM_SHA384"``."""
+    common_name: str | None = None
+    """PP2_SUBTYPE_SSL_CN: the Common Name of the client certificate's subject."""
+    signature_algorithm: str | None = None
+    """PP2_SUBTYPE_SSL_SIG_ALG of the proxy's own certificate, such as ``"RSA-SHA256"``."""
+    key_algorithm: str | None = None
+    """PP2_SUBTYPE_SSL_KEY_ALG of the proxy's own certificate, such as ``"RSA2048"``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +100,9 @@ class ProxyHeader:
     ``source_path`` and ``destination_path`` instead, never in ``source``: a
     local user chooses his socket's path, and one named ``127.0.0.1`` must not
     pass for that address wherever an address is trusted or counted.
-    ``tlvs`` are the version 2 type-length-value fields, in order.
+    ``tlvs`` are the version 2 type-length-value fields, in order; ``tls`` is what
+    its PP2_TYPE_SSL field says, None without one (and for a LOCAL command, the
+    proxy's own connection).
     """
 
     version: int
@@ -68,6 +117,8 @@ class ProxyHeader:
     """The path of the client's Unix socket (version 2 UNIX family), else None."""
     destination_path: str | None = None
     """The path of the Unix socket the client reached (version 2 UNIX family), else None."""
+    tls: ProxyTLS | None = None
+    """The client's TLS to the proxy (version 2 PP2_TYPE_SSL), else None."""
 
 
 def parse_proxy_header(data: bytes) -> ProxyHeader | int:
@@ -165,8 +216,9 @@ def _parse_v2(data: bytes) -> ProxyHeader | int:
     if len(body) < address_length:
         raise ProxyProtocolError("PROXY v2 address block too short for its family")
     tlvs = _tlvs(body[address_length:])
+    tls = _tls(tlvs)
     if family == 0 or transport == 0:
-        return ProxyHeader(2, None, None, length, tlvs=tlvs)
+        return ProxyHeader(2, None, None, length, tlvs=tlvs, tls=tls)
     block = body[:address_length]
     if family == 3:
         return ProxyHeader(
@@ -177,9 +229,10 @@ def _parse_v2(data: bytes) -> ProxyHeader | int:
             tlvs=tlvs,
             source_path=_unix_path(block[:108]),
             destination_path=_unix_path(block[108:216]),
+            tls=tls,
         )
     source, destination = _ip_addresses(family, block)
-    return ProxyHeader(2, source, destination, length, tlvs=tlvs)
+    return ProxyHeader(2, source, destination, length, tlvs=tlvs, tls=tls)
 
 
 def _ip_addresses(family: int, block: bytes) -> tuple[tuple[str, int], tuple[str, int]]:
@@ -224,3 +277,59 @@ def _tlvs(data: bytes) -> tuple[tuple[int, bytes], ...]:
         found.append((kind, data[offset : offset + size]))
         offset += size
     return tuple(found)
+
+
+def _tls(tlvs: tuple[tuple[int, bytes], ...]) -> ProxyTLS | None:
+    """The header's PP2_TYPE_SSL field, read, or None without one; two of them, which
+    could say opposite things, are refused."""
+    values = [value for kind, value in tlvs if kind == PP2_TYPE_SSL]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ProxyProtocolError("PROXY v2 PP2_TYPE_SSL TLV twice")
+    return _ssl_tlv(values[0])
+
+
+def _ssl_tlv(value: bytes) -> ProxyTLS:
+    """A PP2_TYPE_SSL value (proxy-protocol.txt §2.2.6): the ``client`` bit field and
+    ``verify``, then sub-TLVs within it, each subtype at most once. Subtypes not in
+    the spec are skipped, as a receiver may (§2.2)."""
+    if len(value) < _SSL_FIXED:
+        raise ProxyProtocolError("PROXY v2 PP2_TYPE_SSL TLV shorter than its 5 fixed octets")
+    client, verify = struct.unpack_from("!BI", value)
+    strings: dict[str, str] = {}
+    for kind, raw in _tlvs(value[_SSL_FIXED:]):
+        name = _SSL_STRINGS.get(kind)
+        if name is None:
+            continue
+        if name in strings:
+            raise ProxyProtocolError(f"PROXY v2 SSL {name} sub-TLV twice")
+        strings[name] = _common_name(raw) if kind == PP2_SUBTYPE_SSL_CN else _ascii_name(raw)
+    return ProxyTLS(
+        ssl=bool(client & PP2_CLIENT_SSL),
+        certificate_on_connection=bool(client & PP2_CLIENT_CERT_CONN),
+        certificate_in_session=bool(client & PP2_CLIENT_CERT_SESS),
+        verify=verify,
+        **strings,
+    )
+
+
+def _ascii_name(raw: bytes) -> str:
+    """A version, cipher or algorithm sub-TLV: a US-ASCII name (§2.2.6), of the
+    characters :data:`_ASCII_NAME` allows, for it is written into the log and the
+    ``Received`` line."""
+    text = raw.decode("latin-1")
+    if not _ASCII_NAME.fullmatch(text):
+        raise ProxyProtocolError(f"PROXY v2 SSL sub-TLV {text!r} is not a US-ASCII name")
+    return text
+
+
+def _common_name(raw: bytes) -> str:
+    """The PP2_SUBTYPE_SSL_CN sub-TLV: UTF-8 (§2.2.6), printable."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProxyProtocolError("PROXY v2 SSL common name is not UTF-8") from None
+    if not text.isprintable():
+        raise ProxyProtocolError(f"PROXY v2 SSL common name {text!r} is unprintable")
+    return text

@@ -24,6 +24,7 @@ from smtpcore._driver._proxied import (
     client_text,
     counted_peer,
     peer_text,
+    proxied_tls,
     read_proxy_header,
     trusted,
     unnamed_client_text,
@@ -31,6 +32,7 @@ from smtpcore._driver._proxied import (
 from smtpcore._driver._timeouts import Watchdog
 from smtpcore._driver._transport import Link, address
 from smtpcore._ip import CLIENT_IPV6_PREFIX_LENGTH, client_block, unmapped
+from smtpcore.handler import TLSInfo
 from smtpcore.proxy import ProxyProtocolError
 
 __all__ = [
@@ -366,6 +368,9 @@ class _Client(Protocol):
     :func:`~smtpcore._driver._proxied.client_text`)."""
     local: tuple[str, int] | None
     """The address the client reached."""
+    tls: TLSInfo | None
+    """The session's TLS: its own handshake's, or the client's to a trusted proxy that
+    terminated it (:func:`~smtpcore._driver._proxied.proxied_tls`)."""
 
 
 class ConnectionLost(Exception):
@@ -546,6 +551,8 @@ class ServedSession:
         for one (its ``peer_stands_in_for``), so that the log never names the
         proxy as the client (:func:`~smtpcore._driver._proxied.client_text`). A
         Unix socket's client is counted under no address (:func:`counted_peer`).
+        A client whose TLS the proxy terminated, as its header says, is under TLS
+        from the start (the session's ``tls``: :func:`proxied_tls`).
 
         The header is read within the registry's ``proxy_timeout``, not the greeting's
         timeout: a proxy sends it at once, and a trickled one would hold a session
@@ -566,6 +573,7 @@ class ServedSession:
             self.logger.info("bad PROXY header from %s: %s", peer_text(proxy), describe_error(exc))
             raise ConnectionLost from None
         session = self.session
+        session.tls = proxied_tls(header)
         if header.source is None:
             session.peer_stands_in_for = unnamed_client_text(header)
         else:

@@ -19,6 +19,7 @@ from typing import Protocol, TypeAlias
 from smtpcore._driver._logtext import loggable
 from smtpcore._driver._transport import Link
 from smtpcore._ip import unmapped
+from smtpcore.handler import TLSInfo
 from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "ip_peer",
     "networks",
     "peer_text",
+    "proxied_tls",
     "read_proxy_header",
     "trusted",
     "unix_peer_text",
@@ -161,6 +163,18 @@ def unnamed_client_text(header: ProxyHeader) -> str | None:
     if header.source_path is not None:
         return unix_peer_text(header.source_path)
     return UNKNOWN_CLIENT
+
+
+def proxied_tls(header: ProxyHeader) -> TLSInfo | None:
+    """The client's TLS, as a trusted proxy that terminated it says (its PP2_TYPE_SSL
+    field with PP2_CLIENT_SSL set, proxy-protocol.txt §2.2.6), else None. The session
+    records it as it records its own handshake's, so that what TLS gates (AUTH in
+    plaintext, POP3's ``require_tls``) and what it offers (not STARTTLS or STLS again)
+    read it one way, as Dovecot honours the field."""
+    tls = header.tls
+    if tls is None or not tls.ssl:
+        return None
+    return TLSInfo(tls.version, tls.cipher, terminated_by_proxy=True)
 
 
 def unix_peer_text(path: str) -> str:

@@ -678,14 +678,13 @@ class ServerSession(ServedSession):
             self.conn.trusted_forwarder = False
         if self.options.tls_on_connect:
             await self._handshake()
-            self.conn.tls = True
-        elif (tls := self.transport.tls) is not None:
+        elif self.session.tls is None:
             # A stream that is TLS already (a trio.SSLStream, asyncio's start_server(ssl=)
             # given to serve_stream): the session is under TLS from its first byte.
-            self.session.tls = tls
-            self.conn.tls = True
-        else:
-            self.conn.tls = False
+            self.session.tls = self.transport.tls
+        # However it came (a proxy that terminated the client's TLS: _client_from_proxy),
+        # the session's TLS is what the machine's gates read, as the POP3 session's is.
+        self.conn.tls = self.options.tls_on_connect or self.session.tls is not None
         unavailable = self.state.unavailable
         if not served:
             greeting = unavailable

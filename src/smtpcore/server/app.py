@@ -54,6 +54,7 @@ from smtpcore.server.trace import (
     header_field_follows,
     protocol_name,
     received_header,
+    tls_comment,
 )
 from smtpcore.server.waits import Threads
 from smtpcore.smtp import Mail, Rcpt, Reply
@@ -310,7 +311,8 @@ class _MailHandler(Handler):
         """The ``disconnect from`` line: at the end of the connection, and of a
         proxy's part of it at a trusted XCLIENT (before its ``XCLIENT from`` line)."""
         stats: _Stats = session.extra.get("stats") or _Stats()
-        tls = session.tls.version if session.tls is not None else "no"
+        # "yes" for TLS whose version a proxy that ended it did not name.
+        tls = (session.tls.version or "yes") if session.tls is not None else "no"
         auth = session.authenticated
         logger.info(
             "%s: disconnect from %s helo=%s tls=%s auth=%s mail=%d rcpt=%d/%d messages=%d%s "
@@ -451,7 +453,7 @@ class _MailHandler(Handler):
             queue_id=spool.id,
             recipient=recipients[0].mailbox if len(recipients) == 1 else None,
             when=time.time(),
-            tls=None if tls is None else f"{tls.version} with cipher {tls.cipher}",
+            tls=None if tls is None else tls_comment(tls.version, tls.cipher),
         )
         spool.write(header)
         return incoming

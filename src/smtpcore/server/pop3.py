@@ -66,7 +66,7 @@ class _LoggedMaildir(Maildir):
             client_text(session),
             self._key,
             session.mechanism or "-",
-            session.tls.version if session.tls is not None else "no",
+            (session.tls.version or "yes") if session.tls is not None else "no",
             self._count,
             self._retrieved,
             self._deleted,

@@ -21,6 +21,7 @@ __all__ = [
     "protocol_name",
     "received_header",
     "return_path_header",
+    "tls_comment",
 ]
 
 #: The characters a HELO name keeps in a Received line: those of a domain and of
@@ -45,6 +46,16 @@ def protocol_name(*, lmtp: bool, extended: bool, tls: bool, auth: bool, utf8: bo
     if base == "SMTP" and suffix:
         base = "ESMTP"  # RFC 3848 registers the S and A forms for ESMTP only
     return base + suffix
+
+
+def tls_comment(version: str | None, cipher: str | None) -> str | None:
+    """What the ``Received`` line's ``(using ...)`` comment says of the session's TLS,
+    as Postfix words it (``TLSv1.3 with cipher TLS_AES_256_GCM_SHA384``), of what is
+    known alone: a proxy that ended the client's TLS may name no cipher, or nothing
+    (then None: no comment, the ``S`` of ESMTPS still says TLS)."""
+    if cipher is None:
+        return version
+    return f"{version or 'TLS'} with cipher {cipher}"
 
 
 #: The From-domain of a client that gave no HELO and has no IP address (RFC 5321
