@@ -54,8 +54,11 @@ def _config(tmp_path: Path, domain: str, users: dict[str, str], **options: Any) 
         users=users,
         data_dir=tmp_path / domain,
         hostname=f"mx.{domain}",
-        # The servers in these tests relay to each other over loopback.
+        # The servers in these tests relay to each other over loopback. Every listener
+        # but smtp is off unless a test turns it on (port 1, with a socket of its own):
+        # one left on its fixed default port fails whenever another process holds it.
         **{
+            "submission_port": 0,
             "pop3_port": 0,
             "retry_after": 0.2,
             "allow_internal_relay": True,
@@ -97,7 +100,12 @@ def test_inbound_mail_is_delivered_and_nothing_is_relayed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "smtpcore.mail")
-    config = _config(tmp_path, "pqr.example", {"brendon@pqr.example": "pw"})
+    config = _config(
+        tmp_path,
+        "pqr.example",
+        {"brendon@pqr.example": "pw"},
+        submission_port=1,  # on: the socket given below is used
+    )
 
     def client(port: int) -> list[object]:
         outcomes: list[object] = []
@@ -493,7 +501,12 @@ def test_mail_to_the_servers_own_address_literal_is_local_on_both_listeners(
     ``550 5.7.1 relay access denied``. ``user@[own address]`` is ``user`` at the first
     local domain."""
     config = _config(
-        tmp_path, "pqr.example", {"brendon@pqr.example": "pw"}, host=LOOPBACK, remote_port=2525
+        tmp_path,
+        "pqr.example",
+        {"brendon@pqr.example": "pw"},
+        host=LOOPBACK,
+        remote_port=2525,
+        submission_port=1,  # on: the socket given below is used
     )
     recipients = ("postmaster@[127.0.0.1]", "Brendon@[127.0.0.1]", "nobody@[127.0.0.1]")
 
@@ -616,6 +629,7 @@ def test_submission_needs_auth_then_relays_to_the_other_server(tmp_path: Path) -
             "abc.example",
             {"john@abc.example": "secret", "local@abc.example": "pw"},
             smtp_port=0,
+            submission_port=1,  # on: the socket given below is used
             remote_port=pqr_smtp.getsockname()[1],
         )
         resolver = StaticResolver.from_zone_text(zone)
@@ -831,6 +845,7 @@ def test_the_queue_is_picked_up_after_a_restart(tmp_path: Path) -> None:
         "abc.example",
         {"john@abc.example": "secret"},
         smtp_port=0,
+        submission_port=1,  # on: the socket given below is used
         remote_port=port,
         retry_after=3600,
     )
@@ -1571,6 +1586,7 @@ def test_dsn_requests_are_passed_on_and_answered(tmp_path: Path) -> None:
         "abc.example",
         {"john@abc.example": "secret", "local@abc.example": "pw"},
         remote_port=pqr_smtp.getsockname()[1],
+        submission_port=1,  # on: the socket given below is used
     )
     pqr_to_abc = dataclasses.replace(pqr, remote_port=abc_smtp.getsockname()[1])
 
@@ -1832,6 +1848,7 @@ def test_a_message_one_mailbox_refuses_is_accepted_and_delivered_once_everywhere
         "abc.example",
         {"john@abc.example": "secret", "mary@abc.example": "pw"},
         smtp_port=0,
+        submission_port=1,  # on: the socket given below is used
         remote_port=pqr_smtp.getsockname()[1],
     )
     refuse = _refused_by(abc.mailbox_path("mary@abc.example"))
@@ -1907,7 +1924,8 @@ def test_cram_md5_and_apop_are_offered_only_while_a_user_has_a_clear_password(
     from smtpcore.server.credentials import hash_password
 
     keys_only = {"b@pqr.example": hash_password("pw")}
-    config = _config(tmp_path, "pqr.example", keys_only, pop3_port=2110, submission_port=2587)
+    ports = {"smtp_port": 0, "pop3_port": 1, "submission_port": 1}  # 1: the sockets below
+    config = _config(tmp_path, "pqr.example", keys_only, **ports)
 
     def offered(pop3: int, submission: int) -> tuple[bool, bool, bool]:
         """(APOP timestamp, CRAM-MD5 in CAPA, CRAM-MD5 in EHLO)."""
