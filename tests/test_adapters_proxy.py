@@ -311,6 +311,70 @@ def test_a_client_its_proxy_says_spoke_tls_counts_as_under_tls(
     ]
 
 
+def _v2_local_or_unspec(command: int, *tlvs: bytes) -> bytes:
+    """A v2 header naming no client: LOCAL (``command`` 0, the proxy's own health
+    check, here with an INET block) or PROXY over the UNSPEC family (``command`` 1,
+    no block), with ``tlvs``."""
+    block = V2[16:28] if command == 0 else b""
+    tail = block + b"".join(tlvs)
+    family = b"\x11" if command == 0 else b"\x00"
+    return V2[:12] + bytes([0x20 | command]) + family + struct.pack("!H", len(tail)) + tail
+
+
+def test_only_a_proxied_clients_ssl_tlv_counts(adapter: str, tls: TLSFiles) -> None:
+    """A LOCAL header is the proxy's own connection (proxy-protocol.txt §2.2): what its
+    PP2_TYPE_SSL says is not a client's TLS, so the session stays plaintext. A PROXY
+    header over the UNSPEC family names no address, but the client it stands for did
+    speak TLS to the proxy: that session is under TLS."""
+    handler = TLSRecorder()
+    offloaded = ssl_tlv(0x01, (0x21, b"TLSv1.3"))
+    with running_smtp_server(
+        adapter, handler, ssl_context=tls.server_context, proxy_protocol_from=["127.0.0.1"]
+    ) as server:
+        assert b"STARTTLS" in ehlo_reply(server.port, _v2_local_or_unspec(0, offloaded))
+        assert b"STARTTLS" not in ehlo_reply(server.port, _v2_local_or_unspec(1, offloaded))
+    assert handler.tls == [None, TLSInfo("TLSv1.3", None, terminated_by_proxy=True)]
+
+
+def test_starttls_after_tls_the_proxy_ended_is_refused(adapter: str, tls: TLSFiles) -> None:
+    """The session is under TLS already: STARTTLS is a command out of sequence
+    (RFC 3207 §4.2, ``503``), and the session goes on in the clear hop from the proxy."""
+    with (
+        running_smtp_server(
+            adapter, Recorder(), ssl_context=tls.server_context, proxy_protocol_from=["127.0.0.1"]
+        ) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock,
+    ):
+        lines = sock.makefile("rb")
+        sock.sendall(OFFLOADED)
+        assert lines.readline().startswith(b"220 ")
+        sock.sendall(b"EHLO a.example\r\nSTARTTLS\r\nNOOP\r\n")
+        while lines.readline().startswith(b"250-"):
+            pass
+        assert lines.readline().startswith(b"503 ")
+        assert lines.readline().startswith(b"250 ")
+
+
+@pytest.mark.parametrize(
+    "common_name",
+    ["Alice".encode("utf-16-be"), "Jos\u00e9".encode("latin-1"), b"x" * 300],
+    ids=["BMPString", "T61String", "over-long"],
+)
+def test_a_client_certificates_common_name_never_costs_the_connection(
+    adapter: str, tls: TLSFiles, common_name: bytes
+) -> None:
+    """HAProxy's send-proxy-v2-ssl-cn copies the name as the certificate encodes it
+    (UTF-16 for a BMPString, Latin-1 for a T61String). smtpcore never reads it: the
+    certified client is served, under TLS, whatever the name's encoding or length."""
+    handler = TLSRecorder()
+    header = v2_with_tlvs(ssl_tlv(0x03, (0x21, b"TLSv1.3"), (0x22, common_name)))
+    with running_smtp_server(
+        adapter, handler, ssl_context=tls.server_context, proxy_protocol_from=["127.0.0.1"]
+    ) as server:
+        assert b"STARTTLS" not in ehlo_reply(server.port, header)
+    assert handler.tls == [TLSInfo("TLSv1.3", None, terminated_by_proxy=True)]
+
+
 def test_haproxy_in_front(adapter: str) -> None:
     handler = Recorder()
     with (

@@ -314,8 +314,13 @@ def test_a_client_its_proxy_names_by_no_address_has_the_proxys_as_tcp_info(
         ),
         (v2_with_tlvs(ssl_tlv(0x01)), b"ESMTPS", None),
         (V2, b"ESMTP", None),
+        (
+            v2_with_tlvs(ssl_tlv(0x01, (0x21, b"TLSv1.3"), (0x23, b"A" * 1500))),
+            b"ESMTPS",
+            b"\n\t(using TLSv1.3)\n",
+        ),
     ],
-    ids=["version-and-cipher", "version-alone", "nothing-named", "plaintext"],
+    ids=["version-and-cipher", "version-alone", "nothing-named", "plaintext", "cipher-too-long"],
 )
 def test_a_client_whose_tls_its_proxy_ended_is_received_with_esmtps(
     tmp_path: Path, header: bytes, protocol: bytes, using: bytes | None
@@ -323,7 +328,7 @@ def test_a_client_whose_tls_its_proxy_ended_is_received_with_esmtps(
     """HAProxy's send-proxy-v2-ssl: the client spoke TLS to the proxy. The Received
     line words it as it words a session's own TLS (``with ESMTPS``, RFC 3848; the
     ``using`` comment as Postfix writes it), with what the proxy named and nothing
-    it did not."""
+    it did not, nor a name too long for a line of RFC 5322 §2.1.1's 998 octets."""
     config = _config(
         tmp_path, "pqr.example", {"b@pqr.example": "x"}, proxy_protocol_from=(LOOPBACK,)
     )
@@ -354,6 +359,7 @@ def test_a_client_whose_tls_its_proxy_ended_is_received_with_esmtps(
     (stored,) = _messages(config, "b@pqr.example")
     received = stored[: stored.index(b" id ")]
     assert received.endswith(b" with " + protocol), stored
+    assert max(map(len, stored.split(b"\n"))) <= 998
     if using is None:
         assert b"(using" not in received, stored
     else:

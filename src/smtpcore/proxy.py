@@ -52,9 +52,13 @@ _SSL_STRINGS: Final = {
     0x25: "key_algorithm",
 }
 """PP2_SUBTYPE_SSL_* -> the :class:`ProxyTLS` field it fills (proxy-protocol.txt §2.2.6)."""
-_ASCII_NAME: Final = re.compile(r"[!-'*-\[\]-~]+")
-"""A version, cipher or algorithm name: US-ASCII, printable, with no space, parenthesis
-or backslash (it goes into the ``Received`` line's comment, RFC 5322 §3.2.2)."""
+_ASCII_NAME: Final = re.compile(r"[!-'*-\[\]-~]{1,64}")
+"""A version, cipher or algorithm name: 1 to 64 octets of US-ASCII, printable, with no
+space, parenthesis or backslash. It goes into the ``Received`` line's comment (RFC 5322
+§3.2.2), which must stay within a line's 998 octets (RFC 5322 §2.1.1); the longest
+OpenSSL names are under 40."""
+_COMMON_NAME_MAX: Final = 64
+"""The longest common name kept, in characters: RFC 5280's ``ub-common-name``."""
 
 
 class ProxyProtocolError(ValueError):
@@ -77,11 +81,15 @@ class ProxyTLS:
     """Zero when the client presented a certificate the proxy verified; non-zero
     otherwise (HAProxy sends zero too when there was none: read it with the flags)."""
     version: str | None = None
-    """PP2_SUBTYPE_SSL_VERSION, such as ``"TLSv1.3"``."""
+    """PP2_SUBTYPE_SSL_VERSION, such as ``"TLSv1.3"``. This and the other names are
+    None where the proxy sent one that is not 1 to 64 octets of printable US-ASCII
+    without space, parenthesis or backslash."""
     cipher: str | None = None
     """PP2_SUBTYPE_SSL_CIPHER, such as ``"TLS_AES_256_GCM_SHA384"``."""
     common_name: str | None = None
-    """PP2_SUBTYPE_SSL_CN: the Common Name of the client certificate's subject."""
+    """PP2_SUBTYPE_SSL_CN: the Common Name of the client certificate's subject, where it
+    is printable UTF-8 of at most 64 characters; None otherwise (the raw octets stay
+    in ``ProxyHeader.tlvs``)."""
     signature_algorithm: str | None = None
     """PP2_SUBTYPE_SSL_SIG_ALG of the proxy's own certificate, such as ``"RSA-SHA256"``."""
     key_algorithm: str | None = None
@@ -264,16 +272,21 @@ def _local_tlvs(body: bytes, address_length: int) -> tuple[tuple[int, bytes], ..
         return ()
 
 
-def _tlvs(data: bytes) -> tuple[tuple[int, bytes], ...]:
+def _tlvs(
+    data: bytes, what: str = "PROXY v2 TLV", within: str = "the header"
+) -> tuple[tuple[int, bytes], ...]:
+    """The type-length-value fields filling ``data`` (proxy-protocol.txt §2.2), in order;
+    ``what`` and ``within`` name them and what holds them in the error, so that the log
+    says which overran: the header's TLVs, or an SSL TLV's sub-TLVs (§2.2.6)."""
     found = []
     offset = 0
     while offset < len(data):
         if len(data) - offset < 3:
-            raise ProxyProtocolError("PROXY v2 TLV cut short")
+            raise ProxyProtocolError(f"{what} cut short")
         kind, size = struct.unpack_from("!BH", data, offset)
         offset += 3
         if len(data) - offset < size:
-            raise ProxyProtocolError("PROXY v2 TLV longer than the header")
+            raise ProxyProtocolError(f"{what} longer than {within}")
         found.append((kind, data[offset : offset + size]))
         offset += size
     return tuple(found)
@@ -292,13 +305,15 @@ def _tls(tlvs: tuple[tuple[int, bytes], ...]) -> ProxyTLS | None:
 
 def _ssl_tlv(value: bytes) -> ProxyTLS:
     """A PP2_TYPE_SSL value (proxy-protocol.txt §2.2.6): the ``client`` bit field and
-    ``verify``, then sub-TLVs within it, each subtype at most once. Subtypes not in
-    the spec are skipped, as a receiver may (§2.2)."""
+    ``verify``, then sub-TLVs within it, a known subtype at most once. Subtypes not in
+    the spec are skipped, as a receiver may (§2.2). The structure is checked strictly;
+    the strings are not grounds to refuse the client: none decides anything, so one
+    unfit to be shown or written is unknown (None), not a closed connection."""
     if len(value) < _SSL_FIXED:
         raise ProxyProtocolError("PROXY v2 PP2_TYPE_SSL TLV shorter than its 5 fixed octets")
     client, verify = struct.unpack_from("!BI", value)
-    strings: dict[str, str] = {}
-    for kind, raw in _tlvs(value[_SSL_FIXED:]):
+    strings: dict[str, str | None] = {}
+    for kind, raw in _tlvs(value[_SSL_FIXED:], "PROXY v2 SSL sub-TLV", "the SSL TLV"):
         name = _SSL_STRINGS.get(kind)
         if name is None:
             continue
@@ -314,22 +329,23 @@ def _ssl_tlv(value: bytes) -> ProxyTLS:
     )
 
 
-def _ascii_name(raw: bytes) -> str:
-    """A version, cipher or algorithm sub-TLV: a US-ASCII name (§2.2.6), of the
+def _ascii_name(raw: bytes) -> str | None:
+    """A version, cipher or algorithm sub-TLV: a short US-ASCII name (§2.2.6) of the
     characters :data:`_ASCII_NAME` allows, for it is written into the log and the
-    ``Received`` line."""
+    ``Received`` line; None for any other value, which is never written."""
     text = raw.decode("latin-1")
-    if not _ASCII_NAME.fullmatch(text):
-        raise ProxyProtocolError(f"PROXY v2 SSL sub-TLV {text!r} is not a US-ASCII name")
-    return text
+    return text if _ASCII_NAME.fullmatch(text) else None
 
 
-def _common_name(raw: bytes) -> str:
-    """The PP2_SUBTYPE_SSL_CN sub-TLV: UTF-8 (§2.2.6), printable."""
+def _common_name(raw: bytes) -> str | None:
+    """The PP2_SUBTYPE_SSL_CN sub-TLV, if it is printable UTF-8 (§2.2.6) within
+    RFC 5280's 64 characters; else None. HAProxy copies the certificate's string as it
+    is encoded (a BMPString's UTF-16, a T61String's Latin-1), and smtpcore never reads
+    the name, so such a name costs the client nothing."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ProxyProtocolError("PROXY v2 SSL common name is not UTF-8") from None
-    if not text.isprintable():
-        raise ProxyProtocolError(f"PROXY v2 SSL common name {text!r} is unprintable")
+        return None
+    if not text.isprintable() or len(text) > _COMMON_NAME_MAX:
+        return None
     return text
