@@ -424,7 +424,8 @@ def test_server_options_are_checked() -> None:
         SMTPServer(Handler(), auth=Authenticator(check_password=check_password))
     with pytest.raises(ValueError, match="require_auth needs auth"):
         SMTPServer(Handler(), require_auth=True)
-    for delay in (-1.0, float("nan"), float("inf")):
+    no_delays: tuple[Any, ...] = (-1.0, float("nan"), float("inf"), None, "2", True, 10**400)
+    for delay in no_delays:
         with pytest.raises(ValueError, match="auth_failure_delay"):
             SMTPServer(Handler(), auth_failure_delay=delay)
         with pytest.raises(ValueError, match="auth_failure_delay"):

@@ -20,6 +20,7 @@ from haproxy_peer import haproxy
 from peers import TLSFiles, make_tls_files, running_smtp_server
 from smtpcore.asyncio import ServerOptions, Timeouts
 from smtpcore.handler import Handler, Session, TLSInfo
+from smtpcore.maildrop import MaildirStore
 from smtpcore.sasl import PlainServer
 from smtpcore.smtp import Reply
 
@@ -241,11 +242,22 @@ def test_a_header_trickled_by_a_trusted_proxy_ends_at_the_proxy_timeout(
     assert re.search(r"bad PROXY header from \[127\.0\.0\.1\]:\d+: TimeoutError", caplog.text)
 
 
-@pytest.mark.parametrize("seconds", [0, -1, math.inf, math.nan])
-def test_a_proxy_timeout_that_is_no_wait_is_refused_at_once(adapter: str, seconds: float) -> None:
-    server_class = importlib.import_module(f"smtpcore.{adapter}").SMTPServer
+@pytest.mark.parametrize(
+    "seconds", [0, -1, math.inf, math.nan, None, "5", True, pytest.param(10**400, id="10**400")]
+)
+def test_a_proxy_timeout_that_is_no_wait_is_refused_at_once(adapter: str, seconds: object) -> None:
+    """A ``ValueError`` naming the option, for every value that is no number of seconds
+    a deadline can take: 10**400 compares as finite, but is past a float's range and
+    would fail every proxied session with ``OverflowError``."""
+    module = importlib.import_module(f"smtpcore.{adapter}")
     with pytest.raises(ValueError, match="proxy_protocol_timeout"):
-        server_class(Recorder(), proxy_protocol_timeout=seconds)
+        module.SMTPServer(Recorder(), proxy_protocol_timeout=seconds)
+    with pytest.raises(ValueError, match="proxy_protocol_timeout"):
+        module.POP3Server(MaildirStore(".", {}), proxy_protocol_timeout=seconds)
+    assert (
+        module.SMTPServer(Recorder(), proxy_protocol_timeout=3).options.proxy_protocol_timeout
+        == 3.0
+    )
 
 
 def test_the_proxy_timeout_is_five_seconds_by_default() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,6 +104,11 @@ def test_auth_failure_delay_on_the_command_line(tmp_path: Path) -> None:
         dataclasses.replace(config, auth_failure_delay=-1.0)
     with pytest.raises(ConfigError, match="--auth-failure-delay"):
         dataclasses.replace(config, auth_failure_delay=float("inf"))
+    no_durations: tuple[Any, ...] = (None, "2", True, 10**400)
+    for wrong in no_durations:  # ConfigError, never TypeError or OverflowError
+        for option in ("auth_failure_delay", "proxy_protocol_timeout", "retry_after"):
+            with pytest.raises(ConfigError, match=f"--{option.replace('_', '-')}"):
+                dataclasses.replace(config, **{option: wrong})
     with pytest.raises(SystemExit):
         build_parser().parse_args([*base, "--auth-failure-delay", "-1"])
 

@@ -243,8 +243,9 @@ class POP3ServerOptions:
         checked_prefix_length(self.client_ipv6_prefix_length)
         if self.max_auth_failures < 1:
             raise ValueError("max_auth_failures must be at least 1")
-        checked_delay(self.auth_failure_delay)
-        checked_proxy_timeout(self.proxy_protocol_timeout)
+        object.__setattr__(self, "auth_failure_delay", checked_delay(self.auth_failure_delay))
+        timeout = checked_proxy_timeout(self.proxy_protocol_timeout)
+        object.__setattr__(self, "proxy_protocol_timeout", timeout)
         try:
             object.__setattr__(self, "proxy_networks", networks(self.proxy_protocol_from))
         except ValueError as exc:

@@ -12,11 +12,11 @@ does the rest, whatever the protocol.
 from __future__ import annotations
 
 import ipaddress
-import math
 from collections.abc import Sequence
 from typing import Protocol, TypeAlias
 
 from smtpcore._driver._logtext import loggable
+from smtpcore._driver._timeouts import as_seconds
 from smtpcore._driver._transport import Link
 from smtpcore._ip import unmapped
 from smtpcore.handler import TLSInfo
@@ -51,14 +51,16 @@ not hold a session slot for the greeting's minutes."""
 
 
 def checked_proxy_timeout(seconds: float) -> float:
-    """``proxy_protocol_timeout`` as given, if it is a wait that ends: more than zero
-    seconds and finite (``ValueError`` otherwise; a header never waited for would
-    refuse every connection, one waited for forever would let a peer hold its slot)."""
-    if not 0 < seconds < math.inf:
+    """``proxy_protocol_timeout`` as a float, if it is a wait that ends: more than zero
+    seconds and finite (``ValueError`` otherwise, :func:`as_seconds`; a header never
+    waited for would refuse every connection, one waited for forever would let a peer
+    hold its slot)."""
+    timeout = as_seconds("proxy_protocol_timeout", seconds)
+    if timeout <= 0:
         raise ValueError(
-            f"proxy_protocol_timeout must be a positive number of seconds, not {seconds!r}"
+            f"proxy_protocol_timeout must be a positive number of seconds, not {timeout!r}"
         )
-    return seconds
+    return timeout
 
 
 def networks(specs: Sequence[str]) -> tuple[Network, ...]:

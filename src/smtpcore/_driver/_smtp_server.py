@@ -372,8 +372,9 @@ class ServerOptions:
         if self.max_sessions_per_address is not None and self.max_sessions_per_address < 1:
             raise ValueError("max_sessions_per_address must be at least 1 (or None)")
         checked_prefix_length(self.client_ipv6_prefix_length)
-        checked_delay(self.auth_failure_delay)
-        checked_proxy_timeout(self.proxy_protocol_timeout)
+        object.__setattr__(self, "auth_failure_delay", checked_delay(self.auth_failure_delay))
+        timeout = checked_proxy_timeout(self.proxy_protocol_timeout)
+        object.__setattr__(self, "proxy_protocol_timeout", timeout)
         auth = self.auth
         if isinstance(auth, Authenticator):
             mechanisms = auth.server_mechanisms(self.hostname)

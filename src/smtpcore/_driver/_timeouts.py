@@ -10,6 +10,7 @@ scopes on trio).
 from __future__ import annotations
 
 import math
+import numbers
 import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -28,6 +29,7 @@ __all__ = [
     "Timeouts",
     "Watchdog",
     "Within",
+    "as_seconds",
     "checked_delay",
     "deadline_when_waiting",
     "finish_when_waiting",
@@ -413,9 +415,26 @@ def rest_of_answer(timeout: float, begun: float | None) -> tuple[float, float]:
     return begun, timeout - (now - begun)
 
 
-def checked_delay(seconds: float) -> float:
-    """``auth_failure_delay`` as given, if it is a number of seconds a session can wait:
-    zero or more, and finite (``ValueError`` otherwise)."""
-    if not 0 <= seconds < math.inf:
-        raise ValueError(f"auth_failure_delay must be 0 or more seconds, not {seconds!r}")
+def as_seconds(name: str, value: object) -> float:
+    """``value``, the option ``name``, as a finite float number of seconds, or a
+    ``ValueError`` naming the option. A string, None or a bool is no duration (compared,
+    it would raise ``TypeError``), and an int past a float's range (``10**400``) compares
+    as finite but makes every deadline built from it an ``OverflowError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number of seconds, not {value!r:.40}")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be a number of seconds, not {value!r:.40}") from None
+    if not math.isfinite(seconds):
+        raise ValueError(f"{name} must be a finite number of seconds, not {seconds!r}")
     return seconds
+
+
+def checked_delay(seconds: float) -> float:
+    """``auth_failure_delay`` as a float, if it is a number of seconds a session can
+    wait: zero or more, and finite (``ValueError`` otherwise)."""
+    delay = as_seconds("auth_failure_delay", seconds)
+    if delay < 0:
+        raise ValueError(f"auth_failure_delay must be 0 or more seconds, not {delay!r}")
+    return delay

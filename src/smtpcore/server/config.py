@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import codecs
 import ipaddress
-import math
 import re
 import socket
 import ssl
@@ -21,6 +20,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from smtpcore._driver._proxied import DEFAULT_PROXY_TIMEOUT
+from smtpcore._driver._timeouts import as_seconds
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.address import (
     AddressError,
@@ -635,11 +635,7 @@ class ServerConfig:
             raise ConfigError(f"--remote-port: {self.remote_port} is not a port")
         object.__setattr__(self, "hostname", server_hostname(self.hostname))
         self._check_routable()
-        durations = ("retry_after", "max_retry_after", "max_queue_age", "delay_warning")
-        for name in (*durations, "auth_failure_delay", "proxy_protocol_timeout"):
-            seconds = getattr(self, name)
-            if seconds is not None and not math.isfinite(seconds):
-                raise ConfigError(f"--{name.replace('_', '-')}: {seconds} is not a duration")
+        self._check_durations()
         if self.retry_after <= 0:
             raise ConfigError("--retry-after must be positive")
         if self.max_retry_after < self.retry_after:
@@ -698,6 +694,22 @@ class ServerConfig:
         and where it was given when that is known."""
         where = self.user_sources.get(key)
         return f"user {key}" if where is None else f"{where}: {key}"
+
+    def _check_durations(self) -> None:
+        """Every duration as a finite float (:func:`as_seconds`), or a
+        :class:`ConfigError` naming its option: a string, None where a duration is
+        required, or a number past a float's range would otherwise fail later, as
+        ``TypeError`` here or as ``OverflowError`` in every session's deadline."""
+        durations = ("retry_after", "max_retry_after", "max_queue_age", "auth_failure_delay")
+        for name in (*durations, "proxy_protocol_timeout", "delay_warning"):
+            seconds = getattr(self, name)
+            if name == "delay_warning" and seconds is None:
+                continue  # no warning
+            try:
+                object.__setattr__(self, name, as_seconds(name, seconds))
+            except ValueError:
+                flag = name.replace("_", "-")
+                raise ConfigError(f"--{flag}: {seconds!r:.40} is not a duration") from None
 
     def _check_routable(self) -> None:
         """The names the mail server's routers are built from, refused here as the
