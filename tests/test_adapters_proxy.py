@@ -18,6 +18,7 @@ import pytest
 
 from haproxy_peer import haproxy
 from peers import TLSFiles, make_tls_files, running_smtp_server
+from smtpcore._driver._proxied import checked_proxy_timeout
 from smtpcore.asyncio import ServerOptions, Timeouts
 from smtpcore.handler import Handler, Session, TLSInfo
 from smtpcore.maildrop import MaildirStore
@@ -548,3 +549,16 @@ def test_haproxy_in_front_of_implicit_tls(
                 clients.append(client.sock.getsockname())
                 assert client.noop()[0] == 250
     assert {tuple(address) for address in clients} <= set(handler.peers)
+
+
+def test_a_duration_refused_is_quoted_as_it_was_given_or_said_to_be_too_large() -> None:
+    """The message never shows a value the check would take: a long value is cut with
+    an ellipsis, and one past a float's range is called that, not 'no number'."""
+    from smtpcore.server.config import ConfigError, ServerConfig
+
+    with pytest.raises(ValueError, match="proxy_protocol_timeout is past the range"):
+        checked_proxy_timeout(10**400)
+    with pytest.raises(ValueError, match=r"not 'xxxxxxxxx.*\.\.\.$"):
+        checked_proxy_timeout("x" * 100)
+    with pytest.raises(ConfigError, match=r"^--max-queue-age: is past the range"):
+        ServerConfig(max_queue_age=10**400)

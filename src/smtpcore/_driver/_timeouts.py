@@ -421,14 +421,21 @@ def as_seconds(name: str, value: object) -> float:
     it would raise ``TypeError``), and an int past a float's range (``10**400``) compares
     as finite but makes every deadline built from it an ``OverflowError``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number of seconds, not {value!r:.40}")
+        raise ValueError(f"{name} must be a number of seconds, not {_quoted(value)}")
     try:
         seconds = float(value)
     except OverflowError:
-        raise ValueError(f"{name} must be a number of seconds, not {value!r:.40}") from None
+        raise ValueError(f"{name} is past the range of a number of seconds") from None
     if not math.isfinite(seconds):
         raise ValueError(f"{name} must be a finite number of seconds, not {seconds!r}")
     return seconds
+
+
+def _quoted(value: object, limit: int = 40) -> str:
+    """``value``'s repr for an error message, cut to ``limit`` characters with an
+    ellipsis that says it was cut."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def checked_delay(seconds: float) -> float:

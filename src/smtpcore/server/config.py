@@ -707,9 +707,9 @@ class ServerConfig:
                 continue  # no warning
             try:
                 object.__setattr__(self, name, as_seconds(name, seconds))
-            except ValueError:
+            except ValueError as exc:
                 flag = name.replace("_", "-")
-                raise ConfigError(f"--{flag}: {seconds!r:.40} is not a duration") from None
+                raise ConfigError(f"--{flag}: {str(exc).removeprefix(name + ' ')}") from None
 
     def _check_routable(self) -> None:
         """The names the mail server's routers are built from, refused here as the
