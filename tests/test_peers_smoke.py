@@ -37,6 +37,9 @@ VERSION_COMMANDS = [
     ("getmail", ["--version"], "getmail"),
     ("mpop", ["--version"], "mpop version"),
     ("dovecot", ["--version"], "."),
+    ("curl", ["--version"], "pop3s"),  # built with POP3 and SMTP, as the tests need
+    ("msmtp", ["--version"], "msmtp version"),
+    ("s-nail", ["-V"], "s-nail v"),
 ]
 
 
