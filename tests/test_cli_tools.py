@@ -7,6 +7,7 @@ import email
 import email.policy
 import io
 import socket
+import ssl
 import sys
 import threading
 import tracemalloc
@@ -308,3 +309,91 @@ def test_send_by_mx_tries_the_next_exchanger_for_a_recipient_refused_for_now(
         assert status == 1
         assert "refused by mx1.pqr.example[127.0.0.2]" in out and "550 5.1.1" in out
         assert not second
+
+
+@contextlib.contextmanager
+def _tls_server(
+    answers: dict[bytes, bytes], greeting: bytes, tls: ssl.SSLContext | None
+) -> Iterator[int]:
+    """One session on a loopback port: ``greeting``, then each command answered from
+    ``answers`` by its verb; after the answer to STARTTLS or STLS, a TLS handshake
+    with ``tls`` (whose certificate no default store trusts), or, with ``None``, a
+    close in the middle of the client's handshake. Yields the port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def run() -> None:
+        with contextlib.suppress(OSError), listener, listener.accept()[0] as conn:
+            conn.settimeout(10)
+            conn.sendall(greeting)
+            with conn.makefile("rb") as reader:
+                for line in reader:
+                    verb = line.split()[0].upper() if line.split() else b""
+                    conn.sendall(answers.get(verb, b"500 no\r\n"))
+                    if verb in (b"STARTTLS", b"STLS"):
+                        break
+            if tls is not None:
+                tls.wrap_socket(conn, server_side=True).close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", listener.getsockname()[1]), timeout=1).close()
+        thread.join(5)
+
+
+_SMTP_STARTTLS = {b"EHLO": b"250-mx.test\r\n250 STARTTLS\r\n", b"STARTTLS": b"220 2.0.0 go\r\n"}
+_POP3_STLS = {b"CAPA": b"+OK\r\nSTLS\r\nUSER\r\n.\r\n", b"STLS": b"+OK begin TLS\r\n"}
+
+
+@pytest.mark.parametrize("verified", [True, False], ids=["unverifiable", "closed"])
+def test_send_says_whose_refusal_a_failed_handshake_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], verified: bool
+) -> None:
+    """A certificate this client cannot verify is the client's own refusal (with the
+    options that change it); a handshake the server ends is the server's doing."""
+    tls = make_tls_files(tmp_path).server_context if verified else None
+    with _tls_server(_SMTP_STARTTLS, b"220 mx.test ESMTP\r\n", tls) as port:
+        status = cli.main(
+            [
+                *("send", "--server", f"127.0.0.1:{port}", "--helo", "client.abc.example"),
+                *("--from", "john@abc.example", "--to", "b@pqr.example"),
+            ]
+        )
+    out = capsys.readouterr().out
+    assert status == 1
+    if verified:
+        assert out.startswith(
+            f"<b@pqr.example>: not sent to 127.0.0.1:{port}: this client refused to go on: "
+            "TLS handshake failed: [SSL: CERTIFICATE_VERIFY_FAILED]"
+        ), out
+        assert "--cafile FILE" in out and "--insecure" in out
+    else:
+        assert out.startswith(f"<b@pqr.example>: refused by 127.0.0.1:{port}: TLS handshake"), out
+        assert "this client refused" not in out
+
+
+@pytest.mark.parametrize("verified", [True, False], ids=["unverifiable", "closed"])
+def test_fetch_says_whose_refusal_a_failed_handshake_is(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    verified: bool,
+) -> None:
+    monkeypatch.setenv("SMTPCORE_PASSWORD", "pw")
+    tls = make_tls_files(tmp_path).server_context if verified else None
+    with _tls_server(_POP3_STLS, b"+OK pop.test ready\r\n", tls) as port:
+        status = cli.main(["fetch", "--server", f"127.0.0.1:{port}", "--user", "ann"])
+    err = capsys.readouterr().err
+    assert status == 1
+    if verified:
+        assert err.startswith(
+            "smtpcore fetch: this client refused to go on: "
+            "TLS handshake failed: [SSL: CERTIFICATE_VERIFY_FAILED]"
+        ), err
+        assert "--cafile FILE" in err and "--insecure" in err
+    else:
+        assert err.startswith("smtpcore fetch: TLS handshake failed"), err
+        assert "this client refused" not in err

@@ -1199,7 +1199,7 @@ class _TrioClient(ClientConstructors):
                 except TimeoutError as exc:
                     raise self.timeout_error("TLS handshake timed out") from exc
                 except OSError as exc:
-                    raise self.connection_error(f"TLS handshake failed: {exc}") from exc
+                    raise self.handshake_error(exc) from exc
             return _link(given)
         async with _Deadline(self.timeouts.connect):
             if self._unix_path is not None:

@@ -213,8 +213,19 @@ class BaseClient:
                 )
         except TimeoutError as exc:
             raise self.timeout_error("TLS handshake timed out") from exc
-        except OSError as exc:  # ssl.SSLCertVerificationError is one
-            raise self.connection_error(f"TLS handshake failed: {exc}") from exc
+        except OSError as exc:
+            raise self.handshake_error(exc) from exc
+
+    def handshake_error(self, exc: OSError) -> Exception:
+        """The :attr:`connection_error` for a failed TLS handshake. When our own check
+        of the server's certificate failed (``ssl.SSLCertVerificationError``: RFC 3207
+        §4.1, RFC 2595 §2.4), the server refused nothing and this client declined to
+        go on, so the error is ``local``, as the client's other refusals are."""
+        error = self.connection_error(f"TLS handshake failed: {exc}")
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            # connection_error is typed as any Exception; both families declare local.
+            setattr(error, "local", True)  # noqa: B010
+        return error
 
     async def _abort(self) -> None:
         transport, self._transport = self._transport, None

@@ -84,6 +84,11 @@ grow with it."""
 class POP3Error(Exception):
     """Base class of the client's errors; ``response`` is the server's ``-ERR``, if any."""
 
+    local = False
+    """True when this client declined to go on and the server refused nothing: the
+    :class:`POP3ConnectionError` of a TLS handshake that failed our own check of the
+    server's certificate (RFC 2595 §2.4), as ``SMTPError.local``."""
+
     def __init__(self, message: str, response: Err | None = None) -> None:
         if response is not None:
             message = f"{message}: {response.to_bytes().decode('utf-8', 'replace').strip()}"

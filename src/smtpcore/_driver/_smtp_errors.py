@@ -42,7 +42,10 @@ class SMTPError(Exception):
 
     local = False
     """True when the client refused on the server's behalf and sent nothing: the
-    reply is the one the RFC names for the case, not one the server wrote."""
+    reply is the one the RFC names for the case, not one the server wrote. Also
+    true, with no reply, on the :class:`SMTPConnectionError` of a TLS handshake
+    that failed our own check of the server's certificate: the server refused
+    nothing, this client declined it."""
     result: TransactionResult | None = None
     """A session lost (or timed out) part way through a message whose fate was
     decided recipient by recipient: each recipient's fate so far, so that a retry

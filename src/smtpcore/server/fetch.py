@@ -33,7 +33,7 @@ from smtpcore.server.config import ConfigError
 from smtpcore.server.fetchrecord import ContentDigest, FetchRecord, why_it_failed
 from smtpcore.server.maildir import Maildir
 from smtpcore.server.passwords import read_password
-from smtpcore.server.tools import client_tls_context, printable
+from smtpcore.server.tools import client_tls_context, declined, printable
 
 __all__ = ["AUTH_CHOICES", "run_fetch"]
 
@@ -459,6 +459,8 @@ async def _log_in(client: POP3Client, args: argparse.Namespace) -> None:
 def _fetch_failed(exc: Exception | str) -> None:
     """An error on standard error, as ``send`` reports its own: standard output is
     for the messages."""
+    if isinstance(exc, POP3Error) and exc.local:
+        exc = declined(exc)
     print(printable(f"smtpcore fetch: {exc}"), file=sys.stderr)
 
 

@@ -41,7 +41,14 @@ from smtpcore.server.passwords import read_password
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
 from smtpcore.smtp import Reply, TransactionResult
 
-__all__ = ["client_tls_context", "make_test_message", "printable", "run_send"]
+__all__ = [
+    "CERTIFICATE_OPTIONS",
+    "client_tls_context",
+    "declined",
+    "make_test_message",
+    "printable",
+    "run_send",
+]
 
 
 def client_tls_context(cafile: Path | None, insecure: bool) -> ssl.SSLContext:
@@ -51,6 +58,17 @@ def client_tls_context(cafile: Path | None, insecure: bool) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+#: The options of ``send`` and ``fetch`` that change how a server's certificate is checked.
+CERTIFICATE_OPTIONS = "--cafile FILE trusts the CA that signed it, --insecure checks nothing"
+
+
+def declined(exc: Exception) -> str:
+    """The text of an error by which this client declined to go on with no reply from
+    the server (``local``, no ``reply``): the server's certificate failed our check,
+    so the text names the options that change the check, not a refusal by the server."""
+    return f"this client refused to go on: {exc} ({CERTIFICATE_OPTIONS})"
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -113,11 +131,14 @@ class _Fate:
 def _error_fate(recipient: str, where: str, exc: SMTPError, temporary: bool = False) -> _Fate:
     """The fate of a recipient a client error stopped. An error the client raised on
     its own (:attr:`SMTPReplyError.local`) carries a reply the server never sent
-    (``454 4.7.4``): shown as the client's refusal, without that code."""
+    (``454 4.7.4``): shown as the client's refusal, without that code. So is a
+    certificate this client could not verify (``local``, no reply)."""
     if isinstance(exc, SMTPReplyError) and exc.local:
         reason = " ".join(exc.reply.lines)
         text = f"{where}: {exc.command} not sent: this client refused to go on: {reason}"
         return _Fate(recipient, False, text, temporary, local=True)
+    if exc.local and exc.reply is None:  # declined the server's certificate
+        return _Fate(recipient, False, f"{where}: {declined(exc)}", temporary, local=True)
     return _Fate(recipient, False, f"{where}: {exc}", temporary)
 
 
