@@ -9,7 +9,9 @@ session limit behave as on TCP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -313,6 +315,48 @@ def test_asyncio_streams_under_tls_from_the_start(tls: TLSFiles) -> None:
     under_tls, offered = asyncio.run(body())
     assert under_tls and "STARTTLS" not in offered
     assert handler.messages == [MESSAGE] and handler.tls == [True]
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "pop3"])
+@pytest.mark.parametrize("server_side", ["untrusted", "closed"])
+def test_a_trio_stream_given_under_tls_fails_its_handshake_as_starttls_does(
+    tls: TLSFiles, protocol: str, server_side: str
+) -> None:
+    """The handshake of a ``trio.SSLStream`` given to ``over_stream`` fails as the
+    client's own handshake does: a certificate the client cannot verify is its own
+    refusal (``local``; RFC 3207 §4.1, RFC 2595 §2.4), a server that closes mid-way
+    is not, and neither names a host and port the client never connected to."""
+
+    async def serve(server_end: trio.abc.Stream) -> None:
+        if server_side == "closed":
+            await server_end.aclose()
+            return
+        server_tls = trio.SSLStream(server_end, tls.server_context, server_side=True)
+        with contextlib.suppress(trio.BrokenResourceError):
+            await server_tls.do_handshake()
+        await trio.aclose_forcefully(server_tls)
+
+    async def body() -> smtp_trio.SMTPConnectionError | smtp_trio.POP3ConnectionError:
+        server_end, client_end = trio_socket_pair()
+        untrusting = ssl.create_default_context()  # trusts no test CA
+        client_tls = trio.SSLStream(client_end, untrusting, server_hostname="mx.test")
+        client: smtp_trio.SMTPClient | smtp_trio.POP3Client = (
+            smtp_trio.SMTPClient.over_stream(client_tls, hostname="client.test", host="mx.test")
+            if protocol == "smtp"
+            else smtp_trio.POP3Client.over_stream(client_tls, host="mx.test")
+        )
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(serve, server_end)
+                try:
+                    await client.connect()
+                except (smtp_trio.SMTPConnectionError, smtp_trio.POP3ConnectionError) as exc:
+                    return exc
+        raise AssertionError("the handshake did not fail")
+
+    error = trio.run(body)
+    assert str(error).startswith("TLS handshake failed: "), error
+    assert error.local is (server_side == "untrusted")
 
 
 # -- shutting down a server whose sessions came as streams --------------------------------

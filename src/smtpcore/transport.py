@@ -33,6 +33,13 @@ receiving side still open, where the stream can (plain TCP; not TLS, where
 it does nothing). A server that ends a session on its own (a 421) uses it
 to close gracefully while its client may still be sending; without it the
 server only reads and drops what still comes before it closes.
+
+A transport given under TLS whose handshake is not made yet (a
+``trio.SSLStream`` makes it on first use) may have an
+``async finish_handshake() -> None`` method: a client calls it first, under
+its TLS handshake timeout, so that :attr:`Transport.tls` describes the
+session from its first byte and a failed handshake is reported as the
+client's own handshakes are (a certificate it cannot verify is its refusal).
 """
 
 from __future__ import annotations
@@ -55,9 +62,10 @@ class Transport(Protocol):
     one the framework can cancel: that is how timeouts reach a transport.
 
     Optional, looked up when present: ``channel_binding(kind)``, the TLS
-    channel binding data that SCRAM-SHA-256-PLUS needs, and ``send_eof()``,
-    the half-close of a session the server ends on its own (see the module's
-    description).
+    channel binding data that SCRAM-SHA-256-PLUS needs, ``send_eof()``,
+    the half-close of a session the server ends on its own, and
+    ``finish_handshake()``, the handshake of a stream given under TLS (see the
+    module's description).
     """
 
     async def receive_some(self, max_bytes: int) -> bytes:

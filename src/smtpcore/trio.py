@@ -1191,15 +1191,7 @@ class _TrioClient(ClientConstructors):
 
     async def _open(self, host: str, port: int) -> Link:
         given = self._take_given()
-        if given is not None:
-            if isinstance(given, TrioTransport):  # a trio.SSLStream: TLS from the start
-                try:
-                    async with _Deadline(self.timeouts.tls_handshake):
-                        await given.finish_handshake()
-                except TimeoutError as exc:
-                    raise self.timeout_error("TLS handshake timed out") from exc
-                except OSError as exc:
-                    raise self.handshake_error(exc) from exc
+        if given is not None:  # a trio.SSLStream's handshake is the session's to make
             return _link(given)
         async with _Deadline(self.timeouts.connect):
             if self._unix_path is not None:

@@ -196,6 +196,9 @@ class BaseClient:
         ``tls_on_connect``, whose handshake this makes."""
         transport = self._transport
         assert transport is not None
+        finish_handshake = getattr(transport.transport, "finish_handshake", None)
+        if finish_handshake is not None:
+            await self._shake_hands(finish_handshake)
         if transport.tls is not None:
             return True
         if self.tls_on_connect:
@@ -204,13 +207,28 @@ class BaseClient:
         return False
 
     async def _handshake(self) -> None:
+        """The handshake of STARTTLS / STLS (RFC 3207 §4, RFC 2595 §4) or of
+        ``tls_on_connect`` (RFC 8314 §3.3), over the open connection."""
+        transport = self._transport
+        assert transport is not None
+        await self._shake_hands(
+            functools.partial(
+                transport.start_tls,
+                self._context(),
+                server_side=False,
+                server_hostname=self.server_hostname,
+            )
+        )
+
+    async def _shake_hands(self, handshake: Callable[[], Awaitable[None]]) -> None:
+        """Run ``handshake`` under the TLS handshake timeout, its failure the
+        protocol's own error (:meth:`handshake_error`): one place for every handshake
+        this client makes, whether it starts TLS or finishes a stream's given under it."""
         transport = self._transport
         assert transport is not None
         try:
             async with transport.deadline(self.timeouts.tls_handshake):
-                await transport.start_tls(
-                    self._context(), server_side=False, server_hostname=self.server_hostname
-                )
+                await handshake()
         except TimeoutError as exc:
             raise self.timeout_error("TLS handshake timed out") from exc
         except OSError as exc:
