@@ -397,3 +397,41 @@ def test_fetch_says_whose_refusal_a_failed_handshake_is(
     else:
         assert err.startswith("smtpcore fetch: TLS handshake failed"), err
         assert "this client refused" not in err
+
+
+def test_send_and_fetch_name_what_a_certificate_was_checked_against(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A certificate signed by the CA given with ``--cafile`` but issued to another
+    name (RFC 6125 §6) is not a matter of trust: the refusal names the name it was
+    checked against, and not ``--cafile``, which the user has given already."""
+    import trustme
+
+    monkeypatch.setenv("SMTPCORE_PASSWORD", "pw")
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    elsewhere = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("mx.other.example").configure_cert(elsewhere)  # checked against 127.0.0.1
+    with _tls_server(_SMTP_STARTTLS, b"220 mx.test ESMTP\r\n", elsewhere) as port:
+        status = cli.main(
+            [
+                *("send", "--server", f"127.0.0.1:{port}", "--helo", "client.abc.example"),
+                *("--from", "john@abc.example", "--to", "b@pqr.example"),
+                *("--cafile", str(ca_file)),
+            ]
+        )
+    out = capsys.readouterr().out
+    assert status == 1
+    with _tls_server(_POP3_STLS, b"+OK pop.test ready\r\n", elsewhere) as port:
+        status = cli.main(
+            ["fetch", "--server", f"127.0.0.1:{port}", "--user", "ann", "--cafile", str(ca_file)]
+        )
+    err = capsys.readouterr().err
+    assert status == 1
+    for text in (out, err):
+        assert "this client refused to go on: " in text, text
+        assert "the certificate was checked against '127.0.0.1'" in text, text
+        assert "--insecure checks nothing" in text and "--cafile" not in text, text

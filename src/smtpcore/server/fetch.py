@@ -33,7 +33,12 @@ from smtpcore.server.config import ConfigError
 from smtpcore.server.fetchrecord import ContentDigest, FetchRecord, why_it_failed
 from smtpcore.server.maildir import Maildir
 from smtpcore.server.passwords import read_password
-from smtpcore.server.tools import client_tls_context, declined, printable
+from smtpcore.server.tools import (
+    client_tls_context,
+    declined_certificate,
+    failed_certificate_check,
+    printable,
+)
 
 __all__ = ["AUTH_CHOICES", "run_fetch"]
 
@@ -150,7 +155,7 @@ async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
             run = _FetchRun(client, target, record, args.delete, args.all, say)
             await run.take_all(listing)
     except POP3Error as exc:
-        _fetch_failed(exc)
+        _fetch_failed(exc, checked_name=client.server_hostname)
         return 1
     say(run.summary(args.to_maildir))
     return 1 if run.refused or run.record_lost else 0
@@ -456,11 +461,14 @@ async def _log_in(client: POP3Client, args: argparse.Namespace) -> None:
     await client.authenticate(_SASL_CLIENTS[method](args.user, args.password))
 
 
-def _fetch_failed(exc: Exception | str) -> None:
+def _fetch_failed(exc: Exception | str, *, checked_name: str | None = None) -> None:
     """An error on standard error, as ``send`` reports its own: standard output is
-    for the messages."""
-    if isinstance(exc, POP3Error) and exc.local:
-        exc = declined(exc)
+    for the messages. A server certificate that failed this client's check (against
+    ``checked_name``) is this client's refusal, not the server's."""
+    if isinstance(exc, Exception):
+        failure = failed_certificate_check(exc)
+        if failure is not None:
+            exc = declined_certificate(exc, failure, checked_name)
     print(printable(f"smtpcore fetch: {exc}"), file=sys.stderr)
 
 

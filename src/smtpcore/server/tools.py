@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from smtpcore import ProtocolError
 from smtpcore._driver import (
@@ -42,9 +42,9 @@ from smtpcore.server.resolvers import check_remote_delivery, make_resolver
 from smtpcore.smtp import Reply, TransactionResult
 
 __all__ = [
-    "CERTIFICATE_OPTIONS",
     "client_tls_context",
-    "declined",
+    "declined_certificate",
+    "failed_certificate_check",
     "make_test_message",
     "printable",
     "run_send",
@@ -60,15 +60,52 @@ def client_tls_context(cafile: Path | None, insecure: bool) -> ssl.SSLContext:
     return context
 
 
-#: The options of ``send`` and ``fetch`` that change how a server's certificate is checked.
-CERTIFICATE_OPTIONS = "--cafile FILE trusts the CA that signed it, --insecure checks nothing"
+_UNTRUSTED_ISSUER: Final = frozenset({2, 18, 19, 20, 21, 27})
+"""OpenSSL's ``X509_V_ERR_`` codes for a certificate whose signer this client does not
+trust (UNABLE_TO_GET_ISSUER_CERT, DEPTH_ZERO_SELF_SIGNED_CERT, SELF_SIGNED_CERT_IN_CHAIN,
+UNABLE_TO_GET_ISSUER_CERT_LOCALLY, UNABLE_TO_VERIFY_LEAF_SIGNATURE, CERT_UNTRUSTED):
+the failures that ``--cafile`` can change."""
+_NAME_MISMATCH: Final = frozenset({62, 64})
+"""``X509_V_ERR_HOSTNAME_MISMATCH`` and ``X509_V_ERR_IP_ADDRESS_MISMATCH``: a certificate
+issued to another name than the one checked (RFC 6125 §6), whoever signed it."""
 
 
-def declined(exc: Exception) -> str:
-    """The text of an error by which this client declined to go on with no reply from
-    the server (``local``, no ``reply``): the server's certificate failed our check,
-    so the text names the options that change the check, not a refusal by the server."""
-    return f"this client refused to go on: {exc} ({CERTIFICATE_OPTIONS})"
+def failed_certificate_check(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The failed check of the server's certificate behind ``exc`` (along its
+    ``__cause__`` chain), or None when ``exc`` is no such failure."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return None
+
+
+def declined_certificate(
+    exc: Exception, failure: ssl.SSLCertVerificationError, checked_name: str | None
+) -> str:
+    """The text of ``exc``, by which this client declined a server certificate that
+    failed its check (``failure``; RFC 3207 §4.1, RFC 2595 §2.4): the client's own
+    refusal, with what would change the check for that failure."""
+    return (
+        f"this client refused to go on: {exc} ({_what_changes_the_check(failure, checked_name)})"
+    )
+
+
+def _what_changes_the_check(
+    failure: ssl.SSLCertVerificationError, checked_name: str | None
+) -> str:
+    """``--cafile`` only where the signer is not trusted: for a certificate issued to
+    another name, the name it was checked against (the one ``--server`` gives)."""
+    code = failure.verify_code
+    if code in _UNTRUSTED_ISSUER:
+        return "--cafile FILE trusts the CA that signed it, --insecure checks nothing"
+    if code in _NAME_MISMATCH:
+        against = "the server's name" if checked_name is None else repr(checked_name)
+        return f"the certificate was checked against {against}, --insecure checks nothing"
+    return "--insecure checks nothing"
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -128,17 +165,26 @@ class _Fate:
     nothing was refused by the server, whatever reply the error carries."""
 
 
-def _error_fate(recipient: str, where: str, exc: SMTPError, temporary: bool = False) -> _Fate:
+def _error_fate(
+    recipient: str,
+    where: str,
+    exc: SMTPError,
+    temporary: bool = False,
+    *,
+    checked_name: str | None = None,
+) -> _Fate:
     """The fate of a recipient a client error stopped. An error the client raised on
     its own (:attr:`SMTPReplyError.local`) carries a reply the server never sent
     (``454 4.7.4``): shown as the client's refusal, without that code. So is a
-    certificate this client could not verify (``local``, no reply)."""
+    server certificate that failed this client's check (against ``checked_name``)."""
     if isinstance(exc, SMTPReplyError) and exc.local:
         reason = " ".join(exc.reply.lines)
         text = f"{where}: {exc.command} not sent: this client refused to go on: {reason}"
         return _Fate(recipient, False, text, temporary, local=True)
-    if exc.local and exc.reply is None:  # declined the server's certificate
-        return _Fate(recipient, False, f"{where}: {declined(exc)}", temporary, local=True)
+    failure = failed_certificate_check(exc)
+    if failure is not None:
+        text = f"{where}: {declined_certificate(exc, failure, checked_name)}"
+        return _Fate(recipient, False, text, temporary, local=True)
     return _Fate(recipient, False, f"{where}: {exc}", temporary)
 
 
@@ -235,7 +281,8 @@ async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) 
         try:
             await client.connect()
         except SMTPError as exc:
-            return [_error_fate(str(r), where, exc) for r in rcpts]
+            name = client.server_hostname
+            return [_error_fate(str(r), where, exc, checked_name=name) for r in rcpts]
         _say_if_plaintext(client, where)
         return await _submit(client, content, sender, rcpts, where)
     resolver = make_resolver(args.resolver)
@@ -264,7 +311,11 @@ async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) 
             try:
                 await client.connect()
             except SMTPError as exc:
-                fate |= {str(r): _error_fate(str(r), where, exc, True) for r in pending}
+                name = client.server_hostname
+                fate |= {
+                    str(r): _error_fate(str(r), where, exc, True, checked_name=name)
+                    for r in pending
+                }
                 continue
             _say_if_plaintext(client, where)
             for result in await _submit(client, content, sender, pending, where):
