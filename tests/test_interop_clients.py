@@ -6,16 +6,23 @@ RETR, UIDL, TOP, DELE) over STLS and pop3s with APOP and AUTH PLAIN; msmtp
 submits over STARTTLS with PLAIN, LOGIN, CRAM-MD5 and SCRAM-SHA-256
 (pipelined); s-nail submits with smtp-auth over STARTTLS and reads over
 POP3 with STLS. Every message has lines '.', '..', '.x' and no final newline,
-and the bytes delivered (or retrieved) are compared exactly. One server
-serves the whole module; each client runs with HOME in its own temporary
-directory, so no user configuration is read or written. A missing program
-skips on a developer's machine and fails under CI.
+and the bytes delivered (or retrieved) are compared exactly, except in
+s-nail's submission: s-nail sends that body quoted-printable (it encodes a
+lone '.' line), so it is compared after decoding. One server serves the
+whole module; each client runs with HOME, CURL_HOME, XDG_CONFIG_HOME and
+s-nail's files (MAILRC, MBOX, DEAD, MAIL, TMPDIR) in its own temporary
+directory, curl with ``-q`` first (no ``.curlrc``), s-nail with ``-:/`` (no
+resource file), and no proxy, so no user configuration is read or written.
+msmtp has no option to skip the system's ``/etc/msmtprc``: the ``account
+default`` of its ``-C`` file replaces the system's account of that name. A
+missing program skips on a developer's machine and fails under CI.
 """
 
 from __future__ import annotations
 
 import os
 import quopri
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -89,15 +96,42 @@ def delivered(server: Served) -> list[bytes]:
     return [without_trace(message) for message in server.mailbox(RECIPIENT)]
 
 
+#: Proxies curl would take for SMTP and POP3 too, dropped from a client's environment.
+PROXY_VARIABLES = frozenset({"all_proxy", "ALL_PROXY", "socks_proxy", "SOCKS_PROXY"})
+
+
+def client_environment(home: Path) -> dict[str, str]:
+    """This process's environment with every place the clients read a user's
+    configuration from, or write their files to, moved into ``home``: curl reads
+    ``.curlrc`` from CURL_HOME and XDG_CONFIG_HOME before HOME; s-nail keeps
+    MAILRC, MBOX, DEAD, MAIL and TMPDIR. No proxy: the connection is to loopback."""
+    (home / ".config").mkdir(parents=True, exist_ok=True)
+    (home / "tmp").mkdir(exist_ok=True)
+    environment = {k: v for k, v in os.environ.items() if k not in PROXY_VARIABLES}
+    environment.update(
+        HOME=str(home),
+        CURL_HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        MAILRC=str(home / ".mailrc"),
+        MBOX=str(home / "mbox"),
+        DEAD=str(home / "dead.letter"),
+        MAIL=str(home / "mail"),
+        TMPDIR=str(home / "tmp"),
+        NO_PROXY="*",
+        no_proxy="*",
+    )
+    return environment
+
+
 def run_client(argv: list[str], home: Path, stdin: bytes = b"") -> bytes:
-    """Run a client with HOME in ``home``; its stdout, or fail with what it said."""
+    """Run a client in :func:`client_environment`; its stdout, or fail with what it said."""
     home.mkdir(exist_ok=True)
     result = subprocess.run(
         argv,
         input=stdin,
         capture_output=True,
         timeout=30,
-        env={**os.environ, "HOME": str(home)},
+        env=client_environment(home),
         check=False,
     )
     output = (result.stdout + result.stderr).decode("utf-8", "replace")
@@ -116,12 +150,28 @@ def logged(server: Served, start: int, text: str, count: int = 1) -> bool:
     return True
 
 
+def logged_under_tls(server: Served, start: int, text: str, count: int = 1) -> bool:
+    """:func:`logged` for ``tls=TLSv1.N text``, whichever TLS 1.x version the client
+    and the server agreed on (RFC 8996 leaves 1.2 and 1.3)."""
+    pattern = re.compile(r"tls=TLSv1(?:\.\d)? " + re.escape(text))
+    deadline = time.monotonic() + 5
+    while len(pattern.findall(server.log()[start:])) < count:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def curl(*arguments: str) -> list[str]:
+    """A curl command line; ``-q`` must come first for curl to skip ``.curlrc``."""
+    return [require_program("curl"), "-q", *arguments]
+
+
 # -- curl ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN", "CRAM-MD5"])
 def test_curl_submits_over_starttls(empty: Served, tmp_path: Path, mechanism: str) -> None:
-    curl = require_program("curl")
     message = tmp_path / "message.eml"
     message.write_bytes(MESSAGE)  # CRLF already: curl's --crlf would make CR CR LF
     mark = len(empty.log())
@@ -129,7 +179,7 @@ def test_curl_submits_over_starttls(empty: Served, tmp_path: Path, mechanism: st
     url = f"smtp://{LOOPBACK}:{empty.ports['submission']}/client.test"
     run_client(
         [
-            *(curl, "-sS", url, "--ssl-reqd", "-k", "--login-options", f"AUTH={mechanism}"),
+            *curl("-sS", url, "--ssl-reqd", "-k", "--login-options", f"AUTH={mechanism}"),
             *("-u", f"{SENDER}:{SENDER_PASSWORD}", "--mail-from", SENDER),
             *("--mail-rcpt", RECIPIENT, "--mail-rcpt", UNKNOWN, "--mail-rcpt-allowfails"),
             *("--upload-file", str(message)),
@@ -138,7 +188,7 @@ def test_curl_submits_over_starttls(empty: Served, tmp_path: Path, mechanism: st
     )
     assert delivered(empty) == [STORED]
     assert logged(empty, mark, f"AUTH {mechanism} from")
-    assert logged(empty, mark, "tls=TLSv1.3 auth=john@abc.example mail=1 rcpt=1/2 messages=1")
+    assert logged_under_tls(empty, mark, "auth=john@abc.example mail=1 rcpt=1/2 messages=1")
 
 
 POP3_TRANSPORTS = {"stls": ("pop3", "pop3", ["--ssl-reqd"]), "pop3s": ("pop3s", "pop3s", [])}
@@ -151,7 +201,6 @@ POP3_LOGINS = {
 @pytest.mark.parametrize("login", POP3_LOGINS)
 @pytest.mark.parametrize("transport", POP3_TRANSPORTS)
 def test_curl_reads_over_pop3(empty: Served, tmp_path: Path, transport: str, login: str) -> None:
-    curl = require_program("curl")
     [path] = write_maildir(empty.data_dir / "mailboxes" / RECIPIENT, [STORED])
     scheme, listener, tls_option = POP3_TRANSPORTS[transport]
     url = f"{scheme}://{LOOPBACK}:{empty.ports[listener]}/"
@@ -160,7 +209,7 @@ def test_curl_reads_over_pop3(empty: Served, tmp_path: Path, transport: str, log
     def pop3(*extra: str, path: str = "") -> bytes:
         return run_client(
             [
-                *(curl, "-sS", url + path, "-k", *tls_option, *POP3_LOGINS[login]),
+                *curl("-sS", url + path, "-k", *tls_option, *POP3_LOGINS[login]),
                 *("-u", f"{RECIPIENT}:{RECIPIENT_PASSWORD}", *extra),
             ],
             tmp_path / "home",
@@ -210,6 +259,8 @@ def s_nail(server: Served, tmp_path: Path, *options: str, stdin: bytes = b"") ->
 
 
 def test_s_nail_submits_with_smtp_auth_over_starttls(empty: Served, tmp_path: Path) -> None:
+    """s-nail's body is compared after quoted-printable decoding, not byte for byte:
+    s-nail encodes a lone '.' line and the missing final newline itself."""
     mark = len(empty.log())
     mta = f"smtp://john%40abc.example:{SENDER_PASSWORD}@{LOOPBACK}:{empty.ports['submission']}"
     body = b".\n..\n.x\nend-no-newline"
@@ -233,7 +284,7 @@ def test_s_nail_submits_with_smtp_auth_over_starttls(empty: Served, tmp_path: Pa
     assert quopri.decodestring(content) == body
     assert b"Subject: from s-nail\n" in message
     assert logged(empty, mark, "AUTH PLAIN from")
-    assert logged(empty, mark, "tls=TLSv1.3 auth=john@abc.example mail=1 rcpt=1/1 messages=1")
+    assert logged_under_tls(empty, mark, "auth=john@abc.example mail=1 rcpt=1/1 messages=1")
 
 
 def test_s_nail_reads_over_pop3_with_stls(empty: Served, tmp_path: Path) -> None:
@@ -244,5 +295,10 @@ def test_s_nail_reads_over_pop3_with_stls(empty: Served, tmp_path: Path) -> None
     shown = s_nail(
         empty, tmp_path, "-Spop3-use-starttls", "-Shold", "-f", folder, stdin=b"Print 1\nquit\n"
     )
-    assert STORED.split(b"\n\n", 1)[1] in shown
-    assert logged(empty, mark, "tls=TLSv1.3 messages=1 retrieved=1 deleted=0 duration")
+    # s-nail prints a line of its own, the header with a From_ line and Status added,
+    # the body as retrieved, and a blank line after it.
+    header, body = shown.split(b"\n\n", 1)
+    stored_header, stored_body = STORED.split(b"\n\n", 1)
+    assert stored_header + b"\nStatus: R" in header
+    assert body == stored_body + b"\n"
+    assert logged_under_tls(empty, mark, "messages=1 retrieved=1 deleted=0 duration")
