@@ -627,6 +627,13 @@ class TrioTransport:
         if isinstance(stream, trio.SocketStream):
             # A SocketStream over TCP has TCP_NODELAY set already (trio does it).
             self._fd = stream.socket.fileno()
+        if self._ssl is not None:
+            self.finish_handshake = self._finish_handshake
+
+    finish_handshake: Callable[[], Awaitable[None]] | None = None
+    """Finish the handshake of a ``trio.SSLStream`` given as it came (see
+    :mod:`smtpcore.transport`); None for any other stream, so that a client over plain
+    TCP pays nothing for it at connect."""
 
     _writes: HeldWrites | None = None
     """The server's held writes (see :class:`~smtpcore._trio_held.HeldWrites`), set by
@@ -912,12 +919,12 @@ class TrioTransport:
     def tls(self) -> TLSInfo | None:
         return None if self._ssl is None else tls_info(self._ssl)
 
-    async def finish_handshake(self) -> None:
-        """Finish the handshake of a ``trio.SSLStream`` given as it came (trio makes it
-        on the stream's first use), so that :attr:`tls` describes the session from its
-        first byte; nothing for any other stream, or one whose handshake is done."""
-        if self._ssl is not None:
-            await _shake_hands(self._ssl)
+    async def _finish_handshake(self) -> None:
+        """The given ``trio.SSLStream``'s handshake (trio makes it on the stream's first
+        use), so that :attr:`tls` describes the session from its first byte; nothing
+        for one whose handshake is done."""
+        assert self._ssl is not None
+        await _shake_hands(self._ssl)
 
 
 async def _shake_hands(stream: trio.SSLStream[trio.abc.Stream]) -> None:
@@ -1096,11 +1103,12 @@ class _Listener(BaseListener[_S]):
         :meth:`serve_transport` does: ``trio.serve_tcp(server.serve_stream, ...)``
         works as it is."""
         transport = TrioTransport(stream)
-        if isinstance(stream, trio.SSLStream):  # TLS from the first byte: shake hands now
+        finish_handshake = transport.finish_handshake
+        if finish_handshake is not None:  # TLS from the first byte: shake hands now
             seconds = self.options.timeouts.tls_handshake
             with trio.move_on_after(math.inf if seconds is None else seconds) as scope:
                 try:
-                    await transport.finish_handshake()
+                    await finish_handshake()
                 except OSError as exc:
                     logger.info("TLS handshake failed on a stream given: %s", describe_error(exc))
                     scope.cancel()
