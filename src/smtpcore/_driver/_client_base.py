@@ -196,7 +196,7 @@ class BaseClient:
         ``tls_on_connect``, whose handshake this makes."""
         transport = self._transport
         assert transport is not None
-        finish_handshake = getattr(transport.transport, "finish_handshake", None)
+        finish_handshake = getattr(transport, "finish_handshake", None)
         if finish_handshake is not None:
             await self._shake_hands(finish_handshake)
         if transport.tls is not None:

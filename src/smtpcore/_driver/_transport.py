@@ -264,6 +264,14 @@ class LinkBase:
     def tls(self) -> TLSInfo | None:
         return self.transport.tls
 
+    @property
+    def finish_handshake(self) -> Callable[[], Awaitable[None]] | None:
+        """The transport's own ``finish_handshake``, for a stream given under TLS
+        (:mod:`smtpcore.transport`), or None: asked of the link, as :attr:`tls` is,
+        so that a transport that is its own link (without ``transport``) answers
+        for itself."""
+        return getattr(self.transport, "finish_handshake", None)
+
 
 class Link(LinkBase):
     """A transport and a clock joined for a session (see :class:`LinkBase`)."""
