@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
+from typing import Final
 
 import pytest
 from hypothesis import given
@@ -25,12 +26,15 @@ from smtpcore.routing import MXRecord, Resolver, Router, StaticResolver
 from smtpcore.server import delivery
 from smtpcore.server.config import ConfigError, ServerConfig
 from smtpcore.server.delivery import MAX_BACKOFF, DeliveryWorker, backoff
+from smtpcore.server.exchanger import MAX_KEPT_TEXT, kept_text, reply_text
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
 from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.resolvers import SystemResolver, check_remote_delivery
+from smtpcore.smtp import Reply
+from smtpcore.testing import strategies as sst
 
 ZONE = "pqr.example MX 10 mx.pqr.example\nmx.pqr.example A 127.0.0.1\n"
 MESSAGE = b"From: john@abc.example\r\nSubject: hello\r\n\r\nbody line\r\n"
@@ -1442,6 +1446,83 @@ def test_a_round_stopped_as_it_records_closes_without_quit(
         _wait_closed(server)
     assert len(server.transactions) == 1
     assert took < 2
+
+
+# -- a hostile exchanger's words, kept bounded -------------------------------------------
+
+
+def _huge_reply(code: bytes, status: bytes) -> bytes:
+    """A reply as long as the client reads (100 lines of 4,000 characters, about 400 KB):
+    kept whole, it made a 40 MB envelope of 100 recipients, and as much log."""
+    lines = [code + b"-" + status + b" " + b"%04d" % number * 1000 for number in range(99)]
+    return b"\r\n".join([*lines, code + b" " + status + b" end"])
+
+
+HUGE_STORED: Final = 3000
+"""Octets a recipient's stored reply, or a log line, may take: the cut (2,048
+characters) and what goes around it."""
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        {"rcpt_replies": dict.fromkeys(FOUR[:3], _huge_reply(b"450", b"4.2.0"))},
+        {"rcpt_replies": dict.fromkeys(FOUR[:3], _huge_reply(b"550", b"5.1.1"))},
+        {"rcpt_replies": {FOUR[0]: _huge_reply(b"421", b"4.3.2")}},
+        {"greeting": _huge_reply(b"421", b"4.3.2")},
+    ],
+    ids=["450 to rcpt", "550 to rcpt", "421 to rcpt", "421 greeting"],
+)
+def test_a_huge_reply_leaves_an_envelope_and_log_lines_of_bounded_size(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, hostile: dict[str, object]
+) -> None:
+    """Postfix keeps at most 2,048 octets of a reply (``smtp_chat_resp``, against "a
+    denial of service attack"): a hop's words reach the queue file, the log, ``queue
+    list`` and the reports cut to about that, their first line(s) kept."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(**hostile) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        relay.enqueue(list[str | QueuedRecipient](FOUR[:3]))
+        _run(relay, lambda: relay.empty() or all(e.attempts for e in relay.entries()))
+        _wait_closed(server)
+    for envelope in (relay.queue.directory / "envelopes").iterdir():
+        assert envelope.stat().st_size < 3 * HUGE_STORED
+    for entry in relay.entries():
+        for recipient in entry.recipients:
+            assert len((recipient.reply or "").encode()) < HUGE_STORED
+            assert "more characters]" in (recipient.reply or "")
+    lines = [r.getMessage() for r in caplog.records]
+    assert _lines(caplog, "to=<u1@pqr.example>")
+    assert max(len(line.encode()) for line in lines) < HUGE_STORED
+    for report in relay.reports():
+        assert len(report) < 3 * HUGE_STORED + len(MESSAGE) + 4000
+
+
+@given(st.text(max_size=3 * MAX_KEPT_TEXT))
+def test_kept_text_is_bounded_and_keeps_the_start(text: str) -> None:
+    kept = kept_text(text)
+    assert len(kept) <= MAX_KEPT_TEXT
+    if len(text) <= MAX_KEPT_TEXT:
+        assert kept == text
+    else:
+        start, mark = kept.rsplit(" [... ", 1)
+        assert text.startswith(start) and mark == f"{len(text) - len(start)} more characters]"
+
+
+@given(sst.replies(codes=[250, 421, 450, 550]), st.integers(1, 100))
+def test_a_reply_of_any_length_is_kept_with_its_code_and_status_first(
+    reply: Reply, copies: int
+) -> None:
+    """A reply the client could read (up to 100 lines) is kept whole when short, and
+    always begins as the server wrote it: the code and status a reader greps for."""
+    longer = Reply(reply.code, list(reply.lines) * copies, reply.status)
+    whole = f"{longer.code}{'' if longer.status is None else f' {longer.status}'}"
+    whole = f"{whole} {' '.join(longer.lines)}".strip()
+    kept = reply_text(longer)
+    assert len(kept) <= MAX_KEPT_TEXT
+    assert (
+        kept == whole if len(whole) <= MAX_KEPT_TEXT else whole.startswith(kept.split(" [... ")[0])
+    )
 
 
 # -- DSN parameters that cannot go on as they are --------------------------------------------

@@ -63,7 +63,9 @@ __all__ = [
     "Outcome",
     "Recorder",
     "TryNext",
+    "MAX_KEPT_TEXT",
     "default_client",
+    "kept_text",
     "reply_dsn",
     "reply_text",
 ]
@@ -106,9 +108,38 @@ def default_client(
     )
 
 
+MAX_KEPT_TEXT: Final = 2048
+"""The most characters of an exchanger's words the relay keeps, for one recipient's
+reply or one session's error: what its queue file, its log line, ``queue list`` and a
+report hold (a report's Diagnostic-Code is cut further, to 900 octets). A reply may
+run to 100 lines of 4,096 octets (the client's limits), and a hostile hop gave each
+of 100 recipients one: 40 MB of envelope and of log for a 149-octet message. Postfix
+keeps 2,048 octets of a multi-line reply (``var_line_limit`` in ``smtp_chat_resp``),
+"to defend against a denial of service attack"."""
+
+
+def kept_text(text: str) -> str:
+    """``text`` as the relay stores and logs it: whole when it fits in
+    :data:`MAX_KEPT_TEXT` characters, else its start (the first line or lines of a
+    reply, where the code, status and reason are) and ``[... N more characters]``, in
+    :data:`MAX_KEPT_TEXT` characters all told."""
+    if len(text) <= MAX_KEPT_TEXT:
+        return text
+    room = MAX_KEPT_TEXT - len(_cut_mark(len(text)))  # the mark can only get shorter
+    kept = text[: max(room, 0)]
+    return kept + _cut_mark(len(text) - len(kept))
+
+
+def _cut_mark(cut: int) -> str:
+    return f" [... {cut} more characters]"
+
+
 def reply_text(reply: Reply) -> str:
+    """The reply as one line of text, its lines joined by spaces, cut to
+    :func:`kept_text`: the exchanger's own words (RFC 3464 §2.3.6), as the relay keeps
+    them for a recipient."""
     status = f" {reply.status}" if reply.status is not None else ""
-    return f"{reply.code}{status} {' '.join(reply.lines)}".strip()
+    return kept_text(f"{reply.code}{status} {' '.join(reply.lines)}".strip())
 
 
 _STATUS_TEXT: Final = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?:\s|$)")
@@ -210,9 +241,10 @@ class _SessionFull(Exception):
 
 
 def _tls_reason(exc: SMTPError) -> str:
+    """Why STARTTLS failed, cut to :func:`kept_text` (an error's text may quote a reply)."""
     if isinstance(exc, SMTPReplyError):
-        return f"STARTTLS refused: {reply_text(exc.reply)}"
-    return f"TLS handshake failed: {exc.__cause__ or exc}"
+        return kept_text(f"STARTTLS refused: {reply_text(exc.reply)}")
+    return kept_text(f"TLS handshake failed: {exc.__cause__ or exc}")
 
 
 def _refused_for_good(exc: SMTPError) -> bool:
@@ -674,12 +706,15 @@ class ExchangerSession:
         return client
 
     def _error_text(self, exc: SMTPError, relay: str) -> str:
+        """What failed the session, as the log and the waiting recipients keep it, cut to
+        :func:`kept_text`: a lost connection's text quotes the replies it left behind, a
+        ``421``'s its whole reply."""
         if isinstance(exc, SMTPReplyError):
-            return f"host {relay} refused {exc.command}: {reply_text(exc.reply)}"
+            return kept_text(f"host {relay} refused {exc.command}: {reply_text(exc.reply)}")
         cause = exc.__cause__
         if str(exc).startswith("cannot connect") and isinstance(cause, OSError) and cause.errno:
             return f"connect to {relay}: {os.strerror(cause.errno)}"
-        return f"{relay}: {exc}"
+        return kept_text(f"{relay}: {exc}")
 
     def _tls_field(self, client: BaseSMTPClient, policy: MessageTLS) -> str:
         """What the delivery log says of TLS: ``no``, ``yes`` (encrypted, the certificate
