@@ -70,8 +70,10 @@ class ScriptedRemote:
     data_replies: list[bytes | None] = field(default_factory=list)
     """Replies to the end of the content, one a transaction, before ``data_reply``;
     None closes the connection instead (the transaction is still recorded), and ``b""``
-    waits for ``release`` (at most 5 s) before closing it."""
+    waits for ``release`` (at most ``hold`` seconds) before closing it."""
     release: threading.Event = field(default_factory=threading.Event)
+    hold: float = 5.0
+    """The longest a ``b""`` reply to the end of the content waits for ``release``."""
     data_command_replies: list[bytes | None] = field(default_factory=list)
     """Replies to the ``DATA`` command, one a transaction; None (or none left) goes
     on with ``354``, another reply refuses the content."""
@@ -83,6 +85,8 @@ class ScriptedRemote:
     mail_lines: list[bytes] = field(default_factory=list)
     connections: int = 0
     open_connections: int = 0
+    most_open_connections: int = 0
+    """The most connections that were open at once."""
 
     def start(self) -> ScriptedRemote:
         self.listener = socket.create_server((self.host, self.port))
@@ -102,6 +106,7 @@ class ScriptedRemote:
             with self._lock:
                 self.connections += 1
                 self.open_connections += 1
+                self.most_open_connections = max(self.most_open_connections, self.open_connections)
             thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -260,7 +265,7 @@ class ScriptedRemote:
             reply = self.data_replies.pop(0) if self.data_replies else self.data_reply
         if not reply:
             if reply is not None:
-                self.release.wait(5)
+                self.release.wait(self.hold)
             sock.shutdown(socket.SHUT_RDWR)
             return False
         sock.sendall(reply + b"\r\n")

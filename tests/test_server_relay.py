@@ -5,12 +5,13 @@ parameters kept through the queue, a delay notice, the resolver check."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import socket
 import ssl
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
@@ -26,7 +27,7 @@ from smtpcore.routing import MXRecord, Resolver, Router, StaticResolver
 from smtpcore.server import delivery
 from smtpcore.server.config import ConfigError, ServerConfig
 from smtpcore.server.delivery import MAX_BACKOFF, DeliveryWorker, backoff
-from smtpcore.server.exchanger import MAX_KEPT_TEXT, kept_text, reply_text
+from smtpcore.server.exchanger import MAX_KEPT_TEXT, Outcome, kept_text, reply_text
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
@@ -812,14 +813,18 @@ def test_relay_options_on_the_command_line(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     trustme.CA().cert_pem.write_to_path(str(ca))  # loaded when the options are read
     argv = ["serve", "--relay-tls", "verify", "--relay-ca", str(ca), "--delay-warning", "4h"]
-    argv += ["--retry-after", "5m", "--max-retry-after", "2h"]
+    argv += ["--retry-after", "5m", "--max-retry-after", "2h", "--destination-concurrency", "3"]
     config = config_from_args(build_parser().parse_args(argv))
     assert (config.relay_tls, config.relay_ca) == ("verify", ca)
+    assert config.destination_concurrency == 3
     assert (config.retry_after, config.max_retry_after) == (300.0, 7200.0)
     assert config.delay_warning == 4 * 3600.0
     defaults = config_from_args(build_parser().parse_args(["serve"]))
     assert defaults.relay_tls == "may" and defaults.delay_warning is None
     assert defaults.max_retry_after == MAX_BACKOFF
+    assert defaults.destination_concurrency is None  # the worker's half of its 20
+    with pytest.raises(ConfigError, match="--destination-concurrency"):
+        ServerConfig(destination_concurrency=0)
     with pytest.raises(ConfigError, match="--relay-ca"):
         ServerConfig(relay_ca=tmp_path / "missing.pem")
     with pytest.raises(ConfigError, match="--relay-tls"):
@@ -1409,9 +1414,10 @@ def test_a_quit_never_answered_holds_the_round_briefly(
         relay.enqueue(["brendon@pqr.example", "a@xyz.example"])
         _run(relay, relay.empty, timeout=5.0)
         _wait_closed(server)
-    assert [t.recipients for t in server.transactions] == [
-        ["brendon@pqr.example"],
+    # Two destinations: delivered at once, in either order.
+    assert sorted(t.recipients for t in server.transactions) == [
         ["a@xyz.example"],
+        ["brendon@pqr.example"],
     ]
 
 
@@ -1523,6 +1529,254 @@ def test_a_reply_of_any_length_is_kept_with_its_code_and_status_first(
     assert (
         kept == whole if len(whole) <= MAX_KEPT_TEXT else whole.startswith(kept.split(" [... ")[0])
     )
+
+
+# -- one destination cannot hold every delivery ------------------------------------------
+
+SLOW_AND_FAST = (
+    "slow.example MX 10 mx.slow.example\n"
+    "mx.slow.example A 127.0.0.2\n"
+    "fast.example MX 10 mx.fast.example\n"
+    "mx.fast.example A 127.0.0.3\n"
+)
+
+
+@contextlib.contextmanager
+def _slow_and_fast() -> Iterator[tuple[ScriptedRemote, ScriptedRemote]]:
+    """Two exchangers: ``slow`` takes each message and never answers its final dot
+    (until released, the test's end), ``fast`` delivers at once."""
+    with (
+        remote(host="127.0.0.2", data_reply=b"", hold=60.0) as slow,
+        remote(host="127.0.0.3", port=slow.port) as fast,
+    ):
+        yield slow, fast
+
+
+async def _within(done: Callable[[], bool], timeout: float = 10.0) -> None:
+    await asyncio.wait_for(_until(done), timeout)
+
+
+def _while_running(relay: Relay, steps: Callable[[], Awaitable[None]]) -> None:
+    """Run the worker while ``steps`` runs, then stop it."""
+
+    async def main() -> None:
+        task = asyncio.get_running_loop().create_task(relay.worker.run())
+        try:
+            await steps()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await relay.worker.aclose(0.5)
+
+    asyncio.run(main())
+
+
+def test_a_destination_that_never_answers_the_dot_does_not_starve_another(
+    tmp_path: Path,
+) -> None:
+    """More messages to a hanging exchanger than the worker delivers at once held every
+    delivery (each waits 10 minutes for the dot's reply, RFC 5321 §4.5.3.2.6), and mail
+    to any other destination waited behind them. One destination now holds at most
+    ``destination_concurrency`` of them (Postfix's
+    ``default_destination_concurrency_limit``)."""
+    with _slow_and_fast() as (slow, fast):
+        relay = _relay(tmp_path, slow.port, zone=SLOW_AND_FAST, retry_after=3600.0)
+        limit = relay.worker.destination_concurrency
+        assert limit < relay.worker.concurrency
+        for number in range(relay.worker.concurrency + 1):
+            relay.enqueue([f"u{number}@slow.example"])
+
+        async def steps() -> None:
+            await _within(lambda: len(slow.transactions) >= limit)
+            relay.enqueue(["bob@fast.example"])
+            await _within(lambda: bool(fast.transactions))
+            assert not slow.release.is_set() and slow.open_connections <= limit
+
+        _while_running(relay, steps)
+    assert [t.recipients for t in fast.transactions] == [["bob@fast.example"]]
+    assert len(slow.transactions) == limit
+
+
+def test_a_messages_recipients_at_a_hanging_destination_do_not_hold_the_others(
+    tmp_path: Path,
+) -> None:
+    """A message's domains went one after another: bob@fast.example waited for the
+    slow one's ten minutes. Each destination's recipients now go at once, each
+    recorded as its exchanger answers."""
+    with _slow_and_fast() as (slow, fast):
+        relay = _relay(tmp_path, slow.port, zone=SLOW_AND_FAST, retry_after=3600.0)
+        entry = relay.enqueue(["u@slow.example", "bob@fast.example"])
+
+        async def steps() -> None:
+            await _within(lambda: bool(fast.transactions) and bool(slow.transactions))
+            await _within(lambda: relay.queue.load(entry.id).recipients[1].reply is not None)
+            assert not slow.release.is_set()
+            waiting, sent = relay.queue.load(entry.id).recipients
+            assert (waiting.status, sent.status) == (RecipientStatus.PENDING, RecipientStatus.SENT)
+
+        _while_running(relay, steps)
+    assert [t.recipients for t in fast.transactions] == [["bob@fast.example"]]
+
+
+def test_the_smart_host_is_one_destination_whatever_the_recipients_domains(
+    tmp_path: Path,
+) -> None:
+    """With ``--relay-host`` the relay connects to one server for every domain: that
+    server is the destination the limit counts, so messages to two domains that it
+    never answers hold ``destination_concurrency`` deliveries, not one each."""
+    with _slow_and_fast() as (slow, _):
+        relay = _relay(
+            tmp_path,
+            slow.port,
+            smart_host=("127.0.0.2", slow.port),
+            retry_after=3600.0,
+            destination_concurrency=1,
+        )
+        relay.enqueue(["a@slow.example"])
+        second = relay.enqueue(["b@elsewhere.example"])
+
+        async def steps() -> None:
+            await _within(lambda: bool(slow.transactions))
+            await asyncio.sleep(0.3)  # the second message's round has come and gone
+            assert slow.open_connections == 1
+            (waiting,) = relay.queue.load(second.id).recipients
+            assert waiting.status is RecipientStatus.PENDING and waiting.reply is None
+
+        _while_running(relay, steps)
+    assert len(slow.transactions) == 1
+
+
+def test_a_full_destination_does_not_hold_a_messages_other_recipients(
+    tmp_path: Path,
+) -> None:
+    """A message started only when each of its destinations had room: with the slow
+    destination's places all taken, bob@fast.example waited behind u@slow.example. The
+    slow group now waits alone, not counted as an attempt, and bob goes at once."""
+    with _slow_and_fast() as (slow, fast):
+        relay = _relay(tmp_path, slow.port, zone=SLOW_AND_FAST, retry_after=3600.0)
+        limit = relay.worker.destination_concurrency
+        for number in range(limit):
+            relay.enqueue([f"u{number}@slow.example"])
+
+        async def steps() -> None:
+            await _within(lambda: len(slow.transactions) >= limit)
+            entry = relay.enqueue(["u@slow.example", "bob@fast.example"])
+            await _within(lambda: bool(fast.transactions))
+            await _within(lambda: relay.queue.load(entry.id).recipients[1].reply is not None)
+            held = relay.queue.load(entry.id)
+            waiting, sent = held.recipients
+            assert (waiting.status, waiting.reply) == (RecipientStatus.PENDING, None)
+            assert sent.status is RecipientStatus.SENT and held.attempts == 0
+            assert len(slow.transactions) == limit and not relay.reports()
+
+        _while_running(relay, steps)
+    assert [t.recipients for t in fast.transactions] == [["bob@fast.example"]]
+
+
+def test_outbound_sessions_are_bounded_whatever_the_fan_out(tmp_path: Path) -> None:
+    """The limit counted messages, and each opened a session per destination at once:
+    4 messages to 40 domains held 160 connections. Each session now holds one of the
+    worker's ``concurrency`` places, whatever the messages' destinations."""
+    domains = 12
+    zone = "".join(
+        f"d{i}.example MX 10 mx.d{i}.example\nmx.d{i}.example A 127.0.0.1\n"
+        for i in range(domains)
+    )
+    with remote(data_reply=b"", hold=60.0) as hop:
+        relay = _relay(tmp_path, hop.port, zone=zone, retry_after=3600.0, concurrency=4)
+        for number in range(3):
+            relay.enqueue([f"u{number}@d{i}.example" for i in range(domains)])
+
+        async def steps() -> None:
+            await _within(lambda: len(hop.transactions) >= 4)
+            await asyncio.sleep(0.5)  # time for any session beyond the bound to open
+            assert hop.most_open_connections == 4
+
+        _while_running(relay, steps)
+        hop.release.set()
+
+
+def test_a_message_waiting_for_two_busy_destinations_is_not_starved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one place per destination, a steady flow to a.example and to b.example (a new
+    message queued as the last is delivered) and an older message to both: it started
+    only when both were free at the same moment, which never came. A place given back
+    now goes to the message that has waited longest at that destination."""
+    zone = "".join(f"{d}.example MX 10 mx.{d}.example\nmx.{d}.example A 127.0.0.1\n" for d in "ab")
+    relay = _relay(tmp_path, 25, zone=zone, retry_after=3600.0, destination_concurrency=1)
+    delivered: list[str] = []
+    busy = dict.fromkeys(("a.example", "b.example"), 0)
+    most_busy = 0
+
+    async def deliver(
+        attempt: object,
+        relay_name: str,
+        entry: QueueEntry,
+        remaining: dict[str, object],
+        *_: object,
+    ) -> dict[str, Outcome]:
+        nonlocal most_busy
+        domain = next(iter(remaining)).split("@")[1]
+        busy[domain] += 1
+        most_busy = max(most_busy, busy[domain])
+        await asyncio.sleep(0.05)
+        busy[domain] -= 1
+        for address in remaining:
+            delivered.append(address)
+            name, domain = address.split("@")
+            if name.startswith("flow") and int(name[4:]) < 40:
+                relay.enqueue([f"flow{int(name[4:]) + 1}@{domain}"])
+        return {a: Outcome(RecipientStatus.SENT, "2.0.0", "250 ok", relay_name) for a in remaining}
+
+    monkeypatch.setattr(relay.worker.exchanger, "deliver", deliver)
+    relay.enqueue(["flow0@a.example"])
+    relay.enqueue(["flow0@b.example"])
+
+    async def steps() -> None:
+        await _within(lambda: busy["a.example"] == busy["b.example"] == 1)
+        relay.enqueue(["m@a.example", "m@b.example"])
+        await _within(lambda: {"m@a.example", "m@b.example"} <= set(delivered))
+
+    _while_running(relay, steps)
+    assert most_busy == 1
+    for address in ("m@a.example", "m@b.example"):
+        domain = address.split("@")[1]
+        before = [a for a in delivered[: delivered.index(address)] if a.endswith(domain)]
+        assert len(before) <= 2  # one flow message ahead of it, perhaps the next
+
+
+def test_a_stop_while_the_record_is_written_keeps_every_accepted_recipient(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two destinations answer while the envelope's writes are slow, then the server
+    stops. Every recipient an exchanger accepted must be recorded sent on disk: one
+    left pending is sent again at the next start (RFC 5321 §6.1: no duplicates)."""
+    zone = ZONE + "xyz.example MX 10 mx.xyz.example\nmx.xyz.example A 127.0.0.1\n"
+    with remote() as server:
+        relay = _relay(tmp_path, server.port, zone=zone, retry_after=3600.0)
+        disk = SlowWrites(relay.queue, monkeypatch, hold=0.5)
+        entry = relay.enqueue(["a@pqr.example", "b@xyz.example"])
+
+        async def main() -> None:
+            task = asyncio.get_running_loop().create_task(relay.worker.run())
+            await _within(lambda: len(server.transactions) >= 2)
+            await asyncio.sleep(0.1)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await relay.worker.aclose(0.0)
+            assert not relay.worker._running
+            landed = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            relay.worker.threads.then(lambda: loop.call_soon_threadsafe(landed.set))
+            await asyncio.wait_for(landed.wait(), 10)
+
+        asyncio.run(main())
+        disk.back.set()
+    accepted = {r for t in server.transactions for r in t.recipients}
+    on_disk = relay.queue.load(entry.id).recipients
+    assert accepted == {"a@pqr.example", "b@xyz.example"}
+    assert all(r.status is RecipientStatus.SENT for r in on_disk)
 
 
 # -- DSN parameters that cannot go on as they are --------------------------------------------

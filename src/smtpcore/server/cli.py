@@ -252,6 +252,15 @@ def _add_serve(commands: Any) -> None:
         help="longest wait between two attempts (default 4000s, Postfix's maximal_backoff_time)",
     )
     relay.add_argument(
+        "--destination-concurrency",
+        type=_arg(int, "number"),
+        default=None,
+        metavar="N",
+        help="outbound sessions at once to one destination (a recipient domain, or the "
+        "--relay-host), as Postfix's default_destination_concurrency_limit, so that one "
+        "that never answers cannot hold every session (default 10, half of the 20 at once)",
+    )
+    relay.add_argument(
         "--max-queue-age",
         type=_arg(parse_duration, "duration"),
         default=DEFAULT_MAX_QUEUE_AGE,
@@ -551,6 +560,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         relay_host=args.relay_host,
         retry_after=args.retry_after,
         max_retry_after=max(args.max_retry_after, args.retry_after),
+        destination_concurrency=args.destination_concurrency,
         max_queue_age=args.max_queue_age,
         delay_warning=args.delay_warning,
         relay_tls=args.relay_tls,

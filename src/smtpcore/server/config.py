@@ -567,6 +567,11 @@ class ServerConfig:
     (Postfix's ``minimal_backoff_time``)."""
     max_retry_after: float = 4000.0
     """The longest wait between two attempts (Postfix's ``maximal_backoff_time``)."""
+    destination_concurrency: int | None = None
+    """Outbound sessions the relay holds at once to one destination (a recipient domain,
+    or the smart host), as Postfix's ``default_destination_concurrency_limit``; None, the
+    default, is half the sessions it holds at once (10 of 20), so that an exchanger that
+    never answers cannot hold them all. Above 20 it has no effect."""
     max_queue_age: float = DEFAULT_MAX_QUEUE_AGE
     delay_warning: float | None = None
     """Warn the sender once when mail has waited this long (Postfix's
@@ -658,6 +663,8 @@ class ServerConfig:
             raise ConfigError("--min-free-space must not be negative (0: no floor)")
         if self.max_recipients < 1:
             raise ConfigError("--max-recipients must be at least 1")
+        if self.destination_concurrency is not None and self.destination_concurrency < 1:
+            raise ConfigError("--destination-concurrency must be at least 1")
         if self.max_sessions < 1:
             raise ConfigError("--max-sessions must be at least 1")
         per_address = self.max_sessions_per_address

@@ -37,8 +37,10 @@ import functools
 import random
 import ssl
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
@@ -76,6 +78,7 @@ from smtpcore.server.exchanger import (
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import delivery_line, loggable, logger
 from smtpcore.server.mailboxes import LocalMailboxes
+from smtpcore.server.places import DestinationPlaces, destination
 from smtpcore.server.queue import (
     Queue,
     QueuedContent,
@@ -92,9 +95,11 @@ __all__ = [
     "ClientFactory",
     "DeliveryWorker",
     "MAX_BACKOFF",
+    "PLACE_RETRY",
     "QUIT_TIMEOUT",
     "RESOLVE_TIMEOUT",
     "backoff",
+    "destination",
     "opportunistic_tls_context",
 ]
 
@@ -116,6 +121,12 @@ recorded before QUIT, and the reply tells nothing more, but the round waits for 
 with it an operator's action on the message and the message's other domains. Postfix's
 ``smtp_quit_timeout`` is 300 s, as every command's; an exchanger that never answers
 QUIT held a round that long."""
+
+
+PLACE_RETRY: Final = 30.0
+"""Seconds after which a message turned away by a full destination tries again at the
+latest. It is woken at once when a place there is handed to it
+(:class:`~smtpcore.server.places.DestinationPlaces`): this is only a safety net."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +230,23 @@ class DeliveryWorker:
     senders and any recipient that became local. Disk work runs in threads,
     so the event loop keeps serving sessions meanwhile. ``resolve_timeout``
     bounds one domain's lookups in a round (:data:`RESOLVE_TIMEOUT`).
+
+    The scheduler. Up to ``concurrency`` messages are in a round at once. A round
+    delivers the local recipients, then runs one job per remote *destination*
+    (:func:`destination`: the smart host, or the recipient's domain) of the message,
+    all at once, and waits for every one of them. A job first takes a place at its
+    destination, without waiting (at most ``destination_concurrency`` there, half of
+    ``concurrency`` by default, as Postfix's ``default_destination_concurrency_limit``),
+    then one of the worker's ``concurrency`` session tokens, which it holds while its
+    sessions run: the worker never has more than ``concurrency`` outbound SMTP sessions
+    open, whatever the fan-out. A destination that is full turns the job away: its
+    recipients stay pending, not attempted (no attempt counted, no delay notice, no
+    bounce for it), the message waits in that destination's line, and its other
+    destinations go on at once. The place given back first goes to the message that
+    waited longest (why none starves: :mod:`smtpcore.server.places`): started in its
+    round if that round still runs, else in a round begun at once, which delivers only
+    the destinations the message waited at when its next attempt is not yet due.
+    Local deliveries (Maildir, LMTP) take no place: they are not remote destinations.
     """
 
     def __init__(
@@ -239,6 +267,7 @@ class DeliveryWorker:
         client_factory: ClientFactory = default_client,
         timeouts: Timeouts | None = None,
         concurrency: int = 20,
+        destination_concurrency: int | None = None,
         clock: Callable[[], float] = time.time,
         rng: RandomSource | None = None,
         resolve_timeout: float = RESOLVE_TIMEOUT,
@@ -246,6 +275,10 @@ class DeliveryWorker:
     ) -> None:
         if resolve_timeout <= 0:
             raise ValueError("resolve_timeout must be positive")
+        if destination_concurrency is None:
+            destination_concurrency = max(concurrency // 2, 1)
+        if concurrency < 1 or destination_concurrency < 1:
+            raise ValueError("concurrency and destination_concurrency must be at least 1")
         self.queue = queue
         self.router = router
         self.resolver = resolver
@@ -266,6 +299,12 @@ class DeliveryWorker:
         :meth:`MailServer.aclose <smtpcore.server.mailserver.MailServer.aclose>`)."""
         self.timeouts = timeouts or Timeouts(quit=QUIT_TIMEOUT)
         self.concurrency = concurrency
+        """Messages in a round at once, and outbound sessions open at once."""
+        self.destination_concurrency = destination_concurrency
+        """Outbound sessions at once to one destination (above ``concurrency``: no effect)."""
+        self.places = DestinationPlaces(self.destination_concurrency)
+        self._sessions = asyncio.Semaphore(concurrency)
+        """One token per outbound session job: the bound on sessions open at once."""
         self.clock = clock
         self.rng: RandomSource = rng or random.SystemRandom()
         self.resolve_timeout = resolve_timeout
@@ -281,6 +320,16 @@ class DeliveryWorker:
         )
         self._due: dict[str, float] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._catch_up_until: dict[str, float] = {}
+        """Per message waiting for a place, its next full round's time: a round begun
+        before it delivers only the destinations the message waited at."""
+        self._in_round: dict[str, Callable[[str], bool]] = {}
+        """Per message whose round's jobs still run: how to start a job there at a
+        destination whose place was just handed to it."""
+        self._envelopes: weakref.WeakValueDictionary[str, _Envelope] = (
+            weakref.WeakValueDictionary()
+        )
+        """Per message, its envelope's writer, alive while a write to it is under way."""
         self._unsaved: dict[str, QueueEntry] = {}
         """Entries as this process left them when their queue file could not take the
         change (a full disk): read in their place, so that nothing sent or reported is
@@ -308,9 +357,56 @@ class DeliveryWorker:
         this process has just queued it, so none of its local copies exists yet."""
         if new:
             self._copies_begun.setdefault(entry.id, set())
+        self._catch_up_until.pop(entry.id, None)
         self._due[entry.id] = entry.next_attempt
+        self._wake()
+
+    def _wake(self) -> None:
         if self._wakeup is not None:
             self._wakeup.set()
+
+    def _schedule_for_places(self, entry: QueueEntry) -> None:
+        """``entry`` waits for a place at some destination: it runs again when one is
+        handed to it (:meth:`_hand_over`), or after :data:`PLACE_RETRY` at the latest,
+        never before its next full round is due if that is sooner. Until then, a round
+        delivers only where it waited (:attr:`_catch_up_until`)."""
+        now = self.clock()
+        retry = now + PLACE_RETRY
+        due = min(entry.next_attempt, retry) if entry.next_attempt > now else retry
+        self._catch_up_until[entry.id] = entry.next_attempt
+        self._due[entry.id] = now if self.places.handed(entry.id) else due
+        self._wake()
+
+    def _give_back(self, place: str) -> None:
+        """A session at ``place`` ended: its place goes on (:meth:`_hand_over`)."""
+        self._hand_over(place, self.places.give_back(place))
+
+    def _hand_over(self, place: str, heir: str | None) -> None:
+        """A place at ``place`` was handed to ``heir``: its round starts the job there if
+        it still runs, else the message is due now, for a round that takes the place up
+        (delivering only where it waited if its full round is not due yet)."""
+        if heir is None:
+            return
+        start = self._in_round.get(heir)
+        if start is not None and start(place):
+            return
+        due = self._due.get(heir)
+        if due is not None:
+            now = self.clock()
+            if due > now:
+                self._catch_up_until.setdefault(heir, due)
+            self._due[heir] = min(due, now)
+            self._wake()
+
+    def _withdraw(self, queue_id: str, places: Collection[str]) -> None:
+        """``queue_id`` waits no longer at ``places``; what was handed to it goes on."""
+        for place in places:
+            self._hand_over(place, self.places.withdraw(queue_id, place))
+
+    def _forget_places(self, queue_id: str) -> None:
+        """``queue_id`` left the schedule (delivered, held, deleted, gone)."""
+        self._withdraw(queue_id, self.places.awaited_by(queue_id))
+        self._catch_up_until.pop(queue_id, None)
 
     @property
     def queued(self) -> int:
@@ -348,6 +444,7 @@ class DeliveryWorker:
         self._running.pop(queue_id, None)
         if queue_id not in self._due:  # delivered, held or gone
             self._copies_begun.pop(queue_id, None)
+            self._forget_places(queue_id)
         if queue_id in self._after_round and queue_id not in self._draining:
             self._draining.add(queue_id)
             follow = asyncio.get_running_loop().create_task(self._apply_waiting(queue_id))
@@ -436,6 +533,9 @@ class DeliveryWorker:
             raise
         if queue_id in self._running:  # scheduled anew, and begun, as the entry was read
             return False
+        if action in ("delete", "hold"):
+            # Out of the schedule even if the disk refuses: a place handed to it goes on.
+            self._forget_places(queue_id)
         if action == "delete":
             await self.threads.run(self._remove_by_operator, entry)
             self._unsaved.pop(queue_id, None)
@@ -494,6 +594,7 @@ class DeliveryWorker:
             logger.exception(
                 "%s: delivery failed (a stray cancellation); retrying later", queue_id
             )
+            self._forget_places(queue_id)
             await self._report_owed(queue_id)
             await self._record_local_error(queue_id, exc)
         except Exception as exc:
@@ -502,6 +603,7 @@ class DeliveryWorker:
                 self._unsaved.pop(queue_id, None)
                 return
             logger.exception("%s: delivery failed; retrying later", queue_id)
+            self._forget_places(queue_id)
             await self._report_owed(queue_id)
             await self._record_local_error(queue_id, exc)
 
@@ -624,13 +726,25 @@ class DeliveryWorker:
         """:meth:`_save`, raising what the disk refuses: an operator's action must know
         whether it is on disk (its command is kept until it is). Once it is, the entry
         is no longer kept in memory, unless another write put its own there meanwhile:
-        that one is not on disk because this one is."""
+        that one is not on disk because this one is.
+
+        The write is handed to its thread before any await (:class:`_Envelope`): a
+        stop that cancels the caller cannot keep it from landing, and concurrent writes
+        of one message land one at a time, each with the newest entry."""
         self._unsaved[entry.id] = entry
-        await self.threads.run(self.queue.update, entry)
-        if self._unsaved.get(entry.id) is entry:
+        envelope = self._envelopes.get(entry.id)
+        if envelope is None:
+            envelope = self._envelopes[entry.id] = _Envelope(entry)
+        envelope.latest = entry
+        written = await self.threads.run(envelope.write, self.queue.update)
+        if self._unsaved.get(entry.id) is written:
             del self._unsaved[entry.id]
 
     async def _deliver(self, queue_id: str) -> None:
+        """One round of ``queue_id``: its local recipients, then each remote destination
+        at once (the class docstring's scheduler). A catch-up round, begun for a place
+        handed to the message before its next attempt is due, delivers only at the
+        destinations it waited for, and counts no attempt."""
         entry = await self._load(queue_id)
         if entry.held:
             logger.info("%s: on hold; not delivered until released", entry.id)
@@ -638,38 +752,109 @@ class DeliveryWorker:
         content = self.queue.content(queue_id)
         if not await self.threads.run(content.path.exists):
             raise FileNotFoundError(content.path)
+        catch_up = self.clock() < self._catch_up_until.pop(queue_id, float("-inf"))
         failed: dict[str, Outcome] = {}
         deferred: dict[str, Outcome] = {}
-        groups: dict[tuple[str, tuple[str, int] | None], dict[str, RemoteDelivery]] = {}
+        remote: dict[str, dict[str, dict[str, RemoteDelivery]]] = {}
         for recipient in entry.pending:
             decision = self._route(recipient.address)
             if isinstance(decision, RemoteDelivery):
-                group = groups.setdefault((decision.domain, decision.smart_host), {})
-                group[recipient.address] = decision
+                domains = remote.setdefault(destination(decision), {})
+                domains.setdefault(decision.domain, {})[recipient.address] = decision
                 continue
+            if catch_up:
+                continue  # delivered in its full round
             if isinstance(decision, LocalDelivery):
                 outcome = await self._deliver_local(entry, decision, content)
             else:
                 outcome = self._rejected_outcome(decision)
             entry = await self._settle(entry, {recipient.address: outcome}, failed, deferred)
+        awaited = self.places.awaited_by(queue_id)
+        if catch_up:
+            remote = {place: domains for place, domains in remote.items() if place in awaited}
+        self._withdraw(queue_id, awaited - remote.keys())  # its recipients there are gone
+        round_ = _Round(entry, failed, deferred)
+        await self._deliver_destinations(round_, remote, content)
+        await self._finish_round(round_.entry, content, failed, deferred, counts=not catch_up)
+
+    async def _deliver_destinations(
+        self,
+        round_: _Round,
+        remote: Mapping[str, Mapping[str, Mapping[str, RemoteDelivery]]],
+        content: QueuedContent,
+    ) -> None:
+        """Run one job per destination of ``remote`` that has a place, at once, and wait
+        for them all, a failed one never cutting its siblings short; a job at a
+        destination whose place is handed over meanwhile starts then. Each outcome an
+        exchanger gives is put in the entry (and :attr:`_unsaved`) before any await, and
+        its write handed to a thread at once (:meth:`_write`). Then what a job raised
+        is raised, as the domains delivered one after another raised it."""
+        queue_id = round_.entry.id
+        jobs: set[asyncio.Task[None]] = set()
+        started: set[str] = set()
+        loop = asyncio.get_running_loop()
 
         async def record(outcomes: Mapping[str, Outcome]) -> None:
-            nonlocal entry
-            entry = await self._settle(entry, outcomes, failed, deferred)
+            entry, sent = self._apply(round_.entry, outcomes, round_.failed, round_.deferred)
+            round_.entry = entry
+            if sent:
+                await self._save(round_.entry)
 
-        for (domain, _), deliveries in groups.items():
-            try:
-                await self._deliver_remote(entry, deliveries, content, record)
-            except Exception as exc:
-                if await self._gone(entry.id, exc):
-                    raise
-                # One domain's trouble (a hostile DNS answer, a bug) is its recipients'
-                # alone: the other domains' are sent, bounced or deferred on their own.
-                logger.exception("%s: delivery to %s failed; retrying later", entry.id, domain)
-                done = {r.address for r in entry.recipients if not r.pending}
-                done |= failed.keys() | deferred.keys()
-                await record({a: _local_error(exc) for a in deliveries if a not in done})
-        await self._finish_round(entry, content, failed, deferred)
+        def start(place: str) -> bool:
+            if place not in remote or place in started or not self.places.take(place, queue_id):
+                return False
+            started.add(place)
+            job = self._destination_job(round_, place, remote[place], content, record)
+            jobs.add(loop.create_task(job))
+            return True
+
+        for place in remote:
+            start(place)
+        self._in_round[queue_id] = start
+        try:
+            await _all_finished(jobs)
+        finally:
+            del self._in_round[queue_id]
+
+    async def _destination_job(
+        self,
+        round_: _Round,
+        place: str,
+        domains: Mapping[str, Mapping[str, RemoteDelivery]],
+        content: QueuedContent,
+        record: Recorder,
+    ) -> None:
+        """One destination's part of a round, holding its place there and one session
+        token: its domains one after another (several go through one smart host), so a
+        job has one session open at a time. The place goes on at the end, whatever
+        ended the job."""
+        try:
+            async with self._sessions:
+                for domain, deliveries in domains.items():
+                    await self._deliver_domain(round_, domain, deliveries, content, record)
+        finally:
+            self._give_back(place)
+
+    async def _deliver_domain(
+        self,
+        round_: _Round,
+        domain: str,
+        deliveries: Mapping[str, RemoteDelivery],
+        content: QueuedContent,
+        record: Recorder,
+    ) -> None:
+        """One domain's recipients (:meth:`_deliver_remote`). Its trouble (a hostile DNS
+        answer, a bug) is its recipients' alone: they wait with the error, the other
+        domains' are sent, bounced or deferred on their own; a message gone is raised."""
+        try:
+            await self._deliver_remote(round_.entry, deliveries, content, record)
+        except Exception as exc:
+            if await self._gone(round_.entry.id, exc):
+                raise
+            logger.exception("%s: delivery to %s failed; retrying later", round_.entry.id, domain)
+            done = {r.address for r in round_.entry.recipients if not r.pending}
+            done |= round_.failed.keys() | round_.deferred.keys()
+            await record({a: _local_error(exc) for a in deliveries if a not in done})
 
     def _route(self, address: str) -> LocalDelivery | RemoteDelivery | Rejected:
         try:
@@ -692,12 +877,27 @@ class DeliveryWorker:
         failed: dict[str, Outcome],
         deferred: dict[str, Outcome],
     ) -> QueueEntry:
+        """:meth:`_apply` ``outcomes``, then write what it sent."""
+        entry, sent = self._apply(entry, outcomes, failed, deferred)
+        if sent:
+            entry = await self._save(entry)
+        return entry
+
+    def _apply(
+        self,
+        entry: QueueEntry,
+        outcomes: Mapping[str, Outcome],
+        failed: dict[str, Outcome],
+        deferred: dict[str, Outcome],
+    ) -> tuple[QueueEntry, bool]:
         """Log each outcome sent or deferred, and record what was sent at once (never
         twice, even after a crash unless the disk refused the record), with the success
         report it is owed, if any, in the same write; failures wait for the bounce at the
         end of the round, and are logged after its bounce step (:meth:`_finish_round`). A
         temporary failure once the message has reached its lifetime is its last
-        (:meth:`_expired`)."""
+        (:meth:`_expired`). Returns ``entry`` with the sent ones, and whether there were
+        any: the caller writes it (:meth:`_save`), with no await before, so that a stop
+        cannot come between an exchanger's 250 and its record's write."""
         sent: dict[str, QueuedRecipient] = {}
         recipients = {r.address: r for r in entry.recipients}
         expired = self._expired(entry)
@@ -717,8 +917,8 @@ class DeliveryWorker:
             else:
                 deferred[address] = outcome
         if sent:
-            entry = await self._save(entry.with_recipients(sent))
-        return entry
+            return entry.with_recipients(sent), True
+        return entry, False
 
     def _log_outcome(self, entry: QueueEntry, address: str, outcome: Outcome) -> None:
         """One recipient's line in the mail log, as Postfix writes it."""
@@ -747,7 +947,14 @@ class DeliveryWorker:
         content: QueuedContent,
         failed: Mapping[str, Outcome],
         deferred: Mapping[str, Outcome],
+        *,
+        counts: bool = True,
     ) -> None:
+        """End a round: bounce what failed, report what was sent, record what waits.
+        Only a round that ``counts`` (not a catch-up round) and deferred a recipient is
+        an attempt: it moves the backoff on and may warn the sender. Recipients turned
+        away by a full destination were not attempted: they neither count nor warn, and
+        the message runs again as soon as a place is handed to it."""
         recipients = {r.address: r for r in entry.recipients}
         if failed:
             await self._bounce(entry, content, failed)
@@ -771,21 +978,40 @@ class DeliveryWorker:
                 self._unsaved.pop(entry.id, None)
                 logger.info("%s: removed", entry.id)
                 return
-        attempts = entry.attempts + 1
-        wait = self.next_wait(attempts)
-        entry = replace(entry, attempts=attempts, next_attempt=self.clock() + wait)
         if not entry.pending:  # done, but still queued: removed again after the wait
+            attempts = entry.attempts + 1
+            wait = self.next_wait(attempts)
+            entry = replace(entry, attempts=attempts, next_attempt=self.clock() + wait)
             self._unsaved[entry.id] = entry
             self.schedule(entry)
             return
-        if self._delay_warning_due(entry):
-            await self._warn_delay(entry, content)
-            entry = replace(entry, delay_warned=True)
-        await self._save(entry)
+        if counts and deferred:
+            attempts = entry.attempts + 1
+            wait = self.next_wait(attempts)
+            entry = replace(entry, attempts=attempts, next_attempt=self.clock() + wait)
+            if self._delay_warning_due(entry):
+                await self._warn_delay(entry, content)
+                entry = replace(entry, delay_warned=True)
+            await self._save(entry)
+            logger.info(
+                "%s: %d recipients deferred; next attempt in %.1fs",
+                entry.id,
+                len(entry.pending),
+                wait,
+            )
+        elif failed or deferred:
+            await self._save(entry)
+        waiting_at = self.places.awaited_by(entry.id)
+        if not waiting_at:
+            self.schedule(entry)
+            return
         logger.info(
-            "%s: %d recipients deferred; next attempt in %.1fs", entry.id, len(entry.pending), wait
+            "%s: waiting for a place at %s (destination concurrency %d)",
+            entry.id,
+            loggable(", ".join(sorted(waiting_at))),
+            self.destination_concurrency,
         )
-        self.schedule(entry)
+        self._schedule_for_places(entry)
 
     def _expired(self, entry: QueueEntry) -> bool:
         """Whether ``entry`` has been queued ``max_queue_age``: a round is still made,
@@ -1206,6 +1432,63 @@ class DeliveryWorker:
         )
         logger.info("%s: sender %s notification: %s", queue_id, kind, queued.id)
         self.schedule(queued, new=True)
+
+
+@dataclass(slots=True)
+class _Round:
+    """One round of one message, as its destination jobs share it: the entry as the
+    outcomes so far leave it, and the recipients that failed or wait."""
+
+    entry: QueueEntry
+    failed: dict[str, Outcome]
+    deferred: dict[str, Outcome]
+
+
+class _Envelope:
+    """The writes of one message's envelope, in a thread, one at a time, each writing
+    the newest entry given (:attr:`latest`): writes handed over at once by concurrent
+    jobs land in order, and none undoes a newer one. A write that finds the newest entry
+    on disk already has nothing to do."""
+
+    __slots__ = ("__weakref__", "_lock", "_on_disk", "latest")
+
+    def __init__(self, entry: QueueEntry) -> None:
+        self.latest = entry
+        self._lock = threading.Lock()
+        self._on_disk: QueueEntry | None = None
+
+    def write(self, update: Callable[[QueueEntry], None]) -> QueueEntry:
+        """Write :attr:`latest` with ``update`` (in a thread); the entry now on disk."""
+        with self._lock:
+            latest = self.latest
+            if latest is not self._on_disk:
+                update(latest)
+                self._on_disk = latest
+            return latest
+
+
+async def _all_finished(jobs: set[asyncio.Task[None]]) -> None:
+    """Wait for every one of ``jobs``, those added meanwhile too, never cancelling one
+    because another failed (it may be in the middle of a transaction); then raise the
+    first error among them, or a cancellation that came to one of them (a stray one:
+    :meth:`DeliveryWorker._process` takes it for a broken round). Cancelled itself (a
+    stop), it cancels them all, and waits for them: no job outlives its round."""
+    try:
+        while unfinished := [job for job in jobs if not job.done()]:
+            await asyncio.wait(unfinished)
+    except BaseException:
+        while unfinished := [job for job in jobs if not job.done()]:
+            for job in unfinished:
+                job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait(unfinished)
+        raise
+    errors = [job.exception() for job in jobs if not job.cancelled()]
+    for error in errors:
+        if error is not None:
+            raise error
+    if any(job.cancelled() for job in jobs):
+        raise asyncio.CancelledError()
 
 
 @dataclass(frozen=True, slots=True)

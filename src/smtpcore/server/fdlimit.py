@@ -32,7 +32,8 @@ its ``cur`` and ``new``, and its lock file."""
 FILES_RESERVED = 100
 """Everything else: the listening sockets, the data directory's lock, the event
 loop's own descriptors, the standard streams and the log, the queue's files, and
-the delivery worker's connections, each with a queue file open."""
+the delivery worker's connections, each with a queue file open (at most its
+``concurrency``, 20, whatever a message's fan-out: each session holds one of them)."""
 _POP3_LISTENERS = frozenset({"pop3", "pop3s"})
 
 

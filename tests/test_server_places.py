@@ -1,0 +1,73 @@
+"""The relay's places per destination (:mod:`smtpcore.server.places`): never more than
+the limit in use, and a place given back goes to the message that waited longest, so a
+steady flow of newcomers cannot starve one that waits."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtpcore.address import Mailbox
+from smtpcore.routing import RemoteDelivery
+from smtpcore.server.places import DestinationPlaces, destination
+from smtpcore.testing import strategies as sst
+
+PLACES = ("a.example", "b.example")
+
+steps = st.lists(
+    st.tuples(st.sampled_from(("take", "give_back")), st.sampled_from(PLACES), st.integers(0, 9)),
+    max_size=200,
+)
+
+
+@given(limit=st.integers(1, 3), script=steps)
+def test_places_are_bounded_and_handed_over_first_come_first_served(
+    limit: int, script: list[tuple[str, str, int]]
+) -> None:
+    places = DestinationPlaces(limit)
+    holding = dict.fromkeys(PLACES, 0)  # sessions running at each place
+    owed: dict[str, set[str]] = {p: set() for p in PLACES}  # places handed over
+    line: dict[str, list[str]] = {p: [] for p in PLACES}  # the model's waiting line
+    for action, place, number in script:
+        queue_id = f"m{number}"
+        if action == "take":
+            if places.take(place, queue_id):
+                # Only one owed a place, or a newcomer while nobody waits.
+                assert queue_id in owed[place] or not line[place]
+                owed[place].discard(queue_id)
+                holding[place] += 1
+            else:
+                assert queue_id not in owed[place]
+                if queue_id not in line[place]:
+                    line[place].append(queue_id)
+        elif holding[place]:
+            holding[place] -= 1
+            heir = places.give_back(place)
+            assert heir == (line[place].pop(0) if line[place] else None)
+            if heir is not None:
+                owed[place].add(heir)
+        assert holding[place] + len(owed[place]) == places.in_use(place) <= limit
+
+
+def test_a_withdrawn_message_passes_its_place_to_the_next_in_line() -> None:
+    places = DestinationPlaces(1)
+    assert places.take("a.example", "first")
+    assert not places.take("a.example", "m1") and not places.take("a.example", "m2")
+    assert places.give_back("a.example") == "m1" and places.handed("m1")
+    assert places.awaited_by("m2") == {"a.example"}
+    assert places.withdraw("m1", "a.example") == "m2"  # m1 was deleted meanwhile
+    assert places.take("a.example", "m2") and not places.take("a.example", "m3")
+
+
+@given(mailbox=sst.mailboxes(), port=st.integers(1, 65535))
+def test_the_smart_host_is_the_destination_when_there_is_one(mailbox: Mailbox, port: int) -> None:
+    """Every domain relayed through one smart host shares its places."""
+    assert destination(RemoteDelivery(mailbox, mailbox.domain)) == mailbox.domain
+    via = RemoteDelivery(mailbox, mailbox.domain, smart_host=("relay.example", port))
+    assert destination(via) == f"[relay.example]:{port}"
+
+
+def test_a_destination_has_at_least_one_place() -> None:
+    with pytest.raises(ValueError, match="place"):
+        DestinationPlaces(0)
