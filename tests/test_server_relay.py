@@ -822,7 +822,7 @@ def test_relay_options_on_the_command_line(tmp_path: Path) -> None:
     defaults = config_from_args(build_parser().parse_args(["serve"]))
     assert defaults.relay_tls == "may" and defaults.delay_warning is None
     assert defaults.max_retry_after == MAX_BACKOFF
-    assert defaults.destination_concurrency is None  # the worker's half of its 20
+    assert defaults.destination_concurrency is None  # the worker decides (places.py)
     with pytest.raises(ConfigError, match="--destination-concurrency"):
         ServerConfig(destination_concurrency=0)
     with pytest.raises(ConfigError, match="--relay-ca"):
@@ -1644,6 +1644,22 @@ def test_the_smart_host_is_one_destination_whatever_the_recipients_domains(
 
         _while_running(relay, steps)
     assert len(slow.transactions) == 1
+
+
+def test_with_a_smart_host_the_destination_limit_defaults_to_the_global_one(
+    tmp_path: Path,
+) -> None:
+    """With ``--relay-host`` every remote message goes to one destination: the default
+    of half the sessions capped all outbound mail at 10 where the relay held 20. Set
+    or not, the option keeps its meaning; left out, the smart host gets them all."""
+    smart = _relay(tmp_path / "smart", 25, smart_host=("127.0.0.2", 25), concurrency=20)
+    assert smart.worker.destination_concurrency == 20
+    chosen = _relay(
+        tmp_path / "chosen", 25, smart_host=("127.0.0.2", 25), destination_concurrency=3
+    )
+    assert chosen.worker.destination_concurrency == 3
+    direct = _relay(tmp_path / "direct", 25, concurrency=20)
+    assert direct.worker.destination_concurrency == 10
 
 
 def test_a_full_destination_does_not_hold_a_messages_other_recipients(

@@ -258,7 +258,8 @@ def _add_serve(commands: Any) -> None:
         metavar="N",
         help="outbound sessions at once to one destination (a recipient domain, or the "
         "--relay-host), as Postfix's default_destination_concurrency_limit, so that one "
-        "that never answers cannot hold every session (default 10, half of the 20 at once)",
+        "that never answers cannot hold every session (default 10, half of the 20 at once; "
+        "with --relay-host, the only destination, all 20)",
     )
     relay.add_argument(
         "--max-queue-age",

@@ -571,7 +571,9 @@ class ServerConfig:
     """Outbound sessions the relay holds at once to one destination (a recipient domain,
     or the smart host), as Postfix's ``default_destination_concurrency_limit``; None, the
     default, is half the sessions it holds at once (10 of 20), so that an exchanger that
-    never answers cannot hold them all. Above 20 it has no effect."""
+    never answers cannot hold them all, or all 20 with a ``relay_host``, the only
+    destination (:func:`~smtpcore.server.places.default_destination_concurrency`, which
+    the worker asks). Above 20 it has no effect."""
     max_queue_age: float = DEFAULT_MAX_QUEUE_AGE
     delay_warning: float | None = None
     """Warn the sender once when mail has waited this long (Postfix's

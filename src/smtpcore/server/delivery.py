@@ -78,7 +78,11 @@ from smtpcore.server.exchanger import (
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import delivery_line, loggable, logger
 from smtpcore.server.mailboxes import LocalMailboxes
-from smtpcore.server.places import DestinationPlaces, destination
+from smtpcore.server.places import (
+    DestinationPlaces,
+    default_destination_concurrency,
+    destination,
+)
 from smtpcore.server.queue import (
     Queue,
     QueuedContent,
@@ -235,8 +239,9 @@ class DeliveryWorker:
     delivers the local recipients, then runs one job per remote *destination*
     (:func:`destination`: the smart host, or the recipient's domain) of the message,
     all at once, and waits for every one of them. A job first takes a place at its
-    destination, without waiting (at most ``destination_concurrency`` there, half of
-    ``concurrency`` by default, as Postfix's ``default_destination_concurrency_limit``),
+    destination, without waiting (at most ``destination_concurrency`` there; by default
+    half of ``concurrency``, as Postfix's ``default_destination_concurrency_limit``, or
+    all of it with a smart host, the only destination: :func:`default_destination_concurrency`),
     then one of the worker's ``concurrency`` session tokens, which it holds while its
     sessions run: the worker never has more than ``concurrency`` outbound SMTP sessions
     open, whatever the fan-out. A destination that is full turns the job away: its
@@ -276,7 +281,10 @@ class DeliveryWorker:
         if resolve_timeout <= 0:
             raise ValueError("resolve_timeout must be positive")
         if destination_concurrency is None:
-            destination_concurrency = max(concurrency // 2, 1)
+            smart_host = router.smart_host is not None
+            destination_concurrency = default_destination_concurrency(
+                concurrency, smart_host=smart_host
+            )
         if concurrency < 1 or destination_concurrency < 1:
             raise ValueError("concurrency and destination_concurrency must be at least 1")
         self.queue = queue

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from smtpcore.routing import RemoteDelivery
 
-__all__ = ["DestinationPlaces", "destination"]
+__all__ = ["DestinationPlaces", "default_destination_concurrency", "destination"]
 
 
 def destination(delivery: RemoteDelivery) -> str:
@@ -37,6 +37,17 @@ def destination(delivery: RemoteDelivery) -> str:
         host, port = delivery.smart_host
         return f"[{host}]:{port}"
     return delivery.domain
+
+
+def default_destination_concurrency(concurrency: int, *, smart_host: bool) -> int:
+    """Places per destination when the operator names none: half the ``concurrency``
+    sessions (Postfix's ``default_destination_concurrency_limit`` is half its
+    ``default_process_limit``), so one next hop that never answers cannot hold them
+    all. With a smart host every remote message has that one destination, and there is
+    no other to keep sessions for: it gets all ``concurrency``."""
+    if smart_host:
+        return concurrency
+    return max(concurrency // 2, 1)
 
 
 @dataclass
