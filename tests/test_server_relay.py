@@ -1662,6 +1662,61 @@ def test_with_a_smart_host_the_destination_limit_defaults_to_the_global_one(
     assert direct.worker.destination_concurrency == 10
 
 
+def test_a_message_gone_while_it_waits_in_line_leaves_no_place_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message waiting in a destination's line, its files removed by hand, then acted
+    on (``queue flush``): the action found it gone and returned without taking it out
+    of the line, so the next place given back was handed to it for ever, and a newer
+    message to that destination was never delivered."""
+    monkeypatch.setattr(delivery, "PLACE_RETRY", 0.2)
+    zone = "a.example MX 10 mx.a.example\nmx.a.example A 127.0.0.1\n"
+    relay = _relay(tmp_path, 25, zone=zone, retry_after=3600.0, destination_concurrency=1)
+    worker = relay.worker
+    hold = asyncio.Event()
+    delivered: list[str] = []
+
+    async def deliver(
+        attempt: object,
+        relay_name: str,
+        entry: QueueEntry,
+        remaining: dict[str, object],
+        content: object,
+        policy: object,
+        record: Callable[[dict[str, Outcome]], Awaitable[None]],
+    ) -> dict[str, Outcome]:
+        if "m1@a.example" in remaining:
+            await hold.wait()
+        delivered.extend(remaining)
+        sent = {a: Outcome(RecipientStatus.SENT, "2.0.0", "250 ok", relay_name) for a in remaining}
+        await record(sent)
+        return sent
+
+    monkeypatch.setattr(worker.exchanger, "deliver", deliver)
+
+    async def steps() -> None:
+        try:
+            relay.enqueue(["m1@a.example"])
+            await _within(lambda: worker.places.in_use("a.example") == 1)
+            gone = relay.enqueue(["m2@a.example"])
+            await _within(lambda: worker.places.awaited_by(gone.id) == {"a.example"})
+            await _within(lambda: gone.id not in worker._running)
+            relay.queue.envelope_path(gone.id).unlink()
+            relay.queue.content_path(gone.id).unlink()
+            assert await worker._act(gone.id, "flush")
+            assert not worker.places.awaited_by(gone.id)
+            relay.enqueue(["m3@a.example"])
+            await asyncio.sleep(0.1)
+            hold.set()
+            await _within(lambda: "m3@a.example" in delivered, timeout=5.0)
+            await _within(lambda: worker.places.in_use("a.example") == 0)
+        finally:
+            hold.set()
+
+    _while_running(relay, steps)
+    assert delivered == ["m1@a.example", "m3@a.example"]
+
+
 def test_a_full_destination_does_not_hold_a_messages_other_recipients(
     tmp_path: Path,
 ) -> None:

@@ -452,7 +452,7 @@ class DeliveryWorker:
         self._running.pop(queue_id, None)
         if queue_id not in self._due:  # delivered, held or gone
             self._copies_begun.pop(queue_id, None)
-            self._forget_places(queue_id)
+        self._forget_places_if_unscheduled(queue_id)
         if queue_id in self._after_round and queue_id not in self._draining:
             self._draining.add(queue_id)
             follow = asyncio.get_running_loop().create_task(self._apply_waiting(queue_id))
@@ -530,6 +530,16 @@ class DeliveryWorker:
             if due is not None and action in ("flush", "release"):
                 self._due.setdefault(queue_id, due)  # not done: it goes on as it was
             raise
+        finally:
+            self._forget_places_if_unscheduled(queue_id)
+
+    def _forget_places_if_unscheduled(self, queue_id: str) -> None:
+        """Take ``queue_id`` out of every destination's line once nothing will run it
+        (neither scheduled nor in a round: held, deleted, gone, or the disk refused):
+        no round of it would take up a place handed to it, nor give it back, and the
+        destination would be a place short for the life of the process."""
+        if queue_id not in self._due and queue_id not in self._running:
+            self._forget_places(queue_id)
 
     async def _act_unscheduled(self, queue_id: str, action: str) -> bool:
         """:meth:`_act`, the message out of the schedule."""
@@ -541,9 +551,6 @@ class DeliveryWorker:
             raise
         if queue_id in self._running:  # scheduled anew, and begun, as the entry was read
             return False
-        if action in ("delete", "hold"):
-            # Out of the schedule even if the disk refuses: a place handed to it goes on.
-            self._forget_places(queue_id)
         if action == "delete":
             await self.threads.run(self._remove_by_operator, entry)
             self._unsaved.pop(queue_id, None)
@@ -812,8 +819,11 @@ class DeliveryWorker:
             if place not in remote or place in started or not self.places.take(place, queue_id):
                 return False
             started.add(place)
-            job = self._destination_job(round_, place, remote[place], content, record)
-            jobs.add(loop.create_task(job))
+            job = loop.create_task(self._destination_job(round_, remote[place], content, record))
+            # A callback, not the job's finally: a job cancelled before its first step
+            # runs no code of its own, and its place would never be given back.
+            job.add_done_callback(lambda _: self._give_back(place))
+            jobs.add(job)
             return True
 
         for place in remote:
@@ -827,21 +837,17 @@ class DeliveryWorker:
     async def _destination_job(
         self,
         round_: _Round,
-        place: str,
         domains: Mapping[str, Mapping[str, RemoteDelivery]],
         content: QueuedContent,
         record: Recorder,
     ) -> None:
-        """One destination's part of a round, holding its place there and one session
-        token: its domains one after another (several go through one smart host), so a
-        job has one session open at a time. The place goes on at the end, whatever
-        ended the job."""
-        try:
-            async with self._sessions:
-                for domain, deliveries in domains.items():
-                    await self._deliver_domain(round_, domain, deliveries, content, record)
-        finally:
-            self._give_back(place)
+        """One destination's part of a round, holding one session token: its domains
+        one after another (several go through one smart host), so a job has one session
+        open at a time. Its place there is given back when the job's task is done,
+        whatever ended it (:meth:`_deliver_destinations`)."""
+        async with self._sessions:
+            for domain, deliveries in domains.items():
+                await self._deliver_domain(round_, domain, deliveries, content, record)
 
     async def _deliver_domain(
         self,
