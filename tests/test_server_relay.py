@@ -1822,7 +1822,11 @@ def test_a_stop_while_the_record_is_written_keeps_every_accepted_recipient(
 ) -> None:
     """Two destinations answer while the envelope's writes are slow, then the server
     stops. Every recipient an exchanger accepted must be recorded sent on disk: one
-    left pending is sent again at the next start (RFC 5321 §6.1: no duplicates)."""
+    left pending is sent again at the next start (RFC 5321 §6.1: no duplicates).
+
+    A regression guard, not a proof of the write path that hands each write to its
+    thread before any await (:class:`_Envelope`): it passes on the sequential code
+    before that path (edb8779) too."""
     zone = ZONE + "xyz.example MX 10 mx.xyz.example\nmx.xyz.example A 127.0.0.1\n"
     with remote() as server:
         relay = _relay(tmp_path, server.port, zone=zone, retry_after=3600.0)
