@@ -1062,6 +1062,22 @@ def test_an_ascii_report_writes_utf8_as_rfc_6533_escapes_never_python_ones() -> 
     assert b"\\xf6" not in raw
 
 
+@pytest.mark.parametrize("utf8", [False, True])
+def test_a_report_escapes_what_is_unsafe_in_text_in_either_kind(utf8: bool) -> None:
+    """RFC 5198 §2, RFC 6532 §3.2: no C0 or C1 control (the 8-bit CSI, U+009B, which
+    xterm obeys), format or separator character goes raw into a report, a global one
+    included: each is written as RFC 6533's ``\\x{HEX}``, in both parts that quote it."""
+    from smtpcore.server.bounce import ReportedRecipient
+
+    diagnostic = "550 5.1.1 x\x1b[31m \x9b31m a\u202eb \u0dc1\u0dca\u200d\u0dbb"
+    failed = [ReportedRecipient("b@pqr.example", "5.1.1", diagnostic, from_remote=True)]
+    text = _report(failed=failed, utf8=utf8).decode("utf-8")
+    assert "x\\x{1B}[31m \\x{9B}31m a\\x{202E}b" in text
+    assert "Diagnostic-Code: smtp; 550 5.1.1 x\\x{1B}[31m" in text
+    assert not any(char in text for char in "\x1b\x9b\u202e")
+    assert ("\u200d" in text) is utf8  # ZWJ is text in a global report
+
+
 def test_a_bounce_of_smtputf8_mail_through_the_relay_is_global(tmp_path: Path) -> None:
     with remote(smtputf8=True, rcpt_replies={"jösé@pqr.example": b"550 5.1.1 unknown"}) as server:
         relay = _relay(tmp_path, server.port)

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
+from smtpcore._textsafe import replace_unsafe
 from smtpcore.smtp import OriginalRecipient, decode_xtext
 
 __all__ = [
@@ -89,12 +90,19 @@ def _embedded(text: str) -> str:
     )
 
 
+def _hex_escape(char: str) -> str:
+    """RFC 6533 §3's ``\\x{HEX}`` for one character (EmbeddedUnicodeChar)."""
+    return f"\\x{{{ord(char):02X}}}"
+
+
 def _one_line(text: str, utf8: bool, limit: int = 900) -> str:
-    """Text fit for one header field: no line breaks, not too long, and ASCII (UTF-8 as
-    ``\\x{HEX}``) unless the report is a ``message/global-delivery-status`` one."""
-    text = " ".join(text.split())
+    """Text fit for one header field: no line breaks, not too long, no character unsafe
+    in text (RFC 5198 §2, RFC 6532 §3.2: a C0 or C1 control, a format or separator
+    character) in either kind of report, and ASCII unless the report is a
+    ``message/global-delivery-status`` one; each left out is written ``\\x{HEX}``."""
+    text = replace_unsafe(" ".join(text.split()), _hex_escape)
     if not utf8 and not text.isascii():
-        text = "".join(char if char.isascii() else f"\\x{{{ord(char):02X}}}" for char in text)
+        text = "".join(char if char.isascii() else _hex_escape(char) for char in text)
     # The limit is in octets (RFC 6532 §3.4), cut at a character's boundary.
     encoded = text.encode("utf-8")
     if len(encoded) <= limit:
