@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import smtpcore.address as address
 from smtpcore import LocalProtocolError
+from smtpcore._textsafe import holds_unsafe
 from smtpcore.address import (
     AddressError,
     Mailbox,
@@ -551,6 +552,60 @@ def test_a_label_form_is_the_same_mailbox_in_ascii_where_one_fits(mailbox: Mailb
     assert (form.local_part, form.ascii_domain) == (mailbox.local_part, mailbox.ascii_domain)
     ascii_path = f"<{quote_local_part(mailbox.local_part)}@{mailbox.ascii_domain}>"
     assert form.is_ascii == (mailbox.local_part.isascii() and len(ascii_path) <= 256)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '"a\u2028b"@c.example',  # a line separator: str.splitlines() ends a line there
+        '"s\u2028Bcc: z@evil.example"@evil.example',
+        "a\u2029b@c.example",  # a paragraph separator
+        "a\u202eb@c.example",  # a bidi override: shows another text than it holds
+        "a\u200bb@c.example",  # a zero-width space
+        '"a\u00adb"@c.example',  # a soft hyphen
+    ],
+)
+def test_a_utf8_local_part_holds_no_format_or_separator_character(text: str) -> None:
+    """RFC 6531 §3.3 builds on RFC 6532 §3.2, which builds on RFC 5198 §2: the line and
+    paragraph separators and format characters are no text; written raw into a
+    Return-Path or a Received field, U+2028 forges a header field for a reader that
+    splits lines as str.splitlines() does."""
+    with pytest.raises(AddressError, match="format or separator character"):
+        parse_mailbox(text)
+    local, _, domain = text.rpartition("@")
+    with pytest.raises(AddressError):
+        Mailbox(local.strip('"'), domain)
+
+
+def test_the_joiners_some_scripts_need_are_taken_in_a_local_part() -> None:
+    """ZWNJ and ZWJ are format characters that Sinhala, Persian and others need."""
+    assert parse_mailbox("\u0dc1\u0dca\u200d\u0dbb@c.example").local_part.endswith("\u0dbb")
+    assert parse_mailbox("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645@c.example")
+
+
+_UNSAFE_CHARS = st.sampled_from("\x85\x9b\xad\u061c\u200b\u200e\u2028\u2029\u202e\u2066\ufeff")
+
+
+@given(
+    st.one_of(
+        mailboxes.map(str),
+        st.builds(
+            lambda mailbox, char, at: (lambda text: text[:at] + char + text[at:])(str(mailbox)),
+            mailboxes,
+            _UNSAFE_CHARS,
+            st.integers(0, 80),
+        ),
+    )
+)
+def test_no_mailbox_the_parser_takes_holds_a_character_unsafe_in_text(text: str) -> None:
+    with contextlib.suppress(AddressError):
+        mailbox = parse_mailbox(text)
+        assert not holds_unsafe(mailbox.local_part) and not holds_unsafe(mailbox.domain)
+
+
+@given(mailboxes)
+def test_the_mailbox_strategy_draws_no_character_unsafe_in_text(mailbox: Mailbox) -> None:
+    assert not holds_unsafe(str(mailbox))
 
 
 # Hostile paths, their insides, and lone surrogates (no path strategy draws those).

@@ -23,6 +23,7 @@ from typing import Final, TypeAlias
 
 from smtpcore._errors import LocalProtocolError
 from smtpcore._numbers import is_digits
+from smtpcore._textsafe import first_unsafe
 
 __all__ = [
     "MAX_DOMAIN_OCTETS",
@@ -54,7 +55,8 @@ MAX_LABEL_OCTETS = 63
 
 # Grammar, named after the RFC 5321 §4.1.2 / §4.1.3 rules. UTF8-non-ascii (RFC 6531 §3.3)
 # is "any non-ASCII character"; control and surrogate code points are refused up front
-# by _FORBIDDEN, so the classes below may simply include the whole non-ASCII range.
+# by _FORBIDDEN, format and separator characters by _check_unicode_text, so the classes
+# below may simply include the whole non-ASCII range.
 _UTF8_NON_ASCII = "\u0080-\U0010ffff"
 _ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~" + _UTF8_NON_ASCII
 _ATOM = f"[{_ATEXT}]+"
@@ -70,6 +72,8 @@ _IPV6_ADDR = re.compile(r"[0-9A-Fa-f:.]+")
 _IPV4_TAIL = re.compile(r"(?<=:)[0-9]{1,3}(?:\.[0-9]{1,3}){3}\Z")  # IPv6v4-full/comp's tail
 # C0 controls, DEL, C1 controls and lone surrogates: never valid in any SMTP address.
 _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# What _check_chars looks at any further: printable ASCII alone is checked in one search.
+_NOT_PRINTABLE_ASCII = re.compile("[^\x20-\x7e]")
 # Label separators that IDNA 2003 treats as dots (RFC 3490 §3.1); "." is the only one we
 # accept, so these must not hide inside a label.
 _IDEOGRAPHIC_DOTS = frozenset("\u3002\uff0e\uff61")
@@ -119,11 +123,14 @@ def _show(text: str) -> str:
 
 
 def _check_chars(text: str, what: str) -> None:
-    """Refuse CR, LF, NUL and every other control or surrogate (RFC 5321 §4.1.2 grammar).
+    """Refuse CR, LF, NUL and every other control or surrogate (RFC 5321 §4.1.2 grammar),
+    and in UTF-8 text the format and separator characters (:func:`_check_unicode_text`).
 
     Run first on every input so that later steps (UTF-8 length, IDNA) never see a code
     point they cannot encode.
     """
+    if _NOT_PRINTABLE_ASCII.search(text) is None:  # the everyday case: one C call
+        return
     m = _FORBIDDEN.search(text)
     if m is not None:
         char = m.group()
@@ -131,6 +138,21 @@ def _check_chars(text: str, what: str) -> None:
         if "\ud800" <= char <= "\udfff":
             name = f"lone surrogate U+{ord(char):04X}"
         raise AddressError(f"{what} contains {name} at index {m.start()}")
+    _check_unicode_text(text, what)
+
+
+def _check_unicode_text(text: str, what: str) -> None:
+    """Refuse the format characters and the line and paragraph separators that UTF-8
+    text may not hold (RFC 6531 §3.3 on RFC 6532 §3.2, RFC 5198 §2), as a DSN
+    parameter refuses them: U+2028 is a line end to :meth:`str.splitlines`, so raw in
+    the Return-Path or Received field written for an address it would forge a field;
+    a bidi override shows another address than it is. ZWNJ and ZWJ are taken."""
+    index = first_unsafe(text)
+    if index is not None:
+        raise AddressError(
+            f"{what} contains format or separator character U+{ord(text[index]):04X} "
+            f"at index {index} (RFC 6531 §3.3, RFC 5198 §2)"
+        )
 
 
 def _octets(text: str) -> int:
