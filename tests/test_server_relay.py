@@ -1540,3 +1540,77 @@ def test_binarymime_content_goes_as_it_is_to_an_exchanger_that_offers_it(
     assert server.mail_lines == [b"MAIL FROM:<john@abc.example> BODY=BINARYMIME\r\n"]
     (transaction,) = server.transactions
     assert transaction.content.endswith(BINARY) and relay.reports() == []
+
+
+# -- queued addresses that no longer parse ------------------------------------------------
+# The queue keeps addresses as text, parsed again each round: one queued under an older,
+# looser rule (or written by hand) may no longer parse. It fails alone and for good.
+
+_UNPARSEABLE_RECIPIENT = "a\u202eb@pqr.example"  # a bidi override: never a valid address
+_UNPARSEABLE_SENDER = '"s\u2028x"@abc.example'  # a line separator in the local part
+_UTF8 = (("SMTPUTF8", None),)
+
+
+def _postmaster_reports(relay: Relay) -> list[bytes]:
+    box = Maildir(relay.mailboxes.config.mailbox_path("postmaster@abc.example"))
+    return [path.read_bytes() for path in box.messages()]
+
+
+def test_a_queued_recipient_that_no_longer_parses_bounces_with_5_1_3_alone(
+    tmp_path: Path,
+) -> None:
+    """The other recipient of the message is delivered; the bad one bounces at once,
+    its address escaped in the report (RFC 5198 §2), and the message leaves the queue."""
+    with remote(smtputf8=True) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue([_UNPARSEABLE_RECIPIENT, "brendon@pqr.example"], params=_UTF8)
+        _run(relay, lambda: relay.empty() and bool(relay.reports()), timeout=5)
+        _wait_closed(server)
+    assert [t.recipients for t in server.transactions] == [["brendon@pqr.example"]]
+    (raw,) = relay.reports()
+    text = raw.decode("utf-8")
+    assert "Status: 5.1.3" in text and "\u202e" not in text
+    assert "bad recipient address a\\u202eb@pqr.example" in " ".join(text.split())
+
+
+def test_a_message_whose_only_recipient_no_longer_parses_leaves_the_queue(
+    tmp_path: Path,
+) -> None:
+    with remote(smtputf8=True) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue([_UNPARSEABLE_RECIPIENT], params=_UTF8)
+        _run(relay, lambda: relay.empty() and bool(relay.reports()), timeout=5)
+        assert server.mail_lines == []
+    (raw,) = relay.reports()
+    assert b"Status: 5.1.3" in raw
+
+
+@pytest.mark.parametrize("recipient", ["brendon@pqr.example", "john@abc.example"])
+def test_a_queued_sender_that_no_longer_parses_fails_for_good_and_reports_to_postmaster(
+    tmp_path: Path, recipient: str
+) -> None:
+    """Sent on or delivered here, the sender would go out raw (MAIL FROM, Return-Path):
+    each recipient fails at once with 5.1.7 (RFC 3463 §3.2), and the report, which
+    cannot go to that sender, goes to the postmaster (RFC 5321 §4.5.1)."""
+    with remote(smtputf8=True) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue([recipient], sender=_UNPARSEABLE_SENDER, params=_UTF8)
+        _run(relay, lambda: relay.empty() and bool(_postmaster_reports(relay)), timeout=5)
+        assert server.mail_lines == []
+    assert relay.reports() == []
+    (raw,) = _postmaster_reports(relay)
+    assert b"Status: 5.1.7" in raw and "\u2028".encode() not in raw
+
+
+def test_an_expired_message_with_a_recipient_that_no_longer_parses_leaves_the_queue(
+    tmp_path: Path,
+) -> None:
+    """Past its lifetime the waiting recipient bounces as well; nothing loops."""
+    replies = {"brendon@pqr.example": b"451 4.3.0 try later"}
+    with remote(smtputf8=True, rcpt_replies=replies) as server:
+        relay = _relay(tmp_path, server.port, max_queue_age=0.3)
+        relay.enqueue([_UNPARSEABLE_RECIPIENT, "brendon@pqr.example"], params=_UTF8)
+        _run(relay, lambda: relay.empty() and len(relay.reports()) == 2, timeout=5)
+    lines = [line for raw in relay.reports() for line in raw.splitlines()]
+    statuses = sorted(line for line in lines if line.startswith(b"Status:"))
+    assert statuses == [b"Status: 4.3.0", b"Status: 5.1.3"]

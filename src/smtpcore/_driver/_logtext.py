@@ -23,6 +23,7 @@ __all__ = [
     "login_fields",
     "loggable",
     "loggable_reply",
+    "printable",
 ]
 
 
@@ -38,6 +39,16 @@ def loggable(text: str) -> str:
     C1 among them, line and paragraph separators, format characters such as the bidi
     controls) and every tab shown as its escape (``\\x9b``, ``\\u2028``), never raw."""
     return replace_unsafe(text, _escape).replace("\t", "\\x09")
+
+
+def printable(text: str) -> str:
+    """``text`` as :func:`loggable` shows it, and every other character
+    :meth:`str.isprintable` refuses (a non-ASCII space, an unassigned code point) as its
+    escape too: what a peer gave, quoted in the text of a reply or a refusal, which must
+    be one printable line (RFC 5321 §4.2)."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escape(char) for char in text)
 
 
 LOGGED_NAME_LIMIT: Final = 255

@@ -110,12 +110,19 @@ def _one_line(text: str, utf8: bool, limit: int = 900) -> str:
     return encoded[: limit - 3].decode("utf-8", "ignore") + "..."
 
 
+def _shown_address(address: str) -> str:
+    """An address as a report writes it, each character unsafe in text as ``\\x{HEX}``
+    (RFC 5198 §2): a queued address is text that may no longer parse (queued under an
+    older rule, or by hand), and raw, a line separator in it would end a field."""
+    return replace_unsafe(address, _hex_escape)
+
+
 def _address_field(address: str, utf8: bool) -> str:
     """``rfc822;`` for an ASCII address; ``utf-8;`` for an internationalised one, raw in
     a global report and as ``utf-8-addr-xtext`` in an ASCII one (RFC 6533 §3)."""
     if address.isascii():
-        return f"rfc822; {address}"
-    return f"utf-8; {address if utf8 else _embedded(address)}"
+        return f"rfc822; {_shown_address(address)}"
+    return f"utf-8; {_shown_address(address) if utf8 else _embedded(address)}"
 
 
 def _original_recipient(orcpt: str, utf8: bool) -> str:
@@ -453,8 +460,9 @@ def _build_report(
         text.append("")
         where = f"host {item.remote_mta} said" if item.remote_mta and item.from_remote else ""
         # A word longer than the line is broken too: a line stays within RFC 5322's 998.
+        said = f"{where}: " if where else ""
         text += textwrap.wrap(
-            f"<{item.address}>: {where + ': ' if where else ''}{_one_line(item.diagnostic, utf8)}",
+            f"<{_shown_address(item.address)}>: {said}{_one_line(item.diagnostic, utf8)}",
             72,
             subsequent_indent="    ",
             break_on_hyphens=False,
@@ -496,7 +504,7 @@ def _build_report(
         content += b"\r\n"
     fields = [
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
-        f"To: <{recipient}>",
+        f"To: <{_shown_address(recipient)}>",
         f"Subject: {subject}",
         f"Date: {date}",
         f"Message-ID: <{queue_id}.{secrets.token_hex(6)}@{reporting_mta}>",

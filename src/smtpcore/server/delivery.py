@@ -74,7 +74,7 @@ from smtpcore.server.exchanger import (
     reply_text,
 )
 from smtpcore.server.internal import InternalAddresses
-from smtpcore.server.log import delivery_line, loggable, logger
+from smtpcore.server.log import delivery_line, loggable, logger, printable
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.queue import (
     Queue,
@@ -641,8 +641,9 @@ class DeliveryWorker:
         failed: dict[str, Outcome] = {}
         deferred: dict[str, Outcome] = {}
         groups: dict[tuple[str, tuple[str, int] | None], dict[str, RemoteDelivery]] = {}
+        refused_sender = _sender_refusal(entry.sender)
         for recipient in entry.pending:
-            decision = self._route(recipient.address)
+            decision = refused_sender or self._route(recipient.address)
             if isinstance(decision, RemoteDelivery):
                 group = groups.setdefault((decision.domain, decision.smart_host), {})
                 group[recipient.address] = decision
@@ -672,11 +673,15 @@ class DeliveryWorker:
         await self._finish_round(entry, content, failed, deferred)
 
     def _route(self, address: str) -> LocalDelivery | RemoteDelivery | Rejected:
+        """Where the queued recipient ``address`` goes. The queue keeps it as text, parsed
+        again each round: one that no longer parses (queued under an older rule, or by
+        hand) is refused for good, 553 5.1.3 (RFC 3463 §3.2), quoted escaped, since the
+        refusal's text is one printable line and the address may hold anything."""
         try:
             mailbox = parse_mailbox(address)
         except AddressError:
-            reason = RejectReason.NO_ROUTE
-            return Rejected(553, "5.1.3", f"bad recipient address {address}", reason)
+            text = f"bad recipient address {printable(address)}"
+            return Rejected(553, "5.1.3", text, RejectReason.NO_ROUTE)
         return self.router.route(mailbox, authenticated=True)
 
     def _rejected_outcome(self, rejected: Rejected) -> Outcome:
@@ -1165,22 +1170,35 @@ class DeliveryWorker:
         )
 
     def _report_recipient(self, queue_id: str, sender: str) -> str:
-        """Where a report to ``sender`` goes: the sender, or a postmaster's mailbox for
-        a local sender with none (as :meth:`send_report` delivers it)."""
-        decision = self._route(sender)
-        if isinstance(decision, LocalDelivery) and self.mailboxes.lookup(decision.mailbox) is None:
-            key = self.mailboxes.config.postmaster_key(self.mailboxes.config.domains[0])
-            logger.info(
-                "%s: sender <%s> has no mailbox; report to %s", queue_id, loggable(sender), key
-            )
-            return key
-        return sender
+        """Where a report to ``sender`` goes: the sender, or a postmaster's mailbox when
+        it cannot go there (:meth:`_postmaster_instead`, as :meth:`send_report` does)."""
+        return self._postmaster_instead(queue_id, sender) or sender
+
+    def _postmaster_instead(self, queue_id: str, sender: str) -> str | None:
+        """The postmaster's mailbox (RFC 5321 §4.5.1) when a report to ``sender`` cannot
+        go to it: a local sender with no mailbox, or a queued sender that no longer
+        parses, to which nothing can be sent; None when it can. Logged."""
+        try:
+            mailbox = parse_mailbox(sender)
+        except AddressError:
+            why = "is no longer a valid address"
+        else:
+            decision = self.router.route(mailbox, authenticated=True)
+            if not isinstance(decision, LocalDelivery):
+                return None
+            if self.mailboxes.lookup(decision.mailbox) is not None:
+                return None
+            why = "has no mailbox"
+        key = self.mailboxes.config.postmaster_key(self.mailboxes.config.domains[0])
+        logger.info("%s: sender <%s> %s; report to %s", queue_id, loggable(sender), why, key)
+        return key
 
     async def send_report(
         self, queue_id: str, sender: str, report: Report, kind: str, *, requiretls: bool = False
     ) -> None:
         """Hand a delivery status notification to ``sender``: into its mailbox when it
-        is local (a postmaster's when it has none), else into the queue, from ``<>``,
+        is local, a postmaster's when it cannot go there (:meth:`_postmaster_instead`),
+        else into the queue, from ``<>``,
         marked a report on ``queue_id`` (:attr:`QueueEntry.is_report`).
 
         ``requiretls``: the report is on a message that came with REQUIRETLS, and holds
@@ -1188,14 +1206,12 @@ class DeliveryWorker:
         message", RFC 8689 §5): the relay sends it only as it would send that message.
         When no exchanger qualifies it is dropped, and logged, rather than sent in the
         clear; being from ``<>``, it is never bounced (RFC 5321 §4.5.5)."""
-        decision = self._route(sender)
-        if isinstance(decision, LocalDelivery):
-            key = self.mailboxes.lookup(decision.mailbox)
-            if key is None:
-                key = self.mailboxes.config.postmaster_key(self.mailboxes.config.domains[0])
-                logger.info(
-                    "%s: sender <%s> has no mailbox; report to %s", queue_id, loggable(sender), key
-                )
+        key = self._postmaster_instead(queue_id, sender)
+        if key is None:
+            decision = self._route(sender)
+            if isinstance(decision, LocalDelivery):
+                key = self.mailboxes.lookup(decision.mailbox)
+        if key is not None:
             path = await self.threads.run(self.mailboxes.deliver, key, "", report.content)
             logger.info("%s: sender %s notification: delivered to %s", queue_id, kind, path)
             self.mailboxes.delivered(key, path, queue_id)
@@ -1241,6 +1257,22 @@ def _failure_outcome(failed: _ExchangerFailure, status: RecipientStatus) -> Outc
         remote_mta=failed.host,
         from_remote=failure.reply is not None and not failure.local,
     )
+
+
+def _sender_refusal(sender: str) -> Rejected | None:
+    """The refusal of every recipient of a message whose queued sender no longer parses
+    (queued under an older rule, or by hand): it cannot go out in MAIL FROM nor in a
+    Return-Path, so the message fails for good, 553 5.1.7 (RFC 3463 §3.2), rather than
+    wait for ever; its report goes to the postmaster (:meth:`_postmaster_instead`).
+    None for a sender that parses, and for the null sender."""
+    if not sender:
+        return None
+    try:
+        parse_mailbox(sender)
+    except AddressError:
+        text = f"bad sender address {printable(sender)}"
+        return Rejected(553, "5.1.7", text, RejectReason.NO_ROUTE)
+    return None
 
 
 def _report_params(

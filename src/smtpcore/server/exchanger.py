@@ -838,7 +838,6 @@ class ExchangerSession:
             except NotConvertible as reason:
                 refusal = _seven_bit_refusal(entry, relay, reason)
                 return dict.fromkeys(addresses, outcome(refusal, from_remote=False))
-        sender: Mailbox | str = "" if not entry.sender else parse_mailbox(entry.sender)
         mail_params = _forwarded_mail_params(client, entry) | _declared_size(client, converted)
         rcpt_params: dict[tuple[str, str], dict[str, str | None]] = {}
         if passed:
@@ -855,6 +854,9 @@ class ExchangerSession:
         # The content goes from the queue file in the client's chunks (DATA or BDAT),
         # so a message of any size needs no more memory than a chunk.
         try:
+            # A queued sender that no longer parses is refused here, as for good as any
+            # other unsendable message (the worker refuses it before it comes here).
+            sender: Mailbox | str = "" if not entry.sender else parse_mailbox(entry.sender)
             with (
                 contextlib.nullcontext(converted)
                 if isinstance(converted, bytes)
