@@ -33,7 +33,7 @@ from smtpcore.server.config import ConfigError, ServerConfig, credential_key
 from smtpcore.server.credentials import Credentials, hash_password, is_hashed
 from smtpcore.server.passwords import ENVIRONMENT_VARIABLE, read_password
 from smtpcore.server.pop3 import POP3Store
-from smtpcore.server.tools import printable
+from smtpcore.server.tools import check_header_text, printable
 from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, script
 from test_cli_serve import LOOPBACK, ROOT, serve
 
@@ -392,11 +392,23 @@ def test_end_of_file_at_a_password_prompt_is_one_line_not_a_traceback(
 
 
 @pytest.mark.parametrize(
+    "text", ["x\r\nBcc: y", "bell\x07", "x\x85y", "x\u2028Bcc: y", "a\u202eb"]
+)
+def test_header_text_holds_no_character_unsafe_in_text(text: str) -> None:
+    """A line or paragraph separator ends a field for a reader that splits lines as
+    str.splitlines() does, as CR LF does for every reader (RFC 5198 §2)."""
+    with pytest.raises(ConfigError, match="not allowed in a header field"):
+        check_header_text("--subject", text)
+
+
+@pytest.mark.parametrize(
     "option",
     [
         ("--subject", "x\r\nBcc: victim@example.com"),
         ("--subject", "x\nBcc: y"),
         ("--subject", "bell\x07"),
+        ("--subject", "x\u2028Bcc: y"),
+        ("--subject", "a\u202eb"),
         ("--helo", "a\r\nb"),
     ],
 )
@@ -405,7 +417,8 @@ def test_send_refuses_control_characters_in_header_options(option: tuple[str, st
         "send", "--server", "127.0.0.1:9", "--from", "a@b.example", "--to", "c@d.example", *option
     )
     assert result.returncode == 2
-    assert "control character" in result.stderr and "Traceback" not in result.stderr
+    assert "not allowed in a header field" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_send_takes_the_envelope_from_the_headers_and_drops_bcc(
@@ -526,7 +539,8 @@ def test_send_and_fetch_show_a_servers_control_characters_escaped(
 ) -> None:
     """A reply's text is the server's choice: printed raw, an 8-bit CSI drives the
     terminal and a bidi override disguises the line. The SMTP client's reply parser
-    masks both as ``?`` (RFC 5198 §2), as it masks C0 controls; POP3's are escaped."""
+    masks both as ``?`` (RFC 5198 §2), as it masks C0 controls; the POP3 client's as
+    U+FFFD, as it masks C0 controls."""
     smtp = {
         b"EHLO": b"250 mx.abc.example\r\n",
         b"RCPT": b"550 5.1.1 " + HOSTILE_TEXT + b"\r\n",
@@ -549,7 +563,7 @@ def test_send_and_fetch_show_a_servers_control_characters_escaped(
         status = cli.main([*argv, "--user", "john@abc.example", "--password", "pw"])
     err = capsys.readouterr().err
     assert status == 1 and "\x9b" not in err and "\u202e" not in err
-    assert "no \\x9b31m\\u202eevil" in err, err
+    assert "no \ufffd31m\ufffdevil" in err, err
 
 
 def test_fetch_reports_errors_on_stderr_never_quoting_the_password(

@@ -11,7 +11,6 @@ import email.parser
 import email.policy
 import email.utils
 import random
-import re
 import socket
 import ssl
 import sys
@@ -30,6 +29,7 @@ from smtpcore._driver import (
     SMTPReplyError,
 )
 from smtpcore._ip import host_port
+from smtpcore._textsafe import first_unsafe
 from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
 from smtpcore.asyncio import (
     SMTPClient,
@@ -53,16 +53,16 @@ def client_tls_context(cafile: Path | None, insecure: bool) -> ssl.SSLContext:
     return context
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 def check_header_text(option: str, text: str) -> str:
-    """``text`` for a header field, or a :class:`ConfigError` if it holds a control
-    character: a CR or LF would end the field and start another (header injection)."""
-    found = _CONTROL.search(text)
-    if found is not None:
+    """``text`` for a header field, or a :class:`ConfigError` if it holds a character
+    unsafe in text (:mod:`smtpcore._textsafe`, RFC 5198 §2): a CR or LF would end the
+    field and start another (header injection), and so would U+2028 for a reader that
+    splits lines as :meth:`str.splitlines` does."""
+    index = first_unsafe(text)
+    if index is not None:
         raise ConfigError(
-            f"{option}: control character {found.group()!r} not allowed in a header field"
+            f"{option}: {text[index]!r} not allowed in a header field: no control character, "
+            "line or paragraph separator or format character"
         )
     return text
 
