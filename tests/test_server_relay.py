@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from relay_remote import ScriptedRemote, remote
 from slow_writes import SlowWrites
+from smtpcore.address import parse_mailbox
 from smtpcore.routing import MXRecord, Resolver, Router, StaticResolver
 from smtpcore.server import delivery
 from smtpcore.server.config import ConfigError, ServerConfig
@@ -1078,6 +1079,30 @@ def test_a_report_escapes_what_is_unsafe_in_text_in_either_kind(utf8: bool) -> N
     assert ("\u200d" in text) is utf8  # ZWJ is text in a global report
 
 
+_VALID_WITH_FORMAT_CHARACTERS = [
+    "\u05d3\u200e\u05d4@pqr.example",  # a left-to-right mark between Hebrew letters
+    "soft\u00adhyphen@pqr.example",
+    "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f@pqr.example",
+]
+
+
+@pytest.mark.parametrize("address", _VALID_WITH_FORMAT_CHARACTERS)
+def test_a_global_report_writes_a_valid_address_raw_whatever_it_holds(address: str) -> None:
+    """A bidi mark, a soft hyphen, an emoji tag are in valid addresses (the parser takes
+    them): a global report (RFC 6533 §3) writes the address as it is, in To:, the
+    notification and Final-Recipient; an escape would make another address, and a
+    ``\\`` is not atext (RFC 5322 §3.2.3)."""
+    from smtpcore.server.bounce import ReportedRecipient
+
+    parse_mailbox(address)
+    failed = [ReportedRecipient(address, "5.1.1", "550 5.1.1 unknown")]
+    text = _report(recipient=address, failed=failed, utf8=True).decode("utf-8")
+    assert f"To: <{address}>" in text
+    assert f"<{address}>: " in text
+    assert f"Final-Recipient: utf-8; {address}" in text
+    assert "\\x{" not in text
+
+
 def test_a_bounce_of_smtputf8_mail_through_the_relay_is_global(tmp_path: Path) -> None:
     with remote(smtputf8=True, rcpt_replies={"jösé@pqr.example": b"550 5.1.1 unknown"}) as server:
         relay = _relay(tmp_path, server.port)
@@ -1549,6 +1574,7 @@ def test_binarymime_content_goes_as_it_is_to_an_exchanger_that_offers_it(
 _UNPARSEABLE_RECIPIENT = "a\u202eb@pqr.example"  # a bidi override: never a valid address
 _UNPARSEABLE_SENDER = '"s\u2028x"@abc.example'  # a line separator in the local part
 _UTF8 = (("SMTPUTF8", None),)
+_IN_MAILDIR = MESSAGE.replace(b"\r\n", b"\n")  # a maildir file has local line ends
 
 
 def _postmaster_reports(relay: Relay) -> list[bytes]:
@@ -1585,21 +1611,51 @@ def test_a_message_whose_only_recipient_no_longer_parses_leaves_the_queue(
     assert b"Status: 5.1.3" in raw
 
 
-@pytest.mark.parametrize("recipient", ["brendon@pqr.example", "john@abc.example"])
-def test_a_queued_sender_that_no_longer_parses_fails_for_good_and_reports_to_postmaster(
-    tmp_path: Path, recipient: str
+def test_a_queued_sender_that_no_longer_parses_is_still_delivered_to_a_local_recipient(
+    tmp_path: Path,
 ) -> None:
-    """Sent on or delivered here, the sender would go out raw (MAIL FROM, Return-Path):
-    each recipient fails at once with 5.1.7 (RFC 3463 §3.2), and the report, which
-    cannot go to that sender, goes to the postmaster (RFC 5321 §4.5.1)."""
+    """A local mailbox needs no MAIL FROM: the message is delivered, its Return-Path
+    holding the sender with each character no address may hold as ``\\x{HEX}``
+    (RFC 6533 §3), so no line separator goes raw into the header (RFC 5322 §2.2)."""
     with remote(smtputf8=True) as server:
         relay = _relay(tmp_path, server.port)
-        relay.enqueue([recipient], sender=_UNPARSEABLE_SENDER, params=_UTF8)
+        relay.enqueue(["john@abc.example"], sender=_UNPARSEABLE_SENDER, params=_UTF8)
+        _run(relay, lambda: relay.empty() and bool(relay.reports()), timeout=5)
+        assert server.mail_lines == []
+    (raw,) = relay.reports()
+    assert raw == b'Return-Path: <"s\\x{2028}x"@abc.example>\n' + _IN_MAILDIR
+    assert _postmaster_reports(relay) == []
+
+
+_DSN_CHOICES = [
+    pytest.param("NEVER", (), id="NOTIFY=NEVER"),
+    pytest.param(None, (("RET", "HDRS"),), id="RET=HDRS"),
+]
+
+
+@pytest.mark.parametrize(("notify", "ret"), _DSN_CHOICES)
+def test_a_queued_sender_that_no_longer_parses_fails_remote_recipients_and_tells_postmaster(
+    tmp_path: Path, notify: str | None, ret: tuple[tuple[str, str | None], ...]
+) -> None:
+    """Sent on, the sender would go out raw in MAIL FROM: the remote recipient fails at
+    once with 5.1.7 (RFC 3463 §3.2); the local one is delivered. The refusal is the
+    server's own, so the postmaster (RFC 5321 §4.5.1) hears of it with the whole
+    message, whatever NOTIFY and RET asked."""
+    recipients: list[str | QueuedRecipient] = [
+        QueuedRecipient("brendon@pqr.example", notify=notify),
+        QueuedRecipient("john@abc.example", notify=notify),
+    ]
+    with remote(smtputf8=True) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(recipients, sender=_UNPARSEABLE_SENDER, params=_UTF8 + ret)
         _run(relay, lambda: relay.empty() and bool(_postmaster_reports(relay)), timeout=5)
         assert server.mail_lines == []
-    assert relay.reports() == []
+    (delivered,) = relay.reports()
+    assert delivered.endswith(_IN_MAILDIR)
     (raw,) = _postmaster_reports(relay)
     assert b"Status: 5.1.7" in raw and "\u2028".encode() not in raw
+    assert b"brendon@pqr.example" in raw and b"Final-Recipient: rfc822; john@" not in raw
+    assert b"body line" in raw
 
 
 def test_an_expired_message_with_a_recipient_that_no_longer_parses_leaves_the_queue(

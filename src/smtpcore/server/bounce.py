@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
-from smtpcore._textsafe import replace_unsafe
+from smtpcore._textsafe import escape_forbidden_in_address, replace_unsafe
 from smtpcore.smtp import OriginalRecipient, decode_xtext
 
 __all__ = [
@@ -111,10 +111,10 @@ def _one_line(text: str, utf8: bool, limit: int = 900) -> str:
 
 
 def _shown_address(address: str) -> str:
-    """An address as a report writes it, each character unsafe in text as ``\\x{HEX}``
-    (RFC 5198 §2): a queued address is text that may no longer parse (queued under an
-    older rule, or by hand), and raw, a line separator in it would end a field."""
-    return replace_unsafe(address, _hex_escape)
+    """An address as a report writes it: raw, as any valid address may be (a bidi mark
+    or a soft hyphen in it is the address), but for what no address may hold, escaped
+    (:func:`escape_forbidden_in_address`): a queued address may no longer parse."""
+    return escape_forbidden_in_address(address)
 
 
 def _address_field(address: str, utf8: bool) -> str:

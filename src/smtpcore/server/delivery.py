@@ -643,12 +643,14 @@ class DeliveryWorker:
         groups: dict[tuple[str, tuple[str, int] | None], dict[str, RemoteDelivery]] = {}
         refused_sender = _sender_refusal(entry.sender)
         for recipient in entry.pending:
-            decision = refused_sender or self._route(recipient.address)
-            if isinstance(decision, RemoteDelivery):
+            decision = self._route(recipient.address)
+            if isinstance(decision, RemoteDelivery) and refused_sender is not None:
+                outcome = refused_sender
+            elif isinstance(decision, RemoteDelivery):
                 group = groups.setdefault((decision.domain, decision.smart_host), {})
                 group[recipient.address] = decision
                 continue
-            if isinstance(decision, LocalDelivery):
+            elif isinstance(decision, LocalDelivery):
                 outcome = await self._deliver_local(entry, decision, content)
             else:
                 outcome = self._rejected_outcome(decision)
@@ -1077,9 +1079,12 @@ class DeliveryWorker:
         failed: Mapping[str, Outcome],
     ) -> None:
         """Tell the sender, unless it is the null sender (RFC 5321 §4.5.5) or asked not
-        to hear of these failures (``NOTIFY``, RFC 3461 §4.1). The bounce says how long
-        the message was retried when that is why each recipient it lists failed
-        (:attr:`Outcome.expired`); its words speak for them all.
+        to hear of these failures (``NOTIFY``, RFC 3461 §4.1). A failure by this
+        server's own policy (:attr:`Outcome.server_policy`) was no choice of the
+        sender's: it is reported, with the whole message, whatever NOTIFY and RET
+        asked. The bounce says how long the message was retried when that is why each
+        recipient it lists failed (:attr:`Outcome.expired`); its words speak for them
+        all.
 
         Mail from the null sender is a report (this server's or another's), which is
         never bounced (RFC 3461 §6.2): one that fails is lost, and only the log can say
@@ -1094,7 +1099,9 @@ class DeliveryWorker:
             )
             return
         recipients = {r.address: r for r in entry.recipients}
-        wanted = {a: o for a, o in failed.items() if _notify(recipients[a], "FAILURE")}
+        wanted = {
+            a: o for a, o in failed.items() if o.server_policy or _notify(recipients[a], "FAILURE")
+        }
         if len(wanted) < len(failed):
             logger.info(
                 "%s: no bounce for %d recipients: NOTIFY did not ask for one",
@@ -1105,7 +1112,10 @@ class DeliveryWorker:
             return
         # RFC 8689 §5: the bounce of a REQUIRETLS message returns its header only, as
         # RET=HDRS does, whatever RET asked (and goes under REQUIRETLS: send_report).
-        headers_only = (entry.param("RET") or "").upper() == "HDRS" or entry.requiretls
+        # A failure by the server's own policy returns it whole, whatever RET asked.
+        policy = any(outcome.server_policy for outcome in wanted.values())
+        ret_hdrs = (entry.param("RET") or "").upper() == "HDRS" and not policy
+        headers_only = ret_hdrs or entry.requiretls
         original = None
         if not headers_only:
             original = await self.threads.run(content.returned, MAX_RETURNED_MESSAGE)
@@ -1259,19 +1269,23 @@ def _failure_outcome(failed: _ExchangerFailure, status: RecipientStatus) -> Outc
     )
 
 
-def _sender_refusal(sender: str) -> Rejected | None:
-    """The refusal of every recipient of a message whose queued sender no longer parses
-    (queued under an older rule, or by hand): it cannot go out in MAIL FROM nor in a
-    Return-Path, so the message fails for good, 553 5.1.7 (RFC 3463 §3.2), rather than
-    wait for ever; its report goes to the postmaster (:meth:`_postmaster_instead`).
+def _sender_refusal(sender: str) -> Outcome | None:
+    """The outcome of each remote recipient of a message whose queued sender no longer
+    parses (queued under an older rule, or by hand): it cannot go out in MAIL FROM, so
+    the recipient fails for good, 553 5.1.7 (RFC 3463 §3.2), rather than wait for ever.
+    A local recipient needs no MAIL FROM and is delivered (the Return-Path escapes the
+    sender, :func:`~smtpcore.server.trace.return_path_header`). The refusal is this
+    server's policy, which changed after the message was accepted, not the sender's
+    choice: it is reported whatever NOTIFY and RET asked (:attr:`Outcome.server_policy`),
+    to the postmaster, since nothing can go to that sender (:meth:`_postmaster_instead`).
     None for a sender that parses, and for the null sender."""
     if not sender:
         return None
     try:
         parse_mailbox(sender)
     except AddressError:
-        text = f"bad sender address {printable(sender)}"
-        return Rejected(553, "5.1.7", text, RejectReason.NO_ROUTE)
+        detail = f"553 5.1.7 bad sender address {printable(sender)}"
+        return Outcome(RecipientStatus.FAILED, "5.1.7", detail, server_policy=True)
     return None
 
 

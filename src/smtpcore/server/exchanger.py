@@ -143,6 +143,9 @@ class Outcome:
     expired: bool = False
     """Failed because the message's time in the queue ran out: a temporary failure
     past its lifetime (the bounce then says how long it was retried)."""
+    server_policy: bool = False
+    """Failed by this server's own rule, not by a peer nor by the sender's choice (a
+    queued sender that no longer parses): reported whatever NOTIFY and RET asked."""
 
 
 def _tls_name(attempt: Attempt) -> str:

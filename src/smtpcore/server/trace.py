@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.utils
 from ipaddress import IPv6Address, ip_address
 
+from smtpcore._textsafe import escape_forbidden_in_address
 from smtpcore.address import Mailbox
 
 __all__ = [
@@ -129,8 +130,11 @@ def received_header(
 
 
 def return_path_header(sender: str) -> bytes:
-    """``Return-Path: <sender>``; ``<>`` for the null sender (RFC 5321 §4.4)."""
-    return f"Return-Path: <{sender}>\r\n".encode()
+    """``Return-Path: <sender>``; ``<>`` for the null sender (RFC 5321 §4.4). A queued
+    sender that no longer parses is still delivered here (it need go in no MAIL FROM),
+    with what no address may hold escaped (:func:`escape_forbidden_in_address`), so
+    that the field stays one line."""
+    return f"Return-Path: <{escape_forbidden_in_address(sender)}>\r\n".encode()
 
 
 def count_received(header: bytes) -> int:
