@@ -1027,6 +1027,25 @@ def _report(**options: object) -> bytes:
     return build_bounce(**{**defaults, **options}).content  # type: ignore[arg-type]  # the table
 
 
+def test_a_report_writes_an_address_that_no_longer_parses_as_no_other_address() -> None:
+    """``"s\\x{2028}x"`` in a header would be the valid ``sx{2028}x``: To: falls back to
+    the empty group (RFC 5322 §3.4), and Final-Recipient takes RFC 6533 §3's
+    ``utf-8-addr-xtext``, whose backslash is escaped too, so it decodes to what was
+    queued; a valid address that looks escaped stays itself."""
+    from smtpcore.server.bounce import ReportedRecipient
+
+    bad, lookalike = '"s\u2028x"@pqr.example', '"s\\\\x{2028}x"@pqr.example'
+    failed = [
+        ReportedRecipient(bad, "5.1.3", "553 5.1.3 bad"),
+        ReportedRecipient(lookalike, "5.1.1", "550 5.1.1 unknown"),
+    ]
+    raw = _report(recipient=bad, failed=failed)
+    assert b"\r\nTo: undisclosed-recipients:;\r\n" in raw
+    assert b'Final-Recipient: utf-8; "s\\x{5C}x{2028}x"@pqr.example' not in raw
+    assert b'Final-Recipient: utf-8; "s\\x{2028}x"@pqr.example\r\n' in raw
+    assert b'Final-Recipient: rfc822; "s\\\\x{2028}x"@pqr.example\r\n' in raw
+
+
 def test_a_report_on_smtputf8_mail_is_global_with_raw_utf8() -> None:
     from smtpcore.server.bounce import ReportedRecipient
 
@@ -1614,16 +1633,16 @@ def test_a_message_whose_only_recipient_no_longer_parses_leaves_the_queue(
 def test_a_queued_sender_that_no_longer_parses_is_still_delivered_to_a_local_recipient(
     tmp_path: Path,
 ) -> None:
-    """A local mailbox needs no MAIL FROM: the message is delivered, its Return-Path
-    holding the sender with each character no address may hold as ``\\x{HEX}``
-    (RFC 6533 §3), so no line separator goes raw into the header (RFC 5322 §2.2)."""
+    """A local mailbox needs no MAIL FROM: the message is delivered, with the null
+    Return-Path (RFC 5321 §4.4), since any escaped form of the sender would name another
+    address; the sender is shown, escaped, in a comment (RFC 5322 §3.2.2)."""
     with remote(smtputf8=True) as server:
         relay = _relay(tmp_path, server.port)
         relay.enqueue(["john@abc.example"], sender=_UNPARSEABLE_SENDER, params=_UTF8)
         _run(relay, lambda: relay.empty() and bool(relay.reports()), timeout=5)
         assert server.mail_lines == []
     (raw,) = relay.reports()
-    assert raw == b'Return-Path: <"s\\x{2028}x"@abc.example>\n' + _IN_MAILDIR
+    assert raw == b'Return-Path: <> ("s\\\\u2028x"@abc.example)\n' + _IN_MAILDIR
     assert _postmaster_reports(relay) == []
 
 
@@ -1656,6 +1675,33 @@ def test_a_queued_sender_that_no_longer_parses_fails_remote_recipients_and_tells
     assert b"Status: 5.1.7" in raw and "\u2028".encode() not in raw
     assert b"brendon@pqr.example" in raw and b"Final-Recipient: rfc822; john@" not in raw
     assert b"body line" in raw
+    assert b"\nTo: <postmaster@abc.example>\n" in raw and b'To: <"s' not in raw
+    assert b'sender "s\\u2028x"@abc.example' in b" ".join(raw.split())
+
+
+def test_a_queued_recipient_that_no_longer_parses_is_told_to_postmaster_despite_never(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The refusal is the server's own (its rule changed after the message was taken):
+    the sender asked NOTIFY=NEVER and hears nothing, but the postmaster (RFC 5321
+    §4.5.1) gets the report with the whole message, and the log says so at WARNING, so
+    that mail once accepted is not dropped unseen."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    recipients: list[str | QueuedRecipient] = [
+        QueuedRecipient(_UNPARSEABLE_RECIPIENT, notify="NEVER")
+    ]
+    with remote(smtputf8=True) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(recipients, params=(*_UTF8, ("RET", "HDRS")))
+        _run(relay, lambda: relay.empty() and bool(_postmaster_reports(relay)), timeout=5)
+        assert server.mail_lines == []
+    assert relay.reports() == []
+    (raw,) = _postmaster_reports(relay)
+    assert b"Status: 5.1.3" in raw and b"body line" in raw
+    assert b"\nTo: <postmaster@abc.example>\n" in raw
+    assert b"sender john@abc.example" in b" ".join(raw.split())
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("5.1.3" in r.getMessage() for r in warnings)
 
 
 def test_an_expired_message_with_a_recipient_that_no_longer_parses_leaves_the_queue(

@@ -34,7 +34,6 @@ from typing import Final
 
 __all__ = [
     "FORBIDDEN_IN_ADDRESSES",
-    "escape_forbidden_in_address",
     "first_unsafe",
     "holds_unsafe",
     "replace_unsafe",
@@ -49,16 +48,6 @@ FORBIDDEN_IN_ADDRESSES: Final = re.compile(
 and overrides U+202A..U+202E and isolates U+2066..U+2069 (UAX #9 §2.1, §2.2), which
 the project refuses because trace fields cannot carry them safely. Not the bidi marks
 U+061C, U+200E, U+200F (UAX #9 §2.6), which only mark a direction."""
-
-
-def escape_forbidden_in_address(address: str) -> str:
-    """``address`` with each character of :data:`FORBIDDEN_IN_ADDRESSES` written as RFC
-    6533 §3's ``\\x{HEX}``: the form in which the server writes an address where a valid
-    one goes raw (a Return-Path, a report's To: and Final-Recipient). A queued address
-    is text that may no longer parse (queued under an older rule, or by hand), and raw,
-    a control or a line separator in it would end the field (RFC 5322 §2.2). Every
-    valid address comes out as it is: only what none may hold is escaped."""
-    return FORBIDDEN_IN_ADDRESSES.sub(lambda match: f"\\x{{{ord(match.group()):02X}}}", address)
 
 
 _ASCII_UNSAFE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")

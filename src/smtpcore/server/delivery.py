@@ -544,13 +544,14 @@ class DeliveryWorker:
         owed = [r for r in entry.recipients if r.report_owed is not None]
         if not owed:
             return entry
-        report = await self._success_report(entry, content, owed)
+        to, on_behalf_of = self._addressee(entry.id, entry.sender)
+        report = await self._success_report(entry, content, owed, to, on_behalf_of)
         queued = await self.threads.run(
             self.queue.add,
             report.content,
             "",
-            [self._report_recipient(entry.id, entry.sender)],
-            params=_report_params(entry.sender, report, requiretls=entry.requiretls),
+            [to],
+            params=_report_params(to, report, requiretls=entry.requiretls),
             report_on=entry.id,
             reported=[r.address for r in owed],
         )
@@ -643,8 +644,18 @@ class DeliveryWorker:
         groups: dict[tuple[str, tuple[str, int] | None], dict[str, RemoteDelivery]] = {}
         refused_sender = _sender_refusal(entry.sender)
         for recipient in entry.pending:
+            refused = _recipient_refusal(recipient.address)
             decision = self._route(recipient.address)
-            if isinstance(decision, RemoteDelivery) and refused_sender is not None:
+            if refused is not None:
+                logger.warning(
+                    "%s: queued recipient <%s> no longer parses: failed, %s; the postmaster "
+                    "is told whatever NOTIFY asked",
+                    entry.id,
+                    loggable(recipient.address),
+                    refused.detail,
+                )
+                outcome = refused
+            elif isinstance(decision, RemoteDelivery) and refused_sender is not None:
                 outcome = refused_sender
             elif isinstance(decision, RemoteDelivery):
                 group = groups.setdefault((decision.domain, decision.smart_host), {})
@@ -675,10 +686,11 @@ class DeliveryWorker:
         await self._finish_round(entry, content, failed, deferred)
 
     def _route(self, address: str) -> LocalDelivery | RemoteDelivery | Rejected:
-        """Where the queued recipient ``address`` goes. The queue keeps it as text, parsed
+        """Where the queued address ``address`` goes. The queue keeps it as text, parsed
         again each round: one that no longer parses (queued under an older rule, or by
         hand) is refused for good, 553 5.1.3 (RFC 3463 §3.2), quoted escaped, since the
-        refusal's text is one printable line and the address may hold anything."""
+        refusal's text is one printable line and the address may hold anything. A
+        recipient's refusal is the server's own policy (:func:`_recipient_refusal`)."""
         try:
             mailbox = parse_mailbox(address)
         except AddressError:
@@ -819,9 +831,10 @@ class DeliveryWorker:
         delayed = [r for r in entry.pending if r.notify is None or _notify(r, "DELAY")]
         if not delayed:
             return
+        to, on_behalf_of = self._addressee(entry.id, entry.sender)
         notice = build_delay_notice(
             reporting_mta=self.hostname,
-            recipient=entry.sender,
+            recipient=to,
             queue_id=entry.id,
             arrival=entry.created,
             now=self.clock(),
@@ -840,10 +853,9 @@ class DeliveryWorker:
             retry_until=entry.created + self.max_queue_age,
             envid=entry.param("ENVID"),
             utf8=_is_utf8(entry),
+            for_sender=on_behalf_of,
         )
-        await self.send_report(
-            entry.id, entry.sender, notice, "delay", requiretls=entry.requiretls
-        )
+        await self.send_report(entry.id, to, notice, "delay", requiretls=entry.requiretls)
 
     # -- local ------------------------------------------------------------------
 
@@ -1081,10 +1093,11 @@ class DeliveryWorker:
         """Tell the sender, unless it is the null sender (RFC 5321 §4.5.5) or asked not
         to hear of these failures (``NOTIFY``, RFC 3461 §4.1). A failure by this
         server's own policy (:attr:`Outcome.server_policy`) was no choice of the
-        sender's: it is reported, with the whole message, whatever NOTIFY and RET
-        asked. The bounce says how long the message was retried when that is why each
-        recipient it lists failed (:attr:`Outcome.expired`); its words speak for them
-        all.
+        sender's: the postmaster (RFC 5321 §4.5.1) hears of it, with the whole message,
+        whatever NOTIFY and RET asked; the sender's own copy keeps to them. When the
+        sender's copy goes to the postmaster too (:meth:`_postmaster_instead`), the two
+        are one report. The bounce says how long the message was retried when that is
+        why each recipient it lists failed (:attr:`Outcome.expired`).
 
         Mail from the null sender is a report (this server's or another's), which is
         never bounced (RFC 3461 §6.2): one that fails is lost, and only the log can say
@@ -1099,22 +1112,42 @@ class DeliveryWorker:
             )
             return
         recipients = {r.address: r for r in entry.recipients}
-        wanted = {
-            a: o for a, o in failed.items() if o.server_policy or _notify(recipients[a], "FAILURE")
-        }
-        if len(wanted) < len(failed):
+        asked = {a: o for a, o in failed.items() if _notify(recipients[a], "FAILURE")}
+        policy = {a: o for a, o in failed.items() if o.server_policy}
+        unreported = len(failed.keys() - asked.keys() - policy.keys())
+        if unreported:
             logger.info(
                 "%s: no bounce for %d recipients: NOTIFY did not ask for one",
                 entry.id,
-                len(failed) - len(wanted),
+                unreported,
             )
-        if not wanted:
+        to, on_behalf_of = self._addressee(entry.id, entry.sender)
+        if on_behalf_of is not None:
+            both = {a: o for a, o in failed.items() if a in asked or a in policy}
+            if both:
+                await self._send_bounce(entry, content, both, to, whole=bool(policy))
             return
-        # RFC 8689 §5: the bounce of a REQUIRETLS message returns its header only, as
-        # RET=HDRS does, whatever RET asked (and goes under REQUIRETLS: send_report).
-        # A failure by the server's own policy returns it whole, whatever RET asked.
-        policy = any(outcome.server_policy for outcome in wanted.values())
-        ret_hdrs = (entry.param("RET") or "").upper() == "HDRS" and not policy
+        if asked:
+            await self._send_bounce(entry, content, asked, entry.sender, whole=False)
+        if policy:
+            await self._send_bounce(entry, content, policy, self._postmaster(), whole=True)
+
+    async def _send_bounce(
+        self,
+        entry: QueueEntry,
+        content: QueuedContent,
+        failed: Mapping[str, Outcome],
+        to: str,
+        *,
+        whole: bool,
+    ) -> None:
+        """Build the bounce for ``failed`` and send it to ``to``: the sender, or the
+        postmaster, in which case the report names the sender in its text. ``whole``
+        returns the message whole whatever RET asked; RFC 8689 §5 returns the header
+        of a REQUIRETLS message only, whatever RET asked (and it goes under REQUIRETLS:
+        :meth:`send_report`)."""
+        recipients = {r.address: r for r in entry.recipients}
+        ret_hdrs = (entry.param("RET") or "").upper() == "HDRS" and not whole
         headers_only = ret_hdrs or entry.requiretls
         original = None
         if not headers_only:
@@ -1122,11 +1155,11 @@ class DeliveryWorker:
         if original is None:  # asked for, or the message is too large to return whole
             headers_only = True
             original = await self.threads.run(content.header)
-        expired = all(outcome.expired for outcome in wanted.values())
+        expired = all(outcome.expired for outcome in failed.values())
         retried_for = _duration_text(self.max_queue_age) if expired else None
         bounce = build_bounce(
             reporting_mta=self.hostname,
-            recipient=entry.sender,
+            recipient=to,
             queue_id=entry.id,
             arrival=entry.created,
             now=self.clock(),
@@ -1139,26 +1172,31 @@ class DeliveryWorker:
                     outcome.from_remote,
                     original_recipient=recipients[address].orcpt,
                 )
-                for address, outcome in wanted.items()
+                for address, outcome in failed.items()
             ],
             original=original,
             envid=entry.param("ENVID"),
             headers_only=headers_only,
             expired_after=retried_for,
             utf8=_is_utf8(entry),
+            for_sender=None if to == entry.sender else entry.sender,
         )
-        await self.send_report(
-            entry.id, entry.sender, bounce, "non-delivery", requiretls=entry.requiretls
-        )
+        await self.send_report(entry.id, to, bounce, "non-delivery", requiretls=entry.requiretls)
 
     async def _success_report(
-        self, entry: QueueEntry, content: QueuedContent, owed: Sequence[QueuedRecipient]
+        self,
+        entry: QueueEntry,
+        content: QueuedContent,
+        owed: Sequence[QueuedRecipient],
+        to: str,
+        on_behalf_of: str | None,
     ) -> Report:
         """The report ``NOTIFY=SUCCESS`` asked for: delivered here, or relayed to a
-        server that does not speak DSN (RFC 3461 §6.2)."""
+        server that does not speak DSN (RFC 3461 §6.2); addressed to ``to``, on behalf
+        of ``on_behalf_of`` when that is the postmaster (:meth:`_addressee`)."""
         return build_success_report(
             reporting_mta=self.hostname,
-            recipient=entry.sender,
+            recipient=to,
             queue_id=entry.id,
             arrival=entry.created,
             now=self.clock(),
@@ -1177,12 +1215,21 @@ class DeliveryWorker:
             original=await self.threads.run(content.header),
             envid=entry.param("ENVID"),
             utf8=_is_utf8(entry),
+            for_sender=on_behalf_of,
         )
 
-    def _report_recipient(self, queue_id: str, sender: str) -> str:
-        """Where a report to ``sender`` goes: the sender, or a postmaster's mailbox when
-        it cannot go there (:meth:`_postmaster_instead`, as :meth:`send_report` does)."""
-        return self._postmaster_instead(queue_id, sender) or sender
+    def _addressee(self, queue_id: str, sender: str) -> tuple[str, str | None]:
+        """Where a report to ``sender`` goes, and on whose behalf: the sender itself and
+        None, or the postmaster and the sender when it cannot go there
+        (:meth:`_postmaster_instead`). A report to the postmaster names it in its To:
+        and the sender only in its text: an address that no longer parses has no form
+        that a header could carry without naming another one."""
+        postmaster = self._postmaster_instead(queue_id, sender)
+        return (sender, None) if postmaster is None else (postmaster, sender)
+
+    def _postmaster(self) -> str:
+        """The postmaster's mailbox of the first local domain (RFC 5321 §4.5.1)."""
+        return self.mailboxes.config.postmaster_key(self.mailboxes.config.domains[0])
 
     def _postmaster_instead(self, queue_id: str, sender: str) -> str | None:
         """The postmaster's mailbox (RFC 5321 §4.5.1) when a report to ``sender`` cannot
@@ -1199,7 +1246,7 @@ class DeliveryWorker:
             if self.mailboxes.lookup(decision.mailbox) is not None:
                 return None
             why = "has no mailbox"
-        key = self.mailboxes.config.postmaster_key(self.mailboxes.config.domains[0])
+        key = self._postmaster()
         logger.info("%s: sender <%s> %s; report to %s", queue_id, loggable(sender), why, key)
         return key
 
@@ -1273,11 +1320,11 @@ def _sender_refusal(sender: str) -> Outcome | None:
     """The outcome of each remote recipient of a message whose queued sender no longer
     parses (queued under an older rule, or by hand): it cannot go out in MAIL FROM, so
     the recipient fails for good, 553 5.1.7 (RFC 3463 §3.2), rather than wait for ever.
-    A local recipient needs no MAIL FROM and is delivered (the Return-Path escapes the
-    sender, :func:`~smtpcore.server.trace.return_path_header`). The refusal is this
-    server's policy, which changed after the message was accepted, not the sender's
-    choice: it is reported whatever NOTIFY and RET asked (:attr:`Outcome.server_policy`),
-    to the postmaster, since nothing can go to that sender (:meth:`_postmaster_instead`).
+    A local recipient needs no MAIL FROM and is delivered, with the null Return-Path
+    (:func:`~smtpcore.server.trace.return_path_header`). The refusal is this server's
+    policy, which changed after the message was accepted, not the sender's choice: it
+    is reported whatever NOTIFY and RET asked (:attr:`Outcome.server_policy`), to the
+    postmaster, since nothing can go to that sender (:meth:`_postmaster_instead`).
     None for a sender that parses, and for the null sender."""
     if not sender:
         return None
@@ -1286,6 +1333,21 @@ def _sender_refusal(sender: str) -> Outcome | None:
     except AddressError:
         detail = f"553 5.1.7 bad sender address {printable(sender)}"
         return Outcome(RecipientStatus.FAILED, "5.1.7", detail, server_policy=True)
+    return None
+
+
+def _recipient_refusal(address: str) -> Outcome | None:
+    """The outcome of a queued recipient that no longer parses (queued under an older
+    rule, or by hand): it fails for good, 553 5.1.3 (RFC 3463 §3.2). As for a sender
+    (:func:`_sender_refusal`), the refusal is this server's policy, which changed after
+    the message was accepted: the postmaster is told whatever NOTIFY and RET asked
+    (:attr:`Outcome.server_policy`), the sender only if NOTIFY asked. None for a
+    recipient that parses."""
+    try:
+        parse_mailbox(address)
+    except AddressError:
+        detail = f"553 5.1.3 bad recipient address {printable(address)}"
+        return Outcome(RecipientStatus.FAILED, "5.1.3", detail, server_policy=True)
     return None
 
 
