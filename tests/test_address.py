@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import smtpcore.address as address
 from smtpcore import LocalProtocolError
+from smtpcore._textsafe import FORBIDDEN_IN_ADDRESSES, holds_unsafe
 from smtpcore.address import (
     AddressError,
     Mailbox,
@@ -551,6 +552,70 @@ def test_a_label_form_is_the_same_mailbox_in_ascii_where_one_fits(mailbox: Mailb
     assert (form.local_part, form.ascii_domain) == (mailbox.local_part, mailbox.ascii_domain)
     ascii_path = f"<{quote_local_part(mailbox.local_part)}@{mailbox.ascii_domain}>"
     assert form.is_ascii == (mailbox.local_part.isascii() and len(ascii_path) <= 256)
+
+
+# RFC 5198 §2 (controls) and the project's policy for trace fields (separators, bidi
+# embeddings, overrides, isolates): what an address may not hold.
+_ATTACK_CHARS = "\x85\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+# Format characters and bidi marks in real addresses (RFC 6531 §3.3: UTF8-non-ascii is
+# any non-ASCII character): accepted, as they were before the attack set was refused.
+_REAL_FORMAT_CHARS = (
+    "\u061c\u200e\u200f\u180e\u0600\u0601\u0602\u0603\u0604\u0605\u2060\u00ad"
+    "\u200b\ufeff\U00013430\U00013438\U000e0067\U000e0062\U000e007f"
+)
+
+
+@pytest.mark.parametrize("char", _ATTACK_CHARS)
+def test_an_address_holds_no_separator_nor_bidi_override_or_isolate(char: str) -> None:
+    """Written raw into a Return-Path or a Received field, U+2028 forges a header field
+    for a reader that splits lines as str.splitlines() does; an override or isolate
+    shows another address than it is. Refused in a local part, quoted or not, in a
+    domain, and by Mailbox(...)."""
+    for text in (f'"s{char}Bcc: z@evil.example"@evil.example', f"a{char}b@c.example"):
+        with pytest.raises(AddressError, match="control"):
+            parse_mailbox(text)
+    with pytest.raises(AddressError):
+        parse_mailbox(f"a@x{char}y.example")
+    with pytest.raises(AddressError):
+        Mailbox(f"a{char}b", "c.example")
+
+
+@given(st.sampled_from(_REAL_FORMAT_CHARS), st.sampled_from(["\u05d3", "a", "\U0001f3f4"]))
+def test_format_characters_and_bidi_marks_in_real_addresses_are_accepted(
+    char: str, letter: str
+) -> None:
+    """RFC 6531 §3.3 takes any non-ASCII character: an LRM pasted with a Hebrew address,
+    an Arabic number sign, a Mongolian vowel separator, an emoji tag sequence."""
+    local_part = f"{letter}{char}{letter}"
+    assert parse_mailbox(f"{local_part}@c.example").local_part == local_part
+    assert Mailbox(local_part, "c.example").local_part == local_part
+
+
+def test_the_joiners_some_scripts_need_are_taken_in_a_local_part() -> None:
+    """ZWNJ and ZWJ are format characters that Sinhala, Persian and others need."""
+    assert parse_mailbox("\u0dc1\u0dca\u200d\u0dbb@c.example").local_part.endswith("\u0dbb")
+    assert parse_mailbox("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645@c.example")
+
+
+@given(
+    st.builds(
+        lambda mailbox, char, at: (lambda text: text[:at] + char + text[at:])(str(mailbox)),
+        mailboxes,
+        st.sampled_from(_ATTACK_CHARS),
+        st.integers(0, 80),
+    )
+)
+def test_no_mailbox_the_parser_takes_holds_a_character_forbidden_in_addresses(
+    text: str,
+) -> None:
+    with contextlib.suppress(AddressError):
+        mailbox = parse_mailbox(text)
+        assert FORBIDDEN_IN_ADDRESSES.search(str(mailbox)) is None
+
+
+@given(mailboxes)
+def test_the_mailbox_strategy_draws_no_character_unsafe_in_text(mailbox: Mailbox) -> None:
+    assert not holds_unsafe(str(mailbox))
 
 
 # Hostile paths, their insides, and lone surrogates (no path strategy draws those).

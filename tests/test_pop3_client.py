@@ -191,6 +191,15 @@ def test_unreadable_text_is_kept_readable() -> None:
     assert exchange(conn, Noop(), b"+OK caf\xe9\x07 ok\r\n") == [Ok("caf\ufffd\ufffd ok")]
 
 
+@pytest.mark.parametrize("char", ["\x9b", "\x85", "\u2028", "\u202e", "\u2066"])
+def test_a_status_line_masks_every_character_unsafe_in_text(char: str) -> None:
+    """RFC 5198 §2, as the SMTP reply parser does: a C1 control (the 8-bit CSI, which
+    xterm obeys), a line separator or a bidi override is no text."""
+    conn = logged_in()
+    line = f"+OK a{char}b\tc\r\n".encode()
+    assert exchange(conn, Noop(), line) == [Ok("a\ufffdb\tc")]
+
+
 class TestPipelining:
     def test_one_at_a_time_without_pipelining(self) -> None:
         conn = logged_in()

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from relay_remote import ScriptedRemote, remote
 from slow_writes import SlowWrites
+from smtpcore.address import parse_mailbox
 from smtpcore.routing import MXRecord, Resolver, Router, StaticResolver
 from smtpcore.server import delivery
 from smtpcore.server.config import ConfigError, ServerConfig
@@ -1035,6 +1036,25 @@ def _report(**options: object) -> bytes:
     return build_bounce(**{**defaults, **options}).content  # type: ignore[arg-type]  # the table
 
 
+def test_a_report_writes_an_address_that_no_longer_parses_as_no_other_address() -> None:
+    """``"s\\x{2028}x"`` in a header would be the valid ``sx{2028}x``: To: falls back to
+    the empty group (RFC 5322 §3.4), and Final-Recipient takes RFC 6533 §3's
+    ``utf-8-addr-xtext``, whose backslash is escaped too, so it decodes to what was
+    queued; a valid address that looks escaped stays itself."""
+    from smtpcore.server.bounce import ReportedRecipient
+
+    bad, lookalike = '"s\u2028x"@pqr.example', '"s\\\\x{2028}x"@pqr.example'
+    failed = [
+        ReportedRecipient(bad, "5.1.3", "553 5.1.3 bad"),
+        ReportedRecipient(lookalike, "5.1.1", "550 5.1.1 unknown"),
+    ]
+    raw = _report(recipient=bad, failed=failed)
+    assert b"\r\nTo: undisclosed-recipients:;\r\n" in raw
+    assert b'Final-Recipient: utf-8; "s\\x{5C}x{2028}x"@pqr.example' not in raw
+    assert b'Final-Recipient: utf-8; "s\\x{2028}x"@pqr.example\r\n' in raw
+    assert b'Final-Recipient: rfc822; "s\\\\x{2028}x"@pqr.example\r\n' in raw
+
+
 def test_a_report_on_smtputf8_mail_is_global_with_raw_utf8() -> None:
     from smtpcore.server.bounce import ReportedRecipient
 
@@ -1069,6 +1089,46 @@ def test_an_ascii_report_writes_utf8_as_rfc_6533_escapes_never_python_ones() -> 
     assert b"Content-Type: message/rfc822" in raw
     assert b"Diagnostic-Code: x-local; 550 5.1.1 j\\x{F6}s\\x{E9} unknown" in raw
     assert b"\\xf6" not in raw
+
+
+@pytest.mark.parametrize("utf8", [False, True])
+def test_a_report_escapes_what_is_unsafe_in_text_in_either_kind(utf8: bool) -> None:
+    """RFC 5198 §2, RFC 6532 §3.2: no C0 or C1 control (the 8-bit CSI, U+009B, which
+    xterm obeys), format or separator character goes raw into a report, a global one
+    included: each is written as RFC 6533's ``\\x{HEX}``, in both parts that quote it."""
+    from smtpcore.server.bounce import ReportedRecipient
+
+    diagnostic = "550 5.1.1 x\x1b[31m \x9b31m a\u202eb \u0dc1\u0dca\u200d\u0dbb"
+    failed = [ReportedRecipient("b@pqr.example", "5.1.1", diagnostic, from_remote=True)]
+    text = _report(failed=failed, utf8=utf8).decode("utf-8")
+    assert "x\\x{1B}[31m \\x{9B}31m a\\x{202E}b" in text
+    assert "Diagnostic-Code: smtp; 550 5.1.1 x\\x{1B}[31m" in text
+    assert not any(char in text for char in "\x1b\x9b\u202e")
+    assert ("\u200d" in text) is utf8  # ZWJ is text in a global report
+
+
+_VALID_WITH_FORMAT_CHARACTERS = [
+    "\u05d3\u200e\u05d4@pqr.example",  # a left-to-right mark between Hebrew letters
+    "soft\u00adhyphen@pqr.example",
+    "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f@pqr.example",
+]
+
+
+@pytest.mark.parametrize("address", _VALID_WITH_FORMAT_CHARACTERS)
+def test_a_global_report_writes_a_valid_address_raw_whatever_it_holds(address: str) -> None:
+    """A bidi mark, a soft hyphen, an emoji tag are in valid addresses (the parser takes
+    them): a global report (RFC 6533 §3) writes the address as it is, in To:, the
+    notification and Final-Recipient; an escape would make another address, and a
+    ``\\`` is not atext (RFC 5322 §3.2.3)."""
+    from smtpcore.server.bounce import ReportedRecipient
+
+    parse_mailbox(address)
+    failed = [ReportedRecipient(address, "5.1.1", "550 5.1.1 unknown")]
+    text = _report(recipient=address, failed=failed, utf8=True).decode("utf-8")
+    assert f"To: <{address}>" in text
+    assert f"<{address}>: " in text
+    assert f"Final-Recipient: utf-8; {address}" in text
+    assert "\\x{" not in text
 
 
 def test_a_bounce_of_smtputf8_mail_through_the_relay_is_global(tmp_path: Path) -> None:
@@ -1934,3 +1994,135 @@ def test_binarymime_content_goes_as_it_is_to_an_exchanger_that_offers_it(
     assert server.mail_lines == [b"MAIL FROM:<john@abc.example> BODY=BINARYMIME\r\n"]
     (transaction,) = server.transactions
     assert transaction.content.endswith(BINARY) and relay.reports() == []
+
+
+# -- queued addresses that no longer parse ------------------------------------------------
+# The queue keeps addresses as text, parsed again each round: one queued under an older,
+# looser rule (or written by hand) may no longer parse. It fails alone and for good.
+
+_UNPARSEABLE_RECIPIENT = "a\u202eb@pqr.example"  # a bidi override: never a valid address
+_UNPARSEABLE_SENDER = '"s\u2028x"@abc.example'  # a line separator in the local part
+_UTF8 = (("SMTPUTF8", None),)
+_IN_MAILDIR = MESSAGE.replace(b"\r\n", b"\n")  # a maildir file has local line ends
+
+
+def _postmaster_reports(relay: Relay) -> list[bytes]:
+    box = Maildir(relay.mailboxes.config.mailbox_path("postmaster@abc.example"))
+    return [path.read_bytes() for path in box.messages()]
+
+
+def test_a_queued_recipient_that_no_longer_parses_bounces_with_5_1_3_alone(
+    tmp_path: Path,
+) -> None:
+    """The other recipient of the message is delivered; the bad one bounces at once,
+    its address escaped in the report (RFC 5198 §2), and the message leaves the queue."""
+    with remote(smtputf8=True) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue([_UNPARSEABLE_RECIPIENT, "brendon@pqr.example"], params=_UTF8)
+        _run(relay, lambda: relay.empty() and bool(relay.reports()), timeout=5)
+        _wait_closed(server)
+    assert [t.recipients for t in server.transactions] == [["brendon@pqr.example"]]
+    (raw,) = relay.reports()
+    text = raw.decode("utf-8")
+    assert "Status: 5.1.3" in text and "\u202e" not in text
+    assert "bad recipient address a\\u202eb@pqr.example" in " ".join(text.split())
+
+
+def test_a_message_whose_only_recipient_no_longer_parses_leaves_the_queue(
+    tmp_path: Path,
+) -> None:
+    with remote(smtputf8=True) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue([_UNPARSEABLE_RECIPIENT], params=_UTF8)
+        _run(relay, lambda: relay.empty() and bool(relay.reports()), timeout=5)
+        assert server.mail_lines == []
+    (raw,) = relay.reports()
+    assert b"Status: 5.1.3" in raw
+
+
+def test_a_queued_sender_that_no_longer_parses_is_still_delivered_to_a_local_recipient(
+    tmp_path: Path,
+) -> None:
+    """A local mailbox needs no MAIL FROM: the message is delivered, with the null
+    Return-Path (RFC 5321 §4.4), since any escaped form of the sender would name another
+    address; the sender is shown, escaped, in a comment (RFC 5322 §3.2.2)."""
+    with remote(smtputf8=True) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["john@abc.example"], sender=_UNPARSEABLE_SENDER, params=_UTF8)
+        _run(relay, lambda: relay.empty() and bool(relay.reports()), timeout=5)
+        assert server.mail_lines == []
+    (raw,) = relay.reports()
+    assert raw == b'Return-Path: <> ("s\\\\u2028x"@abc.example)\n' + _IN_MAILDIR
+    assert _postmaster_reports(relay) == []
+
+
+_DSN_CHOICES = [
+    pytest.param("NEVER", (), id="NOTIFY=NEVER"),
+    pytest.param(None, (("RET", "HDRS"),), id="RET=HDRS"),
+]
+
+
+@pytest.mark.parametrize(("notify", "ret"), _DSN_CHOICES)
+def test_a_queued_sender_that_no_longer_parses_fails_remote_recipients_and_tells_postmaster(
+    tmp_path: Path, notify: str | None, ret: tuple[tuple[str, str | None], ...]
+) -> None:
+    """Sent on, the sender would go out raw in MAIL FROM: the remote recipient fails at
+    once with 5.1.7 (RFC 3463 §3.2); the local one is delivered. The refusal is the
+    server's own, so the postmaster (RFC 5321 §4.5.1) hears of it with the whole
+    message, whatever NOTIFY and RET asked."""
+    recipients: list[str | QueuedRecipient] = [
+        QueuedRecipient("brendon@pqr.example", notify=notify),
+        QueuedRecipient("john@abc.example", notify=notify),
+    ]
+    with remote(smtputf8=True) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(recipients, sender=_UNPARSEABLE_SENDER, params=_UTF8 + ret)
+        _run(relay, lambda: relay.empty() and bool(_postmaster_reports(relay)), timeout=5)
+        assert server.mail_lines == []
+    (delivered,) = relay.reports()
+    assert delivered.endswith(_IN_MAILDIR)
+    (raw,) = _postmaster_reports(relay)
+    assert b"Status: 5.1.7" in raw and "\u2028".encode() not in raw
+    assert b"brendon@pqr.example" in raw and b"Final-Recipient: rfc822; john@" not in raw
+    assert b"body line" in raw
+    assert b"\nTo: <postmaster@abc.example>\n" in raw and b'To: <"s' not in raw
+    assert b'sender "s\\u2028x"@abc.example' in b" ".join(raw.split())
+
+
+def test_a_queued_recipient_that_no_longer_parses_is_told_to_postmaster_despite_never(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The refusal is the server's own (its rule changed after the message was taken):
+    the sender asked NOTIFY=NEVER and hears nothing, but the postmaster (RFC 5321
+    §4.5.1) gets the report with the whole message, and the log says so at WARNING, so
+    that mail once accepted is not dropped unseen."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    recipients: list[str | QueuedRecipient] = [
+        QueuedRecipient(_UNPARSEABLE_RECIPIENT, notify="NEVER")
+    ]
+    with remote(smtputf8=True) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(recipients, params=(*_UTF8, ("RET", "HDRS")))
+        _run(relay, lambda: relay.empty() and bool(_postmaster_reports(relay)), timeout=5)
+        assert server.mail_lines == []
+    assert relay.reports() == []
+    (raw,) = _postmaster_reports(relay)
+    assert b"Status: 5.1.3" in raw and b"body line" in raw
+    assert b"\nTo: <postmaster@abc.example>\n" in raw
+    assert b"sender john@abc.example" in b" ".join(raw.split())
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("5.1.3" in r.getMessage() for r in warnings)
+
+
+def test_an_expired_message_with_a_recipient_that_no_longer_parses_leaves_the_queue(
+    tmp_path: Path,
+) -> None:
+    """Past its lifetime the waiting recipient bounces as well; nothing loops."""
+    replies = {"brendon@pqr.example": b"451 4.3.0 try later"}
+    with remote(smtputf8=True, rcpt_replies=replies) as server:
+        relay = _relay(tmp_path, server.port, max_queue_age=0.3)
+        relay.enqueue([_UNPARSEABLE_RECIPIENT, "brendon@pqr.example"], params=_UTF8)
+        _run(relay, lambda: relay.empty() and len(relay.reports()) == 2, timeout=5)
+    lines = [line for raw in relay.reports() for line in raw.splitlines()]
+    statuses = sorted(line for line in lines if line.startswith(b"Status:"))
+    assert statuses == [b"Status: 4.3.0", b"Status: 5.1.3"]

@@ -9,6 +9,7 @@ import itertools
 import json
 import mailbox
 import os
+import re
 import time
 from pathlib import Path
 from typing import NoReturn
@@ -17,7 +18,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from smtpcore.address import Mailbox, parse_mailbox
+from smtpcore.address import AddressError, Mailbox, parse_mailbox
 from smtpcore.maildrop import Maildir as MaildropMaildir
 from smtpcore.maildrop import pop3_size
 from smtpcore.server import maildir as maildir_module
@@ -373,6 +374,37 @@ def test_return_path_and_hop_count() -> None:
     assert count_received(header) == 2
     # RFC 5322 §4.5's obsolete form: white space before the colon
     assert count_received(b"Received : a\r\nreceived\t: b\r\nReceivedX: c\r\n") == 2
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        '"s\u2028x"@abc.example',
+        "s\u2028x@abc.example",
+        '"(a)\\\u2028b"@abc.example',  # what could end or break a comment
+        "a\u202eb@abc.example",
+    ],
+)
+def test_a_sender_that_no_longer_parses_gets_a_null_return_path(sender: str) -> None:
+    """An escaped form of an address that does not parse would name another address (in
+    a quoted local part ``\\x`` is a quoted-pair): the path is the null one, which
+    RFC 5321 §4.4 allows, and the sender is shown only in a trailing comment (RFC 5322
+    §3.2.2) with its parentheses and backslashes quoted, so the field stays whole."""
+    with pytest.raises(AddressError):
+        parse_mailbox(sender)
+    header = return_path_header(sender)
+    assert header.startswith(b"Return-Path: <> (") and header.endswith(b")\r\n")
+    assert header.count(b"\r\n") == 1 and header.isascii()
+    comment = header.decode()[len("Return-Path: <> (") : -len(")\r\n")]
+    assert not set(re.sub(r"\\.", "", comment)) & set("()\\")
+
+
+def test_a_valid_sender_goes_raw_into_the_return_path() -> None:
+    """A valid address that looks like an escaped one is itself, and nothing else."""
+    sender = '"s\\x{2028}x"@abc.example'
+    parse_mailbox(sender)
+    assert return_path_header(sender) == f"Return-Path: <{sender}>\r\n".encode()
+    assert return_path_header('"s\u2028x"@abc.example') != return_path_header(sender)
 
 
 @given(

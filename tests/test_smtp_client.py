@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError
+from smtpcore._textsafe import holds_unsafe
 from smtpcore.address import Mailbox, parse_mailbox
 from smtpcore.smtp import (
     Auth,
@@ -42,6 +43,7 @@ from smtpcore.smtp import (
     State,
     Vrfy,
 )
+from smtpcore.smtp._replies import ReplyParser
 from smtpcore.testing import strategies as sst
 
 EHLO_FULL = (
@@ -1240,3 +1242,35 @@ def test_an_ended_machine_holds_no_more_than_max_buffered(
                 drain(conn)
         if state(conn) in (State.ERROR, State.CLOSED):
             assert conn.buffered <= conn.max_buffered, state(conn)
+
+
+def _read_reply(line: bytes) -> Reply:
+    parser = ReplyParser()
+    reply = parser.read_line(line, enhanced=True)
+    assert reply is not None
+    return reply
+
+
+@pytest.mark.parametrize(
+    ("line", "text"),
+    [
+        (b"550 5.1.1 x\x1b[31m\r\n", "x?[31m"),  # C0: ESC
+        (b"550 5.1.1 x\xc2\x9b31m\r\n", "x?31m"),  # C1 in UTF-8: the 8-bit CSI
+        (b"550 5.1.1 x\x9b31m\xe9\r\n", "x?31m\xe9"),  # C1 read as Latin-1
+        (b"550 5.1.1 a\xe2\x80\xa8Injected: yes\r\n", "a?Injected: yes"),  # U+2028
+        (b"550 5.1.1 a\xe2\x80\xaeb\r\n", "a?b"),  # U+202E, a bidi override
+        (b"550 5.1.1 tab\there, caf\xc3\xa9\r\n", "tab\there, caf\xe9"),  # kept
+        ("550 5.1.1 \u0dc1\u0dca\u200d\u0dbb\r\n".encode(), "\u0dc1\u0dca\u200d\u0dbb"),  # ZWJ
+    ],
+)
+def test_a_reply_text_is_masked_where_it_is_unsafe_in_text(line: bytes, text: str) -> None:
+    """RFC 5198 §2: C1 controls have no place in Net-Unicode, no more than C0 ones; a
+    format or separator character makes a reader see other lines or another order
+    than the text holds. Each becomes ``?`` as a C0 control always did."""
+    assert _read_reply(line).text == (text,)
+
+
+@given(st.text(max_size=30).map(lambda text: text.replace("\r", "").replace("\n", "")))
+def test_no_reply_read_holds_a_character_unsafe_in_text(text: str) -> None:
+    line = b"550 5.1.1 " + text.encode("utf-8", "surrogatepass") + b"\r\n"
+    assert not any(holds_unsafe(each) for each in _read_reply(line).lines)

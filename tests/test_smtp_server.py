@@ -311,6 +311,18 @@ def test_utf8_recipient_allowed_in_a_smtputf8_transaction() -> None:
     assert codes(out)[-1] == "250 2.1.5"
 
 
+@pytest.mark.parametrize("char", ["\u2028", "\u2029", "\u202e", "\x85"])
+def test_a_utf8_address_holding_a_format_or_separator_character_is_refused(char: str) -> None:
+    """RFC 6531 §3.3, RFC 5198 §2: such an address would go raw into the Return-Path and
+    Received fields the server writes, and a reader splitting lines at U+2028 would see
+    a field of the sender's making (``Bcc:``). It is a bad mailbox, as a control is."""
+    sender = f'MAIL FROM:<"s{char}Bcc: z@evil.example"@evil.example> SMTPUTF8\r\n'
+    recipient = f"RCPT TO:<a{char}b@pqr.example>\r\n"
+    good = "MAIL FROM:<john@abc.example> SMTPUTF8\r\n"
+    _, out = run(greeted(), EHLO + (sender + good + recipient).encode())
+    assert codes(out)[1:] == ["501 5.1.7", "250 2.1.0", "501 5.1.3"]
+
+
 def test_recipient_limit() -> None:
     conn = greeted(max_recipients=2)
     rcpts = b"".join(b"RCPT TO:<r%d@pqr.example>\r\n" % n for n in range(3))

@@ -23,6 +23,7 @@ from typing import Final, TypeAlias
 
 from smtpcore._errors import LocalProtocolError
 from smtpcore._numbers import is_digits
+from smtpcore._textsafe import FORBIDDEN_IN_ADDRESSES
 
 __all__ = [
     "MAX_DOMAIN_OCTETS",
@@ -54,7 +55,8 @@ MAX_LABEL_OCTETS = 63
 
 # Grammar, named after the RFC 5321 §4.1.2 / §4.1.3 rules. UTF8-non-ascii (RFC 6531 §3.3)
 # is "any non-ASCII character"; control and surrogate code points are refused up front
-# by _FORBIDDEN, so the classes below may simply include the whole non-ASCII range.
+# by _FORBIDDEN, with the separators and bidi overrides of FORBIDDEN_IN_ADDRESSES, so the
+# classes below may simply include the whole non-ASCII range.
 _UTF8_NON_ASCII = "\u0080-\U0010ffff"
 _ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~" + _UTF8_NON_ASCII
 _ATOM = f"[{_ATEXT}]+"
@@ -68,8 +70,11 @@ _DCONTENT = re.compile(r"[!-Z^-~]+")  # %d33-90 / %d94-126
 _IPV4_LITERAL = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 _IPV6_ADDR = re.compile(r"[0-9A-Fa-f:.]+")
 _IPV4_TAIL = re.compile(r"(?<=:)[0-9]{1,3}(?:\.[0-9]{1,3}){3}\Z")  # IPv6v4-full/comp's tail
-# C0 controls, DEL, C1 controls and lone surrogates: never valid in any SMTP address.
-_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# FORBIDDEN_IN_ADDRESSES (controls, separators, bidi overrides and isolates) and lone
+# surrogates, which UTF-8 cannot encode: never valid in any SMTP address or domain.
+_FORBIDDEN = re.compile(f"{FORBIDDEN_IN_ADDRESSES.pattern}|[\ud800-\udfff]")
+# What _check_chars looks at any further: printable ASCII alone is checked in one search.
+_NOT_PRINTABLE_ASCII = re.compile("[^\x20-\x7e]")
 # Label separators that IDNA 2003 treats as dots (RFC 3490 §3.1); "." is the only one we
 # accept, so these must not hide inside a label.
 _IDEOGRAPHIC_DOTS = frozenset("\u3002\uff0e\uff61")
@@ -119,18 +124,29 @@ def _show(text: str) -> str:
 
 
 def _check_chars(text: str, what: str) -> None:
-    """Refuse CR, LF, NUL and every other control or surrogate (RFC 5321 §4.1.2 grammar).
+    """Refuse what no address nor domain may hold: CR, LF, NUL and every other control
+    (RFC 5321 §4.1.2 grammar, RFC 5198 §2), the line and paragraph separators and the
+    bidi overrides and isolates (:data:`~smtpcore._textsafe.FORBIDDEN_IN_ADDRESSES`:
+    raw in Return-Path or Received, U+2028 ends a field for a reader that splits lines
+    as :meth:`str.splitlines` does), and lone surrogates.
 
     Run first on every input so that later steps (UTF-8 length, IDNA) never see a code
     point they cannot encode.
     """
+    if _NOT_PRINTABLE_ASCII.search(text) is None:  # the everyday case: one C call
+        return
     m = _FORBIDDEN.search(text)
     if m is not None:
-        char = m.group()
-        name = _CHAR_NAMES.get(char, f"control character U+{ord(char):04X}")
-        if "\ud800" <= char <= "\udfff":
-            name = f"lone surrogate U+{ord(char):04X}"
-        raise AddressError(f"{what} contains {name} at index {m.start()}")
+        raise AddressError(f"{what} contains {_char_name(m.group())} at index {m.start()}")
+
+
+def _char_name(char: str) -> str:
+    """What a refused character is, for the error that names it."""
+    if "\ud800" <= char <= "\udfff":
+        return f"lone surrogate U+{ord(char):04X}"
+    if char <= "\x9f":
+        return _CHAR_NAMES.get(char, f"control character U+{ord(char):04X}")
+    return f"separator or bidi control U+{ord(char):04X} (RFC 5198 §2)"
 
 
 def _octets(text: str) -> int:

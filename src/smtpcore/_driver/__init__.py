@@ -37,6 +37,7 @@ from smtpcore._driver._smtp_client import (
     SMTPReplyError,
     SMTPTimeout,
     TLSNotAvailable,
+    check_hello_name,
 )
 from smtpcore._driver._smtp_server import (
     BaseSMTPServer,
@@ -96,5 +97,6 @@ __all__ = [
     "Transport",
     "YieldFirst",
     "address",
+    "check_hello_name",
     "tls_info",
 ]

@@ -12,8 +12,9 @@ a client's wire trace; what goes on the wire or into mail is left alone.
 
 from __future__ import annotations
 
-import re
 from typing import Final
+
+from smtpcore._textsafe import replace_unsafe
 
 __all__ = [
     "LOGGED_NAME_LIMIT",
@@ -22,25 +23,32 @@ __all__ = [
     "login_fields",
     "loggable",
     "loggable_reply",
+    "printable",
 ]
 
-_UNSAFE: Final = re.compile(
-    # C0 (with \x1c-\x1e, which splitlines takes for line ends), DEL, C1 (with NEL,
-    # \x85), the line and paragraph separators, and the bidi controls that reorder
-    # what a reader sees.
-    "[\x00-\x1f\x7f-\x9f\u061c\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-)
 
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def loggable(text: str) -> str:
-    """``text`` with every control character, line or paragraph separator and bidi
-    control shown as its escape (``\\x9b``, ``\\u2028``), never raw."""
-    return _UNSAFE.sub(_escape, text)
+    """``text`` with every character unsafe in text (:mod:`smtpcore._textsafe`: controls,
+    C1 among them, line and paragraph separators, format characters such as the bidi
+    controls) and every tab shown as its escape (``\\x9b``, ``\\u2028``), never raw."""
+    return replace_unsafe(text, _escape).replace("\t", "\\x09")
+
+
+def printable(text: str) -> str:
+    """``text`` as :func:`loggable` shows it, and every other character
+    :meth:`str.isprintable` refuses (a non-ASCII space, an unassigned code point) as its
+    escape too: what a peer gave, quoted in the text of a reply or a refusal, which must
+    be one printable line (RFC 5321 §4.2)."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escape(char) for char in text)
 
 
 LOGGED_NAME_LIMIT: Final = 255

@@ -116,6 +116,7 @@ __all__ = [
     "SMTPTimeout",
     "SenderRefused",
     "TLSNotAvailable",
+    "check_hello_name",
 ]
 
 T = TypeVar("T")
@@ -234,7 +235,7 @@ class BaseSMTPClient(BaseClient):
         self.port = port if port is not None else (465 if tls_on_connect else 25)
         self.hostname = hostname or socket.getfqdn()
         if hostname:
-            _check_hello_name(hostname)
+            check_hello_name(hostname)
         self.tls_on_connect = tls_on_connect
         self.use_starttls = starttls
         """The ``starttls`` option: True requires it, None uses it if offered, False never."""
@@ -1764,7 +1765,7 @@ def _masked(event: Event) -> str | None:
     return None
 
 
-def _check_hello_name(hostname: str) -> None:
+def check_hello_name(hostname: str) -> None:
     """``ValueError`` for a ``hostname`` EHLO cannot carry (ASCII, one word of at most
     255 octets: RFC 5321 §4.1.1.1, §4.5.3.1.2), when the client is built rather than
     at its first connection."""

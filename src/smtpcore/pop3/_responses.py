@@ -24,6 +24,7 @@ from typing import Final, TypeVar
 
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._numbers import parse_number
+from smtpcore._textsafe import replace_unsafe
 from smtpcore._words import ascii_upper
 from smtpcore.pop3._commands import CommandSyntaxError, decode_base64, split_words
 from smtpcore.pop3._events import Continue, Err, Ok, Response
@@ -46,13 +47,14 @@ def parse_status_line(line: bytes, *, continuation: bool = False) -> Response:
     """Read one status line, line ending removed, into ``Ok``, ``Err`` or ``Continue``.
 
     ``continuation`` allows ``+ base64`` (an AUTH exchange is under way).
-    Text that is not UTF-8 or holds control characters is kept readable
-    (replacement characters) rather than refused: it is only text.
+    Text that is not UTF-8 or holds characters unsafe in text (controls, C1 among
+    them, format and separator characters: :mod:`smtpcore._textsafe`) is kept
+    readable (replacement characters) rather than refused: it is only text.
     """
     text = line.decode("utf-8", "replace")
     match = _STATUS_RE.fullmatch(text)
     if match is not None:
-        rest = _CONTROL_RE.sub("\ufffd", match[2] or "")
+        rest = replace_unsafe(match[2] or "", _masked)
         return Ok(rest) if match[1][0] == "+" else Err(rest)
     if continuation and (text == "+" or text.startswith("+ ")):
         try:
@@ -60,6 +62,13 @@ def parse_status_line(line: bytes, *, continuation: bool = False) -> Response:
         except CommandSyntaxError:
             raise RemoteProtocolError("invalid base64 in an AUTH challenge") from None
     raise RemoteProtocolError(f"not a POP3 status line: {text[:80]!r}")
+
+
+def _masked(char: str) -> str:
+    """What a status line's character unsafe in text is read as: a C1 control (the 8-bit
+    CSI, U+009B), a line separator or a bidi override is no text (RFC 5198 §2), as in
+    an SMTP reply."""
+    return "\ufffd"
 
 
 def _text(data: bytes | str) -> str:

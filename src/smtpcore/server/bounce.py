@@ -9,7 +9,8 @@ internationalised message (SMTPUTF8, or a UTF-8 address) follows RFC 6533:
 ``message/global-delivery-status`` with UTF-8 fields, ``message/global``
 or ``message/global-headers``, and addresses in ``utf-8;`` form. It goes to the original sender
 with the null reverse path, so that it can never cause a report of its own
-(RFC 5321 §4.5.5); mail that arrived with the null sender gets none. So a
+(RFC 5321 §4.5.5), or to the postmaster on its behalf, whose report names it only
+in its text; mail that arrived with the null sender gets none. So a
 report that cannot be sent is lost: one that holds 8-bit content, an RFC 6533
 one included, has a 7-bit form (:func:`seven_bit_form`) for a server without
 8BITMIME.
@@ -26,6 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
+from smtpcore._textsafe import replace_unsafe
+from smtpcore.address import AddressError, parse_mailbox
+from smtpcore.server.log import printable
 from smtpcore.smtp import OriginalRecipient, decode_xtext
 
 __all__ = [
@@ -89,12 +93,19 @@ def _embedded(text: str) -> str:
     )
 
 
+def _hex_escape(char: str) -> str:
+    """RFC 6533 §3's ``\\x{HEX}`` for one character (EmbeddedUnicodeChar)."""
+    return f"\\x{{{ord(char):02X}}}"
+
+
 def _one_line(text: str, utf8: bool, limit: int = 900) -> str:
-    """Text fit for one header field: no line breaks, not too long, and ASCII (UTF-8 as
-    ``\\x{HEX}``) unless the report is a ``message/global-delivery-status`` one."""
-    text = " ".join(text.split())
+    """Text fit for one header field: no line breaks, not too long, no character unsafe
+    in text (RFC 5198 §2, RFC 6532 §3.2: a C0 or C1 control, a format or separator
+    character) in either kind of report, and ASCII unless the report is a
+    ``message/global-delivery-status`` one; each left out is written ``\\x{HEX}``."""
+    text = replace_unsafe(" ".join(text.split()), _hex_escape)
     if not utf8 and not text.isascii():
-        text = "".join(char if char.isascii() else f"\\x{{{ord(char):02X}}}" for char in text)
+        text = "".join(char if char.isascii() else _hex_escape(char) for char in text)
     # The limit is in octets (RFC 6532 §3.4), cut at a character's boundary.
     encoded = text.encode("utf-8")
     if len(encoded) <= limit:
@@ -102,12 +113,51 @@ def _one_line(text: str, utf8: bool, limit: int = 900) -> str:
     return encoded[: limit - 3].decode("utf-8", "ignore") + "..."
 
 
+def _parses(address: str) -> bool:
+    """Whether ``address`` is a valid mailbox: a queued one may no longer be one."""
+    try:
+        parse_mailbox(address)
+    except AddressError:
+        return False
+    return True
+
+
+def _shown_address(address: str) -> str:
+    """An address as a report's text writes it: raw, as any valid address may be (a
+    bidi mark or a soft hyphen in it is the address); one that no longer parses in
+    RFC 6533 §3's ``\\x{HEX}`` form, its backslashes escaped too (:func:`_embedded`),
+    so that it reads as no other address."""
+    return address if _parses(address) else _embedded(address)
+
+
 def _address_field(address: str, utf8: bool) -> str:
     """``rfc822;`` for an ASCII address; ``utf-8;`` for an internationalised one, raw in
-    a global report and as ``utf-8-addr-xtext`` in an ASCII one (RFC 6533 §3)."""
+    a global report and as ``utf-8-addr-xtext`` in an ASCII one (RFC 6533 §3). One that
+    no longer parses has no raw form: ``utf-8;`` and ``utf-8-addr-xtext``, which a
+    reader decodes to what was queued."""
+    if not _parses(address):
+        return f"utf-8; {_embedded(address)}"
     if address.isascii():
         return f"rfc822; {address}"
     return f"utf-8; {address if utf8 else _embedded(address)}"
+
+
+def _to_field(recipient: str) -> str:
+    """The report's To:: its recipient, or for one that no longer parses (a caller's
+    mistake: the delivery worker sends such a report to the postmaster) RFC 5322 §3.4's
+    empty group, rather than a form that would name another address."""
+    return f"To: <{recipient}>" if _parses(recipient) else "To: undisclosed-recipients:;"
+
+
+def _on_behalf_text(sender: str, utf8: bool) -> str:
+    """The sentence that says on whose behalf a report goes to the postmaster (RFC 5321
+    §4.5.1): a sender that cannot receive it, or a failure by the server's own policy.
+    The sender is written as the log writes it (:func:`~smtpcore.server.log.printable`),
+    and in ASCII unless the report is a global one."""
+    return (
+        "This report goes to the postmaster, on behalf of the message's sender "
+        f"{_one_line(printable(sender), utf8)}."
+    )
 
 
 def _original_recipient(orcpt: str, utf8: bool) -> str:
@@ -298,6 +348,7 @@ def build_bounce(
     headers_only: bool = False,
     expired_after: str | None = None,
     utf8: bool = False,
+    for_sender: str | None = None,
 ) -> Report:
     """The bounce for ``failed``, addressed to ``recipient`` (the original sender).
 
@@ -307,6 +358,8 @@ def build_bounce(
     ``expired_after`` (``5d``) says the message spent that long in the queue;
     each recipient's diagnostic is then its last error. ``utf8`` (the message
     came with SMTPUTF8) makes an RFC 6533 report, as any non-ASCII address does.
+    ``for_sender``: the report goes to the postmaster (``recipient``) instead of this
+    sender, which its text names (:func:`_on_behalf_text`).
     """
     if not failed:
         raise ValueError("a bounce needs at least one failed recipient")
@@ -336,6 +389,7 @@ def build_bounce(
         envid=envid,
         returned=(returned, kind, description),
         utf8=utf8,
+        for_sender=for_sender,
     )
 
 
@@ -350,6 +404,7 @@ def build_success_report(
     original: bytes,
     envid: str | None = None,
     utf8: bool = False,
+    for_sender: str | None = None,
 ) -> Report:
     """The report asked for with ``NOTIFY=SUCCESS`` (RFC 3461 §4.1): ``reported`` were
     ``delivered`` here, or ``relayed`` to a server that does not speak DSN. Only the
@@ -374,6 +429,7 @@ def build_success_report(
         envid=envid,
         returned=(_header_part(original), "text/rfc822-headers", "Message headers"),
         utf8=utf8,
+        for_sender=for_sender,
     )
 
 
@@ -389,6 +445,7 @@ def build_delay_notice(
     retry_until: float,
     envid: str | None = None,
     utf8: bool = False,
+    for_sender: str | None = None,
 ) -> Report:
     """The warning that mail is still waiting (RFC 3464 §2.3.3 ``Action: delayed``),
     sent once, as Postfix's ``delay_warning_time`` does: each of ``delayed`` with its
@@ -417,6 +474,7 @@ def build_delay_notice(
         returned=(_header_part(original), "text/rfc822-headers", "Message headers"),
         retry_until=until,
         utf8=utf8,
+        for_sender=for_sender,
     )
 
 
@@ -434,8 +492,11 @@ def _build_report(
     returned: tuple[bytes, str, str],
     retry_until: str | None = None,
     utf8: bool = False,
+    for_sender: str | None = None,
 ) -> Report:
     utf8 = utf8 or not recipient.isascii() or any(not r.address.isascii() for r in reported)
+    if for_sender is not None:
+        explanation += " " + _on_behalf_text(for_sender, utf8)
     # RFC 2046 §5.1.1: 1 to 70 characters; a long host name is cut short.
     boundary = f"{queue_id}.{secrets.token_hex(8)}/{reporting_mta}"[:70]
     arrival_date = email.utils.formatdate(arrival, localtime=True)
@@ -445,8 +506,9 @@ def _build_report(
         text.append("")
         where = f"host {item.remote_mta} said" if item.remote_mta and item.from_remote else ""
         # A word longer than the line is broken too: a line stays within RFC 5322's 998.
+        said = f"{where}: " if where else ""
         text += textwrap.wrap(
-            f"<{item.address}>: {where + ': ' if where else ''}{_one_line(item.diagnostic, utf8)}",
+            f"<{_shown_address(item.address)}>: {said}{_one_line(item.diagnostic, utf8)}",
             72,
             subsequent_indent="    ",
             break_on_hyphens=False,
@@ -488,7 +550,7 @@ def _build_report(
         content += b"\r\n"
     fields = [
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
-        f"To: <{recipient}>",
+        _to_field(recipient),
         f"Subject: {subject}",
         f"Date: {date}",
         f"Message-ID: <{queue_id}.{secrets.token_hex(6)}@{reporting_mta}>",

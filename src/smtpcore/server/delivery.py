@@ -76,7 +76,7 @@ from smtpcore.server.exchanger import (
     reply_text,
 )
 from smtpcore.server.internal import InternalAddresses
-from smtpcore.server.log import delivery_line, loggable, logger
+from smtpcore.server.log import delivery_line, loggable, logger, printable
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.places import (
     DestinationPlaces,
@@ -661,13 +661,14 @@ class DeliveryWorker:
         owed = [r for r in entry.recipients if r.report_owed is not None]
         if not owed:
             return entry
-        report = await self._success_report(entry, content, owed)
+        to, on_behalf_of = self._addressee(entry.id, entry.sender)
+        report = await self._success_report(entry, content, owed, to, on_behalf_of)
         queued = await self.threads.run(
             self.queue.add,
             report.content,
             "",
-            [self._report_recipient(entry.id, entry.sender)],
-            params=_report_params(entry.sender, report, requiretls=entry.requiretls),
+            [to],
+            params=_report_params(to, report, requiretls=entry.requiretls),
             report_on=entry.id,
             reported=[r.address for r in owed],
         )
@@ -771,15 +772,28 @@ class DeliveryWorker:
         failed: dict[str, Outcome] = {}
         deferred: dict[str, Outcome] = {}
         remote: dict[str, dict[str, dict[str, RemoteDelivery]]] = {}
+        refused_sender = _sender_refusal(entry.sender)
         for recipient in entry.pending:
+            refused = _recipient_refusal(recipient.address)
             decision = self._route(recipient.address)
-            if isinstance(decision, RemoteDelivery):
+            if refused is None and refused_sender is None and isinstance(decision, RemoteDelivery):
                 domains = remote.setdefault(destination(decision), {})
                 domains.setdefault(decision.domain, {})[recipient.address] = decision
                 continue
             if catch_up:
                 continue  # delivered in its full round
-            if isinstance(decision, LocalDelivery):
+            if refused is not None:
+                logger.warning(
+                    "%s: queued recipient <%s> no longer parses: failed, %s; the postmaster "
+                    "is told whatever NOTIFY asked",
+                    entry.id,
+                    loggable(recipient.address),
+                    refused.detail,
+                )
+                outcome = refused
+            elif isinstance(decision, RemoteDelivery) and refused_sender is not None:
+                outcome = refused_sender
+            elif isinstance(decision, LocalDelivery):
                 outcome = await self._deliver_local(entry, decision, content)
             else:
                 outcome = self._rejected_outcome(decision)
@@ -871,11 +885,16 @@ class DeliveryWorker:
             await record({a: _local_error(exc) for a in deliveries if a not in done})
 
     def _route(self, address: str) -> LocalDelivery | RemoteDelivery | Rejected:
+        """Where the queued address ``address`` goes. The queue keeps it as text, parsed
+        again each round: one that no longer parses (queued under an older rule, or by
+        hand) is refused for good, 553 5.1.3 (RFC 3463 §3.2), quoted escaped, since the
+        refusal's text is one printable line and the address may hold anything. A
+        recipient's refusal is the server's own policy (:func:`_recipient_refusal`)."""
         try:
             mailbox = parse_mailbox(address)
         except AddressError:
-            reason = RejectReason.NO_ROUTE
-            return Rejected(553, "5.1.3", f"bad recipient address {address}", reason)
+            text = f"bad recipient address {printable(address)}"
+            return Rejected(553, "5.1.3", text, RejectReason.NO_ROUTE)
         return self.router.route(mailbox, authenticated=True)
 
     def _rejected_outcome(self, rejected: Rejected) -> Outcome:
@@ -1052,9 +1071,10 @@ class DeliveryWorker:
         delayed = [r for r in entry.pending if r.notify is None or _notify(r, "DELAY")]
         if not delayed:
             return
+        to, on_behalf_of = self._addressee(entry.id, entry.sender)
         notice = build_delay_notice(
             reporting_mta=self.hostname,
-            recipient=entry.sender,
+            recipient=to,
             queue_id=entry.id,
             arrival=entry.created,
             now=self.clock(),
@@ -1073,10 +1093,9 @@ class DeliveryWorker:
             retry_until=entry.created + self.max_queue_age,
             envid=entry.param("ENVID"),
             utf8=_is_utf8(entry),
+            for_sender=on_behalf_of,
         )
-        await self.send_report(
-            entry.id, entry.sender, notice, "delay", requiretls=entry.requiretls
-        )
+        await self.send_report(entry.id, to, notice, "delay", requiretls=entry.requiretls)
 
     # -- local ------------------------------------------------------------------
 
@@ -1312,9 +1331,13 @@ class DeliveryWorker:
         failed: Mapping[str, Outcome],
     ) -> None:
         """Tell the sender, unless it is the null sender (RFC 5321 §4.5.5) or asked not
-        to hear of these failures (``NOTIFY``, RFC 3461 §4.1). The bounce says how long
-        the message was retried when that is why each recipient it lists failed
-        (:attr:`Outcome.expired`); its words speak for them all.
+        to hear of these failures (``NOTIFY``, RFC 3461 §4.1). A failure by this
+        server's own policy (:attr:`Outcome.server_policy`) was no choice of the
+        sender's: the postmaster (RFC 5321 §4.5.1) hears of it, with the whole message,
+        whatever NOTIFY and RET asked; the sender's own copy keeps to them. When the
+        sender's copy goes to the postmaster too (:meth:`_postmaster_instead`), the two
+        are one report. The bounce says how long the message was retried when that is
+        why each recipient it lists failed (:attr:`Outcome.expired`).
 
         Mail from the null sender is a report (this server's or another's), which is
         never bounced (RFC 3461 §6.2): one that fails is lost, and only the log can say
@@ -1329,29 +1352,54 @@ class DeliveryWorker:
             )
             return
         recipients = {r.address: r for r in entry.recipients}
-        wanted = {a: o for a, o in failed.items() if _notify(recipients[a], "FAILURE")}
-        if len(wanted) < len(failed):
+        asked = {a: o for a, o in failed.items() if _notify(recipients[a], "FAILURE")}
+        policy = {a: o for a, o in failed.items() if o.server_policy}
+        unreported = len(failed.keys() - asked.keys() - policy.keys())
+        if unreported:
             logger.info(
                 "%s: no bounce for %d recipients: NOTIFY did not ask for one",
                 entry.id,
-                len(failed) - len(wanted),
+                unreported,
             )
-        if not wanted:
+        to, on_behalf_of = self._addressee(entry.id, entry.sender)
+        if on_behalf_of is not None:
+            both = {a: o for a, o in failed.items() if a in asked or a in policy}
+            if both:
+                await self._send_bounce(entry, content, both, to, whole=bool(policy))
             return
-        # RFC 8689 §5: the bounce of a REQUIRETLS message returns its header only, as
-        # RET=HDRS does, whatever RET asked (and goes under REQUIRETLS: send_report).
-        headers_only = (entry.param("RET") or "").upper() == "HDRS" or entry.requiretls
+        if asked:
+            await self._send_bounce(entry, content, asked, entry.sender, whole=False)
+        if policy:
+            await self._send_bounce(entry, content, policy, self._postmaster(), whole=True)
+
+    async def _send_bounce(
+        self,
+        entry: QueueEntry,
+        content: QueuedContent,
+        failed: Mapping[str, Outcome],
+        to: str,
+        *,
+        whole: bool,
+    ) -> None:
+        """Build the bounce for ``failed`` and send it to ``to``: the sender, or the
+        postmaster, in which case the report names the sender in its text. ``whole``
+        returns the message whole whatever RET asked; RFC 8689 §5 returns the header
+        of a REQUIRETLS message only, whatever RET asked (and it goes under REQUIRETLS:
+        :meth:`send_report`)."""
+        recipients = {r.address: r for r in entry.recipients}
+        ret_hdrs = (entry.param("RET") or "").upper() == "HDRS" and not whole
+        headers_only = ret_hdrs or entry.requiretls
         original = None
         if not headers_only:
             original = await self.threads.run(content.returned, MAX_RETURNED_MESSAGE)
         if original is None:  # asked for, or the message is too large to return whole
             headers_only = True
             original = await self.threads.run(content.header)
-        expired = all(outcome.expired for outcome in wanted.values())
+        expired = all(outcome.expired for outcome in failed.values())
         retried_for = _duration_text(self.max_queue_age) if expired else None
         bounce = build_bounce(
             reporting_mta=self.hostname,
-            recipient=entry.sender,
+            recipient=to,
             queue_id=entry.id,
             arrival=entry.created,
             now=self.clock(),
@@ -1364,26 +1412,31 @@ class DeliveryWorker:
                     outcome.from_remote,
                     original_recipient=recipients[address].orcpt,
                 )
-                for address, outcome in wanted.items()
+                for address, outcome in failed.items()
             ],
             original=original,
             envid=entry.param("ENVID"),
             headers_only=headers_only,
             expired_after=retried_for,
             utf8=_is_utf8(entry),
+            for_sender=None if to == entry.sender else entry.sender,
         )
-        await self.send_report(
-            entry.id, entry.sender, bounce, "non-delivery", requiretls=entry.requiretls
-        )
+        await self.send_report(entry.id, to, bounce, "non-delivery", requiretls=entry.requiretls)
 
     async def _success_report(
-        self, entry: QueueEntry, content: QueuedContent, owed: Sequence[QueuedRecipient]
+        self,
+        entry: QueueEntry,
+        content: QueuedContent,
+        owed: Sequence[QueuedRecipient],
+        to: str,
+        on_behalf_of: str | None,
     ) -> Report:
         """The report ``NOTIFY=SUCCESS`` asked for: delivered here, or relayed to a
-        server that does not speak DSN (RFC 3461 §6.2)."""
+        server that does not speak DSN (RFC 3461 §6.2); addressed to ``to``, on behalf
+        of ``on_behalf_of`` when that is the postmaster (:meth:`_addressee`)."""
         return build_success_report(
             reporting_mta=self.hostname,
-            recipient=entry.sender,
+            recipient=to,
             queue_id=entry.id,
             arrival=entry.created,
             now=self.clock(),
@@ -1402,25 +1455,47 @@ class DeliveryWorker:
             original=await self.threads.run(content.header),
             envid=entry.param("ENVID"),
             utf8=_is_utf8(entry),
+            for_sender=on_behalf_of,
         )
 
-    def _report_recipient(self, queue_id: str, sender: str) -> str:
-        """Where a report to ``sender`` goes: the sender, or a postmaster's mailbox for
-        a local sender with none (as :meth:`send_report` delivers it)."""
-        decision = self._route(sender)
-        if isinstance(decision, LocalDelivery) and self.mailboxes.lookup(decision.mailbox) is None:
-            key = self.mailboxes.config.postmaster_key(self.mailboxes.config.domains[0])
-            logger.info(
-                "%s: sender <%s> has no mailbox; report to %s", queue_id, loggable(sender), key
-            )
-            return key
-        return sender
+    def _addressee(self, queue_id: str, sender: str) -> tuple[str, str | None]:
+        """Where a report to ``sender`` goes, and on whose behalf: the sender itself and
+        None, or the postmaster and the sender when it cannot go there
+        (:meth:`_postmaster_instead`). A report to the postmaster names it in its To:
+        and the sender only in its text: an address that no longer parses has no form
+        that a header could carry without naming another one."""
+        postmaster = self._postmaster_instead(queue_id, sender)
+        return (sender, None) if postmaster is None else (postmaster, sender)
+
+    def _postmaster(self) -> str:
+        """The postmaster's mailbox of the first local domain (RFC 5321 §4.5.1)."""
+        return self.mailboxes.config.postmaster_key(self.mailboxes.config.domains[0])
+
+    def _postmaster_instead(self, queue_id: str, sender: str) -> str | None:
+        """The postmaster's mailbox (RFC 5321 §4.5.1) when a report to ``sender`` cannot
+        go to it: a local sender with no mailbox, or a queued sender that no longer
+        parses, to which nothing can be sent; None when it can. Logged."""
+        try:
+            mailbox = parse_mailbox(sender)
+        except AddressError:
+            why = "is no longer a valid address"
+        else:
+            decision = self.router.route(mailbox, authenticated=True)
+            if not isinstance(decision, LocalDelivery):
+                return None
+            if self.mailboxes.lookup(decision.mailbox) is not None:
+                return None
+            why = "has no mailbox"
+        key = self._postmaster()
+        logger.info("%s: sender <%s> %s; report to %s", queue_id, loggable(sender), why, key)
+        return key
 
     async def send_report(
         self, queue_id: str, sender: str, report: Report, kind: str, *, requiretls: bool = False
     ) -> None:
         """Hand a delivery status notification to ``sender``: into its mailbox when it
-        is local (a postmaster's when it has none), else into the queue, from ``<>``,
+        is local, a postmaster's when it cannot go there (:meth:`_postmaster_instead`),
+        else into the queue, from ``<>``,
         marked a report on ``queue_id`` (:attr:`QueueEntry.is_report`).
 
         ``requiretls``: the report is on a message that came with REQUIRETLS, and holds
@@ -1428,14 +1503,12 @@ class DeliveryWorker:
         message", RFC 8689 §5): the relay sends it only as it would send that message.
         When no exchanger qualifies it is dropped, and logged, rather than sent in the
         clear; being from ``<>``, it is never bounced (RFC 5321 §4.5.5)."""
-        decision = self._route(sender)
-        if isinstance(decision, LocalDelivery):
-            key = self.mailboxes.lookup(decision.mailbox)
-            if key is None:
-                key = self.mailboxes.config.postmaster_key(self.mailboxes.config.domains[0])
-                logger.info(
-                    "%s: sender <%s> has no mailbox; report to %s", queue_id, loggable(sender), key
-                )
+        key = self._postmaster_instead(queue_id, sender)
+        if key is None:
+            decision = self._route(sender)
+            if isinstance(decision, LocalDelivery):
+                key = self.mailboxes.lookup(decision.mailbox)
+        if key is not None:
             path = await self.threads.run(self.mailboxes.deliver, key, "", report.content)
             logger.info("%s: sender %s notification: delivered to %s", queue_id, kind, path)
             self.mailboxes.delivered(key, path, queue_id)
@@ -1538,6 +1611,41 @@ def _failure_outcome(failed: _ExchangerFailure, status: RecipientStatus) -> Outc
         remote_mta=failed.host,
         from_remote=failure.reply is not None and not failure.local,
     )
+
+
+def _sender_refusal(sender: str) -> Outcome | None:
+    """The outcome of each remote recipient of a message whose queued sender no longer
+    parses (queued under an older rule, or by hand): it cannot go out in MAIL FROM, so
+    the recipient fails for good, 553 5.1.7 (RFC 3463 §3.2), rather than wait for ever.
+    A local recipient needs no MAIL FROM and is delivered, with the null Return-Path
+    (:func:`~smtpcore.server.trace.return_path_header`). The refusal is this server's
+    policy, which changed after the message was accepted, not the sender's choice: it
+    is reported whatever NOTIFY and RET asked (:attr:`Outcome.server_policy`), to the
+    postmaster, since nothing can go to that sender (:meth:`_postmaster_instead`).
+    None for a sender that parses, and for the null sender."""
+    if not sender:
+        return None
+    try:
+        parse_mailbox(sender)
+    except AddressError:
+        detail = f"553 5.1.7 bad sender address {printable(sender)}"
+        return Outcome(RecipientStatus.FAILED, "5.1.7", detail, server_policy=True)
+    return None
+
+
+def _recipient_refusal(address: str) -> Outcome | None:
+    """The outcome of a queued recipient that no longer parses (queued under an older
+    rule, or by hand): it fails for good, 553 5.1.3 (RFC 3463 §3.2). As for a sender
+    (:func:`_sender_refusal`), the refusal is this server's policy, which changed after
+    the message was accepted: the postmaster is told whatever NOTIFY and RET asked
+    (:attr:`Outcome.server_policy`), the sender only if NOTIFY asked. None for a
+    recipient that parses."""
+    try:
+        parse_mailbox(address)
+    except AddressError:
+        detail = f"553 5.1.3 bad recipient address {printable(address)}"
+        return Outcome(RecipientStatus.FAILED, "5.1.3", detail, server_policy=True)
+    return None
 
 
 def _report_params(

@@ -174,6 +174,9 @@ class Outcome:
     expired: bool = False
     """Failed because the message's time in the queue ran out: a temporary failure
     past its lifetime (the bounce then says how long it was retried)."""
+    server_policy: bool = False
+    """Failed by this server's own rule, not by a peer nor by the sender's choice (a
+    queued sender that no longer parses): reported whatever NOTIFY and RET asked."""
 
 
 def _tls_name(attempt: Attempt) -> str:
@@ -873,7 +876,6 @@ class ExchangerSession:
             except NotConvertible as reason:
                 refusal = _seven_bit_refusal(entry, relay, reason)
                 return dict.fromkeys(addresses, outcome(refusal, from_remote=False))
-        sender: Mailbox | str = "" if not entry.sender else parse_mailbox(entry.sender)
         mail_params = _forwarded_mail_params(client, entry) | _declared_size(client, converted)
         rcpt_params: dict[tuple[str, str], dict[str, str | None]] = {}
         if passed:
@@ -890,6 +892,9 @@ class ExchangerSession:
         # The content goes from the queue file in the client's chunks (DATA or BDAT),
         # so a message of any size needs no more memory than a chunk.
         try:
+            # A queued sender that no longer parses is refused here, as for good as any
+            # other unsendable message (the worker refuses it before it comes here).
+            sender: Mailbox | str = "" if not entry.sender else parse_mailbox(entry.sender)
             with (
                 contextlib.nullcontext(converted)
                 if isinstance(converted, bytes)

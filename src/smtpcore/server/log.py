@@ -19,10 +19,18 @@ from __future__ import annotations
 
 import logging
 
-from smtpcore._driver._logtext import loggable, loggable_reply
+from smtpcore._driver._logtext import loggable, loggable_reply, printable
 from smtpcore._driver._proxied import SeenClient, client_text, peer_text
 
-__all__ = ["client_text", "delivery_line", "loggable", "logger", "peer_text", "refusal_line"]
+__all__ = [
+    "client_text",
+    "delivery_line",
+    "loggable",
+    "logger",
+    "peer_text",
+    "printable",
+    "refusal_line",
+]
 
 logger = logging.getLogger("smtpcore.mail")
 

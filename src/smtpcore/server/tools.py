@@ -28,8 +28,10 @@ from smtpcore._driver import (
     SenderRefused,
     SMTPError,
     SMTPReplyError,
+    check_hello_name,
 )
 from smtpcore._ip import host_port
+from smtpcore._textsafe import FORBIDDEN_IN_ADDRESSES
 from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
 from smtpcore.asyncio import (
     SMTPClient,
@@ -108,17 +110,46 @@ def _what_changes_the_check(
     return "--insecure checks nothing"
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_TAB: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+"""C0 controls but HTAB, DEL and C1 controls: not text (RFC 5198 §2)."""
 
 
 def check_header_text(option: str, text: str) -> str:
     """``text`` for a header field, or a :class:`ConfigError` if it holds a control
-    character: a CR or LF would end the field and start another (header injection)."""
-    found = _CONTROL.search(text)
+    character but tab (RFC 5198 §2): a CR or LF would end the field and start another
+    (header injection). A tab is header white space (RFC 5322 §2.2). Other characters
+    are the user's text: a non-ASCII one goes RFC 2047-encoded (:func:`make_test_message`),
+    never raw, so a bidi mark (RLM in Hebrew, U+061C in Arabic) is taken."""
+    found = _CONTROL_BUT_TAB.search(text)
     if found is not None:
         raise ConfigError(
             f"{option}: control character {found.group()!r} not allowed in a header field"
         )
+    return text
+
+
+def check_address_text(option: str, text: str) -> str:
+    """``text`` for an address option, or a :class:`ConfigError` if it holds what no
+    address may hold (:data:`~smtpcore._textsafe.FORBIDDEN_IN_ADDRESSES`: controls,
+    line and paragraph separators, bidi overrides), as the parser refuses it. A bidi
+    mark or a soft hyphen is in valid addresses, and taken."""
+    found = FORBIDDEN_IN_ADDRESSES.search(text)
+    if found is not None:
+        raise ConfigError(
+            f"{option}: {found.group()!r} not allowed in an address: no control character, "
+            "line or paragraph separator or bidi embedding, override or isolate"
+        )
+    return text
+
+
+def check_helo(text: str) -> str:
+    """``text`` for ``--helo``, or a :class:`ConfigError` if EHLO cannot carry it (one
+    ASCII word, no tab: RFC 5321 §4.1.1.1), refused as a usage mistake with the client's
+    own check rather than when the client is built."""
+    try:
+        check_hello_name(text)
+    except ValueError as exc:
+        raise ConfigError(f"--helo: {exc}") from None
     return text
 
 
@@ -130,7 +161,7 @@ def make_test_message(
     check_header_text("--subject", subject)
     text = body if body.endswith("\n") else body + "\n"
     if not subject.isascii():
-        subject = email.header.Header(subject, "utf-8").encode()
+        subject = email.header.Header(subject, "utf-8").encode(linesep="\r\n")
     headers = [
         f"From: <{sender}>",
         f"To: {', '.join(f'<{r}>' for r in recipients)}",
@@ -368,10 +399,12 @@ def _read_message(args: argparse.Namespace) -> bytes | None:
 def run_send(args: argparse.Namespace) -> int:
     """``send``: prints each recipient's fate; 0 only when every one was accepted, and a
     one-line error with status 1 (2 for a usage mistake) for anything else."""
-    for option, value in (("--subject", args.subject), ("--helo", args.helo or "")):
-        check_header_text(option, value)
-    for value in [args.sender or "", *(args.recipients or [])]:
-        check_header_text("--from/--to", value)
+    check_header_text("--subject", args.subject)
+    if args.helo:
+        check_helo(args.helo)
+    check_address_text("--from", args.sender or "")
+    for recipient in args.recipients or []:
+        check_address_text("--to", recipient)
     content = _read_message(args)
     if content is not None and (args.sender is None or not args.recipients):
         sender, recipients, content = _envelope_from_headers(content)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import email.utils
 from ipaddress import IPv6Address, ip_address
 
-from smtpcore.address import Mailbox
+from smtpcore.address import AddressError, Mailbox, parse_mailbox
+from smtpcore.server.log import printable
 
 __all__ = [
     "FIELD_NAME_LIMIT",
@@ -140,8 +141,25 @@ def received_header(
 
 
 def return_path_header(sender: str) -> bytes:
-    """``Return-Path: <sender>``; ``<>`` for the null sender (RFC 5321 §4.4)."""
+    """``Return-Path: <sender>``; ``<>`` for the null sender (RFC 5321 §4.4). A queued
+    sender that no longer parses is still delivered here (it need go in no MAIL FROM),
+    with the null path too: any escaped form of it would name another address (in a
+    quoted local part ``\\x`` is a quoted-pair), to which an auto-responder would
+    write. It is shown in a trailing comment (:func:`_comment`)."""
+    if not sender:
+        return b"Return-Path: <>\r\n"
+    try:
+        parse_mailbox(sender)
+    except AddressError:
+        return f"Return-Path: <> ({_comment(sender)})\r\n".encode()
     return f"Return-Path: <{sender}>\r\n".encode()
+
+
+def _comment(text: str) -> str:
+    """``text`` fit for an RFC 5322 §3.2.2 comment on one line: as the log writes it
+    (:func:`~smtpcore.server.log.printable`), then each backslash and parenthesis a
+    quoted-pair, so that the comment neither ends early nor nests."""
+    return "".join(f"\\{char}" if char in "\\()" else char for char in printable(text))
 
 
 def count_received(header: bytes) -> int:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import enum
 import itertools
 import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Final
 
+from smtpcore._textsafe import holds_unsafe
 from smtpcore._words import ascii_upper
 
 __all__ = [
@@ -48,30 +48,6 @@ _UTF8_UNITEXT: Final = re.compile(rf"(?:[!-*,-<>-\[\]-~\u0080-\U0010ffff]|{_EMBE
 _EMBEDDED_ONE: Final = re.compile(r"\\x\{([0-9A-F]+)\}")
 MAX_ENVID: Final = 100
 MAX_ORCPT: Final = 500
-_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-"""Control characters but HTAB. RFC 3461 §4.2 and §4.4: an ORCPT address and an
-ENVID, before xtext, "MUST consist entirely of printable (graphic and white space)
-characters"; a report writes them into a header field (RFC 3464 §2.2.1, §2.3.1)."""
-_UNPRINTABLE: Final = frozenset({"Cc", "Cf", "Zl", "Zp"})
-"""The Unicode categories no reading of "printable" takes: controls, format characters
-(bidi overrides such as U+202E, which make a report show another text than it holds)
-and the line and paragraph separators."""
-_JOINERS: Final = frozenset("\u200c\u200d")
-"""ZWNJ and ZWJ, format characters that some scripts need to be written at all, and
-that IDNA2008 allows in a domain label (RFC 5892 appendix A.1, A.2)."""
-
-
-def _unprintable(text: str) -> bool:
-    """Whether ``text`` holds a character RFC 3461 §4.2, §4.4 do not count as printable.
-    UTF-8 letters are taken: Postfix sends an ``rfc822`` ORCPT of UTF-8 for every
-    UTF-8 recipient, and passes on the ENVID it was given."""
-    if _CONTROL.search(text):
-        return True
-    return not text.isascii() and any(
-        unicodedata.category(char) in _UNPRINTABLE and char not in _JOINERS
-        for char in text
-        if char > "\x7f"
-    )
 
 
 class DSNError(ValueError):
@@ -163,7 +139,7 @@ class EnvelopeId:
     def __post_init__(self) -> None:
         if not self.text or len(xtext(self.text)) > MAX_ENVID:
             raise DSNError("ENVID must be xtext of 1 to 100 characters")
-        if _unprintable(self.text):
+        if holds_unsafe(self.text):  # RFC 3461 §4.4: printable characters
             raise DSNError("ENVID holds a control, format or separator character (RFC 3461 §4.4)")
 
     @classmethod
@@ -204,7 +180,7 @@ class OriginalRecipient:
             utf8_addr_xtext(self.address)
         ):
             raise DSNError("a utf-8 ORCPT address holds a character RFC 6533 cannot carry")
-        if _unprintable(self.address):
+        if holds_unsafe(self.address):  # RFC 3461 §4.2: printable characters
             raise DSNError("ORCPT holds a control, format or separator character (RFC 3461 §4.2)")
         if len(self.to_parameter()) > MAX_ORCPT:
             raise DSNError("ORCPT is longer than 500 characters")

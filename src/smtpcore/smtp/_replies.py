@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import LINE_TOO_LONG, ReceiveBuffer
+from smtpcore._textsafe import replace_unsafe
 from smtpcore.smtp._base import Event
 
 __all__ = [
@@ -400,7 +401,9 @@ class ReplyParser:
     ``max_lines`` lines raises :class:`RemoteProtocolError`: a server that
     never ends a line or a reply cannot grow the client's memory. Enhanced
     status codes are split off the text when ``enhanced`` is true and every
-    line carries the same code (RFC 2034 §3).
+    line carries the same code (RFC 2034 §3). A character unsafe in text (a C0
+    or C1 control, a format or separator character: RFC 5198 §2) comes out as
+    ``?``, so that no consumer of the text (a report, a log, a screen) meets one.
     """
 
     def __init__(self, *, max_line_length: int = 2048, max_lines: int = 200) -> None:
@@ -450,8 +453,8 @@ class ReplyParser:
             text = line[4:-2].decode("utf-8") if len(line) > 5 else ""
         except UnicodeDecodeError:
             text = line[4:-2].decode("latin-1")
-        if _FORBIDDEN_IN_TEXT.search(text):
-            text = _FORBIDDEN_IN_TEXT.sub("?", text)
+        if not text.isprintable():  # the everyday case, in C; HTAB goes on to be kept
+            text = replace_unsafe(text, _masked)
         self._lines.append(text)
         if len(self._lines) > self.max_lines:
             raise RemoteProtocolError("reply has too many lines")
@@ -459,6 +462,12 @@ class ReplyParser:
             return None
         lines, self._lines, self._code = self._lines, [], None
         return _build_reply(code, lines, enhanced)
+
+
+def _masked(char: str) -> str:
+    """What a character unsafe in text (RFC 5198 §2: C0 and C1 controls, format and
+    separator characters) becomes in a reply read: a client shows the rest as it is."""
+    return "?"
 
 
 def _build_reply(code: int, lines: Sequence[str], enhanced: bool) -> Reply:
