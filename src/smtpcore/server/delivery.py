@@ -791,7 +791,8 @@ class DeliveryWorker:
                     refused.detail,
                 )
                 outcome = refused
-            elif isinstance(decision, RemoteDelivery) and refused_sender is not None:
+            elif isinstance(decision, RemoteDelivery):
+                assert refused_sender is not None  # else it went to ``remote`` above
                 outcome = refused_sender
             elif isinstance(decision, LocalDelivery):
                 outcome = await self._deliver_local(entry, decision, content)
