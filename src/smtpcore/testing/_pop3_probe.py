@@ -25,7 +25,7 @@ import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.testing._battery import (
@@ -38,6 +38,9 @@ from smtpcore.testing._battery import (
 )
 from smtpcore.testing._hiding import hide_in_server_reads, hide_in_text
 from smtpcore.testing._wire import Exchange, WireClient
+
+if TYPE_CHECKING:
+    from smtpcore.testing._delivery import Delivery
 
 __all__ = [
     "POP3Probe",
@@ -254,6 +257,8 @@ class POP3Probe:
     pause: float = 0.002
     tls_context: ssl.SSLContext | None = None
     clients: list[POP3Wire] = field(default_factory=list)
+    delivery: Delivery | None = None
+    """Where the battery delivers its test messages over SMTP, if it does."""
 
     __repr__ = secret_repr
 
@@ -306,8 +311,9 @@ class POP3Probe:
         return base64.b64encode(f"\0{self.user}\0{self.password}".encode())
 
     def _credentials(self) -> tuple[bytes, ...]:
-        """Every form in which the battery writes the password."""
-        return (self._plain_response(), self.wrong_password(), self.password.encode())
+        """Every form in which the battery writes the password, and the delivery's."""
+        delivered = tuple(self.delivery.secrets()) if self.delivery else ()
+        return (self._plain_response(), self.wrong_password(), self.password.encode(), *delivered)
 
     def hide_credentials(self, result: CheckResult) -> CheckResult:
         """``result`` with :data:`HIDDEN` where a server says the password back, in
@@ -401,6 +407,13 @@ class POP3Probe:
                 f"RSET and NOOP, the session's last commands, got {lines}, not one status "
                 "line each: a response the server owed no one was counted (RFC 1939 §3)"
             )
+
+    def quit_after_own_deletions(self, client: POP3Wire) -> None:
+        """QUIT, to delete what the session marked, on a session whose only lines that
+        touched a message were DELE of the battery's own test messages (asked for
+        explicitly): the one QUIT after a touch (RFC 1939 §6)."""
+        client.touched = False
+        self._quit(client)
 
     def abandon(self, client: POP3Wire) -> None:
         """Give up ``client`` (it showed what it had to): RSET where it may have

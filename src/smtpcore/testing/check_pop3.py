@@ -23,6 +23,7 @@ counted, not missed.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import ssl
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,6 +42,8 @@ from smtpcore.testing._battery import (
     selected,
     unjudged,
 )
+from smtpcore.testing._delivery import MARKER_FIELD, Delivery
+from smtpcore.testing._pop3_delivered import check_delivered_intact, delete_delivered
 from smtpcore.testing._pop3_probe import (
     HIDDEN,
     POP3Probe,
@@ -857,6 +860,7 @@ def check_pipelining(probe: POP3Probe) -> str:
 
 
 POP3_CHECKS: Final[Mapping[str, Callable[[POP3Probe], str]]] = {
+    "delivered-intact": check_delivered_intact,
     "number-edges": check_number_edges,
     "stls-injection": check_stls_injection,
     "command-line-length": check_command_line_length,
@@ -867,7 +871,8 @@ POP3_CHECKS: Final[Mapping[str, Callable[[POP3Probe], str]]] = {
     "state-order": check_state_order,
 }
 """The battery, by name, in the order it runs. Each check returns a summary, or
-raises to fail or be skipped; :func:`check_pop3_server` runs them."""
+raises to fail or be skipped; :func:`check_pop3_server` runs them.
+``delivered-intact`` runs first, so that the others read the messages it delivers."""
 
 
 def check_pop3_server(
@@ -880,6 +885,12 @@ def check_pop3_server(
     timeout: float = 10.0,
     pause: float = 0.002,
     tls_context: ssl.SSLContext | None = None,
+    deliver_via: tuple[str, int] | None = None,
+    deliver_to: str | None = None,
+    deliver_user: str | None = None,
+    deliver_password: str | None = None,
+    deliver_wait: float = 10.0,
+    delete_delivered: bool = False,
 ) -> CheckReport:
     """Run the checks named in ``checks`` (all of :data:`POP3_CHECKS` by default)
     against the POP3 server at ``host:port``, logged in as ``user``.
@@ -890,10 +901,21 @@ def check_pop3_server(
     the close after QUIT); ``tls_context`` is used for STLS (by default, one
     that checks no certificate).
 
+    With ``deliver_via=(smtp_host, smtp_port)``, ``delivered-intact`` first
+    submits its test messages over SMTP to ``deliver_to`` (by default ``user``,
+    which must then be a mailbox), with AUTH as ``deliver_user`` and
+    ``deliver_password`` when given, STARTTLS (with ``tls_context``) where
+    offered, and waits up to ``deliver_wait`` seconds for them over POP3. They
+    are left in the mailbox, and the report's notes say so, unless
+    ``delete_delivered``: then a last session deletes them, and only them, by
+    their unique-ids, and ends with QUIT.
+
     Raises ``ValueError`` for a host the socket calls cannot take, a port
     outside 1 to 65535, a ``timeout`` that is not a positive number, an
-    unknown check name, or a user or password with CR, LF or NUL, which
-    would put commands of the caller's on the wire; ``TypeError`` when
+    unknown check name, a user or password with CR, LF or NUL, which
+    would put commands of the caller's on the wire, a ``deliver_to`` that is
+    no mailbox, or ``deliver_via`` with ``checks`` that leave out
+    ``delivered-intact``; ``TypeError`` when
     ``checks`` is one str; :class:`ServerUnreachable` when the run's first
     connection fails.
     """
@@ -902,9 +924,64 @@ def check_pop3_server(
         if not isinstance(word, str) or not word or any(c in word for c in "\r\n\0"):
             raise ValueError(f"{what} must be a non-empty str without CR, LF or NUL")
     check_run_arguments(port, timeout, pause, checks)
+    names = selected(POP3_CHECKS, checks)
+    delivery = _delivery(
+        deliver_via, deliver_to or user, deliver_user, deliver_password, deliver_wait, names
+    )
+    if delivery is not None:
+        delivery.tls_context, delivery.timeout = tls_context, timeout
     results: list[CheckResult] = []
-    for name in selected(POP3_CHECKS, checks):
+    for name in names:
         probe = POP3Probe(host, port, user, password, timeout, pause, tls_context)
+        probe.delivery = delivery
         result = run_one(name, POP3_CHECKS[name], probe, first=not results)
         results.append(probe.hide_credentials(result))
-    return CheckReport(host_port(host, port), tuple(results))
+    notes = _delivery_notes(delivery, delete_delivered, host, port, user, password)
+    return CheckReport(host_port(host, port), tuple(results), notes)
+
+
+def _delivery(
+    via: tuple[str, int] | None,
+    recipient: str,
+    user: str | None,
+    password: str | None,
+    wait: float,
+    names: Sequence[str],
+) -> Delivery | None:
+    """The delivery asked for, its arguments checked, or None."""
+    if via is None:
+        return None
+    if "delivered-intact" not in names:
+        raise ValueError("deliver_via is for the delivered-intact check, which checks leave out")
+    smtp_host, smtp_port = via
+    checked_host(smtp_host)
+    check_run_arguments(smtp_port, 1.0, 0.0, None)
+    if not math.isfinite(wait) or wait < 0:
+        raise ValueError(f"deliver_wait must be zero or more seconds, not {wait!r}")
+    try:
+        return Delivery(smtp_host, smtp_port, recipient, user, password, wait=wait)
+    except ValueError as exc:
+        raise ValueError(f"deliver_to {recipient!r} is no mailbox to deliver to: {exc}") from None
+
+
+def _delivery_notes(
+    delivery: Delivery | None,
+    delete: bool,
+    host: str,
+    port: int,
+    user: str,
+    password: str,
+) -> tuple[str, ...]:
+    """What the report says of the test messages: left in the mailbox, or deleted."""
+    if delivery is None or not delivery.messages:
+        return ()
+    markers = f"{MARKER_FIELD.decode()}: {delivery.run}.*"
+    if not delete:
+        return (
+            f"{len(delivery.messages)} delivered test messages ({markers}) were left in the "
+            "mailbox; pass delete_delivered (--delete-delivered) to delete them",
+        )
+    probe = POP3Probe(host, port, user, password, delivery.timeout)
+    probe.delivery = delivery
+    outcome = run_one("delete-delivered", lambda p: delete_delivered(p, delivery.uids), probe)
+    return (probe.hide_credentials(outcome).summary,)

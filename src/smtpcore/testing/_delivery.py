@@ -1,0 +1,202 @@
+"""Test messages the POP3 battery delivers over SMTP, and how it finds and judges them.
+
+A user testing their own POP3 server need not load its maildrop by hand:
+given an SMTP server that delivers into the same mailbox, the battery
+submits a few messages, each built around one thing POP3 servers get wrong
+in RETR and TOP (RFC 1939 §3: a line that is a lone dot, lines that start
+with ``..`` or ``.x``, a last line without CRLF, a 998-octet line, 8-bit
+octets), with smtpcore's own public client (:mod:`smtpcore.sync`).
+
+Each message starts with a marker header, ``X-Smtpcore-Check: <run>.<name>``,
+unique to the run, so that the battery finds its messages among the user's
+mail; the delivering MTA adds its trace fields (``Return-Path``,
+``Received``) before the marker, so a message is compared from the marker on.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from smtpcore._errors import ProtocolError
+from smtpcore._ip import host_port
+from smtpcore._secret import SECRET, secret_repr
+from smtpcore.address import parse_mailbox
+from smtpcore.sync import SMTPClient, SMTPError
+from smtpcore.testing._battery import insecure_context
+
+__all__ = [
+    "MARKER_FIELD",
+    "DeliveredMessage",
+    "Delivery",
+    "DeliveryFailed",
+    "first_difference",
+    "marker_of",
+    "delivery_messages",
+]
+
+MARKER_FIELD: Final = b"X-Smtpcore-Check"
+"""The header field that marks the battery's messages (RFC 5322 §3.6.8, an optional field)."""
+
+_MARKER_LINE: Final = re.compile(rb"^X-Smtpcore-Check: ([!-~]+)\r?$", re.MULTILINE | re.IGNORECASE)
+_SENDER: Final = "check@smtpcore.test"
+_HELO: Final = "check.smtpcore.test"
+_EXCERPT: Final = 40
+
+
+@dataclass(frozen=True)
+class DeliveredMessage:
+    """One test message: its ``name``, the ``marker`` that finds it, and its ``content``
+    as the mailbox must hold it, from the marker on (CRLF line ends, a CRLF after the
+    last line, as SMTP submits it: RFC 5321 §4.1.1.4)."""
+
+    name: str
+    marker: bytes
+    content: bytes
+
+    @property
+    def body(self) -> bytes:
+        """The content after the header section's blank line (RFC 5322 §2.1)."""
+        return self.content.partition(b"\r\n\r\n")[2]
+
+
+_BODIES: Final[dict[str, bytes]] = {
+    "dot-lines": b".\r\n..\r\n.x\r\n...\r\n. \r\nend of the dots\r\n.\r\n",
+    "no-final-crlf": b"the next line is the last, and is submitted without CRLF\r\nlast",
+    "long-line": b"y" * 998 + b"\r\n." + b"z" * 997 + b"\r\nafter the long lines\r\n",
+}
+"""What each message's body exercises, by name: stuffing (a lone dot, ``..``, ``.x``, a
+lone dot as the last line), a last line without CRLF (SMTP adds one, RFC 5321
+§4.1.1.4), the longest line SMTP carries (998 octets, §4.5.3.1.6), once with a dot."""
+
+_EIGHT_BIT_BODY: Final = (
+    "caf\u00e9, na\u00efve, \u00fcber\r\n".encode() + bytes(range(0x80, 0x100)) + b"\r\n"
+)
+"""Sent only where the SMTP server offers 8BITMIME (RFC 6152): UTF-8 text and every
+octet from 0x80, which a server that strips the eighth bit changes."""
+
+
+def delivery_messages(run: str, recipient: str, *, eight_bit: bool) -> list[DeliveredMessage]:
+    """The run's messages, each headed by its marker and the fields an MTA adds when
+    they are missing (``Message-ID``, ``Date``, ``From``, ``To``), so that it adds none after
+    the marker."""
+    bodies = dict(_BODIES)
+    if eight_bit:
+        bodies["eight-bit"] = _EIGHT_BIT_BODY
+    return [_message(run, recipient, name, body) for name, body in bodies.items()]
+
+
+def _message(run: str, recipient: str, name: str, body: bytes) -> DeliveredMessage:
+    marker = f"{run}.{name}".encode()
+    header = (
+        MARKER_FIELD + b": " + marker + b"\r\n"
+        b"Message-ID: <" + marker + b"@smtpcore.test>\r\n"
+        b"Date: Thu, 1 Jan 2026 00:00:00 +0000\r\n"
+        b"From: <" + _SENDER.encode() + b">\r\n"
+        b"To: <" + recipient.encode() + b">\r\n"
+        b"Subject: smtpcore check-pop3 test message " + name.encode() + b"\r\n"
+    )
+    content = header + b"\r\n" + body
+    ended = content if content.endswith(b"\r\n") else content + b"\r\n"
+    return DeliveredMessage(name, marker, ended)
+
+
+def _submitted(message: DeliveredMessage) -> bytes:
+    """What goes over SMTP: the no-final-crlf message without its last CRLF, which the
+    client must add (RFC 5321 §4.1.1.4)."""
+    if message.name == "no-final-crlf":
+        return message.content.removesuffix(b"\r\n")
+    return message.content
+
+
+def marker_of(header: bytes) -> bytes | None:
+    """The marker in a message's header section, or None."""
+    found = _MARKER_LINE.search(header.partition(b"\r\n\r\n")[0])
+    return found.group(1) if found else None
+
+
+def first_difference(got: bytes, expected: bytes) -> str:
+    """Where ``got`` first differs from ``expected``, with an excerpt of each around it."""
+    at = next(
+        (i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b),
+        min(len(got), len(expected)),
+    )
+    start = max(0, at - _EXCERPT // 2)
+    return (
+        f"at octet {at} of {len(expected)} (got {len(got)}): got "
+        f"{got[start : at + _EXCERPT // 2]!r}, sent {expected[start : at + _EXCERPT // 2]!r}"
+    )
+
+
+class DeliveryFailed(Exception):
+    """The SMTP server did not take the test messages; the text says why."""
+
+
+@dataclass
+class Delivery:
+    """Where and how the battery delivers its test messages, and what it delivered.
+
+    ``recipient`` is an RFC 5321 mailbox; ``user`` and ``password`` log in with
+    AUTH when given; ``tls_context`` is used for STARTTLS where the server offers
+    it; ``wait`` bounds, in seconds, how long the POP3 side waits for the
+    messages to arrive (an MTA may queue them).
+    """
+
+    host: str
+    port: int
+    recipient: str
+    user: str | None = None
+    password: str | None = field(default=None, metadata=SECRET)
+    tls_context: ssl.SSLContext | None = None
+    wait: float = 10.0
+    timeout: float = 10.0
+    run: str = field(default_factory=lambda: secrets.token_hex(8))
+    messages: list[DeliveredMessage] = field(default_factory=list)
+    uids: dict[bytes, bytes] = field(default_factory=dict)
+    """Each delivered message's unique-id by marker, where the server gives UIDL: what
+    :func:`~smtpcore.testing._pop3_delivered.delete_delivered` deletes by."""
+
+    __repr__ = secret_repr
+
+    def __post_init__(self) -> None:
+        parse_mailbox(self.recipient)  # ValueError for what is no mailbox
+        if (self.user is None) != (self.password is None):
+            raise ValueError("give both the delivery user and its password, or neither")
+
+    @property
+    def markers(self) -> set[bytes]:
+        return {message.marker for message in self.messages}
+
+    def secrets(self) -> Sequence[bytes]:
+        """What the delivery must never show: its password."""
+        return [self.password.encode()] if self.password else []
+
+    def submit(self) -> list[DeliveredMessage]:
+        """Submit the run's messages in one SMTP session; returns them, and keeps them
+        in :attr:`messages`. Raises :class:`DeliveryFailed` saying why, never with
+        the password."""
+        try:
+            with SMTPClient(
+                self.host,
+                self.port,
+                timeout=self.timeout,
+                hostname=_HELO,
+                ssl_context=self.tls_context or insecure_context(),
+                username=self.user,
+                password=self.password,
+            ) as client:
+                eight_bit = "8BITMIME" in client.connection.extensions
+                messages = delivery_messages(self.run, self.recipient, eight_bit=eight_bit)
+                for message in messages:
+                    client.send_message(_submitted(message), _SENDER, [self.recipient])
+                    self.messages.append(message)
+        except (SMTPError, ProtocolError, OSError, ValueError) as exc:
+            raise DeliveryFailed(
+                f"delivering the test messages over SMTP to {host_port(self.host, self.port)} "
+                f"failed after {len(self.messages)} of them: {exc}"
+            ) from None
+        return messages
