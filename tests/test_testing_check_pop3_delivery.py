@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import itertools
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from broken_pop3_servers import PASSWORD, USER, Mailbox, NoStuffing, SmallPOP3, serve_pop3
-from peers import free_port, maildir_contents, running_pop3_server, running_smtp_server
+from peers import (
+    dovecot_pop3,
+    free_port,
+    hand_to_dovecot,
+    maildir_contents,
+    running_pop3_server,
+    running_smtp_server,
+)
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.maildrop import MaildirStore
 from smtpcore.smtp import Rcpt, Reply
@@ -238,3 +246,53 @@ def test_cli_refuses_a_delivery_password_without_a_user(
         main([*argv, "--deliver-via", "127.0.0.1:25", "--deliver-password", "x"])
     assert info.value.code == 2
     assert "needs --deliver-user" in capsys.readouterr().err
+
+
+def test_the_docs_page_delivery_example_runs(
+    own_servers: tuple[int, int, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_check import python_blocks
+
+    pop3, smtp, _ = own_servers
+    page = Path(__file__).parent.parent / "docs" / "testing-check.rst"
+    (block,) = [block for block in python_blocks(page) if "deliver_via" in block]
+    block = block.replace('"127.0.0.1", 110', f'"127.0.0.1", {pop3}')
+    block = block.replace('("127.0.0.1", 25)', f'("127.0.0.1", {smtp})')
+    block = block.replace('password="secret"', f"password={PASSWORD!r}")
+    exec(compile(block, str(page), "exec"), {"__name__": "docs"})
+    out = capsys.readouterr().out
+    assert "PASSED  delivered-intact" in out and "were left in the mailbox" in out, out
+
+
+@pytest.mark.interop
+def test_messages_delivered_into_dovecots_maildir_come_back_intact() -> None:
+    """smtpcore's SMTP server delivering into the Maildir Dovecot serves, each file handed
+    to Dovecot's mail user as it lands."""
+    with tempfile.TemporaryDirectory(prefix="smtpcore-dovecot-") as directory:
+        os.chmod(directory, 0o755)  # Dovecot's unprivileged processes read in it
+        with dovecot_pop3(Path(directory), {USER: PASSWORD}) as dovecot:
+            maildir = dovecot.maildir(USER)
+            for sub in ("tmp", "new", "cur"):
+                (maildir / sub).mkdir(parents=True)
+            into_maildir(maildir)(KEPT[0])
+            hand_to_dovecot(dovecot, maildir)
+
+            def store(content: bytes) -> None:
+                into_maildir(maildir)(content)
+                hand_to_dovecot(dovecot, maildir)
+
+            with running_smtp_server("asyncio", DeliversTo(store)) as smtp:
+                report = check_pop3_server(
+                    "127.0.0.1",
+                    dovecot.port,
+                    user=USER,
+                    password=PASSWORD,
+                    timeout=5.0,
+                    checks=["delivered-intact", "dot-stuffing"],
+                    deliver_via=("127.0.0.1", smtp.port),
+                    deliver_to=MAILBOX,
+                )
+            left = maildir_contents(maildir)
+    assert report.ok, report
+    assert report["delivered-intact"].outcome is Outcome.PASSED, report
+    assert KEPT[0] in left and len(left) == 5

@@ -931,10 +931,12 @@ def check_pop3_server(
     if delivery is not None:
         delivery.tls_context, delivery.timeout = tls_context, timeout
     results: list[CheckResult] = []
+    reached = False  # a check skipped before connecting (no delivery asked) reached nothing
     for name in names:
         probe = POP3Probe(host, port, user, password, timeout, pause, tls_context)
         probe.delivery = delivery
-        result = run_one(name, POP3_CHECKS[name], probe, first=not results)
+        result = run_one(name, POP3_CHECKS[name], probe, first=not reached)
+        reached = reached or bool(probe.clients)
         results.append(probe.hide_credentials(result))
     notes = _delivery_notes(delivery, delete_delivered, host, port, user, password)
     return CheckReport(host_port(host, port), tuple(results), notes)
