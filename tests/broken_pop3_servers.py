@@ -501,6 +501,36 @@ class UidIsNumber(SmallPOP3):
         return str(number)
 
 
+class NoUidl(SmallPOP3):
+    """Offers no UIDL (RFC 1939 §7 makes it optional): a client has only message numbers."""
+
+    def do_CAPA(self, words: list[str]) -> bytes:
+        return multi(b"capabilities", [b"USER\r\n", b"TOP\r\n", b"PIPELINING\r\n"])
+
+    def do_UIDL(self, words: list[str]) -> bytes:
+        return b"-ERR no UIDL here\r\n"
+
+
+class RepeatsUid(SmallPOP3):
+    """Once ``repeating`` is set, gives the last message the first one's unique-id."""
+
+    repeating = False
+
+    def uid(self, number: int) -> str:
+        if self.repeating and number == len(self.mailbox.messages):
+            return super().uid(1)
+        return super().uid(number)
+
+
+class HugeUidlNumber(SmallPOP3):
+    """Lists a message number of 5000 digits in UIDL, past Python's ``int()`` limit."""
+
+    def do_UIDL(self, words: list[str]) -> bytes:
+        if words:
+            return super().do_UIDL(words)
+        return multi(b"ids", [b"9" * 5000 + b" uid-1\r\n"])
+
+
 class OneLoginThenInUse(IntNumbers):
     """Reads numbers with ``int()``, and refuses every login after the first with
     ``[IN-USE]`` (a lock never released)."""

@@ -8,16 +8,37 @@ an MTA does, which the check must ignore.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import os
+import socket
+import ssl
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from broken_pop3_servers import PASSWORD, USER, Mailbox, NoStuffing, SmallPOP3, serve_pop3
+import smtpcore.testing.check_pop3 as check_pop3_module
+from broken_pop3_servers import (
+    PASSWORD,
+    USER,
+    HugeUidlNumber,
+    Mailbox,
+    NoStuffing,
+    NoUidl,
+    RepeatsUid,
+    SessionUidl,
+    SmallPOP3,
+    UidIsNumber,
+    serve_pop3,
+)
+from broken_servers import raw_server
 from peers import (
+    TLSFiles,
     dovecot_pop3,
     free_port,
     hand_to_dovecot,
@@ -29,8 +50,11 @@ from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.maildrop import MaildirStore
 from smtpcore.smtp import Rcpt, Reply
 from smtpcore.testing.__main__ import main
-from smtpcore.testing._delivery import MARKER_FIELD
-from smtpcore.testing.check import Outcome
+from smtpcore.testing._delivery import MARKER_FIELD, Delivery
+from smtpcore.testing._hiding import credential_forms
+from smtpcore.testing._pop3_delivered import delete_delivered, poll_sleeps
+from smtpcore.testing._pop3_probe import POP3Probe
+from smtpcore.testing.check import CheckReport, Outcome
 from smtpcore.testing.check_pop3 import check_pop3_server
 
 MAILBOX = f"{USER}@abc.example"
@@ -196,21 +220,15 @@ def test_an_smtp_server_that_is_not_there_fails_the_check() -> None:
     assert report.notes == ()
 
 
-def test_without_a_delivery_the_check_is_skipped() -> None:
-    with serve_pop3(SmallPOP3, Mailbox(list(KEPT))) as (host, port):
-        report = check_pop3_server(
-            host, port, user=USER, password=PASSWORD, timeout=2.0, checks=["delivered-intact"]
-        )
-    assert report["delivered-intact"].outcome is Outcome.SKIPPED
-    assert "--deliver-via" in report["delivered-intact"].summary
-
-
 @pytest.mark.parametrize(
     ("options", "message"),
     [
         ({"deliver_to": None}, "no mailbox"),  # the POP3 user alice is no mailbox
         ({"deliver_to": MAILBOX, "checks": ["uidl"]}, "delivered-intact"),
-        ({"deliver_to": MAILBOX, "deliver_user": "bob"}, "both"),
+        (
+            {"deliver_to": MAILBOX, "deliver_user": "bob"},
+            r"^give both deliver_user and deliver_password, or neither$",
+        ),
         ({"deliver_to": MAILBOX, "deliver_wait": -1.0}, "deliver_wait"),
     ],
 )
@@ -296,3 +314,304 @@ def test_messages_delivered_into_dovecots_maildir_come_back_intact() -> None:
     assert report.ok, report
     assert report["delivered-intact"].outcome is Outcome.PASSED, report
     assert KEPT[0] in left and len(left) == 5
+
+
+# -- the review of --deliver-via: mail kept, secrets hidden, honest notes ------------------
+
+
+def _run(
+    kind: type[SmallPOP3],
+    mailbox: Mailbox,
+    handler: Handler,
+    **options: object,
+) -> CheckReport:
+    """``delivered-intact`` against ``kind`` over ``mailbox``, delivered by ``handler``."""
+    with (
+        serve_pop3(kind, mailbox) as (host, port),
+        running_smtp_server("asyncio", handler) as smtp,
+    ):
+        return check_pop3_server(
+            host,
+            port,
+            user=USER,
+            password=PASSWORD,
+            timeout=3.0,
+            checks=["delivered-intact"],
+            deliver_via=("127.0.0.1", smtp.port),
+            deliver_to=MAILBOX,
+            **options,  # type: ignore[arg-type]  # each a keyword of check_pop3_server
+        )
+
+
+NEW_MAIL = b"Subject: new\r\n\r\nthe user's mail that came during the run\r\n"
+
+
+@pytest.mark.parametrize("kind", [UidIsNumber, SessionUidl, NoUidl])
+def test_mail_changed_between_sessions_is_never_deleted(
+    kind: type[SmallPOP3], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's client takes a message and new mail comes between delivered-intact and
+    the delete session: whatever the server's unique-ids, only messages whose ``TOP n 0``
+    shows this run's marker may be deleted, and the user's mail is all kept."""
+    mailbox = Mailbox([b"Subject: one\r\n\r\n1\r\n", b"Subject: two\r\n\r\n2\r\n"])
+    real = delete_delivered
+
+    def after_a_change(probe: POP3Probe, delivery: Delivery) -> str:
+        with mailbox.lock:
+            del mailbox.messages[0]
+            mailbox.messages.append(NEW_MAIL)
+        return real(probe, delivery)
+
+    monkeypatch.setattr(check_pop3_module, "delete_delivered", after_a_change)
+    report = _run(kind, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True)
+    assert report["delivered-intact"].outcome is Outcome.PASSED, report
+    assert NEW_MAIL in mailbox.messages and b"Subject: two\r\n\r\n2\r\n" in mailbox.messages
+    ours = [m for m in mailbox.messages if MARKER_FIELD in m]
+    (note,) = report.notes
+    assert f"{4 - len(ours)} of 4 delivered" in note or "none of the 4" in note, note
+    if ours:
+        assert f"{len(ours)} left in the mailbox" in note, note
+        assert f"{MARKER_FIELD.decode()}: " in note and ".*" in note, note
+
+
+def test_the_delete_session_deletes_nothing_where_uidl_repeats_an_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mailbox = Mailbox(list(KEPT))
+    real = delete_delivered
+
+    def with_ids_repeated(probe: POP3Probe, delivery: Delivery) -> str:
+        monkeypatch.setattr(RepeatsUid, "repeating", True)
+        return real(probe, delivery)
+
+    monkeypatch.setattr(check_pop3_module, "delete_delivered", with_ids_repeated)
+    report = _run(RepeatsUid, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True)
+    assert report["delivered-intact"].outcome is Outcome.PASSED, report
+    assert len(mailbox.messages) == 5 and mailbox.messages[0] == KEPT[0]
+    (note,) = report.notes
+    assert "none of the 4" in note and "4 left in the mailbox" in note, note
+    assert "(UIDL gives one unique-id to two messages)" in note, note
+
+
+class RefusesThird(DeliversTo):
+    """Delivers the first two messages, then refuses the rest for the day."""
+
+    def __init__(self, store: Callable[[bytes], None]) -> None:
+        super().__init__(store)
+        self.count = 0
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        self.count += 1
+        if self.count >= 3:
+            return Reply(552, "5.3.4 no more today")
+        return await super().handle_message(session, envelope)
+
+
+def test_the_delete_note_counts_every_message_delivered_and_says_how_to_find_them() -> None:
+    mailbox = Mailbox(list(KEPT))
+    report = _run(SmallPOP3, mailbox, RefusesThird(into_mailbox(mailbox)), delete_delivered=True)
+    assert report["delivered-intact"].outcome is Outcome.FAILED
+    run = report["delivered-intact"].summary  # the note names the run's marker
+    (note,) = report.notes
+    assert note.startswith("none of the 2 delivered test messages was deleted; 2 left"), note
+    assert "(not found)" in note and "UIDL" not in note, note
+    assert "X-Smtpcore-Check: " in note and ".*" in note, (note, run)
+    assert len(mailbox.messages) == 3
+
+
+def test_a_listing_number_past_pythons_int_limit_fails_the_check() -> None:
+    """5000 digits: ``int()`` raises ValueError past 4300; the shared ASCII-digits helper
+    with a length bound refuses the line, and the run reports it."""
+    mailbox = Mailbox(list(KEPT))
+    report = _run(HugeUidlNumber, mailbox, DeliversTo(into_mailbox(mailbox)))
+    result = report["delivered-intact"]
+    assert result.outcome is Outcome.FAILED, result
+    assert "unique-id listing gave the line" in result.summary, result.summary
+
+
+def test_cli_reports_a_listing_number_past_pythons_int_limit(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    mailbox = Mailbox(list(KEPT))
+    with (
+        serve_pop3(HugeUidlNumber, mailbox) as (host, port),
+        running_smtp_server("asyncio", DeliversTo(into_mailbox(mailbox))) as smtp,
+    ):
+        argv = ["check-pop3", f"{host}:{port}", "--user", USER, "--password", PASSWORD]
+        argv += ["--only", "delivered-intact", "--deliver-via", f"127.0.0.1:{smtp.port}"]
+        code = main([*argv, "--deliver-to", MAILBOX, "--timeout", "3"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "FAILED  delivered-intact" in out and "unique-id listing gave the line" in out, out
+
+
+class StoresAsSent(DeliversTo):
+    """An MTA that stores the content as it came, a last line without CRLF included."""
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        self.store(TRACE + envelope.content.removesuffix(b"\r\n"))
+        return Reply(250, "OK: delivered")
+
+
+def test_the_no_final_crlf_message_is_stored_ended(own_servers: tuple[int, int, Path]) -> None:
+    """smtpcore's SMTP server offers CHUNKING; the message is submitted with DATA all the
+    same, so the client ends its last line (RFC 5321 §4.1.1.4)."""
+    pop3, smtp, maildir = own_servers
+    check_pop3_server(
+        "127.0.0.1",
+        pop3,
+        user=USER,
+        password=PASSWORD,
+        timeout=3.0,
+        checks=["delivered-intact"],
+        deliver_via=("127.0.0.1", smtp),
+        deliver_to=MAILBOX,
+    )
+    (stored,) = [m for m in delivered(maildir) if b".no-final-crlf" in m]
+    assert stored.endswith(b"\r\nlast\r\n"), stored[-20:]
+
+
+def test_a_last_line_served_without_crlf_is_a_clear_failure() -> None:
+    mailbox = Mailbox(list(KEPT))
+    report = _run(SmallPOP3, mailbox, StoresAsSent(into_mailbox(mailbox)))
+    result = report["delivered-intact"]
+    assert result.outcome is Outcome.FAILED, result
+    assert "no CRLF before the terminating dot line" in result.summary, result.summary
+
+
+class EchoesRefusedAuth:
+    """An SMTP server that offers AUTH after STARTTLS and quotes back the AUTH data it
+    refuses (PLAIN's initial response, or LOGIN's two answers)."""
+
+    def __init__(self, context: ssl.SSLContext, mechanism: bytes) -> None:
+        self.context, self.mechanism = context, mechanism
+
+    def __call__(self, sock: socket.socket, stop: threading.Event) -> None:
+        reader = sock.makefile("rb")
+        sock.sendall(b"220 mx.test ready\r\n")
+        tls = False
+        for _ in range(20):
+            words = reader.readline().split()
+            verb = words[0].upper() if words else b""
+            if verb == b"EHLO":
+                offer = b"250 AUTH " + self.mechanism if tls else b"250 STARTTLS"
+                sock.sendall(b"250-mx.test\r\n" + offer + b"\r\n")
+            elif verb == b"STARTTLS" and not tls:
+                sock.sendall(b"220 go ahead\r\n")
+                sock = self.context.wrap_socket(sock, server_side=True)
+                reader, tls = sock.makefile("rb"), True
+            elif verb == b"AUTH" and len(words) > 2:
+                sock.sendall(b"535 5.7.8 refused: " + words[2] + b"\r\n")
+            elif verb == b"AUTH":
+                sock.sendall(b"334 VXNlcm5hbWU6\r\n")
+                user = reader.readline().strip()
+                sock.sendall(b"334 UGFzc3dvcmQ6\r\n")
+                password = reader.readline().strip()
+                sock.sendall(b"535 5.7.8 refused: " + password + b" for " + user + b"\r\n")
+            elif verb in (b"QUIT", b""):
+                sock.sendall(b"221 bye\r\n")
+                return
+            else:
+                sock.sendall(b"502 5.5.1 no\r\n")
+
+
+SMTP_PASSWORD = "smtp-Secret-42"
+
+
+@pytest.mark.parametrize("mechanism", [b"PLAIN", b"LOGIN"])
+def test_the_smtp_password_is_hidden_in_every_form_a_server_quotes(
+    tls: TLSFiles, mechanism: bytes
+) -> None:
+    with (
+        serve_pop3(SmallPOP3, Mailbox(list(KEPT))) as (host, port),
+        raw_server(EchoesRefusedAuth(tls.server_context, mechanism), socket_timeout=5) as smtp,
+    ):
+        report = check_pop3_server(
+            host,
+            port,
+            user=USER,
+            password=PASSWORD,
+            timeout=3.0,
+            checks=["delivered-intact"],
+            deliver_via=smtp,
+            deliver_to=MAILBOX,
+            deliver_user="bob",
+            deliver_password=SMTP_PASSWORD,
+        )
+    text = report.format()
+    assert report["delivered-intact"].outcome is Outcome.FAILED, text
+    assert "535" in text and "<hidden>" in text, text
+    for form in credential_forms("bob", SMTP_PASSWORD):
+        assert form.decode() not in text, (form, text)
+
+
+def test_every_wire_form_of_a_credential_is_listed() -> None:
+    forms = set(credential_forms("bob", "pw"))
+    assert {b"pw", base64.b64encode(b"pw"), base64.b64encode(b"\0bob\0pw")} <= forms
+    assert base64.b64encode(b"bob\0bob\0pw") in forms  # PLAIN with the authzid given
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"deliver_to": MAILBOX},
+        {"deliver_user": "bob", "deliver_password": "pw"},
+        {"delete_delivered": True},
+        {"checks": ["delivered-intact"]},
+    ],
+)
+def test_delivery_options_without_deliver_via_are_refused(options: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="deliver_via"):
+        check_pop3_server(
+            "127.0.0.1",
+            free_port(),
+            user=USER,
+            password=PASSWORD,
+            **options,  # type: ignore[arg-type]  # each a keyword of check_pop3_server
+        )
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--only", "delivered-intact"],
+        ["--deliver-to", MAILBOX],
+        ["--deliver-user", "bob"],
+        ["--delete-delivered"],
+    ],
+)
+def test_cli_refuses_delivery_options_without_deliver_via(
+    extra: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("getpass.getpass", lambda *a, **k: pytest.fail("a password prompt"))
+    argv = ["check-pop3", f"127.0.0.1:{free_port()}", "--user", USER, "--password", PASSWORD]
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--timeout", "1", *extra])
+    assert info.value.code == 2
+    assert "--deliver-via" in capsys.readouterr().err
+
+
+def test_deliver_wait_is_bounded() -> None:
+    with pytest.raises(ValueError, match="deliver_wait must be from 0 to 600 seconds"):
+        check_pop3_server(
+            "127.0.0.1",
+            110,
+            user=USER,
+            password=PASSWORD,
+            deliver_via=("127.0.0.1", 25),
+            deliver_to=MAILBOX,
+            deliver_wait=601.0,
+        )
+
+
+def test_the_poll_opens_few_sessions_however_long_the_wait() -> None:
+    """The sleep between polls grows, so that a long wait logs in a bounded number of times."""
+    sleeps = list(poll_sleeps(600.0))
+    assert len(sleeps) <= 100 and sum(sleeps) >= 600.0
+    assert sleeps == sorted(sleeps)
+
+
+@given(wait=st.floats(min_value=0.0, max_value=600.0))
+def test_the_poll_sleeps_cover_the_wait_in_few_sessions(wait: float) -> None:
+    sleeps = list(poll_sleeps(wait))
+    assert len(sleeps) <= 100 and sum(sleeps) == pytest.approx(wait)

@@ -286,7 +286,8 @@ def _add_delivery_options(check: argparse.ArgumentParser) -> None:
         "--deliver-wait",
         type=_seconds,
         default=10.0,
-        help="seconds to wait for the messages to arrive in the mailbox (default: 10)",
+        help="seconds to wait for the messages to arrive in the mailbox (default: 10; at "
+        "most 600)",
     )
     deliver.add_argument(
         "--delete-delivered",
@@ -387,6 +388,22 @@ def _password(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
         parser.error(str(exc))
 
 
+def _delivery_needs_via(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a delivery option without ``--deliver-via`` before any password prompt: it
+    would be ignored, and ``--only delivered-intact`` would skip without a connection."""
+    given = {
+        "--only delivered-intact": "delivered-intact" in (args.only or ()),
+        "--deliver-to": args.deliver_to is not None,
+        "--deliver-user": args.deliver_user is not None,
+        "--deliver-password": args.deliver_password is not None,
+        "--deliver-password-file": args.deliver_password_file is not None,
+        "--delete-delivered": args.delete_delivered,
+    }
+    asked = [option for option, present in given.items() if present]
+    if args.deliver_via is None and asked:
+        parser.error(f"{', '.join(asked)} needs --deliver-via HOST:PORT")
+
+
 def _deliver_password(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
     """The SMTP AUTH password of ``--deliver-user``, taken as the POP3 one is but for the
     environment variable, which holds the POP3 user's; None without ``--deliver-user``."""
@@ -410,17 +427,19 @@ def _deliver_password(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 
 def _check_pop3(args: argparse.Namespace, password: str, deliver_password: str | None) -> int:
-    from smtpcore.testing.check_pop3 import ServerUnreachable, check_pop3_server
+    from smtpcore.testing.check_pop3 import ServerUnreachable, pop3_run, run_pop3_checks
 
     host, port = args.address
     try:
-        report = check_pop3_server(
+        run = pop3_run(
             host,
             port,
             user=args.user,
             password=password,
             checks=args.only,
             timeout=args.timeout,
+            pause=0.002,
+            tls_context=None,
             deliver_via=args.deliver_via,
             deliver_to=args.deliver_to,
             deliver_user=args.deliver_user,
@@ -430,6 +449,8 @@ def _check_pop3(args: argparse.Namespace, password: str, deliver_password: str |
         )
     except ValueError as exc:
         args.own_parser.error(str(exc))
+    try:
+        report = run_pop3_checks(run)
     except ServerUnreachable as exc:
         print(exc, file=sys.stderr)
         return UNREACHABLE
@@ -443,6 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "fuzz":
         return _fuzz(args)
     if args.command == "check-pop3":
+        _delivery_needs_via(args.own_parser, args)
         password = _password(args.own_parser, args)
         return _check_pop3(args, password, _deliver_password(args.own_parser, args))
     return _check(args)

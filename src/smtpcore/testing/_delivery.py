@@ -26,8 +26,9 @@ from smtpcore._errors import ProtocolError
 from smtpcore._ip import host_port
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.address import parse_mailbox
-from smtpcore.sync import SMTPClient, SMTPError
+from smtpcore.sync import AuthenticationNotAvailable, SMTPClient, SMTPError
 from smtpcore.testing._battery import insecure_context
+from smtpcore.testing._hiding import credential_forms
 
 __all__ = [
     "MARKER_FIELD",
@@ -107,7 +108,8 @@ def _message(run: str, recipient: str, name: str, body: bytes) -> DeliveredMessa
 
 def _submitted(message: DeliveredMessage) -> bytes:
     """What goes over SMTP: the no-final-crlf message without its last CRLF, which the
-    client must add (RFC 5321 §4.1.1.4)."""
+    client adds with DATA (RFC 5321 §4.1.1.4): the delivery never uses BDAT, which
+    carries the octets as given (RFC 3030 §2), so that the message is stored ended."""
     if message.name == "no-final-crlf":
         return message.content.removesuffix(b"\r\n")
     return message.content
@@ -159,21 +161,49 @@ class Delivery:
     uids: dict[bytes, bytes] = field(default_factory=dict)
     """Each delivered message's unique-id by marker, where the server gives UIDL: what
     :func:`~smtpcore.testing._pop3_delivered.delete_delivered` deletes by."""
+    uidl: bool | None = None
+    """Whether the POP3 server answered UIDL when the messages were sought; None if
+    they never were."""
 
     __repr__ = secret_repr
 
     def __post_init__(self) -> None:
-        parse_mailbox(self.recipient)  # ValueError for what is no mailbox
         if (self.user is None) != (self.password is None):
-            raise ValueError("give both the delivery user and its password, or neither")
+            raise ValueError("give both deliver_user and deliver_password, or neither")
+        try:
+            parse_mailbox(self.recipient)
+        except ValueError as exc:
+            raise ValueError(
+                f"deliver_to {self.recipient!r} is no mailbox to deliver to: {exc}"
+            ) from None
 
     @property
     def markers(self) -> set[bytes]:
         return {message.marker for message in self.messages}
 
     def secrets(self) -> Sequence[bytes]:
-        """What the delivery must never show: its password."""
-        return [self.password.encode()] if self.password else []
+        """What the delivery must never show: its password, in every form AUTH sends it
+        (:func:`~smtpcore.testing._hiding.credential_forms`), which a server may quote."""
+        if self.user is None or self.password is None:
+            return ()
+        return credential_forms(self.user, self.password)
+
+    def _no_login(self, exc: AuthenticationNotAvailable) -> str:
+        """Why AUTH was not tried, and what the user can do: the battery sends a password
+        by PLAIN or LOGIN only under TLS (RFC 4954 §4), and has no switch to do otherwise."""
+        where = f"the SMTP server {host_port(self.host, self.port)}"
+        if exc.reply.code == 538:
+            return (
+                f"{where} offers no STARTTLS, and the AUTH mechanisms it offers need TLS: "
+                "the battery does not send a password in the clear; give --deliver-via a "
+                "port that offers STARTTLS (a submission port, 587), or leave out "
+                "--deliver-user where the server takes the mail without AUTH"
+            )
+        text = exc.reply.text if isinstance(exc.reply.text, str) else " ".join(exc.reply.text)
+        return (
+            f"{where} offers no AUTH mechanism the battery can use ({text}); leave out "
+            "--deliver-user where it takes the mail without AUTH"
+        )
 
     def submit(self) -> list[DeliveredMessage]:
         """Submit the run's messages in one SMTP session; returns them, and keeps them
@@ -188,12 +218,15 @@ class Delivery:
                 ssl_context=self.tls_context or insecure_context(),
                 username=self.user,
                 password=self.password,
+                chunking=False,
             ) as client:
                 eight_bit = "8BITMIME" in client.connection.extensions
                 messages = delivery_messages(self.run, self.recipient, eight_bit=eight_bit)
                 for message in messages:
                     client.send_message(_submitted(message), _SENDER, [self.recipient])
                     self.messages.append(message)
+        except AuthenticationNotAvailable as exc:
+            raise DeliveryFailed(self._no_login(exc)) from None
         except (SMTPError, ProtocolError, OSError, ValueError) as exc:
             raise DeliveryFailed(
                 f"delivering the test messages over SMTP to {host_port(self.host, self.port)} "

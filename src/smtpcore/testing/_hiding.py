@@ -14,6 +14,7 @@ Both are one pass per credential: no match rescans what is around it.
 
 from __future__ import annotations
 
+import base64
 import bisect
 import re
 from collections.abc import Iterator, Sequence
@@ -22,9 +23,22 @@ from typing import Final
 
 from smtpcore.testing._wire import Exchange
 
-__all__ = ["hide_in_server_reads", "hide_in_text"]
+__all__ = ["credential_forms", "hide_in_server_reads", "hide_in_text"]
 
 _MARKED: Final = re.compile(rb"\x01+")
+
+
+def credential_forms(user: str, password: str) -> tuple[bytes, ...]:
+    """Every form a password takes on the wire when ``user`` logs in with it, and so
+    every form a server may quote back: as it is (POP3 PASS, RFC 1939 §7), in base64
+    as LOGIN sends it (draft-murchison-sasl-login §2), and as PLAIN's base64 message
+    with no authorization identity or with the user's (RFC 4616 §2). SMTP AUTH and
+    POP3 AUTH carry the same SASL forms (RFC 4954 §4, RFC 5034 §4). CRAM-MD5 and
+    SCRAM send a digest, no form of the password."""
+    secret = password.encode()
+    identity = user.encode()
+    plain = [b"\0" + identity + b"\0" + secret, identity + b"\0" + identity + b"\0" + secret]
+    return (secret, base64.b64encode(secret), *(base64.b64encode(p) for p in plain))
 
 
 def hide_in_server_reads(

@@ -15,35 +15,58 @@ asked for explicitly, deletes, and only the battery's own messages.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator
 from typing import Final
 
 from smtpcore.testing._battery import Failed, Skipped, unjudged
 from smtpcore.testing._delivery import (
     MARKER_FIELD,
     DeliveredMessage,
+    Delivery,
     DeliveryFailed,
     first_difference,
     marker_of,
 )
-from smtpcore.testing._pop3_probe import POP3Probe, POP3Wire, ask, lines_of
+from smtpcore.testing._pop3_probe import POP3Probe, POP3Wire, ask, lines_of, wire_number
 
-__all__ = ["check_delivered_intact", "delete_delivered"]
+__all__ = ["MAX_WAIT", "check_delivered_intact", "delete_delivered", "poll_sleeps"]
 
-POLL_INTERVAL: Final = 0.25
-"""Seconds between two looks at the mailbox while the delivery is awaited."""
-_MAX_POLLS: Final = 10_000
+MAX_WAIT: Final = 600.0
+"""The longest ``deliver_wait``, in seconds: an MTA that takes longer is not tested."""
+_FIRST_SLEEP: Final = 0.25
+_SLEEP_GROWTH: Final = 1.5
+_LONGEST_SLEEP: Final = 10.0
+_MAX_POLLS: Final = 100
+"""At most this many sessions look for the messages: with sleeps that grow from a
+quarter of a second to ten, :data:`MAX_WAIT` takes about 70."""
 _MAX_HEADER_READ: Final = 1 << 20
 """A new message larger than this (by LIST) is not read to look for a marker."""
+_SHOWN: Final = 80
 
 Identities = dict[int, bytes]
-"""Message number to what names it across sessions: its unique-id (RFC 1939 §7), or,
-where UIDL is refused, its number (stable while nothing is deleted)."""
+"""Message number to what names it: its unique-id (RFC 1939 §7), or, where UIDL is
+refused, its number, which names the message in this session only (§5)."""
+
+
+def poll_sleeps(wait: float) -> Iterator[float]:
+    """The sleeps between two looks at the mailbox, which add up to ``wait``: short at
+    first (a local MTA delivers at once), then longer, so that a long wait logs in a
+    few dozen times, not thousands (each look is a session that locks the maildrop,
+    RFC 1939 §8)."""
+    left, sleep = wait, _FIRST_SLEEP
+    for _ in range(_MAX_POLLS - 1):
+        if left <= 0:
+            return
+        step = left if left < 2 * sleep else sleep
+        yield step
+        left -= step
+        sleep = min(sleep * _SLEEP_GROWTH, _LONGEST_SLEEP)
 
 
 def _identities(client: POP3Wire) -> tuple[Identities, bool]:
     """The mailbox's messages by identity, and whether the identities are unique-ids:
-    UIDL where the server takes it, else LIST."""
+    UIDL where the server takes it, else LIST. Numbers are ASCII digits, bounded
+    (:func:`~smtpcore.testing._pop3_probe.wire_number`)."""
     answer = ask(client, b"UIDL")
     by_uid = answer.ok
     if not by_uid:
@@ -53,45 +76,59 @@ def _identities(client: POP3Wire) -> tuple[Identities, bool]:
     ids: Identities = {}
     for line in answer.lines:
         words = line.rstrip(b"\r\n").split(b" ")
-        if len(words) < 2 or not (words[0].isascii() and words[0].isdigit()):
-            raise Failed(f"a scan or unique-id listing gave the line {line!r} (RFC 1939 §5, §7)")
-        ids[int(words[0])] = words[1] if by_uid else words[0]
+        number = wire_number(words[0])
+        if len(words) < 2 or number is None:
+            raise Failed(
+                f"a scan or unique-id listing gave the line {line[:_SHOWN]!r}"
+                f"{' ...' if len(line) > _SHOWN else ''} (RFC 1939 §5, §7)"
+            )
+        ids[number] = words[1] if by_uid else words[0]
     return ids, by_uid
 
 
 class _Mailbox:
-    """What the poll learnt: the identities there before the delivery, and the marker
-    (or None) of each new message already read, so that no message is read twice."""
+    """What the poll learnt: the identities there before the delivery, the marker (or
+    None) of each new message by unique-id, so that none is read twice, and each
+    marker's unique-id, for :func:`delete_delivered`. Without UIDL nothing is kept
+    across sessions: a number names another message once one is deleted (RFC 1939
+    §5), so each session reads the markers again."""
 
-    def __init__(self, before: set[bytes]) -> None:
-        self.before = before
+    def __init__(self, before: set[bytes], by_uid: bool) -> None:
+        self.before = before if by_uid else set()
+        self.by_uid = by_uid
         self.markers: dict[bytes, bytes | None] = {}
         self.uids: dict[bytes, bytes] = {}
 
     def find(self, client: POP3Wire, wanted: set[bytes]) -> dict[bytes, int]:
         """The wanted markers found in this session, each with its message number."""
         found: dict[bytes, int] = {}
-        identities, by_uid = _identities(client)
+        identities, self.by_uid = _identities(client)
         for number, identity in identities.items():
-            if identity in self.before:
+            if self.by_uid and identity in self.before:
                 continue
-            if identity not in self.markers:
-                self.markers[identity] = _marker_at(client, number)
-            marker = self.markers[identity]
+            marker = self._marker(client, number, identity)
             if marker is not None and marker in wanted:
                 found[marker] = number
-                if by_uid:
+                if self.by_uid:
                     self.uids[marker] = identity
         return found
 
+    def _marker(self, client: POP3Wire, number: int, identity: bytes) -> bytes | None:
+        if not self.by_uid:
+            return _marker_at(client, number)
+        if identity not in self.markers:
+            self.markers[identity] = _marker_at(client, number)
+        return self.markers[identity]
 
-def _marker_at(client: POP3Wire, number: int) -> bytes | None:
-    """The marker of message ``number``: read with ``TOP n 0``, or RETR where TOP is
-    refused (RFC 1939 §7 makes TOP optional)."""
+
+def _marker_at(client: POP3Wire, number: int, *, retr: bool = True) -> bytes | None:
+    """The marker of message ``number``: read with ``TOP n 0``, or, if ``retr``, with
+    RETR where TOP is refused (RFC 1939 §7 makes TOP optional)."""
     answer = ask(client, b"TOP %d 0" % number)
-    if not answer.ok:
-        size = ask(client, b"LIST %d" % number).status.split()[2:3]
-        if not size or not size[0].isdigit() or int(size[0]) > _MAX_HEADER_READ:
+    if not answer.ok and retr:
+        words = ask(client, b"LIST %d" % number).status.split()
+        size = wire_number(words[2]) if len(words) > 2 else None
+        if size is None or size > _MAX_HEADER_READ:
             return None
         answer = ask(client, b"RETR %d" % number)
     return marker_of(answer.content()) if answer.ok else None
@@ -99,25 +136,26 @@ def _marker_at(client: POP3Wire, number: int) -> bytes | None:
 
 def _snapshot(probe: POP3Probe) -> _Mailbox:
     client = probe.session()
-    before = set(_identities(client)[0].values())
+    identities, by_uid = _identities(client)
     probe.end(client)
-    return _Mailbox(before)
+    return _Mailbox(set(identities.values()), by_uid)
 
 
 def _await_delivery(
     probe: POP3Probe, mailbox: _Mailbox, wanted: set[bytes], wait: float
 ) -> tuple[POP3Wire, dict[bytes, int]]:
-    """A session in which every wanted marker is found, or the last one tried once
-    ``wait`` seconds have passed; with the markers found in it."""
-    deadline = time.monotonic() + wait
-    for _ in range(_MAX_POLLS):
+    """A session in which every wanted marker is found, or the last one, once the
+    sleeps of :func:`poll_sleeps` have covered ``wait`` seconds; with the markers found
+    in it. The numbers are that session's, and so is every marker read without UIDL."""
+    sleeps = poll_sleeps(wait)
+    while True:
         client = probe.session()
         found = mailbox.find(client, wanted)
-        if set(found) == wanted or time.monotonic() >= deadline:
+        sleep = None if set(found) == wanted else next(sleeps, None)
+        if sleep is None:
             return client, found
         probe.end(client)
-        time.sleep(POLL_INTERVAL)
-    raise Failed(f"the delivery was polled {_MAX_POLLS} times")  # unreachable in practice
+        time.sleep(sleep)
 
 
 def _header_problem(what: str, got: bytes, message: DeliveredMessage) -> str | None:
@@ -188,6 +226,7 @@ def check_delivered_intact(probe: POP3Probe) -> str:
     wanted = {message.marker for message in messages}
     client, found = _await_delivery(probe, mailbox, wanted, delivery.wait)
     delivery.uids.update(mailbox.uids)
+    delivery.uidl = mailbox.by_uid
     missing = [m.name for m in messages if m.marker not in found]
     if missing:
         probe.end(client)
@@ -210,20 +249,68 @@ def _summary(client: POP3Wire, messages: list[DeliveredMessage]) -> str:
     return f"{len(messages)} messages delivered over SMTP came back intact ({', '.join(names)})"
 
 
-def delete_delivered(probe: POP3Probe, uids: Mapping[bytes, bytes]) -> str:
-    """DELE the battery's own test messages, found by the unique-ids ``uids`` (by
-    marker), then QUIT to have them deleted (RFC 1939 §6). The session sends UIDL,
-    those DELEs and QUIT only: no other message is retrieved or marked, so even a
-    server that deletes what was downloaded deletes nothing else. Without UIDL the
-    messages cannot be told apart safely across sessions, and none is deleted."""
-    if not uids:
-        return "the delivered test messages were left in the mailbox: UIDL did not name them"
+def delete_delivered(probe: POP3Probe, delivery: Delivery) -> str:
+    """DELE the battery's own test messages, then QUIT to have them deleted (RFC 1939
+    §6); returns the note that says how many were deleted, and how to find the rest.
+
+    A candidate is a message the poll found by UIDL; in this session it must still
+    carry, by ``TOP n 0``, the marker it was found with: a unique-id names one
+    message across sessions (§7), but a server whose ids are the message numbers, or
+    change by session, names another once mail came or went. The session sends UIDL,
+    those TOPs and DELEs, and QUIT only where every TOP showed one of the run's own
+    messages; a listing that gives two messages one id, or a TOP that shows another
+    message, deletes nothing at all: the session ends without QUIT."""
+    if not delivery.uids:
+        why = "UIDL is refused" if delivery.uidl is False else "not found"
+        return _deletion_note(delivery, 0, why)
     client = probe.session()
     identities, by_uid = _identities(client)
-    numbers = {uid: number for number, uid in identities.items()} if by_uid else {}
-    marked = 0
-    for uid in uids.values():
-        if uid in numbers and ask(client, b"DELE %d" % numbers[uid]).ok:
-            marked += 1
-    probe.quit_after_own_deletions(client)
-    return f"{marked} of {len(uids)} delivered test messages were deleted (DELE, then QUIT)"
+    numbers = {uid: number for number, uid in identities.items()}
+    if not by_uid or len(numbers) != len(identities):
+        probe.end(client)
+        why = "UIDL gives one unique-id to two messages" if by_uid else "UIDL is refused now"
+        return _deletion_note(delivery, 0, why)
+    own = _own_messages(client, numbers, delivery.uids)
+    if own is None:
+        probe.end(client)
+        why = "a unique-id now names another message (RFC 1939 §7)"
+        return _deletion_note(delivery, 0, why)
+    deleted = sum(ask(client, b"DELE %d" % number).ok for number in own)
+    if deleted:
+        probe.quit_after_own_deletions(client)
+    else:
+        probe.end(client)
+    return _deletion_note(delivery, deleted, "not found")
+
+
+def _own_messages(
+    client: POP3Wire, numbers: dict[bytes, int], uids: dict[bytes, bytes]
+) -> list[int] | None:
+    """The numbers of the candidates whose ``TOP n 0`` shows the marker each was found
+    with (a refused TOP shows nothing, and the message stays); None where one shows
+    another message. No RETR: a server may delete what was retrieved at QUIT."""
+    own = []
+    for marker, uid in uids.items():
+        number = numbers.get(uid)
+        if number is None:
+            continue
+        answer = ask(client, b"TOP %d 0" % number)
+        if not answer.ok:
+            continue
+        if marker_of(answer.content()) != marker:
+            return None
+        own.append(number)
+    return own
+
+
+def _deletion_note(delivery: Delivery, deleted: int, why_left: str) -> str:
+    """How many of every message delivered were deleted; where some were left, why, and
+    the header line that finds them."""
+    total = len(delivery.messages)
+    left = total - deleted
+    find = f"find them by their header '{MARKER_FIELD.decode()}: {delivery.run}.*'"
+    if deleted:
+        note = f"{deleted} of {total} delivered test messages were deleted (DELE, then QUIT)"
+    else:
+        note = f"none of the {total} delivered test messages was deleted"
+    return note + (f"; {left} left in the mailbox ({why_left}): {find}" if left else "")

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final
 
+from smtpcore._numbers import parse_number
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.testing._battery import (
     CheckResult,
@@ -36,7 +37,7 @@ from smtpcore.testing._battery import (
     open_wire,
     transcript_of,
 )
-from smtpcore.testing._hiding import hide_in_server_reads, hide_in_text
+from smtpcore.testing._hiding import credential_forms, hide_in_server_reads, hide_in_text
 from smtpcore.testing._wire import Exchange, WireClient
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ __all__ = [
     "lines_of",
     "read_response",
     "touches_no_message",
+    "wire_number",
 ]
 
 Listing = dict[int, int]
@@ -77,6 +79,8 @@ _WRONG: Final = b"-not-the-password"
 SETTLE: Final = 0.2
 """Seconds the last read of a session waits for a response no command asked for."""
 _MAX_LATE_LINES: Final = 16
+_MAX_NUMBER_DIGITS: Final = 20
+"""Digits a message number or an octet count may have: more than any mailbox holds."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,12 @@ def lines_of(text: bytes) -> list[bytes]:
     return _LINE.findall(text)
 
 
+def wire_number(word: bytes) -> int | None:
+    """A message number or octet count a server sent: 1 to 20 ASCII digits, else None
+    (RFC 1939 §3; ``int()`` takes other digits, and raises past 4300 of them)."""
+    return parse_number(word.decode("latin-1"), max_digits=_MAX_NUMBER_DIGITS)
+
+
 def has_multi_line_response(command: bytes) -> bool:
     """Whether a ``+OK`` to ``command`` starts a multi-line response: RETR, TOP, CAPA,
     and LIST and UIDL without an argument (RFC 1939 §5, §7; RFC 2449 §5)."""
@@ -136,14 +146,32 @@ def read_response(client: WireClient, *, multi_line: bool) -> POP3Response | Non
     if not (multi_line and status.startswith(b"+OK")):
         return POP3Response(status)
     body = bytearray()
-    while (line := client.read_line(deadline)) != _TERMINATOR:
-        if line is None:
-            raise Failed(
-                f"the server closed the connection inside the multi-line response to "
-                f"{status!r} (no terminating dot line, RFC 1939 §3)"
-            )
-        body += line
+    try:
+        while (line := client.read_line(deadline)) != _TERMINATOR:
+            if line is None:
+                raise Failed(
+                    f"the server closed the connection inside the multi-line response to "
+                    f"{status!r} (no terminating dot line, RFC 1939 §3)"
+                )
+            body += line
+    except TimeoutError:
+        _unended_last_line(status, body)
+        raise
     return POP3Response(status, bytes(body))
+
+
+def _unended_last_line(status: bytes, body: bytearray) -> None:
+    """Fail saying why where a multi-line response stalls after a line that ends in
+    ``.CRLF``: most likely a last line stored without CRLF, sent with the terminating
+    dot line right after it (RFC 1939 §3 ends every line with CRLF before ``.CRLF``),
+    so the terminator never comes alone on its line."""
+    start = body.rfind(b"\n", 0, len(body) - 1) + 1
+    last = bytes(body[start:])
+    if len(last) > len(_TERMINATOR) and last.endswith(_TERMINATOR):
+        raise Failed(
+            f"the multi-line response to {status!r} stalled after the line {last[-40:]!r}: "
+            "a last line with no CRLF before the terminating dot line (RFC 1939 §3)"
+        )
 
 
 def ask(client: WireClient, command: bytes) -> POP3Response:
@@ -228,9 +256,10 @@ def parse_listing(answer: POP3Response) -> Listing:
     listing: Listing = {}
     for line in answer.lines:
         words = line.rstrip(b"\r\n").split(b" ")
-        if len(words) < 2 or not all(w.isdigit() and w.isascii() for w in words[:2]):
-            raise Failed(f"LIST gave the line {line!r}, not 'number size' (RFC 1939 §5)")
-        listing[int(words[0])] = int(words[1])
+        number, size = (wire_number(word) for word in [*words, b""][:2])
+        if number is None or size is None:
+            raise Failed(f"LIST gave the line {line[:80]!r}, not 'number size' (RFC 1939 §5)")
+        listing[number] = size
     return listing
 
 
@@ -311,9 +340,11 @@ class POP3Probe:
         return base64.b64encode(f"\0{self.user}\0{self.password}".encode())
 
     def _credentials(self) -> tuple[bytes, ...]:
-        """Every form in which the battery writes the password, and the delivery's."""
+        """Every form the password takes on the wire (:func:`credential_forms`), the
+        wrong password the battery writes, and the delivery's forms."""
         delivered = tuple(self.delivery.secrets()) if self.delivery else ()
-        return (self._plain_response(), self.wrong_password(), self.password.encode(), *delivered)
+        own = credential_forms(self.user, self.password)
+        return (*own, self.wrong_password(), *delivered)
 
     def hide_credentials(self, result: CheckResult) -> CheckResult:
         """``result`` with :data:`HIDDEN` where a server says the password back, in

@@ -27,9 +27,11 @@ import math
 import re
 import ssl
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Final
 
 from smtpcore._ip import host_port
+from smtpcore._secret import SECRET, secret_repr
 from smtpcore.testing._battery import (
     CheckReport,
     CheckResult,
@@ -43,7 +45,7 @@ from smtpcore.testing._battery import (
     unjudged,
 )
 from smtpcore.testing._delivery import MARKER_FIELD, Delivery
-from smtpcore.testing._pop3_delivered import check_delivered_intact, delete_delivered
+from smtpcore.testing._pop3_delivered import MAX_WAIT, check_delivered_intact, delete_delivered
 from smtpcore.testing._pop3_probe import (
     HIDDEN,
     POP3Probe,
@@ -914,76 +916,169 @@ def check_pop3_server(
     outside 1 to 65535, a ``timeout`` that is not a positive number, an
     unknown check name, a user or password with CR, LF or NUL, which
     would put commands of the caller's on the wire, a ``deliver_to`` that is
-    no mailbox, or ``deliver_via`` with ``checks`` that leave out
-    ``delivered-intact``; ``TypeError`` when
+    no mailbox, ``deliver_user`` without ``deliver_password`` or the reverse, a
+    ``deliver_wait`` outside 0 to 600 seconds, ``deliver_via`` with ``checks``
+    that leave out ``delivered-intact``, or, without ``deliver_via``,
+    ``delivered-intact`` named in ``checks`` or any other ``deliver_`` option or
+    ``delete_delivered``; ``TypeError`` when
     ``checks`` is one str; :class:`ServerUnreachable` when the run's first
     connection fails.
     """
+    run = pop3_run(
+        host,
+        port,
+        user=user,
+        password=password,
+        checks=checks,
+        timeout=timeout,
+        pause=pause,
+        tls_context=tls_context,
+        deliver_via=deliver_via,
+        deliver_to=deliver_to,
+        deliver_user=deliver_user,
+        deliver_password=deliver_password,
+        deliver_wait=deliver_wait,
+        delete_delivered=delete_delivered,
+    )
+    return run_pop3_checks(run)
+
+
+@dataclass(frozen=True)
+class POP3Run:
+    """A run of the battery with its arguments checked (:func:`pop3_run`): what
+    :func:`run_pop3_checks` needs, so that a caller (the CLI) tells a bad argument
+    from what the run found."""
+
+    host: str
+    port: int
+    user: str
+    password: str = field(metadata=SECRET)
+    names: tuple[str, ...]
+    timeout: float
+    pause: float
+    tls_context: ssl.SSLContext | None
+    delivery: Delivery | None
+    delete_delivered: bool
+
+    __repr__ = secret_repr
+
+
+def pop3_run(
+    host: str,
+    port: int,
+    *,
+    user: str,
+    password: str,
+    checks: Sequence[str] | None,
+    timeout: float,
+    pause: float,
+    tls_context: ssl.SSLContext | None,
+    deliver_via: tuple[str, int] | None,
+    deliver_to: str | None,
+    deliver_user: str | None,
+    deliver_password: str | None,
+    deliver_wait: float,
+    delete_delivered: bool,
+) -> POP3Run:
+    """The run :func:`check_pop3_server` describes, its arguments checked: the
+    ``ValueError`` and ``TypeError`` it documents come from here, before any
+    connection."""
     checked_host(host)
     for what, word in (("user", user), ("password", password)):
         if not isinstance(word, str) or not word or any(c in word for c in "\r\n\0"):
             raise ValueError(f"{what} must be a non-empty str without CR, LF or NUL")
     check_run_arguments(port, timeout, pause, checks)
     names = selected(POP3_CHECKS, checks)
-    delivery = _delivery(
-        deliver_via, deliver_to or user, deliver_user, deliver_password, deliver_wait, names
-    )
-    if delivery is not None:
+    if deliver_via is None:
+        _no_delivery_options(checks, deliver_to, deliver_user, deliver_password, delete_delivered)
+        delivery = None
+    else:
+        delivery = _delivery(
+            deliver_via, deliver_to or user, deliver_user, deliver_password, deliver_wait, names
+        )
         delivery.tls_context, delivery.timeout = tls_context, timeout
+    return POP3Run(
+        host,
+        port,
+        user,
+        password,
+        tuple(names),
+        timeout,
+        pause,
+        tls_context,
+        delivery,
+        delete_delivered,
+    )
+
+
+def run_pop3_checks(run: POP3Run) -> CheckReport:
+    """Run the checked ``run``; :class:`ServerUnreachable` when its first connection fails."""
     results: list[CheckResult] = []
     reached = False  # a check skipped before connecting (no delivery asked) reached nothing
-    for name in names:
-        probe = POP3Probe(host, port, user, password, timeout, pause, tls_context)
-        probe.delivery = delivery
+    for name in run.names:
+        probe = POP3Probe(
+            run.host, run.port, run.user, run.password, run.timeout, run.pause, run.tls_context
+        )
+        probe.delivery = run.delivery
         result = run_one(name, POP3_CHECKS[name], probe, first=not reached)
         reached = reached or bool(probe.clients)
         results.append(probe.hide_credentials(result))
-    notes = _delivery_notes(delivery, delete_delivered, host, port, user, password)
-    return CheckReport(host_port(host, port), tuple(results), notes)
+    notes = _delivery_notes(run)
+    return CheckReport(host_port(run.host, run.port), tuple(results), notes)
+
+
+def _no_delivery_options(
+    checks: Sequence[str] | None,
+    deliver_to: str | None,
+    deliver_user: str | None,
+    deliver_password: str | None,
+    delete_delivered: bool,
+) -> None:
+    """Refuse what asks for a delivery without ``deliver_via``: it would be ignored, and
+    ``delivered-intact`` asked by name would skip without a connection."""
+    given = {
+        "delivered-intact in checks": checks is not None and "delivered-intact" in checks,
+        "deliver_to": deliver_to is not None,
+        "deliver_user": deliver_user is not None,
+        "deliver_password": deliver_password is not None,
+        "delete_delivered": delete_delivered,
+    }
+    asked = [what for what, present in given.items() if present]
+    if asked:
+        raise ValueError(f"{', '.join(asked)} needs deliver_via (--deliver-via HOST:PORT)")
 
 
 def _delivery(
-    via: tuple[str, int] | None,
+    via: tuple[str, int],
     recipient: str,
     user: str | None,
     password: str | None,
     wait: float,
     names: Sequence[str],
-) -> Delivery | None:
-    """The delivery asked for, its arguments checked, or None."""
-    if via is None:
-        return None
+) -> Delivery:
+    """The delivery asked for, its arguments checked."""
     if "delivered-intact" not in names:
         raise ValueError("deliver_via is for the delivered-intact check, which checks leave out")
     smtp_host, smtp_port = via
     checked_host(smtp_host)
     check_run_arguments(smtp_port, 1.0, 0.0, None)
-    if not math.isfinite(wait) or wait < 0:
-        raise ValueError(f"deliver_wait must be zero or more seconds, not {wait!r}")
-    try:
-        return Delivery(smtp_host, smtp_port, recipient, user, password, wait=wait)
-    except ValueError as exc:
-        raise ValueError(f"deliver_to {recipient!r} is no mailbox to deliver to: {exc}") from None
+    if not math.isfinite(wait) or not 0 <= wait <= MAX_WAIT:
+        raise ValueError(f"deliver_wait must be from 0 to {MAX_WAIT:g} seconds, not {wait!r}")
+    return Delivery(smtp_host, smtp_port, recipient, user, password, wait=wait)
 
 
-def _delivery_notes(
-    delivery: Delivery | None,
-    delete: bool,
-    host: str,
-    port: int,
-    user: str,
-    password: str,
-) -> tuple[str, ...]:
+def _delivery_notes(run: POP3Run) -> tuple[str, ...]:
     """What the report says of the test messages: left in the mailbox, or deleted."""
+    delivery = run.delivery
     if delivery is None or not delivery.messages:
         return ()
     markers = f"{MARKER_FIELD.decode()}: {delivery.run}.*"
-    if not delete:
+    if not run.delete_delivered:
         return (
             f"{len(delivery.messages)} delivered test messages ({markers}) were left in the "
             "mailbox; pass delete_delivered (--delete-delivered) to delete them",
         )
-    probe = POP3Probe(host, port, user, password, delivery.timeout)
+    probe = POP3Probe(run.host, run.port, run.user, run.password, delivery.timeout)
     probe.delivery = delivery
-    outcome = run_one("delete-delivered", lambda p: delete_delivered(p, delivery.uids), probe)
+    outcome = run_one("delete-delivered", lambda p: delete_delivered(p, delivery), probe)
     return (probe.hide_credentials(outcome).summary,)
