@@ -365,8 +365,41 @@ def test_only_the_password_standing_as_a_word_is_hidden(
     hidden = POP3Probe("127.0.0.1", 110, USER, password).hide_credentials(result)
     assert hidden.summary == result.summary
     assert not stands_as_word(password.encode(), b"".join(e.data for e in hidden.transcript))
-    if not stands_as_word(password.encode(), stream):
+    if password.encode() not in stream:
         assert hidden.transcript == transcript
+
+
+def long_forms(user: str, password: str) -> list[bytes]:
+    """The credential forms long enough to be hidden wherever they appear."""
+    return [form for form in credential_forms(user, password) if len(form) >= _hiding.UNAMBIGUOUS]
+
+
+@given(
+    st.data(),
+    st.text(min_size=1, max_size=24).filter(lambda p: "hidden" not in p),
+    st.text(max_size=12),
+    st.text(max_size=12),
+)
+def test_a_long_credential_form_is_hidden_wherever_it_appears(
+    data: st.DataObject, password: str, before: str, after: str
+) -> None:
+    """A form of :data:`~smtpcore.testing._hiding.UNAMBIGUOUS` octets or more is hidden in
+    a summary whatever stands next to it (``(<base64>),``, ``<password>:``), as the repr of
+    the server's bytes writes it and as the text a reply was decoded to (UTF-8 or Latin-1),
+    and in the server's reads however they are cut."""
+    forms = long_forms("bob", password)
+    form = data.draw(st.sampled_from(forms)) if forms else b"c210cC1TZWNyZXQtNDI="
+    secrets = credential_forms("bob", password) if forms else [form]
+    quoted = f"{before}{form!r}{after}"
+    for text in (quoted, f"{before}{form.decode('utf-8')}{after}"):
+        hidden = _hiding.hide_in_text(text, secrets, b"<hidden>")
+        assert form.decode("utf-8") not in hidden and repr(form)[2:-1] not in hidden, hidden
+    latin = _hiding.hide_in_text(f"{before}{form.decode('latin-1')}{after}", secrets, b"<h>")
+    assert form.decode("latin-1") not in latin, latin
+    stream = before.encode() + form + after.encode()
+    transcript = tuple(Exchange("server", piece) for piece in data.draw(sst.chunkings(stream)))
+    reads = _hiding.hide_in_server_reads(transcript, secrets, b"<hidden>")
+    assert form not in b"".join(entry.data for entry in reads)
 
 
 @pytest.mark.parametrize("password", SHORT_PASSWORDS)

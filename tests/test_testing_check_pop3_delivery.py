@@ -483,8 +483,14 @@ class EchoesRefusedAuth:
     """An SMTP server that offers AUTH after STARTTLS and quotes back the AUTH data it
     refuses (PLAIN's initial response, or LOGIN's two answers)."""
 
-    def __init__(self, context: ssl.SSLContext, mechanism: bytes) -> None:
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        mechanism: bytes,
+        refusal: Callable[[bytes, bytes], bytes] | None = None,
+    ) -> None:
         self.context, self.mechanism = context, mechanism
+        self.refusal = refusal or (lambda password, user: password + b" for " + user)
 
     def __call__(self, sock: socket.socket, stop: threading.Event) -> None:
         reader = sock.makefile("rb")
@@ -494,7 +500,8 @@ class EchoesRefusedAuth:
             words = reader.readline().split()
             verb = words[0].upper() if words else b""
             if verb == b"EHLO":
-                offer = b"250 AUTH " + self.mechanism if tls else b"250 STARTTLS"
+                offer = b"250-ENHANCEDSTATUSCODES\r\n250 AUTH " if tls else b"250 STARTTLS"
+                offer += self.mechanism if tls else b""
                 sock.sendall(b"250-mx.test\r\n" + offer + b"\r\n")
             elif verb == b"STARTTLS" and not tls:
                 sock.sendall(b"220 go ahead\r\n")
@@ -507,7 +514,7 @@ class EchoesRefusedAuth:
                 user = reader.readline().strip()
                 sock.sendall(b"334 UGFzc3dvcmQ6\r\n")
                 password = reader.readline().strip()
-                sock.sendall(b"535 5.7.8 refused: " + password + b" for " + user + b"\r\n")
+                sock.sendall(b"535 5.7.8 refused: " + self.refusal(password, user) + b"\r\n")
             elif verb in (b"QUIT", b""):
                 sock.sendall(b"221 bye\r\n")
                 return
@@ -542,6 +549,50 @@ def test_the_smtp_password_is_hidden_in_every_form_a_server_quotes(
     assert report["delivered-intact"].outcome is Outcome.FAILED, text
     assert "535" in text and "<hidden>" in text, text
     for form in credential_forms("bob", SMTP_PASSWORD):
+        assert form.decode() not in text, (form, text)
+
+
+QUOTED_AS_TEXT = {
+    "decoded": lambda password, user: base64.b64decode(password) + b" for " + base64.b64decode(user),
+    "next to punctuation": lambda password, user: (
+        b"(" + password + b"), " + base64.b64decode(password) + b": bad"
+    ),
+}
+
+
+@pytest.mark.parametrize("smtp_password", [SMTP_PASSWORD, "p\u00e4ssw\u00f6rd-42"])
+@pytest.mark.parametrize("quoting", sorted(QUOTED_AS_TEXT))
+def test_a_refused_smtp_login_shows_its_code_and_status_never_its_text(
+    tls: TLSFiles, quoting: str, smtp_password: str
+) -> None:
+    """A server quoting the LOGIN password decoded (a non-ASCII one as the text it was
+    typed as) or next to punctuation: the failure says 535 5.7.8 and nothing after it."""
+    refusal = QUOTED_AS_TEXT[quoting]
+    with (
+        serve_pop3(SmallPOP3, Mailbox(list(KEPT))) as (host, port),
+        raw_server(
+            EchoesRefusedAuth(tls.server_context, b"LOGIN", refusal), socket_timeout=5
+        ) as smtp,
+    ):
+        report = check_pop3_server(
+            host,
+            port,
+            user=USER,
+            password=PASSWORD,
+            timeout=3.0,
+            checks=["delivered-intact"],
+            deliver_via=smtp,
+            deliver_to=MAILBOX,
+            deliver_user="bob",
+            deliver_password=smtp_password,
+        )
+    text = report.format()
+    summary = report["delivered-intact"].summary
+    assert report["delivered-intact"].outcome is Outcome.FAILED, text
+    assert "refused AUTH as bob: 535 5.7.8 (its text is not shown" in summary, summary
+    assert "refused:" not in summary, summary
+    assert smtp_password not in text, text
+    for form in credential_forms("bob", smtp_password):
         assert form.decode() not in text, (form, text)
 
 

@@ -26,7 +26,12 @@ from smtpcore._errors import ProtocolError
 from smtpcore._ip import host_port
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.address import parse_mailbox
-from smtpcore.sync import AuthenticationNotAvailable, SMTPClient, SMTPError
+from smtpcore.sync import (
+    AuthenticationError,
+    AuthenticationNotAvailable,
+    SMTPClient,
+    SMTPError,
+)
 from smtpcore.testing._battery import insecure_context
 from smtpcore.testing._hiding import credential_forms
 
@@ -205,6 +210,16 @@ class Delivery:
             "--deliver-user where it takes the mail without AUTH"
         )
 
+    def _login_refused(self, exc: AuthenticationError) -> str:
+        """The AUTH refusal by its reply code and enhanced status only: the text after
+        AUTH is where a server quotes the credentials it refused (RFC 4954 §6 gives
+        535 5.7.8 its meaning without the text), in forms the battery cannot all foresee."""
+        status = f" {exc.status}" if exc.status is not None else ""
+        return (
+            f"the SMTP server {host_port(self.host, self.port)} refused AUTH as "
+            f"{self.user}: {exc.code}{status} (its text is not shown: it may quote the password)"
+        )
+
     def submit(self) -> list[DeliveredMessage]:
         """Submit the run's messages in one SMTP session; returns them, and keeps them
         in :attr:`messages`. Raises :class:`DeliveryFailed` saying why, never with
@@ -227,6 +242,8 @@ class Delivery:
                     self.messages.append(message)
         except AuthenticationNotAvailable as exc:
             raise DeliveryFailed(self._no_login(exc)) from None
+        except AuthenticationError as exc:
+            raise DeliveryFailed(self._login_refused(exc)) from None
         except (SMTPError, ProtocolError, OSError, ValueError) as exc:
             raise DeliveryFailed(
                 f"delivering the test messages over SMTP to {host_port(self.host, self.port)} "
