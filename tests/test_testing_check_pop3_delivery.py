@@ -34,6 +34,7 @@ from broken_pop3_servers import (
     SessionUidl,
     SmallPOP3,
     UidIsNumber,
+    multi,
     serve_pop3,
 )
 from broken_servers import raw_server
@@ -414,9 +415,66 @@ def test_the_delete_note_counts_every_message_delivered_and_says_how_to_find_the
     run = report["delivered-intact"].summary  # the note names the run's marker
     (note,) = report.notes
     assert note.startswith("none of the 2 delivered test messages was deleted; 2 left"), note
-    assert "(not found)" in note and "UIDL" not in note, note
+    assert "(not looked for: the delivery failed)" in note and "UIDL" not in note, note
     assert "X-Smtpcore-Check: " in note and ".*" in note, (note, run)
     assert len(mailbox.messages) == 3
+
+
+class FailsTheDeleteSession(SmallPOP3):
+    """Once ``failing`` is set, fails the delete session its way: a refused login, an
+    unreadable unique-id listing, or QUIT answered twice after it deleted the DELEs."""
+
+    failing: str | None = None
+
+    def do_PASS(self, words: list[str]) -> bytes:
+        if self.failing == "login":
+            return b"-ERR [SYS/TEMP] busy, try later\r\n"
+        return super().do_PASS(words)
+
+    def do_UIDL(self, words: list[str]) -> bytes:
+        if self.failing == "listing" and not words:
+            return multi(b"ids", [b"1 uid-1\r\n", b"x y\r\n"])
+        return super().do_UIDL(words)
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        answer = super().do_QUIT(words)
+        return answer + b"+OK and again\r\n" if self.failing == "quit" else answer
+
+
+@pytest.mark.parametrize(
+    ("failing", "failure"),
+    [
+        ("login", "logging in as 'alice' was refused"),
+        ("listing", "a scan or unique-id listing gave the line"),
+        ("quit", "QUIT got"),
+    ],
+)
+def test_a_failed_delete_session_still_says_how_many_were_left_and_how_to_find_them(
+    failing: str, failure: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = Mailbox(list(KEPT))
+    real = delete_delivered
+
+    def failing_then(probe: POP3Probe, delivery: Delivery) -> str:
+        monkeypatch.setattr(FailsTheDeleteSession, "failing", failing)
+        return real(probe, delivery)
+
+    monkeypatch.setattr(check_pop3_module, "delete_delivered", failing_then)
+    report = _run(
+        FailsTheDeleteSession, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True
+    )
+    assert report.ok, report
+    (note,) = report.notes
+    assert "(the delete session failed: " + failure in note, note
+    assert "give a user and password" not in note, note
+    assert f"'{MARKER_FIELD.decode()}: " in note and ".*'" in note, note
+    if failing == "quit":
+        assert note.startswith("none of the 4 delivered test messages is known to have been"), note
+        assert "4 may be left in the mailbox" in note and "may have been deleted" in note, note
+        assert mailbox.messages == KEPT
+    else:
+        assert note.startswith("none of the 4 delivered test messages was deleted; 4 left"), note
+        assert len(mailbox.messages) == 5 and mailbox.messages[0] == KEPT[0]
 
 
 def test_a_listing_number_past_pythons_int_limit_fails_the_check() -> None:

@@ -27,9 +27,22 @@ from smtpcore.testing._delivery import (
     first_difference,
     marker_of,
 )
-from smtpcore.testing._pop3_probe import POP3Probe, POP3Wire, ask, lines_of, wire_number
+from smtpcore.testing._pop3_probe import (
+    LoginRefused,
+    POP3Probe,
+    POP3Wire,
+    ask,
+    lines_of,
+    wire_number,
+)
 
-__all__ = ["MAX_WAIT", "check_delivered_intact", "delete_delivered", "poll_sleeps"]
+__all__ = [
+    "MAX_WAIT",
+    "check_delivered_intact",
+    "delete_delivered",
+    "failed_deletion_note",
+    "poll_sleeps",
+]
 
 MAX_WAIT: Final = 600.0
 """The longest ``deliver_wait``, in seconds: an MTA that takes longer is not tested."""
@@ -261,9 +274,11 @@ def delete_delivered(probe: POP3Probe, delivery: Delivery) -> str:
     messages; a listing that gives two messages one id, or a TOP that shows another
     message, deletes nothing at all: the session ends without QUIT."""
     if not delivery.uids:
-        why = "UIDL is refused" if delivery.uidl is False else "not found"
-        return _deletion_note(delivery, 0, why)
-    client = probe.session()
+        return _deletion_note(delivery, 0, _why_none_found(delivery))
+    try:
+        client = probe.session()
+    except LoginRefused as exc:  # the same login worked for the checks: no advice
+        raise Failed(exc.refusal) from None
     identities, by_uid = _identities(client)
     numbers = {uid: number for number, uid in identities.items()}
     if not by_uid or len(numbers) != len(identities):
@@ -281,6 +296,25 @@ def delete_delivered(probe: POP3Probe, delivery: Delivery) -> str:
     else:
         probe.end(client)
     return _deletion_note(delivery, deleted, "not found")
+
+
+def _why_none_found(delivery: Delivery) -> str:
+    """Why no delivered message has a unique-id to delete by: the poll never ran (the
+    delivery failed before it), UIDL was refused (RFC 1939 §7 makes it optional), or
+    the poll did not find them."""
+    if delivery.uidl is None:
+        return "not looked for: the delivery failed"
+    return "UIDL is refused" if delivery.uidl is False else "not found"
+
+
+def failed_deletion_note(delivery: Delivery, failure: str, *, quit_sent: bool) -> str:
+    """The note of a delete session that failed (``failure`` its summary): none deleted
+    that the battery knows of, how to find them, and, where its QUIT was sent, that
+    the server may have deleted the ones marked (RFC 1939 §6: the UPDATE state)."""
+    why = f"the delete session failed: {failure}"
+    if quit_sent:
+        why += "; its QUIT was sent, so those marked with DELE may have been deleted"
+    return _deletion_note(delivery, 0, why, known=not quit_sent)
 
 
 def _own_messages(
@@ -303,14 +337,17 @@ def _own_messages(
     return own
 
 
-def _deletion_note(delivery: Delivery, deleted: int, why_left: str) -> str:
-    """How many of every message delivered were deleted; where some were left, why, and
-    the header line that finds them."""
+def _deletion_note(delivery: Delivery, deleted: int, why_left: str, *, known: bool = True) -> str:
+    """How many of every message delivered were deleted (``known``: for certain); where
+    some were left, why, and the header line that finds them."""
     total = len(delivery.messages)
     left = total - deleted
     find = f"find them by their header '{MARKER_FIELD.decode()}: {delivery.run}.*'"
     if deleted:
         note = f"{deleted} of {total} delivered test messages were deleted (DELE, then QUIT)"
-    else:
+    elif known:
         note = f"none of the {total} delivered test messages was deleted"
-    return note + (f"; {left} left in the mailbox ({why_left}): {find}" if left else "")
+    else:
+        note = f"none of the {total} delivered test messages is known to have been deleted"
+    where = "left in the mailbox" if known else "may be left in the mailbox"
+    return note + (f"; {left} {where} ({why_left}): {find}" if left else "")

@@ -113,6 +113,16 @@ class POP3Response:
         return repr(self.status.rstrip(b"\r\n"))[1:]
 
 
+class LoginRefused(Skipped):
+    """The server refused the login: the check is skipped, for wrong credentials say
+    nothing of the server. ``refusal`` is what happened, without the advice the
+    skip gives, which is wrong where the same login worked before."""
+
+    def __init__(self, refusal: str) -> None:
+        super().__init__(f"{refusal}: give a user and password the server takes")
+        self.refusal = refusal
+
+
 def lines_of(text: bytes) -> list[bytes]:
     """``text``'s lines, each with its line end: a line ends at LF alone, where
     ``bytes.splitlines`` would cut at a bare CR too."""
@@ -312,10 +322,7 @@ class POP3Probe:
         deadline = time.monotonic() + self.timeout
         while (answer := self._log_in(client)).ok is False:
             if b"[IN-USE]" not in answer.status.upper() or time.monotonic() > deadline:
-                raise Skipped(
-                    f"logging in as {self.user!r} was refused ({answer}): give a user and "
-                    "password the server takes"
-                )
+                raise LoginRefused(f"logging in as {self.user!r} was refused ({answer})")
             self.abandon(client)
             time.sleep(_LOCK_RETRY)
             client = self.connect()

@@ -36,6 +36,7 @@ from smtpcore.testing._battery import (
     CheckReport,
     CheckResult,
     Failed,
+    Outcome,
     ServerUnreachable,
     Skipped,
     check_run_arguments,
@@ -45,7 +46,12 @@ from smtpcore.testing._battery import (
     unjudged,
 )
 from smtpcore.testing._delivery import MARKER_FIELD, Delivery
-from smtpcore.testing._pop3_delivered import MAX_WAIT, check_delivered_intact, delete_delivered
+from smtpcore.testing._pop3_delivered import (
+    MAX_WAIT,
+    check_delivered_intact,
+    delete_delivered,
+    failed_deletion_note,
+)
 from smtpcore.testing._pop3_probe import (
     HIDDEN,
     POP3Probe,
@@ -1080,5 +1086,12 @@ def _delivery_notes(run: POP3Run) -> tuple[str, ...]:
         )
     probe = POP3Probe(run.host, run.port, run.user, run.password, delivery.timeout)
     probe.delivery = delivery
-    outcome = run_one("delete-delivered", lambda p: delete_delivered(p, delivery), probe)
-    return (probe.hide_credentials(outcome).summary,)
+    outcome = probe.hide_credentials(
+        run_one("delete-delivered", lambda p: delete_delivered(p, delivery), probe)
+    )
+    if outcome.outcome is Outcome.PASSED:
+        return (outcome.summary,)
+    quit_sent = any(
+        entry.side == "client" and b"QUIT\r\n" in entry.data for entry in outcome.transcript
+    )
+    return (failed_deletion_note(delivery, outcome.summary, quit_sent=quit_sent),)
