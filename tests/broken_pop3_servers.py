@@ -494,6 +494,22 @@ class NoStuffingInTopBody(SmallPOP3):
         return multi(b"top", self.stuffed(head + b"\r\n\r\n" + b"".join(lines[:1])) + lines[1:])
 
 
+class StallsMidRetr(SmallPOP3):
+    """Sends RETR's first lines, the last of them a sentence ending in a period, then
+    nothing for three seconds: a stall, not a last line sent without CRLF."""
+
+    stalling = False
+
+    def do_RETR(self, words: list[str]) -> bytes:
+        self.stalling = True
+        return b"+OK here it comes\r\nSubject: hi\r\n\r\nHello world.\r\n"
+
+    def sent(self, sock: socket.socket, buffer: bytearray) -> None:
+        if self.stalling:
+            time.sleep(3)
+            self.closed = True
+
+
 class UidIsNumber(SmallPOP3):
     """Unique-id = message number: stable only until a message is deleted."""
 

@@ -48,6 +48,7 @@ from broken_pop3_servers import (
     ServesDeleted,
     SessionUidl,
     SmallPOP3,
+    StallsMidRetr,
     StallsOnInjectedPlaintext,
     TricklesRetr,
     UidIsNumber,
@@ -330,6 +331,14 @@ class EchoesInTwoReads(SmallPOP3):
             sock.sendall(echo[:cut])
             time.sleep(0.15)
             sock.sendall(echo[cut:])
+
+
+def test_a_retr_that_stalls_after_a_sentence_is_a_timeout_not_an_unended_last_line() -> None:
+    """A line that ends in a period looks like a last line sent without CRLF before the
+    terminator; without the message's known body nothing tells them apart."""
+    result = run_check(StallsMidRetr, "dot-stuffing", timeout=1.0)
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == "no whole reply came within 1 s where one was due", result.summary
 
 
 def test_a_password_echoed_across_two_reads_is_hidden_in_both() -> None:

@@ -31,6 +31,7 @@ from smtpcore.testing._pop3_probe import (
     LoginRefused,
     POP3Probe,
     POP3Wire,
+    StalledResponse,
     ask,
     lines_of,
     wire_number,
@@ -192,6 +193,17 @@ def _from_marker(content: bytes, message: DeliveredMessage) -> bytes | None:
     return content[at:] if at >= 0 else None
 
 
+def _sent_unended(partial: bytes, message: DeliveredMessage, expected: bytes) -> bool:
+    """Whether a response that stalled is the whole of ``message``, ``expected`` its
+    body, but for the CRLF of its last line: the ``.CRLF`` meant as the terminator
+    came right after the last line's text (RFC 1939 §3). Only where the body is
+    known can a line that ends in a period be told from that."""
+    if not partial.endswith(b".\r\n"):
+        return False
+    got = _from_marker(partial[:-3] + b"\r\n", message)
+    return got is not None and got.partition(b"\r\n\r\n")[2] == expected
+
+
 def _message_problems(client: POP3Wire, number: int, message: DeliveredMessage) -> list[str]:
     """What RETR, ``TOP n 0`` and TOP of every body line give wrong for ``message``
     (RFC 1939 §3: unstuffed, the lines as stored; §7: TOP gives the header, the blank
@@ -201,7 +213,15 @@ def _message_problems(client: POP3Wire, number: int, message: DeliveredMessage) 
     reads += [(b"TOP %d 0" % number, b""), (b"TOP %d %d" % (number, body_lines), message.body)]
     for command, expected in reads:
         what = f"{command.decode()} ({message.name})"
-        answer = ask(client, command)
+        try:
+            answer = ask(client, command)
+        except StalledResponse as exc:
+            if not _sent_unended(exc.partial.content(), message, expected):
+                raise
+            return [
+                f"{what} stalled after the message's last line, sent with no CRLF before "
+                "the terminating dot line, which so never came alone on its line (RFC 1939 §3)"
+            ]
         if not answer.ok:
             if command.startswith(b"TOP"):
                 unjudged(client, f"{what} got {answer}: TOP was not compared")

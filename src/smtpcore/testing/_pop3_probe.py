@@ -44,9 +44,11 @@ if TYPE_CHECKING:
     from smtpcore.testing._delivery import Delivery
 
 __all__ = [
+    "LoginRefused",
     "POP3Probe",
     "POP3Response",
     "POP3Wire",
+    "StalledResponse",
     "UnsafeQuit",
     "ask",
     "ask_login",
@@ -165,23 +167,19 @@ def read_response(client: WireClient, *, multi_line: bool) -> POP3Response | Non
                 )
             body += line
     except TimeoutError:
-        _unended_last_line(status, body)
-        raise
+        raise StalledResponse(POP3Response(status, bytes(body))) from None
     return POP3Response(status, bytes(body))
 
 
-def _unended_last_line(status: bytes, body: bytearray) -> None:
-    """Fail saying why where a multi-line response stalls after a line that ends in
-    ``.CRLF``: most likely a last line stored without CRLF, sent with the terminating
-    dot line right after it (RFC 1939 §3 ends every line with CRLF before ``.CRLF``),
-    so the terminator never comes alone on its line."""
-    start = body.rfind(b"\n", 0, len(body) - 1) + 1
-    last = bytes(body[start:])
-    if len(last) > len(_TERMINATOR) and last.endswith(_TERMINATOR):
-        raise Failed(
-            f"the multi-line response to {status!r} stalled after the line {last[-40:]!r}: "
-            "a last line with no CRLF before the terminating dot line (RFC 1939 §3)"
-        )
+class StalledResponse(TimeoutError):
+    """A multi-line response whose terminating dot line did not come in time;
+    ``partial`` holds what came. A timeout to every check; only one that knows what
+    the response should hold can tell more (a line that merely ends in a period
+    looks like a last line sent without CRLF before ``.CRLF``, RFC 1939 §3)."""
+
+    def __init__(self, partial: POP3Response) -> None:
+        super().__init__(f"the multi-line response to {partial.status!r} stalled")
+        self.partial = partial
 
 
 def ask(client: WireClient, command: bytes) -> POP3Response:
