@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import contextlib
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -88,10 +89,8 @@ def _text_forms(secret: bytes) -> set[str]:
     carry UTF-8): a non-ASCII password comes back as the text it was typed as."""
     single_quoted = repr(secret + b'"')[2:-2]
     decoded = {secret.decode("latin-1")}
-    try:
+    with contextlib.suppress(UnicodeDecodeError):
         decoded.add(secret.decode("utf-8"))
-    except UnicodeDecodeError:
-        pass
     return {single_quoted, single_quoted.replace("\\'", "'"), *decoded}
 
 
@@ -111,9 +110,10 @@ def _word_in_text(form: str) -> str:
 
 def _words_in_stream(reads: Sequence[bytes], secret: bytes) -> Iterator[tuple[int, int]]:
     """Stream offsets ``(start, end)`` of each ``secret`` in the reads joined, standing
-    as a word where it is shorter than :data:`UNAMBIGUOUS`. Each read is searched with the last ``len(secret)`` octets before
-    it (a match carried over, and the octet that bounds it) and the first octet
-    after it; a match is reported by the read it ends in, so once."""
+    as a word where it is shorter than :data:`UNAMBIGUOUS`. Each read is searched
+    with the last ``len(secret)`` octets before it (a match carried over, and the
+    octet that bounds it) and the first octet after it; a match is reported by the
+    read it ends in, so once."""
     if len(secret) >= UNAMBIGUOUS:
         pattern = re.compile(rb"(?=" + re.escape(secret) + rb")")
     else:
