@@ -9,6 +9,7 @@ an MTA does, which the check must ignore.
 from __future__ import annotations
 
 import base64
+import io
 import itertools
 import os
 import socket
@@ -611,7 +612,9 @@ def test_the_smtp_password_is_hidden_in_every_form_a_server_quotes(
 
 
 QUOTED_AS_TEXT = {
-    "decoded": lambda password, user: base64.b64decode(password) + b" for " + base64.b64decode(user),
+    "decoded": lambda password, user: (
+        base64.b64decode(password) + b" for " + base64.b64decode(user)
+    ),
     "next to punctuation": lambda password, user: (
         b"(" + password + b"), " + base64.b64decode(password) + b": bad"
     ),
@@ -680,24 +683,88 @@ def test_delivery_options_without_deliver_via_are_refused(options: dict[str, obj
         )
 
 
+class FakeTty:
+    """A standard input that is a terminal, so that a password would be prompted for."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def no_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminal without SMTPCORE_PASSWORD, where any password prompt fails the test."""
+    monkeypatch.delenv("SMTPCORE_PASSWORD", raising=False)
+    monkeypatch.setattr("sys.stdin", FakeTty())
+    monkeypatch.setattr("getpass.getpass", lambda *a, **k: pytest.fail("a password prompt"))
+
+
+@pytest.mark.usefixtures("no_prompt")
 @pytest.mark.parametrize(
-    "extra",
+    ("extra", "option"),
     [
-        ["--only", "delivered-intact"],
-        ["--deliver-to", MAILBOX],
-        ["--deliver-user", "bob"],
-        ["--delete-delivered"],
+        (["--only", "delivered-intact"], "--only delivered-intact"),
+        (["--deliver-to", MAILBOX], "--deliver-to"),
+        (["--deliver-user", "bob"], "--deliver-user"),
+        (["--delete-delivered"], "--delete-delivered"),
     ],
 )
 def test_cli_refuses_delivery_options_without_deliver_via(
-    extra: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    extra: list[str], option: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("getpass.getpass", lambda *a, **k: pytest.fail("a password prompt"))
-    argv = ["check-pop3", f"127.0.0.1:{free_port()}", "--user", USER, "--password", PASSWORD]
+    argv = ["check-pop3", f"127.0.0.1:{free_port()}", "--user", USER]
     with pytest.raises(SystemExit) as info:
         main([*argv, "--timeout", "1", *extra])
     assert info.value.code == 2
-    assert "--deliver-via" in capsys.readouterr().err
+    assert f"error: {option} needs --deliver-via HOST:PORT" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("no_prompt")
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--deliver-wait", "601"], "deliver_wait must be from 0 to 600 seconds"),
+        (["--deliver-to", "not a mailbox"], "deliver_to 'not a mailbox' is no mailbox"),
+        (["--only", "number-edges"], "deliver_via is for the delivered-intact check"),
+    ],
+)
+def test_cli_refuses_bad_delivery_options_before_any_password_prompt(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["check-pop3", "127.0.0.1:1", "--user", USER, "--deliver-user", "bob"]
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--deliver-via", "127.0.0.1:1", *extra])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--password", "--deliver-password"])
+def test_cli_refuses_a_password_that_is_not_utf8(
+    option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An argv octet that is not UTF-8 comes as a lone surrogate, which no wire takes."""
+    argv = ["check-pop3", "127.0.0.1:1", "--user", USER, "--password", PASSWORD]
+    argv += ["--deliver-via", "127.0.0.1:1", "--deliver-to", MAILBOX, "--deliver-user", "bob"]
+    argv += ["--deliver-password", "smtp-pw", option, "se\udcffcret"]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert "the password holds an octet that is not UTF-8" in err and "cret" not in err, err
+
+
+def test_a_missing_smtp_password_is_not_sought_in_smtpcore_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SMTPCORE_PASSWORD holds the POP3 user's password, never --deliver-user's."""
+    monkeypatch.setenv("SMTPCORE_PASSWORD", PASSWORD)
+    monkeypatch.setattr("sys.stdin", io.StringIO())
+    argv = ["check-pop3", "127.0.0.1:1", "--user", USER, "--deliver-via", "127.0.0.1:1"]
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--deliver-to", MAILBOX, "--deliver-user", "bob"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert "no password for bob: give --deliver-password-file FILE, or run on a" in err, err
+    assert "SMTPCORE_PASSWORD" not in err, err
 
 
 def test_deliver_wait_is_bounded() -> None:

@@ -205,8 +205,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _login_word(text: str) -> str:
-    if not text or any(c in text for c in "\r\n\0"):
-        raise argparse.ArgumentTypeError(f"{text!r}: give a non-empty word without CR, LF or NUL")
+    if not text or any(c in text for c in "\r\n\0") or not _utf8(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a non-empty UTF-8 word without CR, LF or NUL"
+        )
     return text
 
 
@@ -214,7 +216,20 @@ def _password_word(text: str) -> str:
     """A password that can go on the wire; a refusal never repeats it."""
     if not text or any(c in text for c in "\r\n\0"):
         raise argparse.ArgumentTypeError("the password is empty or holds a CR, LF or NUL")
+    if not _utf8(text):
+        raise argparse.ArgumentTypeError("the password holds an octet that is not UTF-8")
     return text
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` is UTF-8 on the wire: an argument with an octet that is not
+    (a lone surrogate, as Python decodes it from argv) cannot be sent, as PASS or
+    SASL sends a credential in UTF-8 (RFC 4616 §2, RFC 6856 §2)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _add_pop3_parser(commands: Any) -> None:
@@ -390,7 +405,8 @@ def _password(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
 
 def _delivery_needs_via(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse a delivery option without ``--deliver-via`` before any password prompt: it
-    would be ignored, and ``--only delivered-intact`` would skip without a connection."""
+    would be ignored, and ``--only delivered-intact`` would skip without a connection;
+    and a delivery password without ``--deliver-user``, which nothing would send."""
     given = {
         "--only delivered-intact": "delivered-intact" in (args.only or ()),
         "--deliver-to": args.deliver_to is not None,
@@ -402,6 +418,10 @@ def _delivery_needs_via(parser: argparse.ArgumentParser, args: argparse.Namespac
     asked = [option for option, present in given.items() if present]
     if args.deliver_via is None and asked:
         parser.error(f"{', '.join(asked)} needs --deliver-via HOST:PORT")
+    if args.deliver_user is None and (
+        given["--deliver-password"] or given["--deliver-password-file"]
+    ):
+        parser.error("a delivery password needs --deliver-user")
 
 
 def _deliver_password(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
@@ -411,19 +431,39 @@ def _deliver_password(parser: argparse.ArgumentParser, args: argparse.Namespace)
     from smtpcore.server.passwords import read_password
 
     if args.deliver_user is None:
-        if args.deliver_password is not None or args.deliver_password_file is not None:
-            parser.error("a delivery password needs --deliver-user")
         return None
     try:
         secret = read_password(
             given=args.deliver_password,
             password_file=args.deliver_password_file,
             user=args.deliver_user,
-            environ={},
+            environ=None,
         )
         return _password_word(secret)
     except (ConfigError, argparse.ArgumentTypeError) as exc:
         parser.error(str(exc).replace("--password", "--deliver-password"))
+
+
+def _arguments_checked(args: argparse.Namespace) -> None:
+    """Refuse every argument that needs no password before any is read: a user asked
+    for two passwords should not learn only then that --deliver-wait was wrong."""
+    from smtpcore.testing.check_pop3 import check_pop3_arguments
+
+    host, port = args.address
+    try:
+        check_pop3_arguments(
+            host,
+            port,
+            user=args.user,
+            checks=args.only,
+            timeout=args.timeout,
+            pause=0.002,
+            deliver_via=args.deliver_via,
+            deliver_to=args.deliver_to,
+            deliver_wait=args.deliver_wait,
+        )
+    except ValueError as exc:
+        args.own_parser.error(str(exc))
 
 
 def _check_pop3(args: argparse.Namespace, password: str, deliver_password: str | None) -> int:
@@ -465,6 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fuzz(args)
     if args.command == "check-pop3":
         _delivery_needs_via(args.own_parser, args)
+        _arguments_checked(args)
         password = _password(args.own_parser, args)
         return _check_pop3(args, password, _deliver_password(args.own_parser, args))
     return _check(args)

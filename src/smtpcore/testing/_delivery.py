@@ -40,6 +40,7 @@ __all__ = [
     "DeliveredMessage",
     "Delivery",
     "DeliveryFailed",
+    "checked_recipient",
     "first_difference",
     "marker_of",
     "delivery_messages",
@@ -120,6 +121,14 @@ def _submitted(message: DeliveredMessage) -> bytes:
     return message.content
 
 
+def checked_recipient(recipient: str) -> None:
+    """Refuse a ``deliver_to`` that is no mailbox RCPT TO can name (RFC 5321 §4.1.2)."""
+    try:
+        parse_mailbox(recipient)
+    except ValueError as exc:
+        raise ValueError(f"deliver_to {recipient!r} is no mailbox to deliver to: {exc}") from None
+
+
 def marker_of(header: bytes) -> bytes | None:
     """The marker in a message's header section, or None."""
     found = _MARKER_LINE.search(header.partition(b"\r\n\r\n")[0])
@@ -175,12 +184,7 @@ class Delivery:
     def __post_init__(self) -> None:
         if (self.user is None) != (self.password is None):
             raise ValueError("give both deliver_user and deliver_password, or neither")
-        try:
-            parse_mailbox(self.recipient)
-        except ValueError as exc:
-            raise ValueError(
-                f"deliver_to {self.recipient!r} is no mailbox to deliver to: {exc}"
-            ) from None
+        checked_recipient(self.recipient)
 
     @property
     def markers(self) -> set[bytes]:

@@ -45,7 +45,7 @@ from smtpcore.testing._battery import (
     selected,
     unjudged,
 )
-from smtpcore.testing._delivery import MARKER_FIELD, Delivery
+from smtpcore.testing._delivery import MARKER_FIELD, Delivery, checked_recipient
 from smtpcore.testing._pop3_delivered import (
     MAX_WAIT,
     check_delivered_intact,
@@ -989,20 +989,32 @@ def pop3_run(
     """The run :func:`check_pop3_server` describes, its arguments checked: the
     ``ValueError`` and ``TypeError`` it documents come from here, before any
     connection."""
-    checked_host(host)
-    for what, word in (("user", user), ("password", password)):
-        if not isinstance(word, str) or not word or any(c in word for c in "\r\n\0"):
-            raise ValueError(f"{what} must be a non-empty str without CR, LF or NUL")
-    check_run_arguments(port, timeout, pause, checks)
-    names = selected(POP3_CHECKS, checks)
+    _check_word("password", password)
+    names = check_pop3_arguments(
+        host,
+        port,
+        user=user,
+        checks=checks,
+        timeout=timeout,
+        pause=pause,
+        deliver_via=deliver_via,
+        deliver_to=deliver_to,
+        deliver_wait=deliver_wait,
+    )
     if deliver_via is None:
         _no_delivery_options(checks, deliver_to, deliver_user, deliver_password, delete_delivered)
         delivery = None
     else:
-        delivery = _delivery(
-            deliver_via, deliver_to or user, deliver_user, deliver_password, deliver_wait, names
+        delivery = Delivery(
+            deliver_via[0],
+            deliver_via[1],
+            deliver_to or user,
+            deliver_user,
+            deliver_password,
+            wait=deliver_wait,
+            tls_context=tls_context,
+            timeout=timeout,
         )
-        delivery.tls_context, delivery.timeout = tls_context, timeout
     return POP3Run(
         host,
         port,
@@ -1015,6 +1027,36 @@ def pop3_run(
         delivery,
         delete_delivered,
     )
+
+
+def check_pop3_arguments(
+    host: str,
+    port: int,
+    *,
+    user: str,
+    checks: Sequence[str] | None,
+    timeout: float,
+    pause: float,
+    deliver_via: tuple[str, int] | None,
+    deliver_to: str | None,
+    deliver_wait: float,
+) -> list[str]:
+    """The names of the checks to run, once every argument of :func:`pop3_run` that is
+    no password nor a pairing with one is checked: what the CLI refuses before it
+    asks for any password. Raises the ``ValueError`` and ``TypeError`` documented."""
+    checked_host(host)
+    _check_word("user", user)
+    check_run_arguments(port, timeout, pause, checks)
+    names = selected(POP3_CHECKS, checks)
+    if deliver_via is not None:
+        _check_delivery_target(deliver_via, deliver_to or user, deliver_wait, names)
+    return names
+
+
+def _check_word(what: str, word: object) -> None:
+    """A user or password that can go on the wire as one argument (RFC 1939 §3)."""
+    if not isinstance(word, str) or not word or any(c in word for c in "\r\n\0"):
+        raise ValueError(f"{what} must be a non-empty str without CR, LF or NUL")
 
 
 def run_pop3_checks(run: POP3Run) -> CheckReport:
@@ -1054,15 +1096,11 @@ def _no_delivery_options(
         raise ValueError(f"{', '.join(asked)} needs deliver_via (--deliver-via HOST:PORT)")
 
 
-def _delivery(
-    via: tuple[str, int],
-    recipient: str,
-    user: str | None,
-    password: str | None,
-    wait: float,
-    names: Sequence[str],
-) -> Delivery:
-    """The delivery asked for, its arguments checked."""
+def _check_delivery_target(
+    via: tuple[str, int], recipient: str, wait: float, names: Sequence[str]
+) -> None:
+    """Where and for how long the delivery goes, checked: the SMTP host and port, the
+    recipient a mailbox (RFC 5321 §4.1.2), the wait bounded, delivered-intact run."""
     if "delivered-intact" not in names:
         raise ValueError("deliver_via is for the delivered-intact check, which checks leave out")
     smtp_host, smtp_port = via
@@ -1070,7 +1108,7 @@ def _delivery(
     check_run_arguments(smtp_port, 1.0, 0.0, None)
     if not math.isfinite(wait) or not 0 <= wait <= MAX_WAIT:
         raise ValueError(f"deliver_wait must be from 0 to {MAX_WAIT:g} seconds, not {wait!r}")
-    return Delivery(smtp_host, smtp_port, recipient, user, password, wait=wait)
+    checked_recipient(recipient)
 
 
 def _delivery_notes(run: POP3Run) -> tuple[str, ...]:
