@@ -27,6 +27,7 @@ import smtpcore.testing.check_pop3 as check_pop3_module
 from broken_pop3_servers import (
     PASSWORD,
     USER,
+    DeletesRetrieved,
     HugeUidlNumber,
     Mailbox,
     NoStuffing,
@@ -374,6 +375,87 @@ def test_mail_changed_between_sessions_is_never_deleted(
     if ours:
         assert f"{len(ours)} left in the mailbox" in note, note
         assert f"{MARKER_FIELD.decode()}: " in note and ".*" in note, note
+
+
+class DeletesRetrievedByNumber(DeletesRetrieved, UidIsNumber):
+    """A delete-after-download server (QUIT deletes what TOP or RETR sent) whose
+    unique-ids are the message numbers: a TOP too many, or a QUIT after a TOP that
+    showed the user's mail, deletes the user's mail."""
+
+
+def _user_mail_changed(change: str, messages: list[bytes]) -> None:
+    """The user's mail as it changes between delivered-intact and the delete session:
+    the first message taken and new mail after the test messages, or new mail listed
+    before them (a server that lists by date), so that a number names the user's mail."""
+    if change == "taken, new after":
+        del messages[0]
+        messages.append(NEW_MAIL)
+    elif change == "new before":
+        messages.insert(2, NEW_MAIL)
+
+
+@pytest.mark.parametrize("change", ["none", "taken, new after", "new before"])
+def test_a_delete_after_download_server_keeps_the_users_mail(
+    change: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delete session TOPs only the candidates, and ends without QUIT where a TOP
+    shows another message: QUIT deletes every message TOP sent on this server."""
+    mailbox = Mailbox([b"Subject: one\r\n\r\n1\r\n", b"Subject: two\r\n\r\n2\r\n"])
+    real = delete_delivered
+
+    def after_a_change(probe: POP3Probe, delivery: Delivery) -> str:
+        with mailbox.lock:
+            _user_mail_changed(change, mailbox.messages)
+        return real(probe, delivery)
+
+    kept = list(mailbox.messages)
+    _user_mail_changed(change, kept)
+    monkeypatch.setattr(check_pop3_module, "delete_delivered", after_a_change)
+    report = _run(
+        DeletesRetrievedByNumber, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True
+    )
+    assert report["delivered-intact"].outcome is Outcome.PASSED, report
+    assert [m for m in mailbox.messages if MARKER_FIELD not in m] == kept, mailbox.messages
+    (note,) = report.notes
+    if change == "none":
+        assert note == "4 of 4 delivered test messages were deleted (DELE, then QUIT)", note
+    else:
+        assert "none of the 4" in note and "now names another message" in note, note
+
+
+class RenumbersWithoutUidl(NoUidl):
+    """No UIDL; the first look for the delivered messages does not see the last one, and
+    before the second the user's client has taken the first message: every number
+    then names the message after the one it named."""
+
+    looks = 0
+
+    def do_PASS(self, words: list[str]) -> bytes:
+        answer = super().do_PASS(words)
+        if answer.startswith(b"+OK"):
+            RenumbersWithoutUidl.looks += 1
+            if self.looks == 3:
+                with self.mailbox.lock:
+                    del self.mailbox.messages[0]
+        return answer
+
+    def listed(self) -> list[int]:
+        listed = super().listed()
+        return listed[:-1] if self.looks == 2 else listed
+
+    def message(self, word: str) -> int | None:
+        number = super().message(word)
+        return number if number in self.listed() else None
+
+
+def test_without_uidl_each_look_reads_the_markers_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message number names a message in one session only (RFC 1939 §5): a marker
+    read in one look must not be taken for the message that number names in the next."""
+    monkeypatch.setattr(RenumbersWithoutUidl, "looks", 0)
+    mailbox = Mailbox(list(KEPT))
+    report = _run(RenumbersWithoutUidl, mailbox, DeliversTo(into_mailbox(mailbox)))
+    assert RenumbersWithoutUidl.looks >= 3, RenumbersWithoutUidl.looks
+    assert report["delivered-intact"].outcome is Outcome.PASSED, report
 
 
 def test_the_delete_session_deletes_nothing_where_uidl_repeats_an_id(
