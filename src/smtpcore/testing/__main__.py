@@ -275,8 +275,9 @@ def _add_delivery_options(check: argparse.ArgumentParser) -> None:
     """The options of ``delivered-intact``: where to submit its test messages over SMTP."""
     deliver = check.add_argument_group(
         "delivery over SMTP",
-        "Submit test messages (dot lines, a last line without CRLF, 998-octet lines, 8-bit "
-        "octets) over SMTP before the checks; delivered-intact compares what POP3 gives back.",
+        "Submit test messages (dot lines, a last line the SMTP client ends, 998-octet lines, "
+        "8-bit octets) over SMTP before the checks; delivered-intact compares what POP3 gives "
+        "back.",
     )
     deliver.add_argument(
         "--deliver-via",

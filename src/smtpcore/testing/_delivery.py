@@ -4,8 +4,11 @@ A user testing their own POP3 server need not load its maildrop by hand:
 given an SMTP server that delivers into the same mailbox, the battery
 submits a few messages, each built around one thing POP3 servers get wrong
 in RETR and TOP (RFC 1939 §3: a line that is a lone dot, lines that start
-with ``..`` or ``.x``, a last line without CRLF, a 998-octet line, 8-bit
-octets), with smtpcore's own public client (:mod:`smtpcore.sync`).
+with ``..`` or ``.x``, a 998-octet line, 8-bit octets), and one whose last
+line is submitted without CRLF, which the SMTP client ends (RFC 5321
+§4.1.1.4): that tests the MTA stores the last line ended and POP3 serves it
+whole, not a last line stored unended, which submission with DATA cannot
+make. The client is smtpcore's own public one (:mod:`smtpcore.sync`).
 
 Each message starts with a marker header, ``X-Smtpcore-Check: <run>.<name>``,
 unique to the run, so that the battery finds its messages among the user's
@@ -77,8 +80,9 @@ _BODIES: Final[dict[str, bytes]] = {
     "long-line": b"y" * 998 + b"\r\n." + b"z" * 997 + b"\r\nafter the long lines\r\n",
 }
 """What each message's body exercises, by name: stuffing (a lone dot, ``..``, ``.x``, a
-lone dot as the last line), a last line without CRLF (SMTP adds one, RFC 5321
-§4.1.1.4), the longest line SMTP carries (998 octets, §4.5.3.1.6), once with a dot."""
+lone dot as the last line), a last line submitted without CRLF, which the client
+ends (RFC 5321 §4.1.1.4), so that it is stored and served whole, the longest line
+SMTP carries (998 octets, §4.5.3.1.6), once with a dot."""
 
 _EIGHT_BIT_BODY: Final = (
     "caf\u00e9, na\u00efve, \u00fcber\r\n".encode() + bytes(range(0x80, 0x100)) + b"\r\n"

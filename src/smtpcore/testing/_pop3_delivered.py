@@ -243,8 +243,8 @@ def check_delivered_intact(probe: POP3Probe) -> str:
 
     Skipped unless a delivery was asked for (``deliver_via``). The test
     messages (a lone dot line, ``..`` and ``.x`` lines, a last line submitted
-    without CRLF, 998-octet lines, 8-bit octets where the SMTP server offers
-    8BITMIME) are submitted, awaited, and each one's body must come back
+    without CRLF, which the SMTP client ends, 998-octet lines, 8-bit octets where
+    the SMTP server offers 8BITMIME) are submitted, awaited, and each one's body must come back
     octet for octet, and each header line sent must be in its header. The
     messages stay in the mailbox (see :func:`delete_delivered`).
     """
