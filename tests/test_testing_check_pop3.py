@@ -277,6 +277,31 @@ def test_an_auth_plain_login_is_hidden_in_transcripts() -> None:
     assert "C: b'AUTH PLAIN <hidden>\\r\\n'" in result.transcript_text(), result
 
 
+class QuotesTheRefusedLogin(SmallPOP3):
+    """Refuses every PASS and AUTH quoting what it was given in parentheses, where a
+    short password stands as no word, after the registered code ``[AUTH]``."""
+
+    def do_PASS(self, words: list[str]) -> bytes:
+        return b"-ERR [AUTH] bad password (" + " ".join(words).encode() + b")\r\n"
+
+    def do_AUTH(self, words: list[str]) -> bytes:
+        return b"-ERR [AUTH] bad (" + " ".join(words).encode() + b")\r\n"
+
+
+@pytest.mark.parametrize("password", ["pw-123", "OK", "a-much-longer-password"])
+def test_a_refused_login_shows_its_status_and_code_never_its_text(password: str) -> None:
+    """The reply to PASS or AUTH may quote the password in any form: the summary shows
+    its status and registered response code only (RFC 2449 §8.1)."""
+    with serve_pop3(QuotesTheRefusedLogin, Mailbox(list(MESSAGES))) as (host, port):
+        report = check_pop3_server(
+            host, port, user=USER, password=password, timeout=TIMEOUT, checks=["uidl"]
+        )
+    result = report["uidl"]
+    assert result.outcome is Outcome.SKIPPED, result
+    assert "was refused ('-ERR [AUTH]'; its text is not shown" in result.summary, result
+    assert f"({password})" not in report.format(), report.format()
+
+
 class EchoesWhatItRefuses(SmallPOP3):
     """Says back every line it refuses, credentials too (``-ERR refused: PASS ...``), as
     many servers do."""

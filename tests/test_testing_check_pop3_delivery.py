@@ -629,8 +629,9 @@ class EchoesRefusedAuth:
         context: ssl.SSLContext,
         mechanism: bytes,
         refusal: Callable[[bytes, bytes], bytes] | None = None,
+        reply: bytes = b"535 5.7.8",
     ) -> None:
-        self.context, self.mechanism = context, mechanism
+        self.context, self.mechanism, self.reply = context, mechanism, reply
         self.refusal = refusal or (lambda password, user: password + b" for " + user)
 
     def __call__(self, sock: socket.socket, stop: threading.Event) -> None:
@@ -655,7 +656,10 @@ class EchoesRefusedAuth:
                 user = reader.readline().strip()
                 sock.sendall(b"334 UGFzc3dvcmQ6\r\n")
                 password = reader.readline().strip()
-                sock.sendall(b"535 5.7.8 refused: " + self.refusal(password, user) + b"\r\n")
+                refusal = self.refusal(password, user)
+                sock.sendall(self.reply + b" refused: " + refusal + b"\r\n")
+                if self.reply.startswith(b"421"):  # closes the session (RFC 5321 §3.8)
+                    return
             elif verb in (b"QUIT", b""):
                 sock.sendall(b"221 bye\r\n")
                 return
@@ -703,18 +707,21 @@ QUOTED_AS_TEXT = {
 }
 
 
-@pytest.mark.parametrize("smtp_password", [SMTP_PASSWORD, "p\u00e4ssw\u00f6rd-42"])
+@pytest.mark.parametrize("reply", [b"535 5.7.8", b"421 4.7.0"])
+@pytest.mark.parametrize("smtp_password", [SMTP_PASSWORD, "p\u00e4ssw\u00f6rd-42", "pw-123"])
 @pytest.mark.parametrize("quoting", sorted(QUOTED_AS_TEXT))
 def test_a_refused_smtp_login_shows_its_code_and_status_never_its_text(
-    tls: TLSFiles, quoting: str, smtp_password: str
+    tls: TLSFiles, quoting: str, smtp_password: str, reply: bytes
 ) -> None:
     """A server quoting the LOGIN password decoded (a non-ASCII one as the text it was
-    typed as) or next to punctuation: the failure says 535 5.7.8 and nothing after it."""
+    typed as, a short one that is hidden only as a word) or next to punctuation, in a
+    535 or in a 421 that closes the session: the failure says the code and status and
+    nothing after them."""
     refusal = QUOTED_AS_TEXT[quoting]
     with (
         serve_pop3(SmallPOP3, Mailbox(list(KEPT))) as (host, port),
         raw_server(
-            EchoesRefusedAuth(tls.server_context, b"LOGIN", refusal), socket_timeout=5
+            EchoesRefusedAuth(tls.server_context, b"LOGIN", refusal, reply), socket_timeout=5
         ) as smtp,
     ):
         report = check_pop3_server(
@@ -732,7 +739,7 @@ def test_a_refused_smtp_login_shows_its_code_and_status_never_its_text(
     text = report.format()
     summary = report["delivered-intact"].summary
     assert report["delivered-intact"].outcome is Outcome.FAILED, text
-    assert "refused AUTH as bob: 535 5.7.8 (its text is not shown" in summary, summary
+    assert f"refused AUTH as bob: {reply.decode()} (its text is not shown" in summary, summary
     assert "refused:" not in summary, summary
     assert smtp_password not in text, text
     for form in credential_forms("bob", smtp_password):

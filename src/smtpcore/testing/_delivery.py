@@ -30,7 +30,6 @@ from smtpcore._ip import host_port
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.address import parse_mailbox
 from smtpcore.sync import (
-    AuthenticationError,
     AuthenticationNotAvailable,
     SMTPClient,
     SMTPError,
@@ -218,20 +217,46 @@ class Delivery:
             "--deliver-user where it takes the mail without AUTH"
         )
 
-    def _login_refused(self, exc: AuthenticationError) -> str:
-        """The AUTH refusal by its reply code and enhanced status only: the text after
-        AUTH is where a server quotes the credentials it refused (RFC 4954 §6 gives
-        535 5.7.8 its meaning without the text), in forms the battery cannot all foresee."""
-        status = f" {exc.status}" if exc.status is not None else ""
+    def _login_failed(self, exc: Exception) -> str:
+        """Why the AUTH exchange failed, by the reply's code and enhanced status only, or
+        by the kind of failure where there is no reply: whatever ends the exchange (a
+        535, a 421 that closes the session, RFC 5321 §3.8, a lost connection) may
+        quote the credentials just sent (RFC 4954 §6 gives each code its meaning
+        without the text), in forms the battery cannot all foresee."""
+        reply = exc.reply if isinstance(exc, SMTPError) else None
+        if reply is None:
+            how = f"the exchange ended with {type(exc).__name__}"
+        else:
+            how = f"{reply.code}" + (f" {reply.status}" if reply.status is not None else "")
         return (
             f"the SMTP server {host_port(self.host, self.port)} refused AUTH as "
-            f"{self.user}: {exc.code}{status} (its text is not shown: it may quote the password)"
+            f"{self.user}: {how} (its text is not shown: it may quote the password)"
         )
+
+    def _log_in(self, client: SMTPClient) -> None:
+        """AUTH as :attr:`user`, where one is given, as a step of its own: any failure
+        in it is told by :meth:`_login_failed`. Only under TLS, where the server offers
+        STARTTLS: a refused STARTTLS is no reason to send the password in the clear
+        (RFC 3207 §4)."""
+        if self.user is None or self.password is None:
+            return
+        refused = client.starttls_refused
+        if refused is not None:
+            raise DeliveryFailed(
+                f"the SMTP server {host_port(self.host, self.port)} refused STARTTLS "
+                f"({refused}): the battery does not log in without the TLS it offered"
+            )
+        try:
+            client.login(self.user, self.password)
+        except AuthenticationNotAvailable as exc:
+            raise DeliveryFailed(self._no_login(exc)) from None
+        except (SMTPError, ProtocolError, OSError, ValueError) as exc:
+            raise DeliveryFailed(self._login_failed(exc)) from None
 
     def submit(self) -> list[DeliveredMessage]:
         """Submit the run's messages in one SMTP session; returns them, and keeps them
         in :attr:`messages`. Raises :class:`DeliveryFailed` saying why, never with
-        the password."""
+        the password: the login is a step of its own (:meth:`_log_in`)."""
         try:
             with SMTPClient(
                 self.host,
@@ -239,19 +264,14 @@ class Delivery:
                 timeout=self.timeout,
                 hostname=_HELO,
                 ssl_context=self.tls_context or insecure_context(),
-                username=self.user,
-                password=self.password,
                 chunking=False,
             ) as client:
+                self._log_in(client)
                 eight_bit = "8BITMIME" in client.connection.extensions
                 messages = delivery_messages(self.run, self.recipient, eight_bit=eight_bit)
                 for message in messages:
                     client.send_message(_submitted(message), _SENDER, [self.recipient])
                     self.messages.append(message)
-        except AuthenticationNotAvailable as exc:
-            raise DeliveryFailed(self._no_login(exc)) from None
-        except AuthenticationError as exc:
-            raise DeliveryFailed(self._login_refused(exc)) from None
         except (SMTPError, ProtocolError, OSError, ValueError) as exc:
             raise DeliveryFailed(
                 f"delivering the test messages over SMTP to {host_port(self.host, self.port)} "

@@ -74,6 +74,11 @@ _MESSAGE_FREE_VERBS: Final = frozenset(
 """Commands that neither mark a message deleted nor hand one out (RFC 1939 §5-§7)."""
 _MESSAGE_VERB: Final = re.compile(rb"RETR|TOP|DELE", re.IGNORECASE)
 _LINE_ENDS: Final = re.compile(rb"\r\n|\r|\n")
+_STATUS_AND_CODE: Final = re.compile(
+    rb"(?:\+OK|-ERR)(?: \[(?:IN-USE|LOGIN-DELAY|SYS/TEMP|SYS/PERM|AUTH|UTF8)\])?", re.IGNORECASE
+)
+"""A status indicator and a registered response code after it (RFC 2449 §8.1, RFC 3206
+§4, RFC 6856 §3): a code is free text to a server that quotes a password in it."""
 _MAX_PARTIAL: Final = 64 << 10
 HIDDEN: Final = b"<hidden>"
 """What a result shows in place of the password, in whatever form it was sent."""
@@ -113,6 +118,14 @@ class POP3Response:
 
     def __str__(self) -> str:
         return repr(self.status.rstrip(b"\r\n"))[1:]
+
+    def without_text(self) -> str:
+        """The status indicator and the registered extended response code, if any
+        (``-ERR [AUTH]``, RFC 2449 §8), without the text: what a refused login is told by,
+        for a server may quote there the credentials it refused, in forms the
+        battery cannot all foresee (in parentheses, a short password in a word)."""
+        found = _STATUS_AND_CODE.match(self.status)
+        return repr(found.group(0) if found else b"")[1:]
 
 
 class LoginRefused(Skipped):
@@ -320,7 +333,10 @@ class POP3Probe:
         deadline = time.monotonic() + self.timeout
         while (answer := self._log_in(client)).ok is False:
             if b"[IN-USE]" not in answer.status.upper() or time.monotonic() > deadline:
-                raise LoginRefused(f"logging in as {self.user!r} was refused ({answer})")
+                raise LoginRefused(
+                    f"logging in as {self.user!r} was refused ({answer.without_text()}; its "
+                    "text is not shown: it may quote the password)"
+                )
             self.abandon(client)
             time.sleep(_LOCK_RETRY)
             client = self.connect()
