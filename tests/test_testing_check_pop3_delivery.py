@@ -505,9 +505,10 @@ def test_the_delete_note_counts_every_message_delivered_and_says_how_to_find_the
 
 class FailsTheDeleteSession(SmallPOP3):
     """Once ``failing`` is set, fails the delete session its way: a refused login, an
-    unreadable unique-id listing, or QUIT answered twice after it deleted the DELEs."""
+    unreadable unique-id listing, QUIT answered twice after it deleted the DELEs, or
+    UIDL refused, so that no DELE is sent, and QUIT answered twice."""
 
-    failing: str | None = None
+    failing = ""
 
     def do_PASS(self, words: list[str]) -> bytes:
         if self.failing == "login":
@@ -517,11 +518,13 @@ class FailsTheDeleteSession(SmallPOP3):
     def do_UIDL(self, words: list[str]) -> bytes:
         if self.failing == "listing" and not words:
             return multi(b"ids", [b"1 uid-1\r\n", b"x y\r\n"])
+        if self.failing == "no-uidl, quit":
+            return b"-ERR no UIDL today\r\n"
         return super().do_UIDL(words)
 
     def do_QUIT(self, words: list[str]) -> bytes:
         answer = super().do_QUIT(words)
-        return answer + b"+OK and again\r\n" if self.failing == "quit" else answer
+        return answer + b"+OK and again\r\n" if self.failing.endswith("quit") else answer
 
 
 @pytest.mark.parametrize(
@@ -530,6 +533,7 @@ class FailsTheDeleteSession(SmallPOP3):
         ("login", "logging in as 'alice' was refused"),
         ("listing", "a scan or unique-id listing gave the line"),
         ("quit", "QUIT got"),
+        ("no-uidl, quit", "UIDL is refused now, and then QUIT got"),
     ],
 )
 def test_a_failed_delete_session_still_says_how_many_were_left_and_how_to_find_them(
@@ -553,10 +557,12 @@ def test_a_failed_delete_session_still_says_how_many_were_left_and_how_to_find_t
     assert f"'{MARKER_FIELD.decode()}: " in note and ".*'" in note, note
     if failing == "quit":
         assert note.startswith("none of the 4 delivered test messages is known to have been"), note
-        assert "4 may be left in the mailbox" in note and "may have been deleted" in note, note
+        assert "4 may be left in the mailbox" in note, note
+        assert "its QUIT was sent after 4 were marked with DELE, which may be deleted" in note
         assert mailbox.messages == KEPT
     else:
         assert note.startswith("none of the 4 delivered test messages was deleted; 4 left"), note
+        assert "marked with DELE" not in note and "may be" not in note, note
         assert len(mailbox.messages) == 5 and mailbox.messages[0] == KEPT[0]
 
 

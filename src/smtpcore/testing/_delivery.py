@@ -181,6 +181,10 @@ class Delivery:
     uidl: bool | None = None
     """Whether the POP3 server answered UIDL when the messages were sought; None if
     they never were."""
+    marked_before_quit: int = 0
+    """How many test messages the delete session marked with DELE (answered ``+OK``)
+    before it sent QUIT: those a server may have deleted (RFC 1939 §6) even where the
+    session then failed; 0 where no QUIT followed a DELE."""
 
     __repr__ = secret_repr
 

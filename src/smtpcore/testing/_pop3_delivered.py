@@ -302,20 +302,29 @@ def delete_delivered(probe: POP3Probe, delivery: Delivery) -> str:
     identities, by_uid = _identities(client)
     numbers = {uid: number for number, uid in identities.items()}
     if not by_uid or len(numbers) != len(identities):
-        probe.end(client)
         why = "UIDL gives one unique-id to two messages" if by_uid else "UIDL is refused now"
-        return _deletion_note(delivery, 0, why)
+        return _none_deleted(probe, client, delivery, why)
     own = _own_messages(client, numbers, delivery.uids)
     if own is None:
-        probe.end(client)
         why = "a unique-id now names another message (RFC 1939 §7)"
-        return _deletion_note(delivery, 0, why)
+        return _none_deleted(probe, client, delivery, why)
     deleted = sum(ask(client, b"DELE %d" % number).ok for number in own)
-    if deleted:
-        probe.quit_after_own_deletions(client)
-    else:
-        probe.end(client)
+    if not deleted:
+        return _none_deleted(probe, client, delivery, "not found")
+    delivery.marked_before_quit = deleted
+    probe.quit_after_own_deletions(client)
     return _deletion_note(delivery, deleted, "not found")
+
+
+def _none_deleted(probe: POP3Probe, client: POP3Wire, delivery: Delivery, why: str) -> str:
+    """End a delete session that marked nothing, and say why none was deleted; where
+    ending it fails, the failure keeps that reason: its QUIT, if sent, deleted nothing
+    (RFC 1939 §6)."""
+    try:
+        probe.end(client)
+    except Failed as exc:
+        raise Failed(f"{why}, and then {exc}") from None
+    return _deletion_note(delivery, 0, why)
 
 
 def _why_none_found(delivery: Delivery) -> str:
@@ -327,14 +336,16 @@ def _why_none_found(delivery: Delivery) -> str:
     return "UIDL is refused" if delivery.uidl is False else "not found"
 
 
-def failed_deletion_note(delivery: Delivery, failure: str, *, quit_sent: bool) -> str:
+def failed_deletion_note(delivery: Delivery, failure: str) -> str:
     """The note of a delete session that failed (``failure`` its summary): none deleted
-    that the battery knows of, how to find them, and, where its QUIT was sent, that
-    the server may have deleted the ones marked (RFC 1939 §6: the UPDATE state)."""
+    that the battery knows of, how to find them, and, where its QUIT followed DELEs
+    answered ``+OK`` (:attr:`~Delivery.marked_before_quit`), that the server may have
+    deleted those (RFC 1939 §6: the UPDATE state). A QUIT after no DELE deletes none."""
+    marked = delivery.marked_before_quit
     why = f"the delete session failed: {failure}"
-    if quit_sent:
-        why += "; its QUIT was sent, so those marked with DELE may have been deleted"
-    return _deletion_note(delivery, 0, why, known=not quit_sent)
+    if marked:
+        why += f"; its QUIT was sent after {marked} were marked with DELE, which may be deleted"
+    return _deletion_note(delivery, 0, why, known=not marked)
 
 
 def _own_messages(

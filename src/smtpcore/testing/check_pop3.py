@@ -1129,7 +1129,4 @@ def _delivery_notes(run: POP3Run) -> tuple[str, ...]:
     )
     if outcome.outcome is Outcome.PASSED:
         return (outcome.summary,)
-    quit_sent = any(
-        entry.side == "client" and b"QUIT\r\n" in entry.data for entry in outcome.transcript
-    )
-    return (failed_deletion_note(delivery, outcome.summary, quit_sent=quit_sent),)
+    return (failed_deletion_note(delivery, outcome.summary),)
