@@ -778,6 +778,29 @@ def test_delivery_options_without_deliver_via_are_refused(options: dict[str, obj
         )
 
 
+@pytest.mark.parametrize("keyword", ["user", "password", "deliver_user", "deliver_password"])
+def test_a_credential_utf8_cannot_encode_is_refused_before_any_connection(keyword: str) -> None:
+    """A lone surrogate has no UTF-8 octets to send nor to hide: a ValueError naming the
+    argument, before any connection, not a UnicodeEncodeError mid-run."""
+    arguments: dict[str, str] = {
+        "user": USER,
+        "password": PASSWORD,
+        "deliver_user": "bob",
+        "deliver_password": "pw-123",
+    }
+    arguments[keyword] = "pw\udcffsecret"
+    with pytest.raises(ValueError, match=f"^{keyword} must be text that UTF-8 can encode"):
+        check_pop3_server(
+            "127.0.0.1",
+            free_port(),
+            checks=["delivered-intact"],
+            deliver_via=("127.0.0.1", free_port()),
+            deliver_to=MAILBOX,
+            timeout=1.0,
+            **arguments,
+        )
+
+
 class FakeTty:
     """A standard input that is a terminal, so that a password would be prompted for."""
 

@@ -920,8 +920,9 @@ def check_pop3_server(
 
     Raises ``ValueError`` for a host the socket calls cannot take, a port
     outside 1 to 65535, a ``timeout`` that is not a positive number, an
-    unknown check name, a user or password with CR, LF or NUL, which
-    would put commands of the caller's on the wire, a ``deliver_to`` that is
+    unknown check name, a user or password (the delivery's too) with CR, LF
+    or NUL, which would put commands of the caller's on the wire, or that
+    UTF-8 cannot encode (a lone surrogate), a ``deliver_to`` that is
     no mailbox, ``deliver_user`` without ``deliver_password`` or the reverse, a
     ``deliver_wait`` outside 0 to 600 seconds, ``deliver_via`` with ``checks``
     that leave out ``delivered-intact``, or, without ``deliver_via``,
@@ -1005,6 +1006,9 @@ def pop3_run(
         _no_delivery_options(checks, deliver_to, deliver_user, deliver_password, delete_delivered)
         delivery = None
     else:
+        for what, word in (("deliver_user", deliver_user), ("deliver_password", deliver_password)):
+            if word is not None:
+                _check_word(what, word)
         delivery = Delivery(
             deliver_via[0],
             deliver_via[1],
@@ -1054,9 +1058,15 @@ def check_pop3_arguments(
 
 
 def _check_word(what: str, word: object) -> None:
-    """A user or password that can go on the wire as one argument (RFC 1939 §3)."""
+    """A user or password that can go on the wire as one argument (RFC 1939 §3), in
+    UTF-8, as the battery sends it and seeks it to hide it (a lone surrogate has no
+    octets to send)."""
     if not isinstance(word, str) or not word or any(c in word for c in "\r\n\0"):
         raise ValueError(f"{what} must be a non-empty str without CR, LF or NUL")
+    try:
+        word.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} must be text that UTF-8 can encode") from None
 
 
 def run_pop3_checks(run: POP3Run) -> CheckReport:
