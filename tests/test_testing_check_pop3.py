@@ -530,24 +530,38 @@ def test_the_password_is_hidden_in_a_summary_as_a_word_however_a_repr_escapes_it
     assert hidden_summary(summary, b"", password) == shown
 
 
-def test_hiding_does_work_linear_in_the_transcript() -> None:
-    """A 4 MiB stream of ``1 1 1 ...`` with the password ``1`` (a match every other
-    octet) is hidden with the regexes scanning, and the marks covering, a bounded
-    number of octets per octet of the stream: no match rescans the text around it."""
+@pytest.mark.parametrize(
+    ("password", "unit"),
+    [("1", b"1 "), ("aaaaaaaa", b"a"), ("a" * 4000, b"a")],
+    ids=["short-word", "repetitive-8", "repetitive-4000"],
+)
+def test_hiding_does_work_linear_in_the_transcript(password: str, unit: bytes) -> None:
+    """A 4 MiB stream that holds the password at every offset it can (``1 1 1 ...`` with
+    ``1``, ``aaaa...`` with a repetitive long password) is hidden with the regexes
+    scanning, and the marks covering, a bounded number of octets per octet of the
+    stream: no match rescans the text around it, and a long form does not overlap."""
     counted = CountingRe()
     size = 4 * 1024 * 1024
-    stream = b"1 " * (size // 2)
+    stream = unit * (size // len(unit))
     transcript = tuple(Exchange("server", stream[at : at + 4096]) for at in range(0, size, 4096))
     summary = f"got {stream[:80]!r}"
     result = CheckResult("any", Outcome.FAILED, summary, transcript)
+    real_mark = _hiding._mark
+
+    def counting_mark(marks: list[bytearray], starts: list[int], start: int, end: int) -> None:
+        counted.octets += end - start
+        real_mark(marks, starts, start, end)
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_hiding, "re", counted)
-        hidden = POP3Probe("127.0.0.1", 110, USER, "1").hide_credentials(result)
+        patch.setattr(_hiding, "_mark", counting_mark)
+        hidden = POP3Probe("127.0.0.1", 110, USER, password).hide_credentials(result)
     joined = b"".join(entry.data for entry in hidden.transcript)
-    assert joined == b"<hidden> " * (size // 2)
-    assert "1" not in hidden.summary.removeprefix("got b'")
-    forms = len(credential_forms(USER, "1")) + 1  # and the wrong password the battery sends
-    assert 0 < counted.octets <= (forms + 1) * size  # a pass a form, and slack for the summary
+    assert password.encode() not in joined and password not in hidden.summary
+    if unit == b"1 ":
+        assert joined == b"<hidden> " * (size // 2)
+    forms = len(credential_forms(USER, password)) + 1  # and the wrong password the battery sends
+    assert 0 < counted.octets <= (forms + 2) * size  # a pass a form, the marks, the summary
 
 
 class CountingRe:

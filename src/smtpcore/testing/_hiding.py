@@ -12,7 +12,8 @@ of a password of four octets or more) says nothing else, and is hidden
 wherever it appears: a server may quote it in parentheses or before a colon.
 Summaries and notes are text that quotes the server's bytes as reprs, or as
 the text a reply was decoded to, so the credential is sought there in both.
-Both are one pass per credential: no match rescans what is around it.
+Both are one pass per credential: no match rescans what is around it, and a
+long form is matched without overlap.
 """
 
 from __future__ import annotations
@@ -109,35 +110,17 @@ def _word_in_text(form: str) -> str:
 
 
 def _words_in_stream(reads: Sequence[bytes], secret: bytes) -> Iterator[tuple[int, int]]:
-    """Stream offsets ``(start, end)`` of each ``secret`` in the reads joined, standing
-    as a word where it is shorter than :data:`UNAMBIGUOUS`. Each read is searched
-    with the last ``len(secret)`` octets before it (a match carried over, and the
-    octet that bounds it) and the first octet after it; a match is reported by the
-    read it ends in, so once."""
+    """Stream offsets ``(start, end)`` of each ``secret`` in the reads joined (a read
+    may cut it anywhere), standing as a word where it is shorter than
+    :data:`UNAMBIGUOUS`. A longer one is matched without overlap: sought at every
+    offset, a password that repeats itself (``aaaaaaaa``) would be compared and
+    marked whole at each, work that grows with its length times the stream's."""
     if len(secret) >= UNAMBIGUOUS:
-        pattern = re.compile(rb"(?=" + re.escape(secret) + rb")")
+        pattern = re.compile(re.escape(secret))
     else:
         pattern = re.compile(rb"(?<![^ \r\n])(?=" + re.escape(secret) + rb"(?![^ \r\n]))")
-    carry = b""
-    stream_at = 0
-    for data, after in zip(reads, _first_octets_after(reads), strict=True):
-        window = carry + data + after
-        for found in pattern.finditer(window):
-            end = found.start() + len(secret)
-            if len(carry) < end <= len(carry) + len(data):
-                yield stream_at - len(carry) + found.start(), stream_at - len(carry) + end
-        carry = (carry + data)[-len(secret) :]
-        stream_at += len(data)
-
-
-def _first_octets_after(reads: Sequence[bytes]) -> list[bytes]:
-    """For each read, the stream's next octet after it (empty at the end of the stream)."""
-    after = b""
-    following: list[bytes] = []
-    for data in reversed(reads):
-        following.append(after)
-        after = data[:1] or after
-    return following[::-1]
+    for found in pattern.finditer(b"".join(reads)):
+        yield found.start(), found.start() + len(secret)
 
 
 def _stream_offsets(reads: Sequence[bytes]) -> list[int]:
