@@ -16,6 +16,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -56,7 +57,7 @@ from smtpcore.testing.__main__ import main
 from smtpcore.testing._delivery import MARKER_FIELD, Delivery
 from smtpcore.testing._hiding import credential_forms
 from smtpcore.testing._pop3_delivered import delete_delivered, poll_sleeps
-from smtpcore.testing._pop3_probe import POP3Probe
+from smtpcore.testing._pop3_probe import POP3Probe, lines_of
 from smtpcore.testing.check import CheckReport, Outcome
 from smtpcore.testing.check_pop3 import check_pop3_server
 
@@ -317,6 +318,54 @@ def test_messages_delivered_into_dovecots_maildir_come_back_intact() -> None:
     assert report.ok, report
     assert report["delivered-intact"].outcome is Outcome.PASSED, report
     assert KEPT[0] in left and len(left) == 5
+
+
+class StallsAfterAPeriod(SmallPOP3):
+    """Sends RETR up to the first body line that ends in a period (the dot-lines
+    message's lone dot, stuffed), then nothing for two seconds: a stall in the middle
+    of the message, which delivered-intact, knowing the body, must not take for a
+    last line sent without CRLF before the terminator."""
+
+    stalling = False
+
+    def do_RETR(self, words: list[str]) -> bytes:
+        answer = super().do_RETR(words)
+        head, blank, body = answer.partition(b"\r\n\r\n")
+        lines = lines_of(body)[:-1]  # the terminating dot line left out
+        cut = next((at for at, line in enumerate(lines) if line.endswith(b".\r\n")), None)
+        if not blank or cut is None:
+            return answer
+        self.stalling = True
+        return head + blank + b"".join(lines[: cut + 1])
+
+    def sent(self, sock: socket.socket, buffer: bytearray) -> None:
+        if self.stalling:
+            time.sleep(2)
+            self.closed = True
+
+
+def test_a_retr_that_stalls_after_a_period_in_the_body_is_a_timeout() -> None:
+    mailbox = Mailbox(list(KEPT))
+    with (
+        serve_pop3(StallsAfterAPeriod, mailbox) as (host, port),
+        running_smtp_server("asyncio", DeliversTo(into_mailbox(mailbox))) as smtp,
+    ):
+        report = check_pop3_server(
+            host,
+            port,
+            user=USER,
+            password=PASSWORD,
+            timeout=1.0,
+            checks=["delivered-intact"],
+            deliver_via=("127.0.0.1", smtp.port),
+            deliver_to=MAILBOX,
+        )
+    result = report["delivered-intact"]
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == "no whole reply came within 1 s where one was due", result.summary
+    assert "RETR" in result.transcript_text() and b"..\r\n" in b"".join(
+        entry.data for entry in result.transcript if entry.side == "server"
+    )
 
 
 # -- the review of --deliver-via: mail kept, secrets hidden, honest notes ------------------
