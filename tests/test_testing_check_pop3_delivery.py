@@ -846,7 +846,10 @@ def test_a_credential_utf8_cannot_encode_is_refused_before_any_connection(keywor
             deliver_via=("127.0.0.1", free_port()),
             deliver_to=MAILBOX,
             timeout=1.0,
-            **arguments,
+            user=arguments["user"],
+            password=arguments["password"],
+            deliver_user=arguments["deliver_user"],
+            deliver_password=arguments["deliver_password"],
         )
 
 
