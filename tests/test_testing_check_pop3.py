@@ -69,7 +69,7 @@ from smtpcore.testing import _hiding, _wire
 from smtpcore.testing import strategies as sst
 from smtpcore.testing.__main__ import main
 from smtpcore.testing._hiding import credential_forms
-from smtpcore.testing._pop3_probe import POP3Probe, POP3Response
+from smtpcore.testing._pop3_probe import NOT_KEPT, LoginRefused, POP3Probe, POP3Response
 from smtpcore.testing._wire import Exchange
 from smtpcore.testing.check import CheckResult, Outcome
 from smtpcore.testing.check_pop3 import (
@@ -302,6 +302,86 @@ def test_a_refused_login_shows_its_status_and_code_never_its_text(password: str)
     assert f"({password})" not in report.format(), report.format()
 
 
+SHORT = "pw-123"
+"""A password under :data:`~smtpcore.testing._hiding.UNAMBIGUOUS` octets: hidden only as a word."""
+
+
+class QuotesThePassword(MailBeforeLogin):
+    """Takes ``alice`` with :data:`SHORT` by PASS and quotes in parentheses, where it
+    stands as no word, the password every PASS was given, taken or refused; serves
+    mail before login, so that state-order fails and its transcript is printed."""
+
+    def do_PASS(self, words: list[str]) -> bytes:
+        given = " ".join(words)
+        taken = not self.logged_in and self.user == USER and given == SHORT
+        self.logged_in = self.logged_in or taken
+        status = b"+OK welcome" if taken else b"-ERR [AUTH] bad password"
+        return status + b" (" + given.encode() + b")\r\n"
+
+
+class QuotesThePasswordInAuth(QuotesThePassword):
+    """Refuses USER, so that the battery logs in by AUTH PLAIN, and quotes the password
+    it decoded in every answer to AUTH, taken or refused (RFC 5034 §4)."""
+
+    def do_USER(self, words: list[str]) -> bytes:
+        return b"-ERR use AUTH\r\n"
+
+    def do_AUTH(self, words: list[str]) -> bytes:
+        _, user, password = base64.b64decode(words[-1]).split(b"\0")
+        taken = not self.logged_in and (user, password) == (USER.encode(), SHORT.encode())
+        self.logged_in = self.logged_in or taken
+        status = b"+OK welcome" if taken else b"-ERR [AUTH] bad"
+        return status + b" (" + password + b")\r\n"
+
+
+@pytest.mark.parametrize("kind", [QuotesThePassword, QuotesThePasswordInAuth])
+def test_a_printed_transcript_shows_login_answers_by_status_and_code_only(
+    kind: type[SmallPOP3], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The answers to PASS and AUTH quote a short password in parentheses: the report the
+    command line prints (transcripts are shown unless --no-transcripts) holds each by
+    its status and registered code only, and never the password (RFC 2449 §8.1)."""
+    with serve_pop3(kind, Mailbox(list(MESSAGES))) as (host, port):
+        argv = ["check-pop3", f"{host}:{port}", "--user", USER, "--password", SHORT]
+        status = main([*argv, "--only", "state-order", "--timeout", str(TIMEOUT)])
+    out = capsys.readouterr().out
+    assert status == 1 and "FAILED  state-order" in out, out
+    assert "S: b'-ERR [AUTH] <text not shown: it may quote the password>\\r\\n'" in out, out
+    assert "S: b'+OK <text not shown: it may quote the password>\\r\\n'" in out, out
+    assert SHORT not in out, out
+
+
+class ContinuesAuth(SmallPOP3):
+    """Answers AUTH with a continuation, and the line after it with a refusal, both
+    quoting the password the AUTH line carried."""
+
+    def do_USER(self, words: list[str]) -> bytes:
+        return b"-ERR use AUTH\r\n"
+
+    def do_AUTH(self, words: list[str]) -> bytes:
+        self.password = base64.b64decode(words[-1]).split(b"\0")[-1]
+        return b"+ (" + self.password + b")\r\n"
+
+    def answer(self, line: bytes) -> bytes:
+        if line == b"*":
+            return b"-ERR [AUTH] cancelled (" + self.password + b")\r\n"
+        return super().answer(line)
+
+
+def test_every_step_of_an_auth_exchange_is_recorded_by_status_only() -> None:
+    """The continuation and the answer to the line after it (RFC 5034 §4) are recorded
+    by status and code only, as the answer to AUTH itself."""
+    with serve_pop3(ContinuesAuth, Mailbox(list(MESSAGES))) as (host, port):
+        probe = POP3Probe(host, port, USER, SHORT, timeout=TIMEOUT)
+        with pytest.raises(LoginRefused):
+            probe.session()
+        probe.close()
+    text = _wire.format_transcript(probe.transcript())
+    assert "S: b'+ <text not shown: it may quote the password>\\r\\n'" in text, text
+    assert "S: b'-ERR [AUTH] <text not shown: it may quote the password>\\r\\n'" in text
+    assert SHORT not in text, text
+
+
 class EchoesWhatItRefuses(SmallPOP3):
     """Says back every line it refuses, credentials too (``-ERR refused: PASS ...``), as
     many servers do."""
@@ -329,10 +409,10 @@ def test_the_password_stays_hidden_where_the_server_echoes_it(kind: type[SmallPO
         text = result.transcript_text() + result.summary
         assert PASSWORD not in text and blob not in text, result
     state_order = report["state-order"].transcript_text()
-    if kind is EchoesWhatItRefuses:
-        assert "S: b'-ERR refused: PASS <hidden>\\r\\n'" in state_order, state_order
-    else:
-        assert "S: b'-ERR refused: AUTH PLAIN <hidden>\\r\\n'" in state_order, state_order
+    assert "C: b'STAT\\r\\n'\nS: b'-ERR refused: STAT\\r\\n'" in state_order, state_order
+    login = "PASS" if kind is EchoesWhatItRefuses else "AUTH PLAIN"
+    shown = f"C: b'{login} <hidden>\\r\\n'\nS: b'-ERR {NOT_KEPT.decode()}\\r\\n'"
+    assert shown in state_order, state_order
 
 
 class EchoesInTwoReads(SmallPOP3):
@@ -366,10 +446,11 @@ def test_a_retr_that_stalls_after_a_sentence_is_a_timeout_not_an_unended_last_li
     assert result.summary == "no whole reply came within 1 s where one was due", result.summary
 
 
-def test_a_password_echoed_across_two_reads_is_hidden_in_both() -> None:
+def test_an_answer_to_pass_in_two_reads_is_recorded_once_by_its_status() -> None:
+    """An answer to PASS cut inside the password it quotes is one entry, its status
+    and the mark that its text was not kept: no half of the password shows."""
     text = run_check(EchoesInTwoReads, "state-order").transcript_text()
-    assert "S: b'-ERR no USER before PASS <hidden>'" in text, text
-    assert "S: b'<hidden>\\r\\n'" in text, text
+    assert f"S: b'-ERR {NOT_KEPT.decode()}\\r\\n'" in text, text
     assert PASSWORD[:4] not in text and PASSWORD[4:] not in text, text
 
 
@@ -470,7 +551,7 @@ def test_a_short_password_changes_nothing_but_itself(
     for result in short:
         server = b"".join(entry.data for entry in result.transcript if entry.side == "server")
         assert not stands_as_word(password.encode(), server), result.transcript_text()
-        assert b"+OK logged in\r\n" in server, result.transcript_text()
+        assert b"+OK " + NOT_KEPT + b"\r\n" in server, result.transcript_text()
 
 
 def hidden_summary(summary: str, server: bytes, password: str = PASSWORD) -> str:

@@ -75,10 +75,16 @@ _MESSAGE_FREE_VERBS: Final = frozenset(
 _MESSAGE_VERB: Final = re.compile(rb"RETR|TOP|DELE", re.IGNORECASE)
 _LINE_ENDS: Final = re.compile(rb"\r\n|\r|\n")
 _STATUS_AND_CODE: Final = re.compile(
-    rb"(?:\+OK|-ERR)(?: \[(?:IN-USE|LOGIN-DELAY|SYS/TEMP|SYS/PERM|AUTH|UTF8)\])?", re.IGNORECASE
+    rb"(?:\+OK|-ERR)(?: \[(?:IN-USE|LOGIN-DELAY|SYS/TEMP|SYS/PERM|AUTH|UTF8)\])?|\+(?![^ \r\n])",
+    re.IGNORECASE,
 )
 """A status indicator and a registered response code after it (RFC 2449 §8.1, RFC 3206
-§4, RFC 6856 §3): a code is free text to a server that quotes a password in it."""
+§4, RFC 6856 §3), or an AUTH continuation's ``+`` (RFC 5034 §4): a code is free text to
+a server that quotes a password in it."""
+_LOGIN_VERBS: Final = frozenset({b"PASS", b"APOP", b"AUTH"})
+"""Commands whose answer may quote the credentials just sent (RFC 1939 §7, RFC 5034 §4)."""
+NOT_KEPT: Final = b"<text not shown: it may quote the password>"
+"""What a transcript holds in place of the text of an answer to a login line."""
 _MAX_PARTIAL: Final = 64 << 10
 HIDDEN: Final = b"<hidden>"
 """What a result shows in place of the password, in whatever form it was sent."""
@@ -124,8 +130,23 @@ class POP3Response:
         (``-ERR [AUTH]``, RFC 2449 §8), without the text: what a refused login is told by,
         for a server may quote there the credentials it refused, in forms the
         battery cannot all foresee (in parentheses, a short password in a word)."""
-        found = _STATUS_AND_CODE.match(self.status)
-        return repr(found.group(0) if found else b"")[1:]
+        return repr(status_and_code(self.status))[1:]
+
+
+def status_and_code(line: bytes) -> bytes:
+    """``line``'s status indicator and registered response code (``-ERR [AUTH]``), or
+    an AUTH continuation's ``+``; empty where it starts with neither."""
+    found = _STATUS_AND_CODE.match(line)
+    return found.group(0) if found else b""
+
+
+def shown_login_answer(answer: bytes, *, head: bool = True) -> bytes:
+    """How a transcript records ``answer``, the octets of an answer to a login line (a
+    whole line, or the part of one that came): its status and registered code only
+    (where ``head``, else nothing of it), :data:`NOT_KEPT`, and its line end."""
+    shown = status_and_code(answer) if head else b""
+    ending = answer[len(answer.rstrip(b"\r\n")) :]
+    return (shown + b" " if shown else b"") + NOT_KEPT + ending
 
 
 class LoginRefused(Skipped):
@@ -240,15 +261,23 @@ class POP3Wire(WireClient):
         self.touched = False
         """Whether a line written may have marked or handed out a message."""
         self._partial = b""
+        self._login_answer: int | None = None
+        """Where in the transcript the reads of a login line's answer begin, while it is due."""
+        self._answer_begun = False
+        """Whether part of that answer came before, and is recorded with its status."""
+        self._continuing = False
+        """Whether the last answer to a login line was an AUTH continuation (``+``): the
+        next line written is then a step of the exchange (RFC 5034 §4)."""
 
     def send(
         self, data: bytes, pieces: Sequence[bytes] | None = None, *, deadline: float | None = None
     ) -> None:
         """Write ``data`` as :meth:`WireClient.send` does; raises :class:`UnsafeQuit`,
         writing nothing, where ``QUIT`` would follow a line that touched a message."""
-        touched, partial = self._classify(data)
+        touched, partial, lines = self._classify(data)
         super().send(data, pieces, deadline=deadline)
         self.touched, self._partial = touched, partial
+        self._wrote(lines)
 
     def send_login(self, command: bytes, secret: bytes = b"") -> None:
         """Send one of the user's own login lines, ``command`` then ``secret`` (CRLF
@@ -259,17 +288,65 @@ class POP3Wire(WireClient):
         super().send(command + secret + b"\r\n")
         if secret and at < len(self.transcript) and self.transcript[at].side == "client":
             self.transcript[at] = Exchange("client", command + HIDDEN + b"\r\n")
+        self._wrote([command])
 
-    def _classify(self, data: bytes) -> tuple[bool, bytes]:
-        """Whether the session has touched a message once ``data`` is written, and the
-        line left incomplete; a line end is CR, LF or both, as some server may read it."""
+    def _classify(self, data: bytes) -> tuple[bool, bytes, list[bytes]]:
+        """Whether the session has touched a message once ``data`` is written, the line
+        left incomplete, and the lines ``data`` ends; a line end is CR, LF or both, as
+        some server may read it."""
         *lines, partial = _LINE_ENDS.split(self._partial + data)
         touched = self.touched or len(partial) > _MAX_PARTIAL
         for line in lines:
             if touched and line.split(b" ", 1)[0].upper() == b"QUIT":
                 raise UnsafeQuit("QUIT after a line that may have touched a message")
             touched = touched or not touches_no_message(line)
-        return touched, partial[:_MAX_PARTIAL]
+        return touched, partial[:_MAX_PARTIAL], lines
+
+    def _wrote(self, lines: Sequence[bytes]) -> None:
+        """Note that ``lines`` went out: where one is PASS, APOP, AUTH or a step of an
+        AUTH exchange, the answer now due may quote the credentials, and the reads from
+        here to its line end are recorded by :func:`shown_login_answer`."""
+        verbs = {line.split(b" ", 1)[0].upper() for line in lines}
+        login = (bool(lines) and self._continuing) or not verbs.isdisjoint(_LOGIN_VERBS)
+        if lines:
+            self._continuing = False
+        if login and self._login_answer is None:
+            self._login_answer, self._answer_begun = len(self.transcript), False
+
+    def read_line(self, deadline: float | None = None) -> bytes | None:
+        """:meth:`WireClient.read_line`; where the line answers a login line, the reads
+        that hold it are recorded by status and registered code only (RFC 2449 §8.1):
+        a server may quote there the password, in forms the battery cannot all
+        foresee. The battery itself reads the whole line."""
+        if self._login_answer is None:
+            return super().read_line(deadline)
+        line = None
+        try:
+            line = super().read_line(deadline)
+        finally:
+            self._record_login_answer(line)
+        return line
+
+    def _record_login_answer(self, line: bytes | None) -> None:
+        """Put the login answer in place of the server reads since it was due: ``line``
+        where it came whole (the octets read after it are kept as they are), else what
+        came of it, the rest still due."""
+        start = self._login_answer
+        assert start is not None
+        kept = self.transcript[start:]
+        reads = b"".join(entry.data for entry in kept if entry.side == "server")
+        cut = len(reads) if line is None else len(reads) - min(len(self.unread), len(reads))
+        answer, after = reads[:cut], reads[cut:]
+        shown = [Exchange("server", shown_login_answer(answer, head=not self._answer_begun))]
+        notes = [entry for entry in kept if entry.side != "server"]
+        tail = [Exchange("server", after)] if after else []
+        self.transcript[start:] = (shown if answer else []) + notes + tail
+        if line is None:
+            self._answer_begun = self._answer_begun or bool(answer)
+            self._login_answer = len(self.transcript)
+        else:
+            self._login_answer = None
+            self._continuing = status_and_code(line) == b"+"
 
 
 def parse_listing(answer: POP3Response) -> Listing:
