@@ -494,11 +494,57 @@ class NoStuffingInTopBody(SmallPOP3):
         return multi(b"top", self.stuffed(head + b"\r\n\r\n" + b"".join(lines[:1])) + lines[1:])
 
 
+class StallsMidRetr(SmallPOP3):
+    """Sends RETR's first lines, the last of them a sentence ending in a period, then
+    nothing for three seconds: a stall, not a last line sent without CRLF."""
+
+    stalling = False
+
+    def do_RETR(self, words: list[str]) -> bytes:
+        self.stalling = True
+        return b"+OK here it comes\r\nSubject: hi\r\n\r\nHello world.\r\n"
+
+    def sent(self, sock: socket.socket, buffer: bytearray) -> None:
+        if self.stalling:
+            time.sleep(3)
+            self.closed = True
+
+
 class UidIsNumber(SmallPOP3):
     """Unique-id = message number: stable only until a message is deleted."""
 
     def uid(self, number: int) -> str:
         return str(number)
+
+
+class NoUidl(SmallPOP3):
+    """Offers no UIDL (RFC 1939 §7 makes it optional): a client has only message numbers."""
+
+    def do_CAPA(self, words: list[str]) -> bytes:
+        return multi(b"capabilities", [b"USER\r\n", b"TOP\r\n", b"PIPELINING\r\n"])
+
+    def do_UIDL(self, words: list[str]) -> bytes:
+        return b"-ERR no UIDL here\r\n"
+
+
+class RepeatsUid(SmallPOP3):
+    """Once ``repeating`` is set, gives the last message the first one's unique-id."""
+
+    repeating = False
+
+    def uid(self, number: int) -> str:
+        if self.repeating and number == len(self.mailbox.messages):
+            return super().uid(1)
+        return super().uid(number)
+
+
+class HugeUidlNumber(SmallPOP3):
+    """Lists a message number of 5000 digits in UIDL, past Python's ``int()`` limit."""
+
+    def do_UIDL(self, words: list[str]) -> bytes:
+        if words:
+            return super().do_UIDL(words)
+        return multi(b"ids", [b"9" * 5000 + b" uid-1\r\n"])
 
 
 class OneLoginThenInUse(IntNumbers):

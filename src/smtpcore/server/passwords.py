@@ -63,13 +63,14 @@ def read_password(
     given: str | None,
     password_file: Path | None,
     user: str,
-    environ: Mapping[str, str] = os.environ,
+    environ: Mapping[str, str] | None = os.environ,
     interactive: Callable[[], bool] = lambda: sys.stdin.isatty(),
     prompt: Callable[[str], str] | None = None,
     warn: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
 ) -> str:
     """The password for ``user``, from where the module docstring says (``prompt``:
-    ``getpass`` when None)."""
+    ``getpass`` when None; ``environ`` None: a password no environment variable
+    holds, which the advice for a missing one then leaves out)."""
     if given is not None:
         warn(f"smtpcore: {ARGV_WARNING}")
         return given
@@ -90,11 +91,12 @@ def read_password(
         if not password:
             raise ConfigError(f"--password-file: {password_file} is empty")
         return password
-    if environ.get(ENVIRONMENT_VARIABLE):
+    if environ is not None and environ.get(ENVIRONMENT_VARIABLE):
         return environ[ENVIRONMENT_VARIABLE]
     if interactive():
         return ask_password(f"Password for {user}: ", prompt)
+    variable = f"set {ENVIRONMENT_VARIABLE}, " if environ is not None else ""
     raise ConfigError(
-        f"no password for {user}: give --password-file FILE, set {ENVIRONMENT_VARIABLE}, "
+        f"no password for {user}: give --password-file FILE, {variable}"
         "or run on a terminal to be asked"
     )

@@ -8,7 +8,10 @@ saying why, when the first connection failed (no server was reached).
 battery, logged in as U with a password taken as ``python -m smtpcore send``
 and ``fetch`` take theirs (:mod:`smtpcore.server.passwords`): from
 ``--password-file``, ``SMTPCORE_PASSWORD`` or a prompt, or, with a warning,
-``--password``; the exit statuses are ``check``'s.
+``--password``; the exit statuses are ``check``'s. With ``--deliver-via
+HOST:PORT`` it first submits test messages over SMTP to the mailbox checked
+(``--deliver-to``, ``--deliver-user``, ``--deliver-password-file``,
+``--deliver-wait``, ``--delete-delivered``): see ``delivered-intact``.
 
 ``fuzz TARGET`` fuzzes one machine (:mod:`smtpcore.testing.fuzz`) under
 atheris when it is installed, else with the pure-Python mutator; the exit
@@ -202,8 +205,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _login_word(text: str) -> str:
-    if not text or any(c in text for c in "\r\n\0"):
-        raise argparse.ArgumentTypeError(f"{text!r}: give a non-empty word without CR, LF or NUL")
+    if not text or any(c in text for c in "\r\n\0") or not _utf8(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a non-empty UTF-8 word without CR, LF or NUL"
+        )
     return text
 
 
@@ -211,7 +216,20 @@ def _password_word(text: str) -> str:
     """A password that can go on the wire; a refusal never repeats it."""
     if not text or any(c in text for c in "\r\n\0"):
         raise argparse.ArgumentTypeError("the password is empty or holds a CR, LF or NUL")
+    if not _utf8(text):
+        raise argparse.ArgumentTypeError("the password holds an octet that is not UTF-8")
     return text
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` is UTF-8 on the wire: an argument with an octet that is not
+    (a lone surrogate, as Python decodes it from argv) cannot be sent, as PASS or
+    SASL sends a credential in UTF-8 (RFC 4616 §2, RFC 6856 §2)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _add_pop3_parser(commands: Any) -> None:
@@ -240,6 +258,7 @@ def _add_pop3_parser(commands: Any) -> None:
         default=10.0,
         help="seconds each wait may take: a whole line, a write, the server closing",
     )
+    _add_delivery_options(check)
     check.add_argument(
         "--only",
         action="append",
@@ -249,6 +268,48 @@ def _add_pop3_parser(commands: Any) -> None:
     )
     check.add_argument(
         "--no-transcripts", action="store_true", help="do not print failures' transcripts"
+    )
+
+
+def _add_delivery_options(check: argparse.ArgumentParser) -> None:
+    """The options of ``delivered-intact``: where to submit its test messages over SMTP."""
+    deliver = check.add_argument_group(
+        "delivery over SMTP",
+        "Submit test messages (dot lines, a last line the SMTP client ends, 998-octet lines, "
+        "8-bit octets) over SMTP before the checks; delivered-intact compares what POP3 gives "
+        "back.",
+    )
+    deliver.add_argument(
+        "--deliver-via",
+        type=_address,
+        metavar="HOST:PORT",
+        help="the SMTP server that delivers into the mailbox checked",
+    )
+    deliver.add_argument(
+        "--deliver-to", metavar="MAILBOX", help="the recipient (default: the --user)"
+    )
+    deliver.add_argument("--deliver-user", type=_login_word, help="log in to SMTP with AUTH")
+    deliver.add_argument(
+        "--deliver-password", metavar="PW", help="shows in ps: prefer --deliver-password-file"
+    )
+    deliver.add_argument(
+        "--deliver-password-file",
+        type=Path,
+        metavar="FILE",
+        help="read --deliver-user's password from FILE's first line (else a prompt)",
+    )
+    deliver.add_argument(
+        "--deliver-wait",
+        type=_seconds,
+        default=10.0,
+        help="seconds to wait for the messages to arrive in the mailbox (default: 10; at "
+        "most 600)",
+    )
+    deliver.add_argument(
+        "--delete-delivered",
+        action="store_true",
+        help="delete the delivered test messages, and only them, after the checks "
+        "(DELE by unique-id, then QUIT); by default they are left in the mailbox",
     )
 
 
@@ -343,14 +404,94 @@ def _password(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
         parser.error(str(exc))
 
 
-def _check_pop3(args: argparse.Namespace, password: str) -> int:
-    from smtpcore.testing.check_pop3 import ServerUnreachable, check_pop3_server
+def _delivery_needs_via(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a delivery option without ``--deliver-via`` before any password prompt: it
+    would be ignored, and ``--only delivered-intact`` would skip without a connection;
+    and a delivery password without ``--deliver-user``, which nothing would send."""
+    given = {
+        "--only delivered-intact": "delivered-intact" in (args.only or ()),
+        "--deliver-to": args.deliver_to is not None,
+        "--deliver-user": args.deliver_user is not None,
+        "--deliver-password": args.deliver_password is not None,
+        "--deliver-password-file": args.deliver_password_file is not None,
+        "--delete-delivered": args.delete_delivered,
+    }
+    asked = [option for option, present in given.items() if present]
+    if args.deliver_via is None and asked:
+        parser.error(f"{', '.join(asked)} needs --deliver-via HOST:PORT")
+    if args.deliver_user is None and (
+        given["--deliver-password"] or given["--deliver-password-file"]
+    ):
+        parser.error("a delivery password needs --deliver-user")
+
+
+def _deliver_password(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """The SMTP AUTH password of ``--deliver-user``, taken as the POP3 one is but for the
+    environment variable, which holds the POP3 user's; None without ``--deliver-user``."""
+    from smtpcore.server.config import ConfigError
+    from smtpcore.server.passwords import read_password
+
+    if args.deliver_user is None:
+        return None
+    try:
+        secret = read_password(
+            given=args.deliver_password,
+            password_file=args.deliver_password_file,
+            user=args.deliver_user,
+            environ=None,
+        )
+        return _password_word(secret)
+    except (ConfigError, argparse.ArgumentTypeError) as exc:
+        parser.error(str(exc).replace("--password", "--deliver-password"))
+
+
+def _arguments_checked(args: argparse.Namespace) -> None:
+    """Refuse every argument that needs no password before any is read: a user asked
+    for two passwords should not learn only then that --deliver-wait was wrong."""
+    from smtpcore.testing.check_pop3 import check_pop3_arguments
 
     host, port = args.address
     try:
-        report = check_pop3_server(
-            host, port, user=args.user, password=password, checks=args.only, timeout=args.timeout
+        check_pop3_arguments(
+            host,
+            port,
+            user=args.user,
+            checks=args.only,
+            timeout=args.timeout,
+            pause=0.002,
+            deliver_via=args.deliver_via,
+            deliver_to=args.deliver_to,
+            deliver_wait=args.deliver_wait,
         )
+    except ValueError as exc:
+        args.own_parser.error(str(exc))
+
+
+def _check_pop3(args: argparse.Namespace, password: str, deliver_password: str | None) -> int:
+    from smtpcore.testing.check_pop3 import ServerUnreachable, pop3_run, run_pop3_checks
+
+    host, port = args.address
+    try:
+        run = pop3_run(
+            host,
+            port,
+            user=args.user,
+            password=password,
+            checks=args.only,
+            timeout=args.timeout,
+            pause=0.002,
+            tls_context=None,
+            deliver_via=args.deliver_via,
+            deliver_to=args.deliver_to,
+            deliver_user=args.deliver_user,
+            deliver_password=deliver_password,
+            deliver_wait=args.deliver_wait,
+            delete_delivered=args.delete_delivered,
+        )
+    except ValueError as exc:
+        args.own_parser.error(str(exc))
+    try:
+        report = run_pop3_checks(run)
     except ServerUnreachable as exc:
         print(exc, file=sys.stderr)
         return UNREACHABLE
@@ -364,7 +505,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "fuzz":
         return _fuzz(args)
     if args.command == "check-pop3":
-        return _check_pop3(args, _password(args.own_parser, args))
+        _delivery_needs_via(args.own_parser, args)
+        _arguments_checked(args)
+        password = _password(args.own_parser, args)
+        return _check_pop3(args, password, _deliver_password(args.own_parser, args))
     return _check(args)
 
 

@@ -79,6 +79,9 @@ class CheckReport:
 
     target: str
     results: tuple[CheckResult, ...]
+    notes: tuple[str, ...] = ()
+    """What the run did besides its checks that the user must know (the test messages
+    it delivered and left in the mailbox, say), printed after the counts."""
 
     @property
     def ok(self) -> bool:
@@ -109,6 +112,7 @@ class CheckReport:
             f"{counts[Outcome.PASSED]} passed, {counts[Outcome.FAILED]} failed, "
             f"{counts[Outcome.SKIPPED]} skipped"
         )
+        lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -25,8 +25,9 @@ import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
+from smtpcore._numbers import parse_number
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.testing._battery import (
     CheckResult,
@@ -36,13 +37,18 @@ from smtpcore.testing._battery import (
     open_wire,
     transcript_of,
 )
-from smtpcore.testing._hiding import hide_in_server_reads, hide_in_text
+from smtpcore.testing._hiding import credential_forms, hide_in_server_reads, hide_in_text
 from smtpcore.testing._wire import Exchange, WireClient
 
+if TYPE_CHECKING:
+    from smtpcore.testing._delivery import Delivery
+
 __all__ = [
+    "LoginRefused",
     "POP3Probe",
     "POP3Response",
     "POP3Wire",
+    "StalledResponse",
     "UnsafeQuit",
     "ask",
     "ask_login",
@@ -50,6 +56,7 @@ __all__ = [
     "lines_of",
     "read_response",
     "touches_no_message",
+    "wire_number",
 ]
 
 Listing = dict[int, int]
@@ -67,6 +74,17 @@ _MESSAGE_FREE_VERBS: Final = frozenset(
 """Commands that neither mark a message deleted nor hand one out (RFC 1939 §5-§7)."""
 _MESSAGE_VERB: Final = re.compile(rb"RETR|TOP|DELE", re.IGNORECASE)
 _LINE_ENDS: Final = re.compile(rb"\r\n|\r|\n")
+_STATUS_AND_CODE: Final = re.compile(
+    rb"(?:\+OK|-ERR)(?: \[(?:IN-USE|LOGIN-DELAY|SYS/TEMP|SYS/PERM|AUTH|UTF8)\])?|\+(?![^ \r\n])",
+    re.IGNORECASE,
+)
+"""A status indicator and a registered response code after it (RFC 2449 §8.1, RFC 3206
+§4, RFC 6856 §3), or an AUTH continuation's ``+`` (RFC 5034 §4): a code is free text to
+a server that quotes a password in it."""
+_LOGIN_VERBS: Final = frozenset({b"PASS", b"APOP", b"AUTH"})
+"""Commands whose answer may quote the credentials just sent (RFC 1939 §7, RFC 5034 §4)."""
+NOT_KEPT: Final = b"<text not shown: it may quote the password>"
+"""What a transcript holds in place of the text of an answer to a login line."""
 _MAX_PARTIAL: Final = 64 << 10
 HIDDEN: Final = b"<hidden>"
 """What a result shows in place of the password, in whatever form it was sent."""
@@ -74,6 +92,8 @@ _WRONG: Final = b"-not-the-password"
 SETTLE: Final = 0.2
 """Seconds the last read of a session waits for a response no command asked for."""
 _MAX_LATE_LINES: Final = 16
+_MAX_NUMBER_DIGITS: Final = 20
+"""Digits a message number or an octet count may have: more than any mailbox holds."""
 
 
 @dataclass(frozen=True)
@@ -105,11 +125,50 @@ class POP3Response:
     def __str__(self) -> str:
         return repr(self.status.rstrip(b"\r\n"))[1:]
 
+    def without_text(self) -> str:
+        """The status indicator and the registered extended response code, if any
+        (``-ERR [AUTH]``, RFC 2449 §8), without the text: what a refused login is told by,
+        for a server may quote there the credentials it refused, in forms the
+        battery cannot all foresee (in parentheses, a short password in a word)."""
+        return repr(status_and_code(self.status))[1:]
+
+
+def status_and_code(line: bytes) -> bytes:
+    """``line``'s status indicator and registered response code (``-ERR [AUTH]``), or
+    an AUTH continuation's ``+``; empty where it starts with neither."""
+    found = _STATUS_AND_CODE.match(line)
+    return found.group(0) if found else b""
+
+
+def shown_login_answer(answer: bytes, *, head: bool = True) -> bytes:
+    """How a transcript records ``answer``, the octets of an answer to a login line (a
+    whole line, or the part of one that came): its status and registered code only
+    (where ``head``, else nothing of it), :data:`NOT_KEPT`, and its line end."""
+    shown = status_and_code(answer) if head else b""
+    ending = answer[len(answer.rstrip(b"\r\n")) :]
+    return (shown + b" " if shown else b"") + NOT_KEPT + ending
+
+
+class LoginRefused(Skipped):
+    """The server refused the login: the check is skipped, for wrong credentials say
+    nothing of the server. ``refusal`` is what happened, without the advice the
+    skip gives, which is wrong where the same login worked before."""
+
+    def __init__(self, refusal: str) -> None:
+        super().__init__(f"{refusal}: give a user and password the server takes")
+        self.refusal = refusal
+
 
 def lines_of(text: bytes) -> list[bytes]:
     """``text``'s lines, each with its line end: a line ends at LF alone, where
     ``bytes.splitlines`` would cut at a bare CR too."""
     return _LINE.findall(text)
+
+
+def wire_number(word: bytes) -> int | None:
+    """A message number or octet count a server sent: 1 to 20 ASCII digits, else None
+    (RFC 1939 §3; ``int()`` takes other digits, and raises past 4300 of them)."""
+    return parse_number(word.decode("latin-1"), max_digits=_MAX_NUMBER_DIGITS)
 
 
 def has_multi_line_response(command: bytes) -> bool:
@@ -133,14 +192,28 @@ def read_response(client: WireClient, *, multi_line: bool) -> POP3Response | Non
     if not (multi_line and status.startswith(b"+OK")):
         return POP3Response(status)
     body = bytearray()
-    while (line := client.read_line(deadline)) != _TERMINATOR:
-        if line is None:
-            raise Failed(
-                f"the server closed the connection inside the multi-line response to "
-                f"{status!r} (no terminating dot line, RFC 1939 §3)"
-            )
-        body += line
+    try:
+        while (line := client.read_line(deadline)) != _TERMINATOR:
+            if line is None:
+                raise Failed(
+                    f"the server closed the connection inside the multi-line response to "
+                    f"{status!r} (no terminating dot line, RFC 1939 §3)"
+                )
+            body += line
+    except TimeoutError:
+        raise StalledResponse(POP3Response(status, bytes(body))) from None
     return POP3Response(status, bytes(body))
+
+
+class StalledResponse(TimeoutError):
+    """A multi-line response whose terminating dot line did not come in time;
+    ``partial`` holds what came. A timeout to every check; only one that knows what
+    the response should hold can tell more (a line that merely ends in a period
+    looks like a last line sent without CRLF before ``.CRLF``, RFC 1939 §3)."""
+
+    def __init__(self, partial: POP3Response) -> None:
+        super().__init__(f"the multi-line response to {partial.status!r} stalled")
+        self.partial = partial
 
 
 def ask(client: WireClient, command: bytes) -> POP3Response:
@@ -188,15 +261,23 @@ class POP3Wire(WireClient):
         self.touched = False
         """Whether a line written may have marked or handed out a message."""
         self._partial = b""
+        self._login_answer: int | None = None
+        """Where in the transcript the reads of a login line's answer begin, while it is due."""
+        self._answer_begun = False
+        """Whether part of that answer came before, and is recorded with its status."""
+        self._continuing = False
+        """Whether the last answer to a login line was an AUTH continuation (``+``): the
+        next line written is then a step of the exchange (RFC 5034 §4)."""
 
     def send(
         self, data: bytes, pieces: Sequence[bytes] | None = None, *, deadline: float | None = None
     ) -> None:
         """Write ``data`` as :meth:`WireClient.send` does; raises :class:`UnsafeQuit`,
         writing nothing, where ``QUIT`` would follow a line that touched a message."""
-        touched, partial = self._classify(data)
+        touched, partial, lines = self._classify(data)
         super().send(data, pieces, deadline=deadline)
         self.touched, self._partial = touched, partial
+        self._wrote(lines)
 
     def send_login(self, command: bytes, secret: bytes = b"") -> None:
         """Send one of the user's own login lines, ``command`` then ``secret`` (CRLF
@@ -207,17 +288,65 @@ class POP3Wire(WireClient):
         super().send(command + secret + b"\r\n")
         if secret and at < len(self.transcript) and self.transcript[at].side == "client":
             self.transcript[at] = Exchange("client", command + HIDDEN + b"\r\n")
+        self._wrote([command])
 
-    def _classify(self, data: bytes) -> tuple[bool, bytes]:
-        """Whether the session has touched a message once ``data`` is written, and the
-        line left incomplete; a line end is CR, LF or both, as some server may read it."""
+    def _classify(self, data: bytes) -> tuple[bool, bytes, list[bytes]]:
+        """Whether the session has touched a message once ``data`` is written, the line
+        left incomplete, and the lines ``data`` ends; a line end is CR, LF or both, as
+        some server may read it."""
         *lines, partial = _LINE_ENDS.split(self._partial + data)
         touched = self.touched or len(partial) > _MAX_PARTIAL
         for line in lines:
             if touched and line.split(b" ", 1)[0].upper() == b"QUIT":
                 raise UnsafeQuit("QUIT after a line that may have touched a message")
             touched = touched or not touches_no_message(line)
-        return touched, partial[:_MAX_PARTIAL]
+        return touched, partial[:_MAX_PARTIAL], lines
+
+    def _wrote(self, lines: Sequence[bytes]) -> None:
+        """Note that ``lines`` went out: where one is PASS, APOP, AUTH or a step of an
+        AUTH exchange, the answer now due may quote the credentials, and the reads from
+        here to its line end are recorded by :func:`shown_login_answer`."""
+        verbs = {line.split(b" ", 1)[0].upper() for line in lines}
+        login = (bool(lines) and self._continuing) or not verbs.isdisjoint(_LOGIN_VERBS)
+        if lines:
+            self._continuing = False
+        if login and self._login_answer is None:
+            self._login_answer, self._answer_begun = len(self.transcript), False
+
+    def read_line(self, deadline: float | None = None) -> bytes | None:
+        """:meth:`WireClient.read_line`; where the line answers a login line, the reads
+        that hold it are recorded by status and registered code only (RFC 2449 §8.1):
+        a server may quote there the password, in forms the battery cannot all
+        foresee. The battery itself reads the whole line."""
+        if self._login_answer is None:
+            return super().read_line(deadline)
+        line = None
+        try:
+            line = super().read_line(deadline)
+        finally:
+            self._record_login_answer(line)
+        return line
+
+    def _record_login_answer(self, line: bytes | None) -> None:
+        """Put the login answer in place of the server reads since it was due: ``line``
+        where it came whole (the octets read after it are kept as they are), else what
+        came of it, the rest still due."""
+        start = self._login_answer
+        assert start is not None
+        kept = self.transcript[start:]
+        reads = b"".join(entry.data for entry in kept if entry.side == "server")
+        cut = len(reads) if line is None else len(reads) - min(len(self.unread), len(reads))
+        answer, after = reads[:cut], reads[cut:]
+        shown = [Exchange("server", shown_login_answer(answer, head=not self._answer_begun))]
+        notes = [entry for entry in kept if entry.side != "server"]
+        tail = [Exchange("server", after)] if after else []
+        self.transcript[start:] = (shown if answer else []) + notes + tail
+        if line is None:
+            self._answer_begun = self._answer_begun or bool(answer)
+            self._login_answer = len(self.transcript)
+        else:
+            self._login_answer = None
+            self._continuing = status_and_code(line) == b"+"
 
 
 def parse_listing(answer: POP3Response) -> Listing:
@@ -225,9 +354,10 @@ def parse_listing(answer: POP3Response) -> Listing:
     listing: Listing = {}
     for line in answer.lines:
         words = line.rstrip(b"\r\n").split(b" ")
-        if len(words) < 2 or not all(w.isdigit() and w.isascii() for w in words[:2]):
-            raise Failed(f"LIST gave the line {line!r}, not 'number size' (RFC 1939 §5)")
-        listing[int(words[0])] = int(words[1])
+        number, size = (wire_number(word) for word in [*words, b""][:2])
+        if number is None or size is None:
+            raise Failed(f"LIST gave the line {line[:80]!r}, not 'number size' (RFC 1939 §5)")
+        listing[number] = size
     return listing
 
 
@@ -254,6 +384,8 @@ class POP3Probe:
     pause: float = 0.002
     tls_context: ssl.SSLContext | None = None
     clients: list[POP3Wire] = field(default_factory=list)
+    delivery: Delivery | None = None
+    """Where the battery delivers its test messages over SMTP, if it does."""
 
     __repr__ = secret_repr
 
@@ -278,9 +410,9 @@ class POP3Probe:
         deadline = time.monotonic() + self.timeout
         while (answer := self._log_in(client)).ok is False:
             if b"[IN-USE]" not in answer.status.upper() or time.monotonic() > deadline:
-                raise Skipped(
-                    f"logging in as {self.user!r} was refused ({answer}): give a user and "
-                    "password the server takes"
+                raise LoginRefused(
+                    f"logging in as {self.user!r} was refused ({answer.without_text()}; its "
+                    "text is not shown: it may quote the password)"
                 )
             self.abandon(client)
             time.sleep(_LOCK_RETRY)
@@ -306,8 +438,11 @@ class POP3Probe:
         return base64.b64encode(f"\0{self.user}\0{self.password}".encode())
 
     def _credentials(self) -> tuple[bytes, ...]:
-        """Every form in which the battery writes the password."""
-        return (self._plain_response(), self.wrong_password(), self.password.encode())
+        """Every form the password takes on the wire (:func:`credential_forms`), the
+        wrong password the battery writes, and the delivery's forms."""
+        delivered = tuple(self.delivery.secrets()) if self.delivery else ()
+        own = credential_forms(self.user, self.password)
+        return (*own, self.wrong_password(), *delivered)
 
     def hide_credentials(self, result: CheckResult) -> CheckResult:
         """``result`` with :data:`HIDDEN` where a server says the password back, in
@@ -401,6 +536,13 @@ class POP3Probe:
                 f"RSET and NOOP, the session's last commands, got {lines}, not one status "
                 "line each: a response the server owed no one was counted (RFC 1939 §3)"
             )
+
+    def quit_after_own_deletions(self, client: POP3Wire) -> None:
+        """QUIT, to delete what the session marked, on a session whose only lines that
+        touched a message were DELE of the battery's own test messages (asked for
+        explicitly): the one QUIT after a touch (RFC 1939 §6)."""
+        client.touched = False
+        self._quit(client)
 
     def abandon(self, client: POP3Wire) -> None:
         """Give up ``client`` (it showed what it had to): RSET where it may have

@@ -23,16 +23,20 @@ counted, not missed.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import ssl
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Final
 
 from smtpcore._ip import host_port
+from smtpcore._secret import SECRET, secret_repr
 from smtpcore.testing._battery import (
     CheckReport,
     CheckResult,
     Failed,
+    Outcome,
     ServerUnreachable,
     Skipped,
     check_run_arguments,
@@ -40,6 +44,13 @@ from smtpcore.testing._battery import (
     run_one,
     selected,
     unjudged,
+)
+from smtpcore.testing._delivery import MARKER_FIELD, Delivery, checked_recipient
+from smtpcore.testing._pop3_delivered import (
+    MAX_WAIT,
+    check_delivered_intact,
+    delete_delivered,
+    failed_deletion_note,
 )
 from smtpcore.testing._pop3_probe import (
     HIDDEN,
@@ -857,6 +868,7 @@ def check_pipelining(probe: POP3Probe) -> str:
 
 
 POP3_CHECKS: Final[Mapping[str, Callable[[POP3Probe], str]]] = {
+    "delivered-intact": check_delivered_intact,
     "number-edges": check_number_edges,
     "stls-injection": check_stls_injection,
     "command-line-length": check_command_line_length,
@@ -867,7 +879,8 @@ POP3_CHECKS: Final[Mapping[str, Callable[[POP3Probe], str]]] = {
     "state-order": check_state_order,
 }
 """The battery, by name, in the order it runs. Each check returns a summary, or
-raises to fail or be skipped; :func:`check_pop3_server` runs them."""
+raises to fail or be skipped; :func:`check_pop3_server` runs them.
+``delivered-intact`` runs first, so that the others read the messages it delivers."""
 
 
 def check_pop3_server(
@@ -880,6 +893,12 @@ def check_pop3_server(
     timeout: float = 10.0,
     pause: float = 0.002,
     tls_context: ssl.SSLContext | None = None,
+    deliver_via: tuple[str, int] | None = None,
+    deliver_to: str | None = None,
+    deliver_user: str | None = None,
+    deliver_password: str | None = None,
+    deliver_wait: float = 10.0,
+    delete_delivered: bool = False,
 ) -> CheckReport:
     """Run the checks named in ``checks`` (all of :data:`POP3_CHECKS` by default)
     against the POP3 server at ``host:port``, logged in as ``user``.
@@ -890,21 +909,234 @@ def check_pop3_server(
     the close after QUIT); ``tls_context`` is used for STLS (by default, one
     that checks no certificate).
 
+    With ``deliver_via=(smtp_host, smtp_port)``, ``delivered-intact`` first
+    submits its test messages over SMTP to ``deliver_to`` (by default ``user``,
+    which must then be a mailbox), with AUTH as ``deliver_user`` and
+    ``deliver_password`` when given, STARTTLS (with ``tls_context``) where
+    offered, and waits up to ``deliver_wait`` seconds for them over POP3. They
+    are left in the mailbox, and the report's notes say so, unless
+    ``delete_delivered``: then a last session deletes them, and only them, by
+    their unique-ids, and ends with QUIT.
+
     Raises ``ValueError`` for a host the socket calls cannot take, a port
     outside 1 to 65535, a ``timeout`` that is not a positive number, an
-    unknown check name, or a user or password with CR, LF or NUL, which
-    would put commands of the caller's on the wire; ``TypeError`` when
+    unknown check name, a user or password (the delivery's too) with CR, LF
+    or NUL, which would put commands of the caller's on the wire, or that
+    UTF-8 cannot encode (a lone surrogate), a ``deliver_to`` that is
+    no mailbox, ``deliver_user`` without ``deliver_password`` or the reverse, a
+    ``deliver_wait`` outside 0 to 600 seconds, ``deliver_via`` with ``checks``
+    that leave out ``delivered-intact``, or, without ``deliver_via``,
+    ``delivered-intact`` named in ``checks`` or any other ``deliver_`` option or
+    ``delete_delivered``; ``TypeError`` when
     ``checks`` is one str; :class:`ServerUnreachable` when the run's first
     connection fails.
     """
+    run = pop3_run(
+        host,
+        port,
+        user=user,
+        password=password,
+        checks=checks,
+        timeout=timeout,
+        pause=pause,
+        tls_context=tls_context,
+        deliver_via=deliver_via,
+        deliver_to=deliver_to,
+        deliver_user=deliver_user,
+        deliver_password=deliver_password,
+        deliver_wait=deliver_wait,
+        delete_delivered=delete_delivered,
+    )
+    return run_pop3_checks(run)
+
+
+@dataclass(frozen=True)
+class POP3Run:
+    """A run of the battery with its arguments checked (:func:`pop3_run`): what
+    :func:`run_pop3_checks` needs, so that a caller (the CLI) tells a bad argument
+    from what the run found."""
+
+    host: str
+    port: int
+    user: str
+    password: str = field(metadata=SECRET)
+    names: tuple[str, ...]
+    timeout: float
+    pause: float
+    tls_context: ssl.SSLContext | None
+    delivery: Delivery | None
+    delete_delivered: bool
+
+    __repr__ = secret_repr
+
+
+def pop3_run(
+    host: str,
+    port: int,
+    *,
+    user: str,
+    password: str,
+    checks: Sequence[str] | None,
+    timeout: float,
+    pause: float,
+    tls_context: ssl.SSLContext | None,
+    deliver_via: tuple[str, int] | None,
+    deliver_to: str | None,
+    deliver_user: str | None,
+    deliver_password: str | None,
+    deliver_wait: float,
+    delete_delivered: bool,
+) -> POP3Run:
+    """The run :func:`check_pop3_server` describes, its arguments checked: the
+    ``ValueError`` and ``TypeError`` it documents come from here, before any
+    connection."""
+    _check_word("password", password)
+    names = check_pop3_arguments(
+        host,
+        port,
+        user=user,
+        checks=checks,
+        timeout=timeout,
+        pause=pause,
+        deliver_via=deliver_via,
+        deliver_to=deliver_to,
+        deliver_wait=deliver_wait,
+    )
+    if deliver_via is None:
+        _no_delivery_options(checks, deliver_to, deliver_user, deliver_password, delete_delivered)
+        delivery = None
+    else:
+        for what, word in (("deliver_user", deliver_user), ("deliver_password", deliver_password)):
+            if word is not None:
+                _check_word(what, word)
+        delivery = Delivery(
+            deliver_via[0],
+            deliver_via[1],
+            deliver_to or user,
+            deliver_user,
+            deliver_password,
+            wait=deliver_wait,
+            tls_context=tls_context,
+            timeout=timeout,
+        )
+    return POP3Run(
+        host,
+        port,
+        user,
+        password,
+        tuple(names),
+        timeout,
+        pause,
+        tls_context,
+        delivery,
+        delete_delivered,
+    )
+
+
+def check_pop3_arguments(
+    host: str,
+    port: int,
+    *,
+    user: str,
+    checks: Sequence[str] | None,
+    timeout: float,
+    pause: float,
+    deliver_via: tuple[str, int] | None,
+    deliver_to: str | None,
+    deliver_wait: float,
+) -> list[str]:
+    """The names of the checks to run, once every argument of :func:`pop3_run` that is
+    no password nor a pairing with one is checked: what the CLI refuses before it
+    asks for any password. Raises the ``ValueError`` and ``TypeError`` documented."""
     checked_host(host)
-    for what, word in (("user", user), ("password", password)):
-        if not isinstance(word, str) or not word or any(c in word for c in "\r\n\0"):
-            raise ValueError(f"{what} must be a non-empty str without CR, LF or NUL")
+    _check_word("user", user)
     check_run_arguments(port, timeout, pause, checks)
+    names = selected(POP3_CHECKS, checks)
+    if deliver_via is not None:
+        _check_delivery_target(deliver_via, deliver_to or user, deliver_wait, names)
+    return names
+
+
+def _check_word(what: str, word: object) -> None:
+    """A user or password that can go on the wire as one argument (RFC 1939 §3), in
+    UTF-8, as the battery sends it and seeks it to hide it (a lone surrogate has no
+    octets to send)."""
+    if not isinstance(word, str) or not word or any(c in word for c in "\r\n\0"):
+        raise ValueError(f"{what} must be a non-empty str without CR, LF or NUL")
+    try:
+        word.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} must be text that UTF-8 can encode") from None
+
+
+def run_pop3_checks(run: POP3Run) -> CheckReport:
+    """Run the checked ``run``; :class:`ServerUnreachable` when its first connection fails."""
     results: list[CheckResult] = []
-    for name in selected(POP3_CHECKS, checks):
-        probe = POP3Probe(host, port, user, password, timeout, pause, tls_context)
-        result = run_one(name, POP3_CHECKS[name], probe, first=not results)
+    reached = False  # a check skipped before connecting (no delivery asked) reached nothing
+    for name in run.names:
+        probe = POP3Probe(
+            run.host, run.port, run.user, run.password, run.timeout, run.pause, run.tls_context
+        )
+        probe.delivery = run.delivery
+        result = run_one(name, POP3_CHECKS[name], probe, first=not reached)
+        reached = reached or bool(probe.clients)
         results.append(probe.hide_credentials(result))
-    return CheckReport(host_port(host, port), tuple(results))
+    notes = _delivery_notes(run)
+    return CheckReport(host_port(run.host, run.port), tuple(results), notes)
+
+
+def _no_delivery_options(
+    checks: Sequence[str] | None,
+    deliver_to: str | None,
+    deliver_user: str | None,
+    deliver_password: str | None,
+    delete_delivered: bool,
+) -> None:
+    """Refuse what asks for a delivery without ``deliver_via``: it would be ignored, and
+    ``delivered-intact`` asked by name would skip without a connection."""
+    given = {
+        "delivered-intact in checks": checks is not None and "delivered-intact" in checks,
+        "deliver_to": deliver_to is not None,
+        "deliver_user": deliver_user is not None,
+        "deliver_password": deliver_password is not None,
+        "delete_delivered": delete_delivered,
+    }
+    asked = [what for what, present in given.items() if present]
+    if asked:
+        raise ValueError(f"{', '.join(asked)} needs deliver_via (--deliver-via HOST:PORT)")
+
+
+def _check_delivery_target(
+    via: tuple[str, int], recipient: str, wait: float, names: Sequence[str]
+) -> None:
+    """Where and for how long the delivery goes, checked: the SMTP host and port, the
+    recipient a mailbox (RFC 5321 §4.1.2), the wait bounded, delivered-intact run."""
+    if "delivered-intact" not in names:
+        raise ValueError("deliver_via is for the delivered-intact check, which checks leave out")
+    smtp_host, smtp_port = via
+    checked_host(smtp_host)
+    check_run_arguments(smtp_port, 1.0, 0.0, None)
+    if not math.isfinite(wait) or not 0 <= wait <= MAX_WAIT:
+        raise ValueError(f"deliver_wait must be from 0 to {MAX_WAIT:g} seconds, not {wait!r}")
+    checked_recipient(recipient)
+
+
+def _delivery_notes(run: POP3Run) -> tuple[str, ...]:
+    """What the report says of the test messages: left in the mailbox, or deleted."""
+    delivery = run.delivery
+    if delivery is None or not delivery.messages:
+        return ()
+    markers = f"{MARKER_FIELD.decode()}: {delivery.run}.*"
+    if not run.delete_delivered:
+        return (
+            f"{len(delivery.messages)} delivered test messages ({markers}) were left in the "
+            "mailbox; pass delete_delivered (--delete-delivered) to delete them",
+        )
+    probe = POP3Probe(run.host, run.port, run.user, run.password, delivery.timeout)
+    probe.delivery = delivery
+    outcome = probe.hide_credentials(
+        run_one("delete-delivered", lambda p: delete_delivered(p, delivery), probe)
+    )
+    if outcome.outcome is Outcome.PASSED:
+        return (outcome.summary,)
+    return (failed_deletion_note(delivery, outcome.summary),)

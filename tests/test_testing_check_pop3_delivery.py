@@ -1,0 +1,963 @@
+"""``delivered-intact``: the POP3 battery delivers its own test messages over SMTP.
+
+smtpcore's SMTP server (the asyncio adapter) delivers into the store the POP3
+server reads: a Maildir for smtpcore's own POP3 server, the in-memory
+mailbox for a planted-bug one. It adds a trace field before the content, as
+an MTA does, which the check must ignore.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+import os
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import smtpcore.testing.check_pop3 as check_pop3_module
+from broken_pop3_servers import (
+    PASSWORD,
+    USER,
+    DeletesRetrieved,
+    HugeUidlNumber,
+    Mailbox,
+    NoStuffing,
+    NoUidl,
+    RepeatsUid,
+    SessionUidl,
+    SmallPOP3,
+    UidIsNumber,
+    multi,
+    serve_pop3,
+)
+from broken_servers import raw_server
+from peers import (
+    TLSFiles,
+    dovecot_pop3,
+    free_port,
+    hand_to_dovecot,
+    maildir_contents,
+    running_pop3_server,
+    running_smtp_server,
+)
+from smtpcore.handler import Envelope, Handler, MessageReply, Session
+from smtpcore.maildrop import MaildirStore
+from smtpcore.smtp import Rcpt, Reply
+from smtpcore.testing.__main__ import main
+from smtpcore.testing._delivery import MARKER_FIELD, Delivery
+from smtpcore.testing._hiding import credential_forms
+from smtpcore.testing._pop3_delivered import delete_delivered, poll_sleeps
+from smtpcore.testing._pop3_probe import POP3Probe, lines_of
+from smtpcore.testing.check import CheckReport, Outcome
+from smtpcore.testing.check_pop3 import check_pop3_server
+
+MAILBOX = f"{USER}@abc.example"
+KEPT = [b"Subject: kept\r\n\r\nthe user's own mail\r\n"]
+TRACE = b"Received: from check.smtpcore.test by mx.test; Thu, 1 Jan 2026 00:00:00 +0000\r\n"
+_names = itertools.count()
+
+
+class DeliversTo(Handler):
+    """Takes every recipient and hands each message, a trace field before it, to ``store``."""
+
+    def __init__(self, store: Callable[[bytes], None]) -> None:
+        self.store = store
+
+    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
+        return Reply(250, "OK")
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        self.store(TRACE + envelope.content)
+        return Reply(250, "OK: delivered")
+
+
+def into_maildir(path: Path) -> Callable[[bytes], None]:
+    def store(content: bytes) -> None:
+        name = f"{next(_names)}.M1P{os.getpid()}.delivered"
+        (path / "tmp" / name).write_bytes(content)
+        os.rename(path / "tmp" / name, path / "new" / name)
+
+    return store
+
+
+def into_mailbox(mailbox: Mailbox) -> Callable[[bytes], None]:
+    def store(content: bytes) -> None:
+        with mailbox.lock:
+            mailbox.messages.append(content)
+
+    return store
+
+
+@pytest.fixture
+def own_servers(tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
+    """smtpcore's POP3 server over a Maildir holding :data:`KEPT`, and its SMTP server
+    delivering into it: the POP3 port, the SMTP port, the Maildir."""
+    maildir = tmp_path / USER
+    for sub in ("tmp", "new", "cur"):
+        (maildir / sub).mkdir(parents=True)
+    into_maildir(maildir)(KEPT[0])
+    store = MaildirStore(tmp_path, {USER: PASSWORD})
+    with (
+        running_pop3_server("asyncio", store) as pop3,
+        running_smtp_server("asyncio", DeliversTo(into_maildir(maildir))) as smtp,
+    ):
+        yield pop3.port, smtp.port, maildir
+
+
+def delivered(maildir: Path) -> list[bytes]:
+    return [m for m in maildir_contents(maildir) if MARKER_FIELD in m]
+
+
+def test_messages_delivered_to_smtpcores_own_server_come_back_intact(
+    own_servers: tuple[int, int, Path],
+) -> None:
+    pop3, smtp, maildir = own_servers
+    report = check_pop3_server(
+        "127.0.0.1",
+        pop3,
+        user=USER,
+        password=PASSWORD,
+        timeout=3.0,
+        checks=["delivered-intact", "dot-stuffing"],
+        deliver_via=("127.0.0.1", smtp),
+        deliver_to=MAILBOX,
+    )
+    assert report["delivered-intact"].outcome is Outcome.PASSED, report
+    assert "eight-bit" in report["delivered-intact"].summary  # smtpcore offers 8BITMIME
+    assert report["dot-stuffing"].outcome is Outcome.PASSED, report  # it reads them too
+    assert len(delivered(maildir)) == 4
+    assert KEPT[0] in maildir_contents(maildir)
+    (note,) = report.notes
+    assert "were left in the mailbox" in note and "note: 4 delivered" in report.format()
+
+
+def test_delete_delivered_deletes_only_the_test_messages(
+    own_servers: tuple[int, int, Path],
+) -> None:
+    pop3, smtp, maildir = own_servers
+    report = check_pop3_server(
+        "127.0.0.1",
+        pop3,
+        user=USER,
+        password=PASSWORD,
+        timeout=3.0,
+        checks=["delivered-intact"],
+        deliver_via=("127.0.0.1", smtp),
+        deliver_to=MAILBOX,
+        delete_delivered=True,
+    )
+    assert report.ok, report
+    assert report.notes == ("4 of 4 delivered test messages were deleted (DELE, then QUIT)",)
+    assert maildir_contents(maildir) == KEPT
+
+
+def test_a_server_that_does_not_stuff_fails_with_an_excerpt_and_keeps_all_mail() -> None:
+    mailbox = Mailbox(list(KEPT))
+    with (
+        serve_pop3(NoStuffing, mailbox) as (host, port),
+        running_smtp_server("asyncio", DeliversTo(into_mailbox(mailbox))) as smtp,
+    ):
+        report = check_pop3_server(
+            host,
+            port,
+            user=USER,
+            password=PASSWORD,
+            timeout=3.0,
+            checks=["delivered-intact"],
+            deliver_via=("127.0.0.1", smtp.port),
+            deliver_to=MAILBOX,
+        )
+    result = report["delivered-intact"]
+    assert result.outcome is Outcome.FAILED, result
+    assert "RETR" in result.summary and "(dot-lines)" in result.summary, result.summary
+    assert "got b'" in result.summary and "sent b'" in result.summary, result.summary
+    assert PASSWORD not in result.summary + result.transcript_text()
+    assert mailbox.messages[0] == KEPT[0] and len(mailbox.messages) == 5
+    assert "C: b'QUIT\\r\\n'" not in result.transcript_text().rpartition("RETR")[2]
+
+
+def test_mail_that_never_arrives_fails_after_the_wait() -> None:
+    with (
+        serve_pop3(SmallPOP3, Mailbox(list(KEPT))) as (host, port),
+        running_smtp_server("asyncio", DeliversTo(lambda content: None)) as smtp,
+    ):
+        report = check_pop3_server(
+            host,
+            port,
+            user=USER,
+            password=PASSWORD,
+            timeout=3.0,
+            checks=["delivered-intact"],
+            deliver_via=("127.0.0.1", smtp.port),
+            deliver_to=MAILBOX,
+            deliver_wait=0.5,
+        )
+    result = report["delivered-intact"]
+    assert result.outcome is Outcome.FAILED
+    assert "were not in the mailbox 0.5 s after" in result.summary, result.summary
+
+
+def test_an_smtp_server_that_is_not_there_fails_the_check() -> None:
+    with serve_pop3(SmallPOP3, Mailbox(list(KEPT))) as (host, port):
+        report = check_pop3_server(
+            host,
+            port,
+            user=USER,
+            password=PASSWORD,
+            timeout=2.0,
+            checks=["delivered-intact"],
+            deliver_via=("127.0.0.1", free_port()),
+            deliver_to=MAILBOX,
+        )
+    assert report["delivered-intact"].outcome is Outcome.FAILED
+    assert "delivering the test messages over SMTP" in report["delivered-intact"].summary
+    assert report.notes == ()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"deliver_to": None}, "no mailbox"),  # the POP3 user alice is no mailbox
+        ({"deliver_to": MAILBOX, "checks": ["uidl"]}, "delivered-intact"),
+        (
+            {"deliver_to": MAILBOX, "deliver_user": "bob"},
+            r"^give both deliver_user and deliver_password, or neither$",
+        ),
+        ({"deliver_to": MAILBOX, "deliver_wait": -1.0}, "deliver_wait"),
+    ],
+)
+def test_bad_delivery_arguments_are_refused(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_pop3_server(
+            "127.0.0.1",
+            110,
+            user=USER,
+            password=PASSWORD,
+            deliver_via=("127.0.0.1", 25),
+            **options,  # type: ignore[arg-type]  # each a keyword of check_pop3_server
+        )
+
+
+def test_cli_delivers_and_says_the_messages_were_left(
+    own_servers: tuple[int, int, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pop3, smtp, maildir = own_servers
+    argv = ["check-pop3", f"127.0.0.1:{pop3}", "--user", USER, "--password", PASSWORD]
+    argv += ["--only", "delivered-intact", "--deliver-via", f"127.0.0.1:{smtp}"]
+    assert main([*argv, "--deliver-to", MAILBOX, "--deliver-wait", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "PASSED  delivered-intact" in out and "were left in the mailbox" in out, out
+    assert len(delivered(maildir)) == 4
+
+
+def test_cli_refuses_a_delivery_password_without_a_user(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["check-pop3", "127.0.0.1:110", "--user", USER, "--password", PASSWORD]
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--deliver-via", "127.0.0.1:25", "--deliver-password", "x"])
+    assert info.value.code == 2
+    assert "needs --deliver-user" in capsys.readouterr().err
+
+
+def test_the_docs_page_delivery_example_runs(
+    own_servers: tuple[int, int, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_check import python_blocks
+
+    pop3, smtp, _ = own_servers
+    page = Path(__file__).parent.parent / "docs" / "testing-check.rst"
+    (block,) = [block for block in python_blocks(page) if "deliver_via" in block]
+    block = block.replace('"127.0.0.1", 110', f'"127.0.0.1", {pop3}')
+    block = block.replace('("127.0.0.1", 25)', f'("127.0.0.1", {smtp})')
+    block = block.replace('password="secret"', f"password={PASSWORD!r}")
+    exec(compile(block, str(page), "exec"), {"__name__": "docs"})
+    out = capsys.readouterr().out
+    assert "PASSED  delivered-intact" in out and "were left in the mailbox" in out, out
+
+
+@pytest.mark.interop
+def test_messages_delivered_into_dovecots_maildir_come_back_intact() -> None:
+    """smtpcore's SMTP server delivering into the Maildir Dovecot serves, each file handed
+    to Dovecot's mail user as it lands."""
+    with tempfile.TemporaryDirectory(prefix="smtpcore-dovecot-") as directory:
+        os.chmod(directory, 0o755)  # Dovecot's unprivileged processes read in it
+        with dovecot_pop3(Path(directory), {USER: PASSWORD}) as dovecot:
+            maildir = dovecot.maildir(USER)
+            for sub in ("tmp", "new", "cur"):
+                (maildir / sub).mkdir(parents=True)
+            into_maildir(maildir)(KEPT[0])
+            hand_to_dovecot(dovecot, maildir)
+
+            def store(content: bytes) -> None:
+                into_maildir(maildir)(content)
+                hand_to_dovecot(dovecot, maildir)
+
+            with running_smtp_server("asyncio", DeliversTo(store)) as smtp:
+                report = check_pop3_server(
+                    "127.0.0.1",
+                    dovecot.port,
+                    user=USER,
+                    password=PASSWORD,
+                    timeout=5.0,
+                    checks=["delivered-intact", "dot-stuffing"],
+                    deliver_via=("127.0.0.1", smtp.port),
+                    deliver_to=MAILBOX,
+                )
+            left = maildir_contents(maildir)
+    assert report.ok, report
+    assert report["delivered-intact"].outcome is Outcome.PASSED, report
+    assert KEPT[0] in left and len(left) == 5
+
+
+class StallsAfterAPeriod(SmallPOP3):
+    """Sends RETR up to the first body line that ends in a period (the dot-lines
+    message's lone dot, stuffed), then nothing for two seconds: a stall in the middle
+    of the message, which delivered-intact, knowing the body, must not take for a
+    last line sent without CRLF before the terminator."""
+
+    stalling = False
+
+    def do_RETR(self, words: list[str]) -> bytes:
+        answer = super().do_RETR(words)
+        head, blank, body = answer.partition(b"\r\n\r\n")
+        lines = lines_of(body)[:-1]  # the terminating dot line left out
+        cut = next((at for at, line in enumerate(lines) if line.endswith(b".\r\n")), None)
+        if not blank or cut is None:
+            return answer
+        self.stalling = True
+        return head + blank + b"".join(lines[: cut + 1])
+
+    def sent(self, sock: socket.socket, buffer: bytearray) -> None:
+        if self.stalling:
+            time.sleep(2)
+            self.closed = True
+
+
+def test_a_retr_that_stalls_after_a_period_in_the_body_is_a_timeout() -> None:
+    mailbox = Mailbox(list(KEPT))
+    with (
+        serve_pop3(StallsAfterAPeriod, mailbox) as (host, port),
+        running_smtp_server("asyncio", DeliversTo(into_mailbox(mailbox))) as smtp,
+    ):
+        report = check_pop3_server(
+            host,
+            port,
+            user=USER,
+            password=PASSWORD,
+            timeout=1.0,
+            checks=["delivered-intact"],
+            deliver_via=("127.0.0.1", smtp.port),
+            deliver_to=MAILBOX,
+        )
+    result = report["delivered-intact"]
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == "no whole reply came within 1 s where one was due", result.summary
+    assert "RETR" in result.transcript_text() and b"..\r\n" in b"".join(
+        entry.data for entry in result.transcript if entry.side == "server"
+    )
+
+
+# -- the review of --deliver-via: mail kept, secrets hidden, honest notes ------------------
+
+
+def _run(
+    kind: type[SmallPOP3],
+    mailbox: Mailbox,
+    handler: Handler,
+    **options: object,
+) -> CheckReport:
+    """``delivered-intact`` against ``kind`` over ``mailbox``, delivered by ``handler``."""
+    with (
+        serve_pop3(kind, mailbox) as (host, port),
+        running_smtp_server("asyncio", handler) as smtp,
+    ):
+        return check_pop3_server(
+            host,
+            port,
+            user=USER,
+            password=PASSWORD,
+            timeout=3.0,
+            checks=["delivered-intact"],
+            deliver_via=("127.0.0.1", smtp.port),
+            deliver_to=MAILBOX,
+            **options,  # type: ignore[arg-type]  # each a keyword of check_pop3_server
+        )
+
+
+NEW_MAIL = b"Subject: new\r\n\r\nthe user's mail that came during the run\r\n"
+
+
+@pytest.mark.parametrize("kind", [UidIsNumber, SessionUidl, NoUidl])
+def test_mail_changed_between_sessions_is_never_deleted(
+    kind: type[SmallPOP3], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's client takes a message and new mail comes between delivered-intact and
+    the delete session: whatever the server's unique-ids, only messages whose ``TOP n 0``
+    shows this run's marker may be deleted, and the user's mail is all kept."""
+    mailbox = Mailbox([b"Subject: one\r\n\r\n1\r\n", b"Subject: two\r\n\r\n2\r\n"])
+    real = delete_delivered
+
+    def after_a_change(probe: POP3Probe, delivery: Delivery) -> str:
+        with mailbox.lock:
+            del mailbox.messages[0]
+            mailbox.messages.append(NEW_MAIL)
+        return real(probe, delivery)
+
+    monkeypatch.setattr(check_pop3_module, "delete_delivered", after_a_change)
+    report = _run(kind, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True)
+    assert report["delivered-intact"].outcome is Outcome.PASSED, report
+    assert NEW_MAIL in mailbox.messages and b"Subject: two\r\n\r\n2\r\n" in mailbox.messages
+    ours = [m for m in mailbox.messages if MARKER_FIELD in m]
+    (note,) = report.notes
+    assert f"{4 - len(ours)} of 4 delivered" in note or "none of the 4" in note, note
+    if ours:
+        assert f"{len(ours)} left in the mailbox" in note, note
+        assert f"{MARKER_FIELD.decode()}: " in note and ".*" in note, note
+
+
+class DeletesRetrievedByNumber(DeletesRetrieved, UidIsNumber):
+    """A delete-after-download server (QUIT deletes what TOP or RETR sent) whose
+    unique-ids are the message numbers: a TOP too many, or a QUIT after a TOP that
+    showed the user's mail, deletes the user's mail."""
+
+
+def _user_mail_changed(change: str, messages: list[bytes]) -> None:
+    """The user's mail as it changes between delivered-intact and the delete session:
+    the first message taken and new mail after the test messages, or new mail listed
+    before them (a server that lists by date), so that a number names the user's mail."""
+    if change == "taken, new after":
+        del messages[0]
+        messages.append(NEW_MAIL)
+    elif change == "new before":
+        messages.insert(2, NEW_MAIL)
+
+
+@pytest.mark.parametrize("change", ["none", "taken, new after", "new before"])
+def test_a_delete_after_download_server_keeps_the_users_mail(
+    change: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delete session TOPs only the candidates, and ends without QUIT where a TOP
+    shows another message: QUIT deletes every message TOP sent on this server."""
+    mailbox = Mailbox([b"Subject: one\r\n\r\n1\r\n", b"Subject: two\r\n\r\n2\r\n"])
+    real = delete_delivered
+
+    def after_a_change(probe: POP3Probe, delivery: Delivery) -> str:
+        with mailbox.lock:
+            _user_mail_changed(change, mailbox.messages)
+        return real(probe, delivery)
+
+    kept = list(mailbox.messages)
+    _user_mail_changed(change, kept)
+    monkeypatch.setattr(check_pop3_module, "delete_delivered", after_a_change)
+    report = _run(
+        DeletesRetrievedByNumber, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True
+    )
+    assert report["delivered-intact"].outcome is Outcome.PASSED, report
+    assert [m for m in mailbox.messages if MARKER_FIELD not in m] == kept, mailbox.messages
+    (note,) = report.notes
+    if change == "none":
+        assert note == "4 of 4 delivered test messages were deleted (DELE, then QUIT)", note
+    else:
+        assert "none of the 4" in note and "now names another message" in note, note
+
+
+class RenumbersWithoutUidl(NoUidl):
+    """No UIDL; the first look for the delivered messages does not see the last one, and
+    before the second the user's client has taken the first message: every number
+    then names the message after the one it named."""
+
+    looks = 0
+
+    def do_PASS(self, words: list[str]) -> bytes:
+        answer = super().do_PASS(words)
+        if answer.startswith(b"+OK"):
+            RenumbersWithoutUidl.looks += 1
+            if self.looks == 3:
+                with self.mailbox.lock:
+                    del self.mailbox.messages[0]
+        return answer
+
+    def listed(self) -> list[int]:
+        listed = super().listed()
+        return listed[:-1] if self.looks == 2 else listed
+
+    def message(self, word: str) -> int | None:
+        number = super().message(word)
+        return number if number in self.listed() else None
+
+
+def test_without_uidl_each_look_reads_the_markers_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message number names a message in one session only (RFC 1939 §5): a marker
+    read in one look must not be taken for the message that number names in the next."""
+    monkeypatch.setattr(RenumbersWithoutUidl, "looks", 0)
+    mailbox = Mailbox(list(KEPT))
+    report = _run(RenumbersWithoutUidl, mailbox, DeliversTo(into_mailbox(mailbox)))
+    assert RenumbersWithoutUidl.looks >= 3, RenumbersWithoutUidl.looks
+    assert report["delivered-intact"].outcome is Outcome.PASSED, report
+
+
+def test_the_delete_session_deletes_nothing_where_uidl_repeats_an_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mailbox = Mailbox(list(KEPT))
+    real = delete_delivered
+
+    def with_ids_repeated(probe: POP3Probe, delivery: Delivery) -> str:
+        monkeypatch.setattr(RepeatsUid, "repeating", True)
+        return real(probe, delivery)
+
+    monkeypatch.setattr(check_pop3_module, "delete_delivered", with_ids_repeated)
+    report = _run(RepeatsUid, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True)
+    assert report["delivered-intact"].outcome is Outcome.PASSED, report
+    assert len(mailbox.messages) == 5 and mailbox.messages[0] == KEPT[0]
+    (note,) = report.notes
+    assert "none of the 4" in note and "4 left in the mailbox" in note, note
+    assert "(UIDL gives one unique-id to two messages)" in note, note
+
+
+class RefusesThird(DeliversTo):
+    """Delivers the first two messages, then refuses the rest for the day."""
+
+    def __init__(self, store: Callable[[bytes], None]) -> None:
+        super().__init__(store)
+        self.count = 0
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        self.count += 1
+        if self.count >= 3:
+            return Reply(552, "5.3.4 no more today")
+        return await super().handle_message(session, envelope)
+
+
+def test_the_delete_note_counts_every_message_delivered_and_says_how_to_find_them() -> None:
+    mailbox = Mailbox(list(KEPT))
+    report = _run(SmallPOP3, mailbox, RefusesThird(into_mailbox(mailbox)), delete_delivered=True)
+    assert report["delivered-intact"].outcome is Outcome.FAILED
+    run = report["delivered-intact"].summary  # the note names the run's marker
+    (note,) = report.notes
+    assert note.startswith("none of the 2 delivered test messages was deleted; 2 left"), note
+    assert "(not looked for: the delivery failed)" in note and "UIDL" not in note, note
+    assert "X-Smtpcore-Check: " in note and ".*" in note, (note, run)
+    assert len(mailbox.messages) == 3
+
+
+class FailsTheDeleteSession(SmallPOP3):
+    """Once ``failing`` is set, fails the delete session its way: a refused login, an
+    unreadable unique-id listing, QUIT answered twice after it deleted the DELEs, or
+    UIDL refused, so that no DELE is sent, and QUIT answered twice."""
+
+    failing = ""
+
+    def do_PASS(self, words: list[str]) -> bytes:
+        if self.failing == "login":
+            return b"-ERR [SYS/TEMP] busy, try later\r\n"
+        return super().do_PASS(words)
+
+    def do_UIDL(self, words: list[str]) -> bytes:
+        if self.failing == "listing" and not words:
+            return multi(b"ids", [b"1 uid-1\r\n", b"x y\r\n"])
+        if self.failing == "no-uidl, quit":
+            return b"-ERR no UIDL today\r\n"
+        return super().do_UIDL(words)
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        answer = super().do_QUIT(words)
+        return answer + b"+OK and again\r\n" if self.failing.endswith("quit") else answer
+
+
+@pytest.mark.parametrize(
+    ("failing", "failure"),
+    [
+        ("login", "logging in as 'alice' was refused"),
+        ("listing", "a scan or unique-id listing gave the line"),
+        ("quit", "QUIT got"),
+        ("no-uidl, quit", "UIDL is refused now, and then QUIT got"),
+    ],
+)
+def test_a_failed_delete_session_still_says_how_many_were_left_and_how_to_find_them(
+    failing: str, failure: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = Mailbox(list(KEPT))
+    real = delete_delivered
+
+    def failing_then(probe: POP3Probe, delivery: Delivery) -> str:
+        monkeypatch.setattr(FailsTheDeleteSession, "failing", failing)
+        return real(probe, delivery)
+
+    monkeypatch.setattr(check_pop3_module, "delete_delivered", failing_then)
+    report = _run(
+        FailsTheDeleteSession, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True
+    )
+    assert report.ok, report
+    (note,) = report.notes
+    assert "(the delete session failed: " + failure in note, note
+    assert "give a user and password" not in note, note
+    assert f"'{MARKER_FIELD.decode()}: " in note and ".*'" in note, note
+    if failing == "quit":
+        assert note.startswith("none of the 4 delivered test messages is known to have been"), note
+        assert "4 may be left in the mailbox" in note, note
+        assert "its QUIT was sent after 4 were marked with DELE, which may be deleted" in note
+        assert mailbox.messages == KEPT
+    else:
+        assert note.startswith("none of the 4 delivered test messages was deleted; 4 left"), note
+        assert "marked with DELE" not in note and "may be" not in note, note
+        assert len(mailbox.messages) == 5 and mailbox.messages[0] == KEPT[0]
+
+
+def test_a_listing_number_past_pythons_int_limit_fails_the_check() -> None:
+    """5000 digits: ``int()`` raises ValueError past 4300; the shared ASCII-digits helper
+    with a length bound refuses the line, and the run reports it."""
+    mailbox = Mailbox(list(KEPT))
+    report = _run(HugeUidlNumber, mailbox, DeliversTo(into_mailbox(mailbox)))
+    result = report["delivered-intact"]
+    assert result.outcome is Outcome.FAILED, result
+    assert "unique-id listing gave the line" in result.summary, result.summary
+
+
+def test_cli_reports_a_listing_number_past_pythons_int_limit(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    mailbox = Mailbox(list(KEPT))
+    with (
+        serve_pop3(HugeUidlNumber, mailbox) as (host, port),
+        running_smtp_server("asyncio", DeliversTo(into_mailbox(mailbox))) as smtp,
+    ):
+        argv = ["check-pop3", f"{host}:{port}", "--user", USER, "--password", PASSWORD]
+        argv += ["--only", "delivered-intact", "--deliver-via", f"127.0.0.1:{smtp.port}"]
+        code = main([*argv, "--deliver-to", MAILBOX, "--timeout", "3"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "FAILED  delivered-intact" in out and "unique-id listing gave the line" in out, out
+
+
+class StoresAsSent(DeliversTo):
+    """An MTA that stores the content as it came, a last line without CRLF included."""
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        self.store(TRACE + envelope.content.removesuffix(b"\r\n"))
+        return Reply(250, "OK: delivered")
+
+
+def test_the_no_final_crlf_message_is_stored_ended(own_servers: tuple[int, int, Path]) -> None:
+    """smtpcore's SMTP server offers CHUNKING; the message is submitted with DATA all the
+    same, so the client ends its last line (RFC 5321 §4.1.1.4)."""
+    pop3, smtp, maildir = own_servers
+    check_pop3_server(
+        "127.0.0.1",
+        pop3,
+        user=USER,
+        password=PASSWORD,
+        timeout=3.0,
+        checks=["delivered-intact"],
+        deliver_via=("127.0.0.1", smtp),
+        deliver_to=MAILBOX,
+    )
+    (stored,) = [m for m in delivered(maildir) if b".no-final-crlf" in m]
+    assert stored.endswith(b"\r\nlast\r\n"), stored[-20:]
+
+
+def test_a_last_line_served_without_crlf_is_a_clear_failure() -> None:
+    mailbox = Mailbox(list(KEPT))
+    report = _run(SmallPOP3, mailbox, StoresAsSent(into_mailbox(mailbox)))
+    result = report["delivered-intact"]
+    assert result.outcome is Outcome.FAILED, result
+    assert "no CRLF before the terminating dot line" in result.summary, result.summary
+
+
+class EchoesRefusedAuth:
+    """An SMTP server that offers AUTH after STARTTLS and quotes back the AUTH data it
+    refuses (PLAIN's initial response, or LOGIN's two answers)."""
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        mechanism: bytes,
+        refusal: Callable[[bytes, bytes], bytes] | None = None,
+        reply: bytes = b"535 5.7.8",
+    ) -> None:
+        self.context, self.mechanism, self.reply = context, mechanism, reply
+        self.refusal = refusal or (lambda password, user: password + b" for " + user)
+
+    def __call__(self, sock: socket.socket, stop: threading.Event) -> None:
+        reader = sock.makefile("rb")
+        sock.sendall(b"220 mx.test ready\r\n")
+        tls = False
+        for _ in range(20):
+            words = reader.readline().split()
+            verb = words[0].upper() if words else b""
+            if verb == b"EHLO":
+                offer = b"250-ENHANCEDSTATUSCODES\r\n250 AUTH " if tls else b"250 STARTTLS"
+                offer += self.mechanism if tls else b""
+                sock.sendall(b"250-mx.test\r\n" + offer + b"\r\n")
+            elif verb == b"STARTTLS" and not tls:
+                sock.sendall(b"220 go ahead\r\n")
+                sock = self.context.wrap_socket(sock, server_side=True)
+                reader, tls = sock.makefile("rb"), True
+            elif verb == b"AUTH" and len(words) > 2:
+                sock.sendall(b"535 5.7.8 refused: " + words[2] + b"\r\n")
+            elif verb == b"AUTH":
+                sock.sendall(b"334 VXNlcm5hbWU6\r\n")
+                user = reader.readline().strip()
+                sock.sendall(b"334 UGFzc3dvcmQ6\r\n")
+                password = reader.readline().strip()
+                refusal = self.refusal(password, user)
+                sock.sendall(self.reply + b" refused: " + refusal + b"\r\n")
+                if self.reply.startswith(b"421"):  # closes the session (RFC 5321 §3.8)
+                    return
+            elif verb in (b"QUIT", b""):
+                sock.sendall(b"221 bye\r\n")
+                return
+            else:
+                sock.sendall(b"502 5.5.1 no\r\n")
+
+
+SMTP_PASSWORD = "smtp-Secret-42"
+
+
+@pytest.mark.parametrize("mechanism", [b"PLAIN", b"LOGIN"])
+def test_the_smtp_password_is_hidden_in_every_form_a_server_quotes(
+    tls: TLSFiles, mechanism: bytes
+) -> None:
+    with (
+        serve_pop3(SmallPOP3, Mailbox(list(KEPT))) as (host, port),
+        raw_server(EchoesRefusedAuth(tls.server_context, mechanism), socket_timeout=5) as smtp,
+    ):
+        report = check_pop3_server(
+            host,
+            port,
+            user=USER,
+            password=PASSWORD,
+            timeout=3.0,
+            checks=["delivered-intact"],
+            deliver_via=smtp,
+            deliver_to=MAILBOX,
+            deliver_user="bob",
+            deliver_password=SMTP_PASSWORD,
+        )
+    text = report.format()
+    assert report["delivered-intact"].outcome is Outcome.FAILED, text
+    assert "535" in text and "<hidden>" in text, text
+    for form in credential_forms("bob", SMTP_PASSWORD):
+        assert form.decode() not in text, (form, text)
+
+
+QUOTED_AS_TEXT = {
+    "decoded": lambda password, user: (
+        base64.b64decode(password) + b" for " + base64.b64decode(user)
+    ),
+    "next to punctuation": lambda password, user: (
+        b"(" + password + b"), " + base64.b64decode(password) + b": bad"
+    ),
+}
+
+
+@pytest.mark.parametrize("reply", [b"535 5.7.8", b"421 4.7.0"])
+@pytest.mark.parametrize("smtp_password", [SMTP_PASSWORD, "p\u00e4ssw\u00f6rd-42", "pw-123"])
+@pytest.mark.parametrize("quoting", sorted(QUOTED_AS_TEXT))
+def test_a_refused_smtp_login_shows_its_code_and_status_never_its_text(
+    tls: TLSFiles, quoting: str, smtp_password: str, reply: bytes
+) -> None:
+    """A server quoting the LOGIN password decoded (a non-ASCII one as the text it was
+    typed as, a short one that is hidden only as a word) or next to punctuation, in a
+    535 or in a 421 that closes the session: the failure says the code and status and
+    nothing after them."""
+    refusal = QUOTED_AS_TEXT[quoting]
+    with (
+        serve_pop3(SmallPOP3, Mailbox(list(KEPT))) as (host, port),
+        raw_server(
+            EchoesRefusedAuth(tls.server_context, b"LOGIN", refusal, reply), socket_timeout=5
+        ) as smtp,
+    ):
+        report = check_pop3_server(
+            host,
+            port,
+            user=USER,
+            password=PASSWORD,
+            timeout=3.0,
+            checks=["delivered-intact"],
+            deliver_via=smtp,
+            deliver_to=MAILBOX,
+            deliver_user="bob",
+            deliver_password=smtp_password,
+        )
+    text = report.format()
+    summary = report["delivered-intact"].summary
+    assert report["delivered-intact"].outcome is Outcome.FAILED, text
+    assert f"refused AUTH as bob: {reply.decode()} (its text is not shown" in summary, summary
+    assert "refused:" not in summary, summary
+    assert smtp_password not in text, text
+    for form in credential_forms("bob", smtp_password):
+        assert form.decode() not in text, (form, text)
+
+
+def test_every_wire_form_of_a_credential_is_listed() -> None:
+    forms = set(credential_forms("bob", "pw"))
+    assert {b"pw", base64.b64encode(b"pw"), base64.b64encode(b"\0bob\0pw")} <= forms
+    assert base64.b64encode(b"bob\0bob\0pw") in forms  # PLAIN with the authzid given
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"deliver_to": MAILBOX},
+        {"deliver_user": "bob", "deliver_password": "pw"},
+        {"delete_delivered": True},
+        {"checks": ["delivered-intact"]},
+    ],
+)
+def test_delivery_options_without_deliver_via_are_refused(options: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="deliver_via"):
+        check_pop3_server(
+            "127.0.0.1",
+            free_port(),
+            user=USER,
+            password=PASSWORD,
+            **options,  # type: ignore[arg-type]  # each a keyword of check_pop3_server
+        )
+
+
+@pytest.mark.parametrize("keyword", ["user", "password", "deliver_user", "deliver_password"])
+def test_a_credential_utf8_cannot_encode_is_refused_before_any_connection(keyword: str) -> None:
+    """A lone surrogate has no UTF-8 octets to send nor to hide: a ValueError naming the
+    argument, before any connection, not a UnicodeEncodeError mid-run."""
+    arguments: dict[str, str] = {
+        "user": USER,
+        "password": PASSWORD,
+        "deliver_user": "bob",
+        "deliver_password": "pw-123",
+    }
+    arguments[keyword] = "pw\udcffsecret"
+    with pytest.raises(ValueError, match=f"^{keyword} must be text that UTF-8 can encode"):
+        check_pop3_server(
+            "127.0.0.1",
+            free_port(),
+            checks=["delivered-intact"],
+            deliver_via=("127.0.0.1", free_port()),
+            deliver_to=MAILBOX,
+            timeout=1.0,
+            user=arguments["user"],
+            password=arguments["password"],
+            deliver_user=arguments["deliver_user"],
+            deliver_password=arguments["deliver_password"],
+        )
+
+
+class FakeTty:
+    """A standard input that is a terminal, so that a password would be prompted for."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def no_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminal without SMTPCORE_PASSWORD, where any password prompt fails the test."""
+    monkeypatch.delenv("SMTPCORE_PASSWORD", raising=False)
+    monkeypatch.setattr("sys.stdin", FakeTty())
+    monkeypatch.setattr("getpass.getpass", lambda *a, **k: pytest.fail("a password prompt"))
+
+
+@pytest.mark.usefixtures("no_prompt")
+@pytest.mark.parametrize(
+    ("extra", "option"),
+    [
+        (["--only", "delivered-intact"], "--only delivered-intact"),
+        (["--deliver-to", MAILBOX], "--deliver-to"),
+        (["--deliver-user", "bob"], "--deliver-user"),
+        (["--delete-delivered"], "--delete-delivered"),
+    ],
+)
+def test_cli_refuses_delivery_options_without_deliver_via(
+    extra: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["check-pop3", f"127.0.0.1:{free_port()}", "--user", USER]
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--timeout", "1", *extra])
+    assert info.value.code == 2
+    assert f"error: {option} needs --deliver-via HOST:PORT" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("no_prompt")
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--deliver-wait", "601"], "deliver_wait must be from 0 to 600 seconds"),
+        (["--deliver-to", "not a mailbox"], "deliver_to 'not a mailbox' is no mailbox"),
+        (["--only", "number-edges"], "deliver_via is for the delivered-intact check"),
+    ],
+)
+def test_cli_refuses_bad_delivery_options_before_any_password_prompt(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["check-pop3", "127.0.0.1:1", "--user", USER, "--deliver-user", "bob"]
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--deliver-via", "127.0.0.1:1", *extra])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--password", "--deliver-password"])
+def test_cli_refuses_a_password_that_is_not_utf8(
+    option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An argv octet that is not UTF-8 comes as a lone surrogate, which no wire takes."""
+    argv = ["check-pop3", "127.0.0.1:1", "--user", USER, "--password", PASSWORD]
+    argv += ["--deliver-via", "127.0.0.1:1", "--deliver-to", MAILBOX, "--deliver-user", "bob"]
+    argv += ["--deliver-password", "smtp-pw", option, "se\udcffcret"]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert "the password holds an octet that is not UTF-8" in err and "cret" not in err, err
+
+
+def test_a_missing_smtp_password_is_not_sought_in_smtpcore_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SMTPCORE_PASSWORD holds the POP3 user's password, never --deliver-user's."""
+    monkeypatch.setenv("SMTPCORE_PASSWORD", PASSWORD)
+    monkeypatch.setattr("sys.stdin", io.StringIO())
+    argv = ["check-pop3", "127.0.0.1:1", "--user", USER, "--deliver-via", "127.0.0.1:1"]
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--deliver-to", MAILBOX, "--deliver-user", "bob"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert "no password for bob: give --deliver-password-file FILE, or run on a" in err, err
+    assert "SMTPCORE_PASSWORD" not in err, err
+
+
+def test_deliver_wait_is_bounded() -> None:
+    with pytest.raises(ValueError, match="deliver_wait must be from 0 to 600 seconds"):
+        check_pop3_server(
+            "127.0.0.1",
+            110,
+            user=USER,
+            password=PASSWORD,
+            deliver_via=("127.0.0.1", 25),
+            deliver_to=MAILBOX,
+            deliver_wait=601.0,
+        )
+
+
+def test_the_poll_opens_few_sessions_however_long_the_wait() -> None:
+    """The sleep between polls grows, so that a long wait logs in a bounded number of times."""
+    sleeps = list(poll_sleeps(600.0))
+    assert len(sleeps) <= 100 and sum(sleeps) >= 600.0
+    assert sleeps == sorted(sleeps)
+
+
+@given(wait=st.floats(min_value=0.0, max_value=600.0))
+def test_the_poll_sleeps_cover_the_wait_in_few_sessions(wait: float) -> None:
+    sleeps = list(poll_sleeps(wait))
+    assert len(sleeps) <= 100 and sum(sleeps) == pytest.approx(wait)
