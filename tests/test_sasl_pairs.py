@@ -89,10 +89,11 @@ def check_password(users: dict[str, str]) -> Callable[[str, str, str], bool]:
 
 
 def as_query(name: str) -> str | None:
-    """The name a server mechanism looks up: SASLprep as a query; None when SASLprep
-    refuses or empties it, which fails the exchange (RFC 4616 §2)."""
+    """The name a server mechanism looks up: SASLprep as a query, without the
+    bidirectional rule, as the mechanisms prepare names; None when SASLprep refuses or
+    empties it, which fails the exchange (RFC 4616 §2)."""
     try:
-        return saslprep(name, allow_unassigned=True) or None
+        return saslprep(name, allow_unassigned=True, bidi_rule=False) or None
     except ValueError:
         return None
 
