@@ -903,6 +903,36 @@ def test_bdat_chunks_are_delivered(tmp_path: Path) -> None:
     assert stored.endswith(b"\nSubject: bdat\n\nfirst\n.second\n")
 
 
+def test_a_bdat_refused_for_its_syntax_fails_the_message(tmp_path: Path) -> None:
+    """RFC 3030 §2: after a 5xx to any BDAT the transaction has failed. Pipelined
+    behind a chunk refused for its syntax, the last chunk is out of sequence (503):
+    nothing is delivered, where a message without the refused chunk's octets once was,
+    while the client, told 501, would send it again."""
+    config = _config(tmp_path, "pqr.example", {"b@pqr.example": "x"}, submission_port=0)
+    wire = b"EHLO client.example\r\nMAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\n"
+    wire += b"BDAT 9\r\nSubject: BDAT 6 LAST junk\r\nHOLE\r\nBDAT 11 LAST\r\nX\r\n\r\nbody\r\n"
+
+    def send(port: int) -> list[bytes]:
+        with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+            file = sock.makefile("rb")
+            sock.sendall(wire + b"QUIT\r\n")
+            finals = []
+            for _ in range(8):  # greeting, EHLO, MAIL, RCPT, three BDATs, QUIT
+                line = file.readline()
+                while line[3:4] == b"-":
+                    line = file.readline()
+                finals.append(line[:3])
+        return finals
+
+    async def main() -> list[bytes]:
+        async with MailServer(config, sockets={"smtp": _listening()}) as server:
+            return await asyncio.to_thread(send, _port(server, "smtp"))
+
+    assert _run(main) == [b"220", b"250", b"250", b"250", b"250", b"501", b"503", b"221"]
+    assert _messages(config, "b@pqr.example") == []
+    assert not any((config.queue_dir / "envelopes").glob("*"))
+
+
 def test_one_server_per_data_directory(tmp_path: Path) -> None:
     config = _config(tmp_path, "pqr.example", {}, submission_port=0)
 

@@ -33,6 +33,7 @@ from smtpcore.smtp import (
     State,
     Vrfy,
 )
+from smtpcore.testing import permissive_smtp_answer
 
 # -- greeting -------------------------------------------------------------
 
@@ -1072,6 +1073,71 @@ def test_failed_bdat_chunk_aborts_the_transaction() -> None:
     assert conn.state is State.READY
     _, out = run(conn, b"BDAT 1 LAST\r\nx")
     assert codes(out) == ["503 5.5.1"]
+
+
+@pytest.mark.parametrize(
+    "refused",
+    [b"BDAT 4 LAST junk", b"BDAT 4  LAST", b"BDAT 4 FIRST", b"bdat\t4", b"BDAT 4 \xff"],
+)
+@pytest.mark.parametrize("first", [False, True], ids=["second chunk", "first chunk"])
+@pytest.mark.parametrize("lmtp", [False, True], ids=["smtp", "lmtp"])
+def test_bdat_the_machine_refuses_fails_the_transaction(
+    refused: bytes, first: bool, lmtp: bool
+) -> None:
+    """RFC 3030 §2: after a 4xx or 5xx to any BDAT the transaction has failed, and the
+    chunks still in the pipeline are discarded. A refused line is no exception: were
+    the last chunk taken, the message would be queued without the refused chunk's
+    octets (AAAACCCC), and the client, told 501, would send it again."""
+    conn = greeted(lmtp=lmtp)
+    hello = b"LHLO a.example\r\n" if lmtp else EHLO
+    wire = hello + b"MAIL FROM:<john@abc.example>\r\nRCPT TO:<brendon@pqr.example>\r\n"
+    if not first:
+        wire += b"BDAT 4\r\nAAAA"
+    wire += refused + b"\r\nBBBB" + b"BDAT 4 LAST\r\nCCCC" + b"NOOP\r\n"
+    events, out = run(conn, wire)
+    assert not any(isinstance(event, EndOfMessage | RejectedMessage) for event in events)
+    assert content_of(events) == (b"" if first else b"AAAA")
+    assert codes(out)[-3][:1] == "5"  # the refused line's answer
+    assert codes(out)[-2:] == ["503 5.5.1", "250 2.0.0"]
+    assert conn.state is State.READY
+    # The next transaction is whole, with a reply per recipient in LMTP (RFC 2033 §4.2).
+    again = b"MAIL FROM:<john@abc.example>\r\nRCPT TO:<a@pqr.example>\r\n"
+    again += b"RCPT TO:<b@pqr.example>\r\nBDAT 2 LAST\r\nok"
+    due = []
+
+    def answer(conn: ServerConnection, event: Event) -> Reply | list[Reply] | None:
+        if isinstance(event, EndOfMessage):
+            due.append(conn.replies_due)
+        return permissive_smtp_answer(conn, event)
+
+    events, out = run(conn, again, answer=answer)
+    assert content_of(events) == b"ok"
+    assert due == [2 if lmtp else 1] and codes(out)[-1] == "250 2.0.0"
+
+
+def test_bdat_before_any_recipient_fails_the_transaction() -> None:
+    """``554 no valid recipients`` to a BDAT (RFC 3030 §2) ends the transaction too: a
+    recipient pipelined after it does not revive the chunks that were skipped."""
+    conn = greeted()
+    wire = EHLO + b"MAIL FROM:<john@abc.example>\r\nBDAT 4\r\nAAAA"
+    wire += b"RCPT TO:<brendon@pqr.example>\r\nBDAT 4 LAST\r\nCCCC"
+    events, out = run(conn, wire)
+    assert not any(isinstance(event, EndOfMessage) for event in events)
+    assert codes(out)[-3:] == ["554 5.5.1", "503 5.5.1", "503 5.5.1"]
+    assert conn.state is State.READY
+
+
+def test_a_refused_bdat_outside_a_transaction_leaves_the_session_as_it_was() -> None:
+    """No transaction, none to fail: a 554 greeting's session still serves only QUIT,
+    a session before its hello still waits for one."""
+    conn = ServerConnection("mx.pqr.example")
+    conn.send(Reply(554, "mx.pqr.example No service"))
+    _, out = run(conn, b"BDAT 3 FIRST\r\nabcNOOP\r\n")
+    assert codes(out) == ["503 5.5.1", "503 5.5.1"]
+    assert conn.state is State.NO_SERVICE
+    hello = greeted()
+    run(hello, b"BDAT 3 FIRST\r\nabc")
+    assert hello.state is State.HELLO
 
 
 def test_data_after_bdat_is_out_of_sequence() -> None:

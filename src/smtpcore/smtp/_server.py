@@ -172,6 +172,7 @@ _NEED_MAIL: Final = reply(503, "5.5.1", "Need MAIL command")
 _IN_TRANSACTION: Final = reply(503, "5.5.1", "Mail transaction in progress")
 """What a command out of its place gets while a transaction is open (STARTTLS, say)."""
 _TRANSACTION_STATES: Final = frozenset({State.MAIL, State.RCPT, State.BDAT})
+_BDAT_RULE: Final = RULES[Bdat]
 _TOO_MANY_RECIPIENTS: Final = reply(452, "4.5.3", "Too many recipients")
 JUNK_COMMANDS: Final[frozenset[type[Command]]] = frozenset(
     {Ehlo, Helo, Lhlo, Rset, Noop, Vrfy, Expn, Help}
@@ -454,6 +455,9 @@ class ServerConnection:
     _bad_commands = 0
     _forgiven: BadCommand | None = None
     """The pending refusal of an excess recipient, which counts as no error."""
+    _refused_chunk: BadCommand | None = None
+    """The pending refusal of a BDAT line: its answer fails the transaction (see
+    :meth:`_chunk_refused`)."""
     _forwarded_client: Xclient | None = None
 
     # -- the options: the shared configuration's ---------------------------
@@ -828,6 +832,8 @@ class ServerConnection:
             if event.code < 400:
                 raise LocalProtocolError("a bad command must be answered with 4xx or 5xx")
             self._pending = None
+            if pending is self._refused_chunk:
+                self._chunk_refused(event.code)
             return self._finish(pending, event)
         if isinstance(pending, _CONTENT):
             return self._answer_content(pending, event)
@@ -840,6 +846,18 @@ class ServerConnection:
             )
         rule = RULES[Auth if isinstance(pending, AuthResponse) else type(pending)]
         return self._answer_command(pending, rule, event)
+
+    def _chunk_refused(self, code: int) -> None:
+        """A refused BDAT line answered with ``code``. RFC 3030 §2: after a 4xx or 5xx
+        to any BDAT the transaction has failed, and the server discards the chunks
+        still in the pipeline. So the ``Bdat`` rule's failure move applies whoever
+        refused the chunk, the machine as the application: a later BDAT is out of
+        sequence (503) and its chunk skipped, never the end of a message missing the
+        refused chunk's octets. Outside a transaction there is none to fail."""
+        self._refused_chunk = None
+        state = self._state
+        if state in _TRANSACTION_STATES:
+            self._state = _BDAT_RULE.move(code, state) or state
 
     def send_failed(self) -> None:
         """The bytes of the last ``send`` never reached the client."""
@@ -994,12 +1012,23 @@ class ServerConnection:
         refused for its place is. Where the size cannot be read, no one knows where
         that chunk ends: the session cannot go on, and gets 421 (RFC 5321 §3.8).
         """
-        if self._state is not _STATE_AUTH:  # an AUTH exchange's line is no command
-            size = chunk_after(line)
-            if size is None:
-                self._unreadable_chunk()
-            self._skip = size
-        return self._bad(line, answer)
+        if self._state is _STATE_AUTH:  # an AUTH exchange's line is no command
+            return self._bad(line, answer)
+        size = chunk_after(line)
+        if size is None:
+            self._unreadable_chunk()
+        if not starts_bdat(line):
+            return self._bad(line, answer)
+        return self._refuse_chunk(line, answer, size)
+
+    def _refuse_chunk(self, line: bytes, answer: Reply, size: int) -> BadCommand:
+        """A BDAT line refused by the machine, whatever for (its syntax, its place, a
+        limit): its chunk of ``size`` octets is skipped, and its answer, a 4xx or 5xx,
+        fails the transaction as the application's refusal of a chunk does (RFC 3030
+        §2, :meth:`_chunk_refused`)."""
+        self._skip = size
+        bad = self._refused_chunk = self._bad(line, answer)
+        return bad
 
     def _unreadable_chunk(self) -> NoReturn:
         """A BDAT line whose chunk size cannot be read (no size, a line too long to
@@ -1047,9 +1076,10 @@ class ServerConnection:
         except LocalProtocolError as exc:  # see smtp/_extension.py's entry_failed
             problem, failed = exc.reply_hint, exc
         if problem is not None:
-            if isinstance(command, Bdat):
-                self._skip = command.size  # the chunk follows the command regardless
-            bad = self._bad(line, problem)
+            if isinstance(command, Bdat):  # the chunk follows the command regardless
+                bad = self._refuse_chunk(line, problem, command.size)
+            else:
+                bad = self._bad(line, problem)
             if failed is not None:
                 raise failed
             if problem is _TOO_MANY_RECIPIENTS:
