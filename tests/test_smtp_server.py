@@ -55,6 +55,19 @@ def test_refusing_greeting_serves_only_quit() -> None:
     assert conn.state is State.CLOSED
 
 
+@pytest.mark.parametrize(
+    "line", [b"XYZZY", b"GET / HTTP/1.1", b"MAIL", b"RCPT TO:<>", b"NOOP \x01", b"STARTTLS"]
+)
+def test_refusing_greeting_answers_every_command_but_quit_503(line: bytes) -> None:
+    """RFC 5321 §3.1: after a 554 greeting the server SHOULD answer any intervening
+    command with 503 until QUIT, unknown and malformed ones as well: the sequence
+    error comes first, and an unknown verb counts toward no ``max_bad_commands``."""
+    conn = ServerConnection("mx.pqr.example", max_bad_commands=2)
+    conn.send(Reply(554, "No SMTP service here"))
+    _events, out = run(conn, (line + b"\r\n") * 3 + b"QUIT\r\n")
+    assert codes(out) == ["503 5.5.1"] * 3 + ["221 2.0.0"]
+
+
 def test_greeting_of_421_closes() -> None:
     conn = ServerConnection("mx.pqr.example")
     conn.send(Reply(421, "busy"))

@@ -206,11 +206,18 @@ for every one of that type, told with no call (RSET and NOOP are everyday), or t
 test that tells for the one at hand; a type not here is never junk."""
 _OUT_OF_SEQUENCE: Final = reply(503, "5.5.1", "Bad sequence of commands")
 _NO_SERVICE: Final = reply(503, "5.5.1", "No service here; send QUIT")
-"""Every command but QUIT after a 554 greeting (RFC 5321 §3.1)."""
+"""Every command but QUIT after a 554 greeting (RFC 5321 §3.1): known or not, well
+formed or not, a bad sequence of commands, which counts toward no ``max_bad_commands``."""
 _SEND_EHLO: Final = reply(503, "5.5.1", "Send EHLO first")
 _BINARY_NEEDS_BDAT: Final = reply(503, "5.5.1", "BINARYMIME content must be sent with BDAT")
 _HELLO_VERBS: Final = frozenset({"EHLO", "HELO", "LHLO"})
 _BINARYMIME: Final = Body.BINARYMIME.value
+
+
+def _is_quit(text: str) -> bool:
+    """Whether a command line that did not parse is a QUIT: its syntax error is its own,
+    QUIT being the one command a session refused service still serves (RFC 5321 §3.1)."""
+    return ascii_upper(text.partition(" ")[0]) == "QUIT"
 
 
 def _mechanism_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -976,6 +983,8 @@ class ServerConnection:
         try:
             command = parse_command_line(text, self._verbs)
         except CommandSyntaxError as exc:
+            if self._state is State.NO_SERVICE and not _is_quit(text):
+                return self._refused(line, _NO_SERVICE)
             if exc.reply.code == 500:
                 early = None if self.extended else self._before_ehlo(text)
                 if early is not None:
@@ -1000,8 +1009,6 @@ class ServerConnection:
         owner = tables.verb_owner.get(verb)
         if owner is None or verb not in tables.extended_verbs or owner.unmet(self) is not None:
             return None
-        if self._state is State.NO_SERVICE:
-            return _NO_SERVICE
         return _SEND_LHLO if self._config.lmtp else _SEND_EHLO
 
     def _refused(self, line: bytes, answer: Reply) -> BadCommand:
