@@ -669,6 +669,46 @@ class TestMultiline:
             b"IMPLEMENTATION smtpcore\r\nX-EXAMPLE\r\n.\r\n"
         )
 
+    @pytest.mark.parametrize(
+        "options",
+        [
+            {"expire": "-1"},
+            {"expire": ""},
+            {"expire": "30 days"},
+            {"expire": "NEVER USER"},
+            {"expire": "never"},
+            {"expire": "\u0663\u0660"},  # Arabic-Indic digits: no ASCII DIGIT (RFC 2449 §9)
+            {"expire": "30  USER"},
+            {"expire": "30\r\nSTLS"},
+            {"login_delay": "soon"},
+            {"login_delay": ""},
+            {"login_delay": "NEVER"},
+            {"login_delay": "+900"},
+            {"login_delay": "900 user"},
+        ],
+    )
+    def test_capa_policy_values_it_cannot_write_are_refused(self, options: Any) -> None:
+        """RFC 2449 §9: ``expire-policy = (1*DIGIT [SP "USER"]) / "NEVER"``, ``delay-secs =
+        1*DIGIT [SP "USER"]``. What the machine could not write in CAPA it refuses when
+        configured, and when set later."""
+        with pytest.raises(ValueError, match="RFC 2449"):
+            greeted(**options)
+        conn = greeted()
+        with pytest.raises(ValueError, match="RFC 2449"):
+            setattr(conn, *next(iter(options.items())))
+
+    def test_the_user_tag_is_written_in_the_authorization_state_alone(self) -> None:
+        """RFC 2449 §6.5, §6.7: EXPIRE and LOGIN-DELAY are "optionally followed by USER
+        in AUTHORIZATION state", where the policy may vary by user; once logged in, the
+        value is this user's, with no tag (the configured minimum unless the application
+        sets the user's own)."""
+        conn = greeted(expire="30 USER", login_delay="900 USER")
+        assert conn.capabilities()[-2:] == ["EXPIRE 30 USER", "LOGIN-DELAY 900 USER"]
+        conn = logged_in(expire="30 USER", login_delay="900 USER")
+        assert conn.capabilities()[-2:] == ["EXPIRE 30", "LOGIN-DELAY 900"]
+        conn.expire, conn.login_delay = "60", "1800"
+        assert conn.capabilities()[-2:] == ["EXPIRE 60", "LOGIN-DELAY 1800"]
+
     def test_optional_commands_can_be_switched_off(self) -> None:
         conn = logged_in(top=False, uidl=False)
         assert conn.capabilities() == ["USER", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]

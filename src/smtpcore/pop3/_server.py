@@ -20,6 +20,7 @@ from smtpcore._dotstuff import DotEncoder
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import checked_hostname
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
+from smtpcore._numbers import is_digits
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import listed
 from smtpcore.pop3._apop import apop_timestamp, find_apop_timestamp, timestamp_host
@@ -107,6 +108,23 @@ def _command_tables(offered: _Offered) -> tuple[dict[str, Parser], dict[str, Par
     return without_auth, with_auth
 
 
+_USER_TAG: Final = " USER"
+_LOGGED_IN: Final = frozenset({State.TRANSACTION, State.UPDATE})
+
+
+def _checked_policy(name: str, value: str | None, *, never: bool) -> str | None:
+    """``value`` if CAPA can write it: RFC 2449 §9's ``1*DIGIT [SP "USER"]``
+    (``delay-secs``; ``expire-policy`` takes ``NEVER`` too); ``ValueError`` otherwise,
+    as for any option the machine could not write."""
+    if value is None:
+        return None
+    number = value.removesuffix(_USER_TAG)
+    if is_digits(number) or (never and value == "NEVER"):
+        return value
+    grammar = '1*DIGIT [SP "USER"] or "NEVER"' if never else '1*DIGIT [SP "USER"]'
+    raise ValueError(f"{name} is {grammar} (RFC 2449 §9), not {value!r}")
+
+
 class ServerConnection:
     """A sans-I/O POP3 server session.
 
@@ -150,8 +168,8 @@ class ServerConnection:
         self.require_tls = require_tls
         self.pipelining = pipelining
         self.resp_codes = resp_codes
-        self.expire = expire
-        self.login_delay = login_delay
+        self.expire = expire  # checked by the property
+        self.login_delay = login_delay  # checked by the property
         self.implementation = implementation
         self.extra_capabilities = tuple(listed("extra_capabilities", extra_capabilities))
 
@@ -359,10 +377,9 @@ class ServerConnection:
             lines.append("STLS")  # not once USER is accepted: STLS is refused there
         if "UTF8" in self._keywords:
             lines.append("UTF8 USER")  # UTF-8 names and passwords are taken (RFC 6856 §2.1)
-        if self.expire is not None:
-            lines.append(f"EXPIRE {self.expire}")
-        if self.login_delay is not None:
-            lines.append(f"LOGIN-DELAY {self.login_delay}")
+        for keyword, policy in (("EXPIRE", self._expire), ("LOGIN-DELAY", self._login_delay)):
+            if policy is not None:
+                lines.append(f"{keyword} {self._policy_now(policy)}")
         if self.implementation is not None:
             lines.append(f"IMPLEMENTATION {self.implementation}")
         lines.extend(self.extra_capabilities)
@@ -546,6 +563,39 @@ class ServerConnection:
         self._offered = offered
         self._command_tables = _command_tables(offered)
         self._keywords = self._command_tables[bool(self._sasl_mechanisms)]
+
+    @property
+    def expire(self) -> str | None:
+        """CAPA's ``EXPIRE`` argument (RFC 2449 §6.7): the days a message is kept at
+        least, or ``NEVER``; ``"30 USER"`` where it varies by user, the tag written
+        in the AUTHORIZATION state alone (see :meth:`_policy_now`). A write is
+        checked against RFC 2449 §9's ``expire-policy`` (``ValueError``)."""
+        return self._expire
+
+    @expire.setter
+    def expire(self, value: str | None) -> None:
+        self._expire = _checked_policy("expire", value, never=True)
+
+    @property
+    def login_delay(self) -> str | None:
+        """CAPA's ``LOGIN-DELAY`` argument (RFC 2449 §6.5): the seconds a client
+        waits between logins at least, ``"900 USER"`` where it varies by user. A
+        write is checked against RFC 2449 §9's ``delay-secs`` (``ValueError``)."""
+        return self._login_delay
+
+    @login_delay.setter
+    def login_delay(self, value: str | None) -> None:
+        self._login_delay = _checked_policy("login_delay", value, never=False)
+
+    def _policy_now(self, policy: str) -> str:
+        """``policy`` as CAPA gives it in this state. RFC 2449 §6.5, §6.7: the USER
+        tag follows the value "in AUTHORIZATION state" only, saying it may vary by
+        user; once a user is logged in, the value is that user's: the configured
+        one (a bound that holds for every user) unless the application has set the
+        user's own."""
+        if self._state in _LOGGED_IN:
+            return policy.removesuffix(_USER_TAG)
+        return policy
 
     @property
     def hostname(self) -> str:
