@@ -250,7 +250,7 @@ class ServerConnection:
         if state is State.CLOSED:
             return ConnectionClosed()
         if state is State.TLS_PENDING and self._buffer.peer_closed:
-            self._state = State.CLOSED  # the client left before the handshake
+            self._end(State.CLOSED)  # the client left before the handshake
             return ConnectionClosed()
         if (
             self._pending is not None
@@ -302,7 +302,9 @@ class ServerConnection:
             target = move.on_ok
         else:
             target = move.on_err
-        if target is not None:
+        if target is State.CLOSED:
+            self._end(target)  # QUIT answered: RFC 1939 §6, the session is over
+        elif target is not None:
             self._state = target
             if target is State.AUTHORIZATION:
                 self.user = None
@@ -314,7 +316,15 @@ class ServerConnection:
 
     def send_failed(self) -> None:
         """The bytes of the last ``send`` never reached the client."""
-        self._state = State.ERROR
+        self._end(State.ERROR)
+
+    def _end(self, state: State) -> None:
+        """Enter ERROR or CLOSED. No received octet is read after it (RFC 1939 §6:
+        nothing follows QUIT; after an unrecoverable error the session is over), and
+        :meth:`receive_data` drops what comes, so what is held goes too: an ended
+        machine holds nothing."""
+        self._state = state
+        self._buffer.clear()
 
     def tls_started(self) -> None:
         """The TLS handshake after STLS is done: back to AUTHORIZATION (RFC 2595 §4)."""
@@ -459,7 +469,7 @@ class ServerConnection:
 
     def _no_line(self) -> Event | NoEvent:
         if self._buffer.peer_closed:
-            self._state = State.CLOSED
+            self._end(State.CLOSED)  # a line the client left unfinished is never read
             return ConnectionClosed()
         return NEED_DATA
 
@@ -502,7 +512,7 @@ class ServerConnection:
         the application said so (:meth:`count_bad_command`)."""
         self._bad_commands += 1
         if self._bad_commands >= self.max_bad_commands:
-            self._state = State.ERROR
+            self._end(State.ERROR)
             self._error = RemoteProtocolError(
                 "too many bad commands", reply_hint=Err("Too many bad commands, closing")
             )
@@ -637,8 +647,9 @@ class ServerConnection:
                 self.apop_timestamp = find_apop_timestamp(event.text)
             return event.to_bytes()
         if isinstance(event, Err):
-            self._state = State.CLOSED
-            return event.to_bytes()
+            data = event.to_bytes()
+            self._end(State.CLOSED)
+            return data
         raise LocalProtocolError("the greeting is +OK (or -ERR before closing)")
 
     def _continue(self, pending: Event, move: Move, event: Continue) -> bytes:

@@ -168,6 +168,8 @@ _OUTSIDE_SESSION: Final = frozenset({State.GREETING, State.CLOSED, State.ERROR})
 """States in which ``send`` answers no command: asked in one set lookup, so that the
 answers to the end of a message and to a bad command compare with no member read
 through its enum class."""
+_ENDED: Final = frozenset({State.CLOSED, State.ERROR})
+"""States after which nothing received is read: the machine holds none of it."""
 _NEED_MAIL: Final = reply(503, "5.5.1", "Need MAIL command")
 _IN_TRANSACTION: Final = reply(503, "5.5.1", "Mail transaction in progress")
 """What a command out of its place gets while a transaction is open (STARTTLS, say)."""
@@ -744,7 +746,7 @@ class ServerConnection:
         if isinstance(self._pending, Bdat) and (self._chunk_left or self._chunk_last):
             return self._next_chunk_data()
         if state is _STATE_TLS_PENDING and self._buffer.peer_closed:
-            self._state = _STATE_CLOSED  # the client left before the handshake
+            self._end(_STATE_CLOSED)  # the client left before the handshake
             return ConnectionClosed()
         if self._pending is not None or state in (State.GREETING, State.TLS_PENDING):
             return PAUSED
@@ -816,7 +818,23 @@ class ServerConnection:
             raise
 
     def _send(self, pending: Event | None, event: Event) -> bytes:
-        """:meth:`send`, for every answer but the everyday successes."""
+        """:meth:`send`, for every answer but the everyday successes: the ones that
+        end the session (QUIT's 221, a 421) among them, so what is still held is
+        dropped here, once the answer is written (:meth:`_end`)."""
+        data = self._answer(pending, event)
+        if self._state in _ENDED:
+            self._end(self._state)
+        return data
+
+    def _end(self, state: State) -> None:
+        """Enter ERROR or CLOSED. No received octet is read after it (RFC 5321
+        §4.1.1.10: the server reads nothing after QUIT; after a 421 or an
+        unrecoverable error the session is over), and :meth:`receive_data` drops
+        what comes, so what is held goes too: an ended machine holds nothing."""
+        self._state = state
+        self._buffer.clear()
+
+    def _answer(self, pending: Event | None, event: Event) -> bytes:
         if not isinstance(event, Reply):
             raise LocalProtocolError(f"a server sends Reply events, not {type(event).__name__}")
         rule = _FAST_RULES.get(type(pending))
@@ -868,7 +886,7 @@ class ServerConnection:
 
     def send_failed(self) -> None:
         """The bytes of the last ``send`` never reached the client."""
-        self._state = State.ERROR
+        self._end(State.ERROR)
 
     def tls_started(self) -> None:
         """The TLS handshake after STARTTLS is done: restart at EHLO (RFC 3207 §4.2)."""
@@ -1042,7 +1060,7 @@ class ServerConnection:
         read, or a BDAT that only a reader ending lines at a bare LF sees): no one
         knows where its chunk ends, so the session cannot go on (RFC 3030 §2) and ends
         with 421 (RFC 5321 §3.8)."""
-        self._state = State.ERROR
+        self._end(State.ERROR)
         self._error = RemoteProtocolError(
             "a BDAT line whose chunk size cannot be read (RFC 3030 §2)",
             reply_hint=reply(421, "4.5.2", f"{self._config.hostname} Unreadable BDAT chunk size"),
@@ -1396,7 +1414,7 @@ class ServerConnection:
 
     def _closed_or_need_data(self) -> Event | NoEvent:
         if self._buffer.peer_closed:
-            self._state = State.CLOSED
+            self._end(State.CLOSED)  # a line the client left unfinished is never read
             return ConnectionClosed()
         return NEED_DATA
 
@@ -1666,20 +1684,23 @@ class ServerConnection:
         return self._finish(command, event)
 
     def _start_content(self, command: Data, event: Reply) -> bytes:
-        if self._buffer and self._config.reject_early_content:
-            self._state = State.ERROR
-            self._error = RemoteProtocolError(
-                "message content arrived before the 354 reply (RFC 2920 §3.1)",
-                reply_hint=reply(554, "5.5.0", "Pipelining error: data sent before 354"),
-            )
         # The decoder is built by the first read that does not hold the whole message
         # (see _next_content): most do.
         self._received = 0
         self._refusal = None
         for known, data in event._wire:  # Reply.to_bytes's memory, read without the call
             if known is None:  # a 354 carries no enhanced status (RFC 2034 §3)
-                return data
-        return event.to_bytes()
+                written = data
+                break
+        else:
+            written = event.to_bytes()  # first: a reply too long changes nothing
+        if self._buffer and self._config.reject_early_content:
+            self._end(State.ERROR)
+            self._error = RemoteProtocolError(
+                "message content arrived before the 354 reply (RFC 2920 §3.1)",
+                reply_hint=reply(554, "5.5.0", "Pipelining error: data sent before 354"),
+            )
+        return written
 
     def _answer_content(self, pending: Event, event: Reply) -> bytes:
         code = event.code  # the class by its range (200-599): Reply's properties cost a call
