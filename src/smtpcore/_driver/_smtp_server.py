@@ -1349,8 +1349,12 @@ class ServerSession(ServedSession):
             if isinstance(event, Auth)
             else functools.partial(flow.step, event)
         )
+        # A cancel ("*") is answered 501 by the flow, with no mechanism code run: in
+        # the loop, so that no deadline turns it into a 454 the machine refuses
+        # (RFC 4954 §4).
+        cancel = isinstance(event, AuthResponse) and event.cancel
         try:
-            if flow.in_thread:
+            if flow.in_thread and not cancel:
                 # Under the deadline of the handler's hooks; past it the exchange
                 # is its thread's, which may still change it: a fresh one follows.
                 reply = await self.transport.within(

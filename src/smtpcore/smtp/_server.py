@@ -865,7 +865,10 @@ class ServerConnection:
         assert isinstance(pending, Command | AuthResponse)
         if isinstance(pending, Bdat) and (self._chunk_left or self._chunk_last):
             raise LocalProtocolError("a BDAT chunk is answered once all its octets are read")
-        if isinstance(pending, AuthResponse) and pending.cancel and event.code < 400:
+        if isinstance(pending, AuthResponse) and pending.cancel and event.code != 501:
+            # RFC 4954 §4: the server MUST reject the cancelled AUTH with 501; a 535
+            # would count a client that cancelled toward max_auth_failures. A 421
+            # was taken above, as at any point.
             raise LocalProtocolError(
                 "a cancelled AUTH exchange is answered with 501 (RFC 4954 §4)"
             )
