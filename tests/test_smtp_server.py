@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
 
 from smtp_helpers import EHLO, ENVELOPE, codes, content_of, greeted, run
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError
+from smtpcore._hostname import ascii_hostname
 from smtpcore._lines import FramingPolicy
 from smtpcore.address import Mailbox
 from smtpcore.smtp import (
@@ -34,6 +36,7 @@ from smtpcore.smtp import (
     Vrfy,
 )
 from smtpcore.testing import permissive_smtp_answer
+from smtpcore.testing import strategies as sst
 
 # -- greeting -------------------------------------------------------------
 
@@ -814,7 +817,6 @@ def test_a_hostname_that_is_no_domain_is_refused(hostname: str) -> None:
     [
         "localhost",
         "mx.pqr.example.",
-        "b\u00fccher.example",
         "[192.0.2.1]",
         "[IPv6:::1]",
         "build_host.example",  # socket.getfqdn() may give one: the server must start
@@ -825,6 +827,27 @@ def test_a_domain_or_address_literal_names_the_host(hostname: str) -> None:
     conn = ServerConnection(hostname)
     conn.send(Reply(220, "ready"))
     assert run(conn, EHLO)[1].startswith(f"250-{hostname} ".encode())
+
+
+@given(sst.hostnames())
+def test_the_host_is_named_in_ascii_before_smtputf8(hostname: str) -> None:
+    """The greeting and EHLO reply come before SMTPUTF8 is agreed (RFC 6531), and a
+    Domain there is ASCII (RFC 5321 §4.1.2): a non-ASCII name is taken in its A-label
+    form (RFC 5890), the one ``serve`` gives its --hostname. It went out as UTF-8."""
+    conn = ServerConnection(hostname, smtputf8=True)
+    assert conn.hostname == ascii_hostname(hostname) and conn.hostname.isascii()
+    conn.send(Reply(220, "ready"))
+    hello = run(conn, EHLO)[1]
+    assert hello.isascii()
+    assert hello.startswith(f"250-{conn.hostname} ".encode())
+    conn.hostname = hostname  # set later: the same form
+    assert conn.hostname == ascii_hostname(hostname)
+
+
+def test_a_u_label_host_is_named_by_its_a_label() -> None:
+    conn = ServerConnection("B\u00fccher.example")
+    conn.send(Reply(220, "ready"))
+    assert run(conn, EHLO)[1].startswith(b"250-xn--bcher-kva.example ")
 
 
 def test_the_limit_counts_the_enhanced_status_only_where_it_is_written() -> None:

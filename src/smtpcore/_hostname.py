@@ -13,10 +13,13 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["MAX_HOSTNAME", "checked_hostname"]
+from smtpcore.address import AddressError, normalize_domain
+
+__all__ = ["MAX_HOSTNAME", "ascii_hostname", "checked_hostname"]
 
 MAX_HOSTNAME: Final = 255
 _ONE_WORD: Final = re.compile(r"[^\x00-\x20\x7f-\x9f\s\ud800-\udfff]+")
+_NOT_ASCII: Final = re.compile(r"[^\x00-\x7f]")
 
 
 def checked_hostname(hostname: str) -> str:
@@ -30,3 +33,36 @@ def checked_hostname(hostname: str) -> str:
             "space or a control character in it"
         )
     return hostname
+
+
+def ascii_hostname(hostname: str) -> str:
+    """``hostname`` as a server writes it before UTF-8 is agreed: in the SMTP
+    greeting and EHLO reply (a Domain is ASCII, RFC 5321 §4.1.2; UTF-8 only once
+    SMTPUTF8 is agreed, RFC 6531) and the POP3 greeting (RFC 6856 §2).
+
+    An ASCII name is kept as it is. A non-ASCII one becomes its lowercase A-label
+    form (``xn--``, RFC 5890 §2.3.2.1) by the IDNA conversion of
+    :func:`smtpcore.address.normalize_domain`, which ``serve`` applies to its
+    ``--hostname``; where IDNA refuses the whole name, each label it takes alone
+    is converted and every other non-ASCII character becomes a hyphen. At most
+    255 octets, a domain's limit (RFC 5321 §4.5.3.1.2).
+    """
+    if hostname.isascii():
+        return hostname
+    try:
+        hostname = normalize_domain(hostname)
+    except AddressError:
+        hostname = ".".join(_ascii_label(label) for label in hostname.split("."))
+    return _NOT_ASCII.sub("-", hostname)[:MAX_HOSTNAME]
+
+
+def _ascii_label(label: str) -> str:
+    """One label of a name IDNA refused as a whole: its A-label if IDNA takes this
+    label alone, else the label as it is, whose non-ASCII characters
+    :func:`ascii_hostname` makes hyphens."""
+    if label.isascii():
+        return label
+    try:
+        return normalize_domain(label)
+    except AddressError:
+        return label

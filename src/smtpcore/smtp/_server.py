@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 from smtpcore._content import ContentFilter
 from smtpcore._dotstuff import HELD_BACK, DotDecoder, decode_whole
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
-from smtpcore._hostname import checked_hostname
+from smtpcore._hostname import ascii_hostname, checked_hostname
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import ascii_upper, listed
@@ -246,6 +246,13 @@ def _checked_mechanisms(names: Sequence[str]) -> tuple[str, ...]:
     return upper
 
 
+def _wire_hostname(hostname: str) -> str:
+    """The host name as the machine takes it: checked (``ValueError``), and a non-ASCII
+    name in its A-label form, for the greeting and EHLO reply it heads come before
+    SMTPUTF8 is agreed (RFC 6531; RFC 5321 §4.1.2: a Domain is ASCII)."""
+    return ascii_hostname(checked_hostname(hostname))
+
+
 def _option(name: str, doc: str = "") -> property:
     """The constructor option ``name`` of a machine, kept in its shared configuration:
     read in C (no Python call: extensions read some on every command), and written
@@ -255,7 +262,7 @@ def _option(name: str, doc: str = "") -> property:
 
     def write(conn: ServerConnection, value: object) -> None:
         if name == "hostname":
-            value = checked_hostname(value)  # type: ignore[arg-type]  # a str, or refused there
+            value = _wire_hostname(value)  # type: ignore[arg-type]  # a str, or refused there
         old = conn._config
         new = old.replaced(name, value)
         if new.tables is not old.tables:
@@ -272,7 +279,9 @@ class ServerConnection:
     ``hostname`` is this host's own name, used where the machine writes a
     reply itself: one word of at most 255 octets, no white space or control
     character in it (``ValueError`` otherwise; an underscore or an address is
-    taken). Every limit and extension is a keyword argument with a
+    taken). A non-ASCII name is taken in its A-label form (``xn--``, RFC 5890),
+    as ``serve`` takes its ``--hostname``: what the machine writes before
+    SMTPUTF8 is agreed is ASCII. Every limit and extension is a keyword argument with a
     safe default; the ``EHLO`` reply lists the extensions switched on.
     ``auth_mechanisms`` are SASL names (RFC 4422 §3.1: 1 to 20 of A-Z, 0-9, ``-``
     and ``_``) that fit on one EHLO line of 512 octets; ``ValueError`` otherwise
@@ -369,7 +378,7 @@ class ServerConnection:
         # The configuration, set attribute by attribute rather than through a
         # constructor of its own: a connection_factory builds a machine per connection.
         config: ServerConfig = _new(ServerConfig)
-        config.hostname = checked_hostname(hostname)
+        config.hostname = _wire_hostname(hostname)
         config.lmtp = lmtp
         config.max_command_line = max_command_line
         config.max_text_line = max_text_line
