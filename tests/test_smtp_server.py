@@ -552,6 +552,21 @@ def test_starttls_discards_pipelined_plaintext() -> None:
     assert codes(out) == ["503 5.5.1"]
 
 
+def test_starttls_under_tls_is_out_of_sequence_and_counts_as_an_error() -> None:
+    """RFC 3207 names no reply to a STARTTLS under TLS: the machine answers it as a
+    command out of sequence, ``503 5.5.1 TLS already active`` (docs/extensions.rst),
+    not as an unknown command: it counts toward ``max_errors``, never toward
+    ``max_bad_commands``."""
+    conn = greeted(starttls=True, max_bad_commands=2, max_errors=3)
+    run(conn, EHLO + b"STARTTLS\r\n")
+    conn.tls_started()
+    _, out = run(conn, EHLO + b"STARTTLS\r\n" * 3)
+    assert out.endswith(b"503 5.5.1 TLS already active\r\n")
+    assert codes(out)[1:] == ["503 5.5.1"] * 3 and conn.state is State.READY
+    _, out = run(conn, b"NOOP\r\n")
+    assert codes(out) == ["421 4.7.0"] and conn.state.name == "CLOSED"  # .name: mypy narrowed it
+
+
 def test_a_client_that_leaves_before_the_handshake_closes_the_session() -> None:
     """End of file while the TLS handshake is awaited: ConnectionClosed, as anywhere
     else, not PAUSED for ever."""
