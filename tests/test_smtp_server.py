@@ -1191,6 +1191,55 @@ def test_a_refused_bdat_outside_a_transaction_leaves_the_session_as_it_was() -> 
     assert hello.state is State.HELLO
 
 
+@pytest.mark.parametrize(
+    ("options", "hello"),
+    [({"chunking": False}, EHLO), ({}, b"HELO client.abc.example\r\n")],
+    ids=["chunking not offered", "after HELO"],
+)
+def test_a_bdat_where_chunking_is_not_in_force_leaves_the_transaction(
+    options: dict[str, object], hello: bytes
+) -> None:
+    """RFC 3030 binds only a session where CHUNKING is in force (offered, and the
+    session opened with EHLO). Elsewhere BDAT is an unknown or unoffered command, and
+    a 500 or 503 leaves the state as it was (RFC 5321 §4.1.4): the DATA a client falls
+    back to still gets its 354. The chunk is skipped all the same."""
+    conn = greeted(**options)
+    wire = hello + b"MAIL FROM:<john@abc.example>\r\nRCPT TO:<brendon@pqr.example>\r\n"
+    events, out = run(conn, wire + b"BDAT 3 LAST\r\nabc" + b"DATA\r\n")
+    assert codes(out)[-2][:1] == "5" and codes(out)[-1] == "354"
+    assert conn.state is State.DATA
+    assert content_of(events) == b""
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [b"BDAT 4 LAST junk\r\nAAAA", b"BDAT 4\r\nAAAA"],
+    ids=["by the machine", "by the application"],
+)
+def test_a_failed_bdat_clears_the_transaction_as_rset_does(refusal: bytes) -> None:
+    """RFC 3030 §2: a BDAT refused ends its transaction, and with it what belonged to
+    the transaction, as RSET clears it (RFC 5321 §4.1.1.5): the XFORWARD attributes
+    (Postfix's XFORWARD_README: they hold for one message), the SMTPUTF8 flag, the
+    recipients counted. Never carried into the client's next message."""
+
+    def answer(conn: ServerConnection, event: Event) -> Reply | list[Reply] | None:
+        if isinstance(event, Bdat):
+            return Reply(452, "Insufficient system storage")
+        return permissive_smtp_answer(conn, event)
+
+    conn = greeted(trusted_forwarder=True, xforward=True)
+    wire = EHLO + b"XFORWARD NAME=spoofed.example ADDR=192.0.2.9\r\n"
+    wire += "MAIL FROM:<jörg@abc.example> SMTPUTF8\r\nRCPT TO:<b@pqr.example>\r\n".encode()
+    _, out = run(conn, wire + refusal, answer=answer)
+    assert codes(out)[-1][:1] in ("4", "5")
+    assert conn.state is State.READY
+    assert conn.forwarded_message is None
+    assert conn.accepted_recipients == 0
+    assert not conn._utf8_transaction
+    run(conn, b"MAIL FROM:<x@abc.example>\r\nRCPT TO:<c@pqr.example>\r\n")
+    assert conn.forwarded_message is None and conn.accepted_recipients == 1
+
+
 def test_data_after_bdat_is_out_of_sequence() -> None:
     conn = greeted()
     _, out = run(conn, ENVELOPE + b"BDAT 1\r\nxDATA\r\n")

@@ -890,11 +890,16 @@ class ServerConnection:
         still in the pipeline. So the ``Bdat`` rule's failure move applies whoever
         refused the chunk, the machine as the application: a later BDAT is out of
         sequence (503) and its chunk skipped, never the end of a message missing the
-        refused chunk's octets. Outside a transaction there is none to fail."""
+        refused chunk's octets. Outside a transaction there is none to fail.
+
+        Failed, the transaction leaves nothing behind: what :meth:`_answer_command`
+        clears when a refusal ends one is cleared here too."""
         self._refused_chunk = None
         state = self._state
         if state in _TRANSACTION_STATES:
             self._state = _BDAT_RULE.move(code, state) or state
+            if self._state is _STATE_READY:
+                self._reset_transaction()
 
     def send_failed(self) -> None:
         """The bytes of the last ``send`` never reached the client."""
@@ -912,7 +917,6 @@ class ServerConnection:
         self._command_line_limit = self._config.max_command_line
         self.authenticated = False  # RFC 3207 §4.2: forget what plaintext taught
         self._reset_transaction()
-        self._forwarded_message = None
         self._state = State.HELLO
 
     @property
@@ -926,7 +930,7 @@ class ServerConnection:
     def forwarded_message(self) -> Xforward | None:
         """What XFORWARD said about the next (or open) transaction's message, merged
         as for :attr:`forwarded_client`; cleared when the transaction ends (the end
-        of the message, RSET, a new hello), as Postfix does."""
+        of the message, RSET, a failed BDAT, a new hello), as Postfix does."""
         return self._forwarded_message
 
     # -- reading commands -----------------------------------------------
@@ -1062,9 +1066,16 @@ class ServerConnection:
         """A BDAT line refused by the machine, whatever for (its syntax, its place, a
         limit): its chunk of ``size`` octets is skipped, and its answer, a 4xx or 5xx,
         fails the transaction as the application's refusal of a chunk does (RFC 3030
-        §2, :meth:`_chunk_refused`)."""
+        §2, :meth:`_chunk_refused`).
+
+        Only where CHUNKING is in force: elsewhere (not offered, or after HELO) BDAT
+        is an unknown or unoffered command, whose 500 or 503 leaves the state as it
+        was (RFC 5321 §4.1.4); its chunk is skipped all the same, lest its octets be
+        read as commands."""
         self._skip = size
-        bad = self._refused_chunk = self._bad(line, answer)
+        bad = self._bad(line, answer)
+        if self.in_force("CHUNKING"):
+            self._refused_chunk = bad
         return bad
 
     def _unreadable_chunk(self) -> NoReturn:
@@ -1504,6 +1515,10 @@ class ServerConnection:
             if state is None:
                 raise LocalProtocolError(f"{code} is not an answer to {type(command).__name__}")
             self._state = state
+            if state is _STATE_READY and not success and before in _TRANSACTION_STATES:
+                # A refusal that ends the transaction (a BDAT's, RFC 3030 §2) ends it
+                # as RSET does (RFC 5321 §4.1.1.5): nothing of it reaches the next.
+                self._reset_transaction()
         self._pending = None
         # A 554 to XCLIENT is the named client's greeting: the command took effect.
         if success or (code == 554 and rule.greets):
@@ -1632,7 +1647,8 @@ class ServerConnection:
         return tuple(self.extensions()), self._config.max_command_line + allowance
 
     def _mail_accepted(self, command: Mail, event: Reply) -> None:
-        # A new transaction: every field of _reset_transaction set here, without the call.
+        # A new transaction: every field of _reset_transaction set here, without the
+        # call, but the XFORWARD attributes, given before MAIL for this transaction.
         self._accepted = self._overshoot = 0
         params = command.params
         everyday = params._everyday
@@ -1674,7 +1690,6 @@ class ServerConnection:
         self._verbs = self._config.tables.plain_verbs
         self.authenticated = isinstance(self._forwarded_client.login, str)
         self._reset_transaction()
-        self._forwarded_message = None
         return event.to_bytes(event.status)  # a greeting: no enhanced code unless given
 
     def _xforward_accepted(self, command: Xforward, event: Reply) -> None:
@@ -1799,12 +1814,15 @@ class ServerConnection:
         return lines
 
     def _reset_transaction(self) -> None:
-        """The open transaction dropped. Set in place too where every message passes
-        (MAIL, RSET, the end of the content): a test holds each to this."""
+        """The open transaction dropped, and everything that belonged to it: its
+        SMTPUTF8 and BINARYMIME flags, the recipients counted, the XFORWARD attributes
+        given for its message. Set in place too where every message passes (MAIL, RSET,
+        the end of the content): a test holds each to this."""
         self._utf8_transaction = False
         self._binary_transaction = False
         self._accepted = 0
         self._overshoot = 0
+        self._forwarded_message = None
 
 
 _SURE_TO_FIT: Final = MAX_REPLY_LINE - len("250-\r\n") - len("5.999.999 ") - 256
