@@ -1020,6 +1020,15 @@ class ServerSession(ServedSession):
             loggable_reply(event.reply),
         )
         self._answer(event.reply)
+        await self._follow_the_machine_out_of_a_transaction()
+
+    async def _follow_the_machine_out_of_a_transaction(self) -> None:
+        """End the session's transaction where the machine's own ended with a refusal
+        (a BDAT line refused fails it, RFC 3030 §2): ``handle_reset`` is told, and
+        nothing of it (its envelope, what the handler spooled) reaches the next
+        message. A session the refusal closed ends its transaction as it closes."""
+        if self.session.envelope is not None and self.conn.state in _IDLE_STATES:
+            await self._end_transaction()
 
     async def _rejected(self, event: RejectedMessage) -> None:
         """A message the machine refused: at its end, or at a BDAT chunk that took it
