@@ -676,7 +676,6 @@ class TestMultiline:
             {"expire": ""},
             {"expire": "30 days"},
             {"expire": "NEVER USER"},
-            {"expire": "never"},
             {"expire": "\u0663\u0660"},  # Arabic-Indic digits: no ASCII DIGIT (RFC 2449 §9)
             {"expire": "30  USER"},
             {"expire": "30\r\nSTLS"},
@@ -684,7 +683,9 @@ class TestMultiline:
             {"login_delay": ""},
             {"login_delay": "NEVER"},
             {"login_delay": "+900"},
-            {"login_delay": "900 user"},
+            {"login_delay": -1},
+            {"expire": "NEVER "},
+            {"expire": "30 u\u017fer"},  # LONG S: no ASCII letter, though upper() gives S
         ],
     )
     def test_capa_policy_values_it_cannot_write_are_refused(self, options: Any) -> None:
@@ -696,6 +697,46 @@ class TestMultiline:
         conn = greeted()
         with pytest.raises(ValueError, match="RFC 2449"):
             setattr(conn, *next(iter(options.items())))
+
+    @pytest.mark.parametrize(
+        ("options", "written"),
+        [
+            ({"expire": "never"}, ["EXPIRE NEVER"]),
+            ({"expire": "Never"}, ["EXPIRE NEVER"]),
+            ({"expire": "30 user"}, ["EXPIRE 30 USER"]),
+            ({"login_delay": "900 uSeR"}, ["LOGIN-DELAY 900 USER"]),
+            ({"expire": 0, "login_delay": 900}, ["EXPIRE 0", "LOGIN-DELAY 900"]),
+        ],
+    )
+    def test_capa_policy_values_are_written_as_the_grammar_has_them(
+        self, options: Any, written: list[str]
+    ) -> None:
+        """RFC 2449 §9's literals ``USER`` and ``NEVER`` are case-insensitive (RFC 5234
+        §2.3): taken in any case, written upper-case. An int is its decimal digits."""
+        conn = greeted(**options)
+        assert conn.capabilities()[-len(written) :] == written
+        conn = greeted()
+        for name, value in options.items():
+            setattr(conn, name, value)
+        assert conn.capabilities()[-len(written) :] == written
+
+    @given(st.integers(min_value=0, max_value=10**30), st.booleans())
+    def test_a_non_negative_int_policy_is_its_decimal_digits(self, days: int, user: bool) -> None:
+        """``expire=30`` is ``EXPIRE 30``, as ``"30"`` is; so for ``login_delay``."""
+        conn = greeted(expire=days, login_delay=days)
+        assert conn.expire == conn.login_delay == str(days)
+        assert conn.capabilities()[-2:] == [f"EXPIRE {days}", f"LOGIN-DELAY {days}"]
+
+    @pytest.mark.parametrize("value", [True, False, 30.0, b"30", ["30"]])
+    @pytest.mark.parametrize("name", ["expire", "login_delay"])
+    def test_a_capa_policy_of_another_type_is_a_type_error(self, name: str, value: object) -> None:
+        """A bool is no number of days (``True`` is no ``EXPIRE 1``), nor is anything
+        but a str or an int a value CAPA can write."""
+        with pytest.raises(TypeError, match=name):
+            greeted(**{name: value})
+        conn = greeted()
+        with pytest.raises(TypeError, match=name):
+            setattr(conn, name, value)
 
     def test_the_user_tag_is_written_in_the_authorization_state_alone(self) -> None:
         """RFC 2449 §6.5, §6.7: EXPIRE and LOGIN-DELAY are "optionally followed by USER

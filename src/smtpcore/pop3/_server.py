@@ -22,7 +22,7 @@ from smtpcore._hostname import checked_hostname
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._numbers import is_digits
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
-from smtpcore._words import listed
+from smtpcore._words import ascii_upper, listed
 from smtpcore.pop3._apop import apop_timestamp, find_apop_timestamp, timestamp_host
 from smtpcore.pop3._commands import (
     KEYWORDS,
@@ -112,15 +112,28 @@ _USER_TAG: Final = " USER"
 _LOGGED_IN: Final = frozenset({State.TRANSACTION, State.UPDATE})
 
 
-def _checked_policy(name: str, value: str | None, *, never: bool) -> str | None:
-    """``value`` if CAPA can write it: RFC 2449 §9's ``1*DIGIT [SP "USER"]``
-    (``delay-secs``; ``expire-policy`` takes ``NEVER`` too); ``ValueError`` otherwise,
-    as for any option the machine could not write."""
+_NEVER: Final = "NEVER"
+
+
+def _checked_policy(name: str, value: str | int | None, *, never: bool) -> str | None:
+    """``value`` as CAPA writes it, if it can: RFC 2449 §9's ``1*DIGIT [SP "USER"]``
+    (``delay-secs``; ``expire-policy`` takes ``NEVER`` too), an int as its decimal
+    digits. The literals ``USER`` and ``NEVER`` are case-insensitive (RFC 5234 §2.3),
+    taken in any ASCII case and written upper-case. ``ValueError`` for another value,
+    ``TypeError`` for a value neither str nor int (a bool is no number of days), as
+    for any option the machine could not write."""
     if value is None:
         return None
-    number = value.removesuffix(_USER_TAG)
-    if is_digits(number) or (never and value == "NEVER"):
-        return value
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise TypeError(f"{name} is a str or an int, not {type(value).__name__}")
+    text = str(value)  # a negative int's "-" is refused below, as "-1" is
+    number, tag = text, ""
+    if ascii_upper(text[-len(_USER_TAG) :]) == _USER_TAG:
+        number, tag = text[: -len(_USER_TAG)], _USER_TAG
+    if is_digits(number):
+        return number + tag
+    if never and ascii_upper(text) == _NEVER:
+        return _NEVER
     grammar = '1*DIGIT [SP "USER"] or "NEVER"' if never else '1*DIGIT [SP "USER"]'
     raise ValueError(f"{name} is {grammar} (RFC 2449 §9), not {value!r}")
 
@@ -154,8 +167,8 @@ class ServerConnection:
         utf8: bool = False,
         pipelining: bool = True,
         resp_codes: bool = True,
-        expire: str | None = None,
-        login_delay: str | None = None,
+        expire: str | int | None = None,
+        login_delay: str | int | None = None,
         implementation: str | None = None,
         extra_capabilities: Sequence[str] = (),
     ) -> None:
@@ -579,22 +592,24 @@ class ServerConnection:
         """CAPA's ``EXPIRE`` argument (RFC 2449 §6.7): the days a message is kept at
         least, or ``NEVER``; ``"30 USER"`` where it varies by user, the tag written
         in the AUTHORIZATION state alone (see :meth:`_policy_now`). A write is
-        checked against RFC 2449 §9's ``expire-policy`` (``ValueError``)."""
+        checked against RFC 2449 §9's ``expire-policy`` (``ValueError``); an int is
+        taken as its decimal digits, ``never`` and ``user`` in any case."""
         return self._expire
 
     @expire.setter
-    def expire(self, value: str | None) -> None:
+    def expire(self, value: str | int | None) -> None:
         self._expire = _checked_policy("expire", value, never=True)
 
     @property
     def login_delay(self) -> str | None:
         """CAPA's ``LOGIN-DELAY`` argument (RFC 2449 §6.5): the seconds a client
         waits between logins at least, ``"900 USER"`` where it varies by user. A
-        write is checked against RFC 2449 §9's ``delay-secs`` (``ValueError``)."""
+        write is checked against RFC 2449 §9's ``delay-secs`` (``ValueError``); an
+        int is taken as its decimal digits, ``user`` in any case."""
         return self._login_delay
 
     @login_delay.setter
-    def login_delay(self, value: str | None) -> None:
+    def login_delay(self, value: str | int | None) -> None:
         self._login_delay = _checked_policy("login_delay", value, never=False)
 
     def _policy_now(self, policy: str) -> str:
