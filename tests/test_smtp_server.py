@@ -71,6 +71,28 @@ def test_refusing_greeting_answers_every_command_but_quit_503(line: bytes) -> No
     assert codes(out) == ["503 5.5.1"] * 3 + ["221 2.0.0"]
 
 
+@pytest.mark.parametrize(
+    ("line", "answer"),
+    [
+        (b"QUIT now", "501 5.5.4"),  # QUIT's own syntax error
+        (b"QUIT\t", "503 5.5.1"),  # no QUIT: a verb ends at a space
+        (b"NOOP \xff", "500 5.5.2"),  # no command line: not UTF-8
+        (b"NOOP\nX", "500 5.5.2"),  # no command line: a bare LF
+        (b"N" * 600, "500 5.5.2"),  # no command line: over the limit
+    ],
+)
+def test_refusing_greeting_answers_lines_that_are_no_command_as_any_session(
+    line: bytes, answer: str
+) -> None:
+    """After a 554 greeting, the 503 goes to a command line whose verb is not QUIT; a
+    QUIT's syntax error is its own, and a line that cannot be read as a command line
+    gets its 500 as in any state (the documented table)."""
+    conn = ServerConnection("mx.pqr.example")
+    conn.send(Reply(554, "No SMTP service here"))
+    _events, out = run(conn, line + b"\r\nQUIT\r\n")
+    assert codes(out) == [answer, "221 2.0.0"]
+
+
 def test_greeting_of_421_closes() -> None:
     conn = ServerConnection("mx.pqr.example")
     conn.send(Reply(421, "busy"))

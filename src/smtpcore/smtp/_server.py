@@ -208,8 +208,10 @@ for every one of that type, told with no call (RSET and NOOP are everyday), or t
 test that tells for the one at hand; a type not here is never junk."""
 _OUT_OF_SEQUENCE: Final = reply(503, "5.5.1", "Bad sequence of commands")
 _NO_SERVICE: Final = reply(503, "5.5.1", "No service here; send QUIT")
-"""Every command but QUIT after a 554 greeting (RFC 5321 §3.1): known or not, well
-formed or not, a bad sequence of commands, which counts toward no ``max_bad_commands``."""
+"""Every command line whose verb is not QUIT after a 554 greeting (RFC 5321 §3.1): known
+or not, well formed or not, a bad sequence of commands, which counts toward no
+``max_bad_commands``. A line that is no command line (over the limit, with a bare LF,
+not UTF-8) gets its ``500`` first, as in any state."""
 _SEND_EHLO: Final = reply(503, "5.5.1", "Send EHLO first")
 _BINARY_NEEDS_BDAT: Final = reply(503, "5.5.1", "BINARYMIME content must be sent with BDAT")
 _HELLO_VERBS: Final = frozenset({"EHLO", "HELO", "LHLO"})
