@@ -47,7 +47,7 @@ from smtpcore._driver._proxied import Network, client_text, ip_peer, networks, t
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, checked_delay
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
-from smtpcore._hostname import checked_hostname
+from smtpcore._hostname import ascii_hostname, checked_hostname
 from smtpcore._ip import CLIENT_IPV6_PREFIX_LENGTH, checked_prefix_length
 from smtpcore._lines import FramingPolicy
 from smtpcore._sentinels import NEED_DATA, PAUSED
@@ -265,7 +265,9 @@ class ServerOptions:
     """How a server runs its sessions; the adapters' ``SMTPServer`` takes these as keywords."""
 
     hostname: str = field(default_factory=socket.getfqdn)
-    """This host's name, in the greeting and the EHLO reply."""
+    """This host's name, in the greeting, the EHLO reply, the 221 and every 421. A
+    non-ASCII name is kept in its A-label form, as the machine takes it: those replies
+    come before SMTPUTF8 is agreed (RFC 5321 §4.1.2, RFC 6531)."""
     ssl_context: ssl.SSLContext | None = None
     """With a context, STARTTLS is offered (RFC 3207), or TLS starts on connect."""
     require_tls: bool = False
@@ -350,7 +352,9 @@ class ServerOptions:
     what :meth:`check_connection` holds a factory's machine to."""
 
     def __post_init__(self) -> None:
-        checked_hostname(self.hostname)  # refused now, not at each session's greeting
+        # Refused now, not at each session's greeting; kept in the form the machine
+        # takes, so that every reply the server writes names the host as the machine does.
+        object.__setattr__(self, "hostname", ascii_hostname(checked_hostname(self.hostname)))
         if self.tls_on_connect and self.ssl_context is None:
             raise ValueError("tls_on_connect needs an ssl_context")
         if self.max_sessions < 1:
