@@ -1719,17 +1719,23 @@ class ServerConnection:
         self._refusal = None
         for known, data in event._wire:  # Reply.to_bytes's memory, read without the call
             if known is None:  # a 354 carries no enhanced status (RFC 2034 §3)
-                written = data
-                break
-        else:
-            written = event.to_bytes()  # first: a reply too long changes nothing
+                # Built already, these bytes cannot fail: the check comes just before them.
+                if self._buffer and self._config.reject_early_content:
+                    self._refuse_early_content()
+                return data
+        written = event.to_bytes()  # first: a reply too long changes nothing
         if self._buffer and self._config.reject_early_content:
-            self._end(State.ERROR)
-            self._error = RemoteProtocolError(
-                "message content arrived before the 354 reply (RFC 2920 §3.1)",
-                reply_hint=reply(554, "5.5.0", "Pipelining error: data sent before 354"),
-            )
+            self._refuse_early_content()
         return written
+
+    def _refuse_early_content(self) -> None:
+        """Content already received when the 354 goes out was sent before the client
+        read it: a synchronization error (RFC 2920 §3.1), and the session ends (554)."""
+        self._end(State.ERROR)
+        self._error = RemoteProtocolError(
+            "message content arrived before the 354 reply (RFC 2920 §3.1)",
+            reply_hint=reply(554, "5.5.0", "Pipelining error: data sent before 354"),
+        )
 
     def _answer_content(self, pending: Event, event: Reply) -> bytes:
         code = event.code  # the class by its range (200-599): Reply's properties cost a call
