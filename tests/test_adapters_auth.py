@@ -34,6 +34,7 @@ from peers import (
     missing_peer,
     module,
     raw_smtp_session,
+    recorded_sleeps,
     require_program,
     run,
     running_smtp_server,
@@ -532,9 +533,10 @@ def test_a_failed_auth_is_answered_after_the_delay_and_holds_no_other_session(
     adapter: str,
 ) -> None:
     """A wrong password was answered at once: a client guessed a thousand times a
-    second. Its 535 (and a veto's, and a cancelled exchange's) now waits
-    ``auth_failure_delay``, in that session alone: another client is served meanwhile.
-    A 504 (an unknown mechanism) is no guess, and is answered at once."""
+    second. Its 535 (and a veto's) now waits ``auth_failure_delay``, in that session
+    alone: another client is served meanwhile. A 504 (an unknown mechanism) is no
+    guess, and is answered at once, as a cancelled exchange is (see
+    test_a_cancelled_auth_is_answered_without_the_failure_delay)."""
     with (
         plaintext_auth_server(adapter, auth_failure_delay=0.3) as server,
         raw_smtp_session(server.host, server.port) as guesser,
@@ -554,10 +556,6 @@ def test_a_failed_auth_is_answered_after_the_delay_and_holds_no_other_session(
         assert guesser.recv_reply().startswith(b"535 5.7.8")
         assert time.monotonic() - started >= 0.3
         started = time.monotonic()
-        assert guesser.command(b"AUTH LOGIN").startswith(b"334")
-        assert guesser.command(b"*").startswith(b"501 5.0.0")
-        assert time.monotonic() - started >= 0.3
-        started = time.monotonic()
         # A veto (the handler's 535) counts as a failure too.
         vetoed = plain(USER, PASSWORD, "postmaster@abc.example")
         assert guesser.command(b"AUTH PLAIN " + vetoed).startswith(b"535 5.7.8 Not for")
@@ -565,6 +563,30 @@ def test_a_failed_auth_is_answered_after_the_delay_and_holds_no_other_session(
         started = time.monotonic()
         assert guesser.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"235")
         assert time.monotonic() - started < 0.25
+
+
+def test_a_cancelled_auth_is_answered_without_the_failure_delay(
+    adapter: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that answers a challenge with ``*`` gave up (RFC 4954 §4): it guessed
+    no password, and is answered ``501`` at once, logged as cancelled, not in the line
+    fail2ban's filter bans. It waited ``auth_failure_delay`` and was logged
+    ``reject: AUTH``, as a wrong password is."""
+    sleeps = recorded_sleeps(adapter, monkeypatch)
+    with _logged_session(plaintext_auth_server(adapter, auth_failure_delay=30.0), caplog) as c:
+        for mechanism in (b"LOGIN", b"PLAIN", b"CRAM-MD5"):
+            assert c.command(b"AUTH " + mechanism).startswith(b"334")
+            assert c.command(b"*").startswith(b"501 5.0.0")
+        assert c.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"235")
+    assert 30.0 not in sleeps
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "reject:" in m]
+    cancelled = [m for m in messages if "cancelled by the client" in m]
+    assert [m.split(" from ")[0] for m in cancelled] == [
+        "AUTH LOGIN",
+        "AUTH PLAIN",
+        "AUTH CRAM-MD5",
+    ]
 
 
 def test_a_shutdown_waits_for_a_delayed_failure_no_longer_than_its_grace(adapter: str) -> None:
@@ -900,8 +922,7 @@ def test_the_reject_log_never_quotes_what_may_be_a_password(
     rejects = [r.getMessage() for r in caplog.records if "reject:" in r.getMessage()]
     assert "SESAME" not in "\n".join(rejects).upper()
     assert [line.split(" from ")[0] for line in rejects] == [
-        "NOQUEUE: reject: AUTH",  # the answer to the 334
-        "NOQUEUE: reject: AUTH",  # the cancelled exchange
+        "NOQUEUE: reject: AUTH",  # the answer to the 334 (the cancel is no refusal)
         "NOQUEUE: reject: command",
         "NOQUEUE: reject: command",
         "NOQUEUE: reject: MAIL",

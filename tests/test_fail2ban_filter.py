@@ -232,6 +232,38 @@ def test_cram_md5_and_apop_a_user_cannot_use_are_no_failed_logins(tmp_path: Path
     assert impossible[1].endswith("; mechanism=CRAM-MD5 user=<john@abc.example>"), impossible
 
 
+def test_a_cancelled_auth_is_no_failed_login(tmp_path: Path) -> None:
+    """RFC 4954 §4 and RFC 5034 §4: a client that answers a challenge with ``*``
+    gives up; it guessed no password. The SMTP server logged its ``501`` as a failed
+    login, ``reject: AUTH ... 501 5.0.0``, which the filter bans: a client that
+    cancelled was banned. The line now says it was cancelled, and the filter passes
+    it by; POP3's ``-ERR`` to a cancel was never one."""
+    with _serve_john(tmp_path) as abc:
+        with socket.create_connection((LOOPBACK, abc.ports["submission"]), timeout=10) as sock:
+            reader = sock.makefile("rb")
+            reader.readline()
+            sock.sendall(b"EHLO client.test\r\n")
+            while reader.readline()[3:4] == b"-":
+                pass
+            for _ in range(2):
+                sock.sendall(b"AUTH PLAIN\r\n")
+                assert reader.readline().startswith(b"334")
+                sock.sendall(b"*\r\n")
+                assert reader.readline().startswith(b"501 5.0.0")
+        with socket.create_connection((LOOPBACK, abc.ports["pop3"]), timeout=10) as sock:
+            reader = sock.makefile("rb")
+            reader.readline()
+            sock.sendall(b"AUTH PLAIN\r\n")
+            assert reader.readline().startswith(b"+ ")
+            sock.sendall(b"*\r\n")
+            assert reader.readline().startswith(b"-ERR")
+        assert abc.stop() == 0
+    log = abc.log()
+    assert _hosts(log) == [], log
+    cancelled = [line for line in log.splitlines() if "cancelled by the client" in line]
+    assert len(cancelled) == 2 and all("AUTH PLAIN from [127.0.0.1]:" in c for c in cancelled)
+
+
 def _proxied_session(port: int, header: bytes, commands: list[bytes]) -> list[bytes]:
     """A session through the proxy: ``header``, then each command and its reply's last
     line, until the server ends the session (its last reply then followed by b"")."""

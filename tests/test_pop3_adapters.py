@@ -35,6 +35,7 @@ from peers import (
     dual_stack_loopback,
     module,
     open_fd_count,
+    recorded_sleeps,
     run,
     running_pop3_server,
     until,
@@ -466,6 +467,31 @@ def test_an_authenticator_in_thread_check_past_the_store_timeout_fails_temporari
     finally:
         release.set()
     assert calls == ["wonderland", "wonderland"]
+
+
+def test_a_cancelled_auth_is_a_bad_command_not_a_failed_login(
+    adapter: str,
+    store: MaildirStore,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 5034 §4: ``*`` cancels the exchange and gets ``-ERR``. The client guessed
+    no password: the answer comes at once, with no ``auth_failure_delay``, counts no
+    failed login (a server ending the session at the first one lets it log in next),
+    and is logged in no ``reject:`` line, which fail2ban's filter would ban."""
+    sleeps = recorded_sleeps(adapter, monkeypatch)
+    caplog.set_level(logging.INFO, logger="smtpcore")
+    plain = MaildirStore(store.root, PASSWORDS, plaintext_sasl=True)
+    with unforgiving_session(adapter, plain) as (client, answers):
+        for _ in range(2):
+            client.sendall(b"AUTH PLAIN\r\n")
+            assert answers.readline() == b"+ \r\n"
+            client.sendall(b"*\r\n")
+            assert answers.readline().startswith(b"-ERR")
+        client.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0wonderland") + b"\r\n")
+        assert answers.readline().startswith(b"+OK Logged in")
+    assert 30.0 not in sleeps
+    assert "reject:" not in caplog.text
 
 
 class MaildirsBehind(Mailstore):

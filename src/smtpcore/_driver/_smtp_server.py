@@ -1386,6 +1386,9 @@ class ServerSession(ServedSession):
             failure = flow.failure
             if failure is not None and failure.callback_error:  # answered 454 already
                 logger.error("AUTH %s failed: %s", flow.mechanism, failure.reason)
+        if cancel:
+            self._auth_cancelled(self._answer(reply), flow.mechanism)
+            return
         session = self.session
         success = flow.success
         if reply.code != 235 or success is None:
@@ -1414,6 +1417,18 @@ class ServerSession(ServedSession):
             )
         else:  # the handler's veto counts as a failed attempt: logged as one
             await self._auth_failed(answered, flow.mechanism, None, proven=identity.authcid)
+
+    def _auth_cancelled(self, reply: Reply, mechanism: str | None) -> None:
+        """An exchange the client cancelled with ``*``, answered with ``reply`` (501):
+        no failed authentication (RFC 4954 §4), for no password was judged. Answered
+        at once, with no ``auth_failure_delay``, and logged at INFO in no line
+        fail2ban's filter reads: a client that gives up is not banned for it."""
+        logger.info(
+            "AUTH %s from %s: cancelled by the client: %s",
+            mechanism,
+            client_text(self.session),
+            loggable_reply(reply),
+        )
 
     async def _auth_failed(
         self,
