@@ -7,7 +7,8 @@ from hypothesis import given
 
 from smtp_helpers import EHLO, ENVELOPE, codes, content_of, greeted, run
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError
-from smtpcore._hostname import ascii_hostname
+from smtpcore._driver import ServerOptions
+from smtpcore._hostname import a_label_hostname
 from smtpcore._lines import FramingPolicy
 from smtpcore.address import Mailbox
 from smtpcore.smtp import (
@@ -870,15 +871,45 @@ def test_a_domain_or_address_literal_names_the_host(hostname: str) -> None:
 def test_the_host_is_named_in_ascii_before_smtputf8(hostname: str) -> None:
     """The greeting and EHLO reply come before SMTPUTF8 is agreed (RFC 6531), and a
     Domain there is ASCII (RFC 5321 §4.1.2): a non-ASCII name is taken in its A-label
-    form (RFC 5890), the one ``serve`` gives its --hostname. It went out as UTF-8."""
+    form (RFC 5890), the one ``serve`` gives its --hostname. It went out as UTF-8.
+    A name that has no A-label form is refused (see the next test)."""
+    try:
+        a_label = a_label_hostname(hostname)
+    except ValueError:
+        with pytest.raises(ValueError):
+            ServerConnection(hostname)
+        return
     conn = ServerConnection(hostname, smtputf8=True)
-    assert conn.hostname == ascii_hostname(hostname) and conn.hostname.isascii()
+    assert conn.hostname == a_label and conn.hostname.isascii()
     conn.send(Reply(220, "ready"))
     hello = run(conn, EHLO)[1]
     assert hello.isascii()
     assert hello.startswith(f"250-{conn.hostname} ".encode())
     conn.hostname = hostname  # set later: the same form
-    assert conn.hostname == ascii_hostname(hostname)
+    assert conn.hostname == a_label
+
+
+@pytest.mark.parametrize(
+    "hostname",
+    ["-\u00e4-", "[\u00e4]", "\u00e4..b", ".\u00e4", "\u00e4" * 300, "m\u00e4il_1.example"],
+)
+def test_a_non_ascii_name_idna_refuses_is_refused(hostname: str) -> None:
+    """A non-ASCII name with no A-label form (RFC 5891 §4: a leading hyphen, an
+    empty label, a literal, over 255 octets) cannot head a greeting before SMTPUTF8:
+    ``ValueError``, as for any name the machine cannot take, from the machine and the
+    adapters' options alike. It was degraded in silence: ``-ä-`` greeted as ``---``,
+    ``[ä]`` as ``[-]``."""
+    with pytest.raises(ValueError, match="cannot name this server"):
+        ServerConnection(hostname)
+    with pytest.raises(ValueError, match="cannot name this server"):
+        ServerOptions(hostname=hostname)
+
+
+def test_a_non_ascii_name_keeps_its_trailing_dot() -> None:
+    """An ASCII name is taken as given, a trailing dot and all: a non-ASCII one only
+    changes its labels' form. ``ä.example.`` lost its dot."""
+    assert ServerConnection("\u00e4.example.").hostname == "xn--4ca.example."
+    assert ServerOptions(hostname="\u00e4.example.").hostname == "xn--4ca.example."
 
 
 def test_a_u_label_host_is_named_by_its_a_label() -> None:

@@ -47,7 +47,7 @@ from smtpcore._driver._proxied import Network, client_text, ip_peer, networks, t
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, checked_delay
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
-from smtpcore._hostname import ascii_hostname, checked_hostname
+from smtpcore._hostname import a_label_hostname
 from smtpcore._ip import CLIENT_IPV6_PREFIX_LENGTH, checked_prefix_length
 from smtpcore._lines import FramingPolicy
 from smtpcore._sentinels import NEED_DATA, PAUSED
@@ -354,7 +354,7 @@ class ServerOptions:
     def __post_init__(self) -> None:
         # Refused now, not at each session's greeting; kept in the form the machine
         # takes, so that every reply the server writes names the host as the machine does.
-        object.__setattr__(self, "hostname", ascii_hostname(checked_hostname(self.hostname)))
+        object.__setattr__(self, "hostname", a_label_hostname(self.hostname))
         if self.tls_on_connect and self.ssl_context is None:
             raise ValueError("tls_on_connect needs an ssl_context")
         if self.max_sessions < 1:

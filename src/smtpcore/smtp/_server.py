@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 from smtpcore._content import ContentFilter
 from smtpcore._dotstuff import HELD_BACK, DotDecoder, decode_whole
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
-from smtpcore._hostname import ascii_hostname, checked_hostname
+from smtpcore._hostname import a_label_hostname
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import ascii_upper, listed
@@ -252,7 +252,7 @@ def _wire_hostname(hostname: str) -> str:
     """The host name as the machine takes it: checked (``ValueError``), and a non-ASCII
     name in its A-label form, for the greeting and EHLO reply it heads come before
     SMTPUTF8 is agreed (RFC 6531; RFC 5321 §4.1.2: a Domain is ASCII)."""
-    return ascii_hostname(checked_hostname(hostname))
+    return a_label_hostname(hostname)
 
 
 def _option(name: str, doc: str = "") -> property:
