@@ -511,6 +511,21 @@ class TestAuth:
         assert isinstance(event, BadCommand)
         assert event.response.text == "Line too long"
 
+    def test_over_long_lines_end_the_session_at_max_bad_commands(self) -> None:
+        """A line past 255 octets (RFC 2449 §4) is a bad command like any other: a
+        flood of them ends the session at ``max_bad_commands`` with the closing
+        ``-ERR``, never answered one by one without end."""
+        conn = greeted(max_bad_commands=3)
+        for _ in range(2):
+            event = receive(conn, b"N" * 300 + b"\r\n")
+            assert isinstance(event, BadCommand) and event.response.text == "Line too long"
+            conn.send(event.response)
+        conn.receive_data(b"N" * 300 + b"\r\n")
+        with pytest.raises(RemoteProtocolError) as info:
+            conn.next_event()
+        assert conn.state is State.ERROR
+        assert info.value.reply_hint == Err("Too many bad commands, closing")
+
     @pytest.mark.parametrize("verb", [b"USER", b"PASS", b"AUTHX", b"NOOP"])
     def test_other_lines_are_cut_off_at_the_command_limit_where_auth_is_offered(
         self, verb: bytes

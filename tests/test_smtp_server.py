@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from smtp_helpers import EHLO, ENVELOPE, codes, content_of, greeted, run
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError
@@ -545,6 +546,21 @@ def test_too_many_errors_closes_with_421() -> None:
     conn = greeted(max_errors=3)
     _, out = run(conn, b"MAIL FROM:<x@y.example>\r\n" * 4)
     assert codes(out) == ["503 5.5.1"] * 3 + ["421 4.7.0"]
+    assert conn.state is State.CLOSED
+
+
+@given(st.integers(1, 8), st.integers(513, 2000))
+def test_over_long_lines_count_toward_max_errors_and_end_at_the_limit(
+    max_errors: int, length: int
+) -> None:
+    """An over-long line is unreadable as a bare LF or invalid UTF-8 is (RFC 5321
+    §4.5.3.1.4): refused ``500 5.5.2`` and counted toward ``max_errors``, and the line
+    at the limit gets ``421 4.7.0`` and the session ends (§3.8). The limit was never
+    checked for such a line: thirty over-long lines got thirty 500s, and only the
+    next ordinary line the 421."""
+    conn = greeted(max_errors=max_errors)
+    _, out = run(conn, (b"A" * length + b"\r\n") * (max_errors + 5))
+    assert codes(out) == ["500 5.5.2"] * max_errors + ["421 4.7.0"]
     assert conn.state is State.CLOSED
 
 

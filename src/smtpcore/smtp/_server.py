@@ -987,18 +987,10 @@ class ServerConnection:
                         return NEED_DATA  # the wait for every command: no call for it
                     return self._closed_or_need_data()
                 if read is LINE_TOO_LONG:
-                    if in_auth:
-                        bad = self._bad(
-                            b"", reply(500, "5.5.6", "Authentication exchange line too long")
-                        )
-                        self._state = State.READY
-                        return bad
-                    # RFC 3463 X.5.2, a syntax error: X.5.6 is the AUTH exchange's line
-                    # alone (RFC 4954 §6, the RFC 5248 registry).
-                    return self._bad(b"", reply(500, "5.5.2", "Line too long"))
+                    return self._line_too_long(in_auth)
                 line = read
             if self._errors >= config.max_errors:
-                return self._bad(line, reply(421, "4.7.0", f"{config.hostname} Too many errors"))
+                return self._too_many_errors(line)
             if not in_auth:
                 # A line the match above did not take is no everyday line: a hello?
                 everyday = parse_hello_line(line) if tried else parse_everyday_line(line)
@@ -1031,6 +1023,26 @@ class ServerConnection:
                     return self._bad(line, answer)
             return self._refused(line, exc.reply)
         return self._take_command(line, command)
+
+    def _line_too_long(self, in_auth: bool) -> BadCommand:
+        """A line over the limit, dropped unread: unreadable as a bare LF or invalid
+        UTF-8 is, so it counts toward ``max_errors`` as they do, and the one at the
+        limit gets the 421 that ends the session (RFC 5321 §4.5.3.1.4, §3.8). RFC 3463
+        X.5.2, a syntax error; X.5.6 is the AUTH exchange's line alone (RFC 4954 §6,
+        the RFC 5248 registry), which ends the exchange."""
+        if self._errors >= self._config.max_errors:
+            return self._too_many_errors(b"")
+        if not in_auth:
+            return self._bad(b"", reply(500, "5.5.2", "Line too long"))
+        bad = self._bad(b"", reply(500, "5.5.6", "Authentication exchange line too long"))
+        self._state = State.READY
+        return bad
+
+    def _too_many_errors(self, line: bytes) -> BadCommand:
+        """The line past ``max_errors``: ``421 4.7.0`` and the end of the session
+        (RFC 5321 §3.8), as Postfix's ``smtpd_hard_error_limit``."""
+        answer = reply(421, "4.7.0", f"{self._config.hostname} Too many errors")
+        return self._bad(line, answer)
 
     def _before_ehlo(self, text: str) -> Reply | None:
         """What a command the session does not know yet gets, when it is one of an
