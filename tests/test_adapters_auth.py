@@ -589,6 +589,52 @@ def test_a_cancelled_auth_is_answered_without_the_failure_delay(
     ]
 
 
+REFUSED_TOKENS = {
+    "XOAUTH2": f"user={USER}\x01auth=Bearer wrong\x01\x01".encode(),
+    "OAUTHBEARER": f"n,a={USER},\x01auth=Bearer wrong\x01\x01".encode(),
+}
+
+
+@pytest.mark.parametrize("mechanism", sorted(REFUSED_TOKENS))
+def test_a_cancel_after_a_refused_token_is_a_failed_login(
+    adapter: str,
+    mechanism: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A refused token gets an error challenge (RFC 7628 §3.2.2), whose dummy answer
+    gets a delayed 535. A client that answered it with ``*`` got ``501`` at once,
+    logged as a cancel: it tried tokens with no delay, no line for fail2ban and no
+    count toward ``max_auth_failures``. The token was judged: the ``501`` (RFC 4954
+    §4) now waits ``auth_failure_delay``, is logged ``reject: AUTH``, and counts.
+    A plain cancel (LOGIN after the name, SCRAM at its server-first) stays one."""
+    sleeps = recorded_sleeps(adapter, monkeypatch)
+    server = plaintext_auth_server(adapter, auth_failure_delay=0.01, max_auth_failures=2)
+    refused = f"AUTH {mechanism} ".encode() + base64.b64encode(REFUSED_TOKENS[mechanism])
+    scram_first = base64.b64encode(f"n,,n={USER},r=abcdefgh".encode())
+    with _logged_session(server, caplog) as c:
+        assert c.command(b"AUTH LOGIN").startswith(b"334")
+        assert c.command(base64.b64encode(USER.encode())).startswith(b"334")
+        assert c.command(b"*").startswith(b"501 5.0.0")
+        assert c.command(b"AUTH SCRAM-SHA-256 " + scram_first).startswith(b"334")
+        assert c.command(b"*").startswith(b"501 5.0.0")
+        assert sleeps == []
+        for _ in range(2):
+            assert c.command(refused).startswith(b"334")
+            assert c.command(b"*").startswith(b"501 5.7.8")
+        assert sleeps == [0.01, 0.01]
+        assert c.command(refused).startswith(b"421 4.7.0")
+    messages = [r.getMessage() for r in caplog.records]
+    cancelled = [m.split(" from ")[0] for m in messages if "cancelled by the client" in m]
+    assert cancelled == ["AUTH LOGIN", "AUTH SCRAM-SHA-256"]
+    rejects = [m for m in messages if "reject: AUTH" in m and "501" in m]
+    assert len(rejects) == 2
+    assert all(
+        f"501 5.7.8 Authentication cancelled, credentials invalid; mechanism={mechanism}" in m
+        for m in rejects
+    )
+
+
 def test_a_shutdown_waits_for_a_delayed_failure_no_longer_than_its_grace(adapter: str) -> None:
     """A session holding back a failed AUTH's reply is busy, not idle: a graceful
     shutdown lets it answer (then 421), and cuts it off once ``grace`` runs out, as it

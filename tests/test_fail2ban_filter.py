@@ -358,6 +358,33 @@ def test_a_failed_auth_behind_a_proxy_bans_the_client_it_names_and_only_that(
     assert (" via proxy [127.0.0.1]:" in refused) is not bool(banned), refused
 
 
+def test_a_cancel_after_a_refused_token_is_a_failed_login_the_filter_bans(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``*`` in place of the dummy answer to a bearer token's error challenge (RFC
+    7628 §3.2.2) was logged as a cancel, which the filter passes by: a client tried
+    tokens and was never banned. The token was judged: its ``501 5.7.8`` is logged
+    ``reject: AUTH``, the line the filter bans; a plain cancel still is not."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    token = base64.b64encode(f"user={USER}\x01auth=Bearer wrong\x01\x01".encode())
+    options = {"auth_require_tls": False, "auth_failure_delay": 0}
+    with (
+        running_smtp_server(adapter, Handler(), auth=authenticator(), **options) as server,
+        socket.create_connection((LOOPBACK, server.port), timeout=10) as sock,
+        sock.makefile("rb") as lines,
+    ):
+        sock.sendall(b"EHLO client.example\r\n")
+        while not lines.readline().startswith(b"250 "):
+            pass
+        sock.sendall(b"AUTH LOGIN\r\n*\r\nAUTH XOAUTH2 " + token + b"\r\n*\r\nQUIT\r\n")
+        answers = [lines.readline()[:9] for _ in range(5)]
+        assert answers == [b"334 VXNlc", b"501 5.0.0", b"334 eyJzd", b"501 5.7.8", b"221 2.0.0"]
+    log = _as_logged(caplog.records)
+    (banned,) = _banned_lines(log)
+    assert "reject: AUTH from [127.0.0.1]:" in banned and ": 501 5.7.8 " in banned, banned
+    assert "mechanism=XOAUTH2" in banned, banned
+
+
 @given(st.binary(max_size=107).filter(lambda path: b"\0" not in path))
 @example(b"/tmp/x [192.0.2.10]:25")
 @example(b"127.0.0.1")

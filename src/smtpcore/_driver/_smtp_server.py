@@ -1386,7 +1386,7 @@ class ServerSession(ServedSession):
             failure = flow.failure
             if failure is not None and failure.callback_error:  # answered 454 already
                 logger.error("AUTH %s failed: %s", flow.mechanism, failure.reason)
-        if cancel:
+        if cancel and flow.failure is None:  # no credential judged: see ServerAuth.step
             self._auth_cancelled(self._answer(reply), flow.mechanism)
             return
         session = self.session
@@ -1422,7 +1422,9 @@ class ServerSession(ServedSession):
         """An exchange the client cancelled with ``*``, answered with ``reply`` (501):
         no failed authentication (RFC 4954 §4), for no password was judged. Answered
         at once, with no ``auth_failure_delay``, and logged at INFO in no line
-        fail2ban's filter reads: a client that gives up is not banned for it."""
+        fail2ban's filter reads: a client that gives up is not banned for it. A ``*``
+        after the mechanism refused the credentials (a token's error challenge, RFC
+        7628 §3.2.2) is no such cancel: its 501 is a failed AUTH (``_auth_failed``)."""
         logger.info(
             "AUTH %s from %s: cancelled by the client: %s",
             mechanism,

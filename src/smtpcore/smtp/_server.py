@@ -101,6 +101,9 @@ _AUTH_FAILURE_STATUS: Final = {
     535: EnhancedStatus(5, 7, 8),
     538: EnhancedStatus(5, 7, 11),
 }
+_CREDENTIALS_INVALID: Final = _AUTH_FAILURE_STATUS[535]
+"""RFC 4954 §6's 5.7.8, "Authentication credentials invalid": an AUTH refusal that
+says it is a failed authentication, whatever its code (see ``_auth_refused``)."""
 _Statuses = tuple[EnhancedStatus | None, ...]
 _DEFAULT_STATUS: Final[_Statuses] = (
     *(None, None),
@@ -877,9 +880,10 @@ class ServerConnection:
         if isinstance(pending, Bdat) and (self._chunk_left or self._chunk_last):
             raise LocalProtocolError("a BDAT chunk is answered once all its octets are read")
         if isinstance(pending, AuthResponse) and pending.cancel and event.code != 501:
-            # RFC 4954 §4: the server MUST reject the cancelled AUTH with 501; a 535
-            # would count a client that cancelled toward max_auth_failures. A 421
-            # was taken above, as at any point.
+            # RFC 4954 §4: the server MUST reject the cancelled AUTH with 501 (5.7.8
+            # when credentials were refused before the cancel, see _auth_refused); a
+            # 535 would say the cancel was a guess. A 421 was taken above, as at any
+            # point.
             raise LocalProtocolError(
                 "a cancelled AUTH exchange is answered with 501 (RFC 4954 §4)"
             )
@@ -1546,7 +1550,9 @@ class ServerConnection:
                     raise
                 if written is not None:
                     return written
-        elif code in _AUTH_FAILURE_STATUS and isinstance(command, Auth | AuthResponse):
+        elif (code in _AUTH_FAILURE_STATUS or event.status == _CREDENTIALS_INVALID) and isinstance(
+            command, Auth | AuthResponse
+        ):
             return self._auth_refused(command, event)
         return self._finish(command, event)
 
@@ -1719,7 +1725,12 @@ class ServerConnection:
         self.authenticated = True
 
     def _auth_refused(self, command: Auth | AuthResponse, event: Reply) -> bytes:
-        self._auth_failures += event.code == 535
+        """A refused AUTH counts toward ``max_auth_failures`` when it says the
+        credentials were judged invalid (RFC 4954 §6): a ``535``, or a reply with
+        status 5.7.8, such as the ``501`` that must answer a ``*`` (RFC 4954 §4) sent
+        after the mechanism refused a token (RFC 7628 §3.2.2). A plain cancel, a 454
+        or a 538 judged no credential and counts nothing."""
+        self._auth_failures += event.code == 535 or event.status == _CREDENTIALS_INVALID
         if event.status is None and self._config.enhanced_status_codes:
             event = Reply(event.code, event.text, _AUTH_FAILURE_STATUS[event.code])
         return self._finish(command, event)
