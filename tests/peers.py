@@ -731,6 +731,26 @@ def running_pop3_server(
     yield from _serve_in_thread(adapter, "POP3Server", store, startup_timeout, options)
 
 
+def recorded_sleeps(adapter: str, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The seconds each sleep of the adapter's clock is asked for from now on (a failed
+    login's ``auth_failure_delay`` is one), recorded before it sleeps: a test asks
+    whether a delay was applied without timing it."""
+    clock: Any = (
+        importlib.import_module("smtpcore._asyncio_clock").AsyncioClock
+        if adapter == "asyncio"
+        else importlib.import_module("smtpcore.trio").TrioClock
+    )
+    asked: list[float] = []
+    sleep = clock.sleep
+
+    async def recording(self: object, seconds: float) -> None:
+        asked.append(seconds)
+        await sleep(self, seconds)
+
+    monkeypatch.setattr(clock, "sleep", recording)
+    return asked
+
+
 def write_maildir(path: Path, messages: Sequence[bytes], *, subdir: str = "new") -> list[Path]:
     """Make the Maildir ``path`` (tmp, new, cur) holding ``messages``, in order.
 

@@ -34,6 +34,7 @@ from peers import (
     missing_peer,
     module,
     raw_smtp_session,
+    recorded_sleeps,
     require_program,
     run,
     running_smtp_server,
@@ -533,9 +534,10 @@ def test_a_failed_auth_is_answered_after_the_delay_and_holds_no_other_session(
     adapter: str,
 ) -> None:
     """A wrong password was answered at once: a client guessed a thousand times a
-    second. Its 535 (and a veto's, and a cancelled exchange's) now waits
-    ``auth_failure_delay``, in that session alone: another client is served meanwhile.
-    A 504 (an unknown mechanism) is no guess, and is answered at once."""
+    second. Its 535 (and a veto's) now waits ``auth_failure_delay``, in that session
+    alone: another client is served meanwhile. A 504 (an unknown mechanism) is no
+    guess, and is answered at once, as a cancelled exchange is (see
+    test_a_cancelled_auth_is_answered_without_the_failure_delay)."""
     with (
         plaintext_auth_server(adapter, auth_failure_delay=0.3) as server,
         raw_smtp_session(server.host, server.port) as guesser,
@@ -555,10 +557,6 @@ def test_a_failed_auth_is_answered_after_the_delay_and_holds_no_other_session(
         assert guesser.recv_reply().startswith(b"535 5.7.8")
         assert time.monotonic() - started >= 0.3
         started = time.monotonic()
-        assert guesser.command(b"AUTH LOGIN").startswith(b"334")
-        assert guesser.command(b"*").startswith(b"501 5.0.0")
-        assert time.monotonic() - started >= 0.3
-        started = time.monotonic()
         # A veto (the handler's 535) counts as a failure too.
         vetoed = plain(USER, PASSWORD, "postmaster@abc.example")
         assert guesser.command(b"AUTH PLAIN " + vetoed).startswith(b"535 5.7.8 Not for")
@@ -566,6 +564,76 @@ def test_a_failed_auth_is_answered_after_the_delay_and_holds_no_other_session(
         started = time.monotonic()
         assert guesser.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"235")
         assert time.monotonic() - started < 0.25
+
+
+def test_a_cancelled_auth_is_answered_without_the_failure_delay(
+    adapter: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that answers a challenge with ``*`` gave up (RFC 4954 §4): it guessed
+    no password, and is answered ``501`` at once, logged as cancelled, not in the line
+    fail2ban's filter bans. It waited ``auth_failure_delay`` and was logged
+    ``reject: AUTH``, as a wrong password is."""
+    sleeps = recorded_sleeps(adapter, monkeypatch)
+    with _logged_session(plaintext_auth_server(adapter, auth_failure_delay=30.0), caplog) as c:
+        for mechanism in (b"LOGIN", b"PLAIN", b"CRAM-MD5"):
+            assert c.command(b"AUTH " + mechanism).startswith(b"334")
+            assert c.command(b"*").startswith(b"501 5.0.0")
+        assert c.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"235")
+    assert 30.0 not in sleeps
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "reject:" in m]
+    cancelled = [m for m in messages if "cancelled by the client" in m]
+    assert [m.split(" from ")[0] for m in cancelled] == [
+        "AUTH LOGIN",
+        "AUTH PLAIN",
+        "AUTH CRAM-MD5",
+    ]
+
+
+REFUSED_TOKENS = {
+    "XOAUTH2": f"user={USER}\x01auth=Bearer wrong\x01\x01".encode(),
+    "OAUTHBEARER": f"n,a={USER},\x01auth=Bearer wrong\x01\x01".encode(),
+}
+
+
+@pytest.mark.parametrize("mechanism", sorted(REFUSED_TOKENS))
+def test_a_cancel_after_a_refused_token_is_a_failed_login(
+    adapter: str,
+    mechanism: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A refused token gets an error challenge (RFC 7628 §3.2.2), whose dummy answer
+    gets a delayed 535. A client that answered it with ``*`` got ``501`` at once,
+    logged as a cancel: it tried tokens with no delay, no line for fail2ban and no
+    count toward ``max_auth_failures``. The token was judged: the ``501`` (RFC 4954
+    §4) now waits ``auth_failure_delay``, is logged ``reject: AUTH``, and counts.
+    A plain cancel (LOGIN after the name, SCRAM at its server-first) stays one."""
+    sleeps = recorded_sleeps(adapter, monkeypatch)
+    server = plaintext_auth_server(adapter, auth_failure_delay=0.01, max_auth_failures=2)
+    refused = f"AUTH {mechanism} ".encode() + base64.b64encode(REFUSED_TOKENS[mechanism])
+    scram_first = base64.b64encode(f"n,,n={USER},r=abcdefgh".encode())
+    with _logged_session(server, caplog) as c:
+        assert c.command(b"AUTH LOGIN").startswith(b"334")
+        assert c.command(base64.b64encode(USER.encode())).startswith(b"334")
+        assert c.command(b"*").startswith(b"501 5.0.0")
+        assert c.command(b"AUTH SCRAM-SHA-256 " + scram_first).startswith(b"334")
+        assert c.command(b"*").startswith(b"501 5.0.0")
+        assert sleeps == []
+        for _ in range(2):
+            assert c.command(refused).startswith(b"334")
+            assert c.command(b"*").startswith(b"501 5.7.8")
+        assert sleeps == [0.01, 0.01]
+        assert c.command(refused).startswith(b"421 4.7.0")
+    messages = [r.getMessage() for r in caplog.records]
+    cancelled = [m.split(" from ")[0] for m in messages if "cancelled by the client" in m]
+    assert cancelled == ["AUTH LOGIN", "AUTH SCRAM-SHA-256"]
+    rejects = [m for m in messages if "reject: AUTH" in m and "501" in m]
+    assert len(rejects) == 2
+    assert all(
+        f"501 5.7.8 Authentication cancelled, credentials invalid; mechanism={mechanism}" in m
+        for m in rejects
+    )
 
 
 def test_a_shutdown_waits_for_a_delayed_failure_no_longer_than_its_grace(adapter: str) -> None:
@@ -901,8 +969,7 @@ def test_the_reject_log_never_quotes_what_may_be_a_password(
     rejects = [r.getMessage() for r in caplog.records if "reject:" in r.getMessage()]
     assert "SESAME" not in "\n".join(rejects).upper()
     assert [line.split(" from ")[0] for line in rejects] == [
-        "NOQUEUE: reject: AUTH",  # the answer to the 334
-        "NOQUEUE: reject: AUTH",  # the cancelled exchange
+        "NOQUEUE: reject: AUTH",  # the answer to the 334 (the cancel is no refusal)
         "NOQUEUE: reject: command",
         "NOQUEUE: reject: command",
         "NOQUEUE: reject: MAIL",

@@ -292,3 +292,50 @@ def test_the_sync_client_takes_a_552_to_a_chunk_as_the_message_refused() -> None
         client.send_message(b"small\r\n", "a@abc.example", ["b@pqr.example"])
     assert (refused.value.command, refused.value.code) == ("BDAT", 552)
     assert [envelope.content for envelope in handler.messages] == [b"small\r\n"]
+
+
+# -- a BDAT line the machine refuses (RFC 3030 §2) ---------------------------------
+
+
+class Resets(Sink):
+    """A handler that records the octets of each transaction reset, and whether a
+    transaction was open when a VRFY came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resets: list[int] = []
+        self.open_at_vrfy: list[bool] = []
+
+    async def handle_reset(self, session: Session, envelope: Envelope) -> None:
+        self.resets.append(envelope.size)
+
+    async def handle_vrfy(self, session: Session, argument: str) -> Reply | None:
+        self.open_at_vrfy.append(session.envelope is not None)
+        return Reply(252, "Cannot VRFY user")
+
+
+def test_a_bdat_line_the_machine_refuses_ends_the_sessions_transaction(adapter: str) -> None:
+    """A BDAT line refused for its syntax fails the transaction (RFC 3030 §2) in the
+    machine, and so in the session: ``handle_reset`` is told, the transaction is no
+    longer open, and the client's next message is delivered alone and whole."""
+    handler = Resets()
+    wire = ENVELOPE + b"BDAT 4\r\nAAAA" + b"BDAT 4 LAST junk\r\nBBBB" + b"VRFY x\r\n"
+    wire += b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<c@pqr.example>\r\nBDAT 2 LAST\r\nok"
+    with (
+        running_smtp_server(adapter, handler) as server,
+        socket.create_connection((server.host, server.port), timeout=10) as sock,
+    ):
+        sock.sendall(wire + b"QUIT\r\n")
+        received = bytearray()
+        for _ in range(1000):  # bounded: each pass reads something or ends
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            received += piece
+    replies = final_codes(bytes(received))
+    first = [b"220", b"250", b"250", b"250", b"250", b"501", b"252"]
+    assert replies == [*first, b"250", b"250", b"250", b"221"]
+    assert handler.resets == [4] and handler.open_at_vrfy == [False]
+    [message] = handler.messages
+    assert message.content == b"ok"
+    assert [str(recipient.mailbox) for recipient in message.recipients] == ["c@pqr.example"]

@@ -434,6 +434,23 @@ def test_pop3_build_connection_refuses_what_the_server_sets() -> None:
         options.build_connection(sasl_mechanisms=["PLAIN"])
 
 
+def test_pop3_options_take_capa_policies_as_the_machine_does() -> None:
+    """``expire=30`` is ``EXPIRE 30`` as on the machine, ``never`` and ``user`` in any
+    case are written upper-case (RFC 5234 §2.3), and the options hold the value the
+    machine writes, so a machine built from them agrees with the server."""
+    options = smtp_asyncio.POP3ServerOptions(hostname="pop.test", expire="never", login_delay=900)
+    assert (options.expire, options.login_delay) == ("NEVER", "900")
+    conn = options.build_connection()
+    assert conn.capabilities()[-2:] == ["EXPIRE NEVER", "LOGIN-DELAY 900"]
+    assert options.check_connection(conn) is conn
+    hand_built = pop3.ServerConnection("pop.test", expire="NEVER", login_delay="900")
+    assert options.check_connection(hand_built) is hand_built
+    options = smtp_asyncio.POP3ServerOptions(hostname="pop.test", expire="30 user")
+    assert options.expire == "30 USER"
+    with pytest.raises(TypeError, match="expire"):
+        smtp_asyncio.POP3ServerOptions(hostname="pop.test", expire=True)
+
+
 def test_pop3_build_connection_leaves_the_logins_to_the_server() -> None:
     """Options of no server offer nothing a mailstore would decide: no USER, no APOP
     timestamp (they were the last server's, or USER and APOP whatever the store)."""

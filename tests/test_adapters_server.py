@@ -683,6 +683,25 @@ class NoService(Handler):
         return Reply(554, "No SMTP service here")
 
 
+def test_a_non_ascii_hostname_is_named_by_its_a_label_in_every_reply(adapter: str) -> None:
+    """The greeting, EHLO reply and 221 come before SMTPUTF8 is agreed, and a Domain
+    there is ASCII (RFC 5321 §4.1.2, RFC 6531): the options take the A-label form the
+    machine takes (RFC 5890 §2.3.2.1). They kept ``mäil.example``: the greeting and 221
+    went as UTF-8, and the EHLO reply named the host twice."""
+    with (
+        running_smtp_server(adapter, Handler(), hostname="m\u00e4il.example") as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        greeting = s.recv_reply()
+        hello = s.command(b"EHLO client.test")
+        bye = s.command(b"QUIT")
+    assert greeting.startswith(b"220 xn--mil-qla.example ")
+    assert hello.split(b"\r\n")[0] == b"250-xn--mil-qla.example"
+    assert bye.startswith(b"221 2.0.0 xn--mil-qla.example ")
+    for reply in (greeting, hello, bye):
+        assert reply.isascii() and reply.count(b"mil") == 1
+
+
 def test_a_554_greeting_serves_only_quit(adapter: str) -> None:
     with (
         running_smtp_server(adapter, NoService()) as server,

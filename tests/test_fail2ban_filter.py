@@ -232,6 +232,38 @@ def test_cram_md5_and_apop_a_user_cannot_use_are_no_failed_logins(tmp_path: Path
     assert impossible[1].endswith("; mechanism=CRAM-MD5 user=<john@abc.example>"), impossible
 
 
+def test_a_cancelled_auth_is_no_failed_login(tmp_path: Path) -> None:
+    """RFC 4954 §4 and RFC 5034 §4: a client that answers a challenge with ``*``
+    gives up; it guessed no password. The SMTP server logged its ``501`` as a failed
+    login, ``reject: AUTH ... 501 5.0.0``, which the filter bans: a client that
+    cancelled was banned. The line now says it was cancelled, and the filter passes
+    it by; POP3's ``-ERR`` to a cancel was never one."""
+    with _serve_john(tmp_path) as abc:
+        with socket.create_connection((LOOPBACK, abc.ports["submission"]), timeout=10) as sock:
+            reader = sock.makefile("rb")
+            reader.readline()
+            sock.sendall(b"EHLO client.test\r\n")
+            while reader.readline()[3:4] == b"-":
+                pass
+            for _ in range(2):
+                sock.sendall(b"AUTH PLAIN\r\n")
+                assert reader.readline().startswith(b"334")
+                sock.sendall(b"*\r\n")
+                assert reader.readline().startswith(b"501 5.0.0")
+        with socket.create_connection((LOOPBACK, abc.ports["pop3"]), timeout=10) as sock:
+            reader = sock.makefile("rb")
+            reader.readline()
+            sock.sendall(b"AUTH PLAIN\r\n")
+            assert reader.readline().startswith(b"+ ")
+            sock.sendall(b"*\r\n")
+            assert reader.readline().startswith(b"-ERR")
+        assert abc.stop() == 0
+    log = abc.log()
+    assert _hosts(log) == [], log
+    cancelled = [line for line in log.splitlines() if "cancelled by the client" in line]
+    assert len(cancelled) == 2 and all("AUTH PLAIN from [127.0.0.1]:" in c for c in cancelled)
+
+
 def _proxied_session(port: int, header: bytes, commands: list[bytes]) -> list[bytes]:
     """A session through the proxy: ``header``, then each command and its reply's last
     line, until the server ends the session (its last reply then followed by b"")."""
@@ -324,6 +356,33 @@ def test_a_failed_auth_behind_a_proxy_bans_the_client_it_names_and_only_that(
     assert {host for host, _ in _hosts(log)} == banned, log
     (refused,) = [line for line in log.splitlines() if "reject: AUTH from" in line]
     assert (" via proxy [127.0.0.1]:" in refused) is not bool(banned), refused
+
+
+def test_a_cancel_after_a_refused_token_is_a_failed_login_the_filter_bans(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``*`` in place of the dummy answer to a bearer token's error challenge (RFC
+    7628 §3.2.2) was logged as a cancel, which the filter passes by: a client tried
+    tokens and was never banned. The token was judged: its ``501 5.7.8`` is logged
+    ``reject: AUTH``, the line the filter bans; a plain cancel still is not."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    token = base64.b64encode(f"user={USER}\x01auth=Bearer wrong\x01\x01".encode())
+    options = {"auth_require_tls": False, "auth_failure_delay": 0}
+    with (
+        running_smtp_server(adapter, Handler(), auth=authenticator(), **options) as server,
+        socket.create_connection((LOOPBACK, server.port), timeout=10) as sock,
+        sock.makefile("rb") as lines,
+    ):
+        sock.sendall(b"EHLO client.example\r\n")
+        while not lines.readline().startswith(b"250 "):
+            pass
+        sock.sendall(b"AUTH LOGIN\r\n*\r\nAUTH XOAUTH2 " + token + b"\r\n*\r\nQUIT\r\n")
+        answers = [lines.readline()[:9] for _ in range(5)]
+        assert answers == [b"334 VXNlc", b"501 5.0.0", b"334 eyJzd", b"501 5.7.8", b"221 2.0.0"]
+    log = _as_logged(caplog.records)
+    (banned,) = _banned_lines(log)
+    assert "reject: AUTH from [127.0.0.1]:" in banned and ": 501 5.7.8 " in banned, banned
+    assert "mechanism=XOAUTH2" in banned, banned
 
 
 @given(st.binary(max_size=107).filter(lambda path: b"\0" not in path))

@@ -389,6 +389,38 @@ def test_what_a_machine_holds_stays_within_its_bound(
             assert conn.buffered <= conn.max_buffered + len(chunk), (conn.state, len(chunk))
 
 
+_ENDINGS = {
+    "smtp-server": b"QUIT\r\n",
+    "pop3-server": b"QUIT\r\n",
+    "smtp-client": b"421 4.3.2 closing\r\n",
+    "pop3-client": b"-ERR closing\r\n",
+}
+"""A line that may end the session, whatever state it comes in."""
+
+
+@pytest.mark.parametrize(("machine", "state"), _CASES, ids=[f"{m}-{s.name}" for m, s in _CASES])
+@settings(max_examples=25)
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1), close=st.booleans())
+def test_an_ended_machine_holds_no_more_than_its_bound(
+    machine: str, state: Any, data: st.DataObject, seed: int, close: bool
+) -> None:
+    """Once a machine is in ERROR or CLOSED nothing it holds will be read, so it holds
+    at most ``max_buffered`` with no piece added (docs/testing.rst), whatever came
+    behind the line that ended the session in the same piece."""
+    build, drive, sent_by = _MACHINES[machine]
+    conn = build(state)
+    before = data.draw(sst.hostile_bytes(sent_by=sent_by))
+    behind = data.draw(st.one_of(sst.hostile_bytes(sent_by=sent_by), _LONG_RUNS))
+    payload = before + _ENDINGS[machine] + behind
+    rnd = random.Random(seed)
+    for chunk in data.draw(sst.chunkings(payload)) + ([b""] if close else []):
+        with contextlib.suppress(ProtocolError):
+            conn.receive_data(chunk)
+            drive(conn, rnd)
+        if conn.state.name in ("ERROR", "CLOSED"):
+            assert conn.buffered <= conn.max_buffered, (conn.state, conn.buffered)
+
+
 @pytest.mark.parametrize(
     ("state", "bound"),
     [

@@ -35,6 +35,7 @@ from peers import (
     dual_stack_loopback,
     module,
     open_fd_count,
+    recorded_sleeps,
     run,
     running_pop3_server,
     until,
@@ -466,6 +467,101 @@ def test_an_authenticator_in_thread_check_past_the_store_timeout_fails_temporari
     finally:
         release.set()
     assert calls == ["wonderland", "wonderland"]
+
+
+def test_a_cancelled_auth_is_a_bad_command_not_a_failed_login(
+    adapter: str,
+    store: MaildirStore,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 5034 §4: ``*`` cancels the exchange and gets ``-ERR``. The client guessed
+    no password: the answer comes at once, with no ``auth_failure_delay``, counts no
+    failed login (a server ending the session at the first one lets it log in next),
+    and is logged in no ``reject:`` line, which fail2ban's filter would ban."""
+    sleeps = recorded_sleeps(adapter, monkeypatch)
+    caplog.set_level(logging.INFO, logger="smtpcore")
+    plain = MaildirStore(store.root, PASSWORDS, plaintext_sasl=True)
+    with unforgiving_session(adapter, plain) as (client, answers):
+        for _ in range(2):
+            client.sendall(b"AUTH PLAIN\r\n")
+            assert answers.readline() == b"+ \r\n"
+            client.sendall(b"*\r\n")
+            assert answers.readline().startswith(b"-ERR")
+        client.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0wonderland") + b"\r\n")
+        assert answers.readline().startswith(b"+OK Logged in")
+    assert 30.0 not in sleeps
+    assert "reject:" not in caplog.text
+
+
+POP3_REFUSED_TOKENS = {
+    "XOAUTH2": b"user=alice\x01auth=Bearer wrong\x01\x01",
+    "OAUTHBEARER": b"n,a=alice,\x01auth=Bearer wrong\x01\x01",
+}
+
+
+@pytest.mark.parametrize("mechanism", sorted(POP3_REFUSED_TOKENS))
+def test_a_cancel_after_a_refused_token_is_a_failed_login(
+    adapter: str,
+    mechanism: str,
+    store: MaildirStore,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A refused token gets an error challenge (RFC 7628 §3.2.2); RFC 5034 §4 answers
+    the ``*`` that takes the dummy response's place with ``-ERR``, which counted as a
+    bad command alone: a client tried tokens with no delay, no line for fail2ban and
+    no count toward ``max_auth_failures``. The token was judged: the ``*`` is now a
+    failed login, ``-ERR [AUTH]`` after ``auth_failure_delay``, logged ``reject:``,
+    and counted. A plain cancel (LOGIN after the name, SCRAM at its server-first)
+    stays a bad command."""
+    from smtpcore.handler import Authenticator
+    from smtpcore.sasl import derive_scram_credentials
+
+    sleeps = recorded_sleeps(adapter, monkeypatch)
+    caplog.set_level(logging.INFO, logger="smtpcore")
+    auth = Authenticator(
+        check_password=lambda user, password: PASSWORDS.get(user) == password,
+        get_scram_credentials={"alice": derive_scram_credentials("wonderland")}.get,
+        check_token=lambda user, token: False,
+        mechanisms=["LOGIN", "SCRAM-SHA-256", mechanism],
+    )
+    refused = f"AUTH {mechanism} ".encode() + base64.b64encode(POP3_REFUSED_TOKENS[mechanism])
+    scram_first = base64.b64encode(b"n,,n=alice,r=abcdefgh")
+    with (
+        running_pop3_server(
+            adapter,
+            AuthenticatorStore(store.root, auth),
+            auth_failure_delay=0.01,
+            max_auth_failures=2,
+        ) as server,
+        raw(server.port) as client,
+    ):
+        answers = client.makefile("rb")
+        assert answers.readline().startswith(b"+OK")
+        for before in ([b"AUTH LOGIN", base64.b64encode(b"alice")], [b"AUTH SCRAM-SHA-256"]):
+            for line in before:
+                client.sendall(line + b"\r\n")
+                assert answers.readline().startswith(b"+ ")
+            if before[0] == b"AUTH SCRAM-SHA-256":
+                client.sendall(scram_first + b"\r\n")
+                assert answers.readline().startswith(b"+ ")
+            client.sendall(b"*\r\n")
+            assert answers.readline().startswith(b"-ERR Authentication cancelled")
+        assert sleeps == []
+        client.sendall(refused + b"\r\n")
+        assert answers.readline().startswith(b"+ ")
+        client.sendall(b"*\r\n")
+        assert answers.readline().startswith(b"-ERR [AUTH]")
+        client.sendall(refused + b"\r\n")
+        assert answers.readline().startswith(b"+ ")
+        client.sendall(b"*\r\n")
+        assert answers.readline().startswith(b"-ERR [AUTH] Authentication failed, too many")
+        assert answers.readline() == b""  # the session is over
+    assert sleeps == [0.01, 0.01]
+    rejects = [r.getMessage() for r in caplog.records if "reject:" in r.getMessage()]
+    assert len(rejects) == 2
+    assert all(f"mechanism={mechanism}" in m for m in rejects)
 
 
 class MaildirsBehind(Mailstore):

@@ -511,6 +511,21 @@ class TestAuth:
         assert isinstance(event, BadCommand)
         assert event.response.text == "Line too long"
 
+    def test_over_long_lines_end_the_session_at_max_bad_commands(self) -> None:
+        """A line past 255 octets (RFC 2449 §4) is a bad command like any other: a
+        flood of them ends the session at ``max_bad_commands`` with the closing
+        ``-ERR``, never answered one by one without end."""
+        conn = greeted(max_bad_commands=3)
+        for _ in range(2):
+            event = receive(conn, b"N" * 300 + b"\r\n")
+            assert isinstance(event, BadCommand) and event.response.text == "Line too long"
+            conn.send(event.response)
+        conn.receive_data(b"N" * 300 + b"\r\n")
+        with pytest.raises(RemoteProtocolError) as info:
+            conn.next_event()
+        assert conn.state is State.ERROR
+        assert info.value.reply_hint == Err("Too many bad commands, closing")
+
     @pytest.mark.parametrize("verb", [b"USER", b"PASS", b"AUTHX", b"NOOP"])
     def test_other_lines_are_cut_off_at_the_command_limit_where_auth_is_offered(
         self, verb: bytes
@@ -668,6 +683,87 @@ class TestMultiline:
             b"UIDL\r\nSTLS\r\nUTF8 USER\r\nEXPIRE NEVER\r\nLOGIN-DELAY 900\r\n"
             b"IMPLEMENTATION smtpcore\r\nX-EXAMPLE\r\n.\r\n"
         )
+
+    @pytest.mark.parametrize(
+        "options",
+        [
+            {"expire": "-1"},
+            {"expire": ""},
+            {"expire": "30 days"},
+            {"expire": "NEVER USER"},
+            {"expire": "\u0663\u0660"},  # Arabic-Indic digits: no ASCII DIGIT (RFC 2449 §9)
+            {"expire": "30  USER"},
+            {"expire": "30\r\nSTLS"},
+            {"login_delay": "soon"},
+            {"login_delay": ""},
+            {"login_delay": "NEVER"},
+            {"login_delay": "+900"},
+            {"login_delay": -1},
+            {"expire": "NEVER "},
+            {"expire": "30 u\u017fer"},  # LONG S: no ASCII letter, though upper() gives S
+        ],
+    )
+    def test_capa_policy_values_it_cannot_write_are_refused(self, options: Any) -> None:
+        """RFC 2449 §9: ``expire-policy = (1*DIGIT [SP "USER"]) / "NEVER"``, ``delay-secs =
+        1*DIGIT [SP "USER"]``. What the machine could not write in CAPA it refuses when
+        configured, and when set later."""
+        with pytest.raises(ValueError, match="RFC 2449"):
+            greeted(**options)
+        conn = greeted()
+        with pytest.raises(ValueError, match="RFC 2449"):
+            setattr(conn, *next(iter(options.items())))
+
+    @pytest.mark.parametrize(
+        ("options", "written"),
+        [
+            ({"expire": "never"}, ["EXPIRE NEVER"]),
+            ({"expire": "Never"}, ["EXPIRE NEVER"]),
+            ({"expire": "30 user"}, ["EXPIRE 30 USER"]),
+            ({"login_delay": "900 uSeR"}, ["LOGIN-DELAY 900 USER"]),
+            ({"expire": 0, "login_delay": 900}, ["EXPIRE 0", "LOGIN-DELAY 900"]),
+        ],
+    )
+    def test_capa_policy_values_are_written_as_the_grammar_has_them(
+        self, options: Any, written: list[str]
+    ) -> None:
+        """RFC 2449 §9's literals ``USER`` and ``NEVER`` are case-insensitive (RFC 5234
+        §2.3): taken in any case, written upper-case. An int is its decimal digits."""
+        conn = greeted(**options)
+        assert conn.capabilities()[-len(written) :] == written
+        conn = greeted()
+        for name, value in options.items():
+            setattr(conn, name, value)
+        assert conn.capabilities()[-len(written) :] == written
+
+    @given(st.integers(min_value=0, max_value=10**30), st.booleans())
+    def test_a_non_negative_int_policy_is_its_decimal_digits(self, days: int, user: bool) -> None:
+        """``expire=30`` is ``EXPIRE 30``, as ``"30"`` is; so for ``login_delay``."""
+        conn = greeted(expire=days, login_delay=days)
+        assert conn.expire == conn.login_delay == str(days)
+        assert conn.capabilities()[-2:] == [f"EXPIRE {days}", f"LOGIN-DELAY {days}"]
+
+    @pytest.mark.parametrize("value", [True, False, 30.0, b"30", ["30"]])
+    @pytest.mark.parametrize("name", ["expire", "login_delay"])
+    def test_a_capa_policy_of_another_type_is_a_type_error(self, name: str, value: object) -> None:
+        """A bool is no number of days (``True`` is no ``EXPIRE 1``), nor is anything
+        but a str or an int a value CAPA can write."""
+        with pytest.raises(TypeError, match=name):
+            greeted(**{name: value})
+        conn = greeted()
+        with pytest.raises(TypeError, match=name):
+            setattr(conn, name, value)
+
+    def test_the_user_tag_is_written_in_the_authorization_state_alone(self) -> None:
+        """RFC 2449 §6.5, §6.7: EXPIRE and LOGIN-DELAY are "optionally followed by USER
+        in AUTHORIZATION state", where the policy may vary by user; once logged in, the
+        value is this user's, with no tag (the configured minimum unless the application
+        sets the user's own)."""
+        conn = greeted(expire="30 USER", login_delay="900 USER")
+        assert conn.capabilities()[-2:] == ["EXPIRE 30 USER", "LOGIN-DELAY 900 USER"]
+        conn = logged_in(expire="30 USER", login_delay="900 USER")
+        assert conn.capabilities()[-2:] == ["EXPIRE 30", "LOGIN-DELAY 900"]
+        conn.expire, conn.login_delay = "60", "1800"
+        assert conn.capabilities()[-2:] == ["EXPIRE 60", "LOGIN-DELAY 1800"]
 
     def test_optional_commands_can_be_switched_off(self) -> None:
         conn = logged_in(top=False, uidl=False)

@@ -981,6 +981,47 @@ def test_bdat_chunks_are_delivered(tmp_path: Path) -> None:
     assert stored.endswith(b"\nSubject: bdat\n\nfirst\n.second\n")
 
 
+def test_a_bdat_refused_for_its_syntax_fails_the_message(tmp_path: Path) -> None:
+    """RFC 3030 §2: after a 5xx to any BDAT the transaction has failed. Pipelined
+    behind a chunk refused for its syntax, the last chunk is out of sequence (503):
+    nothing is delivered, where a message without the refused chunk's octets once was,
+    while the client, told 501, would send it again. The client's next message is
+    delivered alone and whole: nothing of the failed one (its spooled first chunk,
+    its Received line naming its recipient) is carried into it."""
+    users = {"b@pqr.example": "x", "c@pqr.example": "y"}
+    config = _config(tmp_path, "pqr.example", users, submission_port=0)
+    wire = b"EHLO client.example\r\nMAIL FROM:<a@abc.example>\r\nRCPT TO:<c@pqr.example>\r\n"
+    wire += b"BDAT 9\r\nSubject: BDAT 6 LAST junk\r\nHOLE\r\nBDAT 11 LAST\r\nX\r\n\r\nbody\r\n"
+    second = b"Subject: second\r\n\r\nok\r\n"
+    wire += b"MAIL FROM:<z@abc.example>\r\nRCPT TO:<b@pqr.example>\r\n"
+    wire += b"BDAT %d LAST\r\n" % len(second) + second
+
+    def send(port: int) -> list[bytes]:
+        with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+            file = sock.makefile("rb")
+            sock.sendall(wire + b"QUIT\r\n")
+            finals = []
+            for _ in range(11):  # greeting, EHLO, MAIL, RCPT, three BDATs, again, QUIT
+                line = file.readline()
+                while line[3:4] == b"-":
+                    line = file.readline()
+                finals.append(line[:3])
+        return finals
+
+    async def main() -> list[bytes]:
+        async with MailServer(config, sockets={"smtp": _listening()}) as server:
+            return await asyncio.to_thread(send, _port(server, "smtp"))
+
+    failed = [b"220", b"250", b"250", b"250", b"250", b"501", b"503"]
+    assert _run(main) == [*failed, b"250", b"250", b"250", b"221"]
+    assert _messages(config, "c@pqr.example") == []
+    [delivered] = _messages(config, "b@pqr.example")
+    headers = delivered.split(b"\n\n", 1)[0]  # a Maildir file ends its lines with LF
+    assert delivered.endswith(b"\n" + second.replace(b"\r\n", b"\n"))
+    assert headers.count(b"Received:") == 1 and b"c@pqr.example" not in delivered
+    assert not any((config.queue_dir / "envelopes").glob("*"))
+
+
 def test_one_server_per_data_directory(tmp_path: Path) -> None:
     config = _config(tmp_path, "pqr.example", {}, submission_port=0)
 

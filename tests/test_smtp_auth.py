@@ -207,6 +207,73 @@ def test_failed_attempts_are_limited() -> None:
     assert conn.state is State.CLOSED
 
 
+REFUSED_TOKENS = {
+    "XOAUTH2": b"user=john@abc.example\x01auth=Bearer wrong\x01\x01",
+    "OAUTHBEARER": b"n,a=john@abc.example,\x01auth=Bearer wrong\x01\x01",
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_TOKENS))
+def test_a_cancel_after_a_refused_token_is_a_failed_authentication(name: str) -> None:
+    """RFC 7628 §3.2.2: a refused token gets an error challenge, whose dummy answer
+    fails the exchange with 535. A ``*`` in its place got the plain cancel's ``501
+    5.0.0``, which counted nothing: a client tried tokens without limit. The token was
+    judged: the ``*`` still gets a 501 (RFC 4954 §4), whose 5.7.8 says the credentials
+    were invalid (RFC 4954 §6), :attr:`ServerAuth.failure` holds the mechanism's
+    refusal, and the machine counts it toward ``max_auth_failures``."""
+    conn = auth_server(auth_require_tls=False, max_auth_failures=2)
+    auth = ServerAuth(SERVER_FACTORIES)
+    refused = b"AUTH " + name.encode() + b" " + base64.b64encode(REFUSED_TOKENS[name]) + b"\r\n"
+    out = drive(conn, EHLO, auth)
+    for _ in range(2):
+        assert codes(drive(conn, refused, auth)) == ["334"]
+        assert codes(drive(conn, b"*\r\n", auth)) == ["501 5.7.8"]
+        assert auth.failure is not None and auth.failure.named == "john@abc.example"
+    out = drive(conn, refused, auth)
+    assert codes(out) == ["421 4.7.0"]
+    assert conn.state is State.CLOSED
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [b"AUTH LOGIN\r\n", base64.b64encode(b"john@abc.example") + b"\r\n"],
+        [b"AUTH SCRAM-SHA-256 " + base64.b64encode(b"n,,n=john@abc.example,r=abcdefgh") + b"\r\n"],
+        [b"AUTH XOAUTH2\r\n"],  # asked for its initial response: no token judged yet
+    ],
+    ids=["LOGIN-after-the-name", "SCRAM-at-server-first", "XOAUTH2-before-the-token"],
+)
+def test_a_cancel_before_any_refusal_stays_a_cancel(lines: list[bytes]) -> None:
+    """A ``*`` where the mechanism has judged nothing (RFC 4954 §4) is ``501 5.0.0``,
+    carries no failure, and never counts toward ``max_auth_failures``."""
+    conn = auth_server(auth_require_tls=False, max_auth_failures=1)
+    auth = ServerAuth(SERVER_FACTORIES)
+    drive(conn, EHLO, auth)
+    for _ in range(2):
+        for line in lines:
+            assert codes(drive(conn, line, auth)) == ["334"]
+        assert codes(drive(conn, b"*\r\n", auth)) == ["501 5.0.0"]
+        assert auth.failure is None
+    assert conn.state is State.READY
+
+
+def test_a_501_that_says_the_credentials_were_invalid_counts_as_a_failure() -> None:
+    """The machine counts what the reply says (RFC 4954 §6): a 535, or an AUTH refusal
+    whose enhanced status is X.7.8, "Authentication credentials invalid", such as the
+    501 to a ``*`` that followed a refused token; a plain 501 counts nothing."""
+    conn = auth_server(auth_require_tls=False, max_auth_failures=1)
+    drive(conn, EHLO, ServerAuth(SERVER_FACTORIES))
+    conn.receive_data(b"AUTH PLAIN\r\n")
+    assert conn.next_event() == Auth("PLAIN")
+    conn.send(Reply.challenge(b""))
+    conn.receive_data(b"*\r\n")
+    assert conn.next_event() == AuthResponse(cancel=True)
+    assert conn.send(Reply(501, "cancelled", "5.7.8")) == b"501 5.7.8 cancelled\r\n"
+    conn.receive_data(b"AUTH PLAIN\r\n")
+    assert isinstance(conn.next_event(), BadCommand)
+    assert conn.send(Reply(421, "bye")).startswith(b"421")
+
+
 def test_an_initial_response_to_a_server_first_mechanism_gets_501() -> None:
     """RFC 4954 §4: CRAM-MD5 with an initial response is refused with 501 (5.7.0);
     no credential was tried, so it is no failed login and never closes the session."""

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smtp_helpers import EHLO, ENVELOPE, codes, content_of, greeted, run
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError
+from smtpcore._driver import ServerOptions
+from smtpcore._hostname import a_label_hostname
 from smtpcore._lines import FramingPolicy
 from smtpcore.address import Mailbox
 from smtpcore.smtp import (
@@ -33,6 +37,8 @@ from smtpcore.smtp import (
     State,
     Vrfy,
 )
+from smtpcore.testing import permissive_smtp_answer
+from smtpcore.testing import strategies as sst
 
 # -- greeting -------------------------------------------------------------
 
@@ -52,6 +58,41 @@ def test_refusing_greeting_serves_only_quit() -> None:
     _events, out = run(conn, EHLO + b"MAIL FROM:<a@b.example>\r\nQUIT\r\n")
     assert codes(out) == ["503 5.5.1", "503 5.5.1", "221 2.0.0"]
     assert conn.state is State.CLOSED
+
+
+@pytest.mark.parametrize(
+    "line", [b"XYZZY", b"GET / HTTP/1.1", b"MAIL", b"RCPT TO:<>", b"NOOP \x01", b"STARTTLS"]
+)
+def test_refusing_greeting_answers_every_command_but_quit_503(line: bytes) -> None:
+    """RFC 5321 §3.1: after a 554 greeting the server SHOULD answer any intervening
+    command with 503 until QUIT, unknown and malformed ones as well: the sequence
+    error comes first, and an unknown verb counts toward no ``max_bad_commands``."""
+    conn = ServerConnection("mx.pqr.example", max_bad_commands=2)
+    conn.send(Reply(554, "No SMTP service here"))
+    _events, out = run(conn, (line + b"\r\n") * 3 + b"QUIT\r\n")
+    assert codes(out) == ["503 5.5.1"] * 3 + ["221 2.0.0"]
+
+
+@pytest.mark.parametrize(
+    ("line", "answer"),
+    [
+        (b"QUIT now", "501 5.5.4"),  # QUIT's own syntax error
+        (b"QUIT\t", "503 5.5.1"),  # no QUIT: a verb ends at a space
+        (b"NOOP \xff", "500 5.5.2"),  # no command line: not UTF-8
+        (b"NOOP\nX", "500 5.5.2"),  # no command line: a bare LF
+        (b"N" * 600, "500 5.5.2"),  # no command line: over the limit
+    ],
+)
+def test_refusing_greeting_answers_lines_that_are_no_command_as_any_session(
+    line: bytes, answer: str
+) -> None:
+    """After a 554 greeting, the 503 goes to a command line whose verb is not QUIT; a
+    QUIT's syntax error is its own, and a line that cannot be read as a command line
+    gets its 500 as in any state (the documented table)."""
+    conn = ServerConnection("mx.pqr.example")
+    conn.send(Reply(554, "No SMTP service here"))
+    _events, out = run(conn, line + b"\r\nQUIT\r\n")
+    assert codes(out) == [answer, "221 2.0.0"]
 
 
 def test_greeting_of_421_closes() -> None:
@@ -520,6 +561,21 @@ def test_too_many_errors_closes_with_421() -> None:
     assert conn.state is State.CLOSED
 
 
+@given(st.integers(1, 8), st.integers(513, 2000))
+def test_over_long_lines_count_toward_max_errors_and_end_at_the_limit(
+    max_errors: int, length: int
+) -> None:
+    """An over-long line is unreadable as a bare LF or invalid UTF-8 is (RFC 5321
+    §4.5.3.1.4): refused ``500 5.5.2`` and counted toward ``max_errors``, and the line
+    at the limit gets ``421 4.7.0`` and the session ends (§3.8). The limit was never
+    checked for such a line: thirty over-long lines got thirty 500s, and only the
+    next ordinary line the 421."""
+    conn = greeted(max_errors=max_errors)
+    _, out = run(conn, (b"A" * length + b"\r\n") * (max_errors + 5))
+    assert codes(out) == ["500 5.5.2"] * max_errors + ["421 4.7.0"]
+    assert conn.state is State.CLOSED
+
+
 def test_too_many_unknown_commands_closes_with_421() -> None:
     conn = greeted(max_bad_commands=2, max_errors=100)
     _, out = run(conn, b"FOO\r\nBAR\r\n")
@@ -545,6 +601,21 @@ def test_starttls_discards_pipelined_plaintext() -> None:
     assert b"STARTTLS" not in out
     _, out = run(conn, b"STARTTLS\r\n")
     assert codes(out) == ["503 5.5.1"]
+
+
+def test_starttls_under_tls_is_out_of_sequence_and_counts_as_an_error() -> None:
+    """RFC 3207 names no reply to a STARTTLS under TLS: the machine answers it as a
+    command out of sequence, ``503 5.5.1 TLS already active`` (docs/extensions.rst),
+    not as an unknown command: it counts toward ``max_errors``, never toward
+    ``max_bad_commands``."""
+    conn = greeted(starttls=True, max_bad_commands=2, max_errors=3)
+    run(conn, EHLO + b"STARTTLS\r\n")
+    conn.tls_started()
+    _, out = run(conn, EHLO + b"STARTTLS\r\n" * 3)
+    assert out.endswith(b"503 5.5.1 TLS already active\r\n")
+    assert codes(out)[1:] == ["503 5.5.1"] * 3 and conn.state is State.READY
+    _, out = run(conn, b"NOOP\r\n")
+    assert codes(out) == ["421 4.7.0"] and conn.state.name == "CLOSED"  # .name: mypy narrowed it
 
 
 def test_a_client_that_leaves_before_the_handshake_closes_the_session() -> None:
@@ -812,7 +883,6 @@ def test_a_hostname_that_is_no_domain_is_refused(hostname: str) -> None:
     [
         "localhost",
         "mx.pqr.example.",
-        "b\u00fccher.example",
         "[192.0.2.1]",
         "[IPv6:::1]",
         "build_host.example",  # socket.getfqdn() may give one: the server must start
@@ -823,6 +893,57 @@ def test_a_domain_or_address_literal_names_the_host(hostname: str) -> None:
     conn = ServerConnection(hostname)
     conn.send(Reply(220, "ready"))
     assert run(conn, EHLO)[1].startswith(f"250-{hostname} ".encode())
+
+
+@given(sst.hostnames())
+def test_the_host_is_named_in_ascii_before_smtputf8(hostname: str) -> None:
+    """The greeting and EHLO reply come before SMTPUTF8 is agreed (RFC 6531), and a
+    Domain there is ASCII (RFC 5321 §4.1.2): a non-ASCII name is taken in its A-label
+    form (RFC 5890), the one ``serve`` gives its --hostname. It went out as UTF-8.
+    A name that has no A-label form is refused (see the next test)."""
+    try:
+        a_label = a_label_hostname(hostname)
+    except ValueError:
+        with pytest.raises(ValueError):
+            ServerConnection(hostname)
+        return
+    conn = ServerConnection(hostname, smtputf8=True)
+    assert conn.hostname == a_label and conn.hostname.isascii()
+    conn.send(Reply(220, "ready"))
+    hello = run(conn, EHLO)[1]
+    assert hello.isascii()
+    assert hello.startswith(f"250-{conn.hostname} ".encode())
+    conn.hostname = hostname  # set later: the same form
+    assert conn.hostname == a_label
+
+
+@pytest.mark.parametrize(
+    "hostname",
+    ["-\u00e4-", "[\u00e4]", "\u00e4..b", ".\u00e4", "\u00e4" * 300, "m\u00e4il_1.example"],
+)
+def test_a_non_ascii_name_idna_refuses_is_refused(hostname: str) -> None:
+    """A non-ASCII name with no A-label form (RFC 5891 §4: a leading hyphen, an
+    empty label, a literal, over 255 octets) cannot head a greeting before SMTPUTF8:
+    ``ValueError``, as for any name the machine cannot take, from the machine and the
+    adapters' options alike. It was degraded in silence: ``-ä-`` greeted as ``---``,
+    ``[ä]`` as ``[-]``."""
+    with pytest.raises(ValueError, match="cannot name this server"):
+        ServerConnection(hostname)
+    with pytest.raises(ValueError, match="cannot name this server"):
+        ServerOptions(hostname=hostname)
+
+
+def test_a_non_ascii_name_keeps_its_trailing_dot() -> None:
+    """An ASCII name is taken as given, a trailing dot and all: a non-ASCII one only
+    changes its labels' form. ``ä.example.`` lost its dot."""
+    assert ServerConnection("\u00e4.example.").hostname == "xn--4ca.example."
+    assert ServerOptions(hostname="\u00e4.example.").hostname == "xn--4ca.example."
+
+
+def test_a_u_label_host_is_named_by_its_a_label() -> None:
+    conn = ServerConnection("B\u00fccher.example")
+    conn.send(Reply(220, "ready"))
+    assert run(conn, EHLO)[1].startswith(b"250-xn--bcher-kva.example ")
 
 
 def test_the_limit_counts_the_enhanced_status_only_where_it_is_written() -> None:
@@ -1084,6 +1205,120 @@ def test_failed_bdat_chunk_aborts_the_transaction() -> None:
     assert conn.state is State.READY
     _, out = run(conn, b"BDAT 1 LAST\r\nx")
     assert codes(out) == ["503 5.5.1"]
+
+
+@pytest.mark.parametrize(
+    "refused",
+    [b"BDAT 4 LAST junk", b"BDAT 4  LAST", b"BDAT 4 FIRST", b"bdat\t4", b"BDAT 4 \xff"],
+)
+@pytest.mark.parametrize("first", [False, True], ids=["second chunk", "first chunk"])
+@pytest.mark.parametrize("lmtp", [False, True], ids=["smtp", "lmtp"])
+def test_bdat_the_machine_refuses_fails_the_transaction(
+    refused: bytes, first: bool, lmtp: bool
+) -> None:
+    """RFC 3030 §2: after a 4xx or 5xx to any BDAT the transaction has failed, and the
+    chunks still in the pipeline are discarded. A refused line is no exception: were
+    the last chunk taken, the message would be queued without the refused chunk's
+    octets (AAAACCCC), and the client, told 501, would send it again."""
+    conn = greeted(lmtp=lmtp)
+    hello = b"LHLO a.example\r\n" if lmtp else EHLO
+    wire = hello + b"MAIL FROM:<john@abc.example>\r\nRCPT TO:<brendon@pqr.example>\r\n"
+    if not first:
+        wire += b"BDAT 4\r\nAAAA"
+    wire += refused + b"\r\nBBBB" + b"BDAT 4 LAST\r\nCCCC" + b"NOOP\r\n"
+    events, out = run(conn, wire)
+    assert not any(isinstance(event, EndOfMessage | RejectedMessage) for event in events)
+    assert content_of(events) == (b"" if first else b"AAAA")
+    assert codes(out)[-3][:1] == "5"  # the refused line's answer
+    assert codes(out)[-2:] == ["503 5.5.1", "250 2.0.0"]
+    assert conn.state is State.READY
+    # The next transaction is whole, with a reply per recipient in LMTP (RFC 2033 §4.2).
+    again = b"MAIL FROM:<john@abc.example>\r\nRCPT TO:<a@pqr.example>\r\n"
+    again += b"RCPT TO:<b@pqr.example>\r\nBDAT 2 LAST\r\nok"
+    due = []
+
+    def answer(conn: ServerConnection, event: Event) -> Reply | list[Reply] | None:
+        if isinstance(event, EndOfMessage):
+            due.append(conn.replies_due)
+        return permissive_smtp_answer(conn, event)
+
+    events, out = run(conn, again, answer=answer)
+    assert content_of(events) == b"ok"
+    assert due == [2 if lmtp else 1] and codes(out)[-1] == "250 2.0.0"
+
+
+def test_bdat_before_any_recipient_fails_the_transaction() -> None:
+    """``554 no valid recipients`` to a BDAT (RFC 3030 §2) ends the transaction too: a
+    recipient pipelined after it does not revive the chunks that were skipped."""
+    conn = greeted()
+    wire = EHLO + b"MAIL FROM:<john@abc.example>\r\nBDAT 4\r\nAAAA"
+    wire += b"RCPT TO:<brendon@pqr.example>\r\nBDAT 4 LAST\r\nCCCC"
+    events, out = run(conn, wire)
+    assert not any(isinstance(event, EndOfMessage) for event in events)
+    assert codes(out)[-3:] == ["554 5.5.1", "503 5.5.1", "503 5.5.1"]
+    assert conn.state is State.READY
+
+
+def test_a_refused_bdat_outside_a_transaction_leaves_the_session_as_it_was() -> None:
+    """No transaction, none to fail: a 554 greeting's session still serves only QUIT,
+    a session before its hello still waits for one."""
+    conn = ServerConnection("mx.pqr.example")
+    conn.send(Reply(554, "mx.pqr.example No service"))
+    _, out = run(conn, b"BDAT 3 FIRST\r\nabcNOOP\r\n")
+    assert codes(out) == ["503 5.5.1", "503 5.5.1"]
+    assert conn.state is State.NO_SERVICE
+    hello = greeted()
+    run(hello, b"BDAT 3 FIRST\r\nabc")
+    assert hello.state is State.HELLO
+
+
+@pytest.mark.parametrize(
+    ("options", "hello"),
+    [({"chunking": False}, EHLO), ({}, b"HELO client.abc.example\r\n")],
+    ids=["chunking not offered", "after HELO"],
+)
+def test_a_bdat_where_chunking_is_not_in_force_leaves_the_transaction(
+    options: dict[str, object], hello: bytes
+) -> None:
+    """RFC 3030 binds only a session where CHUNKING is in force (offered, and the
+    session opened with EHLO). Elsewhere BDAT is an unknown or unoffered command, and
+    a 500 or 503 leaves the state as it was (RFC 5321 §4.1.4): the DATA a client falls
+    back to still gets its 354. The chunk is skipped all the same."""
+    conn = greeted(**options)
+    wire = hello + b"MAIL FROM:<john@abc.example>\r\nRCPT TO:<brendon@pqr.example>\r\n"
+    events, out = run(conn, wire + b"BDAT 3 LAST\r\nabc" + b"DATA\r\n")
+    assert codes(out)[-2][:1] == "5" and codes(out)[-1] == "354"
+    assert conn.state is State.DATA
+    assert content_of(events) == b""
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [b"BDAT 4 LAST junk\r\nAAAA", b"BDAT 4\r\nAAAA"],
+    ids=["by the machine", "by the application"],
+)
+def test_a_failed_bdat_clears_the_transaction_as_rset_does(refusal: bytes) -> None:
+    """RFC 3030 §2: a BDAT refused ends its transaction, and with it what belonged to
+    the transaction, as RSET clears it (RFC 5321 §4.1.1.5): the XFORWARD attributes
+    (Postfix's XFORWARD_README: they hold for one message), the SMTPUTF8 flag, the
+    recipients counted. Never carried into the client's next message."""
+
+    def answer(conn: ServerConnection, event: Event) -> Reply | list[Reply] | None:
+        if isinstance(event, Bdat):
+            return Reply(452, "Insufficient system storage")
+        return permissive_smtp_answer(conn, event)
+
+    conn = greeted(trusted_forwarder=True, xforward=True)
+    wire = EHLO + b"XFORWARD NAME=spoofed.example ADDR=192.0.2.9\r\n"
+    wire += "MAIL FROM:<jörg@abc.example> SMTPUTF8\r\nRCPT TO:<b@pqr.example>\r\n".encode()
+    _, out = run(conn, wire + refusal, answer=answer)
+    assert codes(out)[-1][:1] in ("4", "5")
+    assert conn.state is State.READY
+    assert conn.forwarded_message is None
+    assert conn.accepted_recipients == 0
+    assert not conn._utf8_transaction
+    run(conn, b"MAIL FROM:<x@abc.example>\r\nRCPT TO:<c@pqr.example>\r\n")
+    assert conn.forwarded_message is None and conn.accepted_recipients == 1
 
 
 def test_data_after_bdat_is_out_of_sequence() -> None:

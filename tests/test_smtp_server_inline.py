@@ -34,7 +34,13 @@ from smtpcore.smtp._server_config import ServerConfig
 from smtpcore.smtp._state import DISCARDING, END_OF_DATA_RULE, RULES, State, next_state
 from smtpcore.testing import strategies as sst
 
-TRANSACTION = ("_utf8_transaction", "_binary_transaction", "_accepted", "_overshoot")
+TRANSACTION = (
+    "_utf8_transaction",
+    "_binary_transaction",
+    "_accepted",
+    "_overshoot",
+    "_forwarded_message",
+)
 """The fields ``ServerConnection._reset_transaction`` resets."""
 
 
@@ -52,14 +58,18 @@ TRANSACTION = ("_utf8_transaction", "_binary_transaction", "_accepted", "_oversh
 def test_every_end_of_a_transaction_resets_it_as_reset_transaction_does(ending: bytes) -> None:
     """MAIL, RSET and the end of a message set the transaction's fields in place:
     each leaves them as ``_reset_transaction`` would (a new MAIL, as it says)."""
-    conn = greeted(binarymime=True, dsn=True, max_recipients=1)
+    conn = greeted(
+        binarymime=True, dsn=True, max_recipients=1, xforward=True, trusted_forwarder=True
+    )
     start = (
-        b"EHLO c.example\r\nMAIL FROM:<a@b.example> SMTPUTF8 BODY=BINARYMIME\r\n"
+        b"EHLO c.example\r\nXFORWARD NAME=n.example\r\n"
+        b"MAIL FROM:<a@b.example> SMTPUTF8 BODY=BINARYMIME\r\n"
         b"RCPT TO:<c@d.example>\r\nRCPT TO:<e@f.example>\r\n"
     )
     _, out = run(conn, start)
-    assert out.count(b"250 ") == 3 and b"452 4.5.3" in out
-    assert [getattr(conn, field) for field in TRANSACTION] == [True, True, 1, 1]
+    assert out.count(b"250 ") == 4 and b"452 4.5.3" in out
+    assert [getattr(conn, field) for field in TRANSACTION[:4]] == [True, True, 1, 1]
+    assert conn.forwarded_message is not None
     if ending.startswith(b"MAIL"):
         run(conn, b"RSET\r\n")
     _, out = run(conn, ending)

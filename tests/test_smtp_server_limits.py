@@ -25,6 +25,7 @@ from smtp_helpers import EHLO, ENVELOPE, codes, content_of, greeted, run
 from smtpcore import LocalProtocolError
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import (
+    Auth,
     AuthResponse,
     BadCommand,
     Bdat,
@@ -34,6 +35,7 @@ from smtpcore.smtp import (
     Rcpt,
     RejectedMessage,
     Reply,
+    ServerConnection,
     State,
 )
 from smtpcore.testing import strategies as sst
@@ -388,9 +390,9 @@ def test_a_size_limit_lowered_in_a_chunk_counts_from_the_next_chunk() -> None:
 # -- AUTH cancelled (RFC 4954 §4) ------------------------------------------------------
 
 
-@pytest.mark.parametrize("answer", [Reply(235, "ok"), Reply.challenge(b"more")])
-def test_a_cancelled_auth_cannot_be_accepted(answer: Reply) -> None:
-    conn = greeted(auth_mechanisms=["PLAIN"], auth_require_tls=False)
+def _cancelled_exchange(**options: Any) -> tuple[ServerConnection, AuthResponse]:
+    """A session whose client has just answered a 334 with ``*``."""
+    conn = greeted(auth_mechanisms=["PLAIN"], auth_require_tls=False, **options)
     run(conn, EHLO)
     conn.receive_data(b"AUTH PLAIN\r\n")
     conn.next_event()
@@ -398,12 +400,39 @@ def test_a_cancelled_auth_cannot_be_accepted(answer: Reply) -> None:
     conn.receive_data(b"*\r\n")
     event = conn.next_event()
     assert event == AuthResponse(cancel=True)
+    return conn, event
+
+
+@pytest.mark.parametrize("answer", [Reply(235, "ok"), Reply.challenge(b"more")])
+def test_a_cancelled_auth_cannot_be_accepted(answer: Reply) -> None:
+    conn, event = _cancelled_exchange()
     with pytest.raises(LocalProtocolError):
         conn.send(answer)
     assert conn.state is State.AUTH and conn.pending == event  # unchanged
     assert not conn.authenticated
     assert conn.send(Reply(501, "cancelled")).startswith(b"501 5.")
     assert conn.state is State.READY and not conn.authenticated
+
+
+@given(answer=sst.replies().filter(lambda answer: answer.code not in (421, 501)))
+def test_a_cancelled_auth_takes_no_answer_but_501(answer: Reply) -> None:
+    """RFC 4954 §4: the server MUST reject a cancelled exchange with 501. A 535 would
+    tell the client its credentials failed, and count toward ``max_auth_failures``
+    for a client that only cancelled; refused, the machine unchanged (a 421, which
+    ends the session, is taken whatever is pending)."""
+    conn, event = _cancelled_exchange()
+    with pytest.raises(LocalProtocolError, match="501"):
+        conn.send(answer)
+    assert conn.state is State.AUTH and conn.pending == event
+
+
+def test_a_cancelled_auth_is_no_failed_authentication() -> None:
+    """Cancelling as often as ``max_auth_failures`` allows failures never ends the
+    session with 421: only a 535 counts."""
+    conn, _ = _cancelled_exchange(max_auth_failures=1)
+    assert conn.send(Reply(501, "cancelled")).startswith(b"501 5.")
+    conn.receive_data(b"AUTH PLAIN\r\n")
+    assert conn.next_event() == Auth("PLAIN")
 
 
 # -- end to end: a pipelining client with more recipients than the server takes --------

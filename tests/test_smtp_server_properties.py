@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from hypothesis import assume, example, given
@@ -10,9 +11,23 @@ from hypothesis import strategies as st
 from smtp_helpers import codes, greeted, run
 from smtpcore import ProtocolError, RemoteProtocolError
 from smtpcore._lines import ReceiveBuffer
-from smtpcore.smtp import ConnectionClosed, Data, Event, MessageData, RejectedMessage, Reply
-from smtpcore.smtp._commands import VERBS, parse_command_line, parse_everyday_line
+from smtpcore.smtp import (
+    BadCommand,
+    Bdat,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Event,
+    Mail,
+    MessageData,
+    RejectedMessage,
+    Reply,
+    ServerConnection,
+    State,
+)
+from smtpcore.smtp._commands import VERBS, parse_command_line, parse_everyday_line, starts_bdat
 from smtpcore.smtp._replies import ReplyParser
+from smtpcore.testing import permissive_smtp_answer, run_server
 from smtpcore.testing import strategies as sst
 
 
@@ -287,3 +302,86 @@ def test_replies_to_hostile_lines_are_printable_ascii(lines: list[bytes], smtput
             break
     assert out.isascii(), out
     assert not any(byte < 32 and byte not in b"\t\r\n" for byte in out), out
+
+
+# -- BDAT: a refused chunk fails its transaction (RFC 3030 §2) -------------------------
+
+SMUGGLED_COMMANDS = b"RSET\r\nMAIL FROM:<evil@e.example>\r\nRCPT TO:<c@d.example>\r\n"
+"""A chunk that, read as commands, would open a transaction of the client's choosing."""
+
+BDAT_TAILS = st.one_of(
+    st.sampled_from(["", " LAST", " last"]),
+    st.sampled_from([" LAST junk", "  LAST", " FIRST", " LAST ", "\tLAST"]),
+    sst.other_spaces().map(lambda space: space + "LAST"),
+)
+"""What follows a BDAT line's size: nothing or LAST, as RFC 3030 §2's grammar has it, and
+near misses the machine refuses (a doubled or odd space, another word, trailing junk)."""
+
+
+@st.composite
+def bdat_lines(draw: st.DrawFn) -> bytes:
+    """A BDAT line and its chunk, valid or not; its size always the chunk's, so that
+    a server that skips a refused chunk reads the next line where the client wrote it."""
+    chunk = draw(st.binary(max_size=8) | st.just(SMUGGLED_COMMANDS))
+    zeros = "0" * draw(st.integers(0, 2))
+    line = f"BDAT {zeros}{len(chunk)}{draw(BDAT_TAILS)}\r\n".encode()
+    return line + chunk
+
+
+@given(
+    st.lists(bdat_lines(), min_size=1, max_size=6),
+    st.lists(st.sampled_from([250, 250, 250, 451, 452, 552, 554]), max_size=6),
+    st.sampled_from([None, 12]),
+    st.booleans(),
+    sst.chunk_sizes(),
+)
+@example(
+    [b"BDAT 4\r\nAAAA", b"BDAT 4 LAST junk\r\nBBBB", b"BDAT 4 LAST\r\nCCCC"], [], None, False, [99]
+)
+def test_no_message_completes_after_a_bdat_is_refused(
+    chunks: list[bytes],
+    chunk_answers: list[int],
+    max_message_size: int | None,
+    lmtp: bool,
+    read_sizes: list[int],
+) -> None:
+    """RFC 3030 §2: after a 4xx or 5xx to any BDAT, whoever refused it (the application,
+    the size limit, the machine for the line's syntax), the transaction has failed; the
+    chunks still in the pipeline are discarded, and no message is completed until a new
+    MAIL, however the network cuts the bytes."""
+    conn = greeted(lmtp=lmtp, max_message_size=max_message_size)
+    hello = b"LHLO a.example\r\n" if lmtp else b"EHLO a.example\r\n"
+    run(conn, hello + b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n")
+    answered: list[tuple[Event, int]] = []
+    codes_left = iter(chunk_answers)
+
+    def answer(conn: ServerConnection, event: Event) -> list[Reply]:
+        given = (
+            Reply(next(codes_left, 250), "chunk")
+            if isinstance(event, Bdat)
+            else permissive_smtp_answer(conn, event)
+        )
+        replies = [given] if isinstance(given, Reply) else list(given or ())
+        if replies:
+            answered.append((event, replies[0].code))
+        return replies
+
+    events: list[Event] = []
+    try:
+        wire = b"".join(chunks) + b"NOOP\r\n"
+        start = 0
+        for size in itertools.cycle(read_sizes):  # bounded: each read takes at least one octet
+            if start >= len(wire):
+                break
+            events += run_server(conn, wire[start : start + size], answer=answer)[0]
+            start += size
+    except RemoteProtocolError:
+        assert conn.state is State.ERROR  # an odd space: a size no one can read, 421
+    assert not any(isinstance(event, Mail) for event in events)  # no chunk read as commands
+    failed = False
+    for event, code in answered:
+        assert not (failed and isinstance(event, EndOfMessage)), answered
+        answers_bdat = isinstance(event, Bdat | RejectedMessage) or (
+            isinstance(event, BadCommand) and starts_bdat(event.line)
+        )
+        failed = failed or (answers_bdat and code >= 400)

@@ -105,7 +105,10 @@ class SASLExchange:
         mechanism = self._mechanism
         if event.cancel or mechanism is None:
             self.reset()
-            return Err("Authentication cancelled")
+            refusal = None if mechanism is None else mechanism.refusal
+            # RFC 5034 §4: "*" gets -ERR; after the mechanism refused the credentials
+            # (a token's error challenge, RFC 7628 §3.2.2) that -ERR is a failed login.
+            return Err("Authentication cancelled") if refusal is None else refusal
         final = self._final
         if final is not None:
             self._final = None

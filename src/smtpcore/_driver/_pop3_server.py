@@ -204,10 +204,12 @@ class POP3ServerOptions:
     """Offer UTF8 (RFC 6856)."""
     pipelining: bool = True
     """List PIPELINING in CAPA (RFC 2449 §6.6); answers are in order either way."""
-    expire: str | None = None
-    """The EXPIRE capability's argument (RFC 2449 §6.7), such as ``"NEVER"`` or ``"30"``."""
-    login_delay: str | None = None
-    """The LOGIN-DELAY capability's argument (RFC 2449 §6.8), in seconds."""
+    expire: str | int | None = None
+    """The EXPIRE capability's argument (RFC 2449 §6.7), such as ``"NEVER"``, ``"30"``
+    or ``30``; held as the machine writes it (``"30"``, ``NEVER`` upper-case)."""
+    login_delay: str | int | None = None
+    """The LOGIN-DELAY capability's argument (RFC 2449 §6.5), in seconds; held as the
+    machine writes it, as ``expire`` is."""
     implementation: str | None = None
     """The IMPLEMENTATION capability's argument (RFC 2449 §6.9)."""
     connection_factory: Callable[[POP3ServerOptions], ServerConnection] | None = None
@@ -252,6 +254,10 @@ class POP3ServerOptions:
             raise ValueError(f"proxy_protocol_from: {exc}") from None
         new = self._session_connection(_NO_LOGINS)
         object.__setattr__(self, "_new_session_state", session_state(new, _POP3_SESSION_STATE))
+        # The CAPA policies as the machine took them (an int as its digits, NEVER and
+        # USER upper-case), so that every machine built from these options agrees.
+        object.__setattr__(self, "expire", new.expire)
+        object.__setattr__(self, "login_delay", new.login_delay)
 
     @property
     def stls(self) -> bool:
@@ -405,8 +411,8 @@ class POP3ServerKeywords(TypedDict, total=False):
     auth_failure_delay: float
     utf8: bool
     pipelining: bool
-    expire: str | None
-    login_delay: str | None
+    expire: str | int | None
+    login_delay: str | int | None
     implementation: str | None
     connection_factory: Callable[[POP3ServerOptions], ServerConnection] | None
     proxy_protocol_from: Sequence[str]

@@ -55,7 +55,7 @@ from smtpcore._driver._proxied import (
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, checked_delay
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
-from smtpcore._hostname import checked_hostname
+from smtpcore._hostname import a_label_hostname
 from smtpcore._ip import CLIENT_IPV6_PREFIX_LENGTH, checked_prefix_length
 from smtpcore._lines import FramingPolicy
 from smtpcore._sentinels import NEED_DATA, PAUSED
@@ -273,7 +273,9 @@ class ServerOptions:
     """How a server runs its sessions; the adapters' ``SMTPServer`` takes these as keywords."""
 
     hostname: str = field(default_factory=socket.getfqdn)
-    """This host's name, in the greeting and the EHLO reply."""
+    """This host's name, in the greeting, the EHLO reply, the 221 and every 421. A
+    non-ASCII name is kept in its A-label form, as the machine takes it: those replies
+    come before SMTPUTF8 is agreed (RFC 5321 §4.1.2, RFC 6531)."""
     ssl_context: ssl.SSLContext | None = None
     """With a context, STARTTLS is offered (RFC 3207), or TLS starts on connect."""
     require_tls: bool = False
@@ -364,7 +366,9 @@ class ServerOptions:
     what :meth:`check_connection` holds a factory's machine to."""
 
     def __post_init__(self) -> None:
-        checked_hostname(self.hostname)  # refused now, not at each session's greeting
+        # Refused now, not at each session's greeting; kept in the form the machine
+        # takes, so that every reply the server writes names the host as the machine does.
+        object.__setattr__(self, "hostname", a_label_hostname(self.hostname))
         if self.tls_on_connect and self.ssl_context is None:
             raise ValueError("tls_on_connect needs an ssl_context")
         if self.max_sessions < 1:
@@ -1036,6 +1040,15 @@ class ServerSession(ServedSession):
             loggable_reply(event.reply),
         )
         self._answer(event.reply)
+        await self._follow_the_machine_out_of_a_transaction()
+
+    async def _follow_the_machine_out_of_a_transaction(self) -> None:
+        """End the session's transaction where the machine's own ended with a refusal
+        (a BDAT line refused fails it, RFC 3030 §2): ``handle_reset`` is told, and
+        nothing of it (its envelope, what the handler spooled) reaches the next
+        message. A session the refusal closed ends its transaction as it closes."""
+        if self.session.envelope is not None and self.conn.state in _IDLE_STATES:
+            await self._end_transaction()
 
     async def _rejected(self, event: RejectedMessage) -> None:
         """A message the machine refused: at its end, or at a BDAT chunk that took it
@@ -1365,8 +1378,12 @@ class ServerSession(ServedSession):
             if isinstance(event, Auth)
             else functools.partial(flow.step, event)
         )
+        # A cancel ("*") is answered 501 by the flow, with no mechanism code run: in
+        # the loop, so that no deadline turns it into a 454 the machine refuses
+        # (RFC 4954 §4).
+        cancel = isinstance(event, AuthResponse) and event.cancel
         try:
-            if flow.in_thread:
+            if flow.in_thread and not cancel:
                 # Under the deadline of the handler's hooks; past it the exchange
                 # is its thread's, which may still change it: a fresh one follows.
                 reply = await self.transport.within(
@@ -1385,6 +1402,9 @@ class ServerSession(ServedSession):
             failure = flow.failure
             if failure is not None and failure.callback_error:  # answered 454 already
                 logger.error("AUTH %s failed: %s", flow.mechanism, failure.reason)
+        if cancel and flow.failure is None:  # no credential judged: see ServerAuth.step
+            self._auth_cancelled(self._answer(reply), flow.mechanism)
+            return
         session = self.session
         success = flow.success
         if reply.code != 235 or success is None:
@@ -1413,6 +1433,20 @@ class ServerSession(ServedSession):
             )
         else:  # the handler's veto counts as a failed attempt: logged as one
             await self._auth_failed(answered, flow.mechanism, None, proven=identity.authcid)
+
+    def _auth_cancelled(self, reply: Reply, mechanism: str | None) -> None:
+        """An exchange the client cancelled with ``*``, answered with ``reply`` (501):
+        no failed authentication (RFC 4954 §4), for no password was judged. Answered
+        at once, with no ``auth_failure_delay``, and logged at INFO in no line
+        fail2ban's filter reads: a client that gives up is not banned for it. A ``*``
+        after the mechanism refused the credentials (a token's error challenge, RFC
+        7628 §3.2.2) is no such cancel: its 501 is a failed AUTH (``_auth_failed``)."""
+        logger.info(
+            "AUTH %s from %s: cancelled by the client: %s",
+            mechanism,
+            client_text(self.session),
+            loggable_reply(reply),
+        )
 
     async def _auth_failed(
         self,

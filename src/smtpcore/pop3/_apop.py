@@ -13,8 +13,7 @@ import re
 from typing import Final
 
 from smtpcore._errors import LocalProtocolError
-from smtpcore._hostname import MAX_HOSTNAME
-from smtpcore.address import AddressError, normalize_domain
+from smtpcore._hostname import MAX_HOSTNAME, ascii_hostname
 
 __all__ = [
     "apop_digest",
@@ -50,31 +49,13 @@ def timestamp_host(hostname: str) -> str:
     after the ``@`` of the timestamp, which is a msg-id (RFC 1939 §7, RFC 822 §6).
 
     Both are ASCII (RFC 6856 §2: UTF-8 in responses only after UTF8), so a
-    non-ASCII name becomes its lowercase A-label form (``xn--``, RFC 5890
-    §2.3.2.1) by the IDNA conversion of :func:`smtpcore.address.normalize_domain`;
-    a label IDNA refuses keeps its ASCII characters, each other one a hyphen, as
-    does a character no msg-id may hold (``<``, ``>``, ``@``, control characters).
+    non-ASCII name becomes its A-label form (``ascii_hostname``, which the SMTP
+    machine's name goes through too), and a character no msg-id may hold
+    (``<``, ``>``, ``@``, control characters) a hyphen.
     At most 255 octets, a domain's limit (RFC 5321 §4.5.3.1.2). The name only tells
     the client who greeted: the process and clock make a timestamp unique.
     """
-    if not hostname.isascii():
-        try:
-            hostname = normalize_domain(hostname)
-        except AddressError:
-            hostname = ".".join(_ascii_label(label) for label in hostname.split("."))
-    return _NOT_IN_PART_RE.sub("-", hostname)[:MAX_HOSTNAME]
-
-
-def _ascii_label(label: str) -> str:
-    """One label of a name IDNA refused as a whole: its A-label if IDNA takes this
-    label alone, else the label as it is, whose other characters :func:`timestamp_host`
-    makes hyphens."""
-    if label.isascii():
-        return label
-    try:
-        return normalize_domain(label)
-    except AddressError:
-        return label
+    return _NOT_IN_PART_RE.sub("-", ascii_hostname(hostname))[:MAX_HOSTNAME]
 
 
 def find_apop_timestamp(text: str) -> str | None:

@@ -20,8 +20,9 @@ from smtpcore._dotstuff import DotEncoder
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import checked_hostname
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
+from smtpcore._numbers import is_digits
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
-from smtpcore._words import listed
+from smtpcore._words import ascii_upper, listed
 from smtpcore.pop3._apop import apop_timestamp, find_apop_timestamp, timestamp_host
 from smtpcore.pop3._commands import (
     KEYWORDS,
@@ -107,6 +108,36 @@ def _command_tables(offered: _Offered) -> tuple[dict[str, Parser], dict[str, Par
     return without_auth, with_auth
 
 
+_USER_TAG: Final = " USER"
+_LOGGED_IN: Final = frozenset({State.TRANSACTION, State.UPDATE})
+
+
+_NEVER: Final = "NEVER"
+
+
+def _checked_policy(name: str, value: str | int | None, *, never: bool) -> str | None:
+    """``value`` as CAPA writes it, if it can: RFC 2449 §9's ``1*DIGIT [SP "USER"]``
+    (``delay-secs``; ``expire-policy`` takes ``NEVER`` too), an int as its decimal
+    digits. The literals ``USER`` and ``NEVER`` are case-insensitive (RFC 5234 §2.3),
+    taken in any ASCII case and written upper-case. ``ValueError`` for another value,
+    ``TypeError`` for a value neither str nor int (a bool is no number of days), as
+    for any option the machine could not write."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise TypeError(f"{name} is a str or an int, not {type(value).__name__}")
+    text = str(value)  # a negative int's "-" is refused below, as "-1" is
+    number, tag = text, ""
+    if ascii_upper(text[-len(_USER_TAG) :]) == _USER_TAG:
+        number, tag = text[: -len(_USER_TAG)], _USER_TAG
+    if is_digits(number):
+        return number + tag
+    if never and ascii_upper(text) == _NEVER:
+        return _NEVER
+    grammar = '1*DIGIT [SP "USER"] or "NEVER"' if never else '1*DIGIT [SP "USER"]'
+    raise ValueError(f"{name} is {grammar} (RFC 2449 §9), not {value!r}")
+
+
 class ServerConnection:
     """A sans-I/O POP3 server session.
 
@@ -136,8 +167,8 @@ class ServerConnection:
         utf8: bool = False,
         pipelining: bool = True,
         resp_codes: bool = True,
-        expire: str | None = None,
-        login_delay: str | None = None,
+        expire: str | int | None = None,
+        login_delay: str | int | None = None,
         implementation: str | None = None,
         extra_capabilities: Sequence[str] = (),
     ) -> None:
@@ -150,8 +181,8 @@ class ServerConnection:
         self.require_tls = require_tls
         self.pipelining = pipelining
         self.resp_codes = resp_codes
-        self.expire = expire
-        self.login_delay = login_delay
+        self.expire = expire  # checked by the property
+        self.login_delay = login_delay  # checked by the property
         self.implementation = implementation
         self.extra_capabilities = tuple(listed("extra_capabilities", extra_capabilities))
 
@@ -232,7 +263,7 @@ class ServerConnection:
         if state is State.CLOSED:
             return ConnectionClosed()
         if state is State.TLS_PENDING and self._buffer.peer_closed:
-            self._state = State.CLOSED  # the client left before the handshake
+            self._end(State.CLOSED)  # the client left before the handshake
             return ConnectionClosed()
         if (
             self._pending is not None
@@ -284,7 +315,9 @@ class ServerConnection:
             target = move.on_ok
         else:
             target = move.on_err
-        if target is not None:
+        if target is State.CLOSED:
+            self._end(target)  # QUIT answered: RFC 1939 §6, the session is over
+        elif target is not None:
             self._state = target
             if target is State.AUTHORIZATION:
                 self.user = None
@@ -296,7 +329,15 @@ class ServerConnection:
 
     def send_failed(self) -> None:
         """The bytes of the last ``send`` never reached the client."""
-        self._state = State.ERROR
+        self._end(State.ERROR)
+
+    def _end(self, state: State) -> None:
+        """Enter ERROR or CLOSED. No received octet is read after it (RFC 1939 §6:
+        nothing follows QUIT; after an unrecoverable error the session is over), and
+        :meth:`receive_data` drops what comes, so what is held goes too: an ended
+        machine holds nothing."""
+        self._state = state
+        self._buffer.clear()
 
     def tls_started(self) -> None:
         """The TLS handshake after STLS is done: back to AUTHORIZATION (RFC 2595 §4)."""
@@ -359,10 +400,9 @@ class ServerConnection:
             lines.append("STLS")  # not once USER is accepted: STLS is refused there
         if "UTF8" in self._keywords:
             lines.append("UTF8 USER")  # UTF-8 names and passwords are taken (RFC 6856 §2.1)
-        if self.expire is not None:
-            lines.append(f"EXPIRE {self.expire}")
-        if self.login_delay is not None:
-            lines.append(f"LOGIN-DELAY {self.login_delay}")
+        for keyword, policy in (("EXPIRE", self._expire), ("LOGIN-DELAY", self._login_delay)):
+            if policy is not None:
+                lines.append(f"{keyword} {self._policy_now(policy)}")
         if self.implementation is not None:
             lines.append(f"IMPLEMENTATION {self.implementation}")
         lines.extend(self.extra_capabilities)
@@ -442,7 +482,7 @@ class ServerConnection:
 
     def _no_line(self) -> Event | NoEvent:
         if self._buffer.peer_closed:
-            self._state = State.CLOSED
+            self._end(State.CLOSED)  # a line the client left unfinished is never read
             return ConnectionClosed()
         return NEED_DATA
 
@@ -485,7 +525,7 @@ class ServerConnection:
         the application said so (:meth:`count_bad_command`)."""
         self._bad_commands += 1
         if self._bad_commands >= self.max_bad_commands:
-            self._state = State.ERROR
+            self._end(State.ERROR)
             self._error = RemoteProtocolError(
                 "too many bad commands", reply_hint=Err("Too many bad commands, closing")
             )
@@ -548,6 +588,41 @@ class ServerConnection:
         self._keywords = self._command_tables[bool(self._sasl_mechanisms)]
 
     @property
+    def expire(self) -> str | None:
+        """CAPA's ``EXPIRE`` argument (RFC 2449 §6.7): the days a message is kept at
+        least, or ``NEVER``; ``"30 USER"`` where it varies by user, the tag written
+        in the AUTHORIZATION state alone (see :meth:`_policy_now`). A write is
+        checked against RFC 2449 §9's ``expire-policy`` (``ValueError``); an int is
+        taken as its decimal digits, ``never`` and ``user`` in any case."""
+        return self._expire
+
+    @expire.setter
+    def expire(self, value: str | int | None) -> None:
+        self._expire = _checked_policy("expire", value, never=True)
+
+    @property
+    def login_delay(self) -> str | None:
+        """CAPA's ``LOGIN-DELAY`` argument (RFC 2449 §6.5): the seconds a client
+        waits between logins at least, ``"900 USER"`` where it varies by user. A
+        write is checked against RFC 2449 §9's ``delay-secs`` (``ValueError``); an
+        int is taken as its decimal digits, ``user`` in any case."""
+        return self._login_delay
+
+    @login_delay.setter
+    def login_delay(self, value: str | int | None) -> None:
+        self._login_delay = _checked_policy("login_delay", value, never=False)
+
+    def _policy_now(self, policy: str) -> str:
+        """``policy`` as CAPA gives it in this state. RFC 2449 §6.5, §6.7: the USER
+        tag follows the value "in AUTHORIZATION state" only, saying it may vary by
+        user; once a user is logged in, the value is that user's: the configured
+        one (a bound that holds for every user) unless the application has set the
+        user's own."""
+        if self._state in _LOGGED_IN:
+            return policy.removesuffix(_USER_TAG)
+        return policy
+
+    @property
     def hostname(self) -> str:
         """This host's own name, which heads the greeting and the APOP timestamp (in
         A-label form where it is not ASCII). A
@@ -587,8 +662,9 @@ class ServerConnection:
                 self.apop_timestamp = find_apop_timestamp(event.text)
             return event.to_bytes()
         if isinstance(event, Err):
-            self._state = State.CLOSED
-            return event.to_bytes()
+            data = event.to_bytes()
+            self._end(State.CLOSED)
+            return data
         raise LocalProtocolError("the greeting is +OK (or -ERR before closing)")
 
     def _continue(self, pending: Event, move: Move, event: Continue) -> bytes:

@@ -251,6 +251,17 @@ class ServerMechanism(abc.ABC):
         self._plus_offered = False
         self._named: str | None = None
         self._no_secret = False
+        self._refusal: Failure | None = None
+
+    @property
+    def refusal(self) -> Failure | None:
+        """The :class:`Failure` the exchange ends in once the mechanism has judged and
+        refused the client's credentials but still waits on an answer its protocol
+        asks for (a bearer token's error challenge, RFC 7628 §3.2.2); None until then,
+        and in every mechanism that fails at once. A ``*`` that cancels the exchange
+        then (RFC 4954 §4, RFC 5034 §4) is still a failed authentication: the protocol
+        bridge reports this failure, not a cancel that judged nothing."""
+        return self._refusal
 
     @property
     def named(self) -> str | None:

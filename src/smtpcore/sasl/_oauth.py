@@ -3,7 +3,9 @@
 Both send the token once, in the initial response; a server that refuses it
 answers with a JSON error challenge, the client sends a dummy response (one
 %x01 for OAUTHBEARER, RFC 7628 §3.2.3; nothing for XOAUTH2, per Google's
-description of the protocol), and the exchange fails. A bearer token is as
+description of the protocol), and the exchange fails. Meanwhile the server's
+:attr:`~smtpcore.sasl.ServerMechanism.refusal` holds that failure: a client that
+cancels in place of the dummy response still failed to log in. A bearer token is as
 good as a password to whoever reads it, so both are ``requires_tls``
 (RFC 7628 §5), though not ``plaintext``: the token is scoped and revocable.
 """
@@ -142,7 +144,6 @@ class _BearerServer(ServerMechanism):
     ) -> None:
         super().__init__(authorize=authorize, max_response_size=max_response_size)
         self._check_token = check_token
-        self._refused: str | None = None
 
     def _start(self, initial_response: bytes | None) -> Step:
         if initial_response is None:
@@ -150,8 +151,8 @@ class _BearerServer(ServerMechanism):
         return self._step(initial_response)
 
     def _step(self, response: bytes) -> Step:
-        if self._refused is not None:
-            return Failure(self._refused)  # whatever the dummy response held
+        if self._refusal is not None:
+            return self._refusal  # whatever the dummy response held
         user, token = self._parse(response)
         self._named = user or None
         verdict = self._check_token(user, token)  # CredentialsUnavailable: temporary
@@ -163,7 +164,7 @@ class _BearerServer(ServerMechanism):
             return self._succeed("", user)
         if verdict is not False and not isinstance(verdict, str):  # an async def's coroutine
             raise _CallbackError(f"check_token gave {type(verdict).__name__}, not a bool or str")
-        self._refused = "invalid token"
+        self._refusal = Failure("invalid token", named=self._named)
         return Challenge(self._error_challenge())
 
     @abc.abstractmethod

@@ -41,7 +41,12 @@ class ServerAuth:
     ``AUTH`` command). After a 235, :attr:`success` holds the outcome with
     the authenticated identity; after a step the mechanism failed,
     :attr:`failure` holds its :class:`~smtpcore.sasl.Failure` (whose
-    ``callback_error`` is the application's mistake, to log as such).
+    ``callback_error`` is the application's mistake, to log as such). A ``*``
+    that cancels the exchange gets ``501`` (RFC 4954 §4): ``5.0.0`` with no
+    :attr:`failure` when the mechanism had judged nothing, and ``5.7.8``, with
+    the mechanism's :attr:`~smtpcore.sasl.ServerMechanism.refusal` as
+    :attr:`failure`, when it had already refused the credentials: a failed
+    authentication, which the machine counts toward ``max_auth_failures``.
 
     ``channel_bindings`` is the channel binding data of the session's TLS
     connection, by type (``{"tls-exporter": ...}``, RFC 9266), given to every
@@ -86,8 +91,15 @@ class ServerAuth:
             raise LocalProtocolError("no AUTH exchange is under way")
         self.failure = None
         if event.cancel:
-            self._mechanism = None
-            return Reply(501, "Authentication cancelled", "5.0.0")
+            refusal, self._mechanism = self._mechanism.refusal, None
+            if refusal is None:
+                return Reply(501, "Authentication cancelled", "5.0.0")
+            # RFC 4954 §4: a cancel gets 501, even one that follows the mechanism's
+            # refusal (a token's error challenge, RFC 7628 §3.2.2); but the
+            # credentials were judged invalid, which RFC 4954 §6's 5.7.8 says, and
+            # the machine counts as a failed authentication.
+            self.failure = refusal
+            return Reply(501, "Authentication cancelled, credentials invalid", "5.7.8")
         if self._final_data_sent is not None:
             # RFC 4954 §4: success data went out in a 334; the answer is empty, and
             # anything else fails the exchange (as POP3's does).

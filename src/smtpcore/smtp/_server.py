@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 from smtpcore._content import ContentFilter
 from smtpcore._dotstuff import HELD_BACK, DotDecoder, decode_whole
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
-from smtpcore._hostname import checked_hostname
+from smtpcore._hostname import a_label_hostname
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import ascii_upper, listed
@@ -101,6 +101,9 @@ _AUTH_FAILURE_STATUS: Final = {
     535: EnhancedStatus(5, 7, 8),
     538: EnhancedStatus(5, 7, 11),
 }
+_CREDENTIALS_INVALID: Final = _AUTH_FAILURE_STATUS[535]
+"""RFC 4954 §6's 5.7.8, "Authentication credentials invalid": an AUTH refusal that
+says it is a failed authentication, whatever its code (see ``_auth_refused``)."""
 _Statuses = tuple[EnhancedStatus | None, ...]
 _DEFAULT_STATUS: Final[_Statuses] = (
     *(None, None),
@@ -168,10 +171,13 @@ _OUTSIDE_SESSION: Final = frozenset({State.GREETING, State.CLOSED, State.ERROR})
 """States in which ``send`` answers no command: asked in one set lookup, so that the
 answers to the end of a message and to a bad command compare with no member read
 through its enum class."""
+_ENDED: Final = frozenset({State.CLOSED, State.ERROR})
+"""States after which nothing received is read: the machine holds none of it."""
 _NEED_MAIL: Final = reply(503, "5.5.1", "Need MAIL command")
 _IN_TRANSACTION: Final = reply(503, "5.5.1", "Mail transaction in progress")
 """What a command out of its place gets while a transaction is open (STARTTLS, say)."""
 _TRANSACTION_STATES: Final = frozenset({State.MAIL, State.RCPT, State.BDAT})
+_BDAT_RULE: Final = RULES[Bdat]
 _TOO_MANY_RECIPIENTS: Final = reply(452, "4.5.3", "Too many recipients")
 JUNK_COMMANDS: Final[frozenset[type[Command]]] = frozenset(
     {Ehlo, Helo, Lhlo, Rset, Noop, Vrfy, Expn, Help}
@@ -205,11 +211,20 @@ for every one of that type, told with no call (RSET and NOOP are everyday), or t
 test that tells for the one at hand; a type not here is never junk."""
 _OUT_OF_SEQUENCE: Final = reply(503, "5.5.1", "Bad sequence of commands")
 _NO_SERVICE: Final = reply(503, "5.5.1", "No service here; send QUIT")
-"""Every command but QUIT after a 554 greeting (RFC 5321 §3.1)."""
+"""Every command line whose verb is not QUIT after a 554 greeting (RFC 5321 §3.1): known
+or not, well formed or not, a bad sequence of commands, which counts toward no
+``max_bad_commands``. A line that is no command line (over the limit, with a bare LF,
+not UTF-8) gets its ``500`` first, as in any state."""
 _SEND_EHLO: Final = reply(503, "5.5.1", "Send EHLO first")
 _BINARY_NEEDS_BDAT: Final = reply(503, "5.5.1", "BINARYMIME content must be sent with BDAT")
 _HELLO_VERBS: Final = frozenset({"EHLO", "HELO", "LHLO"})
 _BINARYMIME: Final = Body.BINARYMIME.value
+
+
+def _is_quit(text: str) -> bool:
+    """Whether a command line that did not parse is a QUIT: its syntax error is its own,
+    QUIT being the one command a session refused service still serves (RFC 5321 §3.1)."""
+    return ascii_upper(text.partition(" ")[0]) == "QUIT"
 
 
 def _mechanism_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -236,6 +251,13 @@ def _checked_mechanisms(names: Sequence[str]) -> tuple[str, ...]:
     return upper
 
 
+def _wire_hostname(hostname: str) -> str:
+    """The host name as the machine takes it: checked (``ValueError``), and a non-ASCII
+    name in its A-label form, for the greeting and EHLO reply it heads come before
+    SMTPUTF8 is agreed (RFC 6531; RFC 5321 §4.1.2: a Domain is ASCII)."""
+    return a_label_hostname(hostname)
+
+
 def _option(name: str, doc: str = "") -> property:
     """The constructor option ``name`` of a machine, kept in its shared configuration:
     read in C (no Python call: extensions read some on every command), and written
@@ -245,7 +267,7 @@ def _option(name: str, doc: str = "") -> property:
 
     def write(conn: ServerConnection, value: object) -> None:
         if name == "hostname":
-            value = checked_hostname(value)  # type: ignore[arg-type]  # a str, or refused there
+            value = _wire_hostname(value)  # type: ignore[arg-type]  # a str, or refused there
         old = conn._config
         new = old.replaced(name, value)
         if new.tables is not old.tables:
@@ -262,7 +284,9 @@ class ServerConnection:
     ``hostname`` is this host's own name, used where the machine writes a
     reply itself: one word of at most 255 octets, no white space or control
     character in it (``ValueError`` otherwise; an underscore or an address is
-    taken). Every limit and extension is a keyword argument with a
+    taken). A non-ASCII name is taken in its A-label form (``xn--``, RFC 5890),
+    as ``serve`` takes its ``--hostname``: what the machine writes before
+    SMTPUTF8 is agreed is ASCII. Every limit and extension is a keyword argument with a
     safe default; the ``EHLO`` reply lists the extensions switched on.
     ``auth_mechanisms`` are SASL names (RFC 4422 §3.1: 1 to 20 of A-Z, 0-9, ``-``
     and ``_``) that fit on one EHLO line of 512 octets; ``ValueError`` otherwise
@@ -359,7 +383,7 @@ class ServerConnection:
         # The configuration, set attribute by attribute rather than through a
         # constructor of its own: a connection_factory builds a machine per connection.
         config: ServerConfig = _new(ServerConfig)
-        config.hostname = checked_hostname(hostname)
+        config.hostname = _wire_hostname(hostname)
         config.lmtp = lmtp
         config.max_command_line = max_command_line
         config.max_text_line = max_text_line
@@ -454,6 +478,9 @@ class ServerConnection:
     _bad_commands = 0
     _forgiven: BadCommand | None = None
     """The pending refusal of an excess recipient, which counts as no error."""
+    _refused_chunk: BadCommand | None = None
+    """The pending refusal of a BDAT line: its answer fails the transaction (see
+    :meth:`_chunk_refused`)."""
     _forwarded_client: Xclient | None = None
 
     # -- the options: the shared configuration's ---------------------------
@@ -733,7 +760,7 @@ class ServerConnection:
         if isinstance(self._pending, Bdat) and (self._chunk_left or self._chunk_last):
             return self._next_chunk_data()
         if state is _STATE_TLS_PENDING and self._buffer.peer_closed:
-            self._state = _STATE_CLOSED  # the client left before the handshake
+            self._end(_STATE_CLOSED)  # the client left before the handshake
             return ConnectionClosed()
         if self._pending is not None or state in (State.GREETING, State.TLS_PENDING):
             return PAUSED
@@ -805,7 +832,23 @@ class ServerConnection:
             raise
 
     def _send(self, pending: Event | None, event: Event) -> bytes:
-        """:meth:`send`, for every answer but the everyday successes."""
+        """:meth:`send`, for every answer but the everyday successes: the ones that
+        end the session (QUIT's 221, a 421) among them, so what is still held is
+        dropped here, once the answer is written (:meth:`_end`)."""
+        data = self._answer(pending, event)
+        if self._state in _ENDED:
+            self._end(self._state)
+        return data
+
+    def _end(self, state: State) -> None:
+        """Enter ERROR or CLOSED. No received octet is read after it (RFC 5321
+        §4.1.1.10: the server reads nothing after QUIT; after a 421 or an
+        unrecoverable error the session is over), and :meth:`receive_data` drops
+        what comes, so what is held goes too: an ended machine holds nothing."""
+        self._state = state
+        self._buffer.clear()
+
+    def _answer(self, pending: Event | None, event: Event) -> bytes:
         if not isinstance(event, Reply):
             raise LocalProtocolError(f"a server sends Reply events, not {type(event).__name__}")
         rule = _FAST_RULES.get(type(pending))
@@ -828,22 +871,45 @@ class ServerConnection:
             if event.code < 400:
                 raise LocalProtocolError("a bad command must be answered with 4xx or 5xx")
             self._pending = None
+            if pending is self._refused_chunk:
+                self._chunk_refused(event.code)
             return self._finish(pending, event)
         if isinstance(pending, _CONTENT):
             return self._answer_content(pending, event)
         assert isinstance(pending, Command | AuthResponse)
         if isinstance(pending, Bdat) and (self._chunk_left or self._chunk_last):
             raise LocalProtocolError("a BDAT chunk is answered once all its octets are read")
-        if isinstance(pending, AuthResponse) and pending.cancel and event.code < 400:
+        if isinstance(pending, AuthResponse) and pending.cancel and event.code != 501:
+            # RFC 4954 §4: the server MUST reject the cancelled AUTH with 501 (5.7.8
+            # when credentials were refused before the cancel, see _auth_refused); a
+            # 535 would say the cancel was a guess. A 421 was taken above, as at any
+            # point.
             raise LocalProtocolError(
                 "a cancelled AUTH exchange is answered with 501 (RFC 4954 §4)"
             )
         rule = RULES[Auth if isinstance(pending, AuthResponse) else type(pending)]
         return self._answer_command(pending, rule, event)
 
+    def _chunk_refused(self, code: int) -> None:
+        """A refused BDAT line answered with ``code``. RFC 3030 §2: after a 4xx or 5xx
+        to any BDAT the transaction has failed, and the server discards the chunks
+        still in the pipeline. So the ``Bdat`` rule's failure move applies whoever
+        refused the chunk, the machine as the application: a later BDAT is out of
+        sequence (503) and its chunk skipped, never the end of a message missing the
+        refused chunk's octets. Outside a transaction there is none to fail.
+
+        Failed, the transaction leaves nothing behind: what :meth:`_answer_command`
+        clears when a refusal ends one is cleared here too."""
+        self._refused_chunk = None
+        state = self._state
+        if state in _TRANSACTION_STATES:
+            self._state = _BDAT_RULE.move(code, state) or state
+            if self._state is _STATE_READY:
+                self._reset_transaction()
+
     def send_failed(self) -> None:
         """The bytes of the last ``send`` never reached the client."""
-        self._state = State.ERROR
+        self._end(State.ERROR)
 
     def tls_started(self) -> None:
         """The TLS handshake after STARTTLS is done: restart at EHLO (RFC 3207 §4.2)."""
@@ -857,7 +923,6 @@ class ServerConnection:
         self._command_line_limit = self._config.max_command_line
         self.authenticated = False  # RFC 3207 §4.2: forget what plaintext taught
         self._reset_transaction()
-        self._forwarded_message = None
         self._state = State.HELLO
 
     @property
@@ -871,7 +936,7 @@ class ServerConnection:
     def forwarded_message(self) -> Xforward | None:
         """What XFORWARD said about the next (or open) transaction's message, merged
         as for :attr:`forwarded_client`; cleared when the transaction ends (the end
-        of the message, RSET, a new hello), as Postfix does."""
+        of the message, RSET, a failed BDAT, a new hello), as Postfix does."""
         return self._forwarded_message
 
     # -- reading commands -----------------------------------------------
@@ -926,18 +991,10 @@ class ServerConnection:
                         return NEED_DATA  # the wait for every command: no call for it
                     return self._closed_or_need_data()
                 if read is LINE_TOO_LONG:
-                    if in_auth:
-                        bad = self._bad(
-                            b"", reply(500, "5.5.6", "Authentication exchange line too long")
-                        )
-                        self._state = State.READY
-                        return bad
-                    # RFC 3463 X.5.2, a syntax error: X.5.6 is the AUTH exchange's line
-                    # alone (RFC 4954 §6, the RFC 5248 registry).
-                    return self._bad(b"", reply(500, "5.5.2", "Line too long"))
+                    return self._line_too_long(in_auth)
                 line = read
             if self._errors >= config.max_errors:
-                return self._bad(line, reply(421, "4.7.0", f"{config.hostname} Too many errors"))
+                return self._too_many_errors(line)
             if not in_auth:
                 # A line the match above did not take is no everyday line: a hello?
                 everyday = parse_hello_line(line) if tried else parse_everyday_line(line)
@@ -958,6 +1015,8 @@ class ServerConnection:
         try:
             command = parse_command_line(text, self._verbs)
         except CommandSyntaxError as exc:
+            if self._state is State.NO_SERVICE and not _is_quit(text):
+                return self._refused(line, _NO_SERVICE)
             if exc.reply.code == 500:
                 early = None if self.extended else self._before_ehlo(text)
                 if early is not None:
@@ -968,6 +1027,26 @@ class ServerConnection:
                     return self._bad(line, answer)
             return self._refused(line, exc.reply)
         return self._take_command(line, command)
+
+    def _line_too_long(self, in_auth: bool) -> BadCommand:
+        """A line over the limit, dropped unread: unreadable as a bare LF or invalid
+        UTF-8 is, so it counts toward ``max_errors`` as they do, and the one at the
+        limit gets the 421 that ends the session (RFC 5321 §4.5.3.1.4, §3.8). RFC 3463
+        X.5.2, a syntax error; X.5.6 is the AUTH exchange's line alone (RFC 4954 §6,
+        the RFC 5248 registry), which ends the exchange."""
+        if self._errors >= self._config.max_errors:
+            return self._too_many_errors(b"")
+        if not in_auth:
+            return self._bad(b"", reply(500, "5.5.2", "Line too long"))
+        bad = self._bad(b"", reply(500, "5.5.6", "Authentication exchange line too long"))
+        self._state = State.READY
+        return bad
+
+    def _too_many_errors(self, line: bytes) -> BadCommand:
+        """The line past ``max_errors``: ``421 4.7.0`` and the end of the session
+        (RFC 5321 §3.8), as Postfix's ``smtpd_hard_error_limit``."""
+        answer = reply(421, "4.7.0", f"{self._config.hostname} Too many errors")
+        return self._bad(line, answer)
 
     def _before_ehlo(self, text: str) -> Reply | None:
         """What a command the session does not know yet gets, when it is one of an
@@ -982,8 +1061,6 @@ class ServerConnection:
         owner = tables.verb_owner.get(verb)
         if owner is None or verb not in tables.extended_verbs or owner.unmet(self) is not None:
             return None
-        if self._state is State.NO_SERVICE:
-            return _NO_SERVICE
         return _SEND_LHLO if self._config.lmtp else _SEND_EHLO
 
     def _refused(self, line: bytes, answer: Reply) -> BadCommand:
@@ -994,19 +1071,37 @@ class ServerConnection:
         refused for its place is. Where the size cannot be read, no one knows where
         that chunk ends: the session cannot go on, and gets 421 (RFC 5321 §3.8).
         """
-        if self._state is not _STATE_AUTH:  # an AUTH exchange's line is no command
-            size = chunk_after(line)
-            if size is None:
-                self._unreadable_chunk()
-            self._skip = size
-        return self._bad(line, answer)
+        if self._state is _STATE_AUTH:  # an AUTH exchange's line is no command
+            return self._bad(line, answer)
+        size = chunk_after(line)
+        if size is None:
+            self._unreadable_chunk()
+        if not starts_bdat(line):
+            return self._bad(line, answer)
+        return self._refuse_chunk(line, answer, size)
+
+    def _refuse_chunk(self, line: bytes, answer: Reply, size: int) -> BadCommand:
+        """A BDAT line refused by the machine, whatever for (its syntax, its place, a
+        limit): its chunk of ``size`` octets is skipped, and its answer, a 4xx or 5xx,
+        fails the transaction as the application's refusal of a chunk does (RFC 3030
+        §2, :meth:`_chunk_refused`).
+
+        Only where CHUNKING is in force: elsewhere (not offered, or after HELO) BDAT
+        is an unknown or unoffered command, whose 500 or 503 leaves the state as it
+        was (RFC 5321 §4.1.4); its chunk is skipped all the same, lest its octets be
+        read as commands."""
+        self._skip = size
+        bad = self._bad(line, answer)
+        if self.in_force("CHUNKING"):
+            self._refused_chunk = bad
+        return bad
 
     def _unreadable_chunk(self) -> NoReturn:
         """A BDAT line whose chunk size cannot be read (no size, a line too long to
         read, or a BDAT that only a reader ending lines at a bare LF sees): no one
         knows where its chunk ends, so the session cannot go on (RFC 3030 §2) and ends
         with 421 (RFC 5321 §3.8)."""
-        self._state = State.ERROR
+        self._end(State.ERROR)
         self._error = RemoteProtocolError(
             "a BDAT line whose chunk size cannot be read (RFC 3030 §2)",
             reply_hint=reply(421, "4.5.2", f"{self._config.hostname} Unreadable BDAT chunk size"),
@@ -1047,9 +1142,10 @@ class ServerConnection:
         except LocalProtocolError as exc:  # see smtp/_extension.py's entry_failed
             problem, failed = exc.reply_hint, exc
         if problem is not None:
-            if isinstance(command, Bdat):
-                self._skip = command.size  # the chunk follows the command regardless
-            bad = self._bad(line, problem)
+            if isinstance(command, Bdat):  # the chunk follows the command regardless
+                bad = self._refuse_chunk(line, problem, command.size)
+            else:
+                bad = self._bad(line, problem)
             if failed is not None:
                 raise failed
             if problem is _TOO_MANY_RECIPIENTS:
@@ -1359,7 +1455,7 @@ class ServerConnection:
 
     def _closed_or_need_data(self) -> Event | NoEvent:
         if self._buffer.peer_closed:
-            self._state = State.CLOSED
+            self._end(State.CLOSED)  # a line the client left unfinished is never read
             return ConnectionClosed()
         return NEED_DATA
 
@@ -1437,6 +1533,10 @@ class ServerConnection:
             if state is None:
                 raise LocalProtocolError(f"{code} is not an answer to {type(command).__name__}")
             self._state = state
+            if state is _STATE_READY and not success and before in _TRANSACTION_STATES:
+                # A refusal that ends the transaction (a BDAT's, RFC 3030 §2) ends it
+                # as RSET does (RFC 5321 §4.1.1.5): nothing of it reaches the next.
+                self._reset_transaction()
         self._pending = None
         # A 554 to XCLIENT is the named client's greeting: the command took effect.
         if success or (code == 554 and rule.greets):
@@ -1450,7 +1550,9 @@ class ServerConnection:
                     raise
                 if written is not None:
                     return written
-        elif code in _AUTH_FAILURE_STATUS and isinstance(command, Auth | AuthResponse):
+        elif (code in _AUTH_FAILURE_STATUS or event.status == _CREDENTIALS_INVALID) and isinstance(
+            command, Auth | AuthResponse
+        ):
             return self._auth_refused(command, event)
         return self._finish(command, event)
 
@@ -1565,7 +1667,8 @@ class ServerConnection:
         return tuple(self.extensions()), self._config.max_command_line + allowance
 
     def _mail_accepted(self, command: Mail, event: Reply) -> None:
-        # A new transaction: every field of _reset_transaction set here, without the call.
+        # A new transaction: every field of _reset_transaction set here, without the
+        # call, but the XFORWARD attributes, given before MAIL for this transaction.
         self._accepted = self._overshoot = 0
         params = command.params
         everyday = params._everyday
@@ -1607,7 +1710,6 @@ class ServerConnection:
         self._verbs = self._config.tables.plain_verbs
         self.authenticated = isinstance(self._forwarded_client.login, str)
         self._reset_transaction()
-        self._forwarded_message = None
         return event.to_bytes(event.status)  # a greeting: no enhanced code unless given
 
     def _xforward_accepted(self, command: Xforward, event: Reply) -> None:
@@ -1623,26 +1725,40 @@ class ServerConnection:
         self.authenticated = True
 
     def _auth_refused(self, command: Auth | AuthResponse, event: Reply) -> bytes:
-        self._auth_failures += event.code == 535
+        """A refused AUTH counts toward ``max_auth_failures`` when it says the
+        credentials were judged invalid (RFC 4954 §6): a ``535``, or a reply with
+        status 5.7.8, such as the ``501`` that must answer a ``*`` (RFC 4954 §4) sent
+        after the mechanism refused a token (RFC 7628 §3.2.2). A plain cancel, a 454
+        or a 538 judged no credential and counts nothing."""
+        self._auth_failures += event.code == 535 or event.status == _CREDENTIALS_INVALID
         if event.status is None and self._config.enhanced_status_codes:
             event = Reply(event.code, event.text, _AUTH_FAILURE_STATUS[event.code])
         return self._finish(command, event)
 
     def _start_content(self, command: Data, event: Reply) -> bytes:
-        if self._buffer and self._config.reject_early_content:
-            self._state = State.ERROR
-            self._error = RemoteProtocolError(
-                "message content arrived before the 354 reply (RFC 2920 §3.1)",
-                reply_hint=reply(554, "5.5.0", "Pipelining error: data sent before 354"),
-            )
         # The decoder is built by the first read that does not hold the whole message
         # (see _next_content): most do.
         self._received = 0
         self._refusal = None
         for known, data in event._wire:  # Reply.to_bytes's memory, read without the call
             if known is None:  # a 354 carries no enhanced status (RFC 2034 §3)
+                # Built already, these bytes cannot fail: the check comes just before them.
+                if self._buffer and self._config.reject_early_content:
+                    self._refuse_early_content()
                 return data
-        return event.to_bytes()
+        written = event.to_bytes()  # first: a reply too long changes nothing
+        if self._buffer and self._config.reject_early_content:
+            self._refuse_early_content()
+        return written
+
+    def _refuse_early_content(self) -> None:
+        """Content already received when the 354 goes out was sent before the client
+        read it: a synchronization error (RFC 2920 §3.1), and the session ends (554)."""
+        self._end(State.ERROR)
+        self._error = RemoteProtocolError(
+            "message content arrived before the 354 reply (RFC 2920 §3.1)",
+            reply_hint=reply(554, "5.5.0", "Pipelining error: data sent before 354"),
+        )
 
     def _answer_content(self, pending: Event, event: Reply) -> bytes:
         code = event.code  # the class by its range (200-599): Reply's properties cost a call
@@ -1729,12 +1845,15 @@ class ServerConnection:
         return lines
 
     def _reset_transaction(self) -> None:
-        """The open transaction dropped. Set in place too where every message passes
-        (MAIL, RSET, the end of the content): a test holds each to this."""
+        """The open transaction dropped, and everything that belonged to it: its
+        SMTPUTF8 and BINARYMIME flags, the recipients counted, the XFORWARD attributes
+        given for its message. Set in place too where every message passes (MAIL, RSET,
+        the end of the content): a test holds each to this."""
         self._utf8_transaction = False
         self._binary_transaction = False
         self._accepted = 0
         self._overshoot = 0
+        self._forwarded_message = None
 
 
 _SURE_TO_FIT: Final = MAX_REPLY_LINE - len("250-\r\n") - len("5.999.999 ") - 256
