@@ -11,6 +11,9 @@ real servers:
   (SMTP smuggling);
 - :class:`EagerBdatServer` answers ``BDAT`` before it has read the chunk's
   octets (RFC 3030 §2 says the reply follows the chunk);
+- :class:`HoleBdatServer` refuses a malformed ``BDAT`` line but keeps the
+  transaction open, so a later ``BDAT n LAST`` delivers the message with a
+  hole (RFC 3030 §2 says the transaction has failed);
 - :class:`NonAsciiDigitServer` parses numbers with ``str.isdigit()`` and
   ``int()``, so ``SIZE=²`` crashes the session;
 - :class:`OutOfOrderServer` answers commands that arrived together out of
@@ -57,6 +60,7 @@ __all__ = [
     "DigitSizeBdatServer",
     "EagerBdatServer",
     "FewRecipientsServer",
+    "HoleBdatServer",
     "LfDotLfClosingServer",
     "LfDotLfOneCommandServer",
     "LfDotLfServer",
@@ -189,7 +193,8 @@ class SmallServer:
     def read_chunk(self) -> bytes | None:
         taken = bytes(self.buffer[: self.chunk_left])
         del self.buffer[: self.chunk_left]
-        self.content += taken
+        if self.chunk_refusal is None:  # a refused chunk's octets are skipped
+            self.content += taken
         self.chunk_left -= len(taken)
         if self.chunk_left:
             return None
@@ -199,7 +204,6 @@ class SmallServer:
     def chunk_done(self) -> bytes:
         refusal, self.chunk_refusal = self.chunk_refusal, None
         if refusal is not None:
-            self.content.clear()
             return refusal
         if not self.chunk_last:
             return _reply(250, f"2.0.0 {len(self.content)} octets received")
@@ -329,13 +333,25 @@ class SmallServer:
         words = argument.split()
         size = self.parse_number(words[0]) if words else None
         last = len(words) == 2 and words[1].upper() == "LAST"
-        if size is None or len(words) > 2 or (len(words) == 2 and not last):
+        if size is None:
             return _reply(501, "5.5.4 Syntax: BDAT size [LAST]")
         self.chunk_left, self.chunk_last = size, last
         self.mode = "bdat"
+        if len(words) > 2 or (len(words) == 2 and not last):
+            return self.refuse_chunk(_reply(501, "5.5.4 Syntax: BDAT size [LAST]"))
         if self.recipients == 0:  # read the chunk, then refuse it
             self.chunk_refusal = _reply(503, "5.5.1 No valid recipients")
         return self.after_bdat_command() or b""
+
+    def refuse_chunk(self, reply: bytes) -> bytes:
+        """A BDAT line refused at once: its chunk is skipped all the same, and the
+        transaction has failed, so a later BDAT gets 503 (RFC 3030 §2)."""
+        self.chunk_refusal = b""  # refused already: its octets get no reply of their own
+        self.fail_transaction()
+        return reply
+
+    def fail_transaction(self) -> None:
+        self.reset()
 
     def after_bdat_command(self) -> bytes | None:
         """Nothing yet: the reply to BDAT follows its octets (RFC 3030 §2)."""
@@ -449,6 +465,15 @@ class BareLfBdatServer(SmallServer):
 
     def bare_lf_line(self, line: bytes) -> bytes:
         return _reply(500, "5.5.2 Bare LF in command")
+
+
+class HoleBdatServer(SmallServer):
+    """Refuses a malformed BDAT line (``BDAT 4 FIRST``) and skips its chunk, but keeps
+    the transaction open: a later ``BDAT n LAST`` delivers the message without the
+    refused chunk (what smtpcore's own server did before it failed the transaction)."""
+
+    def fail_transaction(self) -> None:
+        pass
 
 
 class NonAsciiDigitServer(SmallServer):
@@ -575,6 +600,7 @@ class SizeIgnoringServer(SmallServer):
 BROKEN_SERVERS: Final[tuple[type[SmallServer], ...]] = (
     LfDotLfServer,
     EagerBdatServer,
+    HoleBdatServer,
     NonAsciiDigitServer,
     OutOfOrderServer,
     SplitCommandServer,

@@ -28,6 +28,7 @@ from broken_servers import (
     DigitSizeBdatServer,
     EagerBdatServer,
     FewRecipientsServer,
+    HoleBdatServer,
     LfDotLfClosingServer,
     LfDotLfDroppingServer,
     LfDotLfOneCommandServer,
@@ -66,6 +67,7 @@ PLANTED = [
     (LfDotLfServer, "smuggling"),
     (EagerBdatServer, "bdat-octets"),
     (BareLfBdatServer, "bdat-bare-lf"),
+    (HoleBdatServer, "bdat-refused-chunk"),
     (NonAsciiDigitServer, "ascii-digits"),
     (OutOfOrderServer, "pipelining"),
     (SplitCommandServer, "chunking"),
@@ -658,6 +660,75 @@ class EagerBdatDuplicateClosingServer(BareLfEndsLinesServer):
 
     def bdat(self, argument: str) -> bytes:
         return b"250 2.0.0 Chunk accepted\r\n"
+
+
+def test_a_chunk_after_a_refused_bdat_that_completes_a_message_fails() -> None:
+    """The audit's finding in smtpcore's own server, planted: ``BDAT 41 FIRST`` refused
+    with 501 and its chunk skipped, but the transaction left open, so the pipelined
+    ``BDAT n LAST`` delivered the message without the refused chunk (RFC 3030 §2)."""
+    with serve(HoleBdatServer) as server:
+        report = check_server(server.host, server.port, checks=["bdat-refused-chunk"], timeout=5)
+    result = report["bdat-refused-chunk"]
+    assert result.outcome is Outcome.FAILED, result
+    assert re.search(
+        r"'BDAT 41 FIRST', BDAT \d+ LAST and QUIT got \[250, 501, 250, 221\]: a chunk "
+        r"after the refused BDAT was accepted, so the message was delivered with a hole",
+        result.summary,
+    ), result.summary
+    assert "'BDAT 41 LAST junk'" in result.summary
+    # What was delivered: the first and last chunks, the refused one missing.
+    holed = [message for message in server.messages if b"NOOP smtpcore" not in message]
+    assert len(holed) == 2
+    assert all(b"Subject: smtpcore bdat-refused-chunk check\r\n" in m for m in holed)
+    ending = (
+        b"this copy has a hole.\r\nChunk 3 of 3: do not deliver what follows a refused chunk.\r\n"
+    )
+    assert all(message.endswith(ending) for message in holed)
+
+
+def test_a_server_that_fails_the_transaction_at_a_refused_bdat_passes() -> None:
+    """The correct server refuses ``BDAT 41 FIRST`` and ``BDAT 41 LAST junk`` (501),
+    skips their chunks and answers the last BDAT 503; ``BDAT 41  LAST`` it reads as
+    ``BDAT 41 LAST`` (two spaces, one separator), and the check reports that without
+    failing: no chunk was refused, so no message has a hole. It takes the chunk over
+    SIZE and refuses the message at its end (552)."""
+    with serve(SmallServer) as server:
+        report = check_server(server.host, server.port, checks=["bdat-refused-chunk"], timeout=5)
+    result = report["bdat-refused-chunk"]
+    assert result.passed, result
+    parts = result.summary.split("; ")
+    assert len(parts) == 4
+    assert re.search(
+        r"'BDAT 41 LAST junk', BDAT \d+ LAST and QUIT got \[250, 501, 503, 221\]: "
+        r"refused, and the last chunk with it$",
+        parts[0],
+    )
+    assert parts[1].endswith(
+        "got [250, 250, 503, 221]: the line was taken as a chunk that ended the message "
+        "(the last BDAT out of sequence), so the message lacks the last chunk"
+    )
+    assert parts[2].endswith("got [250, 501, 503, 221]: refused, and the last chunk with it")
+    assert "'BDAT 10001' (over SIZE)" in parts[3]
+    assert parts[3].endswith(
+        "got [250, 250, 552, 221]: the line was taken as a chunk, and the message refused "
+        "at its end (552)"
+    )
+    assert not any(b"Chunk 3 of 3" in message for message in server.messages)
+
+
+def test_bdat_refused_chunk_needs_pipelining() -> None:
+    """Unpipelined, a client waits for each BDAT's reply and stops at a refusal (RFC
+    3030 §2): there is nothing to test."""
+
+    class Unpipelined(SmallServer):
+        def command(self, line: bytes) -> bytes:
+            answer = super().command(line)
+            return answer.replace(b"250-PIPELINING\r\n", b"")
+
+    with serve(Unpipelined) as server:
+        report = check_server(server.host, server.port, checks=["bdat-refused-chunk"], timeout=5)
+    result = report["bdat-refused-chunk"]
+    assert result.outcome is Outcome.SKIPPED and result.summary == "PIPELINING is not offered"
 
 
 @pytest.mark.parametrize(
@@ -1414,6 +1485,7 @@ def test_what_the_checks_find_in_aiosmtpd(aiosmtpd_server: int) -> None:
     assert outcomes.pop("pipelining") is Outcome.SKIPPED
     assert outcomes.pop("bdat-octets") is Outcome.SKIPPED
     assert outcomes.pop("bdat-bare-lf") is Outcome.SKIPPED
+    assert outcomes.pop("bdat-refused-chunk") is Outcome.SKIPPED
     # It takes SIZE= in Arabic-Indic digits as a size: int() reads them.
     assert outcomes.pop("ascii-digits") is Outcome.FAILED
     assert "SIZE=\u0661\u0660' was answered 250" in report["ascii-digits"].summary
@@ -1446,6 +1518,17 @@ def test_what_the_checks_find_in_postfix(tls: TLSFiles, forbid_bare_newline: boo
     else:
         assert report.ok, report.format() + "\n" + log
     assert all(result.outcome is not Outcome.SKIPPED for result in report.results)
+    # A malformed BDAT line gets 521 and the close; two spaces are one separator to
+    # Postfix, so BDAT 41  LAST ends the message and the last BDAT gets 503; a chunk
+    # over SIZE gets 552 and the last BDAT 551. No hole in any message.
+    chunks = report["bdat-refused-chunk"].summary.split("; ")
+    assert [re.sub(r"^.* got ", "", part) for part in chunks] == [
+        "[250, 521]: refused, then the session closed",
+        "[250, 250, 503, 221]: the line was taken as a chunk that ended the message (the "
+        "last BDAT out of sequence), so the message lacks the last chunk",
+        "[250, 521]: refused, then the session closed",
+        "[250, 552, 551, 221]: refused, and the last chunk with it",
+    ], report.format()
 
 
 def python_blocks(page: Path) -> list[str]:

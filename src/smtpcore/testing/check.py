@@ -1249,6 +1249,150 @@ def _refused_then_closed(client: WireClient, replies: Sequence[ServerReply]) -> 
     return client.closed and len(replies) == 1 and replies[0].code // 100 in (4, 5)
 
 
+_REFUSED_CHUNK_MARKER: Final = b"NOOP smtpcore-bdat-refused-chunk-marker\r\n"
+"""The refused chunk's first line: answered, it shows the chunk's octets read as
+commands; delivered, it shows the chunk taken as content."""
+
+
+def check_bdat_refused_chunk(probe: Probe) -> str:
+    """After a BDAT refused, no later chunk completes the message (RFC 3030 §2).
+
+    In a transaction, one write: ``BDAT n`` and a first chunk, a BDAT refused
+    and its chunk, ``BDAT n LAST`` and a last chunk, then ``QUIT``. The refused
+    line is malformed (``BDAT n LAST junk``, ``BDAT n  LAST``, ``BDAT n FIRST``)
+    or, where SIZE offers a limit of at most ``max_size_probe``, a chunk over
+    it. After a 4xx or 5xx to any BDAT the transaction has failed: the server
+    discards the chunks pipelined behind it, so the last BDAT gets a 4xx or
+    5xx (503), or the server closes. A 2xx to it delivers the message with a
+    hole where the refused chunk was, and the client, told of the refusal,
+    sends it again: smtpcore's own server did so before it failed the
+    transaction on a malformed BDAT line. A server that takes the line
+    (reads ``FIRST`` as nothing) refused no chunk; the summary says what it
+    did. Needs CHUNKING and PIPELINING (unpipelined, the client stops at the
+    refusal).
+    """
+    client: WireClient | None
+    client, offered = probe.hello()
+    for needed in ("CHUNKING", "PIPELINING"):
+        if needed not in offered:
+            raise _Skipped(f"{needed} is not offered")
+    summaries: list[str] = []
+    problems: list[str] = []
+    for line, chunk in _refused_chunk_lines(probe, offered):
+        if client is None:
+            client, _ = probe.hello()
+        try:
+            probe.transaction(client)
+            summaries.append(_chunks_around_a_refusal(probe, client, line, chunk))
+        except _Skipped:
+            if not problems and not summaries:
+                raise
+            break  # what the earlier lines found stands
+        except _Failed as exc:
+            problems.append(str(exc))
+        client = None
+    if problems:
+        raise _Failed("; ".join(problems))
+    return "; ".join(summaries)
+
+
+def _refused_chunk_lines(probe: Probe, offered: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    """The BDAT lines to be refused, each with its chunk: three malformed against
+    RFC 3030 §2's ``"BDAT" SP chunk-size [SP end-marker]``, and, where SIZE offers a
+    limit the probe may send (RFC 1870 §4), a well-formed one whose chunk is over it."""
+    chunk = _REFUSED_CHUNK_MARKER
+    lines = [
+        (b"BDAT %d LAST junk" % len(chunk), chunk),
+        (b"BDAT %d  LAST" % len(chunk), chunk),
+        (b"BDAT %d FIRST" % len(chunk), chunk),
+    ]
+    limit = _offered_size(offered)
+    if limit is not None and limit <= probe.max_size_probe:
+        filler = b"x" * 78 + b"\r\n"
+        big = (chunk + filler * (limit // len(filler) + 1))[: limit + 1]
+        lines.append((b"BDAT %d" % len(big), big))
+    return lines
+
+
+def _chunks_around_a_refusal(probe: Probe, client: WireClient, line: bytes, chunk: bytes) -> str:
+    """``BDAT n`` and a first chunk, ``line`` and ``chunk``, ``BDAT n LAST`` and a
+    last chunk, and QUIT, in one write: the summary, or :class:`_Failed` where a
+    chunk after a refusal completed the message, the refused chunk's octets were
+    answered, or the session did not end as it should."""
+    first = _headers(probe, "smtpcore bdat-refused-chunk check") + (
+        b"Chunk 1 of 3. Chunk 2 comes with a BDAT line to be refused: delivered\r\n"
+        b"without it, this copy has a hole.\r\n"
+    )
+    last = b"Chunk 3 of 3: do not deliver what follows a refused chunk.\r\n"
+    client.send(
+        b"BDAT %d\r\n" % len(first)
+        + first
+        + line
+        + b"\r\n"
+        + chunk
+        + b"BDAT %d LAST\r\n" % len(last)
+        + last
+        + b"QUIT\r\n"
+    )
+    replies = client.read_until_closed()
+    codes = _codes(replies)
+    over = "" if len(chunk) == len(_REFUSED_CHUNK_MARKER) else " (over SIZE)"
+    sent = (
+        f"BDAT {len(first)}, {line.decode()!r}{over}, BDAT {len(last)} LAST and QUIT got "
+        f"{_show(codes)}"
+    )
+    wrong = _refused_chunk_problem(client, replies)
+    if wrong:
+        raise _Failed(f"{sent}: {wrong}")
+    return f"{sent}: {_refused_chunk_outcome(codes)}"
+
+
+def _refused_chunk_problem(client: WireClient, replies: Sequence[ServerReply]) -> str | None:
+    """What is wrong with the replies to the three BDATs and QUIT, or None."""
+    codes = _codes(replies)
+    if len(codes) > 4:
+        return (
+            "more replies than the three BDATs and QUIT: the refused chunk's octets were "
+            "answered as commands (RFC 3030 §2: a refused BDAT's chunk is still read)"
+        )
+    chunks = list(itertools.takewhile(lambda code: code != 221, codes))[:3]
+    refused = next((index for index, code in enumerate(chunks) if code >= 400), None)
+    if refused is not None and any(code // 100 == 2 for code in chunks[refused + 1 :]):
+        return (
+            "a chunk after the refused BDAT was accepted, so the message was delivered "
+            "with a hole where the refused chunk was, and the client, told of the "
+            "refusal, will send it again (RFC 3030 §2: after a 4xx or 5xx to a BDAT the "
+            "transaction has failed and later chunks are discarded; 503 expected)"
+        )
+    if refused is not None and client.closed and len(chunks) == refused + 1:
+        return None  # refused and closed: nothing after the refusal was taken
+    if len(chunks) < 3:
+        return f"{3 - len(chunks)} of the three BDATs went unanswered"
+    return _session_end(client, replies)
+
+
+def _refused_chunk_outcome(codes: Sequence[int]) -> str:
+    """What a server that delivered no hole did, for the summary."""
+    chunks = list(itertools.takewhile(lambda code: code != 221, codes))[:3]
+    if chunks[0] >= 400:
+        raise _Skipped(
+            f"the first chunk was refused ({chunks[0]}), so the line after it went "
+            "untested: give a recipient the server accepts"
+        )
+    if chunks[1] >= 400:
+        if len(chunks) == 2:
+            return "refused, then the session closed"
+        return "refused, and the last chunk with it"
+    if chunks[2] // 100 == 2:
+        return "the line was taken as a chunk: none was refused, the message went whole"
+    if chunks[2] == 503:
+        return (
+            "the line was taken as a chunk that ended the message (the last BDAT out of "
+            "sequence), so the message lacks the last chunk"
+        )
+    return f"the line was taken as a chunk, and the message refused at its end ({chunks[2]})"
+
+
 CHECKS: Final[Mapping[str, Callable[[Probe], str]]] = {
     "chunking": check_chunking,
     "smuggling": check_smuggling,
@@ -1261,6 +1405,7 @@ CHECKS: Final[Mapping[str, Callable[[Probe], str]]] = {
     "ascii-digits": check_ascii_digits,
     "bdat-octets": check_bdat_octets,
     "bdat-bare-lf": check_bdat_bare_lf,
+    "bdat-refused-chunk": check_bdat_refused_chunk,
 }
 """The battery, by name, in the order it runs. Each check returns a summary, or
 raises to fail or be skipped; :func:`check_server` runs them."""
