@@ -246,10 +246,10 @@ def _read_smtp_replies(
 
 
 def _smtp_stop(wire: WireClient, what: str) -> str:
+    if wire.write_failed:  # the cause, where the read after it then found the close
+        return f"the write of {what} failed"
     if wire.server_closed:
         return f"the server closed the connection before its replies to {what}"
-    if wire.write_failed:
-        return f"the write of {what} failed"
     return f"no whole reply within {wire.timeout:g} s to {what}"
 
 

@@ -497,7 +497,7 @@ class POP3Probe:
         RSET and NOOP and the close without QUIT, which deletes nothing (RFC 1939 §6).
         Either way a response the server owed no one (to a command read from inside
         a line or a message) is counted, and fails the check."""
-        if client.closed:
+        if client.closed or client.write_failed:
             self.abandon(client)
         elif client.touched:
             self._leave(client)

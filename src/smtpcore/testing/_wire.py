@@ -124,13 +124,15 @@ class WireClient:
         connect = Exchange("note", note=f"connect to {host_port(host, port)}")
         self.transcript: list[Exchange] = [connect]
         self.closed = False
-        """Whether this client stopped reading: the server closed, a write failed, or
-        the server sent more than any check is owed."""
+        """Whether this client stopped reading: the server closed (a read found the end
+        of the stream or a reset), or sent more than any check is owed. A failed write
+        does not set it: the replies the server sent before it closed are still read."""
         self.server_closed = False
         """Whether the server ended the stream: a read found its end, or a reset.
-        Only a read sets it, so a flood or a failed write leaves it False."""
+        Only a read sets it, so a flood leaves it False."""
         self.write_failed = False
-        """Whether a write did not go out whole (a reset, or its deadline passed)."""
+        """Whether a write did not go out whole (a reset, or its deadline passed); no
+        later write goes out."""
         self.received = 0
         """Octets read from the server so far (at most :data:`MAX_RECEIVED`)."""
         self.replies = 0
@@ -147,10 +149,20 @@ class WireClient:
         self, data: bytes, pieces: Sequence[bytes] | None = None, *, deadline: float | None = None
     ) -> None:
         """Write ``data``, in ``pieces`` (which join to ``data``) if given, by
-        ``deadline`` (by default ``timeout`` from now for each piece)."""
+        ``deadline`` (by default ``timeout`` from now for each piece).
+
+        A failed write sets :attr:`write_failed` only: a server that answered and
+        closed while a long write was going out (allowed after a refusal, RFC 5321
+        §3.8) leaves its replies in the kernel, and the reads take them before they
+        find the close. Nothing is written after a failed write, whose tail the
+        server would read as the start of the next line.
+        """
         if pieces is None:
             pieces = [data]
         assert b"".join(pieces) == data
+        if self.write_failed:
+            self.transcript.append(Exchange("note", note="not written: a write failed"))
+            return
         for index, piece in enumerate(pieces):
             if index and self.pause:
                 time.sleep(self.pause)
@@ -161,7 +173,7 @@ class WireClient:
                 self.sock.sendall(piece)
             except OSError as exc:
                 self.transcript.append(Exchange("note", note=f"write failed: {exc}"))
-                self.closed = self.write_failed = True
+                self.write_failed = True
                 return
 
     def shutdown_write(self) -> None:

@@ -116,7 +116,7 @@ class _Sessions:
         self.client: POP3Wire | None = None
 
     def current(self) -> POP3Wire:
-        if self.client is not None and self.client.closed:
+        if self.client is not None and (self.client.closed or self.client.write_failed):
             self.client.close()  # the server sees the end of the session it ended
             self.client = None
         if self.client is None:
