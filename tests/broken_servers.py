@@ -14,6 +14,11 @@ real servers:
 - :class:`HoleBdatServer` refuses a malformed ``BDAT`` line but keeps the
   transaction open, so a later ``BDAT n LAST`` delivers the message with a
   hole (RFC 3030 §2 says the transaction has failed);
+- :class:`DroppedReplyServer` fails the transaction at a refused ``BDAT`` line
+  but sends no reply to the ``BDAT n LAST`` after it, and
+  :class:`SilentHoleServer` also keeps the transaction open, so that BDAT
+  delivers the message with a hole, unanswered (RFC 3030 §2: every BDAT gets
+  one reply);
 - :class:`NonAsciiDigitServer` parses numbers with ``str.isdigit()`` and
   ``int()``, so ``SIZE=²`` crashes the session;
 - :class:`OutOfOrderServer` answers commands that arrived together out of
@@ -58,6 +63,7 @@ from typing import Final
 __all__ = [
     "BROKEN_SERVERS",
     "DigitSizeBdatServer",
+    "DroppedReplyServer",
     "EagerBdatServer",
     "FewRecipientsServer",
     "HoleBdatServer",
@@ -70,6 +76,7 @@ __all__ = [
     "OutOfOrderServer",
     "PlaintextAfterStartTlsServer",
     "RunningServer",
+    "SilentHoleServer",
     "SizeIgnoringServer",
     "SlowLfDotLfDroppingServer",
     "SmallServer",
@@ -476,6 +483,32 @@ class HoleBdatServer(SmallServer):
         pass
 
 
+class DroppedReplyServer(SmallServer):
+    """Fails the transaction at a refused BDAT line, as it should, but sends no reply
+    to the ``BDAT n LAST`` after it: QUIT's 221 comes where that reply was due."""
+
+    dropping = False
+
+    def refuse_chunk(self, reply: bytes) -> bytes:
+        self.dropping = True
+        return super().refuse_chunk(reply)
+
+    def chunk_done(self) -> bytes:
+        answer = super().chunk_done()
+        if self.dropping and self.chunk_last:
+            self.dropping = False
+            return b""
+        return answer
+
+
+class SilentHoleServer(DroppedReplyServer):
+    """Keeps the transaction open at a refused BDAT line, as :class:`HoleBdatServer`
+    does, and delivers the message with a hole at ``BDAT n LAST`` without a reply."""
+
+    def fail_transaction(self) -> None:
+        pass
+
+
 class NonAsciiDigitServer(SmallServer):
     """Trusts ``str.isdigit()``: ``int("²")`` raises, and the session dies with it."""
 
@@ -601,6 +634,8 @@ BROKEN_SERVERS: Final[tuple[type[SmallServer], ...]] = (
     LfDotLfServer,
     EagerBdatServer,
     HoleBdatServer,
+    DroppedReplyServer,
+    SilentHoleServer,
     NonAsciiDigitServer,
     OutOfOrderServer,
     SplitCommandServer,

@@ -13,6 +13,7 @@ import pytest
 
 from broken_servers import (
     BROKEN_SERVERS,
+    DroppedReplyServer,
     EagerBdatServer,
     FewRecipientsServer,
     LfDotLfServer,
@@ -21,6 +22,7 @@ from broken_servers import (
     NonAsciiDigitServer,
     OutOfOrderServer,
     PlaintextAfterStartTlsServer,
+    SilentHoleServer,
     SizeIgnoringServer,
     SmallServer,
     SplitCommandServer,
@@ -64,6 +66,24 @@ def test_lf_dot_lf_server_takes_a_smuggled_message() -> None:
         replies(server, SETUP, b"DATA\r\n", SMUGGLE, b"second\r\n.\r\n")
     assert len(good.messages) == 1
     assert bad.messages == [b"Subject: x\r\n\r\nhi\n", b"second\r\n"]
+
+
+REFUSED_THEN_LAST = (b"BDAT 2\r\n", b"ab", b"BDAT 2 FIRST\r\n", b"cd", b"BDAT 2 LAST\r\n", b"ef")
+
+
+def test_dropped_reply_servers_leave_the_bdat_after_a_refusal_unanswered() -> None:
+    # RFC 3030 §2: the BDAT after a refused one gets a reply (503: the transaction
+    # has failed); these two send none, and the silent one delivers a holed message.
+    good, dropping, silent = SmallServer(), DroppedReplyServer(), SilentHoleServer()
+    last_replies = []
+    for server in (good, dropping, silent):
+        answers = replies(server, SETUP, *REFUSED_THEN_LAST)
+        assert answers[2][:4] == b"250 " and answers[3][:4] == b"501 ", answers
+        last_replies.append(answers[-1][:4])
+    assert last_replies == [b"503 ", b"", b""]
+    assert good.messages == dropping.messages == []
+    assert silent.messages == [b"abef"]
+    assert [replies(s, b"QUIT\r\n") for s in (dropping, silent)] == [[b"221 2.0.0 Bye\r\n"]] * 2
 
 
 def test_eager_bdat_server_answers_before_the_octets() -> None:

@@ -10,6 +10,7 @@ tests pin what it finds there (docs/testing-check.rst records it).
 from __future__ import annotations
 
 import gc
+import itertools
 import re
 import socket
 import subprocess
@@ -26,6 +27,7 @@ import pytest
 from broken_servers import (
     BareLfBdatServer,
     DigitSizeBdatServer,
+    DroppedReplyServer,
     EagerBdatServer,
     FewRecipientsServer,
     HoleBdatServer,
@@ -39,6 +41,7 @@ from broken_servers import (
     OutOfOrderServer,
     PlaintextAfterStartTlsServer,
     RunningServer,
+    SilentHoleServer,
     SizeIgnoringServer,
     SlowLfDotLfDroppingServer,
     SmallServer,
@@ -676,6 +679,7 @@ def test_a_chunk_after_a_refused_bdat_that_completes_a_message_fails() -> None:
         result.summary,
     ), result.summary
     assert "'BDAT 41 LAST junk'" in result.summary
+    assert len(result.summary.split("; ")) == 2  # the two lines refused, one part each
     # What was delivered: the first and last chunks, the refused one missing.
     holed = [message for message in server.messages if b"NOOP smtpcore" not in message]
     assert len(holed) == 2
@@ -704,8 +708,9 @@ def test_a_server_that_fails_the_transaction_at_a_refused_bdat_passes() -> None:
         parts[0],
     )
     assert parts[1].endswith(
-        "got [250, 250, 503, 221]: the line was taken as a chunk that ended the message "
-        "(the last BDAT out of sequence), so the message lacks the last chunk"
+        "got [250, 250, 503, 221]: the line was taken as a chunk that ended the message, "
+        "so a message of chunks 1-2 was probably delivered while the client got 503 for "
+        "its real last chunk"
     )
     assert parts[2].endswith("got [250, 501, 503, 221]: refused, and the last chunk with it")
     assert "'BDAT 10001' (over SIZE)" in parts[3]
@@ -714,6 +719,109 @@ def test_a_server_that_fails_the_transaction_at_a_refused_bdat_passes() -> None:
         "at its end (552)"
     )
     assert not any(b"Chunk 3 of 3" in message for message in server.messages)
+
+
+@pytest.mark.parametrize("server_class", [SilentHoleServer, DroppedReplyServer])
+def test_a_bdat_left_unanswered_after_a_refusal_fails(server_class: type[SmallServer]) -> None:
+    """``[250, 501, 221]``: QUIT answered, so the server read past the last BDAT and
+    dropped its reply; that is no close cut short, and it can hide a message delivered
+    with a hole (:class:`SilentHoleServer` delivers one, RFC 3030 §2)."""
+    with serve(server_class) as server:
+        report = check_server(server.host, server.port, checks=["bdat-refused-chunk"], timeout=5)
+    result = report["bdat-refused-chunk"]
+    assert result.outcome is Outcome.FAILED, result
+    assert re.search(
+        r"'BDAT 41 LAST junk', BDAT \d+ LAST and QUIT got \[250, 501, 221\]: the last BDAT "
+        r"went unanswered",
+        result.summary,
+    ), result.summary
+
+
+class CommandsAfterRefusalServer(SmallServer):
+    """Refuses a malformed BDAT line without skipping its chunk: the chunk's lines run
+    as commands, and the ``BDAT n LAST`` after them, out of sequence, ends the session
+    (421)."""
+
+    def refuse_chunk(self, reply: bytes) -> bytes:
+        self.fail_transaction()
+        self.mode = "command"
+        return reply
+
+    def bdat(self, argument: str) -> bytes:
+        if not self.in_transaction:
+            self.closed = True
+            return b"421 4.7.0 Too many errors\r\n"
+        return super().bdat(argument)
+
+
+def test_a_refused_chunk_read_as_commands_is_said_so() -> None:
+    """``[250, 501, 250, 421]``: the 250 after the refusal answers the chunk's NOOP
+    marker, not a last chunk; the close where QUIT's 221 was due shows it."""
+    with serve(CommandsAfterRefusalServer) as server:
+        report = check_server(server.host, server.port, checks=["bdat-refused-chunk"], timeout=5)
+    result = report["bdat-refused-chunk"]
+    assert result.outcome is Outcome.FAILED, result
+    assert "got [250, 501, 250, 421]: the refused chunk's octets were read as commands" in (
+        result.summary
+    ), result.summary
+    assert "hole" not in result.summary
+    assert not any(b"Chunk 3 of 3" in message for message in server.messages)
+
+
+def test_lines_left_untested_by_a_later_refusal_are_named() -> None:
+    """A later connection's recipient refused: what the earlier ones found stands, and
+    the summary names the lines that went untested instead of passing quietly."""
+    connections = itertools.count()
+
+    class SecondRcptRefused(SmallServer):
+        def rcpt(self, argument: str) -> bytes:
+            if next(connections) == 1:
+                return b"550 5.1.1 No such user\r\n"
+            return super().rcpt(argument)
+
+    with serve(SecondRcptRefused) as server:
+        report = check_server(server.host, server.port, checks=["bdat-refused-chunk"], timeout=5)
+    result = report["bdat-refused-chunk"]
+    assert result.passed, result
+    first, untested = result.summary.split("; ")
+    assert "'BDAT 41 LAST junk'" in first
+    assert untested.startswith("(later lines untested: 'BDAT 41  LAST', 'BDAT 41 FIRST', ")
+    assert "was answered 550 5.1.1 No such user" in untested and untested.endswith(")")
+
+
+class OverSizeClosingServer(SmallServer):
+    """Refuses a BDAT whose chunk is over SIZE at its line (552) and closes without
+    reading the chunk; its limit is large, so the client's write of the chunk fails
+    after the replies are sent."""
+
+    max_size = 40_000_000
+
+    def bdat(self, argument: str) -> bytes:
+        words = argument.split()
+        size = self.parse_number(words[0]) if words else None
+        if size is not None and size > self.max_size:
+            self.closed = True
+            return b"552 5.3.4 Message too big, closing\r\n"
+        return super().bdat(argument)
+
+
+def test_replies_sent_before_a_failed_write_are_read() -> None:
+    """The server answered and closed while the over-SIZE chunk was still being
+    written: the write fails, and the replies already in are read all the same."""
+    with serve(OverSizeClosingServer) as server:
+        report = check_server(
+            server.host,
+            server.port,
+            checks=["bdat-refused-chunk"],
+            timeout=5,
+            max_size_probe=64 << 20,
+        )
+    result = report["bdat-refused-chunk"]
+    assert any(e.note.startswith("write failed") for e in result.transcript), result
+    assert result.passed, result
+    assert result.summary.split("; ")[3].endswith(
+        "(over SIZE), BDAT 60 LAST and QUIT got [250, 552]: refused, then the session closed"
+    )
 
 
 def test_bdat_refused_chunk_needs_pipelining() -> None:
@@ -1519,13 +1627,14 @@ def test_what_the_checks_find_in_postfix(tls: TLSFiles, forbid_bare_newline: boo
         assert report.ok, report.format() + "\n" + log
     assert all(result.outcome is not Outcome.SKIPPED for result in report.results)
     # A malformed BDAT line gets 521 and the close; two spaces are one separator to
-    # Postfix, so BDAT 41  LAST ends the message and the last BDAT gets 503; a chunk
+    # Postfix, so BDAT 41  LAST ends and delivers the message and the last BDAT gets 503; a chunk
     # over SIZE gets 552 and the last BDAT 551. No hole in any message.
     chunks = report["bdat-refused-chunk"].summary.split("; ")
-    assert [re.sub(r"^.* got ", "", part) for part in chunks] == [
+    assert [re.sub(r"^.*? got ", "", part) for part in chunks] == [
         "[250, 521]: refused, then the session closed",
-        "[250, 250, 503, 221]: the line was taken as a chunk that ended the message (the "
-        "last BDAT out of sequence), so the message lacks the last chunk",
+        "[250, 250, 503, 221]: the line was taken as a chunk that ended the message, so a "
+        "message of chunks 1-2 was probably delivered while the client got 503 for its "
+        "real last chunk",
         "[250, 521]: refused, then the session closed",
         "[250, 552, 551, 221]: refused, and the last chunk with it",
     ], report.format()

@@ -314,8 +314,9 @@ def _session_end(
 def _quit(client: WireClient) -> list[ServerReply]:
     """QUIT, and every reply until the server closes (an owed-to-no-one reply shows
     here); the check fails where the session does not end as QUIT asks
-    (:func:`_session_end`). A connection already closed owes QUIT nothing."""
-    if client.closed:
+    (:func:`_session_end`). A connection already closed, or one a write failed on,
+    owes QUIT nothing."""
+    if client.closed or client.write_failed:
         return []
     client.send(b"QUIT\r\n")
     replies = client.read_until_closed()
@@ -1278,16 +1279,20 @@ def check_bdat_refused_chunk(probe: Probe) -> str:
             raise _Skipped(f"{needed} is not offered")
     summaries: list[str] = []
     problems: list[str] = []
-    for line, chunk in _refused_chunk_lines(probe, offered):
+    lines = _refused_chunk_lines(probe, offered)
+    for index, (line, chunk) in enumerate(lines):
         if client is None:
             client, _ = probe.hello()
         try:
             probe.transaction(client)
             summaries.append(_chunks_around_a_refusal(probe, client, line, chunk))
-        except _Skipped:
+        except _Skipped as exc:
             if not problems and not summaries:
                 raise
-            break  # what the earlier lines found stands
+            # What the earlier lines found stands; the rest is named, not passed.
+            untested = ", ".join(repr(later.decode()) for later, _ in lines[index:])
+            (problems or summaries).append(f"(later lines untested: {untested}, as {exc})")
+            break
         except _Failed as exc:
             problems.append(str(exc))
         client = None
@@ -1347,28 +1352,59 @@ def _chunks_around_a_refusal(probe: Probe, client: WireClient, line: bytes, chun
     return f"{sent}: {_refused_chunk_outcome(codes)}"
 
 
+_CHUNK_READ_AS_COMMANDS: Final = (
+    "the refused chunk's octets were read as commands (RFC 3030 §2: a refused BDAT's "
+    "chunk is still read as its chunk)"
+)
+
+
 def _refused_chunk_problem(client: WireClient, replies: Sequence[ServerReply]) -> str | None:
-    """What is wrong with the replies to the three BDATs and QUIT, or None."""
+    """What is wrong with the replies to the three BDATs and QUIT, or None.
+
+    Replies come in order (RFC 2920 §3.1), so the codes before QUIT's 221 answer
+    the BDATs. A 221 shows QUIT was read, and so every BDAT before it: a BDAT
+    reply missing then was dropped, not cut off by a close.
+    """
     codes = _codes(replies)
     if len(codes) > 4:
-        return (
-            "more replies than the three BDATs and QUIT: the refused chunk's octets were "
-            "answered as commands (RFC 3030 §2: a refused BDAT's chunk is still read)"
-        )
+        return f"more replies than the three BDATs and QUIT: {_CHUNK_READ_AS_COMMANDS}"
     chunks = list(itertools.takewhile(lambda code: code != 221, codes))[:3]
     refused = next((index for index, code in enumerate(chunks) if code >= 400), None)
     if refused is not None and any(code // 100 == 2 for code in chunks[refused + 1 :]):
-        return (
-            "a chunk after the refused BDAT was accepted, so the message was delivered "
-            "with a hole where the refused chunk was, and the client, told of the "
-            "refusal, will send it again (RFC 3030 §2: after a 4xx or 5xx to a BDAT the "
-            "transaction has failed and later chunks are discarded; 503 expected)"
-        )
-    if refused is not None and client.closed and len(chunks) == refused + 1:
+        return _accepted_after_refusal(client, codes)
+    if refused is not None and client.closed and len(codes) == refused + 1:
         return None  # refused and closed: nothing after the refusal was taken
     if len(chunks) < 3:
-        return f"{3 - len(chunks)} of the three BDATs went unanswered"
+        return _unanswered_chunks(3 - len(chunks), quit_answered=221 in codes)
     return _session_end(client, replies)
+
+
+def _accepted_after_refusal(client: WireClient, codes: Sequence[int]) -> str:
+    """Why a 2xx after a refused BDAT fails. Four replies ending in a closing one
+    (:data:`_CLOSING`) with no 221 mean the server closed where the last BDAT's
+    reply was due (QUIT gets 221, RFC 5321 §4.1.1.10): the 2xx before it answered
+    the refused chunk's NOOP marker. Otherwise it answered a later chunk."""
+    if len(codes) == 4 and codes[-1] in _CLOSING and client.closed:
+        return f"{_CHUNK_READ_AS_COMMANDS}, its NOOP marker answered {codes[2]}"
+    return (
+        "a chunk after the refused BDAT was accepted, so the message was delivered "
+        "with a hole where the refused chunk was, and the client, told of the "
+        "refusal, will send it again (RFC 3030 §2: after a 4xx or 5xx to a BDAT the "
+        "transaction has failed and later chunks are discarded, 503 expected)"
+    )
+
+
+def _unanswered_chunks(missing: int, *, quit_answered: bool) -> str:
+    """BDATs left without a reply; with QUIT answered, their replies were dropped,
+    which may hide a message delivered with a hole (RFC 3030 §2: each BDAT gets one
+    reply, after its chunk)."""
+    what = "the last BDAT" if missing == 1 else f"{missing} of the three BDATs"
+    if not quit_answered:
+        return f"{what} went unanswered"
+    return (
+        f"{what} went unanswered, yet QUIT got 221: the server read past it and dropped "
+        "its reply, so whether it delivered the message with a hole cannot be told"
+    )
 
 
 def _refused_chunk_outcome(codes: Sequence[int]) -> str:
@@ -1387,8 +1423,8 @@ def _refused_chunk_outcome(codes: Sequence[int]) -> str:
         return "the line was taken as a chunk: none was refused, the message went whole"
     if chunks[2] == 503:
         return (
-            "the line was taken as a chunk that ended the message (the last BDAT out of "
-            "sequence), so the message lacks the last chunk"
+            "the line was taken as a chunk that ended the message, so a message of chunks "
+            "1-2 was probably delivered while the client got 503 for its real last chunk"
         )
     return f"the line was taken as a chunk, and the message refused at its end ({chunks[2]})"
 
