@@ -56,7 +56,10 @@ Sent: TypeAlias = pop3.Command | pop3.AuthResponse
 _NUMBERS: Final = st.integers(1, 2**31 - 1)
 _SIZES: Final = st.integers(0, 10**9)
 _TEXT: Final = st.text(
-    st.characters(exclude_categories=("Cs", "Cc"), exclude_characters="[]"), max_size=30
+    # Text a client reads back as it was sent: no control, format or separator
+    # character, which a status line's reader masks (RFC 5198 §2, smtpcore._textsafe).
+    st.characters(exclude_categories=("Cs", "Cc", "Cf", "Zl", "Zp"), exclude_characters="[]"),
+    max_size=30,
 ).map(str.strip)
 _NAMES: Final = regex(r"[a-z][a-z0-9.]{0,15}")
 _UNIQUE_IDS: Final = st.text(
