@@ -636,6 +636,40 @@ def test_a_cancel_after_a_refused_token_is_a_failed_login(
     )
 
 
+@pytest.mark.parametrize("mechanism", sorted(REFUSED_TOKENS))
+def test_an_unreadable_answer_after_a_refused_token_is_a_failed_login(
+    adapter: str,
+    mechanism: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that answered a refused token's error challenge (RFC 7628 §3.2.2) with
+    a line that is not base64, or one over ``max_auth_line``, in place of ``*`` got
+    the syntax error at once: no delay, no count toward ``max_auth_failures``, and it
+    tried tokens without limit. The token was judged: the reply stays the syntax
+    error's (RFC 4954 §4, §6), but waits ``auth_failure_delay``, is logged as a failed
+    AUTH with its mechanism, and counts. The same line in LOGIN's exchange, where
+    nothing was judged, stays a plain syntax error."""
+    sleeps = recorded_sleeps(adapter, monkeypatch)
+    server = plaintext_auth_server(adapter, auth_failure_delay=0.01, max_auth_failures=2)
+    refused = f"AUTH {mechanism} ".encode() + base64.b64encode(REFUSED_TOKENS[mechanism])
+    with _logged_session(server, caplog) as c:
+        assert c.command(b"AUTH LOGIN").startswith(b"334")
+        assert c.command(b"!!!!").startswith(b"501 5.5.2")
+        assert sleeps == []
+        assert c.command(refused).startswith(b"334")
+        assert c.command(b"!!!!").startswith(b"501 5.5.2")
+        assert c.command(refused).startswith(b"334")
+        assert c.command(b"A" * 13000).startswith(b"500 5.5.6")
+        assert sleeps == [0.01, 0.01]
+        assert c.command(refused).startswith(b"421 4.7.0")
+    messages = [r.getMessage() for r in caplog.records]
+    rejects = [m for m in messages if "reject: AUTH" in m and f"mechanism={mechanism}" in m]
+    assert len(rejects) == 2, messages
+    assert ": 501 5.5.2 Invalid base64 data; " in rejects[0], rejects
+    assert ": 500 5.5.6 " in rejects[1], rejects
+
+
 def test_a_shutdown_waits_for_a_delayed_failure_no_longer_than_its_grace(adapter: str) -> None:
     """A session holding back a failed AUTH's reply is busy, not idle: a graceful
     shutdown lets it answer (then 421), and cuts it off once ``grace`` runs out, as it

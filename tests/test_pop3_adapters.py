@@ -564,6 +564,61 @@ def test_a_cancel_after_a_refused_token_is_a_failed_login(
     assert all(f"mechanism={mechanism}" in m for m in rejects)
 
 
+@pytest.mark.parametrize("mechanism", sorted(POP3_REFUSED_TOKENS))
+def test_an_unreadable_answer_after_a_refused_token_is_a_failed_login(
+    adapter: str,
+    mechanism: str,
+    store: MaildirStore,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that answered a refused token's error challenge (RFC 7628 §3.2.2) with
+    a line that is not base64, or one too long, in place of ``*`` got the bad
+    command's ``-ERR`` at once, logged nowhere: no delay, no line for fail2ban, no
+    count toward ``max_auth_failures``. The token was judged: the ``-ERR`` stays the
+    machine's (RFC 5034 §4) but waits ``auth_failure_delay``, is logged ``reject:``
+    and counts, the last closing the session. The same line in LOGIN's exchange,
+    where nothing was judged, stays a bad command."""
+    from smtpcore.handler import Authenticator
+
+    sleeps = recorded_sleeps(adapter, monkeypatch)
+    caplog.set_level(logging.INFO, logger="smtpcore")
+    auth = Authenticator(
+        check_password=lambda user, password: PASSWORDS.get(user) == password,
+        check_token=lambda user, token: False,
+        mechanisms=["LOGIN", mechanism],
+    )
+    refused = f"AUTH {mechanism} ".encode() + base64.b64encode(POP3_REFUSED_TOKENS[mechanism])
+    with (
+        running_pop3_server(
+            adapter,
+            AuthenticatorStore(store.root, auth),
+            auth_failure_delay=0.01,
+            max_auth_failures=2,
+        ) as server,
+        raw(server.port) as client,
+    ):
+        answers = client.makefile("rb")
+        assert answers.readline().startswith(b"+OK")
+        client.sendall(b"AUTH LOGIN\r\n!!!!\r\n")
+        assert answers.readline().startswith(b"+ ")
+        assert answers.readline() == b"-ERR Invalid base64 data\r\n"
+        assert sleeps == []
+        assert "reject:" not in caplog.text
+        client.sendall(refused + b"\r\n!!!!\r\n")
+        assert answers.readline().startswith(b"+ ")
+        assert answers.readline() == b"-ERR Invalid base64 data\r\n"
+        client.sendall(refused + b"\r\n" + b"A" * 13000 + b"\r\n")
+        assert answers.readline().startswith(b"+ ")
+        assert answers.readline().startswith(b"-ERR [AUTH] Authentication failed, too many")
+        assert answers.readline() == b""  # the session is over
+    assert sleeps == [0.01, 0.01]
+    rejects = [r.getMessage() for r in caplog.records if "reject:" in r.getMessage()]
+    assert len(rejects) == 2, rejects
+    assert all(f"mechanism={mechanism}" in m for m in rejects)
+    assert ": -ERR Invalid base64 data; " in rejects[0], rejects
+
+
 class MaildirsBehind(Mailstore):
     """The maildrops of a :class:`MaildirStore`, logged into by SASL alone."""
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from smtp_helpers import EHLO, codes, greeted, run
+from smtpcore import LocalProtocolError
 from smtpcore.sasl import (
     ClientMechanism,
     CramMD5Client,
@@ -232,6 +233,60 @@ def test_a_cancel_after_a_refused_token_is_a_failed_authentication(name: str) ->
     out = drive(conn, refused, auth)
     assert codes(out) == ["421 4.7.0"]
     assert conn.state is State.CLOSED
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_TOKENS))
+@pytest.mark.parametrize(
+    "unreadable", [b"!!!!\r\n", b"A" * 13000 + b"\r\n"], ids=["base64", "too-long"]
+)
+def test_an_unreadable_answer_after_a_refused_token_is_a_failed_authentication(
+    name: str, unreadable: bytes
+) -> None:
+    """A line in place of the dummy answer to a refused token's error challenge (RFC
+    7628 §3.2.2) that the machine cannot read (not base64, over ``max_auth_line``)
+    ends the exchange with the machine's syntax error (RFC 4954 §4, §6), which
+    ``ServerAuth`` never heard of: the exchange stayed under way, and no failure
+    counted. :meth:`ServerAuth.abandon` ends it and gives the mechanism's refusal,
+    which :meth:`ServerConnection.count_auth_failure` counts as a 535 is."""
+    conn = auth_server(auth_require_tls=False, max_auth_failures=2)
+    auth = ServerAuth(SERVER_FACTORIES)
+    refused = b"AUTH " + name.encode() + b" " + base64.b64encode(REFUSED_TOKENS[name]) + b"\r\n"
+    drive(conn, EHLO, auth)
+    for _ in range(2):
+        assert codes(drive(conn, refused, auth)) == ["334"]
+        assert codes(drive(conn, unreadable, auth))[0] in ("501 5.5.2", "500 5.5.6")
+        assert conn.state is State.READY
+        failure = auth.abandon()
+        assert failure is not None and failure.named == "john@abc.example"
+        assert auth.failure is failure
+        assert auth.abandon() is None  # the exchange is over
+        conn.count_auth_failure()
+    assert codes(drive(conn, refused, auth)) == ["421 4.7.0"]
+    with pytest.raises(LocalProtocolError):
+        conn.count_auth_failure()
+
+
+def test_an_unreadable_answer_where_nothing_was_judged_gives_no_failure() -> None:
+    """LOGIN's answer to its username challenge, not base64: the machine's 501 5.5.2
+    ends an exchange that judged nothing, so :meth:`ServerAuth.abandon` gives None."""
+    conn = auth_server(auth_require_tls=False)
+    auth = ServerAuth(SERVER_FACTORIES)
+    drive(conn, EHLO, auth)
+    assert codes(drive(conn, b"AUTH LOGIN\r\n", auth)) == ["334"]
+    assert codes(drive(conn, b"!!!!\r\n", auth)) == ["501 5.5.2"]
+    assert auth.abandon() is None and auth.failure is None
+
+
+def test_a_504_counts_no_failure_whatever_its_status() -> None:
+    """An unknown mechanism judged no credential: a 504 the application words with
+    5.7.8 still counts nothing toward ``max_auth_failures``."""
+    conn = auth_server(auth_require_tls=False, max_auth_failures=1)
+    drive(conn, EHLO, ServerAuth(SERVER_FACTORIES))
+    conn.receive_data(b"AUTH PLAIN\r\n")
+    assert conn.next_event() == Auth("PLAIN")
+    assert conn.send(Reply(504, "no", "5.7.8")).startswith(b"504")
+    conn.receive_data(b"AUTH PLAIN\r\n")
+    assert conn.next_event() == Auth("PLAIN")
 
 
 @pytest.mark.parametrize(

@@ -104,8 +104,7 @@ class SASLExchange:
         raises comes out, as from :meth:`start`)."""
         mechanism = self._mechanism
         if event.cancel or mechanism is None:
-            self.reset()
-            refusal = None if mechanism is None else mechanism.refusal
+            refusal = self.abandon()
             # RFC 5034 §4: "*" gets -ERR; after the mechanism refused the credentials
             # (a token's error challenge, RFC 7628 §3.2.2) that -ERR is a failed login.
             return Err("Authentication cancelled") if refusal is None else refusal
@@ -115,9 +114,16 @@ class SASLExchange:
             return self._answer(final if not event.data else Failure("unexpected data"))
         return self._answer(mechanism.step(event.data))
 
-    def reset(self) -> None:
-        """Forget the exchange under way (the client's answer was unreadable)."""
+    def abandon(self) -> Failure | None:
+        """End the exchange under way without a step: the client cancelled it (``*``),
+        or the machine could not read its answer (not base64, too long: RFC 5034 §4).
+        Gives the mechanism's :attr:`~smtpcore.sasl.ServerMechanism.refusal`: once it
+        judged and refused the credentials (a token's error challenge, RFC 7628
+        §3.2.2) the exchange was a failed login however it ends. None when nothing
+        was judged, or no exchange is under way."""
+        mechanism = self._mechanism
         self._mechanism = self._final = None
+        return None if mechanism is None else mechanism.refusal
 
     def fresh(self) -> SASLExchange:
         """A new exchange with the same mechanisms and channel bindings, for a session

@@ -806,8 +806,7 @@ class POP3ServerSession(ServedSession):
         if isinstance(event, _TRANSACTION_COMMANDS):
             await self._transaction(event)
         elif isinstance(event, BadCommand):
-            self._sasl.reset()  # an unreadable SASL answer ends the exchange
-            self._answer(event.response)
+            await self._bad_command(event)
         elif isinstance(event, Capa):
             self._lines(Ok("Capability list follows"), ["CAPA", *conn.capabilities()])
         elif isinstance(event, AuthMechanisms):
@@ -830,6 +829,24 @@ class POP3ServerSession(ServedSession):
             await self._quit()
         else:  # pragma: no cover - the machine gives no other command
             self._answer(Err("Command not implemented"))
+
+    async def _bad_command(self, event: BadCommand) -> None:
+        """A line the machine refused. An unreadable answer to a ``+`` challenge ends
+        the SASL exchange (RFC 5034 §4); after the mechanism had refused the
+        credentials (a token's error challenge, RFC 7628 §3.2.2) that is the failed
+        login the refusal already was, whatever ended it: the machine's ``-ERR``,
+        after ``auth_failure_delay``, logged and counted as a failed login is."""
+        refusal = self._sasl.abandon()
+        if refusal is None:
+            self._answer(event.response)
+            return
+        await self._failed(
+            "AUTH",
+            refusal.named,
+            mechanism=self._sasl.name,
+            no_secret=refusal.no_secret,
+            answer=event.response,
+        )
 
     def _lines(self, answer: Ok, lines: Sequence[str]) -> None:
         """Answer a command whose content the machine gives (CAPA, bare AUTH): ``answer``
@@ -976,10 +993,13 @@ class POP3ServerSession(ServedSession):
         *,
         mechanism: str | None = None,
         no_secret: bool = False,
+        answer: Err = _AUTH_FAILED,
     ) -> None:
-        """A failed login: ``-ERR [AUTH]`` after ``auth_failure_delay`` seconds, which
-        this session alone waits, and logged in the line fail2ban's filter reads, with
-        the AUTH ``mechanism``, and the user the client ``named`` only when the
+        """A failed login: ``answer`` (``-ERR [AUTH]``, or the machine's ``-ERR`` to a
+        line that ended an exchange whose mechanism had refused the credentials; at
+        ``max_auth_failures`` the closing one) after ``auth_failure_delay`` seconds,
+        which this session alone waits, and logged in the line fail2ban's filter
+        reads, with the AUTH ``mechanism``, and the user the client ``named`` only when the
         store's :meth:`~smtpcore.maildrop.Mailstore.is_user` knows it (a password
         typed as a name is not logged). A known user the store had no secret for
         (APOP or CRAM-MD5 and SCRAM keys: ``no_secret``) could not have logged in:
@@ -990,32 +1010,19 @@ class POP3ServerSession(ServedSession):
         if delay:
             await self.transport.sleep(delay)
         self._failures += 1
-        answer = _AUTH_FAILED
         if self._failures >= self.options.max_auth_failures:
             answer = Err("Authentication failed, too many attempts", code="AUTH")
             self._closing = True
         self._answer(answer)
         peer = client_text(self.session)
         fields = login_fields(user, mechanism)
+        answered = answer.to_bytes().decode("utf-8").rstrip("\r\n")
         if no_secret and user:
             logger.info(
-                "pop3: %s from %s: -ERR [%s] %s; %s; %s",
-                command,
-                peer,
-                answer.code,
-                answer.text,
-                NO_CLEAR_PASSWORD,
-                fields,
+                "pop3: %s from %s: %s; %s; %s", command, peer, answered, NO_CLEAR_PASSWORD, fields
             )
         else:
-            logger.info(
-                "pop3: reject: %s from %s: -ERR [%s] %s; %s",
-                command,
-                peer,
-                answer.code,
-                answer.text,
-                fields,
-            )
+            logger.info("pop3: reject: %s from %s: %s; %s", command, peer, answered, fields)
 
     async def _known_user(self, name: str | None) -> str | None:
         """``name`` when the store's ``is_user`` says it names a user, else None (no

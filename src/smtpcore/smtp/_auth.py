@@ -91,14 +91,12 @@ class ServerAuth:
             raise LocalProtocolError("no AUTH exchange is under way")
         self.failure = None
         if event.cancel:
-            refusal, self._mechanism = self._mechanism.refusal, None
-            if refusal is None:
+            if self.abandon() is None:
                 return Reply(501, "Authentication cancelled", "5.0.0")
             # RFC 4954 §4: a cancel gets 501, even one that follows the mechanism's
             # refusal (a token's error challenge, RFC 7628 §3.2.2); but the
             # credentials were judged invalid, which RFC 4954 §6's 5.7.8 says, and
             # the machine counts as a failed authentication.
-            self.failure = refusal
             return Reply(501, "Authentication cancelled, credentials invalid", "5.7.8")
         if self._final_data_sent is not None:
             # RFC 4954 §4: success data went out in a 334; the answer is empty, and
@@ -108,6 +106,21 @@ class ServerAuth:
                 return self._reply(Failure("unexpected data after the success data"))
             return self._succeed(success)
         return self._reply(self._mechanism.step(event.data))
+
+    def abandon(self) -> Failure | None:
+        """End the exchange under way without a step: the client cancelled it (``*``),
+        or the machine refused its answer to a 334 and so ended it (``BadCommand``: not
+        base64, a line over ``max_auth_line``, RFC 4954 §4). What it gives, and leaves
+        in :attr:`failure`, is the mechanism's
+        :attr:`~smtpcore.sasl.ServerMechanism.refusal`: once credentials were judged
+        and refused (a token's error challenge, RFC 7628 §3.2.2), the exchange was a
+        failed authentication however it ends, to count as one
+        (:meth:`~smtpcore.smtp.ServerConnection.count_auth_failure`). None when
+        nothing was judged, or no exchange is under way."""
+        mechanism, self._mechanism = self._mechanism, None
+        self._final_data_sent = None
+        self.failure = None if mechanism is None else mechanism.refusal
+        return self.failure
 
     def _reply(self, step: Step) -> Reply:
         if isinstance(step, Challenge):

@@ -907,6 +907,20 @@ class ServerConnection:
             if self._state is _STATE_READY:
                 self._reset_transaction()
 
+    def count_auth_failure(self) -> None:
+        """Count a failed authentication only the application can tell, after
+        answering it: an AUTH exchange this machine ended by refusing the client's
+        answer to a 334 (not base64, a line over ``max_auth_line``; RFC 4954 §4) once
+        the mechanism had judged and refused the credentials (a token's error
+        challenge, RFC 7628 §3.2.2; :meth:`ServerAuth.abandon
+        <smtpcore.smtp.ServerAuth.abandon>` gives that refusal). The reply stays the
+        syntax error's; the exchange was a failed authentication all the same, and
+        counts toward ``max_auth_failures`` as a 535 does: at the limit the next AUTH
+        gets 421."""
+        if self._state in (State.ERROR, State.CLOSED):
+            raise LocalProtocolError(f"the session is over ({self._state.name})")
+        self._auth_failures += 1
+
     def send_failed(self) -> None:
         """The bytes of the last ``send`` never reached the client."""
         self._end(State.ERROR)
@@ -1728,9 +1742,12 @@ class ServerConnection:
         """A refused AUTH counts toward ``max_auth_failures`` when it says the
         credentials were judged invalid (RFC 4954 §6): a ``535``, or a reply with
         status 5.7.8, such as the ``501`` that must answer a ``*`` (RFC 4954 §4) sent
-        after the mechanism refused a token (RFC 7628 §3.2.2). A plain cancel, a 454
-        or a 538 judged no credential and counts nothing."""
-        self._auth_failures += event.code == 535 or event.status == _CREDENTIALS_INVALID
+        after the mechanism refused a token (RFC 7628 §3.2.2). A plain cancel, a 454,
+        a 538 or a 504 (an unknown mechanism, whatever its status) judged no
+        credential and counts nothing."""
+        self._auth_failures += event.code == 535 or (
+            event.status == _CREDENTIALS_INVALID and event.code != 504
+        )
         if event.status is None and self._config.enhanced_status_codes:
             event = Reply(event.code, event.text, _AUTH_FAILURE_STATUS[event.code])
         return self._finish(command, event)
