@@ -689,10 +689,15 @@ def _in_case(line: bytes, case: Callable[[bytes], bytes]) -> bytes:
 
 @functools.cache
 def _session_lines(offered: frozenset[str]) -> st.SearchStrategy[bytes]:
-    """Broken lines that leave a session going: no BDAT whose size cannot be read, which
-    ends it (no one knows where its chunk ends, RFC 3030 §2), nor one with a chunk.
-    Built once per offer, as :func:`sessions` draws from it inside its own draws."""
-    return _broken_lines(offered).filter(lambda line: chunk_after(line) == 0)
+    """Broken lines that leave a session going, and its transaction as it was: no BDAT
+    line at all. One whose size cannot be read ends the session (no one knows where its
+    chunk ends, RFC 3030 §2); any other refused inside a transaction fails the
+    transaction (§2 again), so the commands after it in the group get 503, not the
+    replies the group's answer points count. Built once per offer, as :func:`sessions`
+    draws from it inside its own draws."""
+    return _broken_lines(offered).filter(
+        lambda line: chunk_after(line) == 0 and line[:4].upper() != b"BDAT"
+    )
 
 
 def _number_lines() -> st.SearchStrategy[bytes]:
