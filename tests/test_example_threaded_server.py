@@ -88,8 +88,11 @@ def transactions(draw: st.DrawFn, session: Session) -> None:
         for number, chunk in enumerate(chunks, 1):
             last = b" LAST" if number == len(chunks) else b""
             command = b"BDAT %d%s\r\n" % (len(chunk), last)
-            # With no recipient accepted, "no valid recipients" (RFC 5321 §3.3), as DATA.
-            session.add(Step(command + chunk, 250 if good else 554))
+            # With no recipient accepted, "no valid recipients" (RFC 5321 §3.3), as DATA;
+            # that fails the transaction, so each later chunk is out of sequence (RFC
+            # 3030 §2).
+            refusal = 554 if number == 1 else 503
+            session.add(Step(command + chunk, 250 if good else refusal))
         if good:
             session.accepted.append(content)
         else:
