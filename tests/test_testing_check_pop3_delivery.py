@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -81,6 +82,21 @@ class DeliversTo(Handler):
         return Reply(250, "OK: delivered")
 
 
+def delivery_check(host: str, port: int, smtp: tuple[str, int], **options: Any) -> CheckReport:
+    """``check_pop3_server`` as most of these tests run it: the test user, the test
+    messages sent through ``smtp`` to ``MAILBOX``, ``delivered-intact`` alone and a 3 s
+    timeout, unless ``options`` say otherwise."""
+    arguments: dict[str, Any] = {
+        "user": USER,
+        "password": PASSWORD,
+        "timeout": 3.0,
+        "checks": ["delivered-intact"],
+        "deliver_via": smtp,
+        "deliver_to": MAILBOX,
+    }
+    return check_pop3_server(host, port, **(arguments | options))
+
+
 def into_maildir(path: Path) -> Callable[[bytes], None]:
     def store(content: bytes) -> None:
         name = f"{next(_names)}.M1P{os.getpid()}.delivered"
@@ -122,15 +138,11 @@ def test_messages_delivered_to_smtpcores_own_server_come_back_intact(
     own_servers: tuple[int, int, Path],
 ) -> None:
     pop3, smtp, maildir = own_servers
-    report = check_pop3_server(
+    report = delivery_check(
         "127.0.0.1",
         pop3,
-        user=USER,
-        password=PASSWORD,
-        timeout=3.0,
+        ("127.0.0.1", smtp),
         checks=["delivered-intact", "dot-stuffing"],
-        deliver_via=("127.0.0.1", smtp),
-        deliver_to=MAILBOX,
     )
     assert report["delivered-intact"].outcome is Outcome.PASSED, report
     assert "eight-bit" in report["delivered-intact"].summary  # smtpcore offers 8BITMIME
@@ -145,15 +157,10 @@ def test_delete_delivered_deletes_only_the_test_messages(
     own_servers: tuple[int, int, Path],
 ) -> None:
     pop3, smtp, maildir = own_servers
-    report = check_pop3_server(
+    report = delivery_check(
         "127.0.0.1",
         pop3,
-        user=USER,
-        password=PASSWORD,
-        timeout=3.0,
-        checks=["delivered-intact"],
-        deliver_via=("127.0.0.1", smtp),
-        deliver_to=MAILBOX,
+        ("127.0.0.1", smtp),
         delete_delivered=True,
     )
     assert report.ok, report
@@ -167,15 +174,10 @@ def test_a_server_that_does_not_stuff_fails_with_an_excerpt_and_keeps_all_mail()
         serve_pop3(NoStuffing, mailbox) as (host, port),
         running_smtp_server("asyncio", DeliversTo(into_mailbox(mailbox))) as smtp,
     ):
-        report = check_pop3_server(
+        report = delivery_check(
             host,
             port,
-            user=USER,
-            password=PASSWORD,
-            timeout=3.0,
-            checks=["delivered-intact"],
-            deliver_via=("127.0.0.1", smtp.port),
-            deliver_to=MAILBOX,
+            ("127.0.0.1", smtp.port),
         )
     result = report["delivered-intact"]
     assert result.outcome is Outcome.FAILED, result
@@ -191,15 +193,10 @@ def test_mail_that_never_arrives_fails_after_the_wait() -> None:
         serve_pop3(SmallPOP3, Mailbox(list(KEPT))) as (host, port),
         running_smtp_server("asyncio", DeliversTo(lambda content: None)) as smtp,
     ):
-        report = check_pop3_server(
+        report = delivery_check(
             host,
             port,
-            user=USER,
-            password=PASSWORD,
-            timeout=3.0,
-            checks=["delivered-intact"],
-            deliver_via=("127.0.0.1", smtp.port),
-            deliver_to=MAILBOX,
+            ("127.0.0.1", smtp.port),
             deliver_wait=0.5,
         )
     result = report["delivered-intact"]
@@ -209,15 +206,11 @@ def test_mail_that_never_arrives_fails_after_the_wait() -> None:
 
 def test_an_smtp_server_that_is_not_there_fails_the_check() -> None:
     with serve_pop3(SmallPOP3, Mailbox(list(KEPT))) as (host, port):
-        report = check_pop3_server(
+        report = delivery_check(
             host,
             port,
-            user=USER,
-            password=PASSWORD,
+            ("127.0.0.1", free_port()),
             timeout=2.0,
-            checks=["delivered-intact"],
-            deliver_via=("127.0.0.1", free_port()),
-            deliver_to=MAILBOX,
         )
     assert report["delivered-intact"].outcome is Outcome.FAILED
     assert "delivering the test messages over SMTP" in report["delivered-intact"].summary
@@ -304,15 +297,12 @@ def test_messages_delivered_into_dovecots_maildir_come_back_intact() -> None:
                 hand_to_dovecot(dovecot, maildir)
 
             with running_smtp_server("asyncio", DeliversTo(store)) as smtp:
-                report = check_pop3_server(
+                report = delivery_check(
                     "127.0.0.1",
                     dovecot.port,
-                    user=USER,
-                    password=PASSWORD,
+                    ("127.0.0.1", smtp.port),
                     timeout=5.0,
                     checks=["delivered-intact", "dot-stuffing"],
-                    deliver_via=("127.0.0.1", smtp.port),
-                    deliver_to=MAILBOX,
                 )
             left = maildir_contents(maildir)
     assert report.ok, report
@@ -350,15 +340,11 @@ def test_a_retr_that_stalls_after_a_period_in_the_body_is_a_timeout() -> None:
         serve_pop3(StallsAfterAPeriod, mailbox) as (host, port),
         running_smtp_server("asyncio", DeliversTo(into_mailbox(mailbox))) as smtp,
     ):
-        report = check_pop3_server(
+        report = delivery_check(
             host,
             port,
-            user=USER,
-            password=PASSWORD,
+            ("127.0.0.1", smtp.port),
             timeout=1.0,
-            checks=["delivered-intact"],
-            deliver_via=("127.0.0.1", smtp.port),
-            deliver_to=MAILBOX,
         )
     result = report["delivered-intact"]
     assert result.outcome is Outcome.FAILED, result
@@ -653,15 +639,10 @@ def test_the_no_final_crlf_message_is_stored_ended(own_servers: tuple[int, int, 
     """smtpcore's SMTP server offers CHUNKING; the message is submitted with DATA all the
     same, so the client ends its last line (RFC 5321 §4.1.1.4)."""
     pop3, smtp, maildir = own_servers
-    check_pop3_server(
+    delivery_check(
         "127.0.0.1",
         pop3,
-        user=USER,
-        password=PASSWORD,
-        timeout=3.0,
-        checks=["delivered-intact"],
-        deliver_via=("127.0.0.1", smtp),
-        deliver_to=MAILBOX,
+        ("127.0.0.1", smtp),
     )
     (stored,) = [m for m in delivered(maildir) if b".no-final-crlf" in m]
     assert stored.endswith(b"\r\nlast\r\n"), stored[-20:]
@@ -733,15 +714,10 @@ def test_the_smtp_password_is_hidden_in_every_form_a_server_quotes(
         serve_pop3(SmallPOP3, Mailbox(list(KEPT))) as (host, port),
         raw_server(EchoesRefusedAuth(tls.server_context, mechanism), socket_timeout=5) as smtp,
     ):
-        report = check_pop3_server(
+        report = delivery_check(
             host,
             port,
-            user=USER,
-            password=PASSWORD,
-            timeout=3.0,
-            checks=["delivered-intact"],
-            deliver_via=smtp,
-            deliver_to=MAILBOX,
+            smtp,
             deliver_user="bob",
             deliver_password=SMTP_PASSWORD,
         )
@@ -779,15 +755,10 @@ def test_a_refused_smtp_login_shows_its_code_and_status_never_its_text(
             EchoesRefusedAuth(tls.server_context, b"LOGIN", refusal, reply), socket_timeout=5
         ) as smtp,
     ):
-        report = check_pop3_server(
+        report = delivery_check(
             host,
             port,
-            user=USER,
-            password=PASSWORD,
-            timeout=3.0,
-            checks=["delivered-intact"],
-            deliver_via=smtp,
-            deliver_to=MAILBOX,
+            smtp,
             deliver_user="bob",
             deliver_password=smtp_password,
         )
@@ -939,13 +910,10 @@ def test_a_missing_smtp_password_is_not_sought_in_smtpcore_password(
 
 def test_deliver_wait_is_bounded() -> None:
     with pytest.raises(ValueError, match="deliver_wait must be from 0 to 600 seconds"):
-        check_pop3_server(
+        delivery_check(
             "127.0.0.1",
             110,
-            user=USER,
-            password=PASSWORD,
-            deliver_via=("127.0.0.1", 25),
-            deliver_to=MAILBOX,
+            ("127.0.0.1", 25),
             deliver_wait=601.0,
         )
 
