@@ -253,26 +253,9 @@ def test_xforward_names_the_client_in_the_received_line_and_the_log(
     )
 
 
-@pytest.mark.parametrize(
-    ("header", "client"),
-    [
-        (v2_unix(b"/run/user/1000/mua.sock"), "unix:/run/user/1000/mua.sock"),
-        (b"PROXY UNKNOWN\r\n", "unknown"),
-    ],
-    ids=["v2 UNIX", "v1 UNKNOWN"],
-)
-def test_a_client_its_proxy_names_by_no_address_has_the_proxys_as_tcp_info(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, header: bytes, client: str
-) -> None:
-    """RFC 5321 §4.4: TCP-info is the address the connection came from, which for a
-    client a PROXY header names by no address is, at TCP level, the proxy's: the
-    Received line keeps it, as Postfix's smtpd does (a non-proxied header falls back
-    to the socket's peer, smtpd_peer_from_default). The log, which fail2ban reads,
-    names the client with the proxy it came through."""
-    caplog.set_level(logging.INFO, "smtpcore")
-    config = _config(
-        tmp_path, "pqr.example", {"b@pqr.example": "x"}, proxy_protocol_from=(LOOPBACK,)
-    )
+def _sent_through_proxy(config: ServerConfig, header: bytes) -> bytes:
+    """The message stored for b@pqr.example after a client behind a proxy (``header``
+    first) sent it to the reference server's smtp listener."""
 
     def send(port: int) -> None:
         with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
@@ -298,6 +281,31 @@ def test_a_client_its_proxy_names_by_no_address_has_the_proxys_as_tcp_info(
 
     _run(main)
     (stored,) = _messages(config, "b@pqr.example")
+    return stored
+
+
+@pytest.mark.parametrize(
+    ("header", "client"),
+    [
+        (v2_unix(b"/run/user/1000/mua.sock"), "unix:/run/user/1000/mua.sock"),
+        (b"PROXY UNKNOWN\r\n", "unknown"),
+    ],
+    ids=["v2 UNIX", "v1 UNKNOWN"],
+)
+def test_a_client_its_proxy_names_by_no_address_has_the_proxys_as_tcp_info(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, header: bytes, client: str
+) -> None:
+    """RFC 5321 §4.4: TCP-info is the address the connection came from, which for a
+    client a PROXY header names by no address is, at TCP level, the proxy's: the
+    Received line keeps it, as Postfix's smtpd does (a non-proxied header falls back
+    to the socket's peer, smtpd_peer_from_default). The log, which fail2ban reads,
+    names the client with the proxy it came through."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    config = _config(
+        tmp_path, "pqr.example", {"b@pqr.example": "x"}, proxy_protocol_from=(LOOPBACK,)
+    )
+
+    stored = _sent_through_proxy(config, header)
     assert b"\nReceived: from mua.example ([127.0.0.1])\n" in stored, stored
     (line,) = [r.getMessage() for r in caplog.records if "client=" in r.getMessage()]
     assert f"client={client} via proxy [127.0.0.1]:" in line, line
@@ -333,30 +341,7 @@ def test_a_client_whose_tls_its_proxy_ended_is_received_with_esmtps(
         tmp_path, "pqr.example", {"b@pqr.example": "x"}, proxy_protocol_from=(LOOPBACK,)
     )
 
-    def send(port: int) -> None:
-        with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
-            reader = sock.makefile("rb")
-            sock.sendall(header)
-            assert reader.readline().startswith(b"220 ")
-            for command in (
-                b"EHLO mua.example",
-                b"MAIL FROM:<a@elsewhere.example>",
-                b"RCPT TO:<b@pqr.example>",
-                b"DATA",
-                b"Subject: x\r\n\r\nhi\r\n.",
-                b"QUIT",
-            ):
-                sock.sendall(command + b"\r\n")
-                while (line := reader.readline())[3:4] == b"-":
-                    pass
-                assert line[:1] in (b"2", b"3"), (command, line)
-
-    async def main() -> None:
-        async with MailServer(config, sockets={"smtp": _listening()}) as server:
-            await asyncio.to_thread(send, _port(server, "smtp"))
-
-    _run(main)
-    (stored,) = _messages(config, "b@pqr.example")
+    stored = _sent_through_proxy(config, header)
     received = stored[: stored.index(b" id ")]
     assert received.endswith(b" with " + protocol), stored
     assert max(map(len, stored.split(b"\n"))) <= 998
