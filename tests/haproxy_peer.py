@@ -41,21 +41,28 @@ backend send_proxy_v2
 def haproxy(server_port: int) -> Iterator[tuple[int, int]]:
     """HAProxy in front of ``server_port`` for the block: the ports where it sends
     a version 1 and a version 2 PROXY header before relaying a connection."""
-    root = unpacked("haproxy", _PACKAGES, "usr/sbin/haproxy")
     v1_port, v2_port = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="smtpcore-haproxy-") as name:
-        config = Path(name) / "haproxy.cfg"
-        config.write_text(
-            _CONFIG.format(
-                loopback=LOOPBACK, v1_port=v1_port, v2_port=v2_port, server_port=server_port
-            )
+        config = _CONFIG.format(
+            loopback=LOOPBACK, v1_port=v1_port, v2_port=v2_port, server_port=server_port
         )
-        env = {**os.environ, "LD_LIBRARY_PATH": library_path(root)}
-        argv = [str(root / "usr/sbin/haproxy"), "-db", "-f", str(config)]
-        with run_process(argv, env=env) as process:
-            wait_for_port(LOOPBACK, v1_port, 20.0, process=process)
-            wait_for_port(LOOPBACK, v2_port, 20.0, process=process)
+        with _running(Path(name), config, v1_port, v2_port):
             yield v1_port, v2_port
+
+
+@contextlib.contextmanager
+def _running(directory: Path, config: str, *ports: int) -> Iterator[None]:
+    """HAProxy from its Debian package, run with ``config`` (written in ``directory``)
+    until the block ends, once it listens on every one of ``ports``."""
+    root = unpacked("haproxy", _PACKAGES, "usr/sbin/haproxy")
+    path = directory / "haproxy.cfg"
+    path.write_text(config)
+    env = {**os.environ, "LD_LIBRARY_PATH": library_path(root)}
+    argv = [str(root / "usr/sbin/haproxy"), "-db", "-f", str(path)]
+    with run_process(argv, env=env) as process:
+        for port in ports:
+            wait_for_port(LOOPBACK, port, 20.0, process=process)
+        yield
 
 
 _TLS_OFFLOAD_CONFIG = """\
@@ -78,19 +85,12 @@ backend send_proxy_v2_ssl
 def haproxy_tls_offload(server_port: int, cert_file: Path, key_file: Path) -> Iterator[int]:
     """HAProxy ending its clients' TLS (``bind ... ssl crt``) in front of ``server_port``,
     saying so in a v2 header (``send-proxy-v2-ssl``): the port its clients reach."""
-    root = unpacked("haproxy", _PACKAGES, "usr/sbin/haproxy")
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="smtpcore-haproxy-") as name:
         pem = Path(name) / "server.pem"  # HAProxy's crt: the chain and the key in one file
         pem.write_bytes(cert_file.read_bytes() + key_file.read_bytes())
-        config = Path(name) / "haproxy.cfg"
-        config.write_text(
-            _TLS_OFFLOAD_CONFIG.format(
-                loopback=LOOPBACK, port=port, pem=pem, server_port=server_port
-            )
+        config = _TLS_OFFLOAD_CONFIG.format(
+            loopback=LOOPBACK, port=port, pem=pem, server_port=server_port
         )
-        env = {**os.environ, "LD_LIBRARY_PATH": library_path(root)}
-        argv = [str(root / "usr/sbin/haproxy"), "-db", "-f", str(config)]
-        with run_process(argv, env=env) as process:
-            wait_for_port(LOOPBACK, port, 20.0, process=process)
+        with _running(Path(name), config, port):
             yield port
