@@ -170,15 +170,7 @@ def test_delete_delivered_deletes_only_the_test_messages(
 
 def test_a_server_that_does_not_stuff_fails_with_an_excerpt_and_keeps_all_mail() -> None:
     mailbox = Mailbox(list(KEPT))
-    with (
-        serve_pop3(NoStuffing, mailbox) as (host, port),
-        running_smtp_server("asyncio", DeliversTo(into_mailbox(mailbox))) as smtp,
-    ):
-        report = delivery_check(
-            host,
-            port,
-            ("127.0.0.1", smtp.port),
-        )
+    report = _run(NoStuffing, mailbox, DeliversTo(into_mailbox(mailbox)))
     result = report["delivered-intact"]
     assert result.outcome is Outcome.FAILED, result
     assert "RETR" in result.summary and "(dot-lines)" in result.summary, result.summary
@@ -336,16 +328,7 @@ class StallsAfterAPeriod(SmallPOP3):
 
 def test_a_retr_that_stalls_after_a_period_in_the_body_is_a_timeout() -> None:
     mailbox = Mailbox(list(KEPT))
-    with (
-        serve_pop3(StallsAfterAPeriod, mailbox) as (host, port),
-        running_smtp_server("asyncio", DeliversTo(into_mailbox(mailbox))) as smtp,
-    ):
-        report = delivery_check(
-            host,
-            port,
-            ("127.0.0.1", smtp.port),
-            timeout=1.0,
-        )
+    report = _run(StallsAfterAPeriod, mailbox, DeliversTo(into_mailbox(mailbox)), timeout=1.0)
     result = report["delivered-intact"]
     assert result.outcome is Outcome.FAILED, result
     assert result.summary == "no whole reply came within 1 s where one was due", result.summary
@@ -368,17 +351,7 @@ def _run(
         serve_pop3(kind, mailbox) as (host, port),
         running_smtp_server("asyncio", handler) as smtp,
     ):
-        return check_pop3_server(
-            host,
-            port,
-            user=USER,
-            password=PASSWORD,
-            timeout=3.0,
-            checks=["delivered-intact"],
-            deliver_via=("127.0.0.1", smtp.port),
-            deliver_to=MAILBOX,
-            **options,  # type: ignore[arg-type]  # each a keyword of check_pop3_server
-        )
+        return delivery_check(host, port, ("127.0.0.1", smtp.port), **options)
 
 
 NEW_MAIL = b"Subject: new\r\n\r\nthe user's mail that came during the run\r\n"
