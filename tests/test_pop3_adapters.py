@@ -500,6 +500,36 @@ POP3_REFUSED_TOKENS = {
 }
 
 
+@contextlib.contextmanager
+def _refusing_tokens(
+    adapter: str, store: MaildirStore, mechanism: str
+) -> Iterator[tuple[socket.socket, BinaryIO]]:
+    """A raw connection to a POP3 server that refuses every ``mechanism`` token (and
+    offers LOGIN and SCRAM-SHA-256 for alice), waiting 0.01 s after a failed login and
+    closing at the second: the socket and its reader, past the greeting."""
+    from smtpcore.handler import Authenticator
+    from smtpcore.sasl import derive_scram_credentials
+
+    auth = Authenticator(
+        check_password=lambda user, password: PASSWORDS.get(user) == password,
+        get_scram_credentials={"alice": derive_scram_credentials("wonderland")}.get,
+        check_token=lambda user, token: False,
+        mechanisms=["LOGIN", "SCRAM-SHA-256", mechanism],
+    )
+    with (
+        running_pop3_server(
+            adapter,
+            AuthenticatorStore(store.root, auth),
+            auth_failure_delay=0.01,
+            max_auth_failures=2,
+        ) as server,
+        raw(server.port) as client,
+    ):
+        answers = client.makefile("rb")
+        assert answers.readline().startswith(b"+OK")
+        yield client, answers
+
+
 @pytest.mark.parametrize("mechanism", sorted(POP3_REFUSED_TOKENS))
 def test_a_cancel_after_a_refused_token_is_a_failed_login(
     adapter: str,
@@ -515,30 +545,11 @@ def test_a_cancel_after_a_refused_token_is_a_failed_login(
     failed login, ``-ERR [AUTH]`` after ``auth_failure_delay``, logged ``reject:``,
     and counted. A plain cancel (LOGIN after the name, SCRAM at its server-first)
     stays a bad command."""
-    from smtpcore.handler import Authenticator
-    from smtpcore.sasl import derive_scram_credentials
-
     sleeps = recorded_sleeps(adapter, monkeypatch)
     caplog.set_level(logging.INFO, logger="smtpcore")
-    auth = Authenticator(
-        check_password=lambda user, password: PASSWORDS.get(user) == password,
-        get_scram_credentials={"alice": derive_scram_credentials("wonderland")}.get,
-        check_token=lambda user, token: False,
-        mechanisms=["LOGIN", "SCRAM-SHA-256", mechanism],
-    )
     refused = f"AUTH {mechanism} ".encode() + base64.b64encode(POP3_REFUSED_TOKENS[mechanism])
     scram_first = base64.b64encode(b"n,,n=alice,r=abcdefgh")
-    with (
-        running_pop3_server(
-            adapter,
-            AuthenticatorStore(store.root, auth),
-            auth_failure_delay=0.01,
-            max_auth_failures=2,
-        ) as server,
-        raw(server.port) as client,
-    ):
-        answers = client.makefile("rb")
-        assert answers.readline().startswith(b"+OK")
+    with _refusing_tokens(adapter, store, mechanism) as (client, answers):
         for before in ([b"AUTH LOGIN", base64.b64encode(b"alice")], [b"AUTH SCRAM-SHA-256"]):
             for line in before:
                 client.sendall(line + b"\r\n")
@@ -579,27 +590,10 @@ def test_an_unreadable_answer_after_a_refused_token_is_a_failed_login(
     machine's (RFC 5034 §4) but waits ``auth_failure_delay``, is logged ``reject:``
     and counts, the last closing the session. The same line in LOGIN's exchange,
     where nothing was judged, stays a bad command."""
-    from smtpcore.handler import Authenticator
-
     sleeps = recorded_sleeps(adapter, monkeypatch)
     caplog.set_level(logging.INFO, logger="smtpcore")
-    auth = Authenticator(
-        check_password=lambda user, password: PASSWORDS.get(user) == password,
-        check_token=lambda user, token: False,
-        mechanisms=["LOGIN", mechanism],
-    )
     refused = f"AUTH {mechanism} ".encode() + base64.b64encode(POP3_REFUSED_TOKENS[mechanism])
-    with (
-        running_pop3_server(
-            adapter,
-            AuthenticatorStore(store.root, auth),
-            auth_failure_delay=0.01,
-            max_auth_failures=2,
-        ) as server,
-        raw(server.port) as client,
-    ):
-        answers = client.makefile("rb")
-        assert answers.readline().startswith(b"+OK")
+    with _refusing_tokens(adapter, store, mechanism) as (client, answers):
         client.sendall(b"AUTH LOGIN\r\n!!!!\r\n")
         assert answers.readline().startswith(b"+ ")
         assert answers.readline() == b"-ERR Invalid base64 data\r\n"
