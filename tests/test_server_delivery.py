@@ -953,7 +953,7 @@ def test_a_notice_that_cannot_be_made_does_not_freeze_the_backoff(
     async def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(setup.worker, "send_report", disk_full)
+    monkeypatch.setattr(setup.worker.reports, "send_report", disk_full)
 
     async def main() -> list[int]:
         entry = _enqueue(setup, "john@abc.example", ["brendon@pqr.example"])
@@ -1605,7 +1605,7 @@ def test_a_success_report_owed_is_made_though_the_round_then_breaks(
     async def broken_bounce(*args: object, **kwargs: object) -> None:
         raise RuntimeError("cannot bounce")
 
-    monkeypatch.setattr(setup.worker, "_bounce", broken_bounce)
+    monkeypatch.setattr(setup.worker.reports, "bounce", broken_bounce)
 
     async def main() -> None:
         _enqueue_dsn(
@@ -1771,7 +1771,7 @@ def test_a_success_report_owed_outlives_a_crash_and_is_made_once(
         raise _Crash
 
     if when == "before the report":
-        monkeypatch.setattr("smtpcore.server.delivery.build_success_report", crash)
+        monkeypatch.setattr("smtpcore.server.reports.build_success_report", crash)
     else:
         add = setup.queue.add
 

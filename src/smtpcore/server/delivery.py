@@ -58,14 +58,7 @@ from smtpcore.routing import (
     Resolver,
     Router,
 )
-from smtpcore.server.bounce import (
-    MAX_RETURNED_MESSAGE,
-    Report,
-    ReportedRecipient,
-    build_bounce,
-    build_delay_notice,
-    build_success_report,
-)
+from smtpcore.server.bounce import Report
 from smtpcore.server.exchanger import (
     ClientFactory,
     ExchangerSession,
@@ -92,6 +85,7 @@ from smtpcore.server.queue import (
 )
 from smtpcore.server.queuectl import QueueCommand, dropped_report
 from smtpcore.server.relay_tls import RelayTLS, message_tls, relay_tls_context
+from smtpcore.server.reports import SenderReports, asks_for
 from smtpcore.server.waits import Threads, finish, within
 
 __all__ = [
@@ -208,22 +202,6 @@ def _stray_cancellation() -> bool:
         return False
     task = asyncio.current_task()
     return task is not None and task.cancelling() == 0
-
-
-def _duration_text(seconds: float) -> str:
-    """``5d``, ``1h``, ``90s``: how Postfix writes queue lifetimes."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
-
-
-def _notify(recipient: QueuedRecipient, event: str) -> bool:
-    """Whether the sender asked to hear of ``event`` for ``recipient`` (RFC 3461 §4.1;
-    without NOTIFY, failures only)."""
-    if recipient.notify is None:
-        return event == "FAILURE"
-    return event in recipient.notify.split(",")
 
 
 class DeliveryWorker:
@@ -357,6 +335,8 @@ class DeliveryWorker:
         copy into: only these can hold one already (a round broken after the write), so a
         copy for any other is written without the search, which lists the whole mailbox.
         An entry not here (found on disk at start) is searched for every time."""
+        self.reports = SenderReports(self)
+        """Bounces, delay warnings and success reports (:mod:`smtpcore.server.reports`)."""
 
     # -- scheduling -----------------------------------------------------------
 
@@ -610,7 +590,7 @@ class DeliveryWorker:
                 "%s: delivery failed (a stray cancellation); retrying later", queue_id
             )
             self._forget_places(queue_id)
-            await self._report_owed(queue_id)
+            await self.reports.report_owed(queue_id)
             await self._record_local_error(queue_id, exc)
         except Exception as exc:
             if await self._gone(queue_id, exc):
@@ -619,7 +599,7 @@ class DeliveryWorker:
                 return
             logger.exception("%s: delivery failed; retrying later", queue_id)
             self._forget_places(queue_id)
-            await self._report_owed(queue_id)
+            await self.reports.report_owed(queue_id)
             await self._record_local_error(queue_id, exc)
 
     async def _gone(self, queue_id: str, exc: BaseException) -> bool:
@@ -642,42 +622,6 @@ class DeliveryWorker:
                 return False
 
         return await self.threads.run(missing)
-
-    async def _report_owed(self, queue_id: str) -> None:
-        """The success reports owed for recipients this broken round sent and recorded
-        so (RFC 3461 §5.2.2): made now rather than after the backoff. One not made stays
-        owed on disk, for the next round."""
-        try:
-            entry = await self._load(queue_id)
-            await self._report_successes(entry, self.queue.content(queue_id))
-        except Exception:
-            logger.exception("%s: cannot make the success report owed", queue_id)
-
-    async def _report_successes(self, entry: QueueEntry, content: QueuedContent) -> QueueEntry:
-        """Queue the success report the recipients of ``entry`` are owed (their
-        :attr:`~QueuedRecipient.report_owed`), then record it queued; ``entry`` as
-        recorded. The report is delivered only after that record: a crash between the
-        two leaves a report that :meth:`Queue.open` finds, and it is not made again."""
-        owed = [r for r in entry.recipients if r.report_owed is not None]
-        if not owed:
-            return entry
-        to, on_behalf_of = self._addressee(entry.id, entry.sender)
-        report = await self._success_report(entry, content, owed, to, on_behalf_of)
-        queued = await self.threads.run(
-            self.queue.add,
-            report.content,
-            "",
-            [to],
-            params=_report_params(to, report, requiretls=entry.requiretls),
-            report_on=entry.id,
-            reported=[r.address for r in owed],
-        )
-        logger.info("%s: sender success notification: %s", entry.id, queued.id)
-        entry = await self._save(
-            entry.with_recipients({r.address: replace(r, report_owed=None) for r in owed})
-        )
-        self.schedule(queued, new=True)
-        return entry
 
     async def _record_local_error(self, queue_id: str, exc: BaseException) -> None:
         """A round that broke on our side: its error is every pending recipient's
@@ -942,7 +886,7 @@ class DeliveryWorker:
                 self._log_outcome(entry, address, outcome)
             if outcome.status is RecipientStatus.SENT:
                 sent[address] = _updated(recipients[address], outcome)
-                wanted = _notify(recipients[address], "SUCCESS") and not outcome.dsn_passed
+                wanted = asks_for(recipients[address], "SUCCESS") and not outcome.dsn_passed
                 if wanted and entry.sender:  # RFC 3461 §6.2; none to <> (RFC 5321 §4.5.5)
                     action = "delivered" if outcome.relay == "local" else "relayed"
                     sent[address] = replace(sent[address], report_owed=action)
@@ -991,7 +935,7 @@ class DeliveryWorker:
         the message runs again as soon as a place is handed to it."""
         recipients = {r.address: r for r in entry.recipients}
         if failed:
-            await self._bounce(entry, content, failed)
+            await self.reports.bounce(entry, content, failed)
             for address, outcome in failed.items():  # after the bounce step, never before
                 self._log_outcome(entry, address, outcome)
             # Known at once: whatever fails next, this bounce is not made again.
@@ -999,7 +943,7 @@ class DeliveryWorker:
                 {address: _updated(recipients[address], o) for address, o in failed.items()}
             )
             self._unsaved[entry.id] = entry
-        entry = await self._report_successes(entry, content)
+        entry = await self.reports.report_successes(entry, content)
         entry = entry.with_recipients(
             {address: _updated(recipients[address], o) for address, o in deferred.items()}
         )
@@ -1023,8 +967,8 @@ class DeliveryWorker:
             attempts = entry.attempts + 1
             wait = self.next_wait(attempts)
             entry = replace(entry, attempts=attempts, next_attempt=self.clock() + wait)
-            if self._delay_warning_due(entry):
-                await self._warn_delay(entry, content)
+            if self.reports.delay_warning_due(entry):
+                await self.reports.warn_delay(entry, content)
                 entry = replace(entry, delay_warned=True)
             await self._save(entry)
             logger.info(
@@ -1055,48 +999,12 @@ class DeliveryWorker:
         would take now."""
         return self.clock() >= entry.created + self.max_queue_age
 
-    # -- delay notices ------------------------------------------------------------
-
-    def _delay_warning_due(self, entry: QueueEntry) -> bool:
-        return (
-            self.delay_warning is not None
-            and not entry.delay_warned
-            and bool(entry.sender)
-            and self.clock() - entry.created >= self.delay_warning
-        )
-
-    async def _warn_delay(self, entry: QueueEntry, content: QueuedContent) -> None:
-        """Tell the sender, once, which recipients are still waiting and why (RFC 3464
-        ``Action: delayed``); recipients whose NOTIFY leaves out DELAY are not listed
-        (RFC 3461 §4.1; without NOTIFY, Postfix warns, and so does this)."""
-        delayed = [r for r in entry.pending if r.notify is None or _notify(r, "DELAY")]
-        if not delayed:
-            return
-        to, on_behalf_of = self._addressee(entry.id, entry.sender)
-        notice = build_delay_notice(
-            reporting_mta=self.hostname,
-            recipient=to,
-            queue_id=entry.id,
-            arrival=entry.created,
-            now=self.clock(),
-            delayed=[
-                ReportedRecipient(
-                    r.address,
-                    r.dsn if r.dsn and r.dsn[0] == "4" else "4.0.0",
-                    r.reply or "not yet attempted",
-                    r.remote_mta,
-                    r.from_remote,
-                    original_recipient=r.orcpt,
-                )
-                for r in delayed
-            ],
-            original=await self.threads.run(content.header),
-            retry_until=entry.created + self.max_queue_age,
-            envid=entry.param("ENVID"),
-            utf8=_is_utf8(entry),
-            for_sender=on_behalf_of,
-        )
-        await self.send_report(entry.id, to, notice, "delay", requiretls=entry.requiretls)
+    async def send_report(
+        self, queue_id: str, sender: str, report: Report, kind: str, *, requiretls: bool = False
+    ) -> None:
+        """Hand a delivery status notification to ``sender``
+        (:meth:`SenderReports.send_report <smtpcore.server.reports.SenderReports.send_report>`)."""
+        await self.reports.send_report(queue_id, sender, report, kind, requiretls=requiretls)
 
     # -- local ------------------------------------------------------------------
 
@@ -1323,204 +1231,6 @@ class DeliveryWorker:
             RejectReason.DNS_TEMPORARY,
         )
 
-    # -- bounces ----------------------------------------------------------------
-
-    async def _bounce(
-        self,
-        entry: QueueEntry,
-        content: QueuedContent,
-        failed: Mapping[str, Outcome],
-    ) -> None:
-        """Tell the sender, unless it is the null sender (RFC 5321 §4.5.5) or asked not
-        to hear of these failures (``NOTIFY``, RFC 3461 §4.1). A failure by this
-        server's own policy (:attr:`Outcome.server_policy`) was no choice of the
-        sender's: the postmaster (RFC 5321 §4.5.1) hears of it, with the whole message,
-        whatever NOTIFY and RET asked; the sender's own copy keeps to them. When the
-        sender's copy goes to the postmaster too (:meth:`_postmaster_instead`), the two
-        are one report. The bounce says how long the message was retried when that is
-        why each recipient it lists failed (:attr:`Outcome.expired`).
-
-        Mail from the null sender is a report (this server's or another's), which is
-        never bounced (RFC 3461 §6.2): one that fails is lost, and only the log can say
-        so, at WARNING, naming the message it reported on when this server made it."""
-        if not entry.sender:
-            logger.warning(
-                "%s: null sender: no bounce for %d recipients: a lost report%s (a report is "
-                "never bounced, RFC 5321 §4.5.5)",
-                entry.id,
-                len(failed),
-                "" if entry.report_on is None else f" on {entry.report_on}",
-            )
-            return
-        recipients = {r.address: r for r in entry.recipients}
-        asked = {a: o for a, o in failed.items() if _notify(recipients[a], "FAILURE")}
-        policy = {a: o for a, o in failed.items() if o.server_policy}
-        unreported = len(failed.keys() - asked.keys() - policy.keys())
-        if unreported:
-            logger.info(
-                "%s: no bounce for %d recipients: NOTIFY did not ask for one",
-                entry.id,
-                unreported,
-            )
-        to, on_behalf_of = self._addressee(entry.id, entry.sender)
-        if on_behalf_of is not None:
-            both = {a: o for a, o in failed.items() if a in asked or a in policy}
-            if both:
-                await self._send_bounce(entry, content, both, to, whole=bool(policy))
-            return
-        if asked:
-            await self._send_bounce(entry, content, asked, entry.sender, whole=False)
-        if policy:
-            await self._send_bounce(entry, content, policy, self._postmaster(), whole=True)
-
-    async def _send_bounce(
-        self,
-        entry: QueueEntry,
-        content: QueuedContent,
-        failed: Mapping[str, Outcome],
-        to: str,
-        *,
-        whole: bool,
-    ) -> None:
-        """Build the bounce for ``failed`` and send it to ``to``: the sender, or the
-        postmaster, in which case the report names the sender in its text. ``whole``
-        returns the message whole whatever RET asked; RFC 8689 §5 returns the header
-        of a REQUIRETLS message only, whatever RET asked (and it goes under REQUIRETLS:
-        :meth:`send_report`)."""
-        recipients = {r.address: r for r in entry.recipients}
-        ret_hdrs = (entry.param("RET") or "").upper() == "HDRS" and not whole
-        headers_only = ret_hdrs or entry.requiretls
-        original = None
-        if not headers_only:
-            original = await self.threads.run(content.returned, MAX_RETURNED_MESSAGE)
-        if original is None:  # asked for, or the message is too large to return whole
-            headers_only = True
-            original = await self.threads.run(content.header)
-        expired = all(outcome.expired for outcome in failed.values())
-        retried_for = _duration_text(self.max_queue_age) if expired else None
-        bounce = build_bounce(
-            reporting_mta=self.hostname,
-            recipient=to,
-            queue_id=entry.id,
-            arrival=entry.created,
-            now=self.clock(),
-            failed=[
-                ReportedRecipient(
-                    address,
-                    outcome.dsn if outcome.dsn[0] in "45" else "5.0.0",
-                    outcome.detail,
-                    outcome.remote_mta,
-                    outcome.from_remote,
-                    original_recipient=recipients[address].orcpt,
-                )
-                for address, outcome in failed.items()
-            ],
-            original=original,
-            envid=entry.param("ENVID"),
-            headers_only=headers_only,
-            expired_after=retried_for,
-            utf8=_is_utf8(entry),
-            for_sender=None if to == entry.sender else entry.sender,
-        )
-        await self.send_report(entry.id, to, bounce, "non-delivery", requiretls=entry.requiretls)
-
-    async def _success_report(
-        self,
-        entry: QueueEntry,
-        content: QueuedContent,
-        owed: Sequence[QueuedRecipient],
-        to: str,
-        on_behalf_of: str | None,
-    ) -> Report:
-        """The report ``NOTIFY=SUCCESS`` asked for: delivered here, or relayed to a
-        server that does not speak DSN (RFC 3461 §6.2); addressed to ``to``, on behalf
-        of ``on_behalf_of`` when that is the postmaster (:meth:`_addressee`)."""
-        return build_success_report(
-            reporting_mta=self.hostname,
-            recipient=to,
-            queue_id=entry.id,
-            arrival=entry.created,
-            now=self.clock(),
-            reported=[
-                ReportedRecipient(
-                    r.address,
-                    r.dsn if r.dsn is not None and r.dsn[:1] == "2" else "2.0.0",
-                    r.reply or "",
-                    r.remote_mta,
-                    r.from_remote,
-                    action=r.report_owed or "relayed",
-                    original_recipient=r.orcpt,
-                )
-                for r in owed
-            ],
-            original=await self.threads.run(content.header),
-            envid=entry.param("ENVID"),
-            utf8=_is_utf8(entry),
-            for_sender=on_behalf_of,
-        )
-
-    def _addressee(self, queue_id: str, sender: str) -> tuple[str, str | None]:
-        """Where a report to ``sender`` goes, and on whose behalf: the sender itself and
-        None, or the postmaster and the sender when it cannot go there
-        (:meth:`_postmaster_instead`). A report to the postmaster names it in its To:
-        and the sender only in its text: an address that no longer parses has no form
-        that a header could carry without naming another one."""
-        postmaster = self._postmaster_instead(queue_id, sender)
-        return (sender, None) if postmaster is None else (postmaster, sender)
-
-    def _postmaster(self) -> str:
-        """The postmaster's mailbox of the first local domain (RFC 5321 §4.5.1)."""
-        return self.mailboxes.config.postmaster_key(self.mailboxes.config.domains[0])
-
-    def _postmaster_instead(self, queue_id: str, sender: str) -> str | None:
-        """The postmaster's mailbox (RFC 5321 §4.5.1) when a report to ``sender`` cannot
-        go to it: a local sender with no mailbox, or a queued sender that no longer
-        parses, to which nothing can be sent; None when it can. Logged."""
-        try:
-            mailbox = parse_mailbox(sender)
-        except AddressError:
-            why = "is no longer a valid address"
-        else:
-            decision = self.router.route(mailbox, authenticated=True)
-            if not isinstance(decision, LocalDelivery):
-                return None
-            if self.mailboxes.lookup(decision.mailbox) is not None:
-                return None
-            why = "has no mailbox"
-        key = self._postmaster()
-        logger.info("%s: sender <%s> %s; report to %s", queue_id, loggable(sender), why, key)
-        return key
-
-    async def send_report(
-        self, queue_id: str, sender: str, report: Report, kind: str, *, requiretls: bool = False
-    ) -> None:
-        """Hand a delivery status notification to ``sender``: into its mailbox when it
-        is local, a postmaster's when it cannot go there (:meth:`_postmaster_instead`),
-        else into the queue, from ``<>``,
-        marked a report on ``queue_id`` (:attr:`QueueEntry.is_report`).
-
-        ``requiretls``: the report is on a message that came with REQUIRETLS, and holds
-        its header, so it is queued with REQUIRETLS as well (a "REQUIRETLS bounce
-        message", RFC 8689 §5): the relay sends it only as it would send that message.
-        When no exchanger qualifies it is dropped, and logged, rather than sent in the
-        clear; being from ``<>``, it is never bounced (RFC 5321 §4.5.5)."""
-        key = self._postmaster_instead(queue_id, sender)
-        if key is None:
-            decision = self._route(sender)
-            if isinstance(decision, LocalDelivery):
-                key = self.mailboxes.lookup(decision.mailbox)
-        if key is not None:
-            path = await self.threads.run(self.mailboxes.deliver, key, "", report.content)
-            logger.info("%s: sender %s notification: delivered to %s", queue_id, kind, path)
-            self.mailboxes.delivered(key, path, queue_id)
-            return
-        params = _report_params(sender, report, requiretls=requiretls)
-        queued = await self.threads.run(
-            self.queue.add, report.content, "", [sender], params=params, report_on=queue_id
-        )
-        logger.info("%s: sender %s notification: %s", queue_id, kind, queued.id)
-        self.schedule(queued, new=True)
-
 
 @dataclass(slots=True)
 class _Round:
@@ -1649,23 +1359,6 @@ def _recipient_refusal(address: str) -> Outcome | None:
     return None
 
 
-def _report_params(
-    sender: str, report: Report, *, requiretls: bool
-) -> list[tuple[str, str | None]]:
-    """The MAIL parameters a queued report needs: an RFC 6533 report (as its builder
-    says), or one to a UTF-8 address, SMTPUTF8 (passed on where it is offered; only a
-    UTF-8 address or header needs it, RFC 6531 §3.4); one on a REQUIRETLS message,
-    REQUIRETLS."""
-    params: list[tuple[str, str | None]] = []
-    if not report.content.isascii():
-        params.append(("BODY", "8BITMIME"))
-    if not sender.isascii() or report.international:
-        params.append(("SMTPUTF8", None))
-    if requiretls:
-        params.append(("REQUIRETLS", None))
-    return params
-
-
 def _local_error(exc: BaseException) -> Outcome:
     """A recipient's outcome when delivery broke on our side: it waits, and its last
     error says what broke (so an expiry bounce does). An OSError is said without the
@@ -1683,11 +1376,6 @@ def _expiry_outcome(last: Outcome) -> Outcome:
     temporary; 4.4.7, "delivery time expired", RFC 3463, when it had none)."""
     dsn = last.dsn if last.dsn[:1] == "4" else "4.4.7"
     return replace(last, status=RecipientStatus.FAILED, dsn=dsn, expired=True)
-
-
-def _is_utf8(entry: QueueEntry) -> bool:
-    """Whether reports on ``entry`` follow RFC 6533: it came with SMTPUTF8."""
-    return "SMTPUTF8" in dict(entry.params)
 
 
 def _updated(recipient: QueuedRecipient, outcome: Outcome) -> QueuedRecipient:
